@@ -1,0 +1,58 @@
+// Layer rule: dependencies point inward.
+//   protocol  <-  core  <-  transports / store / cluster  <-  server (composition root) / cli
+// The client library depends on protocol only.
+const io =
+  '^(node:)?(net|tls|http|https|http2|dgram|fs|fs/promises|child_process|worker_threads|cluster)$';
+const drivers = '^(ws|ioredis|redis|better-sqlite3|pino|pino-pretty|prom-client)$';
+
+module.exports = {
+  forbidden: [
+    {
+      name: 'protocol-is-pure',
+      comment: 'protocol holds framing, message types and codecs: no I/O and no other layer',
+      severity: 'error',
+      from: { path: '^src/protocol/' },
+      to: { pathNot: '^src/protocol/' },
+    },
+    {
+      name: 'core-depends-on-protocol-only',
+      comment: 'core holds rooms, sessions and rules: no sockets, Redis, SQLite or outer layers',
+      severity: 'error',
+      from: { path: '^src/core/' },
+      to: { pathNot: '^src/(core|protocol)/' },
+    },
+    {
+      name: 'core-no-io',
+      severity: 'error',
+      from: { path: '^src/(core|protocol)/' },
+      to: { path: [io, drivers] },
+    },
+    {
+      name: 'client-depends-on-protocol-only',
+      severity: 'error',
+      from: { path: '^src/client/' },
+      to: { path: '^src/(core|transports|store|cluster|cli)/|^src/server' },
+    },
+    {
+      name: 'adapters-do-not-import-composition-root',
+      severity: 'error',
+      from: { path: '^src/(transports|store|cluster)/' },
+      to: { path: '^src/(cli/|server)' },
+    },
+    {
+      name: 'no-circular',
+      severity: 'error',
+      from: {},
+      to: { circular: true },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    tsConfig: { fileName: 'tsconfig.json' },
+    tsPreCompilationDeps: true,
+    enhancedResolveOptions: {
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'require', 'node', 'default'],
+    },
+  },
+};

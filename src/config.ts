@@ -1,0 +1,204 @@
+/**
+ * Server options: one table drives the command-line flags, the CONFAB_*
+ * environment variables, `confab serve --help`, and the README's table.
+ * A value is validated when loaded; the resulting Config is immutable.
+ */
+
+type Kind = 'string' | 'integer' | 'boolean' | 'file';
+
+interface OptionSpec {
+  kind: Kind;
+  default: string | number | boolean | undefined;
+  description: string;
+  min?: number;
+  max?: number;
+  choices?: readonly string[];
+  /** Placeholder shown in help. */
+  arg?: string;
+}
+
+export const SERVE_OPTIONS = {
+  host: { kind: 'string', default: '127.0.0.1', description: 'address to listen on', arg: 'ADDR' },
+  port: {
+    kind: 'integer',
+    default: 20825,
+    min: 0,
+    max: 65535,
+    description: 'TCP port (0 picks a free one)',
+    arg: 'N',
+  },
+  'max-users': {
+    kind: 'integer',
+    default: 10,
+    min: 1,
+    max: 1_000_000,
+    description: 'room capacity',
+    arg: 'N',
+  },
+  'banned-words': {
+    kind: 'file',
+    default: undefined,
+    description:
+      'file of banned words, one per line (default: the course list, "i hate professor")',
+    arg: 'FILE',
+  },
+  'max-frame': {
+    kind: 'integer',
+    default: 65536,
+    min: 256,
+    max: 16 * 1024 * 1024,
+    description: 'largest request in bytes; a larger one closes that connection',
+    arg: 'BYTES',
+  },
+  'max-queue': {
+    kind: 'integer',
+    default: 1048576,
+    min: 4096,
+    max: 1024 * 1024 * 1024,
+    description: 'bytes queued for one client before it is disconnected as too slow',
+    arg: 'BYTES',
+  },
+  'hide-addresses': {
+    kind: 'boolean',
+    default: false,
+    description: 'USERS shows "hidden" instead of members\' IP and port',
+  },
+  'shutdown-timeout': {
+    kind: 'integer',
+    default: 5,
+    min: 0,
+    max: 3600,
+    description: 'seconds to flush queued messages on shutdown before closing hard',
+    arg: 'S',
+  },
+  'log-level': {
+    kind: 'string',
+    default: 'info',
+    choices: ['debug', 'info', 'warn', 'error', 'silent'],
+    description: 'least severe level logged',
+    arg: 'LEVEL',
+  },
+  'log-format': {
+    kind: 'string',
+    default: 'pretty',
+    choices: ['pretty', 'json'],
+    description: 'human-readable lines, or JSON lines for log collectors',
+    arg: 'FORMAT',
+  },
+} as const satisfies Record<string, OptionSpec>;
+
+type Specs = typeof SERVE_OPTIONS;
+export type OptionName = keyof Specs;
+
+type ValueOf<S extends OptionSpec> = S['kind'] extends 'integer'
+  ? number
+  : S['kind'] extends 'boolean'
+    ? boolean
+    : S['default'] extends undefined
+      ? string | undefined
+      : string;
+
+type CamelCase<S extends string> = S extends `${infer H}-${infer T}`
+  ? `${H}${Capitalize<CamelCase<T>>}`
+  : S;
+
+export type Config = { readonly [K in OptionName as CamelCase<K>]: ValueOf<Specs[K]> };
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function envName(option: string): string {
+  return `CONFAB_${option.toUpperCase().replaceAll('-', '_')}`;
+}
+
+function camel(option: string): string {
+  return option.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+}
+
+function convert(
+  name: string,
+  spec: OptionSpec,
+  raw: string,
+  source: string,
+): string | number | boolean {
+  switch (spec.kind) {
+    case 'integer': {
+      if (!/^-?\d+$/.test(raw.trim()))
+        throw new ConfigError(`${source}: expected a whole number, got "${raw}"`);
+      const n = Number(raw);
+      if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
+        throw new ConfigError(`${source}: ${n} is outside ${spec.min}..${spec.max}`);
+      }
+      return n;
+    }
+    case 'boolean': {
+      const v = raw.trim().toLowerCase();
+      if (['1', 'true', 'yes', 'on', ''].includes(v)) return true;
+      if (['0', 'false', 'no', 'off'].includes(v)) return false;
+      throw new ConfigError(`${source}: expected true or false, got "${raw}"`);
+    }
+    default:
+      if (spec.choices !== undefined && !spec.choices.includes(raw)) {
+        throw new ConfigError(
+          `${source}: expected one of ${spec.choices.join(', ')}, got "${raw}"`,
+        );
+      }
+      if (raw === '' && name !== 'banned-words')
+        throw new ConfigError(`${source}: must not be empty`);
+      return raw;
+  }
+}
+
+/**
+ * Resolves every option: a flag wins over its environment variable, which
+ * wins over the default.
+ */
+export function loadConfig(
+  flags: Readonly<Record<string, string | boolean | undefined>>,
+  env: Readonly<Record<string, string | undefined>>,
+): Config {
+  const out: Record<string, string | number | boolean | undefined> = {};
+  for (const [name, spec] of Object.entries(SERVE_OPTIONS) as [string, OptionSpec][]) {
+    const flag = flags[name];
+    const fromEnv = env[envName(name)];
+    let value: string | number | boolean | undefined = spec.default;
+    if (flag !== undefined) {
+      value = typeof flag === 'boolean' ? flag : convert(name, spec, flag, `--${name}`);
+    } else if (fromEnv !== undefined) {
+      value = convert(name, spec, fromEnv, envName(name));
+    }
+    out[camel(name)] = value;
+  }
+  return Object.freeze(out) as unknown as Config;
+}
+
+/** Options in the shape node:util parseArgs takes. */
+export function parseArgsOptions(): Record<string, { type: 'string' | 'boolean' }> {
+  const options: Record<string, { type: 'string' | 'boolean' }> = {};
+  for (const [name, spec] of Object.entries(SERVE_OPTIONS) as [string, OptionSpec][]) {
+    options[name] = { type: spec.kind === 'boolean' ? 'boolean' : 'string' };
+  }
+  return options;
+}
+
+export function optionsHelp(): string {
+  const rows = (Object.entries(SERVE_OPTIONS) as [string, OptionSpec][]).map(([name, spec]) => {
+    const left = `  --${name}${spec.arg ? ` ${spec.arg}` : ''}`;
+    const def = spec.default === undefined ? '' : ` (default: ${spec.default})`;
+    return `${left.padEnd(30)} ${spec.description}${def}\n${''.padEnd(31)}env ${envName(name)}`;
+  });
+  return rows.join('\n');
+}
+
+/** The README's configuration table, generated so it cannot drift. */
+export function optionsMarkdown(): string {
+  const lines = ['| flag | environment | default | meaning |', '|---|---|---|---|'];
+  for (const [name, spec] of Object.entries(SERVE_OPTIONS) as [string, OptionSpec][]) {
+    const def = spec.default === undefined ? '—' : `\`${spec.default}\``;
+    lines.push(
+      `| \`--${name}\` | \`${envName(name)}\` | ${def} | ${spec.description.replaceAll('|', '\\|')} |`,
+    );
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,182 @@
+import { Cmd, ErrorCode, type ErrorCodeValue } from '../protocol/codes.js';
+import { Outbound } from '../protocol/message-codec.js';
+import type { ParseResult } from '../protocol/request-codec.js';
+import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
+import { type ChatContext, commandFor, refuse } from './commands.js';
+import { nicknameKey } from './nickname.js';
+import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
+import { Room } from './room.js';
+import { Session, type SessionHost } from './session.js';
+
+export interface ChatOptions {
+  /** Room capacity; the course server's is 10. */
+  maxUsers?: number;
+  bannedWords?: BannedWords;
+  serverVersion?: string;
+  /** USERS shows "hidden" and port 0 instead of members' addresses. */
+  hideAddresses?: boolean;
+  logger?: Logger;
+}
+
+/** What an opted-in client is told when the server ends its session. */
+const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, string]>> = {
+  'banned-words': [ErrorCode.BANNED_WORDS, 'message contains a banned word'],
+  'frame-too-large': [ErrorCode.FRAME_TOO_LARGE, 'request is larger than the frame limit'],
+  protocol: [ErrorCode.PROTOCOL_VIOLATION, 'the first request must be CONNECT'],
+  flooding: [ErrorCode.FLOODING, 'too many requests'],
+  'slow-consumer': [ErrorCode.SLOW_CONSUMER, 'you are not reading fast enough'],
+  timeout: [ErrorCode.TIMEOUT, 'timed out'],
+  'too-many-connections': [ErrorCode.TOO_MANY_CONNECTIONS, 'too many connections'],
+  shutdown: [ErrorCode.SERVER_SHUTDOWN, 'the server is shutting down'],
+};
+
+/**
+ * The chat service: sessions, the nickname registry and the room, with the
+ * course protocol's rules. Single-threaded by design: every request runs to
+ * completion before the next, so check-then-act (is the name free? is the
+ * room full?) needs no lock.
+ */
+export class Chat implements ChatContext, SessionHost {
+  readonly lobby: Room;
+  readonly serverVersion: string;
+  readonly bannedWords: BannedWords;
+  readonly hideAddresses: boolean;
+  readonly log: Logger;
+  private readonly nicknames = new Map<string, Session>();
+  private readonly sessions = new Set<Session>();
+  private nextId = 1;
+  private stopping = false;
+
+  constructor(options: ChatOptions = {}) {
+    this.lobby = new Room('lobby', options.maxUsers ?? 10);
+    this.serverVersion = options.serverVersion ?? '1';
+    this.bannedWords = options.bannedWords ?? new BannedWords(DEFAULT_BANNED_WORDS);
+    this.hideAddresses = options.hideAddresses ?? false;
+    this.log = options.logger ?? silentLogger;
+  }
+
+  /** Number of open sessions, joined or not. */
+  get connectionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** A transport calls this for each new connection. */
+  open(peer: Peer): Session {
+    const session = new Session(this.nextId++, peer, this);
+    this.sessions.add(session);
+    if (this.stopping) this.disconnect(session, 'shutdown');
+    return session;
+  }
+
+  find(nickname: string): Session | undefined {
+    return this.nicknames.get(nicknameKey(nickname));
+  }
+
+  receive(session: Session, result: ParseResult): void {
+    if (session.state === 'closed') return;
+    if (!result.ok) {
+      const { code, message, ref } = result.error;
+      if (session.state === 'greeting') {
+        this.log.warn({ session: session.id, code, ref }, `Invalid first request: ${message}`);
+        this.disconnect(session, 'protocol');
+        return;
+      }
+      if (code === ErrorCode.UNKNOWN_COMMAND) {
+        this.log.warn({ nickname: session.nickname }, `Invalid request command. Command: ${ref}`);
+      } else {
+        this.log.warn({ nickname: session.nickname, code, ref }, `Invalid request: ${message}`);
+      }
+      refuse(session, code, message, ref);
+      return;
+    }
+    const request = result.request;
+    const command = commandFor(request.cmd);
+    if (session.state === 'greeting') {
+      if (!command.greeting) {
+        this.log.warn({ session: session.id }, `Invalid request command. Command: ${request.cmd}`);
+        this.disconnect(session, 'protocol');
+        return;
+      }
+    } else if (command.greeting) {
+      refuse(session, ErrorCode.ALREADY_CONNECTED, 'already connected', request.cmd);
+      return;
+    }
+    this.log.debug({ nickname: session.nickname }, `Command ${request.cmd}`);
+    // The table pairs each code with its own handler; TypeScript cannot see
+    // through the lookup, so the request is passed at the table's type.
+    (command.handle as (ctx: ChatContext, s: Session, r: typeof request) => void)(
+      this,
+      session,
+      request,
+    );
+  }
+
+  join(session: Session, nickname: string, room: Room): void {
+    session.nickname = nickname;
+    session.key = nicknameKey(nickname);
+    session.state = 'joined';
+    session.room = room;
+    this.nicknames.set(session.key, session);
+    room.add(session);
+    this.log.info(
+      { nickname, room: room.name, users: room.size },
+      `${nickname} joined. There are ${room.size} users connected.`,
+    );
+  }
+
+  rename(session: Session, nickname: string): void {
+    const old = session.nickname;
+    this.nicknames.delete(session.key);
+    session.nickname = nickname;
+    session.key = nicknameKey(nickname);
+    this.nicknames.set(session.key, session);
+    session.room?.moveToEnd(session);
+    this.log.info({ old, nickname }, `${old} is now known as ${nickname}.`);
+  }
+
+  /** Ends a session from the server side: tell it why (if it opted in), leave, close. */
+  disconnect(session: Session, reason: DisconnectReason, detail?: string): void {
+    if (session.state === 'closed') return;
+    const notice = DISCONNECT_NOTICES[reason];
+    if (notice !== undefined) refuse(session, notice[0], detail ?? notice[1]);
+    this.leave(session, reason);
+    session.peer.close(reason);
+  }
+
+  /** The transport lost or closed the connection. */
+  ended(session: Session, reason: DisconnectReason): void {
+    if (session.state === 'closed') return;
+    if (session.state === 'joined' && reason === 'lost') {
+      this.log.info(
+        { nickname: session.nickname },
+        `The TCP connection to the client (nickname=${session.nickname}) has been lost.`,
+      );
+    }
+    this.leave(session, reason);
+  }
+
+  /** Disconnects everyone, without leave notices: the room is going away. */
+  shutdown(): void {
+    this.stopping = true;
+    for (const session of [...this.sessions]) this.disconnect(session, 'shutdown');
+  }
+
+  private leave(session: Session, reason: DisconnectReason): void {
+    const wasJoined = session.state === 'joined';
+    session.state = 'closed';
+    this.sessions.delete(session);
+    const room = session.room;
+    if (!wasJoined || room === undefined) return;
+    this.nicknames.delete(session.key);
+    room.remove(session);
+    session.room = undefined;
+    this.log.info(
+      { nickname: session.nickname, room: room.name, users: room.size, reason },
+      `${session.nickname} left. There are ${room.size} users connected.`,
+    );
+    if (this.stopping) return;
+    room.broadcast(
+      new Outbound({ cmd: Cmd.EXIT_BROADCAST, nickname: session.nickname, userCount: room.size }),
+    );
+  }
+}

@@ -1,0 +1,52 @@
+import type { Outbound } from '../protocol/message-codec.js';
+
+/** Structured logging, injected so the core never binds a logging library. */
+export interface Logger {
+  debug(fields: object, message: string): void;
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+  error(fields: object, message: string): void;
+}
+
+export const silentLogger: Logger = {
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+};
+
+export interface PeerAddress {
+  ip: string;
+  port: number;
+}
+
+/** Why a session ended. Transports count these; opted-in clients see an error code. */
+export type DisconnectReason =
+  | 'exit'
+  | 'lost'
+  | 'nickname-taken'
+  | 'room-full'
+  | 'invalid-nickname'
+  | 'banned-words'
+  | 'frame-too-large'
+  | 'protocol'
+  | 'flooding'
+  | 'slow-consumer'
+  | 'timeout'
+  | 'too-many-connections'
+  | 'shutdown';
+
+/**
+ * One client connection as the core sees it: something that accepts messages
+ * and can be closed. TCP, TLS and WebSocket connections all look like this.
+ */
+export interface Peer {
+  /** The client's address as the server sees it (shown by USERS). */
+  readonly remote: PeerAddress;
+  /** The listening address the client reached (sent in "03"). */
+  readonly local: PeerAddress;
+  /** Queue a message. Must not call back into the core synchronously. */
+  send(message: Outbound): void;
+  /** Flush what is queued, then close. Idempotent. */
+  close(reason: DisconnectReason): void;
+}

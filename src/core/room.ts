@@ -1,0 +1,72 @@
+import type { Capability } from '../protocol/capabilities.js';
+import type { Outbound } from '../protocol/message-codec.js';
+import type { PeerAddress } from './ports.js';
+
+/** What a room needs of a member. Sessions of every transport implement it. */
+export interface Member {
+  readonly id: number;
+  readonly nickname: string;
+  /** Where the member connects from, as USERS reports it. */
+  readonly address: PeerAddress;
+  has(capability: Capability): boolean;
+  deliver(message: Outbound): void;
+}
+
+/**
+ * A chat room: members in join order, a capacity, and fan-out. The course
+ * server has exactly one; confab keeps it a first-class object so that more
+ * rooms, history and cluster fan-out attach here rather than to sessions.
+ */
+export class Room {
+  // Insertion order is the order USERS lists members in, as in the course server.
+  private readonly members = new Map<number, Member>();
+
+  constructor(
+    readonly name: string,
+    readonly capacity: number,
+  ) {}
+
+  get size(): number {
+    return this.members.size;
+  }
+
+  get isFull(): boolean {
+    return this.members.size >= this.capacity;
+  }
+
+  has(member: Member): boolean {
+    return this.members.has(member.id);
+  }
+
+  add(member: Member): void {
+    this.members.set(member.id, member);
+  }
+
+  remove(member: Member): boolean {
+    return this.members.delete(member.id);
+  }
+
+  /** Moves a member to the end of the listing; the course server's rename does this. */
+  moveToEnd(member: Member): void {
+    if (this.members.delete(member.id)) this.members.set(member.id, member);
+  }
+
+  list(): IterableIterator<Member> {
+    return this.members.values();
+  }
+
+  /**
+   * Delivers one message to every member but `except`; with `only`, just to
+   * members holding that capability. Returns how many it reached.
+   */
+  broadcast(message: Outbound, except?: Member, only?: Capability): number {
+    let delivered = 0;
+    for (const member of this.members.values()) {
+      if (member === except) continue;
+      if (only !== undefined && !member.has(only)) continue;
+      member.deliver(message);
+      delivered++;
+    }
+    return delivered;
+  }
+}

@@ -1,0 +1,72 @@
+import type { Capability } from '../protocol/capabilities.js';
+import { Outbound } from '../protocol/message-codec.js';
+import type { ServerMessage } from '../protocol/messages.js';
+import type { ParseResult } from '../protocol/request-codec.js';
+import type { DisconnectReason, Peer, PeerAddress } from './ports.js';
+import type { Member, Room } from './room.js';
+
+/** Where a session reports what its transport tells it. Implemented by Chat. */
+export interface SessionHost {
+  receive(session: Session, result: ParseResult): void;
+  ended(session: Session, reason: DisconnectReason): void;
+  disconnect(session: Session, reason: DisconnectReason): void;
+}
+
+export type SessionState = 'greeting' | 'joined' | 'closed';
+
+const NO_CAPS: ReadonlySet<Capability> = new Set();
+
+/**
+ * One client, from connect to close, whatever transport carries it.
+ * Transports call receive() with each decoded frame and ended() when the
+ * connection is gone; everything else happens in the core.
+ */
+export class Session implements Member {
+  state: SessionState = 'greeting';
+  nickname = '';
+  /** The nickname's uniqueness key while registered. */
+  key = '';
+  room: Room | undefined;
+  private caps: ReadonlySet<Capability> = NO_CAPS;
+
+  constructor(
+    readonly id: number,
+    readonly peer: Peer,
+    private readonly host: SessionHost,
+  ) {}
+
+  get address(): PeerAddress {
+    return this.peer.remote;
+  }
+
+  has(capability: Capability): boolean {
+    return this.caps.has(capability);
+  }
+
+  grant(capabilities: readonly Capability[]): void {
+    this.caps = new Set(capabilities);
+  }
+
+  /** Called by the transport for each frame it decoded. */
+  receive(result: ParseResult): void {
+    this.host.receive(this, result);
+  }
+
+  /** Called by the transport once the connection is closed, whoever closed it. */
+  ended(reason: DisconnectReason): void {
+    this.host.ended(this, reason);
+  }
+
+  /** Called by the transport when it must end the session (limits, timeouts). */
+  disconnect(reason: DisconnectReason): void {
+    this.host.disconnect(this, reason);
+  }
+
+  deliver(message: Outbound): void {
+    if (this.state !== 'closed') this.peer.send(message);
+  }
+
+  reply(message: ServerMessage): void {
+    this.deliver(new Outbound(message));
+  }
+}

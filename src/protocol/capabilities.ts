@@ -1,0 +1,28 @@
+/**
+ * Capability negotiation. A client lists what it understands in CONNECT
+ * ({"cmd":"0","nickname":"ann","caps":["errors","renames"]}); the "03" reply
+ * echoes the subset the server granted. A client that sends no "caps" gets the
+ * course protocol exactly, and never a code it does not know.
+ */
+export const CAPABILITIES = [
+  /** "90" error replies instead of silence (or the nearest course code). */
+  'errors',
+  /** "91" when another member renames. */
+  'renames',
+  /** Whispers arrive as "70" with "whisper": true, so they can be told from chat. */
+  'whispers',
+] as const;
+
+export type Capability = (typeof CAPABILITIES)[number];
+
+const known: ReadonlySet<string> = new Set(CAPABILITIES);
+
+export function isCapability(value: string): value is Capability {
+  return known.has(value);
+}
+
+/** The capabilities the server grants for a requested list, in the server's order. */
+export function grant(requested: readonly string[]): Capability[] {
+  const asked = new Set(requested);
+  return CAPABILITIES.filter((c) => asked.has(c));
+}

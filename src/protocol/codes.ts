@@ -1,0 +1,84 @@
+/**
+ * Command codes. "0".."8" and their replies are the course protocol, byte for byte;
+ * "9x" codes are confab extensions and reach only clients that negotiated the
+ * capability that defines them (see capabilities.ts and docs/protocol.md).
+ */
+export const Cmd = {
+  CONNECT: '0',
+  CONNECT_DUPLICATE_NICKNAME: '01',
+  CONNECT_CHATROOM_FULL: '02',
+  CONNECT_SUCCESS: '03',
+  USERS: '1',
+  USERS_RESPONSE: '10',
+  WHISPER: '2',
+  WHISPER_NO_SUCH_USER: '20',
+  WHISPER_MYSELF: '21',
+  WHISPER_SUCCESS: '22',
+  EXIT: '3',
+  EXIT_BROADCAST: '30',
+  VERSION: '4',
+  VERSION_RESPONSE: '40',
+  RENAME: '5',
+  RENAME_DUPLICATE_NICKNAME: '50',
+  RENAME_SUCCESS: '51',
+  RTT: '6',
+  RTT_RESPONSE: '60',
+  CHAT: '7',
+  CHAT_RESPONSE: '70',
+  NEW_USER_ENTERS: '8',
+  /** Extension (capability "errors"): a request failed or the server is disconnecting you. */
+  ERROR: '90',
+  /** Extension (capability "renames"): another member changed nickname. */
+  USER_RENAMED: '91',
+} as const;
+
+export type CmdName = keyof typeof Cmd;
+export type CmdCode = (typeof Cmd)[CmdName];
+
+/** The codes a client may send. */
+export const REQUEST_CODES = [
+  Cmd.CONNECT,
+  Cmd.USERS,
+  Cmd.WHISPER,
+  Cmd.EXIT,
+  Cmd.VERSION,
+  Cmd.RENAME,
+  Cmd.RTT,
+  Cmd.CHAT,
+] as const;
+export type RequestCode = (typeof REQUEST_CODES)[number];
+
+/**
+ * Error codes carried by "90". Ranges tell a client what to do:
+ *   1xxx  the request was refused; the connection stays open.
+ *   2xxx  you were disconnected; do not reconnect automatically (fix the cause first).
+ *   3xxx  you were disconnected for a transient reason; reconnecting with backoff is fine.
+ */
+export const ErrorCode = {
+  MALFORMED_JSON: 1000,
+  NOT_AN_OBJECT: 1001,
+  INVALID_FIELD: 1002,
+  UNKNOWN_COMMAND: 1003,
+  INVALID_ENCODING: 1004,
+  ALREADY_CONNECTED: 1005,
+  INVALID_NICKNAME: 1006,
+  MESSAGE_TOO_LONG: 1007,
+  RATE_LIMITED: 1008,
+
+  BANNED_WORDS: 2001,
+  FRAME_TOO_LARGE: 2002,
+  PROTOCOL_VIOLATION: 2003,
+  FLOODING: 2004,
+
+  SERVER_SHUTDOWN: 3001,
+  SLOW_CONSUMER: 3002,
+  TIMEOUT: 3003,
+  TOO_MANY_CONNECTIONS: 3004,
+} as const;
+export type ErrorCodeName = keyof typeof ErrorCode;
+export type ErrorCodeValue = (typeof ErrorCode)[ErrorCodeName];
+
+/** Whether a client should reconnect after being disconnected with this code. */
+export function mayReconnect(code: number): boolean {
+  return code >= 3000 && code < 4000;
+}

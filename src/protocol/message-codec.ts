@@ -1,0 +1,71 @@
+import { Cmd } from './codes.js';
+import type { ServerMessage } from './messages.js';
+
+/** Turns a server message into the bytes one kind of connection sends. */
+export interface MessageEncoder {
+  encode(message: ServerMessage): Uint8Array;
+}
+
+const utf8 = new TextEncoder();
+
+/** confab's TCP and WebSocket framing: one JSON object, then "\n". */
+export const jsonLineEncoder: MessageEncoder = {
+  encode: (message) => utf8.encode(`${JSON.stringify(message)}\n`),
+};
+
+/**
+ * A message on its way to one or many recipients. Each encoding is computed
+ * once and the same bytes go to every recipient that uses that encoder, so a
+ * broadcast to a thousand members costs one JSON.stringify.
+ */
+export class Outbound {
+  private lastEncoder: MessageEncoder | undefined;
+  private lastBytes: Uint8Array | undefined;
+  private others: Map<MessageEncoder, Uint8Array> | undefined;
+
+  constructor(readonly message: ServerMessage) {}
+
+  bytes(encoder: MessageEncoder): Uint8Array {
+    if (encoder === this.lastEncoder) return this.lastBytes!;
+    let bytes = this.others?.get(encoder);
+    if (bytes === undefined) {
+      bytes = encoder.encode(this.message);
+      if (this.lastEncoder !== undefined) {
+        this.others ??= new Map();
+        this.others.set(this.lastEncoder, this.lastBytes!);
+      }
+    }
+    this.lastEncoder = encoder;
+    this.lastBytes = bytes;
+    return bytes;
+  }
+}
+
+export type ParsedServerMessage = { cmd: string } & Record<string, unknown>;
+
+/**
+ * Parses a server frame for a client. Loose on purpose: a client must survive a
+ * newer server, so unknown codes and extra fields pass through to the caller.
+ */
+export function parseServerText(text: string): ParsedServerMessage | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const cmd = (value as Record<string, unknown>).cmd;
+  if (typeof cmd !== 'string') return undefined;
+  return value as ParsedServerMessage;
+}
+
+/** Codes that answer a request from the same connection (not broadcasts). */
+export const REPLY_CODES: Readonly<Record<string, readonly string[]>> = {
+  [Cmd.CONNECT]: [Cmd.CONNECT_DUPLICATE_NICKNAME, Cmd.CONNECT_CHATROOM_FULL, Cmd.CONNECT_SUCCESS],
+  [Cmd.USERS]: [Cmd.USERS_RESPONSE],
+  [Cmd.WHISPER]: [Cmd.WHISPER_NO_SUCH_USER, Cmd.WHISPER_MYSELF, Cmd.WHISPER_SUCCESS],
+  [Cmd.VERSION]: [Cmd.VERSION_RESPONSE],
+  [Cmd.RENAME]: [Cmd.RENAME_DUPLICATE_NICKNAME, Cmd.RENAME_SUCCESS],
+  [Cmd.RTT]: [Cmd.RTT_RESPONSE],
+};

@@ -1,0 +1,89 @@
+import type { Capability } from './capabilities.js';
+import type { Cmd } from './codes.js';
+
+/** Any JSON value; RTT echoes whatever the client put in beginTime. */
+export type JsonValue =
+  | null
+  | boolean
+  | number
+  | string
+  | JsonValue[]
+  | { [key: string]: JsonValue };
+
+// ---- client -> server -------------------------------------------------------
+
+export interface ConnectRequest {
+  cmd: typeof Cmd.CONNECT;
+  nickname: string;
+  /** Present only for clients that opt into extensions. */
+  caps?: string[];
+}
+export interface UsersRequest {
+  cmd: typeof Cmd.USERS;
+}
+export interface WhisperRequest {
+  cmd: typeof Cmd.WHISPER;
+  to: string;
+  msg: string;
+}
+export interface ExitRequest {
+  cmd: typeof Cmd.EXIT;
+}
+export interface VersionRequest {
+  cmd: typeof Cmd.VERSION;
+}
+export interface RenameRequest {
+  cmd: typeof Cmd.RENAME;
+  newNickname: string;
+}
+export interface RttRequest {
+  cmd: typeof Cmd.RTT;
+  beginTime: JsonValue;
+}
+export interface ChatRequest {
+  cmd: typeof Cmd.CHAT;
+  msg: string;
+}
+
+export type Request =
+  | ConnectRequest
+  | UsersRequest
+  | WhisperRequest
+  | ExitRequest
+  | VersionRequest
+  | RenameRequest
+  | RttRequest
+  | ChatRequest;
+
+// ---- server -> client -------------------------------------------------------
+
+/** [host, port], as Python's socket.getsockname() serialises. */
+export type Address = [string, number];
+/** [nickname, ip, port] */
+export type UserEntry = [string, string, number];
+
+export type ServerMessage =
+  | { cmd: typeof Cmd.CONNECT_DUPLICATE_NICKNAME }
+  | { cmd: typeof Cmd.CONNECT_CHATROOM_FULL }
+  | {
+      cmd: typeof Cmd.CONNECT_SUCCESS;
+      serverAddress: Address;
+      userCount: number;
+      caps?: Capability[];
+    }
+  | { cmd: typeof Cmd.USERS_RESPONSE; users: UserEntry[] }
+  | { cmd: typeof Cmd.WHISPER_NO_SUCH_USER }
+  | { cmd: typeof Cmd.WHISPER_MYSELF }
+  | { cmd: typeof Cmd.WHISPER_SUCCESS }
+  | { cmd: typeof Cmd.EXIT_BROADCAST; nickname: string; userCount: number }
+  | { cmd: typeof Cmd.VERSION_RESPONSE; serverVersion: string }
+  | { cmd: typeof Cmd.RENAME_DUPLICATE_NICKNAME }
+  | { cmd: typeof Cmd.RENAME_SUCCESS; newNickname: string }
+  | { cmd: typeof Cmd.RTT_RESPONSE; beginTime: JsonValue }
+  | { cmd: typeof Cmd.CHAT_RESPONSE; from: string; msg: string; whisper?: true }
+  | { cmd: typeof Cmd.NEW_USER_ENTERS; nickname: string; userCount: number }
+  | { cmd: typeof Cmd.ERROR; code: number; message: string; ref?: string }
+  | { cmd: typeof Cmd.USER_RENAMED; oldNickname: string; newNickname: string };
+
+export type ServerCode = ServerMessage['cmd'];
+export type MessageOf<C extends ServerCode> = Extract<ServerMessage, { cmd: C }>;

@@ -1,0 +1,149 @@
+import net from 'node:net';
+import type { Chat } from '../core/chat.js';
+import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
+import type { Session } from '../core/session.js';
+import { FrameDecoder, FrameTooLargeError } from '../protocol/frame-decoder.js';
+import { jsonLineEncoder, type Outbound } from '../protocol/message-codec.js';
+import { parseRequestFrame } from '../protocol/request-codec.js';
+
+export interface StreamLimits {
+  /** Largest request frame, and most bytes buffered for an unfinished one. */
+  maxFrame: number;
+  /** Most bytes queued for one client before it is cut off as too slow. */
+  maxQueue: number;
+  /** How long a closing connection may take to flush before it is destroyed (ms). */
+  closeTimeoutMs: number;
+  /** TCP keepalive probe delay (ms); 0 turns keepalive off. */
+  keepAliveMs: number;
+}
+
+export const DEFAULT_STREAM_LIMITS: StreamLimits = {
+  maxFrame: 64 * 1024,
+  maxQueue: 1024 * 1024,
+  closeTimeoutMs: 5_000,
+  keepAliveMs: 60_000,
+};
+
+function addressOf(ip: string | undefined, port: number | undefined): PeerAddress {
+  // IPv4 clients of a dual-stack listener appear as ::ffff:a.b.c.d; show them as IPv4.
+  const plain = ip?.startsWith('::ffff:') ? ip.slice(7) : ip;
+  return { ip: plain ?? '', port: port ?? 0 };
+}
+
+/**
+ * One stream connection (TCP, or TLS on top of it). Reads frames into its
+ * session and writes the session's messages, within the limits.
+ */
+export class StreamConnection implements Peer {
+  readonly remote: PeerAddress;
+  readonly local: PeerAddress;
+  readonly session: Session;
+  private readonly decoder: FrameDecoder;
+  private closing = false;
+  private endReason: DisconnectReason = 'lost';
+
+  constructor(
+    private readonly socket: net.Socket,
+    chat: Chat,
+    private readonly limits: StreamLimits,
+    private readonly log: Logger,
+  ) {
+    this.remote = addressOf(socket.remoteAddress, socket.remotePort);
+    this.local = addressOf(socket.localAddress, socket.localPort);
+    socket.setNoDelay(true);
+    if (limits.keepAliveMs > 0) socket.setKeepAlive(true, limits.keepAliveMs);
+    this.session = chat.open(this);
+    this.decoder = new FrameDecoder(limits.maxFrame, (frame) => {
+      this.session.receive(parseRequestFrame(frame));
+    });
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.log.debug({ err, remote: this.remote }, 'socket error'));
+    socket.on('close', () => this.session.ended(this.endReason));
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closing) return;
+    try {
+      this.decoder.push(chunk);
+    } catch (err) {
+      if (!(err instanceof FrameTooLargeError)) throw err;
+      this.log.warn({ remote: this.remote, limit: err.limit }, 'frame too large, closing');
+      this.decoder.reset();
+      this.session.disconnect('frame-too-large');
+    }
+  }
+
+  send(message: Outbound): void {
+    if (this.closing && this.socket.destroyed) return;
+    const bytes = message.bytes(jsonLineEncoder);
+    if (this.socket.writableLength + bytes.length > this.limits.maxQueue) {
+      this.log.warn(
+        { remote: this.remote, queued: this.socket.writableLength },
+        'outbound queue over the limit, disconnecting slow consumer',
+      );
+      this.endReason = 'slow-consumer';
+      this.closing = true;
+      // The 'close' event that follows tells the session, outside this call.
+      this.socket.destroy();
+      return;
+    }
+    this.socket.write(bytes);
+  }
+
+  close(reason: DisconnectReason): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.endReason = reason;
+    this.socket.end();
+    const timer = setTimeout(() => this.socket.destroy(), this.limits.closeTimeoutMs);
+    timer.unref();
+    this.socket.once('close', () => clearTimeout(timer));
+  }
+}
+
+export interface TcpListenerOptions {
+  host: string;
+  port: number;
+  limits: StreamLimits;
+}
+
+/** A plain TCP listener feeding connections to the chat service. */
+export class TcpListener {
+  private readonly server: net.Server;
+  private readonly connections = new Set<StreamConnection>();
+
+  constructor(
+    private readonly chat: Chat,
+    private readonly options: TcpListenerOptions,
+    private readonly log: Logger,
+  ) {
+    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server.on('error', (err) => this.log.error({ err }, 'listener error'));
+  }
+
+  private accept(socket: net.Socket): void {
+    const connection = new StreamConnection(socket, this.chat, this.options.limits, this.log);
+    this.connections.add(connection);
+    socket.once('close', () => this.connections.delete(connection));
+  }
+
+  get openConnections(): number {
+    return this.connections.size;
+  }
+
+  listen(): Promise<PeerAddress> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host: this.options.host, port: this.options.port, backlog: 511 }, () => {
+        this.server.off('error', reject);
+        const address = this.server.address() as net.AddressInfo;
+        resolve({ ip: address.address, port: address.port });
+      });
+    });
+  }
+
+  /** Stops accepting; resolves once every connection is closed. */
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
