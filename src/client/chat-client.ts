@@ -1,0 +1,334 @@
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { CAPABILITIES, type Capability } from '../protocol/capabilities.js';
+import { Cmd, mayReconnect } from '../protocol/codes.js';
+import { FrameDecoder } from '../protocol/frame-decoder.js';
+import {
+  type ParsedServerMessage,
+  parseServerText,
+  REPLY_CODES,
+} from '../protocol/message-codec.js';
+import type { Request, UserEntry } from '../protocol/messages.js';
+import { encodeRequest } from '../protocol/request-codec.js';
+
+export type ChatErrorKind =
+  | 'nickname-taken'
+  | 'room-full'
+  | 'no-such-user'
+  | 'whisper-to-self'
+  | 'refused'
+  | 'timeout'
+  | 'closed'
+  | 'server-error';
+
+/** Every way a client call can fail, told apart by `kind`. */
+export class ChatClientError extends Error {
+  override name = 'ChatClientError';
+  constructor(
+    readonly kind: ChatErrorKind,
+    message: string,
+    /** The "90" error code, for kind "server-error" and server-initiated closes. */
+    readonly code?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export interface ChatEvents {
+  chat: [{ from: string; msg: string; whisper: boolean }];
+  join: [{ nickname: string; userCount: number }];
+  leave: [{ nickname: string; userCount: number }];
+  rename: [{ oldNickname: string; newNickname: string }];
+  /** A "90" that answers no pending call: a refused request or the reason for a disconnect. */
+  'server-error': [{ code: number; message: string; ref?: string }];
+  /** Any frame, including codes this library does not know. */
+  message: [ParsedServerMessage];
+  close: [{ error?: ChatClientError }];
+}
+
+export interface ConnectOptions {
+  nickname: string;
+  host?: string;
+  port?: number;
+  /** Extensions to ask for; the course server ignores the request. Default: all. */
+  caps?: readonly Capability[];
+  timeoutMs?: number;
+}
+
+interface Pending {
+  cmd: string;
+  resolve: (message: ParsedServerMessage) => void;
+  reject: (error: ChatClientError) => void;
+}
+
+const DEFAULT_MAX_FRAME = 1024 * 1024;
+const utf8 = new TextDecoder();
+
+function now(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/**
+ * A connected, joined chat client. Works against confab and against the
+ * course's Python server (which sends JSON objects with no delimiter).
+ */
+export class ChatClient extends EventEmitter<ChatEvents> {
+  nickname: string;
+  readonly serverAddress: [string, number];
+  readonly userCount: number;
+  readonly caps: readonly Capability[];
+  private readonly pending: Pending[] = [];
+  private closed = false;
+  private closeError: ChatClientError | undefined;
+  private readonly closedPromise: Promise<void>;
+
+  /** Frames that arrived before the caller could attach listeners. */
+  private early: Uint8Array[] | undefined = [];
+
+  private constructor(
+    private readonly socket: net.Socket,
+    welcome: ParsedServerMessage,
+    nickname: string,
+  ) {
+    super();
+    this.nickname = nickname;
+    this.serverAddress = welcome.serverAddress as [string, number];
+    this.userCount = welcome.userCount as number;
+    this.caps = Array.isArray(welcome.caps) ? (welcome.caps as Capability[]) : [];
+    this.closedPromise = new Promise((resolve) => socket.once('close', () => resolve()));
+    // The caller's `await connect()` continues in a microtask, before this runs,
+    // so messages that came with the welcome still reach its listeners.
+    setImmediate(() => this.flushEarly());
+    socket.on('close', () => {
+      this.flushEarly();
+      this.onClose();
+    });
+  }
+
+  private flushEarly(): void {
+    const early = this.early;
+    if (early === undefined) return;
+    this.early = undefined;
+    for (const frame of early) this.onFrame(frame);
+  }
+
+  private take(frame: Uint8Array): void {
+    if (this.early !== undefined) this.early.push(frame.slice());
+    else this.onFrame(frame);
+  }
+
+  static connect(options: ConnectOptions): Promise<ChatClient> {
+    const host = options.host ?? '127.0.0.1';
+    const port = options.port ?? 20825;
+    const caps = options.caps ?? CAPABILITIES;
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host, port, noDelay: true });
+      let client: ChatClient | undefined;
+      let settled = false;
+      const decoder = new FrameDecoder(DEFAULT_MAX_FRAME, (frame) => {
+        if (client !== undefined) client.take(frame);
+        else handshake(frame);
+      });
+      const fail = (error: ChatClientError) => {
+        if (settled) return;
+        settled = true;
+        socket.destroy();
+        reject(error);
+      };
+      const timer = setTimeout(
+        () => fail(new ChatClientError('timeout', `no answer from ${host}:${port}`)),
+        options.timeoutMs ?? 10_000,
+      );
+      timer.unref();
+      socket.once('error', (err: NodeJS.ErrnoException) => {
+        const kind = err.code === 'ECONNREFUSED' ? 'refused' : 'closed';
+        const text =
+          kind === 'refused' ? `connection refused by ${host}:${port}` : `connection failed: ${err.message}`;
+        fail(new ChatClientError(kind, text, undefined, { cause: err }));
+      });
+      socket.once('close', () =>
+        fail(new ChatClientError('closed', 'the server closed the connection before joining')),
+      );
+      socket.once('connect', () => {
+        const request: Request =
+          caps.length > 0
+            ? { cmd: Cmd.CONNECT, nickname: options.nickname, caps: [...caps] }
+            : { cmd: Cmd.CONNECT, nickname: options.nickname };
+        socket.write(encodeRequest(request));
+      });
+      const handshake = (frame: Uint8Array) => {
+        if (settled) return;
+        const message = parseServerText(utf8.decode(frame));
+        if (message === undefined) return;
+        switch (message.cmd) {
+          case Cmd.CONNECT_SUCCESS: {
+            settled = true;
+            clearTimeout(timer);
+            socket.removeAllListeners('error');
+            socket.removeAllListeners('close');
+            socket.on('error', () => {});
+            client = new ChatClient(socket, message, options.nickname);
+            resolve(client);
+            return;
+          }
+          case Cmd.CONNECT_DUPLICATE_NICKNAME:
+            return fail(
+              new ChatClientError('nickname-taken', `the nickname "${options.nickname}" is taken`),
+            );
+          case Cmd.CONNECT_CHATROOM_FULL:
+            return fail(new ChatClientError('room-full', 'the chat room is full'));
+          case Cmd.ERROR:
+            return fail(
+              new ChatClientError(
+                'server-error',
+                String(message.message ?? 'refused'),
+                Number(message.code),
+              ),
+            );
+        }
+      };
+      socket.on('data', (chunk: Buffer) => {
+        try {
+          decoder.push(chunk);
+        } catch (err) {
+          fail(new ChatClientError('closed', 'reply too large', undefined, { cause: err }));
+        }
+      });
+    });
+  }
+
+  /** The member list: [[nickname, ip, port], ...]. */
+  async users(): Promise<UserEntry[]> {
+    const reply = await this.call({ cmd: Cmd.USERS });
+    return reply.users as UserEntry[];
+  }
+
+  async whisper(to: string, msg: string): Promise<void> {
+    const reply = await this.call({ cmd: Cmd.WHISPER, to, msg });
+    if (reply.cmd === Cmd.WHISPER_NO_SUCH_USER) {
+      throw new ChatClientError('no-such-user', `there is no user "${to}"`);
+    }
+    if (reply.cmd === Cmd.WHISPER_MYSELF) {
+      throw new ChatClientError('whisper-to-self', 'you cannot whisper to yourself');
+    }
+  }
+
+  async rename(newNickname: string): Promise<string> {
+    const reply = await this.call({ cmd: Cmd.RENAME, newNickname });
+    if (reply.cmd === Cmd.RENAME_DUPLICATE_NICKNAME) {
+      throw new ChatClientError('nickname-taken', `the nickname "${newNickname}" is taken`);
+    }
+    this.nickname = String(reply.newNickname ?? newNickname);
+    return this.nickname;
+  }
+
+  /** Round-trip time in milliseconds, measured by this client. */
+  async rtt(): Promise<number> {
+    const beginTime = now();
+    const reply = await this.call({ cmd: Cmd.RTT, beginTime });
+    return now() - Number(reply.beginTime);
+  }
+
+  async version(): Promise<string> {
+    const reply = await this.call({ cmd: Cmd.VERSION });
+    return String(reply.serverVersion);
+  }
+
+  /** Sends a chat message; the protocol sends nothing back to the sender. */
+  chat(msg: string): void {
+    this.send({ cmd: Cmd.CHAT, msg });
+  }
+
+  /** Leaves the room; resolves once the server has closed the connection. */
+  async exit(): Promise<void> {
+    if (!this.closed) this.send({ cmd: Cmd.EXIT });
+    await this.closedPromise;
+  }
+
+  /** Drops the connection without saying goodbye. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Sends any request, for callers (and tests) that need the raw protocol. */
+  send(request: Request): void {
+    if (this.closed) throw new ChatClientError('closed', 'the connection is closed');
+    this.socket.write(encodeRequest(request));
+  }
+
+  /** Sends a request and resolves with its reply, in order with other calls. */
+  call(request: Request): Promise<ParsedServerMessage> {
+    return new Promise((resolve, reject) => {
+      if (this.closed) {
+        reject(this.closeError ?? new ChatClientError('closed', 'the connection is closed'));
+        return;
+      }
+      this.pending.push({ cmd: request.cmd, resolve, reject });
+      this.send(request);
+    });
+  }
+
+  private onFrame(frame: Uint8Array): void {
+    const message = parseServerText(utf8.decode(frame));
+    if (message === undefined) return;
+    this.emit('message', message);
+    const cmd = message.cmd;
+    switch (cmd) {
+      case Cmd.CHAT_RESPONSE:
+        this.emit('chat', {
+          from: String(message.from),
+          msg: String(message.msg),
+          whisper: message.whisper === true,
+        });
+        return;
+      case Cmd.NEW_USER_ENTERS:
+        this.emit('join', { nickname: String(message.nickname), userCount: Number(message.userCount) });
+        return;
+      case Cmd.EXIT_BROADCAST:
+        this.emit('leave', { nickname: String(message.nickname), userCount: Number(message.userCount) });
+        return;
+      case Cmd.USER_RENAMED:
+        this.emit('rename', {
+          oldNickname: String(message.oldNickname),
+          newNickname: String(message.newNickname),
+        });
+        return;
+      case Cmd.ERROR:
+        this.onError(message);
+        return;
+    }
+    const index = this.pending.findIndex((p) => REPLY_CODES[p.cmd]?.includes(cmd));
+    if (index >= 0) this.pending.splice(index, 1)[0]!.resolve(message);
+  }
+
+  private onError(message: ParsedServerMessage): void {
+    const code = Number(message.code);
+    const text = String(message.message ?? 'error');
+    const ref = typeof message.ref === 'string' ? message.ref : undefined;
+    const index = ref === undefined ? -1 : this.pending.findIndex((p) => p.cmd === ref);
+    if (index >= 0) {
+      this.pending.splice(index, 1)[0]!.reject(new ChatClientError('server-error', text, code));
+      return;
+    }
+    if (code >= 2000) this.closeError = new ChatClientError('server-error', text, code);
+    this.emit('server-error', ref === undefined ? { code, message: text } : { code, message: text, ref });
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    const error =
+      this.closeError ?? new ChatClientError('closed', 'the server closed the connection');
+    for (const p of this.pending.splice(0)) p.reject(error);
+    this.emit('close', this.closeError === undefined ? {} : { error: this.closeError });
+  }
+
+  /** Whether the last disconnect reason invites an automatic reconnect. */
+  get mayReconnect(): boolean {
+    return this.closeError?.code === undefined || mayReconnect(this.closeError.code);
+  }
+}

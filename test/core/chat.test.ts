@@ -1,0 +1,216 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import { BannedWords } from '../../src/core/banned-words.js';
+import { Chat } from '../../src/core/chat.js';
+import { checkNickname } from '../../src/core/nickname.js';
+import { ErrorCode } from '../../src/protocol/codes.js';
+import type { Request } from '../../src/protocol/messages.js';
+import { parseRequestText } from '../../src/protocol/request-codec.js';
+import { FakePeer } from '../helpers/fake-peer.js';
+
+let chat: Chat;
+
+function connect(nickname: string, caps?: string[]): FakePeer {
+  const peer = new FakePeer();
+  peer.session = chat.open(peer);
+  send(peer, caps === undefined ? { cmd: '0', nickname } : { cmd: '0', nickname, caps });
+  return peer;
+}
+
+function send(peer: FakePeer, request: Request): void {
+  peer.session.receive({ ok: true, request });
+}
+
+function sendText(peer: FakePeer, text: string): void {
+  peer.session.receive(parseRequestText(text));
+}
+
+beforeEach(() => {
+  chat = new Chat({ maxUsers: 3 });
+});
+
+describe('joining', () => {
+  it('greets the joiner with the address and count, and tells the others', () => {
+    const ann = connect('ann');
+    expect(ann.take()).toEqual([{ cmd: '03', serverAddress: ['127.0.0.1', 20825], userCount: 1 }]);
+    const bob = connect('bob');
+    expect(ann.take()).toEqual([{ cmd: '8', nickname: 'bob', userCount: 2 }]);
+    expect(bob.take()).toEqual([{ cmd: '03', serverAddress: ['127.0.0.1', 20825], userCount: 2 }]);
+  });
+
+  it('refuses a taken nickname before checking capacity, case-insensitively', () => {
+    connect('ann');
+    connect('bob');
+    connect('cat');
+    const dup = connect('ANN');
+    expect(dup.take()).toEqual([{ cmd: '01' }]);
+    expect(dup.closedWith).toBe('nickname-taken');
+    const late = connect('dan');
+    expect(late.take()).toEqual([{ cmd: '02' }]);
+    expect(late.closedWith).toBe('room-full');
+  });
+
+  it('refuses unusable nicknames with "01", or an error for opted-in clients', () => {
+    for (const bad of ['', 'a b', 'tab\there', 'x'.repeat(33), 'zero\u200bwidth']) {
+      const legacy = connect(bad);
+      expect(legacy.take()).toEqual([{ cmd: '01' }]);
+      const modern = connect(bad, ['errors']);
+      expect(modern.take()).toMatchObject([{ cmd: '90', code: ErrorCode.INVALID_NICKNAME, ref: '0' }]);
+      expect(modern.closedWith).toBe('invalid-nickname');
+    }
+    expect(chat.lobby.size).toBe(0);
+  });
+
+  it('stores nicknames in NFC, so composed and decomposed forms collide', () => {
+    connect('caf\u00e9');
+    expect(connect('cafe\u0301').take()).toEqual([{ cmd: '01' }]);
+    expect(checkNickname('cafe\u0301')).toEqual({ ok: true, nickname: 'caf\u00e9' });
+  });
+
+  it('grants only known capabilities and confirms them in "03"', () => {
+    const ann = connect('ann', ['renames', 'teleport', 'errors']);
+    expect(ann.take()).toEqual([
+      { cmd: '03', serverAddress: ['127.0.0.1', 20825], userCount: 1, caps: ['errors', 'renames'] },
+    ]);
+  });
+
+  it('closes a connection whose first request is not CONNECT', () => {
+    const peer = new FakePeer();
+    peer.session = chat.open(peer);
+    send(peer, { cmd: '7', msg: 'hi' });
+    expect(peer.closedWith).toBe('protocol');
+    expect(peer.take()).toEqual([]);
+  });
+});
+
+describe('in the room', () => {
+  let ann: FakePeer;
+  let bob: FakePeer;
+  beforeEach(() => {
+    ann = connect('ann');
+    bob = connect('bob', ['errors', 'renames', 'whispers']);
+    ann.take();
+    bob.take();
+  });
+
+  it('sends chat to everyone but the sender, encoding the broadcast once', () => {
+    const cat = connect('cat');
+    ann.take();
+    bob.take();
+    cat.take();
+    send(cat, { cmd: '7', msg: 'hello' });
+    expect(cat.take()).toEqual([]);
+    const a = ann.outbox[0]!;
+    expect(a.message).toEqual({ cmd: '70', from: 'cat', msg: 'hello' });
+    expect(bob.outbox[0]).toBe(a);
+  });
+
+  it('lists users with their addresses in join order', () => {
+    send(ann, { cmd: '1' });
+    const [reply] = ann.take();
+    expect(reply).toEqual({
+      cmd: '10',
+      users: [
+        ['ann', '127.0.0.1', ann.remote.port],
+        ['bob', '127.0.0.1', bob.remote.port],
+      ],
+    });
+  });
+
+  it('handles whispers: unknown user, yourself, success', () => {
+    send(ann, { cmd: '2', to: 'nobody', msg: 'x' });
+    expect(ann.take()).toEqual([{ cmd: '20' }]);
+    send(ann, { cmd: '2', to: 'ANN', msg: 'x' });
+    expect(ann.take()).toEqual([{ cmd: '21' }]);
+    send(ann, { cmd: '2', to: 'bob', msg: 'psst' });
+    expect(ann.take()).toEqual([{ cmd: '22' }]);
+    expect(bob.take()).toEqual([{ cmd: '70', from: 'ann', msg: 'psst', whisper: true }]);
+    send(bob, { cmd: '2', to: 'ann', msg: 'back' });
+    expect(ann.take()).toEqual([{ cmd: '70', from: 'bob', msg: 'back' }]);
+  });
+
+  it('renames, refusing taken names including your own, and tells opted-in members', () => {
+    send(ann, { cmd: '5', newNickname: 'ann' });
+    expect(ann.take()).toEqual([{ cmd: '50' }]);
+    send(ann, { cmd: '5', newNickname: 'Bob' });
+    expect(ann.take()).toEqual([{ cmd: '50' }]);
+    send(ann, { cmd: '5', newNickname: 'anna' });
+    expect(ann.take()).toEqual([{ cmd: '51', newNickname: 'anna' }]);
+    expect(bob.take()).toEqual([{ cmd: '91', oldNickname: 'ann', newNickname: 'anna' }]);
+    send(bob, { cmd: '5', newNickname: 'ann' });
+    expect(bob.take()).toEqual([{ cmd: '51', newNickname: 'ann' }]);
+    expect(ann.take()).toEqual([]);
+    send(ann, { cmd: '1' });
+    const [list] = ann.take();
+    expect(list).toMatchObject({ users: [['anna'], ['ann']].map(([n]) => [n, '127.0.0.1', expect.any(Number)]) });
+  });
+
+  it('echoes RTT beginTime and answers VERSION', () => {
+    send(ann, { cmd: '6', beginTime: 1590000000123.4567 });
+    send(ann, { cmd: '4' });
+    expect(ann.take()).toEqual([
+      { cmd: '60', beginTime: 1590000000123.4567 },
+      { cmd: '40', serverVersion: '1' },
+    ]);
+  });
+
+  it('disconnects a sender of banned words; nobody receives the message', () => {
+    send(ann, { cmd: '7', msg: 'Well, I HATE Professor X' });
+    expect(ann.closedWith).toBe('banned-words');
+    expect(bob.take()).toEqual([{ cmd: '30', nickname: 'ann', userCount: 1 }]);
+    send(bob, { cmd: '2', to: 'nobody', msg: 'i hate professor' });
+    expect(bob.take()).toEqual([{ cmd: '20' }]);
+    connect('cat');
+    bob.take();
+    send(bob, { cmd: '2', to: 'cat', msg: 'i hate professor' });
+    expect(bob.take()).toMatchObject([{ cmd: '90', code: ErrorCode.BANNED_WORDS }]);
+    expect(bob.closedWith).toBe('banned-words');
+  });
+
+  it('uses a replaced banned-word list', () => {
+    chat = new Chat({ bannedWords: BannedWords.fromText('spoiler\n\nRosebud\n') });
+    const a = connect('a');
+    const b = connect('b');
+    send(a, { cmd: '7', msg: 'i hate professor' });
+    expect(a.closedWith).toBeUndefined();
+    send(a, { cmd: '7', msg: 'it was ROSEBUD' });
+    expect(a.closedWith).toBe('banned-words');
+    expect(b.take().at(-1)).toEqual({ cmd: '30', nickname: 'a', userCount: 1 });
+  });
+
+  it('tells everyone else when a member exits or is lost', () => {
+    send(ann, { cmd: '3' });
+    expect(ann.closedWith).toBe('exit');
+    expect(ann.take()).toEqual([]);
+    expect(bob.take()).toEqual([{ cmd: '30', nickname: 'ann', userCount: 1 }]);
+    const cat = connect('cat');
+    bob.take();
+    cat.session.ended('lost');
+    expect(bob.take()).toEqual([{ cmd: '30', nickname: 'cat', userCount: 1 }]);
+    expect(chat.find('cat')).toBeUndefined();
+  });
+
+  it('keeps the connection open after bad or unknown requests; errors only for opted-in clients', () => {
+    for (const text of ['nope', '[]', '{"cmd":"99"}', '{"cmd":"7","msg":1}', '{"cmd":"0","nickname":"x"}']) {
+      sendText(ann, text);
+      sendText(bob, text);
+    }
+    expect(ann.take()).toEqual([]);
+    expect(ann.closedWith).toBeUndefined();
+    expect(bob.take().map((m) => (m.cmd === '90' ? m.code : m.cmd))).toEqual([
+      ErrorCode.MALFORMED_JSON,
+      ErrorCode.NOT_AN_OBJECT,
+      ErrorCode.UNKNOWN_COMMAND,
+      ErrorCode.INVALID_FIELD,
+      ErrorCode.ALREADY_CONNECTED,
+    ]);
+    send(ann, { cmd: '7', msg: 'still here' });
+    expect(bob.take()).toEqual([{ cmd: '70', from: 'ann', msg: 'still here' }]);
+  });
+
+  it('on shutdown closes everyone without leave notices', () => {
+    chat.shutdown();
+    expect(ann.closedWith).toBe('shutdown');
+    expect(ann.take()).toEqual([]);
+    expect(bob.take()).toEqual([{ cmd: '90', code: ErrorCode.SERVER_SHUTDOWN, message: expect.any(String) }]);
+  });
+});

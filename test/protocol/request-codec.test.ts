@@ -1,0 +1,77 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ErrorCode } from '../../src/protocol/codes.js';
+import { parseRequestFrame, parseRequestText } from '../../src/protocol/request-codec.js';
+
+describe('request codec', () => {
+  it('accepts every course request as the Python client writes it', () => {
+    const cases = [
+      ['{"cmd": "0", "nickname": "ann"}', { cmd: '0', nickname: 'ann' }],
+      ['{"cmd": "1"}', { cmd: '1' }],
+      ['{"cmd": "2", "to": "bob", "msg": "hi"}', { cmd: '2', to: 'bob', msg: 'hi' }],
+      ['{"cmd": "3"}', { cmd: '3' }],
+      ['{"cmd": "4"}', { cmd: '4' }],
+      ['{"cmd": "5", "newNickname": "cat"}', { cmd: '5', newNickname: 'cat' }],
+      ['{"cmd": "6", "beginTime": 1590000000123.4567}', { cmd: '6', beginTime: 1590000000123.4567 }],
+      ['{"cmd": "7", "msg": "\\ud55c"}', { cmd: '7', msg: '한' }],
+    ] as const;
+    for (const [text, request] of cases) {
+      expect(parseRequestText(text)).toEqual({ ok: true, request });
+    }
+  });
+
+  it('keeps caps only when a client sends them', () => {
+    expect(parseRequestText('{"cmd":"0","nickname":"a","caps":["errors"]}')).toEqual({
+      ok: true,
+      request: { cmd: '0', nickname: 'a', caps: ['errors'] },
+    });
+  });
+
+  it('names what is wrong with an invalid request', () => {
+    const code = (text: string) => {
+      const r = parseRequestText(text);
+      return r.ok ? 'ok' : r.error.code;
+    };
+    expect(code('not json')).toBe(ErrorCode.MALFORMED_JSON);
+    expect(code('[1,2]')).toBe(ErrorCode.NOT_AN_OBJECT);
+    expect(code('null')).toBe(ErrorCode.NOT_AN_OBJECT);
+    expect(code('{"cmd":7}')).toBe(ErrorCode.INVALID_FIELD);
+    expect(code('{"cmd":"77"}')).toBe(ErrorCode.UNKNOWN_COMMAND);
+    expect(code('{"cmd":"7"}')).toBe(ErrorCode.INVALID_FIELD);
+    expect(code('{"cmd":"7","msg":5}')).toBe(ErrorCode.INVALID_FIELD);
+    expect(code('{"cmd":"2","to":"x"}')).toBe(ErrorCode.INVALID_FIELD);
+    expect(code('{"cmd":"6"}')).toBe(ErrorCode.INVALID_FIELD);
+    expect(code('{"cmd":"0","nickname":"a","caps":"errors"}')).toBe(ErrorCode.INVALID_FIELD);
+    expect(parseRequestFrame(Uint8Array.of(0x7b, 0xff, 0x7d))).toMatchObject({
+      ok: false,
+      error: { code: ErrorCode.INVALID_ENCODING },
+    });
+  });
+
+  it('echoes an RTT float bit-exactly through a parse and re-encode', () => {
+    fc.assert(
+      fc.property(fc.double({ noNaN: true, noDefaultInfinity: true }), (t) => {
+        const r = parseRequestText(JSON.stringify({ cmd: '6', beginTime: t }));
+        expect(r.ok).toBe(true);
+        if (!r.ok || r.request.cmd !== '6') return;
+        const back = JSON.parse(JSON.stringify({ beginTime: r.request.beginTime })).beginTime;
+        expect(Object.is(back, t === 0 ? 0 : t) || back === t).toBe(true);
+      }),
+    );
+  });
+
+  it('never throws, whatever the bytes or JSON', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+        const r = parseRequestFrame(bytes);
+        expect(typeof r.ok).toBe('boolean');
+      }),
+    );
+    fc.assert(
+      fc.property(fc.jsonValue(), (value) => {
+        const r = parseRequestText(JSON.stringify(value));
+        expect(typeof r.ok).toBe('boolean');
+      }),
+    );
+  });
+});
