@@ -53,6 +53,15 @@ async function serve(args: string[]): Promise<number> {
     throw err;
   }
   const log = createLogger(config.logLevel, config.logFormat as LogFormat);
+  // Signals are handled from the start, so one that arrives while the server
+  // is still starting stops it as soon as it is up.
+  let stopRequested: string | undefined;
+  let onSignal: (signal: string) => void = (signal) => {
+    stopRequested = signal;
+  };
+  const handler = (signal: NodeJS.Signals) => onSignal(signal);
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
   let server: ConfabServer;
   try {
     server = await ConfabServer.start(config, log);
@@ -60,11 +69,9 @@ async function serve(args: string[]): Promise<number> {
     log.error({ err }, `cannot start: ${(err as Error).message}`);
     return 1;
   }
-  return new Promise((resolve) => {
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
+  const stopped = new Promise<number>((resolve) => {
+    onSignal = (signal) => {
+      onSignal = () => {};
       log.info({ signal }, 'shutting down');
       server.stop().then(
         () => {
@@ -77,9 +84,12 @@ async function serve(args: string[]): Promise<number> {
         },
       );
     };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
   });
+  if (stopRequested !== undefined) onSignal(stopRequested);
+  const code = await stopped;
+  process.off('SIGINT', handler);
+  process.off('SIGTERM', handler);
+  return code;
 }
 
 async function main(argv: string[]): Promise<number> {

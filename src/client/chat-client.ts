@@ -144,7 +144,9 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       socket.once('error', (err: NodeJS.ErrnoException) => {
         const kind = err.code === 'ECONNREFUSED' ? 'refused' : 'closed';
         const text =
-          kind === 'refused' ? `connection refused by ${host}:${port}` : `connection failed: ${err.message}`;
+          kind === 'refused'
+            ? `connection refused by ${host}:${port}`
+            : `connection failed: ${err.message}`;
         fail(new ChatClientError(kind, text, undefined, { cause: err }));
       });
       socket.once('close', () =>
@@ -287,10 +289,16 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         });
         return;
       case Cmd.NEW_USER_ENTERS:
-        this.emit('join', { nickname: String(message.nickname), userCount: Number(message.userCount) });
+        this.emit('join', {
+          nickname: String(message.nickname),
+          userCount: Number(message.userCount),
+        });
         return;
       case Cmd.EXIT_BROADCAST:
-        this.emit('leave', { nickname: String(message.nickname), userCount: Number(message.userCount) });
+        this.emit('leave', {
+          nickname: String(message.nickname),
+          userCount: Number(message.userCount),
+        });
         return;
       case Cmd.USER_RENAMED:
         this.emit('rename', {
@@ -316,7 +324,10 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       return;
     }
     if (code >= 2000) this.closeError = new ChatClientError('server-error', text, code);
-    this.emit('server-error', ref === undefined ? { code, message: text } : { code, message: text, ref });
+    this.emit(
+      'server-error',
+      ref === undefined ? { code, message: text } : { code, message: text, ref },
+    );
   }
 
   private onClose(): void {

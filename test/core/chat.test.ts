@@ -54,7 +54,9 @@ describe('joining', () => {
       const legacy = connect(bad);
       expect(legacy.take()).toEqual([{ cmd: '01' }]);
       const modern = connect(bad, ['errors']);
-      expect(modern.take()).toMatchObject([{ cmd: '90', code: ErrorCode.INVALID_NICKNAME, ref: '0' }]);
+      expect(modern.take()).toMatchObject([
+        { cmd: '90', code: ErrorCode.INVALID_NICKNAME, ref: '0' },
+      ]);
       expect(modern.closedWith).toBe('invalid-nickname');
     }
     expect(chat.lobby.size).toBe(0);
@@ -141,14 +143,16 @@ describe('in the room', () => {
     expect(ann.take()).toEqual([]);
     send(ann, { cmd: '1' });
     const [list] = ann.take();
-    expect(list).toMatchObject({ users: [['anna'], ['ann']].map(([n]) => [n, '127.0.0.1', expect.any(Number)]) });
+    expect(list).toMatchObject({
+      users: [['anna'], ['ann']].map(([n]) => [n, '127.0.0.1', expect.any(Number)]),
+    });
   });
 
   it('echoes RTT beginTime and answers VERSION', () => {
-    send(ann, { cmd: '6', beginTime: 1590000000123.4567 });
+    send(ann, { cmd: '6', beginTime: 1590000000123.4568 });
     send(ann, { cmd: '4' });
     expect(ann.take()).toEqual([
-      { cmd: '60', beginTime: 1590000000123.4567 },
+      { cmd: '60', beginTime: 1590000000123.4568 },
       { cmd: '40', serverVersion: '1' },
     ]);
   });
@@ -190,7 +194,13 @@ describe('in the room', () => {
   });
 
   it('keeps the connection open after bad or unknown requests; errors only for opted-in clients', () => {
-    for (const text of ['nope', '[]', '{"cmd":"99"}', '{"cmd":"7","msg":1}', '{"cmd":"0","nickname":"x"}']) {
+    for (const text of [
+      'nope',
+      '[]',
+      '{"cmd":"99"}',
+      '{"cmd":"7","msg":1}',
+      '{"cmd":"0","nickname":"x"}',
+    ]) {
       sendText(ann, text);
       sendText(bob, text);
     }
@@ -211,6 +221,8 @@ describe('in the room', () => {
     chat.shutdown();
     expect(ann.closedWith).toBe('shutdown');
     expect(ann.take()).toEqual([]);
-    expect(bob.take()).toEqual([{ cmd: '90', code: ErrorCode.SERVER_SHUTDOWN, message: expect.any(String) }]);
+    expect(bob.take()).toEqual([
+      { cmd: '90', code: ErrorCode.SERVER_SHUTDOWN, message: expect.any(String) },
+    ]);
   });
 });

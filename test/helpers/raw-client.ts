@@ -13,7 +13,9 @@ export function pyDumps(value: unknown): string {
   }
   if (typeof value === 'number') {
     if (Number.isInteger(value)) return String(value);
-    return String(value).replace(/e([+-])(\d)$/, 'e$10$2').replace(/e(\d)/, 'e+$1');
+    return String(value)
+      .replace(/e([+-])(\d)$/, 'e$10$2')
+      .replace(/e(\d)/, 'e+$1');
   }
   if (typeof value === 'boolean') return value ? 'true' : 'false';
   if (Array.isArray(value)) return `[${value.map(pyDumps).join(', ')}]`;
@@ -84,7 +86,8 @@ export class RawClient {
     for (;;) {
       const index = this.received.findIndex((m) => m.cmd === cmd);
       if (index >= 0) return this.received.splice(index, 1)[0]!;
-      if (this.isClosed) throw new Error(`closed while waiting for "${cmd}"; got ${this.describe()}`);
+      if (this.isClosed)
+        throw new Error(`closed while waiting for "${cmd}"; got ${this.describe()}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out waiting for "${cmd}"; got ${this.describe()}`);
       await new Promise<void>((resolve) => {

@@ -13,7 +13,9 @@ export const SEED_SERVER = path.join(SHARED, 'tools', 'seed_server.py');
 export const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 
 /** Starts confab in this process on a free port; flags as on the command line. */
-export async function startConfab(flags: Record<string, string | boolean> = {}): Promise<ConfabServer> {
+export async function startConfab(
+  flags: Record<string, string | boolean> = {},
+): Promise<ConfabServer> {
   const config = loadConfig({ port: '0', 'shutdown-timeout': '1', ...flags }, {});
   return ConfabServer.start(config, silentLogger);
 }
@@ -40,9 +42,13 @@ export async function startSeed(maxUsers = 10): Promise<SeedServer> {
   if (!existsSync(SEED_SERVER)) throw new Error(`seed server tool not found at ${SEED_SERVER}`);
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
-    const child = spawn('python3', ['-u', SEED_SERVER, '--port', String(port), '--max-users', String(maxUsers)], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      'python3',
+      ['-u', SEED_SERVER, '--port', String(port), '--max-users', String(maxUsers)],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let output = '';
     const ready = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => resolve(false), 10_000);

@@ -77,7 +77,7 @@ describe('course protocol over TCP', () => {
     ann.sendPy({ cmd: '5', newNickname: 'anna' });
     expect(await ann.expect('51')).toEqual({ cmd: '51', newNickname: 'anna' });
 
-    const begin = 1590000000123.4567;
+    const begin = 1590000000123.4568;
     ann.sendPy({ cmd: '6', beginTime: begin });
     const rtt = await ann.expect('60');
     expect(Object.is(rtt.beginTime, begin)).toBe(true);
@@ -152,7 +152,8 @@ describe('framing', () => {
     socket.write(pyDumps({ cmd: '0', nickname: 'ann' }));
     socket.write(pyDumps({ cmd: '4' }));
     socket.write(pyDumps({ cmd: '1' }));
-    for (let i = 0; i < 100 && text.split('\n').length < 4; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 100 && text.split('\n').length < 4; i++)
+      await new Promise((r) => setTimeout(r, 10));
     socket.destroy();
     const lines = text.split('\n');
     expect(lines.at(-1)).toBe('');
@@ -246,15 +247,20 @@ describe('bad input', () => {
 describe('concurrency', () => {
   it('lets exactly max-users of 50 simultaneous joins in', async () => {
     const all = await Promise.all(Array.from({ length: 50 }, () => open()));
-    all.forEach((c, i) => c.sendPy({ cmd: '0', nickname: `user${i}` }));
-    const outcomes = await Promise.all(
-      all.map(async (c) => {
-        await c.expect('03', 10_000).catch(() => undefined);
-        return c;
-      }),
+    for (const [i, c] of all.entries()) c.sendPy({ cmd: '0', nickname: `user${i}` });
+    const admitted = await Promise.all(
+      all.map((c) =>
+        c.expect('03', 10_000).then(
+          () => true,
+          () => false,
+        ),
+      ),
     );
-    const joined = outcomes.filter((c) => !c.isClosed);
+    const joined = all.filter((_, i) => admitted[i]);
     expect(joined.length).toBe(10);
+    for (const c of all.filter((_, i) => !admitted[i])) {
+      expect(c.drain().map((m) => m.cmd)).toEqual(['02']);
+    }
     joined[0]!.sendPy({ cmd: '1' });
     const list = (await joined[0]!.expect('10')).users as string[][];
     expect(list.length).toBe(10);
@@ -262,9 +268,16 @@ describe('concurrency', () => {
 
   it('never gives one nickname to two clients racing for it', async () => {
     const all = await Promise.all(Array.from({ length: 30 }, () => open()));
-    all.forEach((c, i) => c.sendPy({ cmd: '0', nickname: `name${i % 3}` }));
-    await Promise.all(all.map((c) => c.expect('03', 5000).catch(() => undefined)));
-    const winners = all.filter((c) => !c.isClosed);
+    for (const [i, c] of all.entries()) c.sendPy({ cmd: '0', nickname: `name${i % 3}` });
+    const admitted = await Promise.all(
+      all.map((c) =>
+        c.expect('03', 5000).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    );
+    const winners = all.filter((_, i) => admitted[i]);
     expect(winners.length).toBe(3);
     winners[0]!.sendPy({ cmd: '1' });
     const names = ((await winners[0]!.expect('10')).users as string[][]).map((u) => u[0]);
@@ -279,7 +292,9 @@ describe('shutdown', () => {
     await server.stop();
     await ann.expectClose();
     await bob.expectClose();
-    expect(bob.drain()).toContainEqual(expect.objectContaining({ cmd: '90', code: ErrorCode.SERVER_SHUTDOWN }));
+    expect(bob.drain()).toContainEqual(
+      expect.objectContaining({ cmd: '90', code: ErrorCode.SERVER_SHUTDOWN }),
+    );
     // A course client hears only the join it saw before; no extension code.
     expect(ann.drain().map((m) => m.cmd)).toEqual(['8']);
     server = await startConfab();

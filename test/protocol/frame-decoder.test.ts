@@ -33,7 +33,11 @@ const tricky = fc.string({
   ),
   maxLength: 20,
 });
-const request = fc.record({ cmd: fc.constantFrom('0', '1', '2', '7'), msg: tricky, n: fc.double() });
+const request = fc.record({
+  cmd: fc.constantFrom('0', '1', '2', '7'),
+  msg: tricky,
+  n: fc.double(),
+});
 const separator = fc.constantFrom('', '\n', '\r\n', ' ', '\n\n', '\t');
 
 describe('FrameDecoder', () => {
@@ -121,9 +125,13 @@ describe('FrameDecoder', () => {
 
   it('gives the same frames for any split of random bytes', () => {
     fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 300 }), fc.array(fc.nat(), { maxLength: 20 }), (bytes, cuts) => {
-        expect(decodeAll(chunk(bytes, cuts))).toEqual(decodeAll([bytes]));
-      }),
+      fc.property(
+        fc.uint8Array({ maxLength: 300 }),
+        fc.array(fc.nat(), { maxLength: 20 }),
+        (bytes, cuts) => {
+          expect(decodeAll(chunk(bytes, cuts))).toEqual(decodeAll([bytes]));
+        },
+      ),
       { numRuns: 300 },
     );
   });

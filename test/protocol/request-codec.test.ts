@@ -12,7 +12,10 @@ describe('request codec', () => {
       ['{"cmd": "3"}', { cmd: '3' }],
       ['{"cmd": "4"}', { cmd: '4' }],
       ['{"cmd": "5", "newNickname": "cat"}', { cmd: '5', newNickname: 'cat' }],
-      ['{"cmd": "6", "beginTime": 1590000000123.4567}', { cmd: '6', beginTime: 1590000000123.4567 }],
+      [
+        '{"cmd": "6", "beginTime": 1590000000123.4568}',
+        { cmd: '6', beginTime: 1590000000123.4568 },
+      ],
       ['{"cmd": "7", "msg": "\\ud55c"}', { cmd: '7', msg: '한' }],
     ] as const;
     for (const [text, request] of cases) {

@@ -1,0 +1,51 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { CLI, stopProcess } from './servers.js';
+
+export interface SpawnedServer {
+  child: ChildProcess;
+  port: number;
+  output: () => string;
+  stop(): Promise<void>;
+}
+
+/** Runs `confab serve` as a user would, on a free port, and waits until it listens. */
+export async function spawnServer(
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<SpawnedServer> {
+  const child = spawn(
+    process.execPath,
+    [CLI, 'serve', '--port', '0', '--log-format', 'json', ...args],
+    {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let output = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 10_000);
+    const check = () => {
+      for (const line of output.split('\n')) {
+        if (!line.startsWith('{')) continue;
+        const entry = JSON.parse(line) as { port?: number; transport?: string };
+        if (entry.transport === 'tcp' && typeof entry.port === 'number') {
+          clearTimeout(timer);
+          resolve(entry.port);
+          return;
+        }
+      }
+    };
+    child.stdout!.on('data', check);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      reject(new Error(`server exited:\n${output}`));
+    });
+  });
+  return { child, port, output: () => output, stop: () => stopProcess(child) };
+}

@@ -1,0 +1,85 @@
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
+import { envName, optionsMarkdown, SERVE_OPTIONS } from '../../src/config.js';
+import { CLI, ROOT } from '../helpers/servers.js';
+import { spawnServer } from '../helpers/spawn-server.js';
+
+const run = promisify(execFile);
+
+describe('confab serve', () => {
+  it('lists every option with its environment variable in --help', async () => {
+    const { stdout } = await run(process.execPath, [CLI, 'serve', '--help']);
+    for (const name of Object.keys(SERVE_OPTIONS)) {
+      expect(stdout).toContain(`--${name}`);
+      expect(stdout).toContain(envName(name));
+    }
+    const top = await run(process.execPath, [CLI, '--help']);
+    expect(top.stdout).toContain('confab serve');
+  });
+
+  it('keeps the README configuration table in step with the options', () => {
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    expect(readme).toContain(optionsMarkdown());
+  });
+
+  it('rejects a bad value with a clear message and exit code 2', async () => {
+    const err = await run(process.execPath, [CLI, 'serve', '--port', 'eighty']).catch((e) => e);
+    expect(err.code).toBe(2);
+    expect(err.stderr).toContain('--port: expected a whole number');
+    const unknown = await run(process.execPath, [CLI, 'serve', '--colour']).catch((e) => e);
+    expect(unknown.code).toBe(2);
+  });
+
+  it('serves chat, takes settings from CONFAB_* variables, and stops cleanly on SIGTERM', async () => {
+    const server = await spawnServer([], { CONFAB_MAX_USERS: '1' });
+    try {
+      const ann = await ChatClient.connect({ port: server.port, nickname: 'ann' });
+      const refused = await ChatClient.connect({ port: server.port, nickname: 'bob' }).catch(
+        (e) => e,
+      );
+      expect(refused).toBeInstanceOf(ChatClientError);
+      expect(refused.kind).toBe('room-full');
+      expect(await ann.version()).toBe('1');
+      const closed = new Promise((resolve) => ann.once('close', resolve));
+      server.child.kill('SIGTERM');
+      const code = await new Promise((resolve) => server.child.once('exit', resolve));
+      expect(code).toBe(0);
+      await closed;
+      expect(server.output()).toContain('Bye bye~');
+      expect(server.output()).toContain('ann joined. There are 1 users connected.');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('stops on SIGINT too', async () => {
+    const server = await spawnServer();
+    server.child.kill('SIGINT');
+    const code = await new Promise((resolve) => server.child.once('exit', resolve));
+    expect(code).toBe(0);
+  });
+
+  it('loads banned words from a file', async () => {
+    const file = path.join(tmpdir(), `confab-banned-${process.pid}.txt`);
+    writeFileSync(file, 'Spoiler\n\n');
+    const server = await spawnServer(['--banned-words', file]);
+    try {
+      const ann = await ChatClient.connect({ port: server.port, nickname: 'ann' });
+      const bob = await ChatClient.connect({ port: server.port, nickname: 'bob' });
+      const got = new Promise((resolve) => ann.once('chat', resolve));
+      bob.chat('i hate professor (allowed here)');
+      expect(await got).toMatchObject({ from: 'bob' });
+      const left = new Promise((resolve) => ann.once('leave', resolve));
+      bob.chat('big SPOILER ahead');
+      expect(await left).toEqual({ nickname: 'bob', userCount: 1 });
+      await ann.exit();
+    } finally {
+      await server.stop();
+    }
+  });
+});
