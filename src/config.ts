@@ -58,6 +58,83 @@ export const SERVE_OPTIONS = {
     description: 'bytes queued for one client before it is disconnected as too slow',
     arg: 'BYTES',
   },
+  'max-message': {
+    kind: 'integer',
+    default: 4096,
+    min: 1,
+    max: 1_000_000,
+    description: 'longest CHAT or WHISPER message in characters; longer ones are refused',
+    arg: 'CHARS',
+  },
+  'rate-limit': {
+    kind: 'integer',
+    default: 20,
+    min: 0,
+    max: 1_000_000,
+    description:
+      'requests per second allowed per connection after the burst (0 turns flood control off)',
+    arg: 'N',
+  },
+  'rate-burst': {
+    kind: 'integer',
+    default: 40,
+    min: 1,
+    max: 1_000_000,
+    description: 'requests a connection may send at once before --rate-limit applies',
+    arg: 'N',
+  },
+  'max-conns': {
+    kind: 'integer',
+    default: 10000,
+    min: 1,
+    max: 1_000_000,
+    description: 'open connections in total; more are answered "02" and closed',
+    arg: 'N',
+  },
+  'max-conns-per-ip': {
+    kind: 'integer',
+    default: 128,
+    min: 0,
+    max: 1_000_000,
+    description: 'open connections from one IP address (0 = no limit)',
+    arg: 'N',
+  },
+  'handshake-timeout': {
+    kind: 'integer',
+    default: 30,
+    min: 0,
+    max: 3600,
+    description: 'seconds a new connection has to send CONNECT (0 = no limit)',
+    arg: 'S',
+  },
+  keepalive: {
+    kind: 'integer',
+    default: 60,
+    min: 0,
+    max: 7200,
+    description: 'seconds of silence before TCP keepalive probes detect a dead peer (0 = off)',
+    arg: 'S',
+  },
+  'tls-port': {
+    kind: 'integer',
+    default: undefined,
+    min: 0,
+    max: 65535,
+    description: 'also listen for TLS on this port (needs --tls-cert and --tls-key)',
+    arg: 'N',
+  },
+  'tls-cert': {
+    kind: 'file',
+    default: undefined,
+    description: 'PEM certificate chain for TLS',
+    arg: 'FILE',
+  },
+  'tls-key': {
+    kind: 'file',
+    default: undefined,
+    description: 'PEM private key for TLS',
+    arg: 'FILE',
+  },
   'hide-addresses': {
     kind: 'boolean',
     default: false,
@@ -91,7 +168,9 @@ type Specs = typeof SERVE_OPTIONS;
 export type OptionName = keyof Specs;
 
 type ValueOf<S extends OptionSpec> = S['kind'] extends 'integer'
-  ? number
+  ? S['default'] extends undefined
+    ? number | undefined
+    : number
   : S['kind'] extends 'boolean'
     ? boolean
     : S['default'] extends undefined
@@ -144,8 +223,7 @@ function convert(
           `${source}: expected one of ${spec.choices.join(', ')}, got "${raw}"`,
         );
       }
-      if (raw === '' && name !== 'banned-words')
-        throw new ConfigError(`${source}: must not be empty`);
+      if (raw === '' && spec.kind !== 'file') throw new ConfigError(`${source}: must not be empty`);
       return raw;
   }
 }
@@ -169,6 +247,10 @@ export function loadConfig(
       value = convert(name, spec, fromEnv, envName(name));
     }
     out[camel(name)] = value;
+  }
+  const tls = [out.tlsPort, out.tlsCert, out.tlsKey].filter((v) => v !== undefined).length;
+  if (tls !== 0 && tls !== 3) {
+    throw new ConfigError('TLS needs all three of --tls-port, --tls-cert and --tls-key');
   }
   return Object.freeze(out) as unknown as Config;
 }

@@ -5,6 +5,7 @@ import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { type ChatContext, commandFor, refuse } from './commands.js';
 import { nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
+import { type Clock, TokenBucket } from './rate-limit.js';
 import { Room } from './room.js';
 import { Session, type SessionHost } from './session.js';
 
@@ -15,7 +16,16 @@ export interface ChatOptions {
   serverVersion?: string;
   /** USERS shows "hidden" and port 0 instead of members' addresses. */
   hideAddresses?: boolean;
+  /** Longest CHAT or WHISPER message, in characters. */
+  maxMessage?: number;
+  /** Requests per second per session after the burst; 0 turns flood control off. */
+  rateLimit?: number;
+  rateBurst?: number;
+  /** Open sessions in total, and per remote IP (0 = unlimited). */
+  maxConnections?: number;
+  maxConnectionsPerIp?: number;
   logger?: Logger;
+  clock?: Clock;
 }
 
 /** What an opted-in client is told when the server ends its session. */
@@ -41,7 +51,14 @@ export class Chat implements ChatContext, SessionHost {
   readonly serverVersion: string;
   readonly bannedWords: BannedWords;
   readonly hideAddresses: boolean;
+  readonly maxMessage: number;
   readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly rateLimit: number;
+  private readonly rateBurst: number;
+  private readonly maxConnections: number;
+  private readonly maxConnectionsPerIp: number;
+  private readonly perIp = new Map<string, number>();
   private readonly nicknames = new Map<string, Session>();
   private readonly sessions = new Set<Session>();
   private nextId = 1;
@@ -52,7 +69,13 @@ export class Chat implements ChatContext, SessionHost {
     this.serverVersion = options.serverVersion ?? '1';
     this.bannedWords = options.bannedWords ?? new BannedWords(DEFAULT_BANNED_WORDS);
     this.hideAddresses = options.hideAddresses ?? false;
+    this.maxMessage = options.maxMessage ?? 4096;
+    this.rateLimit = options.rateLimit ?? 0;
+    this.rateBurst = options.rateBurst ?? 40;
+    this.maxConnections = options.maxConnections ?? Number.POSITIVE_INFINITY;
+    this.maxConnectionsPerIp = options.maxConnectionsPerIp ?? 0;
     this.log = options.logger ?? silentLogger;
+    this.clock = options.clock ?? Date.now;
   }
 
   /** Number of open sessions, joined or not. */
@@ -63,8 +86,24 @@ export class Chat implements ChatContext, SessionHost {
   /** A transport calls this for each new connection. */
   open(peer: Peer): Session {
     const session = new Session(this.nextId++, peer, this);
+    const ip = peer.remote.ip;
+    const fromIp = (this.perIp.get(ip) ?? 0) + 1;
+    this.perIp.set(ip, fromIp);
     this.sessions.add(session);
-    if (this.stopping) this.disconnect(session, 'shutdown');
+    if (this.rateLimit > 0)
+      session.bucket = new TokenBucket(this.rateLimit, this.rateBurst, this.clock());
+    if (this.stopping) {
+      this.disconnect(session, 'shutdown');
+    } else if (
+      this.sessions.size > this.maxConnections ||
+      (this.maxConnectionsPerIp > 0 && fromIp > this.maxConnectionsPerIp)
+    ) {
+      // Answered before the client even asks: a course client reads this "02"
+      // as the reply to its CONNECT and reports a full room.
+      this.log.warn({ ip, fromIp, total: this.sessions.size }, 'connection limit reached');
+      session.reply({ cmd: Cmd.CONNECT_CHATROOM_FULL });
+      this.disconnect(session, 'too-many-connections');
+    }
     return session;
   }
 
@@ -90,6 +129,7 @@ export class Chat implements ChatContext, SessionHost {
       return;
     }
     const request = result.request;
+    if (session.bucket !== undefined && request.cmd !== Cmd.EXIT && !this.admit(session)) return;
     const command = commandFor(request.cmd);
     if (session.state === 'greeting') {
       if (!command.greeting) {
@@ -109,6 +149,26 @@ export class Chat implements ChatContext, SessionHost {
       session,
       request,
     );
+  }
+
+  /** Flood control: refuse requests over the rate; cut off a session that keeps at it. */
+  private admit(session: Session): boolean {
+    if (session.bucket!.take(this.clock())) {
+      session.strikes = 0;
+      return true;
+    }
+    session.strikes++;
+    if (session.strikes > this.rateBurst) {
+      this.log.warn(
+        { nickname: session.nickname, ip: session.address.ip },
+        'flooding, disconnecting',
+      );
+      this.disconnect(session, 'flooding');
+      return false;
+    }
+    if (session.strikes === 1) this.log.info({ nickname: session.nickname }, 'rate limit reached');
+    refuse(session, ErrorCode.RATE_LIMITED, 'too many requests; slow down');
+    return false;
   }
 
   join(session: Session, nickname: string, room: Room): void {
@@ -165,6 +225,10 @@ export class Chat implements ChatContext, SessionHost {
     const wasJoined = session.state === 'joined';
     session.state = 'closed';
     this.sessions.delete(session);
+    const ip = session.address.ip;
+    const fromIp = (this.perIp.get(ip) ?? 1) - 1;
+    if (fromIp === 0) this.perIp.delete(ip);
+    else this.perIp.set(ip, fromIp);
     const room = session.room;
     if (!wasJoined || room === undefined) return;
     this.nicknames.delete(session.key);

@@ -14,6 +14,7 @@ export interface ChatContext {
   readonly serverVersion: string;
   readonly bannedWords: BannedWords;
   readonly hideAddresses: boolean;
+  readonly maxMessage: number;
   readonly log: Logger;
   find(nickname: string): Session | undefined;
   /** Registers the nickname and adds the session to the room. */
@@ -40,6 +41,19 @@ export function refuse(
   session.reply(
     ref === undefined ? { cmd: Cmd.ERROR, code, message } : { cmd: Cmd.ERROR, code, message, ref },
   );
+}
+
+/** Refuses a message over --max-message; only opted-in clients can be told. */
+function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): boolean {
+  if (msg.length <= ctx.maxMessage) return false;
+  ctx.log.info({ nickname: session.nickname, length: msg.length }, 'message too long, refused');
+  refuse(
+    session,
+    ErrorCode.MESSAGE_TOO_LONG,
+    `message is longer than ${ctx.maxMessage} characters`,
+    ref,
+  );
+  return true;
 }
 
 /**
@@ -115,6 +129,7 @@ const whisper: Handler<typeof Cmd.WHISPER> = (ctx, session, req) => {
     session.reply({ cmd: Cmd.WHISPER_MYSELF });
     return;
   }
+  if (tooLong(ctx, session, req.msg, req.cmd)) return;
   if (ctx.bannedWords.matches(req.msg)) {
     ctx.disconnect(session, 'banned-words');
     return;
@@ -177,6 +192,7 @@ const rtt: Handler<typeof Cmd.RTT> = (_ctx, session, req) => {
  * comes back to the sender. Banned words disconnect the sender instead.
  */
 const chat: Handler<typeof Cmd.CHAT> = (ctx, session, req) => {
+  if (tooLong(ctx, session, req.msg, req.cmd)) return;
   if (ctx.bannedWords.matches(req.msg)) {
     ctx.disconnect(session, 'banned-words');
     return;

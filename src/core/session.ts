@@ -3,6 +3,7 @@ import { Outbound } from '../protocol/message-codec.js';
 import type { ServerMessage } from '../protocol/messages.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import type { DisconnectReason, Peer, PeerAddress } from './ports.js';
+import type { TokenBucket } from './rate-limit.js';
 import type { Member, Room } from './room.js';
 
 /** Where a session reports what its transport tells it. Implemented by Chat. */
@@ -27,6 +28,9 @@ export class Session implements Member {
   /** The nickname's uniqueness key while registered. */
   key = '';
   room: Room | undefined;
+  /** Flood control, when enabled: the bucket and the run of refused requests. */
+  bucket: TokenBucket | undefined;
+  strikes = 0;
   private caps: ReadonlySet<Capability> = NO_CAPS;
 
   constructor(

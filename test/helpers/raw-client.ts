@@ -56,6 +56,11 @@ export class RawClient {
     );
   }
 
+  /** Wraps a socket that is already connected (TLS, or with a chosen source address). */
+  static wrap(socket: net.Socket): RawClient {
+    return new RawClient(socket);
+  }
+
   static open(port: number, host = '127.0.0.1'): Promise<RawClient> {
     return new Promise((resolve, reject) => {
       const socket = net.connect({ host, port, noDelay: true });

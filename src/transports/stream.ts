@@ -1,4 +1,5 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Chat } from '../core/chat.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import type { Session } from '../core/session.js';
@@ -15,6 +16,8 @@ export interface StreamLimits {
   closeTimeoutMs: number;
   /** TCP keepalive probe delay (ms); 0 turns keepalive off. */
   keepAliveMs: number;
+  /** Time allowed from connect (or TLS handshake) to CONNECT (ms); 0 = unlimited. */
+  handshakeTimeoutMs: number;
 }
 
 export const DEFAULT_STREAM_LIMITS: StreamLimits = {
@@ -22,6 +25,7 @@ export const DEFAULT_STREAM_LIMITS: StreamLimits = {
   maxQueue: 1024 * 1024,
   closeTimeoutMs: 5_000,
   keepAliveMs: 60_000,
+  handshakeTimeoutMs: 30_000,
 };
 
 function addressOf(ip: string | undefined, port: number | undefined): PeerAddress {
@@ -58,7 +62,19 @@ export class StreamConnection implements Peer {
     });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.log.debug({ err, remote: this.remote }, 'socket error'));
-    socket.on('close', () => this.session.ended(this.endReason));
+    let handshake: NodeJS.Timeout | undefined;
+    if (limits.handshakeTimeoutMs > 0 && this.session.state === 'greeting') {
+      handshake = setTimeout(() => {
+        if (this.session.state !== 'greeting') return;
+        this.log.info({ remote: this.remote }, 'no CONNECT in time, closing');
+        this.session.disconnect('timeout');
+      }, limits.handshakeTimeoutMs);
+      handshake.unref();
+    }
+    socket.on('close', () => {
+      clearTimeout(handshake);
+      this.session.ended(this.endReason);
+    });
   }
 
   private onData(chunk: Buffer): void {
@@ -101,23 +117,35 @@ export class StreamConnection implements Peer {
   }
 }
 
-export interface TcpListenerOptions {
+export interface ListenerOptions {
   host: string;
   port: number;
   limits: StreamLimits;
+  /** PEM certificate chain and key: serve TLS instead of plain TCP. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
 }
 
-/** A plain TCP listener feeding connections to the chat service. */
-export class TcpListener {
+/** A TCP or TLS listener feeding connections to the chat service. */
+export class StreamListener {
+  readonly kind: 'tcp' | 'tls';
   private readonly server: net.Server;
   private readonly connections = new Set<StreamConnection>();
 
   constructor(
     private readonly chat: Chat,
-    private readonly options: TcpListenerOptions,
+    private readonly options: ListenerOptions,
     private readonly log: Logger,
   ) {
-    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    const accept = (socket: net.Socket) => this.accept(socket);
+    if (options.tls === undefined) {
+      this.kind = 'tcp';
+      this.server = net.createServer({ noDelay: true }, accept);
+    } else {
+      this.kind = 'tls';
+      const handshakeTimeout = options.limits.handshakeTimeoutMs || 120_000;
+      this.server = tls.createServer({ ...options.tls, handshakeTimeout, noDelay: true }, accept);
+      this.server.on('tlsClientError', (err) => this.log.debug({ err }, 'TLS handshake failed'));
+    }
     this.server.on('error', (err) => this.log.error({ err }, 'listener error'));
   }
 

@@ -1,0 +1,304 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ChatClient } from '../../src/client/chat-client.js';
+import { ErrorCode } from '../../src/protocol/codes.js';
+import type { ConfabServer } from '../../src/server.js';
+import { join, RawClient } from '../helpers/raw-client.js';
+import { startConfab } from '../helpers/servers.js';
+import { spawnServer } from '../helpers/spawn-server.js';
+
+let server: ConfabServer | undefined;
+let healthCheck = 0;
+
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+/** Two fresh, well-behaved clients exchange messages both ways; nothing may be lost. */
+async function assertHealthy(port: number): Promise<void> {
+  const n = healthCheck++;
+  const a = await ChatClient.connect({ port, nickname: `ok-a${n}` });
+  const b = await ChatClient.connect({ port, nickname: `ok-b${n}` });
+  const got: string[] = [];
+  const gotA: string[] = [];
+  b.on('chat', (m) => got.push(m.msg));
+  a.on('chat', (m) => gotA.push(m.msg));
+  for (let i = 0; i < 20; i++) {
+    a.chat(`a${i}`);
+    b.chat(`b${i}`);
+  }
+  // A round trip on each side orders after its own earlier broadcasts.
+  await a.rtt();
+  await b.rtt();
+  await b.version();
+  await a.version();
+  expect(got).toEqual(Array.from({ length: 20 }, (_, i) => `a${i}`));
+  expect(gotA).toEqual(Array.from({ length: 20 }, (_, i) => `b${i}`));
+  await a.exit();
+  await b.exit();
+}
+
+async function startWith(flags: Record<string, string>): Promise<number> {
+  server = await startConfab(flags);
+  return server.address.port;
+}
+
+describe('bad input leaves the server healthy', () => {
+  const garbage: [string, () => Uint8Array | string][] = [
+    ['malformed JSON', () => '{"cmd": "7", "msg": }\n{{{{\n'],
+    ['JSON that is not an object', () => '[1,2]\n"x"\n42\nnull\n'],
+    ['wrong field types', () => '{"cmd": 0, "nickname": ["x"]}{"cmd":"7","msg":{"a":1}}'],
+    ['invalid UTF-8', () => Uint8Array.of(0x7b, 0x22, 0x63, 0xff, 0xfe, 0x22, 0x7d, 0x0a)],
+    ['binary garbage', () => Uint8Array.from({ length: 4096 }, (_, i) => (i * 7919 + 13) % 256)],
+  ];
+
+  for (const [name, payload] of garbage) {
+    it(`survives ${name}, before and after joining`, async () => {
+      const port = await startWith({});
+      const stranger = await RawClient.open(port);
+      stranger.write(payload());
+      const member = await join(port, 'member');
+      member.write(payload());
+      await assertHealthy(port);
+      stranger.close();
+      member.close();
+    });
+  }
+
+  it('closes a 10 MB frame without buffering it', async () => {
+    const port = await startWith({});
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    socket.on('error', () => {});
+    socket.resume();
+    await new Promise((r) => socket.once('connect', r));
+    socket.write('{"cmd": "0", "nickname": "big"}');
+    const closed = new Promise((r) => socket.once('close', r));
+    socket.write(`{"cmd": "7", "msg": "${'x'.repeat(10 * 1024 * 1024)}"}`);
+    await closed;
+    expect(server!.chat.connectionCount).toBe(0);
+    await assertHealthy(port);
+  });
+
+  it('survives half a frame followed by a disconnect', async () => {
+    const port = await startWith({});
+    const c = await join(port, 'halfway');
+    c.write('{"cmd": "7", "msg": "this never ends');
+    c.close();
+    await assertHealthy(port);
+  });
+
+  it('closes a connection that never sends CONNECT (--handshake-timeout)', async () => {
+    const port = await startWith({ 'handshake-timeout': '1' });
+    const idle = await RawClient.open(port);
+    await idle.expectClose(5000);
+    expect(idle.drain()).toEqual([]);
+    await assertHealthy(port);
+  });
+
+  it('survives a flood of connects and disconnects', async () => {
+    const port = await startWith({ 'max-conns-per-ip': '0' });
+    for (let round = 0; round < 5; round++) {
+      const sockets = await Promise.all(
+        Array.from({ length: 100 }, () => RawClient.open(port).catch(() => undefined)),
+      );
+      for (const s of sockets) s?.close();
+    }
+    await assertHealthy(port);
+  });
+});
+
+describe('limits', () => {
+  it('cuts off a member that never reads; memory stays bounded and the others get everything in order', async () => {
+    const spawned = await spawnServer(['--rate-limit', '0', '--max-queue', '262144']);
+    try {
+      const port = spawned.port;
+      const reader = await ChatClient.connect({ port, nickname: 'reader' });
+      const lazy = await RawClient.open(port);
+      lazy.sendPy({ cmd: '0', nickname: 'lazy' });
+      await lazy.expect('03');
+      await reader.users();
+      lazy.socket.pause();
+      const sender = await RawClient.open(port);
+      sender.sendPy({ cmd: '0', nickname: 'sender' });
+      await sender.expect('03');
+
+      const total = 30_000;
+      const body = 'x'.repeat(1000);
+      let next = 0;
+      let outOfOrder = 0;
+      const lazyLeft = new Promise<void>((resolve) =>
+        reader.on('leave', (m) => {
+          if (m.nickname === 'lazy') resolve();
+        }),
+      );
+      const done = new Promise<void>((resolve) =>
+        reader.on('chat', (m) => {
+          if (m.from !== 'sender') return;
+          if (m.msg !== `${next} ${body}`) outOfOrder++;
+          next++;
+          if (next === total) resolve();
+        }),
+      );
+      for (let i = 0; i < total; i++) {
+        const ok = sender.socket.write(`{"cmd":"7","msg":"${i} ${body}"}\n`);
+        if (!ok) await new Promise((r) => sender.socket.once('drain', r));
+      }
+      await done;
+      await lazyLeft;
+      expect(outOfOrder).toBe(0);
+      expect(next).toBe(total);
+      const status = readFileSync(`/proc/${spawned.child.pid}/status`, 'utf8');
+      const peakKiB = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1]);
+      // 30 MB went through; a server that queued it for the lazy member would hold most of it.
+      expect(peakKiB).toBeLessThan(200 * 1024);
+      lazy.close();
+      sender.close();
+      await reader.exit();
+    } finally {
+      await spawned.stop();
+    }
+  }, 60_000);
+
+  it('refuses requests over the rate, tells opted-in clients, and disconnects sustained floods', async () => {
+    const port = await startWith({ 'rate-limit': '2', 'rate-burst': '5' });
+    const calm = await ChatClient.connect({ port, nickname: 'calm' });
+    const flooder = await join(port, 'flooder', { caps: ['errors'] });
+    const heard: string[] = [];
+    calm.on('chat', (m) => heard.push(m.msg));
+    for (let i = 0; i < 8; i++) flooder.sendPy({ cmd: '7', msg: `m${i}` });
+    // CONNECT took one of the five tokens: four chats pass, four are refused.
+    for (let i = 0; i < 4; i++) {
+      expect(await flooder.expect('90')).toMatchObject({ code: ErrorCode.RATE_LIMITED });
+    }
+    // Others stay responsive during the flood.
+    expect(await calm.rtt()).toBeGreaterThanOrEqual(0);
+    expect(heard).toEqual(['m0', 'm1', 'm2', 'm3']);
+    for (let i = 0; i < 20; i++) flooder.sendPy({ cmd: '7', msg: 'spam' });
+    await flooder.expectClose();
+    expect(flooder.drain()).toContainEqual(expect.objectContaining({ code: ErrorCode.FLOODING }));
+    await calm.exit();
+  });
+
+  it('refuses messages over --max-message', async () => {
+    const port = await startWith({ 'max-message': '10' });
+    const a = await join(port, 'a', { caps: ['errors'] });
+    const b = await join(port, 'b');
+    a.sendPy({ cmd: '7', msg: 'x'.repeat(11) });
+    expect(await a.expect('90')).toMatchObject({ code: ErrorCode.MESSAGE_TOO_LONG, ref: '7' });
+    a.sendPy({ cmd: '7', msg: 'x'.repeat(10) });
+    expect(await b.expect('70')).toMatchObject({ msg: 'x'.repeat(10) });
+    a.close();
+    b.close();
+  });
+
+  it('answers connections over --max-conns-per-ip and --max-conns with "02"', async () => {
+    const port = await startWith({ 'max-conns-per-ip': '2', 'max-conns': '3' });
+    const open = (localAddress: string) =>
+      new Promise<RawClient>((resolve) => {
+        const s = net.connect({ port, host: '127.0.0.1', localAddress });
+        s.once('connect', () => resolve(RawClient.wrap(s)));
+      });
+    const a1 = await open('127.0.0.1');
+    const a2 = await open('127.0.0.1');
+    const a3 = await open('127.0.0.1');
+    expect(await a3.expect('02')).toEqual({ cmd: '02' });
+    await a3.expectClose();
+    const b1 = await open('127.0.0.2');
+    const b2 = await open('127.0.0.2');
+    expect(await b2.expect('02')).toEqual({ cmd: '02' });
+    for (const c of [a1, a2, b1]) {
+      expect(c.isClosed).toBe(false);
+      c.close();
+    }
+    for (let i = 0; i < 200 && server!.chat.connectionCount > 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(server!.chat.connectionCount).toBe(0);
+    await assertHealthy(port);
+  });
+});
+
+describe('TLS', () => {
+  it('serves TLS beside plain TCP, in the same room', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'confab-tls-'));
+    const cert = path.join(dir, 'cert.pem');
+    const key = path.join(dir, 'key.pem');
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      ],
+      { stdio: 'ignore' },
+    );
+    server = await startConfab({ 'tls-port': '0', 'tls-cert': cert, 'tls-key': key });
+    const tlsPort = server.tlsAddress!.port;
+    const plain = await join(server.address.port, 'plain');
+    const socket = tls.connect({
+      port: tlsPort,
+      host: '127.0.0.1',
+      ca: readFileSync(cert),
+      servername: 'localhost',
+    });
+    await new Promise((r, j) => {
+      socket.once('secureConnect', r);
+      socket.once('error', j);
+    });
+    const secure = RawClient.wrap(socket);
+    secure.sendPy({ cmd: '0', nickname: 'secure' });
+    expect(await secure.expect('03')).toMatchObject({
+      serverAddress: ['127.0.0.1', tlsPort],
+      userCount: 2,
+    });
+    await plain.expect('8');
+    secure.sendPy({ cmd: '7', msg: 'over TLS' });
+    expect(await plain.expect('70')).toEqual({ cmd: '70', from: 'secure', msg: 'over TLS' });
+    plain.sendPy({ cmd: '2', to: 'secure', msg: 'back' });
+    expect(await secure.expect('70')).toEqual({ cmd: '70', from: 'plain', msg: 'back' });
+    secure.close();
+    plain.close();
+  });
+});
+
+describe('graceful shutdown', () => {
+  it('flushes queued messages to a client before closing', async () => {
+    const port = await startWith({ 'rate-limit': '0' });
+    const slow = await join(port, 'slow');
+    const sender = await join(port, 'sender');
+    await slow.expect('8');
+    slow.socket.pause();
+    const count = 2000;
+    for (let i = 0; i < count; i++) sender.write(`{"cmd":"7","msg":"${i} ${'y'.repeat(200)}"}\n`);
+    sender.sendPy({ cmd: '4' });
+    await sender.expect('40');
+    const stopping = server!.stop();
+    server = undefined;
+    slow.socket.resume();
+    await slow.expectClose(10_000);
+    await stopping;
+    const got = slow.drain().filter((m) => m.cmd === '70');
+    expect(got.length).toBe(count);
+    expect(got.at(-1)?.msg).toMatch(/^1999 /);
+  });
+});
