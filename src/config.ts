@@ -196,11 +196,10 @@ function camel(option: string): string {
 }
 
 function convert(
-  name: string,
   spec: OptionSpec,
   raw: string,
   source: string,
-): string | number | boolean {
+): string | number | boolean | undefined {
   switch (spec.kind) {
     case 'integer': {
       if (!/^-?\d+$/.test(raw.trim()))
@@ -223,7 +222,11 @@ function convert(
           `${source}: expected one of ${spec.choices.join(', ')}, got "${raw}"`,
         );
       }
-      if (raw === '' && spec.kind !== 'file') throw new ConfigError(`${source}: must not be empty`);
+      if (raw === '') {
+        // An empty file option means "not set", so CONFAB_BANNED_WORDS= restores the default.
+        if (spec.kind === 'file') return undefined;
+        throw new ConfigError(`${source}: must not be empty`);
+      }
       return raw;
   }
 }
@@ -242,9 +245,9 @@ export function loadConfig(
     const fromEnv = env[envName(name)];
     let value: string | number | boolean | undefined = spec.default;
     if (flag !== undefined) {
-      value = typeof flag === 'boolean' ? flag : convert(name, spec, flag, `--${name}`);
+      value = typeof flag === 'boolean' ? flag : convert(spec, flag, `--${name}`);
     } else if (fromEnv !== undefined) {
-      value = convert(name, spec, fromEnv, envName(name));
+      value = convert(spec, fromEnv, envName(name));
     }
     out[camel(name)] = value;
   }

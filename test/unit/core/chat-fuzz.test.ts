@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Chat } from '../../src/core/chat.js';
-import { FrameDecoder, FrameTooLargeError } from '../../src/protocol/frame-decoder.js';
-import { parseRequestFrame, parseRequestText } from '../../src/protocol/request-codec.js';
-import { FakePeer } from '../helpers/fake-peer.js';
+import { Chat } from '../../../src/core/chat.js';
+import { FrameDecoder, FrameTooLargeError } from '../../../src/protocol/frame-decoder.js';
+import { parseRequestFrame, parseRequestText } from '../../../src/protocol/request-codec.js';
+import { FakePeer } from '../../helpers/fake-peer.js';
 
 const COURSE_CODES = new Set([
   '01',

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FrameDecoder, FrameTooLargeError } from '../../src/protocol/frame-decoder.js';
+import { FrameDecoder, FrameTooLargeError } from '../../../src/protocol/frame-decoder.js';
 
 const utf8 = new TextEncoder();
 const text = new TextDecoder();

@@ -1,11 +1,11 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { BannedWords } from '../../src/core/banned-words.js';
-import { Chat } from '../../src/core/chat.js';
-import { checkNickname } from '../../src/core/nickname.js';
-import { ErrorCode } from '../../src/protocol/codes.js';
-import type { Request } from '../../src/protocol/messages.js';
-import { parseRequestText } from '../../src/protocol/request-codec.js';
-import { FakePeer } from '../helpers/fake-peer.js';
+import { BannedWords } from '../../../src/core/banned-words.js';
+import { Chat } from '../../../src/core/chat.js';
+import { checkNickname } from '../../../src/core/nickname.js';
+import { ErrorCode } from '../../../src/protocol/codes.js';
+import type { Request } from '../../../src/protocol/messages.js';
+import { parseRequestText } from '../../../src/protocol/request-codec.js';
+import { FakePeer } from '../../helpers/fake-peer.js';
 
 let chat: Chat;
 

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ErrorCode } from '../../src/protocol/codes.js';
-import { parseRequestFrame, parseRequestText } from '../../src/protocol/request-codec.js';
+import { ErrorCode } from '../../../src/protocol/codes.js';
+import { parseRequestFrame, parseRequestText } from '../../../src/protocol/request-codec.js';
 
 describe('request codec', () => {
   it('accepts every course request as the Python client writes it', () => {
