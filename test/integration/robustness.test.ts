@@ -44,7 +44,7 @@ async function assertHealthy(port: number): Promise<void> {
   await b.exit();
 }
 
-async function startWith(flags: Record<string, string>): Promise<number> {
+async function startWith(flags: Record<string, string | boolean>): Promise<number> {
   server = await startConfab(flags);
   return server.address.port;
 }
@@ -114,6 +114,34 @@ describe('bad input leaves the server healthy', () => {
 });
 
 describe('limits', () => {
+  it('stays healthy after 50 simultaneous joins into a room of 10', async () => {
+    const port = await startWith({});
+    const all = await Promise.all(Array.from({ length: 50 }, () => RawClient.open(port)));
+    for (const [i, c] of all.entries()) c.sendPy({ cmd: '0', nickname: `racer${i}` });
+    const admitted = await Promise.all(
+      all.map((c) =>
+        c.expect('03').then(
+          () => 1,
+          () => 0,
+        ),
+      ),
+    );
+    expect(admitted.reduce<number>((a, b) => a + b, 0)).toBe(10);
+    for (const c of all) c.close();
+    for (let i = 0; i < 200 && server!.chat.connectionCount > 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await assertHealthy(port);
+  });
+
+  it('hides member addresses with --hide-addresses', async () => {
+    const port = await startWith({ 'hide-addresses': true });
+    const a = await join(port, 'a');
+    a.sendPy({ cmd: '1' });
+    expect(await a.expect('10')).toEqual({ cmd: '10', users: [['a', 'hidden', 0]] });
+    a.close();
+  });
+
   it('cuts off a member that never reads; memory stays bounded and the others get everything in order', async () => {
     const spawned = await spawnServer(['--rate-limit', '0', '--max-queue', '262144']);
     try {
