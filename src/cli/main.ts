@@ -3,16 +3,17 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, optionsHelp, parseArgsOptions } from '../config.js';
 import { createLogger, type LogFormat } from '../logger.js';
 import { ConfabServer } from '../server.js';
-
-const VERSION = '0.1.0';
+import { CONFAB_VERSION as VERSION } from '../version.js';
+import { chat } from './chat.js';
 
 const USAGE = `confab ${VERSION} — a small, fast, self-hosted chat server
 
 Usage:
-  confab serve [options]     start the server
+  confab serve [options]                     start the server
+  confab chat <nickname> [--host H] [--port P]  join a server from the terminal
   confab --help | --version
 
-Run "confab serve --help" for the server's options.`;
+Run "confab serve --help" or "confab chat --help" for their options.`;
 
 function serveUsage(): string {
   return `Usage: confab serve [options]
@@ -97,6 +98,13 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'serve':
       return serve(rest);
+    case 'chat':
+      return chat(rest, {
+        stdin: process.stdin,
+        stdout: process.stdout,
+        stderr: process.stderr,
+        env: process.env,
+      });
     case '--version':
     case '-v':
       process.stdout.write(`${VERSION}\n`);

@@ -1,0 +1,159 @@
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ChatClient } from '../../src/client/chat-client.js';
+import { ChatProcess } from '../helpers/chat-process.js';
+import { join } from '../helpers/raw-client.js';
+import { CLI, freePort, type SeedServer, startConfab, startSeed } from '../helpers/servers.js';
+
+interface Target {
+  name: string;
+  start(): Promise<{ port: number; stop(): Promise<void> }>;
+}
+
+const targets: Target[] = [
+  {
+    name: 'confab',
+    start: async () => {
+      const s = await startConfab();
+      return { port: s.address.port, stop: () => s.stop() };
+    },
+  },
+  {
+    name: 'the course server',
+    start: async () => {
+      const s: SeedServer = await startSeed();
+      return { port: s.port, stop: () => s.stop() };
+    },
+  },
+];
+
+for (const target of targets) {
+  describe(`confab chat against ${target.name}`, () => {
+    let server: { port: number; stop(): Promise<void> };
+    beforeAll(async () => {
+      server = await target.start();
+    });
+    afterAll(async () => {
+      await server.stop();
+    });
+
+    it('runs every command as a user types it', async () => {
+      const bob = await ChatClient.connect({ port: server.port, nickname: 'bob' });
+      const heard: string[] = [];
+      bob.on('chat', (m) => heard.push(`${m.from}:${m.msg}`));
+      const ann = ChatProcess.start(['ann', '--port', String(server.port)]);
+      try {
+        await ann.waitFor(`Connected to 127.0.0.1:${server.port} as ann. You are the 2nd user.`);
+        ann.type('hello bob');
+        await ann.waitFor(/\d\d:\d\d ann: hello bob/);
+        ann.type('\\users');
+        await ann.waitFor('2 users in the room:');
+        expect(ann.output).toMatch(/ {2}bob 127\.0\.0\.1:\d+/);
+        ann.type('\\wh bob just you');
+        await ann.waitFor('(whisper to bob) just you');
+        ann.type('\\wh nobody x');
+        await ann.waitFor('There is no user named "nobody".');
+        ann.type('\\wh ann x');
+        await ann.waitFor("You can't whisper to yourself.");
+        ann.type('\\rtt');
+        await ann.waitFor(/RTT: \d+\.\d{3} ms/);
+        ann.type('\\version');
+        await ann.waitFor('Server version 1, client confab');
+        ann.type('\\rename bob');
+        await ann.waitFor('The nickname "bob" is taken.');
+        ann.type('\\rename anna');
+        await ann.waitFor('You are now known as anna.');
+        ann.type('\\dance');
+        await ann.waitFor('Unknown command \\dance. Type \\help for the list.');
+        ann.type('\\help');
+        await ann.waitFor('\\wh <nickname> <text>');
+        bob.chat('hi there');
+        await ann.waitFor(/\d\d:\d\d bob: hi there/);
+        await bob.whisper('anna', 'psst');
+        await ann.waitFor(/bob: psst/);
+        const left = new Promise((r) => bob.once('leave', r));
+        ann.type('\\exit');
+        expect(await ann.exited).toBe(0);
+        expect(await left).toEqual({ nickname: 'anna', userCount: 1 });
+        expect(heard).toEqual(['ann:hello bob', 'ann:just you']);
+        // The unknown command sent nothing: bob heard only the two messages.
+      } finally {
+        await ann.stop();
+        await bob.exit();
+      }
+    });
+
+    it('says clearly when the nickname is taken', async () => {
+      const bob = await ChatClient.connect({ port: server.port, nickname: 'taken' });
+      const dup = ChatProcess.start(['taken', '--port', String(server.port)]);
+      expect(await dup.exited).toBe(1);
+      expect(dup.output).toContain('The nickname "taken" is taken');
+      await bob.exit();
+    });
+
+    it('says so when disconnected for a banned word, and exits non-zero', async () => {
+      const bob = await ChatClient.connect({ port: server.port, nickname: 'bob2' });
+      const rude = ChatProcess.start(['rude', '--port', String(server.port)]);
+      await rude.waitFor('You are the');
+      rude.type('well, I hate professor X');
+      expect(await rude.exited).toBe(1);
+      expect(rude.output).toMatch(/banned word/);
+      await bob.exit();
+    });
+
+    it('sends EXIT when stdin ends (Ctrl+D)', async () => {
+      const bob = await ChatClient.connect({ port: server.port, nickname: 'bob3' });
+      const left = new Promise((r) => bob.once('leave', r));
+      const quick = ChatProcess.start(['quick', '--port', String(server.port)]);
+      await quick.waitFor('You are the');
+      quick.child.stdin!.end();
+      expect(await quick.exited).toBe(0);
+      expect(await left).toMatchObject({ nickname: 'quick' });
+      await bob.exit();
+    });
+  });
+}
+
+describe('confab chat failures', () => {
+  it('reports a full room', async () => {
+    const server = await startConfab({ 'max-users': '1' });
+    try {
+      const a = await join(server.address.port, 'a');
+      const p = ChatProcess.start(['b', '--port', String(server.address.port)]);
+      expect(await p.exited).toBe(1);
+      expect(p.output).toContain('The chat room is full.');
+      a.close();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('reports a refused connection', async () => {
+    const port = await freePort();
+    const p = ChatProcess.start(['a', '--port', String(port)]);
+    expect(await p.exited).toBe(1);
+    expect(p.output).toContain(`Could not connect to 127.0.0.1:${port}: connection refused`);
+  });
+
+  it('says the server went away and exits 1', async () => {
+    const server = await startConfab();
+    const p = ChatProcess.start(['a', '--port', String(server.address.port)]);
+    await p.waitFor('You are the');
+    await server.stop();
+    expect(await p.exited).toBe(1);
+    expect(p.output).toMatch(/disconnected: the server is shutting down/i);
+  });
+
+  it('shows usage for a missing nickname', () => {
+    let status = 0;
+    let stderr = '';
+    try {
+      execFileSync(process.execPath, [CLI, 'chat'], { stdio: 'pipe' });
+    } catch (err) {
+      status = (err as { status: number }).status;
+      stderr = String((err as { stderr: Buffer }).stderr);
+    }
+    expect(status).toBe(2);
+    expect(stderr).toContain('Usage: confab chat <nickname>');
+  });
+});

@@ -1,0 +1,91 @@
+import { describe, expect, it } from 'vitest';
+import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
+import { ErrorCode } from '../../src/protocol/codes.js';
+import { startConfab, startSeed } from '../helpers/servers.js';
+
+describe('ChatClient against confab', () => {
+  it('negotiates extensions and surfaces them as typed events', async () => {
+    const server = await startConfab();
+    try {
+      const port = server.address.port;
+      const ann = await ChatClient.connect({ port, nickname: 'ann' });
+      expect(ann.caps).toEqual(['errors', 'renames', 'whispers']);
+      expect(ann.serverAddress).toEqual(['127.0.0.1', port]);
+      const bob = await ChatClient.connect({ port, nickname: 'bob' });
+      const renamed = new Promise((r) => ann.once('rename', r));
+      expect(await bob.rename('bea')).toBe('bea');
+      expect(await renamed).toEqual({ oldNickname: 'bob', newNickname: 'bea' });
+      const whispered = new Promise((r) => ann.once('chat', r));
+      await bob.whisper('ann', 'psst');
+      expect(await whispered).toEqual({ from: 'bea', msg: 'psst', whisper: true });
+      await expect(bob.whisper('zed', 'x')).rejects.toMatchObject({ kind: 'no-such-user' });
+      await expect(bob.whisper('bea', 'x')).rejects.toMatchObject({ kind: 'whisper-to-self' });
+      await expect(bob.rename('ANN')).rejects.toMatchObject({ kind: 'nickname-taken' });
+      await expect(bob.rename('has space')).rejects.toMatchObject({
+        kind: 'server-error',
+        code: ErrorCode.INVALID_NICKNAME,
+      });
+      expect(await ann.users()).toEqual([
+        ['ann', '127.0.0.1', expect.any(Number)],
+        ['bea', '127.0.0.1', expect.any(Number)],
+      ]);
+      const closed = new Promise<{ error?: ChatClientError }>((r) => bob.once('close', r));
+      bob.chat('i hate professor');
+      const { error } = await closed;
+      expect(error?.code).toBe(ErrorCode.BANNED_WORDS);
+      expect(bob.mayReconnect).toBe(false);
+      await expect(bob.version()).rejects.toBeInstanceOf(ChatClientError);
+      await ann.exit();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('behaves as a course client when it asks for no extensions', async () => {
+    const server = await startConfab();
+    try {
+      const plain = await ChatClient.connect({
+        port: server.address.port,
+        nickname: 'plain',
+        caps: [],
+      });
+      expect(plain.caps).toEqual([]);
+      const frames: string[] = [];
+      plain.on('message', (m) => frames.push(m.cmd));
+      const other = await ChatClient.connect({ port: server.address.port, nickname: 'other' });
+      await other.rename('other2');
+      await plain.version();
+      expect(frames).toEqual(['8', '40']);
+      await other.exit();
+      await plain.exit();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe('ChatClient against the course server', () => {
+  it('paces requests so the course server never reads two at once', async () => {
+    const seed = await startSeed();
+    try {
+      const ann = await ChatClient.connect({ port: seed.port, nickname: 'ann' });
+      const bob = await ChatClient.connect({ port: seed.port, nickname: 'bob' });
+      expect(ann.caps).toEqual([]);
+      const heard: string[] = [];
+      bob.on('chat', (m) => heard.push(m.msg));
+      // Fired without waiting: unpaced, the server would read several in one
+      // recv(), fail to parse them, and drop ann.
+      for (let i = 0; i < 8; i++) ann.chat(`m${i}`);
+      const [users, version, rtt] = await Promise.all([ann.users(), ann.version(), ann.rtt()]);
+      expect(users.map((u) => u[0])).toEqual(['ann', 'bob']);
+      expect(version).toBe('1');
+      expect(rtt).toBeGreaterThan(0);
+      await bob.version();
+      expect(heard).toEqual(['m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7']);
+      await ann.exit();
+      await bob.exit();
+    } finally {
+      await seed.stop();
+    }
+  });
+});
