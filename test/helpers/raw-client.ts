@@ -143,3 +143,15 @@ export async function join(port: number, nickname: string, extra: object = {}): 
   await client.expect('03');
   return client;
 }
+
+/** For clients that each sent CONNECT: which of them were let in ("03"). */
+export function admitted(clients: RawClient[], timeoutMs = 10_000): Promise<boolean[]> {
+  return Promise.all(
+    clients.map((c) =>
+      c.expect('03', timeoutMs).then(
+        () => true,
+        () => false,
+      ),
+    ),
+  );
+}

@@ -64,7 +64,7 @@ describe('confab chat in a real terminal', () => {
     expect(lines.some((l) => /^\d\d:\d\d bob: hi ann$/.test(l))).toBe(true);
     expect(lines.some((l) => /^\d\d:\d\d \* bob joined \(2 users\)$/.test(l))).toBe(true);
     // Nicknames are colored on a terminal.
-    expect(screen(true)).toMatch(/\x1b\[[0-9;]*m(bob|ann)/);
+    expect(screen(true)).toMatch(new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m(bob|ann)`));
 
     tmux('send-keys', '-t', 'chat', '-l', 'ld');
     tmux('send-keys', '-t', 'chat', 'Enter');

@@ -2,7 +2,7 @@ import net from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/protocol/codes.js';
 import type { ConfabServer } from '../../src/server.js';
-import { join, pyDumps, RawClient } from '../helpers/raw-client.js';
+import { admitted, join, pyDumps, RawClient } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
 
 let server: ConfabServer;
@@ -248,17 +248,10 @@ describe('concurrency', () => {
   it('lets exactly max-users of 50 simultaneous joins in', async () => {
     const all = await Promise.all(Array.from({ length: 50 }, () => open()));
     for (const [i, c] of all.entries()) c.sendPy({ cmd: '0', nickname: `user${i}` });
-    const admitted = await Promise.all(
-      all.map((c) =>
-        c.expect('03', 10_000).then(
-          () => true,
-          () => false,
-        ),
-      ),
-    );
-    const joined = all.filter((_, i) => admitted[i]);
+    const wasAdmitted = await admitted(all, 10_000);
+    const joined = all.filter((_, i) => wasAdmitted[i]);
     expect(joined.length).toBe(10);
-    for (const c of all.filter((_, i) => !admitted[i])) {
+    for (const c of all.filter((_, i) => !wasAdmitted[i])) {
       expect(c.drain().map((m) => m.cmd)).toEqual(['02']);
     }
     joined[0]!.sendPy({ cmd: '1' });
@@ -269,15 +262,8 @@ describe('concurrency', () => {
   it('never gives one nickname to two clients racing for it', async () => {
     const all = await Promise.all(Array.from({ length: 30 }, () => open()));
     for (const [i, c] of all.entries()) c.sendPy({ cmd: '0', nickname: `name${i % 3}` });
-    const admitted = await Promise.all(
-      all.map((c) =>
-        c.expect('03', 5000).then(
-          () => true,
-          () => false,
-        ),
-      ),
-    );
-    const winners = all.filter((_, i) => admitted[i]);
+    const wasAdmitted = await admitted(all, 5000);
+    const winners = all.filter((_, i) => wasAdmitted[i]);
     expect(winners.length).toBe(3);
     winners[0]!.sendPy({ cmd: '1' });
     const names = ((await winners[0]!.expect('10')).users as string[][]).map((u) => u[0]);
