@@ -43,6 +43,15 @@ export class Session implements Member {
     return this.peer.remote;
   }
 
+  /**
+   * The client sent "caps" in CONNECT, so it speaks confab's framing and can
+   * take several newline-terminated messages in one read. Course clients read
+   * one JSON object per recv() and must get one message per write.
+   */
+  get negotiated(): boolean {
+    return this.caps !== NO_CAPS;
+  }
+
   has(capability: Capability): boolean {
     return this.caps.has(capability);
   }

@@ -8,9 +8,14 @@ export interface MessageEncoder {
 
 const utf8 = new TextEncoder();
 
-/** confab's TCP and WebSocket framing: one JSON object, then "\n". */
+/** confab's framing as text: one JSON object, then "\n". */
+export function serializeLine(message: ServerMessage): string {
+  return `${JSON.stringify(message)}\n`;
+}
+
+/** confab's TCP and WebSocket framing, as bytes (portable; Node transports may use Buffer). */
 export const jsonLineEncoder: MessageEncoder = {
-  encode: (message) => utf8.encode(`${JSON.stringify(message)}\n`),
+  encode: (message) => utf8.encode(serializeLine(message)),
 };
 
 /**

@@ -4,7 +4,7 @@ import type { Chat } from '../core/chat.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import type { Session } from '../core/session.js';
 import { FrameDecoder, FrameTooLargeError } from '../protocol/frame-decoder.js';
-import { jsonLineEncoder, type Outbound } from '../protocol/message-codec.js';
+import { type MessageEncoder, type Outbound, serializeLine } from '../protocol/message-codec.js';
 import { parseRequestFrame } from '../protocol/request-codec.js';
 
 export interface StreamLimits {
@@ -28,6 +28,39 @@ export const DEFAULT_STREAM_LIMITS: StreamLimits = {
   handshakeTimeoutMs: 30_000,
 };
 
+/**
+ * Coalesces each connection's messages within one event-loop turn into a
+ * single write: a broadcast burst then costs one syscall per recipient, not
+ * one per message. Flushed in the check phase, after all pending reads.
+ */
+class WriteBatcher {
+  private dirty: StreamConnection[] = [];
+  private scheduled = false;
+  private readonly run = () => this.flush();
+
+  schedule(connection: StreamConnection): void {
+    this.dirty.push(connection);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.run);
+    }
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const dirty = this.dirty;
+    this.dirty = [];
+    for (const c of dirty) c.flush();
+  }
+}
+
+const batcher = new WriteBatcher();
+
+/** JSON lines as Node buffers: Buffer.from uses the pooled allocator, cheaper than TextEncoder for small messages. */
+const nodeJsonLine: MessageEncoder = {
+  encode: (message) => Buffer.from(serializeLine(message)),
+};
+
 function addressOf(ip: string | undefined, port: number | undefined): PeerAddress {
   // IPv4 clients of a dual-stack listener appear as ::ffff:a.b.c.d; show them as IPv4.
   const plain = ip?.startsWith('::ffff:') ? ip.slice(7) : ip;
@@ -45,6 +78,9 @@ export class StreamConnection implements Peer {
   private readonly decoder: FrameDecoder;
   private closing = false;
   private endReason: DisconnectReason = 'lost';
+  /** Messages waiting for this turn's flush (negotiated sessions only). */
+  private batch: Uint8Array[] | undefined;
+  private batchBytes = 0;
 
   constructor(
     private readonly socket: net.Socket,
@@ -90,26 +126,50 @@ export class StreamConnection implements Peer {
   }
 
   send(message: Outbound): void {
-    if (this.closing && this.socket.destroyed) return;
-    const bytes = message.bytes(jsonLineEncoder);
-    if (this.socket.writableLength + bytes.length > this.limits.maxQueue) {
+    if (this.socket.destroyed) return;
+    const bytes = message.bytes(nodeJsonLine);
+    const queued = this.socket.writableLength + this.batchBytes;
+    if (queued + bytes.length > this.limits.maxQueue) {
       this.log.warn(
-        { remote: this.remote, queued: this.socket.writableLength },
+        { remote: this.remote, queued },
         'outbound queue over the limit, disconnecting slow consumer',
       );
       this.endReason = 'slow-consumer';
       this.closing = true;
+      this.batch = undefined;
+      this.batchBytes = 0;
       // The 'close' event that follows tells the session, outside this call.
       this.socket.destroy();
       return;
     }
-    this.socket.write(bytes);
+    if (!this.session.negotiated) {
+      this.socket.write(bytes);
+      return;
+    }
+    if (this.batch === undefined) {
+      this.batch = [bytes];
+      batcher.schedule(this);
+    } else {
+      this.batch.push(bytes);
+    }
+    this.batchBytes += bytes.length;
+  }
+
+  /** Writes what this turn queued, as one buffer. */
+  flush(): void {
+    const batch = this.batch;
+    if (batch === undefined) return;
+    this.batch = undefined;
+    this.batchBytes = 0;
+    if (this.socket.destroyed) return;
+    this.socket.write(batch.length === 1 ? batch[0]! : Buffer.concat(batch));
   }
 
   close(reason: DisconnectReason): void {
     if (this.closing) return;
     this.closing = true;
     this.endReason = reason;
+    this.flush();
     this.socket.end();
     const timer = setTimeout(() => this.socket.destroy(), this.limits.closeTimeoutMs);
     timer.unref();

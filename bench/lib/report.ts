@@ -1,0 +1,113 @@
+import type { ConnsResult, FanoutResult } from './workload.js';
+
+export interface BenchReport {
+  date: string;
+  machine: string;
+  command: string;
+  fanout: FanoutResult[];
+  conns: ConnsResult[];
+  skipped: string[];
+}
+
+const f = (n: number, digits = 0) =>
+  Number.isFinite(n)
+    ? n.toLocaleString('en', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+    : '—';
+
+/** Markdown tables: one row per server per workload, with ratios against confab. */
+export function table(report: BenchReport): string {
+  const lines: string[] = [];
+  const workloads = [...new Set(report.fanout.map((r) => r.workload))];
+  lines.push(
+    '| workload | server | deliveries/s | p50 ms | p99 ms | lost | server CPU % | generator CPU % | server µs/delivery | server peak RSS MiB | confab/peer throughput | confab/peer µs/delivery |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  );
+  for (const w of workloads) {
+    const rows = report.fanout.filter((r) => r.workload === w);
+    const confab = rows.find((r) => r.server === 'confab');
+    for (const r of rows) {
+      const ratio =
+        confab && r.server !== 'confab'
+          ? `${f(confab.deliveriesPerSec / r.deliveriesPerSec, 2)}×`
+          : '';
+      const cost =
+        confab && r.server !== 'confab'
+          ? `${f(confab.serverUsPerDelivery / r.serverUsPerDelivery, 2)}×`
+          : '';
+      lines.push(
+        `| ${w} | ${r.server} | ${f(r.deliveriesPerSec)} | ${f(r.p50Ms, 2)} | ${f(r.p99Ms, 2)} | ${r.lost} | ${f(r.serverCpuPct)} | ${f(r.generatorCpuPct)} | ${f(r.serverUsPerDelivery, 2)} | ${f(r.serverPeakRssMiB, 1)} | ${ratio} | ${cost} |`,
+      );
+    }
+  }
+  if (report.conns.length > 0) {
+    lines.push(
+      '',
+      '| W-conns | connections | connects/s | server KiB per idle connection | server peak RSS MiB |',
+      '|---|---:|---:|---:|---:|',
+    );
+    for (const c of report.conns) {
+      lines.push(
+        `| ${c.server} | ${f(c.connections)} | ${f(c.connectPerSec)} | ${f(c.kibPerConnection, 2)} | ${f(c.serverPeakRssMiB, 1)} |`,
+      );
+    }
+  }
+  if (report.skipped.length > 0) lines.push('', ...report.skipped.map((s) => `- ${s}`));
+  return lines.join('\n');
+}
+
+const COLORS: Record<string, string> = {
+  confab: '#2b6cb0',
+  seed: '#a0aec0',
+  ngircd: '#dd6b20',
+  inspircd: '#38a169',
+};
+
+/** A grouped bar chart of deliveries/s (log scale) per workload and server. */
+export function chart(report: BenchReport): string {
+  const workloads = [...new Set(report.fanout.map((r) => r.workload))];
+  const servers = [...new Set(report.fanout.map((r) => r.server))];
+  const width = 760;
+  const height = 360;
+  const left = 70;
+  const bottom = 300;
+  const top = 40;
+  const max = Math.max(...report.fanout.map((r) => r.deliveriesPerSec), 10);
+  const logMax = Math.ceil(Math.log10(max));
+  const y = (v: number) => bottom - (Math.log10(Math.max(v, 1)) / logMax) * (bottom - top);
+  const groupWidth = (width - left - 20) / Math.max(1, workloads.length);
+  const barWidth = Math.min(40, (groupWidth - 20) / Math.max(1, servers.length));
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="${left}" y="22" font-size="15" font-weight="bold">Delivered messages per second (log scale) — ${report.date.slice(0, 10)}</text>`,
+  ];
+  for (let e = 0; e <= logMax; e++) {
+    const yy = y(10 ** e);
+    out.push(`<line x1="${left}" x2="${width - 10}" y1="${yy}" y2="${yy}" stroke="#e2e8f0"/>`);
+    out.push(`<text x="${left - 8}" y="${yy + 4}" text-anchor="end">1e${e}</text>`);
+  }
+  workloads.forEach((w, wi) => {
+    const x0 = left + wi * groupWidth + 10;
+    servers.forEach((s, si) => {
+      const r = report.fanout.find((x) => x.workload === w && x.server === s);
+      if (!r) return;
+      const x = x0 + si * barWidth;
+      const yy = y(r.deliveriesPerSec);
+      out.push(
+        `<rect x="${x}" y="${yy}" width="${barWidth - 4}" height="${bottom - yy}" fill="${COLORS[s] ?? '#718096'}"><title>${s} ${w}: ${Math.round(r.deliveriesPerSec)}/s</title></rect>`,
+      );
+    });
+    out.push(
+      `<text x="${x0 + (servers.length * barWidth) / 2}" y="${bottom + 18}" text-anchor="middle">${w}</text>`,
+    );
+  });
+  servers.forEach((s, si) => {
+    const x = left + si * 120;
+    out.push(
+      `<rect x="${x}" y="${bottom + 32}" width="12" height="12" fill="${COLORS[s] ?? '#718096'}"/>`,
+    );
+    out.push(`<text x="${x + 18}" y="${bottom + 42}">${s}</text>`);
+  });
+  out.push('</svg>');
+  return out.join('\n');
+}

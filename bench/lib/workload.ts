@@ -1,0 +1,213 @@
+import { Histogram } from './histogram.js';
+import { Flusher, Member } from './loadgen.js';
+import { cpuMicros, peakRssKiB, selfCpuMicros } from './proc.js';
+import type { RunningServer } from './servers.js';
+
+export interface Workload {
+  name: string;
+  members: number;
+  senders: number;
+  /** Messages a sender may have in flight (not yet received by every other member). */
+  window: number;
+}
+
+export const WORKLOADS: Record<string, Workload> = {
+  'W-seed': { name: 'W-seed', members: 10, senders: 10, window: 1 },
+  'W-pipe': { name: 'W-pipe', members: 10, senders: 10, window: 32 },
+  'W-big': { name: 'W-big', members: 200, senders: 5, window: 8 },
+};
+
+export interface FanoutResult {
+  workload: string;
+  server: string;
+  seconds: number;
+  deliveries: number;
+  deliveriesPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  lost: number;
+  serverCpuPct: number;
+  generatorCpuPct: number;
+  serverUsPerDelivery: number;
+  serverPeakRssMiB: number;
+}
+
+const PAD = 'x'.repeat(24);
+
+/**
+ * Runs one fan-out workload against a running server: warm up, then measure
+ * for `seconds`, then stop sending and wait for everything in flight.
+ */
+export async function runFanout(
+  server: RunningServer,
+  w: Workload,
+  seconds: number,
+  warmupSeconds: number,
+  progress: (text: string) => void,
+): Promise<FanoutResult> {
+  const flusher = new Flusher();
+  const members: Member[] = [];
+  // Sequential for the seed server (listen backlog 1); batches elsewhere.
+  const batch = server.dialect === 'seed' ? 1 : 50;
+  for (let i = 0; i < w.members; i += batch) {
+    const group: Member[] = [];
+    for (let j = i; j < Math.min(w.members, i + batch); j++) {
+      group.push(new Member(server.dialect, `m${j}`, server.port, undefined, flusher));
+    }
+    await Promise.all(group.map((m) => m.join()));
+    members.push(...group);
+  }
+  // Joins announce themselves to earlier members; let that traffic pass.
+  await new Promise((r) => setTimeout(r, 200));
+
+  const others = w.members - 1;
+  const senders = members.slice(0, w.senders);
+  const sent = new Array<number>(w.senders).fill(0);
+  const done = new Array<number>(w.senders).fill(0);
+  // Receipts per in-flight message, in a ring the size of the window.
+  const receipts = senders.map(() => new Int32Array(w.window));
+  // Next expected sequence number, per receiver per sender: a gap is a loss.
+  const expected = members.map(() => new Int32Array(w.senders));
+  let lost = 0;
+  let deliveries = 0;
+  let running = true;
+  const hist = new Histogram();
+  const now = () => performance.now();
+
+  const send = (s: number) => {
+    const seq = sent[s]!++;
+    senders[s]!.chat(`${s} ${seq} ${Math.round(now() * 1000)} ${PAD}`);
+  };
+
+  for (const [r, member] of members.entries()) {
+    const exp = expected[r]!;
+    member.onPayload = (payload) => {
+      const a = payload.indexOf(' ');
+      const b = payload.indexOf(' ', a + 1);
+      const c = payload.indexOf(' ', b + 1);
+      const s = Number(payload.slice(0, a));
+      const seq = Number(payload.slice(a + 1, b));
+      const ts = Number(payload.slice(b + 1, c < 0 ? undefined : c));
+      hist.record(now() * 1000 - ts);
+      deliveries++;
+      if (seq !== exp[s]) lost += Math.max(0, seq - exp[s]!);
+      exp[s] = seq + 1;
+      const ring = receipts[s]!;
+      const slot = seq % w.window;
+      if (++ring[slot]! === others) {
+        ring[slot] = 0;
+        done[s]!++;
+        if (running) send(s);
+      }
+    };
+  }
+
+  for (let s = 0; s < w.senders; s++) for (let k = 0; k < w.window; k++) send(s);
+
+  await new Promise((r) => setTimeout(r, warmupSeconds * 1000));
+  hist.reset();
+  deliveries = 0;
+  const cpu0 = cpuMicros(server.pid);
+  const self0 = selfCpuMicros();
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  while (performance.now() < end) {
+    await new Promise((r) => setTimeout(r, 250));
+    const rate = deliveries / ((performance.now() - t0) / 1000);
+    progress(
+      `${w.name} ${server.name}: ${((performance.now() - t0) / 1000).toFixed(1)}s ${Math.round(rate).toLocaleString('en')} deliveries/s`,
+    );
+  }
+  const elapsed = (performance.now() - t0) / 1000;
+  const measured = deliveries;
+  const cpu = cpuMicros(server.pid) - cpu0;
+  const self = selfCpuMicros() - self0;
+  running = false;
+
+  // Drain: every message sent must reach every other member.
+  const drainUntil = performance.now() + 10_000;
+  const complete = () => sent.every((n, s) => done[s] === n);
+  while (!complete() && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 20));
+  let missing = 0;
+  for (let s = 0; s < w.senders; s++) missing += sent[s]! - done[s]!;
+  const peak = peakRssKiB(server.pid);
+  for (const m of members) m.socket.destroy();
+  return {
+    workload: w.name,
+    server: server.name,
+    seconds: elapsed,
+    deliveries: measured,
+    deliveriesPerSec: measured / elapsed,
+    p50Ms: hist.quantile(0.5) / 1000,
+    p99Ms: hist.quantile(0.99) / 1000,
+    lost: lost + missing,
+    serverCpuPct: (cpu / (elapsed * 1e6)) * 100,
+    generatorCpuPct: (self / (elapsed * 1e6)) * 100,
+    serverUsPerDelivery: measured > 0 ? cpu / measured : Number.NaN,
+    serverPeakRssMiB: peak / 1024,
+  };
+}
+
+export interface ConnsResult {
+  server: string;
+  connections: number;
+  connectPerSec: number;
+  kibPerConnection: number;
+  serverPeakRssMiB: number;
+}
+
+/** Opens `count` idle connections from several 127.x source addresses. */
+export async function runConns(
+  server: RunningServer,
+  count: number,
+  progress: (text: string) => void,
+  rss: (pid: number) => number,
+): Promise<ConnsResult> {
+  const net = await import('node:net');
+  await new Promise((r) => setTimeout(r, 500));
+  const before = rss(server.pid);
+  const sockets: import('node:net').Socket[] = [];
+  const perSource = 2000;
+  const t0 = performance.now();
+  const inFlight = 256;
+  let opened = 0;
+  let failed = 0;
+  const openOne = (i: number) =>
+    new Promise<void>((resolve) => {
+      const localAddress = `127.0.${1 + Math.floor(i / perSource / 250)}.${1 + (Math.floor(i / perSource) % 250)}`;
+      const s = net.connect({ port: server.port, host: '127.0.0.1', localAddress });
+      s.on('error', () => {
+        failed++;
+        resolve();
+      });
+      s.once('connect', () => {
+        opened++;
+        sockets.push(s);
+        resolve();
+      });
+    });
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      const i = next++;
+      await openOne(i);
+      if (i % 1000 === 0)
+        progress(`W-conns ${server.name}: ${opened.toLocaleString('en')} connected`);
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  const seconds = (performance.now() - t0) / 1000;
+  // Let the server finish accepting and settle before reading its memory.
+  await new Promise((r) => setTimeout(r, 1500));
+  const after = rss(server.pid);
+  const peak = peakRssKiB(server.pid);
+  for (const s of sockets) s.destroy();
+  if (failed > 0) progress(`W-conns ${server.name}: ${failed} connections failed`);
+  return {
+    server: server.name,
+    connections: opened,
+    connectPerSec: opened / seconds,
+    kibPerConnection: (after - before) / Math.max(1, opened),
+    serverPeakRssMiB: peak / 1024,
+  };
+}

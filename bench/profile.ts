@@ -1,0 +1,72 @@
+/**
+ * Profiles confab under one workload: starts the server with --cpu-prof,
+ * drives it, and prints the heaviest functions by self time.
+ *
+ *   npx tsx bench/profile.ts W-pipe 5
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './lib/servers.js';
+import { runFanout, WORKLOADS } from './lib/workload.js';
+
+const [workload = 'W-pipe', seconds = '5'] = process.argv.slice(2);
+const w = WORKLOADS[workload];
+if (w === undefined) throw new Error(`unknown workload ${workload}`);
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const dir = mkdtempSync(path.join(tmpdir(), 'confab-prof-'));
+const port = await freePort();
+const child = spawn(
+  process.execPath,
+  [
+    '--cpu-prof',
+    '--cpu-prof-dir',
+    dir,
+    path.join(root, 'dist/cli/main.js'),
+    'serve',
+    '--port',
+    String(port),
+    '--max-users',
+    String(w.members),
+    '--rate-limit',
+    '0',
+    '--log-level',
+    'warn',
+    '--max-queue',
+    '67108864',
+  ],
+  { stdio: 'inherit' },
+);
+await new Promise((r) => setTimeout(r, 700));
+const result = await runFanout(
+  { name: 'confab', dialect: 'confab', port, pid: child.pid!, stop: async () => {} },
+  w,
+  Number(seconds),
+  1,
+  () => {},
+);
+console.log(
+  `${Math.round(result.deliveriesPerSec)} deliveries/s, ${result.serverUsPerDelivery.toFixed(2)} µs/delivery`,
+);
+child.kill('SIGINT');
+await new Promise((r) => child.once('exit', r));
+const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))!;
+interface Node {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+}
+const profile = JSON.parse(readFileSync(path.join(dir, file), 'utf8')) as { nodes: Node[] };
+const self = new Map<string, number>();
+let total = 0;
+for (const n of profile.nodes) {
+  const key = `${n.callFrame.functionName || '(anonymous)'} ${path.basename(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
+  self.set(key, (self.get(key) ?? 0) + (n.hitCount ?? 0));
+  total += n.hitCount ?? 0;
+}
+for (const [k, v] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25)) {
+  console.log(`${((v / total) * 100).toFixed(1).padStart(5)}%  ${k}`);
+}
+console.log(`profile: ${path.join(dir, file)}`);

@@ -1,0 +1,131 @@
+/**
+ * confab's benchmark: the same workloads against confab, the course's Python
+ * server, ngIRCd and InspIRCd, all on 127.0.0.1, one fresh server per run.
+ *
+ *   npm run bench                      # everything, about four minutes
+ *   npm run bench -- --servers confab,ngircd --workloads W-pipe --seconds 5
+ *
+ * Prints a table and writes bench/results/latest.{json,md,svg}.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { rssKiB } from './lib/proc.js';
+import { type BenchReport, chart, table } from './lib/report.js';
+import { type ServerName, startServer } from './lib/servers.js';
+import { runConns, runFanout, WORKLOADS } from './lib/workload.js';
+
+export interface BenchOptions {
+  servers: ServerName[];
+  workloads: string[];
+  seconds: number;
+  warmup: number;
+  conns: number;
+  out?: string;
+  progress?: (text: string) => void;
+}
+
+const IRC_BINARIES: Record<string, string> = {
+  ngircd: '/usr/sbin/ngircd',
+  inspircd: '/usr/sbin/inspircd',
+};
+
+export async function runBench(o: BenchOptions): Promise<BenchReport> {
+  const progress = o.progress ?? (() => {});
+  const report: BenchReport = {
+    date: new Date().toISOString(),
+    machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.release()}`,
+    command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+    fanout: [],
+    conns: [],
+    skipped: [],
+  };
+  const servers = o.servers.filter((s) => {
+    const bin = IRC_BINARIES[s];
+    if (bin !== undefined && !existsSync(bin)) {
+      report.skipped.push(`${s}: not installed (apt-get install ${s})`);
+      return false;
+    }
+    return true;
+  });
+  for (const name of o.workloads) {
+    if (name === 'W-conns') continue;
+    const w = WORKLOADS[name];
+    if (w === undefined) throw new Error(`unknown workload ${name}`);
+    for (const s of servers) {
+      if (s === 'seed' && name !== 'W-seed') {
+        report.skipped.push(
+          `seed × ${name}: the course server reads one recv(1024) per request, so it cannot take pipelined requests${w.members > 10 ? ' or more than its room of 10' : ''}`,
+        );
+        continue;
+      }
+      const server = await startServer(s, w.members);
+      try {
+        report.fanout.push(await runFanout(server, w, o.seconds, o.warmup, progress));
+      } finally {
+        await server.stop();
+      }
+    }
+  }
+  if (o.workloads.includes('W-conns')) {
+    for (const s of servers) {
+      if (s === 'seed') {
+        report.skipped.push(
+          'seed × W-conns: a thread per connection and a listen backlog of 1; not comparable',
+        );
+        continue;
+      }
+      const server = await startServer(s, 10);
+      try {
+        report.conns.push(await runConns(server, o.conns, progress, rssKiB));
+      } finally {
+        await server.stop();
+      }
+    }
+  }
+  if (o.out !== undefined) {
+    mkdirSync(o.out, { recursive: true });
+    writeFileSync(path.join(o.out, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
+    writeFileSync(path.join(o.out, 'latest.md'), `${table(report)}\n`);
+    writeFileSync(path.join(o.out, 'latest.svg'), `${chart(report)}\n`);
+  }
+  return report;
+}
+
+const isMain =
+  process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url);
+if (isMain) {
+  const { values } = parseArgs({
+    options: {
+      servers: { type: 'string', default: 'confab,seed,ngircd,inspircd' },
+      workloads: { type: 'string', default: 'W-seed,W-pipe,W-big,W-conns' },
+      seconds: { type: 'string', default: '8' },
+      warmup: { type: 'string', default: '2' },
+      conns: { type: 'string', default: '15000' },
+    },
+  });
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+  if (!existsSync(path.join(root, 'dist/cli/main.js')))
+    execFileSync('npm', ['run', 'build'], { cwd: root });
+  const report = await runBench({
+    servers: values.servers.split(',') as ServerName[],
+    workloads: values.workloads.split(','),
+    seconds: Math.min(Number(values.seconds), 600),
+    warmup: Math.min(Number(values.warmup), 60),
+    conns: Math.min(Number(values.conns), 18_000),
+    out: path.join(root, 'bench/results'),
+    progress: (t) => process.stderr.write(`\r\x1b[K${t}`),
+  });
+  process.stderr.write('\r\x1b[K');
+  console.log(`${report.machine}\n${report.date}\n`);
+  console.log(table(report));
+  console.log('\nWrote bench/results/latest.{json,md,svg}');
+  const lost = report.fanout.reduce((n, r) => n + r.lost, 0);
+  if (lost > 0) {
+    console.error(`LOSS: ${lost} messages were not delivered`);
+    process.exitCode = 1;
+  }
+}
