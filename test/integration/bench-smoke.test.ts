@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest';
+import { chart, table } from '../../bench/lib/report.js';
+import { runBench } from '../../bench/run.js';
+
+// Exercises the benchmark harness end to end with tiny settings. It asserts
+// correctness (zero loss, every row present), never speed.
+describe('benchmark harness', () => {
+  it('runs each kind of workload against confab and the course server with zero loss', async () => {
+    const report = await runBench({
+      servers: ['confab', 'seed'],
+      workloads: ['W-seed', 'W-pipe', 'W-conns'],
+      seconds: 0.5,
+      warmup: 0.2,
+      conns: 300,
+    });
+    expect(report.fanout.map((r) => `${r.workload}/${r.server}`)).toEqual([
+      'W-seed/confab',
+      'W-seed/seed',
+      'W-pipe/confab',
+    ]);
+    for (const r of report.fanout) {
+      expect(r.lost).toBe(0);
+      expect(r.deliveries).toBeGreaterThan(0);
+      expect(r.p99Ms).toBeGreaterThanOrEqual(r.p50Ms);
+    }
+    expect(report.conns).toMatchObject([{ server: 'confab', connections: 300 }]);
+    expect(report.skipped.some((s) => s.startsWith('seed × W-pipe'))).toBe(true);
+    expect(table(report)).toContain('| W-pipe | confab |');
+    expect(chart(report)).toMatch(/^<svg[\s\S]*<\/svg>$/);
+  }, 60_000);
+});
