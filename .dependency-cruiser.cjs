@@ -34,6 +34,12 @@ module.exports = {
       to: { path: '^src/(core|transports|store|cluster|cli)/|^src/server' },
     },
     {
+      name: 'web-app-depends-on-protocol-only',
+      severity: 'error',
+      from: { path: '^web/' },
+      to: { path: '^src/(?!protocol/)' },
+    },
+    {
       name: 'adapters-do-not-import-composition-root',
       severity: 'error',
       from: { path: '^src/(transports|store|cluster)/' },

@@ -30,6 +30,8 @@ const child = spawn(
     String(port),
     '--max-users',
     String(w.members),
+    '--http-port',
+    'off',
     '--rate-limit',
     '0',
     '--log-level',

@@ -39,6 +39,8 @@ const server = spawn(
     'json',
     '--max-users',
     String(clients),
+    '--http-port',
+    'off',
     '--rate-limit',
     '0',
     '--max-conns-per-ip',

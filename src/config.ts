@@ -13,6 +13,8 @@ interface OptionSpec {
   min?: number;
   max?: number;
   choices?: readonly string[];
+  /** An integer option that also takes "off", meaning this value. */
+  off?: number;
   /** Placeholder shown in help. */
   arg?: string;
 }
@@ -115,6 +117,23 @@ export const SERVE_OPTIONS = {
     description: 'seconds of silence before TCP keepalive probes detect a dead peer (0 = off)',
     arg: 'S',
   },
+  'http-port': {
+    kind: 'integer',
+    default: 20880,
+    min: 0,
+    max: 65535,
+    off: -1,
+    description:
+      'HTTP port for the web app, WebSocket (/ws), /healthz and /metrics ("off" turns it off)',
+    arg: 'N',
+  },
+  'allowed-origins': {
+    kind: 'string',
+    default: '',
+    description:
+      'comma-separated origins allowed to open the WebSocket besides the page\'s own ("*" for any)',
+    arg: 'LIST',
+  },
   'tls-port': {
     kind: 'integer',
     default: undefined,
@@ -202,6 +221,7 @@ function convert(
 ): string | number | boolean | undefined {
   switch (spec.kind) {
     case 'integer': {
+      if (spec.off !== undefined && raw.trim() === 'off') return spec.off;
       if (!/^-?\d+$/.test(raw.trim()))
         throw new ConfigError(`${source}: expected a whole number, got "${raw}"`);
       const n = Number(raw);
@@ -225,6 +245,7 @@ function convert(
       if (raw === '') {
         // An empty file option means "not set", so CONFAB_BANNED_WORDS= restores the default.
         if (spec.kind === 'file') return undefined;
+        if (spec.default === '') return raw;
         throw new ConfigError(`${source}: must not be empty`);
       }
       return raw;

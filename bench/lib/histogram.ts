@@ -11,7 +11,7 @@ export class Histogram {
   count = 0;
 
   record(us: number): void {
-    const v = us < 0 ? 0 : us;
+    const v = Math.max(0, us);
     const i =
       v < FINE
         ? Math.floor(v)

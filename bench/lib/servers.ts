@@ -69,6 +69,8 @@ function launch(cmd: string, args: string[]): ChildProcess {
 const CONFAB_BENCH_FLAGS = [
   '--rate-limit',
   '0',
+  '--http-port',
+  'off',
   '--max-conns-per-ip',
   '0',
   '--max-conns',

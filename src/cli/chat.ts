@@ -3,8 +3,9 @@ import { parseArgs } from 'node:util';
 import { ChatClient, ChatClientError } from '../client/chat-client.js';
 import { ErrorCode } from '../protocol/codes.js';
 import type { UserEntry } from '../protocol/messages.js';
+import { HELP, parseCommand } from '../protocol/slash-commands.js';
 import { CONFAB_VERSION } from '../version.js';
-import { HELP, parseCommand, type Style, view } from './chat-view.js';
+import { type Style, view } from './chat-view.js';
 
 export const CHAT_USAGE = `Usage: confab chat <nickname> [--host H] [--port P]
 

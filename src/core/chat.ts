@@ -59,6 +59,13 @@ export class Chat implements ChatContext, SessionHost {
   private readonly maxConnections: number;
   private readonly maxConnectionsPerIp: number;
   private readonly perIp = new Map<string, number>();
+  /** Counters for /metrics; plain numbers, read when scraped. */
+  readonly stats = {
+    joins: 0,
+    leaves: 0,
+    /** Sessions ended, by why (every session ends exactly once). */
+    ended: new Map<DisconnectReason, number>(),
+  };
   private readonly nicknames = new Map<string, Session>();
   private readonly sessions = new Set<Session>();
   private nextId = 1;
@@ -178,6 +185,7 @@ export class Chat implements ChatContext, SessionHost {
     session.room = room;
     this.nicknames.set(session.key, session);
     room.add(session);
+    this.stats.joins++;
     this.log.info(
       { nickname, room: room.name, users: room.size },
       `${nickname} joined. There are ${room.size} users connected.`,
@@ -225,6 +233,7 @@ export class Chat implements ChatContext, SessionHost {
     const wasJoined = session.state === 'joined';
     session.state = 'closed';
     this.sessions.delete(session);
+    this.stats.ended.set(reason, (this.stats.ended.get(reason) ?? 0) + 1);
     const ip = session.address.ip;
     const fromIp = (this.perIp.get(ip) ?? 1) - 1;
     if (fromIp === 0) this.perIp.delete(ip);
@@ -234,6 +243,7 @@ export class Chat implements ChatContext, SessionHost {
     this.nicknames.delete(session.key);
     room.remove(session);
     session.room = undefined;
+    this.stats.leaves++;
     this.log.info(
       { nickname: session.nickname, room: room.name, users: room.size, reason },
       `${session.nickname} left. There are ${room.size} users connected.`,

@@ -6,6 +6,8 @@ import type { Session } from '../core/session.js';
 import { FrameDecoder, FrameTooLargeError } from '../protocol/frame-decoder.js';
 import { type MessageEncoder, type Outbound, serializeLine } from '../protocol/message-codec.js';
 import { parseRequestFrame } from '../protocol/request-codec.js';
+import { handshakeDeadline } from './handshake.js';
+import { TransportStats } from './stats.js';
 
 export interface StreamLimits {
   /** Largest request frame, and most bytes buffered for an unfinished one. */
@@ -61,7 +63,7 @@ const nodeJsonLine: MessageEncoder = {
   encode: (message) => Buffer.from(serializeLine(message)),
 };
 
-function addressOf(ip: string | undefined, port: number | undefined): PeerAddress {
+export function addressOf(ip: string | undefined, port: number | undefined): PeerAddress {
   // IPv4 clients of a dual-stack listener appear as ::ffff:a.b.c.d; show them as IPv4.
   const plain = ip?.startsWith('::ffff:') ? ip.slice(7) : ip;
   return { ip: plain ?? '', port: port ?? 0 };
@@ -87,6 +89,7 @@ export class StreamConnection implements Peer {
     chat: Chat,
     private readonly limits: StreamLimits,
     private readonly log: Logger,
+    private readonly stats: TransportStats,
   ) {
     this.remote = addressOf(socket.remoteAddress, socket.remotePort);
     this.local = addressOf(socket.localAddress, socket.localPort);
@@ -94,21 +97,22 @@ export class StreamConnection implements Peer {
     if (limits.keepAliveMs > 0) socket.setKeepAlive(true, limits.keepAliveMs);
     this.session = chat.open(this);
     this.decoder = new FrameDecoder(limits.maxFrame, (frame) => {
+      stats.messagesIn++;
       this.session.receive(parseRequestFrame(frame));
     });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.log.debug({ err, remote: this.remote }, 'socket error'));
-    let handshake: NodeJS.Timeout | undefined;
-    if (limits.handshakeTimeoutMs > 0 && this.session.state === 'greeting') {
-      handshake = setTimeout(() => {
-        if (this.session.state !== 'greeting') return;
-        this.log.info({ remote: this.remote }, 'no CONNECT in time, closing');
-        this.session.disconnect('timeout');
-      }, limits.handshakeTimeoutMs);
-      handshake.unref();
-    }
+    const cancelDeadline = handshakeDeadline(
+      this.session,
+      limits.handshakeTimeoutMs,
+      log,
+      this.remote,
+    );
+    stats.open++;
+    stats.accepted++;
     socket.on('close', () => {
-      clearTimeout(handshake);
+      cancelDeadline();
+      stats.open--;
       this.session.ended(this.endReason);
     });
   }
@@ -129,6 +133,8 @@ export class StreamConnection implements Peer {
     if (this.socket.destroyed) return;
     const bytes = message.bytes(nodeJsonLine);
     const queued = this.socket.writableLength + this.batchBytes;
+    this.stats.messagesOut++;
+    if (queued > this.stats.queueHighWater) this.stats.queueHighWater = queued;
     if (queued + bytes.length > this.limits.maxQueue) {
       this.log.warn(
         { remote: this.remote, queued },
@@ -142,7 +148,8 @@ export class StreamConnection implements Peer {
       this.socket.destroy();
       return;
     }
-    if (!this.session.negotiated) {
+    // chat.open() may answer ("02") before it returns, while this.session is still unset.
+    if ((this.session as Session | undefined)?.negotiated !== true) {
       this.socket.write(bytes);
       return;
     }
@@ -188,6 +195,7 @@ export interface ListenerOptions {
 /** A TCP or TLS listener feeding connections to the chat service. */
 export class StreamListener {
   readonly kind: 'tcp' | 'tls';
+  readonly stats: TransportStats;
   private readonly server: net.Server;
   private readonly connections = new Set<StreamConnection>();
 
@@ -206,11 +214,18 @@ export class StreamListener {
       this.server = tls.createServer({ ...options.tls, handshakeTimeout, noDelay: true }, accept);
       this.server.on('tlsClientError', (err) => this.log.debug({ err }, 'TLS handshake failed'));
     }
+    this.stats = new TransportStats(this.kind);
     this.server.on('error', (err) => this.log.error({ err }, 'listener error'));
   }
 
   private accept(socket: net.Socket): void {
-    const connection = new StreamConnection(socket, this.chat, this.options.limits, this.log);
+    const connection = new StreamConnection(
+      socket,
+      this.chat,
+      this.options.limits,
+      this.log,
+      this.stats,
+    );
     this.connections.add(connection);
     socket.once('close', () => this.connections.delete(connection));
   }

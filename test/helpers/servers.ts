@@ -16,7 +16,10 @@ export const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 export async function startConfab(
   flags: Record<string, string | boolean> = {},
 ): Promise<ConfabServer> {
-  const config = loadConfig({ port: '0', 'shutdown-timeout': '1', ...flags }, {});
+  const config = loadConfig(
+    { port: '0', 'http-port': 'off', 'shutdown-timeout': '1', ...flags },
+    {},
+  );
   return ConfabServer.start(config, silentLogger);
 }
 

@@ -4,6 +4,8 @@ import { CLI, stopProcess } from './servers.js';
 export interface SpawnedServer {
   child: ChildProcess;
   port: number;
+  /** The HTTP/WebSocket port, when that listener is on. */
+  httpPort: number | undefined;
   output: () => string;
   stop(): Promise<void>;
 }
@@ -15,7 +17,7 @@ export async function spawnServer(
 ): Promise<SpawnedServer> {
   const child = spawn(
     process.execPath,
-    [CLI, 'serve', '--port', '0', '--log-format', 'json', ...args],
+    [CLI, 'serve', '--port', '0', '--http-port', '0', '--log-format', 'json', ...args],
     {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -28,17 +30,22 @@ export async function spawnServer(
   child.stderr!.on('data', (d: Buffer) => {
     output += d.toString();
   });
+  // Every listener logs its address once it is up; the HTTP one comes last.
+  const wantHttp = !args.join(' ').includes('--http-port off');
+  const ports = new Map<string, number>();
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 10_000);
     const check = () => {
       for (const line of output.split('\n')) {
         if (!line.startsWith('{')) continue;
         const entry = JSON.parse(line) as { port?: number; transport?: string };
-        if (entry.transport === 'tcp' && typeof entry.port === 'number') {
-          clearTimeout(timer);
-          resolve(entry.port);
-          return;
-        }
+        if (entry.transport !== undefined && typeof entry.port === 'number')
+          ports.set(entry.transport, entry.port);
+      }
+      const tcp = ports.get('tcp');
+      if (tcp !== undefined && (!wantHttp || ports.has('http'))) {
+        clearTimeout(timer);
+        resolve(tcp);
       }
     };
     child.stdout!.on('data', check);
@@ -47,5 +54,11 @@ export async function spawnServer(
       reject(new Error(`server exited:\n${output}`));
     });
   });
-  return { child, port, output: () => output, stop: () => stopProcess(child) };
+  return {
+    child,
+    port,
+    httpPort: ports.get('http'),
+    output: () => output,
+    stop: () => stopProcess(child),
+  };
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { nickColor, ordinal, parseCommand, view } from '../../src/cli/chat-view.js';
+import { nickColor, ordinal, view } from '../../src/cli/chat-view.js';
+import { parseCommand } from '../../src/protocol/slash-commands.js';
 
 describe('terminal client view', () => {
   it('parses the course client commands, and anything else as chat', () => {

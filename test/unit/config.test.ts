@@ -34,6 +34,12 @@ describe('loadConfig', () => {
     expect(() => loadConfig({}, { CONFAB_HIDE_ADDRESSES: 'maybe' })).toThrow(/true or false/);
   });
 
+  it('takes "off" for the HTTP port', () => {
+    expect(loadConfig({ 'http-port': 'off' }, {}).httpPort).toBe(-1);
+    expect(loadConfig({}, { CONFAB_HTTP_PORT: '8080' }).httpPort).toBe(8080);
+    expect(() => loadConfig({ 'http-port': '-5' }, {})).toThrow(/outside/);
+  });
+
   it('needs all of the TLS options or none', () => {
     expect(() => loadConfig({ 'tls-port': '7000' }, {})).toThrow(/TLS needs all three/);
     const c = loadConfig({ 'tls-port': '7000', 'tls-cert': 'c.pem', 'tls-key': 'k.pem' }, {});

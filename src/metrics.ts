@@ -1,0 +1,99 @@
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import type { Chat } from './core/chat.js';
+import type { TransportStats } from './transports/stats.js';
+
+/**
+ * Prometheus metrics. Every value is read from plain counters at scrape
+ * time, so serving traffic never calls into prom-client.
+ */
+export function createMetrics(chat: Chat, transports: readonly TransportStats[]) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'confab_process_' });
+  const registers = [registry];
+  const perTransport = (read: (t: TransportStats) => number) =>
+    function (this: Gauge<'transport'> | Counter<'transport'>) {
+      this.reset();
+      for (const t of transports) {
+        if (this instanceof Gauge) this.set({ transport: t.transport }, read(t));
+        else this.inc({ transport: t.transport }, read(t));
+      }
+    };
+  new Gauge({
+    name: 'confab_connections',
+    help: 'Open connections, by transport',
+    labelNames: ['transport'],
+    registers,
+    collect: perTransport((t) => t.open),
+  });
+  new Counter({
+    name: 'confab_connections_accepted_total',
+    help: 'Connections accepted, by transport',
+    labelNames: ['transport'],
+    registers,
+    collect: perTransport((t) => t.accepted),
+  });
+  new Counter({
+    name: 'confab_messages_in_total',
+    help: 'Requests received, by transport',
+    labelNames: ['transport'],
+    registers,
+    collect: perTransport((t) => t.messagesIn),
+  });
+  new Counter({
+    name: 'confab_messages_out_total',
+    help: 'Messages sent to clients (one per recipient), by transport',
+    labelNames: ['transport'],
+    registers,
+    collect: perTransport((t) => t.messagesOut),
+  });
+  new Gauge({
+    name: 'confab_queue_high_water_bytes',
+    help: 'Most bytes ever queued for one client, by transport',
+    labelNames: ['transport'],
+    registers,
+    collect: perTransport((t) => t.queueHighWater),
+  });
+  new Counter({
+    name: 'confab_joins_total',
+    help: 'Successful joins',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(chat.stats.joins);
+    },
+  });
+  new Counter({
+    name: 'confab_leaves_total',
+    help: 'Members who left the room, for any reason',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(chat.stats.leaves);
+    },
+  });
+  new Counter({
+    name: 'confab_disconnects_total',
+    help: 'Sessions ended, by reason',
+    labelNames: ['reason'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [reason, n] of chat.stats.ended) this.inc({ reason }, n);
+    },
+  });
+  new Gauge({
+    name: 'confab_room_members',
+    help: 'Members in the room',
+    labelNames: ['room'],
+    registers,
+    collect() {
+      this.set({ room: chat.lobby.name }, chat.lobby.size);
+    },
+  });
+  return {
+    contentType: registry.contentType,
+    async text(): Promise<string> {
+      return registry.metrics();
+    },
+  };
+}

@@ -1,0 +1,17 @@
+/**
+ * Per-transport counters, kept as plain numbers so the hot path pays an
+ * increment, not a metrics-library call; /metrics reads them when scraped.
+ */
+export class TransportStats {
+  /** Connections open now. */
+  open = 0;
+  accepted = 0;
+  /** Frames received (requests, valid or not). */
+  messagesIn = 0;
+  /** Messages queued for clients (one per recipient of a broadcast). */
+  messagesOut = 0;
+  /** The most bytes ever waiting for one client. */
+  queueHighWater = 0;
+
+  constructor(readonly transport: string) {}
+}

@@ -1,0 +1,120 @@
+import type { IncomingMessage } from 'node:http';
+import type { WebSocket } from 'ws';
+import type { Chat } from '../core/chat.js';
+import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
+import type { Session } from '../core/session.js';
+import type { MessageEncoder, Outbound } from '../protocol/message-codec.js';
+import { parseRequestFrame } from '../protocol/request-codec.js';
+import { handshakeDeadline } from './handshake.js';
+import type { TransportStats } from './stats.js';
+import { addressOf, type StreamLimits } from './stream.js';
+
+/** One JSON object per WebSocket message, no trailing newline. */
+const wsJson: MessageEncoder = {
+  encode: (message) => Buffer.from(JSON.stringify(message)),
+};
+
+/** Close codes a browser sees, by why the server ended the session. */
+const CLOSE_CODES: Partial<Record<DisconnectReason, number>> = {
+  exit: 1000,
+  shutdown: 1001,
+  'banned-words': 1008,
+  protocol: 1008,
+  flooding: 1008,
+  'frame-too-large': 1009,
+  'too-many-connections': 1013,
+  'slow-consumer': 1013,
+};
+
+/** A browser (or any WebSocket client) session: same core, same limits as TCP. */
+export class WsConnection implements Peer {
+  readonly remote: PeerAddress;
+  readonly session: Session;
+  private closing = false;
+  private endReason: DisconnectReason = 'lost';
+  /** Answered the last keepalive ping. */
+  alive = true;
+
+  constructor(
+    private readonly ws: WebSocket,
+    request: IncomingMessage,
+    readonly local: PeerAddress,
+    chat: Chat,
+    private readonly limits: StreamLimits,
+    private readonly log: Logger,
+    private readonly stats: TransportStats,
+  ) {
+    this.remote = addressOf(request.socket.remoteAddress, request.socket.remotePort);
+    request.socket.setNoDelay(true);
+    this.session = chat.open(this);
+    const cancelDeadline = handshakeDeadline(
+      this.session,
+      limits.handshakeTimeoutMs,
+      log,
+      this.remote,
+    );
+    stats.open++;
+    stats.accepted++;
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (this.closing) return;
+      stats.messagesIn++;
+      // Text or binary, the payload must be one UTF-8 JSON request.
+      void isBinary;
+      this.session.receive(parseRequestFrame(data));
+    });
+    ws.on('pong', () => {
+      this.alive = true;
+    });
+    ws.on('error', (err) => {
+      // ws reports oversized messages here before closing with 1009.
+      if ((err as { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH')
+        this.endReason = 'frame-too-large';
+      log.debug({ err, remote: this.remote }, 'websocket error');
+    });
+    ws.on('close', () => {
+      cancelDeadline();
+      stats.open--;
+      this.session.ended(this.endReason);
+    });
+  }
+
+  send(message: Outbound): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    const bytes = message.bytes(wsJson);
+    const queued = this.ws.bufferedAmount;
+    this.stats.messagesOut++;
+    if (queued > this.stats.queueHighWater) this.stats.queueHighWater = queued;
+    if (queued + bytes.length > this.limits.maxQueue) {
+      this.log.warn(
+        { remote: this.remote, queued },
+        'outbound queue over the limit, disconnecting slow consumer',
+      );
+      this.endReason = 'slow-consumer';
+      this.closing = true;
+      this.ws.terminate();
+      return;
+    }
+    this.ws.send(bytes, { binary: false });
+  }
+
+  close(reason: DisconnectReason): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.endReason = reason;
+    this.ws.close(CLOSE_CODES[reason] ?? 1000, reason);
+    const timer = setTimeout(() => this.ws.terminate(), this.limits.closeTimeoutMs);
+    timer.unref();
+    this.ws.once('close', () => clearTimeout(timer));
+  }
+
+  /** Keepalive: a peer that missed the previous ping is dead. */
+  ping(): void {
+    if (!this.alive) {
+      this.endReason = 'timeout';
+      this.ws.terminate();
+      return;
+    }
+    this.alive = false;
+    this.ws.ping();
+  }
+}

@@ -1,0 +1,205 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { ChatClient } from '../../src/client/chat-client.js';
+import { ErrorCode } from '../../src/protocol/codes.js';
+import type { ConfabServer } from '../../src/server.js';
+import { join } from '../helpers/raw-client.js';
+import { startConfab } from '../helpers/servers.js';
+import { spawnServer } from '../helpers/spawn-server.js';
+
+let server: ConfabServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+async function start(flags: Record<string, string> = {}): Promise<{ tcp: number; http: number }> {
+  server = await startConfab({ 'http-port': '0', ...flags });
+  return { tcp: server.address.port, http: server.httpAddress!.port };
+}
+
+/** A WebSocket client that records every JSON message it receives. */
+async function wsClient(port: number, headers: Record<string, string> = {}) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { headers });
+  const received: Record<string, unknown>[] = [];
+  const waiters: (() => void)[] = [];
+  ws.on('message', (data) => {
+    received.push(JSON.parse(String(data)));
+    for (const w of waiters.splice(0)) w();
+  });
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  const expect = async (cmd: string, timeoutMs = 5000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = received.findIndex((m) => m.cmd === cmd);
+      if (i >= 0) return received.splice(i, 1)[0]!;
+      if (Date.now() > deadline) throw new Error(`no "${cmd}"; got ${JSON.stringify(received)}`);
+      await new Promise<void>((r) => {
+        waiters.push(r);
+        setTimeout(r, 50);
+      });
+    }
+  };
+  const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+  return { ws, received, expect, closed, send: (m: object) => ws.send(JSON.stringify(m)) };
+}
+
+describe('WebSocket listener', () => {
+  it('puts WebSocket and TCP users in the same room, one JSON message per frame', async () => {
+    const { tcp, http } = await start();
+    const raw = await join(tcp, 'tcp');
+    const web = await wsClient(http);
+    web.send({ cmd: '0', nickname: 'web', caps: ['errors', 'renames', 'whispers'] });
+    expect(await web.expect('03')).toEqual({
+      cmd: '03',
+      serverAddress: ['127.0.0.1', http],
+      userCount: 2,
+      caps: ['errors', 'renames', 'whispers'],
+    });
+    expect(await raw.expect('8')).toEqual({ cmd: '8', nickname: 'web', userCount: 2 });
+    web.send({ cmd: '7', msg: 'from the browser' });
+    expect(await raw.expect('70')).toEqual({ cmd: '70', from: 'web', msg: 'from the browser' });
+    raw.sendPy({ cmd: '2', to: 'web', msg: 'psst' });
+    expect(await web.expect('70')).toEqual({ cmd: '70', from: 'tcp', msg: 'psst', whisper: true });
+    raw.sendPy({ cmd: '5', newNickname: 'tcp2' });
+    expect(await web.expect('91')).toEqual({ cmd: '91', oldNickname: 'tcp', newNickname: 'tcp2' });
+    web.send({ cmd: '1' });
+    expect(((await web.expect('10')).users as string[][]).map((u) => u[0])).toEqual([
+      'web',
+      'tcp2',
+    ]);
+    web.send({ cmd: '3' });
+    expect(await web.closed).toBe(1000);
+    expect(await raw.expect('30')).toEqual({ cmd: '30', nickname: 'web', userCount: 1 });
+    raw.close();
+  });
+
+  it('refuses a foreign Origin unless it is allowed', async () => {
+    const { http } = await start({ 'allowed-origins': 'https://chat.example.org' });
+    await expect(wsClient(http, { origin: 'https://evil.example.com' })).rejects.toThrow(/403/);
+    const same = await wsClient(http, { origin: `http://127.0.0.1:${http}` });
+    const listed = await wsClient(http, { origin: 'https://chat.example.org' });
+    same.ws.close();
+    listed.ws.close();
+  });
+
+  it('closes a message over the payload limit, and only that connection', async () => {
+    const { tcp, http } = await start({ 'max-frame': '1024' });
+    const raw = await join(tcp, 'tcp');
+    const big = await wsClient(http);
+    big.send({ cmd: '0', nickname: 'big', caps: ['errors'] });
+    await big.expect('03');
+    big.ws.send(JSON.stringify({ cmd: '7', msg: 'x'.repeat(5000) }));
+    expect(await big.closed).toBe(1009);
+    expect(await raw.expect('30')).toMatchObject({ nickname: 'big' });
+    raw.close();
+  });
+
+  it('cuts off a WebSocket member that stops reading, without slowing the others', async () => {
+    // A separate server process, so the test's own clients do not compete with it for one event loop.
+    const spawned = await spawnServer(['--max-queue', '262144', '--rate-limit', '0']);
+    const tcp = spawned.port;
+    const http = spawned.httpPort!;
+    const reader = await ChatClient.connect({ port: tcp, nickname: 'reader' });
+    const sender = await join(tcp, 'sender');
+    const lazy = await wsClient(http);
+    lazy.send({ cmd: '0', nickname: 'lazy', caps: [] });
+    await lazy.expect('03');
+    (lazy.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    let next = 0;
+    let outOfOrder = 0;
+    let wake = () => {};
+    const all = new Promise<void>((resolve) =>
+      reader.on('chat', (m) => {
+        if (!m.msg.startsWith(`${next} `)) outOfOrder++;
+        if (++next === 40_000) resolve();
+        wake();
+      }),
+    );
+    const lazyLeft = new Promise((resolve) => reader.on('leave', resolve));
+    // The reader reads; the sender stays at most 200 messages (about 200 KB,
+    // under --max-queue) ahead of it, so only the member that never reads can
+    // overflow its queue, however fast this machine is.
+    for (let i = 0; i < 40_000; i++) {
+      while (i - next >= 200) await new Promise<void>((r) => (wake = r));
+      sender.socket.write(`{"cmd":"7","msg":"${i} ${'z'.repeat(1000)}"}\n`);
+    }
+    expect(await lazyLeft).toEqual({ nickname: 'lazy', userCount: 2 });
+    await all;
+    expect(outOfOrder).toBe(0);
+    await reader.exit();
+    sender.close();
+    lazy.ws.terminate();
+    await spawned.stop();
+  }, 40_000);
+
+  it('rate-limits WebSocket sessions with the same core rules', async () => {
+    const { http } = await start({ 'rate-limit': '1', 'rate-burst': '2' });
+    const c = await wsClient(http);
+    c.send({ cmd: '0', nickname: 'fast', caps: ['errors'] });
+    await c.expect('03');
+    for (let i = 0; i < 3; i++) c.send({ cmd: '4' });
+    await c.expect('40');
+    expect(await c.expect('90')).toMatchObject({ code: ErrorCode.RATE_LIMITED });
+    c.ws.close();
+  });
+});
+
+describe('HTTP endpoints', () => {
+  it('serves the web app with a strict content security policy', async () => {
+    const { http } = await start();
+    const res = await fetch(`http://127.0.0.1:${http}/`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toContain('text/html');
+    expect(res.headers.get('content-security-policy')).toContain("default-src 'self'");
+    const html = await res.text();
+    expect(html).toContain('<title>confab</title>');
+    // Nothing from any other host: every src and href is local.
+    expect(html).not.toMatch(/(src|href)="(https?:)?\/\//);
+    const script = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+    expect(script).toBeDefined();
+    const js = await fetch(`http://127.0.0.1:${http}${script}`);
+    expect(js.status).toBe(200);
+    expect(js.headers.get('cache-control')).toContain('immutable');
+    expect((await fetch(`http://127.0.0.1:${http}/../package.json`)).status).toBe(404);
+    expect((await fetch(`http://127.0.0.1:${http}/nope`)).status).toBe(404);
+  });
+
+  it('reports health and Prometheus metrics by transport', async () => {
+    const { tcp, http } = await start();
+    const a = await join(tcp, 'a');
+    const w = await wsClient(http);
+    w.send({ cmd: '0', nickname: 'w', caps: [] });
+    await w.expect('03');
+    a.sendPy({ cmd: '7', msg: 'hello' });
+    await w.expect('70');
+    expect(await (await fetch(`http://127.0.0.1:${http}/healthz`)).json()).toEqual({
+      status: 'ok',
+      users: 2,
+      connections: 2,
+    });
+    a.sendPy({ cmd: '7', msg: 'i hate professor' });
+    await a.expectClose();
+    await w.expect('30');
+    // The server sees the banned sender's socket close a moment after the client does.
+    let text = '';
+    for (let i = 0; i < 100; i++) {
+      text = await (await fetch(`http://127.0.0.1:${http}/metrics`)).text();
+      if (/confab_connections\{transport="tcp"\} 0/.test(text)) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(text).toMatch(/confab_connections\{transport="tcp"\} 0/);
+    expect(text).toMatch(/confab_connections_accepted_total\{transport="tcp"\} 1/);
+    expect(text).toMatch(/confab_connections\{transport="ws"\} 1/);
+    expect(text).toMatch(/confab_joins_total 2/);
+    expect(text).toMatch(/confab_leaves_total 1/);
+    expect(text).toMatch(/confab_messages_in_total\{transport="tcp"\} 3/);
+    expect(text).toMatch(/confab_messages_out_total\{transport="ws"\} [1-9]/);
+    expect(text).toMatch(/confab_disconnects_total\{reason="banned-words"\} 1/);
+    expect(text).toMatch(/confab_queue_high_water_bytes\{transport="ws"\} \d+/);
+    w.ws.close();
+  });
+});

@@ -1,0 +1,332 @@
+import { Cmd } from '../../src/protocol/codes.js';
+import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
+import { HELP, parseCommand } from '../../src/protocol/slash-commands.js';
+import { Connection, RequestError, type Status } from './connection.js';
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const messages = $<HTMLOListElement>('messages');
+const input = $<HTMLInputElement>('input');
+const composer = $<HTMLFormElement>('composer');
+const sendButton = composer.querySelector('button') as HTMLButtonElement;
+const joinBackdrop = $<HTMLDivElement>('join');
+const joinForm = $<HTMLFormElement>('join-form');
+const nicknameInput = $<HTMLInputElement>('nickname');
+const joinError = $<HTMLParagraphElement>('join-error');
+const statusBox = $<HTMLSpanElement>('status');
+const statusText = $<HTMLSpanElement>('status-text');
+const rttBox = $<HTMLSpanElement>('rtt');
+const versionBox = $<HTMLSpanElement>('version');
+const memberList = $<HTMLUListElement>('member-list');
+const membersPanel = $<HTMLElement>('members');
+const membersToggle = $<HTMLButtonElement>('members-toggle');
+const countBig = $<HTMLSpanElement>('members-count');
+const countSmall = $<HTMLSpanElement>('members-count-small');
+
+const members: string[] = [];
+let rttTimer: ReturnType<typeof setInterval> | undefined;
+
+// ---- rendering --------------------------------------------------------------
+
+/** A stable hue per nickname, the same in any letter case. */
+function hue(nickname: string): number {
+  let h = 0x811c9dc5;
+  for (const ch of nickname.toLowerCase()) h = Math.imul(h ^ ch.codePointAt(0)!, 0x01000193) >>> 0;
+  return h % 360;
+}
+
+function nickSpan(nickname: string): HTMLSpanElement {
+  const span = document.createElement('span');
+  span.className = 'nick';
+  span.textContent = nickname;
+  span.style.color = `hsl(${hue(nickname)} 60% 45%)`;
+  return span;
+}
+
+function stamp(): HTMLTimeElement {
+  const t = document.createElement('time');
+  const now = new Date();
+  t.dateTime = now.toISOString();
+  t.textContent = now.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  return t;
+}
+
+/** Appends a line; keeps the view pinned to the bottom unless the reader scrolled up. */
+function append(className: string, ...parts: (Node | string)[]): HTMLLIElement {
+  const atBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40;
+  const li = document.createElement('li');
+  li.className = className;
+  li.append(stamp(), ...parts);
+  messages.append(li);
+  if (atBottom) messages.scrollTop = messages.scrollHeight;
+  return li;
+}
+
+const notice = (text: string) => append('notice', text);
+const error = (text: string) => append('error', text);
+
+function renderMembers(): void {
+  memberList.replaceChildren(
+    ...members.map((name) => {
+      const li = document.createElement('li');
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.dataset.nick = name;
+      const avatar = document.createElement('span');
+      avatar.className = 'avatar';
+      avatar.style.background = `hsl(${hue(name)} 55% 45%)`;
+      avatar.textContent = [...name][0]?.toUpperCase() ?? '?';
+      avatar.setAttribute('aria-hidden', 'true');
+      button.append(avatar, name);
+      if (name === connection.nickname) {
+        const you = document.createElement('span');
+        you.className = 'you';
+        you.textContent = '(you)';
+        button.append(you);
+        button.setAttribute('aria-label', `${name} (you)`);
+      } else {
+        button.setAttribute('aria-label', `Whisper to ${name}`);
+      }
+      li.append(button);
+      return li;
+    }),
+  );
+  countBig.textContent = String(members.length);
+  countSmall.textContent = String(members.length);
+}
+
+function setMembers(names: string[]): void {
+  members.splice(0, members.length, ...names);
+  renderMembers();
+}
+
+function removeMember(name: string): void {
+  const i = members.findIndex((m) => m.toLowerCase() === name.toLowerCase());
+  if (i >= 0) members.splice(i, 1);
+  renderMembers();
+}
+
+// ---- connection -------------------------------------------------------------
+
+const STATUS_TEXT: Record<Status, string> = {
+  offline: 'Offline',
+  connecting: 'Connecting…',
+  online: 'Connected',
+  reconnecting: 'Reconnecting…',
+};
+
+const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+
+const connection = new Connection(wsUrl, {
+  status(status, detail) {
+    statusBox.dataset.status = status;
+    statusText.textContent = STATUS_TEXT[status];
+    statusBox.title = detail ?? '';
+    const online = status === 'online';
+    input.disabled = !online;
+    sendButton.disabled = !online;
+    if (detail !== undefined && status !== 'online') notice(detail);
+    if (status === 'offline') {
+      clearInterval(rttTimer);
+      showJoin(detail);
+    }
+  },
+  async joined({ nickname, userCount, rejoined }) {
+    joinBackdrop.hidden = true;
+    notice(
+      rejoined
+        ? `Reconnected as ${nickname}.`
+        : `Welcome, ${nickname}! You are the ${userCount}${ordinalSuffix(userCount)} user. Type \\help for commands.`,
+    );
+    input.focus();
+    try {
+      const users = (await connection.call({ cmd: Cmd.USERS })).users as [string, string, number][];
+      setMembers(users.map(([n]) => n));
+      const version = await connection.call({ cmd: Cmd.VERSION });
+      versionBox.textContent = `server v${String(version.serverVersion)}`;
+      await measureRtt(false);
+    } catch {
+      // The connection dropped while loading; reconnecting will try again.
+    }
+    clearInterval(rttTimer);
+    rttTimer = setInterval(() => void measureRtt(false), 10_000);
+  },
+  refused(reason) {
+    showJoin(reason);
+  },
+  message: onMessage,
+});
+
+function ordinalSuffix(n: number): string {
+  if (n % 100 >= 11 && n % 100 <= 13) return 'th';
+  return ['th', 'st', 'nd', 'rd'][n % 10] ?? 'th';
+}
+
+function onMessage(m: ParsedServerMessage): void {
+  switch (m.cmd) {
+    case Cmd.CHAT_RESPONSE: {
+      const from = String(m.from);
+      if (m.whisper === true) {
+        const tag = document.createElement('span');
+        tag.className = 'tag';
+        tag.textContent = 'whisper';
+        append('whisper', tag, nickSpan(from), String(m.msg));
+      } else {
+        append('msg', nickSpan(from), String(m.msg));
+      }
+      return;
+    }
+    case Cmd.NEW_USER_ENTERS: {
+      const who = String(m.nickname);
+      if (!members.includes(who)) members.push(who);
+      renderMembers();
+      notice(`${who} joined (${Number(m.userCount)} users)`);
+      return;
+    }
+    case Cmd.EXIT_BROADCAST:
+      removeMember(String(m.nickname));
+      notice(
+        `${String(m.nickname)} left (${Number(m.userCount)} ${Number(m.userCount) === 1 ? 'user' : 'users'})`,
+      );
+      return;
+    case Cmd.USER_RENAMED: {
+      const i = members.indexOf(String(m.oldNickname));
+      if (i >= 0) members.splice(i, 1);
+      members.push(String(m.newNickname));
+      renderMembers();
+      notice(`${String(m.oldNickname)} is now known as ${String(m.newNickname)}`);
+      return;
+    }
+    case Cmd.ERROR:
+      error(String(m.message));
+      return;
+  }
+}
+
+async function measureRtt(announce: boolean): Promise<void> {
+  const begin = performance.timeOrigin + performance.now();
+  const reply = await connection.call({ cmd: Cmd.RTT, beginTime: begin });
+  const ms = performance.timeOrigin + performance.now() - Number(reply.beginTime);
+  rttBox.textContent = `RTT ${ms.toFixed(1)} ms`;
+  if (announce) notice(`RTT: ${ms.toFixed(3)} ms`);
+}
+
+// ---- input ------------------------------------------------------------------
+
+async function submit(line: string): Promise<void> {
+  const command = parseCommand(line);
+  try {
+    switch (command.kind) {
+      case 'empty':
+        return;
+      case 'chat':
+        connection.send({ cmd: Cmd.CHAT, msg: command.text });
+        append('msg mine', nickSpan(connection.nickname), command.text);
+        return;
+      case 'whisper': {
+        const reply = await connection.call({
+          cmd: Cmd.WHISPER,
+          to: command.to,
+          msg: command.text,
+        });
+        if (reply.cmd === Cmd.WHISPER_NO_SUCH_USER)
+          error(`There is no user named “${command.to}”.`);
+        else if (reply.cmd === Cmd.WHISPER_MYSELF) error("You can't whisper to yourself.");
+        else {
+          const tag = document.createElement('span');
+          tag.className = 'tag';
+          tag.textContent = `to ${command.to}`;
+          append('whisper mine', tag, command.text);
+        }
+        return;
+      }
+      case 'rename': {
+        const old = connection.nickname;
+        const reply = await connection.call({ cmd: Cmd.RENAME, newNickname: command.nickname });
+        if (reply.cmd === Cmd.RENAME_DUPLICATE_NICKNAME) {
+          error(`The nickname “${command.nickname}” is taken.`);
+          return;
+        }
+        connection.nickname = String(reply.newNickname);
+        const i = members.indexOf(old);
+        if (i >= 0) members.splice(i, 1);
+        members.push(connection.nickname);
+        renderMembers();
+        notice(`You are now known as ${connection.nickname}.`);
+        return;
+      }
+      case 'users': {
+        const users = (await connection.call({ cmd: Cmd.USERS })).users as [
+          string,
+          string,
+          number,
+        ][];
+        setMembers(users.map(([n]) => n));
+        notice(`${users.length} in the room: ${users.map(([n]) => n).join(', ')}`);
+        return;
+      }
+      case 'rtt':
+        await measureRtt(true);
+        return;
+      case 'version': {
+        const reply = await connection.call({ cmd: Cmd.VERSION });
+        notice(`Server version ${String(reply.serverVersion)}, web client confab`);
+        return;
+      }
+      case 'help': {
+        const pre = document.createElement('pre');
+        pre.textContent = `${HELP}\nClick a member to whisper to them.`;
+        append('notice', pre);
+        return;
+      }
+      case 'exit':
+        connection.leave();
+        return;
+      case 'invalid':
+        error(command.message);
+        return;
+    }
+  } catch (err) {
+    if (err instanceof RequestError && err.reply !== 'closed') error(err.message);
+  }
+}
+
+composer.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const line = input.value;
+  input.value = '';
+  void submit(line);
+});
+
+memberList.addEventListener('click', (event) => {
+  const button = (event.target as HTMLElement).closest('button');
+  const nick = button?.dataset.nick;
+  if (nick === undefined || nick === connection.nickname) return;
+  input.value = `\\wh ${nick} `;
+  input.focus();
+  membersPanel.classList.remove('open');
+  membersToggle.setAttribute('aria-expanded', 'false');
+});
+
+membersToggle.addEventListener('click', () => {
+  const open = membersPanel.classList.toggle('open');
+  membersToggle.setAttribute('aria-expanded', String(open));
+});
+
+function showJoin(message?: string): void {
+  joinBackdrop.hidden = false;
+  joinError.textContent = message ?? '';
+  nicknameInput.value ||= connection.nickname;
+  nicknameInput.focus();
+  nicknameInput.select();
+}
+
+joinForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const nickname = nicknameInput.value.trim();
+  if (nickname === '' || /\s/.test(nickname)) {
+    joinError.textContent = 'Nicknames cannot be empty or contain spaces.';
+    return;
+  }
+  joinError.textContent = '';
+  connection.join(nickname);
+});
