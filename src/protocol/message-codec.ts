@@ -10,6 +10,11 @@ const utf8 = new TextEncoder();
 
 /** confab's framing as text: one JSON object, then "\n". */
 export function serializeLine(message: ServerMessage): string {
+  // Fast path for chat, the message sent most: two string escapes instead of
+  // walking the object. Same bytes as JSON.stringify (tested).
+  if (message.cmd === Cmd.CHAT_RESPONSE && message.whisper === undefined) {
+    return `{"cmd":"70","from":${JSON.stringify(message.from)},"msg":${JSON.stringify(message.msg)}}\n`;
+  }
   return `${JSON.stringify(message)}\n`;
 }
 

@@ -28,7 +28,19 @@ export function parseRequestFrame(frame: Uint8Array): ParseResult {
   return parseRequestText(text);
 }
 
+const CHAT_PREFIX = '{"cmd":"7","msg":"';
+const CHAT_SUFFIX = '"}';
+/** Characters that need JSON unescaping or are invalid raw in a JSON string. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: raw control characters are what must be caught
+const NEEDS_JSON = /["\\\u0000-\u001f]/;
+
 export function parseRequestText(text: string): ParseResult {
+  // Fast path for the commonest request exactly as confab's clients write it;
+  // anything else (Python's spacing, escapes, extra fields) takes JSON.parse.
+  if (text.startsWith(CHAT_PREFIX) && text.endsWith(CHAT_SUFFIX) && text.length >= 20) {
+    const msg = text.slice(CHAT_PREFIX.length, text.length - CHAT_SUFFIX.length);
+    if (!NEEDS_JSON.test(msg)) return { ok: true, request: { cmd: Cmd.CHAT, msg } };
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);

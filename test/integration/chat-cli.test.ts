@@ -69,6 +69,12 @@ for (const target of targets) {
         await ann.waitFor('\\wh <nickname> <text>');
         bob.chat('hi there');
         await ann.waitFor(/\d\d:\d\d bob: hi there/);
+        if (target.name === 'confab') {
+          // Against confab the client negotiated "renames", so others' renames show.
+          await bob.rename('bobby');
+          await ann.waitFor(/\* bob is now known as bobby/);
+          await bob.rename('bob');
+        }
         await bob.whisper('anna', 'psst');
         await ann.waitFor(/bob: psst/);
         const left = new Promise((r) => bob.once('leave', r));
@@ -76,6 +82,8 @@ for (const target of targets) {
         expect(await ann.exited).toBe(0);
         expect(await left).toEqual({ nickname: 'anna', userCount: 1 });
         expect(heard).toEqual(['ann:hello bob', 'ann:just you']);
+        // Output to a pipe carries no color codes.
+        expect(ann.output).not.toContain('\u001b[');
         // The unknown command sent nothing: bob heard only the two messages.
       } finally {
         await ann.stop();

@@ -136,6 +136,20 @@ describe('WebSocket listener', () => {
     await spawned.stop();
   }, 40_000);
 
+  it('drops a WebSocket peer that stops answering keepalive pings', async () => {
+    const { tcp, http } = await start({ keepalive: '1' });
+    const raw = await join(tcp, 'watcher');
+    const dead = await wsClient(http);
+    dead.send({ cmd: '0', nickname: 'ghost', caps: [] });
+    await dead.expect('03');
+    // A paused socket reads nothing, so the pings go unanswered, as with a vanished peer.
+    (dead.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    expect(await raw.expect('30', 8000)).toEqual({ cmd: '30', nickname: 'ghost', userCount: 1 });
+    expect(server!.chat.stats.ended.get('timeout')).toBe(1);
+    raw.close();
+    dead.ws.terminate();
+  });
+
   it('rate-limits WebSocket sessions with the same core rules', async () => {
     const { http } = await start({ 'rate-limit': '1', 'rate-burst': '2' });
     const c = await wsClient(http);

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../../src/protocol/codes.js';
+import { serializeLine } from '../../../src/protocol/message-codec.js';
 import { parseRequestFrame, parseRequestText } from '../../../src/protocol/request-codec.js';
 
 describe('request codec', () => {
@@ -75,6 +76,45 @@ describe('request codec', () => {
         const r = parseRequestText(JSON.stringify(value));
         expect(typeof r.ok).toBe('boolean');
       }),
+    );
+  });
+});
+
+describe('fast paths', () => {
+  it('parse exactly as JSON.parse does, for any chat text', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (msg) => {
+        const text = JSON.stringify({ cmd: '7', msg });
+        expect(parseRequestText(text)).toEqual({ ok: true, request: { cmd: '7', msg } });
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('leave look-alikes that are not plain chat to the full parser', () => {
+    expect(parseRequestText('{"cmd":"7","msg":"a"b"}').ok).toBe(false);
+    expect(parseRequestText('{"cmd":"7","msg":"a\\\\"}')).toEqual({
+      ok: true,
+      request: { cmd: '7', msg: 'a\\' },
+    });
+    expect(parseRequestText('{"cmd":"7","msg":"x","to":"y"}')).toEqual({
+      ok: true,
+      request: { cmd: '7', msg: 'x' },
+    });
+    expect(parseRequestText('{"cmd":"7","msg":"tab\there"}').ok).toBe(false);
+  });
+
+  it('serialise chat to the same bytes as JSON.stringify', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ unit: 'binary', maxLength: 20 }),
+        fc.string({ unit: 'binary', maxLength: 40 }),
+        (from, msg) => {
+          const m = { cmd: '70', from, msg } as const;
+          expect(serializeLine(m)).toBe(`${JSON.stringify(m)}\n`);
+        },
+      ),
+      { numRuns: 2000 },
     );
   });
 });
