@@ -1,20 +1,59 @@
 import net from 'node:net';
 import type { Dialect } from './servers.js';
 
+/** One reusable read buffer for every connection: reads are handled one at a time. */
+const READ_BUFFER = Buffer.allocUnsafe(256 * 1024);
+const LF = 10;
+const SPACE = 32;
+const QUOTE = 34;
+const OPEN = 123;
+const CLOSE = 125;
+const MSG_KEY = Buffer.from('"msg":');
+const PRIVMSG = Buffer.from(' PRIVMSG #bench :');
+
+/** Parses "sender seq micros ..." starting at `at`; returns false if it is not a payload. */
+function readPayload(
+  buf: Buffer,
+  at: number,
+  end: number,
+  out: Int32Array,
+  ts: Float64Array,
+): boolean {
+  let field = 0;
+  let value = 0;
+  for (let i = at; i < end && field < 3; i++) {
+    const c = buf[i]!;
+    if (c === SPACE) {
+      if (field < 2) out[field] = value;
+      else ts[0] = value;
+      field++;
+      value = 0;
+    } else if (c >= 48 && c <= 57) {
+      value = value * 10 + (c - 48);
+    } else {
+      return false;
+    }
+  }
+  return field === 3;
+}
+
 /**
- * One member connection of the load generator. Incoming bytes are split the
- * dialect's natural way (lines for confab and IRC, a brace scanner for the
- * seed server, which sends no delimiter) and chat payloads are handed on
- * without JSON.parse: the payload is "sender seq micros" in ASCII.
+ * One member connection of the load generator. Bytes are read with `onread`
+ * into one shared buffer (no allocation per read) and split the dialect's
+ * natural way: lines for confab and IRC, a brace scanner for the seed server,
+ * which sends no delimiter. Chat payloads ("sender seq micros pad") are parsed
+ * straight from the bytes.
  */
 export class Member {
   readonly socket: net.Socket;
-  private carry = '';
-  private depth = 0;
+  /** Bytes of an unfinished line or object, carried to the next read. */
+  private carry: Buffer | undefined;
   private pending: string[] = [];
   joined = false;
   onJoined: (() => void) | undefined;
-  onPayload: (payload: string) => void = () => {};
+  onPayload: (sender: number, seq: number, micros: number) => void = () => {};
+  private readonly fields = new Int32Array(2);
+  private readonly micros = new Float64Array(1);
 
   constructor(
     readonly dialect: Dialect,
@@ -23,9 +62,16 @@ export class Member {
     localAddress: string | undefined,
     private readonly flusher: Flusher,
   ) {
-    this.socket = net.connect({ port, host: '127.0.0.1', localAddress, noDelay: true });
-    this.socket.setEncoding('latin1');
-    this.socket.on('data', (chunk: string) => this.onData(chunk));
+    this.socket = net.connect({
+      port,
+      host: '127.0.0.1',
+      localAddress,
+      noDelay: true,
+      onread: {
+        buffer: READ_BUFFER,
+        callback: (n: number, buf: Uint8Array) => this.onRead(buf as Buffer, n),
+      },
+    });
     this.socket.on('error', () => {});
   }
 
@@ -80,76 +126,82 @@ export class Member {
     this.socket.write(data, 'latin1');
   }
 
-  private onData(chunk: string): void {
-    if (this.dialect === 'seed') {
-      this.scanBraces(chunk);
-      return;
+  private onRead(buffer: Buffer, n: number): boolean {
+    let buf = buffer;
+    let end = n;
+    if (this.carry !== undefined) {
+      buf = Buffer.concat([this.carry, buffer.subarray(0, n)]);
+      end = buf.length;
+      this.carry = undefined;
     }
-    let text = this.carry === '' ? chunk : this.carry + chunk;
-    let start = 0;
-    for (;;) {
-      const nl = text.indexOf('\n', start);
-      if (nl < 0) break;
-      this.onLine(text, start, nl);
-      start = nl + 1;
-    }
-    this.carry = start === text.length ? '' : text.slice(start);
-    text = '';
+    const consumed =
+      this.dialect === 'seed' ? this.scanObjects(buf, end) : this.scanLines(buf, end);
+    if (consumed < end) this.carry = Buffer.from(buf.subarray(consumed, end));
+    return true;
   }
 
-  private scanBraces(chunk: string): void {
-    const text = this.carry + chunk;
+  private scanLines(buf: Buffer, end: number): number {
     let start = 0;
-    let depth = this.depth;
-    for (let i = 0; i < text.length; i++) {
-      const c = text.charCodeAt(i);
-      if (c === 123) {
-        if (depth === 0) start = i;
-        depth++;
-      } else if (c === 125 && --depth === 0) {
-        this.onLine(text, start, i + 1);
+    for (;;) {
+      const nl = buf.indexOf(LF, start);
+      if (nl < 0 || nl >= end) return start;
+      this.onUnit(buf, start, nl);
+      start = nl + 1;
+    }
+  }
+
+  private scanObjects(buf: Buffer, end: number): number {
+    // The seed server's payloads hold no braces or quotes, so depth counting suffices.
+    let depth = 0;
+    let start = 0;
+    for (let i = 0; i < end; i++) {
+      const c = buf[i]!;
+      if (c === OPEN) {
+        if (depth++ === 0) start = i;
+      } else if (c === CLOSE && --depth === 0) {
+        this.onUnit(buf, start, i + 1);
         start = i + 1;
       }
     }
-    this.depth = depth;
-    this.carry = depth === 0 ? '' : text.slice(start);
-    if (depth !== 0) this.depth = 0;
+    return depth === 0 ? end : start;
   }
 
-  private onLine(text: string, start: number, end: number): void {
+  private onUnit(buf: Buffer, start: number, end: number): void {
     if (this.dialect === 'irc') {
-      if (text.startsWith('PING', start)) {
-        this.socket.write(`PONG${text.slice(start + 4, end)}\n`);
+      const at = buf.indexOf(PRIVMSG, start);
+      if (at >= 0 && at < end) {
+        this.deliver(buf, at + PRIVMSG.length, end);
         return;
       }
-      const privmsg = text.indexOf(' PRIVMSG #bench :', start);
-      if (privmsg >= 0 && privmsg < end) {
-        let stop = end;
-        if (text.charCodeAt(stop - 1) === 13) stop--;
-        this.onPayload(text.slice(privmsg + 17, stop));
-        return;
-      }
-      if (!this.joined) {
-        // Some servers refuse JOIN until registration completes ("001").
-        const welcome = text.indexOf(' 001 ', start);
-        if (welcome >= 0 && welcome < end) this.socket.write('JOIN #bench\r\n');
-        const code = text.indexOf(' 366 ', start);
-        if (code >= 0 && code < end) this.markJoined();
-        else if (/ 4(33|32|71|73|74|75) /.test(text.slice(start, end))) {
-          this.socket.destroy(new Error(`${this.nick}: ${text.slice(start, end)}`));
-        }
-      }
+      this.onControlLine(buf.toString('latin1', start, end));
       return;
     }
-    // confab and seed JSON: find "msg" and take the string after it.
-    const msg = text.indexOf('"msg":', start);
-    if (msg >= 0 && msg < end) {
-      const open = text.indexOf('"', msg + 6);
-      const close = text.indexOf('"', open + 1);
-      this.onPayload(text.slice(open + 1, close));
+    const key = buf.indexOf(MSG_KEY, start);
+    if (key >= 0 && key < end) {
+      const open = buf.indexOf(QUOTE, key + MSG_KEY.length);
+      this.deliver(buf, open + 1, end);
       return;
     }
-    if (!this.joined && text.indexOf('"03"', start) >= 0) this.markJoined();
+    if (!this.joined && buf.toString('latin1', start, end).includes('"03"')) this.markJoined();
+  }
+
+  private deliver(buf: Buffer, at: number, end: number): void {
+    if (readPayload(buf, at, end, this.fields, this.micros)) {
+      this.onPayload(this.fields[0]!, this.fields[1]!, this.micros[0]!);
+    }
+  }
+
+  private onControlLine(line: string): void {
+    if (line.startsWith('PING')) {
+      this.socket.write(`PONG${line.slice(4)}\n`);
+      return;
+    }
+    if (this.joined) return;
+    // Some servers refuse JOIN until registration completes ("001").
+    if (line.includes(' 001 ')) this.socket.write('JOIN #bench\r\n');
+    if (line.includes(' 366 ')) this.markJoined();
+    else if (/ 4(33|32|71|73|74|75) /.test(line))
+      this.socket.destroy(new Error(`${this.nick}: ${line}`));
   }
 
   private markJoined(): void {

@@ -81,13 +81,7 @@ export async function runFanout(
 
   for (const [r, member] of members.entries()) {
     const exp = expected[r]!;
-    member.onPayload = (payload) => {
-      const a = payload.indexOf(' ');
-      const b = payload.indexOf(' ', a + 1);
-      const c = payload.indexOf(' ', b + 1);
-      const s = Number(payload.slice(0, a));
-      const seq = Number(payload.slice(a + 1, b));
-      const ts = Number(payload.slice(b + 1, c < 0 ? undefined : c));
+    member.onPayload = (s, seq, ts) => {
       hist.record(now() * 1000 - ts);
       deliveries++;
       if (seq !== exp[s]) lost += Math.max(0, seq - exp[s]!);
