@@ -23,7 +23,6 @@ const CLOSE_CODES: Partial<Record<DisconnectReason, number>> = {
   flooding: 1008,
   'frame-too-large': 1009,
   'too-many-connections': 1013,
-  'slow-consumer': 1013,
 };
 
 /** A browser (or any WebSocket client) session: same core, same limits as TCP. */
