@@ -14,4 +14,14 @@ export class TransportStats {
   queueHighWater = 0;
 
   constructor(readonly transport: string) {}
+
+  /**
+   * Counts one message for a client with `queued` bytes already waiting, and
+   * says whether adding `size` more would pass `cap` (a slow consumer).
+   */
+  overflows(queued: number, size: number, cap: number): boolean {
+    this.messagesOut++;
+    if (queued > this.queueHighWater) this.queueHighWater = queued;
+    return queued + size > cap;
+  }
 }

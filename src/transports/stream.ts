@@ -58,6 +58,8 @@ class WriteBatcher {
 
 const batcher = new WriteBatcher();
 
+export const SLOW_CONSUMER = 'outbound queue over the limit, disconnecting slow consumer';
+
 /** JSON lines as Node buffers: Buffer.from uses the pooled allocator, cheaper than TextEncoder for small messages. */
 const nodeJsonLine: MessageEncoder = {
   encode: (message) => Buffer.from(serializeLine(message)),
@@ -133,13 +135,8 @@ export class StreamConnection implements Peer {
     if (this.socket.destroyed) return;
     const bytes = message.bytes(nodeJsonLine);
     const queued = this.socket.writableLength + this.batchBytes;
-    this.stats.messagesOut++;
-    if (queued > this.stats.queueHighWater) this.stats.queueHighWater = queued;
-    if (queued + bytes.length > this.limits.maxQueue) {
-      this.log.warn(
-        { remote: this.remote, queued },
-        'outbound queue over the limit, disconnecting slow consumer',
-      );
+    if (this.stats.overflows(queued, bytes.length, this.limits.maxQueue)) {
+      this.log.warn({ remote: this.remote, queued }, SLOW_CONSUMER);
       this.endReason = 'slow-consumer';
       this.closing = true;
       this.batch = undefined;

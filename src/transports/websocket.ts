@@ -7,7 +7,7 @@ import type { MessageEncoder, Outbound } from '../protocol/message-codec.js';
 import { parseRequestFrame } from '../protocol/request-codec.js';
 import { handshakeDeadline } from './handshake.js';
 import type { TransportStats } from './stats.js';
-import { addressOf, type StreamLimits } from './stream.js';
+import { addressOf, SLOW_CONSUMER, type StreamLimits } from './stream.js';
 
 /** One JSON object per WebSocket message, no trailing newline. */
 const wsJson: MessageEncoder = {
@@ -81,13 +81,8 @@ export class WsConnection implements Peer {
     if (this.ws.readyState !== this.ws.OPEN) return;
     const bytes = message.bytes(wsJson);
     const queued = this.ws.bufferedAmount;
-    this.stats.messagesOut++;
-    if (queued > this.stats.queueHighWater) this.stats.queueHighWater = queued;
-    if (queued + bytes.length > this.limits.maxQueue) {
-      this.log.warn(
-        { remote: this.remote, queued },
-        'outbound queue over the limit, disconnecting slow consumer',
-      );
+    if (this.stats.overflows(queued, bytes.length, this.limits.maxQueue)) {
+      this.log.warn({ remote: this.remote, queued }, SLOW_CONSUMER);
       this.endReason = 'slow-consumer';
       this.closing = true;
       this.ws.terminate();
