@@ -120,6 +120,16 @@ export class Chat implements ChatContext, SessionHost {
 
   receive(session: Session, result: ParseResult): void {
     if (session.state === 'closed') return;
+    // Flood control counts every frame after joining, garbage included, so
+    // junk cannot be sprayed (and logged) faster than chat; EXIT always passes.
+    if (
+      session.bucket !== undefined &&
+      session.state === 'joined' &&
+      !(result.ok && result.request.cmd === Cmd.EXIT) &&
+      !this.admit(session)
+    ) {
+      return;
+    }
     if (!result.ok) {
       const { code, message, ref } = result.error;
       if (session.state === 'greeting') {
@@ -136,7 +146,6 @@ export class Chat implements ChatContext, SessionHost {
       return;
     }
     const request = result.request;
-    if (session.bucket !== undefined && request.cmd !== Cmd.EXIT && !this.admit(session)) return;
     const command = commandFor(request.cmd);
     if (session.state === 'greeting') {
       if (!command.greeting) {

@@ -197,13 +197,13 @@ describe('limits', () => {
     const heard: string[] = [];
     calm.on('chat', (m) => heard.push(m.msg));
     for (let i = 0; i < 8; i++) flooder.sendPy({ cmd: '7', msg: `m${i}` });
-    // CONNECT took one of the five tokens: four chats pass, four are refused.
-    for (let i = 0; i < 4; i++) {
+    // A burst of five passes; the other three are refused.
+    for (let i = 0; i < 3; i++) {
       expect(await flooder.expect('90')).toMatchObject({ code: ErrorCode.RATE_LIMITED });
     }
     // Others stay responsive during the flood.
     expect(await calm.rtt()).toBeGreaterThanOrEqual(0);
-    expect(heard).toEqual(['m0', 'm1', 'm2', 'm3']);
+    expect(heard).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
     for (let i = 0; i < 20; i++) flooder.sendPy({ cmd: '7', msg: 'spam' });
     await flooder.expectClose();
     expect(flooder.drain()).toContainEqual(expect.objectContaining({ code: ErrorCode.FLOODING }));

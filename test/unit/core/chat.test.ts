@@ -226,3 +226,34 @@ describe('in the room', () => {
     ]);
   });
 });
+
+describe('flood control', () => {
+  it('refuses requests over the rate, counts garbage too, and cuts off a sustained flood', () => {
+    let now = 0;
+    chat = new Chat({ rateLimit: 2, rateBurst: 3, clock: () => now });
+    const ann = connect('ann', ['errors']);
+    const bob = connect('bob');
+    ann.take();
+    bob.take();
+    // CONNECT happened before joining and was not counted: three in the bucket.
+    for (let i = 0; i < 3; i++) send(ann, { cmd: '7', msg: `m${i}` });
+    sendText(ann, 'garbage');
+    expect(bob.take()).toEqual(['m0', 'm1', 'm2'].map((msg) => ({ cmd: '70', from: 'ann', msg })));
+    expect(ann.take()).toMatchObject([{ cmd: '90', code: ErrorCode.RATE_LIMITED }]);
+    now += 500; // one token back
+    send(ann, { cmd: '7', msg: 'later' });
+    expect(bob.take()).toEqual([{ cmd: '70', from: 'ann', msg: 'later' }]);
+    for (let i = 0; i < 4; i++) sendText(ann, '{"cmd":"7","msg":"spam"}');
+    expect(ann.closedWith).toBe('flooding');
+    expect(ann.take().at(-1)).toMatchObject({ cmd: '90', code: ErrorCode.FLOODING });
+    expect(bob.take()).toEqual([{ cmd: '30', nickname: 'ann', userCount: 1 }]);
+  });
+
+  it('always lets EXIT through', () => {
+    chat = new Chat({ rateLimit: 1, rateBurst: 1, clock: () => 0 });
+    const ann = connect('ann');
+    send(ann, { cmd: '4' });
+    send(ann, { cmd: '3' });
+    expect(ann.closedWith).toBe('exit');
+  });
+});
