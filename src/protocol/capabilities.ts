@@ -15,12 +15,6 @@ export const CAPABILITIES = [
 
 export type Capability = (typeof CAPABILITIES)[number];
 
-const known: ReadonlySet<string> = new Set(CAPABILITIES);
-
-export function isCapability(value: string): value is Capability {
-  return known.has(value);
-}
-
 /** The capabilities the server grants for a requested list, in the server's order. */
 export function grant(requested: readonly string[]): Capability[] {
   const asked = new Set(requested);

@@ -6,8 +6,6 @@ export interface MessageEncoder {
   encode(message: ServerMessage): Uint8Array;
 }
 
-const utf8 = new TextEncoder();
-
 /** confab's framing as text: one JSON object, then "\n". */
 export function serializeLine(message: ServerMessage): string {
   // Fast path for chat, the message sent most: two string escapes instead of
@@ -17,11 +15,6 @@ export function serializeLine(message: ServerMessage): string {
   }
   return `${JSON.stringify(message)}\n`;
 }
-
-/** confab's TCP and WebSocket framing, as bytes (portable; Node transports may use Buffer). */
-export const jsonLineEncoder: MessageEncoder = {
-  encode: (message) => utf8.encode(serializeLine(message)),
-};
 
 /**
  * A message on its way to one or many recipients. Each encoding is computed

@@ -22,14 +22,6 @@ export interface StreamLimits {
   handshakeTimeoutMs: number;
 }
 
-export const DEFAULT_STREAM_LIMITS: StreamLimits = {
-  maxFrame: 64 * 1024,
-  maxQueue: 1024 * 1024,
-  closeTimeoutMs: 5_000,
-  keepAliveMs: 60_000,
-  handshakeTimeoutMs: 30_000,
-};
-
 /**
  * Coalesces each connection's messages within one event-loop turn into a
  * single write: a broadcast burst then costs one syscall per recipient, not
