@@ -140,6 +140,45 @@ describe('web client in Chromium', () => {
     await second.close();
   }, 30_000);
 
+  it('says when the room is full, and lets the user try again', async () => {
+    const small = await startConfab({ 'http-port': '0', 'max-users': '1' });
+    const page = await openPage(small.httpAddress!.port);
+    try {
+      const occupant = await join(small.address.port, 'occupant');
+      await page.fill('#nickname', 'late');
+      await page.press('#nickname', 'Enter');
+      await page.locator('#join-error', { hasText: 'The room is full' }).waitFor();
+      occupant.close();
+      for (let i = 0; i < 200 && small.chat.lobby.size > 0; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      expect(small.chat.lobby.size).toBe(0);
+      await page.click('#join-form button');
+      await page.locator('#join').waitFor({ state: 'hidden' });
+    } finally {
+      await page.close();
+      await small.stop();
+    }
+  }, 30_000);
+
+  it('follows new messages at the bottom, but not after the reader scrolls up', async () => {
+    const page = await openPage(server.httpAddress!.port, 800, 400);
+    await joinAs(page, 'scroller');
+    const talker = await join(server.address.port, 'talker');
+    const atBottom = () =>
+      page.$eval('#messages', (el) => el.scrollHeight - el.scrollTop - el.clientHeight < 5);
+    for (let i = 0; i < 40; i++) talker.sendPy({ cmd: '7', msg: `line ${i}` });
+    await line(page, 'line 39');
+    expect(await atBottom()).toBe(true);
+    await page.$eval('#messages', (el) => {
+      el.scrollTop = 0;
+    });
+    talker.sendPy({ cmd: '7', msg: 'while you were reading' });
+    await line(page, 'while you were reading');
+    expect(await page.$eval('#messages', (el) => el.scrollTop)).toBe(0);
+    talker.close();
+    await page.close();
+  }, 30_000);
+
   it('reconnects and rejoins after the server restarts', async () => {
     const own = await startConfab({ 'http-port': '0' });
     const httpPort = own.httpAddress!.port;
