@@ -63,8 +63,13 @@ interface Pending {
 }
 
 const DEFAULT_MAX_FRAME = 1024 * 1024;
-/** Gap after a paced request that gets no reply (CHAT, EXIT). */
-const PACE_GAP_MS = 30;
+/**
+ * Gap after a paced request that gets no reply (CHAT, EXIT): long enough for
+ * the course server's thread to come back to recv(). It adapts to twice the
+ * latest round trip, within these bounds.
+ */
+const PACE_GAP_MIN_MS = 50;
+const PACE_GAP_MAX_MS = 500;
 const utf8 = new TextDecoder();
 
 function now(): number {
@@ -89,6 +94,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   private readonly paced: boolean;
   private readonly outbox: Request[] = [];
   private inFlight: string | undefined;
+  private sentAt = 0;
+  private paceGap = PACE_GAP_MIN_MS;
   /** Frames that arrived before the caller could attach listeners. */
   private early: Uint8Array[] | undefined = [];
 
@@ -286,13 +293,18 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     if (request === undefined) return;
     this.socket.write(encodeRequest(request));
     this.inFlight = request.cmd;
+    this.sentAt = performance.now();
     if (REPLY_CODES[request.cmd] === undefined) {
-      setTimeout(() => this.release(request.cmd), PACE_GAP_MS).unref();
+      setTimeout(() => this.release(request.cmd, false), this.paceGap).unref();
     }
   }
 
-  private release(cmd: string): void {
+  private release(cmd: string, answered: boolean): void {
     if (this.inFlight !== cmd) return;
+    if (answered) {
+      const roundTrip = performance.now() - this.sentAt;
+      this.paceGap = Math.min(PACE_GAP_MAX_MS, Math.max(PACE_GAP_MIN_MS, 2 * roundTrip));
+    }
     this.inFlight = undefined;
     this.pump();
   }
@@ -347,7 +359,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     const index = this.pending.findIndex((p) => REPLY_CODES[p.cmd]?.includes(cmd));
     if (index < 0) return;
     const [answered] = this.pending.splice(index, 1);
-    if (this.paced) this.release(answered!.cmd);
+    if (this.paced) this.release(answered!.cmd, true);
     answered!.resolve(message);
   }
 
