@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, what the test suite needs beyond npm packages and is
+# not on the machine yet: python3 (the course server), tmux (terminal tests),
+# openssl (TLS test certificates) and Debian's Chromium (browser tests).
+# Does nothing when all of them are present; installing needs root.
+set -euo pipefail
+
+need=()
+command -v python3 >/dev/null || need+=(python3)
+command -v tmux >/dev/null || need+=(tmux)
+command -v openssl >/dev/null || need+=(openssl)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+
+if ((${#need[@]} == 0)); then
+  exit 0
+fi
+echo "installing: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}"
