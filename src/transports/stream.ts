@@ -6,7 +6,7 @@ import type { Session } from '../core/session.js';
 import { FrameDecoder, FrameTooLargeError } from '../protocol/frame-decoder.js';
 import { type MessageEncoder, type Outbound, serializeLine } from '../protocol/message-codec.js';
 import { parseRequestFrame } from '../protocol/request-codec.js';
-import { handshakeDeadline } from './handshake.js';
+import { openSession } from './lifecycle.js';
 import { TransportStats } from './stats.js';
 
 export interface StreamLimits {
@@ -98,26 +98,15 @@ export class StreamConnection implements Peer {
     this.local = addressOf(socket.localAddress, socket.localPort);
     socket.setNoDelay(true);
     if (limits.keepAliveMs > 0) socket.setKeepAlive(true, limits.keepAliveMs);
-    this.session = chat.open(this);
+    const opened = openSession(chat, this, stats, limits.handshakeTimeoutMs, log);
+    this.session = opened.session;
     this.decoder = new FrameDecoder(limits.maxFrame, (frame) => {
       stats.messagesIn++;
       this.session.receive(parseRequestFrame(frame));
     });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.log.debug({ err, remote: this.remote }, 'socket error'));
-    const cancelDeadline = handshakeDeadline(
-      this.session,
-      limits.handshakeTimeoutMs,
-      log,
-      this.remote,
-    );
-    stats.open++;
-    stats.accepted++;
-    socket.on('close', () => {
-      cancelDeadline();
-      stats.open--;
-      this.session.ended(this.endReason);
-    });
+    socket.on('close', () => opened.closed(this.endReason));
   }
 
   private onData(chunk: Buffer): void {

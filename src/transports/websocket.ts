@@ -5,7 +5,7 @@ import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.
 import type { Session } from '../core/session.js';
 import type { MessageEncoder, Outbound } from '../protocol/message-codec.js';
 import { parseRequestFrame } from '../protocol/request-codec.js';
-import { handshakeDeadline } from './handshake.js';
+import { openSession } from './lifecycle.js';
 import type { TransportStats } from './stats.js';
 import { addressOf, SLOW_CONSUMER, type StreamLimits } from './stream.js';
 
@@ -45,15 +45,8 @@ export class WsConnection implements Peer {
   ) {
     this.remote = addressOf(request.socket.remoteAddress, request.socket.remotePort);
     request.socket.setNoDelay(true);
-    this.session = chat.open(this);
-    const cancelDeadline = handshakeDeadline(
-      this.session,
-      limits.handshakeTimeoutMs,
-      log,
-      this.remote,
-    );
-    stats.open++;
-    stats.accepted++;
+    const opened = openSession(chat, this, stats, limits.handshakeTimeoutMs, log);
+    this.session = opened.session;
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (this.closing) return;
       stats.messagesIn++;
@@ -70,11 +63,7 @@ export class WsConnection implements Peer {
         this.endReason = 'frame-too-large';
       log.debug({ err, remote: this.remote }, 'websocket error');
     });
-    ws.on('close', () => {
-      cancelDeadline();
-      stats.open--;
-      this.session.ended(this.endReason);
-    });
+    ws.on('close', () => opened.closed(this.endReason));
   }
 
   send(message: Outbound): void {
