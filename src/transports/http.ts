@@ -5,6 +5,7 @@ import path from 'node:path';
 import { WebSocketServer } from 'ws';
 import type { Chat } from '../core/chat.js';
 import type { Logger, PeerAddress } from '../core/ports.js';
+import { listenOn } from './lifecycle.js';
 import { TransportStats } from './stats.js';
 import type { StreamLimits } from './stream.js';
 import { WsConnection } from './websocket.js';
@@ -184,23 +185,19 @@ export class HttpListener {
     });
   }
 
-  listen(): Promise<PeerAddress> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ host: this.options.host, port: this.options.port }, () => {
-        this.server.off('error', reject);
-        const a = this.server.address() as net.AddressInfo;
-        this.address = { ip: a.address, port: a.port };
-        const every = this.options.limits.keepAliveMs;
-        if (every > 0) {
-          this.keepalive = setInterval(() => {
-            for (const c of this.connections) c.ping();
-          }, every);
-          this.keepalive.unref();
-        }
-        resolve(this.address);
-      });
+  async listen(): Promise<PeerAddress> {
+    this.address = await listenOn(this.server, {
+      host: this.options.host,
+      port: this.options.port,
     });
+    const every = this.options.limits.keepAliveMs;
+    if (every > 0) {
+      this.keepalive = setInterval(() => {
+        for (const c of this.connections) c.ping();
+      }, every);
+      this.keepalive.unref();
+    }
+    return this.address;
   }
 
   /** Stops accepting; resolves once every connection is closed. */

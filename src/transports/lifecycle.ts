@@ -1,5 +1,6 @@
+import type net from 'node:net';
 import type { Chat } from '../core/chat.js';
-import type { DisconnectReason, Logger, Peer } from '../core/ports.js';
+import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import type { Session } from '../core/session.js';
 import type { TransportStats } from './stats.js';
 
@@ -47,4 +48,19 @@ export function openSession(
       session.ended(reason);
     },
   };
+}
+
+/** Starts a listener and resolves with the address it bound, or rejects. */
+export function listenOn(
+  server: net.Server,
+  options: { host: string; port: number; backlog?: number },
+): Promise<PeerAddress> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options, () => {
+      server.off('error', reject);
+      const bound = server.address() as net.AddressInfo;
+      resolve({ ip: bound.address, port: bound.port });
+    });
+  });
 }

@@ -6,7 +6,7 @@ import type { Session } from '../core/session.js';
 import { FrameDecoder, FrameTooLargeError } from '../protocol/frame-decoder.js';
 import { type MessageEncoder, type Outbound, serializeLine } from '../protocol/message-codec.js';
 import { parseRequestFrame } from '../protocol/request-codec.js';
-import { openSession } from './lifecycle.js';
+import { listenOn, openSession } from './lifecycle.js';
 import { TransportStats } from './stats.js';
 
 export interface StreamLimits {
@@ -185,7 +185,6 @@ export class StreamListener {
   readonly kind: 'tcp' | 'tls';
   readonly stats: TransportStats;
   private readonly server: net.Server;
-  private readonly connections = new Set<StreamConnection>();
 
   constructor(
     private readonly chat: Chat,
@@ -207,29 +206,15 @@ export class StreamListener {
   }
 
   private accept(socket: net.Socket): void {
-    const connection = new StreamConnection(
-      socket,
-      this.chat,
-      this.options.limits,
-      this.log,
-      this.stats,
-    );
-    this.connections.add(connection);
-    socket.once('close', () => this.connections.delete(connection));
-  }
-
-  get openConnections(): number {
-    return this.connections.size;
+    // The connection lives as long as its socket's listeners.
+    new StreamConnection(socket, this.chat, this.options.limits, this.log, this.stats);
   }
 
   listen(): Promise<PeerAddress> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ host: this.options.host, port: this.options.port, backlog: 511 }, () => {
-        this.server.off('error', reject);
-        const address = this.server.address() as net.AddressInfo;
-        resolve({ ip: address.address, port: address.port });
-      });
+    return listenOn(this.server, {
+      host: this.options.host,
+      port: this.options.port,
+      backlog: 511,
     });
   }
 
