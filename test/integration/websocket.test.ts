@@ -101,39 +101,42 @@ describe('WebSocket listener', () => {
   it('cuts off a WebSocket member that stops reading, without slowing the others', async () => {
     // A separate server process, so the test's own clients do not compete with it for one event loop.
     const spawned = await spawnServer(['--max-queue', '262144', '--rate-limit', '0']);
-    const tcp = spawned.port;
-    const http = spawned.httpPort!;
-    const reader = await ChatClient.connect({ port: tcp, nickname: 'reader' });
-    const sender = await join(tcp, 'sender');
-    const lazy = await wsClient(http);
-    lazy.send({ cmd: '0', nickname: 'lazy', caps: [] });
-    await lazy.expect('03');
-    (lazy.ws as unknown as { _socket: { pause(): void } })._socket.pause();
-    let next = 0;
-    let outOfOrder = 0;
-    let wake = () => {};
-    const all = new Promise<void>((resolve) =>
-      reader.on('chat', (m) => {
-        if (!m.msg.startsWith(`${next} `)) outOfOrder++;
-        if (++next === 40_000) resolve();
-        wake();
-      }),
-    );
-    const lazyLeft = new Promise((resolve) => reader.on('leave', resolve));
-    // The reader reads; the sender stays at most 200 messages (about 200 KB,
-    // under --max-queue) ahead of it, so only the member that never reads can
-    // overflow its queue, however fast this machine is.
-    for (let i = 0; i < 40_000; i++) {
-      while (i - next >= 200) await new Promise<void>((r) => (wake = r));
-      sender.socket.write(`{"cmd":"7","msg":"${i} ${'z'.repeat(1000)}"}\n`);
+    try {
+      const tcp = spawned.port;
+      const http = spawned.httpPort!;
+      const reader = await ChatClient.connect({ port: tcp, nickname: 'reader' });
+      const sender = await join(tcp, 'sender');
+      const lazy = await wsClient(http);
+      lazy.send({ cmd: '0', nickname: 'lazy', caps: [] });
+      await lazy.expect('03');
+      (lazy.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+      let next = 0;
+      let outOfOrder = 0;
+      let wake = () => {};
+      const all = new Promise<void>((resolve) =>
+        reader.on('chat', (m) => {
+          if (!m.msg.startsWith(`${next} `)) outOfOrder++;
+          if (++next === 40_000) resolve();
+          wake();
+        }),
+      );
+      const lazyLeft = new Promise((resolve) => reader.on('leave', resolve));
+      // The reader reads; the sender stays at most 200 messages (about 200 KB,
+      // under --max-queue) ahead of it, so only the member that never reads can
+      // overflow its queue, however fast this machine is.
+      for (let i = 0; i < 40_000; i++) {
+        while (i - next >= 200) await new Promise<void>((r) => (wake = r));
+        sender.socket.write(`{"cmd":"7","msg":"${i} ${'z'.repeat(1000)}"}\n`);
+      }
+      expect(await lazyLeft).toEqual({ nickname: 'lazy', userCount: 2 });
+      await all;
+      expect(outOfOrder).toBe(0);
+      await reader.exit();
+      sender.close();
+      lazy.ws.terminate();
+    } finally {
+      await spawned.stop();
     }
-    expect(await lazyLeft).toEqual({ nickname: 'lazy', userCount: 2 });
-    await all;
-    expect(outOfOrder).toBe(0);
-    await reader.exit();
-    sender.close();
-    lazy.ws.terminate();
-    await spawned.stop();
   }, 40_000);
 
   it('drops a WebSocket peer that stops answering keepalive pings', async () => {
