@@ -50,6 +50,20 @@ export function openSession(
   };
 }
 
+/**
+ * After a graceful close has begun, gives the peer `ms` to finish, then
+ * kills the connection. The timer is dropped once `closing` emits 'close'.
+ */
+export function killAfter(
+  ms: number,
+  closing: { once(event: 'close', listener: () => void): unknown },
+  kill: () => void,
+): void {
+  const timer = setTimeout(kill, ms);
+  timer.unref();
+  closing.once('close', () => clearTimeout(timer));
+}
+
 /** Starts a listener and resolves with the address it bound, or rejects. */
 export function listenOn(
   server: net.Server,

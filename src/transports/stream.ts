@@ -6,7 +6,7 @@ import type { Session } from '../core/session.js';
 import { FrameDecoder, FrameTooLargeError } from '../protocol/frame-decoder.js';
 import { type MessageEncoder, type Outbound, serializeLine } from '../protocol/message-codec.js';
 import { parseRequestFrame } from '../protocol/request-codec.js';
-import { listenOn, openSession } from './lifecycle.js';
+import { killAfter, listenOn, openSession } from './lifecycle.js';
 import { TransportStats } from './stats.js';
 
 export interface StreamLimits {
@@ -166,9 +166,7 @@ export class StreamConnection implements Peer {
     this.endReason = reason;
     this.flush();
     this.socket.end();
-    const timer = setTimeout(() => this.socket.destroy(), this.limits.closeTimeoutMs);
-    timer.unref();
-    this.socket.once('close', () => clearTimeout(timer));
+    killAfter(this.limits.closeTimeoutMs, this.socket, () => this.socket.destroy());
   }
 }
 

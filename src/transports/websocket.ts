@@ -5,7 +5,7 @@ import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.
 import type { Session } from '../core/session.js';
 import type { MessageEncoder, Outbound } from '../protocol/message-codec.js';
 import { parseRequestFrame } from '../protocol/request-codec.js';
-import { openSession } from './lifecycle.js';
+import { killAfter, openSession } from './lifecycle.js';
 import type { TransportStats } from './stats.js';
 import { addressOf, SLOW_CONSUMER, type StreamLimits } from './stream.js';
 
@@ -47,11 +47,10 @@ export class WsConnection implements Peer {
     request.socket.setNoDelay(true);
     const opened = openSession(chat, this, stats, limits.handshakeTimeoutMs, log);
     this.session = opened.session;
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
+    // Text or binary frame alike, the payload must be one UTF-8 JSON request.
+    ws.on('message', (data: Buffer) => {
       if (this.closing) return;
       stats.messagesIn++;
-      // Text or binary, the payload must be one UTF-8 JSON request.
-      void isBinary;
       this.session.receive(parseRequestFrame(data));
     });
     ws.on('pong', () => {
@@ -85,9 +84,7 @@ export class WsConnection implements Peer {
     this.closing = true;
     this.endReason = reason;
     this.ws.close(CLOSE_CODES[reason] ?? 1000, reason);
-    const timer = setTimeout(() => this.ws.terminate(), this.limits.closeTimeoutMs);
-    timer.unref();
-    this.ws.once('close', () => clearTimeout(timer));
+    killAfter(this.limits.closeTimeoutMs, this.ws, () => this.ws.terminate());
   }
 
   /** Keepalive: a peer that missed the previous ping is dead. */
