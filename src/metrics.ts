@@ -4,7 +4,7 @@ import type { TransportStats } from './transports/stats.js';
 
 /**
  * Prometheus metrics. Every value is read from plain counters at scrape
- * time, so serving traffic never calls into prom-client.
+ * time, so serving traffic never calls into prom-client. Returns the scrape.
  */
 export function createMetrics(chat: Chat, transports: readonly TransportStats[]) {
   const registry = new Registry();
@@ -90,10 +90,5 @@ export function createMetrics(chat: Chat, transports: readonly TransportStats[])
       this.set({ room: chat.lobby.name }, chat.lobby.size);
     },
   });
-  return {
-    contentType: registry.contentType,
-    async text(): Promise<string> {
-      return registry.metrics();
-    },
-  };
+  return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }

@@ -7,12 +7,14 @@ import { Chat } from './core/chat.js';
 import type { Logger, PeerAddress } from './core/ports.js';
 import { createMetrics } from './metrics.js';
 import { HttpListener } from './transports/http.js';
+import type { TransportStats } from './transports/stats.js';
 import { type StreamLimits, StreamListener } from './transports/stream.js';
 
 /** dist/web from both src/server.ts (tests) and dist/server.js (production). */
 const WEB_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'web');
 
 interface Listener {
+  listen(): Promise<PeerAddress>;
   close(): Promise<void>;
 }
 
@@ -25,7 +27,7 @@ export class ConfabServer {
     readonly address: PeerAddress,
     /** The TLS listener's address, when --tls-port is set. */
     readonly tlsAddress: PeerAddress | undefined,
-    /** The HTTP/WebSocket listener's address, unless --http-port is -1. */
+    /** The HTTP/WebSocket listener's address, unless --http-port is off. */
     readonly httpAddress: PeerAddress | undefined,
   ) {}
 
@@ -56,68 +58,66 @@ export class ConfabServer {
       keepAliveMs: config.keepalive * 1000,
       handshakeTimeoutMs: config.handshakeTimeout * 1000,
     };
-    const tcp = new StreamListener(chat, { host: config.host, port: config.port, limits }, log);
-    const listeners: Listener[] = [tcp];
-    const stats = [tcp.stats];
-    const address = await tcp.listen();
-    log.info(
-      { transport: 'tcp', address: address.ip, port: address.port, maxUsers: config.maxUsers },
-      `The server socket is listening on ('${address.ip}', ${address.port})`,
-    );
-    let tlsAddress: PeerAddress | undefined;
-    if (tls !== undefined && config.tlsPort !== undefined) {
-      const secure = new StreamListener(
-        chat,
-        { host: config.host, port: config.tlsPort, limits, tls },
-        log,
-      );
-      try {
-        tlsAddress = await secure.listen();
-      } catch (err) {
-        await Promise.all(listeners.map((l) => l.close()));
-        throw err;
-      }
-      listeners.push(secure);
-      stats.push(secure.stats);
-      log.info(
-        { transport: 'tls', address: tlsAddress.ip, port: tlsAddress.port },
-        `TLS listening on ('${tlsAddress.ip}', ${tlsAddress.port})`,
-      );
-    }
-    let httpAddress: PeerAddress | undefined;
-    if (config.httpPort >= 0) {
-      const metrics = createMetrics(chat, stats);
-      const web = new HttpListener(
-        chat,
-        {
-          host: config.host,
-          port: config.httpPort,
-          limits,
-          webRoot: WEB_ROOT,
-          allowedOrigins: config.allowedOrigins
-            .split(',')
-            .map((o) => o.trim())
-            .filter((o) => o !== ''),
-          metrics: async () => ({ contentType: metrics.contentType, body: await metrics.text() }),
-          health: () => ({ users: chat.lobby.size, connections: chat.connectionCount }),
-        },
-        log,
-      );
-      stats.push(web.stats);
+    const listeners: Listener[] = [];
+    const stats: TransportStats[] = [];
+    /** Starts one listener; if it cannot bind, closes those already open. */
+    const start = async (
+      listener: Listener & { stats: TransportStats },
+      transport: string,
+      describe: (a: PeerAddress) => string,
+      fields: object = {},
+    ) => {
       let bound: PeerAddress;
       try {
-        bound = await web.listen();
+        bound = await listener.listen();
       } catch (err) {
         await Promise.all(listeners.map((l) => l.close()));
         throw err;
       }
-      httpAddress = bound;
-      listeners.push(web);
-      log.info(
-        { transport: 'http', address: bound.ip, port: bound.port },
-        `Web app on http://${bound.ip}:${bound.port}/`,
-      );
-    }
+      listeners.push(listener);
+      stats.push(listener.stats);
+      log.info({ transport, address: bound.ip, port: bound.port, ...fields }, describe(bound));
+      return bound;
+    };
+
+    const address = await start(
+      new StreamListener(chat, { host: config.host, port: config.port, limits }, log),
+      'tcp',
+      (a) => `The server socket is listening on ('${a.ip}', ${a.port})`,
+      { maxUsers: config.maxUsers },
+    );
+    const tlsAddress =
+      tls === undefined || config.tlsPort === undefined
+        ? undefined
+        : await start(
+            new StreamListener(chat, { host: config.host, port: config.tlsPort, limits, tls }, log),
+            'tls',
+            (a) => `TLS listening on ('${a.ip}', ${a.port})`,
+          );
+    const httpAddress =
+      config.httpPort < 0
+        ? undefined
+        : await start(
+            new HttpListener(
+              chat,
+              {
+                host: config.host,
+                port: config.httpPort,
+                limits,
+                webRoot: WEB_ROOT,
+                allowedOrigins: config.allowedOrigins
+                  .split(',')
+                  .map((o) => o.trim())
+                  .filter((o) => o !== ''),
+                // Reads `stats` when scraped, by which time every listener is in it.
+                metrics: createMetrics(chat, stats),
+                health: () => ({ users: chat.lobby.size, connections: chat.connectionCount }),
+              },
+              log,
+            ),
+            'http',
+            (a) => `Web app on http://${a.ip}:${a.port}/`,
+          );
     return new ConfabServer(chat, listeners, address, tlsAddress, httpAddress);
   }
 
