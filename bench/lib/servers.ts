@@ -48,17 +48,17 @@ async function waitForPort(port: number, child: ChildProcess, what: string): Pro
   throw new Error(`${what} did not listen on ${port}`);
 }
 
-function stopper(child: ChildProcess): () => Promise<void> {
-  return () =>
-    new Promise((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      child.once('exit', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      child.kill('SIGTERM');
+/** SIGTERM, then SIGKILL if it has not exited within the grace period. */
+export function stopProcess(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
     });
+    child.kill('SIGTERM');
+  });
 }
 
 function launch(cmd: string, args: string[]): ChildProcess {
@@ -83,7 +83,22 @@ const CONFAB_BENCH_FLAGS = [
   String(64 * 1024 * 1024),
 ];
 
+/**
+ * Starts a fresh server of the given kind on a free port. freePort() and the
+ * server's own bind leave a moment in which another process can take the
+ * port, so a start that fails is tried again, up to three times.
+ */
 export async function startServer(name: ServerName, maxUsers: number): Promise<RunningServer> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(name, maxUsers);
+    } catch (err) {
+      if (attempt >= 3) throw err;
+    }
+  }
+}
+
+async function startOnce(name: ServerName, maxUsers: number): Promise<RunningServer> {
   const port = await freePort();
   let child: ChildProcess;
   let dialect: Dialect;
@@ -113,21 +128,34 @@ export async function startServer(name: ServerName, maxUsers: number): Promise<R
       );
       // A probe connection that closes without CONNECT wedges the seed server
       // (its lock is never released), so wait for its own "listening" line.
-      await new Promise<void>((resolve, reject) => {
+      const seed = child;
+      const ready = await new Promise<string | undefined>((resolve) => {
         let out = '';
-        const timer = setTimeout(() => reject(new Error('seed server did not start')), 15_000);
-        child.stdout!.on('data', (d: Buffer) => {
+        const timer = setTimeout(() => resolve(`no "listening" line:\n${out}`), 15_000);
+        const onData = (d: Buffer) => {
           out += d.toString();
           if (out.includes('is listening on')) {
             clearTimeout(timer);
-            resolve();
+            resolve(undefined);
           }
+        };
+        seed.stdout!.on('data', onData);
+        seed.stderr!.on('data', onData);
+        seed.once('exit', () => {
+          clearTimeout(timer);
+          resolve(`exited:\n${out}`);
         });
       });
-      child.stdout!.resume();
-      child.stderr!.resume();
-      const seed = child;
-      return { name, dialect, port, pid: seed.pid!, stop: stopper(seed) };
+      if (ready !== undefined) {
+        await stopProcess(seed);
+        throw new Error(`seed server did not start: ${ready}`);
+      }
+      // It prints a line per command from now on: keep draining, stop keeping.
+      for (const stream of [seed.stdout!, seed.stderr!]) {
+        stream.removeAllListeners('data');
+        stream.resume();
+      }
+      return { name, dialect, port, pid: seed.pid!, stop: () => stopProcess(seed) };
     }
     case 'ngircd': {
       dialect = 'irc';
@@ -192,6 +220,11 @@ PAM = no
       break;
     }
   }
-  await waitForPort(port, child, name);
-  return { name, dialect, port, pid: child.pid!, stop: stopper(child) };
+  try {
+    await waitForPort(port, child, name);
+  } catch (err) {
+    await stopProcess(child);
+    throw err;
+  }
+  return { name, dialect, port, pid: child.pid!, stop: () => stopProcess(child) };
 }
