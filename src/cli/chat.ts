@@ -218,18 +218,15 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     } catch (err) {
       if (!(err instanceof ChatClientError)) throw err;
       if (err.kind === 'closed') return; // the close handler explains
-      if (err.kind === 'nickname-taken')
-        say(
-          view.error(
-            style,
-            `The nickname "${(command as { nickname: string }).nickname}" is taken.`,
-          ),
-        );
-      else if (err.kind === 'no-such-user')
-        say(view.error(style, `There is no user named "${(command as { to: string }).to}".`));
-      else if (err.kind === 'whisper-to-self')
+      if (err.kind === 'nickname-taken' && command.kind === 'rename') {
+        say(view.error(style, `The nickname "${command.nickname}" is taken.`));
+      } else if (err.kind === 'no-such-user' && command.kind === 'whisper') {
+        say(view.error(style, `There is no user named "${command.to}".`));
+      } else if (err.kind === 'whisper-to-self') {
         say(view.error(style, "You can't whisper to yourself."));
-      else say(view.error(style, err.message));
+      } else {
+        say(view.error(style, err.message));
+      }
     }
   };
 
