@@ -5,10 +5,14 @@ import type { Dialect } from './servers.js';
 const READ_BUFFER = Buffer.allocUnsafe(256 * 1024);
 const LF = 10;
 const SPACE = 32;
-const QUOTE = 34;
 const OPEN = 123;
 const CLOSE = 125;
-const MSG_KEY = Buffer.from('"msg":');
+/**
+ * What precedes a chat payload, one marker per dialect so each line costs the
+ * same two searches (its end, its payload) whatever the server.
+ */
+const MSG_KEY = Buffer.from('"msg":"');
+const SEED_MSG_KEY = Buffer.from('"msg": "');
 const PRIVMSG = Buffer.from(' PRIVMSG #bench :');
 
 /** Parses "sender seq micros ..." starting at `at`; returns false if it is not a payload. */
@@ -51,7 +55,11 @@ export class Member {
   private pending: string[] = [];
   joined = false;
   onJoined: (() => void) | undefined;
-  onPayload: (sender: number, seq: number, micros: number) => void = () => {};
+  /** `micros` is the send time carried in the payload, `readAt` when its read began (both µs). */
+  onPayload: (sender: number, seq: number, micros: number, readAt: number) => void = () => {};
+  /** One clock reading per read: every line in it arrived at the same moment. */
+  private readAt = 0;
+  private readonly marker: Buffer;
   private readonly fields = new Int32Array(2);
   private readonly micros = new Float64Array(1);
 
@@ -62,6 +70,7 @@ export class Member {
     localAddress: string | undefined,
     private readonly flusher: Flusher,
   ) {
+    this.marker = dialect === 'irc' ? PRIVMSG : dialect === 'seed' ? SEED_MSG_KEY : MSG_KEY;
     this.socket = net.connect({
       port,
       host: '127.0.0.1',
@@ -127,6 +136,7 @@ export class Member {
   }
 
   private onRead(buffer: Buffer, n: number): boolean {
+    this.readAt = performance.now() * 1000;
     let buf = buffer;
     let end = n;
     if (this.carry !== undefined) {
@@ -167,27 +177,18 @@ export class Member {
   }
 
   private onUnit(buf: Buffer, start: number, end: number): void {
-    if (this.dialect === 'irc') {
-      const at = buf.indexOf(PRIVMSG, start);
-      if (at >= 0 && at < end) {
-        this.deliver(buf, at + PRIVMSG.length, end);
-        return;
-      }
-      this.onControlLine(buf.toString('latin1', start, end));
+    const at = buf.indexOf(this.marker, start);
+    if (at >= 0 && at < end) {
+      this.deliver(buf, at + this.marker.length, end);
       return;
     }
-    const key = buf.indexOf(MSG_KEY, start);
-    if (key >= 0 && key < end) {
-      const open = buf.indexOf(QUOTE, key + MSG_KEY.length);
-      this.deliver(buf, open + 1, end);
-      return;
-    }
-    if (!this.joined && buf.toString('latin1', start, end).includes('"03"')) this.markJoined();
+    if (this.dialect === 'irc') this.onControlLine(buf.toString('latin1', start, end));
+    else if (!this.joined && buf.toString('latin1', start, end).includes('"03"')) this.markJoined();
   }
 
   private deliver(buf: Buffer, at: number, end: number): void {
     if (readPayload(buf, at, end, this.fields, this.micros)) {
-      this.onPayload(this.fields[0]!, this.fields[1]!, this.micros[0]!);
+      this.onPayload(this.fields[0]!, this.fields[1]!, this.micros[0]!, this.readAt);
     }
   }
 

@@ -81,8 +81,8 @@ export async function runFanout(
 
   for (const [r, member] of members.entries()) {
     const exp = expected[r]!;
-    member.onPayload = (s, seq, ts) => {
-      hist.record(now() * 1000 - ts);
+    member.onPayload = (s, seq, ts, readAt) => {
+      hist.record(readAt - ts);
       deliveries++;
       if (seq !== exp[s]) lost += Math.max(0, seq - exp[s]!);
       exp[s] = seq + 1;
