@@ -129,23 +129,39 @@ export class FrameDecoder {
         i = nl + 1;
         continue;
       }
-      // Bracket mode: a tight loop, the hot path for well-formed traffic.
+      // Bracket mode, the hot path for well-formed traffic. String bodies,
+      // most of a chat frame, get their own loop that looks only for the
+      // closing quote and escapes.
       let depth = this.depth;
       let inString = this.inString;
       let escaped = this.escaped;
-      for (; i < end; i++) {
-        const b = data[i]!;
+      while (i < end) {
         if (inString) {
-          if (escaped) escaped = false;
-          else if (b === BACKSLASH) escaped = true;
-          else if (b === QUOTE) inString = false;
-        } else if (b === QUOTE) {
+          if (escaped) {
+            escaped = false;
+            i++;
+          }
+          let b = 0;
+          while (i < end) {
+            b = data[i]!;
+            if (b === QUOTE || b === BACKSLASH) break;
+            i++;
+          }
+          if (i === end) break;
+          if (b === QUOTE) inString = false;
+          else escaped = true;
+          i++;
+          continue;
+        }
+        const b = data[i]!;
+        if (b === QUOTE) {
           inString = true;
         } else if (b === OPEN_BRACE || b === OPEN_BRACKET) {
           depth++;
-        } else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) {
-          if (--depth === 0) break;
+        } else if ((b === CLOSE_BRACE || b === CLOSE_BRACKET) && --depth === 0) {
+          break;
         }
+        i++;
       }
       this.depth = depth;
       this.inString = inString;

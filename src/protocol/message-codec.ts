@@ -6,12 +6,24 @@ export interface MessageEncoder {
   encode(message: ServerMessage): Uint8Array;
 }
 
+/**
+ * What JSON.stringify escapes in a string: quote, backslash, control
+ * characters, and lone surrogates (any surrogate is checked, for speed).
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: raw control characters are what must be caught
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** JSON.stringify for a string, without its cost when nothing needs escaping. */
+function jsonString(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
+}
+
 /** confab's framing as text: one JSON object, then "\n". */
 export function serializeLine(message: ServerMessage): string {
-  // Fast path for chat, the message sent most: two string escapes instead of
-  // walking the object. Same bytes as JSON.stringify (tested).
+  // Fast path for chat, the message sent most: no walk over the object, and
+  // plain strings copied as they are. Same bytes as JSON.stringify (tested).
   if (message.cmd === Cmd.CHAT_RESPONSE && message.whisper === undefined) {
-    return `{"cmd":"70","from":${JSON.stringify(message.from)},"msg":${JSON.stringify(message.msg)}}\n`;
+    return `{"cmd":"70","from":${jsonString(message.from)},"msg":${jsonString(message.msg)}}\n`;
   }
   return `${JSON.stringify(message)}\n`;
 }

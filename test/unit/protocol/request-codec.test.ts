@@ -105,15 +105,21 @@ describe('fast paths', () => {
   });
 
   it('serialise chat to the same bytes as JSON.stringify', () => {
+    // Any code point, plus what JSON must escape or could trip a shortcut:
+    // lone surrogates, quotes, backslashes, controls, DEL, line separators.
+    const text = (maxLength: number) =>
+      fc.string({
+        unit: fc.oneof(
+          fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+          fc.constantFrom('\ud800', '\udfff', '"', '\\', '\u0000', '\u001f', '\u007f', '\u2028'),
+        ),
+        maxLength,
+      });
     fc.assert(
-      fc.property(
-        fc.string({ unit: 'binary', maxLength: 20 }),
-        fc.string({ unit: 'binary', maxLength: 40 }),
-        (from, msg) => {
-          const m = { cmd: '70', from, msg } as const;
-          expect(serializeLine(m)).toBe(`${JSON.stringify(m)}\n`);
-        },
-      ),
+      fc.property(text(20), text(40), (from, msg) => {
+        const m = { cmd: '70', from, msg } as const;
+        expect(serializeLine(m)).toBe(`${JSON.stringify(m)}\n`);
+      }),
       { numRuns: 2000 },
     );
   });

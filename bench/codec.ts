@@ -1,0 +1,48 @@
+/**
+ * Per-message cost of the codec steps on confab's hot path, in ns, for a
+ * typical chat frame: cutting frames from a read, parsing a request, and
+ * encoding the broadcast. In-process and single-threaded, so it isolates the
+ * code from the network; compare before/after in the same run of this script.
+ *
+ *   npx tsx bench/codec.ts
+ */
+import { FrameDecoder } from '../src/protocol/frame-decoder.js';
+import { serializeLine } from '../src/protocol/message-codec.js';
+import type { ServerMessage } from '../src/protocol/messages.js';
+import { parseRequestFrame } from '../src/protocol/request-codec.js';
+
+const MSG = '3 123456 1234567890123 xxxxxxxxxxxxxxxxxxxxxxxx';
+const line = Buffer.from(`{"cmd":"7","msg":"${MSG}"}\n`);
+const PER_READ = 150;
+const read = Buffer.concat(Array.from({ length: PER_READ }, () => line));
+const frame = line.subarray(0, line.length - 1);
+const chat: ServerMessage = { cmd: '70', from: 'm3', msg: MSG };
+
+let sink = 0;
+const decoder = new FrameDecoder(65536, (f) => {
+  sink += f.length;
+});
+const steps: Record<string, () => void> = {
+  'cut frames (FrameDecoder)': () => decoder.push(read),
+  'parse request (parseRequestFrame)': () => {
+    for (let i = 0; i < PER_READ; i++) sink += parseRequestFrame(frame).ok ? 1 : 0;
+  },
+  'encode broadcast (serializeLine + Buffer.from)': () => {
+    for (let i = 0; i < PER_READ; i++) sink += Buffer.from(serializeLine(chat)).length;
+  },
+};
+
+const ROUNDS = 3;
+const REPS = 20_000;
+const best = new Map<string, number>();
+for (let round = 0; round < ROUNDS; round++) {
+  for (const [name, step] of Object.entries(steps)) {
+    for (let i = 0; i < 2000; i++) step();
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < REPS; i++) step();
+    const ns = Number(process.hrtime.bigint() - t0) / REPS / PER_READ;
+    best.set(name, Math.min(best.get(name) ?? Number.POSITIVE_INFINITY, ns));
+  }
+}
+for (const [name, ns] of best) console.log(`${ns.toFixed(0).padStart(6)} ns/msg  ${name}`);
+if (sink === 0) console.log('');
