@@ -4,7 +4,10 @@ export interface BenchReport {
   date: string;
   machine: string;
   command: string;
+  /** One row per server per workload: its median run when workloads were repeated. */
   fanout: FanoutResult[];
+  /** Every run, in the order they ran. */
+  runs: FanoutResult[];
   conns: ConnsResult[];
   skipped: string[];
 }
@@ -14,13 +17,17 @@ const f = (n: number, digits = 0) =>
     ? n.toLocaleString('en', { maximumFractionDigits: digits, minimumFractionDigits: digits })
     : '—';
 
+/** 4,661,401 → 4.66M: compact enough for a range column. */
+const short = (n: number) =>
+  n >= 1e6 ? `${f(n / 1e6, 2)}M` : n >= 1e3 ? `${f(n / 1e3, n >= 1e5 ? 0 : 1)}k` : f(n);
+
 /** Markdown tables: one row per server per workload, with ratios against confab. */
 export function table(report: BenchReport): string {
   const lines: string[] = [];
   const workloads = [...new Set(report.fanout.map((r) => r.workload))];
   lines.push(
-    '| workload | server | deliveries/s | p50 ms | p99 ms | lost | server CPU % | generator CPU % | server µs/delivery | server peak RSS MiB | confab/peer throughput | confab/peer µs/delivery |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| workload | server | deliveries/s | range over runs | p50 ms | p99 ms | lost | server CPU % | generator CPU % | server µs/delivery | server peak RSS MiB | confab/peer throughput | confab/peer µs/delivery |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   );
   for (const w of workloads) {
     const rows = report.fanout.filter((r) => r.workload === w);
@@ -34,8 +41,10 @@ export function table(report: BenchReport): string {
         confab && r.server !== 'confab'
           ? `${f(confab.serverUsPerDelivery / r.serverUsPerDelivery, 2)}×`
           : '';
+      const range =
+        r.runs !== undefined && r.runs > 1 ? `${short(r.minPerSec!)}–${short(r.maxPerSec!)}` : '';
       lines.push(
-        `| ${w} | ${r.server} | ${f(r.deliveriesPerSec)} | ${f(r.p50Ms, 2)} | ${f(r.p99Ms, 2)} | ${r.lost} | ${f(r.serverCpuPct)} | ${f(r.generatorCpuPct)} | ${f(r.serverUsPerDelivery, 2)} | ${f(r.serverPeakRssMiB, 1)} | ${ratio} | ${cost} |`,
+        `| ${w} | ${r.server} | ${f(r.deliveriesPerSec)} | ${range} | ${f(r.p50Ms, 2)} | ${f(r.p99Ms, 2)} | ${r.lost} | ${f(r.serverCpuPct)} | ${f(r.generatorCpuPct)} | ${f(r.serverUsPerDelivery, 2)} | ${f(r.serverPeakRssMiB, 1)} | ${ratio} | ${cost} |`,
       );
     }
   }

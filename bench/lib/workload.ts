@@ -30,6 +30,10 @@ export interface FanoutResult {
   generatorCpuPct: number;
   serverUsPerDelivery: number;
   serverPeakRssMiB: number;
+  /** Set on a median row: how many runs it summarises, their throughput range, and loss over all of them. */
+  runs?: number;
+  minPerSec?: number;
+  maxPerSec?: number;
 }
 
 const PAD = 'x'.repeat(24);

@@ -12,7 +12,22 @@ describe('benchmark harness', () => {
       seconds: 0.5,
       warmup: 0.2,
       conns: 300,
+      repeat: 2,
     });
+    // Two rounds, servers interleaved; the table row is each server's median run.
+    expect(report.runs.map((r) => `${r.workload}/${r.server}`)).toEqual([
+      'W-seed/confab',
+      'W-seed/seed',
+      'W-seed/confab',
+      'W-seed/seed',
+      'W-pipe/confab',
+      'W-pipe/confab',
+    ]);
+    for (const r of report.fanout) {
+      expect(r.runs).toBe(2);
+      expect(r.minPerSec).toBeLessThanOrEqual(r.deliveriesPerSec);
+      expect(r.maxPerSec).toBeGreaterThanOrEqual(r.deliveriesPerSec);
+    }
     expect(report.fanout.map((r) => `${r.workload}/${r.server}`)).toEqual([
       'W-seed/confab',
       'W-seed/seed',
