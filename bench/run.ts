@@ -27,6 +27,8 @@ export interface BenchOptions {
   seconds: number;
   warmup: number;
   conns: number;
+  /** Run ngIRCd and InspIRCd with Nagle's algorithm on, as shipped (default: off, like confab). */
+  peerNagle?: boolean;
   /** Rounds of each fan-out workload; the report shows each server's median run. */
   repeat?: number;
   out?: string;
@@ -61,6 +63,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     runs: [],
     conns: [],
     skipped: [],
+    notes: [],
   };
   const servers = o.servers.filter((s) => {
     const bin = IRC_BINARIES[s];
@@ -70,6 +73,13 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
     return true;
   });
+  if (servers.some((s) => s === 'ngircd' || s === 'inspircd')) {
+    report.notes.push(
+      o.peerNagle === true
+        ? 'ngIRCd and InspIRCd ran as shipped, with Nagle’s algorithm on'
+        : 'ngIRCd and InspIRCd ran with TCP_NODELAY set on accepted sockets (bench/lib/nodelay.c, preloaded), as confab sets it; --peer-nagle runs them as shipped',
+    );
+  }
   const repeat = Math.max(1, o.repeat ?? 1);
   for (const name of o.workloads) {
     if (name === 'W-conns') continue;
@@ -85,7 +95,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const runs: FanoutResult[] = [];
     for (let round = 1; round <= repeat; round++) {
       for (const s of runnable) {
-        const server = await startServer(s, w.members);
+        const server = await startServer(s, w.members, { peerNagle: o.peerNagle });
         try {
           const tag = repeat > 1 ? ` (round ${round}/${repeat})` : '';
           runs.push(await runFanout(server, w, o.seconds, o.warmup, (t) => progress(t + tag)));
@@ -105,7 +115,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         );
         continue;
       }
-      const server = await startServer(s, 10);
+      const server = await startServer(s, 10, { peerNagle: o.peerNagle });
       try {
         report.conns.push(await runConns(server, o.conns, progress, rssKiB));
       } finally {
@@ -133,6 +143,7 @@ if (isMain) {
       warmup: { type: 'string', default: '2' },
       conns: { type: 'string', default: '15000' },
       repeat: { type: 'string', default: '3' },
+      'peer-nagle': { type: 'boolean', default: false },
     },
   });
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -145,6 +156,7 @@ if (isMain) {
     warmup: Math.min(Number(values.warmup), 60),
     conns: Math.min(Number(values.conns), 18_000),
     repeat: Math.min(Number(values.repeat), 20),
+    peerNagle: values['peer-nagle'],
     out: path.join(root, 'bench/results'),
     progress: (t) => process.stderr.write(`\r\x1b[K${t}`),
   });

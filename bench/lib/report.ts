@@ -10,6 +10,8 @@ export interface BenchReport {
   runs: FanoutResult[];
   conns: ConnsResult[];
   skipped: string[];
+  /** How the run was set up, where a reader could assume otherwise. */
+  notes: string[];
 }
 
 const f = (n: number, digits = 0) =>
@@ -60,7 +62,8 @@ export function table(report: BenchReport): string {
       );
     }
   }
-  if (report.skipped.length > 0) lines.push('', ...report.skipped.map((s) => `- ${s}`));
+  const bullets = [...report.notes, ...report.skipped];
+  if (bullets.length > 0) lines.push('', ...bullets.map((s) => `- ${s}`));
   return lines.join('\n');
 }
 

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -61,8 +61,33 @@ export function stopProcess(child: ChildProcess, graceMs = 5000): Promise<void> 
   });
 }
 
-function launch(cmd: string, args: string[]): ChildProcess {
-  return spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+function launch(cmd: string, args: string[], env?: NodeJS.ProcessEnv): ChildProcess {
+  return spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'], env: env ?? process.env });
+}
+
+let shim: string | undefined;
+
+/**
+ * Builds bench/lib/nodelay.c once per process: preloaded into the IRC peers,
+ * it turns Nagle's algorithm off on their accepted sockets, as confab does.
+ */
+export function nodelayShim(): string {
+  if (shim === undefined) {
+    const out = path.join(mkdtempSync(path.join(tmpdir(), 'bench-nodelay-')), 'nodelay.so');
+    const source = path.join(ROOT, 'bench/lib/nodelay.c');
+    execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', out, source, '-ldl']);
+    shim = out;
+  }
+  return shim;
+}
+
+export interface StartOptions {
+  /** Run the IRC peers as shipped, with Nagle's algorithm on (default: off, like confab). */
+  peerNagle?: boolean;
+}
+
+function peerEnv(options: StartOptions): NodeJS.ProcessEnv {
+  return options.peerNagle === true ? process.env : { ...process.env, LD_PRELOAD: nodelayShim() };
 }
 
 /** Settings that take confab's protective limits out of the way of a load test. */
@@ -88,17 +113,25 @@ const CONFAB_BENCH_FLAGS = [
  * server's own bind leave a moment in which another process can take the
  * port, so a start that fails is tried again, up to three times.
  */
-export async function startServer(name: ServerName, maxUsers: number): Promise<RunningServer> {
+export async function startServer(
+  name: ServerName,
+  maxUsers: number,
+  options: StartOptions = {},
+): Promise<RunningServer> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startOnce(name, maxUsers);
+      return await startOnce(name, maxUsers, options);
     } catch (err) {
       if (attempt >= 3) throw err;
     }
   }
 }
 
-async function startOnce(name: ServerName, maxUsers: number): Promise<RunningServer> {
+async function startOnce(
+  name: ServerName,
+  maxUsers: number,
+  options: StartOptions,
+): Promise<RunningServer> {
   const port = await freePort();
   let child: ChildProcess;
   let dialect: Dialect;
@@ -183,7 +216,7 @@ Ident = no
 PAM = no
 `,
       );
-      child = launch('/usr/sbin/ngircd', ['--nodaemon', '--config', conf]);
+      child = launch('/usr/sbin/ngircd', ['--nodaemon', '--config', conf], peerEnv(options));
       break;
     }
     case 'inspircd': {
@@ -210,13 +243,11 @@ PAM = no
 <log method="file" type="* -USERINPUT -USEROUTPUT" level="sparse" target="${path.join(dir, 'log')}">
 `,
       );
-      child = launch('/usr/sbin/inspircd', [
-        '--config',
-        conf,
-        '--nofork',
-        '--nopid',
-        '--runasroot',
-      ]);
+      child = launch(
+        '/usr/sbin/inspircd',
+        ['--config', conf, '--nofork', '--nopid', '--runasroot'],
+        peerEnv(options),
+      );
       break;
     }
   }
