@@ -9,7 +9,7 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from './lib/servers.js';
+import { CONFAB_BENCH_FLAGS, freePort } from './lib/servers.js';
 import { runFanout, WORKLOADS } from './lib/workload.js';
 
 const [workload = 'W-pipe', seconds = '5'] = process.argv.slice(2);
@@ -30,14 +30,7 @@ const child = spawn(
     String(port),
     '--max-users',
     String(w.members),
-    '--http-port',
-    'off',
-    '--rate-limit',
-    '0',
-    '--log-level',
-    'warn',
-    '--max-queue',
-    '67108864',
+    ...CONFAB_BENCH_FLAGS,
   ],
   { stdio: 'inherit' },
 );

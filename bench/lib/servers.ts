@@ -91,7 +91,7 @@ function peerEnv(options: StartOptions): NodeJS.ProcessEnv {
 }
 
 /** Settings that take confab's protective limits out of the way of a load test. */
-const CONFAB_BENCH_FLAGS = [
+export const CONFAB_BENCH_FLAGS = [
   '--rate-limit',
   '0',
   '--http-port',
