@@ -86,6 +86,8 @@ export class StreamConnection implements Peer {
   /** Messages waiting for this turn's flush (negotiated sessions only). */
   private batch: Uint8Array[] | undefined;
   private batchBytes = 0;
+  /** Bytes the socket held unsent when this batch began. */
+  private backlog = 0;
 
   constructor(
     private readonly socket: net.Socket,
@@ -124,7 +126,10 @@ export class StreamConnection implements Peer {
   send(message: Outbound): void {
     if (this.socket.destroyed) return;
     const bytes = message.bytes(nodeJsonLine);
-    const queued = this.socket.writableLength + this.batchBytes;
+    // The socket's backlog only changes when this connection writes, so it is
+    // read once per batch, not once per message of a broadcast burst.
+    if (this.batch === undefined) this.backlog = this.socket.writableLength;
+    const queued = this.backlog + this.batchBytes;
     if (this.stats.overflows(queued, bytes.length, this.limits.maxQueue)) {
       this.log.warn({ remote: this.remote, queued }, SLOW_CONSUMER);
       this.endReason = 'slow-consumer';
