@@ -4,7 +4,12 @@ import type { Chat } from '../core/chat.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import type { Session } from '../core/session.js';
 import { FrameDecoder, FrameTooLargeError } from '../protocol/frame-decoder.js';
-import { type MessageEncoder, type Outbound, serializeLine } from '../protocol/message-codec.js';
+import {
+  encodePlainChatLine,
+  type MessageEncoder,
+  type Outbound,
+  serializeLine,
+} from '../protocol/message-codec.js';
 import { parseRequestFrame } from '../protocol/request-codec.js';
 import { killAfter, listenOn, openSession } from './lifecycle.js';
 import { TransportStats } from './stats.js';
@@ -26,7 +31,7 @@ export interface StreamLimits {
  * Coalesces each connection's messages within one event-loop turn into a
  * single write: a broadcast burst then costs one syscall per recipient, not
  * one per message. Flushed in the check phase, after all pending reads (or
- * earlier, once a batch reaches FLUSH_AT_BYTES).
+ * earlier, once a batch fills its buffer).
  */
 class WriteBatcher {
   private dirty: StreamConnection[] = [];
@@ -52,18 +57,27 @@ class WriteBatcher {
 const batcher = new WriteBatcher();
 
 /**
- * A batch this large is written at once rather than at the end of the turn,
- * so a busy turn's output starts flowing while the rest of it is still being
- * read; otherwise server and client take turns idling. Measured: 16 KiB beat
- * 4, 8 and 32 KiB and end-of-turn only (docs/performance.md).
+ * A connection's batch lives in one buffer of this size and is written as
+ * soon as it is full rather than at the end of the turn, so a busy turn's
+ * output starts flowing while the rest of it is still being read; otherwise
+ * server and client take turns idling. Measured: 16 KiB beat 4, 8 and 32 KiB
+ * and end-of-turn only (docs/performance.md).
  */
-const FLUSH_AT_BYTES = 16 * 1024;
+const BATCH_BYTES = 16 * 1024;
+
+/**
+ * Batch buffers whose write went to the kernel at once, kept for the next
+ * batch of any connection: copying messages into a reused buffer costs less
+ * than collecting them and concatenating per write. Idle connections hold none.
+ */
+const spareBatches: Buffer[] = [];
+const SPARE_BATCHES = 64;
 
 export const SLOW_CONSUMER = 'outbound queue over the limit, disconnecting slow consumer';
 
 /** JSON lines as Node buffers: Buffer.from uses the pooled allocator, cheaper than TextEncoder for small messages. */
-const nodeJsonLine: MessageEncoder = {
-  encode: (message) => Buffer.from(serializeLine(message)),
+export const nodeJsonLine: MessageEncoder = {
+  encode: (message) => encodePlainChatLine(message) ?? Buffer.from(serializeLine(message)),
 };
 
 export function addressOf(ip: string | undefined, port: number | undefined): PeerAddress {
@@ -83,8 +97,8 @@ export class StreamConnection implements Peer {
   private readonly decoder: FrameDecoder;
   private closing = false;
   private endReason: DisconnectReason = 'lost';
-  /** Messages waiting for this turn's flush (negotiated sessions only). */
-  private batch: Uint8Array[] | undefined;
+  /** Messages waiting for this turn's flush (negotiated sessions only), in batch[0, batchBytes). */
+  private batch: Buffer | undefined;
   private batchBytes = 0;
   /** Bytes the socket held unsent when this batch began. */
   private backlog = 0;
@@ -145,24 +159,33 @@ export class StreamConnection implements Peer {
       this.socket.write(bytes);
       return;
     }
-    if (this.batch === undefined) {
-      this.batch = [bytes];
-      batcher.schedule(this);
-    } else {
-      this.batch.push(bytes);
+    if (this.batch !== undefined && this.batchBytes + bytes.length > BATCH_BYTES) this.flush();
+    if (bytes.length > BATCH_BYTES) {
+      // Written after what was batched before it, so order holds.
+      this.socket.write(bytes);
+      return;
     }
+    if (this.batch === undefined) {
+      this.batch = spareBatches.pop() ?? Buffer.allocUnsafeSlow(BATCH_BYTES);
+      batcher.schedule(this);
+    }
+    this.batch.set(bytes, this.batchBytes);
     this.batchBytes += bytes.length;
-    if (this.batchBytes >= FLUSH_AT_BYTES) this.flush();
   }
 
   /** Writes what this turn queued, as one buffer. */
   flush(): void {
     const batch = this.batch;
     if (batch === undefined) return;
+    const length = this.batchBytes;
     this.batch = undefined;
     this.batchBytes = 0;
     if (this.socket.destroyed) return;
-    this.socket.write(batch.length === 1 ? batch[0]! : Buffer.concat(batch));
+    this.socket.write(batch.subarray(0, length));
+    // Nothing left in the stream means the kernel took it all: the buffer is free again.
+    if (this.socket.writableLength === 0 && spareBatches.length < SPARE_BATCHES) {
+      spareBatches.push(batch);
+    }
   }
 
   close(reason: DisconnectReason): void {

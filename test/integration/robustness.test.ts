@@ -222,6 +222,28 @@ describe('limits', () => {
     b.close();
   });
 
+  it('delivers messages larger than a write batch, between small ones, intact and in order', async () => {
+    const port = await startWith({
+      'max-message': '60000',
+      'max-frame': '262144',
+      'rate-limit': '0',
+    });
+    const a = await join(port, 'a', { caps: [] });
+    const b = await join(port, 'b', { caps: [] });
+    // Small ones fill batches; the big ones (40 KB ASCII, 60 KB of Hangul)
+    // exceed a batch buffer and must go out after what was batched before them.
+    const sent: string[] = [];
+    for (let i = 0; i < 300; i++) sent.push(`small ${i} ${'s'.repeat(i % 200)}`);
+    sent.splice(100, 0, 'A'.repeat(40_000));
+    sent.splice(200, 0, '한'.repeat(20_000));
+    a.write(sent.map((msg) => `${JSON.stringify({ cmd: '7', msg })}\n`).join(''));
+    const got: string[] = [];
+    for (const _ of sent) got.push(String((await b.expect('70')).msg));
+    expect(got).toEqual(sent);
+    a.close();
+    b.close();
+  });
+
   it('answers connections over --max-conns-per-ip and --max-conns with "02"', async () => {
     const port = await startWith({ 'max-conns-per-ip': '2', 'max-conns': '3' });
     const open = (localAddress: string) =>

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../../src/protocol/codes.js';
-import { serializeLine } from '../../../src/protocol/message-codec.js';
+import { encodePlainChatLine, serializeLine } from '../../../src/protocol/message-codec.js';
 import { parseRequestFrame, parseRequestText } from '../../../src/protocol/request-codec.js';
 
 describe('request codec', () => {
@@ -122,5 +122,44 @@ describe('fast paths', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+
+  it('encode plain chat straight to the same bytes as serialise-then-UTF-8, or decline', () => {
+    const utf8 = new TextEncoder();
+    const printable = (maxLength: number) =>
+      fc.string({
+        unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)),
+        maxLength,
+      });
+    const anything = (maxLength: number) =>
+      fc.oneof(
+        printable(maxLength),
+        fc.string({
+          unit: fc.oneof(
+            fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+            fc.constantFrom('\ud800', '"', '\\', '\u0000', '\u007f', 'é', '한'),
+          ),
+          maxLength,
+        }),
+      );
+    fc.assert(
+      fc.property(anything(20), anything(60), fc.boolean(), (from, msg, whisper) => {
+        const m = whisper
+          ? ({ cmd: '70', from, msg, whisper: true } as const)
+          : ({ cmd: '70', from, msg } as const);
+        const fast = encodePlainChatLine(m);
+        const plain = !whisper && /^[\x20-\x21\x23-\x5b\x5d-\x7e]*$/.test(from + msg);
+        expect(fast !== undefined).toBe(plain);
+        if (fast !== undefined) expect(fast).toEqual(utf8.encode(serializeLine(m)));
+      }),
+      { numRuns: 3000 },
+    );
+    // Views handed out stay intact when the shared slab fills and is replaced.
+    const views = Array.from({ length: 3000 }, (_, i) => {
+      const m = { cmd: '70', from: `u${i}`, msg: `message ${i} ${'x'.repeat(i % 50)}` } as const;
+      return [encodePlainChatLine(m), utf8.encode(serializeLine(m))] as const;
+    });
+    for (const [fast, expected] of views) expect(fast).toEqual(expected);
+    expect(encodePlainChatLine({ cmd: '10', users: [] })).toBeUndefined();
   });
 });

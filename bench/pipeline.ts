@@ -1,0 +1,71 @@
+/**
+ * confab's per-message work without sockets: a read of chat frames from one
+ * member goes through the frame decoder, the request parser and the core, and
+ * each broadcast is encoded and queued for the other nine members as the TCP
+ * transport does. Reports ns per message and per delivery; compare variants
+ * in the same run of this script. Kernel time (the writes) is not included.
+ *
+ *   npx tsx bench/pipeline.ts
+ */
+import { Chat } from '../src/core/chat.js';
+import type { DisconnectReason, Peer, PeerAddress } from '../src/core/ports.js';
+import type { Session } from '../src/core/session.js';
+import { FrameDecoder } from '../src/protocol/frame-decoder.js';
+import type { Outbound } from '../src/protocol/message-codec.js';
+import { parseRequestFrame } from '../src/protocol/request-codec.js';
+import { nodeJsonLine } from '../src/transports/stream.js';
+
+const MEMBERS = 10;
+const PER_READ = 150;
+
+class QueuePeer implements Peer {
+  static port = 40000;
+  readonly remote: PeerAddress = { ip: '127.0.0.1', port: QueuePeer.port++ };
+  readonly local: PeerAddress = { ip: '127.0.0.1', port: 20825 };
+  session!: Session;
+  batch: Uint8Array[] = [];
+  bytes = 0;
+  send(message: Outbound): void {
+    const b = message.bytes(nodeJsonLine);
+    this.batch.push(b);
+    this.bytes += b.length;
+    // Stands in for the end-of-turn flush: one concatenation per batch.
+    if (this.batch.length === PER_READ) {
+      Buffer.concat(this.batch);
+      this.batch = [];
+    }
+  }
+  close(_reason: DisconnectReason): void {}
+}
+
+const chat = new Chat({ maxUsers: MEMBERS });
+const peers: QueuePeer[] = [];
+for (let i = 0; i < MEMBERS; i++) {
+  const peer = new QueuePeer();
+  peer.session = chat.open(peer);
+  peer.session.receive(parseRequestFrame(Buffer.from(`{"cmd":"0","nickname":"m${i}","caps":[]}`)));
+  peers.push(peer);
+}
+const sender = peers[0]!;
+const decoder = new FrameDecoder(65536, (frame) =>
+  sender.session.receive(parseRequestFrame(frame)),
+);
+const line = (seq: number) =>
+  `{"cmd":"7","msg":"0 ${seq} ${1_700_000_000_000 + seq} xxxxxxxxxxxxxxxxxxxxxxxx"}\n`;
+const reads = Array.from({ length: 16 }, (_, r) =>
+  Buffer.from(Array.from({ length: PER_READ }, (_, i) => line(r * PER_READ + i)).join('')),
+);
+
+const REPS = 4000;
+let best = Number.POSITIVE_INFINITY;
+for (let round = 0; round < 5; round++) {
+  for (let i = 0; i < 500; i++) decoder.push(reads[i % reads.length]!);
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < REPS; i++) decoder.push(reads[i % reads.length]!);
+  best = Math.min(best, Number(process.hrtime.bigint() - t0) / REPS / PER_READ);
+}
+const delivered = peers.slice(1).reduce((n, p) => n + p.bytes, 0);
+if (delivered === 0) throw new Error('nothing was delivered');
+console.log(
+  `${best.toFixed(0)} ns per message, ${(best / (MEMBERS - 1)).toFixed(1)} ns per delivery (best of 5)`,
+);
