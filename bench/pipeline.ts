@@ -18,22 +18,21 @@ import { nodeJsonLine } from '../src/transports/stream.js';
 const MEMBERS = 10;
 const PER_READ = 150;
 
+/** Queues as the TCP transport does: copies into a 16 KiB batch buffer, "written" when full. */
 class QueuePeer implements Peer {
   static port = 40000;
   readonly remote: PeerAddress = { ip: '127.0.0.1', port: QueuePeer.port++ };
   readonly local: PeerAddress = { ip: '127.0.0.1', port: 20825 };
   session!: Session;
-  batch: Uint8Array[] = [];
+  readonly batch = Buffer.allocUnsafeSlow(16 * 1024);
+  batchBytes = 0;
   bytes = 0;
   send(message: Outbound): void {
     const b = message.bytes(nodeJsonLine);
-    this.batch.push(b);
+    if (this.batchBytes + b.length > this.batch.length) this.batchBytes = 0;
+    this.batch.set(b, this.batchBytes);
+    this.batchBytes += b.length;
     this.bytes += b.length;
-    // Stands in for the end-of-turn flush: one concatenation per batch.
-    if (this.batch.length === PER_READ) {
-      Buffer.concat(this.batch);
-      this.batch = [];
-    }
   }
   close(_reason: DisconnectReason): void {}
 }
