@@ -68,10 +68,26 @@ const BATCH_BYTES = 16 * 1024;
 /**
  * Batch buffers whose write went to the kernel at once, kept for the next
  * batch of any connection: copying messages into a reused buffer costs less
- * than collecting them and concatenating per write. Idle connections hold none.
+ * than collecting them and concatenating per write. A batch starts small and
+ * moves to a full-size buffer only if it outgrows it, so a room of thousands
+ * keeps small buffers for its small batches. At most 4 MiB + 1 MiB are kept;
+ * idle connections hold none.
  */
-const spareBatches: Buffer[] = [];
-const SPARE_BATCHES = 64;
+class BatchBuffers {
+  private readonly spare: Buffer[] = [];
+  constructor(
+    readonly size: number,
+    private readonly keep: number,
+  ) {}
+  take(): Buffer {
+    return this.spare.pop() ?? Buffer.allocUnsafeSlow(this.size);
+  }
+  give(buffer: Buffer): void {
+    if (this.spare.length < this.keep) this.spare.push(buffer);
+  }
+}
+const smallBatches = new BatchBuffers(4096, 1024);
+const fullBatches = new BatchBuffers(BATCH_BYTES, 64);
 
 export const SLOW_CONSUMER = 'outbound queue over the limit, disconnecting slow consumer';
 
@@ -159,18 +175,29 @@ export class StreamConnection implements Peer {
       this.socket.write(bytes);
       return;
     }
-    if (this.batch !== undefined && this.batchBytes + bytes.length > BATCH_BYTES) this.flush();
+    if (this.batch !== undefined && this.batchBytes + bytes.length > this.batch.length) {
+      if (this.batchBytes + bytes.length > BATCH_BYTES) this.flush();
+      else this.grow();
+    }
     if (bytes.length > BATCH_BYTES) {
       // Written after what was batched before it, so order holds.
       this.socket.write(bytes);
       return;
     }
     if (this.batch === undefined) {
-      this.batch = spareBatches.pop() ?? Buffer.allocUnsafeSlow(BATCH_BYTES);
+      this.batch = bytes.length > smallBatches.size ? fullBatches.take() : smallBatches.take();
       batcher.schedule(this);
     }
     this.batch.set(bytes, this.batchBytes);
     this.batchBytes += bytes.length;
+  }
+
+  /** Moves a batch that outgrew a small buffer into a full-size one. */
+  private grow(): void {
+    const small = this.batch!;
+    this.batch = fullBatches.take();
+    this.batch.set(small.subarray(0, this.batchBytes));
+    smallBatches.give(small);
   }
 
   /** Writes what this turn queued, as one buffer. */
@@ -183,8 +210,8 @@ export class StreamConnection implements Peer {
     if (this.socket.destroyed) return;
     this.socket.write(batch.subarray(0, length));
     // Nothing left in the stream means the kernel took it all: the buffer is free again.
-    if (this.socket.writableLength === 0 && spareBatches.length < SPARE_BATCHES) {
-      spareBatches.push(batch);
+    if (this.socket.writableLength === 0) {
+      (batch.length === BATCH_BYTES ? fullBatches : smallBatches).give(batch);
     }
   }
 
