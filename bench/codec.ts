@@ -10,6 +10,8 @@ import { FrameDecoder } from '../src/protocol/frame-decoder.js';
 import { serializeLine } from '../src/protocol/message-codec.js';
 import type { ServerMessage } from '../src/protocol/messages.js';
 import { parseRequestFrame } from '../src/protocol/request-codec.js';
+import { nodeJsonLine } from '../src/transports/stream.js';
+import { bestNsPerCall } from './lib/timing.js';
 
 const MSG = '3 123456 1234567890123 xxxxxxxxxxxxxxxxxxxxxxxx';
 const line = Buffer.from(`{"cmd":"7","msg":"${MSG}"}\n`);
@@ -30,19 +32,12 @@ const steps: Record<string, () => void> = {
   'encode broadcast (serializeLine + Buffer.from)': () => {
     for (let i = 0; i < PER_READ; i++) sink += Buffer.from(serializeLine(chat)).length;
   },
+  'encode broadcast (the TCP encoder, plain chat straight to bytes)': () => {
+    for (let i = 0; i < PER_READ; i++) sink += nodeJsonLine.encode(chat).length;
+  },
 };
 
-const ROUNDS = 3;
-const REPS = 20_000;
-const best = new Map<string, number>();
-for (let round = 0; round < ROUNDS; round++) {
-  for (const [name, step] of Object.entries(steps)) {
-    for (let i = 0; i < 2000; i++) step();
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < REPS; i++) step();
-    const ns = Number(process.hrtime.bigint() - t0) / REPS / PER_READ;
-    best.set(name, Math.min(best.get(name) ?? Number.POSITIVE_INFINITY, ns));
-  }
-}
-for (const [name, ns] of best) console.log(`${ns.toFixed(0).padStart(6)} ns/msg  ${name}`);
+const best = bestNsPerCall(steps, { rounds: 3, warmup: 2000, reps: 20_000 });
+for (const [name, ns] of best)
+  console.log(`${(ns / PER_READ).toFixed(0).padStart(6)} ns/msg  ${name}`);
 if (sink === 0) console.log('');

@@ -14,6 +14,7 @@ import { FrameDecoder } from '../src/protocol/frame-decoder.js';
 import type { Outbound } from '../src/protocol/message-codec.js';
 import { parseRequestFrame } from '../src/protocol/request-codec.js';
 import { nodeJsonLine } from '../src/transports/stream.js';
+import { bestNsPerCall } from './lib/timing.js';
 
 const MEMBERS = 10;
 const PER_READ = 150;
@@ -51,18 +52,16 @@ const decoder = new FrameDecoder(65536, (frame) =>
 );
 const line = (seq: number) =>
   `{"cmd":"7","msg":"0 ${seq} ${1_700_000_000_000 + seq} xxxxxxxxxxxxxxxxxxxxxxxx"}\n`;
+let next = 0;
 const reads = Array.from({ length: 16 }, (_, r) =>
   Buffer.from(Array.from({ length: PER_READ }, (_, i) => line(r * PER_READ + i)).join('')),
 );
 
-const REPS = 4000;
-let best = Number.POSITIVE_INFINITY;
-for (let round = 0; round < 5; round++) {
-  for (let i = 0; i < 500; i++) decoder.push(reads[i % reads.length]!);
-  const t0 = process.hrtime.bigint();
-  for (let i = 0; i < REPS; i++) decoder.push(reads[i % reads.length]!);
-  best = Math.min(best, Number(process.hrtime.bigint() - t0) / REPS / PER_READ);
-}
+const perRead = bestNsPerCall(
+  { pipeline: () => decoder.push(reads[next++ % reads.length]!) },
+  { rounds: 5, warmup: 500, reps: 4000 },
+).get('pipeline')!;
+const best = perRead / PER_READ;
 const delivered = peers.slice(1).reduce((n, p) => n + p.bytes, 0);
 if (delivered === 0) throw new Error('nothing was delivered');
 console.log(

@@ -91,7 +91,10 @@ const fullBatches = new BatchBuffers(BATCH_BYTES, 64);
 
 export const SLOW_CONSUMER = 'outbound queue over the limit, disconnecting slow consumer';
 
-/** JSON lines as Node buffers: Buffer.from uses the pooled allocator, cheaper than TextEncoder for small messages. */
+/**
+ * JSON lines as bytes: plain ASCII chat straight from its strings, anything
+ * else through Buffer.from (pooled, cheaper than TextEncoder for small messages).
+ */
 export const nodeJsonLine: MessageEncoder = {
   encode: (message) => encodePlainChatLine(message) ?? Buffer.from(serializeLine(message)),
 };
