@@ -28,15 +28,17 @@ export interface ChatOptions {
   clock?: Clock;
 }
 
-/** What an opted-in client is told when the server ends its session. */
+/**
+ * What an opted-in client is told when the server ends its session. Only
+ * reasons a joined client can still read are here: a bad first request, a
+ * handshake timeout or a connection cap strike before any client could opt
+ * in, and a slow consumer or dead peer is cut off without being written to.
+ */
 const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, string]>> = {
   'banned-words': [ErrorCode.BANNED_WORDS, 'message contains a banned word'],
   'frame-too-large': [ErrorCode.FRAME_TOO_LARGE, 'request is larger than the frame limit'],
-  protocol: [ErrorCode.PROTOCOL_VIOLATION, 'the first request must be CONNECT'],
   flooding: [ErrorCode.FLOODING, 'too many requests'],
-  'slow-consumer': [ErrorCode.SLOW_CONSUMER, 'you are not reading fast enough'],
-  timeout: [ErrorCode.TIMEOUT, 'timed out'],
-  'too-many-connections': [ErrorCode.TOO_MANY_CONNECTIONS, 'too many connections'],
+  'internal-error': [ErrorCode.INTERNAL_ERROR, 'the server could not handle your request'],
   shutdown: [ErrorCode.SERVER_SHUTDOWN, 'the server is shutting down'],
 };
 
@@ -65,6 +67,8 @@ export class Chat implements ChatContext, SessionHost {
     leaves: 0,
     /** Sessions ended, by why (every session ends exactly once). */
     ended: new Map<DisconnectReason, number>(),
+    /** Connections ended by the fault boundary (an internal error, never a client's fault alone). */
+    faults: 0,
   };
   private readonly nicknames = new Map<string, Session>();
   private readonly sessions = new Set<Session>();
@@ -126,7 +130,7 @@ export class Chat implements ChatContext, SessionHost {
       session.bucket !== undefined &&
       session.state === 'joined' &&
       !(result.ok && result.request.cmd === Cmd.EXIT) &&
-      !this.admit(session)
+      !this.admit(session, result.ok ? result.request.cmd : result.error.ref)
     ) {
       return;
     }
@@ -167,8 +171,12 @@ export class Chat implements ChatContext, SessionHost {
     );
   }
 
-  /** Flood control: refuse requests over the rate; cut off a session that keeps at it. */
-  private admit(session: Session): boolean {
+  /**
+   * Flood control: refuse requests over the rate; cut off a session that
+   * keeps at it. The refusal names the request (`ref`) so that a client
+   * pairing replies with its calls rejects the right one.
+   */
+  private admit(session: Session, ref: string | undefined): boolean {
     if (session.bucket!.take(this.clock())) {
       session.strikes = 0;
       return true;
@@ -183,7 +191,7 @@ export class Chat implements ChatContext, SessionHost {
       return false;
     }
     if (session.strikes === 1) this.log.info({ nickname: session.nickname }, 'rate limit reached');
-    refuse(session, ErrorCode.RATE_LIMITED, 'too many requests; slow down');
+    refuse(session, ErrorCode.RATE_LIMITED, 'too many requests; slow down', ref);
     return false;
   }
 
@@ -218,6 +226,41 @@ export class Chat implements ChatContext, SessionHost {
     if (notice !== undefined) refuse(session, notice[0], detail ?? notice[1]);
     this.leave(session, reason);
     session.peer.close(reason);
+  }
+
+  /**
+   * The fault boundary's report: log once, then end this session alone. A
+   * failed send may come from inside a broadcast, so that session is only
+   * closed here; it leaves (and the others get "30") when its transport
+   * reports the close. A failed request has unwound to the transport, so
+   * the session is disconnected at once, with 3005 for opted-in clients.
+   */
+  failed(session: Session, err: unknown, where: 'request' | 'send', input?: string): void {
+    if (session.faulted) return;
+    session.faulted = true;
+    this.stats.faults++;
+    this.log.error(
+      {
+        session: session.id,
+        nickname: session.nickname,
+        remote: session.address,
+        where,
+        input,
+        err,
+      },
+      'internal error while serving a connection; closing it',
+    );
+    try {
+      if (where === 'request') this.disconnect(session, 'internal-error');
+      else session.peer.close('internal-error');
+    } catch (again) {
+      this.log.error({ session: session.id, err: again }, 'closing a failed connection failed');
+      try {
+        session.peer.close('internal-error');
+      } catch {
+        // The transport's close event still ends the session.
+      }
+    }
   }
 
   /** The transport lost or closed the connection. */

@@ -34,6 +34,7 @@ export type DisconnectReason =
   | 'slow-consumer'
   | 'timeout'
   | 'too-many-connections'
+  | 'internal-error'
   | 'shutdown';
 
 /**
@@ -47,6 +48,6 @@ export interface Peer {
   readonly local: PeerAddress;
   /** Queue a message. Must not call back into the core synchronously. */
   send(message: Outbound): void;
-  /** Flush what is queued, then close. Idempotent. */
+  /** Flush what is queued, then close. Idempotent. Reports back through Session.ended. */
   close(reason: DisconnectReason): void;
 }

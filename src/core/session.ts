@@ -11,6 +11,8 @@ export interface SessionHost {
   receive(session: Session, result: ParseResult): void;
   ended(session: Session, reason: DisconnectReason): void;
   disconnect(session: Session, reason: DisconnectReason): void;
+  /** Something threw while serving this session; it alone is ended. */
+  failed(session: Session, err: unknown, where: 'request' | 'send', input?: string): void;
 }
 
 export type SessionState = 'greeting' | 'joined' | 'closed';
@@ -31,6 +33,8 @@ export class Session implements Member {
   /** Flood control, when enabled: the bucket and the run of refused requests. */
   bucket: TokenBucket | undefined;
   strikes = 0;
+  /** Set once a fault has been reported, so it is logged once. */
+  faulted = false;
   private caps: ReadonlySet<Capability> = NO_CAPS;
 
   constructor(
@@ -75,8 +79,23 @@ export class Session implements Member {
     this.host.disconnect(this, reason);
   }
 
+  /**
+   * The per-recipient fault boundary: whatever encoding or writing this one
+   * message throws ends this session only, so a broadcast still reaches
+   * every other member.
+   */
   deliver(message: Outbound): void {
-    if (this.state !== 'closed') this.peer.send(message);
+    if (this.state === 'closed') return;
+    try {
+      this.peer.send(message);
+    } catch (err) {
+      this.host.failed(this, err, 'send');
+    }
+  }
+
+  /** A transport's own fault boundary reports here what its connection's work threw. */
+  failed(err: unknown, input?: string): void {
+    this.host.failed(this, err, 'request', input);
   }
 
   reply(message: ServerMessage): void {

@@ -74,6 +74,7 @@ export const ErrorCode = {
   SLOW_CONSUMER: 3002,
   TIMEOUT: 3003,
   TOO_MANY_CONNECTIONS: 3004,
+  INTERNAL_ERROR: 3005,
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 export type ErrorCodeValue = (typeof ErrorCode)[ErrorCodeName];

@@ -82,27 +82,25 @@ export function encodePlainChatLine(message: ServerMessage): Uint8Array | undefi
 /**
  * A message on its way to one or many recipients. Each encoding is computed
  * once and the same bytes go to every recipient that uses that encoder, so a
- * broadcast to a thousand members costs one JSON.stringify.
+ * broadcast to a thousand members costs one JSON.stringify, and a room that
+ * mixes kinds of connection costs one encoding per kind, however their
+ * members alternate.
  */
 export class Outbound {
-  private lastEncoder: MessageEncoder | undefined;
-  private lastBytes: Uint8Array | undefined;
-  private others: Map<MessageEncoder, Uint8Array> | undefined;
+  // Almost every broadcast meets one or two encoders: a short list beats a Map.
+  private readonly encoders: MessageEncoder[] = [];
+  private readonly encoded: Uint8Array[] = [];
 
   constructor(readonly message: ServerMessage) {}
 
   bytes(encoder: MessageEncoder): Uint8Array {
-    if (encoder === this.lastEncoder) return this.lastBytes!;
-    let bytes = this.others?.get(encoder);
-    if (bytes === undefined) {
-      bytes = encoder.encode(this.message);
-      if (this.lastEncoder !== undefined) {
-        this.others ??= new Map();
-        this.others.set(this.lastEncoder, this.lastBytes!);
-      }
+    const encoders = this.encoders;
+    for (let i = 0; i < encoders.length; i++) {
+      if (encoders[i] === encoder) return this.encoded[i]!;
     }
-    this.lastEncoder = encoder;
-    this.lastBytes = bytes;
+    const bytes = encoder.encode(this.message);
+    encoders.push(encoder);
+    this.encoded.push(bytes);
     return bytes;
   }
 }

@@ -13,7 +13,11 @@ function handshakeDeadline(session: Session, ms: number, log: Logger, peer: Peer
   const timer = setTimeout(() => {
     if (session.state !== 'greeting') return;
     log.info({ remote: peer.remote }, 'no CONNECT in time, closing');
-    session.disconnect('timeout');
+    try {
+      session.disconnect('timeout');
+    } catch (err) {
+      session.failed(err);
+    }
   }, ms);
   timer.unref();
   return () => clearTimeout(timer);

@@ -3,6 +3,7 @@ import tls from 'node:tls';
 import type { Chat } from '../core/chat.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import type { Session } from '../core/session.js';
+import { encodeCourseFrames } from '../protocol/course-frame.js';
 import { FrameDecoder, FrameTooLargeError } from '../protocol/frame-decoder.js';
 import {
   encodePlainChatLine,
@@ -50,7 +51,14 @@ class WriteBatcher {
     this.scheduled = false;
     const dirty = this.dirty;
     this.dirty = [];
-    for (const c of dirty) c.flush();
+    for (const c of dirty) {
+      // One connection's failure to write must not keep the rest from theirs.
+      try {
+        c.flush();
+      } catch (err) {
+        c.session.failed(err);
+      }
+    }
   }
 }
 
@@ -92,12 +100,28 @@ const fullBatches = new BatchBuffers(BATCH_BYTES, 64);
 export const SLOW_CONSUMER = 'outbound queue over the limit, disconnecting slow consumer';
 
 /**
- * JSON lines as bytes: plain ASCII chat straight from its strings, anything
- * else through Buffer.from (pooled, cheaper than TextEncoder for small messages).
+ * JSON lines as bytes, for clients that negotiated (they split on newlines):
+ * plain ASCII chat straight from its strings, anything else through
+ * Buffer.from (pooled, cheaper than TextEncoder for small messages).
  */
 export const nodeJsonLine: MessageEncoder = {
   encode: (message) => encodePlainChatLine(message) ?? Buffer.from(serializeLine(message)),
 };
+
+/** For clients that negotiated nothing: each message padded to the course client's recv(1024). */
+const courseFrames: MessageEncoder = { encode: encodeCourseFrames };
+
+/** Bytes of the client's input shown in a fault's log line. */
+const EXCERPT_BYTES = 200;
+
+/** A short excerpt of what a client sent, inert in any log format. */
+export function excerpt(bytes: Uint8Array | undefined): string | undefined {
+  if (bytes === undefined) return undefined;
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.length, EXCERPT_BYTES));
+  const more = bytes.length > EXCERPT_BYTES ? `...(+${bytes.length - EXCERPT_BYTES} bytes)` : '';
+  // JSON escaping leaves no control character or quote for a log line to trip on.
+  return JSON.stringify(text.toString('utf8')).slice(1, -1) + more;
+}
 
 export function addressOf(ip: string | undefined, port: number | undefined): PeerAddress {
   // IPv4 clients of a dual-stack listener appear as ::ffff:a.b.c.d; show them as IPv4.
@@ -119,8 +143,14 @@ export class StreamConnection implements Peer {
   /** Messages waiting for this turn's flush (negotiated sessions only), in batch[0, batchBytes). */
   private batch: Buffer | undefined;
   private batchBytes = 0;
-  /** Bytes the socket held unsent when this batch began. */
+  /**
+   * Bytes the socket held unsent after this connection's last write: with
+   * batchBytes, everything queued for this client, without asking the
+   * socket once per message of a broadcast burst.
+   */
   private backlog = 0;
+  /** The frame being handled, for the fault log. */
+  private inFrame: Uint8Array | undefined;
 
   constructor(
     private readonly socket: net.Socket,
@@ -136,31 +166,53 @@ export class StreamConnection implements Peer {
     const opened = openSession(chat, this, stats, limits.handshakeTimeoutMs, log);
     this.session = opened.session;
     this.decoder = new FrameDecoder(limits.maxFrame, (frame) => {
+      if (this.closing) return;
       stats.messagesIn++;
+      this.inFrame = frame;
       this.session.receive(parseRequestFrame(frame));
+      this.inFrame = undefined;
     });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.log.debug({ err, remote: this.remote }, 'socket error'));
-    socket.on('close', () => opened.closed(this.endReason));
+    socket.on('close', () => {
+      try {
+        opened.closed(this.endReason);
+      } catch (err) {
+        this.log.error({ err, session: this.session.id }, 'ending a session failed');
+      }
+    });
   }
 
+  /**
+   * The connection's fault boundary: whatever decoding, parsing or handling
+   * this client's bytes throws ends this connection, never the process (an
+   * exception escaping a socket's 'data' handler would end it).
+   */
   private onData(chunk: Buffer): void {
     if (this.closing) return;
     try {
       this.decoder.push(chunk);
     } catch (err) {
-      if (!(err instanceof FrameTooLargeError)) throw err;
-      this.log.warn({ remote: this.remote, limit: err.limit }, 'frame too large, closing');
+      if (err instanceof FrameTooLargeError) {
+        this.log.warn({ remote: this.remote, limit: err.limit }, 'frame too large, closing');
+        this.decoder.reset();
+        this.session.disconnect('frame-too-large');
+        return;
+      }
+      const input = excerpt(this.inFrame ?? chunk);
+      this.inFrame = undefined;
       this.decoder.reset();
-      this.session.disconnect('frame-too-large');
+      this.session.failed(err, input);
+      // Whatever state the failure left, this connection reads no more.
+      this.closing = true;
     }
   }
 
   send(message: Outbound): void {
     if (this.socket.destroyed) return;
-    const bytes = message.bytes(nodeJsonLine);
-    // The socket's backlog only changes when this connection writes, so it is
-    // read once per batch, not once per message of a broadcast burst.
+    // chat.open() may answer ("02") before it returns, while this.session is still unset.
+    const negotiated = (this.session as Session | undefined)?.negotiated === true;
+    const bytes = message.bytes(negotiated ? nodeJsonLine : courseFrames);
     if (this.batch === undefined) this.backlog = this.socket.writableLength;
     const queued = this.backlog + this.batchBytes;
     if (this.stats.overflows(queued, bytes.length, this.limits.maxQueue)) {
@@ -173,9 +225,8 @@ export class StreamConnection implements Peer {
       this.socket.destroy();
       return;
     }
-    // chat.open() may answer ("02") before it returns, while this.session is still unset.
-    if ((this.session as Session | undefined)?.negotiated !== true) {
-      this.socket.write(bytes);
+    if (!negotiated) {
+      this.write(bytes);
       return;
     }
     if (this.batch !== undefined && this.batchBytes + bytes.length > this.batch.length) {
@@ -184,7 +235,7 @@ export class StreamConnection implements Peer {
     }
     if (bytes.length > BATCH_BYTES) {
       // Written after what was batched before it, so order holds.
-      this.socket.write(bytes);
+      this.write(bytes);
       return;
     }
     if (this.batch === undefined) {
@@ -203,6 +254,12 @@ export class StreamConnection implements Peer {
     smallBatches.give(small);
   }
 
+  /** Writes straight to the socket, keeping the backlog count true for the queue cap. */
+  private write(bytes: Uint8Array): void {
+    this.socket.write(bytes);
+    this.backlog = this.socket.writableLength;
+  }
+
   /** Writes what this turn queued, as one buffer. */
   flush(): void {
     const batch = this.batch;
@@ -211,9 +268,9 @@ export class StreamConnection implements Peer {
     this.batch = undefined;
     this.batchBytes = 0;
     if (this.socket.destroyed) return;
-    this.socket.write(batch.subarray(0, length));
+    this.write(batch.subarray(0, length));
     // Nothing left in the stream means the kernel took it all: the buffer is free again.
-    if (this.socket.writableLength === 0) {
+    if (this.backlog === 0) {
       (batch.length === BATCH_BYTES ? fullBatches : smallBatches).give(batch);
     }
   }

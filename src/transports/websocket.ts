@@ -7,7 +7,7 @@ import type { MessageEncoder, Outbound } from '../protocol/message-codec.js';
 import { parseRequestFrame } from '../protocol/request-codec.js';
 import { killAfter, openSession } from './lifecycle.js';
 import type { TransportStats } from './stats.js';
-import { addressOf, SLOW_CONSUMER, type StreamLimits } from './stream.js';
+import { addressOf, excerpt, SLOW_CONSUMER, type StreamLimits } from './stream.js';
 
 /** One JSON object per WebSocket message, no trailing newline. */
 const wsJson: MessageEncoder = {
@@ -23,6 +23,7 @@ const CLOSE_CODES: Partial<Record<DisconnectReason, number>> = {
   flooding: 1008,
   'frame-too-large': 1009,
   'too-many-connections': 1013,
+  'internal-error': 1011,
 };
 
 /** A browser (or any WebSocket client) session: same core, same limits as TCP. */
@@ -48,10 +49,17 @@ export class WsConnection implements Peer {
     const opened = openSession(chat, this, stats, limits.handshakeTimeoutMs, log);
     this.session = opened.session;
     // Text or binary frame alike, the payload must be one UTF-8 JSON request.
+    // The connection's fault boundary: what handling it throws ends this
+    // connection only (an exception out of a 'message' listener would end the process).
     ws.on('message', (data: Buffer) => {
       if (this.closing) return;
       stats.messagesIn++;
-      this.session.receive(parseRequestFrame(data));
+      try {
+        this.session.receive(parseRequestFrame(data));
+      } catch (err) {
+        this.session.failed(err, excerpt(data));
+        this.closing = true;
+      }
     });
     ws.on('pong', () => {
       this.alive = true;
@@ -62,7 +70,13 @@ export class WsConnection implements Peer {
         this.endReason = 'frame-too-large';
       log.debug({ err, remote: this.remote }, 'websocket error');
     });
-    ws.on('close', () => opened.closed(this.endReason));
+    ws.on('close', () => {
+      try {
+        opened.closed(this.endReason);
+      } catch (err) {
+        log.error({ err, session: this.session.id }, 'ending a session failed');
+      }
+    });
   }
 
   send(message: Outbound): void {

@@ -6,6 +6,7 @@ import type { ConfabServer } from '../../src/server.js';
 import { join } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
+import { wsClient } from '../helpers/ws-client.js';
 
 let server: ConfabServer | undefined;
 afterEach(async () => {
@@ -16,35 +17,6 @@ afterEach(async () => {
 async function start(flags: Record<string, string> = {}): Promise<{ tcp: number; http: number }> {
   server = await startConfab({ 'http-port': '0', ...flags });
   return { tcp: server.address.port, http: server.httpAddress!.port };
-}
-
-/** A WebSocket client that records every JSON message it receives. */
-async function wsClient(port: number, headers: Record<string, string> = {}) {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { headers });
-  const received: Record<string, unknown>[] = [];
-  const waiters: (() => void)[] = [];
-  ws.on('message', (data) => {
-    received.push(JSON.parse(String(data)));
-    for (const w of waiters.splice(0)) w();
-  });
-  await new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
-  const expect = async (cmd: string, timeoutMs = 5000) => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const i = received.findIndex((m) => m.cmd === cmd);
-      if (i >= 0) return received.splice(i, 1)[0]!;
-      if (Date.now() > deadline) throw new Error(`no "${cmd}"; got ${JSON.stringify(received)}`);
-      await new Promise<void>((r) => {
-        waiters.push(r);
-        setTimeout(r, 50);
-      });
-    }
-  };
-  const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
-  return { ws, received, expect, closed, send: (m: object) => ws.send(JSON.stringify(m)) };
 }
 
 describe('WebSocket listener', () => {

@@ -257,3 +257,27 @@ describe('flood control', () => {
     expect(ann.closedWith).toBe('exit');
   });
 });
+
+describe('the per-recipient fault boundary', () => {
+  it('delivers a broadcast to every other member when one recipient throws, and closes only that one', () => {
+    const ann = connect('ann');
+    const broken = connect('broken');
+    const cat = connect('cat');
+    for (const p of [ann, broken, cat]) p.take();
+    broken.send = () => {
+      throw new TypeError('encoder failed');
+    };
+    send(ann, { cmd: '7', msg: 'hello' });
+    expect(cat.take()).toEqual([{ cmd: '70', from: 'ann', msg: 'hello' }]);
+    expect(broken.closedWith).toBe('internal-error');
+    expect(chat.stats.faults).toBe(1);
+    // The transport reports the close; only then does the member leave.
+    broken.session.ended('internal-error');
+    expect(cat.take()).toEqual([{ cmd: '30', nickname: 'broken', userCount: 2 }]);
+    send(cat, { cmd: '7', msg: 'still works' });
+    expect(ann.take()).toEqual([
+      { cmd: '30', nickname: 'broken', userCount: 2 },
+      { cmd: '70', from: 'cat', msg: 'still works' },
+    ]);
+  });
+});

@@ -1,0 +1,116 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { COURSE_FRAME_BYTES, encodeCourseFrames } from '../../../src/protocol/course-frame.js';
+import {
+  type MessageEncoder,
+  Outbound,
+  serializeLine,
+} from '../../../src/protocol/message-codec.js';
+import type { ServerMessage } from '../../../src/protocol/messages.js';
+
+const utf8 = new TextDecoder();
+
+/** What a course client's recv(1024) + json.loads makes of each 1024-byte block. */
+function blocks(bytes: Uint8Array): unknown[] {
+  expect(bytes.length % COURSE_FRAME_BYTES).toBe(0);
+  const out: unknown[] = [];
+  for (let at = 0; at < bytes.length; at += COURSE_FRAME_BYTES) {
+    const block = bytes.subarray(at, at + COURSE_FRAME_BYTES);
+    expect(block[COURSE_FRAME_BYTES - 1]).toBe(0x0a);
+    // Python's json.loads accepts surrounding whitespace, as JSON.parse does.
+    out.push(JSON.parse(utf8.decode(block)));
+  }
+  return out;
+}
+
+// Text as users type it, plus what JSON must escape: quotes, backslashes,
+// controls, lone surrogates, and characters of every UTF-8 length.
+const text = fc.string({
+  unit: fc.oneof(
+    fc.constantFrom(
+      'a',
+      ' ',
+      '"',
+      '\\',
+      '\n',
+      '\u0001',
+      '\u007f',
+      'é',
+      '한',
+      '😀',
+      '\ud800',
+      '\udc00',
+    ),
+    fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+  ),
+  maxLength: 3000,
+});
+const nickname = fc.string({ unit: 'grapheme', minLength: 1, maxLength: 32 });
+
+describe('frames for course clients', () => {
+  it('pads every small message to exactly one recv(1024), same JSON', () => {
+    const messages: ServerMessage[] = [
+      { cmd: '03', serverAddress: ['127.0.0.1', 20825], userCount: 3 },
+      { cmd: '8', nickname: '여러분', userCount: 2 },
+      { cmd: '30', nickname: 'ann', userCount: 1 },
+      { cmd: '10', users: [['ann', '127.0.0.1', 5000]] },
+      { cmd: '60', beginTime: 1590314400123.4568 },
+      { cmd: '70', from: 'ann', msg: 'hi' },
+      { cmd: '02' },
+    ];
+    for (const m of messages) {
+      const bytes = encodeCourseFrames(m);
+      expect(bytes.length).toBe(COURSE_FRAME_BYTES);
+      expect(blocks(bytes)).toEqual([m]);
+    }
+  });
+
+  it('splits a long chat into several "70"s from the same sender that join back to the text', () => {
+    fc.assert(
+      fc.property(nickname, text, (from, msg) => {
+        const parsed = blocks(encodeCourseFrames({ cmd: '70', from, msg })) as {
+          cmd: string;
+          from: string;
+          msg: string;
+        }[];
+        for (const p of parsed) expect(p).toMatchObject({ cmd: '70', from });
+        expect(parsed.map((p) => p.msg).join('')).toBe(msg);
+        // No frame is wasted: a message that fits takes exactly one.
+        const whole = new TextEncoder().encode(serializeLine({ cmd: '70', from, msg })).length;
+        if (whole <= COURSE_FRAME_BYTES) expect(parsed.length).toBe(1);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('sends a message that cannot be split and does not fit as it is', () => {
+    const users: [string, string, number][] = Array.from({ length: 10 }, (_, i) => [
+      `${'한'.repeat(31)}${i}`,
+      '127.0.0.1',
+      50000 + i,
+    ]);
+    const m: ServerMessage = { cmd: '10', users };
+    expect(utf8.decode(encodeCourseFrames(m))).toBe(serializeLine(m));
+  });
+});
+
+describe('Outbound', () => {
+  it('encodes once per encoder, however recipients of different kinds alternate', () => {
+    const counted = () => {
+      const encoder = {
+        calls: 0,
+        encode: (m: ServerMessage) => (encoder.calls++, new TextEncoder().encode(serializeLine(m))),
+      };
+      return encoder satisfies MessageEncoder;
+    };
+    const tcp = counted();
+    const ws = counted();
+    const out = new Outbound({ cmd: '70', from: 'ann', msg: 'hi' });
+    for (let i = 0; i < 10; i++) {
+      out.bytes(tcp);
+      out.bytes(ws);
+    }
+    expect([tcp.calls, ws.calls]).toEqual([1, 1]);
+    expect(out.bytes(tcp)).toBe(out.bytes(tcp));
+  });
+});
