@@ -5,6 +5,11 @@
  *   npm run bench                      # everything, about seven minutes
  *   npm run bench -- --servers confab,ngircd --workloads W-pipe --seconds 5 --repeat 1
  *
+ * Workloads named `/each` have every sender write each message on its own, as
+ * a chat client does; the others let a sender coalesce what it has ready.
+ * Server `confab-course` is confab with clients that negotiate nothing (the
+ * course client's shape: padded 1024-byte replies).
+ *
  * Each fan-out workload runs --repeat times, the servers interleaved in each
  * round, and the table shows each server's median run: one unlucky run (a
  * neighbour's load, a peer's Nagle stall) moves no ratio.
@@ -115,6 +120,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         );
         continue;
       }
+      if (s === 'confab-course') continue; // the same server as confab before CONNECT
       const server = await startServer(s, 10, { peerNagle: o.peerNagle });
       try {
         report.conns.push(await runConns(server, o.conns, progress, rssKiB));
@@ -137,8 +143,8 @@ const isMain =
 if (isMain) {
   const { values } = parseArgs({
     options: {
-      servers: { type: 'string', default: 'confab,seed,ngircd,inspircd' },
-      workloads: { type: 'string', default: 'W-seed,W-pipe,W-big,W-conns' },
+      servers: { type: 'string', default: 'confab,confab-course,seed,ngircd,inspircd' },
+      workloads: { type: 'string', default: 'W-seed,W-pipe,W-pipe/each,W-big,W-big/each,W-conns' },
       seconds: { type: 'string', default: '8' },
       warmup: { type: 'string', default: '2' },
       conns: { type: 'string', default: '15000' },

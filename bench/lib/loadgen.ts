@@ -76,6 +76,7 @@ export class Member {
   private readAt = 0;
   private readonly marker: Buffer;
   private readonly fields = new Int32Array(2);
+  private readonly objects: boolean;
   private readonly micros = new Float64Array(1);
 
   constructor(
@@ -84,8 +85,12 @@ export class Member {
     port: number,
     localAddress: string | undefined,
     private readonly flusher: Flusher,
+    /** Write each message as it is made, as a chat client does, instead of once per turn. */
+    private readonly eachOnItsOwn = false,
   ) {
     this.marker = dialect === 'irc' ? PRIVMSG : dialect === 'seed' ? SEED_MSG_KEY : MSG_KEY;
+    // Course clients' replies carry no newline (the seed's) or trailing padding (confab's).
+    this.objects = dialect === 'seed' || dialect === 'course';
     this.socket = net.connect({
       port,
       host: '127.0.0.1',
@@ -115,6 +120,7 @@ export class Member {
             this.socket.write(`{"cmd":"0","nickname":"${this.nick}","caps":[]}\n`);
             break;
           case 'seed':
+          case 'course':
             this.socket.write(`{"cmd": "0", "nickname": "${this.nick}"}`);
             break;
           case 'irc':
@@ -127,19 +133,29 @@ export class Member {
     });
   }
 
-  /** Queues a chat message; all queued bytes go out in one write per tick. */
+  /**
+   * Sends a chat message: by default queued, all queued bytes going out in
+   * one write per tick; with eachOnItsOwn, written at once.
+   */
   chat(payload: string): void {
+    let line: string;
     switch (this.dialect) {
       case 'confab':
-        this.pending.push(`{"cmd":"7","msg":"${payload}"}\n`);
+        line = `{"cmd":"7","msg":"${payload}"}\n`;
         break;
       case 'seed':
-        this.pending.push(`{"cmd": "7", "msg": "${payload}"}`);
+      case 'course':
+        line = `{"cmd": "7", "msg": "${payload}"}`;
         break;
       case 'irc':
-        this.pending.push(`PRIVMSG #bench :${payload}\r\n`);
+        line = `PRIVMSG #bench :${payload}\r\n`;
         break;
     }
+    if (this.eachOnItsOwn) {
+      this.socket.write(line, 'latin1');
+      return;
+    }
+    this.pending.push(line);
     if (this.pending.length === 1) this.flusher.mark(this);
   }
 
@@ -159,8 +175,7 @@ export class Member {
       end = buf.length;
       this.carry = undefined;
     }
-    const consumed =
-      this.dialect === 'seed' ? this.scanObjects(buf, end) : this.scanLines(buf, end);
+    const consumed = this.objects ? this.scanObjects(buf, end) : this.scanLines(buf, end);
     if (consumed < end) this.carry = Buffer.from(buf.subarray(consumed, end));
     return true;
   }
@@ -176,7 +191,8 @@ export class Member {
   }
 
   private scanObjects(buf: Buffer, end: number): number {
-    // The seed server's payloads hold no braces or quotes, so depth counting suffices.
+    // Bench payloads hold no braces or quotes, so depth counting suffices;
+    // padding between objects is skipped.
     let depth = 0;
     let start = 0;
     for (let i = 0; i < end; i++) {

@@ -5,8 +5,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export type ServerName = 'confab' | 'seed' | 'ngircd' | 'inspircd';
-export type Dialect = 'confab' | 'seed' | 'irc';
+/** `confab-course` is confab with members that negotiate nothing, as the course client does. */
+export type ServerName = 'confab' | 'confab-course' | 'seed' | 'ngircd' | 'inspircd';
+/** `course`: the course client's requests to confab, and confab's replies to such a client. */
+export type Dialect = 'confab' | 'course' | 'seed' | 'irc';
 
 export interface RunningServer {
   name: ServerName;
@@ -137,7 +139,8 @@ async function startOnce(
   let dialect: Dialect;
   switch (name) {
     case 'confab':
-      dialect = 'confab';
+    case 'confab-course':
+      dialect = name === 'confab' ? 'confab' : 'course';
       child = launch(process.execPath, [
         path.join(ROOT, 'dist/cli/main.js'),
         'serve',

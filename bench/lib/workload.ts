@@ -9,12 +9,20 @@ export interface Workload {
   senders: number;
   /** Messages a sender may have in flight (not yet received by every other member). */
   window: number;
+  /**
+   * How senders write: `coalesce` puts everything a sender has ready in one
+   * write per event-loop turn; `each` writes every message on its own, as a
+   * chat client does when people type (with TCP_NODELAY, one segment each).
+   */
+  shape: 'coalesce' | 'each';
 }
 
 export const WORKLOADS: Record<string, Workload> = {
-  'W-seed': { name: 'W-seed', members: 10, senders: 10, window: 1 },
-  'W-pipe': { name: 'W-pipe', members: 10, senders: 10, window: 32 },
-  'W-big': { name: 'W-big', members: 200, senders: 5, window: 8 },
+  'W-seed': { name: 'W-seed', members: 10, senders: 10, window: 1, shape: 'coalesce' },
+  'W-pipe': { name: 'W-pipe', members: 10, senders: 10, window: 32, shape: 'coalesce' },
+  'W-pipe/each': { name: 'W-pipe/each', members: 10, senders: 10, window: 32, shape: 'each' },
+  'W-big': { name: 'W-big', members: 200, senders: 5, window: 8, shape: 'coalesce' },
+  'W-big/each': { name: 'W-big/each', members: 200, senders: 5, window: 8, shape: 'each' },
 };
 
 export interface FanoutResult {
@@ -56,7 +64,9 @@ export async function runFanout(
   for (let i = 0; i < w.members; i += batch) {
     const group: Member[] = [];
     for (let j = i; j < Math.min(w.members, i + batch); j++) {
-      group.push(new Member(server.dialect, `m${j}`, server.port, undefined, flusher));
+      group.push(
+        new Member(server.dialect, `m${j}`, server.port, undefined, flusher, w.shape === 'each'),
+      );
     }
     await Promise.all(group.map((m) => m.join()));
     members.push(...group);
