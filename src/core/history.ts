@@ -1,0 +1,87 @@
+/**
+ * Room history behind one interface, so the core never knows where messages
+ * are kept: in memory, in an SQLite file, or (with a cluster) in Redis.
+ *
+ * Ordering and atomicity, which every implementation guarantees and the
+ * shared contract suite (test/contract/history-store.ts) checks:
+ *
+ * - Ids are per room, start at 1, and increase by one for each appended
+ *   message in the order `append` was called. An id is never reused, not after
+ *   retention deletes old messages and not after a restart on the same
+ *   storage: each room keeps a `top` (the highest id ever assigned) that never
+ *   goes back.
+ * - A room's `epoch` names one unbroken history. It changes only when stored
+ *   history was lost (a new or wiped database, memory storage after a
+ *   restart). Ids from one epoch mean nothing in another.
+ * - `append` resolves once the message is durable for that store (for SQLite:
+ *   committed); callers deliver it only then, so every id a client has seen is
+ *   still there after a crash. Appends made in one event-loop turn may share
+ *   one transaction.
+ * - A message with a `cid` (client message id) that the same sender already
+ *   appended to the same room is not stored again: `append` resolves with the
+ *   stored message and `duplicate: true`.
+ * - Reads see every append that has resolved.
+ */
+
+/** A chat message as stored. Whispers are never stored. */
+export interface StoredMessage {
+  /** The room's key (its look-alike fold), not its display name. */
+  readonly room: string;
+  readonly id: number;
+  /** Server time, milliseconds since the epoch. */
+  readonly at: number;
+  readonly from: string;
+  readonly msg: string;
+  readonly cid?: string;
+}
+
+export interface MessageDraft {
+  readonly at: number;
+  readonly from: string;
+  readonly msg: string;
+  readonly cid?: string;
+}
+
+export interface Appended {
+  readonly message: StoredMessage;
+  readonly epoch: string;
+  /** The cid was seen before: this is the message stored then, and it must not be delivered again. */
+  readonly duplicate: boolean;
+}
+
+export interface RoomHistory {
+  readonly epoch: string;
+  /** The highest id ever assigned in the room (0 if none). */
+  readonly top: number;
+  /** The lowest id still stored, or top + 1 when nothing is stored. */
+  readonly oldest: number;
+}
+
+export interface HistoryQuery {
+  /** Messages with ids greater than this, oldest first. */
+  readonly after?: number;
+  /** Messages with ids less than this, the newest ones, returned oldest first. */
+  readonly before?: number;
+  /** At most this many (the store may cap it further). */
+  readonly limit: number;
+}
+
+/** Retention per room; a message goes when either limit passes it. */
+export interface Retention {
+  /** Messages kept per room (the newest). */
+  readonly maxMessages: number;
+  /** Age in milliseconds after which a message may be deleted; 0 keeps them forever. */
+  readonly maxAgeMs: number;
+}
+
+export interface HistoryStore {
+  append(room: string, draft: MessageDraft): Promise<Appended>;
+  /** The room's epoch, top and oldest stored id; a room never written to gets a new epoch and top 0. */
+  room(room: string): Promise<RoomHistory>;
+  /** Without `after` or `before`: the newest `limit` messages. */
+  read(room: string, query: HistoryQuery): Promise<StoredMessage[]>;
+  /** Applies retention now (implementations also apply it on their own, cheaply). */
+  prune(now: number): Promise<void>;
+  /** Flushes what is pending and releases the storage. */
+  close(): Promise<void>;
+}
