@@ -1,7 +1,12 @@
 /**
  * How the terminal client renders things: pure functions from events to
  * lines, so they are tested without a terminal.
+ *
+ * Every string that came from the network goes through `visible` before the
+ * client adds its own colors, so a peer's control characters are shown, not
+ * obeyed (docs/security.md, "Terminal and log injection").
  */
+import { visible } from '../protocol/text.js';
 
 export interface Style {
   color: boolean;
@@ -14,6 +19,11 @@ const BOLD = '\x1b[1m';
 const NICK_COLORS = [32, 33, 34, 35, 36, 92, 93, 94, 95, 96];
 const ERROR = '\x1b[31m';
 const WHISPER = '\x1b[35m';
+
+/** Network values are typed but unchecked (a hostile server may send anything): show them as text. */
+function text(value: unknown): string {
+  return visible(String(value));
+}
 
 function paint(style: Style, code: string, text: string): string {
   return style.color ? `${code}${text}${RESET}` : text;
@@ -30,7 +40,7 @@ export function nickColor(nickname: string): number {
 }
 
 export function nick(style: Style, nickname: string): string {
-  return paint(style, `\x1b[1;${nickColor(nickname)}m`, nickname);
+  return paint(style, `\x1b[1;${nickColor(String(nickname))}m`, text(nickname));
 }
 
 export function timestamp(style: Style, date: Date): string {
@@ -51,25 +61,32 @@ export function plural(n: number, word: string): string {
 
 export const view = {
   welcome: (s: Style, address: [string, number], nickname: string, count: number) =>
-    `Connected to ${address[0]}:${address[1]} as ${nick(s, nickname)}. You are the ${ordinal(count)} user.\nType \\help for commands.`,
+    `Connected to ${text(address[0])}:${text(address[1])} as ${nick(s, nickname)}. You are the ${ordinal(Number(count))} user.\nType \\help for commands.`,
   chat: (s: Style, at: Date, from: string, msg: string) =>
-    `${timestamp(s, at)} ${nick(s, from)}: ${msg}`,
+    `${timestamp(s, at)} ${nick(s, from)}: ${text(msg)}`,
   whisperIn: (s: Style, at: Date, from: string, msg: string) =>
-    `${timestamp(s, at)} ${paint(s, WHISPER, '(whisper)')} ${nick(s, from)}: ${paint(s, WHISPER, msg)}`,
+    `${timestamp(s, at)} ${paint(s, WHISPER, '(whisper)')} ${nick(s, from)}: ${paint(s, WHISPER, text(msg))}`,
   whisperOut: (s: Style, at: Date, to: string, msg: string) =>
-    `${timestamp(s, at)} ${paint(s, WHISPER, `(whisper to ${to})`)} ${paint(s, WHISPER, msg)}`,
+    `${timestamp(s, at)} ${paint(s, WHISPER, `(whisper to ${text(to)})`)} ${paint(s, WHISPER, text(msg))}`,
   join: (s: Style, at: Date, who: string, count: number) =>
-    `${timestamp(s, at)} ${paint(s, DIM, '*')} ${nick(s, who)} joined ${paint(s, DIM, `(${plural(count, 'user')})`)}`,
+    `${timestamp(s, at)} ${paint(s, DIM, '*')} ${nick(s, who)} joined ${paint(s, DIM, `(${plural(Number(count), 'user')})`)}`,
   leave: (s: Style, at: Date, who: string, count: number) =>
-    `${timestamp(s, at)} ${paint(s, DIM, '*')} ${nick(s, who)} left ${paint(s, DIM, `(${plural(count, 'user')})`)}`,
+    `${timestamp(s, at)} ${paint(s, DIM, '*')} ${nick(s, who)} left ${paint(s, DIM, `(${plural(Number(count), 'user')})`)}`,
   rename: (s: Style, at: Date, from: string, to: string) =>
     `${timestamp(s, at)} ${paint(s, DIM, '*')} ${nick(s, from)} is now known as ${nick(s, to)}`,
-  info: (s: Style, text: string) => paint(s, DIM, text),
-  error: (s: Style, text: string) => paint(s, ERROR, text),
-  users: (s: Style, users: [string, string, number][]) =>
-    [
-      `${plural(users.length, 'user')} in the room:`,
-      ...users.map(([n, ip, port]) => `  ${nick(s, n)} ${paint(s, DIM, `${ip}:${port}`)}`),
-    ].join('\n'),
-  prompt: (s: Style, nickname: string) => `${paint(s, BOLD, nickname)}> `,
+  /** `message` may quote the server or the user; it is shown, never obeyed. */
+  info: (s: Style, message: string) => paint(s, DIM, text(message)),
+  error: (s: Style, message: string) => paint(s, ERROR, text(message)),
+  users: (s: Style, users: [string, string, number][]) => {
+    // Shaped as the protocol says only if the server is honest; anything else still prints.
+    const list: unknown[] = Array.isArray(users) ? users : [];
+    return [
+      `${plural(list.length, 'user')} in the room:`,
+      ...list.map((entry) => {
+        const [n, ip, port]: unknown[] = Array.isArray(entry) ? entry : [entry];
+        return `  ${nick(s, String(n))} ${paint(s, DIM, `${text(ip)}:${text(port)}`)}`;
+      }),
+    ].join('\n');
+  },
+  prompt: (s: Style, nickname: string) => `${paint(s, BOLD, text(nickname))}> `,
 };

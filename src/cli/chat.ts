@@ -26,6 +26,8 @@ export interface ChatIo {
 
 /** How long after sending a message a silent close is blamed on its content. */
 const BANNED_HINT_WINDOW_MS = 2000;
+/** \exit, Ctrl+C and Ctrl+D close the connection within this, even if the server is silent. */
+const LEAVE_DEADLINE_MS = 800;
 
 function connectFailure(err: unknown, nickname: string, where: string): string {
   if (!(err instanceof ChatClientError)) return `Could not connect to ${where}: ${String(err)}`;
@@ -151,17 +153,34 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     result(1);
   });
 
+  // Lines are handled strictly in order, even when a reply is awaited.
+  let queue = Promise.resolve();
+
+  /**
+   * Leaving never waits behind a line that awaits a reply: it starts at once,
+   * lets the lines typed before it finish if the server answers, sends EXIT,
+   * and drops the connection after LEAVE_DEADLINE_MS whatever happens.
+   */
   const leave = async () => {
     if (leaving) return;
     leaving = true;
-    if (!client.isClosed) {
-      const timer = setTimeout(() => client.destroy(), 3000);
-      await client.exit().catch(() => {});
-      clearTimeout(timer);
-    }
+    process.off('SIGINT', onSignal);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, LEAVE_DEADLINE_MS);
+    });
+    await Promise.race([queue.catch(() => {}), deadline]);
+    if (!client.isClosed) await Promise.race([client.exit().catch(() => {}), deadline]);
+    clearTimeout(timer);
+    client.destroy();
     rl.close();
     result(0);
   };
+  // Without a terminal, readline does not see Ctrl+C; the process does.
+  const onSignal = () => {
+    void leave();
+  };
+  if (!terminal) process.on('SIGINT', onSignal);
 
   const handle = async (line: string): Promise<void> => {
     const command = parseCommand(line);
@@ -208,8 +227,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         case 'help':
           say(HELP);
           return;
-        case 'exit':
-          await leave();
+        case 'exit': // handled before the queue, so it never waits
           return;
         case 'invalid':
           say(view.error(style, command.message));
@@ -230,17 +248,16 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     }
   };
 
-  // Lines are handled strictly in order, even when a reply is awaited.
-  let queue = Promise.resolve();
   rl.on('line', (line) => {
+    if (leaving) return;
+    if (parseCommand(line).kind === 'exit') {
+      void leave();
+      return;
+    }
     queue = queue.then(() => handle(line));
   });
-  rl.on('SIGINT', () => {
-    queue = queue.then(leave);
-  });
-  rl.on('close', () => {
-    queue = queue.then(leave);
-  });
+  rl.on('SIGINT', () => void leave());
+  rl.on('close', () => void leave());
   if (terminal) rl.prompt();
   return done;
 }

@@ -1,6 +1,7 @@
 import { Cmd, ErrorCode, type ErrorCodeValue } from '../protocol/codes.js';
 import { Outbound } from '../protocol/message-codec.js';
 import type { ParseResult } from '../protocol/request-codec.js';
+import { clip } from '../protocol/text.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { type ChatContext, commandFor, refuse } from './commands.js';
 import { nicknameKey } from './nickname.js';
@@ -137,14 +138,23 @@ export class Chat implements ChatContext, SessionHost {
     if (!result.ok) {
       const { code, message, ref } = result.error;
       if (session.state === 'greeting') {
-        this.log.warn({ session: session.id, code, ref }, `Invalid first request: ${message}`);
+        this.log.warn(
+          { session: session.id, code, ref: ref && clip(ref) },
+          `Invalid first request: ${clip(message)}`,
+        );
         this.disconnect(session, 'protocol');
         return;
       }
       if (code === ErrorCode.UNKNOWN_COMMAND) {
-        this.log.warn({ nickname: session.nickname }, `Invalid request command. Command: ${ref}`);
+        this.log.warn(
+          { nickname: session.nickname },
+          `Invalid request command. Command: ${clip(ref ?? '')}`,
+        );
       } else {
-        this.log.warn({ nickname: session.nickname, code, ref }, `Invalid request: ${message}`);
+        this.log.warn(
+          { nickname: session.nickname, code, ref: ref && clip(ref) },
+          `Invalid request: ${clip(message)}`,
+        );
       }
       refuse(session, code, message, ref);
       return;

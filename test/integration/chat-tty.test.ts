@@ -2,7 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import type { ConfabServer } from '../../src/server.js';
+import { join } from '../helpers/raw-client.js';
 import { CLI, startConfab } from '../helpers/servers.js';
+import { spawnServer } from '../helpers/spawn-server.js';
 
 /** A private tmux server (its own socket), so nothing else's sessions are touched. */
 const SOCKET = `confab-test-${process.pid}`;
@@ -82,5 +84,77 @@ describe('confab chat in a real terminal', () => {
     tmux('send-keys', '-t', 'chat', 'C-c');
     expect(await left).toEqual({ nickname: 'ann', userCount: 1 });
     await bob.exit();
+  });
+
+  it('shows escape sequences from a member as text: no new title, no answer typed into the input line', async () => {
+    const port = server.address.port;
+    tmux(
+      'new-session',
+      '-d',
+      '-s',
+      'chat',
+      '-x',
+      '120',
+      '-y',
+      '20',
+      `env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat cat --port ${port}`,
+    );
+    const title = () => tmux('display', '-p', '-t', 'chat', '#{pane_title}').trim();
+    await until(() => screen().includes('You are the 1st user'), 'the welcome');
+    const before = title();
+    tmux('send-keys', '-t', 'chat', '-l', 'typed by cat');
+    await until(() => screen().includes('cat> typed by cat'), 'the typed text');
+
+    const eve = await join(port, 'eve');
+    eve.sendPy({ cmd: '7', msg: 'a\x1b]0;OWNED\x07b\x1b]2;OWNED2\x1b\\c' });
+    eve.sendPy({ cmd: '7', msg: 'where are you?\x1b[6n\u009b6n' });
+    eve.sendPy({ cmd: '7', msg: 'hello\r12:00 dan: I am dan' });
+    eve.sendPy({ cmd: '7', msg: 'done' });
+    await until(() => screen().includes('eve: done'), 'the last message');
+
+    expect(title()).toBe(before);
+    expect(title()).not.toContain('OWNED');
+    const text = screen();
+    expect(text).toContain('eve: a^[]0;OWNED^Gb^[]2;OWNED2^[\\c');
+    expect(text).toContain('eve: where are you?^[[6n<U+009B>6n');
+    expect(text).toContain('eve: hello^M12:00 dan: I am dan');
+    expect(text).not.toMatch(/^12:00 dan/m);
+    // Nothing the terminal might have answered landed in the input line.
+    expect(text.trimEnd().split('\n').at(-1)).toBe('cat> typed by cat');
+
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    const heard = await eve.expect('70');
+    expect(heard).toMatchObject({ from: 'cat', msg: 'typed by cat' });
+    tmux('send-keys', '-t', 'chat', 'C-c');
+    await eve.expect('30');
+    eve.close();
+  });
+
+  it('leaves at Ctrl+C while a request waits on a server that stopped answering', async () => {
+    const stopped = await spawnServer(['--http-port', 'off']);
+    try {
+      tmux(
+        'new-session',
+        '-d',
+        '-s',
+        'stuck',
+        '-x',
+        '100',
+        '-y',
+        '20',
+        `${process.execPath} ${CLI} chat dan --port ${stopped.port}; echo EXITED:$?; sleep 60`,
+      );
+      const pane = () => tmux('capture-pane', '-p', '-t', 'stuck');
+      await until(() => pane().includes('You are the 1st user'), 'the welcome');
+      stopped.child.kill('SIGSTOP');
+      tmux('send-keys', '-t', 'stuck', '-l', '\\users');
+      tmux('send-keys', '-t', 'stuck', 'Enter');
+      tmux('send-keys', '-t', 'stuck', 'C-c');
+      await until(() => pane().includes('EXITED:0'), 'the client to exit');
+      tmux('kill-session', '-t', 'stuck');
+    } finally {
+      stopped.child.kill('SIGCONT');
+      await stopped.stop();
+    }
   });
 });

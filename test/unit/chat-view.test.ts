@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { nickColor, ordinal, view } from '../../src/cli/chat-view.js';
+
+const ESC = '\x1b';
+
 import { parseCommand } from '../../src/protocol/slash-commands.js';
 
 describe('terminal client view', () => {
@@ -54,5 +57,41 @@ describe('terminal client view', () => {
     expect(view.chat({ color: true }, at, 'ann', 'hi')).toContain('\x1b[');
     expect(view.whisperIn({ color: false }, at, 'bob', 'psst')).toBe('09:05 (whisper) bob: psst');
     expect(view.leave({ color: false }, at, 'bob', 1)).toBe('09:05 * bob left (1 user)');
+  });
+
+  it('shows what peers send instead of letting the terminal obey it, and keeps its own colors', () => {
+    const at = new Date(2026, 0, 1, 9, 5);
+    const plain = { color: false };
+    const evil = 'hi\r\x1b[2K12:00 bob: give me your password\x1b]0;owned\x07\x1b[6n\u009b6n\u202e';
+    const shown = 'hi^M^[[2K12:00 bob: give me your password^[]0;owned^G^[[6n<U+009B>6n<U+202E>';
+    expect(view.chat(plain, at, 'eve\x1b[8m', evil)).toBe(`09:05 eve^[[8m: ${shown}`);
+    expect(view.whisperIn(plain, at, 'eve', 'a\nb')).toBe('09:05 (whisper) eve: a^Jb');
+    expect(view.join(plain, at, 'e\bve', 2)).toBe('09:05 * e^Hve joined (2 users)');
+    expect(view.rename(plain, at, 'eve', 'bob\u202e')).toBe(
+      '09:05 * eve is now known as bob<U+202E>',
+    );
+    expect(view.error(plain, 'Refused: unknown command "\x1b[6n".')).toBe(
+      'Refused: unknown command "^[[6n".',
+    );
+    expect(
+      view.users(plain, [
+        ['eve\x1b[31m', '10.0.0.1\x1b]2;x\x07', 1],
+        ['bob', '::1', '\x9b6n' as unknown as number],
+      ]),
+    ).toBe('2 users in the room:\n  eve^[[31m 10.0.0.1^[]2;x^G:1\n  bob ::1:<U+009B>6n');
+    // A server that sends something else than a list of entries still cannot break out.
+    expect(view.users(plain, [7, null] as unknown as [string, string, number][])).toBe(
+      '2 users in the room:\n  7 undefined:undefined\n  null undefined:undefined',
+    );
+    expect(view.prompt(plain, 'x\x1b[6n')).toBe('x^[[6n> ');
+    expect(view.welcome(plain, ['1.2.3.4\x1b[6n', 5], 'ann', '3\x1b[6n' as unknown as number)).toBe(
+      'Connected to 1.2.3.4^[[6n:5 as ann. You are the NaNth user.\nType \\help for commands.',
+    );
+
+    // Colors are added after escaping: the only ESC bytes are the client's own SGR codes.
+    const colored = view.chat({ color: true }, at, 'eve', evil);
+    const sgr = new RegExp(`${ESC}\\[[0-9;]*m`, 'g');
+    expect(colored.match(sgr)?.length).toBeGreaterThan(0);
+    expect(colored.replace(sgr, '')).toBe(`09:05 eve: ${shown}`);
   });
 });

@@ -1,0 +1,62 @@
+/**
+ * Making untrusted text inert for terminals and log files. Anything a peer
+ * sent may hold control characters; printed raw, they let the peer move the
+ * cursor, retitle the window, make the terminal type into the victim's input
+ * (device status reports), or forge whole lines. These functions show such
+ * characters instead of passing or silently dropping them:
+ *
+ * - C0 controls and DEL in caret notation: ESC is `^[`, LF `^J`, CR `^M`,
+ *   TAB `^I`, BEL `^G`, BS `^H`, NUL `^@`, DEL `^?`;
+ * - C1 controls (U+0080-U+009F), the bidirectional controls (U+061C,
+ *   U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) and the line and
+ *   paragraph separators (U+2028, U+2029) as `<U+XXXX>`.
+ *
+ * With ESC and the single-character CSI (U+009B) shown, no escape sequence
+ * survives: what follows them is plain text.
+ */
+
+// Written as a string: the pattern names control characters on purpose.
+const UNSAFE_CLASS =
+  '[\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069]';
+const UNSAFE = new RegExp(UNSAFE_CLASS);
+const UNSAFE_ALL = new RegExp(UNSAFE_CLASS, 'g');
+
+/** True when `text` holds a character that `visible` would rewrite. */
+export function hasUnsafe(text: string): boolean {
+  return UNSAFE.test(text);
+}
+
+function show(ch: string): string {
+  const code = ch.charCodeAt(0);
+  if (code < 0x20) return `^${String.fromCharCode(code + 0x40)}`;
+  if (code === 0x7f) return '^?';
+  return `<U+${code.toString(16).toUpperCase().padStart(4, '0')}>`;
+}
+
+/** `text` with every control, bidi and line-separator character made visible (see above). */
+export function visible(text: string): string {
+  return UNSAFE.test(text) ? text.replace(UNSAFE_ALL, show) : text;
+}
+
+/** Default length of a client string in a log line. */
+export const CLIP_LENGTH = 100;
+
+/**
+ * A client string for a log line: made visible, then cut after `max`
+ * characters of the visible form with a "...(+N)" marker, N being the
+ * characters of the original left out. Only the kept prefix is looked at,
+ * so a 64 KB frame costs no more than a short one.
+ */
+export function clip(text: string, max = CLIP_LENGTH): string {
+  let out = '';
+  let i = 0;
+  while (i < text.length) {
+    const code = text.codePointAt(i)!;
+    const ch = String.fromCodePoint(code);
+    const shown = visible(ch);
+    if (out.length + shown.length > max) break;
+    out += shown;
+    i += ch.length;
+  }
+  return i < text.length ? `${out}...(+${text.length - i})` : out;
+}

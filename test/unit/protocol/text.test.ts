@@ -1,0 +1,142 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { inertJsonLine, inertRecord } from '../../../src/logger.js';
+import { clip, visible } from '../../../src/protocol/text.js';
+
+/** Every code point a terminal may obey rather than print. */
+const CONTROLS = [
+  ...Array.from({ length: 0x20 }, (_, i) => i),
+  ...Array.from({ length: 0x21 }, (_, i) => 0x7f + i),
+  0x061c,
+  0x200e,
+  0x200f,
+  0x2028,
+  0x2029,
+  0x202a,
+  0x202b,
+  0x202c,
+  0x202d,
+  0x202e,
+  0x2066,
+  0x2067,
+  0x2068,
+  0x2069,
+];
+const isControl = (cp: number) => CONTROLS.includes(cp);
+const hasControl = (s: string) => [...s].some((ch) => isControl(ch.codePointAt(0)!));
+
+/** Strings dense in controls, escape sequences and ordinary text, in any mix. */
+const hostile = fc
+  .array(
+    fc.oneof(
+      fc.string({ unit: 'binary', maxLength: 8 }),
+      fc.constantFrom(...CONTROLS.map((cp) => String.fromCodePoint(cp))),
+      fc.constantFrom(
+        '\x1b[6n',
+        '\x1b]0;owned\x07',
+        '\x1b]2;owned\x1b\\',
+        '\x1bP$qm\x1b\\',
+        '\u009b6n',
+        '\r\x1b[2K',
+        '\b\b\b',
+        '\n12:00 bob: ',
+      ),
+    ),
+    { maxLength: 20 },
+  )
+  .map((parts) => parts.join(''));
+
+describe('visible', () => {
+  it('leaves no control, C1 or bidi character, and changes nothing else', () => {
+    fc.assert(
+      fc.property(hostile, (s) => {
+        const shown = visible(s);
+        expect(hasControl(shown)).toBe(false);
+        if (!hasControl(s)) expect(shown).toBe(s);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('keeps the text around each control in order', () => {
+    fc.assert(
+      fc.property(hostile, (s) => {
+        const plain = [...s].filter((ch) => !isControl(ch.codePointAt(0)!)).join('');
+        // Removing the visible forms gives back the text that was not a control.
+        const shown = visible(s).replace(/\^[@-_?]|<U\+[0-9A-F]{4}>/g, '');
+        const ownMarkers = plain.replace(/\^[@-_?]|<U\+[0-9A-F]{4}>/g, '');
+        expect(shown).toBe(ownMarkers);
+      }),
+    );
+  });
+
+  it('writes C0 and DEL in caret notation, C1 and bidi as <U+XXXX>', () => {
+    expect(visible('a\x1b[6nb')).toBe('a^[[6nb');
+    expect(visible('\x1b]0;title\x07')).toBe('^[]0;title^G');
+    expect(visible('x\r\ny\tz\b\x00\x7f')).toBe('x^M^Jy^Iz^H^@^?');
+    expect(visible('\u009b6n \u202eevil\u202c \u2066\u200f')).toBe(
+      '<U+009B>6n <U+202E>evil<U+202C> <U+2066><U+200F>',
+    );
+    expect(visible('héllo 😀 こんにちは')).toBe('héllo 😀 こんにちは');
+  });
+});
+
+describe('clip', () => {
+  it('is visible, bounded, and a prefix of the visible text', () => {
+    fc.assert(
+      fc.property(hostile, fc.integer({ min: 1, max: 120 }), (s, max) => {
+        const clipped = clip(s, max);
+        expect(hasControl(clipped)).toBe(false);
+        const full = visible(s);
+        if (full.length <= max) {
+          expect(clipped).toBe(full);
+          return;
+        }
+        const match = /^(.*)\.\.\.\(\+(\d+)\)$/su.exec(clipped);
+        expect(match).not.toBeNull();
+        const [, kept, left] = match!;
+        expect(kept!.length).toBeLessThanOrEqual(max);
+        expect(full.startsWith(kept!)).toBe(true);
+        expect(Number(left)).toBeGreaterThan(0);
+        expect(Number(left)).toBeLessThanOrEqual(s.length);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('cuts a 64 KB frame of newlines to a short line', () => {
+    const clipped = clip('\n'.repeat(65536), 64);
+    expect(clipped).toBe(`${'^J'.repeat(32)}...(+65504)`);
+  });
+});
+
+describe('log records', () => {
+  const json = fc.jsonValue();
+
+  it('JSON lines keep their value and lose their raw C1, bidi and separator bytes', () => {
+    fc.assert(
+      fc.property(fc.dictionary(hostile, fc.oneof(hostile, json)), (record) => {
+        const line = JSON.stringify(record);
+        const inert = inertJsonLine(line);
+        expect(JSON.parse(inert)).toEqual(JSON.parse(line));
+        expect(hasControl(inert)).toBe(false);
+      }),
+    );
+  });
+
+  it('pretty records hold no control character in any key or value', () => {
+    fc.assert(
+      fc.property(fc.dictionary(hostile, fc.oneof(hostile, json)), (record) => {
+        const inert = JSON.stringify(inertRecord(record as Parameters<typeof inertRecord>[0]));
+        // JSON.stringify would escape C0 again; look at the parsed strings instead.
+        const strings: string[] = [];
+        JSON.parse(inert, (key, value: unknown) => {
+          strings.push(key);
+          if (typeof value === 'string') strings.push(value);
+          return value;
+        });
+        expect(strings.some(hasControl)).toBe(false);
+      }),
+    );
+  });
+});
