@@ -12,6 +12,7 @@ import {
   serializeLine,
 } from '../protocol/message-codec.js';
 import { parseRequestFrame } from '../protocol/request-codec.js';
+import { clip } from '../protocol/text.js';
 import { killAfter, listenOn, openSession } from './lifecycle.js';
 import { TransportStats } from './stats.js';
 
@@ -111,16 +112,19 @@ export const nodeJsonLine: MessageEncoder = {
 /** For clients that negotiated nothing: each message padded to the course client's recv(1024). */
 const courseFrames: MessageEncoder = { encode: encodeCourseFrames };
 
-/** Bytes of the client's input shown in a fault's log line. */
-const EXCERPT_BYTES = 200;
+/** Characters of the client's input shown in a fault's log line. */
+const EXCERPT_CHARS = 200;
 
-/** A short excerpt of what a client sent, inert in any log format. */
-export function excerpt(bytes: Uint8Array | undefined): string | undefined {
-  if (bytes === undefined) return undefined;
-  const text = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.length, EXCERPT_BYTES));
-  const more = bytes.length > EXCERPT_BYTES ? `...(+${bytes.length - EXCERPT_BYTES} bytes)` : '';
-  // JSON escaping leaves no control character or quote for a log line to trip on.
-  return JSON.stringify(text.toString('utf8')).slice(1, -1) + more;
+/** A short excerpt of what a client sent, its control characters made visible. */
+export function excerpt(bytes: Uint8Array): string {
+  // Decoding more than is shown would cost a 64 KiB frame's worth for nothing.
+  const head = Buffer.from(
+    bytes.buffer,
+    bytes.byteOffset,
+    Math.min(bytes.length, EXCERPT_CHARS * 4),
+  );
+  const more = bytes.length > head.length ? `...(+${bytes.length - head.length} bytes)` : '';
+  return clip(head.toString('utf8'), EXCERPT_CHARS) + more;
 }
 
 export function addressOf(ip: string | undefined, port: number | undefined): PeerAddress {
