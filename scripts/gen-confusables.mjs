@@ -11,10 +11,12 @@
 // so regenerate after a Node major upgrade as well as after a data update.
 //
 // Each table entry is the final key of one code point, so lookalikeKey only
-// does NFKD, drops default-ignorables, maps each code point and reorders marks
+// does NFD, drops default-ignorables, maps each code point and reorders marks
 // (NFD). The key of a code point is computed here as:
-//   1. skeleton step: NFKD, drop default-ignorables, map through confusables.txt,
-//      then lower-case, repeated until nothing changes. The skeleton sees the
+//   1. skeleton step: NFD, drop default-ignorables, map through confusables.txt
+//      (characters it does not list through NFKD instead, so fullwidth and
+//      other compatibility forms count too), then lower-case, repeated until
+//      nothing changes. The skeleton sees the
 //      original case (as Ergo does), because case folding first would hide
 //      upper-case look-alikes: Cyrillic "В" looks like "B", but its lower case
 //      "в" looks like small-capital "ʙ", not like "b".
@@ -52,15 +54,12 @@ const lower = (s) =>
     .map((c) => c.toLowerCase())
     .join('');
 
+// A character's confusables.txt prototype wins over its compatibility
+// decomposition: long s "ſ" looks like "f", though NFKD makes it "s".
 function step(s) {
-  const t = s.normalize('NFKD').replace(DI, '');
-  return lower(
-    cps(t)
-      .map((c) => conf.get(c) ?? c)
-      .join(''),
-  )
-    .normalize('NFKD')
-    .replace(DI, '');
+  const t = s.normalize('NFD').replace(DI, '');
+  const mapped = cps(t).map((c) => conf.get(c) ?? c.normalize('NFKD'));
+  return lower(mapped.join('')).normalize('NFD').replace(DI, '');
 }
 function fix(fn, s) {
   for (let i = 0; i < MAX_ROUNDS; i++) {
@@ -72,14 +71,14 @@ function fix(fn, s) {
 }
 const skeleton = (s) => fix(step, s);
 
-// Every scalar value that survives NFKD unchanged and is not ignorable: the
+// Every scalar value that survives NFD unchanged and is not ignorable: the
 // only code points lookalikeKey ever looks up.
 const domain = [];
 for (let cp = 0; cp <= 0x10ffff; cp++) {
   if (cp >= 0xd800 && cp <= 0xdfff) continue;
   const c = String.fromCodePoint(cp);
   DI.lastIndex = 0;
-  if (c.normalize('NFKD') !== c || DI.test(c)) continue;
+  if (c.normalize('NFD') !== c || DI.test(c)) continue;
   domain.push(c);
 }
 DI.lastIndex = 0;
@@ -101,7 +100,7 @@ function choose(c) {
 const merge = (s) => s.replaceAll('i', 'l');
 const keyOf = (c) =>
   fix(
-    (s) => merge(cps(s.normalize('NFKD').replace(DI, '')).map(choose).join('')).normalize('NFD'),
+    (s) => merge(cps(s.normalize('NFD').replace(DI, '')).map(choose).join('')).normalize('NFD'),
     c,
   );
 
@@ -115,7 +114,7 @@ for (const c of domain) {
 // --- the runtime algorithm, as in src/core/lookalike.ts, to check the result
 function runtimeKey(text) {
   let out = '';
-  for (const ch of text.normalize('NFKD').replace(DI, '')) {
+  for (const ch of text.normalize('NFD').replace(DI, '')) {
     out += table.get(ch.codePointAt(0)) ?? ch;
   }
   return out.normalize('NFD');

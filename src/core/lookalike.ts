@@ -1,9 +1,9 @@
 /**
  * Look-alike folding: two strings that a reader could mistake for each other
- * get the same key. The key is a UTS #39 skeleton (confusables.txt) computed
- * after NFKD, so fullwidth, mathematical and other compatibility forms count as
- * their plain letters, with default-ignorable characters dropped and letter case
- * folded. See scripts/gen-confusables.mjs for how the table is built and which
+ * get the same key. The key is a UTS #39 skeleton (confusables.txt), extended
+ * with compatibility decompositions (NFKD) so fullwidth, mathematical and other
+ * compatibility forms count as their plain letters, with default-ignorable
+ * characters dropped and letter case folded. See scripts/gen-confusables.mjs for how the table is built and which
  * trade-offs it makes (notably: "i", "I", "l" and "1" are one letter).
  *
  * A key is for comparison only; never show it.
@@ -34,7 +34,7 @@ const TABLE = decode(LOOKALIKE_TABLE);
 
 /** The key under which look-alike strings are equal (idempotent, case-insensitive). */
 export function lookalikeKey(text: string): string {
-  const decomposed = text.normalize('NFKD').replace(IGNORABLE, '');
+  const decomposed = text.normalize('NFD').replace(IGNORABLE, '');
   let key = '';
   for (const ch of decomposed) {
     // Every code point is a scalar value here; lone surrogates pass unchanged.
