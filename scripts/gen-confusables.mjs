@@ -16,16 +16,16 @@
 //   1. skeleton step: NFD, drop default-ignorables, map through confusables.txt
 //      (characters it does not list through NFKD instead, so fullwidth and
 //      other compatibility forms count too), then lower-case, repeated until
-//      nothing changes. The skeleton sees the
-//      original case (as Ergo does), because case folding first would hide
-//      upper-case look-alikes: Cyrillic "В" looks like "B", but its lower case
-//      "в" looks like small-capital "ʙ", not like "b".
+//      nothing changes. The skeleton sees the original case (as Ergo does),
+//      because folding case first would hide upper-case look-alikes: Cyrillic
+//      "В" looks like "B", but its lower case "в" looks like small-capital "ʙ".
 //   2. case closure: a name and its upper/lower-case forms must share one key,
-//      so where a letter's and its case partner's skeletons differ ("I" looks
-//      like "l", "i" does not) the two skeletons are merged into one class
-//      (union-find), represented by the shorter, then smaller, string. This
-//      makes "i" and "l" one letter for uniqueness: Ivan, ivan and lvan are
-//      one name.
+//      so each case pair gets one skeleton: the lower-case form's, unless only
+//      the upper-case form's is ASCII ("В" -> "b" wins over "в" -> "ʙ"). Where
+//      both are ASCII and differ, lower case wins (Greek "Ν"/"ν" -> "v", so
+//      capital Nu no longer matches "N"); the script lists these pairs.
+//   3. "I" looks like "l" and is the capital of "i": one key cannot honour both
+//      unless "i" and "l" are one letter, so every "i" in a key becomes "l".
 // The script then checks, over every code point, that the key is idempotent
 // and identical for a character and its upper- and lower-case forms.
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -134,7 +134,6 @@ for (let cp = 0; cp <= 0x10ffff; cp++) {
       console.error(`U+${cp.toString(16)} ${JSON.stringify(k)}: ${problems.join(', ')}`);
   }
 }
-console.error(`both-ASCII case conflicts (lower case wins): ${conflicts.join('; ')}`);
 if (bad > 0) throw new Error(`${bad} code points break the key's invariants`);
 
 // --- encode: entries sorted by code point, "<delta>:<target code points>",
@@ -174,5 +173,8 @@ if (process.argv.includes('--check')) {
   console.log('lookalike-table.ts is up to date');
 } else {
   writeFileSync(OUT, source);
+  console.log(
+    `case pairs whose skeletons are different ASCII (lower case won): ${conflicts.join('; ')}`,
+  );
   console.log(`wrote ${entries.length} entries (${source.length} bytes)`);
 }
