@@ -1,13 +1,37 @@
 /**
- * Nickname rules. Nicknames are stored in Unicode NFC and compared
- * case-insensitively, so "Ann" and "ann" cannot both be in the room and
- * nobody can pass for someone else with a look-alike composed form.
+ * Nickname rules. Nicknames are stored and shown in Unicode NFC, as typed, and
+ * are unique by their look-alike key (lookalike.ts): names that differ only in
+ * letter case, in compatibility forms (fullwidth, mathematical letters) or in
+ * characters that look alike ("pаypal" with a Cyrillic "а") are one name.
+ * Names that hide or fake characters are refused outright.
  */
+import { lookalikeKey } from './lookalike.js';
+
 export const MAX_NICKNAME_LENGTH = 32;
 
 // Whitespace, control and format characters (including zero-width joiners) are
 // refused: they make names that print identically or break line-based clients.
 const FORBIDDEN = /[\s\p{Cc}\p{Cf}\p{Zs}\p{Zl}\p{Zp}]/u;
+
+// Characters that render as nothing (default-ignorables: variation selectors,
+// Hangul fillers, joiners...), the blank braille pattern, and code points
+// whose rendering is undefined (unassigned, private use, lone surrogates).
+const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\u2800\p{Cn}\p{Co}\p{Cs}]/u;
+
+// A combining mark must sit on a letter or number (possibly after other marks):
+// one at the start, or on punctuation or a symbol, draws over whatever a client
+// prints next to the name.
+const LOOSE_MARK = /(?:^|[^\p{L}\p{N}\p{M}])\p{M}/u;
+
+// Enclosing marks and marks that span two characters reach into the
+// neighbouring text; a dot above a letter that already shows a dot (i, j) or
+// on dotless i renders exactly as the plain letter.
+// biome-ignore lint/suspicious/noMisleadingCharacterClass: these classes list combining marks on purpose
+const OVERREACHING_MARK = /[\p{Me}\u035C-\u0362\u1DCD\u1DFC]|[\p{Soft_Dotted}\u0131\u0237]\u0307/u;
+
+// More than three stacked non-spacing marks on one letter ("zalgo" text) spill
+// over neighbouring lines and letters. Three covers Hebrew, Thai, Vietnamese.
+const MARK_STACK = /\p{Mn}{4}/u;
 
 export type NicknameCheck = { ok: true; nickname: string } | { ok: false; reason: string };
 
@@ -21,10 +45,19 @@ export function checkNickname(raw: string): NicknameCheck {
   if (FORBIDDEN.test(nickname)) {
     return { ok: false, reason: 'nickname must not contain spaces or control characters' };
   }
+  if (INVISIBLE.test(nickname)) {
+    return { ok: false, reason: 'nickname must not contain invisible or unassigned characters' };
+  }
+  if (LOOSE_MARK.test(nickname) || OVERREACHING_MARK.test(nickname) || MARK_STACK.test(nickname)) {
+    return {
+      ok: false,
+      reason: 'nickname must not contain combining marks that hide or imitate other characters',
+    };
+  }
   return { ok: true, nickname };
 }
 
-/** The key under which a nickname is unique. */
+/** The key under which a nickname is unique: look-alike names share it. */
 export function nicknameKey(nickname: string): string {
-  return nickname.normalize('NFC').toLowerCase();
+  return lookalikeKey(nickname);
 }

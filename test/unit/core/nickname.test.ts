@@ -1,0 +1,239 @@
+import { createRequire } from 'node:module';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { lookalikeKey } from '../../../src/core/lookalike.js';
+import { checkNickname, nicknameKey } from '../../../src/core/nickname.js';
+
+// The data the table was generated from, read independently of the table.
+const confusables = createRequire(import.meta.url)('unhomoglyph/data.json') as Record<
+  string,
+  string
+>;
+
+// Where a letter and its case partner look like different ASCII letters, one
+// key cannot honour both (Greek capital Nu looks like "N", its lower case like
+// "v"); the lower case wins. See scripts/gen-confusables.mjs.
+const CASE_CONFLICTS = new Set([...'ƼſΝΥ𑢤𑢦𑢵𑢼']);
+
+/** ASCII letter or digit -> every character confusables.txt maps to exactly it. */
+const lookalikes = new Map<string, string[]>();
+for (const [from, to] of Object.entries(confusables)) {
+  if (!/^[A-Za-z0-9]$/.test(to) || CASE_CONFLICTS.has(from)) continue;
+  const list = lookalikes.get(to) ?? [];
+  list.push(from);
+  lookalikes.set(to, list);
+}
+
+const same = (a: string, b: string) => expect(nicknameKey(a)).toBe(nicknameKey(b));
+const differ = (a: string, b: string) => expect(nicknameKey(a)).not.toBe(nicknameKey(b));
+const refused = (name: string) => expect(checkNickname(name).ok).toBe(false);
+const accepted = (name: string) =>
+  expect(checkNickname(name)).toEqual({ ok: true, nickname: name });
+
+// Characters that render as nothing, or as blank space.
+const INVISIBLE: string[] = [
+  '\u115f',
+  '\u1160',
+  '\u3164',
+  '\uffa0',
+  '\u2800',
+  '\u200b',
+  '\u200c',
+  '\u200d',
+  '\u2060',
+  '\ufeff',
+  '\u034f',
+  '\u00ad',
+  '\u180e',
+  '\ufe00',
+  '\ufe0f',
+  '\u{e0100}',
+  '\u{e01ef}',
+  '\u{e0041}',
+];
+for (let cp = 0; cp <= 0x10ffff; cp += 1) {
+  const c = String.fromCodePoint(cp);
+  if (cp < 0xd800 || cp > 0xdfff) {
+    if (/\p{Default_Ignorable_Code_Point}/u.test(c) && !INVISIBLE.includes(c)) INVISIBLE.push(c);
+  }
+}
+
+describe('look-alike nicknames share one key', () => {
+  it('folds Cyrillic and Greek letters that look Latin', () => {
+    same('pаypal', 'paypal'); // Cyrillic а
+    same('gοοgle', 'google'); // Greek omicron
+    same('ВОВ', 'BOB'); // Cyrillic capitals
+    same('ΑΝΝΑ'.toLowerCase(), 'avva'); // Greek lower-case nu looks like v
+  });
+
+  it('folds fullwidth and mathematical letters', () => {
+    same('ａｎｎ', 'ann');
+    same('ＡＮＮ', 'ann');
+    same('𝐚𝐧𝐧', 'ann');
+    same('𝔭𝒶ỿ𝕡𝕒ℓ', 'paypal');
+  });
+
+  it('follows confusables.txt for sequences: rn looks like m', () => {
+    same('rnary', 'mary');
+    same('Mary', 'rnary');
+  });
+
+  it('ignores letter case, and counts I, l, i and 1 as one letter', () => {
+    same('Ann', 'ann');
+    same('ANN', 'aNn');
+    same('Ivan', 'lvan');
+    same('Ivan', 'ivan');
+    same('bi11', 'bill');
+    same('Straße', 'STRASSE');
+  });
+
+  it('keeps names that look different apart', () => {
+    differ('ann', 'anna');
+    differ('café', 'cafe');
+    differ('bob', 'rob');
+    differ('user2', 'user3');
+  });
+
+  it('drops default-ignorable characters from the key', () => {
+    same('ann\u200b', 'ann');
+    same('a\u2060n\ufe0fn', 'ann');
+  });
+
+  it('is stable under NFC/NFD and uses the stored (NFC) name unchanged', () => {
+    same('cafe\u0301', 'caf\u00e9');
+    expect(checkNickname('cafe\u0301')).toEqual({ ok: true, nickname: 'caf\u00e9' });
+    expect(checkNickname('ａｎｎ')).toEqual({ ok: true, nickname: 'ａｎｎ' });
+  });
+
+  it('is idempotent (property)', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (s) => {
+        const k = lookalikeKey(s);
+        expect(lookalikeKey(k)).toBe(k);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('does not depend on letter case (property)', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (s) => {
+        const k = lookalikeKey(s);
+        expect(lookalikeKey(s.toLowerCase())).toBe(k);
+        expect(lookalikeKey(s.toUpperCase())).toBe(k);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('gives an ASCII name and any confusable spelling of it one key (property)', () => {
+    const letters = [...lookalikes.keys()];
+    const spelled = fc
+      .array(fc.constantFrom(...letters), { minLength: 1, maxLength: 16 })
+      .chain((chars) =>
+        fc.tuple(
+          fc.constant(chars.join('')),
+          fc
+            .tuple(...chars.map((c) => fc.constantFrom(c, ...(lookalikes.get(c) ?? []))))
+            .map((cs) => cs.join('')),
+        ),
+      );
+    fc.assert(
+      fc.property(spelled, ([plain, disguised]) => {
+        expect(nicknameKey(disguised)).toBe(nicknameKey(plain));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('covers the full confusables.txt mapping to ASCII letters and digits', () => {
+    let checked = 0;
+    for (const [plain, sources] of lookalikes) {
+      for (const source of sources) {
+        expect(nicknameKey(source), `U+${source.codePointAt(0)!.toString(16)}`).toBe(
+          nicknameKey(plain),
+        );
+        checked += 1;
+      }
+    }
+    // confusables.txt 13.0 maps about 1350 characters to one ASCII letter or digit.
+    expect(checked).toBeGreaterThan(1300);
+  });
+});
+
+describe('invisible and deceptive nicknames are refused', () => {
+  it('refuses Hangul fillers, blank braille, variation selectors and other ignorables', () => {
+    for (const c of ['\u115f', '\u1160', '\u3164', '\uffa0', '\u2800', '\ufe0f', '\u{e0100}']) {
+      refused(c);
+      refused(`ann${c}`);
+      refused(`a${c}nn`);
+    }
+  });
+
+  it('refuses names made only of marks, and marks that sit on nothing', () => {
+    refused('\u0301');
+    refused('\u0301\u0302');
+    refused('\u0301ann');
+    refused('-\u0301');
+    refused('ann.\u0308');
+  });
+
+  it('refuses marks that reach into neighbouring text or fake a dot', () => {
+    refused('ann\u20dd'); // combining enclosing circle
+    refused('a\u0361b'); // double inverted breve spans two letters
+    refused('\u0131\u0307van'); // dotless i + dot above renders as "ivan"
+    refused('i\u0307van');
+    refused('ann\u0316\u0317\u0318\u0319'); // four stacked marks NFC cannot compose
+    accepted('ann\u0316\u0317\u0318');
+  });
+
+  it('refuses unassigned and private-use code points', () => {
+    refused('ann\u0378');
+    refused('ann\ue000');
+    refused('ann\ud800');
+  });
+
+  it('accepts names in scripts that need combining marks', () => {
+    accepted('Nguyễn');
+    accepted('नमस्ते');
+    accepted('ญี่ปุ่น');
+    accepted('שָׁלוֹם');
+    accepted('علي');
+    accepted('ẹ́kọ́');
+    accepted('😀');
+  });
+
+  it('inserting invisible characters anywhere is refused or changes nothing (property)', () => {
+    const name = fc
+      .array(fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCXYZ0123456789_-é'), {
+        minLength: 1,
+        maxLength: 20,
+      })
+      .map((cs) => cs.join(''));
+    const insertion = fc.tuple(fc.nat(), fc.constantFrom(...INVISIBLE));
+    fc.assert(
+      fc.property(name, fc.array(insertion, { minLength: 1, maxLength: 4 }), (plain, inserts) => {
+        const cps = [...plain];
+        for (const [at, c] of inserts) cps.splice(at % (cps.length + 1), 0, c);
+        const disguised = cps.join('');
+        const checked = checkNickname(disguised);
+        if (checked.ok) expect(nicknameKey(checked.nickname)).toBe(nicknameKey(plain));
+        else expect(checked.reason).toMatch(/invisible|control|marks/);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('never throws, and accepted names are NFC and non-empty (property)', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (s) => {
+        const checked = checkNickname(s);
+        if (checked.ok) {
+          expect(checked.nickname).toBe(checked.nickname.normalize('NFC'));
+          expect(nicknameKey(checked.nickname).length).toBeGreaterThan(0);
+        }
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});
