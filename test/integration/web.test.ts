@@ -463,20 +463,20 @@ describe('web client for people', () => {
     const phone = await openPage(port, 390, 760);
     await joinAs(desk, 'maria');
     const others = await Promise.all(
-      ['Kenji', 'oluwaseun', 'lea'].map((n) => join(server.address.port, n)),
+      ['Priya', 'diego', 'nina'].map((n) => join(server.address.port, n)),
     );
-    const [kenji, olu, lea] = others as [
+    const [priya, diego, nina] = others as [
       (typeof others)[0],
       (typeof others)[0],
       (typeof others)[0],
     ];
-    await joinAs(phone, 'sam');
+    await joinAs(phone, 'ravi');
     await say(desk, 'Morning all! Release notes are up: https://example.com/confab/releases/0.2');
-    kenji.sendPy({ cmd: '7', msg: 'Nice. Does the web client do dark mode now?' });
-    olu.sendPy({ cmd: '7', msg: 'It follows the system setting, try it.' });
-    lea.sendPy({ cmd: '2', to: 'maria', msg: 'lunch at 12:30?' });
+    priya.sendPy({ cmd: '7', msg: 'Nice. Does the web client do dark mode now?' });
+    diego.sendPy({ cmd: '7', msg: 'It follows the system setting, try it.' });
+    nina.sendPy({ cmd: '2', to: 'maria', msg: 'lunch at 12:30?' });
     await say(phone, 'Reading on my phone, links open in a new tab (https://example.org/faq).');
-    kenji.sendPy({ cmd: '7', msg: 'javascript:alert(1) stays plain text, good.' });
+    priya.sendPy({ cmd: '7', msg: 'javascript:alert(1) stays plain text, good.' });
     await line(desk, 'stays plain text');
     await line(phone, 'stays plain text');
     for (const colorScheme of ['light', 'dark'] as const) {

@@ -165,7 +165,10 @@ const connection = new Connection(wsUrl, {
     retryButton.hidden = status !== 'reconnecting';
     retryButton.disabled = !connection.retryPending;
     // Back online, the list stays stale until USERS has refreshed it (joined).
-    if (!online) setStale(true);
+    if (!online) {
+      setStale(true);
+      rttBox.textContent = '';
+    }
     if (detail !== undefined && status !== 'online') notice(detail);
     if (status === 'offline') {
       clearInterval(rttTimer);
