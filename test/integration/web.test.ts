@@ -463,17 +463,17 @@ describe('web client for people', () => {
     const phone = await openPage(port, 390, 760);
     await joinAs(desk, 'maria');
     const others = await Promise.all(
-      ['Priya', 'diego', 'nina'].map((n) => join(server.address.port, n)),
+      ['Priya', 'olu', 'nina'].map((n) => join(server.address.port, n)),
     );
-    const [priya, diego, nina] = others as [
+    const [priya, olu, nina] = others as [
       (typeof others)[0],
       (typeof others)[0],
       (typeof others)[0],
     ];
-    await joinAs(phone, 'ravi');
+    await joinAs(phone, 'diego');
     await say(desk, 'Morning all! Release notes are up: https://example.com/confab/releases/0.2');
     priya.sendPy({ cmd: '7', msg: 'Nice. Does the web client do dark mode now?' });
-    diego.sendPy({ cmd: '7', msg: 'It follows the system setting, try it.' });
+    olu.sendPy({ cmd: '7', msg: 'It follows the system setting, try it.' });
     nina.sendPy({ cmd: '2', to: 'maria', msg: 'lunch at 12:30?' });
     await say(phone, 'Reading on my phone, links open in a new tab (https://example.org/faq).');
     priya.sendPy({ cmd: '7', msg: 'javascript:alert(1) stays plain text, good.' });
