@@ -33,6 +33,9 @@ afterAll(async () => {
   await server?.stop();
 });
 
+/** Per page: CSP violations and uncaught errors so far (checked again when the page closes). */
+const problems = new WeakMap<Page, string[]>();
+
 async function openPage(
   port: number,
   width = 1100,
@@ -47,6 +50,7 @@ async function openPage(
   });
   // The server's CSP is strict; anything the app does that it blocks shows up here.
   const blocked: string[] = [];
+  problems.set(page, blocked);
   page.on('console', (m) => {
     if (m.text().includes('Content Security Policy')) blocked.push(m.text());
   });
@@ -435,6 +439,11 @@ describe('web client for people', () => {
         'Ppatient(you)',
       ]);
       await page.screenshot({ path: path.join(ARTIFACTS, 'web-reconnecting.png') });
+      // Let half a minute of backoff and RTT ticks pass against the dead server
+      // (openPage fails the test on any page error), then wait for the next retry.
+      await page.clock.runFor(30_000);
+      await page.locator('#retry:enabled').waitFor();
+      expect(problems.get(page)).toEqual([]);
 
       again = await startConfab({ 'http-port': String(httpPort) });
       const peer = await join(again.address.port, 'peer');
@@ -448,6 +457,56 @@ describe('web client for people', () => {
       expect(await page.locator('#member-list button').allTextContents()).toEqual([
         'Ppeer',
         'Ppatient(you)',
+      ]);
+      peer.close();
+    } finally {
+      await page.close();
+      await again?.stop();
+      await own.stop();
+    }
+  }, 40_000);
+
+  it('says on the join card when the server cannot be reached, and Join tries again at once', async () => {
+    const own = await startConfab({ 'http-port': '0' });
+    const httpPort = own.httpAddress!.port;
+    const page = await openPage(httpPort, 1100, 700, async (p) => {
+      await p.clock.install();
+      // Counts the sockets the app opens, to see that a retry left pending is dropped.
+      await p.addInitScript({
+        content: `{
+          const Native = WebSocket;
+          window.socketsOpened = 0;
+          window.WebSocket = class extends Native {
+            constructor(...args) { super(...args); window.socketsOpened++; }
+          };
+        }`,
+      });
+    });
+    const socketsOpened = () => page.evaluate('window.socketsOpened');
+    let again: ConfabServer | undefined;
+    try {
+      await page.locator('#nickname').waitFor();
+      // Paused, the backoff never runs out: only Join can make the next attempt.
+      await page.clock.pauseAt(Date.now() + 1000);
+      await own.stop();
+      await page.fill('#nickname', 'early');
+      await page.press('#nickname', 'Enter');
+      await page.locator('#join-error', { hasText: 'Cannot reach the server' }).waitFor();
+      expect(await page.isVisible('#join-form')).toBe(true);
+
+      again = await startConfab({ 'http-port': String(httpPort) });
+      await page.click('#join-form button');
+      await page.locator('#join').waitFor({ state: 'hidden' });
+      await page.locator('#status[data-status="online"]').waitFor();
+      expect(await socketsOpened()).toBe(2);
+      // The retry scheduled before the click, had it survived, would open a third socket now.
+      await page.clock.runFor(30_000);
+      expect(await socketsOpened()).toBe(2);
+      const peer = await join(again.address.port, 'peer');
+      peer.sendPy({ cmd: '1' });
+      expect(((await peer.expect('10')).users as string[][]).map((u) => u[0])).toEqual([
+        'early',
+        'peer',
       ]);
       peer.close();
     } finally {

@@ -55,8 +55,12 @@ export class Connection {
   ) {}
 
   join(nickname: string): void {
-    // A retry still pending from an earlier attempt would open a second socket.
+    // A pending retry or an attempt still in flight would join a second time
+    // and then meet its own nickname as taken.
     this.cancelRetry();
+    const previous = this.ws;
+    this.ws = undefined;
+    previous?.close();
     this.nickname = nickname;
     this.wanted = true;
     this.everJoined = false;

@@ -86,6 +86,7 @@ function renderMembers(): void {
       button.dataset.nick = name;
       const avatar = document.createElement('span');
       avatar.className = 'avatar';
+      // Its letter is white (style.css), so the colour is chosen against white.
       avatar.style.background = nickColor('#ffffff', name);
       avatar.textContent = [...name][0]?.toUpperCase() ?? '?';
       avatar.setAttribute('aria-hidden', 'true');
@@ -167,11 +168,15 @@ const connection = new Connection(wsUrl, {
     // Back online, the list stays stale until USERS has refreshed it (joined).
     if (!online) {
       setStale(true);
+      clearInterval(rttTimer);
       rttBox.textContent = '';
     }
     if (detail !== undefined && status !== 'online') notice(detail);
+    // Before the first join the card covers the page, so say there why nothing happens yet;
+    // pressing Join again skips the wait.
+    if (status === 'connecting' && detail !== undefined && !joinBackdrop.hidden)
+      joinError.textContent = detail;
     if (status === 'offline') {
-      clearInterval(rttTimer);
       showJoin(detail);
     }
   },
@@ -194,7 +199,8 @@ const connection = new Connection(wsUrl, {
       // The connection dropped while loading; reconnecting will try again.
     }
     clearInterval(rttTimer);
-    rttTimer = setInterval(() => void measureRtt(false), 10_000);
+    // A drop between two ticks is reported by the status, not as an unhandled rejection.
+    rttTimer = setInterval(() => measureRtt(false).catch(() => {}), 10_000);
   },
   refused(reason) {
     showJoin(reason);
