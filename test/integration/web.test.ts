@@ -466,6 +466,29 @@ describe('web client for people', () => {
     }
   }, 40_000);
 
+  it('reconnects at once when the browser says the network is back', async () => {
+    const own = await startConfab({ 'http-port': '0' });
+    const httpPort = own.httpAddress!.port;
+    const page = await openPage(httpPort, 1100, 700, (p) => p.clock.install());
+    let again: ConfabServer | undefined;
+    try {
+      await joinAs(page, 'commuter');
+      // Paused: the backoff never runs out, so only the "online" event can reconnect.
+      await page.clock.pauseAt(Date.now() + 1000);
+      await own.stop();
+      await page.locator('#retry:enabled').waitFor();
+      again = await startConfab({ 'http-port': String(httpPort) });
+      await page.context().setOffline(true);
+      await page.context().setOffline(false);
+      await page.locator('#status[data-status="online"]').waitFor();
+      await page.locator('#members[data-stale="false"]').waitFor();
+    } finally {
+      await page.close();
+      await again?.stop();
+      await own.stop();
+    }
+  }, 40_000);
+
   it('says on the join card when the server cannot be reached, and Join tries again at once', async () => {
     const own = await startConfab({ 'http-port': '0' });
     const httpPort = own.httpAddress!.port;
