@@ -439,6 +439,11 @@ describe('web client for people', () => {
         'Ppatient(you)',
       ]);
       await page.screenshot({ path: path.join(ARTIFACTS, 'web-reconnecting.png') });
+      await page.setViewportSize({ width: 390, height: 760 });
+      await page.emulateMedia({ colorScheme: 'dark' });
+      await page.click('#members-toggle');
+      await page.screenshot({ path: path.join(ARTIFACTS, 'web-phone-reconnecting-dark.png') });
+      await page.setViewportSize({ width: 1100, height: 700 });
       // Let half a minute of backoff and RTT ticks pass against the dead server
       // (openPage fails the test on any page error), then wait for the next retry.
       await page.clock.runFor(30_000);
