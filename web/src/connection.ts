@@ -55,6 +55,12 @@ export class Connection {
   ) {}
 
   join(nickname: string): void {
+    // A pending retry or an attempt still in flight would join a second time
+    // and then meet its own nickname as taken.
+    this.cancelRetry();
+    const previous = this.ws;
+    this.ws = undefined;
+    previous?.close();
     this.nickname = nickname;
     this.wanted = true;
     this.everJoined = false;
@@ -64,10 +70,27 @@ export class Connection {
 
   leave(): void {
     this.wanted = false;
-    clearTimeout(this.timer);
+    this.cancelRetry();
     if (this.ws?.readyState === WebSocket.OPEN) this.send({ cmd: Cmd.EXIT });
     else this.ws?.close();
     this.on.status('offline');
+  }
+
+  /** True while waiting out the backoff before the next attempt. */
+  get retryPending(): boolean {
+    return this.timer !== undefined;
+  }
+
+  /** Skips the rest of the backoff and tries at once; does nothing unless a retry is pending. */
+  retryNow(): void {
+    if (!this.retryPending || !this.wanted) return;
+    this.cancelRetry();
+    this.open();
+  }
+
+  private cancelRetry(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   private open(): void {
@@ -135,11 +158,15 @@ export class Connection {
   private scheduleRetry(why: string): void {
     const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** this.attempt) * (0.75 + Math.random() * 0.5);
     this.attempt++;
+    // Set before reporting the status, so the handler sees the retry pending.
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.open();
+    }, delay);
     this.on.status(
       this.everJoined ? 'reconnecting' : 'connecting',
       `${why} Retrying in ${Math.ceil(delay / 1000)} s…`,
     );
-    this.timer = setTimeout(() => this.open(), delay);
   }
 
   private dispatch(message: ParsedServerMessage): void {

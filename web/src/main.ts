@@ -1,7 +1,9 @@
 import { Cmd } from '../../src/protocol/codes.js';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
 import { HELP, parseCommand } from '../../src/protocol/slash-commands.js';
+import { nickColor, PAGE_BG } from './colors.js';
 import { Connection, RequestError, type Status } from './connection.js';
+import { findLinks } from './links.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const messages = $<HTMLOListElement>('messages');
@@ -21,25 +23,36 @@ const membersPanel = $<HTMLElement>('members');
 const membersToggle = $<HTMLButtonElement>('members-toggle');
 const countBig = $<HTMLSpanElement>('members-count');
 const countSmall = $<HTMLSpanElement>('members-count-small');
+const retryButton = $<HTMLButtonElement>('retry');
+const staleNote = $<HTMLParagraphElement>('members-stale');
 
 const members: string[] = [];
 let rttTimer: ReturnType<typeof setInterval> | undefined;
 
 // ---- rendering --------------------------------------------------------------
 
-/** A stable hue per nickname, the same in any letter case. */
-function hue(nickname: string): number {
-  let h = 0x811c9dc5;
-  for (const ch of nickname.toLowerCase()) h = Math.imul(h ^ ch.codePointAt(0)!, 0x01000193) >>> 0;
-  return h % 360;
-}
-
 function nickSpan(nickname: string): HTMLSpanElement {
   const span = document.createElement('span');
   span.className = 'nick';
   span.textContent = nickname;
-  span.style.color = `hsl(${hue(nickname)} 60% 45%)`;
+  // Both schemes' colours ride along, so switching the system theme recolours
+  // old lines too; style.css picks one. CSSOM sets pass `style-src 'self'`.
+  span.style.setProperty('--nick-light', nickColor(PAGE_BG.light, nickname));
+  span.style.setProperty('--nick-dark', nickColor(PAGE_BG.dark, nickname));
   return span;
+}
+
+/** Message text with http(s) links made clickable; everything else stays text. */
+function richText(text: string): (Node | string)[] {
+  return findLinks(text).map(({ text, href }) => {
+    if (href === undefined) return text;
+    const a = document.createElement('a');
+    a.href = href;
+    a.target = '_blank';
+    a.rel = 'noopener noreferrer';
+    a.textContent = text;
+    return a;
+  });
 }
 
 function stamp(): HTMLTimeElement {
@@ -73,7 +86,8 @@ function renderMembers(): void {
       button.dataset.nick = name;
       const avatar = document.createElement('span');
       avatar.className = 'avatar';
-      avatar.style.background = `hsl(${hue(name)} 55% 45%)`;
+      // Its letter is white (style.css), so the colour is chosen against white.
+      avatar.style.background = nickColor('#ffffff', name);
       avatar.textContent = [...name][0]?.toUpperCase() ?? '?';
       avatar.setAttribute('aria-hidden', 'true');
       button.append(avatar, name);
@@ -98,6 +112,31 @@ function setMembers(names: string[]): void {
   members.splice(0, members.length, ...names);
   renderMembers();
 }
+
+/** While offline the list shows who was there, not who is: say so, to eyes and to screen readers. */
+function setStale(stale: boolean): void {
+  membersPanel.dataset.stale = String(stale);
+  staleNote.hidden = !stale;
+  if (stale) memberList.setAttribute('aria-describedby', 'members-stale');
+  else memberList.removeAttribute('aria-describedby');
+}
+
+// ---- unread count while the tab is hidden -------------------------------------
+
+const baseTitle = document.title;
+let unread = 0;
+
+function countUnread(): void {
+  if (document.visibilityState !== 'hidden') return;
+  unread++;
+  document.title = `(${unread}) ${baseTitle}`;
+}
+
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState !== 'visible') return;
+  unread = 0;
+  document.title = baseTitle;
+});
 
 function removeMember(name: string): void {
   const i = members.findIndex((m) => m.toLowerCase() === name.toLowerCase());
@@ -124,9 +163,20 @@ const connection = new Connection(wsUrl, {
     const online = status === 'online';
     input.disabled = !online;
     sendButton.disabled = !online;
-    if (detail !== undefined && status !== 'online') notice(detail);
-    if (status === 'offline') {
+    retryButton.hidden = status !== 'reconnecting';
+    retryButton.disabled = !connection.retryPending;
+    // Back online, the list stays stale until USERS has refreshed it (joined).
+    if (!online) {
+      setStale(true);
       clearInterval(rttTimer);
+      rttBox.textContent = '';
+    }
+    if (detail !== undefined && status !== 'online') notice(detail);
+    // Before the first join the card covers the page, so say there why nothing happens yet;
+    // pressing Join again skips the wait.
+    if (status === 'connecting' && detail !== undefined && !joinBackdrop.hidden)
+      joinError.textContent = detail;
+    if (status === 'offline') {
       showJoin(detail);
     }
   },
@@ -141,6 +191,7 @@ const connection = new Connection(wsUrl, {
     try {
       const users = (await connection.call({ cmd: Cmd.USERS })).users as [string, string, number][];
       setMembers(users.map(([n]) => n));
+      setStale(false);
       const version = await connection.call({ cmd: Cmd.VERSION });
       versionBox.textContent = `server v${String(version.serverVersion)}`;
       await measureRtt(false);
@@ -148,7 +199,8 @@ const connection = new Connection(wsUrl, {
       // The connection dropped while loading; reconnecting will try again.
     }
     clearInterval(rttTimer);
-    rttTimer = setInterval(() => void measureRtt(false), 10_000);
+    // A drop between two ticks is reported by the status, not as an unhandled rejection.
+    rttTimer = setInterval(() => measureRtt(false).catch(() => {}), 10_000);
   },
   refused(reason) {
     showJoin(reason);
@@ -169,10 +221,11 @@ function onMessage(m: ParsedServerMessage): void {
         const tag = document.createElement('span');
         tag.className = 'tag';
         tag.textContent = 'whisper';
-        append('whisper', tag, nickSpan(from), String(m.msg));
+        append('whisper', tag, nickSpan(from), ...richText(String(m.msg)));
       } else {
-        append('msg', nickSpan(from), String(m.msg));
+        append('msg', nickSpan(from), ...richText(String(m.msg)));
       }
+      countUnread();
       return;
     }
     case Cmd.NEW_USER_ENTERS: {
@@ -220,7 +273,7 @@ async function submit(line: string): Promise<void> {
         return;
       case 'chat':
         connection.send({ cmd: Cmd.CHAT, msg: command.text });
-        append('msg mine', nickSpan(connection.nickname), command.text);
+        append('msg mine', nickSpan(connection.nickname), ...richText(command.text));
         return;
       case 'whisper': {
         const reply = await connection.call({
@@ -235,7 +288,7 @@ async function submit(line: string): Promise<void> {
           const tag = document.createElement('span');
           tag.className = 'tag';
           tag.textContent = `to ${command.to}`;
-          append('whisper mine', tag, command.text);
+          append('whisper mine', tag, ...richText(command.text));
         }
         return;
       }
@@ -306,6 +359,10 @@ memberList.addEventListener('click', (event) => {
   membersPanel.classList.remove('open');
   membersToggle.setAttribute('aria-expanded', 'false');
 });
+
+retryButton.addEventListener('click', () => connection.retryNow());
+// The network coming back is as good a reason as a click.
+window.addEventListener('online', () => connection.retryNow());
 
 membersToggle.addEventListener('click', () => {
   const open = membersPanel.classList.toggle('open');

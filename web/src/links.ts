@@ -1,0 +1,67 @@
+// Finding links in chat text. Pure (no DOM) so the tests can throw generated
+// text at it in Node; main.ts turns the pieces into nodes with DOM APIs.
+
+export interface Piece {
+  text: string;
+  /** Present only for an http(s) link: the parsed, normalised address. */
+  href?: string;
+}
+
+// Only http and https are ever matched, so `javascript:`, `data:` and every
+// other scheme stay text. `\b` keeps "xhttps://" from matching mid-word.
+const CANDIDATE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+const TRAILING = /[.,;:!?'"»›)\]}]$/;
+const PAIRS: Record<string, string> = { ')': '(', ']': '[', '}': '{' };
+
+/**
+ * Sentence punctuation right after a link is not part of it ("see
+ * https://a.example/x." or "(https://a.example)"), but a balanced closing
+ * bracket is ("https://en.wikipedia.org/wiki/Foo_(bar)").
+ */
+function trimTrailing(url: string): string {
+  let end = url.length;
+  while (end > 0) {
+    const last = url[end - 1]!;
+    if (!TRAILING.test(last)) break;
+    const open = PAIRS[last];
+    if (open !== undefined) {
+      const body = url.slice(0, end);
+      if (body.split(open).length >= body.split(last).length) break;
+    }
+    end--;
+  }
+  return url.slice(0, end);
+}
+
+function safeHref(candidate: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(candidate);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
+  if (url.hostname === '') return undefined;
+  return url.href;
+}
+
+/** Splits `text` into plain pieces and http(s) links; the pieces' text joins back to `text`. */
+export function findLinks(text: string): Piece[] {
+  const pieces: Piece[] = [];
+  let plain = '';
+  let from = 0;
+  for (const match of text.matchAll(CANDIDATE)) {
+    const start = match.index;
+    const candidate = trimTrailing(match[0]);
+    const href = safeHref(candidate);
+    if (href === undefined) continue;
+    plain += text.slice(from, start);
+    if (plain !== '') pieces.push({ text: plain });
+    plain = '';
+    pieces.push({ text: candidate, href });
+    from = start + candidate.length;
+  }
+  plain += text.slice(from);
+  if (plain !== '') pieces.push({ text: plain });
+  return pieces;
+}
