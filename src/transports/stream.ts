@@ -10,7 +10,7 @@ import {
   type Outbound,
   serializeLine,
 } from '../protocol/message-codec.js';
-import { parseRequestFrame } from '../protocol/request-codec.js';
+import { parseRequestFrame, refusedFrame } from '../protocol/request-codec.js';
 import { killAfter, listenOn, openSession } from './lifecycle.js';
 import { TransportStats } from './stats.js';
 
@@ -135,9 +135,15 @@ export class StreamConnection implements Peer {
     if (limits.keepAliveMs > 0) socket.setKeepAlive(true, limits.keepAliveMs);
     const opened = openSession(chat, this, stats, limits.handshakeTimeoutMs, log);
     this.session = opened.session;
-    this.decoder = new FrameDecoder(limits.maxFrame, (frame) => {
-      stats.messagesIn++;
-      this.session.receive(parseRequestFrame(frame));
+    this.decoder = new FrameDecoder(limits.maxFrame, {
+      frame: (frame) => {
+        stats.messagesIn++;
+        this.session.receive(parseRequestFrame(frame));
+      },
+      refused: (reason) => {
+        stats.messagesIn++;
+        this.session.receive(refusedFrame(reason));
+      },
     });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.log.debug({ err, remote: this.remote }, 'socket error'));

@@ -4,7 +4,7 @@ import type { Chat } from '../core/chat.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import type { Session } from '../core/session.js';
 import type { MessageEncoder, Outbound } from '../protocol/message-codec.js';
-import { parseRequestFrame } from '../protocol/request-codec.js';
+import { parseRequestMessage } from '../protocol/request-codec.js';
 import { killAfter, openSession } from './lifecycle.js';
 import type { TransportStats } from './stats.js';
 import { addressOf, SLOW_CONSUMER, type StreamLimits } from './stream.js';
@@ -51,7 +51,7 @@ export class WsConnection implements Peer {
     ws.on('message', (data: Buffer) => {
       if (this.closing) return;
       stats.messagesIn++;
-      this.session.receive(parseRequestFrame(data));
+      this.session.receive(parseRequestMessage(data));
     });
     ws.on('pong', () => {
       this.alive = true;
