@@ -155,8 +155,14 @@ export class FrameDecoder {
           i++;
         } else if (b === OPEN_BRACE) {
           start = i;
-          this.mode = Mode.Opening;
           i++;
+          // The usual '{"' goes straight to the bracket scan, which reads the quote.
+          if (i < end && data[i] === QUOTE) {
+            this.mode = Mode.Bracket;
+            this.depth = 1;
+          } else {
+            this.mode = Mode.Opening;
+          }
         } else {
           this.mode = Mode.Garbage;
         }
