@@ -21,8 +21,13 @@ const frame = line.subarray(0, line.length - 1);
 const chat: ServerMessage = { cmd: '70', from: 'm3', msg: MSG };
 
 let sink = 0;
-const decoder = new FrameDecoder(65536, (f) => {
-  sink += f.length;
+const decoder = new FrameDecoder(65536, {
+  frame: (f) => {
+    sink += f.length;
+  },
+  refused: () => {
+    throw new Error('refused a well-formed frame');
+  },
 });
 const steps: Record<string, () => void> = {
   'cut frames (FrameDecoder)': () => decoder.push(read),

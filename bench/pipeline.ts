@@ -12,7 +12,7 @@ import type { DisconnectReason, Peer, PeerAddress } from '../src/core/ports.js';
 import type { Session } from '../src/core/session.js';
 import { FrameDecoder } from '../src/protocol/frame-decoder.js';
 import type { Outbound } from '../src/protocol/message-codec.js';
-import { parseRequestFrame } from '../src/protocol/request-codec.js';
+import { parseRequestFrame, refusedFrame } from '../src/protocol/request-codec.js';
 import { nodeJsonLine } from '../src/transports/stream.js';
 import { bestNsPerCall } from './lib/timing.js';
 
@@ -47,9 +47,10 @@ for (let i = 0; i < MEMBERS; i++) {
   peers.push(peer);
 }
 const sender = peers[0]!;
-const decoder = new FrameDecoder(65536, (frame) =>
-  sender.session.receive(parseRequestFrame(frame)),
-);
+const decoder = new FrameDecoder(65536, {
+  frame: (frame) => sender.session.receive(parseRequestFrame(frame)),
+  refused: (reason) => sender.session.receive(refusedFrame(reason)),
+});
 const line = (seq: number) =>
   `{"cmd":"7","msg":"0 ${seq} ${1_700_000_000_000 + seq} xxxxxxxxxxxxxxxxxxxxxxxx"}\n`;
 let next = 0;

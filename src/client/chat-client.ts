@@ -140,10 +140,26 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       const socket = net.connect({ host, port, noDelay: true });
       let client: ChatClient | undefined;
       let settled = false;
-      const decoder = new FrameDecoder(DEFAULT_MAX_FRAME, (frame) => {
-        if (client !== undefined) client.take(frame);
-        else handshake(frame);
-      });
+      // A frame over the limit is skipped to its end and dropped, like any
+      // frame this client cannot read: resetting the decoder instead would
+      // resume inside it, where a message's text could pose as a frame.
+      // Nothing is emitted; a call whose reply it was stays pending until
+      // the connection closes. Before joining it fails the connect, as the
+      // welcome cannot be that large.
+      const decoder = new FrameDecoder(
+        DEFAULT_MAX_FRAME,
+        {
+          frame: (frame) => {
+            if (client !== undefined) client.take(frame);
+            else handshake(frame);
+          },
+          refused: (reason) => {
+            if (client === undefined && reason === 'too-large')
+              fail(new ChatClientError('closed', 'reply too large'));
+          },
+        },
+        { oversize: 'skip' },
+      );
       const fail = (error: ChatClientError) => {
         if (settled) return;
         settled = true;
@@ -204,13 +220,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
             );
         }
       };
-      socket.on('data', (chunk: Buffer) => {
-        try {
-          decoder.push(chunk);
-        } catch (err) {
-          fail(new ChatClientError('closed', 'reply too large', undefined, { cause: err }));
-        }
-      });
+      socket.on('data', (chunk: Buffer) => decoder.push(chunk));
     });
   }
 

@@ -4,10 +4,15 @@
  * between objects; confab's own peers end each object with "\n". Both work:
  *
  *  - whitespace between frames is skipped;
- *  - a frame that starts with "{" or "[" ends at its matching bracket
- *    (strings and escapes are tracked, so brackets inside strings don't count);
- *  - a frame that starts with anything else runs to the end of the line, so
- *    garbage costs one frame and the stream re-synchronises at the next "\n".
+ *  - only a "{" that can begin an object ("{" then, after optional
+ *    whitespace, '"' or "}") starts a frame, which ends at its matching
+ *    bracket (strings and escapes are tracked, so brackets inside strings
+ *    don't count);
+ *  - any other bytes are garbage: skipped, never buffered, up to the next
+ *    such "{" or the end of the line, and reported as one refusal, so the
+ *    next request is cut at once even from a client that sends no newlines;
+ *  - a frame nested deeper than maxDepth is skipped (only counters are kept)
+ *    and reported as one refusal, so nothing downstream recurses into it.
  *
  * Scanning is incremental: each byte is examined once however the stream is
  * chunked. Frames handed to the sink are views into the decoder's or the
@@ -21,10 +26,40 @@ export class FrameTooLargeError extends Error {
   }
 }
 
+/** Nesting (objects and arrays together) deeper than this is refused. */
+export const MAX_DEPTH = 32;
+
+/** 'too-large' only with `oversize: 'skip'`; otherwise an oversize frame throws. */
+export type FrameRefusal = 'garbage' | 'too-deep' | 'too-large';
+
+export interface FrameSink {
+  /** A complete frame, without surrounding whitespace; valid only during the call. */
+  frame(bytes: Uint8Array): void;
+  /** A run of garbage or a too-deep frame was skipped; each counts as one frame. */
+  refused(reason: FrameRefusal): void;
+}
+
+export interface FrameDecoderOptions {
+  /** Deepest nesting accepted; default MAX_DEPTH. */
+  maxDepth?: number;
+  /**
+   * A frame over maxFrame: 'throw' FrameTooLargeError (the default; a server
+   * drops such a peer), or 'skip' it to its end, keeping only counters, and
+   * report it as refused('too-large'), so that a client can go on reading
+   * without resynchronising in the middle of someone else's message.
+   */
+  oversize?: 'throw' | 'skip';
+}
+
 enum Mode {
   Between = 0,
-  Bracket = 1,
-  Line = 2,
+  /** Saw "{" (and maybe whitespace): a frame only if '"' or "}" comes next. */
+  Opening = 1,
+  Bracket = 2,
+  /** Inside a frame past maxDepth: scanned to its end, not kept. */
+  Deep = 3,
+  /** Bytes that cannot start a frame: counted, not kept. */
+  Garbage = 4,
 }
 
 const LF = 0x0a;
@@ -48,15 +83,25 @@ export class FrameDecoder {
   private depth = 0;
   private inString = false;
   private escaped = false;
+  /** Garbage seen but not yet reported. */
+  private garbage = 0;
+  /** Bytes of a too-deep frame scanned in earlier chunks. */
+  private deepBytes = 0;
+  private readonly maxDepth: number;
+  private readonly skipOversize: boolean;
 
   /**
    * @param maxFrame largest frame accepted, in bytes; also caps what is buffered.
-   * @param onFrame receives each complete frame (without surrounding whitespace).
+   * @param sink receives each complete frame and each refusal, in stream order.
    */
   constructor(
     private readonly maxFrame: number,
-    private readonly onFrame: (frame: Uint8Array) => void,
-  ) {}
+    private readonly sink: FrameSink,
+    options: FrameDecoderOptions = {},
+  ) {
+    this.maxDepth = options.maxDepth ?? MAX_DEPTH;
+    this.skipOversize = options.oversize === 'skip';
+  }
 
   /** Bytes held for a frame not yet complete. */
   get buffered(): number {
@@ -80,7 +125,7 @@ export class FrameDecoder {
     this.scan(owned.subarray(0, length), resumeAt, owned);
   }
 
-  /** Drops any partial frame and resets to the start state. */
+  /** Drops any partial frame or unreported garbage and resets to the start state. */
   reset(): void {
     this.pending = EMPTY;
     this.pendingLength = 0;
@@ -88,6 +133,8 @@ export class FrameDecoder {
     this.depth = 0;
     this.inString = false;
     this.escaped = false;
+    this.garbage = 0;
+    this.deepBytes = 0;
   }
 
   /**
@@ -101,37 +148,82 @@ export class FrameDecoder {
     let start = from === 0 ? -1 : 0;
     let i = from;
     while (i < end) {
-      if (this.mode === Mode.Between) {
+      const mode = this.mode;
+      if (mode === Mode.Between) {
         const b = data[i]!;
         if (b === SPACE || b === LF || b === CR || b === TAB) {
           i++;
+        } else if (b === OPEN_BRACE) {
+          start = i;
+          i++;
+          // The usual '{"' goes straight to the bracket scan, which reads the quote.
+          if (i < end && data[i] === QUOTE) {
+            this.mode = Mode.Bracket;
+            this.depth = 1;
+          } else {
+            this.mode = Mode.Opening;
+          }
+        } else {
+          this.mode = Mode.Garbage;
+        }
+        continue;
+      }
+      if (mode === Mode.Opening) {
+        const b = data[i]!;
+        if (b === SPACE || b === LF || b === CR || b === TAB) {
+          i++;
+          // Checked per byte, not per chunk, so chunking cannot change the outcome.
+          if (i - start > this.maxFrame) {
+            this.mode = Mode.Garbage;
+            this.addGarbage(i - start);
+          }
           continue;
         }
-        start = i;
-        if (b === OPEN_BRACE || b === OPEN_BRACKET) {
+        if (b === QUOTE || b === CLOSE_BRACE) {
+          if (this.garbage > 0) this.refuseGarbage();
+          // The bracket scan re-reads the opening '"' or "}" from here.
           this.mode = Mode.Bracket;
           this.depth = 1;
+          continue;
+        }
+        // Not an object after all: the "{" and its whitespace join the garbage,
+        // and this byte is looked at again as garbage (it may be a real "{").
+        this.mode = Mode.Garbage;
+        this.addGarbage(i - start);
+        continue;
+      }
+      if (mode === Mode.Garbage) {
+        let g = this.garbage;
+        let b = 0;
+        while (i < end) {
+          b = data[i]!;
+          if (b === LF || b === OPEN_BRACE) break;
+          i++;
+          // Counted, never kept: a long run costs one refusal per maxFrame bytes.
+          if (++g >= this.maxFrame) {
+            this.garbage = g;
+            this.refuseGarbage();
+            g = 0;
+          }
+        }
+        this.garbage = g;
+        if (i === end) break;
+        if (b === LF) {
+          this.mode = Mode.Between;
+          if (g > 0) this.refuseGarbage();
         } else {
-          this.mode = Mode.Line;
+          start = i;
+          this.mode = Mode.Opening;
         }
         i++;
         continue;
       }
-      if (this.mode === Mode.Line) {
-        const nl = data.indexOf(LF, i);
-        if (nl < 0) {
-          i = end;
-          break;
-        }
-        let stop = nl;
-        if (stop > start && data[stop - 1] === CR) stop--;
-        this.emit(data, start, stop);
-        i = nl + 1;
-        continue;
-      }
-      // Bracket mode, the hot path for well-formed traffic. String bodies,
-      // most of a chat frame, get their own loop that looks only for the
-      // closing quote and escapes.
+      // Bracket mode, the hot path for well-formed traffic, and Deep mode,
+      // which scans the same way with no depth limit and keeps nothing.
+      // String bodies, most of a chat frame, get their own loop that looks
+      // only for the closing quote and escapes.
+      const limit = mode === Mode.Bracket ? this.maxDepth : Number.POSITIVE_INFINITY;
+      const segment = i;
       let depth = this.depth;
       let inString = this.inString;
       let escaped = this.escaped;
@@ -157,7 +249,7 @@ export class FrameDecoder {
         if (b === QUOTE) {
           inString = true;
         } else if (b === OPEN_BRACE || b === OPEN_BRACKET) {
-          depth++;
+          if (++depth > limit) break;
         } else if ((b === CLOSE_BRACE || b === CLOSE_BRACKET) && --depth === 0) {
           break;
         }
@@ -166,16 +258,59 @@ export class FrameDecoder {
       this.depth = depth;
       this.inString = inString;
       this.escaped = escaped;
-      if (i < end) {
-        this.emit(data, start, i + 1);
-        i++;
+      if (i === end) {
+        if (mode === Mode.Deep) {
+          this.deepBytes += end - segment;
+          if (this.deepBytes > this.maxFrame && !this.skipOversize)
+            throw new FrameTooLargeError(this.maxFrame);
+        }
+        break;
+      }
+      i++;
+      if (depth > limit) {
+        // Too deep: forget the bytes, keep counting them against maxFrame.
+        this.mode = Mode.Deep;
+        this.deepBytes = i - start;
+        start = -1;
+      } else if (mode === Mode.Bracket) {
+        this.emit(data, start, i);
+      } else {
+        const total = this.deepBytes + (i - segment);
+        this.mode = Mode.Between;
+        this.depth = 0;
+        this.deepBytes = 0;
+        if (total <= this.maxFrame) this.sink.refused('too-deep');
+        else if (this.skipOversize) this.sink.refused('too-large');
+        else throw new FrameTooLargeError(this.maxFrame);
       }
     }
-    if (this.mode !== Mode.Between) {
+    if (this.mode === Mode.Opening || this.mode === Mode.Bracket) {
       const partial = end - start;
-      if (partial > this.maxFrame) throw new FrameTooLargeError(this.maxFrame);
-      this.keep(data.subarray(start, end), start === 0 ? owned : null);
+      if (partial <= this.maxFrame) {
+        this.keep(data.subarray(start, end), start === 0 ? owned : null);
+      } else if (this.skipOversize) {
+        // Skip the rest as a too-deep frame is skipped; its size decides the report.
+        // (Only Bracket gets here: Opening turns into garbage before it is this long.)
+        this.mode = Mode.Deep;
+        this.deepBytes = partial;
+      } else {
+        throw new FrameTooLargeError(this.maxFrame);
+      }
     }
+  }
+
+  /** Counts skipped bytes; a long run is reported once per maxFrame bytes. */
+  private addGarbage(bytes: number): void {
+    this.garbage += bytes;
+    while (this.garbage >= this.maxFrame) {
+      this.garbage -= this.maxFrame;
+      this.sink.refused('garbage');
+    }
+  }
+
+  private refuseGarbage(): void {
+    this.garbage = 0;
+    this.sink.refused('garbage');
   }
 
   private emit(data: Uint8Array, start: number, stop: number): void {
@@ -183,8 +318,9 @@ export class FrameDecoder {
     this.depth = 0;
     this.inString = false;
     this.escaped = false;
-    if (stop - start > this.maxFrame) throw new FrameTooLargeError(this.maxFrame);
-    this.onFrame(data.subarray(start, stop));
+    if (stop - start <= this.maxFrame) this.sink.frame(data.subarray(start, stop));
+    else if (this.skipOversize) this.sink.refused('too-large');
+    else throw new FrameTooLargeError(this.maxFrame);
   }
 
   private keep(bytes: Uint8Array, reusable: Uint8Array | null): void {
@@ -208,4 +344,29 @@ export class FrameDecoder {
     this.pending.set(bytes, this.pendingLength);
     this.pendingLength = needed;
   }
+}
+
+/**
+ * Whether a whole JSON text (a WebSocket message, which arrives complete and
+ * never passes through FrameDecoder) nests deeper than maxDepth. Scans bytes
+ * only, so it is safe to run before anything parses or walks the value.
+ */
+export function nestsDeeperThan(bytes: Uint8Array, maxDepth: number): boolean {
+  let depth = 0;
+  let inString = false;
+  const end = bytes.length;
+  for (let i = 0; i < end; i++) {
+    const b = bytes[i]!;
+    if (inString) {
+      if (b === BACKSLASH) i++;
+      else if (b === QUOTE) inString = false;
+    } else if (b === QUOTE) {
+      inString = true;
+    } else if (b === OPEN_BRACE || b === OPEN_BRACKET) {
+      if (++depth > maxDepth) return true;
+    } else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) {
+      depth--;
+    }
+  }
+  return false;
 }

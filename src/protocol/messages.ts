@@ -1,15 +1,6 @@
 import type { Capability } from './capabilities.js';
 import type { Cmd } from './codes.js';
 
-/** Any JSON value; RTT echoes whatever the client put in beginTime. */
-export type JsonValue =
-  | null
-  | boolean
-  | number
-  | string
-  | JsonValue[]
-  | { [key: string]: JsonValue };
-
 // ---- client -> server -------------------------------------------------------
 
 export interface ConnectRequest {
@@ -38,7 +29,8 @@ export interface RenameRequest {
 }
 export interface RttRequest {
   cmd: typeof Cmd.RTT;
-  beginTime: JsonValue;
+  /** A finite number, echoed bit-exactly (the course client sends time.time()). */
+  beginTime: number;
 }
 export interface ChatRequest {
   cmd: typeof Cmd.CHAT;
@@ -79,7 +71,7 @@ export type ServerMessage =
   | { cmd: typeof Cmd.VERSION_RESPONSE; serverVersion: string }
   | { cmd: typeof Cmd.RENAME_DUPLICATE_NICKNAME }
   | { cmd: typeof Cmd.RENAME_SUCCESS; newNickname: string }
-  | { cmd: typeof Cmd.RTT_RESPONSE; beginTime: JsonValue }
+  | { cmd: typeof Cmd.RTT_RESPONSE; beginTime: number }
   | { cmd: typeof Cmd.CHAT_RESPONSE; from: string; msg: string; whisper?: true }
   | { cmd: typeof Cmd.NEW_USER_ENTERS; nickname: string; userCount: number }
   | { cmd: typeof Cmd.ERROR; code: number; message: string; ref?: string }

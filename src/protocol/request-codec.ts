@@ -1,5 +1,6 @@
 import { Cmd, ErrorCode, type ErrorCodeValue, REQUEST_CODES, type RequestCode } from './codes.js';
-import type { JsonValue, Request } from './messages.js';
+import { type FrameRefusal, MAX_DEPTH, nestsDeeperThan } from './frame-decoder.js';
+import type { Request } from './messages.js';
 
 /** Why a frame is not a usable request; `ref` is the command it claimed to be, if any. */
 export interface RequestError {
@@ -28,11 +29,39 @@ export function parseRequestFrame(frame: Uint8Array): ParseResult {
   return parseRequestText(text);
 }
 
+/**
+ * Like parseRequestFrame, for a request that arrives whole rather than through
+ * FrameDecoder (a WebSocket message): nesting is checked before anything parses it.
+ */
+export function parseRequestMessage(bytes: Uint8Array, maxDepth = MAX_DEPTH): ParseResult {
+  if (nestsDeeperThan(bytes, maxDepth)) return tooDeep(maxDepth);
+  return parseRequestFrame(bytes);
+}
+
+/** What a frame the decoder refused means to the session: one invalid request. */
+export function refusedFrame(reason: FrameRefusal): ParseResult {
+  switch (reason) {
+    case 'garbage':
+      return fail(ErrorCode.MALFORMED_JSON, 'bytes that cannot start a request were skipped');
+    case 'too-deep':
+      return tooDeep(MAX_DEPTH);
+    case 'too-large':
+      return fail(ErrorCode.FRAME_TOO_LARGE, 'request too large');
+  }
+}
+
+function tooDeep(maxDepth: number): ParseResult {
+  return fail(ErrorCode.NESTED_TOO_DEEP, `request nests deeper than ${maxDepth} levels`);
+}
+
 const CHAT_PREFIX = '{"cmd":"7","msg":"';
 const CHAT_SUFFIX = '"}';
-/** Characters that need JSON unescaping or are invalid raw in a JSON string. */
+/**
+ * Characters that need JSON unescaping or are invalid raw in a JSON string,
+ * and any surrogate, so that the full path decides whether one stands alone.
+ */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: raw control characters are what must be caught
-const NEEDS_JSON = /["\\\u0000-\u001f]/;
+const NEEDS_JSON = /["\\\u0000-\u001f\ud800-\udfff]/;
 
 export function parseRequestText(text: string): ParseResult {
   // Fast path for the commonest request exactly as confab's clients write it;
@@ -56,44 +85,72 @@ function isObject(value: unknown): value is Fields {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** Validates a parsed JSON value as a request. Extra fields are ignored, as the course server does. */
+/**
+ * A field the client sent. Only own properties count, so a polluted
+ * Object.prototype cannot supply one, and "__proto__" (an ordinary own key
+ * after JSON.parse) is never looked up through the prototype.
+ */
+function own(value: Fields, name: string): unknown {
+  return Object.hasOwn(value, name) ? value[name] : undefined;
+}
+
+/** Matches a UTF-16 surrogate not part of a pair (JSON can escape one: "\ud800"). */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/** Caps beyond these bounds are not a client asking for capabilities. */
+const MAX_CAPS = 32;
+const MAX_CAP_LENGTH = 32;
+
+/**
+ * Validates a parsed JSON value as a request. Every field has exactly one
+ * accepted type; extra fields are ignored, as the course server does; of
+ * duplicate keys the last wins (JSON.parse, like Python's json.loads).
+ */
 export function toRequest(value: unknown): ParseResult {
   if (!isObject(value)) return fail(ErrorCode.NOT_AN_OBJECT, 'request must be a JSON object');
-  const cmd = value.cmd;
+  const cmd = own(value, 'cmd');
   if (typeof cmd !== 'string') return fail(ErrorCode.INVALID_FIELD, '"cmd" must be a string');
   if (!requestCodes.has(cmd))
     return fail(ErrorCode.UNKNOWN_COMMAND, `unknown command "${cmd}"`, cmd);
   const code = cmd as RequestCode;
   switch (code) {
     case Cmd.CONNECT: {
-      const nickname = stringField(value, 'nickname');
-      if (nickname === undefined) return missing(code, 'nickname');
-      const caps = value.caps;
+      const nickname = text(value, 'nickname');
+      if (nickname === undefined) return invalid(code, 'nickname');
+      const caps = own(value, 'caps');
       if (caps === undefined) return { ok: true, request: { cmd: code, nickname } };
-      if (!Array.isArray(caps) || !caps.every((c) => typeof c === 'string')) {
-        return fail(ErrorCode.INVALID_FIELD, '"caps" must be an array of strings', code);
+      if (!isCapList(caps)) {
+        return invalid(
+          code,
+          'caps',
+          `an array of at most ${MAX_CAPS} strings of at most ${MAX_CAP_LENGTH} characters`,
+        );
       }
       return { ok: true, request: { cmd: code, nickname, caps } };
     }
     case Cmd.WHISPER: {
-      const to = stringField(value, 'to');
-      if (to === undefined) return missing(code, 'to');
-      const msg = stringField(value, 'msg');
-      if (msg === undefined) return missing(code, 'msg');
+      const to = text(value, 'to');
+      if (to === undefined) return invalid(code, 'to');
+      const msg = text(value, 'msg');
+      if (msg === undefined) return invalid(code, 'msg');
       return { ok: true, request: { cmd: code, to, msg } };
     }
     case Cmd.RENAME: {
-      const newNickname = stringField(value, 'newNickname');
-      if (newNickname === undefined) return missing(code, 'newNickname');
+      const newNickname = text(value, 'newNickname');
+      if (newNickname === undefined) return invalid(code, 'newNickname');
       return { ok: true, request: { cmd: code, newNickname } };
     }
     case Cmd.RTT: {
-      if (!('beginTime' in value)) return missing(code, 'beginTime', 'a value');
-      return { ok: true, request: { cmd: code, beginTime: value.beginTime as JsonValue } };
+      // What the course client sends, time.time(); 1e400 parses to Infinity,
+      // which has no JSON form to echo.
+      const beginTime = own(value, 'beginTime');
+      if (typeof beginTime !== 'number' || !Number.isFinite(beginTime))
+        return invalid(code, 'beginTime', 'a finite number');
+      return { ok: true, request: { cmd: code, beginTime } };
     }
     case Cmd.CHAT: {
-      const msg = stringField(value, 'msg');
-      if (msg === undefined) return missing(code, 'msg');
+      const msg = text(value, 'msg');
+      if (msg === undefined) return invalid(code, 'msg');
       return { ok: true, request: { cmd: code, msg } };
     }
     case Cmd.USERS:
@@ -103,12 +160,19 @@ export function toRequest(value: unknown): ParseResult {
   }
 }
 
-function stringField(value: Fields, name: string): string | undefined {
-  const field = value[name];
-  return typeof field === 'string' ? field : undefined;
+/** A string field that is well-formed UTF-16, so it can be re-encoded as UTF-8 unchanged. */
+function text(value: Fields, name: string): string | undefined {
+  const field = own(value, name);
+  return typeof field === 'string' && !LONE_SURROGATE.test(field) ? field : undefined;
 }
 
-function missing(cmd: string, field: string, what = 'a string'): ParseResult {
+function isCapList(caps: unknown): caps is string[] {
+  if (!Array.isArray(caps) || caps.length > MAX_CAPS) return false;
+  for (const c of caps) if (typeof c !== 'string' || c.length > MAX_CAP_LENGTH) return false;
+  return true;
+}
+
+function invalid(cmd: string, field: string, what = 'a well-formed string'): ParseResult {
   return fail(ErrorCode.INVALID_FIELD, `"${field}" must be ${what}`, cmd);
 }
 

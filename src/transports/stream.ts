@@ -11,7 +11,7 @@ import {
   type Outbound,
   serializeLine,
 } from '../protocol/message-codec.js';
-import { parseRequestFrame } from '../protocol/request-codec.js';
+import { parseRequestFrame, refusedFrame } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
 import { killAfter, listenOn, openSession } from './lifecycle.js';
 import { TransportStats } from './stats.js';
@@ -169,12 +169,19 @@ export class StreamConnection implements Peer {
     if (limits.keepAliveMs > 0) socket.setKeepAlive(true, limits.keepAliveMs);
     const opened = openSession(chat, this, stats, limits.handshakeTimeoutMs, log);
     this.session = opened.session;
-    this.decoder = new FrameDecoder(limits.maxFrame, (frame) => {
-      if (this.closing) return;
-      stats.messagesIn++;
-      this.inFrame = frame;
-      this.session.receive(parseRequestFrame(frame));
-      this.inFrame = undefined;
+    this.decoder = new FrameDecoder(limits.maxFrame, {
+      frame: (frame) => {
+        if (this.closing) return;
+        stats.messagesIn++;
+        this.inFrame = frame;
+        this.session.receive(parseRequestFrame(frame));
+        this.inFrame = undefined;
+      },
+      refused: (reason) => {
+        if (this.closing) return;
+        stats.messagesIn++;
+        this.session.receive(refusedFrame(reason));
+      },
     });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.log.debug({ err, remote: this.remote }, 'socket error'));

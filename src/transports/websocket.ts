@@ -4,7 +4,7 @@ import type { Chat } from '../core/chat.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import type { Session } from '../core/session.js';
 import type { MessageEncoder, Outbound } from '../protocol/message-codec.js';
-import { parseRequestFrame } from '../protocol/request-codec.js';
+import { parseRequestMessage } from '../protocol/request-codec.js';
 import { killAfter, openSession } from './lifecycle.js';
 import type { TransportStats } from './stats.js';
 import { addressOf, excerpt, SLOW_CONSUMER, type StreamLimits } from './stream.js';
@@ -55,7 +55,7 @@ export class WsConnection implements Peer {
       if (this.closing) return;
       stats.messagesIn++;
       try {
-        this.session.receive(parseRequestFrame(data));
+        this.session.receive(parseRequestMessage(data));
       } catch (err) {
         this.session.failed(err, excerpt(data));
         this.closing = true;

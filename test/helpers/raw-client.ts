@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { FrameDecoder } from '../../src/protocol/frame-decoder.js';
+import { FrameDecoder, type FrameRefusal } from '../../src/protocol/frame-decoder.js';
 import { type ParsedServerMessage, parseServerText } from '../../src/protocol/message-codec.js';
 
 /** Python's json.dumps with default settings: ", " and ": " separators, ASCII only. */
@@ -32,18 +32,27 @@ const utf8 = new TextDecoder();
 export class RawClient {
   readonly received: ParsedServerMessage[] = [];
   readonly rawFrames: string[] = [];
+  /** What the decoder skipped of the server's output (expected: nothing). */
+  readonly refusals: FrameRefusal[] = [];
   readonly closed: Promise<void>;
   isClosed = false;
   private waiters: (() => void)[] = [];
   private readonly decoder: FrameDecoder;
 
   private constructor(readonly socket: net.Socket) {
-    this.decoder = new FrameDecoder(1 << 20, (frame) => {
-      const text = utf8.decode(frame);
-      this.rawFrames.push(text);
-      const message = parseServerText(text);
-      if (message !== undefined) this.received.push(message);
-      this.wake();
+    this.decoder = new FrameDecoder(1 << 20, {
+      frame: (frame) => {
+        const text = utf8.decode(frame);
+        this.rawFrames.push(text);
+        const message = parseServerText(text);
+        if (message !== undefined) this.received.push(message);
+        this.wake();
+      },
+      refused: (reason) => {
+        // A server that sends what a decoder refuses is a finding, not noise.
+        this.refusals.push(reason);
+        this.wake();
+      },
     });
     socket.on('data', (chunk: Buffer) => this.decoder.push(chunk));
     socket.on('error', () => {});

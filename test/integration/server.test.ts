@@ -217,11 +217,11 @@ describe('bad input', () => {
     }
     bob.write(Uint8Array.of(0x7b, 0x22, 0xc3, 0x28, 0x22, 0x7d));
     const codes: number[] = [];
-    for (let i = 0; i < junk.length + 1; i++) codes.push((await bob.expect('90')).code as number);
+    // An array cannot start a frame: it and the string after it are one run of garbage.
+    for (let i = 0; i < junk.length; i++) codes.push((await bob.expect('90')).code as number);
     expect(codes).toEqual([
       ErrorCode.MALFORMED_JSON,
-      ErrorCode.NOT_AN_OBJECT,
-      ErrorCode.NOT_AN_OBJECT,
+      ErrorCode.MALFORMED_JSON,
       ErrorCode.INVALID_FIELD,
       ErrorCode.INVALID_FIELD,
       ErrorCode.INVALID_FIELD,

@@ -2,7 +2,11 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Chat } from '../../../src/core/chat.js';
 import { FrameDecoder, FrameTooLargeError } from '../../../src/protocol/frame-decoder.js';
-import { parseRequestFrame, parseRequestText } from '../../../src/protocol/request-codec.js';
+import {
+  parseRequestFrame,
+  parseRequestText,
+  refusedFrame,
+} from '../../../src/protocol/request-codec.js';
 import { FakePeer } from '../../helpers/fake-peer.js';
 
 const COURSE_CODES = new Set([
@@ -113,9 +117,10 @@ describe('Chat under random traffic', () => {
         const chat = new Chat();
         const peer = new FakePeer();
         peer.session = chat.open(peer);
-        const decoder = new FrameDecoder(256, (frame) =>
-          peer.session.receive(parseRequestFrame(frame)),
-        );
+        const decoder = new FrameDecoder(256, {
+          frame: (frame) => peer.session.receive(parseRequestFrame(frame)),
+          refused: (reason) => peer.session.receive(refusedFrame(reason)),
+        });
         for (const c of chunks) {
           try {
             decoder.push(c);

@@ -99,7 +99,10 @@ describe('Outbound', () => {
     const counted = () => {
       const encoder = {
         calls: 0,
-        encode: (m: ServerMessage) => (encoder.calls++, new TextEncoder().encode(serializeLine(m))),
+        encode: (m: ServerMessage) => {
+          encoder.calls++;
+          return new TextEncoder().encode(serializeLine(m));
+        },
       };
       return encoder satisfies MessageEncoder;
     };

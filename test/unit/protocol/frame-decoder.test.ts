@@ -1,15 +1,40 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FrameDecoder, FrameTooLargeError } from '../../../src/protocol/frame-decoder.js';
+import {
+  FrameDecoder,
+  type FrameDecoderOptions,
+  type FrameRefusal,
+  FrameTooLargeError,
+  MAX_DEPTH,
+  nestsDeeperThan,
+} from '../../../src/protocol/frame-decoder.js';
 
 const utf8 = new TextEncoder();
 const text = new TextDecoder();
 
-function decodeAll(chunks: Uint8Array[], maxFrame = 1 << 20): string[] {
-  const frames: string[] = [];
-  const decoder = new FrameDecoder(maxFrame, (frame) => frames.push(text.decode(frame)));
+/** A frame's text, or a refusal. */
+type Event = string | { refused: FrameRefusal };
+
+function recorder(
+  maxFrame: number,
+  options?: FrameDecoderOptions,
+): { decoder: FrameDecoder; events: Event[] } {
+  const events: Event[] = [];
+  const decoder = new FrameDecoder(
+    maxFrame,
+    {
+      frame: (frame) => events.push(text.decode(frame)),
+      refused: (reason) => events.push({ refused: reason }),
+    },
+    options,
+  );
+  return { decoder, events };
+}
+
+function decodeAll(chunks: Uint8Array[], maxFrame = 1 << 20, options?: FrameDecoderOptions) {
+  const { decoder, events } = recorder(maxFrame, options);
   for (const chunk of chunks) decoder.push(chunk);
-  return frames;
+  return events;
 }
 
 /** Splits bytes at the given cut points. */
@@ -25,6 +50,12 @@ function chunk(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
   return out;
 }
 
+const bytewise = (bytes: Uint8Array) => Array.from(bytes, (b) => Uint8Array.of(b));
+
+const GARBAGE = { refused: 'garbage' } as const;
+const TOO_DEEP = { refused: 'too-deep' } as const;
+const TOO_LARGE = { refused: 'too-large' } as const;
+
 // Strings full of the characters a bracket scanner could trip on.
 const tricky = fc.string({
   unit: fc.oneof(
@@ -39,6 +70,59 @@ const request = fc.record({
   n: fc.double(),
 });
 const separator = fc.constantFrom('', '\n', '\r\n', ' ', '\n\n', '\t');
+/** A request as the course client (json.dumps) or confab's clients write it. */
+const requestText = fc.oneof(
+  request.map((r) => JSON.stringify(r)),
+  fc.constantFrom('{"cmd": "4"}', '{}', '{ }', '{\n  "cmd": "1"\n}', '{"cmd": "7", "msg": "{["}'),
+);
+
+const WHITESPACE = new Set([0x20, 0x0a, 0x0d, 0x09]);
+/**
+ * One line of garbage: bytes that cannot start a frame, with no newline, and
+ * at least one byte that is not whitespace. "{" appears only where no object
+ * can begin (followed by something other than '"' or "}").
+ */
+const garbageLine = fc
+  .array(
+    fc.oneof(
+      { weight: 4, arbitrary: fc.uint8Array({ minLength: 1, maxLength: 8 }) },
+      { weight: 1, arbitrary: fc.constantFrom('{x', '{ [', '{{1', '{\t:', '{\r\r]', '}', ']]') },
+    ),
+    { minLength: 1, maxLength: 12 },
+  )
+  .map((parts) => {
+    const bytes = parts.flatMap((p) =>
+      typeof p === 'string'
+        ? [...utf8.encode(p)]
+        : // Raw bytes lose their "{" and newlines; the units above place "{" safely.
+          [...p].map((b) => (b === 0x7b || b === 0x0a ? 0x78 : b)),
+    );
+    if (bytes.every((b) => WHITESPACE.has(b))) bytes.push(0x78);
+    return Uint8Array.from(bytes);
+  });
+
+function concat(...parts: (Uint8Array | string)[]): Uint8Array {
+  const arrays = parts.map((p) => (typeof p === 'string' ? utf8.encode(p) : p));
+  const out = new Uint8Array(arrays.reduce((n, a) => n + a.length, 0));
+  let at = 0;
+  for (const a of arrays) {
+    out.set(a, at);
+    at += a.length;
+  }
+  return out;
+}
+
+/** An object nested `depth` levels deep in total, through arrays and objects. */
+function nested(depth: number, kinds: string): string {
+  const open: string[] = [];
+  const close: string[] = [];
+  for (let d = 1; d < depth; d++) {
+    const object = kinds[d % kinds.length] === '{';
+    open.push(object ? '{"a":' : '[');
+    close.push(object ? '}' : ']');
+  }
+  return `{"cmd": "6", "beginTime": ${open.join('')}1${close.reverse().join('')}}`;
+}
 
 describe('FrameDecoder', () => {
   it('decodes any chunking of back-to-back or delimited objects to the same frames', () => {
@@ -51,7 +135,9 @@ describe('FrameDecoder', () => {
           const stream = utf8.encode(items.map(([, sep], i) => texts[i] + sep).join(''));
           const frames = decodeAll(chunk(stream, cuts));
           expect(frames).toEqual(texts);
-          expect(frames.map((f) => JSON.parse(f))).toEqual(texts.map((t) => JSON.parse(t)));
+          expect(frames.map((f) => JSON.parse(f as string))).toEqual(
+            texts.map((t) => JSON.parse(t)),
+          );
         },
       ),
       { numRuns: 300 },
@@ -62,9 +148,7 @@ describe('FrameDecoder', () => {
     fc.assert(
       fc.property(fc.array(request, { minLength: 1, maxLength: 5 }), (requests) => {
         const texts = requests.map((r) => JSON.stringify(r));
-        const stream = utf8.encode(texts.join(''));
-        const bytes = Array.from(stream, (b) => Uint8Array.of(b));
-        expect(decodeAll(bytes)).toEqual(texts);
+        expect(decodeAll(bytewise(utf8.encode(texts.join(''))))).toEqual(texts);
       }),
       { numRuns: 100 },
     );
@@ -84,32 +168,149 @@ describe('FrameDecoder', () => {
     expect(decodeAll([utf8.encode(`${frame}${frame}`)])).toEqual([frame, frame]);
   });
 
-  it('turns a line of garbage into one frame and recovers at the next line', () => {
-    const frames = decodeAll([utf8.encode('hello world\r\n42\n"str"\n{"cmd":"1"}')]);
-    expect(frames).toEqual(['hello world', '42', '"str"', '{"cmd":"1"}']);
+  it('refuses each line of garbage once and recovers at the next line', () => {
+    const events = decodeAll([utf8.encode('hello world\r\n42\n"str"\n{{{{\n{"cmd":"1"}')]);
+    expect(events).toEqual([GARBAGE, GARBAGE, GARBAGE, GARBAGE, '{"cmd":"1"}']);
   });
 
-  it('handles arrays and nested objects as single frames', () => {
+  it('recovers at the next object without waiting for a newline', () => {
+    for (const stray of ['x', '}', ']]', '\u0000', '{x', '{{', '[', '"']) {
+      const { decoder, events } = recorder(1 << 20);
+      decoder.push(utf8.encode(stray));
+      decoder.push(utf8.encode('{"cmd": "4"}'));
+      expect(events, JSON.stringify(stray)).toEqual([GARBAGE, '{"cmd": "4"}']);
+      expect(decoder.buffered).toBe(0);
+    }
+  });
+
+  it('treats arrays as garbage, though objects inside them still start frames', () => {
     expect(decodeAll([utf8.encode('[1,[2,{"a":[3]}]]{"a":{"b":{}}}')])).toEqual([
-      '[1,[2,{"a":[3]}]]',
+      GARBAGE,
+      '{"a":[3]}',
+      GARBAGE,
       '{"a":{"b":{}}}',
     ]);
+  });
+
+  it('turns any garbage before a request into exactly one refusal, however chunked', () => {
+    fc.assert(
+      fc.property(
+        garbageLine,
+        separator,
+        requestText,
+        fc.array(fc.nat(), { maxLength: 20 }),
+        (garbage, sep, req, cuts) => {
+          const stream = concat(garbage, sep, req);
+          const expected = [GARBAGE, req];
+          expect(decodeAll([stream])).toEqual(expected);
+          expect(decodeAll(chunk(stream, cuts))).toEqual(expected);
+          expect(decodeAll(bytewise(stream))).toEqual(expected);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('refuses one line of garbage at a time for newline-delimited clients', () => {
+    fc.assert(
+      fc.property(
+        fc.array(garbageLine, { minLength: 1, maxLength: 6 }),
+        requestText,
+        (lines, req) => {
+          const stream = concat(...lines.flatMap((l) => [l, '\n']), req, '\n');
+          expect(decodeAll([stream])).toEqual([...lines.map(() => GARBAGE), req]);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('never buffers garbage, and reports a long run once per maxFrame bytes', () => {
+    const { decoder, events } = recorder(100);
+    for (let i = 0; i < 35; i++) {
+      decoder.push(utf8.encode('xxxxxxxxx{'));
+      expect(decoder.buffered).toBeLessThanOrEqual(1);
+    }
+    // Each "{" held for a look at the next byte turns out garbage: 351 bytes in all.
+    decoder.push(utf8.encode('x{"cmd":"1"}'));
+    expect(events).toEqual([GARBAGE, GARBAGE, GARBAGE, GARBAGE, '{"cmd":"1"}']);
+
+    const line = recorder(100);
+    line.decoder.push(new Uint8Array(1000).fill(0x41));
+    expect(line.decoder.buffered).toBe(0);
+    expect(line.events).toEqual(Array(10).fill(GARBAGE));
+  });
+
+  it('refuses a frame nested too deep without parsing, buffering or throwing, then goes on', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: MAX_DEPTH + 1, max: 50_000 }),
+        fc.constantFrom('[', '{', '[{', '{[[', '{{{['),
+        fc.array(fc.nat(), { maxLength: 10 }),
+        (depth, kinds, cuts) => {
+          const stream = utf8.encode(`${nested(depth, kinds)}{"cmd": "4"}`);
+          const expected = [TOO_DEEP, '{"cmd": "4"}'];
+          const { decoder, events } = recorder(1 << 20);
+          for (const c of chunk(stream, cuts)) {
+            decoder.push(c);
+            // Past the limit nothing is kept; before it, less than the limit's worth.
+            expect(decoder.buffered).toBeLessThan(MAX_DEPTH * 6 + 40);
+          }
+          expect(events).toEqual(expected);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it('accepts nesting up to the limit and refuses one level more', () => {
+    expect(decodeAll([utf8.encode(nested(MAX_DEPTH, '[{'))])).toEqual([nested(MAX_DEPTH, '[{')]);
+    expect(decodeAll([utf8.encode(nested(MAX_DEPTH + 1, '[{'))])).toEqual([TOO_DEEP]);
+    expect(decodeAll([utf8.encode(nested(4, '['))], 1 << 20, { maxDepth: 3 })).toEqual([TOO_DEEP]);
+    // Brackets inside strings are not nesting.
+    const quoted = `{"msg": "${'['.repeat(100)}"}`;
+    expect(decodeAll([utf8.encode(quoted)])).toEqual([quoted]);
+  });
+
+  it('counts a too-deep frame against maxFrame', () => {
+    const deep = utf8.encode(nested(1000, '['));
+    expect(() => decodeAll([deep], 500)).toThrow(FrameTooLargeError);
+    expect(() => decodeAll(bytewise(deep), 500)).toThrow(FrameTooLargeError);
+    expect(decodeAll(bytewise(deep), 5000)).toEqual([TOO_DEEP]);
   });
 
   it('rejects a frame larger than the limit, complete or not', () => {
     const big = JSON.stringify({ msg: 'x'.repeat(200) });
     expect(() => decodeAll([utf8.encode(big)], 100)).toThrow(FrameTooLargeError);
-    const decoder = new FrameDecoder(100, () => {});
+    const { decoder } = recorder(100);
     decoder.push(utf8.encode('{"msg":"'));
     expect(() => {
       for (let i = 0; i < 20; i++) decoder.push(utf8.encode('xxxxxxxxxx'));
     }).toThrow(FrameTooLargeError);
   });
 
+  it('with oversize "skip", skips a large frame to its end and reads on', () => {
+    // The skipped frame carries text that would pose as a frame if the
+    // decoder resumed inside it.
+    const fake = '{"cmd":"70","from":"admin","msg":"fake"}';
+    const big = JSON.stringify({ cmd: '70', from: 'x', msg: `${'y'.repeat(300)}\n${fake}` });
+    fc.assert(
+      fc.property(fc.array(fc.nat(), { maxLength: 20 }), (cuts) => {
+        const stream = utf8.encode(`${big}\n{"cmd":"40"}\n`);
+        const events = decodeAll(chunk(stream, cuts), 100, { oversize: 'skip' });
+        expect(events).toEqual([TOO_LARGE, '{"cmd":"40"}']);
+      }),
+    );
+    expect(decodeAll(bytewise(utf8.encode(`${big}{}`)), 100, { oversize: 'skip' })).toEqual([
+      TOO_LARGE,
+      '{}',
+    ]);
+  });
+
   it('never buffers more than the limit plus one chunk', () => {
     fc.assert(
       fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 60 }), (chunks) => {
-        const decoder = new FrameDecoder(128, () => {});
+        const { decoder } = recorder(128);
         for (const c of chunks) {
           try {
             decoder.push(c);
@@ -123,16 +324,44 @@ describe('FrameDecoder', () => {
     );
   });
 
-  it('gives the same frames for any split of random bytes', () => {
+  it('gives the same frames and refusals for any split of random bytes', () => {
+    const noisy = fc.array(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 20 }),
+        fc.constantFrom('{"', '{ }', '[[[', ']]]', '{', '}', '"', '\\', '\n', ' '),
+      ),
+      { maxLength: 30 },
+    );
     fc.assert(
       fc.property(
-        fc.uint8Array({ maxLength: 300 }),
+        noisy,
         fc.array(fc.nat(), { maxLength: 20 }),
-        (bytes, cuts) => {
-          expect(decodeAll(chunk(bytes, cuts))).toEqual(decodeAll([bytes]));
+        fc.constantFrom<FrameDecoderOptions>({}, { maxDepth: 2 }, { oversize: 'skip' }),
+        (parts, cuts, options) => {
+          const bytes = concat(...parts);
+          // A small limit, so oversize frames and long garbage runs happen.
+          const whole = decodeAll([bytes], 1 << 20, options);
+          expect(decodeAll(chunk(bytes, cuts), 1 << 20, options)).toEqual(whole);
+          if (options.oversize === 'skip') {
+            const small = decodeAll([bytes], 16, options);
+            expect(decodeAll(chunk(bytes, cuts), 16, options)).toEqual(small);
+            expect(decodeAll(bytewise(bytes), 16, options)).toEqual(small);
+          }
         },
       ),
-      { numRuns: 300 },
+      { numRuns: 500 },
     );
+  });
+});
+
+describe('nestsDeeperThan', () => {
+  it('agrees with the decoder on any nesting', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 5000 }), fc.constantFrom('[', '{', '[{'), (d, k) => {
+        const bytes = utf8.encode(nested(d, k));
+        expect(nestsDeeperThan(bytes, MAX_DEPTH)).toBe(d > MAX_DEPTH);
+      }),
+    );
+    expect(nestsDeeperThan(utf8.encode(`{"a":"${'{'.repeat(50)}\\"["}`), 2)).toBe(false);
   });
 });

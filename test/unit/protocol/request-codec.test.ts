@@ -1,8 +1,16 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../../src/protocol/codes.js';
+import { MAX_DEPTH } from '../../../src/protocol/frame-decoder.js';
 import { encodePlainChatLine, serializeLine } from '../../../src/protocol/message-codec.js';
-import { parseRequestFrame, parseRequestText } from '../../../src/protocol/request-codec.js';
+import {
+  parseRequestFrame,
+  parseRequestMessage,
+  parseRequestText,
+  refusedFrame,
+} from '../../../src/protocol/request-codec.js';
+
+const utf8 = new TextEncoder();
 
 describe('request codec', () => {
   it('accepts every course request as the Python client writes it', () => {
@@ -81,11 +89,23 @@ describe('request codec', () => {
 });
 
 describe('fast paths', () => {
-  it('parse exactly as JSON.parse does, for any chat text', () => {
+  it('parse exactly as JSON.parse does, for any chat text, refusing lone surrogates', () => {
+    const unit = fc.oneof(
+      fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+      fc.constantFrom('\ud800', '\udfff', '\ud83d\ude00'),
+    );
     fc.assert(
-      fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (msg) => {
-        const text = JSON.stringify({ cmd: '7', msg });
-        expect(parseRequestText(text)).toEqual({ ok: true, request: { cmd: '7', msg } });
+      fc.property(fc.string({ unit, maxLength: 40 }), fc.boolean(), (msg, raw) => {
+        // JSON.stringify escapes a lone surrogate; a caller may also pass one raw.
+        const text = raw ? `{"cmd":"7","msg":"${msg}"}` : JSON.stringify({ cmd: '7', msg });
+        if (raw && [...msg].some((c) => c === '"' || c === '\\' || c < ' ')) return;
+        const expected = /\p{Cs}/u.test(msg)
+          ? {
+              ok: false,
+              error: { code: ErrorCode.INVALID_FIELD, message: expect.any(String), ref: '7' },
+            }
+          : { ok: true, request: { cmd: '7', msg } };
+        expect(parseRequestText(text)).toEqual(expected);
       }),
       { numRuns: 2000 },
     );
@@ -161,5 +181,204 @@ describe('fast paths', () => {
     });
     for (const [fast, expected] of views) expect(fast).toEqual(expected);
     expect(encodePlainChatLine({ cmd: '10', users: [] })).toBeUndefined();
+  });
+});
+
+/** Each command's fields and a value of the one accepted type. */
+const FIELDS: Record<string, Record<string, fc.Arbitrary<unknown>>> = {
+  '0': { nickname: fc.string(), caps: fc.array(fc.string({ maxLength: 32 }), { maxLength: 32 }) },
+  '2': { to: fc.string(), msg: fc.string() },
+  '5': { newNickname: fc.string() },
+  '6': { beginTime: fc.double({ noNaN: true, noDefaultInfinity: true }) },
+  '7': { msg: fc.string() },
+};
+
+const codeOf = (text: string) => {
+  const r = parseRequestText(text);
+  return r.ok ? 'ok' : r.error.code;
+};
+
+describe('strict request shapes', () => {
+  it('refuses a value of any other type in any field of any command as INVALID_FIELD', () => {
+    const wrongFor = (field: string) =>
+      fc.jsonValue().filter((v) => {
+        if (field === 'beginTime') return typeof v !== 'number';
+        if (field === 'caps') return !Array.isArray(v) || v.some((c) => typeof c !== 'string');
+        return typeof v !== 'string';
+      });
+    const cases = fc
+      .constantFrom(...Object.keys(FIELDS))
+      .chain((cmd) =>
+        fc.tuple(
+          fc.constant(cmd),
+          fc.record(FIELDS[cmd]!),
+          fc.constantFrom(...Object.keys(FIELDS[cmd]!)),
+        ),
+      )
+      .chain(([cmd, fields, field]) =>
+        fc.tuple(fc.constant(cmd), fc.constant(fields), fc.constant(field), wrongFor(field)),
+      );
+    fc.assert(
+      fc.property(cases, ([cmd, fields, field, wrong]) => {
+        const good = { cmd, ...fields };
+        expect(parseRequestText(JSON.stringify(good)).ok).toBe(true);
+        const bad = JSON.stringify({ ...good, [field]: wrong });
+        const r = parseRequestText(bad);
+        expect(r).toMatchObject({ ok: false, error: { code: ErrorCode.INVALID_FIELD, ref: cmd } });
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('takes beginTime only as a finite number', () => {
+    expect(codeOf('{"cmd": "6", "beginTime": 1590314400.123456}')).toBe('ok');
+    expect(codeOf('{"cmd": "6", "beginTime": -0}')).toBe('ok');
+    for (const bad of ['1e400', '-1e400', '"1.5"', '[1.5]', '{"t": 1.5}', 'null', 'true']) {
+      const r = parseRequestText(`{"cmd": "6", "beginTime": ${bad}}`);
+      expect(r, bad).toMatchObject({
+        ok: false,
+        error: { code: ErrorCode.INVALID_FIELD, ref: '6' },
+      });
+    }
+  });
+
+  it('refuses lone surrogates in every text field', () => {
+    const lone = ['\\ud800', '\\udfff', 'a\\udc00b', '\\ud800\\ud800'];
+    for (const s of lone) {
+      for (const text of [
+        `{"cmd": "0", "nickname": "${s}"}`,
+        `{"cmd": "2", "to": "${s}", "msg": "x"}`,
+        `{"cmd": "2", "to": "bob", "msg": "${s}"}`,
+        `{"cmd": "5", "newNickname": "${s}"}`,
+        `{"cmd": "7", "msg": "${s}"}`,
+      ]) {
+        expect(codeOf(text), text).toBe(ErrorCode.INVALID_FIELD);
+      }
+    }
+    expect(parseRequestText('{"cmd": "7", "msg": "\\ud83d\\ude00"}')).toEqual({
+      ok: true,
+      request: { cmd: '7', msg: '😀' },
+    });
+  });
+
+  it('bounds caps to 32 names of at most 32 characters', () => {
+    const caps = (list: string[]) => JSON.stringify({ cmd: '0', nickname: 'a', caps: list });
+    expect(codeOf(caps(Array(32).fill('x'.repeat(32))))).toBe('ok');
+    expect(codeOf(caps(Array(33).fill('errors')))).toBe(ErrorCode.INVALID_FIELD);
+    expect(codeOf(caps(['x'.repeat(33)]))).toBe(ErrorCode.INVALID_FIELD);
+  });
+
+  it('lets the last of duplicate keys win, as Python json.loads does', () => {
+    expect(parseRequestText('{"cmd": "7", "msg": "a", "msg": "b"}')).toEqual({
+      ok: true,
+      request: { cmd: '7', msg: 'b' },
+    });
+    expect(parseRequestText('{"cmd": "7", "cmd": "4"}')).toEqual({
+      ok: true,
+      request: { cmd: '4' },
+    });
+  });
+
+  it('never lets __proto__, constructor or prototype keys change a prototype', () => {
+    const key = fc.constantFrom(
+      '__proto__',
+      'constructor',
+      'prototype',
+      'cmd',
+      'msg',
+      'nickname',
+      'caps',
+      'beginTime',
+      'toString',
+      'hasOwnProperty',
+    );
+    const value = fc.oneof(fc.jsonValue({ maxDepth: 2 }), fc.constantFrom('7', '0', '6', 'x'));
+    const before = Object.getOwnPropertyNames(Object.prototype).sort();
+    fc.assert(
+      fc.property(fc.array(fc.tuple(key, value), { maxLength: 8 }), (entries) => {
+        // Built by hand so "__proto__" is a literal key in the JSON text.
+        const body = entries.map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`);
+        const r = parseRequestText(`{${body.join(', ')}}`);
+        if (r.ok) {
+          expect(Object.getPrototypeOf(r.request)).toBe(Object.prototype);
+          if (r.request.cmd === '0' && r.request.caps !== undefined)
+            expect(Object.getPrototypeOf(r.request.caps)).toBe(Array.prototype);
+        }
+        expect(Object.getOwnPropertyNames(Object.prototype).sort()).toEqual(before);
+        expect(({} as Record<string, unknown>).cmd).toBeUndefined();
+      }),
+      { numRuns: 1000 },
+    );
+    expect(
+      parseRequestText('{"cmd": "7", "msg": "x", "__proto__": {"cmd": "0", "polluted": 1}}'),
+    ).toEqual({ ok: true, request: { cmd: '7', msg: 'x' } });
+  });
+
+  it('reads only the fields a client sent, even from a polluted Object.prototype', () => {
+    const proto = Object.prototype as Record<string, unknown>;
+    proto.cmd = '7';
+    proto.msg = 'from the prototype';
+    proto.beginTime = 1;
+    try {
+      expect(codeOf('{}')).toBe(ErrorCode.INVALID_FIELD);
+      expect(codeOf('{"cmd": "7"}')).toBe(ErrorCode.INVALID_FIELD);
+      expect(codeOf('{"cmd": "6"}')).toBe(ErrorCode.INVALID_FIELD);
+    } finally {
+      delete proto.cmd;
+      delete proto.msg;
+      delete proto.beginTime;
+    }
+  });
+
+  it('ignores thousands of unknown keys', () => {
+    const fields = Array.from({ length: 5000 }, (_, i) => `"k${i}": ${i}`).join(', ');
+    expect(parseRequestText(`{${fields}, "cmd": "4"}`)).toEqual({
+      ok: true,
+      request: { cmd: '4' },
+    });
+  });
+});
+
+describe('nesting depth', () => {
+  const deep = (depth: number, open: string, close: string) =>
+    utf8.encode(`{"cmd": "6", "beginTime": ${open.repeat(depth - 1)}1${close.repeat(depth - 1)}}`);
+
+  it('refuses whole messages nested deeper than the limit before parsing them', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: MAX_DEPTH + 1, max: 50_000 }),
+        fc.constantFrom(['[', ']'], ['{"a":', '}']),
+        (depth, [open, close]) => {
+          const r = parseRequestMessage(deep(depth, open!, close!));
+          expect(r).toMatchObject({ ok: false, error: { code: ErrorCode.NESTED_TOO_DEEP } });
+        },
+      ),
+      { numRuns: 100 },
+    );
+    expect(parseRequestMessage(deep(3, '[', ']'), 2)).toMatchObject({
+      ok: false,
+      error: { code: ErrorCode.NESTED_TOO_DEEP },
+    });
+  });
+
+  it('parses shallow messages exactly as parseRequestFrame does', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+        expect(parseRequestMessage(bytes)).toEqual(parseRequestFrame(bytes));
+      }),
+    );
+    const ok = utf8.encode('{"cmd": "6", "beginTime": 1.5}');
+    expect(parseRequestMessage(ok)).toEqual(parseRequestFrame(ok));
+  });
+
+  it('never throws on deep input that reaches the text parser', () => {
+    const text = new TextDecoder().decode(deep(100_000, '[', ']'));
+    expect(codeOf(text)).toBe(ErrorCode.INVALID_FIELD);
+  });
+
+  it('maps decoder refusals to error codes', () => {
+    expect(refusedFrame('garbage')).toMatchObject({ error: { code: ErrorCode.MALFORMED_JSON } });
+    expect(refusedFrame('too-deep')).toMatchObject({ error: { code: ErrorCode.NESTED_TOO_DEEP } });
+    expect(refusedFrame('too-large')).toMatchObject({ error: { code: ErrorCode.FRAME_TOO_LARGE } });
   });
 });
