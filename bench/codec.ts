@@ -10,7 +10,7 @@ import { FrameDecoder } from '../src/protocol/frame-decoder.js';
 import { serializeLine } from '../src/protocol/message-codec.js';
 import type { ServerMessage } from '../src/protocol/messages.js';
 import { parseRequestFrame } from '../src/protocol/request-codec.js';
-import { nodeJsonLine } from '../src/transports/stream.js';
+import { jsonLines } from '../src/transports/dialects/json.js';
 import { bestNsPerCall } from './lib/timing.js';
 
 const MSG = '3 123456 1234567890123 xxxxxxxxxxxxxxxxxxxxxxxx';
@@ -38,7 +38,7 @@ const steps: Record<string, () => void> = {
     for (let i = 0; i < PER_READ; i++) sink += Buffer.from(serializeLine(chat)).length;
   },
   'encode broadcast (the TCP encoder, plain chat straight to bytes)': () => {
-    for (let i = 0; i < PER_READ; i++) sink += nodeJsonLine.encode(chat).length;
+    for (let i = 0; i < PER_READ; i++) sink += jsonLines(chat).length;
   },
 };
 

@@ -8,28 +8,32 @@
  *   npx tsx bench/pipeline.ts
  */
 import { Chat } from '../src/core/chat.js';
+import type { Delivery } from '../src/core/events.js';
 import type { DisconnectReason, Peer, PeerAddress } from '../src/core/ports.js';
 import type { Session } from '../src/core/session.js';
 import { FrameDecoder } from '../src/protocol/frame-decoder.js';
-import type { Outbound } from '../src/protocol/message-codec.js';
 import { parseRequestFrame, refusedFrame } from '../src/protocol/request-codec.js';
-import { nodeJsonLine } from '../src/transports/stream.js';
+import { EncoderCache, JsonDialect, jsonLines } from '../src/transports/dialects/json.js';
 import { bestNsPerCall } from './lib/timing.js';
 
 const MEMBERS = 10;
 const PER_READ = 150;
 
 /** Queues as the TCP transport does: copies into a 16 KiB batch buffer, "written" when full. */
+const lines = new JsonDialect(jsonLines);
+
 class QueuePeer implements Peer {
   static port = 40000;
   readonly remote: PeerAddress = { ip: '127.0.0.1', port: QueuePeer.port++ };
   readonly local: PeerAddress = { ip: '127.0.0.1', port: 20825 };
   session!: Session;
+  private readonly encoder = new EncoderCache((caps) => lines.encoderFor(caps));
   readonly batch = Buffer.allocUnsafeSlow(16 * 1024);
   batchBytes = 0;
   bytes = 0;
-  send(message: Outbound): void {
-    const b = message.bytes(nodeJsonLine);
+  send(delivery: Delivery): void {
+    const b = this.encoder.bytes(delivery, this.session.caps);
+    if (b === undefined) return;
     if (this.batchBytes + b.length > this.batch.length) this.batchBytes = 0;
     this.batch.set(b, this.batchBytes);
     this.batchBytes += b.length;

@@ -1,9 +1,9 @@
 import { Cmd, ErrorCode, type ErrorCodeValue } from '../protocol/codes.js';
-import { Outbound } from '../protocol/message-codec.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { type ChatContext, commandFor, refuse } from './commands.js';
+import { type ChatEvent, Delivery } from './events.js';
 import { nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
@@ -113,7 +113,11 @@ export class Chat implements ChatContext, SessionHost {
       // Answered before the client even asks: a course client reads this "02"
       // as the reply to its CONNECT and reports a full room.
       this.log.warn({ ip, fromIp, total: this.sessions.size }, 'connection limit reached');
-      session.reply({ cmd: Cmd.CONNECT_CHATROOM_FULL });
+      session.reply({
+        type: 'connect-refused',
+        reason: 'room-full',
+        detail: 'too many connections',
+      });
       this.disconnect(session, 'too-many-connections');
     }
     return session;
@@ -121,6 +125,26 @@ export class Chat implements ChatContext, SessionHost {
 
   find(nickname: string): Session | undefined {
     return this.nicknames.get(nicknameKey(nickname));
+  }
+
+  now(): number {
+    return this.clock();
+  }
+
+  /**
+   * The one fan-out point. A room event goes to every member of its room but
+   * the session it came from; a whisper to its target. One Delivery carries
+   * it to all of them, so each dialect encodes it once. A cluster broker
+   * attaches here: publish to the broker, deliver what it hands back.
+   */
+  publish(event: ChatEvent, origin?: Session): void {
+    const delivery = new Delivery(event);
+    if (event.type === 'whisper') {
+      this.find(event.to)?.deliver(delivery);
+      return;
+    }
+    // One room today: the lobby.
+    if (event.room === this.lobby.name) this.lobby.deliver(delivery, origin);
   }
 
   receive(session: Session, result: ParseResult): void {
@@ -311,8 +335,6 @@ export class Chat implements ChatContext, SessionHost {
       `${session.nickname} left. There are ${room.size} users connected.`,
     );
     if (this.stopping) return;
-    room.broadcast(
-      new Outbound({ cmd: Cmd.EXIT_BROADCAST, nickname: session.nickname, userCount: room.size }),
-    );
+    this.publish({ type: 'left', room: room.name, nickname: session.nickname, count: room.size });
   }
 }

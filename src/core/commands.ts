@@ -1,8 +1,8 @@
 import { grant } from '../protocol/capabilities.js';
 import { Cmd, ErrorCode, type ErrorCodeValue, type RequestCode } from '../protocol/codes.js';
-import { Outbound } from '../protocol/message-codec.js';
-import type { Request, UserEntry } from '../protocol/messages.js';
+import type { Request } from '../protocol/messages.js';
 import type { BannedWords } from './banned-words.js';
+import type { ChatEvent, MemberInfo } from './events.js';
 import { checkNickname } from './nickname.js';
 import type { DisconnectReason, Logger } from './ports.js';
 import type { Room } from './room.js';
@@ -16,11 +16,14 @@ export interface ChatContext {
   readonly hideAddresses: boolean;
   readonly maxMessage: number;
   readonly log: Logger;
+  now(): number;
   find(nickname: string): Session | undefined;
   /** Registers the nickname and adds the session to the room. */
   join(session: Session, nickname: string, room: Room): void;
   rename(session: Session, nickname: string): void;
   disconnect(session: Session, reason: DisconnectReason, detail?: string): void;
+  /** The one fan-out point: every event reaches its room's members (or a whisper's target) here. */
+  publish(event: ChatEvent, origin?: Session): void;
 }
 
 type RequestOf<C extends RequestCode> = Extract<Request, { cmd: C }>;
@@ -30,20 +33,17 @@ type Handler<C extends RequestCode> = (
   req: RequestOf<C>,
 ) => void;
 
-/** Sends an error reply to clients that asked for them; others get silence, as in the course server. */
+/** Refuses a request; the session's dialect decides whether and how the client is told. */
 export function refuse(
   session: Session,
   code: ErrorCodeValue,
   message: string,
   ref?: string,
 ): void {
-  if (!session.has('errors')) return;
-  session.reply(
-    ref === undefined ? { cmd: Cmd.ERROR, code, message } : { cmd: Cmd.ERROR, code, message, ref },
-  );
+  session.reply({ type: 'error', code, message, ref });
 }
 
-/** Refuses a message over --max-message; only opted-in clients can be told. */
+/** Refuses a message over --max-message. */
 function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): boolean {
   if (msg.length <= ctx.maxMessage) return false;
   ctx.log.info({ nickname: session.nickname, length: msg.length }, 'message too long, refused');
@@ -64,53 +64,43 @@ function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): 
  * An unusable nickname is refused like a taken one ("01"), or with "90" for opted-in clients.
  */
 const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
-  if (req.caps !== undefined) session.grant(grant(req.caps));
+  const caps = req.caps === undefined ? undefined : grant(req.caps);
+  if (caps !== undefined) session.grant(caps);
   const checked = checkNickname(req.nickname);
   if (!checked.ok) {
-    if (session.has('errors')) {
-      refuse(session, ErrorCode.INVALID_NICKNAME, checked.reason, Cmd.CONNECT);
-    } else {
-      session.reply({ cmd: Cmd.CONNECT_DUPLICATE_NICKNAME });
-    }
+    session.reply({ type: 'connect-refused', reason: 'invalid', detail: checked.reason });
     ctx.disconnect(session, 'invalid-nickname');
     return;
   }
   const nickname = checked.nickname;
   if (ctx.find(nickname) !== undefined) {
-    session.reply({ cmd: Cmd.CONNECT_DUPLICATE_NICKNAME });
+    session.reply({ type: 'connect-refused', reason: 'taken', detail: 'nickname is taken' });
     ctx.disconnect(session, 'nickname-taken');
     return;
   }
   const room = ctx.lobby;
   if (room.isFull) {
-    session.reply({ cmd: Cmd.CONNECT_CHATROOM_FULL });
+    session.reply({ type: 'connect-refused', reason: 'room-full', detail: 'the room is full' });
     ctx.disconnect(session, 'room-full');
     return;
   }
-  const userCount = room.size + 1;
-  room.broadcast(new Outbound({ cmd: Cmd.NEW_USER_ENTERS, nickname, userCount }));
+  const count = room.size + 1;
+  // The others hear of the joiner before the joiner hears it is in, as in the course server.
+  ctx.publish({ type: 'joined', room: room.name, nickname, count });
   ctx.join(session, nickname, room);
-  const local = session.peer.local;
-  session.reply(
-    req.caps === undefined
-      ? { cmd: Cmd.CONNECT_SUCCESS, serverAddress: [local.ip, local.port], userCount }
-      : {
-          cmd: Cmd.CONNECT_SUCCESS,
-          serverAddress: [local.ip, local.port],
-          userCount,
-          caps: grant(req.caps),
-        },
-  );
+  session.reply({ type: 'welcome', address: session.peer.local, count, caps });
 };
 
 /** USERS "1" -> "10" {users: [[nickname, ip, port], ...]} in join order. */
 const users: Handler<typeof Cmd.USERS> = (ctx, session) => {
-  const list: UserEntry[] = [];
+  const members: MemberInfo[] = [];
   for (const member of session.room?.list() ?? []) {
-    const { ip, port } = member.address;
-    list.push(ctx.hideAddresses ? [member.nickname, 'hidden', 0] : [member.nickname, ip, port]);
+    members.push({
+      nickname: member.nickname,
+      address: ctx.hideAddresses ? undefined : member.address,
+    });
   }
-  session.reply({ cmd: Cmd.USERS_RESPONSE, users: list });
+  session.reply({ type: 'members', members });
 };
 
 /**
@@ -118,15 +108,16 @@ const users: Handler<typeof Cmd.USERS> = (ctx, session) => {
  *   -> "20" no such user; "21" to yourself;
  *   -> banned words: the sender is disconnected and nobody receives it;
  *   -> otherwise the receiver gets "70" {from, msg} and the sender "22".
+ * Whispers are not stored.
  */
 const whisper: Handler<typeof Cmd.WHISPER> = (ctx, session, req) => {
   const target = ctx.find(req.to);
   if (target === undefined) {
-    session.reply({ cmd: Cmd.WHISPER_NO_SUCH_USER });
+    session.reply({ type: 'whisper-refused', reason: 'no-such-user' });
     return;
   }
   if (target === session) {
-    session.reply({ cmd: Cmd.WHISPER_MYSELF });
+    session.reply({ type: 'whisper-refused', reason: 'to-self' });
     return;
   }
   if (tooLong(ctx, session, req.msg, req.cmd)) return;
@@ -134,12 +125,11 @@ const whisper: Handler<typeof Cmd.WHISPER> = (ctx, session, req) => {
     ctx.disconnect(session, 'banned-words');
     return;
   }
-  target.reply(
-    target.has('whispers')
-      ? { cmd: Cmd.CHAT_RESPONSE, from: session.nickname, msg: req.msg, whisper: true }
-      : { cmd: Cmd.CHAT_RESPONSE, from: session.nickname, msg: req.msg },
+  ctx.publish(
+    { type: 'whisper', at: ctx.now(), from: session.nickname, to: target.nickname, msg: req.msg },
+    session,
   );
-  session.reply({ cmd: Cmd.WHISPER_SUCCESS });
+  session.reply({ type: 'whispered' });
 };
 
 /** EXIT "3": the server closes the connection; the others get "30". */
@@ -149,7 +139,7 @@ const exit: Handler<typeof Cmd.EXIT> = (ctx, session) => {
 
 /** VERSION "4" -> "40" {serverVersion} */
 const version: Handler<typeof Cmd.VERSION> = (ctx, session) => {
-  session.reply({ cmd: Cmd.VERSION_RESPONSE, serverVersion: ctx.serverVersion });
+  session.reply({ type: 'version', version: ctx.serverVersion });
 };
 
 /**
@@ -160,31 +150,24 @@ const version: Handler<typeof Cmd.VERSION> = (ctx, session) => {
 const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
   const checked = checkNickname(req.newNickname);
   if (!checked.ok) {
-    if (session.has('errors')) {
-      refuse(session, ErrorCode.INVALID_NICKNAME, checked.reason, Cmd.RENAME);
-    } else {
-      session.reply({ cmd: Cmd.RENAME_DUPLICATE_NICKNAME });
-    }
+    session.reply({ type: 'rename-refused', reason: 'invalid', detail: checked.reason });
     return;
   }
-  const newNickname = checked.nickname;
-  if (ctx.find(newNickname) !== undefined) {
-    session.reply({ cmd: Cmd.RENAME_DUPLICATE_NICKNAME });
+  const to = checked.nickname;
+  if (ctx.find(to) !== undefined) {
+    session.reply({ type: 'rename-refused', reason: 'taken', detail: 'nickname is taken' });
     return;
   }
-  const oldNickname = session.nickname;
-  ctx.rename(session, newNickname);
-  session.reply({ cmd: Cmd.RENAME_SUCCESS, newNickname });
-  session.room?.broadcast(
-    new Outbound({ cmd: Cmd.USER_RENAMED, oldNickname, newNickname }),
-    session,
-    'renames',
-  );
+  const from = session.nickname;
+  ctx.rename(session, to);
+  session.reply({ type: 'renamed-you', nickname: to });
+  const room = session.room;
+  if (room !== undefined) ctx.publish({ type: 'renamed', room: room.name, from, to }, session);
 };
 
 /** RTT "6" {beginTime} -> "60" {beginTime}, echoed unchanged. */
 const rtt: Handler<typeof Cmd.RTT> = (_ctx, session, req) => {
-  session.reply({ cmd: Cmd.RTT_RESPONSE, beginTime: req.beginTime });
+  session.reply({ type: 'rtt', beginTime: req.beginTime });
 };
 
 /**
@@ -197,8 +180,17 @@ const chat: Handler<typeof Cmd.CHAT> = (ctx, session, req) => {
     ctx.disconnect(session, 'banned-words');
     return;
   }
-  session.room?.broadcast(
-    new Outbound({ cmd: Cmd.CHAT_RESPONSE, from: session.nickname, msg: req.msg }),
+  const room = session.room;
+  if (room === undefined) return;
+  ctx.publish(
+    {
+      type: 'chat',
+      room: room.name,
+      id: room.nextId(),
+      at: ctx.now(),
+      from: session.nickname,
+      msg: req.msg,
+    },
     session,
   );
 };

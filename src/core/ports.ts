@@ -1,4 +1,4 @@
-import type { Outbound } from '../protocol/message-codec.js';
+import type { Delivery } from './events.js';
 
 /** Structured logging, injected so the core never binds a logging library. */
 export interface Logger {
@@ -46,8 +46,8 @@ export interface Peer {
   readonly remote: PeerAddress;
   /** The listening address the client reached (sent in "03"). */
   readonly local: PeerAddress;
-  /** Queue a message. Must not call back into the core synchronously. */
-  send(message: Outbound): void;
+  /** Queue an event or reply, in this peer's dialect. Must not call back into the core synchronously. */
+  send(delivery: Delivery): void;
   /** Flush what is queued, then close. Idempotent. Reports back through Session.ended. */
   close(reason: DisconnectReason): void;
 }

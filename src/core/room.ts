@@ -1,5 +1,4 @@
-import type { Capability } from '../protocol/capabilities.js';
-import type { Outbound } from '../protocol/message-codec.js';
+import type { Delivery } from './events.js';
 import type { PeerAddress } from './ports.js';
 
 /** What a room needs of a member. Sessions of every transport implement it. */
@@ -8,18 +7,20 @@ export interface Member {
   readonly nickname: string;
   /** Where the member connects from, as USERS reports it. */
   readonly address: PeerAddress;
-  has(capability: Capability): boolean;
-  deliver(message: Outbound): void;
+  deliver(delivery: Delivery): void;
 }
 
 /**
- * A chat room: members in join order, a capacity, and fan-out. The course
- * server has exactly one; confab keeps it a first-class object so that more
- * rooms, history and cluster fan-out attach here rather than to sessions.
+ * A chat room: members in join order, a capacity, fan-out to its members, and
+ * the ids of its chat messages. The course server has exactly one; confab
+ * keeps it a first-class object so that more rooms, history and cluster
+ * fan-out attach here rather than to sessions.
  */
 export class Room {
   // Insertion order is the order USERS lists members in, as in the course server.
   private readonly members = new Map<number, Member>();
+  /** The id of the room's latest chat message; ids are never reused. */
+  private top = 0;
 
   constructor(
     readonly name: string,
@@ -55,16 +56,17 @@ export class Room {
     return this.members.values();
   }
 
-  /**
-   * Delivers one message to every member but `except`; with `only`, just to
-   * members holding that capability. Returns how many it reached.
-   */
-  broadcast(message: Outbound, except?: Member, only?: Capability): number {
+  /** The next chat message's id. */
+  nextId(): number {
+    return ++this.top;
+  }
+
+  /** Hands one delivery to every member but `except`. Returns how many it reached. */
+  deliver(delivery: Delivery, except?: Member): number {
     let delivered = 0;
     for (const member of this.members.values()) {
       if (member === except) continue;
-      if (only !== undefined && !member.has(only)) continue;
-      member.deliver(message);
+      member.deliver(delivery);
       delivered++;
     }
     return delivered;

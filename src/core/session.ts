@@ -1,7 +1,6 @@
 import type { Capability } from '../protocol/capabilities.js';
-import { Outbound } from '../protocol/message-codec.js';
-import type { ServerMessage } from '../protocol/messages.js';
 import type { ParseResult } from '../protocol/request-codec.js';
+import { Delivery, type Reply } from './events.js';
 import type { DisconnectReason, Peer, PeerAddress } from './ports.js';
 import type { TokenBucket } from './rate-limit.js';
 import type { Member, Room } from './room.js';
@@ -17,7 +16,8 @@ export interface SessionHost {
 
 export type SessionState = 'greeting' | 'joined' | 'closed';
 
-const NO_CAPS: ReadonlySet<Capability> = new Set();
+/** The capabilities of a session that negotiated nothing (and of one not yet open). */
+export const NO_CAPS: ReadonlySet<Capability> = new Set();
 
 /**
  * One client, from connect to close, whatever transport carries it.
@@ -35,7 +35,11 @@ export class Session implements Member {
   strikes = 0;
   /** Set once a fault has been reported, so it is logged once. */
   faulted = false;
-  private caps: ReadonlySet<Capability> = NO_CAPS;
+  /**
+   * The capabilities granted at CONNECT. A new set replaces it (never mutated),
+   * so a transport can tell by identity when to pick another encoder.
+   */
+  caps: ReadonlySet<Capability> = NO_CAPS;
 
   constructor(
     readonly id: number,
@@ -84,10 +88,10 @@ export class Session implements Member {
    * message throws ends this session only, so a broadcast still reaches
    * every other member.
    */
-  deliver(message: Outbound): void {
+  deliver(delivery: Delivery): void {
     if (this.state === 'closed') return;
     try {
-      this.peer.send(message);
+      this.peer.send(delivery);
     } catch (err) {
       this.host.failed(this, err, 'send');
     }
@@ -98,7 +102,7 @@ export class Session implements Member {
     this.host.failed(this, err, 'request', input);
   }
 
-  reply(message: ServerMessage): void {
-    this.deliver(new Outbound(message));
+  reply(reply: Reply): void {
+    this.deliver(new Delivery(reply));
   }
 }

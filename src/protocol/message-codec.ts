@@ -1,11 +1,6 @@
 import { Cmd } from './codes.js';
 import type { ServerMessage } from './messages.js';
 
-/** Turns a server message into the bytes one kind of connection sends. */
-export interface MessageEncoder {
-  encode(message: ServerMessage): Uint8Array;
-}
-
 /**
  * What JSON.stringify escapes in a string: quote, backslash, control
  * characters, and lone surrogates (any surrogate is checked, for speed).
@@ -77,32 +72,6 @@ export function encodePlainChatLine(message: ServerMessage): Uint8Array | undefi
   at = putBytes(slab, at, CHAT_TAIL);
   slabUsed = at;
   return slab.subarray(start, at);
-}
-
-/**
- * A message on its way to one or many recipients. Each encoding is computed
- * once and the same bytes go to every recipient that uses that encoder, so a
- * broadcast to a thousand members costs one JSON.stringify, and a room that
- * mixes kinds of connection costs one encoding per kind, however their
- * members alternate.
- */
-export class Outbound {
-  // Almost every broadcast meets one or two encoders: a short list beats a Map.
-  private readonly encoders: MessageEncoder[] = [];
-  private readonly encoded: Uint8Array[] = [];
-
-  constructor(readonly message: ServerMessage) {}
-
-  bytes(encoder: MessageEncoder): Uint8Array {
-    const encoders = this.encoders;
-    for (let i = 0; i < encoders.length; i++) {
-      if (encoders[i] === encoder) return this.encoded[i]!;
-    }
-    const bytes = encoder.encode(this.message);
-    encoders.push(encoder);
-    this.encoded.push(bytes);
-    return bytes;
-  }
 }
 
 export type ParsedServerMessage = { cmd: string } & Record<string, unknown>;

@@ -1,18 +1,13 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Chat } from '../core/chat.js';
+import type { Delivery } from '../core/events.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
-import type { Session } from '../core/session.js';
-import { encodeCourseFrames } from '../protocol/course-frame.js';
+import { NO_CAPS, type Session } from '../core/session.js';
 import { FrameDecoder, FrameTooLargeError } from '../protocol/frame-decoder.js';
-import {
-  encodePlainChatLine,
-  type MessageEncoder,
-  type Outbound,
-  serializeLine,
-} from '../protocol/message-codec.js';
 import { parseRequestFrame, refusedFrame } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
+import { courseFrames, EncoderCache, JsonDialect, jsonLines } from './dialects/json.js';
 import { killAfter, listenOn, openSession } from './lifecycle.js';
 import { TransportStats } from './stats.js';
 
@@ -100,17 +95,9 @@ const fullBatches = new BatchBuffers(BATCH_BYTES, 64);
 
 export const SLOW_CONSUMER = 'outbound queue over the limit, disconnecting slow consumer';
 
-/**
- * JSON lines as bytes, for clients that negotiated (they split on newlines):
- * plain ASCII chat straight from its strings, anything else through
- * Buffer.from (pooled, cheaper than TextEncoder for small messages).
- */
-export const nodeJsonLine: MessageEncoder = {
-  encode: (message) => encodePlainChatLine(message) ?? Buffer.from(serializeLine(message)),
-};
-
-/** For clients that negotiated nothing: each message padded to the course client's recv(1024). */
-const courseFrames: MessageEncoder = { encode: encodeCourseFrames };
+/** Clients that negotiated split on newlines; the others are course clients, read with recv(1024). */
+const lineDialect = new JsonDialect(jsonLines);
+const courseDialect = new JsonDialect(courseFrames);
 
 /** Characters of the client's input shown in a fault's log line. */
 const EXCERPT_CHARS = 200;
@@ -155,6 +142,11 @@ export class StreamConnection implements Peer {
   private backlog = 0;
   /** The frame being handled, for the fault log. */
   private inFrame: Uint8Array | undefined;
+  private readonly encoder = new EncoderCache((caps) =>
+    this.session?.negotiated === true
+      ? lineDialect.encoderFor(caps)
+      : courseDialect.encoderFor(caps),
+  );
 
   constructor(
     private readonly socket: net.Socket,
@@ -219,11 +211,13 @@ export class StreamConnection implements Peer {
     }
   }
 
-  send(message: Outbound): void {
+  send(delivery: Delivery): void {
     if (this.socket.destroyed) return;
     // chat.open() may answer ("02") before it returns, while this.session is still unset.
-    const negotiated = (this.session as Session | undefined)?.negotiated === true;
-    const bytes = message.bytes(negotiated ? nodeJsonLine : courseFrames);
+    const session = this.session as Session | undefined;
+    const negotiated = session?.negotiated === true;
+    const bytes = this.encoder.bytes(delivery, session?.caps ?? NO_CAPS);
+    if (bytes === undefined) return;
     if (this.batch === undefined) this.backlog = this.socket.writableLength;
     const queued = this.backlog + this.batchBytes;
     if (this.stats.overflows(queued, bytes.length, this.limits.maxQueue)) {

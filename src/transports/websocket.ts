@@ -1,18 +1,17 @@
 import type { IncomingMessage } from 'node:http';
 import type { WebSocket } from 'ws';
 import type { Chat } from '../core/chat.js';
+import type { Delivery } from '../core/events.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
-import type { Session } from '../core/session.js';
-import type { MessageEncoder, Outbound } from '../protocol/message-codec.js';
+import { NO_CAPS, type Session } from '../core/session.js';
 import { parseRequestMessage } from '../protocol/request-codec.js';
+import { EncoderCache, JsonDialect, wsJson } from './dialects/json.js';
 import { killAfter, openSession } from './lifecycle.js';
 import type { TransportStats } from './stats.js';
 import { addressOf, excerpt, SLOW_CONSUMER, type StreamLimits } from './stream.js';
 
-/** One JSON object per WebSocket message, no trailing newline. */
-const wsJson: MessageEncoder = {
-  encode: (message) => Buffer.from(JSON.stringify(message)),
-};
+/** Browsers speak the same JSON as negotiated stream clients, one object per message. */
+const wsDialect = new JsonDialect(wsJson);
 
 /** Close codes a browser sees, by why the server ended the session. */
 const CLOSE_CODES: Partial<Record<DisconnectReason, number>> = {
@@ -34,6 +33,7 @@ export class WsConnection implements Peer {
   private endReason: DisconnectReason = 'lost';
   /** Answered the last keepalive ping. */
   alive = true;
+  private readonly encoder = new EncoderCache((caps) => wsDialect.encoderFor(caps));
 
   constructor(
     private readonly ws: WebSocket,
@@ -79,9 +79,12 @@ export class WsConnection implements Peer {
     });
   }
 
-  send(message: Outbound): void {
+  send(delivery: Delivery): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
-    const bytes = message.bytes(wsJson);
+    // chat.open() may answer ("02") before it returns, while this.session is still unset.
+    const session = this.session as Session | undefined;
+    const bytes = this.encoder.bytes(delivery, session?.caps ?? NO_CAPS);
+    if (bytes === undefined) return;
     const queued = this.ws.bufferedAmount;
     if (this.stats.overflows(queued, bytes.length, this.limits.maxQueue)) {
       this.log.warn({ remote: this.remote, queued }, SLOW_CONSUMER);

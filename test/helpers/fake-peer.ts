@@ -1,14 +1,21 @@
+import type { Delivery } from '../../src/core/events.js';
 import type { DisconnectReason, Peer, PeerAddress } from '../../src/core/ports.js';
-import type { Session } from '../../src/core/session.js';
-import type { Outbound } from '../../src/protocol/message-codec.js';
+import { NO_CAPS, type Session } from '../../src/core/session.js';
 import type { ServerMessage } from '../../src/protocol/messages.js';
+import { toServerMessage } from '../../src/transports/dialects/json.js';
 
-/** A connection that records what the core sends it, for core tests without sockets. */
+/**
+ * A connection that records what the core sends it, for core tests without
+ * sockets: each delivery as the JSON dialect shows it to this session's
+ * capabilities at the time it was sent (what it is not shown, it never gets).
+ */
 export class FakePeer implements Peer {
   static nextPort = 40000;
   readonly remote: PeerAddress;
   readonly local: PeerAddress = { ip: '127.0.0.1', port: 20825 };
-  readonly outbox: Outbound[] = [];
+  readonly outbox: ServerMessage[] = [];
+  /** Every delivery handed over, shown or not: one broadcast is one Delivery for all. */
+  readonly deliveries: Delivery[] = [];
   closedWith: DisconnectReason | undefined;
   session!: Session;
 
@@ -16,8 +23,12 @@ export class FakePeer implements Peer {
     this.remote = { ip, port: FakePeer.nextPort++ };
   }
 
-  send(message: Outbound): void {
-    this.outbox.push(message);
+  send(delivery: Delivery): void {
+    // chat.open() may answer before it returns, while this.session is still unset.
+    this.deliveries.push(delivery);
+    const caps = (this.session as Session | undefined)?.caps ?? NO_CAPS;
+    const message = toServerMessage(delivery.item, caps);
+    if (message !== undefined) this.outbox.push(message);
   }
 
   close(reason: DisconnectReason): void {
@@ -26,6 +37,6 @@ export class FakePeer implements Peer {
 
   /** Messages received so far, emptied. */
   take(): ServerMessage[] {
-    return this.outbox.splice(0).map((o) => o.message);
+    return this.outbox.splice(0);
   }
 }

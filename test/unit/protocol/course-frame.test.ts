@@ -1,11 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { type Deliverable, Delivery, type Encoder } from '../../../src/core/events.js';
 import { COURSE_FRAME_BYTES, encodeCourseFrames } from '../../../src/protocol/course-frame.js';
-import {
-  type MessageEncoder,
-  Outbound,
-  serializeLine,
-} from '../../../src/protocol/message-codec.js';
+import { serializeLine } from '../../../src/protocol/message-codec.js';
 import type { ServerMessage } from '../../../src/protocol/messages.js';
 
 const utf8 = new TextDecoder();
@@ -94,21 +91,21 @@ describe('frames for course clients', () => {
   });
 });
 
-describe('Outbound', () => {
+describe('Delivery', () => {
   it('encodes once per encoder, however recipients of different kinds alternate', () => {
     const counted = () => {
       const encoder = {
         calls: 0,
-        encode: (m: ServerMessage) => {
+        encode: (item: Deliverable) => {
           encoder.calls++;
-          return new TextEncoder().encode(serializeLine(m));
+          return new TextEncoder().encode(JSON.stringify(item));
         },
       };
-      return encoder satisfies MessageEncoder;
+      return encoder satisfies Encoder;
     };
     const tcp = counted();
     const ws = counted();
-    const out = new Outbound({ cmd: '70', from: 'ann', msg: 'hi' });
+    const out = new Delivery({ type: 'chat', room: 'lobby', id: 1, at: 0, from: 'ann', msg: 'hi' });
     for (let i = 0; i < 10; i++) {
       out.bytes(tcp);
       out.bytes(ws);

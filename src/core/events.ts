@@ -1,0 +1,110 @@
+import type { Capability } from '../protocol/capabilities.js';
+import type { PeerAddress } from './ports.js';
+
+/**
+ * What happens in the chat, as the core sees it: no wire format, no codes.
+ * Every event goes out through one fan-out point (Chat.publish); each
+ * connection's dialect turns it into its own bytes (transports/dialects/),
+ * or into nothing when that dialect does not show it.
+ */
+export type ChatEvent =
+  | {
+      readonly type: 'joined';
+      readonly room: string;
+      readonly nickname: string;
+      readonly count: number;
+    }
+  | {
+      readonly type: 'left';
+      readonly room: string;
+      readonly nickname: string;
+      readonly count: number;
+    }
+  | { readonly type: 'renamed'; readonly room: string; readonly from: string; readonly to: string }
+  | {
+      readonly type: 'chat';
+      readonly room: string;
+      /** Per room, increasing, never reused. */
+      readonly id: number;
+      /** Server time, ms since the epoch. */
+      readonly at: number;
+      readonly from: string;
+      readonly msg: string;
+    }
+  | {
+      readonly type: 'whisper';
+      readonly at: number;
+      readonly from: string;
+      readonly to: string;
+      readonly msg: string;
+    };
+
+export interface MemberInfo {
+  readonly nickname: string;
+  /** Undefined when the operator hides members' addresses. */
+  readonly address: PeerAddress | undefined;
+}
+
+/** Why a CONNECT or RENAME could not take a nickname. */
+export type NameRefusal = 'taken' | 'invalid';
+
+/** The answer to one request, for the session that sent it. */
+export type Reply =
+  | {
+      readonly type: 'welcome';
+      readonly address: PeerAddress;
+      readonly count: number;
+      /** Present when the client asked for extensions: the ones granted. */
+      readonly caps: readonly Capability[] | undefined;
+    }
+  | {
+      readonly type: 'connect-refused';
+      readonly reason: NameRefusal | 'room-full';
+      readonly detail: string;
+    }
+  | { readonly type: 'members'; readonly members: readonly MemberInfo[] }
+  | { readonly type: 'whispered' }
+  | { readonly type: 'whisper-refused'; readonly reason: 'no-such-user' | 'to-self' }
+  | { readonly type: 'version'; readonly version: string }
+  | { readonly type: 'renamed-you'; readonly nickname: string }
+  | { readonly type: 'rename-refused'; readonly reason: NameRefusal; readonly detail: string }
+  | { readonly type: 'rtt'; readonly beginTime: number }
+  | {
+      readonly type: 'error';
+      readonly code: number;
+      readonly message: string;
+      /** The request code the error answers, when it could be read. */
+      readonly ref: string | undefined;
+    };
+
+export type Deliverable = ChatEvent | Reply;
+
+/** Turns what the core delivers into one dialect's bytes; undefined when that dialect shows nothing for it. */
+export interface Encoder {
+  encode(item: Deliverable): Uint8Array | undefined;
+}
+
+/**
+ * One event or reply on its way to one or many sessions. Each encoder
+ * (one per dialect and capability set) encodes it once, and every session
+ * using that encoder gets the same bytes: a broadcast to a thousand members
+ * costs one encoding per kind of member, however they alternate.
+ */
+export class Delivery {
+  // Almost every delivery meets one or two encoders: a short list beats a Map.
+  private readonly encoders: Encoder[] = [];
+  private readonly encoded: (Uint8Array | undefined)[] = [];
+
+  constructor(readonly item: Deliverable) {}
+
+  bytes(encoder: Encoder): Uint8Array | undefined {
+    const encoders = this.encoders;
+    for (let i = 0; i < encoders.length; i++) {
+      if (encoders[i] === encoder) return this.encoded[i];
+    }
+    const bytes = encoder.encode(this.item);
+    encoders.push(encoder);
+    this.encoded.push(bytes);
+    return bytes;
+  }
+}

@@ -1,0 +1,139 @@
+import type { Deliverable, Delivery, Encoder } from '../../core/events.js';
+import type { Capability } from '../../protocol/capabilities.js';
+import { Cmd, ErrorCode } from '../../protocol/codes.js';
+import { encodeCourseFrames } from '../../protocol/course-frame.js';
+import { encodePlainChatLine, serializeLine } from '../../protocol/message-codec.js';
+import type { ServerMessage, UserEntry } from '../../protocol/messages.js';
+
+/**
+ * The course protocol and confab's JSON extensions: what a client with these
+ * capabilities is sent for each event or reply, or undefined when it is sent
+ * nothing. A client that negotiated nothing gets the course server's messages
+ * exactly (the differential test holds this to the byte).
+ */
+export function toServerMessage(
+  item: Deliverable,
+  caps: ReadonlySet<Capability>,
+): ServerMessage | undefined {
+  switch (item.type) {
+    case 'joined':
+      return { cmd: Cmd.NEW_USER_ENTERS, nickname: item.nickname, userCount: item.count };
+    case 'left':
+      return { cmd: Cmd.EXIT_BROADCAST, nickname: item.nickname, userCount: item.count };
+    case 'renamed':
+      return caps.has('renames')
+        ? { cmd: Cmd.USER_RENAMED, oldNickname: item.from, newNickname: item.to }
+        : undefined;
+    case 'chat':
+      return { cmd: Cmd.CHAT_RESPONSE, from: item.from, msg: item.msg };
+    case 'whisper':
+      // The course protocol cannot tell a whisper from chat; "whispers" marks it.
+      return caps.has('whispers')
+        ? { cmd: Cmd.CHAT_RESPONSE, from: item.from, msg: item.msg, whisper: true }
+        : { cmd: Cmd.CHAT_RESPONSE, from: item.from, msg: item.msg };
+    case 'welcome': {
+      const serverAddress: [string, number] = [item.address.ip, item.address.port];
+      return item.caps === undefined
+        ? { cmd: Cmd.CONNECT_SUCCESS, serverAddress, userCount: item.count }
+        : { cmd: Cmd.CONNECT_SUCCESS, serverAddress, userCount: item.count, caps: [...item.caps] };
+    }
+    case 'connect-refused':
+      if (item.reason === 'room-full') return { cmd: Cmd.CONNECT_CHATROOM_FULL };
+      // The course protocol has no word for an unusable name: it is refused like a taken one.
+      if (item.reason === 'invalid' && caps.has('errors'))
+        return error(ErrorCode.INVALID_NICKNAME, item.detail, Cmd.CONNECT);
+      return { cmd: Cmd.CONNECT_DUPLICATE_NICKNAME };
+    case 'members':
+      return {
+        cmd: Cmd.USERS_RESPONSE,
+        users: item.members.map(
+          (m): UserEntry =>
+            m.address === undefined
+              ? [m.nickname, 'hidden', 0]
+              : [m.nickname, m.address.ip, m.address.port],
+        ),
+      };
+    case 'whispered':
+      return { cmd: Cmd.WHISPER_SUCCESS };
+    case 'whisper-refused':
+      return { cmd: item.reason === 'to-self' ? Cmd.WHISPER_MYSELF : Cmd.WHISPER_NO_SUCH_USER };
+    case 'version':
+      return { cmd: Cmd.VERSION_RESPONSE, serverVersion: item.version };
+    case 'renamed-you':
+      return { cmd: Cmd.RENAME_SUCCESS, newNickname: item.nickname };
+    case 'rename-refused':
+      if (item.reason === 'invalid' && caps.has('errors'))
+        return error(ErrorCode.INVALID_NICKNAME, item.detail, Cmd.RENAME);
+      return { cmd: Cmd.RENAME_DUPLICATE_NICKNAME };
+    case 'rtt':
+      return { cmd: Cmd.RTT_RESPONSE, beginTime: item.beginTime };
+    case 'error':
+      // Course clients are never sent a code their protocol does not have.
+      return caps.has('errors') ? error(item.code, item.message, item.ref) : undefined;
+  }
+}
+
+function error(code: number, message: string, ref: string | undefined): ServerMessage {
+  return ref === undefined
+    ? { cmd: Cmd.ERROR, code, message }
+    : { cmd: Cmd.ERROR, code, message, ref };
+}
+
+/** How one kind of connection frames a server message as bytes. */
+export type Framing = (message: ServerMessage) => Uint8Array;
+
+/**
+ * JSON lines, for stream clients that negotiated (they split on newlines):
+ * plain ASCII chat straight from its strings, anything else through
+ * Buffer.from (pooled, cheaper than TextEncoder for small messages).
+ */
+export const jsonLines: Framing = (m) => encodePlainChatLine(m) ?? Buffer.from(serializeLine(m));
+/** For stream clients that negotiated nothing: each message padded to the course client's recv(1024). */
+export const courseFrames: Framing = encodeCourseFrames;
+/** One JSON object per WebSocket message, no newline. */
+export const wsJson: Framing = (m) => Buffer.from(JSON.stringify(m));
+
+/**
+ * The encoders of one framing, one per capability set, so that a delivery is
+ * encoded once per (framing, capability set) however many sessions share it.
+ */
+export class JsonDialect {
+  private readonly encoders = new Map<string, Encoder>();
+
+  constructor(private readonly framing: Framing) {}
+
+  encoderFor(caps: ReadonlySet<Capability>): Encoder {
+    const key = [...caps].sort().join(',');
+    let encoder = this.encoders.get(key);
+    if (encoder === undefined) {
+      const framing = this.framing;
+      encoder = {
+        encode(item) {
+          const message = toServerMessage(item, caps);
+          return message === undefined ? undefined : framing(message);
+        },
+      };
+      this.encoders.set(key, encoder);
+    }
+    return encoder;
+  }
+}
+
+/**
+ * A session's current encoder, picked again only when its capabilities
+ * change (at CONNECT): the lookup costs nothing per message.
+ */
+export class EncoderCache {
+  private caps: ReadonlySet<Capability> | undefined;
+  private encoder: Encoder | undefined;
+
+  constructor(private readonly pick: (caps: ReadonlySet<Capability>) => Encoder) {}
+
+  bytes(delivery: Delivery, caps: ReadonlySet<Capability>): Uint8Array | undefined {
+    if (caps !== this.caps) {
+      this.caps = caps;
+      this.encoder = this.pick(caps);
+    }
+    return delivery.bytes(this.encoder!);
+  }
+}
