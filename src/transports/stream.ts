@@ -258,7 +258,10 @@ export class StreamListener {
       this.server.on('tlsClientError', (err) => this.log.debug({ err }, 'TLS handshake failed'));
     }
     this.stats = new TransportStats(this.kind);
-    this.server.on('error', (err) => this.log.error({ err }, 'listener error'));
+    // A failed listen() is its caller's to report; log only errors after that.
+    this.server.on('error', (err) => {
+      if (this.server.listening) this.log.error({ err }, 'listener error');
+    });
   }
 
   private accept(socket: net.Socket): void {
