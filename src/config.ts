@@ -169,12 +169,14 @@ export const SERVE_OPTIONS = {
     default: undefined,
     description: 'PEM certificate chain for TLS',
     arg: 'FILE',
+    live: true,
   },
   'tls-key': {
     kind: 'file',
     default: undefined,
     description: 'PEM private key for TLS',
     arg: 'FILE',
+    live: true,
   },
   'hide-addresses': {
     kind: 'boolean',

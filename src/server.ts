@@ -49,6 +49,24 @@ async function readOption(option: string, file: string): Promise<Buffer> {
   }
 }
 
+/** Reads the TLS files and checks that they make a certificate and its key. */
+async function loadTls(config: Config): Promise<{ cert: Buffer; key: Buffer } | undefined> {
+  if (config.tlsPort === undefined || config.tlsCert === undefined || config.tlsKey === undefined)
+    return undefined;
+  const material = {
+    cert: await readOption('tls-cert', config.tlsCert),
+    key: await readOption('tls-key', config.tlsKey),
+  };
+  try {
+    createSecureContext(material);
+  } catch (err) {
+    throw new StartError(
+      `--tls-cert ${config.tlsCert} and --tls-key ${config.tlsKey} are not a PEM certificate and its key (${(err as Error).message}); are they the wrong way round?`,
+    );
+  }
+  return material;
+}
+
 async function loadBannedWords(config: Config): Promise<BannedWords> {
   return config.bannedWords === undefined
     ? new BannedWords(DEFAULT_BANNED_WORDS)
@@ -120,6 +138,7 @@ export class ConfabServer {
     /** Shared with every listener, which read them when they use them. */
     private readonly limits: StreamLimits,
     private readonly allowedOrigins: string[],
+    private readonly tlsListener: StreamListener | undefined,
   ) {}
 
   /**
@@ -129,24 +148,7 @@ export class ConfabServer {
    */
   static async start(config: Config, log: Logger): Promise<ConfabServer> {
     const bannedWords = await loadBannedWords(config);
-    let tls: { cert: Buffer; key: Buffer } | undefined;
-    if (
-      config.tlsPort !== undefined &&
-      config.tlsCert !== undefined &&
-      config.tlsKey !== undefined
-    ) {
-      tls = {
-        cert: await readOption('tls-cert', config.tlsCert),
-        key: await readOption('tls-key', config.tlsKey),
-      };
-      try {
-        createSecureContext(tls);
-      } catch (err) {
-        throw new StartError(
-          `--tls-cert ${config.tlsCert} and --tls-key ${config.tlsKey} are not a PEM certificate and its key (${(err as Error).message}); are they the wrong way round?`,
-        );
-      }
-    }
+    const tls = await loadTls(config);
     const chat = new Chat({ ...chatSettings(config, bannedWords), logger: log });
     const limits = streamLimits(config);
     const allowedOrigins = origins(config);
@@ -190,11 +192,19 @@ export class ConfabServer {
       { maxUsers: config.maxUsers },
     );
     const tlsPort = config.tlsPort;
+    let tlsListener: StreamListener | undefined;
     const tlsAddress =
       tls === undefined || tlsPort === undefined
         ? undefined
         : await start(
-            () => new StreamListener(chat, { host: config.host, port: tlsPort, limits, tls }, log),
+            () => {
+              tlsListener = new StreamListener(
+                chat,
+                { host: config.host, port: tlsPort, limits, tls },
+                log,
+              );
+              return tlsListener;
+            },
             'tls-port',
             tlsPort,
             'tls',
@@ -234,15 +244,18 @@ export class ConfabServer {
       config,
       limits,
       allowedOrigins,
+      tlsListener,
     );
   }
 
   /**
    * Applies a new configuration without dropping anyone: the chat rules,
-   * --max-queue and --shutdown-timeout apply from the next request on;
-   * options that need a restart are reported and keep their old values.
-   * Throws (changing nothing) if the banned-words file cannot be read.
-   * --log-level is the caller's, which owns the logger.
+   * --max-queue and --shutdown-timeout apply from the next request on, a
+   * TLS certificate to new TLS connections; options that need a restart are
+   * reported and keep their old values. The banned-words and TLS files are
+   * read again even if their paths are the same (a renewed certificate).
+   * Throws, changing nothing, if a file cannot be read or the certificate
+   * does not fit its key. --log-level is the caller's, which owns the logger.
    */
   async reload(next: Config): Promise<ReloadResult> {
     const bannedWords = await loadBannedWords(next);
@@ -250,8 +263,14 @@ export class ConfabServer {
     const changed = OPTION_NAMES.filter(
       (name) => isFileKey(name) && old[configKey(name)] !== next[configKey(name)],
     );
-    const needRestart = changed.filter((name) => !isLive(name));
-    const applied = changed.filter((name) => isLive(name));
+    // The certificate can change only if a TLS listener is running at its old port.
+    const tlsLive = this.tlsListener !== undefined && next.tlsPort === old.tlsPort;
+    const live = (name: OptionName) =>
+      isLive(name) && (tlsLive || (name !== 'tls-cert' && name !== 'tls-key'));
+    const needRestart = changed.filter((name) => !live(name));
+    const applied = changed.filter(live);
+    const tls = tlsLive ? await loadTls(next) : undefined;
+    if (tls !== undefined) this.tlsListener?.setCertificate(tls);
     this.chat.reconfigure(chatSettings(next, bannedWords));
     this.limits.maxQueue = next.maxQueue;
     this.limits.closeTimeoutMs = next.shutdownTimeout * 1000;

@@ -129,7 +129,7 @@ async function serve(args: string[]): Promise<number> {
     log.info(
       { applied },
       applied.length === 0
-        ? 'configuration reloaded; no live option changed'
+        ? 'configuration reloaded; files re-read, no option changed'
         : `configuration reloaded; now in effect: ${applied.join(', ')}`,
     );
     if (needRestart.length > 0) {

@@ -277,6 +277,11 @@ export class StreamListener {
     });
   }
 
+  /** New TLS connections get this certificate and key; open ones keep theirs. */
+  setCertificate(material: { cert: string | Buffer; key: string | Buffer }): void {
+    if (this.server instanceof tls.Server) this.server.setSecureContext(material);
+  }
+
   /** Stops accepting; resolves once every connection is closed. */
   close(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));

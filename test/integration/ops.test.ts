@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
@@ -68,29 +69,62 @@ function hold(port = 0): Promise<net.Server> {
   });
 }
 
+/** A self-signed certificate for localhost whose subject CN is `name`. */
+async function certificate(name: string): Promise<{ cert: string; key: string }> {
+  const cert = path.join(dir, `${name}.crt`);
+  const key = path.join(dir, `${name}.key`);
+  await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+    '-days',
+    '1',
+    '-subj',
+    `/CN=${name}`,
+  ]);
+  return { cert, key };
+}
+
+/** A TLS connection and the CN of the certificate the server showed. */
+function tlsConnect(port: number): Promise<{ socket: tls.TLSSocket; cn: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => {
+      resolve({ socket, cn: String(socket.getPeerCertificate().subject.CN) });
+    });
+    socket.once('error', reject);
+  });
+}
+
+/** Sends one request and resolves with the next line the server writes. */
+function ask(socket: tls.TLSSocket, request: object): Promise<string> {
+  return new Promise((resolve) => {
+    let got = '';
+    const onData = (d: Buffer) => {
+      got += d.toString();
+      const end = got.indexOf('\n');
+      if (end >= 0) {
+        socket.off('data', onData);
+        resolve(got.slice(0, end));
+      }
+    };
+    socket.on('data', onData);
+    socket.write(`${JSON.stringify(request)}\n`);
+  });
+}
+
 afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
 describe('start failures', () => {
   it('refuses a TLS certificate and key given the wrong way round: one line, exit 1, nothing left listening', async () => {
-    const cert = path.join(dir, 'cert.pem');
-    const key = path.join(dir, 'key.pem');
-    await run('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-    ]);
+    const { cert, key } = await certificate('localhost');
     const port = await freePort();
     const tlsPort = await freePort();
     const result = await serveUntilExit([
@@ -248,6 +282,51 @@ describe('SIGHUP', () => {
       await dan.exit();
       await ann.exit();
     } finally {
+      await server.stop();
+    }
+  }, 30_000);
+});
+
+describe('SIGHUP with TLS', () => {
+  it('serves a renewed certificate to new connections and keeps the open ones', async () => {
+    const [first, second] = await Promise.all([certificate('first'), certificate('second')]);
+    const cert = path.join(dir, 'tls.crt');
+    const key = path.join(dir, 'tls.key');
+    writeFileSync(cert, readFileSync(first.cert));
+    writeFileSync(key, readFileSync(first.key));
+    const server = await spawnServer(['--tls-port', '0', '--tls-cert', cert, '--tls-key', key]);
+    const sockets: tls.TLSSocket[] = [];
+    try {
+      const tlsLine = server
+        .output()
+        .split('\n')
+        .find((l) => l.includes('"transport":"tls"'));
+      const tlsPort = (JSON.parse(tlsLine!) as { port: number }).port;
+      const ann = await tlsConnect(tlsPort);
+      sockets.push(ann.socket);
+      expect(ann.cn).toBe('first');
+      expect(await ask(ann.socket, { cmd: '0', nickname: 'ann' })).toContain('"cmd":"03"');
+
+      writeFileSync(cert, readFileSync(second.cert));
+      writeFileSync(key, readFileSync(second.key));
+      server.child.kill('SIGHUP');
+      await waitFor(server.output, 'configuration reloaded');
+      const bob = await tlsConnect(tlsPort);
+      sockets.push(bob.socket);
+      expect(bob.cn).toBe('second');
+      expect(await ask(ann.socket, { cmd: '4' })).toContain('"cmd":"40"');
+
+      // A certificate and key the wrong way round keep the certificate in use.
+      writeFileSync(cert, readFileSync(second.key));
+      writeFileSync(key, readFileSync(second.cert));
+      server.child.kill('SIGHUP');
+      await waitFor(server.output, 'reload failed');
+      expect(server.output()).toContain('wrong way round');
+      const cat = await tlsConnect(tlsPort);
+      sockets.push(cat.socket);
+      expect(cat.cn).toBe('second');
+    } finally {
+      for (const s of sockets) s.destroy();
       await server.stop();
     }
   }, 30_000);
