@@ -154,6 +154,12 @@ export class ConfabServer {
     const allowedOrigins = origins(config);
     const listeners: Listener[] = [];
     const stats: TransportStats[] = [];
+    // A client may have slipped in before a later listener failed: end it too,
+    // or closing its listener would wait for it.
+    const abandon = () => {
+      chat.shutdown();
+      return Promise.all(listeners.map((l) => l.close()));
+    };
     /** Builds and binds one listener; on any failure closes those already open. */
     const start = async (
       create: () => Listener & { stats: TransportStats },
@@ -168,13 +174,13 @@ export class ConfabServer {
       try {
         listener = create();
       } catch (err) {
-        await Promise.all(listeners.map((l) => l.close()));
+        await abandon();
         throw new StartError(`cannot start the ${transport} listener: ${(err as Error).message}`);
       }
       try {
         bound = await listener.listen();
       } catch (err) {
-        await Promise.all(listeners.map((l) => l.close()));
+        await abandon();
         throw bindError(err, config.host, port, option);
       }
       listeners.push(listener);
