@@ -29,6 +29,19 @@ export interface ChatOptions {
   clock?: Clock;
 }
 
+/** What Chat.reconfigure can change while sessions are open. */
+export type ChatSettings = Pick<
+  ChatOptions,
+  | 'maxUsers'
+  | 'bannedWords'
+  | 'hideAddresses'
+  | 'maxMessage'
+  | 'rateLimit'
+  | 'rateBurst'
+  | 'maxConnections'
+  | 'maxConnectionsPerIp'
+>;
+
 /**
  * What an opted-in client is told when the server ends its session. Only
  * reasons a joined client can still read are here: a bad first request, a
@@ -52,15 +65,15 @@ const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, stri
 export class Chat implements ChatContext, SessionHost {
   readonly lobby: Room;
   readonly serverVersion: string;
-  readonly bannedWords: BannedWords;
-  readonly hideAddresses: boolean;
-  readonly maxMessage: number;
+  bannedWords: BannedWords;
+  hideAddresses: boolean;
+  maxMessage: number;
   readonly log: Logger;
   private readonly clock: Clock;
-  private readonly rateLimit: number;
-  private readonly rateBurst: number;
-  private readonly maxConnections: number;
-  private readonly maxConnectionsPerIp: number;
+  private rateLimit: number;
+  private rateBurst: number;
+  private maxConnections: number;
+  private maxConnectionsPerIp: number;
   private readonly perIp = new Map<string, number>();
   /** Counters for /metrics; plain numbers, read when scraped. */
   readonly stats = {
@@ -88,6 +101,32 @@ export class Chat implements ChatContext, SessionHost {
     this.maxConnectionsPerIp = options.maxConnectionsPerIp ?? 0;
     this.log = options.logger ?? silentLogger;
     this.clock = options.clock ?? Date.now;
+  }
+
+  /**
+   * Applies new settings to requests from now on; nobody is disconnected.
+   * A smaller room keeps its members and only refuses new joins; a new rate
+   * gives every session a fresh bucket, since a half-spent one was measured
+   * against the old rate.
+   */
+  reconfigure(options: ChatSettings): void {
+    if (options.maxUsers !== undefined) this.lobby.capacity = options.maxUsers;
+    if (options.bannedWords !== undefined) this.bannedWords = options.bannedWords;
+    if (options.hideAddresses !== undefined) this.hideAddresses = options.hideAddresses;
+    if (options.maxMessage !== undefined) this.maxMessage = options.maxMessage;
+    if (options.maxConnections !== undefined) this.maxConnections = options.maxConnections;
+    if (options.maxConnectionsPerIp !== undefined)
+      this.maxConnectionsPerIp = options.maxConnectionsPerIp;
+    const rateLimit = options.rateLimit ?? this.rateLimit;
+    const rateBurst = options.rateBurst ?? this.rateBurst;
+    if (rateLimit === this.rateLimit && rateBurst === this.rateBurst) return;
+    this.rateLimit = rateLimit;
+    this.rateBurst = rateBurst;
+    const now = this.clock();
+    for (const session of this.sessions) {
+      session.bucket = rateLimit > 0 ? new TokenBucket(rateLimit, rateBurst, now) : undefined;
+      session.strikes = 0;
+    }
   }
 
   /** Number of open sessions, joined or not. */

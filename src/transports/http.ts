@@ -106,7 +106,10 @@ export class HttpListener {
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = 30_000;
     this.server.on('upgrade', (req, socket, head) => this.upgrade(req, socket as net.Socket, head));
-    this.server.on('error', (err) => log.error({ err }, 'http listener error'));
+    // A failed listen() is its caller's to report; log only errors after that.
+    this.server.on('error', (err) => {
+      if (this.server.listening) log.error({ err }, 'http listener error');
+    });
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

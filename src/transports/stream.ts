@@ -326,7 +326,10 @@ export class StreamListener {
       this.server.on('tlsClientError', (err) => this.log.debug({ err }, 'TLS handshake failed'));
     }
     this.stats = new TransportStats(this.kind);
-    this.server.on('error', (err) => this.log.error({ err }, 'listener error'));
+    // A failed listen() is its caller's to report; log only errors after that.
+    this.server.on('error', (err) => {
+      if (this.server.listening) this.log.error({ err }, 'listener error');
+    });
   }
 
   private accept(socket: net.Socket): void {
@@ -340,6 +343,11 @@ export class StreamListener {
       port: this.options.port,
       backlog: 511,
     });
+  }
+
+  /** New TLS connections get this certificate and key; open ones keep theirs. */
+  setCertificate(material: { cert: string | Buffer; key: string | Buffer }): void {
+    if (this.server instanceof tls.Server) this.server.setSecureContext(material);
   }
 
   /** Stops accepting; resolves once every connection is closed. */
