@@ -63,7 +63,7 @@ export class Chat implements ChatContext, SessionHost {
   readonly stats = {
     joins: 0,
     leaves: 0,
-    /** Sessions ended, by why (every session ends exactly once). */
+    /** Sessions ended, by why (each exactly once), and connections turned away at the caps. */
     ended: new Map<DisconnectReason, number>(),
   };
   private readonly nicknames = new Map<string, Session>();
