@@ -10,6 +10,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
+import fc from 'fast-check';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../helpers/raw-client.js';
 import { CLI } from '../helpers/servers.js';
@@ -116,6 +117,37 @@ describe('HTTP upgrade requests', () => {
     const reply = collect(socket, 5000);
     socket.write('GET // HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
     expect((await reply).toString()).toMatch(/^HTTP\/1\.1 400 /);
+    await assertBystanderChats();
+  });
+
+  it('survives generated request targets, as upgrades and as plain requests', async () => {
+    server = await spawnServer();
+    const port = server.httpPort!;
+    // Printable ASCII without space (Node's parser refuses some of it itself),
+    // after prefixes that make a URL parser look for a host.
+    const target = fc
+      .tuple(
+        fc.constantFrom('', '/', '//', '///', 'http://', 'ws://'),
+        fc.string({
+          unit: fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c)),
+        }),
+      )
+      .map(([prefix, rest]) => prefix + rest);
+    await fc.assert(
+      fc.asyncProperty(target, fc.boolean(), async (t, upgrade) => {
+        const socket = await connect(port);
+        const reply = collect(socket, 5000);
+        socket.write(
+          upgrade ? upgradeRequest(t) : `GET ${t} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+        );
+        const text = (await reply).toString();
+        socket.destroy();
+        // Some reply or a plain close, never a dead server.
+        if (text !== '') expect(text).toMatch(/^HTTP\/1\.1 \d{3} /);
+        expect(server!.child.exitCode).toBeNull();
+      }),
+      { numRuns: 60 },
+    );
     await assertBystanderChats();
   });
 
