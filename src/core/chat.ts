@@ -2,6 +2,7 @@ import { Cmd, ErrorCode, type ErrorCodeValue } from '../protocol/codes.js';
 import { Outbound } from '../protocol/message-codec.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
+import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { type ChatContext, commandFor, refuse } from './commands.js';
 import { nicknameKey } from './nickname.js';
@@ -22,7 +23,7 @@ export interface ChatOptions {
   /** Requests per second per session after the burst; 0 turns flood control off. */
   rateLimit?: number;
   rateBurst?: number;
-  /** Open sessions in total, and per remote IP (0 = unlimited). */
+  /** Open connections in total, and per remote IP (0 = unlimited); see `Chat.admission`. */
   maxConnections?: number;
   maxConnectionsPerIp?: number;
   logger?: Logger;
@@ -72,14 +73,13 @@ export class Chat implements ChatContext, SessionHost {
   private readonly clock: Clock;
   private rateLimit: number;
   private rateBurst: number;
-  private maxConnections: number;
-  private maxConnectionsPerIp: number;
-  private readonly perIp = new Map<string, number>();
+  /** The connection caps; every listener counts its raw sockets here when it accepts them. */
+  readonly admission: Admission;
   /** Counters for /metrics; plain numbers, read when scraped. */
   readonly stats = {
     joins: 0,
     leaves: 0,
-    /** Sessions ended, by why (every session ends exactly once). */
+    /** Sessions ended, by why (each exactly once), and connections turned away at the caps. */
     ended: new Map<DisconnectReason, number>(),
     /** Connections ended by the fault boundary (an internal error, never a client's fault alone). */
     faults: 0,
@@ -97,9 +97,15 @@ export class Chat implements ChatContext, SessionHost {
     this.maxMessage = options.maxMessage ?? 4096;
     this.rateLimit = options.rateLimit ?? 0;
     this.rateBurst = options.rateBurst ?? 40;
-    this.maxConnections = options.maxConnections ?? Number.POSITIVE_INFINITY;
-    this.maxConnectionsPerIp = options.maxConnectionsPerIp ?? 0;
     this.log = options.logger ?? silentLogger;
+    this.admission = new Admission(
+      options.maxConnections ?? Number.POSITIVE_INFINITY,
+      options.maxConnectionsPerIp ?? 0,
+      (ip, fromIp, total) => {
+        this.log.warn({ ip, fromIp, total }, 'connection limit reached');
+        this.count('too-many-connections');
+      },
+    );
     this.clock = options.clock ?? Date.now;
   }
 
@@ -114,9 +120,7 @@ export class Chat implements ChatContext, SessionHost {
     if (options.bannedWords !== undefined) this.bannedWords = options.bannedWords;
     if (options.hideAddresses !== undefined) this.hideAddresses = options.hideAddresses;
     if (options.maxMessage !== undefined) this.maxMessage = options.maxMessage;
-    if (options.maxConnections !== undefined) this.maxConnections = options.maxConnections;
-    if (options.maxConnectionsPerIp !== undefined)
-      this.maxConnectionsPerIp = options.maxConnectionsPerIp;
+    this.admission.setCaps(options.maxConnections, options.maxConnectionsPerIp);
     const rateLimit = options.rateLimit ?? this.rateLimit;
     const rateBurst = options.rateBurst ?? this.rateBurst;
     if (rateLimit === this.rateLimit && rateBurst === this.rateBurst) return;
@@ -134,27 +138,16 @@ export class Chat implements ChatContext, SessionHost {
     return this.sessions.size;
   }
 
-  /** A transport calls this for each new connection. */
+  /**
+   * A transport calls this for each new connection it has admitted
+   * (`admission.tryOpen`); the caps are counted there, per raw socket.
+   */
   open(peer: Peer): Session {
     const session = new Session(this.nextId++, peer, this);
-    const ip = peer.remote.ip;
-    const fromIp = (this.perIp.get(ip) ?? 0) + 1;
-    this.perIp.set(ip, fromIp);
     this.sessions.add(session);
     if (this.rateLimit > 0)
       session.bucket = new TokenBucket(this.rateLimit, this.rateBurst, this.clock());
-    if (this.stopping) {
-      this.disconnect(session, 'shutdown');
-    } else if (
-      this.sessions.size > this.maxConnections ||
-      (this.maxConnectionsPerIp > 0 && fromIp > this.maxConnectionsPerIp)
-    ) {
-      // Answered before the client even asks: a course client reads this "02"
-      // as the reply to its CONNECT and reports a full room.
-      this.log.warn({ ip, fromIp, total: this.sessions.size }, 'connection limit reached');
-      session.reply({ cmd: Cmd.CONNECT_CHATROOM_FULL });
-      this.disconnect(session, 'too-many-connections');
-    }
+    if (this.stopping) this.disconnect(session, 'shutdown');
     return session;
   }
 
@@ -330,15 +323,16 @@ export class Chat implements ChatContext, SessionHost {
     for (const session of [...this.sessions]) this.disconnect(session, 'shutdown');
   }
 
+  /** Counts one connection ended for `reason` (for /metrics). */
+  private count(reason: DisconnectReason): void {
+    this.stats.ended.set(reason, (this.stats.ended.get(reason) ?? 0) + 1);
+  }
+
   private leave(session: Session, reason: DisconnectReason): void {
     const wasJoined = session.state === 'joined';
     session.state = 'closed';
     this.sessions.delete(session);
-    this.stats.ended.set(reason, (this.stats.ended.get(reason) ?? 0) + 1);
-    const ip = session.address.ip;
-    const fromIp = (this.perIp.get(ip) ?? 1) - 1;
-    if (fromIp === 0) this.perIp.delete(ip);
-    else this.perIp.set(ip, fromIp);
+    this.count(reason);
     const room = session.room;
     if (!wasJoined || room === undefined) return;
     this.nicknames.delete(session.key);
