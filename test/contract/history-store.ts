@@ -299,6 +299,38 @@ export function historyStoreContract(target: ContractTarget): void {
       expect(again).toMatchObject({ duplicate: false, message: { id: 4 } });
     });
 
+    it('frees a cid pushed out by appends of the same turn', async () => {
+      const { store } = setup({ retention: { maxMessages: 2, maxAgeMs: 0 }, pruneIntervalMs: 0 });
+      const oneTurn = await Promise.all([
+        store.append('r', draft('a', { cid: 'c' })),
+        store.append('r', draft('b')),
+        store.append('r', draft('d')),
+        store.append('r', draft('a', { cid: 'c' })),
+      ]);
+      expect(oneTurn.map((a) => [a.message.id, a.duplicate])).toEqual([
+        [1, false],
+        [2, false],
+        [3, false],
+        [4, false],
+      ]);
+      await store.append('s', draft('a', { cid: 'c' }));
+      const nextTurn = await Promise.all([
+        store.append('s', draft('b')),
+        store.append('s', draft('d')),
+        store.append('s', draft('a', { cid: 'c' })),
+      ]);
+      expect(nextTurn.map((a) => [a.message.id, a.duplicate])).toEqual([
+        [2, false],
+        [3, false],
+        [4, false],
+      ]);
+      expect((await store.read('s', { limit: 10 })).map((m) => [m.id, m.msg])).toEqual([
+        [3, 'd'],
+        [4, 'a'],
+      ]);
+      expect((await store.append('s', draft('a', { cid: 'c' }))).duplicate).toBe(true);
+    });
+
     it('resolves the appends of one turn in order, readable once resolved', async () => {
       const { store } = setup();
       const order: number[] = [];
