@@ -56,3 +56,23 @@ export function readLimit(query: HistoryQuery, retention: Retention): number {
 export function ageCutoff(now: number, retention: Retention): number {
   return retention.maxAgeMs > 0 ? now - retention.maxAgeMs : Number.NEGATIVE_INFINITY;
 }
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const LONE_SURROGATES = new RegExp(LONE_SURROGATE.source, 'g');
+
+/**
+ * SQLite keeps text as UTF-8, where a lone surrogate (which JSON's \ud800 escapes let a
+ * client send) becomes U+FFFD. Every store makes that replacement itself, so all of them
+ * return the same message, and the message `append` returns is the one a restart reads.
+ */
+export function wellFormed(text: string): string {
+  return LONE_SURROGATE.test(text) ? text.replace(LONE_SURROGATES, '\uFFFD') : text;
+}
+
+/**
+ * Room keys and senders are refused rather than replaced: two different keys must never
+ * become one (a room's history would show in another).
+ */
+export function checkKey(what: 'room' | 'from', key: string): void {
+  if (LONE_SURROGATE.test(key)) throw new RangeError(`${what} is not well-formed Unicode`);
+}

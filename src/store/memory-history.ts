@@ -9,12 +9,14 @@ import type {
 } from '../core/history.js';
 import {
   ageCutoff,
+  checkKey,
   checkRetention,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
   newSeed,
   readLimit,
   roomEpoch,
+  wellFormed,
 } from './common.js';
 
 /** Sender and cid as one map key; the length prefix keeps ("ab","c") apart from ("a","bc"). */
@@ -122,13 +124,20 @@ export class MemoryHistoryStore implements HistoryStore {
 
   append(room: string, draft: MessageDraft): Promise<Appended> {
     if (this.closed) return Promise.reject(new Error('history store is closed'));
+    try {
+      checkKey('room', room);
+      checkKey('from', draft.from);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
     let ring = this.rooms.get(room);
     if (ring === undefined) {
       ring = new RoomRing(roomEpoch(this.seed, room), this.retention.maxMessages);
       this.rooms.set(room, ring);
     }
-    if (draft.cid !== undefined) {
-      const first = ring.findCid(draft.from, draft.cid);
+    if (cid !== undefined) {
+      const first = ring.findCid(draft.from, cid);
       if (first !== undefined) {
         return Promise.resolve({ message: first, epoch: ring.epoch, duplicate: true });
       }
@@ -138,14 +147,19 @@ export class MemoryHistoryStore implements HistoryStore {
       id: ring.top + 1,
       at: draft.at,
       from: draft.from,
-      msg: draft.msg,
-      ...(draft.cid !== undefined ? { cid: draft.cid } : {}),
+      msg: wellFormed(draft.msg),
+      ...(cid !== undefined ? { cid } : {}),
     };
     ring.push(message);
     return Promise.resolve({ message, epoch: ring.epoch, duplicate: false });
   }
 
   room(room: string): Promise<RoomHistory> {
+    try {
+      checkKey('room', room);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const ring = this.rooms.get(room);
     if (ring === undefined) {
       return Promise.resolve({ epoch: roomEpoch(this.seed, room), top: 0, oldest: 1 });
@@ -154,6 +168,11 @@ export class MemoryHistoryStore implements HistoryStore {
   }
 
   read(room: string, query: HistoryQuery): Promise<StoredMessage[]> {
+    try {
+      checkKey('room', room);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const ring = this.rooms.get(room);
     const limit = readLimit(query, this.retention);
     if (ring === undefined || limit === 0) return Promise.resolve([]);

@@ -10,12 +10,14 @@ import type {
 } from '../core/history.js';
 import {
   ageCutoff,
+  checkKey,
   checkRetention,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
   newSeed,
   readLimit,
   roomEpoch,
+  wellFormed,
 } from './common.js';
 
 export interface SqliteHistoryOptions extends HistoryStoreOptions {
@@ -209,14 +211,17 @@ export class SqliteHistoryStore implements HistoryStore {
   append(room: string, draft: MessageDraft): Promise<Appended> {
     if (this.closed) return Promise.reject(new Error('history store is closed'));
     return new Promise<Appended>((resolve, reject) => {
+      checkKey('room', room);
+      checkKey('from', draft.from);
+      const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
       const state = this.state(room);
       let duplicateOf: StoredMessage | undefined;
       let key: string | undefined;
-      if (draft.cid !== undefined) {
-        key = `${room.length}:${room}${draft.from.length}:${draft.from}${draft.cid}`;
+      if (cid !== undefined) {
+        key = `${room.length}:${room}${draft.from.length}:${draft.from}${cid}`;
         duplicateOf = this.pendingCids.get(key);
         if (duplicateOf === undefined) {
-          const row = this.findCid.get(room, draft.from, draft.cid);
+          const row = this.findCid.get(room, draft.from, cid);
           if (row !== undefined) duplicateOf = toMessage(room, row);
         }
         // Appends of this turn may already have pushed it out of the room's window, as they
@@ -235,8 +240,8 @@ export class SqliteHistoryStore implements HistoryStore {
           id: state.top,
           at: draft.at,
           from: draft.from,
-          msg: draft.msg,
-          ...(draft.cid !== undefined ? { cid: draft.cid } : {}),
+          msg: wellFormed(draft.msg),
+          ...(cid !== undefined ? { cid } : {}),
         };
         if (key !== undefined) this.pendingCids.set(key, message);
       }
@@ -259,6 +264,7 @@ export class SqliteHistoryStore implements HistoryStore {
 
   room(room: string): Promise<RoomHistory> {
     try {
+      checkKey('room', room);
       const state = this.rooms.get(room) ?? this.stored(room);
       if (state === undefined) {
         return Promise.resolve({ epoch: roomEpoch(this.seed, room), top: 0, oldest: 1 });
@@ -273,6 +279,7 @@ export class SqliteHistoryStore implements HistoryStore {
 
   read(room: string, query: HistoryQuery): Promise<StoredMessage[]> {
     try {
+      checkKey('room', room);
       const limit = readLimit(query, this.retention);
       if (limit === 0) return Promise.resolve([]);
       // Ids below `before` and above `after`; with `after`, the oldest of them (paging

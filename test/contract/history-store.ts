@@ -299,6 +299,36 @@ export function historyStoreContract(target: ContractTarget): void {
       expect(again).toMatchObject({ duplicate: false, message: { id: 4 } });
     });
 
+    it('stores lone surrogates in msg and cid as U+FFFD, and returns what it stores', async () => {
+      const h = setup();
+      const a = await h.store.append('r', draft('a\uD800b\uDC00', { cid: '\uD800' }));
+      expect(a.message).toMatchObject({ msg: 'a\uFFFDb\uFFFD', cid: '\uFFFD' });
+      // Pairs are kept; different ill-formed cids that read the same are one cid.
+      const b = await h.store.append('r', draft('\u{1F600}', { cid: '\u{1F600}' }));
+      expect(b.message).toMatchObject({ id: 2, msg: '\u{1F600}', cid: '\u{1F600}' });
+      expect(await h.store.append('r', draft('again', { cid: '\uDBFF' }))).toMatchObject({
+        duplicate: true,
+        message: { id: 1 },
+      });
+      expect(await h.store.read('r', { limit: 10 })).toEqual([a.message, b.message]);
+      if (target.persistent) {
+        expect(await (await h.restart()).read('r', { limit: 10 })).toEqual([a.message, b.message]);
+      }
+    });
+
+    it('refuses room keys and senders that are not well-formed Unicode', async () => {
+      const { store } = setup();
+      await expect(store.append('r\uD800', draft('x'))).rejects.toThrow(RangeError);
+      await expect(store.append('r', draft('x', { from: 'ann\uDC00' }))).rejects.toThrow(
+        RangeError,
+      );
+      await expect(store.read('\uDC00', { limit: 5 })).rejects.toThrow(RangeError);
+      await expect(store.room('\uD800')).rejects.toThrow(RangeError);
+      expect(await store.room('\uFFFD')).toMatchObject({ top: 0 });
+      const ok = await store.append('\u{1F600}', draft('x', { from: '\u{1F600}' }));
+      expect(ok.message.id).toBe(1);
+    });
+
     it('frees a cid pushed out by appends of the same turn', async () => {
       const { store } = setup({ retention: { maxMessages: 2, maxAgeMs: 0 }, pruneIntervalMs: 0 });
       const oneTurn = await Promise.all([
@@ -400,7 +430,9 @@ export function historyStoreContract(target: ContractTarget): void {
 
 // ---- the model ----
 
-const ROOMS = ['a', 'b', 'c'] as const;
+// Odd keys on purpose: an empty name, a NUL, a character outside the BMP, and senders and
+// cids that would collide if they were joined naively.
+const ROOMS = ['a', 'b', '', 'x\u0000y', '\u{1F600}'] as const;
 const MODEL_RETENTION = { maxMessages: 4, maxAgeMs: 50 };
 
 type Op =
@@ -429,9 +461,20 @@ const operation: fc.Arbitrary<Op> = fc.oneof(
       batch: fc.array(
         fc.record({
           room,
-          from: fc.constantFrom('ann', 'bob'),
-          cid: fc.option(fc.constantFrom('x', 'y', 'z'), { nil: undefined }),
-          msg: fc.string({ maxLength: 6 }),
+          from: fc.constantFrom('ann', 'bob', 'a', '1:a', ''),
+          cid: fc.option(
+            fc.oneof(
+              fc.constantFrom('x', 'y', 'a', '1:a', '', '\uD800', '\uDC00x'),
+              fc.string({ maxLength: 2 }),
+            ),
+            {
+              nil: undefined,
+            },
+          ),
+          msg: fc.oneof(
+            fc.string({ maxLength: 6, unit: 'binary' }),
+            fc.string({ maxLength: 3 }).map((t) => `${t}\uD800`),
+          ),
         }),
         { minLength: 1, maxLength: 6 },
       ),
@@ -456,6 +499,11 @@ const operation: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.constant({ t: 'restart' as const }), weight: 1 },
 );
 
+/** The platform's own replacement of lone surrogates (ES2024, in Node 20), as the reference. */
+function toWellFormed(text: string): string {
+  return (text as unknown as { toWellFormed(): string }).toWellFormed();
+}
+
 interface ModelRoom {
   top: number;
   messages: StoredMessage[];
@@ -473,7 +521,12 @@ class Model {
     return r;
   }
 
-  append(room: string, d: MessageDraft): { message: StoredMessage; duplicate: boolean } {
+  append(room: string, given: MessageDraft): { message: StoredMessage; duplicate: boolean } {
+    const d = {
+      ...given,
+      msg: toWellFormed(given.msg),
+      ...(given.cid !== undefined ? { cid: toWellFormed(given.cid) } : {}),
+    };
     const r = this.get(room);
     const first = r.messages.find(
       (m) => d.cid !== undefined && m.cid === d.cid && m.from === d.from,
