@@ -40,6 +40,14 @@ module.exports = {
       to: { path: '^src/(?!protocol/)' },
     },
     {
+      name: 'store-depends-on-core-and-protocol',
+      comment:
+        'src/store implements core interfaces (HistoryStore) with drivers: no transports, cli, server or cluster',
+      severity: 'error',
+      from: { path: '^src/store/' },
+      to: { path: '^src/', pathNot: '^src/(store|core|protocol)/' },
+    },
+    {
       name: 'adapters-do-not-import-composition-root',
       severity: 'error',
       from: { path: '^src/(transports|store|cluster)/' },

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs, with apt-get, what the test suite needs beyond npm packages and is
 # not on the machine yet: python3 (the course server), tmux (terminal tests),
-# openssl (TLS test certificates) and Debian's Chromium (browser tests).
+# openssl (TLS test certificates), Debian's Chromium (browser tests), and make
+# and g++ (with python3, what npm ci needs to compile better-sqlite3 where its
+# prebuilt binary cannot be downloaded).
 # Does nothing when all of them are present; installing needs root.
 set -euo pipefail
 
@@ -9,6 +11,8 @@ need=()
 command -v python3 >/dev/null || need+=(python3)
 command -v tmux >/dev/null || need+=(tmux)
 command -v openssl >/dev/null || need+=(openssl)
+command -v make >/dev/null || need+=(make)
+command -v g++ >/dev/null || need+=(g++)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 
 if ((${#need[@]} == 0)); then

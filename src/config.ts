@@ -1,8 +1,10 @@
 /**
  * Server options: one table drives the command-line flags, the CONFAB_*
- * environment variables, `confab serve --help`, and the README's table.
- * A value is validated when loaded; the resulting Config is immutable.
+ * environment variables, the config file's keys, `confab serve --help`, and
+ * the README's table. A value is validated when loaded; the resulting Config
+ * is immutable (a reload builds a new one).
  */
+import path from 'node:path';
 
 type Kind = 'string' | 'integer' | 'boolean' | 'file';
 
@@ -17,9 +19,20 @@ interface OptionSpec {
   off?: number;
   /** Placeholder shown in help. */
   arg?: string;
+  /** Takes effect on SIGHUP; every other option needs a restart. */
+  live?: true;
+  /** Only a flag or variable, not a key of the config file. */
+  notInFile?: true;
 }
 
 export const SERVE_OPTIONS = {
+  config: {
+    kind: 'file',
+    default: undefined,
+    description: 'YAML file of these options (keys as the flags, without "--"); re-read on SIGHUP',
+    arg: 'FILE',
+    notInFile: true,
+  },
   host: { kind: 'string', default: '127.0.0.1', description: 'address to listen on', arg: 'ADDR' },
   port: {
     kind: 'integer',
@@ -36,6 +49,7 @@ export const SERVE_OPTIONS = {
     max: 1_000_000,
     description: 'room capacity',
     arg: 'N',
+    live: true,
   },
   'banned-words': {
     kind: 'file',
@@ -43,6 +57,7 @@ export const SERVE_OPTIONS = {
     description:
       'file of banned words, one per line (default: the course list, "i hate professor")',
     arg: 'FILE',
+    live: true,
   },
   'max-frame': {
     kind: 'integer',
@@ -59,6 +74,7 @@ export const SERVE_OPTIONS = {
     max: 1024 * 1024 * 1024,
     description: 'bytes queued for one client before it is disconnected as too slow',
     arg: 'BYTES',
+    live: true,
   },
   'max-message': {
     kind: 'integer',
@@ -67,6 +83,7 @@ export const SERVE_OPTIONS = {
     max: 1_000_000,
     description: 'longest CHAT or WHISPER message in characters; longer ones are refused',
     arg: 'CHARS',
+    live: true,
   },
   'rate-limit': {
     kind: 'integer',
@@ -76,6 +93,7 @@ export const SERVE_OPTIONS = {
     description:
       'requests per second allowed per connection after the burst (0 turns flood control off)',
     arg: 'N',
+    live: true,
   },
   'rate-burst': {
     kind: 'integer',
@@ -84,6 +102,7 @@ export const SERVE_OPTIONS = {
     max: 1_000_000,
     description: 'requests a connection may send at once before --rate-limit applies',
     arg: 'N',
+    live: true,
   },
   'max-conns': {
     kind: 'integer',
@@ -92,6 +111,7 @@ export const SERVE_OPTIONS = {
     max: 1_000_000,
     description: 'open connections in total; more are answered "02" and closed',
     arg: 'N',
+    live: true,
   },
   'max-conns-per-ip': {
     kind: 'integer',
@@ -100,6 +120,7 @@ export const SERVE_OPTIONS = {
     max: 1_000_000,
     description: 'open connections from one IP address (0 = no limit)',
     arg: 'N',
+    live: true,
   },
   'handshake-timeout': {
     kind: 'integer',
@@ -133,6 +154,7 @@ export const SERVE_OPTIONS = {
     description:
       'comma-separated origins allowed to open the WebSocket besides the page\'s own ("*" for any)',
     arg: 'LIST',
+    live: true,
   },
   'tls-port': {
     kind: 'integer',
@@ -147,17 +169,20 @@ export const SERVE_OPTIONS = {
     default: undefined,
     description: 'PEM certificate chain for TLS',
     arg: 'FILE',
+    live: true,
   },
   'tls-key': {
     kind: 'file',
     default: undefined,
     description: 'PEM private key for TLS',
     arg: 'FILE',
+    live: true,
   },
   'hide-addresses': {
     kind: 'boolean',
     default: false,
     description: 'USERS shows "hidden" instead of members\' IP and port',
+    live: true,
   },
   'shutdown-timeout': {
     kind: 'integer',
@@ -166,6 +191,7 @@ export const SERVE_OPTIONS = {
     max: 3600,
     description: 'seconds to flush queued messages on shutdown before closing hard',
     arg: 'S',
+    live: true,
   },
   'log-level': {
     kind: 'string',
@@ -173,6 +199,7 @@ export const SERVE_OPTIONS = {
     choices: ['debug', 'info', 'warn', 'error', 'silent'],
     description: 'least severe level logged',
     arg: 'LEVEL',
+    live: true,
   },
   'log-format': {
     kind: 'string',
@@ -252,24 +279,67 @@ function convert(
   }
 }
 
+/** A config file's settings as read, before validation (see config-file.ts). */
+export interface ConfigFile {
+  /** The file as named on the command line, for messages. */
+  name: string;
+  /** Relative paths in the file are relative to its directory. */
+  dir: string;
+  settings: ReadonlyMap<string, { raw: string; line: number }>;
+}
+
+/** Every option's name in the table's order. */
+export const OPTION_NAMES = Object.keys(SERVE_OPTIONS) as OptionName[];
+
+/** The Config field an option lands in. */
+export function configKey(option: OptionName): keyof Config {
+  return camel(option) as keyof Config;
+}
+
+export function isLive(option: OptionName): boolean {
+  return (SERVE_OPTIONS[option] as OptionSpec).live === true;
+}
+
+export function isFileKey(option: OptionName): boolean {
+  return (SERVE_OPTIONS[option] as OptionSpec).notInFile !== true;
+}
+
 /**
  * Resolves every option: a flag wins over its environment variable, which
- * wins over the default.
+ * wins over the config file, which wins over the default. File paths come
+ * out absolute, so a printed configuration means the same from anywhere.
  */
 export function loadConfig(
   flags: Readonly<Record<string, string | boolean | undefined>>,
   env: Readonly<Record<string, string | undefined>>,
+  file?: ConfigFile,
 ): Config {
+  if (file !== undefined) {
+    for (const [key, { line }] of file.settings) {
+      const spec = (SERVE_OPTIONS as Record<string, OptionSpec>)[key];
+      if (spec === undefined || spec.notInFile === true) {
+        throw new ConfigError(
+          `${file.name}:${line}: ${key}: ${spec === undefined ? 'unknown option' : 'cannot be set in the config file'} (see confab serve --help)`,
+        );
+      }
+    }
+  }
   const out: Record<string, string | number | boolean | undefined> = {};
   for (const [name, spec] of Object.entries(SERVE_OPTIONS) as [string, OptionSpec][]) {
     const flag = flags[name];
     const fromEnv = env[envName(name)];
+    const fromFile = file?.settings.get(name);
     let value: string | number | boolean | undefined = spec.default;
+    let base = '.';
     if (flag !== undefined) {
       value = typeof flag === 'boolean' ? flag : convert(spec, flag, `--${name}`);
     } else if (fromEnv !== undefined) {
       value = convert(spec, fromEnv, envName(name));
+    } else if (fromFile !== undefined && file !== undefined) {
+      value = convert(spec, fromFile.raw, `${file.name}:${fromFile.line}: ${name}`);
+      base = file.dir;
     }
+    if (spec.kind === 'file' && typeof value === 'string') value = path.resolve(base, value);
     out[camel(name)] = value;
   }
   const tls = [out.tlsPort, out.tlsCert, out.tlsKey].filter((v) => v !== undefined).length;
@@ -299,11 +369,12 @@ export function optionsHelp(): string {
 
 /** The README's configuration table, generated so it cannot drift. */
 export function optionsMarkdown(): string {
-  const lines = ['| flag | environment | default | meaning |', '|---|---|---|---|'];
+  const lines = ['| flag | environment | default | on SIGHUP | meaning |', '|---|---|---|---|---|'];
   for (const [name, spec] of Object.entries(SERVE_OPTIONS) as [string, OptionSpec][]) {
     const def = spec.default === undefined ? '—' : `\`${spec.default}\``;
+    const reload = spec.notInFile ? '—' : spec.live ? 'applied' : 'restart';
     lines.push(
-      `| \`--${name}\` | \`${envName(name)}\` | ${def} | ${spec.description.replaceAll('|', '\\|')} |`,
+      `| \`--${name}\` | \`${envName(name)}\` | ${def} | ${reload} | ${spec.description.replaceAll('|', '\\|')} |`,
     );
   }
   return lines.join('\n');

@@ -1,9 +1,18 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import type { Config } from './config.js';
+import {
+  type Config,
+  configKey,
+  envName,
+  isFileKey,
+  isLive,
+  OPTION_NAMES,
+  type OptionName,
+} from './config.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './core/banned-words.js';
-import { Chat } from './core/chat.js';
+import { Chat, type ChatSettings } from './core/chat.js';
 import type { Logger, PeerAddress } from './core/ports.js';
 import { createMetrics } from './metrics.js';
 import { HttpListener } from './transports/http.js';
@@ -18,6 +27,102 @@ interface Listener {
   close(): Promise<void>;
 }
 
+/** A start-up failure an operator can fix; the message is one line naming the option. */
+export class StartError extends Error {
+  override name = 'StartError';
+}
+
+/** What ConfabServer.reload did. */
+export interface ReloadResult {
+  /** Options whose new values now apply. */
+  applied: OptionName[];
+  /** Options that changed but keep their old values until a restart. */
+  needRestart: OptionName[];
+}
+
+async function readOption(option: string, file: string): Promise<Buffer> {
+  try {
+    return await readFile(file);
+  } catch (err) {
+    const { code, message } = err as NodeJS.ErrnoException;
+    throw new StartError(`cannot read --${option} ${file} (${code ?? message})`);
+  }
+}
+
+/** Reads the TLS files and checks that they make a certificate and its key. */
+async function loadTls(config: Config): Promise<{ cert: Buffer; key: Buffer } | undefined> {
+  if (config.tlsPort === undefined || config.tlsCert === undefined || config.tlsKey === undefined)
+    return undefined;
+  const material = {
+    cert: await readOption('tls-cert', config.tlsCert),
+    key: await readOption('tls-key', config.tlsKey),
+  };
+  try {
+    createSecureContext(material);
+  } catch (err) {
+    throw new StartError(
+      `--tls-cert ${config.tlsCert} and --tls-key ${config.tlsKey} are not a PEM certificate and its key (${(err as Error).message}); are they the wrong way round?`,
+    );
+  }
+  return material;
+}
+
+async function loadBannedWords(config: Config): Promise<BannedWords> {
+  return config.bannedWords === undefined
+    ? new BannedWords(DEFAULT_BANNED_WORDS)
+    : BannedWords.fromText((await readOption('banned-words', config.bannedWords)).toString('utf8'));
+}
+
+function chatSettings(config: Config, bannedWords: BannedWords): ChatSettings {
+  return {
+    maxUsers: config.maxUsers,
+    bannedWords,
+    hideAddresses: config.hideAddresses,
+    maxMessage: config.maxMessage,
+    rateLimit: config.rateLimit,
+    rateBurst: config.rateBurst,
+    maxConnections: config.maxConns,
+    maxConnectionsPerIp: config.maxConnsPerIp,
+  };
+}
+
+function streamLimits(config: Config): StreamLimits {
+  return {
+    maxFrame: config.maxFrame,
+    maxQueue: config.maxQueue,
+    closeTimeoutMs: config.shutdownTimeout * 1000,
+    keepAliveMs: config.keepalive * 1000,
+    handshakeTimeoutMs: config.handshakeTimeout * 1000,
+  };
+}
+
+function origins(config: Config): string[] {
+  return config.allowedOrigins
+    .split(',')
+    .map((o) => o.trim())
+    .filter((o) => o !== '');
+}
+
+/** Turns a bind failure into one line that names the option to change. */
+function bindError(err: unknown, host: string, port: number, option: string): StartError {
+  const { code, message } = err as NodeJS.ErrnoException;
+  const change = `change it with --${option} or ${envName(option)}`;
+  switch (code) {
+    case 'EADDRINUSE':
+      return new StartError(`port ${port} is in use (${change})`);
+    case 'EACCES':
+      return new StartError(`no permission to listen on port ${port} (${change})`);
+    case 'EADDRNOTAVAIL':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new StartError(
+        `cannot listen on ${host}: not an address of this machine (change it with --host or CONFAB_HOST)`,
+      );
+    default:
+      return new StartError(`cannot listen on ${host} port ${port} (--${option}): ${message}`);
+  }
+}
+
 /** The composition root: builds the chat service and its listeners from a Config. */
 export class ConfabServer {
   private constructor(
@@ -29,50 +134,54 @@ export class ConfabServer {
     readonly tlsAddress: PeerAddress | undefined,
     /** The HTTP/WebSocket listener's address, unless --http-port is off. */
     readonly httpAddress: PeerAddress | undefined,
+    private config: Config,
+    /** Shared with every listener, which read them when they use them. */
+    private readonly limits: StreamLimits,
+    private readonly allowedOrigins: string[],
+    private readonly tlsListener: StreamListener | undefined,
   ) {}
 
+  /**
+   * Reads every file and checks the TLS material before binding anything,
+   * then binds the listeners in order. If any step fails, whatever is already
+   * open is closed and a StartError says what to change.
+   */
   static async start(config: Config, log: Logger): Promise<ConfabServer> {
-    const bannedWords =
-      config.bannedWords === undefined
-        ? new BannedWords(DEFAULT_BANNED_WORDS)
-        : BannedWords.fromText(await readFile(config.bannedWords, 'utf8'));
-    const tls =
-      config.tlsPort === undefined || config.tlsCert === undefined || config.tlsKey === undefined
-        ? undefined
-        : { cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey) };
-    const chat = new Chat({
-      maxUsers: config.maxUsers,
-      bannedWords,
-      hideAddresses: config.hideAddresses,
-      maxMessage: config.maxMessage,
-      rateLimit: config.rateLimit,
-      rateBurst: config.rateBurst,
-      maxConnections: config.maxConns,
-      maxConnectionsPerIp: config.maxConnsPerIp,
-      logger: log,
-    });
-    const limits: StreamLimits = {
-      maxFrame: config.maxFrame,
-      maxQueue: config.maxQueue,
-      closeTimeoutMs: config.shutdownTimeout * 1000,
-      keepAliveMs: config.keepalive * 1000,
-      handshakeTimeoutMs: config.handshakeTimeout * 1000,
-    };
+    const bannedWords = await loadBannedWords(config);
+    const tls = await loadTls(config);
+    const chat = new Chat({ ...chatSettings(config, bannedWords), logger: log });
+    const limits = streamLimits(config);
+    const allowedOrigins = origins(config);
     const listeners: Listener[] = [];
     const stats: TransportStats[] = [];
-    /** Starts one listener; if it cannot bind, closes those already open. */
+    // A client may have slipped in before a later listener failed: end it too,
+    // or closing its listener would wait for it.
+    const abandon = () => {
+      chat.shutdown();
+      return Promise.all(listeners.map((l) => l.close()));
+    };
+    /** Builds and binds one listener; on any failure closes those already open. */
     const start = async (
-      listener: Listener & { stats: TransportStats },
+      create: () => Listener & { stats: TransportStats },
+      option: string,
+      port: number,
       transport: string,
       describe: (a: PeerAddress) => string,
       fields: object = {},
     ) => {
       let bound: PeerAddress;
+      let listener: Listener & { stats: TransportStats };
+      try {
+        listener = create();
+      } catch (err) {
+        await abandon();
+        throw new StartError(`cannot start the ${transport} listener: ${(err as Error).message}`);
+      }
       try {
         bound = await listener.listen();
       } catch (err) {
-        await Promise.all(listeners.map((l) => l.close()));
-        throw err;
+        await abandon();
+        throw bindError(err, config.host, port, option);
       }
       listeners.push(listener);
       stats.push(listener.stats);
@@ -81,16 +190,29 @@ export class ConfabServer {
     };
 
     const address = await start(
-      new StreamListener(chat, { host: config.host, port: config.port, limits }, log),
+      () => new StreamListener(chat, { host: config.host, port: config.port, limits }, log),
+      'port',
+      config.port,
       'tcp',
       (a) => `The server socket is listening on ('${a.ip}', ${a.port})`,
       { maxUsers: config.maxUsers },
     );
+    const tlsPort = config.tlsPort;
+    let tlsListener: StreamListener | undefined;
     const tlsAddress =
-      tls === undefined || config.tlsPort === undefined
+      tls === undefined || tlsPort === undefined
         ? undefined
         : await start(
-            new StreamListener(chat, { host: config.host, port: config.tlsPort, limits, tls }, log),
+            () => {
+              tlsListener = new StreamListener(
+                chat,
+                { host: config.host, port: tlsPort, limits, tls },
+                log,
+              );
+              return tlsListener;
+            },
+            'tls-port',
+            tlsPort,
             'tls',
             (a) => `TLS listening on ('${a.ip}', ${a.port})`,
           );
@@ -98,27 +220,72 @@ export class ConfabServer {
       config.httpPort < 0
         ? undefined
         : await start(
-            new HttpListener(
-              chat,
-              {
-                host: config.host,
-                port: config.httpPort,
-                limits,
-                webRoot: WEB_ROOT,
-                allowedOrigins: config.allowedOrigins
-                  .split(',')
-                  .map((o) => o.trim())
-                  .filter((o) => o !== ''),
-                // Reads `stats` when scraped, by which time every listener is in it.
-                metrics: createMetrics(chat, stats),
-                health: () => ({ users: chat.lobby.size, connections: chat.connectionCount }),
-              },
-              log,
-            ),
+            () =>
+              new HttpListener(
+                chat,
+                {
+                  host: config.host,
+                  port: config.httpPort,
+                  limits,
+                  webRoot: WEB_ROOT,
+                  // The listener reads this array per request, so a reload edits it in place.
+                  allowedOrigins,
+                  // Reads `stats` when scraped, by which time every listener is in it.
+                  metrics: createMetrics(chat, stats),
+                  health: () => ({ users: chat.lobby.size, connections: chat.connectionCount }),
+                },
+                log,
+              ),
+            'http-port',
+            config.httpPort,
             'http',
             (a) => `Web app on http://${a.ip}:${a.port}/`,
           );
-    return new ConfabServer(chat, listeners, address, tlsAddress, httpAddress);
+    return new ConfabServer(
+      chat,
+      listeners,
+      address,
+      tlsAddress,
+      httpAddress,
+      config,
+      limits,
+      allowedOrigins,
+      tlsListener,
+    );
+  }
+
+  /**
+   * Applies a new configuration without dropping anyone: the chat rules,
+   * --max-queue and --shutdown-timeout apply from the next request on, a
+   * TLS certificate to new TLS connections; options that need a restart are
+   * reported and keep their old values. The banned-words and TLS files are
+   * read again even if their paths are the same (a renewed certificate).
+   * Throws, changing nothing, if a file cannot be read or the certificate
+   * does not fit its key. --log-level is the caller's, which owns the logger.
+   */
+  async reload(next: Config): Promise<ReloadResult> {
+    const bannedWords = await loadBannedWords(next);
+    const old = this.config;
+    const changed = OPTION_NAMES.filter(
+      (name) => isFileKey(name) && old[configKey(name)] !== next[configKey(name)],
+    );
+    // The certificate can change only if a TLS listener is running at its old port.
+    const tlsLive = this.tlsListener !== undefined && next.tlsPort === old.tlsPort;
+    const live = (name: OptionName) =>
+      isLive(name) && (tlsLive || (name !== 'tls-cert' && name !== 'tls-key'));
+    const needRestart = changed.filter((name) => !live(name));
+    const applied = changed.filter(live);
+    const tls = tlsLive ? await loadTls(next) : undefined;
+    if (tls !== undefined) this.tlsListener?.setCertificate(tls);
+    this.chat.reconfigure(chatSettings(next, bannedWords));
+    this.limits.maxQueue = next.maxQueue;
+    this.limits.closeTimeoutMs = next.shutdownTimeout * 1000;
+    this.allowedOrigins.splice(0, this.allowedOrigins.length, ...origins(next));
+    // Restart-only options keep the values in force, so the next reload compares against those.
+    const kept: Record<string, unknown> = { ...next };
+    for (const name of needRestart) kept[configKey(name)] = old[configKey(name)];
+    this.config = Object.freeze(kept) as unknown as Config;
+    return { applied, needRestart };
   }
 
   /**

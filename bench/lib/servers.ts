@@ -1,4 +1,4 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,6 +20,27 @@ export interface RunningServer {
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SHARED = process.env.CONFAB_SHARED_DIR ?? path.resolve(ROOT, '../shared');
+
+const SEED_TOOL = path.join(SHARED, 'tools', 'seed_server.py');
+
+/**
+ * Why the course server cannot run on this machine, or undefined if it can:
+ * it is not part of this repository but read from ../shared (or
+ * CONFAB_SHARED_DIR), and it needs python3.
+ */
+export function seedMissing(): string | undefined {
+  if (!existsSync(SEED_TOOL)) {
+    return `the course server needs ${SEED_TOOL} (set CONFAB_SHARED_DIR to the directory holding tools/seed_server.py)`;
+  }
+  if (spawnSync('python3', ['--version'], { stdio: 'ignore' }).status !== 0) {
+    return 'the course server needs python3 on the PATH';
+  }
+  return undefined;
+}
+
+export function seedAvailable(): boolean {
+  return seedMissing() === undefined;
+}
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -153,8 +174,9 @@ async function startOnce(
       break;
     case 'seed': {
       dialect = 'seed';
-      const tool = path.join(SHARED, 'tools', 'seed_server.py');
-      if (!existsSync(tool)) throw new Error(`no seed server tool at ${tool}`);
+      const tool = SEED_TOOL;
+      const missing = seedMissing();
+      if (missing !== undefined) throw new Error(missing);
       child = spawn(
         'python3',
         ['-u', tool, '--port', String(port), '--max-users', String(maxUsers)],

@@ -115,7 +115,6 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     }
   };
 
-  say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
   client.on('chat', (m) =>
     say(
       m.whisper
@@ -181,6 +180,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     void leave();
   };
   if (!terminal) process.on('SIGINT', onSignal);
+  // Only now, with every handler in place, does the user (or a script) learn it is in.
+  say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
 
   const handle = async (line: string): Promise<void> => {
     const command = parseCommand(line);

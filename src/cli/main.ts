@@ -1,8 +1,16 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, optionsHelp, parseArgsOptions } from '../config.js';
+import {
+  type Config,
+  ConfigError,
+  envName,
+  loadConfig,
+  optionsHelp,
+  parseArgsOptions,
+} from '../config.js';
+import { printConfig, readConfigFile } from '../config-file.js';
 import { createLogger, type LogFormat } from '../logger.js';
-import { ConfabServer } from '../server.js';
+import { ConfabServer, type ReloadResult, StartError } from '../server.js';
 import { CONFAB_VERSION as VERSION } from '../version.js';
 import { chat } from './chat.js';
 
@@ -19,11 +27,26 @@ function serveUsage(): string {
   return `Usage: confab serve [options]
 
 Starts the chat server. Every option can also be set with its environment
-variable; a flag wins over the variable.
+variable or as a key of the --config file; a flag wins over the variable,
+which wins over the file. SIGHUP re-reads the file and applies what can
+change without a restart; SIGINT and SIGTERM stop the server.
 
 Options:
 ${optionsHelp()}
+  --print-config                 print the effective configuration as a config file, and exit
   --help                         show this help`;
+}
+
+type Flags = Record<string, string | boolean | undefined>;
+
+/** Flags > CONFAB_* variables > the config file > defaults. */
+function resolveConfig(flags: Flags, env: NodeJS.ProcessEnv): Config {
+  const file = typeof flags.config === 'string' ? flags.config : env[envName('config')];
+  return loadConfig(flags, env, file ? readConfigFile(file) : undefined);
+}
+
+function oneLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
 }
 
 async function serve(args: string[]): Promise<number> {
@@ -31,7 +54,11 @@ async function serve(args: string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args,
-      options: { ...parseArgsOptions(), help: { type: 'boolean' } },
+      options: {
+        ...parseArgsOptions(),
+        'print-config': { type: 'boolean' },
+        help: { type: 'boolean' },
+      },
       allowPositionals: false,
       strict: true,
     });
@@ -39,13 +66,16 @@ async function serve(args: string[]): Promise<number> {
     process.stderr.write(`confab serve: ${(err as Error).message}\n\n${serveUsage()}\n`);
     return 2;
   }
-  if (parsed.values.help) {
+  const { help, 'print-config': print, ...flags } = parsed.values as Flags;
+  if (help) {
     process.stdout.write(`${serveUsage()}\n`);
     return 0;
   }
-  let config: ReturnType<typeof loadConfig>;
+  // A reload sees the environment the server started with, as systemd's ExecReload does.
+  const env = { ...process.env };
+  let config: Config;
   try {
-    config = loadConfig(parsed.values as Record<string, string | boolean | undefined>, process.env);
+    config = resolveConfig(flags, env);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`confab serve: ${err.message}\n`);
@@ -53,26 +83,73 @@ async function serve(args: string[]): Promise<number> {
     }
     throw err;
   }
+  if (print) {
+    process.stdout.write(printConfig(config));
+    return 0;
+  }
   const log = createLogger(config.logLevel, config.logFormat as LogFormat);
   // Signals are handled from the start, so one that arrives while the server
-  // is still starting stops it as soon as it is up.
+  // is still starting takes effect as soon as it is up.
   let stopRequested: string | undefined;
+  let reloadRequested = false;
   let onSignal: (signal: string) => void = (signal) => {
-    stopRequested = signal;
+    if (signal === 'SIGHUP') reloadRequested = true;
+    else stopRequested = signal;
   };
   const handler = (signal: NodeJS.Signals) => onSignal(signal);
-  process.on('SIGINT', handler);
-  process.on('SIGTERM', handler);
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const s of signals) process.on(s, handler);
+  const release = () => {
+    for (const s of signals) process.off(s, handler);
+  };
   let server: ConfabServer;
   try {
     server = await ConfabServer.start(config, log);
   } catch (err) {
-    log.error({ err }, `cannot start: ${(err as Error).message}`);
+    release();
+    process.stderr.write(
+      err instanceof StartError
+        ? `confab: ${err.message}\n`
+        : `confab: cannot start: ${oneLine(err)}\n`,
+    );
     return 1;
   }
+  const reload = async () => {
+    let next: Config;
+    let result: ReloadResult;
+    try {
+      next = resolveConfig(flags, env);
+      result = await server.reload(next);
+    } catch (err) {
+      log.error({}, `reload failed, keeping the running configuration: ${oneLine(err)}`);
+      return;
+    }
+    log.level = next.logLevel;
+    const { applied, needRestart } = result;
+    log.info(
+      { applied },
+      applied.length === 0
+        ? 'configuration reloaded; files re-read, no option changed'
+        : `configuration reloaded; now in effect: ${applied.join(', ')}`,
+    );
+    if (needRestart.length > 0) {
+      log.warn(
+        { needRestart },
+        `restart needed to change ${needRestart.join(', ')} (the old values stay in effect)`,
+      );
+    }
+  };
+  // Reloads run one at a time, in the order the signals came.
+  let reloading = Promise.resolve();
+  let stopping = false;
   const stopped = new Promise<number>((resolve) => {
     onSignal = (signal) => {
-      onSignal = () => {};
+      if (signal === 'SIGHUP') {
+        if (!stopping) reloading = reloading.then(reload);
+        return;
+      }
+      if (stopping) return;
+      stopping = true;
       log.info({ signal }, 'shutting down');
       server.stop().then(
         () => {
@@ -86,10 +163,10 @@ async function serve(args: string[]): Promise<number> {
       );
     };
   });
+  if (reloadRequested) onSignal('SIGHUP');
   if (stopRequested !== undefined) onSignal(stopRequested);
   const code = await stopped;
-  process.off('SIGINT', handler);
-  process.off('SIGTERM', handler);
+  release();
   return code;
 }
 

@@ -1,6 +1,7 @@
 import { Cmd, ErrorCode, type ErrorCodeValue } from '../protocol/codes.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
+import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { type ChatContext, commandFor, refuse } from './commands.js';
 import { type ChatEvent, Delivery } from './events.js';
@@ -22,12 +23,25 @@ export interface ChatOptions {
   /** Requests per second per session after the burst; 0 turns flood control off. */
   rateLimit?: number;
   rateBurst?: number;
-  /** Open sessions in total, and per remote IP (0 = unlimited). */
+  /** Open connections in total, and per remote IP (0 = unlimited); see `Chat.admission`. */
   maxConnections?: number;
   maxConnectionsPerIp?: number;
   logger?: Logger;
   clock?: Clock;
 }
+
+/** What Chat.reconfigure can change while sessions are open. */
+export type ChatSettings = Pick<
+  ChatOptions,
+  | 'maxUsers'
+  | 'bannedWords'
+  | 'hideAddresses'
+  | 'maxMessage'
+  | 'rateLimit'
+  | 'rateBurst'
+  | 'maxConnections'
+  | 'maxConnectionsPerIp'
+>;
 
 /**
  * What an opted-in client is told when the server ends its session. Only
@@ -52,21 +66,20 @@ const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, stri
 export class Chat implements ChatContext, SessionHost {
   readonly lobby: Room;
   readonly serverVersion: string;
-  readonly bannedWords: BannedWords;
-  readonly hideAddresses: boolean;
-  readonly maxMessage: number;
+  bannedWords: BannedWords;
+  hideAddresses: boolean;
+  maxMessage: number;
   readonly log: Logger;
   private readonly clock: Clock;
-  private readonly rateLimit: number;
-  private readonly rateBurst: number;
-  private readonly maxConnections: number;
-  private readonly maxConnectionsPerIp: number;
-  private readonly perIp = new Map<string, number>();
+  private rateLimit: number;
+  private rateBurst: number;
+  /** The connection caps; every listener counts its raw sockets here when it accepts them. */
+  readonly admission: Admission;
   /** Counters for /metrics; plain numbers, read when scraped. */
   readonly stats = {
     joins: 0,
     leaves: 0,
-    /** Sessions ended, by why (every session ends exactly once). */
+    /** Sessions ended, by why (each exactly once), and connections turned away at the caps. */
     ended: new Map<DisconnectReason, number>(),
     /** Connections ended by the fault boundary (an internal error, never a client's fault alone). */
     faults: 0,
@@ -84,10 +97,40 @@ export class Chat implements ChatContext, SessionHost {
     this.maxMessage = options.maxMessage ?? 4096;
     this.rateLimit = options.rateLimit ?? 0;
     this.rateBurst = options.rateBurst ?? 40;
-    this.maxConnections = options.maxConnections ?? Number.POSITIVE_INFINITY;
-    this.maxConnectionsPerIp = options.maxConnectionsPerIp ?? 0;
     this.log = options.logger ?? silentLogger;
+    this.admission = new Admission(
+      options.maxConnections ?? Number.POSITIVE_INFINITY,
+      options.maxConnectionsPerIp ?? 0,
+      (ip, fromIp, total) => {
+        this.log.warn({ ip, fromIp, total }, 'connection limit reached');
+        this.count('too-many-connections');
+      },
+    );
     this.clock = options.clock ?? Date.now;
+  }
+
+  /**
+   * Applies new settings to requests from now on; nobody is disconnected.
+   * A smaller room keeps its members and only refuses new joins; a new rate
+   * gives every session a fresh bucket, since a half-spent one was measured
+   * against the old rate.
+   */
+  reconfigure(options: ChatSettings): void {
+    if (options.maxUsers !== undefined) this.lobby.capacity = options.maxUsers;
+    if (options.bannedWords !== undefined) this.bannedWords = options.bannedWords;
+    if (options.hideAddresses !== undefined) this.hideAddresses = options.hideAddresses;
+    if (options.maxMessage !== undefined) this.maxMessage = options.maxMessage;
+    this.admission.setCaps(options.maxConnections, options.maxConnectionsPerIp);
+    const rateLimit = options.rateLimit ?? this.rateLimit;
+    const rateBurst = options.rateBurst ?? this.rateBurst;
+    if (rateLimit === this.rateLimit && rateBurst === this.rateBurst) return;
+    this.rateLimit = rateLimit;
+    this.rateBurst = rateBurst;
+    const now = this.clock();
+    for (const session of this.sessions) {
+      session.bucket = rateLimit > 0 ? new TokenBucket(rateLimit, rateBurst, now) : undefined;
+      session.strikes = 0;
+    }
   }
 
   /** Number of open sessions, joined or not. */
@@ -95,31 +138,16 @@ export class Chat implements ChatContext, SessionHost {
     return this.sessions.size;
   }
 
-  /** A transport calls this for each new connection. */
+  /**
+   * A transport calls this for each new connection it has admitted
+   * (`admission.tryOpen`); the caps are counted there, per raw socket.
+   */
   open(peer: Peer): Session {
     const session = new Session(this.nextId++, peer, this);
-    const ip = peer.remote.ip;
-    const fromIp = (this.perIp.get(ip) ?? 0) + 1;
-    this.perIp.set(ip, fromIp);
     this.sessions.add(session);
     if (this.rateLimit > 0)
       session.bucket = new TokenBucket(this.rateLimit, this.rateBurst, this.clock());
-    if (this.stopping) {
-      this.disconnect(session, 'shutdown');
-    } else if (
-      this.sessions.size > this.maxConnections ||
-      (this.maxConnectionsPerIp > 0 && fromIp > this.maxConnectionsPerIp)
-    ) {
-      // Answered before the client even asks: a course client reads this "02"
-      // as the reply to its CONNECT and reports a full room.
-      this.log.warn({ ip, fromIp, total: this.sessions.size }, 'connection limit reached');
-      session.reply({
-        type: 'connect-refused',
-        reason: 'room-full',
-        detail: 'too many connections',
-      });
-      this.disconnect(session, 'too-many-connections');
-    }
+    if (this.stopping) this.disconnect(session, 'shutdown');
     return session;
   }
 
@@ -315,15 +343,16 @@ export class Chat implements ChatContext, SessionHost {
     for (const session of [...this.sessions]) this.disconnect(session, 'shutdown');
   }
 
+  /** Counts one connection ended for `reason` (for /metrics). */
+  private count(reason: DisconnectReason): void {
+    this.stats.ended.set(reason, (this.stats.ended.get(reason) ?? 0) + 1);
+  }
+
   private leave(session: Session, reason: DisconnectReason): void {
     const wasJoined = session.state === 'joined';
     session.state = 'closed';
     this.sessions.delete(session);
-    this.stats.ended.set(reason, (this.stats.ended.get(reason) ?? 0) + 1);
-    const ip = session.address.ip;
-    const fromIp = (this.perIp.get(ip) ?? 1) - 1;
-    if (fromIp === 0) this.perIp.delete(ip);
-    else this.perIp.set(ip, fromIp);
+    this.count(reason);
     const room = session.room;
     if (!wasJoined || room === undefined) return;
     this.nicknames.delete(session.key);

@@ -1,5 +1,9 @@
 import type { Capability } from '../protocol/capabilities.js';
-import type { PeerAddress } from './ports.js';
+
+export interface PeerAddress {
+  ip: string;
+  port: number;
+}
 
 /**
  * What happens in the chat, as the core sees it: no wire format, no codes.

@@ -21,6 +21,10 @@
  *   appended to the same room is not stored again: `append` resolves with the
  *   stored message and `duplicate: true`.
  * - Reads see every append that has resolved.
+ * - Text is stored as well-formed Unicode (SQLite keeps UTF-8): lone
+ *   surrogates in `msg` and `cid` become U+FFFD, and the message `append`
+ *   resolves with is the stored one, the one to deliver. A `room` or `from`
+ *   with a lone surrogate is refused (RangeError), never merged with another.
  */
 
 /** A chat message as stored. Whispers are never stored. */

@@ -1,4 +1,4 @@
-import type { Delivery } from './events.js';
+import type { Delivery, PeerAddress } from './events.js';
 
 /** Structured logging, injected so the core never binds a logging library. */
 export interface Logger {
@@ -15,10 +15,7 @@ export const silentLogger: Logger = {
   error() {},
 };
 
-export interface PeerAddress {
-  ip: string;
-  port: number;
-}
+export type { PeerAddress } from './events.js';
 
 /** Why a session ended. Transports count these; opted-in clients see an error code. */
 export type DisconnectReason =

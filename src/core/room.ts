@@ -24,7 +24,8 @@ export class Room {
 
   constructor(
     readonly name: string,
-    readonly capacity: number,
+    /** Changed by Chat.reconfigure; members over a lowered capacity stay. */
+    public capacity: number,
   ) {}
 
   get size(): number {

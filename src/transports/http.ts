@@ -5,10 +5,10 @@ import path from 'node:path';
 import { WebSocketServer } from 'ws';
 import type { Chat } from '../core/chat.js';
 import type { Logger, PeerAddress } from '../core/ports.js';
-import { listenOn } from './lifecycle.js';
+import { Deadline, killAfter, listenOn, RawSockets } from './lifecycle.js';
 import { TransportStats } from './stats.js';
 import type { StreamLimits } from './stream.js';
-import { WsConnection } from './websocket.js';
+import { maxFragments, WsConnection } from './websocket.js';
 
 export interface HttpOptions {
   host: string;
@@ -68,6 +68,25 @@ function loadStatic(root: string): Map<string, StaticFile> {
   return files;
 }
 
+/**
+ * Requests one socket may have waiting for their responses. Browsers never
+ * pipeline; a client that writes thousands of requests without reading
+ * would otherwise get a handler (and a buffered response) for each at once.
+ */
+const MAX_IN_FLIGHT = 16;
+
+/** A /metrics scrape is reused for this long: collecting it is the costly part. */
+const SCRAPE_CACHE_MS = 1000;
+
+/** The path of a request target, or undefined if it cannot be parsed (e.g. "//"). */
+function pathOf(target: string | undefined): string | undefined {
+  try {
+    return new URL(target ?? '/', 'http://localhost').pathname;
+  } catch {
+    return undefined;
+  }
+}
+
 const NOT_BUILT = Buffer.from(
   '<!doctype html><title>confab</title><p>The web app is not built. Run <code>npm run build</code>.</p>',
 );
@@ -81,54 +100,123 @@ export class HttpListener {
   private readonly connections = new Set<WsConnection>();
   private keepalive: NodeJS.Timeout | undefined;
   private address: PeerAddress = { ip: '', port: 0 };
+  private readonly sockets: RawSockets;
+  private readonly inFlight = new WeakMap<net.Socket, number>();
+  /** Runs while a socket has no request in progress: from accept, and between requests. */
+  private readonly idle = new WeakMap<net.Socket, Deadline>();
+  private scrape:
+    | { until: number; result: Promise<{ contentType: string; body: string }> }
+    | undefined;
 
   constructor(
     private readonly chat: Chat,
     private readonly options: HttpOptions,
     private readonly log: Logger,
   ) {
+    this.sockets = new RawSockets(chat.admission, log);
     this.files = loadStatic(options.webRoot);
     if (this.files.size === 0)
       log.warn({ webRoot: options.webRoot }, 'web app not built; serving a placeholder');
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: options.limits.maxFrame,
+      maxFragments: maxFragments(options.limits.maxFrame),
       perMessageDeflate: false,
       clientTracking: false,
     });
-    this.server = http.createServer((req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
-        log.error({ err }, 'http handler failed');
-        if (!res.headersSent) res.writeHead(500);
-        res.end();
-      });
-    });
+    this.server = http.createServer((req, res) => this.request(req, res));
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = 30_000;
+    this.server.on('connection', (socket: net.Socket) => this.accept(socket));
     this.server.on('upgrade', (req, socket, head) => this.upgrade(req, socket as net.Socket, head));
-    this.server.on('error', (err) => log.error({ err }, 'http listener error'));
+    // A failed listen() is its caller's to report; log only errors after that.
+    this.server.on('error', (err) => {
+      if (this.server.listening) log.error({ err }, 'http listener error');
+    });
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.sockets.admit(socket)) {
+      // Node's headersTimeout is checked lazily and misses a socket that sends
+      // nothing, or half a request line; this bounds the wait for each request.
+      const ms = this.options.limits.handshakeTimeoutMs || 120_000;
+      this.idle.set(
+        socket,
+        new Deadline(socket, ms, () =>
+          this.log.info({ ip: socket.remoteAddress }, 'no HTTP request in time, closing'),
+        ),
+      );
+      return;
+    }
+    socket.end(
+      'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n',
+    );
+    killAfter(Math.min(this.options.limits.closeTimeoutMs, 1000), socket, () => socket.destroy());
+  }
+
+  private request(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const socket = req.socket;
+    // The rest of a pipelined batch is still parsed after the socket is destroyed.
+    if (socket.destroyed) return;
+    const waiting = (this.inFlight.get(socket) ?? 0) + 1;
+    if (waiting > MAX_IN_FLIGHT) {
+      this.log.warn({ ip: socket.remoteAddress }, 'too many pipelined requests, closing');
+      socket.destroy();
+      return;
+    }
+    this.inFlight.set(socket, waiting);
+    this.idle.get(socket)?.stop();
+    res.once('close', () => {
+      const left = (this.inFlight.get(socket) ?? 1) - 1;
+      this.inFlight.set(socket, left);
+      if (left === 0) this.idle.get(socket)?.start();
+    });
+    this.handle(req, res).catch((err: unknown) => {
+      this.log.error({ err }, 'http handler failed');
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
+    });
+  }
+
+  /** One scrape serves every /metrics request for a second, however many arrive. */
+  private metrics(): Promise<{ contentType: string; body: string }> {
+    const now = Date.now();
+    if (this.scrape === undefined || now >= this.scrape.until) {
+      const result = this.options.metrics();
+      this.scrape = { until: now + SCRAPE_CACHE_MS, result };
+      result.catch(() => {
+        if (this.scrape?.result === result) this.scrape = undefined;
+      });
+    }
+    return this.scrape.result;
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    const pathname = pathOf(req.url);
+    if (pathname === undefined) {
+      res
+        .writeHead(400, { 'content-type': 'text/plain', ...SECURITY_HEADERS })
+        .end('bad request\n');
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
     }
-    if (url.pathname === '/healthz') {
+    if (pathname === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       res.end(JSON.stringify({ status: 'ok', ...this.options.health() }));
       return;
     }
-    if (url.pathname === '/metrics') {
-      const { contentType, body } = await this.options.metrics();
+    if (pathname === '/metrics') {
+      const { contentType, body } = await this.metrics();
       res.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-store' });
       res.end(body);
       return;
     }
-    const file = this.files.get(url.pathname === '/' ? '/index.html' : url.pathname);
+    const file = this.files.get(pathname === '/' ? '/index.html' : pathname);
     if (file === undefined) {
-      if (url.pathname === '/') {
+      if (pathname === '/') {
         res.writeHead(200, { 'content-type': TYPES['.html']!, ...SECURITY_HEADERS }).end(NOT_BUILT);
         return;
       }
@@ -158,10 +246,13 @@ export class HttpListener {
   }
 
   private upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    // From here the WebSocket session's own deadline (CONNECT) applies.
+    this.idle.get(socket)?.stop();
     const refuse = (status: number, text: string) => {
       socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      killAfter(this.options.limits.closeTimeoutMs, socket, () => socket.destroy());
     };
-    if (new URL(req.url ?? '/', 'http://localhost').pathname !== '/ws') {
+    if (pathOf(req.url) !== '/ws') {
       refuse(404, 'Not Found');
       return;
     }
@@ -200,12 +291,14 @@ export class HttpListener {
     return this.address;
   }
 
-  /** Stops accepting; resolves once every connection is closed. */
+  /**
+   * Stops accepting; resolves once every connection is closed, destroying
+   * what is left (half-sent requests, upgrades) after the close timeout.
+   */
   close(): Promise<void> {
     clearInterval(this.keepalive);
-    return new Promise((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeIdleConnections();
-    });
+    const closed = this.sockets.close(this.server, this.options.limits.closeTimeoutMs);
+    this.server.closeIdleConnections();
+    return closed;
   }
 }

@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import type { Admission } from '../core/admission.js';
 import type { Chat } from '../core/chat.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import type { Session } from '../core/session.js';
@@ -81,4 +82,96 @@ export function listenOn(
       resolve({ ip: bound.address, port: bound.port });
     });
   });
+}
+
+export function addressOf(ip: string | undefined, port: number | undefined): PeerAddress {
+  // IPv4 clients of a dual-stack listener appear as ::ffff:a.b.c.d; show them as IPv4.
+  const plain = ip?.startsWith('::ffff:') ? ip.slice(7) : ip;
+  return { ip: plain ?? '', port: port ?? 0 };
+}
+
+/**
+ * One listener's raw sockets, from accept to close. Every listener hands
+ * each socket here first, so that it has an error handler before anything
+ * can fail on it (an unhandled 'error' ends the process), counts against the
+ * connection caps whatever state it is in (TLS handshake, HTTP request,
+ * WebSocket before CONNECT), and can be destroyed at the shutdown deadline.
+ */
+export class RawSockets {
+  private readonly sockets = new Set<net.Socket>();
+
+  constructor(
+    private readonly admission: Admission,
+    private readonly log: Logger,
+  ) {}
+
+  get size(): number {
+    return this.sockets.size;
+  }
+
+  /** False when the caps are full: the caller refuses the socket as its protocol allows. */
+  admit(socket: net.Socket): boolean {
+    socket.on('error', (err) => this.log.debug({ err }, 'socket error'));
+    const { ip } = addressOf(socket.remoteAddress, socket.remotePort);
+    if (!this.admission.tryOpen(ip)) return false;
+    this.sockets.add(socket);
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.admission.release(ip);
+    });
+    return true;
+  }
+
+  /**
+   * Stops `server` accepting and resolves once every socket it accepted is
+   * closed; whatever is still open `ms` later is destroyed, so a peer that
+   * never finishes (a handshake, a request, a close) cannot hold shutdown.
+   */
+  close(server: net.Server, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        for (const socket of this.sockets) socket.destroy();
+      }, ms);
+      server.close(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}
+
+/**
+ * A deadline on a socket that has not yet reached its next stage: destroys
+ * it when `ms` run out, unless stopped first; can be started again.
+ */
+export class Deadline {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly ms: number,
+    private readonly onExpiry: () => void,
+  ) {
+    socket.once('close', () => this.stop());
+    this.start();
+  }
+
+  start(): void {
+    if (this.socket.destroyed) return;
+    if (this.timer !== undefined) {
+      this.timer.refresh();
+      return;
+    }
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.onExpiry();
+      this.socket.destroy();
+    }, this.ms);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
 }

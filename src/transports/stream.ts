@@ -4,11 +4,12 @@ import type { Chat } from '../core/chat.js';
 import type { Delivery } from '../core/events.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import { NO_CAPS, type Session } from '../core/session.js';
+import { Cmd } from '../protocol/codes.js';
 import { FrameDecoder, FrameTooLargeError } from '../protocol/frame-decoder.js';
 import { parseRequestFrame, refusedFrame } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
 import { courseFrames, EncoderCache, JsonDialect, jsonLines } from './dialects/json.js';
-import { killAfter, listenOn, openSession } from './lifecycle.js';
+import { addressOf, Deadline, killAfter, listenOn, openSession, RawSockets } from './lifecycle.js';
 import { TransportStats } from './stats.js';
 
 export interface StreamLimits {
@@ -114,11 +115,7 @@ export function excerpt(bytes: Uint8Array): string {
   return clip(head.toString('utf8'), EXCERPT_CHARS) + more;
 }
 
-export function addressOf(ip: string | undefined, port: number | undefined): PeerAddress {
-  // IPv4 clients of a dual-stack listener appear as ::ffff:a.b.c.d; show them as IPv4.
-  const plain = ip?.startsWith('::ffff:') ? ip.slice(7) : ip;
-  return { ip: plain ?? '', port: port ?? 0 };
-}
+export { addressOf };
 
 /**
  * One stream connection (TCP, or TLS on top of it). Reads frames into its
@@ -298,33 +295,87 @@ export interface ListenerOptions {
   tls?: { cert: string | Buffer; key: string | Buffer };
 }
 
+/** What a course client reads as "room full": sent to connections over the caps. */
+const TOO_MANY = courseFrames({ cmd: Cmd.CONNECT_CHATROOM_FULL });
+
 /** A TCP or TLS listener feeding connections to the chat service. */
 export class StreamListener {
   readonly kind: 'tcp' | 'tls';
   readonly stats: TransportStats;
   private readonly server: net.Server;
+  private readonly sockets: RawSockets;
+  /** TLS sockets still in their handshake, by remote address and port. */
+  private readonly handshaking = new Map<string, { socket: net.Socket; deadline: Deadline }>();
 
   constructor(
     private readonly chat: Chat,
     private readonly options: ListenerOptions,
     private readonly log: Logger,
   ) {
-    const accept = (socket: net.Socket) => this.accept(socket);
+    this.sockets = new RawSockets(chat.admission, log);
     if (options.tls === undefined) {
       this.kind = 'tcp';
-      this.server = net.createServer({ noDelay: true }, accept);
+      this.server = net.createServer({ noDelay: true });
     } else {
       this.kind = 'tls';
-      const handshakeTimeout = options.limits.handshakeTimeoutMs || 120_000;
-      this.server = tls.createServer({ ...options.tls, handshakeTimeout, noDelay: true }, accept);
-      this.server.on('tlsClientError', (err) => this.log.debug({ err }, 'TLS handshake failed'));
+      const handshakeTimeout = this.tlsHandshakeMs();
+      this.server = tls.createServer({ ...options.tls, handshakeTimeout, noDelay: true }, (s) =>
+        this.secured(s),
+      );
+      // Node reports a failed or timed-out handshake but leaves the socket open.
+      this.server.on('tlsClientError', (err, socket) => {
+        this.log.debug({ err }, 'TLS handshake failed');
+        socket.destroy();
+      });
     }
+    // For TLS this is the raw TCP socket, before the handshake begins.
+    this.server.on('connection', (socket: net.Socket) => this.accept(socket));
     this.stats = new TransportStats(this.kind);
-    this.server.on('error', (err) => this.log.error({ err }, 'listener error'));
+    // A failed listen() is its caller's to report; log only errors after that.
+    this.server.on('error', (err) => {
+      if (this.server.listening) this.log.error({ err }, 'listener error');
+    });
+  }
+
+  private tlsHandshakeMs(): number {
+    return this.options.limits.handshakeTimeoutMs || 120_000;
   }
 
   private accept(socket: net.Socket): void {
-    // The connection lives as long as its socket's listeners.
+    if (!this.sockets.admit(socket)) {
+      if (this.kind === 'tls') {
+        socket.destroy();
+        return;
+      }
+      // A course client reads this "02" as the reply to its CONNECT and reports a full room.
+      socket.resume();
+      socket.end(TOO_MANY);
+      killAfter(Math.min(this.options.limits.closeTimeoutMs, 1000), socket, () => socket.destroy());
+      return;
+    }
+    if (this.kind === 'tcp') {
+      // The connection lives as long as its socket's listeners.
+      new StreamConnection(socket, this.chat, this.options.limits, this.log, this.stats);
+      return;
+    }
+    // Node's own handshakeTimeout only reports, and restarts with every byte.
+    const key = `${socket.remoteAddress}|${socket.remotePort}`;
+    const entry = {
+      socket,
+      deadline: new Deadline(socket, this.tlsHandshakeMs(), () =>
+        this.log.info({ ip: socket.remoteAddress }, 'TLS handshake not finished in time, closing'),
+      ),
+    };
+    this.handshaking.set(key, entry);
+    socket.once('close', () => {
+      if (this.handshaking.get(key) === entry) this.handshaking.delete(key);
+    });
+  }
+
+  private secured(socket: tls.TLSSocket): void {
+    const key = `${socket.remoteAddress}|${socket.remotePort}`;
+    this.handshaking.get(key)?.deadline.stop();
+    this.handshaking.delete(key);
     new StreamConnection(socket, this.chat, this.options.limits, this.log, this.stats);
   }
 
@@ -336,8 +387,17 @@ export class StreamListener {
     });
   }
 
-  /** Stops accepting; resolves once every connection is closed. */
+  /** New TLS connections get this certificate and key; open ones keep theirs. */
+  setCertificate(material: { cert: string | Buffer; key: string | Buffer }): void {
+    if (this.server instanceof tls.Server) this.server.setSecureContext(material);
+  }
+
+  /**
+   * Stops accepting; resolves once every connection is closed, destroying
+   * what is left after the close timeout. Handshakes have nothing to flush.
+   */
   close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    for (const { socket } of this.handshaking.values()) socket.destroy();
+    return this.sockets.close(this.server, this.options.limits.closeTimeoutMs);
   }
 }

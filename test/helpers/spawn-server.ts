@@ -36,7 +36,8 @@ export async function spawnServer(
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 10_000);
     const check = () => {
-      for (const line of output.split('\n')) {
+      // Complete lines only: a chunk may end mid-line.
+      for (const line of output.split('\n').slice(0, -1)) {
         if (!line.startsWith('{')) continue;
         const entry = JSON.parse(line) as { port?: number; transport?: string };
         if (entry.transport !== undefined && typeof entry.port === 'number')
@@ -45,6 +46,7 @@ export async function spawnServer(
       const tcp = ports.get('tcp');
       if (tcp !== undefined && (!wantHttp || ports.has('http'))) {
         clearTimeout(timer);
+        child.stdout!.off('data', check);
         resolve(tcp);
       }
     };

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { chart, table } from '../../bench/lib/report.js';
 import { runBench } from '../../bench/run.js';
+import { withoutSeed } from '../helpers/servers.js';
 
 // Exercises the benchmark harness end to end with tiny settings. It asserts
 // correctness (zero loss, every row present), never speed.
-describe('benchmark harness', () => {
+describe.skipIf(withoutSeed())('benchmark harness', () => {
   it('runs each kind of workload against confab and the course server with zero loss', async () => {
     const report = await runBench({
       servers: ['confab', 'seed'],

@@ -3,16 +3,26 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { join } from '../helpers/raw-client.js';
-import { CLI, freePort, type SeedServer, startConfab, startSeed } from '../helpers/servers.js';
+import {
+  CLI,
+  freePort,
+  type SeedServer,
+  startConfab,
+  startSeed,
+  withoutSeed,
+} from '../helpers/servers.js';
 
 interface Target {
   name: string;
+  /** True when this target cannot run here. */
+  skip: boolean;
   start(): Promise<{ port: number; stop(): Promise<void> }>;
 }
 
 const targets: Target[] = [
   {
     name: 'confab',
+    skip: false,
     start: async () => {
       const s = await startConfab();
       return { port: s.address.port, stop: () => s.stop() };
@@ -20,6 +30,7 @@ const targets: Target[] = [
   },
   {
     name: 'the course server',
+    skip: withoutSeed(),
     start: async () => {
       const s: SeedServer = await startSeed();
       return { port: s.port, stop: () => s.stop() };
@@ -28,7 +39,7 @@ const targets: Target[] = [
 ];
 
 for (const target of targets) {
-  describe(`confab chat against ${target.name}`, () => {
+  describe.skipIf(target.skip)(`confab chat against ${target.name}`, () => {
     let server: { port: number; stop(): Promise<void> };
     beforeAll(async () => {
       server = await target.start();

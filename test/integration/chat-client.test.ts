@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import { ErrorCode } from '../../src/protocol/codes.js';
-import { startConfab, startSeed } from '../helpers/servers.js';
+import { startConfab, startSeed, withoutSeed } from '../helpers/servers.js';
 
 describe('ChatClient against confab', () => {
   it('negotiates extensions and surfaces them as typed events', async () => {
@@ -64,7 +64,7 @@ describe('ChatClient against confab', () => {
   });
 });
 
-describe('ChatClient against the course server', () => {
+describe.skipIf(withoutSeed())('ChatClient against the course server', () => {
   it('paces requests so the course server never reads two at once', async () => {
     const seed = await startSeed();
     try {

@@ -27,6 +27,34 @@ describe('confab serve', () => {
     expect(readme).toContain(optionsMarkdown());
   });
 
+  it('names the published package in the README install lines, and keeps the confab command', () => {
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+      name: string;
+      bin: Record<string, string>;
+    };
+    // "confab" on npm is someone else's package: npx confab outside the repo would run it.
+    expect(pkg.name).not.toBe('confab');
+    expect(Object.keys(pkg.bin)).toEqual(['confab']);
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    expect(readme).toContain(`npm install -g ${pkg.name}`);
+    expect(readme).toContain(`npx ${pkg.name} serve`);
+  });
+
+  it('reads the config file named by CONFAB_CONFIG, below flags and variables', async () => {
+    const file = path.join(tmpdir(), `confab-cli-${process.pid}.yaml`);
+    writeFileSync(file, 'max-users: 7\nport: 4000\nmax-message: 80\n');
+    const { stdout } = await run(
+      process.execPath,
+      [CLI, 'serve', '--print-config', '--port', '4001'],
+      { env: { ...process.env, CONFAB_CONFIG: file, CONFAB_MAX_USERS: '8' } },
+    );
+    expect(stdout).toContain('\nport: 4001\n');
+    expect(stdout).toContain('\nmax-users: 8\n');
+    expect(stdout).toContain('\nmax-message: 80\n');
+    const help = await run(process.execPath, [CLI, 'serve', '--help']);
+    expect(help.stdout).toContain('--print-config');
+  });
+
   it('rejects a bad value with a clear message and exit code 2', async () => {
     const err = await run(process.execPath, [CLI, 'serve', '--port', 'eighty']).catch((e) => e);
     expect(err.code).toBe(2);

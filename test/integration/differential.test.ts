@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
 import type { ConfabServer } from '../../src/server.js';
 import { RawClient } from '../helpers/raw-client.js';
-import { type SeedServer, startConfab, startSeed } from '../helpers/servers.js';
+import { type SeedServer, startConfab, startSeed, withoutSeed } from '../helpers/servers.js';
 
 /**
  * The same scripted sessions run against the course's own Python server and
@@ -164,7 +164,7 @@ async function run(port: number): Promise<Transcript> {
   return transcript;
 }
 
-describe('differential: confab vs the course server', () => {
+describe.skipIf(withoutSeed())('differential: confab vs the course server', () => {
   let seed: SeedServer;
   let confab: ConfabServer;
 

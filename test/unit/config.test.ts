@@ -1,5 +1,8 @@
+import path from 'node:path';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, envName, loadConfig, SERVE_OPTIONS } from '../../src/config.js';
+import { parseConfigFile, printConfig } from '../../src/config-file.js';
 
 describe('loadConfig', () => {
   it('uses documented defaults', () => {
@@ -44,5 +47,102 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ 'tls-port': '7000' }, {})).toThrow(/TLS needs all three/);
     const c = loadConfig({ 'tls-port': '7000', 'tls-cert': 'c.pem', 'tls-key': 'k.pem' }, {});
     expect(c.tlsPort).toBe(7000);
+  });
+});
+
+describe('the config file', () => {
+  const file = (text: string) => parseConfigFile(text, 'config.yaml', '/etc/confab');
+
+  it('sits between the environment and the defaults', () => {
+    const f = file('port: 3000\nmax-users: 5\nhide-addresses: yes\n');
+    const c = loadConfig({}, {}, f);
+    expect([c.port, c.maxUsers, c.hideAddresses, c.maxFrame]).toEqual([3000, 5, true, 65536]);
+    expect(loadConfig({}, { CONFAB_PORT: '4000' }, f).port).toBe(4000);
+    expect(loadConfig({ port: '5000' }, { CONFAB_PORT: '4000' }, f).port).toBe(5000);
+  });
+
+  it('reads paths relative to the file, and flag paths relative to the working directory', () => {
+    expect(loadConfig({}, {}, file('banned-words: words.txt')).bannedWords).toBe(
+      '/etc/confab/words.txt',
+    );
+    expect(loadConfig({ 'banned-words': 'w.txt' }, {}, file('')).bannedWords).toBe(
+      path.resolve('w.txt'),
+    );
+  });
+
+  it('names the file, line and key of a bad value', () => {
+    const bad = file('# settings\nport: 0\n\nmax-users: ten\n');
+    expect(() => loadConfig({}, {}, bad)).toThrow(
+      'config.yaml:4: max-users: expected a whole number, got "ten"',
+    );
+    expect(() => loadConfig({}, {}, file('max-users: 2\ncolour: red'))).toThrow(
+      'config.yaml:2: colour: unknown option',
+    );
+    expect(() => loadConfig({}, {}, file('config: other.yaml'))).toThrow(
+      'config.yaml:1: config: cannot be set in the config file',
+    );
+    expect(() => file('port: [1, 2]')).toThrow('config.yaml:1: port: expected a single value');
+    expect(() => file('port: 1\nport: 2')).toThrow(/^config.yaml:2:\d+: Map keys must be unique/);
+    expect(() => file('- port')).toThrow('config.yaml:1: expected "option: value" lines');
+    expect(() => file('host: "open')).toThrow(/^config.yaml:1:\d+: /);
+  });
+
+  it('takes an empty or comment-only file as no settings', () => {
+    expect(file('').settings.size).toBe(0);
+    expect(file('# nothing yet\n').settings.size).toBe(0);
+  });
+
+  it('round-trips any valid configuration through --print-config', () => {
+    const integer = (name: keyof typeof SERVE_OPTIONS) => {
+      const spec = SERVE_OPTIONS[name] as { min?: number; max?: number };
+      return fc.integer({ min: spec.min ?? 0, max: spec.max ?? 1000 }).map(String);
+    };
+    const settings = fc.record(
+      {
+        host: fc.constantFrom('127.0.0.1', '::1', '0.0.0.0', 'localhost'),
+        port: integer('port'),
+        'max-users': integer('max-users'),
+        'rate-limit': integer('rate-limit'),
+        'http-port': fc.oneof(integer('http-port'), fc.constant('off')),
+        'allowed-origins': fc.string(),
+        'banned-words': fc.string({ minLength: 1 }),
+        'hide-addresses': fc.boolean(),
+        'log-level': fc.constantFrom('debug', 'info', 'warn', 'error', 'silent'),
+      },
+      { requiredKeys: [] },
+    );
+    fc.assert(
+      fc.property(settings, (flags) => {
+        const before = loadConfig(flags, {});
+        const printed = printConfig(before);
+        const after = loadConfig({}, {}, parseConfigFile(printed, 'printed.yaml', '/elsewhere'));
+        expect(after).toEqual(before);
+        expect(printConfig(after)).toBe(printed);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('turns any text into settings or a ConfigError, nothing else', () => {
+    const keys = fc.constantFrom(...Object.keys(SERVE_OPTIONS), 'colour', '');
+    const part = fc.oneof(
+      fc.tuple(keys, fc.string()).map(([k, v]) => `${k}: ${v}`),
+      fc.constantFrom('- ', '  ', ':', '{', '[', '"', "'", '&a', '*a', '!!str', '#', '? '),
+      fc.string(),
+    );
+    const yamlish = fc
+      .array(fc.tuple(part, fc.constantFrom('\n', ' ', '')), { maxLength: 12 })
+      .map((parts) => parts.map(([p, sep]) => p + sep).join(''));
+    fc.assert(
+      fc.property(fc.oneof(yamlish, fc.string({ unit: 'binary' })), (text) => {
+        try {
+          loadConfig({}, {}, file(text));
+        } catch (err) {
+          expect(err).toBeInstanceOf(ConfigError);
+          expect((err as Error).message).toMatch(/^(config\.yaml:\d+(:\d+)?: |TLS needs)/);
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
 });

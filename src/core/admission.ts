@@ -1,0 +1,53 @@
+/**
+ * The connection caps (--max-conns, --max-conns-per-ip), counted per raw
+ * socket at accept time by every listener: a TLS handshake, an HTTP request
+ * or a WebSocket that has not sent CONNECT yet holds a descriptor and memory
+ * just as a session does, so it has to count from its first moment.
+ */
+export class Admission {
+  private total = 0;
+  private readonly perIp = new Map<string, number>();
+
+  /**
+   * @param maxTotal open connections in total
+   * @param maxPerIp open connections from one address (0 = unlimited)
+   * @param refused told about each connection turned away
+   */
+  constructor(
+    private maxTotal: number,
+    private maxPerIp: number,
+    private readonly refused: (ip: string, fromIp: number, total: number) => void = () => {},
+  ) {}
+
+  /** Connections counted now. */
+  get open(): number {
+    return this.total;
+  }
+
+  /** Counts a new connection from `ip` if the caps allow it; pair each `true` with one release(ip). */
+  tryOpen(ip: string): boolean {
+    const fromIp = (this.perIp.get(ip) ?? 0) + 1;
+    if (this.total + 1 > this.maxTotal || (this.maxPerIp > 0 && fromIp > this.maxPerIp)) {
+      this.refused(ip, fromIp, this.total + 1);
+      return false;
+    }
+    this.total++;
+    this.perIp.set(ip, fromIp);
+    return true;
+  }
+
+  /** New caps apply to connections accepted from now on; open ones stay. */
+  setCaps(maxTotal: number | undefined, maxPerIp: number | undefined): void {
+    if (maxTotal !== undefined) this.maxTotal = maxTotal;
+    if (maxPerIp !== undefined) this.maxPerIp = maxPerIp;
+  }
+
+  release(ip: string): void {
+    const fromIp = this.perIp.get(ip);
+    // A release without its tryOpen would let the next caller past the cap.
+    if (fromIp === undefined) return;
+    this.total--;
+    if (fromIp <= 1) this.perIp.delete(ip);
+    else this.perIp.set(ip, fromIp - 1);
+  }
+}

@@ -1,0 +1,78 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { HistoryQuery, Retention } from '../core/history.js';
+
+/** What every HistoryStore implementation here is configured with. */
+export interface HistoryStoreOptions {
+  readonly retention: Retention;
+  /** The clock the store's own pruning timer uses (prune(now) takes its time from the caller). */
+  readonly now?: () => number;
+  /** How often the store applies age retention by itself; 0 leaves it to prune(). */
+  readonly pruneIntervalMs?: number;
+  /** Makes the random seed the epochs derive from (tests inject a predictable one). */
+  readonly newId?: () => string;
+}
+
+export const DEFAULT_PRUNE_INTERVAL_MS = 60_000;
+
+export function checkRetention(retention: Retention): void {
+  if (!Number.isInteger(retention.maxMessages) || retention.maxMessages < 1) {
+    throw new RangeError(
+      `retention.maxMessages must be a positive integer, not ${retention.maxMessages}`,
+    );
+  }
+  if (!Number.isFinite(retention.maxAgeMs) || retention.maxAgeMs < 0) {
+    throw new RangeError(`retention.maxAgeMs must be 0 or more, not ${retention.maxAgeMs}`);
+  }
+}
+
+export function newSeed(newId: (() => string) | undefined): string {
+  return (newId ?? randomUUID)();
+}
+
+/**
+ * A room's epoch is derived from the storage's seed rather than drawn per room,
+ * so asking about a room that was never written to needs no stored state (a
+ * client can name any room) and still gives the same epoch that room's first
+ * message will get. A new seed (new database, new process for memory) gives
+ * every room a new epoch.
+ */
+export function roomEpoch(seed: string, room: string): string {
+  return createHash('sha256')
+    .update(seed)
+    .update('\0')
+    .update(room)
+    .digest('base64url')
+    .slice(0, 22);
+}
+
+/** The most messages one read returns, whatever the caller asks. */
+export function readLimit(query: HistoryQuery, retention: Retention): number {
+  const limit = Math.floor(query.limit);
+  if (!(limit > 0)) return 0;
+  return Math.min(limit, retention.maxMessages);
+}
+
+/** Messages older than this (strictly) have passed the age limit; -Infinity when there is none. */
+export function ageCutoff(now: number, retention: Retention): number {
+  return retention.maxAgeMs > 0 ? now - retention.maxAgeMs : Number.NEGATIVE_INFINITY;
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const LONE_SURROGATES = new RegExp(LONE_SURROGATE.source, 'g');
+
+/**
+ * SQLite keeps text as UTF-8, where a lone surrogate (which JSON's \ud800 escapes let a
+ * client send) becomes U+FFFD. Every store makes that replacement itself, so all of them
+ * return the same message, and the message `append` returns is the one a restart reads.
+ */
+export function wellFormed(text: string): string {
+  return LONE_SURROGATE.test(text) ? text.replace(LONE_SURROGATES, '\uFFFD') : text;
+}
+
+/**
+ * Room keys and senders are refused rather than replaced: two different keys must never
+ * become one (a room's history would show in another).
+ */
+export function checkKey(what: 'room' | 'from', key: string): void {
+  if (LONE_SURROGATE.test(key)) throw new RangeError(`${what} is not well-formed Unicode`);
+}

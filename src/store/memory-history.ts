@@ -1,0 +1,206 @@
+import type {
+  Appended,
+  HistoryQuery,
+  HistoryStore,
+  MessageDraft,
+  Retention,
+  RoomHistory,
+  StoredMessage,
+} from '../core/history.js';
+import {
+  ageCutoff,
+  checkKey,
+  checkRetention,
+  DEFAULT_PRUNE_INTERVAL_MS,
+  type HistoryStoreOptions,
+  newSeed,
+  readLimit,
+  roomEpoch,
+  wellFormed,
+} from './common.js';
+
+/** Sender and cid as one map key; the length prefix keeps ("ab","c") apart from ("a","bc"). */
+function cidKey(from: string, cid: string): string {
+  return `${from.length}:${from}${cid}`;
+}
+
+/**
+ * One room's messages: a ring of at most `capacity` messages whose ids are
+ * consecutive (retention only ever removes the oldest), so a message is found
+ * by arithmetic on its id.
+ */
+class RoomRing {
+  top = 0;
+  private readonly slots: (StoredMessage | undefined)[] = [];
+  /** Index in `slots` of the oldest message. */
+  private head = 0;
+  private size = 0;
+  /** cid -> message, only for messages still in the ring, so it is bounded like the ring. */
+  private readonly cids = new Map<string, StoredMessage>();
+
+  constructor(
+    readonly epoch: string,
+    private readonly capacity: number,
+  ) {}
+
+  get oldest(): number {
+    return this.top - this.size + 1;
+  }
+
+  findCid(from: string, cid: string): StoredMessage | undefined {
+    return this.cids.get(cidKey(from, cid));
+  }
+
+  push(message: StoredMessage): void {
+    if (this.size === this.capacity) this.dropOldest();
+    if (this.slots.length < this.capacity) {
+      // Grows to capacity instead of allocating it up front: most rooms stay small.
+      this.slots.push(message);
+    } else {
+      this.slots[(this.head + this.size) % this.capacity] = message;
+    }
+    this.size++;
+    this.top = message.id;
+    if (message.cid !== undefined) this.cids.set(cidKey(message.from, message.cid), message);
+  }
+
+  /** Removes the oldest messages while they are older than `cutoff`. */
+  dropOlderThan(cutoff: number): void {
+    while (this.size > 0 && this.at(this.oldest).at < cutoff) this.dropOldest();
+  }
+
+  /** Messages with ids in [from, to], oldest first; the range is clamped to what is stored. */
+  range(from: number, to: number): StoredMessage[] {
+    const lo = Math.max(from, this.oldest);
+    const hi = Math.min(to, this.top);
+    const out: StoredMessage[] = [];
+    for (let id = lo; id <= hi; id++) out.push(this.at(id));
+    return out;
+  }
+
+  private at(id: number): StoredMessage {
+    const index = (this.head + (id - this.oldest)) % this.slots.length;
+    return this.slots[index]!;
+  }
+
+  private dropOldest(): void {
+    const gone = this.slots[this.head]!;
+    // Frees the message now, not when its slot is next written: an idle room's expired
+    // messages must not stay in memory.
+    this.slots[this.head] = undefined;
+    if (gone.cid !== undefined) {
+      const key = cidKey(gone.from, gone.cid);
+      if (this.cids.get(key) === gone) this.cids.delete(key);
+    }
+    this.head = (this.head + 1) % this.capacity;
+    this.size--;
+  }
+}
+
+/**
+ * History kept in this process only: a restart loses it, and every room then
+ * gets a new epoch, so clients know their ids mean nothing any more.
+ * `append` is durable as soon as it returns (there is nothing more durable to
+ * wait for here).
+ */
+export class MemoryHistoryStore implements HistoryStore {
+  private readonly retention: Retention;
+  private readonly seed: string;
+  private readonly rooms = new Map<string, RoomRing>();
+  private readonly timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(options: HistoryStoreOptions) {
+    checkRetention(options.retention);
+    this.retention = options.retention;
+    this.seed = newSeed(options.newId);
+    const interval = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
+    if (interval > 0 && this.retention.maxAgeMs > 0) {
+      const now = options.now ?? Date.now;
+      this.timer = setInterval(() => this.pruneNow(now()), interval);
+      this.timer.unref();
+    }
+  }
+
+  append(room: string, draft: MessageDraft): Promise<Appended> {
+    if (this.closed) return Promise.reject(new Error('history store is closed'));
+    try {
+      checkKey('room', room);
+      checkKey('from', draft.from);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
+    let ring = this.rooms.get(room);
+    if (ring === undefined) {
+      ring = new RoomRing(roomEpoch(this.seed, room), this.retention.maxMessages);
+      this.rooms.set(room, ring);
+    }
+    if (cid !== undefined) {
+      const first = ring.findCid(draft.from, cid);
+      if (first !== undefined) {
+        return Promise.resolve({ message: first, epoch: ring.epoch, duplicate: true });
+      }
+    }
+    const message: StoredMessage = {
+      room,
+      id: ring.top + 1,
+      at: draft.at,
+      from: draft.from,
+      msg: wellFormed(draft.msg),
+      ...(cid !== undefined ? { cid } : {}),
+    };
+    ring.push(message);
+    return Promise.resolve({ message, epoch: ring.epoch, duplicate: false });
+  }
+
+  room(room: string): Promise<RoomHistory> {
+    try {
+      checkKey('room', room);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const ring = this.rooms.get(room);
+    if (ring === undefined) {
+      return Promise.resolve({ epoch: roomEpoch(this.seed, room), top: 0, oldest: 1 });
+    }
+    return Promise.resolve({ epoch: ring.epoch, top: ring.top, oldest: ring.oldest });
+  }
+
+  read(room: string, query: HistoryQuery): Promise<StoredMessage[]> {
+    try {
+      checkKey('room', room);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const ring = this.rooms.get(room);
+    const limit = readLimit(query, this.retention);
+    if (ring === undefined || limit === 0) return Promise.resolve([]);
+    // Ids below `before` and above `after`; with `after`, the oldest of them (paging forward),
+    // otherwise the newest (paging back).
+    const below = query.before !== undefined ? Math.ceil(query.before) - 1 : ring.top;
+    const hi = Math.min(ring.top, below);
+    if (query.after !== undefined) {
+      const lo = Math.max(Math.floor(query.after) + 1, ring.oldest);
+      return Promise.resolve(ring.range(lo, Math.min(hi, lo + limit - 1)));
+    }
+    return Promise.resolve(ring.range(hi - limit + 1, hi));
+  }
+
+  prune(now: number): Promise<void> {
+    this.pruneNow(now);
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    return Promise.resolve();
+  }
+
+  private pruneNow(now: number): void {
+    const cutoff = ageCutoff(now, this.retention);
+    if (cutoff === Number.NEGATIVE_INFINITY) return;
+    for (const ring of this.rooms.values()) ring.dropOlderThan(cutoff);
+  }
+}

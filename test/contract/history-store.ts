@@ -1,0 +1,648 @@
+/**
+ * The HistoryStore contract (src/core/history.ts) as vitest tests, for any
+ * implementation: call `historyStoreContract` inside a test file with a target
+ * that opens stores on fresh or existing storage.
+ */
+import fc from 'fast-check';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type {
+  Appended,
+  HistoryQuery,
+  HistoryStore,
+  MessageDraft,
+  RoomHistory,
+  StoredMessage,
+} from '../../src/core/history.js';
+import type { HistoryStoreOptions } from '../../src/store/common.js';
+
+/** One place a store keeps its history (a file, or nothing for memory). */
+export interface HistoryStorage {
+  /** Opens a store on this storage; opening again after close() is a restart. */
+  open(options: HistoryStoreOptions): HistoryStore;
+  dispose(): void;
+}
+
+export interface ContractTarget {
+  readonly name: string;
+  /** Whether history survives a restart on the same storage. */
+  readonly persistent: boolean;
+  /** A new, empty storage. */
+  storage(): HistoryStorage;
+  /** Transactions committed so far, for stores that batch appends. */
+  commits?(store: HistoryStore): number;
+  /** Property-test runs (each opens fresh storage). */
+  readonly propertyRuns?: number;
+}
+
+const KEEP_ALL: HistoryStoreOptions = {
+  retention: { maxMessages: 1000, maxAgeMs: 0 },
+  pruneIntervalMs: 0,
+};
+
+function draft(msg: string, extra: Partial<MessageDraft> = {}): MessageDraft {
+  return { at: 1_000, from: 'ann', msg, ...extra };
+}
+
+const ids = (messages: readonly StoredMessage[]) => messages.map((m) => m.id);
+
+export function historyStoreContract(target: ContractTarget): void {
+  describe(`HistoryStore contract: ${target.name}`, () => {
+    const cleanup: (() => unknown)[] = [];
+    afterEach(async () => {
+      for (const fn of cleanup.splice(0).reverse()) await fn();
+    });
+
+    /** A store on new storage, closed and disposed after the test. */
+    function setup(options: HistoryStoreOptions = KEEP_ALL) {
+      const storage = target.storage();
+      cleanup.push(() => storage.dispose());
+      let store = storage.open(options);
+      cleanup.push(() => store.close());
+      return {
+        get store() {
+          return store;
+        },
+        async restart(): Promise<HistoryStore> {
+          await store.close();
+          store = storage.open(options);
+          return store;
+        },
+      };
+    }
+
+    it('numbers each room from 1 in append order, also within one turn', async () => {
+      const { store } = setup();
+      const first = await store.append('lobby', draft('a'));
+      const rest = await Promise.all(['b', 'c', 'd'].map((m) => store.append('lobby', draft(m))));
+      expect([first, ...rest].map((a) => a.message.id)).toEqual([1, 2, 3, 4]);
+      expect([first, ...rest].map((a) => a.duplicate)).toEqual([false, false, false, false]);
+      const read = await store.read('lobby', { limit: 10 });
+      expect(read.map((m) => [m.id, m.msg])).toEqual([
+        [1, 'a'],
+        [2, 'b'],
+        [3, 'c'],
+        [4, 'd'],
+      ]);
+      expect(read[0]).toEqual({ room: 'lobby', id: 1, at: 1_000, from: 'ann', msg: 'a' });
+    });
+
+    it('keeps interleaved rooms apart', async () => {
+      const { store } = setup();
+      const got = await Promise.all(
+        ['a', 'b', 'a', 'a', 'b'].map((room, i) => store.append(room, draft(`m${i}`))),
+      );
+      expect(got.map((a) => `${a.message.room}${a.message.id}`)).toEqual([
+        'a1',
+        'b1',
+        'a2',
+        'a3',
+        'b2',
+      ]);
+      expect((await store.read('a', { limit: 10 })).map((m) => m.msg)).toEqual(['m0', 'm2', 'm3']);
+      expect((await store.read('b', { limit: 10 })).map((m) => m.msg)).toEqual(['m1', 'm4']);
+      expect(await store.room('a')).toMatchObject({ top: 3, oldest: 1 });
+      expect(await store.room('b')).toMatchObject({ top: 2, oldest: 1 });
+    });
+
+    it('gives an empty room top 0, nothing to read, and the epoch its first message gets', async () => {
+      const { store } = setup();
+      const empty = await store.room('new');
+      expect(empty).toMatchObject({ top: 0, oldest: 1 });
+      expect(empty.epoch).toMatch(/\S/);
+      expect(await store.read('new', { limit: 10 })).toEqual([]);
+      expect(await store.read('new', { after: 0, limit: 10 })).toEqual([]);
+      expect(await store.read('new', { before: 5, limit: 10 })).toEqual([]);
+      const appended = await store.append('new', draft('x'));
+      expect(appended.epoch).toBe(empty.epoch);
+      expect((await store.room('new')).epoch).toBe(empty.epoch);
+    });
+
+    it('reads after, before and the newest, oldest first, within the limit', async () => {
+      const { store } = setup();
+      for (let i = 1; i <= 10; i++) await store.append('r', draft(`m${i}`));
+      expect(ids(await store.read('r', { limit: 3 }))).toEqual([8, 9, 10]);
+      expect(ids(await store.read('r', { limit: 30 }))).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      expect(ids(await store.read('r', { after: 0, limit: 3 }))).toEqual([1, 2, 3]);
+      expect(ids(await store.read('r', { after: 7, limit: 5 }))).toEqual([8, 9, 10]);
+      expect(ids(await store.read('r', { after: 10, limit: 5 }))).toEqual([]);
+      expect(ids(await store.read('r', { after: 99, limit: 5 }))).toEqual([]);
+      expect(ids(await store.read('r', { before: 5, limit: 2 }))).toEqual([3, 4]);
+      expect(ids(await store.read('r', { before: 3, limit: 5 }))).toEqual([1, 2]);
+      expect(ids(await store.read('r', { before: 1, limit: 5 }))).toEqual([]);
+      expect(ids(await store.read('r', { before: 99, limit: 2 }))).toEqual([9, 10]);
+      expect(ids(await store.read('r', { after: 2, before: 9, limit: 3 }))).toEqual([3, 4, 5]);
+      expect(ids(await store.read('r', { after: 2, before: 5, limit: 9 }))).toEqual([3, 4]);
+      expect(ids(await store.read('r', { limit: 0 }))).toEqual([]);
+      expect(ids(await store.read('r', { after: 3, limit: 0 }))).toEqual([]);
+    });
+
+    it('keeps the newest maxMessages per room and reports the oldest kept', async () => {
+      const { store } = setup({ retention: { maxMessages: 3, maxAgeMs: 0 }, pruneIntervalMs: 0 });
+      for (let i = 1; i <= 5; i++) await store.append('r', draft(`m${i}`));
+      await store.append('other', draft('o'));
+      expect(await store.room('r')).toMatchObject({ top: 5, oldest: 3 });
+      expect(ids(await store.read('r', { limit: 10 }))).toEqual([3, 4, 5]);
+      expect(ids(await store.read('r', { after: 0, limit: 10 }))).toEqual([3, 4, 5]);
+      expect(ids(await store.read('r', { before: 4, limit: 10 }))).toEqual([3]);
+      expect(ids(await store.read('r', { before: 3, limit: 10 }))).toEqual([]);
+      expect(await store.room('other')).toMatchObject({ top: 1, oldest: 1 });
+      await Promise.all([1, 2, 3, 4].map((i) => store.append('r', draft(`n${i}`))));
+      expect(await store.room('r')).toMatchObject({ top: 9, oldest: 7 });
+    });
+
+    it('deletes by age from the oldest, with the clock it is given', async () => {
+      const { store } = setup({
+        retention: { maxMessages: 100, maxAgeMs: 1_000 },
+        pruneIntervalMs: 0,
+      });
+      await store.append('r', draft('old', { at: 0 }));
+      await store.append('r', draft('mid', { at: 500 }));
+      await store.append('r', draft('new', { at: 1_500 }));
+      await store.append('s', draft('s', { at: 500 }));
+      await store.prune(1_500);
+      // 1,000 ms old is not yet past the limit.
+      expect((await store.read('r', { limit: 10 })).map((m) => m.msg)).toEqual(['mid', 'new']);
+      expect(await store.room('r')).toMatchObject({ top: 3, oldest: 2 });
+      expect(ids(await store.read('s', { limit: 10 }))).toEqual([1]);
+      await store.prune(1_501);
+      expect((await store.read('r', { limit: 10 })).map((m) => m.msg)).toEqual(['new']);
+      expect(await store.room('s')).toMatchObject({ top: 1, oldest: 2 });
+    });
+
+    it('applies age retention on its own timer with the injected clock', async () => {
+      vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+      cleanup.push(() => vi.useRealTimers());
+      let now = 0;
+      const { store } = setup({
+        retention: { maxMessages: 100, maxAgeMs: 1_000 },
+        pruneIntervalMs: 100,
+        now: () => now,
+      });
+      await store.append('r', draft('a', { at: 0 }));
+      await store.append('r', draft('b', { at: 800 }));
+      now = 1_500;
+      vi.advanceTimersByTime(100);
+      expect(ids(await store.read('r', { limit: 10 }))).toEqual([2]);
+    });
+
+    it('keeps messages forever when maxAgeMs is 0', async () => {
+      const { store } = setup();
+      await store.append('r', draft('a', { at: 0 }));
+      await store.prune(Number.MAX_SAFE_INTEGER);
+      expect(ids(await store.read('r', { limit: 10 }))).toEqual([1]);
+    });
+
+    it('never hands out an id again after retention deletes everything', async () => {
+      const h = setup({ retention: { maxMessages: 100, maxAgeMs: 1_000 }, pruneIntervalMs: 0 });
+      for (let i = 0; i < 3; i++) await h.store.append('r', draft(`m${i}`, { at: 0 }));
+      await h.store.prune(10_000);
+      expect(await h.store.room('r')).toMatchObject({ top: 3, oldest: 4 });
+      expect(await h.store.read('r', { limit: 10 })).toEqual([]);
+      expect(await h.store.read('r', { after: 0, limit: 10 })).toEqual([]);
+      expect((await h.store.append('r', draft('next', { at: 10_000 }))).message.id).toBe(4);
+      await h.store.prune(20_000);
+      const before = await h.store.room('r');
+      const store = await h.restart();
+      if (target.persistent) {
+        expect(await store.room('r')).toEqual({ epoch: before.epoch, top: 4, oldest: 5 });
+        expect((await store.append('r', draft('after restart'))).message.id).toBe(5);
+      } else {
+        const after = await store.room('r');
+        expect(after).toMatchObject({ top: 0, oldest: 1 });
+        expect(after.epoch).not.toBe(before.epoch);
+      }
+    });
+
+    it(
+      target.persistent
+        ? 'keeps epoch, top and messages across a restart'
+        : 'starts every room over with a new epoch after a restart',
+      async () => {
+        const h = setup();
+        const a = await h.store.append('r', draft('one'));
+        await h.store.append('r', draft('two'));
+        const emptyEpoch = (await h.store.room('never')).epoch;
+        const store = await h.restart();
+        const room = await store.room('r');
+        if (target.persistent) {
+          expect(room).toEqual({ epoch: a.epoch, top: 2, oldest: 1 });
+          expect((await store.read('r', { limit: 10 })).map((m) => m.msg)).toEqual(['one', 'two']);
+          const b = await store.append('r', draft('three'));
+          expect(b).toMatchObject({ epoch: a.epoch, duplicate: false, message: { id: 3 } });
+        } else {
+          expect(room.top).toBe(0);
+          expect(room.epoch).not.toBe(a.epoch);
+          expect((await store.room('never')).epoch).not.toBe(emptyEpoch);
+          expect(await store.read('r', { limit: 10 })).toEqual([]);
+          const b = await store.append('r', draft('three'));
+          expect(b.message.id).toBe(1);
+          expect(b.epoch).toBe(room.epoch);
+        }
+      },
+    );
+
+    it('gives rooms on new storage new epochs', async () => {
+      const one = setup().store;
+      const two = setup().store;
+      const a = await one.append('r', draft('x'));
+      const b = await two.append('r', draft('x'));
+      expect(b.message.id).toBe(1);
+      expect(b.epoch).not.toBe(a.epoch);
+      expect((await two.room('empty')).epoch).not.toBe((await one.room('empty')).epoch);
+    });
+
+    it('stores a cid once per sender and room', async () => {
+      const h = setup();
+      const store = h.store;
+      const first = await store.append('r', draft('hello', { cid: 'c1' }));
+      expect(first).toMatchObject({ duplicate: false, message: { id: 1, cid: 'c1' } });
+      const again = await store.append('r', draft('hello, resent', { cid: 'c1', at: 2_000 }));
+      expect(again).toEqual({ message: first.message, epoch: first.epoch, duplicate: true });
+      const otherSender = await store.append('r', draft('hi', { cid: 'c1', from: 'bob' }));
+      expect(otherSender).toMatchObject({ duplicate: false, message: { id: 2, from: 'bob' } });
+      const otherRoom = await store.append('s', draft('hi', { cid: 'c1' }));
+      expect(otherRoom).toMatchObject({ duplicate: false, message: { id: 1 } });
+      const noCid = await store.append('r', draft('hello'));
+      expect(noCid).toMatchObject({ duplicate: false, message: { id: 3 } });
+      expect(await store.room('r')).toMatchObject({ top: 3 });
+      expect((await store.read('r', { limit: 10 })).map((m) => m.msg)).toEqual([
+        'hello',
+        'hi',
+        'hello',
+      ]);
+      const inOneTurn = await Promise.all([
+        store.append('r', draft('x', { cid: 'c2' })),
+        store.append('r', draft('x again', { cid: 'c2' })),
+      ]);
+      expect(inOneTurn.map((a) => [a.message.id, a.message.msg, a.duplicate])).toEqual([
+        [4, 'x', false],
+        [4, 'x', true],
+      ]);
+      if (target.persistent) {
+        const restarted = await h.restart();
+        const afterRestart = await restarted.append('r', draft('hello', { cid: 'c1' }));
+        expect(afterRestart).toEqual({
+          message: first.message,
+          epoch: first.epoch,
+          duplicate: true,
+        });
+      }
+    });
+
+    it('forgets a cid once its message has gone', async () => {
+      const { store } = setup({ retention: { maxMessages: 2, maxAgeMs: 0 }, pruneIntervalMs: 0 });
+      await store.append('r', draft('a', { cid: 'c' }));
+      await store.append('r', draft('b'));
+      expect((await store.append('r', draft('a', { cid: 'c' }))).duplicate).toBe(true);
+      await store.append('r', draft('c'));
+      const again = await store.append('r', draft('a', { cid: 'c' }));
+      expect(again).toMatchObject({ duplicate: false, message: { id: 4 } });
+    });
+
+    it('stores lone surrogates in msg and cid as U+FFFD, and returns what it stores', async () => {
+      const h = setup();
+      const a = await h.store.append('r', draft('a\uD800b\uDC00', { cid: '\uD800' }));
+      expect(a.message).toMatchObject({ msg: 'a\uFFFDb\uFFFD', cid: '\uFFFD' });
+      // Pairs are kept; different ill-formed cids that read the same are one cid.
+      const b = await h.store.append('r', draft('\u{1F600}', { cid: '\u{1F600}' }));
+      expect(b.message).toMatchObject({ id: 2, msg: '\u{1F600}', cid: '\u{1F600}' });
+      expect(await h.store.append('r', draft('again', { cid: '\uDBFF' }))).toMatchObject({
+        duplicate: true,
+        message: { id: 1 },
+      });
+      expect(await h.store.read('r', { limit: 10 })).toEqual([a.message, b.message]);
+      if (target.persistent) {
+        expect(await (await h.restart()).read('r', { limit: 10 })).toEqual([a.message, b.message]);
+      }
+    });
+
+    it('refuses room keys and senders that are not well-formed Unicode', async () => {
+      const { store } = setup();
+      await expect(store.append('r\uD800', draft('x'))).rejects.toThrow(RangeError);
+      await expect(store.append('r', draft('x', { from: 'ann\uDC00' }))).rejects.toThrow(
+        RangeError,
+      );
+      await expect(store.read('\uDC00', { limit: 5 })).rejects.toThrow(RangeError);
+      await expect(store.room('\uD800')).rejects.toThrow(RangeError);
+      expect(await store.room('\uFFFD')).toMatchObject({ top: 0 });
+      const ok = await store.append('\u{1F600}', draft('x', { from: '\u{1F600}' }));
+      expect(ok.message.id).toBe(1);
+    });
+
+    it('frees a cid pushed out by appends of the same turn', async () => {
+      const { store } = setup({ retention: { maxMessages: 2, maxAgeMs: 0 }, pruneIntervalMs: 0 });
+      const oneTurn = await Promise.all([
+        store.append('r', draft('a', { cid: 'c' })),
+        store.append('r', draft('b')),
+        store.append('r', draft('d')),
+        store.append('r', draft('a', { cid: 'c' })),
+      ]);
+      expect(oneTurn.map((a) => [a.message.id, a.duplicate])).toEqual([
+        [1, false],
+        [2, false],
+        [3, false],
+        [4, false],
+      ]);
+      await store.append('s', draft('a', { cid: 'c' }));
+      const nextTurn = await Promise.all([
+        store.append('s', draft('b')),
+        store.append('s', draft('d')),
+        store.append('s', draft('a', { cid: 'c' })),
+      ]);
+      expect(nextTurn.map((a) => [a.message.id, a.duplicate])).toEqual([
+        [2, false],
+        [3, false],
+        [4, false],
+      ]);
+      expect((await store.read('s', { limit: 10 })).map((m) => [m.id, m.msg])).toEqual([
+        [3, 'd'],
+        [4, 'a'],
+      ]);
+      expect((await store.append('s', draft('a', { cid: 'c' }))).duplicate).toBe(true);
+    });
+
+    it('resolves the appends of one turn in order, readable once resolved', async () => {
+      const { store } = setup();
+      const order: number[] = [];
+      const seen: number[] = [];
+      const all = Array.from({ length: 100 }, (_, i) =>
+        store.append('r', draft(`m${i}`)).then(async (a) => {
+          order.push(a.message.id);
+          if (i === 0) seen.push((await store.room('r')).top);
+          return a;
+        }),
+      );
+      const done = await Promise.all(all);
+      expect(ids(done.map((a) => a.message))).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+      expect(order).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+      expect(seen[0]).toBeGreaterThanOrEqual(1);
+    });
+
+    const commits = target.commits;
+    if (commits !== undefined) {
+      it('commits the appends of one event-loop turn together', async () => {
+        const { store } = setup();
+        const start = commits(store);
+        await Promise.all(
+          Array.from({ length: 100 }, (_, i) => store.append(`r${i % 3}`, draft('x'))),
+        );
+        expect(commits(store) - start).toBe(1);
+        await Promise.all(Array.from({ length: 10 }, () => store.append('r0', draft('y'))));
+        await Promise.all(Array.from({ length: 10 }, () => store.append('r1', draft('y'))));
+        expect(commits(store) - start).toBe(3);
+        // Every promise of the turn resolves only after that turn's commit.
+        const turn = Array.from({ length: 5 }, () =>
+          store.append('r2', draft('z')).then(() => commits(store)),
+        );
+        expect(await Promise.all(turn)).toEqual([4, 4, 4, 4, 4].map((n) => start + n));
+        expect(await store.room('r0')).toMatchObject({ top: 44 });
+      });
+    }
+
+    if (target.persistent) {
+      it('writes what is pending when closed', async () => {
+        const h = setup();
+        const pending = [h.store.append('r', draft('a')), h.store.append('r', draft('b'))];
+        const store = await h.restart();
+        expect((await Promise.all(pending)).map((a) => a.message.id)).toEqual([1, 2]);
+        expect(ids(await store.read('r', { limit: 10 }))).toEqual([1, 2]);
+      });
+    }
+
+    it('refuses appends once closed', async () => {
+      const storage = target.storage();
+      cleanup.push(() => storage.dispose());
+      const store = storage.open(KEEP_ALL);
+      await store.close();
+      await expect(store.append('r', draft('late'))).rejects.toThrow(/closed/);
+    });
+
+    it('agrees with a simple model over random appends, reads, prunes and restarts', async () => {
+      await fc.assert(
+        fc.asyncProperty(fc.array(operation, { minLength: 1, maxLength: 40 }), async (ops) => {
+          await runAgainstModel(target, ops);
+        }),
+        { numRuns: target.propertyRuns ?? 100 },
+      );
+    }, 120_000);
+  });
+}
+
+// ---- the model ----
+
+// Odd keys on purpose: an empty name, a NUL, a character outside the BMP, and senders and
+// cids that would collide if they were joined naively.
+const ROOMS = ['a', 'b', '', 'x\u0000y', '\u{1F600}'] as const;
+const MODEL_RETENTION = { maxMessages: 4, maxAgeMs: 50 };
+
+type Op =
+  | {
+      t: 'append';
+      dt: number;
+      batch: { room: string; from: string; cid: string | undefined; msg: string }[];
+    }
+  | { t: 'prune'; dt: number }
+  | {
+      t: 'read';
+      room: string;
+      after: number | undefined;
+      before: number | undefined;
+      limit: number;
+    }
+  | { t: 'room'; room: string }
+  | { t: 'restart' };
+
+const room = fc.constantFrom(...ROOMS);
+const operation: fc.Arbitrary<Op> = fc.oneof(
+  {
+    arbitrary: fc.record({
+      t: fc.constant('append' as const),
+      dt: fc.integer({ min: 0, max: 30 }),
+      batch: fc.array(
+        fc.record({
+          room,
+          from: fc.constantFrom('ann', 'bob', 'a', '1:a', ''),
+          cid: fc.option(
+            fc.oneof(
+              fc.constantFrom('x', 'y', 'a', '1:a', '', '\uD800', '\uDC00x'),
+              fc.string({ maxLength: 2 }),
+            ),
+            {
+              nil: undefined,
+            },
+          ),
+          msg: fc.oneof(
+            fc.string({ maxLength: 6, unit: 'binary' }),
+            fc.string({ maxLength: 3 }).map((t) => `${t}\uD800`),
+          ),
+        }),
+        { minLength: 1, maxLength: 6 },
+      ),
+    }),
+    weight: 5,
+  },
+  {
+    arbitrary: fc.record({ t: fc.constant('prune' as const), dt: fc.integer({ min: 0, max: 60 }) }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      t: fc.constant('read' as const),
+      room,
+      after: fc.option(fc.integer({ min: -1, max: 25 }), { nil: undefined }),
+      before: fc.option(fc.integer({ min: 0, max: 25 }), { nil: undefined }),
+      limit: fc.integer({ min: 0, max: 6 }),
+    }),
+    weight: 3,
+  },
+  { arbitrary: fc.record({ t: fc.constant('room' as const), room }), weight: 2 },
+  { arbitrary: fc.constant({ t: 'restart' as const }), weight: 1 },
+);
+
+/** The platform's own replacement of lone surrogates (ES2024, in Node 20), as the reference. */
+function toWellFormed(text: string): string {
+  return (text as unknown as { toWellFormed(): string }).toWellFormed();
+}
+
+interface ModelRoom {
+  top: number;
+  messages: StoredMessage[];
+}
+
+class Model {
+  rooms = new Map<string, ModelRoom>();
+
+  private get(room: string): ModelRoom {
+    let r = this.rooms.get(room);
+    if (r === undefined) {
+      r = { top: 0, messages: [] };
+      this.rooms.set(room, r);
+    }
+    return r;
+  }
+
+  append(room: string, given: MessageDraft): { message: StoredMessage; duplicate: boolean } {
+    const d = {
+      ...given,
+      msg: toWellFormed(given.msg),
+      ...(given.cid !== undefined ? { cid: toWellFormed(given.cid) } : {}),
+    };
+    const r = this.get(room);
+    const first = r.messages.find(
+      (m) => d.cid !== undefined && m.cid === d.cid && m.from === d.from,
+    );
+    if (first !== undefined) return { message: first, duplicate: true };
+    r.top++;
+    const message: StoredMessage = {
+      room,
+      id: r.top,
+      at: d.at,
+      from: d.from,
+      msg: d.msg,
+      ...(d.cid !== undefined ? { cid: d.cid } : {}),
+    };
+    r.messages.push(message);
+    if (r.messages.length > MODEL_RETENTION.maxMessages) r.messages.shift();
+    return { message, duplicate: false };
+  }
+
+  prune(now: number): void {
+    for (const r of this.rooms.values()) {
+      while (r.messages.length > 0 && r.messages[0]!.at < now - MODEL_RETENTION.maxAgeMs) {
+        r.messages.shift();
+      }
+    }
+  }
+
+  read(room: string, q: HistoryQuery): StoredMessage[] {
+    const all = (this.rooms.get(room)?.messages ?? []).filter(
+      (m) =>
+        (q.after === undefined || m.id > q.after) && (q.before === undefined || m.id < q.before),
+    );
+    if (q.limit <= 0) return [];
+    return q.after !== undefined ? all.slice(0, q.limit) : all.slice(-q.limit);
+  }
+
+  room(room: string): { top: number; oldest: number } {
+    const r = this.rooms.get(room);
+    if (r === undefined) return { top: 0, oldest: 1 };
+    return { top: r.top, oldest: r.messages[0]?.id ?? r.top + 1 };
+  }
+}
+
+async function runAgainstModel(target: ContractTarget, ops: readonly Op[]): Promise<void> {
+  const storage = target.storage();
+  const options: HistoryStoreOptions = { retention: MODEL_RETENTION, pruneIntervalMs: 0 };
+  let store = storage.open(options);
+  let model = new Model();
+  let clock = 0;
+  // Epochs seen for written rooms; a restart that loses history must not reuse any of them.
+  let epochs = new Map<string, string>();
+  const lost = new Set<string>();
+  const checkEpoch = (roomKey: string, epoch: string) => {
+    expect(lost.has(epoch)).toBe(false);
+    const known = epochs.get(roomKey);
+    if (known === undefined) epochs.set(roomKey, epoch);
+    else expect(epoch).toBe(known);
+  };
+  try {
+    for (const op of ops) {
+      switch (op.t) {
+        case 'append': {
+          clock += op.dt;
+          const drafts = op.batch.map((b) => ({
+            room: b.room,
+            draft: {
+              at: clock,
+              from: b.from,
+              msg: b.msg,
+              ...(b.cid !== undefined ? { cid: b.cid } : {}),
+            },
+          }));
+          const got: Appended[] = await Promise.all(
+            drafts.map((d) => store.append(d.room, d.draft)),
+          );
+          drafts.forEach((d, i) => {
+            const want = model.append(d.room, d.draft);
+            expect(got[i]!.message).toEqual(want.message);
+            expect(got[i]!.duplicate).toBe(want.duplicate);
+            checkEpoch(d.room, got[i]!.epoch);
+          });
+          break;
+        }
+        case 'prune':
+          clock += op.dt;
+          await store.prune(clock);
+          model.prune(clock);
+          break;
+        case 'read': {
+          const q: HistoryQuery = {
+            limit: op.limit,
+            ...(op.after !== undefined ? { after: op.after } : {}),
+            ...(op.before !== undefined ? { before: op.before } : {}),
+          };
+          expect(await store.read(op.room, q)).toEqual(model.read(op.room, q));
+          break;
+        }
+        case 'room': {
+          const got: RoomHistory = await store.room(op.room);
+          expect({ top: got.top, oldest: got.oldest }).toEqual(model.room(op.room));
+          if (got.top > 0) checkEpoch(op.room, got.epoch);
+          break;
+        }
+        case 'restart':
+          await store.close();
+          store = storage.open(options);
+          if (!target.persistent) {
+            model = new Model();
+            for (const e of epochs.values()) lost.add(e);
+            epochs = new Map();
+          }
+          break;
+      }
+    }
+  } finally {
+    await store.close();
+    storage.dispose();
+  }
+}

@@ -1,0 +1,374 @@
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
+import { CLI, freePort, ROOT } from '../helpers/servers.js';
+import { spawnServer } from '../helpers/spawn-server.js';
+
+const run = promisify(execFile);
+const dir = mkdtempSync(path.join(tmpdir(), 'confab-ops-'));
+
+interface Exit {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `confab serve` expecting it to exit by itself; SIGKILLs it after 10 s so a hang fails. */
+function serveUntilExit(args: string[]): Promise<Exit> {
+  const child = spawn(process.execPath, [CLI, 'serve', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const kill = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  return new Promise((resolve) => {
+    child.once('close', (code) => {
+      clearTimeout(kill);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Waits (at most 10 s) until `read()` contains `text`. */
+async function waitFor(read: () => string, text: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (read().includes(text)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`never saw "${text}" in:\n${read()}`);
+}
+
+function hold(port = 0): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(port, '127.0.0.1', () => resolve(s));
+  });
+}
+
+/** A self-signed certificate for localhost whose subject CN is `name`. */
+async function certificate(name: string): Promise<{ cert: string; key: string }> {
+  const cert = path.join(dir, `${name}.crt`);
+  const key = path.join(dir, `${name}.key`);
+  await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+    '-days',
+    '1',
+    '-subj',
+    `/CN=${name}`,
+  ]);
+  return { cert, key };
+}
+
+/** A TLS connection and the CN of the certificate the server showed. */
+function tlsConnect(port: number): Promise<{ socket: tls.TLSSocket; cn: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => {
+      resolve({ socket, cn: String(socket.getPeerCertificate().subject.CN) });
+    });
+    socket.once('error', reject);
+  });
+}
+
+/** Sends one request and resolves with the next line the server writes. */
+function ask(socket: tls.TLSSocket, request: object): Promise<string> {
+  return new Promise((resolve) => {
+    let got = '';
+    const onData = (d: Buffer) => {
+      got += d.toString();
+      const end = got.indexOf('\n');
+      if (end >= 0) {
+        socket.off('data', onData);
+        resolve(got.slice(0, end));
+      }
+    };
+    socket.on('data', onData);
+    socket.write(`${JSON.stringify(request)}\n`);
+  });
+}
+
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('start failures', () => {
+  it('refuses a TLS certificate and key given the wrong way round: one line, exit 1, nothing left listening', async () => {
+    const { cert, key } = await certificate('localhost');
+    const port = await freePort();
+    const tlsPort = await freePort();
+    const result = await serveUntilExit([
+      '--port',
+      String(port),
+      '--http-port',
+      'off',
+      '--tls-port',
+      String(tlsPort),
+      '--tls-cert',
+      key,
+      '--tls-key',
+      cert,
+    ]);
+    expect(result.code).toBe(1);
+    const lines = result.stderr.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^confab: --tls-cert .* and --tls-key .* wrong way round/);
+    expect(result.stdout).not.toContain('listening');
+    expect(await canConnect(port)).toBe(false);
+  }, 20_000);
+
+  it('names the port in use and the option that changes it, and closes the listeners already bound', async () => {
+    const taken = await hold();
+    const busy = (taken.address() as net.AddressInfo).port;
+    try {
+      const tcp = await serveUntilExit(['--port', String(busy), '--http-port', 'off']);
+      expect(tcp.code).toBe(1);
+      expect(tcp.stderr).toBe(
+        `confab: port ${busy} is in use (change it with --port or CONFAB_PORT)\n`,
+      );
+      expect(tcp.stdout).toBe('');
+
+      // The plain port binds first; it must be closed again when HTTP fails.
+      const port = await freePort();
+      const http = await serveUntilExit([
+        '--port',
+        String(port),
+        '--http-port',
+        String(busy),
+        '--log-format',
+        'json',
+      ]);
+      expect(http.code).toBe(1);
+      expect(http.stderr).toBe(
+        `confab: port ${busy} is in use (change it with --http-port or CONFAB_HTTP_PORT)\n`,
+      );
+      expect(http.stdout).not.toContain('EADDRINUSE');
+      expect(await canConnect(port)).toBe(false);
+    } finally {
+      taken.close();
+    }
+  }, 30_000);
+
+  it('names the file, line and key of a bad config value, and refuses unknown keys', async () => {
+    const file = path.join(dir, 'bad.yaml');
+    writeFileSync(file, '# a comment\nport: 0\n\nmax-users: ten\n');
+    const bad = await serveUntilExit(['--config', file]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe(
+      `confab serve: ${file}:4: max-users: expected a whole number, got "ten"\n`,
+    );
+    writeFileSync(file, 'port: 0\ncolour: blue\n');
+    const unknown = await serveUntilExit(['--config', file]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain(`${file}:2: colour: unknown option`);
+  }, 20_000);
+});
+
+describe('--print-config', () => {
+  it('prints a config file that, loaded back, prints the same', async () => {
+    const banned = path.join(dir, 'banned.txt');
+    writeFileSync(banned, 'boo\n');
+    const first = await serveUntilExit([
+      '--print-config',
+      '--port',
+      '4000',
+      '--http-port',
+      'off',
+      '--allowed-origins',
+      '*',
+      '--banned-words',
+      banned,
+      '--hide-addresses',
+    ]);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toContain('port: 4000\n');
+    expect(first.stdout).toContain('http-port: off\n');
+    expect(first.stdout).toContain(`banned-words: ${banned}\n`);
+    expect(first.stdout).toContain('# tls-port:\n');
+    const file = path.join(dir, 'printed.yaml');
+    writeFileSync(file, first.stdout);
+    const second = await serveUntilExit(['--config', file, '--print-config']);
+    expect(second.code).toBe(0);
+    expect(second.stdout).toBe(first.stdout);
+  }, 20_000);
+});
+
+describe('SIGHUP', () => {
+  it('applies a changed config file to connected clients without dropping them, and reports restart-only changes', async () => {
+    const file = path.join(dir, 'live.yaml');
+    const banned = path.join(dir, 'live-banned.txt');
+    writeFileSync(banned, 'i hate professor\n');
+    writeFileSync(file, `max-message: 100\nmax-users: 3\nbanned-words: ${banned}\n`);
+    const server = await spawnServer(['--config', file]);
+    try {
+      const ann = await ChatClient.connect({ port: server.port, nickname: 'ann' });
+      const bob = await ChatClient.connect({ port: server.port, nickname: 'bob' });
+      const heard: string[] = [];
+      ann.on('chat', (m) => heard.push(m.msg));
+      const refused: number[] = [];
+      bob.on('server-error', (e) => refused.push(e.code));
+      bob.chat('twelve chars');
+      await bob.version();
+
+      // Restart-only: the frame limit (and the port, but --port 0 on the command line wins).
+      writeFileSync(
+        file,
+        'max-message: 5\nmax-users: 2\nbanned-words: live-banned.txt\nmax-frame: 1024\nport: 1\n',
+      );
+      writeFileSync(banned, 'boo\n');
+      server.child.kill('SIGHUP');
+      await waitFor(server.output, 'restart needed');
+      const log = server.output();
+      expect(log).toContain('configuration reloaded; now in effect: max-users, max-message');
+      expect(log).toContain('restart needed to change max-frame (the old values stay in effect)');
+
+      bob.chat('twelve chars');
+      bob.chat('short');
+      await bob.version();
+      await ann.version();
+      expect(heard).toEqual(['twelve chars', 'short']);
+      expect(refused).toEqual([1007]);
+      // Nobody was dropped; the room, now of 2, is full for newcomers.
+      expect((await ann.users()).map((u) => u[0])).toEqual(['ann', 'bob']);
+      const cat = await ChatClient.connect({ port: server.port, nickname: 'cat' }).catch(
+        (e: unknown) => e,
+      );
+      expect(cat).toBeInstanceOf(ChatClientError);
+      expect((cat as ChatClientError).kind).toBe('room-full');
+      // The banned-words file was re-read (the path also became relative to the config file).
+      const left = new Promise((resolve) => ann.once('leave', resolve));
+      bob.chat('BOO!');
+      expect(await left).toEqual({ nickname: 'bob', userCount: 1 });
+
+      // A bad file on reload keeps the running configuration.
+      writeFileSync(file, 'max-message: 5\nmax-users: lots\n');
+      server.child.kill('SIGHUP');
+      await waitFor(server.output, 'reload failed');
+      expect(server.output()).toContain(
+        `reload failed, keeping the running configuration: ${file}:2: max-users: expected a whole number, got \\"lots\\"`,
+      );
+      const dan = await ChatClient.connect({ port: server.port, nickname: 'dan' });
+      expect((await dan.users()).map((u) => u[0])).toEqual(['ann', 'dan']);
+      await dan.exit();
+      await ann.exit();
+    } finally {
+      await server.stop();
+    }
+  }, 30_000);
+});
+
+describe('SIGHUP with TLS', () => {
+  it('serves a renewed certificate to new connections and keeps the open ones', async () => {
+    const [first, second] = await Promise.all([certificate('first'), certificate('second')]);
+    const cert = path.join(dir, 'tls.crt');
+    const key = path.join(dir, 'tls.key');
+    writeFileSync(cert, readFileSync(first.cert));
+    writeFileSync(key, readFileSync(first.key));
+    const server = await spawnServer(['--tls-port', '0', '--tls-cert', cert, '--tls-key', key]);
+    const sockets: tls.TLSSocket[] = [];
+    try {
+      const tlsLine = server
+        .output()
+        .split('\n')
+        .find((l) => l.includes('"transport":"tls"'));
+      const tlsPort = (JSON.parse(tlsLine!) as { port: number }).port;
+      const ann = await tlsConnect(tlsPort);
+      sockets.push(ann.socket);
+      expect(ann.cn).toBe('first');
+      expect(await ask(ann.socket, { cmd: '0', nickname: 'ann' })).toContain('"cmd":"03"');
+
+      writeFileSync(cert, readFileSync(second.cert));
+      writeFileSync(key, readFileSync(second.key));
+      server.child.kill('SIGHUP');
+      await waitFor(server.output, 'configuration reloaded');
+      const bob = await tlsConnect(tlsPort);
+      sockets.push(bob.socket);
+      expect(bob.cn).toBe('second');
+      expect(await ask(ann.socket, { cmd: '4' })).toContain('"cmd":"40"');
+
+      // A certificate and key the wrong way round keep the certificate in use.
+      writeFileSync(cert, readFileSync(second.key));
+      writeFileSync(key, readFileSync(second.cert));
+      server.child.kill('SIGHUP');
+      await waitFor(server.output, 'reload failed');
+      expect(server.output()).toContain('wrong way round');
+      const cat = await tlsConnect(tlsPort);
+      sockets.push(cat.socket);
+      expect(cat.cn).toBe('second');
+    } finally {
+      for (const s of sockets) s.destroy();
+      await server.stop();
+    }
+  }, 30_000);
+});
+
+describe('contrib/confab.service', () => {
+  const unit = path.join(ROOT, 'contrib', 'confab.service');
+
+  it('has the hardening and reload settings', () => {
+    const text = readFileSync(unit, 'utf8');
+    const keys = new Map<string, string>();
+    for (const line of text.split('\n')) {
+      const m = /^([A-Za-z]+)=(.*)$/.exec(line);
+      if (m) keys.set(m[1]!, m[2]!);
+    }
+    expect(keys.get('ExecReload')).toBe('/bin/kill -HUP $MAINPID');
+    expect(keys.get('Restart')).toBe('on-failure');
+    expect(keys.get('DynamicUser')).toBe('yes');
+    expect(keys.get('NoNewPrivileges')).toBe('yes');
+    expect(keys.get('ProtectSystem')).toBe('strict');
+    expect(keys.get('ProtectHome')).toBe('yes');
+    expect(keys.get('PrivateTmp')).toBe('yes');
+    expect(keys.get('PrivateDevices')).toBe('yes');
+    expect(keys.get('CapabilityBoundingSet')).toBe('');
+    expect(keys.get('RestrictAddressFamilies')).toBe('AF_INET AF_INET6 AF_UNIX');
+    expect(keys.get('SystemCallFilter')).toBe('@system-service');
+    expect(keys.get('StateDirectory')).toBe('confab');
+    expect(keys.get('MemoryMax')).toMatch(/^\d+[KMG]$/);
+    expect(keys.get('ExecStart')).toContain('serve --config /etc/confab/confab.yaml');
+  });
+
+  it.skipIf(!existsSync('/usr/bin/systemd-analyze'))('passes systemd-analyze verify', async () => {
+    // verify wants ExecStart's program to exist; point it at this node for the check.
+    const copy = path.join(dir, 'confab.service');
+    writeFileSync(
+      copy,
+      readFileSync(unit, 'utf8').replace(/^ExecStart=\S+/m, `ExecStart=${process.execPath}`),
+    );
+    const result = await run('systemd-analyze', ['verify', copy]).catch(
+      (e: { stderr: string; code: number }) => e,
+    );
+    const stderr = 'stderr' in result ? result.stderr : '';
+    expect(stderr.split('\n').filter((l) => l.includes('confab.service'))).toEqual([]);
+  });
+});

@@ -1,0 +1,60 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { Admission } from '../../../src/core/admission.js';
+
+describe('Admission', () => {
+  it('admits up to the per-IP cap, then refuses until one is released', () => {
+    const refused: string[] = [];
+    const admission = new Admission(10, 2, (ip) => refused.push(ip));
+    expect(admission.tryOpen('a')).toBe(true);
+    expect(admission.tryOpen('a')).toBe(true);
+    expect(admission.tryOpen('a')).toBe(false);
+    expect(admission.tryOpen('b')).toBe(true);
+    expect(refused).toEqual(['a']);
+    admission.release('a');
+    expect(admission.tryOpen('a')).toBe(true);
+    expect(admission.open).toBe(3);
+  });
+
+  it('ignores a release without an open', () => {
+    const admission = new Admission(1, 0);
+    admission.release('x');
+    expect(admission.tryOpen('y')).toBe(true);
+    expect(admission.tryOpen('z')).toBe(false);
+  });
+
+  it('never passes either cap and counts exactly, whatever the sequence', () => {
+    const step = fc.record({
+      open: fc.boolean(),
+      ip: fc.constantFrom('10.0.0.1', '10.0.0.2', '::1', ''),
+    });
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 6 }),
+        fc.integer({ min: 0, max: 4 }),
+        fc.array(step, { maxLength: 200 }),
+        (maxTotal, maxPerIp, steps) => {
+          const admission = new Admission(maxTotal, maxPerIp);
+          const held = new Map<string, number>();
+          let total = 0;
+          for (const { open, ip } of steps) {
+            const mine = held.get(ip) ?? 0;
+            if (open) {
+              const expected = total < maxTotal && (maxPerIp === 0 || mine < maxPerIp);
+              expect(admission.tryOpen(ip)).toBe(expected);
+              if (expected) {
+                held.set(ip, mine + 1);
+                total++;
+              }
+            } else if (mine > 0) {
+              admission.release(ip);
+              held.set(ip, mine - 1);
+              total--;
+            }
+            expect(admission.open).toBe(total);
+          }
+        },
+      ),
+    );
+  });
+});

@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import { BannedWords } from '../../../src/core/banned-words.js';
+import { Chat } from '../../../src/core/chat.js';
+import { ErrorCode } from '../../../src/protocol/codes.js';
+import type { Request } from '../../../src/protocol/messages.js';
+import { FakePeer } from '../../helpers/fake-peer.js';
+
+function connect(chat: Chat, nickname: string, ip?: string): FakePeer {
+  const peer = new FakePeer(ip);
+  peer.session = chat.open(peer);
+  send(peer, { cmd: '0', nickname, caps: ['errors'] });
+  return peer;
+}
+
+function send(peer: FakePeer, request: Request): void {
+  peer.session.receive({ ok: true, request });
+}
+
+describe('Chat.reconfigure', () => {
+  it('applies new rules to the next request and disconnects nobody', () => {
+    const chat = new Chat({ maxUsers: 3, maxMessage: 100 });
+    const ann = connect(chat, 'ann');
+    const bob = connect(chat, 'bob');
+    const cat = connect(chat, 'cat');
+    for (const p of [ann, bob, cat]) p.take();
+    chat.reconfigure({
+      maxUsers: 2,
+      maxMessage: 5,
+      bannedWords: new BannedWords(['boo']),
+      hideAddresses: true,
+    });
+    expect([ann, bob, cat].map((p) => p.closedWith)).toEqual([undefined, undefined, undefined]);
+    send(ann, { cmd: '7', msg: 'too long' });
+    expect(ann.take()).toMatchObject([{ cmd: '90', code: ErrorCode.MESSAGE_TOO_LONG }]);
+    send(ann, { cmd: '1' });
+    expect(ann.take()).toMatchObject([
+      {
+        cmd: '10',
+        users: [
+          ['ann', 'hidden', 0],
+          ['bob', 'hidden', 0],
+          ['cat', 'hidden', 0],
+        ],
+      },
+    ]);
+    send(bob, { cmd: '7', msg: 'BOO' });
+    expect(bob.closedWith).toBe('banned-words');
+    // Two members remain in a room of two now: full for a newcomer.
+    const dan = connect(chat, 'dan');
+    expect(dan.take()).toEqual([{ cmd: '02' }]);
+  });
+
+  it('gives open sessions a bucket at the new rate, or none', () => {
+    const now = 0;
+    const chat = new Chat({ rateLimit: 0, clock: () => now });
+    const ann = connect(chat, 'ann');
+    ann.take();
+    chat.reconfigure({ rateLimit: 1, rateBurst: 2 });
+    for (let i = 0; i < 3; i++) send(ann, { cmd: '4' });
+    expect(ann.take().map((m) => m.cmd)).toEqual(['40', '40', '90']);
+    chat.reconfigure({ rateLimit: 0 });
+    for (let i = 0; i < 5; i++) send(ann, { cmd: '4' });
+    expect(ann.take().map((m) => m.cmd)).toEqual(['40', '40', '40', '40', '40']);
+  });
+
+  it('applies new connection caps to new connections only', () => {
+    const chat = new Chat({ maxConnectionsPerIp: 0 });
+    const a = connect(chat, 'a', '10.0.0.1');
+    expect(chat.admission.tryOpen('10.0.0.1')).toBe(true);
+    expect(chat.admission.tryOpen('10.0.0.1')).toBe(true);
+    chat.reconfigure({ maxConnectionsPerIp: 2 });
+    // Listeners count every socket at accept: the third from that address is turned away.
+    expect(chat.admission.tryOpen('10.0.0.1')).toBe(false);
+    expect(chat.admission.tryOpen('10.0.0.2')).toBe(true);
+    expect(a.closedWith).toBeUndefined();
+  });
+});
