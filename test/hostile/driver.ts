@@ -11,6 +11,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -18,7 +19,7 @@ import WebSocket from 'ws';
 import { type ParsedServerMessage, parseServerText } from '../../src/protocol/message-codec.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
-import { type Attack, type Batch, batchAt, describeAttack } from './inputs.js';
+import { type Attack, type Batch, batchAt, describeAttack, nestingDepth } from './inputs.js';
 
 /**
  * The server's resident memory may not pass this. An idle confab is about
@@ -379,6 +380,18 @@ class Room {
    * it was sent, so everything must have arrived by its reply.
    */
   async check(index: number): Promise<void> {
+    try {
+      await this.checkAll(index);
+    } catch (err) {
+      // A dying server first drops its connections: name the cause, not the symptom.
+      await sleep(300);
+      if (!this.target.alive())
+        throw new InvariantError(`the server process died (${this.target.exitStatus()})`);
+      throw err;
+    }
+  }
+
+  private async checkAll(index: number): Promise<void> {
     const fail = (what: string): never => {
       throw new InvariantError(what);
     };
@@ -490,7 +503,10 @@ async function attackStream(target: Target, attack: Attack, nickname: string): P
     if (attack.joined) {
       const caps = attack.caps ? ',"caps":["errors","renames","whispers"]' : '';
       client.write(`{"cmd":"0","nickname":"${nickname}"${caps}}\n`);
-      await client.expect('03', REPLY_TIMEOUT_MS).catch(() => {});
+      await client.expect('03', REPLY_TIMEOUT_MS).then(
+        () => tally.joined++,
+        () => {},
+      );
     }
     const payload = concat(attack.pieces);
     for (const chunk of cut(payload, attack.chunks)) {
@@ -506,6 +522,7 @@ async function attackStream(target: Target, attack: Attack, nickname: string): P
       client.closed,
       Math.min(300, 30 + payload.length / 4096),
     );
+    if (client.isClosed) tally.cutOff++;
     switch (attack.ending) {
       case 'end':
         client.end();
@@ -536,7 +553,10 @@ async function attackWs(target: Target, attack: Attack, nickname: string): Promi
           ? { cmd: '0', nickname, caps: ['errors', 'renames', 'whispers'] }
           : { cmd: '0', nickname },
       );
-      await client.expect('03', REPLY_TIMEOUT_MS).catch(() => {});
+      await client.expect('03', REPLY_TIMEOUT_MS).then(
+        () => tally.joined++,
+        () => {},
+      );
     }
     let total = 0;
     for (const piece of attack.pieces) {
@@ -553,6 +573,7 @@ async function attackWs(target: Target, attack: Attack, nickname: string): Promi
       }
     }
     await closedWithin(() => client.isClosed, closed, Math.min(300, 30 + total / 4096));
+    if (client.isClosed) tally.cutOff++;
     switch (attack.ending) {
       case 'end':
         if (client.ws.readyState === WebSocket.OPEN) client.ws.close(1000);
@@ -572,10 +593,57 @@ async function attackWs(target: Target, attack: Attack, nickname: string): Promi
   }
 }
 
+/** Raw bytes to the HTTP port or, in plain text, to the TLS port; whatever comes back is read and dropped. */
+async function attackRaw(target: Target, attack: Attack): Promise<void> {
+  const port = attack.transport === 'http' ? target.httpPort : target.tlsPort;
+  const socket = net.connect({ port, host: '127.0.0.1', noDelay: true });
+  socket.on('error', () => {});
+  socket.resume();
+  const closed = new Promise((r) => socket.once('close', r));
+  const isClosed = () => socket.destroyed;
+  try {
+    await Promise.race([new Promise((r) => socket.once('connect', r)), closed]);
+    const payload = concat(attack.pieces);
+    for (const chunk of cut(payload, attack.chunks)) {
+      if (socket.destroyed) break;
+      const flushed = socket.write(chunk);
+      if (attack.spread) await turn();
+      else if (!flushed) await Promise.race([new Promise((r) => socket.once('drain', r)), closed]);
+    }
+    await closedWithin(isClosed, closed, Math.min(300, 30 + payload.length / 4096));
+    if (socket.destroyed) tally.cutOff++;
+    if (attack.ending === 'end') {
+      socket.end();
+      await closedWithin(isClosed, closed, 300);
+    } else if (attack.ending === 'linger') {
+      await closedWithin(isClosed, closed, 150);
+    }
+  } finally {
+    socket.destroy();
+  }
+}
+
+/** What the attackers achieved, to show that they reach the server at all. */
+export interface Tally {
+  attacks: number;
+  /** Attackers that meant to join and were let in. */
+  joined: number;
+  /** Attackers the server closed before they left on their own. */
+  cutOff: number;
+}
+let tally: Tally = { attacks: 0, joined: 0, cutOff: 0 };
+
 function runAttack(target: Target, attack: Attack, nickname: string): Promise<void> {
-  return attack.transport === 'ws'
-    ? attackWs(target, attack, nickname)
-    : attackStream(target, attack, nickname);
+  tally.attacks++;
+  switch (attack.transport) {
+    case 'ws':
+      return attackWs(target, attack, nickname);
+    case 'http':
+    case 'tls-plain':
+      return attackRaw(target, attack);
+    default:
+      return attackStream(target, attack, nickname);
+  }
 }
 
 /** One batch: its attackers at once, the sender chatting before, during and after. */
@@ -597,10 +665,17 @@ export interface RunOptions {
   batches?: number;
   /** Stop starting batches after this time (ms since the epoch). */
   until?: number;
+  /** Run these batches instead of generated ones. */
+  cases?: Batch[];
   /** Run only this batch (a replay). */
   only?: number;
   /** After a failure, replay its pieces one by one to find one that fails alone (ms budget). */
   isolateMs?: number;
+  /**
+   * Leave out pieces nesting deeper than this, to look past a known
+   * deep-nesting failure until its fix lands.
+   */
+  maxDepth?: number;
   /** After a failure, restart the server and go on with the next batch (to collect several). */
   keepGoing?: boolean;
   log?: (line: string) => void;
@@ -610,6 +685,7 @@ export interface RunResult {
   ok: boolean;
   seed: number;
   batches: number;
+  tally: Tally;
   peakRssKiB: number;
   /** Set on failure: what failed, the batch, the server's last words, a replay command. */
   report?: string;
@@ -647,6 +723,14 @@ async function isolate(batch: Batch, index: number, budgetMs: number): Promise<s
   return 'no single piece fails alone: the combination matters';
 }
 
+function withoutDeep(batch: Batch, maxDepth: number): Batch {
+  const attacks = batch.attacks.map((a) => {
+    const pieces = a.pieces.filter((p) => nestingDepth(p) <= maxDepth);
+    return { ...a, pieces: pieces.length > 0 ? pieces : [enc.encode('{"cmd":"4"}')] };
+  });
+  return { attacks };
+}
+
 /** What failed, the batch, the server's last words and how to replay it. */
 async function failureReport(
   err: unknown,
@@ -654,12 +738,17 @@ async function failureReport(
   seed: number,
   index: number,
   batch: Batch | undefined,
+  fixed: boolean,
 ): Promise<string> {
   await sleep(200); // let a dying server finish printing
   return [
-    `FAILED at batch ${index} of seed ${seed}: ${(err as Error).message}`,
+    fixed
+      ? `FAILED at fixed case ${index} (FIXED_CASES in test/hostile/inputs.ts): ${(err as Error).message}`
+      : `FAILED at batch ${index} of seed ${seed}: ${(err as Error).message}`,
     `(${err instanceof InvariantError ? 'invariant' : 'driver error'}; server ${target.alive() ? 'alive' : target.exitStatus()})`,
-    `replay: npm run fuzz -- --seed ${seed} --batch ${index}`,
+    fixed
+      ? 'replay: npx vitest run test/hostile'
+      : `replay: npm run fuzz -- --seed ${seed} --batch ${index}`,
     'the batch:',
     ...(batch?.attacks.map(describeAttack) ?? []),
     'server output, last lines:',
@@ -673,6 +762,7 @@ export async function runHostile(options: RunOptions): Promise<RunResult> {
   let target = await Target.start();
   let room: Room | undefined;
   let ran = 0;
+  tally = { attacks: 0, joined: 0, cutOff: 0 };
   let peak = 0;
   let index = options.only ?? 0;
   const reports: string[] = [];
@@ -680,18 +770,29 @@ export async function runHostile(options: RunOptions): Promise<RunResult> {
     room = await Room.open(target);
     for (;;) {
       if (
-        options.only !== undefined
-          ? ran === 1
-          : options.batches !== undefined && ran >= options.batches
+        options.cases !== undefined
+          ? ran === options.cases.length
+          : options.only !== undefined
+            ? ran === 1
+            : options.batches !== undefined && ran >= options.batches
       )
         break;
       if (options.until !== undefined && Date.now() >= options.until) break;
       let batch: Batch | undefined;
       try {
-        batch = batchAt(seed, index);
+        batch = options.cases?.[index] ?? batchAt(seed, index);
+        const { maxDepth } = options;
+        if (maxDepth !== undefined) batch = withoutDeep(batch, maxDepth);
         await runBatch(target, room, batch, index);
       } catch (err) {
-        const report = await failureReport(err, target, seed, index, batch);
+        const report = await failureReport(
+          err,
+          target,
+          seed,
+          index,
+          batch,
+          options.cases !== undefined,
+        );
         room.close();
         room = undefined;
         await target.stop();
@@ -715,6 +816,7 @@ export async function runHostile(options: RunOptions): Promise<RunResult> {
       ok: reports.length === 0,
       seed,
       batches: ran,
+      tally,
       peakRssKiB: peak,
       ...(reports.length > 0 ? { report: reports.join('\n\n') } : {}),
     };

@@ -7,7 +7,8 @@
  * batch, the server's last output and the one piece that fails alone (if
  * any), and exits 1. `--batch I` replays batch I of seed S alone;
  * `--keep-going` restarts the server after a failure and goes on, to
- * collect several different failures in one run.
+ * collect several different failures in one run; `--max-depth N` leaves
+ * out pieces nested deeper than N, to look past a known deep-nesting bug.
  */
 import { parseArgs } from 'node:util';
 import { removeCertificate, runHostile } from './driver.js';
@@ -18,6 +19,7 @@ const { values } = parseArgs({
     seed: { type: 'string' },
     batch: { type: 'string' },
     'keep-going': { type: 'boolean', default: false },
+    'max-depth': { type: 'string' },
   },
 });
 const minutes = Math.min(Math.max(Number(values.minutes), 0), 24 * 60);
@@ -38,12 +40,14 @@ const result = await runHostile({
   only,
   isolateMs: 120_000,
   keepGoing: values['keep-going'],
+  ...(values['max-depth'] === undefined ? {} : { maxDepth: Number(values['max-depth']) }),
   log: (line) => console.log(line),
 });
 removeCertificate();
 const took = ((Date.now() - started) / 1000).toFixed(0);
 console.log(
-  `${result.batches} batches in ${took} s, peak server RSS ${Math.round(result.peakRssKiB / 1024)} MiB, seed ${seed}`,
+  `${result.batches} batches in ${took} s, peak server RSS ${Math.round(result.peakRssKiB / 1024)} MiB, seed ${seed}; ` +
+    `${result.tally.attacks} attackers, ${result.tally.joined} joined, ${result.tally.cutOff} cut off by the server`,
 );
 if (!result.ok) {
   console.error(result.report);

@@ -6,7 +6,12 @@
  */
 import fc from 'fast-check';
 
-export type Transport = 'tcp' | 'tls' | 'ws';
+/**
+ * tcp, tls, ws: a client of the chat protocol. http: raw bytes to the HTTP
+ * port (request heads, upgrades, hand-made WebSocket frames). tls-plain:
+ * raw bytes to the TLS port with no TLS at all.
+ */
+export type Transport = 'tcp' | 'tls' | 'ws' | 'http' | 'tls-plain';
 
 /** How a WebSocket attacker frames each piece. */
 export type WsFraming = 'text' | 'binary' | 'fragmented';
@@ -447,8 +452,179 @@ export const pieceArb: fc.Arbitrary<Uint8Array> = fc.oneof(
   { weight: 4, arbitrary: validishArb },
 );
 
-/** Pieces are capped so that a batch stays within a few hundred KiB. */
-export const attackArb: fc.Arbitrary<Attack> = fc.record({
+/** A request target the URL parser may choke on. */
+const targetArb = fc.oneof(
+  fc.constantFrom(
+    '/ws',
+    '/ws',
+    '/',
+    '/healthz',
+    '/metrics',
+    'http://[',
+    'http://[::1',
+    'http://a:b@[::1]:99999/ws',
+    'http:',
+    '//',
+    '///ws',
+    '*',
+    '/ws?x=%ff%fe',
+    '/%00',
+    '/%',
+    '/ws#x',
+    '/../../../etc/passwd',
+    '/index.html/..%2f..%2f',
+    '\\ws',
+    'ws://127.0.0.1/ws',
+    'x:/ws',
+  ),
+  fc
+    .string({ unit: 'grapheme-ascii', minLength: 1, maxLength: 40 })
+    .map((t) => t.replace(/[\s]/g, '')),
+  fc.integer({ min: 1000, max: 12_000 }).map((n) => `/${'a'.repeat(n)}`),
+);
+
+const headerArb = fc.constantFrom(
+  'Host: 127.0.0.1',
+  'Host: [',
+  'Host: ',
+  'Upgrade: websocket',
+  'Upgrade: websocket',
+  'Upgrade: WebSocket, h2c',
+  'Upgrade: nonsense',
+  'Connection: Upgrade',
+  'Connection: Upgrade',
+  'Connection: keep-alive, Upgrade',
+  'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+  'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+  'Sec-WebSocket-Key: !!',
+  'Sec-WebSocket-Version: 13',
+  'Sec-WebSocket-Version: 13',
+  'Sec-WebSocket-Version: 8',
+  'Sec-WebSocket-Version: 99999999999999999999',
+  'Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits',
+  'Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=1',
+  'Sec-WebSocket-Protocol: a, , b',
+  'Origin: null',
+  'Origin: http://[',
+  'Origin: http://evil.example',
+  'Origin: http://127.0.0.1',
+  'Content-Length: 5',
+  'Content-Length: -1',
+  'Content-Length: 99999999999999999999',
+  'Transfer-Encoding: chunked',
+  `X-Long: ${'h'.repeat(9000)}`,
+  'Bad Header',
+  ': empty',
+  'Host: a\u0000b',
+);
+
+/** A WebSocket frame as a client sends it (masked), or deliberately not. */
+const wsFrameArb = fc
+  .record({
+    payload: fc.oneof(pieceArb, fc.uint8Array({ maxLength: 200 })),
+    opcode: fc.oneof(
+      { weight: 6, arbitrary: fc.constantFrom(1, 2) },
+      { weight: 3, arbitrary: fc.constantFrom(0, 8, 9, 10) },
+      { weight: 1, arbitrary: fc.integer({ min: 3, max: 15 }) },
+    ),
+    fin: fc.boolean(),
+    rsv: fc.constantFrom(0, 0, 0, 0x40, 0x20, 0x10),
+    masked: fc.constantFrom(true, true, true, false),
+    length: fc.constantFrom('true', 'true', 'true', 'huge', 'short', 'wide'),
+  })
+  .map(({ payload, opcode, fin, rsv, masked, length }) => {
+    const n = payload.length;
+    const head: number[] = [(fin ? 0x80 : 0) | rsv | opcode];
+    const m = masked ? 0x80 : 0;
+    if (length === 'huge') head.push(m | 127, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff);
+    else if (length === 'short') head.push(m | Math.min(125, n + 7));
+    else if (length === 'wide' || n > 0xffff)
+      head.push(
+        m | 127,
+        0,
+        0,
+        0,
+        0,
+        (n >>> 24) & 0xff,
+        (n >>> 16) & 0xff,
+        (n >>> 8) & 0xff,
+        n & 0xff,
+      );
+    else if (n > 125) head.push(m | 126, n >> 8, n & 0xff);
+    else head.push(m | n);
+    const key = [0x12, 0x34, 0x56, 0x78];
+    const body = masked ? payload.map((b, i) => b ^ key[i % 4]!) : payload;
+    return concat([Uint8Array.from(head), masked ? Uint8Array.from(key) : new Uint8Array(0), body]);
+  });
+
+/** Raw bytes to the HTTP port: one request head, then (maybe) WebSocket frames. */
+const httpPiecesArb = fc
+  .record({
+    method: fc.constantFrom(
+      'GET',
+      'GET',
+      'GET',
+      'POST',
+      'HEAD',
+      'OPTIONS',
+      'CONNECT',
+      'PRI',
+      'G\u0000T',
+    ),
+    target: targetArb,
+    version: fc.constantFrom('HTTP/1.1', 'HTTP/1.1', 'HTTP/1.0', 'HTTP/9.9', ''),
+    headers: fc.array(headerArb, { maxLength: 10 }),
+    upgrade: fc.boolean(),
+    frames: fc.array(wsFrameArb, { maxLength: 5 }),
+    join: fc.boolean(),
+  })
+  .map(({ method, target, version, headers, upgrade, frames, join }) => {
+    const standard = upgrade
+      ? [
+          'Host: 127.0.0.1',
+          'Upgrade: websocket',
+          'Connection: Upgrade',
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+          'Sec-WebSocket-Version: 13',
+        ]
+      : [];
+    const head = bytes(
+      `${method} ${target} ${version}\r\n${[...standard, ...headers].join('\r\n')}\r\n\r\n`,
+    );
+    const connect = join ? [maskedText('{"cmd":"0","nickname":"rawws"}')] : [];
+    return [head, ...connect, ...frames];
+  });
+
+function maskedText(text: string): Uint8Array {
+  const payload = bytes(text);
+  const key = [1, 2, 3, 4];
+  const n = payload.length;
+  const head = n > 125 ? [0x81, 0x80 | 126, n >> 8, n & 0xff] : [0x81, 0x80 | n];
+  return concat([
+    Uint8Array.from(head),
+    Uint8Array.from(key),
+    payload.map((b, i) => b ^ key[i % 4]!),
+  ]);
+}
+
+/** The TLS port spoken to in plain text, or with a broken handshake. */
+const tlsPlainPiecesArb = fc.array(
+  fc.oneof(
+    pieceArb,
+    fc.uint8Array({ maxLength: 2000 }),
+    fc.constantFrom(
+      // A TLS record header claiming a huge handshake, then nothing.
+      Uint8Array.of(0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0xff, 0xff, 0xff),
+      // SSLv2-style hello.
+      Uint8Array.of(0x80, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10),
+      // An alert, then garbage.
+      Uint8Array.of(0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28, 0xde, 0xad),
+    ),
+  ),
+  { minLength: 1, maxLength: 4 },
+);
+
+const protocolAttackArb: fc.Arbitrary<Attack> = fc.record({
   transport: fc.constantFrom('tcp' as const, 'tls' as const, 'ws' as const),
   joined: fc.boolean(),
   caps: fc.boolean(),
@@ -462,6 +638,38 @@ export const attackArb: fc.Arbitrary<Attack> = fc.record({
   ending: fc.constantFrom('destroy' as const, 'end' as const, 'exit' as const, 'linger' as const),
 });
 
+const rawAttackArb: fc.Arbitrary<Attack> = fc
+  .record({
+    transport: fc.constantFrom('http' as const, 'tls-plain' as const),
+    http: httpPiecesArb,
+    plain: tlsPlainPiecesArb,
+    chunks: fc.array(
+      fc.oneof(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 70_000 })),
+      {
+        minLength: 1,
+        maxLength: 6,
+      },
+    ),
+    spread: fc.boolean(),
+    ending: fc.constantFrom('destroy' as const, 'end' as const, 'linger' as const),
+  })
+  .map(({ transport, http, plain, chunks, spread, ending }) => ({
+    transport,
+    joined: false,
+    caps: false,
+    pieces: transport === 'http' ? http : plain,
+    chunks,
+    spread,
+    wsFraming: 'binary' as const,
+    ending,
+  }));
+
+/** Pieces are capped so that a batch stays within a few hundred KiB. */
+export const attackArb: fc.Arbitrary<Attack> = fc.oneof(
+  { weight: 4, arbitrary: protocolAttackArb },
+  { weight: 1, arbitrary: rawAttackArb },
+);
+
 export const batchArb: fc.Arbitrary<Batch> = fc.record({
   attacks: fc.array(attackArb, { minLength: 1, maxLength: 3 }),
 });
@@ -473,8 +681,8 @@ export function batchAt(seed: number, index: number): Batch {
 
 /**
  * A short, escaped excerpt of some bytes: printable ASCII as is, anything
- * else as \xNN, long repeats of a short pattern folded ("[×20000",
- * "({"a":)×9000").
+ * else as \xNN, long repeats of a short pattern folded ("«[»×20000",
+ * "«{"a":»×9000"; the guillemets never appear raw, being non-ASCII).
  */
 export function excerpt(data: Uint8Array, max = 160): string {
   const show = (b: number) =>
@@ -496,7 +704,7 @@ export function excerpt(data: Uint8Array, max = 160): string {
         times++;
       if (times * period >= 24 && times >= 4) {
         const unit = Array.from(data.subarray(i, i + period), show).join('');
-        out += period === 1 ? `${unit}×${times}` : `(${unit})×${times}`;
+        out += `«${unit}»×${times}`;
         i += times * period;
         folded = true;
       }
@@ -507,8 +715,59 @@ export function excerpt(data: Uint8Array, max = 160): string {
 }
 
 export function describeAttack(a: Attack): string {
-  const how =
-    a.transport === 'ws' ? a.wsFraming : `chunks ${a.chunks.join('/')}${a.spread ? ' spread' : ''}`;
-  const head = `${a.transport} ${a.joined ? 'after joining' : 'before CONNECT'}${a.caps ? ' (caps)' : ''}, ${how}, ends ${a.ending}`;
+  const chunks = `chunks ${a.chunks.join('/')}${a.spread ? ' spread' : ''}`;
+  const raw = a.transport === 'http' || a.transport === 'tls-plain';
+  const how = a.transport === 'ws' ? `${a.wsFraming} messages` : chunks;
+  const when = raw ? 'raw bytes' : a.joined ? 'after joining' : 'before CONNECT';
+  const head = `${a.transport} ${when}${a.caps ? ' (caps)' : ''}, ${how}, ends ${a.ending}`;
   return [head, ...a.pieces.map((p, i) => `  piece ${i}: ${excerpt(p)}`)].join('\n');
 }
+
+/** How deep brackets nest in some bytes, outside strings. */
+export function nestingDepth(data: Uint8Array): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < data.length; i++) {
+    const b = data[i]!;
+    if (inString) {
+      if (b === 0x5c) i++;
+      else if (b === 0x22) inString = false;
+    } else if (b === 0x22) inString = true;
+    else if (b === 0x5b || b === 0x7b) max = Math.max(max, ++depth);
+    else if (b === 0x5d || b === 0x7d) depth = Math.max(0, depth - 1);
+  }
+  return max;
+}
+
+function fixedAttack(transport: Transport, pieces: (string | Uint8Array)[], joined = true): Attack {
+  return {
+    transport,
+    joined,
+    caps: false,
+    pieces: pieces.map((p) => (typeof p === 'string' ? bytes(p) : p)),
+    chunks: [MAX_FRAME],
+    spread: false,
+    wsFraming: 'text',
+    ending: 'linger',
+  };
+}
+
+const upgradeWith = (target: string) =>
+  `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+  'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+
+/**
+ * Inputs that once broke the server, each alone on every transport it
+ * reaches, run before the generated batches: the RTT echo of a deep value
+ * (JSON.stringify overflowed the stack from about 4,100 levels), and a
+ * WebSocket upgrade whose request target is not a URL.
+ */
+export const FIXED_CASES: Batch[] = [
+  ...(['tcp', 'tls', 'ws'] as const).map((t) => ({
+    attacks: [fixedAttack(t, [`{"cmd":"6","beginTime":${nested(20_000, 'array', true)}}`])],
+  })),
+  { attacks: [fixedAttack('ws', [`{"cmd":"6","beginTime":${nested(10_000, 'object', true)}}`])] },
+  { attacks: [fixedAttack('http', [upgradeWith('//')], false)] },
+  { attacks: [fixedAttack('http', [upgradeWith('http://[')], false)] },
+];
