@@ -151,26 +151,33 @@ export class Target {
     }
   }
 
-  health(): Promise<{ users: number; connections: number }> {
+  async health(): Promise<{ users: number; connections: number }> {
+    return JSON.parse(await this.get('/healthz')) as { users: number; connections: number };
+  }
+
+  /** Heap in use and open handles, from /metrics: a slow leak shows there before RSS. */
+  async internals(): Promise<string> {
+    const text = await this.get('/metrics').catch(() => '');
+    const read = (name: string) =>
+      Number(new RegExp(`^confab_process_${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    const heap = read('nodejs_heap_size_used_bytes') / 2 ** 20;
+    return `heap used ${heap.toFixed(1)} MiB, handles ${read('nodejs_active_handles_total')}`;
+  }
+
+  private get(pathname: string): Promise<string> {
     return new Promise((resolve, reject) => {
       const req = http.get(
-        { host: '127.0.0.1', port: this.httpPort, path: '/healthz', timeout: REPLY_TIMEOUT_MS },
+        { host: '127.0.0.1', port: this.httpPort, path: pathname, timeout: REPLY_TIMEOUT_MS },
         (res) => {
           let body = '';
           res.setEncoding('utf8');
           res.on('data', (d: string) => {
             body += d;
           });
-          res.on('end', () => {
-            try {
-              resolve(JSON.parse(body) as { users: number; connections: number });
-            } catch (err) {
-              reject(err);
-            }
-          });
+          res.on('end', () => resolve(body));
         },
       );
-      req.on('timeout', () => req.destroy(new Error('/healthz did not answer')));
+      req.on('timeout', () => req.destroy(new Error(`${pathname} did not answer`)));
       req.on('error', reject);
     });
   }
@@ -633,7 +640,19 @@ export interface Tally {
 }
 let tally: Tally = { attacks: 0, joined: 0, cutOff: 0 };
 
-function runAttack(target: Target, attack: Attack, nickname: string): Promise<void> {
+/** Above this many bytes an attack runs once, however large its swarm: CPU and bytes stay bounded. */
+const SWARM_BYTES = 4096;
+
+async function runAttack(target: Target, attack: Attack, nickname: string): Promise<void> {
+  const size = attack.pieces.reduce((n, p) => n + p.length, 0);
+  const copies = size <= SWARM_BYTES ? attack.swarm : 1;
+  if (copies === 1) return runOne(target, attack, nickname);
+  await Promise.all(
+    Array.from({ length: copies }, (_, k) => runOne(target, attack, `${nickname}_${k}`)),
+  );
+}
+
+function runOne(target: Target, attack: Attack, nickname: string): Promise<void> {
   tally.attacks++;
   switch (attack.transport) {
     case 'ws':
@@ -809,7 +828,9 @@ export async function runHostile(options: RunOptions): Promise<RunResult> {
       peak = Math.max(peak, target.rssKiB());
       ran++;
       if (ran % 25 === 0)
-        log(`${ran} batches, server RSS ${Math.round(target.rssKiB() / 1024)} MiB`);
+        log(
+          `${ran} batches, server RSS ${Math.round(target.rssKiB() / 1024)} MiB, ${await target.internals()}`,
+        );
       index++;
     }
     return {

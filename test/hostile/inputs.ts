@@ -31,6 +31,8 @@ export interface Attack {
   wsFraming: WsFraming;
   /** How the attacker leaves: reset, half-close, EXIT, or close after a pause. */
   ending: 'destroy' | 'end' | 'exit' | 'linger';
+  /** This many copies at once (only when the payload is small): races at join, leave and capacity. */
+  swarm: number;
 }
 
 export interface Batch {
@@ -636,6 +638,10 @@ const protocolAttackArb: fc.Arbitrary<Attack> = fc.record({
   spread: fc.boolean(),
   wsFraming: fc.constantFrom('text' as const, 'binary' as const, 'fragmented' as const),
   ending: fc.constantFrom('destroy' as const, 'end' as const, 'exit' as const, 'linger' as const),
+  swarm: fc.oneof(
+    { weight: 5, arbitrary: fc.constant(1) },
+    { weight: 1, arbitrary: fc.integer({ min: 2, max: 40 }) },
+  ),
 });
 
 const rawAttackArb: fc.Arbitrary<Attack> = fc
@@ -652,8 +658,12 @@ const rawAttackArb: fc.Arbitrary<Attack> = fc
     ),
     spread: fc.boolean(),
     ending: fc.constantFrom('destroy' as const, 'end' as const, 'linger' as const),
+    swarm: fc.oneof(
+      { weight: 5, arbitrary: fc.constant(1) },
+      { weight: 1, arbitrary: fc.integer({ min: 2, max: 40 }) },
+    ),
   })
-  .map(({ transport, http, plain, chunks, spread, ending }) => ({
+  .map(({ transport, http, plain, chunks, spread, ending, swarm }) => ({
     transport,
     joined: false,
     caps: false,
@@ -662,6 +672,7 @@ const rawAttackArb: fc.Arbitrary<Attack> = fc
     spread,
     wsFraming: 'binary' as const,
     ending,
+    swarm,
   }));
 
 /** Pieces are capped so that a batch stays within a few hundred KiB. */
@@ -719,7 +730,8 @@ export function describeAttack(a: Attack): string {
   const raw = a.transport === 'http' || a.transport === 'tls-plain';
   const how = a.transport === 'ws' ? `${a.wsFraming} messages` : chunks;
   const when = raw ? 'raw bytes' : a.joined ? 'after joining' : 'before CONNECT';
-  const head = `${a.transport} ${when}${a.caps ? ' (caps)' : ''}, ${how}, ends ${a.ending}`;
+  const swarm = a.swarm > 1 ? ` ×${a.swarm} at once` : '';
+  const head = `${a.transport} ${when}${a.caps ? ' (caps)' : ''}, ${how}, ends ${a.ending}${swarm}`;
   return [head, ...a.pieces.map((p, i) => `  piece ${i}: ${excerpt(p)}`)].join('\n');
 }
 
@@ -750,6 +762,7 @@ function fixedAttack(transport: Transport, pieces: (string | Uint8Array)[], join
     spread: false,
     wsFraming: 'text',
     ending: 'linger',
+    swarm: 1,
   };
 }
 
