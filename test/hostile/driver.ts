@@ -167,7 +167,14 @@ export class Target {
   private get(pathname: string): Promise<string> {
     return new Promise((resolve, reject) => {
       const req = http.get(
-        { host: '127.0.0.1', port: this.httpPort, path: pathname, timeout: REPLY_TIMEOUT_MS },
+        // No keep-alive: a connection of ours must not count among the server's handles.
+        {
+          host: '127.0.0.1',
+          port: this.httpPort,
+          path: pathname,
+          timeout: REPLY_TIMEOUT_MS,
+          agent: false,
+        },
         (res) => {
           let body = '';
           res.setEncoding('utf8');
@@ -217,9 +224,9 @@ class WsClient {
     });
   }
 
-  static open(port: number): Promise<WsClient> {
+  static open(port: number, localAddress = '127.0.0.1'): Promise<WsClient> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { localAddress });
       const client = new WsClient(ws);
       ws.once('open', () => resolve(client));
       ws.once('error', reject);
@@ -300,13 +307,22 @@ function wsMember(label: string, client: WsClient): Member {
   };
 }
 
-function openTcp(port: number): Promise<RawClient> {
-  return RawClient.open(port);
+function openTcp(port: number, localAddress = '127.0.0.1'): Promise<RawClient> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress, noDelay: true });
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      resolve(RawClient.wrap(socket));
+    });
+    socket.once('error', reject);
+  });
 }
 
-function openTls(port: number): Promise<RawClient> {
+function openTls(port: number, localAddress = '127.0.0.1'): Promise<RawClient> {
   return new Promise((resolve, reject) => {
-    const socket = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+    const raw = net.connect({ port, host: '127.0.0.1', localAddress });
+    raw.on('error', reject);
+    const socket = tls.connect({ socket: raw, rejectUnauthorized: false });
     socket.once('secureConnect', () => {
       socket.off('error', reject);
       socket.setNoDelay(true);
@@ -505,8 +521,8 @@ function closedWithin(
 
 async function attackStream(target: Target, attack: Attack, nickname: string): Promise<void> {
   const client = await (attack.transport === 'tcp'
-    ? openTcp(target.tcpPort)
-    : openTls(target.tlsPort)
+    ? openTcp(target.tcpPort, attack.from)
+    : openTls(target.tlsPort, attack.from)
   ).catch(() => undefined);
   if (client === undefined) return;
   try {
@@ -553,7 +569,7 @@ async function attackStream(target: Target, attack: Attack, nickname: string): P
 }
 
 async function attackWs(target: Target, attack: Attack, nickname: string): Promise<void> {
-  const client = await WsClient.open(target.httpPort).catch(() => undefined);
+  const client = await WsClient.open(target.httpPort, attack.from).catch(() => undefined);
   if (client === undefined) return;
   const closed = new Promise((r) => client.ws.once('close', r));
   try {
@@ -606,7 +622,7 @@ async function attackWs(target: Target, attack: Attack, nickname: string): Promi
 /** Raw bytes to the HTTP port or, in plain text, to the TLS port; whatever comes back is read and dropped. */
 async function attackRaw(target: Target, attack: Attack): Promise<void> {
   const port = attack.transport === 'http' ? target.httpPort : target.tlsPort;
-  const socket = net.connect({ port, host: '127.0.0.1', noDelay: true });
+  const socket = net.connect({ port, host: '127.0.0.1', localAddress: attack.from, noDelay: true });
   socket.on('error', () => {});
   socket.resume();
   const closed = new Promise((r) => socket.once('close', r));

@@ -31,6 +31,8 @@ export interface Attack {
   wsFraming: WsFraming;
   /** How the attacker leaves: reset, half-close, EXIT, or close after a pause. */
   ending: 'destroy' | 'end' | 'exit' | 'linger';
+  /** Source address, anywhere in 127.0.0.0/8: the server counts connections per address. */
+  from: string;
   /** This many copies at once (only when the payload is small): races at join, leave and capacity. */
   swarm: number;
 }
@@ -626,6 +628,18 @@ const tlsPlainPiecesArb = fc.array(
   { minLength: 1, maxLength: 4 },
 );
 
+const swarmArb = fc.oneof(
+  { weight: 5, arbitrary: fc.constant(1) },
+  { weight: 1, arbitrary: fc.integer({ min: 2, max: 40 }) },
+);
+
+const fromArb = fc.oneof(
+  fc.constant('127.0.0.1'),
+  fc
+    .tuple(fc.nat(255), fc.nat(255), fc.integer({ min: 1, max: 254 }))
+    .map(([a, b, c]) => `127.${a}.${b}.${c}`),
+);
+
 const protocolAttackArb: fc.Arbitrary<Attack> = fc.record({
   transport: fc.constantFrom('tcp' as const, 'tls' as const, 'ws' as const),
   joined: fc.boolean(),
@@ -638,10 +652,8 @@ const protocolAttackArb: fc.Arbitrary<Attack> = fc.record({
   spread: fc.boolean(),
   wsFraming: fc.constantFrom('text' as const, 'binary' as const, 'fragmented' as const),
   ending: fc.constantFrom('destroy' as const, 'end' as const, 'exit' as const, 'linger' as const),
-  swarm: fc.oneof(
-    { weight: 5, arbitrary: fc.constant(1) },
-    { weight: 1, arbitrary: fc.integer({ min: 2, max: 40 }) },
-  ),
+  swarm: swarmArb,
+  from: fromArb,
 });
 
 const rawAttackArb: fc.Arbitrary<Attack> = fc
@@ -658,12 +670,10 @@ const rawAttackArb: fc.Arbitrary<Attack> = fc
     ),
     spread: fc.boolean(),
     ending: fc.constantFrom('destroy' as const, 'end' as const, 'linger' as const),
-    swarm: fc.oneof(
-      { weight: 5, arbitrary: fc.constant(1) },
-      { weight: 1, arbitrary: fc.integer({ min: 2, max: 40 }) },
-    ),
+    swarm: swarmArb,
+    from: fromArb,
   })
-  .map(({ transport, http, plain, chunks, spread, ending, swarm }) => ({
+  .map(({ transport, http, plain, chunks, spread, ending, swarm, from }) => ({
     transport,
     joined: false,
     caps: false,
@@ -673,6 +683,7 @@ const rawAttackArb: fc.Arbitrary<Attack> = fc
     wsFraming: 'binary' as const,
     ending,
     swarm,
+    from,
   }));
 
 /** Pieces are capped so that a batch stays within a few hundred KiB. */
@@ -730,7 +741,7 @@ export function describeAttack(a: Attack): string {
   const raw = a.transport === 'http' || a.transport === 'tls-plain';
   const how = a.transport === 'ws' ? `${a.wsFraming} messages` : chunks;
   const when = raw ? 'raw bytes' : a.joined ? 'after joining' : 'before CONNECT';
-  const swarm = a.swarm > 1 ? ` ×${a.swarm} at once` : '';
+  const swarm = `${a.swarm > 1 ? ` ×${a.swarm} at once` : ''}${a.from === '127.0.0.1' ? '' : ` from ${a.from}`}`;
   const head = `${a.transport} ${when}${a.caps ? ' (caps)' : ''}, ${how}, ends ${a.ending}${swarm}`;
   return [head, ...a.pieces.map((p, i) => `  piece ${i}: ${excerpt(p)}`)].join('\n');
 }
@@ -763,6 +774,7 @@ function fixedAttack(transport: Transport, pieces: (string | Uint8Array)[], join
     wsFraming: 'text',
     ending: 'linger',
     swarm: 1,
+    from: '127.0.0.1',
   };
 }
 
