@@ -161,7 +161,12 @@ export class Target {
     const read = (name: string) =>
       Number(new RegExp(`^confab_process_${name} (\\S+)$`, 'm').exec(text)?.[1]);
     const heap = read('nodejs_heap_size_used_bytes') / 2 ** 20;
-    return `heap used ${heap.toFixed(1)} MiB, handles ${read('nodejs_active_handles_total')}`;
+    const kinds = [
+      ...text.matchAll(/^confab_process_nodejs_active_handles\{type="(\w+)"\} (\d+)$/gm),
+    ]
+      .map((m) => `${m[1]} ${m[2]}`)
+      .join(', ');
+    return `heap used ${heap.toFixed(1)} MiB, handles ${read('nodejs_active_handles_total')} (${kinds})`;
   }
 
   private get(pathname: string): Promise<string> {

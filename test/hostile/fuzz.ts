@@ -50,6 +50,7 @@ console.log(
     `${result.tally.attacks} attackers, ${result.tally.joined} joined, ${result.tally.cutOff} cut off by the server`,
 );
 if (!result.ok) {
-  console.error(result.report);
+  // With --keep-going each failure was printed as it happened.
+  console.error(values['keep-going'] ? 'FAILED: see the failures above' : result.report);
   process.exit(1);
 }
