@@ -703,8 +703,8 @@ export function batchAt(seed: number, index: number): Batch {
 
 /**
  * A short, escaped excerpt of some bytes: printable ASCII as is, anything
- * else as \xNN, long repeats of a short pattern folded ("«[»×20000",
- * "«{"a":»×9000"; the guillemets never appear raw, being non-ASCII).
+ * else as \xNN, long repeats of a short pattern folded ("«[ ×20000»",
+ * "«{"a": ×9000»"; the guillemets never appear raw, being non-ASCII).
  */
 export function excerpt(data: Uint8Array, max = 160): string {
   const show = (b: number) =>
@@ -726,7 +726,7 @@ export function excerpt(data: Uint8Array, max = 160): string {
         times++;
       if (times * period >= 24 && times >= 4) {
         const unit = Array.from(data.subarray(i, i + period), show).join('');
-        out += `«${unit}»×${times}`;
+        out += `«${unit} ×${times}»`;
         i += times * period;
         folded = true;
       }
