@@ -6,6 +6,8 @@ export interface SpawnedServer {
   port: number;
   /** The HTTP/WebSocket port, when that listener is on. */
   httpPort: number | undefined;
+  /** The TLS port, when --tls-port was given. */
+  tlsPort: number | undefined;
   output: () => string;
   stop(): Promise<void>;
 }
@@ -14,6 +16,8 @@ export interface SpawnedServer {
 export async function spawnServer(
   args: string[] = [],
   env: Record<string, string> = {},
+  /** Keep only this many characters of the server's output (long hostile runs log a lot). */
+  keepOutput = Number.POSITIVE_INFINITY,
 ): Promise<SpawnedServer> {
   const child = spawn(
     process.execPath,
@@ -24,14 +28,15 @@ export async function spawnServer(
     },
   );
   let output = '';
-  child.stdout!.on('data', (d: Buffer) => {
+  const collect = (d: Buffer) => {
     output += d.toString();
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    output += d.toString();
-  });
+    if (output.length > keepOutput) output = output.slice(output.length - keepOutput);
+  };
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
   // Every listener logs its address once it is up; the HTTP one comes last.
   const wantHttp = !args.join(' ').includes('--http-port off');
+  const wantTls = args.includes('--tls-port');
   const ports = new Map<string, number>();
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 10_000);
@@ -44,7 +49,7 @@ export async function spawnServer(
           ports.set(entry.transport, entry.port);
       }
       const tcp = ports.get('tcp');
-      if (tcp !== undefined && (!wantHttp || ports.has('http'))) {
+      if (tcp !== undefined && (!wantHttp || ports.has('http')) && (!wantTls || ports.has('tls'))) {
         clearTimeout(timer);
         child.stdout!.off('data', check);
         resolve(tcp);
@@ -60,6 +65,7 @@ export async function spawnServer(
     child,
     port,
     httpPort: ports.get('http'),
+    tlsPort: ports.get('tls'),
     output: () => output,
     stop: () => stopProcess(child),
   };
