@@ -1,24 +1,12 @@
-/**
- * The hostile-input driver: starts confab as its own process with TCP, TLS
- * and WebSocket listeners, keeps well-behaved members in the room, throws
- * generated batches of hostile input at it from outside, and after every
- * batch checks that the process lives, answers a fresh CONNECT, keeps its
- * memory and connection count bounded, and that every bystander got every
- * message addressed to it, in order. Used by test/hostile/hostile.test.ts
- * (fixed seed, a bounded number of batches) and test/hostile/fuzz.ts
- * (`npm run fuzz`, random seed, runs for minutes).
- */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import tls from 'node:tls';
 import WebSocket from 'ws';
 import { type ParsedServerMessage, parseServerText } from '../../src/protocol/message-codec.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+import { makeCertificate } from '../helpers/tls-cert.js';
 import { type Attack, type Batch, batchAt, describeAttack, nestingDepth } from './inputs.js';
 
 /**
@@ -58,33 +46,7 @@ let certs: { dir: string; cert: string; key: string } | undefined;
 /** A self-signed certificate for 127.0.0.1, made once per process with openssl. */
 function certificate(): { cert: string; key: string } {
   if (certs !== undefined) return certs;
-  const dir = mkdtempSync(path.join(tmpdir(), 'confab-hostile-'));
-  const cert = path.join(dir, 'cert.pem');
-  const key = path.join(dir, 'key.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1,DNS:localhost',
-    ],
-    { stdio: 'ignore' },
-  );
-  certs = { dir, cert, key };
+  certs = makeCertificate();
   return certs;
 }
 

@@ -3,18 +3,17 @@
  * server running as its own process: after each attack the process must be
  * alive, its memory bounded, and a bystander must still chat.
  */
-import { execFileSync } from 'node:child_process';
+
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import tls from 'node:tls';
 import fc from 'fast-check';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../helpers/raw-client.js';
 import { CLI } from '../helpers/servers.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+import { makeCertificate } from '../helpers/tls-cert.js';
 
 let server: SpawnedServer | undefined;
 let round = 0;
@@ -176,30 +175,7 @@ describe('TLS handshakes', () => {
   let cert = '';
   let key = '';
   beforeAll(() => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'confab-tls-'));
-    cert = path.join(dir, 'cert.pem');
-    key = path.join(dir, 'key.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-days',
-        '1',
-        '-subj',
-        '/CN=localhost',
-      ],
-      { stdio: 'ignore' },
-    );
+    ({ cert, key } = makeCertificate());
   });
 
   async function spawnTls(flags: string[]): Promise<number> {

@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import { CLI, freePort, ROOT } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
+import { makeCertificate } from '../helpers/tls-cert.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(path.join(tmpdir(), 'confab-ops-'));
@@ -69,26 +70,9 @@ function hold(port = 0): Promise<net.Server> {
   });
 }
 
-/** A self-signed certificate for localhost whose subject CN is `name`. */
+/** A self-signed certificate whose subject CN is `name`. */
 async function certificate(name: string): Promise<{ cert: string; key: string }> {
-  const cert = path.join(dir, `${name}.crt`);
-  const key = path.join(dir, `${name}.key`);
-  await run('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    key,
-    '-out',
-    cert,
-    '-days',
-    '1',
-    '-subj',
-    `/CN=${name}`,
-  ]);
-  return { cert, key };
+  return makeCertificate(name, dir);
 }
 
 /** A TLS connection and the CN of the certificate the server showed. */

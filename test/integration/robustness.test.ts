@@ -1,8 +1,5 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
@@ -11,6 +8,7 @@ import type { ConfabServer } from '../../src/server.js';
 import { admitted, join, RawClient } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
+import { makeCertificate } from '../helpers/tls-cert.js';
 
 let server: ConfabServer | undefined;
 let healthCheck = 0;
@@ -273,32 +271,7 @@ describe('limits', () => {
 
 describe('TLS', () => {
   it('serves TLS beside plain TCP, in the same room', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'confab-tls-'));
-    const cert = path.join(dir, 'cert.pem');
-    const key = path.join(dir, 'key.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-days',
-        '1',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=IP:127.0.0.1,DNS:localhost',
-      ],
-      { stdio: 'ignore' },
-    );
+    const { cert, key } = makeCertificate();
     server = await startConfab({ 'tls-port': '0', 'tls-cert': cert, 'tls-key': key });
     const tlsPort = server.tlsAddress!.port;
     const plain = await join(server.address.port, 'plain');
