@@ -34,6 +34,8 @@ export interface BenchOptions {
   conns: number;
   /** Run ngIRCd and InspIRCd with Nagle's algorithm on, as shipped (default: off, like confab). */
   peerNagle?: boolean;
+  /** Another confab checkout (built) to run as server `baseline`. */
+  baseline?: string;
   /** Rounds of each fan-out workload; the report shows each server's median run. */
   repeat?: number;
   out?: string;
@@ -100,7 +102,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const runs: FanoutResult[] = [];
     for (let round = 1; round <= repeat; round++) {
       for (const s of runnable) {
-        const server = await startServer(s, w.members, { peerNagle: o.peerNagle });
+        const server = await startServer(s, w.members, {
+          peerNagle: o.peerNagle,
+          baseline: o.baseline,
+        });
         try {
           const tag = repeat > 1 ? ` (round ${round}/${repeat})` : '';
           runs.push(await runFanout(server, w, o.seconds, o.warmup, (t) => progress(t + tag)));
@@ -121,7 +126,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         continue;
       }
       if (s === 'confab-course') continue; // the same server as confab before CONNECT
-      const server = await startServer(s, 10, { peerNagle: o.peerNagle });
+      const server = await startServer(s, 10, { peerNagle: o.peerNagle, baseline: o.baseline });
       try {
         report.conns.push(await runConns(server, o.conns, progress, rssKiB));
       } finally {
@@ -150,6 +155,7 @@ if (isMain) {
       conns: { type: 'string', default: '15000' },
       repeat: { type: 'string', default: '3' },
       'peer-nagle': { type: 'boolean', default: false },
+      baseline: { type: 'string' },
     },
   });
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -163,6 +169,7 @@ if (isMain) {
     conns: Math.min(Number(values.conns), 18_000),
     repeat: Math.min(Number(values.repeat), 20),
     peerNagle: values['peer-nagle'],
+    baseline: values.baseline === undefined ? undefined : path.resolve(values.baseline),
     out: path.join(root, 'bench/results'),
     progress: (t) => process.stderr.write(`\r\x1b[K${t}`),
   });

@@ -69,6 +69,8 @@ export function table(report: BenchReport): string {
 
 const COLORS: Record<string, string> = {
   confab: '#2b6cb0',
+  'confab-course': '#63b3ed',
+  baseline: '#805ad5',
   seed: '#a0aec0',
   ngircd: '#dd6b20',
   inspircd: '#38a169',

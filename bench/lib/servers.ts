@@ -5,8 +5,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** `confab-course` is confab with members that negotiate nothing, as the course client does. */
-export type ServerName = 'confab' | 'confab-course' | 'seed' | 'ngircd' | 'inspircd';
+/**
+ * `confab-course` is confab with members that negotiate nothing, as the
+ * course client does; `baseline` is confab built from another checkout
+ * (StartOptions.baseline), for before/after comparisons in one run.
+ */
+export type ServerName = 'confab' | 'confab-course' | 'baseline' | 'seed' | 'ngircd' | 'inspircd';
 /** `course`: the course client's requests to confab, and confab's replies to such a client. */
 export type Dialect = 'confab' | 'course' | 'seed' | 'irc';
 
@@ -107,6 +111,8 @@ export function nodelayShim(): string {
 export interface StartOptions {
   /** Run the IRC peers as shipped, with Nagle's algorithm on (default: off, like confab). */
   peerNagle?: boolean;
+  /** The root of another confab checkout, built, that server `baseline` runs. */
+  baseline?: string;
 }
 
 function peerEnv(options: StartOptions): NodeJS.ProcessEnv {
@@ -161,9 +167,12 @@ async function startOnce(
   switch (name) {
     case 'confab':
     case 'confab-course':
-      dialect = name === 'confab' ? 'confab' : 'course';
+    case 'baseline':
+      dialect = name === 'confab-course' ? 'course' : 'confab';
+      if (name === 'baseline' && options.baseline === undefined)
+        throw new Error('server baseline needs --baseline DIR');
       child = launch(process.execPath, [
-        path.join(ROOT, 'dist/cli/main.js'),
+        path.join(name === 'baseline' ? options.baseline! : ROOT, 'dist/cli/main.js'),
         'serve',
         '--port',
         String(port),
