@@ -1,5 +1,6 @@
 import { Cmd, ErrorCode, type ErrorCodeValue } from '../protocol/codes.js';
 import { Outbound } from '../protocol/message-codec.js';
+import type { Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
@@ -88,6 +89,10 @@ export class Chat implements ChatContext, SessionHost {
     this.maxConnectionsPerIp = options.maxConnectionsPerIp ?? 0;
     this.log = options.logger ?? silentLogger;
     this.clock = options.clock ?? Date.now;
+  }
+
+  get limits(): Limits {
+    return { rate: this.rateLimit, burst: this.rateBurst, maxMessage: this.maxMessage };
   }
 
   /** Number of open sessions, joined or not. */

@@ -2,6 +2,7 @@ import { grant } from '../protocol/capabilities.js';
 import { Cmd, ErrorCode, type ErrorCodeValue, type RequestCode } from '../protocol/codes.js';
 import { Outbound } from '../protocol/message-codec.js';
 import type { Request, UserEntry } from '../protocol/messages.js';
+import type { Limits } from '../protocol/pacing.js';
 import type { BannedWords } from './banned-words.js';
 import { checkNickname } from './nickname.js';
 import type { DisconnectReason, Logger } from './ports.js';
@@ -15,6 +16,8 @@ export interface ChatContext {
   readonly bannedWords: BannedWords;
   readonly hideAddresses: boolean;
   readonly maxMessage: number;
+  /** Flood control as announced to opted-in clients in "03". */
+  readonly limits: Limits;
   readonly log: Logger;
   find(nickname: string): Session | undefined;
   /** Registers the nickname and adds the session to the room. */
@@ -60,7 +63,8 @@ function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): 
  * CONNECT "0" {nickname, caps?}
  *   -> "01" nickname taken, then close (checked first)
  *   -> "02" room full, then close
- *   -> others get "8" {nickname, userCount}; the joiner gets "03" {serverAddress, userCount, caps?}
+ *   -> others get "8" {nickname, userCount}; the joiner gets "03" {serverAddress, userCount,
+ *      caps?, limits?}; limits go with caps, so a client that can pace itself knows how
  * An unusable nickname is refused like a taken one ("01"), or with "90" for opted-in clients.
  */
 const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
@@ -99,6 +103,7 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
           serverAddress: [local.ip, local.port],
           userCount,
           caps: grant(req.caps),
+          limits: ctx.limits,
         },
   );
 };
