@@ -15,6 +15,20 @@ const CHROMIUM_FLAGS = [
   '--disable-sync',
 ];
 
+// The browser globals the function passed to page.evaluate uses: the test
+// project compiles for Node, without the DOM library.
+declare const document: { getElementById(id: string): unknown };
+interface PageInput {
+  value: string;
+}
+interface PageForm {
+  requestSubmit(): void;
+}
+interface PageNote {
+  hidden: boolean;
+  textContent: string | null;
+}
+
 let browser: Browser;
 let server: ConfabServer;
 
@@ -52,13 +66,13 @@ describe('web client pacing', () => {
       const lines = Array.from({ length: 60 }, (_, i) => `line ${i + 1} from the browser`);
       // Submitted as fast as the page can: faster than any typist or paste handler.
       const shown = await page.evaluate((lines) => {
-        const input = document.getElementById('input') as HTMLInputElement;
-        const form = document.getElementById('composer') as HTMLFormElement;
+        const input = document.getElementById('input') as PageInput;
+        const form = document.getElementById('composer') as PageForm;
         for (const line of lines) {
           input.value = line;
           form.requestSubmit();
         }
-        const note = document.getElementById('queue')!;
+        const note = document.getElementById('queue') as PageNote;
         return { hidden: note.hidden, text: note.textContent };
       }, lines);
       expect(shown.hidden).toBe(false);
