@@ -1,9 +1,13 @@
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import type { ConfabServer } from '../../src/server.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
-import { startConfab } from '../helpers/servers.js';
+import { CLI, startConfab } from '../helpers/servers.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 
 let server: ConfabServer | undefined;
@@ -24,11 +28,16 @@ afterEach(async () => {
   spawned = undefined;
 });
 
-/** Resolves once `heard` has `count` entries, or rejects after a generous bound. */
-async function until(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
+/** Resolves once `check` holds, or rejects after a generous bound. */
+async function until(
+  what: string,
+  check: () => boolean,
+  timeoutMs = 12_000,
+  show: () => string = () => '',
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${show()}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -124,5 +133,67 @@ describe('confab chat paces a paste', () => {
     chatProcess.type('\\exit');
     expect(await chatProcess.exited).toBe(0);
     await bob.expect('30');
+  });
+});
+
+describe('confab chat in a terminal', () => {
+  /** A private tmux server (its own socket), so nothing else's sessions are touched. */
+  const SOCKET = `confab-pacing-${process.pid}`;
+  const tmux = (...args: string[]) =>
+    execFileSync('tmux', ['-L', SOCKET, ...args], { encoding: 'utf8' });
+  const screen = () => tmux('capture-pane', '-p', '-t', 'chat');
+
+  it('shows the queued count in the prompt while a paste goes out, then the plain prompt', {
+    timeout: 40_000,
+  }, async () => {
+    spawned = await spawnServer(['--http-port', 'off']);
+    const port = spawned.port;
+    const bob = await ChatClient.connect({ port, nickname: 'bob' });
+    clients.push(bob);
+    const heard: string[] = [];
+    bob.on('chat', (m) => heard.push(m.msg));
+    const paste = path.join(tmpdir(), `confab-paste-${process.pid}.txt`);
+    const lines = Array.from({ length: 80 }, (_, i) => `typed ${i + 1}`);
+    writeFileSync(paste, `${lines.join('\n')}\n`);
+    try {
+      tmux(
+        'new-session',
+        '-d',
+        '-s',
+        'chat',
+        '-x',
+        '100',
+        '-y',
+        '20',
+        `env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat ann --port ${port}`,
+      );
+      const shown = () => `; bob heard ${heard.length}; screen:\n${screen()}`;
+      await until('the welcome', () => screen().includes('You are the 2nd user'), 8000, shown);
+      tmux('load-buffer', paste);
+      tmux('paste-buffer', '-t', 'chat');
+      await until(
+        'the queued count in the prompt',
+        // tmux drops the prompt's trailing space.
+        () => /^ann \(\d+ queued\)>$/m.test(screen()),
+        8000,
+        shown,
+      );
+      await until('bob to hear all 80', () => heard.length >= 80, 12_000, shown);
+      expect(heard).toEqual(lines);
+      await until(
+        'the plain prompt',
+        () => screen().trimEnd().split('\n').at(-1) === 'ann>',
+        8000,
+        shown,
+      );
+      expect(screen()).not.toContain('Refused');
+      expect(spawned.output()).not.toMatch(/rate limit reached|flooding/);
+    } finally {
+      try {
+        tmux('kill-server');
+      } catch {
+        // already gone with its last session
+      }
+    }
   });
 });
