@@ -136,6 +136,25 @@ describe('confab chat paces a paste', () => {
   });
 });
 
+describe('confab chat with piped input', () => {
+  it('sends every line of a file before leaving at its end', async () => {
+    spawned = await spawnServer(['--http-port', 'off']);
+    const port = spawned.port;
+    const bob = await join(port, 'bob');
+    clients.push(bob);
+    chatProcess = ChatProcess.start(['ann', '--port', String(port)]);
+    await chatProcess.waitFor('You are the 2nd user');
+    const lines = Array.from({ length: 60 }, (_, i) => `from a file ${i + 1}`);
+    chatProcess.child.stdin!.end(`${lines.join('\n')}\n`);
+    const got: string[] = [];
+    for (let i = 0; i < lines.length; i++) got.push(String((await bob.expect('70', 15_000)).msg));
+    expect(got).toEqual(lines);
+    expect(await chatProcess.exited).toBe(0);
+    expect(await bob.expect('30')).toMatchObject({ nickname: 'ann' });
+    expect(chatProcess.output).not.toMatch(/Refused/);
+  });
+});
+
 describe('confab chat in a terminal', () => {
   /** A private tmux server (its own socket), so nothing else's sessions are touched. */
   const SOCKET = `confab-pacing-${process.pid}`;
