@@ -61,6 +61,11 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /** Connect over TLS; the server's certificate is verified unless told otherwise. */
   tls?: boolean | TlsOptions;
+  /**
+   * Queue requests to stay under the flood limit the server announces.
+   * Default true; false sends at once and lets the server refuse (1008).
+   */
+  pace?: boolean;
 }
 
 export interface TlsOptions {
@@ -148,6 +153,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     private readonly socket: net.Socket,
     welcome: ParsedServerMessage,
     nickname: string,
+    pace: boolean,
   ) {
     super();
     this.nickname = nickname;
@@ -156,7 +162,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     this.caps = Array.isArray(welcome.caps) ? (welcome.caps as Capability[]) : [];
     this.paced = !Array.isArray(welcome.caps);
     this.limits = this.paced ? undefined : parseLimits(welcome.limits);
-    this.pacer = pacerFor(this.limits, performance.now());
+    this.pacer = pace ? pacerFor(this.limits, performance.now()) : undefined;
     this.closedPromise = new Promise((resolve) => socket.once('close', () => resolve()));
     // The caller's `await connect()` continues in a microtask, before this runs,
     // so messages that came with the welcome still reach its listeners.
@@ -268,7 +274,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
             socket.removeAllListeners('error');
             socket.removeAllListeners('close');
             socket.on('error', () => {});
-            client = new ChatClient(socket, message, options.nickname);
+            client = new ChatClient(socket, message, options.nickname, options.pace ?? true);
             resolve(client);
             return;
           }
