@@ -18,6 +18,7 @@ Joins a confab server (or the course's Python server) as <nickname>.
   --ca FILE          PEM certificate(s) to trust, e.g. a self-signed server's own
                      (env CONFAB_CA)
   --servername NAME  the name the certificate must be for (default: the host)
+                     (--ca and --servername imply --tls)
   --help             show this help
 
 Type \\help once connected for the commands. Lines typed or pasted faster than
@@ -154,6 +155,23 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
 
   say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
 
+  client.on('chat', (m) =>
+    say(
+      m.whisper
+        ? view.whisperIn(style, new Date(), m.from, m.msg)
+        : view.chat(style, new Date(), m.from, m.msg),
+    ),
+  );
+  client.on('join', (m) => say(view.join(style, new Date(), m.nickname, m.userCount)));
+  client.on('leave', (m) => say(view.leave(style, new Date(), m.nickname, m.userCount)));
+  client.on('rename', (m) => say(view.rename(style, new Date(), m.oldNickname, m.newNickname)));
+  client.on('server-error', (e) => {
+    if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
+  });
+
+  let leaving = false;
+  let lastMessageAt = 0;
+
   // Lines over the server's flood limit wait in the client's queue; say how
   // many, so a paste that trickles out does not look stuck. On a terminal the
   // prompt carries the count; otherwise one line per backlog, once the paste
@@ -176,22 +194,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       });
     }
   });
-  client.on('chat', (m) =>
-    say(
-      m.whisper
-        ? view.whisperIn(style, new Date(), m.from, m.msg)
-        : view.chat(style, new Date(), m.from, m.msg),
-    ),
-  );
-  client.on('join', (m) => say(view.join(style, new Date(), m.nickname, m.userCount)));
-  client.on('leave', (m) => say(view.leave(style, new Date(), m.nickname, m.userCount)));
-  client.on('rename', (m) => say(view.rename(style, new Date(), m.oldNickname, m.newNickname)));
-  client.on('server-error', (e) => {
-    if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
-  });
 
-  let leaving = false;
-  let lastMessageAt = 0;
   let result: (code: number) => void = () => {};
   const done = new Promise<number>((resolve) => {
     result = resolve;
