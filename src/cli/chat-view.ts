@@ -88,5 +88,11 @@ export const view = {
       }),
     ].join('\n');
   },
-  prompt: (s: Style, nickname: string) => `${paint(s, BOLD, text(nickname))}> `,
+  /** `waiting`: lines queued to stay under the server's flood limit, shown while there are any. */
+  prompt: (s: Style, nickname: string, waiting = 0) =>
+    waiting > 0
+      ? `${paint(s, BOLD, text(nickname))} ${paint(s, DIM, `(${waiting} queued)`)}> `
+      : `${paint(s, BOLD, text(nickname))}> `,
+  queued: (s: Style, waiting: number) =>
+    paint(s, DIM, `(${plural(waiting, 'line')} queued, sent at the server's pace)`),
 };

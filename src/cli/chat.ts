@@ -1,21 +1,29 @@
+import { readFileSync } from 'node:fs';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
-import { ChatClient, ChatClientError } from '../client/chat-client.js';
+import { ChatClient, ChatClientError, type TlsOptions } from '../client/chat-client.js';
 import { ErrorCode } from '../protocol/codes.js';
 import type { UserEntry } from '../protocol/messages.js';
 import { HELP, parseCommand } from '../protocol/slash-commands.js';
 import { CONFAB_VERSION } from '../version.js';
 import { type Style, view } from './chat-view.js';
 
-export const CHAT_USAGE = `Usage: confab chat <nickname> [--host H] [--port P]
+export const CHAT_USAGE = `Usage: confab chat <nickname> [--host H] [--port P] [--tls [--ca FILE] [--servername NAME]]
 
 Joins a confab server (or the course's Python server) as <nickname>.
-  --host H   server address (default 127.0.0.1, env CONFAB_HOST)
-  --port P   server port (default 20825, env CONFAB_PORT)
-  --help     show this help
+  --host H           server address (default 127.0.0.1, env CONFAB_HOST)
+  --port P           server port (default 20825, env CONFAB_PORT)
+  --tls              connect over TLS (the server's --tls-port); the certificate
+                     is verified (env CONFAB_TLS=1)
+  --ca FILE          PEM certificate(s) to trust, e.g. a self-signed server's own
+                     (env CONFAB_CA)
+  --servername NAME  the name the certificate must be for (default: the host)
+                     (--ca and --servername imply --tls)
+  --help             show this help
 
-Type \\help once connected for the commands. If the server goes away the
-client says so and exits with status 1.`;
+Type \\help once connected for the commands. Lines typed or pasted faster than
+the server allows wait in a queue (shown in the prompt) and go out in order.
+If the server goes away the client says so and exits with status 1.`;
 
 export interface ChatIo {
   stdin: NodeJS.ReadStream;
@@ -40,6 +48,14 @@ function connectFailure(err: unknown, nickname: string, where: string): string {
       return `Could not connect to ${where}: connection refused. Is the server running?`;
     case 'timeout':
       return `Could not connect to ${where}: no answer.`;
+    case 'certificate': {
+      const code = (err.cause as NodeJS.ErrnoException | undefined)?.code;
+      const hint =
+        code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH'
+          ? 'Use --servername NAME for the name it was issued to.'
+          : 'Use --ca FILE to trust it.';
+      return `Could not connect to ${where} over TLS: ${err.message}. ${hint}`;
+    }
     case 'server-error':
       return err.code === ErrorCode.INVALID_NICKNAME
         ? `That nickname is not allowed: ${err.message}.`
@@ -50,18 +66,17 @@ function connectFailure(err: unknown, nickname: string, where: string): string {
 }
 
 export async function chat(args: string[], io: ChatIo): Promise<number> {
-  let parsed: ReturnType<
-    typeof parseArgs<{
-      options: { host: { type: 'string' }; port: { type: 'string' }; help: { type: 'boolean' } };
-      allowPositionals: true;
-    }>
-  >;
+  const options = {
+    host: { type: 'string' },
+    port: { type: 'string' },
+    tls: { type: 'boolean' },
+    ca: { type: 'string' },
+    servername: { type: 'string' },
+    help: { type: 'boolean' },
+  } as const;
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true }>>;
   try {
-    parsed = parseArgs({
-      args,
-      options: { host: { type: 'string' }, port: { type: 'string' }, help: { type: 'boolean' } },
-      allowPositionals: true,
-    });
+    parsed = parseArgs({ args, options, allowPositionals: true });
   } catch (err) {
     io.stderr.write(`confab chat: ${(err as Error).message}\n\n${CHAT_USAGE}\n`);
     return 2;
@@ -81,6 +96,27 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     io.stderr.write(`confab chat: --port must be a number from 1 to 65535\n`);
     return 2;
   }
+  const caFile = parsed.values.ca ?? (io.env.CONFAB_CA || undefined);
+  const useTls =
+    parsed.values.tls === true ||
+    /^(1|true|yes|on)$/i.test(io.env.CONFAB_TLS ?? '') ||
+    parsed.values.servername !== undefined ||
+    parsed.values.ca !== undefined;
+  let tls: TlsOptions | undefined;
+  if (useTls) {
+    tls = {};
+    if (parsed.values.servername !== undefined) tls.servername = parsed.values.servername;
+    if (caFile !== undefined) {
+      try {
+        tls.ca = readFileSync(caFile);
+      } catch (err) {
+        io.stderr.write(
+          `confab chat: cannot read --ca ${caFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}\n`,
+        );
+        return 2;
+      }
+    }
+  }
   const style: Style = {
     color: io.stdout.isTTY === true && (io.env.NO_COLOR ?? '') === '',
   };
@@ -88,7 +124,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
 
   let client: ChatClient;
   try {
-    client = await ChatClient.connect({ host, port, nickname });
+    client = await ChatClient.connect(
+      tls === undefined ? { host, port, nickname } : { host, port, nickname, tls },
+    );
   } catch (err) {
     io.stderr.write(`${view.error(style, connectFailure(err, nickname, where))}\n`);
     return 1;
@@ -131,6 +169,30 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
 
   let leaving = false;
   let lastMessageAt = 0;
+
+  // Lines over the server's flood limit wait in the client's queue; say how
+  // many, so a paste that trickles out does not look stuck. On a terminal the
+  // prompt carries the count; otherwise one line per backlog, once the paste
+  // has been read (so it gives the size, not 1).
+  let backlogReported = false;
+  let waiting = 0;
+  const showPrompt = () => rl.setPrompt(view.prompt(style, client.nickname, waiting));
+  client.on('queue', (q) => {
+    waiting = q.waiting;
+    if (terminal) {
+      showPrompt();
+      if (!leaving) rl.prompt(true);
+      return;
+    }
+    if (waiting === 0) backlogReported = false;
+    else if (!backlogReported) {
+      backlogReported = true;
+      setImmediate(() => {
+        if (waiting > 0 && !leaving) say(view.queued(style, waiting));
+      });
+    }
+  });
+
   let result: (code: number) => void = () => {};
   const done = new Promise<number>((resolve) => {
     result = resolve;
@@ -168,7 +230,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     const deadline = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, LEAVE_DEADLINE_MS);
     });
-    await Promise.race([queue.catch(() => {}), deadline]);
+    // Behind a backlog of paced lines a reply could take long: drop them instead.
+    if (client.waiting === 0) await Promise.race([queue.catch(() => {}), deadline]);
     if (!client.isClosed) await Promise.race([client.exit().catch(() => {}), deadline]);
     clearTimeout(timer);
     client.destroy();
@@ -210,7 +273,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           return;
         case 'rename': {
           const name = await client.rename(command.nickname);
-          rl.setPrompt(view.prompt(style, name));
+          showPrompt();
           say(view.info(style, `You are now known as ${name}.`));
           return;
         }
@@ -258,7 +321,18 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     queue = queue.then(() => handle(line));
   });
   rl.on('SIGINT', () => void leave());
-  rl.on('close', () => void leave());
+  rl.on('close', () => {
+    // Piped input (`confab chat ann < notes.txt`) ends as soon as it is read:
+    // let its lines go out first. Ctrl+D at a terminal leaves at once.
+    if (terminal || leaving) {
+      void leave();
+      return;
+    }
+    void queue
+      .catch(() => {})
+      .then(() => client.drained())
+      .then(() => leave());
+  });
   if (terminal) rl.prompt();
   return done;
 }

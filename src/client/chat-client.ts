@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import { CAPABILITIES, type Capability } from '../protocol/capabilities.js';
 import { Cmd, mayReconnect } from '../protocol/codes.js';
 import { FrameDecoder } from '../protocol/frame-decoder.js';
@@ -9,6 +10,7 @@ import {
   REPLY_CODES,
 } from '../protocol/message-codec.js';
 import type { Request, UserEntry } from '../protocol/messages.js';
+import { type Limits, pacerFor, parseLimits, type SendPacer } from '../protocol/pacing.js';
 import { encodeRequest } from '../protocol/request-codec.js';
 
 export type ChatErrorKind =
@@ -19,6 +21,7 @@ export type ChatErrorKind =
   | 'refused'
   | 'timeout'
   | 'closed'
+  | 'certificate'
   | 'server-error';
 
 /** Every way a client call can fail, told apart by `kind`. */
@@ -44,6 +47,8 @@ export interface ChatEvents {
   'server-error': [{ code: number; message: string; ref?: string }];
   /** Any frame, including codes this library does not know. */
   message: [ParsedServerMessage];
+  /** How many requests wait to be sent (paced to the server's limits); sent when it changes. */
+  queue: [{ waiting: number }];
   close: [{ error?: ChatClientError }];
 }
 
@@ -54,12 +59,51 @@ export interface ConnectOptions {
   /** Extensions to ask for; the course server ignores the request. Default: all. */
   caps?: readonly Capability[];
   timeoutMs?: number;
+  /** Connect over TLS; the server's certificate is verified unless told otherwise. */
+  tls?: boolean | TlsOptions;
+  /**
+   * Queue requests to stay under the flood limit the server announces.
+   * Default true; false sends at once and lets the server refuse (1008).
+   */
+  pace?: boolean;
 }
+
+export interface TlsOptions {
+  /** PEM certificates to trust instead of the system's (a self-signed server's own). */
+  ca?: string | Buffer | (string | Buffer)[];
+  /** The name the certificate must be for, and the SNI sent (default: host). */
+  servername?: string;
+  /** false skips verification. Default: true. */
+  rejectUnauthorized?: boolean;
+}
+
+/** OpenSSL's and Node's codes for a certificate the client will not trust. */
+const CERTIFICATE_ERRORS = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REVOKED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
 
 interface Pending {
   cmd: string;
   resolve: (message: ParsedServerMessage) => void;
   reject: (error: ChatClientError) => void;
+}
+
+/** A request waiting its turn, with the call awaiting its reply if any. */
+interface Outgoing {
+  request: Request;
+  pending?: Pending;
 }
 
 const DEFAULT_MAX_FRAME = 1024 * 1024;
@@ -85,6 +129,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   readonly serverAddress: [string, number];
   readonly userCount: number;
   readonly caps: readonly Capability[];
+  /** What the server announced in "03"; undefined from the course server or an older confab. */
+  readonly limits: Limits | undefined;
   private readonly pending: Pending[] = [];
   private closed = false;
   private closeError: ChatClientError | undefined;
@@ -92,7 +138,11 @@ export class ChatClient extends EventEmitter<ChatEvents> {
 
   /** One request at a time: the server did not grant extensions (see pump). */
   private readonly paced: boolean;
-  private readonly outbox: Request[] = [];
+  /** Spaces requests to stay under the server's flood limit, when it announced one. */
+  private readonly pacer: SendPacer | undefined;
+  private paceTimer: NodeJS.Timeout | undefined;
+  private readonly outbox: Outgoing[] = [];
+  private reportedWaiting = 0;
   private inFlight: string | undefined;
   private sentAt = 0;
   private paceGap = PACE_GAP_MIN_MS;
@@ -103,6 +153,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     private readonly socket: net.Socket,
     welcome: ParsedServerMessage,
     nickname: string,
+    pace: boolean,
   ) {
     super();
     this.nickname = nickname;
@@ -110,6 +161,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     this.userCount = welcome.userCount as number;
     this.caps = Array.isArray(welcome.caps) ? (welcome.caps as Capability[]) : [];
     this.paced = !Array.isArray(welcome.caps);
+    this.limits = this.paced ? undefined : parseLimits(welcome.limits);
+    this.pacer = pace ? pacerFor(this.limits, performance.now()) : undefined;
     this.closedPromise = new Promise((resolve) => socket.once('close', () => resolve()));
     // The caller's `await connect()` continues in a microtask, before this runs,
     // so messages that came with the welcome still reach its listeners.
@@ -136,8 +189,21 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     const host = options.host ?? '127.0.0.1';
     const port = options.port ?? 20825;
     const caps = options.caps ?? CAPABILITIES;
+    const secure = options.tls === true ? {} : options.tls === false ? undefined : options.tls;
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host, port, noDelay: true });
+      const socket: net.Socket =
+        secure === undefined
+          ? net.connect({ host, port, noDelay: true })
+          : tls
+              .connect({
+                host,
+                port,
+                ca: secure.ca,
+                // SNI is for names only; an address is checked against the certificate's IP entries.
+                servername: secure.servername ?? (net.isIP(host) === 0 ? host : undefined),
+                rejectUnauthorized: secure.rejectUnauthorized ?? true,
+              })
+              .setNoDelay(true);
       let client: ChatClient | undefined;
       let settled = false;
       // A frame over the limit is skipped to its end and dropped, like any
@@ -172,17 +238,25 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       );
       timer.unref();
       socket.once('error', (err: NodeJS.ErrnoException) => {
-        const kind = err.code === 'ECONNREFUSED' ? 'refused' : 'closed';
+        const kind =
+          err.code === 'ECONNREFUSED'
+            ? 'refused'
+            : CERTIFICATE_ERRORS.has(err.code ?? '')
+              ? 'certificate'
+              : 'closed';
         const text =
           kind === 'refused'
             ? `connection refused by ${host}:${port}`
-            : `connection failed: ${err.message}`;
+            : kind === 'certificate'
+              ? `the server's certificate is not trusted: ${err.message}`
+              : `connection failed: ${err.message}`;
         fail(new ChatClientError(kind, text, undefined, { cause: err }));
       });
       socket.once('close', () =>
         fail(new ChatClientError('closed', 'the server closed the connection before joining')),
       );
-      socket.once('connect', () => {
+      // Over TLS, CONNECT waits for the handshake, so no nickname goes to an unverified server.
+      socket.once(secure === undefined ? 'connect' : 'secureConnect', () => {
         const request: Request =
           caps.length > 0
             ? { cmd: Cmd.CONNECT, nickname: options.nickname, caps: [...caps] }
@@ -200,7 +274,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
             socket.removeAllListeners('error');
             socket.removeAllListeners('close');
             socket.on('error', () => {});
-            client = new ChatClient(socket, message, options.nickname);
+            client = new ChatClient(socket, message, options.nickname, options.pace ?? true);
             resolve(client);
             return;
           }
@@ -266,10 +340,42 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     this.send({ cmd: Cmd.CHAT, msg });
   }
 
-  /** Leaves the room; resolves once the server has closed the connection. */
+  /**
+   * Leaves the room; resolves once the server has closed the connection.
+   * Requests still waiting to be sent are dropped (their calls reject), so
+   * leaving never waits behind a long paste.
+   */
   async exit(): Promise<void> {
-    if (!this.closed) this.send({ cmd: Cmd.EXIT });
+    if (!this.closed) {
+      this.dropQueue(new ChatClientError('closed', 'left before it was sent'));
+      if (this.paced) {
+        this.enqueue({ request: { cmd: Cmd.EXIT } });
+      } else {
+        // The server never counts EXIT against the flood limit.
+        this.socket.write(encodeRequest({ cmd: Cmd.EXIT }));
+      }
+    }
     await this.closedPromise;
+  }
+
+  /** Resolves once every request queued so far has been sent (or the connection closed). */
+  drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.outbox.length > 0 && !this.closed) return;
+        this.off('queue', check);
+        this.off('close', check);
+        resolve();
+      };
+      this.on('queue', check);
+      this.on('close', check);
+      check();
+    });
+  }
+
+  /** Requests queued and not yet sent. */
+  get waiting(): number {
+    return this.outbox.length;
   }
 
   /** Drops the connection without saying goodbye. */
@@ -281,15 +387,77 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     return this.closed;
   }
 
-  /** Sends any request, for callers (and tests) that need the raw protocol. */
+  /**
+   * Sends any request, for callers (and tests) that need the raw protocol.
+   * Requests go out in the order given, paced to the server's limits.
+   */
   send(request: Request): void {
     if (this.closed) throw new ChatClientError('closed', 'the connection is closed');
-    if (!this.paced) {
-      this.socket.write(encodeRequest(request));
+    this.enqueue({ request });
+  }
+
+  private enqueue(item: Outgoing): void {
+    if (!this.paced && this.pacer === undefined) {
+      this.write(item);
       return;
     }
-    this.outbox.push(request);
+    this.outbox.push(item);
     this.pump();
+    this.reportQueue();
+  }
+
+  private write(item: Outgoing): void {
+    // Registered as it is written, so replies pair with calls in wire order.
+    if (item.pending !== undefined) this.pending.push(item.pending);
+    this.socket.write(encodeRequest(item.request));
+  }
+
+  private reportQueue(): void {
+    const waiting = this.outbox.length;
+    if (waiting === this.reportedWaiting) return;
+    this.reportedWaiting = waiting;
+    this.emit('queue', { waiting });
+  }
+
+  private dropQueue(error: ChatClientError): void {
+    clearTimeout(this.paceTimer);
+    this.paceTimer = undefined;
+    for (const item of this.outbox.splice(0)) item.pending?.reject(error);
+    this.reportQueue();
+  }
+
+  private pump(): void {
+    if (this.closed) return;
+    if (this.pacer !== undefined) this.pumpPaced(this.pacer);
+    else this.pumpOneAtATime();
+  }
+
+  /**
+   * Against confab's flood control: send as many as the client-side bucket
+   * allows now, then sleep until the next token. The bucket counts every
+   * request, replies-requests too, because the server does.
+   */
+  private pumpPaced(pacer: SendPacer): void {
+    if (this.paceTimer !== undefined) return;
+    this.socket.cork();
+    try {
+      while (this.outbox.length > 0) {
+        const at = performance.now();
+        const wait = pacer.delay(at);
+        if (wait > 0) {
+          this.paceTimer = setTimeout(() => {
+            this.paceTimer = undefined;
+            this.pump();
+            this.reportQueue();
+          }, wait);
+          return;
+        }
+        pacer.take(at);
+        this.write(this.outbox.shift()!);
+      }
+    } finally {
+      this.socket.uncork();
+    }
   }
 
   /**
@@ -297,11 +465,12 @@ export class ChatClient extends EventEmitter<ChatEvents> {
    * one read, so against a server that granted no extensions requests go one
    * at a time: the next after the reply, or after a short gap if none comes.
    */
-  private pump(): void {
-    if (this.inFlight !== undefined || this.closed) return;
-    const request = this.outbox.shift();
-    if (request === undefined) return;
-    this.socket.write(encodeRequest(request));
+  private pumpOneAtATime(): void {
+    if (this.inFlight !== undefined) return;
+    const item = this.outbox.shift();
+    if (item === undefined) return;
+    const request = item.request;
+    this.write(item);
     this.inFlight = request.cmd;
     this.sentAt = performance.now();
     if (REPLY_CODES[request.cmd] === undefined) {
@@ -317,6 +486,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     }
     this.inFlight = undefined;
     this.pump();
+    this.reportQueue();
   }
 
   /** Sends a request and resolves with its reply, in order with other calls. */
@@ -326,8 +496,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         reject(this.closeError ?? new ChatClientError('closed', 'the connection is closed'));
         return;
       }
-      this.pending.push({ cmd: request.cmd, resolve, reject });
-      this.send(request);
+      this.enqueue({ request, pending: { cmd: request.cmd, resolve, reject } });
     });
   }
 
@@ -394,6 +563,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     const error =
       this.closeError ?? new ChatClientError('closed', 'the server closed the connection');
     for (const p of this.pending.splice(0)) p.reject(error);
+    this.dropQueue(error);
     this.emit('close', this.closeError === undefined ? {} : { error: this.closeError });
   }
 

@@ -1,4 +1,5 @@
 import { Cmd, ErrorCode, type ErrorCodeValue } from '../protocol/codes.js';
+import type { Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
@@ -131,6 +132,10 @@ export class Chat implements ChatContext, SessionHost {
       session.bucket = rateLimit > 0 ? new TokenBucket(rateLimit, rateBurst, now) : undefined;
       session.strikes = 0;
     }
+  }
+
+  get limits(): Limits {
+    return { rate: this.rateLimit, burst: this.rateBurst, maxMessage: this.maxMessage };
   }
 
   /** Number of open sessions, joined or not. */

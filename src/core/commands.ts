@@ -1,6 +1,7 @@
 import { grant } from '../protocol/capabilities.js';
 import { Cmd, ErrorCode, type ErrorCodeValue, type RequestCode } from '../protocol/codes.js';
 import type { Request } from '../protocol/messages.js';
+import type { Limits } from '../protocol/pacing.js';
 import type { BannedWords } from './banned-words.js';
 import type { ChatEvent, MemberInfo } from './events.js';
 import { checkNickname } from './nickname.js';
@@ -15,6 +16,8 @@ export interface ChatContext {
   readonly bannedWords: BannedWords;
   readonly hideAddresses: boolean;
   readonly maxMessage: number;
+  /** Flood control as announced to opted-in clients in "03". */
+  readonly limits: Limits;
   readonly log: Logger;
   now(): number;
   find(nickname: string): Session | undefined;
@@ -60,7 +63,8 @@ function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): 
  * CONNECT "0" {nickname, caps?}
  *   -> "01" nickname taken, then close (checked first)
  *   -> "02" room full, then close
- *   -> others get "8" {nickname, userCount}; the joiner gets "03" {serverAddress, userCount, caps?}
+ *   -> others get "8" {nickname, userCount}; the joiner gets "03" {serverAddress, userCount,
+ *      caps?, limits?}; limits go with caps, so a client that can pace itself knows how
  * An unusable nickname is refused like a taken one ("01"), or with "90" for opted-in clients.
  */
 const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
@@ -88,7 +92,14 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
   // The others hear of the joiner before the joiner hears it is in, as in the course server.
   ctx.publish({ type: 'joined', room: room.name, nickname, count });
   ctx.join(session, nickname, room);
-  session.reply({ type: 'welcome', address: session.peer.local, count, caps });
+  session.reply({
+    type: 'welcome',
+    address: session.peer.local,
+    count,
+    caps,
+    // Flood limits are told to clients that can pace themselves: those that negotiated.
+    limits: caps === undefined ? undefined : ctx.limits,
+  });
 };
 
 /** USERS "1" -> "10" {users: [[nickname, ip, port], ...]} in join order. */

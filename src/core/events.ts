@@ -1,4 +1,5 @@
 import type { Capability } from '../protocol/capabilities.js';
+import type { Limits } from '../protocol/pacing.js';
 
 export interface PeerAddress {
   ip: string;
@@ -60,6 +61,8 @@ export type Reply =
       readonly count: number;
       /** Present when the client asked for extensions: the ones granted. */
       readonly caps: readonly Capability[] | undefined;
+      /** Flood control, for clients that negotiated (they pace themselves by it). */
+      readonly limits: Limits | undefined;
     }
   | {
       readonly type: 'connect-refused';

@@ -1,5 +1,6 @@
 import type { Capability } from './capabilities.js';
 import type { Cmd } from './codes.js';
+import type { Limits } from './pacing.js';
 
 // ---- client -> server -------------------------------------------------------
 
@@ -62,6 +63,8 @@ export type ServerMessage =
       serverAddress: Address;
       userCount: number;
       caps?: Capability[];
+      /** Only to clients that sent caps. */
+      limits?: Limits;
     }
   | { cmd: typeof Cmd.USERS_RESPONSE; users: UserEntry[] }
   | { cmd: typeof Cmd.WHISPER_NO_SUCH_USER }

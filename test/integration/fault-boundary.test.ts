@@ -66,7 +66,12 @@ describe('the fault boundary', () => {
 describe('replies pair with their requests', () => {
   it('names the refused request in a rate-limit refusal, so no call waits forever or takes another reply', async () => {
     server = await startConfab({ 'rate-limit': '1', 'rate-burst': '3' });
-    const client = await ChatClient.connect({ port: server.address.port, nickname: 'eager' });
+    // Unpaced, so that the server refuses some (a paced client never meets a refusal).
+    const client = await ChatClient.connect({
+      port: server.address.port,
+      nickname: 'eager',
+      pace: false,
+    });
     const calls = Array.from({ length: 6 }, () =>
       client.users().then(
         (users) => users.map((u) => u[0]),

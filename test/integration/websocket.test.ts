@@ -29,6 +29,7 @@ describe('WebSocket listener', () => {
       serverAddress: ['127.0.0.1', http],
       userCount: 2,
       caps: ['errors', 'renames', 'whispers'],
+      limits: { rate: 20, burst: 40, maxMessage: 4096 },
     });
     expect(await raw.expect('8')).toEqual({ cmd: '8', nickname: 'web', userCount: 2 });
     web.send({ cmd: '7', msg: 'from the browser' });

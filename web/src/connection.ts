@@ -6,6 +6,7 @@ import {
   REPLY_CODES,
 } from '../../src/protocol/message-codec.js';
 import type { Request } from '../../src/protocol/messages.js';
+import { pacerFor, parseLimits, type SendPacer } from '../../src/protocol/pacing.js';
 
 export type Status = 'offline' | 'connecting' | 'online' | 'reconnecting';
 
@@ -15,6 +16,8 @@ export interface Handlers {
   /** Joining failed for a reason the user must fix (taken name, full room). */
   refused(reason: string): void;
   message(message: ParsedServerMessage): void;
+  /** Requests waiting to be sent, paced to the server's flood limit; called when it changes. */
+  queued(waiting: number, dropped: number): void;
 }
 
 export class RequestError extends Error {
@@ -30,6 +33,12 @@ interface Pending {
   cmd: string;
   resolve: (m: ParsedServerMessage) => void;
   reject: (e: Error) => void;
+}
+
+/** A request waiting its turn, with the call awaiting its reply if any. */
+interface Outgoing {
+  request: Request;
+  pending?: Pending;
 }
 
 const MAX_BACKOFF_MS = 15_000;
@@ -48,6 +57,10 @@ export class Connection {
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private fatal: string | undefined;
+  /** Set from the limits in "03"; requests then wait their turn in `outbox`. */
+  private pacer: SendPacer | undefined;
+  private paceTimer: ReturnType<typeof setTimeout> | undefined;
+  private outbox: Outgoing[] = [];
 
   constructor(
     private readonly url: string,
@@ -60,6 +73,8 @@ export class Connection {
     this.cancelRetry();
     const previous = this.ws;
     this.ws = undefined;
+    this.dropQueue();
+    this.pacer = undefined;
     previous?.close();
     this.nickname = nickname;
     this.wanted = true;
@@ -71,7 +86,9 @@ export class Connection {
   leave(): void {
     this.wanted = false;
     this.cancelRetry();
-    if (this.ws?.readyState === WebSocket.OPEN) this.send({ cmd: Cmd.EXIT });
+    // Leaving never waits behind a backlog; EXIT does not count against the limit.
+    this.dropQueue();
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ cmd: Cmd.EXIT }));
     else this.ws?.close();
     this.on.status('offline');
   }
@@ -110,6 +127,7 @@ export class Connection {
       if (!joined) {
         if (message.cmd === Cmd.CONNECT_SUCCESS) {
           joined = true;
+          this.pacer = pacerFor(parseLimits(message.limits), performance.now());
           this.attempt = 0;
           const rejoined = this.everJoined;
           this.everJoined = true;
@@ -133,6 +151,8 @@ export class Connection {
     ws.onclose = () => {
       if (this.ws !== ws) return;
       this.ws = undefined;
+      this.dropQueue();
+      this.pacer = undefined;
       for (const p of this.pending.splice(0)) p.reject(new RequestError('closed', 'disconnected'));
       if (!this.wanted) return;
       if (this.fatal !== undefined || !this.everJoined) {
@@ -191,8 +211,10 @@ export class Connection {
     this.on.message(message);
   }
 
+  /** Sends a request, in order with calls, paced to the server's limits. */
   send(request: Request): void {
-    this.ws?.send(JSON.stringify(request));
+    if (this.ws?.readyState !== WebSocket.OPEN) return;
+    this.enqueue({ request });
   }
 
   call(request: Request): Promise<ParsedServerMessage> {
@@ -201,8 +223,58 @@ export class Connection {
         reject(new RequestError('closed', 'not connected'));
         return;
       }
-      this.pending.push({ cmd: request.cmd, resolve, reject });
-      this.send(request);
+      this.enqueue({ request, pending: { cmd: request.cmd, resolve, reject } });
     });
+  }
+
+  /** Requests queued and not yet sent. */
+  get waiting(): number {
+    return this.outbox.length;
+  }
+
+  private enqueue(item: Outgoing): void {
+    if (this.pacer === undefined) {
+      this.write(item);
+      return;
+    }
+    const before = this.outbox.length;
+    this.outbox.push(item);
+    this.pump();
+    if (this.outbox.length !== before) this.on.queued(this.outbox.length, 0);
+  }
+
+  private write(item: Outgoing): void {
+    // Registered as it is written, so replies pair with calls in wire order.
+    if (item.pending !== undefined) this.pending.push(item.pending);
+    this.ws?.send(JSON.stringify(item.request));
+  }
+
+  /** Sends what the bucket allows now, then sleeps until the next token. */
+  private pump(): void {
+    const pacer = this.pacer;
+    if (pacer === undefined || this.paceTimer !== undefined) return;
+    while (this.outbox.length > 0) {
+      const now = performance.now();
+      const wait = pacer.delay(now);
+      if (wait > 0) {
+        this.paceTimer = setTimeout(() => {
+          this.paceTimer = undefined;
+          const before = this.outbox.length;
+          this.pump();
+          if (this.outbox.length !== before) this.on.queued(this.outbox.length, 0);
+        }, wait);
+        return;
+      }
+      pacer.take(now);
+      this.write(this.outbox.shift()!);
+    }
+  }
+
+  private dropQueue(): void {
+    clearTimeout(this.paceTimer);
+    this.paceTimer = undefined;
+    const dropped = this.outbox.splice(0);
+    for (const item of dropped) item.pending?.reject(new RequestError('closed', 'not sent'));
+    if (dropped.length > 0) this.on.queued(0, dropped.length);
   }
 }

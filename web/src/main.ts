@@ -26,6 +26,15 @@ const countSmall = $<HTMLSpanElement>('members-count-small');
 const retryButton = $<HTMLButtonElement>('retry');
 const staleNote = $<HTMLParagraphElement>('members-stale');
 
+// Lines typed or pasted faster than the server allows wait their turn; this
+// says how many, beside the Send button, so a slow trickle does not look lost.
+const queueNote = document.createElement('span');
+queueNote.id = 'queue';
+queueNote.className = 'queue-note';
+queueNote.setAttribute('role', 'status');
+queueNote.hidden = true;
+composer.insertBefore(queueNote, sendButton);
+
 const members: string[] = [];
 let rttTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -206,6 +215,14 @@ const connection = new Connection(wsUrl, {
     showJoin(reason);
   },
   message: onMessage,
+  queued(waiting, dropped) {
+    queueNote.hidden = waiting === 0;
+    queueNote.textContent = waiting === 0 ? '' : `${waiting} waiting…`;
+    queueNote.title =
+      waiting === 0 ? '' : 'Sent in order, as fast as the server allows (its flood limit)';
+    if (dropped > 0)
+      error(`${dropped} queued ${dropped === 1 ? 'line was' : 'lines were'} not sent.`);
+  },
 });
 
 function ordinalSuffix(n: number): string {

@@ -33,9 +33,17 @@ export function toServerMessage(
         : { cmd: Cmd.CHAT_RESPONSE, from: item.from, msg: item.msg };
     case 'welcome': {
       const serverAddress: [string, number] = [item.address.ip, item.address.port];
-      return item.caps === undefined
-        ? { cmd: Cmd.CONNECT_SUCCESS, serverAddress, userCount: item.count }
-        : { cmd: Cmd.CONNECT_SUCCESS, serverAddress, userCount: item.count, caps: [...item.caps] };
+      if (item.caps === undefined)
+        return { cmd: Cmd.CONNECT_SUCCESS, serverAddress, userCount: item.count };
+      return item.limits === undefined
+        ? { cmd: Cmd.CONNECT_SUCCESS, serverAddress, userCount: item.count, caps: [...item.caps] }
+        : {
+            cmd: Cmd.CONNECT_SUCCESS,
+            serverAddress,
+            userCount: item.count,
+            caps: [...item.caps],
+            limits: item.limits,
+          };
     }
     case 'connect-refused':
       if (item.reason === 'room-full') return { cmd: Cmd.CONNECT_CHATROOM_FULL };

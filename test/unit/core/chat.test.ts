@@ -71,7 +71,29 @@ describe('joining', () => {
   it('grants only known capabilities and confirms them in "03"', () => {
     const ann = connect('ann', ['renames', 'teleport', 'errors']);
     expect(ann.take()).toEqual([
-      { cmd: '03', serverAddress: ['127.0.0.1', 20825], userCount: 1, caps: ['errors', 'renames'] },
+      {
+        cmd: '03',
+        serverAddress: ['127.0.0.1', 20825],
+        userCount: 1,
+        caps: ['errors', 'renames'],
+        limits: { rate: 0, burst: 40, maxMessage: 4096 },
+      },
+    ]);
+  });
+
+  it('tells opted-in clients the flood limits in "03", and course clients nothing new', () => {
+    chat = new Chat({ rateLimit: 5, rateBurst: 7, maxMessage: 100 });
+    expect(connect('ann', []).take()).toEqual([
+      {
+        cmd: '03',
+        serverAddress: ['127.0.0.1', 20825],
+        userCount: 1,
+        caps: [],
+        limits: { rate: 5, burst: 7, maxMessage: 100 },
+      },
+    ]);
+    expect(connect('bob').take()).toEqual([
+      { cmd: '03', serverAddress: ['127.0.0.1', 20825], userCount: 2 },
     ]);
   });
 

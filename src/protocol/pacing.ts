@@ -1,0 +1,87 @@
+/**
+ * Client-side flood pacing, shared by the terminal client library and the
+ * web app. The server tells an opted-in client its limits in "03"
+ * (`limits`); a client that spaces its requests with the same token bucket,
+ * a little slower, is never refused for rate.
+ */
+
+/** The flood-control limits a server announces in "03" to clients that sent `caps`. */
+export interface Limits {
+  /** Requests per second after the burst; 0 means no flood control. */
+  rate: number;
+  burst: number;
+  /** Longest CHAT or WHISPER message, in characters. */
+  maxMessage: number;
+}
+
+/** Reads `limits` from a "03" reply; undefined if absent or malformed (older confab, course server). */
+export function parseLimits(value: unknown): Limits | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { rate, burst, maxMessage } = value as Record<string, unknown>;
+  const ok = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n) && n >= 0;
+  if (!ok(rate) || !ok(burst) || !ok(maxMessage)) return undefined;
+  return { rate, burst, maxMessage };
+}
+
+/**
+ * Headroom kept below the announced limits. The server counts a request when
+ * it arrives, not when it was sent: a request held up in the network (or a
+ * server clock that steps) brings the next one closer to it on the server's
+ * clock. Spending only 90% of the rate and leaving a tenth of the burst unused
+ * absorbs that (see jitterToleranceMs) without noticeably slowing a paste.
+ */
+const RATE_SHARE = 0.9;
+const BURST_SHARE = 0.9;
+
+/**
+ * A token bucket that answers "when may the next request go?" rather than
+ * "may it go now?", so a queue can sleep exactly that long.
+ */
+export class SendPacer {
+  private readonly rate: number;
+  private readonly burst: number;
+  private tokens: number;
+  private last: number;
+  /**
+   * How much the network delay may vary between requests before the server
+   * could refuse one: the unused burst and rate, in time at the server's rate.
+   * About 200 ms at the default limits (20/s, burst 40).
+   */
+  readonly jitterToleranceMs: number;
+
+  /** `now` in milliseconds, from a monotonic clock. */
+  constructor(limits: Pick<Limits, 'rate' | 'burst'>, now: number) {
+    this.rate = limits.rate * RATE_SHARE;
+    this.burst = Math.max(1, Math.floor(limits.burst * BURST_SHARE));
+    this.tokens = this.burst;
+    this.last = now;
+    this.jitterToleranceMs =
+      (1000 * Math.max(0, limits.burst - this.burst + (1 - RATE_SHARE))) / limits.rate;
+  }
+
+  private refill(now: number): void {
+    const elapsed = Math.max(0, now - this.last);
+    this.last = now;
+    this.tokens = Math.min(this.burst, this.tokens + (elapsed * this.rate) / 1000);
+  }
+
+  /** Milliseconds until one request may be sent (0: now). */
+  delay(now: number): number {
+    this.refill(now);
+    if (this.tokens >= 1) return 0;
+    // Rounded up, so that waking after this delay always finds a whole token.
+    return Math.ceil(((1 - this.tokens) * 1000) / this.rate);
+  }
+
+  /** Records one request sent at `now`; call only when delay(now) is 0. */
+  take(now: number): void {
+    this.refill(now);
+    this.tokens -= 1;
+  }
+}
+
+/** A pacer for the announced limits, or undefined when there is nothing to pace. */
+export function pacerFor(limits: Limits | undefined, now: number): SendPacer | undefined {
+  if (limits === undefined || limits.rate <= 0) return undefined;
+  return new SendPacer(limits, now);
+}

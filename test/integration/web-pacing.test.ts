@@ -1,0 +1,99 @@
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ConfabServer } from '../../src/server.js';
+import { join } from '../helpers/raw-client.js';
+import { startConfab } from '../helpers/servers.js';
+
+const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+// The browser globals the function passed to page.evaluate uses: the test
+// project compiles for Node, without the DOM library.
+declare const document: { getElementById(id: string): unknown };
+interface PageInput {
+  value: string;
+}
+interface PageForm {
+  requestSubmit(): void;
+}
+interface PageNote {
+  hidden: boolean;
+  textContent: string | null;
+}
+
+let browser: Browser;
+let server: ConfabServer;
+
+beforeAll(async () => {
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_FLAGS });
+  // The default flood limits: 20 per second after a burst of 40.
+  server = await startConfab({ 'http-port': '0' });
+}, 30_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function joinAs(page: Page, nickname: string): Promise<void> {
+  await page.fill('#nickname', nickname);
+  await page.press('#nickname', 'Enter');
+  await page.locator('#join').waitFor({ state: 'hidden' });
+  await page.locator('#status[data-status="online"]').waitFor();
+}
+
+describe('web client pacing', () => {
+  it('sends 60 lines submitted at once, in order, showing how many wait', async () => {
+    const page = await browser.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(String(e)));
+    try {
+      await page.goto(`http://127.0.0.1:${server.httpAddress!.port}/`);
+      await joinAs(page, 'web');
+      // Let the join's own requests (USERS, VERSION, RTT) settle first.
+      await page.locator('#version:not(:empty)').waitFor();
+      const tcp = await join(server.address.port, 'tcp');
+      await page.locator('#messages li', { hasText: 'tcp joined' }).waitFor();
+
+      const lines = Array.from({ length: 60 }, (_, i) => `line ${i + 1} from the browser`);
+      // Submitted as fast as the page can: faster than any typist or paste handler.
+      const shown = await page.evaluate((lines) => {
+        const input = document.getElementById('input') as PageInput;
+        const form = document.getElementById('composer') as PageForm;
+        for (const line of lines) {
+          input.value = line;
+          form.requestSubmit();
+        }
+        const note = document.getElementById('queue') as PageNote;
+        return { hidden: note.hidden, text: note.textContent };
+      }, lines);
+      expect(shown.hidden).toBe(false);
+      expect(shown.text).toMatch(/^\d+ waiting…$/);
+      expect(Number.parseInt(shown.text ?? '', 10)).toBeGreaterThan(10);
+
+      const got: string[] = [];
+      for (let i = 0; i < lines.length; i++) {
+        const m = await tcp.expect('70', 15_000);
+        expect(m.from).toBe('web');
+        got.push(String(m.msg));
+      }
+      expect(got).toEqual(lines);
+      await page.locator('#queue').waitFor({ state: 'hidden' });
+      expect(await page.locator('#messages li.error').count()).toBe(0);
+      expect(await page.locator('#messages li.mine').count()).toBe(60);
+      expect(await page.getAttribute('#status', 'data-status')).toBe('online');
+      expect(pageErrors).toEqual([]);
+      tcp.close();
+    } finally {
+      await page.close();
+    }
+  });
+});
