@@ -13,6 +13,28 @@ const tmux = (...args: string[]) =>
 const screen = (escapes = false) =>
   tmux('capture-pane', '-p', ...(escapes ? ['-e'] : []), '-t', 'chat');
 
+/**
+ * Starts the session named `chat` once any earlier one has gone: a session
+ * whose client has just exited may still be closing when the next test starts.
+ */
+async function newChatSession(...args: string[]): Promise<void> {
+  const exists = () => {
+    try {
+      tmux('has-session', '-t', '=chat');
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  try {
+    tmux('kill-session', '-t', '=chat');
+  } catch {
+    // none left, or it went away (with the tmux server) just now
+  }
+  for (let i = 0; i < 100 && exists(); i++) await new Promise((r) => setTimeout(r, 20));
+  tmux('new-session', '-d', '-s', 'chat', ...args);
+}
+
 async function until(check: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
@@ -38,11 +60,7 @@ describe('confab chat in a real terminal', () => {
 
   it('keeps the typed line intact while messages arrive, colors nicknames, and recalls history', async () => {
     const port = server.address.port;
-    tmux(
-      'new-session',
-      '-d',
-      '-s',
-      'chat',
+    await newChatSession(
       '-x',
       '100',
       '-y',
@@ -88,11 +106,7 @@ describe('confab chat in a real terminal', () => {
 
   it('shows escape sequences from a member as text: no new title, no answer typed into the input line', async () => {
     const port = server.address.port;
-    tmux(
-      'new-session',
-      '-d',
-      '-s',
-      'chat',
+    await newChatSession(
       '-x',
       '120',
       '-y',
