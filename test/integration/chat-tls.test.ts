@@ -1,13 +1,11 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { readFileSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import type { ConfabServer } from '../../src/server.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { join } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
+import { makeCertificate } from '../helpers/tls-cert.js';
 
 let dir: string;
 let cert: string;
@@ -15,32 +13,8 @@ let server: ConfabServer;
 let tlsPort: number;
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'confab-chat-tls-'));
-  cert = path.join(dir, 'cert.pem');
-  const key = path.join(dir, 'key.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1,DNS:localhost',
-    ],
-    { stdio: 'ignore' },
-  );
+  let key: string;
+  ({ dir, cert, key } = makeCertificate());
   server = await startConfab({ 'tls-port': '0', 'tls-cert': cert, 'tls-key': key });
   tlsPort = server.tlsAddress!.port;
 });

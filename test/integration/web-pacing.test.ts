@@ -1,19 +1,9 @@
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfabServer } from '../../src/server.js';
+import { launchChromium } from '../helpers/browser.js';
 import { join } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
-
-const CHROMIUM_FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 // The browser globals the function passed to page.evaluate uses: the test
 // project compiles for Node, without the DOM library.
@@ -33,7 +23,7 @@ let browser: Browser;
 let server: ConfabServer;
 
 beforeAll(async () => {
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_FLAGS });
+  browser = await launchChromium();
   // The default flood limits: 20 per second after a burst of 40.
   server = await startConfab({ 'http-port': '0' });
 }, 30_000);

@@ -1,30 +1,21 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfabServer } from '../../src/server.js';
 import { hue, MIN_CONTRAST } from '../../web/src/colors.js';
+import { launchChromium } from '../helpers/browser.js';
 import { join } from '../helpers/raw-client.js';
 import { ROOT, startConfab } from '../helpers/servers.js';
 
 const ARTIFACTS = path.join(ROOT, 'test-results');
-const CHROMIUM_FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let browser: Browser;
 let server: ConfabServer;
 
 beforeAll(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_FLAGS });
+  browser = await launchChromium();
   server = await startConfab({ 'http-port': '0' });
 }, 30_000);
 
