@@ -35,11 +35,7 @@ export class Session implements Member {
   strikes = 0;
   /** Set once a fault has been reported, so it is logged once. */
   faulted = false;
-  /**
-   * The capabilities granted at CONNECT. A new set replaces it (never mutated),
-   * so a transport can tell by identity when to pick another encoder.
-   */
-  caps: ReadonlySet<Capability> = NO_CAPS;
+  private granted: ReadonlySet<Capability> = NO_CAPS;
 
   constructor(
     readonly id: number,
@@ -57,15 +53,24 @@ export class Session implements Member {
    * one JSON object per recv() and must get one message per write.
    */
   get negotiated(): boolean {
-    return this.caps !== NO_CAPS;
+    return this.granted !== NO_CAPS;
+  }
+
+  /**
+   * The capabilities granted at CONNECT. A new set replaces the old one
+   * (never mutated), so a transport can tell by identity when to pick
+   * another encoder.
+   */
+  get caps(): ReadonlySet<Capability> {
+    return this.granted;
   }
 
   has(capability: Capability): boolean {
-    return this.caps.has(capability);
+    return this.granted.has(capability);
   }
 
   grant(capabilities: readonly Capability[]): void {
-    this.caps = new Set(capabilities);
+    this.granted = new Set(capabilities);
   }
 
   /** Called by the transport for each frame it decoded. */
