@@ -21,7 +21,6 @@ const CLOSE_CODES: Partial<Record<DisconnectReason, number>> = {
   protocol: 1008,
   flooding: 1008,
   'frame-too-large': 1009,
-  'too-many-connections': 1013,
   'internal-error': 1011,
 };
 
