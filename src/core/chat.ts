@@ -3,8 +3,10 @@ import type { ParseResult } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
+import { BanList, type BanStore, MemoryBanStore } from './bans.js';
 import { type ChatContext, commandFor, refuse } from './commands.js';
 import { type ChatEvent, Delivery } from './events.js';
+import type { Operator } from './moderation.js';
 import { nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
@@ -26,6 +28,10 @@ export interface ChatOptions {
   /** Open connections in total, and per remote IP (0 = unlimited); see `Chat.admission`. */
   maxConnections?: number;
   maxConnectionsPerIp?: number;
+  /** Who may OPER; a reload replaces the list. */
+  operators?: readonly Operator[];
+  /** Where bans persist; loaded once, here. */
+  banStore?: BanStore;
   logger?: Logger;
   clock?: Clock;
 }
@@ -41,6 +47,7 @@ export type ChatSettings = Pick<
   | 'rateBurst'
   | 'maxConnections'
   | 'maxConnectionsPerIp'
+  | 'operators'
 >;
 
 /**
@@ -55,6 +62,8 @@ const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, stri
   flooding: [ErrorCode.FLOODING, 'too many requests'],
   'internal-error': [ErrorCode.INTERNAL_ERROR, 'the server could not handle your request'],
   shutdown: [ErrorCode.SERVER_SHUTDOWN, 'the server is shutting down'],
+  kicked: [ErrorCode.KICKED, 'kicked by an operator'],
+  banned: [ErrorCode.BANNED, 'banned by an operator'],
 };
 
 /**
@@ -70,6 +79,8 @@ export class Chat implements ChatContext, SessionHost {
   hideAddresses: boolean;
   maxMessage: number;
   readonly log: Logger;
+  readonly bans: BanList;
+  operators: readonly Operator[];
   private readonly clock: Clock;
   private rateLimit: number;
   private rateBurst: number;
@@ -107,6 +118,15 @@ export class Chat implements ChatContext, SessionHost {
       },
     );
     this.clock = options.clock ?? Date.now;
+    this.operators = options.operators ?? [];
+    this.bans = new BanList(options.banStore ?? new MemoryBanStore());
+    this.admission.banned = (ip) => {
+      const ban = this.bans.bansAddress(ip, this.clock());
+      if (ban === undefined) return false;
+      this.log.info({ ip, mask: ban.mask }, 'connection from a banned address refused');
+      this.count('banned-address');
+      return true;
+    };
   }
 
   /**
@@ -120,6 +140,7 @@ export class Chat implements ChatContext, SessionHost {
     if (options.bannedWords !== undefined) this.bannedWords = options.bannedWords;
     if (options.hideAddresses !== undefined) this.hideAddresses = options.hideAddresses;
     if (options.maxMessage !== undefined) this.maxMessage = options.maxMessage;
+    if (options.operators !== undefined) this.operators = options.operators;
     this.admission.setCaps(options.maxConnections, options.maxConnectionsPerIp);
     const rateLimit = options.rateLimit ?? this.rateLimit;
     const rateBurst = options.rateBurst ?? this.rateBurst;
@@ -157,6 +178,10 @@ export class Chat implements ChatContext, SessionHost {
 
   now(): number {
     return this.clock();
+  }
+
+  members(): Session[] {
+    return [...this.sessions].filter((s) => s.state === 'joined');
   }
 
   /**

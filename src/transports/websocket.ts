@@ -23,6 +23,9 @@ const CLOSE_CODES: Partial<Record<DisconnectReason, number>> = {
   'frame-too-large': 1009,
   'too-many-connections': 1013,
   'internal-error': 1011,
+  kicked: 1008,
+  banned: 1008,
+  'banned-nickname': 1008,
 };
 
 /**
