@@ -125,3 +125,20 @@ export function formatDuration(seconds: number): string {
   }
   return `${seconds} second${seconds === 1 ? '' : 's'}`;
 }
+
+/** A "99" notice in words, as both clients show it: "bob was banned by teacher for 1 hour (spam)". */
+export function describeModeration(notice: {
+  action: string;
+  nickname: string;
+  by: string;
+  reason?: string;
+  seconds?: number;
+}): string {
+  const what = notice.action === 'ban' ? 'banned' : 'kicked';
+  const span =
+    notice.action === 'ban' && typeof notice.seconds === 'number'
+      ? ` for ${formatDuration(notice.seconds)}`
+      : '';
+  const why = notice.reason ? ` (${notice.reason})` : '';
+  return `${notice.nickname} was ${what} by ${notice.by}${span}${why}`;
+}
