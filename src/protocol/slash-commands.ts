@@ -10,6 +10,13 @@ export const HELP = `Commands:
   \\version                server and client versions
   \\help                   this list
   \\exit                   leave (Ctrl+C or Ctrl+D also work)
+Operators:
+  \\oper <name> <password>              become an operator
+  \\kick <nickname> [reason]            disconnect a member
+  \\ban <nickname|address|cidr> [10m|2h|7d] [reason]
+                                       ban (until unbanned without a duration)
+  \\unban <mask>                        lift a ban
+  \\bans                                list the bans
 Anything else is sent to the room.`;
 
 export type Command =

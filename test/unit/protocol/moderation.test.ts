@@ -4,6 +4,7 @@ import { MAX_BAN_SECONDS, parseRequestText } from '../../../src/protocol/request
 import {
   describeModeration,
   formatDuration,
+  HELP,
   parseCommand,
   parseDuration,
 } from '../../../src/protocol/slash-commands.js';
@@ -95,6 +96,8 @@ describe('moderation slash commands', () => {
     });
     expect(parseCommand('\\unban bob')).toEqual({ kind: 'unban', mask: 'bob' });
     expect(parseCommand('\\bans')).toEqual({ kind: 'bans' });
+    for (const word of ['oper', 'kick', 'ban', 'unban', 'bans'])
+      expect(HELP.split('Operators:')[1]).toContain(`\\${word} `.trimEnd());
     for (const bad of ['\\oper teacher', '\\kick', '\\ban', '\\unban'])
       expect(parseCommand(bad).kind).toBe('invalid');
   });
