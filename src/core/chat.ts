@@ -66,6 +66,11 @@ const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, stri
   banned: [ErrorCode.BANNED, 'banned by an operator'],
 };
 
+/** OPER checks per address: five at once, then one every ten seconds. */
+const OPER_BURST = 5;
+const OPER_RATE = 0.1;
+const OPER_BUCKETS = 4096;
+
 /**
  * The chat service: sessions, the nickname registry and the room, with the
  * course protocol's rules. Single-threaded by design: every request runs to
@@ -96,6 +101,8 @@ export class Chat implements ChatContext, SessionHost {
     faults: 0,
   };
   private readonly nicknames = new Map<string, Session>();
+  /** OPER checks per address: each costs a deliberately slow hash, so they are few. */
+  private readonly operBuckets = new Map<string, TokenBucket>();
   private readonly sessions = new Set<Session>();
   private nextId = 1;
   private stopping = false;
@@ -178,6 +185,20 @@ export class Chat implements ChatContext, SessionHost {
 
   now(): number {
     return this.clock();
+  }
+
+  operAttempt(ip: string): boolean {
+    const now = this.clock();
+    let bucket = this.operBuckets.get(ip);
+    if (bucket === undefined) {
+      // Bounded: the oldest address is forgotten first (its bucket was likely full again anyway).
+      if (this.operBuckets.size >= OPER_BUCKETS) {
+        this.operBuckets.delete(this.operBuckets.keys().next().value!);
+      }
+      bucket = new TokenBucket(OPER_RATE, OPER_BURST, now);
+      this.operBuckets.set(ip, bucket);
+    }
+    return bucket.take(now);
   }
 
   members(): Session[] {

@@ -24,6 +24,8 @@ export interface ChatContext {
   /** As configured now; a reload replaces the list for OPERs from then on. */
   readonly operators: readonly Operator[];
   now(): number;
+  /** Whether an OPER from this address may be checked now (each check costs a hash). */
+  operAttempt(ip: string): boolean;
   /** Every joined session, in no promised order. */
   members(): Session[];
   find(nickname: string): Session | undefined;
@@ -290,6 +292,14 @@ function banList(ctx: ChatContext, session: Session): void {
  */
 const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
   if (!extension(ctx, session, req.cmd)) return;
+  if (!ctx.operAttempt(session.address.ip)) {
+    ctx.log.warn(
+      { nickname: session.nickname, ip: session.address.ip, name: clip(req.name) },
+      'OPER refused unchecked: too many attempts from this address',
+    );
+    refuse(session, ErrorCode.NOT_AUTHORIZED, 'too many OPER attempts; wait a minute', req.cmd);
+    return;
+  }
   const operator = ctx.operators.find((o) => o.name === req.name);
   // Verify even for an unknown name, so the time taken does not tell which names exist.
   const ok =

@@ -297,3 +297,33 @@ describe('address matching', () => {
     );
   });
 });
+
+describe('OPER attempts', () => {
+  it('are checked at most five at once per address, then one every ten seconds', () => {
+    let checks = 0;
+    chat = new Chat({
+      operators: [
+        {
+          name: 'teacher',
+          verify: (p) => {
+            checks++;
+            return p === 'sesame';
+          },
+        },
+      ],
+      clock: () => now,
+    });
+    const eve = connect('eve', MOD, '198.51.100.7');
+    for (let i = 0; i < 8; i++) send(eve, { cmd: '92', name: 'teacher', password: `guess${i}` });
+    expect(checks).toBe(5);
+    expect(eve.take().map((m) => 'code' in m && m.code)).toEqual(new Array(8).fill(1010));
+    // Another address is not held back by eve's attempts.
+    const op = connect('op', MOD, '192.0.2.1');
+    send(op, { cmd: '92', name: 'teacher', password: 'sesame' });
+    expect(op.take()).toEqual([{ cmd: '93', name: 'teacher' }]);
+    now += 10_000;
+    drain(eve);
+    send(eve, { cmd: '92', name: 'teacher', password: 'sesame' });
+    expect(eve.take()).toEqual([{ cmd: '93', name: 'teacher' }]);
+  });
+});
