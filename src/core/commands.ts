@@ -54,6 +54,9 @@ export function refuse(
   session.reply({ type: 'error', code, message, ref });
 }
 
+/** Longest BAN mask: longer than any nickname or IPv6 CIDR, so nothing longer could match. */
+const MAX_MASK_LENGTH = 64;
+
 /** Refuses a message over --max-message. */
 function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): boolean {
   if (msg.length <= ctx.maxMessage) return false;
@@ -324,6 +327,7 @@ const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
 const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
   const by = operatorOf(ctx, session, req.cmd);
   if (by === undefined) return;
+  if (tooLong(ctx, session, req.reason ?? '', req.cmd)) return;
   const target = ctx.find(req.nickname);
   if (target === undefined) {
     refuse(session, ErrorCode.NO_SUCH_USER, `no member is called "${clip(req.nickname)}"`, req.cmd);
@@ -340,10 +344,16 @@ const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
   const by = operatorOf(ctx, session, req.cmd);
   if (by === undefined) return;
   const mask = req.mask.trim();
-  if (mask === '') {
-    refuse(session, ErrorCode.INVALID_FIELD, '"mask" must not be empty', req.cmd);
+  if (mask === '' || mask.length > MAX_MASK_LENGTH) {
+    refuse(
+      session,
+      ErrorCode.INVALID_FIELD,
+      `"mask" must be 1 to ${MAX_MASK_LENGTH} characters`,
+      req.cmd,
+    );
     return;
   }
+  if (tooLong(ctx, session, req.reason ?? '', req.cmd)) return;
   const now = ctx.now();
   const reason = req.reason ?? '';
   const entry = {

@@ -327,3 +327,17 @@ describe('OPER attempts', () => {
     expect(eve.take()).toEqual([{ cmd: '93', name: 'teacher' }]);
   });
 });
+
+describe('BAN and KICK bounds', () => {
+  it('refuses an empty or overlong mask and an overlong reason, banning nothing', () => {
+    chat = new Chat({ operators: [teacher], banStore: store, clock: () => now, maxMessage: 100 });
+    const op = oper();
+    send(op, { cmd: '95', mask: '  ' });
+    send(op, { cmd: '95', mask: 'x'.repeat(65) });
+    send(op, { cmd: '95', mask: 'bob', reason: 'r'.repeat(101) });
+    send(op, { cmd: '94', nickname: 'op', reason: 'r'.repeat(101) });
+    expect(op.take().map((m) => 'code' in m && m.code)).toEqual([1002, 1002, 1007, 1007]);
+    expect(store.bans).toEqual([]);
+    expect(op.closedWith).toBeUndefined();
+  });
+});
