@@ -38,7 +38,7 @@ export class StartError extends Error {
 /** What ConfabServer.reload did. */
 export interface ReloadResult {
   /** Options whose new values now apply. */
-  applied: OptionName[];
+  applied: (OptionName | 'operators')[];
   /** Options that changed but keep their old values until a restart. */
   needRestart: OptionName[];
 }
@@ -294,7 +294,8 @@ export class ConfabServer {
     const live = (name: OptionName) =>
       isLive(name) && (tlsLive || (name !== 'tls-cert' && name !== 'tls-key'));
     const needRestart = changed.filter((name) => !live(name));
-    const applied = changed.filter(live);
+    const applied: ReloadResult['applied'] = changed.filter(live);
+    if (JSON.stringify(old.operators) !== JSON.stringify(next.operators)) applied.push('operators');
     const tls = tlsLive ? await loadTls(next) : undefined;
     if (tls !== undefined) this.tlsListener?.setCertificate(tls);
     this.chat.reconfigure(chatSettings(next, bannedWords));

@@ -208,7 +208,9 @@ describe('moderation, server as its own process', () => {
     );
     const mark = server.output().length;
     server.child.kill('SIGHUP');
-    await expect.poll(() => server.output().slice(mark), { timeout: 5000 }).toMatch(/reloaded/);
+    await expect
+      .poll(() => server.output().slice(mark), { timeout: 5000 })
+      .toMatch(/now in effect: operators/);
     const c = await member(server.port, 'newop', MOD);
     c.sendPy({ cmd: '92', name: 'head', password: 'second' });
     expect(await c.expect('93')).toEqual({ cmd: '93', name: 'head' });
