@@ -66,6 +66,9 @@ const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, stri
   banned: [ErrorCode.BANNED, 'banned by an operator'],
 };
 
+/** A "password" field's value in a logged excerpt, escapes and a cut-off end included. */
+const PASSWORD_FIELD = /("password"\s*:\s*)"(?:[^"\\]|\\.)*("|$)/g;
+
 /** OPER checks per address: five at once, then one every ten seconds. */
 const OPER_BURST = 5;
 const OPER_RATE = 0.1;
@@ -353,7 +356,8 @@ export class Chat implements ChatContext, SessionHost {
         nickname: session.nickname,
         remote: session.address,
         where,
-        input,
+        // An OPER that failed mid-way must not leave its password in the log.
+        input: input?.replace(PASSWORD_FIELD, '$1"[redacted]"'),
         err,
       },
       'internal error while serving a connection; closing it',

@@ -341,3 +341,20 @@ describe('BAN and KICK bounds', () => {
     expect(op.closedWith).toBeUndefined();
   });
 });
+
+describe('the fault boundary', () => {
+  it('does not log the password of an OPER whose handling failed', () => {
+    const logged: object[] = [];
+    const log = { debug() {}, info() {}, warn() {}, error: (f: object) => logged.push(f) };
+    chat = new Chat({ operators: [teacher], logger: log });
+    const ann = connect('ann', MOD);
+    ann.session.failed(
+      new Error('boom'),
+      '{"cmd":"92","name":"teacher","password":"open \\"sesame\\""}{"cmd":"92","password": "x',
+    );
+    const text = JSON.stringify(logged);
+    expect(text).not.toContain('sesame');
+    expect(text).toContain('[redacted]');
+    expect(text).not.toMatch(/"password\\": \\"x/);
+  });
+});
