@@ -14,8 +14,10 @@ import {
   isFileKey,
   isLive,
   OPTION_NAMES,
+  type OperatorEntry,
   SERVE_OPTIONS,
 } from './config.js';
+import { checkHash } from './password.js';
 
 /** Parses a config file's text; `name` is how messages refer to it. */
 export function parseConfigFile(text: string, name: string, dir = '.'): ConfigFile {
@@ -28,6 +30,7 @@ export function parseConfigFile(text: string, name: string, dir = '.'): ConfigFi
     throw new ConfigError(`${name}:${line}:${col}: ${first.message.split('\n')[0]}`);
   }
   const settings = new Map<string, { raw: string; line: number }>();
+  let operators: OperatorEntry[] | undefined;
   const root = doc.contents;
   if (root === null || (isScalar(root) && root.value === null)) {
     return { name, dir, settings };
@@ -43,6 +46,10 @@ export function parseConfigFile(text: string, name: string, dir = '.'): ConfigFi
     }
     const key = keyNode.value;
     const node = pair.value;
+    if (key === 'operators') {
+      operators = parseOperators(node, name, line, at);
+      continue;
+    }
     let raw: string;
     if (node === null || (isScalar(node) && node.value === null)) {
       // "key:" with nothing after it: as an empty CONFAB_* variable would be.
@@ -66,7 +73,54 @@ export function parseConfigFile(text: string, name: string, dir = '.'): ConfigFi
     }
     settings.set(key, { raw, line });
   }
-  return { name, dir, settings };
+  return operators === undefined ? { name, dir, settings } : { name, dir, settings, operators };
+}
+
+/**
+ * operators:
+ *   - name: teacher
+ *     password: "scrypt$16384$8$1$...$..."   # from confab hash-password
+ */
+function parseOperators(
+  node: unknown,
+  file: string,
+  line: number,
+  at: (offset: number | undefined) => { line: number },
+): OperatorEntry[] {
+  if (node === null || (isScalar(node) && node.value === null)) return [];
+  if (!isSeq(node)) {
+    throw new ConfigError(
+      `${file}:${line}: operators: expected a list of "- name: ...\n  password: ..." entries`,
+    );
+  }
+  const out: OperatorEntry[] = [];
+  for (const item of node.items) {
+    const itemLine = at((item as { range?: [number] } | null)?.range?.[0]).line;
+    const where = `${file}:${itemLine}: operators`;
+    if (!isMap(item)) throw new ConfigError(`${where}: expected "name: ..." and "password: ..."`);
+    const fields = new Map<string, string>();
+    for (const pair of item.items) {
+      const k = isScalar(pair.key) ? pair.key.value : undefined;
+      if (k !== 'name' && k !== 'password')
+        throw new ConfigError(
+          `${where}: unknown key ${JSON.stringify(String(k))} (name, password)`,
+        );
+      const v = pair.value;
+      if (!isScalar(v) || typeof v.value !== 'string' || v.value === '')
+        throw new ConfigError(`${where}: ${k}: expected a non-empty string`);
+      fields.set(k, v.value);
+    }
+    const opName = fields.get('name');
+    const password = fields.get('password');
+    if (opName === undefined || password === undefined)
+      throw new ConfigError(`${where}: each operator needs both name and password`);
+    const bad = checkHash(password);
+    if (bad !== undefined) throw new ConfigError(`${where}: ${opName}: password: ${bad}`);
+    if (out.some((o) => o.name === opName))
+      throw new ConfigError(`${where}: ${opName} is listed twice`);
+    out.push({ name: opName, password });
+  }
+  return out;
 }
 
 export function readConfigFile(file: string): ConfigFile {
@@ -101,5 +155,15 @@ export function printConfig(config: Config): string {
         : `${name}: ${stringify(value, { lineWidth: 0 }).trimEnd()}`,
     );
   }
+  out.push('', '# operators: who may OPER (\\oper), with hashes from "confab hash-password"');
+  if (config.operators.length === 0)
+    out.push('# operators:', '#   - name: teacher', '#     password: "scrypt$..."');
+  else
+    out.push(
+      stringify(
+        { operators: config.operators.map((o) => ({ name: o.name, password: o.password })) },
+        { lineWidth: 0 },
+      ).trimEnd(),
+    );
   return `${out.join('\n')}\n`;
 }

@@ -193,6 +193,12 @@ export const SERVE_OPTIONS = {
     arg: 'S',
     live: true,
   },
+  'data-dir': {
+    kind: 'file',
+    default: 'confab-data',
+    description: 'directory for state that outlives a restart (bans.json); created on first write',
+    arg: 'DIR',
+  },
   'log-level': {
     kind: 'string',
     default: 'info',
@@ -227,7 +233,16 @@ type CamelCase<S extends string> = S extends `${infer H}-${infer T}`
   ? `${H}${Capitalize<CamelCase<T>>}`
   : S;
 
-export type Config = { readonly [K in OptionName as CamelCase<K>]: ValueOf<Specs[K]> };
+/** An operator from the config file's `operators` list: a name and a `confab hash-password` hash. */
+export interface OperatorEntry {
+  readonly name: string;
+  readonly password: string;
+}
+
+export type Config = { readonly [K in OptionName as CamelCase<K>]: ValueOf<Specs[K]> } & {
+  /** Only from the config file (a list has no flag); SIGHUP applies it to new OPERs. */
+  readonly operators: readonly OperatorEntry[];
+};
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -286,6 +301,8 @@ export interface ConfigFile {
   /** Relative paths in the file are relative to its directory. */
   dir: string;
   settings: ReadonlyMap<string, { raw: string; line: number }>;
+  /** The `operators` list, validated; absent when the file has none. */
+  operators?: readonly OperatorEntry[];
 }
 
 /** Every option's name in the table's order. */
@@ -342,6 +359,8 @@ export function loadConfig(
     if (spec.kind === 'file' && typeof value === 'string') value = path.resolve(base, value);
     out[camel(name)] = value;
   }
+  const operators: unknown = Object.freeze([...(file?.operators ?? [])]);
+  (out as Record<string, unknown>).operators = operators;
   const tls = [out.tlsPort, out.tlsCert, out.tlsKey].filter((v) => v !== undefined).length;
   if (tls !== 0 && tls !== 3) {
     throw new ConfigError('TLS needs all three of --tls-port, --tls-cert and --tls-key');

@@ -13,8 +13,11 @@ import {
 } from './config.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './core/banned-words.js';
 import { Chat, type ChatSettings } from './core/chat.js';
+import type { Operator } from './core/moderation.js';
 import type { Logger, PeerAddress } from './core/ports.js';
 import { createMetrics } from './metrics.js';
+import { verifyPassword } from './password.js';
+import { FileBanStore } from './store/ban-file.js';
 import { HttpListener } from './transports/http.js';
 import type { TransportStats } from './transports/stats.js';
 import { type StreamLimits, StreamListener } from './transports/stream.js';
@@ -35,7 +38,7 @@ export class StartError extends Error {
 /** What ConfabServer.reload did. */
 export interface ReloadResult {
   /** Options whose new values now apply. */
-  applied: OptionName[];
+  applied: (OptionName | 'operators')[];
   /** Options that changed but keep their old values until a restart. */
   needRestart: OptionName[];
 }
@@ -83,6 +86,12 @@ function chatSettings(config: Config, bannedWords: BannedWords): ChatSettings {
     rateBurst: config.rateBurst,
     maxConnections: config.maxConns,
     maxConnectionsPerIp: config.maxConnsPerIp,
+    operators: config.operators.map(
+      (o): Operator => ({
+        name: o.name,
+        verify: (password) => verifyPassword(password, o.password),
+      }),
+    ),
   };
 }
 
@@ -149,7 +158,18 @@ export class ConfabServer {
   static async start(config: Config, log: Logger): Promise<ConfabServer> {
     const bannedWords = await loadBannedWords(config);
     const tls = await loadTls(config);
-    const chat = new Chat({ ...chatSettings(config, bannedWords), logger: log });
+    const banStore = new FileBanStore(config.dataDir);
+    let bans: ReturnType<FileBanStore['load']>;
+    try {
+      bans = banStore.load();
+    } catch (err) {
+      throw new StartError(`--data-dir: ${(err as Error).message}`);
+    }
+    const chat = new Chat({
+      ...chatSettings(config, bannedWords),
+      banStore: { load: () => bans, save: (b) => banStore.save(b) },
+      logger: log,
+    });
     const limits = streamLimits(config);
     const allowedOrigins = origins(config);
     const listeners: Listener[] = [];
@@ -274,7 +294,8 @@ export class ConfabServer {
     const live = (name: OptionName) =>
       isLive(name) && (tlsLive || (name !== 'tls-cert' && name !== 'tls-key'));
     const needRestart = changed.filter((name) => !live(name));
-    const applied = changed.filter(live);
+    const applied: ReloadResult['applied'] = changed.filter(live);
+    if (JSON.stringify(old.operators) !== JSON.stringify(next.operators)) applied.push('operators');
     const tls = tlsLive ? await loadTls(next) : undefined;
     if (tls !== undefined) this.tlsListener?.setCertificate(tls);
     this.chat.reconfigure(chatSettings(next, bannedWords));

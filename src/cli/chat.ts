@@ -3,8 +3,13 @@ import readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import { ChatClient, ChatClientError, type TlsOptions } from '../client/chat-client.js';
 import { ErrorCode } from '../protocol/codes.js';
-import type { UserEntry } from '../protocol/messages.js';
-import { HELP, parseCommand } from '../protocol/slash-commands.js';
+import type { BanEntry, UserEntry } from '../protocol/messages.js';
+import {
+  describeModeration,
+  formatDuration,
+  HELP,
+  parseCommand,
+} from '../protocol/slash-commands.js';
 import { CONFAB_VERSION } from '../version.js';
 import { type Style, view } from './chat-view.js';
 
@@ -63,6 +68,18 @@ function connectFailure(err: unknown, nickname: string, where: string): string {
     default:
       return `Could not join ${where}: ${err.message}.`;
   }
+}
+
+function banListText(bans: readonly BanEntry[]): string {
+  if (bans.length === 0) return 'No bans.';
+  const lines = bans.map((b) => {
+    const until =
+      b.expires === null
+        ? 'until unbanned'
+        : `for ${formatDuration(Math.max(1, Math.round((b.expires - Date.now()) / 1000)))} more`;
+    return `  ${b.mask} by ${b.by} ${until}${b.reason ? ` (${b.reason})` : ''}`;
+  });
+  return `Bans:\n${lines.join('\n')}`;
 }
 
 export async function chat(args: string[], io: ChatIo): Promise<number> {
@@ -163,6 +180,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   client.on('join', (m) => say(view.join(style, new Date(), m.nickname, m.userCount)));
   client.on('leave', (m) => say(view.leave(style, new Date(), m.nickname, m.userCount)));
   client.on('rename', (m) => say(view.rename(style, new Date(), m.oldNickname, m.newNickname)));
+  client.on('moderation', (m) => say(view.info(style, describeModeration(m))));
   client.on('server-error', (e) => {
     if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
   });
@@ -203,6 +221,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     let reason = 'The server closed the connection.';
     if (error?.code === ErrorCode.BANNED_WORDS) {
       reason = 'You were disconnected: your message contained a banned word.';
+    } else if (error?.code === ErrorCode.KICKED || error?.code === ErrorCode.BANNED) {
+      reason = `You were ${error.message}.`;
     } else if (error !== undefined) {
       reason = `You were disconnected: ${error.message}.`;
     } else if (Date.now() - lastMessageAt < BANNED_HINT_WINDOW_MS && client.caps.length === 0) {
@@ -291,6 +311,29 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         case 'help':
           say(HELP);
           return;
+        case 'oper':
+          say(
+            view.info(
+              style,
+              `You are now operator ${await client.oper(command.name, command.password)}.`,
+            ),
+          );
+          return;
+        case 'kick':
+          client.kick(command.nickname, command.reason);
+          return;
+        case 'ban':
+        case 'unban':
+        case 'bans': {
+          const list =
+            command.kind === 'ban'
+              ? await client.ban(command.mask, command.seconds, command.reason)
+              : command.kind === 'unban'
+                ? await client.unban(command.mask)
+                : await client.bans();
+          say(view.info(style, banListText(list)));
+          return;
+        }
         case 'exit': // handled before the queue, so it never waits
           return;
         case 'invalid':

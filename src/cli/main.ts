@@ -10,6 +10,7 @@ import {
 } from '../config.js';
 import { printConfig, readConfigFile } from '../config-file.js';
 import { createLogger, type LogFormat } from '../logger.js';
+import { hashPassword } from '../password.js';
 import { ConfabServer, type ReloadResult, StartError } from '../server.js';
 import { CONFAB_VERSION as VERSION } from '../version.js';
 import { chat } from './chat.js';
@@ -19,6 +20,7 @@ const USAGE = `confab ${VERSION} — a small, fast, self-hosted chat server
 Usage:
   confab serve [options]                     start the server
   confab chat <nickname> [--host H] [--port P]  join a server from the terminal
+  confab hash-password                       read a password, print its hash for "operators"
   confab --help | --version
 
 Run "confab serve --help" or "confab chat --help" for their options.`;
@@ -170,6 +172,65 @@ async function serve(args: string[]): Promise<number> {
   return code;
 }
 
+/** The first line of stdin: typed without echo on a terminal, or piped. */
+function readPassword(stdin: NodeJS.ReadStream, stderr: NodeJS.WriteStream): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const tty = stdin.isTTY === true;
+    if (tty) {
+      stderr.write('Password: ');
+      stdin.setRawMode(true);
+    }
+    let text = '';
+    const done = (error?: Error) => {
+      stdin.off('data', onData);
+      stdin.off('end', onEnd);
+      if (tty) {
+        stdin.setRawMode(false);
+        stderr.write('\n');
+      }
+      stdin.pause();
+      if (error) reject(error);
+      else resolve(text);
+    };
+    const onData = (chunk: Buffer) => {
+      for (const ch of chunk.toString('utf8')) {
+        if (ch === '\n' || ch === '\r') return done();
+        // Ctrl+C or Ctrl+D at a raw terminal.
+        if (tty && (ch === '\u0003' || ch === '\u0004')) return done(new Error('cancelled'));
+        if (tty && (ch === '\u007f' || ch === '\b')) text = [...text].slice(0, -1).join('');
+        else text += ch;
+      }
+    };
+    const onEnd = () => done();
+    stdin.on('data', onData);
+    stdin.on('end', onEnd);
+    stdin.resume();
+  });
+}
+
+async function hashPasswordCommand(args: string[]): Promise<number> {
+  if (args.length > 0) {
+    process.stderr.write(
+      args[0] === '--help'
+        ? 'Usage: confab hash-password < password\nReads one line (without echo on a terminal) and prints its scrypt hash for the config file\'s "operators".\n'
+        : 'confab hash-password: takes no arguments; the password comes from stdin\n',
+    );
+    return args[0] === '--help' ? 0 : 2;
+  }
+  let password: string;
+  try {
+    password = await readPassword(process.stdin, process.stderr);
+  } catch {
+    return 130;
+  }
+  if (password === '') {
+    process.stderr.write('confab hash-password: the password is empty\n');
+    return 2;
+  }
+  process.stdout.write(`${hashPassword(password)}\n`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -182,6 +243,8 @@ async function main(argv: string[]): Promise<number> {
         stderr: process.stderr,
         env: process.env,
       });
+    case 'hash-password':
+      return hashPasswordCommand(rest);
     case '--version':
     case '-v':
       process.stdout.write(`${VERSION}\n`);

@@ -9,7 +9,7 @@ import {
   parseServerText,
   REPLY_CODES,
 } from '../protocol/message-codec.js';
-import type { Request, UserEntry } from '../protocol/messages.js';
+import type { BanEntry, Request, UserEntry } from '../protocol/messages.js';
 import { type Limits, pacerFor, parseLimits, type SendPacer } from '../protocol/pacing.js';
 import { encodeRequest } from '../protocol/request-codec.js';
 
@@ -43,6 +43,10 @@ export interface ChatEvents {
   join: [{ nickname: string; userCount: number }];
   leave: [{ nickname: string; userCount: number }];
   rename: [{ oldNickname: string; newNickname: string }];
+  /** "99": a member was kicked or banned (capability "moderation"). */
+  moderation: [
+    { action: 'kick' | 'ban'; nickname: string; by: string; reason: string; seconds?: number },
+  ];
   /** A "90" that answers no pending call: a refused request or the reason for a disconnect. */
   'server-error': [{ code: number; message: string; ref?: string }];
   /** Any frame, including codes this library does not know. */
@@ -335,6 +339,33 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     return String(reply.serverVersion);
   }
 
+  /** Becomes an operator; rejects with code 1010 for a wrong name or password. */
+  async oper(name: string, password: string): Promise<string> {
+    const reply = await this.call({ cmd: Cmd.OPER, name, password });
+    return String(reply.name);
+  }
+
+  /** Kicks a member; nothing answers success (the "99" and "30" tell everyone), a refusal comes as 'server-error'. */
+  kick(nickname: string, reason?: string): void {
+    this.send(reason ? { cmd: Cmd.KICK, nickname, reason } : { cmd: Cmd.KICK, nickname });
+  }
+
+  /** Bans a nickname, address or CIDR block (for `seconds`, or until unbanned); resolves with the list. */
+  async ban(mask: string, seconds?: number, reason?: string): Promise<BanEntry[]> {
+    const request: Request = { cmd: Cmd.BAN, mask };
+    if (seconds !== undefined) request.seconds = seconds;
+    if (reason) request.reason = reason;
+    return (await this.call(request)).bans as BanEntry[];
+  }
+
+  async unban(mask: string): Promise<BanEntry[]> {
+    return (await this.call({ cmd: Cmd.UNBAN, mask })).bans as BanEntry[];
+  }
+
+  async bans(): Promise<BanEntry[]> {
+    return (await this.call({ cmd: Cmd.BANS })).bans as BanEntry[];
+  }
+
   /** Sends a chat message; the protocol sends nothing back to the sender. */
   chat(msg: string): void {
     this.send({ cmd: Cmd.CHAT, msg });
@@ -531,6 +562,19 @@ export class ChatClient extends EventEmitter<ChatEvents> {
           newNickname: String(message.newNickname),
         });
         return;
+      case Cmd.MODERATION_NOTICE: {
+        const notice = {
+          action: message.action === 'ban' ? ('ban' as const) : ('kick' as const),
+          nickname: String(message.nickname),
+          by: String(message.by),
+          reason: String(message.reason ?? ''),
+        };
+        this.emit(
+          'moderation',
+          typeof message.seconds === 'number' ? { ...notice, seconds: message.seconds } : notice,
+        );
+        return;
+      }
       case Cmd.ERROR:
         this.onError(message);
         return;

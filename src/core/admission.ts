@@ -24,6 +24,9 @@ export class Admission {
     return this.total;
   }
 
+  /** Whether the address is banned (set by Chat from its ban list); checked before the caps. */
+  banned: (ip: string) => boolean = () => false;
+
   /** Counts a new connection from `ip` if the caps allow it; pair each `true` with one release(ip). */
   tryOpen(ip: string): boolean {
     const fromIp = (this.perIp.get(ip) ?? 0) + 1;

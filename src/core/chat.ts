@@ -4,8 +4,10 @@ import type { ParseResult } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
+import { BanList, type BanStore, MemoryBanStore } from './bans.js';
 import { type ChatContext, commandFor, refuse } from './commands.js';
 import { type ChatEvent, Delivery } from './events.js';
+import type { Operator } from './moderation.js';
 import { nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
@@ -27,6 +29,10 @@ export interface ChatOptions {
   /** Open connections in total, and per remote IP (0 = unlimited); see `Chat.admission`. */
   maxConnections?: number;
   maxConnectionsPerIp?: number;
+  /** Who may OPER; a reload replaces the list. */
+  operators?: readonly Operator[];
+  /** Where bans persist; loaded once, here. */
+  banStore?: BanStore;
   logger?: Logger;
   clock?: Clock;
 }
@@ -42,6 +48,7 @@ export type ChatSettings = Pick<
   | 'rateBurst'
   | 'maxConnections'
   | 'maxConnectionsPerIp'
+  | 'operators'
 >;
 
 /**
@@ -56,7 +63,17 @@ const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, stri
   flooding: [ErrorCode.FLOODING, 'too many requests'],
   'internal-error': [ErrorCode.INTERNAL_ERROR, 'the server could not handle your request'],
   shutdown: [ErrorCode.SERVER_SHUTDOWN, 'the server is shutting down'],
+  kicked: [ErrorCode.KICKED, 'kicked by an operator'],
+  banned: [ErrorCode.BANNED, 'banned by an operator'],
 };
+
+/** A "password" field's value in a logged excerpt, escapes and a cut-off end included. */
+const PASSWORD_FIELD = /("password"\s*:\s*)"(?:[^"\\]|\\.)*("|$)/g;
+
+/** OPER checks per address: five at once, then one every ten seconds. */
+const OPER_BURST = 5;
+const OPER_RATE = 0.1;
+const OPER_BUCKETS = 4096;
 
 /**
  * The chat service: sessions, the nickname registry and the room, with the
@@ -71,6 +88,8 @@ export class Chat implements ChatContext, SessionHost {
   hideAddresses: boolean;
   maxMessage: number;
   readonly log: Logger;
+  readonly bans: BanList;
+  operators: readonly Operator[];
   private readonly clock: Clock;
   private rateLimit: number;
   private rateBurst: number;
@@ -86,6 +105,8 @@ export class Chat implements ChatContext, SessionHost {
     faults: 0,
   };
   private readonly nicknames = new Map<string, Session>();
+  /** OPER checks per address: each costs a deliberately slow hash, so they are few. */
+  private readonly operBuckets = new Map<string, TokenBucket>();
   private readonly sessions = new Set<Session>();
   private nextId = 1;
   private stopping = false;
@@ -108,6 +129,15 @@ export class Chat implements ChatContext, SessionHost {
       },
     );
     this.clock = options.clock ?? Date.now;
+    this.operators = options.operators ?? [];
+    this.bans = new BanList(options.banStore ?? new MemoryBanStore());
+    this.admission.banned = (ip) => {
+      const ban = this.bans.bansAddress(ip, this.clock());
+      if (ban === undefined) return false;
+      this.log.info({ ip, mask: ban.mask }, 'connection from a banned address refused');
+      this.count('banned-address');
+      return true;
+    };
   }
 
   /**
@@ -121,6 +151,7 @@ export class Chat implements ChatContext, SessionHost {
     if (options.bannedWords !== undefined) this.bannedWords = options.bannedWords;
     if (options.hideAddresses !== undefined) this.hideAddresses = options.hideAddresses;
     if (options.maxMessage !== undefined) this.maxMessage = options.maxMessage;
+    if (options.operators !== undefined) this.operators = options.operators;
     this.admission.setCaps(options.maxConnections, options.maxConnectionsPerIp);
     const rateLimit = options.rateLimit ?? this.rateLimit;
     const rateBurst = options.rateBurst ?? this.rateBurst;
@@ -162,6 +193,24 @@ export class Chat implements ChatContext, SessionHost {
 
   now(): number {
     return this.clock();
+  }
+
+  operAttempt(ip: string): boolean {
+    const now = this.clock();
+    let bucket = this.operBuckets.get(ip);
+    if (bucket === undefined) {
+      // Bounded: the oldest address is forgotten first (its bucket was likely full again anyway).
+      if (this.operBuckets.size >= OPER_BUCKETS) {
+        this.operBuckets.delete(this.operBuckets.keys().next().value!);
+      }
+      bucket = new TokenBucket(OPER_RATE, OPER_BURST, now);
+      this.operBuckets.set(ip, bucket);
+    }
+    return bucket.take(now);
+  }
+
+  members(): Session[] {
+    return [...this.sessions].filter((s) => s.state === 'joined');
   }
 
   /**
@@ -312,7 +361,8 @@ export class Chat implements ChatContext, SessionHost {
         nickname: session.nickname,
         remote: session.address,
         where,
-        input,
+        // An OPER that failed mid-way must not leave its password in the log.
+        input: input?.replace(PASSWORD_FIELD, '$1"[redacted]"'),
         err,
       },
       'internal error while serving a connection; closing it',

@@ -2,8 +2,12 @@ import { grant } from '../protocol/capabilities.js';
 import { Cmd, ErrorCode, type ErrorCodeValue, type RequestCode } from '../protocol/codes.js';
 import type { Request } from '../protocol/messages.js';
 import type { Limits } from '../protocol/pacing.js';
+import { formatDuration } from '../protocol/slash-commands.js';
+import { clip } from '../protocol/text.js';
 import type { BannedWords } from './banned-words.js';
+import type { BanList } from './bans.js';
 import type { ChatEvent, MemberInfo } from './events.js';
+import { type Operator, removalDetail } from './moderation.js';
 import { checkNickname } from './nickname.js';
 import type { DisconnectReason, Logger } from './ports.js';
 import type { Room } from './room.js';
@@ -19,7 +23,14 @@ export interface ChatContext {
   /** Flood control as announced to opted-in clients in "03". */
   readonly limits: Limits;
   readonly log: Logger;
+  readonly bans: BanList;
+  /** As configured now; a reload replaces the list for OPERs from then on. */
+  readonly operators: readonly Operator[];
   now(): number;
+  /** Whether an OPER from this address may be checked now (each check costs a hash). */
+  operAttempt(ip: string): boolean;
+  /** Every joined session, in no promised order. */
+  members(): Session[];
   find(nickname: string): Session | undefined;
   /** Registers the nickname and adds the session to the room. */
   join(session: Session, nickname: string, room: Room): void;
@@ -45,6 +56,9 @@ export function refuse(
 ): void {
   session.reply({ type: 'error', code, message, ref });
 }
+
+/** Longest BAN mask: longer than any nickname or IPv6 CIDR, so nothing longer could match. */
+const MAX_MASK_LENGTH = 64;
 
 /** Refuses a message over --max-message. */
 function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): boolean {
@@ -77,6 +91,16 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
     return;
   }
   const nickname = checked.nickname;
+  const ban = ctx.bans.bansNickname(nickname, ctx.now());
+  if (ban !== undefined) {
+    ctx.log.info(
+      { nickname, ip: session.address.ip, mask: ban.mask },
+      'banned nickname refused at CONNECT',
+    );
+    session.reply({ type: 'connect-refused', reason: 'banned', detail: 'this nickname is banned' });
+    ctx.disconnect(session, 'banned-nickname');
+    return;
+  }
   if (ctx.find(nickname) !== undefined) {
     session.reply({ type: 'connect-refused', reason: 'taken', detail: 'nickname is taken' });
     ctx.disconnect(session, 'nickname-taken');
@@ -165,6 +189,14 @@ const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
     return;
   }
   const to = checked.nickname;
+  if (ctx.bans.bansNickname(to, ctx.now()) !== undefined) {
+    ctx.log.info(
+      { nickname: session.nickname, to, ip: session.address.ip },
+      'banned nickname refused at RENAME',
+    );
+    session.reply({ type: 'rename-refused', reason: 'banned', detail: 'this nickname is banned' });
+    return;
+  }
   if (ctx.find(to) !== undefined) {
     session.reply({ type: 'rename-refused', reason: 'taken', detail: 'nickname is taken' });
     return;
@@ -206,6 +238,183 @@ const chat: Handler<typeof Cmd.CHAT> = (ctx, session, req) => {
   );
 };
 
+/**
+ * The moderation requests (92-97) exist only for clients that sent "caps":
+ * to a course client they are unknown commands, answered with nothing.
+ */
+function extension(ctx: ChatContext, session: Session, cmd: string): boolean {
+  if (session.negotiated) return true;
+  ctx.log.warn({ nickname: session.nickname }, `Invalid request command. Command: ${cmd}`);
+  refuse(session, ErrorCode.UNKNOWN_COMMAND, `unknown command "${cmd}"`, cmd);
+  return false;
+}
+
+/** The session's operator name, or undefined after refusing it with 1010. */
+function operatorOf(ctx: ChatContext, session: Session, cmd: string): string | undefined {
+  if (!extension(ctx, session, cmd)) return undefined;
+  if (session.operator === undefined) {
+    ctx.log.warn(
+      { nickname: session.nickname, ip: session.address.ip, cmd },
+      'moderation request from a non-operator, refused',
+    );
+    refuse(session, ErrorCode.NOT_AUTHORIZED, 'you are not an operator', cmd);
+  }
+  return session.operator;
+}
+
+/** Announces a removal to the room (members with "moderation"), then disconnects the member. */
+function remove(
+  ctx: ChatContext,
+  target: Session,
+  action: 'kick' | 'ban',
+  by: string,
+  reason: string,
+  seconds: number | undefined,
+): void {
+  const room = target.room;
+  const duration = seconds === undefined ? undefined : formatDuration(seconds);
+  const detail = removalDetail(action, by, reason, duration);
+  ctx.log.warn(
+    { nickname: target.nickname, ip: target.address.ip, by, reason, seconds },
+    `${target.nickname} was ${detail}`,
+  );
+  // The target is excluded as the event's origin: it is told by its own "90" instead.
+  if (room !== undefined) {
+    ctx.publish(
+      {
+        type: 'moderated',
+        room: room.name,
+        action,
+        nickname: target.nickname,
+        by,
+        reason,
+        seconds,
+      },
+      target,
+    );
+  }
+  ctx.disconnect(target, action === 'kick' ? 'kicked' : 'banned', detail);
+}
+
+function banList(ctx: ChatContext, session: Session): void {
+  session.reply({ type: 'ban-list', bans: ctx.bans.list(ctx.now()) });
+}
+
+/**
+ * OPER "92" {name, password} -> "93" {name}; wrong name or password -> "90" 1010.
+ * Failures are logged with the address; the password never is.
+ */
+const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
+  if (!extension(ctx, session, req.cmd)) return;
+  if (!ctx.operAttempt(session.address.ip)) {
+    ctx.log.warn(
+      { nickname: session.nickname, ip: session.address.ip, name: clip(req.name) },
+      'OPER refused unchecked: too many attempts from this address',
+    );
+    refuse(session, ErrorCode.NOT_AUTHORIZED, 'too many OPER attempts; wait a minute', req.cmd);
+    return;
+  }
+  const operator = ctx.operators.find((o) => o.name === req.name);
+  // Verify even for an unknown name, so the time taken does not tell which names exist.
+  const ok =
+    (operator ?? ctx.operators[0])?.verify(req.password) === true && operator !== undefined;
+  if (!ok) {
+    ctx.log.warn(
+      { nickname: session.nickname, ip: session.address.ip, name: clip(req.name) },
+      'failed OPER',
+    );
+    refuse(session, ErrorCode.NOT_AUTHORIZED, 'wrong operator name or password', req.cmd);
+    return;
+  }
+  session.operator = operator.name;
+  ctx.log.info({ nickname: session.nickname, ip: session.address.ip, name: operator.name }, 'OPER');
+  session.reply({ type: 'oper-ok', name: operator.name });
+};
+
+/**
+ * KICK "94" {nickname, reason?} (operators): the member is disconnected;
+ * "99" to members with "moderation", then "30" to everyone. No such member -> 1011.
+ */
+const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
+  const by = operatorOf(ctx, session, req.cmd);
+  if (by === undefined) return;
+  if (tooLong(ctx, session, req.reason ?? '', req.cmd)) return;
+  const target = ctx.find(req.nickname);
+  if (target === undefined) {
+    refuse(session, ErrorCode.NO_SUCH_USER, `no member is called "${clip(req.nickname)}"`, req.cmd);
+    return;
+  }
+  remove(ctx, target, 'kick', by, req.reason ?? '', undefined);
+};
+
+/**
+ * BAN "95" {mask, seconds?, reason?} (operators) -> "98" the whole list; then
+ * every matching member is removed as by KICK (notice action "ban").
+ */
+const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
+  const by = operatorOf(ctx, session, req.cmd);
+  if (by === undefined) return;
+  const mask = req.mask.trim();
+  if (mask === '' || mask.length > MAX_MASK_LENGTH) {
+    refuse(
+      session,
+      ErrorCode.INVALID_FIELD,
+      `"mask" must be 1 to ${MAX_MASK_LENGTH} characters`,
+      req.cmd,
+    );
+    return;
+  }
+  if (tooLong(ctx, session, req.reason ?? '', req.cmd)) return;
+  const now = ctx.now();
+  const reason = req.reason ?? '';
+  const entry = {
+    mask,
+    by,
+    reason,
+    expires: req.seconds === undefined ? null : now + req.seconds * 1000,
+  };
+  save(ctx, () => ctx.bans.add(entry, now));
+  ctx.log.warn({ mask, by, reason, seconds: req.seconds, ip: session.address.ip }, `ban ${mask}`);
+  banList(ctx, session);
+  for (const member of ctx.members()) {
+    if (
+      member.state === 'joined' &&
+      (ctx.bans.bansAddress(member.address.ip, now) === entry ||
+        ctx.bans.bansNickname(member.nickname, now) === entry)
+    ) {
+      remove(ctx, member, 'ban', by, reason, req.seconds);
+    }
+  }
+};
+
+/** UNBAN "96" {mask} (operators) -> "98" the whole list. */
+const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
+  const by = operatorOf(ctx, session, req.cmd);
+  if (by === undefined) return;
+  const now = ctx.now();
+  let found = false;
+  save(ctx, () => {
+    found = ctx.bans.remove(req.mask, now);
+  });
+  ctx.log.warn({ mask: clip(req.mask), by, found }, `unban ${clip(req.mask)}`);
+  banList(ctx, session);
+};
+
+/** BANS "97" (operators) -> "98" {bans: [{mask, by, reason, expires}]}. */
+const bans: Handler<typeof Cmd.BANS> = (ctx, session, req) => {
+  if (operatorOf(ctx, session, req.cmd) === undefined) return;
+  banList(ctx, session);
+};
+
+/** A failed write keeps the change in memory: it applies until a restart. */
+function save(ctx: ChatContext, change: () => void): void {
+  try {
+    change();
+  } catch (err) {
+    ctx.log.error({ err }, 'could not save the ban list; the change applies until a restart');
+  }
+}
+
 interface Command<C extends RequestCode> {
   /** Allowed before the client has joined (only CONNECT is). */
   greeting: boolean;
@@ -221,6 +430,11 @@ export const COMMANDS: { [C in RequestCode]: Command<C> } = {
   [Cmd.RENAME]: { greeting: false, handle: rename },
   [Cmd.RTT]: { greeting: false, handle: rtt },
   [Cmd.CHAT]: { greeting: false, handle: chat },
+  [Cmd.OPER]: { greeting: false, handle: oper },
+  [Cmd.KICK]: { greeting: false, handle: kick },
+  [Cmd.BAN]: { greeting: false, handle: ban },
+  [Cmd.UNBAN]: { greeting: false, handle: unban },
+  [Cmd.BANS]: { greeting: false, handle: bans },
 };
 
 export function commandFor<C extends RequestCode>(code: C): Command<C> {

@@ -37,6 +37,17 @@ export type ChatEvent =
       readonly msg: string;
     }
   | {
+      /** A member is being removed by an operator; published just before its "30". */
+      readonly type: 'moderated';
+      readonly room: string;
+      readonly action: 'kick' | 'ban';
+      readonly nickname: string;
+      readonly by: string;
+      readonly reason: string;
+      /** A ban's length; undefined for kicks and bans until unbanned. */
+      readonly seconds: number | undefined;
+    }
+  | {
       readonly type: 'whisper';
       readonly at: number;
       readonly from: string;
@@ -53,6 +64,14 @@ export interface MemberInfo {
 /** Why a CONNECT or RENAME could not take a nickname. */
 export type NameRefusal = 'taken' | 'invalid';
 
+/** One ban as a ban list shows it. */
+export interface BanInfo {
+  readonly mask: string;
+  readonly by: string;
+  readonly reason: string;
+  readonly expires: number | null;
+}
+
 /** The answer to one request, for the session that sent it. */
 export type Reply =
   | {
@@ -66,7 +85,7 @@ export type Reply =
     }
   | {
       readonly type: 'connect-refused';
-      readonly reason: NameRefusal | 'room-full';
+      readonly reason: NameRefusal | 'room-full' | 'banned';
       readonly detail: string;
     }
   | { readonly type: 'members'; readonly members: readonly MemberInfo[] }
@@ -74,7 +93,13 @@ export type Reply =
   | { readonly type: 'whisper-refused'; readonly reason: 'no-such-user' | 'to-self' }
   | { readonly type: 'version'; readonly version: string }
   | { readonly type: 'renamed-you'; readonly nickname: string }
-  | { readonly type: 'rename-refused'; readonly reason: NameRefusal; readonly detail: string }
+  | {
+      readonly type: 'rename-refused';
+      readonly reason: NameRefusal | 'banned';
+      readonly detail: string;
+    }
+  | { readonly type: 'oper-ok'; readonly name: string }
+  | { readonly type: 'ban-list'; readonly bans: readonly BanInfo[] }
   | { readonly type: 'rtt'; readonly beginTime: number }
   | {
       readonly type: 'error';

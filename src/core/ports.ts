@@ -32,7 +32,14 @@ export type DisconnectReason =
   | 'timeout'
   | 'too-many-connections'
   | 'internal-error'
-  | 'shutdown';
+  | 'shutdown'
+  /** Removed by an operator's KICK. */
+  | 'kicked'
+  /** Removed by an operator's BAN. */
+  | 'banned'
+  /** CONNECT with a banned nickname, or a connection from a banned address. */
+  | 'banned-nickname'
+  | 'banned-address';
 
 /**
  * One client connection as the core sees it: something that accepts messages

@@ -33,6 +33,8 @@ export class Session implements Member {
   /** Flood control, when enabled: the bucket and the run of refused requests. */
   bucket: TokenBucket | undefined;
   strikes = 0;
+  /** The operator name this session proved with OPER, if any; kept until it leaves. */
+  operator: string | undefined;
   /** Set once a fault has been reported, so it is logged once. */
   faulted = false;
   private granted: ReadonlySet<Capability> = NO_CAPS;

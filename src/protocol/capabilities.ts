@@ -11,6 +11,8 @@ export const CAPABILITIES = [
   'renames',
   /** Whispers arrive as "70" with "whisper": true, so they can be told from chat. */
   'whispers',
+  /** "99" notices when a member is kicked or banned (the 92-98 requests need only "caps"). */
+  'moderation',
 ] as const;
 
 export type Capability = (typeof CAPABILITIES)[number];

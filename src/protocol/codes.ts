@@ -30,6 +30,22 @@ export const Cmd = {
   ERROR: '90',
   /** Extension (capability "renames"): another member changed nickname. */
   USER_RENAMED: '91',
+  /** Extension (capability "moderation"), client -> server: become an operator. */
+  OPER: '92',
+  /** Extension, server -> client: you are an operator now. */
+  OPER_SUCCESS: '93',
+  /** Extension, client -> server (operators): disconnect a member. */
+  KICK: '94',
+  /** Extension, client -> server (operators): ban a nickname or address. */
+  BAN: '95',
+  /** Extension, client -> server (operators): lift a ban. */
+  UNBAN: '96',
+  /** Extension, client -> server (operators): list the bans. */
+  BANS: '97',
+  /** Extension, server -> client: the current ban list (the answer to 95, 96 and 97). */
+  BAN_LIST: '98',
+  /** Extension (capability "moderation"): a member was kicked or banned. */
+  MODERATION_NOTICE: '99',
 } as const;
 
 export type CmdName = keyof typeof Cmd;
@@ -45,6 +61,11 @@ export const REQUEST_CODES = [
   Cmd.RENAME,
   Cmd.RTT,
   Cmd.CHAT,
+  Cmd.OPER,
+  Cmd.KICK,
+  Cmd.BAN,
+  Cmd.UNBAN,
+  Cmd.BANS,
 ] as const;
 export type RequestCode = (typeof REQUEST_CODES)[number];
 
@@ -65,11 +86,15 @@ export const ErrorCode = {
   MESSAGE_TOO_LONG: 1007,
   RATE_LIMITED: 1008,
   NESTED_TOO_DEEP: 1009,
+  NOT_AUTHORIZED: 1010,
+  NO_SUCH_USER: 1011,
 
   BANNED_WORDS: 2001,
   FRAME_TOO_LARGE: 2002,
   PROTOCOL_VIOLATION: 2003,
   FLOODING: 2004,
+  KICKED: 2005,
+  BANNED: 2006,
 
   SERVER_SHUTDOWN: 3001,
   SLOW_CONSUMER: 3002,

@@ -101,4 +101,8 @@ export const REPLY_CODES: Readonly<Record<string, readonly string[]>> = {
   [Cmd.VERSION]: [Cmd.VERSION_RESPONSE],
   [Cmd.RENAME]: [Cmd.RENAME_DUPLICATE_NICKNAME, Cmd.RENAME_SUCCESS],
   [Cmd.RTT]: [Cmd.RTT_RESPONSE],
+  [Cmd.OPER]: [Cmd.OPER_SUCCESS],
+  [Cmd.BAN]: [Cmd.BAN_LIST],
+  [Cmd.UNBAN]: [Cmd.BAN_LIST],
+  [Cmd.BANS]: [Cmd.BAN_LIST],
 };

@@ -38,6 +38,32 @@ export interface ChatRequest {
   msg: string;
 }
 
+export interface OperRequest {
+  cmd: typeof Cmd.OPER;
+  name: string;
+  password: string;
+}
+export interface KickRequest {
+  cmd: typeof Cmd.KICK;
+  nickname: string;
+  reason?: string;
+}
+export interface BanRequest {
+  cmd: typeof Cmd.BAN;
+  /** A nickname, an IPv4 or IPv6 address, or a CIDR block. */
+  mask: string;
+  /** Absent: until unbanned. */
+  seconds?: number;
+  reason?: string;
+}
+export interface UnbanRequest {
+  cmd: typeof Cmd.UNBAN;
+  mask: string;
+}
+export interface BansRequest {
+  cmd: typeof Cmd.BANS;
+}
+
 export type Request =
   | ConnectRequest
   | UsersRequest
@@ -46,7 +72,12 @@ export type Request =
   | VersionRequest
   | RenameRequest
   | RttRequest
-  | ChatRequest;
+  | ChatRequest
+  | OperRequest
+  | KickRequest
+  | BanRequest
+  | UnbanRequest
+  | BansRequest;
 
 // ---- server -> client -------------------------------------------------------
 
@@ -54,6 +85,24 @@ export type Request =
 export type Address = [string, number];
 /** [nickname, ip, port] */
 export type UserEntry = [string, string, number];
+
+export interface BanEntry {
+  mask: string;
+  by: string;
+  reason: string;
+  /** ms since the epoch, or null for a ban until unbanned. */
+  expires: number | null;
+}
+
+export interface ModerationNotice {
+  cmd: typeof Cmd.MODERATION_NOTICE;
+  action: 'kick' | 'ban';
+  nickname: string;
+  by: string;
+  reason: string;
+  /** A ban's length; absent when it lasts until unbanned (and for kicks). */
+  seconds?: number;
+}
 
 export type ServerMessage =
   | { cmd: typeof Cmd.CONNECT_DUPLICATE_NICKNAME }
@@ -78,7 +127,10 @@ export type ServerMessage =
   | { cmd: typeof Cmd.CHAT_RESPONSE; from: string; msg: string; whisper?: true }
   | { cmd: typeof Cmd.NEW_USER_ENTERS; nickname: string; userCount: number }
   | { cmd: typeof Cmd.ERROR; code: number; message: string; ref?: string }
-  | { cmd: typeof Cmd.USER_RENAMED; oldNickname: string; newNickname: string };
+  | { cmd: typeof Cmd.USER_RENAMED; oldNickname: string; newNickname: string }
+  | { cmd: typeof Cmd.OPER_SUCCESS; name: string }
+  | { cmd: typeof Cmd.BAN_LIST; bans: BanEntry[] }
+  | ModerationNotice;
 
 export type ServerCode = ServerMessage['cmd'];
 export type MessageOf<C extends ServerCode> = Extract<ServerMessage, { cmd: C }>;

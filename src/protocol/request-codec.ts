@@ -100,6 +100,8 @@ const LONE_SURROGATE = /\p{Cs}/u;
 /** Caps beyond these bounds are not a client asking for capabilities. */
 const MAX_CAPS = 32;
 const MAX_CAP_LENGTH = 32;
+/** Ten years: longer is "until unbanned", which is what leaving "seconds" out says. */
+export const MAX_BAN_SECONDS = 10 * 366 * 24 * 3600;
 
 /**
  * Validates a parsed JSON value as a request. Every field has exactly one
@@ -153,9 +155,51 @@ export function toRequest(value: unknown): ParseResult {
       if (msg === undefined) return invalid(code, 'msg');
       return { ok: true, request: { cmd: code, msg } };
     }
+    case Cmd.OPER: {
+      const name = text(value, 'name');
+      if (name === undefined) return invalid(code, 'name');
+      const password = text(value, 'password');
+      if (password === undefined) return invalid(code, 'password');
+      return { ok: true, request: { cmd: code, name, password } };
+    }
+    case Cmd.KICK: {
+      const nickname = text(value, 'nickname');
+      if (nickname === undefined) return invalid(code, 'nickname');
+      const reason = optionalText(value, 'reason');
+      if (reason === null) return invalid(code, 'reason');
+      return {
+        ok: true,
+        request: reason === undefined ? { cmd: code, nickname } : { cmd: code, nickname, reason },
+      };
+    }
+    case Cmd.BAN: {
+      const mask = text(value, 'mask');
+      if (mask === undefined) return invalid(code, 'mask');
+      const reason = optionalText(value, 'reason');
+      if (reason === null) return invalid(code, 'reason');
+      const seconds = own(value, 'seconds');
+      if (
+        seconds !== undefined &&
+        (typeof seconds !== 'number' ||
+          !Number.isInteger(seconds) ||
+          seconds < 1 ||
+          seconds > MAX_BAN_SECONDS)
+      )
+        return invalid(code, 'seconds', `a whole number from 1 to ${MAX_BAN_SECONDS}`);
+      const request: Request = { cmd: code, mask };
+      if (seconds !== undefined) request.seconds = seconds;
+      if (reason !== undefined) request.reason = reason;
+      return { ok: true, request };
+    }
+    case Cmd.UNBAN: {
+      const mask = text(value, 'mask');
+      if (mask === undefined) return invalid(code, 'mask');
+      return { ok: true, request: { cmd: code, mask } };
+    }
     case Cmd.USERS:
     case Cmd.EXIT:
     case Cmd.VERSION:
+    case Cmd.BANS:
       return { ok: true, request: { cmd: code } };
   }
 }
@@ -164,6 +208,12 @@ export function toRequest(value: unknown): ParseResult {
 function text(value: Fields, name: string): string | undefined {
   const field = own(value, name);
   return typeof field === 'string' && !LONE_SURROGATE.test(field) ? field : undefined;
+}
+
+/** An optional text field: undefined when absent, null when present but not well-formed text. */
+function optionalText(value: Fields, name: string): string | undefined | null {
+  if (own(value, name) === undefined) return undefined;
+  return text(value, name) ?? null;
 }
 
 function isCapList(caps: unknown): caps is string[] {

@@ -10,6 +10,13 @@ export const HELP = `Commands:
   \\version                server and client versions
   \\help                   this list
   \\exit                   leave (Ctrl+C or Ctrl+D also work)
+Operators:
+  \\oper <name> <password>              become an operator
+  \\kick <nickname> [reason]            disconnect a member
+  \\ban <nickname|address|cidr> [10m|2h|7d] [reason]
+                                       ban (until unbanned without a duration)
+  \\unban <mask>                        lift a ban
+  \\bans                                list the bans
 Anything else is sent to the room.`;
 
 export type Command =
@@ -21,6 +28,11 @@ export type Command =
   | { kind: 'version' }
   | { kind: 'help' }
   | { kind: 'exit' }
+  | { kind: 'oper'; name: string; password: string }
+  | { kind: 'kick'; nickname: string; reason: string }
+  | { kind: 'ban'; mask: string; seconds: number | undefined; reason: string }
+  | { kind: 'unban'; mask: string }
+  | { kind: 'bans' }
   | { kind: 'empty' }
   | { kind: 'invalid'; message: string };
 
@@ -58,7 +70,82 @@ export function parseCommand(line: string): Command {
     case 'exit':
     case 'quit':
       return { kind: 'exit' };
+    case 'oper': {
+      const [name = '', password = '', ...extra] = args.split(' ').filter((w) => w !== '');
+      if (name === '' || password === '' || extra.length > 0)
+        return { kind: 'invalid', message: 'Usage: \\oper <name> <password>' };
+      return { kind: 'oper', name, password };
+    }
+    case 'kick': {
+      const [nickname = '', ...reason] = args.split(' ').filter((w) => w !== '');
+      if (nickname === '') return { kind: 'invalid', message: 'Usage: \\kick <nickname> [reason]' };
+      return { kind: 'kick', nickname, reason: reason.join(' ') };
+    }
+    case 'ban': {
+      const [mask = '', ...rest] = args.split(' ').filter((w) => w !== '');
+      if (mask === '')
+        return {
+          kind: 'invalid',
+          message: 'Usage: \\ban <nickname|address|cidr> [duration like 10m, 2h, 7d] [reason]',
+        };
+      const seconds = rest[0] === undefined ? undefined : parseDuration(rest[0]);
+      if (seconds !== undefined) rest.shift();
+      return { kind: 'ban', mask, seconds, reason: rest.join(' ') };
+    }
+    case 'unban': {
+      const mask = args.trim();
+      if (mask === '' || /\s/.test(mask))
+        return { kind: 'invalid', message: 'Usage: \\unban <mask>' };
+      return { kind: 'unban', mask };
+    }
+    case 'bans':
+      return { kind: 'bans' };
     default:
       return { kind: 'invalid', message: `Unknown command \\${word}. Type \\help for the list.` };
   }
+}
+
+const UNITS: Record<string, [number, string]> = {
+  s: [1, 'second'],
+  m: [60, 'minute'],
+  h: [3600, 'hour'],
+  d: [86400, 'day'],
+  w: [604800, 'week'],
+};
+
+/** "10m", "2h", "7d", "1w", "30s" as seconds; undefined if the word is not a duration. */
+export function parseDuration(word: string): number | undefined {
+  const m = /^(\d{1,6})([smhdw])$/i.exec(word);
+  if (m === null) return undefined;
+  const n = Number(m[1]) * UNITS[m[2]!.toLowerCase()]![0];
+  return n > 0 ? n : undefined;
+}
+
+/** A ban's length in words: "1 hour", "90 minutes", "2 days". */
+export function formatDuration(seconds: number): string {
+  for (const unit of ['w', 'd', 'h', 'm'] as const) {
+    const [size, name] = UNITS[unit]!;
+    if (seconds >= size && seconds % size === 0) {
+      const n = seconds / size;
+      return `${n} ${name}${n === 1 ? '' : 's'}`;
+    }
+  }
+  return `${seconds} second${seconds === 1 ? '' : 's'}`;
+}
+
+/** A "99" notice in words, as both clients show it: "bob was banned by teacher for 1 hour (spam)". */
+export function describeModeration(notice: {
+  action: string;
+  nickname: string;
+  by: string;
+  reason?: string;
+  seconds?: number;
+}): string {
+  const what = notice.action === 'ban' ? 'banned' : 'kicked';
+  const span =
+    notice.action === 'ban' && typeof notice.seconds === 'number'
+      ? ` for ${formatDuration(notice.seconds)}`
+      : '';
+  const why = notice.reason ? ` (${notice.reason})` : '';
+  return `${notice.nickname} was ${what} by ${notice.by}${span}${why}`;
 }

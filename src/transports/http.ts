@@ -136,7 +136,8 @@ export class HttpListener {
   }
 
   private accept(socket: net.Socket): void {
-    if (this.sockets.admit(socket)) {
+    const admitted = this.sockets.admit(socket);
+    if (admitted === 'ok') {
       // Node's headersTimeout is checked lazily and misses a socket that sends
       // nothing, or half a request line; this bounds the wait for each request.
       const ms = this.options.limits.handshakeTimeoutMs || 120_000;
@@ -149,7 +150,9 @@ export class HttpListener {
       return;
     }
     socket.end(
-      'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n',
+      admitted === 'banned'
+        ? 'HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'
+        : 'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n',
     );
     killAfter(Math.min(this.options.limits.closeTimeoutMs, 1000), socket, () => socket.destroy());
   }

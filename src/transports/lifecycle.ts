@@ -109,17 +109,21 @@ export class RawSockets {
     return this.sockets.size;
   }
 
-  /** False when the caps are full: the caller refuses the socket as its protocol allows. */
-  admit(socket: net.Socket): boolean {
+  /**
+   * 'ok', or why not: the address is banned, or the caps are full. The
+   * caller refuses the socket as its protocol allows.
+   */
+  admit(socket: net.Socket): 'ok' | 'banned' | 'full' {
     socket.on('error', (err) => this.log.debug({ err }, 'socket error'));
     const { ip } = addressOf(socket.remoteAddress, socket.remotePort);
-    if (!this.admission.tryOpen(ip)) return false;
+    if (this.admission.banned(ip)) return 'banned';
+    if (!this.admission.tryOpen(ip)) return 'full';
     this.sockets.add(socket);
     socket.once('close', () => {
       this.sockets.delete(socket);
       this.admission.release(ip);
     });
-    return true;
+    return 'ok';
   }
 
   /**

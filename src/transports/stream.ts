@@ -342,7 +342,8 @@ export class StreamListener {
   }
 
   private accept(socket: net.Socket): void {
-    if (!this.sockets.admit(socket)) {
+    if (this.sockets.admit(socket) !== 'ok') {
+      // A banned address is refused like a full server: a course client knows no other word.
       if (this.kind === 'tls') {
         socket.destroy();
         return;

@@ -1,6 +1,12 @@
 import { Cmd } from '../../src/protocol/codes.js';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import { HELP, parseCommand } from '../../src/protocol/slash-commands.js';
+import type { BanEntry, Request } from '../../src/protocol/messages.js';
+import {
+  describeModeration,
+  formatDuration,
+  HELP,
+  parseCommand,
+} from '../../src/protocol/slash-commands.js';
 import { nickColor, PAGE_BG } from './colors.js';
 import { Connection, RequestError, type Status } from './connection.js';
 import { findLinks } from './links.js';
@@ -266,10 +272,40 @@ function onMessage(m: ParsedServerMessage): void {
       notice(`${String(m.oldNickname)} is now known as ${String(m.newNickname)}`);
       return;
     }
+    case Cmd.MODERATION_NOTICE:
+      notice(
+        describeModeration({
+          action: String(m.action),
+          nickname: String(m.nickname),
+          by: String(m.by),
+          reason: String(m.reason ?? ''),
+          ...(typeof m.seconds === 'number' ? { seconds: m.seconds } : {}),
+        }),
+      );
+      return;
     case Cmd.ERROR:
       error(String(m.message));
       return;
   }
+}
+
+function showBans(bans: unknown): void {
+  const list = Array.isArray(bans) ? (bans as BanEntry[]) : [];
+  if (list.length === 0) {
+    notice('No bans.');
+    return;
+  }
+  const pre = document.createElement('pre');
+  pre.textContent = list
+    .map((b) => {
+      const until =
+        b.expires === null
+          ? 'until unbanned'
+          : `for ${formatDuration(Math.max(1, Math.round((b.expires - Date.now()) / 1000)))} more`;
+      return `${b.mask} by ${b.by} ${until}${b.reason ? ` (${b.reason})` : ''}`;
+    })
+    .join('\n');
+  append('notice', pre);
 }
 
 async function measureRtt(announce: boolean): Promise<void> {
@@ -348,6 +384,35 @@ async function submit(line: string): Promise<void> {
         append('notice', pre);
         return;
       }
+      case 'oper': {
+        const reply = await connection.call({
+          cmd: Cmd.OPER,
+          name: command.name,
+          password: command.password,
+        });
+        notice(`You are now operator ${String(reply.name)}.`);
+        return;
+      }
+      case 'kick':
+        connection.send(
+          command.reason === ''
+            ? { cmd: Cmd.KICK, nickname: command.nickname }
+            : { cmd: Cmd.KICK, nickname: command.nickname, reason: command.reason },
+        );
+        return;
+      case 'ban': {
+        const request: Request = { cmd: Cmd.BAN, mask: command.mask };
+        if (command.seconds !== undefined) request.seconds = command.seconds;
+        if (command.reason !== '') request.reason = command.reason;
+        showBans((await connection.call(request)).bans);
+        return;
+      }
+      case 'unban':
+        showBans((await connection.call({ cmd: Cmd.UNBAN, mask: command.mask })).bans);
+        return;
+      case 'bans':
+        showBans((await connection.call({ cmd: Cmd.BANS })).bans);
+        return;
       case 'exit':
         connection.leave();
         return;

@@ -26,6 +26,18 @@ export function toServerMessage(
         : undefined;
     case 'chat':
       return { cmd: Cmd.CHAT_RESPONSE, from: item.from, msg: item.msg };
+    case 'moderated': {
+      if (!caps.has('moderation')) return undefined;
+      const notice: ServerMessage = {
+        cmd: Cmd.MODERATION_NOTICE,
+        action: item.action,
+        nickname: item.nickname,
+        by: item.by,
+        reason: item.reason,
+      };
+      if (item.seconds !== undefined) notice.seconds = item.seconds;
+      return notice;
+    }
     case 'whisper':
       // The course protocol cannot tell a whisper from chat; "whispers" marks it.
       return caps.has('whispers')
@@ -47,6 +59,8 @@ export function toServerMessage(
     }
     case 'connect-refused':
       if (item.reason === 'room-full') return { cmd: Cmd.CONNECT_CHATROOM_FULL };
+      if (item.reason === 'banned' && caps.has('errors'))
+        return error(ErrorCode.BANNED, item.detail, Cmd.CONNECT);
       // The course protocol has no word for an unusable name: it is refused like a taken one.
       if (item.reason === 'invalid' && caps.has('errors'))
         return error(ErrorCode.INVALID_NICKNAME, item.detail, Cmd.CONNECT);
@@ -72,7 +86,21 @@ export function toServerMessage(
     case 'rename-refused':
       if (item.reason === 'invalid' && caps.has('errors'))
         return error(ErrorCode.INVALID_NICKNAME, item.detail, Cmd.RENAME);
+      if (item.reason === 'banned' && caps.has('errors'))
+        return error(ErrorCode.BANNED, item.detail, Cmd.RENAME);
       return { cmd: Cmd.RENAME_DUPLICATE_NICKNAME };
+    case 'oper-ok':
+      return { cmd: Cmd.OPER_SUCCESS, name: item.name };
+    case 'ban-list':
+      return {
+        cmd: Cmd.BAN_LIST,
+        bans: item.bans.map((b) => ({
+          mask: b.mask,
+          by: b.by,
+          reason: b.reason,
+          expires: b.expires,
+        })),
+      };
     case 'rtt':
       return { cmd: Cmd.RTT_RESPONSE, beginTime: item.beginTime };
     case 'error':

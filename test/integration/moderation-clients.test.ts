@@ -1,0 +1,98 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashPassword, verifyPassword } from '../../src/password.js';
+import type { ConfabServer } from '../../src/server.js';
+import { ChatProcess } from '../helpers/chat-process.js';
+import { join, type RawClient } from '../helpers/raw-client.js';
+import { startConfab } from '../helpers/servers.js';
+
+const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'];
+
+let server: ConfabServer;
+let dataDir: string;
+const clients: RawClient[] = [];
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(path.join(os.tmpdir(), 'confab-modc-'));
+  server = await startConfab({ 'http-port': '0', 'data-dir': dataDir, 'rate-limit': '0' });
+  // Operators come only from a config file; give this in-process server one directly.
+  const stored = hashPassword('sesame');
+  server.chat.reconfigure({
+    operators: [{ name: 'teacher', verify: (p) => verifyPassword(p, stored) }],
+  });
+});
+
+afterAll(async () => {
+  for (const c of clients.splice(0)) c.close();
+  await server.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('confab chat', () => {
+  it('\\oper and \\kick from one terminal; another terminal and the kicked one see it in words', async () => {
+    const port = String(server.address.port);
+    const op = ChatProcess.start(['teach', '--port', port]);
+    const ann = ChatProcess.start(['ann', '--port', port]);
+    const bob = ChatProcess.start(['bob', '--port', port]);
+    try {
+      await op.waitFor('as teach.');
+      await ann.waitFor('as ann.');
+      await bob.waitFor('as bob.');
+      op.type('\\oper teacher wrong');
+      await op.waitFor('wrong operator name or password');
+      ann.type('\\kick bob');
+      await ann.waitFor('you are not an operator');
+      op.type('\\oper teacher sesame');
+      await op.waitFor('You are now operator teacher.');
+      op.type('\\kick bob flooding the room');
+      await ann.waitFor('bob was kicked by teacher (flooding the room)');
+      await op.waitFor('bob was kicked by teacher (flooding the room)');
+      await bob.waitFor('You were kicked by teacher: flooding the room.');
+      expect(await bob.exited).toBe(1);
+      op.type('\\ban 127.0.0.9 2h being rude');
+      await op.waitFor(/127\.0\.0\.9 by teacher for (2 hours|\d+ minutes) more \(being rude\)/);
+      op.type('\\unban 127.0.0.9');
+      await op.waitFor('No bans.');
+    } finally {
+      await Promise.all([op.stop(), ann.stop(), bob.stop()]);
+    }
+  });
+});
+
+describe('the web app', () => {
+  let browser: Browser;
+  beforeAll(async () => {
+    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_FLAGS });
+  }, 30_000);
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  async function joinAs(nickname: string): Promise<Page> {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${server.httpAddress!.port}/`);
+    await page.fill('#nickname', nickname);
+    await page.press('#nickname', 'Enter');
+    await page.locator('#status[data-status="online"]').waitFor();
+    return page;
+  }
+
+  it('shows a kick in words to the room and tells the kicked user why', async () => {
+    const watcher = await joinAs('watcher');
+    const victim = await joinAs('victim');
+    const op = await join(server.address.port, 'webop', { caps: ['errors', 'moderation'] });
+    clients.push(op);
+    op.sendPy({ cmd: '92', name: 'teacher', password: 'sesame' });
+    await op.expect('93');
+    op.sendPy({ cmd: '94', nickname: 'victim', reason: 'spam' });
+    await watcher
+      .locator('#messages li', { hasText: 'victim was kicked by teacher (spam)' })
+      .waitFor();
+    await victim.locator('#messages li', { hasText: 'kicked by teacher: spam' }).first().waitFor();
+    await victim.close();
+    await watcher.close();
+  });
+});

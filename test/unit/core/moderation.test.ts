@@ -1,0 +1,360 @@
+import fc from 'fast-check';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { BanList, MemoryBanStore, parseIp } from '../../../src/core/bans.js';
+import { Chat } from '../../../src/core/chat.js';
+import type { Operator } from '../../../src/core/moderation.js';
+import { ErrorCode } from '../../../src/protocol/codes.js';
+import type { Request } from '../../../src/protocol/messages.js';
+import { FakePeer } from '../../helpers/fake-peer.js';
+
+const MOD = ['errors', 'moderation'];
+const teacher: Operator = { name: 'teacher', verify: (p) => p === 'sesame' };
+
+let chat: Chat;
+let store: MemoryBanStore;
+let now: number;
+
+function connect(nickname: string, caps?: string[], ip = '127.0.0.1'): FakePeer {
+  const peer = new FakePeer(ip);
+  peer.session = chat.open(peer);
+  send(peer, caps === undefined ? { cmd: '0', nickname } : { cmd: '0', nickname, caps });
+  peer.take();
+  return peer;
+}
+
+function send(peer: FakePeer, request: Request): void {
+  peer.session.receive({ ok: true, request });
+}
+
+function oper(nickname = 'op', ip = '127.0.0.1'): FakePeer {
+  const op = connect(nickname, MOD, ip);
+  send(op, { cmd: '92', name: 'teacher', password: 'sesame' });
+  expect(op.take()).toEqual([{ cmd: '93', name: 'teacher' }]);
+  return op;
+}
+
+function drain(...peers: FakePeer[]): void {
+  for (const p of peers) p.take();
+}
+
+beforeEach(() => {
+  now = 1_000_000;
+  store = new MemoryBanStore();
+  chat = new Chat({ maxUsers: 10, operators: [teacher], banStore: store, clock: () => now });
+});
+
+describe('OPER', () => {
+  it('grants with the right name and password', () => {
+    const op = oper();
+    expect(op.session.operator).toBe('teacher');
+  });
+
+  it('refuses a wrong password or an unknown name with 1010', () => {
+    const ann = connect('ann', MOD);
+    send(ann, { cmd: '92', name: 'teacher', password: 'nope' });
+    send(ann, { cmd: '92', name: 'nobody', password: 'sesame' });
+    expect(ann.take()).toEqual([
+      { cmd: '90', code: ErrorCode.NOT_AUTHORIZED, message: expect.any(String), ref: '92' },
+      { cmd: '90', code: ErrorCode.NOT_AUTHORIZED, message: expect.any(String), ref: '92' },
+    ]);
+    expect(ann.session.operator).toBeUndefined();
+  });
+
+  it('applies a reconfigured operator list to new OPERs', () => {
+    chat.reconfigure({ operators: [{ name: 'head', verify: (p) => p === 'x' }] });
+    const ann = connect('ann', MOD);
+    send(ann, { cmd: '92', name: 'teacher', password: 'sesame' });
+    send(ann, { cmd: '92', name: 'head', password: 'x' });
+    expect(ann.take().map((m) => m.cmd)).toEqual(['90', '93']);
+  });
+
+  it('is an unknown command, answered with nothing, for a course client', () => {
+    const course = connect('course');
+    send(course, { cmd: '92', name: 'teacher', password: 'sesame' });
+    expect(course.take()).toEqual([]);
+    expect(course.session.operator).toBeUndefined();
+  });
+});
+
+describe('KICK', () => {
+  it('disconnects the member; "99" before "30" to moderation members, only "30" to course clients', () => {
+    const op = oper();
+    const course = connect('course');
+    const bob = connect('bob', MOD);
+    const watcher = connect('watcher', ['moderation']);
+    drain(op, course, bob);
+    send(op, { cmd: '94', nickname: 'BOB', reason: 'spam' });
+    expect(bob.take()).toEqual([
+      { cmd: '90', code: ErrorCode.KICKED, message: 'kicked by teacher: spam' },
+    ]);
+    expect(bob.closedWith).toBe('kicked');
+    const notice = { cmd: '99', action: 'kick', nickname: 'bob', by: 'teacher', reason: 'spam' };
+    const left = { cmd: '30', nickname: 'bob', userCount: 3 };
+    expect(watcher.take()).toEqual([notice, left]);
+    expect(op.take()).toEqual([notice, left]);
+    expect(course.take()).toEqual([left]);
+  });
+
+  it('refuses non-operators with 1010 and unknown members with 1011', () => {
+    const ann = connect('ann', MOD);
+    const bob = connect('bob', MOD);
+    drain(ann);
+    send(ann, { cmd: '94', nickname: 'bob' });
+    expect(ann.take()).toMatchObject([{ cmd: '90', code: ErrorCode.NOT_AUTHORIZED, ref: '94' }]);
+    expect(bob.closedWith).toBeUndefined();
+    const op = oper();
+    send(op, { cmd: '94', nickname: 'nobody' });
+    expect(op.take()).toMatchObject([{ cmd: '90', code: ErrorCode.NO_SUCH_USER, ref: '94' }]);
+  });
+});
+
+describe('BAN', () => {
+  it('bans a nickname by its look-alike key: kicks the member and refuses it at CONNECT and RENAME', () => {
+    const op = oper();
+    const bob = connect('bob', MOD);
+    op.take();
+    send(op, { cmd: '95', mask: 'Bob', reason: 'spam' });
+    const [list, ...rest] = op.take();
+    expect(list).toEqual({
+      cmd: '98',
+      bans: [{ mask: 'Bob', by: 'teacher', reason: 'spam', expires: null }],
+    });
+    expect(rest).toEqual([
+      { cmd: '99', action: 'ban', nickname: 'bob', by: 'teacher', reason: 'spam' },
+      { cmd: '30', nickname: 'bob', userCount: 1 },
+    ]);
+    expect(bob.take()).toEqual([
+      { cmd: '90', code: ErrorCode.BANNED, message: 'banned by teacher: spam' },
+    ]);
+    // Cyrillic "о": the same name to a reader.
+    const course = new FakePeer();
+    course.session = chat.open(course);
+    send(course, { cmd: '0', nickname: 'b\u043eb' });
+    expect(course.take()).toEqual([{ cmd: '01' }]);
+    expect(course.closedWith).toBe('banned-nickname');
+    const modern = new FakePeer();
+    modern.session = chat.open(modern);
+    send(modern, { cmd: '0', nickname: 'BOB', caps: ['errors'] });
+    expect(modern.take()).toMatchObject([{ cmd: '90', code: ErrorCode.BANNED, ref: '0' }]);
+    const ann = connect('ann');
+    send(ann, { cmd: '5', newNickname: 'bob' });
+    expect(ann.take()).toEqual([{ cmd: '50' }]);
+    const eve = connect('eve', ['errors']);
+    send(eve, { cmd: '5', newNickname: 'bob' });
+    expect(eve.take()).toMatchObject([{ cmd: '90', code: ErrorCode.BANNED, ref: '5' }]);
+    expect(eve.closedWith).toBeUndefined();
+  });
+
+  it('bans by CIDR: IPv4, IPv6 and IPv4-mapped IPv6, at accept and for members', () => {
+    const op = oper('op', '192.0.2.1');
+    const v4 = connect('v4', MOD, '203.0.113.9');
+    const v6 = connect('v6', MOD, '2001:db8::7');
+    const other = connect('other', MOD, '198.51.100.1');
+    send(op, { cmd: '95', mask: '203.0.113.0/24' });
+    send(op, { cmd: '95', mask: '2001:db8::/32', seconds: 60 });
+    expect(v4.closedWith).toBe('banned');
+    expect(v6.closedWith).toBe('banned');
+    expect(other.closedWith).toBeUndefined();
+    expect(chat.admission.banned('203.0.113.200')).toBe(true);
+    expect(chat.admission.banned('::ffff:203.0.113.200')).toBe(true);
+    expect(chat.admission.banned('2001:db8:ffff::1')).toBe(true);
+    expect(chat.admission.banned('203.0.114.1')).toBe(false);
+    expect(chat.admission.banned('2001:db9::1')).toBe(false);
+    // An IPv4-mapped mask bans the IPv4 address too.
+    send(op, { cmd: '95', mask: '::ffff:10.0.0.7' });
+    expect(chat.admission.banned('10.0.0.7')).toBe(true);
+    expect(chat.admission.banned('10.0.0.8')).toBe(false);
+  });
+
+  it('tells a moderation member how long a ban lasts', () => {
+    const op = oper();
+    const watcher = connect('watcher', ['moderation']);
+    connect('bob');
+    op.take();
+    send(op, { cmd: '95', mask: 'bob', seconds: 3600, reason: 'spam' });
+    expect(watcher.take()[1]).toEqual({
+      cmd: '99',
+      action: 'ban',
+      nickname: 'bob',
+      by: 'teacher',
+      reason: 'spam',
+      seconds: 3600,
+    });
+  });
+
+  it('expires by itself, and is pruned at the next change', () => {
+    const op = oper();
+    send(op, { cmd: '95', mask: 'bob', seconds: 10 });
+    send(op, { cmd: '95', mask: '10.0.0.0/8', seconds: 20 });
+    expect(op.take()[1]).toMatchObject({
+      bans: [{ expires: now + 10_000 }, { expires: now + 20_000 }],
+    });
+    now += 10_000;
+    expect(connect('bob').closedWith).toBeUndefined();
+    drain(op);
+    expect(chat.admission.banned('10.1.2.3')).toBe(true);
+    expect(store.bans).toHaveLength(2);
+    send(op, { cmd: '97' });
+    expect(op.take()).toEqual([
+      { cmd: '98', bans: [expect.objectContaining({ mask: '10.0.0.0/8' })] },
+    ]);
+    send(op, { cmd: '95', mask: 'eve' });
+    expect(store.bans.map((b) => b.mask)).toEqual(['10.0.0.0/8', 'eve']);
+    now += 10_000;
+    expect(chat.admission.banned('10.1.2.3')).toBe(false);
+  });
+
+  it('UNBAN lifts a ban by any spelling of its mask; BANS lists; non-operators are refused', () => {
+    const op = oper();
+    send(op, { cmd: '95', mask: '203.0.113.0/24' });
+    send(op, { cmd: '95', mask: 'bob' });
+    op.take();
+    send(op, { cmd: '96', mask: '203.0.113.77/24' });
+    expect(op.take()).toEqual([
+      { cmd: '98', bans: [{ mask: 'bob', by: 'teacher', reason: '', expires: null }] },
+    ]);
+    expect(chat.admission.banned('203.0.113.1')).toBe(false);
+    send(op, { cmd: '96', mask: 'BOB' });
+    expect(op.take()).toEqual([{ cmd: '98', bans: [] }]);
+    expect(store.bans).toEqual([]);
+    const ann = connect('ann', MOD);
+    for (const req of [
+      { cmd: '95', mask: 'x' },
+      { cmd: '96', mask: 'x' },
+      { cmd: '97' },
+    ] as Request[])
+      send(ann, req);
+    expect(ann.take().map((m) => 'code' in m && m.code)).toEqual([1010, 1010, 1010]);
+    const course = connect('course');
+    send(course, { cmd: '97' });
+    expect(course.take()).toEqual([]);
+  });
+
+  it('loads the bans its store holds, and survives a store that cannot write', () => {
+    const loaded = new Chat({
+      banStore: new MemoryBanStore([{ mask: '127.0.0.2', by: 't', reason: '', expires: null }]),
+    });
+    expect(loaded.admission.banned('127.0.0.2')).toBe(true);
+    const failing = new Chat({
+      operators: [teacher],
+      banStore: {
+        load: () => [],
+        save: () => {
+          throw new Error('disk full');
+        },
+      },
+    });
+    chat = failing;
+    const op = oper();
+    send(op, { cmd: '95', mask: '127.0.0.3' });
+    expect(op.take()[0]).toMatchObject({ cmd: '98', bans: [{ mask: '127.0.0.3' }] });
+    expect(failing.admission.banned('127.0.0.3')).toBe(true);
+  });
+});
+
+describe('address matching', () => {
+  const v4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255));
+  it('an IPv4 address matches its mapped IPv6 spelling and any CIDR containing it', () => {
+    fc.assert(
+      fc.property(v4, fc.integer({ min: 0, max: 32 }), (parts, bits) => {
+        const ip = parts.join('.');
+        const list = new BanList(new MemoryBanStore());
+        list.add({ mask: `${ip}/${bits}`, by: 't', reason: '', expires: null }, 0);
+        expect(list.bansAddress(ip, 0)).toBeDefined();
+        expect(list.bansAddress(`::ffff:${ip}`, 0)).toBeDefined();
+        expect(parseIp(`::ffff:${ip}`)).toBe(parseIp(ip));
+        // Flipping a bit inside the prefix leaves the block.
+        if (bits > 0) {
+          const n = ((parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]) >>> 0;
+          const flipped = (n ^ (1 << (32 - bits))) >>> 0;
+          const out = [24, 16, 8, 0].map((s) => (flipped >>> s) & 255).join('.');
+          expect(list.bansAddress(out, 0)).toBeUndefined();
+        }
+      }),
+    );
+  });
+
+  it('IPv6 text forms of one address parse alike, and junk is a nickname, never a crash', () => {
+    expect(parseIp('2001:db8::1')).toBe(parseIp('2001:0db8:0:0:0:0:0:0001'));
+    expect(parseIp('::')).toBe(0n);
+    for (const bad of [
+      '1.2.3',
+      '1.2.3.256',
+      '01.2.3.4',
+      '1::2::3',
+      ':::',
+      'bob',
+      '1:2:3:4:5:6:7:8:9',
+    ])
+      expect(parseIp(bad)).toBeUndefined();
+    fc.assert(
+      fc.property(fc.string({ maxLength: 50 }), (s) => {
+        const list = new BanList(new MemoryBanStore());
+        list.add({ mask: s, by: 't', reason: '', expires: null }, 0);
+        list.bansAddress(s, 0);
+        list.bansNickname(s, 0);
+      }),
+    );
+  });
+});
+
+describe('OPER attempts', () => {
+  it('are checked at most five at once per address, then one every ten seconds', () => {
+    let checks = 0;
+    chat = new Chat({
+      operators: [
+        {
+          name: 'teacher',
+          verify: (p) => {
+            checks++;
+            return p === 'sesame';
+          },
+        },
+      ],
+      clock: () => now,
+    });
+    const eve = connect('eve', MOD, '198.51.100.7');
+    for (let i = 0; i < 8; i++) send(eve, { cmd: '92', name: 'teacher', password: `guess${i}` });
+    expect(checks).toBe(5);
+    expect(eve.take().map((m) => 'code' in m && m.code)).toEqual(new Array(8).fill(1010));
+    // Another address is not held back by eve's attempts.
+    const op = connect('op', MOD, '192.0.2.1');
+    send(op, { cmd: '92', name: 'teacher', password: 'sesame' });
+    expect(op.take()).toEqual([{ cmd: '93', name: 'teacher' }]);
+    now += 10_000;
+    drain(eve);
+    send(eve, { cmd: '92', name: 'teacher', password: 'sesame' });
+    expect(eve.take()).toEqual([{ cmd: '93', name: 'teacher' }]);
+  });
+});
+
+describe('BAN and KICK bounds', () => {
+  it('refuses an empty or overlong mask and an overlong reason, banning nothing', () => {
+    chat = new Chat({ operators: [teacher], banStore: store, clock: () => now, maxMessage: 100 });
+    const op = oper();
+    send(op, { cmd: '95', mask: '  ' });
+    send(op, { cmd: '95', mask: 'x'.repeat(65) });
+    send(op, { cmd: '95', mask: 'bob', reason: 'r'.repeat(101) });
+    send(op, { cmd: '94', nickname: 'op', reason: 'r'.repeat(101) });
+    expect(op.take().map((m) => 'code' in m && m.code)).toEqual([1002, 1002, 1007, 1007]);
+    expect(store.bans).toEqual([]);
+    expect(op.closedWith).toBeUndefined();
+  });
+});
+
+describe('the fault boundary', () => {
+  it('does not log the password of an OPER whose handling failed', () => {
+    const logged: object[] = [];
+    const log = { debug() {}, info() {}, warn() {}, error: (f: object) => logged.push(f) };
+    chat = new Chat({ operators: [teacher], logger: log });
+    const ann = connect('ann', MOD);
+    ann.session.failed(
+      new Error('boom'),
+      '{"cmd":"92","name":"teacher","password":"open \\"sesame\\""}{"cmd":"92","password": "x',
+    );
+    const text = JSON.stringify(logged);
+    expect(text).not.toContain('sesame');
+    expect(text).toContain('[redacted]');
+    expect(text).not.toMatch(/"password\\": \\"x/);
+  });
+});

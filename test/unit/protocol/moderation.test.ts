@@ -1,0 +1,142 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { MAX_BAN_SECONDS, parseRequestText } from '../../../src/protocol/request-codec.js';
+import {
+  describeModeration,
+  formatDuration,
+  HELP,
+  parseCommand,
+  parseDuration,
+} from '../../../src/protocol/slash-commands.js';
+
+describe('moderation requests', () => {
+  it('parses each with its fields, optional ones left out when absent', () => {
+    expect(parseRequestText('{"cmd":"92","name":"teacher","password":"p w"}')).toEqual({
+      ok: true,
+      request: { cmd: '92', name: 'teacher', password: 'p w' },
+    });
+    expect(parseRequestText('{"cmd":"94","nickname":"bob"}')).toEqual({
+      ok: true,
+      request: { cmd: '94', nickname: 'bob' },
+    });
+    expect(
+      parseRequestText('{"cmd":"95","mask":"10.0.0.0/8","seconds":3600,"reason":"spam"}'),
+    ).toEqual({
+      ok: true,
+      request: { cmd: '95', mask: '10.0.0.0/8', seconds: 3600, reason: 'spam' },
+    });
+    expect(parseRequestText('{"cmd":"96","mask":"bob"}')).toMatchObject({ ok: true });
+    expect(parseRequestText('{"cmd":"97"}')).toEqual({ ok: true, request: { cmd: '97' } });
+  });
+
+  it('refuses wrong field types with 1002 and the command as ref', () => {
+    for (const bad of [
+      '{"cmd":"92","name":"t"}',
+      '{"cmd":"92","name":"t","password":1}',
+      '{"cmd":"94","nickname":"b","reason":5}',
+      '{"cmd":"95","mask":"b","seconds":0}',
+      '{"cmd":"95","mask":"b","seconds":1.5}',
+      `{"cmd":"95","mask":"b","seconds":${MAX_BAN_SECONDS + 1}}`,
+      '{"cmd":"95","mask":"b","seconds":"60"}',
+      '{"cmd":"96"}',
+    ]) {
+      const result = parseRequestText(bad);
+      expect(result, bad).toMatchObject({ ok: false, error: { code: 1002 } });
+    }
+  });
+
+  it('never throws on generated requests with these codes, and accepts only well-typed ones', () => {
+    const field = fc.oneof(fc.string(), fc.integer(), fc.double(), fc.boolean(), fc.constant(null));
+    fc.assert(
+      fc.property(
+        fc.constantFrom('92', '94', '95', '96', '97'),
+        fc.dictionary(
+          fc.constantFrom('name', 'password', 'nickname', 'reason', 'mask', 'seconds', 'x'),
+          field,
+        ),
+        (cmd, fields) => {
+          const result = parseRequestText(JSON.stringify({ ...fields, cmd }));
+          if (result.ok) {
+            for (const [k, v] of Object.entries(result.request)) {
+              if (k === 'seconds') expect(Number.isInteger(v)).toBe(true);
+              else expect(typeof v).toBe('string');
+            }
+          } else {
+            expect(result.error.ref).toBe(cmd);
+          }
+        },
+      ),
+    );
+  });
+});
+
+describe('moderation slash commands', () => {
+  it('parses \\oper, \\kick, \\ban with and without a duration, \\unban and \\bans', () => {
+    expect(parseCommand('\\oper teacher s3cret')).toEqual({
+      kind: 'oper',
+      name: 'teacher',
+      password: 's3cret',
+    });
+    expect(parseCommand('\\kick bob  stop  it')).toEqual({
+      kind: 'kick',
+      nickname: 'bob',
+      reason: 'stop it',
+    });
+    expect(parseCommand('\\ban 10.0.0.0/8 2h spam bots')).toEqual({
+      kind: 'ban',
+      mask: '10.0.0.0/8',
+      seconds: 7200,
+      reason: 'spam bots',
+    });
+    expect(parseCommand('\\ban bob rude')).toEqual({
+      kind: 'ban',
+      mask: 'bob',
+      seconds: undefined,
+      reason: 'rude',
+    });
+    expect(parseCommand('\\unban bob')).toEqual({ kind: 'unban', mask: 'bob' });
+    expect(parseCommand('\\bans')).toEqual({ kind: 'bans' });
+    for (const word of ['oper', 'kick', 'ban', 'unban', 'bans'])
+      expect(HELP.split('Operators:')[1]).toContain(`\\${word} `.trimEnd());
+    for (const bad of ['\\oper teacher', '\\kick', '\\ban', '\\unban'])
+      expect(parseCommand(bad).kind).toBe('invalid');
+  });
+
+  it('durations round-trip through words', () => {
+    expect(parseDuration('10m')).toBe(600);
+    expect(parseDuration('7d')).toBe(604800);
+    expect(parseDuration('0h')).toBeUndefined();
+    expect(parseDuration('spam')).toBeUndefined();
+    expect(formatDuration(3600)).toBe('1 hour');
+    expect(formatDuration(5400)).toBe('90 minutes');
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 999_999 }),
+        fc.constantFrom('s', 'm', 'h', 'd', 'w'),
+        (n, u) => {
+          const seconds = parseDuration(`${n}${u}`)!;
+          const [count, unit] = formatDuration(seconds).split(' ');
+          expect(parseDuration(`${count}${unit![0]}`)).toBe(seconds);
+        },
+      ),
+    );
+  });
+
+  it('puts notices in words', () => {
+    expect(
+      describeModeration({ action: 'kick', nickname: 'bob', by: 'teacher', reason: 'spam' }),
+    ).toBe('bob was kicked by teacher (spam)');
+    expect(
+      describeModeration({
+        action: 'ban',
+        nickname: 'bob',
+        by: 'teacher',
+        reason: 'spam',
+        seconds: 3600,
+      }),
+    ).toBe('bob was banned by teacher for 1 hour (spam)');
+    expect(describeModeration({ action: 'ban', nickname: 'bob', by: 'teacher', reason: '' })).toBe(
+      'bob was banned by teacher',
+    );
+  });
+});
