@@ -83,6 +83,10 @@ function chatSettings(config: Config, bannedWords: BannedWords): ChatSettings {
     rateBurst: config.rateBurst,
     maxConnections: config.maxConns,
     maxConnectionsPerIp: config.maxConnsPerIp,
+    roomCapacity: config.roomCapacity,
+    createRooms: config.createRooms,
+    maxRoomsPerClient: config.maxRoomsPerClient,
+    rooms: config.rooms,
   };
 }
 

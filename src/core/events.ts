@@ -49,6 +49,13 @@ export interface MemberInfo {
   readonly address: PeerAddress | undefined;
 }
 
+export interface RoomInfo {
+  readonly name: string;
+  readonly count: number;
+  /** Whether the asking session is a member. */
+  readonly joined: boolean;
+}
+
 /** Why a CONNECT or RENAME could not take a nickname. */
 export type NameRefusal = 'taken' | 'invalid';
 
@@ -73,6 +80,15 @@ export type Reply =
   | { readonly type: 'renamed-you'; readonly nickname: string }
   | { readonly type: 'rename-refused'; readonly reason: NameRefusal; readonly detail: string }
   | { readonly type: 'rtt'; readonly beginTime: number }
+  | {
+      readonly type: 'room-joined';
+      readonly room: string;
+      /** Nicknames in join order, the joiner last. */
+      readonly members: readonly string[];
+      readonly count: number;
+    }
+  | { readonly type: 'room-parted'; readonly room: string }
+  | { readonly type: 'room-list'; readonly rooms: readonly RoomInfo[] }
   | {
       readonly type: 'error';
       readonly code: number;

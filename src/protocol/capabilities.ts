@@ -11,6 +11,8 @@ export const CAPABILITIES = [
   'renames',
   /** Whispers arrive as "70" with "whisper": true, so they can be told from chat. */
   'whispers',
+  /** Rooms besides the lobby: "100"-"105", and events that name their room. */
+  'rooms',
 ] as const;
 
 export type Capability = (typeof CAPABILITIES)[number];

@@ -30,7 +30,17 @@ export const Cmd = {
   ERROR: '90',
   /** Extension (capability "renames"): another member changed nickname. */
   USER_RENAMED: '91',
+  // ---- rooms (capability "rooms") ----
+  JOIN_ROOM: '100',
+  JOIN_ROOM_SUCCESS: '101',
+  PART_ROOM: '102',
+  PART_ROOM_SUCCESS: '103',
+  ROOMS: '104',
+  ROOMS_RESPONSE: '105',
 } as const;
+
+/** The room every client joins at CONNECT; course clients know no other. */
+export const LOBBY = 'lobby';
 
 export type CmdName = keyof typeof Cmd;
 export type CmdCode = (typeof Cmd)[CmdName];
@@ -45,6 +55,9 @@ export const REQUEST_CODES = [
   Cmd.RENAME,
   Cmd.RTT,
   Cmd.CHAT,
+  Cmd.JOIN_ROOM,
+  Cmd.PART_ROOM,
+  Cmd.ROOMS,
 ] as const;
 export type RequestCode = (typeof REQUEST_CODES)[number];
 
@@ -65,6 +78,14 @@ export const ErrorCode = {
   MESSAGE_TOO_LONG: 1007,
   RATE_LIMITED: 1008,
   NESTED_TOO_DEEP: 1009,
+  // ---- rooms ----
+  ROOM_FULL: 1012,
+  NO_SUCH_ROOM: 1013,
+  TOO_MANY_ROOMS: 1014,
+  INVALID_ROOM_NAME: 1015,
+  ALREADY_IN_ROOM: 1016,
+  CANNOT_LEAVE_LOBBY: 1017,
+  NOT_IN_ROOM: 1018,
 
   BANNED_WORDS: 2001,
   FRAME_TOO_LARGE: 2002,

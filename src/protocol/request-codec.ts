@@ -151,9 +151,23 @@ export function toRequest(value: unknown): ParseResult {
     case Cmd.CHAT: {
       const msg = text(value, 'msg');
       if (msg === undefined) return invalid(code, 'msg');
-      return { ok: true, request: { cmd: code, msg } };
+      const room = optionalRoom(value);
+      return {
+        ok: true,
+        request: room === undefined ? { cmd: code, msg } : { cmd: code, msg, room },
+      };
     }
-    case Cmd.USERS:
+    case Cmd.USERS: {
+      const room = optionalRoom(value);
+      return { ok: true, request: room === undefined ? { cmd: code } : { cmd: code, room } };
+    }
+    case Cmd.JOIN_ROOM:
+    case Cmd.PART_ROOM: {
+      const room = text(value, 'room');
+      if (room === undefined) return invalid(code, 'room');
+      return { ok: true, request: { cmd: code, room } };
+    }
+    case Cmd.ROOMS:
     case Cmd.EXIT:
     case Cmd.VERSION:
       return { ok: true, request: { cmd: code } };
@@ -164,6 +178,16 @@ export function toRequest(value: unknown): ParseResult {
 function text(value: Fields, name: string): string | undefined {
   const field = own(value, name);
   return typeof field === 'string' && !LONE_SURROGATE.test(field) ? field : undefined;
+}
+
+/**
+ * The optional "room" of CHAT and USERS. A course client's extra field must
+ * not change what it gets, so a malformed one is marked (null) rather than
+ * refused here; the core refuses it only from clients with "rooms".
+ */
+function optionalRoom(value: Fields): string | null | undefined {
+  if (!Object.hasOwn(value, 'room')) return undefined;
+  return text(value, 'room') ?? null;
 }
 
 function isCapList(caps: unknown): caps is string[] {
