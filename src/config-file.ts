@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, stringify } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, stringify } from 'yaml';
 import {
   type Config,
   ConfigError,
@@ -17,7 +17,87 @@ import {
   type OperatorEntry,
   SERVE_OPTIONS,
 } from './config.js';
+import { checkRoomName, roomKey } from './core/rooms.js';
 import { checkHash } from './password.js';
+import { LOBBY } from './protocol/codes.js';
+
+type Rooms = NonNullable<ConfigFile['rooms']>;
+const MAX_ROOM_CAPACITY = 1_000_000;
+
+/**
+ * The `rooms` key: a list of `{name, capacity?}`. Names follow the room rules
+ * and may not repeat in any look-alike spelling; the lobby is --max-users.
+ */
+function parseRooms(
+  node: unknown,
+  name: string,
+  keyLine: number,
+  at: (offset: number | undefined) => { line: number },
+): Rooms {
+  const lineOf = (n: unknown) => at((n as Node | null)?.range?.[0]).line;
+  if (node === null || (isScalar(node) && node.value === null)) return [];
+  if (!isSeq(node)) {
+    throw new ConfigError(
+      `${name}:${keyLine}: rooms: expected a list of rooms, like "rooms: [{name: physics, capacity: 30}]"`,
+    );
+  }
+  const rooms: { name: string; capacity: number | undefined; line: number }[] = [];
+  const seen = new Map<string, number>();
+  for (const item of node.items) {
+    const line = lineOf(item);
+    const where = `${name}:${line}: rooms`;
+    if (!isMap(item))
+      throw new ConfigError(`${where}: each room must be {name: ..., capacity: ...}`);
+    let roomName: string | undefined;
+    let capacity: number | undefined;
+    for (const pair of item.items) {
+      const key = isScalar(pair.key) ? pair.key.value : undefined;
+      const value = pair.value;
+      const valueLine = lineOf(value ?? pair.key);
+      if (key === 'name') {
+        if (
+          !isScalar(value) ||
+          (typeof value.value !== 'string' && typeof value.value !== 'number')
+        )
+          throw new ConfigError(`${name}:${valueLine}: rooms: name must be a single value`);
+        const checked = checkRoomName(String(value.value));
+        if (!checked.ok) throw new ConfigError(`${name}:${valueLine}: rooms: ${checked.reason}`);
+        roomName = checked.nickname;
+      } else if (key === 'capacity') {
+        if (
+          !isScalar(value) ||
+          typeof value.value !== 'number' ||
+          !Number.isInteger(value.value) ||
+          value.value < 1 ||
+          value.value > MAX_ROOM_CAPACITY
+        ) {
+          throw new ConfigError(
+            `${name}:${valueLine}: rooms: capacity must be a whole number in 1..${MAX_ROOM_CAPACITY}`,
+          );
+        }
+        capacity = value.value;
+      } else {
+        throw new ConfigError(
+          `${name}:${lineOf(pair.key)}: rooms: unknown key ${JSON.stringify(String(key))} (a room has name and capacity)`,
+        );
+      }
+    }
+    if (roomName === undefined) throw new ConfigError(`${where}: a room needs a name`);
+    const key = roomKey(roomName);
+    if (key === roomKey(LOBBY)) {
+      throw new ConfigError(
+        `${where}: ${roomName}: the lobby cannot be declared (its capacity is max-users)`,
+      );
+    }
+    const first = seen.get(key);
+    if (first !== undefined) {
+      throw new ConfigError(`${where}: ${roomName}: the same room as the one on line ${first}`);
+    }
+    seen.set(key, line);
+    rooms.push({ name: roomName, capacity, line });
+  }
+  return rooms;
+}
 
 /** Parses a config file's text; `name` is how messages refer to it. */
 export function parseConfigFile(text: string, name: string, dir = '.'): ConfigFile {
@@ -31,6 +111,7 @@ export function parseConfigFile(text: string, name: string, dir = '.'): ConfigFi
   }
   const settings = new Map<string, { raw: string; line: number }>();
   let operators: OperatorEntry[] | undefined;
+  let rooms: Rooms | undefined;
   const root = doc.contents;
   if (root === null || (isScalar(root) && root.value === null)) {
     return { name, dir, settings };
@@ -48,6 +129,10 @@ export function parseConfigFile(text: string, name: string, dir = '.'): ConfigFi
     const node = pair.value;
     if (key === 'operators') {
       operators = parseOperators(node, name, line, at);
+      continue;
+    }
+    if (key === 'rooms') {
+      rooms = parseRooms(node, name, line, at);
       continue;
     }
     let raw: string;
@@ -73,7 +158,10 @@ export function parseConfigFile(text: string, name: string, dir = '.'): ConfigFi
     }
     settings.set(key, { raw, line });
   }
-  return operators === undefined ? { name, dir, settings } : { name, dir, settings, operators };
+  const file: ConfigFile = { name, dir, settings };
+  if (operators !== undefined) file.operators = operators;
+  if (rooms !== undefined) file.rooms = rooms;
+  return file;
 }
 
 /**
@@ -165,5 +253,14 @@ export function printConfig(config: Config): string {
         { lineWidth: 0 },
       ).trimEnd(),
     );
+  out.push('', '# rooms that exist even when empty, each with its capacity');
+  out.push(
+    config.rooms.length === 0
+      ? '# rooms: [{name: physics, capacity: 30}]'
+      : `rooms: ${stringify(
+          config.rooms.map((r) => ({ name: r.name, capacity: r.capacity })),
+          { lineWidth: 0, flow: true },
+        ).trimEnd()}`,
+  );
   return `${out.join('\n')}\n`;
 }

@@ -5,6 +5,7 @@
  * is immutable (a reload builds a new one).
  */
 import path from 'node:path';
+import type { DeclaredRoom } from './core/rooms.js';
 
 type Kind = 'string' | 'integer' | 'boolean' | 'file';
 
@@ -23,6 +24,8 @@ interface OptionSpec {
   live?: true;
   /** Only a flag or variable, not a key of the config file. */
   notInFile?: true;
+  /** A boolean whose flag takes a value (`--create-rooms false`), since its default is true. */
+  valued?: true;
 }
 
 export const SERVE_OPTIONS = {
@@ -48,6 +51,32 @@ export const SERVE_OPTIONS = {
     min: 1,
     max: 1_000_000,
     description: 'room capacity',
+    arg: 'N',
+    live: true,
+  },
+  'room-capacity': {
+    kind: 'integer',
+    default: 100,
+    min: 1,
+    max: 1_000_000,
+    description: 'capacity of rooms other than the lobby, unless declared in the config file',
+    arg: 'N',
+    live: true,
+  },
+  'create-rooms': {
+    kind: 'boolean',
+    default: true,
+    description: 'whether joining a room that does not exist creates it',
+    arg: 'BOOL',
+    valued: true,
+    live: true,
+  },
+  'max-rooms-per-client': {
+    kind: 'integer',
+    default: 20,
+    min: 1,
+    max: 1_000_000,
+    description: 'rooms one client may be in at once, the lobby included',
     arg: 'N',
     live: true,
   },
@@ -242,6 +271,8 @@ export interface OperatorEntry {
 export type Config = { readonly [K in OptionName as CamelCase<K>]: ValueOf<Specs[K]> } & {
   /** Only from the config file (a list has no flag); SIGHUP applies it to new OPERs. */
   readonly operators: readonly OperatorEntry[];
+  /** Rooms declared in the config file's `rooms` key, each with its capacity. */
+  readonly rooms: readonly DeclaredRoom[];
 };
 
 export class ConfigError extends Error {
@@ -303,6 +334,8 @@ export interface ConfigFile {
   settings: ReadonlyMap<string, { raw: string; line: number }>;
   /** The `operators` list, validated; absent when the file has none. */
   operators?: readonly OperatorEntry[];
+  /** The `rooms` key, validated; a room without a capacity takes --room-capacity. */
+  rooms?: readonly { name: string; capacity: number | undefined; line: number }[];
 }
 
 /** Every option's name in the table's order. */
@@ -361,18 +394,25 @@ export function loadConfig(
   }
   const operators: unknown = Object.freeze([...(file?.operators ?? [])]);
   (out as Record<string, unknown>).operators = operators;
+  const roomCapacity = out.roomCapacity as number;
+  const rooms: DeclaredRoom[] = (file?.rooms ?? []).map((r) => ({
+    name: r.name,
+    capacity: r.capacity ?? roomCapacity,
+  }));
   const tls = [out.tlsPort, out.tlsCert, out.tlsKey].filter((v) => v !== undefined).length;
   if (tls !== 0 && tls !== 3) {
     throw new ConfigError('TLS needs all three of --tls-port, --tls-cert and --tls-key');
   }
-  return Object.freeze(out) as unknown as Config;
+  return Object.freeze({ ...out, rooms: Object.freeze(rooms) }) as unknown as Config;
 }
 
 /** Options in the shape node:util parseArgs takes. */
 export function parseArgsOptions(): Record<string, { type: 'string' | 'boolean' }> {
   const options: Record<string, { type: 'string' | 'boolean' }> = {};
   for (const [name, spec] of Object.entries(SERVE_OPTIONS) as [string, OptionSpec][]) {
-    options[name] = { type: spec.kind === 'boolean' ? 'boolean' : 'string' };
+    options[name] = {
+      type: spec.kind === 'boolean' && spec.valued !== true ? 'boolean' : 'string',
+    };
   }
   return options;
 }

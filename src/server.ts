@@ -92,6 +92,10 @@ function chatSettings(config: Config, bannedWords: BannedWords): ChatSettings {
         verify: (password) => verifyPassword(password, o.password),
       }),
     ),
+    roomCapacity: config.roomCapacity,
+    createRooms: config.createRooms,
+    maxRoomsPerClient: config.maxRoomsPerClient,
+    rooms: config.rooms,
   };
 }
 

@@ -59,21 +59,49 @@ export function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
+/** `[physics] ` before a line from a room other than the one being typed into; nothing otherwise. */
+function tag(s: Style, room: string | undefined): string {
+  return room === undefined ? '' : `${paint(s, BOLD, `[${text(room)}]`)} `;
+}
+
+export interface RoomLine {
+  room: string;
+  userCount: number;
+  joined: boolean;
+}
+
 export const view = {
   welcome: (s: Style, address: [string, number], nickname: string, count: number) =>
     `Connected to ${text(address[0])}:${text(address[1])} as ${nick(s, nickname)}. You are the ${ordinal(Number(count))} user.\nType \\help for commands.`,
-  chat: (s: Style, at: Date, from: string, msg: string) =>
-    `${timestamp(s, at)} ${nick(s, from)}: ${text(msg)}`,
+  chat: (s: Style, at: Date, from: string, msg: string, room?: string) =>
+    `${timestamp(s, at)} ${tag(s, room)}${nick(s, from)}: ${text(msg)}`,
   whisperIn: (s: Style, at: Date, from: string, msg: string) =>
     `${timestamp(s, at)} ${paint(s, WHISPER, '(whisper)')} ${nick(s, from)}: ${paint(s, WHISPER, text(msg))}`,
   whisperOut: (s: Style, at: Date, to: string, msg: string) =>
     `${timestamp(s, at)} ${paint(s, WHISPER, `(whisper to ${text(to)})`)} ${paint(s, WHISPER, text(msg))}`,
-  join: (s: Style, at: Date, who: string, count: number) =>
-    `${timestamp(s, at)} ${paint(s, DIM, '*')} ${nick(s, who)} joined ${paint(s, DIM, `(${plural(Number(count), 'user')})`)}`,
-  leave: (s: Style, at: Date, who: string, count: number) =>
-    `${timestamp(s, at)} ${paint(s, DIM, '*')} ${nick(s, who)} left ${paint(s, DIM, `(${plural(Number(count), 'user')})`)}`,
+  join: (s: Style, at: Date, who: string, count: number, room?: string) =>
+    `${timestamp(s, at)} ${tag(s, room)}${paint(s, DIM, '*')} ${nick(s, who)} joined ${paint(s, DIM, `(${plural(Number(count), 'user')})`)}`,
+  leave: (s: Style, at: Date, who: string, count: number, room?: string) =>
+    `${timestamp(s, at)} ${tag(s, room)}${paint(s, DIM, '*')} ${nick(s, who)} left ${paint(s, DIM, `(${plural(Number(count), 'user')})`)}`,
   rename: (s: Style, at: Date, from: string, to: string) =>
     `${timestamp(s, at)} ${paint(s, DIM, '*')} ${nick(s, from)} is now known as ${nick(s, to)}`,
+  joinedRoom: (s: Style, room: string, members: unknown) => {
+    const list: unknown[] = Array.isArray(members) ? members : [];
+    return `You joined ${text(room)} (${plural(list.length, 'user')}: ${list.map((m) => nick(s, String(m))).join(', ')}). Type \\room ${text(room)} to talk there.`;
+  },
+  rooms: (s: Style, rooms: RoomLine[], current: string) => {
+    const list: unknown[] = Array.isArray(rooms) ? rooms : [];
+    return [
+      `${plural(list.length, 'room')}:`,
+      ...list.map((entry) => {
+        const r = (typeof entry === 'object' && entry !== null ? entry : {}) as Partial<RoomLine>;
+        const marks = [plural(Number(r.userCount), 'user')];
+        if (r.joined === true) marks.push('joined');
+        if (r.room === current) marks.push('typing here');
+        return `  ${paint(s, BOLD, text(r.room))} ${paint(s, DIM, `(${marks.join(', ')})`)}`;
+      }),
+    ].join('\n');
+  },
   /** `message` may quote the server or the user; it is shown, never obeyed. */
   info: (s: Style, message: string) => paint(s, DIM, text(message)),
   error: (s: Style, message: string) => paint(s, ERROR, text(message)),
@@ -88,11 +116,14 @@ export const view = {
       }),
     ].join('\n');
   },
-  /** `waiting`: lines queued to stay under the server's flood limit, shown while there are any. */
-  prompt: (s: Style, nickname: string, waiting = 0) =>
-    waiting > 0
-      ? `${paint(s, BOLD, text(nickname))} ${paint(s, DIM, `(${waiting} queued)`)}> `
-      : `${paint(s, BOLD, text(nickname))}> `,
+  /**
+   * `ann> ` in the lobby, `ann@physics> ` while typing into another room;
+   * `waiting`: lines queued to stay under the server's flood limit, shown while there are any.
+   */
+  prompt: (s: Style, nickname: string, room?: string, waiting = 0) => {
+    const who = paint(s, BOLD, text(room === undefined ? nickname : `${nickname}@${room}`));
+    return waiting > 0 ? `${who} ${paint(s, DIM, `(${waiting} queued)`)}> ` : `${who}> `;
+  },
   queued: (s: Style, waiting: number) =>
     paint(s, DIM, `(${plural(waiting, 'line')} queued, sent at the server's pace)`),
 };

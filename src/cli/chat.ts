@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import { ChatClient, ChatClientError, type TlsOptions } from '../client/chat-client.js';
-import { ErrorCode } from '../protocol/codes.js';
+import { ErrorCode, LOBBY } from '../protocol/codes.js';
 import type { BanEntry, UserEntry } from '../protocol/messages.js';
 import {
   describeModeration,
@@ -150,12 +150,27 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   }
 
   const terminal = io.stdin.isTTY === true && io.stdout.isTTY === true;
+  // Rooms: the one typed into (as the server shows its name), and the others joined.
+  let current = LOBBY;
+  const joined = new Set<string>([LOBBY]);
+  /** Lines waiting in the client's queue under the server's flood limit (see 'queue' below). */
+  let waiting = 0;
+  const promptFor = () =>
+    view.prompt(style, client.nickname, current === LOBBY ? undefined : current, waiting);
+  /** The tag a line from `room` gets: none for the room being typed into. */
+  const from = (room: string) => (room === current ? undefined : room);
+  /** A room the user names, as the server showed it when joined (letter case aside). */
+  const known = (name: string) =>
+    [...joined].find((r) => r === name) ??
+    [...joined].find((r) => r.toLowerCase() === name.toLowerCase());
+  /** One "91" comes per shared room; the user hears of a rename once. */
+  let lastRename = '';
   const rl = readline.createInterface({
     input: io.stdin,
     output: io.stdout,
     terminal,
     historySize: 500,
-    prompt: view.prompt(style, client.nickname),
+    prompt: promptFor(),
   });
 
   /** Prints above the input line, then redraws the prompt and whatever was typed. */
@@ -174,12 +189,21 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     say(
       m.whisper
         ? view.whisperIn(style, new Date(), m.from, m.msg)
-        : view.chat(style, new Date(), m.from, m.msg),
+        : view.chat(style, new Date(), m.from, m.msg, from(m.room)),
     ),
   );
-  client.on('join', (m) => say(view.join(style, new Date(), m.nickname, m.userCount)));
-  client.on('leave', (m) => say(view.leave(style, new Date(), m.nickname, m.userCount)));
-  client.on('rename', (m) => say(view.rename(style, new Date(), m.oldNickname, m.newNickname)));
+  client.on('join', (m) =>
+    say(view.join(style, new Date(), m.nickname, m.userCount, from(m.room))),
+  );
+  client.on('leave', (m) =>
+    say(view.leave(style, new Date(), m.nickname, m.userCount, from(m.room))),
+  );
+  client.on('rename', (m) => {
+    const key = `${m.oldNickname}\n${m.newNickname}`;
+    if (key === lastRename) return;
+    lastRename = key;
+    say(view.rename(style, new Date(), m.oldNickname, m.newNickname));
+  });
   client.on('moderation', (m) => say(view.info(style, describeModeration(m))));
   client.on('server-error', (e) => {
     if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
@@ -193,8 +217,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   // prompt carries the count; otherwise one line per backlog, once the paste
   // has been read (so it gives the size, not 1).
   let backlogReported = false;
-  let waiting = 0;
-  const showPrompt = () => rl.setPrompt(view.prompt(style, client.nickname, waiting));
+  const showPrompt = () => rl.setPrompt(promptFor());
   client.on('queue', (q) => {
     waiting = q.waiting;
     if (terminal) {
@@ -280,7 +303,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
             readline.clearLine(io.stdout, 0);
           }
           lastMessageAt = Date.now();
-          client.chat(command.text);
+          client.chat(command.text, current);
           say(view.chat(style, now, client.nickname, command.text));
           return;
         case 'whisper':
@@ -289,8 +312,46 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           say(view.whisperOut(style, now, command.to, command.text));
           return;
         case 'users':
-          say(view.users(style, (await client.users()) as UserEntry[]));
+          say(view.users(style, (await client.users(current)) as UserEntry[]));
           return;
+        case 'join': {
+          const room = await client.join(command.room);
+          joined.add(room.room);
+          say(view.info(style, view.joinedRoom(style, room.room, room.members)));
+          return;
+        }
+        case 'part': {
+          const name = command.room ?? current;
+          if (name === LOBBY && client.hasRooms) {
+            say(view.error(style, 'Everyone stays in the lobby; \\exit leaves the server.'));
+            return;
+          }
+          const room = await client.part(known(name) ?? name);
+          joined.delete(room);
+          say(view.info(style, `You left ${room}.`));
+          if (room === current) {
+            current = LOBBY;
+            showPrompt();
+            say(view.info(style, 'You are typing into the lobby.'));
+          }
+          return;
+        }
+        case 'rooms':
+          say(view.rooms(style, await client.rooms(), current));
+          return;
+        case 'room': {
+          const room = known(command.room);
+          if (!client.hasRooms) {
+            say(view.error(style, 'This server does not support rooms.'));
+          } else if (room === undefined) {
+            say(view.error(style, `You are not in ${command.room}; \\join it first.`));
+          } else {
+            current = room;
+            showPrompt();
+            say(view.info(style, `You are typing into ${room}.`));
+          }
+          return;
+        }
         case 'rename': {
           const name = await client.rename(command.nickname);
           showPrompt();
@@ -349,6 +410,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         say(view.error(style, `There is no user named "${command.to}".`));
       } else if (err.kind === 'whisper-to-self') {
         say(view.error(style, "You can't whisper to yourself."));
+      } else if (err.kind === 'not-supported') {
+        say(view.error(style, 'This server does not support rooms.'));
       } else {
         say(view.error(style, err.message));
       }

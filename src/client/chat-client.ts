@@ -2,14 +2,14 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
 import { CAPABILITIES, type Capability } from '../protocol/capabilities.js';
-import { Cmd, mayReconnect } from '../protocol/codes.js';
+import { Cmd, LOBBY, mayReconnect } from '../protocol/codes.js';
 import { FrameDecoder } from '../protocol/frame-decoder.js';
 import {
   type ParsedServerMessage,
   parseServerText,
   REPLY_CODES,
 } from '../protocol/message-codec.js';
-import type { BanEntry, Request, UserEntry } from '../protocol/messages.js';
+import type { BanEntry, Request, RoomEntry, UserEntry } from '../protocol/messages.js';
 import { type Limits, pacerFor, parseLimits, type SendPacer } from '../protocol/pacing.js';
 import { encodeRequest } from '../protocol/request-codec.js';
 
@@ -22,7 +22,9 @@ export type ChatErrorKind =
   | 'timeout'
   | 'closed'
   | 'certificate'
-  | 'server-error';
+  | 'server-error'
+  /** The server did not grant what the call needs (rooms, against the course server). */
+  | 'not-supported';
 
 /** Every way a client call can fail, told apart by `kind`. */
 export class ChatClientError extends Error {
@@ -38,11 +40,22 @@ export class ChatClientError extends Error {
   }
 }
 
+/** What "101" says: the room as the server shows it, its members (you last) and count. */
+export interface JoinedRoom {
+  room: string;
+  members: string[];
+  userCount: number;
+}
+
 export interface ChatEvents {
-  chat: [{ from: string; msg: string; whisper: boolean }];
-  join: [{ nickname: string; userCount: number }];
-  leave: [{ nickname: string; userCount: number }];
-  rename: [{ oldNickname: string; newNickname: string }];
+  /**
+   * `room` is the lobby when the server names none (course server, whispers);
+   * `id` (per room) and `at` (server ms) come with room chat when "rooms" was granted.
+   */
+  chat: [{ from: string; msg: string; whisper: boolean; room: string; id?: number; at?: number }];
+  join: [{ nickname: string; userCount: number; room: string }];
+  leave: [{ nickname: string; userCount: number; room: string }];
+  rename: [{ oldNickname: string; newNickname: string; room: string }];
   /** "99": a member was kicked or banned (capability "moderation"). */
   moderation: [
     { action: 'kick' | 'ban'; nickname: string; by: string; reason: string; seconds?: number },
@@ -302,10 +315,40 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     });
   }
 
-  /** The member list: [[nickname, ip, port], ...]. */
-  async users(): Promise<UserEntry[]> {
-    const reply = await this.call({ cmd: Cmd.USERS });
+  /** The member list of the lobby, or of a room you are in: [[nickname, ip, port], ...]. */
+  async users(room?: string): Promise<UserEntry[]> {
+    const reply = await this.call(
+      room === undefined || room === LOBBY ? { cmd: Cmd.USERS } : { cmd: Cmd.USERS, room },
+      room !== undefined && room !== LOBBY,
+    );
     return reply.users as UserEntry[];
+  }
+
+  /** Whether the server granted rooms (confab does; the course server has one room). */
+  get hasRooms(): boolean {
+    return this.caps.includes('rooms');
+  }
+
+  /** Joins (or creates) a room; rejects with the server's error code when refused. */
+  async join(room: string): Promise<JoinedRoom> {
+    const reply = await this.call({ cmd: Cmd.JOIN_ROOM, room }, true);
+    return {
+      room: String(reply.room),
+      members: Array.isArray(reply.members) ? reply.members.map(String) : [],
+      userCount: Number(reply.userCount),
+    };
+  }
+
+  /** Leaves a room (not the lobby: that is exit()); resolves with its name as shown. */
+  async part(room: string): Promise<string> {
+    const reply = await this.call({ cmd: Cmd.PART_ROOM, room }, true);
+    return String(reply.room);
+  }
+
+  /** Every room on the server, the lobby first. */
+  async rooms(): Promise<RoomEntry[]> {
+    const reply = await this.call({ cmd: Cmd.ROOMS }, true);
+    return Array.isArray(reply.rooms) ? (reply.rooms as RoomEntry[]) : [];
   }
 
   async whisper(to: string, msg: string): Promise<void> {
@@ -366,9 +409,22 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     return (await this.call({ cmd: Cmd.BANS })).bans as BanEntry[];
   }
 
-  /** Sends a chat message; the protocol sends nothing back to the sender. */
-  chat(msg: string): void {
-    this.send({ cmd: Cmd.CHAT, msg });
+  /**
+   * Sends a chat message to the lobby or a room you are in; the protocol
+   * sends nothing back to the sender (a refusal arrives as 'server-error').
+   */
+  chat(msg: string, room?: string): void {
+    if (room === undefined || room === LOBBY) {
+      this.send({ cmd: Cmd.CHAT, msg });
+      return;
+    }
+    this.needRooms();
+    this.send({ cmd: Cmd.CHAT, msg, room });
+  }
+
+  private needRooms(): void {
+    if (!this.hasRooms)
+      throw new ChatClientError('not-supported', 'this server does not support rooms');
   }
 
   /**
@@ -521,10 +577,14 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   }
 
   /** Sends a request and resolves with its reply, in order with other calls. */
-  call(request: Request): Promise<ParsedServerMessage> {
+  call(request: Request, needsRooms = false): Promise<ParsedServerMessage> {
     return new Promise((resolve, reject) => {
       if (this.closed) {
         reject(this.closeError ?? new ChatClientError('closed', 'the connection is closed'));
+        return;
+      }
+      if (needsRooms && !this.hasRooms) {
+        reject(new ChatClientError('not-supported', 'this server does not support rooms'));
         return;
       }
       this.enqueue({ request, pending: { cmd: request.cmd, resolve, reject } });
@@ -536,30 +596,39 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     if (message === undefined) return;
     this.emit('message', message);
     const cmd = message.cmd;
+    const room = typeof message.room === 'string' ? message.room : LOBBY;
     switch (cmd) {
-      case Cmd.CHAT_RESPONSE:
-        this.emit('chat', {
+      case Cmd.CHAT_RESPONSE: {
+        const event: ChatEvents['chat'][0] = {
           from: String(message.from),
           msg: String(message.msg),
           whisper: message.whisper === true,
-        });
+          room,
+        };
+        if (typeof message.id === 'number') event.id = message.id;
+        if (typeof message.at === 'number') event.at = message.at;
+        this.emit('chat', event);
         return;
+      }
       case Cmd.NEW_USER_ENTERS:
         this.emit('join', {
           nickname: String(message.nickname),
           userCount: Number(message.userCount),
+          room,
         });
         return;
       case Cmd.EXIT_BROADCAST:
         this.emit('leave', {
           nickname: String(message.nickname),
           userCount: Number(message.userCount),
+          room,
         });
         return;
       case Cmd.USER_RENAMED:
         this.emit('rename', {
           oldNickname: String(message.oldNickname),
           newNickname: String(message.newNickname),
+          room,
         });
         return;
       case Cmd.MODERATION_NOTICE: {

@@ -1,17 +1,18 @@
-import { Cmd, ErrorCode, type ErrorCodeValue } from '../protocol/codes.js';
+import { Cmd, ErrorCode, type ErrorCodeValue, LOBBY } from '../protocol/codes.js';
 import type { Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { BanList, type BanStore, MemoryBanStore } from './bans.js';
-import { type ChatContext, commandFor, refuse } from './commands.js';
+import { type ChatContext, capabilityFor, commandFor, refuse } from './commands.js';
 import { type ChatEvent, Delivery } from './events.js';
 import type { Operator } from './moderation.js';
 import { nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
 import { Room } from './room.js';
+import { type DeclaredRoom, Rooms } from './rooms.js';
 import { Session, type SessionHost } from './session.js';
 
 export interface ChatOptions {
@@ -35,6 +36,11 @@ export interface ChatOptions {
   banStore?: BanStore;
   logger?: Logger;
   clock?: Clock;
+  /** Rooms besides the lobby (see rooms.ts). */
+  roomCapacity?: number;
+  createRooms?: boolean;
+  maxRoomsPerClient?: number;
+  rooms?: readonly DeclaredRoom[];
 }
 
 /** What Chat.reconfigure can change while sessions are open. */
@@ -49,7 +55,20 @@ export type ChatSettings = Pick<
   | 'maxConnections'
   | 'maxConnectionsPerIp'
   | 'operators'
+  | 'roomCapacity'
+  | 'createRooms'
+  | 'maxRoomsPerClient'
+  | 'rooms'
 >;
+
+function roomSettings(options: ChatSettings) {
+  return {
+    roomCapacity: options.roomCapacity,
+    createRooms: options.createRooms,
+    maxRoomsPerClient: options.maxRoomsPerClient,
+    declared: options.rooms,
+  };
+}
 
 /**
  * What an opted-in client is told when the server ends its session. Only
@@ -83,6 +102,7 @@ const OPER_BUCKETS = 4096;
  */
 export class Chat implements ChatContext, SessionHost {
   readonly lobby: Room;
+  readonly rooms: Rooms;
   readonly serverVersion: string;
   bannedWords: BannedWords;
   hideAddresses: boolean;
@@ -112,7 +132,8 @@ export class Chat implements ChatContext, SessionHost {
   private stopping = false;
 
   constructor(options: ChatOptions = {}) {
-    this.lobby = new Room('lobby', options.maxUsers ?? 10);
+    this.lobby = new Room(LOBBY, options.maxUsers ?? 10);
+    this.rooms = new Rooms(this.lobby, roomSettings(options));
     this.serverVersion = options.serverVersion ?? '1';
     this.bannedWords = options.bannedWords ?? new BannedWords(DEFAULT_BANNED_WORDS);
     this.hideAddresses = options.hideAddresses ?? false;
@@ -148,6 +169,7 @@ export class Chat implements ChatContext, SessionHost {
    */
   reconfigure(options: ChatSettings): void {
     if (options.maxUsers !== undefined) this.lobby.capacity = options.maxUsers;
+    this.rooms.configure(roomSettings(options));
     if (options.bannedWords !== undefined) this.bannedWords = options.bannedWords;
     if (options.hideAddresses !== undefined) this.hideAddresses = options.hideAddresses;
     if (options.maxMessage !== undefined) this.maxMessage = options.maxMessage;
@@ -225,8 +247,9 @@ export class Chat implements ChatContext, SessionHost {
       this.find(event.to)?.deliver(delivery);
       return;
     }
-    // One room today: the lobby.
-    if (event.room === this.lobby.name) this.lobby.deliver(delivery, origin);
+    // The lobby by identity first: it carries all course traffic.
+    const room = event.room === this.lobby.name ? this.lobby : this.rooms.named(event.room);
+    room?.deliver(delivery, origin);
   }
 
   receive(session: Session, result: ParseResult): void {
@@ -249,6 +272,12 @@ export class Chat implements ChatContext, SessionHost {
           `Invalid first request: ${clip(message)}`,
         );
         this.disconnect(session, 'protocol');
+        return;
+      }
+      const cap = ref === undefined ? undefined : capabilityFor(ref);
+      if (cap !== undefined && !session.has(cap)) {
+        // An extension's command is unknown to a client that did not ask for it, however malformed.
+        this.unknownCommand(session, ref!);
         return;
       }
       if (code === ErrorCode.UNKNOWN_COMMAND) {
@@ -276,6 +305,9 @@ export class Chat implements ChatContext, SessionHost {
     } else if (command.greeting) {
       refuse(session, ErrorCode.ALREADY_CONNECTED, 'already connected', request.cmd);
       return;
+    } else if (command.cap !== undefined && !session.has(command.cap)) {
+      this.unknownCommand(session, request.cmd);
+      return;
     }
     this.log.debug({ nickname: session.nickname }, `Command ${request.cmd}`);
     // The table pairs each code with its own handler; TypeScript cannot see
@@ -285,6 +317,11 @@ export class Chat implements ChatContext, SessionHost {
       session,
       request,
     );
+  }
+
+  private unknownCommand(session: Session, cmd: string): void {
+    this.log.warn({ nickname: session.nickname }, `Invalid request command. Command: ${clip(cmd)}`);
+    refuse(session, ErrorCode.UNKNOWN_COMMAND, `unknown command "${cmd}"`, cmd);
   }
 
   /**
@@ -317,7 +354,7 @@ export class Chat implements ChatContext, SessionHost {
     session.state = 'joined';
     session.room = room;
     this.nicknames.set(session.key, session);
-    room.add(session);
+    this.rooms.add(session, room);
     this.stats.joins++;
     this.log.info(
       { nickname, room: room.name, users: room.size },
@@ -331,7 +368,7 @@ export class Chat implements ChatContext, SessionHost {
     session.nickname = nickname;
     session.key = nicknameKey(nickname);
     this.nicknames.set(session.key, session);
-    session.room?.moveToEnd(session);
+    for (const room of session.rooms) room.moveToEnd(session);
     this.log.info({ old, nickname }, `${old} is now known as ${nickname}.`);
   }
 
@@ -408,17 +445,19 @@ export class Chat implements ChatContext, SessionHost {
     session.state = 'closed';
     this.sessions.delete(session);
     this.count(reason);
-    const room = session.room;
-    if (!wasJoined || room === undefined) return;
+    if (!wasJoined || session.room === undefined) return;
     this.nicknames.delete(session.key);
-    room.remove(session);
     session.room = undefined;
     this.stats.leaves++;
-    this.log.info(
-      { nickname: session.nickname, room: room.name, users: room.size, reason },
-      `${session.nickname} left. There are ${room.size} users connected.`,
-    );
-    if (this.stopping) return;
-    this.publish({ type: 'left', room: room.name, nickname: session.nickname, count: room.size });
+    // The lobby first (joined first): course clients see exactly the course server's "30".
+    for (const room of [...session.rooms]) {
+      this.rooms.remove(session, room);
+      this.log.info(
+        { nickname: session.nickname, room: room.name, users: room.size, reason },
+        `${session.nickname} left. There are ${room.size} users connected.`,
+      );
+      if (this.stopping) continue;
+      this.publish({ type: 'left', room: room.name, nickname: session.nickname, count: room.size });
+    }
   }
 }

@@ -1,4 +1,4 @@
-import { grant } from '../protocol/capabilities.js';
+import { type Capability, grant } from '../protocol/capabilities.js';
 import { Cmd, ErrorCode, type ErrorCodeValue, type RequestCode } from '../protocol/codes.js';
 import type { Request } from '../protocol/messages.js';
 import type { Limits } from '../protocol/pacing.js';
@@ -10,12 +10,14 @@ import type { ChatEvent, MemberInfo } from './events.js';
 import { type Operator, removalDetail } from './moderation.js';
 import { checkNickname } from './nickname.js';
 import type { DisconnectReason, Logger } from './ports.js';
-import type { Room } from './room.js';
+import { Room } from './room.js';
+import type { Rooms } from './rooms.js';
 import type { Session } from './session.js';
 
 /** What command handlers may use of the chat service. */
 export interface ChatContext {
   readonly lobby: Room;
+  readonly rooms: Rooms;
   readonly serverVersion: string;
   readonly bannedWords: BannedWords;
   readonly hideAddresses: boolean;
@@ -126,10 +128,15 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
   });
 };
 
-/** USERS "1" -> "10" {users: [[nickname, ip, port], ...]} in join order. */
-const users: Handler<typeof Cmd.USERS> = (ctx, session) => {
+/**
+ * USERS "1" {room?} -> "10" {users: [[nickname, ip, port], ...]} in join order.
+ * "room" (capability "rooms"; default the lobby) must be one you are in: else 1018.
+ */
+const users: Handler<typeof Cmd.USERS> = (ctx, session, req) => {
+  const room = roomOf(ctx, session, req.room, req.cmd);
+  if (room === undefined) return;
   const members: MemberInfo[] = [];
-  for (const member of session.room?.list() ?? []) {
+  for (const member of room.list()) {
     members.push({
       nickname: member.nickname,
       address: ctx.hideAddresses ? undefined : member.address,
@@ -204,8 +211,10 @@ const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
   const from = session.nickname;
   ctx.rename(session, to);
   session.reply({ type: 'renamed-you', nickname: to });
-  const room = session.room;
-  if (room !== undefined) ctx.publish({ type: 'renamed', room: room.name, from, to }, session);
+  // Once per room: a member sharing several rooms with the renamer hears it in each.
+  for (const room of session.rooms) {
+    ctx.publish({ type: 'renamed', room: room.name, from, to }, session);
+  }
 };
 
 /** RTT "6" {beginTime} -> "60" {beginTime}, echoed unchanged. */
@@ -214,17 +223,18 @@ const rtt: Handler<typeof Cmd.RTT> = (_ctx, session, req) => {
 };
 
 /**
- * CHAT "7" {msg}: everyone else in the room gets "70" {from, msg}; nothing
- * comes back to the sender. Banned words disconnect the sender instead.
+ * CHAT "7" {msg, room?}: everyone else in the room gets "70" {from, msg}
+ * (plus room, id, at with "rooms"); nothing comes back to the sender. Banned
+ * words disconnect the sender instead. "room" as for USERS.
  */
 const chat: Handler<typeof Cmd.CHAT> = (ctx, session, req) => {
+  const room = roomOf(ctx, session, req.room, req.cmd);
+  if (room === undefined) return;
   if (tooLong(ctx, session, req.msg, req.cmd)) return;
   if (ctx.bannedWords.matches(req.msg)) {
     ctx.disconnect(session, 'banned-words');
     return;
   }
-  const room = session.room;
-  if (room === undefined) return;
   ctx.publish(
     {
       type: 'chat',
@@ -415,9 +425,88 @@ function save(ctx: ChatContext, change: () => void): void {
   }
 }
 
+// ---- rooms (capability "rooms"; see rooms.ts) --------------------------------
+
+/**
+ * The room a CHAT or USERS names: the lobby when it names none or the client
+ * did not ask for rooms (a course client's extra field changes nothing);
+ * otherwise one the session is in, or a refusal and undefined.
+ */
+function roomOf(
+  ctx: ChatContext,
+  session: Session,
+  name: string | null | undefined,
+  ref: string,
+): Room | undefined {
+  if (name === undefined || !session.has('rooms')) return session.room;
+  if (name === null) {
+    refuse(session, ErrorCode.INVALID_FIELD, '"room" must be a well-formed string', ref);
+    return undefined;
+  }
+  const room = ctx.rooms.find(name);
+  if (room === undefined || !session.rooms.has(room)) {
+    refuse(session, ErrorCode.NOT_IN_ROOM, 'you are not in that room', ref);
+    return undefined;
+  }
+  return room;
+}
+
+/**
+ * JOIN_ROOM "100" {room}
+ *   -> "90" 1015 bad name, 1016 already in it, 1014 in too many rooms,
+ *      1013 no such room (creation off), 1012 full -- checked in this order;
+ *   -> the room's others get "8" {nickname, userCount, room}, then the joiner
+ *      "101" {room, members, userCount}. A room that does not exist is made.
+ */
+const joinRoom: Handler<typeof Cmd.JOIN_ROOM> = (ctx, session, req) => {
+  const room = ctx.rooms.admit(session, req.room);
+  if (!(room instanceof Room)) {
+    refuse(session, room.code, room.message, req.cmd);
+    return;
+  }
+  const count = room.size + 1;
+  ctx.publish({ type: 'joined', room: room.name, nickname: session.nickname, count });
+  ctx.rooms.add(session, room);
+  const members: string[] = [];
+  for (const member of room.list()) members.push(member.nickname);
+  session.reply({ type: 'room-joined', room: room.name, members, count });
+};
+
+/**
+ * PART "102" {room} -> "103" {room}; the room's others get "30" {nickname, userCount, room}.
+ *   -> "90" 1017 for the lobby (leaving it is EXIT), 1018 not in that room.
+ */
+const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
+  const room = ctx.rooms.find(req.room);
+  if (room === ctx.lobby) {
+    refuse(session, ErrorCode.CANNOT_LEAVE_LOBBY, 'leaving the lobby means EXIT', req.cmd);
+    return;
+  }
+  if (room === undefined || !session.rooms.has(room)) {
+    refuse(session, ErrorCode.NOT_IN_ROOM, 'you are not in that room', req.cmd);
+    return;
+  }
+  ctx.rooms.remove(session, room);
+  session.reply({ type: 'room-parted', room: room.name });
+  ctx.publish({ type: 'left', room: room.name, nickname: session.nickname, count: room.size });
+};
+
+/** ROOMS "104" -> "105" {rooms: [{room, userCount, joined}]}: every room that exists, the lobby first. */
+const listRooms: Handler<typeof Cmd.ROOMS> = (ctx, session) => {
+  const rooms = [];
+  for (const room of ctx.rooms.all()) {
+    rooms.push({ name: room.name, count: room.size, joined: session.rooms.has(room) });
+  }
+  session.reply({ type: 'room-list', rooms });
+};
+
+// ---- the table -----------------------------------------------------------------
+
 interface Command<C extends RequestCode> {
   /** Allowed before the client has joined (only CONNECT is). */
   greeting: boolean;
+  /** An extension's command: unknown (1003) to a session without this capability. */
+  cap?: Capability;
   handle: Handler<C>;
 }
 
@@ -435,8 +524,16 @@ export const COMMANDS: { [C in RequestCode]: Command<C> } = {
   [Cmd.BAN]: { greeting: false, handle: ban },
   [Cmd.UNBAN]: { greeting: false, handle: unban },
   [Cmd.BANS]: { greeting: false, handle: bans },
+  [Cmd.JOIN_ROOM]: { greeting: false, cap: 'rooms', handle: joinRoom },
+  [Cmd.PART_ROOM]: { greeting: false, cap: 'rooms', handle: partRoom },
+  [Cmd.ROOMS]: { greeting: false, cap: 'rooms', handle: listRooms },
 };
 
 export function commandFor<C extends RequestCode>(code: C): Command<C> {
   return COMMANDS[code];
+}
+
+/** The capability an extension's request code needs, if `code` is one. */
+export function capabilityFor(code: string): Capability | undefined {
+  return Object.hasOwn(COMMANDS, code) ? COMMANDS[code as RequestCode].cap : undefined;
 }

@@ -61,6 +61,13 @@ export interface MemberInfo {
   readonly address: PeerAddress | undefined;
 }
 
+export interface RoomInfo {
+  readonly name: string;
+  readonly count: number;
+  /** Whether the asking session is a member. */
+  readonly joined: boolean;
+}
+
 /** Why a CONNECT or RENAME could not take a nickname. */
 export type NameRefusal = 'taken' | 'invalid';
 
@@ -101,6 +108,15 @@ export type Reply =
   | { readonly type: 'oper-ok'; readonly name: string }
   | { readonly type: 'ban-list'; readonly bans: readonly BanInfo[] }
   | { readonly type: 'rtt'; readonly beginTime: number }
+  | {
+      readonly type: 'room-joined';
+      readonly room: string;
+      /** Nicknames in join order, the joiner last. */
+      readonly members: readonly string[];
+      readonly count: number;
+    }
+  | { readonly type: 'room-parted'; readonly room: string }
+  | { readonly type: 'room-list'; readonly rooms: readonly RoomInfo[] }
   | {
       readonly type: 'error';
       readonly code: number;

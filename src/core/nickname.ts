@@ -36,22 +36,27 @@ const MARK_STACK = /\p{Mn}{4}/u;
 export type NicknameCheck = { ok: true; nickname: string } | { ok: false; reason: string };
 
 export function checkNickname(raw: string): NicknameCheck {
+  return checkName(raw, MAX_NICKNAME_LENGTH, 'nickname');
+}
+
+/** The nickname rules for any name people see and type (room names too), with its own length. */
+export function checkName(raw: string, maxLength: number, noun: string): NicknameCheck {
   const nickname = raw.normalize('NFC');
-  if (nickname.length === 0) return { ok: false, reason: 'nickname must not be empty' };
+  if (nickname.length === 0) return { ok: false, reason: `${noun} must not be empty` };
   const length = [...nickname].length;
-  if (length > MAX_NICKNAME_LENGTH) {
-    return { ok: false, reason: `nickname is longer than ${MAX_NICKNAME_LENGTH} characters` };
+  if (length > maxLength) {
+    return { ok: false, reason: `${noun} is longer than ${maxLength} characters` };
   }
   if (FORBIDDEN.test(nickname)) {
-    return { ok: false, reason: 'nickname must not contain spaces or control characters' };
+    return { ok: false, reason: `${noun} must not contain spaces or control characters` };
   }
   if (INVISIBLE.test(nickname)) {
-    return { ok: false, reason: 'nickname must not contain invisible or unassigned characters' };
+    return { ok: false, reason: `${noun} must not contain invisible or unassigned characters` };
   }
   if (LOOSE_MARK.test(nickname) || OVERREACHING_MARK.test(nickname) || MARK_STACK.test(nickname)) {
     return {
       ok: false,
-      reason: 'nickname must not contain combining marks that hide or imitate other characters',
+      reason: `${noun} must not contain combining marks that hide or imitate other characters`,
     };
   }
   return { ok: true, nickname };

@@ -20,13 +20,22 @@ export class Room {
   // Insertion order is the order USERS lists members in, as in the course server.
   private readonly members = new Map<number, Member>();
   /** The id of the room's latest chat message; ids are never reused. */
-  private top = 0;
+  private top: number;
 
   constructor(
     readonly name: string,
     /** Changed by Chat.reconfigure; members over a lowered capacity stay. */
     public capacity: number,
-  ) {}
+    /** Ids continue above this (a room made again must not reuse its old ids). */
+    firstIdAfter = 0,
+  ) {
+    this.top = firstIdAfter;
+  }
+
+  /** The id of the latest chat message (0 before any). */
+  get lastId(): number {
+    return this.top;
+  }
 
   get size(): number {
     return this.members.size;

@@ -29,7 +29,10 @@ export class Session implements Member {
   nickname = '';
   /** The nickname's uniqueness key while registered. */
   key = '';
+  /** The lobby, once joined; the room of the course protocol. */
   room: Room | undefined;
+  /** Every room the session is in, the lobby included (see rooms.ts). */
+  readonly rooms = new Set<Room>();
   /** Flood control, when enabled: the bucket and the run of refused requests. */
   bucket: TokenBucket | undefined;
   strikes = 0;

@@ -13,6 +13,8 @@ export const CAPABILITIES = [
   'whispers',
   /** "99" notices when a member is kicked or banned (the 92-98 requests need only "caps"). */
   'moderation',
+  /** Rooms besides the lobby: "100"-"105", and events that name their room. */
+  'rooms',
 ] as const;
 
 export type Capability = (typeof CAPABILITIES)[number];

@@ -46,7 +46,17 @@ export const Cmd = {
   BAN_LIST: '98',
   /** Extension (capability "moderation"): a member was kicked or banned. */
   MODERATION_NOTICE: '99',
+  // ---- rooms (capability "rooms") ----
+  JOIN_ROOM: '100',
+  JOIN_ROOM_SUCCESS: '101',
+  PART_ROOM: '102',
+  PART_ROOM_SUCCESS: '103',
+  ROOMS: '104',
+  ROOMS_RESPONSE: '105',
 } as const;
+
+/** The room every client joins at CONNECT; course clients know no other. */
+export const LOBBY = 'lobby';
 
 export type CmdName = keyof typeof Cmd;
 export type CmdCode = (typeof Cmd)[CmdName];
@@ -66,6 +76,9 @@ export const REQUEST_CODES = [
   Cmd.BAN,
   Cmd.UNBAN,
   Cmd.BANS,
+  Cmd.JOIN_ROOM,
+  Cmd.PART_ROOM,
+  Cmd.ROOMS,
 ] as const;
 export type RequestCode = (typeof REQUEST_CODES)[number];
 
@@ -88,6 +101,14 @@ export const ErrorCode = {
   NESTED_TOO_DEEP: 1009,
   NOT_AUTHORIZED: 1010,
   NO_SUCH_USER: 1011,
+  // ---- rooms ----
+  ROOM_FULL: 1012,
+  NO_SUCH_ROOM: 1013,
+  TOO_MANY_ROOMS: 1014,
+  INVALID_ROOM_NAME: 1015,
+  ALREADY_IN_ROOM: 1016,
+  CANNOT_LEAVE_LOBBY: 1017,
+  NOT_IN_ROOM: 1018,
 
   BANNED_WORDS: 2001,
   FRAME_TOO_LARGE: 2002,

@@ -17,7 +17,11 @@ function jsonString(s: string): string {
 export function serializeLine(message: ServerMessage): string {
   // Fast path for chat, the message sent most: no walk over the object, and
   // plain strings copied as they are. Same bytes as JSON.stringify (tested).
-  if (message.cmd === Cmd.CHAT_RESPONSE && message.whisper === undefined) {
+  if (
+    message.cmd === Cmd.CHAT_RESPONSE &&
+    message.whisper === undefined &&
+    message.room === undefined
+  ) {
     return `{"cmd":"70","from":${jsonString(message.from)},"msg":${jsonString(message.msg)}}\n`;
   }
   return `${JSON.stringify(message)}\n`;
@@ -53,7 +57,12 @@ function putBytes(out: Uint8Array, at: number, bytes: readonly number[]): number
  * else returns undefined and takes the general path. Same bytes (tested).
  */
 export function encodePlainChatLine(message: ServerMessage): Uint8Array | undefined {
-  if (message.cmd !== Cmd.CHAT_RESPONSE || message.whisper !== undefined) return undefined;
+  if (
+    message.cmd !== Cmd.CHAT_RESPONSE ||
+    message.whisper !== undefined ||
+    message.room !== undefined
+  )
+    return undefined;
   const { from, msg } = message;
   const size = CHAT_HEAD.length + from.length + CHAT_MID.length + msg.length + CHAT_TAIL.length;
   if (size > SLAB_SIZE / 4) return undefined;
@@ -105,4 +114,7 @@ export const REPLY_CODES: Readonly<Record<string, readonly string[]>> = {
   [Cmd.BAN]: [Cmd.BAN_LIST],
   [Cmd.UNBAN]: [Cmd.BAN_LIST],
   [Cmd.BANS]: [Cmd.BAN_LIST],
+  [Cmd.JOIN_ROOM]: [Cmd.JOIN_ROOM_SUCCESS],
+  [Cmd.PART_ROOM]: [Cmd.PART_ROOM_SUCCESS],
+  [Cmd.ROOMS]: [Cmd.ROOMS_RESPONSE],
 };

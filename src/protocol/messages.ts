@@ -12,6 +12,12 @@ export interface ConnectRequest {
 }
 export interface UsersRequest {
   cmd: typeof Cmd.USERS;
+  /**
+   * Extension (capability "rooms"): which room to list, the lobby when absent.
+   * null: the field was sent but is not a well-formed string (a course client's
+   * extra field, ignored; refused for clients with "rooms").
+   */
+  room?: string | null;
 }
 export interface WhisperRequest {
   cmd: typeof Cmd.WHISPER;
@@ -36,6 +42,19 @@ export interface RttRequest {
 export interface ChatRequest {
   cmd: typeof Cmd.CHAT;
   msg: string;
+  /** As UsersRequest.room. */
+  room?: string | null;
+}
+export interface JoinRoomRequest {
+  cmd: typeof Cmd.JOIN_ROOM;
+  room: string;
+}
+export interface PartRoomRequest {
+  cmd: typeof Cmd.PART_ROOM;
+  room: string;
+}
+export interface RoomsRequest {
+  cmd: typeof Cmd.ROOMS;
 }
 
 export interface OperRequest {
@@ -77,7 +96,10 @@ export type Request =
   | KickRequest
   | BanRequest
   | UnbanRequest
-  | BansRequest;
+  | BansRequest
+  | JoinRoomRequest
+  | PartRoomRequest
+  | RoomsRequest;
 
 // ---- server -> client -------------------------------------------------------
 
@@ -85,6 +107,12 @@ export type Request =
 export type Address = [string, number];
 /** [nickname, ip, port] */
 export type UserEntry = [string, string, number];
+/** One entry of "105". */
+export interface RoomEntry {
+  room: string;
+  userCount: number;
+  joined: boolean;
+}
 
 export interface BanEntry {
   mask: string;
@@ -119,18 +147,31 @@ export type ServerMessage =
   | { cmd: typeof Cmd.WHISPER_NO_SUCH_USER }
   | { cmd: typeof Cmd.WHISPER_MYSELF }
   | { cmd: typeof Cmd.WHISPER_SUCCESS }
-  | { cmd: typeof Cmd.EXIT_BROADCAST; nickname: string; userCount: number }
+  | { cmd: typeof Cmd.EXIT_BROADCAST; nickname: string; userCount: number; room?: string }
   | { cmd: typeof Cmd.VERSION_RESPONSE; serverVersion: string }
   | { cmd: typeof Cmd.RENAME_DUPLICATE_NICKNAME }
   | { cmd: typeof Cmd.RENAME_SUCCESS; newNickname: string }
   | { cmd: typeof Cmd.RTT_RESPONSE; beginTime: number }
-  | { cmd: typeof Cmd.CHAT_RESPONSE; from: string; msg: string; whisper?: true }
-  | { cmd: typeof Cmd.NEW_USER_ENTERS; nickname: string; userCount: number }
+  | {
+      cmd: typeof Cmd.CHAT_RESPONSE;
+      from: string;
+      msg: string;
+      whisper?: true;
+      /** Extension (capability "rooms"): room chat only, never whispers. */
+      room?: string;
+      id?: number;
+      at?: number;
+    }
+  | { cmd: typeof Cmd.NEW_USER_ENTERS; nickname: string; userCount: number; room?: string }
   | { cmd: typeof Cmd.ERROR; code: number; message: string; ref?: string }
   | { cmd: typeof Cmd.USER_RENAMED; oldNickname: string; newNickname: string }
   | { cmd: typeof Cmd.OPER_SUCCESS; name: string }
   | { cmd: typeof Cmd.BAN_LIST; bans: BanEntry[] }
-  | ModerationNotice;
+  | ModerationNotice
+  | { cmd: typeof Cmd.USER_RENAMED; oldNickname: string; newNickname: string; room?: string }
+  | { cmd: typeof Cmd.JOIN_ROOM_SUCCESS; room: string; members: string[]; userCount: number }
+  | { cmd: typeof Cmd.PART_ROOM_SUCCESS; room: string }
+  | { cmd: typeof Cmd.ROOMS_RESPONSE; rooms: RoomEntry[] };
 
 export type ServerCode = ServerMessage['cmd'];
 export type MessageOf<C extends ServerCode> = Extract<ServerMessage, { cmd: C }>;

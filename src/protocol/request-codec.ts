@@ -153,7 +153,11 @@ export function toRequest(value: unknown): ParseResult {
     case Cmd.CHAT: {
       const msg = text(value, 'msg');
       if (msg === undefined) return invalid(code, 'msg');
-      return { ok: true, request: { cmd: code, msg } };
+      const room = optionalRoom(value);
+      return {
+        ok: true,
+        request: room === undefined ? { cmd: code, msg } : { cmd: code, msg, room },
+      };
     }
     case Cmd.OPER: {
       const name = text(value, 'name');
@@ -196,7 +200,17 @@ export function toRequest(value: unknown): ParseResult {
       if (mask === undefined) return invalid(code, 'mask');
       return { ok: true, request: { cmd: code, mask } };
     }
-    case Cmd.USERS:
+    case Cmd.USERS: {
+      const room = optionalRoom(value);
+      return { ok: true, request: room === undefined ? { cmd: code } : { cmd: code, room } };
+    }
+    case Cmd.JOIN_ROOM:
+    case Cmd.PART_ROOM: {
+      const room = text(value, 'room');
+      if (room === undefined) return invalid(code, 'room');
+      return { ok: true, request: { cmd: code, room } };
+    }
+    case Cmd.ROOMS:
     case Cmd.EXIT:
     case Cmd.VERSION:
     case Cmd.BANS:
@@ -214,6 +228,16 @@ function text(value: Fields, name: string): string | undefined {
 function optionalText(value: Fields, name: string): string | undefined | null {
   if (own(value, name) === undefined) return undefined;
   return text(value, name) ?? null;
+}
+
+/**
+ * The optional "room" of CHAT and USERS. A course client's extra field must
+ * not change what it gets, so a malformed one is marked (null) rather than
+ * refused here; the core refuses it only from clients with "rooms".
+ */
+function optionalRoom(value: Fields): string | null | undefined {
+  if (!Object.hasOwn(value, 'room')) return undefined;
+  return text(value, 'room') ?? null;
 }
 
 function isCapList(caps: unknown): caps is string[] {

@@ -8,6 +8,10 @@ export const HELP = `Commands:
   \\rename <nickname>      change your nickname
   \\rtt                    round-trip time to the server
   \\version                server and client versions
+  \\join <room>            join a room (made if it does not exist)
+  \\leave <room>           leave a room (also \\part; the lobby is left with \\exit)
+  \\rooms                  every room, with its count and whether you are in it
+  \\room <room>            type into that room from now on (\\room lobby to go back)
   \\help                   this list
   \\exit                   leave (Ctrl+C or Ctrl+D also work)
 Operators:
@@ -17,7 +21,7 @@ Operators:
                                        ban (until unbanned without a duration)
   \\unban <mask>                        lift a ban
   \\bans                                list the bans
-Anything else is sent to the room.`;
+Anything else is sent to the room you are typing into.`;
 
 export type Command =
   | { kind: 'chat'; text: string }
@@ -27,6 +31,11 @@ export type Command =
   | { kind: 'rtt' }
   | { kind: 'version' }
   | { kind: 'help' }
+  | { kind: 'join'; room: string }
+  /** No room: the one being typed into. */
+  | { kind: 'part'; room: string | undefined }
+  | { kind: 'rooms' }
+  | { kind: 'room'; room: string }
   | { kind: 'exit' }
   | { kind: 'oper'; name: string; password: string }
   | { kind: 'kick'; nickname: string; reason: string }
@@ -64,6 +73,26 @@ export function parseCommand(line: string): Command {
       return { kind: 'rtt' };
     case 'version':
       return { kind: 'version' };
+    case 'join': {
+      const room = args.trim();
+      if (room === '' || /\s/.test(room))
+        return { kind: 'invalid', message: 'Usage: \\join <room>' };
+      return { kind: 'join', room };
+    }
+    case 'leave':
+    case 'part': {
+      const room = args.trim();
+      if (/\s/.test(room)) return { kind: 'invalid', message: 'Usage: \\leave <room>' };
+      return { kind: 'part', room: room === '' ? undefined : room };
+    }
+    case 'rooms':
+      return { kind: 'rooms' };
+    case 'room': {
+      const room = args.trim();
+      if (room === '' || /\s/.test(room))
+        return { kind: 'invalid', message: 'Usage: \\room <room>' };
+      return { kind: 'room', room };
+    }
     case 'help':
     case '?':
       return { kind: 'help' };

@@ -91,7 +91,7 @@ for (const target of targets) {
         const left = new Promise((r) => bob.once('leave', r));
         ann.type('\\exit');
         expect(await ann.exited).toBe(0);
-        expect(await left).toEqual({ nickname: 'anna', userCount: 1 });
+        expect(await left).toEqual({ nickname: 'anna', userCount: 1, room: 'lobby' });
         expect(heard).toEqual(['ann:hello bob', 'ann:just you']);
         // Output to a pipe carries no color codes.
         expect(ann.output).not.toContain('\u001b[');

@@ -9,15 +9,15 @@ describe('ChatClient against confab', () => {
     try {
       const port = server.address.port;
       const ann = await ChatClient.connect({ port, nickname: 'ann' });
-      expect(ann.caps).toEqual(['errors', 'renames', 'whispers', 'moderation']);
+      expect(ann.caps).toEqual(['errors', 'renames', 'whispers', 'moderation', 'rooms']);
       expect(ann.serverAddress).toEqual(['127.0.0.1', port]);
       const bob = await ChatClient.connect({ port, nickname: 'bob' });
       const renamed = new Promise((r) => ann.once('rename', r));
       expect(await bob.rename('bea')).toBe('bea');
-      expect(await renamed).toEqual({ oldNickname: 'bob', newNickname: 'bea' });
+      expect(await renamed).toEqual({ oldNickname: 'bob', newNickname: 'bea', room: 'lobby' });
       const whispered = new Promise((r) => ann.once('chat', r));
       await bob.whisper('ann', 'psst');
-      expect(await whispered).toEqual({ from: 'bea', msg: 'psst', whisper: true });
+      expect(await whispered).toEqual({ from: 'bea', msg: 'psst', whisper: true, room: 'lobby' });
       await expect(bob.whisper('zed', 'x')).rejects.toMatchObject({ kind: 'no-such-user' });
       await expect(bob.whisper('bea', 'x')).rejects.toMatchObject({ kind: 'whisper-to-self' });
       await expect(bob.rename('ANN')).rejects.toMatchObject({ kind: 'nickname-taken' });
@@ -64,6 +64,80 @@ describe('ChatClient against confab', () => {
   });
 });
 
+describe('ChatClient rooms', () => {
+  it('joins, chats in, lists and parts rooms, with room events', async () => {
+    const server = await startConfab();
+    try {
+      const port = server.address.port;
+      const ann = await ChatClient.connect({ port, nickname: 'ann' });
+      const bob = await ChatClient.connect({ port, nickname: 'bob' });
+      expect(ann.hasRooms).toBe(true);
+      expect(await ann.join('Physics')).toEqual({
+        room: 'Physics',
+        members: ['ann'],
+        userCount: 1,
+      });
+      const joined = new Promise((r) => ann.once('join', r));
+      expect(await bob.join('physics')).toEqual({
+        room: 'Physics',
+        members: ['ann', 'bob'],
+        userCount: 2,
+      });
+      expect(await joined).toEqual({ nickname: 'bob', userCount: 2, room: 'Physics' });
+      const heard = new Promise((r) => ann.once('chat', r));
+      bob.chat('in physics', 'Physics');
+      expect(await heard).toEqual({
+        from: 'bob',
+        msg: 'in physics',
+        whisper: false,
+        room: 'Physics',
+        id: 1,
+        at: expect.any(Number),
+      });
+      expect((await ann.users('Physics')).map((u) => u[0])).toEqual(['ann', 'bob']);
+      expect(await ann.rooms()).toEqual([
+        { room: 'lobby', userCount: 2, joined: true },
+        { room: 'Physics', userCount: 2, joined: true },
+      ]);
+      await expect(ann.join('physics')).rejects.toMatchObject({
+        kind: 'server-error',
+        code: ErrorCode.ALREADY_IN_ROOM,
+      });
+      await expect(ann.part('lobby')).rejects.toMatchObject({
+        code: ErrorCode.CANNOT_LEAVE_LOBBY,
+      });
+      const left = new Promise((r) => ann.once('leave', r));
+      expect(await bob.part('physics')).toBe('Physics');
+      expect(await left).toEqual({ nickname: 'bob', userCount: 1, room: 'Physics' });
+      await expect(bob.users('physics')).rejects.toMatchObject({ code: ErrorCode.NOT_IN_ROOM });
+      await ann.exit();
+      await bob.exit();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('says rooms are not supported when the server did not grant them', async () => {
+    const server = await startConfab();
+    try {
+      const plain = await ChatClient.connect({
+        port: server.address.port,
+        nickname: 'plain',
+        caps: ['errors'],
+      });
+      expect(plain.hasRooms).toBe(false);
+      for (const call of [plain.join('x'), plain.part('x'), plain.rooms(), plain.users('x')]) {
+        await expect(call).rejects.toMatchObject({ kind: 'not-supported' });
+      }
+      expect(() => plain.chat('hi', 'x')).toThrow(/does not support rooms/);
+      expect(await plain.version()).toBe('1');
+      await plain.exit();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe.skipIf(withoutSeed())('ChatClient against the course server', () => {
   it('paces requests so the course server never reads two at once', async () => {
     const seed = await startSeed();
@@ -71,6 +145,7 @@ describe.skipIf(withoutSeed())('ChatClient against the course server', () => {
       const ann = await ChatClient.connect({ port: seed.port, nickname: 'ann' });
       const bob = await ChatClient.connect({ port: seed.port, nickname: 'bob' });
       expect(ann.caps).toEqual([]);
+      await expect(ann.join('physics')).rejects.toMatchObject({ kind: 'not-supported' });
       const heard: string[] = [];
       bob.on('chat', (m) => heard.push(m.msg));
       // Fired without waiting: unpaced, the server would read several in one

@@ -100,7 +100,7 @@ describe('confab chat in a real terminal', () => {
 
     const left = new Promise((r) => bob.once('leave', r));
     tmux('send-keys', '-t', 'chat', 'C-c');
-    expect(await left).toEqual({ nickname: 'ann', userCount: 1 });
+    expect(await left).toEqual({ nickname: 'ann', userCount: 1, room: 'lobby' });
     await bob.exit();
   });
 

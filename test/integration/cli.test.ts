@@ -104,7 +104,7 @@ describe('confab serve', () => {
       expect(await got).toMatchObject({ from: 'bob' });
       const left = new Promise((resolve) => ann.once('leave', resolve));
       bob.chat('big SPOILER ahead');
-      expect(await left).toEqual({ nickname: 'bob', userCount: 1 });
+      expect(await left).toEqual({ nickname: 'bob', userCount: 1, room: 'lobby' });
       await ann.exit();
     } finally {
       await server.stop();

@@ -252,7 +252,7 @@ describe('SIGHUP', () => {
       // The banned-words file was re-read (the path also became relative to the config file).
       const left = new Promise((resolve) => ann.once('leave', resolve));
       bob.chat('BOO!');
-      expect(await left).toEqual({ nickname: 'bob', userCount: 1 });
+      expect(await left).toEqual({ nickname: 'bob', userCount: 1, room: 'lobby' });
 
       // A bad file on reload keeps the running configuration.
       writeFileSync(file, 'max-message: 5\nmax-users: lots\n');

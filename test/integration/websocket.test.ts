@@ -100,7 +100,7 @@ describe('WebSocket listener', () => {
         while (i - next >= 200) await new Promise<void>((r) => (wake = r));
         sender.socket.write(`{"cmd":"7","msg":"${i} ${'z'.repeat(1000)}"}\n`);
       }
-      expect(await lazyLeft).toEqual({ nickname: 'lazy', userCount: 2 });
+      expect(await lazyLeft).toEqual({ nickname: 'lazy', userCount: 2, room: 'lobby' });
       await all;
       expect(outOfOrder).toBe(0);
       await reader.exit();

@@ -419,6 +419,12 @@ async function submit(line: string): Promise<void> {
       case 'invalid':
         error(command.message);
         return;
+      case 'join':
+      case 'part':
+      case 'rooms':
+      case 'room':
+        error('Rooms are not in the web client yet; confab chat has them.');
+        return;
     }
   } catch (err) {
     if (err instanceof RequestError && err.reply !== 'closed') error(err.message);

@@ -1,9 +1,17 @@
 import type { Deliverable, Delivery, Encoder } from '../../core/events.js';
 import type { Capability } from '../../protocol/capabilities.js';
-import { Cmd, ErrorCode } from '../../protocol/codes.js';
+import { Cmd, ErrorCode, LOBBY } from '../../protocol/codes.js';
 import { encodeCourseFrames } from '../../protocol/course-frame.js';
 import { encodePlainChatLine, serializeLine } from '../../protocol/message-codec.js';
 import type { ServerMessage, UserEntry } from '../../protocol/messages.js';
+
+/** The events that happen in a room (whispers do not). */
+const ROOM_EVENTS: ReadonlySet<Deliverable['type']> = new Set([
+  'joined',
+  'left',
+  'renamed',
+  'chat',
+]);
 
 /**
  * The course protocol and confab's JSON extensions: what a client with these
@@ -15,17 +23,48 @@ export function toServerMessage(
   item: Deliverable,
   caps: ReadonlySet<Capability>,
 ): ServerMessage | undefined {
+  // Rooms: a client with "rooms" is told which room each event is in; any
+  // other client only ever sees the lobby's, in the course shape. (It is never
+  // a member of another room; this holds even if it were.)
+  const rooms = caps.has('rooms');
+  if (!rooms && ROOM_EVENTS.has(item.type) && (item as { room: string }).room !== LOBBY) {
+    return undefined;
+  }
   switch (item.type) {
     case 'joined':
-      return { cmd: Cmd.NEW_USER_ENTERS, nickname: item.nickname, userCount: item.count };
+      return rooms
+        ? {
+            cmd: Cmd.NEW_USER_ENTERS,
+            nickname: item.nickname,
+            userCount: item.count,
+            room: item.room,
+          }
+        : { cmd: Cmd.NEW_USER_ENTERS, nickname: item.nickname, userCount: item.count };
     case 'left':
-      return { cmd: Cmd.EXIT_BROADCAST, nickname: item.nickname, userCount: item.count };
+      return rooms
+        ? {
+            cmd: Cmd.EXIT_BROADCAST,
+            nickname: item.nickname,
+            userCount: item.count,
+            room: item.room,
+          }
+        : { cmd: Cmd.EXIT_BROADCAST, nickname: item.nickname, userCount: item.count };
     case 'renamed':
-      return caps.has('renames')
-        ? { cmd: Cmd.USER_RENAMED, oldNickname: item.from, newNickname: item.to }
-        : undefined;
+      if (!caps.has('renames')) return undefined;
+      return rooms
+        ? { cmd: Cmd.USER_RENAMED, oldNickname: item.from, newNickname: item.to, room: item.room }
+        : { cmd: Cmd.USER_RENAMED, oldNickname: item.from, newNickname: item.to };
     case 'chat':
-      return { cmd: Cmd.CHAT_RESPONSE, from: item.from, msg: item.msg };
+      return rooms
+        ? {
+            cmd: Cmd.CHAT_RESPONSE,
+            from: item.from,
+            msg: item.msg,
+            room: item.room,
+            id: item.id,
+            at: item.at,
+          }
+        : { cmd: Cmd.CHAT_RESPONSE, from: item.from, msg: item.msg };
     case 'moderated': {
       if (!caps.has('moderation')) return undefined;
       const notice: ServerMessage = {
@@ -103,6 +142,20 @@ export function toServerMessage(
       };
     case 'rtt':
       return { cmd: Cmd.RTT_RESPONSE, beginTime: item.beginTime };
+    case 'room-joined':
+      return {
+        cmd: Cmd.JOIN_ROOM_SUCCESS,
+        room: item.room,
+        members: [...item.members],
+        userCount: item.count,
+      };
+    case 'room-parted':
+      return { cmd: Cmd.PART_ROOM_SUCCESS, room: item.room };
+    case 'room-list':
+      return {
+        cmd: Cmd.ROOMS_RESPONSE,
+        rooms: item.rooms.map((r) => ({ room: r.name, userCount: r.count, joined: r.joined })),
+      };
     case 'error':
       // Course clients are never sent a code their protocol does not have.
       return caps.has('errors') ? error(item.code, item.message, item.ref) : undefined;

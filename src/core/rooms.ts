@@ -1,0 +1,166 @@
+/**
+ * Rooms besides the lobby (capability "rooms"): the registry of rooms keyed by
+ * the look-alike key their names share with nicknames, so "Physics" and
+ * "physіcs" (Cyrillic і) are one room, shown as first created. The lobby is
+ * always here; declared rooms (config file) exist even when empty; any other
+ * room is made by its first join and removed when its last member leaves.
+ */
+import { ErrorCode, type ErrorCodeValue } from '../protocol/codes.js';
+import { lookalikeKey } from './lookalike.js';
+import { checkName, type NicknameCheck } from './nickname.js';
+import { Room } from './room.js';
+import type { Session } from './session.js';
+
+export const MAX_ROOM_NAME_LENGTH = 64;
+
+/** A room the operator declares up front, with its own capacity. */
+export interface DeclaredRoom {
+  readonly name: string;
+  readonly capacity: number;
+}
+
+export interface RoomSettings {
+  /** Capacity of rooms made by a join (the lobby's is --max-users). */
+  roomCapacity?: number;
+  /** Whether a join may make a room that does not exist. */
+  createRooms?: boolean;
+  /** Rooms one session may be in at once, the lobby included. */
+  maxRoomsPerClient?: number;
+  declared?: readonly DeclaredRoom[];
+}
+
+export interface RoomRefusal {
+  readonly code: ErrorCodeValue;
+  readonly message: string;
+}
+
+/** Room names follow the nickname rules (nickname.ts), up to 64 characters. */
+export function checkRoomName(raw: string): NicknameCheck {
+  return checkName(raw, MAX_ROOM_NAME_LENGTH, 'room name');
+}
+
+export function roomKey(name: string): string {
+  return lookalikeKey(name);
+}
+
+export class Rooms {
+  private readonly byKey = new Map<string, Room>();
+  /** By the name as shown, which is what events carry: publishing costs no key. */
+  private readonly byName = new Map<string, Room>();
+  private declaredKeys: ReadonlySet<string> = new Set();
+  /**
+   * The highest id any removed room had reached. A room made again starts
+   * above it, so an id a client saw in a room is never handed out there again.
+   */
+  private idFloor = 0;
+  private roomCapacity = 100;
+  private createRooms = true;
+  private maxRoomsPerClient = 20;
+
+  constructor(
+    readonly lobby: Room,
+    settings: RoomSettings = {},
+  ) {
+    this.insert(lobby);
+    this.configure(settings);
+  }
+
+  /** Applies to joins from now on; nobody is moved out of a room. */
+  configure(settings: RoomSettings): void {
+    if (settings.roomCapacity !== undefined) this.roomCapacity = settings.roomCapacity;
+    if (settings.createRooms !== undefined) this.createRooms = settings.createRooms;
+    if (settings.maxRoomsPerClient !== undefined)
+      this.maxRoomsPerClient = settings.maxRoomsPerClient;
+    if (settings.declared !== undefined) {
+      const keys = new Set<string>();
+      for (const declared of settings.declared) {
+        const key = roomKey(declared.name);
+        // The lobby's capacity is --max-users; the config file refuses to declare it.
+        if (this.byKey.get(key) === this.lobby) continue;
+        keys.add(key);
+        const room = this.byKey.get(key);
+        if (room === undefined)
+          this.insert(new Room(declared.name, declared.capacity, this.idFloor));
+        else room.capacity = declared.capacity;
+      }
+      const before = this.declaredKeys;
+      this.declaredKeys = keys;
+      for (const key of before) {
+        const room = this.byKey.get(key);
+        if (!keys.has(key) && room !== undefined) this.dropIfEmpty(room);
+      }
+    }
+    for (const [key, room] of this.byKey) {
+      if (room !== this.lobby && !this.declaredKeys.has(key)) room.capacity = this.roomCapacity;
+    }
+  }
+
+  /** The room a client names, in any look-alike spelling. */
+  find(name: string): Room | undefined {
+    return this.byName.get(name) ?? this.byKey.get(roomKey(name));
+  }
+
+  /** The room an event names (always the name as shown). */
+  named(name: string): Room | undefined {
+    return this.byName.get(name);
+  }
+
+  /** Every room that exists, the lobby first, then in order of creation. */
+  all(): IterableIterator<Room> {
+    return this.byKey.values();
+  }
+
+  /**
+   * Whether `session` may join the room `raw` names: the room to add it to
+   * (not yet registered if new; `add` registers it), or why not.
+   */
+  admit(session: Session, raw: string): Room | RoomRefusal {
+    const checked = checkRoomName(raw);
+    if (!checked.ok) return { code: ErrorCode.INVALID_ROOM_NAME, message: checked.reason };
+    const name = checked.nickname;
+    const room = this.find(name);
+    if (room !== undefined && session.rooms.has(room)) {
+      return { code: ErrorCode.ALREADY_IN_ROOM, message: `you are already in ${room.name}` };
+    }
+    if (session.rooms.size >= this.maxRoomsPerClient) {
+      return {
+        code: ErrorCode.TOO_MANY_ROOMS,
+        message: `you are in ${this.maxRoomsPerClient} rooms, the most allowed`,
+      };
+    }
+    if (room === undefined) {
+      if (!this.createRooms) return { code: ErrorCode.NO_SUCH_ROOM, message: 'no such room' };
+      return new Room(name, this.roomCapacity, this.idFloor);
+    }
+    if (room.isFull) return { code: ErrorCode.ROOM_FULL, message: `${room.name} is full` };
+    return room;
+  }
+
+  /** Adds a member (registering the room if `admit` just made it). */
+  add(session: Session, room: Room): void {
+    if (this.byName.get(room.name) !== room) this.insert(room);
+    room.add(session);
+    session.rooms.add(room);
+  }
+
+  /** Removes a member; an undeclared room goes with its last member. */
+  remove(session: Session, room: Room): void {
+    room.remove(session);
+    session.rooms.delete(room);
+    this.dropIfEmpty(room);
+  }
+
+  private insert(room: Room): void {
+    this.byKey.set(roomKey(room.name), room);
+    this.byName.set(room.name, room);
+  }
+
+  private dropIfEmpty(room: Room): void {
+    if (room === this.lobby || room.size > 0) return;
+    const key = roomKey(room.name);
+    if (this.declaredKeys.has(key)) return;
+    this.byKey.delete(key);
+    this.byName.delete(room.name);
+    this.idFloor = Math.max(this.idFloor, room.lastId);
+  }
+}

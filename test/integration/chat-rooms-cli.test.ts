@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import { ChatClient } from '../../src/client/chat-client.js';
+import { ChatProcess } from '../helpers/chat-process.js';
+import { startConfab, startSeed, withoutSeed } from '../helpers/servers.js';
+
+describe('confab chat rooms', () => {
+  it('joins, switches, chats, lists and leaves rooms; other rooms print with their name', async () => {
+    const server = await startConfab();
+    const port = String(server.address.port);
+    const bob = await ChatClient.connect({ port: server.address.port, nickname: 'bob' });
+    const ann = ChatProcess.start(['ann', '--port', port]);
+    try {
+      await ann.waitFor('You are the 2nd user.');
+      ann.type('\\join physics');
+      await ann.waitFor('You joined physics (1 user: ann). Type \\room physics to talk there.');
+      await bob.join('Physics');
+      await ann.waitFor(/\[physics\] \* bob joined \(2 users\)/);
+      ann.type('\\room PHYSICS');
+      await ann.waitFor('You are typing into physics.');
+      const heard = new Promise((r) => bob.once('chat', r));
+      ann.type('about atoms');
+      expect(await heard).toMatchObject({ from: 'ann', msg: 'about atoms', room: 'physics' });
+      // Typed into physics, the lobby is the other room now.
+      bob.chat('in the lobby');
+      await ann.waitFor(/\d\d:\d\d \[lobby\] bob: in the lobby/);
+      bob.chat('in physics', 'physics');
+      await ann.waitFor(/\d\d:\d\d bob: in physics/);
+      expect(ann.output).not.toContain('[physics] bob: in physics');
+      ann.type('\\users');
+      await ann.waitFor('2 users in the room:');
+      ann.type('\\rooms');
+      await ann.waitFor('2 rooms:');
+      await ann.waitFor(
+        / {2}lobby \(2 users, joined\)\n {2}physics \(2 users, joined, typing here\)/,
+      );
+      ann.type('\\room chemistry');
+      await ann.waitFor('You are not in chemistry; \\join it first.');
+      ann.type('\\leave lobby');
+      await ann.waitFor('Everyone stays in the lobby; \\exit leaves the server.');
+      const left = new Promise((r) => bob.once('leave', r));
+      ann.type('\\leave');
+      await ann.waitFor('You left physics.');
+      await ann.waitFor('You are typing into the lobby.');
+      expect(await left).toEqual({ nickname: 'ann', userCount: 1, room: 'physics' });
+      bob.chat('back in physics', 'physics');
+      bob.chat('lobby again');
+      await ann.waitFor(/\d\d:\d\d bob: lobby again/);
+      expect(ann.output).not.toContain('back in physics');
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+    } finally {
+      await ann.stop();
+      await bob.exit();
+      await server.stop();
+    }
+  });
+
+  it.skipIf(withoutSeed())('says rooms are not supported by the course server', async () => {
+    const seed = await startSeed();
+    const ann = ChatProcess.start(['ann', '--port', String(seed.port)]);
+    try {
+      await ann.waitFor('You are the 1st user.');
+      for (const line of ['\\join physics', '\\rooms', '\\room physics', '\\leave physics']) {
+        ann.type(line);
+      }
+      await ann.waitFor(/(This server does not support rooms\.[\s\S]*){4}/);
+      ann.type('still here');
+      ann.type('\\users');
+      await ann.waitFor('1 user in the room:');
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+    } finally {
+      await ann.stop();
+      await seed.stop();
+    }
+  });
+});
