@@ -139,20 +139,25 @@ export interface Encoder {
  * costs one encoding per kind of member, however they alternate.
  */
 export class Delivery {
-  // Almost every delivery meets one or two encoders: a short list beats a Map.
-  private readonly encoders: Encoder[] = [];
-  private readonly encoded: (Uint8Array | undefined)[] = [];
+  // Nearly every delivery meets one encoder, so the first is kept in fields
+  // (no allocation on the hot path); the others, rare, in a short list.
+  private firstEncoder: Encoder | undefined;
+  private firstBytes: Uint8Array | undefined;
+  private others: { encoder: Encoder; bytes: Uint8Array | undefined }[] | undefined;
 
   constructor(readonly item: Deliverable) {}
 
   bytes(encoder: Encoder): Uint8Array | undefined {
-    const encoders = this.encoders;
-    for (let i = 0; i < encoders.length; i++) {
-      if (encoders[i] === encoder) return this.encoded[i];
+    if (encoder === this.firstEncoder) return this.firstBytes;
+    if (this.firstEncoder === undefined) {
+      this.firstEncoder = encoder;
+      this.firstBytes = encoder.encode(this.item);
+      return this.firstBytes;
     }
+    const others = (this.others ??= []);
+    for (const other of others) if (other.encoder === encoder) return other.bytes;
     const bytes = encoder.encode(this.item);
-    encoders.push(encoder);
-    this.encoded.push(bytes);
+    others.push({ encoder, bytes });
     return bytes;
   }
 }
