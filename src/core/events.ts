@@ -154,10 +154,10 @@ export class Delivery {
       this.firstBytes = encoder.encode(this.item);
       return this.firstBytes;
     }
-    const others = (this.others ??= []);
-    for (const other of others) if (other.encoder === encoder) return other.bytes;
+    this.others ??= [];
+    for (const other of this.others) if (other.encoder === encoder) return other.bytes;
     const bytes = encoder.encode(this.item);
-    others.push({ encoder, bytes });
+    this.others.push({ encoder, bytes });
     return bytes;
   }
 }
