@@ -18,9 +18,10 @@ import { chat } from './chat.js';
 const USAGE = `confab ${VERSION} — a small, fast, self-hosted chat server
 
 Usage:
-  confab serve [options]                     start the server
-  confab chat <nickname> [--host H] [--port P]  join a server from the terminal
-  confab hash-password                       read a password, print its hash for "operators"
+  confab serve [options]                      start the server
+  confab chat <nickname> [--host H] [--port P] [--tls [--ca FILE]]
+                                              join a server from the terminal
+  confab hash-password                        read a password, print its hash for "operators"
   confab --help | --version
 
 Run "confab serve --help" or "confab chat --help" for their options.`;

@@ -125,8 +125,9 @@ export function toServerMessage(
     case 'rename-refused':
       if (item.reason === 'invalid' && caps.has('errors'))
         return error(ErrorCode.INVALID_NICKNAME, item.detail, Cmd.RENAME);
+      // A refused rename keeps the connection: a 1xxx code, not BANNED's 2xxx.
       if (item.reason === 'banned' && caps.has('errors'))
-        return error(ErrorCode.BANNED, item.detail, Cmd.RENAME);
+        return error(ErrorCode.INVALID_NICKNAME, item.detail, Cmd.RENAME);
       return { cmd: Cmd.RENAME_DUPLICATE_NICKNAME };
     case 'oper-ok':
       return { cmd: Cmd.OPER_SUCCESS, name: item.name };

@@ -141,7 +141,7 @@ describe('BAN', () => {
     expect(ann.take()).toEqual([{ cmd: '50' }]);
     const eve = connect('eve', ['errors']);
     send(eve, { cmd: '5', newNickname: 'bob' });
-    expect(eve.take()).toMatchObject([{ cmd: '90', code: ErrorCode.BANNED, ref: '5' }]);
+    expect(eve.take()).toMatchObject([{ cmd: '90', code: ErrorCode.INVALID_NICKNAME, ref: '5' }]);
     expect(eve.closedWith).toBeUndefined();
   });
 
