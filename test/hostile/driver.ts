@@ -7,7 +7,14 @@ import { type ParsedServerMessage, parseServerText } from '../../src/protocol/me
 import { RawClient } from '../helpers/raw-client.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 import { makeCertificate } from '../helpers/tls-cert.js';
-import { type Attack, type Batch, batchAt, describeAttack, nestingDepth } from './inputs.js';
+import {
+  type Attack,
+  type Batch,
+  batchAt,
+  concat,
+  describeAttack,
+  nestingDepth,
+} from './inputs.js';
 
 /**
  * The server's resident memory may not pass this. An idle confab is about
@@ -464,16 +471,6 @@ function* cut(data: Uint8Array, sizes: number[]): Generator<Uint8Array> {
     yield data.subarray(at, at + size);
     at += size;
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** Waits for `closed`, at most `ms`. */

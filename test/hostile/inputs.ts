@@ -43,7 +43,8 @@ export interface Batch {
 
 const enc = new TextEncoder();
 const bytes = (text: string): Uint8Array => enc.encode(text);
-const concat = (parts: Uint8Array[]): Uint8Array => {
+/** The bytes of `parts`, one after another. */
+export const concat = (parts: Uint8Array[]): Uint8Array => {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {
