@@ -5,7 +5,7 @@ import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { BanList, type BanStore, MemoryBanStore } from './bans.js';
-import { type ChatContext, capabilityFor, commandFor, refuse } from './commands.js';
+import { type ChatContext, commandFor, permitted, refuse } from './commands.js';
 import { type ChatEvent, Delivery } from './events.js';
 import type { Operator } from './moderation.js';
 import { nicknameKey } from './nickname.js';
@@ -274,10 +274,9 @@ export class Chat implements ChatContext, SessionHost {
         this.disconnect(session, 'protocol');
         return;
       }
-      const cap = ref === undefined ? undefined : capabilityFor(ref);
-      if (cap !== undefined && !session.has(cap)) {
+      if (ref !== undefined && !permitted(session, ref)) {
         // An extension's command is unknown to a client that did not ask for it, however malformed.
-        this.unknownCommand(session, ref!);
+        this.unknownCommand(session, ref);
         return;
       }
       if (code === ErrorCode.UNKNOWN_COMMAND) {
@@ -305,7 +304,7 @@ export class Chat implements ChatContext, SessionHost {
     } else if (command.greeting) {
       refuse(session, ErrorCode.ALREADY_CONNECTED, 'already connected', request.cmd);
       return;
-    } else if (command.cap !== undefined && !session.has(command.cap)) {
+    } else if (!permitted(session, request.cmd)) {
       this.unknownCommand(session, request.cmd);
       return;
     }

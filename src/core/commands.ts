@@ -248,20 +248,8 @@ const chat: Handler<typeof Cmd.CHAT> = (ctx, session, req) => {
   );
 };
 
-/**
- * The moderation requests (92-97) exist only for clients that sent "caps":
- * to a course client they are unknown commands, answered with nothing.
- */
-function extension(ctx: ChatContext, session: Session, cmd: string): boolean {
-  if (session.negotiated) return true;
-  ctx.log.warn({ nickname: session.nickname }, `Invalid request command. Command: ${cmd}`);
-  refuse(session, ErrorCode.UNKNOWN_COMMAND, `unknown command "${cmd}"`, cmd);
-  return false;
-}
-
 /** The session's operator name, or undefined after refusing it with 1010. */
 function operatorOf(ctx: ChatContext, session: Session, cmd: string): string | undefined {
-  if (!extension(ctx, session, cmd)) return undefined;
   if (session.operator === undefined) {
     ctx.log.warn(
       { nickname: session.nickname, ip: session.address.ip, cmd },
@@ -315,7 +303,6 @@ function banList(ctx: ChatContext, session: Session): void {
  * Failures are logged with the address; the password never is.
  */
 const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
-  if (!extension(ctx, session, req.cmd)) return;
   if (!ctx.operAttempt(session.address.ip)) {
     ctx.log.warn(
       { nickname: session.nickname, ip: session.address.ip, name: clip(req.name) },
@@ -505,8 +492,11 @@ const listRooms: Handler<typeof Cmd.ROOMS> = (ctx, session) => {
 interface Command<C extends RequestCode> {
   /** Allowed before the client has joined (only CONNECT is). */
   greeting: boolean;
-  /** An extension's command: unknown (1003) to a session without this capability. */
-  cap?: Capability;
+  /**
+   * An extension's command: unknown (1003) to a session without this
+   * capability, or, for "caps", to one that negotiated nothing (a course client).
+   */
+  requires?: Capability | 'caps';
   handle: Handler<C>;
 }
 
@@ -519,21 +509,28 @@ export const COMMANDS: { [C in RequestCode]: Command<C> } = {
   [Cmd.RENAME]: { greeting: false, handle: rename },
   [Cmd.RTT]: { greeting: false, handle: rtt },
   [Cmd.CHAT]: { greeting: false, handle: chat },
-  [Cmd.OPER]: { greeting: false, handle: oper },
-  [Cmd.KICK]: { greeting: false, handle: kick },
-  [Cmd.BAN]: { greeting: false, handle: ban },
-  [Cmd.UNBAN]: { greeting: false, handle: unban },
-  [Cmd.BANS]: { greeting: false, handle: bans },
-  [Cmd.JOIN_ROOM]: { greeting: false, cap: 'rooms', handle: joinRoom },
-  [Cmd.PART_ROOM]: { greeting: false, cap: 'rooms', handle: partRoom },
-  [Cmd.ROOMS]: { greeting: false, cap: 'rooms', handle: listRooms },
+  [Cmd.OPER]: { greeting: false, requires: 'caps', handle: oper },
+  [Cmd.KICK]: { greeting: false, requires: 'caps', handle: kick },
+  [Cmd.BAN]: { greeting: false, requires: 'caps', handle: ban },
+  [Cmd.UNBAN]: { greeting: false, requires: 'caps', handle: unban },
+  [Cmd.BANS]: { greeting: false, requires: 'caps', handle: bans },
+  [Cmd.JOIN_ROOM]: { greeting: false, requires: 'rooms', handle: joinRoom },
+  [Cmd.PART_ROOM]: { greeting: false, requires: 'rooms', handle: partRoom },
+  [Cmd.ROOMS]: { greeting: false, requires: 'rooms', handle: listRooms },
 };
 
 export function commandFor<C extends RequestCode>(code: C): Command<C> {
   return COMMANDS[code];
 }
 
-/** The capability an extension's request code needs, if `code` is one. */
-export function capabilityFor(code: string): Capability | undefined {
-  return Object.hasOwn(COMMANDS, code) ? COMMANDS[code as RequestCode].cap : undefined;
+/**
+ * Whether `session` may use the command `code` names: false only for an
+ * extension's command the session did not negotiate, which is then unknown
+ * to it, however well-formed the request.
+ */
+export function permitted(session: Session, code: string): boolean {
+  if (!Object.hasOwn(COMMANDS, code)) return true;
+  const requires = COMMANDS[code as RequestCode].requires;
+  if (requires === undefined) return true;
+  return requires === 'caps' ? session.negotiated : session.has(requires);
 }
