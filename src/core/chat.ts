@@ -274,22 +274,15 @@ export class Chat implements ChatContext, SessionHost {
         this.disconnect(session, 'protocol');
         return;
       }
-      if (ref !== undefined && !permitted(session, ref)) {
-        // An extension's command is unknown to a client that did not ask for it, however malformed.
+      // An extension's command is unknown to a client that did not ask for it, however malformed.
+      if (ref !== undefined && (code === ErrorCode.UNKNOWN_COMMAND || !permitted(session, ref))) {
         this.unknownCommand(session, ref);
         return;
       }
-      if (code === ErrorCode.UNKNOWN_COMMAND) {
-        this.log.warn(
-          { nickname: session.nickname },
-          `Invalid request command. Command: ${clip(ref ?? '')}`,
-        );
-      } else {
-        this.log.warn(
-          { nickname: session.nickname, code, ref: ref && clip(ref) },
-          `Invalid request: ${clip(message)}`,
-        );
-      }
+      this.log.warn(
+        { nickname: session.nickname, code, ref: ref && clip(ref) },
+        `Invalid request: ${clip(message)}`,
+      );
       refuse(session, code, message, ref);
       return;
     }
