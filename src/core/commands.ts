@@ -517,6 +517,12 @@ export const COMMANDS: { [C in RequestCode]: Command<C> } = {
   [Cmd.JOIN_ROOM]: { greeting: false, requires: 'rooms', handle: joinRoom },
   [Cmd.PART_ROOM]: { greeting: false, requires: 'rooms', handle: partRoom },
   [Cmd.ROOMS]: { greeting: false, requires: 'rooms', handle: listRooms },
+  [Cmd.HISTORY]: {
+    greeting: false,
+    requires: 'history',
+    handle: (_ctx, session, req) =>
+      refuse(session, ErrorCode.UNKNOWN_COMMAND, 'history is not available', req.cmd),
+  },
 };
 
 export function commandFor<C extends RequestCode>(code: C): Command<C> {

@@ -54,4 +54,9 @@ export interface Peer {
   send(delivery: Delivery): void;
   /** Flush what is queued, then close. Idempotent. Reports back through Session.ended. */
   close(reason: DisconnectReason): void;
+  /**
+   * Stop reading from the client (true) or read again (false): the core's
+   * request queue for this session is full. Frames already read still arrive.
+   */
+  pause?(paused: boolean): void;
 }

@@ -15,6 +15,8 @@ export const CAPABILITIES = [
   'moderation',
   /** Rooms besides the lobby: "100"-"105", and events that name their room. */
   'rooms',
+  /** With "rooms": stored history, "71", "106"/"107", resume tokens and recovery. */
+  'history',
 ] as const;
 
 export type Capability = (typeof CAPABILITIES)[number];
@@ -22,5 +24,7 @@ export type Capability = (typeof CAPABILITIES)[number];
 /** The capabilities the server grants for a requested list, in the server's order. */
 export function grant(requested: readonly string[]): Capability[] {
   const asked = new Set(requested);
+  // History names rooms in everything it carries, so it comes only with rooms.
+  if (!asked.has('rooms')) asked.delete('history');
   return CAPABILITIES.filter((c) => asked.has(c));
 }

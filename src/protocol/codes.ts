@@ -53,6 +53,11 @@ export const Cmd = {
   PART_ROOM_SUCCESS: '103',
   ROOMS: '104',
   ROOMS_RESPONSE: '105',
+  // ---- history (capability "history", with "rooms") ----
+  /** Server -> client: your CHAT is stored, with this id. */
+  CHAT_STORED: '71',
+  HISTORY: '106',
+  HISTORY_RESPONSE: '107',
 } as const;
 
 /** The room every client joins at CONNECT; course clients know no other. */
@@ -79,6 +84,7 @@ export const REQUEST_CODES = [
   Cmd.JOIN_ROOM,
   Cmd.PART_ROOM,
   Cmd.ROOMS,
+  Cmd.HISTORY,
 ] as const;
 export type RequestCode = (typeof REQUEST_CODES)[number];
 

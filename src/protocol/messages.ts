@@ -9,6 +9,21 @@ export interface ConnectRequest {
   nickname: string;
   /** Present only for clients that opt into extensions. */
   caps?: string[];
+  /** Extension ("history"): the token of a session to take back. */
+  resume?: string;
+  /** Extension ("history"): the last message the client has of each room. */
+  since?: RoomPosition[];
+  /** Extension ("rooms"): false keeps the client out of the lobby. */
+  lobby?: boolean;
+}
+
+/** The last message a client has of a room (capability "history"). */
+export interface Position {
+  epoch: string;
+  id: number;
+}
+export interface RoomPosition extends Position {
+  room: string;
 }
 export interface UsersRequest {
   cmd: typeof Cmd.USERS;
@@ -44,10 +59,25 @@ export interface ChatRequest {
   msg: string;
   /** As UsersRequest.room. */
   room?: string | null;
+  /**
+   * Extension ("history"): the client's id for this message, so a re-send is
+   * stored once. null: sent but malformed (ignored unless the client has "history").
+   */
+  cid?: string | null;
 }
 export interface JoinRoomRequest {
   cmd: typeof Cmd.JOIN_ROOM;
   room: string;
+  /** Extension ("history"): replay everything after this message. */
+  since?: Position;
+}
+export interface HistoryRequest {
+  cmd: typeof Cmd.HISTORY;
+  room: string;
+  /** Messages with ids below this; the newest when absent. */
+  before?: number;
+  /** 1..100, default 50. */
+  limit?: number;
 }
 export interface PartRoomRequest {
   cmd: typeof Cmd.PART_ROOM;
@@ -99,7 +129,8 @@ export type Request =
   | BansRequest
   | JoinRoomRequest
   | PartRoomRequest
-  | RoomsRequest;
+  | RoomsRequest
+  | HistoryRequest;
 
 // ---- server -> client -------------------------------------------------------
 
@@ -113,6 +144,17 @@ export interface RoomEntry {
   userCount: number;
   joined: boolean;
 }
+
+/** One stored message in "107". */
+export interface HistoryEntry {
+  id: number;
+  at: number;
+  from: string;
+  msg: string;
+}
+
+/** Why a "101" with since could not replay everything after it. */
+export type NotRecovered = 'epoch' | 'ahead' | 'deleted' | 'too-many' | 'off';
 
 export interface BanEntry {
   mask: string;
@@ -142,6 +184,10 @@ export type ServerMessage =
       caps?: Capability[];
       /** Only to clients that sent caps. */
       limits?: Limits;
+      /** Extension ("history"): the token that takes this session back. */
+      resume?: string;
+      resumed?: boolean;
+      nickname?: string;
     }
   | { cmd: typeof Cmd.USERS_RESPONSE; users: UserEntry[] }
   | { cmd: typeof Cmd.WHISPER_NO_SUCH_USER }
@@ -169,7 +215,33 @@ export type ServerMessage =
   | { cmd: typeof Cmd.BAN_LIST; bans: BanEntry[] }
   | ModerationNotice
   | { cmd: typeof Cmd.USER_RENAMED; oldNickname: string; newNickname: string; room?: string }
-  | { cmd: typeof Cmd.JOIN_ROOM_SUCCESS; room: string; members: string[]; userCount: number }
+  | {
+      cmd: typeof Cmd.JOIN_ROOM_SUCCESS;
+      room: string;
+      members: string[];
+      userCount: number;
+      /** Extension ("history"): the room's epoch and newest id; history up to it follows. */
+      epoch?: string;
+      top?: number;
+      /** Present when the join asked to recover from a position. */
+      recovered?: boolean;
+      reason?: NotRecovered;
+    }
+  | {
+      cmd: typeof Cmd.CHAT_STORED;
+      room: string;
+      id: number;
+      at: number;
+      cid?: string;
+      duplicate?: true;
+    }
+  | {
+      cmd: typeof Cmd.HISTORY_RESPONSE;
+      room: string;
+      epoch: string;
+      messages: HistoryEntry[];
+      more: boolean;
+    }
   | { cmd: typeof Cmd.PART_ROOM_SUCCESS; room: string }
   | { cmd: typeof Cmd.ROOMS_RESPONSE; rooms: RoomEntry[] };
 

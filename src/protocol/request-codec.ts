@@ -1,6 +1,6 @@
 import { Cmd, ErrorCode, type ErrorCodeValue, REQUEST_CODES, type RequestCode } from './codes.js';
 import { type FrameRefusal, MAX_DEPTH, nestsDeeperThan } from './frame-decoder.js';
-import type { Request } from './messages.js';
+import type { Position, Request, RoomPosition } from './messages.js';
 
 /** Why a frame is not a usable request; `ref` is the command it claimed to be, if any. */
 export interface RequestError {
@@ -120,6 +120,7 @@ export function toRequest(value: unknown): ParseResult {
       const nickname = text(value, 'nickname');
       if (nickname === undefined) return invalid(code, 'nickname');
       const caps = own(value, 'caps');
+      // A course client's extra fields are ignored, as the course server does.
       if (caps === undefined) return { ok: true, request: { cmd: code, nickname } };
       if (!isCapList(caps)) {
         return invalid(
@@ -128,7 +129,32 @@ export function toRequest(value: unknown): ParseResult {
           `an array of at most ${MAX_CAPS} strings of at most ${MAX_CAP_LENGTH} characters`,
         );
       }
-      return { ok: true, request: { cmd: code, nickname, caps } };
+      const request: Request = { cmd: code, nickname, caps };
+      const resume = optionalText(value, 'resume');
+      if (resume === null || (resume !== undefined && resume.length > MAX_TOKEN_LENGTH))
+        return invalid(code, 'resume', `a string of at most ${MAX_TOKEN_LENGTH} characters`);
+      if (resume !== undefined) request.resume = resume;
+      const since = own(value, 'since');
+      if (since !== undefined) {
+        if (!Array.isArray(since) || since.length > MAX_SINCE) {
+          return invalid(code, 'since', `an array of at most ${MAX_SINCE} {room, epoch, id}`);
+        }
+        const positions: RoomPosition[] = [];
+        for (const entry of since) {
+          const position = isObject(entry) ? toPosition(entry) : undefined;
+          const room = isObject(entry) ? text(entry, 'room') : undefined;
+          if (position === undefined || room === undefined) {
+            return invalid(code, 'since', `an array of at most ${MAX_SINCE} {room, epoch, id}`);
+          }
+          positions.push({ room, ...position });
+        }
+        request.since = positions;
+      }
+      const lobby = own(value, 'lobby');
+      if (lobby !== undefined && typeof lobby !== 'boolean')
+        return invalid(code, 'lobby', 'true or false');
+      if (lobby !== undefined) request.lobby = lobby;
+      return { ok: true, request };
     }
     case Cmd.WHISPER: {
       const to = text(value, 'to');
@@ -153,11 +179,13 @@ export function toRequest(value: unknown): ParseResult {
     case Cmd.CHAT: {
       const msg = text(value, 'msg');
       if (msg === undefined) return invalid(code, 'msg');
+      const request: Request = { cmd: code, msg };
       const room = optionalRoom(value);
-      return {
-        ok: true,
-        request: room === undefined ? { cmd: code, msg } : { cmd: code, msg, room },
-      };
+      if (room !== undefined) request.room = room;
+      const cid = optionalText(value, 'cid');
+      // Like "room": a client without "history" may send anything here.
+      if (cid !== undefined) request.cid = cid === null || !validCid(cid) ? null : cid;
+      return { ok: true, request };
     }
     case Cmd.OPER: {
       const name = text(value, 'name');
@@ -204,7 +232,32 @@ export function toRequest(value: unknown): ParseResult {
       const room = optionalRoom(value);
       return { ok: true, request: room === undefined ? { cmd: code } : { cmd: code, room } };
     }
-    case Cmd.JOIN_ROOM:
+    case Cmd.JOIN_ROOM: {
+      const room = text(value, 'room');
+      if (room === undefined) return invalid(code, 'room');
+      const since = own(value, 'since');
+      if (since === undefined) return { ok: true, request: { cmd: code, room } };
+      const position = isObject(since) ? toPosition(since) : undefined;
+      if (position === undefined) return invalid(code, 'since', 'an object {epoch, id}');
+      return { ok: true, request: { cmd: code, room, since: position } };
+    }
+    case Cmd.HISTORY: {
+      const room = text(value, 'room');
+      if (room === undefined) return invalid(code, 'room');
+      const request: Request = { cmd: code, room };
+      const before = own(value, 'before');
+      if (before !== undefined) {
+        if (!isId(before)) return invalid(code, 'before', 'a whole number of at least 0');
+        request.before = before;
+      }
+      const limit = own(value, 'limit');
+      if (limit !== undefined) {
+        if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > 100)
+          return invalid(code, 'limit', 'a whole number from 1 to 100');
+        request.limit = limit;
+      }
+      return { ok: true, request };
+    }
     case Cmd.PART_ROOM: {
       const room = text(value, 'room');
       if (room === undefined) return invalid(code, 'room');
@@ -238,6 +291,29 @@ function optionalText(value: Fields, name: string): string | undefined | null {
 function optionalRoom(value: Fields): string | null | undefined {
   if (!Object.hasOwn(value, 'room')) return undefined;
   return text(value, 'room') ?? null;
+}
+
+/** Resume tokens are short; anything longer is not one. */
+const MAX_TOKEN_LENGTH = 128;
+/** One position per room a client can be in. */
+const MAX_SINCE = 32;
+const MAX_CID_LENGTH = 64;
+const MAX_EPOCH_LENGTH = 64;
+
+function isId(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+function validCid(cid: string): boolean {
+  return cid.length >= 1 && cid.length <= MAX_CID_LENGTH;
+}
+
+/** {epoch, id}, or undefined when either is missing or malformed. */
+function toPosition(value: Fields): Position | undefined {
+  const epoch = text(value, 'epoch');
+  const id = own(value, 'id');
+  if (epoch === undefined || epoch.length > MAX_EPOCH_LENGTH || !isId(id)) return undefined;
+  return { epoch, id };
 }
 
 function isCapList(caps: unknown): caps is string[] {
