@@ -23,8 +23,9 @@ import {
 export interface RedisHistoryOptions extends HistoryStoreOptions {
   /**
    * A `redis://host:port` URL the store connects to (and disconnects from on close), or a
-   * client the caller owns: the store then leaves it open. Such a client must use
-   * `protocol: 2` like the store's own (see `connect`).
+   * client the caller owns: the store then leaves it open. Such a client may speak RESP2
+   * or RESP3 but must keep ioredis's default `replyMapping: 'legacy'` (the reply shapes
+   * read here); it should not resend unanswered commands (see `connect`).
    */
   readonly redis: string | Redis;
   /** Put before every key, so several clusters or tests can share one Redis. */

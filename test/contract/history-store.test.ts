@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HistoryStore } from '../../src/core/history.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
@@ -201,6 +202,39 @@ describe.skipIf(withoutRedis())('Redis', () => {
         expect(next).toMatchObject({ epoch: after.epoch, duplicate: false, message: { id: 1 } });
         expect((await store.room('asked')).epoch).not.toBe(asked.epoch);
       } finally {
+        await store.close();
+      }
+    });
+
+    it('keeps its keys under the prefix and the cid hash no larger than the stream', async () => {
+      const prefix = newPrefix();
+      const store = new RedisHistoryStore({
+        retention: { maxMessages: 3, maxAgeMs: 1_000 },
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const client = new Redis(redis.url, { protocol: 2 });
+      try {
+        const before = await client.dbsize();
+        for (let i = 0; i < 10; i++) {
+          await store.append('caf\u00e9 {x}', { at: i, from: 'ann', msg: `m${i}`, cid: `c${i}` });
+        }
+        const keys = await client.keys(`${prefix}*`);
+        expect(await client.dbsize()).toBe(before + keys.length);
+        const cids = keys.filter((k) => k.endsWith(':cids'));
+        const msgs = keys.filter((k) => k.endsWith(':msgs'));
+        expect([cids.length, msgs.length]).toEqual([1, 1]);
+        expect(await client.hlen(cids[0]!)).toBe(3);
+        expect(await client.xlen(msgs[0]!)).toBe(3);
+        await store.prune(1_008);
+        expect(await client.hlen(cids[0]!)).toBe(2);
+        await store.prune(10_000);
+        expect(await client.hlen(cids[0]!)).toBe(0);
+        expect(await client.xlen(msgs[0]!)).toBe(0);
+        expect(await store.room('caf\u00e9 {x}')).toMatchObject({ top: 10, oldest: 11 });
+      } finally {
+        client.disconnect();
         await store.close();
       }
     });
