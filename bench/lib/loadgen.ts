@@ -14,6 +14,9 @@ const CLOSE = 125;
 const MSG_KEY = Buffer.from('"msg":"');
 const SEED_MSG_KEY = Buffer.from('"msg": "');
 const PRIVMSG = Buffer.from(' PRIVMSG #bench :');
+const NUMERIC = /^:\S+ (\d{3}) /;
+/** Nickname in use or erroneous, channel full, invite-only, banned, bad key. */
+const REFUSALS = new Set(['432', '433', '471', '473', '474', '475']);
 
 /**
  * Finds `marker` in buf[from, end). A byte loop: for a short line it costs a
@@ -271,10 +274,13 @@ export class Member {
       return;
     }
     if (this.joined) return;
+    // The numeric in the command position only: in ":srv 266 m5 433 433 :Current
+    // global users: 433" the user counts are no refusal (433) nor end of names (366).
+    const numeric = NUMERIC.exec(line)?.[1];
     // Some servers refuse JOIN until registration completes ("001").
-    if (line.includes(' 001 ')) this.socket.write(`JOIN #${this.room ?? 'bench'}\r\n`);
-    if (line.includes(' 366 ')) this.markJoined();
-    else if (/ 4(33|32|71|73|74|75) /.test(line)) this.refuse(line);
+    if (numeric === '001') this.socket.write(`JOIN #${this.room ?? 'bench'}\r\n`);
+    else if (numeric === '366') this.markJoined();
+    else if (numeric !== undefined && REFUSALS.has(numeric)) this.refuse(line);
   }
 
   private markJoined(): void {
