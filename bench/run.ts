@@ -180,6 +180,10 @@ async function benchRooms(
     }
     const confab = s === 'confab' || s === 'baseline';
     const root = s === 'baseline' ? o.baseline : undefined;
+    if (confab && !confabHasOption('--room-capacity', root)) {
+      report.skipped.push(`${s} × W-rooms: this confab has no rooms`);
+      continue;
+    }
     const variants = confab ? (o.roomsHistory ?? ['off']) : ['n/a'];
     for (const history of variants) {
       const args = ['--room-capacity', String(Math.max(10, w.members))];
@@ -194,7 +198,10 @@ async function benchRooms(
         }
       }
       // Whatever it stores goes to a directory of its own, removed after.
-      const dataDir = confab ? mkdtempSync(path.join(os.tmpdir(), 'bench-rooms-')) : undefined;
+      const dataDir =
+        confab && confabHasOption('--data-dir', root)
+          ? mkdtempSync(path.join(os.tmpdir(), 'bench-rooms-'))
+          : undefined;
       if (dataDir !== undefined) args.push('--data-dir', dataDir);
       // --max-users is the lobby's capacity: room members stay out of it (CONNECT "lobby": false),
       // but a confab without that puts them all in it.
