@@ -159,14 +159,20 @@ export async function runRooms(
   const period = 1000 / w.rate;
   const timers = new Array<NodeJS.Timeout | undefined>(w.rooms);
   let sending = true;
-  const schedule = (r: number, delay: number) => {
-    timers[r] = setTimeout(() => {
-      if (!sending) return;
-      send(r);
-      schedule(r, period * (0.5 + Math.random()));
-    }, delay);
+  // Each send is due at a time fixed in advance, not "an interval after the
+  // last one fired": timers that fire late on a busy machine do not lower the rate.
+  const schedule = (r: number, due: number) => {
+    timers[r] = setTimeout(
+      () => {
+        if (!sending) return;
+        send(r);
+        schedule(r, due + period * (0.5 + Math.random()));
+      },
+      Math.max(0, due - performance.now()),
+    );
   };
-  for (let r = 0; r < w.rooms; r++) schedule(r, period * Math.random());
+  const start = performance.now();
+  for (let r = 0; r < w.rooms; r++) schedule(r, start + period * Math.random());
 
   await sleep(warmupSeconds * 1000);
   hist.reset();
