@@ -227,6 +227,13 @@ export class StreamConnection implements Peer, FrameSink {
     this.session.receive(refusedFrame(reason));
   }
 
+  /** Stops reading from the client (its writes back up in TCP) or reads again. Idempotent. */
+  pause(paused: boolean): void {
+    if (this.socket.destroyed) return;
+    if (paused) this.socket.pause();
+    else this.socket.resume();
+  }
+
   /**
    * The connection's fault boundary: whatever decoding, parsing or handling
    * this client's bytes throws ends this connection, never the process (an

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { ChatClient } from '../../src/client/chat-client.js';
 import type { ConfabServer } from '../../src/server.js';
 import { join, RawClient } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
@@ -42,5 +43,38 @@ describe('stream connections', () => {
     await member.expect('40');
     expect(server.chat.connectionCount).toBe(1);
     member.close();
+  });
+
+  it('stops reading from a paused connection, and reads everything once resumed', async () => {
+    server = await startConfab({ 'rate-limit': '0', 'max-queue': String(64 * 1024 * 1024) });
+    const port = server.address.port;
+    const sender = await join(port, 'sender');
+    const reader = await ChatClient.connect({ port, nickname: 'reader' });
+    let received = 0;
+    let last = '';
+    reader.on('chat', (m) => {
+      received++;
+      last = m.msg;
+    });
+    const peer = server.chat.find('sender')!.peer;
+    peer.pause!(true);
+    peer.pause!(true);
+    // More than the kernel's buffers on both ends can take (tcp_wmem and tcp_rmem defaults).
+    const count = 60_000;
+    const body = 'x'.repeat(240);
+    const frames = Array.from({ length: count }, (_, i) => `{"cmd": "7", "msg": "${i} ${body}"}`);
+    // In many writes, so that the client's unsent bytes shrink as the server reads.
+    for (let i = 0; i < count; i += 200) sender.write(frames.slice(i, i + 200).join(''));
+    const delivered = await settled(() => received);
+    expect(delivered).toBeLessThan(count);
+    expect(sender.socket.writableLength).toBeGreaterThan(0);
+    peer.pause!(false);
+    peer.pause!(false);
+    for (let i = 0; i < 300 && received < count; i++) await sleep(100);
+    expect(received).toBe(count);
+    expect(last).toBe(`${count - 1} ${body}`);
+    expect(sender.socket.writableLength).toBe(0);
+    await reader.exit();
+    sender.close();
   });
 });
