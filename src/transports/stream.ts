@@ -184,8 +184,6 @@ export class StreamConnection implements Peer, FrameSink {
     private readonly deadlines: HandshakeDeadlines,
   ) {
     this.remote = addressOf(socket.remoteAddress, socket.remotePort);
-    // The listener set TCP_NODELAY (noDelay) before handing the socket over.
-    if (limits.keepAliveMs > 0) socket.setKeepAlive(true, limits.keepAliveMs);
     this.session = startSession(chat, this, stats, deadlines);
     this.decoder = new FrameDecoder(limits.maxFrame, this);
     (socket as OwnedSocket)[OWNER] = this;
@@ -371,13 +369,19 @@ export class StreamListener {
   ) {
     this.sockets = new RawSockets(chat.admission, log);
     this.deadlines = new HandshakeDeadlines(options.limits.handshakeTimeoutMs, log);
+    // Set on each accepted socket's handle before any JavaScript sees it.
+    const socketOptions = {
+      noDelay: true,
+      keepAlive: options.limits.keepAliveMs > 0,
+      keepAliveInitialDelay: options.limits.keepAliveMs,
+    };
     if (options.tls === undefined) {
       this.kind = 'tcp';
-      this.server = net.createServer({ noDelay: true });
+      this.server = net.createServer(socketOptions);
     } else {
       this.kind = 'tls';
       const handshakeTimeout = this.tlsHandshakeMs();
-      this.server = tls.createServer({ ...options.tls, handshakeTimeout, noDelay: true }, (s) =>
+      this.server = tls.createServer({ ...options.tls, handshakeTimeout, ...socketOptions }, (s) =>
         this.secured(s),
       );
       // Node reports a failed or timed-out handshake but leaves the socket open.
