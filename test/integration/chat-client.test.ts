@@ -76,12 +76,14 @@ describe('ChatClient rooms', () => {
         room: 'Physics',
         members: ['ann'],
         userCount: 1,
+        history: [],
       });
       const joined = new Promise((r) => ann.once('join', r));
       expect(await bob.join('physics')).toEqual({
         room: 'Physics',
         members: ['ann', 'bob'],
         userCount: 2,
+        history: [],
       });
       expect(await joined).toEqual({ nickname: 'bob', userCount: 2, room: 'Physics' });
       const heard = new Promise((r) => ann.once('chat', r));
