@@ -166,7 +166,9 @@ export interface ConnectOptions {
   history?: boolean;
   /**
    * Connect again when the connection is lost (not after a 2xxx refusal or
-   * exit()), taking the session back and replaying what was missed.
+   * exit()), taking the session back and replaying what was missed. Only
+   * with a server that granted "errors": one that does not (the course
+   * server) closes silently for a banned word as well.
    */
   reconnect?: boolean | ReconnectOptions;
   timeoutMs?: number;
@@ -1213,8 +1215,14 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     this.socket = undefined;
     const error =
       this.closeError ?? new ChatClientError('closed', 'the server closed the connection');
+    // A server without "errors" (the course server) closes silently for a
+    // banned word too: only one that explains its closes is reconnected.
     const lost =
-      this.reconnect !== undefined && !this.leaving && !this.closed && this.mayReconnect
+      this.reconnect !== undefined &&
+      !this.leaving &&
+      !this.closed &&
+      this.caps.includes('errors') &&
+      this.mayReconnect
         ? new ChatClientError('reconnecting', 'the connection was lost')
         : error;
     for (const p of this.pending.splice(0)) p.reject(lost);
@@ -1327,7 +1335,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
           continue;
         }
       }
-      if (!this.hasHistory || joined === undefined) {
+      if (!this.hasHistory || joined?.epoch === undefined) {
         report.push({ room, recovered: false, reason: 'off' });
       } else if (joined.recovered === false) {
         const entry: RoomRecovery = { room, recovered: false };
