@@ -73,6 +73,7 @@ describe('history in the terminal client', () => {
             ];
             for (const line of lines) {
               // Only the client's own SGR sequences may carry ESC.
+              // biome-ignore lint/suspicious/noControlCharactersInRegex: ESC is what is stripped
               const stripped = line.replace(/\x1b\[[0-9;]*m/g, '');
               expect(stripped).not.toMatch(CONTROL);
             }
