@@ -226,6 +226,8 @@ interface Unacked {
   cid: string | undefined;
   room: string;
   msg: string;
+  /** A replay already brought it back (its "71" was lost): not shown twice. */
+  replayed?: true;
 }
 
 /** What the client knows of a room it is in (capability "history"). */
@@ -1161,7 +1163,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     if (replay !== undefined && id <= replay.top) {
       if (replay.joined.recovered === true) {
         event.recovered = true;
-        this.emit('chat', event);
+        if (!this.ownUnacked(event)) this.emit('chat', event);
       } else {
         replay.joined.history.push(event);
       }
@@ -1171,6 +1173,21 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     // Live traffic comes after the history: whatever was replayed is complete.
     if (replay !== undefined) this.endReplay(room);
     this.emit('chat', event);
+  }
+
+  /**
+   * Whether a replayed message is one of ours whose "71" was lost with the
+   * connection: the user saw it when sending it. It is still re-sent with its
+   * cid, which the server acknowledges as a duplicate.
+   */
+  private ownUnacked(event: ChatMessage): boolean {
+    if (event.from !== this.nickname) return false;
+    for (const chat of this.unacked.values()) {
+      if (chat.replayed || chat.room !== event.room || chat.msg !== event.msg) continue;
+      chat.replayed = true;
+      return true;
+    }
+    return false;
   }
 
   private onStored(message: ParsedServerMessage, room: string): void {

@@ -70,6 +70,15 @@ export class TcpRelay {
     }
   }
 
+  /**
+   * Stops relaying what the server sends, while the clients' requests still
+   * go through: a reply lost on the way, as when the connection dies just
+   * after the server handled a request.
+   */
+  holdReplies(): void {
+    for (const pair of this.pairs) pair.upstream.unpipe(pair.client);
+  }
+
   async stop(): Promise<void> {
     this.cut();
     for (const ghost of this.ghosts) ghost.destroy();
