@@ -6,7 +6,7 @@ import { TcpRelay } from '../helpers/tcp-relay.js';
 
 describe('confab chat reconnects by itself', () => {
   it('says when it lost the connection and when it is back, rejoins its rooms, and sends what was typed meanwhile', async () => {
-    const server = await startConfab();
+    const server = await startConfab({ history: 'off' });
     const relay = await TcpRelay.start(server.address.port);
     const bob = await ChatClient.connect({ port: server.address.port, nickname: 'bob' });
     const ann = ChatProcess.start(['ann', '--port', String(relay.port)]);
@@ -24,7 +24,7 @@ describe('confab chat reconnects by itself', () => {
       await ann.waitFor('Reconnected as ann');
       expect(await heard).toMatchObject({ from: 'ann', msg: 'sent while away', room: 'physics' });
       // Only once per room, and only for the rooms it is in.
-      await ann.waitFor('Messages in physics may be missing');
+      await ann.waitFor('Messages in physics may be missing: the server keeps no history.');
       expect(ann.output.match(/Messages in lobby may be missing/g)).toHaveLength(1);
       bob.chat('welcome back', 'physics');
       await ann.waitFor(/\d\d:\d\d bob: welcome back/);
