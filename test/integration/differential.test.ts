@@ -170,9 +170,10 @@ async function run(port: number): Promise<Transcript> {
 describe.skipIf(withoutSeed())('differential: confab vs the course server', () => {
   let seed: SeedServer;
   let confab: ConfabServer;
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'confab-differential-'));
+  let dataDir: string;
 
   beforeAll(async () => {
+    dataDir = mkdtempSync(path.join(os.tmpdir(), 'confab-differential-'));
     [seed, confab] = await Promise.all([
       startSeed(MAX_USERS),
       // The default product: every chat stored in SQLite before it is delivered.
