@@ -2,7 +2,8 @@
  * Profiles confab under one workload: starts the server with --cpu-prof,
  * drives it, and prints the heaviest functions by self time.
  *
- *   npx tsx bench/profile.ts W-pipe 5
+ *   npx tsx bench/profile.ts W-pipe 5            # without history
+ *   npx tsx bench/profile.ts W-pipe 5 sqlite     # storing every chat (or memory)
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
@@ -12,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { CONFAB_BENCH_FLAGS, freePort } from './lib/servers.js';
 import { runFanout, WORKLOADS } from './lib/workload.js';
 
-const [workload = 'W-pipe', seconds = '5'] = process.argv.slice(2);
+const [workload = 'W-pipe', seconds = '5', history = 'off'] = process.argv.slice(2);
 const w = WORKLOADS[workload];
 if (w === undefined) throw new Error(`unknown workload ${workload}`);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -31,6 +32,10 @@ const child = spawn(
     '--max-users',
     String(w.members),
     ...CONFAB_BENCH_FLAGS,
+    '--history',
+    history,
+    '--data-dir',
+    dir,
   ],
   { stdio: 'inherit' },
 );
