@@ -352,15 +352,17 @@ export class Connection {
       this.on.message(message);
       return;
     }
-    // Every "101" reaches the page, its own joins' too: the history that follows
-    // belongs to the view the "101" sets up.
-    if (message.cmd === Cmd.JOIN_ROOM_SUCCESS) this.on.message(message);
+    // Joining and leaving reach the page whoever asked, before the caller
+    // resumes: the history that follows a "101" belongs to the view it sets up.
+    const membership =
+      message.cmd === Cmd.JOIN_ROOM_SUCCESS || message.cmd === Cmd.PART_ROOM_SUCCESS;
+    if (membership) this.on.message(message);
     const index = this.pending.findIndex((p) => REPLIES[p.cmd]?.includes(message.cmd));
     if (index >= 0) {
       this.pending.splice(index, 1)[0]!.resolve(message);
       return;
     }
-    if (message.cmd !== Cmd.JOIN_ROOM_SUCCESS) this.on.message(message);
+    if (!membership) this.on.message(message);
   }
 
   /** Sends a request, in order with calls, paced to the server's limits. */
