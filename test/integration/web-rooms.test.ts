@@ -6,7 +6,6 @@ import type { ConfabServer } from '../../src/server.js';
 import { launchChromium } from '../helpers/browser.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
-import { wsClient } from '../helpers/ws-client.js';
 
 let browser: Browser;
 
@@ -28,6 +27,7 @@ interface PageElement {
   clientHeight: number;
   hidden: boolean;
   querySelector(selector: string): PageElement | null;
+  parentElement: PageElement | null;
   getBoundingClientRect(): { top: number };
 }
 declare const document: {
@@ -108,6 +108,28 @@ function allText(page: Page): Promise<string> {
   return page.evaluate(() =>
     [...document.querySelectorAll('ol.messages li')].map((li) => li.textContent).join('\n'),
   );
+}
+
+/** The ids of a room's stored lines, in the order shown. */
+function storedIds(page: Page, room: string): Promise<number[]> {
+  return page.evaluate(
+    (r) =>
+      [...document.querySelectorAll(`ol.messages[data-room="${r}"] li[data-id]`)].map((li) =>
+        Number(li.dataset.id),
+      ),
+    room,
+  );
+}
+
+/** The texts of the chats a client receives, up to and including `last`. */
+async function chatsUntil(client: RawClient, last: string): Promise<unknown[]> {
+  const seen: unknown[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const m = await client.expect('70');
+    seen.push(m.msg);
+    if (m.msg === last) return seen;
+  }
+  throw new Error(`no "${last}" among ${seen.length} chats`);
 }
 
 const unread = (page: Page, room: string) =>
@@ -194,6 +216,205 @@ describe('web client rooms in Chromium', () => {
       tcp?.close();
       await ann.close();
       await bea.close();
+    }
+  }, 60_000);
+});
+
+/** Cuts the page's WebSocket: closed (the server sees it end) or half-open (it does not). */
+async function cut(page: Page, how: 'closed' | 'half-open', thenSay?: string): Promise<void> {
+  await page.evaluate(
+    ([mode, text]) => {
+      if (text !== undefined) {
+        // Written on the socket about to be cut: its "71" never reaches the page.
+        const input = document.querySelector('#input') as unknown as { value: string };
+        input.value = text;
+        (
+          document.querySelector('#composer') as unknown as { requestSubmit(): void }
+        ).requestSubmit();
+      }
+      const ws = window.sockets.at(-1)!;
+      if (mode === 'closed') {
+        ws.close();
+        return;
+      }
+      // The page gives up on it as on a dead network, but the server never hears of it.
+      const onclose = ws.onclose!;
+      ws.onclose = null;
+      onclose(new CloseEvent('close', { code: 1006 }));
+    },
+    [how, thenSay] as const,
+  );
+}
+
+describe('web client history and resume in Chromium', () => {
+  for (const how of ['half-open', 'closed'] as const) {
+    it(`a page whose WebSocket is cut (${how}) resumes with each missed message exactly once, in order`, async () => {
+      const server = await startConfab({ 'http-port': '0', history: 'memory' });
+      const page = await openPage(server.httpAddress!.port);
+      const writer = await join(server.address.port, 'writer', { caps: ['rooms', 'history'] });
+      let tcp: RawClient | undefined;
+      try {
+        await joinAs(page, 'reader');
+        await enterRoom(page, 'physics');
+        writer.sendPy({ cmd: '100', room: 'physics' });
+        await writer.expect('101');
+        tcp = await join(server.address.port, 'tcp');
+        writer.sendPy({ cmd: '7', room: 'physics', msg: 'physics 0' });
+        tcp.sendPy({ cmd: '7', msg: 'lobby 0' });
+        await seeLine(page, 'physics', 'physics 0');
+        await seeLine(page, 'lobby', 'lobby 0');
+        await page.click('.room-button[data-room="lobby"]');
+
+        await cut(page, how, 'typed as the line went down');
+        const N = 20;
+        for (let i = 1; i <= N; i++) {
+          writer.sendPy({ cmd: '7', room: 'physics', msg: `physics ${i}` });
+          tcp.sendPy({ cmd: '7', msg: `lobby ${i}` });
+        }
+        await page.locator('#status[data-status="online"]').waitFor();
+        await seeLine(page, 'physics', `physics ${N}`);
+        await seeLine(page, 'lobby', `lobby ${N}`);
+        // Sent after the resume, so it reaches the others after anything sent twice would have.
+        await say(page, 'after the resume');
+        const toWriter = await chatsUntil(writer, 'after the resume');
+        const toTcp = await chatsUntil(tcp, 'after the resume');
+
+        const range = (room: string, from: string) =>
+          Array.from({ length: N + 1 }, (_, i) => `${from}: ${room} ${i}`);
+        expect(await chatLines(page, 'physics')).toEqual(range('physics', 'writer'));
+        const lobbyLines = await chatLines(page, 'lobby');
+        expect(lobbyLines.filter((l) => l.startsWith('tcp: '))).toEqual(range('lobby', 'tcp'));
+        expect(lobbyLines.filter((l) => l.startsWith('reader: '))).toEqual([
+          'reader: typed as the line went down',
+          'reader: after the resume',
+        ]);
+        // Stored lines in id order, none still waiting for its "71".
+        for (const room of ['lobby', 'physics']) {
+          const ids = await storedIds(page, room);
+          expect(ids).toEqual([...ids].sort((a, b) => a - b));
+          expect(new Set(ids).size).toBe(ids.length);
+        }
+        expect(await page.locator('li[data-pending]').count()).toBe(0);
+        // Missed in a room not looked at: counted there.
+        expect(await unread(page, 'physics')).toBe(String(N));
+        // The line typed at the cut, sent again after it, reached each of the others once.
+        for (const seen of [toWriter, toTcp])
+          expect(seen.filter((m) => m === 'typed as the line went down')).toHaveLength(1);
+        if (how === 'half-open') {
+          // Taken back: nobody saw the reader leave or come back.
+          expect(tcp.received.filter((m) => m.cmd === '30' || m.cmd === '8')).toEqual([]);
+        }
+      } finally {
+        tcp?.close();
+        writer.close();
+        await page.close();
+        await server.stop();
+      }
+    }, 60_000);
+  }
+
+  it('marks the gap when the server restarted with memory history, and goes on', async () => {
+    const first = await startConfab({ 'http-port': '0', history: 'memory' });
+    const httpPort = first.httpAddress!.port;
+    const page = await openPage(httpPort);
+    let again: ConfabServer | undefined;
+    try {
+      await joinAs(page, 'survivor');
+      const tcp = await join(first.address.port, 'tcp');
+      tcp.sendPy({ cmd: '7', msg: 'before the restart' });
+      await seeLine(page, 'lobby', 'before the restart');
+      expect(await page.locator('li.marker').count()).toBe(0);
+      await first.stop();
+      await page.locator('#status[data-status="reconnecting"]').waitFor();
+      again = await startConfab({ 'http-port': String(httpPort), history: 'memory' });
+      await page.locator('#status[data-status="online"]').waitFor({ timeout: 20_000 });
+      const marker = page.locator('ol.messages[data-room="lobby"] li.marker');
+      await marker.waitFor();
+      expect(await marker.textContent()).toContain('Some messages could not be recovered');
+      expect(await marker.getAttribute('data-reason')).toBe('epoch');
+      // The new history starts at id 1 again: not mistaken for the old one's first line.
+      const tcp2 = await join(again.address.port, 'tcp2');
+      tcp2.sendPy({ cmd: '7', msg: 'after the restart' });
+      await seeLine(page, 'lobby', 'after the restart');
+      expect(await chatLines(page, 'lobby')).toEqual([
+        'tcp: before the restart',
+        'tcp2: after the restart',
+      ]);
+      tcp2.close();
+    } finally {
+      await page.close();
+      await again?.stop();
+      await first.stop();
+    }
+  }, 60_000);
+
+  it('shows history on join and loads older messages when scrolled to the top', async () => {
+    const server = await startConfab({ 'http-port': '0', history: 'memory', 'rate-limit': '0' });
+    const page = await openPage(server.httpAddress!.port);
+    const talker = await join(server.address.port, 'talker');
+    try {
+      const N = 130;
+      for (let i = 0; i < N; i++) talker.sendPy({ cmd: '7', msg: `old ${i}` });
+      talker.sendPy({ cmd: '1' });
+      await talker.expect('10');
+      await joinAs(page, 'latecomer');
+      const all = Array.from({ length: N }, (_, i) => `talker: old ${i}`);
+      // The newest 50 follow the lobby's "101".
+      await seeLine(page, 'lobby', 'old 129');
+      expect(await chatLines(page, 'lobby')).toEqual(all.slice(N - 50));
+
+      for (const [shown, first] of [
+        [100, 'old 30'],
+        [N, 'old 0'],
+      ] as const) {
+        // The line on top before loading, as an element: a locator would find the new top.
+        const anchor = (await page.locator('#messages li.msg').first().elementHandle())!;
+        // Measured as the reader reaches the top, before the answer can arrive.
+        const before = await anchor.evaluate((el) => {
+          el.parentElement!.scrollTop = 0;
+          return el.getBoundingClientRect().top;
+        });
+        await seeLine(page, 'lobby', new RegExp(`talker\\s*${first}$`));
+        expect(await chatLines(page, 'lobby')).toEqual(all.slice(N - shown));
+        // What the reader was looking at stays where it was.
+        expect(
+          Math.abs((await anchor.evaluate((el) => el.getBoundingClientRect().top)) - before),
+        ).toBeLessThan(2);
+      }
+      // Nothing older is stored: scrolling up again asks for nothing more.
+      await page.$eval('#messages', (el) => {
+        el.scrollTop = 0;
+      });
+      await say(page, '\\rtt');
+      await seeLine(page, 'lobby', /RTT: /);
+      expect(await chatLines(page, 'lobby')).toEqual(all);
+    } finally {
+      talker.close();
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+
+  it('keeps the nickname and rooms across a page reload', async () => {
+    const server = await startConfab({ 'http-port': '0', history: 'memory' });
+    const page = await openPage(server.httpAddress!.port);
+    try {
+      await joinAs(page, 'reloader');
+      await enterRoom(page, 'physics');
+      await page.reload();
+      await page.locator('#status[data-status="online"]').waitFor();
+      expect(await page.isHidden('#join')).toBe(true);
+      await page.locator('.room-button[data-room="physics"]').waitFor();
+      const peer = await join(server.address.port, 'peer');
+      peer.sendPy({ cmd: '1' });
+      expect(((await peer.expect('10')).users as string[][]).map((u) => u[0])).toEqual([
+        'reloader',
+        'peer',
+      ]);
+      peer.close();
+    } finally {
+      await page.close();
+      await server.stop();
     }
   }, 60_000);
 });
