@@ -1,15 +1,20 @@
 // The web client's rooms, history and resume, in Chromium against a real
 // server (docs/protocol.md, "Rooms" and "History and resume").
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfabServer } from '../../src/server.js';
 import { launchChromium } from '../helpers/browser.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
-import { startConfab } from '../helpers/servers.js';
+import { ROOT, startConfab } from '../helpers/servers.js';
+
+const ARTIFACTS = path.join(ROOT, 'test-results');
 
 let browser: Browser;
 
 beforeAll(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
   browser = await launchChromium();
 }, 30_000);
 
@@ -178,6 +183,10 @@ describe('web client rooms in Chromium', () => {
       await seeLine(bea, 'lobby', /tcp\s*hello lobby/);
       // Neither page is looking at the lobby: it counts, and selecting it resets the count.
       expect(await unread(ann, 'lobby')).toBe('1');
+      await ann.screenshot({ path: path.join(ARTIFACTS, 'web-rooms-desktop.png') });
+      await ann.setViewportSize({ width: 390, height: 760 });
+      await ann.screenshot({ path: path.join(ARTIFACTS, 'web-rooms-phone.png') });
+      await ann.setViewportSize({ width: 1100, height: 700 });
       await ann.click('.room-button[data-room="lobby"]');
       expect(await ann.isHidden('.room-button[data-room="lobby"] .unread')).toBe(true);
       expect(await ann.textContent('#room-title')).toBe('# lobby');
