@@ -10,20 +10,27 @@
  * Server `confab-course` is confab with clients that negotiate nothing (the
  * course client's shape: padded 1024-byte replies).
  *
+ * W-rooms (not in the default list: it opens 10,000 connections per server)
+ * is many small rooms at a steady rate instead of one room at full speed:
+ *
+ *   npm run bench -- --servers confab,ngircd,inspircd --workloads W-rooms
+ *   npm run bench -- --servers confab --workloads W-rooms --rooms 100 --seconds 5 --rooms-history off,default
+ *
  * Each fan-out workload runs --repeat times, the servers interleaved in each
  * round, and the table shows each server's median run: one unlucky run (a
  * neighbour's load, a peer's Nagle stall) moves no ratio.
  * Prints a table and writes bench/results/latest.{json,md,svg}.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { rssKiB } from './lib/proc.js';
 import { type BenchReport, chart, table } from './lib/report.js';
-import { type ServerName, startServer } from './lib/servers.js';
+import { type RoomsResult, type RoomsWorkload, runRooms, W_ROOMS } from './lib/rooms.js';
+import { confabHasOption, type ServerName, startServer } from './lib/servers.js';
 import { type FanoutResult, runConns, runFanout, WORKLOADS } from './lib/workload.js';
 
 export interface BenchOptions {
@@ -38,6 +45,14 @@ export interface BenchOptions {
   baseline?: string;
   /** Rounds of each fan-out workload; the report shows each server's median run. */
   repeat?: number;
+  /** W-rooms' shape, over W_ROOMS. */
+  rooms?: Partial<RoomsWorkload>;
+  /**
+   * confab's --history for W-rooms, one run each: `off`, `memory`, `sqlite`,
+   * or `default` (no flag). Values this confab lacks the option for run as
+   * `default`, with a note. Default: off.
+   */
+  roomsHistory?: string[];
   out?: string;
   progress?: (text: string) => void;
 }
@@ -69,6 +84,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     fanout: [],
     runs: [],
     conns: [],
+    rooms: [],
     skipped: [],
     notes: [],
   };
@@ -89,7 +105,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   }
   const repeat = Math.max(1, o.repeat ?? 1);
   for (const name of o.workloads) {
-    if (name === 'W-conns') continue;
+    if (name === 'W-conns' || name === 'W-rooms') continue;
     const w = WORKLOADS[name];
     if (w === undefined) throw new Error(`unknown workload ${name}`);
     const runnable = servers.filter((s) => {
@@ -134,6 +150,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       }
     }
   }
+  if (o.workloads.includes('W-rooms')) {
+    report.rooms.push(...(await benchRooms(o, servers, report, progress)));
+  }
   if (o.out !== undefined) {
     mkdirSync(o.out, { recursive: true });
     writeFileSync(path.join(o.out, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
@@ -141,6 +160,66 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     writeFileSync(path.join(o.out, 'latest.svg'), `${chart(report)}\n`);
   }
   return report;
+}
+
+async function benchRooms(
+  o: BenchOptions,
+  servers: ServerName[],
+  report: BenchReport,
+  progress: (text: string) => void,
+): Promise<RoomsResult[]> {
+  const w: RoomsWorkload = { ...W_ROOMS, ...o.rooms };
+  const total = w.rooms * w.members;
+  // The generator holds every connection; its open-files limit is 20,000.
+  if (total > 18_000) throw new Error(`W-rooms: ${total} connections is more than 18,000`);
+  const results: RoomsResult[] = [];
+  for (const s of servers) {
+    if (s === 'seed' || s === 'confab-course') {
+      report.skipped.push(`${s} × W-rooms: its clients have one room only`);
+      continue;
+    }
+    const confab = s === 'confab' || s === 'baseline';
+    const root = s === 'baseline' ? o.baseline : undefined;
+    if (confab && !confabHasOption('--room-capacity', root)) {
+      report.skipped.push(`${s} × W-rooms: this confab has no rooms`);
+      continue;
+    }
+    const variants = confab ? (o.roomsHistory ?? ['off']) : ['n/a'];
+    for (const history of variants) {
+      const args = ['--room-capacity', String(Math.max(10, w.members))];
+      let label = history;
+      if (confab && history !== 'default') {
+        if (confabHasOption('--history', root)) args.push('--history', history);
+        else {
+          label = 'default';
+          report.notes.push(
+            `W-rooms: ${s} has no --history option; ran as it is (asked for --history ${history})`,
+          );
+        }
+      }
+      // Whatever it stores goes to a directory of its own, removed after.
+      const dataDir =
+        confab && confabHasOption('--data-dir', root)
+          ? mkdtempSync(path.join(os.tmpdir(), 'bench-rooms-'))
+          : undefined;
+      if (dataDir !== undefined) args.push('--data-dir', dataDir);
+      // --max-users is the lobby's capacity: room members stay out of it (CONNECT "lobby": false),
+      // but a confab without that puts them all in it.
+      const server = await startServer(s, total, {
+        peerNagle: o.peerNagle,
+        baseline: o.baseline,
+        confabArgs: args,
+      });
+      try {
+        const r = await runRooms(server, w, o.seconds, o.warmup, progress);
+        results.push(confab ? { ...r, history: label } : r);
+      } finally {
+        await server.stop();
+        if (dataDir !== undefined) rmSync(dataDir, { recursive: true, force: true });
+      }
+    }
+  }
+  return results;
 }
 
 const isMain =
@@ -154,6 +233,10 @@ if (isMain) {
       warmup: { type: 'string', default: '2' },
       conns: { type: 'string', default: '15000' },
       repeat: { type: 'string', default: '3' },
+      rooms: { type: 'string', default: String(W_ROOMS.rooms) },
+      members: { type: 'string', default: String(W_ROOMS.members) },
+      rate: { type: 'string', default: String(W_ROOMS.rate) },
+      'rooms-history': { type: 'string', default: 'off' },
       'peer-nagle': { type: 'boolean', default: false },
       baseline: { type: 'string' },
     },
@@ -168,6 +251,13 @@ if (isMain) {
     warmup: Math.min(Number(values.warmup), 60),
     conns: Math.min(Number(values.conns), 18_000),
     repeat: Math.min(Number(values.repeat), 20),
+    // 10,000 connections by default; the open-files limit is 20,000 per process.
+    rooms: {
+      rooms: Math.max(1, Number(values.rooms)),
+      members: Math.max(2, Number(values.members)),
+      rate: Math.max(0.01, Math.min(Number(values.rate), 1000)),
+    },
+    roomsHistory: values['rooms-history'].split(','),
     peerNagle: values['peer-nagle'],
     baseline: values.baseline === undefined ? undefined : path.resolve(values.baseline),
     out: path.join(root, 'bench/results'),
@@ -177,7 +267,9 @@ if (isMain) {
   console.log(`${report.machine}\n${report.date}\n`);
   console.log(table(report));
   console.log('\nWrote bench/results/latest.{json,md,svg}');
-  const lost = report.runs.reduce((n, r) => n + r.lost, 0);
+  const lost =
+    report.runs.reduce((n, r) => n + r.lost, 0) +
+    report.rooms.reduce((n, r) => n + r.lost + r.misrouted, 0);
   if (lost > 0) {
     console.error(`LOSS: ${lost} messages were not delivered`);
     process.exitCode = 1;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, with apt-get, what the test suite needs beyond npm packages and is
 # not on the machine yet: python3 (the course server), tmux (terminal tests),
-# openssl (TLS test certificates), Debian's Chromium (browser tests), and make
+# openssl (TLS test certificates), Debian's Chromium (browser tests), Debian's
+# redis-server (the Redis store and cluster tests start their own), and make
 # and g++ (with python3, what npm ci needs to compile better-sqlite3 where its
 # prebuilt binary cannot be downloaded).
 # Does nothing when all of them are present; installing needs root.
@@ -14,6 +15,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v make >/dev/null || need+=(make)
 command -v g++ >/dev/null || need+=(g++)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/redis-server ] || need+=(redis-server)
 
 if ((${#need[@]} == 0)); then
   exit 0

@@ -225,8 +225,42 @@ export const SERVE_OPTIONS = {
   'data-dir': {
     kind: 'file',
     default: 'confab-data',
-    description: 'directory for state that outlives a restart (bans.json); created on first write',
+    description:
+      'directory for state that outlives a restart (history.db, bans.json); created when needed',
     arg: 'DIR',
+  },
+  history: {
+    kind: 'string',
+    default: 'sqlite',
+    choices: ['sqlite', 'memory', 'off'],
+    description:
+      "where room history is kept: an SQLite file in --data-dir, this process's memory, or nowhere",
+    arg: 'KIND',
+  },
+  'history-max-messages': {
+    kind: 'integer',
+    default: 1000,
+    min: 1,
+    max: 10_000_000,
+    description: 'messages kept per room (the newest)',
+    arg: 'N',
+  },
+  'history-max-age': {
+    kind: 'integer',
+    default: 30 * 24 * 3600,
+    min: 0,
+    off: 0,
+    description: 'seconds a message is kept ("off" keeps messages until the count limit)',
+    arg: 'S',
+  },
+  'history-on-join': {
+    kind: 'integer',
+    default: 50,
+    min: 0,
+    max: 1000,
+    description: 'recent messages sent to a client with "history" when it joins a room',
+    arg: 'N',
+    live: true,
   },
   'log-level': {
     kind: 'string',

@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
@@ -13,11 +14,14 @@ import {
 } from './config.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './core/banned-words.js';
 import { Chat, type ChatSettings } from './core/chat.js';
+import type { HistoryStore } from './core/history.js';
 import type { Operator } from './core/moderation.js';
 import type { Logger, PeerAddress } from './core/ports.js';
 import { createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { FileBanStore } from './store/ban-file.js';
+import { MemoryHistoryStore } from './store/memory-history.js';
+import { SqliteHistoryStore } from './store/sqlite-history.js';
 import { HttpListener } from './transports/http.js';
 import type { TransportStats } from './transports/stats.js';
 import { type StreamLimits, StreamListener } from './transports/stream.js';
@@ -96,7 +100,31 @@ function chatSettings(config: Config, bannedWords: BannedWords): ChatSettings {
     createRooms: config.createRooms,
     maxRoomsPerClient: config.maxRoomsPerClient,
     rooms: config.rooms,
+    historyOnJoin: config.historyOnJoin,
   };
+}
+
+/** The history store --history names; SQLite's file lives in --data-dir. */
+function openHistory(config: Config): HistoryStore | undefined {
+  const retention = {
+    maxMessages: config.historyMaxMessages,
+    maxAgeMs: config.historyMaxAge * 1000,
+  };
+  switch (config.history) {
+    case 'off':
+      return undefined;
+    case 'memory':
+      return new MemoryHistoryStore({ retention });
+    default:
+      try {
+        mkdirSync(config.dataDir, { recursive: true });
+        return new SqliteHistoryStore(path.join(config.dataDir, 'history.db'), { retention });
+      } catch (err) {
+        throw new StartError(
+          `--data-dir: cannot open the history database: ${(err as Error).message}`,
+        );
+      }
+  }
 }
 
 function streamLimits(config: Config): StreamLimits {
@@ -152,6 +180,7 @@ export class ConfabServer {
     private readonly limits: StreamLimits,
     private readonly allowedOrigins: string[],
     private readonly tlsListener: StreamListener | undefined,
+    private readonly history: HistoryStore | undefined,
   ) {}
 
   /**
@@ -169,10 +198,12 @@ export class ConfabServer {
     } catch (err) {
       throw new StartError(`--data-dir: ${(err as Error).message}`);
     }
+    const history = openHistory(config);
     const chat = new Chat({
       ...chatSettings(config, bannedWords),
       banStore: { load: () => bans, save: (b) => banStore.save(b) },
       logger: log,
+      history,
     });
     const limits = streamLimits(config);
     const allowedOrigins = origins(config);
@@ -180,9 +211,10 @@ export class ConfabServer {
     const stats: TransportStats[] = [];
     // A client may have slipped in before a later listener failed: end it too,
     // or closing its listener would wait for it.
-    const abandon = () => {
+    const abandon = async () => {
       chat.shutdown();
-      return Promise.all(listeners.map((l) => l.close()));
+      await Promise.all(listeners.map((l) => l.close()));
+      await history?.close();
     };
     /** Builds and binds one listener; on any failure closes those already open. */
     const start = async (
@@ -275,6 +307,7 @@ export class ConfabServer {
       limits,
       allowedOrigins,
       tlsListener,
+      history,
     );
   }
 
@@ -321,5 +354,7 @@ export class ConfabServer {
     const closed = Promise.all(this.listeners.map((l) => l.close()));
     this.chat.shutdown();
     await closed;
+    // Last: what was being stored as clients left is committed first.
+    await this.history?.close();
   }
 }

@@ -14,6 +14,9 @@ const CLOSE = 125;
 const MSG_KEY = Buffer.from('"msg":"');
 const SEED_MSG_KEY = Buffer.from('"msg": "');
 const PRIVMSG = Buffer.from(' PRIVMSG #bench :');
+const NUMERIC = /^:\S+ (\d{3}) /;
+/** Nickname in use or erroneous, channel full, invite-only, banned, bad key. */
+const REFUSALS = new Set(['432', '433', '471', '473', '474', '475']);
 
 /**
  * Finds `marker` in buf[from, end). A byte loop: for a short line it costs a
@@ -69,6 +72,8 @@ export class Member {
   private carry: Buffer | undefined;
   private pending: string[] = [];
   joined = false;
+  /** Why the server turned this member away, when it did. */
+  private refusal: string | undefined;
   onJoined: (() => void) | undefined;
   /** `micros` is the send time carried in the payload, `readAt` when its read began (both µs). */
   onPayload: (sender: number, seq: number, micros: number, readAt: number) => void = () => {};
@@ -87,8 +92,21 @@ export class Member {
     private readonly flusher: Flusher,
     /** Write each message as it is made, as a chat client does, instead of once per turn. */
     private readonly eachOnItsOwn = false,
+    /**
+     * A room to live in instead of the shared one (W-rooms): confab members
+     * negotiate `rooms`, stay out of the lobby and JOIN_ROOM it; IRC members
+     * JOIN #<room>. Only for the confab and IRC dialects.
+     */
+    readonly room?: string,
   ) {
-    this.marker = dialect === 'irc' ? PRIVMSG : dialect === 'seed' ? SEED_MSG_KEY : MSG_KEY;
+    this.marker =
+      dialect === 'irc'
+        ? room === undefined
+          ? PRIVMSG
+          : Buffer.from(` PRIVMSG #${room} :`)
+        : dialect === 'seed'
+          ? SEED_MSG_KEY
+          : MSG_KEY;
     // Course clients' replies carry no newline (the seed's) or trailing padding (confab's).
     this.objects = dialect === 'seed' || dialect === 'course';
     this.socket = net.connect({
@@ -112,12 +130,18 @@ export class Member {
         clearTimeout(timer);
         resolve();
       };
-      this.socket.once('close', () => reject(new Error(`${this.nick}: closed while joining`)));
+      this.socket.once('close', () =>
+        reject(new Error(this.refusal ?? `${this.nick}: closed while joining`)),
+      );
       const send = () => {
         switch (this.dialect) {
           case 'confab':
             // "caps" (even empty) says this client splits on newlines.
-            this.socket.write(`{"cmd":"0","nickname":"${this.nick}","caps":[]}\n`);
+            this.socket.write(
+              this.room === undefined
+                ? `{"cmd":"0","nickname":"${this.nick}","caps":[]}\n`
+                : `{"cmd":"0","nickname":"${this.nick}","caps":["rooms"],"lobby":false}\n`,
+            );
             break;
           case 'seed':
           case 'course':
@@ -141,14 +165,17 @@ export class Member {
     let line: string;
     switch (this.dialect) {
       case 'confab':
-        line = `{"cmd":"7","msg":"${payload}"}\n`;
+        line =
+          this.room === undefined
+            ? `{"cmd":"7","msg":"${payload}"}\n`
+            : `{"cmd":"7","msg":"${payload}","room":"${this.room}"}\n`;
         break;
       case 'seed':
       case 'course':
         line = `{"cmd": "7", "msg": "${payload}"}`;
         break;
       case 'irc':
-        line = `PRIVMSG #bench :${payload}\r\n`;
+        line = `PRIVMSG #${this.room ?? 'bench'} :${payload}\r\n`;
         break;
     }
     if (this.eachOnItsOwn) {
@@ -214,7 +241,25 @@ export class Member {
       return;
     }
     if (this.dialect === 'irc') this.onControlLine(buf.toString('latin1', start, end));
-    else if (!this.joined && buf.toString('latin1', start, end).includes('"03"')) this.markJoined();
+    else if (!this.joined) this.onConfabControl(buf.toString('latin1', start, end));
+  }
+
+  /** Before joining: "03" is the room for a lobby member; a room member asks for its room then. */
+  private onConfabControl(line: string): void {
+    if (this.room === undefined) {
+      if (line.includes('"03"')) this.markJoined();
+    } else if (line.includes('"03"')) {
+      this.socket.write(`{"cmd":"100","room":"${this.room}"}\n`);
+    } else if (line.includes('"101"')) {
+      this.markJoined();
+    } else if (line.includes('"90"') || line.includes('"02"') || line.includes('"01"')) {
+      this.refuse(line);
+    }
+  }
+
+  private refuse(line: string): void {
+    this.refusal = `${this.nick}: ${line}`;
+    this.socket.destroy();
   }
 
   private deliver(buf: Buffer, at: number, end: number): void {
@@ -229,11 +274,13 @@ export class Member {
       return;
     }
     if (this.joined) return;
+    // The numeric in the command position only: in ":srv 266 m5 433 433 :Current
+    // global users: 433" the user counts are no refusal (433) nor end of names (366).
+    const numeric = NUMERIC.exec(line)?.[1];
     // Some servers refuse JOIN until registration completes ("001").
-    if (line.includes(' 001 ')) this.socket.write('JOIN #bench\r\n');
-    if (line.includes(' 366 ')) this.markJoined();
-    else if (/ 4(33|32|71|73|74|75) /.test(line))
-      this.socket.destroy(new Error(`${this.nick}: ${line}`));
+    if (numeric === '001') this.socket.write(`JOIN #${this.room ?? 'bench'}\r\n`);
+    else if (numeric === '366') this.markJoined();
+    else if (numeric !== undefined && REFUSALS.has(numeric)) this.refuse(line);
   }
 
   private markJoined(): void {

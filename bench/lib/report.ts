@@ -1,3 +1,4 @@
+import type { RoomsResult } from './rooms.js';
 import type { ConnsResult, FanoutResult } from './workload.js';
 
 export interface BenchReport {
@@ -9,6 +10,7 @@ export interface BenchReport {
   /** Every run, in the order they ran. */
   runs: FanoutResult[];
   conns: ConnsResult[];
+  rooms: RoomsResult[];
   skipped: string[];
   /** How the run was set up, where a reader could assume otherwise. */
   notes: string[];
@@ -27,10 +29,11 @@ const short = (n: number) =>
 export function table(report: BenchReport): string {
   const lines: string[] = [];
   const workloads = [...new Set(report.fanout.map((r) => r.workload))];
-  lines.push(
-    '| workload | server | deliveries/s | range over runs | p50 ms | p99 ms | lost | server CPU % | generator CPU % | server µs/delivery | server peak RSS MiB | confab/peer throughput | confab/peer µs/delivery |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-  );
+  if (workloads.length > 0)
+    lines.push(
+      '| workload | server | deliveries/s | range over runs | p50 ms | p99 ms | lost | server CPU % | generator CPU % | server µs/delivery | server peak RSS MiB | confab/peer throughput | confab/peer µs/delivery |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    );
   for (const w of workloads) {
     const rows = report.fanout.filter((r) => r.workload === w);
     const confab = rows.find((r) => r.server === 'confab');
@@ -59,6 +62,21 @@ export function table(report: BenchReport): string {
     for (const c of report.conns) {
       lines.push(
         `| ${c.server} | ${f(c.connections)} | ${f(c.connectPerSec)} | ${f(c.kibPerConnection, 2)} | ${f(c.serverPeakRssMiB, 1)} |`,
+      );
+    }
+  }
+  if (report.rooms.length > 0) {
+    const r0 = report.rooms[0]!;
+    lines.push(
+      '',
+      `W-rooms: ${f(r0.rooms)} rooms × ${r0.members} members, one sender per room at ${f(r0.rate, 2)} msg/s`,
+      '',
+      '| W-rooms | history | connections | setup s | sent msg/s per room | deliveries/s | p50 ms | p99 ms | lost | misrouted | server CPU % | server µs/delivery | generator CPU % | generator µs/delivery | server KiB per member | server peak RSS MiB |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    );
+    for (const r of report.rooms) {
+      lines.push(
+        `| ${r.server} | ${r.history ?? ''} | ${f(r.connections)} | ${f(r.setupSeconds, 1)} | ${f(r.sentPerSec, 2)} | ${f(r.deliveriesPerSec)} | ${f(r.p50Ms, 2)} | ${f(r.p99Ms, 2)} | ${r.lost} | ${r.misrouted} | ${f(r.serverCpuPct, 1)} | ${f(r.serverUsPerDelivery, 2)} | ${f(r.generatorCpuPct, 1)} | ${f(r.generatorUsPerDelivery, 2)} | ${f(r.kibPerMember, 2)} | ${f(r.serverPeakRssMiB, 1)} |`,
       );
     }
   }

@@ -113,6 +113,32 @@ export interface StartOptions {
   peerNagle?: boolean;
   /** The root of another confab checkout, built, that server `baseline` runs. */
   baseline?: string;
+  /** More flags for confab (and `baseline`), after CONFAB_BENCH_FLAGS. */
+  confabArgs?: string[];
+}
+
+const helpTexts = new Map<string, string>();
+
+/**
+ * Whether the confab built at `root` (this checkout by default) has a serve
+ * option, read from its --help: flags come and go between the checkouts a
+ * before/after run compares.
+ */
+export function confabHasOption(flag: string, root = ROOT): boolean {
+  let help = helpTexts.get(root);
+  if (help === undefined) {
+    const out = spawnSync(
+      process.execPath,
+      [path.join(root, 'dist/cli/main.js'), 'serve', '--help'],
+      {
+        encoding: 'utf8',
+        timeout: 15_000,
+      },
+    );
+    help = `${out.stdout ?? ''}${out.stderr ?? ''}`;
+    helpTexts.set(root, help);
+  }
+  return new RegExp(`^\\s*${flag}\\b`, 'm').test(help);
 }
 
 function peerEnv(options: StartOptions): NodeJS.ProcessEnv {
@@ -179,6 +205,7 @@ async function startOnce(
         '--max-users',
         String(maxUsers),
         ...CONFAB_BENCH_FLAGS,
+        ...(options.confabArgs ?? []),
       ]);
       break;
     case 'seed': {

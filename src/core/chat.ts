@@ -1,12 +1,14 @@
 import { Cmd, ErrorCode, type ErrorCodeValue, LOBBY } from '../protocol/codes.js';
+import type { NotRecovered, Position } from '../protocol/messages.js';
 import type { Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { BanList, type BanStore, MemoryBanStore } from './bans.js';
-import { type ChatContext, commandFor, permitted, refuse } from './commands.js';
-import { type ChatEvent, Delivery } from './events.js';
+import { type ChatContext, chatTarget, commandFor, permitted, refuse } from './commands.js';
+import { type ChatEvent, Delivery, type HistoryHeader } from './events.js';
+import type { HistoryStore, RoomHistory, StoredMessage } from './history.js';
 import type { Operator } from './moderation.js';
 import { nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
@@ -41,6 +43,47 @@ export interface ChatOptions {
   createRooms?: boolean;
   maxRoomsPerClient?: number;
   rooms?: readonly DeclaredRoom[];
+  /** Where room history is kept; without one nothing is stored and nothing can be recovered. */
+  history?: HistoryStore;
+  /** Messages sent after "101" to a client that does not ask to recover. */
+  historyOnJoin?: number;
+}
+
+/** The most messages one recovery replays; a larger gap is "too-many" (HISTORY pages through it). */
+export const MAX_REPLAY = 1000;
+/** One "107" carries at most this many characters of messages; `more` says the rest is there. */
+const MAX_HISTORY_CHARS = 256 * 1024;
+/** Requests waiting behind an unfinished one: reading pauses at the first, the session ends past the second. */
+const BACKLOG_PAUSE = 64;
+const BACKLOG_MAX = 10_000;
+
+/** Resolves on the next turn of the event loop, after every callback already due. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Why `since` cannot be recovered from, or undefined when every message after it is stored. */
+function notRecovered(room: RoomHistory, since: Position): NotRecovered | undefined {
+  if (since.epoch !== room.epoch) return 'epoch';
+  if (since.id > room.top) return 'ahead';
+  // A quiet room whose messages all aged out still has nothing missing.
+  if (since.id === room.top) return undefined;
+  if (since.id < room.oldest - 1) return 'deleted';
+  if (room.top - since.id > MAX_REPLAY) return 'too-many';
+  return undefined;
+}
+
+/** Every stored message after `after`, in pages, up to a little over MAX_REPLAY. */
+async function readAfter(history: HistoryStore, room: string, after: number) {
+  const out: StoredMessage[] = [];
+  let from = after;
+  for (let page = 0; page < MAX_REPLAY / 100 + 2; page++) {
+    const batch = await history.read(room, { after: from, limit: 100 });
+    if (batch.length === 0) break;
+    out.push(...batch);
+    from = batch[batch.length - 1]!.id;
+  }
+  return out;
 }
 
 /** What Chat.reconfigure can change while sessions are open. */
@@ -59,6 +102,7 @@ export type ChatSettings = Pick<
   | 'createRooms'
   | 'maxRoomsPerClient'
   | 'rooms'
+  | 'historyOnJoin'
 >;
 
 function roomSettings(options: ChatSettings) {
@@ -128,6 +172,10 @@ export class Chat implements ChatContext, SessionHost {
   /** OPER checks per address: each costs a deliberately slow hash, so they are few. */
   private readonly operBuckets = new Map<string, TokenBucket>();
   private readonly sessions = new Set<Session>();
+  /** Resume tokens of open sessions with "history". */
+  private readonly tokens = new Map<string, Session>();
+  private readonly history: HistoryStore | undefined;
+  private historyOnJoin: number;
   private nextId = 1;
   private stopping = false;
 
@@ -141,6 +189,8 @@ export class Chat implements ChatContext, SessionHost {
     this.rateLimit = options.rateLimit ?? 0;
     this.rateBurst = options.rateBurst ?? 40;
     this.log = options.logger ?? silentLogger;
+    this.history = options.history;
+    this.historyOnJoin = options.historyOnJoin ?? 50;
     this.admission = new Admission(
       options.maxConnections ?? Number.POSITIVE_INFINITY,
       options.maxConnectionsPerIp ?? 0,
@@ -174,6 +224,7 @@ export class Chat implements ChatContext, SessionHost {
     if (options.hideAddresses !== undefined) this.hideAddresses = options.hideAddresses;
     if (options.maxMessage !== undefined) this.maxMessage = options.maxMessage;
     if (options.operators !== undefined) this.operators = options.operators;
+    if (options.historyOnJoin !== undefined) this.historyOnJoin = options.historyOnJoin;
     this.admission.setCaps(options.maxConnections, options.maxConnectionsPerIp);
     const rateLimit = options.rateLimit ?? this.rateLimit;
     const rateBurst = options.rateBurst ?? this.rateBurst;
@@ -264,6 +315,76 @@ export class Chat implements ChatContext, SessionHost {
     ) {
       return;
     }
+    this.route(session, result);
+  }
+
+  /**
+   * Requests are answered in the order they arrive, though storing a chat or
+   * reading history finishes later: while one is unfinished, later requests
+   * wait in the session's backlog. Chats are the exception that keeps a busy
+   * room fast: a chat that will be stored may start behind other chats, since
+   * the store keeps their order.
+   */
+  private route(session: Session, result: ParseResult): void {
+    if (session.backlog === undefined) {
+      if (session.pending === 0) {
+        this.handle(session, result);
+        return;
+      }
+      if (!session.barrier && result.ok && result.request.cmd === Cmd.CHAT) {
+        const target = chatTarget(this, session, result.request);
+        if (target !== undefined) {
+          this.say(session, target.room, result.request.msg, target.cid);
+          return;
+        }
+      }
+    }
+    session.backlog ??= [];
+    const backlog = session.backlog;
+    backlog.push(result);
+    if (backlog.length === BACKLOG_PAUSE) {
+      session.paused = true;
+      session.peer.pause?.(true);
+    } else if (backlog.length > BACKLOG_MAX) {
+      this.disconnect(session, 'flooding');
+    }
+  }
+
+  /** An unfinished request finished: what waited behind it goes on. */
+  private finished(session: Session): void {
+    session.pending--;
+    if (session.pending > 0) return;
+    session.barrier = false;
+    const backlog = session.backlog;
+    if (backlog === undefined) return;
+    session.backlog = undefined;
+    for (const result of backlog) {
+      if (session.state === 'closed') return;
+      this.route(session, result);
+    }
+    // route() may have started a new backlog; TypeScript cannot see that.
+    const waiting = session.backlog as ParseResult[] | undefined;
+    if (session.paused && (waiting?.length ?? 0) < BACKLOG_PAUSE) {
+      session.paused = false;
+      session.peer.pause?.(false);
+    }
+  }
+
+  /** Runs work for a request that no later request may overtake. */
+  private background(session: Session, work: Promise<void>): void {
+    session.pending++;
+    session.barrier = true;
+    work.then(
+      () => this.finished(session),
+      (err: unknown) => {
+        this.failed(session, err, 'request');
+        this.finished(session);
+      },
+    );
+  }
+
+  private handle(session: Session, result: ParseResult): void {
+    if (session.state === 'closed') return;
     if (!result.ok) {
       const { code, message, ref } = result.error;
       if (session.state === 'greeting') {
@@ -340,17 +461,220 @@ export class Chat implements ChatContext, SessionHost {
     return false;
   }
 
-  join(session: Session, nickname: string, room: Room): void {
+  join(session: Session, nickname: string, room: Room | undefined): void {
     session.nickname = nickname;
     session.key = nicknameKey(nickname);
     session.state = 'joined';
     session.room = room;
     this.nicknames.set(session.key, session);
-    this.rooms.add(session, room);
     this.stats.joins++;
+    if (room === undefined) {
+      this.log.info({ nickname }, `${nickname} connected outside the lobby.`);
+      return;
+    }
+    this.rooms.add(session, room);
     this.log.info(
       { nickname, room: room.name, users: room.size },
       `${nickname} joined. There are ${room.size} users connected.`,
+    );
+  }
+
+  issueToken(session: Session): string {
+    if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
+    const bytes = new Uint8Array(18);
+    globalThis.crypto.getRandomValues(bytes);
+    const token = Buffer.from(bytes).toString('base64url');
+    session.resumeToken = token;
+    this.tokens.set(token, session);
+    return token;
+  }
+
+  /**
+   * A CONNECT presented the resume token of an open session (most often one
+   * whose connection died without the server noticing): `session` becomes
+   * that member, with its nickname, rooms and place in each, and the old
+   * connection is closed without a word to anyone.
+   */
+  takeBack(session: Session, token: string): boolean {
+    const ghost = this.tokens.get(token);
+    if (ghost === undefined || ghost === session || ghost.state !== 'joined') return false;
+    this.tokens.delete(token);
+    ghost.resumeToken = undefined;
+    session.nickname = ghost.nickname;
+    session.key = ghost.key;
+    session.operator = ghost.operator;
+    session.state = 'joined';
+    session.room = ghost.room;
+    for (const room of ghost.rooms) {
+      room.replace(ghost, session);
+      session.rooms.add(room);
+    }
+    this.nicknames.set(session.key, session);
+    ghost.rooms.clear();
+    ghost.room = undefined;
+    ghost.state = 'closed';
+    this.sessions.delete(ghost);
+    this.count('replaced');
+    this.log.info(
+      { nickname: session.nickname, session: session.id, replaced: ghost.id },
+      `${session.nickname} took their session back.`,
+    );
+    ghost.peer.close('replaced');
+    return true;
+  }
+
+  /**
+   * A chat message, stored first when there is history (so that every id a
+   * client sees survives a crash), then delivered to the room; a sender with
+   * "history" learns its id.
+   */
+  say(session: Session, room: Room, msg: string, cid: string | undefined): void {
+    const at = this.clock();
+    const from = session.nickname;
+    const history = this.history;
+    if (history === undefined) {
+      const id = room.nextId();
+      this.publish({ type: 'chat', room: room.name, id, at, from, msg }, session);
+      if (session.has('history'))
+        session.reply({ type: 'stored', room: room.name, id, at, cid, duplicate: false });
+      return;
+    }
+    session.pending++;
+    history.append(room.key, cid === undefined ? { at, from, msg } : { at, from, msg, cid }).then(
+      (appended) => {
+        try {
+          const m = appended.message;
+          if (!appended.duplicate) {
+            this.publish(
+              { type: 'chat', room: room.name, id: m.id, at: m.at, from: m.from, msg: m.msg },
+              session,
+            );
+          }
+          if (session.has('history')) {
+            session.reply({
+              type: 'stored',
+              room: room.name,
+              id: m.id,
+              at: m.at,
+              cid: m.cid,
+              duplicate: appended.duplicate,
+            });
+          }
+        } catch (err) {
+          this.failed(session, err, 'request');
+        }
+        this.finished(session);
+      },
+      (err: unknown) => {
+        this.log.error({ err, room: room.name }, 'could not store a chat message');
+        this.failed(session, err, 'request');
+        this.finished(session);
+      },
+    );
+  }
+
+  /**
+   * Tells a member just added to `room` that it is in: "101", and for a
+   * client with "history" the room's history, recovered from `since` when it
+   * can be. Live events of the room wait until the history is out, so
+   * nothing is missed or repeated between the two.
+   */
+  enterRoom(
+    session: Session,
+    room: Room,
+    members: readonly string[],
+    count: number,
+    since: Position | undefined,
+  ): void {
+    if (!session.has('history')) {
+      session.reply({ type: 'room-joined', room: room.name, members, count, history: undefined });
+      return;
+    }
+    session.holdRoom(room.name);
+    this.background(session, this.replay(session, room, members, count, since));
+  }
+
+  private async replay(
+    session: Session,
+    room: Room,
+    members: readonly string[],
+    count: number,
+    since: Position | undefined,
+  ): Promise<void> {
+    const history = this.history;
+    let header: HistoryHeader;
+    let messages: readonly StoredMessage[] = [];
+    if (history === undefined) {
+      header = {
+        epoch: '',
+        top: room.lastId,
+        recovered: since === undefined ? undefined : false,
+        reason: since === undefined ? undefined : 'off',
+      };
+    } else {
+      const info = await history.room(room.key);
+      const reason = since === undefined ? undefined : notRecovered(info, since);
+      const recovered = since === undefined ? undefined : reason === undefined;
+      messages =
+        recovered === true
+          ? await readAfter(history, room.key, since!.id)
+          : await history.read(room.key, { limit: this.historyOnJoin });
+      const last = messages.length > 0 ? messages[messages.length - 1]!.id : 0;
+      const top = Math.max(info.top, last, recovered === true ? since!.id : 0);
+      header = { epoch: info.epoch, top, recovered, reason };
+    }
+    if (session.state === 'closed') return;
+    session.reply({ type: 'room-joined', room: room.name, members, count, history: header });
+    for (const m of messages) {
+      session.send(
+        new Delivery({
+          type: 'chat',
+          room: room.name,
+          id: m.id,
+          at: m.at,
+          from: m.from,
+          msg: m.msg,
+        }),
+      );
+    }
+    // A message the read saw may still be on its way to the room's members;
+    // one turn later it has arrived, held, and release() drops it.
+    await nextTurn();
+    session.release(room.name, header.top);
+  }
+
+  /** HISTORY: the newest messages before `before`, at most `limit`, for a member of `room`. */
+  readHistory(session: Session, room: Room, before: number | undefined, limit: number): void {
+    const history = this.history;
+    if (history === undefined) {
+      session.reply({ type: 'history', room: room.name, epoch: '', messages: [], more: false });
+      return;
+    }
+    this.background(
+      session,
+      (async () => {
+        const info = await history.room(room.key);
+        const read = await history.read(
+          room.key,
+          before === undefined ? { limit } : { before, limit },
+        );
+        // The newest first: a page too large for one message loses its oldest.
+        let chars = 0;
+        let first = read.length;
+        while (first > 0 && chars + read[first - 1]!.msg.length <= MAX_HISTORY_CHARS) {
+          first--;
+          chars += read[first]!.msg.length;
+        }
+        const messages = read.slice(first);
+        const oldest = messages.length > 0 ? messages[0]!.id : (before ?? info.top + 1);
+        session.reply({
+          type: 'history',
+          room: room.name,
+          epoch: info.epoch,
+          messages,
+          more: oldest > info.oldest,
+        });
+      })(),
     );
   }
 
@@ -437,7 +761,8 @@ export class Chat implements ChatContext, SessionHost {
     session.state = 'closed';
     this.sessions.delete(session);
     this.count(reason);
-    if (!wasJoined || session.room === undefined) return;
+    if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
+    if (!wasJoined) return;
     this.nicknames.delete(session.key);
     session.room = undefined;
     this.stats.leaves++;

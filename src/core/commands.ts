@@ -1,6 +1,6 @@
 import { type Capability, grant } from '../protocol/capabilities.js';
 import { Cmd, ErrorCode, type ErrorCodeValue, type RequestCode } from '../protocol/codes.js';
-import type { Request } from '../protocol/messages.js';
+import type { ChatRequest, Position, Request, RoomPosition } from '../protocol/messages.js';
 import type { Limits } from '../protocol/pacing.js';
 import { formatDuration } from '../protocol/slash-commands.js';
 import { clip } from '../protocol/text.js';
@@ -35,11 +35,26 @@ export interface ChatContext {
   members(): Session[];
   find(nickname: string): Session | undefined;
   /** Registers the nickname and adds the session to the room. */
-  join(session: Session, nickname: string, room: Room): void;
+  join(session: Session, nickname: string, room: Room | undefined): void;
   rename(session: Session, nickname: string): void;
   disconnect(session: Session, reason: DisconnectReason, detail?: string): void;
   /** The one fan-out point: every event reaches its room's members (or a whisper's target) here. */
   publish(event: ChatEvent, origin?: Session): void;
+  /** Stores (when there is history) and publishes a chat message. */
+  say(session: Session, room: Room, msg: string, cid: string | undefined): void;
+  /** "101" for a member just added, with the room's history for clients with "history". */
+  enterRoom(
+    session: Session,
+    room: Room,
+    members: readonly string[],
+    count: number,
+    since: Position | undefined,
+  ): void;
+  readHistory(session: Session, room: Room, before: number | undefined, limit: number): void;
+  /** A new resume token for the session (the old one stops working). */
+  issueToken(session: Session): string;
+  /** Makes `session` the open session that `token` belongs to; false if there is none. */
+  takeBack(session: Session, token: string): boolean;
 }
 
 type RequestOf<C extends RequestCode> = Extract<Request, { cmd: C }>;
@@ -86,6 +101,17 @@ function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): 
 const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
   const caps = req.caps === undefined ? undefined : grant(req.caps);
   if (caps !== undefined) session.grant(caps);
+  // Flood limits are told to clients that can pace themselves: those that negotiated.
+  const limits = caps === undefined ? undefined : ctx.limits;
+  if (session.has('history') && req.resume !== undefined && ctx.takeBack(session, req.resume)) {
+    const resume = { token: ctx.issueToken(session), resumed: true, nickname: session.nickname };
+    const address = session.peer.local;
+    session.reply({ type: 'welcome', address, count: ctx.lobby.size, caps, limits, resume });
+    for (const room of session.rooms) {
+      ctx.enterRoom(session, room, memberNames(room), room.size, sinceFor(ctx, req.since, room));
+    }
+    return;
+  }
   const checked = checkNickname(req.nickname);
   if (!checked.ok) {
     session.reply({ type: 'connect-refused', reason: 'invalid', detail: checked.reason });
@@ -108,25 +134,41 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
     ctx.disconnect(session, 'nickname-taken');
     return;
   }
-  const room = ctx.lobby;
-  if (room.isFull) {
+  // A client with rooms may stay out of the lobby, whose places are few.
+  const room = req.lobby === false && session.has('rooms') ? undefined : ctx.lobby;
+  if (room?.isFull) {
     session.reply({ type: 'connect-refused', reason: 'room-full', detail: 'the room is full' });
     ctx.disconnect(session, 'room-full');
     return;
   }
-  const count = room.size + 1;
+  const count = room === undefined ? ctx.lobby.size : room.size + 1;
   // The others hear of the joiner before the joiner hears it is in, as in the course server.
-  ctx.publish({ type: 'joined', room: room.name, nickname, count });
+  if (room !== undefined) ctx.publish({ type: 'joined', room: room.name, nickname, count });
   ctx.join(session, nickname, room);
-  session.reply({
-    type: 'welcome',
-    address: session.peer.local,
-    count,
-    caps,
-    // Flood limits are told to clients that can pace themselves: those that negotiated.
-    limits: caps === undefined ? undefined : ctx.limits,
-  });
+  const resume = session.has('history')
+    ? { token: ctx.issueToken(session), resumed: false, nickname }
+    : undefined;
+  session.reply({ type: 'welcome', address: session.peer.local, count, caps, limits, resume });
+  if (room !== undefined && session.has('history')) {
+    ctx.enterRoom(session, room, memberNames(room), count, sinceFor(ctx, req.since, room));
+  }
 };
+
+function memberNames(room: Room): string[] {
+  const names: string[] = [];
+  for (const member of room.list()) names.push(member.nickname);
+  return names;
+}
+
+/** The position a CONNECT gave for `room`, in any look-alike spelling of its name. */
+function sinceFor(
+  ctx: ChatContext,
+  since: readonly RoomPosition[] | undefined,
+  room: Room,
+): Position | undefined {
+  const entry = since?.find((p) => ctx.rooms.find(p.room) === room);
+  return entry === undefined ? undefined : { epoch: entry.epoch, id: entry.id };
+}
 
 /**
  * USERS "1" {room?} -> "10" {users: [[nickname, ip, port], ...]} in join order.
@@ -235,18 +277,39 @@ const chat: Handler<typeof Cmd.CHAT> = (ctx, session, req) => {
     ctx.disconnect(session, 'banned-words');
     return;
   }
-  ctx.publish(
-    {
-      type: 'chat',
-      room: room.name,
-      id: room.nextId(),
-      at: ctx.now(),
-      from: session.nickname,
-      msg: req.msg,
-    },
-    session,
-  );
+  if (req.cid === null && session.has('history')) {
+    refuse(
+      session,
+      ErrorCode.INVALID_FIELD,
+      '"cid" must be a string of 1 to 64 characters',
+      req.cmd,
+    );
+    return;
+  }
+  ctx.say(session, room, req.msg, session.has('history') ? (req.cid ?? undefined) : undefined);
 };
+
+/**
+ * Where a chat goes when CHAT would accept it without a word (no refusal,
+ * no disconnect); undefined otherwise. Only such a chat may start while the
+ * session's earlier requests are unfinished (Chat.route).
+ */
+export function chatTarget(
+  ctx: ChatContext,
+  session: Session,
+  req: ChatRequest,
+): { room: Room; cid: string | undefined } | undefined {
+  if (session.state !== 'joined') return undefined;
+  let room = session.room;
+  if (req.room !== undefined && session.has('rooms')) {
+    room = req.room === null ? undefined : ctx.rooms.find(req.room);
+  }
+  if (room === undefined || !session.rooms.has(room)) return undefined;
+  if (req.msg.length > ctx.maxMessage || ctx.bannedWords.matches(req.msg)) return undefined;
+  if (!session.has('history')) return { room, cid: undefined };
+  if (req.cid === null) return undefined;
+  return { room, cid: req.cid };
+}
 
 /** The session's operator name, or undefined after refusing it with 1010. */
 function operatorOf(ctx: ChatContext, session: Session, cmd: string): string | undefined {
@@ -269,7 +332,8 @@ function remove(
   reason: string,
   seconds: number | undefined,
 ): void {
-  const room = target.room;
+  // Announced where the target is seen: the lobby, or else its first room.
+  const room = target.room ?? target.rooms.values().next().value;
   const duration = seconds === undefined ? undefined : formatDuration(seconds);
   const detail = removalDetail(action, by, reason, duration);
   ctx.log.warn(
@@ -425,7 +489,11 @@ function roomOf(
   name: string | null | undefined,
   ref: string,
 ): Room | undefined {
-  if (name === undefined || !session.has('rooms')) return session.room;
+  if (name === undefined || !session.has('rooms')) {
+    if (session.room === undefined)
+      refuse(session, ErrorCode.NOT_IN_ROOM, 'you are in no lobby: name a room', ref);
+    return session.room;
+  }
   if (name === null) {
     refuse(session, ErrorCode.INVALID_FIELD, '"room" must be a well-formed string', ref);
     return undefined;
@@ -454,9 +522,17 @@ const joinRoom: Handler<typeof Cmd.JOIN_ROOM> = (ctx, session, req) => {
   const count = room.size + 1;
   ctx.publish({ type: 'joined', room: room.name, nickname: session.nickname, count });
   ctx.rooms.add(session, room);
-  const members: string[] = [];
-  for (const member of room.list()) members.push(member.nickname);
-  session.reply({ type: 'room-joined', room: room.name, members, count });
+  ctx.enterRoom(session, room, memberNames(room), count, req.since);
+};
+
+/** HISTORY "106" {room, before?, limit?} -> "107" {room, epoch, messages, more}; 1018 not in it. */
+const history: Handler<typeof Cmd.HISTORY> = (ctx, session, req) => {
+  const room = ctx.rooms.find(req.room);
+  if (room === undefined || !session.rooms.has(room)) {
+    refuse(session, ErrorCode.NOT_IN_ROOM, 'you are not in that room', req.cmd);
+    return;
+  }
+  ctx.readHistory(session, room, req.before, req.limit ?? 50);
 };
 
 /**
@@ -517,12 +593,7 @@ export const COMMANDS: { [C in RequestCode]: Command<C> } = {
   [Cmd.JOIN_ROOM]: { greeting: false, requires: 'rooms', handle: joinRoom },
   [Cmd.PART_ROOM]: { greeting: false, requires: 'rooms', handle: partRoom },
   [Cmd.ROOMS]: { greeting: false, requires: 'rooms', handle: listRooms },
-  [Cmd.HISTORY]: {
-    greeting: false,
-    requires: 'history',
-    handle: (_ctx, session, req) =>
-      refuse(session, ErrorCode.UNKNOWN_COMMAND, 'history is not available', req.cmd),
-  },
+  [Cmd.HISTORY]: { greeting: false, requires: 'history', handle: history },
 };
 
 export function commandFor<C extends RequestCode>(code: C): Command<C> {

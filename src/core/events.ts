@@ -1,4 +1,5 @@
 import type { Capability } from '../protocol/capabilities.js';
+import type { NotRecovered } from '../protocol/messages.js';
 import type { Limits } from '../protocol/pacing.js';
 
 export interface PeerAddress {
@@ -68,6 +69,29 @@ export interface RoomInfo {
   readonly joined: boolean;
 }
 
+export interface Resumption {
+  readonly token: string;
+  /** This CONNECT took an open session back. */
+  readonly resumed: boolean;
+  readonly nickname: string;
+}
+
+export interface HistoryHeader {
+  readonly epoch: string;
+  /** The newest id of the history that follows (0 for none); live messages have higher ids. */
+  readonly top: number;
+  /** Present when the client asked to recover from a position. */
+  readonly recovered: boolean | undefined;
+  readonly reason: NotRecovered | undefined;
+}
+
+export interface HistoryMessage {
+  readonly id: number;
+  readonly at: number;
+  readonly from: string;
+  readonly msg: string;
+}
+
 /** Why a CONNECT or RENAME could not take a nickname. */
 export type NameRefusal = 'taken' | 'invalid';
 
@@ -89,6 +113,8 @@ export type Reply =
       readonly caps: readonly Capability[] | undefined;
       /** Flood control, for clients that negotiated (they pace themselves by it). */
       readonly limits: Limits | undefined;
+      /** For clients with "history": the token that takes this session back. */
+      readonly resume: Resumption | undefined;
     }
   | {
       readonly type: 'connect-refused';
@@ -114,6 +140,26 @@ export type Reply =
       /** Nicknames in join order, the joiner last. */
       readonly members: readonly string[];
       readonly count: number;
+      /** For clients with "history": where the history that follows ends. */
+      readonly history: HistoryHeader | undefined;
+    }
+  | {
+      /** The sender's own chat, stored (capability "history"). */
+      readonly type: 'stored';
+      readonly room: string;
+      readonly id: number;
+      readonly at: number;
+      readonly cid: string | undefined;
+      /** The cid was used before: this is the first message, not delivered again. */
+      readonly duplicate: boolean;
+    }
+  | {
+      readonly type: 'history';
+      readonly room: string;
+      readonly epoch: string;
+      readonly messages: readonly HistoryMessage[];
+      /** Older messages are still stored. */
+      readonly more: boolean;
     }
   | { readonly type: 'room-parted'; readonly room: string }
   | { readonly type: 'room-list'; readonly rooms: readonly RoomInfo[] }

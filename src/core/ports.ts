@@ -39,7 +39,9 @@ export type DisconnectReason =
   | 'banned'
   /** CONNECT with a banned nickname, or a connection from a banned address. */
   | 'banned-nickname'
-  | 'banned-address';
+  | 'banned-address'
+  /** Taken over by a CONNECT that presented this session's resume token. */
+  | 'replaced';
 
 /**
  * One client connection as the core sees it: something that accepts messages

@@ -1,4 +1,5 @@
 import type { Delivery } from './events.js';
+import { lookalikeKey } from './lookalike.js';
 import type { PeerAddress } from './ports.js';
 
 /** What a room needs of a member. Sessions of every transport implement it. */
@@ -21,6 +22,8 @@ export class Room {
   private readonly members = new Map<number, Member>();
   /** The id of the room's latest chat message; ids are never reused. */
   private top: number;
+  /** The name's look-alike fold: what the room is stored under (HistoryStore). */
+  readonly key: string;
 
   constructor(
     readonly name: string,
@@ -30,6 +33,7 @@ export class Room {
     firstIdAfter = 0,
   ) {
     this.top = firstIdAfter;
+    this.key = lookalikeKey(name);
   }
 
   /** The id of the latest chat message (0 before any). */
@@ -60,6 +64,17 @@ export class Room {
   /** Moves a member to the end of the listing; the course server's rename does this. */
   moveToEnd(member: Member): void {
     if (this.members.delete(member.id)) this.members.set(member.id, member);
+  }
+
+  /** Puts `next` in `previous`'s place, keeping the listing's order (a session taken back). */
+  replace(previous: Member, next: Member): void {
+    if (!this.members.has(previous.id)) return;
+    const members = [...this.members.values()];
+    this.members.clear();
+    for (const member of members) {
+      const kept = member === previous ? next : member;
+      this.members.set(kept.id, kept);
+    }
   }
 
   list(): IterableIterator<Member> {

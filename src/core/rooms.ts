@@ -151,13 +151,13 @@ export class Rooms {
   }
 
   private insert(room: Room): void {
-    this.byKey.set(roomKey(room.name), room);
+    this.byKey.set(room.key, room);
     this.byName.set(room.name, room);
   }
 
   private dropIfEmpty(room: Room): void {
     if (room === this.lobby || room.size > 0) return;
-    const key = roomKey(room.name);
+    const key = room.key;
     if (this.declaredKeys.has(key)) return;
     this.byKey.delete(key);
     this.byName.delete(room.name);

@@ -16,6 +16,9 @@ export interface SessionHost {
 
 export type SessionState = 'greeting' | 'joined' | 'closed';
 
+/** Live events one room may hold back while its history is replayed (a slow store, a busy room). */
+const MAX_HELD = 10_000;
+
 /** The capabilities of a session that negotiated nothing (and of one not yet open). */
 export const NO_CAPS: ReadonlySet<Capability> = new Set();
 
@@ -40,7 +43,22 @@ export class Session implements Member {
   operator: string | undefined;
   /** Set once a fault has been reported, so it is logged once. */
   faulted = false;
+  /**
+   * Requests wait here, in order, while earlier ones are unfinished (Chat.receive):
+   * undefined when nothing waits.
+   */
+  backlog: ParseResult[] | undefined;
+  /** Requests started and not finished (a chat being stored, a history read). */
+  pending = 0;
+  /** An unfinished request that no later request may overtake, not even a chat. */
+  barrier = false;
+  /** Reading was paused because the backlog is long. */
+  paused = false;
+  /** The token that takes this session back (capability "history"). */
+  resumeToken: string | undefined;
   private granted: ReadonlySet<Capability> = NO_CAPS;
+  /** Rooms whose history is being replayed: their live events wait here, in order. */
+  private held: Map<string, Delivery[]> | undefined;
 
   constructor(
     readonly id: number,
@@ -99,6 +117,12 @@ export class Session implements Member {
    * every other member.
    */
   deliver(delivery: Delivery): void {
+    if (this.held !== undefined && this.hold(delivery)) return;
+    this.send(delivery);
+  }
+
+  /** Like deliver, never held: replies, and the history replayed to this session alone. */
+  send(delivery: Delivery): void {
     if (this.state === 'closed') return;
     try {
       this.peer.send(delivery);
@@ -113,6 +137,43 @@ export class Session implements Member {
   }
 
   reply(reply: Reply): void {
-    this.deliver(new Delivery(reply));
+    this.send(new Delivery(reply));
+  }
+
+  /** Live events of `room` wait until release(), so they follow the history being replayed. */
+  holdRoom(room: string): void {
+    this.held ??= new Map();
+    this.held.set(room, []);
+  }
+
+  /**
+   * Sends what was held for `room`, but chat the replay already covered (ids up
+   * to `top`): a message stored before the replay read it is delivered live too.
+   */
+  release(room: string, top: number): void {
+    const waiting = this.held?.get(room);
+    if (waiting === undefined) return;
+    this.held!.delete(room);
+    if (this.held!.size === 0) this.held = undefined;
+    for (const delivery of waiting) {
+      const item = delivery.item;
+      if (item.type === 'chat' && item.id <= top) continue;
+      this.send(delivery);
+    }
+  }
+
+  private hold(delivery: Delivery): boolean {
+    const item = delivery.item;
+    if (!('room' in item)) return false;
+    const waiting = this.held!.get(item.room);
+    if (waiting === undefined) return false;
+    if (waiting.length >= MAX_HELD) {
+      // Closed, not disconnected: this runs inside a broadcast, which must not be re-entered.
+      this.held = undefined;
+      this.peer.close('slow-consumer');
+      return true;
+    }
+    waiting.push(delivery);
+    return true;
   }
 }

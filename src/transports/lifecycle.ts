@@ -6,22 +6,104 @@ import type { Session } from '../core/session.js';
 import type { TransportStats } from './stats.js';
 
 /**
- * Closes the session if it has not joined within `ms` (0 = never).
- * Returns a function that cancels the timer once the connection is gone.
+ * The handshake clocks of one listener: the sessions still greeting, in order
+ * of arrival, and one timer for the oldest. Every session here gets the same
+ * time, so arrival order is expiry order. (A timer per connection would cost
+ * each idle one a Timeout, a closure and its context.)
  */
-function handshakeDeadline(session: Session, ms: number, log: Logger, peer: Peer): () => void {
-  if (ms <= 0 || session.state !== 'greeting') return () => {};
-  const timer = setTimeout(() => {
-    if (session.state !== 'greeting') return;
-    log.info({ remote: peer.remote }, 'no CONNECT in time, closing');
-    try {
-      session.disconnect('timeout');
-    } catch (err) {
-      session.failed(err);
+export class HandshakeDeadlines {
+  /** When each session's time runs out; joined sessions stay until then and are skipped. */
+  private readonly due = new Map<Session, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly expire = () => this.sweep();
+
+  /** @param ms time allowed from open to CONNECT; 0 = unlimited. */
+  constructor(
+    private readonly ms: number,
+    private readonly log: Logger,
+  ) {}
+
+  start(session: Session): void {
+    if (this.ms <= 0 || session.state !== 'greeting') return;
+    this.due.set(session, performance.now() + this.ms);
+    if (this.timer === undefined) this.arm(this.ms);
+  }
+
+  /** The session's connection is gone. */
+  stop(session: Session): void {
+    this.due.delete(session);
+  }
+
+  private arm(ms: number): void {
+    this.timer = setTimeout(this.expire, Math.max(1, Math.ceil(ms)));
+    this.timer.unref();
+  }
+
+  private sweep(): void {
+    this.timer = undefined;
+    const now = performance.now();
+    for (const [session, at] of this.due) {
+      if (at > now) {
+        this.arm(at - now);
+        return;
+      }
+      this.due.delete(session);
+      if (session.state !== 'greeting') continue;
+      this.log.info({ remote: session.peer.remote }, 'no CONNECT in time, closing');
+      try {
+        session.disconnect('timeout');
+      } catch (err) {
+        session.failed(err);
+      }
     }
-  }, ms);
-  timer.unref();
-  return () => clearTimeout(timer);
+  }
+}
+
+/** Shared clocks for callers that do not keep their own, by logger and time. */
+const sharedDeadlines = new WeakMap<Logger, Map<number, HandshakeDeadlines>>();
+
+function deadlinesFor(ms: number, log: Logger): HandshakeDeadlines {
+  let byMs = sharedDeadlines.get(log);
+  if (byMs === undefined) {
+    byMs = new Map();
+    sharedDeadlines.set(log, byMs);
+  }
+  let deadlines = byMs.get(ms);
+  if (deadlines === undefined) {
+    deadlines = new HandshakeDeadlines(ms, log);
+    byMs.set(ms, deadlines);
+  }
+  return deadlines;
+}
+
+/**
+ * What every transport does when a connection opens: start its session, the
+ * handshake clock and the counters. Pair it with endSession once the
+ * connection has closed, whoever closed it.
+ */
+export function startSession(
+  chat: Chat,
+  peer: Peer,
+  stats: TransportStats,
+  deadlines: HandshakeDeadlines,
+): Session {
+  const session = chat.open(peer);
+  deadlines.start(session);
+  stats.open++;
+  stats.accepted++;
+  return session;
+}
+
+/** Undoes startSession's three, once. */
+export function endSession(
+  session: Session,
+  stats: TransportStats,
+  deadlines: HandshakeDeadlines,
+  reason: DisconnectReason,
+): void {
+  deadlines.stop(session);
+  stats.open--;
+  session.ended(reason);
 }
 
 export interface OpenedSession {
@@ -30,10 +112,7 @@ export interface OpenedSession {
   closed(reason: DisconnectReason): void;
 }
 
-/**
- * What every transport does when a connection opens: start its session, the
- * handshake clock and the counters; and, when it closes, undo all three.
- */
+/** startSession and endSession for a transport that keeps a closure per connection anyway. */
 export function openSession(
   chat: Chat,
   peer: Peer,
@@ -41,16 +120,12 @@ export function openSession(
   handshakeTimeoutMs: number,
   log: Logger,
 ): OpenedSession {
-  const session = chat.open(peer);
-  const cancelDeadline = handshakeDeadline(session, handshakeTimeoutMs, log, peer);
-  stats.open++;
-  stats.accepted++;
+  const deadlines = deadlinesFor(handshakeTimeoutMs, log);
+  const session = startSession(chat, peer, stats, deadlines);
   return {
     session,
     closed(reason) {
-      cancelDeadline();
-      stats.open--;
-      session.ended(reason);
+      endSession(session, stats, deadlines, reason);
     },
   };
 }
@@ -98,15 +173,43 @@ export function addressOf(ip: string | undefined, port: number | undefined): Pee
  * WebSocket before CONNECT), and can be destroyed at the shutdown deadline.
  */
 export class RawSockets {
-  private readonly sockets = new Set<net.Socket>();
+  /** Each socket counted, with the address it was counted against. */
+  private readonly sockets = new Map<net.Socket, string>();
+  /**
+   * One pair of handlers for all of this listener's sockets (`this` is the
+   * socket), rather than a pair of closures per socket.
+   */
+  private readonly onError: (this: net.Socket, err: Error) => void;
+  private readonly onClose: (this: net.Socket) => void;
 
   constructor(
     private readonly admission: Admission,
-    private readonly log: Logger,
-  ) {}
+    log: Logger,
+  ) {
+    const sockets = this.sockets;
+    this.onError = function (this: net.Socket, err: Error) {
+      log.debug({ err, remote: addressOf(this.remoteAddress, this.remotePort) }, 'socket error');
+    };
+    this.onClose = function (this: net.Socket) {
+      const ip = sockets.get(this);
+      if (ip === undefined) return;
+      sockets.delete(this);
+      admission.release(ip);
+    };
+  }
 
   get size(): number {
     return this.sockets.size;
+  }
+
+  /**
+   * Gives a socket layered on an admitted one (a TLS socket over its TCP
+   * socket) the same error handler. Node's own handler on a TLS socket
+   * keeps its errors from ending the process but drops them silently after
+   * the handshake; this one logs them.
+   */
+  guard(socket: net.Socket): void {
+    socket.on('error', this.onError);
   }
 
   /**
@@ -114,15 +217,12 @@ export class RawSockets {
    * caller refuses the socket as its protocol allows.
    */
   admit(socket: net.Socket): 'ok' | 'banned' | 'full' {
-    socket.on('error', (err) => this.log.debug({ err }, 'socket error'));
+    socket.on('error', this.onError);
     const { ip } = addressOf(socket.remoteAddress, socket.remotePort);
     if (this.admission.banned(ip)) return 'banned';
     if (!this.admission.tryOpen(ip)) return 'full';
-    this.sockets.add(socket);
-    socket.once('close', () => {
-      this.sockets.delete(socket);
-      this.admission.release(ip);
-    });
+    this.sockets.set(socket, ip);
+    socket.on('close', this.onClose);
     return 'ok';
   }
 
@@ -134,7 +234,7 @@ export class RawSockets {
   close(server: net.Server, ms: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
-        for (const socket of this.sockets) socket.destroy();
+        for (const socket of this.sockets.keys()) socket.destroy();
       }, ms);
       server.close(() => {
         clearTimeout(timer);

@@ -1,15 +1,30 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Chat } from '../core/chat.js';
-import type { Delivery } from '../core/events.js';
+import type { Delivery, Encoder } from '../core/events.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import { NO_CAPS, type Session } from '../core/session.js';
+import type { Capability } from '../protocol/capabilities.js';
 import { Cmd } from '../protocol/codes.js';
-import { FrameDecoder, FrameTooLargeError } from '../protocol/frame-decoder.js';
+import {
+  FrameDecoder,
+  type FrameRefusal,
+  type FrameSink,
+  FrameTooLargeError,
+} from '../protocol/frame-decoder.js';
 import { parseRequestFrame, refusedFrame } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
-import { courseFrames, EncoderCache, JsonDialect, jsonLines } from './dialects/json.js';
-import { addressOf, Deadline, killAfter, listenOn, openSession, RawSockets } from './lifecycle.js';
+import { courseFrames, JsonDialect, jsonLines } from './dialects/json.js';
+import {
+  addressOf,
+  Deadline,
+  endSession,
+  HandshakeDeadlines,
+  killAfter,
+  listenOn,
+  RawSockets,
+  startSession,
+} from './lifecycle.js';
 import { TransportStats } from './stats.js';
 
 export interface StreamLimits {
@@ -117,13 +132,29 @@ export function excerpt(bytes: Uint8Array): string {
 
 export { addressOf };
 
+/** The connection that owns a socket, for the handlers that all sockets share. */
+const OWNER = Symbol('connection');
+type OwnedSocket = net.Socket & { [OWNER]: StreamConnection };
+
+function onSocketData(this: net.Socket, chunk: Buffer): void {
+  (this as OwnedSocket)[OWNER].received(chunk);
+}
+
+function onSocketClose(this: net.Socket): void {
+  (this as OwnedSocket)[OWNER].closed();
+}
+
 /**
  * One stream connection (TCP, or TLS on top of it). Reads frames into its
  * session and writes the session's messages, within the limits.
+ *
+ * Thousands of these sit idle, so each holds only fields: it is its
+ * decoder's sink, and its socket's handlers are shared functions that find
+ * it through the socket (a closure per handler per socket cost about a
+ * kilobyte per connection, docs/performance.md).
  */
-export class StreamConnection implements Peer {
+export class StreamConnection implements Peer, FrameSink {
   readonly remote: PeerAddress;
-  readonly local: PeerAddress;
   readonly session: Session;
   private readonly decoder: FrameDecoder;
   private closing = false;
@@ -139,11 +170,10 @@ export class StreamConnection implements Peer {
   private backlog = 0;
   /** The frame being handled, for the fault log. */
   private inFrame: Uint8Array | undefined;
-  private readonly encoder = new EncoderCache((caps) =>
-    this.session?.negotiated === true
-      ? lineDialect.encoderFor(caps)
-      : courseDialect.encoderFor(caps),
-  );
+  /** The encoder for `encodedCaps`, picked again only when the session's capabilities change. */
+  private encoder: Encoder | undefined;
+  private encodedCaps: ReadonlySet<Capability> | undefined;
+  private localAddress: PeerAddress | undefined;
 
   constructor(
     private readonly socket: net.Socket,
@@ -151,36 +181,55 @@ export class StreamConnection implements Peer {
     private readonly limits: StreamLimits,
     private readonly log: Logger,
     private readonly stats: TransportStats,
+    private readonly deadlines: HandshakeDeadlines,
   ) {
     this.remote = addressOf(socket.remoteAddress, socket.remotePort);
-    this.local = addressOf(socket.localAddress, socket.localPort);
-    socket.setNoDelay(true);
-    if (limits.keepAliveMs > 0) socket.setKeepAlive(true, limits.keepAliveMs);
-    const opened = openSession(chat, this, stats, limits.handshakeTimeoutMs, log);
-    this.session = opened.session;
-    this.decoder = new FrameDecoder(limits.maxFrame, {
-      frame: (frame) => {
-        if (this.closing) return;
-        stats.messagesIn++;
-        this.inFrame = frame;
-        this.session.receive(parseRequestFrame(frame));
-        this.inFrame = undefined;
-      },
-      refused: (reason) => {
-        if (this.closing) return;
-        stats.messagesIn++;
-        this.session.receive(refusedFrame(reason));
-      },
-    });
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (err) => this.log.debug({ err, remote: this.remote }, 'socket error'));
-    socket.on('close', () => {
-      try {
-        opened.closed(this.endReason);
-      } catch (err) {
-        this.log.error({ err, session: this.session.id }, 'ending a session failed');
-      }
-    });
+    this.session = startSession(chat, this, stats, deadlines);
+    this.decoder = new FrameDecoder(limits.maxFrame, this);
+    (socket as OwnedSocket)[OWNER] = this;
+    socket.on('data', onSocketData);
+    socket.on('close', onSocketClose);
+  }
+
+  /** The socket closed, whoever closed it: the session ends. */
+  closed(): void {
+    try {
+      endSession(this.session, this.stats, this.deadlines, this.endReason);
+    } catch (err) {
+      this.log.error({ err, session: this.session.id }, 'ending a session failed');
+    }
+  }
+
+  /**
+   * The listening address the client reached, asked of the socket only when
+   * needed (at CONNECT): most idle connections never need it.
+   */
+  get local(): PeerAddress {
+    this.localAddress ??= addressOf(this.socket.localAddress, this.socket.localPort);
+    return this.localAddress;
+  }
+
+  /** FrameSink: a complete request frame. */
+  frame(frame: Uint8Array): void {
+    if (this.closing) return;
+    this.stats.messagesIn++;
+    this.inFrame = frame;
+    this.session.receive(parseRequestFrame(frame));
+    this.inFrame = undefined;
+  }
+
+  /** FrameSink: bytes that were no request. */
+  refused(reason: FrameRefusal): void {
+    if (this.closing) return;
+    this.stats.messagesIn++;
+    this.session.receive(refusedFrame(reason));
+  }
+
+  /** Stops reading from the client (its writes back up in TCP) or reads again. Idempotent. */
+  pause(paused: boolean): void {
+    if (this.socket.destroyed) return;
+    if (paused) this.socket.pause();
+    else this.socket.resume();
   }
 
   /**
@@ -188,7 +237,7 @@ export class StreamConnection implements Peer {
    * this client's bytes throws ends this connection, never the process (an
    * exception escaping a socket's 'data' handler would end it).
    */
-  private onData(chunk: Buffer): void {
+  received(chunk: Buffer): void {
     if (this.closing) return;
     try {
       this.decoder.push(chunk);
@@ -213,7 +262,12 @@ export class StreamConnection implements Peer {
     // chat.open() may answer ("02") before it returns, while this.session is still unset.
     const session = this.session as Session | undefined;
     const negotiated = session?.negotiated === true;
-    const bytes = this.encoder.bytes(delivery, session?.caps ?? NO_CAPS);
+    const caps = session?.caps ?? NO_CAPS;
+    if (caps !== this.encodedCaps) {
+      this.encodedCaps = caps;
+      this.encoder = negotiated ? lineDialect.encoderFor(caps) : courseDialect.encoderFor(caps);
+    }
+    const bytes = delivery.bytes(this.encoder!);
     if (bytes === undefined) return;
     if (this.batch === undefined) this.backlog = this.socket.writableLength;
     const queued = this.backlog + this.batchBytes;
@@ -304,6 +358,7 @@ export class StreamListener {
   readonly stats: TransportStats;
   private readonly server: net.Server;
   private readonly sockets: RawSockets;
+  private readonly deadlines: HandshakeDeadlines;
   /** TLS sockets still in their handshake, by remote address and port. */
   private readonly handshaking = new Map<string, { socket: net.Socket; deadline: Deadline }>();
 
@@ -313,13 +368,20 @@ export class StreamListener {
     private readonly log: Logger,
   ) {
     this.sockets = new RawSockets(chat.admission, log);
+    this.deadlines = new HandshakeDeadlines(options.limits.handshakeTimeoutMs, log);
+    // Set on each accepted socket's handle before any JavaScript sees it.
+    const socketOptions = {
+      noDelay: true,
+      keepAlive: options.limits.keepAliveMs > 0,
+      keepAliveInitialDelay: options.limits.keepAliveMs,
+    };
     if (options.tls === undefined) {
       this.kind = 'tcp';
-      this.server = net.createServer({ noDelay: true });
+      this.server = net.createServer(socketOptions);
     } else {
       this.kind = 'tls';
       const handshakeTimeout = this.tlsHandshakeMs();
-      this.server = tls.createServer({ ...options.tls, handshakeTimeout, noDelay: true }, (s) =>
+      this.server = tls.createServer({ ...options.tls, handshakeTimeout, ...socketOptions }, (s) =>
         this.secured(s),
       );
       // Node reports a failed or timed-out handshake but leaves the socket open.
@@ -356,7 +418,14 @@ export class StreamListener {
     }
     if (this.kind === 'tcp') {
       // The connection lives as long as its socket's listeners.
-      new StreamConnection(socket, this.chat, this.options.limits, this.log, this.stats);
+      new StreamConnection(
+        socket,
+        this.chat,
+        this.options.limits,
+        this.log,
+        this.stats,
+        this.deadlines,
+      );
       return;
     }
     // Node's own handshakeTimeout only reports, and restarts with every byte.
@@ -377,7 +446,15 @@ export class StreamListener {
     const key = `${socket.remoteAddress}|${socket.remotePort}`;
     this.handshaking.get(key)?.deadline.stop();
     this.handshaking.delete(key);
-    new StreamConnection(socket, this.chat, this.options.limits, this.log, this.stats);
+    this.sockets.guard(socket);
+    new StreamConnection(
+      socket,
+      this.chat,
+      this.options.limits,
+      this.log,
+      this.stats,
+      this.deadlines,
+    );
   }
 
   listen(): Promise<PeerAddress> {

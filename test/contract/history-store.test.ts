@@ -2,10 +2,13 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HistoryStore } from '../../src/core/history.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
+import { RedisHistoryStore } from '../../src/store/redis-history.js';
 import { SqliteHistoryStore } from '../../src/store/sqlite-history.js';
+import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
 import { historyStoreContract } from './history-store.js';
 
 function tempDir(): string {
@@ -130,4 +133,151 @@ describe('SqliteHistoryStore', () => {
       }
     });
   }
+});
+
+describe.skipIf(withoutRedis())('Redis', () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  let storages = 0;
+  /** Every storage is a prefix of its own on the one server: fresh, and kept across store restarts. */
+  const newPrefix = () => `t${++storages}-${process.pid}:`;
+
+  historyStoreContract({
+    name: 'Redis',
+    persistent: true,
+    propertyRuns: 40,
+    storage() {
+      const prefix = newPrefix();
+      return {
+        open: (options) => new RedisHistoryStore({ ...options, redis: redis.url, prefix }),
+        dispose: () => {},
+      };
+    },
+  });
+
+  describe('RedisHistoryStore', () => {
+    const retention = { maxMessages: 1_000, maxAgeMs: 0 };
+    const draft = (msg: string, from = 'ann') => ({ at: 1_000, from, msg });
+
+    /** Retries an operation while the store's connection comes back after a restart (bounded). */
+    async function once<T>(operation: () => Promise<T>): Promise<T> {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await operation();
+        } catch (error) {
+          if (attempt >= 50) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      }
+    }
+
+    it('starts rooms over with new epochs when Redis restarts without persistence', async () => {
+      const store = new RedisHistoryStore({
+        retention,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix: newPrefix(),
+      });
+      try {
+        const before: string[] = [];
+        for (const m of ['one', 'two', 'three'])
+          before.push((await store.append('r', draft(m))).epoch);
+        expect(new Set(before).size).toBe(1);
+        const asked = await store.room('asked');
+        expect(await store.room('r')).toMatchObject({ epoch: before[0], top: 3, oldest: 1 });
+
+        await redis.restart();
+
+        const after = await once(() => store.room('r'));
+        expect(after).toMatchObject({ top: 0, oldest: 1 });
+        expect(after.epoch).not.toBe(before[0]);
+        expect(await store.read('r', { after: 0, limit: 10 })).toEqual([]);
+        const next = await store.append('r', draft('four'));
+        expect(next).toMatchObject({ epoch: after.epoch, duplicate: false, message: { id: 1 } });
+        expect((await store.room('asked')).epoch).not.toBe(asked.epoch);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('keeps its keys under the prefix and the cid hash no larger than the stream', async () => {
+      const prefix = newPrefix();
+      const store = new RedisHistoryStore({
+        retention: { maxMessages: 3, maxAgeMs: 1_000 },
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const client = new Redis(redis.url, { protocol: 2 });
+      try {
+        const before = await client.dbsize();
+        for (let i = 0; i < 10; i++) {
+          await store.append('caf\u00e9 {x}', { at: i, from: 'ann', msg: `m${i}`, cid: `c${i}` });
+        }
+        const keys = await client.keys(`${prefix}*`);
+        expect(await client.dbsize()).toBe(before + keys.length);
+        const cids = keys.filter((k) => k.endsWith(':cids'));
+        const msgs = keys.filter((k) => k.endsWith(':msgs'));
+        expect([cids.length, msgs.length]).toEqual([1, 1]);
+        expect(await client.hlen(cids[0]!)).toBe(3);
+        expect(await client.xlen(msgs[0]!)).toBe(3);
+        await store.prune(1_008);
+        expect(await client.hlen(cids[0]!)).toBe(2);
+        await store.prune(10_000);
+        expect(await client.hlen(cids[0]!)).toBe(0);
+        expect(await client.xlen(msgs[0]!)).toBe(0);
+        expect(await store.room('caf\u00e9 {x}')).toMatchObject({ top: 10, oldest: 11 });
+      } finally {
+        client.disconnect();
+        await store.close();
+      }
+    });
+
+    it('numbers concurrent appends from two stores on one Redis 1..N, once each', async () => {
+      const prefix = newPrefix();
+      const nodes = [0, 1].map(
+        () => new RedisHistoryStore({ retention, pruneIntervalMs: 0, redis: redis.url, prefix }),
+      );
+      try {
+        const perNode = 150;
+        // Both nodes append in the same turns, in batches, so their pipelines interleave in Redis.
+        const appended = await Promise.all(
+          nodes.map(async (node, n) => {
+            const got = [];
+            for (let i = 0; i < perNode; i += 10) {
+              const batch = Array.from({ length: 10 }, (_, j) =>
+                node.append('room', draft(`${n}:${i + j}`, `node${n}`)),
+              );
+              got.push(...(await Promise.all(batch)));
+            }
+            return got;
+          }),
+        );
+        const all = appended.flat();
+        expect(all.map((a) => a.message.id).sort((a, b) => a - b)).toEqual(
+          Array.from({ length: 2 * perNode }, (_, i) => i + 1),
+        );
+        expect(new Set(all.map((a) => a.epoch)).size).toBe(1);
+        // Each node's own appends got increasing ids, in the order it made them.
+        for (const mine of appended) {
+          const ids = mine.map((a) => a.message.id);
+          expect(ids).toEqual([...ids].sort((a, b) => a - b));
+        }
+        const byId = new Map(all.map((a) => [a.message.id, a.message]));
+        for (const node of nodes) {
+          const read = await node.read('room', { after: 0, limit: 1_000 });
+          expect(read).toEqual(Array.from({ length: 2 * perNode }, (_, i) => byId.get(i + 1)));
+          expect(await node.room('room')).toMatchObject({ top: 2 * perNode, oldest: 1 });
+        }
+      } finally {
+        await Promise.all(nodes.map((node) => node.close()));
+      }
+    });
+  });
 });

@@ -13,7 +13,7 @@ export async function startConfab(
   flags: Record<string, string | boolean> = {},
 ): Promise<ConfabServer> {
   const config = loadConfig(
-    { port: '0', 'http-port': 'off', 'shutdown-timeout': '1', ...flags },
+    { port: '0', 'http-port': 'off', 'shutdown-timeout': '1', history: 'memory', ...flags },
     {},
   );
   return ConfabServer.start(config, silentLogger);

@@ -21,7 +21,19 @@ export async function spawnServer(
 ): Promise<SpawnedServer> {
   const child = spawn(
     process.execPath,
-    [CLI, 'serve', '--port', '0', '--http-port', '0', '--log-format', 'json', ...args],
+    [
+      CLI,
+      'serve',
+      '--port',
+      '0',
+      '--http-port',
+      '0',
+      '--log-format',
+      'json',
+      '--history',
+      'memory',
+      ...args,
+    ],
     {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],

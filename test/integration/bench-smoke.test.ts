@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { chart, table } from '../../bench/lib/report.js';
 import { runBench } from '../../bench/run.js';
@@ -43,5 +44,32 @@ describe.skipIf(withoutSeed())('benchmark harness', () => {
     expect(report.skipped.some((s) => s.startsWith('seed × W-pipe'))).toBe(true);
     expect(table(report)).toContain('| W-pipe | confab |');
     expect(chart(report)).toMatch(/^<svg[\s\S]*<\/svg>$/);
+  }, 60_000);
+});
+
+// W-rooms: every member in a room of its own group, one sender per room.
+// Lost and misrouted are counted per receiver, so a message that leaks into
+// another room or never arrives fails this, whatever the timing.
+describe('W-rooms harness', () => {
+  it('delivers each room’s messages to exactly its other members, confab and IRC alike', async () => {
+    const servers = (['confab', 'inspircd'] as const).filter(
+      (s) => s === 'confab' || existsSync(`/usr/sbin/${s}`),
+    );
+    const report = await runBench({
+      servers: [...servers],
+      workloads: ['W-rooms'],
+      seconds: 0.6,
+      warmup: 0.2,
+      conns: 0,
+      rooms: { rooms: 12, members: 5, rate: 20 },
+    });
+    expect(report.rooms.map((r) => r.server)).toEqual(servers);
+    for (const r of report.rooms) {
+      expect(r).toMatchObject({ connections: 60, lost: 0, misrouted: 0 });
+      expect(r.deliveries).toBeGreaterThan(0);
+      expect(r.p99Ms).toBeGreaterThanOrEqual(r.p50Ms);
+      expect(Number.isFinite(r.kibPerMember)).toBe(true);
+    }
+    expect(table(report)).toContain('| confab |');
   }, 60_000);
 });

@@ -9,7 +9,7 @@ describe('ChatClient against confab', () => {
     try {
       const port = server.address.port;
       const ann = await ChatClient.connect({ port, nickname: 'ann' });
-      expect(ann.caps).toEqual(['errors', 'renames', 'whispers', 'moderation', 'rooms']);
+      expect(ann.caps).toEqual(['errors', 'renames', 'whispers', 'moderation', 'rooms', 'history']);
       expect(ann.serverAddress).toEqual(['127.0.0.1', port]);
       const bob = await ChatClient.connect({ port, nickname: 'bob' });
       const renamed = new Promise((r) => ann.once('rename', r));

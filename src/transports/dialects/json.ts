@@ -86,15 +86,19 @@ export function toServerMessage(
       const serverAddress: [string, number] = [item.address.ip, item.address.port];
       if (item.caps === undefined)
         return { cmd: Cmd.CONNECT_SUCCESS, serverAddress, userCount: item.count };
-      return item.limits === undefined
-        ? { cmd: Cmd.CONNECT_SUCCESS, serverAddress, userCount: item.count, caps: [...item.caps] }
-        : {
-            cmd: Cmd.CONNECT_SUCCESS,
-            serverAddress,
-            userCount: item.count,
-            caps: [...item.caps],
-            limits: item.limits,
-          };
+      const welcome: ServerMessage = {
+        cmd: Cmd.CONNECT_SUCCESS,
+        serverAddress,
+        userCount: item.count,
+        caps: [...item.caps],
+      };
+      if (item.limits !== undefined) welcome.limits = item.limits;
+      if (item.resume !== undefined) {
+        welcome.resume = item.resume.token;
+        welcome.resumed = item.resume.resumed;
+        welcome.nickname = item.resume.nickname;
+      }
+      return welcome;
     }
     case 'connect-refused':
       if (item.reason === 'room-full') return { cmd: Cmd.CONNECT_CHATROOM_FULL };
@@ -143,12 +147,40 @@ export function toServerMessage(
       };
     case 'rtt':
       return { cmd: Cmd.RTT_RESPONSE, beginTime: item.beginTime };
-    case 'room-joined':
-      return {
+    case 'room-joined': {
+      const joined: ServerMessage = {
         cmd: Cmd.JOIN_ROOM_SUCCESS,
         room: item.room,
         members: [...item.members],
         userCount: item.count,
+      };
+      const history = item.history;
+      if (history !== undefined) {
+        joined.epoch = history.epoch;
+        joined.top = history.top;
+        if (history.recovered !== undefined) joined.recovered = history.recovered;
+        if (history.reason !== undefined) joined.reason = history.reason;
+      }
+      return joined;
+    }
+    case 'stored': {
+      const stored: ServerMessage = {
+        cmd: Cmd.CHAT_STORED,
+        room: item.room,
+        id: item.id,
+        at: item.at,
+      };
+      if (item.cid !== undefined) stored.cid = item.cid;
+      if (item.duplicate) stored.duplicate = true;
+      return stored;
+    }
+    case 'history':
+      return {
+        cmd: Cmd.HISTORY_RESPONSE,
+        room: item.room,
+        epoch: item.epoch,
+        messages: item.messages.map((m) => ({ id: m.id, at: m.at, from: m.from, msg: m.msg })),
+        more: item.more,
       };
     case 'room-parted':
       return { cmd: Cmd.PART_ROOM_SUCCESS, room: item.room };

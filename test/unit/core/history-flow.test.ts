@@ -1,0 +1,149 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { Chat } from '../../../src/core/chat.js';
+import type {
+  Appended,
+  HistoryQuery,
+  HistoryStore,
+  MessageDraft,
+  RoomHistory,
+  StoredMessage,
+} from '../../../src/core/history.js';
+import type { Request, ServerMessage } from '../../../src/protocol/messages.js';
+import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
+import { FakePeer } from '../../helpers/fake-peer.js';
+
+/**
+ * A real memory store whose answers arrive a few milliseconds late, in order,
+ * as a store across a network does (Redis): the core must not depend on a
+ * store answering within the turn it was asked.
+ */
+class DistantStore implements HistoryStore {
+  private readonly inner = new MemoryHistoryStore({
+    retention: { maxMessages: 10_000, maxAgeMs: 0 },
+  });
+  private last: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly delayMs: number) {}
+
+  private later<T>(work: () => Promise<T>): Promise<T> {
+    const done = this.last.then(
+      () => new Promise<void>((resolve) => setTimeout(resolve, this.delayMs)),
+    );
+    const result = done.then(work);
+    this.last = result.catch(() => {});
+    return result;
+  }
+
+  append(room: string, draft: MessageDraft): Promise<Appended> {
+    return this.later(() => this.inner.append(room, draft));
+  }
+  room(room: string): Promise<RoomHistory> {
+    return this.later(() => this.inner.room(room));
+  }
+  read(room: string, query: HistoryQuery): Promise<StoredMessage[]> {
+    return this.later(() => this.inner.read(room, query));
+  }
+  prune(now: number): Promise<void> {
+    return this.inner.prune(now);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+const CAPS = ['errors', 'rooms', 'history'];
+let chat: Chat;
+
+afterEach(() => chat?.shutdown());
+
+class PausablePeer extends FakePeer {
+  readonly pauses: boolean[] = [];
+  pause(paused: boolean): void {
+    this.pauses.push(paused);
+  }
+}
+
+function connect(nickname: string, extra: Partial<Request> = {}, caps = CAPS): PausablePeer {
+  const peer = new PausablePeer();
+  peer.session = chat.open(peer);
+  send(peer, { cmd: '0', nickname, caps, ...extra } as Request);
+  return peer;
+}
+
+function send(peer: FakePeer, request: Request): void {
+  peer.session.receive({ ok: true, request });
+}
+
+const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !check(); i++) await tick(5);
+  if (!check()) throw new Error('timed out');
+}
+
+function chatIds(messages: ServerMessage[]): number[] {
+  return messages.flatMap((m) => (m.cmd === '70' && m.id !== undefined ? [m.id] : []));
+}
+
+describe('history with a store that answers late', () => {
+  it('gives a resuming client each message once and in order while chat keeps coming', async () => {
+    chat = new Chat({ maxUsers: 50, history: new DistantStore(2) });
+    const ann = connect('ann');
+    for (let i = 1; i <= 3; i++) send(ann, { cmd: '7', msg: `m${i}` });
+    await until(() => ann.outbox.filter((m) => m.cmd === '71').length === 3);
+    const epoch = (ann.outbox.find((m) => m.cmd === '101') as { epoch: string }).epoch;
+
+    const resumers: FakePeer[] = [];
+    for (let i = 4; i <= 60; i++) {
+      send(ann, { cmd: '7', msg: `m${i}` });
+      if (i % 7 === 0) {
+        resumers.push(connect(`c${i}`, { since: [{ room: 'lobby', epoch, id: 3 }] }));
+      }
+      await tick(1);
+    }
+    await until(() => resumers.every((r) => chatIds(r.outbox).length >= 57));
+    await tick(30);
+    for (const r of resumers) {
+      const out = r.outbox;
+      const header = out.findIndex((m) => m.cmd === '101');
+      expect(out[header]).toMatchObject({ recovered: true });
+      // Nothing of the room before its "101"; after it, 4..60 once each, in order.
+      expect(chatIds(out.slice(0, header))).toEqual([]);
+      expect(chatIds(out)).toEqual(Array.from({ length: 57 }, (_, k) => k + 4));
+    }
+  });
+
+  it('answers a session in the order it asked, a chat being stored included', async () => {
+    chat = new Chat({ maxUsers: 50, history: new DistantStore(3) });
+    const ann = connect('ann');
+    const bob = connect('bob');
+    await until(() => bob.outbox.some((m) => m.cmd === '101'));
+    ann.take();
+    bob.take();
+    send(ann, { cmd: '7', msg: 'first' });
+    send(ann, { cmd: '1' });
+    send(ann, { cmd: '7', msg: 'second' });
+    send(ann, { cmd: '2', to: 'bob', msg: 'psst' });
+    send(ann, { cmd: '3' });
+    await until(() => ann.closedWith !== undefined);
+    expect(ann.take().map((m) => m.cmd)).toEqual(['71', '10', '71', '22']);
+    // Bob hears the chats, then the whisper, then the leave: the order ann sent them in.
+    expect(bob.take().map((m) => (m.cmd === '70' ? m.msg : m.cmd))).toEqual([
+      'first',
+      'second',
+      'psst',
+      '30',
+    ]);
+  });
+
+  it('pauses reading while requests wait behind an unfinished one, and reads again after', async () => {
+    chat = new Chat({ maxUsers: 50, history: new DistantStore(5) });
+    const ann = connect('ann');
+    await until(() => ann.outbox.some((m) => m.cmd === '101'));
+    send(ann, { cmd: '106', room: 'lobby' });
+    for (let i = 0; i < 100; i++) send(ann, { cmd: '4' });
+    expect(ann.pauses).toEqual([true]);
+    await until(() => ann.outbox.filter((m) => m.cmd === '40').length === 100);
+    expect(ann.pauses).toEqual([true, false]);
+  });
+});
