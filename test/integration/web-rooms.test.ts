@@ -193,8 +193,11 @@ describe('web client rooms in Chromium', () => {
       await say(ann, 'hi tcp');
       expect(await tcp.expect('70')).toEqual({ cmd: '70', from: 'ann', msg: 'hi tcp' });
 
-      // bea joins physics: ann's physics view and member list follow.
+      // Nothing of physics reached bea while she was not in it.
+      expect(await allText(bea)).not.toContain('gravity is weak');
+      // bea joins physics: its history comes with it; ann's view and member list follow.
       await enterRoom(bea, 'physics');
+      await seeLine(bea, 'physics', /ann\s*gravity is weak/);
       await ann.click('.room-button[data-room="physics"]');
       await seeLine(ann, 'physics', 'bea joined');
       await ann.locator('#member-list button[data-nick="bea"]').waitFor();
@@ -207,7 +210,6 @@ describe('web client rooms in Chromium', () => {
 
       // Nothing of maths reached ann, nothing of any room reached the course client.
       expect(await allText(ann)).not.toContain('pi is irrational');
-      expect(await allText(bea)).not.toContain('gravity is weak');
       tcp.sendPy({ cmd: '1' });
       await tcp.expect('10');
       for (const m of tcp.received) expect(m.room).toBeUndefined();
