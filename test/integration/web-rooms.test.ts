@@ -232,11 +232,12 @@ describe('web client rooms in Chromium', () => {
 });
 
 /** Cuts the page's WebSocket: closed (the server sees it end) or half-open (it does not). */
-async function cut(page: Page, how: 'closed' | 'half-open', thenSay?: string): Promise<void> {
+async function cut(page: Page, how: 'closed' | 'half-open', ...thenSay: string[]): Promise<void> {
   await page.evaluate(
-    ([mode, text]) => {
-      if (text !== undefined) {
-        // Written on the socket about to be cut: its "71" never reaches the page.
+    ([mode, lines]) => {
+      for (const text of lines) {
+        // Written on the socket about to be cut (its "71" never reaches the page), or
+        // still queued behind the flood limit.
         const input = document.querySelector('#input') as unknown as { value: string };
         input.value = text;
         (
@@ -424,6 +425,31 @@ describe('web client history and resume in Chromium', () => {
       ]);
       peer.close();
     } finally {
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+
+  it('sends the chats still queued behind the flood limit once, in order, after a cut', async () => {
+    const server = await startConfab({ 'http-port': '0', 'rate-limit': '4', 'rate-burst': '2' });
+    const page = await openPage(server.httpAddress!.port);
+    const listener = await join(server.address.port, 'listener', { caps: ['rooms', 'history'] });
+    try {
+      await joinAs(page, 'typist');
+      const lines = Array.from({ length: 6 }, (_, i) => `queued ${i}`);
+      await cut(page, 'closed', ...lines);
+      await page.locator('#status[data-status="online"]').waitFor();
+      expect(await chatsUntil(listener, 'queued 5')).toEqual(lines);
+      await say(page, 'and then');
+      expect(await chatsUntil(listener, 'and then')).toEqual(['and then']);
+      await page.locator('#messages li.msg', { hasText: 'and then' }).waitFor();
+      expect(await chatLines(page, 'lobby')).toEqual(
+        [...lines, 'and then'].map((l) => `typist: ${l}`),
+      );
+      expect(await page.locator('li[data-pending]').count()).toBe(0);
+      expect(await page.locator('li.error').allTextContents()).toEqual([]);
+    } finally {
+      listener.close();
       await page.close();
       await server.stop();
     }

@@ -55,6 +55,8 @@ interface Outgoing {
   pending?: Pending;
   /** A chat that is sent again after a reconnect until acknowledged. */
   chat?: UnackedChat;
+  /** Asked by the page itself, not typed: not one of the user's lines if dropped. */
+  quiet?: boolean;
 }
 
 /** Codes answering a request, with HISTORY, which this client pairs with its calls too. */
@@ -241,6 +243,7 @@ export class Connection {
         const since = this.resume.position(room);
         this.call(
           since === undefined ? { cmd: Cmd.JOIN_ROOM, room } : { cmd: Cmd.JOIN_ROOM, room, since },
+          true,
         ).catch((err: unknown) => {
           if (!(err instanceof RequestError) || err.reply === 'closed') return;
           this.resume.left(room);
@@ -371,13 +374,14 @@ export class Connection {
     this.enqueue({ request });
   }
 
-  call(request: Request): Promise<ParsedServerMessage> {
+  /** `quiet`: the page asks on its own (member list, RTT, history), the user typed nothing. */
+  call(request: Request, quiet = false): Promise<ParsedServerMessage> {
     return new Promise((resolve, reject) => {
       if (this.ws?.readyState !== WebSocket.OPEN) {
         reject(new RequestError('closed', 'not connected'));
         return;
       }
-      this.enqueue({ request, pending: { cmd: request.cmd, resolve, reject } });
+      this.enqueue({ request, pending: { cmd: request.cmd, resolve, reject }, quiet });
     });
   }
 
@@ -431,7 +435,9 @@ export class Connection {
     const dropped = this.outbox.splice(0);
     for (const item of dropped) item.pending?.reject(new RequestError('closed', 'not sent'));
     // Chats waiting for their "71" go out again after reconnecting: not lost.
-    const lost = dropped.filter((item) => item.chat === undefined || !this.wanted).length;
+    const lost = dropped.filter(
+      (item) => item.quiet !== true && (item.chat === undefined || !this.wanted),
+    ).length;
     if (dropped.length > 0) this.on.queued(0, lost);
   }
 }

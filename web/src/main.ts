@@ -442,7 +442,7 @@ const connection = new Connection(wsUrl, {
     input.focus();
     try {
       if (!resumed) {
-        const users = (await connection.call({ cmd: Cmd.USERS })).users as [
+        const users = (await connection.call({ cmd: Cmd.USERS }, true)).users as [
           string,
           string,
           number,
@@ -453,7 +453,7 @@ const connection = new Connection(wsUrl, {
         );
       }
       setStale(false);
-      const version = await connection.call({ cmd: Cmd.VERSION });
+      const version = await connection.call({ cmd: Cmd.VERSION }, true);
       versionBox.textContent = `server v${String(version.serverVersion)}`;
       await measureRtt(false);
     } catch {
@@ -658,7 +658,7 @@ function loadOlder(view: RoomView): void {
   };
   view.loading = true;
   connection
-    .call(request)
+    .call(request, true)
     .then(onHistory)
     .catch((err: unknown) => {
       view.loading = false;
@@ -720,7 +720,7 @@ function showBans(bans: unknown): void {
 
 async function measureRtt(announce: boolean): Promise<void> {
   const begin = performance.timeOrigin + performance.now();
-  const reply = await connection.call({ cmd: Cmd.RTT, beginTime: begin });
+  const reply = await connection.call({ cmd: Cmd.RTT, beginTime: begin }, !announce);
   const ms = performance.timeOrigin + performance.now() - Number(reply.beginTime);
   rttBox.textContent = `RTT ${ms.toFixed(1)} ms`;
   if (announce) notice(`RTT: ${ms.toFixed(3)} ms`);
