@@ -151,8 +151,13 @@ function findView(name: string): RoomView | undefined {
   return undefined;
 }
 
-function viewFor(room: unknown): RoomView {
-  return (typeof room === 'string' ? views.get(room) : undefined) ?? lobby;
+/**
+ * The view an event belongs to: the lobby when it names no room (a server
+ * without rooms); undefined for a room this page is not in, rather than
+ * showing it somewhere it does not belong.
+ */
+function viewFor(room: unknown): RoomView | undefined {
+  return typeof room === 'string' ? views.get(room) : lobby;
 }
 
 function markSelected(): void {
@@ -556,6 +561,7 @@ function onMessage(m: ParsedServerMessage): void {
         return;
       }
       const view = viewFor(m.room);
+      if (view === undefined) return;
       if (typeof m.id === 'number' && view.epoch !== undefined) {
         const history = m.id <= view.top;
         const at = typeof m.at === 'number' ? m.at : undefined;
@@ -569,6 +575,7 @@ function onMessage(m: ParsedServerMessage): void {
     }
     case Cmd.CHAT_STORED: {
       const view = viewFor(m.room);
+      if (view === undefined) return;
       const li = typeof m.cid === 'string' ? pendingLine(m.cid) : undefined;
       if (li === undefined || typeof m.id !== 'number' || view.epoch === undefined) return;
       li.removeAttribute('data-pending');
@@ -598,6 +605,7 @@ function onMessage(m: ParsedServerMessage): void {
     }
     case Cmd.NEW_USER_ENTERS: {
       const view = viewFor(m.room);
+      if (view === undefined) return;
       const who = String(m.nickname);
       if (!view.members.includes(who)) view.members.push(who);
       if (view === selected) renderMembers();
@@ -606,6 +614,7 @@ function onMessage(m: ParsedServerMessage): void {
     }
     case Cmd.EXIT_BROADCAST: {
       const view = viewFor(m.room);
+      if (view === undefined) return;
       removeMember(view, String(m.nickname));
       notice(
         `${String(m.nickname)} left (${Number(m.userCount)} ${Number(m.userCount) === 1 ? 'user' : 'users'})`,
@@ -615,6 +624,7 @@ function onMessage(m: ParsedServerMessage): void {
     }
     case Cmd.USER_RENAMED: {
       const view = viewFor(m.room);
+      if (view === undefined) return;
       renameMember(view, String(m.oldNickname), String(m.newNickname));
       notice(`${String(m.oldNickname)} is now known as ${String(m.newNickname)}`, view);
       return;
