@@ -7,6 +7,8 @@
  *
  * Workloads named `/each` have every sender write each message on its own, as
  * a chat client does; the others let a sender coalesce what it has ready.
+ * `confab` keeps no history (like the IRC servers); `confab-sqlite` and
+ * `confab-memory` store every chat (`--history sqlite|memory`).
  * Server `confab-course` is confab with clients that negotiate nothing (the
  * course client's shape: padded 1024-byte replies).
  *
@@ -141,7 +143,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         );
         continue;
       }
-      if (s === 'confab-course') continue; // the same server as confab before CONNECT
+      // The same server as confab before CONNECT.
+      if (s === 'confab-course' || s === 'confab-memory' || s === 'confab-sqlite') continue;
       const server = await startServer(s, 10, { peerNagle: o.peerNagle, baseline: o.baseline });
       try {
         report.conns.push(await runConns(server, o.conns, progress, rssKiB));
@@ -227,7 +230,10 @@ const isMain =
 if (isMain) {
   const { values } = parseArgs({
     options: {
-      servers: { type: 'string', default: 'confab,confab-course,seed,ngircd,inspircd' },
+      servers: {
+        type: 'string',
+        default: 'confab,confab-sqlite,confab-course,seed,ngircd,inspircd',
+      },
       workloads: { type: 'string', default: 'W-seed,W-pipe,W-pipe/each,W-big,W-big/each,W-conns' },
       seconds: { type: 'string', default: '8' },
       warmup: { type: 'string', default: '2' },

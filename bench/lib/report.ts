@@ -88,6 +88,8 @@ export function table(report: BenchReport): string {
 const COLORS: Record<string, string> = {
   confab: '#2b6cb0',
   'confab-course': '#63b3ed',
+  'confab-memory': '#4299e1',
+  'confab-sqlite': '#1a365d',
   baseline: '#805ad5',
   seed: '#a0aec0',
   ngircd: '#dd6b20',

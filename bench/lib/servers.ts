@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -10,7 +10,15 @@ import { fileURLToPath } from 'node:url';
  * course client does; `baseline` is confab built from another checkout
  * (StartOptions.baseline), for before/after comparisons in one run.
  */
-export type ServerName = 'confab' | 'confab-course' | 'baseline' | 'seed' | 'ngircd' | 'inspircd';
+export type ServerName =
+  | 'confab'
+  | 'confab-course'
+  | 'confab-memory'
+  | 'confab-sqlite'
+  | 'baseline'
+  | 'seed'
+  | 'ngircd'
+  | 'inspircd';
 /** `course`: the course client's requests to confab, and confab's replies to such a client. */
 export type Dialect = 'confab' | 'course' | 'seed' | 'irc';
 
@@ -193,21 +201,36 @@ async function startOnce(
   switch (name) {
     case 'confab':
     case 'confab-course':
-    case 'baseline':
+    case 'confab-memory':
+    case 'confab-sqlite':
+    case 'baseline': {
       dialect = name === 'confab-course' ? 'course' : 'confab';
       if (name === 'baseline' && options.baseline === undefined)
         throw new Error('server baseline needs --baseline DIR');
+      const root = name === 'baseline' ? options.baseline! : ROOT;
+      // `confab` and `baseline` keep no history, as the IRC servers here keep none;
+      // -memory and -sqlite measure what storing every chat costs.
+      const history =
+        name === 'confab-memory' ? 'memory' : name === 'confab-sqlite' ? 'sqlite' : 'off';
+      const historyArgs = confabHasOption('--history', root) ? ['--history', history] : [];
+      if (history === 'sqlite') {
+        const dataDir = mkdtempSync(path.join(tmpdir(), 'confab-bench-data-'));
+        historyArgs.push('--data-dir', dataDir);
+        cleanups.set(port, () => rmSync(dataDir, { recursive: true, force: true }));
+      }
       child = launch(process.execPath, [
-        path.join(name === 'baseline' ? options.baseline! : ROOT, 'dist/cli/main.js'),
+        path.join(root, 'dist/cli/main.js'),
         'serve',
         '--port',
         String(port),
         '--max-users',
         String(maxUsers),
         ...CONFAB_BENCH_FLAGS,
+        ...historyArgs,
         ...(options.confabArgs ?? []),
       ]);
       break;
+    }
     case 'seed': {
       dialect = 'seed';
       const tool = SEED_TOOL;
@@ -312,11 +335,19 @@ PAM = no
       break;
     }
   }
+  const stop = async () => {
+    await stopProcess(child);
+    cleanups.get(port)?.();
+    cleanups.delete(port);
+  };
   try {
     await waitForPort(port, child, name);
   } catch (err) {
-    await stopProcess(child);
+    await stop();
     throw err;
   }
-  return { name, dialect, port, pid: child.pid!, stop: () => stopProcess(child) };
+  return { name, dialect, port, pid: child.pid!, stop };
 }
+
+/** What to remove once the server on a port has stopped (a data directory). */
+const cleanups = new Map<number, () => void>();

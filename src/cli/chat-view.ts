@@ -43,11 +43,34 @@ export function nick(style: Style, nickname: string): string {
   return paint(style, `\x1b[1;${nickColor(String(nickname))}m`, text(nickname));
 }
 
-export function timestamp(style: Style, date: Date): string {
+function clock(date: Date): string {
   const hh = String(date.getHours()).padStart(2, '0');
   const mm = String(date.getMinutes()).padStart(2, '0');
-  return paint(style, DIM, `${hh}:${mm}`);
+  return `${hh}:${mm}`;
 }
+
+export function timestamp(style: Style, date: Date): string {
+  return paint(style, DIM, clock(date));
+}
+
+/** A stored message's time: with its date unless it is from today (`now`). */
+function storedAt(at: Date, now: Date): string {
+  if (Number.isNaN(at.getTime())) return '--:--';
+  if (at.toDateString() === now.toDateString()) return clock(at);
+  const y = at.getFullYear();
+  const mo = String(at.getMonth() + 1).padStart(2, '0');
+  const d = String(at.getDate()).padStart(2, '0');
+  return `${y}-${mo}-${d} ${clock(at)}`;
+}
+
+/** Why a room's gap could not be filled, in words (the server's reasons, see docs/protocol.md). */
+const NOT_RECOVERED: Record<string, string> = {
+  epoch: 'the server lost its stored history',
+  ahead: 'the server has fewer messages than this client saw',
+  deleted: 'they were already deleted from the server',
+  'too-many': 'too many were missed (\\history loads older ones)',
+  off: 'the server keeps no history',
+};
 
 export function ordinal(n: number): string {
   const mod100 = n % 100;
@@ -102,6 +125,35 @@ export const view = {
       }),
     ].join('\n');
   },
+  /**
+   * A stored message shown on join or loaded by \\history: marked and dimmed,
+   * with its own time (and date, unless today), so it is not taken for live chat.
+   */
+  history: (s: Style, at: Date, from: string, msg: string, room?: string, now = new Date()) =>
+    paint(
+      s,
+      DIM,
+      `${storedAt(at, now)} ${room === undefined ? '' : `[${text(room)}] `}(history) ${text(from)}: ${text(msg)}`,
+    ),
+  /** A room whose missed messages could not all be replayed after a reconnect. */
+  gap: (s: Style, room: string, reason: string | undefined) =>
+    paint(
+      s,
+      ERROR,
+      `Messages in ${text(room)} may be missing: ${reason === undefined ? 'the server did not say why' : (NOT_RECOVERED[reason] ?? text(reason))}.`,
+    ),
+  reconnecting: (s: Style, attempt: number, attempts: number, delayMs: number) =>
+    paint(
+      s,
+      DIM,
+      `${attempt === 1 ? 'Connection lost. ' : ''}Reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${attempt} of ${attempts})...`,
+    ),
+  reconnected: (s: Style, nickname: string, resumed: boolean) =>
+    paint(
+      s,
+      DIM,
+      `Reconnected as ${text(nickname)}${resumed ? '' : ' (a new session: your rooms were joined again)'}.`,
+    ),
   /** `message` may quote the server or the user; it is shown, never obeyed. */
   info: (s: Style, message: string) => paint(s, DIM, text(message)),
   error: (s: Style, message: string) => paint(s, ERROR, text(message)),

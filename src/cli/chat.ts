@@ -1,7 +1,13 @@
 import { readFileSync } from 'node:fs';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
-import { ChatClient, ChatClientError, type TlsOptions } from '../client/chat-client.js';
+import {
+  ChatClient,
+  ChatClientError,
+  type ChatMessage,
+  type ConnectOptions,
+  type TlsOptions,
+} from '../client/chat-client.js';
 import { ErrorCode, LOBBY } from '../protocol/codes.js';
 import type { BanEntry, UserEntry } from '../protocol/messages.js';
 import {
@@ -13,7 +19,7 @@ import {
 import { CONFAB_VERSION } from '../version.js';
 import { type Style, view } from './chat-view.js';
 
-export const CHAT_USAGE = `Usage: confab chat <nickname> [--host H] [--port P] [--tls [--ca FILE] [--servername NAME]]
+export const CHAT_USAGE = `Usage: confab chat <nickname> [--host H] [--port P] [--tls [--ca FILE] [--servername NAME]] [--no-reconnect]
 
 Joins a confab server (or the course's Python server) as <nickname>.
   --host H           server address (default 127.0.0.1, env CONFAB_HOST)
@@ -24,11 +30,15 @@ Joins a confab server (or the course's Python server) as <nickname>.
                      (env CONFAB_CA)
   --servername NAME  the name the certificate must be for (default: the host)
                      (--ca and --servername imply --tls)
+  --no-reconnect     exit when the connection is lost instead of reconnecting
+                     (env CONFAB_RECONNECT=0)
   --help             show this help
 
 Type \\help once connected for the commands. Lines typed or pasted faster than
 the server allows wait in a queue (shown in the prompt) and go out in order.
-If the server goes away the client says so and exits with status 1.`;
+A lost connection is restored by itself, with the messages missed meanwhile
+(a line says when some could not be); if that fails, or with --no-reconnect,
+the client says so and exits with status 1.`;
 
 export interface ChatIo {
   stdin: NodeJS.ReadStream;
@@ -89,6 +99,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     tls: { type: 'boolean' },
     ca: { type: 'string' },
     servername: { type: 'string' },
+    'no-reconnect': { type: 'boolean' },
     help: { type: 'boolean' },
   } as const;
   let parsed: ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true }>>;
@@ -138,12 +149,15 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     color: io.stdout.isTTY === true && (io.env.NO_COLOR ?? '') === '',
   };
   const where = `${host}:${port}`;
+  const reconnect =
+    parsed.values['no-reconnect'] !== true &&
+    !/^(0|false|no|off)$/i.test(io.env.CONFAB_RECONNECT ?? '');
 
   let client: ChatClient;
   try {
-    client = await ChatClient.connect(
-      tls === undefined ? { host, port, nickname } : { host, port, nickname, tls },
-    );
+    const options: ConnectOptions = { host, port, nickname, history: true, reconnect };
+    if (tls !== undefined) options.tls = tls;
+    client = await ChatClient.connect(options);
   } catch (err) {
     io.stderr.write(`${view.error(style, connectFailure(err, nickname, where))}\n`);
     return 1;
@@ -189,9 +203,48 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     say(
       m.whisper
         ? view.whisperIn(style, new Date(), m.from, m.msg)
-        : view.chat(style, new Date(), m.from, m.msg, from(m.room)),
+        : view.chat(
+            style,
+            // A recovered message keeps the time it was said.
+            m.recovered && m.at !== undefined ? new Date(m.at) : new Date(),
+            m.from,
+            m.msg,
+            from(m.room),
+          ),
     ),
   );
+  const showHistory = (messages: readonly ChatMessage[]) => {
+    for (const m of messages)
+      say(view.history(style, new Date(m.at ?? Number.NaN), m.from, m.msg, from(m.room)));
+  };
+  /** Rooms whose gap was told with their history, so 'resumed' does not tell it again. */
+  const gapTold = new Set<string>();
+  // The lobby's last messages at start, and rooms given back after a reconnect.
+  client.on('room', (r) => {
+    if (r.origin === 'join') return; // the \join command shows them after its own line
+    if (r.recovered === false) {
+      say(view.gap(style, r.room, r.reason));
+      gapTold.add(r.room);
+    }
+    showHistory(r.history);
+  });
+  client.on('reconnecting', (r) => {
+    if (!leaving) say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
+  });
+  client.on('resumed', (r) => {
+    say(view.reconnected(style, r.nickname, r.resumed));
+    for (const room of r.rooms) {
+      if (room.lost !== undefined) {
+        joined.delete(room.room);
+        say(view.error(style, `You are no longer in ${room.room}: ${room.lost.message}.`));
+      } else if (!room.recovered && !gapTold.has(room.room)) {
+        say(view.gap(style, room.room, room.reason));
+      }
+    }
+    gapTold.clear();
+    if (!joined.has(current)) current = LOBBY;
+    showPrompt();
+  });
   client.on('join', (m) =>
     say(view.join(style, new Date(), m.nickname, m.userCount, from(m.room))),
   );
@@ -318,6 +371,23 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           const room = await client.join(command.room);
           joined.add(room.room);
           say(view.info(style, view.joinedRoom(style, room.room, room.members)));
+          showHistory(room.history);
+          return;
+        }
+        case 'history': {
+          if (!client.hasHistory) {
+            say(view.error(style, 'This server keeps no history.'));
+            return;
+          }
+          const page = await client.history(current, undefined, command.count);
+          if (page.messages.length === 0) {
+            say(view.info(style, `No earlier messages in ${page.room}.`));
+            return;
+          }
+          say(view.info(style, `Earlier in ${page.room}:`));
+          for (const m of page.messages)
+            say(view.history(style, new Date(m.at), m.from, m.msg, from(page.room)));
+          if (!page.more) say(view.info(style, `That is the beginning of ${page.room}.`));
           return;
         }
         case 'part': {
@@ -404,6 +474,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     } catch (err) {
       if (!(err instanceof ChatClientError)) throw err;
       if (err.kind === 'closed') return; // the close handler explains
+      if (err.kind === 'reconnecting') {
+        say(view.error(style, 'Not connected right now; try again once reconnected.'));
+        return;
+      }
       if (err.kind === 'nickname-taken' && command.kind === 'rename') {
         say(view.error(style, `The nickname "${command.nickname}" is taken.`));
       } else if (err.kind === 'no-such-user' && command.kind === 'whisper') {

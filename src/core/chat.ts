@@ -128,6 +128,7 @@ const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, stri
   shutdown: [ErrorCode.SERVER_SHUTDOWN, 'the server is shutting down'],
   kicked: [ErrorCode.KICKED, 'kicked by an operator'],
   banned: [ErrorCode.BANNED, 'banned by an operator'],
+  replaced: [ErrorCode.REPLACED, 'another connection took this session over'],
 };
 
 /** A "password" field's value in a logged excerpt, escapes and a cut-off end included. */
@@ -500,6 +501,8 @@ export class Chat implements ChatContext, SessionHost {
     if (ghost === undefined || ghost === session || ghost.state !== 'joined') return false;
     this.tokens.delete(token);
     ghost.resumeToken = undefined;
+    // Said while the ghost is still open; it is only read if that connection still lives.
+    refuse(ghost, ErrorCode.REPLACED, DISCONNECT_NOTICES.replaced![1]);
     session.nickname = ghost.nickname;
     session.key = ghost.key;
     session.operator = ghost.operator;

@@ -122,6 +122,8 @@ export const ErrorCode = {
   FLOODING: 2004,
   KICKED: 2005,
   BANNED: 2006,
+  /** A CONNECT with this session's resume token took it over. */
+  REPLACED: 2007,
 
   SERVER_SHUTDOWN: 3001,
   SLOW_CONSUMER: 3002,

@@ -12,6 +12,7 @@ export const HELP = `Commands:
   \\leave <room>           leave a room (also \\part; the lobby is left with \\exit)
   \\rooms                  every room, with its count and whether you are in it
   \\room <room>            type into that room from now on (\\room lobby to go back)
+  \\history [n]            the n (default 20, at most 100) messages before the oldest shown
   \\help                   this list
   \\exit                   leave (Ctrl+C or Ctrl+D also work)
 Operators:
@@ -22,6 +23,9 @@ Operators:
   \\unban <mask>                        lift a ban
   \\bans                                list the bans
 Anything else is sent to the room you are typing into.`;
+
+/** Messages \\history loads when not told how many. */
+export const HISTORY_PAGE = 20;
 
 export type Command =
   | { kind: 'chat'; text: string }
@@ -36,6 +40,7 @@ export type Command =
   | { kind: 'part'; room: string | undefined }
   | { kind: 'rooms' }
   | { kind: 'room'; room: string }
+  | { kind: 'history'; count: number }
   | { kind: 'exit' }
   | { kind: 'oper'; name: string; password: string }
   | { kind: 'kick'; nickname: string; reason: string }
@@ -92,6 +97,14 @@ export function parseCommand(line: string): Command {
       if (room === '' || /\s/.test(room))
         return { kind: 'invalid', message: 'Usage: \\room <room>' };
       return { kind: 'room', room };
+    }
+    case 'history': {
+      const arg = args.trim();
+      if (arg === '') return { kind: 'history', count: HISTORY_PAGE };
+      const count = /^\d{1,3}$/.test(arg) ? Number(arg) : 0;
+      if (count < 1 || count > 100)
+        return { kind: 'invalid', message: 'Usage: \\history [n], n from 1 to 100' };
+      return { kind: 'history', count };
     }
     case 'help':
     case '?':

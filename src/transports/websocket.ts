@@ -25,6 +25,8 @@ const CLOSE_CODES: Partial<Record<DisconnectReason, number>> = {
   kicked: 1008,
   banned: 1008,
   'banned-nickname': 1008,
+  // Application range: the session lives on in another connection; do not reconnect.
+  replaced: 4000,
 };
 
 /**
@@ -123,6 +125,11 @@ export class WsConnection implements Peer {
     this.endReason = reason;
     this.ws.close(CLOSE_CODES[reason] ?? 1000, reason);
     killAfter(this.limits.closeTimeoutMs, this.ws, () => this.ws.terminate());
+  }
+
+  pause(paused: boolean): void {
+    if (paused) this.ws.pause();
+    else this.ws.resume();
   }
 
   /** Keepalive: a peer that missed the previous ping is dead. */

@@ -154,9 +154,9 @@ describe('confab chat failures', () => {
     expect(p.output).toContain(`Could not connect to 127.0.0.1:${port}: connection refused`);
   });
 
-  it('says the server went away and exits 1', async () => {
+  it('with --no-reconnect, says the server went away and exits 1', async () => {
     const server = await startConfab();
-    const p = ChatProcess.start(['a', '--port', String(server.address.port)]);
+    const p = ChatProcess.start(['a', '--port', String(server.address.port), '--no-reconnect']);
     await p.waitFor('You are the');
     await server.stop();
     expect(await p.exited).toBe(1);

@@ -9,7 +9,18 @@ describe('ChatClient against confab', () => {
     try {
       const port = server.address.port;
       const ann = await ChatClient.connect({ port, nickname: 'ann' });
-      expect(ann.caps).toEqual(['errors', 'renames', 'whispers', 'moderation', 'rooms', 'history']);
+      // History changes what join() and chat() carry: it is asked for by name.
+      expect(ann.caps).toEqual(['errors', 'renames', 'whispers', 'moderation', 'rooms']);
+      const withHistory = await ChatClient.connect({ port, nickname: 'hal', history: true });
+      expect(withHistory.caps).toEqual([
+        'errors',
+        'renames',
+        'whispers',
+        'moderation',
+        'rooms',
+        'history',
+      ]);
+      await withHistory.exit();
       expect(ann.serverAddress).toEqual(['127.0.0.1', port]);
       const bob = await ChatClient.connect({ port, nickname: 'bob' });
       const renamed = new Promise((r) => ann.once('rename', r));
@@ -76,12 +87,14 @@ describe('ChatClient rooms', () => {
         room: 'Physics',
         members: ['ann'],
         userCount: 1,
+        history: [],
       });
       const joined = new Promise((r) => ann.once('join', r));
       expect(await bob.join('physics')).toEqual({
         room: 'Physics',
         members: ['ann', 'bob'],
         userCount: 2,
+        history: [],
       });
       expect(await joined).toEqual({ nickname: 'bob', userCount: 2, room: 'Physics' });
       const heard = new Promise((r) => ann.once('chat', r));

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
 import type { ConfabServer } from '../../src/server.js';
@@ -167,16 +170,24 @@ async function run(port: number): Promise<Transcript> {
 describe.skipIf(withoutSeed())('differential: confab vs the course server', () => {
   let seed: SeedServer;
   let confab: ConfabServer;
+  let dataDir: string;
 
   beforeAll(async () => {
+    dataDir = mkdtempSync(path.join(os.tmpdir(), 'confab-differential-'));
     [seed, confab] = await Promise.all([
       startSeed(MAX_USERS),
-      startConfab({ 'max-users': String(MAX_USERS) }),
+      // The default product: every chat stored in SQLite before it is delivered.
+      startConfab({
+        'max-users': String(MAX_USERS),
+        history: 'sqlite',
+        'data-dir': dataDir,
+      }),
     ]);
   });
 
   afterAll(async () => {
     await Promise.all([seed?.stop(), confab?.stop()]);
+    rmSync(dataDir, { recursive: true, force: true });
   });
 
   it('gives every client the same messages for the same script', async () => {

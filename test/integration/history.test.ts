@@ -136,6 +136,7 @@ describe('history and resume', () => {
     expect(physicsBack).toMatchObject({ room: 'physics', recovered: true, top: 1 });
     // Reading again, the ghost sees that the server closed it.
     bob.client.socket.resume();
+    expect(await bob.client.expect('90')).toMatchObject({ code: 2007 });
     await bob.client.expectClose();
     ann.client.write(line({ cmd: '1' }));
     expect(await ann.client.expect('10')).toMatchObject({

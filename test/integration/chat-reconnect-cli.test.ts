@@ -1,0 +1,131 @@
+import { describe, expect, it } from 'vitest';
+import { ChatClient } from '../../src/client/chat-client.js';
+import { ChatProcess } from '../helpers/chat-process.js';
+import { startConfab } from '../helpers/servers.js';
+import { TcpRelay } from '../helpers/tcp-relay.js';
+
+describe('confab chat reconnects by itself', () => {
+  it('says when it lost the connection and when it is back, rejoins its rooms, and sends what was typed meanwhile', async () => {
+    const server = await startConfab({ history: 'off' });
+    const relay = await TcpRelay.start(server.address.port);
+    const bob = await ChatClient.connect({ port: server.address.port, nickname: 'bob' });
+    const ann = ChatProcess.start(['ann', '--port', String(relay.port)]);
+    try {
+      await ann.waitFor('You are the 2nd user.');
+      ann.type('\\join physics');
+      await ann.waitFor('You joined physics');
+      await bob.join('physics');
+      ann.type('\\room physics');
+      await ann.waitFor('You are typing into physics.');
+      relay.cut();
+      await ann.waitFor(/Connection lost\. Reconnecting in \d+\.\d s \(attempt 1 of 10\)\.\.\./);
+      const heard = new Promise((r) => bob.once('chat', r));
+      ann.type('sent while away');
+      await ann.waitFor('Reconnected as ann');
+      expect(await heard).toMatchObject({ from: 'ann', msg: 'sent while away', room: 'physics' });
+      // Only once per room, and only for the rooms it is in.
+      await ann.waitFor('Messages in physics may be missing: the server keeps no history.');
+      expect(ann.output.match(/Messages in lobby may be missing/g)).toHaveLength(1);
+      bob.chat('welcome back', 'physics');
+      await ann.waitFor(/\d\d:\d\d bob: welcome back/);
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+    } finally {
+      await ann.stop();
+      await bob.exit();
+      await relay.stop();
+      await server.stop();
+    }
+  });
+
+  it('with --no-reconnect, exits when the connection is lost', async () => {
+    const server = await startConfab();
+    const relay = await TcpRelay.start(server.address.port);
+    const ann = ChatProcess.start(['ann', '--port', String(relay.port), '--no-reconnect']);
+    try {
+      await ann.waitFor('You are the 1st user.');
+      relay.cut();
+      expect(await ann.exited).toBe(1);
+      expect(ann.output).toContain('The server closed the connection.');
+      expect(ann.output).not.toContain('Reconnecting');
+    } finally {
+      await ann.stop();
+      await relay.stop();
+      await server.stop();
+    }
+  });
+});
+
+describe('confab chat with history', () => {
+  it('shows the last messages on join, marked, and older ones with \\history', async () => {
+    const server = await startConfab({ history: 'memory', 'rate-limit': '0' });
+    const bob = await ChatClient.connect({
+      port: server.address.port,
+      nickname: 'bob',
+      history: true,
+    });
+    let acks = 0;
+    bob.on('stored', () => acks++);
+    for (let i = 1; i <= 55; i++) bob.chat(`old ${i}`);
+    const deadline = Date.now() + 10_000;
+    while (acks < 55 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    const ann = ChatProcess.start(['ann', '--port', String(server.address.port)]);
+    try {
+      await ann.waitFor(/\d\d:\d\d \(history\) bob: old 55\n/);
+      expect(ann.output).toMatch(/\d\d:\d\d \(history\) bob: old 6\n/);
+      expect(ann.output).not.toMatch(/bob: old 5\n/);
+      ann.type('\\history 3');
+      await ann.waitFor('Earlier in lobby:');
+      await ann.waitFor(
+        /\(history\) bob: old 3\n.*\(history\) bob: old 4\n.*\(history\) bob: old 5\n/s,
+      );
+      ann.type('\\history');
+      await ann.waitFor(/\(history\) bob: old 2\n.*That is the beginning of lobby\./s);
+      ann.type('\\history');
+      await ann.waitFor('No earlier messages in lobby.');
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+    } finally {
+      await ann.stop();
+      await bob.exit();
+      await server.stop();
+    }
+  });
+
+  it('after a cut mid-stream, shows each of the messages sent meanwhile exactly once, in order', async () => {
+    const N = 100;
+    const server = await startConfab({ history: 'memory', 'rate-limit': '0' });
+    const relay = await TcpRelay.start(server.address.port);
+    const bob = await ChatClient.connect({
+      port: server.address.port,
+      nickname: 'bob',
+      history: true,
+    });
+    const ann = ChatProcess.start(['ann', '--port', String(relay.port)]);
+    try {
+      await ann.waitFor('You are the 2nd user.');
+      for (let i = 1; i <= N / 2; i++) bob.chat(`m ${i}`);
+      await ann.waitFor(`bob: m ${N / 2}\n`);
+      // What bob says next is stored, and lost on its way to ann.
+      relay.holdReplies();
+      let acks = 0;
+      bob.on('stored', () => acks++);
+      for (let i = N / 2 + 1; i <= N; i++) bob.chat(`m ${i}`);
+      const deadline = Date.now() + 10_000;
+      while (acks < N / 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      relay.cut();
+      await ann.waitFor('Reconnected as ann');
+      await ann.waitFor(`bob: m ${N}\n`);
+      const shown = [...ann.output.matchAll(/^\d\d:\d\d bob: m (\d+)$/gm)].map((m) => Number(m[1]));
+      expect(shown).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+      expect(ann.output).not.toContain('may be missing');
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+    } finally {
+      await ann.stop();
+      await bob.exit();
+      await relay.stop();
+      await server.stop();
+    }
+  });
+});
