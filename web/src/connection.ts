@@ -1,23 +1,37 @@
 import { CAPABILITIES } from '../../src/protocol/capabilities.js';
-import { Cmd } from '../../src/protocol/codes.js';
+import { Cmd, LOBBY } from '../../src/protocol/codes.js';
 import {
   type ParsedServerMessage,
   parseServerText,
   REPLY_CODES,
 } from '../../src/protocol/message-codec.js';
-import type { Request } from '../../src/protocol/messages.js';
+import type { ConnectRequest, Request } from '../../src/protocol/messages.js';
 import { pacerFor, parseLimits, type SendPacer } from '../../src/protocol/pacing.js';
+import { ResumeState, type UnackedChat } from './resume.js';
 
 export type Status = 'offline' | 'connecting' | 'online' | 'reconnecting';
 
 export interface Handlers {
   status(status: Status, detail?: string): void;
-  joined(info: { nickname: string; userCount: number; rejoined: boolean }): void;
+  /** `resumed`: the server took the old session back (nobody saw a leave or a join). */
+  joined(info: { nickname: string; userCount: number; rejoined: boolean; resumed: boolean }): void;
   /** Joining failed for a reason the user must fix (taken name, full room). */
   refused(reason: string): void;
   message(message: ParsedServerMessage): void;
   /** Requests waiting to be sent, paced to the server's flood limit; called when it changes. */
   queued(waiting: number, dropped: number): void;
+  /** A chat sent with `chat()` was refused ("90"); it will not be sent again. */
+  chatRefused(chat: UnackedChat, reason: string): void;
+  /** A room could not be joined again after reconnecting; the client is no longer in it. */
+  roomLost(room: string, reason: string): void;
+  /** What a page reload needs to come back as the same user; undefined once the user left. */
+  save(session: SavedSession | undefined): void;
+}
+
+export interface SavedSession {
+  nickname: string;
+  resume: string | undefined;
+  rooms: string[];
 }
 
 export class RequestError extends Error {
@@ -39,17 +53,34 @@ interface Pending {
 interface Outgoing {
   request: Request;
   pending?: Pending;
+  /** A chat that is sent again after a reconnect until acknowledged. */
+  chat?: UnackedChat;
+  /** Asked by the page itself, not typed: not one of the user's lines if dropped. */
+  quiet?: boolean;
 }
+
+/** Codes answering a request, with HISTORY, which this client pairs with its calls too. */
+const REPLIES: Readonly<Record<string, readonly string[]>> = {
+  ...REPLY_CODES,
+  [Cmd.HISTORY]: [Cmd.HISTORY_RESPONSE],
+};
 
 const MAX_BACKOFF_MS = 15_000;
 
 /**
  * One chat session over WebSocket, speaking confab's JSON with every
  * extension. Reconnects with backoff and rejoins under the same nickname
- * until the user leaves or the server says not to.
+ * until the user leaves or the server says not to. With "history" granted a
+ * reconnect takes the session back (resume token), replays what each room
+ * missed (since) and sends unacknowledged chats again (cid).
  */
 export class Connection {
   nickname = '';
+  /** What the server granted in the latest "03". */
+  caps: ReadonlySet<string> = new Set();
+  readonly resume = new ResumeState(randomId());
+  /** Counts sockets, so a chat knows which connection it was written on. */
+  private generation = 0;
   private ws: WebSocket | undefined;
   private pending: Pending[] = [];
   private wanted = false;
@@ -67,7 +98,8 @@ export class Connection {
     private readonly on: Handlers,
   ) {}
 
-  join(nickname: string): void {
+  /** Joins as a new session; `restore` comes from a page reload (see SavedSession). */
+  join(nickname: string, restore?: { resume?: string; rooms?: string[] }): void {
     // A pending retry or an attempt still in flight would join a second time
     // and then meet its own nickname as taken.
     this.cancelRetry();
@@ -77,6 +109,10 @@ export class Connection {
     this.pacer = undefined;
     previous?.close();
     this.nickname = nickname;
+    this.resume.reset(
+      restore?.resume,
+      restore?.rooms?.filter((r) => r !== LOBBY),
+    );
     this.wanted = true;
     this.everJoined = false;
     this.attempt = 0;
@@ -90,6 +126,8 @@ export class Connection {
     this.dropQueue();
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ cmd: Cmd.EXIT }));
     else this.ws?.close();
+    this.resume.reset();
+    this.on.save(undefined);
     this.on.status('offline');
   }
 
@@ -115,13 +153,22 @@ export class Connection {
     this.on.status(this.everJoined ? 'reconnecting' : 'connecting');
     const ws = new WebSocket(this.url);
     this.ws = ws;
+    this.generation++;
     let joined = false;
     ws.onopen = () => {
-      ws.send(
-        JSON.stringify({ cmd: Cmd.CONNECT, nickname: this.nickname, caps: [...CAPABILITIES] }),
-      );
+      const connect: ConnectRequest = {
+        cmd: Cmd.CONNECT,
+        nickname: this.nickname,
+        caps: [...CAPABILITIES],
+      };
+      if (this.resume.token !== undefined) connect.resume = this.resume.token;
+      const since = this.resume.since();
+      if (since.length > 0) connect.since = since;
+      ws.send(JSON.stringify(connect));
     };
     ws.onmessage = (event: MessageEvent<string>) => {
+      // A socket given up on (a half-open one) may still deliver: the new one replays that.
+      if (this.ws !== ws) return;
       const message = parseServerText(event.data);
       if (message === undefined) return;
       if (!joined) {
@@ -131,12 +178,21 @@ export class Connection {
           this.attempt = 0;
           const rejoined = this.everJoined;
           this.everJoined = true;
+          this.caps = new Set(Array.isArray(message.caps) ? message.caps.map(String) : []);
+          const resumed = this.history && message.resumed === true;
+          if (this.history) {
+            this.resume.token = typeof message.resume === 'string' ? message.resume : undefined;
+            if (resumed && typeof message.nickname === 'string') this.nickname = message.nickname;
+          }
           this.on.status('online');
           this.on.joined({
             nickname: this.nickname,
             userCount: Number(message.userCount),
             rejoined,
+            resumed,
           });
+          this.restore(resumed);
+          this.saveSession();
         } else if (message.cmd === Cmd.CONNECT_DUPLICATE_NICKNAME) {
           this.refuse(`The nickname “${this.nickname}” is taken. Try another one.`);
         } else if (message.cmd === Cmd.CONNECT_CHATROOM_FULL) {
@@ -169,6 +225,70 @@ export class Connection {
     };
   }
 
+  /** True when the server keeps history for this client (granted with rooms). */
+  get history(): boolean {
+    return this.caps.has('history') && this.caps.has('rooms');
+  }
+
+  /**
+   * After "03": a session not taken back joins its rooms again, from where it
+   * left each; then the chats never acknowledged go out again with their cid,
+   * after the joins, since the server handles requests in order.
+   */
+  private restore(resumed: boolean): void {
+    if (!this.caps.has('rooms')) return;
+    if (!resumed) {
+      for (const room of this.resume.joined()) {
+        if (room === LOBBY) continue;
+        const since = this.resume.position(room);
+        this.call(
+          since === undefined ? { cmd: Cmd.JOIN_ROOM, room } : { cmd: Cmd.JOIN_ROOM, room, since },
+          true,
+        ).catch((err: unknown) => {
+          if (!(err instanceof RequestError) || err.reply === 'closed') return;
+          this.resume.left(room);
+          this.saveSession();
+          this.on.roomLost(room, err.message);
+        });
+      }
+    }
+    if (!this.history) return;
+    for (const chat of this.resume.pending())
+      this.enqueue({
+        request: { cmd: Cmd.CHAT, msg: chat.msg, room: chat.room, cid: chat.cid },
+        chat,
+      });
+  }
+
+  /** Reports what a page reload needs (the nickname changed, a room was joined or left). */
+  saveSession(): void {
+    this.on.save({
+      nickname: this.nickname,
+      resume: this.resume.token,
+      rooms: this.resume.joined(),
+    });
+  }
+
+  /**
+   * Sends a chat to a room. With "history" it is kept until the server
+   * acknowledges it ("71") and sent again, with the same cid, after a
+   * reconnect; the returned record names it (undefined without history).
+   */
+  chat(room: string, msg: string): UnackedChat | undefined {
+    if (this.ws?.readyState !== WebSocket.OPEN) return undefined;
+    if (!this.caps.has('rooms')) {
+      this.enqueue({ request: { cmd: Cmd.CHAT, msg } });
+      return undefined;
+    }
+    if (!this.history) {
+      this.enqueue({ request: { cmd: Cmd.CHAT, msg, room } });
+      return undefined;
+    }
+    const chat = this.resume.send(room, msg);
+    this.enqueue({ request: { cmd: Cmd.CHAT, msg, room, cid: chat.cid }, chat });
+    return chat;
+  }
+
   private refuse(reason: string): void {
     this.wanted = false;
     this.on.refused(reason);
@@ -189,7 +309,32 @@ export class Connection {
     );
   }
 
+  /** Keeps the resume state up to date with what arrives, before the page sees it. */
+  private track(message: ParsedServerMessage): void {
+    const room = typeof message.room === 'string' ? message.room : undefined;
+    if (room === undefined) return;
+    switch (message.cmd) {
+      case Cmd.JOIN_ROOM_SUCCESS: {
+        const had = this.resume.has(room);
+        this.resume.entered(room, typeof message.epoch === 'string' ? message.epoch : undefined);
+        if (!had) this.saveSession();
+        return;
+      }
+      case Cmd.PART_ROOM_SUCCESS:
+        this.resume.left(room);
+        this.saveSession();
+        return;
+      case Cmd.CHAT_RESPONSE:
+      case Cmd.CHAT_STORED:
+        if (typeof message.id === 'number') this.resume.seen(room, message.id);
+        if (message.cmd === Cmd.CHAT_STORED && typeof message.cid === 'string')
+          this.resume.ack(message.cid);
+        return;
+    }
+  }
+
   private dispatch(message: ParsedServerMessage): void {
+    this.track(message);
     if (message.cmd === Cmd.ERROR) {
       const ref = typeof message.ref === 'string' ? message.ref : undefined;
       const index = ref === undefined ? -1 : this.pending.findIndex((p) => p.cmd === ref);
@@ -197,18 +342,30 @@ export class Connection {
         this.pending.splice(index, 1)[0]!.reject(new RequestError('90', String(message.message)));
         return;
       }
+      if (ref === Cmd.CHAT && this.history) {
+        const chat = this.resume.refused(this.generation);
+        if (chat !== undefined) {
+          this.on.chatRefused(chat, String(message.message));
+          return;
+        }
+      }
       // 2xxx: do not come back; 3xxx: transient, reconnecting is fine.
       const code = Number(message.code);
       if (code >= 2000 && code < 3000) this.fatal = `Disconnected: ${String(message.message)}.`;
       this.on.message(message);
       return;
     }
-    const index = this.pending.findIndex((p) => REPLY_CODES[p.cmd]?.includes(message.cmd));
+    // Joining and leaving reach the page whoever asked, before the caller
+    // resumes: the history that follows a "101" belongs to the view it sets up.
+    const membership =
+      message.cmd === Cmd.JOIN_ROOM_SUCCESS || message.cmd === Cmd.PART_ROOM_SUCCESS;
+    if (membership) this.on.message(message);
+    const index = this.pending.findIndex((p) => REPLIES[p.cmd]?.includes(message.cmd));
     if (index >= 0) {
       this.pending.splice(index, 1)[0]!.resolve(message);
       return;
     }
-    this.on.message(message);
+    if (!membership) this.on.message(message);
   }
 
   /** Sends a request, in order with calls, paced to the server's limits. */
@@ -217,13 +374,14 @@ export class Connection {
     this.enqueue({ request });
   }
 
-  call(request: Request): Promise<ParsedServerMessage> {
+  /** `quiet`: the page asks on its own (member list, RTT, history), the user typed nothing. */
+  call(request: Request, quiet = false): Promise<ParsedServerMessage> {
     return new Promise((resolve, reject) => {
       if (this.ws?.readyState !== WebSocket.OPEN) {
         reject(new RequestError('closed', 'not connected'));
         return;
       }
-      this.enqueue({ request, pending: { cmd: request.cmd, resolve, reject } });
+      this.enqueue({ request, pending: { cmd: request.cmd, resolve, reject }, quiet });
     });
   }
 
@@ -246,6 +404,7 @@ export class Connection {
   private write(item: Outgoing): void {
     // Registered as it is written, so replies pair with calls in wire order.
     if (item.pending !== undefined) this.pending.push(item.pending);
+    if (item.chat !== undefined) item.chat.sentOn = this.generation;
     this.ws?.send(JSON.stringify(item.request));
   }
 
@@ -275,6 +434,16 @@ export class Connection {
     this.paceTimer = undefined;
     const dropped = this.outbox.splice(0);
     for (const item of dropped) item.pending?.reject(new RequestError('closed', 'not sent'));
-    if (dropped.length > 0) this.on.queued(0, dropped.length);
+    // Chats waiting for their "71" go out again after reconnecting: not lost.
+    const lost = dropped.filter(
+      (item) => item.quiet !== true && (item.chat === undefined || !this.wanted),
+    ).length;
+    if (dropped.length > 0) this.on.queued(0, lost);
   }
+}
+
+/** A short random id, so cids from different page loads never meet. */
+function randomId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(6));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }

@@ -1,6 +1,6 @@
-import { Cmd } from '../../src/protocol/codes.js';
+import { Cmd, LOBBY } from '../../src/protocol/codes.js';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import type { BanEntry, Request } from '../../src/protocol/messages.js';
+import type { BanEntry, HistoryEntry, Request, RoomEntry } from '../../src/protocol/messages.js';
 import {
   describeModeration,
   formatDuration,
@@ -8,11 +8,10 @@ import {
   parseCommand,
 } from '../../src/protocol/slash-commands.js';
 import { nickColor, PAGE_BG } from './colors.js';
-import { Connection, RequestError, type Status } from './connection.js';
+import { Connection, RequestError, type SavedSession, type Status } from './connection.js';
 import { findLinks } from './links.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
-const messages = $<HTMLOListElement>('messages');
 const input = $<HTMLInputElement>('input');
 const composer = $<HTMLFormElement>('composer');
 const sendButton = composer.querySelector('button') as HTMLButtonElement;
@@ -31,6 +30,11 @@ const countBig = $<HTMLSpanElement>('members-count');
 const countSmall = $<HTMLSpanElement>('members-count-small');
 const retryButton = $<HTMLButtonElement>('retry');
 const staleNote = $<HTMLParagraphElement>('members-stale');
+const roomTitle = $<HTMLSpanElement>('room-title');
+const roomList = $<HTMLUListElement>('room-list');
+const roomForm = $<HTMLFormElement>('room-form');
+const roomName = $<HTMLInputElement>('room-name');
+const lobbyList = $<HTMLOListElement>('messages');
 
 // Lines typed or pasted faster than the server allows wait their turn; this
 // says how many, beside the Send button, so a slow trickle does not look lost.
@@ -41,8 +45,159 @@ queueNote.setAttribute('role', 'status');
 queueNote.hidden = true;
 composer.insertBefore(queueNote, sendButton);
 
-const members: string[] = [];
 let rttTimer: ReturnType<typeof setInterval> | undefined;
+
+// ---- rooms --------------------------------------------------------------------
+
+/** One room as the page shows it: its lines, members, unread count and history state. */
+interface RoomView {
+  name: string;
+  list: HTMLOListElement;
+  entry: HTMLLIElement;
+  badge: HTMLSpanElement;
+  members: string[];
+  unread: number;
+  /** The epoch of the latest "101"; lines of another epoch are another history. */
+  epoch: string | undefined;
+  /** Ids of the latest "101": history up to it follows it; above it is live. */
+  top: number;
+  /** Whether the history after the latest "101" is news (a recovery) or scrollback. */
+  replayIsNew: boolean;
+  /** "epoch id" of every stored message shown, so a replay never shows one twice. */
+  shown: Set<string>;
+  /** The oldest id shown of the current epoch: where HISTORY continues. */
+  oldest: number | undefined;
+  /** False once the server said nothing older is stored. */
+  more: boolean;
+  loading: boolean;
+  /** Whether the reader follows new lines; kept while the view is hidden (it cannot scroll then). */
+  pinned: boolean;
+  scrollTop: number;
+}
+
+const views = new Map<string, RoomView>();
+
+function makeView(name: string, list?: HTMLOListElement): RoomView {
+  const ol = list ?? document.createElement('ol');
+  ol.className = 'messages';
+  ol.dataset.room = name;
+  ol.setAttribute('aria-live', 'polite');
+  ol.setAttribute('aria-relevant', 'additions');
+  if (list === undefined) {
+    ol.hidden = true;
+    lobbyList.parentElement!.insertBefore(ol, composer);
+  }
+  const entry = document.createElement('li');
+  const select = document.createElement('button');
+  select.type = 'button';
+  select.className = 'room-button';
+  select.dataset.room = name;
+  const label = document.createElement('span');
+  label.className = 'room-name';
+  label.textContent = `# ${name}`;
+  const badge = document.createElement('span');
+  badge.className = 'unread';
+  badge.hidden = true;
+  select.append(label, badge);
+  entry.append(select);
+  if (name !== LOBBY) {
+    const leave = document.createElement('button');
+    leave.type = 'button';
+    leave.className = 'leave';
+    leave.dataset.leave = name;
+    leave.textContent = '×';
+    leave.title = `Leave ${name}`;
+    leave.setAttribute('aria-label', `Leave ${name}`);
+    entry.append(leave);
+  }
+  roomList.append(entry);
+  const view: RoomView = {
+    name,
+    list: ol,
+    entry,
+    badge,
+    members: [],
+    unread: 0,
+    epoch: undefined,
+    top: 0,
+    replayIsNew: false,
+    shown: new Set(),
+    oldest: undefined,
+    more: true,
+    loading: false,
+    pinned: true,
+    scrollTop: 0,
+  };
+  ol.addEventListener('scroll', () => {
+    if (ol.hidden) return;
+    view.pinned = atBottom(ol);
+    view.scrollTop = ol.scrollTop;
+    if (ol.scrollTop < 40) loadOlder(view);
+  });
+  views.set(name, view);
+  return view;
+}
+
+const lobby = makeView(LOBBY, lobbyList);
+let selected = lobby;
+markSelected();
+
+/** The view of a room by the server's name, or by any spelling the user typed. */
+function findView(name: string): RoomView | undefined {
+  const exact = views.get(name);
+  if (exact !== undefined) return exact;
+  const folded = name.toLowerCase();
+  for (const view of views.values()) if (view.name.toLowerCase() === folded) return view;
+  return undefined;
+}
+
+/**
+ * The view an event belongs to: the lobby when it names no room (a server
+ * without rooms); undefined for a room this page is not in, rather than
+ * showing it somewhere it does not belong.
+ */
+function viewFor(room: unknown): RoomView | undefined {
+  return typeof room === 'string' ? views.get(room) : lobby;
+}
+
+function markSelected(): void {
+  for (const view of views.values()) {
+    const on = view === selected;
+    view.list.hidden = !on;
+    // Tests and styles find the visible log as #messages, whichever room it is.
+    view.list.id = on ? 'messages' : '';
+    const button = view.entry.querySelector('.room-button') as HTMLButtonElement;
+    if (on) button.setAttribute('aria-current', 'true');
+    else button.removeAttribute('aria-current');
+  }
+  roomTitle.textContent = `# ${selected.name}`;
+  input.placeholder = `Message #${selected.name} — type \\help for commands`;
+}
+
+function select(view: RoomView): void {
+  if (view === selected) return;
+  selected = view;
+  view.unread = 0;
+  renderBadge(view);
+  markSelected();
+  view.list.scrollTop = view.pinned ? view.list.scrollHeight : view.scrollTop;
+  renderMembers();
+  loadOlder(view);
+}
+
+function renderBadge(view: RoomView): void {
+  view.badge.hidden = view.unread === 0;
+  view.badge.textContent = view.unread === 0 ? '' : String(view.unread);
+  view.badge.setAttribute('aria-label', `${view.unread} unread`);
+}
+
+function removeView(view: RoomView): void {
+  if (view === lobby) return;
+  if (selected === view) select(lobby);
+  view.list.remove();
+  view.entry.remove();
+  views.delete(view.name);
+}
 
 // ---- rendering --------------------------------------------------------------
 
@@ -70,29 +225,85 @@ function richText(text: string): (Node | string)[] {
   });
 }
 
-function stamp(): HTMLTimeElement {
+/** The time of a line: the server's for stored messages, else now. */
+function stamp(at?: number): HTMLTimeElement {
   const t = document.createElement('time');
-  const now = new Date();
-  t.dateTime = now.toISOString();
-  t.textContent = now.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const when = at === undefined ? new Date() : new Date(at);
+  t.dateTime = when.toISOString();
+  t.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   return t;
 }
 
-/** Appends a line; keeps the view pinned to the bottom unless the reader scrolled up. */
-function append(className: string, ...parts: (Node | string)[]): HTMLLIElement {
-  const atBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40;
+function line(className: string, parts: (Node | string)[], at?: number): HTMLLIElement {
   const li = document.createElement('li');
   li.className = className;
-  li.append(stamp(), ...parts);
-  messages.append(li);
-  if (atBottom) messages.scrollTop = messages.scrollHeight;
+  li.append(stamp(at), ...parts);
   return li;
 }
 
-const notice = (text: string) => append('notice', text);
-const error = (text: string) => append('error', text);
+const atBottom = (list: HTMLElement) => list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+
+function following(view: RoomView): boolean {
+  return view.list.hidden ? view.pinned : atBottom(view.list);
+}
+
+function follow(view: RoomView, pinned: boolean): void {
+  if (pinned && !view.list.hidden) view.list.scrollTop = view.list.scrollHeight;
+}
+
+/** Appends a line; keeps the view pinned to the bottom unless the reader scrolled up. */
+function append(view: RoomView, li: HTMLLIElement): HTMLLIElement {
+  const pinned = following(view);
+  view.list.append(li);
+  follow(view, pinned);
+  return li;
+}
+
+/**
+ * Puts a stored message in id order: before any of the same epoch with a
+ * higher id and before the reader's own lines still waiting for their id.
+ * Usually that is the end, so the walk stops at once.
+ */
+function placeStored(view: RoomView, li: HTMLLIElement, epoch: string, id: number): void {
+  const pinned = following(view);
+  let before: Element | null = null;
+  for (let el = view.list.lastElementChild; el !== null; el = el.previousElementSibling) {
+    const d = (el as HTMLElement).dataset;
+    const later = d.id !== undefined && d.epoch === epoch && Number(d.id) > id;
+    if (d.pending === undefined && !later) break;
+    before = el;
+  }
+  li.dataset.epoch = epoch;
+  li.dataset.id = String(id);
+  view.list.insertBefore(li, before);
+  follow(view, pinned);
+}
+
+const notice = (text: string, view = selected) => append(view, line('notice', [text]));
+const error = (text: string, view = selected) => append(view, line('error', [text]));
+
+function chatLine(from: string, msg: string, at?: number): HTMLLIElement {
+  const mine = from === connection.nickname;
+  return line(mine ? 'msg mine' : 'msg', [nickSpan(from), ...richText(msg)], at);
+}
+
+/** Shows a stored message once; false if it was already shown. */
+function showStored(
+  view: RoomView,
+  epoch: string,
+  entry: { id: number; at?: number; from: string; msg: string },
+): boolean {
+  const key = `${epoch} ${entry.id}`;
+  if (view.shown.has(key)) return false;
+  view.shown.add(key);
+  if (epoch === view.epoch && (view.oldest === undefined || entry.id < view.oldest))
+    view.oldest = entry.id;
+  placeStored(view, chatLine(entry.from, entry.msg, entry.at), epoch, entry.id);
+  return true;
+}
 
 function renderMembers(): void {
+  const members = selected.members;
   memberList.replaceChildren(
     ...members.map((name) => {
       const li = document.createElement('li');
@@ -123,9 +334,22 @@ function renderMembers(): void {
   countSmall.textContent = String(members.length);
 }
 
-function setMembers(names: string[]): void {
-  members.splice(0, members.length, ...names);
-  renderMembers();
+function setMembers(view: RoomView, names: string[]): void {
+  view.members.splice(0, view.members.length, ...names);
+  if (view === selected) renderMembers();
+}
+
+function removeMember(view: RoomView, name: string): void {
+  const i = view.members.findIndex((m) => m.toLowerCase() === name.toLowerCase());
+  if (i >= 0) view.members.splice(i, 1);
+  if (view === selected) renderMembers();
+}
+
+function renameMember(view: RoomView, from: string, to: string): void {
+  const i = view.members.indexOf(from);
+  if (i >= 0) view.members.splice(i, 1);
+  view.members.push(to);
+  if (view === selected) renderMembers();
 }
 
 /** While offline the list shows who was there, not who is: say so, to eyes and to screen readers. */
@@ -136,28 +360,27 @@ function setStale(stale: boolean): void {
   else memberList.removeAttribute('aria-describedby');
 }
 
-// ---- unread count while the tab is hidden -------------------------------------
+// ---- unread counts ------------------------------------------------------------
 
 const baseTitle = document.title;
-let unread = 0;
+let hiddenUnread = 0;
 
-function countUnread(): void {
+/** A new message in a room: counted on the room if another is selected, in the title if the tab is hidden. */
+function countUnread(view: RoomView): void {
+  if (view !== selected) {
+    view.unread++;
+    renderBadge(view);
+  }
   if (document.visibilityState !== 'hidden') return;
-  unread++;
-  document.title = `(${unread}) ${baseTitle}`;
+  hiddenUnread++;
+  document.title = `(${hiddenUnread}) ${baseTitle}`;
 }
 
 document.addEventListener('visibilitychange', () => {
   if (document.visibilityState !== 'visible') return;
-  unread = 0;
+  hiddenUnread = 0;
   document.title = baseTitle;
 });
-
-function removeMember(name: string): void {
-  const i = members.findIndex((m) => m.toLowerCase() === name.toLowerCase());
-  if (i >= 0) members.splice(i, 1);
-  renderMembers();
-}
 
 // ---- connection -------------------------------------------------------------
 
@@ -167,6 +390,17 @@ const STATUS_TEXT: Record<Status, string> = {
   online: 'Connected',
   reconnecting: 'Reconnecting…',
 };
+
+/** Why a "101" could not replay everything (docs/protocol.md), in words. */
+const NOT_RECOVERED: Record<string, string> = {
+  epoch: "the server's history was reset",
+  ahead: 'the server is behind this page',
+  deleted: 'they were already deleted',
+  'too-many': 'too many were missed (scroll up to load them)',
+  off: 'the server keeps no history',
+};
+
+const SESSION_KEY = 'confab.session';
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 
@@ -185,6 +419,8 @@ const connection = new Connection(wsUrl, {
       setStale(true);
       clearInterval(rttTimer);
       rttBox.textContent = '';
+      // An answer to HISTORY will not come on this socket; scrolling up asks again.
+      for (const view of views.values()) view.loading = false;
     }
     if (detail !== undefined && status !== 'online') notice(detail);
     // Before the first join the card covers the page, so say there why nothing happens yet;
@@ -195,19 +431,34 @@ const connection = new Connection(wsUrl, {
       showJoin(detail);
     }
   },
-  async joined({ nickname, userCount, rejoined }) {
+  async joined({ nickname, userCount, rejoined, resumed }) {
     joinBackdrop.hidden = true;
+    if (!rejoined) {
+      // A new session (the user joined again after leaving): the rooms of the old one are gone.
+      for (const view of [...views.values()])
+        if (view !== lobby && !connection.resume.has(view.name)) removeView(view);
+    }
     notice(
       rejoined
         ? `Reconnected as ${nickname}.`
         : `Welcome, ${nickname}! You are the ${userCount}${ordinalSuffix(userCount)} user. Type \\help for commands.`,
+      lobby,
     );
     input.focus();
     try {
-      const users = (await connection.call({ cmd: Cmd.USERS })).users as [string, string, number][];
-      setMembers(users.map(([n]) => n));
+      if (!resumed) {
+        const users = (await connection.call({ cmd: Cmd.USERS }, true)).users as [
+          string,
+          string,
+          number,
+        ][];
+        setMembers(
+          lobby,
+          users.map(([n]) => n),
+        );
+      }
       setStale(false);
-      const version = await connection.call({ cmd: Cmd.VERSION });
+      const version = await connection.call({ cmd: Cmd.VERSION }, true);
       versionBox.textContent = `server v${String(version.serverVersion)}`;
       await measureRtt(false);
     } catch {
@@ -229,11 +480,72 @@ const connection = new Connection(wsUrl, {
     if (dropped > 0)
       error(`${dropped} queued ${dropped === 1 ? 'line was' : 'lines were'} not sent.`);
   },
+  chatRefused(chat, reason) {
+    const li = pendingLine(chat.cid);
+    li?.removeAttribute('data-pending');
+    li?.classList.add('failed');
+    const view = findView(chat.room) ?? selected;
+    error(`Not sent: ${reason}`, view);
+  },
+  roomLost(room, reason) {
+    const view = findView(room);
+    if (view === undefined) return;
+    error(`Could not rejoin #${room}: ${reason}`, view);
+    removeView(view);
+    notice(`You are no longer in #${room}.`);
+  },
+  save(session) {
+    try {
+      if (session === undefined) sessionStorage.removeItem(SESSION_KEY);
+      else sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+    } catch {
+      // Storage disabled or full: reloading then asks for the nickname again.
+    }
+  },
 });
 
 function ordinalSuffix(n: number): string {
   if (n % 100 >= 11 && n % 100 <= 13) return 'th';
   return ['th', 'st', 'nd', 'rd'][n % 10] ?? 'th';
+}
+
+function pendingLine(cid: string): HTMLLIElement | undefined {
+  for (const view of views.values()) {
+    for (const li of view.list.querySelectorAll<HTMLLIElement>('li[data-pending]'))
+      if (li.dataset.pending === cid) return li;
+  }
+  return undefined;
+}
+
+/** A "101": the room is joined (again); its history follows. */
+function onRoomJoined(m: ParsedServerMessage): void {
+  const room = String(m.room);
+  const existing = views.get(room);
+  const view = existing ?? makeView(room);
+  setMembers(view, Array.isArray(m.members) ? m.members.map(String) : []);
+  const epoch = typeof m.epoch === 'string' ? m.epoch : undefined;
+  if (epoch !== view.epoch) {
+    view.epoch = epoch;
+    view.oldest = undefined;
+    view.more = true;
+  }
+  view.top = typeof m.top === 'number' ? m.top : 0;
+  view.replayIsNew = m.recovered === true;
+  if (m.recovered === false) {
+    const why = typeof m.reason === 'string' ? m.reason : 'unknown';
+    const marker = line('marker', [
+      `Some messages could not be recovered: ${NOT_RECOVERED[why] ?? why}.`,
+    ]);
+    marker.dataset.reason = why;
+    marker.setAttribute('role', 'note');
+    append(view, marker);
+  }
+  if (existing === undefined && view !== lobby) {
+    notice(`You joined #${room} (${Number(m.userCount)} here).`, view);
+  }
+  // The history that follows may not fill the view, leaving nothing to scroll:
+  // then ask for more once it has arrived.
+  setTimeout(() => loadOlder(view), 300);
 }
 
 function onMessage(m: ParsedServerMessage): void {
@@ -244,32 +556,77 @@ function onMessage(m: ParsedServerMessage): void {
         const tag = document.createElement('span');
         tag.className = 'tag';
         tag.textContent = 'whisper';
-        append('whisper', tag, nickSpan(from), ...richText(String(m.msg)));
-      } else {
-        append('msg', nickSpan(from), ...richText(String(m.msg)));
+        append(selected, line('whisper', [tag, nickSpan(from), ...richText(String(m.msg))]));
+        countUnread(selected);
+        return;
       }
-      countUnread();
+      const view = viewFor(m.room);
+      if (view === undefined) return;
+      if (typeof m.id === 'number' && view.epoch !== undefined) {
+        const history = m.id <= view.top;
+        const at = typeof m.at === 'number' ? m.at : undefined;
+        const added = showStored(view, view.epoch, { id: m.id, at, from, msg: String(m.msg) });
+        if (added && (!history || view.replayIsNew)) countUnread(view);
+        return;
+      }
+      append(view, chatLine(from, String(m.msg)));
+      countUnread(view);
+      return;
+    }
+    case Cmd.CHAT_STORED: {
+      const view = viewFor(m.room);
+      if (view === undefined) return;
+      const li = typeof m.cid === 'string' ? pendingLine(m.cid) : undefined;
+      if (li === undefined || typeof m.id !== 'number' || view.epoch === undefined) return;
+      li.removeAttribute('data-pending');
+      const key = `${view.epoch} ${m.id}`;
+      // Stored before the connection dropped and replayed since: that copy stands.
+      if (view.shown.has(key)) {
+        li.remove();
+        return;
+      }
+      view.shown.add(key);
+      if (view.oldest === undefined) view.oldest = m.id;
+      li.remove();
+      placeStored(view, li, view.epoch, m.id);
+      return;
+    }
+    case Cmd.HISTORY_RESPONSE:
+      onHistory(m);
+      return;
+    case Cmd.JOIN_ROOM_SUCCESS:
+      onRoomJoined(m);
+      return;
+    case Cmd.PART_ROOM_SUCCESS: {
+      const view = findView(String(m.room));
+      if (view !== undefined) removeView(view);
+      notice(`You left #${String(m.room)}.`);
       return;
     }
     case Cmd.NEW_USER_ENTERS: {
+      const view = viewFor(m.room);
+      if (view === undefined) return;
       const who = String(m.nickname);
-      if (!members.includes(who)) members.push(who);
-      renderMembers();
-      notice(`${who} joined (${Number(m.userCount)} users)`);
+      if (!view.members.includes(who)) view.members.push(who);
+      if (view === selected) renderMembers();
+      notice(`${who} joined (${Number(m.userCount)} users)`, view);
       return;
     }
-    case Cmd.EXIT_BROADCAST:
-      removeMember(String(m.nickname));
+    case Cmd.EXIT_BROADCAST: {
+      const view = viewFor(m.room);
+      if (view === undefined) return;
+      removeMember(view, String(m.nickname));
       notice(
         `${String(m.nickname)} left (${Number(m.userCount)} ${Number(m.userCount) === 1 ? 'user' : 'users'})`,
+        view,
       );
       return;
+    }
     case Cmd.USER_RENAMED: {
-      const i = members.indexOf(String(m.oldNickname));
-      if (i >= 0) members.splice(i, 1);
-      members.push(String(m.newNickname));
-      renderMembers();
-      notice(`${String(m.oldNickname)} is now known as ${String(m.newNickname)}`);
+      const view = viewFor(m.room);
+      if (view === undefined) return;
+      renameMember(view, String(m.oldNickname), String(m.newNickname));
+      notice(`${String(m.oldNickname)} is now known as ${String(m.newNickname)}`, view);
       return;
     }
     case Cmd.MODERATION_NOTICE:
@@ -289,6 +646,69 @@ function onMessage(m: ParsedServerMessage): void {
   }
 }
 
+// ---- older history ------------------------------------------------------------
+
+const HISTORY_PAGE = 50;
+
+/** Asks for the messages before the oldest shown, when the reader is at the top. */
+function loadOlder(view: RoomView): void {
+  if (!connection.history || view.loading || !view.more || view.epoch === undefined) return;
+  if (view !== selected || view.list.scrollTop >= 40) return;
+  // Nothing shown yet: the history following the "101" is still on its way.
+  if (view.oldest === undefined) return;
+  if (view.oldest <= 1) {
+    view.more = false;
+    return;
+  }
+  const request: Request = {
+    cmd: Cmd.HISTORY,
+    room: view.name,
+    before: view.oldest,
+    limit: HISTORY_PAGE,
+  };
+  view.loading = true;
+  connection
+    .call(request, true)
+    .then(onHistory)
+    .catch((err: unknown) => {
+      view.loading = false;
+      if (err instanceof RequestError && err.reply !== 'closed') {
+        view.more = false;
+        error(err.message, view);
+      }
+    });
+}
+
+/** A "107": older messages go on top, and what the reader was looking at stays put. */
+function onHistory(m: ParsedServerMessage): void {
+  const view = findView(String(m.room));
+  if (view === undefined) return;
+  view.loading = false;
+  const epoch = view.epoch;
+  if (epoch === undefined || m.epoch !== epoch) return;
+  const entries = (Array.isArray(m.messages) ? m.messages : []) as HistoryEntry[];
+  const list = view.list;
+  const fromBottom = list.scrollHeight - list.scrollTop;
+  // Oldest first in the reply: each goes before the oldest shown of this epoch,
+  // and before the notices written just above it (a join, a welcome).
+  let anchor = list.querySelector(`li[data-epoch="${CSS.escape(epoch)}"]`);
+  while (anchor?.previousElementSibling?.classList.contains('notice') === true)
+    anchor = anchor.previousElementSibling;
+  for (const entry of entries) {
+    if (typeof entry.id !== 'number') continue;
+    const key = `${epoch} ${entry.id}`;
+    if (view.shown.has(key)) continue;
+    view.shown.add(key);
+    const li = chatLine(String(entry.from), String(entry.msg), entry.at);
+    li.dataset.epoch = epoch;
+    li.dataset.id = String(entry.id);
+    list.insertBefore(li, anchor);
+    if (view.oldest === undefined || entry.id < view.oldest) view.oldest = entry.id;
+  }
+  list.scrollTop = list.scrollHeight - fromBottom;
+  view.more = m.more === true;
+}
+
 function showBans(bans: unknown): void {
   const list = Array.isArray(bans) ? (bans as BanEntry[]) : [];
   if (list.length === 0) {
@@ -305,12 +725,12 @@ function showBans(bans: unknown): void {
       return `${b.mask} by ${b.by} ${until}${b.reason ? ` (${b.reason})` : ''}`;
     })
     .join('\n');
-  append('notice', pre);
+  append(selected, line('notice', [pre]));
 }
 
 async function measureRtt(announce: boolean): Promise<void> {
   const begin = performance.timeOrigin + performance.now();
-  const reply = await connection.call({ cmd: Cmd.RTT, beginTime: begin });
+  const reply = await connection.call({ cmd: Cmd.RTT, beginTime: begin }, !announce);
   const ms = performance.timeOrigin + performance.now() - Number(reply.beginTime);
   rttBox.textContent = `RTT ${ms.toFixed(1)} ms`;
   if (announce) notice(`RTT: ${ms.toFixed(3)} ms`);
@@ -318,15 +738,47 @@ async function measureRtt(announce: boolean): Promise<void> {
 
 // ---- input ------------------------------------------------------------------
 
-async function submit(line: string): Promise<void> {
-  const command = parseCommand(line);
+async function joinRoom(name: string): Promise<void> {
+  const existing = findView(name);
+  if (existing !== undefined) {
+    select(existing);
+    return;
+  }
+  if (!connection.caps.has('rooms')) {
+    error('This server has no rooms besides the lobby.');
+    return;
+  }
+  const reply = await connection.call({ cmd: Cmd.JOIN_ROOM, room: name });
+  const view = findView(String(reply.room));
+  if (view !== undefined) select(view);
+}
+
+async function leaveRoom(name: string): Promise<void> {
+  const view = findView(name);
+  if (view === lobby) {
+    error('The lobby is left with \\exit.');
+    return;
+  }
+  await connection.call({ cmd: Cmd.PART_ROOM, room: view?.name ?? name });
+}
+
+function sendChat(text: string): void {
+  const view = selected;
+  const chat = connection.chat(view.name, text);
+  const li = line('msg mine', [nickSpan(connection.nickname), ...richText(text)]);
+  // Shown at once; its place among stored messages is known when "71" gives its id.
+  if (chat !== undefined) li.dataset.pending = chat.cid;
+  append(view, li);
+}
+
+async function submit(text: string): Promise<void> {
+  const command = parseCommand(text);
   try {
     switch (command.kind) {
       case 'empty':
         return;
       case 'chat':
-        connection.send({ cmd: Cmd.CHAT, msg: command.text });
-        append('msg mine', nickSpan(connection.nickname), ...richText(command.text));
+        sendChat(command.text);
         return;
       case 'whisper': {
         const reply = await connection.call({
@@ -341,7 +793,7 @@ async function submit(line: string): Promise<void> {
           const tag = document.createElement('span');
           tag.className = 'tag';
           tag.textContent = `to ${command.to}`;
-          append('whisper mine', tag, ...richText(command.text));
+          append(selected, line('whisper mine', [tag, ...richText(command.text)]));
         }
         return;
       }
@@ -353,20 +805,19 @@ async function submit(line: string): Promise<void> {
           return;
         }
         connection.nickname = String(reply.newNickname);
-        const i = members.indexOf(old);
-        if (i >= 0) members.splice(i, 1);
-        members.push(connection.nickname);
-        renderMembers();
+        for (const view of views.values()) renameMember(view, old, connection.nickname);
+        connection.saveSession();
         notice(`You are now known as ${connection.nickname}.`);
         return;
       }
       case 'users': {
-        const users = (await connection.call({ cmd: Cmd.USERS })).users as [
-          string,
-          string,
-          number,
-        ][];
-        setMembers(users.map(([n]) => n));
+        const request: Request =
+          selected === lobby ? { cmd: Cmd.USERS } : { cmd: Cmd.USERS, room: selected.name };
+        const users = (await connection.call(request)).users as [string, string, number][];
+        setMembers(
+          selected,
+          users.map(([n]) => n),
+        );
         notice(`${users.length} in the room: ${users.map(([n]) => n).join(', ')}`);
         return;
       }
@@ -380,8 +831,8 @@ async function submit(line: string): Promise<void> {
       }
       case 'help': {
         const pre = document.createElement('pre');
-        pre.textContent = `${HELP}\nClick a member to whisper to them.`;
-        append('notice', pre);
+        pre.textContent = `${HELP}\nClick a member to whisper to them, a room to type into it.`;
+        append(selected, line('notice', [pre]));
         return;
       }
       case 'oper': {
@@ -420,11 +871,26 @@ async function submit(line: string): Promise<void> {
         error(command.message);
         return;
       case 'join':
-      case 'part':
-      case 'rooms':
-      case 'room':
-        error('Rooms are not in the web client yet; confab chat has them.');
+        await joinRoom(command.room);
         return;
+      case 'part':
+        await leaveRoom(command.room ?? selected.name);
+        return;
+      case 'room': {
+        const view = findView(command.room);
+        if (view === undefined) error(`You are not in #${command.room}; \\join it first.`);
+        else select(view);
+        return;
+      }
+      case 'rooms': {
+        const rooms = ((await connection.call({ cmd: Cmd.ROOMS })).rooms ?? []) as RoomEntry[];
+        const pre = document.createElement('pre');
+        pre.textContent = rooms
+          .map((r) => `${r.joined ? '*' : ' '} #${r.room} (${r.userCount})`)
+          .join('\n');
+        append(selected, line('notice', [pre]));
+        return;
+      }
     }
   } catch (err) {
     if (err instanceof RequestError && err.reply !== 'closed') error(err.message);
@@ -433,9 +899,35 @@ async function submit(line: string): Promise<void> {
 
 composer.addEventListener('submit', (event) => {
   event.preventDefault();
-  const line = input.value;
+  const text = input.value;
   input.value = '';
-  void submit(line);
+  void submit(text);
+});
+
+roomForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const name = roomName.value.trim();
+  if (name === '' || /\s/.test(name)) return;
+  roomName.value = '';
+  joinRoom(name)
+    .then(() => input.focus())
+    .catch((err: unknown) => {
+      if (err instanceof RequestError && err.reply !== 'closed') error(err.message);
+    });
+});
+
+roomList.addEventListener('click', (event) => {
+  const button = (event.target as HTMLElement).closest('button');
+  if (button === null) return;
+  const leave = button.dataset.leave;
+  if (leave !== undefined) {
+    leaveRoom(leave).catch((err: unknown) => {
+      if (err instanceof RequestError && err.reply !== 'closed') error(err.message);
+    });
+    return;
+  }
+  const view = button.dataset.room === undefined ? undefined : views.get(button.dataset.room);
+  if (view !== undefined) select(view);
 });
 
 memberList.addEventListener('click', (event) => {
@@ -475,3 +967,23 @@ joinForm.addEventListener('submit', (event) => {
   joinError.textContent = '';
   connection.join(nickname);
 });
+
+/** A reload comes back as the same user, in the same rooms (the tab's sessionStorage). */
+function restoreSession(): void {
+  let saved: SavedSession | undefined;
+  try {
+    const text = sessionStorage.getItem(SESSION_KEY);
+    saved = text === null ? undefined : (JSON.parse(text) as SavedSession);
+  } catch {
+    return;
+  }
+  if (typeof saved?.nickname !== 'string' || saved.nickname === '') return;
+  nicknameInput.value = saved.nickname;
+  const rooms = Array.isArray(saved.rooms) ? saved.rooms.filter((r) => typeof r === 'string') : [];
+  connection.join(saved.nickname, {
+    ...(typeof saved.resume === 'string' ? { resume: saved.resume } : {}),
+    rooms,
+  });
+}
+
+restoreSession();

@@ -1,0 +1,457 @@
+// The web client's rooms, history and resume, in Chromium against a real
+// server (docs/protocol.md, "Rooms" and "History and resume").
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ConfabServer } from '../../src/server.js';
+import { launchChromium } from '../helpers/browser.js';
+import { join, type RawClient } from '../helpers/raw-client.js';
+import { ROOT, startConfab } from '../helpers/servers.js';
+
+const ARTIFACTS = path.join(ROOT, 'test-results');
+
+let browser: Browser;
+
+beforeAll(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  browser = await launchChromium();
+}, 30_000);
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+// The browser globals the functions passed to page.evaluate use: the test
+// project compiles for Node, without the DOM library.
+interface PageElement {
+  textContent: string | null;
+  dataset: Record<string, string | undefined>;
+  scrollTop: number;
+  scrollHeight: number;
+  clientHeight: number;
+  hidden: boolean;
+  querySelector(selector: string): PageElement | null;
+  parentElement: PageElement | null;
+  getBoundingClientRect(): { top: number };
+}
+declare const document: {
+  querySelector(selector: string): PageElement | null;
+  querySelectorAll(selector: string): Iterable<PageElement> & { length: number };
+};
+declare const window: { sockets: PageSocket[] };
+interface PageSocket {
+  onclose: ((event: unknown) => void) | null;
+  onmessage: ((event: unknown) => void) | null;
+  close(): void;
+}
+declare const CloseEvent: new (type: string, init: { code: number }) => unknown;
+
+/** Every WebSocket the page opens, kept on window.sockets so a test can cut one. */
+const RECORD_SOCKETS = `{
+  const Native = WebSocket;
+  window.sockets = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) { super(...args); window.sockets.push(this); }
+  };
+}`;
+
+/** Per page: uncaught errors and CSP violations, which fail the test when it closes. */
+async function openPage(port: number): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
+  const problems: string[] = [];
+  page.on('console', (m) => {
+    if (m.text().includes('Content Security Policy')) problems.push(m.text());
+  });
+  page.on('pageerror', (e) => problems.push(String(e)));
+  page.on('close', () => expect(problems).toEqual([]));
+  await page.addInitScript({ content: RECORD_SOCKETS });
+  await page.goto(`http://127.0.0.1:${port}/`);
+  return page;
+}
+
+async function joinAs(page: Page, nickname: string): Promise<void> {
+  await page.fill('#nickname', nickname);
+  await page.press('#nickname', 'Enter');
+  await page.locator('#join').waitFor({ state: 'hidden' });
+  await page.locator('#status[data-status="online"]').waitFor();
+}
+
+async function say(page: Page, text: string): Promise<void> {
+  await page.fill('#input', text);
+  await page.press('#input', 'Enter');
+}
+
+/** Joins (or makes) a room from the room list's form; it becomes the room typed into. */
+async function enterRoom(page: Page, room: string): Promise<void> {
+  await page.fill('#room-name', room);
+  await page.press('#room-name', 'Enter');
+  await page.locator(`#messages[data-room="${room}"]`).waitFor();
+}
+
+const seeLine = (page: Page, room: string, text: string | RegExp) =>
+  page.locator(`ol.messages[data-room="${room}"] li`, { hasText: text }).last().waitFor({
+    state: 'attached',
+  });
+
+/** The chat lines of a room's view, as "from: text", in the order shown. */
+function chatLines(page: Page, room: string): Promise<string[]> {
+  return page.evaluate(
+    (r) =>
+      [...document.querySelectorAll(`ol.messages[data-room="${r}"] li.msg`)].map((li) => {
+        const nick = li.querySelector('.nick')?.textContent ?? '';
+        const whole = li.textContent ?? '';
+        const time = li.querySelector('time')?.textContent ?? '';
+        return `${nick}: ${whole.slice(time.length + nick.length)}`;
+      }),
+    room,
+  );
+}
+
+/** Every line of every room's view, for checking what a page never saw. */
+function allText(page: Page): Promise<string> {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('ol.messages li')].map((li) => li.textContent).join('\n'),
+  );
+}
+
+/** The ids of a room's stored lines, in the order shown. */
+function storedIds(page: Page, room: string): Promise<number[]> {
+  return page.evaluate(
+    (r) =>
+      [...document.querySelectorAll(`ol.messages[data-room="${r}"] li[data-id]`)].map((li) =>
+        Number(li.dataset.id),
+      ),
+    room,
+  );
+}
+
+/** The texts of the chats a client receives, up to and including `last`. */
+async function chatsUntil(client: RawClient, last: string): Promise<unknown[]> {
+  const seen: unknown[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const m = await client.expect('70');
+    seen.push(m.msg);
+    if (m.msg === last) return seen;
+  }
+  throw new Error(`no "${last}" among ${seen.length} chats`);
+}
+
+const unread = (page: Page, room: string) =>
+  page.locator(`.room-button[data-room="${room}"] .unread`).textContent();
+
+describe('web client rooms in Chromium', () => {
+  let server: ConfabServer;
+  beforeAll(async () => {
+    server = await startConfab({ 'http-port': '0' });
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('two pages in two rooms and the lobby with a course client: each sees only its rooms', async () => {
+    const port = server.httpAddress!.port;
+    const ann = await openPage(port);
+    const bea = await openPage(port);
+    let tcp: RawClient | undefined;
+    try {
+      await joinAs(ann, 'ann');
+      await joinAs(bea, 'bea');
+      tcp = await join(server.address.port, 'tcp');
+      let tcpBytes = 0;
+      tcp.socket.on('data', (chunk: Buffer) => {
+        tcpBytes += chunk.length;
+      });
+      await seeLine(ann, 'lobby', 'tcp joined');
+
+      await enterRoom(ann, 'physics');
+      expect(await ann.textContent('#room-title')).toBe('# physics');
+      await say(bea, '\\join maths');
+      await bea.locator('#messages[data-room="maths"]').waitFor();
+      expect(await bea.getAttribute('.room-button[aria-current="true"]', 'data-room')).toBe(
+        'maths',
+      );
+
+      await say(ann, 'gravity is weak');
+      await say(bea, 'pi is irrational');
+      await seeLine(ann, 'physics', 'gravity is weak');
+      await seeLine(bea, 'maths', 'pi is irrational');
+
+      // The course client, in the lobby, talks to both pages' lobby views.
+      tcp.sendPy({ cmd: '7', msg: 'hello lobby' });
+      await seeLine(ann, 'lobby', /tcp\s*hello lobby/);
+      await seeLine(bea, 'lobby', /tcp\s*hello lobby/);
+      // Neither page is looking at the lobby: it counts, and selecting it resets the count.
+      expect(await unread(ann, 'lobby')).toBe('1');
+      await ann.screenshot({ path: path.join(ARTIFACTS, 'web-rooms-desktop.png') });
+      await ann.setViewportSize({ width: 390, height: 760 });
+      await ann.screenshot({ path: path.join(ARTIFACTS, 'web-rooms-phone.png') });
+      await ann.setViewportSize({ width: 1100, height: 700 });
+      await ann.click('.room-button[data-room="lobby"]');
+      expect(await ann.isHidden('.room-button[data-room="lobby"] .unread')).toBe(true);
+      expect(await ann.textContent('#room-title')).toBe('# lobby');
+      await say(ann, 'hi tcp');
+      expect(await tcp.expect('70')).toEqual({ cmd: '70', from: 'ann', msg: 'hi tcp' });
+
+      // Nothing of physics reached bea while she was not in it.
+      expect(await allText(bea)).not.toContain('gravity is weak');
+      // bea joins physics: its history comes with it; ann's view and member list follow.
+      await enterRoom(bea, 'physics');
+      await seeLine(bea, 'physics', /ann\s*gravity is weak/);
+      await ann.click('.room-button[data-room="physics"]');
+      await seeLine(ann, 'physics', 'bea joined');
+      await ann.locator('#member-list button[data-nick="bea"]').waitFor();
+      expect(await ann.locator('#member-list button').allTextContents()).toEqual([
+        'Aann(you)',
+        'Bbea',
+      ]);
+      await say(bea, 'hello physicists');
+      await seeLine(ann, 'physics', /bea\s*hello physicists/);
+
+      // Nothing of maths reached ann, nothing of any room reached the course client.
+      expect(await allText(ann)).not.toContain('pi is irrational');
+      tcp.sendPy({ cmd: '1' });
+      await tcp.expect('10');
+      for (const m of tcp.received) expect(m.room).toBeUndefined();
+      expect(tcp.rawFrames.join('\n')).not.toMatch(/physics|maths|gravity|irrational/);
+      // Every message to the course client is one padded 1024-byte write, as before rooms.
+      expect(tcpBytes % 1024).toBe(0);
+      expect(tcp.rawFrames).toContain('{"cmd":"70","from":"ann","msg":"hi tcp"}');
+
+      // Leaving: the room goes from the list, and the page types into the lobby again.
+      await ann.click('button[data-leave="physics"]');
+      await ann.locator('.room-button[data-room="physics"]').waitFor({ state: 'detached' });
+      expect(await ann.textContent('#room-title')).toBe('# lobby');
+      await seeLine(bea, 'physics', 'ann left');
+    } finally {
+      tcp?.close();
+      await ann.close();
+      await bea.close();
+    }
+  }, 60_000);
+});
+
+/** Cuts the page's WebSocket: closed (the server sees it end) or half-open (it does not). */
+async function cut(page: Page, how: 'closed' | 'half-open', ...thenSay: string[]): Promise<void> {
+  await page.evaluate(
+    ([mode, lines]) => {
+      for (const text of lines) {
+        // Written on the socket about to be cut (its "71" never reaches the page), or
+        // still queued behind the flood limit.
+        const input = document.querySelector('#input') as unknown as { value: string };
+        input.value = text;
+        (
+          document.querySelector('#composer') as unknown as { requestSubmit(): void }
+        ).requestSubmit();
+      }
+      const ws = window.sockets.at(-1)!;
+      if (mode === 'closed') {
+        ws.close();
+        return;
+      }
+      // The page gives up on it as on a dead network, but the server never hears of it.
+      const onclose = ws.onclose!;
+      ws.onclose = null;
+      onclose(new CloseEvent('close', { code: 1006 }));
+    },
+    [how, thenSay] as const,
+  );
+}
+
+describe('web client history and resume in Chromium', () => {
+  for (const how of ['half-open', 'closed'] as const) {
+    it(`a page whose WebSocket is cut (${how}) resumes with each missed message exactly once, in order`, async () => {
+      const server = await startConfab({ 'http-port': '0', history: 'memory' });
+      const page = await openPage(server.httpAddress!.port);
+      const writer = await join(server.address.port, 'writer', { caps: ['rooms', 'history'] });
+      let tcp: RawClient | undefined;
+      try {
+        await joinAs(page, 'reader');
+        await enterRoom(page, 'physics');
+        writer.sendPy({ cmd: '100', room: 'physics' });
+        await writer.expect('101');
+        tcp = await join(server.address.port, 'tcp');
+        writer.sendPy({ cmd: '7', room: 'physics', msg: 'physics 0' });
+        tcp.sendPy({ cmd: '7', msg: 'lobby 0' });
+        await seeLine(page, 'physics', 'physics 0');
+        await seeLine(page, 'lobby', 'lobby 0');
+        await page.click('.room-button[data-room="lobby"]');
+
+        await cut(page, how, 'typed as the line went down');
+        const N = 20;
+        for (let i = 1; i <= N; i++) {
+          writer.sendPy({ cmd: '7', room: 'physics', msg: `physics ${i}` });
+          tcp.sendPy({ cmd: '7', msg: `lobby ${i}` });
+        }
+        await page.locator('#status[data-status="online"]').waitFor();
+        await seeLine(page, 'physics', `physics ${N}`);
+        await seeLine(page, 'lobby', `lobby ${N}`);
+        // Sent after the resume, so it reaches the others after anything sent twice would have.
+        await say(page, 'after the resume');
+        const toWriter = await chatsUntil(writer, 'after the resume');
+        const toTcp = await chatsUntil(tcp, 'after the resume');
+
+        const range = (room: string, from: string) =>
+          Array.from({ length: N + 1 }, (_, i) => `${from}: ${room} ${i}`);
+        expect(await chatLines(page, 'physics')).toEqual(range('physics', 'writer'));
+        const lobbyLines = await chatLines(page, 'lobby');
+        expect(lobbyLines.filter((l) => l.startsWith('tcp: '))).toEqual(range('lobby', 'tcp'));
+        expect(lobbyLines.filter((l) => l.startsWith('reader: '))).toEqual([
+          'reader: typed as the line went down',
+          'reader: after the resume',
+        ]);
+        // Stored lines in id order, none still waiting for its "71".
+        for (const room of ['lobby', 'physics']) {
+          const ids = await storedIds(page, room);
+          expect(ids).toEqual([...ids].sort((a, b) => a - b));
+          expect(new Set(ids).size).toBe(ids.length);
+        }
+        expect(await page.locator('li[data-pending]').count()).toBe(0);
+        // Missed in a room not looked at: counted there.
+        expect(await unread(page, 'physics')).toBe(String(N));
+        // The line typed at the cut, sent again after it, reached each of the others once.
+        for (const seen of [toWriter, toTcp])
+          expect(seen.filter((m) => m === 'typed as the line went down')).toHaveLength(1);
+        if (how === 'half-open') {
+          // Taken back: nobody saw the reader leave or come back.
+          expect(tcp.received.filter((m) => m.cmd === '30' || m.cmd === '8')).toEqual([]);
+        }
+      } finally {
+        tcp?.close();
+        writer.close();
+        await page.close();
+        await server.stop();
+      }
+    }, 60_000);
+  }
+
+  it('marks the gap when the server restarted with memory history, and goes on', async () => {
+    const first = await startConfab({ 'http-port': '0', history: 'memory' });
+    const httpPort = first.httpAddress!.port;
+    const page = await openPage(httpPort);
+    let again: ConfabServer | undefined;
+    try {
+      await joinAs(page, 'survivor');
+      const tcp = await join(first.address.port, 'tcp');
+      tcp.sendPy({ cmd: '7', msg: 'before the restart' });
+      await seeLine(page, 'lobby', 'before the restart');
+      expect(await page.locator('li.marker').count()).toBe(0);
+      await first.stop();
+      await page.locator('#status[data-status="reconnecting"]').waitFor();
+      again = await startConfab({ 'http-port': String(httpPort), history: 'memory' });
+      await page.locator('#status[data-status="online"]').waitFor({ timeout: 20_000 });
+      const marker = page.locator('ol.messages[data-room="lobby"] li.marker');
+      await marker.waitFor();
+      expect(await marker.textContent()).toContain('Some messages could not be recovered');
+      expect(await marker.getAttribute('data-reason')).toBe('epoch');
+      // The new history starts at id 1 again: not mistaken for the old one's first line.
+      const tcp2 = await join(again.address.port, 'tcp2');
+      tcp2.sendPy({ cmd: '7', msg: 'after the restart' });
+      await seeLine(page, 'lobby', 'after the restart');
+      expect(await chatLines(page, 'lobby')).toEqual([
+        'tcp: before the restart',
+        'tcp2: after the restart',
+      ]);
+      tcp2.close();
+    } finally {
+      await page.close();
+      await again?.stop();
+      await first.stop();
+    }
+  }, 60_000);
+
+  it('shows history on join and loads older messages when scrolled to the top', async () => {
+    const server = await startConfab({ 'http-port': '0', history: 'memory', 'rate-limit': '0' });
+    const page = await openPage(server.httpAddress!.port);
+    const talker = await join(server.address.port, 'talker');
+    try {
+      const N = 130;
+      for (let i = 0; i < N; i++) talker.sendPy({ cmd: '7', msg: `old ${i}` });
+      talker.sendPy({ cmd: '1' });
+      await talker.expect('10');
+      await joinAs(page, 'latecomer');
+      const all = Array.from({ length: N }, (_, i) => `talker: old ${i}`);
+      // The newest 50 follow the lobby's "101".
+      await seeLine(page, 'lobby', 'old 129');
+      expect(await chatLines(page, 'lobby')).toEqual(all.slice(N - 50));
+
+      for (const [shown, first] of [
+        [100, 'old 30'],
+        [N, 'old 0'],
+      ] as const) {
+        // The line on top before loading, as an element: a locator would find the new top.
+        const anchor = (await page.locator('#messages li.msg').first().elementHandle())!;
+        // Measured as the reader reaches the top, before the answer can arrive.
+        const before = await anchor.evaluate((el) => {
+          el.parentElement!.scrollTop = 0;
+          return el.getBoundingClientRect().top;
+        });
+        await seeLine(page, 'lobby', new RegExp(`talker\\s*${first}$`));
+        expect(await chatLines(page, 'lobby')).toEqual(all.slice(N - shown));
+        // What the reader was looking at stays where it was.
+        expect(
+          Math.abs((await anchor.evaluate((el) => el.getBoundingClientRect().top)) - before),
+        ).toBeLessThan(2);
+      }
+      // Nothing older is stored: scrolling up again asks for nothing more.
+      await page.$eval('#messages', (el) => {
+        el.scrollTop = 0;
+      });
+      await say(page, '\\rtt');
+      await seeLine(page, 'lobby', /RTT: /);
+      expect(await chatLines(page, 'lobby')).toEqual(all);
+    } finally {
+      talker.close();
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+
+  it('keeps the nickname and rooms across a page reload', async () => {
+    const server = await startConfab({ 'http-port': '0', history: 'memory' });
+    const page = await openPage(server.httpAddress!.port);
+    try {
+      await joinAs(page, 'reloader');
+      await enterRoom(page, 'physics');
+      await page.reload();
+      await page.locator('#status[data-status="online"]').waitFor();
+      expect(await page.isHidden('#join')).toBe(true);
+      await page.locator('.room-button[data-room="physics"]').waitFor();
+      const peer = await join(server.address.port, 'peer');
+      peer.sendPy({ cmd: '1' });
+      expect(((await peer.expect('10')).users as string[][]).map((u) => u[0])).toEqual([
+        'reloader',
+        'peer',
+      ]);
+      peer.close();
+    } finally {
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+
+  it('sends the chats still queued behind the flood limit once, in order, after a cut', async () => {
+    const server = await startConfab({ 'http-port': '0', 'rate-limit': '4', 'rate-burst': '2' });
+    const page = await openPage(server.httpAddress!.port);
+    const listener = await join(server.address.port, 'listener', { caps: ['rooms', 'history'] });
+    try {
+      await joinAs(page, 'typist');
+      const lines = Array.from({ length: 6 }, (_, i) => `queued ${i}`);
+      await cut(page, 'closed', ...lines);
+      await page.locator('#status[data-status="online"]').waitFor();
+      expect(await chatsUntil(listener, 'queued 5')).toEqual(lines);
+      await say(page, 'and then');
+      expect(await chatsUntil(listener, 'and then')).toEqual(['and then']);
+      await page.locator('#messages li.msg', { hasText: 'and then' }).waitFor();
+      expect(await chatLines(page, 'lobby')).toEqual(
+        [...lines, 'and then'].map((l) => `typist: ${l}`),
+      );
+      expect(await page.locator('li[data-pending]').count()).toBe(0);
+      expect(await page.locator('li.error').allTextContents()).toEqual([]);
+    } finally {
+      listener.close();
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+});
