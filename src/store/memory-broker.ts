@@ -1,14 +1,26 @@
 import { randomUUID } from 'node:crypto';
 import type { Broker, BrokerHandler, RoomEvent, RoomRef, WhisperEvent } from '../core/broker.js';
 
+/** One broker's subscription to one room. */
+interface Subscription {
+  readonly broker: MemoryBroker;
+  /** That node's name for the room. */
+  name: string;
+  /** False once unsubscribed, perhaps by an earlier handler of the publish under way. */
+  active: boolean;
+}
+
 /**
  * Brokers in one process that see each other's events: a single node has a hub of its
  * own; tests put several on one hub to stand for several nodes.
  */
 export class MemoryBrokerHub {
   readonly nodes = new Map<string, MemoryBroker>();
-  /** Every broker subscribed to a key, so a publish visits only those. */
-  readonly subscribers = new Map<string, MemoryBroker[]>();
+  /**
+   * Per room key, the subscriptions a publish visits. Lists are replaced, never changed,
+   * so a handler that (un)subscribes during a publish does not disturb its loop.
+   */
+  readonly subscribers = new Map<string, readonly Subscription[]>();
 }
 
 export interface MemoryBrokerOptions {
@@ -18,7 +30,8 @@ export interface MemoryBrokerOptions {
 
 /**
  * The single-process broker: publish hands the event to the local handler synchronously,
- * with no copy, queue or encoding, so a node without a cluster pays a map lookup per event.
+ * with no copy, queue or encoding, so a node without a cluster pays one map lookup per
+ * event (bench/broker.ts).
  *
  * Chats are handed over in the order they are published, which is id order: in one
  * process ids are assigned (Room.nextId, or a HistoryStore whose appends resolve in call
@@ -28,8 +41,7 @@ export class MemoryBroker implements Broker {
   readonly node: string;
   private readonly hub: MemoryBrokerHub;
   private handler: BrokerHandler | undefined;
-  /** Subscribed room keys -> this node's name for the room. */
-  private readonly names = new Map<string, string>();
+  private readonly subscriptions = new Map<string, Subscription>();
   private closed = false;
 
   constructor(options: MemoryBrokerOptions = {}) {
@@ -51,35 +63,36 @@ export class MemoryBroker implements Broker {
     if (this.closed) return;
     const subscribers = this.hub.subscribers.get(key);
     if (subscribers === undefined) return;
-    if (subscribers.length === 1) {
-      subscribers[0]!.deliver(key, event);
-      return;
+    for (const subscription of subscribers) {
+      if (subscription.active) subscription.broker.deliver(key, subscription.name, event);
     }
-    // Lists are replaced, never changed, so a handler that (un)subscribes while this
-    // loop runs does not disturb it.
-    for (const broker of subscribers) broker.deliver(key, event);
   }
 
   whisper(node: string, event: WhisperEvent): void {
     if (this.closed) return;
-    const target = this.hub.nodes.get(node);
-    target?.handler?.whisper(event);
+    this.hub.nodes.get(node)?.handler?.whisper(event);
   }
 
   subscribe(room: RoomRef): Promise<void> {
     if (this.closed) return Promise.reject(new Error('broker is closed'));
-    if (!this.names.has(room.key)) {
-      const list = this.hub.subscribers.get(room.key);
-      this.hub.subscribers.set(room.key, list === undefined ? [this] : [...list, this]);
+    const existing = this.subscriptions.get(room.key);
+    if (existing !== undefined) {
+      existing.name = room.name;
+      return Promise.resolve();
     }
-    this.names.set(room.key, room.name);
+    const subscription: Subscription = { broker: this, name: room.name, active: true };
+    this.subscriptions.set(room.key, subscription);
+    const list = this.hub.subscribers.get(room.key) ?? [];
+    this.hub.subscribers.set(room.key, [...list, subscription]);
     return Promise.resolve();
   }
 
   unsubscribe(key: string): Promise<void> {
-    if (this.names.delete(key)) {
-      const list = this.hub.subscribers.get(key)!;
-      const rest = list.filter((broker) => broker !== this);
+    const subscription = this.subscriptions.get(key);
+    if (subscription !== undefined) {
+      this.subscriptions.delete(key);
+      subscription.active = false;
+      const rest = this.hub.subscribers.get(key)!.filter((s) => s !== subscription);
       if (rest.length === 0) this.hub.subscribers.delete(key);
       else this.hub.subscribers.set(key, rest);
     }
@@ -88,15 +101,13 @@ export class MemoryBroker implements Broker {
 
   close(): Promise<void> {
     if (this.closed) return Promise.resolve();
-    for (const key of [...this.names.keys()]) void this.unsubscribe(key);
+    for (const key of [...this.subscriptions.keys()]) void this.unsubscribe(key);
     this.closed = true;
     this.hub.nodes.delete(this.node);
     return Promise.resolve();
   }
 
-  private deliver(key: string, event: RoomEvent): void {
-    const name = this.names.get(key);
-    if (name === undefined || this.handler === undefined) return;
-    this.handler.room(key, event.room === name ? event : { ...event, room: name });
+  private deliver(key: string, name: string, event: RoomEvent): void {
+    this.handler?.room(key, event.room === name ? event : { ...event, room: name });
   }
 }
