@@ -177,6 +177,37 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect(a.got.of('gap')[1]).toMatchObject({ id: 2, from: 'ghost', msg: 'two' });
     });
 
+    it('says so when retention deleted part of a gap, and hands over what is left', async () => {
+      const c = await cluster();
+      const a = await c.node();
+      const room = { key: 'trim', name: 'trim' };
+      await a.broker.subscribe(room);
+      const small = { maxMessages: 2, maxAgeMs: 0 };
+      const silent = new RedisHistoryStore({
+        retention: small,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const loud = new RedisHistoryStore({
+        retention: small,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+        publish: true,
+      });
+      try {
+        for (const m of ['1', '2', '3', '4'])
+          await silent.append('trim', { at: 0, from: 'x', msg: m });
+        await loud.append('trim', { at: 0, from: 'x', msg: '5' });
+      } finally {
+        await silent.close();
+        await loud.close();
+      }
+      await eventually(() => expect(a.got.chatIds('trim')).toEqual([4, 5]));
+      expect(a.got.lostRooms).toMatchObject([{ key: 'trim', reason: 'trimmed' }]);
+    });
+
     it('hands over every text exactly as stored (JSON made by the append script)', async () => {
       const c = await cluster();
       const [a, b] = [await c.node(), await c.node()];
