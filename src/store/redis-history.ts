@@ -32,9 +32,39 @@ export interface RedisHistoryOptions extends HistoryStoreOptions {
   readonly prefix?: string;
   /** Connection errors (ioredis reconnects by itself; commands meanwhile wait or fail). */
   readonly onError?: (error: Error) => void;
+  /**
+   * Publish each new message on its room's channel (`roomChannel`) in the script that
+   * numbers and stores it, for a RedisBroker with the same prefix: live order is then id
+   * order on every node. Off by default.
+   */
+  readonly publish?: boolean;
 }
 
 export const DEFAULT_REDIS_PREFIX = 'confab:';
+
+/** base64url of the UTF-8 key: any room key gives a distinct, brace-free name. */
+export function roomTag(room: string): string {
+  return Buffer.from(room, 'utf8').toString('base64url');
+}
+
+/** The channel a room's events are published on, messages by the append script included. */
+export function roomChannel(prefix: string, room: string): string {
+  return `${prefix}b:r:${roomTag(room)}`;
+}
+
+/**
+ * The payload the append script publishes, a JSON array:
+ * ["c", id, epoch, at (as a string), from, msg]. Lua's cjson escapes the strings; `at`
+ * goes as a string since cjson would print a large number in %.14g.
+ */
+export type PublishedChat = [
+  tag: 'c',
+  id: number,
+  epoch: string,
+  at: string,
+  from: string,
+  msg: string,
+];
 
 /**
  * How long the epoch of a room nobody has written to is kept. Asking about a room
@@ -55,13 +85,13 @@ const PRUNE_SCAN_COUNT = 100;
 
 /**
  * KEYS: top, epoch, msgs, cids, rooms. ARGV: epoch candidate, maxMessages, room tag, at,
- * from, msg[, cid]. Returns {id, epoch, 0} for a new message, {id, epoch, 1, at, msg} for a
- * duplicate cid.
+ * from, msg, channel ('' for none)[, cid]. Returns {id, epoch, 0} for a new message,
+ * {id, epoch, 1, at, msg} for a duplicate cid (not published again).
  */
 const APPEND_LUA = `
 local top_key, epoch_key, msgs, cids, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local max = tonumber(ARGV[2])
-local at, from, msg, cid = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local at, from, msg, channel, cid = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local epoch = redis.call('GET', epoch_key)
 if not epoch then
   epoch = ARGV[1]
@@ -97,8 +127,12 @@ if cid then
 else
   redis.call('XADD', msgs, 'MAXLEN', max, id .. '-0', 'at', at, 'from', from, 'msg', msg)
 end
--- PUBLISH goes here: the broker publishes the stored message from inside this script, so
--- live order is id order on every node.
+-- Published in the step that numbers it, so every subscriber receives a room's
+-- messages in id order.
+if channel ~= '' then
+  redis.call('PUBLISH', channel, '["c",' .. string.format('%d', id) .. ',' .. cjson.encode(epoch) .. ',' ..
+    cjson.encode(at) .. ',' .. cjson.encode(from) .. ',' .. cjson.encode(msg) .. ']')
+end
 return {id, epoch, 0}
 `;
 
@@ -227,6 +261,7 @@ export class RedisHistoryStore implements HistoryStore {
   private readonly scripts: Scripts;
   private readonly owned: boolean;
   private readonly prefix: string;
+  private readonly publish: boolean;
   private readonly retention: Retention;
   private readonly newId: (() => string) | undefined;
   private readonly timer: NodeJS.Timeout | undefined;
@@ -241,6 +276,7 @@ export class RedisHistoryStore implements HistoryStore {
     this.retention = options.retention;
     this.newId = options.newId;
     this.prefix = options.prefix ?? DEFAULT_REDIS_PREFIX;
+    this.publish = options.publish ?? false;
     this.owned = typeof options.redis === 'string';
     this.redis = typeof options.redis === 'string' ? connect(options.redis) : options.redis;
     if (this.owned) {
@@ -287,6 +323,7 @@ export class RedisHistoryStore implements HistoryStore {
       String(draft.at),
       draft.from,
       msg,
+      this.publish ? roomChannel(this.prefix, room) : '',
     ];
     if (cid !== undefined) args.push(cid);
     return this.track(
@@ -391,8 +428,7 @@ export class RedisHistoryStore implements HistoryStore {
   }
 
   private keys(room: string) {
-    // base64url of the UTF-8 key: any room key gives a distinct, brace-free key name.
-    const tag = Buffer.from(room, 'utf8').toString('base64url');
+    const tag = roomTag(room);
     const base = `${this.prefix}h:{r${tag}}:`;
     return {
       tag,

@@ -1,0 +1,594 @@
+import { randomUUID } from 'node:crypto';
+import { Redis, type RedisOptions } from 'ioredis';
+import type {
+  Broker,
+  BrokerHandler,
+  LostReason,
+  RoomEvent,
+  RoomRef,
+  WhisperEvent,
+} from '../core/broker.js';
+import type { HistoryStore } from '../core/history.js';
+import {
+  DEFAULT_REDIS_PREFIX,
+  type PublishedChat,
+  roomChannel,
+  roomTag,
+} from '../store/redis-history.js';
+
+export interface RedisBrokerOptions {
+  /**
+   * A `redis://host:port` URL, or a client the caller owns (left open on close) for
+   * publishing. The subscriber is always a connection of the broker's own.
+   */
+  readonly redis: string | Redis;
+  /**
+   * Where chats are numbered, stored and published: a RedisHistoryStore with
+   * `publish: true` and the same prefix. Gaps are filled from it.
+   */
+  readonly history: Pick<HistoryStore, 'room' | 'read'>;
+  /** The same prefix as the history store's. */
+  readonly prefix?: string;
+  /** This node's address for whispers; unique in the cluster. */
+  readonly node?: string;
+  readonly onError?: (error: Error) => void;
+  /**
+   * Events held per room while its missing chats are fetched; beyond it they are
+   * dropped, and the chats among them fetched again.
+   */
+  readonly maxHeld?: number;
+}
+
+/** What other nodes publish with PUBLISH (chats come from the append script instead). */
+interface Envelope {
+  /** The publishing node: a node ignores its own events, which it delivered at once. */
+  readonly o: string;
+  readonly e: RoomEvent | WhisperEvent;
+}
+
+type ChatMessage = Extract<RoomEvent, { readonly type: 'chat' }>;
+
+type Held =
+  | { readonly chat: ChatMessage; readonly epoch: string }
+  | { readonly chat: undefined; readonly event: RoomEvent };
+
+interface RoomState {
+  readonly key: string;
+  readonly channel: string;
+  name: string;
+  /** The epoch of the chats handed over; undefined until the first catch-up reads it. */
+  epoch: string | undefined;
+  /** The id of the last chat handed over (or the top when subscribing). */
+  last: number;
+  /** In step: live events go straight to the handler; otherwise they wait in `held`. */
+  inStep: boolean;
+  held: Held[];
+  /** Events were dropped from `held`: catch up again, and tell the handler to resync. */
+  overflowed: boolean;
+  /** The subscriber connection generation the room's SUBSCRIBE was confirmed on. */
+  subscribedOn: number;
+  syncing: boolean;
+  again: boolean;
+  retry: NodeJS.Timeout | undefined;
+  failures: number;
+  everInStep: boolean;
+  /** Epochs this node has moved past: their late chats are dropped. */
+  readonly retired: Set<string>;
+  readonly ready: Promise<void>;
+  resolveReady(): void;
+  rejectReady(error: Error): void;
+}
+
+const PAGE = 500;
+const DEFAULT_MAX_HELD = 10_000;
+/** Catch-up rounds one sync makes before it waits (a room whose epoch keeps changing). */
+const MAX_ROUNDS = 5;
+const RETRY_MS = [50, 100, 250, 500, 1_000, 2_000, 5_000];
+
+export function nodeChannel(prefix: string, node: string): string {
+  return `${prefix}b:n:${roomTag(node)}`;
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+function parseChat(payload: string, room: string): { chat: ChatMessage; epoch: string } {
+  const parsed: unknown = JSON.parse(payload);
+  if (!Array.isArray(parsed) || parsed.length !== 6 || parsed[0] !== 'c') {
+    throw new Error('malformed chat payload');
+  }
+  const [, id, epoch, at, from, msg] = parsed as PublishedChat;
+  if (
+    typeof id !== 'number' ||
+    typeof epoch !== 'string' ||
+    typeof at !== 'string' ||
+    typeof from !== 'string' ||
+    typeof msg !== 'string'
+  ) {
+    throw new Error('malformed chat payload');
+  }
+  return { chat: { type: 'chat', room, id, at: Number(at), from, msg }, epoch };
+}
+
+/**
+ * The cluster broker: room events travel over Redis pub/sub, one channel per room under
+ * the prefix (base64url of the room key, so any Unicode key is a distinct, safe name),
+ * and one per node for whispers.
+ *
+ * Chats are not published here: RedisHistoryStore's append script publishes each one in
+ * the atomic step that numbers and stores it, so every subscriber receives a room's
+ * chats in id order, and `publish(chat)` only hands the sender's own node its chat
+ * without waiting for the Redis echo (when it is the next id there; otherwise the echo
+ * brings it in its place). Each node tracks, per room, the epoch and last id it handed
+ * over; on a gap, an epoch it does not know, or a re-established subscription, it holds
+ * live events, reads the missing range from history, hands it over, then the held
+ * events. Other events are published with PUBLISH (pipelined: ioredis writes the
+ * commands of one event-loop turn together).
+ *
+ * The subscriber connection speaks RESP2, like the history store: RESP3 would let one
+ * connection do both, but a dedicated subscriber keeps a burst of publications from
+ * queueing behind history reads, and its reconnects are observable on their own.
+ */
+export class RedisBroker implements Broker {
+  readonly node: string;
+  private readonly pub: Redis;
+  private readonly sub: Redis;
+  private readonly ownsPub: boolean;
+  private readonly history: Pick<HistoryStore, 'room' | 'read'>;
+  private readonly prefix: string;
+  private readonly onError: (error: Error) => void;
+  private readonly maxHeld: number;
+  private readonly myChannel: string;
+  private handler: BrokerHandler | undefined;
+  private readonly rooms = new Map<string, RoomState>();
+  private readonly byChannel = new Map<string, RoomState>();
+  /** Counts the subscriber's connections: a SUBSCRIBE confirmed on an older one is gone. */
+  private generation = 0;
+  private connected = false;
+  private closed = false;
+  private readonly started: Promise<void>;
+
+  constructor(options: RedisBrokerOptions) {
+    this.node = options.node ?? randomUUID();
+    this.prefix = options.prefix ?? DEFAULT_REDIS_PREFIX;
+    this.history = options.history;
+    this.maxHeld = options.maxHeld ?? DEFAULT_MAX_HELD;
+    const onError = options.onError;
+    this.onError = (error) => onError?.(error);
+    this.myChannel = nodeChannel(this.prefix, this.node);
+    const subOptions: RedisOptions = {
+      protocol: 2,
+      // Resubscribing is done here, room by room, with the catch-up it needs.
+      autoResubscribe: false,
+      // A SUBSCRIBE waits for the connection however long it takes.
+      maxRetriesPerRequest: null,
+    };
+    if (typeof options.redis === 'string') {
+      this.ownsPub = true;
+      this.pub = new Redis(options.redis, {
+        protocol: 2,
+        enableAutoPipelining: true,
+        // A PUBLISH whose reply was lost may have gone out: not sent twice.
+        autoResendUnfulfilledCommands: false,
+      });
+      this.pub.on('error', this.onError);
+      this.sub = new Redis(options.redis, subOptions);
+    } else {
+      this.ownsPub = false;
+      this.pub = options.redis;
+      this.sub = options.redis.duplicate(subOptions);
+    }
+    this.sub.on('error', this.onError);
+    this.sub.on('message', (channel: string, message: string) => this.message(channel, message));
+    this.sub.on('close', () => this.disconnected());
+    this.sub.on('ready', () => this.reconnected());
+    // Queued until the first connection is ready; later connections subscribe again.
+    this.started = this.sub.subscribe(this.myChannel).then(() => {});
+    this.started.catch(() => {});
+  }
+
+  start(): Promise<void> {
+    return this.started;
+  }
+
+  onEvent(handler: BrokerHandler): void {
+    this.handler = handler;
+  }
+
+  publish(key: string, event: RoomEvent): void {
+    if (this.closed) return;
+    const state = this.rooms.get(key);
+    if (event.type === 'chat') {
+      // The append script published it; only the fast path for this node is left. (Were
+      // history lost meanwhile, the subscriber's close would have taken the room out of
+      // step before this node could append again: the restart closes both connections.)
+      if (state?.inStep && event.id === state.last + 1) {
+        state.last = event.id;
+        this.hand(state, event);
+      }
+      return;
+    }
+    if (state !== undefined) {
+      if (state.inStep) this.hand(state, event);
+      else this.hold(state, { chat: undefined, event });
+    }
+    const envelope: Envelope = { o: this.node, e: event };
+    this.pub
+      .publish(roomChannel(this.prefix, key), JSON.stringify(envelope))
+      .catch((error: unknown) => this.onError(asError(error)));
+  }
+
+  whisper(node: string, event: WhisperEvent): void {
+    if (this.closed) return;
+    if (node === this.node) {
+      this.handWhisper(event);
+      return;
+    }
+    const envelope: Envelope = { o: this.node, e: event };
+    this.pub
+      .publish(nodeChannel(this.prefix, node), JSON.stringify(envelope))
+      .catch((error: unknown) => this.onError(asError(error)));
+  }
+
+  subscribe(room: RoomRef): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('broker is closed'));
+    const existing = this.rooms.get(room.key);
+    if (existing !== undefined) {
+      existing.name = room.name;
+      return existing.ready;
+    }
+    let resolveReady!: () => void;
+    let rejectReady!: (error: Error) => void;
+    const ready = new Promise<void>((resolve, reject) => {
+      resolveReady = resolve;
+      rejectReady = reject;
+    });
+    const state: RoomState = {
+      key: room.key,
+      channel: roomChannel(this.prefix, room.key),
+      name: room.name,
+      epoch: undefined,
+      last: 0,
+      inStep: false,
+      held: [],
+      overflowed: false,
+      subscribedOn: -1,
+      syncing: false,
+      again: false,
+      retry: undefined,
+      failures: 0,
+      everInStep: false,
+      retired: new Set(),
+      ready,
+      resolveReady,
+      rejectReady,
+    };
+    this.rooms.set(state.key, state);
+    this.byChannel.set(state.channel, state);
+    this.sync(state);
+    return ready;
+  }
+
+  async unsubscribe(key: string): Promise<void> {
+    const state = this.rooms.get(key);
+    if (state === undefined) return;
+    this.forget(state);
+    state.resolveReady();
+    if (this.closed) return;
+    try {
+      await this.sub.unsubscribe(state.channel);
+    } catch (error) {
+      // Gone with the connection: a new one subscribes only to the rooms still here.
+      this.onError(asError(error));
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const state of [...this.rooms.values()]) {
+      this.forget(state);
+      state.rejectReady(new Error('broker is closed'));
+    }
+    const quit = async (redis: Redis) => {
+      try {
+        await redis.quit();
+      } catch {
+        redis.disconnect();
+      }
+    };
+    await Promise.all([quit(this.sub), this.ownsPub ? quit(this.pub) : Promise.resolve()]);
+  }
+
+  // ---- receiving ----
+
+  private message(channel: string, payload: string): void {
+    if (channel === this.myChannel) {
+      const event = this.parseEnvelope(payload)?.e;
+      if (event?.type === 'whisper') this.handWhisper(event);
+      return;
+    }
+    const state = this.byChannel.get(channel);
+    if (state === undefined) return;
+    let held: Held;
+    try {
+      if (payload.startsWith('[')) {
+        held = parseChat(payload, state.name);
+      } else {
+        const envelope = this.parseEnvelope(payload);
+        if (envelope === undefined || envelope.o === this.node || envelope.e.type === 'whisper') {
+          return;
+        }
+        held = { chat: undefined, event: envelope.e };
+      }
+    } catch (error) {
+      this.onError(asError(error));
+      return;
+    }
+    if (!state.inStep) {
+      this.hold(state, held);
+      return;
+    }
+    if (held.chat === undefined) {
+      this.hand(state, held.event);
+      return;
+    }
+    if (held.epoch === state.epoch) {
+      if (held.chat.id <= state.last) return;
+      if (held.chat.id === state.last + 1) {
+        state.last = held.chat.id;
+        this.hand(state, held.chat);
+        return;
+      }
+    } else if (state.retired.has(held.epoch)) {
+      return;
+    }
+    // A gap, or a new epoch: what is missing comes from history first.
+    state.inStep = false;
+    this.hold(state, held);
+    this.sync(state);
+  }
+
+  private parseEnvelope(payload: string): Envelope | undefined {
+    try {
+      const parsed = JSON.parse(payload) as Partial<Envelope> | null;
+      if (
+        typeof parsed === 'object' &&
+        parsed !== null &&
+        typeof parsed.o === 'string' &&
+        typeof parsed.e === 'object' &&
+        parsed.e !== null &&
+        typeof parsed.e.type === 'string'
+      ) {
+        return parsed as Envelope;
+      }
+      throw new Error('malformed event payload');
+    } catch (error) {
+      this.onError(asError(error));
+      return undefined;
+    }
+  }
+
+  private hold(state: RoomState, item: Held): void {
+    if (state.held.length >= this.maxHeld) {
+      // Chats dropped here are read from history again; other events are gone.
+      state.overflowed = true;
+      return;
+    }
+    state.held.push(item);
+  }
+
+  private hand(state: RoomState, event: RoomEvent): void {
+    const handler = this.handler;
+    if (handler === undefined) return;
+    try {
+      handler.room(state.key, event.room === state.name ? event : { ...event, room: state.name });
+    } catch (error) {
+      this.onError(asError(error));
+    }
+  }
+
+  private handWhisper(event: WhisperEvent): void {
+    try {
+      this.handler?.whisper(event);
+    } catch (error) {
+      this.onError(asError(error));
+    }
+  }
+
+  private tell(fn: () => void): void {
+    try {
+      fn();
+    } catch (error) {
+      this.onError(asError(error));
+    }
+  }
+
+  private lost(state: RoomState, reason: LostReason): void {
+    const handler = this.handler;
+    if (handler?.lost !== undefined) {
+      this.tell(() => handler.lost!(state.key, reason, state.epoch ?? ''));
+    }
+  }
+
+  // ---- subscriber connection ----
+
+  private disconnected(): void {
+    if (!this.connected) return;
+    this.connected = false;
+    this.generation++;
+    // Whatever is published until the next SUBSCRIBE is missed: catch up after it.
+    for (const state of this.rooms.values()) state.inStep = false;
+  }
+
+  private reconnected(): void {
+    this.connected = true;
+    // The first connection sends what was queued for it: the node's and the rooms' SUBSCRIBEs.
+    if (this.generation === 0) return;
+    this.sub.subscribe(this.myChannel).catch((error: unknown) => this.onError(asError(error)));
+    for (const state of this.rooms.values()) {
+      if (state.everInStep && this.handler?.resync !== undefined) {
+        const handler = this.handler;
+        this.tell(() => handler.resync!(state.key));
+      }
+      this.sync(state);
+    }
+  }
+
+  // ---- catching up ----
+
+  private alive(state: RoomState): boolean {
+    return !this.closed && this.rooms.get(state.key) === state;
+  }
+
+  private forget(state: RoomState): void {
+    this.rooms.delete(state.key);
+    this.byChannel.delete(state.channel);
+    if (state.retry !== undefined) clearTimeout(state.retry);
+    state.held = [];
+  }
+
+  /** Subscribes the room if needed, catches up from history, then hands over what was held. */
+  private sync(state: RoomState): void {
+    state.inStep = false;
+    if (state.syncing) {
+      state.again = true;
+      return;
+    }
+    if (state.retry !== undefined) {
+      clearTimeout(state.retry);
+      state.retry = undefined;
+    }
+    state.syncing = true;
+    this.runSync(state).then(
+      () => {
+        state.syncing = false;
+      },
+      (error: unknown) => {
+        state.syncing = false;
+        if (!this.alive(state)) return;
+        this.onError(asError(error));
+        const delay = RETRY_MS[Math.min(state.failures++, RETRY_MS.length - 1)]!;
+        state.retry = setTimeout(() => {
+          state.retry = undefined;
+          if (this.alive(state)) this.sync(state);
+        }, delay);
+        state.retry.unref();
+      },
+    );
+  }
+
+  private async runSync(state: RoomState): Promise<void> {
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      state.again = false;
+      const generation = this.generation;
+      if (state.subscribedOn !== generation) {
+        await this.sub.subscribe(state.channel);
+        if (!this.alive(state)) return;
+        // Confirmed on a connection that has since closed: the next one subscribes again.
+        if (this.generation !== generation) continue;
+        state.subscribedOn = generation;
+      }
+      await this.catchUp(state);
+      if (!this.alive(state)) return;
+      if (state.subscribedOn !== this.generation) continue;
+      if (this.drain(state) && !state.again) {
+        state.inStep = true;
+        state.failures = 0;
+        state.everInStep = true;
+        state.resolveReady();
+        return;
+      }
+    }
+    throw new Error(`room ${state.key}: chats still out of step after ${MAX_ROUNDS} catch-ups`);
+  }
+
+  /**
+   * Reads the room's epoch and top, then every chat after the last handed over up to that
+   * top. Called only once the room's SUBSCRIBE is confirmed, so whatever is published
+   * after the top was read arrives live, and is held meanwhile.
+   */
+  private async catchUp(state: RoomState): Promise<void> {
+    const info = await this.history.room(state.key);
+    if (!this.alive(state)) return;
+    if (state.epoch === undefined) {
+      state.epoch = info.epoch;
+      state.last = info.top;
+      return;
+    }
+    if (info.epoch !== state.epoch) {
+      state.retired.add(state.epoch);
+      if (state.retired.size > 8) state.retired.delete(state.retired.values().next().value!);
+      state.epoch = info.epoch;
+      state.last = 0;
+      this.lost(state, 'epoch');
+      if (!this.alive(state)) return;
+    }
+    while (state.last < info.top) {
+      const page = await this.history.read(state.key, { after: state.last, limit: PAGE });
+      if (!this.alive(state)) return;
+      const before = state.last;
+      let last = state.last;
+      for (const m of page) {
+        if (m.id <= last || m.id > info.top) continue;
+        if (m.id !== last + 1) {
+          state.last = m.id - 1;
+          this.lost(state, 'trimmed');
+          if (!this.alive(state)) return;
+        }
+        state.last = last = m.id;
+        this.hand(state, {
+          type: 'chat',
+          room: state.name,
+          id: m.id,
+          at: m.at,
+          from: m.from,
+          msg: m.msg,
+        });
+        if (!this.alive(state)) return;
+      }
+      if ((page.length < PAGE || state.last === before) && state.last < info.top) {
+        // Deleted by retention before it could be read.
+        state.last = info.top;
+        this.lost(state, 'trimmed');
+        return;
+      }
+    }
+  }
+
+  /** Hands over the held events in order; false if they have a gap (catch up again). */
+  private drain(state: RoomState): boolean {
+    while (state.held.length > 0) {
+      const held = state.held;
+      state.held = [];
+      for (let i = 0; i < held.length; i++) {
+        if (!this.alive(state)) return true;
+        const item = held[i]!;
+        if (item.chat === undefined) {
+          this.hand(state, item.event);
+          continue;
+        }
+        if (item.epoch !== state.epoch) {
+          if (state.retired.has(item.epoch)) continue;
+          state.held = held.slice(i).concat(state.held);
+          return false;
+        }
+        if (item.chat.id <= state.last) continue;
+        if (item.chat.id !== state.last + 1) {
+          state.held = held.slice(i).concat(state.held);
+          return false;
+        }
+        state.last = item.chat.id;
+        this.hand(state, item.chat);
+      }
+    }
+    if (state.overflowed) {
+      state.overflowed = false;
+      const handler = this.handler;
+      if (handler?.resync !== undefined) this.tell(() => handler.resync!(state.key));
+      return false;
+    }
+    return true;
+  }
+}

@@ -1,0 +1,90 @@
+import type { ChatEvent } from './events.js';
+
+/** Every event a room's members are shown: joins, leaves, renames, moderation and chats. */
+export type RoomEvent = Exclude<ChatEvent, { readonly type: 'whisper' }>;
+export type WhisperEvent = Extract<ChatEvent, { readonly type: 'whisper' }>;
+
+/** A room as the broker needs it; a core `Room` is one. */
+export interface RoomRef {
+  /** The look-alike key: what channels and history are named by, the same on every node. */
+  readonly key: string;
+  /**
+   * The name this node shows. Nodes that made the room from look-alike names may show it
+   * differently; events from other nodes are handed over under this one.
+   */
+  readonly name: string;
+}
+
+/** Why a room's chats have a hole this node cannot fill. */
+export type LostReason =
+  /** History was lost (Redis restarted without persistence): ids start over in a new epoch. */
+  | 'epoch'
+  /** Retention deleted messages before this node could fetch them. */
+  | 'trimmed';
+
+/** What a broker hands back. Calls are synchronous and never overlap. */
+export interface BrokerHandler {
+  /** An event of a room this node subscribes to, under this node's name for it. */
+  room(key: string, event: RoomEvent): void;
+  /** A whisper addressed to this node. */
+  whisper(event: WhisperEvent): void;
+  /**
+   * The room's chats could not all be delivered: the next one handed over is not the
+   * successor of the last. For 'epoch', the ids that follow belong to `epoch`.
+   */
+  lost?(key: string, reason: LostReason, epoch: string): void;
+  /**
+   * The subscription was re-established: events other than chats published meanwhile
+   * (joins, leaves, renames) are gone, so membership shown for the room should be read
+   * again from where it is kept (Presence).
+   */
+  resync?(key: string): void;
+}
+
+/**
+ * How room events travel between the nodes of a cluster; a single process uses an
+ * in-memory broker with the same interface and the same guarantees.
+ *
+ * Chat.publish hands every event to the broker instead of delivering it, and delivers
+ * what the broker hands back. A node subscribes to a room when its first local member
+ * joins and unsubscribes when its last leaves; whispers travel on a per-node address,
+ * since the target's node is known (Presence keeps nickname -> node).
+ *
+ * Guarantees, per node and per subscribed room:
+ *
+ * - Chats (which carry the id the history store gave them) are handed over in id order,
+ *   each id once, with no gap: every chat whose id is above the room's top when
+ *   `subscribe` resolved. A node that sees a gap, or whose subscription was lost, fetches
+ *   the missing range from history before handing over anything later; when history no
+ *   longer has it (retention, or Redis lost its data), `lost` says so first.
+ * - Other events (joins, leaves, renames, moderation) carry no id and are not stored:
+ *   they are handed over at most once, in the order they were published relative to the
+ *   room's chats, on every node subscribed when they were published. Those published
+ *   while a node's subscription was down are not recovered; `resync` says when that may
+ *   have happened. The publishing node gets its own events back at once, synchronously.
+ * - A chat the publishing node hands to `publish` is handed back at once when it is the
+ *   room's next id on this node, so the sender's own node adds no Redis hop; otherwise it
+ *   waits for its place.
+ */
+export interface Broker {
+  /** This node's address, for whispers. */
+  readonly node: string;
+  onEvent(handler: BrokerHandler): void;
+  /**
+   * Resolves once this node's whisper address receives. It waits for the connection as
+   * long as that takes: a caller that must not hang at startup bounds it.
+   */
+  start(): Promise<void>;
+  /**
+   * A room event, under the room's key (names may differ between nodes). A chat must
+   * carry the id its history store gave it.
+   */
+  publish(key: string, event: RoomEvent): void;
+  /** A whisper to a member on `node` (this node included). */
+  whisper(node: string, event: WhisperEvent): void;
+  /** Resolves once events of the room reach this node; calling it again renames only. */
+  subscribe(room: RoomRef): Promise<void>;
+  /** Resolves once the room's events no longer reach this node. */
+  unsubscribe(key: string): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,113 @@
+import { randomUUID } from 'node:crypto';
+import type { Broker, BrokerHandler, RoomEvent, RoomRef, WhisperEvent } from '../core/broker.js';
+
+/** One broker's subscription to one room. */
+interface Subscription {
+  readonly broker: MemoryBroker;
+  /** That node's name for the room. */
+  name: string;
+  /** False once unsubscribed, perhaps by an earlier handler of the publish under way. */
+  active: boolean;
+}
+
+/**
+ * Brokers in one process that see each other's events: a single node has a hub of its
+ * own; tests put several on one hub to stand for several nodes.
+ */
+export class MemoryBrokerHub {
+  readonly nodes = new Map<string, MemoryBroker>();
+  /**
+   * Per room key, the subscriptions a publish visits. Lists are replaced, never changed,
+   * so a handler that (un)subscribes during a publish does not disturb its loop.
+   */
+  readonly subscribers = new Map<string, readonly Subscription[]>();
+}
+
+export interface MemoryBrokerOptions {
+  readonly hub?: MemoryBrokerHub;
+  readonly node?: string;
+}
+
+/**
+ * The single-process broker: publish hands the event to the local handler synchronously,
+ * with no copy, queue or encoding, so a node without a cluster pays one map lookup per
+ * event (bench/broker.ts).
+ *
+ * Chats are handed over in the order they are published, which is id order: in one
+ * process ids are assigned (Room.nextId, or a HistoryStore whose appends resolve in call
+ * order) in the order chats are published.
+ */
+export class MemoryBroker implements Broker {
+  readonly node: string;
+  private readonly hub: MemoryBrokerHub;
+  private handler: BrokerHandler | undefined;
+  private readonly subscriptions = new Map<string, Subscription>();
+  private closed = false;
+
+  constructor(options: MemoryBrokerOptions = {}) {
+    this.hub = options.hub ?? new MemoryBrokerHub();
+    this.node = options.node ?? randomUUID();
+    if (this.hub.nodes.has(this.node)) throw new Error(`node ${this.node} is already on this hub`);
+    this.hub.nodes.set(this.node, this);
+  }
+
+  onEvent(handler: BrokerHandler): void {
+    this.handler = handler;
+  }
+
+  start(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  publish(key: string, event: RoomEvent): void {
+    if (this.closed) return;
+    const subscribers = this.hub.subscribers.get(key);
+    if (subscribers === undefined) return;
+    for (const subscription of subscribers) {
+      if (subscription.active) subscription.broker.deliver(key, subscription.name, event);
+    }
+  }
+
+  whisper(node: string, event: WhisperEvent): void {
+    if (this.closed) return;
+    this.hub.nodes.get(node)?.handler?.whisper(event);
+  }
+
+  subscribe(room: RoomRef): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('broker is closed'));
+    const existing = this.subscriptions.get(room.key);
+    if (existing !== undefined) {
+      existing.name = room.name;
+      return Promise.resolve();
+    }
+    const subscription: Subscription = { broker: this, name: room.name, active: true };
+    this.subscriptions.set(room.key, subscription);
+    const list = this.hub.subscribers.get(room.key) ?? [];
+    this.hub.subscribers.set(room.key, [...list, subscription]);
+    return Promise.resolve();
+  }
+
+  unsubscribe(key: string): Promise<void> {
+    const subscription = this.subscriptions.get(key);
+    if (subscription !== undefined) {
+      this.subscriptions.delete(key);
+      subscription.active = false;
+      const rest = this.hub.subscribers.get(key)!.filter((s) => s !== subscription);
+      if (rest.length === 0) this.hub.subscribers.delete(key);
+      else this.hub.subscribers.set(key, rest);
+    }
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    for (const key of [...this.subscriptions.keys()]) void this.unsubscribe(key);
+    this.closed = true;
+    this.hub.nodes.delete(this.node);
+    return Promise.resolve();
+  }
+
+  private deliver(key: string, name: string, event: RoomEvent): void {
+    this.handler?.room(key, event.room === name ? event : { ...event, room: name });
+  }
+}

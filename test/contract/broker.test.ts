@@ -1,0 +1,291 @@
+import fc from 'fast-check';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisBroker } from '../../src/cluster/redis-broker.js';
+import { MemoryBroker, MemoryBrokerHub } from '../../src/store/memory-broker.js';
+import { MemoryHistoryStore } from '../../src/store/memory-history.js';
+import { RedisHistoryStore, roomChannel } from '../../src/store/redis-history.js';
+import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
+import {
+  type BrokerCluster,
+  type BrokerNode,
+  brokerContract,
+  eventually,
+  joined,
+  say,
+  useCluster,
+} from './broker.js';
+
+const retention = { maxMessages: 10_000, maxAgeMs: 0 };
+
+brokerContract({
+  name: 'memory',
+  cluster() {
+    const hub = new MemoryBrokerHub();
+    const history = new MemoryHistoryStore({ retention, pruneIntervalMs: 0 });
+    const brokers: MemoryBroker[] = [];
+    const cluster: BrokerCluster = {
+      node() {
+        const broker = new MemoryBroker({ hub });
+        brokers.push(broker);
+        return Promise.resolve({ broker, history });
+      },
+      async dispose() {
+        for (const broker of brokers) await broker.close();
+        await history.close();
+      },
+    };
+    return Promise.resolve(cluster);
+  },
+});
+
+describe('roomChannel', () => {
+  it('names every room key with a distinct printable-ASCII channel', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ unit: 'grapheme', maxLength: 8 }),
+        fc.string({ unit: 'grapheme', maxLength: 8 }),
+        (a, b) => {
+          const ca = roomChannel('p:', a);
+          expect(ca).toMatch(/^p:b:r:[A-Za-z0-9_-]*$/);
+          expect(ca === roomChannel('p:', b)).toBe(a === b);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe.skipIf(withoutRedis())('Redis', () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  let clusters = 0;
+  const errors: Error[] = [];
+
+  /** A cluster is a prefix of its own on one Redis; each node its own store and broker. */
+  function redisCluster(server: () => RedisServer): Promise<BrokerCluster & { prefix: string }> {
+    const prefix = `b${++clusters}-${process.pid}:`;
+    const opened: BrokerNode[] = [];
+    return Promise.resolve({
+      prefix,
+      node() {
+        const url = server().url;
+        const history = new RedisHistoryStore({
+          retention,
+          pruneIntervalMs: 0,
+          redis: url,
+          prefix,
+          publish: true,
+        });
+        const broker = new RedisBroker({
+          redis: url,
+          prefix,
+          history,
+          onError: (error) => errors.push(error),
+        });
+        const node = { broker, history };
+        opened.push(node);
+        return Promise.resolve(node);
+      },
+      async dispose() {
+        for (const node of opened) {
+          await node.broker.close();
+          await node.history.close();
+        }
+      },
+    });
+  }
+
+  brokerContract({ name: 'Redis', cluster: () => redisCluster(() => redis) });
+
+  describe('RedisBroker', () => {
+    let prefix = '';
+    const cluster = useCluster({
+      name: 'Redis',
+      cluster: async () => {
+        const c = await redisCluster(() => redis);
+        prefix = c.prefix;
+        return c;
+      },
+    });
+
+    it('loses and repeats nothing when its subscription is killed during a burst', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const room = { key: 'burst', name: 'burst' };
+      await a.broker.subscribe(room);
+      await b.broker.subscribe(room);
+      const admin = new Redis(redis.url, { protocol: 2 });
+      try {
+        const total = 600;
+        const channel = roomChannel(prefix, room.key);
+        const kill = () => admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub') as Promise<number>;
+        let kills = 0;
+        for (let i = 0; i < total; i += 20) {
+          // In the middle of a burst, and once right before the last batch, after which
+          // nothing more is published: only the catch-up on reconnect can bring that one.
+          const killNow = i % 200 === 100 || i === total - 20;
+          if (killNow) {
+            // Both subscribers back from the previous kill, so that each kill hits both.
+            await eventually(async () => {
+              expect(await admin.pubsub('NUMSUB', channel)).toEqual([channel, 2]);
+            });
+          }
+          const batch = Array.from({ length: 20 }, (_, j) => say(b, room, 'bob', `m${i + j}`));
+          if (killNow) kills += await kill();
+          await Promise.all(batch);
+        }
+        expect(kills).toBe(8);
+        for (const n of [a, b]) {
+          await eventually(() => expect(n.got.chatIds('burst')).toHaveLength(total));
+          expect(n.got.chatIds('burst')).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+        }
+        expect(a.got.resyncs).toContain('burst');
+        expect(a.got.lostRooms).toEqual([]);
+      } finally {
+        admin.disconnect();
+      }
+    });
+
+    it('fills a gap from history before handing over what follows it', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const room = { key: 'gap', name: 'gap' };
+      await a.broker.subscribe(room);
+      await say(b, room, 'bob', 'one');
+      await eventually(() => expect(a.got.chatIds('gap')).toEqual([1]));
+      // A store that does not publish: its message reaches nobody live.
+      const silent = new RedisHistoryStore({
+        retention,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      try {
+        await silent.append('gap', { at: 1_000, from: 'ghost', msg: 'two' });
+      } finally {
+        await silent.close();
+      }
+      await say(b, room, 'bob', 'three');
+      await eventually(() => expect(a.got.chatIds('gap')).toEqual([1, 2, 3]));
+      expect(a.got.of('gap')[1]).toMatchObject({ id: 2, from: 'ghost', msg: 'two' });
+    });
+
+    it('says so when retention deleted part of a gap, and hands over what is left', async () => {
+      const c = await cluster();
+      const a = await c.node();
+      const room = { key: 'trim', name: 'trim' };
+      await a.broker.subscribe(room);
+      const small = { maxMessages: 2, maxAgeMs: 0 };
+      const silent = new RedisHistoryStore({
+        retention: small,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const loud = new RedisHistoryStore({
+        retention: small,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+        publish: true,
+      });
+      try {
+        for (const m of ['1', '2', '3', '4'])
+          await silent.append('trim', { at: 0, from: 'x', msg: m });
+        await loud.append('trim', { at: 0, from: 'x', msg: '5' });
+      } finally {
+        await silent.close();
+        await loud.close();
+      }
+      await eventually(() => expect(a.got.chatIds('trim')).toEqual([4, 5]));
+      expect(a.got.lostRooms).toMatchObject([{ key: 'trim', reason: 'trimmed' }]);
+    });
+
+    it('hands over every text exactly as stored (JSON made by the append script)', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const room = { key: 'caf\u00e9 {x}\u0000\u{1F600}', name: 'text' };
+      await a.broker.subscribe(room);
+      let sent = 0;
+      const texts = fc.string({ unit: 'binary', maxLength: 12 });
+      await fc.assert(
+        fc.asyncProperty(texts, texts, async (from, msg) => {
+          const m = await say(b, room, from, msg);
+          sent++;
+          await eventually(() => expect(a.got.chatIds(room.key)).toHaveLength(sent));
+          expect(a.got.of(room.key).at(-1)).toEqual({
+            type: 'chat',
+            room: 'text',
+            id: m.id,
+            at: m.at,
+            from: m.from,
+            msg: m.msg,
+          });
+        }),
+        { numRuns: 60 },
+      );
+    });
+
+    it('takes a room off Redis when unsubscribed', async () => {
+      const c = await cluster();
+      const a = await c.node();
+      const room = { key: 'numsub', name: 'numsub' };
+      const channel = roomChannel(prefix, room.key);
+      const admin = new Redis(redis.url, { protocol: 2 });
+      try {
+        await a.broker.subscribe(room);
+        expect(await admin.pubsub('NUMSUB', channel)).toEqual([channel, 1]);
+        await a.broker.unsubscribe(room.key);
+        expect(await admin.pubsub('NUMSUB', channel)).toEqual([channel, 0]);
+      } finally {
+        admin.disconnect();
+      }
+    });
+
+    it('says a room’s history was lost when Redis restarts empty, then goes on in the new epoch', async () => {
+      const own = await startRedis();
+      try {
+        const c = await redisCluster(() => own);
+        try {
+          const a = await c.node();
+          const b = await c.node();
+          const got = new (await import('./broker.js')).Recorder();
+          a.broker.onEvent(got);
+          await a.broker.start();
+          const room = { key: 'epoch', name: 'epoch' };
+          await a.broker.subscribe(room);
+          for (const m of ['one', 'two']) await say(b, room, 'bob', m);
+          await eventually(() => expect(got.chatIds('epoch')).toEqual([1, 2]));
+          const before = (await b.history.room('epoch')).epoch;
+          await own.restart();
+          // The stores' connections come back on their own; retry the first append (bounded).
+          let next: Awaited<ReturnType<typeof say>> | undefined;
+          for (let attempt = 0; next === undefined && attempt < 100; attempt++) {
+            next = await say(b, room, 'bob', 'after').catch(async () => {
+              await new Promise((resolve) => setTimeout(resolve, 50));
+              return undefined;
+            });
+          }
+          expect(next?.id).toBe(1);
+          await eventually(() => expect(got.chatIds('epoch')).toEqual([1, 2, 1]));
+          expect(got.lostRooms).toHaveLength(1);
+          expect(got.lostRooms[0]).toMatchObject({ key: 'epoch', reason: 'epoch' });
+          expect(got.lostRooms[0]!.epoch).not.toBe(before);
+          a.broker.publish(room.key, joined(room, 'ann'));
+          expect(got.of('epoch').at(-1)).toEqual(joined(room, 'ann'));
+        } finally {
+          await c.dispose();
+        }
+      } finally {
+        await own.stop();
+      }
+    });
+  });
+});

@@ -1,0 +1,269 @@
+/**
+ * The Broker contract (src/core/broker.ts) as vitest tests, for any implementation:
+ * call `brokerContract` with a target that makes clusters of nodes sharing one history.
+ */
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type {
+  Broker,
+  BrokerHandler,
+  LostReason,
+  RoomEvent,
+  RoomRef,
+  WhisperEvent,
+} from '../../src/core/broker.js';
+import type { HistoryStore } from '../../src/core/history.js';
+
+/** One node: its broker, and the history store it appends chats to (shared storage). */
+export interface BrokerNode {
+  readonly broker: Broker;
+  readonly history: HistoryStore;
+}
+
+/** Nodes that share one history and see each other's events. */
+export interface BrokerCluster {
+  node(): Promise<BrokerNode>;
+  dispose(): Promise<void>;
+}
+
+export interface BrokerTarget {
+  readonly name: string;
+  cluster(): Promise<BrokerCluster>;
+}
+
+/** Records what a node's broker hands back. */
+export class Recorder implements BrokerHandler {
+  readonly events: { key: string; event: RoomEvent }[] = [];
+  readonly whispers: WhisperEvent[] = [];
+  readonly lostRooms: { key: string; reason: LostReason; epoch: string }[] = [];
+  readonly resyncs: string[] = [];
+
+  room(key: string, event: RoomEvent): void {
+    this.events.push({ key, event });
+  }
+  whisper(event: WhisperEvent): void {
+    this.whispers.push(event);
+  }
+  lost(key: string, reason: LostReason, epoch: string): void {
+    this.lostRooms.push({ key, reason, epoch });
+  }
+  resync(key: string): void {
+    this.resyncs.push(key);
+  }
+
+  of(key: string): RoomEvent[] {
+    return this.events.filter((e) => e.key === key).map((e) => e.event);
+  }
+  chatIds(key: string): number[] {
+    return this.of(key).flatMap((e) => (e.type === 'chat' ? [e.id] : []));
+  }
+}
+
+export interface Node extends BrokerNode {
+  readonly got: Recorder;
+}
+
+const range = (from: number, to: number) =>
+  Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+/** Waits (bounded) until `check` passes. */
+export function eventually(check: () => void | Promise<void>): Promise<void> {
+  return vi.waitFor(check, { timeout: 10_000, interval: 5 });
+}
+
+/** Stores a chat, then hands it to the node's broker, as Chat.say does. */
+export async function say(node: BrokerNode, room: RoomRef, from: string, msg: string) {
+  const appended = await node.history.append(room.key, { at: 1_000, from, msg });
+  const m = appended.message;
+  node.broker.publish(room.key, {
+    type: 'chat',
+    room: room.name,
+    id: m.id,
+    at: m.at,
+    from: m.from,
+    msg: m.msg,
+  });
+  return m;
+}
+
+export function joined(room: RoomRef, nickname: string): RoomEvent {
+  return { type: 'joined', room: room.name, nickname, count: 1 };
+}
+
+export function whisperTo(to: string, msg: string): WhisperEvent {
+  return { type: 'whisper', at: 1, from: 'ann', to, msg };
+}
+
+/** Makes a cluster per test and closes it after; `node()` returns a node with a recorder. */
+export function useCluster(target: BrokerTarget) {
+  const open: BrokerCluster[] = [];
+  afterEach(async () => {
+    for (const cluster of open.splice(0)) await cluster.dispose();
+  });
+  return async () => {
+    const cluster = await target.cluster();
+    open.push(cluster);
+    return {
+      async node(): Promise<Node> {
+        const n = await cluster.node();
+        const got = new Recorder();
+        n.broker.onEvent(got);
+        await n.broker.start();
+        return { ...n, got };
+      },
+    };
+  };
+}
+
+export function brokerContract(target: BrokerTarget): void {
+  describe(`Broker contract: ${target.name}`, () => {
+    const cluster = useCluster(target);
+
+    it('hands room events to subscribed nodes only, under each node’s name for the room', async () => {
+      const c = await cluster();
+      const [a, b, far] = [await c.node(), await c.node(), await c.node()];
+      const atA = { key: 'cafe', name: 'Café' };
+      const atB = { key: 'cafe', name: 'cafe' };
+      const other = { key: 'other', name: 'other' };
+      await a.broker.subscribe(atA);
+      await b.broker.subscribe(atB);
+      await a.broker.subscribe(other);
+      await far.broker.subscribe(other);
+
+      a.broker.publish(atA.key, joined(atA, 'ann'));
+      // The publishing node has its own event at once.
+      expect(a.got.of('cafe')).toEqual([joined(atA, 'ann')]);
+      // Events from two nodes have no order between them until one has seen the other's.
+      await eventually(() => expect(b.got.of('cafe')).toEqual([joined(atB, 'ann')]));
+      await say(b, atB, 'bob', 'hello');
+      await eventually(() => expect(a.got.chatIds('cafe')).toEqual([1]));
+      await eventually(() => expect(b.got.of('cafe')).toHaveLength(2));
+      expect(b.got.of('cafe')).toEqual([
+        joined(atB, 'ann'),
+        { type: 'chat', room: 'cafe', id: 1, at: 1_000, from: 'bob', msg: 'hello' },
+      ]);
+      expect(a.got.of('cafe')[1]).toMatchObject({ room: 'Café', id: 1, msg: 'hello' });
+
+      // Published after the others: once it is in, theirs would have been.
+      a.broker.publish(other.key, joined(other, 'sentinel'));
+      await eventually(() => expect(far.got.events).toHaveLength(1));
+      expect(far.got.events).toEqual([{ key: 'other', event: joined(other, 'sentinel') }]);
+      expect(a.got.of('other')).toEqual([joined(other, 'sentinel')]);
+      expect(b.got.of('other')).toEqual([]);
+    });
+
+    it('hands over chats in id order, each once, while two nodes publish at once', async () => {
+      const c = await cluster();
+      const nodes = [await c.node(), await c.node(), await c.node()];
+      const room = { key: 'busy', name: 'busy' };
+      for (const n of nodes) await n.broker.subscribe(room);
+      const perNode = 150;
+      const publishers = nodes.slice(0, 2);
+      await Promise.all(
+        publishers.map(async (node, p) => {
+          for (let i = 0; i < perNode; i += 10) {
+            await Promise.all(range(i, i + 9).map((j) => say(node, room, `n${p}`, `${p}:${j}`)));
+            // Joins between the chats travel on the same channel.
+            node.broker.publish(room.key, joined(room, `n${p}-${i}`));
+          }
+        }),
+      );
+      const total = 2 * perNode;
+      for (const n of nodes) {
+        await eventually(() => expect(n.got.chatIds('busy')).toHaveLength(total));
+        expect(n.got.chatIds('busy')).toEqual(range(1, total));
+      }
+      const stored = await nodes[0]!.history.read('busy', { after: 0, limit: total });
+      const asEvents = stored.map((m) => ({
+        type: 'chat',
+        room: 'busy',
+        id: m.id,
+        at: m.at,
+        from: m.from,
+        msg: m.msg,
+      }));
+      for (const n of nodes) {
+        expect(n.got.of('busy').filter((e) => e.type === 'chat')).toEqual(asEvents);
+        await eventually(() =>
+          expect(n.got.of('busy').filter((e) => e.type === 'joined')).toHaveLength(total / 10),
+        );
+        expect(n.got.lostRooms).toEqual([]);
+      }
+    });
+
+    it('hands over the chats after the top the room had when subscribe resolved', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const room = { key: 'late', name: 'late' };
+      await a.broker.subscribe(room);
+      for (const m of ['one', 'two', 'three']) await say(a, room, 'ann', m);
+      await b.broker.subscribe(room);
+      await say(a, room, 'ann', 'four');
+      await say(b, room, 'bob', 'five');
+      await eventually(() => expect(b.got.chatIds('late')).toEqual([4, 5]));
+      await eventually(() => expect(a.got.chatIds('late')).toEqual([1, 2, 3, 4, 5]));
+    });
+
+    it('stops handing over a room once unsubscribed, and starts again on subscribe', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const room = { key: 'r', name: 'r' };
+      const sentinel = { key: 's', name: 's' };
+      for (const n of [a, b]) {
+        await n.broker.subscribe(room);
+        await n.broker.subscribe(sentinel);
+      }
+      await say(a, room, 'ann', 'before');
+      await eventually(() => expect(b.got.chatIds('r')).toEqual([1]));
+      await b.broker.unsubscribe('r');
+      await say(a, room, 'ann', 'after');
+      a.broker.publish(room.key, joined(room, 'carl'));
+      b.broker.publish(room.key, joined(room, 'own, unsubscribed'));
+      a.broker.publish(sentinel.key, joined(sentinel, 'end'));
+      await eventually(() => expect(b.got.of('s')).toEqual([joined(sentinel, 'end')]));
+      expect(b.got.of('r')).toHaveLength(1);
+      expect(a.got.chatIds('r')).toEqual([1, 2]);
+
+      await b.broker.subscribe(room);
+      await say(a, room, 'ann', 'again');
+      await eventually(() => expect(b.got.chatIds('r')).toEqual([1, 3]));
+    });
+
+    it('takes a whisper to the node it names, and only there', async () => {
+      const c = await cluster();
+      const [a, b, other] = [await c.node(), await c.node(), await c.node()];
+      a.broker.whisper(b.broker.node, whisperTo('bob', 'psst'));
+      a.broker.whisper(a.broker.node, whisperTo('ann', 'note to self'));
+      expect(a.got.whispers).toEqual([whisperTo('ann', 'note to self')]);
+      a.broker.whisper(other.broker.node, whisperTo('otto', 'last'));
+      await eventually(() => expect(other.got.whispers).toHaveLength(1));
+      await eventually(() => expect(b.got.whispers).toHaveLength(1));
+      expect(b.got.whispers).toEqual([whisperTo('bob', 'psst')]);
+      expect(other.got.whispers).toEqual([whisperTo('otto', 'last')]);
+      expect(a.got.whispers).toHaveLength(1);
+      expect([a, b, other].flatMap((n) => n.got.events)).toEqual([]);
+      expect(new Set([a, b, other].map((n) => n.broker.node)).size).toBe(3);
+    });
+
+    it('lets a handler unsubscribe while it is being handed an event', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const room = { key: 'x', name: 'x' };
+      await a.broker.subscribe(room);
+      await b.broker.subscribe(room);
+      let seen = 0;
+      b.broker.onEvent({
+        room: () => {
+          seen++;
+          void b.broker.unsubscribe('x');
+        },
+        whisper: () => {},
+      });
+      for (const m of ['1', '2', '3']) await say(a, room, 'ann', m);
+      await eventually(() => expect(a.got.chatIds('x')).toEqual([1, 2, 3]));
+      await eventually(() => expect(seen).toBe(1));
+      await b.broker.subscribe(room);
+      await say(a, room, 'ann', '4');
+      await eventually(() => expect(seen).toBe(2));
+    });
+  });
+}
