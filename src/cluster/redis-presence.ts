@@ -417,7 +417,7 @@ export class RedisPresence implements Presence {
     return out;
   }
 
-  count(room: string): Promise<number> {
+  async count(room: string): Promise<number> {
     return this.redis.zcard(`${this.prefix}r:${tagOf(room)}`);
   }
 

@@ -109,15 +109,22 @@ export class MemoryPresence implements Presence {
   }
 
   members(room: string): Promise<PresenceMember[]> {
-    return settle(() => [...(this.hub.rooms.get(room)?.values() ?? [])].map(view));
+    return settle(() => {
+      checkText('room', room);
+      return [...(this.hub.rooms.get(room)?.values() ?? [])].map(view);
+    });
   }
 
   count(room: string): Promise<number> {
-    return settle(() => this.hub.rooms.get(room)?.size ?? 0);
+    return settle(() => {
+      checkText('room', room);
+      return this.hub.rooms.get(room)?.size ?? 0;
+    });
   }
 
   find(nickname: string): Promise<PresenceMember | undefined> {
     return settle(() => {
+      checkText('nickname', nickname);
       const entry = this.hub.nicknames.get(nicknameKey(nickname));
       return entry === undefined ? undefined : view(entry);
     });

@@ -200,6 +200,9 @@ export function presenceContract(target: PresenceTarget): void {
       expect(await a!.count(rooms[0]!)).toBe(1);
       expect(await a!.count(rooms[1]!)).toBe(2);
       await expect(a!.join('2', 'x\uDC00', 10)).rejects.toThrow(RangeError);
+      await expect(a!.count('x\uDC00')).rejects.toThrow(RangeError);
+      await expect(a!.members('x\uDC00')).rejects.toThrow(RangeError);
+      await expect(a!.find('x\uDC00')).rejects.toThrow(RangeError);
       expect(await a!.release('1')).toEqual(
         rooms.map((room, i) => ({ room, count: i === 1 ? 1 : 0 })),
       );
