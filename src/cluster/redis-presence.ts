@@ -1,0 +1,525 @@
+import { Redis } from 'ioredis';
+import type { PeerAddress } from '../core/events.js';
+import { nicknameKey } from '../core/nickname.js';
+import {
+  checkId,
+  checkText,
+  type DeadNode,
+  type DepartedMember,
+  type Heartbeat,
+  type JoinResult,
+  type MemberId,
+  type Presence,
+  type PresenceMember,
+  type RoomLeft,
+} from '../core/presence.js';
+
+export interface RedisPresenceOptions {
+  /** Unique in the cluster and new for every process start (a random id if not given). */
+  readonly node?: string;
+  readonly timeoutMs: number;
+  /**
+   * A `redis://host:port` URL (the presence connects and, on close, disconnects), or a
+   * client the caller owns and keeps open. Such a client must keep ioredis's default
+   * `replyMapping: 'legacy'`, and should not resend unanswered commands.
+   */
+  readonly redis: string | Redis;
+  /** Put before every key, so several clusters or tests can share one Redis. */
+  readonly prefix?: string;
+  readonly onError?: (error: Error) => void;
+}
+
+export const DEFAULT_PRESENCE_PREFIX = 'confab:';
+
+// Every key is under one hash tag, `{presence}`: a node's death touches the rooms of all its
+// members in one script, so in a Redis Cluster they must share a slot. Under P:
+//   epoch        random string, made by the first heartbeat; gone = Redis lost our state
+//   nodes        zset node -> Redis time (ms) of its last heartbeat
+//   seq          INCR counter: join order in rooms, claim order on nodes
+//   nicks        hash nickname key -> ref ("<node>:<member>"; ids never contain ':')
+//   n:<node>     zset member id -> seq, the node's members
+//   m:<ref>      hash nick, key, ip, port
+//   mr:<ref>     zset room tag -> seq, the member's rooms in join order
+//   r:<tag>      zset ref -> seq, a room's members in join order
+// A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
+// Scripts name their keys from P (ARGV[1]); KEYS[1] is the nodes key, for routing.
+// Time is Redis's TIME, so the nodes' clocks need not agree. Scripts return integers,
+// strings and arrays only (booleans differ between RESP2 and RESP3).
+
+const PRELUDE = `
+local P, NODES = ARGV[1], KEYS[1]
+local NICKS = P .. 'nicks'
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function seq() return redis.call('INCR', P .. 'seq') end
+local function mkey(ref) return P .. 'm:' .. ref end
+local function mrooms(ref) return P .. 'mr:' .. ref end
+local function rkey(tag) return P .. 'r:' .. tag end
+local function nkey(node) return P .. 'n:' .. node end
+local function leave_room(ref, tag)
+  redis.call('ZREM', rkey(tag), ref)
+  redis.call('ZREM', mrooms(ref), tag)
+  return redis.call('ZCARD', rkey(tag))
+end
+-- {nick, ip, port, {tag, count, ...}} or false when the member is not registered
+local function remove_member(node, id)
+  local ref = node .. ':' .. id
+  redis.call('ZREM', nkey(node), id)
+  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port')
+  if not m[1] then return false end
+  local left = {}
+  for _, tag in ipairs(redis.call('ZRANGE', mrooms(ref), 0, -1)) do
+    left[#left + 1] = tag
+    left[#left + 1] = leave_room(ref, tag)
+  end
+  if redis.call('HGET', NICKS, m[2]) == ref then redis.call('HDEL', NICKS, m[2]) end
+  redis.call('DEL', mkey(ref), mrooms(ref))
+  return {m[1], m[3], m[4], left}
+end
+-- {{id, nick, ip, port, {tag, count, ...}}, ...}
+local function remove_node(node)
+  local out = {}
+  for _, id in ipairs(redis.call('ZRANGE', nkey(node), 0, -1)) do
+    local r = remove_member(node, id)
+    if r then out[#out + 1] = {id, r[1], r[2], r[3], r[4]} end
+  end
+  redis.call('DEL', nkey(node))
+  redis.call('ZREM', NODES, node)
+  return out
+end
+`;
+
+/** ARGV: P, node, id, nick, key, ip, port. 1 claimed, 0 taken, -1 node not registered, -2 member exists. */
+const CLAIM_LUA = `${PRELUDE}
+local node, id, nick, key = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if not redis.call('ZSCORE', NODES, node) then return -1 end
+local ref = node .. ':' .. id
+if redis.call('EXISTS', mkey(ref)) == 1 then return -2 end
+if redis.call('HSETNX', NICKS, key, ref) == 0 then return 0 end
+redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', ARGV[7])
+redis.call('ZADD', nkey(node), seq(), id)
+return 1
+`;
+
+/** ARGV: P, node, id, nick, key. 1 renamed, 0 taken, -1 member not registered. */
+const RENAME_LUA = `${PRELUDE}
+local node, id, nick, key = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ref = node .. ':' .. id
+local old = redis.call('HGET', mkey(ref), 'key')
+if not old then return -1 end
+local holder = redis.call('HGET', NICKS, key)
+if holder and holder ~= ref then return 0 end
+if redis.call('HGET', NICKS, old) == ref then redis.call('HDEL', NICKS, old) end
+redis.call('HSET', NICKS, key, ref)
+redis.call('HSET', mkey(ref), 'nick', nick, 'key', key)
+-- The course server's rename moves the member to the end of the listing.
+for _, tag in ipairs(redis.call('ZRANGE', mrooms(ref), 0, -1)) do
+  redis.call('ZADD', rkey(tag), 'XX', seq(), ref)
+end
+return 1
+`;
+
+/** ARGV: P, node, id. {tag, count, ...} of the rooms left, or {} for a member not registered. */
+const RELEASE_LUA = `${PRELUDE}
+local r = remove_member(ARGV[2], ARGV[3])
+if not r then return {} end
+return r[4]
+`;
+
+/** ARGV: P, node, id, tag, capacity. The new count, or -1 not registered, -2 already in, -3 full. */
+const JOIN_LUA = `${PRELUDE}
+local ref, tag, capacity = ARGV[2] .. ':' .. ARGV[3], ARGV[4], tonumber(ARGV[5])
+if redis.call('EXISTS', mkey(ref)) == 0 then return -1 end
+if redis.call('ZSCORE', mrooms(ref), tag) then return -2 end
+local count = redis.call('ZCARD', rkey(tag))
+if count >= capacity then return -3 end
+local s = seq()
+redis.call('ZADD', rkey(tag), s, ref)
+redis.call('ZADD', mrooms(ref), s, tag)
+return count + 1
+`;
+
+/** ARGV: P, node, id, tag. The count after leaving, or -1 when the member was not in the room. */
+const LEAVE_LUA = `${PRELUDE}
+local ref, tag = ARGV[2] .. ':' .. ARGV[3], ARGV[4]
+if not redis.call('ZSCORE', mrooms(ref), tag) then return -1 end
+return leave_room(ref, tag)
+`;
+
+/** ARGV: P, tag. {ref, nick, ip, port, ...} in join order. */
+const MEMBERS_LUA = `${PRELUDE}
+local out = {}
+for _, ref in ipairs(redis.call('ZRANGE', rkey(ARGV[2]), 0, -1)) do
+  local m = redis.call('HMGET', mkey(ref), 'nick', 'ip', 'port')
+  if m[1] then
+    out[#out + 1] = ref
+    out[#out + 1] = m[1]
+    out[#out + 1] = m[2]
+    out[#out + 1] = m[3]
+  end
+end
+return out
+`;
+
+/** ARGV: P, key. {ref, nick, ip, port} or {}. */
+const FIND_LUA = `${PRELUDE}
+local ref = redis.call('HGET', NICKS, ARGV[2])
+if not ref then return {} end
+local m = redis.call('HMGET', mkey(ref), 'nick', 'ip', 'port')
+if not m[1] then return {} end
+return {ref, m[1], m[2], m[3]}
+`;
+
+/**
+ * ARGV: P, node, epoch candidate, the epoch this node knows ('' before its first heartbeat).
+ * {status, epoch}: 'ok'; 'expired' (the node had been reaped); 'reset' (the epoch changed:
+ * Redis lost our state). Registers the node in every case.
+ */
+const HEARTBEAT_LUA = `${PRELUDE}
+local node, known = ARGV[2], ARGV[4]
+local epoch = redis.call('GET', P .. 'epoch')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('SET', P .. 'epoch', epoch)
+end
+local was = redis.call('ZSCORE', NODES, node)
+redis.call('ZADD', NODES, now_ms(), node)
+if known == '' then return {'ok', epoch} end
+if known ~= epoch then return {'reset', epoch} end
+if not was then return {'expired', epoch} end
+return {'ok', epoch}
+`;
+
+/**
+ * ARGV: P, node, id, nick, key, ip, port, tag... Registers a member again after a reset, in
+ * its rooms regardless of capacity (its clients are in them). 1, or 0 when the nickname is
+ * someone else's now, -1 node not registered.
+ */
+const REREGISTER_LUA = `${PRELUDE}
+local node, id, nick, key = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if not redis.call('ZSCORE', NODES, node) then return -1 end
+local ref = node .. ':' .. id
+local holder = redis.call('HGET', NICKS, key)
+if holder and holder ~= ref then return 0 end
+redis.call('HSET', NICKS, key, ref)
+redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', ARGV[7])
+redis.call('ZADD', nkey(node), 'NX', seq(), id)
+for i = 8, #ARGV do
+  local s = seq()
+  redis.call('ZADD', rkey(ARGV[i]), 'NX', s, ref)
+  redis.call('ZADD', mrooms(ref), 'NX', s, ARGV[i])
+end
+return 1
+`;
+
+/** ARGV: P, self, timeout ms. {{node, members}, ...}: at most 16 dead nodes per call. */
+const REAP_LUA = `${PRELUDE}
+local cutoff = now_ms() - tonumber(ARGV[3])
+local out = {}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', NODES, '-inf', '(' .. cutoff, 'LIMIT', 0, 16)) do
+  if node ~= ARGV[2] then out[#out + 1] = {node, remove_node(node)} end
+end
+return out
+`;
+
+/** ARGV: P, node. The node's members, removed with it. */
+const DEREGISTER_LUA = `${PRELUDE}
+return remove_node(ARGV[2])
+`;
+
+type Run = (...args: (string | number)[]) => Promise<unknown>;
+
+interface Scripts {
+  confabPresenceClaim: Run;
+  confabPresenceRename: Run;
+  confabPresenceRelease: Run;
+  confabPresenceJoin: Run;
+  confabPresenceLeave: Run;
+  confabPresenceMembers: Run;
+  confabPresenceFind: Run;
+  confabPresenceHeartbeat: Run;
+  confabPresenceReregister: Run;
+  confabPresenceReap: Run;
+  confabPresenceDeregister: Run;
+}
+
+const SCRIPTS: Record<keyof Scripts, string> = {
+  confabPresenceClaim: CLAIM_LUA,
+  confabPresenceRename: RENAME_LUA,
+  confabPresenceRelease: RELEASE_LUA,
+  confabPresenceJoin: JOIN_LUA,
+  confabPresenceLeave: LEAVE_LUA,
+  confabPresenceMembers: MEMBERS_LUA,
+  confabPresenceFind: FIND_LUA,
+  confabPresenceHeartbeat: HEARTBEAT_LUA,
+  confabPresenceReregister: REREGISTER_LUA,
+  confabPresenceReap: REAP_LUA,
+  confabPresenceDeregister: DEREGISTER_LUA,
+};
+
+/** What this node has registered: enough to register it all again after a reset. */
+interface Local {
+  nickname: string;
+  readonly address: PeerAddress;
+  /** Room tags, in join order. */
+  readonly rooms: Set<string>;
+}
+
+function connect(url: string): Redis {
+  return new Redis(url, {
+    // RESP2, as the history store: the reply shapes the scripts' results are read in.
+    protocol: 2,
+    enableAutoPipelining: true,
+    // A claim whose reply was lost may have been applied; resending it would find the
+    // member registered. The caller sees the error instead.
+    autoResendUnfulfilledCommands: false,
+  });
+}
+
+function tagOf(room: string): string {
+  checkText('room', room);
+  return Buffer.from(room, 'utf8').toString('base64url');
+}
+
+function roomOf(tag: string): string {
+  return Buffer.from(tag, 'base64url').toString('utf8');
+}
+
+function roomsLeft(flat: unknown[]): RoomLeft[] {
+  const left: RoomLeft[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    left.push({ room: roomOf(flat[i] as string), count: Number(flat[i + 1]) });
+  }
+  return left;
+}
+
+function departed(rows: unknown[]): DepartedMember[] {
+  return rows.map((row) => {
+    const [id, nickname, ip, port, rooms] = row as [string, string, string, string, unknown[]];
+    return { id, nickname, address: { ip, port: Number(port) }, rooms: roomsLeft(rooms) };
+  });
+}
+
+function member(ref: string, nickname: string, ip: string, port: string): PresenceMember {
+  const colon = ref.indexOf(':');
+  return {
+    node: ref.slice(0, colon),
+    id: ref.slice(colon + 1),
+    nickname,
+    address: { ip, port: Number(port) },
+  };
+}
+
+/**
+ * Presence shared by every node connected to one Redis. Each step that must be atomic
+ * (claim, rename, join, a node's reaping) is one Lua script. The node keeps a copy of what
+ * it registered, so when Redis comes back empty (a restart without persistence, seen as a
+ * new epoch by the next heartbeat) that heartbeat registers every member again.
+ */
+export class RedisPresence implements Presence {
+  readonly node: string;
+  readonly timeoutMs: number;
+  private readonly redis: Redis;
+  private readonly scripts: Scripts;
+  private readonly owned: boolean;
+  private readonly prefix: string;
+  private readonly nodesKey: string;
+  private readonly local = new Map<MemberId, Local>();
+  /** Releases that failed (Redis unreachable): retried after the next heartbeat. */
+  private readonly unreleased = new Set<MemberId>();
+  private epoch = '';
+  private closed = false;
+
+  constructor(options: RedisPresenceOptions) {
+    this.node = options.node ?? `n${globalThis.crypto.randomUUID()}`;
+    checkId('node', this.node);
+    if (!(options.timeoutMs > 0)) throw new RangeError('timeoutMs must be positive');
+    this.timeoutMs = options.timeoutMs;
+    this.prefix = `${options.prefix ?? DEFAULT_PRESENCE_PREFIX}{presence}:`;
+    this.nodesKey = `${this.prefix}nodes`;
+    this.owned = typeof options.redis === 'string';
+    this.redis = typeof options.redis === 'string' ? connect(options.redis) : options.redis;
+    if (this.owned) {
+      const onError = options.onError;
+      // Without a listener ioredis prints every reconnect failure to stderr.
+      this.redis.on('error', (error: Error) => onError?.(error));
+    }
+    for (const [name, lua] of Object.entries(SCRIPTS)) {
+      this.redis.defineCommand(name, { lua, numberOfKeys: 1 });
+    }
+    this.scripts = this.redis as unknown as Scripts;
+  }
+
+  async claim(id: MemberId, nickname: string, address: PeerAddress): Promise<boolean> {
+    checkId('member', id);
+    checkText('nickname', nickname);
+    const reply = await this.scripts.confabPresenceClaim(
+      ...this.args(id, nickname, nicknameKey(nickname), address.ip, address.port),
+    );
+    if (reply === -1) throw new Error(`node ${this.node} is not registered`);
+    if (reply === -2) throw new Error(`member ${id} is already registered`);
+    if (reply !== 1) return false;
+    this.local.set(id, { nickname, address: { ...address }, rooms: new Set() });
+    return true;
+  }
+
+  async rename(id: MemberId, nickname: string): Promise<boolean> {
+    checkText('nickname', nickname);
+    const reply = await this.scripts.confabPresenceRename(
+      ...this.args(id, nickname, nicknameKey(nickname)),
+    );
+    if (reply !== 1) return false;
+    const mine = this.local.get(id);
+    if (mine !== undefined) mine.nickname = nickname;
+    return true;
+  }
+
+  async release(id: MemberId): Promise<RoomLeft[]> {
+    // Forgotten first: a failed release must not come back with a reset.
+    this.local.delete(id);
+    try {
+      return roomsLeft((await this.scripts.confabPresenceRelease(...this.args(id))) as unknown[]);
+    } catch (error) {
+      this.unreleased.add(id);
+      throw error;
+    }
+  }
+
+  async join(id: MemberId, room: string, capacity: number): Promise<JoinResult> {
+    const tag = tagOf(room);
+    const reply = Number(await this.scripts.confabPresenceJoin(...this.args(id, tag, capacity)));
+    if (reply === -1) throw new Error(`member ${id} is not registered`);
+    if (reply === -2) return { ok: false, reason: 'already-in' };
+    if (reply === -3) return { ok: false, reason: 'full' };
+    this.local.get(id)?.rooms.add(tag);
+    return { ok: true, count: reply };
+  }
+
+  async leave(id: MemberId, room: string): Promise<number | undefined> {
+    const tag = tagOf(room);
+    this.local.get(id)?.rooms.delete(tag);
+    const reply = Number(await this.scripts.confabPresenceLeave(...this.args(id, tag)));
+    return reply < 0 ? undefined : reply;
+  }
+
+  async members(room: string): Promise<PresenceMember[]> {
+    const flat = (await this.scripts.confabPresenceMembers(
+      this.nodesKey,
+      this.prefix,
+      tagOf(room),
+    )) as string[];
+    const out: PresenceMember[] = [];
+    for (let i = 0; i + 3 < flat.length; i += 4) {
+      out.push(member(flat[i]!, flat[i + 1]!, flat[i + 2]!, flat[i + 3]!));
+    }
+    return out;
+  }
+
+  async count(room: string): Promise<number> {
+    return this.redis.zcard(`${this.prefix}r:${tagOf(room)}`);
+  }
+
+  async find(nickname: string): Promise<PresenceMember | undefined> {
+    checkText('nickname', nickname);
+    const found = (await this.scripts.confabPresenceFind(
+      this.nodesKey,
+      this.prefix,
+      nicknameKey(nickname),
+    )) as string[];
+    return found.length === 4 ? member(found[0]!, found[1]!, found[2]!, found[3]!) : undefined;
+  }
+
+  async heartbeat(): Promise<Heartbeat> {
+    if (this.closed) throw new Error('presence is closed');
+    const [status, epoch] = (await this.scripts.confabPresenceHeartbeat(
+      ...this.args(globalThis.crypto.randomUUID(), this.epoch),
+    )) as [string, string];
+    this.epoch = epoch;
+    let beat: Heartbeat = { status: 'ok' };
+    if (status === 'expired') {
+      this.local.clear();
+      this.unreleased.clear();
+      beat = { status: 'expired' };
+    } else if (status === 'reset') {
+      beat = { status: 'reset', lost: await this.reregister() };
+    }
+    await this.retryReleases();
+    return beat;
+  }
+
+  async reap(): Promise<DeadNode[]> {
+    const rows = (await this.scripts.confabPresenceReap(
+      this.nodesKey,
+      this.prefix,
+      this.node,
+      this.timeoutMs,
+    )) as [string, unknown[]][];
+    return rows.map(([node, members]) => ({ node, members: departed(members) }));
+  }
+
+  async close(): Promise<DepartedMember[]> {
+    if (this.closed) return [];
+    this.closed = true;
+    let gone: DepartedMember[] = [];
+    try {
+      // Cut off, the others reap this node anyway; waiting for a reconnect would hang the close.
+      if (this.redis.status !== 'ready') return gone;
+      gone = departed(
+        (await this.scripts.confabPresenceDeregister(this.nodesKey, this.prefix, this.node)) as [],
+      );
+    } finally {
+      this.local.clear();
+      if (this.owned) {
+        // QUIT would wait in the offline queue for a reconnect that may never come.
+        if (this.redis.status !== 'ready') this.redis.disconnect();
+        else {
+          try {
+            await this.redis.quit();
+          } catch {
+            this.redis.disconnect();
+          }
+        }
+      }
+    }
+    return gone;
+  }
+
+  /** KEYS[1], then ARGV: prefix, node, and the rest. */
+  private args(...rest: (string | number)[]): (string | number)[] {
+    return [this.nodesKey, this.prefix, this.node, ...rest];
+  }
+
+  /** Registers every local member again, in the order they were claimed; returns those that lost their nickname. */
+  private async reregister(): Promise<MemberId[]> {
+    const entries = [...this.local];
+    const replies = await Promise.all(
+      entries.map(([id, m]) =>
+        this.scripts.confabPresenceReregister(
+          ...this.args(
+            id,
+            m.nickname,
+            nicknameKey(m.nickname),
+            m.address.ip,
+            m.address.port,
+            ...m.rooms,
+          ),
+        ),
+      ),
+    );
+    const lost: MemberId[] = [];
+    entries.forEach(([id], i) => {
+      if (replies[i] === 1) return;
+      lost.push(id);
+      this.local.delete(id);
+    });
+    return lost;
+  }
+
+  private async retryReleases(): Promise<void> {
+    const ids = [...this.unreleased];
+    this.unreleased.clear();
+    await Promise.all(ids.map((id) => this.release(id).catch(() => {})));
+  }
+}

@@ -1,0 +1,250 @@
+/**
+ * Presence in one process: plain maps, every step synchronous, so each is
+ * atomic by construction. Several `MemoryPresence`s on one `PresenceHub`
+ * behave as nodes of one cluster (the contract suite runs them so).
+ */
+import type { PeerAddress } from './events.js';
+import { nicknameKey } from './nickname.js';
+import {
+  checkId,
+  checkText,
+  type DeadNode,
+  type DepartedMember,
+  type Heartbeat,
+  type JoinResult,
+  type MemberId,
+  type Presence,
+  type PresenceMember,
+  type RoomLeft,
+} from './presence.js';
+
+interface Entry {
+  readonly node: string;
+  readonly id: MemberId;
+  readonly ref: string;
+  nickname: string;
+  key: string;
+  readonly address: PeerAddress;
+  /** Rooms by key, in the order joined. */
+  readonly rooms: Set<string>;
+}
+
+/** The state the nodes of one in-process cluster share. */
+export class PresenceHub {
+  /** Node -> time of its last heartbeat. */
+  readonly nodes = new Map<string, number>();
+  readonly nicknames = new Map<string, Entry>();
+  /** Room key -> members by ref, in join order (a Map keeps insertion order). */
+  readonly rooms = new Map<string, Map<string, Entry>>();
+  /** Node -> its members, in claim order. */
+  readonly byNode = new Map<string, Map<MemberId, Entry>>();
+
+  constructor(readonly now: () => number = Date.now) {}
+}
+
+export interface MemoryPresenceOptions {
+  readonly node?: string;
+  /** Default: never (a single process has nobody to reap it). */
+  readonly timeoutMs?: number;
+  readonly hub?: PresenceHub;
+}
+
+function view(entry: Entry): PresenceMember {
+  return { node: entry.node, id: entry.id, nickname: entry.nickname, address: entry.address };
+}
+
+export class MemoryPresence implements Presence {
+  readonly node: string;
+  readonly timeoutMs: number;
+  private readonly hub: PresenceHub;
+  private closed = false;
+
+  constructor(options: MemoryPresenceOptions = {}) {
+    this.node = options.node ?? `n${globalThis.crypto.randomUUID()}`;
+    checkId('node', this.node);
+    this.timeoutMs = options.timeoutMs ?? Number.POSITIVE_INFINITY;
+    this.hub = options.hub ?? new PresenceHub();
+    this.register();
+  }
+
+  claim(id: MemberId, nickname: string, address: PeerAddress): Promise<boolean> {
+    return settle(() => this.claimNow(id, nickname, address));
+  }
+
+  rename(id: MemberId, nickname: string): Promise<boolean> {
+    return settle(() => this.renameNow(id, nickname));
+  }
+
+  release(id: MemberId): Promise<RoomLeft[]> {
+    return settle(() => {
+      const entry = this.mine(id);
+      return entry === undefined ? [] : this.remove(entry);
+    });
+  }
+
+  join(id: MemberId, room: string, capacity: number): Promise<JoinResult> {
+    return settle((): JoinResult => {
+      checkText('room', room);
+      const entry = this.mine(id);
+      if (entry === undefined) throw new Error(`member ${id} is not registered`);
+      if (entry.rooms.has(room)) return { ok: false, reason: 'already-in' };
+      let members = this.hub.rooms.get(room);
+      if ((members?.size ?? 0) >= capacity) return { ok: false, reason: 'full' };
+      if (members === undefined) {
+        members = new Map();
+        this.hub.rooms.set(room, members);
+      }
+      members.set(entry.ref, entry);
+      entry.rooms.add(room);
+      return { ok: true, count: members.size };
+    });
+  }
+
+  leave(id: MemberId, room: string): Promise<number | undefined> {
+    return settle(() => {
+      const entry = this.mine(id);
+      if (entry === undefined || !entry.rooms.has(room)) return undefined;
+      return this.leaveRoom(entry, room);
+    });
+  }
+
+  members(room: string): Promise<PresenceMember[]> {
+    return settle(() => {
+      checkText('room', room);
+      return [...(this.hub.rooms.get(room)?.values() ?? [])].map(view);
+    });
+  }
+
+  count(room: string): Promise<number> {
+    return settle(() => {
+      checkText('room', room);
+      return this.hub.rooms.get(room)?.size ?? 0;
+    });
+  }
+
+  find(nickname: string): Promise<PresenceMember | undefined> {
+    return settle(() => {
+      checkText('nickname', nickname);
+      const entry = this.hub.nicknames.get(nicknameKey(nickname));
+      return entry === undefined ? undefined : view(entry);
+    });
+  }
+
+  heartbeat(): Promise<Heartbeat> {
+    return settle((): Heartbeat => {
+      if (this.hub.nodes.has(this.node)) {
+        this.hub.nodes.set(this.node, this.hub.now());
+        return { status: 'ok' };
+      }
+      this.register();
+      return { status: 'expired' };
+    });
+  }
+
+  reap(): Promise<DeadNode[]> {
+    return settle(() => {
+      const cutoff = this.hub.now() - this.timeoutMs;
+      const dead: DeadNode[] = [];
+      for (const [node, last] of this.hub.nodes) {
+        if (node === this.node || last >= cutoff) continue;
+        dead.push({ node, members: this.removeNode(node) });
+      }
+      return dead;
+    });
+  }
+
+  close(): Promise<DepartedMember[]> {
+    if (this.closed) return Promise.resolve([]);
+    this.closed = true;
+    return settle(() => this.removeNode(this.node));
+  }
+
+  private register(): void {
+    this.hub.nodes.set(this.node, this.hub.now());
+    if (!this.hub.byNode.has(this.node)) this.hub.byNode.set(this.node, new Map());
+  }
+
+  private mine(id: MemberId): Entry | undefined {
+    return this.hub.byNode.get(this.node)?.get(id);
+  }
+
+  private claimNow(id: MemberId, nickname: string, address: PeerAddress): boolean {
+    checkId('member', id);
+    checkText('nickname', nickname);
+    const members = this.hub.byNode.get(this.node);
+    if (members === undefined || !this.hub.nodes.has(this.node)) {
+      throw new Error(`node ${this.node} is not registered`);
+    }
+    if (members.has(id)) throw new Error(`member ${id} is already registered`);
+    const key = nicknameKey(nickname);
+    if (this.hub.nicknames.has(key)) return false;
+    const entry: Entry = {
+      node: this.node,
+      id,
+      ref: `${this.node}:${id}`,
+      nickname,
+      key,
+      address: { ip: address.ip, port: address.port },
+      rooms: new Set(),
+    };
+    this.hub.nicknames.set(key, entry);
+    members.set(id, entry);
+    return true;
+  }
+
+  private renameNow(id: MemberId, nickname: string): boolean {
+    checkText('nickname', nickname);
+    const entry = this.mine(id);
+    if (entry === undefined) return false;
+    const key = nicknameKey(nickname);
+    const holder = this.hub.nicknames.get(key);
+    if (holder !== undefined && holder !== entry) return false;
+    this.hub.nicknames.delete(entry.key);
+    this.hub.nicknames.set(key, entry);
+    entry.key = key;
+    entry.nickname = nickname;
+    for (const room of entry.rooms) {
+      const members = this.hub.rooms.get(room)!;
+      members.delete(entry.ref);
+      members.set(entry.ref, entry);
+    }
+    return true;
+  }
+
+  private leaveRoom(entry: Entry, room: string): number {
+    entry.rooms.delete(room);
+    const members = this.hub.rooms.get(room);
+    if (members === undefined) return 0;
+    members.delete(entry.ref);
+    if (members.size === 0) this.hub.rooms.delete(room);
+    return members.size;
+  }
+
+  private remove(entry: Entry): RoomLeft[] {
+    const left = [...entry.rooms].map((room) => ({ room, count: this.leaveRoom(entry, room) }));
+    if (this.hub.nicknames.get(entry.key) === entry) this.hub.nicknames.delete(entry.key);
+    this.hub.byNode.get(entry.node)?.delete(entry.id);
+    return left;
+  }
+
+  private removeNode(node: string): DepartedMember[] {
+    const members = [...(this.hub.byNode.get(node)?.values() ?? [])];
+    this.hub.nodes.delete(node);
+    this.hub.byNode.delete(node);
+    return members.map((entry) => ({
+      id: entry.id,
+      nickname: entry.nickname,
+      address: entry.address,
+      rooms: this.remove(entry),
+    }));
+  }
+}
+
+/** Runs a synchronous step, its result or exception as a promise. */
+function settle<T>(step: () => T): Promise<T> {
+  try {
+    return Promise.resolve(step());
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}

@@ -1,0 +1,234 @@
+/**
+ * Who is where, cluster-wide: nicknames, room membership with capacity, and
+ * which nodes are alive. One process uses the memory implementation
+ * (memory-presence.ts); a cluster shares one through Redis
+ * (cluster/redis-presence.ts). The contract suite (test/contract/presence.ts)
+ * runs against both.
+ *
+ * Guarantees every implementation gives:
+ *
+ * - A member is (node, id): `id` is chosen by its node and unique there. All
+ *   it holds (its nickname, its places in rooms) is recorded under its node,
+ *   so the node's death frees all of it at once.
+ * - Nicknames are unique by their look-alike key (`nicknameKey`). `claim`
+ *   and `rename` are each one atomic step: of any number of racing claims of
+ *   one key, on any nodes, exactly one succeeds; a rename either moves the
+ *   member to the new name or leaves it with the old one.
+ * - `join` is one atomic check-and-add: racing joins into a room of capacity
+ *   N admit at most N members, and exactly N if at least N try. Rooms are
+ *   named by their key (`Room.key`, the look-alike fold).
+ * - `members` lists a room in join order; a rename moves the member to the
+ *   end of every room it is in, as the course server's rename does.
+ * - Liveness: every node calls `heartbeat` more often than `timeoutMs`
+ *   (`PresenceKeeper` does). A node whose last heartbeat is older than that
+ *   is dead: `reap` on any other node removes all its members and returns
+ *   them, exactly once across the cluster, so that one node publishes their
+ *   "left"s. A node that has not had a heartbeat acknowledged for
+ *   `timeoutMs` must assume it was reaped and close its own clients
+ *   (`PresenceKeeper` says so through `onExpired`).
+ * - A member that does not exist any more (its node was reaped) is ignored
+ *   by `release`, `leave` and `rename`; a release never frees a nickname
+ *   that has since been claimed by someone else.
+ */
+import type { PeerAddress } from './events.js';
+
+/** A member's id within its node: letters, digits, '.', '_' or '-', at most 100. */
+export type MemberId = string;
+
+const ID = /^[A-Za-z0-9._-]{1,100}$/;
+
+/** Node and member ids are used in Redis key names: keep them to a safe alphabet. */
+export function checkId(what: 'node' | 'member', id: string): void {
+  if (!ID.test(id)) throw new RangeError(`${what} id must be 1-100 of A-Z a-z 0-9 . _ -`);
+}
+
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/** Nicknames and room keys are stored as UTF-8: one with a lone surrogate could merge with another. */
+export function checkText(what: 'nickname' | 'room', text: string): void {
+  if (LONE_SURROGATE.test(text)) throw new RangeError(`${what} is not well-formed Unicode`);
+}
+
+export interface PresenceMember {
+  readonly node: string;
+  readonly id: MemberId;
+  readonly nickname: string;
+  readonly address: PeerAddress;
+}
+
+/** A room a member left, and how many members it has now. */
+export interface RoomLeft {
+  /** The room's key. */
+  readonly room: string;
+  readonly count: number;
+}
+
+/** A member removed with everything it held: its rooms in the order it joined them. */
+export interface DepartedMember {
+  readonly id: MemberId;
+  readonly nickname: string;
+  readonly address: PeerAddress;
+  readonly rooms: readonly RoomLeft[];
+}
+
+export interface DeadNode {
+  readonly node: string;
+  /** In the order they claimed their nicknames. */
+  readonly members: readonly DepartedMember[];
+}
+
+export type JoinResult =
+  | { readonly ok: true; readonly count: number }
+  | { readonly ok: false; readonly reason: 'full' | 'already-in' };
+
+export type Heartbeat =
+  /** This node is alive and its members are where it put them. */
+  | { readonly status: 'ok' }
+  /**
+   * This node had been reaped (it missed heartbeats for longer than the
+   * timeout): its members are gone and others may hold their nicknames. Close
+   * every local client; the node is registered again, with no members.
+   */
+  | { readonly status: 'expired' }
+  /**
+   * The shared state was lost (Redis restarted without persistence) and this
+   * node registered its members again. `lost` are those whose nickname was
+   * claimed by someone else meanwhile: close them; they are no longer
+   * registered.
+   */
+  | { readonly status: 'reset'; readonly lost: readonly MemberId[] };
+
+export interface Presence {
+  /** This node's id: unique in the cluster and new for every process start. */
+  readonly node: string;
+  /** How long a node may go without a heartbeat before others reap it. */
+  readonly timeoutMs: number;
+
+  /**
+   * Registers a new member of this node under `nickname`. False when the
+   * nickname's look-alike key is taken (by anyone, on any node).
+   */
+  claim(id: MemberId, nickname: string, address: PeerAddress): Promise<boolean>;
+  /**
+   * Atomically frees the member's nickname and takes `nickname`; false (and
+   * the old name kept) when the new key is someone else's. A new spelling
+   * of the member's own key succeeds.
+   */
+  rename(id: MemberId, nickname: string): Promise<boolean>;
+  /** Frees the nickname and leaves every room; [] for a member not registered. */
+  release(id: MemberId): Promise<RoomLeft[]>;
+
+  /** Adds the member to a room if it has fewer than `capacity` members. */
+  join(id: MemberId, room: string, capacity: number): Promise<JoinResult>;
+  /** The room's count after the member left, or undefined if it was not in it. */
+  leave(id: MemberId, room: string): Promise<number | undefined>;
+  /** Members of a room, on every node, in join order. */
+  members(room: string): Promise<PresenceMember[]>;
+  count(room: string): Promise<number>;
+  /** Who holds `nickname`'s look-alike key, on any node. */
+  find(nickname: string): Promise<PresenceMember | undefined>;
+
+  /** Says this node is alive; first call registers it. */
+  heartbeat(): Promise<Heartbeat>;
+  /** Removes the nodes that missed heartbeats for longer than the timeout, with their members. */
+  reap(): Promise<DeadNode[]>;
+  /**
+   * Leaves the cluster: removes this node and its members (returned, so the
+   * caller can tell the other nodes' members) and stops using the store.
+   */
+  close(): Promise<DepartedMember[]>;
+}
+
+export interface KeeperHandlers {
+  /** Members of dead nodes, already removed: tell their rooms ("30") here. */
+  onReaped(dead: readonly DeadNode[]): void;
+  /**
+   * This node may have been reaped: no heartbeat acknowledged for the
+   * timeout, or one came back `expired`. Close every local client with a
+   * transient code. Called once per outage.
+   */
+  onExpired(): void;
+  /** After a reset: members whose nickname someone else took meanwhile. */
+  onLost?(members: readonly MemberId[]): void;
+  onError?(error: unknown): void;
+}
+
+export interface KeeperOptions {
+  /** Between heartbeats; well under the presence's timeout. */
+  readonly intervalMs: number;
+  readonly now?: () => number;
+}
+
+/**
+ * Runs a node's liveness: heartbeats, reaps dead nodes, and notices when
+ * this node itself has been cut off for longer than the timeout. The cut-off
+ * clock starts when a heartbeat is sent, not when it is answered, so the node
+ * learns it no later than the others can reap it.
+ */
+export class PresenceKeeper {
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private lastAcked: number;
+  private expired = false;
+  private running = false;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly presence: Presence,
+    private readonly handlers: KeeperHandlers,
+    private readonly options: KeeperOptions,
+  ) {
+    this.now = options.now ?? Date.now;
+    this.lastAcked = this.now();
+  }
+
+  /** Heartbeats once (registering the node), then on every interval. */
+  async start(): Promise<void> {
+    this.lastAcked = this.now();
+    await this.tick();
+    if (this.timer !== undefined) return;
+    this.timer = setInterval(() => {
+      void this.tick();
+    }, this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** One round: heartbeat, then reap. Overlapping rounds are skipped. */
+  async tick(): Promise<void> {
+    if (this.running) {
+      this.checkCutOff();
+      return;
+    }
+    this.running = true;
+    const sent = this.now();
+    try {
+      const beat = await this.presence.heartbeat();
+      // Reported once per outage: a cut-off noticed here first, then confirmed by `expired`.
+      if (beat.status === 'expired') this.expire();
+      this.expired = false;
+      this.lastAcked = sent;
+      if (beat.status === 'reset' && beat.lost.length > 0) this.handlers.onLost?.(beat.lost);
+      const dead = await this.presence.reap();
+      if (dead.length > 0) this.handlers.onReaped(dead);
+    } catch (error) {
+      this.handlers.onError?.(error);
+      this.checkCutOff();
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private checkCutOff(): void {
+    if (this.now() - this.lastAcked > this.presence.timeoutMs) this.expire();
+  }
+
+  private expire(): void {
+    if (this.expired) return;
+    this.expired = true;
+    this.handlers.onExpired();
+  }
+}

@@ -1,0 +1,172 @@
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { RedisPresence } from '../../src/cluster/redis-presence.js';
+import { MemoryPresence, PresenceHub } from '../../src/core/memory-presence.js';
+import { type Presence, PresenceKeeper } from '../../src/core/presence.js';
+import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
+import { TcpRelay } from '../helpers/tcp-relay.js';
+import { eventually, HEARTBEAT_MS, presenceContract, TIMEOUT_MS } from './presence.js';
+
+presenceContract({
+  name: 'memory',
+  cluster() {
+    const hub = new PresenceHub();
+    return {
+      node: (options) => new MemoryPresence({ ...options, hub }),
+      dispose: () => {},
+    };
+  },
+});
+
+describe('MemoryPresence alone', () => {
+  it('is registered from the start and never reaps or expires itself', async () => {
+    const presence = new MemoryPresence();
+    expect(presence.timeoutMs).toBe(Number.POSITIVE_INFINITY);
+    expect(await presence.claim('1', 'ann', { ip: '127.0.0.1', port: 1 })).toBe(true);
+    expect(await presence.join('1', 'lobby', 10)).toEqual({ ok: true, count: 1 });
+    expect(await presence.reap()).toEqual([]);
+    expect(await presence.heartbeat()).toEqual({ status: 'ok' });
+  });
+});
+
+describe.skipIf(withoutRedis())('Redis', () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  let clusters = 0;
+  /** Every cluster is a prefix of its own on the one server. */
+  const newPrefix = () => `p${++clusters}-${process.pid}:`;
+
+  presenceContract({
+    name: 'Redis',
+    cluster() {
+      const prefix = newPrefix();
+      return {
+        node: (options) => new RedisPresence({ ...options, redis: redis.url, prefix }),
+        dispose: () => {},
+      };
+    },
+  });
+
+  describe('RedisPresence', () => {
+    const cleanup: (() => unknown)[] = [];
+    afterEach(async () => {
+      for (const fn of cleanup.splice(0).reverse()) await fn();
+    });
+    const addr = (port: number) => ({ ip: '127.0.0.1', port });
+
+    function node(prefix: string, name: string, url = redis.url): RedisPresence {
+      const presence = new RedisPresence({ redis: url, prefix, node: name, timeoutMs: TIMEOUT_MS });
+      cleanup.push(() => presence.close().catch(() => {}));
+      return presence;
+    }
+
+    /** Retries while the connection comes back after a restart (bounded). */
+    async function once<T>(operation: () => Promise<T>): Promise<T> {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await operation();
+        } catch (error) {
+          if (attempt >= 50) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      }
+    }
+
+    it('keeps its keys under the prefix, and none once its members are gone', async () => {
+      const prefix = newPrefix();
+      const client = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => client.disconnect());
+      const before = await client.dbsize();
+      const a = node(prefix, 'a');
+      await a.heartbeat();
+      await a.claim('1', 'ann', addr(1));
+      await a.join('1', 'caf\u00e9 {x}', 10);
+      await a.join('1', 'lobby', 10);
+      const keys = await client.keys(`${prefix}*`);
+      expect(await client.dbsize()).toBe(before + keys.length);
+      expect(keys.every((k) => k.startsWith(`${prefix}{presence}:`))).toBe(true);
+      await a.release('1');
+      // What stays: the node's liveness, the epoch and the join counter.
+      expect((await client.keys(`${prefix}*`)).sort()).toEqual(
+        ['epoch', 'nodes', 'seq'].map((k) => `${prefix}{presence}:${k}`),
+      );
+    });
+
+    it('registers every member again when Redis restarts without persistence', async () => {
+      const prefix = newPrefix();
+      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
+      await a.heartbeat();
+      await b.heartbeat();
+      await a.claim('1', 'ann', addr(1));
+      await b.claim('1', 'bob', addr(2));
+      await a.claim('2', 'al', addr(3));
+      await a.join('1', 'lobby', 10);
+      await b.join('1', 'lobby', 10);
+      await a.join('2', 'lobby', 10);
+      await a.join('1', 'side', 10);
+      await a.rename('2', 'alf');
+
+      await redis.restart();
+
+      expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      // Before b's heartbeat only a's members are back; someone takes b's nickname meanwhile.
+      expect((await a.members('lobby')).map((m) => m.nickname)).toEqual(['ann', 'alf']);
+      expect(await a.claim('9', 'BOB', addr(9))).toBe(true);
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: ['1'] });
+      expect((await b.members('lobby')).map((m) => m.nickname)).toEqual(['ann', 'alf']);
+      expect((await b.members('side')).map((m) => m.nickname)).toEqual(['ann']);
+      expect((await b.find('bob'))?.id).toBe('9');
+      expect(await b.claim('2', 'ann', addr(4))).toBe(false);
+      expect(await a.heartbeat()).toEqual({ status: 'ok' });
+      expect(await b.heartbeat()).toEqual({ status: 'ok' });
+      // The lost member is not registered any more; the others work as before.
+      expect(await b.release('1')).toEqual([]);
+      expect(await a.release('1')).toEqual([
+        { room: 'lobby', count: 1 },
+        { room: 'side', count: 0 },
+      ]);
+    });
+
+    it('a node cut off from Redis learns it expired, and the others reap it', async () => {
+      const prefix = newPrefix();
+      const relay = await TcpRelay.start(redis.port);
+      let relayStopped = false;
+      cleanup.push(() => (relayStopped ? undefined : relay.stop()));
+      const a = node(prefix, 'a');
+      const b = node(prefix, 'b', `redis://127.0.0.1:${relay.port}`);
+      const reaped: string[] = [];
+      const expired: string[] = [];
+      const keepers = [a, b].map(
+        (presence: Presence) =>
+          new PresenceKeeper(
+            presence,
+            {
+              onReaped: (dead) => reaped.push(...dead.map((d) => d.node)),
+              onExpired: () => expired.push(presence.node),
+              onError: () => {},
+            },
+            { intervalMs: HEARTBEAT_MS },
+          ),
+      );
+      for (const keeper of keepers) cleanup.push(() => keeper.stop());
+      await Promise.all(keepers.map((keeper) => keeper.start()));
+      await b.claim('1', 'bob', addr(1));
+      await b.join('1', 'lobby', 10);
+
+      relayStopped = true;
+      await relay.stop();
+
+      await eventually(() => expired.length > 0 && reaped.length > 0);
+      expect(expired).toEqual(['b']);
+      expect(reaped).toEqual(['b']);
+      expect(await a.find('bob')).toBeUndefined();
+      expect(await a.count('lobby')).toBe(0);
+    });
+  });
+});

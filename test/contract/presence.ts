@@ -1,0 +1,336 @@
+/**
+ * The Presence contract (src/core/presence.ts) as vitest tests, for any
+ * implementation: call `presenceContract` inside a test file with a target
+ * whose clusters make nodes that share one state.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  type DeadNode,
+  type Presence,
+  PresenceKeeper,
+  type PresenceMember,
+} from '../../src/core/presence.js';
+
+export interface PresenceCluster {
+  /** A new node of this cluster (registered by its first heartbeat). */
+  node(options: { readonly timeoutMs: number; readonly node?: string }): Presence;
+  dispose(): Promise<void> | void;
+}
+
+export interface PresenceTarget {
+  readonly name: string;
+  /** A new, empty cluster. */
+  cluster(): PresenceCluster;
+}
+
+export const HEARTBEAT_MS = 100;
+export const TIMEOUT_MS = 500;
+/** Generous: what "within the timeout" may take on a loaded machine. */
+export const BOUND_MS = 10_000;
+
+const addr = (port: number) => ({ ip: '127.0.0.1', port });
+
+/** Polls `check` until it returns true, for at most `bound` ms. */
+export async function eventually(check: () => boolean | Promise<boolean>, bound = BOUND_MS) {
+  const deadline = Date.now() + bound;
+  for (let i = 0; i < 10_000; i++) {
+    if (await check()) return;
+    if (Date.now() > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`not within ${bound} ms`);
+}
+
+const names = (members: readonly PresenceMember[]) => members.map((m) => m.nickname);
+
+export function presenceContract(target: PresenceTarget): void {
+  describe(`Presence contract: ${target.name}`, () => {
+    const cleanup: (() => unknown)[] = [];
+    afterEach(async () => {
+      for (const fn of cleanup.splice(0).reverse()) await fn();
+    });
+
+    /** `count` registered nodes of a new cluster, closed after the test. */
+    async function setup(count: number, timeoutMs = TIMEOUT_MS) {
+      const cluster = target.cluster();
+      cleanup.push(() => cluster.dispose());
+      const nodes: Presence[] = [];
+      for (let i = 0; i < count; i++) {
+        const node = cluster.node({ timeoutMs, node: `node${i}` });
+        cleanup.push(() => node.close().catch(() => {}));
+        expect(await node.heartbeat()).toEqual({ status: 'ok' });
+        nodes.push(node);
+      }
+      return { cluster, nodes };
+    }
+
+    it('gives a nickname to one claim only, by its look-alike key', async () => {
+      const {
+        nodes: [a],
+      } = await setup(1);
+      expect(await a!.claim('1', 'Ann', addr(1))).toBe(true);
+      expect(await a!.claim('2', 'Ann', addr(2))).toBe(false);
+      // Case, fullwidth and a Cyrillic "а" are the same name.
+      expect(await a!.claim('3', 'aNN', addr(3))).toBe(false);
+      expect(await a!.claim('4', '\uFF21nn', addr(4))).toBe(false);
+      expect(await a!.claim('5', '\u0430nn', addr(5))).toBe(false);
+      expect(await a!.find('ann')).toEqual({
+        node: a!.node,
+        id: '1',
+        nickname: 'Ann',
+        address: addr(1),
+      });
+      expect(await a!.find('bob')).toBeUndefined();
+      // Concurrent claims in one turn: one winner.
+      const racing = await Promise.all(
+        ['10', '11', '12', '13'].map((id) => a!.claim(id, 'Bob', addr(9))),
+      );
+      expect(racing.filter(Boolean)).toHaveLength(1);
+      await expect(a!.claim('1', 'Other', addr(1))).rejects.toThrow(/already registered/);
+      await expect(a!.claim('x:y', 'Other', addr(1))).rejects.toThrow(RangeError);
+      await expect(a!.claim('6', 'bad\uD800', addr(1))).rejects.toThrow(RangeError);
+    });
+
+    it('renames atomically: a taken name fails and keeps the old one', async () => {
+      const {
+        nodes: [a, b],
+      } = await setup(2);
+      expect(await a!.claim('1', 'ann', addr(1))).toBe(true);
+      expect(await b!.claim('1', 'bob', addr(2))).toBe(true);
+      expect(await a!.rename('1', 'BOB')).toBe(false);
+      expect((await a!.find('ann'))?.id).toBe('1');
+      expect((await a!.find('bob'))?.node).toBe(b!.node);
+      // Another spelling of one's own name.
+      expect(await a!.rename('1', 'Ann')).toBe(true);
+      expect((await b!.find('ann'))?.nickname).toBe('Ann');
+      expect(await a!.rename('1', 'carol')).toBe(true);
+      expect((await b!.find('carol'))?.id).toBe('1');
+      // The old name is free.
+      expect(await b!.claim('2', 'ann', addr(3))).toBe(true);
+      // Two renames racing for one name: one wins, the loser keeps its name.
+      const [x, y] = await Promise.all([a!.rename('1', 'dave'), b!.rename('1', 'dave')]);
+      expect([x, y].filter(Boolean)).toHaveLength(1);
+      expect((await a!.find('dave'))?.node).toBe(x ? a!.node : b!.node);
+      expect(await a!.find(x ? 'bob' : 'carol')).toBeDefined();
+      expect(await a!.rename('nobody', 'erin')).toBe(false);
+      expect(await a!.find('erin')).toBeUndefined();
+    });
+
+    it('gives the same nickname claimed on two nodes at once to exactly one', async () => {
+      const { nodes } = await setup(2);
+      for (let round = 0; round < 30; round++) {
+        const won = await Promise.all(
+          nodes.map((node) => node.claim(`m${round}`, `name${round}`, addr(round))),
+        );
+        expect(won.filter(Boolean)).toHaveLength(1);
+        const holder = await nodes[0]!.find(`name${round}`);
+        expect(holder?.node).toBe(nodes[won.indexOf(true)]!.node);
+      }
+    });
+
+    it('admits exactly the capacity under racing joins from three nodes', async () => {
+      const { nodes } = await setup(3);
+      for (let n = 0; n < nodes.length; n++) {
+        for (let i = 0; i < 20; i++) {
+          expect(await nodes[n]!.claim(`m${i}`, `n${n}m${i}`, addr(i))).toBe(true);
+        }
+      }
+      for (let round = 0; round < 20; round++) {
+        const room = `room${round}`;
+        const results = await Promise.all(
+          nodes.flatMap((node) =>
+            Array.from({ length: 20 }, (_, i) => node.join(`m${i}`, room, 10)),
+          ),
+        );
+        const admitted = results.filter((r) => r.ok);
+        expect(admitted).toHaveLength(10);
+        expect(results.filter((r) => !r.ok && r.reason === 'full')).toHaveLength(50);
+        // Each admitted join saw a distinct count, 1..10.
+        expect(admitted.map((r) => (r.ok ? r.count : 0)).sort((p, q) => p - q)).toEqual(
+          Array.from({ length: 10 }, (_, i) => i + 1),
+        );
+        expect(await nodes[1]!.count(room)).toBe(10);
+        expect(await nodes[2]!.members(room)).toHaveLength(10);
+      }
+    });
+
+    it('frees a place when a member leaves, and lists members in join order', async () => {
+      const {
+        nodes: [a, b],
+      } = await setup(2);
+      await a!.claim('1', 'ann', addr(1));
+      await b!.claim('1', 'bob', { ip: '::1', port: 2 });
+      await a!.claim('2', 'carol', addr(3));
+      expect(await a!.join('1', 'lobby', 2)).toEqual({ ok: true, count: 1 });
+      expect(await b!.join('1', 'lobby', 2)).toEqual({ ok: true, count: 2 });
+      expect(await a!.join('2', 'lobby', 2)).toEqual({ ok: false, reason: 'full' });
+      expect(await a!.join('1', 'lobby', 5)).toEqual({ ok: false, reason: 'already-in' });
+      expect(await b!.members('lobby')).toEqual([
+        { node: a!.node, id: '1', nickname: 'ann', address: addr(1) },
+        { node: b!.node, id: '1', nickname: 'bob', address: { ip: '::1', port: 2 } },
+      ]);
+      expect(await a!.leave('1', 'lobby')).toBe(1);
+      expect(await a!.leave('1', 'lobby')).toBeUndefined();
+      expect(await a!.join('2', 'lobby', 2)).toEqual({ ok: true, count: 2 });
+      expect(await a!.join('1', 'lobby', 3)).toEqual({ ok: true, count: 3 });
+      expect(names(await a!.members('lobby'))).toEqual(['bob', 'carol', 'ann']);
+      // A rename moves the member to the end, in every room it is in.
+      await b!.join('1', 'other', 10);
+      await a!.join('2', 'other', 10);
+      expect(await b!.rename('1', 'bobby')).toBe(true);
+      expect(names(await a!.members('lobby'))).toEqual(['carol', 'ann', 'bobby']);
+      expect(names(await a!.members('other'))).toEqual(['carol', 'bobby']);
+      // A member of another node cannot be moved from here.
+      expect(await a!.leave('1', 'other')).toBeUndefined();
+      expect(await a!.count('other')).toBe(2);
+      await expect(a!.join('nobody', 'lobby', 10)).rejects.toThrow(/not registered/);
+      expect(await a!.members('empty')).toEqual([]);
+      expect(await a!.count('empty')).toBe(0);
+    });
+
+    it('keeps rooms whose keys differ only in bytes apart', async () => {
+      const {
+        nodes: [a],
+      } = await setup(1);
+      await a!.claim('1', 'ann', addr(1));
+      await a!.claim('2', 'bob', addr(2));
+      const rooms = ['caf\u00e9 {x}', 'cafe\u0301 {x}', 'r:1', 'r', '\u{1F600}'];
+      for (const room of rooms) expect(await a!.join('1', room, 10)).toMatchObject({ ok: true });
+      expect(await a!.join('2', rooms[1]!, 10)).toEqual({ ok: true, count: 2 });
+      expect(await a!.count(rooms[0]!)).toBe(1);
+      expect(await a!.count(rooms[1]!)).toBe(2);
+      await expect(a!.join('2', 'x\uDC00', 10)).rejects.toThrow(RangeError);
+      await expect(a!.count('x\uDC00')).rejects.toThrow(RangeError);
+      await expect(a!.members('x\uDC00')).rejects.toThrow(RangeError);
+      await expect(a!.find('x\uDC00')).rejects.toThrow(RangeError);
+      expect(await a!.release('1')).toEqual(
+        rooms.map((room, i) => ({ room, count: i === 1 ? 1 : 0 })),
+      );
+    });
+
+    it('releases a member: its nickname and places are free, its rooms listed in join order', async () => {
+      const {
+        nodes: [a, b],
+      } = await setup(2);
+      await a!.claim('1', 'ann', addr(1));
+      await b!.claim('1', 'bob', addr(2));
+      await a!.join('1', 'lobby', 10);
+      await b!.join('1', 'lobby', 10);
+      await a!.join('1', 'zeta', 1);
+      await a!.join('1', 'alpha', 10);
+      expect(await a!.release('1')).toEqual([
+        { room: 'lobby', count: 1 },
+        { room: 'zeta', count: 0 },
+        { room: 'alpha', count: 0 },
+      ]);
+      expect(await a!.release('1')).toEqual([]);
+      expect(await a!.find('ann')).toBeUndefined();
+      expect(await b!.claim('2', 'ANN', addr(3))).toBe(true);
+      expect(await b!.join('2', 'zeta', 1)).toEqual({ ok: true, count: 1 });
+      expect(names(await a!.members('lobby'))).toEqual(['bob']);
+      // Another node's member of the same id is untouched.
+      expect(await b!.find('bob')).toBeDefined();
+    });
+
+    it('reaps a node that stops heartbeating, once, and frees all it held', async () => {
+      const { nodes } = await setup(3);
+      const [a, b, c] = nodes as [Presence, Presence, Presence];
+      await a.claim('1', 'ann', addr(1));
+      await b.claim('1', 'bob', addr(2));
+      await b.claim('2', 'bea', addr(3));
+      await c.claim('1', 'cid', addr(4));
+      await a.join('1', 'lobby', 4);
+      await b.join('1', 'lobby', 4);
+      await b.join('2', 'lobby', 4);
+      await c.join('1', 'lobby', 4);
+      await b.join('2', 'side', 4);
+
+      const reaped: DeadNode[] = [];
+      const expired: string[] = [];
+      const keepers = nodes.map(
+        (node) =>
+          new PresenceKeeper(
+            node,
+            {
+              onReaped: (dead) => reaped.push(...dead),
+              onExpired: () => expired.push(node.node),
+            },
+            { intervalMs: HEARTBEAT_MS },
+          ),
+      );
+      for (const keeper of keepers) cleanup.push(() => keeper.stop());
+      await Promise.all(keepers.map((keeper) => keeper.start()));
+      // b stops heartbeating, as a process killed or frozen does.
+      keepers[1]!.stop();
+
+      await eventually(() => reaped.length > 0);
+      // A few more rounds of the survivors, then: reported once, by one of them.
+      await new Promise((resolve) => setTimeout(resolve, 4 * HEARTBEAT_MS));
+      expect(reaped).toEqual([
+        {
+          node: b.node,
+          members: [
+            { id: '1', nickname: 'bob', address: addr(2), rooms: [{ room: 'lobby', count: 3 }] },
+            {
+              id: '2',
+              nickname: 'bea',
+              address: addr(3),
+              rooms: [
+                { room: 'lobby', count: 2 },
+                { room: 'side', count: 0 },
+              ],
+            },
+          ],
+        },
+      ]);
+      expect(names(await a.members('lobby'))).toEqual(['ann', 'cid']);
+      expect(await c.claim('2', 'Bob', addr(5))).toBe(true);
+      expect(await a.claim('2', 'bea', addr(6))).toBe(true);
+      expect(await c.join('2', 'lobby', 4)).toEqual({ ok: true, count: 3 });
+      expect(expired).toEqual([]);
+
+      // b wakes up: told it was reaped, registered again with nothing, usable again.
+      expect(await b.heartbeat()).toEqual({ status: 'expired' });
+      expect(await b.heartbeat()).toEqual({ status: 'ok' });
+      expect(await b.release('1')).toEqual([]);
+      expect((await a.find('bob'))?.node).toBe(c.node);
+      expect(await b.claim('3', 'bo', addr(7))).toBe(true);
+      await keepers[1]!.tick();
+      expect(expired).toEqual([]);
+    });
+
+    it('tells a keeper whose node was reaped that it expired', async () => {
+      const {
+        nodes: [a, b],
+      } = await setup(2);
+      await b!.claim('1', 'bob', addr(1));
+      const expired: number[] = [];
+      const keeper = new PresenceKeeper(
+        b!,
+        { onReaped: () => {}, onExpired: () => expired.push(1) },
+        { intervalMs: HEARTBEAT_MS },
+      );
+      cleanup.push(() => keeper.stop());
+      await eventually(async () => (await a!.reap()).length === 1);
+      await keeper.tick();
+      expect(expired).toEqual([1]);
+      await keeper.tick();
+      expect(expired).toEqual([1]);
+    });
+
+    it('leaves the cluster on close, returning its members', async () => {
+      const {
+        nodes: [a, b],
+      } = await setup(2);
+      await a!.claim('1', 'ann', addr(1));
+      await a!.join('1', 'lobby', 10);
+      await b!.claim('1', 'bob', addr(2));
+      await b!.join('1', 'lobby', 10);
+      expect(await b!.close()).toEqual([
+        { id: '1', nickname: 'bob', address: addr(2), rooms: [{ room: 'lobby', count: 1 }] },
+      ]);
+      expect(await a!.find('bob')).toBeUndefined();
+      expect(await a!.reap()).toEqual([]);
+    });
+  });
+}
