@@ -80,6 +80,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_cid ON messages (room, "from", cid) W
 `;
 
 const COLUMNS = 'id, at, "from", msg, cid';
+/** Rows per multi-row INSERT (6 parameters each, far below SQLite's limit of 32766). */
+const INSERT_ROWS = 64;
 
 /**
  * Room history in one SQLite file.
@@ -116,6 +118,8 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly insertMessage: Database.Statement<
     [string, number, number, string, string, string | null]
   >;
+  /** INSERT of INSERT_ROWS rows at once: one statement step for many messages. */
+  private readonly insertMessages: Database.Statement<unknown[]>;
   private readonly saveRoom: Database.Statement<[string, string, number]>;
   private readonly loadRoom: Database.Statement<[string], { epoch: string; top: number }>;
   private readonly roomKeys: Database.Statement<[], { key: string }>;
@@ -155,6 +159,9 @@ export class SqliteHistoryStore implements HistoryStore {
     this.insertMessage = db.prepare(
       'INSERT INTO messages (room, id, at, "from", msg, cid) VALUES (?, ?, ?, ?, ?, ?)',
     );
+    this.insertMessages = db.prepare<unknown[]>(
+      `INSERT INTO messages (room, id, at, "from", msg, cid) VALUES ${new Array(INSERT_ROWS).fill('(?, ?, ?, ?, ?, ?)').join(', ')}`,
+    );
     this.saveRoom = db.prepare(
       'INSERT INTO rooms (key, epoch, top) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET top = excluded.top',
     );
@@ -188,10 +195,28 @@ export class SqliteHistoryStore implements HistoryStore {
         this.saveRoom.run(p.room, p.state.epoch, p.state.top);
         if (floor > 0) this.deleteUpTo.run(p.room, floor);
       }
+      // Rows go in INSERT_ROWS at a time: a busy turn's batch costs a few statement
+      // steps instead of one per message (measured: the insert was a quarter of the
+      // server's CPU in W-pipe with one statement per row).
+      const rows: (string | number | null)[] = [];
       for (const p of batch) {
         const m = p.message;
         if (p.duplicate || m.id <= floors.get(p.state)!) continue;
-        this.insertMessage.run(p.room, m.id, m.at, m.from, m.msg, m.cid ?? null);
+        rows.push(p.room, m.id, m.at, m.from, m.msg, m.cid ?? null);
+        if (rows.length === INSERT_ROWS * 6) {
+          this.insertMessages.run(...rows);
+          rows.length = 0;
+        }
+      }
+      for (let i = 0; i < rows.length; i += 6) {
+        this.insertMessage.run(
+          rows[i] as string,
+          rows[i + 1] as number,
+          rows[i + 2] as number,
+          rows[i + 3] as string,
+          rows[i + 4] as string,
+          rows[i + 5] as string | null,
+        );
       }
     });
 
