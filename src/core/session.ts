@@ -59,6 +59,13 @@ export class Session implements Member {
   private granted: ReadonlySet<Capability> = NO_CAPS;
   /** Rooms whose history is being replayed: their live events wait here, in order. */
   private held: Map<string, Delivery[]> | undefined;
+  /**
+   * Rooms replayed up to an id whose live copies may still be on their way (a
+   * store across a network answers the replay's read before the broker hands
+   * over what it read): chat at or below the floor is dropped until a higher
+   * one passes, after which ids only grow.
+   */
+  private floors: Map<string, number> | undefined;
 
   constructor(
     readonly id: number,
@@ -118,6 +125,7 @@ export class Session implements Member {
    */
   deliver(delivery: Delivery): void {
     if (this.held !== undefined && this.hold(delivery)) return;
+    if (this.floors !== undefined && this.belowFloor(delivery)) return;
     this.send(delivery);
   }
 
@@ -155,11 +163,30 @@ export class Session implements Member {
     if (waiting === undefined) return;
     this.held!.delete(room);
     if (this.held!.size === 0) this.held = undefined;
+    let passed = false;
     for (const delivery of waiting) {
       const item = delivery.item;
-      if (item.type === 'chat' && item.id <= top) continue;
+      if (item.type === 'chat') {
+        if (item.id <= top) continue;
+        passed = true;
+      }
       this.send(delivery);
     }
+    if (!passed && top > 0) {
+      this.floors ??= new Map();
+      this.floors.set(room, top);
+    }
+  }
+
+  private belowFloor(delivery: Delivery): boolean {
+    const item = delivery.item;
+    if (item.type !== 'chat') return false;
+    const floor = this.floors!.get(item.room);
+    if (floor === undefined) return false;
+    if (item.id <= floor) return true;
+    this.floors!.delete(item.room);
+    if (this.floors!.size === 0) this.floors = undefined;
+    return false;
   }
 
   private hold(delivery: Delivery): boolean {

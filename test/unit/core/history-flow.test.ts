@@ -51,6 +51,27 @@ class DistantStore implements HistoryStore {
   }
 }
 
+/**
+ * A store whose appends are readable at once but acknowledged late, as with a
+ * broker that hands a message over after the history already holds it: a
+ * replay can read a message whose live copy is still on its way.
+ */
+class LateAckStore extends DistantStore {
+  private readonly now = new MemoryHistoryStore({
+    retention: { maxMessages: 10_000, maxAgeMs: 0 },
+  });
+  override append(room: string, draft: MessageDraft): Promise<Appended> {
+    const stored = this.now.append(room, draft);
+    return stored.then((a) => new Promise((resolve) => setTimeout(() => resolve(a), 20)));
+  }
+  override room(room: string): Promise<RoomHistory> {
+    return this.now.room(room);
+  }
+  override read(room: string, query: HistoryQuery): Promise<StoredMessage[]> {
+    return this.now.read(room, query);
+  }
+}
+
 const CAPS = ['errors', 'rooms', 'history'];
 let chat: Chat;
 
@@ -111,6 +132,20 @@ describe('history with a store that answers late', () => {
       expect(chatIds(out.slice(0, header))).toEqual([]);
       expect(chatIds(out)).toEqual(Array.from({ length: 57 }, (_, k) => k + 4));
     }
+  });
+
+  it('does not repeat a replayed message whose live copy arrives after the replay', async () => {
+    chat = new Chat({ maxUsers: 50, history: new LateAckStore(0) });
+    const ann = connect('ann');
+    await tick(5);
+    const epoch = (ann.outbox.find((m) => m.cmd === '101') as { epoch: string }).epoch;
+    send(ann, { cmd: '7', msg: 'm1' });
+    send(ann, { cmd: '7', msg: 'm2' });
+    const carl = connect('carl', { since: [{ room: 'lobby', epoch, id: 0 }] });
+    send(ann, { cmd: '7', msg: 'm3' });
+    await until(() => chatIds(carl.outbox).length >= 3);
+    await tick(60);
+    expect(chatIds(carl.outbox)).toEqual([1, 2, 3]);
   });
 
   it('answers a session in the order it asked, a chat being stored included', async () => {
