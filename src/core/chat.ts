@@ -131,6 +131,8 @@ const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, stri
   replaced: [ErrorCode.REPLACED, 'another connection took this session over'],
 };
 
+const RATE_LIMITED_MESSAGE = 'too many requests; slow down';
+
 /** A "password" field's value in a logged excerpt, escapes and a cut-off end included. */
 const PASSWORD_FIELD = /("password"\s*:\s*)"(?:[^"\\]|\\.)*("|$)/g;
 
@@ -388,6 +390,11 @@ export class Chat implements ChatContext, SessionHost {
     if (session.state === 'closed') return;
     if (!result.ok) {
       const { code, message, ref } = result.error;
+      if (code === ErrorCode.RATE_LIMITED) {
+        // Flood control's refusal (admit), queued in order; the decoder never makes this code.
+        refuse(session, code, message, ref);
+        return;
+      }
       if (session.state === 'greeting') {
         this.log.warn(
           { session: session.id, code, ref: ref && clip(ref) },
@@ -458,7 +465,11 @@ export class Chat implements ChatContext, SessionHost {
       return false;
     }
     if (session.strikes === 1) this.log.info({ nickname: session.nickname }, 'rate limit reached');
-    refuse(session, ErrorCode.RATE_LIMITED, 'too many requests; slow down', ref);
+    // In its turn: answers to earlier requests may still be waiting in the backlog.
+    this.route(session, {
+      ok: false,
+      error: { code: ErrorCode.RATE_LIMITED, message: RATE_LIMITED_MESSAGE, ref },
+    });
     return false;
   }
 

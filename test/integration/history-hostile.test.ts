@@ -1,0 +1,82 @@
+/**
+ * The history and resume surface attacked from outside: the server as its own
+ * process, clients that pipeline, cheat and never read.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+
+const CAPS = ['errors', 'renames', 'rooms', 'history'];
+const dirs: string[] = [];
+const servers: SpawnedServer[] = [];
+const clients: RawClient[] = [];
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
+  for (const s of servers.splice(0)) await s.stop();
+});
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** Both stores: what is answered later with one must be answered in order with the other too. */
+const STORES: [string, () => string[]][] = [
+  ['memory', () => ['--history', 'memory']],
+  [
+    'sqlite',
+    () => {
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'confab-h19-'));
+      dirs.push(dir);
+      return ['--history', 'sqlite', '--data-dir', dir];
+    },
+  ],
+];
+
+async function serve(args: string[]): Promise<SpawnedServer> {
+  const server = await spawnServer(['--http-port', 'off', ...args]);
+  servers.push(server);
+  return server;
+}
+
+const line = (value: object) => `${JSON.stringify(value)}\n`;
+
+async function connect(port: number, nickname: string, extra: object = {}) {
+  const client = await RawClient.open(port);
+  clients.push(client);
+  client.write(line({ cmd: '0', nickname, caps: CAPS, ...extra }));
+  const welcome = await client.expect('03');
+  return { client, welcome };
+}
+
+/** Waits until `done` holds for what the client has received, or it closes. */
+async function until(client: RawClient, done: (received: ParsedServerMessage[]) => boolean) {
+  for (let i = 0; i < 200 && !done(client.received) && !client.isClosed; i++) {
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe.each(STORES)('with %s history', (_name, storeArgs) => {
+  it('answers a rate-limited request after the requests before it, not ahead of them', async () => {
+    // Default flood control: a burst of 40, then 20 a second.
+    const server = await serve(storeArgs());
+    const { client } = await connect(server.port, 'pipeliner');
+    await client.expect('101');
+    client.drain();
+    // The JOIN's history replay holds up what follows it; the last RTTs are over the burst.
+    let burst = line({ cmd: '100', room: 'physics' }) + line({ cmd: '4' });
+    for (let i = 0; i < 45; i++) burst += line({ cmd: '6', beginTime: i });
+    client.write(burst);
+    await until(client, (r) => r.filter((m) => m.cmd === '60' || m.cmd === '90').length >= 45);
+    const replies = client.received.filter((m) => ['101', '40', '60', '90'].includes(m.cmd));
+    const order = replies.map((m) => m.cmd);
+    expect(order[0]).toBe('101');
+    expect(order[1]).toBe('40');
+    // Every refusal comes after every answer: the refused requests were the last ones sent.
+    expect(order.indexOf('90')).toBeGreaterThan(order.lastIndexOf('60'));
+    expect(order.filter((c) => c === '90').length).toBeGreaterThan(0);
+  });
+});
