@@ -358,6 +358,11 @@ export class Chat implements ChatContext, SessionHost {
     session.pending--;
     if (session.pending > 0) return;
     session.barrier = false;
+    const departures = session.departures;
+    if (departures !== undefined) {
+      session.departures = undefined;
+      for (const event of departures) this.publish(event);
+    }
     const backlog = session.backlog;
     if (backlog === undefined) return;
     session.backlog = undefined;
@@ -780,6 +785,7 @@ export class Chat implements ChatContext, SessionHost {
     this.nicknames.delete(session.key);
     session.room = undefined;
     this.stats.leaves++;
+    const departures: ChatEvent[] = [];
     // The lobby first (joined first): course clients see exactly the course server's "30".
     for (const room of [...session.rooms]) {
       this.rooms.remove(session, room);
@@ -788,7 +794,15 @@ export class Chat implements ChatContext, SessionHost {
         `${session.nickname} left. There are ${room.size} users connected.`,
       );
       if (this.stopping) continue;
-      this.publish({ type: 'left', room: room.name, nickname: session.nickname, count: room.size });
+      departures.push({
+        type: 'left',
+        room: room.name,
+        nickname: session.nickname,
+        count: room.size,
+      });
     }
+    // Chats it sent before it went are still being stored: the room hears them first.
+    if (session.pending > 0) session.departures = departures;
+    else for (const event of departures) this.publish(event);
   }
 }

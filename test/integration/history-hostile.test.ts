@@ -79,4 +79,25 @@ describe.each(STORES)('with %s history', (_name, storeArgs) => {
     expect(order.indexOf('90')).toBeGreaterThan(order.lastIndexOf('60'));
     expect(order.filter((c) => c === '90').length).toBeGreaterThan(0);
   });
+
+  it('delivers the chat of a member cut off for flooding before the room hears that it left', async () => {
+    const server = await serve(storeArgs());
+    const watcher = await RawClient.open(server.port);
+    clients.push(watcher);
+    watcher.write(line({ cmd: '0', nickname: 'watcher' }));
+    await watcher.expect('03');
+    const bob = await RawClient.open(server.port);
+    clients.push(bob);
+    bob.write(line({ cmd: '0', nickname: 'bob' }));
+    await bob.expect('03');
+    await watcher.expect('8');
+    // The chat is the last request within the burst of 40; what follows strikes out.
+    let burst = line({ cmd: '4' }).repeat(39) + line({ cmd: '7', msg: 'last words' });
+    burst += line({ cmd: '4' }).repeat(45);
+    bob.write(burst);
+    await until(watcher, (r) => r.some((m) => m.cmd === '30'));
+    await new Promise((r) => setTimeout(r, 200));
+    // As the course server (and confab without history) tells it: the chat, then the leave.
+    expect(watcher.received.map((m) => m.cmd)).toEqual(['70', '30']);
+  });
 });
