@@ -100,4 +100,39 @@ describe.each(STORES)('with %s history', (_name, storeArgs) => {
     // As the course server (and confab without history) tells it: the chat, then the leave.
     expect(watcher.received.map((m) => m.cmd)).toEqual(['70', '30']);
   });
+
+  it('sends history that escapes large in pages the client can take, never cutting it off', async () => {
+    const server = await serve([...storeArgs(), '--rate-limit', '0']);
+    const { client: filler } = await connect(server.port, 'filler');
+    const lobby = (await filler.expect('101')) as unknown as { epoch: string };
+    // Control characters go out as \u0001: 4,000 of them take 24 KB in each "70".
+    const msg = '\u0001'.repeat(4000);
+    for (let batch = 0; batch < 3; batch++) {
+      filler.write(line({ cmd: '7', msg }).repeat(50));
+      for (let i = 0; i < 50; i++) await filler.expect('71', 20_000);
+    }
+    const { client: pager } = await connect(server.port, 'pager');
+    await pager.expect('101');
+    pager.write(line({ cmd: '106', room: 'lobby', limit: 100 }));
+    const page = (await pager.expect('107', 10_000)) as unknown as {
+      messages: unknown[];
+      more: boolean;
+    };
+    expect(page.messages.length).toBeGreaterThan(0);
+    expect(page.more).toBe(true);
+    // 150 messages, 3.6 MB: a resume that wrote them all at once would be cut off, forever.
+    const { client: resumer } = await connect(server.port, 'resumer', {
+      since: [{ room: 'lobby', epoch: lobby.epoch, id: 0 }],
+    });
+    const header = (await resumer.expect('101')) as unknown as {
+      recovered: boolean;
+      reason: string;
+    };
+    expect(header).toMatchObject({ recovered: false, reason: 'too-many' });
+    for (const client of [pager, resumer]) {
+      client.write(line({ cmd: '4' }));
+      await client.expect('40', 10_000);
+      expect(client.isClosed).toBe(false);
+    }
+  });
 });
