@@ -51,8 +51,40 @@ export interface ChatOptions {
 
 /** The most messages one recovery replays; a larger gap is "too-many" (HISTORY pages through it). */
 export const MAX_REPLAY = 1000;
-/** One "107" carries at most this many characters of messages; `more` says the rest is there. */
-const MAX_HISTORY_CHARS = 256 * 1024;
+/**
+ * A "107", or the history after a "101", takes about this many bytes at most
+ * (the newest messages that fit, and always one): written at once, a larger
+ * one could pass the default --max-queue (1 MiB) and cut off the client that
+ * asked. A message escapes to up to six bytes a character (control characters).
+ */
+const MAX_PAGE_BYTES = 256 * 1024;
+
+/** About what one message takes on the wire: its text as JSON, in UTF-8, and the fields around it. */
+function wireSize(m: StoredMessage): number {
+  return Buffer.byteLength(JSON.stringify(m.msg)) + Buffer.byteLength(JSON.stringify(m.from)) + 100;
+}
+
+/** Whether `messages`, oldest first, fit in one page. */
+function fits(messages: readonly StoredMessage[]): boolean {
+  let bytes = 0;
+  for (const m of messages) {
+    bytes += wireSize(m);
+    if (bytes > MAX_PAGE_BYTES) return false;
+  }
+  return true;
+}
+
+/** The newest of `messages` (oldest first) that fit in one page; at least one. */
+function newestPage(messages: readonly StoredMessage[]): readonly StoredMessage[] {
+  let bytes = 0;
+  let first = messages.length;
+  while (first > 0) {
+    bytes += wireSize(messages[first - 1]!);
+    if (bytes > MAX_PAGE_BYTES && first < messages.length) break;
+    first--;
+  }
+  return messages.slice(first);
+}
 /** Requests waiting behind an unfinished one: reading pauses at the first, the session ends past the second. */
 const BACKLOG_PAUSE = 64;
 const BACKLOG_MAX = 10_000;
@@ -130,6 +162,8 @@ const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, stri
   banned: [ErrorCode.BANNED, 'banned by an operator'],
   replaced: [ErrorCode.REPLACED, 'another connection took this session over'],
 };
+
+const RATE_LIMITED_MESSAGE = 'too many requests; slow down';
 
 /** A "password" field's value in a logged excerpt, escapes and a cut-off end included. */
 const PASSWORD_FIELD = /("password"\s*:\s*)"(?:[^"\\]|\\.)*("|$)/g;
@@ -356,6 +390,11 @@ export class Chat implements ChatContext, SessionHost {
     session.pending--;
     if (session.pending > 0) return;
     session.barrier = false;
+    const departures = session.departures;
+    if (departures !== undefined) {
+      session.departures = undefined;
+      for (const event of departures) this.publish(event);
+    }
     const backlog = session.backlog;
     if (backlog === undefined) return;
     session.backlog = undefined;
@@ -388,6 +427,11 @@ export class Chat implements ChatContext, SessionHost {
     if (session.state === 'closed') return;
     if (!result.ok) {
       const { code, message, ref } = result.error;
+      if (code === ErrorCode.RATE_LIMITED) {
+        // Flood control's refusal (admit), queued in order; the decoder never makes this code.
+        refuse(session, code, message, ref);
+        return;
+      }
       if (session.state === 'greeting') {
         this.log.warn(
           { session: session.id, code, ref: ref && clip(ref) },
@@ -458,7 +502,11 @@ export class Chat implements ChatContext, SessionHost {
       return false;
     }
     if (session.strikes === 1) this.log.info({ nickname: session.nickname }, 'rate limit reached');
-    refuse(session, ErrorCode.RATE_LIMITED, 'too many requests; slow down', ref);
+    // In its turn: answers to earlier requests may still be waiting in the backlog.
+    this.route(session, {
+      ok: false,
+      error: { code: ErrorCode.RATE_LIMITED, message: RATE_LIMITED_MESSAGE, ref },
+    });
     return false;
   }
 
@@ -616,12 +664,15 @@ export class Chat implements ChatContext, SessionHost {
       };
     } else {
       const info = await history.room(room.key);
-      const reason = since === undefined ? undefined : notRecovered(info, since);
+      let reason = since === undefined ? undefined : notRecovered(info, since);
+      if (reason === undefined && since !== undefined) {
+        messages = await readAfter(history, room.key, since.id);
+        // Too much to write at once: the client pages back through it with HISTORY instead.
+        if (!fits(messages)) reason = 'too-many';
+      }
       const recovered = since === undefined ? undefined : reason === undefined;
-      messages =
-        recovered === true
-          ? await readAfter(history, room.key, since!.id)
-          : await history.read(room.key, { limit: this.historyOnJoin });
+      if (recovered !== true)
+        messages = newestPage(await history.read(room.key, { limit: this.historyOnJoin }));
       const last = messages.length > 0 ? messages[messages.length - 1]!.id : 0;
       const top = Math.max(info.top, last, recovered === true ? since!.id : 0);
       header = { epoch: info.epoch, top, recovered, reason };
@@ -661,14 +712,8 @@ export class Chat implements ChatContext, SessionHost {
           room.key,
           before === undefined ? { limit } : { before, limit },
         );
-        // The newest first: a page too large for one message loses its oldest.
-        let chars = 0;
-        let first = read.length;
-        while (first > 0 && chars + read[first - 1]!.msg.length <= MAX_HISTORY_CHARS) {
-          first--;
-          chars += read[first]!.msg.length;
-        }
-        const messages = read.slice(first);
+        // A page too large to write at once loses its oldest messages.
+        const messages = newestPage(read);
         const oldest = messages.length > 0 ? messages[0]!.id : (before ?? info.top + 1);
         session.reply({
           type: 'history',
@@ -769,6 +814,7 @@ export class Chat implements ChatContext, SessionHost {
     this.nicknames.delete(session.key);
     session.room = undefined;
     this.stats.leaves++;
+    const departures: ChatEvent[] = [];
     // The lobby first (joined first): course clients see exactly the course server's "30".
     for (const room of [...session.rooms]) {
       this.rooms.remove(session, room);
@@ -777,7 +823,15 @@ export class Chat implements ChatContext, SessionHost {
         `${session.nickname} left. There are ${room.size} users connected.`,
       );
       if (this.stopping) continue;
-      this.publish({ type: 'left', room: room.name, nickname: session.nickname, count: room.size });
+      departures.push({
+        type: 'left',
+        room: room.name,
+        nickname: session.nickname,
+        count: room.size,
+      });
     }
+    // Chats it sent before it went are still being stored: the room hears them first.
+    if (session.pending > 0) session.departures = departures;
+    else for (const event of departures) this.publish(event);
   }
 }

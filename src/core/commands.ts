@@ -107,8 +107,9 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
     const resume = { token: ctx.issueToken(session), resumed: true, nickname: session.nickname };
     const address = session.peer.local;
     session.reply({ type: 'welcome', address, count: ctx.lobby.size, caps, limits, resume });
+    const since = positions(ctx, req.since);
     for (const room of session.rooms) {
-      ctx.enterRoom(session, room, memberNames(room), room.size, sinceFor(ctx, req.since, room));
+      ctx.enterRoom(session, room, memberNames(room), room.size, since.get(room));
     }
     return;
   }
@@ -150,7 +151,7 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
     : undefined;
   session.reply({ type: 'welcome', address: session.peer.local, count, caps, limits, resume });
   if (room !== undefined && session.has('history')) {
-    ctx.enterRoom(session, room, memberNames(room), count, sinceFor(ctx, req.since, room));
+    ctx.enterRoom(session, room, memberNames(room), count, positions(ctx, req.since).get(room));
   }
 };
 
@@ -160,14 +161,21 @@ function memberNames(room: Room): string[] {
   return names;
 }
 
-/** The position a CONNECT gave for `room`, in any look-alike spelling of its name. */
-function sinceFor(
+/**
+ * The positions a CONNECT gave, by room (any look-alike spelling; the first
+ * entry for a room wins). Each name is folded once: folding costs time by its
+ * length, and a frame of long names looked up once per room would cost twenty.
+ */
+function positions(
   ctx: ChatContext,
   since: readonly RoomPosition[] | undefined,
-  room: Room,
-): Position | undefined {
-  const entry = since?.find((p) => ctx.rooms.find(p.room) === room);
-  return entry === undefined ? undefined : { epoch: entry.epoch, id: entry.id };
+): Map<Room, Position> {
+  const out = new Map<Room, Position>();
+  for (const entry of since ?? []) {
+    const room = ctx.rooms.find(entry.room);
+    if (room !== undefined && !out.has(room)) out.set(room, { epoch: entry.epoch, id: entry.id });
+  }
+  return out;
 }
 
 /**

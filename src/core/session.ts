@@ -1,6 +1,6 @@
 import type { Capability } from '../protocol/capabilities.js';
 import type { ParseResult } from '../protocol/request-codec.js';
-import { Delivery, type Reply } from './events.js';
+import { type ChatEvent, Delivery, type Reply } from './events.js';
 import type { DisconnectReason, Peer, PeerAddress } from './ports.js';
 import type { TokenBucket } from './rate-limit.js';
 import type { Member, Room } from './room.js';
@@ -54,6 +54,8 @@ export class Session implements Member {
   barrier = false;
   /** Reading was paused because the backlog is long. */
   paused = false;
+  /** The "left" events of a session that ended with chats still being stored: they go out after them. */
+  departures: ChatEvent[] | undefined;
   /** The token that takes this session back (capability "history"). */
   resumeToken: string | undefined;
   private granted: ReadonlySet<Capability> = NO_CAPS;

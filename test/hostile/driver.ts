@@ -1,6 +1,8 @@
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import tls from 'node:tls';
 import WebSocket from 'ws';
 import { type ParsedServerMessage, parseServerText } from '../../src/protocol/message-codec.js';
@@ -8,6 +10,7 @@ import { RawClient } from '../helpers/raw-client.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 import { makeCertificate } from '../helpers/tls-cert.js';
 import {
+  ALL_CAPS,
   type Attack,
   type Batch,
   batchAt,
@@ -25,6 +28,9 @@ import {
  * hostile streams, or leaking per connection over a long run, would reach.
  */
 export const RSS_LIMIT_KIB = 300 * 1024;
+
+/** What the server logs when its fault boundary catches an exception (core/chat.ts). */
+const FAULT = 'internal error while serving a connection';
 
 /** Generous: a loaded 2-core CI machine must not produce false alarms. */
 const REPLY_TIMEOUT_MS = 10_000;
@@ -57,9 +63,15 @@ function certificate(): { cert: string; key: string } {
   return certs;
 }
 
+/** Where room history is kept while under attack: the product's default, SQLite, or memory. */
+export type History = 'memory' | 'sqlite';
+const dataDirs: string[] = [];
+
+/** Removes the certificate and every data directory a run made. */
 export function removeCertificate(): void {
   if (certs !== undefined) rmSync(certs.dir, { recursive: true, force: true });
   certs = undefined;
+  for (const dir of dataDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
 /** The server under attack, as its own process. */
@@ -71,10 +83,16 @@ export class Target {
     readonly httpPort: number,
   ) {}
 
-  static async start(): Promise<Target> {
+  static async start(history: History = 'memory'): Promise<Target> {
     const { cert, key } = certificate();
+    let dataDir: string | undefined;
+    if (history === 'sqlite') {
+      dataDir = mkdtempSync(path.join(os.tmpdir(), 'confab-hostile-'));
+      dataDirs.push(dataDir);
+    }
     const server = await spawnServer(
       [
+        ...(dataDir === undefined ? [] : ['--history', 'sqlite', '--data-dir', dataDir]),
         '--tls-port',
         '0',
         '--tls-cert',
@@ -95,8 +113,24 @@ export class Target {
       {},
       256 * 1024,
     );
-    return new Target(server, server.port, server.tlsPort!, server.httpPort!);
+    const target = new Target(server, server.port, server.tlsPort!, server.httpPort!);
+    // Whole lines only: a chunk may end mid-line.
+    let partial = '';
+    const scan = (data: Buffer) => {
+      const lines = (partial + data.toString()).split('\n');
+      partial = lines.pop()!.slice(-4096);
+      for (const l of lines) if (l.includes(FAULT)) target.faults.push(l.slice(0, 1000));
+    };
+    server.child.stdout!.on('data', scan);
+    server.child.stderr!.on('data', scan);
+    return target;
   }
+
+  /**
+   * Log lines of the per-connection fault boundary: something threw while
+   * serving an attacker. It only ended that connection, but it is a defect.
+   */
+  readonly faults: string[] = [];
 
   get pid(): number {
     return this.server.child.pid!;
@@ -392,6 +426,8 @@ class Room {
       throw new InvariantError(what);
     };
     if (!this.target.alive()) fail(`the server process died (${this.target.exitStatus()})`);
+    if (this.target.faults.length > 0)
+      fail(`the server caught an internal error: ${this.target.faults[0]}`);
     if (this.sender.closed()) fail('the well-behaved sender was disconnected');
     await this.sender.pacer.next();
     this.sender.send({ cmd: '6', beginTime: index });
@@ -490,11 +526,15 @@ async function attackStream(target: Target, attack: Attack, nickname: string): P
   ).catch(() => undefined);
   if (client === undefined) return;
   try {
+    let token: string | undefined;
     if (attack.joined) {
-      const caps = attack.caps ? ',"caps":["errors","renames","whispers"]' : '';
+      const caps = attack.caps ? `,"caps":${JSON.stringify(ALL_CAPS)}` : '';
       client.write(`{"cmd":"0","nickname":"${nickname}"${caps}}\n`);
       await client.expect('03', REPLY_TIMEOUT_MS).then(
-        () => tally.joined++,
+        (welcome) => {
+          tally.joined++;
+          token = tokenOf(welcome);
+        },
         () => {},
       );
     }
@@ -506,6 +546,8 @@ async function attackStream(target: Target, attack: Attack, nickname: string): P
       else if (!flushed)
         await Promise.race([new Promise((r) => client.socket.once('drain', r)), client.closed]);
     }
+    // Resumers race the attacker's own requests, still being handled.
+    if (token !== undefined) await resumeAll(target, attack, nickname, token);
     // Let the server read it all before a reset can discard it.
     await closedWithin(
       () => client.isClosed,
@@ -537,14 +579,14 @@ async function attackWs(target: Target, attack: Attack, nickname: string): Promi
   if (client === undefined) return;
   const closed = new Promise((r) => client.ws.once('close', r));
   try {
+    let token: string | undefined;
     if (attack.joined) {
-      client.send(
-        attack.caps
-          ? { cmd: '0', nickname, caps: ['errors', 'renames', 'whispers'] }
-          : { cmd: '0', nickname },
-      );
+      client.send(attack.caps ? { cmd: '0', nickname, caps: ALL_CAPS } : { cmd: '0', nickname });
       await client.expect('03', REPLY_TIMEOUT_MS).then(
-        () => tally.joined++,
+        (welcome) => {
+          tally.joined++;
+          token = tokenOf(welcome);
+        },
         () => {},
       );
     }
@@ -562,6 +604,7 @@ async function attackWs(target: Target, attack: Attack, nickname: string): Promi
         client.ws.send(piece, { binary: attack.wsFraming === 'binary' });
       }
     }
+    if (token !== undefined) await resumeAll(target, attack, nickname, token);
     await closedWithin(() => client.isClosed, closed, Math.min(300, 30 + total / 4096));
     if (client.isClosed) tally.cutOff++;
     switch (attack.ending) {
@@ -613,6 +656,67 @@ async function attackRaw(target: Target, attack: Attack): Promise<void> {
   }
 }
 
+function tokenOf(welcome: ParsedServerMessage): string | undefined {
+  const token = (welcome as { resume?: unknown }).resume;
+  return typeof token === 'string' ? token : undefined;
+}
+
+/**
+ * The attack's resumers, all at once, each on the attack's transport: CONNECT
+ * with the token and the attack's "since", then the pieces again, then gone.
+ * One of them at most takes the session back; the others join as themselves.
+ */
+async function resumeAll(
+  target: Target,
+  attack: Attack,
+  nickname: string,
+  token: string,
+): Promise<void> {
+  const connect = (k: number) =>
+    `${JSON.stringify({ cmd: '0', nickname: `${nickname}r${k}`, caps: ALL_CAPS, resume: token, since: attack.since })}\n`;
+  await Promise.all(
+    Array.from({ length: attack.resumers }, async (_, k) => {
+      tally.resumes++;
+      if (attack.transport === 'ws') {
+        const ws = await WsClient.open(target.httpPort, attack.from).catch(() => undefined);
+        if (ws === undefined) return;
+        try {
+          ws.ws.send(connect(k));
+          const welcome = await ws.expect('03', REPLY_TIMEOUT_MS).catch(() => undefined);
+          if (welcome !== undefined && (welcome as { resumed?: unknown }).resumed === true)
+            tally.resumed++;
+          for (const piece of attack.pieces) {
+            if (ws.ws.readyState === WebSocket.OPEN) ws.ws.send(piece);
+          }
+          await sleep(50);
+        } finally {
+          ws.close();
+        }
+        return;
+      }
+      const client = await (attack.transport === 'tcp'
+        ? openTcp(target.tcpPort, attack.from)
+        : openTls(target.tlsPort, attack.from)
+      ).catch(() => undefined);
+      if (client === undefined) return;
+      try {
+        client.write(connect(k));
+        const welcome = await client.expect('03', REPLY_TIMEOUT_MS).catch(() => undefined);
+        if (welcome !== undefined && (welcome as { resumed?: unknown }).resumed === true)
+          tally.resumed++;
+        const payload = concat(attack.pieces);
+        for (const chunk of cut(payload, attack.chunks)) {
+          if (client.isClosed || client.socket.destroyed) break;
+          client.socket.write(chunk);
+        }
+        await closedWithin(() => client.isClosed, client.closed, 50);
+      } finally {
+        client.close();
+      }
+    }),
+  );
+}
+
 /** What the attackers achieved, to show that they reach the server at all. */
 export interface Tally {
   attacks: number;
@@ -620,8 +724,11 @@ export interface Tally {
   joined: number;
   /** Attackers the server closed before they left on their own. */
   cutOff: number;
+  /** Connections that presented an attacker's resume token, and those that took its session. */
+  resumes: number;
+  resumed: number;
 }
-let tally: Tally = { attacks: 0, joined: 0, cutOff: 0 };
+let tally: Tally = { attacks: 0, joined: 0, cutOff: 0, resumes: 0, resumed: 0 };
 
 /** Above this many bytes an attack runs once, however large its swarm: CPU and bytes stay bounded. */
 const SWARM_BYTES = 4096;
@@ -680,6 +787,8 @@ export interface RunOptions {
   maxDepth?: number;
   /** After a failure, restart the server and go on with the next batch (to collect several). */
   keepGoing?: boolean;
+  /** Where the server under attack keeps room history (default memory). */
+  history?: History;
   log?: (line: string) => void;
 }
 
@@ -694,8 +803,12 @@ export interface RunResult {
 }
 
 /** Runs one batch against a fresh server; a failure comes back as its message. */
-async function tryAlone(batch: Batch, index: number): Promise<string | undefined> {
-  const target = await Target.start();
+async function tryAlone(
+  batch: Batch,
+  index: number,
+  history: History,
+): Promise<string | undefined> {
+  const target = await Target.start(history);
   let room: Room | undefined;
   try {
     room = await Room.open(target);
@@ -710,14 +823,19 @@ async function tryAlone(batch: Batch, index: number): Promise<string | undefined
 }
 
 /** Finds the single piece of a failing batch that still fails on its own, if there is one. */
-async function isolate(batch: Batch, index: number, budgetMs: number): Promise<string> {
+async function isolate(
+  batch: Batch,
+  index: number,
+  budgetMs: number,
+  history: History,
+): Promise<string> {
   const deadline = Date.now() + budgetMs;
   for (const attack of batch.attacks) {
     for (const piece of attack.pieces) {
       if (Date.now() > deadline)
         return 'no single piece found to fail alone within the time budget';
       const alone: Attack = { ...attack, pieces: [piece] };
-      const failure = await tryAlone({ attacks: [alone] }, index);
+      const failure = await tryAlone({ attacks: [alone] }, index, history);
       if (failure !== undefined)
         return `this piece alone fails (${failure}):\n${describeAttack(alone)}`;
     }
@@ -741,6 +859,7 @@ async function failureReport(
   index: number,
   batch: Batch | undefined,
   fixed: boolean,
+  history: History,
 ): Promise<string> {
   await sleep(200); // let a dying server finish printing
   return [
@@ -750,7 +869,7 @@ async function failureReport(
     `(${err instanceof InvariantError ? 'invariant' : 'driver error'}; server ${target.alive() ? 'alive' : target.exitStatus()})`,
     fixed
       ? 'replay: npx vitest run test/hostile'
-      : `replay: npm run fuzz -- --seed ${seed} --batch ${index}`,
+      : `replay: npm run fuzz -- --seed ${seed} --batch ${index} --history ${history}`,
     'the batch:',
     ...(batch?.attacks.map(describeAttack) ?? []),
     'server output, last lines:',
@@ -761,10 +880,11 @@ async function failureReport(
 export async function runHostile(options: RunOptions): Promise<RunResult> {
   const log = options.log ?? (() => {});
   const { seed } = options;
-  let target = await Target.start();
+  const history = options.history ?? 'memory';
+  let target = await Target.start(history);
   let room: Room | undefined;
   let ran = 0;
-  tally = { attacks: 0, joined: 0, cutOff: 0 };
+  tally = { attacks: 0, joined: 0, cutOff: 0, resumes: 0, resumed: 0 };
   let peak = 0;
   let index = options.only ?? 0;
   const reports: string[] = [];
@@ -794,18 +914,19 @@ export async function runHostile(options: RunOptions): Promise<RunResult> {
           index,
           batch,
           options.cases !== undefined,
+          history,
         );
         room.close();
         room = undefined;
         await target.stop();
         const isolated =
           options.isolateMs !== undefined && batch !== undefined
-            ? ['isolating:', await isolate(batch, index, options.isolateMs)]
+            ? ['isolating:', await isolate(batch, index, options.isolateMs, history)]
             : [];
         reports.push([report, ...isolated].join('\n'));
         if (options.keepGoing !== true) break;
         log(reports.at(-1)!);
-        target = await Target.start();
+        target = await Target.start(history);
         room = await Room.open(target);
       }
       peak = Math.max(peak, target.rssKiB());

@@ -20,8 +20,16 @@ export interface Attack {
   transport: Transport;
   /** Send a valid CONNECT and wait for the answer first, or attack the greeting. */
   joined: boolean;
-  /** Ask for every capability when joining (opted-in clients get "90" replies). */
+  /** Ask for every capability when joining (opted-in clients get "90" replies, rooms and history). */
   caps: boolean;
+  /**
+   * Joined with caps: this many more connections then CONNECT with the
+   * attacker's resume token at once (racing each other and the attacker's
+   * own unfinished requests), and send the pieces again.
+   */
+  resumers: number;
+  /** The "since" those resuming connections send. */
+  since: unknown[];
   /** The hostile input, piece by piece (each piece one WebSocket message). */
   pieces: Uint8Array[];
   /** Stream transports: the payload is cut into writes of these sizes, cycled. */
@@ -57,26 +65,54 @@ export const concat = (parts: Uint8Array[]): Uint8Array => {
 /** The frame limit the server under attack runs with (the default). */
 export const MAX_FRAME = 65536;
 
+/** Every capability: opted-in attackers reach rooms, history and resume too. */
+export const ALL_CAPS = ['errors', 'renames', 'whispers', 'rooms', 'history', 'moderation'];
+
 /** Fields of each request, as docs/protocol.md lists them. */
 const FIELDS: Record<string, string[]> = {
-  '0': ['nickname', 'caps'],
-  '1': [],
+  '0': ['nickname', 'caps', 'resume', 'since', 'lobby'],
+  '1': ['room'],
   '2': ['to', 'msg'],
   '3': [],
   '4': [],
   '5': ['newNickname'],
   '6': ['beginTime'],
-  '7': ['msg'],
+  '7': ['msg', 'room', 'cid'],
+  '92': ['name', 'password'],
+  '94': ['nickname', 'reason'],
+  '95': ['mask', 'seconds', 'reason'],
+  '96': ['mask'],
+  '97': [],
+  '100': ['room', 'since'],
+  '102': ['room'],
+  '104': [],
+  '106': ['room', 'before', 'limit'],
 };
-/** Plausible values, so that only the field under attack is wrong. */
+/** Plausible values, so that only the field under attack is wrong ("cmd.field" first). */
 const GOOD: Record<string, string> = {
   nickname: '"mallory"',
-  caps: '["errors","renames","whispers"]',
+  caps: JSON.stringify(ALL_CAPS),
+  resume: '"bm90LWEtcmVhbC10b2tlbg"',
+  since: '[{"room":"lobby","epoch":"e","id":1}]',
+  '100.since': '{"epoch":"e","id":1}',
+  lobby: 'true',
   to: '"by-course"',
   msg: '"hi"',
   newNickname: '"mallory2"',
   beginTime: '1590314400123.4568',
+  room: '"lobby"',
+  '100.room': '"den"',
+  '102.room': '"den"',
+  cid: '"c-1"',
+  before: '10',
+  limit: '50',
+  name: '"op"',
+  password: '"pw"',
+  reason: '"because"',
+  mask: '"by-course"',
+  seconds: '60',
 };
+const good = (cmd: string, field: string): string => GOOD[`${cmd}.${field}`] ?? GOOD[field]!;
 
 /** Names that break a server keeping members in a plain object. */
 const PROTO_NAMES = [
@@ -191,7 +227,7 @@ const hostileValueArb: fc.Arbitrary<string> = fc.oneof(
   },
 );
 
-const cmdArb = fc.constantFrom('0', '1', '2', '3', '4', '5', '6', '7');
+const cmdArb = fc.constantFrom(...Object.keys(FIELDS));
 
 /** Every command with one of its fields (or "cmd" itself) replaced, dropped or duplicated. */
 const wrongFieldArb = fc
@@ -209,8 +245,8 @@ const wrongFieldArb = fc
       if (f === target && how === 'drop') continue;
       if (f === target && how === 'replace') parts.push(`"${f}":${value}`);
       else if (f === target && how === 'duplicate')
-        parts.push(`"${f}":${GOOD[f]}`, `"${f}":${value}`);
-      else parts.push(`"${f}":${GOOD[f]}`);
+        parts.push(`"${f}":${good(cmd, f)}`, `"${f}":${value}`);
+      else parts.push(`"${f}":${good(cmd, f)}`);
     }
     if (target === undefined && how !== 'cmd') parts.push(`"extra":${value}`);
     return bytes(`{${parts.join(',')}}`);
@@ -224,7 +260,7 @@ const wideArb = fc
     cmd: cmdArb,
   })
   .map(({ n, kind, cmd }) => {
-    const base = `"cmd":"${cmd}",${FIELDS[cmd]!.map((f) => `"${f}":${GOOD[f]}`).join(',')}`;
+    const base = `"cmd":"${cmd}",${FIELDS[cmd]!.map((f) => `"${f}":${good(cmd, f)}`).join(',')}`;
     const head = base.endsWith(',') ? base.slice(0, -1) : base;
     const body = Array.from({ length: n }, (_, i) => {
       switch (kind) {
@@ -281,6 +317,71 @@ const textArb = fc.oneof(
   ),
 );
 
+/** Room names: the lobby and its look-alikes, names at and over the limit, anything. */
+const roomArb = fc.oneof(
+  fc.constantFrom(
+    'lobby',
+    'LOBBY',
+    '\u217Cobby',
+    'den',
+    'Den',
+    'd\u0435n',
+    'ｄｅｎ',
+    'r'.repeat(64),
+    'r'.repeat(65),
+    '',
+    ' den',
+    '\u202Eden',
+    ...PROTO_NAMES,
+  ),
+  fc.string({ unit: 'binary', maxLength: 70 }),
+);
+
+/** Ids and counts: the edges of "a whole number", and what is not one. */
+const idArb: fc.Arbitrary<unknown> = fc.oneof(
+  fc.constantFrom(0, 1, -1, -0, 1.5, 100, 101, 2 ** 53 - 1, 2 ** 53, 1e300, '1', null, [1]),
+  fc.nat(),
+  fc.double(),
+);
+
+const epochArb = fc.oneof(
+  fc.constantFrom('', 'e', 'x'.repeat(64), 'x'.repeat(65), '\ud800'),
+  fc.string({ unit: 'binary', maxLength: 70 }),
+);
+
+/** One {room?, epoch, id}, sometimes with a field missing or wrong. */
+const positionArb = fc
+  .record(
+    { room: fc.oneof(roomArb, idArb), epoch: fc.oneof(epochArb, idArb), id: idArb },
+    { requiredKeys: [] },
+  )
+  .map((p) => p as Record<string, unknown>);
+
+/** "since" lists: empty, at and over the 32 entries allowed, one room many times. */
+const sinceArb: fc.Arbitrary<unknown> = fc.oneof(
+  fc.array(positionArb, { maxLength: 34 }),
+  fc
+    .tuple(roomArb, fc.integer({ min: 1, max: 34 }))
+    .map(([room, n]) => Array.from({ length: n }, (_, i) => ({ room, epoch: 'e', id: i }))),
+  idArb,
+);
+
+const cidArb: fc.Arbitrary<unknown> = fc.oneof(
+  fc.constantFrom('', 'c', 'x'.repeat(64), 'x'.repeat(65), '\ud800', '\udfff\ud800', 'c-1'),
+  fc.string({ unit: 'binary', maxLength: 70 }),
+  idArb,
+);
+
+const tokenArb: fc.Arbitrary<unknown> = fc.oneof(
+  fc.constantFrom('', 'x'.repeat(128), 'x'.repeat(129), '\ud800'),
+  fc.base64String({ maxLength: 32 }),
+  idArb,
+);
+
+/** Some of `fields`, each present or not. */
+const someOf = <T extends Record<string, fc.Arbitrary<unknown>>>(fields: T) =>
+  fc.record(fields, { requiredKeys: [] });
+
 const validishArb = fc
   .record({
     cmd: cmdArb,
@@ -293,11 +394,23 @@ const validishArb = fc
       fc.double(),
       fc.json({ maxDepth: 3 }).map((j) => JSON.parse(j) as unknown),
     ),
+    room: roomArb,
+    connect: someOf({
+      caps: fc.constantFrom(ALL_CAPS, ['rooms'], ['history'], ['rooms', 'history'], []),
+      resume: tokenArb,
+      since: sinceArb,
+      lobby: fc.constantFrom<unknown>(false, true, 0, 'false'),
+    }),
+    chat: someOf({ room: roomArb, cid: cidArb }),
+    join: someOf({ since: fc.oneof(positionArb, sinceArb) }),
+    page: someOf({ before: idArb, limit: idArb }),
   })
-  .map(({ cmd, text, name, time }) => {
+  .map(({ cmd, text, name, time, room, connect, chat, join, page }) => {
     switch (cmd) {
       case '0':
-        return { cmd, nickname: name };
+        return { cmd, nickname: name, ...connect };
+      case '1':
+        return { cmd, room };
       case '2':
         return { cmd, to: name, msg: text };
       case '5':
@@ -305,12 +418,78 @@ const validishArb = fc
       case '6':
         return { cmd, beginTime: time };
       case '7':
-        return { cmd, msg: text };
+        return { cmd, msg: text, ...chat };
+      case '94':
+        return { cmd, nickname: name, reason: text };
+      case '95':
+        return { cmd, mask: name, seconds: time };
+      case '100':
+        return { cmd, room, ...join };
+      case '102':
+        return { cmd, room };
+      case '106':
+        return { cmd, room, ...page };
       default:
         return { cmd };
     }
   })
   .map((request) => bytes(`${JSON.stringify(request)}\n`));
+
+/** Rooms a script moves between: few, so that its requests meet in them. */
+const scriptRoomArb = fc.constantFrom('lobby', 'den', 'Den', 'd\u0435n', 'attic', 'cellar');
+
+/** One well-formed request of a member with rooms and history. */
+const scriptStepArb: fc.Arbitrary<object> = fc.oneof(
+  fc.record(
+    {
+      cmd: fc.constant('100'),
+      room: scriptRoomArb,
+      since: fc.record({ epoch: fc.constantFrom('e', ''), id: fc.nat(300) }),
+    },
+    { requiredKeys: ['cmd', 'room'] },
+  ),
+  fc.record(
+    {
+      cmd: fc.constant('7'),
+      msg: fc.string({ maxLength: 40 }),
+      room: scriptRoomArb,
+      cid: fc.constantFrom('a', 'b', 'c'),
+    },
+    { requiredKeys: ['cmd', 'msg'] },
+  ),
+  fc.record(
+    {
+      cmd: fc.constant('106'),
+      room: scriptRoomArb,
+      before: fc.nat(300),
+      limit: fc.integer({ min: 1, max: 100 }),
+    },
+    { requiredKeys: ['cmd', 'room'] },
+  ),
+  fc.record({ cmd: fc.constant('102'), room: scriptRoomArb }),
+  fc.record({ cmd: fc.constant('1'), room: scriptRoomArb }, { requiredKeys: ['cmd'] }),
+  fc.record({ cmd: fc.constant('5'), newNickname: fc.constantFrom('m1', 'm2', 'M1', 'by-course') }),
+  fc.record({
+    cmd: fc.constant('2'),
+    to: fc.constantFrom('by-course', 'by-web'),
+    msg: fc.string(),
+  }),
+  fc
+    .record({ cmd: fc.constantFrom('104', '4', '6') })
+    .map((r) => (r.cmd === '6' ? { ...r, beginTime: 1 } : r)),
+);
+
+/** A well-formed "since" entry: rooms a script uses or any name, ids anywhere. */
+const resumePositionArb = fc.record({
+  room: fc.oneof(scriptRoomArb, roomArb),
+  epoch: fc.oneof(fc.constantFrom('e', ''), epochArb),
+  id: fc.oneof(fc.nat(300), fc.constantFrom(2 ** 53 - 1)),
+});
+
+/** Many well-formed requests pipelined in one piece: the backlog, replays and resumes at work. */
+const scriptArb = fc
+  .array(scriptStepArb, { minLength: 1, maxLength: 40 })
+  .map((steps) => bytes(steps.map((r) => `${JSON.stringify(r)}\n`).join('')));
 
 /** A frame with bad UTF-8 spliced in, raw or inside a string. */
 const badUtf8Arb = fc
@@ -455,6 +634,7 @@ export const pieceArb: fc.Arbitrary<Uint8Array> = fc.oneof(
   { weight: 3, arbitrary: garbageArb },
   { weight: 1, arbitrary: edgeSizeArb },
   { weight: 4, arbitrary: validishArb },
+  { weight: 4, arbitrary: scriptArb },
 );
 
 /** A request target the URL parser may choke on. */
@@ -655,6 +835,15 @@ const protocolAttackArb: fc.Arbitrary<Attack> = fc.record({
   ending: fc.constantFrom('destroy' as const, 'end' as const, 'exit' as const, 'linger' as const),
   swarm: swarmArb,
   from: fromArb,
+  resumers: fc.oneof(
+    { weight: 3, arbitrary: fc.constant(0) },
+    { weight: 2, arbitrary: fc.constant(1) },
+    { weight: 1, arbitrary: fc.constant(2) },
+  ),
+  since: fc.oneof(
+    { weight: 4, arbitrary: fc.array(resumePositionArb, { maxLength: 32 }) },
+    { weight: 1, arbitrary: fc.array(positionArb, { maxLength: 33 }) },
+  ),
 });
 
 const rawAttackArb: fc.Arbitrary<Attack> = fc
@@ -685,6 +874,8 @@ const rawAttackArb: fc.Arbitrary<Attack> = fc
     ending,
     swarm,
     from,
+    resumers: 0,
+    since: [],
   }));
 
 /** Pieces are capped so that a batch stays within a few hundred KiB. */
@@ -743,7 +934,9 @@ export function describeAttack(a: Attack): string {
   const how = a.transport === 'ws' ? `${a.wsFraming} messages` : chunks;
   const when = raw ? 'raw bytes' : a.joined ? 'after joining' : 'before CONNECT';
   const swarm = `${a.swarm > 1 ? ` ×${a.swarm} at once` : ''}${a.from === '127.0.0.1' ? '' : ` from ${a.from}`}`;
-  const head = `${a.transport} ${when}${a.caps ? ' (caps)' : ''}, ${how}, ends ${a.ending}${swarm}`;
+  const resume =
+    a.resumers > 0 ? `, then ${a.resumers} resuming with since ${JSON.stringify(a.since)}` : '';
+  const head = `${a.transport} ${when}${a.caps ? ' (caps)' : ''}, ${how}, ends ${a.ending}${swarm}${resume}`;
   return [head, ...a.pieces.map((p, i) => `  piece ${i}: ${excerpt(p)}`)].join('\n');
 }
 
@@ -776,6 +969,8 @@ function fixedAttack(transport: Transport, pieces: (string | Uint8Array)[], join
     ending: 'linger',
     swarm: 1,
     from: '127.0.0.1',
+    resumers: 0,
+    since: [],
   };
 }
 
