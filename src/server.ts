@@ -24,7 +24,7 @@ import { MemoryHistoryStore } from './store/memory-history.js';
 import { SqliteHistoryStore } from './store/sqlite-history.js';
 import { HttpListener } from './transports/http.js';
 import type { TransportStats } from './transports/stats.js';
-import { type StreamLimits, StreamListener } from './transports/stream.js';
+import { flushWrites, type StreamLimits, StreamListener } from './transports/stream.js';
 
 /** dist/web from both src/server.ts (tests) and dist/server.js (production). */
 const WEB_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'web');
@@ -118,7 +118,10 @@ function openHistory(config: Config): HistoryStore | undefined {
     default:
       try {
         mkdirSync(config.dataDir, { recursive: true });
-        return new SqliteHistoryStore(path.join(config.dataDir, 'history.db'), { retention });
+        return new SqliteHistoryStore(path.join(config.dataDir, 'history.db'), {
+          retention,
+          afterCommit: flushWrites,
+        });
       } catch (err) {
         throw new StartError(
           `--data-dir: cannot open the history database: ${(err as Error).message}`,

@@ -26,6 +26,12 @@ export interface SqliteHistoryOptions extends HistoryStoreOptions {
    * process; `full` also through a power loss or kernel crash, at an fsync per commit.
    */
   readonly synchronous?: 'normal' | 'full';
+  /**
+   * Called once the messages of a commit have been handed to their callers
+   * (after their promise reactions): the composition root writes them out
+   * then, rather than a loop turn later.
+   */
+  readonly afterCommit?: () => void;
 }
 
 export interface SqliteHistoryStats {
@@ -114,6 +120,7 @@ export class SqliteHistoryStore implements HistoryStore {
   private closed = false;
   private commits = 0;
   private appended = 0;
+  private readonly afterCommit: (() => void) | undefined;
 
   private readonly insertMessage: Database.Statement<
     [string, number, number, string, string, string | null]
@@ -135,6 +142,7 @@ export class SqliteHistoryStore implements HistoryStore {
   constructor(path: string, options: SqliteHistoryOptions) {
     checkRetention(options.retention);
     this.retention = options.retention;
+    this.afterCommit = options.afterCommit;
     const db = new Database(path);
     this.db = db;
     try {
@@ -380,6 +388,8 @@ export class SqliteHistoryStore implements HistoryStore {
     for (const p of batch) {
       p.resolve({ message: p.message, epoch: p.state.epoch, duplicate: p.duplicate });
     }
+    // Queued after the reactions to the promises just resolved, so it runs once they have run.
+    if (this.afterCommit !== undefined) queueMicrotask(this.afterCommit);
   }
 
   private pruneNow(now: number): void {

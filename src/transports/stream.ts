@@ -59,6 +59,11 @@ class WriteBatcher {
     }
   }
 
+  /** Writes what is batched now instead of at the end of the turn. */
+  flushNow(): void {
+    if (this.dirty.length > 0) this.flush();
+  }
+
   private flush(): void {
     this.scheduled = false;
     const dirty = this.dirty;
@@ -75,6 +80,15 @@ class WriteBatcher {
 }
 
 const batcher = new WriteBatcher();
+
+/**
+ * Writes every connection's batch at once. For work that finishes in the
+ * check phase, where a batch scheduled now would wait a whole loop turn:
+ * the history store calls it once a commit's messages have been handed out.
+ */
+export function flushWrites(): void {
+  batcher.flushNow();
+}
 
 /**
  * A connection's batch lives in one buffer of this size and is written as
