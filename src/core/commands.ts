@@ -549,7 +549,7 @@ const history: Handler<typeof Cmd.HISTORY> = (ctx, session, req) => {
  */
 const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
   const room = ctx.rooms.find(req.room);
-  if (room === ctx.lobby) {
+  if (room === ctx.lobby && session.rooms.has(room)) {
     refuse(session, ErrorCode.CANNOT_LEAVE_LOBBY, 'leaving the lobby means EXIT', req.cmd);
     return;
   }

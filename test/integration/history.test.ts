@@ -354,6 +354,9 @@ describe('history and resume', () => {
     expect(await roomer.expect('03')).toMatchObject({ userCount: 1 });
     roomer.write(line({ cmd: '7', msg: 'where am I' }));
     expect(await roomer.expect('90')).toMatchObject({ code: 1018, ref: '7' });
+    // Not in the lobby, so not "leaving the lobby means EXIT" either.
+    roomer.write(line({ cmd: '102', room: 'lobby' }));
+    expect(await roomer.expect('90')).toMatchObject({ code: 1018, ref: '102' });
     roomer.write(line({ cmd: '100', room: 'maths' }));
     expect(await roomer.expect('101')).toMatchObject({ room: 'maths', members: ['roomer'] });
     await new Promise((r) => setTimeout(r, 50));
