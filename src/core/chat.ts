@@ -563,6 +563,7 @@ export class Chat implements ChatContext, SessionHost {
     this.nicknames.set(session.key, session);
     ghost.rooms.clear();
     ghost.room = undefined;
+    ghost.successor = session;
     ghost.state = 'closed';
     this.sessions.delete(ghost);
     this.count('replaced');
@@ -595,14 +596,17 @@ export class Chat implements ChatContext, SessionHost {
       (appended) => {
         try {
           const m = appended.message;
+          // Taken over meanwhile: the sender is now the connection that took the session.
+          let sender = session;
+          while (sender.successor !== undefined) sender = sender.successor;
           if (!appended.duplicate) {
             this.publish(
               { type: 'chat', room: room.name, id: m.id, at: m.at, from: m.from, msg: m.msg },
-              session,
+              sender,
             );
           }
-          if (session.has('history')) {
-            session.reply({
+          if (sender.has('history')) {
+            sender.reply({
               type: 'stored',
               room: room.name,
               id: m.id,

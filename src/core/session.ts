@@ -58,6 +58,8 @@ export class Session implements Member {
   departures: ChatEvent[] | undefined;
   /** The token that takes this session back (capability "history"). */
   resumeToken: string | undefined;
+  /** The session that took this one over with its token; its chats still being stored are its. */
+  successor: Session | undefined;
   private granted: ReadonlySet<Capability> = NO_CAPS;
   /** Rooms whose history is being replayed: their live events wait here, in order. */
   private held: Map<string, Delivery[]> | undefined;

@@ -148,6 +148,21 @@ describe('history with a store that answers late', () => {
     expect(chatIds(carl.outbox)).toEqual([1, 2, 3]);
   });
 
+  it('acknowledges a chat still being stored to the connection that took the session over', async () => {
+    chat = new Chat({ maxUsers: 50, history: new DistantStore(10) });
+    const ann = connect('ann');
+    const bob = connect('bob');
+    await until(() => bob.outbox.some((m) => m.cmd === '101'));
+    const token = (ann.outbox.find((m) => m.cmd === '03') as { resume: string }).resume;
+    send(ann, { cmd: '7', msg: 'in flight', cid: 'c1' });
+    const back = connect('whoever', { resume: token });
+    await until(() => back.outbox.some((m) => m.cmd === '71'));
+    expect(back.outbox.find((m) => m.cmd === '71')).toMatchObject({ cid: 'c1', id: 1 });
+    // Its own chat does not come back to it as someone else's.
+    expect(back.outbox.filter((m) => m.cmd === '70')).toEqual([]);
+    expect(bob.outbox.filter((m) => m.cmd === '70')).toMatchObject([{ msg: 'in flight' }]);
+  });
+
   it('answers a session in the order it asked, a chat being stored included', async () => {
     chat = new Chat({ maxUsers: 50, history: new DistantStore(3) });
     const ann = connect('ann');
