@@ -260,11 +260,6 @@ const SEEN_LIMIT = 4096;
 const PACE_GAP_MIN_MS = 50;
 const PACE_GAP_MAX_MS = 500;
 const utf8 = new TextDecoder();
-/** The codes this client pairs with its calls: the shared table, plus HISTORY. */
-const CLIENT_REPLY_CODES: Readonly<Record<string, readonly string[]>> = {
-  ...REPLY_CODES,
-  [Cmd.HISTORY]: [Cmd.HISTORY_RESPONSE],
-};
 /** What the client asks for unless told: every extension but history, which changes what join() and chat() carry. */
 const DEFAULT_CAPS = CAPABILITIES.filter((c) => c !== 'history');
 
@@ -1066,7 +1061,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         this.roomReady.delete(room);
         break;
     }
-    const index = this.pending.findIndex((p) => CLIENT_REPLY_CODES[p.cmd]?.includes(cmd));
+    const index = this.pending.findIndex((p) => REPLY_CODES[p.cmd]?.includes(cmd));
     if (index < 0) return;
     const [answered] = this.pending.splice(index, 1);
     if (this.paced) this.release(answered!.cmd, true);

@@ -117,4 +117,5 @@ export const REPLY_CODES: Readonly<Record<string, readonly string[]>> = {
   [Cmd.JOIN_ROOM]: [Cmd.JOIN_ROOM_SUCCESS],
   [Cmd.PART_ROOM]: [Cmd.PART_ROOM_SUCCESS],
   [Cmd.ROOMS]: [Cmd.ROOMS_RESPONSE],
+  [Cmd.HISTORY]: [Cmd.HISTORY_RESPONSE],
 };

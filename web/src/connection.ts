@@ -59,12 +59,6 @@ interface Outgoing {
   quiet?: boolean;
 }
 
-/** Codes answering a request, with HISTORY, which this client pairs with its calls too. */
-const REPLIES: Readonly<Record<string, readonly string[]>> = {
-  ...REPLY_CODES,
-  [Cmd.HISTORY]: [Cmd.HISTORY_RESPONSE],
-};
-
 const MAX_BACKOFF_MS = 15_000;
 
 /**
@@ -360,7 +354,7 @@ export class Connection {
     const membership =
       message.cmd === Cmd.JOIN_ROOM_SUCCESS || message.cmd === Cmd.PART_ROOM_SUCCESS;
     if (membership) this.on.message(message);
-    const index = this.pending.findIndex((p) => REPLIES[p.cmd]?.includes(message.cmd));
+    const index = this.pending.findIndex((p) => REPLY_CODES[p.cmd]?.includes(message.cmd));
     if (index >= 0) {
       this.pending.splice(index, 1)[0]!.resolve(message);
       return;
