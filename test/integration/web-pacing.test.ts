@@ -1,9 +1,10 @@
-import type { Browser, Page } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfabServer } from '../../src/server.js';
 import { launchChromium } from '../helpers/browser.js';
 import { join } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
+import { joinAs } from '../helpers/web-page.js';
 
 // The browser globals the function passed to page.evaluate uses: the test
 // project compiles for Node, without the DOM library.
@@ -32,13 +33,6 @@ afterAll(async () => {
   await browser?.close();
   await server?.stop();
 });
-
-async function joinAs(page: Page, nickname: string): Promise<void> {
-  await page.fill('#nickname', nickname);
-  await page.press('#nickname', 'Enter');
-  await page.locator('#join').waitFor({ state: 'hidden' });
-  await page.locator('#status[data-status="online"]').waitFor();
-}
 
 describe('web client pacing', () => {
   it('sends 60 lines submitted at once, in order, showing how many wait', async () => {

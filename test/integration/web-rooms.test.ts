@@ -8,6 +8,7 @@ import type { ConfabServer } from '../../src/server.js';
 import { launchChromium } from '../helpers/browser.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
 import { ROOT, startConfab } from '../helpers/servers.js';
+import { joinAs, say } from '../helpers/web-page.js';
 
 const ARTIFACTS = path.join(ROOT, 'test-results');
 
@@ -68,18 +69,6 @@ async function openPage(port: number): Promise<Page> {
   await page.addInitScript({ content: RECORD_SOCKETS });
   await page.goto(`http://127.0.0.1:${port}/`);
   return page;
-}
-
-async function joinAs(page: Page, nickname: string): Promise<void> {
-  await page.fill('#nickname', nickname);
-  await page.press('#nickname', 'Enter');
-  await page.locator('#join').waitFor({ state: 'hidden' });
-  await page.locator('#status[data-status="online"]').waitFor();
-}
-
-async function say(page: Page, text: string): Promise<void> {
-  await page.fill('#input', text);
-  await page.press('#input', 'Enter');
 }
 
 /** Joins (or makes) a room from the room list's form; it becomes the room typed into. */

@@ -7,6 +7,7 @@ import { hue, MIN_CONTRAST } from '../../web/src/colors.js';
 import { launchChromium } from '../helpers/browser.js';
 import { join } from '../helpers/raw-client.js';
 import { ROOT, startConfab } from '../helpers/servers.js';
+import { joinAs, say } from '../helpers/web-page.js';
 
 const ARTIFACTS = path.join(ROOT, 'test-results');
 
@@ -53,18 +54,6 @@ async function openPage(
   await before?.(page);
   await page.goto(`http://127.0.0.1:${port}/`);
   return page;
-}
-
-async function joinAs(page: Page, nickname: string): Promise<void> {
-  await page.fill('#nickname', nickname);
-  await page.press('#nickname', 'Enter');
-  await page.locator('#join').waitFor({ state: 'hidden' });
-  await page.locator('#status[data-status="online"]').waitFor();
-}
-
-async function say(page: Page, text: string): Promise<void> {
-  await page.fill('#input', text);
-  await page.press('#input', 'Enter');
 }
 
 const line = (page: Page, text: string | RegExp) =>
