@@ -216,6 +216,9 @@ async function benchRooms(
       try {
         const r = await runRooms(server, w, o.seconds, o.warmup, progress);
         results.push(confab ? { ...r, history: label } : r);
+      } catch (err) {
+        // One server failing the workload (refusing members, say) leaves the others' results.
+        report.skipped.push(`${s} × W-rooms: ${(err as Error).message}`);
       } finally {
         await server.stop();
         if (dataDir !== undefined) rmSync(dataDir, { recursive: true, force: true });
