@@ -54,6 +54,8 @@ export class Session implements Member {
   barrier = false;
   /** Reading was paused because the backlog is long. */
   paused = false;
+  /** The member id Presence knows this session by; a session taken back keeps the ghost's. */
+  presenceId: string;
   /** The token that takes this session back (capability "history"). */
   resumeToken: string | undefined;
   private granted: ReadonlySet<Capability> = NO_CAPS;
@@ -71,7 +73,9 @@ export class Session implements Member {
     readonly id: number,
     readonly peer: Peer,
     private readonly host: SessionHost,
-  ) {}
+  ) {
+    this.presenceId = String(id);
+  }
 
   get address(): PeerAddress {
     return this.peer.remote;
