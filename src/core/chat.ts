@@ -473,6 +473,17 @@ export class Chat implements ChatContext, SessionHost {
     for (const session of [...this.sessions]) this.disconnect(session, 'cluster-unavailable');
   }
 
+  /**
+   * After Redis came back empty, Presence registered this node's members
+   * again; these found their nickname taken meanwhile, and are closed.
+   */
+  lost(members: readonly string[]): void {
+    const ids = new Set(members);
+    for (const session of [...this.sessions]) {
+      if (ids.has(session.presenceId)) this.disconnect(session, 'cluster-unavailable');
+    }
+  }
+
   /** Resolves once the leaves of sessions already ended are told to the cluster. */
   async settled(): Promise<void> {
     while (this.releases.size > 0) await Promise.allSettled([...this.releases]);

@@ -190,19 +190,22 @@ async function connectInCluster(
   since: Position | undefined,
 ): Promise<void> {
   const gone = () => session.state === 'closed';
-  if (!(await presence.claim(session.presenceId, nickname, session.address))) {
-    if (gone()) return;
-    session.reply({ type: 'connect-refused', reason: 'taken', detail: 'nickname is taken' });
-    ctx.disconnect(session, 'nickname-taken');
-    return;
-  }
-  let admitted = false;
+  // Until the member is in, whatever it holds in Presence is freed on the way out
+  // (also when Redis fails: a claim whose answer was lost may have been applied).
+  let settled = false;
   let subscribed = false;
   try {
+    if (!(await presence.claim(session.presenceId, nickname, session.address))) {
+      settled = true;
+      if (gone()) return;
+      session.reply({ type: 'connect-refused', reason: 'taken', detail: 'nickname is taken' });
+      ctx.disconnect(session, 'nickname-taken');
+      return;
+    }
     if (room === undefined) {
       const count = await presence.count(ctx.lobby.key);
       if (gone()) return;
-      admitted = true;
+      settled = true;
       ctx.join(session, nickname, undefined);
       welcome(ctx, session, nickname, count, caps, limits);
       return;
@@ -218,7 +221,7 @@ async function connectInCluster(
     }
     const [members] = await Promise.all([presence.members(room.key), entered]);
     if (gone()) return;
-    admitted = true;
+    settled = true;
     ctx.publish({ type: 'joined', room: room.name, nickname, count: joined.count });
     ctx.join(session, nickname, room);
     welcome(ctx, session, nickname, joined.count, caps, limits);
@@ -226,7 +229,7 @@ async function connectInCluster(
       ctx.enterRoom(session, room, names(members), joined.count, since);
     }
   } finally {
-    if (!admitted) {
+    if (!settled) {
       if (subscribed) ctx.uninterested(room!.key);
       ctx.forget(session);
     }

@@ -180,6 +180,54 @@ describe('a chat of several nodes', () => {
     expect(bob.take()).toMatchObject([{ cmd: '03', userCount: 2 }]);
   });
 
+  it('frees what a client claimed when it goes while its CONNECT waits for Presence', async () => {
+    const [a, b] = nodes(2);
+    const gone = connect(a!, 'ann');
+    gone.session.ended('lost');
+    await settle();
+    expect(gone.take()).toEqual([]);
+    const again = connect(b!, 'ann');
+    await settle();
+    expect(again.take()).toMatchObject([{ cmd: '03', userCount: 1 }]);
+  });
+
+  it('subscribes a node to a room while it has members there, and counts across nodes', async () => {
+    const hub = new MemoryBrokerHub();
+    const presenceHub = new PresenceHub();
+    const history = new MemoryHistoryStore({ retention: { maxMessages: 10, maxAgeMs: 0 } });
+    const [a, b] = ['n0', 'n1'].map(
+      (node) =>
+        new Chat({
+          history,
+          cluster: {
+            presence: new MemoryPresence({ hub: presenceHub, node }),
+            broker: new MemoryBroker({ hub, node }),
+          },
+        }),
+    );
+    const ann = connect(a!, 'ann', EXT);
+    const bob = connect(b!, 'bob', EXT);
+    await settle();
+    for (const p of [ann, bob]) send(p, { cmd: '100', room: 'physics' });
+    await settle();
+    const key = a!.rooms.find('physics')!.key;
+    expect(hub.subscribers.get(key)).toHaveLength(2);
+    ann.take();
+    send(bob, { cmd: '102', room: 'physics' });
+    await settle();
+    expect(ann.take()).toEqual([{ cmd: '30', nickname: 'bob', userCount: 1, room: 'physics' }]);
+    expect(hub.subscribers.get(key)).toHaveLength(1);
+    send(bob, { cmd: '104' });
+    await settle();
+    expect(bob.take()).toContainEqual({
+      cmd: '105',
+      rooms: [{ room: 'lobby', userCount: 2, joined: true }],
+    });
+    send(ann, { cmd: '3' });
+    await settle();
+    expect(hub.subscribers.get(key)).toBeUndefined();
+  });
+
   it('closes every local client with 3006 when cut off from the cluster', async () => {
     const [a] = nodes(1);
     const ann = connect(a!, 'ann', EXT);
