@@ -220,6 +220,10 @@ export class Chat implements ChatContext, SessionHost {
     this.log = options.logger ?? silentLogger;
     this.history = options.history;
     this.cluster = options.cluster;
+    // Chat ids must come from one place for the whole cluster: the shared store.
+    if (this.cluster !== undefined && this.history === undefined) {
+      throw new Error('a node of a cluster needs the shared history store');
+    }
     this.cluster?.broker.onEvent({
       room: (key, event) => this.arrived(key, event),
       whisper: (event) => this.whispered(event),
