@@ -302,7 +302,41 @@ describe.skipIf(skip)('a cluster of three nodes over Redis', () => {
     expect(ids).toEqual(Array.from({ length: 2 * COUNT }, (_, i) => start + i + 1));
     const msgs = [...had, ...replayed].map(([, msg]) => msg).sort();
     expect(msgs).toEqual([...ones, ...twos].sort());
+    for (const c of [x1, x2, back]) c.close();
   }, 120_000);
+
+  it('goes on after Redis restarts empty: chats flow, and a resume is told it was not recovered', async () => {
+    const caps = [...EXT, 'history'];
+    const ROOM = 'restart';
+    const enter = async (port: number, nickname: string, since?: object) => {
+      const c = await connect(port, nickname, { caps, lobby: false });
+      c.sendPy({ cmd: '100', room: ROOM, ...(since === undefined ? {} : { since }) });
+      return { c, header: await c.expect('101') };
+    };
+    const { c: r1 } = await enter(nodes[0]!.port, 'r1');
+    const { c: r2, header: before } = await enter(nodes[1]!.port, 'r2');
+    r1.sendPy({ cmd: '7', room: ROOM, msg: 'before the restart' });
+    await waitFor(r2, (m) => m.cmd === '70' && m.msg === 'before the restart', 1);
+    await redis.restart();
+    // Chats sent while the nodes reconnect wait for them; each is delivered once.
+    for (let i = 0; i < 5; i++)
+      r1.sendPy({ cmd: '7', room: ROOM, msg: `after ${i}`, cid: `a${i}` });
+    await waitFor(r2, (m) => m.cmd === '70' && String(m.msg).startsWith('after'), 5);
+    const after = all(r2, '70').filter((m) => String(m.msg).startsWith('after'));
+    expect(after.map((m) => m.msg)).toEqual([
+      'after 0',
+      'after 1',
+      'after 2',
+      'after 3',
+      'after 4',
+    ]);
+    const { c: r3, header } = await enter(nodes[1]!.port, 'r3', {
+      epoch: before.epoch,
+      id: Number(before.top) + 1,
+    });
+    expect(header).toMatchObject({ recovered: false, reason: 'epoch' });
+    for (const c of [r1, r2, r3]) c.close();
+  }, 60_000);
 
   it('exits with a one-line error when Redis cannot be reached', async () => {
     const port = await freePort();
