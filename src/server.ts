@@ -21,7 +21,7 @@ import { Chat, type ChatSettings, type Cluster } from './core/chat.js';
 import type { HistoryStore } from './core/history.js';
 import type { Operator } from './core/moderation.js';
 import type { Logger, PeerAddress } from './core/ports.js';
-import { PresenceKeeper } from './core/presence.js';
+import { type MemberId, type Presence, PresenceKeeper } from './core/presence.js';
 import { createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { FileBanStore } from './store/ban-file.js';
@@ -163,16 +163,79 @@ async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
   }
 }
 
+/**
+ * RedisPresence, but a claim refused because Redis no longer knows this node
+ * (it restarted empty; the next heartbeat registers the node again) makes
+ * that heartbeat now and tries once more, rather than fail the CONNECT.
+ */
+class RegisteringPresence implements Presence {
+  constructor(
+    private readonly inner: RedisPresence,
+    private readonly beat: () => Promise<void>,
+  ) {}
+  get node(): string {
+    return this.inner.node;
+  }
+  get timeoutMs(): number {
+    return this.inner.timeoutMs;
+  }
+  async claim(id: MemberId, nickname: string, address: PeerAddress): Promise<boolean> {
+    try {
+      return await this.inner.claim(id, nickname, address);
+    } catch (err) {
+      // RedisPresence's word for it: the node is missing from Redis.
+      if (!(err instanceof Error && err.message.endsWith(' is not registered'))) throw err;
+      await this.beat();
+      return this.inner.claim(id, nickname, address);
+    }
+  }
+  rename(id: MemberId, nickname: string) {
+    return this.inner.rename(id, nickname);
+  }
+  release(id: MemberId) {
+    return this.inner.release(id);
+  }
+  join(id: MemberId, room: string, capacity: number) {
+    return this.inner.join(id, room, capacity);
+  }
+  leave(id: MemberId, room: string) {
+    return this.inner.leave(id, room);
+  }
+  members(room: string) {
+    return this.inner.members(room);
+  }
+  count(room: string) {
+    return this.inner.count(room);
+  }
+  find(nickname: string) {
+    return this.inner.find(nickname);
+  }
+  heartbeat() {
+    return this.inner.heartbeat();
+  }
+  reap() {
+    return this.inner.reap();
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
 /** A node's connection to the cluster: one client for commands, the broker's own subscriber. */
 class ClusterNode implements Cluster {
   private keeper: PresenceKeeper | undefined;
+  readonly presence: Presence;
 
   private constructor(
     private readonly redis: Redis,
     readonly history: RedisHistoryStore,
-    readonly presence: RedisPresence,
+    private readonly redisPresence: RedisPresence,
     readonly broker: RedisBroker,
-  ) {}
+  ) {
+    this.presence = new RegisteringPresence(redisPresence, async () => {
+      await this.keeper?.tick();
+    });
+  }
 
   /**
    * Connects, registers this node and subscribes its whisper address, or
@@ -251,7 +314,7 @@ class ClusterNode implements Cluster {
   /** Heartbeats from now on; the chat hears of dead nodes and of this one being cut off. */
   keep(chat: Chat, timeoutMs: number, log: Logger): void {
     this.keeper = new PresenceKeeper(
-      this.presence,
+      this.redisPresence,
       {
         onReaped: (dead) => chat.reaped(dead),
         onExpired: () => chat.expired(),
@@ -266,7 +329,7 @@ class ClusterNode implements Cluster {
   /** Leaves the cluster: deregisters (members already released), unsubscribes, disconnects. */
   async close(): Promise<void> {
     this.keeper?.stop();
-    await this.presence.close().catch(() => {});
+    await this.redisPresence.close().catch(() => {});
     await withTimeout(this.broker.close(), 2_000).catch(() => {});
     await this.history.close().catch(() => {});
     if (this.redis.status === 'ready') {
