@@ -262,6 +262,22 @@ export const SERVE_OPTIONS = {
     arg: 'N',
     live: true,
   },
+  redis: {
+    kind: 'string',
+    default: undefined,
+    description:
+      'join a cluster through this Redis (redis://host:port): nicknames, rooms and history are shared with its other nodes (unset: one self-contained process)',
+    arg: 'URL',
+  },
+  'cluster-timeout': {
+    kind: 'integer',
+    default: 10,
+    min: 1,
+    max: 3600,
+    description:
+      'with --redis: seconds a node may go without a heartbeat before the others remove its members (it closes its own clients after as long cut off)',
+    arg: 'S',
+  },
   'log-level': {
     kind: 'string',
     default: 'info',

@@ -1,8 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { RedisBroker } from './cluster/redis-broker.js';
+import { RedisPresence } from './cluster/redis-presence.js';
 import {
   type Config,
   configKey,
@@ -13,14 +17,16 @@ import {
   type OptionName,
 } from './config.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './core/banned-words.js';
-import { Chat, type ChatSettings } from './core/chat.js';
+import { Chat, type ChatSettings, type Cluster } from './core/chat.js';
 import type { HistoryStore } from './core/history.js';
 import type { Operator } from './core/moderation.js';
 import type { Logger, PeerAddress } from './core/ports.js';
+import { type MemberId, type Presence, PresenceKeeper } from './core/presence.js';
 import { createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { FileBanStore } from './store/ban-file.js';
 import { MemoryHistoryStore } from './store/memory-history.js';
+import { RedisHistoryStore } from './store/redis-history.js';
 import { SqliteHistoryStore } from './store/sqlite-history.js';
 import { HttpListener } from './transports/http.js';
 import type { TransportStats } from './transports/stats.js';
@@ -130,6 +136,217 @@ function openHistory(config: Config): HistoryStore | undefined {
   }
 }
 
+/** How long start-up waits for Redis before giving up with a StartError. */
+const REDIS_START_TIMEOUT_MS = 5_000;
+/** Heartbeats this often, and at least five times per --cluster-timeout. */
+const HEARTBEAT_MS = 1_000;
+
+/** A Redis URL as logs and errors show it: without its password. */
+function shownUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password === '') return url;
+    parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(an unparsable --redis URL)';
+  }
+}
+
+/** `work`, or a rejection once `ms` have passed. */
+async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * RedisPresence, but a claim refused because Redis no longer knows this node
+ * (it restarted empty; the next heartbeat registers the node again) makes
+ * that heartbeat now and tries once more, rather than fail the CONNECT.
+ */
+class RegisteringPresence implements Presence {
+  constructor(
+    private readonly inner: RedisPresence,
+    private readonly beat: () => Promise<void>,
+  ) {}
+  get node(): string {
+    return this.inner.node;
+  }
+  get timeoutMs(): number {
+    return this.inner.timeoutMs;
+  }
+  async claim(id: MemberId, nickname: string, address: PeerAddress): Promise<boolean> {
+    try {
+      return await this.inner.claim(id, nickname, address);
+    } catch (err) {
+      // RedisPresence's word for it: the node is missing from Redis.
+      if (!(err instanceof Error && err.message.endsWith(' is not registered'))) throw err;
+      await this.beat();
+      return this.inner.claim(id, nickname, address);
+    }
+  }
+  rename(id: MemberId, nickname: string) {
+    return this.inner.rename(id, nickname);
+  }
+  release(id: MemberId) {
+    return this.inner.release(id);
+  }
+  join(id: MemberId, room: string, capacity: number) {
+    return this.inner.join(id, room, capacity);
+  }
+  leave(id: MemberId, room: string) {
+    return this.inner.leave(id, room);
+  }
+  members(room: string) {
+    return this.inner.members(room);
+  }
+  count(room: string) {
+    return this.inner.count(room);
+  }
+  find(nickname: string) {
+    return this.inner.find(nickname);
+  }
+  heartbeat() {
+    return this.inner.heartbeat();
+  }
+  reap() {
+    return this.inner.reap();
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
+/** A node's connection to the cluster: one client for commands, the broker's own subscriber. */
+class ClusterNode implements Cluster {
+  private keeper: PresenceKeeper | undefined;
+  readonly presence: Presence;
+
+  private constructor(
+    private readonly redis: Redis,
+    readonly history: RedisHistoryStore,
+    private readonly redisPresence: RedisPresence,
+    readonly broker: RedisBroker,
+  ) {
+    this.presence = new RegisteringPresence(redisPresence, async () => {
+      await this.keeper?.tick();
+    });
+  }
+
+  /**
+   * Connects, registers this node and subscribes its whisper address, or
+   * throws a StartError within a few seconds (ioredis would retry forever).
+   */
+  static async open(config: Config, url: string, log: Logger): Promise<ClusterNode> {
+    let lastError: Error | undefined;
+    let reported = false;
+    const onError = (error: Error) => {
+      lastError = error;
+      // A Redis that is down fails every reconnect: said once per outage.
+      if (reported) return;
+      reported = true;
+      log.warn({ err: error }, `Redis (--redis): ${error.message}`);
+    };
+    let redis: Redis;
+    try {
+      redis = new Redis(url, {
+        // RESP2 and no resending: what the store, the presence and the broker each ask of a client.
+        protocol: 2,
+        enableAutoPipelining: true,
+        autoResendUnfulfilledCommands: false,
+        lazyConnect: false,
+      });
+    } catch (err) {
+      throw new StartError(`--redis ${shownUrl(url)}: ${(err as Error).message}`);
+    }
+    redis.on('error', onError);
+    redis.on('ready', () => {
+      if (reported) log.info({}, 'Redis (--redis) is reachable again');
+      reported = false;
+    });
+    // One id for both: Presence says which node a member is on, the broker delivers there.
+    const node = `n${randomUUID()}`;
+    const history = new RedisHistoryStore({
+      redis,
+      publish: true,
+      retention: { maxMessages: config.historyMaxMessages, maxAgeMs: config.historyMaxAge * 1000 },
+      onError,
+    });
+    const presence = new RedisPresence({
+      redis,
+      node,
+      timeoutMs: config.clusterTimeout * 1000,
+      onError,
+    });
+    const fail = (err: unknown) =>
+      new StartError(
+        `cannot reach Redis at ${shownUrl(url)} (--redis): ${lastError?.message ?? (err as Error).message}`,
+      );
+    // The first heartbeat registers the node. Until it is answered nothing else is opened:
+    // a subscriber connection waiting for a Redis that is not there could not be closed.
+    try {
+      await withTimeout(presence.heartbeat(), REDIS_START_TIMEOUT_MS);
+    } catch (err) {
+      await history.close();
+      await presence.close().catch(() => {});
+      redis.disconnect();
+      throw fail(err);
+    }
+    const broker = new RedisBroker({ redis, history, node, onError });
+    const cluster = new ClusterNode(redis, history, presence, broker);
+    try {
+      await withTimeout(broker.start(), REDIS_START_TIMEOUT_MS);
+    } catch (err) {
+      await withTimeout(cluster.close(), 1_000).catch(() => {});
+      throw fail(err);
+    }
+    return cluster;
+  }
+
+  get reachable(): boolean {
+    return this.redis.status === 'ready';
+  }
+
+  /** Heartbeats from now on; the chat hears of dead nodes and of this one being cut off. */
+  keep(chat: Chat, timeoutMs: number, log: Logger): void {
+    this.keeper = new PresenceKeeper(
+      this.redisPresence,
+      {
+        onReaped: (dead) => chat.reaped(dead),
+        onExpired: () => chat.expired(),
+        onLost: (members) => chat.lost(members),
+        onError: (err) => log.debug({ err }, 'heartbeat failed'),
+      },
+      { intervalMs: Math.min(HEARTBEAT_MS, Math.floor(timeoutMs / 5)) },
+    );
+    void this.keeper.start();
+  }
+
+  /** Leaves the cluster: deregisters (members already released), unsubscribes, disconnects. */
+  async close(): Promise<void> {
+    this.keeper?.stop();
+    await this.redisPresence.close().catch(() => {});
+    await withTimeout(this.broker.close(), 2_000).catch(() => {});
+    await this.history.close().catch(() => {});
+    if (this.redis.status === 'ready') {
+      try {
+        await this.redis.quit();
+        return;
+      } catch {
+        // Fall through: nothing is waiting for a reply any more.
+      }
+    }
+    this.redis.disconnect();
+  }
+}
+
 function streamLimits(config: Config): StreamLimits {
   return {
     maxFrame: config.maxFrame,
@@ -184,6 +401,7 @@ export class ConfabServer {
     private readonly allowedOrigins: string[],
     private readonly tlsListener: StreamListener | undefined,
     private readonly history: HistoryStore | undefined,
+    private readonly cluster: ClusterNode | undefined,
   ) {}
 
   /**
@@ -201,13 +419,20 @@ export class ConfabServer {
     } catch (err) {
       throw new StartError(`--data-dir: ${(err as Error).message}`);
     }
-    const history = openHistory(config);
+    const cluster =
+      config.redis === undefined ? undefined : await ClusterNode.open(config, config.redis, log);
+    const history = cluster?.history ?? openHistory(config);
     const chat = new Chat({
       ...chatSettings(config, bannedWords),
       banStore: { load: () => bans, save: (b) => banStore.save(b) },
       logger: log,
       history,
+      cluster,
     });
+    if (cluster !== undefined) {
+      cluster.keep(chat, config.clusterTimeout * 1000, log);
+      log.info({ node: cluster.presence.node }, `joined the cluster at ${shownUrl(config.redis!)}`);
+    }
     const limits = streamLimits(config);
     const allowedOrigins = origins(config);
     const listeners: Listener[] = [];
@@ -217,7 +442,9 @@ export class ConfabServer {
     const abandon = async () => {
       chat.shutdown();
       await Promise.all(listeners.map((l) => l.close()));
-      await history?.close();
+      await chat.settled();
+      if (cluster !== undefined) await cluster.close();
+      else await history?.close();
     };
     /** Builds and binds one listener; on any failure closes those already open. */
     const start = async (
@@ -291,7 +518,15 @@ export class ConfabServer {
                   allowedOrigins,
                   // Reads `stats` when scraped, by which time every listener is in it.
                   metrics: createMetrics(chat, stats),
-                  health: () => ({ users: chat.lobby.size, connections: chat.connectionCount }),
+                  health: () =>
+                    cluster === undefined
+                      ? { users: chat.lobby.size, connections: chat.connectionCount }
+                      : {
+                          ...(cluster.reachable ? {} : { status: 'degraded' }),
+                          users: chat.lobby.size,
+                          connections: chat.connectionCount,
+                          redis: cluster.reachable ? 'reachable' : 'unreachable',
+                        },
                 },
                 log,
               ),
@@ -311,6 +546,7 @@ export class ConfabServer {
       allowedOrigins,
       tlsListener,
       history,
+      cluster,
     );
   }
 
@@ -357,7 +593,10 @@ export class ConfabServer {
     const closed = Promise.all(this.listeners.map((l) => l.close()));
     this.chat.shutdown();
     await closed;
+    // The rooms live on in the cluster: they hear of these leaves before this node goes.
+    await this.chat.settled();
     // Last: what was being stored as clients left is committed first.
-    await this.history?.close();
+    if (this.cluster !== undefined) await this.cluster.close();
+    else await this.history?.close();
   }
 }

@@ -292,6 +292,11 @@ export class RedisBroker implements Broker {
       state.rejectReady(new Error('broker is closed'));
     }
     const quit = async (redis: Redis) => {
+      // QUIT would wait behind queued SUBSCRIBEs for a reconnect that may never come.
+      if (redis.status !== 'ready') {
+        redis.disconnect();
+        return;
+      }
       try {
         await redis.quit();
       } catch {

@@ -6,15 +6,17 @@ import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { BanList, type BanStore, MemoryBanStore } from './bans.js';
+import type { Broker, RoomEvent, WhisperEvent } from './broker.js';
 import { type ChatContext, chatTarget, commandFor, permitted, refuse } from './commands.js';
 import { type ChatEvent, Delivery, type HistoryHeader } from './events.js';
 import type { HistoryStore, RoomHistory, StoredMessage } from './history.js';
 import type { Operator } from './moderation.js';
 import { nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
+import type { DeadNode, Presence } from './presence.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
 import { Room } from './room.js';
-import { type DeclaredRoom, Rooms } from './rooms.js';
+import { type DeclaredRoom, Rooms, roomKey } from './rooms.js';
 import { Session, type SessionHost } from './session.js';
 
 export interface ChatOptions {
@@ -47,6 +49,19 @@ export interface ChatOptions {
   history?: HistoryStore;
   /** Messages sent after "101" to a client that does not ask to recover. */
   historyOnJoin?: number;
+  /**
+   * This node's place in a cluster: nicknames and rooms are claimed through
+   * `presence`, room events travel through `broker`. Needs a history store
+   * that numbers chats cluster-wide (RedisHistoryStore with `publish: true`).
+   * Without it the process is the whole chat and claims are synchronous.
+   */
+  cluster?: Cluster;
+}
+
+/** What a node of a cluster shares with the others. */
+export interface Cluster {
+  readonly presence: Presence;
+  readonly broker: Broker;
 }
 
 /** The most messages one recovery replays; a larger gap is "too-many" (HISTORY pages through it). */
@@ -157,6 +172,10 @@ const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, stri
   'frame-too-large': [ErrorCode.FRAME_TOO_LARGE, 'request is larger than the frame limit'],
   flooding: [ErrorCode.FLOODING, 'too many requests'],
   'internal-error': [ErrorCode.INTERNAL_ERROR, 'the server could not handle your request'],
+  'cluster-unavailable': [
+    ErrorCode.CLUSTER_UNAVAILABLE,
+    'this server lost contact with the cluster; reconnect',
+  ],
   shutdown: [ErrorCode.SERVER_SHUTDOWN, 'the server is shutting down'],
   kicked: [ErrorCode.KICKED, 'kicked by an operator'],
   banned: [ErrorCode.BANNED, 'banned by an operator'],
@@ -213,6 +232,15 @@ export class Chat implements ChatContext, SessionHost {
   private historyOnJoin: number;
   private nextId = 1;
   private stopping = false;
+  readonly cluster: Cluster | undefined;
+  /**
+   * Per room key, local members in it or on their way in: the broker
+   * subscription lives while this is above zero, so a join in flight is not
+   * left unsubscribed by a leave that empties the room meanwhile.
+   */
+  private readonly interest = new Map<string, number>();
+  /** Presence releases in flight, so a stop can wait for their "30"s to go out. */
+  private readonly releases = new Set<Promise<void>>();
 
   constructor(options: ChatOptions = {}) {
     this.lobby = new Room(LOBBY, options.maxUsers ?? 10);
@@ -225,6 +253,15 @@ export class Chat implements ChatContext, SessionHost {
     this.rateBurst = options.rateBurst ?? 40;
     this.log = options.logger ?? silentLogger;
     this.history = options.history;
+    this.cluster = options.cluster;
+    // Chat ids must come from one place for the whole cluster: the shared store.
+    if (this.cluster !== undefined && this.history === undefined) {
+      throw new Error('a node of a cluster needs the shared history store');
+    }
+    this.cluster?.broker.onEvent({
+      room: (key, event) => this.arrived(key, event),
+      whisper: (event) => this.whispered(event),
+    });
     this.historyOnJoin = options.historyOnJoin ?? 50;
     this.admission = new Admission(
       options.maxConnections ?? Number.POSITIVE_INFINITY,
@@ -328,6 +365,10 @@ export class Chat implements ChatContext, SessionHost {
    * attaches here: publish to the broker, deliver what it hands back.
    */
   publish(event: ChatEvent, origin?: Session): void {
+    if (this.cluster !== undefined) {
+      this.publishToCluster(this.cluster.broker, event);
+      return;
+    }
     const delivery = new Delivery(event);
     if (event.type === 'whisper') {
       this.find(event.to)?.deliver(delivery);
@@ -336,6 +377,154 @@ export class Chat implements ChatContext, SessionHost {
     // The lobby by identity first: it carries all course traffic.
     const room = event.room === this.lobby.name ? this.lobby : this.rooms.named(event.room);
     room?.deliver(delivery, origin);
+  }
+
+  /**
+   * In a cluster the broker hands every room event back, to this node's own
+   * members too (at once, for events published here); whispers to members of
+   * other nodes go through WHISPER's own path (`whisperTo`).
+   */
+  private publishToCluster(broker: Broker, event: ChatEvent): void {
+    if (event.type === 'whisper') {
+      this.whispered(event);
+      return;
+    }
+    const room = event.room === this.lobby.name ? this.lobby : this.rooms.named(event.room);
+    broker.publish(room?.key ?? roomKey(event.room), event);
+  }
+
+  /** A room event from the broker: to this node's members of the room, but the one it is about. */
+  private arrived(key: string, event: RoomEvent): void {
+    const room = key === this.lobby.key ? this.lobby : this.rooms.keyed(key);
+    if (room === undefined || room.size === 0) return;
+    room.deliver(new Delivery(event), this.subject(event));
+  }
+
+  /**
+   * The local member an event comes from, who is not shown it: the sender
+   * of a chat, the joiner, the renamer, the member being removed. The origin
+   * cannot travel with the event (another node published it, or the broker
+   * handed it back later), but nicknames are unique across the cluster.
+   */
+  private subject(event: RoomEvent): Session | undefined {
+    switch (event.type) {
+      case 'chat':
+        return this.find(event.from);
+      case 'joined':
+      case 'moderated':
+        return this.find(event.nickname);
+      case 'renamed':
+        return this.find(event.to);
+      default:
+        return undefined;
+    }
+  }
+
+  private whispered(event: WhisperEvent): void {
+    this.find(event.to)?.deliver(new Delivery(event));
+  }
+
+  /** A whisper to a member of another node (Presence said which). */
+  whisperTo(node: string, event: WhisperEvent): void {
+    this.cluster?.broker.whisper(node, event);
+  }
+
+  /**
+   * A local member is joining `room`: resolves once the room's events reach
+   * this node. Every call is paired with one `uninterested`.
+   */
+  interested(room: Room): Promise<void> {
+    const broker = this.cluster?.broker;
+    if (broker === undefined) return Promise.resolve();
+    this.interest.set(room.key, (this.interest.get(room.key) ?? 0) + 1);
+    return broker.subscribe(room);
+  }
+
+  /** A local member left `room`, or did not get in: the last one unsubscribes. */
+  uninterested(key: string): void {
+    const broker = this.cluster?.broker;
+    if (broker === undefined) return;
+    const left = (this.interest.get(key) ?? 0) - 1;
+    if (left > 0) {
+      this.interest.set(key, left);
+      return;
+    }
+    this.interest.delete(key);
+    broker.unsubscribe(key).catch((err: unknown) => {
+      this.log.warn({ err, room: key }, 'could not unsubscribe from a room');
+    });
+  }
+
+  /**
+   * Presence forgets a member that never got in (its CONNECT was refused,
+   * or it left while the claim was on its way).
+   */
+  forget(session: Session): void {
+    const presence = this.cluster?.presence;
+    if (presence === undefined) return;
+    this.track(
+      presence.release(session.presenceId).then(
+        () => {},
+        (err: unknown) => this.log.warn({ err, session: session.id }, 'could not release a member'),
+      ),
+    );
+  }
+
+  private track(work: Promise<void>): void {
+    this.releases.add(work);
+    void work.finally(() => this.releases.delete(work));
+  }
+
+  /**
+   * Members of nodes that stopped heartbeating, already removed from
+   * Presence by this node: the rooms they were in hear they left.
+   */
+  reaped(dead: readonly DeadNode[]): void {
+    const broker = this.cluster?.broker;
+    if (broker === undefined) return;
+    for (const node of dead) {
+      for (const member of node.members) {
+        this.log.info(
+          { node: node.node, nickname: member.nickname },
+          `${member.nickname} left: their server stopped answering.`,
+        );
+        for (const left of member.rooms) {
+          const room = this.rooms.keyed(left.room);
+          broker.publish(left.room, {
+            type: 'left',
+            room: room?.name ?? left.room,
+            nickname: member.nickname,
+            count: left.count,
+          });
+        }
+      }
+    }
+  }
+
+  /**
+   * This node may have been reaped by the others (its heartbeats went
+   * unanswered for the timeout): they may have given its members' nicknames
+   * away, so every local client is closed with a transient code.
+   */
+  expired(): void {
+    this.log.error({}, 'cut off from the cluster for longer than the timeout; closing clients');
+    for (const session of [...this.sessions]) this.disconnect(session, 'cluster-unavailable');
+  }
+
+  /**
+   * After Redis came back empty, Presence registered this node's members
+   * again; these found their nickname taken meanwhile, and are closed.
+   */
+  lost(members: readonly string[]): void {
+    const ids = new Set(members);
+    for (const session of [...this.sessions]) {
+      if (ids.has(session.presenceId)) this.disconnect(session, 'cluster-unavailable');
+    }
+  }
+
+  /** Resolves once the leaves of sessions already ended are told to the cluster. */
+  async settled(): Promise<void> {
+    while (this.releases.size > 0) await Promise.allSettled([...this.releases]);
   }
 
   receive(session: Session, result: ParseResult): void {
@@ -411,6 +600,10 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /** Runs work for a request that no later request may overtake. */
+  run(session: Session, work: Promise<void>): void {
+    this.background(session, work);
+  }
+
   private background(session: Session, work: Promise<void>): void {
     session.pending++;
     session.barrier = true;
@@ -553,6 +746,7 @@ export class Chat implements ChatContext, SessionHost {
     refuse(ghost, ErrorCode.REPLACED, DISCONNECT_NOTICES.replaced![1]);
     session.nickname = ghost.nickname;
     session.key = ghost.key;
+    session.presenceId = ghost.presenceId;
     session.operator = ghost.operator;
     session.state = 'joined';
     session.room = ghost.room;
@@ -818,6 +1012,10 @@ export class Chat implements ChatContext, SessionHost {
     this.nicknames.delete(session.key);
     session.room = undefined;
     this.stats.leaves++;
+    if (this.cluster !== undefined) {
+      this.leaveCluster(this.cluster, session, reason);
+      return;
+    }
     const departures: ChatEvent[] = [];
     // The lobby first (joined first): course clients see exactly the course server's "30".
     for (const room of [...session.rooms]) {
@@ -837,5 +1035,35 @@ export class Chat implements ChatContext, SessionHost {
     // Chats it sent before it went are still being stored: the room hears them first.
     if (session.pending > 0) session.departures = departures;
     else for (const event of departures) this.publish(event);
+  }
+
+  /**
+   * Leaving a cluster: Presence frees the nickname and the places, and says
+   * what each room counts after; the "30"s go out then, also when this node
+   * is stopping (the rooms live on elsewhere).
+   */
+  private leaveCluster(cluster: Cluster, session: Session, reason: DisconnectReason): void {
+    const names = new Map<string, string>();
+    for (const room of [...session.rooms]) {
+      names.set(room.key, room.name);
+      this.rooms.remove(session, room);
+      this.uninterested(room.key);
+    }
+    const nickname = session.nickname;
+    this.track(
+      cluster.presence.release(session.presenceId).then(
+        (left) => {
+          for (const { room, count } of left) {
+            this.log.info(
+              { nickname, room: names.get(room) ?? room, users: count, reason },
+              `${nickname} left. There are ${count} users connected.`,
+            );
+            const name = this.rooms.keyed(room)?.name ?? names.get(room) ?? room;
+            cluster.broker.publish(room, { type: 'left', room: name, nickname, count });
+          }
+        },
+        (err: unknown) => this.log.warn({ err, nickname }, 'could not release a member'),
+      ),
+    );
   }
 }

@@ -6,10 +6,12 @@ import { formatDuration } from '../protocol/slash-commands.js';
 import { clip } from '../protocol/text.js';
 import type { BannedWords } from './banned-words.js';
 import type { BanList } from './bans.js';
-import type { ChatEvent, MemberInfo } from './events.js';
+import type { WhisperEvent } from './broker.js';
+import type { ChatEvent, MemberInfo, PeerAddress } from './events.js';
 import { type Operator, removalDetail } from './moderation.js';
 import { checkNickname } from './nickname.js';
 import type { DisconnectReason, Logger } from './ports.js';
+import type { Presence, PresenceMember } from './presence.js';
 import { Room } from './room.js';
 import type { Rooms } from './rooms.js';
 import type { Session } from './session.js';
@@ -55,6 +57,16 @@ export interface ChatContext {
   issueToken(session: Session): string;
   /** Makes `session` the open session that `token` belongs to; false if there is none. */
   takeBack(session: Session, token: string): boolean;
+  /** Set when this node is one of a cluster: claims then go through Presence and wait for it. */
+  readonly cluster: { readonly presence: Presence } | undefined;
+  /** Runs a request's asynchronous part; the session's later requests wait for it. */
+  run(session: Session, work: Promise<void>): void;
+  /** See Chat.interested / Chat.uninterested: a local member joining or leaving a room. */
+  interested(room: Room): Promise<void>;
+  uninterested(key: string): void;
+  /** Frees in Presence what a session claimed but never used (refused, or gone meanwhile). */
+  forget(session: Session): void;
+  whisperTo(node: string, event: WhisperEvent): void;
 }
 
 type RequestOf<C extends RequestCode> = Extract<Request, { cmd: C }>;
@@ -137,6 +149,14 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
   }
   // A client with rooms may stay out of the lobby, whose places are few.
   const room = req.lobby === false && session.has('rooms') ? undefined : ctx.lobby;
+  if (ctx.cluster !== undefined) {
+    const since = room === undefined ? undefined : positions(ctx, req.since).get(room);
+    ctx.run(
+      session,
+      connectInCluster(ctx, ctx.cluster.presence, session, nickname, room, caps, limits, since),
+    );
+    return;
+  }
   if (room?.isFull) {
     session.reply({ type: 'connect-refused', reason: 'room-full', detail: 'the room is full' });
     ctx.disconnect(session, 'room-full');
@@ -154,6 +174,90 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
     ctx.enterRoom(session, room, memberNames(room), count, positions(ctx, req.since).get(room));
   }
 };
+
+/**
+ * CONNECT's claims on a node of a cluster: the nickname, then a place in the
+ * lobby, each one atomic step across the cluster, in the order the course
+ * server checks them ("01" before "02"). What the client sees is the same.
+ */
+async function connectInCluster(
+  ctx: ChatContext,
+  presence: Presence,
+  session: Session,
+  nickname: string,
+  room: Room | undefined,
+  caps: readonly Capability[] | undefined,
+  limits: Limits | undefined,
+  since: Position | undefined,
+): Promise<void> {
+  const gone = () => session.state === 'closed';
+  // Until the member is in, whatever it holds in Presence is freed on the way out
+  // (also when Redis fails: a claim whose answer was lost may have been applied).
+  let settled = false;
+  let subscribed = false;
+  try {
+    if (!(await presence.claim(session.presenceId, nickname, session.address))) {
+      settled = true;
+      if (gone()) return;
+      session.reply({ type: 'connect-refused', reason: 'taken', detail: 'nickname is taken' });
+      ctx.disconnect(session, 'nickname-taken');
+      return;
+    }
+    if (room === undefined) {
+      const count = await presence.count(ctx.lobby.key);
+      if (gone()) return;
+      settled = true;
+      ctx.join(session, nickname, undefined);
+      welcome(ctx, session, nickname, count, caps, limits);
+      return;
+    }
+    const entered = ctx.interested(room);
+    subscribed = true;
+    const joined = await presence.join(session.presenceId, room.key, room.capacity);
+    if (!joined.ok) {
+      if (gone()) return;
+      session.reply({ type: 'connect-refused', reason: 'room-full', detail: 'the room is full' });
+      ctx.disconnect(session, 'room-full');
+      return;
+    }
+    const [members] = await Promise.all([presence.members(room.key), entered]);
+    if (gone()) return;
+    settled = true;
+    ctx.publish({ type: 'joined', room: room.name, nickname, count: joined.count });
+    ctx.join(session, nickname, room);
+    welcome(ctx, session, nickname, joined.count, caps, limits);
+    if (session.has('history')) {
+      ctx.enterRoom(session, room, names(members), joined.count, since);
+    }
+  } finally {
+    if (!settled) {
+      if (subscribed) ctx.uninterested(room!.key);
+      ctx.forget(session);
+    }
+  }
+}
+
+function welcome(
+  ctx: ChatContext,
+  session: Session,
+  nickname: string,
+  count: number,
+  caps: readonly Capability[] | undefined,
+  limits: Limits | undefined,
+): void {
+  const resume = session.has('history')
+    ? { token: ctx.issueToken(session), resumed: false, nickname }
+    : undefined;
+  session.reply({ type: 'welcome', address: session.peer.local, count, caps, limits, resume });
+}
+
+function names(members: readonly PresenceMember[]): string[] {
+  return members.map((m) => m.nickname);
+}
+
+function memberInfo(ctx: ChatContext, nickname: string, address: PeerAddress): MemberInfo {
+  return { nickname, address: ctx.hideAddresses ? undefined : address };
+}
 
 function memberNames(room: Room): string[] {
   const names: string[] = [];
@@ -185,13 +289,18 @@ function positions(
 const users: Handler<typeof Cmd.USERS> = (ctx, session, req) => {
   const room = roomOf(ctx, session, req.room, req.cmd);
   if (room === undefined) return;
-  const members: MemberInfo[] = [];
-  for (const member of room.list()) {
-    members.push({
-      nickname: member.nickname,
-      address: ctx.hideAddresses ? undefined : member.address,
-    });
+  if (ctx.cluster !== undefined) {
+    ctx.run(
+      session,
+      ctx.cluster.presence.members(room.key).then((list) => {
+        const members = list.map((m) => memberInfo(ctx, m.nickname, m.address));
+        session.reply({ type: 'members', members });
+      }),
+    );
+    return;
   }
+  const members: MemberInfo[] = [];
+  for (const member of room.list()) members.push(memberInfo(ctx, member.nickname, member.address));
   session.reply({ type: 'members', members });
 };
 
@@ -204,6 +313,10 @@ const users: Handler<typeof Cmd.USERS> = (ctx, session, req) => {
  */
 const whisper: Handler<typeof Cmd.WHISPER> = (ctx, session, req) => {
   const target = ctx.find(req.to);
+  if (target === undefined && ctx.cluster !== undefined) {
+    ctx.run(session, whisperInCluster(ctx, ctx.cluster.presence, session, req.to, req.msg));
+    return;
+  }
   if (target === undefined) {
     session.reply({ type: 'whisper-refused', reason: 'no-such-user' });
     return;
@@ -223,6 +336,35 @@ const whisper: Handler<typeof Cmd.WHISPER> = (ctx, session, req) => {
   );
   session.reply({ type: 'whispered' });
 };
+
+/** A whisper to someone who is not on this node: Presence says where they are, if anywhere. */
+async function whisperInCluster(
+  ctx: ChatContext,
+  presence: Presence,
+  session: Session,
+  to: string,
+  msg: string,
+): Promise<void> {
+  const target = await presence.find(to);
+  if (session.state === 'closed') return;
+  if (target === undefined || target.node === ctx.cluster?.presence.node) {
+    session.reply({ type: 'whisper-refused', reason: 'no-such-user' });
+    return;
+  }
+  if (tooLong(ctx, session, msg, Cmd.WHISPER)) return;
+  if (ctx.bannedWords.matches(msg)) {
+    ctx.disconnect(session, 'banned-words');
+    return;
+  }
+  ctx.whisperTo(target.node, {
+    type: 'whisper',
+    at: ctx.now(),
+    from: session.nickname,
+    to: target.nickname,
+    msg,
+  });
+  session.reply({ type: 'whispered' });
+}
 
 /** EXIT "3": the server closes the connection; the others get "30". */
 const exit: Handler<typeof Cmd.EXIT> = (ctx, session) => {
@@ -258,6 +400,23 @@ const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
     session.reply({ type: 'rename-refused', reason: 'taken', detail: 'nickname is taken' });
     return;
   }
+  if (ctx.cluster !== undefined) {
+    const presence = ctx.cluster.presence;
+    ctx.run(
+      session,
+      presence.rename(session.presenceId, to).then((renamed) => {
+        if (session.state === 'closed') return;
+        if (renamed) renameTo(ctx, session, to);
+        else
+          session.reply({ type: 'rename-refused', reason: 'taken', detail: 'nickname is taken' });
+      }),
+    );
+    return;
+  }
+  renameTo(ctx, session, to);
+};
+
+function renameTo(ctx: ChatContext, session: Session, to: string): void {
   const from = session.nickname;
   ctx.rename(session, to);
   session.reply({ type: 'renamed-you', nickname: to });
@@ -265,7 +424,7 @@ const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
   for (const room of session.rooms) {
     ctx.publish({ type: 'renamed', room: room.name, from, to }, session);
   }
-};
+}
 
 /** RTT "6" {beginTime} -> "60" {beginTime}, echoed unchanged. */
 const rtt: Handler<typeof Cmd.RTT> = (_ctx, session, req) => {
@@ -527,11 +686,59 @@ const joinRoom: Handler<typeof Cmd.JOIN_ROOM> = (ctx, session, req) => {
     refuse(session, room.code, room.message, req.cmd);
     return;
   }
+  if (ctx.cluster !== undefined) {
+    ctx.run(session, joinInCluster(ctx, ctx.cluster.presence, session, room, req.since));
+    return;
+  }
   const count = room.size + 1;
   ctx.publish({ type: 'joined', room: room.name, nickname: session.nickname, count });
   ctx.rooms.add(session, room);
   ctx.enterRoom(session, room, memberNames(room), count, req.since);
 };
+
+/** JOIN_ROOM's place in the room, claimed across the cluster; then as on one node. */
+async function joinInCluster(
+  ctx: ChatContext,
+  presence: Presence,
+  session: Session,
+  admitted: Room,
+  since: Position | undefined,
+): Promise<void> {
+  const entered = ctx.interested(admitted);
+  let inside = false;
+  try {
+    const joined = await presence.join(session.presenceId, admitted.key, admitted.capacity);
+    if (!joined.ok) {
+      if (joined.reason === 'full') {
+        refuse(session, ErrorCode.ROOM_FULL, `${admitted.name} is full`, Cmd.JOIN_ROOM);
+      } else {
+        refuse(
+          session,
+          ErrorCode.ALREADY_IN_ROOM,
+          `you are already in ${admitted.name}`,
+          Cmd.JOIN_ROOM,
+        );
+      }
+      return;
+    }
+    const [members] = await Promise.all([presence.members(admitted.key), entered]);
+    // Its leave releases the place; the "30" tells the room.
+    if (session.state !== 'joined') return;
+    // Another local member may have made the same new room meanwhile: join that one.
+    const room = ctx.rooms.find(admitted.name) ?? admitted;
+    inside = true;
+    ctx.publish({
+      type: 'joined',
+      room: room.name,
+      nickname: session.nickname,
+      count: joined.count,
+    });
+    ctx.rooms.add(session, room);
+    ctx.enterRoom(session, room, names(members), joined.count, since);
+  } finally {
+    if (!inside) ctx.uninterested(admitted.key);
+  }
+}
 
 /** HISTORY "106" {room, before?, limit?} -> "107" {room, epoch, messages, more}; 1018 not in it. */
 const history: Handler<typeof Cmd.HISTORY> = (ctx, session, req) => {
@@ -559,11 +766,38 @@ const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
   }
   ctx.rooms.remove(session, room);
   session.reply({ type: 'room-parted', room: room.name });
+  if (ctx.cluster !== undefined) {
+    ctx.uninterested(room.key);
+    const nickname = session.nickname;
+    ctx.run(
+      session,
+      ctx.cluster.presence.leave(session.presenceId, room.key).then((count) => {
+        if (count !== undefined) ctx.publish({ type: 'left', room: room.name, nickname, count });
+      }),
+    );
+    return;
+  }
   ctx.publish({ type: 'left', room: room.name, nickname: session.nickname, count: room.size });
 };
 
 /** ROOMS "104" -> "105" {rooms: [{room, userCount, joined}]}: every room that exists, the lobby first. */
 const listRooms: Handler<typeof Cmd.ROOMS> = (ctx, session) => {
+  if (ctx.cluster !== undefined) {
+    const presence = ctx.cluster.presence;
+    const known = [...ctx.rooms.all()];
+    ctx.run(
+      session,
+      Promise.all(known.map((room) => presence.count(room.key))).then((counts) => {
+        const rooms = known.map((room, i) => ({
+          name: room.name,
+          count: counts[i]!,
+          joined: session.rooms.has(room),
+        }));
+        session.reply({ type: 'room-list', rooms });
+      }),
+    );
+    return;
+  }
   const rooms = [];
   for (const room of ctx.rooms.all()) {
     rooms.push({ name: room.name, count: room.size, joined: session.rooms.has(room) });

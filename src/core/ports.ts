@@ -41,7 +41,9 @@ export type DisconnectReason =
   | 'banned-nickname'
   | 'banned-address'
   /** Taken over by a CONNECT that presented this session's resume token. */
-  | 'replaced';
+  | 'replaced'
+  /** This node was cut off from the cluster for longer than the heartbeat timeout. */
+  | 'cluster-unavailable';
 
 /**
  * One client connection as the core sees it: something that accepts messages

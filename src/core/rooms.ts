@@ -105,6 +105,11 @@ export class Rooms {
     return this.byName.get(name);
   }
 
+  /** The room stored under a look-alike key (what a cluster's broker names rooms by). */
+  keyed(key: string): Room | undefined {
+    return this.byKey.get(key);
+  }
+
   /** Every room that exists, the lobby first, then in order of creation. */
   all(): IterableIterator<Room> {
     return this.byKey.values();

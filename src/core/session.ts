@@ -56,6 +56,8 @@ export class Session implements Member {
   paused = false;
   /** The "left" events of a session that ended with chats still being stored: they go out after them. */
   departures: ChatEvent[] | undefined;
+  /** The member id Presence knows this session by; a session taken back keeps the ghost's. */
+  presenceId: string;
   /** The token that takes this session back (capability "history"). */
   resumeToken: string | undefined;
   /** The session that took this one over with its token; its chats still being stored are its. */
@@ -75,7 +77,9 @@ export class Session implements Member {
     readonly id: number,
     readonly peer: Peer,
     private readonly host: SessionHost,
-  ) {}
+  ) {
+    this.presenceId = String(id);
+  }
 
   get address(): PeerAddress {
     return this.peer.remote;

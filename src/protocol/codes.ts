@@ -130,6 +130,8 @@ export const ErrorCode = {
   TIMEOUT: 3003,
   TOO_MANY_CONNECTIONS: 3004,
   INTERNAL_ERROR: 3005,
+  /** This node lost the cluster's shared state (Redis) for too long: reconnect, perhaps to another node. */
+  CLUSTER_UNAVAILABLE: 3006,
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 export type ErrorCodeValue = (typeof ErrorCode)[ErrorCodeName];

@@ -22,6 +22,8 @@ const CLOSE_CODES: Partial<Record<DisconnectReason, number>> = {
   flooding: 1008,
   'frame-too-large': 1009,
   'internal-error': 1011,
+  // Try again later (perhaps on another node).
+  'cluster-unavailable': 1013,
   kicked: 1008,
   banned: 1008,
   'banned-nickname': 1008,

@@ -1,0 +1,240 @@
+/**
+ * Chat as a node of a cluster, with the in-process Presence and Broker on
+ * shared hubs standing for Redis: several Chats in one process are several
+ * nodes. What clients see must be what one process shows them.
+ */
+import { describe, expect, it } from 'vitest';
+import { Chat, type ChatOptions } from '../../../src/core/chat.js';
+import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
+import type { Request } from '../../../src/protocol/messages.js';
+import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
+import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
+import { FakePeer } from '../../helpers/fake-peer.js';
+
+function nodes(n: number, options: ChatOptions = {}): Chat[] {
+  const presenceHub = new PresenceHub();
+  const brokerHub = new MemoryBrokerHub();
+  const history = new MemoryHistoryStore({ retention: { maxMessages: 1000, maxAgeMs: 0 } });
+  return Array.from({ length: n }, (_, i) => {
+    const node = `node${i}`;
+    return new Chat({
+      maxUsers: 3,
+      ...options,
+      history,
+      cluster: {
+        presence: new MemoryPresence({ hub: presenceHub, node }),
+        broker: new MemoryBroker({ hub: brokerHub, node }),
+      },
+    });
+  });
+}
+
+function send(peer: FakePeer, request: Request): void {
+  peer.session.receive({ ok: true, request });
+}
+
+function connect(chat: Chat, nickname: string, caps?: string[]): FakePeer {
+  const peer = new FakePeer();
+  peer.session = chat.open(peer);
+  send(peer, caps === undefined ? { cmd: '0', nickname } : { cmd: '0', nickname, caps });
+  return peer;
+}
+
+/** Lets every pending claim, append and delivery finish. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+const EXT = ['errors', 'rooms', 'renames', 'whispers'];
+
+describe('a chat of several nodes', () => {
+  it('shows a course client on one node what one process would', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann');
+    await settle();
+    const bob = connect(b!, 'bob');
+    await settle();
+    expect(ann.take()).toEqual([
+      { cmd: '03', serverAddress: ['127.0.0.1', 20825], userCount: 1 },
+      { cmd: '8', nickname: 'bob', userCount: 2 },
+    ]);
+    expect(bob.take()).toEqual([{ cmd: '03', serverAddress: ['127.0.0.1', 20825], userCount: 2 }]);
+    send(bob, { cmd: '7', msg: 'hello' });
+    send(ann, { cmd: '7', msg: 'hi' });
+    await settle();
+    expect(ann.take()).toEqual([{ cmd: '70', from: 'bob', msg: 'hello' }]);
+    expect(bob.take()).toEqual([{ cmd: '70', from: 'ann', msg: 'hi' }]);
+    send(ann, { cmd: '1' });
+    await settle();
+    expect(ann.take()).toEqual([
+      {
+        cmd: '10',
+        users: [
+          ['ann', '127.0.0.1', ann.remote.port],
+          ['bob', '127.0.0.1', bob.remote.port],
+        ],
+      },
+    ]);
+    send(ann, { cmd: '2', to: 'BOB', msg: 'psst' });
+    await settle();
+    expect(ann.take()).toEqual([{ cmd: '22' }]);
+    expect(bob.take()).toEqual([{ cmd: '70', from: 'ann', msg: 'psst' }]);
+    send(bob, { cmd: '3' });
+    await settle();
+    expect(ann.take()).toEqual([{ cmd: '30', nickname: 'bob', userCount: 1 }]);
+  });
+
+  it('keeps nicknames unique and the lobby at capacity across nodes', async () => {
+    const [a, b, c] = nodes(3);
+    const first = connect(a!, 'ann');
+    const dup = connect(b!, 'ANN');
+    await settle();
+    expect(first.take()).toHaveLength(1);
+    expect(dup.take()).toEqual([{ cmd: '01' }]);
+    expect(dup.closedWith).toBe('nickname-taken');
+    const racers = [b, c, a, b, c].map((chat, i) => connect(chat!, `p${i}`));
+    await settle();
+    const admitted = racers.filter((p) => p.closedWith === undefined);
+    expect(admitted).toHaveLength(2);
+    for (const p of racers.filter((r) => r.closedWith !== undefined)) {
+      expect(p.take()).toEqual([{ cmd: '02' }]);
+      expect(p.closedWith).toBe('room-full');
+    }
+    // Refused claims were released: the names are free again.
+    const again = connect(a!, 'p4');
+    await settle();
+    expect(again.take()).toEqual([{ cmd: '02' }]);
+  });
+
+  it('renames across nodes; the name taken elsewhere is refused', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann', EXT);
+    const bob = connect(b!, 'bob', EXT);
+    await settle();
+    ann.take();
+    bob.take();
+    send(ann, { cmd: '5', newNickname: 'Bob' });
+    await settle();
+    expect(ann.take()).toEqual([{ cmd: '50' }]);
+    send(ann, { cmd: '5', newNickname: 'anna' });
+    await settle();
+    expect(ann.take()).toEqual([{ cmd: '51', newNickname: 'anna' }]);
+    expect(bob.take()).toMatchObject([{ cmd: '91', oldNickname: 'ann', newNickname: 'anna' }]);
+    const late = connect(b!, 'ann');
+    await settle();
+    expect(late.take()).toMatchObject([{ cmd: '03', userCount: 3 }]);
+  });
+
+  it('admits exactly the capacity of a room to racing joins on several nodes', async () => {
+    const chats = nodes(3, { maxUsers: 100, roomCapacity: 10 });
+    const peers = Array.from({ length: 30 }, (_, i) => connect(chats[i % 3]!, `u${i}`, EXT));
+    await settle();
+    for (const p of peers) p.take();
+    for (const p of peers) send(p, { cmd: '100', room: 'physics' });
+    await settle();
+    let inside = 0;
+    let full = 0;
+    for (const p of peers) {
+      for (const m of p.take()) {
+        if (m.cmd === '101') inside++;
+        if (m.cmd === '90' && m.code === 1012) full++;
+      }
+    }
+    expect(inside).toBe(10);
+    expect(full).toBe(20);
+  });
+
+  it('delivers each chat once, in id order, to members on every node', async () => {
+    const chats = nodes(3, { maxUsers: 30 });
+    const peers = chats.map((chat, i) => connect(chat, `m${i}`, [...EXT, 'history']));
+    await settle();
+    for (const p of peers) p.take();
+    for (let i = 0; i < 20; i++) send(peers[i % 3]!, { cmd: '7', msg: `n${i}` });
+    await settle();
+    for (const [i, p] of peers.entries()) {
+      const seen = p
+        .take()
+        .filter((m) => m.cmd === '70')
+        .map((m) => (m as { msg: string }).msg);
+      const expected = Array.from({ length: 20 }, (_, k) => k)
+        .filter((k) => k % 3 !== i)
+        .map((k) => `n${k}`);
+      expect(seen).toEqual(expected);
+    }
+  });
+
+  it('tells the rooms of a dead node that its members left, and frees their names', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann');
+    connect(b!, 'bob');
+    await settle();
+    ann.take();
+    const presence = (b as Chat).cluster!.presence as MemoryPresence;
+    // Node b goes silent: a reaps it as its keeper would once the timeout passed.
+    const dead = await presence.close();
+    a!.reaped([{ node: presence.node, members: dead }]);
+    await settle();
+    expect(ann.take()).toEqual([{ cmd: '30', nickname: 'bob', userCount: 1 }]);
+    const bob = connect(a!, 'bob');
+    await settle();
+    expect(bob.take()).toMatchObject([{ cmd: '03', userCount: 2 }]);
+  });
+
+  it('frees what a client claimed when it goes while its CONNECT waits for Presence', async () => {
+    const [a, b] = nodes(2);
+    const gone = connect(a!, 'ann');
+    gone.session.ended('lost');
+    await settle();
+    expect(gone.take()).toEqual([]);
+    const again = connect(b!, 'ann');
+    await settle();
+    expect(again.take()).toMatchObject([{ cmd: '03', userCount: 1 }]);
+  });
+
+  it('subscribes a node to a room while it has members there, and counts across nodes', async () => {
+    const hub = new MemoryBrokerHub();
+    const presenceHub = new PresenceHub();
+    const history = new MemoryHistoryStore({ retention: { maxMessages: 10, maxAgeMs: 0 } });
+    const [a, b] = ['n0', 'n1'].map(
+      (node) =>
+        new Chat({
+          history,
+          cluster: {
+            presence: new MemoryPresence({ hub: presenceHub, node }),
+            broker: new MemoryBroker({ hub, node }),
+          },
+        }),
+    );
+    const ann = connect(a!, 'ann', EXT);
+    const bob = connect(b!, 'bob', EXT);
+    await settle();
+    for (const p of [ann, bob]) send(p, { cmd: '100', room: 'physics' });
+    await settle();
+    const key = a!.rooms.find('physics')!.key;
+    expect(hub.subscribers.get(key)).toHaveLength(2);
+    ann.take();
+    send(bob, { cmd: '102', room: 'physics' });
+    await settle();
+    expect(ann.take()).toEqual([{ cmd: '30', nickname: 'bob', userCount: 1, room: 'physics' }]);
+    expect(hub.subscribers.get(key)).toHaveLength(1);
+    send(bob, { cmd: '104' });
+    await settle();
+    expect(bob.take()).toContainEqual({
+      cmd: '105',
+      rooms: [{ room: 'lobby', userCount: 2, joined: true }],
+    });
+    send(ann, { cmd: '3' });
+    await settle();
+    expect(hub.subscribers.get(key)).toBeUndefined();
+  });
+
+  it('closes every local client with 3006 when cut off from the cluster', async () => {
+    const [a] = nodes(1);
+    const ann = connect(a!, 'ann', EXT);
+    await settle();
+    ann.take();
+    a!.expired();
+    expect(ann.take()).toMatchObject([{ cmd: '90', code: 3006 }]);
+    expect(ann.closedWith).toBe('cluster-unavailable');
+  });
+});
