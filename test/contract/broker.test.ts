@@ -1,11 +1,11 @@
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RedisBroker } from '../../src/cluster/redis-broker.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { RedisHistoryStore, roomChannel } from '../../src/store/redis-history.js';
-import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
+import { type RedisServer, startRedis, useRedis, withoutRedis } from '../helpers/redis.js';
 import {
   type BrokerCluster,
   type BrokerNode,
@@ -57,13 +57,7 @@ describe('roomChannel', () => {
 });
 
 describe.skipIf(withoutRedis())('Redis', () => {
-  let redis: RedisServer;
-  beforeAll(async () => {
-    redis = await startRedis();
-  });
-  afterAll(async () => {
-    await redis?.stop();
-  });
+  const redis = useRedis();
 
   let clusters = 0;
   const errors: Error[] = [];

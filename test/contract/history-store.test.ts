@@ -3,12 +3,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { HistoryStore } from '../../src/core/history.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { RedisHistoryStore } from '../../src/store/redis-history.js';
 import { SqliteHistoryStore } from '../../src/store/sqlite-history.js';
-import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
+import { useRedis, withoutRedis } from '../helpers/redis.js';
 import { historyStoreContract } from './history-store.js';
 
 function tempDir(): string {
@@ -136,13 +136,7 @@ describe('SqliteHistoryStore', () => {
 });
 
 describe.skipIf(withoutRedis())('Redis', () => {
-  let redis: RedisServer;
-  beforeAll(async () => {
-    redis = await startRedis();
-  });
-  afterAll(async () => {
-    await redis?.stop();
-  });
+  const redis = useRedis();
 
   let storages = 0;
   /** Every storage is a prefix of its own on the one server: fresh, and kept across store restarts. */

@@ -1,9 +1,9 @@
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { RedisPresence } from '../../src/cluster/redis-presence.js';
 import { MemoryPresence, PresenceHub } from '../../src/core/memory-presence.js';
 import { type Presence, PresenceKeeper } from '../../src/core/presence.js';
-import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
+import { useRedis, withoutRedis } from '../helpers/redis.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 import { eventually, HEARTBEAT_MS, presenceContract, TIMEOUT_MS } from './presence.js';
 
@@ -30,13 +30,7 @@ describe('MemoryPresence alone', () => {
 });
 
 describe.skipIf(withoutRedis())('Redis', () => {
-  let redis: RedisServer;
-  beforeAll(async () => {
-    redis = await startRedis();
-  });
-  afterAll(async () => {
-    await redis?.stop();
-  });
+  const redis = useRedis();
 
   let clusters = 0;
   /** Every cluster is a prefix of its own on the one server. */

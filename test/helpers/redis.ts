@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { freePort } from '../../bench/lib/servers.js';
 
 export const REDIS_SERVER = process.env.CONFAB_REDIS_SERVER ?? '/usr/bin/redis-server';
@@ -138,5 +139,36 @@ export async function startRedis(): Promise<RedisServer> {
       child = launch(port, dir);
       await waitReady(port, child);
     },
+  };
+}
+
+/**
+ * One redis-server for the tests of the enclosing describe: started before
+ * them, stopped after. The object returned stands for it once it runs.
+ */
+export function useRedis(): RedisServer {
+  let server: RedisServer | undefined;
+  beforeAll(async () => {
+    server = await startRedis();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+  const running = (): RedisServer => {
+    if (server === undefined) throw new Error('redis-server has not started');
+    return server;
+  };
+  return {
+    get url() {
+      return running().url;
+    },
+    get port() {
+      return running().port;
+    },
+    get pid() {
+      return running().pid;
+    },
+    stop: () => running().stop(),
+    restart: () => running().restart(),
   };
 }
