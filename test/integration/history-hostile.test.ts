@@ -2,55 +2,18 @@
  * The history and resume surface attacked from outside: the server as its own
  * process, clients that pipeline, cheat and never read.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
+import { HistoryHarness, line } from '../helpers/history-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
-import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 
-const CAPS = ['errors', 'renames', 'rooms', 'history'];
-const dirs: string[] = [];
-const servers: SpawnedServer[] = [];
-const clients: RawClient[] = [];
-
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.close();
-  for (const s of servers.splice(0)) await s.stop();
-});
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const harness = HistoryHarness.use();
 
 /** Both stores: what is answered later with one must be answered in order with the other too. */
 const STORES: [string, () => string[]][] = [
   ['memory', () => ['--history', 'memory']],
-  [
-    'sqlite',
-    () => {
-      const dir = mkdtempSync(path.join(os.tmpdir(), 'confab-h19-'));
-      dirs.push(dir);
-      return ['--history', 'sqlite', '--data-dir', dir];
-    },
-  ],
+  ['sqlite', () => ['--history', 'sqlite', '--data-dir', harness.dataDir()]],
 ];
-
-async function serve(args: string[]): Promise<SpawnedServer> {
-  const server = await spawnServer(['--http-port', 'off', ...args]);
-  servers.push(server);
-  return server;
-}
-
-const line = (value: object) => `${JSON.stringify(value)}\n`;
-
-async function connect(port: number, nickname: string, extra: object = {}) {
-  const client = await RawClient.open(port);
-  clients.push(client);
-  client.write(line({ cmd: '0', nickname, caps: CAPS, ...extra }));
-  const welcome = await client.expect('03');
-  return { client, welcome };
-}
 
 /** Waits until `done` holds for what the client has received, or it closes. */
 async function until(client: RawClient, done: (received: ParsedServerMessage[]) => boolean) {
@@ -62,8 +25,8 @@ async function until(client: RawClient, done: (received: ParsedServerMessage[]) 
 describe.each(STORES)('with %s history', (_name, storeArgs) => {
   it('answers a rate-limited request after the requests before it, not ahead of them', async () => {
     // Default flood control: a burst of 40, then 20 a second.
-    const server = await serve(storeArgs());
-    const { client } = await connect(server.port, 'pipeliner');
+    const server = await harness.serve(storeArgs());
+    const { client } = await harness.connect(server.port, 'pipeliner');
     await client.expect('101');
     client.drain();
     // The JOIN's history replay holds up what follows it; the last RTTs are over the burst.
@@ -81,13 +44,13 @@ describe.each(STORES)('with %s history', (_name, storeArgs) => {
   });
 
   it('delivers the chat of a member cut off for flooding before the room hears that it left', async () => {
-    const server = await serve(storeArgs());
+    const server = await harness.serve(storeArgs());
     const watcher = await RawClient.open(server.port);
-    clients.push(watcher);
+    harness.track(watcher);
     watcher.write(line({ cmd: '0', nickname: 'watcher' }));
     await watcher.expect('03');
     const bob = await RawClient.open(server.port);
-    clients.push(bob);
+    harness.track(bob);
     bob.write(line({ cmd: '0', nickname: 'bob' }));
     await bob.expect('03');
     await watcher.expect('8');
@@ -102,8 +65,8 @@ describe.each(STORES)('with %s history', (_name, storeArgs) => {
   });
 
   it('sends history that escapes large in pages the client can take, never cutting it off', async () => {
-    const server = await serve([...storeArgs(), '--rate-limit', '0']);
-    const { client: filler } = await connect(server.port, 'filler');
+    const server = await harness.serve([...storeArgs(), '--rate-limit', '0']);
+    const { client: filler } = await harness.connect(server.port, 'filler');
     const lobby = (await filler.expect('101')) as unknown as { epoch: string };
     // Control characters go out as \u0001: 4,000 of them take 24 KB in each "70".
     const msg = '\u0001'.repeat(4000);
@@ -111,7 +74,7 @@ describe.each(STORES)('with %s history', (_name, storeArgs) => {
       filler.write(line({ cmd: '7', msg }).repeat(50));
       for (let i = 0; i < 50; i++) await filler.expect('71', 20_000);
     }
-    const { client: pager } = await connect(server.port, 'pager');
+    const { client: pager } = await harness.connect(server.port, 'pager');
     await pager.expect('101');
     pager.write(line({ cmd: '106', room: 'lobby', limit: 100 }));
     const page = (await pager.expect('107', 10_000)) as unknown as {
@@ -121,7 +84,7 @@ describe.each(STORES)('with %s history', (_name, storeArgs) => {
     expect(page.messages.length).toBeGreaterThan(0);
     expect(page.more).toBe(true);
     // 150 messages, 3.6 MB: a resume that wrote them all at once would be cut off, forever.
-    const { client: resumer } = await connect(server.port, 'resumer', {
+    const { client: resumer } = await harness.connect(server.port, 'resumer', {
       since: [{ room: 'lobby', epoch: lobby.epoch, id: 0 }],
     });
     const header = (await resumer.expect('101')) as unknown as {

@@ -11,11 +11,10 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
+import { HISTORY_CAPS, line } from '../helpers/history-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 
-const CAPS = ['errors', 'renames', 'rooms', 'history'];
-const line = (value: object) => `${JSON.stringify(value)}\n`;
 const ROOMS = ['den', 'attic', 'lobby'];
 
 let dir: string;
@@ -147,7 +146,7 @@ function live(messages: ParsedServerMessage[]): ParsedServerMessage[] {
 
 async function open(port: number, nickname: string): Promise<RawClient> {
   const client = await RawClient.open(port);
-  client.write(line({ cmd: '0', nickname, caps: CAPS }));
+  client.write(line({ cmd: '0', nickname, caps: HISTORY_CAPS }));
   await client.expect('03');
   await client.expect('101');
   return client;

@@ -1,40 +1,14 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
+import { HistoryHarness, line } from '../helpers/history-harness.js';
 import { join, RawClient } from '../helpers/raw-client.js';
-import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+import type { SpawnedServer } from '../helpers/spawn-server.js';
 
-const CAPS = ['errors', 'renames', 'rooms', 'history'];
-const dirs: string[] = [];
-const servers: SpawnedServer[] = [];
-const clients: RawClient[] = [];
-
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.close();
-  for (const s of servers.splice(0)) await s.stop();
-});
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-function dataDir(): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'confab-history-'));
-  dirs.push(dir);
-  return dir;
-}
-
-async function serve(args: string[]): Promise<SpawnedServer> {
-  // Flood control off: these tests send bursts no typist would.
-  const server = await spawnServer(['--http-port', 'off', '--rate-limit', '0', ...args]);
-  servers.push(server);
-  return server;
-}
-
-function line(value: object): string {
-  return `${JSON.stringify(value)}\n`;
-}
+const harness = HistoryHarness.use();
+const dataDir = () => harness.dataDir();
+// Flood control off: these tests send bursts no typist would.
+const serve = (args: string[]): Promise<SpawnedServer> =>
+  harness.serve(['--rate-limit', '0', ...args]);
 
 interface Joined {
   client: RawClient;
@@ -44,10 +18,7 @@ interface Joined {
 
 /** CONNECT with history; returns "03" and the lobby's "101". */
 async function connect(port: number, nickname: string, extra: object = {}): Promise<Joined> {
-  const client = await RawClient.open(port);
-  clients.push(client);
-  client.write(line({ cmd: '0', nickname, caps: CAPS, ...extra }));
-  const welcome = await client.expect('03');
+  const { client, welcome } = await harness.connect(port, nickname, extra);
   const lobby = await client.expect('101');
   return { client, welcome, lobby };
 }
@@ -265,8 +236,7 @@ describe('history and resume', () => {
     const epoch = ann.lobby.epoch as string;
     say(ann.client, 1, 10);
     await until('10 stored', () => ann.client.received.filter((m) => m.cmd === '71').length === 10);
-    await first.stop();
-    servers.splice(servers.indexOf(first), 1);
+    await harness.stop(first);
 
     const second = await serve([
       '--history',
@@ -295,7 +265,7 @@ describe('history and resume', () => {
     await until('bob to hear some', () => chats(bob.client).length > 200);
     first.child.kill('SIGKILL');
     await bob.client.expectClose();
-    servers.splice(servers.indexOf(first), 1);
+    await harness.stop(first);
     const seen = Math.max(
       ...chats(bob.client).map(([id]) => id),
       ...ann.client.received.filter((m) => m.cmd === '71').map((m) => m.id as number),
@@ -323,8 +293,7 @@ describe('history and resume', () => {
     const epoch = ann.lobby.epoch as string;
     say(ann.client, 1, 5);
     await until('5 stored', () => ann.client.received.filter((m) => m.cmd === '71').length === 5);
-    await first.stop();
-    servers.splice(servers.indexOf(first), 1);
+    await harness.stop(first);
     const second = await serve(['--history', 'memory']);
     const bob = await connect(second.port, 'bob', { since: [{ room: 'lobby', epoch, id: 5 }] });
     expect(bob.lobby).toMatchObject({ recovered: false, reason: 'epoch', top: 0 });
@@ -334,7 +303,7 @@ describe('history and resume', () => {
   it('keeps a course client in step: its chat is stored, its bytes unchanged', async () => {
     const server = await serve(['--history', 'sqlite', '--data-dir', dataDir()]);
     const course = await join(server.port, 'course');
-    clients.push(course);
+    harness.track(course);
     const ann = await connect(server.port, 'ann');
     course.sendPy({ cmd: '7', msg: 'from the course' });
     await until('ann hears it', () => chats(ann.client).length === 1);
@@ -347,9 +316,9 @@ describe('history and resume', () => {
   it('lets a client with rooms stay out of the lobby', async () => {
     const server = await serve(['--max-users', '1']);
     const course = await join(server.port, 'course');
-    clients.push(course);
+    harness.track(course);
     const roomer = await RawClient.open(server.port);
-    clients.push(roomer);
+    harness.track(roomer);
     roomer.write(line({ cmd: '0', nickname: 'roomer', caps: ['errors', 'rooms'], lobby: false }));
     expect(await roomer.expect('03')).toMatchObject({ userCount: 1 });
     roomer.write(line({ cmd: '7', msg: 'where am I' }));
