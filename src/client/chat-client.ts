@@ -14,6 +14,7 @@ import type {
   BanEntry,
   ConnectRequest,
   HistoryEntry,
+  MessageOf,
   NotRecovered,
   Position,
   Request,
@@ -68,23 +69,14 @@ export interface ChatMessage {
 }
 
 /** What "101" says, and (capability "history") what the server replayed after it. */
-export interface JoinedRoom {
-  room: string;
-  members: string[];
-  userCount: number;
-  /** Capability "history": the room's epoch and newest id when it was joined. */
-  epoch?: string;
-  top?: number;
-  /** Present when the join asked to recover from a position; false comes with a reason. */
-  recovered?: boolean;
-  reason?: NotRecovered;
+export type JoinedRoom = Omit<MessageOf<typeof Cmd.JOIN_ROOM_SUCCESS>, 'cmd'> & {
   /**
    * The stored messages sent with the join (ids up to `top`, oldest first): the
    * newest ones, or, when a recovery failed, the newest instead of the gap. They
    * are not emitted as 'chat'. A recovered gap is emitted as 'chat' instead.
    */
   history: ChatMessage[];
-}
+};
 
 /** How a room fared across a reconnect. */
 export interface RoomRecovery {
