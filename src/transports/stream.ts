@@ -431,15 +431,7 @@ export class StreamListener {
       return;
     }
     if (this.kind === 'tcp') {
-      // The connection lives as long as its socket's listeners.
-      new StreamConnection(
-        socket,
-        this.chat,
-        this.options.limits,
-        this.log,
-        this.stats,
-        this.deadlines,
-      );
+      this.connect(socket);
       return;
     }
     // Node's own handshakeTimeout only reports, and restarts with every byte.
@@ -461,6 +453,12 @@ export class StreamListener {
     this.handshaking.get(key)?.deadline.stop();
     this.handshaking.delete(key);
     this.sockets.guard(socket);
+    this.connect(socket);
+  }
+
+  /** A session on an accepted (and, for TLS, secured) socket. */
+  private connect(socket: net.Socket): void {
+    // The connection lives as long as its socket's listeners.
     new StreamConnection(
       socket,
       this.chat,
