@@ -41,7 +41,15 @@ const child = spawn(
 );
 await new Promise((r) => setTimeout(r, 700));
 const result = await runFanout(
-  { name: 'confab', dialect: 'confab', port, pid: child.pid!, stop: async () => {} },
+  {
+    name: 'confab',
+    dialect: 'confab',
+    port,
+    pid: child.pid!,
+    ports: [port],
+    pids: [child.pid!],
+    stop: async () => {},
+  },
   w,
   Number(seconds),
   1,

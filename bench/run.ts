@@ -11,6 +11,12 @@
  * `confab-memory` store every chat (`--history sqlite|memory`).
  * Server `confab-course` is confab with clients that negotiate nothing (the
  * course client's shape: padded 1024-byte replies).
+ * `confab-1node`, `confab-2nodes` and `confab-3nodes` are confab with
+ * `--redis`: a throwaway redis-server and that many nodes, each room's members
+ * spread over the nodes in turn; their CPU and memory are all the processes'
+ * together, Redis included, and Redis's share is shown on its own too:
+ *
+ *   npm run bench -- --servers confab,confab-sqlite,confab-1node,confab-2nodes,confab-3nodes --workloads W-pipe,W-big
  *
  * W-rooms (not in the default list: it opens 10,000 connections per server)
  * is many small rooms at a steady rate instead of one room at full speed:
@@ -32,7 +38,13 @@ import { parseArgs } from 'node:util';
 import { rssKiB } from './lib/proc.js';
 import { type BenchReport, chart, table } from './lib/report.js';
 import { type RoomsResult, type RoomsWorkload, runRooms, W_ROOMS } from './lib/rooms.js';
-import { confabHasOption, type ServerName, startServer } from './lib/servers.js';
+import {
+  CLUSTER_NODES,
+  confabHasOption,
+  redisMissing,
+  type ServerName,
+  startServer,
+} from './lib/servers.js';
 import { type FanoutResult, runConns, runFanout, WORKLOADS } from './lib/workload.js';
 
 export interface BenchOptions {
@@ -96,8 +108,18 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       report.skipped.push(`${s}: not installed (apt-get install ${s})`);
       return false;
     }
+    const missing = CLUSTER_NODES[s] === undefined ? undefined : redisMissing();
+    if (missing !== undefined) {
+      report.skipped.push(`${s}: ${missing}`);
+      return false;
+    }
     return true;
   });
+  if (servers.some((s) => CLUSTER_NODES[s] !== undefined)) {
+    report.notes.push(
+      'confab-Nnode(s): N confab nodes with --redis and one redis-server (no persistence), all on this machine; server CPU, µs/delivery and RSS are all the processes’ together, Redis included; history is in Redis (every chat stored), so compare with confab-sqlite/-memory for the hop alone',
+    );
+  }
   if (servers.some((s) => s === 'ngircd' || s === 'inspircd')) {
     report.notes.push(
       o.peerNagle === true
@@ -145,6 +167,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       }
       // The same server as confab before CONNECT.
       if (s === 'confab-course' || s === 'confab-memory' || s === 'confab-sqlite') continue;
+      if (CLUSTER_NODES[s] !== undefined) {
+        report.skipped.push(`${s} × W-conns: a node's idle connections are confab's`);
+        continue;
+      }
       const server = await startServer(s, 10, { peerNagle: o.peerNagle, baseline: o.baseline });
       try {
         report.conns.push(await runConns(server, o.conns, progress, rssKiB));
@@ -182,12 +208,14 @@ async function benchRooms(
       continue;
     }
     const confab = s === 'confab' || s === 'baseline';
+    const cluster = CLUSTER_NODES[s] !== undefined;
     const root = s === 'baseline' ? o.baseline : undefined;
     if (confab && !confabHasOption('--room-capacity', root)) {
       report.skipped.push(`${s} × W-rooms: this confab has no rooms`);
       continue;
     }
-    const variants = confab ? (o.roomsHistory ?? ['off']) : ['n/a'];
+    // A cluster keeps history in Redis whatever --history says.
+    const variants = confab ? (o.roomsHistory ?? ['off']) : cluster ? ['redis'] : ['n/a'];
     for (const history of variants) {
       const args = ['--room-capacity', String(Math.max(10, w.members))];
       let label = history;
@@ -215,7 +243,7 @@ async function benchRooms(
       });
       try {
         const r = await runRooms(server, w, o.seconds, o.warmup, progress);
-        results.push(confab ? { ...r, history: label } : r);
+        results.push(confab || cluster ? { ...r, history: label } : r);
       } catch (err) {
         // One server failing the workload (refusing members, say) leaves the others' results.
         report.skipped.push(`${s} × W-rooms: ${(err as Error).message}`);

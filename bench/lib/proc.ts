@@ -13,6 +13,13 @@ export function cpuMicros(pid: number): number {
   return ((utime + stime) * 1e6) / TICKS;
 }
 
+/** CPU time of several processes together (a cluster's nodes and its Redis), in µs. */
+export function cpuMicrosOf(pids: readonly number[]): number {
+  let sum = 0;
+  for (const pid of pids) sum += cpuMicros(pid);
+  return sum;
+}
+
 function statusKiB(pid: number, key: 'VmRSS' | 'VmHWM'): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const m = new RegExp(`${key}:\\s+(\\d+)`).exec(status);
@@ -21,6 +28,12 @@ function statusKiB(pid: number, key: 'VmRSS' | 'VmHWM'): number {
 
 export const rssKiB = (pid: number) => statusKiB(pid, 'VmRSS');
 export const peakRssKiB = (pid: number) => statusKiB(pid, 'VmHWM');
+
+/** RSS of several processes together, in KiB. */
+export const rssKiBOf = (pids: readonly number[]) => pids.reduce((n, p) => n + rssKiB(p), 0);
+/** The sum of each process's own peak RSS (their peaks need not coincide), in KiB. */
+export const peakRssKiBOf = (pids: readonly number[]) =>
+  pids.reduce((n, p) => n + peakRssKiB(p), 0);
 
 /** This process's CPU time in microseconds. */
 export function selfCpuMicros(): number {

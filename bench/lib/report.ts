@@ -80,6 +80,23 @@ export function table(report: BenchReport): string {
       );
     }
   }
+  const clustered = [...report.fanout, ...report.rooms].filter((r) => r.redis !== undefined);
+  if (clustered.length > 0) {
+    // Redis is single-threaded: its µs per chat × chats/s must stay under one core.
+    lines.push(
+      '',
+      'Redis alone (its CPU is also in the server columns above; one chat is one append script and one PUBLISH):',
+      '',
+      '| workload | server | members per node | chats/s | Redis CPU % | Redis µs/chat | Redis µs/delivery | Redis share of server CPU |',
+      '|---|---|---|---:|---:|---:|---:|---:|',
+    );
+    for (const r of clustered) {
+      const redis = r.redis!;
+      lines.push(
+        `| ${r.workload} | ${r.server} | ${(r.membersPerNode ?? []).join(' / ')} | ${f(r.chatsPerSec ?? Number.NaN)} | ${f(redis.cpuPct, 1)} | ${f(redis.usPerChat, 2)} | ${f(redis.usPerDelivery, 2)} | ${f((redis.cpuPct / r.serverCpuPct) * 100)}% |`,
+      );
+    }
+  }
   const bullets = [...report.notes, ...report.skipped];
   if (bullets.length > 0) lines.push('', ...bullets.map((s) => `- ${s}`));
   return lines.join('\n');
@@ -90,6 +107,9 @@ const COLORS: Record<string, string> = {
   'confab-course': '#63b3ed',
   'confab-memory': '#4299e1',
   'confab-sqlite': '#1a365d',
+  'confab-1node': '#9f7aea',
+  'confab-2nodes': '#6b46c1',
+  'confab-3nodes': '#44337a',
   baseline: '#805ad5',
   seed: '#a0aec0',
   ngircd: '#dd6b20',

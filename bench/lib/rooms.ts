@@ -1,7 +1,8 @@
 import { Histogram } from './histogram.js';
 import { Flusher, Member } from './loadgen.js';
-import { cpuMicros, peakRssKiB, rssKiB, selfCpuMicros } from './proc.js';
+import { cpuMicros, cpuMicrosOf, peakRssKiBOf, rssKiBOf, selfCpuMicros } from './proc.js';
 import type { RunningServer } from './servers.js';
+import { membersPerPort, type RedisShare, redisShare } from './workload.js';
 
 /**
  * W-rooms: many small rooms, each with one sender at a steady rate, as a
@@ -49,6 +50,12 @@ export interface RoomsResult {
   serverPeakRssMiB: number;
   /** Connecting and joining everyone, in seconds. */
   setupSeconds: number;
+  /** Chats sent per second in the window, all rooms together. */
+  chatsPerSec?: number;
+  /** A cluster's Redis alone (also counted in the server columns). */
+  redis?: RedisShare;
+  /** Members connected to each node, for a server of several nodes. */
+  membersPerNode?: number[];
 }
 
 /** Joins in flight at once: enough to keep a server busy, few enough not to trip accept backlogs. */
@@ -82,7 +89,7 @@ export async function runRooms(
 
   // Let the server settle after start before taking its baseline memory.
   await sleep(500);
-  const rssBefore = rssKiB(server.pid);
+  const rssBefore = rssKiBOf(server.pids);
   const t0 = performance.now();
   const deadline = t0 + SETUP_LIMIT_MS;
   let next = 0;
@@ -95,14 +102,18 @@ export async function runRooms(
         return;
       }
       const i = next++;
+      const room = Math.floor(i / w.members);
+      // A room's members go round-robin over the nodes, starting at a
+      // different node for each room so the senders are spread too.
+      const port = server.ports[(i + room) % server.ports.length]!;
       const m = new Member(
         server.dialect,
         `m${i}`,
-        server.port,
+        port,
         `127.0.0.${1 + (i % SOURCES)}`,
         flusher,
         true,
-        roomName(Math.floor(i / w.members)),
+        roomName(room),
       );
       members[i] = m;
       try {
@@ -125,7 +136,7 @@ export async function runRooms(
   const setupSeconds = (performance.now() - t0) / 1000;
   // Joins announce themselves to earlier members; let that traffic pass.
   await sleep(1000);
-  const rssAfter = rssKiB(server.pid);
+  const rssAfter = rssKiBOf(server.pids);
 
   const sent = new Int32Array(w.rooms);
   // Next sequence number each member expects from its room's sender.
@@ -178,7 +189,8 @@ export async function runRooms(
   hist.reset();
   deliveries = 0;
   const sent0 = sent.reduce((a, b) => a + b, 0);
-  const cpu0 = cpuMicros(server.pid);
+  const cpu0 = cpuMicrosOf(server.pids);
+  const redis0 = server.redisPid === undefined ? 0 : cpuMicros(server.redisPid);
   const self0 = selfCpuMicros();
   const m0 = performance.now();
   const end = m0 + seconds * 1000;
@@ -190,7 +202,8 @@ export async function runRooms(
   }
   const elapsed = (performance.now() - m0) / 1000;
   const measured = deliveries;
-  const cpu = cpuMicros(server.pid) - cpu0;
+  const cpu = cpuMicrosOf(server.pids) - cpu0;
+  const redisCpu = server.redisPid === undefined ? 0 : cpuMicros(server.redisPid) - redis0;
   const self = selfCpuMicros() - self0;
   const sentInWindow = sent.reduce((a, b) => a + b, 0) - sent0;
   sending = false;
@@ -209,7 +222,8 @@ export async function runRooms(
   for (let i = 0; i < total; i++) {
     if (i % w.members !== 0) missing += sent[Math.floor(i / w.members)]! - expected[i]!;
   }
-  const peak = peakRssKiB(server.pid);
+  const peak = peakRssKiBOf(server.pids);
+  const perNode = server.redisPid === undefined ? undefined : membersPerPort(server, members);
   closeAll();
   return {
     workload: 'W-rooms',
@@ -233,5 +247,9 @@ export async function runRooms(
     kibPerMember: (rssAfter - rssBefore) / total,
     serverPeakRssMiB: peak / 1024,
     setupSeconds,
+    chatsPerSec: sentInWindow / elapsed,
+    ...(server.redisPid === undefined
+      ? {}
+      : { redis: redisShare(redisCpu, elapsed, sentInWindow, measured), membersPerNode: perNode }),
   };
 }

@@ -15,6 +15,9 @@ export type ServerName =
   | 'confab-course'
   | 'confab-memory'
   | 'confab-sqlite'
+  | 'confab-1node'
+  | 'confab-2nodes'
+  | 'confab-3nodes'
   | 'baseline'
   | 'seed'
   | 'ngircd'
@@ -25,9 +28,39 @@ export type Dialect = 'confab' | 'course' | 'seed' | 'irc';
 export interface RunningServer {
   name: ServerName;
   dialect: Dialect;
+  /** The first node's port and process (the only ones, but for a cluster). */
   port: number;
   pid: number;
+  /** Every node's port: the load generator spreads each room's members over them in turn. */
+  ports: number[];
+  /**
+   * Every process whose CPU and memory count as the server's: a cluster's
+   * nodes and its Redis, so a cluster is charged all it costs.
+   */
+  pids: number[];
+  /** A cluster's Redis, whose share is reported on its own as well. */
+  redisPid?: number;
   stop(): Promise<void>;
+}
+
+/**
+ * Servers that are confab nodes sharing one Redis (`--redis`), and how many
+ * nodes: `confab-1node` is the Redis hop alone, beside plain `confab`.
+ */
+export const CLUSTER_NODES: Partial<Record<ServerName, number>> = {
+  'confab-1node': 1,
+  'confab-2nodes': 2,
+  'confab-3nodes': 3,
+};
+
+export const REDIS_SERVER = process.env.CONFAB_REDIS_SERVER ?? '/usr/bin/redis-server';
+
+/** Why the cluster servers cannot run here, or undefined if they can. */
+export function redisMissing(): string | undefined {
+  if (!existsSync(REDIS_SERVER)) {
+    return `the cluster servers need ${REDIS_SERVER} (apt-get install redis-server, or set CONFAB_REDIS_SERVER)`;
+  }
+  return undefined;
 }
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -181,9 +214,12 @@ export async function startServer(
   maxUsers: number,
   options: StartOptions = {},
 ): Promise<RunningServer> {
+  const nodes = CLUSTER_NODES[name];
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startOnce(name, maxUsers, options);
+      return nodes === undefined
+        ? await startOnce(name, maxUsers, options)
+        : await startCluster(name, nodes, maxUsers, options);
     } catch (err) {
       if (attempt >= 3) throw err;
     }
@@ -272,8 +308,20 @@ async function startOnce(
         stream.removeAllListeners('data');
         stream.resume();
       }
-      return { name, dialect, port, pid: seed.pid!, stop: () => stopProcess(seed) };
+      return {
+        name,
+        dialect,
+        port,
+        pid: seed.pid!,
+        ports: [port],
+        pids: [seed.pid!],
+        stop: () => stopProcess(seed),
+      };
     }
+    case 'confab-1node':
+    case 'confab-2nodes':
+    case 'confab-3nodes':
+      throw new Error(`${name} is a cluster: startCluster starts it`);
     case 'ngircd': {
       dialect = 'irc';
       const dir = mkdtempSync(path.join(tmpdir(), 'bench-ngircd-'));
@@ -346,7 +394,112 @@ PAM = no
     await stop();
     throw err;
   }
-  return { name, dialect, port, pid: child.pid!, stop };
+  return { name, dialect, port, pid: child.pid!, ports: [port], pids: [child.pid!], stop };
+}
+
+/** Sends PING; true once Redis answers PONG (a Redis still loading answers -LOADING). */
+function redisPing(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    let reply = '';
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1_000, () => done(false));
+    socket.once('error', () => done(false));
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk: Buffer) => {
+      reply += chunk.toString('latin1');
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
+  });
+}
+
+/**
+ * A throwaway redis-server (no persistence, as the demo runs it) and `nodes`
+ * confab processes joined to it, each on its own port with its own data
+ * directory. Nothing of a failed start is left running.
+ */
+async function startCluster(
+  name: ServerName,
+  nodes: number,
+  maxUsers: number,
+  options: StartOptions,
+): Promise<RunningServer> {
+  const missing = redisMissing();
+  if (missing !== undefined) throw new Error(missing);
+  if (!confabHasOption('--redis')) throw new Error(`${name}: this confab has no --redis`);
+  const dir = mkdtempSync(path.join(tmpdir(), 'bench-cluster-'));
+  const children: ChildProcess[] = [];
+  const stop = async () => {
+    // The nodes first, so they leave the cluster while Redis is still there.
+    await Promise.all(children.slice(1).map((c) => stopProcess(c)));
+    if (children[0] !== undefined) await stopProcess(children[0]);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const redisPort = await freePort();
+    const redis = launch(REDIS_SERVER, [
+      '--port',
+      String(redisPort),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+      '--daemonize',
+      'no',
+      '--loglevel',
+      'warning',
+    ]);
+    children.push(redis);
+    const deadline = Date.now() + 10_000;
+    while (!(await redisPing(redisPort))) {
+      if (redis.exitCode !== null) throw new Error(`redis-server exited with ${redis.exitCode}`);
+      if (Date.now() > deadline) throw new Error(`redis-server did not answer on ${redisPort}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const ports: number[] = [];
+    for (let i = 0; i < nodes; i++) {
+      const port = await freePort();
+      const node = launch(process.execPath, [
+        path.join(ROOT, 'dist/cli/main.js'),
+        'serve',
+        '--port',
+        String(port),
+        '--max-users',
+        String(maxUsers),
+        ...CONFAB_BENCH_FLAGS,
+        '--redis',
+        `redis://127.0.0.1:${redisPort}`,
+        '--data-dir',
+        path.join(dir, `node${i}`),
+        ...(options.confabArgs ?? []),
+      ]);
+      children.push(node);
+      ports.push(port);
+      await waitForPort(port, node, `${name} node ${i}`);
+    }
+    const pids = children.map((c) => c.pid!);
+    return {
+      name,
+      dialect: 'confab',
+      port: ports[0]!,
+      pid: pids[1]!,
+      ports,
+      // Redis last: the nodes are the server proper, Redis what the cluster adds.
+      pids: [...pids.slice(1), pids[0]!],
+      redisPid: pids[0]!,
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }
 
 /** What to remove once the server on a port has stopped (a data directory). */

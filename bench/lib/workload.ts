@@ -1,6 +1,6 @@
 import { Histogram } from './histogram.js';
 import { Flusher, Member } from './loadgen.js';
-import { cpuMicros, peakRssKiB, selfCpuMicros } from './proc.js';
+import { cpuMicros, cpuMicrosOf, peakRssKiB, peakRssKiBOf, selfCpuMicros } from './proc.js';
 import type { RunningServer } from './servers.js';
 
 export interface Workload {
@@ -38,10 +38,47 @@ export interface FanoutResult {
   generatorCpuPct: number;
   serverUsPerDelivery: number;
   serverPeakRssMiB: number;
+  /** Chats sent per second in the window (each is `members - 1` deliveries). */
+  chatsPerSec?: number;
+  /**
+   * A cluster's Redis alone (its CPU is in the server columns too): per chat
+   * it runs one append script and one PUBLISH to every node subscribed.
+   */
+  redis?: RedisShare;
+  /** Members connected to each node, for a server of several nodes. */
+  membersPerNode?: number[];
   /** Set on a median row: how many runs it summarises, their throughput range, and loss over all of them. */
   runs?: number;
   minPerSec?: number;
   maxPerSec?: number;
+}
+
+export interface RedisShare {
+  cpuPct: number;
+  usPerChat: number;
+  usPerDelivery: number;
+}
+
+/** What a cluster's Redis used in a window of `elapsed` seconds, per chat and delivery. */
+export function redisShare(
+  cpu: number,
+  elapsed: number,
+  chats: number,
+  deliveries: number,
+): RedisShare {
+  return {
+    cpuPct: (cpu / (elapsed * 1e6)) * 100,
+    usPerChat: chats > 0 ? cpu / chats : Number.NaN,
+    usPerDelivery: deliveries > 0 ? cpu / deliveries : Number.NaN,
+  };
+}
+
+/** How many of the members are connected to each of the server's ports, as their sockets say. */
+export function membersPerPort(
+  server: RunningServer,
+  members: readonly (Member | undefined)[],
+): number[] {
+  return server.ports.map((p) => members.filter((m) => m?.socket.remotePort === p).length);
 }
 
 const PAD = 'x'.repeat(24);
@@ -64,9 +101,9 @@ export async function runFanout(
   for (let i = 0; i < w.members; i += batch) {
     const group: Member[] = [];
     for (let j = i; j < Math.min(w.members, i + batch); j++) {
-      group.push(
-        new Member(server.dialect, `m${j}`, server.port, undefined, flusher, w.shape === 'each'),
-      );
+      // Round-robin over the nodes: most deliveries cross from one node to another.
+      const port = server.ports[j % server.ports.length]!;
+      group.push(new Member(server.dialect, `m${j}`, port, undefined, flusher, w.shape === 'each'));
     }
     await Promise.all(group.map((m) => m.join()));
     members.push(...group);
@@ -115,7 +152,9 @@ export async function runFanout(
   await new Promise((r) => setTimeout(r, warmupSeconds * 1000));
   hist.reset();
   deliveries = 0;
-  const cpu0 = cpuMicros(server.pid);
+  const chats0 = sent.reduce((a, b) => a + b, 0);
+  const cpu0 = cpuMicrosOf(server.pids);
+  const redis0 = server.redisPid === undefined ? 0 : cpuMicros(server.redisPid);
   const self0 = selfCpuMicros();
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
@@ -128,8 +167,10 @@ export async function runFanout(
   }
   const elapsed = (performance.now() - t0) / 1000;
   const measured = deliveries;
-  const cpu = cpuMicros(server.pid) - cpu0;
+  const cpu = cpuMicrosOf(server.pids) - cpu0;
+  const redisCpu = server.redisPid === undefined ? 0 : cpuMicros(server.redisPid) - redis0;
   const self = selfCpuMicros() - self0;
+  const chats = sent.reduce((a, b) => a + b, 0) - chats0;
   running = false;
 
   // Drain: every message sent must reach every other member.
@@ -138,7 +179,8 @@ export async function runFanout(
   while (!complete() && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 20));
   let missing = 0;
   for (let s = 0; s < w.senders; s++) missing += sent[s]! - done[s]!;
-  const peak = peakRssKiB(server.pid);
+  const peak = peakRssKiBOf(server.pids);
+  const perNode = membersPerPort(server, members);
   for (const m of members) m.socket.destroy();
   return {
     workload: w.name,
@@ -153,6 +195,13 @@ export async function runFanout(
     generatorCpuPct: (self / (elapsed * 1e6)) * 100,
     serverUsPerDelivery: measured > 0 ? cpu / measured : Number.NaN,
     serverPeakRssMiB: peak / 1024,
+    chatsPerSec: chats / elapsed,
+    ...(server.redisPid === undefined
+      ? {}
+      : {
+          redis: redisShare(redisCpu, elapsed, chats, measured),
+          membersPerNode: perNode,
+        }),
   };
 }
 
