@@ -432,10 +432,16 @@ async function startCluster(
   if (!confabHasOption('--redis')) throw new Error(`${name}: this confab has no --redis`);
   const dir = mkdtempSync(path.join(tmpdir(), 'bench-cluster-'));
   const children: ChildProcess[] = [];
+  // Four processes per cluster should not outlive a harness that crashed.
+  const killOnExit = () => {
+    for (const c of children) c.kill('SIGKILL');
+  };
+  process.once('exit', killOnExit);
   const stop = async () => {
     // The nodes first, so they leave the cluster while Redis is still there.
     await Promise.all(children.slice(1).map((c) => stopProcess(c)));
     if (children[0] !== undefined) await stopProcess(children[0]);
+    process.removeListener('exit', killOnExit);
     rmSync(dir, { recursive: true, force: true });
   };
   try {

@@ -1,7 +1,9 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { chart, table } from '../../bench/lib/report.js';
+import { startServer } from '../../bench/lib/servers.js';
 import { runBench } from '../../bench/run.js';
+import { withoutRedis } from '../helpers/redis.js';
 import { withoutSeed } from '../helpers/servers.js';
 
 // Exercises the benchmark harness end to end with tiny settings. It asserts
@@ -73,3 +75,58 @@ describe('W-rooms harness', () => {
     expect(table(report)).toContain('| confab |');
   }, 60_000);
 });
+
+// Cluster servers: confab nodes sharing one throwaway Redis. The members of a
+// room must really be spread over the nodes (as their sockets say), so the
+// deliveries cross nodes, and the server's processes must all be counted and
+// all stopped.
+describe.skipIf(withoutRedis())('cluster bench servers', () => {
+  it('starts Redis and two nodes, and stops every one of them', async () => {
+    const server = await startServer('confab-2nodes', 10);
+    const pids = [...server.pids];
+    try {
+      expect(server.ports).toHaveLength(2);
+      expect(pids).toHaveLength(3);
+      expect(pids).toContain(server.redisPid);
+      expect(new Set(pids).size).toBe(3);
+      for (const pid of pids) expect(alive(pid)).toBe(true);
+    } finally {
+      await server.stop();
+    }
+    for (const pid of pids) expect(alive(pid)).toBe(false);
+  }, 60_000);
+
+  it('runs W-pipe and W-rooms across two nodes with zero loss, Redis reported apart', async () => {
+    const report = await runBench({
+      servers: ['confab-2nodes'],
+      workloads: ['W-pipe', 'W-rooms'],
+      seconds: 0.5,
+      warmup: 0.2,
+      conns: 0,
+      repeat: 1,
+      rooms: { rooms: 6, members: 4, rate: 20 },
+    });
+    const [pipe] = report.fanout;
+    expect(pipe).toMatchObject({ workload: 'W-pipe', server: 'confab-2nodes', lost: 0 });
+    expect(pipe!.membersPerNode).toEqual([5, 5]);
+    expect(pipe!.deliveries).toBeGreaterThan(0);
+    expect(pipe!.redis!.usPerChat).toBeGreaterThan(0);
+    // Redis's CPU is part of the server's, not beside it.
+    expect(pipe!.redis!.cpuPct).toBeLessThan(pipe!.serverCpuPct);
+    expect(report.rooms).toMatchObject([
+      { server: 'confab-2nodes', history: 'redis', lost: 0, misrouted: 0, connections: 24 },
+    ]);
+    expect(report.rooms[0]!.membersPerNode).toEqual([12, 12]);
+    expect(report.rooms[0]!.deliveries).toBeGreaterThan(0);
+    expect(table(report)).toContain('| W-pipe | confab-2nodes | 5 / 5 |');
+  }, 120_000);
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
