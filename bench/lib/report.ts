@@ -85,15 +85,19 @@ export function table(report: BenchReport): string {
     // Redis is single-threaded: its µs per chat × chats/s must stay under one core.
     lines.push(
       '',
-      'Redis alone (its CPU is also in the server columns above; one chat is one append script and one PUBLISH):',
+      'Redis alone (its CPU is also in the server columns above). A chat is one append script (evalsha: its time includes the commands it runs) that PUBLISHes it to every node subscribed:',
       '',
-      '| workload | server | members per node | chats/s | Redis CPU % | Redis µs/chat | Redis µs/delivery | Redis share of server CPU |',
-      '|---|---|---|---:|---:|---:|---:|---:|',
+      '| workload | server | members per node | chats/s | Redis CPU % | Redis µs/chat | Redis µs/delivery | Redis share of server CPU | µs per chat by command (INFO commandstats) |',
+      '|---|---|---|---:|---:|---:|---:|---:|---|',
     );
     for (const r of clustered) {
       const redis = r.redis!;
+      const commands = Object.entries(redis.commands)
+        .sort((a, b) => b[1].usPerChat - a[1].usPerChat)
+        .map(([name, c]) => `${name} ${f(c.usPerChat, 1)}`)
+        .join(', ');
       lines.push(
-        `| ${r.workload} | ${r.server} | ${(r.membersPerNode ?? []).join(' / ')} | ${f(r.chatsPerSec ?? Number.NaN)} | ${f(redis.cpuPct, 1)} | ${f(redis.usPerChat, 2)} | ${f(redis.usPerDelivery, 2)} | ${f((redis.cpuPct / r.serverCpuPct) * 100)}% |`,
+        `| ${r.workload} | ${r.server} | ${(r.membersPerNode ?? []).join(' / ')} | ${f(r.chatsPerSec ?? Number.NaN)} | ${f(redis.cpuPct, 1)} | ${f(redis.usPerChat, 2)} | ${f(redis.usPerDelivery, 2)} | ${f((redis.cpuPct / r.serverCpuPct) * 100)}% | ${commands} |`,
       );
     }
   }

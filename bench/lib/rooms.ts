@@ -1,8 +1,9 @@
 import { Histogram } from './histogram.js';
 import { Flusher, Member } from './loadgen.js';
-import { cpuMicros, cpuMicrosOf, peakRssKiBOf, rssKiBOf, selfCpuMicros } from './proc.js';
+import { cpuMicrosOf, peakRssKiBOf, rssKiBOf, selfCpuMicros } from './proc.js';
+import { openRedisWindow, type RedisShare } from './redis.js';
 import type { RunningServer } from './servers.js';
-import { membersPerPort, type RedisShare, redisShare } from './workload.js';
+import { membersPerPort } from './workload.js';
 
 /**
  * W-rooms: many small rooms, each with one sender at a steady rate, as a
@@ -189,8 +190,8 @@ export async function runRooms(
   hist.reset();
   deliveries = 0;
   const sent0 = sent.reduce((a, b) => a + b, 0);
+  const redisWindow = server.redis && (await openRedisWindow(server.redis));
   const cpu0 = cpuMicrosOf(server.pids);
-  const redis0 = server.redisPid === undefined ? 0 : cpuMicros(server.redisPid);
   const self0 = selfCpuMicros();
   const m0 = performance.now();
   const end = m0 + seconds * 1000;
@@ -203,9 +204,9 @@ export async function runRooms(
   const elapsed = (performance.now() - m0) / 1000;
   const measured = deliveries;
   const cpu = cpuMicrosOf(server.pids) - cpu0;
-  const redisCpu = server.redisPid === undefined ? 0 : cpuMicros(server.redisPid) - redis0;
   const self = selfCpuMicros() - self0;
   const sentInWindow = sent.reduce((a, b) => a + b, 0) - sent0;
+  const redis = redisWindow?.close(elapsed, sentInWindow, measured);
   sending = false;
   for (const t of timers) clearTimeout(t);
 
@@ -223,7 +224,7 @@ export async function runRooms(
     if (i % w.members !== 0) missing += sent[Math.floor(i / w.members)]! - expected[i]!;
   }
   const peak = peakRssKiBOf(server.pids);
-  const perNode = server.redisPid === undefined ? undefined : membersPerPort(server, members);
+  const perNode = server.redis === undefined ? undefined : membersPerPort(server, members);
   closeAll();
   return {
     workload: 'W-rooms',
@@ -248,8 +249,6 @@ export async function runRooms(
     serverPeakRssMiB: peak / 1024,
     setupSeconds,
     chatsPerSec: sentInWindow / elapsed,
-    ...(server.redisPid === undefined
-      ? {}
-      : { redis: redisShare(redisCpu, elapsed, sentInWindow, measured), membersPerNode: perNode }),
+    ...(redis === undefined ? {} : { redis: await redis, membersPerNode: perNode }),
   };
 }

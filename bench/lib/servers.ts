@@ -4,6 +4,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { type BenchRedis, redisPing } from './redis.js';
 
 /**
  * `confab-course` is confab with members that negotiate nothing, as the
@@ -39,7 +40,7 @@ export interface RunningServer {
    */
   pids: number[];
   /** A cluster's Redis, whose share is reported on its own as well. */
-  redisPid?: number;
+  redis?: BenchRedis;
   stop(): Promise<void>;
 }
 
@@ -397,25 +398,6 @@ PAM = no
   return { name, dialect, port, pid: child.pid!, ports: [port], pids: [child.pid!], stop };
 }
 
-/** Sends PING; true once Redis answers PONG (a Redis still loading answers -LOADING). */
-function redisPing(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ port, host: '127.0.0.1' });
-    let reply = '';
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1_000, () => done(false));
-    socket.once('error', () => done(false));
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.on('data', (chunk: Buffer) => {
-      reply += chunk.toString('latin1');
-      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
-    });
-  });
-}
-
 /**
  * A throwaway redis-server (no persistence, as the demo runs it) and `nodes`
  * confab processes joined to it, each on its own port with its own data
@@ -499,7 +481,7 @@ async function startCluster(
       ports,
       // Redis last: the nodes are the server proper, Redis what the cluster adds.
       pids: [...pids.slice(1), pids[0]!],
-      redisPid: pids[0]!,
+      redis: { pid: pids[0]!, port: redisPort },
       stop,
     };
   } catch (err) {

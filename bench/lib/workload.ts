@@ -1,6 +1,7 @@
 import { Histogram } from './histogram.js';
 import { Flusher, Member } from './loadgen.js';
-import { cpuMicros, cpuMicrosOf, peakRssKiB, peakRssKiBOf, selfCpuMicros } from './proc.js';
+import { cpuMicrosOf, peakRssKiB, peakRssKiBOf, selfCpuMicros } from './proc.js';
+import { openRedisWindow, type RedisShare } from './redis.js';
 import type { RunningServer } from './servers.js';
 
 export interface Workload {
@@ -51,26 +52,6 @@ export interface FanoutResult {
   runs?: number;
   minPerSec?: number;
   maxPerSec?: number;
-}
-
-export interface RedisShare {
-  cpuPct: number;
-  usPerChat: number;
-  usPerDelivery: number;
-}
-
-/** What a cluster's Redis used in a window of `elapsed` seconds, per chat and delivery. */
-export function redisShare(
-  cpu: number,
-  elapsed: number,
-  chats: number,
-  deliveries: number,
-): RedisShare {
-  return {
-    cpuPct: (cpu / (elapsed * 1e6)) * 100,
-    usPerChat: chats > 0 ? cpu / chats : Number.NaN,
-    usPerDelivery: deliveries > 0 ? cpu / deliveries : Number.NaN,
-  };
 }
 
 /** How many of the members are connected to each of the server's ports, as their sockets say. */
@@ -152,9 +133,9 @@ export async function runFanout(
   await new Promise((r) => setTimeout(r, warmupSeconds * 1000));
   hist.reset();
   deliveries = 0;
+  const redisWindow = server.redis && (await openRedisWindow(server.redis));
   const chats0 = sent.reduce((a, b) => a + b, 0);
   const cpu0 = cpuMicrosOf(server.pids);
-  const redis0 = server.redisPid === undefined ? 0 : cpuMicros(server.redisPid);
   const self0 = selfCpuMicros();
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
@@ -168,9 +149,9 @@ export async function runFanout(
   const elapsed = (performance.now() - t0) / 1000;
   const measured = deliveries;
   const cpu = cpuMicrosOf(server.pids) - cpu0;
-  const redisCpu = server.redisPid === undefined ? 0 : cpuMicros(server.redisPid) - redis0;
   const self = selfCpuMicros() - self0;
   const chats = sent.reduce((a, b) => a + b, 0) - chats0;
+  const redis = redisWindow?.close(elapsed, chats, measured);
   running = false;
 
   // Drain: every message sent must reach every other member.
@@ -196,12 +177,7 @@ export async function runFanout(
     serverUsPerDelivery: measured > 0 ? cpu / measured : Number.NaN,
     serverPeakRssMiB: peak / 1024,
     chatsPerSec: chats / elapsed,
-    ...(server.redisPid === undefined
-      ? {}
-      : {
-          redis: redisShare(redisCpu, elapsed, chats, measured),
-          membersPerNode: perNode,
-        }),
+    ...(redis === undefined ? {} : { redis: await redis, membersPerNode: perNode }),
   };
 }
 
