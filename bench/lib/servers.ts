@@ -417,6 +417,7 @@ async function startCluster(
   // Four processes per cluster should not outlive a harness that crashed.
   const killOnExit = () => {
     for (const c of children) c.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', killOnExit);
   const stop = async () => {
