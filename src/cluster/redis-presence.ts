@@ -2,6 +2,7 @@ import { Redis } from 'ioredis';
 import type { PeerAddress } from '../core/events.js';
 import { nicknameKey } from '../core/nickname.js';
 import {
+  type Census,
   checkId,
   checkText,
   type DeadNode,
@@ -11,6 +12,7 @@ import {
   type MemberId,
   type Presence,
   type PresenceMember,
+  type RoomCount,
   type RoomLeft,
 } from '../core/presence.js';
 
@@ -41,6 +43,8 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   m:<ref>      hash nick, key, ip, port
 //   mr:<ref>     zset room tag -> seq, the member's rooms in join order
 //   r:<tag>      zset ref -> seq, a room's members in join order
+//   rooms        zset tag -> seq, the rooms with members, in the order they were made
+//   rn           hash tag -> the name the room was made with
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
 // Scripts name their keys from P (ARGV[1]); KEYS[1] is the nodes key, for routing.
 // Time is Redis's TIME, so the nodes' clocks need not agree. Scripts return integers,
@@ -61,7 +65,12 @@ local function nkey(node) return P .. 'n:' .. node end
 local function leave_room(ref, tag)
   redis.call('ZREM', rkey(tag), ref)
   redis.call('ZREM', mrooms(ref), tag)
-  return redis.call('ZCARD', rkey(tag))
+  local count = redis.call('ZCARD', rkey(tag))
+  if count == 0 then
+    redis.call('ZREM', P .. 'rooms', tag)
+    redis.call('HDEL', P .. 'rn', tag)
+  end
+  return count
 end
 -- {nick, ip, port, {tag, count, ...}} or false when the member is not registered
 local function remove_member(node, id)
@@ -128,7 +137,10 @@ if not r then return {} end
 return r[4]
 `;
 
-/** ARGV: P, node, id, tag, capacity. The new count, or -1 not registered, -2 already in, -3 full. */
+/**
+ * ARGV: P, node, id, tag, capacity, name. The new count, or -1 not registered, -2 already in,
+ * -3 full.
+ */
 const JOIN_LUA = `${PRELUDE}
 local ref, tag, capacity = ARGV[2] .. ':' .. ARGV[3], ARGV[4], tonumber(ARGV[5])
 if redis.call('EXISTS', mkey(ref)) == 0 then return -1 end
@@ -136,6 +148,10 @@ if redis.call('ZSCORE', mrooms(ref), tag) then return -2 end
 local count = redis.call('ZCARD', rkey(tag))
 if count >= capacity then return -3 end
 local s = seq()
+if count == 0 then
+  redis.call('ZADD', P .. 'rooms', 'NX', s, tag)
+  redis.call('HSET', P .. 'rn', tag, ARGV[6])
+end
 redis.call('ZADD', rkey(tag), s, ref)
 redis.call('ZADD', mrooms(ref), s, tag)
 return count + 1
@@ -170,6 +186,22 @@ if not ref then return {} end
 local m = redis.call('HMGET', mkey(ref), 'nick', 'ip', 'port')
 if not m[1] then return {} end
 return {ref, m[1], m[2], m[3]}
+`;
+
+/** ARGV: P, limit. {tag, name or '', count, ...} in the order the rooms were made. */
+const ROOMS_LUA = `${PRELUDE}
+local out = {}
+for _, tag in ipairs(redis.call('ZRANGE', P .. 'rooms', 0, tonumber(ARGV[2]) - 1)) do
+  out[#out + 1] = tag
+  out[#out + 1] = redis.call('HGET', P .. 'rn', tag) or ''
+  out[#out + 1] = redis.call('ZCARD', rkey(tag))
+end
+return out
+`;
+
+/** ARGV: P, timeout ms. {members, nodes heard from within the timeout}. */
+const CENSUS_LUA = `${PRELUDE}
+return {redis.call('HLEN', NICKS), redis.call('ZCOUNT', NODES, now_ms() - tonumber(ARGV[2]), '+inf')}
 `;
 
 /**
@@ -208,6 +240,7 @@ redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', A
 redis.call('ZADD', nkey(node), 'NX', seq(), id)
 for i = 8, #ARGV do
   local s = seq()
+  redis.call('ZADD', P .. 'rooms', 'NX', s, ARGV[i])
   redis.call('ZADD', rkey(ARGV[i]), 'NX', s, ref)
   redis.call('ZADD', mrooms(ref), 'NX', s, ARGV[i])
 end
@@ -239,6 +272,8 @@ interface Scripts {
   confabPresenceLeave: Run;
   confabPresenceMembers: Run;
   confabPresenceFind: Run;
+  confabPresenceRooms: Run;
+  confabPresenceCensus: Run;
   confabPresenceHeartbeat: Run;
   confabPresenceReregister: Run;
   confabPresenceReap: Run;
@@ -253,6 +288,8 @@ const SCRIPTS: Record<keyof Scripts, string> = {
   confabPresenceLeave: LEAVE_LUA,
   confabPresenceMembers: MEMBERS_LUA,
   confabPresenceFind: FIND_LUA,
+  confabPresenceRooms: ROOMS_LUA,
+  confabPresenceCensus: CENSUS_LUA,
   confabPresenceHeartbeat: HEARTBEAT_LUA,
   confabPresenceReregister: REREGISTER_LUA,
   confabPresenceReap: REAP_LUA,
@@ -387,9 +424,12 @@ export class RedisPresence implements Presence {
     }
   }
 
-  async join(id: MemberId, room: string, capacity: number): Promise<JoinResult> {
+  async join(id: MemberId, room: string, capacity: number, name = room): Promise<JoinResult> {
     const tag = tagOf(room);
-    const reply = Number(await this.scripts.confabPresenceJoin(...this.args(id, tag, capacity)));
+    checkText('room', name);
+    const reply = Number(
+      await this.scripts.confabPresenceJoin(...this.args(id, tag, capacity, name)),
+    );
     if (reply === -1) throw new Error(`member ${id} is not registered`);
     if (reply === -2) return { ok: false, reason: 'already-in' };
     if (reply === -3) return { ok: false, reason: 'full' };
@@ -429,6 +469,31 @@ export class RedisPresence implements Presence {
       nicknameKey(nickname),
     )) as string[];
     return found.length === 4 ? member(found[0]!, found[1]!, found[2]!, found[3]!) : undefined;
+  }
+
+  async rooms(limit: number): Promise<RoomCount[]> {
+    if (!(limit >= 1)) return [];
+    const flat = (await this.scripts.confabPresenceRooms(
+      this.nodesKey,
+      this.prefix,
+      Math.floor(limit),
+    )) as (string | number)[];
+    const out: RoomCount[] = [];
+    for (let i = 0; i + 2 < flat.length; i += 3) {
+      const room = roomOf(String(flat[i]));
+      const name = String(flat[i + 1]);
+      out.push({ room, name: name === '' ? room : name, count: Number(flat[i + 2]) });
+    }
+    return out;
+  }
+
+  async census(): Promise<Census> {
+    const [users, nodes] = (await this.scripts.confabPresenceCensus(
+      this.nodesKey,
+      this.prefix,
+      this.timeoutMs,
+    )) as [number, number];
+    return { users: Number(users), nodes: Number(nodes) };
   }
 
   async heartbeat(): Promise<Heartbeat> {

@@ -7,11 +7,11 @@ import { clip } from '../protocol/text.js';
 import type { BannedWords } from './banned-words.js';
 import type { BanList } from './bans.js';
 import type { WhisperEvent } from './broker.js';
-import type { ChatEvent, MemberInfo, PeerAddress } from './events.js';
+import type { ChatEvent, MemberInfo, PeerAddress, RoomInfo } from './events.js';
 import { type Operator, removalDetail } from './moderation.js';
 import { checkNickname } from './nickname.js';
 import type { DisconnectReason, Logger } from './ports.js';
-import type { Presence, PresenceMember } from './presence.js';
+import type { Presence, PresenceMember, RoomCount } from './presence.js';
 import { Room } from './room.js';
 import type { Rooms } from './rooms.js';
 import type { Session } from './session.js';
@@ -213,7 +213,7 @@ async function connectInCluster(
     }
     const entered = ctx.interested(room);
     subscribed = true;
-    const joined = await presence.join(session.presenceId, room.key, room.capacity);
+    const joined = await presence.join(session.presenceId, room.key, room.capacity, room.name);
     if (!joined.ok) {
       if (gone()) return;
       session.reply({ type: 'connect-refused', reason: 'room-full', detail: 'the room is full' });
@@ -707,7 +707,12 @@ async function joinInCluster(
   const entered = ctx.interested(admitted);
   let inside = false;
   try {
-    const joined = await presence.join(session.presenceId, admitted.key, admitted.capacity);
+    const joined = await presence.join(
+      session.presenceId,
+      admitted.key,
+      admitted.capacity,
+      admitted.name,
+    );
     if (!joined.ok) {
       if (joined.reason === 'full') {
         refuse(session, ErrorCode.ROOM_FULL, `${admitted.name} is full`, Cmd.JOIN_ROOM);
@@ -780,30 +785,66 @@ const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
   ctx.publish({ type: 'left', room: room.name, nickname: session.nickname, count: room.size });
 };
 
-/** ROOMS "104" -> "105" {rooms: [{room, userCount, joined}]}: every room that exists, the lobby first. */
+/**
+ * The most rooms one "105" lists (some 100 KB as sent, well under --max-queue):
+ * however many rooms clients make, the answer stays one bounded write.
+ */
+export const MAX_ROOM_LIST = 1000;
+
+/**
+ * ROOMS "104" -> "105" {rooms: [{room, userCount, joined}]}: every room that exists, the
+ * lobby first, then in order of creation; at most MAX_ROOM_LIST.
+ */
 const listRooms: Handler<typeof Cmd.ROOMS> = (ctx, session) => {
   if (ctx.cluster !== undefined) {
-    const presence = ctx.cluster.presence;
-    const known = [...ctx.rooms.all()];
     ctx.run(
       session,
-      Promise.all(known.map((room) => presence.count(room.key))).then((counts) => {
-        const rooms = known.map((room, i) => ({
-          name: room.name,
-          count: counts[i]!,
-          joined: session.rooms.has(room),
-        }));
-        session.reply({ type: 'room-list', rooms });
+      ctx.cluster.presence.rooms(MAX_ROOM_LIST).then((listed) => {
+        session.reply({ type: 'room-list', rooms: clusterRooms(ctx, session, listed) });
       }),
     );
     return;
   }
-  const rooms = [];
+  const rooms: RoomInfo[] = [];
   for (const room of ctx.rooms.all()) {
+    if (rooms.length >= MAX_ROOM_LIST) break;
     rooms.push({ name: room.name, count: room.size, joined: session.rooms.has(room) });
   }
   session.reply({ type: 'room-list', rooms });
 };
+
+/**
+ * ROOMS on a node of a cluster: the rooms with members on any node (Presence
+ * knows them, made on whichever node), shown under this node's name for those
+ * it knows; then rooms that exist here though empty everywhere (declared ones).
+ */
+function clusterRooms(
+  ctx: ChatContext,
+  session: Session,
+  listed: readonly RoomCount[],
+): RoomInfo[] {
+  const joined = new Set<string>();
+  for (const room of session.rooms) joined.add(room.key);
+  const counted = new Map<string, number>();
+  for (const r of listed) counted.set(r.room, r.count);
+  const lobby = ctx.lobby;
+  const rooms: RoomInfo[] = [
+    { name: lobby.name, count: counted.get(lobby.key) ?? 0, joined: joined.has(lobby.key) },
+  ];
+  for (const r of listed) {
+    if (r.room === lobby.key) continue;
+    const name = ctx.rooms.keyed(r.room)?.name ?? r.name;
+    rooms.push({ name, count: r.count, joined: joined.has(r.room) });
+  }
+  // A list cut at the bound says nothing of the rooms it left out.
+  if (listed.length < MAX_ROOM_LIST) {
+    for (const room of ctx.rooms.all()) {
+      if (room === lobby || counted.has(room.key)) continue;
+      rooms.push({ name: room.name, count: 0, joined: joined.has(room.key) });
+    }
+  }
+  return rooms.slice(0, MAX_ROOM_LIST);
+}
 
 // ---- the table -----------------------------------------------------------------
 

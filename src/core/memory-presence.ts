@@ -6,6 +6,7 @@
 import type { PeerAddress } from './events.js';
 import { nicknameKey } from './nickname.js';
 import {
+  type Census,
   checkId,
   checkText,
   type DeadNode,
@@ -15,6 +16,7 @@ import {
   type MemberId,
   type Presence,
   type PresenceMember,
+  type RoomCount,
   type RoomLeft,
 } from './presence.js';
 
@@ -36,6 +38,8 @@ export class PresenceHub {
   readonly nicknames = new Map<string, Entry>();
   /** Room key -> members by ref, in join order (a Map keeps insertion order). */
   readonly rooms = new Map<string, Map<string, Entry>>();
+  /** Room key -> the name its first join gave it; kept while it has members. */
+  readonly roomNames = new Map<string, string>();
   /** Node -> its members, in claim order. */
   readonly byNode = new Map<string, Map<MemberId, Entry>>();
 
@@ -82,7 +86,7 @@ export class MemoryPresence implements Presence {
     });
   }
 
-  join(id: MemberId, room: string, capacity: number): Promise<JoinResult> {
+  join(id: MemberId, room: string, capacity: number, name = room): Promise<JoinResult> {
     return settle((): JoinResult => {
       checkText('room', room);
       const entry = this.mine(id);
@@ -93,6 +97,7 @@ export class MemoryPresence implements Presence {
       if (members === undefined) {
         members = new Map();
         this.hub.rooms.set(room, members);
+        this.hub.roomNames.set(room, name);
       }
       members.set(entry.ref, entry);
       entry.rooms.add(room);
@@ -127,6 +132,26 @@ export class MemoryPresence implements Presence {
       checkText('nickname', nickname);
       const entry = this.hub.nicknames.get(nicknameKey(nickname));
       return entry === undefined ? undefined : view(entry);
+    });
+  }
+
+  rooms(limit: number): Promise<RoomCount[]> {
+    return settle(() => {
+      const out: RoomCount[] = [];
+      for (const [room, members] of this.hub.rooms) {
+        if (out.length >= limit) break;
+        out.push({ room, name: this.hub.roomNames.get(room) ?? room, count: members.size });
+      }
+      return out;
+    });
+  }
+
+  census(): Promise<Census> {
+    return settle(() => {
+      const cutoff = this.hub.now() - this.timeoutMs;
+      let nodes = 0;
+      for (const last of this.hub.nodes.values()) if (last >= cutoff) nodes++;
+      return { users: this.hub.nicknames.size, nodes };
     });
   }
 
@@ -216,7 +241,10 @@ export class MemoryPresence implements Presence {
     const members = this.hub.rooms.get(room);
     if (members === undefined) return 0;
     members.delete(entry.ref);
-    if (members.size === 0) this.hub.rooms.delete(room);
+    if (members.size === 0) {
+      this.hub.rooms.delete(room);
+      this.hub.roomNames.delete(room);
+    }
     return members.size;
   }
 

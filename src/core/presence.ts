@@ -77,6 +77,23 @@ export interface DeadNode {
   readonly members: readonly DepartedMember[];
 }
 
+/** Cluster-wide numbers, for /healthz and /metrics. */
+export interface Census {
+  /** Members holding a nickname, on every node. */
+  readonly users: number;
+  /** Nodes whose last heartbeat is within the timeout. */
+  readonly nodes: number;
+}
+
+/** A room with members somewhere in the cluster. */
+export interface RoomCount {
+  /** The room's key. */
+  readonly room: string;
+  /** The name it was made with (its key when that is not known). */
+  readonly name: string;
+  readonly count: number;
+}
+
 export type JoinResult =
   | { readonly ok: true; readonly count: number }
   | { readonly ok: false; readonly reason: 'full' | 'already-in' };
@@ -118,8 +135,11 @@ export interface Presence {
   /** Frees the nickname and leaves every room; [] for a member not registered. */
   release(id: MemberId): Promise<RoomLeft[]>;
 
-  /** Adds the member to a room if it has fewer than `capacity` members. */
-  join(id: MemberId, room: string, capacity: number): Promise<JoinResult>;
+  /**
+   * Adds the member to a room if it has fewer than `capacity` members. `name`
+   * is what `rooms` shows for a room this join makes (default: the key).
+   */
+  join(id: MemberId, room: string, capacity: number, name?: string): Promise<JoinResult>;
   /** The room's count after the member left, or undefined if it was not in it. */
   leave(id: MemberId, room: string): Promise<number | undefined>;
   /** Members of a room, on every node, in join order. */
@@ -127,6 +147,10 @@ export interface Presence {
   count(room: string): Promise<number>;
   /** Who holds `nickname`'s look-alike key, on any node. */
   find(nickname: string): Promise<PresenceMember | undefined>;
+  /** Rooms with at least one member, in the order they were made, at most `limit`. */
+  rooms(limit: number): Promise<RoomCount[]>;
+  /** Members and live nodes across the cluster: one step, whatever their number. */
+  census(): Promise<Census>;
 
   /** Says this node is alive; first call registers it. */
   heartbeat(): Promise<Heartbeat>;
