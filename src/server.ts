@@ -221,6 +221,12 @@ class RegisteringPresence implements Presence {
   rooms(limit: number) {
     return this.inner.rooms(limit);
   }
+  grant(id: MemberId, token: string) {
+    return this.inner.grant(id, token);
+  }
+  takeOver(token: string, id: MemberId, address: PeerAddress, next: string) {
+    return this.inner.takeOver(token, id, address, next);
+  }
   census() {
     return this.inner.census();
   }

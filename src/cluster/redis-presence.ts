@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { PeerAddress } from '../core/events.js';
 import { nicknameKey } from '../core/nickname.js';
@@ -14,6 +15,7 @@ import {
   type PresenceMember,
   type RoomCount,
   type RoomLeft,
+  type TakenOver,
 } from '../core/presence.js';
 
 export interface RedisPresenceOptions {
@@ -45,6 +47,8 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   r:<tag>      zset ref -> seq, a room's members in join order
 //   rooms        zset tag -> seq, the rooms with members, in the order they were made
 //   rn           hash tag -> the name the room was made with
+//   t:<hash>     ref: the member a resume token takes over (the hash of the token, which
+//                Redis never sees); the member's hash keeps it as 'tok', and goes with it
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
 // Scripts name their keys from P (ARGV[1]); KEYS[1] is the nodes key, for routing.
 // Time is Redis's TIME, so the nodes' clocks need not agree. Scripts return integers,
@@ -76,8 +80,9 @@ end
 local function remove_member(node, id)
   local ref = node .. ':' .. id
   redis.call('ZREM', nkey(node), id)
-  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port')
+  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port', 'tok')
   if not m[1] then return false end
+  if m[5] then redis.call('DEL', P .. 't:' .. m[5]) end
   local left = {}
   for _, tag in ipairs(redis.call('ZRANGE', mrooms(ref), 0, -1)) do
     left[#left + 1] = tag
@@ -188,6 +193,56 @@ if not m[1] then return {} end
 return {ref, m[1], m[2], m[3]}
 `;
 
+/** ARGV: P, node, id, token hash. 1, or -1 when the member is not registered. */
+const GRANT_LUA = `${PRELUDE}
+local ref = ARGV[2] .. ':' .. ARGV[3]
+if redis.call('EXISTS', mkey(ref)) == 0 then return -1 end
+local old = redis.call('HGET', mkey(ref), 'tok')
+if old then redis.call('DEL', P .. 't:' .. old) end
+redis.call('HSET', mkey(ref), 'tok', ARGV[4])
+redis.call('SET', P .. 't:' .. ARGV[4], ref)
+return 1
+`;
+
+/**
+ * ARGV: P, node, id, token hash, ip, port, next token hash. {old node, old id, nick, tag,
+ * name, ...} with the rooms in join order; {} when the token takes nothing over; -1 node not
+ * registered, -2 member exists.
+ */
+const TAKE_OVER_LUA = `${PRELUDE}
+local node, id = ARGV[2], ARGV[3]
+if not redis.call('ZSCORE', NODES, node) then return -1 end
+local ref = node .. ':' .. id
+if redis.call('EXISTS', mkey(ref)) == 1 then return -2 end
+local tkey = P .. 't:' .. ARGV[4]
+local old = redis.call('GET', tkey)
+if not old then return {} end
+redis.call('DEL', tkey)
+local m = redis.call('HMGET', mkey(old), 'nick', 'key', 'tok')
+if not m[1] or m[3] ~= ARGV[4] then return {} end
+local colon = string.find(old, ':', 1, true)
+local oldnode, oldid = string.sub(old, 1, colon - 1), string.sub(old, colon + 1)
+redis.call('HSET', mkey(ref), 'nick', m[1], 'key', m[2], 'ip', ARGV[5], 'port', ARGV[6], 'tok', ARGV[7])
+redis.call('SET', P .. 't:' .. ARGV[7], ref)
+if redis.call('HGET', NICKS, m[2]) == old then redis.call('HSET', NICKS, m[2], ref) end
+local out = {oldnode, oldid, m[1]}
+local rooms = redis.call('ZRANGE', mrooms(old), 0, -1, 'WITHSCORES')
+for i = 1, #rooms, 2 do
+  local tag = rooms[i]
+  -- Its place in the room (a rename moved it to the end) is kept.
+  local place = redis.call('ZSCORE', rkey(tag), old) or rooms[i + 1]
+  redis.call('ZREM', rkey(tag), old)
+  redis.call('ZADD', rkey(tag), place, ref)
+  redis.call('ZADD', mrooms(ref), rooms[i + 1], tag)
+  out[#out + 1] = tag
+  out[#out + 1] = redis.call('HGET', P .. 'rn', tag) or ''
+end
+redis.call('ZREM', nkey(oldnode), oldid)
+redis.call('ZADD', nkey(node), seq(), id)
+redis.call('DEL', mkey(old), mrooms(old))
+return out
+`;
+
 /** ARGV: P, limit. {tag, name or '', count, ...} in the order the rooms were made. */
 const ROOMS_LUA = `${PRELUDE}
 local out = {}
@@ -273,6 +328,8 @@ interface Scripts {
   confabPresenceMembers: Run;
   confabPresenceFind: Run;
   confabPresenceRooms: Run;
+  confabPresenceGrant: Run;
+  confabPresenceTakeOver: Run;
   confabPresenceCensus: Run;
   confabPresenceHeartbeat: Run;
   confabPresenceReregister: Run;
@@ -289,6 +346,8 @@ const SCRIPTS: Record<keyof Scripts, string> = {
   confabPresenceMembers: MEMBERS_LUA,
   confabPresenceFind: FIND_LUA,
   confabPresenceRooms: ROOMS_LUA,
+  confabPresenceGrant: GRANT_LUA,
+  confabPresenceTakeOver: TAKE_OVER_LUA,
   confabPresenceCensus: CENSUS_LUA,
   confabPresenceHeartbeat: HEARTBEAT_LUA,
   confabPresenceReregister: REREGISTER_LUA,
@@ -313,6 +372,11 @@ function connect(url: string): Redis {
     // member registered. The caller sees the error instead.
     autoResendUnfulfilledCommands: false,
   });
+}
+
+/** Redis keeps a resume token's hash only: whoever reads it cannot resume with it. */
+function tokenHash(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('base64url');
 }
 
 function tagOf(room: string): string {
@@ -469,6 +533,38 @@ export class RedisPresence implements Presence {
       nicknameKey(nickname),
     )) as string[];
     return found.length === 4 ? member(found[0]!, found[1]!, found[2]!, found[3]!) : undefined;
+  }
+
+  async grant(id: MemberId, token: string): Promise<void> {
+    const reply = await this.scripts.confabPresenceGrant(...this.args(id, tokenHash(token)));
+    if (reply === -1) throw new Error(`member ${id} is not registered`);
+  }
+
+  async takeOver(
+    token: string,
+    id: MemberId,
+    address: PeerAddress,
+    next: string,
+  ): Promise<TakenOver | undefined> {
+    checkId('member', id);
+    const reply = await this.scripts.confabPresenceTakeOver(
+      ...this.args(id, tokenHash(token), address.ip, address.port, tokenHash(next)),
+    );
+    if (reply === -1) throw new Error(`node ${this.node} is not registered`);
+    if (reply === -2) throw new Error(`member ${id} is already registered`);
+    const flat = reply as string[];
+    if (flat.length < 3) return undefined;
+    const rooms: { room: string; name: string }[] = [];
+    const tags = new Set<string>();
+    for (let i = 3; i + 1 < flat.length; i += 2) {
+      const room = roomOf(flat[i]!);
+      rooms.push({ room, name: flat[i + 1] === '' ? room : flat[i + 1]! });
+      tags.add(flat[i]!);
+    }
+    this.local.set(id, { nickname: flat[2]!, address: { ...address }, rooms: tags });
+    // Taken from this node's own member: a reset must not register that one again.
+    if (flat[0] === this.node) this.local.delete(flat[1]!);
+    return { node: flat[0]!, id: flat[1]!, nickname: flat[2]!, rooms };
   }
 
   async rooms(limit: number): Promise<RoomCount[]> {

@@ -57,6 +57,12 @@ export interface ChatContext {
   issueToken(session: Session): string;
   /** Makes `session` the open session that `token` belongs to; false if there is none. */
   takeBack(session: Session, token: string): boolean;
+  /**
+   * The same on a node of a cluster, for a session on any node: resolves once
+   * `session` holds the member's nickname and rooms (their live events held),
+   * false if the token takes nothing over.
+   */
+  takeOver(session: Session, token: string): Promise<boolean>;
   /** Set when this node is one of a cluster: claims then go through Presence and wait for it. */
   readonly cluster: { readonly presence: Presence } | undefined;
   /** Runs a request's asynchronous part; the session's later requests wait for it. */
@@ -115,16 +121,34 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
   if (caps !== undefined) session.grant(caps);
   // Flood limits are told to clients that can pace themselves: those that negotiated.
   const limits = caps === undefined ? undefined : ctx.limits;
-  if (session.has('history') && req.resume !== undefined && ctx.takeBack(session, req.resume)) {
-    const resume = { token: ctx.issueToken(session), resumed: true, nickname: session.nickname };
-    const address = session.peer.local;
-    session.reply({ type: 'welcome', address, count: ctx.lobby.size, caps, limits, resume });
-    const since = positions(ctx, req.since);
-    for (const room of session.rooms) {
-      ctx.enterRoom(session, room, memberNames(room), room.size, since.get(room));
+  if (session.has('history') && req.resume !== undefined) {
+    if (ctx.cluster !== undefined) {
+      const presence = ctx.cluster.presence;
+      ctx.run(session, resumeInCluster(ctx, presence, session, req, req.resume, caps, limits));
+      return;
     }
-    return;
+    if (ctx.takeBack(session, req.resume)) {
+      const resume = { token: ctx.issueToken(session), resumed: true, nickname: session.nickname };
+      const address = session.peer.local;
+      session.reply({ type: 'welcome', address, count: ctx.lobby.size, caps, limits, resume });
+      const since = positions(ctx, req.since);
+      for (const room of session.rooms) {
+        ctx.enterRoom(session, room, memberNames(room), room.size, since.get(room));
+      }
+      return;
+    }
   }
+  connectAfresh(ctx, session, req, caps, limits);
+};
+
+/** CONNECT without a session to take back: claims the nickname and the lobby. */
+function connectAfresh(
+  ctx: ChatContext,
+  session: Session,
+  req: RequestOf<typeof Cmd.CONNECT>,
+  caps: readonly Capability[] | undefined,
+  limits: Limits | undefined,
+): void {
   const checked = checkNickname(req.nickname);
   if (!checked.ok) {
     session.reply({ type: 'connect-refused', reason: 'invalid', detail: checked.reason });
@@ -173,7 +197,40 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
   if (room !== undefined && session.has('history')) {
     ctx.enterRoom(session, room, memberNames(room), count, positions(ctx, req.since).get(room));
   }
-};
+}
+
+/**
+ * CONNECT with `resume` on a node of a cluster: the token's member, on this
+ * node or another, is taken over as on one node (nobody sees a leave or a
+ * join); an unknown token makes it an ordinary CONNECT.
+ */
+async function resumeInCluster(
+  ctx: ChatContext,
+  presence: Presence,
+  session: Session,
+  req: RequestOf<typeof Cmd.CONNECT>,
+  token: string,
+  caps: readonly Capability[] | undefined,
+  limits: Limits | undefined,
+): Promise<void> {
+  if (!(await ctx.takeOver(session, token))) {
+    if (session.state !== 'closed') connectAfresh(ctx, session, req, caps, limits);
+    return;
+  }
+  const rooms = [...session.rooms];
+  const [count, lists] = await Promise.all([
+    presence.count(ctx.lobby.key),
+    Promise.all(rooms.map((room) => presence.members(room.key))),
+  ]);
+  if (session.state === 'closed') return;
+  const resume = { token: session.resumeToken!, resumed: true, nickname: session.nickname };
+  session.reply({ type: 'welcome', address: session.peer.local, count, caps, limits, resume });
+  const since = positions(ctx, req.since);
+  rooms.forEach((room, i) => {
+    const members = lists[i]!;
+    ctx.enterRoom(session, room, names(members), members.length, since.get(room));
+  });
+}
 
 /**
  * CONNECT's claims on a node of a cluster: the nickname, then a place in the
@@ -203,12 +260,15 @@ async function connectInCluster(
       ctx.disconnect(session, 'nickname-taken');
       return;
     }
+    // Granted before "03" tells the client its token, so that any node accepts it.
+    const token = session.has('history') ? ctx.issueToken(session) : undefined;
+    const granted = token === undefined ? undefined : presence.grant(session.presenceId, token);
     if (room === undefined) {
-      const count = await presence.count(ctx.lobby.key);
+      const [count] = await Promise.all([presence.count(ctx.lobby.key), granted]);
       if (gone()) return;
       settled = true;
       ctx.join(session, nickname, undefined);
-      welcome(ctx, session, nickname, count, caps, limits);
+      welcome(session, nickname, count, caps, limits);
       return;
     }
     const entered = ctx.interested(room);
@@ -220,12 +280,12 @@ async function connectInCluster(
       ctx.disconnect(session, 'room-full');
       return;
     }
-    const [members] = await Promise.all([presence.members(room.key), entered]);
+    const [members] = await Promise.all([presence.members(room.key), entered, granted]);
     if (gone()) return;
     settled = true;
     ctx.publish({ type: 'joined', room: room.name, nickname, count: joined.count });
     ctx.join(session, nickname, room);
-    welcome(ctx, session, nickname, joined.count, caps, limits);
+    welcome(session, nickname, joined.count, caps, limits);
     if (session.has('history')) {
       ctx.enterRoom(session, room, names(members), joined.count, since);
     }
@@ -238,16 +298,14 @@ async function connectInCluster(
 }
 
 function welcome(
-  ctx: ChatContext,
   session: Session,
   nickname: string,
   count: number,
   caps: readonly Capability[] | undefined,
   limits: Limits | undefined,
 ): void {
-  const resume = session.has('history')
-    ? { token: ctx.issueToken(session), resumed: false, nickname }
-    : undefined;
+  const token = session.resumeToken;
+  const resume = token === undefined ? undefined : { token, resumed: false, nickname };
   session.reply({ type: 'welcome', address: session.peer.local, count, caps, limits, resume });
 }
 

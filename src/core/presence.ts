@@ -94,6 +94,16 @@ export interface RoomCount {
   readonly count: number;
 }
 
+/** A member taken over with its resume token: who it was, and what it held. */
+export interface TakenOver {
+  /** The node that held it, and its id there. */
+  readonly node: string;
+  readonly id: MemberId;
+  readonly nickname: string;
+  /** Its rooms, in the order it joined them, each at the place it had. */
+  readonly rooms: readonly { readonly room: string; readonly name: string }[];
+}
+
 export type JoinResult =
   | { readonly ok: true; readonly count: number }
   | { readonly ok: false; readonly reason: 'full' | 'already-in' };
@@ -147,6 +157,25 @@ export interface Presence {
   count(room: string): Promise<number>;
   /** Who holds `nickname`'s look-alike key, on any node. */
   find(nickname: string): Promise<PresenceMember | undefined>;
+  /**
+   * `token` (a resume token's secret) takes the member back from now on, and
+   * its earlier one no longer does. A token lives as long as its member.
+   */
+  grant(id: MemberId, token: string): Promise<void>;
+  /**
+   * One atomic step: the member `token` was granted to, on any node, becomes
+   * member `id` of this node (its nickname, and its place in each of its
+   * rooms, kept), `token` stops working and `next` takes its place. Undefined
+   * when the token grants nothing: never granted, used already, or its member
+   * gone (released, or reaped with its node). Nobody leaves or joins; the
+   * caller tells the old node to close its connection.
+   */
+  takeOver(
+    token: string,
+    id: MemberId,
+    address: PeerAddress,
+    next: string,
+  ): Promise<TakenOver | undefined>;
   /** Rooms with at least one member, in the order they were made, at most `limit`. */
   rooms(limit: number): Promise<RoomCount[]>;
   /** Members and live nodes across the cluster: one step, whatever their number. */

@@ -176,4 +176,122 @@ describe.skipIf(skip)('a cluster seen from any of its nodes', () => {
     expect(again.map((r) => r.room)).toEqual([LOBBY, 'Physics']);
     for (const x of [a, b, c]) x.client.close();
   }, 60_000);
+
+  it('takes a session back on another node while its ghost is still open', async () => {
+    const ghost = await connect(nodes[0]!.port, 'gus');
+    const token = String(ghost.welcome.resume);
+    await enter(ghost.client, 'study');
+    const watcher = await connect(nodes[1]!.port, 'wes');
+    await enter(watcher.client, 'study');
+    const lobby = (await ghost.client.expect('101')) as Message;
+    const back = await open(nodes[2]!.port);
+    back.sendPy({
+      cmd: '0',
+      nickname: 'whoever',
+      caps: CAPS,
+      resume: token,
+      since: [{ room: LOBBY, epoch: lobby.epoch, id: lobby.top }],
+    });
+    const welcome = await back.expect('03', 10_000);
+    expect(welcome).toMatchObject({ resumed: true, nickname: 'gus' });
+    expect(welcome.resume).not.toBe(token);
+    // The old connection is told and closed; nobody sees it leave or join.
+    expect(await ghost.client.expect('90', 10_000)).toMatchObject({ code: 2007 });
+    await ghost.client.expectClose(10_000);
+    await waitFor(back, (m) => m.cmd === '101' && m.room === 'study', 1);
+    // Each room's history is read on its own: their "101"s come in either order.
+    expect(
+      all(back, '101')
+        .map((m) => m.room)
+        .sort(),
+    ).toEqual([LOBBY, 'study']);
+    back.sendPy({ cmd: '7', room: 'study', msg: 'back again' });
+    await waitFor(watcher.client, (m) => m.cmd === '70' && m.msg === 'back again', 1);
+    expect(all(watcher.client, '70').find((m) => m.msg === 'back again')?.from).toBe('gus');
+    watcher.client.sendPy({ cmd: '1', room: 'study' });
+    const users = (await watcher.client.expect('10')).users as unknown[][];
+    expect(users.map((u) => u[0])).toEqual(['gus', 'wes']);
+    expect(all(watcher.client, '30')).toEqual([]);
+    expect(all(watcher.client, '8').filter((m) => m.nickname === 'gus')).toEqual([]);
+    // A token works once: presented again, on any node, it is an ordinary CONNECT.
+    const again = await connect(nodes[1]!.port, 'gus2', { resume: token });
+    expect(again.welcome).toMatchObject({ resumed: false, nickname: 'gus2' });
+    for (const c of [back, watcher.client, again.client]) c.close();
+  }, 60_000);
+
+  it('takes a session back on another node after its node was killed', async () => {
+    const doomed = await startNode();
+    nodes.push(doomed);
+    const victim = await connect(doomed.port, 'vic');
+    const token = String(victim.welcome.resume);
+    await enter(victim.client, 'lab');
+    const watcher = await connect(nodes[1]!.port, 'wil');
+    await enter(watcher.client, 'lab');
+    doomed.child.kill('SIGKILL');
+    await victim.client.closed;
+    const back = await open(nodes[0]!.port);
+    back.sendPy({ cmd: '0', nickname: 'whoever', caps: CAPS, resume: token });
+    expect(await back.expect('03', 10_000)).toMatchObject({ resumed: true, nickname: 'vic' });
+    await waitFor(back, (m) => m.cmd === '101' && m.room === 'lab', 1);
+    watcher.client.sendPy({ cmd: '7', room: 'lab', msg: 'still there?' });
+    await waitFor(back, (m) => m.cmd === '70' && m.msg === 'still there?', 1);
+    // Once the dead node is reaped, its member is not: it lives on this node now.
+    const reaped = await until(
+      () => health(nodes[0]!),
+      (h) => (h.cluster as { nodes?: number } | undefined)?.nodes === 3,
+    );
+    expect(reaped).toMatchObject({ cluster: { nodes: 3 } });
+    watcher.client.sendPy({ cmd: '1', room: 'lab' });
+    const users = (await watcher.client.expect('10')).users as unknown[][];
+    expect(users.map((u) => u[0])).toEqual(['vic', 'wil']);
+    expect(all(watcher.client, '30')).toEqual([]);
+    for (const c of [back, watcher.client]) c.close();
+  }, 60_000);
+
+  it('delivers every chat once, in order, while Redis kills the subscriber connections', async () => {
+    const members: RawClient[] = [];
+    for (let i = 0; i < 6; i++) {
+      members.push((await connect(nodes[i % 3]!.port, `pub${i}`, { lobby: false })).client);
+    }
+    for (const m of members) await enter(m, 'killroom');
+    const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    await admin.connect();
+    const COUNT = 60;
+    let kills = 0;
+    try {
+      for (let i = 0; i < COUNT; i++) {
+        members.forEach((m, j) => {
+          m.sendPy({ cmd: '7', room: 'killroom', msg: `${j}:${i}` });
+        });
+        if (i % 10 === 5) {
+          // Every node's subscriber is back before the next kill (bounded wait).
+          for (let w = 0; w < 200; w++) {
+            const list = String(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub'));
+            if (list.trim().split('\n').length >= 3) break;
+            await new Promise((resolve) => setTimeout(resolve, 20));
+          }
+          kills += Number(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    } finally {
+      admin.disconnect();
+    }
+    expect(kills).toBeGreaterThanOrEqual(6 * 3);
+    for (const [j, m] of members.entries()) {
+      const mine = (x: Message) => x.cmd === '70' && x.room === 'killroom';
+      await waitFor(m, mine, 5 * COUNT);
+      const got = (m.received as Message[]).filter(mine);
+      expect(got).toHaveLength(5 * COUNT);
+      const ids = got.map((x) => Number(x.id));
+      for (let k = 1; k < ids.length; k++) expect(ids[k]).toBeGreaterThan(ids[k - 1]!);
+      // Each other member's chats, every one once, in the order sent.
+      for (let other = 0; other < members.length; other++) {
+        if (other === j) continue;
+        const from = got.filter((x) => x.from === `pub${other}`).map((x) => x.msg);
+        expect(from).toEqual(Array.from({ length: COUNT }, (_, i) => `${other}:${i}`));
+      }
+    }
+    for (const m of members) m.close();
+  }, 120_000);
 });
