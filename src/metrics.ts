@@ -1,12 +1,24 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Chat } from './core/chat.js';
+import type { Census } from './core/presence.js';
 import type { TransportStats } from './transports/stats.js';
+
+/** What /metrics shows of a cluster (with --redis). */
+export interface ClusterView {
+  readonly reachable: boolean;
+  /** Cluster-wide numbers, read from Redis at most once a second; undefined when it does not answer. */
+  census(): Promise<Census | undefined>;
+}
 
 /**
  * Prometheus metrics. Every value is read from plain counters at scrape
  * time, so serving traffic never calls into prom-client. Returns the scrape.
  */
-export function createMetrics(chat: Chat, transports: readonly TransportStats[]) {
+export function createMetrics(
+  chat: Chat,
+  transports: readonly TransportStats[],
+  cluster?: ClusterView,
+) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'confab_process_' });
   const registers = [registry];
@@ -90,5 +102,36 @@ export function createMetrics(chat: Chat, transports: readonly TransportStats[])
       this.set({ room: chat.lobby.name }, chat.lobby.size);
     },
   });
+  if (cluster !== undefined) {
+    new Gauge({
+      name: 'confab_redis_up',
+      help: '1 if this node reaches Redis (--redis), else 0',
+      registers,
+      async collect() {
+        this.set(cluster.reachable && (await cluster.census()) !== undefined ? 1 : 0);
+      },
+    });
+    // 0 while Redis does not answer (confab_redis_up says so), rather than a stale count.
+    new Gauge({
+      name: 'confab_cluster_users',
+      help: 'Members (nicknames held) on every node of the cluster',
+      registers,
+      async collect() {
+        this.reset();
+        const counts = await cluster.census();
+        if (counts !== undefined) this.set(counts.users);
+      },
+    });
+    new Gauge({
+      name: 'confab_cluster_nodes',
+      help: 'Nodes of the cluster that heartbeated within --cluster-timeout',
+      registers,
+      async collect() {
+        this.reset();
+        const counts = await cluster.census();
+        if (counts !== undefined) this.set(counts.nodes);
+      },
+    });
+  }
   return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }

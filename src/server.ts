@@ -21,8 +21,8 @@ import { Chat, type ChatSettings, type Cluster } from './core/chat.js';
 import type { HistoryStore } from './core/history.js';
 import type { Operator } from './core/moderation.js';
 import type { Logger, PeerAddress } from './core/ports.js';
-import { type MemberId, type Presence, PresenceKeeper } from './core/presence.js';
-import { createMetrics } from './metrics.js';
+import { type Census, type MemberId, type Presence, PresenceKeeper } from './core/presence.js';
+import { type ClusterView, createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { FileBanStore } from './store/ban-file.js';
 import { MemoryHistoryStore } from './store/memory-history.js';
@@ -136,6 +136,11 @@ function openHistory(config: Config): HistoryStore | undefined {
   }
 }
 
+/** Cluster-wide numbers are read from Redis at most this often, however many ask. */
+const CENSUS_CACHE_MS = 1_000;
+/** A /healthz or scrape does not wait longer than this for them. */
+const CENSUS_TIMEOUT_MS = 1_000;
+
 /** How long start-up waits for Redis before giving up with a StartError. */
 const REDIS_START_TIMEOUT_MS = 5_000;
 /** Heartbeats this often, and at least five times per --cluster-timeout. */
@@ -198,8 +203,8 @@ class RegisteringPresence implements Presence {
   release(id: MemberId) {
     return this.inner.release(id);
   }
-  join(id: MemberId, room: string, capacity: number) {
-    return this.inner.join(id, room, capacity);
+  join(id: MemberId, room: string, capacity: number, name?: string) {
+    return this.inner.join(id, room, capacity, name);
   }
   leave(id: MemberId, room: string) {
     return this.inner.leave(id, room);
@@ -213,6 +218,18 @@ class RegisteringPresence implements Presence {
   find(nickname: string) {
     return this.inner.find(nickname);
   }
+  rooms(limit: number) {
+    return this.inner.rooms(limit);
+  }
+  grant(id: MemberId, token: string) {
+    return this.inner.grant(id, token);
+  }
+  takeOver(token: string, id: MemberId, address: PeerAddress, next: string) {
+    return this.inner.takeOver(token, id, address, next);
+  }
+  census() {
+    return this.inner.census();
+  }
   heartbeat() {
     return this.inner.heartbeat();
   }
@@ -225,9 +242,10 @@ class RegisteringPresence implements Presence {
 }
 
 /** A node's connection to the cluster: one client for commands, the broker's own subscriber. */
-class ClusterNode implements Cluster {
+class ClusterNode implements Cluster, ClusterView {
   private keeper: PresenceKeeper | undefined;
   readonly presence: Presence;
+  private counted: { until: number; result: Promise<Census | undefined> } | undefined;
 
   private constructor(
     private readonly redis: Redis,
@@ -312,6 +330,22 @@ class ClusterNode implements Cluster {
 
   get reachable(): boolean {
     return this.redis.status === 'ready';
+  }
+
+  /**
+   * Members and live nodes across the cluster, or undefined while Redis does
+   * not answer. Probes and scrapes share one read a second: whoever polls
+   * /healthz or /metrics, Redis sees at most one command a second from it.
+   */
+  census(): Promise<Census | undefined> {
+    const now = Date.now();
+    if (this.counted === undefined || now >= this.counted.until) {
+      const result = this.reachable
+        ? withTimeout(this.presence.census(), CENSUS_TIMEOUT_MS).catch(() => undefined)
+        : Promise.resolve(undefined);
+      this.counted = { until: now + CENSUS_CACHE_MS, result };
+    }
+    return this.counted.result;
   }
 
   /** Heartbeats from now on; the chat hears of dead nodes and of this one being cut off. */
@@ -517,16 +551,20 @@ export class ConfabServer {
                   // The listener reads this array per request, so a reload edits it in place.
                   allowedOrigins,
                   // Reads `stats` when scraped, by which time every listener is in it.
-                  metrics: createMetrics(chat, stats),
-                  health: () =>
-                    cluster === undefined
-                      ? { users: chat.lobby.size, connections: chat.connectionCount }
-                      : {
-                          ...(cluster.reachable ? {} : { status: 'degraded' }),
-                          users: chat.lobby.size,
-                          connections: chat.connectionCount,
-                          redis: cluster.reachable ? 'reachable' : 'unreachable',
-                        },
+                  metrics: createMetrics(chat, stats, cluster),
+                  health: async () => {
+                    const local = { users: chat.lobby.size, connections: chat.connectionCount };
+                    if (cluster === undefined) return local;
+                    // This node's numbers stay: they are what its own operator needs.
+                    const counts = await cluster.census();
+                    const reachable = cluster.reachable && counts !== undefined;
+                    return {
+                      ...(reachable ? {} : { status: 'degraded' }),
+                      ...local,
+                      redis: reachable ? 'reachable' : 'unreachable',
+                      ...(counts === undefined ? {} : { cluster: counts }),
+                    };
+                  },
                 },
                 log,
               ),

@@ -43,7 +43,13 @@ export interface RedisBrokerOptions {
 interface Envelope {
   /** The publishing node: a node ignores its own events, which it delivered at once. */
   readonly o: string;
-  readonly e: RoomEvent | WhisperEvent;
+  readonly e: RoomEvent | WhisperEvent | Eviction;
+}
+
+/** A member of the receiving node was taken over by another node. */
+interface Eviction {
+  readonly type: 'evict';
+  readonly member: string;
 }
 
 type ChatMessage = Extract<RoomEvent, { readonly type: 'chat' }>;
@@ -231,6 +237,14 @@ export class RedisBroker implements Broker {
       .catch((error: unknown) => this.onError(asError(error)));
   }
 
+  evict(node: string, member: string): void {
+    if (this.closed) return;
+    const envelope: Envelope = { o: this.node, e: { type: 'evict', member } };
+    this.pub
+      .publish(nodeChannel(this.prefix, node), JSON.stringify(envelope))
+      .catch((error: unknown) => this.onError(asError(error)));
+  }
+
   subscribe(room: RoomRef): Promise<void> {
     if (this.closed) return Promise.reject(new Error('broker is closed'));
     const existing = this.rooms.get(room.key);
@@ -312,6 +326,10 @@ export class RedisBroker implements Broker {
     if (channel === this.myChannel) {
       const event = this.parseEnvelope(payload)?.e;
       if (event?.type === 'whisper') this.handWhisper(event);
+      else if (event?.type === 'evict' && typeof event.member === 'string') {
+        const member = event.member;
+        this.tell(() => this.handler?.evicted?.(member));
+      }
       return;
     }
     const state = this.byChannel.get(channel);
@@ -322,10 +340,16 @@ export class RedisBroker implements Broker {
         held = parseChat(payload, state.name);
       } else {
         const envelope = this.parseEnvelope(payload);
-        if (envelope === undefined || envelope.o === this.node || envelope.e.type === 'whisper') {
+        const event = envelope?.e;
+        if (
+          event === undefined ||
+          envelope!.o === this.node ||
+          event.type === 'whisper' ||
+          event.type === 'evict'
+        ) {
           return;
         }
-        held = { chat: undefined, event: envelope.e };
+        held = { chat: undefined, event };
       }
     } catch (error) {
       this.onError(asError(error));

@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { PeerAddress } from '../core/events.js';
 import { nicknameKey } from '../core/nickname.js';
 import {
+  type Census,
   checkId,
   checkText,
   type DeadNode,
@@ -11,7 +13,9 @@ import {
   type MemberId,
   type Presence,
   type PresenceMember,
+  type RoomCount,
   type RoomLeft,
+  type TakenOver,
 } from '../core/presence.js';
 
 export interface RedisPresenceOptions {
@@ -41,6 +45,10 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   m:<ref>      hash nick, key, ip, port
 //   mr:<ref>     zset room tag -> seq, the member's rooms in join order
 //   r:<tag>      zset ref -> seq, a room's members in join order
+//   rooms        zset tag -> seq, the rooms with members, in the order they were made
+//   rn           hash tag -> the name the room was made with
+//   t:<hash>     ref: the member a resume token takes over (the hash of the token, which
+//                Redis never sees); the member's hash keeps it as 'tok', and goes with it
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
 // Scripts name their keys from P (ARGV[1]); KEYS[1] is the nodes key, for routing.
 // Time is Redis's TIME, so the nodes' clocks need not agree. Scripts return integers,
@@ -61,14 +69,20 @@ local function nkey(node) return P .. 'n:' .. node end
 local function leave_room(ref, tag)
   redis.call('ZREM', rkey(tag), ref)
   redis.call('ZREM', mrooms(ref), tag)
-  return redis.call('ZCARD', rkey(tag))
+  local count = redis.call('ZCARD', rkey(tag))
+  if count == 0 then
+    redis.call('ZREM', P .. 'rooms', tag)
+    redis.call('HDEL', P .. 'rn', tag)
+  end
+  return count
 end
 -- {nick, ip, port, {tag, count, ...}} or false when the member is not registered
 local function remove_member(node, id)
   local ref = node .. ':' .. id
   redis.call('ZREM', nkey(node), id)
-  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port')
+  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port', 'tok')
   if not m[1] then return false end
+  if m[5] then redis.call('DEL', P .. 't:' .. m[5]) end
   local left = {}
   for _, tag in ipairs(redis.call('ZRANGE', mrooms(ref), 0, -1)) do
     left[#left + 1] = tag
@@ -128,7 +142,10 @@ if not r then return {} end
 return r[4]
 `;
 
-/** ARGV: P, node, id, tag, capacity. The new count, or -1 not registered, -2 already in, -3 full. */
+/**
+ * ARGV: P, node, id, tag, capacity, name. The new count, or -1 not registered, -2 already in,
+ * -3 full.
+ */
 const JOIN_LUA = `${PRELUDE}
 local ref, tag, capacity = ARGV[2] .. ':' .. ARGV[3], ARGV[4], tonumber(ARGV[5])
 if redis.call('EXISTS', mkey(ref)) == 0 then return -1 end
@@ -136,6 +153,10 @@ if redis.call('ZSCORE', mrooms(ref), tag) then return -2 end
 local count = redis.call('ZCARD', rkey(tag))
 if count >= capacity then return -3 end
 local s = seq()
+if count == 0 then
+  redis.call('ZADD', P .. 'rooms', 'NX', s, tag)
+  redis.call('HSET', P .. 'rn', tag, ARGV[6])
+end
 redis.call('ZADD', rkey(tag), s, ref)
 redis.call('ZADD', mrooms(ref), s, tag)
 return count + 1
@@ -170,6 +191,72 @@ if not ref then return {} end
 local m = redis.call('HMGET', mkey(ref), 'nick', 'ip', 'port')
 if not m[1] then return {} end
 return {ref, m[1], m[2], m[3]}
+`;
+
+/** ARGV: P, node, id, token hash. 1, or -1 when the member is not registered. */
+const GRANT_LUA = `${PRELUDE}
+local ref = ARGV[2] .. ':' .. ARGV[3]
+if redis.call('EXISTS', mkey(ref)) == 0 then return -1 end
+local old = redis.call('HGET', mkey(ref), 'tok')
+if old then redis.call('DEL', P .. 't:' .. old) end
+redis.call('HSET', mkey(ref), 'tok', ARGV[4])
+redis.call('SET', P .. 't:' .. ARGV[4], ref)
+return 1
+`;
+
+/**
+ * ARGV: P, node, id, token hash, ip, port, next token hash. {old node, old id, nick, tag,
+ * name, ...} with the rooms in join order; {} when the token takes nothing over; -1 node not
+ * registered, -2 member exists.
+ */
+const TAKE_OVER_LUA = `${PRELUDE}
+local node, id = ARGV[2], ARGV[3]
+if not redis.call('ZSCORE', NODES, node) then return -1 end
+local ref = node .. ':' .. id
+if redis.call('EXISTS', mkey(ref)) == 1 then return -2 end
+local tkey = P .. 't:' .. ARGV[4]
+local old = redis.call('GET', tkey)
+if not old then return {} end
+redis.call('DEL', tkey)
+local m = redis.call('HMGET', mkey(old), 'nick', 'key', 'tok')
+if not m[1] or m[3] ~= ARGV[4] then return {} end
+local colon = string.find(old, ':', 1, true)
+local oldnode, oldid = string.sub(old, 1, colon - 1), string.sub(old, colon + 1)
+redis.call('HSET', mkey(ref), 'nick', m[1], 'key', m[2], 'ip', ARGV[5], 'port', ARGV[6], 'tok', ARGV[7])
+redis.call('SET', P .. 't:' .. ARGV[7], ref)
+if redis.call('HGET', NICKS, m[2]) == old then redis.call('HSET', NICKS, m[2], ref) end
+local out = {oldnode, oldid, m[1]}
+local rooms = redis.call('ZRANGE', mrooms(old), 0, -1, 'WITHSCORES')
+for i = 1, #rooms, 2 do
+  local tag = rooms[i]
+  -- Its place in the room (a rename moved it to the end) is kept.
+  local place = redis.call('ZSCORE', rkey(tag), old) or rooms[i + 1]
+  redis.call('ZREM', rkey(tag), old)
+  redis.call('ZADD', rkey(tag), place, ref)
+  redis.call('ZADD', mrooms(ref), rooms[i + 1], tag)
+  out[#out + 1] = tag
+  out[#out + 1] = redis.call('HGET', P .. 'rn', tag) or ''
+end
+redis.call('ZREM', nkey(oldnode), oldid)
+redis.call('ZADD', nkey(node), seq(), id)
+redis.call('DEL', mkey(old), mrooms(old))
+return out
+`;
+
+/** ARGV: P, limit. {tag, name or '', count, ...} in the order the rooms were made. */
+const ROOMS_LUA = `${PRELUDE}
+local out = {}
+for _, tag in ipairs(redis.call('ZRANGE', P .. 'rooms', 0, tonumber(ARGV[2]) - 1)) do
+  out[#out + 1] = tag
+  out[#out + 1] = redis.call('HGET', P .. 'rn', tag) or ''
+  out[#out + 1] = redis.call('ZCARD', rkey(tag))
+end
+return out
+`;
+
+/** ARGV: P, timeout ms. {members, nodes heard from within the timeout}. */
+const CENSUS_LUA = `${PRELUDE}
+return {redis.call('HLEN', NICKS), redis.call('ZCOUNT', NODES, now_ms() - tonumber(ARGV[2]), '+inf')}
 `;
 
 /**
@@ -208,6 +295,7 @@ redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', A
 redis.call('ZADD', nkey(node), 'NX', seq(), id)
 for i = 8, #ARGV do
   local s = seq()
+  redis.call('ZADD', P .. 'rooms', 'NX', s, ARGV[i])
   redis.call('ZADD', rkey(ARGV[i]), 'NX', s, ref)
   redis.call('ZADD', mrooms(ref), 'NX', s, ARGV[i])
 end
@@ -239,6 +327,10 @@ interface Scripts {
   confabPresenceLeave: Run;
   confabPresenceMembers: Run;
   confabPresenceFind: Run;
+  confabPresenceRooms: Run;
+  confabPresenceGrant: Run;
+  confabPresenceTakeOver: Run;
+  confabPresenceCensus: Run;
   confabPresenceHeartbeat: Run;
   confabPresenceReregister: Run;
   confabPresenceReap: Run;
@@ -253,6 +345,10 @@ const SCRIPTS: Record<keyof Scripts, string> = {
   confabPresenceLeave: LEAVE_LUA,
   confabPresenceMembers: MEMBERS_LUA,
   confabPresenceFind: FIND_LUA,
+  confabPresenceRooms: ROOMS_LUA,
+  confabPresenceGrant: GRANT_LUA,
+  confabPresenceTakeOver: TAKE_OVER_LUA,
+  confabPresenceCensus: CENSUS_LUA,
   confabPresenceHeartbeat: HEARTBEAT_LUA,
   confabPresenceReregister: REREGISTER_LUA,
   confabPresenceReap: REAP_LUA,
@@ -276,6 +372,11 @@ function connect(url: string): Redis {
     // member registered. The caller sees the error instead.
     autoResendUnfulfilledCommands: false,
   });
+}
+
+/** Redis keeps a resume token's hash only: whoever reads it cannot resume with it. */
+function tokenHash(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('base64url');
 }
 
 function tagOf(room: string): string {
@@ -387,9 +488,12 @@ export class RedisPresence implements Presence {
     }
   }
 
-  async join(id: MemberId, room: string, capacity: number): Promise<JoinResult> {
+  async join(id: MemberId, room: string, capacity: number, name = room): Promise<JoinResult> {
     const tag = tagOf(room);
-    const reply = Number(await this.scripts.confabPresenceJoin(...this.args(id, tag, capacity)));
+    checkText('room', name);
+    const reply = Number(
+      await this.scripts.confabPresenceJoin(...this.args(id, tag, capacity, name)),
+    );
     if (reply === -1) throw new Error(`member ${id} is not registered`);
     if (reply === -2) return { ok: false, reason: 'already-in' };
     if (reply === -3) return { ok: false, reason: 'full' };
@@ -429,6 +533,63 @@ export class RedisPresence implements Presence {
       nicknameKey(nickname),
     )) as string[];
     return found.length === 4 ? member(found[0]!, found[1]!, found[2]!, found[3]!) : undefined;
+  }
+
+  async grant(id: MemberId, token: string): Promise<void> {
+    const reply = await this.scripts.confabPresenceGrant(...this.args(id, tokenHash(token)));
+    if (reply === -1) throw new Error(`member ${id} is not registered`);
+  }
+
+  async takeOver(
+    token: string,
+    id: MemberId,
+    address: PeerAddress,
+    next: string,
+  ): Promise<TakenOver | undefined> {
+    checkId('member', id);
+    const reply = await this.scripts.confabPresenceTakeOver(
+      ...this.args(id, tokenHash(token), address.ip, address.port, tokenHash(next)),
+    );
+    if (reply === -1) throw new Error(`node ${this.node} is not registered`);
+    if (reply === -2) throw new Error(`member ${id} is already registered`);
+    const flat = reply as string[];
+    if (flat.length < 3) return undefined;
+    const rooms: { room: string; name: string }[] = [];
+    const tags = new Set<string>();
+    for (let i = 3; i + 1 < flat.length; i += 2) {
+      const room = roomOf(flat[i]!);
+      rooms.push({ room, name: flat[i + 1] === '' ? room : flat[i + 1]! });
+      tags.add(flat[i]!);
+    }
+    this.local.set(id, { nickname: flat[2]!, address: { ...address }, rooms: tags });
+    // Taken from this node's own member: a reset must not register that one again.
+    if (flat[0] === this.node) this.local.delete(flat[1]!);
+    return { node: flat[0]!, id: flat[1]!, nickname: flat[2]!, rooms };
+  }
+
+  async rooms(limit: number): Promise<RoomCount[]> {
+    if (!(limit >= 1)) return [];
+    const flat = (await this.scripts.confabPresenceRooms(
+      this.nodesKey,
+      this.prefix,
+      Math.floor(limit),
+    )) as (string | number)[];
+    const out: RoomCount[] = [];
+    for (let i = 0; i + 2 < flat.length; i += 3) {
+      const room = roomOf(String(flat[i]));
+      const name = String(flat[i + 1]);
+      out.push({ room, name: name === '' ? room : name, count: Number(flat[i + 2]) });
+    }
+    return out;
+  }
+
+  async census(): Promise<Census> {
+    const [users, nodes] = (await this.scripts.confabPresenceCensus(
+      this.nodesKey,
+      this.prefix,
+      this.timeoutMs,
+    )) as [number, number];
+    return { users: Number(users), nodes: Number(nodes) };
   }
 
   async heartbeat(): Promise<Heartbeat> {

@@ -29,6 +29,11 @@ export interface BrokerHandler {
   /** A whisper addressed to this node. */
   whisper(event: WhisperEvent): void;
   /**
+   * Another node took this node's member `member` over with its resume token: close its
+   * connection without a word to the rooms (Presence has moved it already).
+   */
+  evicted?(member: string): void;
+  /**
    * The room's chats could not all be delivered: the next one handed over is not the
    * successor of the last. For 'epoch', the ids that follow belong to `epoch`.
    */
@@ -82,6 +87,8 @@ export interface Broker {
   publish(key: string, event: RoomEvent): void;
   /** A whisper to a member on `node` (this node included). */
   whisper(node: string, event: WhisperEvent): void;
+  /** Tells `node` that its member `member` was taken over (at most once; see `evicted`). */
+  evict(node: string, member: string): void;
   /** Resolves once events of the room reach this node; calling it again renames only. */
   subscribe(room: RoomRef): Promise<void>;
   /** Resolves once the room's events no longer reach this node. */

@@ -261,6 +261,7 @@ export class Chat implements ChatContext, SessionHost {
     this.cluster?.broker.onEvent({
       room: (key, event) => this.arrived(key, event),
       whisper: (event) => this.whispered(event),
+      evicted: (member) => this.evicted(member),
     });
     this.historyOnJoin = options.historyOnJoin ?? 50;
     this.admission = new Admission(
@@ -746,7 +747,8 @@ export class Chat implements ChatContext, SessionHost {
     refuse(ghost, ErrorCode.REPLACED, DISCONNECT_NOTICES.replaced![1]);
     session.nickname = ghost.nickname;
     session.key = ghost.key;
-    session.presenceId = ghost.presenceId;
+    // On a cluster Presence has moved the member to the new session's id (takeOver).
+    if (this.cluster === undefined) session.presenceId = ghost.presenceId;
     session.operator = ghost.operator;
     session.state = 'joined';
     session.room = ghost.room;
@@ -767,6 +769,85 @@ export class Chat implements ChatContext, SessionHost {
     );
     ghost.peer.close('replaced');
     return true;
+  }
+
+  /**
+   * takeBack on a node of a cluster: Presence moves the member the token was
+   * granted to, from whichever node, to `session` in one step (so a token
+   * works once, on one node), with a new token granted in the same step. A
+   * ghost on this node is taken back as on one node; one on another node is
+   * closed there (`evicted`), or has gone with its node. The rooms' live
+   * events are held until the caller has replayed each (enterRoom).
+   */
+  async takeOver(session: Session, token: string): Promise<boolean> {
+    const cluster = this.cluster;
+    if (cluster === undefined) return false;
+    const ghost = this.tokens.get(token);
+    const next = this.issueToken(session);
+    const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
+    if (taken === undefined) return false;
+    const local = taken.node === cluster.presence.node;
+    if (!local) cluster.broker.evict(taken.node, taken.id);
+    if (
+      local &&
+      ghost?.presenceId === taken.id &&
+      session.state !== 'closed' &&
+      this.takeBack(session, token)
+    ) {
+      for (const room of session.rooms) session.holdRoom(room.name);
+      return true;
+    }
+    // A ghost on this node not taken back above is closed like one on another node.
+    if (local) this.evicted(taken.id);
+    const rooms = taken.rooms.map((r) =>
+      r.room === this.lobby.key
+        ? this.lobby
+        : (this.rooms.keyed(r.room) ?? this.rooms.room(r.name)),
+    );
+    try {
+      await Promise.all(rooms.map((room) => this.interested(room)));
+    } catch (err) {
+      for (const room of rooms) this.uninterested(room.key);
+      this.abandon(session.presenceId, taken.nickname, rooms);
+      throw err;
+    }
+    if (session.state === 'closed') {
+      for (const room of rooms) this.uninterested(room.key);
+      this.abandon(session.presenceId, taken.nickname, rooms);
+      return false;
+    }
+    session.nickname = taken.nickname;
+    session.key = nicknameKey(taken.nickname);
+    session.state = 'joined';
+    this.nicknames.set(session.key, session);
+    for (const made of rooms) {
+      // Another local member may have made the same room meanwhile: that one.
+      const room = made === this.lobby ? made : (this.rooms.find(made.name) ?? made);
+      session.holdRoom(room.name);
+      this.rooms.add(session, room);
+      if (room === this.lobby) session.room = room;
+    }
+    this.log.info(
+      { nickname: session.nickname, session: session.id, from: taken.node },
+      `${session.nickname} took their session back from another node.`,
+    );
+    return true;
+  }
+
+  /** Another node took over a member of this node: its connection is closed, no "30" sent. */
+  private evicted(member: string): void {
+    for (const session of this.sessions) {
+      if (session.presenceId !== member || session.state !== 'joined') continue;
+      // Its release finds nothing left to free in Presence, so the rooms hear nothing.
+      this.disconnect(session, 'replaced');
+      return;
+    }
+  }
+
+  /** A member taken over for a session that closed meanwhile: released, and its rooms told. */
+  private abandon(id: string, nickname: string, rooms: readonly Room[]): void {
+    const names = new Map(rooms.map((room) => [room.key, room.name]));
+    this.release(id, nickname, names, 'lost');
   }
 
   /**
@@ -1013,7 +1094,7 @@ export class Chat implements ChatContext, SessionHost {
     session.room = undefined;
     this.stats.leaves++;
     if (this.cluster !== undefined) {
-      this.leaveCluster(this.cluster, session, reason);
+      this.leaveCluster(session, reason);
       return;
     }
     const departures: ChatEvent[] = [];
@@ -1042,16 +1123,27 @@ export class Chat implements ChatContext, SessionHost {
    * what each room counts after; the "30"s go out then, also when this node
    * is stopping (the rooms live on elsewhere).
    */
-  private leaveCluster(cluster: Cluster, session: Session, reason: DisconnectReason): void {
+  private leaveCluster(session: Session, reason: DisconnectReason): void {
     const names = new Map<string, string>();
     for (const room of [...session.rooms]) {
       names.set(room.key, room.name);
       this.rooms.remove(session, room);
       this.uninterested(room.key);
     }
-    const nickname = session.nickname;
+    this.release(session.presenceId, session.nickname, names, reason);
+  }
+
+  /** Frees a member in Presence; the rooms it was in hear it left. */
+  private release(
+    id: string,
+    nickname: string,
+    names: ReadonlyMap<string, string>,
+    reason: DisconnectReason,
+  ): void {
+    const cluster = this.cluster;
+    if (cluster === undefined) return;
     this.track(
-      cluster.presence.release(session.presenceId).then(
+      cluster.presence.release(id).then(
         (left) => {
           for (const { room, count } of left) {
             this.log.info(

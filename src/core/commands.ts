@@ -7,11 +7,11 @@ import { clip } from '../protocol/text.js';
 import type { BannedWords } from './banned-words.js';
 import type { BanList } from './bans.js';
 import type { WhisperEvent } from './broker.js';
-import type { ChatEvent, MemberInfo, PeerAddress } from './events.js';
+import type { ChatEvent, MemberInfo, PeerAddress, RoomInfo } from './events.js';
 import { type Operator, removalDetail } from './moderation.js';
 import { checkNickname } from './nickname.js';
 import type { DisconnectReason, Logger } from './ports.js';
-import type { Presence, PresenceMember } from './presence.js';
+import type { Presence, PresenceMember, RoomCount } from './presence.js';
 import { Room } from './room.js';
 import type { Rooms } from './rooms.js';
 import type { Session } from './session.js';
@@ -57,6 +57,12 @@ export interface ChatContext {
   issueToken(session: Session): string;
   /** Makes `session` the open session that `token` belongs to; false if there is none. */
   takeBack(session: Session, token: string): boolean;
+  /**
+   * The same on a node of a cluster, for a session on any node: resolves once
+   * `session` holds the member's nickname and rooms (their live events held),
+   * false if the token takes nothing over.
+   */
+  takeOver(session: Session, token: string): Promise<boolean>;
   /** Set when this node is one of a cluster: claims then go through Presence and wait for it. */
   readonly cluster: { readonly presence: Presence } | undefined;
   /** Runs a request's asynchronous part; the session's later requests wait for it. */
@@ -115,16 +121,34 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
   if (caps !== undefined) session.grant(caps);
   // Flood limits are told to clients that can pace themselves: those that negotiated.
   const limits = caps === undefined ? undefined : ctx.limits;
-  if (session.has('history') && req.resume !== undefined && ctx.takeBack(session, req.resume)) {
-    const resume = { token: ctx.issueToken(session), resumed: true, nickname: session.nickname };
-    const address = session.peer.local;
-    session.reply({ type: 'welcome', address, count: ctx.lobby.size, caps, limits, resume });
-    const since = positions(ctx, req.since);
-    for (const room of session.rooms) {
-      ctx.enterRoom(session, room, memberNames(room), room.size, since.get(room));
+  if (session.has('history') && req.resume !== undefined) {
+    if (ctx.cluster !== undefined) {
+      const presence = ctx.cluster.presence;
+      ctx.run(session, resumeInCluster(ctx, presence, session, req, req.resume, caps, limits));
+      return;
     }
-    return;
+    if (ctx.takeBack(session, req.resume)) {
+      const resume = { token: ctx.issueToken(session), resumed: true, nickname: session.nickname };
+      const address = session.peer.local;
+      session.reply({ type: 'welcome', address, count: ctx.lobby.size, caps, limits, resume });
+      const since = positions(ctx, req.since);
+      for (const room of session.rooms) {
+        ctx.enterRoom(session, room, memberNames(room), room.size, since.get(room));
+      }
+      return;
+    }
   }
+  connectAfresh(ctx, session, req, caps, limits);
+};
+
+/** CONNECT without a session to take back: claims the nickname and the lobby. */
+function connectAfresh(
+  ctx: ChatContext,
+  session: Session,
+  req: RequestOf<typeof Cmd.CONNECT>,
+  caps: readonly Capability[] | undefined,
+  limits: Limits | undefined,
+): void {
   const checked = checkNickname(req.nickname);
   if (!checked.ok) {
     session.reply({ type: 'connect-refused', reason: 'invalid', detail: checked.reason });
@@ -173,7 +197,40 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
   if (room !== undefined && session.has('history')) {
     ctx.enterRoom(session, room, memberNames(room), count, positions(ctx, req.since).get(room));
   }
-};
+}
+
+/**
+ * CONNECT with `resume` on a node of a cluster: the token's member, on this
+ * node or another, is taken over as on one node (nobody sees a leave or a
+ * join); an unknown token makes it an ordinary CONNECT.
+ */
+async function resumeInCluster(
+  ctx: ChatContext,
+  presence: Presence,
+  session: Session,
+  req: RequestOf<typeof Cmd.CONNECT>,
+  token: string,
+  caps: readonly Capability[] | undefined,
+  limits: Limits | undefined,
+): Promise<void> {
+  if (!(await ctx.takeOver(session, token))) {
+    if (session.state !== 'closed') connectAfresh(ctx, session, req, caps, limits);
+    return;
+  }
+  const rooms = [...session.rooms];
+  const [count, lists] = await Promise.all([
+    presence.count(ctx.lobby.key),
+    Promise.all(rooms.map((room) => presence.members(room.key))),
+  ]);
+  if (session.state === 'closed') return;
+  const resume = { token: session.resumeToken!, resumed: true, nickname: session.nickname };
+  session.reply({ type: 'welcome', address: session.peer.local, count, caps, limits, resume });
+  const since = positions(ctx, req.since);
+  rooms.forEach((room, i) => {
+    const members = lists[i]!;
+    ctx.enterRoom(session, room, names(members), members.length, since.get(room));
+  });
+}
 
 /**
  * CONNECT's claims on a node of a cluster: the nickname, then a place in the
@@ -203,29 +260,32 @@ async function connectInCluster(
       ctx.disconnect(session, 'nickname-taken');
       return;
     }
+    // Granted before "03" tells the client its token, so that any node accepts it.
+    const token = session.has('history') ? ctx.issueToken(session) : undefined;
+    const granted = token === undefined ? undefined : presence.grant(session.presenceId, token);
     if (room === undefined) {
-      const count = await presence.count(ctx.lobby.key);
+      const [count] = await Promise.all([presence.count(ctx.lobby.key), granted]);
       if (gone()) return;
       settled = true;
       ctx.join(session, nickname, undefined);
-      welcome(ctx, session, nickname, count, caps, limits);
+      welcome(session, nickname, count, caps, limits);
       return;
     }
     const entered = ctx.interested(room);
     subscribed = true;
-    const joined = await presence.join(session.presenceId, room.key, room.capacity);
+    const joined = await presence.join(session.presenceId, room.key, room.capacity, room.name);
     if (!joined.ok) {
       if (gone()) return;
       session.reply({ type: 'connect-refused', reason: 'room-full', detail: 'the room is full' });
       ctx.disconnect(session, 'room-full');
       return;
     }
-    const [members] = await Promise.all([presence.members(room.key), entered]);
+    const [members] = await Promise.all([presence.members(room.key), entered, granted]);
     if (gone()) return;
     settled = true;
     ctx.publish({ type: 'joined', room: room.name, nickname, count: joined.count });
     ctx.join(session, nickname, room);
-    welcome(ctx, session, nickname, joined.count, caps, limits);
+    welcome(session, nickname, joined.count, caps, limits);
     if (session.has('history')) {
       ctx.enterRoom(session, room, names(members), joined.count, since);
     }
@@ -238,16 +298,14 @@ async function connectInCluster(
 }
 
 function welcome(
-  ctx: ChatContext,
   session: Session,
   nickname: string,
   count: number,
   caps: readonly Capability[] | undefined,
   limits: Limits | undefined,
 ): void {
-  const resume = session.has('history')
-    ? { token: ctx.issueToken(session), resumed: false, nickname }
-    : undefined;
+  const token = session.resumeToken;
+  const resume = token === undefined ? undefined : { token, resumed: false, nickname };
   session.reply({ type: 'welcome', address: session.peer.local, count, caps, limits, resume });
 }
 
@@ -707,7 +765,12 @@ async function joinInCluster(
   const entered = ctx.interested(admitted);
   let inside = false;
   try {
-    const joined = await presence.join(session.presenceId, admitted.key, admitted.capacity);
+    const joined = await presence.join(
+      session.presenceId,
+      admitted.key,
+      admitted.capacity,
+      admitted.name,
+    );
     if (!joined.ok) {
       if (joined.reason === 'full') {
         refuse(session, ErrorCode.ROOM_FULL, `${admitted.name} is full`, Cmd.JOIN_ROOM);
@@ -780,30 +843,66 @@ const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
   ctx.publish({ type: 'left', room: room.name, nickname: session.nickname, count: room.size });
 };
 
-/** ROOMS "104" -> "105" {rooms: [{room, userCount, joined}]}: every room that exists, the lobby first. */
+/**
+ * The most rooms one "105" lists (some 100 KB as sent, well under --max-queue):
+ * however many rooms clients make, the answer stays one bounded write.
+ */
+export const MAX_ROOM_LIST = 1000;
+
+/**
+ * ROOMS "104" -> "105" {rooms: [{room, userCount, joined}]}: every room that exists, the
+ * lobby first, then in order of creation; at most MAX_ROOM_LIST.
+ */
 const listRooms: Handler<typeof Cmd.ROOMS> = (ctx, session) => {
   if (ctx.cluster !== undefined) {
-    const presence = ctx.cluster.presence;
-    const known = [...ctx.rooms.all()];
     ctx.run(
       session,
-      Promise.all(known.map((room) => presence.count(room.key))).then((counts) => {
-        const rooms = known.map((room, i) => ({
-          name: room.name,
-          count: counts[i]!,
-          joined: session.rooms.has(room),
-        }));
-        session.reply({ type: 'room-list', rooms });
+      ctx.cluster.presence.rooms(MAX_ROOM_LIST).then((listed) => {
+        session.reply({ type: 'room-list', rooms: clusterRooms(ctx, session, listed) });
       }),
     );
     return;
   }
-  const rooms = [];
+  const rooms: RoomInfo[] = [];
   for (const room of ctx.rooms.all()) {
+    if (rooms.length >= MAX_ROOM_LIST) break;
     rooms.push({ name: room.name, count: room.size, joined: session.rooms.has(room) });
   }
   session.reply({ type: 'room-list', rooms });
 };
+
+/**
+ * ROOMS on a node of a cluster: the rooms with members on any node (Presence
+ * knows them, made on whichever node), shown under this node's name for those
+ * it knows; then rooms that exist here though empty everywhere (declared ones).
+ */
+function clusterRooms(
+  ctx: ChatContext,
+  session: Session,
+  listed: readonly RoomCount[],
+): RoomInfo[] {
+  const joined = new Set<string>();
+  for (const room of session.rooms) joined.add(room.key);
+  const counted = new Map<string, number>();
+  for (const r of listed) counted.set(r.room, r.count);
+  const lobby = ctx.lobby;
+  const rooms: RoomInfo[] = [
+    { name: lobby.name, count: counted.get(lobby.key) ?? 0, joined: joined.has(lobby.key) },
+  ];
+  for (const r of listed) {
+    if (r.room === lobby.key) continue;
+    const name = ctx.rooms.keyed(r.room)?.name ?? r.name;
+    rooms.push({ name, count: r.count, joined: joined.has(r.room) });
+  }
+  // A list cut at the bound says nothing of the rooms it left out.
+  if (listed.length < MAX_ROOM_LIST) {
+    for (const room of ctx.rooms.all()) {
+      if (room === lobby || counted.has(room.key)) continue;
+      rooms.push({ name: room.name, count: 0, joined: joined.has(room.key) });
+    }
+  }
+  return rooms.slice(0, MAX_ROOM_LIST);
+}
 
 // ---- the table -----------------------------------------------------------------
 

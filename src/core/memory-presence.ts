@@ -6,6 +6,7 @@
 import type { PeerAddress } from './events.js';
 import { nicknameKey } from './nickname.js';
 import {
+  type Census,
   checkId,
   checkText,
   type DeadNode,
@@ -15,7 +16,9 @@ import {
   type MemberId,
   type Presence,
   type PresenceMember,
+  type RoomCount,
   type RoomLeft,
+  type TakenOver,
 } from './presence.js';
 
 interface Entry {
@@ -25,6 +28,8 @@ interface Entry {
   nickname: string;
   key: string;
   readonly address: PeerAddress;
+  /** The resume token that takes it over, if any. */
+  token?: string;
   /** Rooms by key, in the order joined. */
   readonly rooms: Set<string>;
 }
@@ -36,8 +41,12 @@ export class PresenceHub {
   readonly nicknames = new Map<string, Entry>();
   /** Room key -> members by ref, in join order (a Map keeps insertion order). */
   readonly rooms = new Map<string, Map<string, Entry>>();
+  /** Room key -> the name its first join gave it; kept while it has members. */
+  readonly roomNames = new Map<string, string>();
   /** Node -> its members, in claim order. */
   readonly byNode = new Map<string, Map<MemberId, Entry>>();
+  /** Resume token -> its member. */
+  readonly tokens = new Map<string, Entry>();
 
   constructor(readonly now: () => number = Date.now) {}
 }
@@ -82,7 +91,7 @@ export class MemoryPresence implements Presence {
     });
   }
 
-  join(id: MemberId, room: string, capacity: number): Promise<JoinResult> {
+  join(id: MemberId, room: string, capacity: number, name = room): Promise<JoinResult> {
     return settle((): JoinResult => {
       checkText('room', room);
       const entry = this.mine(id);
@@ -93,6 +102,7 @@ export class MemoryPresence implements Presence {
       if (members === undefined) {
         members = new Map();
         this.hub.rooms.set(room, members);
+        this.hub.roomNames.set(room, name);
       }
       members.set(entry.ref, entry);
       entry.rooms.add(room);
@@ -127,6 +137,81 @@ export class MemoryPresence implements Presence {
       checkText('nickname', nickname);
       const entry = this.hub.nicknames.get(nicknameKey(nickname));
       return entry === undefined ? undefined : view(entry);
+    });
+  }
+
+  grant(id: MemberId, token: string): Promise<void> {
+    return settle(() => {
+      const entry = this.mine(id);
+      if (entry === undefined) throw new Error(`member ${id} is not registered`);
+      if (entry.token !== undefined) this.hub.tokens.delete(entry.token);
+      entry.token = token;
+      this.hub.tokens.set(token, entry);
+    });
+  }
+
+  takeOver(
+    token: string,
+    id: MemberId,
+    address: PeerAddress,
+    next: string,
+  ): Promise<TakenOver | undefined> {
+    return settle((): TakenOver | undefined => {
+      checkId('member', id);
+      const old = this.hub.tokens.get(token);
+      if (old === undefined) return undefined;
+      const members = this.hub.byNode.get(this.node);
+      if (members === undefined) throw new Error(`node ${this.node} is not registered`);
+      if (members.has(id)) throw new Error(`member ${id} is already registered`);
+      const entry: Entry = {
+        node: this.node,
+        id,
+        ref: `${this.node}:${id}`,
+        nickname: old.nickname,
+        key: old.key,
+        address: { ip: address.ip, port: address.port },
+        rooms: new Set(old.rooms),
+        token: next,
+      };
+      this.hub.tokens.delete(token);
+      this.hub.tokens.set(next, entry);
+      this.hub.nicknames.set(entry.key, entry);
+      this.hub.byNode.get(old.node)?.delete(old.id);
+      members.set(id, entry);
+      for (const room of old.rooms) {
+        // In its old place: the map is rebuilt in the same order.
+        const before = this.hub.rooms.get(room)!;
+        const after = new Map<string, Entry>();
+        for (const [ref, e] of before)
+          after.set(ref === old.ref ? entry.ref : ref, e === old ? entry : e);
+        this.hub.rooms.set(room, after);
+      }
+      return {
+        node: old.node,
+        id: old.id,
+        nickname: old.nickname,
+        rooms: [...old.rooms].map((room) => ({ room, name: this.hub.roomNames.get(room) ?? room })),
+      };
+    });
+  }
+
+  rooms(limit: number): Promise<RoomCount[]> {
+    return settle(() => {
+      const out: RoomCount[] = [];
+      for (const [room, members] of this.hub.rooms) {
+        if (out.length >= limit) break;
+        out.push({ room, name: this.hub.roomNames.get(room) ?? room, count: members.size });
+      }
+      return out;
+    });
+  }
+
+  census(): Promise<Census> {
+    return settle(() => {
+      const cutoff = this.hub.now() - this.timeoutMs;
+      let nodes = 0;
+      for (const last of this.hub.nodes.values()) if (last >= cutoff) nodes++;
+      return { users: this.hub.nicknames.size, nodes };
     });
   }
 
@@ -216,13 +301,17 @@ export class MemoryPresence implements Presence {
     const members = this.hub.rooms.get(room);
     if (members === undefined) return 0;
     members.delete(entry.ref);
-    if (members.size === 0) this.hub.rooms.delete(room);
+    if (members.size === 0) {
+      this.hub.rooms.delete(room);
+      this.hub.roomNames.delete(room);
+    }
     return members.size;
   }
 
   private remove(entry: Entry): RoomLeft[] {
     const left = [...entry.rooms].map((room) => ({ room, count: this.leaveRoom(entry, room) }));
     if (this.hub.nicknames.get(entry.key) === entry) this.hub.nicknames.delete(entry.key);
+    if (entry.token !== undefined) this.hub.tokens.delete(entry.token);
     this.hub.byNode.get(entry.node)?.delete(entry.id);
     return left;
   }

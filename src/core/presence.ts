@@ -77,6 +77,33 @@ export interface DeadNode {
   readonly members: readonly DepartedMember[];
 }
 
+/** Cluster-wide numbers, for /healthz and /metrics. */
+export interface Census {
+  /** Members holding a nickname, on every node. */
+  readonly users: number;
+  /** Nodes whose last heartbeat is within the timeout. */
+  readonly nodes: number;
+}
+
+/** A room with members somewhere in the cluster. */
+export interface RoomCount {
+  /** The room's key. */
+  readonly room: string;
+  /** The name it was made with (its key when that is not known). */
+  readonly name: string;
+  readonly count: number;
+}
+
+/** A member taken over with its resume token: who it was, and what it held. */
+export interface TakenOver {
+  /** The node that held it, and its id there. */
+  readonly node: string;
+  readonly id: MemberId;
+  readonly nickname: string;
+  /** Its rooms, in the order it joined them, each at the place it had. */
+  readonly rooms: readonly { readonly room: string; readonly name: string }[];
+}
+
 export type JoinResult =
   | { readonly ok: true; readonly count: number }
   | { readonly ok: false; readonly reason: 'full' | 'already-in' };
@@ -118,8 +145,11 @@ export interface Presence {
   /** Frees the nickname and leaves every room; [] for a member not registered. */
   release(id: MemberId): Promise<RoomLeft[]>;
 
-  /** Adds the member to a room if it has fewer than `capacity` members. */
-  join(id: MemberId, room: string, capacity: number): Promise<JoinResult>;
+  /**
+   * Adds the member to a room if it has fewer than `capacity` members. `name`
+   * is what `rooms` shows for a room this join makes (default: the key).
+   */
+  join(id: MemberId, room: string, capacity: number, name?: string): Promise<JoinResult>;
   /** The room's count after the member left, or undefined if it was not in it. */
   leave(id: MemberId, room: string): Promise<number | undefined>;
   /** Members of a room, on every node, in join order. */
@@ -127,6 +157,29 @@ export interface Presence {
   count(room: string): Promise<number>;
   /** Who holds `nickname`'s look-alike key, on any node. */
   find(nickname: string): Promise<PresenceMember | undefined>;
+  /**
+   * `token` (a resume token's secret) takes the member back from now on, and
+   * its earlier one no longer does. A token lives as long as its member.
+   */
+  grant(id: MemberId, token: string): Promise<void>;
+  /**
+   * One atomic step: the member `token` was granted to, on any node, becomes
+   * member `id` of this node (its nickname, and its place in each of its
+   * rooms, kept), `token` stops working and `next` takes its place. Undefined
+   * when the token grants nothing: never granted, used already, or its member
+   * gone (released, or reaped with its node). Nobody leaves or joins; the
+   * caller tells the old node to close its connection.
+   */
+  takeOver(
+    token: string,
+    id: MemberId,
+    address: PeerAddress,
+    next: string,
+  ): Promise<TakenOver | undefined>;
+  /** Rooms with at least one member, in the order they were made, at most `limit`. */
+  rooms(limit: number): Promise<RoomCount[]>;
+  /** Members and live nodes across the cluster: one step, whatever their number. */
+  census(): Promise<Census>;
 
   /** Says this node is alive; first call registers it. */
   heartbeat(): Promise<Heartbeat>;

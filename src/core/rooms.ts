@@ -110,6 +110,14 @@ export class Rooms {
     return this.byKey.get(key);
   }
 
+  /**
+   * The room `name` names, or a new one (registered by `add`) whatever the
+   * settings: on a node of a cluster, one that exists on another node.
+   */
+  room(name: string): Room {
+    return this.find(name) ?? new Room(name, this.roomCapacity, this.idFloor);
+  }
+
   /** Every room that exists, the lobby first, then in order of creation. */
   all(): IterableIterator<Room> {
     return this.byKey.values();

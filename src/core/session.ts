@@ -159,7 +159,8 @@ export class Session implements Member {
   /** Live events of `room` wait until release(), so they follow the history being replayed. */
   holdRoom(room: string): void {
     this.held ??= new Map();
-    this.held.set(room, []);
+    // Held already (a session taken over on a cluster node is held from the start): kept.
+    if (!this.held.has(room)) this.held.set(room, []);
   }
 
   /**

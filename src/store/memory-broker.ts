@@ -73,6 +73,11 @@ export class MemoryBroker implements Broker {
     this.hub.nodes.get(node)?.handler?.whisper(event);
   }
 
+  evict(node: string, member: string): void {
+    if (this.closed) return;
+    this.hub.nodes.get(node)?.handler?.evicted?.(member);
+  }
+
   subscribe(room: RoomRef): Promise<void> {
     if (this.closed) return Promise.reject(new Error('broker is closed'));
     const existing = this.subscriptions.get(room.key);

@@ -19,7 +19,8 @@ export interface HttpOptions {
   /** Origins allowed to open /ws besides the page's own; "*" allows any. */
   allowedOrigins: readonly string[];
   metrics: () => Promise<{ contentType: string; body: string }>;
-  health: () => object;
+  /** /healthz's fields besides "status"; may ask a cluster, which it bounds itself. */
+  health: () => object | Promise<object>;
 }
 
 const TYPES: Record<string, string> = {
@@ -207,8 +208,9 @@ export class HttpListener {
       return;
     }
     if (pathname === '/healthz') {
+      const health = await this.options.health();
       res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(JSON.stringify({ status: 'ok', ...this.options.health() }));
+      res.end(JSON.stringify({ status: 'ok', ...health }));
       return;
     }
     if (pathname === '/metrics') {

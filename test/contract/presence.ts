@@ -208,6 +208,82 @@ export function presenceContract(target: PresenceTarget): void {
       );
     });
 
+    it('lists rooms with members on any node, in the order made, and counts the cluster', async () => {
+      const { nodes } = await setup(3);
+      const [a, b, c] = nodes as [Presence, Presence, Presence];
+      expect(await c.rooms(10)).toEqual([]);
+      expect(await c.census()).toEqual({ users: 0, nodes: 3 });
+      await a.claim('1', 'ann', addr(1));
+      await b.claim('1', 'bob', addr(2));
+      await b.claim('2', 'bea', addr(3));
+      await a.join('1', 'physics', 10, 'Physics');
+      await b.join('1', 'lobby', 10);
+      await b.join('1', 'physics', 10, 'PHYSICS');
+      await b.join('2', 'maths', 10, 'Maths');
+      expect(await c.rooms(10)).toEqual([
+        { room: 'physics', name: 'Physics', count: 2 },
+        { room: 'lobby', name: 'lobby', count: 1 },
+        { room: 'maths', name: 'Maths', count: 1 },
+      ]);
+      // Bounded: the first made.
+      expect(await c.rooms(2)).toEqual([
+        { room: 'physics', name: 'Physics', count: 2 },
+        { room: 'lobby', name: 'lobby', count: 1 },
+      ]);
+      expect(await c.census()).toEqual({ users: 3, nodes: 3 });
+      // A room goes when its last member leaves; made again, it comes last, under its new name.
+      await a.leave('1', 'physics');
+      await b.release('1');
+      expect(await c.rooms(10)).toEqual([{ room: 'maths', name: 'Maths', count: 1 }]);
+      await a.join('1', 'physics', 10, 'physiCS');
+      expect((await c.rooms(10)).map((r) => r.name)).toEqual(['Maths', 'physiCS']);
+      expect(await c.census()).toEqual({ users: 2, nodes: 3 });
+      await b.close();
+      expect(await c.rooms(10)).toEqual([{ room: 'physics', name: 'physiCS', count: 1 }]);
+      expect(await c.census()).toEqual({ users: 1, nodes: 2 });
+    });
+
+    it('moves a member to another node with its resume token, once, keeping its places', async () => {
+      const { nodes } = await setup(2);
+      const [a, b] = nodes as [Presence, Presence];
+      await a.claim('1', 'ann', addr(1));
+      await b.claim('1', 'bob', addr(2));
+      await a.join('1', 'lobby', 10);
+      await b.join('1', 'lobby', 10);
+      await a.join('1', 'physics', 10, 'Physics');
+      await a.grant('1', 'old-token');
+      await a.grant('1', 'token-1');
+      // A replaced token takes nothing over.
+      expect(await b.takeOver('old-token', '9', addr(9), 'x')).toBeUndefined();
+      expect(await b.takeOver('token-1', '2', addr(3), 'token-2')).toEqual({
+        node: a.node,
+        id: '1',
+        nickname: 'ann',
+        rooms: [
+          { room: 'lobby', name: 'lobby' },
+          { room: 'physics', name: 'Physics' },
+        ],
+      });
+      expect(await a.find('ANN')).toEqual({
+        node: b.node,
+        id: '2',
+        nickname: 'ann',
+        address: addr(3),
+      });
+      expect(names(await a.members('lobby'))).toEqual(['ann', 'bob']);
+      expect(await a.count('physics')).toBe(1);
+      // Once: the token is used up, the new one works, and the old member is gone.
+      expect(await a.takeOver('token-1', '3', addr(4), 'y')).toBeUndefined();
+      expect(await a.release('1')).toEqual([]);
+      expect((await a.takeOver('token-2', '3', addr(4), 'token-3'))?.node).toBe(b.node);
+      // A released member's token is refused.
+      expect(await a.release('3')).toEqual([
+        { room: 'lobby', count: 1 },
+        { room: 'physics', count: 0 },
+      ]);
+      expect(await b.takeOver('token-3', '4', addr(5), 'z')).toBeUndefined();
+    });
+
     it('releases a member: its nickname and places are free, its rooms listed in join order', async () => {
       const {
         nodes: [a, b],

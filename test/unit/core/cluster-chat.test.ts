@@ -219,9 +219,13 @@ describe('a chat of several nodes', () => {
     expect(hub.subscribers.get(key)).toHaveLength(1);
     send(bob, { cmd: '104' });
     await settle();
+    // Bob's node no longer has the room, but ann is in it on hers: ROOMS lists it.
     expect(bob.take()).toContainEqual({
       cmd: '105',
-      rooms: [{ room: 'lobby', userCount: 2, joined: true }],
+      rooms: [
+        { room: 'lobby', userCount: 2, joined: true },
+        { room: 'physics', userCount: 1, joined: false },
+      ],
     });
     send(ann, { cmd: '3' });
     await settle();
