@@ -4,6 +4,7 @@ import type {
   Broker,
   BrokerHandler,
   LostReason,
+  NodeNotice,
   RoomEvent,
   RoomRef,
   WhisperEvent,
@@ -43,7 +44,11 @@ export interface RedisBrokerOptions {
 interface Envelope {
   /** The publishing node: a node ignores its own events, which it delivered at once. */
   readonly o: string;
-  readonly e: RoomEvent | WhisperEvent;
+  readonly e: RoomEvent | WhisperEvent | NodeNotice;
+}
+
+function isNotice(e: Envelope['e']): e is NodeNotice {
+  return e.type === 'remove' || e.type === 'banned' || e.type === 'unbanned';
 }
 
 type ChatMessage = Extract<RoomEvent, { readonly type: 'chat' }>;
@@ -87,6 +92,11 @@ const RETRY_MS = [50, 100, 250, 500, 1_000, 2_000, 5_000];
 
 export function nodeChannel(prefix: string, node: string): string {
   return `${prefix}b:n:${roomTag(node)}`;
+}
+
+/** Where notices to every node go. */
+export function allChannel(prefix: string): string {
+  return `${prefix}b:all`;
 }
 
 function asError(error: unknown): Error {
@@ -140,6 +150,7 @@ export class RedisBroker implements Broker {
   private readonly onError: (error: Error) => void;
   private readonly maxHeld: number;
   private readonly myChannel: string;
+  private readonly everyChannel: string;
   private handler: BrokerHandler | undefined;
   private readonly rooms = new Map<string, RoomState>();
   private readonly byChannel = new Map<string, RoomState>();
@@ -157,6 +168,7 @@ export class RedisBroker implements Broker {
     const onError = options.onError;
     this.onError = (error) => onError?.(error);
     this.myChannel = nodeChannel(this.prefix, this.node);
+    this.everyChannel = allChannel(this.prefix);
     const subOptions: RedisOptions = {
       protocol: 2,
       // Resubscribing is done here, room by room, with the catch-up it needs.
@@ -184,7 +196,7 @@ export class RedisBroker implements Broker {
     this.sub.on('close', () => this.disconnected());
     this.sub.on('ready', () => this.reconnected());
     // Queued until the first connection is ready; later connections subscribe again.
-    this.started = this.sub.subscribe(this.myChannel).then(() => {});
+    this.started = this.sub.subscribe(this.myChannel, this.everyChannel).then(() => {});
     this.started.catch(() => {});
   }
 
@@ -228,6 +240,19 @@ export class RedisBroker implements Broker {
     const envelope: Envelope = { o: this.node, e: event };
     this.pub
       .publish(nodeChannel(this.prefix, node), JSON.stringify(envelope))
+      .catch((error: unknown) => this.onError(asError(error)));
+  }
+
+  notify(node: string | undefined, notice: NodeNotice): void {
+    if (this.closed) return;
+    if (node === this.node) {
+      this.handNotice(notice);
+      return;
+    }
+    const envelope: Envelope = { o: this.node, e: notice };
+    const channel = node === undefined ? this.everyChannel : nodeChannel(this.prefix, node);
+    this.pub
+      .publish(channel, JSON.stringify(envelope))
       .catch((error: unknown) => this.onError(asError(error)));
   }
 
@@ -309,9 +334,12 @@ export class RedisBroker implements Broker {
   // ---- receiving ----
 
   private message(channel: string, payload: string): void {
-    if (channel === this.myChannel) {
-      const event = this.parseEnvelope(payload)?.e;
-      if (event?.type === 'whisper') this.handWhisper(event);
+    if (channel === this.myChannel || channel === this.everyChannel) {
+      const envelope = this.parseEnvelope(payload);
+      if (envelope === undefined) return;
+      const event = envelope.e;
+      if (channel === this.myChannel && event.type === 'whisper') this.handWhisper(event);
+      else if (isNotice(event) && envelope.o !== this.node) this.handNotice(event);
       return;
     }
     const state = this.byChannel.get(channel);
@@ -322,10 +350,10 @@ export class RedisBroker implements Broker {
         held = parseChat(payload, state.name);
       } else {
         const envelope = this.parseEnvelope(payload);
-        if (envelope === undefined || envelope.o === this.node || envelope.e.type === 'whisper') {
-          return;
-        }
-        held = { chat: undefined, event: envelope.e };
+        if (envelope === undefined || envelope.o === this.node) return;
+        const event = envelope.e;
+        if (event.type === 'whisper' || isNotice(event)) return;
+        held = { chat: undefined, event };
       }
     } catch (error) {
       this.onError(asError(error));
@@ -402,6 +430,11 @@ export class RedisBroker implements Broker {
     }
   }
 
+  private handNotice(notice: NodeNotice): void {
+    const handler = this.handler;
+    if (handler?.notice !== undefined) this.tell(() => handler.notice!(notice));
+  }
+
   private tell(fn: () => void): void {
     try {
       fn();
@@ -431,7 +464,9 @@ export class RedisBroker implements Broker {
     this.connected = true;
     // The first connection sends what was queued for it: the node's and the rooms' SUBSCRIBEs.
     if (this.generation === 0) return;
-    this.sub.subscribe(this.myChannel).catch((error: unknown) => this.onError(asError(error)));
+    this.sub
+      .subscribe(this.myChannel, this.everyChannel)
+      .catch((error: unknown) => this.onError(asError(error)));
     for (const state of this.rooms.values()) {
       if (state.everInStep && this.handler?.resync !== undefined) {
         const handler = this.handler;

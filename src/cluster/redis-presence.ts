@@ -1,4 +1,5 @@
 import { Redis } from 'ioredis';
+import type { Ban } from '../core/bans.js';
 import type { PeerAddress } from '../core/events.js';
 import { nicknameKey } from '../core/nickname.js';
 import {
@@ -41,6 +42,7 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   m:<ref>      hash nick, key, ip, port
 //   mr:<ref>     zset room tag -> seq, the member's rooms in join order
 //   r:<tag>      zset ref -> seq, a room's members in join order
+//   bans         hash mask key -> JSON [seq, mask, by, reason, expires]; seq orders them
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
 // Scripts name their keys from P (ARGV[1]); KEYS[1] is the nodes key, for routing.
 // Time is Redis's TIME, so the nodes' clocks need not agree. Scripts return integers,
@@ -302,6 +304,25 @@ function departed(rows: unknown[]): DepartedMember[] {
   });
 }
 
+/** A stored ban and its order, or undefined for a row this version cannot read. */
+function parseBan(row: string): [number, Ban] | undefined {
+  try {
+    const [seq, mask, by, reason, expires] = JSON.parse(row) as unknown[];
+    if (
+      typeof seq !== 'number' ||
+      typeof mask !== 'string' ||
+      typeof by !== 'string' ||
+      typeof reason !== 'string' ||
+      (expires !== null && typeof expires !== 'number')
+    ) {
+      return undefined;
+    }
+    return [seq, { mask, by, reason, expires }];
+  } catch {
+    return undefined;
+  }
+}
+
 function member(ref: string, nickname: string, ip: string, port: string): PresenceMember {
   const colon = ref.indexOf(':');
   return {
@@ -429,6 +450,36 @@ export class RedisPresence implements Presence {
       nicknameKey(nickname),
     )) as string[];
     return found.length === 4 ? member(found[0]!, found[1]!, found[2]!, found[3]!) : undefined;
+  }
+
+  async bans(): Promise<Ban[]> {
+    const rows = Object.values(await this.redis.hgetall(`${this.prefix}bans`));
+    const parsed: [number, Ban][] = [];
+    for (const row of rows) {
+      const ban = parseBan(row);
+      if (ban !== undefined) parsed.push(ban);
+    }
+    return parsed.sort((a, b) => a[0] - b[0]).map(([, ban]) => ban);
+  }
+
+  async ban(key: string, ban: Ban, now: number): Promise<void> {
+    const bans = `${this.prefix}bans`;
+    const expired: string[] = [];
+    for (const [k, row] of Object.entries(await this.redis.hgetall(bans))) {
+      const old = parseBan(row);
+      if (old === undefined || (old[1].expires !== null && old[1].expires <= now)) expired.push(k);
+    }
+    // Shares the join counter: only its order matters.
+    const seq = await this.redis.incr(`${this.prefix}seq`);
+    const row = JSON.stringify([seq, ban.mask, ban.by, ban.reason, ban.expires]);
+    const write = this.redis.multi();
+    if (expired.length > 0) write.hdel(bans, ...expired);
+    write.hset(bans, key, row);
+    await write.exec();
+  }
+
+  async unban(key: string): Promise<boolean> {
+    return (await this.redis.hdel(`${this.prefix}bans`, key)) > 0;
   }
 
   async heartbeat(): Promise<Heartbeat> {

@@ -1,5 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import type { Broker, BrokerHandler, RoomEvent, RoomRef, WhisperEvent } from '../core/broker.js';
+import type {
+  Broker,
+  BrokerHandler,
+  NodeNotice,
+  RoomEvent,
+  RoomRef,
+  WhisperEvent,
+} from '../core/broker.js';
 
 /** One broker's subscription to one room. */
 interface Subscription {
@@ -71,6 +78,17 @@ export class MemoryBroker implements Broker {
   whisper(node: string, event: WhisperEvent): void {
     if (this.closed) return;
     this.hub.nodes.get(node)?.handler?.whisper(event);
+  }
+
+  notify(node: string | undefined, notice: NodeNotice): void {
+    if (this.closed) return;
+    if (node !== undefined) {
+      this.hub.nodes.get(node)?.handler?.notice?.(notice);
+      return;
+    }
+    for (const other of [...this.hub.nodes.values()]) {
+      if (other !== this) other.handler?.notice?.(notice);
+    }
   }
 
   subscribe(room: RoomRef): Promise<void> {
