@@ -6,7 +6,7 @@ import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { BanList, type BanStore, MemoryBanStore } from './bans.js';
-import type { Broker, NodeNotice, RoomEvent, WhisperEvent } from './broker.js';
+import type { Broker, LostReason, NodeNotice, RoomEvent, WhisperEvent } from './broker.js';
 import {
   type ChatContext,
   chatTarget,
@@ -273,6 +273,7 @@ export class Chat implements ChatContext, SessionHost {
       room: (key, event) => this.arrived(key, event),
       whisper: (event) => this.whispered(event),
       notice: (notice) => this.noticed(notice),
+      lost: (key, reason, epoch) => this.gap(key, reason, epoch),
     });
     this.historyOnJoin = options.historyOnJoin ?? 50;
     this.admission = new Admission(
@@ -434,6 +435,24 @@ export class Chat implements ChatContext, SessionHost {
       default:
         return undefined;
     }
+  }
+
+  /**
+   * The broker could not hand over some of a room's chats: its members with
+   * "history" are told, in line with the chats, as a resume would tell them.
+   */
+  private gap(key: string, reason: LostReason, epoch: string): void {
+    const room = key === this.lobby.key ? this.lobby : this.rooms.keyed(key);
+    if (room === undefined || room.size === 0) return;
+    this.log.warn({ room: room.name, reason, epoch }, 'chats of a room were lost');
+    room.deliver(
+      new Delivery({
+        type: 'gap',
+        room: room.name,
+        epoch,
+        reason: reason === 'epoch' ? 'epoch' : 'deleted',
+      }),
+    );
   }
 
   /** Moderation from another node: a member of this one to remove, or the ban list changed. */
@@ -941,7 +960,7 @@ export class Chat implements ChatContext, SessionHost {
     // A message the read saw may still be on its way to the room's members;
     // one turn later it has arrived, held, and release() drops it.
     await nextTurn();
-    session.release(room.name, header.top);
+    session.release(room.name, header.top, header.epoch);
   }
 
   /** HISTORY: the newest messages before `before`, at most `limit`, for a member of `room`. */
