@@ -27,7 +27,7 @@ export interface RedisBrokerOptions {
    * Where chats are numbered, stored and published: a RedisHistoryStore with
    * `publish: true` and the same prefix. Gaps are filled from it.
    */
-  readonly history: Pick<HistoryStore, 'room' | 'read'>;
+  readonly history: BrokerHistory;
   /** The same prefix as the history store's. */
   readonly prefix?: string;
   /** This node's address for whispers; unique in the cluster. */
@@ -39,6 +39,14 @@ export interface RedisBrokerOptions {
    */
   readonly maxHeld?: number;
 }
+
+/**
+ * What the broker reads gaps from; `seen` (RedisHistoryStore's) learns of every chat
+ * handed over, so a roll-back of Redis below it is noticed.
+ */
+export type BrokerHistory = Pick<HistoryStore, 'room' | 'read'> & {
+  seen?(room: string, epoch: string, id: number): void;
+};
 
 /** What other nodes publish with PUBLISH (chats come from the append script instead). */
 interface Envelope {
@@ -145,7 +153,7 @@ export class RedisBroker implements Broker {
   private readonly pub: Redis;
   private readonly sub: Redis;
   private readonly ownsPub: boolean;
-  private readonly history: Pick<HistoryStore, 'room' | 'read'>;
+  private readonly history: BrokerHistory;
   private readonly prefix: string;
   private readonly onError: (error: Error) => void;
   private readonly maxHeld: number;
@@ -413,6 +421,9 @@ export class RedisBroker implements Broker {
   }
 
   private hand(state: RoomState, event: RoomEvent): void {
+    if (event.type === 'chat' && state.epoch !== undefined) {
+      this.history.seen?.(state.key, state.epoch, event.id);
+    }
     const handler = this.handler;
     if (handler === undefined) return;
     try {
@@ -561,7 +572,8 @@ export class RedisBroker implements Broker {
       state.retired.add(state.epoch);
       if (state.retired.size > 8) state.retired.delete(state.retired.values().next().value!);
       state.epoch = info.epoch;
-      state.last = 0;
+      // After a roll-back the ids up to the base are older chats: not handed over again.
+      state.last = info.base ?? 0;
       this.lost(state, 'epoch');
       if (!this.alive(state)) return;
     }

@@ -3,6 +3,7 @@
  * that a room's chats have a hole ("108"), and ids are never handed out twice
  * under one epoch, also after Redis comes back with older data.
  */
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
@@ -78,5 +79,45 @@ describe.skipIf(skip)('lost history, told to clients', () => {
     await seen(course, chat('after'));
     expect(course.rawFrames.filter((f) => f.includes('"108"'))).toEqual([]);
     for (const c of [h0, h1, course]) c.close();
+  }, 60_000);
+  it('rotates the epoch when Redis comes back with older data: no id is delivered twice under one epoch', async () => {
+    const w0 = await member(0, 'w0', HISTORY);
+    const w1 = await member(1, 'w1', HISTORY);
+    const header = (await w1.expect('101')) as Message;
+    // What w1 received, as (epoch, id) pairs: the epoch from "101", then from each "108".
+    const pairs = () => {
+      let epoch = String(header.epoch);
+      const out: string[] = [];
+      for (const m of w1.received as Message[]) {
+        if (m.cmd === '108') epoch = String(m.epoch);
+        if (m.cmd === '70') out.push(`${epoch}/${String(m.id)}`);
+      }
+      return out;
+    };
+    const say = async (msg: string) => {
+      w0.sendPy({ cmd: '7', msg, room: 'lobby' });
+      await seen(w1, chat(msg));
+    };
+    for (const msg of ['a1', 'a2', 'a3']) await say(msg);
+    const admin = new Redis(cluster.redis.url, { maxRetriesPerRequest: 1 });
+    try {
+      expect(await admin.save()).toBe('OK');
+    } finally {
+      admin.disconnect();
+    }
+    for (const msg of ['b1', 'b2', 'b3']) await say(msg);
+    // Back from the snapshot: the b's are gone, the epoch and a top of the a's are back.
+    await cluster.redis.restart();
+    const gap = await seen(w1, (m) => m.cmd === '108');
+    expect(gap).toMatchObject({ room: 'lobby', reason: 'epoch' });
+    expect(gap.epoch).not.toBe(header.epoch);
+    for (const msg of ['c1', 'c2', 'c3']) await say(msg);
+    const got = pairs();
+    expect(got.length).toBeGreaterThanOrEqual(9);
+    expect(new Set(got).size).toBe(got.length);
+    // Nothing of before the roll-back was handed over again.
+    const texts = (w1.received as Message[]).filter((m) => m.cmd === '70').map((m) => m.msg);
+    expect(texts.filter((t) => t === 'a1' || t === 'b1')).toEqual(['a1', 'b1']);
+    for (const c of [w0, w1]) c.close();
   }, 60_000);
 });
