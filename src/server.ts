@@ -17,6 +17,7 @@ import {
   type OptionName,
 } from './config.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './core/banned-words.js';
+import type { Ban } from './core/bans.js';
 import { Chat, type ChatSettings, type Cluster } from './core/chat.js';
 import type { HistoryStore } from './core/history.js';
 import type { Operator } from './core/moderation.js';
@@ -146,6 +147,8 @@ const REDIS_START_TIMEOUT_MS = 5_000;
 /** Heartbeats this often, and at least five times per --cluster-timeout. */
 const HEARTBEAT_MS = 1_000;
 
+/** How often a node reads the cluster's ban list again, in case it missed a change. */
+const BAN_REFRESH_MS = 5_000;
 /** A Redis URL as logs and errors show it: without its password. */
 function shownUrl(url: string): string {
   try {
@@ -230,6 +233,15 @@ class RegisteringPresence implements Presence {
   census() {
     return this.inner.census();
   }
+  bans() {
+    return this.inner.bans();
+  }
+  ban(key: string, ban: Ban, now: number) {
+    return this.inner.ban(key, ban, now);
+  }
+  unban(key: string) {
+    return this.inner.unban(key);
+  }
   heartbeat() {
     return this.inner.heartbeat();
   }
@@ -244,6 +256,7 @@ class RegisteringPresence implements Presence {
 /** A node's connection to the cluster: one client for commands, the broker's own subscriber. */
 class ClusterNode implements Cluster, ClusterView {
   private keeper: PresenceKeeper | undefined;
+  private banTimer: ReturnType<typeof setInterval> | undefined;
   readonly presence: Presence;
   private counted: { until: number; result: Promise<Census | undefined> } | undefined;
 
@@ -361,11 +374,17 @@ class ClusterNode implements Cluster, ClusterView {
       { intervalMs: Math.min(HEARTBEAT_MS, Math.floor(timeoutMs / 5)) },
     );
     void this.keeper.start();
+    // Notices of ban changes travel at most once: a node that missed one catches up here.
+    this.banTimer = setInterval(() => {
+      chat.refreshBans().catch((err: unknown) => log.debug({ err }, 'could not read the bans'));
+    }, BAN_REFRESH_MS);
+    this.banTimer.unref();
   }
 
   /** Leaves the cluster: deregisters (members already released), unsubscribes, disconnects. */
   async close(): Promise<void> {
     this.keeper?.stop();
+    if (this.banTimer !== undefined) clearInterval(this.banTimer);
     await this.redisPresence.close().catch(() => {});
     await withTimeout(this.broker.close(), 2_000).catch(() => {});
     await this.history.close().catch(() => {});
@@ -464,6 +483,18 @@ export class ConfabServer {
       cluster,
     });
     if (cluster !== undefined) {
+      if (bans.length > 0) {
+        log.warn(
+          { bans: bans.length },
+          'bans.json in --data-dir is not used with --redis: the cluster keeps its bans in Redis',
+        );
+      }
+      try {
+        await withTimeout(chat.refreshBans(), REDIS_START_TIMEOUT_MS);
+      } catch (err) {
+        await withTimeout(cluster.close(), 1_000).catch(() => {});
+        throw new StartError(`cannot read the ban list from Redis: ${(err as Error).message}`);
+      }
       cluster.keep(chat, config.clusterTimeout * 1000, log);
       log.info({ node: cluster.presence.node }, `joined the cluster at ${shownUrl(config.redis!)}`);
     }

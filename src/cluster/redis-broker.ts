@@ -4,6 +4,7 @@ import type {
   Broker,
   BrokerHandler,
   LostReason,
+  NodeNotice,
   RoomEvent,
   RoomRef,
   WhisperEvent,
@@ -26,7 +27,7 @@ export interface RedisBrokerOptions {
    * Where chats are numbered, stored and published: a RedisHistoryStore with
    * `publish: true` and the same prefix. Gaps are filled from it.
    */
-  readonly history: Pick<HistoryStore, 'room' | 'read'>;
+  readonly history: BrokerHistory;
   /** The same prefix as the history store's. */
   readonly prefix?: string;
   /** This node's address for whispers; unique in the cluster. */
@@ -39,17 +40,23 @@ export interface RedisBrokerOptions {
   readonly maxHeld?: number;
 }
 
+/**
+ * What the broker reads gaps from; `seen` (RedisHistoryStore's) learns of every chat
+ * handed over, so a roll-back of Redis below it is noticed.
+ */
+export type BrokerHistory = Pick<HistoryStore, 'room' | 'read'> & {
+  seen?(room: string, epoch: string, id: number): void;
+};
+
 /** What other nodes publish with PUBLISH (chats come from the append script instead). */
 interface Envelope {
   /** The publishing node: a node ignores its own events, which it delivered at once. */
   readonly o: string;
-  readonly e: RoomEvent | WhisperEvent | Eviction;
+  readonly e: RoomEvent | WhisperEvent | NodeNotice;
 }
 
-/** A member of the receiving node was taken over by another node. */
-interface Eviction {
-  readonly type: 'evict';
-  readonly member: string;
+function isNotice(e: Envelope['e']): e is NodeNotice {
+  return e.type === 'remove' || e.type === 'banned' || e.type === 'unbanned' || e.type === 'evict';
 }
 
 type ChatMessage = Extract<RoomEvent, { readonly type: 'chat' }>;
@@ -93,6 +100,11 @@ const RETRY_MS = [50, 100, 250, 500, 1_000, 2_000, 5_000];
 
 export function nodeChannel(prefix: string, node: string): string {
   return `${prefix}b:n:${roomTag(node)}`;
+}
+
+/** Where notices to every node go. */
+export function allChannel(prefix: string): string {
+  return `${prefix}b:all`;
 }
 
 function asError(error: unknown): Error {
@@ -141,11 +153,12 @@ export class RedisBroker implements Broker {
   private readonly pub: Redis;
   private readonly sub: Redis;
   private readonly ownsPub: boolean;
-  private readonly history: Pick<HistoryStore, 'room' | 'read'>;
+  private readonly history: BrokerHistory;
   private readonly prefix: string;
   private readonly onError: (error: Error) => void;
   private readonly maxHeld: number;
   private readonly myChannel: string;
+  private readonly everyChannel: string;
   private handler: BrokerHandler | undefined;
   private readonly rooms = new Map<string, RoomState>();
   private readonly byChannel = new Map<string, RoomState>();
@@ -163,6 +176,7 @@ export class RedisBroker implements Broker {
     const onError = options.onError;
     this.onError = (error) => onError?.(error);
     this.myChannel = nodeChannel(this.prefix, this.node);
+    this.everyChannel = allChannel(this.prefix);
     const subOptions: RedisOptions = {
       protocol: 2,
       // Resubscribing is done here, room by room, with the catch-up it needs.
@@ -190,7 +204,7 @@ export class RedisBroker implements Broker {
     this.sub.on('close', () => this.disconnected());
     this.sub.on('ready', () => this.reconnected());
     // Queued until the first connection is ready; later connections subscribe again.
-    this.started = this.sub.subscribe(this.myChannel).then(() => {});
+    this.started = this.sub.subscribe(this.myChannel, this.everyChannel).then(() => {});
     this.started.catch(() => {});
   }
 
@@ -237,11 +251,16 @@ export class RedisBroker implements Broker {
       .catch((error: unknown) => this.onError(asError(error)));
   }
 
-  evict(node: string, member: string): void {
+  notify(node: string | undefined, notice: NodeNotice): void {
     if (this.closed) return;
-    const envelope: Envelope = { o: this.node, e: { type: 'evict', member } };
+    if (node === this.node) {
+      this.handNotice(notice);
+      return;
+    }
+    const envelope: Envelope = { o: this.node, e: notice };
+    const channel = node === undefined ? this.everyChannel : nodeChannel(this.prefix, node);
     this.pub
-      .publish(nodeChannel(this.prefix, node), JSON.stringify(envelope))
+      .publish(channel, JSON.stringify(envelope))
       .catch((error: unknown) => this.onError(asError(error)));
   }
 
@@ -323,13 +342,12 @@ export class RedisBroker implements Broker {
   // ---- receiving ----
 
   private message(channel: string, payload: string): void {
-    if (channel === this.myChannel) {
-      const event = this.parseEnvelope(payload)?.e;
-      if (event?.type === 'whisper') this.handWhisper(event);
-      else if (event?.type === 'evict' && typeof event.member === 'string') {
-        const member = event.member;
-        this.tell(() => this.handler?.evicted?.(member));
-      }
+    if (channel === this.myChannel || channel === this.everyChannel) {
+      const envelope = this.parseEnvelope(payload);
+      if (envelope === undefined) return;
+      const event = envelope.e;
+      if (channel === this.myChannel && event.type === 'whisper') this.handWhisper(event);
+      else if (isNotice(event) && envelope.o !== this.node) this.handNotice(event);
       return;
     }
     const state = this.byChannel.get(channel);
@@ -340,15 +358,9 @@ export class RedisBroker implements Broker {
         held = parseChat(payload, state.name);
       } else {
         const envelope = this.parseEnvelope(payload);
-        const event = envelope?.e;
-        if (
-          event === undefined ||
-          envelope!.o === this.node ||
-          event.type === 'whisper' ||
-          event.type === 'evict'
-        ) {
-          return;
-        }
+        if (envelope === undefined || envelope.o === this.node) return;
+        const event = envelope.e;
+        if (event.type === 'whisper' || isNotice(event)) return;
         held = { chat: undefined, event };
       }
     } catch (error) {
@@ -409,6 +421,9 @@ export class RedisBroker implements Broker {
   }
 
   private hand(state: RoomState, event: RoomEvent): void {
+    if (event.type === 'chat' && state.epoch !== undefined) {
+      this.history.seen?.(state.key, state.epoch, event.id);
+    }
     const handler = this.handler;
     if (handler === undefined) return;
     try {
@@ -424,6 +439,11 @@ export class RedisBroker implements Broker {
     } catch (error) {
       this.onError(asError(error));
     }
+  }
+
+  private handNotice(notice: NodeNotice): void {
+    const handler = this.handler;
+    if (handler?.notice !== undefined) this.tell(() => handler.notice!(notice));
   }
 
   private tell(fn: () => void): void {
@@ -455,7 +475,9 @@ export class RedisBroker implements Broker {
     this.connected = true;
     // The first connection sends what was queued for it: the node's and the rooms' SUBSCRIBEs.
     if (this.generation === 0) return;
-    this.sub.subscribe(this.myChannel).catch((error: unknown) => this.onError(asError(error)));
+    this.sub
+      .subscribe(this.myChannel, this.everyChannel)
+      .catch((error: unknown) => this.onError(asError(error)));
     for (const state of this.rooms.values()) {
       if (state.everInStep && this.handler?.resync !== undefined) {
         const handler = this.handler;
@@ -550,7 +572,8 @@ export class RedisBroker implements Broker {
       state.retired.add(state.epoch);
       if (state.retired.size > 8) state.retired.delete(state.retired.values().next().value!);
       state.epoch = info.epoch;
-      state.last = 0;
+      // After a roll-back the ids up to the base are older chats: not handed over again.
+      state.last = info.base ?? 0;
       this.lost(state, 'epoch');
       if (!this.alive(state)) return;
     }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
+import type { Ban } from '../core/bans.js';
 import type { PeerAddress } from '../core/events.js';
 import { nicknameKey } from '../core/nickname.js';
 import {
@@ -49,6 +50,7 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   rn           hash tag -> the name the room was made with
 //   t:<hash>     ref: the member a resume token takes over (the hash of the token, which
 //                Redis never sees); the member's hash keeps it as 'tok', and goes with it
+//   bans         hash mask key -> JSON [seq, mask, by, reason, expires]; seq orders them
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
 // Scripts name their keys from P (ARGV[1]); KEYS[1] is the nodes key, for routing.
 // Time is Redis's TIME, so the nodes' clocks need not agree. Scripts return integers,
@@ -403,6 +405,25 @@ function departed(rows: unknown[]): DepartedMember[] {
   });
 }
 
+/** A stored ban and its order, or undefined for a row this version cannot read. */
+function parseBan(row: string): [number, Ban] | undefined {
+  try {
+    const [seq, mask, by, reason, expires] = JSON.parse(row) as unknown[];
+    if (
+      typeof seq !== 'number' ||
+      typeof mask !== 'string' ||
+      typeof by !== 'string' ||
+      typeof reason !== 'string' ||
+      (expires !== null && typeof expires !== 'number')
+    ) {
+      return undefined;
+    }
+    return [seq, { mask, by, reason, expires }];
+  } catch {
+    return undefined;
+  }
+}
+
 function member(ref: string, nickname: string, ip: string, port: string): PresenceMember {
   const colon = ref.indexOf(':');
   return {
@@ -590,6 +611,36 @@ export class RedisPresence implements Presence {
       this.timeoutMs,
     )) as [number, number];
     return { users: Number(users), nodes: Number(nodes) };
+  }
+
+  async bans(): Promise<Ban[]> {
+    const rows = Object.values(await this.redis.hgetall(`${this.prefix}bans`));
+    const parsed: [number, Ban][] = [];
+    for (const row of rows) {
+      const ban = parseBan(row);
+      if (ban !== undefined) parsed.push(ban);
+    }
+    return parsed.sort((a, b) => a[0] - b[0]).map(([, ban]) => ban);
+  }
+
+  async ban(key: string, ban: Ban, now: number): Promise<void> {
+    const bans = `${this.prefix}bans`;
+    const expired: string[] = [];
+    for (const [k, row] of Object.entries(await this.redis.hgetall(bans))) {
+      const old = parseBan(row);
+      if (old === undefined || (old[1].expires !== null && old[1].expires <= now)) expired.push(k);
+    }
+    // Shares the join counter: only its order matters.
+    const seq = await this.redis.incr(`${this.prefix}seq`);
+    const row = JSON.stringify([seq, ban.mask, ban.by, ban.reason, ban.expires]);
+    const write = this.redis.multi();
+    if (expired.length > 0) write.hdel(bans, ...expired);
+    write.hset(bans, key, row);
+    await write.exec();
+  }
+
+  async unban(key: string): Promise<boolean> {
+    return (await this.redis.hdel(`${this.prefix}bans`, key)) > 0;
   }
 
   async heartbeat(): Promise<Heartbeat> {

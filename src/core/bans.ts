@@ -139,6 +139,15 @@ function live(ban: Ban, now: number): boolean {
   return ban.expires === null || ban.expires > now;
 }
 
+/** Whether `ban`, in force at `now`, matches a member with this nickname or address. */
+export function banMatches(ban: Ban, nickname: string, ip: string, now: number): boolean {
+  if (!live(ban, now)) return false;
+  const matcher = parseMask(ban.mask);
+  if (matcher.kind === 'nickname') return matcher.key === `n:${nicknameKey(nickname)}`;
+  const n = parseIp(ip);
+  return n !== undefined && (n & prefix(matcher.bits)) === matcher.base;
+}
+
 /**
  * The ban list. Expired bans stop matching by themselves and are dropped at
  * the next change, which is when the list is written.
@@ -180,6 +189,11 @@ export class BanList {
       if (matcher.kind === 'nickname' && live(ban, now) && matcher.key === key) return ban;
     }
     return undefined;
+  }
+
+  /** Takes `bans` as the whole list (a cluster's shared one), without saving. */
+  replace(bans: readonly Ban[]): void {
+    this.bans = bans.map((ban) => ({ ban, matcher: parseMask(ban.mask) }));
   }
 
   /** Adds (or replaces the ban on the same mask) and saves. */

@@ -1,8 +1,33 @@
+import type { Ban } from './bans.js';
 import type { ChatEvent } from './events.js';
 
 /** Every event a room's members are shown: joins, leaves, renames, moderation and chats. */
 export type RoomEvent = Exclude<ChatEvent, { readonly type: 'whisper' }>;
 export type WhisperEvent = Extract<ChatEvent, { readonly type: 'whisper' }>;
+
+/**
+ * What one node tells another (or all the others): the member to remove or
+ * close lives there, or the shared ban list changed.
+ */
+export type NodeNotice =
+  | {
+      /** Remove this node's member `member` (its Presence id), as KICK or BAN does. */
+      readonly type: 'remove';
+      readonly member: string;
+      readonly action: 'kick' | 'ban';
+      readonly by: string;
+      readonly reason: string;
+      readonly seconds: number | undefined;
+    }
+  /** A ban was stored: enforce it, and remove the members it matches. */
+  | { readonly type: 'banned'; readonly ban: Ban; readonly seconds: number | undefined }
+  /** A ban was lifted. */
+  | { readonly type: 'unbanned'; readonly mask: string }
+  /**
+   * Another node took this node's member `member` over with its resume token: close its
+   * connection without a word to the rooms (Presence has moved it already).
+   */
+  | { readonly type: 'evict'; readonly member: string };
 
 /** A room as the broker needs it; a core `Room` is one. */
 export interface RoomRef {
@@ -28,11 +53,8 @@ export interface BrokerHandler {
   room(key: string, event: RoomEvent): void;
   /** A whisper addressed to this node. */
   whisper(event: WhisperEvent): void;
-  /**
-   * Another node took this node's member `member` over with its resume token: close its
-   * connection without a word to the rooms (Presence has moved it already).
-   */
-  evicted?(member: string): void;
+  /** A notice sent to this node, or to every node by another one. */
+  notice?(notice: NodeNotice): void;
   /**
    * The room's chats could not all be delivered: the next one handed over is not the
    * successor of the last. For 'epoch', the ids that follow belong to `epoch`.
@@ -87,8 +109,11 @@ export interface Broker {
   publish(key: string, event: RoomEvent): void;
   /** A whisper to a member on `node` (this node included). */
   whisper(node: string, event: WhisperEvent): void;
-  /** Tells `node` that its member `member` was taken over (at most once; see `evicted`). */
-  evict(node: string, member: string): void;
+  /**
+   * A notice to `node` (this node included: handed over at once), or with
+   * `undefined` to every other node. At most once, like whispers.
+   */
+  notify(node: string | undefined, notice: NodeNotice): void;
   /** Resolves once events of the room reach this node; calling it again renames only. */
   subscribe(room: RoomRef): Promise<void>;
   /** Resolves once the room's events no longer reach this node. */

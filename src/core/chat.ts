@@ -6,8 +6,16 @@ import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { BanList, type BanStore, MemoryBanStore } from './bans.js';
-import type { Broker, RoomEvent, WhisperEvent } from './broker.js';
-import { type ChatContext, chatTarget, commandFor, permitted, refuse } from './commands.js';
+import type { Broker, LostReason, NodeNotice, RoomEvent, WhisperEvent } from './broker.js';
+import {
+  type ChatContext,
+  chatTarget,
+  commandFor,
+  enforceBan,
+  permitted,
+  refuse,
+  removeMember,
+} from './commands.js';
 import { type ChatEvent, Delivery, type HistoryHeader } from './events.js';
 import type { HistoryStore, RoomHistory, StoredMessage } from './history.js';
 import type { Operator } from './moderation.js';
@@ -36,7 +44,10 @@ export interface ChatOptions {
   maxConnectionsPerIp?: number;
   /** Who may OPER; a reload replaces the list. */
   operators?: readonly Operator[];
-  /** Where bans persist; loaded once, here. */
+  /**
+   * Where bans persist; loaded once, here. Not used by a node of a cluster,
+   * whose bans are the cluster's (Presence), read with `refreshBans`.
+   */
   banStore?: BanStore;
   logger?: Logger;
   clock?: Clock;
@@ -261,7 +272,8 @@ export class Chat implements ChatContext, SessionHost {
     this.cluster?.broker.onEvent({
       room: (key, event) => this.arrived(key, event),
       whisper: (event) => this.whispered(event),
-      evicted: (member) => this.evicted(member),
+      notice: (notice) => this.noticed(notice),
+      lost: (key, reason, epoch) => this.gap(key, reason, epoch),
     });
     this.historyOnJoin = options.historyOnJoin ?? 50;
     this.admission = new Admission(
@@ -274,7 +286,11 @@ export class Chat implements ChatContext, SessionHost {
     );
     this.clock = options.clock ?? Date.now;
     this.operators = options.operators ?? [];
-    this.bans = new BanList(options.banStore ?? new MemoryBanStore());
+    this.bans = new BanList(
+      this.cluster === undefined
+        ? (options.banStore ?? new MemoryBanStore())
+        : new MemoryBanStore(),
+    );
     this.admission.banned = (ip) => {
       const ban = this.bans.bansAddress(ip, this.clock());
       if (ban === undefined) return false;
@@ -419,6 +435,60 @@ export class Chat implements ChatContext, SessionHost {
       default:
         return undefined;
     }
+  }
+
+  /**
+   * The broker could not hand over some of a room's chats: its members with
+   * "history" are told, in line with the chats, as a resume would tell them.
+   */
+  private gap(key: string, reason: LostReason, epoch: string): void {
+    const room = key === this.lobby.key ? this.lobby : this.rooms.keyed(key);
+    if (room === undefined || room.size === 0) return;
+    this.log.warn({ room: room.name, reason, epoch }, 'chats of a room were lost');
+    room.deliver(
+      new Delivery({
+        type: 'gap',
+        room: room.name,
+        epoch,
+        reason: reason === 'epoch' ? 'epoch' : 'deleted',
+      }),
+    );
+  }
+
+  /** From another node: a member of this one to remove or close, or the ban list changed. */
+  private noticed(notice: NodeNotice): void {
+    const now = this.clock();
+    switch (notice.type) {
+      case 'remove': {
+        for (const session of this.sessions) {
+          if (session.state === 'joined' && session.presenceId === notice.member) {
+            const { action, by, reason, seconds } = notice;
+            removeMember(this, session, action, by, reason, seconds);
+            return;
+          }
+        }
+        return;
+      }
+      case 'banned':
+        this.bans.add(notice.ban, now);
+        enforceBan(this, notice.ban, notice.seconds);
+        return;
+      case 'unbanned':
+        this.bans.remove(notice.mask, now);
+        return;
+      case 'evict':
+        this.evicted(notice.member);
+        return;
+    }
+  }
+
+  /**
+   * Reads the cluster's ban list again: at start, and now and then in case a
+   * notice of a change was missed (the subscriber connection was down).
+   */
+  async refreshBans(): Promise<void> {
+    const presence = this.cluster?.presence;
+    if (presence !== undefined) this.bans.replace(await presence.bans());
   }
 
   private whispered(event: WhisperEvent): void {
@@ -787,7 +857,7 @@ export class Chat implements ChatContext, SessionHost {
     const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
     if (taken === undefined) return false;
     const local = taken.node === cluster.presence.node;
-    if (!local) cluster.broker.evict(taken.node, taken.id);
+    if (!local) cluster.broker.notify(taken.node, { type: 'evict', member: taken.id });
     if (
       local &&
       ghost?.presenceId === taken.id &&
@@ -973,7 +1043,7 @@ export class Chat implements ChatContext, SessionHost {
     // A message the read saw may still be on its way to the room's members;
     // one turn later it has arrived, held, and release() drops it.
     await nextTurn();
-    session.release(room.name, header.top);
+    session.release(room.name, header.top, header.epoch);
   }
 
   /** HISTORY: the newest messages before `before`, at most `limit`, for a member of `room`. */

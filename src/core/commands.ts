@@ -5,8 +5,8 @@ import type { Limits } from '../protocol/pacing.js';
 import { formatDuration } from '../protocol/slash-commands.js';
 import { clip } from '../protocol/text.js';
 import type { BannedWords } from './banned-words.js';
-import type { BanList } from './bans.js';
-import type { WhisperEvent } from './broker.js';
+import { type Ban, type BanList, banMatches, parseMask } from './bans.js';
+import type { Broker, WhisperEvent } from './broker.js';
 import type { ChatEvent, MemberInfo, PeerAddress, RoomInfo } from './events.js';
 import { type Operator, removalDetail } from './moderation.js';
 import { checkNickname } from './nickname.js';
@@ -64,7 +64,7 @@ export interface ChatContext {
    */
   takeOver(session: Session, token: string): Promise<boolean>;
   /** Set when this node is one of a cluster: claims then go through Presence and wait for it. */
-  readonly cluster: { readonly presence: Presence } | undefined;
+  readonly cluster: { readonly presence: Presence; readonly broker: Broker } | undefined;
   /** Runs a request's asynchronous part; the session's later requests wait for it. */
   run(session: Session, work: Promise<void>): void;
   /** See Chat.interested / Chat.uninterested: a local member joining or leaving a room. */
@@ -549,7 +549,7 @@ function operatorOf(ctx: ChatContext, session: Session, cmd: string): string | u
 }
 
 /** Announces a removal to the room (members with "moderation"), then disconnects the member. */
-function remove(
+export function removeMember(
   ctx: ChatContext,
   target: Session,
   action: 'kick' | 'ban',
@@ -626,12 +626,34 @@ const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
   if (by === undefined) return;
   if (tooLong(ctx, session, req.reason ?? '', req.cmd)) return;
   const target = ctx.find(req.nickname);
-  if (target === undefined) {
-    refuse(session, ErrorCode.NO_SUCH_USER, `no member is called "${clip(req.nickname)}"`, req.cmd);
+  const reason = req.reason ?? '';
+  const cluster = ctx.cluster;
+  if (target === undefined && cluster !== undefined) {
+    // On another node, maybe: that node removes it, and the whole cluster sees the "99" and "30".
+    ctx.run(
+      session,
+      cluster.presence.find(req.nickname).then((member) => {
+        if (session.state === 'closed') return;
+        if (member === undefined) {
+          refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(req.nickname), req.cmd);
+          return;
+        }
+        const notice = { type: 'remove', member: member.id, action: 'kick', by, reason } as const;
+        cluster.broker.notify(member.node, { ...notice, seconds: undefined });
+      }),
+    );
     return;
   }
-  remove(ctx, target, 'kick', by, req.reason ?? '', undefined);
+  if (target === undefined) {
+    refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(req.nickname), req.cmd);
+    return;
+  }
+  removeMember(ctx, target, 'kick', by, reason, undefined);
 };
+
+function noSuchUser(nickname: string): string {
+  return `no member is called "${clip(nickname)}"`;
+}
 
 /**
  * BAN "95" {mask, seconds?, reason?} (operators) -> "98" the whole list; then
@@ -659,6 +681,11 @@ const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
     reason,
     expires: req.seconds === undefined ? null : now + req.seconds * 1000,
   };
+  const cluster = ctx.cluster;
+  if (cluster !== undefined) {
+    ctx.run(session, banInCluster(ctx, cluster, session, entry, req.seconds));
+    return;
+  }
   save(ctx, () => ctx.bans.add(entry, now));
   ctx.log.warn({ mask, by, reason, seconds: req.seconds, ip: session.address.ip }, `ban ${mask}`);
   banList(ctx, session);
@@ -668,15 +695,63 @@ const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
       (ctx.bans.bansAddress(member.address.ip, now) === entry ||
         ctx.bans.bansNickname(member.nickname, now) === entry)
     ) {
-      remove(ctx, member, 'ban', by, reason, req.seconds);
+      removeMember(ctx, member, 'ban', by, reason, req.seconds);
     }
   }
 };
+
+/**
+ * BAN on a node of a cluster: the ban is stored where every node reads it,
+ * enforced here at once and by the others when they hear of it, and each
+ * node removes its own members that match.
+ */
+async function banInCluster(
+  ctx: ChatContext,
+  cluster: { readonly presence: Presence; readonly broker: Broker },
+  session: Session,
+  entry: Ban,
+  seconds: number | undefined,
+): Promise<void> {
+  const now = ctx.now();
+  await cluster.presence.ban(parseMask(entry.mask).key, entry, now);
+  ctx.log.warn(
+    { mask: entry.mask, by: entry.by, reason: entry.reason, seconds, ip: session.address.ip },
+    `ban ${entry.mask}`,
+  );
+  ctx.bans.replace(await cluster.presence.bans());
+  cluster.broker.notify(undefined, { type: 'banned', ban: entry, seconds });
+  if (session.state !== 'closed') banList(ctx, session);
+  enforceBan(ctx, entry, seconds);
+}
+
+/** Removes this node's members that a new ban matches. */
+export function enforceBan(ctx: ChatContext, ban: Ban, seconds: number | undefined): void {
+  const now = ctx.now();
+  for (const member of ctx.members()) {
+    if (member.state === 'joined' && banMatches(ban, member.nickname, member.address.ip, now)) {
+      removeMember(ctx, member, 'ban', ban.by, ban.reason, seconds);
+    }
+  }
+}
 
 /** UNBAN "96" {mask} (operators) -> "98" the whole list. */
 const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
   const by = operatorOf(ctx, session, req.cmd);
   if (by === undefined) return;
+  const cluster = ctx.cluster;
+  if (cluster !== undefined) {
+    ctx.run(
+      session,
+      (async () => {
+        const found = await cluster.presence.unban(parseMask(req.mask.trim()).key);
+        ctx.log.warn({ mask: clip(req.mask), by, found }, `unban ${clip(req.mask)}`);
+        ctx.bans.replace(await cluster.presence.bans());
+        cluster.broker.notify(undefined, { type: 'unbanned', mask: req.mask });
+        if (session.state !== 'closed') banList(ctx, session);
+      })(),
+    );
+    return;
+  }
   const now = ctx.now();
   let found = false;
   save(ctx, () => {
@@ -689,6 +764,17 @@ const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
 /** BANS "97" (operators) -> "98" {bans: [{mask, by, reason, expires}]}. */
 const bans: Handler<typeof Cmd.BANS> = (ctx, session, req) => {
   if (operatorOf(ctx, session, req.cmd) === undefined) return;
+  const cluster = ctx.cluster;
+  if (cluster !== undefined) {
+    ctx.run(
+      session,
+      cluster.presence.bans().then((list) => {
+        ctx.bans.replace(list);
+        if (session.state !== 'closed') banList(ctx, session);
+      }),
+    );
+    return;
+  }
   banList(ctx, session);
 };
 

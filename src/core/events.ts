@@ -49,6 +49,17 @@ export type ChatEvent =
       readonly seconds: number | undefined;
     }
   | {
+      /**
+       * The room's live chats skip some this server could not deliver: 'epoch'
+       * when its history was lost (the chats that follow belong to `epoch`),
+       * 'deleted' when retention removed them first.
+       */
+      readonly type: 'gap';
+      readonly room: string;
+      readonly epoch: string;
+      readonly reason: 'epoch' | 'deleted';
+    }
+  | {
       readonly type: 'whisper';
       readonly at: number;
       readonly from: string;

@@ -59,6 +59,12 @@ export interface RoomHistory {
   readonly top: number;
   /** The lowest id still stored, or top + 1 when nothing is stored. */
   readonly oldest: number;
+  /**
+   * Ids up to this one were given out before the epoch began (it was rotated
+   * after Redis came back with older data, and the epoch's own ids follow
+   * them); undefined or 0 when the epoch's ids start at 1.
+   */
+  readonly base?: number;
 }
 
 export interface HistoryQuery {

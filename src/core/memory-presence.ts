@@ -3,6 +3,7 @@
  * atomic by construction. Several `MemoryPresence`s on one `PresenceHub`
  * behave as nodes of one cluster (the contract suite runs them so).
  */
+import type { Ban } from './bans.js';
 import type { PeerAddress } from './events.js';
 import { nicknameKey } from './nickname.js';
 import {
@@ -47,6 +48,8 @@ export class PresenceHub {
   readonly byNode = new Map<string, Map<MemberId, Entry>>();
   /** Resume token -> its member. */
   readonly tokens = new Map<string, Entry>();
+  /** Mask key -> ban; a replaced ban moves to the end, as the newest. */
+  readonly bans = new Map<string, Ban>();
 
   constructor(readonly now: () => number = Date.now) {}
 }
@@ -236,6 +239,23 @@ export class MemoryPresence implements Presence {
       }
       return dead;
     });
+  }
+
+  bans(): Promise<Ban[]> {
+    return Promise.resolve([...this.hub.bans.values()]);
+  }
+
+  ban(key: string, ban: Ban, now: number): Promise<void> {
+    for (const [k, b] of this.hub.bans) {
+      if (b.expires !== null && b.expires <= now) this.hub.bans.delete(k);
+    }
+    this.hub.bans.delete(key);
+    this.hub.bans.set(key, ban);
+    return Promise.resolve();
+  }
+
+  unban(key: string): Promise<boolean> {
+    return Promise.resolve(this.hub.bans.delete(key));
   }
 
   close(): Promise<DepartedMember[]> {

@@ -30,6 +30,7 @@
  *   by `release`, `leave` and `rename`; a release never frees a nickname
  *   that has since been claimed by someone else.
  */
+import type { Ban } from './bans.js';
 import type { PeerAddress } from './events.js';
 
 /** A member's id within its node: letters, digits, '.', '_' or '-', at most 100. */
@@ -180,6 +181,17 @@ export interface Presence {
   rooms(limit: number): Promise<RoomCount[]>;
   /** Members and live nodes across the cluster: one step, whatever their number. */
   census(): Promise<Census>;
+
+  /**
+   * The bans every node enforces, oldest first, expired ones included until a
+   * later `ban` drops them. Each is kept under its mask's key (`parseMask(mask).key`),
+   * so another spelling of a mask names the same ban.
+   */
+  bans(): Promise<Ban[]>;
+  /** Stores `ban` under `key`, replacing any ban there; drops bans expired before `now`. */
+  ban(key: string, ban: Ban, now: number): Promise<void>;
+  /** Removes the ban under `key`; false if there was none. */
+  unban(key: string): Promise<boolean>;
 
   /** Says this node is alive; first call registers it. */
   heartbeat(): Promise<Heartbeat>;

@@ -71,7 +71,7 @@ export class Session implements Member {
    * over what it read): chat at or below the floor is dropped until a higher
    * one passes, after which ids only grow.
    */
-  private floors: Map<string, number> | undefined;
+  private floors: Map<string, { readonly top: number; readonly epoch: string }> | undefined;
 
   constructor(
     readonly id: number,
@@ -134,6 +134,9 @@ export class Session implements Member {
   deliver(delivery: Delivery): void {
     if (this.held !== undefined && this.hold(delivery)) return;
     if (this.floors !== undefined && this.belowFloor(delivery)) return;
+    if (delivery.item.type === 'gap' && this.gapSeen(delivery.item.room, delivery.item.epoch)) {
+      return;
+    }
     this.send(delivery);
   }
 
@@ -165,25 +168,32 @@ export class Session implements Member {
 
   /**
    * Sends what was held for `room`, but chat the replay already covered (ids up
-   * to `top`): a message stored before the replay read it is delivered live too.
+   * to `top` of `epoch`): a message stored before the replay read it is
+   * delivered live too. After a gap into another epoch every chat is new.
    */
-  release(room: string, top: number): void {
+  release(room: string, top: number, epoch: string): void {
     const waiting = this.held?.get(room);
     if (waiting === undefined) return;
     this.held!.delete(room);
     if (this.held!.size === 0) this.held = undefined;
     let passed = false;
+    let covered = top;
     for (const delivery of waiting) {
       const item = delivery.item;
       if (item.type === 'chat') {
-        if (item.id <= top) continue;
+        if (item.id <= covered) continue;
+        passed = true;
+      } else if (item.type === 'gap') {
+        // The replay already read the new epoch: the client has it, and those chats.
+        if (item.epoch === epoch) continue;
+        covered = 0;
         passed = true;
       }
       this.send(delivery);
     }
     if (!passed && top > 0) {
       this.floors ??= new Map();
-      this.floors.set(room, top);
+      this.floors.set(room, { top, epoch });
     }
   }
 
@@ -192,10 +202,27 @@ export class Session implements Member {
     if (item.type !== 'chat') return false;
     const floor = this.floors!.get(item.room);
     if (floor === undefined) return false;
-    if (item.id <= floor) return true;
-    this.floors!.delete(item.room);
-    if (this.floors!.size === 0) this.floors = undefined;
+    if (item.id <= floor.top) return true;
+    this.dropFloor(item.room);
     return false;
+  }
+
+  /**
+   * A gap in `room`'s live chats: true when it is into the epoch the replay
+   * already showed (nothing new for the client); otherwise the floor, which
+   * counted ids of the old epoch, no longer applies.
+   */
+  private gapSeen(room: string, epoch: string): boolean {
+    const floor = this.floors?.get(room);
+    if (floor === undefined) return false;
+    if (floor.epoch === epoch) return true;
+    this.dropFloor(room);
+    return false;
+  }
+
+  private dropFloor(room: string): void {
+    this.floors!.delete(room);
+    if (this.floors!.size === 0) this.floors = undefined;
   }
 
   private hold(delivery: Delivery): boolean {

@@ -58,6 +58,11 @@ export const Cmd = {
   CHAT_STORED: '71',
   HISTORY: '106',
   HISTORY_RESPONSE: '107',
+  /**
+   * Server -> client ("history"): the room's live chats have a hole this server
+   * could not fill (its history was lost or trimmed first).
+   */
+  HISTORY_GAP: '108',
 } as const;
 
 /** The room every client joins at CONNECT; course clients know no other. */

@@ -242,6 +242,13 @@ export type ServerMessage =
       messages: HistoryEntry[];
       more: boolean;
     }
+  | {
+      cmd: typeof Cmd.HISTORY_GAP;
+      room: string;
+      /** The epoch of the chats that follow. */
+      epoch: string;
+      reason: Extract<NotRecovered, 'epoch' | 'deleted'>;
+    }
   | { cmd: typeof Cmd.PART_ROOM_SUCCESS; room: string }
   | { cmd: typeof Cmd.ROOMS_RESPONSE; rooms: RoomEntry[] };
 

@@ -1,5 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import type { Broker, BrokerHandler, RoomEvent, RoomRef, WhisperEvent } from '../core/broker.js';
+import type {
+  Broker,
+  BrokerHandler,
+  NodeNotice,
+  RoomEvent,
+  RoomRef,
+  WhisperEvent,
+} from '../core/broker.js';
 
 /** One broker's subscription to one room. */
 interface Subscription {
@@ -73,9 +80,15 @@ export class MemoryBroker implements Broker {
     this.hub.nodes.get(node)?.handler?.whisper(event);
   }
 
-  evict(node: string, member: string): void {
+  notify(node: string | undefined, notice: NodeNotice): void {
     if (this.closed) return;
-    this.hub.nodes.get(node)?.handler?.evicted?.(member);
+    if (node !== undefined) {
+      this.hub.nodes.get(node)?.handler?.notice?.(notice);
+      return;
+    }
+    for (const other of [...this.hub.nodes.values()]) {
+      if (other !== this) other.handler?.notice?.(notice);
+    }
   }
 
   subscribe(room: RoomRef): Promise<void> {

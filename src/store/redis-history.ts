@@ -73,6 +73,9 @@ export type PublishedChat = [
  */
 const EMPTY_EPOCH_TTL_S = 7 * 24 * 3600;
 
+/** Rooms whose highest id a node remembers; beyond it the least recently new are forgotten. */
+const MAX_REMEMBERED_ROOMS = 100_000;
+
 /** Rooms whose age retention one SSCAN step hands over. */
 const PRUNE_SCAN_COUNT = 100;
 
@@ -81,18 +84,43 @@ const PRUNE_SCAN_COUNT = 100;
 //   epoch  the room's epoch, created with SET NX when first needed
 //   msgs   the stream: entry id `<id>-0`, fields at, from, msg[, cid], in that order
 //   cids   hash: `<byte length of from>:<from><cid>` -> id, only for messages still in msgs
+//   base   the top when the epoch was rotated after a roll-back (absent: 0)
+//
+// A roll-back (Redis restarted from an older RDB or AOF) keeps the epoch key with a top
+// below ids already handed out: INCR would give them out again under the same epoch.
+// Each node remembers the highest id it has seen per room and epoch and passes it to the
+// scripts, which rotate the epoch when the top is below it: atomically, so the first node
+// to notice rotates it once and the others find an epoch they have not seen.
 // Scripts return integers and strings only: booleans differ between RESP2 and RESP3.
 
 /**
- * KEYS: top, epoch, msgs, cids, rooms. ARGV: epoch candidate, maxMessages, room tag, at,
- * from, msg, channel ('' for none)[, cid]. Returns {id, epoch, 0} for a new message,
- * {id, epoch, 1, at, msg} for a duplicate cid (not published again).
+ * The room's epoch after the roll-back check. Needs top_key, epoch_key, base_key; ARGV[1]
+ * is the epoch candidate, seen_epoch and seen_top what this node has seen.
  */
-const APPEND_LUA = `
+const ROTATE_LUA = `
+local function current_epoch(top_key, epoch_key, base_key, seen_epoch, seen_top)
+  local epoch = redis.call('GET', epoch_key)
+  if not epoch then return nil end
+  local top = tonumber(redis.call('GET', top_key) or '0')
+  if epoch == seen_epoch and top < seen_top then
+    epoch = ARGV[1]
+    redis.call('SET', epoch_key, epoch)
+    redis.call('SET', base_key, top)
+  end
+  return epoch
+end
+`;
+
+/**
+ * KEYS: top, epoch, msgs, cids, rooms, base. ARGV: epoch candidate, maxMessages, room tag,
+ * at, from, msg, channel ('' for none), seen epoch, seen top[, cid]. Returns {id, epoch, 0}
+ * for a new message, {id, epoch, 1, at, msg} for a duplicate cid (not published again).
+ */
+const APPEND_LUA = `${ROTATE_LUA}
 local top_key, epoch_key, msgs, cids, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local max = tonumber(ARGV[2])
-local at, from, msg, channel, cid = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local epoch = redis.call('GET', epoch_key)
+local at, from, msg, channel, cid = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[10]
+local epoch = current_epoch(top_key, epoch_key, KEYS[6], ARGV[8], tonumber(ARGV[9]))
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', epoch_key, epoch)
@@ -137,12 +165,12 @@ return {id, epoch, 0}
 `;
 
 /**
- * KEYS: top, epoch, msgs. ARGV: epoch candidate, TTL for the epoch of a room never written.
- * Returns {epoch, top, oldest}.
+ * KEYS: top, epoch, msgs, base. ARGV: epoch candidate, TTL for the epoch of a room never
+ * written, seen epoch, seen top. Returns {epoch, top, oldest, base}.
  */
-const ROOM_LUA = `
+const ROOM_LUA = `${ROTATE_LUA}
 local top = tonumber(redis.call('GET', KEYS[1]) or '0')
-local epoch = redis.call('GET', KEYS[2])
+local epoch = current_epoch(KEYS[1], KEYS[2], KEYS[4], ARGV[3], tonumber(ARGV[4]))
 if not epoch then
   epoch = ARGV[1]
   if top == 0 then
@@ -154,7 +182,7 @@ end
 local oldest = top + 1
 local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
 if first then oldest = tonumber(string.match(first[1], '^%d+')) end
-return {epoch, top, oldest}
+return {epoch, top, oldest, tonumber(redis.call('GET', KEYS[4]) or '0')}
 `;
 
 /**
@@ -267,6 +295,8 @@ export class RedisHistoryStore implements HistoryStore {
   private readonly timer: NodeJS.Timeout | undefined;
   /** Operations not yet settled, so close() sends its QUIT after them. */
   private readonly inflight = new Set<Promise<unknown>>();
+  /** Per room, the highest id this node has seen and its epoch (see `seen`). */
+  private readonly highest = new Map<string, { epoch: string; top: number }>();
   /** A prune in progress: reads and room() wait for it, so they never see what it removes. */
   private pruning: Promise<void> | undefined;
   private closed = false;
@@ -284,8 +314,8 @@ export class RedisHistoryStore implements HistoryStore {
       // Without a listener ioredis prints every reconnect failure to stderr.
       this.redis.on('error', (error: Error) => onError?.(error));
     }
-    this.redis.defineCommand('confabHistoryAppend', { lua: APPEND_LUA, numberOfKeys: 5 });
-    this.redis.defineCommand('confabHistoryRoom', { lua: ROOM_LUA, numberOfKeys: 3 });
+    this.redis.defineCommand('confabHistoryAppend', { lua: APPEND_LUA, numberOfKeys: 6 });
+    this.redis.defineCommand('confabHistoryRoom', { lua: ROOM_LUA, numberOfKeys: 4 });
     this.redis.defineCommand('confabHistoryPrune', { lua: PRUNE_LUA, numberOfKeys: 2 });
     this.scripts = this.redis as unknown as Scripts;
 
@@ -311,12 +341,14 @@ export class RedisHistoryStore implements HistoryStore {
     const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
     const msg = wellFormed(draft.msg);
     const keys = this.keys(room);
+    const seen = this.highest.get(room);
     const args: (string | number)[] = [
       keys.top,
       keys.epoch,
       keys.msgs,
       keys.cids,
       this.roomsKey(),
+      keys.base,
       this.epochCandidate(room),
       this.retention.maxMessages,
       keys.tag,
@@ -324,6 +356,8 @@ export class RedisHistoryStore implements HistoryStore {
       draft.from,
       msg,
       this.publish ? roomChannel(this.prefix, room) : '',
+      seen?.epoch ?? '',
+      seen?.top ?? 0,
     ];
     if (cid !== undefined) args.push(cid);
     return this.track(
@@ -335,6 +369,7 @@ export class RedisHistoryStore implements HistoryStore {
           string?,
           string?,
         ];
+        this.seen(room, epoch, id);
         const message: StoredMessage =
           duplicate === 1
             ? {
@@ -367,15 +402,20 @@ export class RedisHistoryStore implements HistoryStore {
     return this.track(
       this.afterPrune(async () => {
         const keys = this.keys(room);
+        const seen = this.highest.get(room);
         const reply = await this.scripts.confabHistoryRoom(
           keys.top,
           keys.epoch,
           keys.msgs,
+          keys.base,
           this.epochCandidate(room),
           EMPTY_EPOCH_TTL_S,
+          seen?.epoch ?? '',
+          seen?.top ?? 0,
         );
-        const [epoch, top, oldest] = reply as [string, number, number];
-        return { epoch, top, oldest };
+        const [epoch, top, oldest, base] = reply as [string, number, number, number];
+        this.seen(room, epoch, top);
+        return base > 0 ? { epoch, top, oldest, base } : { epoch, top, oldest };
       }),
     );
   }
@@ -436,7 +476,27 @@ export class RedisHistoryStore implements HistoryStore {
       epoch: `${base}epoch`,
       msgs: `${base}msgs`,
       cids: `${base}cids`,
+      base: `${base}base`,
     };
+  }
+
+  /**
+   * Records that `id` of `room` was handed out under `epoch` (appended here, read, or
+   * delivered by the broker): should Redis come back with a lower top under that epoch,
+   * the next script to touch the room rotates the epoch.
+   */
+  seen(room: string, epoch: string, id: number): void {
+    const known = this.highest.get(room);
+    if (known !== undefined && known.epoch === epoch) {
+      if (id > known.top) known.top = id;
+      return;
+    }
+    if (known === undefined && this.highest.size >= MAX_REMEMBERED_ROOMS) {
+      // Rooms touched longest ago go first: their members have most likely left.
+      this.highest.delete(this.highest.keys().next().value!);
+    }
+    this.highest.delete(room);
+    this.highest.set(room, { epoch, top: id });
   }
 
   private roomsKey(): string {

@@ -7,6 +7,7 @@ import type {
   Broker,
   BrokerHandler,
   LostReason,
+  NodeNotice,
   RoomEvent,
   RoomRef,
   WhisperEvent,
@@ -36,6 +37,7 @@ export class Recorder implements BrokerHandler {
   readonly whispers: WhisperEvent[] = [];
   readonly lostRooms: { key: string; reason: LostReason; epoch: string }[] = [];
   readonly resyncs: string[] = [];
+  readonly notices: NodeNotice[] = [];
 
   room(key: string, event: RoomEvent): void {
     this.events.push({ key, event });
@@ -48,6 +50,9 @@ export class Recorder implements BrokerHandler {
   }
   resync(key: string): void {
     this.resyncs.push(key);
+  }
+  notice(notice: NodeNotice): void {
+    this.notices.push(notice);
   }
 
   of(key: string): RoomEvent[] {
@@ -242,6 +247,36 @@ export function brokerContract(target: BrokerTarget): void {
       expect(a.got.whispers).toHaveLength(1);
       expect([a, b, other].flatMap((n) => n.got.events)).toEqual([]);
       expect(new Set([a, b, other].map((n) => n.broker.node)).size).toBe(3);
+    });
+
+    it('takes a notice to the node it names, or to every other node', async () => {
+      const c = await cluster();
+      const [a, b, other] = [await c.node(), await c.node(), await c.node()];
+      const remove: NodeNotice = {
+        type: 'remove',
+        member: '7',
+        action: 'kick',
+        by: 'op',
+        reason: 'spam',
+        seconds: undefined,
+      };
+      const banned: NodeNotice = {
+        type: 'banned',
+        ban: { mask: 'eve', by: 'op', reason: '', expires: null },
+        seconds: undefined,
+      };
+      a.broker.notify(a.broker.node, { type: 'unbanned', mask: 'self' });
+      expect(a.got.notices).toEqual([{ type: 'unbanned', mask: 'self' }]);
+      a.broker.notify(b.broker.node, remove);
+      a.broker.notify(undefined, banned);
+      await eventually(() => expect(other.got.notices).toHaveLength(1));
+      await eventually(() => expect(b.got.notices).toHaveLength(2));
+      // Over Redis an undefined field is left out: compare as JSON.
+      const json = (value: unknown): unknown => JSON.parse(JSON.stringify(value));
+      expect(json(b.got.notices)).toEqual(json([remove, banned]));
+      expect(json(other.got.notices)).toEqual(json([banned]));
+      expect(a.got.notices).toHaveLength(1);
+      expect([a, b, other].flatMap((n) => [...n.got.events, ...n.got.whispers])).toEqual([]);
     });
 
     it('lets a handler unsubscribe while it is being handed an event', async () => {

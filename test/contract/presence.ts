@@ -408,5 +408,30 @@ export function presenceContract(target: PresenceTarget): void {
       expect(await a!.find('bob')).toBeUndefined();
       expect(await a!.reap()).toEqual([]);
     });
+    it('shares bans between nodes: by key, replaced in place of the oldest, expired ones dropped', async () => {
+      const {
+        nodes: [a, b],
+      } = await setup(2);
+      const ban = (mask: string, expires: number | null) => ({
+        mask,
+        by: 'op',
+        reason: 'r',
+        expires,
+      });
+      expect(await b!.bans()).toEqual([]);
+      await a!.ban('n:eve', ban('eve', null), 1_000);
+      await b!.ban('a:1/128', ban('::1', 5_000), 1_000);
+      await a!.ban('n:zed', ban('zed', 2_000), 1_000);
+      expect(await b!.bans()).toEqual([ban('eve', null), ban('::1', 5_000), ban('zed', 2_000)]);
+      // The same key replaces, and the replacement is the newest.
+      await b!.ban('n:eve', ban('EVE', 9_000), 1_500);
+      expect(await a!.bans()).toEqual([ban('::1', 5_000), ban('zed', 2_000), ban('EVE', 9_000)]);
+      // A ban stored after zed expired drops it.
+      await a!.ban('n:kim', ban('kim', null), 3_000);
+      expect((await b!.bans()).map((x) => x.mask)).toEqual(['::1', 'EVE', 'kim']);
+      expect(await b!.unban('n:eve')).toBe(true);
+      expect(await b!.unban('n:eve')).toBe(false);
+      expect((await a!.bans()).map((x) => x.mask)).toEqual(['::1', 'kim']);
+    });
   });
 }

@@ -65,6 +65,10 @@ export function toServerMessage(
             at: item.at,
           }
         : { cmd: Cmd.CHAT_RESPONSE, from: item.from, msg: item.msg };
+    case 'gap':
+      // Ids and epochs mean something only to clients that keep a position.
+      if (!caps.has('history')) return undefined;
+      return { cmd: Cmd.HISTORY_GAP, room: item.room, epoch: item.epoch, reason: item.reason };
     case 'moderated': {
       if (!caps.has('moderation')) return undefined;
       const notice: ServerMessage = {

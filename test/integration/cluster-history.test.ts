@@ -1,0 +1,123 @@
+/**
+ * History across confab nodes when Redis loses data: clients are told live
+ * that a room's chats have a hole ("108"), and ids are never handed out twice
+ * under one epoch, also after Redis comes back with older data.
+ */
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { withoutRedis } from '../helpers/redis.js';
+
+const skip = withoutRedis();
+const HISTORY = { caps: ['errors', 'rooms', 'history'] };
+
+type Message = Record<string, unknown> & { cmd: string };
+
+let cluster: TestCluster;
+const clients: RawClient[] = [];
+
+async function member(node: number, nickname: string, extra: object = {}): Promise<RawClient> {
+  const client = await RawClient.open(cluster.nodes[node]!.port);
+  clients.push(client);
+  client.sendPy({ cmd: '0', nickname, ...extra });
+  await client.expect('03');
+  return client;
+}
+
+/** Waits (bounded) until `client` has a message that `what` accepts; returns it. */
+async function seen(client: RawClient, what: (m: Message) => boolean): Promise<Message> {
+  const deadline = Date.now() + 15_000;
+  for (let i = 0; i < 1_500 && Date.now() < deadline; i++) {
+    const found = (client.received as Message[]).find(what);
+    if (found !== undefined) return found;
+    if (client.isClosed) break;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`not received; got ${client.describe()}`);
+}
+
+const chat = (msg: string) => (m: Message) => m.cmd === '70' && m.msg === msg;
+
+beforeAll(async () => {
+  if (skip) return;
+  cluster = await startCluster(2, ['--max-users', '20']);
+}, 60_000);
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await cluster?.stop();
+}, 60_000);
+
+describe.skipIf(skip)('lost history, told to clients', () => {
+  it('tells members with "history" of a new epoch when Redis restarts empty; course clients see nothing new', async () => {
+    const h0 = await member(0, 'h0', HISTORY);
+    const h1 = await member(1, 'h1', HISTORY);
+    const course = await member(1, 'course');
+    const header = (await h1.expect('101')) as Message;
+    course.sendPy({ cmd: '7', msg: 'before' });
+    for (const c of [h0, h1]) await seen(c, chat('before'));
+
+    await cluster.redis.restart();
+    const gaps = await Promise.all([h0, h1].map((c) => seen(c, (m) => m.cmd === '108')));
+    for (const gap of gaps) {
+      expect(gap).toEqual({
+        cmd: '108',
+        room: 'lobby',
+        epoch: expect.any(String),
+        reason: 'epoch',
+      });
+      expect(gap.epoch).not.toBe(header.epoch);
+    }
+    h0.sendPy({ cmd: '7', msg: 'after', room: 'lobby' });
+    const stored = (await h0.expect('71', 10_000)) as Message;
+    const after = await seen(h1, chat('after'));
+    expect(after.id).toBe(stored.id);
+    // The notice comes before the first chat of the new epoch.
+    const got = h1.received as Message[];
+    expect(got.indexOf(gaps[1]!)).toBeLessThan(got.indexOf(after));
+    await seen(course, chat('after'));
+    expect(course.rawFrames.filter((f) => f.includes('"108"'))).toEqual([]);
+    for (const c of [h0, h1, course]) c.close();
+  }, 60_000);
+  it('rotates the epoch when Redis comes back with older data: no id is delivered twice under one epoch', async () => {
+    const w0 = await member(0, 'w0', HISTORY);
+    const w1 = await member(1, 'w1', HISTORY);
+    const header = (await w1.expect('101')) as Message;
+    // What w1 received, as (epoch, id) pairs: the epoch from "101", then from each "108".
+    const pairs = () => {
+      let epoch = String(header.epoch);
+      const out: string[] = [];
+      for (const m of w1.received as Message[]) {
+        if (m.cmd === '108') epoch = String(m.epoch);
+        if (m.cmd === '70') out.push(`${epoch}/${String(m.id)}`);
+      }
+      return out;
+    };
+    const say = async (msg: string) => {
+      w0.sendPy({ cmd: '7', msg, room: 'lobby' });
+      await seen(w1, chat(msg));
+    };
+    for (const msg of ['a1', 'a2', 'a3']) await say(msg);
+    const admin = new Redis(cluster.redis.url, { maxRetriesPerRequest: 1 });
+    try {
+      expect(await admin.save()).toBe('OK');
+    } finally {
+      admin.disconnect();
+    }
+    for (const msg of ['b1', 'b2', 'b3']) await say(msg);
+    // Back from the snapshot: the b's are gone, the epoch and a top of the a's are back.
+    await cluster.redis.restart();
+    const gap = await seen(w1, (m) => m.cmd === '108');
+    expect(gap).toMatchObject({ room: 'lobby', reason: 'epoch' });
+    expect(gap.epoch).not.toBe(header.epoch);
+    for (const msg of ['c1', 'c2', 'c3']) await say(msg);
+    const got = pairs();
+    expect(got.length).toBeGreaterThanOrEqual(9);
+    expect(new Set(got).size).toBe(got.length);
+    // Nothing of before the roll-back was handed over again.
+    const texts = (w1.received as Message[]).filter((m) => m.cmd === '70').map((m) => m.msg);
+    expect(texts.filter((t) => t === 'a1' || t === 'b1')).toEqual(['a1', 'b1']);
+    for (const c of [w0, w1]) c.close();
+  }, 60_000);
+});

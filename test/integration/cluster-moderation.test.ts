@@ -1,0 +1,207 @@
+/**
+ * KICK, BAN, UNBAN and BANS across three confab nodes sharing one real
+ * redis-server: an operator on one node removes members of the others, and a
+ * ban is kept in Redis and enforced by every node.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashPassword } from '../../src/password.js';
+import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { withoutRedis } from '../helpers/redis.js';
+
+const skip = withoutRedis();
+const MOD = { caps: ['errors', 'moderation'] };
+
+let dir: string;
+let cluster: TestCluster;
+const clients: RawClient[] = [];
+
+function port(node: number): number {
+  return cluster.nodes[node]!.port;
+}
+
+/** A connection from `localAddress` (any 127.0.0.0/8 address; default 127.0.0.1). */
+function open(node: number, localAddress = '127.0.0.1'): Promise<RawClient> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: '127.0.0.1', port: port(node), localAddress });
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      const client = RawClient.wrap(socket);
+      clients.push(client);
+      resolve(client);
+    });
+    socket.once('error', reject);
+  });
+}
+
+async function member(
+  node: number,
+  nickname: string,
+  extra: object = {},
+  from?: string,
+): Promise<RawClient> {
+  const client = await open(node, from);
+  client.sendPy({ cmd: '0', nickname, ...extra });
+  await client.expect('03');
+  return client;
+}
+
+async function operator(node: number, nickname: string): Promise<RawClient> {
+  const op = await member(node, nickname, MOD);
+  op.sendPy({ cmd: '92', name: 'teacher', password: 'open sesame' });
+  await op.expect('93');
+  return op;
+}
+
+/** What a CONNECT with `nickname` gets on `node`: "03", "01", a "90" code, or "closed". */
+async function tryConnect(node: number, nickname: string, extra: object = {}): Promise<string> {
+  const client = await open(node);
+  client.sendPy({ cmd: '0', nickname, ...extra });
+  const deadline = Date.now() + 5_000;
+  for (let i = 0; i < 500 && Date.now() < deadline; i++) {
+    const first = client.received[0];
+    if (first !== undefined) {
+      client.close();
+      return first.cmd === '90' ? `90 ${String(first.code)}` : first.cmd;
+    }
+    if (client.isClosed) return 'closed';
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  client.close();
+  return 'nothing';
+}
+
+beforeAll(async () => {
+  if (skip) return;
+  dir = mkdtempSync(path.join(os.tmpdir(), 'confab-cluster-mod-'));
+  const config = path.join(dir, 'confab.yaml');
+  writeFileSync(
+    config,
+    `max-users: 20\noperators:\n  - name: teacher\n    password: "${hashPassword('open sesame')}"\n`,
+  );
+  // The third node's bans.json bans "oldban": with --redis it is not used.
+  const third = path.join(dir, 'data2');
+  mkdirSync(third);
+  writeFileSync(
+    path.join(third, 'bans.json'),
+    JSON.stringify({ bans: [{ mask: 'oldban', by: 'x', reason: '', expires: null }] }),
+  );
+  cluster = await startCluster(3, ['--config', config], (i) => [
+    '--data-dir',
+    path.join(dir, `data${i}`),
+  ]);
+}, 60_000);
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await cluster?.stop();
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+}, 60_000);
+
+describe.skipIf(skip)('moderation across nodes', () => {
+  it('KICK removes a member of another node: "99" and "30" everywhere, as on one node', async () => {
+    const op = await operator(0, 'op-kick');
+    const course = await member(1, 'kickme');
+    const plain = await member(2, 'plain-kick');
+    const watcher = await member(2, 'watch-kick', { caps: ['moderation'] });
+    op.sendPy({ cmd: '94', nickname: 'KICKME', reason: 'spam' });
+    await course.expectClose();
+    expect(await watcher.expect('30', 10_000)).toEqual({
+      cmd: '30',
+      nickname: 'kickme',
+      userCount: 3,
+    });
+    expect(watcher.received.filter((m) => m.cmd === '99')).toEqual([
+      { cmd: '99', action: 'kick', nickname: 'kickme', by: 'teacher', reason: 'spam' },
+    ]);
+    expect(await op.expect('99')).toEqual({
+      cmd: '99',
+      action: 'kick',
+      nickname: 'kickme',
+      by: 'teacher',
+      reason: 'spam',
+    });
+    expect(await plain.expect('30')).toEqual({ cmd: '30', nickname: 'kickme', userCount: 3 });
+    expect(plain.received.filter((m) => m.cmd === '99')).toEqual([]);
+    // The nickname is free again, on any node.
+    expect(await tryConnect(0, 'kickme')).toBe('03');
+    // Nobody of that name anywhere: 1011, as on one node.
+    op.sendPy({ cmd: '94', nickname: 'nobody-here' });
+    expect(await op.expect('90')).toMatchObject({ code: 1011, ref: '94' });
+    for (const c of [op, plain, watcher]) c.close();
+  });
+
+  it('BAN is stored in Redis: every node removes its matching members and refuses the name', async () => {
+    const op = await operator(0, 'op-ban');
+    const eve = await member(1, 'eve', { caps: ['errors'] });
+    const watcher = await member(2, 'watch-ban', { caps: ['moderation'] });
+    op.sendPy({ cmd: '95', mask: 'EVE', reason: 'abuse', seconds: 3600 });
+    const list = await op.expect('98');
+    expect(list).toMatchObject({ bans: [{ mask: 'EVE', by: 'teacher', reason: 'abuse' }] });
+    expect(await eve.expect('90', 10_000)).toMatchObject({ code: 2006 });
+    await eve.expectClose();
+    expect(await watcher.expect('99', 10_000)).toEqual({
+      cmd: '99',
+      action: 'ban',
+      nickname: 'eve',
+      by: 'teacher',
+      reason: 'abuse',
+      seconds: 3600,
+    });
+    await watcher.expect('30');
+    // Node 2 had the ban before it relayed eve's "99": refused there, and on the others.
+    for (const node of [2, 1, 0]) {
+      expect(await tryConnect(node, 'Eve')).toBe('01');
+      expect(await tryConnect(node, 'eve', { caps: ['errors'] })).toBe('90 2006');
+    }
+    // RENAME to the banned name, on another node than the operator's.
+    const ren = await member(2, 'renamer');
+    ren.sendPy({ cmd: '5', newNickname: 'eve' });
+    expect(await ren.expect('50')).toMatchObject({ cmd: '50' });
+
+    // BANS on another node lists the shared ban; UNBAN there lifts it everywhere.
+    const op2 = await operator(2, 'op-ban2');
+    op2.sendPy({ cmd: '97' });
+    expect(await op2.expect('98')).toMatchObject({ bans: [{ mask: 'EVE' }] });
+    op2.sendPy({ cmd: '96', mask: 'eve' });
+    expect(await op2.expect('98')).toEqual({ cmd: '98', bans: [] });
+    // Node 1 hears of it over Redis, a moment after op2 is answered.
+    let answer = '';
+    for (let i = 0; i < 50 && answer !== '03'; i++) {
+      answer = await tryConnect(1, 'eve');
+      if (answer !== '03') await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(answer).toBe('03');
+    for (const c of [op, watcher, ren, op2]) c.close();
+  });
+
+  it('an address BAN removes that address on other nodes and refuses it at accept', async () => {
+    const op = await operator(0, 'op-addr');
+    const far = await member(2, 'from-three', {}, '127.0.0.3');
+    const near = await member(2, 'from-one');
+    op.sendPy({ cmd: '95', mask: '127.0.0.3' });
+    await op.expect('98');
+    await far.expectClose(10_000);
+    expect(await near.expect('30', 10_000)).toEqual({
+      cmd: '30',
+      nickname: 'from-three',
+      userCount: expect.any(Number),
+    });
+    // Refused at accept on a node other than the operator's: "02", then closed.
+    const refused = await open(1, '127.0.0.3');
+    expect(await refused.expect('02')).toMatchObject({ cmd: '02' });
+    await refused.expectClose();
+    op.sendPy({ cmd: '96', mask: '127.0.0.3' });
+    await op.expect('98');
+    for (const c of [op, near]) c.close();
+  });
+
+  it("ignores a node's bans.json with --redis, and says so", async () => {
+    expect(await tryConnect(2, 'oldban')).toBe('03');
+    expect(cluster.nodes[2]!.output()).toMatch(/bans\.json in --data-dir is not used with --redis/);
+  });
+});
