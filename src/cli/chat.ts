@@ -228,6 +228,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     }
     showHistory(r.history);
   });
+  client.on('gap', (g) => say(view.gap(style, g.room, g.reason)));
   client.on('reconnecting', (r) => {
     if (!leaving) say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
   });

@@ -112,6 +112,12 @@ export interface ChatEvents {
   room: [JoinedRoom & { origin: 'join' | 'connect' | 'resume' }];
   /** "71": a chat of yours is stored; `cid` is what chat() returned. */
   stored: [{ room: string; id: number; at: number; cid?: string; duplicate: boolean }];
+  /**
+   * "108": messages of a room you stay in were lost on the server (history
+   * reset: the ids that follow belong to `epoch`; or deleted before they
+   * reached you). The chats after it arrive as usual.
+   */
+  gap: [{ room: string; epoch: string; reason: 'epoch' | 'deleted' }];
   /** "99": a member was kicked or banned (capability "moderation"). */
   moderation: [
     { action: 'kick' | 'ban'; nickname: string; by: string; reason: string; seconds?: number },
@@ -1043,6 +1049,9 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       case Cmd.ERROR:
         this.onError(message);
         return;
+      case Cmd.HISTORY_GAP:
+        this.onGap(message, room);
+        return;
       case Cmd.JOIN_ROOM_SUCCESS:
         this.onJoined(message, room);
         if (this.welcomeRooms) return;
@@ -1136,6 +1145,18 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     if (id > track.id) track.id = id;
     if (track.oldest === undefined || id < track.oldest) track.oldest = id;
     return true;
+  }
+
+  private onGap(message: ParsedServerMessage, room: string): void {
+    const epoch = typeof message.epoch === 'string' ? message.epoch : undefined;
+    const reason = message.reason === 'deleted' ? ('deleted' as const) : ('epoch' as const);
+    if (epoch === undefined) return;
+    const track = this.tracks.get(room);
+    // The new epoch numbers from 1 again: ids seen under the old one must not hide them.
+    if (track !== undefined && track.epoch !== epoch) {
+      this.tracks.set(room, { epoch, id: 0, seen: new Set(), oldest: undefined });
+    }
+    this.emit('gap', { room, epoch, reason });
   }
 
   private onChat(message: ParsedServerMessage, room: string): void {

@@ -314,6 +314,10 @@ export class Connection {
         if (!had) this.saveSession();
         return;
       }
+      case Cmd.HISTORY_GAP:
+        // Positions of the old epoch name nothing in the new one.
+        if (typeof message.epoch === 'string') this.resume.entered(room, message.epoch);
+        return;
       case Cmd.PART_ROOM_SUCCESS:
         this.resume.left(room);
         this.saveSession();

@@ -517,6 +517,35 @@ function pendingLine(cid: string): HTMLLIElement | undefined {
   return undefined;
 }
 
+/** Marks where messages are missing, with the server's reason in words. */
+function gapMarker(view: RoomView, reason: unknown): void {
+  const why = typeof reason === 'string' ? reason : 'unknown';
+  const marker = line('marker', [
+    `Some messages could not be recovered: ${NOT_RECOVERED[why] ?? why}.`,
+  ]);
+  marker.dataset.reason = why;
+  marker.setAttribute('role', 'note');
+  append(view, marker);
+}
+
+/**
+ * A "108": the server lost messages of a room this page stays in. After a
+ * history reset the ids start again in a new epoch, so the lines that follow
+ * are told apart from the old ones by it.
+ */
+function onGap(m: ParsedServerMessage): void {
+  const view = viewFor(m.room);
+  if (view === undefined) return;
+  if (m.reason === 'epoch' && typeof m.epoch === 'string' && m.epoch !== view.epoch) {
+    view.epoch = m.epoch;
+    view.oldest = undefined;
+    view.top = 0;
+    view.more = true;
+    view.replayIsNew = false;
+  }
+  gapMarker(view, m.reason);
+}
+
 /** A "101": the room is joined (again); its history follows. */
 function onRoomJoined(m: ParsedServerMessage): void {
   const room = String(m.room);
@@ -531,15 +560,7 @@ function onRoomJoined(m: ParsedServerMessage): void {
   }
   view.top = typeof m.top === 'number' ? m.top : 0;
   view.replayIsNew = m.recovered === true;
-  if (m.recovered === false) {
-    const why = typeof m.reason === 'string' ? m.reason : 'unknown';
-    const marker = line('marker', [
-      `Some messages could not be recovered: ${NOT_RECOVERED[why] ?? why}.`,
-    ]);
-    marker.dataset.reason = why;
-    marker.setAttribute('role', 'note');
-    append(view, marker);
-  }
+  if (m.recovered === false) gapMarker(view, m.reason);
   if (existing === undefined && view !== lobby) {
     notice(`You joined #${room} (${Number(m.userCount)} here).`, view);
   }
@@ -593,6 +614,9 @@ function onMessage(m: ParsedServerMessage): void {
     }
     case Cmd.HISTORY_RESPONSE:
       onHistory(m);
+      return;
+    case Cmd.HISTORY_GAP:
+      onGap(m);
       return;
     case Cmd.JOIN_ROOM_SUCCESS:
       onRoomJoined(m);
