@@ -78,6 +78,8 @@ interface RoomState {
   held: Held[];
   /** Events were dropped from `held`: catch up again, and tell the handler to resync. */
   overflowed: boolean;
+  /** Events other than chats may have been missed: `resync` is due once back in step. */
+  resync: boolean;
   /** The subscriber connection generation the room's SUBSCRIBE was confirmed on. */
   subscribedOn: number;
   syncing: boolean;
@@ -286,6 +288,7 @@ export class RedisBroker implements Broker {
       inStep: false,
       held: [],
       overflowed: false,
+      resync: false,
       subscribedOn: -1,
       syncing: false,
       again: false,
@@ -479,10 +482,7 @@ export class RedisBroker implements Broker {
       .subscribe(this.myChannel, this.everyChannel)
       .catch((error: unknown) => this.onError(asError(error)));
     for (const state of this.rooms.values()) {
-      if (state.everInStep && this.handler?.resync !== undefined) {
-        const handler = this.handler;
-        this.tell(() => handler.resync!(state.key));
-      }
+      if (state.everInStep) state.resync = true;
       this.sync(state);
     }
   }
@@ -549,6 +549,12 @@ export class RedisBroker implements Broker {
         state.failures = 0;
         state.everInStep = true;
         state.resolveReady();
+        // Only now: whatever is published after the handler reads the membership arrives.
+        const handler = this.handler;
+        if (state.resync && handler?.resync !== undefined) {
+          state.resync = false;
+          this.tell(() => handler.resync!(state.key));
+        }
         return;
       }
     }
@@ -637,8 +643,7 @@ export class RedisBroker implements Broker {
     }
     if (state.overflowed) {
       state.overflowed = false;
-      const handler = this.handler;
-      if (handler?.resync !== undefined) this.tell(() => handler.resync!(state.key));
+      state.resync = true;
       return false;
     }
     return true;

@@ -63,7 +63,8 @@ export interface BrokerHandler {
   /**
    * The subscription was re-established: events other than chats published meanwhile
    * (joins, leaves, renames) are gone, so membership shown for the room should be read
-   * again from where it is kept (Presence).
+   * again from where it is kept (Presence). Called once the room is back in step, so
+   * every event published after a read started here is handed over.
    */
   resync?(key: string): void;
 }

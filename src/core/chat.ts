@@ -25,6 +25,7 @@ import type { DeadNode, Presence } from './presence.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
 import { Room } from './room.js';
 import { type DeclaredRoom, Rooms, roomKey } from './rooms.js';
+import { Roster } from './roster.js';
 import { Session, type SessionHost } from './session.js';
 
 export interface ChatOptions {
@@ -250,6 +251,8 @@ export class Chat implements ChatContext, SessionHost {
    * left unsubscribed by a leave that empties the room meanwhile.
    */
   private readonly interest = new Map<string, number>();
+  /** Per subscribed room key, who its local members were shown in it (see `reread`). */
+  private readonly rosters = new Map<string, Roster>();
   /** Presence releases in flight, so a stop can wait for their "30"s to go out. */
   private readonly releases = new Set<Promise<void>>();
 
@@ -274,6 +277,7 @@ export class Chat implements ChatContext, SessionHost {
       whisper: (event) => this.whispered(event),
       notice: (notice) => this.noticed(notice),
       lost: (key, reason, epoch) => this.gap(key, reason, epoch),
+      resync: (key) => this.reread(key, true),
     });
     this.historyOnJoin = options.historyOnJoin ?? 50;
     this.admission = new Admission(
@@ -412,6 +416,7 @@ export class Chat implements ChatContext, SessionHost {
 
   /** A room event from the broker: to this node's members of the room, but the one it is about. */
   private arrived(key: string, event: RoomEvent): void {
+    if (this.rosters.get(key)?.apply(event) === false) return;
     const room = key === this.lobby.key ? this.lobby : this.rooms.keyed(key);
     if (room === undefined || room.size === 0) return;
     room.deliver(new Delivery(event), this.subject(event));
@@ -435,6 +440,35 @@ export class Chat implements ChatContext, SessionHost {
       default:
         return undefined;
     }
+  }
+
+  /**
+   * Reads the room's members from Presence: at first to know who was shown,
+   * and after a resync to show the local members, as "30"s and "8"s, who
+   * left and joined while the events did not reach this node.
+   */
+  private reread(key: string, show: boolean): void {
+    const presence = this.cluster?.presence;
+    const roster = this.rosters.get(key);
+    if (presence === undefined || roster === undefined) return;
+    const token = roster.begin();
+    presence.members(key).then(
+      (members) => {
+        if (this.rosters.get(key) !== roster) return;
+        const room = key === this.lobby.key ? this.lobby : this.rooms.keyed(key);
+        const name = room?.name ?? key;
+        const changes = roster.settle(
+          token,
+          members.map((m) => m.nickname),
+          name,
+        );
+        if (!show || changes.length === 0) return;
+        this.log.info({ room: name, changes: changes.length }, 'members of a room read again');
+        if (room === undefined || room.size === 0) return;
+        for (const event of changes) room.deliver(new Delivery(event), this.subject(event));
+      },
+      (err: unknown) => this.log.warn({ err, room: key }, 'could not read the members of a room'),
+    );
   }
 
   /**
@@ -507,8 +541,18 @@ export class Chat implements ChatContext, SessionHost {
   interested(room: Room): Promise<void> {
     const broker = this.cluster?.broker;
     if (broker === undefined) return Promise.resolve();
-    this.interest.set(room.key, (this.interest.get(room.key) ?? 0) + 1);
-    return broker.subscribe(room);
+    const interest = (this.interest.get(room.key) ?? 0) + 1;
+    this.interest.set(room.key, interest);
+    const subscribed = broker.subscribe(room);
+    if (interest === 1) {
+      this.rosters.set(room.key, new Roster(() => room.capacity));
+      // Read once the room's events arrive, so that none falls between the read and them.
+      subscribed.then(
+        () => this.reread(room.key, false),
+        () => {},
+      );
+    }
+    return subscribed;
   }
 
   /** A local member left `room`, or did not get in: the last one unsubscribes. */
@@ -521,6 +565,7 @@ export class Chat implements ChatContext, SessionHost {
       return;
     }
     this.interest.delete(key);
+    this.rosters.delete(key);
     broker.unsubscribe(key).catch((err: unknown) => {
       this.log.warn({ err, room: key }, 'could not unsubscribe from a room');
     });

@@ -50,6 +50,8 @@ export class MemoryBroker implements Broker {
   private handler: BrokerHandler | undefined;
   private readonly subscriptions = new Map<string, Subscription>();
   private closed = false;
+  /** While interrupted: per room key, what to hand over when it reconnects. */
+  private missed: Map<string, RoomEvent[]> | undefined;
 
   constructor(options: MemoryBrokerOptions = {}) {
     this.hub = options.hub ?? new MemoryBrokerHub();
@@ -71,7 +73,9 @@ export class MemoryBroker implements Broker {
     const subscribers = this.hub.subscribers.get(key);
     if (subscribers === undefined) return;
     for (const subscription of subscribers) {
-      if (subscription.active) subscription.broker.deliver(key, subscription.name, event);
+      if (subscription.active) {
+        subscription.broker.deliver(key, subscription.name, event, subscription.broker === this);
+      }
     }
   }
 
@@ -125,7 +129,36 @@ export class MemoryBroker implements Broker {
     return Promise.resolve();
   }
 
-  private deliver(key: string, name: string, event: RoomEvent): void {
+  /**
+   * Stands for a lost subscriber connection, as a Redis broker's: until
+   * `reconnect`, other nodes' events do not arrive: chats are kept (a Redis
+   * broker reads them from history), as are this node's own events (held
+   * until then), everything else is gone.
+   */
+  interrupt(): void {
+    this.missed ??= new Map();
+  }
+
+  /** Hands over the chats missed while interrupted, then tells the handler to resync each room. */
+  reconnect(): void {
+    const missed = this.missed;
+    if (missed === undefined) return;
+    this.missed = undefined;
+    for (const [key, subscription] of [...this.subscriptions]) {
+      for (const event of missed.get(key) ?? []) this.deliver(key, subscription.name, event, true);
+      this.handler?.resync?.(key);
+    }
+  }
+
+  private deliver(key: string, name: string, event: RoomEvent, own = false): void {
+    if (this.missed !== undefined) {
+      if (event.type === 'chat' || own) {
+        const chats = this.missed.get(key) ?? [];
+        chats.push(event);
+        this.missed.set(key, chats);
+      }
+      return;
+    }
     this.handler?.room(key, event.room === name ? event : { ...event, room: name });
   }
 }

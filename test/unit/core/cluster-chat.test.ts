@@ -232,6 +232,57 @@ describe('a chat of several nodes', () => {
     expect(hub.subscribers.get(key)).toBeUndefined();
   });
 
+  it('shows the joins, leaves and renames a node missed while its subscription was down', async () => {
+    const hub = new MemoryBrokerHub();
+    const presenceHub = new PresenceHub();
+    const history = new MemoryHistoryStore({ retention: { maxMessages: 10, maxAgeMs: 0 } });
+    const brokers = ['n0', 'n1'].map((node) => new MemoryBroker({ hub, node }));
+    const [a, b] = brokers.map(
+      (broker, i) =>
+        new Chat({
+          history,
+          cluster: { presence: new MemoryPresence({ hub: presenceHub, node: `n${i}` }), broker },
+        }),
+    );
+    const cora = connect(a!, 'cora');
+    const rex = connect(a!, 'rex', EXT);
+    await settle();
+    const stay = connect(b!, 'stay');
+    const gone = connect(b!, 'gone');
+    const ren = connect(b!, 'ren');
+    await settle();
+    cora.take();
+    rex.take();
+    brokers[0]!.interrupt();
+    send(gone, { cmd: '3' });
+    send(ren, { cmd: '5', newNickname: 'renee' });
+    await settle();
+    connect(b!, 'newb');
+    send(stay, { cmd: '7', msg: 'still here' });
+    await settle();
+    expect(cora.take()).toEqual([]);
+    brokers[0]!.reconnect();
+    await settle();
+    // The chat from history, then a "30" or "8" per change, each with the count after it.
+    const told = [
+      { cmd: '70', from: 'stay', msg: 'still here' },
+      { cmd: '30', nickname: 'gone', userCount: 4 },
+      { cmd: '30', nickname: 'ren', userCount: 3 },
+      { cmd: '8', nickname: 'renee', userCount: 4 },
+      { cmd: '8', nickname: 'newb', userCount: 5 },
+    ];
+    expect(cora.take()).toEqual(told);
+    expect(rex.take()).toMatchObject(told.map((m) => ({ ...m, room: 'lobby' })));
+    send(cora, { cmd: '1' });
+    await settle();
+    const [users] = cora.take() as { users: string[][] }[];
+    expect(users!.users.map((u) => u[0])).toEqual(['cora', 'rex', 'stay', 'renee', 'newb']);
+    // Live again: the next change is shown once, as ever.
+    send(stay, { cmd: '3' });
+    await settle();
+    expect(cora.take()).toEqual([{ cmd: '30', nickname: 'stay', userCount: 4 }]);
+  });
+
   it('closes every local client with 3006 when cut off from the cluster', async () => {
     const [a] = nodes(1);
     const ann = connect(a!, 'ann', EXT);

@@ -1,0 +1,130 @@
+/**
+ * What a node has told its local members about who is in a room, kept so
+ * that, after its subscription was down and events other than chats were
+ * lost (Broker `resync`), it can tell them the difference from Presence as
+ * ordinary "left"/"joined" events. No I/O: Chat reads Presence and delivers.
+ */
+import type { RoomEvent } from './broker.js';
+import { nicknameKey } from './nickname.js';
+
+type Change = Extract<RoomEvent, { readonly type: 'joined' | 'left' }>;
+
+export class Roster {
+  /** Nickname key -> nickname, in the order the members were shown joining. */
+  private readonly names = new Map<string, string>();
+  /** Keys events changed while a read of Presence was out: the events are newer than it may be. */
+  private touched: Set<string> | undefined;
+  /**
+   * Keys the last read changed: the event of that change, delayed past the
+   * read, would only repeat it, and is not shown.
+   */
+  private expected = new Set<string>();
+  private reads = 0;
+  /** Until a first read settles, the roster knows only the events since it was opened. */
+  private seeded = false;
+
+  /** `limit()` bounds what events alone may add (the room's capacity; Presence holds no more). */
+  constructor(private readonly limit: () => number) {}
+
+  get size(): number {
+    return this.names.size;
+  }
+
+  /** The members as shown, in order. */
+  list(): string[] {
+    return [...this.names.values()];
+  }
+
+  /**
+   * Follows an event of the room as it is handed to the members. False when
+   * it only repeats a change the last read already showed: not to be shown.
+   */
+  apply(event: RoomEvent): boolean {
+    switch (event.type) {
+      case 'joined': {
+        const key = this.touch(event.nickname);
+        if (this.expected.delete(key) && this.names.has(key)) return false;
+        if (!this.names.has(key)) this.add(key, event.nickname);
+        return true;
+      }
+      case 'left': {
+        const key = this.touch(event.nickname);
+        if (this.expected.delete(key) && !this.names.has(key)) return false;
+        this.names.delete(key);
+        return true;
+      }
+      case 'renamed': {
+        const from = this.touch(event.from);
+        const to = this.touch(event.to);
+        const repeated = this.expected.delete(from) && this.expected.delete(to);
+        if (repeated && !this.names.has(from) && this.names.has(to)) return false;
+        this.expected.delete(to);
+        this.names.delete(from);
+        this.names.delete(to);
+        this.add(to, event.to);
+        return true;
+      }
+      default:
+        return true;
+    }
+  }
+
+  /** A read of the room's members from Presence starts; pass what it returns to `settle`. */
+  begin(): number {
+    this.touched = new Set();
+    return ++this.reads;
+  }
+
+  /**
+   * The read `token` returned `members` (Presence's list, in join order).
+   * Returns what the local members were not told, as events of `room`:
+   * those who left, then those who joined, each with the count after it (a
+   * rename is a leave and a join). Nothing for a read a later one
+   * overtook, nor for the first read, which only sets what was shown.
+   */
+  settle(token: number, members: readonly string[], room: string): Change[] {
+    if (token !== this.reads) return [];
+    const touched = this.touched ?? new Set<string>();
+    this.touched = undefined;
+    const target = new Map<string, string>();
+    for (const nickname of members) {
+      const key = nicknameKey(nickname);
+      // An event of that member arrived during the read: it is at least as new.
+      if (!touched.has(key)) target.set(key, nickname);
+    }
+    const changes: Change[] = [];
+    const changed = new Set<string>();
+    for (const [key, nickname] of [...this.names]) {
+      if (touched.has(key) || target.has(key)) continue;
+      this.names.delete(key);
+      changed.add(key);
+      changes.push({ type: 'left', room, nickname, count: this.names.size });
+    }
+    for (const [key, nickname] of target) {
+      if (this.names.has(key)) continue;
+      this.names.set(key, nickname);
+      changed.add(key);
+      changes.push({ type: 'joined', room, nickname, count: this.names.size });
+    }
+    if (!this.seeded) {
+      this.seeded = true;
+      return [];
+    }
+    this.expected = changed;
+    return changes;
+  }
+
+  private touch(nickname: string): string {
+    const key = nicknameKey(nickname);
+    this.touched?.add(key);
+    return key;
+  }
+
+  private add(key: string, nickname: string): void {
+    // Only events out of line with Presence could pass the capacity; the next read corrects it.
+    if (this.names.size >= Math.max(1, this.limit()) * 2) {
+      this.names.delete(this.names.keys().next().value!);
+    }
+    this.names.set(key, nickname);
+  }
+}

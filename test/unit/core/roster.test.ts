@@ -1,0 +1,141 @@
+/**
+ * The roster a node keeps of who its members were shown in a room, against a
+ * model of Presence: whatever events were lost while the subscription was
+ * down, and however the read after it interleaves with live events, the
+ * members end up shown exactly who is in the room.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { RoomEvent } from '../../../src/core/broker.js';
+import { Roster } from '../../../src/core/roster.js';
+
+const POOL = ['ann', 'bob', 'cy', 'dee', 'eve', 'fay'];
+
+type Op =
+  | { readonly kind: 'join'; readonly who: number }
+  | { readonly kind: 'leave'; readonly who: number }
+  | { readonly kind: 'rename'; readonly who: number; readonly to: number };
+
+const op: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({ kind: fc.constant('join' as const), who: fc.nat(POOL.length - 1) }),
+  fc.record({ kind: fc.constant('leave' as const), who: fc.nat(POOL.length - 1) }),
+  fc.record({
+    kind: fc.constant('rename' as const),
+    who: fc.nat(POOL.length - 1),
+    to: fc.nat(POOL.length - 1),
+  }),
+);
+
+/** Presence: members in join order; each op that applies yields the event its node publishes. */
+function step(members: string[], o: Op): RoomEvent | undefined {
+  const who = POOL[o.who]!;
+  const at = members.indexOf(who);
+  if (o.kind === 'join') {
+    if (at >= 0) return undefined;
+    members.push(who);
+    return { type: 'joined', room: 'r', nickname: who, count: members.length };
+  }
+  if (at < 0) return undefined;
+  if (o.kind === 'leave') {
+    members.splice(at, 1);
+    return { type: 'left', room: 'r', nickname: who, count: members.length };
+  }
+  const to = POOL[o.to]!;
+  if (members.includes(to)) return undefined;
+  members.splice(at, 1);
+  members.push(to);
+  return { type: 'renamed', room: 'r', from: who, to };
+}
+
+/** What a client makes of the events it is shown: the set of members. */
+function show(view: Set<string>, event: RoomEvent): void {
+  if (event.type === 'joined') view.add(event.nickname);
+  if (event.type === 'left') view.delete(event.nickname);
+  if (event.type === 'renamed') {
+    view.delete(event.from);
+    view.add(event.to);
+  }
+}
+
+describe('Roster', () => {
+  it('shows after a resync exactly who is in the room, however events and the read interleave', () => {
+    fc.assert(
+      fc.property(
+        fc.array(op, { maxLength: 8 }),
+        fc.array(op, { maxLength: 8 }),
+        fc.array(op, { maxLength: 8 }),
+        fc.nat(8),
+        fc.nat(8),
+        (before, down, after, snapshotAt, deliveredDuring) => {
+          const presence: string[] = [];
+          const roster = new Roster(() => POOL.length);
+          const view = new Set<string>();
+          // Live while subscribed: every event reaches the node.
+          const seed = roster.begin();
+          expect(roster.settle(seed, [...presence], 'r')).toEqual([]);
+          for (const o of before) {
+            const event = step(presence, o);
+            if (event !== undefined && roster.apply(event)) show(view, event);
+          }
+          expect([...view].sort()).toEqual([...presence].sort());
+          // The subscription is down: these events are lost.
+          for (const o of down) step(presence, o);
+          // Back: the read starts; live events go on, some delivered before it settles.
+          const token = roster.begin();
+          const pending: RoomEvent[] = [];
+          let snapshot = snapshotAt === 0 ? [...presence] : undefined;
+          after.forEach((o, i) => {
+            const event = step(presence, o);
+            if (event !== undefined) pending.push(event);
+            if (i + 1 === snapshotAt) snapshot = [...presence];
+          });
+          snapshot ??= [...presence];
+          const early = pending.splice(0, Math.min(deliveredDuring, pending.length));
+          for (const event of early) if (roster.apply(event)) show(view, event);
+          for (const event of roster.settle(token, snapshot, 'r')) {
+            show(view, event);
+            // The count each change carries is the members shown after it.
+            expect(event.type === 'joined' || event.type === 'left').toBe(true);
+            if (event.type === 'joined' || event.type === 'left') {
+              expect(event.count).toBe(view.size);
+            }
+          }
+          for (const event of pending) if (roster.apply(event)) show(view, event);
+          expect([...view].sort()).toEqual([...presence].sort());
+          expect(roster.list().sort()).toEqual([...presence].sort());
+        },
+      ),
+      { numRuns: 2_000 },
+    );
+  });
+
+  it('tells nothing for the first read, and only the changes after a resync', () => {
+    const roster = new Roster(() => 10);
+    roster.apply({ type: 'joined', room: 'r', nickname: 'ann', count: 1 });
+    expect(roster.settle(roster.begin(), ['bob', 'ann'], 'r')).toEqual([]);
+    expect(roster.list()).toEqual(['ann', 'bob']);
+    const token = roster.begin();
+    expect(roster.settle(token, ['ann', 'cy', 'dee'], 'r')).toEqual([
+      { type: 'left', room: 'r', nickname: 'bob', count: 1 },
+      { type: 'joined', room: 'r', nickname: 'cy', count: 2 },
+      { type: 'joined', room: 'r', nickname: 'dee', count: 3 },
+    ]);
+    // The join the read already showed, arriving late, is not shown twice.
+    expect(roster.apply({ type: 'joined', room: 'r', nickname: 'cy', count: 2 })).toBe(false);
+    // A later change of the same member is.
+    expect(roster.apply({ type: 'left', room: 'r', nickname: 'cy', count: 2 })).toBe(true);
+    // A read overtaken by a later one settles nothing.
+    const old = roster.begin();
+    const current = roster.begin();
+    expect(roster.settle(old, [], 'r')).toEqual([]);
+    expect(roster.settle(current, ['ann', 'dee'], 'r')).toEqual([]);
+  });
+
+  it('keeps no more than twice the capacity from events alone', () => {
+    const roster = new Roster(() => 2);
+    for (let i = 0; i < 20; i++) {
+      roster.apply({ type: 'joined', room: 'r', nickname: `m${i}`, count: i + 1 });
+    }
+    expect(roster.size).toBe(4);
+  });
+});
