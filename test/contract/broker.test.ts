@@ -147,6 +147,31 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
+    it('says resync once the room is subscribed again, so what is published then arrives', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const room = { key: 'again', name: 'again' };
+      await a.broker.subscribe(room);
+      await b.broker.subscribe(room);
+      const admin = new Redis(redis.url, { protocol: 2 });
+      try {
+        // What a handler does on resync, reading membership again, must not miss what follows.
+        const resync = a.got.resync.bind(a.got);
+        a.got.resync = (key) => {
+          resync(key);
+          void admin.publish(
+            roomChannel(prefix, room.key),
+            JSON.stringify({ o: b.broker.node, e: joined(room, 'late') }),
+          );
+        };
+        expect(Number(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'))).toBe(2);
+        await eventually(() => expect(a.got.resyncs).toEqual(['again']));
+        await eventually(() => expect(a.got.of('again')).toEqual([joined(room, 'late')]));
+      } finally {
+        admin.disconnect();
+      }
+    });
+
     it('fills a gap from history before handing over what follows it', async () => {
       const c = await cluster();
       const [a, b] = [await c.node(), await c.node()];

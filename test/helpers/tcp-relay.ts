@@ -11,27 +11,63 @@ type Pair = { client: net.Socket; upstream: net.Socket };
 export class TcpRelay {
   private readonly pairs = new Set<Pair>();
   private readonly ghosts = new Set<net.Socket>();
+  /** While held: new connections, accepted but not yet relayed. */
+  private waiting: net.Socket[] | undefined;
   private readonly server: net.Server;
   port = 0;
 
-  private constructor(upstreamPort: number) {
+  private constructor(private readonly upstreamPort: number) {
     this.server = net.createServer((client) => {
-      const upstream = net.connect({ host: '127.0.0.1', port: upstreamPort });
-      const pair = { client, upstream };
-      this.pairs.add(pair);
-      client.pipe(upstream);
-      upstream.pipe(client);
-      const drop = () => {
-        // A stranded pair keeps its upstream open on purpose.
-        if (!this.pairs.delete(pair)) return;
-        client.destroy();
-        upstream.destroy();
-      };
-      for (const socket of [client, upstream]) {
-        socket.on('error', drop);
-        socket.on('close', drop);
+      if (this.waiting !== undefined) {
+        client.pause();
+        client.on('error', () => client.destroy());
+        this.waiting.push(client);
+        return;
       }
+      this.relay(client);
     });
+  }
+
+  private relay(client: net.Socket): void {
+    const upstream = net.connect({ host: '127.0.0.1', port: this.upstreamPort });
+    const pair = { client, upstream };
+    this.pairs.add(pair);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const drop = () => {
+      // A stranded pair keeps its upstream open on purpose.
+      if (!this.pairs.delete(pair)) return;
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const socket of [client, upstream]) {
+      socket.on('error', drop);
+      socket.on('close', drop);
+    }
+  }
+
+  /**
+   * New connections wait, accepted but not relayed, until `release`: a
+   * client that reconnects meanwhile stays cut off, for as long as a test
+   * needs, while the connections already open go on.
+   */
+  hold(): void {
+    this.waiting ??= [];
+  }
+
+  /** Connections that wait (see `hold`). */
+  get held(): number {
+    return this.waiting?.filter((c) => !c.destroyed).length ?? 0;
+  }
+
+  /** Relays the connections that waited, and new ones again. */
+  release(): void {
+    const waiting = this.waiting ?? [];
+    this.waiting = undefined;
+    for (const client of waiting) {
+      client.removeAllListeners('error');
+      if (!client.destroyed) this.relay(client);
+    }
   }
 
   static async start(upstreamPort: number): Promise<TcpRelay> {
@@ -80,6 +116,8 @@ export class TcpRelay {
   }
 
   async stop(): Promise<void> {
+    for (const client of this.waiting ?? []) client.destroy();
+    this.waiting = undefined;
     this.cut();
     for (const ghost of this.ghosts) ghost.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
