@@ -11,7 +11,7 @@ import type {
 import type { HistoryStore } from '../core/history.js';
 import {
   DEFAULT_REDIS_PREFIX,
-  type PublishedChat,
+  type PublishedChats,
   roomChannel,
   roomTag,
 } from '../store/redis-history.js';
@@ -93,22 +93,27 @@ function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
 }
 
-function parseChat(payload: string, room: string): { chat: ChatMessage; epoch: string } {
+/** The chats of one append script call, in id order. */
+function parseChats(payload: string, room: string): { chat: ChatMessage; epoch: string }[] {
   const parsed: unknown = JSON.parse(payload);
-  if (!Array.isArray(parsed) || parsed.length !== 6 || parsed[0] !== 'c') {
+  if (!Array.isArray(parsed) || parsed.length < 4 || parsed[0] !== 'C') {
     throw new Error('malformed chat payload');
   }
-  const [, id, epoch, at, from, msg] = parsed as PublishedChat;
-  if (
-    typeof id !== 'number' ||
-    typeof epoch !== 'string' ||
-    typeof at !== 'string' ||
-    typeof from !== 'string' ||
-    typeof msg !== 'string'
-  ) {
+  const [, epoch, first, ...chats] = parsed as PublishedChats;
+  if (typeof epoch !== 'string' || !Number.isSafeInteger(first)) {
     throw new Error('malformed chat payload');
   }
-  return { chat: { type: 'chat', room, id, at: Number(at), from, msg }, epoch };
+  return chats.map((c, i) => {
+    if (
+      !Array.isArray(c) ||
+      typeof c[0] !== 'number' ||
+      typeof c[1] !== 'string' ||
+      typeof c[2] !== 'string'
+    ) {
+      throw new Error('malformed chat payload');
+    }
+    return { chat: { type: 'chat', room, id: first + i, at: c[0], from: c[1], msg: c[2] }, epoch };
+  });
 }
 
 /**
@@ -316,21 +321,29 @@ export class RedisBroker implements Broker {
     }
     const state = this.byChannel.get(channel);
     if (state === undefined) return;
-    let held: Held;
+    let received: Held[];
     try {
       if (payload.startsWith('[')) {
-        held = parseChat(payload, state.name);
+        received = parseChats(payload, state.name);
       } else {
         const envelope = this.parseEnvelope(payload);
         if (envelope === undefined || envelope.o === this.node || envelope.e.type === 'whisper') {
           return;
         }
-        held = { chat: undefined, event: envelope.e };
+        received = [{ chat: undefined, event: envelope.e }];
       }
     } catch (error) {
       this.onError(asError(error));
       return;
     }
+    for (const held of received) {
+      // The handler may have unsubscribed the room meanwhile.
+      if (!this.alive(state)) return;
+      this.receive(state, held);
+    }
+  }
+
+  private receive(state: RoomState, held: Held): void {
     if (!state.inStep) {
       this.hold(state, held);
       return;

@@ -53,18 +53,13 @@ export function roomChannel(prefix: string, room: string): string {
 }
 
 /**
- * The payload the append script publishes, a JSON array:
- * ["c", id, epoch, at (as a string), from, msg]. Lua's cjson escapes the strings; `at`
- * goes as a string since cjson would print a large number in %.14g.
+ * The payload the append script publishes for one call, a JSON array:
+ * ["C", epoch, first id, [at, from, msg], [at, from, msg], ...], the new messages of the
+ * call in id order (duplicates are not published), so their ids are first, first + 1, ...
+ * Each [at, from, msg] is encoded by the appending node, not by Redis's single thread.
  */
-export type PublishedChat = [
-  tag: 'c',
-  id: number,
-  epoch: string,
-  at: string,
-  from: string,
-  msg: string,
-];
+export type PublishedChats = [tag: 'C', epoch: string, first: number, ...chats: PublishedChat[]];
+export type PublishedChat = [at: number, from: string, msg: string];
 
 /**
  * How long the epoch of a room nobody has written to is kept. Asking about a room
@@ -76,69 +71,105 @@ const EMPTY_EPOCH_TTL_S = 7 * 24 * 3600;
 /** Rooms whose age retention one SSCAN step hands over. */
 const PRUNE_SCAN_COUNT = 100;
 
+/**
+ * Appends of one room and one event-loop turn that go in one script call. Bounded so
+ * that one call keeps Redis's single thread only briefly.
+ */
+const MAX_BATCH = 64;
+
 // Per room, under one hash tag (so a Cluster would keep them in one slot, as scripts need):
-//   top    INCR counter, the highest id ever assigned; never decremented, never expires
+//   top    the highest id ever assigned; never decremented, never expires
 //   epoch  the room's epoch, created with SET NX when first needed
 //   msgs   the stream: entry id `<id>-0`, fields at, from, msg[, cid], in that order
-//   cids   hash: `<byte length of from>:<from><cid>` -> id, only for messages still in msgs
+//   floor  the lowest id not yet dropped by the count cap; only ever raised
+//   cidz   sorted set: `<byte length of from>:<from><cid>`, scored by its message's id
+//
+// The stream is trimmed approximately (`MINID ~`: Redis drops whole stream nodes only,
+// instead of marking entries deleted one by one and stepping over them on every later
+// trim), so it can hold up to one stream node of entries below `floor`. Reads and scripts
+// see ids from `floor` up only: the exact cap, the same for every node whatever its own
+// maxMessages. Age retention (prune) deletes exactly. Cids of messages below the floor
+// are dropped by score, without reading the messages they belonged to.
 // Scripts return integers and strings only: booleans differ between RESP2 and RESP3.
 
 /**
- * KEYS: top, epoch, msgs, cids, rooms. ARGV: epoch candidate, maxMessages, room tag, at,
- * from, msg, channel ('' for none)[, cid]. Returns {id, epoch, 0} for a new message,
- * {id, epoch, 1, at, msg} for a duplicate cid (not published again).
+ * KEYS: top, epoch, msgs, cidz, rooms, floor. ARGV: epoch candidate, maxMessages, room
+ * tag, channel ('' for none), then per message: at, from, msg, '=' and the cid ('' for
+ * none), the
+ * message's [at, from, msg] as JSON. Returns epoch, then per message id, duplicate (0|1),
+ * and for a duplicate the stored at and msg ('' otherwise).
  */
 const APPEND_LUA = `
-local top_key, epoch_key, msgs, cids, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local top_key, epoch_key, msgs, cidz, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local floor_key = KEYS[6]
 local max = tonumber(ARGV[2])
-local at, from, msg, channel, cid = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local channel = ARGV[4]
+local function int(n) return string.format('%d', n) end
 local epoch = redis.call('GET', epoch_key)
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', epoch_key, epoch)
 end
-local field
-if cid then
-  field = #from .. ':' .. from .. cid
-  local first = redis.call('HGET', cids, field)
-  if first then
-    local entry = redis.call('XRANGE', msgs, first .. '-0', first .. '-0')[1]
-    if entry then
-      return {tonumber(first), epoch, 1, entry[2][2], entry[2][6]}
+local before = tonumber(redis.call('GET', top_key) or '0')
+local top = before
+local floor = tonumber(redis.call('GET', floor_key) or '1')
+local out = {epoch}
+local published = {}
+for b = 5, #ARGV, 5 do
+  local at, from, msg, cid = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local field, dup
+  if cid ~= '' then
+    cid = string.sub(cid, 2)
+    field = #from .. ':' .. from .. cid
+    local first = redis.call('ZSCORE', cidz, field)
+    -- Only while its message is within the cap (age retention deletes it outright).
+    if first and tonumber(first) >= math.max(floor, top - max + 1) then
+      local entry = redis.call('XRANGE', msgs, first .. '-0', first .. '-0')[1]
+      if entry then dup = {tonumber(first), 1, entry[2][2], entry[2][6]} end
     end
   end
-end
-local id = redis.call('INCR', top_key)
-if id == 1 then
-  redis.call('PERSIST', epoch_key)
-  redis.call('SADD', rooms, ARGV[3])
-end
--- XADD's MAXLEN drops the oldest entries; their cids go first so the hash stays bounded.
-local excess = redis.call('XLEN', msgs) + 1 - max
-if excess > 0 then
-  for _, gone in ipairs(redis.call('XRANGE', msgs, '-', '+', 'COUNT', excess)) do
-    local f = gone[2]
-    if f[8] then redis.call('HDEL', cids, #f[4] .. ':' .. f[4] .. f[8]) end
+  if dup then
+    for _, v in ipairs(dup) do out[#out + 1] = v end
+  else
+    top = top + 1
+    if field then
+      redis.call('XADD', msgs, int(top) .. '-0', 'at', at, 'from', from, 'msg', msg, 'cid', cid)
+      redis.call('ZADD', cidz, top, field)
+    else
+      redis.call('XADD', msgs, int(top) .. '-0', 'at', at, 'from', from, 'msg', msg)
+    end
+    published[#published + 1] = ARGV[b + 4]
+    out[#out + 1] = top
+    out[#out + 1] = 0
+    out[#out + 1] = ''
+    out[#out + 1] = ''
   end
 end
-if cid then
-  redis.call('XADD', msgs, 'MAXLEN', max, id .. '-0', 'at', at, 'from', from, 'msg', msg, 'cid', cid)
-  redis.call('HSET', cids, field, id)
-else
-  redis.call('XADD', msgs, 'MAXLEN', max, id .. '-0', 'at', at, 'from', from, 'msg', msg)
+if top > before then
+  redis.call('SET', top_key, int(top))
+  if before == 0 then
+    redis.call('PERSIST', epoch_key)
+    redis.call('SADD', rooms, ARGV[3])
+  end
+  if top - max + 1 > floor then
+    floor = top - max + 1
+    redis.call('SET', floor_key, int(floor))
+    redis.call('XTRIM', msgs, 'MINID', '~', int(floor))
+    redis.call('ZREMRANGEBYSCORE', cidz, '-inf', '(' .. int(floor))
+  end
+  -- Published in the step that numbers them, so every subscriber receives a room's
+  -- messages in id order.
+  if channel ~= '' then
+    redis.call('PUBLISH', channel, '["C",' .. cjson.encode(epoch) .. ',' .. int(before + 1) .. ',' ..
+      table.concat(published, ',') .. ']')
+  end
 end
--- Published in the step that numbers it, so every subscriber receives a room's
--- messages in id order.
-if channel ~= '' then
-  redis.call('PUBLISH', channel, '["c",' .. string.format('%d', id) .. ',' .. cjson.encode(epoch) .. ',' ..
-    cjson.encode(at) .. ',' .. cjson.encode(from) .. ',' .. cjson.encode(msg) .. ']')
-end
-return {id, epoch, 0}
+return out
 `;
 
 /**
- * KEYS: top, epoch, msgs. ARGV: epoch candidate, TTL for the epoch of a room never written.
- * Returns {epoch, top, oldest}.
+ * KEYS: top, epoch, msgs, floor. ARGV: epoch candidate, TTL for the epoch of a room never
+ * written. Returns {epoch, top, oldest}.
  */
 const ROOM_LUA = `
 local top = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -153,36 +184,52 @@ if not epoch then
 end
 local oldest = top + 1
 local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
-if first then oldest = tonumber(string.match(first[1], '^%d+')) end
+if first then
+  oldest = math.max(tonumber(string.match(first[1], '^%d+')), tonumber(redis.call('GET', KEYS[4]) or '1'))
+end
 return {epoch, top, oldest}
 `;
 
 /**
- * KEYS: msgs, cids. ARGV: cutoff. Removes the oldest messages while they are older than
+ * KEYS: floor, msgs. ARGV: lowest id, highest id ('+' for none), limit, 'after' (the
+ * oldest of the range) or 'before' (the newest). The range starts at the floor at the
+ * lowest. Returns the entries, oldest first for 'after', newest first for 'before'.
+ */
+const READ_LUA = `
+local lo = math.max(tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+local start = string.format('%d', lo) .. '-0'
+if ARGV[4] == 'after' then
+  return redis.call('XRANGE', KEYS[2], start, ARGV[2], 'COUNT', ARGV[3])
+end
+return redis.call('XREVRANGE', KEYS[2], ARGV[2], start, 'COUNT', ARGV[3])
+`;
+
+/**
+ * KEYS: msgs, cidz. ARGV: cutoff. Removes the oldest messages while they are older than
  * the cutoff (stopping at the first young enough, so stored ids stay consecutive even if
  * the clock once stepped back), and their cids.
  */
 const PRUNE_LUA = `
-local msgs, cids, cutoff = KEYS[1], KEYS[2], tonumber(ARGV[1])
+local msgs, cidz, cutoff = KEYS[1], KEYS[2], tonumber(ARGV[1])
 local start = '-'
 local keep
 repeat
   local batch = redis.call('XRANGE', msgs, start, '+', 'COUNT', 100)
   for _, e in ipairs(batch) do
-    local f = e[2]
-    if tonumber(f[2]) >= cutoff then
+    if tonumber(e[2][2]) >= cutoff then
       keep = e[1]
       break
     end
-    if f[8] then redis.call('HDEL', cids, #f[4] .. ':' .. f[4] .. f[8]) end
   end
   if keep or #batch < 100 then break end
   start = '(' .. batch[#batch][1]
 until false
 if keep then
   redis.call('XTRIM', msgs, 'MINID', keep)
+  redis.call('ZREMRANGEBYSCORE', cidz, '-inf', '(' .. string.match(keep, '^%d+'))
 else
   redis.call('XTRIM', msgs, 'MAXLEN', 0)
+  redis.call('DEL', cidz)
 end
 return 0
 `;
@@ -190,7 +237,24 @@ return 0
 interface Scripts {
   confabHistoryAppend(...args: (string | number)[]): Promise<unknown>;
   confabHistoryRoom(...args: (string | number)[]): Promise<unknown>;
+  confabHistoryRead(...args: (string | number)[]): Promise<unknown>;
   confabHistoryPrune(...args: (string | number)[]): Promise<unknown>;
+}
+
+/** An append waiting for its turn's script call. */
+interface Pending {
+  readonly at: number;
+  readonly from: string;
+  readonly msg: string;
+  readonly cid: string | undefined;
+  resolve(appended: Appended): void;
+  reject(error: Error): void;
+}
+
+/** One script call's appends, all to one room. */
+interface Batch {
+  readonly room: string;
+  readonly items: Pending[];
 }
 
 type StreamEntry = [id: string, fields: string[]];
@@ -270,6 +334,10 @@ export class RedisHistoryStore implements HistoryStore {
   /** A prune in progress: reads and room() wait for it, so they never see what it removes. */
   private pruning: Promise<void> | undefined;
   private closed = false;
+  /** Appends waiting for this turn's script calls, in call order. */
+  private batches: Batch[] = [];
+  /** Per room, the batch this turn's next append joins. */
+  private readonly open = new Map<string, Batch>();
 
   constructor(options: RedisHistoryOptions) {
     checkRetention(options.retention);
@@ -284,8 +352,9 @@ export class RedisHistoryStore implements HistoryStore {
       // Without a listener ioredis prints every reconnect failure to stderr.
       this.redis.on('error', (error: Error) => onError?.(error));
     }
-    this.redis.defineCommand('confabHistoryAppend', { lua: APPEND_LUA, numberOfKeys: 5 });
-    this.redis.defineCommand('confabHistoryRoom', { lua: ROOM_LUA, numberOfKeys: 3 });
+    this.redis.defineCommand('confabHistoryAppend', { lua: APPEND_LUA, numberOfKeys: 6 });
+    this.redis.defineCommand('confabHistoryRoom', { lua: ROOM_LUA, numberOfKeys: 4 });
+    this.redis.defineCommand('confabHistoryRead', { lua: READ_LUA, numberOfKeys: 2 });
     this.redis.defineCommand('confabHistoryPrune', { lua: PRUNE_LUA, numberOfKeys: 2 });
     this.scripts = this.redis as unknown as Scripts;
 
@@ -300,6 +369,11 @@ export class RedisHistoryStore implements HistoryStore {
     }
   }
 
+  /**
+   * Appends of one event-loop turn are sent together, one script call per room (at most
+   * MAX_BATCH messages each, in call order), which numbers, stores and publishes them in
+   * one step: a busy room costs Redis one call and one PUBLISH per turn, not per message.
+   */
   append(room: string, draft: MessageDraft): Promise<Appended> {
     if (this.closed) return Promise.reject(new Error('history store is closed'));
     try {
@@ -310,51 +384,78 @@ export class RedisHistoryStore implements HistoryStore {
     }
     const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
     const msg = wellFormed(draft.msg);
+    return this.track(
+      new Promise<Appended>((resolve, reject) => {
+        let batch = this.open.get(room);
+        if (batch === undefined || batch.items.length >= MAX_BATCH) {
+          batch = { room, items: [] };
+          this.open.set(room, batch);
+          this.batches.push(batch);
+        }
+        batch.items.push({ at: draft.at, from: draft.from, msg, cid, resolve, reject });
+        if (this.batches.length === 1 && batch.items.length === 1) {
+          setImmediate(() => this.flush());
+        }
+      }),
+    );
+  }
+
+  private flush(): void {
+    const batches = this.batches;
+    this.batches = [];
+    this.open.clear();
+    for (const batch of batches) this.appendBatch(batch);
+  }
+
+  private appendBatch({ room, items }: Batch): void {
     const keys = this.keys(room);
     const args: (string | number)[] = [
       keys.top,
       keys.epoch,
       keys.msgs,
-      keys.cids,
+      keys.cidz,
       this.roomsKey(),
+      keys.floor,
       this.epochCandidate(room),
       this.retention.maxMessages,
       keys.tag,
-      String(draft.at),
-      draft.from,
-      msg,
       this.publish ? roomChannel(this.prefix, room) : '',
     ];
-    if (cid !== undefined) args.push(cid);
-    return this.track(
-      this.scripts.confabHistoryAppend(...args).then((reply): Appended => {
-        const [id, epoch, duplicate, at, storedMsg] = reply as [
-          number,
-          string,
-          number,
-          string?,
-          string?,
-        ];
-        const message: StoredMessage =
-          duplicate === 1
+    for (const item of items) {
+      args.push(
+        String(item.at),
+        item.from,
+        item.msg,
+        item.cid === undefined ? '' : `=${item.cid}`,
+        this.publish ? JSON.stringify([item.at, item.from, item.msg]) : '',
+      );
+    }
+    this.scripts.confabHistoryAppend(...args).then(
+      (reply) => {
+        const r = reply as (string | number)[];
+        const epoch = r[0] as string;
+        for (let i = 0; i < items.length; i++) {
+          const item = items[i]!;
+          const id = r[1 + i * 4] as number;
+          const duplicate = r[2 + i * 4] === 1;
+          const cid = item.cid !== undefined ? { cid: item.cid } : {};
+          const message: StoredMessage = duplicate
             ? {
                 room,
                 id,
-                at: Number(at),
-                from: draft.from,
-                msg: storedMsg!,
-                ...(cid !== undefined ? { cid } : {}),
+                at: Number(r[3 + i * 4]),
+                from: item.from,
+                msg: r[4 + i * 4] as string,
+                ...cid,
               }
-            : {
-                room,
-                id,
-                at: draft.at,
-                from: draft.from,
-                msg,
-                ...(cid !== undefined ? { cid } : {}),
-              };
-        return { message, epoch, duplicate: duplicate === 1 };
-      }),
+            : { room, id, at: item.at, from: item.from, msg: item.msg, ...cid };
+          item.resolve({ message, epoch, duplicate });
+        }
+      },
+      (error: unknown) => {
+        const e = error instanceof Error ? error : new Error(String(error));
+        for (const item of items) item.reject(e);
+      },
     );
   }
 
@@ -371,6 +472,7 @@ export class RedisHistoryStore implements HistoryStore {
           keys.top,
           keys.epoch,
           keys.msgs,
+          keys.floor,
           this.epochCandidate(room),
           EMPTY_EPOCH_TTL_S,
         );
@@ -396,15 +498,20 @@ export class RedisHistoryStore implements HistoryStore {
     const end = hi >= Number.MAX_SAFE_INTEGER ? '+' : streamId(hi);
     const lo = query.after !== undefined ? Math.max(Math.floor(query.after) + 1, 0) : 0;
     if (hi < 1 || hi < lo || lo >= Number.MAX_SAFE_INTEGER) return Promise.resolve([]);
-    const msgs = this.keys(room).msgs;
+    const keys = this.keys(room);
+    const forward = query.after !== undefined;
     return this.track(
       this.afterPrune(async () => {
-        if (query.after !== undefined) {
-          const entries = await this.redis.xrange(msgs, streamId(lo), end, 'COUNT', limit);
-          return entries.map((e) => toMessage(room, e));
-        }
-        const entries = await this.redis.xrevrange(msgs, end, '-', 'COUNT', limit);
-        return entries.reverse().map((e) => toMessage(room, e));
+        const entries = (await this.scripts.confabHistoryRead(
+          keys.floor,
+          keys.msgs,
+          lo,
+          end,
+          limit,
+          forward ? 'after' : 'before',
+        )) as StreamEntry[];
+        if (!forward) entries.reverse();
+        return entries.map((e) => toMessage(room, e));
       }),
     );
   }
@@ -435,7 +542,8 @@ export class RedisHistoryStore implements HistoryStore {
       top: `${base}top`,
       epoch: `${base}epoch`,
       msgs: `${base}msgs`,
-      cids: `${base}cids`,
+      cidz: `${base}cidz`,
+      floor: `${base}floor`,
     };
   }
 
@@ -493,7 +601,7 @@ export class RedisHistoryStore implements HistoryStore {
       await Promise.all(
         tags.map((tag) => {
           const base = `${this.prefix}h:{r${tag}}:`;
-          return this.scripts.confabHistoryPrune(`${base}msgs`, `${base}cids`, String(cutoff));
+          return this.scripts.confabHistoryPrune(`${base}msgs`, `${base}cidz`, String(cutoff));
         }),
       );
     } while (cursor !== '0');
