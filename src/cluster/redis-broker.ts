@@ -93,14 +93,21 @@ function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
 }
 
+/** An append script payload's epoch (when it needs no escapes), first and last id. */
+const CHATS_HEAD = /^\["C","([^"\\]*)",(\d{1,15}),(\d{1,15}),/;
+
 /** The chats of one append script call, in id order. */
 function parseChats(payload: string, room: string): { chat: ChatMessage; epoch: string }[] {
   const parsed: unknown = JSON.parse(payload);
-  if (!Array.isArray(parsed) || parsed.length < 4 || parsed[0] !== 'C') {
+  if (!Array.isArray(parsed) || parsed.length < 5 || parsed[0] !== 'C') {
     throw new Error('malformed chat payload');
   }
-  const [, epoch, first, ...chats] = parsed as PublishedChats;
-  if (typeof epoch !== 'string' || !Number.isSafeInteger(first)) {
+  const [, epoch, first, last, ...chats] = parsed as PublishedChats;
+  if (
+    typeof epoch !== 'string' ||
+    !Number.isSafeInteger(first) ||
+    last !== first + chats.length - 1
+  ) {
     throw new Error('malformed chat payload');
   }
   return chats.map((c, i) => {
@@ -324,6 +331,7 @@ export class RedisBroker implements Broker {
     let received: Held[];
     try {
       if (payload.startsWith('[')) {
+        if (this.handedAlready(state, payload)) return;
         received = parseChats(payload, state.name);
       } else {
         const envelope = this.parseEnvelope(payload);
@@ -341,6 +349,21 @@ export class RedisBroker implements Broker {
       if (!this.alive(state)) return;
       this.receive(state, held);
     }
+  }
+
+  /**
+   * Whether every chat of an append script's payload was handed over already (the echo
+   * of this node's own chats, mostly), read from its head without parsing the rest.
+   */
+  private handedAlready(state: RoomState, payload: string): boolean {
+    if (!state.inStep || state.epoch === undefined) return false;
+    const head = CHATS_HEAD.exec(payload);
+    return (
+      head !== null &&
+      head[1] === state.epoch &&
+      Number(head[3]) <= state.last &&
+      Number(head[2]) <= Number(head[3])
+    );
   }
 
   private receive(state: RoomState, held: Held): void {

@@ -54,11 +54,19 @@ export function roomChannel(prefix: string, room: string): string {
 
 /**
  * The payload the append script publishes for one call, a JSON array:
- * ["C", epoch, first id, [at, from, msg], [at, from, msg], ...], the new messages of the
- * call in id order (duplicates are not published), so their ids are first, first + 1, ...
- * Each [at, from, msg] is encoded by the appending node, not by Redis's single thread.
+ * ["C", epoch, first id, last id, [at, from, msg], [at, from, msg], ...], the new messages
+ * of the call in id order (duplicates are not published), so their ids are first,
+ * first + 1, ... last. Each [at, from, msg] is encoded by the appending node, not by
+ * Redis's single thread; the ids come first so that a node that has handed them over
+ * already (its own chats) can skip the rest unparsed.
  */
-export type PublishedChats = [tag: 'C', epoch: string, first: number, ...chats: PublishedChat[]];
+export type PublishedChats = [
+  tag: 'C',
+  epoch: string,
+  first: number,
+  last: number,
+  ...chats: PublishedChat[],
+];
 export type PublishedChat = [at: number, from: string, msg: string];
 
 /**
@@ -80,7 +88,9 @@ const MAX_BATCH = 64;
 // Per room, under one hash tag (so a Cluster would keep them in one slot, as scripts need):
 //   top    the highest id ever assigned; never decremented, never expires
 //   epoch  the room's epoch, created with SET NX when first needed
-//   msgs   the stream: entry id `<id>-0`, fields at, from, msg[, cid], in that order
+//   msgs   the stream: entry id `<id>-0`, fields at, j[, cid], in that order, where j is
+//          [at, from, msg] as JSON, what the append script publishes (entries written
+//          before had fields at, from, msg[, cid]: they are read as well)
 //   floor  the lowest id not yet dropped by the count cap; only ever raised
 //   cidz   sorted set: `<byte length of from>:<from><cid>`, scored by its message's id
 //
@@ -94,10 +104,10 @@ const MAX_BATCH = 64;
 
 /**
  * KEYS: top, epoch, msgs, cidz, rooms, floor. ARGV: epoch candidate, maxMessages, room
- * tag, channel ('' for none), then per message: at, from, msg, '=' and the cid ('' for
- * none), the
- * message's [at, from, msg] as JSON. Returns epoch, then per message id, duplicate (0|1),
- * and for a duplicate the stored at and msg ('' otherwise).
+ * tag, channel ('' for none), then per message: at, [at, from, msg] as JSON, the cid's
+ * key in cidz ('' for no cid), the cid. Returns epoch, the top before, then for each
+ * duplicate (if any) its position in ARGV's messages (from 1), id, and the stored entry's
+ * fields: the other messages got the ids after the top before, in order.
  */
 const APPEND_LUA = `
 local top_key, epoch_key, msgs, cidz, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -113,36 +123,30 @@ end
 local before = tonumber(redis.call('GET', top_key) or '0')
 local top = before
 local floor = tonumber(redis.call('GET', floor_key) or '1')
-local out = {epoch}
+local out = {epoch, before}
 local published = {}
-for b = 5, #ARGV, 5 do
-  local at, from, msg, cid = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local field, dup
-  if cid ~= '' then
-    cid = string.sub(cid, 2)
-    field = #from .. ':' .. from .. cid
+for b = 5, #ARGV, 4 do
+  local at, json, field, cid = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local dup
+  if field ~= '' then
     local first = redis.call('ZSCORE', cidz, field)
     -- Only while its message is within the cap (age retention deletes it outright).
     if first and tonumber(first) >= math.max(floor, top - max + 1) then
       local entry = redis.call('XRANGE', msgs, first .. '-0', first .. '-0')[1]
-      if entry then dup = {tonumber(first), 1, entry[2][2], entry[2][6]} end
+      if entry then dup = {(b - 5) / 4 + 1, tonumber(first), entry[2]} end
     end
   end
   if dup then
     for _, v in ipairs(dup) do out[#out + 1] = v end
   else
     top = top + 1
-    if field then
-      redis.call('XADD', msgs, int(top) .. '-0', 'at', at, 'from', from, 'msg', msg, 'cid', cid)
+    if field ~= '' then
+      redis.call('XADD', msgs, int(top) .. '-0', 'at', at, 'j', json, 'cid', cid)
       redis.call('ZADD', cidz, top, field)
     else
-      redis.call('XADD', msgs, int(top) .. '-0', 'at', at, 'from', from, 'msg', msg)
+      redis.call('XADD', msgs, int(top) .. '-0', 'at', at, 'j', json)
     end
-    published[#published + 1] = ARGV[b + 4]
-    out[#out + 1] = top
-    out[#out + 1] = 0
-    out[#out + 1] = ''
-    out[#out + 1] = ''
+    published[#published + 1] = json
   end
 end
 if top > before then
@@ -161,7 +165,7 @@ if top > before then
   -- messages in id order.
   if channel ~= '' then
     redis.call('PUBLISH', channel, '["C",' .. cjson.encode(epoch) .. ',' .. int(before + 1) .. ',' ..
-      table.concat(published, ',') .. ']')
+      int(top) .. ',' .. table.concat(published, ',') .. ']')
   end
 end
 return out
@@ -280,6 +284,11 @@ function streamId(id: number): string {
   return `${id}-0`;
 }
 
+/** Sender and cid as one key; the byte length keeps ("ab","c") apart from ("a","bc"). */
+function cidKey(from: string, cid: string): string {
+  return `${Buffer.byteLength(from)}:${from}${cid}`;
+}
+
 function idOf(entryId: string): number {
   return Number.parseInt(entryId, 10);
 }
@@ -301,6 +310,12 @@ function toMessage(room: string, [entryId, fields]: StreamEntry): StoredMessage 
       case 'msg':
         msg = value;
         break;
+      case 'j': {
+        const [, f, m] = JSON.parse(value) as PublishedChat;
+        from = f;
+        msg = m;
+        break;
+      }
       case 'cid':
         cid = value;
         break;
@@ -424,32 +439,30 @@ export class RedisHistoryStore implements HistoryStore {
     for (const item of items) {
       args.push(
         String(item.at),
-        item.from,
-        item.msg,
-        item.cid === undefined ? '' : `=${item.cid}`,
-        this.publish ? JSON.stringify([item.at, item.from, item.msg]) : '',
+        JSON.stringify([item.at, item.from, item.msg]),
+        item.cid === undefined ? '' : cidKey(item.from, item.cid),
+        item.cid ?? '',
       );
     }
     this.scripts.confabHistoryAppend(...args).then(
       (reply) => {
         const r = reply as (string | number)[];
         const epoch = r[0] as string;
+        let next = (r[1] as number) + 1;
+        let dup = 2;
         for (let i = 0; i < items.length; i++) {
           const item = items[i]!;
-          const id = r[1 + i * 4] as number;
-          const duplicate = r[2 + i * 4] === 1;
           const cid = item.cid !== undefined ? { cid: item.cid } : {};
-          const message: StoredMessage = duplicate
-            ? {
-                room,
-                id,
-                at: Number(r[3 + i * 4]),
-                from: item.from,
-                msg: r[4 + i * 4] as string,
-                ...cid,
-              }
-            : { room, id, at: item.at, from: item.from, msg: item.msg, ...cid };
-          item.resolve({ message, epoch, duplicate });
+          if (r[dup] === i + 1) {
+            const id = r[dup + 1] as number;
+            const stored = toMessage(room, [streamId(id), r[dup + 2] as unknown as string[]]);
+            const message: StoredMessage = { ...stored, from: item.from, ...cid };
+            dup += 3;
+            item.resolve({ message, epoch, duplicate: true });
+          } else {
+            const message = { room, id: next++, at: item.at, from: item.from, msg: item.msg };
+            item.resolve({ message: { ...message, ...cid }, epoch, duplicate: false });
+          }
         }
       },
       (error: unknown) => {

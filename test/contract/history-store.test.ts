@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import type { HistoryStore } from '../../src/core/history.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
-import { RedisHistoryStore, roomChannel } from '../../src/store/redis-history.js';
+import { RedisHistoryStore, roomChannel, roomTag } from '../../src/store/redis-history.js';
 import { SqliteHistoryStore } from '../../src/store/sqlite-history.js';
 import { useRedis, withoutRedis } from '../helpers/redis.js';
 import { eventually } from './broker.js';
@@ -271,11 +271,39 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await eventually(() => expect(payloads).toHaveLength(2));
         const [epoch] = [appended[0]!.epoch];
         expect(payloads.map((p) => JSON.parse(p) as unknown)).toEqual([
-          ['C', epoch, 1, ...sent.map((msg, i) => [i, 'ann', msg])],
-          ['C', epoch, 6, [9, 'ann', 'f']],
+          ['C', epoch, 1, 5, ...sent.map((msg, i) => [i, 'ann', msg])],
+          ['C', epoch, 6, 6, [9, 'ann', 'f']],
         ]);
       } finally {
         sub.disconnect();
+        await store.close();
+      }
+    });
+
+    it('reads messages stored with separate from and msg fields, as earlier versions did', async () => {
+      const prefix = newPrefix();
+      const store = new RedisHistoryStore({
+        retention,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const client = new Redis(redis.url, { protocol: 2 });
+      try {
+        const base = `${prefix}h:{r${roomTag('old')}}:`;
+        await client.xadd(`${base}msgs`, '1-0', 'at', '5', 'from', 'ann', 'msg', 'hi', 'cid', 'k');
+        await client.set(`${base}top`, '1');
+        expect(await store.read('old', { after: 0, limit: 10 })).toEqual([
+          { room: 'old', id: 1, at: 5, from: 'ann', msg: 'hi', cid: 'k' },
+        ]);
+        const next = await store.append('old', { at: 6, from: 'bob', msg: 'yo' });
+        expect(next.message.id).toBe(2);
+        expect(await store.read('old', { limit: 10 })).toEqual([
+          { room: 'old', id: 1, at: 5, from: 'ann', msg: 'hi', cid: 'k' },
+          { room: 'old', id: 2, at: 6, from: 'bob', msg: 'yo' },
+        ]);
+      } finally {
+        client.disconnect();
         await store.close();
       }
     });
