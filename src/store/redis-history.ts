@@ -399,20 +399,19 @@ export class RedisHistoryStore implements HistoryStore {
     }
     const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
     const msg = wellFormed(draft.msg);
-    return this.track(
-      new Promise<Appended>((resolve, reject) => {
-        let batch = this.open.get(room);
-        if (batch === undefined || batch.items.length >= MAX_BATCH) {
-          batch = { room, items: [] };
-          this.open.set(room, batch);
-          this.batches.push(batch);
-        }
-        batch.items.push({ at: draft.at, from: draft.from, msg, cid, resolve, reject });
-        if (this.batches.length === 1 && batch.items.length === 1) {
-          setImmediate(() => this.flush());
-        }
-      }),
-    );
+    // Tracked by its batch's script call (close() sends what is waiting first).
+    return new Promise<Appended>((resolve, reject) => {
+      let batch = this.open.get(room);
+      if (batch === undefined || batch.items.length >= MAX_BATCH) {
+        batch = { room, items: [] };
+        this.open.set(room, batch);
+        this.batches.push(batch);
+      }
+      batch.items.push({ at: draft.at, from: draft.from, msg, cid, resolve, reject });
+      if (this.batches.length === 1 && batch.items.length === 1) {
+        setImmediate(() => this.flush());
+      }
+    });
   }
 
   private flush(): void {
@@ -444,7 +443,7 @@ export class RedisHistoryStore implements HistoryStore {
         item.cid ?? '',
       );
     }
-    this.scripts.confabHistoryAppend(...args).then(
+    this.track(this.scripts.confabHistoryAppend(...args)).then(
       (reply) => {
         const r = reply as (string | number)[];
         const epoch = r[0] as string;
@@ -460,8 +459,13 @@ export class RedisHistoryStore implements HistoryStore {
             dup += 3;
             item.resolve({ message, epoch, duplicate: true });
           } else {
-            const message = { room, id: next++, at: item.at, from: item.from, msg: item.msg };
-            item.resolve({ message: { ...message, ...cid }, epoch, duplicate: false });
+            const id = next++;
+            // Without a spread: this runs for every chat.
+            const message: StoredMessage =
+              item.cid === undefined
+                ? { room, id, at: item.at, from: item.from, msg: item.msg }
+                : { room, id, at: item.at, from: item.from, msg: item.msg, cid: item.cid };
+            item.resolve({ message, epoch, duplicate: false });
           }
         }
       },
@@ -537,6 +541,7 @@ export class RedisHistoryStore implements HistoryStore {
     if (this.closed) return;
     this.closed = true;
     if (this.timer !== undefined) clearInterval(this.timer);
+    this.flush();
     await Promise.allSettled([...this.inflight]);
     if (!this.owned) return;
     try {
