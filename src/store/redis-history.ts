@@ -139,7 +139,9 @@ for b = 5, #ARGV, 4 do
   if dup then
     for _, v in ipairs(dup) do out[#out + 1] = v end
   else
-    top = top + 1
+    -- INCR per message, not one SET at the end: should the script fail part way, the
+    -- entries it added stay below the top, and the next XADD's id is still above them.
+    top = redis.call('INCR', top_key)
     if field ~= '' then
       redis.call('XADD', msgs, int(top) .. '-0', 'at', at, 'j', json, 'cid', cid)
       redis.call('ZADD', cidz, top, field)
@@ -150,7 +152,6 @@ for b = 5, #ARGV, 4 do
   end
 end
 if top > before then
-  redis.call('SET', top_key, int(top))
   if before == 0 then
     redis.call('PERSIST', epoch_key)
     redis.call('SADD', rooms, ARGV[3])

@@ -308,6 +308,37 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
+    it('keeps every stored id at or below the top when an append script fails part way', async () => {
+      const prefix = newPrefix();
+      const store = new RedisHistoryStore({
+        retention,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const client = new Redis(redis.url, { protocol: 2 });
+      try {
+        // A cid set of the wrong type makes the script fail at the second message, after
+        // it stored the first, as running out of memory half way through would.
+        const base = `${prefix}h:{r${roomTag('r')}}:`;
+        await client.set(`${base}cidz`, 'not a sorted set');
+        const turn = [
+          store.append('r', draft('a')),
+          store.append('r', { ...draft('b'), cid: 'k' }),
+        ];
+        await expect(Promise.all(turn)).rejects.toThrow(/WRONGTYPE/);
+        await client.del(`${base}cidz`);
+        expect((await store.append('r', draft('c'))).message.id).toBe(2);
+        expect((await store.read('r', { limit: 10 })).map((m) => [m.id, m.msg])).toEqual([
+          [1, 'a'],
+          [2, 'c'],
+        ]);
+      } finally {
+        client.disconnect();
+        await store.close();
+      }
+    });
+
     it('numbers concurrent appends from two stores on one Redis 1..N, once each', async () => {
       const prefix = newPrefix();
       const nodes = [0, 1].map(
