@@ -328,9 +328,9 @@ function toMessage(room: string, [entryId, fields]: StreamEntry): StoredMessage 
 /**
  * Room history in Redis, shared by every confab process connected to the same Redis.
  *
- * Each append is one Lua script, so concurrent appends from several processes get ids
- * 1, 2, 3... exactly once per room, and a message is stored (and, later, published) in
- * the same atomic step that numbers it. Durability is what Redis is configured for: an
+ * Appends run in Lua scripts (one per room and event-loop turn), so concurrent appends
+ * from several processes get ids 1, 2, 3... exactly once per room, and a message is
+ * stored (and, later, published) in the same atomic step that numbers it. Durability is what Redis is configured for: an
  * appended message is in Redis's memory when `append` resolves; whether it survives a
  * Redis restart depends on its AOF/RDB settings. When it does not, the room's epoch key
  * is gone with the rest, and the next use makes a new epoch, so clients are told their
