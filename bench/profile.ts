@@ -4,13 +4,21 @@
  *
  *   npx tsx bench/profile.ts W-pipe 5            # without history
  *   npx tsx bench/profile.ts W-pipe 5 sqlite     # storing every chat (or memory)
+ *   npx tsx bench/profile.ts W-pipe 5 confab-1node   # the cluster's nodes (each a profile)
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CONFAB_BENCH_FLAGS, freePort } from './lib/servers.js';
+import {
+  CLUSTER_NODES,
+  CONFAB_BENCH_FLAGS,
+  freePort,
+  type RunningServer,
+  type ServerName,
+  startServer,
+} from './lib/servers.js';
 import { runFanout, WORKLOADS } from './lib/workload.js';
 
 const [workload = 'W-pipe', seconds = '5', history = 'off'] = process.argv.slice(2);
@@ -18,48 +26,56 @@ const w = WORKLOADS[workload];
 if (w === undefined) throw new Error(`unknown workload ${workload}`);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dir = mkdtempSync(path.join(tmpdir(), 'confab-prof-'));
-const port = await freePort();
-const child = spawn(
-  process.execPath,
-  [
-    '--cpu-prof',
-    '--cpu-prof-dir',
-    dir,
-    path.join(root, 'dist/cli/main.js'),
-    'serve',
-    '--port',
-    String(port),
-    '--max-users',
-    String(w.members),
-    ...CONFAB_BENCH_FLAGS,
-    '--history',
-    history,
-    '--data-dir',
-    dir,
-  ],
-  { stdio: 'inherit' },
-);
-await new Promise((r) => setTimeout(r, 700));
-const result = await runFanout(
-  {
+const cluster = CLUSTER_NODES[history as ServerName] !== undefined;
+let server: RunningServer;
+if (cluster) {
+  server = await startServer(history as ServerName, w.members, {
+    nodeFlags: ['--cpu-prof', '--cpu-prof-dir', dir],
+  });
+} else {
+  const port = await freePort();
+  const started = spawn(
+    process.execPath,
+    [
+      '--cpu-prof',
+      '--cpu-prof-dir',
+      dir,
+      path.join(root, 'dist/cli/main.js'),
+      'serve',
+      '--port',
+      String(port),
+      '--max-users',
+      String(w.members),
+      ...CONFAB_BENCH_FLAGS,
+      '--history',
+      history,
+      '--data-dir',
+      dir,
+    ],
+    { stdio: 'inherit' },
+  );
+  await new Promise((r) => setTimeout(r, 700));
+  server = {
     name: 'confab',
     dialect: 'confab',
     port,
-    pid: child.pid!,
+    pid: started.pid!,
     ports: [port],
-    pids: [child.pid!],
-    stop: async () => {},
-  },
-  w,
-  Number(seconds),
-  1,
-  () => {},
-);
+    pids: [started.pid!],
+    stop: async () => {
+      started.kill('SIGINT');
+      await new Promise((r) => started.once('exit', r));
+    },
+  };
+}
+const result = await runFanout(server, w, Number(seconds), 1, () => {});
 console.log(
-  `${Math.round(result.deliveriesPerSec)} deliveries/s, ${result.serverUsPerDelivery.toFixed(2)} µs/delivery`,
+  `${Math.round(result.deliveriesPerSec)} deliveries/s, ${result.serverUsPerDelivery.toFixed(2)} µs/delivery` +
+    (result.redis !== undefined
+      ? `, Redis ${result.redis.usPerChat.toFixed(1)} µs/chat ${JSON.stringify(result.redis.commands)}`
+      : ''),
 );
-child.kill('SIGINT');
-await new Promise((r) => child.once('exit', r));
+await server.stop();
 const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))!;
 interface Node {
   id: number;

@@ -85,16 +85,16 @@ export function table(report: BenchReport): string {
     // Redis is single-threaded: its µs per chat × chats/s must stay under one core.
     lines.push(
       '',
-      'Redis alone (its CPU is also in the server columns above). A chat is one append script (evalsha: its time includes the commands it runs) that PUBLISHes it to every node subscribed:',
+      'Redis alone (its CPU is also in the server columns above). A node appends the chats of one event-loop turn to a room with one append script (evalsha: its time includes the commands it runs) that PUBLISHes them together to every node subscribed; calls per chat below 1 are that batching:',
       '',
-      '| workload | server | members per node | chats/s | Redis CPU % | Redis µs/chat | Redis µs/delivery | Redis share of server CPU | µs per chat by command (INFO commandstats) |',
+      '| workload | server | members per node | chats/s | Redis CPU % | Redis µs/chat | Redis µs/delivery | Redis share of server CPU | µs per chat by command, calls per chat (INFO commandstats) |',
       '|---|---|---|---:|---:|---:|---:|---:|---|',
     );
     for (const r of clustered) {
       const redis = r.redis!;
       const commands = Object.entries(redis.commands)
         .sort((a, b) => b[1].usPerChat - a[1].usPerChat)
-        .map(([name, c]) => `${name} ${f(c.usPerChat, 1)}`)
+        .map(([name, c]) => `${name} ${f(c.usPerChat, 1)} (${f(c.callsPerChat, 2)})`)
         .join(', ');
       lines.push(
         `| ${r.workload} | ${r.server} | ${(r.membersPerNode ?? []).join(' / ')} | ${f(r.chatsPerSec ?? Number.NaN)} | ${f(redis.cpuPct, 1)} | ${f(redis.usPerChat, 2)} | ${f(redis.usPerDelivery, 2)} | ${f((redis.cpuPct / r.serverCpuPct) * 100)}% | ${commands} |`,

@@ -157,6 +157,8 @@ export interface StartOptions {
   baseline?: string;
   /** More flags for confab (and `baseline`), after CONFAB_BENCH_FLAGS. */
   confabArgs?: string[];
+  /** Flags for node itself in a cluster's nodes (`--cpu-prof`, for bench/profile.ts). */
+  nodeFlags?: string[];
 }
 
 const helpTexts = new Map<string, string>();
@@ -456,6 +458,7 @@ async function startCluster(
     for (let i = 0; i < nodes; i++) {
       const port = await freePort();
       const node = launch(process.execPath, [
+        ...(options.nodeFlags ?? []),
         path.join(ROOT, 'dist/cli/main.js'),
         'serve',
         '--port',

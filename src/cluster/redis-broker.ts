@@ -12,7 +12,7 @@ import type {
 import type { HistoryStore } from '../core/history.js';
 import {
   DEFAULT_REDIS_PREFIX,
-  type PublishedChat,
+  type PublishedChats,
   roomChannel,
   roomTag,
 } from '../store/redis-history.js';
@@ -113,22 +113,34 @@ function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
 }
 
-function parseChat(payload: string, room: string): { chat: ChatMessage; epoch: string } {
+/** An append script payload's epoch (when it needs no escapes), first and last id. */
+const CHATS_HEAD = /^\["C","([^"\\]*)",(\d{1,15}),(\d{1,15}),/;
+
+/** The chats of one append script call, in id order. */
+function parseChats(payload: string, room: string): { chat: ChatMessage; epoch: string }[] {
   const parsed: unknown = JSON.parse(payload);
-  if (!Array.isArray(parsed) || parsed.length !== 6 || parsed[0] !== 'c') {
+  if (!Array.isArray(parsed) || parsed.length < 5 || parsed[0] !== 'C') {
     throw new Error('malformed chat payload');
   }
-  const [, id, epoch, at, from, msg] = parsed as PublishedChat;
+  const [, epoch, first, last, ...chats] = parsed as PublishedChats;
   if (
-    typeof id !== 'number' ||
     typeof epoch !== 'string' ||
-    typeof at !== 'string' ||
-    typeof from !== 'string' ||
-    typeof msg !== 'string'
+    !Number.isSafeInteger(first) ||
+    last !== first + chats.length - 1
   ) {
     throw new Error('malformed chat payload');
   }
-  return { chat: { type: 'chat', room, id, at: Number(at), from, msg }, epoch };
+  return chats.map((c, i) => {
+    if (
+      !Array.isArray(c) ||
+      typeof c[0] !== 'number' ||
+      typeof c[1] !== 'string' ||
+      typeof c[2] !== 'string'
+    ) {
+      throw new Error('malformed chat payload');
+    }
+    return { chat: { type: 'chat', room, id: first + i, at: c[0], from: c[1], msg: c[2] }, epoch };
+  });
 }
 
 /**
@@ -355,21 +367,45 @@ export class RedisBroker implements Broker {
     }
     const state = this.byChannel.get(channel);
     if (state === undefined) return;
-    let held: Held;
+    let received: Held[];
     try {
       if (payload.startsWith('[')) {
-        held = parseChat(payload, state.name);
+        if (this.handedAlready(state, payload)) return;
+        received = parseChats(payload, state.name);
       } else {
         const envelope = this.parseEnvelope(payload);
         if (envelope === undefined || envelope.o === this.node) return;
         const event = envelope.e;
         if (event.type === 'whisper' || isNotice(event)) return;
-        held = { chat: undefined, event };
+        received = [{ chat: undefined, event }];
       }
     } catch (error) {
       this.onError(asError(error));
       return;
     }
+    for (const held of received) {
+      // The handler may have unsubscribed the room meanwhile.
+      if (!this.alive(state)) return;
+      this.receive(state, held);
+    }
+  }
+
+  /**
+   * Whether every chat of an append script's payload was handed over already (the echo
+   * of this node's own chats, mostly), read from its head without parsing the rest.
+   */
+  private handedAlready(state: RoomState, payload: string): boolean {
+    if (!state.inStep || state.epoch === undefined) return false;
+    const head = CHATS_HEAD.exec(payload);
+    return (
+      head !== null &&
+      head[1] === state.epoch &&
+      Number(head[3]) <= state.last &&
+      Number(head[2]) <= Number(head[3])
+    );
+  }
+
+  private receive(state: RoomState, held: Held): void {
     if (!state.inStep) {
       this.hold(state, held);
       return;

@@ -53,18 +53,21 @@ export function roomChannel(prefix: string, room: string): string {
 }
 
 /**
- * The payload the append script publishes, a JSON array:
- * ["c", id, epoch, at (as a string), from, msg]. Lua's cjson escapes the strings; `at`
- * goes as a string since cjson would print a large number in %.14g.
+ * The payload the append script publishes for one call, a JSON array:
+ * ["C", epoch, first id, last id, [at, from, msg], [at, from, msg], ...], the new messages
+ * of the call in id order (duplicates are not published), so their ids are first,
+ * first + 1, ... last. Each [at, from, msg] is encoded by the appending node, not by
+ * Redis's single thread; the ids come first so that a node that has handed them over
+ * already (its own chats) can skip the rest unparsed.
  */
-export type PublishedChat = [
-  tag: 'c',
-  id: number,
+export type PublishedChats = [
+  tag: 'C',
   epoch: string,
-  at: string,
-  from: string,
-  msg: string,
+  first: number,
+  last: number,
+  ...chats: PublishedChat[],
 ];
+export type PublishedChat = [at: number, from: string, msg: string];
 
 /**
  * How long the epoch of a room nobody has written to is kept. Asking about a room
@@ -79,12 +82,28 @@ const MAX_REMEMBERED_ROOMS = 100_000;
 /** Rooms whose age retention one SSCAN step hands over. */
 const PRUNE_SCAN_COUNT = 100;
 
+/**
+ * Appends of one room and one event-loop turn that go in one script call. Bounded so
+ * that one call keeps Redis's single thread only briefly.
+ */
+const MAX_BATCH = 64;
+
 // Per room, under one hash tag (so a Cluster would keep them in one slot, as scripts need):
-//   top    INCR counter, the highest id ever assigned; never decremented, never expires
+//   top    the highest id ever assigned; never decremented, never expires
 //   epoch  the room's epoch, created with SET NX when first needed
-//   msgs   the stream: entry id `<id>-0`, fields at, from, msg[, cid], in that order
-//   cids   hash: `<byte length of from>:<from><cid>` -> id, only for messages still in msgs
+//   msgs   the stream: entry id `<id>-0`, fields at, j[, cid], in that order, where j is
+//          [at, from, msg] as JSON, what the append script publishes (entries written
+//          before had fields at, from, msg[, cid]: they are read as well)
+//   floor  the lowest id not yet dropped by the count cap; only ever raised
+//   cidz   sorted set: `<byte length of from>:<from><cid>`, scored by its message's id
 //   base   the top when the epoch was rotated after a roll-back (absent: 0)
+//
+// The stream is trimmed approximately (`MINID ~`: Redis drops whole stream nodes only,
+// instead of marking entries deleted one by one and stepping over them on every later
+// trim), so it can hold up to one stream node of entries below `floor`. Reads and scripts
+// see ids from `floor` up only: the exact cap, the same for every node whatever its own
+// maxMessages. Age retention (prune) deletes exactly. Cids of messages below the floor
+// are dropped by score, without reading the messages they belonged to.
 //
 // A roll-back (Redis restarted from an older RDB or AOF) keeps the epoch key with a top
 // below ids already handed out: INCR would give them out again under the same epoch.
@@ -112,65 +131,82 @@ end
 `;
 
 /**
- * KEYS: top, epoch, msgs, cids, rooms, base. ARGV: epoch candidate, maxMessages, room tag,
- * at, from, msg, channel ('' for none), seen epoch, seen top[, cid]. Returns {id, epoch, 0}
- * for a new message, {id, epoch, 1, at, msg} for a duplicate cid (not published again).
+ * KEYS: top, epoch, msgs, cidz, rooms, floor, base. ARGV: epoch candidate, maxMessages,
+ * room tag, channel ('' for none), seen epoch, seen top, then per message: at, [at, from, msg] as JSON, the cid's
+ * key in cidz ('' for no cid), the cid. Returns epoch, the top before, then for each
+ * duplicate (if any) its position in ARGV's messages (from 1), id, and the stored entry's
+ * fields: the other messages got the ids after the top before, in order.
  */
 const APPEND_LUA = `${ROTATE_LUA}
-local top_key, epoch_key, msgs, cids, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local top_key, epoch_key, msgs, cidz, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local floor_key = KEYS[6]
 local max = tonumber(ARGV[2])
-local at, from, msg, channel, cid = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[10]
-local epoch = current_epoch(top_key, epoch_key, KEYS[6], ARGV[8], tonumber(ARGV[9]))
+local channel = ARGV[4]
+local function int(n) return string.format('%d', n) end
+local epoch = current_epoch(top_key, epoch_key, KEYS[7], ARGV[5], tonumber(ARGV[6]))
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', epoch_key, epoch)
 end
-local field
-if cid then
-  field = #from .. ':' .. from .. cid
-  local first = redis.call('HGET', cids, field)
-  if first then
-    local entry = redis.call('XRANGE', msgs, first .. '-0', first .. '-0')[1]
-    if entry then
-      return {tonumber(first), epoch, 1, entry[2][2], entry[2][6]}
+local before = tonumber(redis.call('GET', top_key) or '0')
+local top = before
+local floor = tonumber(redis.call('GET', floor_key) or '1')
+local out = {epoch, before}
+local published = {}
+for b = 7, #ARGV, 4 do
+  local at, json, field, cid = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local dup
+  if field ~= '' then
+    local first = redis.call('ZSCORE', cidz, field)
+    -- Only while its message is within the cap (age retention deletes it outright).
+    if first and tonumber(first) >= math.max(floor, top - max + 1) then
+      local entry = redis.call('XRANGE', msgs, first .. '-0', first .. '-0')[1]
+      if entry then dup = {(b - 7) / 4 + 1, tonumber(first), entry[2]} end
     end
   end
-end
-local id = redis.call('INCR', top_key)
-if id == 1 then
-  redis.call('PERSIST', epoch_key)
-  redis.call('SADD', rooms, ARGV[3])
-end
--- XADD's MAXLEN drops the oldest entries; their cids go first so the hash stays bounded.
-local excess = redis.call('XLEN', msgs) + 1 - max
-if excess > 0 then
-  for _, gone in ipairs(redis.call('XRANGE', msgs, '-', '+', 'COUNT', excess)) do
-    local f = gone[2]
-    if f[8] then redis.call('HDEL', cids, #f[4] .. ':' .. f[4] .. f[8]) end
+  if dup then
+    for _, v in ipairs(dup) do out[#out + 1] = v end
+  else
+    -- INCR per message, not one SET at the end: should the script fail part way, the
+    -- entries it added stay below the top, and the next XADD's id is still above them.
+    top = redis.call('INCR', top_key)
+    if field ~= '' then
+      redis.call('XADD', msgs, int(top) .. '-0', 'at', at, 'j', json, 'cid', cid)
+      redis.call('ZADD', cidz, top, field)
+    else
+      redis.call('XADD', msgs, int(top) .. '-0', 'at', at, 'j', json)
+    end
+    published[#published + 1] = json
   end
 end
-if cid then
-  redis.call('XADD', msgs, 'MAXLEN', max, id .. '-0', 'at', at, 'from', from, 'msg', msg, 'cid', cid)
-  redis.call('HSET', cids, field, id)
-else
-  redis.call('XADD', msgs, 'MAXLEN', max, id .. '-0', 'at', at, 'from', from, 'msg', msg)
+if top > before then
+  if before == 0 then
+    redis.call('PERSIST', epoch_key)
+    redis.call('SADD', rooms, ARGV[3])
+  end
+  if top - max + 1 > floor then
+    floor = top - max + 1
+    redis.call('SET', floor_key, int(floor))
+    redis.call('XTRIM', msgs, 'MINID', '~', int(floor))
+    redis.call('ZREMRANGEBYSCORE', cidz, '-inf', '(' .. int(floor))
+  end
+  -- Published in the step that numbers them, so every subscriber receives a room's
+  -- messages in id order.
+  if channel ~= '' then
+    redis.call('PUBLISH', channel, '["C",' .. cjson.encode(epoch) .. ',' .. int(before + 1) .. ',' ..
+      int(top) .. ',' .. table.concat(published, ',') .. ']')
+  end
 end
--- Published in the step that numbers it, so every subscriber receives a room's
--- messages in id order.
-if channel ~= '' then
-  redis.call('PUBLISH', channel, '["c",' .. string.format('%d', id) .. ',' .. cjson.encode(epoch) .. ',' ..
-    cjson.encode(at) .. ',' .. cjson.encode(from) .. ',' .. cjson.encode(msg) .. ']')
-end
-return {id, epoch, 0}
+return out
 `;
 
 /**
- * KEYS: top, epoch, msgs, base. ARGV: epoch candidate, TTL for the epoch of a room never
- * written, seen epoch, seen top. Returns {epoch, top, oldest, base}.
+ * KEYS: top, epoch, msgs, floor, base. ARGV: epoch candidate, TTL for the epoch of a room
+ * never written, seen epoch, seen top. Returns {epoch, top, oldest, base}.
  */
 const ROOM_LUA = `${ROTATE_LUA}
 local top = tonumber(redis.call('GET', KEYS[1]) or '0')
-local epoch = current_epoch(KEYS[1], KEYS[2], KEYS[4], ARGV[3], tonumber(ARGV[4]))
+local epoch = current_epoch(KEYS[1], KEYS[2], KEYS[5], ARGV[3], tonumber(ARGV[4]))
 if not epoch then
   epoch = ARGV[1]
   if top == 0 then
@@ -181,36 +217,52 @@ if not epoch then
 end
 local oldest = top + 1
 local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
-if first then oldest = tonumber(string.match(first[1], '^%d+')) end
-return {epoch, top, oldest, tonumber(redis.call('GET', KEYS[4]) or '0')}
+if first then
+  oldest = math.max(tonumber(string.match(first[1], '^%d+')), tonumber(redis.call('GET', KEYS[4]) or '1'))
+end
+return {epoch, top, oldest, tonumber(redis.call('GET', KEYS[5]) or '0')}
 `;
 
 /**
- * KEYS: msgs, cids. ARGV: cutoff. Removes the oldest messages while they are older than
+ * KEYS: floor, msgs. ARGV: lowest id, highest id ('+' for none), limit, 'after' (the
+ * oldest of the range) or 'before' (the newest). The range starts at the floor at the
+ * lowest. Returns the entries, oldest first for 'after', newest first for 'before'.
+ */
+const READ_LUA = `
+local lo = math.max(tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+local start = string.format('%d', lo) .. '-0'
+if ARGV[4] == 'after' then
+  return redis.call('XRANGE', KEYS[2], start, ARGV[2], 'COUNT', ARGV[3])
+end
+return redis.call('XREVRANGE', KEYS[2], ARGV[2], start, 'COUNT', ARGV[3])
+`;
+
+/**
+ * KEYS: msgs, cidz. ARGV: cutoff. Removes the oldest messages while they are older than
  * the cutoff (stopping at the first young enough, so stored ids stay consecutive even if
  * the clock once stepped back), and their cids.
  */
 const PRUNE_LUA = `
-local msgs, cids, cutoff = KEYS[1], KEYS[2], tonumber(ARGV[1])
+local msgs, cidz, cutoff = KEYS[1], KEYS[2], tonumber(ARGV[1])
 local start = '-'
 local keep
 repeat
   local batch = redis.call('XRANGE', msgs, start, '+', 'COUNT', 100)
   for _, e in ipairs(batch) do
-    local f = e[2]
-    if tonumber(f[2]) >= cutoff then
+    if tonumber(e[2][2]) >= cutoff then
       keep = e[1]
       break
     end
-    if f[8] then redis.call('HDEL', cids, #f[4] .. ':' .. f[4] .. f[8]) end
   end
   if keep or #batch < 100 then break end
   start = '(' .. batch[#batch][1]
 until false
 if keep then
   redis.call('XTRIM', msgs, 'MINID', keep)
+  redis.call('ZREMRANGEBYSCORE', cidz, '-inf', '(' .. string.match(keep, '^%d+'))
 else
   redis.call('XTRIM', msgs, 'MAXLEN', 0)
+  redis.call('DEL', cidz)
 end
 return 0
 `;
@@ -218,7 +270,24 @@ return 0
 interface Scripts {
   confabHistoryAppend(...args: (string | number)[]): Promise<unknown>;
   confabHistoryRoom(...args: (string | number)[]): Promise<unknown>;
+  confabHistoryRead(...args: (string | number)[]): Promise<unknown>;
   confabHistoryPrune(...args: (string | number)[]): Promise<unknown>;
+}
+
+/** An append waiting for its turn's script call. */
+interface Pending {
+  readonly at: number;
+  readonly from: string;
+  readonly msg: string;
+  readonly cid: string | undefined;
+  resolve(appended: Appended): void;
+  reject(error: Error): void;
+}
+
+/** One script call's appends, all to one room. */
+interface Batch {
+  readonly room: string;
+  readonly items: Pending[];
 }
 
 type StreamEntry = [id: string, fields: string[]];
@@ -244,6 +313,11 @@ function streamId(id: number): string {
   return `${id}-0`;
 }
 
+/** Sender and cid as one key; the byte length keeps ("ab","c") apart from ("a","bc"). */
+function cidKey(from: string, cid: string): string {
+  return `${Buffer.byteLength(from)}:${from}${cid}`;
+}
+
 function idOf(entryId: string): number {
   return Number.parseInt(entryId, 10);
 }
@@ -265,6 +339,12 @@ function toMessage(room: string, [entryId, fields]: StreamEntry): StoredMessage 
       case 'msg':
         msg = value;
         break;
+      case 'j': {
+        const [, f, m] = JSON.parse(value) as PublishedChat;
+        from = f;
+        msg = m;
+        break;
+      }
       case 'cid':
         cid = value;
         break;
@@ -276,9 +356,9 @@ function toMessage(room: string, [entryId, fields]: StreamEntry): StoredMessage 
 /**
  * Room history in Redis, shared by every confab process connected to the same Redis.
  *
- * Each append is one Lua script, so concurrent appends from several processes get ids
- * 1, 2, 3... exactly once per room, and a message is stored (and, later, published) in
- * the same atomic step that numbers it. Durability is what Redis is configured for: an
+ * Appends run in Lua scripts (one per room and event-loop turn), so concurrent appends
+ * from several processes get ids 1, 2, 3... exactly once per room, and a message is
+ * stored (and, later, published) in the same atomic step that numbers it. Durability is what Redis is configured for: an
  * appended message is in Redis's memory when `append` resolves; whether it survives a
  * Redis restart depends on its AOF/RDB settings. When it does not, the room's epoch key
  * is gone with the rest, and the next use makes a new epoch, so clients are told their
@@ -300,6 +380,10 @@ export class RedisHistoryStore implements HistoryStore {
   /** A prune in progress: reads and room() wait for it, so they never see what it removes. */
   private pruning: Promise<void> | undefined;
   private closed = false;
+  /** Appends waiting for this turn's script calls, in call order. */
+  private batches: Batch[] = [];
+  /** Per room, the batch this turn's next append joins. */
+  private readonly open = new Map<string, Batch>();
 
   constructor(options: RedisHistoryOptions) {
     checkRetention(options.retention);
@@ -314,8 +398,9 @@ export class RedisHistoryStore implements HistoryStore {
       // Without a listener ioredis prints every reconnect failure to stderr.
       this.redis.on('error', (error: Error) => onError?.(error));
     }
-    this.redis.defineCommand('confabHistoryAppend', { lua: APPEND_LUA, numberOfKeys: 6 });
-    this.redis.defineCommand('confabHistoryRoom', { lua: ROOM_LUA, numberOfKeys: 4 });
+    this.redis.defineCommand('confabHistoryAppend', { lua: APPEND_LUA, numberOfKeys: 7 });
+    this.redis.defineCommand('confabHistoryRoom', { lua: ROOM_LUA, numberOfKeys: 5 });
+    this.redis.defineCommand('confabHistoryRead', { lua: READ_LUA, numberOfKeys: 2 });
     this.redis.defineCommand('confabHistoryPrune', { lua: PRUNE_LUA, numberOfKeys: 2 });
     this.scripts = this.redis as unknown as Scripts;
 
@@ -330,6 +415,11 @@ export class RedisHistoryStore implements HistoryStore {
     }
   }
 
+  /**
+   * Appends of one event-loop turn are sent together, one script call per room (at most
+   * MAX_BATCH messages each, in call order), which numbers, stores and publishes them in
+   * one step: a busy room costs Redis one call and one PUBLISH per turn, not per message.
+   */
   append(room: string, draft: MessageDraft): Promise<Appended> {
     if (this.closed) return Promise.reject(new Error('history store is closed'));
     try {
@@ -340,56 +430,85 @@ export class RedisHistoryStore implements HistoryStore {
     }
     const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
     const msg = wellFormed(draft.msg);
+    // Tracked by its batch's script call (close() sends what is waiting first).
+    return new Promise<Appended>((resolve, reject) => {
+      let batch = this.open.get(room);
+      if (batch === undefined || batch.items.length >= MAX_BATCH) {
+        batch = { room, items: [] };
+        this.open.set(room, batch);
+        this.batches.push(batch);
+      }
+      batch.items.push({ at: draft.at, from: draft.from, msg, cid, resolve, reject });
+      if (this.batches.length === 1 && batch.items.length === 1) {
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    const batches = this.batches;
+    this.batches = [];
+    this.open.clear();
+    for (const batch of batches) this.appendBatch(batch);
+  }
+
+  private appendBatch({ room, items }: Batch): void {
     const keys = this.keys(room);
     const seen = this.highest.get(room);
     const args: (string | number)[] = [
       keys.top,
       keys.epoch,
       keys.msgs,
-      keys.cids,
+      keys.cidz,
       this.roomsKey(),
+      keys.floor,
       keys.base,
       this.epochCandidate(room),
       this.retention.maxMessages,
       keys.tag,
-      String(draft.at),
-      draft.from,
-      msg,
       this.publish ? roomChannel(this.prefix, room) : '',
       seen?.epoch ?? '',
       seen?.top ?? 0,
     ];
-    if (cid !== undefined) args.push(cid);
-    return this.track(
-      this.scripts.confabHistoryAppend(...args).then((reply): Appended => {
-        const [id, epoch, duplicate, at, storedMsg] = reply as [
-          number,
-          string,
-          number,
-          string?,
-          string?,
-        ];
-        this.seen(room, epoch, id);
-        const message: StoredMessage =
-          duplicate === 1
-            ? {
-                room,
-                id,
-                at: Number(at),
-                from: draft.from,
-                msg: storedMsg!,
-                ...(cid !== undefined ? { cid } : {}),
-              }
-            : {
-                room,
-                id,
-                at: draft.at,
-                from: draft.from,
-                msg,
-                ...(cid !== undefined ? { cid } : {}),
-              };
-        return { message, epoch, duplicate: duplicate === 1 };
-      }),
+    for (const item of items) {
+      args.push(
+        String(item.at),
+        JSON.stringify([item.at, item.from, item.msg]),
+        item.cid === undefined ? '' : cidKey(item.from, item.cid),
+        item.cid ?? '',
+      );
+    }
+    this.track(this.scripts.confabHistoryAppend(...args)).then(
+      (reply) => {
+        const r = reply as (string | number)[];
+        const epoch = r[0] as string;
+        let next = (r[1] as number) + 1;
+        let dup = 2;
+        for (let i = 0; i < items.length; i++) {
+          const item = items[i]!;
+          const cid = item.cid !== undefined ? { cid: item.cid } : {};
+          if (r[dup] === i + 1) {
+            const id = r[dup + 1] as number;
+            const stored = toMessage(room, [streamId(id), r[dup + 2] as unknown as string[]]);
+            const message: StoredMessage = { ...stored, from: item.from, ...cid };
+            dup += 3;
+            item.resolve({ message, epoch, duplicate: true });
+          } else {
+            const id = next++;
+            // Without a spread: this runs for every chat.
+            const message: StoredMessage =
+              item.cid === undefined
+                ? { room, id, at: item.at, from: item.from, msg: item.msg }
+                : { room, id, at: item.at, from: item.from, msg: item.msg, cid: item.cid };
+            item.resolve({ message, epoch, duplicate: false });
+          }
+        }
+        if (next > 1) this.seen(room, epoch, next - 1);
+      },
+      (error: unknown) => {
+        const e = error instanceof Error ? error : new Error(String(error));
+        for (const item of items) item.reject(e);
+      },
     );
   }
 
@@ -407,6 +526,7 @@ export class RedisHistoryStore implements HistoryStore {
           keys.top,
           keys.epoch,
           keys.msgs,
+          keys.floor,
           keys.base,
           this.epochCandidate(room),
           EMPTY_EPOCH_TTL_S,
@@ -436,15 +556,20 @@ export class RedisHistoryStore implements HistoryStore {
     const end = hi >= Number.MAX_SAFE_INTEGER ? '+' : streamId(hi);
     const lo = query.after !== undefined ? Math.max(Math.floor(query.after) + 1, 0) : 0;
     if (hi < 1 || hi < lo || lo >= Number.MAX_SAFE_INTEGER) return Promise.resolve([]);
-    const msgs = this.keys(room).msgs;
+    const keys = this.keys(room);
+    const forward = query.after !== undefined;
     return this.track(
       this.afterPrune(async () => {
-        if (query.after !== undefined) {
-          const entries = await this.redis.xrange(msgs, streamId(lo), end, 'COUNT', limit);
-          return entries.map((e) => toMessage(room, e));
-        }
-        const entries = await this.redis.xrevrange(msgs, end, '-', 'COUNT', limit);
-        return entries.reverse().map((e) => toMessage(room, e));
+        const entries = (await this.scripts.confabHistoryRead(
+          keys.floor,
+          keys.msgs,
+          lo,
+          end,
+          limit,
+          forward ? 'after' : 'before',
+        )) as StreamEntry[];
+        if (!forward) entries.reverse();
+        return entries.map((e) => toMessage(room, e));
       }),
     );
   }
@@ -457,6 +582,7 @@ export class RedisHistoryStore implements HistoryStore {
     if (this.closed) return;
     this.closed = true;
     if (this.timer !== undefined) clearInterval(this.timer);
+    this.flush();
     await Promise.allSettled([...this.inflight]);
     if (!this.owned) return;
     try {
@@ -475,7 +601,8 @@ export class RedisHistoryStore implements HistoryStore {
       top: `${base}top`,
       epoch: `${base}epoch`,
       msgs: `${base}msgs`,
-      cids: `${base}cids`,
+      cidz: `${base}cidz`,
+      floor: `${base}floor`,
       base: `${base}base`,
     };
   }
@@ -553,7 +680,7 @@ export class RedisHistoryStore implements HistoryStore {
       await Promise.all(
         tags.map((tag) => {
           const base = `${this.prefix}h:{r${tag}}:`;
-          return this.scripts.confabHistoryPrune(`${base}msgs`, `${base}cids`, String(cutoff));
+          return this.scripts.confabHistoryPrune(`${base}msgs`, `${base}cidz`, String(cutoff));
         }),
       );
     } while (cursor !== '0');

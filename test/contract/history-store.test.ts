@@ -6,9 +6,10 @@ import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import type { HistoryStore } from '../../src/core/history.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
-import { RedisHistoryStore } from '../../src/store/redis-history.js';
+import { RedisHistoryStore, roomChannel, roomTag } from '../../src/store/redis-history.js';
 import { SqliteHistoryStore } from '../../src/store/sqlite-history.js';
 import { useRedis, withoutRedis } from '../helpers/redis.js';
+import { eventually } from './broker.js';
 import { historyStoreContract } from './history-store.js';
 
 function tempDir(): string {
@@ -200,7 +201,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
-    it('keeps its keys under the prefix and the cid hash no larger than the stream', async () => {
+    it('keeps its keys under the prefix, and cids and stream bounded by the cap', async () => {
       const prefix = newPrefix();
       const store = new RedisHistoryStore({
         retention: { maxMessages: 3, maxAgeMs: 1_000 },
@@ -216,17 +217,122 @@ describe.skipIf(withoutRedis())('Redis', () => {
         }
         const keys = await client.keys(`${prefix}*`);
         expect(await client.dbsize()).toBe(before + keys.length);
-        const cids = keys.filter((k) => k.endsWith(':cids'));
+        const cids = keys.filter((k) => k.endsWith(':cidz'));
         const msgs = keys.filter((k) => k.endsWith(':msgs'));
         expect([cids.length, msgs.length]).toEqual([1, 1]);
-        expect(await client.hlen(cids[0]!)).toBe(3);
-        expect(await client.xlen(msgs[0]!)).toBe(3);
-        await store.prune(1_008);
-        expect(await client.hlen(cids[0]!)).toBe(2);
+        expect(await client.zcard(cids[0]!)).toBe(3);
+        // Trimmed a whole stream node at a time: bounded, though not to exactly 3.
+        for (let i = 10; i < 1_000; i++) {
+          void store.append('caf\u00e9 {x}', { at: i, from: 'ann', msg: `m${i}` });
+        }
+        await store.append('caf\u00e9 {x}', { at: 1_000, from: 'ann', msg: 'last', cid: 'c' });
+        expect(await client.xlen(msgs[0]!)).toBeLessThanOrEqual(3 + 200);
+        expect(await client.zcard(cids[0]!)).toBe(1);
+        expect(await store.read('caf\u00e9 {x}', { after: 0, limit: 10 })).toHaveLength(3);
+        expect(await store.read('caf\u00e9 {x}', { limit: 10 })).toHaveLength(3);
+        expect(await store.room('caf\u00e9 {x}')).toMatchObject({ top: 1001, oldest: 999 });
+        await store.prune(1_999);
+        expect(await client.zcard(cids[0]!)).toBe(1);
+        expect(await store.room('caf\u00e9 {x}')).toMatchObject({ top: 1001, oldest: 1000 });
         await store.prune(10_000);
-        expect(await client.hlen(cids[0]!)).toBe(0);
+        expect(await client.exists(cids[0]!)).toBe(0);
         expect(await client.xlen(msgs[0]!)).toBe(0);
-        expect(await store.room('caf\u00e9 {x}')).toMatchObject({ top: 10, oldest: 11 });
+        expect(await store.room('caf\u00e9 {x}')).toMatchObject({ top: 1001, oldest: 1002 });
+      } finally {
+        client.disconnect();
+        await store.close();
+      }
+    });
+
+    it('stores and publishes the appends of one turn to a room in one step, in order', async () => {
+      const prefix = newPrefix();
+      const store = new RedisHistoryStore({
+        retention: { maxMessages: 100, maxAgeMs: 0 },
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+        publish: true,
+      });
+      const sub = new Redis(redis.url, { protocol: 2 });
+      const payloads: string[] = [];
+      sub.on('message', (_channel: string, message: string) => payloads.push(message));
+      try {
+        await sub.subscribe(roomChannel(prefix, 'r'));
+        const sent = ['a', 'b', 'c', 'd', 'e'];
+        const appended = await Promise.all(
+          sent.map((msg, i) =>
+            store.append('r', { at: i, from: 'ann', msg, ...(i === 3 ? { cid: 'k' } : {}) }),
+          ),
+        );
+        expect(appended.map((a) => a.message.id)).toEqual([1, 2, 3, 4, 5]);
+        // A resend of a stored cid is not published again.
+        await store.append('r', { at: 9, from: 'ann', msg: 'd', cid: 'k' });
+        await store.append('r', { at: 9, from: 'ann', msg: 'f' });
+        await eventually(() => expect(payloads).toHaveLength(2));
+        const [epoch] = [appended[0]!.epoch];
+        expect(payloads.map((p) => JSON.parse(p) as unknown)).toEqual([
+          ['C', epoch, 1, 5, ...sent.map((msg, i) => [i, 'ann', msg])],
+          ['C', epoch, 6, 6, [9, 'ann', 'f']],
+        ]);
+      } finally {
+        sub.disconnect();
+        await store.close();
+      }
+    });
+
+    it('reads messages stored with separate from and msg fields, as earlier versions did', async () => {
+      const prefix = newPrefix();
+      const store = new RedisHistoryStore({
+        retention,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const client = new Redis(redis.url, { protocol: 2 });
+      try {
+        const base = `${prefix}h:{r${roomTag('old')}}:`;
+        await client.xadd(`${base}msgs`, '1-0', 'at', '5', 'from', 'ann', 'msg', 'hi', 'cid', 'k');
+        await client.set(`${base}top`, '1');
+        expect(await store.read('old', { after: 0, limit: 10 })).toEqual([
+          { room: 'old', id: 1, at: 5, from: 'ann', msg: 'hi', cid: 'k' },
+        ]);
+        const next = await store.append('old', { at: 6, from: 'bob', msg: 'yo' });
+        expect(next.message.id).toBe(2);
+        expect(await store.read('old', { limit: 10 })).toEqual([
+          { room: 'old', id: 1, at: 5, from: 'ann', msg: 'hi', cid: 'k' },
+          { room: 'old', id: 2, at: 6, from: 'bob', msg: 'yo' },
+        ]);
+      } finally {
+        client.disconnect();
+        await store.close();
+      }
+    });
+
+    it('keeps every stored id at or below the top when an append script fails part way', async () => {
+      const prefix = newPrefix();
+      const store = new RedisHistoryStore({
+        retention,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const client = new Redis(redis.url, { protocol: 2 });
+      try {
+        // A cid set of the wrong type makes the script fail at the second message, after
+        // it stored the first, as running out of memory half way through would.
+        const base = `${prefix}h:{r${roomTag('r')}}:`;
+        await client.set(`${base}cidz`, 'not a sorted set');
+        const turn = [
+          store.append('r', draft('a')),
+          store.append('r', { ...draft('b'), cid: 'k' }),
+        ];
+        await expect(Promise.all(turn)).rejects.toThrow(/WRONGTYPE/);
+        await client.del(`${base}cidz`);
+        expect((await store.append('r', draft('c'))).message.id).toBe(2);
+        expect((await store.read('r', { limit: 10 })).map((m) => [m.id, m.msg])).toEqual([
+          [1, 'a'],
+          [2, 'c'],
+        ]);
       } finally {
         client.disconnect();
         await store.close();
