@@ -144,7 +144,13 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         continue;
       }
       // The same server as confab before CONNECT.
-      if (s === 'confab-course' || s === 'confab-memory' || s === 'confab-sqlite') continue;
+      if (
+        s === 'confab-course' ||
+        s === 'confab-memory' ||
+        s === 'confab-sqlite' ||
+        s === 'baseline-sqlite'
+      )
+        continue;
       const server = await startServer(s, 10, { peerNagle: o.peerNagle, baseline: o.baseline });
       try {
         report.conns.push(await runConns(server, o.conns, progress, rssKiB));

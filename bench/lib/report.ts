@@ -91,6 +91,7 @@ const COLORS: Record<string, string> = {
   'confab-memory': '#4299e1',
   'confab-sqlite': '#1a365d',
   baseline: '#805ad5',
+  'baseline-sqlite': '#44337a',
   seed: '#a0aec0',
   ngircd: '#dd6b20',
   inspircd: '#38a169',
