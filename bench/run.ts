@@ -222,6 +222,11 @@ async function benchRooms(
       try {
         const r = await runRooms(server, w, o.seconds, o.warmup, progress);
         results.push(confab ? { ...r, history: label } : r);
+        if (r.reconnects > 0) {
+          report.notes.push(
+            `W-rooms: ${r.reconnects} of ${s}'s members were reset or stuck while joining and connected again`,
+          );
+        }
       } catch (err) {
         // One server failing the workload (refusing members, say) leaves the others' results.
         report.skipped.push(`${s} × W-rooms: ${(err as Error).message}`);
