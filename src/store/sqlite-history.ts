@@ -225,6 +225,8 @@ export class SqliteHistoryStore implements HistoryStore {
       lock = new Database(`${path}-lock`, { timeout: 0 });
       try {
         lock.pragma('locking_mode = EXCLUSIVE');
+        // Nothing in it needs a journal file left beside it.
+        lock.pragma('journal_mode = MEMORY');
         // In exclusive locking mode the lock of the first write is held until close.
         lock.pragma('user_version = 1');
       } catch (error) {
