@@ -166,7 +166,13 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         continue;
       }
       // The same server as confab before CONNECT.
-      if (s === 'confab-course' || s === 'confab-memory' || s === 'confab-sqlite') continue;
+      if (
+        s === 'confab-course' ||
+        s === 'confab-memory' ||
+        s === 'confab-sqlite' ||
+        s === 'baseline-sqlite'
+      )
+        continue;
       if (CLUSTER_NODES[s] !== undefined) {
         report.skipped.push(`${s} × W-conns: a node's idle connections are confab's`);
         continue;
@@ -244,6 +250,11 @@ async function benchRooms(
       try {
         const r = await runRooms(server, w, o.seconds, o.warmup, progress);
         results.push(confab || cluster ? { ...r, history: label } : r);
+        if (r.reconnects > 0) {
+          report.notes.push(
+            `W-rooms: ${r.reconnects} of ${s}'s members were reset or stuck while joining and connected again`,
+          );
+        }
       } catch (err) {
         // One server failing the workload (refusing members, say) leaves the others' results.
         report.skipped.push(`${s} × W-rooms: ${(err as Error).message}`);

@@ -115,6 +115,7 @@ const COLORS: Record<string, string> = {
   'confab-2nodes': '#6b46c1',
   'confab-3nodes': '#44337a',
   baseline: '#805ad5',
+  'baseline-sqlite': '#44337a',
   seed: '#a0aec0',
   ngircd: '#dd6b20',
   inspircd: '#38a169',

@@ -57,10 +57,23 @@ export interface RoomsResult {
   redis?: RedisShare;
   /** Members connected to each node, for a server of several nodes. */
   membersPerNode?: number[];
+  /** Members whose connection was lost or stuck before they were in their room, and who connected again. */
+  reconnects: number;
 }
 
 /** Joins in flight at once: enough to keep a server busy, few enough not to trip accept backlogs. */
 const JOIN_CONCURRENCY = 200;
+/**
+ * Connecting again, as a chat client would, when a connection is reset or stuck before its
+ * member is in the room, for every server alike. ngIRCd needs it: its listen backlog is
+ * compiled in at 10 (`listen(sock, 10)` in its conn.c, one accept per wakeup), so with many
+ * joins in flight its accept queue overflows, Linux drops the handshake's last ACK
+ * (tcp_abort_on_overflow=0), and a connection the client already thinks open is reset when the
+ * server gives up on it; before this, runs failed about 9,000 members in (or sooner). Fewer
+ * joins in flight would avoid it, but InspIRCd takes about a second per registration, so 8 in
+ * flight would keep it over the setup limit.
+ */
+const JOIN_ATTEMPTS = 5;
 /** Every member joined within this, or the run fails. */
 const SETUP_LIMIT_MS = 600_000;
 /** Source addresses the members are spread over, 127.0.0.1-127.0.0.8 (ephemeral ports). */
@@ -95,6 +108,7 @@ export async function runRooms(
   const deadline = t0 + SETUP_LIMIT_MS;
   let next = 0;
   let joined = 0;
+  let reconnects = 0;
   let failure: Error | undefined;
   const worker = async () => {
     while (next < total && failure === undefined) {
@@ -107,22 +121,33 @@ export async function runRooms(
       // A room's members go round-robin over the nodes, starting at a
       // different node for each room so the senders are spread too.
       const port = server.ports[(i + room) % server.ports.length]!;
-      const m = new Member(
-        server.dialect,
-        `m${i}`,
-        port,
-        `127.0.0.${1 + (i % SOURCES)}`,
-        flusher,
-        true,
-        roomName(room),
-      );
-      members[i] = m;
-      try {
-        await m.join();
-        if (++joined % 500 === 0)
-          progress(`W-rooms ${server.name}: ${joined.toLocaleString('en')} of ${total} joined`);
-      } catch (err) {
-        failure ??= err as Error;
+      for (let attempt = 1; ; attempt++) {
+        const m = new Member(
+          server.dialect,
+          `m${i}`,
+          port,
+          `127.0.0.${1 + (i % SOURCES)}`,
+          flusher,
+          true,
+          roomName(room),
+        );
+        members[i] = m;
+        try {
+          await m.join();
+          if (++joined % 500 === 0)
+            progress(`W-rooms ${server.name}: ${joined.toLocaleString('en')} of ${total} joined`);
+          break;
+        } catch (err) {
+          const message = (err as Error).message;
+          // A refusal (nickname taken, room full) is an answer, not a lost connection.
+          const lost = /closed while joining|join timed out/.test(message);
+          if (!lost || attempt === JOIN_ATTEMPTS || failure !== undefined) {
+            failure ??= err as Error;
+            break;
+          }
+          m.socket.destroy();
+          reconnects++;
+        }
       }
     }
   };
@@ -250,5 +275,6 @@ export async function runRooms(
     setupSeconds,
     chatsPerSec: sentInWindow / elapsed,
     ...(redis === undefined ? {} : { redis: await redis, membersPerNode: perNode }),
+    reconnects,
   };
 }

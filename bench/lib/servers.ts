@@ -9,7 +9,8 @@ import { type BenchRedis, redisPing } from './redis.js';
 /**
  * `confab-course` is confab with members that negotiate nothing, as the
  * course client does; `baseline` is confab built from another checkout
- * (StartOptions.baseline), for before/after comparisons in one run.
+ * (StartOptions.baseline), for before/after comparisons in one run, and
+ * `baseline-sqlite` that checkout storing history in SQLite, like `confab-sqlite`.
  */
 export type ServerName =
   | 'confab'
@@ -20,6 +21,7 @@ export type ServerName =
   | 'confab-2nodes'
   | 'confab-3nodes'
   | 'baseline'
+  | 'baseline-sqlite'
   | 'seed'
   | 'ngircd'
   | 'inspircd';
@@ -242,15 +244,21 @@ async function startOnce(
     case 'confab-course':
     case 'confab-memory':
     case 'confab-sqlite':
-    case 'baseline': {
+    case 'baseline':
+    case 'baseline-sqlite': {
       dialect = name === 'confab-course' ? 'course' : 'confab';
-      if (name === 'baseline' && options.baseline === undefined)
-        throw new Error('server baseline needs --baseline DIR');
-      const root = name === 'baseline' ? options.baseline! : ROOT;
+      const baseline = name === 'baseline' || name === 'baseline-sqlite';
+      if (baseline && options.baseline === undefined)
+        throw new Error(`server ${name} needs --baseline DIR`);
+      const root = baseline ? options.baseline! : ROOT;
       // `confab` and `baseline` keep no history, as the IRC servers here keep none;
       // -memory and -sqlite measure what storing every chat costs.
       const history =
-        name === 'confab-memory' ? 'memory' : name === 'confab-sqlite' ? 'sqlite' : 'off';
+        name === 'confab-memory'
+          ? 'memory'
+          : name === 'confab-sqlite' || name === 'baseline-sqlite'
+            ? 'sqlite'
+            : 'off';
       const historyArgs = confabHasOption('--history', root) ? ['--history', history] : [];
       if (history === 'sqlite') {
         const dataDir = mkdtempSync(path.join(tmpdir(), 'confab-bench-data-'));

@@ -1,3 +1,5 @@
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type {
   Appended,
@@ -55,6 +57,15 @@ interface RoomState {
   top: number;
   /** The highest id committed: what readers are told, since only committed rows can be read. */
   committedTop: number;
+  /** The room has its row in `rooms` (its epoch; its top is also the highest stored id). */
+  saved: boolean;
+  /** Rows up to this id are known to be deleted. */
+  deletedTo: number;
+  /**
+   * A cid of a row past the window but not yet deleted is being used again: the next commit
+   * must delete up to the floor first, or the new row would break the unique cid index.
+   */
+  cidReused: boolean;
 }
 
 interface Pending {
@@ -86,6 +97,48 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_cid ON messages (room, "from", cid) W
 `;
 
 const COLUMNS = 'id, at, "from", msg, cid';
+/**
+ * How often the checkpointer looks for new commits. Each checkpoint with work syncs the
+ * WAL and the database file, so not much more often than this.
+ */
+const CHECKPOINT_INTERVAL_MS = 100;
+/**
+ * WAL frames (pages) past which the checkpointer stops waiting for a pause in the writes and
+ * makes the writer start the WAL over (RESTART, briefly blocking it): under a steady stream of
+ * commits a PASSIVE checkpoint never ends with the WAL fully copied, and the file would grow
+ * without bound. 16,384 frames of 4 KiB: 64 MiB.
+ */
+const WAL_FRAMES_LIMIT = 16_384;
+
+/**
+ * The checkpointer: a worker thread with its own connection to the database that copies the
+ * WAL back into it, so that the page copies and fsyncs of a checkpoint do not stop the event
+ * loop. Plain JavaScript evaluated by the worker, so it runs the same from the TypeScript
+ * sources (tests) and from dist/. It checkpoints when the commit counter in `commits` has moved;
+ * a message from the parent closes its connection and ends it.
+ */
+const CHECKPOINTER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.module);
+const db = new Database(workerData.path, { fileMustExist: true, timeout: workerData.restartWaitMs });
+const commits = new Int32Array(workerData.commits);
+// The counter starts at 0 with the store, which may have committed before this thread is up.
+let seen = 0;
+function checkpoint() {
+  const now = Atomics.load(commits, 0);
+  if (now === seen) return;
+  seen = now;
+  const [r] = db.pragma('wal_checkpoint(PASSIVE)');
+  if (r.log > workerData.framesLimit && r.checkpointed < r.log) db.pragma('wal_checkpoint(RESTART)');
+}
+const timer = setInterval(checkpoint, workerData.intervalMs);
+parentPort.once('message', () => {
+  clearInterval(timer);
+  db.close();
+  parentPort.close();
+});
+`;
+const betterSqlite3 = createRequire(import.meta.url).resolve('better-sqlite3');
 /** Rows per multi-row INSERT (6 parameters each, far below SQLite's limit of 32766). */
 const INSERT_ROWS = 64;
 
@@ -103,12 +156,31 @@ const INSERT_ROWS = 64;
  * transaction in the check phase (setImmediate), and their promises resolve
  * after that one commit, in append order.
  *
- * The file is opened in exclusive locking mode: ids come from a cache of each
- * room's top, so a second process writing the same file would hand out the
- * same ids. It fails to open instead.
+ * Checkpoints (copying the WAL back into the database file, with an fsync of
+ * each) run in a worker thread with its own connection, never on the event
+ * loop; closing the store stops it and the last connection to close leaves
+ * the WAL checkpointed and removed.
+ *
+ * Rows past a room's count limit are deleted in runs (once the room has
+ * passed the limit by a margin), not on every commit; reads never return them.
+ * A room's top is the highest id it stores, so its row in `rooms` is written
+ * once (and again only when age retention empties the room).
+ *
+ * Ids come from a cache of each room's top, so a second process writing the
+ * same file would hand out the same ids: a lock file beside it
+ * (`<file>-lock`, held in exclusive locking mode) makes a second store fail to
+ * open instead. The database file itself is not locked exclusively, which
+ * the checkpointer's connection needs.
  */
 export class SqliteHistoryStore implements HistoryStore {
   private readonly db: Database.Database;
+  /** Holds the lock file; undefined for an in-memory database. */
+  private readonly lock: Database.Database | undefined;
+  private checkpointer: Worker | undefined;
+  /** Commits so far, read by the checkpointer to know when there is something to copy. */
+  private readonly commitCount = new Int32Array(new SharedArrayBuffer(4));
+  /** Rows a room may keep past its count limit before they are deleted. */
+  private readonly deleteMargin: number;
   private readonly retention: Retention;
   private readonly seed: string;
   private readonly rooms = new Map<string, RoomState>();
@@ -128,11 +200,12 @@ export class SqliteHistoryStore implements HistoryStore {
   /** INSERT of INSERT_ROWS rows at once: one statement step for many messages. */
   private readonly insertMessages: Database.Statement<unknown[]>;
   private readonly saveRoom: Database.Statement<[string, string, number]>;
-  private readonly loadRoom: Database.Statement<[string], { epoch: string; top: number }>;
+  private readonly loadRoom: Database.Statement<[string, string], { epoch: string; top: number }>;
+  private readonly saveTop: Database.Statement<[string, string]>;
   private readonly roomKeys: Database.Statement<[], { key: string }>;
   private readonly findCid: Database.Statement<[string, string, string], MessageRow>;
   private readonly oldestId: Database.Statement<[string], { oldest: number | null }>;
-  private readonly newest: Database.Statement<[string, number, number], MessageRow>;
+  private readonly newest: Database.Statement<[string, number, number, number], MessageRow>;
   private readonly after: Database.Statement<[string, number, number, number], MessageRow>;
   private readonly deleteUpTo: Database.Statement<[string, number]>;
   private readonly firstKept: Database.Statement<[string, number], { id: number }>;
@@ -143,10 +216,34 @@ export class SqliteHistoryStore implements HistoryStore {
     checkRetention(options.retention);
     this.retention = options.retention;
     this.afterCommit = options.afterCommit;
-    const db = new Database(path);
+    // Large runs delete whole pages at a time; the margin is also what a room may hold
+    // beyond its limit until then.
+    this.deleteMargin = Math.max(1, Math.floor(this.retention.maxMessages / 2));
+    const inFile = path !== '' && path !== ':memory:';
+    let lock: Database.Database | undefined;
+    if (inFile) {
+      lock = new Database(`${path}-lock`, { timeout: 0 });
+      try {
+        lock.pragma('locking_mode = EXCLUSIVE');
+        // Nothing in it needs a journal file left beside it.
+        lock.pragma('journal_mode = MEMORY');
+        // In exclusive locking mode the lock of the first write is held until close.
+        lock.pragma('user_version = 1');
+      } catch (error) {
+        lock.close();
+        throw error;
+      }
+    }
+    this.lock = lock;
+    let db: Database.Database;
+    try {
+      db = new Database(path);
+    } catch (error) {
+      lock?.close();
+      throw error;
+    }
     this.db = db;
     try {
-      db.pragma('locking_mode = EXCLUSIVE');
       db.pragma('journal_mode = WAL');
       db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
       db.exec(SCHEMA);
@@ -159,8 +256,13 @@ export class SqliteHistoryStore implements HistoryStore {
         | { value: string }
         | undefined;
       this.seed = row!.value;
+      if (inFile) {
+        this.checkpointer = this.startCheckpointer(path);
+        db.pragma('wal_autocheckpoint = 0');
+      }
     } catch (error) {
       db.close();
+      lock?.close();
       throw error;
     }
 
@@ -173,14 +275,19 @@ export class SqliteHistoryStore implements HistoryStore {
     this.saveRoom = db.prepare(
       'INSERT INTO rooms (key, epoch, top) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET top = excluded.top',
     );
-    this.loadRoom = db.prepare('SELECT epoch, top FROM rooms WHERE key = ?');
+    this.loadRoom = db.prepare(
+      'SELECT epoch, max(top, coalesce((SELECT max(id) FROM messages WHERE room = ?), 0)) AS top FROM rooms WHERE key = ?',
+    );
+    this.saveTop = db.prepare(
+      'UPDATE rooms SET top = max(top, coalesce((SELECT max(id) FROM messages WHERE room = ?), 0)) WHERE key = ?',
+    );
     this.roomKeys = db.prepare('SELECT key FROM rooms');
     this.findCid = db.prepare(
       `SELECT ${COLUMNS} FROM messages WHERE room = ? AND "from" = ? AND cid = ?`,
     );
     this.oldestId = db.prepare('SELECT min(id) AS oldest FROM messages WHERE room = ?');
     this.newest = db.prepare(
-      `SELECT ${COLUMNS} FROM messages WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?`,
+      `SELECT ${COLUMNS} FROM messages WHERE room = ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?`,
     );
     this.after = db.prepare(
       `SELECT ${COLUMNS} FROM messages WHERE room = ? AND id > ? AND id < ? ORDER BY id LIMIT ?`,
@@ -194,14 +301,26 @@ export class SqliteHistoryStore implements HistoryStore {
     this.commitBatch = db.transaction((batch: readonly Pending[]) => {
       // Count retention first, against each room's final top: it is one index range delete
       // per room, it frees the cids of messages going now before new rows reuse them, and rows
-      // of this batch already past the limit are not written at all.
+      // of this batch already past the limit are not written at all. The states are changed
+      // here, before the commit: if it fails, flush() drops them and reloads what is stored.
       const floors = new Map<RoomState, number>();
       for (const p of batch) {
-        if (p.duplicate || floors.has(p.state)) continue;
-        const floor = p.state.top - this.retention.maxMessages;
-        floors.set(p.state, floor);
-        this.saveRoom.run(p.room, p.state.epoch, p.state.top);
-        if (floor > 0) this.deleteUpTo.run(p.room, floor);
+        const state = p.state;
+        if (p.duplicate || floors.has(state)) continue;
+        const floor = state.top - this.retention.maxMessages;
+        floors.set(state, floor);
+        if (!state.saved) {
+          this.saveRoom.run(p.room, state.epoch, state.top);
+          state.saved = true;
+        }
+        if (
+          floor - state.deletedTo >= this.deleteMargin ||
+          (state.cidReused && floor > state.deletedTo)
+        ) {
+          this.deleteUpTo.run(p.room, floor);
+          state.deletedTo = floor;
+        }
+        state.cidReused = false;
       }
       // Rows go in INSERT_ROWS at a time: a busy turn's batch costs a few statement
       // steps instead of one per message (measured: the insert was a quarter of the
@@ -261,6 +380,7 @@ export class SqliteHistoryStore implements HistoryStore {
         // would have one turn later: then the cid is free again.
         if (duplicateOf !== undefined && duplicateOf.id <= state.top - this.retention.maxMessages) {
           duplicateOf = undefined;
+          state.cidReused = true;
         }
       }
       let message: StoredMessage;
@@ -303,7 +423,7 @@ export class SqliteHistoryStore implements HistoryStore {
         return Promise.resolve({ epoch: roomEpoch(this.seed, room), top: 0, oldest: 1 });
       }
       const top = state.committedTop;
-      const oldest = this.oldestId.get(room)?.oldest ?? top + 1;
+      const oldest = Math.max(this.oldestId.get(room)?.oldest ?? top + 1, this.floor(state) + 1);
       return Promise.resolve({ epoch: state.epoch, top, oldest });
     } catch (error) {
       return Promise.reject(error);
@@ -316,12 +436,15 @@ export class SqliteHistoryStore implements HistoryStore {
       const limit = readLimit(query, this.retention);
       if (limit === 0) return Promise.resolve([]);
       // Ids below `before` and above `after`; with `after`, the oldest of them (paging
-      // forward), otherwise the newest (paging back).
+      // forward), otherwise the newest (paging back). Never rows past the count limit
+      // that are still waiting for their deletion.
+      const state = this.rooms.get(room) ?? this.stored(room);
+      const floor = state === undefined ? 0 : this.floor(state);
       const before = query.before ?? Number.POSITIVE_INFINITY;
       const rows =
         query.after !== undefined
-          ? this.after.all(room, query.after, before, limit)
-          : this.newest.all(room, before, limit).reverse();
+          ? this.after.all(room, Math.max(query.after, floor), before, limit)
+          : this.newest.all(room, floor, before, limit).reverse();
       return Promise.resolve(rows.map((row) => toMessage(room, row)));
     } catch (error) {
       return Promise.reject(error);
@@ -337,30 +460,84 @@ export class SqliteHistoryStore implements HistoryStore {
     }
   }
 
-  close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+  async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
     if (this.timer !== undefined) clearInterval(this.timer);
     this.flush();
+    const checkpointer = this.checkpointer;
+    this.checkpointer = undefined;
+    if (checkpointer !== undefined) {
+      // Its connection closes first, so the store's own is the last one: closing that
+      // checkpoints the whole WAL and removes it.
+      const exited = new Promise((resolve) => checkpointer.once('exit', resolve));
+      // Unreferenced, it would let the process end before this resolves.
+      checkpointer.ref();
+      checkpointer.postMessage('close');
+      await exited;
+    }
     this.db.close();
-    return Promise.resolve();
+    this.lock?.close();
+  }
+
+  private startCheckpointer(path: string): Worker {
+    const worker = new Worker(CHECKPOINTER, {
+      eval: true,
+      workerData: {
+        module: betterSqlite3,
+        path,
+        commits: this.commitCount.buffer,
+        intervalMs: CHECKPOINT_INTERVAL_MS,
+        framesLimit: WAL_FRAMES_LIMIT,
+        restartWaitMs: 5_000,
+      },
+    });
+    // It must not keep the process alive, and it must not fail silently: without it the WAL
+    // would grow for ever, so the store goes back to SQLite's own checkpoints, on the loop.
+    worker.unref();
+    worker.on('error', () => {});
+    worker.on('exit', () => {
+      if (this.checkpointer !== worker) return;
+      this.checkpointer = undefined;
+      if (!this.closed) this.db.pragma('wal_autocheckpoint = 1000');
+    });
+    return worker;
+  }
+
+  /** Ids up to this one are past the room's count limit, whether deleted yet or not. */
+  private floor(state: RoomState): number {
+    return Math.max(0, state.committedTop - this.retention.maxMessages);
   }
 
   /** The room's cached state, loaded on its first append. */
   private state(room: string): RoomState {
     let state = this.rooms.get(room);
     if (state === undefined) {
-      state = this.stored(room) ?? { epoch: roomEpoch(this.seed, room), top: 0, committedTop: 0 };
+      state = this.stored(room) ?? {
+        epoch: roomEpoch(this.seed, room),
+        top: 0,
+        committedTop: 0,
+        saved: false,
+        deletedTo: 0,
+        cidReused: false,
+      };
       this.rooms.set(room, state);
     }
     return state;
   }
 
   private stored(room: string): RoomState | undefined {
-    const row = this.loadRoom.get(room);
+    const row = this.loadRoom.get(room, room);
     return row === undefined
       ? undefined
-      : { epoch: row.epoch, top: row.top, committedTop: row.top };
+      : {
+          epoch: row.epoch,
+          top: row.top,
+          committedTop: row.top,
+          saved: true,
+          deletedTo: 0,
+          cidReused: false,
+        };
   }
 
   private flush(): void {
@@ -379,6 +556,7 @@ export class SqliteHistoryStore implements HistoryStore {
       return;
     }
     this.commits++;
+    Atomics.add(this.commitCount, 0, 1);
     for (const p of batch) {
       if (!p.duplicate) {
         this.appended++;
@@ -400,8 +578,11 @@ export class SqliteHistoryStore implements HistoryStore {
     this.db.transaction(() => {
       for (const { key } of this.roomKeys.all()) {
         const kept = this.firstKept.get(key, cutoff);
-        if (kept === undefined) this.deleteRoomMessages.run(key);
-        else this.deleteUpTo.run(key, kept.id - 1);
+        if (kept === undefined) {
+          // The room's top is its highest stored id: keep it before there is none.
+          this.saveTop.run(key, key);
+          this.deleteRoomMessages.run(key);
+        } else this.deleteUpTo.run(key, kept.id - 1);
       }
     })();
   }

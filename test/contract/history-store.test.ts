@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -64,6 +64,59 @@ describe('SqliteHistoryStore', () => {
       expect(() => new SqliteHistoryStore(file, options)).toThrow(/locked/);
     } finally {
       await first.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('copies the WAL into the database file while open, and leaves no WAL when closed', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'history.db');
+    const store = new SqliteHistoryStore(file, options);
+    try {
+      const empty = statSync(file).size;
+      for (let turn = 0; turn < 20; turn++) {
+        const appends = [];
+        for (let i = 0; i < 100; i++) {
+          appends.push(store.append('r', { at: 0, from: 'a', msg: `message ${turn}.${i}` }));
+        }
+        await Promise.all(appends);
+      }
+      // Commits only go to the WAL (SQLite's own checkpoints are off): the database file
+      // grows only when the checkpointer copies them back, which it does on its own thread.
+      for (let i = 0; i < 100 && statSync(file).size === empty; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(statSync(file).size).toBeGreaterThan(empty);
+    } finally {
+      await store.close();
+    }
+    try {
+      expect(existsSync(`${file}-wal`)).toBe(false);
+      const reopened = new SqliteHistoryStore(file, options);
+      expect(await reopened.room('r')).toMatchObject({ top: 2_000, oldest: 1 });
+      await reopened.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('closes in a process that nothing else keeps alive', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'history.db');
+    try {
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', path.join(import.meta.dirname, 'sqlite-close-child.ts'), file],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+      });
+      const code = await new Promise((resolve) => child.once('exit', resolve));
+      expect({ code, stdout }).toEqual({ code: 0, stdout: 'closed\n' });
+      expect(existsSync(`${file}-wal`)).toBe(false);
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });

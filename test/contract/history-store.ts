@@ -299,6 +299,21 @@ export function historyStoreContract(target: ContractTarget): void {
       expect(again).toMatchObject({ duplicate: false, message: { id: 4 } });
     });
 
+    it('stores a cid again once its message is past the count limit, in later turns', async () => {
+      // A store may delete rows past the limit only now and then; the old row must not
+      // stand in the way of the new one.
+      const { store } = setup({ retention: { maxMessages: 8, maxAgeMs: 0 }, pruneIntervalMs: 0 });
+      await store.append('r', draft('a', { cid: 'c' }));
+      for (let i = 0; i < 8; i++) await store.append('r', draft(`m${i}`));
+      const again = await store.append('r', draft('a', { cid: 'c' }));
+      expect(again).toMatchObject({ duplicate: false, message: { id: 10, cid: 'c' } });
+      expect((await store.read('r', { limit: 100 })).map((m) => m.id)).toEqual([
+        3, 4, 5, 6, 7, 8, 9, 10,
+      ]);
+      expect(await store.room('r')).toMatchObject({ top: 10, oldest: 3 });
+      expect((await store.append('r', draft('a', { cid: 'c' }))).duplicate).toBe(true);
+    });
+
     it('stores lone surrogates in msg and cid as U+FFFD, and returns what it stores', async () => {
       const h = setup();
       const a = await h.store.append('r', draft('a\uD800b\uDC00', { cid: '\uD800' }));
