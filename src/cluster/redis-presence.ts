@@ -11,6 +11,7 @@ import {
   type DepartedMember,
   type Heartbeat,
   type JoinResult,
+  MemberGone,
   type MemberId,
   type Presence,
   type PresenceMember,
@@ -515,7 +516,7 @@ export class RedisPresence implements Presence {
     const reply = Number(
       await this.scripts.confabPresenceJoin(...this.args(id, tag, capacity, name)),
     );
-    if (reply === -1) throw new Error(`member ${id} is not registered`);
+    if (reply === -1) throw new MemberGone(id);
     if (reply === -2) return { ok: false, reason: 'already-in' };
     if (reply === -3) return { ok: false, reason: 'full' };
     this.local.get(id)?.rooms.add(tag);

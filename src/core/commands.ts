@@ -11,7 +11,13 @@ import type { ChatEvent, MemberInfo, PeerAddress, RoomInfo } from './events.js';
 import { type Operator, removalDetail } from './moderation.js';
 import { checkNickname } from './nickname.js';
 import type { DisconnectReason, Logger } from './ports.js';
-import type { Presence, PresenceMember, RoomCount } from './presence.js';
+import {
+  type JoinResult,
+  MemberGone,
+  type Presence,
+  type PresenceMember,
+  type RoomCount,
+} from './presence.js';
 import { Room } from './room.js';
 import type { Rooms } from './rooms.js';
 import type { Session } from './session.js';
@@ -851,12 +857,21 @@ async function joinInCluster(
   const entered = ctx.interested(admitted);
   let inside = false;
   try {
-    const joined = await presence.join(
-      session.presenceId,
-      admitted.key,
-      admitted.capacity,
-      admitted.name,
-    );
+    let joined: JoinResult;
+    try {
+      joined = await presence.join(
+        session.presenceId,
+        admitted.key,
+        admitted.capacity,
+        admitted.name,
+      );
+    } catch (err) {
+      if (!(err instanceof MemberGone)) throw err;
+      // A resume took this member to another connection before the join reached Redis
+      // (or its node was reaped): the node's notice would close this one anyway.
+      if (session.state === 'joined') ctx.disconnect(session, 'replaced');
+      return;
+    }
     if (!joined.ok) {
       if (joined.reason === 'full') {
         refuse(session, ErrorCode.ROOM_FULL, `${admitted.name} is full`, Cmd.JOIN_ROOM);

@@ -14,6 +14,7 @@ import {
   type DepartedMember,
   type Heartbeat,
   type JoinResult,
+  MemberGone,
   type MemberId,
   type Presence,
   type PresenceMember,
@@ -98,7 +99,7 @@ export class MemoryPresence implements Presence {
     return settle((): JoinResult => {
       checkText('room', room);
       const entry = this.mine(id);
-      if (entry === undefined) throw new Error(`member ${id} is not registered`);
+      if (entry === undefined) throw new MemberGone(id);
       if (entry.rooms.has(room)) return { ok: false, reason: 'already-in' };
       let members = this.hub.rooms.get(room);
       if ((members?.size ?? 0) >= capacity) return { ok: false, reason: 'full' };

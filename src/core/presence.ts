@@ -105,6 +105,17 @@ export interface TakenOver {
   readonly rooms: readonly { readonly room: string; readonly name: string }[];
 }
 
+/**
+ * The member is not (any longer) registered: on a cluster, most often taken
+ * over by a resume on another node while this node's request was under way.
+ */
+export class MemberGone extends Error {
+  constructor(id: MemberId) {
+    super(`member ${id} is not registered`);
+    this.name = 'MemberGone';
+  }
+}
+
 export type JoinResult =
   | { readonly ok: true; readonly count: number }
   | { readonly ok: false; readonly reason: 'full' | 'already-in' };
