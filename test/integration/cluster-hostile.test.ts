@@ -16,6 +16,7 @@ import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
 import { startCluster, type TestCluster } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
+import { wsClient } from '../helpers/ws-client.js';
 
 const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'history', 'moderation'];
@@ -175,6 +176,43 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
     }
     await allAlive();
   }, 120_000);
+
+  it('one token raced over WebSocket and TCP on two nodes, with a nickname storm, leaves one holder', async () => {
+    for (let round = 0; round < 4; round++) {
+      const nick = `wsr${round}`;
+      const { c: owner, welcome } = await member(round % 3, nick);
+      const token = String(welcome.resume);
+      const web = await wsClient(cluster.nodes[(round + 1) % 3]!.httpPort!);
+      const tcp = await open((round + 2) % 3);
+      const squatters: RawClient[] = [];
+      for (let i = 0; i < 3; i++) squatters.push(await open(i));
+      web.send({ cmd: '0', nickname: `${nick}w`, caps: CAPS, resume: token });
+      tcp.sendPy({ cmd: '0', nickname: `${nick}t`, caps: CAPS, resume: token });
+      // Others grab the owner's name while it moves: it must stay held by exactly one.
+      for (const q of squatters) q.sendPy({ cmd: '0', nickname: nick, caps: CAPS });
+      const [ww, wt] = await Promise.all([web.expect('03', 10_000), tcp.expect('03', 10_000)]);
+      expect([ww.resumed, wt.resumed].filter(Boolean)).toHaveLength(1);
+      await owner.expectClose(10_000);
+      const squatted = await Promise.all(
+        squatters.map((q) =>
+          q.expect('03', 5_000).then(
+            () => true,
+            () => false,
+          ),
+        ),
+      );
+      expect(squatted.filter(Boolean)).toEqual([]);
+      const seen = await census(round % 3);
+      expect(seen.users.filter((u) => u === nick)).toEqual([nick]);
+      web.ws.close();
+      tcp.close();
+      for (const q of squatters) q.close();
+      await until(`${nick} to be freed`, async () => {
+        const s = await census((round + 1) % 3);
+        return !s.users.some((u) => u.startsWith(nick));
+      });
+    }
+  }, 90_000);
 
   it('a CONNECT storm with one nickname on every node admits exactly one', async () => {
     for (let round = 0; round < 3; round++) {
