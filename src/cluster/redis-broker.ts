@@ -12,6 +12,7 @@ import type {
 import type { HistoryStore } from '../core/history.js';
 import {
   DEFAULT_REDIS_PREFIX,
+  type PublishedChat,
   type PublishedChats,
   roomChannel,
   roomTag,
@@ -113,24 +114,40 @@ function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
 }
 
-/** An append script payload's epoch (when it needs no escapes), first and last id. */
-const CHATS_HEAD = /^\["C","([^"\\]*)",(\d{1,15}),(\d{1,15}),/;
+/**
+ * An append script payload's epoch (when it is ASCII and needs no escapes), first and last
+ * id, matched on the payload's head decoded as latin1: ASCII only, so that no other
+ * bytes can pass for the epoch.
+ */
+const CHATS_HEAD = /^\["C","([^"\\\x80-\xff]*)",(\d{1,15}),(\d{1,15}),/;
+/**
+ * Bytes of a payload's head read for CHATS_HEAD: room for 15-digit ids and any epoch the
+ * store makes; a longer epoch fails the match, and the payload is parsed in full instead.
+ */
+const HEAD_BYTES = 128;
+/** `[`: an append script's payload; other events are JSON objects. */
+const OPEN_BRACKET = 0x5b;
 
-/** The chats of one append script call, in id order. */
-function parseChats(payload: string, room: string): { chat: ChatMessage; epoch: string }[] {
+/**
+ * Checks the shape of one append script call's payload,
+ * `["C", epoch, first id, last id, [at, from, msg], ...]`; its chats stay where they are.
+ */
+function parseChats(payload: string): PublishedChats {
   const parsed: unknown = JSON.parse(payload);
   if (!Array.isArray(parsed) || parsed.length < 5 || parsed[0] !== 'C') {
     throw new Error('malformed chat payload');
   }
-  const [, epoch, first, last, ...chats] = parsed as PublishedChats;
+  const first: unknown = parsed[2];
   if (
-    typeof epoch !== 'string' ||
+    typeof parsed[1] !== 'string' ||
+    typeof first !== 'number' ||
     !Number.isSafeInteger(first) ||
-    last !== first + chats.length - 1
+    parsed[3] !== first + parsed.length - 5
   ) {
     throw new Error('malformed chat payload');
   }
-  return chats.map((c, i) => {
+  for (let i = 4; i < parsed.length; i++) {
+    const c: unknown = parsed[i];
     if (
       !Array.isArray(c) ||
       typeof c[0] !== 'number' ||
@@ -139,8 +156,8 @@ function parseChats(payload: string, room: string): { chat: ChatMessage; epoch: 
     ) {
       throw new Error('malformed chat payload');
     }
-    return { chat: { type: 'chat', room, id: first + i, at: c[0], from: c[1], msg: c[2] }, epoch };
-  });
+  }
+  return parsed as PublishedChats;
 }
 
 /**
@@ -214,7 +231,10 @@ export class RedisBroker implements Broker {
       this.sub = options.redis.duplicate(subOptions);
     }
     this.sub.on('error', this.onError);
-    this.sub.on('message', (channel: string, message: string) => this.message(channel, message));
+    // Buffers: the echo of this node's own chats is recognised from its head, not decoded.
+    this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) =>
+      this.message(channel.toString(), message),
+    );
     this.sub.on('close', () => this.disconnected());
     this.sub.on('ready', () => this.reconnected());
     // Queued until the first connection is ready; later connections subscribe again.
@@ -356,9 +376,9 @@ export class RedisBroker implements Broker {
 
   // ---- receiving ----
 
-  private message(channel: string, payload: string): void {
+  private message(channel: string, bytes: Buffer): void {
     if (channel === this.myChannel || channel === this.everyChannel) {
-      const envelope = this.parseEnvelope(payload);
+      const envelope = this.parseEnvelope(bytes.toString());
       if (envelope === undefined) return;
       const event = envelope.e;
       if (channel === this.myChannel && event.type === 'whisper') this.handWhisper(event);
@@ -367,36 +387,43 @@ export class RedisBroker implements Broker {
     }
     const state = this.byChannel.get(channel);
     if (state === undefined) return;
-    let received: Held[];
+    if (bytes[0] !== OPEN_BRACKET) {
+      const envelope = this.parseEnvelope(bytes.toString());
+      if (envelope === undefined || envelope.o === this.node) return;
+      const event = envelope.e;
+      if (event.type === 'whisper' || isNotice(event)) return;
+      if (state.inStep) this.hand(state, event);
+      else this.hold(state, { chat: undefined, event });
+      return;
+    }
+    if (this.handedAlready(state, bytes)) return;
+    let chats: PublishedChats;
     try {
-      if (payload.startsWith('[')) {
-        if (this.handedAlready(state, payload)) return;
-        received = parseChats(payload, state.name);
-      } else {
-        const envelope = this.parseEnvelope(payload);
-        if (envelope === undefined || envelope.o === this.node) return;
-        const event = envelope.e;
-        if (event.type === 'whisper' || isNotice(event)) return;
-        received = [{ chat: undefined, event }];
-      }
+      chats = parseChats(bytes.toString());
     } catch (error) {
       this.onError(asError(error));
       return;
     }
-    for (const held of received) {
+    const epoch = chats[1];
+    const first = chats[2];
+    for (let i = 4; i < chats.length; i++) {
       // The handler may have unsubscribed the room meanwhile.
       if (!this.alive(state)) return;
-      this.receive(state, held);
+      const id = first + i - 4;
+      // Handed over already (this node's own, through publish): no event made for it.
+      if (state.inStep && id <= state.last && epoch === state.epoch) continue;
+      const [at, from, msg] = chats[i] as PublishedChat;
+      this.receiveChat(state, { type: 'chat', room: state.name, id, at, from, msg }, epoch);
     }
   }
 
   /**
    * Whether every chat of an append script's payload was handed over already (the echo
-   * of this node's own chats, mostly), read from its head without parsing the rest.
+   * of this node's own chats, mostly), read from its head without decoding the rest.
    */
-  private handedAlready(state: RoomState, payload: string): boolean {
+  private handedAlready(state: RoomState, bytes: Buffer): boolean {
     if (!state.inStep || state.epoch === undefined) return false;
-    const head = CHATS_HEAD.exec(payload);
+    const head = CHATS_HEAD.exec(bytes.toString('latin1', 0, HEAD_BYTES));
     return (
       head !== null &&
       head[1] === state.epoch &&
@@ -405,28 +432,24 @@ export class RedisBroker implements Broker {
     );
   }
 
-  private receive(state: RoomState, held: Held): void {
+  private receiveChat(state: RoomState, chat: ChatMessage, epoch: string): void {
     if (!state.inStep) {
-      this.hold(state, held);
+      this.hold(state, { chat, epoch });
       return;
     }
-    if (held.chat === undefined) {
-      this.hand(state, held.event);
-      return;
-    }
-    if (held.epoch === state.epoch) {
-      if (held.chat.id <= state.last) return;
-      if (held.chat.id === state.last + 1) {
-        state.last = held.chat.id;
-        this.hand(state, held.chat);
+    if (epoch === state.epoch) {
+      if (chat.id <= state.last) return;
+      if (chat.id === state.last + 1) {
+        state.last = chat.id;
+        this.hand(state, chat);
         return;
       }
-    } else if (state.retired.has(held.epoch)) {
+    } else if (state.retired.has(epoch)) {
       return;
     }
     // A gap, or a new epoch: what is missing comes from history first.
     state.inStep = false;
-    this.hold(state, held);
+    this.hold(state, { chat, epoch });
     this.sync(state);
   }
 

@@ -203,6 +203,8 @@ const PASSWORD_FIELD = /("password"\s*:\s*)"(?:[^"\\]|\\.)*("|$)/g;
 const OPER_BURST = 5;
 const OPER_RATE = 0.1;
 const OPER_BUCKETS = 4096;
+/** Senders' look-alike keys remembered for the cluster's `subject`; cleared when full. */
+const SENDER_KEYS = 4096;
 
 /**
  * The chat service: sessions, the nickname registry and the room, with the
@@ -255,6 +257,12 @@ export class Chat implements ChatContext, SessionHost {
   private readonly rosters = new Map<string, Roster>();
   /** Presence releases in flight, so a stop can wait for their "30"s to go out. */
   private readonly releases = new Set<Promise<void>>();
+  /**
+   * Chat senders' look-alike keys: every node looks up the sender of every chat
+   * it delivers, and the key (a pure function of the name) costs more than the
+   * lookup.
+   */
+  private readonly senderKeys = new Map<string, string>();
 
   constructor(options: ChatOptions = {}) {
     this.lobby = new Room(LOBBY, options.maxUsers ?? 10);
@@ -431,7 +439,7 @@ export class Chat implements ChatContext, SessionHost {
   private subject(event: RoomEvent): Session | undefined {
     switch (event.type) {
       case 'chat':
-        return this.find(event.from);
+        return this.sender(event.from);
       case 'joined':
       case 'moderated':
         return this.find(event.nickname);
@@ -440,6 +448,16 @@ export class Chat implements ChatContext, SessionHost {
       default:
         return undefined;
     }
+  }
+
+  private sender(nickname: string): Session | undefined {
+    let key = this.senderKeys.get(nickname);
+    if (key === undefined) {
+      if (this.senderKeys.size >= SENDER_KEYS) this.senderKeys.clear();
+      key = nicknameKey(nickname);
+      this.senderKeys.set(nickname, key);
+    }
+    return this.nicknames.get(key);
   }
 
   /**

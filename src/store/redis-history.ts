@@ -132,8 +132,9 @@ end
 
 /**
  * KEYS: top, epoch, msgs, cidz, rooms, floor, base. ARGV: epoch candidate, maxMessages,
- * room tag, channel ('' for none), seen epoch, seen top, then per message: at, [at, from, msg] as JSON, the cid's
- * key in cidz ('' for no cid), the cid. Returns epoch, the top before, then for each
+ * room tag, channel ('' for none), seen epoch, seen top, then per message: at and
+ * [at, from, msg] as JSON; with a cid, at has a 'c' before it and the cid's key in cidz
+ * and the cid follow (two arguments per message without: most have none). Returns epoch, the top before, then for each
  * duplicate (if any) its position in ARGV's messages (from 1), id, and the stored entry's
  * fields: the other messages got the ids after the top before, in order.
  */
@@ -153,15 +154,24 @@ local top = before
 local floor = tonumber(redis.call('GET', floor_key) or '1')
 local out = {epoch, before}
 local published = {}
-for b = 7, #ARGV, 4 do
-  local at, json, field, cid = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+local b, n = 7, 0
+while b <= #ARGV do
+  n = n + 1
+  local at, json, field, cid = ARGV[b], ARGV[b + 1], '', ''
+  -- 'c' before the time: the cid's key and the cid follow (99 is 'c').
+  if string.byte(at, 1) == 99 then
+    at, field, cid = string.sub(at, 2), ARGV[b + 2], ARGV[b + 3]
+    b = b + 4
+  else
+    b = b + 2
+  end
   local dup
   if field ~= '' then
     local first = redis.call('ZSCORE', cidz, field)
     -- Only while its message is within the cap (age retention deletes it outright).
     if first and tonumber(first) >= math.max(floor, top - max + 1) then
       local entry = redis.call('XRANGE', msgs, first .. '-0', first .. '-0')[1]
-      if entry then dup = {(b - 7) / 4 + 1, tonumber(first), entry[2]} end
+      if entry then dup = {n, tonumber(first), entry[2]} end
     end
   end
   if dup then
@@ -471,12 +481,9 @@ export class RedisHistoryStore implements HistoryStore {
       seen?.top ?? 0,
     ];
     for (const item of items) {
-      args.push(
-        String(item.at),
-        JSON.stringify([item.at, item.from, item.msg]),
-        item.cid === undefined ? '' : cidKey(item.from, item.cid),
-        item.cid ?? '',
-      );
+      const json = JSON.stringify([item.at, item.from, item.msg]);
+      if (item.cid === undefined) args.push(String(item.at), json);
+      else args.push(`c${item.at}`, json, cidKey(item.from, item.cid), item.cid);
     }
     this.track(this.scripts.confabHistoryAppend(...args)).then(
       (reply) => {

@@ -252,6 +252,92 @@ describe.skipIf(withoutRedis())('Redis', () => {
       );
     });
 
+    it('drops malformed publications on a room channel, and goes on in step', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const room = { key: 'junk', name: 'junk' };
+      await a.broker.subscribe(room);
+      await say(b, room, 'bob', 'first');
+      await eventually(() => expect(a.got.chatIds('junk')).toEqual([1]));
+      const { epoch } = await b.history.room('junk');
+      const admin = new Redis(redis.url, { protocol: 2 });
+      const channel = roomChannel(prefix, room.key);
+      const isChat = (m: unknown) =>
+        Array.isArray(m) &&
+        typeof m[0] === 'number' &&
+        typeof m[1] === 'string' &&
+        typeof m[2] === 'string';
+      const bytes = fc.uint8Array({ maxLength: 300 });
+      const junk = fc.oneof(
+        bytes.map((b) => Buffer.from(b)),
+        // Looks like an append script's payload from its first byte, or further.
+        bytes.map((b) => Buffer.concat([Buffer.from('['), Buffer.from(b)])),
+        bytes.map((b) => Buffer.concat([Buffer.from(`["C","${epoch}",`), Buffer.from(b)])),
+        // Well-formed JSON of the wrong shape, some with heads that are not echoes.
+        fc
+          .tuple(
+            fc.constantFrom('C', 'c', ''),
+            fc.oneof(fc.constant(epoch), fc.string({ unit: 'binary', maxLength: 6 }), fc.integer()),
+            fc.oneof(fc.integer({ min: -2, max: 9 }), fc.double(), fc.string({ maxLength: 2 })),
+            fc.oneof(fc.integer({ min: -2, max: 9 }), fc.constant(null)),
+            fc.array(fc.jsonValue({ maxDepth: 2 }), { maxLength: 4 }),
+          )
+          .filter(([, , first, last, chats]) => {
+            // A well-formed payload is a real chat to the broker (Redis is trusted), and one
+            // of an epoch the room's history does not know stalls the room until it does.
+            const wellFormed =
+              typeof first === 'number' &&
+              Number.isSafeInteger(first) &&
+              last === first + chats.length - 1 &&
+              chats.length > 0 &&
+              chats.every(isChat);
+            return !wellFormed;
+          })
+          .map(([tag, e, first, last, chats]) =>
+            Buffer.from(JSON.stringify([tag, e, first, last, ...chats])),
+          ),
+      );
+      // In the room's epoch and numbered as the next chats, but with a chat of the wrong shape.
+      const next = fc
+        .array(
+          fc.oneof(
+            fc.tuple(fc.integer(), fc.string({ maxLength: 3 }), fc.string({ maxLength: 3 })),
+            fc.array(fc.jsonValue({ maxDepth: 1 }), { maxLength: 4 }),
+            fc.jsonValue({ maxDepth: 1 }),
+          ),
+          { minLength: 1, maxLength: 3 },
+        )
+        .filter((chats) => !chats.every(isChat))
+        .map((chats) => ({ chats }));
+      let sent = 1;
+      const payload = (p: Buffer | { chats: unknown[] }) =>
+        Buffer.isBuffer(p)
+          ? p
+          : JSON.stringify(['C', epoch, sent + 1, sent + p.chats.length, ...p.chats]);
+      try {
+        await fc.assert(
+          fc.asyncProperty(
+            fc.array(fc.oneof(junk, next), { minLength: 1, maxLength: 5 }),
+            async (payloads) => {
+              for (const p of payloads) await admin.publish(channel, payload(p));
+              await say(b, room, 'bob', `after ${sent}`);
+              sent++;
+              await eventually(() =>
+                expect(a.got.chatIds('junk')).toEqual(
+                  Array.from({ length: sent }, (_, i) => i + 1),
+                ),
+              );
+            },
+          ),
+          { numRuns: 60 },
+        );
+      } finally {
+        admin.disconnect();
+      }
+      expect(a.got.lostRooms).toEqual([]);
+      expect(a.got.of('junk').at(-1)).toMatchObject({ from: 'bob', msg: `after ${sent - 1}` });
+    });
+
     it('takes a room off Redis when unsubscribed', async () => {
       const c = await cluster();
       const a = await c.node();
