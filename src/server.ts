@@ -206,6 +206,9 @@ class RegisteringPresence implements Presence {
   release(id: MemberId) {
     return this.inner.release(id);
   }
+  expel(id: MemberId) {
+    return this.inner.expel(id);
+  }
   join(id: MemberId, room: string, capacity: number, name?: string) {
     return this.inner.join(id, room, capacity, name);
   }

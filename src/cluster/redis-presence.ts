@@ -145,6 +145,13 @@ if not r then return {} end
 return r[4]
 `;
 
+/** ARGV: P, node, id. As RELEASE_LUA, but -1 for a member not registered. */
+const EXPEL_LUA = `${PRELUDE}
+local r = remove_member(ARGV[2], ARGV[3])
+if not r then return -1 end
+return r[4]
+`;
+
 /**
  * ARGV: P, node, id, tag, capacity, name. The new count, or -1 not registered, -2 already in,
  * -3 full.
@@ -326,6 +333,7 @@ interface Scripts {
   confabPresenceClaim: Run;
   confabPresenceRename: Run;
   confabPresenceRelease: Run;
+  confabPresenceExpel: Run;
   confabPresenceJoin: Run;
   confabPresenceLeave: Run;
   confabPresenceMembers: Run;
@@ -344,6 +352,7 @@ const SCRIPTS: Record<keyof Scripts, string> = {
   confabPresenceClaim: CLAIM_LUA,
   confabPresenceRename: RENAME_LUA,
   confabPresenceRelease: RELEASE_LUA,
+  confabPresenceExpel: EXPEL_LUA,
   confabPresenceJoin: JOIN_LUA,
   confabPresenceLeave: LEAVE_LUA,
   confabPresenceMembers: MEMBERS_LUA,
@@ -504,6 +513,17 @@ export class RedisPresence implements Presence {
     this.local.delete(id);
     try {
       return roomsLeft((await this.scripts.confabPresenceRelease(...this.args(id))) as unknown[]);
+    } catch (error) {
+      this.unreleased.add(id);
+      throw error;
+    }
+  }
+
+  async expel(id: MemberId): Promise<RoomLeft[] | undefined> {
+    this.local.delete(id);
+    try {
+      const reply = await this.scripts.confabPresenceExpel(...this.args(id));
+      return reply === -1 ? undefined : roomsLeft(reply as unknown[]);
     } catch (error) {
       this.unreleased.add(id);
       throw error;

@@ -95,6 +95,13 @@ export class MemoryPresence implements Presence {
     });
   }
 
+  expel(id: MemberId): Promise<RoomLeft[] | undefined> {
+    return settle(() => {
+      const entry = this.mine(id);
+      return entry === undefined ? undefined : this.remove(entry);
+    });
+  }
+
   join(id: MemberId, room: string, capacity: number, name = room): Promise<JoinResult> {
     return settle((): JoinResult => {
       checkText('room', room);

@@ -156,6 +156,13 @@ export interface Presence {
   rename(id: MemberId, nickname: string): Promise<boolean>;
   /** Frees the nickname and leaves every room; [] for a member not registered. */
   release(id: MemberId): Promise<RoomLeft[]>;
+  /**
+   * `release`, telling a member still registered (its rooms, maybe none) from
+   * one that is not (undefined: taken over by a resume elsewhere, released,
+   * or reaped). A removal decides by this one step whether it is still this
+   * node's to make.
+   */
+  expel(id: MemberId): Promise<RoomLeft[] | undefined>;
 
   /**
    * Adds the member to a room if it has fewer than `capacity` members. `name`

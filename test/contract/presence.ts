@@ -308,6 +308,29 @@ export function presenceContract(target: PresenceTarget): void {
       expect(await b!.find('bob')).toBeDefined();
     });
 
+    it('expels a member only while it is registered, telling so, and its token with it', async () => {
+      const { nodes } = await setup(3);
+      const [a, b, c] = nodes as [Presence, Presence, Presence];
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 'token-1');
+      // Registered without a room: [] is not "gone".
+      expect(await a.expel('1')).toEqual([]);
+      expect(await a.expel('1')).toBeUndefined();
+      expect(await b.takeOver('token-1', '2', addr(2), 'token-2')).toBeUndefined();
+      expect(await a.find('ann')).toBeUndefined();
+      await a.claim('3', 'bea', addr(3));
+      await a.join('3', 'lobby', 10);
+      await a.grant('3', 'token-3');
+      expect((await b.takeOver('token-3', '4', addr(4), 'token-4'))?.id).toBe('3');
+      // Taken over by another node: this node's id expels nothing there.
+      expect(await a.expel('3')).toBeUndefined();
+      expect((await c.find('bea'))?.node).toBe(b.node);
+      expect(await c.expel('4')).toBeUndefined();
+      expect(await b.expel('4')).toEqual([{ room: 'lobby', count: 0 }]);
+      expect(await c.takeOver('token-4', '5', addr(5), 'token-5')).toBeUndefined();
+      expect(await c.find('bea')).toBeUndefined();
+    });
+
     it('reaps a node that stops heartbeating, once, and frees all it held', async () => {
       const { nodes } = await setup(3);
       const [a, b, c] = nodes as [Presence, Presence, Presence];
