@@ -18,6 +18,12 @@ export type NodeNotice =
       readonly by: string;
       readonly reason: string;
       readonly seconds: number | undefined;
+      /**
+       * Its nickname when the notice was sent, and how many nodes passed it on: a member that
+       * moved to another node (a resume) is looked up by it there, a few hops at most.
+       */
+      readonly nickname?: string;
+      readonly hops?: number;
     }
   /** A ban was stored: enforce it, and remove the members it matches. */
   | { readonly type: 'banned'; readonly ban: Ban; readonly seconds: number | undefined }

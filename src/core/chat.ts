@@ -21,7 +21,7 @@ import type { HistoryStore, RoomHistory, StoredMessage } from './history.js';
 import type { Operator } from './moderation.js';
 import { nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
-import type { DeadNode, Presence } from './presence.js';
+import type { DeadNode, Presence, RoomLeft } from './presence.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
 import { Room } from './room.js';
 import { type DeclaredRoom, Rooms, roomKey } from './rooms.js';
@@ -194,6 +194,9 @@ const DISCONNECT_NOTICES: Partial<Record<DisconnectReason, [ErrorCodeValue, stri
   replaced: [ErrorCode.REPLACED, 'another connection took this session over'],
 };
 
+/** A removal chasing a member that keeps resuming elsewhere gives up after this many nodes. */
+const MAX_REMOVE_HOPS = 3;
+
 const RATE_LIMITED_MESSAGE = 'too many requests; slow down';
 
 /** A "password" field's value in a logged excerpt, escapes and a cut-off end included. */
@@ -257,6 +260,8 @@ export class Chat implements ChatContext, SessionHost {
   private readonly rosters = new Map<string, Roster>();
   /** Presence releases in flight, so a stop can wait for their "30"s to go out. */
   private readonly releases = new Set<Promise<void>>();
+  /** What waits for a session's requests under way to finish (a removal during a resume). */
+  private readonly idleWaiters = new Map<Session, (() => void)[]>();
   /**
    * Chat senders' look-alike keys: every node looks up the sender of every chat
    * it delivers, and the key (a pure function of the name) costs more than the
@@ -511,16 +516,9 @@ export class Chat implements ChatContext, SessionHost {
   private noticed(notice: NodeNotice): void {
     const now = this.clock();
     switch (notice.type) {
-      case 'remove': {
-        for (const session of this.sessions) {
-          if (session.state === 'joined' && session.presenceId === notice.member) {
-            const { action, by, reason, seconds } = notice;
-            removeMember(this, session, action, by, reason, seconds);
-            return;
-          }
-        }
+      case 'remove':
+        this.removeNoticed(notice);
         return;
-      }
       case 'banned':
         this.bans.add(notice.ban, now);
         enforceBan(this, notice.ban, notice.seconds);
@@ -532,6 +530,57 @@ export class Chat implements ChatContext, SessionHost {
         this.evicted(notice.member);
         return;
     }
+  }
+
+  /**
+   * A removal a KICK on any node asked for. The member may have been taken over by
+   * a resume on a third node meanwhile, before or after its eviction notice
+   * reaches this one: so it is removed here only if Presence still has it on
+   * this node, in the same step that frees it (a resume after that finds
+   * nothing to take); else the notice goes on to whoever holds the nickname
+   * now, a few hops at most. Never a kick announced while the member stays.
+   */
+  private removeNoticed(notice: Extract<NodeNotice, { type: 'remove' }>, waited = false): void {
+    const cluster = this.cluster;
+    if (cluster === undefined) return;
+    let session: Session | undefined;
+    for (const s of this.sessions) {
+      if (s.state !== 'closed' && s.presenceId === notice.member) session = s;
+    }
+    if (session !== undefined && session.pending > 0 && !waited) {
+      // Most often a resume under way (its "03" not sent yet): removed once it is done.
+      const waiting = this.idleWaiters.get(session) ?? [];
+      waiting.push(() => this.removeNoticed(notice, true));
+      this.idleWaiters.set(session, waiting);
+      return;
+    }
+    const nickname = session?.nickname ?? notice.nickname;
+    const names = new Map<string, string>();
+    for (const room of session?.rooms ?? []) names.set(room.key, room.name);
+    const { action, by, reason, seconds } = notice;
+    const work = cluster.presence.expel(notice.member).then(async (left) => {
+      if (left !== undefined) {
+        if (session !== undefined && session.state === 'joined') {
+          removeMember(this, session, action, by, reason, seconds);
+        }
+        // Its own release in leaving finds nothing left: the "30"s go out from here.
+        this.announceLeft(left, nickname ?? '', names, action === 'kick' ? 'kicked' : 'banned');
+        return;
+      }
+      const hops = (notice.hops ?? 0) + 1;
+      if (nickname === undefined || hops > MAX_REMOVE_HOPS) return;
+      const now = await cluster.presence.find(nickname);
+      if (now === undefined || (now.node === cluster.presence.node && now.id === notice.member)) {
+        this.log.warn({ nickname, by, action }, `${nickname} was gone before the ${action}`);
+        return;
+      }
+      cluster.broker.notify(now.node, { ...notice, member: now.id, nickname: now.nickname, hops });
+    });
+    this.track(
+      work.catch((err: unknown) =>
+        this.log.warn({ err, nickname }, `could not ${action} a member`),
+      ),
+    );
   }
 
   /**
@@ -713,6 +762,11 @@ export class Chat implements ChatContext, SessionHost {
     session.pending--;
     if (session.pending > 0) return;
     session.barrier = false;
+    const idle = this.idleWaiters.get(session);
+    if (idle !== undefined) {
+      this.idleWaiters.delete(session);
+      for (const then of idle) then();
+    }
     const departures = session.departures;
     if (departures !== undefined) {
       session.departures = undefined;
@@ -1277,18 +1331,28 @@ export class Chat implements ChatContext, SessionHost {
     if (cluster === undefined) return;
     this.track(
       cluster.presence.release(id).then(
-        (left) => {
-          for (const { room, count } of left) {
-            this.log.info(
-              { nickname, room: names.get(room) ?? room, users: count, reason },
-              `${nickname} left. There are ${count} users connected.`,
-            );
-            const name = this.rooms.keyed(room)?.name ?? names.get(room) ?? room;
-            cluster.broker.publish(room, { type: 'left', room: name, nickname, count });
-          }
-        },
+        (left) => this.announceLeft(left, nickname, names, reason),
         (err: unknown) => this.log.warn({ err, nickname }, 'could not release a member'),
       ),
     );
+  }
+
+  /** The rooms a member was freed from in Presence hear it left. */
+  private announceLeft(
+    left: readonly RoomLeft[],
+    nickname: string,
+    names: ReadonlyMap<string, string>,
+    reason: DisconnectReason,
+  ): void {
+    const cluster = this.cluster;
+    if (cluster === undefined) return;
+    for (const { room, count } of left) {
+      this.log.info(
+        { nickname, room: names.get(room) ?? room, users: count, reason },
+        `${nickname} left. There are ${count} users connected.`,
+      );
+      const name = this.rooms.keyed(room)?.name ?? names.get(room) ?? room;
+      cluster.broker.publish(room, { type: 'left', room: name, nickname, count });
+    }
   }
 }

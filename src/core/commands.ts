@@ -645,13 +645,29 @@ const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
           return;
         }
         const notice = { type: 'remove', member: member.id, action: 'kick', by, reason } as const;
-        cluster.broker.notify(member.node, { ...notice, seconds: undefined });
+        const { nickname } = member;
+        cluster.broker.notify(member.node, { ...notice, seconds: undefined, nickname, hops: 0 });
       }),
     );
     return;
   }
   if (target === undefined) {
     refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(req.nickname), req.cmd);
+    return;
+  }
+  if (cluster !== undefined) {
+    // A resume on another node may be taking the member over: removed as a notice from
+    // another node is, only if Presence still has it here, else followed to where it went.
+    cluster.broker.notify(cluster.presence.node, {
+      type: 'remove',
+      member: target.presenceId,
+      action: 'kick',
+      by,
+      reason,
+      seconds: undefined,
+      nickname: target.nickname,
+      hops: 0,
+    });
     return;
   }
   removeMember(ctx, target, 'kick', by, reason, undefined);

@@ -310,6 +310,33 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
     await allAlive();
   }, 90_000);
 
+  it('a KICK racing a resume of its target on a third node does not report a kick it missed', async () => {
+    const { c: op } = await member(0, 'opk');
+    op.sendPy({ cmd: '92', name: 'teacher', password: 'pw' });
+    await op.expect('93');
+    for (let round = 0; round < 6; round++) {
+      const nick = `kr${round}x`;
+      const { c: owner, welcome } = await member(1, nick);
+      const thief = await open(2);
+      thief.sendPy({ cmd: '0', nickname: `${nick}t`, caps: CAPS, resume: String(welcome.resume) });
+      op.sendPy({ cmd: '94', nickname: nick });
+      const w = await thief.expect('03', 10_000);
+      await owner.expectClose(10_000);
+      op.sendPy({ cmd: '6', beginTime: round });
+      await op.expect('60');
+      // Whichever came first, a "99" kick means the nickname is gone from the cluster.
+      await new Promise((r) => setTimeout(r, 300));
+      const kicked = op.drain().some((m) => m.cmd === '99' && m.nickname === nick);
+      const seen = await census(0);
+      if (kicked) expect(seen.users).not.toContain(nick);
+      else expect(op.received).toEqual([]);
+      if (w.resumed && !kicked) expect(seen.users).toContain(nick);
+      thief.close();
+      await until(`${nick} to be freed`, async () => !(await census(1)).users.includes(nick));
+    }
+    op.close();
+  }, 90_000);
+
   it('a flood from every node reaches every member once, in one order', async () => {
     const room = 'flood';
     const listeners: RawClient[] = [];
