@@ -115,6 +115,25 @@ export class RawClient {
   }
 
   /** Waits for the server to close the connection. */
+  /**
+   * Waits (bounded) until `n` messages that `what` accepts are in `received`
+   * (arrived and not taken by `expect`); resolves with the first of them.
+   */
+  async waitFor(
+    what: (m: ParsedServerMessage) => boolean,
+    n = 1,
+    timeoutMs = 20_000,
+  ): Promise<ParsedServerMessage> {
+    const deadline = Date.now() + timeoutMs;
+    for (let i = 0; i < 2_000 && Date.now() < deadline; i++) {
+      const found = this.received.filter(what);
+      if (found.length >= n) return found[0]!;
+      if (this.isClosed) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    throw new Error(`waiting for ${n} message(s); got ${this.describe()}`);
+  }
+
   async expectClose(timeoutMs = 5000): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {

@@ -25,18 +25,6 @@ async function member(node: number, nickname: string, extra: object = {}): Promi
   return client;
 }
 
-/** Waits (bounded) until `client` has a message that `what` accepts; returns it. */
-async function seen(client: RawClient, what: (m: Message) => boolean): Promise<Message> {
-  const deadline = Date.now() + 15_000;
-  for (let i = 0; i < 1_500 && Date.now() < deadline; i++) {
-    const found = (client.received as Message[]).find(what);
-    if (found !== undefined) return found;
-    if (client.isClosed) break;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error(`not received; got ${client.describe()}`);
-}
-
 const chat = (msg: string) => (m: Message) => m.cmd === '70' && m.msg === msg;
 
 beforeAll(async () => {
@@ -58,10 +46,10 @@ describe.skipIf(skip)('lost history, told to clients', () => {
     const course = await member(1, 'course');
     const header = (await h1.expect('101')) as Message;
     course.sendPy({ cmd: '7', msg: 'before' });
-    for (const c of [h0, h1]) await seen(c, chat('before'));
+    for (const c of [h0, h1]) await c.waitFor(chat('before'));
 
     await cluster.redis.restart();
-    const gaps = await Promise.all([h0, h1].map((c) => seen(c, (m) => m.cmd === '108')));
+    const gaps = await Promise.all([h0, h1].map((c) => c.waitFor((m) => m.cmd === '108')));
     for (const gap of gaps) {
       expect(gap).toEqual({
         cmd: '108',
@@ -73,12 +61,12 @@ describe.skipIf(skip)('lost history, told to clients', () => {
     }
     h0.sendPy({ cmd: '7', msg: 'after', room: 'lobby' });
     const stored = (await h0.expect('71', 10_000)) as Message;
-    const after = await seen(h1, chat('after'));
+    const after = await h1.waitFor(chat('after'));
     expect(after.id).toBe(stored.id);
     // The notice comes before the first chat of the new epoch.
     const got = h1.received as Message[];
     expect(got.indexOf(gaps[1]!)).toBeLessThan(got.indexOf(after));
-    await seen(course, chat('after'));
+    await course.waitFor(chat('after'));
     expect(course.rawFrames.filter((f) => f.includes('"108"'))).toEqual([]);
     for (const c of [h0, h1, course]) c.close();
   }, 60_000);
@@ -98,7 +86,7 @@ describe.skipIf(skip)('lost history, told to clients', () => {
     };
     const say = async (msg: string) => {
       w0.sendPy({ cmd: '7', msg, room: 'lobby' });
-      await seen(w1, chat(msg));
+      await w1.waitFor(chat(msg));
     };
     for (const msg of ['a1', 'a2', 'a3']) await say(msg);
     const admin = new Redis(cluster.redis.url, { maxRetriesPerRequest: 1 });
@@ -110,7 +98,7 @@ describe.skipIf(skip)('lost history, told to clients', () => {
     for (const msg of ['b1', 'b2', 'b3']) await say(msg);
     // Back from the snapshot: the b's are gone, the epoch and a top of the a's are back.
     await cluster.redis.restart();
-    const gap = await seen(w1, (m) => m.cmd === '108');
+    const gap = await w1.waitFor((m) => m.cmd === '108');
     expect(gap).toMatchObject({ room: 'lobby', reason: 'epoch' });
     expect(gap.epoch).not.toBe(header.epoch);
     for (const msg of ['c1', 'c2', 'c3']) await say(msg);

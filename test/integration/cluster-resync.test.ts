@@ -33,17 +33,6 @@ async function connect(port: number, nickname: string, caps?: string[]): Promise
   return client;
 }
 
-/** Waits (bounded) until `client` has received a message matching `what`, not taken. */
-async function waitFor(client: RawClient, what: (m: Message) => boolean): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  for (let i = 0; i < 2_000 && Date.now() < deadline; i++) {
-    if ((client.received as Message[]).some(what)) return;
-    if (client.isClosed) break;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error(`still waiting; got ${client.describe()}`);
-}
-
 /** The nicknames USERS lists, for `room` or the lobby. */
 async function users(client: RawClient, room?: string): Promise<string[]> {
   client.sendPy(room === undefined ? { cmd: '1' } : { cmd: '1', room });
@@ -95,8 +84,8 @@ describe.skipIf(skip)('a node whose subscription was down', () => {
     gone.sendPy({ cmd: '100', room: 'den' });
     await gone.expect('101', 10_000);
     const ren = await connect(b, 'ren');
-    await waitFor(cora, (m) => m.cmd === '8' && m.nickname === 'ren');
-    await waitFor(rex, (m) => m.cmd === '8' && m.nickname === 'gone' && m.room === 'den');
+    await cora.waitFor((m) => m.cmd === '8' && m.nickname === 'ren');
+    await rex.waitFor((m) => m.cmd === '8' && m.nickname === 'gone' && m.room === 'den');
     const lobbyBefore = await users(cora);
     const denBefore = await users(rex, 'den');
     expect(lobbyBefore).toEqual(['cora', 'rex', 'stay', 'gone', 'ren']);
@@ -122,8 +111,8 @@ describe.skipIf(skip)('a node whose subscription was down', () => {
       newb.sendPy({ cmd: '100', room: 'den' });
       await newb.expect('101', 10_000);
       // Published: node B's own member saw them.
-      await waitFor(stay, (m) => m.cmd === '30' && m.nickname === 'gone');
-      await waitFor(stay, (m) => m.cmd === '8' && m.nickname === 'newb');
+      await stay.waitFor((m) => m.cmd === '30' && m.nickname === 'gone');
+      await stay.waitFor((m) => m.cmd === '8' && m.nickname === 'newb');
       expect(membership(cora)).toEqual([]);
       expect(membership(rex, 'lobby')).toEqual([]);
     } finally {
@@ -131,8 +120,8 @@ describe.skipIf(skip)('a node whose subscription was down', () => {
       admin.disconnect();
     }
 
-    await waitFor(cora, (m) => m.cmd === '8' && m.nickname === 'newb');
-    await waitFor(rex, (m) => m.cmd === '8' && m.nickname === 'newb' && m.room === 'den');
+    await cora.waitFor((m) => m.cmd === '8' && m.nickname === 'newb');
+    await rex.waitFor((m) => m.cmd === '8' && m.nickname === 'newb' && m.room === 'den');
     const lobbyNow = await users(cora);
     expect(lobbyNow).toEqual(['cora', 'rex', 'stay', 'renee', 'newb']);
     expect(await users(rex, 'den')).toEqual(['rex', 'newb']);
@@ -155,8 +144,8 @@ describe.skipIf(skip)('a node whose subscription was down', () => {
     // In step again: the next leave is shown once.
     rex.drain();
     stay.sendPy({ cmd: '3' });
-    await waitFor(cora, (m) => m.cmd === '30' && m.nickname === 'stay');
-    await waitFor(rex, (m) => m.cmd === '30' && m.nickname === 'stay');
+    await cora.waitFor((m) => m.cmd === '30' && m.nickname === 'stay');
+    await rex.waitFor((m) => m.cmd === '30' && m.nickname === 'stay');
     expect(cora.drain()).toEqual([{ cmd: '30', nickname: 'stay', userCount: 4 }]);
     expect(membership(rex, 'lobby')).toEqual([
       { cmd: '30', nickname: 'stay', userCount: 4, room: 'lobby' },

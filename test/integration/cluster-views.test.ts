@@ -59,17 +59,6 @@ function all(client: RawClient, cmd: string): Message[] {
   return (client.received as Message[]).filter((m) => m.cmd === cmd);
 }
 
-/** Waits until `client` has received `n` messages matching `what` (taken or not). */
-async function waitFor(client: RawClient, what: (m: Message) => boolean, n: number) {
-  const deadline = Date.now() + 20_000;
-  for (let i = 0; i < 2_000 && Date.now() < deadline; i++) {
-    if ((client.received as Message[]).filter(what).length >= n) return;
-    if (client.isClosed) break;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error(`waiting for ${n} messages; got ${client.describe()}`);
-}
-
 /** Polls `read` until `done` holds of its result (bounded), and returns the last result. */
 async function until<T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
   let value = await read();
@@ -83,8 +72,7 @@ async function until<T>(read: () => Promise<T>, done: (value: T) => boolean): Pr
 /** JOIN_ROOM, answered. */
 async function enter(client: RawClient, room: string): Promise<void> {
   client.sendPy({ cmd: '100', room });
-  await waitFor(
-    client,
+  await client.waitFor(
     (m) => m.cmd === '101' && String(m.room).toLowerCase() === room.toLowerCase(),
     1,
   );
@@ -198,7 +186,7 @@ describe.skipIf(skip)('a cluster seen from any of its nodes', () => {
     // The old connection is told and closed; nobody sees it leave or join.
     expect(await ghost.client.expect('90', 10_000)).toMatchObject({ code: 2007 });
     await ghost.client.expectClose(10_000);
-    await waitFor(back, (m) => m.cmd === '101' && m.room === 'study', 1);
+    await back.waitFor((m) => m.cmd === '101' && m.room === 'study', 1);
     // Each room's history is read on its own: their "101"s come in either order.
     expect(
       all(back, '101')
@@ -206,7 +194,7 @@ describe.skipIf(skip)('a cluster seen from any of its nodes', () => {
         .sort(),
     ).toEqual([LOBBY, 'study']);
     back.sendPy({ cmd: '7', room: 'study', msg: 'back again' });
-    await waitFor(watcher.client, (m) => m.cmd === '70' && m.msg === 'back again', 1);
+    await watcher.client.waitFor((m) => m.cmd === '70' && m.msg === 'back again', 1);
     expect(all(watcher.client, '70').find((m) => m.msg === 'back again')?.from).toBe('gus');
     watcher.client.sendPy({ cmd: '1', room: 'study' });
     const users = (await watcher.client.expect('10')).users as unknown[][];
@@ -232,9 +220,9 @@ describe.skipIf(skip)('a cluster seen from any of its nodes', () => {
     const back = await open(nodes[0]!.port);
     back.sendPy({ cmd: '0', nickname: 'whoever', caps: CAPS, resume: token });
     expect(await back.expect('03', 10_000)).toMatchObject({ resumed: true, nickname: 'vic' });
-    await waitFor(back, (m) => m.cmd === '101' && m.room === 'lab', 1);
+    await back.waitFor((m) => m.cmd === '101' && m.room === 'lab', 1);
     watcher.client.sendPy({ cmd: '7', room: 'lab', msg: 'still there?' });
-    await waitFor(back, (m) => m.cmd === '70' && m.msg === 'still there?', 1);
+    await back.waitFor((m) => m.cmd === '70' && m.msg === 'still there?', 1);
     // Once the dead node is reaped, its member is not: it lives on this node now.
     const reaped = await until(
       () => health(nodes[0]!),
@@ -280,7 +268,7 @@ describe.skipIf(skip)('a cluster seen from any of its nodes', () => {
     expect(kills).toBeGreaterThanOrEqual(6 * 3);
     for (const [j, m] of members.entries()) {
       const mine = (x: Message) => x.cmd === '70' && x.room === 'killroom';
-      await waitFor(m, mine, 5 * COUNT);
+      await m.waitFor(mine, 5 * COUNT);
       const got = (m.received as Message[]).filter(mine);
       expect(got).toHaveLength(5 * COUNT);
       const ids = got.map((x) => Number(x.id));

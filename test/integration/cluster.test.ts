@@ -39,17 +39,6 @@ function all(client: RawClient, cmd: string): Message[] {
   return (client.received as Message[]).filter((m) => m.cmd === cmd);
 }
 
-/** Waits until `client` has received `n` messages `cmd` in all (taken or not). */
-async function waitFor(client: RawClient, what: (m: Message) => boolean, n: number) {
-  const deadline = Date.now() + 20_000;
-  for (let i = 0; i < 2_000 && Date.now() < deadline; i++) {
-    if ((client.received as Message[]).filter(what).length >= n) return;
-    if (client.isClosed) break;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error(`waiting for ${n} messages; got ${client.describe()}`);
-}
-
 beforeAll(async () => {
   if (skip) return;
   redis = await startRedis();
@@ -214,8 +203,7 @@ describe.skipIf(skip)('a cluster of three nodes over Redis', () => {
       for (const r of racers) r.sendPy({ cmd: '100', room });
       const outcomes = await Promise.all(
         racers.map(async (r) => {
-          await waitFor(
-            r,
+          await r.waitFor(
             (m) => (m.cmd === '101' || m.cmd === '90') && m.room !== LOBBY,
             round + 1,
           );
@@ -271,8 +259,8 @@ describe.skipIf(skip)('a cluster of three nodes over Redis', () => {
       const left = await c.expect('30', 20_000);
       expect(left).toMatchObject({ nickname: 'x3', room: LOBBY });
     }
-    await waitFor(x1, (m) => m.cmd === '70' && String(m.msg).startsWith('two'), COUNT);
-    await waitFor(x2, (m) => m.cmd === '70' && String(m.msg).startsWith('one'), COUNT);
+    await x1.waitFor((m) => m.cmd === '70' && String(m.msg).startsWith('two'), COUNT);
+    await x2.waitFor((m) => m.cmd === '70' && String(m.msg).startsWith('one'), COUNT);
     const ones = Array.from({ length: COUNT }, (_, i) => `one ${i}`);
     const twos = Array.from({ length: COUNT }, (_, i) => `two ${i}`);
     const atX1 = said(x1);
@@ -296,7 +284,7 @@ describe.skipIf(skip)('a cluster of three nodes over Redis', () => {
     expect(resumed).toMatchObject({ recovered: true, epoch });
     const top = Number(resumed.top);
     expect(top).toBe(start + 2 * COUNT);
-    await waitFor(back, (m) => m.cmd === '70', top - last);
+    await back.waitFor((m) => m.cmd === '70', top - last);
     const replayed = all(back, '70').map((m) => [Number(m.id), String(m.msg)] as const);
     const ids = [...had, ...replayed].map(([id]) => id);
     expect(ids).toEqual(Array.from({ length: 2 * COUNT }, (_, i) => start + i + 1));
@@ -316,7 +304,7 @@ describe.skipIf(skip)('a cluster of three nodes over Redis', () => {
     const { c: r1 } = await enter(nodes[0]!.port, 'r1');
     const { c: r2, header: before } = await enter(nodes[1]!.port, 'r2');
     r1.sendPy({ cmd: '7', room: ROOM, msg: 'before the restart' });
-    await waitFor(r2, (m) => m.cmd === '70' && m.msg === 'before the restart', 1);
+    await r2.waitFor((m) => m.cmd === '70' && m.msg === 'before the restart', 1);
     await redis.restart();
     // At once, before the nodes' next heartbeats register them again.
     const { c: r3, header } = await enter(nodes[1]!.port, 'r3', {
@@ -326,8 +314,8 @@ describe.skipIf(skip)('a cluster of three nodes over Redis', () => {
     expect(header).toMatchObject({ recovered: false, reason: 'epoch' });
     for (let i = 0; i < 5; i++)
       r1.sendPy({ cmd: '7', room: ROOM, msg: `after ${i}`, cid: `a${i}` });
-    await waitFor(r2, (m) => m.cmd === '70' && String(m.msg).startsWith('after'), 5);
-    await waitFor(r3, (m) => m.cmd === '70' && String(m.msg).startsWith('after'), 5);
+    await r2.waitFor((m) => m.cmd === '70' && String(m.msg).startsWith('after'), 5);
+    await r3.waitFor((m) => m.cmd === '70' && String(m.msg).startsWith('after'), 5);
     for (const c of [r2, r3]) {
       const after = all(c, '70').filter((m) => String(m.msg).startsWith('after'));
       expect(after.map((m) => m.msg)).toEqual([
