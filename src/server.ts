@@ -17,12 +17,11 @@ import {
   type OptionName,
 } from './config.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './core/banned-words.js';
-import type { Ban } from './core/bans.js';
 import { Chat, type ChatSettings, type Cluster } from './core/chat.js';
 import type { HistoryStore } from './core/history.js';
 import type { Operator } from './core/moderation.js';
 import type { Logger, PeerAddress } from './core/ports.js';
-import { type Census, type MemberId, type Presence, PresenceKeeper } from './core/presence.js';
+import { type Census, PresenceKeeper } from './core/presence.js';
 import { type ClusterView, createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { FileBanStore } from './store/ban-file.js';
@@ -174,104 +173,21 @@ async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
   }
 }
 
-/**
- * RedisPresence, but a claim refused because Redis no longer knows this node
- * (it restarted empty; the next heartbeat registers the node again) makes
- * that heartbeat now and tries once more, rather than fail the CONNECT.
- */
-class RegisteringPresence implements Presence {
-  constructor(
-    private readonly inner: RedisPresence,
-    private readonly beat: () => Promise<void>,
-  ) {}
-  get node(): string {
-    return this.inner.node;
-  }
-  get timeoutMs(): number {
-    return this.inner.timeoutMs;
-  }
-  async claim(id: MemberId, nickname: string, address: PeerAddress): Promise<boolean> {
-    try {
-      return await this.inner.claim(id, nickname, address);
-    } catch (err) {
-      // RedisPresence's word for it: the node is missing from Redis.
-      if (!(err instanceof Error && err.message.endsWith(' is not registered'))) throw err;
-      await this.beat();
-      return this.inner.claim(id, nickname, address);
-    }
-  }
-  rename(id: MemberId, nickname: string) {
-    return this.inner.rename(id, nickname);
-  }
-  release(id: MemberId) {
-    return this.inner.release(id);
-  }
-  expel(id: MemberId) {
-    return this.inner.expel(id);
-  }
-  join(id: MemberId, room: string, capacity: number, name?: string) {
-    return this.inner.join(id, room, capacity, name);
-  }
-  leave(id: MemberId, room: string) {
-    return this.inner.leave(id, room);
-  }
-  members(room: string) {
-    return this.inner.members(room);
-  }
-  count(room: string) {
-    return this.inner.count(room);
-  }
-  find(nickname: string) {
-    return this.inner.find(nickname);
-  }
-  rooms(limit: number) {
-    return this.inner.rooms(limit);
-  }
-  grant(id: MemberId, token: string) {
-    return this.inner.grant(id, token);
-  }
-  takeOver(token: string, id: MemberId, address: PeerAddress, next: string) {
-    return this.inner.takeOver(token, id, address, next);
-  }
-  census() {
-    return this.inner.census();
-  }
-  bans() {
-    return this.inner.bans();
-  }
-  ban(key: string, ban: Ban, now: number) {
-    return this.inner.ban(key, ban, now);
-  }
-  unban(key: string) {
-    return this.inner.unban(key);
-  }
-  heartbeat() {
-    return this.inner.heartbeat();
-  }
-  reap() {
-    return this.inner.reap();
-  }
-  close() {
-    return this.inner.close();
-  }
-}
-
 /** A node's connection to the cluster: one client for commands, the broker's own subscriber. */
 class ClusterNode implements Cluster, ClusterView {
   private keeper: PresenceKeeper | undefined;
   private banTimer: ReturnType<typeof setInterval> | undefined;
-  readonly presence: Presence;
   private counted: { until: number; result: Promise<Census | undefined> } | undefined;
 
   private constructor(
     private readonly redis: Redis,
     readonly history: RedisHistoryStore,
-    private readonly redisPresence: RedisPresence,
+    readonly presence: RedisPresence,
     readonly broker: RedisBroker,
   ) {
-    this.presence = new RegisteringPresence(redisPresence, async () => {
+    presence.onUnregistered = async () => {
       await this.keeper?.tick();
-    });
+    };
   }
 
   /**
@@ -367,7 +283,7 @@ class ClusterNode implements Cluster, ClusterView {
   /** Heartbeats from now on; the chat hears of dead nodes and of this one being cut off. */
   keep(chat: Chat, timeoutMs: number, log: Logger): void {
     this.keeper = new PresenceKeeper(
-      this.redisPresence,
+      this.presence,
       {
         onReaped: (dead) => chat.reaped(dead),
         onExpired: () => chat.expired(),
@@ -388,7 +304,7 @@ class ClusterNode implements Cluster, ClusterView {
   async close(): Promise<void> {
     this.keeper?.stop();
     if (this.banTimer !== undefined) clearInterval(this.banTimer);
-    await this.redisPresence.close().catch(() => {});
+    await this.presence.close().catch(() => {});
     await withTimeout(this.broker.close(), 2_000).catch(() => {});
     await this.history.close().catch(() => {});
     if (this.redis.status === 'ready') {

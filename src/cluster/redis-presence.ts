@@ -463,6 +463,12 @@ export class RedisPresence implements Presence {
   private readonly unreleased = new Set<MemberId>();
   private epoch = '';
   private closed = false;
+  /**
+   * Set by the node: registers it again now (a heartbeat with its members). A claim
+   * refused because Redis no longer knows this node (it restarted empty) calls it and
+   * tries once more, rather than fail a CONNECT until the next heartbeat.
+   */
+  onUnregistered: (() => Promise<void>) | undefined;
 
   constructor(options: RedisPresenceOptions) {
     this.node = options.node ?? `n${globalThis.crypto.randomUUID()}`;
@@ -487,9 +493,12 @@ export class RedisPresence implements Presence {
   async claim(id: MemberId, nickname: string, address: PeerAddress): Promise<boolean> {
     checkId('member', id);
     checkText('nickname', nickname);
-    const reply = await this.scripts.confabPresenceClaim(
-      ...this.args(id, nickname, nicknameKey(nickname), address.ip, address.port),
-    );
+    const args = this.args(id, nickname, nicknameKey(nickname), address.ip, address.port);
+    let reply = await this.scripts.confabPresenceClaim(...args);
+    if (reply === -1 && this.onUnregistered !== undefined) {
+      await this.onUnregistered();
+      reply = await this.scripts.confabPresenceClaim(...args);
+    }
     if (reply === -1) throw new Error(`node ${this.node} is not registered`);
     if (reply === -2) throw new Error(`member ${id} is already registered`);
     if (reply !== 1) return false;
