@@ -131,8 +131,18 @@ export function parseAddressMask(text: string): Matcher | undefined {
   return { kind: 'address', base, bits, key: `a:${base.toString(16)}/${bits}` };
 }
 
+/** A nickname mask's key: a nickname and its look-alikes have one. */
+function nicknameMaskKey(nickname: string): string {
+  return `n:${nicknameKey(nickname)}`;
+}
+
 export function parseMask(mask: string): Matcher {
-  return parseAddressMask(mask) ?? { kind: 'nickname', key: `n:${nicknameKey(mask)}` };
+  return parseAddressMask(mask) ?? { kind: 'nickname', key: nicknameMaskKey(mask) };
+}
+
+/** Whether an address mask covers `ip` (a parsed address). */
+function covers(matcher: Matcher, ip: bigint): boolean {
+  return matcher.kind === 'address' && (ip & prefix(matcher.bits)) === matcher.base;
 }
 
 function live(ban: Ban, now: number): boolean {
@@ -143,9 +153,9 @@ function live(ban: Ban, now: number): boolean {
 export function banMatches(ban: Ban, nickname: string, ip: string, now: number): boolean {
   if (!live(ban, now)) return false;
   const matcher = parseMask(ban.mask);
-  if (matcher.kind === 'nickname') return matcher.key === `n:${nicknameKey(nickname)}`;
+  if (matcher.kind === 'nickname') return matcher.key === nicknameMaskKey(nickname);
   const n = parseIp(ip);
-  return n !== undefined && (n & prefix(matcher.bits)) === matcher.base;
+  return n !== undefined && covers(matcher, n);
 }
 
 /**
@@ -172,19 +182,14 @@ export class BanList {
     const n = parseIp(ip);
     if (n === undefined) return undefined;
     for (const { ban, matcher } of this.bans) {
-      if (
-        matcher.kind === 'address' &&
-        live(ban, now) &&
-        (n & prefix(matcher.bits)) === matcher.base
-      )
-        return ban;
+      if (covers(matcher, n) && live(ban, now)) return ban;
     }
     return undefined;
   }
 
   /** Whether a nickname, or any look-alike of it, is banned. */
   bansNickname(nickname: string, now: number): Ban | undefined {
-    const key = `n:${nicknameKey(nickname)}`;
+    const key = nicknameMaskKey(nickname);
     for (const { ban, matcher } of this.bans) {
       if (matcher.kind === 'nickname' && live(ban, now) && matcher.key === key) return ban;
     }

@@ -711,15 +711,7 @@ const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
   save(ctx, () => ctx.bans.add(entry, now));
   ctx.log.warn({ mask, by, reason, seconds: req.seconds, ip: session.address.ip }, `ban ${mask}`);
   banList(ctx, session);
-  for (const member of ctx.members()) {
-    if (
-      member.state === 'joined' &&
-      (ctx.bans.bansAddress(member.address.ip, now) === entry ||
-        ctx.bans.bansNickname(member.nickname, now) === entry)
-    ) {
-      removeMember(ctx, member, 'ban', by, reason, req.seconds);
-    }
-  }
+  enforceBan(ctx, entry, req.seconds);
 };
 
 /**
