@@ -430,7 +430,7 @@ export class Chat implements ChatContext, SessionHost {
   /** A room event from the broker: to this node's members of the room, but the one it is about. */
   private arrived(key: string, event: RoomEvent): void {
     if (this.rosters.get(key)?.apply(event) === false) return;
-    const room = key === this.lobby.key ? this.lobby : this.rooms.keyed(key);
+    const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
     room.deliver(new Delivery(event), this.subject(event));
   }
@@ -453,6 +453,11 @@ export class Chat implements ChatContext, SessionHost {
       default:
         return undefined;
     }
+  }
+
+  /** The lobby or a room this node knows, by its key. */
+  private roomAt(key: string): Room | undefined {
+    return key === this.lobby.key ? this.lobby : this.rooms.keyed(key);
   }
 
   private sender(nickname: string): Session | undefined {
@@ -478,7 +483,7 @@ export class Chat implements ChatContext, SessionHost {
     presence.members(key).then(
       (members) => {
         if (this.rosters.get(key) !== roster) return;
-        const room = key === this.lobby.key ? this.lobby : this.rooms.keyed(key);
+        const room = this.roomAt(key);
         const name = room?.name ?? key;
         const changes = roster.settle(
           token,
@@ -499,7 +504,7 @@ export class Chat implements ChatContext, SessionHost {
    * "history" are told, in line with the chats, as a resume would tell them.
    */
   private gap(key: string, reason: LostReason, epoch: string): void {
-    const room = key === this.lobby.key ? this.lobby : this.rooms.keyed(key);
+    const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
     this.log.warn({ room: room.name, reason, epoch }, 'chats of a room were lost');
     room.deliver(

@@ -6,7 +6,7 @@ import { formatDuration } from '../protocol/slash-commands.js';
 import { clip } from '../protocol/text.js';
 import type { BannedWords } from './banned-words.js';
 import { type Ban, type BanList, banMatches, parseMask } from './bans.js';
-import type { Broker, WhisperEvent } from './broker.js';
+import type { Broker, NodeNotice, WhisperEvent } from './broker.js';
 import type { ChatEvent, MemberInfo, PeerAddress, RoomInfo } from './events.js';
 import { type Operator, removalDetail } from './moderation.js';
 import { checkNickname } from './nickname.js';
@@ -634,8 +634,24 @@ const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
   const target = ctx.find(req.nickname);
   const reason = req.reason ?? '';
   const cluster = ctx.cluster;
-  if (target === undefined && cluster !== undefined) {
-    // On another node, maybe: that node removes it, and the whole cluster sees the "99" and "30".
+  if (cluster !== undefined) {
+    // Removed by the node Presence has the member on, only if it still does there (a resume
+    // on another node may be taking it over), else followed to where it went; the whole
+    // cluster sees the "99" and "30".
+    const notice = (member: string, nickname: string): NodeNotice => ({
+      type: 'remove',
+      member,
+      action: 'kick',
+      by,
+      reason,
+      seconds: undefined,
+      nickname,
+      hops: 0,
+    });
+    if (target !== undefined) {
+      cluster.broker.notify(cluster.presence.node, notice(target.presenceId, target.nickname));
+      return;
+    }
     ctx.run(
       session,
       cluster.presence.find(req.nickname).then((member) => {
@@ -644,30 +660,13 @@ const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
           refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(req.nickname), req.cmd);
           return;
         }
-        const notice = { type: 'remove', member: member.id, action: 'kick', by, reason } as const;
-        const { nickname } = member;
-        cluster.broker.notify(member.node, { ...notice, seconds: undefined, nickname, hops: 0 });
+        cluster.broker.notify(member.node, notice(member.id, member.nickname));
       }),
     );
     return;
   }
   if (target === undefined) {
     refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(req.nickname), req.cmd);
-    return;
-  }
-  if (cluster !== undefined) {
-    // A resume on another node may be taking the member over: removed as a notice from
-    // another node is, only if Presence still has it here, else followed to where it went.
-    cluster.broker.notify(cluster.presence.node, {
-      type: 'remove',
-      member: target.presenceId,
-      action: 'kick',
-      by,
-      reason,
-      seconds: undefined,
-      nickname: target.nickname,
-      hops: 0,
-    });
     return;
   }
   removeMember(ctx, target, 'kick', by, reason, undefined);
