@@ -106,7 +106,8 @@ const CHECKPOINT_INTERVAL_MS = 100;
  * WAL frames (pages) past which the checkpointer stops waiting for a pause in the writes and
  * makes the writer start the WAL over (RESTART, briefly blocking it): under a steady stream of
  * commits a PASSIVE checkpoint never ends with the WAL fully copied, and the file would grow
- * without bound. 16,384 frames of 4 KiB: 64 MiB.
+ * without bound. 16,384 frames: 16 MiB of the 1 KiB pages a new database has (64 MiB of
+ * an older database's 4 KiB ones).
  */
 const WAL_FRAMES_LIMIT = 16_384;
 
