@@ -54,6 +54,22 @@ function closed(socket: net.Socket, timeoutMs: number): Promise<boolean> {
   });
 }
 
+/**
+ * Waits (bounded) until a TCP connection from `localAddress` is admitted rather
+ * than refused with "02". The server frees a closed socket's place in the close
+ * phase of the loop turn that closed it, which a client that already saw the
+ * close can overtake by a turn.
+ */
+async function placeFreed(localAddress = '127.0.0.1'): Promise<void> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const probe = await connect(server!.port, localAddress);
+    const refused = await closed(probe, 200);
+    probe.destroy();
+    if (!refused) return;
+  }
+  throw new Error(`connections from ${localAddress} are still refused`);
+}
+
 /** Everything the peer sends until it closes (or `timeoutMs` passes). */
 function collect(socket: net.Socket, timeoutMs: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -277,6 +293,7 @@ describe('HTTP before a request', () => {
     expect((await collect(refused, 5000)).toString()).toMatch(/^HTTP\/1\.1 503 /);
     await assertBystanderChats('127.0.0.2');
     expect(await Promise.all(ended)).toEqual([true, true, true, true]);
+    await placeFreed();
     await assertBystanderChats();
   });
 });
