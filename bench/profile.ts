@@ -18,6 +18,7 @@ import {
   type RunningServer,
   type ServerName,
   startServer,
+  waitForPort,
 } from './lib/servers.js';
 import { runFanout, WORKLOADS } from './lib/workload.js';
 
@@ -54,7 +55,7 @@ if (cluster) {
     ],
     { stdio: 'inherit' },
   );
-  await new Promise((r) => setTimeout(r, 700));
+  await waitForPort(port, started, 'confab');
   server = {
     name: 'confab',
     dialect: 'confab',
