@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import type { HistoryStore } from '../../src/core/history.js';
@@ -120,6 +121,37 @@ describe('SqliteHistoryStore', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('fails the appends of a commit that fails, and stores again from what is stored', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'history.db');
+    const store = new SqliteHistoryStore(file, options);
+    // Another connection holding the write lock past the busy timeout fails the commit.
+    const blocker = new Database(file);
+    try {
+      expect((await store.append('r', { at: 0, from: 'a', msg: 'first' })).message.id).toBe(1);
+      blocker.exec('BEGIN IMMEDIATE');
+      const results = await Promise.allSettled([
+        store.append('r', { at: 0, from: 'a', msg: 'x', cid: 'c1' }),
+        store.append('s', { at: 0, from: 'a', msg: 'y' }),
+      ]);
+      expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+      blocker.exec('ROLLBACK');
+      // Ids and the cid of the failed commit were never acknowledged: they are free again.
+      const again = await store.append('r', { at: 0, from: 'a', msg: 'x', cid: 'c1' });
+      expect(again).toMatchObject({ duplicate: false, message: { id: 2 } });
+      expect((await store.append('s', { at: 0, from: 'a', msg: 'y' })).message.id).toBe(1);
+      expect((await store.read('r', { after: 0, limit: 10 })).map((m) => m.msg)).toEqual([
+        'first',
+        'x',
+      ]);
+      expect(await store.room('r')).toMatchObject({ top: 2 });
+    } finally {
+      blocker.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 20_000);
 
   /** Runs the crash child until it has acknowledged `killAt`, then kills it with SIGKILL. */
   async function crashAfter(file: string, killAt: number): Promise<number> {
