@@ -56,6 +56,8 @@ export interface ChatOptions {
   roomCapacity?: number;
   createRooms?: boolean;
   maxRoomsPerClient?: number;
+  /** Rooms that may exist at once in this process (on a cluster: with members on this node). */
+  maxRooms?: number;
   rooms?: readonly DeclaredRoom[];
   /** Where room history is kept; without one nothing is stored and nothing can be recovered. */
   history?: HistoryStore;
@@ -160,6 +162,7 @@ export type ChatSettings = Pick<
   | 'roomCapacity'
   | 'createRooms'
   | 'maxRoomsPerClient'
+  | 'maxRooms'
   | 'rooms'
   | 'historyOnJoin'
 >;
@@ -169,6 +172,7 @@ function roomSettings(options: ChatSettings) {
     roomCapacity: options.roomCapacity,
     createRooms: options.createRooms,
     maxRoomsPerClient: options.maxRoomsPerClient,
+    maxRooms: options.maxRooms,
     declared: options.rooms,
   };
 }
