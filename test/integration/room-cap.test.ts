@@ -2,7 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCluster } from '../helpers/cluster.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
+import { withoutRedis } from '../helpers/redis.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 import { wsClient } from '../helpers/ws-client.js';
 
@@ -121,5 +123,44 @@ describe('--max-rooms over real sockets', () => {
     expect(await web.expect('101')).toMatchObject({ room: 'held0' });
     web.ws.close();
     for (const c of holders) c.close();
+  });
+});
+
+describe.skipIf(withoutRedis())('--max-rooms on a cluster node', () => {
+  it('caps the rooms with members on each node, racing joins included, not cluster-wide', async () => {
+    const cluster = await startCluster(2, ['--max-rooms', '3', '--max-users', '100']);
+    try {
+      const [a, b] = cluster.nodes;
+      const onA = await Promise.all(
+        Array.from({ length: 12 }, (_, i) => join(a!.port, `a${i}`, { caps: ROOMS })),
+      );
+      const onB = await Promise.all(
+        Array.from({ length: 4 }, (_, i) => join(b!.port, `b${i}`, { caps: ROOMS })),
+      );
+      for (let round = 0; round < 2; round++) {
+        const answers = await joinAnswers(onA, (i) => `a${round}r${i}`);
+        const made = onA.filter((_, i) => answers[i]!.cmd === '101');
+        expect(made).toHaveLength(3);
+        for (const m of answers.filter((m) => m.cmd === '90')) expect(m.code).toBe(1019);
+        // Node B has places of its own; a room that exists on A only is new to B.
+        const first = answers.find((m) => m.cmd === '101')!.room as string;
+        const onBAnswers = await joinAnswers(onB, (i) => (i === 0 ? first : `b${round}r${i}`));
+        expect(onBAnswers.map((m) => m.cmd)).toEqual(['101', '101', '101', '90']);
+        expect(onBAnswers[3]).toMatchObject({ code: 1019 });
+        // Emptied, on both nodes: the places come back for the next round.
+        for (const [clients, said] of [
+          [onA, answers],
+          [onB, onBAnswers],
+        ] as const) {
+          const inside = clients.filter((_, i) => said[i]!.cmd === '101');
+          for (const c of inside)
+            c.write(line({ cmd: '102', room: said[clients.indexOf(c)]!.room }));
+          for (const c of inside) await c.expect('103');
+        }
+      }
+      for (const c of [...onA, ...onB]) c.close();
+    } finally {
+      await cluster.stop();
+    }
   });
 });
