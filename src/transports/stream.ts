@@ -148,13 +148,19 @@ export { addressOf };
 
 const NOTHING = new Uint8Array(0);
 
+/** The wait `written` has under way per socket, shared by every paced sender of its connection. */
+const writing = new WeakMap<net.Socket, Promise<void>>();
+
 /**
  * Resolves once everything written to `socket` so far has gone to the kernel
  * (an empty write's callback comes after those of the writes before it), or
- * the socket is closed.
+ * the socket is closed. Concurrent callers share one wait, so a resume of
+ * many rooms adds one 'close' listener, not one per room.
  */
 export function written(socket: net.Socket): Promise<void> {
-  return new Promise((resolve) => {
+  const under = writing.get(socket);
+  if (under !== undefined) return under;
+  const wait = new Promise<void>((resolve) => {
     if (socket.destroyed) {
       resolve();
       return;
@@ -165,7 +171,11 @@ export function written(socket: net.Socket): Promise<void> {
     };
     socket.once('close', done);
     if (socket.writable) socket.write(NOTHING, done);
+  }).then(() => {
+    writing.delete(socket);
   });
+  writing.set(socket, wait);
+  return wait;
 }
 
 /** The connection that owns a socket, for the handlers that all sockets share. */
