@@ -80,6 +80,16 @@ export const SERVE_OPTIONS = {
     arg: 'N',
     live: true,
   },
+  'max-rooms': {
+    kind: 'integer',
+    default: 10_000,
+    min: 0,
+    max: 10_000_000,
+    description:
+      'rooms that may exist at once, declared rooms included, the lobby not (per node with --redis)',
+    arg: 'N',
+    live: true,
+  },
   'banned-words': {
     kind: 'file',
     default: undefined,

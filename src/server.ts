@@ -105,6 +105,7 @@ function chatSettings(config: Config, bannedWords: BannedWords): ChatSettings {
     roomCapacity: config.roomCapacity,
     createRooms: config.createRooms,
     maxRoomsPerClient: config.maxRoomsPerClient,
+    maxRooms: config.maxRooms,
     rooms: config.rooms,
     historyOnJoin: config.historyOnJoin,
   };

@@ -56,6 +56,8 @@ export interface ChatOptions {
   roomCapacity?: number;
   createRooms?: boolean;
   maxRoomsPerClient?: number;
+  /** Rooms that may exist at once in this process (on a cluster: with members on this node). */
+  maxRooms?: number;
   rooms?: readonly DeclaredRoom[];
   /** Where room history is kept; without one nothing is stored and nothing can be recovered. */
   history?: HistoryStore;
@@ -79,26 +81,18 @@ export interface Cluster {
 /** The most messages one recovery replays; a larger gap is "too-many" (HISTORY pages through it). */
 export const MAX_REPLAY = 1000;
 /**
- * A "107", or the history after a "101", takes about this many bytes at most
- * (the newest messages that fit, and always one): written at once, a larger
- * one could pass the default --max-queue (1 MiB) and cut off the client that
- * asked. A message escapes to up to six bytes a character (control characters).
+ * A "107", or the newest history after a "101" that recovers nothing, takes
+ * about this many bytes at most (the newest messages that fit, and always
+ * one). A "107" is one frame, which pacing cannot split: a larger one could
+ * pass the default --max-queue (1 MiB) and cut off the client that asked. A
+ * message escapes to up to six bytes a character (control characters). A
+ * recovery is not bounded by bytes: it is sent message by message, paced.
  */
 const MAX_PAGE_BYTES = 256 * 1024;
 
 /** About what one message takes on the wire: its text as JSON, in UTF-8, and the fields around it. */
 function wireSize(m: StoredMessage): number {
   return Buffer.byteLength(JSON.stringify(m.msg)) + Buffer.byteLength(JSON.stringify(m.from)) + 100;
-}
-
-/** Whether `messages`, oldest first, fit in one page. */
-function fits(messages: readonly StoredMessage[]): boolean {
-  let bytes = 0;
-  for (const m of messages) {
-    bytes += wireSize(m);
-    if (bytes > MAX_PAGE_BYTES) return false;
-  }
-  return true;
 }
 
 /** The newest of `messages` (oldest first) that fit in one page; at least one. */
@@ -160,6 +154,7 @@ export type ChatSettings = Pick<
   | 'roomCapacity'
   | 'createRooms'
   | 'maxRoomsPerClient'
+  | 'maxRooms'
   | 'rooms'
   | 'historyOnJoin'
 >;
@@ -169,6 +164,7 @@ function roomSettings(options: ChatSettings) {
     roomCapacity: options.roomCapacity,
     createRooms: options.createRooms,
     maxRoomsPerClient: options.maxRoomsPerClient,
+    maxRooms: options.maxRooms,
     declared: options.rooms,
   };
 }
@@ -1135,11 +1131,9 @@ export class Chat implements ChatContext, SessionHost {
       };
     } else {
       const info = await history.room(room.key);
-      let reason = since === undefined ? undefined : notRecovered(info, since);
+      const reason = since === undefined ? undefined : notRecovered(info, since);
       if (reason === undefined && since !== undefined) {
         messages = await readAfter(history, room.key, since.id);
-        // Too much to write at once: the client pages back through it with HISTORY instead.
-        if (!fits(messages)) reason = 'too-many';
       }
       const recovered = since === undefined ? undefined : reason === undefined;
       if (recovered !== true)
@@ -1150,22 +1144,25 @@ export class Chat implements ChatContext, SessionHost {
     }
     if (session.state === 'closed') return;
     session.reply({ type: 'room-joined', room: room.name, members, count, history: header });
-    for (const m of messages) {
-      session.send(
-        new Delivery({
-          type: 'chat',
-          room: room.name,
-          id: m.id,
-          at: m.at,
-          from: m.from,
-          msg: m.msg,
-        }),
-      );
-    }
+    // At the client's pace: a resume on a slow link gets all it asked for
+    // rather than being cut off as a slow consumer; live events wait, held.
+    await session.sendPaced(
+      messages.map(
+        (m) =>
+          new Delivery({
+            type: 'chat',
+            room: room.name,
+            id: m.id,
+            at: m.at,
+            from: m.from,
+            msg: m.msg,
+          }),
+      ),
+    );
     // A message the read saw may still be on its way to the room's members;
     // one turn later it has arrived, held, and release() drops it.
     await nextTurn();
-    session.release(room.name, header.top, header.epoch);
+    await session.release(room.name, header.top, header.epoch);
   }
 
   /** HISTORY: the newest messages before `before`, at most `limit`, for a member of `room`. */
@@ -1186,13 +1183,16 @@ export class Chat implements ChatContext, SessionHost {
         // A page too large to write at once loses its oldest messages.
         const messages = newestPage(read);
         const oldest = messages.length > 0 ? messages[0]!.id : (before ?? info.top + 1);
-        session.reply({
-          type: 'history',
-          room: room.name,
-          epoch: info.epoch,
-          messages,
-          more: oldest > info.oldest,
-        });
+        // Paced: pages asked for back to back wait for the client to read the ones before.
+        await session.sendPaced([
+          new Delivery({
+            type: 'history',
+            room: room.name,
+            epoch: info.epoch,
+            messages,
+            more: oldest > info.oldest,
+          }),
+        ]);
       })(),
     );
   }

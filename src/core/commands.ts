@@ -833,7 +833,8 @@ function roomOf(
 /**
  * JOIN_ROOM "100" {room}
  *   -> "90" 1015 bad name, 1016 already in it, 1014 in too many rooms,
- *      1013 no such room (creation off), 1012 full -- checked in this order;
+ *      1013 no such room (creation off), 1019 no new room past --max-rooms,
+ *      1012 full -- checked in this order;
  *   -> the room's others get "8" {nickname, userCount, room}, then the joiner
  *      "101" {room, members, userCount}. A room that does not exist is made.
  */
@@ -907,7 +908,10 @@ async function joinInCluster(
     ctx.rooms.add(session, room);
     ctx.enterRoom(session, room, names(members), joined.count, since);
   } finally {
-    if (!inside) ctx.uninterested(admitted.key);
+    if (!inside) {
+      ctx.rooms.abandon(admitted);
+      ctx.uninterested(admitted.key);
+    }
   }
 }
 

@@ -56,6 +56,14 @@ export interface Peer {
   readonly local: PeerAddress;
   /** Queue an event or reply, in this peer's dialect. Must not call back into the core synchronously. */
   send(delivery: Delivery): void;
+  /**
+   * Queues `deliveries` in order, each once the client has read enough of
+   * what was queued before it that it fits well under the transport's queue
+   * cap: output the client asked for (history) waits for a slow reader
+   * instead of cutting it off as a slow consumer. Resolves once the last is
+   * queued, or the connection is closing. Without it they are sent at once.
+   */
+  sendPaced?(deliveries: readonly Delivery[]): Promise<void>;
   /** Flush what is queued, then close. Idempotent. Reports back through Session.ended. */
   close(reason: DisconnectReason): void;
   /**

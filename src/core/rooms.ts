@@ -26,6 +26,8 @@ export interface RoomSettings {
   createRooms?: boolean;
   /** Rooms one session may be in at once, the lobby included. */
   maxRoomsPerClient?: number;
+  /** Rooms that may exist at once, declared ones included, the lobby not. */
+  maxRooms?: number;
   declared?: readonly DeclaredRoom[];
 }
 
@@ -56,6 +58,13 @@ export class Rooms {
   private roomCapacity = 100;
   private createRooms = true;
   private maxRoomsPerClient = 20;
+  private maxRooms = Number.POSITIVE_INFINITY;
+  /**
+   * New rooms admitted but not yet registered (a join on a cluster node waits
+   * for Redis in between), by key with the joins under way: each holds one
+   * place under maxRooms until `add` registers it or `abandon` gives it up.
+   */
+  private readonly making = new Map<string, number>();
 
   constructor(
     readonly lobby: Room,
@@ -71,6 +80,7 @@ export class Rooms {
     if (settings.createRooms !== undefined) this.createRooms = settings.createRooms;
     if (settings.maxRoomsPerClient !== undefined)
       this.maxRoomsPerClient = settings.maxRoomsPerClient;
+    if (settings.maxRooms !== undefined) this.maxRooms = settings.maxRooms;
     if (settings.declared !== undefined) {
       const keys = new Set<string>();
       for (const declared of settings.declared) {
@@ -143,17 +153,53 @@ export class Rooms {
     }
     if (room === undefined) {
       if (!this.createRooms) return { code: ErrorCode.NO_SUCH_ROOM, message: 'no such room' };
+      const key = roomKey(name);
+      const making = this.making.get(key);
+      if (making === undefined && this.count >= this.maxRooms) {
+        return {
+          code: ErrorCode.TOO_MANY_ROOMS_ON_SERVER,
+          message: `the server has ${this.maxRooms} rooms, the most allowed; join one that exists`,
+        };
+      }
+      this.making.set(key, (making ?? 0) + 1);
       return new Room(name, this.roomCapacity, this.idFloor);
     }
     if (room.isFull) return { code: ErrorCode.ROOM_FULL, message: `${room.name} is full` };
     return room;
   }
 
+  /**
+   * Rooms that exist, the lobby not counted, and new ones on their way in:
+   * what --max-rooms bounds.
+   */
+  get count(): number {
+    let count = this.byKey.size - 1;
+    for (const key of this.making.keys()) if (!this.byKey.has(key)) count++;
+    return count;
+  }
+
   /** Adds a member (registering the room if `admit` just made it). */
   add(session: Session, room: Room): void {
+    this.settle(room);
     if (this.byName.get(room.name) !== room) this.insert(room);
     room.add(session);
     session.rooms.add(room);
+  }
+
+  /**
+   * A room `admit` returned that the join will not enter after all (refused
+   * by the cluster, or the joiner left): a new room's place under
+   * --max-rooms is free again. Harmless for a room that existed.
+   */
+  abandon(room: Room): void {
+    this.settle(room);
+  }
+
+  private settle(room: Room): void {
+    const making = this.making.get(room.key);
+    if (making === undefined) return;
+    if (making > 1) this.making.set(room.key, making - 1);
+    else this.making.delete(room.key);
   }
 
   /** Removes a member; an undeclared room goes with its last member. */

@@ -150,6 +150,23 @@ export class Session implements Member {
     }
   }
 
+  /**
+   * Like send, for output the client asked for (history): sent as fast as the
+   * client reads it, so a slow reader is waited for rather than cut off.
+   */
+  async sendPaced(deliveries: readonly Delivery[]): Promise<void> {
+    if (this.state === 'closed' || deliveries.length === 0) return;
+    if (this.peer.sendPaced === undefined) {
+      for (const delivery of deliveries) this.send(delivery);
+      return;
+    }
+    try {
+      await this.peer.sendPaced(deliveries);
+    } catch (err) {
+      this.host.failed(this, err, 'send');
+    }
+  }
+
   /** A transport's own fault boundary reports here what its connection's work threw. */
   failed(err: unknown, input?: string): void {
     this.host.failed(this, err, 'request', input);
@@ -170,27 +187,35 @@ export class Session implements Member {
    * Sends what was held for `room`, but chat the replay already covered (ids up
    * to `top` of `epoch`): a message stored before the replay read it is
    * delivered live too. After a gap into another epoch every chat is new.
+   * Paced like the replay: what arrives meanwhile is held behind it, and the
+   * room is live once nothing is left (or the session closed, past MAX_HELD).
    */
-  release(room: string, top: number, epoch: string): void {
-    const waiting = this.held?.get(room);
-    if (waiting === undefined) return;
-    this.held!.delete(room);
-    if (this.held!.size === 0) this.held = undefined;
+  async release(room: string, top: number, epoch: string): Promise<void> {
     let passed = false;
     let covered = top;
-    for (const delivery of waiting) {
-      const item = delivery.item;
-      if (item.type === 'chat') {
-        if (item.id <= covered) continue;
-        passed = true;
-      } else if (item.type === 'gap') {
-        // The replay already read the new epoch: the client has it, and those chats.
-        if (item.epoch === epoch) continue;
-        covered = 0;
-        passed = true;
+    for (;;) {
+      const waiting = this.held?.get(room);
+      if (waiting === undefined || this.state === 'closed') return;
+      if (waiting.length === 0) break;
+      this.held!.set(room, []);
+      const out: Delivery[] = [];
+      for (const delivery of waiting) {
+        const item = delivery.item;
+        if (item.type === 'chat') {
+          if (item.id <= covered) continue;
+          passed = true;
+        } else if (item.type === 'gap') {
+          // The replay already read the new epoch: the client has it, and those chats.
+          if (item.epoch === epoch) continue;
+          covered = 0;
+          passed = true;
+        }
+        out.push(delivery);
       }
-      this.send(delivery);
+      await this.sendPaced(out);
     }
+    this.held!.delete(room);
+    if (this.held!.size === 0) this.held = undefined;
     if (!passed && top > 0) {
       this.floors ??= new Map();
       this.floors.set(room, { top, epoch });

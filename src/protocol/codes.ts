@@ -120,6 +120,8 @@ export const ErrorCode = {
   ALREADY_IN_ROOM: 1016,
   CANNOT_LEAVE_LOBBY: 1017,
   NOT_IN_ROOM: 1018,
+  /** JOIN_ROOM would make a room past --max-rooms. */
+  TOO_MANY_ROOMS_ON_SERVER: 1019,
 
   BANNED_WORDS: 2001,
   FRAME_TOO_LARGE: 2002,

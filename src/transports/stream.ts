@@ -146,6 +146,38 @@ export function excerpt(bytes: Uint8Array): string {
 
 export { addressOf };
 
+const NOTHING = new Uint8Array(0);
+
+/** The wait `written` has under way per socket, shared by every paced sender of its connection. */
+const writing = new WeakMap<net.Socket, Promise<void>>();
+
+/**
+ * Resolves once everything written to `socket` so far has gone to the kernel
+ * (an empty write's callback comes after those of the writes before it), or
+ * the socket is closed. Concurrent callers share one wait, so a resume of
+ * many rooms adds one 'close' listener, not one per room.
+ */
+export function written(socket: net.Socket): Promise<void> {
+  const under = writing.get(socket);
+  if (under !== undefined) return under;
+  const wait = new Promise<void>((resolve) => {
+    if (socket.destroyed) {
+      resolve();
+      return;
+    }
+    const done = () => {
+      socket.off('close', done);
+      resolve();
+    };
+    socket.once('close', done);
+    if (socket.writable) socket.write(NOTHING, done);
+  }).then(() => {
+    writing.delete(socket);
+  });
+  writing.set(socket, wait);
+  return wait;
+}
+
 /** The connection that owns a socket, for the handlers that all sockets share. */
 const OWNER = Symbol('connection');
 type OwnedSocket = net.Socket & { [OWNER]: StreamConnection };
@@ -271,20 +303,33 @@ export class StreamConnection implements Peer, FrameSink {
     }
   }
 
-  send(delivery: Delivery): void {
-    if (this.socket.destroyed) return;
+  /** The delivery in this session's dialect (undefined: nothing for this client). */
+  private encode(delivery: Delivery): Uint8Array | undefined {
     // chat.open() may answer ("02") before it returns, while this.session is still unset.
     const session = this.session as Session | undefined;
-    const negotiated = session?.negotiated === true;
     const caps = session?.caps ?? NO_CAPS;
     if (caps !== this.encodedCaps) {
       this.encodedCaps = caps;
-      this.encoder = negotiated ? lineDialect.encoderFor(caps) : courseDialect.encoderFor(caps);
+      this.encoder =
+        session?.negotiated === true
+          ? lineDialect.encoderFor(caps)
+          : courseDialect.encoderFor(caps);
     }
-    const bytes = delivery.bytes(this.encoder!);
-    if (bytes === undefined) return;
+    return delivery.bytes(this.encoder!);
+  }
+
+  /** Everything queued for this client: the socket's unsent bytes and this turn's batch. */
+  private get queued(): number {
     if (this.batch === undefined) this.backlog = this.socket.writableLength;
-    const queued = this.backlog + this.batchBytes;
+    return this.backlog + this.batchBytes;
+  }
+
+  send(delivery: Delivery): void {
+    if (this.socket.destroyed) return;
+    const negotiated = (this.session as Session | undefined)?.negotiated === true;
+    const bytes = this.encode(delivery);
+    if (bytes === undefined) return;
+    const queued = this.queued;
     if (this.stats.overflows(queued, bytes.length, this.limits.maxQueue)) {
       this.log.warn({ remote: this.remote, queued }, SLOW_CONSUMER);
       this.endReason = 'slow-consumer';
@@ -314,6 +359,25 @@ export class StreamConnection implements Peer, FrameSink {
     }
     this.batch.set(bytes, this.batchBytes);
     this.batchBytes += bytes.length;
+  }
+
+  /**
+   * Peer.sendPaced: each delivery goes once the queue is empty or has room
+   * for it within half of --max-queue; the other half is left for the live
+   * traffic of the client's other rooms, which is not paced.
+   */
+  async sendPaced(deliveries: readonly Delivery[]): Promise<void> {
+    for (const delivery of deliveries) {
+      for (;;) {
+        if (this.closing || this.socket.destroyed) return;
+        const queued = this.queued;
+        const size = this.encode(delivery)?.length ?? 0;
+        if (queued === 0 || queued + size <= this.limits.maxQueue / 2) break;
+        this.flush();
+        await written(this.socket);
+      }
+      this.send(delivery);
+    }
   }
 
   /** Moves a batch that outgrew a small buffer into a full-size one. */

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import type { Chat } from '../core/chat.js';
 import type { Delivery } from '../core/events.js';
@@ -8,7 +9,7 @@ import { parseRequestMessage } from '../protocol/request-codec.js';
 import { EncoderCache, JsonDialect, wsJson } from './dialects/json.js';
 import { killAfter, openSession } from './lifecycle.js';
 import type { TransportStats } from './stats.js';
-import { addressOf, excerpt, SLOW_CONSUMER, type StreamLimits } from './stream.js';
+import { addressOf, excerpt, SLOW_CONSUMER, type StreamLimits, written } from './stream.js';
 
 /** Browsers speak the same JSON as negotiated stream clients, one object per message. */
 const wsDialect = new JsonDialect(wsJson);
@@ -57,6 +58,8 @@ export class WsConnection implements Peer {
   /** Answered the last keepalive ping. */
   alive = true;
   private readonly encoder = new EncoderCache((caps) => wsDialect.encoderFor(caps));
+  /** The upgraded socket under `ws`, whose writes pacing waits for. */
+  private readonly socket: Socket;
 
   constructor(
     private readonly ws: WebSocket,
@@ -68,6 +71,7 @@ export class WsConnection implements Peer {
     private readonly stats: TransportStats,
   ) {
     this.remote = addressOf(request.socket.remoteAddress, request.socket.remotePort);
+    this.socket = request.socket as Socket;
     request.socket.setNoDelay(true);
     const opened = openSession(chat, this, stats, limits.handshakeTimeoutMs, log);
     this.session = opened.session;
@@ -119,6 +123,21 @@ export class WsConnection implements Peer {
       return;
     }
     this.ws.send(bytes, { binary: false });
+  }
+
+  /** Peer.sendPaced, as on a stream connection (StreamConnection.sendPaced). */
+  async sendPaced(deliveries: readonly Delivery[]): Promise<void> {
+    for (const delivery of deliveries) {
+      for (;;) {
+        if (this.closing || this.ws.readyState !== this.ws.OPEN) return;
+        const queued = this.ws.bufferedAmount;
+        const size = this.encoder.bytes(delivery, this.session.caps)?.length ?? 0;
+        if (queued === 0 || queued + size <= this.limits.maxQueue / 2) break;
+        // ws writes each frame to the socket whole, in order: an empty write after them waits for all.
+        await written(this.socket);
+      }
+      this.send(delivery);
+    }
   }
 
   close(reason: DisconnectReason): void {

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Chat } from '../../../src/core/chat.js';
+import type { Delivery } from '../../../src/core/events.js';
 import type {
   Appended,
   HistoryQuery,
@@ -84,8 +85,29 @@ class PausablePeer extends FakePeer {
   }
 }
 
-function connect(nickname: string, extra: Partial<Request> = {}, caps = CAPS): PausablePeer {
-  const peer = new PausablePeer();
+/** A client that reads paced output only as the test lets it, one message per credit. */
+class SlowReader extends PausablePeer {
+  private credits = 0;
+  private readonly waiting: (() => void)[] = [];
+  read(messages: number): void {
+    this.credits += messages;
+    for (const wake of this.waiting.splice(0)) wake();
+  }
+  async sendPaced(deliveries: readonly Delivery[]): Promise<void> {
+    for (const delivery of deliveries) {
+      while (this.credits === 0) await new Promise<void>((resolve) => this.waiting.push(resolve));
+      this.credits--;
+      this.send(delivery);
+    }
+  }
+}
+
+function connect(
+  nickname: string,
+  extra: Partial<Request> = {},
+  caps = CAPS,
+  peer = new PausablePeer(),
+): PausablePeer {
   peer.session = chat.open(peer);
   send(peer, { cmd: '0', nickname, caps, ...extra } as Request);
   return peer;
@@ -184,6 +206,31 @@ describe('history with a store that answers late', () => {
       'psst',
       '30',
     ]);
+  });
+
+  it('holds live chat behind a paced replay and a paced release, each once and in order', async () => {
+    chat = new Chat({ maxUsers: 50, history: new DistantStore(0) });
+    const ann = connect('ann');
+    const acks = (n: number) => until(() => ann.outbox.filter((m) => m.cmd === '71').length === n);
+    for (let i = 1; i <= 30; i++) send(ann, { cmd: '7', msg: `m${i}` });
+    await acks(30);
+    const epoch = (ann.outbox.find((m) => m.cmd === '101') as { epoch: string }).epoch;
+    const slow = new SlowReader();
+    connect('carl', { since: [{ room: 'lobby', epoch, id: 0 }] }, CAPS, slow);
+    await until(() => slow.outbox.some((m) => m.cmd === '101'));
+    // Live while the replay waits for the reader.
+    for (let i = 31; i <= 35; i++) send(ann, { cmd: '7', msg: `m${i}` });
+    await acks(35);
+    slow.read(32);
+    await until(() => chatIds(slow.outbox).length === 32);
+    // Live while the held ones are still going out.
+    for (let i = 36; i <= 40; i++) send(ann, { cmd: '7', msg: `m${i}` });
+    await acks(40);
+    expect(chatIds(slow.outbox)).toEqual(Array.from({ length: 32 }, (_, k) => k + 1));
+    slow.read(100);
+    await until(() => chatIds(slow.outbox).length === 40);
+    await tick(10);
+    expect(chatIds(slow.outbox)).toEqual(Array.from({ length: 40 }, (_, k) => k + 1));
   });
 
   it('pauses reading while requests wait behind an unfinished one, and reads again after', async () => {

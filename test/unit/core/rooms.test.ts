@@ -198,6 +198,48 @@ describe('limits and lifetimes', () => {
     expect(chat.rooms.find('physics')).toBeUndefined();
   });
 
+  it('limits the rooms that exist at once, declared ones counted, the lobby not', () => {
+    setup({ maxRooms: 3, rooms: [{ name: 'maths', capacity: 5 }] });
+    const ann = connect('ann', ROOMS);
+    const bob = connect('bob', ROOMS);
+    join(ann, 'a');
+    join(ann, 'b');
+    expect(join(bob, 'c')).toEqual(refusal(ErrorCode.TOO_MANY_ROOMS_ON_SERVER, '100'));
+    // Existing rooms, declared or made, still take members.
+    expect(join(bob, 'maths')).toMatchObject([{ cmd: '101' }]);
+    expect(join(bob, 'a')).toMatchObject([{ cmd: '101', room: 'a' }]);
+    expect(chat.rooms.count).toBe(3);
+    send(ann, { cmd: '102', room: 'b' });
+    ann.take();
+    expect(join(bob, 'c')).toMatchObject([{ cmd: '101', room: 'c' }]);
+    chat.reconfigure({ maxRooms: 10 });
+    expect(join(bob, 'd')).toMatchObject([{ cmd: '101', room: 'd' }]);
+  });
+
+  it("holds a new room's place from admission until it is entered or given up", () => {
+    setup({ maxRooms: 2 });
+    const ann = connect('ann', ROOMS);
+    const bob = connect('bob', ROOMS);
+    // What a cluster node does across its wait for Redis.
+    const first = chat.rooms.admit(bob.session, 'x');
+    const again = chat.rooms.admit(ann.session, 'X');
+    const second = chat.rooms.admit(ann.session, 'y');
+    expect([first, again, second].every((r) => 'key' in r)).toBe(true);
+    expect(chat.rooms.count).toBe(2);
+    expect(chat.rooms.admit(ann.session, 'z')).toMatchObject({
+      code: ErrorCode.TOO_MANY_ROOMS_ON_SERVER,
+    });
+    if (!('key' in second) || !('key' in first) || !('key' in again)) return;
+    chat.rooms.abandon(second);
+    expect(chat.rooms.count).toBe(1);
+    chat.rooms.add(bob.session, first);
+    chat.rooms.abandon(again);
+    expect(chat.rooms.count).toBe(1);
+    ann.take();
+    expect(join(ann, 'z')).toMatchObject([{ cmd: '101', room: 'z' }]);
+    expect(join(ann, 'w')).toEqual(refusal(ErrorCode.TOO_MANY_ROOMS_ON_SERVER, '100'));
+  });
+
   it('keeps a declared room when it empties and removes an undeclared one', () => {
     setup({ rooms: [{ name: 'maths', capacity: 5 }] });
     const ann = connect('ann', ROOMS);

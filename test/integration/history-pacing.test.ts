@@ -1,0 +1,149 @@
+/**
+ * History the client asked for is sent at the client's pace: a resume on a
+ * slow link is waited for, never cut off as a slow consumer, and the live
+ * messages held behind the replay still arrive exactly once, in order.
+ */
+import net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
+import { HISTORY_CAPS, HistoryHarness, line } from '../helpers/history-harness.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { spawnServer } from '../helpers/spawn-server.js';
+
+const harness = HistoryHarness.use();
+
+const REPLAY = 1000;
+const LIVE = 20;
+/** --max-message characters, each escaped to six bytes (\u0001): about 24 KB a "70", 24 MB in all. */
+const BIG = '\u0001'.repeat(4096);
+
+/** Fills the lobby with REPLAY maximum-size messages; resolves with the filler and the epoch. */
+async function fill(port: number) {
+  const { client: filler } = await harness.connect(port, 'filler');
+  const lobby = (await filler.expect('101')) as unknown as { epoch: string };
+  for (let batch = 0; batch < REPLAY / 50; batch++) {
+    filler.write(line({ cmd: '7', msg: BIG }).repeat(50));
+    for (let i = 0; i < 50; i++) await filler.expect('71', 20_000);
+  }
+  return { filler, epoch: lobby.epoch };
+}
+
+/** Live messages while the resumer is not reading, each stored (its "71") before the next. */
+async function live(filler: RawClient): Promise<void> {
+  for (let i = 0; i < LIVE; i++) {
+    filler.write(line({ cmd: '7', msg: `live ${i}` }));
+    await filler.expect('71', 10_000);
+  }
+}
+
+/** Ids of the lobby's chat in the order they arrived. */
+function chatIds(received: readonly ParsedServerMessage[]): unknown[] {
+  return received.filter((m) => m.cmd === '70' && m.room === 'lobby').map((m) => m.id);
+}
+
+const ALL = Array.from({ length: REPLAY + LIVE }, (_, i) => i + 1);
+
+describe('a full replay to a client that does not read', () => {
+  it('waits for a TCP client, then sends every message and the live ones after it exactly once', async () => {
+    const server = await harness.serve(['--history', 'memory', '--rate-limit', '0']);
+    const { filler, epoch } = await fill(server.port);
+
+    // Connected and asking for everything, but reading nothing until told to.
+    const socket = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port: server.port }, () => resolve(s));
+      s.once('error', reject);
+    });
+    socket.pause();
+    socket.write(
+      line({
+        cmd: '0',
+        nickname: 'resumer',
+        caps: HISTORY_CAPS,
+        since: [{ room: 'lobby', epoch, id: 0 }],
+      }),
+    );
+    // The replay cannot fit: 24 MB against a 1 MiB queue and the kernel's buffers.
+    await live(filler);
+    const resumer = harness.track(RawClient.wrap(socket));
+    socket.resume();
+
+    expect(await resumer.expect('101', 10_000)).toMatchObject({
+      room: 'lobby',
+      recovered: true,
+      top: REPLAY,
+    });
+    await resumer.waitFor((m) => m.cmd === '70' && m.id === REPLAY + LIVE, 1, 60_000);
+    expect(chatIds(resumer.received)).toEqual(ALL);
+    // Still connected: an RTT is answered.
+    resumer.write(line({ cmd: '6', beginTime: 1 }));
+    await resumer.expect('60', 10_000);
+    expect(resumer.isClosed).toBe(false);
+  }, 120_000);
+
+  it('waits for a WebSocket client the same way', async () => {
+    const server = await spawnServer(['--history', 'memory', '--rate-limit', '0']);
+    try {
+      const { filler, epoch } = await fill(server.port);
+      const received: ParsedServerMessage[] = [];
+      const ws = new WebSocket(`ws://127.0.0.1:${server.httpPort}/ws`);
+      ws.on('message', (data) => received.push(JSON.parse(String(data)) as ParsedServerMessage));
+      await new Promise((resolve, reject) => {
+        ws.once('open', resolve);
+        ws.once('error', reject);
+      });
+      const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+      let isClosed = false;
+      void closed.then(() => {
+        isClosed = true;
+      });
+      ws.pause();
+      ws.send(
+        JSON.stringify({
+          cmd: '0',
+          nickname: 'webresumer',
+          caps: HISTORY_CAPS,
+          since: [{ room: 'lobby', epoch, id: 0 }],
+        }),
+      );
+      await live(filler);
+      ws.resume();
+      const deadline = Date.now() + 60_000;
+      while (chatIds(received).length < ALL.length && !isClosed && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(isClosed).toBe(false);
+      expect(received.find((m) => m.cmd === '101')).toMatchObject({ recovered: true, top: REPLAY });
+      expect(chatIds(received)).toEqual(ALL);
+      ws.close();
+      await closed;
+    } finally {
+      await server.stop();
+    }
+  }, 120_000);
+});
+
+describe('HISTORY pages asked for back to back by a client that does not read', () => {
+  it('are each sent once the client has read the ones before, never cutting it off', async () => {
+    const server = await harness.serve(['--history', 'memory', '--rate-limit', '0']);
+    const { filler } = await fill(server.port);
+    filler.close();
+    const socket = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port: server.port }, () => resolve(s));
+      s.once('error', reject);
+    });
+    socket.pause();
+    // Twenty pages of about 256 KB each, 5 MB in all, asked for at once.
+    let requests = line({ cmd: '0', nickname: 'pager', caps: HISTORY_CAPS });
+    for (let i = 0; i < 20; i++) requests += line({ cmd: '106', room: 'lobby', limit: 100 });
+    requests += line({ cmd: '4' });
+    socket.write(requests);
+    const pager = harness.track(RawClient.wrap(socket));
+    // Let the server get as far as it can while nothing is read.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    socket.resume();
+    await pager.expect('40', 30_000);
+    expect(pager.received.filter((m) => m.cmd === '107')).toHaveLength(20);
+    expect(pager.isClosed).toBe(false);
+  }, 120_000);
+});
