@@ -63,7 +63,10 @@ describe('a full replay to a client that does not read', () => {
         since: [{ room: 'lobby', epoch, id: 0 }],
       }),
     );
-    // The replay cannot fit: 24 MB against a 1 MiB queue and the kernel's buffers.
+    // In the lobby (the others are told) before the live messages, which must come after the
+    // replay, not into it. The replay cannot fit: 24 MB against a 1 MiB queue and the kernel's
+    // buffers.
+    await filler.waitFor((m) => m.cmd === '8' && m.nickname === 'resumer', 1, 10_000);
     await live(filler);
     const resumer = harness.track(RawClient.wrap(socket));
     socket.resume();
@@ -106,6 +109,7 @@ describe('a full replay to a client that does not read', () => {
           since: [{ room: 'lobby', epoch, id: 0 }],
         }),
       );
+      await filler.waitFor((m) => m.cmd === '8' && m.nickname === 'webresumer', 1, 10_000);
       await live(filler);
       ws.resume();
       const deadline = Date.now() + 60_000;
