@@ -57,7 +57,13 @@ interface Envelope {
 }
 
 function isNotice(e: Envelope['e']): e is NodeNotice {
-  return e.type === 'remove' || e.type === 'banned' || e.type === 'unbanned' || e.type === 'evict';
+  return (
+    e.type === 'remove' ||
+    e.type === 'banned' ||
+    e.type === 'unbanned' ||
+    e.type === 'evict' ||
+    e.type === 'missed'
+  );
 }
 
 type ChatMessage = Extract<RoomEvent, { readonly type: 'chat' }>;

@@ -12,6 +12,7 @@ import {
   chatTarget,
   commandFor,
   enforceBan,
+  kickMissed,
   permitted,
   refuse,
   removeMember,
@@ -534,6 +535,13 @@ export class Chat implements ChatContext, SessionHost {
       case 'evict':
         this.evicted(notice.member);
         return;
+      case 'missed':
+        for (const session of this.sessions) {
+          if (session.presenceId === notice.asker.member && session.state === 'joined') {
+            kickMissed(session, notice.asker.nickname);
+          }
+        }
+        return;
     }
   }
 
@@ -573,10 +581,16 @@ export class Chat implements ChatContext, SessionHost {
         return;
       }
       const hops = (notice.hops ?? 0) + 1;
-      if (nickname === undefined || hops > MAX_REMOVE_HOPS) return;
-      const now = await cluster.presence.find(nickname);
+      const now =
+        nickname === undefined || hops > MAX_REMOVE_HOPS
+          ? undefined
+          : await cluster.presence.find(nickname);
       if (now === undefined || (now.node === cluster.presence.node && now.id === notice.member)) {
-        this.log.warn({ nickname, by, action }, `${nickname} was gone before the ${action}`);
+        this.log.warn({ nickname, by, action, hops }, `${nickname} was gone before the ${action}`);
+        // Its operator is told as on one process; a ban stays stored, whoever it found.
+        if (notice.asker !== undefined) {
+          cluster.broker.notify(notice.asker.node, { type: 'missed', asker: notice.asker });
+        }
         return;
       }
       cluster.broker.notify(now.node, { ...notice, member: now.id, nickname: now.nickname, hops });

@@ -647,6 +647,7 @@ const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
       seconds: undefined,
       nickname,
       hops: 0,
+      asker: { node: cluster.presence.node, member: session.presenceId, nickname: req.nickname },
     });
     if (target !== undefined) {
       cluster.broker.notify(cluster.presence.node, notice(target.presenceId, target.nickname));
@@ -671,6 +672,14 @@ const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
   }
   removeMember(ctx, target, 'kick', by, reason, undefined);
 };
+
+/**
+ * A KICK whose removal found nobody on the node it was sent to (the member left, or
+ * moved on too often): its operator gets what one process answers at once.
+ */
+export function kickMissed(session: Session, nickname: string): void {
+  refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(nickname), Cmd.KICK);
+}
 
 function noSuchUser(nickname: string): string {
   return `no member is called "${clip(nickname)}"`;
