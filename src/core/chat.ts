@@ -575,6 +575,14 @@ export class Chat implements ChatContext, SessionHost {
       if (left !== undefined) {
         if (session !== undefined && session.state === 'joined') {
           removeMember(this, session, action, by, reason, seconds);
+        } else if (nickname !== undefined) {
+          // Its connection closed a moment before, but the removal freed it: the rooms are
+          // told of the removal all the same, where they would have been.
+          const seen = left.find((l) => l.room === this.lobby.key) ?? left[0];
+          if (seen !== undefined) {
+            const room = this.roomAt(seen.room)?.name ?? names.get(seen.room) ?? seen.room;
+            this.publish({ type: 'moderated', room, action, nickname, by, reason, seconds });
+          }
         }
         // Its own release in leaving finds nothing left: the "30"s go out from here.
         this.announceLeft(left, nickname ?? '', names, action === 'kick' ? 'kicked' : 'banned');
