@@ -19,6 +19,7 @@ import {
   type RoomLeft,
   type TakenOver,
 } from '../core/presence.js';
+import { failUnanswered } from '../store/redis-client.js';
 
 export interface RedisPresenceOptions {
   /** Unique in the cluster and new for every process start (a random id if not given). */
@@ -383,7 +384,7 @@ interface Local {
 }
 
 function connect(url: string): Redis {
-  return new Redis(url, {
+  const redis = new Redis(url, {
     // RESP2, as the history store: the reply shapes the scripts' results are read in.
     protocol: 2,
     enableAutoPipelining: true,
@@ -391,6 +392,7 @@ function connect(url: string): Redis {
     // member registered. The caller sees the error instead.
     autoResendUnfulfilledCommands: false,
   });
+  return failUnanswered(redis);
 }
 
 /** Redis keeps a resume token's hash only: whoever reads it cannot resume with it. */

@@ -294,4 +294,33 @@ describe.skipIf(skip)('a cluster acting on members that move or go', () => {
     await back.expectClose(10_000);
     again.close();
   }, 120_000);
+
+  it('a request whose reply a Redis restart lost fails instead of wedging its node', async () => {
+    for (let round = 0; round < 2; round++) {
+      const { c } = await member(0, `inflight${round}`);
+      c.sendPy({ cmd: '100', room: `flight${round}` });
+      // At once: the JOIN_ROOM's script is written, its reply not read.
+      await cluster.redis.restart();
+      // Answered either way: in the room, or told to come back (3005).
+      await c.waitFor(
+        (m) => (m.cmd === '101' && m.room === `flight${round}`) || m.cmd === '90',
+        1,
+        20_000,
+      );
+      // Node 0 heartbeats again: it registers new members, and the others count it.
+      await until('node 0 to be back in the cluster', async () => {
+        try {
+          const answer = await tryResume(0, 'no-such-token', `back${round}`);
+          answer.c.close();
+          if (answer.first?.cmd !== '03') return false;
+          const response = await fetch(`http://127.0.0.1:${cluster.nodes[1]!.httpPort}/healthz`);
+          const body = (await response.json()) as { cluster?: { nodes: number } };
+          return body.cluster?.nodes === 3;
+        } catch {
+          return false;
+        }
+      });
+      c.close();
+    }
+  }, 120_000);
 });
