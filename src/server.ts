@@ -26,6 +26,7 @@ import { type ClusterView, createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { FileBanStore } from './store/ban-file.js';
 import { MemoryHistoryStore } from './store/memory-history.js';
+import { failUnanswered } from './store/redis-client.js';
 import { RedisHistoryStore } from './store/redis-history.js';
 import { SqliteHistoryStore } from './store/sqlite-history.js';
 import { HttpListener } from './transports/http.js';
@@ -214,6 +215,7 @@ class ClusterNode implements Cluster, ClusterView {
         autoResendUnfulfilledCommands: false,
         lazyConnect: false,
       });
+      failUnanswered(redis);
     } catch (err) {
       throw new StartError(`--redis ${shownUrl(url)}: ${(err as Error).message}`);
     }

@@ -10,6 +10,7 @@ import type {
   WhisperEvent,
 } from '../core/broker.js';
 import type { HistoryStore } from '../core/history.js';
+import { failUnanswered } from '../store/redis-client.js';
 import {
   DEFAULT_REDIS_PREFIX,
   type PublishedChat,
@@ -57,7 +58,13 @@ interface Envelope {
 }
 
 function isNotice(e: Envelope['e']): e is NodeNotice {
-  return e.type === 'remove' || e.type === 'banned' || e.type === 'unbanned' || e.type === 'evict';
+  return (
+    e.type === 'remove' ||
+    e.type === 'banned' ||
+    e.type === 'unbanned' ||
+    e.type === 'evict' ||
+    e.type === 'missed'
+  );
 }
 
 type ChatMessage = Extract<RoomEvent, { readonly type: 'chat' }>;
@@ -217,12 +224,14 @@ export class RedisBroker implements Broker {
     };
     if (typeof options.redis === 'string') {
       this.ownsPub = true;
-      this.pub = new Redis(options.redis, {
-        protocol: 2,
-        enableAutoPipelining: true,
-        // A PUBLISH whose reply was lost may have gone out: not sent twice.
-        autoResendUnfulfilledCommands: false,
-      });
+      this.pub = failUnanswered(
+        new Redis(options.redis, {
+          protocol: 2,
+          enableAutoPipelining: true,
+          // A PUBLISH whose reply was lost may have gone out: not sent twice.
+          autoResendUnfulfilledCommands: false,
+        }),
+      );
       this.pub.on('error', this.onError);
       this.sub = new Redis(options.redis, subOptions);
     } else {

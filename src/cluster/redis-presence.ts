@@ -19,6 +19,7 @@ import {
   type RoomLeft,
   type TakenOver,
 } from '../core/presence.js';
+import { failUnanswered } from '../store/redis-client.js';
 
 export interface RedisPresenceOptions {
   /** Unique in the cluster and new for every process start (a random id if not given). */
@@ -290,9 +291,10 @@ return {'ok', epoch}
 `;
 
 /**
- * ARGV: P, node, id, nick, key, ip, port, tag... Registers a member again after a reset, in
- * its rooms regardless of capacity (its clients are in them). 1, or 0 when the nickname is
- * someone else's now, -1 node not registered.
+ * ARGV: P, node, id, nick, key, ip, port, token hash or '', tag... Registers a member again
+ * after a reset, in its rooms regardless of capacity (its clients are in them), with the
+ * resume token it holds. 1, or 0 when the nickname is someone else's now, -1 node not
+ * registered.
  */
 const REREGISTER_LUA = `${PRELUDE}
 local node, id, nick, key = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -303,7 +305,11 @@ if holder and holder ~= ref then return 0 end
 redis.call('HSET', NICKS, key, ref)
 redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', ARGV[7])
 redis.call('ZADD', nkey(node), 'NX', seq(), id)
-for i = 8, #ARGV do
+if ARGV[8] ~= '' then
+  redis.call('HSET', mkey(ref), 'tok', ARGV[8])
+  redis.call('SET', P .. 't:' .. ARGV[8], ref)
+end
+for i = 9, #ARGV do
   local s = seq()
   redis.call('ZADD', P .. 'rooms', 'NX', s, ARGV[i])
   redis.call('ZADD', rkey(ARGV[i]), 'NX', s, ref)
@@ -373,10 +379,12 @@ interface Local {
   readonly address: PeerAddress;
   /** Room tags, in join order. */
   readonly rooms: Set<string>;
+  /** The hash of the resume token granted last, to grant it again after a reset. */
+  token?: string;
 }
 
 function connect(url: string): Redis {
-  return new Redis(url, {
+  const redis = new Redis(url, {
     // RESP2, as the history store: the reply shapes the scripts' results are read in.
     protocol: 2,
     enableAutoPipelining: true,
@@ -384,6 +392,7 @@ function connect(url: string): Redis {
     // member registered. The caller sees the error instead.
     autoResendUnfulfilledCommands: false,
   });
+  return failUnanswered(redis);
 }
 
 /** Redis keeps a resume token's hash only: whoever reads it cannot resume with it. */
@@ -587,8 +596,11 @@ export class RedisPresence implements Presence {
   }
 
   async grant(id: MemberId, token: string): Promise<void> {
-    const reply = await this.scripts.confabPresenceGrant(...this.args(id, tokenHash(token)));
+    const hash = tokenHash(token);
+    const reply = await this.scripts.confabPresenceGrant(...this.args(id, hash));
     if (reply === -1) throw new Error(`member ${id} is not registered`);
+    const mine = this.local.get(id);
+    if (mine !== undefined) mine.token = hash;
   }
 
   async takeOver(
@@ -598,9 +610,14 @@ export class RedisPresence implements Presence {
     next: string,
   ): Promise<TakenOver | undefined> {
     checkId('member', id);
-    const reply = await this.scripts.confabPresenceTakeOver(
-      ...this.args(id, tokenHash(token), address.ip, address.port, tokenHash(next)),
-    );
+    const hash = tokenHash(next);
+    const args = this.args(id, tokenHash(token), address.ip, address.port, hash);
+    let reply = await this.scripts.confabPresenceTakeOver(...args);
+    if (reply === -1 && this.onUnregistered !== undefined) {
+      // As for a claim: Redis restarted empty and the heartbeat that registers us is due.
+      await this.onUnregistered();
+      reply = await this.scripts.confabPresenceTakeOver(...args);
+    }
     if (reply === -1) throw new Error(`node ${this.node} is not registered`);
     if (reply === -2) throw new Error(`member ${id} is already registered`);
     const flat = reply as string[];
@@ -612,7 +629,7 @@ export class RedisPresence implements Presence {
       rooms.push({ room, name: flat[i + 1] === '' ? room : flat[i + 1]! });
       tags.add(flat[i]!);
     }
-    this.local.set(id, { nickname: flat[2]!, address: { ...address }, rooms: tags });
+    this.local.set(id, { nickname: flat[2]!, address: { ...address }, rooms: tags, token: hash });
     // Taken from this node's own member: a reset must not register that one again.
     if (flat[0] === this.node) this.local.delete(flat[1]!);
     return { node: flat[0]!, id: flat[1]!, nickname: flat[2]!, rooms };
@@ -745,6 +762,7 @@ export class RedisPresence implements Presence {
             nicknameKey(m.nickname),
             m.address.ip,
             m.address.port,
+            m.token ?? '',
             ...m.rooms,
           ),
         ),

@@ -24,6 +24,11 @@ export type NodeNotice =
        */
       readonly nickname?: string;
       readonly hops?: number;
+      /**
+       * The operator whose KICK this is, to be told "no such member" by the node that
+       * finds nobody to remove, as one process tells it at once.
+       */
+      readonly asker?: KickAsker;
     }
   /** A ban was stored: enforce it, and remove the members it matches. */
   | { readonly type: 'banned'; readonly ban: Ban; readonly seconds: number | undefined }
@@ -33,7 +38,17 @@ export type NodeNotice =
    * Another node took this node's member `member` over with its resume token: close its
    * connection without a word to the rooms (Presence has moved it already).
    */
-  | { readonly type: 'evict'; readonly member: string };
+  | { readonly type: 'evict'; readonly member: string }
+  /** A KICK of this node's member `asker.member` found nobody: refuse it there. */
+  | { readonly type: 'missed'; readonly asker: KickAsker };
+
+/** Who sent a KICK, and the nickname it asked for (what its refusal names). */
+export interface KickAsker {
+  readonly node: string;
+  /** The operator's Presence id. */
+  readonly member: string;
+  readonly nickname: string;
+}
 
 /** A room as the broker needs it; a core `Room` is one. */
 export interface RoomRef {

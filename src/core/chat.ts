@@ -12,6 +12,7 @@ import {
   chatTarget,
   commandFor,
   enforceBan,
+  kickMissed,
   permitted,
   refuse,
   removeMember,
@@ -530,6 +531,13 @@ export class Chat implements ChatContext, SessionHost {
       case 'evict':
         this.evicted(notice.member);
         return;
+      case 'missed':
+        for (const session of this.sessions) {
+          if (session.presenceId === notice.asker.member && session.state === 'joined') {
+            kickMissed(session, notice.asker.nickname);
+          }
+        }
+        return;
     }
   }
 
@@ -563,16 +571,30 @@ export class Chat implements ChatContext, SessionHost {
       if (left !== undefined) {
         if (session !== undefined && session.state === 'joined') {
           removeMember(this, session, action, by, reason, seconds);
+        } else if (nickname !== undefined) {
+          // Its connection closed a moment before, but the removal freed it: the rooms are
+          // told of the removal all the same, where they would have been.
+          const seen = left.find((l) => l.room === this.lobby.key) ?? left[0];
+          if (seen !== undefined) {
+            const room = this.roomAt(seen.room)?.name ?? names.get(seen.room) ?? seen.room;
+            this.publish({ type: 'moderated', room, action, nickname, by, reason, seconds });
+          }
         }
         // Its own release in leaving finds nothing left: the "30"s go out from here.
         this.announceLeft(left, nickname ?? '', names, action === 'kick' ? 'kicked' : 'banned');
         return;
       }
       const hops = (notice.hops ?? 0) + 1;
-      if (nickname === undefined || hops > MAX_REMOVE_HOPS) return;
-      const now = await cluster.presence.find(nickname);
+      const now =
+        nickname === undefined || hops > MAX_REMOVE_HOPS
+          ? undefined
+          : await cluster.presence.find(nickname);
       if (now === undefined || (now.node === cluster.presence.node && now.id === notice.member)) {
-        this.log.warn({ nickname, by, action }, `${nickname} was gone before the ${action}`);
+        this.log.warn({ nickname, by, action, hops }, `${nickname} was gone before the ${action}`);
+        // Its operator is told as on one process; a ban stays stored, whoever it found.
+        if (notice.asker !== undefined) {
+          cluster.broker.notify(notice.asker.node, { type: 'missed', asker: notice.asker });
+        }
         return;
       }
       cluster.broker.notify(now.node, { ...notice, member: now.id, nickname: now.nickname, hops });

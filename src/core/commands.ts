@@ -162,13 +162,17 @@ function connectAfresh(
     return;
   }
   const nickname = checked.nickname;
-  const ban = ctx.bans.bansNickname(nickname, ctx.now());
+  const now = ctx.now();
+  // The address too: a ban may have come after the connection was accepted.
+  const byName = ctx.bans.bansNickname(nickname, now);
+  const ban = byName ?? ctx.bans.bansAddress(session.address.ip, now);
   if (ban !== undefined) {
     ctx.log.info(
       { nickname, ip: session.address.ip, mask: ban.mask },
-      'banned nickname refused at CONNECT',
+      'banned nickname or address refused at CONNECT',
     );
-    session.reply({ type: 'connect-refused', reason: 'banned', detail: 'this nickname is banned' });
+    const detail = byName === undefined ? 'this address is banned' : 'this nickname is banned';
+    session.reply({ type: 'connect-refused', reason: 'banned', detail });
     ctx.disconnect(session, 'banned-nickname');
     return;
   }
@@ -236,6 +240,7 @@ async function resumeInCluster(
     const members = lists[i]!;
     ctx.enterRoom(session, room, names(members), members.length, since.get(room));
   });
+  recheckBans(ctx, session);
 }
 
 /**
@@ -275,6 +280,7 @@ async function connectInCluster(
       settled = true;
       ctx.join(session, nickname, undefined);
       welcome(session, nickname, count, caps, limits);
+      recheckBans(ctx, session);
       return;
     }
     const entered = ctx.interested(room);
@@ -295,6 +301,7 @@ async function connectInCluster(
     if (session.has('history')) {
       ctx.enterRoom(session, room, names(members), joined.count, since);
     }
+    recheckBans(ctx, session);
   } finally {
     if (!settled) {
       if (subscribed) ctx.uninterested(room!.key);
@@ -647,6 +654,7 @@ const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
       seconds: undefined,
       nickname,
       hops: 0,
+      asker: { node: cluster.presence.node, member: session.presenceId, nickname: req.nickname },
     });
     if (target !== undefined) {
       cluster.broker.notify(cluster.presence.node, notice(target.presenceId, target.nickname));
@@ -671,6 +679,14 @@ const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
   }
   removeMember(ctx, target, 'kick', by, reason, undefined);
 };
+
+/**
+ * A KICK whose removal found nobody on the node it was sent to (the member left, or
+ * moved on too often): its operator gets what one process answers at once.
+ */
+export function kickMissed(session: Session, nickname: string): void {
+  refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(nickname), Cmd.KICK);
+}
 
 function noSuchUser(nickname: string): string {
   return `no member is called "${clip(nickname)}"`;
@@ -742,9 +758,50 @@ export function enforceBan(ctx: ChatContext, ban: Ban, seconds: number | undefin
   const now = ctx.now();
   for (const member of ctx.members()) {
     if (member.state === 'joined' && banMatches(ban, member.nickname, member.address.ip, now)) {
-      removeMember(ctx, member, 'ban', ban.by, ban.reason, seconds);
+      removeBanned(ctx, member, ban, seconds);
     }
   }
+}
+
+/**
+ * On a cluster, a member that has just joined or resumed is checked against the bans
+ * again: a ban that reached this node while its claim or resume was in Redis found no
+ * member here to remove, and the member it took over may have been removed too late.
+ */
+function recheckBans(ctx: ChatContext, session: Session): void {
+  if (session.state !== 'joined') return;
+  const now = ctx.now();
+  const ban =
+    ctx.bans.bansNickname(session.nickname, now) ?? ctx.bans.bansAddress(session.address.ip, now);
+  if (ban === undefined) return;
+  const seconds =
+    ban.expires === null ? undefined : Math.max(1, Math.ceil((ban.expires - now) / 1000));
+  removeBanned(ctx, session, ban, seconds);
+}
+
+function removeBanned(
+  ctx: ChatContext,
+  member: Session,
+  ban: Ban,
+  seconds: number | undefined,
+): void {
+  const cluster = ctx.cluster;
+  if (cluster === undefined) {
+    removeMember(ctx, member, 'ban', ban.by, ban.reason, seconds);
+    return;
+  }
+  // As a KICK: removed here only while Presence still has the member here, else followed
+  // to the node a resume moved it to, so a ban racing a resume misses neither.
+  cluster.broker.notify(cluster.presence.node, {
+    type: 'remove',
+    member: member.presenceId,
+    action: 'ban',
+    by: ban.by,
+    reason: ban.reason,
+    seconds,
+    nickname: member.nickname,
+    hops: 0,
+  });
 }
 
 /** UNBAN "96" {mask} (operators) -> "98" the whole list. */

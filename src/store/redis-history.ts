@@ -19,6 +19,7 @@ import {
   roomEpoch,
   wellFormed,
 } from './common.js';
+import { failUnanswered } from './redis-client.js';
 
 export interface RedisHistoryOptions extends HistoryStoreOptions {
   /**
@@ -307,7 +308,7 @@ type StreamEntry = [id: string, fields: string[]];
  * asks for RESP2, whose reply shapes (and Lua conversions) it relies on, see connect().
  */
 function connect(url: string): Redis {
-  return new Redis(url, {
+  const redis = new Redis(url, {
     // RESP2: the reply shapes ioredis and Redis have long agreed on; RESP3 adds nothing a
     // history store uses, and changes how a Lua boolean comes back.
     protocol: 2,
@@ -317,6 +318,7 @@ function connect(url: string): Redis {
     // store it twice. The caller sees the error instead (a cid makes its retry safe).
     autoResendUnfulfilledCommands: false,
   });
+  return failUnanswered(redis);
 }
 
 function streamId(id: number): string {

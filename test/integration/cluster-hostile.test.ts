@@ -329,7 +329,8 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
       const kicked = op.drain().some((m) => m.cmd === '99' && m.nickname === nick);
       const seen = await census(0);
       if (kicked) expect(seen.users).not.toContain(nick);
-      else expect(op.received).toEqual([]);
+      // Else at most the "no such member" of a kick that found nobody where it looked.
+      else expect(op.received.filter((m) => !(m.cmd === '90' && m.code === 1011))).toEqual([]);
       if (w.resumed && !kicked) expect(seen.users).toContain(nick);
       thief.close();
       await until(`${nick} to be freed`, async () => !(await census(1)).users.includes(nick));

@@ -166,6 +166,24 @@ describe('BAN', () => {
     expect(chat.admission.banned('10.0.0.8')).toBe(false);
   });
 
+  it('refuses at CONNECT a connection accepted before its address was banned', () => {
+    const op = oper('op', '192.0.2.1');
+    const course = new FakePeer('203.0.113.9');
+    course.session = chat.open(course);
+    const modern = new FakePeer('203.0.113.10');
+    modern.session = chat.open(modern);
+    send(op, { cmd: '95', mask: '203.0.113.0/24' });
+    send(course, { cmd: '0', nickname: 'late' });
+    expect(course.take()).toEqual([{ cmd: '01' }]);
+    expect(course.closedWith).toBe('banned-nickname');
+    send(modern, { cmd: '0', nickname: 'later', caps: ['errors'] });
+    expect(modern.take()).toMatchObject([
+      { cmd: '90', code: ErrorCode.BANNED, message: 'this address is banned', ref: '0' },
+    ]);
+    expect(chat.find('late')).toBeUndefined();
+    expect(chat.find('later')).toBeUndefined();
+  });
+
   it('tells a moderation member how long a ban lasts', () => {
     const op = oper();
     const watcher = connect('watcher', ['moderation']);
