@@ -169,6 +169,15 @@ export const SERVE_OPTIONS = {
     description: 'seconds a new connection has to send CONNECT (0 = no limit)',
     arg: 'S',
   },
+  'stall-timeout': {
+    kind: 'integer',
+    default: 60,
+    min: 1,
+    max: 3600,
+    description:
+      'seconds a client may read nothing while history it asked for waits to be sent; then it is closed as too slow',
+    arg: 'S',
+  },
   keepalive: {
     kind: 'integer',
     default: 60,

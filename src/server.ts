@@ -329,6 +329,7 @@ function streamLimits(config: Config): StreamLimits {
     closeTimeoutMs: config.shutdownTimeout * 1000,
     keepAliveMs: config.keepalive * 1000,
     handshakeTimeoutMs: config.handshakeTimeout * 1000,
+    stallTimeoutMs: config.stallTimeout * 1000,
   };
 }
 

@@ -38,6 +38,11 @@ export interface StreamLimits {
   keepAliveMs: number;
   /** Time allowed from connect (or TLS handshake) to CONNECT (ms); 0 = unlimited. */
   handshakeTimeoutMs: number;
+  /**
+   * How long paced history may wait for a client that reads nothing at all (ms): the messages
+   * it waits with are held in memory, so a client that never reads must not hold them for ever.
+   */
+  stallTimeoutMs: number;
 }
 
 /**
@@ -176,6 +181,27 @@ export function written(socket: net.Socket): Promise<void> {
   });
   writing.set(socket, wait);
   return wait;
+}
+
+/**
+ * Waits like `written`, but gives up (false) once a whole `stallMs` passes in which the kernel
+ * took none of the socket's queued bytes: a slow reader is waited for as long as it reads, one
+ * that reads nothing is not.
+ */
+export async function drains(socket: net.Socket, stallMs: number): Promise<boolean> {
+  let queued = socket.writableLength;
+  for (;;) {
+    let timer: NodeJS.Timeout | undefined;
+    const stalled = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), stallMs);
+    });
+    const done = await Promise.race([written(socket).then(() => true), stalled]);
+    clearTimeout(timer);
+    if (done) return true;
+    const now = socket.writableLength;
+    if (now >= queued) return false;
+    queued = now;
+  }
 }
 
 /** The connection that owns a socket, for the handlers that all sockets share. */
@@ -331,13 +357,7 @@ export class StreamConnection implements Peer, FrameSink {
     if (bytes === undefined) return;
     const queued = this.queued;
     if (this.stats.overflows(queued, bytes.length, this.limits.maxQueue)) {
-      this.log.warn({ remote: this.remote, queued }, SLOW_CONSUMER);
-      this.endReason = 'slow-consumer';
-      this.closing = true;
-      this.batch = undefined;
-      this.batchBytes = 0;
-      // The 'close' event that follows tells the session, outside this call.
-      this.socket.destroy();
+      this.cutOff(queued);
       return;
     }
     if (!negotiated) {
@@ -374,10 +394,24 @@ export class StreamConnection implements Peer, FrameSink {
         const size = this.encode(delivery)?.length ?? 0;
         if (queued === 0 || queued + size <= this.limits.maxQueue / 2) break;
         this.flush();
-        await written(this.socket);
+        if (!(await drains(this.socket, this.limits.stallTimeoutMs))) {
+          if (!this.closing && !this.socket.destroyed) this.cutOff(this.queued);
+          return;
+        }
       }
       this.send(delivery);
     }
+  }
+
+  /** Closes a client that does not read what it is sent. */
+  private cutOff(queued: number): void {
+    this.log.warn({ remote: this.remote, queued }, SLOW_CONSUMER);
+    this.endReason = 'slow-consumer';
+    this.closing = true;
+    this.batch = undefined;
+    this.batchBytes = 0;
+    // The 'close' event that follows tells the session, outside this call.
+    this.socket.destroy();
   }
 
   /** Moves a batch that outgrew a small buffer into a full-size one. */

@@ -9,7 +9,7 @@ import { parseRequestMessage } from '../protocol/request-codec.js';
 import { EncoderCache, JsonDialect, wsJson } from './dialects/json.js';
 import { killAfter, openSession } from './lifecycle.js';
 import type { TransportStats } from './stats.js';
-import { addressOf, excerpt, SLOW_CONSUMER, type StreamLimits, written } from './stream.js';
+import { addressOf, drains, excerpt, SLOW_CONSUMER, type StreamLimits } from './stream.js';
 
 /** Browsers speak the same JSON as negotiated stream clients, one object per message. */
 const wsDialect = new JsonDialect(wsJson);
@@ -116,13 +116,18 @@ export class WsConnection implements Peer {
     if (bytes === undefined) return;
     const queued = this.ws.bufferedAmount;
     if (this.stats.overflows(queued, bytes.length, this.limits.maxQueue)) {
-      this.log.warn({ remote: this.remote, queued }, SLOW_CONSUMER);
-      this.endReason = 'slow-consumer';
-      this.closing = true;
-      this.ws.terminate();
+      this.cutOff(queued);
       return;
     }
     this.ws.send(bytes, { binary: false });
+  }
+
+  /** Closes a client that does not read what it is sent. */
+  private cutOff(queued: number): void {
+    this.log.warn({ remote: this.remote, queued }, SLOW_CONSUMER);
+    this.endReason = 'slow-consumer';
+    this.closing = true;
+    this.ws.terminate();
   }
 
   /** Peer.sendPaced, as on a stream connection (StreamConnection.sendPaced). */
@@ -134,7 +139,10 @@ export class WsConnection implements Peer {
         const size = this.encoder.bytes(delivery, this.session.caps)?.length ?? 0;
         if (queued === 0 || queued + size <= this.limits.maxQueue / 2) break;
         // ws writes each frame to the socket whole, in order: an empty write after them waits for all.
-        await written(this.socket);
+        if (!(await drains(this.socket, this.limits.stallTimeoutMs))) {
+          if (!this.closing) this.cutOff(this.ws.bufferedAmount);
+          return;
+        }
       }
       this.send(delivery);
     }

@@ -151,3 +151,37 @@ describe('HISTORY pages asked for back to back by a client that does not read', 
     expect(pager.isClosed).toBe(false);
   }, 120_000);
 });
+
+describe('a client that reads nothing while its history waits', () => {
+  it('is closed as too slow after --stall-timeout, and the others go on', async () => {
+    const server = await harness.serve([
+      '--history',
+      'memory',
+      '--rate-limit',
+      '0',
+      '--stall-timeout',
+      '1',
+    ]);
+    const { filler, epoch } = await fill(server.port);
+    const socket = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port: server.port }, () => resolve(s));
+      s.once('error', reject);
+    });
+    socket.on('error', () => {});
+    // Never reads: the replay it asked for would hold its messages for as long as it stays.
+    socket.pause();
+    socket.write(
+      line({
+        cmd: '0',
+        nickname: 'sleeper',
+        caps: HISTORY_CAPS,
+        since: [{ room: 'lobby', epoch, id: 0 }],
+      }),
+    );
+    await filler.waitFor((m) => m.cmd === '8' && m.nickname === 'sleeper', 1, 10_000);
+    await filler.waitFor((m) => m.cmd === '30' && m.nickname === 'sleeper', 1, 30_000);
+    filler.write(line({ cmd: '7', msg: 'still here' }));
+    expect(await filler.expect('71', 10_000)).toMatchObject({ id: REPLAY + 1 });
+    socket.destroy();
+  }, 120_000);
+});
