@@ -16,6 +16,7 @@ import {
   permitted,
   refuse,
   removeMember,
+  secondsLeft,
 } from './commands.js';
 import { type ChatEvent, Delivery, type HistoryHeader } from './events.js';
 import type { HistoryStore, RoomHistory, StoredMessage } from './history.js';
@@ -612,7 +613,15 @@ export class Chat implements ChatContext, SessionHost {
    */
   async refreshBans(): Promise<void> {
     const presence = this.cluster?.presence;
-    if (presence !== undefined) this.bans.replace(await presence.bans());
+    if (presence === undefined) return;
+    const bans = await presence.bans();
+    const now = this.clock();
+    const known = new Set(this.bans.list(now).map((ban) => JSON.stringify(ban)));
+    this.bans.replace(bans);
+    // A ban whose notice this node missed removes its members now, as the notice would have.
+    for (const ban of bans) {
+      if (!known.has(JSON.stringify(ban))) enforceBan(this, ban, secondsLeft(ban, now));
+    }
   }
 
   private whispered(event: WhisperEvent): void {

@@ -774,9 +774,12 @@ function recheckBans(ctx: ChatContext, session: Session): void {
   const ban =
     ctx.bans.bansNickname(session.nickname, now) ?? ctx.bans.bansAddress(session.address.ip, now);
   if (ban === undefined) return;
-  const seconds =
-    ban.expires === null ? undefined : Math.max(1, Math.ceil((ban.expires - now) / 1000));
-  removeBanned(ctx, session, ban, seconds);
+  removeBanned(ctx, session, ban, secondsLeft(ban, now));
+}
+
+/** What is left of a ban, as BAN's `seconds` (undefined: until unbanned). */
+export function secondsLeft(ban: Ban, now: number): number | undefined {
+  return ban.expires === null ? undefined : Math.max(1, Math.ceil((ban.expires - now) / 1000));
 }
 
 function removeBanned(

@@ -4,6 +4,7 @@
  * nodes. What clients see must be what one process shows them.
  */
 import { describe, expect, it } from 'vitest';
+import { parseMask } from '../../../src/core/bans.js';
 import { Chat, type ChatOptions } from '../../../src/core/chat.js';
 import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
 import type { Request } from '../../../src/protocol/messages.js';
@@ -178,6 +179,28 @@ describe('a chat of several nodes', () => {
     const bob = connect(a!, 'bob');
     await settle();
     expect(bob.take()).toMatchObject([{ cmd: '03', userCount: 2 }]);
+  });
+
+  it('removes the members of a ban whose notice it missed when it reads the bans again', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann');
+    const bob = connect(b!, 'bob');
+    await settle();
+    ann.take();
+    bob.take();
+    // Stored in Presence with no notice sent: as if node a's subscriber was down when it went.
+    const ban = { mask: 'bob', by: 'op', reason: 'spam', expires: null };
+    await a!.cluster!.presence.ban(parseMask('bob').key, ban, Date.now());
+    await settle();
+    expect(bob.session.state).toBe('joined');
+    await b!.refreshBans();
+    await settle();
+    expect(bob.session.state).toBe('closed');
+    expect(ann.take()).toContainEqual({ cmd: '30', nickname: 'bob', userCount: 1 });
+    // Read again, the same ban is not news: nobody else is removed.
+    await a!.refreshBans();
+    await settle();
+    expect(ann.session.state).toBe('joined');
   });
 
   it('frees what a client claimed when it goes while its CONNECT waits for Presence', async () => {
