@@ -128,18 +128,16 @@ function notRecovered(room: RoomHistory, since: Position): NotRecovered | undefi
   return undefined;
 }
 
-/** Every stored message after `after`, in pages, up to a little over MAX_REPLAY. */
-async function readAfter(history: HistoryStore, room: string, after: number) {
-  const out: StoredMessage[] = [];
-  let from = after;
-  for (let page = 0; page < MAX_REPLAY / 100 + 2; page++) {
-    const batch = await history.read(room, { after: from, limit: 100 });
-    if (batch.length === 0) break;
-    out.push(...batch);
-    from = batch[batch.length - 1]!.id;
-  }
-  return out;
+function chatDelivery(room: string, m: StoredMessage): Delivery {
+  return new Delivery({ type: 'chat', room, id: m.id, at: m.at, from: m.from, msg: m.msg });
 }
+
+/**
+ * Messages a recovery reads from the store at once. The replay is read page by
+ * page as the client takes it: read whole, a slow reader's resume of 20 rooms
+ * would hold 20,000 messages (80 MB) for as long as it keeps reading.
+ */
+const REPLAY_PAGE = 100;
 
 /** What Chat.reconfigure can change while sessions are open. */
 export type ChatSettings = Pick<
@@ -1163,9 +1161,6 @@ export class Chat implements ChatContext, SessionHost {
     } else {
       const info = await history.room(room.key);
       const reason = since === undefined ? undefined : notRecovered(info, since);
-      if (reason === undefined && since !== undefined) {
-        messages = await readAfter(history, room.key, since.id);
-      }
       const recovered = since === undefined ? undefined : reason === undefined;
       if (recovered !== true)
         messages = newestPage(await history.read(room.key, { limit: this.historyOnJoin }));
@@ -1177,23 +1172,35 @@ export class Chat implements ChatContext, SessionHost {
     session.reply({ type: 'room-joined', room: room.name, members, count, history: header });
     // At the client's pace: a resume on a slow link gets all it asked for
     // rather than being cut off as a slow consumer; live events wait, held.
-    await session.sendPaced(
-      messages.map(
-        (m) =>
-          new Delivery({
-            type: 'chat',
-            room: room.name,
-            id: m.id,
-            at: m.at,
-            from: m.from,
-            msg: m.msg,
-          }),
-      ),
-    );
+    await session.sendPaced(messages.map((m) => chatDelivery(room.name, m)));
+    if (header.recovered === true && history !== undefined) {
+      await this.replayAfter(session, history, room, since!.id, header.top);
+    }
     // A message the read saw may still be on its way to the room's members;
     // one turn later it has arrived, held, and release() drops it.
     await nextTurn();
     await session.release(room.name, header.top, header.epoch);
+  }
+
+  /**
+   * The recovery: the messages after `after` up to `top`, read a page at a time
+   * as the client takes the one before. Later ones come live, held meanwhile.
+   */
+  private async replayAfter(
+    session: Session,
+    history: HistoryStore,
+    room: Room,
+    after: number,
+    top: number,
+  ): Promise<void> {
+    let from = after;
+    for (let page = 0; page < MAX_REPLAY / REPLAY_PAGE + 2 && from < top; page++) {
+      const read = await history.read(room.key, { after: from, limit: REPLAY_PAGE });
+      const batch = read.filter((m) => m.id <= top);
+      if (batch.length === 0 || session.state === 'closed') return;
+      await session.sendPaced(batch.map((m) => chatDelivery(room.name, m)));
+      from = batch[batch.length - 1]!.id;
+    }
   }
 
   /** HISTORY: the newest messages before `before`, at most `limit`, for a member of `room`. */
