@@ -1174,7 +1174,7 @@ export class Chat implements ChatContext, SessionHost {
     // rather than being cut off as a slow consumer; live events wait, held.
     await session.sendPaced(messages.map((m) => chatDelivery(room.name, m)));
     if (header.recovered === true && history !== undefined) {
-      await this.replayAfter(session, history, room, since!.id, header.top);
+      await this.replayAfter(session, history, room, since!.id, header.top, header.epoch);
     }
     // A message the read saw may still be on its way to the room's members;
     // one turn later it has arrived, held, and release() drops it.
@@ -1192,13 +1192,23 @@ export class Chat implements ChatContext, SessionHost {
     room: Room,
     after: number,
     top: number,
+    epoch: string,
   ): Promise<void> {
     let from = after;
     for (let page = 0; page < MAX_REPLAY / REPLAY_PAGE + 2 && from < top; page++) {
       const read = await history.read(room.key, { after: from, limit: REPLAY_PAGE });
       const batch = read.filter((m) => m.id <= top);
       if (batch.length === 0 || session.state === 'closed') return;
-      await session.sendPaced(batch.map((m) => chatDelivery(room.name, m)));
+      const out = batch.map((m) => chatDelivery(room.name, m));
+      if (batch[0]!.id > from + 1) {
+        // Retention may have deleted what the client has not read yet: it is told, as live.
+        const info = await history.room(room.key);
+        if (info.epoch !== epoch) return;
+        if (info.oldest > from + 1) {
+          out.unshift(new Delivery({ type: 'gap', room: room.name, epoch, reason: 'deleted' }));
+        }
+      }
+      await session.sendPaced(out);
       from = batch[batch.length - 1]!.id;
     }
   }

@@ -106,3 +106,61 @@ describe('resumes of full rooms by clients that do not read', () => {
     for (const socket of sockets) socket.destroy();
   }, 180_000);
 });
+
+describe('a recovery that retention overtakes while the client reads slowly', () => {
+  it('tells the client of the messages deleted before it read them, with a "108"', async () => {
+    const server = await harness.serve([
+      '--history',
+      'memory',
+      '--rate-limit',
+      '0',
+      '--history-max-messages',
+      '1000',
+    ]);
+    const { client: filler } = await harness.connect(server.port, 'filler');
+    const lobby = (await filler.expect('101')) as unknown as { epoch: string };
+    // About 24 KB a message, 24 MB in all: far more than the queue and the kernel hold.
+    const big = '\u0001'.repeat(4096);
+    for (let batch = 0; batch < STORED / 50; batch++) {
+      filler.write(line({ cmd: '7', msg: big }).repeat(50));
+      for (let i = 0; i < 50; i++) await filler.expect('71', 20_000);
+    }
+    const socket = await rawSocket(server.port);
+    socket.pause();
+    socket.write(
+      line({
+        cmd: '0',
+        nickname: 'slow',
+        caps: HISTORY_CAPS,
+        since: [{ room: 'lobby', epoch: lobby.epoch, id: 0 }],
+      }),
+    );
+    await filler.waitFor((m) => m.cmd === '8' && m.nickname === 'slow', 1, 10_000);
+    // Each stored message deletes the oldest: the replay has not got that far yet.
+    for (let i = 0; i < 300; i++) {
+      filler.write(line({ cmd: '7', msg: `new ${i}` }));
+      await filler.expect('71', 10_000);
+    }
+    const slow = harness.track(RawClient.wrap(socket));
+    socket.resume();
+    await slow.waitFor((m) => m.cmd === '70' && m.id === STORED + 300, 1, 20_000);
+    const seen = slow.received.filter((m) => m.cmd === '70' || m.cmd === '108');
+    let last = 0;
+    let told = false;
+    for (const m of seen) {
+      if (m.cmd === '108') {
+        expect(m).toMatchObject({ room: 'lobby', epoch: lobby.epoch, reason: 'deleted' });
+        told = true;
+        continue;
+      }
+      const id = m.id as number;
+      expect(id).toBeGreaterThan(last);
+      // A skip is told first.
+      if (id > last + 1) expect(told).toBe(true);
+      told = false;
+      last = id;
+    }
+    expect(last).toBe(STORED + 300);
+    expect(slow.isClosed).toBe(false);
+  }, 120_000);
+});
