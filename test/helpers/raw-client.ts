@@ -70,9 +70,10 @@ export class RawClient {
     return new RawClient(socket);
   }
 
-  static open(port: number, host = '127.0.0.1'): Promise<RawClient> {
+  /** Connects to `host`, from `localAddress` if given (any 127.0.0.0/8 address). */
+  static open(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host, port, noDelay: true });
+      const socket = net.connect({ host, port, noDelay: true, localAddress });
       socket.once('connect', () => {
         socket.off('error', reject);
         resolve(new RawClient(socket));

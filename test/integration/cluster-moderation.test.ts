@@ -4,7 +4,6 @@
  * ban is kept in Redis and enforced by every node.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,17 +24,10 @@ function port(node: number): number {
 }
 
 /** A connection from `localAddress` (any 127.0.0.0/8 address; default 127.0.0.1). */
-function open(node: number, localAddress = '127.0.0.1'): Promise<RawClient> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port: port(node), localAddress });
-    socket.once('connect', () => {
-      socket.off('error', reject);
-      const client = RawClient.wrap(socket);
-      clients.push(client);
-      resolve(client);
-    });
-    socket.once('error', reject);
-  });
+async function open(node: number, localAddress = '127.0.0.1'): Promise<RawClient> {
+  const client = await RawClient.open(port(node), '127.0.0.1', localAddress);
+  clients.push(client);
+  return client;
 }
 
 async function member(

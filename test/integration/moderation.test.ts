@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -48,17 +47,10 @@ async function operator(port: number, nickname = 'op'): Promise<RawClient> {
 }
 
 /** A connection from another loopback address, as a course client would open it. */
-function openFrom(port: number, localAddress: string): Promise<RawClient> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port, localAddress });
-    socket.once('connect', () => {
-      socket.off('error', reject);
-      const c = RawClient.wrap(socket);
-      clients.push(c);
-      resolve(c);
-    });
-    socket.once('error', reject);
-  });
+async function openFrom(port: number, localAddress: string): Promise<RawClient> {
+  const c = await RawClient.open(port, '127.0.0.1', localAddress);
+  clients.push(c);
+  return c;
 }
 
 /** What a WebSocket from `localAddress` meets: open, or the HTTP status that refused it. */
