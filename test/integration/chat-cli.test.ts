@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChatClient } from '../../src/client/chat-client.js';
+import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { join } from '../helpers/raw-client.js';
 import {
@@ -38,6 +38,22 @@ const targets: Target[] = [
   },
 ];
 
+/**
+ * A member for the tests to watch from. The course server fails a CONNECT while a user who
+ * just left is still in its table (it writes the join notice to that closed socket and gives
+ * up on the new one), so against it a closed connection is tried again, a few times.
+ */
+async function watcher(port: number, nickname: string): Promise<ChatClient> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ChatClient.connect({ port, nickname });
+    } catch (err) {
+      if (attempt >= 5 || !(err instanceof ChatClientError) || err.kind !== 'closed') throw err;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+}
+
 for (const target of targets) {
   describe.skipIf(target.skip)(`confab chat against ${target.name}`, () => {
     let server: { port: number; stop(): Promise<void> };
@@ -49,7 +65,7 @@ for (const target of targets) {
     });
 
     it('runs every command as a user types it', async () => {
-      const bob = await ChatClient.connect({ port: server.port, nickname: 'bob' });
+      const bob = await watcher(server.port, 'bob');
       const heard: string[] = [];
       bob.on('chat', (m) => heard.push(`${m.from}:${m.msg}`));
       const ann = ChatProcess.start(['ann', '--port', String(server.port)]);
@@ -103,7 +119,7 @@ for (const target of targets) {
     });
 
     it('says clearly when the nickname is taken', async () => {
-      const bob = await ChatClient.connect({ port: server.port, nickname: 'taken' });
+      const bob = await watcher(server.port, 'taken');
       const dup = ChatProcess.start(['taken', '--port', String(server.port)]);
       expect(await dup.exited).toBe(1);
       expect(dup.output).toContain('The nickname "taken" is taken');
@@ -111,7 +127,7 @@ for (const target of targets) {
     });
 
     it('says so when disconnected for a banned word, and exits non-zero', async () => {
-      const bob = await ChatClient.connect({ port: server.port, nickname: 'bob2' });
+      const bob = await watcher(server.port, 'bob2');
       const rude = ChatProcess.start(['rude', '--port', String(server.port)]);
       await rude.waitFor('You are the');
       rude.type('well, I hate professor X');
@@ -121,7 +137,7 @@ for (const target of targets) {
     });
 
     it('sends EXIT when stdin ends (Ctrl+D)', async () => {
-      const bob = await ChatClient.connect({ port: server.port, nickname: 'bob3' });
+      const bob = await watcher(server.port, 'bob3');
       const left = new Promise((r) => bob.once('leave', r));
       const quick = ChatProcess.start(['quick', '--port', String(server.port)]);
       await quick.waitFor('You are the');
