@@ -6,6 +6,7 @@
  * client adds its own colors, so a peer's control characters are shown, not
  * obeyed (docs/security.md, "Terminal and log injection").
  */
+import { asNumber, asString } from '../protocol/coerce.js';
 import { visible } from '../protocol/text.js';
 
 export interface Style {
@@ -22,7 +23,7 @@ const WHISPER = '\x1b[35m';
 
 /** Network values are typed but unchecked (a hostile server may send anything): show them as text. */
 function text(value: unknown): string {
-  return visible(String(value));
+  return visible(asString(value));
 }
 
 function paint(style: Style, code: string, text: string): string {
@@ -40,7 +41,7 @@ export function nickColor(nickname: string): number {
 }
 
 export function nick(style: Style, nickname: string): string {
-  return paint(style, `\x1b[1;${nickColor(String(nickname))}m`, text(nickname));
+  return paint(style, `\x1b[1;${nickColor(asString(nickname))}m`, text(nickname));
 }
 
 function clock(date: Date): string {
@@ -95,7 +96,7 @@ export interface RoomLine {
 
 export const view = {
   welcome: (s: Style, address: [string, number], nickname: string, count: number) =>
-    `Connected to ${text(address[0])}:${text(address[1])} as ${nick(s, nickname)}. You are the ${ordinal(Number(count))} user.\nType \\help for commands.`,
+    `Connected to ${text(address[0])}:${text(address[1])} as ${nick(s, nickname)}. You are the ${ordinal(asNumber(count))} user.\nType \\help for commands.`,
   chat: (s: Style, at: Date, from: string, msg: string, room?: string) =>
     `${timestamp(s, at)} ${tag(s, room)}${nick(s, from)}: ${text(msg)}`,
   whisperIn: (s: Style, at: Date, from: string, msg: string) =>
@@ -103,14 +104,14 @@ export const view = {
   whisperOut: (s: Style, at: Date, to: string, msg: string) =>
     `${timestamp(s, at)} ${paint(s, WHISPER, `(whisper to ${text(to)})`)} ${paint(s, WHISPER, text(msg))}`,
   join: (s: Style, at: Date, who: string, count: number, room?: string) =>
-    `${timestamp(s, at)} ${tag(s, room)}${paint(s, DIM, '*')} ${nick(s, who)} joined ${paint(s, DIM, `(${plural(Number(count), 'user')})`)}`,
+    `${timestamp(s, at)} ${tag(s, room)}${paint(s, DIM, '*')} ${nick(s, who)} joined ${paint(s, DIM, `(${plural(asNumber(count), 'user')})`)}`,
   leave: (s: Style, at: Date, who: string, count: number, room?: string) =>
-    `${timestamp(s, at)} ${tag(s, room)}${paint(s, DIM, '*')} ${nick(s, who)} left ${paint(s, DIM, `(${plural(Number(count), 'user')})`)}`,
+    `${timestamp(s, at)} ${tag(s, room)}${paint(s, DIM, '*')} ${nick(s, who)} left ${paint(s, DIM, `(${plural(asNumber(count), 'user')})`)}`,
   rename: (s: Style, at: Date, from: string, to: string) =>
     `${timestamp(s, at)} ${paint(s, DIM, '*')} ${nick(s, from)} is now known as ${nick(s, to)}`,
   joinedRoom: (s: Style, room: string, members: unknown) => {
     const list: unknown[] = Array.isArray(members) ? members : [];
-    return `You joined ${text(room)} (${plural(list.length, 'user')}: ${list.map((m) => nick(s, String(m))).join(', ')}). Type \\room ${text(room)} to talk there.`;
+    return `You joined ${text(room)} (${plural(list.length, 'user')}: ${list.map((m) => nick(s, asString(m))).join(', ')}). Type \\room ${text(room)} to talk there.`;
   },
   rooms: (s: Style, rooms: RoomLine[], current: string) => {
     const list: unknown[] = Array.isArray(rooms) ? rooms : [];
@@ -118,7 +119,7 @@ export const view = {
       `${plural(list.length, 'room')}:`,
       ...list.map((entry) => {
         const r = (typeof entry === 'object' && entry !== null ? entry : {}) as Partial<RoomLine>;
-        const marks = [plural(Number(r.userCount), 'user')];
+        const marks = [plural(asNumber(r.userCount), 'user')];
         if (r.joined === true) marks.push('joined');
         if (r.room === current) marks.push('typing here');
         return `  ${paint(s, BOLD, text(r.room))} ${paint(s, DIM, `(${marks.join(', ')})`)}`;
@@ -164,7 +165,7 @@ export const view = {
       `${plural(list.length, 'user')} in the room:`,
       ...list.map((entry) => {
         const [n, ip, port]: unknown[] = Array.isArray(entry) ? entry : [entry];
-        return `  ${nick(s, String(n))} ${paint(s, DIM, `${text(ip)}:${text(port)}`)}`;
+        return `  ${nick(s, asString(n))} ${paint(s, DIM, `${text(ip)}:${text(port)}`)}`;
       }),
     ].join('\n');
   },

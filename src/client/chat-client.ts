@@ -4,6 +4,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { CAPABILITIES, type Capability } from '../protocol/capabilities.js';
 import { Cmd, LOBBY, mayReconnect } from '../protocol/codes.js';
+import { asNumber, asString } from '../protocol/coerce.js';
 import { FrameDecoder } from '../protocol/frame-decoder.js';
 import {
   type ParsedServerMessage,
@@ -378,8 +379,8 @@ function dial(
           return fail(
             new ChatClientError(
               'server-error',
-              String(message.message ?? 'refused'),
-              Number(message.code),
+              asString(message.message ?? 'refused'),
+              asNumber(message.code),
             ),
           );
       }
@@ -406,8 +407,8 @@ function retryable(error: ChatClientError): boolean {
 
 function toChatMessage(message: ParsedServerMessage, room: string): ChatMessage {
   const event: ChatMessage = {
-    from: String(message.from),
-    msg: String(message.msg),
+    from: asString(message.from),
+    msg: asString(message.msg),
     whisper: message.whisper === true,
     room,
   };
@@ -640,15 +641,15 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     if (this.hasHistory) this.fence().catch(() => {});
     const reply = await replied;
     return (
-      this.roomReady.get(String(reply.room)) ??
-      Promise.resolve(this.joinedFrom(reply, String(reply.room)))
+      this.roomReady.get(asString(reply.room)) ??
+      Promise.resolve(this.joinedFrom(reply, asString(reply.room)))
     );
   }
 
   /** Leaves a room (not the lobby: that is exit()); resolves with its name as shown. */
   async part(room: string): Promise<string> {
     const reply = await this.call({ cmd: Cmd.PART_ROOM, room }, true);
-    return String(reply.room);
+    return asString(reply.room);
   }
 
   /** Every room on the server, the lobby first. */
@@ -669,13 +670,13 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     if (from !== undefined) request.before = from;
     if (limit !== undefined) request.limit = limit;
     const reply = await this.call(request, true);
-    const shown = String(reply.room);
+    const shown = asString(reply.room);
     const messages = (Array.isArray(reply.messages) ? reply.messages : []).flatMap(
       (m: unknown): HistoryEntry[] => {
         if (typeof m !== 'object' || m === null) return [];
         const e = m as Record<string, unknown>;
         if (typeof e.id !== 'number') return [];
-        return [{ id: e.id, at: Number(e.at), from: String(e.from), msg: String(e.msg) }];
+        return [{ id: e.id, at: asNumber(e.at), from: asString(e.from), msg: asString(e.msg) }];
       },
     );
     const track = this.tracks.get(shown);
@@ -683,7 +684,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       for (const m of messages)
         if (track.oldest === undefined || m.id < track.oldest) track.oldest = m.id;
     }
-    return { room: shown, epoch: String(reply.epoch), messages, more: reply.more === true };
+    return { room: shown, epoch: asString(reply.epoch), messages, more: reply.more === true };
   }
 
   /** The oldest id this client has of a room (received, or loaded by history()). */
@@ -717,7 +718,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     if (reply.cmd === Cmd.RENAME_DUPLICATE_NICKNAME) {
       throw new ChatClientError('nickname-taken', `the nickname "${newNickname}" is taken`);
     }
-    this.nickname = String(reply.newNickname ?? newNickname);
+    this.nickname = asString(reply.newNickname ?? newNickname);
     return this.nickname;
   }
 
@@ -725,18 +726,18 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   async rtt(): Promise<number> {
     const beginTime = now();
     const reply = await this.call({ cmd: Cmd.RTT, beginTime });
-    return now() - Number(reply.beginTime);
+    return now() - asNumber(reply.beginTime);
   }
 
   async version(): Promise<string> {
     const reply = await this.call({ cmd: Cmd.VERSION });
-    return String(reply.serverVersion);
+    return asString(reply.serverVersion);
   }
 
   /** Becomes an operator; rejects with code 1010 for a wrong name or password. */
   async oper(name: string, password: string): Promise<string> {
     const reply = await this.call({ cmd: Cmd.OPER, name, password });
-    return String(reply.name);
+    return asString(reply.name);
   }
 
   /** Kicks a member; nothing answers success (the "99" and "30" tell everyone), a refusal comes as 'server-error'. */
@@ -1014,31 +1015,31 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         return;
       case Cmd.NEW_USER_ENTERS:
         this.emit('join', {
-          nickname: String(message.nickname),
-          userCount: Number(message.userCount),
+          nickname: asString(message.nickname),
+          userCount: asNumber(message.userCount),
           room,
         });
         return;
       case Cmd.EXIT_BROADCAST:
         this.emit('leave', {
-          nickname: String(message.nickname),
-          userCount: Number(message.userCount),
+          nickname: asString(message.nickname),
+          userCount: asNumber(message.userCount),
           room,
         });
         return;
       case Cmd.USER_RENAMED:
         this.emit('rename', {
-          oldNickname: String(message.oldNickname),
-          newNickname: String(message.newNickname),
+          oldNickname: asString(message.oldNickname),
+          newNickname: asString(message.newNickname),
           room,
         });
         return;
       case Cmd.MODERATION_NOTICE: {
         const notice = {
           action: message.action === 'ban' ? ('ban' as const) : ('kick' as const),
-          nickname: String(message.nickname),
-          by: String(message.by),
-          reason: String(message.reason ?? ''),
+          nickname: asString(message.nickname),
+          by: asString(message.by),
+          reason: asString(message.reason ?? ''),
         };
         this.emit(
           'moderation',
@@ -1078,7 +1079,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     const joined: JoinedRoom = {
       room,
       members: Array.isArray(message.members) ? message.members.map(String) : [],
-      userCount: Number(message.userCount),
+      userCount: asNumber(message.userCount),
       history: [],
     };
     if (typeof message.epoch === 'string') joined.epoch = message.epoch;
@@ -1199,7 +1200,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   }
 
   private onStored(message: ParsedServerMessage, room: string): void {
-    const id = Number(message.id);
+    const id = asNumber(message.id);
     const cid = typeof message.cid === 'string' ? message.cid : undefined;
     if (cid !== undefined) this.unacked.delete(cid);
     // Our own message is part of the room: a replay must not bring it back.
@@ -1207,7 +1208,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     const stored: ChatEvents['stored'][0] = {
       room,
       id,
-      at: Number(message.at),
+      at: asNumber(message.at),
       duplicate: message.duplicate === true,
     };
     if (cid !== undefined) stored.cid = cid;
@@ -1215,8 +1216,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   }
 
   private onError(message: ParsedServerMessage): void {
-    const code = Number(message.code);
-    const text = String(message.message ?? 'error');
+    const code = asNumber(message.code);
+    const text = asString(message.message ?? 'error');
     const ref = typeof message.ref === 'string' ? message.ref : undefined;
     const index = ref === undefined ? -1 : this.pending.findIndex((p) => p.cmd === ref);
     if (index >= 0) {
@@ -1302,7 +1303,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         });
       } catch (err) {
         const error =
-          err instanceof ChatClientError ? err : new ChatClientError('closed', String(err));
+          err instanceof ChatClientError ? err : new ChatClientError('closed', asString(err));
         if (!retryable(error)) return this.finish(error);
         last = error;
         continue;

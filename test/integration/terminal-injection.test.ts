@@ -111,6 +111,8 @@ describe('confab chat shows what peers send, and obeys none of it', () => {
  * A hostile server: everything it sends the client -- its address, nicknames,
  * the member list, error texts, the version -- carries escape sequences.
  */
+const ODD = { toString: '', valueOf: '' };
+
 async function hostileServer(): Promise<{ port: number; close(): Promise<void> }> {
   const e = '\x1b]0;owned\x07\x1b[6n\u009b6n\r\u202e';
   const sockets = new Set<net.Socket>();
@@ -138,6 +140,9 @@ async function hostileServer(): Promise<{ port: number; close(): Promise<void> }
             send({ cmd: '70', from: `mal${e}`, msg: `psst${e}`, whisper: true });
             send({ cmd: '91', oldNickname: `mal${e}`, newNickname: `bob${e}` });
             send({ cmd: '90', code: 1001, message: `unknown command "${e}"` });
+            // Objects whose conversion to text throws, which JSON can carry: shown, not fatal.
+            send({ cmd: '70', from: ODD, msg: ODD });
+            send({ cmd: '8', nickname: ODD, userCount: ODD });
             break;
           case '1':
             send({
@@ -202,6 +207,8 @@ describe('confab chat against a hostile server', () => {
         `  bob${shown} ::1:7${shown}`,
         `Server version 9${shown}, client confab`,
         `You are now known as ann${shown}.`,
+        '[object Object]: [object Object]',
+        '[object Object] joined (NaN users)',
       ]) {
         expect(ann.output).toContain(line);
       }

@@ -43,6 +43,15 @@ describe('room commands', () => {
     ).toBe('2 rooms:\n  lobby (3 users, joined, typing here)\n  physics (1 user)');
   });
 
+  it('shows values whose conversion to text would throw (JSON can send {"toString": ""})', () => {
+    const odd = JSON.parse('{"toString": "", "valueOf": ""}') as never;
+    expect(view.joinedRoom(plain, 'lobby', [odd, 'ann'])).toContain('[object Object], ann');
+    expect(view.join(plain, at, odd, odd, 'lobby')).toContain('(NaN users)');
+    expect(
+      view.rooms(plain, [{ room: odd, userCount: odd, joined: true }] as never, 'x'),
+    ).toContain('[object Object]');
+  });
+
   it('shows, never obeys, control characters in any room name or list a server sends', () => {
     const hostile = fc.string({ unit: 'binary', maxLength: 20 });
     fc.assert(
@@ -50,6 +59,7 @@ describe('room commands', () => {
         const lines = [
           view.chat(plain, at, 'bob', msg, room),
           view.leave(plain, at, 'bob', 1, room),
+          view.join(plain, at, 'bob', list as never, room),
           view.joinedRoom(plain, room, list),
           view.rooms(plain, list as never, room),
           view.prompt(plain, 'ann', room),
