@@ -1,5 +1,6 @@
 import { CAPABILITIES } from '../../src/protocol/capabilities.js';
 import { Cmd, LOBBY } from '../../src/protocol/codes.js';
+import { asNumber, asString } from '../../src/protocol/coerce.js';
 import {
   type ParsedServerMessage,
   parseServerText,
@@ -181,7 +182,7 @@ export class Connection {
           this.on.status('online');
           this.on.joined({
             nickname: this.nickname,
-            userCount: Number(message.userCount),
+            userCount: asNumber(message.userCount),
             rejoined,
             resumed,
           });
@@ -192,7 +193,7 @@ export class Connection {
         } else if (message.cmd === Cmd.CONNECT_CHATROOM_FULL) {
           this.refuse('The room is full. Try again in a moment.');
         } else if (message.cmd === Cmd.ERROR) {
-          this.refuse(String(message.message ?? 'The server refused.'));
+          this.refuse(asString(message.message ?? 'The server refused.'));
         }
         return;
       }
@@ -337,19 +338,19 @@ export class Connection {
       const ref = typeof message.ref === 'string' ? message.ref : undefined;
       const index = ref === undefined ? -1 : this.pending.findIndex((p) => p.cmd === ref);
       if (index >= 0) {
-        this.pending.splice(index, 1)[0]!.reject(new RequestError('90', String(message.message)));
+        this.pending.splice(index, 1)[0]!.reject(new RequestError('90', asString(message.message)));
         return;
       }
       if (ref === Cmd.CHAT && this.history) {
         const chat = this.resume.refused(this.generation);
         if (chat !== undefined) {
-          this.on.chatRefused(chat, String(message.message));
+          this.on.chatRefused(chat, asString(message.message));
           return;
         }
       }
       // 2xxx: do not come back; 3xxx: transient, reconnecting is fine.
-      const code = Number(message.code);
-      if (code >= 2000 && code < 3000) this.fatal = `Disconnected: ${String(message.message)}.`;
+      const code = asNumber(message.code);
+      if (code >= 2000 && code < 3000) this.fatal = `Disconnected: ${asString(message.message)}.`;
       this.on.message(message);
       return;
     }
