@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { RedisBroker } from './cluster/redis-broker.js';
 import { RedisPresence } from './cluster/redis-presence.js';
 import {
@@ -26,7 +26,7 @@ import { type ClusterView, createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { FileBanStore } from './store/ban-file.js';
 import { MemoryHistoryStore } from './store/memory-history.js';
-import { failUnanswered } from './store/redis-client.js';
+import { commandClient } from './store/redis-client.js';
 import { RedisHistoryStore } from './store/redis-history.js';
 import { SqliteHistoryStore } from './store/sqlite-history.js';
 import { HttpListener } from './transports/http.js';
@@ -208,14 +208,8 @@ class ClusterNode implements Cluster, ClusterView {
     };
     let redis: Redis;
     try {
-      redis = new Redis(url, {
-        // RESP2 and no resending: what the store, the presence and the broker each ask of a client.
-        protocol: 2,
-        enableAutoPipelining: true,
-        autoResendUnfulfilledCommands: false,
-        lazyConnect: false,
-      });
-      failUnanswered(redis);
+      // Shared by the store, the presence and the broker.
+      redis = commandClient(url);
     } catch (err) {
       throw new StartError(`--redis ${shownUrl(url)}: ${(err as Error).message}`);
     }

@@ -10,7 +10,7 @@ import type {
   WhisperEvent,
 } from '../core/broker.js';
 import type { HistoryStore } from '../core/history.js';
-import { failUnanswered } from '../store/redis-client.js';
+import { commandClient } from '../store/redis-client.js';
 import {
   DEFAULT_REDIS_PREFIX,
   type PublishedChat,
@@ -224,14 +224,7 @@ export class RedisBroker implements Broker {
     };
     if (typeof options.redis === 'string') {
       this.ownsPub = true;
-      this.pub = failUnanswered(
-        new Redis(options.redis, {
-          protocol: 2,
-          enableAutoPipelining: true,
-          // A PUBLISH whose reply was lost may have gone out: not sent twice.
-          autoResendUnfulfilledCommands: false,
-        }),
-      );
+      this.pub = commandClient(options.redis);
       this.pub.on('error', this.onError);
       this.sub = new Redis(options.redis, subOptions);
     } else {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Ban } from '../core/bans.js';
 import type { PeerAddress } from '../core/events.js';
 import { nicknameKey } from '../core/nickname.js';
@@ -19,7 +19,7 @@ import {
   type RoomLeft,
   type TakenOver,
 } from '../core/presence.js';
-import { failUnanswered } from '../store/redis-client.js';
+import { commandClient } from '../store/redis-client.js';
 
 export interface RedisPresenceOptions {
   /** Unique in the cluster and new for every process start (a random id if not given). */
@@ -383,18 +383,6 @@ interface Local {
   token?: string;
 }
 
-function connect(url: string): Redis {
-  const redis = new Redis(url, {
-    // RESP2, as the history store: the reply shapes the scripts' results are read in.
-    protocol: 2,
-    enableAutoPipelining: true,
-    // A claim whose reply was lost may have been applied; resending it would find the
-    // member registered. The caller sees the error instead.
-    autoResendUnfulfilledCommands: false,
-  });
-  return failUnanswered(redis);
-}
-
 /** Redis keeps a resume token's hash only: whoever reads it cannot resume with it. */
 function tokenHash(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('base64url');
@@ -487,7 +475,7 @@ export class RedisPresence implements Presence {
     this.prefix = `${options.prefix ?? DEFAULT_PRESENCE_PREFIX}{presence}:`;
     this.nodesKey = `${this.prefix}nodes`;
     this.owned = typeof options.redis === 'string';
-    this.redis = typeof options.redis === 'string' ? connect(options.redis) : options.redis;
+    this.redis = typeof options.redis === 'string' ? commandClient(options.redis) : options.redis;
     if (this.owned) {
       const onError = options.onError;
       // Without a listener ioredis prints every reconnect failure to stderr.

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 
 /** A command ioredis wrote and holds until its reply comes. */
 interface Pending {
@@ -31,4 +31,22 @@ export function failUnanswered(redis: Redis): Redis {
     }
   });
   return redis;
+}
+
+/**
+ * A client for commands (subscriptions need their own), as every Redis part of confab asks
+ * for one: RESP2, whose reply shapes and Lua conversions the scripts are read in (ioredis 6
+ * negotiates RESP3 by default); the commands of one event-loop turn in one write; and no
+ * resending on reconnect, since a command whose reply was lost (a claim, an append, a
+ * PUBLISH) may have been applied. Its caller sees the error instead, also for the commands
+ * ioredis would otherwise forget (failUnanswered).
+ */
+export function commandClient(url: string): Redis {
+  return failUnanswered(
+    new Redis(url, {
+      protocol: 2,
+      enableAutoPipelining: true,
+      autoResendUnfulfilledCommands: false,
+    }),
+  );
 }

@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type {
   Appended,
   HistoryQuery,
@@ -19,7 +19,7 @@ import {
   roomEpoch,
   wellFormed,
 } from './common.js';
-import { failUnanswered } from './redis-client.js';
+import { commandClient } from './redis-client.js';
 
 export interface RedisHistoryOptions extends HistoryStoreOptions {
   /**
@@ -303,24 +303,6 @@ interface Batch {
 
 type StreamEntry = [id: string, fields: string[]];
 
-/**
- * The client the store makes from a URL. ioredis 6 negotiates RESP3 by default; the store
- * asks for RESP2, whose reply shapes (and Lua conversions) it relies on, see connect().
- */
-function connect(url: string): Redis {
-  const redis = new Redis(url, {
-    // RESP2: the reply shapes ioredis and Redis have long agreed on; RESP3 adds nothing a
-    // history store uses, and changes how a Lua boolean comes back.
-    protocol: 2,
-    // Commands of one event-loop turn (setImmediate) go out in one write.
-    enableAutoPipelining: true,
-    // An append whose reply was lost may have been stored: resending it on reconnect could
-    // store it twice. The caller sees the error instead (a cid makes its retry safe).
-    autoResendUnfulfilledCommands: false,
-  });
-  return failUnanswered(redis);
-}
-
 function streamId(id: number): string {
   return `${id}-0`;
 }
@@ -404,7 +386,7 @@ export class RedisHistoryStore implements HistoryStore {
     this.prefix = options.prefix ?? DEFAULT_REDIS_PREFIX;
     this.publish = options.publish ?? false;
     this.owned = typeof options.redis === 'string';
-    this.redis = typeof options.redis === 'string' ? connect(options.redis) : options.redis;
+    this.redis = typeof options.redis === 'string' ? commandClient(options.redis) : options.redis;
     if (this.owned) {
       const onError = options.onError;
       // Without a listener ioredis prints every reconnect failure to stderr.
