@@ -162,7 +162,7 @@ const writing = new WeakMap<net.Socket, Promise<void>>();
  * the socket is closed. Concurrent callers share one wait, so a resume of
  * many rooms adds one 'close' listener, not one per room.
  */
-export function written(socket: net.Socket): Promise<void> {
+function written(socket: net.Socket): Promise<void> {
   const under = writing.get(socket);
   if (under !== undefined) return under;
   const wait = new Promise<void>((resolve) => {
@@ -188,7 +188,7 @@ export function written(socket: net.Socket): Promise<void> {
  * took none of the socket's queued bytes: a slow reader is waited for as long as it reads, one
  * that reads nothing is not.
  */
-export async function drains(socket: net.Socket, stallMs: number): Promise<boolean> {
+async function drains(socket: net.Socket, stallMs: number): Promise<boolean> {
   let queued = socket.writableLength;
   for (;;) {
     let timer: NodeJS.Timeout | undefined;
@@ -201,6 +201,47 @@ export async function drains(socket: net.Socket, stallMs: number): Promise<boole
     const now = socket.writableLength;
     if (now >= queued) return false;
     queued = now;
+  }
+}
+
+/** What pacing needs of a connection: its state, its queue and its own way to send and close. */
+export interface PacedOutput {
+  /** Nothing more goes out (closing, or closed). */
+  stopped(): boolean;
+  /** Bytes queued for the client that the kernel has not taken yet. */
+  queued(): number;
+  size(delivery: Delivery): number;
+  /** Writes out what is batched, before waiting for it to drain. */
+  flush?(): void;
+  send(delivery: Delivery): void;
+  /** The client read nothing for the stall timeout. */
+  cutOff(queued: number): void;
+}
+
+/**
+ * Peer.sendPaced for a connection on `socket`: each delivery goes once the
+ * queue is empty or has room for it within half of --max-queue; the other
+ * half is left for the live traffic of the client's other rooms, which is not
+ * paced. A client that reads nothing for --stall-timeout meanwhile is cut off.
+ */
+export async function sendPacedOn(
+  socket: net.Socket,
+  limits: StreamLimits,
+  out: PacedOutput,
+  deliveries: readonly Delivery[],
+): Promise<void> {
+  for (const delivery of deliveries) {
+    for (;;) {
+      if (out.stopped()) return;
+      const queued = out.queued();
+      if (queued === 0 || queued + out.size(delivery) <= limits.maxQueue / 2) break;
+      out.flush?.();
+      if (!(await drains(socket, limits.stallTimeoutMs))) {
+        out.cutOff(out.queued());
+        return;
+      }
+    }
+    out.send(delivery);
   }
 }
 
@@ -381,26 +422,23 @@ export class StreamConnection implements Peer, FrameSink {
     this.batchBytes += bytes.length;
   }
 
-  /**
-   * Peer.sendPaced: each delivery goes once the queue is empty or has room
-   * for it within half of --max-queue; the other half is left for the live
-   * traffic of the client's other rooms, which is not paced.
-   */
-  async sendPaced(deliveries: readonly Delivery[]): Promise<void> {
-    for (const delivery of deliveries) {
-      for (;;) {
-        if (this.closing || this.socket.destroyed) return;
-        const queued = this.queued;
-        const size = this.encode(delivery)?.length ?? 0;
-        if (queued === 0 || queued + size <= this.limits.maxQueue / 2) break;
-        this.flush();
-        if (!(await drains(this.socket, this.limits.stallTimeoutMs))) {
-          if (!this.closing && !this.socket.destroyed) this.cutOff(this.queued);
-          return;
-        }
-      }
-      this.send(delivery);
-    }
+  sendPaced(deliveries: readonly Delivery[]): Promise<void> {
+    const stopped = () => this.closing || this.socket.destroyed;
+    return sendPacedOn(
+      this.socket,
+      this.limits,
+      {
+        stopped,
+        queued: () => this.queued,
+        size: (delivery) => this.encode(delivery)?.length ?? 0,
+        flush: () => this.flush(),
+        send: (delivery) => this.send(delivery),
+        cutOff: (queued) => {
+          if (!stopped()) this.cutOff(queued);
+        },
+      },
+      deliveries,
+    );
   }
 
   /** Closes a client that does not read what it is sent. */

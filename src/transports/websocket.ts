@@ -9,7 +9,7 @@ import { parseRequestMessage } from '../protocol/request-codec.js';
 import { EncoderCache, JsonDialect, wsJson } from './dialects/json.js';
 import { killAfter, openSession } from './lifecycle.js';
 import type { TransportStats } from './stats.js';
-import { addressOf, drains, excerpt, SLOW_CONSUMER, type StreamLimits } from './stream.js';
+import { addressOf, excerpt, SLOW_CONSUMER, type StreamLimits, sendPacedOn } from './stream.js';
 
 /** Browsers speak the same JSON as negotiated stream clients, one object per message. */
 const wsDialect = new JsonDialect(wsJson);
@@ -130,22 +130,23 @@ export class WsConnection implements Peer {
     this.ws.terminate();
   }
 
-  /** Peer.sendPaced, as on a stream connection (StreamConnection.sendPaced). */
-  async sendPaced(deliveries: readonly Delivery[]): Promise<void> {
-    for (const delivery of deliveries) {
-      for (;;) {
-        if (this.closing || this.ws.readyState !== this.ws.OPEN) return;
-        const queued = this.ws.bufferedAmount;
-        const size = this.encoder.bytes(delivery, this.session.caps)?.length ?? 0;
-        if (queued === 0 || queued + size <= this.limits.maxQueue / 2) break;
-        // ws writes each frame to the socket whole, in order: an empty write after them waits for all.
-        if (!(await drains(this.socket, this.limits.stallTimeoutMs))) {
-          if (!this.closing) this.cutOff(this.ws.bufferedAmount);
-          return;
-        }
-      }
-      this.send(delivery);
-    }
+  /** Peer.sendPaced, as on a stream connection. */
+  sendPaced(deliveries: readonly Delivery[]): Promise<void> {
+    // ws writes each frame to the socket whole, in order: an empty write after them waits for all.
+    return sendPacedOn(
+      this.socket,
+      this.limits,
+      {
+        stopped: () => this.closing || this.ws.readyState !== this.ws.OPEN,
+        queued: () => this.ws.bufferedAmount,
+        size: (delivery) => this.encoder.bytes(delivery, this.session.caps)?.length ?? 0,
+        send: (delivery) => this.send(delivery),
+        cutOff: (queued) => {
+          if (!this.closing) this.cutOff(queued);
+        },
+      },
+      deliveries,
+    );
   }
 
   close(reason: DisconnectReason): void {
