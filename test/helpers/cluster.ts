@@ -49,3 +49,17 @@ export async function startCluster(
   }
   return { redis, nodes, stop };
 }
+
+/** Waits until `done` holds, polling every 50 ms for at most `timeoutMs`. */
+export async function until(
+  what: string,
+  done: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let i = 0; i < timeoutMs / 50 && Date.now() < deadline; i++) {
+    if (await done()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

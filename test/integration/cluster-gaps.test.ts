@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/password.js';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { startCluster, type TestCluster, until } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 
@@ -54,13 +54,8 @@ async function operator(node: number, nickname: string): Promise<RawClient> {
 }
 
 /** Waits (bounded) until `done` holds. */
-async function until(what: string, done: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (let i = 0; i < 600 && Date.now() < deadline; i++) {
-    if (await done()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
+function waitUntil(what: string, done: () => boolean | Promise<boolean>): Promise<void> {
+  return until(what, done, 30_000);
 }
 
 let probes = 0;
@@ -141,7 +136,7 @@ describe.skipIf(skip)('a cluster acting on members that move or go', () => {
       expect(first).toMatchObject({ cmd: '03', resumed: true, nickname: 'gone1' });
       thief.sendPy({ cmd: '3' });
       await thief.expectClose(10_000);
-      await until('gone1 to be freed', async () => !(await users(2)).includes('gone1'));
+      await waitUntil('gone1 to be freed', async () => !(await users(2)).includes('gone1'));
     } finally {
       resume(1);
     }
@@ -230,12 +225,12 @@ describe.skipIf(skip)('a cluster acting on members that move or go', () => {
       }
       // Nobody of that name on any node, and the watcher last saw it leave.
       for (const node of [0, 1, 2]) {
-        await until(
+        await waitUntil(
           `${nick} gone from node ${node}`,
           async () => !(await users(node)).includes(nick),
         );
       }
-      await until(`the watcher to see ${nick} leave`, () => {
+      await waitUntil(`the watcher to see ${nick} leave`, () => {
         const about = watcher.received.filter(
           (m) => (m.cmd === '8' || m.cmd === '30') && m.nickname === nick,
         );
@@ -251,7 +246,7 @@ describe.skipIf(skip)('a cluster acting on members that move or go', () => {
         }
       }
       op.sendPy({ cmd: '96', mask });
-      await until('the ban to be lifted', () =>
+      await waitUntil('the ban to be lifted', () =>
         op.received.some(
           (m) => m.cmd === '98' && !(m.bans as { mask: string }[]).some((b) => b.mask === mask),
         ),
@@ -267,7 +262,7 @@ describe.skipIf(skip)('a cluster acting on members that move or go', () => {
     await owner.waitFor((m) => m.cmd === '101' && m.room === 'kept', 1, 10_000);
     await cluster.redis.restart();
     // Healthy: every node has heartbeated again (registering its members).
-    await until('the cluster to be whole again', async () => {
+    await waitUntil('the cluster to be whole again', async () => {
       try {
         const response = await fetch(`http://127.0.0.1:${cluster.nodes[1]!.httpPort}/healthz`);
         const body = (await response.json()) as { cluster?: { nodes: number; users: number } };
@@ -300,7 +295,7 @@ describe.skipIf(skip)('a cluster acting on members that move or go', () => {
         20_000,
       );
       // Node 0 heartbeats again: it registers new members, and the others count it.
-      await until('node 0 to be back in the cluster', async () => {
+      await waitUntil('node 0 to be back in the cluster', async () => {
         try {
           const answer = await tryResume(0, 'no-such-token', `back${round}`);
           answer.c.close();

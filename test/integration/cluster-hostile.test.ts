@@ -13,7 +13,7 @@ import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/password.js';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { startCluster, type TestCluster, until } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 import { wsClient } from '../helpers/ws-client.js';
@@ -48,13 +48,8 @@ async function member(
 }
 
 /** Waits (bounded) until `done` holds. */
-async function until(what: string, done: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  for (let i = 0; i < 300 && Date.now() < deadline; i++) {
-    if (await done()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
+function waitUntil(what: string, done: () => boolean | Promise<boolean>): Promise<void> {
+  return until(what, done, 15_000);
 }
 
 let probeCount = 0;
@@ -124,7 +119,7 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
       const nick = `res${round}`;
       const { c: owner, welcome } = await member(0, nick);
       owner.sendPy({ cmd: '100', room: `rr${round}` });
-      await until('the owner in its room', () =>
+      await waitUntil('the owner in its room', () =>
         owner.received.some((m) => m.cmd === '101' && m.room === `rr${round}`),
       );
       const token = String(welcome.resume);
@@ -144,7 +139,7 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
       expect(seen.rooms.get(`rr${round}`)).toBe(1);
       a.close();
       b.close();
-      await until(`${nick} to leave`, async () => !(await census(2)).users.includes(nick));
+      await waitUntil(`${nick} to leave`, async () => !(await census(2)).users.includes(nick));
     }
     await allAlive();
   }, 90_000);
@@ -169,7 +164,7 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
       expect(w.nickname).toBe(mine[0]);
       thief.close();
       owner.close();
-      await until(`${nick}'s names to be freed`, async () => {
+      await waitUntil(`${nick}'s names to be freed`, async () => {
         const s = await census(0);
         return !s.users.some((u) => u.startsWith(nick)) && !s.rooms.has(`mr${round}`);
       });
@@ -207,7 +202,7 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
       web.ws.close();
       tcp.close();
       for (const q of squatters) q.close();
-      await until(`${nick} to be freed`, async () => {
+      await waitUntil(`${nick} to be freed`, async () => {
         const s = await census((round + 1) % 3);
         return !s.users.some((u) => u.startsWith(nick));
       });
@@ -229,7 +224,7 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
       );
       expect(got.filter((g) => g === '03')).toHaveLength(1);
       for (const c of storm) c.close();
-      await until('the storm name to be freed', async () => {
+      await waitUntil('the storm name to be freed', async () => {
         return !(await census(round % 3)).users.includes(`Storm${round}`);
       });
     }
@@ -267,7 +262,7 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
               else c.end();
             }),
           );
-          await until(`${tag}'s ghosts to be gone from every node`, async () => {
+          await waitUntil(`${tag}'s ghosts to be gone from every node`, async () => {
             for (let n = 0; n < 3; n++) {
               const s = await census(n);
               if (s.users.some((u) => u.startsWith(tag))) return false;
@@ -297,7 +292,7 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
       if (round % 2 === 0) op.sendPy({ cmd: '94', nickname: nick });
       else op.sendPy({ cmd: '95', mask: nick, seconds: 60 });
       await victim.expectClose(10_000);
-      await until(`${nick} to be gone`, async () => {
+      await waitUntil(`${nick} to be gone`, async () => {
         const s = await census(round % 3);
         return !s.users.includes(nick) && !s.rooms.has(`kr${round}`);
       });
@@ -333,7 +328,7 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
       else expect(op.received.filter((m) => !(m.cmd === '90' && m.code === 1011))).toEqual([]);
       if (w.resumed && !kicked) expect(seen.users).toContain(nick);
       thief.close();
-      await until(`${nick} to be freed`, async () => !(await census(1)).users.includes(nick));
+      await waitUntil(`${nick} to be freed`, async () => !(await census(1)).users.includes(nick));
     }
     op.close();
   }, 90_000);
@@ -373,7 +368,7 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
     for (const l of [...listeners, ...senders]) {
       const mine = senders.includes(l) ? senders.indexOf(l) : -1;
       const total = mine >= 0 ? expected : senders.length * PER;
-      await until(
+      await waitUntil(
         'every chat to arrive',
         () => l.received.filter((m) => m.cmd === '70').length >= total,
       );
