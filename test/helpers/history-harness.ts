@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach } from 'vitest';
@@ -12,6 +13,21 @@ export const HISTORY_CAPS = ['errors', 'renames', 'rooms', 'history'];
 /** One request as a JSON line. */
 export function line(value: object): string {
   return `${JSON.stringify(value)}\n`;
+}
+
+/**
+ * A connection that reads nothing (until resumed), having sent `requests`: what a client on a
+ * stalled link looks like to the server.
+ */
+export async function stalledSocket(port: number, requests: string): Promise<net.Socket> {
+  const socket = await new Promise<net.Socket>((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => resolve(s));
+    s.once('error', reject);
+  });
+  socket.on('error', () => {});
+  socket.pause();
+  socket.write(requests);
+  return socket;
 }
 
 /**

@@ -4,10 +4,10 @@
  * server hold every message they asked for.
  */
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import { HISTORY_CAPS, HistoryHarness, line } from '../helpers/history-harness.js';
+import { HISTORY_CAPS, HistoryHarness, line, stalledSocket } from '../helpers/history-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 const harness = HistoryHarness.use();
@@ -22,13 +22,6 @@ const RESUMERS = 8;
 function memoryMb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)![1]) / 1024;
-}
-
-function rawSocket(port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => resolve(s));
-    s.once('error', reject);
-  });
 }
 
 function joinAll(client: RawClient): void {
@@ -73,10 +66,8 @@ describe('resumes of full rooms by clients that do not read', () => {
       const { client: first, welcome } = await harness.connect(server.port, `r${i}`);
       joinAll(first);
       await first.waitFor((m) => m.cmd === '101', ROOMS.length, 20_000);
-      const socket = await rawSocket(server.port);
-      socket.on('error', () => {});
-      socket.pause();
-      socket.write(
+      const socket = await stalledSocket(
+        server.port,
         line({ cmd: '0', nickname: `r${i}`, caps: HISTORY_CAPS, since, resume: welcome.resume }),
       );
       // Taken over: the resume was read, and its replays are under way.
@@ -125,9 +116,8 @@ describe('a recovery that retention overtakes while the client reads slowly', ()
       filler.write(line({ cmd: '7', msg: big }).repeat(50));
       for (let i = 0; i < 50; i++) await filler.expect('71', 20_000);
     }
-    const socket = await rawSocket(server.port);
-    socket.pause();
-    socket.write(
+    const socket = await stalledSocket(
+      server.port,
       line({
         cmd: '0',
         nickname: 'slow',

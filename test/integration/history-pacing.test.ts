@@ -3,11 +3,10 @@
  * slow link is waited for, never cut off as a slow consumer, and the live
  * messages held behind the replay still arrive exactly once, in order.
  */
-import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import { HISTORY_CAPS, HistoryHarness, line } from '../helpers/history-harness.js';
+import { HISTORY_CAPS, HistoryHarness, line, stalledSocket } from '../helpers/history-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { spawnServer } from '../helpers/spawn-server.js';
 
@@ -50,12 +49,8 @@ describe('a full replay to a client that does not read', () => {
     const { filler, epoch } = await fill(server.port);
 
     // Connected and asking for everything, but reading nothing until told to.
-    const socket = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.connect({ host: '127.0.0.1', port: server.port }, () => resolve(s));
-      s.once('error', reject);
-    });
-    socket.pause();
-    socket.write(
+    const socket = await stalledSocket(
+      server.port,
       line({
         cmd: '0',
         nickname: 'resumer',
@@ -132,16 +127,11 @@ describe('HISTORY pages asked for back to back by a client that does not read', 
     const server = await harness.serve(['--history', 'memory', '--rate-limit', '0']);
     const { filler } = await fill(server.port);
     filler.close();
-    const socket = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.connect({ host: '127.0.0.1', port: server.port }, () => resolve(s));
-      s.once('error', reject);
-    });
-    socket.pause();
     // Twenty pages of about 256 KB each, 5 MB in all, asked for at once.
     let requests = line({ cmd: '0', nickname: 'pager', caps: HISTORY_CAPS });
     for (let i = 0; i < 20; i++) requests += line({ cmd: '106', room: 'lobby', limit: 100 });
     requests += line({ cmd: '4' });
-    socket.write(requests);
+    const socket = await stalledSocket(server.port, requests);
     const pager = harness.track(RawClient.wrap(socket));
     // Let the server get as far as it can while nothing is read.
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -163,14 +153,9 @@ describe('a client that reads nothing while its history waits', () => {
       '1',
     ]);
     const { filler, epoch } = await fill(server.port);
-    const socket = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.connect({ host: '127.0.0.1', port: server.port }, () => resolve(s));
-      s.once('error', reject);
-    });
-    socket.on('error', () => {});
     // Never reads: the replay it asked for would hold its messages for as long as it stays.
-    socket.pause();
-    socket.write(
+    const socket = await stalledSocket(
+      server.port,
       line({
         cmd: '0',
         nickname: 'sleeper',
