@@ -34,6 +34,8 @@ export interface SqliteHistoryOptions extends HistoryStoreOptions {
    * then, rather than a loop turn later.
    */
   readonly afterCommit?: () => void;
+  /** Messages per stored batch at most (BATCH_MESSAGES); tests make it small. */
+  readonly batchMessages?: number;
 }
 
 export interface SqliteHistoryStats {
@@ -43,12 +45,22 @@ export interface SqliteHistoryStats {
   readonly appended: number;
 }
 
-interface MessageRow {
-  id: number;
-  at: number;
-  from: string;
-  msg: string;
-  cid: string | null;
+/** One message in a batch's `data`: its time, sender, text and, if it has one, its cid. */
+type Entry = [at: number, from: string, msg: string, cid?: string];
+
+/** A batch being gathered in a commit. */
+interface OpenBatch {
+  readonly room: string;
+  readonly first: number;
+  last: number;
+  /** The latest time in it, which age retention looks at. */
+  newest: number;
+  readonly entries: Entry[];
+}
+
+interface BatchRow {
+  first: number;
+  data: string;
 }
 
 interface RoomState {
@@ -61,11 +73,6 @@ interface RoomState {
   saved: boolean;
   /** Rows up to this id are known to be deleted. */
   deletedTo: number;
-  /**
-   * A cid of a row past the window but not yet deleted is being used again: the next commit
-   * must delete up to the floor first, or the new row would break the unique cid index.
-   */
-  cidReused: boolean;
 }
 
 interface Pending {
@@ -84,19 +91,36 @@ CREATE TABLE IF NOT EXISTS rooms (
   epoch TEXT NOT NULL,
   top INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE IF NOT EXISTS batches (
   room TEXT NOT NULL,
-  id INTEGER NOT NULL,
-  at INTEGER NOT NULL,
+  first INTEGER NOT NULL,
+  last INTEGER NOT NULL,
+  newest INTEGER NOT NULL,
+  data TEXT NOT NULL,
+  PRIMARY KEY (room, first)
+);
+CREATE TABLE IF NOT EXISTS cids (
+  room TEXT NOT NULL,
   "from" TEXT NOT NULL,
-  msg TEXT NOT NULL,
-  cid TEXT,
-  PRIMARY KEY (room, id)
+  cid TEXT NOT NULL,
+  id INTEGER NOT NULL,
+  PRIMARY KEY (room, "from", cid)
 ) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS messages_cid ON messages (room, "from", cid) WHERE cid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS cids_id ON cids (room, id);
 `;
 
-const COLUMNS = 'id, at, "from", msg, cid';
+/**
+ * Databases written by earlier versions keep one row per message: moved into one batch each,
+ * once, when such a database is opened.
+ */
+const MIGRATE_MESSAGES = `
+INSERT INTO batches (room, first, last, newest, data)
+  SELECT room, id, id, at, CASE WHEN cid IS NULL THEN json_array(json_array(at, "from", msg))
+    ELSE json_array(json_array(at, "from", msg, cid)) END FROM messages;
+INSERT OR REPLACE INTO cids (room, "from", cid, id)
+  SELECT room, "from", cid, id FROM messages WHERE cid IS NOT NULL;
+DROP TABLE messages;
+`;
 /**
  * How often the checkpointer looks for new commits. Each checkpoint with work syncs the
  * WAL and the database file, so not much more often than this.
@@ -140,8 +164,11 @@ parentPort.once('message', () => {
 });
 `;
 const betterSqlite3 = createRequire(import.meta.url).resolve('better-sqlite3');
-/** Rows per multi-row INSERT (6 parameters each, far below SQLite's limit of 32766). */
-const INSERT_ROWS = 64;
+/**
+ * Messages per batch row at most: a busy room's turn is a few rows, and a read (a replay
+ * takes 100 at a time) parses little it does not return.
+ */
+const BATCH_MESSAGES = 128;
 
 /**
  * Room history in one SQLite file.
@@ -162,8 +189,15 @@ const INSERT_ROWS = 64;
  * loop; closing the store stops it and the last connection to close leaves
  * the WAL checkpointed and removed.
  *
- * Rows past a room's count limit are deleted in runs (once the room has
- * passed the limit by a margin), not on every commit; reads never return them.
+ * A commit stores each room's new messages as one row (a batch, up to
+ * BATCH_MESSAGES, its messages as a JSON array, its ids consecutive), not one
+ * row per message: binding, converting and inserting one row per message was
+ * most of the transaction's cost. Cids have their own table, to find a
+ * repeat.
+ *
+ * Messages past a room's count limit are deleted in runs (once the room has
+ * passed the limit by a margin), whole batches at a time, not on every
+ * commit; reads never return them.
  * A room's top is the highest id it stores, so its row in `rooms` is written
  * once (and again only when age retention empties the room).
  *
@@ -194,29 +228,35 @@ export class SqliteHistoryStore implements HistoryStore {
   private commits = 0;
   private appended = 0;
   private readonly afterCommit: (() => void) | undefined;
+  private readonly batchMessages: number;
 
-  private readonly insertMessage: Database.Statement<
-    [string, number, number, string, string, string | null]
-  >;
-  /** INSERT of INSERT_ROWS rows at once: one statement step for many messages. */
-  private readonly insertMessages: Database.Statement<unknown[]>;
+  private readonly insertBatch: Database.Statement<[string, number, number, number, string]>;
+  private readonly insertCid: Database.Statement<[string, string, string, number]>;
   private readonly saveRoom: Database.Statement<[string, string, number]>;
   private readonly loadRoom: Database.Statement<[string, string], { epoch: string; top: number }>;
   private readonly saveTop: Database.Statement<[string, string]>;
   private readonly roomKeys: Database.Statement<[], { key: string }>;
-  private readonly findCid: Database.Statement<[string, string, string], MessageRow>;
+  private readonly findCid: Database.Statement<[string, string, string], { id: number }>;
+  private readonly batchOf: Database.Statement<[string, number], BatchRow>;
   private readonly oldestId: Database.Statement<[string], { oldest: number | null }>;
-  private readonly newest: Database.Statement<[string, number, number, number], MessageRow>;
-  private readonly after: Database.Statement<[string, number, number, number], MessageRow>;
-  private readonly deleteUpTo: Database.Statement<[string, number]>;
-  private readonly firstKept: Database.Statement<[string, number], { id: number }>;
+  private readonly newest: Database.Statement<[string, number], BatchRow>;
+  private readonly after: Database.Statement<
+    [{ room: string; after: number; before: number }],
+    BatchRow
+  >;
+  private readonly deleteUpTo: Database.Statement<[string, number, number]>;
+  private readonly deleteCidsUpTo: Database.Statement<[string, number]>;
+  private readonly firstYoung: Database.Statement<[string, number], BatchRow>;
+  private readonly cutBatch: Database.Statement<[number, string, string, number]>;
   private readonly deleteRoomMessages: Database.Statement<[string]>;
+  private readonly deleteRoomCids: Database.Statement<[string]>;
   private readonly commitBatch: (batch: readonly Pending[]) => void;
 
   constructor(path: string, options: SqliteHistoryOptions) {
     checkRetention(options.retention);
     this.retention = options.retention;
     this.afterCommit = options.afterCommit;
+    this.batchMessages = options.batchMessages ?? BATCH_MESSAGES;
     // Large runs delete whole pages at a time; the margin is also what a room may hold
     // beyond its limit until then.
     this.deleteMargin = Math.max(1, Math.floor(this.retention.maxMessages / 2));
@@ -252,6 +292,10 @@ export class SqliteHistoryStore implements HistoryStore {
       db.pragma('journal_mode = WAL');
       db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
       db.exec(SCHEMA);
+      const old = db
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'")
+        .get();
+      if (old !== undefined) db.transaction(() => db.exec(MIGRATE_MESSAGES))();
       // A database without a seed is new: its rooms get epochs nobody has seen.
       db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run(
         'seed',
@@ -271,43 +315,56 @@ export class SqliteHistoryStore implements HistoryStore {
       throw error;
     }
 
-    this.insertMessage = db.prepare(
-      'INSERT INTO messages (room, id, at, "from", msg, cid) VALUES (?, ?, ?, ?, ?, ?)',
+    this.insertBatch = db.prepare(
+      'INSERT INTO batches (room, first, last, newest, data) VALUES (?, ?, ?, ?, ?)',
     );
-    this.insertMessages = db.prepare<unknown[]>(
-      `INSERT INTO messages (room, id, at, "from", msg, cid) VALUES ${new Array(INSERT_ROWS).fill('(?, ?, ?, ?, ?, ?)').join(', ')}`,
+    // A cid of a message past the count limit, not deleted yet, may be used again: the new
+    // message takes it over.
+    this.insertCid = db.prepare(
+      'INSERT OR REPLACE INTO cids (room, "from", cid, id) VALUES (?, ?, ?, ?)',
     );
     this.saveRoom = db.prepare(
       'INSERT INTO rooms (key, epoch, top) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET top = excluded.top',
     );
+    const lastStored = '(SELECT last FROM batches WHERE room = ? ORDER BY first DESC LIMIT 1)';
     this.loadRoom = db.prepare(
-      'SELECT epoch, max(top, coalesce((SELECT max(id) FROM messages WHERE room = ?), 0)) AS top FROM rooms WHERE key = ?',
+      `SELECT epoch, max(top, coalesce(${lastStored}, 0)) AS top FROM rooms WHERE key = ?`,
     );
     this.saveTop = db.prepare(
-      'UPDATE rooms SET top = max(top, coalesce((SELECT max(id) FROM messages WHERE room = ?), 0)) WHERE key = ?',
+      `UPDATE rooms SET top = max(top, coalesce(${lastStored}, 0)) WHERE key = ?`,
     );
     this.roomKeys = db.prepare('SELECT key FROM rooms');
-    this.findCid = db.prepare(
-      `SELECT ${COLUMNS} FROM messages WHERE room = ? AND "from" = ? AND cid = ?`,
+    this.findCid = db.prepare('SELECT id FROM cids WHERE room = ? AND "from" = ? AND cid = ?');
+    this.batchOf = db.prepare(
+      'SELECT first, data FROM batches WHERE room = ? AND first <= ? ORDER BY first DESC LIMIT 1',
     );
-    this.oldestId = db.prepare('SELECT min(id) AS oldest FROM messages WHERE room = ?');
+    this.oldestId = db.prepare('SELECT min(first) AS oldest FROM batches WHERE room = ?');
+    // Paging back: the batches holding ids below the bound, newest first.
     this.newest = db.prepare(
-      `SELECT ${COLUMNS} FROM messages WHERE room = ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?`,
+      'SELECT first, data FROM batches WHERE room = ? AND first < ? ORDER BY first DESC',
     );
+    // Paging forward: from the batch holding the id after the bound (the last one starting
+    // at or below it), oldest first.
     this.after = db.prepare(
-      `SELECT ${COLUMNS} FROM messages WHERE room = ? AND id > ? AND id < ? ORDER BY id LIMIT ?`,
+      `SELECT first, data FROM batches WHERE room = @room AND first < @before AND first >= coalesce(
+         (SELECT max(first) FROM batches WHERE room = @room AND first <= @after), 0) ORDER BY first`,
     );
-    this.deleteUpTo = db.prepare('DELETE FROM messages WHERE room = ? AND id <= ?');
-    this.firstKept = db.prepare(
-      'SELECT id FROM messages WHERE room = ? AND at >= ? ORDER BY id LIMIT 1',
+    this.deleteUpTo = db.prepare('DELETE FROM batches WHERE room = ? AND first <= ? AND last <= ?');
+    this.deleteCidsUpTo = db.prepare('DELETE FROM cids WHERE room = ? AND id <= ?');
+    this.firstYoung = db.prepare(
+      'SELECT first, data FROM batches WHERE room = ? AND newest >= ? ORDER BY first LIMIT 1',
     );
-    this.deleteRoomMessages = db.prepare('DELETE FROM messages WHERE room = ?');
+    this.cutBatch = db.prepare(
+      'UPDATE batches SET first = ?, data = ? WHERE room = ? AND first = ?',
+    );
+    this.deleteRoomMessages = db.prepare('DELETE FROM batches WHERE room = ?');
+    this.deleteRoomCids = db.prepare('DELETE FROM cids WHERE room = ?');
 
     this.commitBatch = db.transaction((batch: readonly Pending[]) => {
       // Count retention first, against each room's final top: it is one index range delete
-      // per room, it frees the cids of messages going now before new rows reuse them, and rows
-      // of this batch already past the limit are not written at all. The states are changed
-      // here, before the commit: if it fails, flush() drops them and reloads what is stored.
+      // per room, and messages of this batch already past the limit are not written at all.
+      // The states are changed here, before the commit: if it fails, flush() drops them and
+      // reloads what is stored.
       const floors = new Map<RoomState, number>();
       for (const p of batch) {
         const state = p.state;
@@ -318,38 +375,36 @@ export class SqliteHistoryStore implements HistoryStore {
           this.saveRoom.run(p.room, state.epoch, state.top);
           state.saved = true;
         }
-        if (
-          floor - state.deletedTo >= this.deleteMargin ||
-          (state.cidReused && floor > state.deletedTo)
-        ) {
-          this.deleteUpTo.run(p.room, floor);
+        if (floor - state.deletedTo >= this.deleteMargin) {
+          this.deleteUpTo.run(p.room, floor, floor);
+          this.deleteCidsUpTo.run(p.room, floor);
           state.deletedTo = floor;
         }
-        state.cidReused = false;
       }
-      // Rows go in INSERT_ROWS at a time: a busy turn's batch costs a few statement
-      // steps instead of one per message (measured: the insert was a quarter of the
-      // server's CPU in W-pipe with one statement per row).
-      const rows: (string | number | null)[] = [];
+      // Each room's messages of the turn, in id order (consecutive: duplicates take no id,
+      // and those past the floor are the oldest), go into rows of up to BATCH_MESSAGES.
+      const open = new Map<RoomState, OpenBatch>();
       for (const p of batch) {
         const m = p.message;
         if (p.duplicate || m.id <= floors.get(p.state)!) continue;
-        rows.push(p.room, m.id, m.at, m.from, m.msg, m.cid ?? null);
-        if (rows.length === INSERT_ROWS * 6) {
-          this.insertMessages.run(...rows);
-          rows.length = 0;
+        let b = open.get(p.state);
+        if (b !== undefined && (b.last + 1 !== m.id || b.entries.length === this.batchMessages)) {
+          this.writeBatch(b);
+          b = undefined;
+        }
+        if (b === undefined) {
+          b = { room: p.room, first: m.id, last: m.id, newest: m.at, entries: [] };
+          open.set(p.state, b);
+        }
+        b.last = m.id;
+        if (m.at > b.newest) b.newest = m.at;
+        if (m.cid === undefined) b.entries.push([m.at, m.from, m.msg]);
+        else {
+          b.entries.push([m.at, m.from, m.msg, m.cid]);
+          this.insertCid.run(p.room, m.from, m.cid, m.id);
         }
       }
-      for (let i = 0; i < rows.length; i += 6) {
-        this.insertMessage.run(
-          rows[i] as string,
-          rows[i + 1] as number,
-          rows[i + 2] as number,
-          rows[i + 3] as string,
-          rows[i + 4] as string,
-          rows[i + 5] as string | null,
-        );
-      }
+      for (const b of open.values()) this.writeBatch(b);
     });
 
     const interval = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
@@ -379,13 +434,12 @@ export class SqliteHistoryStore implements HistoryStore {
         duplicateOf = this.pendingCids.get(key);
         if (duplicateOf === undefined) {
           const row = this.findCid.get(room, draft.from, cid);
-          if (row !== undefined) duplicateOf = toMessage(room, row);
+          if (row !== undefined) duplicateOf = this.message(room, row.id);
         }
         // Appends of this turn may already have pushed it out of the room's window, as they
         // would have one turn later: then the cid is free again.
         if (duplicateOf !== undefined && duplicateOf.id <= state.top - this.retention.maxMessages) {
           duplicateOf = undefined;
-          state.cidReused = true;
         }
       }
       let message: StoredMessage;
@@ -446,11 +500,30 @@ export class SqliteHistoryStore implements HistoryStore {
       const state = this.rooms.get(room) ?? this.stored(room);
       const floor = state === undefined ? 0 : this.floor(state);
       const before = query.before ?? Number.POSITIVE_INFINITY;
-      const rows =
-        query.after !== undefined
-          ? this.after.all(room, Math.max(query.after, floor), before, limit)
-          : this.newest.all(room, floor, before, limit).reverse();
-      return Promise.resolve(rows.map((row) => toMessage(room, row)));
+      const found: StoredMessage[] = [];
+      if (query.after !== undefined) {
+        const after = Math.max(query.after, floor);
+        for (const row of this.after.iterate({ room, after, before })) {
+          const entries = parseEntries(row.data);
+          for (let i = Math.max(0, after + 1 - row.first); i < entries.length; i++) {
+            const id = row.first + i;
+            if (id >= before || found.length === limit) break;
+            found.push(toMessage(room, id, entries[i]!));
+          }
+          if (found.length === limit || row.first + entries.length >= before) break;
+        }
+      } else {
+        for (const row of this.newest.iterate(room, before)) {
+          const entries = parseEntries(row.data);
+          let i = Math.min(entries.length, before - row.first) - 1;
+          for (; i >= 0 && found.length < limit && row.first + i > floor; i--) {
+            found.push(toMessage(room, row.first + i, entries[i]!));
+          }
+          if (found.length === limit || row.first <= floor + 1) break;
+        }
+        found.reverse();
+      }
+      return Promise.resolve(found);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -509,6 +582,10 @@ export class SqliteHistoryStore implements HistoryStore {
     return worker;
   }
 
+  private writeBatch(b: OpenBatch): void {
+    this.insertBatch.run(b.room, b.first, b.last, b.newest, JSON.stringify(b.entries));
+  }
+
   /** Ids up to this one are past the room's count limit, whether deleted yet or not. */
   private floor(state: RoomState): number {
     return Math.max(0, state.committedTop - this.retention.maxMessages);
@@ -524,7 +601,6 @@ export class SqliteHistoryStore implements HistoryStore {
         committedTop: 0,
         saved: false,
         deletedTo: 0,
-        cidReused: false,
       };
       this.rooms.set(room, state);
     }
@@ -541,7 +617,6 @@ export class SqliteHistoryStore implements HistoryStore {
           committedTop: row.top,
           saved: true,
           deletedTo: 0,
-          cidReused: false,
         };
   }
 
@@ -582,24 +657,42 @@ export class SqliteHistoryStore implements HistoryStore {
     // so stored ids stay consecutive even if the clock once stepped back.
     this.db.transaction(() => {
       for (const { key } of this.roomKeys.all()) {
-        const kept = this.firstKept.get(key, cutoff);
-        if (kept === undefined) {
+        const young = this.firstYoung.get(key, cutoff);
+        if (young === undefined) {
           // The room's top is its highest stored id: keep it before there is none.
           this.saveTop.run(key, key);
           this.deleteRoomMessages.run(key);
-        } else this.deleteUpTo.run(key, kept.id - 1);
+          this.deleteRoomCids.run(key);
+          continue;
+        }
+        // The first batch with a young message holds the first of them; the batch is cut
+        // there, so stored ids stay consecutive even if the clock once stepped back.
+        const entries = parseEntries(young.data);
+        const skip = entries.findIndex((entry) => entry[0] >= cutoff);
+        const kept = young.first + skip;
+        this.deleteUpTo.run(key, kept - 1, kept - 1);
+        this.deleteCidsUpTo.run(key, kept - 1);
+        if (skip > 0)
+          this.cutBatch.run(kept, JSON.stringify(entries.slice(skip)), key, young.first);
       }
     })();
   }
+
+  /** The stored message with this id; the caller knows it is stored. */
+  private message(room: string, id: number): StoredMessage | undefined {
+    const row = this.batchOf.get(room, id);
+    const entry = row === undefined ? undefined : parseEntries(row.data)[id - row.first];
+    return entry === undefined ? undefined : toMessage(room, id, entry);
+  }
 }
 
-function toMessage(room: string, row: MessageRow): StoredMessage {
-  return {
-    room,
-    id: row.id,
-    at: row.at,
-    from: row.from,
-    msg: row.msg,
-    ...(row.cid !== null ? { cid: row.cid } : {}),
-  };
+/** A batch's messages, as this store wrote them. */
+function parseEntries(data: string): Entry[] {
+  const entries: unknown = JSON.parse(data);
+  if (!Array.isArray(entries)) throw new Error('history batch is not an array');
+  return entries as Entry[];
+}
+
+function toMessage(room: string, id: number, [at, from, msg, cid]: Entry): StoredMessage {
+  return { room, id, at, from, msg, ...(cid !== undefined && cid !== null ? { cid } : {}) };
 }

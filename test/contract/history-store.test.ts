@@ -43,18 +43,58 @@ historyStoreContract({
 });
 
 historyStoreContract({
-  name: 'SQLite :memory:',
+  // Batches of at most two messages: a turn's appends to a room are split over several rows.
+  name: 'SQLite :memory:, small batches',
   persistent: false,
   propertyRuns: 40,
   commits: sqliteCommits,
   storage: () => ({
-    open: (options) => new SqliteHistoryStore(':memory:', options),
+    open: (options) => new SqliteHistoryStore(':memory:', { ...options, batchMessages: 2 }),
     dispose: () => {},
   }),
 });
 
 describe('SqliteHistoryStore', () => {
   const options = { retention: { maxMessages: 10_000, maxAgeMs: 0 }, pruneIntervalMs: 0 };
+
+  it('opens a database that stores one row per message, as earlier versions did', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'history.db');
+    const old = new Database(file);
+    old.exec(`
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+      CREATE TABLE rooms (key TEXT PRIMARY KEY, epoch TEXT NOT NULL, top INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE messages (room TEXT NOT NULL, id INTEGER NOT NULL, at INTEGER NOT NULL,
+        "from" TEXT NOT NULL, msg TEXT NOT NULL, cid TEXT, PRIMARY KEY (room, id)) WITHOUT ROWID;
+      CREATE UNIQUE INDEX messages_cid ON messages (room, "from", cid) WHERE cid IS NOT NULL;
+      INSERT INTO meta VALUES ('seed', 'oldseed');
+      INSERT INTO rooms VALUES ('r', 'e-old', 3);
+      INSERT INTO messages VALUES ('r', 2, 20, 'ann', 'two "quoted" \u00e9', NULL);
+      INSERT INTO messages VALUES ('r', 3, 30, 'bob', 'three', 'c1');
+    `);
+    old.close();
+    const store = new SqliteHistoryStore(file, options);
+    try {
+      expect(await store.room('r')).toEqual({ epoch: 'e-old', top: 3, oldest: 2 });
+      expect(await store.read('r', { after: 0, limit: 10 })).toEqual([
+        { room: 'r', id: 2, at: 20, from: 'ann', msg: 'two "quoted" \u00e9' },
+        { room: 'r', id: 3, at: 30, from: 'bob', msg: 'three', cid: 'c1' },
+      ]);
+      const again = await store.append('r', { at: 40, from: 'bob', msg: 'three', cid: 'c1' });
+      expect(again).toMatchObject({ duplicate: true, message: { id: 3 } });
+      expect((await store.append('r', { at: 50, from: 'ann', msg: 'four' })).message.id).toBe(4);
+    } finally {
+      await store.close();
+    }
+    const check = new Database(file, { readonly: true });
+    try {
+      const tables = check.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all();
+      expect(tables).not.toContainEqual({ name: 'messages' });
+    } finally {
+      check.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it('refuses a file another store has open', async () => {
     const dir = tempDir();
