@@ -203,6 +203,9 @@ export class RedisBroker implements Broker {
   /** Counts the subscriber's connections: a SUBSCRIBE confirmed on an older one is gone. */
   private generation = 0;
   private connected = false;
+  /** Settles when the subscriber connection is next ready (renewed each time). */
+  private nextReady!: Promise<void>;
+  private readyNow!: () => void;
   private closed = false;
   private readonly started: Promise<void>;
 
@@ -219,6 +222,10 @@ export class RedisBroker implements Broker {
       protocol: 2,
       // Resubscribing is done here, room by room, with the catch-up it needs.
       autoResubscribe: false,
+      // Set here, since duplicate() copies the command client's `false`: a SUBSCRIBE or
+      // UNSUBSCRIBE whose reply a dropped connection lost is safe to send again, and
+      // ioredis 6 otherwise forgets it, its promise never settling.
+      autoResendUnfulfilledCommands: true,
       // A SUBSCRIBE waits for the connection however long it takes.
       maxRetriesPerRequest: null,
     };
@@ -232,6 +239,7 @@ export class RedisBroker implements Broker {
       this.pub = options.redis;
       this.sub = options.redis.duplicate(subOptions);
     }
+    this.renewReady();
     this.sub.on('error', this.onError);
     // Buffers: the echo of this node's own chats is recognised from its head, not decoded.
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) =>
@@ -535,8 +543,17 @@ export class RedisBroker implements Broker {
     for (const state of this.rooms.values()) state.inStep = false;
   }
 
+  private renewReady(): void {
+    this.nextReady = new Promise((resolve) => {
+      this.readyNow = resolve;
+    });
+  }
+
   private reconnected(): void {
     this.connected = true;
+    const ready = this.readyNow;
+    this.renewReady();
+    ready();
     // The first connection sends what was queued for it: the node's and the rooms' SUBSCRIBEs.
     if (this.generation === 0) return;
     this.sub
@@ -596,10 +613,16 @@ export class RedisBroker implements Broker {
       state.again = false;
       const generation = this.generation;
       if (state.subscribedOn !== generation) {
-        await this.sub.subscribe(state.channel);
+        // A SUBSCRIBE still unanswered once the connection is ready again may never be: one
+        // written while the last connection was still being set up (ioredis writes it then)
+        // is neither resent nor failed when that connection drops. Not waited for past that.
+        const confirmed = await Promise.race([
+          this.sub.subscribe(state.channel).then(() => true),
+          this.nextReady.then(() => false),
+        ]);
         if (!this.alive(state)) return;
-        // Confirmed on a connection that has since closed: the next one subscribes again.
-        if (this.generation !== generation) continue;
+        // Confirmed on a connection that has since closed, or not at all: subscribe again.
+        if (!confirmed || this.generation !== generation) continue;
         state.subscribedOn = generation;
       }
       await this.catchUp(state);

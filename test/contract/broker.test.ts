@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { RedisBroker } from '../../src/cluster/redis-broker.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
+import { commandClient } from '../../src/store/redis-client.js';
 import { RedisHistoryStore, roomChannel } from '../../src/store/redis-history.js';
 import { type RedisServer, startRedis, useRedis, withoutRedis } from '../helpers/redis.js';
 import {
@@ -12,6 +13,7 @@ import {
   brokerContract,
   eventually,
   joined,
+  Recorder,
   say,
   useCluster,
 } from './broker.js';
@@ -336,6 +338,52 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
       expect(a.got.lostRooms).toEqual([]);
       expect(a.got.of('junk').at(-1)).toMatchObject({ from: 'bob', msg: `after ${sent - 1}` });
+    });
+
+    it('subscribes a room again when its SUBSCRIBE went out on a connection Redis then dropped', async () => {
+      const c = await cluster();
+      const b = await c.node();
+      const room = { key: 'lostsub', name: 'lostsub' };
+      await b.broker.subscribe(room);
+      // Made as the server makes a node: the store and the broker share one command client,
+      // and the broker's subscriber connection is duplicated from it.
+      const shared = commandClient(redis.url);
+      const history = new RedisHistoryStore({
+        retention,
+        pruneIntervalMs: 0,
+        redis: shared,
+        prefix,
+        publish: true,
+      });
+      const broker = new RedisBroker({ redis: shared, prefix, history, onError: () => {} });
+      const got = new Recorder();
+      broker.onEvent(got);
+      const admin = new Redis(redis.url, { protocol: 2 });
+      try {
+        await broker.start();
+        // Redis holds every command until the pause ends, then runs the KILL, held first, before
+        // the room's SUBSCRIBE written meanwhile: that one's reply is lost with the connection.
+        const paused = admin.call('CLIENT', 'PAUSE', '300', 'ALL');
+        const killed = admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+        await paused;
+        let subscribed = false;
+        void broker.subscribe(room).then(
+          () => {
+            subscribed = true;
+          },
+          () => {},
+        );
+        expect(Number(await killed)).toBe(2);
+        await eventually(() => expect(subscribed).toBe(true));
+        await say(b, room, 'bob', 'after the kill');
+        await eventually(() => expect(got.of('lostsub')).toHaveLength(1));
+        expect(got.of('lostsub')[0]).toMatchObject({ msg: 'after the kill' });
+      } finally {
+        admin.disconnect();
+        await broker.close();
+        await history.close();
+        shared.disconnect();
+      }
     });
 
     it('takes a room off Redis when unsubscribed', async () => {
