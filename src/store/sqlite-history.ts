@@ -248,8 +248,6 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly deleteCidsUpTo: Database.Statement<[string, number]>;
   private readonly firstYoung: Database.Statement<[string, number], BatchRow>;
   private readonly cutBatch: Database.Statement<[number, string, string, number]>;
-  private readonly deleteRoomMessages: Database.Statement<[string]>;
-  private readonly deleteRoomCids: Database.Statement<[string]>;
   private readonly commitBatch: (batch: readonly Pending[]) => void;
 
   constructor(path: string, options: SqliteHistoryOptions) {
@@ -357,8 +355,6 @@ export class SqliteHistoryStore implements HistoryStore {
     this.cutBatch = db.prepare(
       'UPDATE batches SET first = ?, data = ? WHERE room = ? AND first = ?',
     );
-    this.deleteRoomMessages = db.prepare('DELETE FROM batches WHERE room = ?');
-    this.deleteRoomCids = db.prepare('DELETE FROM cids WHERE room = ?');
 
     this.commitBatch = db.transaction((batch: readonly Pending[]) => {
       // Count retention first, against each room's final top: it is one index range delete
@@ -376,8 +372,7 @@ export class SqliteHistoryStore implements HistoryStore {
           state.saved = true;
         }
         if (floor - state.deletedTo >= this.deleteMargin) {
-          this.deleteUpTo.run(p.room, floor, floor);
-          this.deleteCidsUpTo.run(p.room, floor);
+          this.deleteThrough(p.room, floor);
           state.deletedTo = floor;
         }
       }
@@ -661,24 +656,30 @@ export class SqliteHistoryStore implements HistoryStore {
         if (young === undefined) {
           // The room's top is its highest stored id: keep it before there is none.
           this.saveTop.run(key, key);
-          this.deleteRoomMessages.run(key);
-          this.deleteRoomCids.run(key);
+          this.deleteThrough(key, Number.MAX_SAFE_INTEGER);
           continue;
         }
-        // The first batch with a young message holds the first of them; the batch is cut
-        // there, so stored ids stay consecutive even if the clock once stepped back.
+        // The first batch with a young message holds the first of them, and is cut there.
         const entries = parseEntries(young.data);
         const skip = entries.findIndex((entry) => entry[0] >= cutoff);
         const kept = young.first + skip;
-        this.deleteUpTo.run(key, kept - 1, kept - 1);
-        this.deleteCidsUpTo.run(key, kept - 1);
+        this.deleteThrough(key, kept - 1);
         if (skip > 0)
           this.cutBatch.run(kept, JSON.stringify(entries.slice(skip)), key, young.first);
       }
     })();
   }
 
-  /** The stored message with this id; the caller knows it is stored. */
+  /**
+   * Deletes a room's batches that end at or before this id, and the cids of its messages up to
+   * it: a cid names a message still readable, or is free again.
+   */
+  private deleteThrough(room: string, id: number): void {
+    this.deleteUpTo.run(room, id, id);
+    this.deleteCidsUpTo.run(room, id);
+  }
+
+  /** The stored message with this id, or undefined if it is gone. */
   private message(room: string, id: number): StoredMessage | undefined {
     const row = this.batchOf.get(room, id);
     const entry = row === undefined ? undefined : parseEntries(row.data)[id - row.first];
@@ -694,5 +695,5 @@ function parseEntries(data: string): Entry[] {
 }
 
 function toMessage(room: string, id: number, [at, from, msg, cid]: Entry): StoredMessage {
-  return { room, id, at, from, msg, ...(cid !== undefined && cid !== null ? { cid } : {}) };
+  return { room, id, at, from, msg, ...(cid !== undefined ? { cid } : {}) };
 }
