@@ -5,12 +5,14 @@
  *   npx tsx bench/profile.ts W-pipe 5            # without history
  *   npx tsx bench/profile.ts W-pipe 5 sqlite     # storing every chat (or memory)
  *   npx tsx bench/profile.ts W-pipe 5 confab-1node   # the cluster's nodes (each a profile)
+ *   npx tsx bench/profile.ts W-conns                 # accepting 15,000 idle connections
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cpuMicrosOf, rssKiB } from './lib/proc.js';
 import {
   CLUSTER_NODES,
   CONFAB_BENCH_FLAGS,
@@ -20,10 +22,11 @@ import {
   startServer,
   waitForPort,
 } from './lib/servers.js';
-import { runFanout, WORKLOADS } from './lib/workload.js';
+import { runConns, runFanout, WORKLOADS } from './lib/workload.js';
 
 const [workload = 'W-pipe', seconds = '5', history = 'off'] = process.argv.slice(2);
-const w = WORKLOADS[workload];
+const conns = workload === 'W-conns';
+const w = conns ? WORKLOADS['W-seed'] : WORKLOADS[workload];
 if (w === undefined) throw new Error(`unknown workload ${workload}`);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dir = mkdtempSync(path.join(tmpdir(), 'confab-prof-'));
@@ -69,13 +72,22 @@ if (cluster) {
     },
   };
 }
-const result = await runFanout(server, w, Number(seconds), 1, () => {});
-console.log(
-  `${Math.round(result.deliveriesPerSec)} deliveries/s, ${result.serverUsPerDelivery.toFixed(2)} µs/delivery` +
-    (result.redis !== undefined
-      ? `, Redis ${result.redis.usPerChat.toFixed(1)} µs/chat ${JSON.stringify(result.redis.commands)}`
-      : ''),
-);
+if (conns) {
+  const before = cpuMicrosOf(server.pids);
+  const result = await runConns(server, 15_000, () => {}, rssKiB);
+  const us = (cpuMicrosOf(server.pids) - before) / result.connections;
+  console.log(
+    `${Math.round(result.connectPerSec)} connects/s, server ${us.toFixed(1)} µs per connection (open and close)`,
+  );
+} else {
+  const result = await runFanout(server, w, Number(seconds), 1, () => {});
+  console.log(
+    `${Math.round(result.deliveriesPerSec)} deliveries/s, ${result.serverUsPerDelivery.toFixed(2)} µs/delivery` +
+      (result.redis !== undefined
+        ? `, Redis ${result.redis.usPerChat.toFixed(1)} µs/chat ${JSON.stringify(result.redis.commands)}`
+        : ''),
+  );
+}
 await server.stop();
 const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))!;
 interface Node {
