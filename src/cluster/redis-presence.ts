@@ -11,8 +11,10 @@ import {
   type DepartedMember,
   type Heartbeat,
   type JoinResult,
+  MAX_MOVES_FOLLOWED,
   MemberGone,
   type MemberId,
+  MOVED_TTL_MS,
   type Presence,
   type PresenceMember,
   type RoomCount,
@@ -53,6 +55,7 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   t:<hash>     ref: the member a resume token takes over (the hash of the token, which
 //                Redis never sees); the member's hash keeps it as 'tok', and goes with it
 //   bans         hash mask key -> JSON [seq, mask, by, reason, expires]; seq orders them
+//   mv:<ref>     ref: where a resume moved the member, for MOVED_TTL_MS (successor)
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
 // Scripts name their keys from P (ARGV[1]); KEYS[1] is the nodes key, for routing.
 // Time is Redis's TIME, so the nodes' clocks need not agree. Scripts return integers,
@@ -216,7 +219,7 @@ return 1
 `;
 
 /**
- * ARGV: P, node, id, token hash, ip, port, next token hash. {old node, old id, nick, tag,
+ * ARGV: P, node, id, token hash, ip, port, next token hash, moved ttl ms. {old node, old id, nick, tag,
  * name, ...} with the rooms in join order; {} when the token takes nothing over; -1 node not
  * registered, -2 member exists.
  */
@@ -251,7 +254,23 @@ end
 redis.call('ZREM', nkey(oldnode), oldid)
 redis.call('ZADD', nkey(node), seq(), id)
 redis.call('DEL', mkey(old), mrooms(old))
+redis.call('SET', P .. 'mv:' .. old, ref, 'PX', ARGV[8])
 return out
+`;
+
+/** ARGV: P, node, id, most moves followed. {ref, nick, ip, port} or {}. */
+const SUCCESSOR_LUA = `${PRELUDE}
+local start = ARGV[2] .. ':' .. ARGV[3]
+local ref = start
+for _ = 1, tonumber(ARGV[4]) do
+  local moved = redis.call('GET', P .. 'mv:' .. ref)
+  if not moved then break end
+  ref = moved
+end
+if ref == start then return {} end
+local m = redis.call('HMGET', mkey(ref), 'nick', 'ip', 'port')
+if not m[1] then return {} end
+return {ref, m[1], m[2], m[3]}
 `;
 
 /** ARGV: P, limit. {tag, name or '', count, ...} in the order the rooms were made. */
@@ -345,6 +364,7 @@ interface Scripts {
   confabPresenceMembers: Run;
   confabPresenceFind: Run;
   confabPresenceRooms: Run;
+  confabPresenceSuccessor: Run;
   confabPresenceGrant: Run;
   confabPresenceTakeOver: Run;
   confabPresenceCensus: Run;
@@ -364,6 +384,7 @@ const SCRIPTS: Record<keyof Scripts, string> = {
   confabPresenceMembers: MEMBERS_LUA,
   confabPresenceFind: FIND_LUA,
   confabPresenceRooms: ROOMS_LUA,
+  confabPresenceSuccessor: SUCCESSOR_LUA,
   confabPresenceGrant: GRANT_LUA,
   confabPresenceTakeOver: TAKE_OVER_LUA,
   confabPresenceCensus: CENSUS_LUA,
@@ -599,7 +620,7 @@ export class RedisPresence implements Presence {
   ): Promise<TakenOver | undefined> {
     checkId('member', id);
     const hash = tokenHash(next);
-    const args = this.args(id, tokenHash(token), address.ip, address.port, hash);
+    const args = this.args(id, tokenHash(token), address.ip, address.port, hash, MOVED_TTL_MS);
     let reply = await this.scripts.confabPresenceTakeOver(...args);
     if (reply === -1 && this.onUnregistered !== undefined) {
       // As for a claim: Redis restarted empty and the heartbeat that registers us is due.
@@ -621,6 +642,19 @@ export class RedisPresence implements Presence {
     // Taken from this node's own member: a reset must not register that one again.
     if (flat[0] === this.node) this.local.delete(flat[1]!);
     return { node: flat[0]!, id: flat[1]!, nickname: flat[2]!, rooms };
+  }
+
+  async successor(node: string, id: MemberId): Promise<PresenceMember | undefined> {
+    checkId('node', node);
+    checkId('member', id);
+    const found = (await this.scripts.confabPresenceSuccessor(
+      this.nodesKey,
+      this.prefix,
+      node,
+      id,
+      MAX_MOVES_FOLLOWED,
+    )) as string[];
+    return found.length === 4 ? member(found[0]!, found[1]!, found[2]!, found[3]!) : undefined;
   }
 
   async rooms(limit: number): Promise<RoomCount[]> {

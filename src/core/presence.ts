@@ -50,6 +50,16 @@ export function checkText(what: 'nickname' | 'room', text: string): void {
   if (LONE_SURROGATE.test(text)) throw new RangeError(`${what} is not well-formed Unicode`);
 }
 
+/**
+ * How long Presence remembers where a resume moved a member (`successor`): far
+ * longer than a notice takes between nodes, short enough that the records of
+ * busy resumes do not pile up.
+ */
+export const MOVED_TTL_MS = 60_000;
+
+/** How many moves `successor` follows in one step. */
+export const MAX_MOVES_FOLLOWED = 8;
+
 export interface PresenceMember {
   readonly node: string;
   readonly id: MemberId;
@@ -195,6 +205,14 @@ export interface Presence {
     address: PeerAddress,
     next: string,
   ): Promise<TakenOver | undefined>;
+  /**
+   * The member a resume moved member `id` of `node` to, following later moves
+   * too, while that one is still registered: a removal sent for a member that
+   * moved on follows the member, never whoever holds its nickname now.
+   * Undefined when it was not moved (or its move is older than `MOVED_TTL_MS`),
+   * or the member it became has gone.
+   */
+  successor(node: string, id: MemberId): Promise<PresenceMember | undefined>;
   /** Rooms with at least one member, in the order they were made, at most `limit`. */
   rooms(limit: number): Promise<RoomCount[]>;
   /** Members and live nodes across the cluster: one step, whatever their number. */

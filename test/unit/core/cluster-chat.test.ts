@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseMask } from '../../../src/core/bans.js';
+import type { NodeNotice } from '../../../src/core/broker.js';
 import { Chat, type ChatOptions } from '../../../src/core/chat.js';
 import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
 import type { Request } from '../../../src/protocol/messages.js';
@@ -304,6 +305,49 @@ describe('a chat of several nodes', () => {
     send(stay, { cmd: '3' });
     await settle();
     expect(cora.take()).toEqual([{ cmd: '30', nickname: 'stay', userCount: 4 }]);
+  });
+
+  it('follows a removal to the member a resume moved, never to whoever took its nickname', async () => {
+    const [a, b, c] = nodes(3, { maxUsers: 10 });
+    const caps = ['errors', 'rooms', 'renames', 'history'];
+    const ann = connect(a!, 'ann', caps);
+    await settle();
+    const oldId = ann.session.presenceId;
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const back = new FakePeer();
+    back.session = b!.open(back);
+    send(back, { cmd: '0', nickname: 'whoever', caps, resume: token });
+    await settle();
+    expect(back.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
+    expect(ann.closedWith).toBe('replaced');
+    // She renames, and someone else takes the name she had when the removal was sent.
+    send(back, { cmd: '5', newNickname: 'anna' });
+    await settle();
+    const carl = connect(c!, 'ann', caps);
+    await settle();
+    expect(carl.session.state).toBe('joined');
+    // The removal reaches her first node late, after all of that.
+    const late: NodeNotice = {
+      type: 'remove',
+      member: oldId,
+      action: 'ban',
+      by: 'op',
+      reason: 'late',
+      seconds: undefined,
+      nickname: 'ann',
+      hops: 0,
+    };
+    a!.cluster!.broker.notify('node0', late);
+    await settle();
+    expect(back.closedWith).toBe('banned');
+    expect(carl.session.state).toBe('joined');
+    // Once the member has gone, a removal for any of its identities removes nobody.
+    const newId = back.session.presenceId;
+    a!.cluster!.broker.notify('node0', late);
+    b!.cluster!.broker.notify('node1', { ...late, member: newId, nickname: 'anna' });
+    await settle();
+    expect(carl.session.state).toBe('joined');
+    expect(carl.closedWith).toBeUndefined();
   });
 
   it('closes every local client with 3006 when cut off from the cluster', async () => {
