@@ -23,7 +23,7 @@ import type { HistoryStore, RoomHistory, StoredMessage } from './history.js';
 import type { Operator } from './moderation.js';
 import { nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
-import type { DeadNode, Presence, RoomLeft } from './presence.js';
+import type { DeadNode, MemberRef, Presence, RoomLeft } from './presence.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
 import { Room } from './room.js';
 import { type DeclaredRoom, Rooms, roomKey } from './rooms.js';
@@ -735,6 +735,21 @@ export class Chat implements ChatContext, SessionHost {
     const ids = new Set(members);
     for (const session of [...this.sessions]) {
       if (ids.has(session.presenceId)) this.disconnect(session, 'cluster-unavailable');
+    }
+  }
+
+  /**
+   * After Redis came back empty, a member of this node registered again in
+   * place of an earlier copy of itself (a resume took it over just before):
+   * that copy's node closes it as a takeover does, in case the first notice
+   * was lost with Redis.
+   */
+  displaced(members: readonly MemberRef[]): void {
+    const cluster = this.cluster;
+    if (cluster === undefined) return;
+    for (const member of members) {
+      if (member.node === cluster.presence.node) this.evicted(member.id);
+      else cluster.broker.notify(member.node, { type: 'evict', member: member.id });
     }
   }
 

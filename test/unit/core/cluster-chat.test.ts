@@ -8,6 +8,7 @@ import { parseMask } from '../../../src/core/bans.js';
 import type { NodeNotice } from '../../../src/core/broker.js';
 import { Chat, type ChatOptions } from '../../../src/core/chat.js';
 import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
+import { type Heartbeat, PresenceKeeper } from '../../../src/core/presence.js';
 import type { Request } from '../../../src/protocol/messages.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
@@ -348,6 +349,44 @@ describe('a chat of several nodes', () => {
     await settle();
     expect(carl.session.state).toBe('joined');
     expect(carl.closedWith).toBeUndefined();
+  });
+
+  it('closes, as a takeover does, the earlier copy of a member another node registered again after a reset', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann', EXT);
+    const bob = connect(a!, 'bob');
+    await settle();
+    ann.take();
+    bob.take();
+    // Removed from Presence as b's copy of ann displaced it when Redis came back empty, and
+    // what b's heartbeat says then.
+    await a!.cluster!.presence.expel(ann.session.presenceId);
+    const presence = b!.cluster!.presence;
+    const beat: Heartbeat = {
+      status: 'reset',
+      lost: [],
+      displaced: [{ node: 'node0', id: ann.session.presenceId }],
+    };
+    const reset = Object.assign(Object.create(presence) as typeof presence, {
+      heartbeat: () => Promise.resolve(beat),
+      reap: () => Promise.resolve([]),
+    });
+    const keeper = new PresenceKeeper(
+      reset,
+      {
+        onReaped: () => {},
+        onExpired: () => {},
+        onDisplaced: (members) => b!.displaced(members),
+      },
+      { intervalMs: 60_000 },
+    );
+    await keeper.tick();
+    await settle();
+    expect(ann.take()).toMatchObject([{ cmd: '90', code: 2007 }]);
+    expect(ann.closedWith).toBe('replaced');
+    // No leave is shown: the member is still there, as b's.
+    expect(bob.take()).toEqual([]);
+    expect(bob.session.state).toBe('joined');
   });
 
   it('closes every local client with 3006 when cut off from the cluster', async () => {
