@@ -389,6 +389,44 @@ describe('a chat of several nodes', () => {
     expect(bob.session.state).toBe('joined');
   });
 
+  it('keeps the rooms of a resume past --max-rooms, and refuses new rooms while over it', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10, maxRooms: 1 });
+    const caps = ['errors', 'rooms', 'history'];
+    const carl = connect(a!, 'carl', caps);
+    const ann = connect(b!, 'ann', caps);
+    await settle();
+    send(carl, { cmd: '100', room: 'y' });
+    send(ann, { cmd: '100', room: 'x' });
+    await settle();
+    expect(a!.rooms.count).toBe(1);
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    carl.take();
+    // Ann's session moves to a, with room x: a now knows two rooms, over its cap of one.
+    const back = new FakePeer();
+    back.session = a!.open(back);
+    send(back, { cmd: '0', nickname: 'whoever', caps, resume: token });
+    await settle();
+    expect(back.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
+    expect([...back.session.rooms].map((r) => r.name).sort()).toEqual(['lobby', 'x']);
+    expect(a!.rooms.count).toBe(2);
+    // Rooms it knows still take members; a new one is refused until it is under the cap again.
+    send(carl, { cmd: '100', room: 'x' });
+    send(carl, { cmd: '100', room: 'w' });
+    await settle();
+    expect(carl.take()).toMatchObject([
+      { cmd: '101', room: 'x' },
+      { cmd: '90', code: 1019, ref: '100' },
+    ]);
+    send(back, { cmd: '102', room: 'x' });
+    send(carl, { cmd: '102', room: 'x' });
+    send(carl, { cmd: '102', room: 'y' });
+    await settle();
+    carl.take();
+    send(carl, { cmd: '100', room: 'w' });
+    await settle();
+    expect(carl.take()).toMatchObject([{ cmd: '101', room: 'w' }]);
+  });
+
   it('closes every local client with 3006 when cut off from the cluster', async () => {
     const [a] = nodes(1);
     const ann = connect(a!, 'ann', EXT);
