@@ -285,6 +285,7 @@ class ClusterNode implements Cluster, ClusterView {
         onReaped: (dead) => chat.reaped(dead),
         onExpired: () => chat.expired(),
         onLost: (members) => chat.lost(members),
+        onDisplaced: (members) => chat.displaced(members),
         onError: (err) => log.debug({ err }, 'heartbeat failed'),
       },
       { intervalMs: Math.min(HEARTBEAT_MS, Math.floor(timeoutMs / 5)) },

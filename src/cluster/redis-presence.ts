@@ -11,8 +11,11 @@ import {
   type DepartedMember,
   type Heartbeat,
   type JoinResult,
+  MAX_MOVES_FOLLOWED,
   MemberGone,
   type MemberId,
+  type MemberRef,
+  MOVED_TTL_MS,
   type Presence,
   type PresenceMember,
   type RoomCount,
@@ -45,7 +48,10 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   seq          INCR counter: join order in rooms, claim order on nodes
 //   nicks        hash nickname key -> ref ("<node>:<member>"; ids never contain ':')
 //   n:<node>     zset member id -> seq, the node's members
-//   m:<ref>      hash nick, key, ip, port
+//   m:<ref>      hash nick, key, ip, port, tok, lin, gen
+//   l:<lin>      ref: the member that is now what the member <lin> was first claimed as;
+//                each resume moves it on and adds 1 to the member's gen, so of two copies
+//                a Redis restart made nodes register again, the later one is known
 //   mr:<ref>     zset room tag -> seq, the member's rooms in join order
 //   r:<tag>      zset ref -> seq, a room's members in join order
 //   rooms        zset tag -> seq, the rooms with members, in the order they were made
@@ -53,6 +59,7 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   t:<hash>     ref: the member a resume token takes over (the hash of the token, which
 //                Redis never sees); the member's hash keeps it as 'tok', and goes with it
 //   bans         hash mask key -> JSON [seq, mask, by, reason, expires]; seq orders them
+//   mv:<ref>     ref: where a resume moved the member, for MOVED_TTL_MS (successor)
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
 // Scripts name their keys from P (ARGV[1]); KEYS[1] is the nodes key, for routing.
 // Time is Redis's TIME, so the nodes' clocks need not agree. Scripts return integers,
@@ -84,9 +91,10 @@ end
 local function remove_member(node, id)
   local ref = node .. ':' .. id
   redis.call('ZREM', nkey(node), id)
-  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port', 'tok')
+  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port', 'tok', 'lin')
   if not m[1] then return false end
   if m[5] then redis.call('DEL', P .. 't:' .. m[5]) end
+  if m[6] and redis.call('GET', P .. 'l:' .. m[6]) == ref then redis.call('DEL', P .. 'l:' .. m[6]) end
   local left = {}
   for _, tag in ipairs(redis.call('ZRANGE', mrooms(ref), 0, -1)) do
     left[#left + 1] = tag
@@ -116,7 +124,8 @@ if not redis.call('ZSCORE', NODES, node) then return -1 end
 local ref = node .. ':' .. id
 if redis.call('EXISTS', mkey(ref)) == 1 then return -2 end
 if redis.call('HSETNX', NICKS, key, ref) == 0 then return 0 end
-redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', ARGV[7])
+redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', ARGV[7], 'lin', ref, 'gen', 0)
+redis.call('SET', P .. 'l:' .. ref, ref)
 redis.call('ZADD', nkey(node), seq(), id)
 return 1
 `;
@@ -216,9 +225,9 @@ return 1
 `;
 
 /**
- * ARGV: P, node, id, token hash, ip, port, next token hash. {old node, old id, nick, tag,
- * name, ...} with the rooms in join order; {} when the token takes nothing over; -1 node not
- * registered, -2 member exists.
+ * ARGV: P, node, id, token hash, ip, port, next token hash, moved ttl ms. {old node, old id, nick,
+ * lin, gen, tag, name, ...} with the rooms in join order; {} when the token takes nothing over;
+ * -1 node not registered, -2 member exists.
  */
 const TAKE_OVER_LUA = `${PRELUDE}
 local node, id = ARGV[2], ARGV[3]
@@ -229,14 +238,16 @@ local tkey = P .. 't:' .. ARGV[4]
 local old = redis.call('GET', tkey)
 if not old then return {} end
 redis.call('DEL', tkey)
-local m = redis.call('HMGET', mkey(old), 'nick', 'key', 'tok')
+local m = redis.call('HMGET', mkey(old), 'nick', 'key', 'tok', 'lin', 'gen')
 if not m[1] or m[3] ~= ARGV[4] then return {} end
 local colon = string.find(old, ':', 1, true)
 local oldnode, oldid = string.sub(old, 1, colon - 1), string.sub(old, colon + 1)
-redis.call('HSET', mkey(ref), 'nick', m[1], 'key', m[2], 'ip', ARGV[5], 'port', ARGV[6], 'tok', ARGV[7])
+local lin, gen = m[4] or old, (tonumber(m[5]) or 0) + 1
+redis.call('HSET', mkey(ref), 'nick', m[1], 'key', m[2], 'ip', ARGV[5], 'port', ARGV[6], 'tok', ARGV[7], 'lin', lin, 'gen', gen)
 redis.call('SET', P .. 't:' .. ARGV[7], ref)
+redis.call('SET', P .. 'l:' .. lin, ref)
 if redis.call('HGET', NICKS, m[2]) == old then redis.call('HSET', NICKS, m[2], ref) end
-local out = {oldnode, oldid, m[1]}
+local out = {oldnode, oldid, m[1], lin, gen}
 local rooms = redis.call('ZRANGE', mrooms(old), 0, -1, 'WITHSCORES')
 for i = 1, #rooms, 2 do
   local tag = rooms[i]
@@ -251,7 +262,23 @@ end
 redis.call('ZREM', nkey(oldnode), oldid)
 redis.call('ZADD', nkey(node), seq(), id)
 redis.call('DEL', mkey(old), mrooms(old))
+redis.call('SET', P .. 'mv:' .. old, ref, 'PX', ARGV[8])
 return out
+`;
+
+/** ARGV: P, node, id, most moves followed. {ref, nick, ip, port} or {}. */
+const SUCCESSOR_LUA = `${PRELUDE}
+local start = ARGV[2] .. ':' .. ARGV[3]
+local ref = start
+for _ = 1, tonumber(ARGV[4]) do
+  local moved = redis.call('GET', P .. 'mv:' .. ref)
+  if not moved then break end
+  ref = moved
+end
+if ref == start then return {} end
+local m = redis.call('HMGET', mkey(ref), 'nick', 'ip', 'port')
+if not m[1] then return {} end
+return {ref, m[1], m[2], m[3]}
 `;
 
 /** ARGV: P, limit. {tag, name or '', count, ...} in the order the rooms were made. */
@@ -291,30 +318,46 @@ return {'ok', epoch}
 `;
 
 /**
- * ARGV: P, node, id, nick, key, ip, port, token hash or '', tag... Registers a member again
- * after a reset, in its rooms regardless of capacity (its clients are in them), with the
- * resume token it holds. 1, or 0 when the nickname is someone else's now, -1 node not
- * registered.
+ * ARGV: P, node, id, nick, key, ip, port, token hash or '', lin, gen, tag... Registers a
+ * member again after a reset, in its rooms regardless of capacity (its clients are in them),
+ * with the resume token it holds. A resume may have taken the member over just before the
+ * reset, its old node not yet told: that copy and the new one are both registered again, the
+ * later (higher gen) wins, so the old token never works twice. 1; the ref of an earlier copy
+ * this one removed; 0 when the nickname is someone else's now; -3 when a later copy is
+ * registered; -1 node not registered.
  */
 const REREGISTER_LUA = `${PRELUDE}
 local node, id, nick, key = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local lkey, gen = P .. 'l:' .. ARGV[9], tonumber(ARGV[10])
 if not redis.call('ZSCORE', NODES, node) then return -1 end
 local ref = node .. ':' .. id
+local copy = redis.call('GET', lkey)
+if copy == ref then copy = false end
+if copy and (tonumber(redis.call('HGET', mkey(copy), 'gen')) or -1) >= gen then return -3 end
 local holder = redis.call('HGET', NICKS, key)
-if holder and holder ~= ref then return 0 end
+if holder and holder ~= ref and holder ~= copy then return 0 end
+local displaced = false
+if copy then
+  local colon = string.find(copy, ':', 1, true)
+  if remove_member(string.sub(copy, 1, colon - 1), string.sub(copy, colon + 1)) then
+    displaced = copy
+  end
+end
 redis.call('HSET', NICKS, key, ref)
-redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', ARGV[7])
+redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', ARGV[7], 'lin', ARGV[9], 'gen', gen)
+redis.call('SET', lkey, ref)
 redis.call('ZADD', nkey(node), 'NX', seq(), id)
 if ARGV[8] ~= '' then
   redis.call('HSET', mkey(ref), 'tok', ARGV[8])
   redis.call('SET', P .. 't:' .. ARGV[8], ref)
 end
-for i = 9, #ARGV do
+for i = 11, #ARGV do
   local s = seq()
   redis.call('ZADD', P .. 'rooms', 'NX', s, ARGV[i])
   redis.call('ZADD', rkey(ARGV[i]), 'NX', s, ref)
   redis.call('ZADD', mrooms(ref), 'NX', s, ARGV[i])
 end
+if displaced then return displaced end
 return 1
 `;
 
@@ -345,6 +388,7 @@ interface Scripts {
   confabPresenceMembers: Run;
   confabPresenceFind: Run;
   confabPresenceRooms: Run;
+  confabPresenceSuccessor: Run;
   confabPresenceGrant: Run;
   confabPresenceTakeOver: Run;
   confabPresenceCensus: Run;
@@ -364,6 +408,7 @@ const SCRIPTS: Record<keyof Scripts, string> = {
   confabPresenceMembers: MEMBERS_LUA,
   confabPresenceFind: FIND_LUA,
   confabPresenceRooms: ROOMS_LUA,
+  confabPresenceSuccessor: SUCCESSOR_LUA,
   confabPresenceGrant: GRANT_LUA,
   confabPresenceTakeOver: TAKE_OVER_LUA,
   confabPresenceCensus: CENSUS_LUA,
@@ -381,6 +426,9 @@ interface Local {
   readonly rooms: Set<string>;
   /** The hash of the resume token granted last, to grant it again after a reset. */
   token?: string;
+  /** The ref it was first claimed as, and how many resumes moved it since (Redis's lin, gen). */
+  readonly lin: string;
+  readonly gen: number;
 }
 
 /** Redis keeps a resume token's hash only: whoever reads it cannot resume with it. */
@@ -499,7 +547,13 @@ export class RedisPresence implements Presence {
     if (reply === -1) throw new Error(`node ${this.node} is not registered`);
     if (reply === -2) throw new Error(`member ${id} is already registered`);
     if (reply !== 1) return false;
-    this.local.set(id, { nickname, address: { ...address }, rooms: new Set() });
+    this.local.set(id, {
+      nickname,
+      address: { ...address },
+      rooms: new Set(),
+      lin: `${this.node}:${id}`,
+      gen: 0,
+    });
     return true;
   }
 
@@ -599,7 +653,7 @@ export class RedisPresence implements Presence {
   ): Promise<TakenOver | undefined> {
     checkId('member', id);
     const hash = tokenHash(next);
-    const args = this.args(id, tokenHash(token), address.ip, address.port, hash);
+    const args = this.args(id, tokenHash(token), address.ip, address.port, hash, MOVED_TTL_MS);
     let reply = await this.scripts.confabPresenceTakeOver(...args);
     if (reply === -1 && this.onUnregistered !== undefined) {
       // As for a claim: Redis restarted empty and the heartbeat that registers us is due.
@@ -609,18 +663,38 @@ export class RedisPresence implements Presence {
     if (reply === -1) throw new Error(`node ${this.node} is not registered`);
     if (reply === -2) throw new Error(`member ${id} is already registered`);
     const flat = reply as string[];
-    if (flat.length < 3) return undefined;
+    if (flat.length < 5) return undefined;
     const rooms: { room: string; name: string }[] = [];
     const tags = new Set<string>();
-    for (let i = 3; i + 1 < flat.length; i += 2) {
+    for (let i = 5; i + 1 < flat.length; i += 2) {
       const room = roomOf(flat[i]!);
       rooms.push({ room, name: flat[i + 1] === '' ? room : flat[i + 1]! });
       tags.add(flat[i]!);
     }
-    this.local.set(id, { nickname: flat[2]!, address: { ...address }, rooms: tags, token: hash });
+    this.local.set(id, {
+      nickname: flat[2]!,
+      address: { ...address },
+      rooms: tags,
+      token: hash,
+      lin: flat[3]!,
+      gen: Number(flat[4]),
+    });
     // Taken from this node's own member: a reset must not register that one again.
     if (flat[0] === this.node) this.local.delete(flat[1]!);
     return { node: flat[0]!, id: flat[1]!, nickname: flat[2]!, rooms };
+  }
+
+  async successor(node: string, id: MemberId): Promise<PresenceMember | undefined> {
+    checkId('node', node);
+    checkId('member', id);
+    const found = (await this.scripts.confabPresenceSuccessor(
+      this.nodesKey,
+      this.prefix,
+      node,
+      id,
+      MAX_MOVES_FOLLOWED,
+    )) as string[];
+    return found.length === 4 ? member(found[0]!, found[1]!, found[2]!, found[3]!) : undefined;
   }
 
   async rooms(limit: number): Promise<RoomCount[]> {
@@ -690,7 +764,9 @@ export class RedisPresence implements Presence {
       this.unreleased.clear();
       beat = { status: 'expired' };
     } else if (status === 'reset') {
-      beat = { status: 'reset', lost: await this.reregister() };
+      const { lost, displaced } = await this.reregister();
+      beat =
+        displaced.length > 0 ? { status: 'reset', lost, displaced } : { status: 'reset', lost };
     }
     await this.retryReleases();
     return beat;
@@ -738,8 +814,11 @@ export class RedisPresence implements Presence {
     return [this.nodesKey, this.prefix, this.node, ...rest];
   }
 
-  /** Registers every local member again, in the order they were claimed; returns those that lost their nickname. */
-  private async reregister(): Promise<MemberId[]> {
+  /**
+   * Registers every local member again, in the order they were claimed; returns those that
+   * lost their nickname (or were taken over meanwhile), and the earlier copies removed.
+   */
+  private async reregister(): Promise<{ lost: MemberId[]; displaced: MemberRef[] }> {
     const entries = [...this.local];
     const replies = await Promise.all(
       entries.map(([id, m]) =>
@@ -751,18 +830,27 @@ export class RedisPresence implements Presence {
             m.address.ip,
             m.address.port,
             m.token ?? '',
+            m.lin,
+            m.gen,
             ...m.rooms,
           ),
         ),
       ),
     );
     const lost: MemberId[] = [];
+    const displaced: MemberRef[] = [];
     entries.forEach(([id], i) => {
-      if (replies[i] === 1) return;
+      const reply = replies[i];
+      if (reply === 1) return;
+      if (typeof reply === 'string') {
+        const colon = reply.indexOf(':');
+        displaced.push({ node: reply.slice(0, colon), id: reply.slice(colon + 1) });
+        return;
+      }
       lost.push(id);
       this.local.delete(id);
     });
-    return lost;
+    return { lost, displaced };
   }
 
   private async retryReleases(): Promise<void> {

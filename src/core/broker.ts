@@ -19,8 +19,9 @@ export type NodeNotice =
       readonly reason: string;
       readonly seconds: number | undefined;
       /**
-       * Its nickname when the notice was sent, and how many nodes passed it on: a member that
-       * moved to another node (a resume) is looked up by it there, a few hops at most.
+       * Its nickname when the notice was sent (what its rooms are told if its connection is
+       * gone), and how many nodes passed it on: a member that moved to another node (a resume)
+       * is followed there by Presence's record of the move (`successor`), a few hops at most.
        */
       readonly nickname?: string;
       readonly hops?: number;

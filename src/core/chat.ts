@@ -23,7 +23,7 @@ import type { HistoryStore, RoomHistory, StoredMessage } from './history.js';
 import type { Operator } from './moderation.js';
 import { nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
-import type { DeadNode, Presence, RoomLeft } from './presence.js';
+import type { DeadNode, MemberRef, Presence, RoomLeft } from './presence.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
 import { Room } from './room.js';
 import { type DeclaredRoom, Rooms, roomKey } from './rooms.js';
@@ -545,8 +545,9 @@ export class Chat implements ChatContext, SessionHost {
    * a resume on a third node meanwhile, before or after its eviction notice
    * reaches this one: so it is removed here only if Presence still has it on
    * this node, in the same step that frees it (a resume after that finds
-   * nothing to take); else the notice goes on to whoever holds the nickname
-   * now, a few hops at most. Never a kick announced while the member stays.
+   * nothing to take); else the notice goes on to the member a resume moved it
+   * to, if any, a few hops at most. Never a kick announced while the member
+   * stays, nor a removal of someone else who took its nickname.
    */
   private removeNoticed(notice: Extract<NodeNotice, { type: 'remove' }>, waited = false): void {
     const cluster = this.cluster;
@@ -583,12 +584,14 @@ export class Chat implements ChatContext, SessionHost {
         this.announceLeft(left, nickname ?? '', names, action === 'kick' ? 'kicked' : 'banned');
         return;
       }
+      // Followed by its identity: by nickname, a member who left or renamed meanwhile would
+      // hand the removal to whoever took that nickname since.
       const hops = (notice.hops ?? 0) + 1;
       const now =
-        nickname === undefined || hops > MAX_REMOVE_HOPS
+        hops > MAX_REMOVE_HOPS
           ? undefined
-          : await cluster.presence.find(nickname);
-      if (now === undefined || (now.node === cluster.presence.node && now.id === notice.member)) {
+          : await cluster.presence.successor(cluster.presence.node, notice.member);
+      if (now === undefined) {
         this.log.warn({ nickname, by, action, hops }, `${nickname} was gone before the ${action}`);
         // Its operator is told as on one process; a ban stays stored, whoever it found.
         if (notice.asker !== undefined) {
@@ -732,6 +735,21 @@ export class Chat implements ChatContext, SessionHost {
     const ids = new Set(members);
     for (const session of [...this.sessions]) {
       if (ids.has(session.presenceId)) this.disconnect(session, 'cluster-unavailable');
+    }
+  }
+
+  /**
+   * After Redis came back empty, a member of this node registered again in
+   * place of an earlier copy of itself (a resume took it over just before):
+   * that copy's node closes it as a takeover does, in case the first notice
+   * was lost with Redis.
+   */
+  displaced(members: readonly MemberRef[]): void {
+    const cluster = this.cluster;
+    if (cluster === undefined) return;
+    for (const member of members) {
+      if (member.node === cluster.presence.node) this.evicted(member.id);
+      else cluster.broker.notify(member.node, { type: 'evict', member: member.id });
     }
   }
 

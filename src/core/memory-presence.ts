@@ -14,8 +14,10 @@ import {
   type DepartedMember,
   type Heartbeat,
   type JoinResult,
+  MAX_MOVES_FOLLOWED,
   MemberGone,
   type MemberId,
+  MOVED_TTL_MS,
   type Presence,
   type PresenceMember,
   type RoomCount,
@@ -49,6 +51,8 @@ export class PresenceHub {
   readonly byNode = new Map<string, Map<MemberId, Entry>>();
   /** Resume token -> its member. */
   readonly tokens = new Map<string, Entry>();
+  /** Ref of a member a resume moved -> where to and until when (oldest first). */
+  readonly moved = new Map<string, { readonly to: string; readonly until: number }>();
   /** Mask key -> ban; a replaced ban moves to the end, as the newest. */
   readonly bans = new Map<string, Ban>();
 
@@ -186,6 +190,13 @@ export class MemoryPresence implements Presence {
       };
       this.hub.tokens.delete(token);
       this.hub.tokens.set(next, entry);
+      const now = this.hub.now();
+      for (const [ref, move] of this.hub.moved) {
+        if (move.until > now) break;
+        this.hub.moved.delete(ref);
+      }
+      this.hub.moved.delete(old.ref);
+      this.hub.moved.set(old.ref, { to: entry.ref, until: now + MOVED_TTL_MS });
       this.hub.nicknames.set(entry.key, entry);
       this.hub.byNode.get(old.node)?.delete(old.id);
       members.set(id, entry);
@@ -203,6 +214,22 @@ export class MemoryPresence implements Presence {
         nickname: old.nickname,
         rooms: [...old.rooms].map((room) => ({ room, name: this.hub.roomNames.get(room) ?? room })),
       };
+    });
+  }
+
+  successor(node: string, id: MemberId): Promise<PresenceMember | undefined> {
+    return settle(() => {
+      const now = this.hub.now();
+      let ref = `${node}:${id}`;
+      for (let i = 0; i < MAX_MOVES_FOLLOWED; i++) {
+        const move = this.hub.moved.get(ref);
+        if (move === undefined || move.until <= now) break;
+        ref = move.to;
+      }
+      if (ref === `${node}:${id}`) return undefined;
+      const colon = ref.indexOf(':');
+      const entry = this.hub.byNode.get(ref.slice(0, colon))?.get(ref.slice(colon + 1));
+      return entry === undefined ? undefined : view(entry);
     });
   }
 

@@ -50,6 +50,16 @@ export function checkText(what: 'nickname' | 'room', text: string): void {
   if (LONE_SURROGATE.test(text)) throw new RangeError(`${what} is not well-formed Unicode`);
 }
 
+/**
+ * How long Presence remembers where a resume moved a member (`successor`): far
+ * longer than a notice takes between nodes, short enough that the records of
+ * busy resumes do not pile up.
+ */
+export const MOVED_TTL_MS = 60_000;
+
+/** How many moves `successor` follows in one step. */
+export const MAX_MOVES_FOLLOWED = 8;
+
 export interface PresenceMember {
   readonly node: string;
   readonly id: MemberId;
@@ -132,10 +142,24 @@ export type Heartbeat =
   /**
    * The shared state was lost (Redis restarted without persistence) and this
    * node registered its members again. `lost` are those whose nickname was
-   * claimed by someone else meanwhile: close them; they are no longer
-   * registered.
+   * claimed by someone else meanwhile, or that a resume had taken over
+   * before the reset (a later copy of the member is registered): close them;
+   * they are no longer registered. `displaced` (only when there are some) are
+   * such earlier copies on other nodes that had registered again first: they
+   * were removed for this node's copy, and their nodes must close them as a
+   * takeover does.
    */
-  | { readonly status: 'reset'; readonly lost: readonly MemberId[] };
+  | {
+      readonly status: 'reset';
+      readonly lost: readonly MemberId[];
+      readonly displaced?: readonly MemberRef[];
+    };
+
+/** A member of any node. */
+export interface MemberRef {
+  readonly node: string;
+  readonly id: MemberId;
+}
 
 export interface Presence {
   /** This node's id: unique in the cluster and new for every process start. */
@@ -195,6 +219,14 @@ export interface Presence {
     address: PeerAddress,
     next: string,
   ): Promise<TakenOver | undefined>;
+  /**
+   * The member a resume moved member `id` of `node` to, following later moves
+   * too, while that one is still registered: a removal sent for a member that
+   * moved on follows the member, never whoever holds its nickname now.
+   * Undefined when it was not moved (or its move is older than `MOVED_TTL_MS`),
+   * or the member it became has gone.
+   */
+  successor(node: string, id: MemberId): Promise<PresenceMember | undefined>;
   /** Rooms with at least one member, in the order they were made, at most `limit`. */
   rooms(limit: number): Promise<RoomCount[]>;
   /** Members and live nodes across the cluster: one step, whatever their number. */
@@ -233,6 +265,8 @@ export interface KeeperHandlers {
   onExpired(): void;
   /** After a reset: members whose nickname someone else took meanwhile. */
   onLost?(members: readonly MemberId[]): void;
+  /** After a reset: earlier copies of this node's members, removed; their nodes close them. */
+  onDisplaced?(members: readonly MemberRef[]): void;
   onError?(error: unknown): void;
 }
 
@@ -295,6 +329,9 @@ export class PresenceKeeper {
       this.expired = false;
       this.lastAcked = sent;
       if (beat.status === 'reset' && beat.lost.length > 0) this.handlers.onLost?.(beat.lost);
+      if (beat.status === 'reset' && beat.displaced !== undefined) {
+        this.handlers.onDisplaced?.(beat.displaced);
+      }
       const dead = await this.presence.reap();
       if (dead.length > 0) this.handlers.onReaped(dead);
     } catch (error) {

@@ -127,6 +127,53 @@ describe.skipIf(withoutRedis())('Redis', () => {
       ]);
     });
 
+    it('after a restart, a member taken over just before it comes back once: the later copy, with the later token', async () => {
+      const prefix = newPrefix();
+      const [a, b, c] = [node(prefix, 'a'), node(prefix, 'b'), node(prefix, 'c')];
+      for (const n of [a, b, c]) await n.heartbeat();
+      await a.claim('1', 'ann', addr(1));
+      await a.join('1', 'lobby', 10);
+      await a.grant('1', 'token-1');
+      // Taken over on b; a has not heard of it yet when Redis restarts empty.
+      expect((await b.takeOver('token-1', '2', addr(2), 'token-2'))?.id).toBe('1');
+
+      await redis.restart();
+
+      // a registers its copy first: it stands until b registers the later one.
+      expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      expect(await once(() => b.heartbeat())).toEqual({
+        status: 'reset',
+        lost: [],
+        displaced: [{ node: 'a', id: '1' }],
+      });
+      expect(await c.heartbeat()).toEqual({ status: 'reset', lost: [] });
+      expect(await c.find('ann')).toMatchObject({ node: 'b', id: '2' });
+      expect((await c.members('lobby')).map((m) => `${m.node}:${m.id}`)).toEqual(['b:2']);
+      // The used token stays used; the later one works, once.
+      expect(await c.takeOver('token-1', '3', addr(3), 'x')).toBeUndefined();
+      expect(await a.release('1')).toEqual([]);
+      expect((await c.takeOver('token-2', '4', addr(4), 'token-3'))?.node).toBe('b');
+    });
+
+    it('after a restart, an earlier copy of a member that renamed since is not registered again', async () => {
+      const prefix = newPrefix();
+      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
+      for (const n of [a, b]) await n.heartbeat();
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 'token-1');
+      await b.takeOver('token-1', '2', addr(2), 'token-2');
+      expect(await b.rename('2', 'anna')).toBe(true);
+
+      await redis.restart();
+
+      // The later copy first: the earlier one, under a name now free, finds it and is lost.
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: ['1'] });
+      expect(await a.find('ann')).toBeUndefined();
+      expect(await a.takeOver('token-1', '3', addr(3), 'x')).toBeUndefined();
+      expect((await a.takeOver('token-2', '4', addr(4), 'token-3'))?.nickname).toBe('anna');
+    });
+
     it('a node cut off from Redis learns it expired, and the others reap it', async () => {
       const prefix = newPrefix();
       const relay = await TcpRelay.start(redis.port);

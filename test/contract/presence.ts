@@ -284,6 +284,35 @@ export function presenceContract(target: PresenceTarget): void {
       expect(await b.takeOver('token-3', '4', addr(5), 'z')).toBeUndefined();
     });
 
+    it('follows a moved member by its identity, never by the nickname it had', async () => {
+      const { nodes } = await setup(3);
+      const [a, b, c] = nodes as [Presence, Presence, Presence];
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 'token-1');
+      expect(await a.successor(a.node, '1')).toBeUndefined();
+      await b.takeOver('token-1', '2', addr(2), 'token-2');
+      await c.takeOver('token-2', '3', addr(3), 'token-3');
+      // Two moves, followed in one step to where the member is now.
+      expect(await a.successor(a.node, '1')).toEqual({
+        node: c.node,
+        id: '3',
+        nickname: 'ann',
+        address: addr(3),
+      });
+      expect((await b.successor(b.node, '2'))?.id).toBe('3');
+      expect(await c.successor(c.node, '3')).toBeUndefined();
+      // Renamed, it is still found; gone, nothing is, though another member took its name.
+      expect(await c.rename('3', 'anna')).toBe(true);
+      expect((await a.successor(a.node, '1'))?.nickname).toBe('anna');
+      await c.release('3');
+      expect(await b.claim('9', 'anna', addr(9))).toBe(true);
+      expect(await a.successor(a.node, '1')).toBeUndefined();
+      expect(await b.successor(b.node, '2')).toBeUndefined();
+      // A member that never moved has no successor, whoever else holds a name.
+      expect(await b.successor(b.node, '9')).toBeUndefined();
+      expect(await a.successor(a.node, '7')).toBeUndefined();
+    });
+
     it('releases a member: its nickname and places are free, its rooms listed in join order', async () => {
       const {
         nodes: [a, b],

@@ -5,8 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseMask } from '../../../src/core/bans.js';
+import type { NodeNotice } from '../../../src/core/broker.js';
 import { Chat, type ChatOptions } from '../../../src/core/chat.js';
 import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
+import { type Heartbeat, PresenceKeeper } from '../../../src/core/presence.js';
 import type { Request } from '../../../src/protocol/messages.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
@@ -304,6 +306,125 @@ describe('a chat of several nodes', () => {
     send(stay, { cmd: '3' });
     await settle();
     expect(cora.take()).toEqual([{ cmd: '30', nickname: 'stay', userCount: 4 }]);
+  });
+
+  it('follows a removal to the member a resume moved, never to whoever took its nickname', async () => {
+    const [a, b, c] = nodes(3, { maxUsers: 10 });
+    const caps = ['errors', 'rooms', 'renames', 'history'];
+    const ann = connect(a!, 'ann', caps);
+    await settle();
+    const oldId = ann.session.presenceId;
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const back = new FakePeer();
+    back.session = b!.open(back);
+    send(back, { cmd: '0', nickname: 'whoever', caps, resume: token });
+    await settle();
+    expect(back.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
+    expect(ann.closedWith).toBe('replaced');
+    // She renames, and someone else takes the name she had when the removal was sent.
+    send(back, { cmd: '5', newNickname: 'anna' });
+    await settle();
+    const carl = connect(c!, 'ann', caps);
+    await settle();
+    expect(carl.session.state).toBe('joined');
+    // The removal reaches her first node late, after all of that.
+    const late: NodeNotice = {
+      type: 'remove',
+      member: oldId,
+      action: 'ban',
+      by: 'op',
+      reason: 'late',
+      seconds: undefined,
+      nickname: 'ann',
+      hops: 0,
+    };
+    a!.cluster!.broker.notify('node0', late);
+    await settle();
+    expect(back.closedWith).toBe('banned');
+    expect(carl.session.state).toBe('joined');
+    // Once the member has gone, a removal for any of its identities removes nobody.
+    const newId = back.session.presenceId;
+    a!.cluster!.broker.notify('node0', late);
+    b!.cluster!.broker.notify('node1', { ...late, member: newId, nickname: 'anna' });
+    await settle();
+    expect(carl.session.state).toBe('joined');
+    expect(carl.closedWith).toBeUndefined();
+  });
+
+  it('closes, as a takeover does, the earlier copy of a member another node registered again after a reset', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann', EXT);
+    const bob = connect(a!, 'bob');
+    await settle();
+    ann.take();
+    bob.take();
+    // Removed from Presence as b's copy of ann displaced it when Redis came back empty, and
+    // what b's heartbeat says then.
+    await a!.cluster!.presence.expel(ann.session.presenceId);
+    const presence = b!.cluster!.presence;
+    const beat: Heartbeat = {
+      status: 'reset',
+      lost: [],
+      displaced: [{ node: 'node0', id: ann.session.presenceId }],
+    };
+    const reset = Object.assign(Object.create(presence) as typeof presence, {
+      heartbeat: () => Promise.resolve(beat),
+      reap: () => Promise.resolve([]),
+    });
+    const keeper = new PresenceKeeper(
+      reset,
+      {
+        onReaped: () => {},
+        onExpired: () => {},
+        onDisplaced: (members) => b!.displaced(members),
+      },
+      { intervalMs: 60_000 },
+    );
+    await keeper.tick();
+    await settle();
+    expect(ann.take()).toMatchObject([{ cmd: '90', code: 2007 }]);
+    expect(ann.closedWith).toBe('replaced');
+    // No leave is shown: the member is still there, as b's.
+    expect(bob.take()).toEqual([]);
+    expect(bob.session.state).toBe('joined');
+  });
+
+  it('keeps the rooms of a resume past --max-rooms, and refuses new rooms while over it', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10, maxRooms: 1 });
+    const caps = ['errors', 'rooms', 'history'];
+    const carl = connect(a!, 'carl', caps);
+    const ann = connect(b!, 'ann', caps);
+    await settle();
+    send(carl, { cmd: '100', room: 'y' });
+    send(ann, { cmd: '100', room: 'x' });
+    await settle();
+    expect(a!.rooms.count).toBe(1);
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    carl.take();
+    // Ann's session moves to a, with room x: a now knows two rooms, over its cap of one.
+    const back = new FakePeer();
+    back.session = a!.open(back);
+    send(back, { cmd: '0', nickname: 'whoever', caps, resume: token });
+    await settle();
+    expect(back.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
+    expect([...back.session.rooms].map((r) => r.name).sort()).toEqual(['lobby', 'x']);
+    expect(a!.rooms.count).toBe(2);
+    // Rooms it knows still take members; a new one is refused until it is under the cap again.
+    send(carl, { cmd: '100', room: 'x' });
+    send(carl, { cmd: '100', room: 'w' });
+    await settle();
+    expect(carl.take()).toMatchObject([
+      { cmd: '101', room: 'x' },
+      { cmd: '90', code: 1019, ref: '100' },
+    ]);
+    send(back, { cmd: '102', room: 'x' });
+    send(carl, { cmd: '102', room: 'x' });
+    send(carl, { cmd: '102', room: 'y' });
+    await settle();
+    carl.take();
+    send(carl, { cmd: '100', room: 'w' });
+    await settle();
+    expect(carl.take()).toMatchObject([{ cmd: '101', room: 'w' }]);
   });
 
   it('closes every local client with 3006 when cut off from the cluster', async () => {
