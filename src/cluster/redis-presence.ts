@@ -60,6 +60,8 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //                Redis never sees); the member's hash keeps it as 'tok', and goes with it
 //   bans         hash mask key -> JSON [seq, mask, by, reason, expires]; seq orders them
 //   mv:<ref>     ref: where a resume moved the member, for MOVED_TTL_MS (successor)
+//   mh:<lin>     list of refs: the mv records of the member <lin>, oldest first, at most
+//                MAX_MOVES_FOLLOWED; expires with the newest of them
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
 // Scripts name their keys from P (ARGV[1]); KEYS[1] is the nodes key, for routing.
 // Time is Redis's TIME, so the nodes' clocks need not agree. Scripts return integers,
@@ -225,9 +227,9 @@ return 1
 `;
 
 /**
- * ARGV: P, node, id, token hash, ip, port, next token hash, moved ttl ms. {old node, old id, nick,
- * lin, gen, tag, name, ...} with the rooms in join order; {} when the token takes nothing over;
- * -1 node not registered, -2 member exists.
+ * ARGV: P, node, id, token hash, ip, port, next token hash, moved ttl ms, most moves kept.
+ * {old node, old id, nick, lin, gen, tag, name, ...} with the rooms in join order; {} when the
+ * token takes nothing over; -1 node not registered, -2 member exists.
  */
 const TAKE_OVER_LUA = `${PRELUDE}
 local node, id = ARGV[2], ARGV[3]
@@ -263,6 +265,14 @@ redis.call('ZREM', nkey(oldnode), oldid)
 redis.call('ZADD', nkey(node), seq(), id)
 redis.call('DEL', mkey(old), mrooms(old))
 redis.call('SET', P .. 'mv:' .. old, ref, 'PX', ARGV[8])
+-- A record more than the moves successor follows behind leads only to a member that has
+-- gone: the member's records are kept to that many, however often it resumes.
+local moves = P .. 'mh:' .. lin
+redis.call('RPUSH', moves, old)
+while redis.call('LLEN', moves) > tonumber(ARGV[9]) do
+  redis.call('DEL', P .. 'mv:' .. redis.call('LPOP', moves))
+end
+redis.call('PEXPIRE', moves, ARGV[8])
 return out
 `;
 
@@ -653,7 +663,15 @@ export class RedisPresence implements Presence {
   ): Promise<TakenOver | undefined> {
     checkId('member', id);
     const hash = tokenHash(next);
-    const args = this.args(id, tokenHash(token), address.ip, address.port, hash, MOVED_TTL_MS);
+    const args = this.args(
+      id,
+      tokenHash(token),
+      address.ip,
+      address.port,
+      hash,
+      MOVED_TTL_MS,
+      MAX_MOVES_FOLLOWED,
+    );
     let reply = await this.scripts.confabPresenceTakeOver(...args);
     if (reply === -1 && this.onUnregistered !== undefined) {
       // As for a claim: Redis restarted empty and the heartbeat that registers us is due.

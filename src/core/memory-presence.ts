@@ -29,6 +29,8 @@ interface Entry {
   readonly node: string;
   readonly id: MemberId;
   readonly ref: string;
+  /** The ref it was first claimed as: the same for every member a resume moved it to. */
+  readonly lin: string;
   nickname: string;
   key: string;
   readonly address: PeerAddress;
@@ -52,7 +54,12 @@ export class PresenceHub {
   /** Resume token -> its member. */
   readonly tokens = new Map<string, Entry>();
   /** Ref of a member a resume moved -> where to and until when (oldest first). */
-  readonly moved = new Map<string, { readonly to: string; readonly until: number }>();
+  readonly moved = new Map<
+    string,
+    { readonly to: string; readonly until: number; readonly lin: string }
+  >();
+  /** A member's first ref -> the refs of its records in `moved`, oldest first, at most MAX_MOVES_FOLLOWED. */
+  readonly movesOf = new Map<string, string[]>();
   /** Mask key -> ban; a replaced ban moves to the end, as the newest. */
   readonly bans = new Map<string, Ban>();
 
@@ -182,6 +189,7 @@ export class MemoryPresence implements Presence {
         node: this.node,
         id,
         ref: `${this.node}:${id}`,
+        lin: old.lin,
         nickname: old.nickname,
         key: old.key,
         address: { ip: address.ip, port: address.port },
@@ -190,13 +198,7 @@ export class MemoryPresence implements Presence {
       };
       this.hub.tokens.delete(token);
       this.hub.tokens.set(next, entry);
-      const now = this.hub.now();
-      for (const [ref, move] of this.hub.moved) {
-        if (move.until > now) break;
-        this.hub.moved.delete(ref);
-      }
-      this.hub.moved.delete(old.ref);
-      this.hub.moved.set(old.ref, { to: entry.ref, until: now + MOVED_TTL_MS });
+      this.recordMove(old, entry);
       this.hub.nicknames.set(entry.key, entry);
       this.hub.byNode.get(old.node)?.delete(old.id);
       members.set(id, entry);
@@ -215,6 +217,27 @@ export class MemoryPresence implements Presence {
         rooms: [...old.rooms].map((room) => ({ room, name: this.hub.roomNames.get(room) ?? room })),
       };
     });
+  }
+
+  /**
+   * As Redis's: each record for MOVED_TTL_MS, and a member's records kept to the moves
+   * `successor` follows (an older one leads only to a member that has gone).
+   */
+  private recordMove(old: Entry, entry: Entry): void {
+    const { moved, movesOf } = this.hub;
+    const now = this.hub.now();
+    for (const [ref, move] of moved) {
+      if (move.until > now) break;
+      moved.delete(ref);
+      const refs = movesOf.get(move.lin);
+      if (refs?.[0] === ref) refs.shift();
+      if (refs?.length === 0) movesOf.delete(move.lin);
+    }
+    moved.set(old.ref, { to: entry.ref, until: now + MOVED_TTL_MS, lin: entry.lin });
+    const refs = movesOf.get(entry.lin) ?? [];
+    refs.push(old.ref);
+    while (refs.length > MAX_MOVES_FOLLOWED) moved.delete(refs.shift()!);
+    movesOf.set(entry.lin, refs);
   }
 
   successor(node: string, id: MemberId): Promise<PresenceMember | undefined> {
@@ -322,6 +345,7 @@ export class MemoryPresence implements Presence {
       node: this.node,
       id,
       ref: `${this.node}:${id}`,
+      lin: `${this.node}:${id}`,
       nickname,
       key,
       address: { ip: address.ip, port: address.port },

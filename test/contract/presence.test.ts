@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RedisPresence } from '../../src/cluster/redis-presence.js';
 import { MemoryPresence, PresenceHub } from '../../src/core/memory-presence.js';
-import { type Presence, PresenceKeeper } from '../../src/core/presence.js';
+import { MAX_MOVES_FOLLOWED, type Presence, PresenceKeeper } from '../../src/core/presence.js';
 import { useRedis, withoutRedis } from '../helpers/redis.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 import { eventually, HEARTBEAT_MS, presenceContract, TIMEOUT_MS } from './presence.js';
@@ -26,6 +26,25 @@ describe('MemoryPresence alone', () => {
     expect(await presence.join('1', 'lobby', 10)).toEqual({ ok: true, count: 1 });
     expect(await presence.reap()).toEqual([]);
     expect(await presence.heartbeat()).toEqual({ status: 'ok' });
+  });
+});
+
+describe('MemoryPresence moves', () => {
+  it('keeps at most MAX_MOVES_FOLLOWED move records for a member resumed in a loop', async () => {
+    const hub = new PresenceHub();
+    const [a, b] = [new MemoryPresence({ node: 'a', hub }), new MemoryPresence({ node: 'b', hub })];
+    const addr = { ip: '127.0.0.1', port: 1 };
+    await a.claim('0', 'ann', addr);
+    await a.grant('0', 't0');
+    for (let i = 1; i <= 40; i++) {
+      expect(
+        await (i % 2 === 1 ? b : a).takeOver(`t${i - 1}`, `${i}`, addr, `t${i}`),
+      ).toBeDefined();
+    }
+    expect(hub.moved.size).toBe(MAX_MOVES_FOLLOWED);
+    // The records kept are the ones a removal can still follow.
+    expect((await a.successor('a', `${40 - MAX_MOVES_FOLLOWED}`))?.id).toBe('40');
+    expect(await b.successor('b', `${39 - MAX_MOVES_FOLLOWED}`)).toBeUndefined();
   });
 });
 
@@ -90,6 +109,33 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect((await client.keys(`${prefix}*`)).sort()).toEqual(
         ['epoch', 'nodes', 'seq'].map((k) => `${prefix}{presence}:${k}`),
       );
+    });
+
+    it('keeps at most MAX_MOVES_FOLLOWED move records for a member resumed in a loop, each expiring', async () => {
+      const prefix = newPrefix();
+      const client = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => client.disconnect());
+      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
+      await a.heartbeat();
+      await b.heartbeat();
+      await a.claim('0', 'ann', addr(1));
+      await a.grant('0', 't0');
+      for (let i = 1; i <= 40; i++) {
+        expect(
+          await (i % 2 === 1 ? b : a).takeOver(`t${i - 1}`, `${i}`, addr(1), `t${i}`),
+        ).toBeDefined();
+      }
+      const moves = await client.keys(`${prefix}{presence}:mv:*`);
+      expect(moves).toHaveLength(MAX_MOVES_FOLLOWED);
+      expect((await a.successor('a', `${40 - MAX_MOVES_FOLLOWED}`))?.id).toBe('40');
+      expect(await b.successor('b', `${39 - MAX_MOVES_FOLLOWED}`)).toBeUndefined();
+      await a.release('40');
+      // What stays once the member has gone expires on its own.
+      const left = (await client.keys(`${prefix}*`)).filter(
+        (k) => !['epoch', 'nodes', 'seq'].some((s) => k === `${prefix}{presence}:${s}`),
+      );
+      expect(left.length).toBeLessThanOrEqual(MAX_MOVES_FOLLOWED + 1);
+      for (const key of left) expect(await client.pttl(key)).toBeGreaterThan(0);
     });
 
     it('registers every member again when Redis restarts without persistence', async () => {
