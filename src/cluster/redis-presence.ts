@@ -333,8 +333,8 @@ return {'ok', epoch}
  * with the resume token it holds. A resume may have taken the member over just before the
  * reset, its old node not yet told: that copy and the new one are both registered again, the
  * later (higher gen) wins, so the old token never works twice. 1; the ref of an earlier copy
- * this one removed; 0 when the nickname is someone else's now; -3 when a later copy is
- * registered; -1 node not registered.
+ * this one removed; 0 when the nickname is someone else's now ({0, ref} when it removed an
+ * earlier copy all the same); -3 when a later copy is registered; -1 node not registered.
  */
 const REREGISTER_LUA = `${PRELUDE}
 local node, id, nick, key = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -344,14 +344,19 @@ local ref = node .. ':' .. id
 local copy = redis.call('GET', lkey)
 if copy == ref then copy = false end
 if copy and (tonumber(redis.call('HGET', mkey(copy), 'gen')) or -1) >= gen then return -3 end
-local holder = redis.call('HGET', NICKS, key)
-if holder and holder ~= ref and holder ~= copy then return 0 end
 local displaced = false
 if copy then
+  -- Removed even if this copy then finds its nickname taken: else the earlier copy would
+  -- stand, with the token already used.
   local colon = string.find(copy, ':', 1, true)
   if remove_member(string.sub(copy, 1, colon - 1), string.sub(copy, colon + 1)) then
     displaced = copy
   end
+end
+local holder = redis.call('HGET', NICKS, key)
+if holder and holder ~= ref then
+  if displaced then return {0, displaced} end
+  return 0
 end
 redis.call('HSET', NICKS, key, ref)
 redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', ARGV[7], 'lin', ARGV[9], 'gen', gen)
@@ -860,10 +865,11 @@ export class RedisPresence implements Presence {
     entries.forEach(([id], i) => {
       const reply = replies[i];
       if (reply === 1) return;
-      if (typeof reply === 'string') {
-        const colon = reply.indexOf(':');
-        displaced.push({ node: reply.slice(0, colon), id: reply.slice(colon + 1) });
-        return;
+      const removed = Array.isArray(reply) ? reply[1] : reply;
+      if (typeof removed === 'string') {
+        const colon = removed.indexOf(':');
+        displaced.push({ node: removed.slice(0, colon), id: removed.slice(colon + 1) });
+        if (!Array.isArray(reply)) return;
       }
       lost.push(id);
       this.local.delete(id);

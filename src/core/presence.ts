@@ -146,8 +146,8 @@ export type Heartbeat =
    * before the reset (a later copy of the member is registered): close them;
    * they are no longer registered. `displaced` (only when there are some) are
    * such earlier copies on other nodes that had registered again first: they
-   * were removed for this node's copy, and their nodes must close them as a
-   * takeover does.
+   * were removed for this node's copy (even one then lost to a nickname taken
+   * meanwhile), and their nodes must close them as a takeover does.
    */
   | {
       readonly status: 'reset';

@@ -220,6 +220,32 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect((await a.takeOver('token-2', '4', addr(4), 'token-3'))?.nickname).toBe('anna');
     });
 
+    it('after a restart, the earlier copy of a member goes even when the later one lost its new name meanwhile', async () => {
+      const prefix = newPrefix();
+      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
+      for (const n of [a, b]) await n.heartbeat();
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 'token-1');
+      await b.takeOver('token-1', '2', addr(2), 'token-2');
+      expect(await b.rename('2', 'anna')).toBe(true);
+
+      await redis.restart();
+
+      // The earlier copy first, then someone takes the later copy's name before b is back.
+      expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      expect(await a.claim('9', 'anna', addr(9))).toBe(true);
+      expect(await once(() => b.heartbeat())).toEqual({
+        status: 'reset',
+        lost: ['2'],
+        displaced: [{ node: 'a', id: '1' }],
+      });
+      // Neither copy stays: the used token does not work a second time.
+      expect(await b.find('ann')).toBeUndefined();
+      expect(await b.takeOver('token-1', '3', addr(3), 'x')).toBeUndefined();
+      expect(await b.takeOver('token-2', '4', addr(4), 'y')).toBeUndefined();
+      expect((await b.find('anna'))?.id).toBe('9');
+    });
+
     it('a node cut off from Redis learns it expired, and the others reap it', async () => {
       const prefix = newPrefix();
       const relay = await TcpRelay.start(redis.port);
