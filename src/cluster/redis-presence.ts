@@ -49,9 +49,12 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   nicks        hash nickname key -> ref ("<node>:<member>"; ids never contain ':')
 //   n:<node>     zset member id -> seq, the node's members
 //   m:<ref>      hash nick, key, ip, port, tok, lin, gen
-//   l:<lin>      ref: the member that is now what the member <lin> was first claimed as;
-//                each resume moves it on and adds 1 to the member's gen, so of two copies
-//                a Redis restart made nodes register again, the later one is known
+//   l:<lin>      hash ref, gen: the latest copy registered again after Redis restarted
+//                empty of the member first claimed as <lin> (each resume adds 1 to gen), so
+//                of two copies the nodes register again the later one wins; kept after that
+//                copy goes, and for twice the node timeout only: all nodes have registered
+//                again by then (a node cut off longer closes its clients), and a key an older
+//                build never removes does not stay
 //   mr:<ref>     zset room tag -> seq, the member's rooms in join order
 //   r:<tag>      zset ref -> seq, a room's members in join order
 //   rooms        zset tag -> seq, the rooms with members, in the order they were made
@@ -93,10 +96,9 @@ end
 local function remove_member(node, id)
   local ref = node .. ':' .. id
   redis.call('ZREM', nkey(node), id)
-  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port', 'tok', 'lin')
+  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port', 'tok')
   if not m[1] then return false end
   if m[5] then redis.call('DEL', P .. 't:' .. m[5]) end
-  if m[6] and redis.call('GET', P .. 'l:' .. m[6]) == ref then redis.call('DEL', P .. 'l:' .. m[6]) end
   local left = {}
   for _, tag in ipairs(redis.call('ZRANGE', mrooms(ref), 0, -1)) do
     left[#left + 1] = tag
@@ -127,7 +129,6 @@ local ref = node .. ':' .. id
 if redis.call('EXISTS', mkey(ref)) == 1 then return -2 end
 if redis.call('HSETNX', NICKS, key, ref) == 0 then return 0 end
 redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', ARGV[7], 'lin', ref, 'gen', 0)
-redis.call('SET', P .. 'l:' .. ref, ref)
 redis.call('ZADD', nkey(node), seq(), id)
 return 1
 `;
@@ -227,7 +228,8 @@ return 1
 `;
 
 /**
- * ARGV: P, node, id, token hash, ip, port, next token hash, moved ttl ms, most moves kept.
+ * ARGV: P, node, id, token hash, ip, port, next token hash, moved ttl ms, most moves kept,
+ * lineage ttl ms.
  * {old node, old id, nick, lin, gen, tag, name, ...} with the rooms in join order; {} when the
  * token takes nothing over; -1 node not registered, -2 member exists.
  */
@@ -247,7 +249,12 @@ local oldnode, oldid = string.sub(old, 1, colon - 1), string.sub(old, colon + 1)
 local lin, gen = m[4] or old, (tonumber(m[5]) or 0) + 1
 redis.call('HSET', mkey(ref), 'nick', m[1], 'key', m[2], 'ip', ARGV[5], 'port', ARGV[6], 'tok', ARGV[7], 'lin', lin, 'gen', gen)
 redis.call('SET', P .. 't:' .. ARGV[7], ref)
-redis.call('SET', P .. 'l:' .. lin, ref)
+local lkey = P .. 'l:' .. lin
+if redis.call('EXISTS', lkey) == 1 then
+  -- Nodes are still registering copies again after a restart: this one is now the latest.
+  redis.call('HSET', lkey, 'ref', ref, 'gen', gen)
+  redis.call('PEXPIRE', lkey, ARGV[10])
+end
 if redis.call('HGET', NICKS, m[2]) == old then redis.call('HSET', NICKS, m[2], ref) end
 local out = {oldnode, oldid, m[1], lin, gen}
 local rooms = redis.call('ZRANGE', mrooms(old), 0, -1, 'WITHSCORES')
@@ -328,9 +335,9 @@ return {'ok', epoch}
 `;
 
 /**
- * ARGV: P, node, id, nick, key, ip, port, token hash or '', lin, gen, tag... Registers a
- * member again after a reset, in its rooms regardless of capacity (its clients are in them),
- * with the resume token it holds. A resume may have taken the member over just before the
+ * ARGV: P, node, id, nick, key, ip, port, token hash or '', lin, gen, lineage ttl ms, tag...
+ * Registers a member again after a reset, in its rooms regardless of capacity (its clients
+ * are in them), with the resume token it holds. A resume may have taken the member over just before the
  * reset, its old node not yet told: that copy and the new one are both registered again, the
  * later (higher gen) wins, so the old token never works twice. 1; the ref of an earlier copy
  * this one removed; 0 when the nickname is someone else's now ({0, ref} when it removed an
@@ -341,9 +348,13 @@ local node, id, nick, key = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local lkey, gen = P .. 'l:' .. ARGV[9], tonumber(ARGV[10])
 if not redis.call('ZSCORE', NODES, node) then return -1 end
 local ref = node .. ':' .. id
-local copy = redis.call('GET', lkey)
+local last = redis.call('HMGET', lkey, 'ref', 'gen')
+local copy = last[1]
 if copy == ref then copy = false end
-if copy and (tonumber(redis.call('HGET', mkey(copy), 'gen')) or -1) >= gen then return -3 end
+if copy and (tonumber(last[2]) or -1) >= gen then return -3 end
+-- Recorded even if this copy is lost below or leaves later: an earlier one is refused after it.
+redis.call('HSET', lkey, 'ref', ref, 'gen', gen)
+redis.call('PEXPIRE', lkey, ARGV[11])
 local displaced = false
 if copy then
   -- Removed even if this copy then finds its nickname taken: else the earlier copy would
@@ -360,13 +371,12 @@ if holder and holder ~= ref then
 end
 redis.call('HSET', NICKS, key, ref)
 redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', ARGV[7], 'lin', ARGV[9], 'gen', gen)
-redis.call('SET', lkey, ref)
 redis.call('ZADD', nkey(node), 'NX', seq(), id)
 if ARGV[8] ~= '' then
   redis.call('HSET', mkey(ref), 'tok', ARGV[8])
   redis.call('SET', P .. 't:' .. ARGV[8], ref)
 end
-for i = 11, #ARGV do
+for i = 12, #ARGV do
   local s = seq()
   redis.call('ZADD', P .. 'rooms', 'NX', s, ARGV[i])
   redis.call('ZADD', rkey(ARGV[i]), 'NX', s, ref)
@@ -676,6 +686,7 @@ export class RedisPresence implements Presence {
       hash,
       MOVED_TTL_MS,
       MAX_MOVES_FOLLOWED,
+      2 * this.timeoutMs,
     );
     let reply = await this.scripts.confabPresenceTakeOver(...args);
     if (reply === -1 && this.onUnregistered !== undefined) {
@@ -855,6 +866,7 @@ export class RedisPresence implements Presence {
             m.token ?? '',
             m.lin,
             m.gen,
+            2 * this.timeoutMs,
             ...m.rooms,
           ),
         ),

@@ -246,6 +246,52 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect((await b.find('anna'))?.id).toBe('9');
     });
 
+    it('after a restart, an earlier copy registering after the later one left is refused too', async () => {
+      const prefix = newPrefix();
+      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
+      for (const n of [a, b]) await n.heartbeat();
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 'token-1');
+      await b.takeOver('token-1', '2', addr(2), 'token-2');
+      expect(await b.rename('2', 'anna')).toBe(true);
+
+      await redis.restart();
+
+      // The later copy comes back, and leaves; the earlier one must not come back after it.
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      await b.release('2');
+      expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: ['1'] });
+      expect(await a.find('ann')).toBeUndefined();
+      expect(await a.takeOver('token-1', '3', addr(3), 'x')).toBeUndefined();
+    });
+
+    it('leaves no key without an expiry when a build that knows no lineage removes a member', async () => {
+      const prefix = newPrefix();
+      const client = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => client.disconnect());
+      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
+      for (const n of [a, b]) await n.heartbeat();
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 'token-1');
+      await b.takeOver('token-1', '2', addr(2), 'token-2');
+      await a.claim('3', 'bob', addr(3));
+      // What the previous build's release does: the member's keys, and nothing else.
+      const p = `${prefix}{presence}:`;
+      for (const [n, id] of [
+        ['b', '2'],
+        ['a', '3'],
+      ] as const) {
+        const [key, tok] = await client.hmget(`${p}m:${n}:${id}`, 'key', 'tok');
+        await client.hdel(`${p}nicks`, key!);
+        await client.zrem(`${p}n:${n}`, id);
+        await client.del(`${p}m:${n}:${id}`, `${p}mr:${n}:${id}`, `${p}t:${tok}`);
+      }
+      for (const key of await client.keys(`${p}*`)) {
+        if (['epoch', 'nodes', 'seq'].some((k) => key === `${p}${k}`)) continue;
+        expect(await client.pttl(key), key).toBeGreaterThan(0);
+      }
+    });
+
     it('a node cut off from Redis learns it expired, and the others reap it', async () => {
       const prefix = newPrefix();
       const relay = await TcpRelay.start(redis.port);
