@@ -265,6 +265,27 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect(await a.takeOver('token-1', '3', addr(3), 'x')).toBeUndefined();
     });
 
+    it('after a restart, a copy a resume moved meanwhile still counts as the latest', async () => {
+      const prefix = newPrefix();
+      const [a, b, c] = [node(prefix, 'a'), node(prefix, 'b'), node(prefix, 'c')];
+      for (const n of [a, b, c]) await n.heartbeat();
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 'token-1');
+      await b.takeOver('token-1', '2', addr(2), 'token-2');
+      expect(await b.rename('2', 'anna')).toBe(true);
+
+      await redis.restart();
+
+      expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      expect(await once(() => c.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      // a's copy is taken over before b is back: as late as b's, and registered first.
+      expect((await c.takeOver('token-1', '3', addr(3), 'token-3'))?.node).toBe('a');
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: ['2'] });
+      expect(await b.find('anna')).toBeUndefined();
+      expect(await b.takeOver('token-2', '4', addr(4), 'x')).toBeUndefined();
+      expect((await b.find('ann'))?.node).toBe('c');
+    });
+
     it('leaves no key without an expiry when a build that knows no lineage removes a member', async () => {
       const prefix = newPrefix();
       const client = new Redis(redis.url, { protocol: 2 });
