@@ -2,7 +2,12 @@ import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RedisPresence } from '../../src/cluster/redis-presence.js';
 import { MemoryPresence, PresenceHub } from '../../src/core/memory-presence.js';
-import { MAX_MOVES_FOLLOWED, type Presence, PresenceKeeper } from '../../src/core/presence.js';
+import {
+  MAX_MOVES_FOLLOWED,
+  MOVED_TTL_MS,
+  type Presence,
+  PresenceKeeper,
+} from '../../src/core/presence.js';
 import { useRedis, withoutRedis } from '../helpers/redis.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 import { eventually, HEARTBEAT_MS, presenceContract, TIMEOUT_MS } from './presence.js';
@@ -45,6 +50,26 @@ describe('MemoryPresence moves', () => {
     // The records kept are the ones a removal can still follow.
     expect((await a.successor('a', `${40 - MAX_MOVES_FOLLOWED}`))?.id).toBe('40');
     expect(await b.successor('b', `${39 - MAX_MOVES_FOLLOWED}`)).toBeUndefined();
+  });
+});
+
+describe('MemoryPresence move records', () => {
+  it('drops them once expired, with their per-member lists', async () => {
+    let now = 0;
+    const hub = new PresenceHub(() => now);
+    const [a, b] = [new MemoryPresence({ node: 'a', hub }), new MemoryPresence({ node: 'b', hub })];
+    const addr = { ip: '127.0.0.1', port: 1 };
+    await a.claim('0', 'ann', addr);
+    await a.grant('0', 't0');
+    for (let i = 1; i <= 3; i++)
+      await (i % 2 === 1 ? b : a).takeOver(`t${i - 1}`, `${i}`, addr, `t${i}`);
+    await a.claim('10', 'bob', addr);
+    await a.grant('10', 'u0');
+    now = MOVED_TTL_MS;
+    expect(await a.successor('a', '0')).toBeUndefined();
+    await b.takeOver('u0', '11', addr, 'u1');
+    expect([...hub.moved.keys()]).toEqual(['a:10']);
+    expect([...hub.movesOf.keys()]).toEqual(['a:10']);
   });
 });
 
