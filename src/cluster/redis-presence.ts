@@ -229,9 +229,8 @@ return 1
 
 /**
  * ARGV: P, node, id, token hash, ip, port, next token hash, moved ttl ms, most moves kept,
- * lineage ttl ms.
- * {old node, old id, nick, lin, gen, tag, name, ...} with the rooms in join order; {} when the
- * token takes nothing over; -1 node not registered, -2 member exists.
+ * lineage ttl ms. {old node, old id, nick, lin, gen, tag, name, ...} with the rooms in join
+ * order; {} when the token takes nothing over; -1 node not registered, -2 member exists.
  */
 const TAKE_OVER_LUA = `${PRELUDE}
 local node, id = ARGV[2], ARGV[3]
@@ -337,9 +336,10 @@ return {'ok', epoch}
 /**
  * ARGV: P, node, id, nick, key, ip, port, token hash or '', lin, gen, lineage ttl ms, tag...
  * Registers a member again after a reset, in its rooms regardless of capacity (its clients
- * are in them), with the resume token it holds. A resume may have taken the member over just before the
- * reset, its old node not yet told: that copy and the new one are both registered again, the
- * later (higher gen) wins, so the old token never works twice. 1; the ref of an earlier copy
+ * are in them), with the resume token it holds. A resume may have taken the member over just
+ * before the reset, its old node not yet told: that copy and the new one are both registered
+ * again, the later (higher gen) wins, so the old token does not outlast the later copy's
+ * return. 1; the ref of an earlier copy
  * this one removed; 0 when the nickname is someone else's now ({0, ref} when it removed an
  * earlier copy all the same); -3 when a later copy is registered; -1 node not registered.
  */

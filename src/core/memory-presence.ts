@@ -58,7 +58,10 @@ export class PresenceHub {
     string,
     { readonly to: string; readonly until: number; readonly lin: string }
   >();
-  /** A member's first ref -> the refs of its records in `moved`, oldest first, at most MAX_MOVES_FOLLOWED. */
+  /**
+   * A member's first ref -> the refs of its records in `moved`, oldest first,
+   * MAX_MOVES_FOLLOWED at most.
+   */
   readonly movesOf = new Map<string, string[]>();
   /** Mask key -> ban; a replaced ban moves to the end, as the newest. */
   readonly bans = new Map<string, Ban>();
