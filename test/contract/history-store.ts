@@ -169,6 +169,27 @@ export function historyStoreContract(target: ContractTarget): void {
       expect(await store.room('s')).toMatchObject({ top: 1, oldest: 2 });
     });
 
+    it('applies age retention only above the count limit when the clock stepped back', async () => {
+      // A young message already past the count limit must not keep older ones after it: a
+      // store that deletes rows past the limit only now and then still holds it.
+      const { store } = setup({ retention: { maxMessages: 4, maxAgeMs: 50 }, pruneIntervalMs: 0 });
+      await store.append('r', draft('young', { at: 100 }));
+      for (let i = 2; i <= 5; i++) await store.append('r', draft(`old${i}`, { at: 0 }));
+      // In 's' the young one is in the middle of a turn, and at the limit once the next turn
+      // is in.
+      await Promise.all([0, 100, 0].map((at, i) => store.append('s', draft(`s${i + 1}`, { at }))));
+      await Promise.all([0, 0, 0].map((at, i) => store.append('s', draft(`s${i + 4}`, { at }))));
+      expect(await store.room('s')).toMatchObject({ top: 6, oldest: 3 });
+      expect(await store.room('r')).toMatchObject({ top: 5, oldest: 2 });
+      await store.prune(100);
+      expect(await store.room('r')).toMatchObject({ top: 5, oldest: 6 });
+      expect(await store.read('r', { limit: 10 })).toEqual([]);
+      expect(await store.read('r', { after: 0, limit: 10 })).toEqual([]);
+      expect(await store.room('s')).toMatchObject({ top: 6, oldest: 7 });
+      expect(await store.read('s', { before: 7, limit: 10 })).toEqual([]);
+      expect((await store.append('r', draft('old2', { at: 100 }))).message.id).toBe(6);
+    });
+
     it('applies age retention on its own timer with the injected clock', async () => {
       vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
       cleanup.push(() => vi.useRealTimers());
