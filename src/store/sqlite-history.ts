@@ -490,16 +490,21 @@ export class SqliteHistoryStore implements HistoryStore {
     try {
       checkKey('room', room);
       const limit = readLimit(query, this.retention);
-      if (limit === 0) return Promise.resolve([]);
+      if (limit === 0 || Number.isNaN(query.after) || Number.isNaN(query.before)) {
+        return Promise.resolve([]);
+      }
       // Ids below `before` and above `after`; with `after`, the oldest of them (paging
       // forward), otherwise the newest (paging back). Never rows past the count limit
       // that are still waiting for their deletion.
       const state = this.rooms.get(room) ?? this.stored(room);
       const floor = state === undefined ? 0 : this.floor(state);
-      const before = query.before ?? Number.POSITIVE_INFINITY;
+      // Bounds between ids mean the ids between them, as whole ones do: entries are found by
+      // arithmetic on ids.
+      const before =
+        query.before === undefined ? Number.POSITIVE_INFINITY : Math.ceil(query.before);
       const found: StoredMessage[] = [];
       if (query.after !== undefined) {
-        const after = Math.max(query.after, floor);
+        const after = Math.max(Math.floor(query.after), floor);
         for (const row of this.after.iterate({ room, after, before })) {
           const entries = parseEntries(row.data);
           for (let i = Math.max(0, after + 1 - row.first); i < entries.length; i++) {

@@ -136,6 +136,22 @@ export function historyStoreContract(target: ContractTarget): void {
       expect(ids(await store.read('r', { after: 3, limit: 0 }))).toEqual([]);
     });
 
+    it('reads around bounds that are not whole numbers as the ids between them', async () => {
+      // The protocol refuses such bounds; a store still answers them as any other.
+      const { store } = setup({ retention: { maxMessages: 8, maxAgeMs: 0 }, pruneIntervalMs: 0 });
+      for (let i = 1; i <= 10; i++) await store.append('r', draft(`m${i}`));
+      expect(ids(await store.read('r', { after: 4.5, limit: 2 }))).toEqual([5, 6]);
+      expect(ids(await store.read('r', { after: -0.5, limit: 2 }))).toEqual([3, 4]);
+      expect(ids(await store.read('r', { before: 6.5, limit: 2 }))).toEqual([5, 6]);
+      expect(ids(await store.read('r', { before: 3.5, limit: 9 }))).toEqual([3]);
+      expect(ids(await store.read('r', { after: 5.9, before: 8.1, limit: 9 }))).toEqual([6, 7, 8]);
+      expect(ids(await store.read('r', { after: 9.5, before: 99.5, limit: 9 }))).toEqual([10]);
+      expect(ids(await store.read('r', { after: 6.5, before: 6.9, limit: 9 }))).toEqual([]);
+      expect(await store.read('r', { after: Number.NaN, limit: 9 })).toEqual([]);
+      expect(await store.read('r', { before: Number.NaN, limit: 9 })).toEqual([]);
+      expect(await store.read('r', { limit: 2.7 })).toHaveLength(2);
+    });
+
     it('keeps the newest maxMessages per room and reports the oldest kept', async () => {
       const { store } = setup({ retention: { maxMessages: 3, maxAgeMs: 0 }, pruneIntervalMs: 0 });
       for (let i = 1; i <= 5; i++) await store.append('r', draft(`m${i}`));
