@@ -249,13 +249,16 @@ return redis.call('XREVRANGE', KEYS[2], ARGV[2], start, 'COUNT', ARGV[3])
 `;
 
 /**
- * KEYS: msgs, cidz. ARGV: cutoff. Removes the oldest messages while they are older than
- * the cutoff (stopping at the first young enough, so stored ids stay consecutive even if
- * the clock once stepped back), and their cids.
+ * KEYS: msgs, cidz, floor. ARGV: cutoff. Removes the oldest messages while they are older
+ * than the cutoff (stopping at the first young enough, so stored ids stay consecutive even
+ * if the clock once stepped back), and their cids. It looks from the floor up: entries below
+ * it that trimming left are gone for readers, and a young one among them must not keep the
+ * older ones after it.
  */
 const PRUNE_LUA = `
 local msgs, cidz, cutoff = KEYS[1], KEYS[2], tonumber(ARGV[1])
-local start = '-'
+local floor = redis.call('GET', KEYS[3])
+local start = floor and (floor .. '-0') or '-'
 local keep
 repeat
   local batch = redis.call('XRANGE', msgs, start, '+', 'COUNT', 100)
@@ -395,7 +398,7 @@ export class RedisHistoryStore implements HistoryStore {
     this.redis.defineCommand('confabHistoryAppend', { lua: APPEND_LUA, numberOfKeys: 7 });
     this.redis.defineCommand('confabHistoryRoom', { lua: ROOM_LUA, numberOfKeys: 5 });
     this.redis.defineCommand('confabHistoryRead', { lua: READ_LUA, numberOfKeys: 2 });
-    this.redis.defineCommand('confabHistoryPrune', { lua: PRUNE_LUA, numberOfKeys: 2 });
+    this.redis.defineCommand('confabHistoryPrune', { lua: PRUNE_LUA, numberOfKeys: 3 });
     this.scripts = this.redis as unknown as Scripts;
 
     const interval = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
@@ -671,7 +674,12 @@ export class RedisHistoryStore implements HistoryStore {
       await Promise.all(
         tags.map((tag) => {
           const base = `${this.prefix}h:{r${tag}}:`;
-          return this.scripts.confabHistoryPrune(`${base}msgs`, `${base}cidz`, String(cutoff));
+          return this.scripts.confabHistoryPrune(
+            `${base}msgs`,
+            `${base}cidz`,
+            `${base}floor`,
+            String(cutoff),
+          );
         }),
       );
     } while (cursor !== '0');

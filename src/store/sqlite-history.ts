@@ -246,7 +246,7 @@ export class SqliteHistoryStore implements HistoryStore {
   >;
   private readonly deleteUpTo: Database.Statement<[string, number, number]>;
   private readonly deleteCidsUpTo: Database.Statement<[string, number]>;
-  private readonly firstYoung: Database.Statement<[string, number], BatchRow>;
+  private readonly youngRows: Database.Statement<[string, number, number], BatchRow>;
   private readonly cutBatch: Database.Statement<[number, string, string, number]>;
   private readonly commitBatch: (batch: readonly Pending[]) => void;
 
@@ -349,8 +349,10 @@ export class SqliteHistoryStore implements HistoryStore {
     );
     this.deleteUpTo = db.prepare('DELETE FROM batches WHERE room = ? AND first <= ? AND last <= ?');
     this.deleteCidsUpTo = db.prepare('DELETE FROM cids WHERE room = ? AND id <= ?');
-    this.firstYoung = db.prepare(
-      'SELECT first, data FROM batches WHERE room = ? AND newest >= ? ORDER BY first LIMIT 1',
+    // Rows with a young message and one above the count floor: the young one may be at or
+    // below the floor, so the first young message above it can be in a later row.
+    this.youngRows = db.prepare(
+      'SELECT first, data FROM batches WHERE room = ? AND newest >= ? AND last > ? ORDER BY first',
     );
     this.cutBatch = db.prepare(
       'UPDATE batches SET first = ?, data = ? WHERE room = ? AND first = ?',
@@ -488,16 +490,21 @@ export class SqliteHistoryStore implements HistoryStore {
     try {
       checkKey('room', room);
       const limit = readLimit(query, this.retention);
-      if (limit === 0) return Promise.resolve([]);
+      if (limit === 0 || Number.isNaN(query.after) || Number.isNaN(query.before)) {
+        return Promise.resolve([]);
+      }
       // Ids below `before` and above `after`; with `after`, the oldest of them (paging
       // forward), otherwise the newest (paging back). Never rows past the count limit
       // that are still waiting for their deletion.
       const state = this.rooms.get(room) ?? this.stored(room);
       const floor = state === undefined ? 0 : this.floor(state);
-      const before = query.before ?? Number.POSITIVE_INFINITY;
+      // Bounds between ids mean the ids between them, as whole ones do: entries are found by
+      // arithmetic on ids.
+      const before =
+        query.before === undefined ? Number.POSITIVE_INFINITY : Math.ceil(query.before);
       const found: StoredMessage[] = [];
       if (query.after !== undefined) {
-        const after = Math.max(query.after, floor);
+        const after = Math.max(Math.floor(query.after), floor);
         for (const row of this.after.iterate({ room, after, before })) {
           const entries = parseEntries(row.data);
           for (let i = Math.max(0, after + 1 - row.first); i < entries.length; i++) {
@@ -652,20 +659,31 @@ export class SqliteHistoryStore implements HistoryStore {
     // so stored ids stay consecutive even if the clock once stepped back.
     this.db.transaction(() => {
       for (const { key } of this.roomKeys.all()) {
-        const young = this.firstYoung.get(key, cutoff);
+        // Only messages above the count floor count: those at or below it are gone for
+        // readers, and a young one among them must not keep the older ones after it.
+        const state = this.rooms.get(key) ?? this.stored(key);
+        const floor = state === undefined ? 0 : this.floor(state);
+        let young: { row: BatchRow; entries: Entry[]; skip: number } | undefined;
+        for (const row of this.youngRows.iterate(key, cutoff, floor)) {
+          const entries = parseEntries(row.data);
+          let skip = Math.max(0, floor + 1 - row.first);
+          while (skip < entries.length && entries[skip]![0] < cutoff) skip++;
+          if (skip < entries.length) {
+            young = { row, entries, skip };
+            break;
+          }
+        }
         if (young === undefined) {
           // The room's top is its highest stored id: keep it before there is none.
           this.saveTop.run(key, key);
           this.deleteThrough(key, Number.MAX_SAFE_INTEGER);
           continue;
         }
-        // The first batch with a young message holds the first of them, and is cut there.
-        const entries = parseEntries(young.data);
-        const skip = entries.findIndex((entry) => entry[0] >= cutoff);
-        const kept = young.first + skip;
-        this.deleteThrough(key, kept - 1);
-        if (skip > 0)
-          this.cutBatch.run(kept, JSON.stringify(entries.slice(skip)), key, young.first);
+        // The batch holding the first young message above the floor is cut there.
+        const { row, entries, skip } = young;
+        const kept = row.first + skip;
+        this.deleteThrough(key, Math.max(kept - 1, floor));
+        if (skip > 0) this.cutBatch.run(kept, JSON.stringify(entries.slice(skip)), key, row.first);
       }
     })();
   }

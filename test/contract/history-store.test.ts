@@ -96,6 +96,99 @@ describe('SqliteHistoryStore', () => {
     }
   });
 
+  for (const batchMessages of [4, undefined]) {
+    it(`cuts a row part-way by age (batches of ${batchMessages ?? 'the default size'})`, async () => {
+      const dir = tempDir();
+      const file = path.join(dir, 'history.db');
+      const cutOptions = {
+        retention: { maxMessages: 100, maxAgeMs: 100 },
+        pruneIntervalMs: 0,
+        ...(batchMessages !== undefined ? { batchMessages } : {}),
+      };
+      const msgIds = (messages: readonly { id: number }[]) => messages.map((m) => m.id);
+      /** What a reader sees of room 'r'. */
+      const answers = async (store: SqliteHistoryStore) => ({
+        room: await store.room('r'),
+        newest: msgIds(await store.read('r', { limit: 100 })),
+        fromStart: msgIds(await store.read('r', { after: 0, limit: 100 })),
+        afterCut: msgIds(await store.read('r', { after: 6, limit: 2 })),
+        atCut: msgIds(await store.read('r', { after: 5, limit: 1 })),
+        beforeCut: msgIds(await store.read('r', { before: 6, limit: 9 })),
+        upToCut: msgIds(await store.read('r', { before: 7, limit: 9 })),
+      });
+      let store = new SqliteHistoryStore(file, cutOptions);
+      try {
+        // One turn, one room, the clock moving within it: ids 1..10 at 0, 10, .., 90.
+        await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            store.append('r', { at: i * 10, from: 'ann', msg: `m${i + 1}`, cid: `c${i + 1}` }),
+          ),
+        );
+        // 45 and older go: the first young message, 6 (at 50), is inside a row.
+        await store.prune(145);
+        const cut = await answers(store);
+        expect(cut).toEqual({
+          room: { epoch: cut.room.epoch, top: 10, oldest: 6 },
+          newest: [6, 7, 8, 9, 10],
+          fromStart: [6, 7, 8, 9, 10],
+          afterCut: [7, 8],
+          atCut: [6],
+          beforeCut: [],
+          upToCut: [6],
+        });
+        expect((await store.read('r', { after: 0, limit: 1 }))[0]).toEqual({
+          room: 'r',
+          id: 6,
+          at: 50,
+          from: 'ann',
+          msg: 'm6',
+          cid: 'c6',
+        });
+        await store.close();
+        // The cids of the messages cut away are deleted with them, not left to go stale.
+        const check = new Database(file, { readonly: true });
+        try {
+          const cids = check.prepare('SELECT cid, id FROM cids ORDER BY id').all();
+          expect(cids).toEqual([6, 7, 8, 9, 10].map((id) => ({ cid: `c${id}`, id })));
+        } finally {
+          check.close();
+        }
+        store = new SqliteHistoryStore(file, cutOptions);
+        expect(await answers(store)).toEqual(cut);
+        // A cid of a message cut away is free; one of a message kept is not.
+        const resent = await store.append('r', { at: 150, from: 'ann', msg: 'again', cid: 'c5' });
+        expect(resent).toMatchObject({ duplicate: false, message: { id: 11, msg: 'again' } });
+        const kept = await store.append('r', { at: 150, from: 'ann', msg: 'm6', cid: 'c6' });
+        expect(kept).toMatchObject({ duplicate: true, message: { id: 6, at: 50 } });
+        // Cut again inside the row already cut: 8 (at 70) is the first young one.
+        await store.prune(165);
+        const again = await answers(store);
+        expect(again).toMatchObject({
+          room: { top: 11, oldest: 8 },
+          newest: [8, 9, 10, 11],
+          fromStart: [8, 9, 10, 11],
+          afterCut: [8, 9],
+          atCut: [8],
+          beforeCut: [],
+          upToCut: [],
+        });
+        expect(
+          (await store.append('r', { at: 170, from: 'ann', msg: 'x', cid: 'c7' })).message.id,
+        ).toBe(12);
+        await store.close();
+        store = new SqliteHistoryStore(file, cutOptions);
+        expect(await store.room('r')).toMatchObject({ top: 12, oldest: 8 });
+        expect(msgIds(await store.read('r', { after: 0, limit: 100 }))).toEqual([8, 9, 10, 11, 12]);
+        expect(
+          (await store.append('r', { at: 170, from: 'ann', msg: 'x', cid: 'c7' })).duplicate,
+        ).toBe(true);
+      } finally {
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+
   it('refuses a file another store has open', async () => {
     const dir = tempDir();
     const file = path.join(dir, 'history.db');
