@@ -50,7 +50,7 @@ export const SERVE_OPTIONS = {
     default: 10,
     min: 1,
     max: 1_000_000,
-    description: 'room capacity',
+    description: "capacity of the lobby (the course protocol's one room)",
     arg: 'N',
     live: true,
   },
@@ -499,7 +499,8 @@ export function optionsHelp(): string {
 export function optionsMarkdown(): string {
   const lines = ['| flag | environment | default | on SIGHUP | meaning |', '|---|---|---|---|---|'];
   for (const [name, spec] of Object.entries(SERVE_OPTIONS) as [string, OptionSpec][]) {
-    const def = spec.default === undefined ? '—' : `\`${spec.default}\``;
+    // An empty default (no extra origins) would print as an empty code span.
+    const def = spec.default === undefined || spec.default === '' ? '—' : `\`${spec.default}\``;
     const reload = spec.notInFile ? '—' : spec.live ? 'applied' : 'restart';
     lines.push(
       `| \`--${name}\` | \`${envName(name)}\` | ${def} | ${reload} | ${spec.description.replaceAll('|', '\\|')} |`,

@@ -36,8 +36,8 @@ change without a restart; SIGINT and SIGTERM stop the server.
 
 Options:
 ${optionsHelp()}
-  --print-config                 print the effective configuration as a config file, and exit
-  --help                         show this help`;
+  --print-config               print the effective configuration as a config file, and exit
+  --help                       show this help`;
 }
 
 type Flags = Record<string, string | boolean | undefined>;

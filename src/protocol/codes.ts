@@ -1,7 +1,8 @@
 /**
  * Command codes. "0".."8" and their replies are the course protocol, byte for byte;
- * "9x" codes are confab extensions and reach only clients that negotiated the
- * capability that defines them (see capabilities.ts and docs/protocol.md).
+ * "71", "9x" and "100".."108" are confab extensions and reach only clients that sent
+ * "caps", most only with the capability that defines them (see capabilities.ts
+ * and docs/protocol.md).
  */
 export const Cmd = {
   CONNECT: '0',

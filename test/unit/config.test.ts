@@ -1,7 +1,13 @@
 import path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, envName, loadConfig, SERVE_OPTIONS } from '../../src/config.js';
+import {
+  ConfigError,
+  envName,
+  loadConfig,
+  optionsMarkdown,
+  SERVE_OPTIONS,
+} from '../../src/config.js';
 import { parseConfigFile, printConfig } from '../../src/config-file.js';
 
 describe('loadConfig', () => {
@@ -47,6 +53,16 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ 'tls-port': '7000' }, {})).toThrow(/TLS needs all three/);
     const c = loadConfig({ 'tls-port': '7000', 'tls-cert': 'c.pem', 'tls-key': 'k.pem' }, {});
     expect(c.tlsPort).toBe(7000);
+  });
+});
+
+describe("the README's options table", () => {
+  it('shows every default as something a reader can see', () => {
+    for (const row of optionsMarkdown().split('\n').slice(2)) {
+      const cells = row.split(' | ');
+      // An empty default must not become an empty code span, which Markdown prints as two backticks.
+      expect(cells[2], row).toMatch(/^(—|`[^`]+`)$/);
+    }
   });
 });
 
