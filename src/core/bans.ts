@@ -179,6 +179,8 @@ export class BanList {
 
   /** Whether an address is banned (v4, v6 or v4-mapped v6). */
   bansAddress(ip: string, now: number): Ban | undefined {
+    // Asked for every accepted connection: with no bans there is no address to parse.
+    if (this.bans.length === 0) return undefined;
     const n = parseIp(ip);
     if (n === undefined) return undefined;
     for (const { ban, matcher } of this.bans) {
