@@ -610,7 +610,12 @@ const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
       { nickname: session.nickname, ip: session.address.ip, name: clip(req.name) },
       'OPER refused unchecked: too many attempts from this address',
     );
-    refuse(session, ErrorCode.NOT_AUTHORIZED, 'too many OPER attempts; wait a minute', req.cmd);
+    refuse(
+      session,
+      ErrorCode.NOT_AUTHORIZED,
+      'too many OPER attempts from this address; try again in ten seconds',
+      req.cmd,
+    );
     return;
   }
   const operator = ctx.operators.find((o) => o.name === req.name);

@@ -48,7 +48,7 @@ export function checkName(raw: string, maxLength: number, noun: string): Nicknam
     return { ok: false, reason: `${noun} is longer than ${maxLength} characters` };
   }
   if (FORBIDDEN.test(nickname)) {
-    return { ok: false, reason: `${noun} must not contain spaces or control characters` };
+    return { ok: false, reason: `${noun} must not contain spaces, control or format characters` };
   }
   if (INVISIBLE.test(nickname)) {
     return { ok: false, reason: `${noun} must not contain invisible or unassigned characters` };
