@@ -1,0 +1,194 @@
+/**
+ * Attacks on one confab process from outside, through what was added last:
+ * batched SQLite history read back across a restart, over every dialect.
+ * The server runs as its own process (`npm run build` first).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import fc from 'fast-check';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { HISTORY_CAPS, line } from '../helpers/history-harness.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+import { wsClient } from '../helpers/ws-client.js';
+
+const dirs: string[] = [];
+const servers: SpawnedServer[] = [];
+const sockets: { close(): void }[] = [];
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.close();
+  for (const s of servers.splice(0)) await s.stop();
+});
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+async function serve(dir: string): Promise<SpawnedServer> {
+  const server = await spawnServer(['--history', 'sqlite', '--data-dir', dir, '--rate-limit', '0']);
+  servers.push(server);
+  return server;
+}
+
+async function stop(server: SpawnedServer): Promise<void> {
+  servers.splice(servers.indexOf(server), 1);
+  await server.stop();
+}
+
+async function tcp(port: number, nickname: string, extra: object = {}): Promise<RawClient> {
+  const client = await RawClient.open(port);
+  sockets.push(client);
+  client.write(line({ cmd: '0', nickname, caps: HISTORY_CAPS, ...extra }));
+  await client.expect('03');
+  return client;
+}
+
+interface Stored {
+  id: number;
+  from: string;
+  msg: string;
+}
+
+/**
+ * Text a JSON codec, a JSON column or a terminal may mishandle: quotes,
+ * backslashes, escapes spelled out, NUL and every control, U+2028/2029, lone
+ * surrogates of both halves, BOM, noncharacters, astral characters.
+ */
+const HOSTILE_UNITS = [
+  '"',
+  '\\',
+  '\\u0000',
+  '\\"',
+  '\u0000',
+  '\u001b',
+  '\u009b',
+  '\u007f',
+  '\n',
+  '\r',
+  '\u2028',
+  '\u2029',
+  '\ud800',
+  '\udfff',
+  '\udbff\udfff',
+  '\ufeff',
+  '\uffff',
+  '\ufffe',
+  '😀',
+  '[',
+  ']',
+  '{',
+  '}',
+  ',',
+  '\u202e',
+];
+const hostileText = (maxLength: number) =>
+  fc
+    .array(
+      fc.oneof(
+        fc.constantFrom(...HOSTILE_UNITS),
+        fc.string({ unit: 'binary', maxLength: 4 }),
+        fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)),
+      ),
+      { minLength: 1, maxLength },
+    )
+    .map((parts) => parts.join(''))
+    .filter((s) => s.length >= 1 && s.length <= maxLength && s.trim() !== '');
+
+describe('hostile text through batched SQLite history', () => {
+  it('reads every chat back as stored, live, by HISTORY, and by resume after a restart, over TCP and WebSocket', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'confab-outside-'));
+    dirs.push(dir);
+    // Fixed seed: a failure replays. Long ones push batches past one SQLite page.
+    const msgs = fc.sample(fc.oneof(hostileText(40), hostileText(2000)), {
+      numRuns: 150,
+      seed: 37,
+    });
+    msgs.push('\\'.repeat(4096), '\u0000'.repeat(4096), '\u2028'.repeat(4096), '\ud800x');
+    // Unique cids, whose tails are just as hostile (lone surrogates may merge tails, not heads).
+    const cids = fc
+      .sample(hostileText(50), { numRuns: msgs.length, seed: 38 })
+      .map((tail, i) => `${i}:${tail}`.slice(0, 64));
+
+    let server = await serve(dir);
+    const ann = await tcp(server.port, 'ann');
+    const bob = await wsClient(server.httpPort!);
+    sockets.push({ close: () => bob.ws.terminate() });
+    bob.send({ cmd: '0', nickname: 'bob', caps: HISTORY_CAPS });
+    await bob.expect('03');
+    const lobby = (await bob.expect('101')) as { epoch: string };
+    await ann.expect('101');
+
+    // All in one write: one turn's chats share batches. Each gets "71", or 1002 when the
+    // server refuses it (lone surrogates, an over-long cid); replies come in request order.
+    ann.write(msgs.map((msg, i) => line({ cmd: '7', msg, cid: cids[i] })).join(''));
+    const accepted: number[] = [];
+    for (let i = 0; i < msgs.length; i++) {
+      const reply = await ann.waitFor((m) => m.cmd === '71' || m.cmd === '90', 1, 10_000);
+      ann.received.splice(ann.received.indexOf(reply), 1);
+      if (reply.cmd === '71') accepted.push(i);
+      else expect(reply).toMatchObject({ code: 1002, ref: '7' });
+    }
+    // Most of them are stored: the test is not vacuous.
+    expect(accepted.length).toBeGreaterThan(msgs.length / 3);
+    const want: Stored[] = accepted.map((i, n) => ({ id: n + 1, from: 'ann', msg: msgs[i]! }));
+
+    const live: Stored[] = [];
+    for (let i = 0; i < want.length; i++) live.push((await bob.expect('70', 10_000)) as never);
+    expect(live.map(({ id, from, msg }) => ({ id, from, msg }))).toEqual(want);
+
+    // HISTORY pages back to the start, over TCP.
+    const paged = async (client: RawClient): Promise<Stored[]> => {
+      const out: Stored[] = [];
+      let before: number | undefined;
+      for (let page = 0; page < 200; page++) {
+        client.write(
+          line({ cmd: '106', room: 'lobby', limit: 100, ...(before ? { before } : {}) }),
+        );
+        const got = (await client.expect('107', 10_000)) as unknown as {
+          messages: Stored[];
+          more: boolean;
+        };
+        out.unshift(...got.messages.map(({ id, from, msg }) => ({ id, from, msg })));
+        if (!got.more || got.messages.length === 0) break;
+        before = got.messages[0]!.id;
+      }
+      return out;
+    };
+    expect(await paged(ann)).toEqual(want);
+
+    await stop(server);
+    server = await serve(dir);
+
+    // A resume from before the first message, over TCP and WebSocket, after the restart.
+    const since = [{ room: 'lobby', epoch: lobby.epoch, id: 0 }];
+    const carl = await tcp(server.port, 'carl', { since });
+    expect(await carl.expect('101')).toMatchObject({ epoch: lobby.epoch, recovered: true });
+    const dora = await wsClient(server.httpPort!);
+    sockets.push({ close: () => dora.ws.terminate() });
+    dora.send({ cmd: '0', nickname: 'dora', caps: HISTORY_CAPS, since });
+    await dora.expect('03');
+    expect(await dora.expect('101')).toMatchObject({ epoch: lobby.epoch, recovered: true });
+    const replayed = async (take: () => Promise<Record<string, unknown>>) => {
+      const out: Stored[] = [];
+      for (let i = 0; i < want.length; i++) {
+        const { id, from, msg } = (await take()) as unknown as Stored;
+        out.push({ id, from, msg });
+      }
+      return out;
+    };
+    expect(await replayed(() => carl.expect('70', 10_000) as never)).toEqual(want);
+    expect(await replayed(() => dora.expect('70', 10_000))).toEqual(want);
+    expect(await paged(carl)).toEqual(want);
+
+    // The same cids again from the same sender, after the restart: each a duplicate of its first.
+    const ann2 = await tcp(server.port, 'ann');
+    ann2.write(accepted.map((i) => line({ cmd: '7', msg: msgs[i], cid: cids[i] })).join(''));
+    for (let n = 0; n < accepted.length; n++) {
+      expect(await ann2.expect('71', 10_000)).toMatchObject({ id: n + 1, duplicate: true });
+    }
+    // And nothing new was stored or sent.
+    ann2.write(line({ cmd: '7', msg: 'after', cid: 'fresh' }));
+    expect(await ann2.expect('71')).toMatchObject({ id: want.length + 1 });
+    expect(await carl.expect('70')).toMatchObject({ id: want.length + 1, msg: 'after' });
+  }, 60_000);
+});
