@@ -6,8 +6,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { chat } from '../../src/cli/chat.js';
 import { HISTORY_CAPS, line } from '../helpers/history-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
@@ -191,4 +193,39 @@ describe('hostile text through batched SQLite history', () => {
     expect(await ann2.expect('71')).toMatchObject({ id: want.length + 1 });
     expect(await carl.expect('70')).toMatchObject({ id: want.length + 1, msg: 'after' });
   }, 60_000);
+});
+
+describe('confab chat with colors', () => {
+  it('shows its own colors as colors, not as escaped text, when it lists who is in a room just joined', async () => {
+    const server = await spawnServer(['--http-port', 'off']);
+    servers.push(server);
+    const bob = await tcp(server.port, 'bob');
+    bob.write(line({ cmd: '100', room: 'physics' }));
+    await bob.expect('101');
+    // A terminal for output (colors on), lines from a pipe (no line editing).
+    const stdin = new PassThrough();
+    const stdout = Object.assign(new PassThrough(), { isTTY: true });
+    const stderr = new PassThrough();
+    let out = '';
+    stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    const io = {
+      stdin: stdin as unknown as NodeJS.ReadStream,
+      stdout: stdout as unknown as NodeJS.WriteStream,
+      stderr: stderr as unknown as NodeJS.WriteStream,
+      env: { CONFAB_RECONNECT: 'off' },
+    };
+    const done = chat(['ann', '--port', String(server.port)], io);
+    stdin.write('\\join physics\n');
+    for (let i = 0; i < 500 && !out.includes('Type \\room physics'); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    stdin.write('\\exit\n');
+    expect(await done).toBe(0);
+    const joinedLine = out.split('\n').find((l) => l.includes('You joined physics'));
+    expect(joinedLine).toBeDefined();
+    // Nobody sent a control character: a caret form is the client escaping its own colors.
+    expect(out).not.toContain('^[');
+    expect(joinedLine).toContain('\x1b[1;');
+  });
 });
