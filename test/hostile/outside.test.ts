@@ -3,14 +3,15 @@
  * batched SQLite history read back across a restart, over every dialect.
  * The server runs as its own process (`npm run build` first).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { chat } from '../../src/cli/chat.js';
-import { HISTORY_CAPS, line } from '../helpers/history-harness.js';
+import { HISTORY_CAPS, line, stalledSocket } from '../helpers/history-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 import { wsClient } from '../helpers/ws-client.js';
@@ -228,4 +229,56 @@ describe('confab chat with colors', () => {
     expect(out).not.toContain('^[');
     expect(joinedLine).toContain('\x1b[1;');
   });
+});
+
+function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
+
+describe('HISTORY asked for in a tight loop by clients that never read', () => {
+  it('holds about a page per client, however many pages they ask for, and serves the room on when they go', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'confab-outside-'));
+    dirs.push(dir);
+    const server = await serve(dir);
+    const pid = server.child.pid!;
+    // Messages that escape six times larger: a page is about 256 KB as sent, ten messages.
+    const filler = await tcp(server.port, 'filler');
+    const stored = 300;
+    filler.write(
+      Array.from({ length: stored }, () => line({ cmd: '7', msg: '\u0000'.repeat(4096) })).join(''),
+    );
+    for (let i = 0; i < stored; i++) await filler.expect('71', 10_000);
+    const bystander = await tcp(server.port, 'bystander');
+    const before = rssMb(pid);
+
+    // Each asks for thousands of pages at once and reads none of them.
+    const attackers = 8;
+    const asks = 3000;
+    const stalled: net.Socket[] = [];
+    for (let a = 0; a < attackers; a++) {
+      let requests = line({ cmd: '0', nickname: `greedy${a}`, caps: HISTORY_CAPS });
+      for (let i = 0; i < asks; i++) {
+        requests += line({ cmd: '106', room: 'lobby', limit: 100, before: stored + 1 - (i % 50) });
+      }
+      const socket = await stalledSocket(server.port, requests);
+      sockets.push({ close: () => socket.destroy() });
+      stalled.push(socket);
+    }
+    // They are in, and the server has worked through what it lets them have.
+    await bystander.waitFor((m) => m.cmd === '8', attackers, 10_000);
+    for (let round = 0; round < 5; round++) {
+      filler.write(line({ cmd: '7', msg: `round ${round}` }));
+      await bystander.waitFor((m) => m.cmd === '70' && m.msg === `round ${round}`, 1, 10_000);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    // Asked for: attackers x asks x 256 KB, some 6 GB. Held: a page or two and a queue each.
+    const grown = rssMb(pid) - before;
+    expect(grown).toBeLessThan(attackers * 8 + 60);
+    // Gone, with thousands of pages still asked for: their sessions end, and the room goes on.
+    for (const s of stalled) s.destroy();
+    filler.write(line({ cmd: '7', msg: 'after' }));
+    await bystander.waitFor((m) => m.cmd === '70' && m.msg === 'after', 1, 10_000);
+    await bystander.waitFor((m) => m.cmd === '30', attackers, 10_000);
+  }, 60_000);
 });
