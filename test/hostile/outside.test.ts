@@ -1,7 +1,9 @@
 /**
  * Attacks on one confab process from outside, through what was added last:
- * batched SQLite history read back across a restart, over every dialect.
- * The server runs as its own process (`npm run build` first).
+ * hostile text in batched SQLite history, read back across a restart over
+ * TCP and WebSocket; HISTORY pipelined by clients that never read and then
+ * vanish; and what `confab chat` prints on a color terminal. The server runs
+ * as its own process (`npm run build` first).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type net from 'node:net';
