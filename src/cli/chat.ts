@@ -371,7 +371,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         case 'join': {
           const room = await client.join(command.room);
           joined.add(room.room);
-          say(view.info(style, view.joinedRoom(style, room.room, room.members)));
+          // Not through view.info: the line holds the client's own colors, which info would escape.
+          say(view.joinedRoom(style, room.room, room.members));
           showHistory(room.history);
           return;
         }

@@ -1241,6 +1241,12 @@ export class Chat implements ChatContext, SessionHost {
     this.background(
       session,
       (async () => {
+        // A turn of the event loop first. Otherwise a client's pipelined HISTORYs, each a
+        // store read and the encoding of a page, run back to back as microtasks while it has
+        // room in its queue, or is gone without its close seen yet: nobody else's I/O, and
+        // not that close, is served until the last one is done.
+        await nextTurn();
+        if (session.state === 'closed') return;
         const info = await history.room(room.key);
         const read = await history.read(
           room.key,

@@ -206,6 +206,7 @@ export class Rooms {
   remove(session: Session, room: Room): void {
     room.remove(session);
     session.rooms.delete(room);
+    session.leftRoom(room.name);
     this.dropIfEmpty(room);
   }
 

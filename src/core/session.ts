@@ -245,6 +245,14 @@ export class Session implements Member {
     return false;
   }
 
+  /**
+   * The member is out of `room`: its floor goes, or a member walking through rooms would keep
+   * one per room for the rest of its session. A later join replays and sets its own.
+   */
+  leftRoom(room: string): void {
+    if (this.floors?.has(room)) this.dropFloor(room);
+  }
+
   private dropFloor(room: string): void {
     this.floors!.delete(room);
     if (this.floors!.size === 0) this.floors = undefined;
