@@ -126,6 +126,9 @@ DROP TABLE messages;
  * WAL and the database file, so not much more often than this.
  */
 const CHECKPOINT_INTERVAL_MS = 100;
+
+/** Rooms age retention goes through in one transaction before it lets the event loop turn. */
+const PRUNE_ROOMS_PER_TURN = 256;
 /**
  * WAL frames (pages) past which the checkpointer stops waiting for a pause in the writes and
  * makes the writer start the WAL over (RESTART, briefly blocking it): under a steady stream of
@@ -235,7 +238,11 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly saveRoom: Database.Statement<[string, string, number]>;
   private readonly loadRoom: Database.Statement<[string, string], { epoch: string; top: number }>;
   private readonly saveTop: Database.Statement<[string, string]>;
-  private readonly roomKeys: Database.Statement<[], { key: string }>;
+  private readonly firstStoredRoom: Database.Statement<[], { room: string | null }>;
+  private readonly nextStoredRoom: Database.Statement<[string], { room: string | null }>;
+  /** Prunes run one after another: the timer's and any caller's. */
+  private pruneChain: Promise<void> = Promise.resolve();
+  private pruneRunning = false;
   private readonly findCid: Database.Statement<[string, string, string], { id: number }>;
   private readonly batchOf: Database.Statement<[string, number], BatchRow>;
   private readonly oldestId: Database.Statement<[string], { oldest: number | null }>;
@@ -331,7 +338,10 @@ export class SqliteHistoryStore implements HistoryStore {
     this.saveTop = db.prepare(
       `UPDATE rooms SET top = max(top, coalesce(${lastStored}, 0)) WHERE key = ?`,
     );
-    this.roomKeys = db.prepare('SELECT key FROM rooms');
+    // Only rooms with stored messages: the rooms table keeps every room's top and epoch for
+    // good, however many rooms were made and emptied. Each is one seek in the primary key.
+    this.firstStoredRoom = db.prepare('SELECT min(room) AS room FROM batches');
+    this.nextStoredRoom = db.prepare('SELECT min(room) AS room FROM batches WHERE room > ?');
     this.findCid = db.prepare('SELECT id FROM cids WHERE room = ? AND "from" = ? AND cid = ?');
     this.batchOf = db.prepare(
       'SELECT first, data FROM batches WHERE room = ? AND first <= ? ORDER BY first DESC LIMIT 1',
@@ -407,7 +417,11 @@ export class SqliteHistoryStore implements HistoryStore {
     const interval = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
     if (interval > 0 && this.retention.maxAgeMs > 0) {
       const now = options.now ?? Date.now;
-      this.timer = setInterval(() => this.pruneNow(now()), interval);
+      this.timer = setInterval(() => {
+        // A prune still under way (many rooms) is not queued behind: the next tick catches up.
+        // A failed one is tried again at the next tick; the store's other calls report errors.
+        if (!this.pruneRunning) this.prune(now()).catch(() => {});
+      }, interval);
       this.timer.unref();
     }
   }
@@ -532,12 +546,12 @@ export class SqliteHistoryStore implements HistoryStore {
   }
 
   prune(now: number): Promise<void> {
-    try {
-      this.pruneNow(now);
-      return Promise.resolve();
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    // Its first transaction runs now: a prune of few rooms is done when this returns.
+    const run = this.pruneRunning
+      ? this.pruneChain.then(() => this.pruneRooms(now))
+      : this.pruneRooms(now);
+    this.pruneChain = run.catch(() => {});
+    return run;
   }
 
   async close(): Promise<void> {
@@ -652,40 +666,69 @@ export class SqliteHistoryStore implements HistoryStore {
     if (this.afterCommit !== undefined) queueMicrotask(this.afterCommit);
   }
 
-  private pruneNow(now: number): void {
+  /**
+   * Age retention, PRUNE_ROOMS_PER_TURN rooms to a transaction with a turn of the event loop
+   * between them: with a great many rooms one transaction over all would hold the loop.
+   */
+  private async pruneRooms(now: number): Promise<void> {
     const cutoff = ageCutoff(now, this.retention);
-    if (cutoff === Number.NEGATIVE_INFINITY || this.closed) return;
-    // Age retention removes a room's oldest messages up to the first one still young enough,
-    // so stored ids stay consecutive even if the clock once stepped back.
-    this.db.transaction(() => {
-      for (const { key } of this.roomKeys.all()) {
-        // Only messages above the count floor count: those at or below it are gone for
-        // readers, and a young one among them must not keep the older ones after it.
-        const state = this.rooms.get(key) ?? this.stored(key);
-        const floor = state === undefined ? 0 : this.floor(state);
-        let young: { row: BatchRow; entries: Entry[]; skip: number } | undefined;
-        for (const row of this.youngRows.iterate(key, cutoff, floor)) {
-          const entries = parseEntries(row.data);
-          let skip = Math.max(0, floor + 1 - row.first);
-          while (skip < entries.length && entries[skip]![0] < cutoff) skip++;
-          if (skip < entries.length) {
-            young = { row, entries, skip };
-            break;
-          }
-        }
-        if (young === undefined) {
-          // The room's top is its highest stored id: keep it before there is none.
-          this.saveTop.run(key, key);
-          this.deleteThrough(key, Number.MAX_SAFE_INTEGER);
-          continue;
-        }
-        // The batch holding the first young message above the floor is cut there.
-        const { row, entries, skip } = young;
-        const kept = row.first + skip;
-        this.deleteThrough(key, Math.max(kept - 1, floor));
-        if (skip > 0) this.cutBatch.run(kept, JSON.stringify(entries.slice(skip)), key, row.first);
+    if (cutoff === Number.NEGATIVE_INFINITY) return;
+    this.pruneRunning = true;
+    try {
+      let after: string | null | undefined;
+      while (!this.closed) {
+        after = this.pruneSome(after, cutoff);
+        if (after === null) return;
+        await new Promise<void>((resolve) => setImmediate(resolve));
       }
+    } finally {
+      this.pruneRunning = false;
+    }
+  }
+
+  /** Prunes the rooms with stored messages after `after` (all, if undefined); the last one, or null. */
+  private pruneSome(after: string | null | undefined, cutoff: number): string | null {
+    return this.db.transaction(() => {
+      let room = after === undefined ? this.firstStoredRoom.get()?.room : after;
+      for (let n = 0; n < PRUNE_ROOMS_PER_TURN; n++) {
+        if (n > 0 || after !== undefined) room = this.nextStoredRoom.get(room!)?.room;
+        if (room === null || room === undefined) return null;
+        this.pruneRoom(room, cutoff);
+      }
+      return room ?? null;
     })();
+  }
+
+  /**
+   * Age retention for one room removes its oldest messages up to the first one still young
+   * enough, so stored ids stay consecutive even if the clock once stepped back.
+   */
+  private pruneRoom(key: string, cutoff: number): void {
+    // Only messages above the count floor count: those at or below it are gone for
+    // readers, and a young one among them must not keep the older ones after it.
+    const state = this.rooms.get(key) ?? this.stored(key);
+    const floor = state === undefined ? 0 : this.floor(state);
+    let young: { row: BatchRow; entries: Entry[]; skip: number } | undefined;
+    for (const row of this.youngRows.iterate(key, cutoff, floor)) {
+      const entries = parseEntries(row.data);
+      let skip = Math.max(0, floor + 1 - row.first);
+      while (skip < entries.length && entries[skip]![0] < cutoff) skip++;
+      if (skip < entries.length) {
+        young = { row, entries, skip };
+        break;
+      }
+    }
+    if (young === undefined) {
+      // The room's top is its highest stored id: keep it before there is none.
+      this.saveTop.run(key, key);
+      this.deleteThrough(key, Number.MAX_SAFE_INTEGER);
+      return;
+    }
+    // The batch holding the first young message above the floor is cut there.
+    const { row, entries, skip } = young;
+    const kept = row.first + skip;
+    this.deleteThrough(key, Math.max(kept - 1, floor));
+    if (skip > 0) this.cutBatch.run(kept, JSON.stringify(entries.slice(skip)), key, row.first);
   }
 
   /**

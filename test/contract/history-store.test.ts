@@ -189,6 +189,39 @@ describe('SqliteHistoryStore', () => {
     });
   }
 
+  it('lets the event loop turn while age retention goes through many rooms', async () => {
+    const dir = tempDir();
+    const store = new SqliteHistoryStore(path.join(dir, 'history.db'), {
+      ...options,
+      retention: { maxMessages: 100, maxAgeMs: 1_000 },
+      pruneIntervalMs: 0,
+    });
+    try {
+      const rooms = Array.from({ length: 600 }, (_, i) => `room${String(i).padStart(3, '0')}`);
+      await Promise.all(rooms.map((room) => store.append(room, { at: 0, from: 'a', msg: 'old' })));
+      await Promise.all(
+        rooms.map((room) => store.append(room, { at: 5_000, from: 'a', msg: 'x' })),
+      );
+      const pruned = store.prune(10_000);
+      // One transaction's worth is done at once; the rest waits for later turns.
+      const left = async () =>
+        (await Promise.all(rooms.map((room) => store.read(room, { limit: 10 })))).filter(
+          (messages) => messages.length > 0,
+        ).length;
+      const early = await left();
+      expect(early).toBeGreaterThan(0);
+      expect(early).toBeLessThan(rooms.length);
+      await pruned;
+      expect(await left()).toBe(0);
+      // Ids go on from the top, with nothing stored.
+      const next = await store.append('room599', { at: 10_000, from: 'a', msg: 'y' });
+      expect(next.message.id).toBe(3);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses a file another store has open', async () => {
     const dir = tempDir();
     const file = path.join(dir, 'history.db');
