@@ -36,6 +36,8 @@ export interface SqliteHistoryOptions extends HistoryStoreOptions {
   readonly afterCommit?: () => void;
   /** Messages per stored batch at most (BATCH_MESSAGES); tests make it small. */
   readonly batchMessages?: number;
+  /** Rooms whose state stays cached between commits at most (CACHED_ROOMS); tests make it small. */
+  readonly cachedRooms?: number;
 }
 
 export interface SqliteHistoryStats {
@@ -43,6 +45,8 @@ export interface SqliteHistoryStats {
   readonly commits: number;
   /** Messages given a new id (duplicates are not). */
   readonly appended: number;
+  /** Rooms whose state is cached. */
+  readonly cachedRooms: number;
 }
 
 /** One message in a batch's `data`: its time, sender, text and, if it has one, its cid. */
@@ -126,6 +130,13 @@ DROP TABLE messages;
  * WAL and the database file, so not much more often than this.
  */
 const CHECKPOINT_INTERVAL_MS = 100;
+
+/**
+ * Rooms whose state stays cached after a commit. Past it the oldest cached go (a room used
+ * again reads its state back, one lookup): a process that sees a great many rooms over its
+ * life keeps no state for each.
+ */
+const CACHED_ROOMS = 10_000;
 
 /** Rooms age retention goes through in one transaction before it lets the event loop turn. */
 const PRUNE_ROOMS_PER_TURN = 256;
@@ -232,6 +243,7 @@ export class SqliteHistoryStore implements HistoryStore {
   private appended = 0;
   private readonly afterCommit: (() => void) | undefined;
   private readonly batchMessages: number;
+  private readonly cachedRooms: number;
 
   private readonly insertBatch: Database.Statement<[string, number, number, number, string]>;
   private readonly insertCid: Database.Statement<[string, string, string, number]>;
@@ -262,6 +274,7 @@ export class SqliteHistoryStore implements HistoryStore {
     this.retention = options.retention;
     this.afterCommit = options.afterCommit;
     this.batchMessages = options.batchMessages ?? BATCH_MESSAGES;
+    this.cachedRooms = options.cachedRooms ?? CACHED_ROOMS;
     // Large runs delete whole pages at a time; the margin is also what a room may hold
     // beyond its limit until then.
     this.deleteMargin = Math.max(1, Math.floor(this.retention.maxMessages / 2));
@@ -428,7 +441,7 @@ export class SqliteHistoryStore implements HistoryStore {
 
   /** Counters for tests and metrics. */
   get stats(): SqliteHistoryStats {
-    return { commits: this.commits, appended: this.appended };
+    return { commits: this.commits, appended: this.appended, cachedRooms: this.rooms.size };
   }
 
   append(room: string, draft: MessageDraft): Promise<Appended> {
@@ -661,6 +674,13 @@ export class SqliteHistoryStore implements HistoryStore {
     }
     for (const p of batch) {
       p.resolve({ message: p.message, epoch: p.state.epoch, duplicate: p.duplicate });
+    }
+    // Nothing is pending now, and every cached state is stored: any can go, the oldest first.
+    if (this.rooms.size > this.cachedRooms) {
+      for (const room of this.rooms.keys()) {
+        if (this.rooms.size <= this.cachedRooms) break;
+        this.rooms.delete(room);
+      }
     }
     // Queued after the reactions to the promises just resolved, so it runs once they have run.
     if (this.afterCommit !== undefined) queueMicrotask(this.afterCommit);
