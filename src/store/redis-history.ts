@@ -134,15 +134,11 @@ end
 
 /**
  * KEYS: top, epoch, msgs, cidz, rooms, floor, base. ARGV: epoch candidate, maxMessages,
- * room tag, channel ('' for none), seen epoch, seen top, then the messages: a list of
- * `<at> <bytes>` pairs, one per message, separated by spaces (a cid marks its at with a
- * 'c'); every message's [at, from, msg] as JSON, joined by commas, the first pair's
- * bytes first; then, for each message with a cid in order, the cid's key in cidz and the
- * cid. The JSON travels as one argument so that a node builds, measures and writes one
- * string per call instead of two per message, and, with no duplicate, it is published
- * as it came. Returns epoch, the top before, then for each duplicate (if any) its
- * position among the messages (from 1), id, and the stored entry's fields: the other
- * messages got the ids after the top before, in order.
+ * room tag, channel ('' for none), seen epoch, seen top, then per message: at and
+ * [at, from, msg] as JSON; with a cid, at has a 'c' before it and the cid's key in cidz
+ * and the cid follow (two arguments per message without: most have none). Returns epoch, the top before, then for each
+ * duplicate (if any) its position in ARGV's messages (from 1), id, and the stored entry's
+ * fields: the other messages got the ids after the top before, in order.
  */
 const APPEND_LUA = `${ROTATE_LUA}
 local top_key, epoch_key, msgs, cidz, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -160,16 +156,16 @@ local top = before
 local floor = tonumber(redis.call('GET', floor_key) or '1')
 local out = {epoch, before}
 local published = {}
-local blob, pos, c, n = ARGV[8], 1, 9, 0
-for at, len in string.gmatch(ARGV[7], '(%S+) (%d+)') do
+local b, n = 7, 0
+while b <= #ARGV do
   n = n + 1
-  local json = string.sub(blob, pos, pos + len - 1)
-  pos = pos + len + 1
-  local field, cid = '', ''
-  -- 'c' before the time: the cid's key and the cid are the next two (99 is 'c').
+  local at, json, field, cid = ARGV[b], ARGV[b + 1], '', ''
+  -- 'c' before the time: the cid's key and the cid follow (99 is 'c').
   if string.byte(at, 1) == 99 then
-    at, field, cid = string.sub(at, 2), ARGV[c], ARGV[c + 1]
-    c = c + 2
+    at, field, cid = string.sub(at, 2), ARGV[b + 2], ARGV[b + 3]
+    b = b + 4
+  else
+    b = b + 2
   end
   local dup
   if field ~= '' then
@@ -209,10 +205,8 @@ if top > before then
   -- Published in the step that numbers them, so every subscriber receives a room's
   -- messages in id order.
   if channel ~= '' then
-    -- Every message new (the usual case): the joined JSON is published as it came.
-    local chats = #published == n and blob or table.concat(published, ',')
     redis.call('PUBLISH', channel, '["C",' .. cjson.encode(epoch) .. ',' .. int(before + 1) .. ',' ..
-      int(top) .. ',' .. chats .. ']')
+      int(top) .. ',' .. table.concat(published, ',') .. ']')
   end
 end
 return out
@@ -295,7 +289,7 @@ interface Scripts {
   confabHistoryPrune(...args: (string | number)[]): Promise<unknown>;
 }
 
-/** Text JSON would escape, or not ASCII: anything but printable ASCII, `"` and `\`. */
+/** Anything but printable ASCII other than `"` and `\`: text JSON.stringify would escape, or not ASCII. */
 const NOT_PLAIN = /[^\x20\x21\x23-\x5b\x5d-\x7e]/;
 
 /** An append waiting for its turn's script call. */
@@ -488,31 +482,16 @@ export class RedisHistoryStore implements HistoryStore {
       seen?.epoch ?? '',
       seen?.top ?? 0,
     ];
-    let meta = '';
-    let blob = '';
-    const cids: string[] = [];
-    for (let i = 0; i < items.length; i++) {
-      const item = items[i]!;
+    for (const item of items) {
       const plain =
         Number.isFinite(item.at) && !NOT_PLAIN.test(item.from) && !NOT_PLAIN.test(item.msg);
-      // JSON.stringify's own output for such text, a few times cheaper (it runs per chat),
-      // and ASCII: as many bytes as characters.
+      // JSON.stringify's own output for such text, a few times cheaper (this runs per chat).
       const json = plain
         ? `[${item.at},"${item.from}","${item.msg}"]`
         : JSON.stringify([item.at, item.from, item.msg]);
-      const bytes = plain ? json.length : Buffer.byteLength(json);
-      if (i > 0) {
-        meta += ' ';
-        blob += ',';
-      }
-      if (item.cid === undefined) meta += `${item.at} ${bytes}`;
-      else {
-        meta += `c${item.at} ${bytes}`;
-        cids.push(cidKey(item.from, item.cid), item.cid);
-      }
-      blob += json;
+      if (item.cid === undefined) args.push(String(item.at), json);
+      else args.push(`c${item.at}`, json, cidKey(item.from, item.cid), item.cid);
     }
-    args.push(meta, blob, ...cids);
     this.track(this.scripts.confabHistoryAppend(...args)).then(
       (reply) => {
         const r = reply as (string | number)[];
