@@ -1,8 +1,5 @@
 import { Redis } from 'ioredis';
 
-/** The history store's append script, as it defines it on the client. */
-export const APPEND_COMMAND = 'confabHistoryAppend';
-
 /** A command ioredis wrote and holds until its reply comes. */
 interface Pending {
   readonly command: { reject(error: Error): void };
@@ -49,9 +46,6 @@ export function commandClient(url: string): Redis {
     new Redis(url, {
       protocol: 2,
       enableAutoPipelining: true,
-      // Batched per turn by the store already: written at once, it saves ioredis a
-      // pipeline per call and its reply a turn.
-      autoPipeliningIgnoredCommands: [APPEND_COMMAND],
       autoResendUnfulfilledCommands: false,
     }),
   );

@@ -560,6 +560,28 @@ describe.skipIf(withoutRedis())('Redis', () => {
       );
     });
 
+    it('appends again after Redis forgot its scripts, and with a client that has a key prefix', async () => {
+      const prefix = newPrefix();
+      const client = new Redis(redis.url, { protocol: 2, keyPrefix: 'kp:' });
+      const store = new RedisHistoryStore({ retention, pruneIntervalMs: 0, redis: client, prefix });
+      const admin = new Redis(redis.url, { protocol: 2 });
+      try {
+        expect((await store.append('r', draft('one'))).message.id).toBe(1);
+        // The next call names the script by its SHA, which Redis no longer knows.
+        await admin.script('FLUSH');
+        expect((await store.append('r', draft('two'))).message.id).toBe(2);
+        expect((await store.read('r', { after: 0, limit: 10 })).map((m) => m.msg)).toEqual([
+          'one',
+          'two',
+        ]);
+        expect(await admin.exists(`kp:${prefix}h:{r${roomTag('r')}}:msgs`)).toBe(1);
+      } finally {
+        await store.close();
+        client.disconnect();
+        admin.disconnect();
+      }
+    });
+
     it('reads messages stored with separate from and msg fields, as earlier versions did', async () => {
       const prefix = newPrefix();
       const store = new RedisHistoryStore({
