@@ -288,7 +288,7 @@ interface Scripts {
   confabHistoryPrune(...args: (string | number)[]): Promise<unknown>;
 }
 
-/** Anything but printable ASCII other than `"` and `\`: text JSON.stringify would escape, or not ASCII. */
+/** Text JSON.stringify would escape, or not ASCII: all but printable ASCII other than `"`, `\`. */
 const NOT_PLAIN = /[^\x20\x21\x23-\x5b\x5d-\x7e]/;
 
 const APPEND_SHA = createHash('sha1').update(APPEND_LUA).digest('hex');
@@ -304,7 +304,7 @@ function bulk(text: string, bytes = Buffer.byteLength(text)): string {
 /**
  * One append script call, written out here instead of by ioredis's script command, which
  * copies and flattens the argument list (two per chat) and measures every argument again:
- * a sixth of a node's time per chat went there. As ioredis does for its scripts, the
+ * over a tenth of a busy node's time went there. As ioredis does for its scripts, the
  * first call on a connection sends the script itself, and later ones its SHA.
  */
 class AppendCall extends Command {
