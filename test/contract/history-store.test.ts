@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import type { HistoryStore } from '../../src/core/history.js';
@@ -533,6 +534,89 @@ describe.skipIf(withoutRedis())('Redis', () => {
       } finally {
         sub.disconnect();
         await store.close();
+      }
+    });
+
+    it('publishes exactly the new messages of each call, whatever their text, in id order', async () => {
+      const chat = fc.record({
+        from: fc.constantFrom('ann', 'b\u00f6b', '\u{1F600}', '1:a'),
+        // Any text, multi-byte and lone surrogates included: byte lengths differ from lengths.
+        msg: fc.oneof(
+          fc.string({ maxLength: 8, unit: 'binary' }),
+          fc.string({ maxLength: 4, unit: 'grapheme' }),
+          fc.constantFrom('', ',', ' ', '"]', '\uD800', 'c1 2'),
+        ),
+        cid: fc.option(fc.constantFrom('k', 'l', '\u00e9', ''), { nil: undefined }),
+        at: fc.oneof(fc.integer({ min: -5, max: 5 }), fc.constant(1_764_558_000_123)),
+      });
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(fc.array(chat, { minLength: 1, maxLength: 8 }), { minLength: 1, maxLength: 4 }),
+          async (turns) => {
+            const prefix = newPrefix();
+            const store = new RedisHistoryStore({
+              retention: { maxMessages: 1_000, maxAgeMs: 0 },
+              pruneIntervalMs: 0,
+              redis: redis.url,
+              prefix,
+              publish: true,
+            });
+            const sub = new Redis(redis.url, { protocol: 2 });
+            const published: unknown[] = [];
+            const heads: [unknown, number][] = [];
+            sub.on('message', (_channel: string, message: string) => {
+              const [tag, epoch, first, last, ...chats] = JSON.parse(message) as unknown[];
+              heads.push([tag, (last as number) - (first as number) + 1 - chats.length]);
+              for (const [i, c] of chats.entries())
+                published.push([epoch, (first as number) + i, c]);
+            });
+            try {
+              await sub.subscribe(roomChannel(prefix, 'r'));
+              const fresh: unknown[] = [];
+              for (const turn of turns) {
+                const appended = await Promise.all(turn.map((d) => store.append('r', d)));
+                for (const a of appended) {
+                  if (a.duplicate) continue;
+                  const m = a.message;
+                  fresh.push([a.epoch, m.id, [m.at, m.from, m.msg]]);
+                }
+              }
+              await eventually(() => expect(published).toEqual(fresh));
+              expect(heads.every(([tag, off]) => tag === 'C' && off === 0)).toBe(true);
+              // What was stored reads back as appended.
+              const stored = await store.read('r', { after: 0, limit: 1_000 });
+              expect(stored.map((m) => [m.id, [m.at, m.from, m.msg]])).toEqual(
+                fresh.map((f) => (f as unknown[]).slice(1)),
+              );
+            } finally {
+              sub.disconnect();
+              await store.close();
+            }
+          },
+        ),
+        { numRuns: 40 },
+      );
+    });
+
+    it('appends again after Redis forgot its scripts, and with a client that has a key prefix', async () => {
+      const prefix = newPrefix();
+      const client = new Redis(redis.url, { protocol: 2, keyPrefix: 'kp:' });
+      const store = new RedisHistoryStore({ retention, pruneIntervalMs: 0, redis: client, prefix });
+      const admin = new Redis(redis.url, { protocol: 2 });
+      try {
+        expect((await store.append('r', draft('one'))).message.id).toBe(1);
+        // The next call names the script by its SHA, which Redis no longer knows.
+        await admin.script('FLUSH');
+        expect((await store.append('r', draft('two'))).message.id).toBe(2);
+        expect((await store.read('r', { after: 0, limit: 10 })).map((m) => m.msg)).toEqual([
+          'one',
+          'two',
+        ]);
+        expect(await admin.exists(`kp:${prefix}h:{r${roomTag('r')}}:msgs`)).toBe(1);
+      } finally {
+        await store.close();
+        client.disconnect();
+        admin.disconnect();
       }
     });
 
