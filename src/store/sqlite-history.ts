@@ -252,9 +252,14 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly saveTop: Database.Statement<[string, string]>;
   private readonly firstStoredRoom: Database.Statement<[], { room: string | null }>;
   private readonly nextStoredRoom: Database.Statement<[string], { room: string | null }>;
-  /** Prunes run one after another: the timer's and any caller's. */
+  /** Prunes run one after another, in call order: the timer's and any caller's. */
   private pruneChain: Promise<void> = Promise.resolve();
-  private pruneRunning = false;
+  /**
+   * Prunes called and not yet settled, running or waiting. Not a flag the running one clears:
+   * a prune called between the end of one and the start of the next it queued would start
+   * at once, beside that one and ahead of it.
+   */
+  private prunes = 0;
   private readonly findCid: Database.Statement<[string, string, string], { id: number }>;
   private readonly batchOf: Database.Statement<[string, number], BatchRow>;
   private readonly oldestId: Database.Statement<[string], { oldest: number | null }>;
@@ -433,7 +438,7 @@ export class SqliteHistoryStore implements HistoryStore {
       this.timer = setInterval(() => {
         // A prune still under way (many rooms) is not queued behind: the next tick catches up.
         // A failed one is tried again at the next tick; the store's other calls report errors.
-        if (!this.pruneRunning) this.prune(now()).catch(() => {});
+        if (this.prunes === 0) this.prune(now()).catch(() => {});
       }, interval);
       this.timer.unref();
     }
@@ -559,11 +564,16 @@ export class SqliteHistoryStore implements HistoryStore {
   }
 
   prune(now: number): Promise<void> {
-    // Its first transaction runs now: a prune of few rooms is done when this returns.
-    const run = this.pruneRunning
-      ? this.pruneChain.then(() => this.pruneRooms(now))
-      : this.pruneRooms(now);
-    this.pruneChain = run.catch(() => {});
+    // With none under way or waiting, its first transaction runs now: a prune of few rooms is
+    // done when this returns.
+    const run =
+      this.prunes > 0 ? this.pruneChain.then(() => this.pruneRooms(now)) : this.pruneRooms(now);
+    this.prunes++;
+    this.pruneChain = run
+      .catch(() => {})
+      .then(() => {
+        this.prunes--;
+      });
     return run;
   }
 
@@ -693,16 +703,11 @@ export class SqliteHistoryStore implements HistoryStore {
   private async pruneRooms(now: number): Promise<void> {
     const cutoff = ageCutoff(now, this.retention);
     if (cutoff === Number.NEGATIVE_INFINITY) return;
-    this.pruneRunning = true;
-    try {
-      let after: string | null | undefined;
-      while (!this.closed) {
-        after = this.pruneSome(after, cutoff);
-        if (after === null) return;
-        await new Promise<void>((resolve) => setImmediate(resolve));
-      }
-    } finally {
-      this.pruneRunning = false;
+    let after: string | null | undefined;
+    while (!this.closed) {
+      after = this.pruneSome(after, cutoff);
+      if (after === null) return;
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
 

@@ -228,6 +228,47 @@ describe('SqliteHistoryStore', () => {
     }
   });
 
+  it('runs a prune asked for while another waits behind a running one after both, never beside them', async () => {
+    const store = new SqliteHistoryStore(':memory:', {
+      ...options,
+      retention: { maxMessages: 100, maxAgeMs: 1_000 },
+      pruneIntervalMs: 0,
+    });
+    // Counts the prunes under way at once, each of which takes several turns here.
+    const probe = store as unknown as { pruneRooms(now: number): Promise<void> };
+    const pruneRooms = probe.pruneRooms.bind(store);
+    let running = 0;
+    let most = 0;
+    const order: number[] = [];
+    probe.pruneRooms = async (now) => {
+      running++;
+      most = Math.max(most, running);
+      order.push(now);
+      try {
+        await pruneRooms(now);
+      } finally {
+        running--;
+      }
+    };
+    try {
+      const rooms = Array.from({ length: 600 }, (_, i) => `room${String(i).padStart(3, '0')}`);
+      for (const at of [0, 5_000, 20_000]) {
+        await Promise.all(rooms.map((room) => store.append(room, { at, from: 'a', msg: 'm' })));
+      }
+      const first = store.prune(2_000);
+      const second = store.prune(7_000);
+      await first;
+      // The second has not started yet: this one goes after it.
+      const third = store.prune(7_500);
+      await Promise.all([second, third]);
+      expect(most).toBe(1);
+      expect(order).toEqual([2_000, 7_000, 7_500]);
+      expect((await store.read('room599', { limit: 10 })).map((m) => m.at)).toEqual([20_000]);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('refuses a file another store has open', async () => {
     const dir = tempDir();
     const file = path.join(dir, 'history.db');
