@@ -704,21 +704,34 @@ export class SqliteHistoryStore implements HistoryStore {
     const cutoff = ageCutoff(now, this.retention);
     if (cutoff === Number.NEGATIVE_INFINITY) return;
     let after: string | null | undefined;
+    const failed: { error?: unknown } = {};
     while (!this.closed) {
-      after = this.pruneSome(after, cutoff);
-      if (after === null) return;
+      after = this.pruneSome(after, cutoff, failed);
+      if (after === null) break;
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
+    // One room that cannot be pruned (an unreadable row) holds back no other; the caller
+    // hears of it once all are done.
+    if ('error' in failed) throw failed.error;
   }
 
   /** Prunes the rooms with stored messages after `after` (all, if undefined); the last one, or null. */
-  private pruneSome(after: string | null | undefined, cutoff: number): string | null {
+  private pruneSome(
+    after: string | null | undefined,
+    cutoff: number,
+    failed: { error?: unknown },
+  ): string | null {
     return this.db.transaction(() => {
       let room = after === undefined ? this.firstStoredRoom.get()?.room : after;
       for (let n = 0; n < PRUNE_ROOMS_PER_TURN; n++) {
         if (n > 0 || after !== undefined) room = this.nextStoredRoom.get(room!)?.room;
         if (room === null || room === undefined) return null;
-        this.pruneRoom(room, cutoff);
+        try {
+          // Its own savepoint: a room that fails leaves nothing half done, and the rest go on.
+          this.db.transaction(() => this.pruneRoom(room!, cutoff))();
+        } catch (error) {
+          if (!('error' in failed)) failed.error = error;
+        }
       }
       return room ?? null;
     })();

@@ -269,6 +269,29 @@ describe('SqliteHistoryStore', () => {
     }
   });
 
+  it('prunes the other rooms by age when one row cannot be read, and says so', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'history.db');
+    const store = new SqliteHistoryStore(file, {
+      ...options,
+      retention: { maxMessages: 100, maxAgeMs: 1_000 },
+    });
+    try {
+      for (const room of ['a', 'c']) await store.append(room, { at: 0, from: 'x', msg: 'm' });
+      // Young enough to be read by the prune, which finds it unreadable.
+      await store.append('b', { at: 9_500, from: 'x', msg: 'm' });
+      const other = new Database(file);
+      other.prepare("UPDATE batches SET data = '[' WHERE room = 'b'").run();
+      other.close();
+      await expect(store.prune(10_000)).rejects.toThrow(SyntaxError);
+      expect(await store.read('a', { limit: 10 })).toEqual([]);
+      expect(await store.read('c', { limit: 10 })).toEqual([]);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses a file another store has open', async () => {
     const dir = tempDir();
     const file = path.join(dir, 'history.db');
