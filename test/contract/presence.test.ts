@@ -116,6 +116,24 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     }
 
+    /**
+     * Nodes by these names, each heartbeating once; ann is claimed on the first with token-1,
+     * taken over on the second (token-2 next) and renamed "anna" there.
+     */
+    async function annMoved<const N extends readonly string[]>(
+      prefix: string,
+      names: N,
+    ): Promise<{ -readonly [K in keyof N]: RedisPresence }> {
+      const nodes = names.map((name) => node(prefix, name));
+      for (const n of nodes) await n.heartbeat();
+      const [a, b] = [nodes[0]!, nodes[1]!];
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 'token-1');
+      await b.takeOver('token-1', '2', addr(2), 'token-2');
+      expect(await b.rename('2', 'anna')).toBe(true);
+      return nodes as { -readonly [K in keyof N]: RedisPresence };
+    }
+
     it('keeps its keys under the prefix, and none once its members are gone', async () => {
       const prefix = newPrefix();
       const client = new Redis(redis.url, { protocol: 2 });
@@ -228,12 +246,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
 
     it('after a restart, an earlier copy of a member that renamed since is not registered again', async () => {
       const prefix = newPrefix();
-      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
-      for (const n of [a, b]) await n.heartbeat();
-      await a.claim('1', 'ann', addr(1));
-      await a.grant('1', 'token-1');
-      await b.takeOver('token-1', '2', addr(2), 'token-2');
-      expect(await b.rename('2', 'anna')).toBe(true);
+      const [a, b] = await annMoved(prefix, ['a', 'b']);
 
       await redis.restart();
 
@@ -247,12 +260,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
 
     it('after a restart, the earlier copy of a member goes even when the later one lost its new name meanwhile', async () => {
       const prefix = newPrefix();
-      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
-      for (const n of [a, b]) await n.heartbeat();
-      await a.claim('1', 'ann', addr(1));
-      await a.grant('1', 'token-1');
-      await b.takeOver('token-1', '2', addr(2), 'token-2');
-      expect(await b.rename('2', 'anna')).toBe(true);
+      const [a, b] = await annMoved(prefix, ['a', 'b']);
 
       await redis.restart();
 
@@ -273,12 +281,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
 
     it('after a restart, an earlier copy registering after the later one left is refused too', async () => {
       const prefix = newPrefix();
-      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
-      for (const n of [a, b]) await n.heartbeat();
-      await a.claim('1', 'ann', addr(1));
-      await a.grant('1', 'token-1');
-      await b.takeOver('token-1', '2', addr(2), 'token-2');
-      expect(await b.rename('2', 'anna')).toBe(true);
+      const [a, b] = await annMoved(prefix, ['a', 'b']);
 
       await redis.restart();
 
@@ -292,12 +295,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
 
     it('after a restart, a copy a resume moved meanwhile still counts as the latest', async () => {
       const prefix = newPrefix();
-      const [a, b, c] = [node(prefix, 'a'), node(prefix, 'b'), node(prefix, 'c')];
-      for (const n of [a, b, c]) await n.heartbeat();
-      await a.claim('1', 'ann', addr(1));
-      await a.grant('1', 'token-1');
-      await b.takeOver('token-1', '2', addr(2), 'token-2');
-      expect(await b.rename('2', 'anna')).toBe(true);
+      const [a, b, c] = await annMoved(prefix, ['a', 'b', 'c']);
 
       await redis.restart();
 
