@@ -273,6 +273,8 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly youngRows: Database.Statement<[string, number, number], BatchRow>;
   private readonly cutBatch: Database.Statement<[number, string, string, number]>;
   private readonly commitBatch: (batch: readonly Pending[]) => void;
+  /** pruneRoom in a transaction of its own (a savepoint within pruneSome's). */
+  private readonly pruneRoomAlone: (room: string, cutoff: number) => void;
 
   constructor(path: string, options: SqliteHistoryOptions) {
     checkRetention(options.retention);
@@ -384,6 +386,10 @@ export class SqliteHistoryStore implements HistoryStore {
     );
     this.cutBatch = db.prepare(
       'UPDATE batches SET first = ?, data = ? WHERE room = ? AND first = ?',
+    );
+
+    this.pruneRoomAlone = db.transaction((room: string, cutoff: number) =>
+      this.pruneRoom(room, cutoff),
     );
 
     this.commitBatch = db.transaction((batch: readonly Pending[]) => {
@@ -703,11 +709,12 @@ export class SqliteHistoryStore implements HistoryStore {
   private async pruneRooms(now: number): Promise<void> {
     const cutoff = ageCutoff(now, this.retention);
     if (cutoff === Number.NEGATIVE_INFINITY) return;
-    let after: string | null | undefined;
+    let after: string | undefined;
     const failed: { error?: unknown } = {};
     while (!this.closed) {
-      after = this.pruneSome(after, cutoff, failed);
-      if (after === null) break;
+      const last = this.pruneSome(after, cutoff, failed);
+      if (last === null) break;
+      after = last;
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
     // One room that cannot be pruned (an unreadable row) holds back no other; the caller
@@ -717,18 +724,21 @@ export class SqliteHistoryStore implements HistoryStore {
 
   /** Prunes the rooms with stored messages after `after` (all, if undefined); the last one, or null. */
   private pruneSome(
-    after: string | null | undefined,
+    after: string | undefined,
     cutoff: number,
     failed: { error?: unknown },
   ): string | null {
     return this.db.transaction(() => {
-      let room = after === undefined ? this.firstStoredRoom.get()?.room : after;
+      let room = after;
       for (let n = 0; n < PRUNE_ROOMS_PER_TURN; n++) {
-        if (n > 0 || after !== undefined) room = this.nextStoredRoom.get(room!)?.room;
-        if (room === null || room === undefined) return null;
+        const next = (
+          room === undefined ? this.firstStoredRoom.get() : this.nextStoredRoom.get(room)
+        )?.room;
+        if (next === null || next === undefined) return null;
+        room = next;
         try {
           // Its own savepoint: a room that fails leaves nothing half done, and the rest go on.
-          this.db.transaction(() => this.pruneRoom(room!, cutoff))();
+          this.pruneRoomAlone(next, cutoff);
         } catch (error) {
           if (!('error' in failed)) failed.error = error;
         }
