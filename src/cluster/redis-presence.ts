@@ -18,6 +18,7 @@ import {
   MOVED_TTL_MS,
   type Presence,
   type PresenceMember,
+  parseRef,
   type RoomCount,
   type RoomLeft,
   type TakenOver,
@@ -505,10 +506,8 @@ function parseBan(row: string): [number, Ban] | undefined {
 }
 
 function member(ref: string, nickname: string, ip: string, port: string): PresenceMember {
-  const colon = ref.indexOf(':');
   return {
-    node: ref.slice(0, colon),
-    id: ref.slice(colon + 1),
+    ...parseRef(ref),
     nickname,
     address: { ip, port: Number(port) },
   };
@@ -879,8 +878,7 @@ export class RedisPresence implements Presence {
       if (reply === 1) return;
       const removed = Array.isArray(reply) ? reply[1] : reply;
       if (typeof removed === 'string') {
-        const colon = removed.indexOf(':');
-        displaced.push({ node: removed.slice(0, colon), id: removed.slice(colon + 1) });
+        displaced.push(parseRef(removed));
         if (!Array.isArray(reply)) return;
       }
       lost.push(id);

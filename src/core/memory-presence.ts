@@ -20,6 +20,7 @@ import {
   MOVED_TTL_MS,
   type Presence,
   type PresenceMember,
+  parseRef,
   type RoomCount,
   type RoomLeft,
   type TakenOver,
@@ -253,8 +254,8 @@ export class MemoryPresence implements Presence {
         ref = move.to;
       }
       if (ref === `${node}:${id}`) return undefined;
-      const colon = ref.indexOf(':');
-      const entry = this.hub.byNode.get(ref.slice(0, colon))?.get(ref.slice(colon + 1));
+      const to = parseRef(ref);
+      const entry = this.hub.byNode.get(to.node)?.get(to.id);
       return entry === undefined ? undefined : view(entry);
     });
   }

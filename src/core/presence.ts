@@ -161,6 +161,12 @@ export interface MemberRef {
   readonly id: MemberId;
 }
 
+/** A member's `node:id` ref, as both implementations key members, taken apart (node ids hold no ':'). */
+export function parseRef(ref: string): MemberRef {
+  const colon = ref.indexOf(':');
+  return { node: ref.slice(0, colon), id: ref.slice(colon + 1) };
+}
+
 export interface Presence {
   /** This node's id: unique in the cluster and new for every process start. */
   readonly node: string;
