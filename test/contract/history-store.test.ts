@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import type { HistoryStore } from '../../src/core/history.js';
+import type { HistoryQuery, HistoryStore, MessageDraft } from '../../src/core/history.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { RedisHistoryStore, roomChannel, roomTag } from '../../src/store/redis-history.js';
 import { SqliteHistoryStore } from '../../src/store/sqlite-history.js';
@@ -712,7 +712,60 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
-    it('keeps every stored id at or below the top when an append script fails part way', async () => {
+    it('stores each append call as one stream entry, and reads, caps and prunes inside it', async () => {
+      const prefix = newPrefix();
+      const store = new RedisHistoryStore({
+        retention: { maxMessages: 5, maxAgeMs: 100 },
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const client = new Redis(redis.url, { protocol: 2 });
+      const msgs = `${prefix}h:{r${roomTag('r')}}:msgs`;
+      const turn = (from: number, n: number) =>
+        Promise.all(
+          Array.from({ length: n }, (_, i) =>
+            store.append('r', {
+              at: from + i,
+              from: 'ann',
+              msg: `m${from + i}`,
+              cid: `c${from + i}`,
+            }),
+          ),
+        );
+      const read = async (query: HistoryQuery) => (await store.read('r', query)).map((m) => m.id);
+      try {
+        await turn(1, 4);
+        await turn(5, 3);
+        expect(await client.xlen(msgs)).toBe(2);
+        // Ids 1 and 2 are past the cap of 5, though their entry holds 3 and 4 too.
+        expect(await store.room('r')).toMatchObject({ top: 7, oldest: 3 });
+        expect(await read({ after: 0, limit: 10 })).toEqual([3, 4, 5, 6, 7]);
+        expect(await read({ after: 3, limit: 2 })).toEqual([4, 5]);
+        expect(await read({ before: 6, limit: 2 })).toEqual([4, 5]);
+        expect(await read({ before: 5, limit: 10 })).toEqual([3, 4]);
+        // A cid below the cap is free again; one inside an entry is found there.
+        expect(
+          (await store.append('r', { at: 8, from: 'ann', msg: 'x', cid: 'c2' })).duplicate,
+        ).toBe(false);
+        expect(await store.append('r', { at: 9, from: 'ann', msg: 'y', cid: 'c6' })).toMatchObject({
+          duplicate: true,
+          message: { id: 6, at: 6, msg: 'm6', cid: 'c6' },
+        });
+        // Age retention cuts inside the second entry: 5 and 6 are older than 107 - 100.
+        await store.prune(107);
+        expect(await store.room('r')).toMatchObject({ top: 8, oldest: 7 });
+        expect(await read({ after: 0, limit: 10 })).toEqual([7, 8]);
+        expect(
+          (await store.append('r', { at: 10, from: 'ann', msg: 'z', cid: 'c5' })).duplicate,
+        ).toBe(false);
+      } finally {
+        client.disconnect();
+        await store.close();
+      }
+    });
+
+    it('stores nothing of a failed append call, and never gives its ids out again', async () => {
       const prefix = newPrefix();
       const store = new RedisHistoryStore({
         retention,
@@ -722,21 +775,25 @@ describe.skipIf(withoutRedis())('Redis', () => {
       });
       const client = new Redis(redis.url, { protocol: 2 });
       try {
-        // A cid set of the wrong type makes the script fail at the second message, after
-        // it stored the first, as running out of memory half way through would.
         const base = `${prefix}h:{r${roomTag('r')}}:`;
+        const turn = (...drafts: MessageDraft[]) =>
+          Promise.all(drafts.map((d) => store.append('r', d)));
+        // A cid set of the wrong type fails the call at its second message, before it wrote.
         await client.set(`${base}cidz`, 'not a sorted set');
-        const turn = [
-          store.append('r', draft('a')),
-          store.append('r', { ...draft('b'), cid: 'k' }),
-        ];
-        await expect(Promise.all(turn)).rejects.toThrow(/WRONGTYPE/);
+        await expect(turn(draft('a'), { ...draft('b'), cid: 'k' })).rejects.toThrow(/WRONGTYPE/);
         await client.del(`${base}cidz`);
-        expect((await store.append('r', draft('c'))).message.id).toBe(2);
+        expect((await store.append('r', draft('c'))).message.id).toBe(1);
+        // A stream of the wrong type fails it after the top was raised, as running out of
+        // memory half way through would: those ids are skipped.
+        await client.del(`${base}msgs`);
+        await client.set(`${base}msgs`, 'not a stream');
+        await expect(turn(draft('d'), draft('e'))).rejects.toThrow(/WRONGTYPE/);
+        await client.del(`${base}msgs`);
+        expect((await store.append('r', draft('f'))).message.id).toBe(4);
         expect((await store.read('r', { limit: 10 })).map((m) => [m.id, m.msg])).toEqual([
-          [1, 'a'],
-          [2, 'c'],
+          [4, 'f'],
         ]);
+        expect(await store.room('r')).toMatchObject({ top: 4, oldest: 4 });
       } finally {
         client.disconnect();
         await store.close();
