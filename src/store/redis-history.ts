@@ -315,8 +315,10 @@ repeat
   start = '(' .. batch[#batch][1]
 until false
 if keep then
-  if keep > floor then redis.call('SET', KEYS[3], int(keep)) end
+  -- XTRIM first: out of memory, Redis refuses a script's first write that may grow memory
+  -- (SET may, XTRIM may not) but none after it, and pruning is what frees memory then.
   redis.call('XTRIM', msgs, 'MINID', keep_entry)
+  if keep > floor then redis.call('SET', KEYS[3], int(keep)) end
   redis.call('ZREMRANGEBYSCORE', cidz, '-inf', '(' .. int(keep))
 else
   redis.call('XTRIM', msgs, 'MAXLEN', 0)

@@ -800,6 +800,45 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
+    it('prunes by age while Redis is out of memory, and refuses appends then without skipping ids', async () => {
+      const prefix = newPrefix();
+      const store = new RedisHistoryStore({
+        retention: { maxMessages: 100, maxAgeMs: 100 },
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const admin = new Redis(redis.url, { protocol: 2 });
+      const turn = (from: number, n: number) =>
+        Promise.all(
+          Array.from({ length: n }, (_, i) =>
+            store.append('r', { at: from + i, from: 'ann', msg: `m${from + i}` }),
+          ),
+        );
+      const ids = async () => (await store.read('r', { after: 0, limit: 100 })).map((m) => m.id);
+      try {
+        await turn(1, 4);
+        await turn(5, 4);
+        // Redis refuses a script's first write that may grow memory, but none after it.
+        await admin.config('SET', 'maxmemory-policy', 'noeviction');
+        await admin.config('SET', 'maxmemory', '1');
+        // Inside the second entry, then past every entry: both raise or keep the floor.
+        await store.prune(106);
+        expect(await ids()).toEqual([6, 7, 8]);
+        await expect(store.append('r', { at: 200, from: 'ann', msg: 'no' })).rejects.toThrow(/OOM/);
+        await store.prune(200);
+        expect(await ids()).toEqual([]);
+        expect(await store.room('r')).toMatchObject({ top: 8, oldest: 9 });
+        await admin.config('SET', 'maxmemory', '0');
+        expect((await store.append('r', { at: 201, from: 'ann', msg: 'yes' })).message.id).toBe(9);
+        expect(await ids()).toEqual([9]);
+      } finally {
+        await admin.config('SET', 'maxmemory', '0');
+        admin.disconnect();
+        await store.close();
+      }
+    });
+
     it('numbers concurrent appends from two stores on one Redis 1..N, once each', async () => {
       const prefix = newPrefix();
       const nodes = [0, 1].map(
