@@ -6,7 +6,12 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import type { HistoryQuery, HistoryStore, MessageDraft } from '../../src/core/history.js';
+import type {
+  HistoryQuery,
+  HistoryStore,
+  MessageDraft,
+  StoredMessage,
+} from '../../src/core/history.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { RedisHistoryStore, roomChannel, roomTag } from '../../src/store/redis-history.js';
 import { SqliteHistoryStore } from '../../src/store/sqlite-history.js';
@@ -798,6 +803,155 @@ describe.skipIf(withoutRedis())('Redis', () => {
         client.disconnect();
         await store.close();
       }
+    });
+
+    it('pages, caps, prunes and deduplicates a stream of earlier entries and new ones alike', async () => {
+      const chat = fc.record({
+        from: fc.constantFrom('ann', 'bob'),
+        msg: fc.constantFrom('m', '', 'caf\u00e9', '"],['),
+        cid: fc.option(fc.constantFrom('x', 'y', 'z'), { nil: undefined }),
+        dt: fc.integer({ min: -30, max: 20 }),
+      });
+      const step = fc.oneof(
+        { arbitrary: fc.array(chat, { minLength: 1, maxLength: 5 }), weight: 4 },
+        { arbitrary: fc.integer({ min: -20, max: 60 }), weight: 1 },
+        // Ids a failed call skipped: it raised the top, then stored nothing.
+        { arbitrary: fc.record({ skipped: fc.integer({ min: 1, max: 3 }) }), weight: 1 },
+      );
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 1, max: 5 }),
+          fc.array(fc.tuple(chat, fc.boolean()), { maxLength: 6 }),
+          fc.nat(6),
+          fc.array(step, { minLength: 1, maxLength: 8 }),
+          fc.integer({ min: 1, max: 4 }),
+          async (max, seeds, cut, steps, pageSize) => {
+            const prefix = newPrefix();
+            const store = new RedisHistoryStore({
+              retention: { maxMessages: max, maxAgeMs: 50 },
+              pruneIntervalMs: 0,
+              redis: redis.url,
+              prefix,
+            });
+            const client = new Redis(redis.url, { protocol: 2 });
+            const base = `${prefix}h:{r${roomTag('r')}}:`;
+            let clock = 100;
+            let top = 0;
+            const kept: StoredMessage[] = [];
+            /** The highest id of a message dropped by the cap or by age. */
+            let gone = 0;
+            const drop = (keep: (m: StoredMessage) => boolean) => {
+              while (kept.length > 0 && !keep(kept[0]!)) gone = kept.shift()!.id;
+            };
+            const splitAt = new Set<number>();
+            const sameCid = (a: { from: string; cid?: string | undefined }, b: typeof a) =>
+              a.cid !== undefined && a.cid === b.cid && a.from === b.from;
+            try {
+              // One message per entry, as earlier versions stored them; they had cut the
+              // oldest by age exactly and hidden those past the cap behind the floor.
+              for (const [s, split] of seeds) {
+                clock = Math.max(0, clock + s.dt);
+                top++;
+                const m: StoredMessage = {
+                  room: 'r',
+                  id: top,
+                  at: clock,
+                  from: s.from,
+                  msg: s.msg,
+                  ...(s.cid !== undefined && !kept.some((k) => sameCid(k, s))
+                    ? { cid: s.cid }
+                    : {}),
+                };
+                kept.push(m);
+                if (split) splitAt.add(top);
+              }
+              const floor = Math.max(1, top - max + 1, Math.min(cut + 1, top + 1));
+              drop((m) => m.id >= floor);
+              for (const m of kept) {
+                const fields = splitAt.has(m.id)
+                  ? ['at', String(m.at), 'from', m.from, 'msg', m.msg]
+                  : ['at', String(m.at), 'j', JSON.stringify([m.at, m.from, m.msg])];
+                if (m.cid !== undefined) fields.push('cid', m.cid);
+                await client.xadd(`${base}msgs`, `${m.id}-0`, ...fields);
+                if (m.cid !== undefined) {
+                  await client.zadd(
+                    `${base}cidz`,
+                    m.id,
+                    `${Buffer.byteLength(m.from)}:${m.from}${m.cid}`,
+                  );
+                }
+              }
+              if (top > 0) {
+                await client.set(`${base}top`, String(top));
+                await client.set(`${base}epoch`, 'earlier');
+                await client.set(`${base}floor`, String(floor));
+                await client.sadd(`${prefix}h:rooms`, roomTag('r'));
+              }
+              for (const s of steps) {
+                if (typeof s === 'number') {
+                  clock = Math.max(0, clock + s);
+                  await store.prune(clock);
+                  drop((m) => m.at >= clock - 50);
+                  continue;
+                }
+                if (!Array.isArray(s)) {
+                  top = await client.incrby(`${base}top`, s.skipped);
+                  continue;
+                }
+                const drafts = s.map((c) => {
+                  clock = Math.max(0, clock + c.dt);
+                  return { at: clock, from: c.from, msg: c.msg, ...(c.cid ? { cid: c.cid } : {}) };
+                });
+                const got = await Promise.all(drafts.map((d) => store.append('r', d)));
+                drafts.forEach((d, i) => {
+                  // Within the cap of ids: skipped ones count, as for the floor.
+                  const first = kept.find((k) => sameCid(k, d) && k.id > top - max);
+                  expect(got[i]!.duplicate).toBe(first !== undefined);
+                  if (first !== undefined) {
+                    expect(got[i]!.message).toEqual(first);
+                    return;
+                  }
+                  const m: StoredMessage = { room: 'r', id: ++top, ...d };
+                  expect(got[i]!.message).toEqual(m);
+                  kept.push(m);
+                  // The cap counts ids, skipped ones too.
+                  drop((k) => k.id > top - max);
+                });
+              }
+              // Ids between the last message dropped and the first kept were skipped: oldest
+              // may be any of them.
+              const room = await store.room('r');
+              expect(room.top).toBe(top);
+              expect(room.oldest).toBeGreaterThan(gone);
+              expect(room.oldest).toBeLessThanOrEqual(kept[0]?.id ?? top + 1);
+              // Paged forward from the start and back from the end: each message once, in order.
+              const forward: StoredMessage[] = [];
+              for (let after = 0, n = 0; n < 50; n++) {
+                const page = await store.read('r', { after, limit: pageSize });
+                if (page.length === 0) break;
+                forward.push(...page);
+                after = page[page.length - 1]!.id;
+              }
+              expect(forward).toEqual(kept);
+              const backward: StoredMessage[] = [];
+              for (let before: number | undefined, n = 0; n < 50; n++) {
+                const page = await store.read('r', {
+                  limit: pageSize,
+                  ...(before !== undefined ? { before } : {}),
+                });
+                if (page.length === 0) break;
+                backward.unshift(...page);
+                before = page[0]!.id;
+              }
+              expect(backward).toEqual(kept);
+            } finally {
+              client.disconnect();
+              await store.close();
+            }
+          },
+        ),
+        { numRuns: 40 },
+      );
     });
 
     it('prunes by age while Redis is out of memory, and refuses appends then without skipping ids', async () => {
