@@ -90,6 +90,14 @@ const PRUNE_SCAN_COUNT = 100;
  */
 const MAX_BATCH = 64;
 
+/**
+ * Text (UTF-16 units of senders and messages) past which a room's next append of the turn
+ * starts another call. A call's messages become one stream entry, and reading one of them
+ * (a page's first, a repeated cid's) fetches the whole entry: long messages get entries of
+ * their own instead of 64 to one entry, hundreds of MB at the largest max-message.
+ */
+const MAX_BATCH_TEXT = 64 * 1024;
+
 // Per room, under one hash tag (so a Cluster would keep them in one slot, as scripts need):
 //   top    the highest id ever assigned; never decremented, never expires
 //   epoch  the room's epoch, created with SET NX when first needed
@@ -391,6 +399,7 @@ interface Pending {
 interface Batch {
   readonly room: string;
   readonly items: Pending[];
+  text: number;
 }
 
 type StreamEntry = [id: string, fields: string[]];
@@ -521,8 +530,9 @@ export class RedisHistoryStore implements HistoryStore {
 
   /**
    * Appends of one event-loop turn are sent together, one script call per room (at most
-   * MAX_BATCH messages each, in call order), which numbers, stores and publishes them in
-   * one step: a busy room costs Redis one call and one PUBLISH per turn, not per message.
+   * MAX_BATCH messages, and MAX_BATCH_TEXT of text unless one message is longer, in call
+   * order), which numbers, stores and publishes them in one step: a busy room costs Redis
+   * one call and one PUBLISH per turn, not per message.
    */
   append(room: string, draft: MessageDraft): Promise<Appended> {
     if (this.closed) return Promise.reject(new Error('history store is closed'));
@@ -536,12 +546,18 @@ export class RedisHistoryStore implements HistoryStore {
     const msg = wellFormed(draft.msg);
     // Tracked by its batch's script call (close() sends what is waiting first).
     return new Promise<Appended>((resolve, reject) => {
+      const text = draft.from.length + msg.length;
       let batch = this.open.get(room);
-      if (batch === undefined || batch.items.length >= MAX_BATCH) {
-        batch = { room, items: [] };
+      if (
+        batch === undefined ||
+        batch.items.length >= MAX_BATCH ||
+        batch.text + text > MAX_BATCH_TEXT
+      ) {
+        batch = { room, items: [], text: 0 };
         this.open.set(room, batch);
         this.batches.push(batch);
       }
+      batch.text += text;
       batch.items.push({ at: draft.at, from: draft.from, msg, cid, resolve, reject });
       if (this.batches.length === 1 && batch.items.length === 1) {
         setImmediate(() => this.flush());

@@ -954,6 +954,29 @@ describe.skipIf(withoutRedis())('Redis', () => {
       );
     });
 
+    it('gives long messages of one turn stream entries of their own', async () => {
+      const prefix = newPrefix();
+      const store = new RedisHistoryStore({
+        retention,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const client = new Redis(redis.url, { protocol: 2 });
+      try {
+        const long = (c: string) => c.repeat(40_000);
+        const sent = [long('a'), long('b'), long('c'), 'd', 'e'];
+        const appended = await Promise.all(sent.map((m) => store.append('r', draft(m))));
+        expect(appended.map((a) => a.message.id)).toEqual([1, 2, 3, 4, 5]);
+        // A read of one message, or a repeated cid, fetches its whole entry.
+        expect(await client.xlen(`${prefix}h:{r${roomTag('r')}}:msgs`)).toBe(3);
+        expect((await store.read('r', { after: 0, limit: 10 })).map((m) => m.msg)).toEqual(sent);
+      } finally {
+        client.disconnect();
+        await store.close();
+      }
+    });
+
     it('prunes by age while Redis is out of memory, and refuses appends then without skipping ids', async () => {
       const prefix = newPrefix();
       const store = new RedisHistoryStore({
