@@ -213,6 +213,13 @@ end
 if #chats > 0 then
   local top = before + #chats
   local body = table.concat(chats, ',')
+  -- Before the top: once raised, a later failure of this call would leave the room out of
+  -- age retention for good, with an epoch that expires. SADD first, as out of memory Redis
+  -- refuses it as a script's first write (but not PERSIST, nor anything after either).
+  if before == 0 then
+    redis.call('SADD', rooms, ARGV[3])
+    redis.call('PERSIST', epoch_key)
+  end
   -- The top first: should a later write fail, its ids are skipped, never given out twice.
   redis.call('SET', top_key, int(top))
   if #cids > 0 then
@@ -220,10 +227,6 @@ if #chats > 0 then
     for key, id in pairs(added) do redis.call('ZADD', cidz, id, key) end
   else
     redis.call('XADD', msgs, int(before + 1) .. '-0', 'b', body)
-  end
-  if before == 0 then
-    redis.call('PERSIST', epoch_key)
-    redis.call('SADD', rooms, ARGV[3])
   end
   if top - max + 1 > floor then
     floor = top - max + 1

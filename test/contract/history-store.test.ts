@@ -895,7 +895,18 @@ describe.skipIf(withoutRedis())('Redis', () => {
                   continue;
                 }
                 if (!Array.isArray(s)) {
-                  top = await client.incrby(`${base}top`, s.skipped);
+                  // A call that fails once it raised the top, with the stream set aside.
+                  const msgs = `${base}msgs`;
+                  const had = (await client.exists(msgs)) === 1;
+                  if (had) await client.rename(msgs, `${base}aside`);
+                  await client.set(msgs, 'not a stream');
+                  const failed = Array.from({ length: s.skipped }, () =>
+                    store.append('r', { at: clock, from: 'ann', msg: 'lost' }),
+                  );
+                  await expect(Promise.all(failed)).rejects.toThrow(/WRONGTYPE/);
+                  await client.del(msgs);
+                  if (had) await client.rename(`${base}aside`, msgs);
+                  top += s.skipped;
                   continue;
                 }
                 const drafts = s.map((c) => {
@@ -954,6 +965,35 @@ describe.skipIf(withoutRedis())('Redis', () => {
       );
     });
 
+    it('keeps a room whose first append call failed part-way under age retention, with a lasting epoch', async () => {
+      const prefix = newPrefix();
+      const store = new RedisHistoryStore({
+        retention: { maxMessages: 100, maxAgeMs: 100 },
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const client = new Redis(redis.url, { protocol: 2 });
+      const base = `${prefix}h:{r${roomTag('r')}}:`;
+      try {
+        // Asking gives the room an epoch that expires unless the room is written to.
+        const asked = await store.room('r');
+        await client.set(`${base}msgs`, 'not a stream');
+        const failed = ['a', 'b'].map((msg) => store.append('r', { at: 0, from: 'ann', msg }));
+        await expect(Promise.all(failed)).rejects.toThrow(/WRONGTYPE/);
+        await client.del(`${base}msgs`);
+        const next = await store.append('r', { at: 10, from: 'ann', msg: 'c' });
+        expect(next).toMatchObject({ epoch: asked.epoch, message: { id: 3 } });
+        expect(await client.ttl(`${base}epoch`)).toBe(-1);
+        await store.prune(200);
+        expect(await store.read('r', { after: 0, limit: 10 })).toEqual([]);
+        expect(await store.room('r')).toMatchObject({ epoch: asked.epoch, top: 3, oldest: 4 });
+      } finally {
+        client.disconnect();
+        await store.close();
+      }
+    });
+
     it('gives long messages of one turn stream entries of their own', async () => {
       const prefix = newPrefix();
       const store = new RedisHistoryStore({
@@ -996,6 +1036,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       try {
         await turn(1, 4);
         await turn(5, 4);
+        const fresh = await store.room('fresh');
         // Redis refuses a script's first write that may grow memory, but none after it.
         await admin.config('SET', 'maxmemory-policy', 'noeviction');
         await admin.config('SET', 'maxmemory', '1');
@@ -1003,12 +1044,18 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await store.prune(106);
         expect(await ids()).toEqual([6, 7, 8]);
         await expect(store.append('r', { at: 200, from: 'ann', msg: 'no' })).rejects.toThrow(/OOM/);
+        // A room's first append: its epoch is there, but nothing else.
+        await expect(store.append('fresh', { at: 200, from: 'ann', msg: 'no' })).rejects.toThrow(
+          /OOM/,
+        );
         await store.prune(200);
         expect(await ids()).toEqual([]);
         expect(await store.room('r')).toMatchObject({ top: 8, oldest: 9 });
         await admin.config('SET', 'maxmemory', '0');
         expect((await store.append('r', { at: 201, from: 'ann', msg: 'yes' })).message.id).toBe(9);
         expect(await ids()).toEqual([9]);
+        const first = await store.append('fresh', { at: 201, from: 'ann', msg: 'yes' });
+        expect(first).toMatchObject({ epoch: fresh.epoch, message: { id: 1 } });
       } finally {
         await admin.config('SET', 'maxmemory', '0');
         admin.disconnect();
