@@ -850,11 +850,14 @@ export class RedisHistoryStore implements HistoryStore {
   private async pruneRooms(cutoff: number): Promise<void> {
     const rooms = this.roomsKey();
     let cursor = '0';
+    // A room that cannot be pruned holds back no other room; the first such error is
+    // reported once all were tried.
+    let failed: { error: unknown } | undefined;
     // SSCAN returns every member present throughout the scan; each step is bounded.
     do {
       const [next, tags] = await this.redis.sscan(rooms, cursor, 'COUNT', PRUNE_SCAN_COUNT);
       cursor = next;
-      await Promise.all(
+      const results = await Promise.allSettled(
         tags.map((tag) => {
           const base = `${this.prefix}h:{r${tag}}:`;
           return this.scripts.confabHistoryPrune(
@@ -865,7 +868,9 @@ export class RedisHistoryStore implements HistoryStore {
           );
         }),
       );
+      for (const r of results) if (r.status === 'rejected') failed ??= { error: r.reason };
     } while (cursor !== '0');
+    if (failed !== undefined) throw failed.error;
   }
 
   /** The timer's prune: one node per interval does it, the others find the lock taken. */

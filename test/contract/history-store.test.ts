@@ -1017,6 +1017,35 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
+    it('prunes every other room when one room cannot be pruned, and reports it after', async () => {
+      const prefix = newPrefix();
+      const store = new RedisHistoryStore({
+        retention: { maxMessages: 100, maxAgeMs: 10 },
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const client = new Redis(redis.url, { protocol: 2 });
+      try {
+        const names = Array.from({ length: 250 }, (_, i) => `room${i}`);
+        await Promise.all(names.map((r) => store.append(r, { at: 0, from: 'ann', msg: 'old' })));
+        // Broken in the first step of the scan, so that later steps come after its failure.
+        const [, first] = await client.sscan(`${prefix}h:rooms`, '0', 'COUNT', 100);
+        const broken = Buffer.from(first[0]!, 'base64url').toString('utf8');
+        // A young message, so that its prune goes on to the cids, which it cannot read.
+        await store.append(broken, { at: 2_000, from: 'ann', msg: 'young' });
+        await client.set(`${prefix}h:{r${first[0]}}:cidz`, 'not a sorted set');
+        await expect(store.prune(1_000)).rejects.toThrow(/WRONGTYPE/);
+        for (const r of names) {
+          const left = (await store.read(r, { limit: 10 })).length;
+          expect([r, left]).toEqual([r, r === broken ? 1 : 0]);
+        }
+      } finally {
+        client.disconnect();
+        await store.close();
+      }
+    });
+
     it('prunes by age while Redis is out of memory, and refuses appends then without skipping ids', async () => {
       const prefix = newPrefix();
       const store = new RedisHistoryStore({
