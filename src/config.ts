@@ -288,6 +288,13 @@ export const SERVE_OPTIONS = {
       'join a cluster through this Redis (redis://host:port): nicknames, rooms and history are shared with its other nodes (unset: one self-contained process)',
     arg: 'URL',
   },
+  'redis-shards': {
+    kind: 'string',
+    default: undefined,
+    description:
+      'with --redis: more Redis instances (redis://a:p,redis://b:p) that rooms are spread over with the --redis one, by a hash of the room; every node needs the same list in the same order',
+    arg: 'URLS',
+  },
   'cluster-timeout': {
     kind: 'integer',
     default: 10,
@@ -472,7 +479,25 @@ export function loadConfig(
   if (tls !== 0 && tls !== 3) {
     throw new ConfigError('TLS needs all three of --tls-port, --tls-cert and --tls-key');
   }
+  if (out.redisShards !== undefined) {
+    if (out.redis === undefined) throw new ConfigError('--redis-shards needs --redis');
+    const urls = shardUrls(out.redisShards as string);
+    if (urls.length === 0) throw new ConfigError('--redis-shards: expected redis:// URLs');
+    const all = [out.redis as string, ...urls];
+    const twice = all.find((url, i) => all.indexOf(url) !== i);
+    if (twice !== undefined) {
+      throw new ConfigError(`--redis-shards: ${twice} is named twice (with --redis)`);
+    }
+  }
   return Object.freeze({ ...out, rooms: Object.freeze(rooms) }) as unknown as Config;
+}
+
+/** The URLs of --redis-shards, in order (a comma-separated list; blanks around them ignored). */
+export function shardUrls(list: string | undefined): string[] {
+  return (list ?? '')
+    .split(',')
+    .map((url) => url.trim())
+    .filter((url) => url !== '');
 }
 
 /** Options in the shape node:util parseArgs takes. */

@@ -105,7 +105,7 @@ export function createMetrics(
   if (cluster !== undefined) {
     new Gauge({
       name: 'confab_redis_up',
-      help: '1 if this node reaches Redis (--redis), else 0',
+      help: '1 if this node reaches every Redis instance (--redis, --redis-shards), else 0',
       registers,
       async collect() {
         this.set(cluster.reachable && (await cluster.census()) !== undefined ? 1 : 0);

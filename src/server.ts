@@ -6,7 +6,14 @@ import { createSecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { RedisBroker } from './cluster/redis-broker.js';
-import { RedisPresence } from './cluster/redis-presence.js';
+import { DEFAULT_PRESENCE_PREFIX, RedisPresence } from './cluster/redis-presence.js';
+import {
+  agreeOnShards,
+  ShardedBroker,
+  ShardedHistoryStore,
+  type ShardHistory,
+  shardListHash,
+} from './cluster/shards.js';
 import {
   type Config,
   configKey,
@@ -15,8 +22,10 @@ import {
   isLive,
   OPTION_NAMES,
   type OptionName,
+  shardUrls,
 } from './config.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './core/banned-words.js';
+import type { Broker } from './core/broker.js';
 import { Chat, type ChatSettings, type Cluster } from './core/chat.js';
 import type { HistoryStore } from './core/history.js';
 import type { Operator } from './core/moderation.js';
@@ -150,6 +159,9 @@ const HEARTBEAT_MS = 1_000;
 
 /** How often a node reads the cluster's ban list again, in case it missed a change. */
 const BAN_REFRESH_MS = 5_000;
+/** Where the cluster's nodes keep the hash of their --redis-shards list (see agreeOnShards). */
+const SHARDS_KEY = `${DEFAULT_PRESENCE_PREFIX}{presence}:shards`;
+
 /** A Redis URL as logs and errors show it: without its password. */
 function shownUrl(url: string): string {
   try {
@@ -175,17 +187,21 @@ async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
   }
 }
 
-/** A node's connection to the cluster: one client for commands, the broker's own subscriber. */
+/**
+ * A node's connection to the cluster: one client for commands per Redis instance (the
+ * --redis one shared with presence), each instance's broker with its own subscriber.
+ */
 class ClusterNode implements Cluster, ClusterView {
   private keeper: PresenceKeeper | undefined;
   private banTimer: ReturnType<typeof setInterval> | undefined;
   private counted: { until: number; result: Promise<Census | undefined> } | undefined;
 
   private constructor(
-    private readonly redis: Redis,
-    readonly history: RedisHistoryStore,
+    /** The --redis client first, then one per --redis-shards URL. */
+    private readonly clients: readonly Redis[],
+    readonly history: HistoryStore,
     readonly presence: RedisPresence,
-    readonly broker: RedisBroker,
+    readonly broker: Broker,
   ) {
     presence.onUnregistered = async () => {
       await this.keeper?.tick();
@@ -197,57 +213,141 @@ class ClusterNode implements Cluster, ClusterView {
    * throws a StartError within a few seconds (ioredis would retry forever).
    */
   static async open(config: Config, url: string, log: Logger): Promise<ClusterNode> {
-    let lastError: Error | undefined;
-    let reported = false;
-    const onError = (error: Error) => {
-      lastError = error;
+    const urls = [url, ...shardUrls(config.redisShards)];
+    // The option each instance came from, as logs and errors name it.
+    const optionOf = (i: number) => (i === 0 ? '--redis' : '--redis-shards');
+    /** Each instance's last error, and whether it has answered at start. */
+    const errors: (Error | undefined)[] = urls.map(() => undefined);
+    const answered = urls.map(() => false);
+    const reported = urls.map(() => false);
+    const onErrorOf = (i: number) => (error: Error) => {
+      errors[i] = error;
       // A Redis that is down fails every reconnect: said once per outage.
-      if (reported) return;
-      reported = true;
-      log.warn({ err: error }, `Redis (--redis): ${error.message}`);
+      if (reported[i]) return;
+      reported[i] = true;
+      log.warn({ err: error }, `Redis (${optionOf(i)} ${shownUrl(urls[i]!)}): ${error.message}`);
     };
-    let redis: Redis;
-    try {
-      // Shared by the store, the presence and the broker.
-      redis = commandClient(url);
-    } catch (err) {
-      throw new StartError(`--redis ${shownUrl(url)}: ${(err as Error).message}`);
+    const clients: Redis[] = [];
+    for (const [i, each] of urls.entries()) {
+      let redis: Redis;
+      try {
+        // Shared by the instance's store and broker (and, for --redis, the presence).
+        redis = commandClient(each);
+      } catch (err) {
+        for (const c of clients) c.disconnect();
+        throw new StartError(`${optionOf(i)} ${shownUrl(each)}: ${(err as Error).message}`);
+      }
+      redis.on('error', onErrorOf(i));
+      redis.on('ready', () => {
+        if (reported[i])
+          log.info({}, `Redis (${optionOf(i)} ${shownUrl(each)}) is reachable again`);
+        reported[i] = false;
+      });
+      clients.push(redis);
     }
-    redis.on('error', onError);
-    redis.on('ready', () => {
-      if (reported) log.info({}, 'Redis (--redis) is reachable again');
-      reported = false;
-    });
-    // One id for both: Presence says which node a member is on, the broker delivers there.
+    const redis = clients[0]!;
+    const onError = onErrorOf(0);
+    // One id for all: Presence says which node a member is on, the broker delivers there.
     const node = `n${randomUUID()}`;
-    const history = new RedisHistoryStore({
-      redis,
-      publish: true,
-      retention: { maxMessages: config.historyMaxMessages, maxAgeMs: config.historyMaxAge * 1000 },
-      onError,
-    });
+    const stores = clients.map(
+      (client, i) =>
+        new RedisHistoryStore({
+          redis: client,
+          publish: true,
+          retention: {
+            maxMessages: config.historyMaxMessages,
+            maxAgeMs: config.historyMaxAge * 1000,
+          },
+          onError: onErrorOf(i),
+        }),
+    );
     const presence = new RedisPresence({
       redis,
       node,
       timeoutMs: config.clusterTimeout * 1000,
       onError,
     });
-    const fail = (err: unknown) =>
-      new StartError(
-        `cannot reach Redis at ${shownUrl(url)} (--redis): ${lastError?.message ?? (err as Error).message}`,
+    const fail = (err: unknown) => {
+      // The first instance that failed and has not answered, else the first not answered.
+      let i = urls.findIndex((_, j) => !answered[j] && errors[j] !== undefined);
+      if (i < 0) i = answered.indexOf(false);
+      if (i < 0)
+        i = Math.max(
+          0,
+          errors.findIndex((e) => e !== undefined),
+        );
+      return new StartError(
+        `cannot reach Redis at ${shownUrl(urls[i]!)} (${optionOf(i)}): ${errors[i]?.message ?? (err as Error).message}`,
       );
-    // The first heartbeat registers the node. Until it is answered nothing else is opened:
-    // a subscriber connection waiting for a Redis that is not there could not be closed.
-    try {
-      await withTimeout(presence.heartbeat(), REDIS_START_TIMEOUT_MS);
-    } catch (err) {
-      await history.close();
+    };
+    const giveUp = async () => {
+      for (const store of stores) await store.close().catch(() => {});
       await presence.close().catch(() => {});
-      redis.disconnect();
+      for (const c of clients) c.disconnect();
+    };
+    // The first heartbeat registers the node, and every instance answers a PING. Until they
+    // are answered nothing else is opened: a subscriber connection waiting for a Redis that
+    // is not there could not be closed.
+    let census: Census;
+    try {
+      await withTimeout(
+        Promise.all([
+          presence.heartbeat().then(
+            () => {
+              answered[0] = true;
+            },
+            (error: unknown) => {
+              errors[0] ??= error as Error;
+              throw error;
+            },
+          ),
+          ...clients.slice(1).map((c, i) =>
+            c.ping().then(
+              () => {
+                answered[i + 1] = true;
+              },
+              (error: unknown) => {
+                errors[i + 1] ??= error as Error;
+                throw error;
+              },
+            ),
+          ),
+        ]),
+        REDIS_START_TIMEOUT_MS,
+      );
+      census = await withTimeout(presence.census(), REDIS_START_TIMEOUT_MS);
+    } catch (err) {
+      await giveUp();
       throw fail(err);
     }
-    const broker = new RedisBroker({ redis, history, node, onError });
-    const cluster = new ClusterNode(redis, history, presence, broker);
+    let theirs: string | undefined;
+    const ours = shardListHash(urls.slice(1));
+    try {
+      theirs = await withTimeout(
+        agreeOnShards(redis, SHARDS_KEY, ours, census.nodes <= 1),
+        REDIS_START_TIMEOUT_MS,
+      );
+    } catch (err) {
+      await giveUp();
+      throw fail(err);
+    }
+    if (theirs !== undefined) {
+      await giveUp();
+      throw new StartError(
+        `--redis-shards differs from the list the running nodes of this cluster were given (${theirs}, this node ${ours}): every node needs the same list in the same order`,
+      );
+    }
+    const brokers = clients.map(
+      (client, i) =>
+        new RedisBroker({ redis: client, history: stores[i]!, node, onError: onErrorOf(i) }),
+    );
+    // One instance: its store and broker as they are, with nothing in between.
+    const one = stores.length === 1;
+    const history: HistoryStore = one
+      ? stores[0]!
+      : new ShardedHistoryStore(stores as ShardHistory[]);
+    const broker: Broker = one ? brokers[0]! : new ShardedBroker(brokers);
+    const cluster = new ClusterNode(clients, history, presence, broker);
     try {
       await withTimeout(broker.start(), REDIS_START_TIMEOUT_MS);
     } catch (err) {
@@ -257,8 +357,9 @@ class ClusterNode implements Cluster, ClusterView {
     return cluster;
   }
 
+  /** Every instance: a room on one that is down can neither store nor relay chats. */
   get reachable(): boolean {
-    return this.redis.status === 'ready';
+    return this.clients.every((c) => c.status === 'ready');
   }
 
   /**
@@ -305,15 +406,19 @@ class ClusterNode implements Cluster, ClusterView {
     await this.presence.close().catch(() => {});
     await withTimeout(this.broker.close(), 2_000).catch(() => {});
     await this.history.close().catch(() => {});
-    if (this.redis.status === 'ready') {
-      try {
-        await this.redis.quit();
-        return;
-      } catch {
-        // Fall through: nothing is waiting for a reply any more.
-      }
-    }
-    this.redis.disconnect();
+    await Promise.all(
+      this.clients.map(async (redis) => {
+        if (redis.status === 'ready') {
+          try {
+            await redis.quit();
+            return;
+          } catch {
+            // Fall through: nothing is waiting for a reply any more.
+          }
+        }
+        redis.disconnect();
+      }),
+    );
   }
 }
 

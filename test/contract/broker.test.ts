@@ -1,7 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { RedisBroker } from '../../src/cluster/redis-broker.js';
+import { ShardedBroker, ShardedHistoryStore, shardOf } from '../../src/cluster/shards.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { commandClient } from '../../src/store/redis-client.js';
@@ -440,5 +442,150 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await own.stop();
       }
     });
+  });
+});
+
+describe.skipIf(withoutRedis())('Redis, rooms sharded over two instances', () => {
+  const servers = [useRedis(), useRedis()];
+  let clusters = 0;
+  const errors: Error[] = [];
+
+  /**
+   * Each node has a store and a broker per instance (the same node id for both), put
+   * together as ClusterNode does with --redis-shards.
+   */
+  function shardedCluster(
+    instances: () => readonly RedisServer[],
+  ): Promise<BrokerCluster & { prefix: string }> {
+    const prefix = `s${++clusters}-${process.pid}:`;
+    const opened: BrokerNode[] = [];
+    return Promise.resolve({
+      prefix,
+      node() {
+        const node = randomUUID();
+        const stores = instances().map(
+          (server) =>
+            new RedisHistoryStore({
+              retention,
+              pruneIntervalMs: 0,
+              redis: server.url,
+              prefix,
+              publish: true,
+            }),
+        );
+        const brokers = instances().map(
+          (server, i) =>
+            new RedisBroker({
+              redis: server.url,
+              prefix,
+              node,
+              history: stores[i]!,
+              onError: (error) => errors.push(error),
+            }),
+        );
+        const each = {
+          broker: new ShardedBroker(brokers),
+          history: new ShardedHistoryStore(stores),
+        };
+        opened.push(each);
+        return Promise.resolve(each);
+      },
+      async dispose() {
+        for (const each of opened) {
+          await each.broker.close();
+          await each.history.close();
+        }
+      },
+    });
+  }
+
+  brokerContract({ name: 'Redis, 2 shards', cluster: () => shardedCluster(() => servers) });
+
+  /** Room keys that land on instance 0 and on instance 1. */
+  const onShard = (shard: number, count: number) =>
+    Array.from({ length: 100 }, (_, i) => `room${i}`)
+      .filter((k) => shardOf(k, 2) === shard)
+      .slice(0, count);
+
+  it('keeps each room’s history and channel on its own instance', async () => {
+    const c = await shardedCluster(() => servers);
+    try {
+      const [a, b] = [await c.node(), await c.node()];
+      const got = new Recorder();
+      a.broker.onEvent(got);
+      await a.broker.start();
+      await b.broker.start();
+      const rooms = [...onShard(0, 2), ...onShard(1, 2)].map((key) => ({ key, name: key }));
+      for (const room of rooms) await a.broker.subscribe(room);
+      for (const room of rooms) await say(b, room, 'bob', `hi ${room.key}`);
+      await eventually(() => {
+        for (const room of rooms) expect(got.chatIds(room.key)).toEqual([1]);
+      });
+      for (const [i, server] of servers.entries()) {
+        const admin = new Redis(server.url, { protocol: 2 });
+        try {
+          const channels = await admin.pubsub('CHANNELS', `${c.prefix}b:r:*`);
+          const keys = await admin.keys(`${c.prefix}*`);
+          for (const room of rooms) {
+            const here = shardOf(room.key, 2) === i;
+            expect(channels.includes(roomChannel(c.prefix, room.key))).toBe(here);
+            // A room's keys carry its base64url tag.
+            const tag = Buffer.from(room.key).toString('base64url');
+            expect(keys.some((k) => k.includes(tag))).toBe(here);
+          }
+        } finally {
+          admin.disconnect();
+        }
+      }
+    } finally {
+      await c.dispose();
+    }
+  });
+
+  it('says history was lost only for the rooms of an instance that restarts empty', async () => {
+    const own = [await startRedis(), await startRedis()];
+    try {
+      const c = await shardedCluster(() => own);
+      try {
+        const [a, b] = [await c.node(), await c.node()];
+        const got = new Recorder();
+        a.broker.onEvent(got);
+        await a.broker.start();
+        const kept = { key: onShard(0, 1)[0]!, name: 'kept' };
+        const gone = { key: onShard(1, 1)[0]!, name: 'gone' };
+        for (const room of [kept, gone]) {
+          await a.broker.subscribe(room);
+          for (const m of ['one', 'two']) await say(b, room, 'bob', m);
+        }
+        await eventually(() => {
+          expect(got.chatIds(kept.key)).toEqual([1, 2]);
+          expect(got.chatIds(gone.key)).toEqual([1, 2]);
+        });
+        await own[1]!.restart();
+        let next: Awaited<ReturnType<typeof say>> | undefined;
+        for (let attempt = 0; next === undefined && attempt < 100; attempt++) {
+          next = await say(b, gone, 'bob', 'after').catch(async () => {
+            await new Promise((resolve) => setTimeout(resolve, 50));
+            return undefined;
+          });
+        }
+        expect(next?.id).toBe(1);
+        expect((await say(b, kept, 'bob', 'three')).id).toBe(3);
+        await eventually(() => {
+          expect(got.chatIds(gone.key)).toEqual([1, 2, 1]);
+          expect(got.chatIds(kept.key)).toEqual([1, 2, 3]);
+        });
+        expect(got.lostRooms.map((l) => [l.key, l.reason])).toEqual([[gone.key, 'epoch']]);
+        expect((await b.history.read(kept.key, { limit: 10 })).map((m) => m.msg)).toEqual([
+          'one',
+          'two',
+          'three',
+        ]);
+      } finally {
+        await c.dispose();
+      }
+    } finally {
+      for (const server of own) await server.stop();
+    }
   });
 });

@@ -6,6 +6,7 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
+import { ShardedHistoryStore } from '../../src/cluster/shards.js';
 import type {
   HistoryQuery,
   HistoryStore,
@@ -480,6 +481,27 @@ describe.skipIf(withoutRedis())('Redis', () => {
         dispose: () => {},
       };
     },
+  });
+
+  describe('over two instances', () => {
+    const second = useRedis();
+    historyStoreContract({
+      name: 'Redis, 2 shards',
+      persistent: true,
+      propertyRuns: 20,
+      storage() {
+        const prefix = newPrefix();
+        return {
+          open: (options) =>
+            new ShardedHistoryStore(
+              [redis, second].map(
+                (server) => new RedisHistoryStore({ ...options, redis: server.url, prefix }),
+              ),
+            ),
+          dispose: () => {},
+        };
+      },
+    });
   });
 
   describe('RedisHistoryStore', () => {

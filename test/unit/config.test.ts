@@ -7,6 +7,7 @@ import {
   loadConfig,
   optionsMarkdown,
   SERVE_OPTIONS,
+  shardUrls,
 } from '../../src/config.js';
 import { parseConfigFile, printConfig } from '../../src/config-file.js';
 
@@ -27,6 +28,29 @@ describe('loadConfig', () => {
     expect(loadConfig({}, { CONFAB_HIDE_ADDRESSES: 'yes' }).hideAddresses).toBe(true);
     expect(loadConfig({ 'hide-addresses': true }, {}).hideAddresses).toBe(true);
     expect(loadConfig({}, { CONFAB_BANNED_WORDS: '' }).bannedWords).toBeUndefined();
+  });
+
+  it('takes --redis-shards as a list of URLs besides --redis, each named once', () => {
+    const redis = 'redis://127.0.0.1:7000';
+    const c = loadConfig(
+      { redis, 'redis-shards': ' redis://127.0.0.1:7001, redis://127.0.0.1:7002 ,' },
+      {},
+    );
+    expect(shardUrls(c.redisShards)).toEqual(['redis://127.0.0.1:7001', 'redis://127.0.0.1:7002']);
+    expect(shardUrls(loadConfig({ redis }, {}).redisShards)).toEqual([]);
+    const fromFile = parseConfigFile(
+      `redis: ${redis}\nredis-shards: redis://127.0.0.1:7001,redis://127.0.0.1:7002\n`,
+      'config.yaml',
+    );
+    expect(shardUrls(loadConfig({}, {}, fromFile).redisShards)).toHaveLength(2);
+    expect(() => loadConfig({ 'redis-shards': 'redis://127.0.0.1:7001' }, {})).toThrow(
+      /--redis-shards needs --redis/,
+    );
+    expect(() => loadConfig({ redis, 'redis-shards': ' , ' }, {})).toThrow(/expected redis:/);
+    expect(() => loadConfig({ redis, 'redis-shards': redis }, {})).toThrow(/named twice/);
+    expect(() =>
+      loadConfig({ redis, 'redis-shards': 'redis://127.0.0.1:7001,redis://127.0.0.1:7001' }, {}),
+    ).toThrow(/named twice/);
   });
 
   it('names every option CONFAB_ plus its flag in upper snake case', () => {
@@ -155,7 +179,9 @@ describe('the config file', () => {
           loadConfig({}, {}, file(text));
         } catch (err) {
           expect(err).toBeInstanceOf(ConfigError);
-          expect((err as Error).message).toMatch(/^(config\.yaml:\d+(:\d+)?: |TLS needs)/);
+          expect((err as Error).message).toMatch(
+            /^(config\.yaml:\d+(:\d+)?: |TLS needs|--redis-shards)/,
+          );
         }
       }),
       { numRuns: 500 },

@@ -1,0 +1,211 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type {
+  Broker,
+  BrokerHandler,
+  NodeNotice,
+  RoomEvent,
+  RoomRef,
+  WhisperEvent,
+} from '../core/broker.js';
+import type {
+  Appended,
+  HistoryQuery,
+  HistoryStore,
+  MessageDraft,
+  RoomHistory,
+  StoredMessage,
+} from '../core/history.js';
+import type { BrokerHistory } from './redis-broker.js';
+
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/**
+ * 32-bit FNV-1a of the string's UTF-8 bytes (a lone surrogate counts as U+FFFD, as
+ * Buffer.from encodes it), computed without encoding the string into a buffer first:
+ * it runs for every chat published.
+ */
+export function fnv1a32(text: string): number {
+  let hash = FNV_OFFSET;
+  const byte = (b: number) => {
+    hash = Math.imul(hash ^ b, FNV_PRIME);
+  };
+  for (let i = 0; i < text.length; i++) {
+    let cp = text.charCodeAt(i);
+    if (cp < 0x80) {
+      byte(cp);
+      continue;
+    }
+    if (cp >= 0xd800 && cp <= 0xdfff) {
+      const next = i + 1 < text.length ? text.charCodeAt(i + 1) : 0;
+      if (cp <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) {
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (next - 0xdc00);
+        i++;
+      } else {
+        cp = 0xfffd;
+      }
+    }
+    if (cp < 0x800) {
+      byte(0xc0 | (cp >> 6));
+    } else if (cp < 0x10000) {
+      byte(0xe0 | (cp >> 12));
+      byte(0x80 | ((cp >> 6) & 0x3f));
+    } else {
+      byte(0xf0 | (cp >> 18));
+      byte(0x80 | ((cp >> 12) & 0x3f));
+      byte(0x80 | ((cp >> 6) & 0x3f));
+    }
+    byte(0x80 | (cp & 0x3f));
+  }
+  return hash >>> 0;
+}
+
+/**
+ * The Redis instance (0 to count - 1) a room lives on, from its key (the look-alike fold
+ * channels and history are named by). Every node and every version must agree on it:
+ * changing this function moves rooms away from their history.
+ */
+export function shardOf(key: string, count: number): number {
+  return count === 1 ? 0 : fnv1a32(key) % count;
+}
+
+/** What the cluster's nodes compare their shard lists by: the URLs, without passwords. */
+export function shardListHash(urls: readonly string[]): string {
+  const shown = urls.map((url) => {
+    try {
+      const parsed = new URL(url);
+      parsed.password = '';
+      parsed.username = '';
+      return parsed.toString();
+    } catch {
+      return url;
+    }
+  });
+  return createHash('sha256').update(JSON.stringify(shown)).digest('hex').slice(0, 16);
+}
+
+/**
+ * Records this node's shard list hash under `key` on the presence Redis, or says the
+ * one the running nodes use when it differs. A node that is the only live one (`alone`)
+ * sets its own: a cluster restarted with a new list takes it from its first node.
+ * Returns the other hash on a mismatch, undefined when they agree.
+ */
+export async function agreeOnShards(
+  redis: Redis,
+  key: string,
+  hash: string,
+  alone: boolean,
+): Promise<string | undefined> {
+  if (alone) {
+    await redis.set(key, hash);
+    return undefined;
+  }
+  // Two nodes starting together with different lists: one sets it, the other sees it.
+  await redis.set(key, hash, 'NX');
+  const stored = await redis.get(key);
+  return stored === null || stored === hash ? undefined : stored;
+}
+
+/** A history store per Redis instance, as the broker of that instance reads gaps from. */
+export type ShardHistory = HistoryStore & BrokerHistory;
+
+/**
+ * Room history spread over several stores (one per Redis instance): each room's
+ * messages live in the store `shardOf` picks for its key, so every guarantee of
+ * HistoryStore holds per room as it does for that store.
+ */
+export class ShardedHistoryStore implements HistoryStore {
+  constructor(readonly shards: readonly ShardHistory[]) {
+    if (shards.length === 0) throw new RangeError('at least one history store is needed');
+  }
+
+  /** The store that keeps the room. */
+  of(room: string): ShardHistory {
+    return this.shards[shardOf(room, this.shards.length)]!;
+  }
+
+  append(room: string, draft: MessageDraft): Promise<Appended> {
+    return this.of(room).append(room, draft);
+  }
+
+  room(room: string): Promise<RoomHistory> {
+    return this.of(room).room(room);
+  }
+
+  read(room: string, query: HistoryQuery): Promise<StoredMessage[]> {
+    return this.of(room).read(room, query);
+  }
+
+  seen(room: string, epoch: string, id: number): void {
+    this.of(room).seen?.(room, epoch, id);
+  }
+
+  async prune(now: number): Promise<void> {
+    await Promise.all(this.shards.map((s) => s.prune(now)));
+  }
+
+  async close(): Promise<void> {
+    // Every store is closed even when one fails; the first failure is reported.
+    const results = await Promise.allSettled(this.shards.map((s) => s.close()));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
+  }
+}
+
+/**
+ * A broker over several Redis instances: each room's events travel through the broker of
+ * the instance `shardOf` picks for its key (where its chats are numbered and published
+ * too, so each sub-broker keeps the Broker guarantees for its rooms on its own), and
+ * whispers and notices through the first one's. Every sub-broker has the same node id
+ * (whispers address it, and a node ignores its own room events by it) and hands over to
+ * the one handler.
+ */
+export class ShardedBroker implements Broker {
+  readonly node: string;
+
+  constructor(private readonly brokers: readonly Broker[]) {
+    const first = brokers[0];
+    if (first === undefined) throw new RangeError('at least one broker is needed');
+    if (brokers.some((b) => b.node !== first.node)) {
+      throw new RangeError('the brokers of one node must share its node id');
+    }
+    this.node = first.node;
+  }
+
+  private of(key: string): Broker {
+    return this.brokers[shardOf(key, this.brokers.length)]!;
+  }
+
+  onEvent(handler: BrokerHandler): void {
+    for (const broker of this.brokers) broker.onEvent(handler);
+  }
+
+  async start(): Promise<void> {
+    await Promise.all(this.brokers.map((b) => b.start()));
+  }
+
+  publish(key: string, event: RoomEvent): void {
+    this.of(key).publish(key, event);
+  }
+
+  whisper(node: string, event: WhisperEvent): void {
+    this.brokers[0]!.whisper(node, event);
+  }
+
+  notify(node: string | undefined, notice: NodeNotice): void {
+    this.brokers[0]!.notify(node, notice);
+  }
+
+  subscribe(room: RoomRef): Promise<void> {
+    return this.of(room.key).subscribe(room);
+  }
+
+  unsubscribe(key: string): Promise<void> {
+    return this.of(key).unsubscribe(key);
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.brokers.map((b) => b.close()));
+  }
+}

@@ -1,0 +1,296 @@
+/**
+ * Two confab processes whose rooms are spread over two real redis-servers
+ * (`--redis A --redis-shards B`): chats, whispers, history and resumes across
+ * nodes with rooms on both instances; one instance restarted empty; and a node
+ * that cannot start with a shard it cannot reach or a list the others do not use.
+ */
+import { spawn } from 'node:child_process';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { shardOf } from '../../src/cluster/shards.js';
+import { roomKey } from '../../src/core/rooms.js';
+import { roomTag } from '../../src/store/redis-history.js';
+import { until } from '../helpers/cluster.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
+import { CLI, freePort } from '../helpers/servers.js';
+import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+
+const skip = withoutRedis();
+const CAPS = ['errors', 'rooms', 'history', 'whispers'];
+const ROOMS = ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot'];
+/** The instance (0: --redis, 1: --redis-shards) each room lives on. */
+const shardOfRoom = (room: string) => shardOf(roomKey(room), 2);
+
+type Message = Record<string, unknown> & { cmd: string };
+
+let a: RedisServer;
+let b: RedisServer;
+const nodes: SpawnedServer[] = [];
+const clients: RawClient[] = [];
+
+async function connect(node: number, nickname: string, extra: object = {}): Promise<RawClient> {
+  const client = await RawClient.open(nodes[node]!.port);
+  clients.push(client);
+  client.sendPy({ cmd: '0', nickname, caps: CAPS, lobby: false, ...extra });
+  return client;
+}
+
+async function join(client: RawClient, room: string, since?: object): Promise<Message> {
+  client.sendPy({ cmd: '100', room, ...(since === undefined ? {} : { since }) });
+  return (await client.waitFor((m) => m.cmd === '101' && m.room === room, 1, 10_000)) as Message;
+}
+
+const chats = (client: RawClient, room: string) =>
+  (client.received as Message[]).filter((m) => m.cmd === '70' && m.room === room);
+
+/** Runs `confab serve` with `args` and returns its exit code and stderr (bounded). */
+async function failedStart(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(
+    process.execPath,
+    [CLI, 'serve', '--port', '0', '--http-port', 'off', '--history', 'memory', ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  child.stdout!.resume();
+  const code = await new Promise<number | null>((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      resolve(null);
+    }, 30_000);
+    child.once('exit', (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
+  });
+  return { code, stderr };
+}
+
+beforeAll(async () => {
+  if (skip) return;
+  a = await startRedis();
+  b = await startRedis();
+  for (let i = 0; i < 2; i++) {
+    nodes.push(
+      await spawnServer([
+        '--redis',
+        a.url,
+        '--redis-shards',
+        b.url,
+        '--cluster-timeout',
+        '30',
+        '--rate-limit',
+        '0',
+      ]),
+    );
+  }
+}, 60_000);
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await Promise.all(nodes.map((n) => n.stop()));
+  await a?.stop();
+  await b?.stop();
+}, 60_000);
+
+describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
+  it('the rooms of this test live on both instances', () => {
+    const shards = new Set(ROOMS.map(shardOfRoom));
+    expect(shards).toEqual(new Set([0, 1]));
+  });
+
+  it('chats, whispers, history and a resume work across nodes, each room on its instance', async () => {
+    const ann = await connect(0, 'ann');
+    const bob = await connect(1, 'bob');
+    const welcome = (await ann.expect('03')) as Message;
+    await bob.expect('03');
+    for (const room of ROOMS) {
+      await join(ann, room);
+      await join(bob, room);
+    }
+    for (const room of ROOMS) {
+      ann.sendPy({ cmd: '7', room, msg: `ann in ${room}` });
+      bob.sendPy({ cmd: '7', room, msg: `bob in ${room}` });
+    }
+    for (const room of ROOMS) {
+      for (const c of [ann, bob]) {
+        // The other's chat as "70", its own as "71".
+        await c.waitFor((m) => m.cmd === '70' && m.room === room);
+        const own = (await c.waitFor((m) => m.cmd === '71' && m.room === room)) as Message;
+        expect([room, [chats(c, room)[0]!.id, own.id].sort()]).toEqual([room, [1, 2]]);
+      }
+    }
+    ann.sendPy({ cmd: '2', to: 'bob', msg: 'psst' });
+    await ann.expect('22');
+    await bob.waitFor((m) => m.cmd === '70' && m.msg === 'psst' && m.room === undefined);
+
+    // Each room's history is on its own instance, and only there.
+    for (const [i, server] of [a, b].entries()) {
+      const admin = new Redis(server.url, { protocol: 2, maxRetriesPerRequest: 1 });
+      try {
+        for (const room of ROOMS) {
+          const msgs = `confab:h:{r${roomTag(roomKey(room))}}:msgs`;
+          expect([room, await admin.exists(msgs)]).toEqual([room, shardOfRoom(room) === i ? 1 : 0]);
+        }
+      } finally {
+        admin.disconnect();
+      }
+    }
+
+    // A newcomer on the other node gets each room's history on joining.
+    const cat = await connect(1, 'cat');
+    await cat.expect('03');
+    for (const room of ROOMS) {
+      const header = await join(cat, room);
+      expect(header.top).toBe(2);
+      await cat.waitFor((m) => m.cmd === '70' && m.room === room, 2);
+      const got = chats(cat, room);
+      expect(got.map((m) => m.id)).toEqual([1, 2]);
+      expect(got.map((m) => m.msg).sort()).toEqual([`ann in ${room}`, `bob in ${room}`]);
+    }
+
+    // Ann resumes on the other node from what she has of one room per instance: the chats
+    // sent since follow once each, then live ones, with no gap.
+    const picked = [
+      ROOMS.find((r) => shardOfRoom(r) === 0)!,
+      ROOMS.find((r) => shardOfRoom(r) === 1)!,
+    ];
+    const epochs = new Map<string, unknown>();
+    for (const room of ROOMS) {
+      const header = (ann.received as Message[]).find((m) => m.cmd === '101' && m.room === room);
+      epochs.set(room, header?.epoch);
+    }
+    for (const room of picked) bob.sendPy({ cmd: '7', room, msg: `while away in ${room}` });
+    for (const room of picked) {
+      await ann.waitFor((m) => m.cmd === '70' && m.msg === `while away in ${room}`);
+    }
+    const back = await connect(1, 'ann-again', {
+      resume: welcome.resume,
+      since: picked.map((room) => ({ room, epoch: epochs.get(room), id: 2 })),
+    });
+    expect(await back.expect('03')).toMatchObject({ resumed: true, nickname: 'ann' });
+    await ann.expectClose(10_000);
+    for (const room of picked) {
+      expect(await back.waitFor((m) => m.cmd === '101' && m.room === room)).toMatchObject({
+        recovered: true,
+        top: 3,
+      });
+      bob.sendPy({ cmd: '7', room, msg: `live in ${room}` });
+      await back.waitFor((m) => m.cmd === '70' && m.room === room, 2);
+      expect(chats(back, room).map((m) => [m.id, m.msg])).toEqual([
+        [3, `while away in ${room}`],
+        [4, `live in ${room}`],
+      ]);
+    }
+    for (const c of [back, bob, cat]) c.close();
+  }, 120_000);
+
+  it('an instance restarted empty loses its own rooms’ history only; nicknames stay claimed', async () => {
+    const dan = await connect(0, 'dan');
+    const eve = await connect(1, 'eve');
+    const header = (await dan.expect('03')) as Message;
+    expect(header.resumed).toBe(false);
+    await eve.expect('03');
+    const before = new Map<string, Message>();
+    for (const room of ROOMS) {
+      before.set(room, await join(dan, room));
+      await join(eve, room);
+    }
+    await b.restart();
+    const onB = ROOMS.filter((r) => shardOfRoom(r) === 1);
+    const onA = ROOMS.filter((r) => shardOfRoom(r) === 0);
+    // Live members of the rooms on the restarted instance are told, those of the others not.
+    for (const room of onB) {
+      await eve.waitFor((m) => m.cmd === '108' && m.room === room, 1, 20_000);
+    }
+    for (const room of ROOMS) {
+      // Queued, not failed, while the node's client for the instance reconnects.
+      dan.sendPy({ cmd: '7', room, msg: `after in ${room}`, cid: `after-${room}` });
+      const stored = (await dan.waitFor(
+        (m) => m.cmd === '71' && m.cid === `after-${room}`,
+        1,
+        10_000,
+      )) as Message;
+      const top = Number(before.get(room)!.top);
+      expect([room, stored.id]).toEqual([room, onB.includes(room) ? 1 : top + 1]);
+      await eve.waitFor((m) => m.cmd === '70' && m.room === room && m.msg === `after in ${room}`);
+    }
+    expect(
+      (eve.received as Message[])
+        .filter((m) => m.cmd === '108')
+        .map((m) => m.room)
+        .sort(),
+    ).toEqual([...onB].sort());
+    // A member coming back to each room from what it had before the restart.
+    const fay = await connect(0, 'fay');
+    await fay.expect('03');
+    for (const room of ROOMS) {
+      const old = before.get(room)!;
+      const again = await join(fay, room, { epoch: old.epoch, id: Number(old.top) });
+      if (onA.includes(room)) expect(again).toMatchObject({ recovered: true, epoch: old.epoch });
+      else expect(again).toMatchObject({ recovered: false, reason: 'epoch' });
+    }
+    // Presence lives on --redis: the nicknames held before are still taken.
+    const dup = await RawClient.open(nodes[1]!.port);
+    clients.push(dup);
+    dup.sendPy({ cmd: '0', nickname: 'dan' });
+    await dup.expect('01');
+    for (const c of [dan, eve, fay, dup]) c.close();
+  }, 120_000);
+
+  it('a node refuses to start with another shard list than the running nodes', async () => {
+    const other = await startRedis();
+    try {
+      const { code, stderr } = await failedStart(['--redis', a.url, '--redis-shards', other.url]);
+      expect(code).toBe(1);
+      expect(stderr).toMatch(
+        /^confab: --redis-shards differs from the list the running nodes.+\n$/,
+      );
+    } finally {
+      await other.stop();
+    }
+  }, 60_000);
+
+  it('a node exits with a one-line error naming a shard it cannot reach', async () => {
+    const own = await startRedis();
+    try {
+      const dead = `redis://127.0.0.1:${await freePort()}`;
+      const { code, stderr } = await failedStart(['--redis', own.url, '--redis-shards', dead]);
+      expect(code).toBe(1);
+      expect(stderr).toMatch(
+        /^confab: cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+ \(--redis-shards\): .+\n$/,
+      );
+      expect(stderr).toContain(dead);
+    } finally {
+      await own.stop();
+    }
+  }, 60_000);
+
+  it('reports Redis unreachable on /healthz and /metrics while a shard is down', async () => {
+    const own = [await startRedis(), await startRedis()];
+    let node: SpawnedServer | undefined;
+    try {
+      node = await spawnServer(['--redis', own[0]!.url, '--redis-shards', own[1]!.url]);
+      const health = async () =>
+        (await (await fetch(`http://127.0.0.1:${node!.httpPort}/healthz`)).json()) as {
+          redis?: string;
+        };
+      expect((await health()).redis).toBe('reachable');
+      await own[1]!.stop();
+      await until(
+        '/healthz to say unreachable',
+        async () => (await health()).redis === 'unreachable',
+        20_000,
+      );
+      const metrics = await (await fetch(`http://127.0.0.1:${node.httpPort}/metrics`)).text();
+      expect(metrics).toMatch(/^confab_redis_up 0$/m);
+    } finally {
+      await node?.stop();
+      await own[0]!.stop();
+      await own[1]!.stop().catch(() => {});
+    }
+  }, 60_000);
+});
