@@ -12,6 +12,7 @@ import {
   ShardedBroker,
   ShardedHistoryStore,
   type ShardHistory,
+  sameServer,
   shardListHash,
 } from './cluster/shards.js';
 import {
@@ -319,6 +320,22 @@ class ClusterNode implements Cluster, ClusterView {
     } catch (err) {
       await giveUp();
       throw fail(err);
+    }
+    let twice: [number, number] | undefined;
+    try {
+      if (clients.length > 1) {
+        twice = await withTimeout(sameServer(clients), REDIS_START_TIMEOUT_MS);
+      }
+    } catch (err) {
+      await giveUp();
+      throw fail(err);
+    }
+    if (twice !== undefined) {
+      await giveUp();
+      const [i, j] = twice;
+      throw new StartError(
+        `${optionOf(j)} ${shownUrl(urls[j]!)} is the Redis server of ${optionOf(i)} ${shownUrl(urls[i]!)} again: each instance is listed once (its databases share one pub/sub)`,
+      );
     }
     let theirs: string | undefined;
     const ours = shardListHash(urls.slice(1));

@@ -86,6 +86,25 @@ export function shardListHash(urls: readonly string[]): string {
 }
 
 /**
+ * The first two of `clients` (by index) connected to one Redis server, whatever names
+ * or database numbers their URLs give it: pub/sub is shared by a server's databases, so
+ * the brokers of both would each hand over every whisper and notice sent to the node.
+ * Told apart by INFO's run_id, which each server process draws at random.
+ */
+export async function sameServer(clients: readonly Redis[]): Promise<[number, number] | undefined> {
+  const ids = await Promise.all(
+    clients.map(async (client) => /^run_id:(\w+)/m.exec(await client.info('server'))?.[1]),
+  );
+  for (let j = 1; j < ids.length; j++) {
+    const id = ids[j];
+    if (id === undefined) continue;
+    const i = ids.indexOf(id);
+    if (i < j) return [i, j];
+  }
+  return undefined;
+}
+
+/**
  * Records this node's shard list hash under `key` on the presence Redis, or says the
  * one the running nodes use when it differs. A node that is the only live one (`alone`)
  * sets its own: a cluster restarted with a new list takes it from its first node.

@@ -254,6 +254,34 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
     }
   }, 60_000);
 
+  it('a node refuses a list naming one Redis server twice, under another URL or database', async () => {
+    // Its databases share one pub/sub: two brokers on it would each deliver every whisper.
+    // Fresh servers with no running node, so nothing but this check stops the start.
+    const own = [await startRedis(), await startRedis()];
+    try {
+      const [x, y] = [own[0]!, own[1]!];
+      for (const shards of [`${x.url}/1`, `redis://localhost:${x.port}`]) {
+        const { code, stderr } = await failedStart(['--redis', x.url, '--redis-shards', shards]);
+        expect([shards, code]).toEqual([shards, 1]);
+        expect(stderr).toMatch(
+          /^confab: --redis-shards redis:\S+ is the Redis server of --redis redis:\S+ again: .+\n$/,
+        );
+      }
+      const { code, stderr } = await failedStart([
+        '--redis',
+        x.url,
+        '--redis-shards',
+        `${y.url},${y.url}/2`,
+      ]);
+      expect(code).toBe(1);
+      expect(stderr).toContain(
+        `--redis-shards ${y.url}/2 is the Redis server of --redis-shards ${y.url} again`,
+      );
+    } finally {
+      for (const r of own) await r.stop();
+    }
+  }, 120_000);
+
   it('a node exits with a one-line error naming a shard it cannot reach', async () => {
     const own = await startRedis();
     try {
