@@ -422,7 +422,9 @@ class ClusterNode implements Cluster, ClusterView {
     if (this.banTimer !== undefined) clearInterval(this.banTimer);
     await this.presence.close().catch(() => {});
     await withTimeout(this.broker.close(), 2_000).catch(() => {});
-    await this.history.close().catch(() => {});
+    // Its last appends may be waiting for an instance that is down: the client is then
+    // disconnected below, which fails them, rather than waited on for its reconnects.
+    await withTimeout(this.history.close(), 2_000).catch(() => {});
     await Promise.all(
       this.clients.map(async (redis) => {
         if (redis.status === 'ready') {

@@ -13,7 +13,7 @@ import { roomTag } from '../../src/store/redis-history.js';
 import { until } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
-import { CLI, freePort } from '../helpers/servers.js';
+import { CLI, freePort, stopProcess } from '../helpers/servers.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 
 const skip = withoutRedis();
@@ -296,6 +296,57 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       await own.stop();
     }
   }, 60_000);
+
+  it('with a shard down, its rooms fail their chats (3005) and the node still stops when told', async () => {
+    const own = [await startRedis(), await startRedis()];
+    let node: SpawnedServer | undefined;
+    try {
+      node = await spawnServer([
+        '--redis',
+        own[0]!.url,
+        '--redis-shards',
+        own[1]!.url,
+        '--rate-limit',
+        '0',
+      ]);
+      const port = node.port;
+      const onA = ROOMS.find((r) => shardOfRoom(r) === 0)!;
+      const onB = ROOMS.find((r) => shardOfRoom(r) === 1)!;
+      const member = async (nickname: string, room: string) => {
+        const c = await RawClient.open(port);
+        clients.push(c);
+        c.sendPy({ cmd: '0', nickname, caps: CAPS, lobby: false });
+        await c.expect('03');
+        await join(c, room);
+        return c;
+      };
+      const gil = await member('gil', onB);
+      const hal = await member('hal', onB);
+      const ida = await member('ida', onA);
+      await own[1]!.stop();
+      ida.sendPy({ cmd: '7', room: onA, msg: 'on the live instance', cid: 'live' });
+      await ida.waitFor((m) => m.cmd === '71' && m.cid === 'live', 1, 10_000);
+      // A chat on the instance that is down waits while the client reconnects ("about ten
+      // seconds of attempts", docs/cluster.md), then fails its connection with 3005.
+      gil.sendPy({ cmd: '7', room: onB, msg: 'into the void', cid: 'void' });
+      await gil.waitFor((m) => m.cmd === '90' && m.code === 3005, 1, 30_000);
+      await gil.expectClose(10_000);
+      // Stopped with a chat still waiting for that instance: it exits by itself, unkilled.
+      hal.sendPy({ cmd: '7', room: onB, msg: 'pending', cid: 'pending' });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const child = node.child;
+      const exited = new Promise<[number | null, string | null]>((resolve) =>
+        child.once('exit', (code, signal) => resolve([code, signal])),
+      );
+      const stopping = stopProcess(child, 8_000);
+      expect(await exited).toEqual([0, null]);
+      await stopping;
+    } finally {
+      await node?.stop();
+      await own[0]!.stop();
+      await own[1]!.stop().catch(() => {});
+    }
+  }, 120_000);
 
   it('reports Redis unreachable on /healthz and /metrics while a shard is down', async () => {
     const own = [await startRedis(), await startRedis()];
