@@ -289,7 +289,6 @@ class ClusterNode implements Cluster, ClusterView {
     // The first heartbeat registers the node, and every instance answers a PING. Until they
     // are answered nothing else is opened: a subscriber connection waiting for a Redis that
     // is not there could not be closed.
-    let census: Census;
     try {
       await withTimeout(
         Promise.all([
@@ -316,7 +315,6 @@ class ClusterNode implements Cluster, ClusterView {
         ]),
         REDIS_START_TIMEOUT_MS,
       );
-      census = await withTimeout(presence.census(), REDIS_START_TIMEOUT_MS);
     } catch (err) {
       await giveUp();
       throw fail(err);
@@ -341,7 +339,16 @@ class ClusterNode implements Cluster, ClusterView {
     const ours = shardListHash(urls.slice(1));
     try {
       theirs = await withTimeout(
-        agreeOnShards(redis, SHARDS_KEY, ours, census.nodes <= 1),
+        agreeOnShards(
+          redis,
+          {
+            key: SHARDS_KEY,
+            nodes: `${DEFAULT_PRESENCE_PREFIX}{presence}:nodes`,
+            node,
+            timeoutMs: config.clusterTimeout * 1000,
+          },
+          ours,
+        ),
         REDIS_START_TIMEOUT_MS,
       );
     } catch (err) {

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { shardOf } from '../../src/cluster/shards.js';
+import { agreeOnShards, shardOf } from '../../src/cluster/shards.js';
 import { roomKey } from '../../src/core/rooms.js';
 import { roomTag } from '../../src/store/redis-history.js';
 import { until } from '../helpers/cluster.js';
@@ -251,6 +251,43 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       );
     } finally {
       await other.stop();
+    }
+  }, 60_000);
+
+  it('a node that counted itself alone does not overwrite the list of one that started meanwhile', async () => {
+    const own = await startRedis();
+    const redis = new Redis(own.url, { protocol: 2, maxRetriesPerRequest: 1 });
+    try {
+      const nodes = 'confab:{presence}:nodes';
+      const where = (node: string) => ({
+        key: 'confab:{presence}:shards',
+        nodes,
+        node,
+        timeoutMs: 30_000,
+      });
+      const [secs] = await redis.time();
+      const now = Number(secs) * 1000;
+      // An old cluster's list, and a node dead for longer than the timeout: neither counts.
+      await redis.set('confab:{presence}:shards', 'old-list');
+      await redis.zadd(nodes, now - 60_000, 'nDead');
+      // nA heartbeats, finds no other live node, and is about to record its list ...
+      await redis.zadd(nodes, now, 'nA');
+      // ... when nB heartbeats and records its own.
+      await redis.zadd(nodes, now, 'nB');
+      expect(await agreeOnShards(redis, where('nB'), 'list-b')).toBe('old-list');
+      // nB was not alone, so it took the stored list: it stops. nA's record must not then
+      // replace what a live node (nB, had it agreed) runs with: it is no longer alone.
+      expect(await agreeOnShards(redis, where('nA'), 'list-a')).toBe('old-list');
+      // Once nB is gone, nA is alone and sets its list; a node with the same list agrees.
+      await redis.zrem(nodes, 'nB');
+      expect(await agreeOnShards(redis, where('nA'), 'list-a')).toBeUndefined();
+      await redis.zadd(nodes, now, 'nC');
+      expect(await agreeOnShards(redis, where('nC'), 'list-a')).toBeUndefined();
+      expect(await agreeOnShards(redis, where('nC'), 'list-c')).toBe('list-a');
+      expect(await redis.get('confab:{presence}:shards')).toBe('list-a');
+    } finally {
+      redis.disconnect();
+      await own.stop();
     }
   }, 60_000);
 
