@@ -12,6 +12,7 @@ import {
   ShardedBroker,
   ShardedHistoryStore,
   type ShardHistory,
+  sameServer,
   shardListHash,
 } from './cluster/shards.js';
 import {
@@ -288,7 +289,6 @@ class ClusterNode implements Cluster, ClusterView {
     // The first heartbeat registers the node, and every instance answers a PING. Until they
     // are answered nothing else is opened: a subscriber connection waiting for a Redis that
     // is not there could not be closed.
-    let census: Census;
     try {
       await withTimeout(
         Promise.all([
@@ -315,16 +315,40 @@ class ClusterNode implements Cluster, ClusterView {
         ]),
         REDIS_START_TIMEOUT_MS,
       );
-      census = await withTimeout(presence.census(), REDIS_START_TIMEOUT_MS);
     } catch (err) {
       await giveUp();
       throw fail(err);
+    }
+    let twice: [number, number] | undefined;
+    try {
+      if (clients.length > 1) {
+        twice = await withTimeout(sameServer(clients), REDIS_START_TIMEOUT_MS);
+      }
+    } catch (err) {
+      await giveUp();
+      throw fail(err);
+    }
+    if (twice !== undefined) {
+      await giveUp();
+      const [i, j] = twice;
+      throw new StartError(
+        `${optionOf(j)} ${shownUrl(urls[j]!)} is the Redis server of ${optionOf(i)} ${shownUrl(urls[i]!)} again: each instance is listed once (its databases share one pub/sub)`,
+      );
     }
     let theirs: string | undefined;
     const ours = shardListHash(urls.slice(1));
     try {
       theirs = await withTimeout(
-        agreeOnShards(redis, SHARDS_KEY, ours, census.nodes <= 1),
+        agreeOnShards(
+          redis,
+          {
+            key: SHARDS_KEY,
+            nodes: `${DEFAULT_PRESENCE_PREFIX}{presence}:nodes`,
+            node,
+            timeoutMs: config.clusterTimeout * 1000,
+          },
+          ours,
+        ),
         REDIS_START_TIMEOUT_MS,
       );
     } catch (err) {
@@ -405,7 +429,9 @@ class ClusterNode implements Cluster, ClusterView {
     if (this.banTimer !== undefined) clearInterval(this.banTimer);
     await this.presence.close().catch(() => {});
     await withTimeout(this.broker.close(), 2_000).catch(() => {});
-    await this.history.close().catch(() => {});
+    // Its last appends may be waiting for an instance that is down: the client is then
+    // disconnected below, which fails them, rather than waited on for its reconnects.
+    await withTimeout(this.history.close(), 2_000).catch(() => {});
     await Promise.all(
       this.clients.map(async (redis) => {
         if (redis.status === 'ready') {

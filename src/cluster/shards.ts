@@ -86,25 +86,80 @@ export function shardListHash(urls: readonly string[]): string {
 }
 
 /**
- * Records this node's shard list hash under `key` on the presence Redis, or says the
- * one the running nodes use when it differs. A node that is the only live one (`alone`)
- * sets its own: a cluster restarted with a new list takes it from its first node.
- * Returns the other hash on a mismatch, undefined when they agree.
+ * The first two of `clients` (by index) connected to one Redis server, whatever names
+ * or database numbers their URLs give it: pub/sub is shared by a server's databases, so
+ * the brokers of both would each hand over every whisper and notice sent to the node.
+ * Told apart by INFO's run_id, which each server process draws at random.
+ */
+export async function sameServer(clients: readonly Redis[]): Promise<[number, number] | undefined> {
+  const ids = await Promise.all(
+    clients.map(async (client) => /^run_id:(\w+)/m.exec(await client.info('server'))?.[1]),
+  );
+  for (let j = 1; j < ids.length; j++) {
+    const id = ids[j];
+    if (id === undefined) continue;
+    const i = ids.indexOf(id);
+    if (i < j) return [i, j];
+  }
+  return undefined;
+}
+
+/**
+ * Whether another node heartbeated within the timeout decides, in the same step as the
+ * write, whether this node's list replaces the stored one: a node that counted itself
+ * alone just before another started and recorded its own list would otherwise overwrite
+ * it, and both would run with different lists.
+ * KEYS: the list hash's key, Presence's node zset. ARGV: hash, this node, timeout ms.
+ */
+const AGREE_LUA = `
+local t = redis.call('TIME')
+local since = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+local others = redis.call('ZCOUNT', KEYS[2], since, '+inf')
+local mine = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[2]))
+if mine and mine >= since then others = others - 1 end
+if others <= 0 then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return false
+end
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local stored = redis.call('GET', KEYS[1])
+if stored == ARGV[1] then return false end
+return stored
+`;
+
+/** Where agreeOnShards reads and writes, all on the presence Redis. */
+export interface ShardAgreement {
+  /** The list hash's key. */
+  readonly key: string;
+  /** Presence's zset of nodes by the time of their last heartbeat. */
+  readonly nodes: string;
+  /** This node, as Presence registered it. */
+  readonly node: string;
+  /** Presence's node timeout: a node silent longer is not running. */
+  readonly timeoutMs: number;
+}
+
+/**
+ * Records this node's shard list hash, or says the one the running nodes use when it
+ * differs. A node with no other live node sets its own: a cluster restarted with a new
+ * list takes it from its first node. Returns the other hash on a mismatch, undefined
+ * when they agree.
  */
 export async function agreeOnShards(
   redis: Redis,
-  key: string,
+  where: ShardAgreement,
   hash: string,
-  alone: boolean,
 ): Promise<string | undefined> {
-  if (alone) {
-    await redis.set(key, hash);
-    return undefined;
-  }
-  // Two nodes starting together with different lists: one sets it, the other sees it.
-  await redis.set(key, hash, 'NX');
-  const stored = await redis.get(key);
-  return stored === null || stored === hash ? undefined : stored;
+  const stored = (await redis.eval(
+    AGREE_LUA,
+    2,
+    where.key,
+    where.nodes,
+    hash,
+    where.node,
+    String(where.timeoutMs),
+  )) as string | null;
+  return stored ?? undefined;
 }
 
 /** A history store per Redis instance, as the broker of that instance reads gaps from. */

@@ -47,6 +47,17 @@ export function commandClient(url: string): Redis {
       protocol: 2,
       enableAutoPipelining: true,
       autoResendUnfulfilledCommands: false,
+      retryStrategy: reconnectDelay,
     }),
   );
+}
+
+/**
+ * A request waiting for Redis fails after ioredis's 20 reconnect attempts: at 50 ms more
+ * each, up to 2 s, that is about ten seconds (docs/cluster.md). ioredis 6's own doubling
+ * to 5 s made it over a minute, a room on an instance that is down answering nobody and
+ * a node told to stop waiting that long for its last appends.
+ */
+export function reconnectDelay(attempt: number): number {
+  return Math.min(attempt * 50, 2_000);
 }

@@ -7,13 +7,13 @@
 import { spawn } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { shardOf } from '../../src/cluster/shards.js';
+import { agreeOnShards, shardOf } from '../../src/cluster/shards.js';
 import { roomKey } from '../../src/core/rooms.js';
 import { roomTag } from '../../src/store/redis-history.js';
 import { until } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
-import { CLI, freePort } from '../helpers/servers.js';
+import { CLI, freePort, stopProcess } from '../helpers/servers.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 
 const skip = withoutRedis();
@@ -254,6 +254,71 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
     }
   }, 60_000);
 
+  it('a node that counted itself alone does not overwrite the list of one that started meanwhile', async () => {
+    const own = await startRedis();
+    const redis = new Redis(own.url, { protocol: 2, maxRetriesPerRequest: 1 });
+    try {
+      const nodes = 'confab:{presence}:nodes';
+      const where = (node: string) => ({
+        key: 'confab:{presence}:shards',
+        nodes,
+        node,
+        timeoutMs: 30_000,
+      });
+      const [secs] = await redis.time();
+      const now = Number(secs) * 1000;
+      // An old cluster's list, and a node dead for longer than the timeout: neither counts.
+      await redis.set('confab:{presence}:shards', 'old-list');
+      await redis.zadd(nodes, now - 60_000, 'nDead');
+      // nA heartbeats, finds no other live node, and is about to record its list ...
+      await redis.zadd(nodes, now, 'nA');
+      // ... when nB heartbeats and records its own.
+      await redis.zadd(nodes, now, 'nB');
+      expect(await agreeOnShards(redis, where('nB'), 'list-b')).toBe('old-list');
+      // nB was not alone, so it took the stored list: it stops. nA's record must not then
+      // replace what a live node (nB, had it agreed) runs with: it is no longer alone.
+      expect(await agreeOnShards(redis, where('nA'), 'list-a')).toBe('old-list');
+      // Once nB is gone, nA is alone and sets its list; a node with the same list agrees.
+      await redis.zrem(nodes, 'nB');
+      expect(await agreeOnShards(redis, where('nA'), 'list-a')).toBeUndefined();
+      await redis.zadd(nodes, now, 'nC');
+      expect(await agreeOnShards(redis, where('nC'), 'list-a')).toBeUndefined();
+      expect(await agreeOnShards(redis, where('nC'), 'list-c')).toBe('list-a');
+      expect(await redis.get('confab:{presence}:shards')).toBe('list-a');
+    } finally {
+      redis.disconnect();
+      await own.stop();
+    }
+  }, 60_000);
+
+  it('a node refuses a list naming one Redis server twice, under another URL or database', async () => {
+    // Its databases share one pub/sub: two brokers on it would each deliver every whisper.
+    // Fresh servers with no running node, so nothing but this check stops the start.
+    const own = [await startRedis(), await startRedis()];
+    try {
+      const [x, y] = [own[0]!, own[1]!];
+      for (const shards of [`${x.url}/1`, `redis://localhost:${x.port}`]) {
+        const { code, stderr } = await failedStart(['--redis', x.url, '--redis-shards', shards]);
+        expect([shards, code]).toEqual([shards, 1]);
+        expect(stderr).toMatch(
+          /^confab: --redis-shards redis:\S+ is the Redis server of --redis redis:\S+ again: .+\n$/,
+        );
+      }
+      const { code, stderr } = await failedStart([
+        '--redis',
+        x.url,
+        '--redis-shards',
+        `${y.url},${y.url}/2`,
+      ]);
+      expect(code).toBe(1);
+      expect(stderr).toContain(
+        `--redis-shards ${y.url}/2 is the Redis server of --redis-shards ${y.url} again`,
+      );
+    } finally {
+      for (const r of own) await r.stop();
+    }
+  }, 120_000);
+
   it('a node exits with a one-line error naming a shard it cannot reach', async () => {
     const own = await startRedis();
     try {
@@ -268,6 +333,57 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       await own.stop();
     }
   }, 60_000);
+
+  it('with a shard down, its rooms fail their chats (3005) and the node still stops when told', async () => {
+    const own = [await startRedis(), await startRedis()];
+    let node: SpawnedServer | undefined;
+    try {
+      node = await spawnServer([
+        '--redis',
+        own[0]!.url,
+        '--redis-shards',
+        own[1]!.url,
+        '--rate-limit',
+        '0',
+      ]);
+      const port = node.port;
+      const onA = ROOMS.find((r) => shardOfRoom(r) === 0)!;
+      const onB = ROOMS.find((r) => shardOfRoom(r) === 1)!;
+      const member = async (nickname: string, room: string) => {
+        const c = await RawClient.open(port);
+        clients.push(c);
+        c.sendPy({ cmd: '0', nickname, caps: CAPS, lobby: false });
+        await c.expect('03');
+        await join(c, room);
+        return c;
+      };
+      const gil = await member('gil', onB);
+      const hal = await member('hal', onB);
+      const ida = await member('ida', onA);
+      await own[1]!.stop();
+      ida.sendPy({ cmd: '7', room: onA, msg: 'on the live instance', cid: 'live' });
+      await ida.waitFor((m) => m.cmd === '71' && m.cid === 'live', 1, 10_000);
+      // A chat on the instance that is down waits while the client reconnects ("about ten
+      // seconds of attempts", docs/cluster.md), then fails its connection with 3005.
+      gil.sendPy({ cmd: '7', room: onB, msg: 'into the void', cid: 'void' });
+      await gil.waitFor((m) => m.cmd === '90' && m.code === 3005, 1, 30_000);
+      await gil.expectClose(10_000);
+      // Stopped with a chat still waiting for that instance: it exits by itself, unkilled.
+      hal.sendPy({ cmd: '7', room: onB, msg: 'pending', cid: 'pending' });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const child = node.child;
+      const exited = new Promise<[number | null, string | null]>((resolve) =>
+        child.once('exit', (code, signal) => resolve([code, signal])),
+      );
+      const stopping = stopProcess(child, 8_000);
+      expect(await exited).toEqual([0, null]);
+      await stopping;
+    } finally {
+      await node?.stop();
+      await own[0]!.stop();
+      await own[1]!.stop().catch(() => {});
+    }
+  }, 120_000);
 
   it('reports Redis unreachable on /healthz and /metrics while a shard is down', async () => {
     const own = [await startRedis(), await startRedis()];
