@@ -70,19 +70,25 @@ export function shardOf(key: string, count: number): number {
   return count === 1 ? 0 : fnv1a32(key) % count;
 }
 
-/** What the cluster's nodes compare their shard lists by: the URLs, without passwords. */
+/**
+ * What the cluster's nodes compare their shard lists by: each URL as the instance it
+ * names (scheme, host, port, database; without user, password or options), so that
+ * `redis://h:6379` and `redis://H/0` agree.
+ */
 export function shardListHash(urls: readonly string[]): string {
-  const shown = urls.map((url) => {
+  const named = urls.map((url) => {
     try {
       const parsed = new URL(url);
-      parsed.password = '';
-      parsed.username = '';
-      return parsed.toString();
+      const db = Number.parseInt(
+        parsed.pathname.slice(1) || parsed.searchParams.get('db') || '0',
+        10,
+      );
+      return `${parsed.protocol}//${parsed.hostname.toLowerCase()}:${parsed.port || '6379'}/${db}`;
     } catch {
       return url;
     }
   });
-  return createHash('sha256').update(JSON.stringify(shown)).digest('hex').slice(0, 16);
+  return createHash('sha256').update(JSON.stringify(named)).digest('hex').slice(0, 16);
 }
 
 /**

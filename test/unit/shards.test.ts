@@ -70,5 +70,17 @@ describe('shardListHash', () => {
     expect(shardListHash([a])).not.toBe(shardListHash([a, b]));
     expect(shardListHash([])).not.toBe(shardListHash([a]));
     expect(shardListHash(['redis://:secret@127.0.0.1:7001'])).toBe(shardListHash([a]));
+    // The same instance however its URL spells it.
+    for (const same of [
+      'redis://127.0.0.1:7001/',
+      'redis://127.0.0.1:7001/0',
+      'redis://u@127.0.0.1:7001?db=0',
+    ]) {
+      expect([same, shardListHash([same])]).toEqual([same, shardListHash([a])]);
+    }
+    expect(shardListHash(['redis://LOCALHOST/'])).toBe(shardListHash(['redis://localhost:6379']));
+    expect(shardListHash(['redis://127.0.0.1:7001/1'])).not.toBe(shardListHash([a]));
+    expect(shardListHash(['redis://127.0.0.1:7001?db=1'])).toBe(shardListHash([`${a}/1`]));
+    expect(shardListHash(['rediss://127.0.0.1:7001'])).not.toBe(shardListHash([a]));
   });
 });
