@@ -83,6 +83,7 @@ export class Member {
   private readonly fields = new Int32Array(2);
   private readonly objects: boolean;
   private readonly micros = new Float64Array(1);
+  private cidCount = 0;
 
   constructor(
     readonly dialect: Dialect,
@@ -98,6 +99,8 @@ export class Member {
      * JOIN #<room>. Only for the confab and IRC dialects.
      */
     readonly room?: string,
+    /** confab only: negotiate "history" and give every chat a cid (see Workload.cids). */
+    private readonly cids = false,
   ) {
     this.marker =
       dialect === 'irc'
@@ -135,14 +138,17 @@ export class Member {
       );
       const send = () => {
         switch (this.dialect) {
-          case 'confab':
-            // "caps" (even empty) says this client splits on newlines.
+          case 'confab': {
+            // "caps" (even empty) says this client splits on newlines; "history" comes
+            // only with "rooms".
+            const caps = this.cids ? '"rooms","history"' : this.room === undefined ? '' : '"rooms"';
             this.socket.write(
               this.room === undefined
-                ? `{"cmd":"0","nickname":"${this.nick}","caps":[]}\n`
-                : `{"cmd":"0","nickname":"${this.nick}","caps":["rooms"],"lobby":false}\n`,
+                ? `{"cmd":"0","nickname":"${this.nick}","caps":[${caps}]}\n`
+                : `{"cmd":"0","nickname":"${this.nick}","caps":[${caps}],"lobby":false}\n`,
             );
             break;
+          }
           case 'seed':
           case 'course':
             this.socket.write(`{"cmd": "0", "nickname": "${this.nick}"}`);
@@ -164,12 +170,14 @@ export class Member {
   chat(payload: string): void {
     let line: string;
     switch (this.dialect) {
-      case 'confab':
+      case 'confab': {
+        const cid = this.cids ? `,"cid":"${++this.cidCount}"` : '';
         line =
           this.room === undefined
-            ? `{"cmd":"7","msg":"${payload}"}\n`
-            : `{"cmd":"7","msg":"${payload}","room":"${this.room}"}\n`;
+            ? `{"cmd":"7","msg":"${payload}"${cid}}\n`
+            : `{"cmd":"7","msg":"${payload}","room":"${this.room}"${cid}}\n`;
         break;
+      }
       case 'seed':
       case 'course':
         line = `{"cmd": "7", "msg": "${payload}"}`;

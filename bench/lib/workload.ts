@@ -16,6 +16,12 @@ export interface Workload {
    * chat client does when people type (with TCP_NODELAY, one segment each).
    */
   shape: 'coalesce' | 'each';
+  /**
+   * confab members negotiate "history" and give every chat a cid, as confab's web and
+   * terminal clients do (the server then dedupes each chat by it and answers "71").
+   * Other servers have no such thing: for them it is the workload without it.
+   */
+  cids?: boolean;
 }
 
 export const WORKLOADS: Record<string, Workload> = {
@@ -24,6 +30,22 @@ export const WORKLOADS: Record<string, Workload> = {
   'W-pipe/each': { name: 'W-pipe/each', members: 10, senders: 10, window: 32, shape: 'each' },
   'W-big': { name: 'W-big', members: 200, senders: 5, window: 8, shape: 'coalesce' },
   'W-big/each': { name: 'W-big/each', members: 200, senders: 5, window: 8, shape: 'each' },
+  'W-pipe/cid': {
+    name: 'W-pipe/cid',
+    members: 10,
+    senders: 10,
+    window: 32,
+    shape: 'coalesce',
+    cids: true,
+  },
+  'W-big/cid': {
+    name: 'W-big/cid',
+    members: 200,
+    senders: 5,
+    window: 8,
+    shape: 'coalesce',
+    cids: true,
+  },
 };
 
 export interface FanoutResult {
@@ -84,7 +106,18 @@ export async function runFanout(
     for (let j = i; j < Math.min(w.members, i + batch); j++) {
       // Round-robin over the nodes: most deliveries cross from one node to another.
       const port = server.ports[j % server.ports.length]!;
-      group.push(new Member(server.dialect, `m${j}`, port, undefined, flusher, w.shape === 'each'));
+      group.push(
+        new Member(
+          server.dialect,
+          `m${j}`,
+          port,
+          undefined,
+          flusher,
+          w.shape === 'each',
+          undefined,
+          w.cids === true,
+        ),
+      );
     }
     await Promise.all(group.map((m) => m.join()));
     members.push(...group);
