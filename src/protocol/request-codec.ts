@@ -55,7 +55,8 @@ function tooDeep(maxDepth: number): ParseResult {
 }
 
 const CHAT_PREFIX = '{"cmd":"7","msg":"';
-const CHAT_SUFFIX = '"}';
+const ROOM_FIELD = '","room":"';
+const CID_FIELD = '","cid":"';
 /**
  * Characters that need JSON unescaping or are invalid raw in a JSON string,
  * and any surrogate, so that the full path decides whether one stands alone.
@@ -63,12 +64,42 @@ const CHAT_SUFFIX = '"}';
 // biome-ignore lint/suspicious/noControlCharactersInRegex: raw control characters are what must be caught
 const NEEDS_JSON = /["\\\u0000-\u001f\ud800-\udfff]/;
 
+/**
+ * CHAT exactly as confab's clients write it, `{"cmd":"7","msg":"…"}` with an optional
+ * `"room"` and then `"cid"`, every string plain: the request, as toRequest would make
+ * it. Anything else (Python's spacing, escapes, other fields or order) is undefined.
+ */
+function plainChat(text: string): Request | undefined {
+  let q = text.indexOf('"', CHAT_PREFIX.length);
+  if (q < 0) return undefined;
+  const msg = text.slice(CHAT_PREFIX.length, q);
+  if (NEEDS_JSON.test(msg)) return undefined;
+  const request: Request = { cmd: Cmd.CHAT, msg };
+  if (text.startsWith(ROOM_FIELD, q)) {
+    const end = text.indexOf('"', q + ROOM_FIELD.length);
+    if (end < 0) return undefined;
+    const room = text.slice(q + ROOM_FIELD.length, end);
+    if (NEEDS_JSON.test(room)) return undefined;
+    request.room = room;
+    q = end;
+  }
+  if (text.startsWith(CID_FIELD, q)) {
+    const end = text.indexOf('"', q + CID_FIELD.length);
+    if (end < 0) return undefined;
+    const cid = text.slice(q + CID_FIELD.length, end);
+    if (NEEDS_JSON.test(cid)) return undefined;
+    request.cid = validCid(cid) ? cid : null;
+    q = end;
+  }
+  return q === text.length - 2 && text.charCodeAt(q + 1) === 0x7d ? request : undefined;
+}
+
 export function parseRequestText(text: string): ParseResult {
-  // Fast path for the commonest request exactly as confab's clients write it;
-  // anything else (Python's spacing, escapes, extra fields) takes JSON.parse.
-  if (text.startsWith(CHAT_PREFIX) && text.endsWith(CHAT_SUFFIX) && text.length >= 20) {
-    const msg = text.slice(CHAT_PREFIX.length, text.length - CHAT_SUFFIX.length);
-    if (!NEEDS_JSON.test(msg)) return { ok: true, request: { cmd: Cmd.CHAT, msg } };
+  // Fast path for the commonest request as confab's clients write it; anything
+  // else takes JSON.parse.
+  if (text.startsWith(CHAT_PREFIX)) {
+    const request = plainChat(text);
+    if (request !== undefined) return { ok: true, request };
   }
   let value: unknown;
   try {

@@ -2,7 +2,7 @@ import type { Deliverable, Delivery, Encoder } from '../../core/events.js';
 import type { Capability } from '../../protocol/capabilities.js';
 import { Cmd, ErrorCode, LOBBY } from '../../protocol/codes.js';
 import { encodeCourseFrames } from '../../protocol/course-frame.js';
-import { encodePlainChatLine, serializeLine } from '../../protocol/message-codec.js';
+import { encodePlainChatLine, serializeJson, serializeLine } from '../../protocol/message-codec.js';
 import type { ServerMessage, UserEntry } from '../../protocol/messages.js';
 
 /** The events that happen in a room (whispers do not). */
@@ -217,7 +217,7 @@ export const jsonLines: Framing = (m) => encodePlainChatLine(m) ?? Buffer.from(s
 /** For stream clients that negotiated nothing: each message padded to the course client's recv(1024). */
 export const courseFrames: Framing = encodeCourseFrames;
 /** One JSON object per WebSocket message, no newline. */
-export const wsJson: Framing = (m) => Buffer.from(JSON.stringify(m));
+export const wsJson: Framing = (m) => Buffer.from(serializeJson(m));
 
 /**
  * The encoders of one framing, one per capability set, so that a delivery is

@@ -8,6 +8,7 @@ import {
   parseRequestMessage,
   parseRequestText,
   refusedFrame,
+  toRequest,
 } from '../../../src/protocol/request-codec.js';
 
 const utf8 = new TextEncoder();
@@ -108,6 +109,43 @@ describe('fast paths', () => {
         expect(parseRequestText(text)).toEqual(expected);
       }),
       { numRuns: 2000 },
+    );
+  });
+
+  it('parse chat with a room and a cid as the full parser does, whatever the strings', () => {
+    const str = fc.oneof(
+      fc.string({ maxLength: 70 }),
+      fc.string({
+        unit: fc.oneof(
+          fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+          fc.constantFrom('\ud800', '"', '\\', '\u0000', '}', ',', '","cid":"', '"}'),
+        ),
+        maxLength: 8,
+      }),
+    );
+    const opt = fc.option(str, { nil: undefined });
+    fc.assert(
+      fc.property(str, opt, opt, fc.boolean(), fc.boolean(), (msg, room, cid, raw, tail) => {
+        const fields: [string, string | undefined][] = [
+          ['msg', msg],
+          ['room', room],
+          ['cid', cid],
+        ];
+        const text = raw
+          ? `{"cmd":"7"${fields.map(([k, v]) => (v === undefined ? '' : `,"${k}":"${v}"`)).join('')}${tail ? ',"x":1' : ''}}`
+          : JSON.stringify({ cmd: '7', msg, room, cid, ...(tail ? { x: 1 } : {}) });
+        let reference: unknown;
+        try {
+          reference = toRequest(JSON.parse(text));
+        } catch {
+          reference = {
+            ok: false,
+            error: { code: ErrorCode.MALFORMED_JSON, message: expect.any(String) },
+          };
+        }
+        expect(parseRequestText(text)).toEqual(reference);
+      }),
+      { numRuns: 5000 },
     );
   });
 

@@ -4,6 +4,7 @@ import type { ChatEvent } from '../../../src/core/events.js';
 import { type Capability, grant } from '../../../src/protocol/capabilities.js';
 import { ErrorCode } from '../../../src/protocol/codes.js';
 import { encodePlainChatLine, serializeLine } from '../../../src/protocol/message-codec.js';
+import type { ServerMessage } from '../../../src/protocol/messages.js';
 import { parseRequestText } from '../../../src/protocol/request-codec.js';
 import { toServerMessage } from '../../../src/transports/dialects/json.js';
 
@@ -117,13 +118,62 @@ describe('the dialect and rooms', () => {
     );
   });
 
-  it('never takes the plain-chat fast paths for a chat that carries its room', () => {
+  it('serialises "71" to the same bytes as JSON.stringify', () => {
+    const text = fc.string({
+      unit: fc.oneof(
+        fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+        fc.constantFrom('\ud800', '"', '\\', '\u0000', '\u2028'),
+      ),
+    });
+    const num = fc.oneof(fc.nat(), fc.double(), fc.constant(1_764_495_000_123));
     fc.assert(
-      fc.property(fc.string(), fc.string(), fc.string(), fc.nat(), (from, msg, room, id) => {
-        const m = { cmd: '70' as const, from, msg, room, id, at: 1 };
-        expect(serializeLine(m)).toBe(`${JSON.stringify(m)}\n`);
+      fc.property(
+        text,
+        num,
+        num,
+        fc.option(text, { nil: undefined }),
+        fc.boolean(),
+        (room, id, at, cid, duplicate) => {
+          const m: ServerMessage = { cmd: '71', room, id, at };
+          if (cid !== undefined) m.cid = cid;
+          if (duplicate) m.duplicate = true;
+          expect(serializeLine(m)).toBe(`${JSON.stringify(m)}\n`);
+        },
+      ),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('serialises a chat that carries its room as JSON.stringify does; no byte fast path', () => {
+    const text = fc.oneof(
+      fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)) }),
+      fc.string({
+        unit: fc.oneof(
+          fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+          fc.constantFrom('\ud800', '"', '\\', '\u0000', '\u007f', '\u00e9'),
+        ),
+      }),
+    );
+    const num = fc.option(
+      fc.oneof(
+        fc.nat(),
+        fc.constant(1_764_495_000_123),
+        fc.double(),
+        fc.constantFrom(-0, Number.NaN, Number.POSITIVE_INFINITY, 1e21, 1.5e-7),
+      ),
+      { nil: undefined },
+    );
+    fc.assert(
+      fc.property(text, text, text, num, num, (from, msg, room, id, at) => {
+        const m: ServerMessage = { cmd: '70', from, msg, room };
+        if (id !== undefined) m.id = id;
+        if (at !== undefined) m.at = at;
+        const line = serializeLine(m);
+        expect(line).toBe(`${JSON.stringify(m)}\n`);
+        // Measured slower end to end than serialising it (docs/performance.md).
         expect(encodePlainChatLine(m)).toBeUndefined();
       }),
+      { numRuns: 3000 },
     );
   });
 });
