@@ -96,10 +96,10 @@ describe.skipIf(withoutRedis())('cluster bench servers', () => {
     for (const pid of pids) expect(alive(pid)).toBe(false);
   }, 60_000);
 
-  it('runs W-pipe and W-rooms across two nodes with zero loss, Redis reported apart', async () => {
+  it('runs W-pipe, W-pipe/cid and W-rooms across two nodes with zero loss, Redis reported apart', async () => {
     const report = await runBench({
       servers: ['confab-2nodes'],
-      workloads: ['W-pipe', 'W-rooms'],
+      workloads: ['W-pipe', 'W-pipe/cid', 'W-rooms'],
       seconds: 0.5,
       warmup: 0.2,
       conns: 0,
@@ -118,6 +118,14 @@ describe.skipIf(withoutRedis())('cluster bench servers', () => {
     expect(Object.keys(pipe!.redis!.commands)).toEqual(
       expect.arrayContaining(['evalsha', 'xadd', 'publish']),
     );
+    // History clients' cids reach the store: it dedupes each chat by one.
+    const withCids = report.fanout.find((r) => r.workload === 'W-pipe/cid');
+    expect(withCids).toMatchObject({ server: 'confab-2nodes', lost: 0 });
+    expect(withCids!.deliveries).toBeGreaterThan(0);
+    expect(Object.keys(withCids!.redis!.commands)).toEqual(
+      expect.arrayContaining(['zscore', 'zadd']),
+    );
+    expect(Object.keys(pipe!.redis!.commands)).not.toContain('zadd');
     expect(report.rooms).toMatchObject([
       { server: 'confab-2nodes', history: 'redis', lost: 0, misrouted: 0, connections: 24 },
     ]);
