@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type RunningServer, seedMissing, startServer } from '../../bench/lib/servers.js';
@@ -36,4 +37,30 @@ export function withoutSeed(): boolean {
   const missing = seedMissing();
   if (missing !== undefined) console.log(`skipped: ${missing}`);
   return missing !== undefined;
+}
+
+/**
+ * Runs `confab serve ARGS` expecting it to stop by itself (a start-up error): its exit
+ * code (null if it was still running after 30 s and had to be killed) and its stderr.
+ */
+export async function serveExit(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, 'serve', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  child.stdout!.resume();
+  const code = await new Promise<number | null>((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      resolve(null);
+    }, 30_000);
+    child.once('exit', (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
+  });
+  return { code, stderr };
 }

@@ -4,7 +4,6 @@
  * nodes with rooms on both instances; one instance restarted empty; and a node
  * that cannot start with a shard it cannot reach or a list the others do not use.
  */
-import { spawn } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agreeOnShards, shardOf } from '../../src/cluster/shards.js';
@@ -13,7 +12,7 @@ import { roomTag } from '../../src/store/redis-history.js';
 import { until } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
-import { CLI, freePort, stopProcess } from '../helpers/servers.js';
+import { freePort, serveExit, stopProcess } from '../helpers/servers.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 
 const skip = withoutRedis();
@@ -44,29 +43,9 @@ async function join(client: RawClient, room: string, since?: object): Promise<Me
 const chats = (client: RawClient, room: string) =>
   (client.received as Message[]).filter((m) => m.cmd === '70' && m.room === room);
 
-/** Runs `confab serve` with `args` and returns its exit code and stderr (bounded). */
-async function failedStart(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(
-    process.execPath,
-    [CLI, 'serve', '--port', '0', '--http-port', 'off', '--history', 'memory', ...args],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  child.stdout!.resume();
-  const code = await new Promise<number | null>((resolve) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      resolve(null);
-    }, 30_000);
-    child.once('exit', (c) => {
-      clearTimeout(timer);
-      resolve(c);
-    });
-  });
-  return { code, stderr };
+/** Runs `confab serve` with `args`, expecting a start-up error: its exit code and stderr. */
+function failedStart(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return serveExit(['--port', '0', '--http-port', 'off', '--history', 'memory', ...args]);
 }
 
 beforeAll(async () => {

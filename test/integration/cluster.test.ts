@@ -3,12 +3,11 @@
  * clients on different nodes see of each other, exactly-N admission across
  * nodes, a node killed with SIGKILL, and a Redis that is not there.
  */
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOBBY } from '../../src/protocol/codes.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
-import { CLI, freePort } from '../helpers/servers.js';
+import { freePort, serveExit } from '../helpers/servers.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 
 const skip = withoutRedis();
@@ -331,26 +330,14 @@ describe.skipIf(skip)('a cluster of three nodes over Redis', () => {
 
   it('exits with a one-line error when Redis cannot be reached', async () => {
     const port = await freePort();
-    const child = spawn(
-      process.execPath,
-      [CLI, 'serve', '--port', '0', '--http-port', 'off', '--redis', `redis://127.0.0.1:${port}`],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.stdout!.resume();
-    const code = await new Promise<number | null>((resolve) => {
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        resolve(null);
-      }, 30_000);
-      child.once('exit', (c) => {
-        clearTimeout(timer);
-        resolve(c);
-      });
-    });
+    const { code, stderr } = await serveExit([
+      '--port',
+      '0',
+      '--http-port',
+      'off',
+      '--redis',
+      `redis://127.0.0.1:${port}`,
+    ]);
     expect(code).toBe(1);
     expect(stderr).toMatch(
       /^confab: cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+ \(--redis\): .+\n$/,
