@@ -6,12 +6,11 @@ import { createSecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { RedisBroker } from './cluster/redis-broker.js';
-import { DEFAULT_PRESENCE_PREFIX, RedisPresence } from './cluster/redis-presence.js';
+import { RedisPresence } from './cluster/redis-presence.js';
 import {
   agreeOnShards,
   ShardedBroker,
   ShardedHistoryStore,
-  type ShardHistory,
   sameServer,
   shardListHash,
 } from './cluster/shards.js';
@@ -160,9 +159,6 @@ const HEARTBEAT_MS = 1_000;
 
 /** How often a node reads the cluster's ban list again, in case it missed a change. */
 const BAN_REFRESH_MS = 5_000;
-/** Where the cluster's nodes keep the hash of their --redis-shards list (see agreeOnShards). */
-const SHARDS_KEY = `${DEFAULT_PRESENCE_PREFIX}{presence}:shards`;
-
 /** A Redis URL as logs and errors show it: without its password. */
 function shownUrl(url: string): string {
   try {
@@ -286,48 +282,36 @@ class ClusterNode implements Cluster, ClusterView {
       await presence.close().catch(() => {});
       for (const c of clients) c.disconnect();
     };
+    // A step of start-up that must finish in time; if it does not, everything opened so far
+    // is closed and the error names the instance to blame.
+    const atStart = async <T>(work: Promise<T>): Promise<T> => {
+      try {
+        return await withTimeout(work, REDIS_START_TIMEOUT_MS);
+      } catch (err) {
+        await giveUp();
+        throw fail(err);
+      }
+    };
+    const answer = (i: number, work: Promise<unknown>) =>
+      work.then(
+        () => {
+          answered[i] = true;
+        },
+        (error: unknown) => {
+          errors[i] ??= error as Error;
+          throw error;
+        },
+      );
     // The first heartbeat registers the node, and every instance answers a PING. Until they
     // are answered nothing else is opened: a subscriber connection waiting for a Redis that
     // is not there could not be closed.
-    try {
-      await withTimeout(
-        Promise.all([
-          presence.heartbeat().then(
-            () => {
-              answered[0] = true;
-            },
-            (error: unknown) => {
-              errors[0] ??= error as Error;
-              throw error;
-            },
-          ),
-          ...clients.slice(1).map((c, i) =>
-            c.ping().then(
-              () => {
-                answered[i + 1] = true;
-              },
-              (error: unknown) => {
-                errors[i + 1] ??= error as Error;
-                throw error;
-              },
-            ),
-          ),
-        ]),
-        REDIS_START_TIMEOUT_MS,
-      );
-    } catch (err) {
-      await giveUp();
-      throw fail(err);
-    }
-    let twice: [number, number] | undefined;
-    try {
-      if (clients.length > 1) {
-        twice = await withTimeout(sameServer(clients), REDIS_START_TIMEOUT_MS);
-      }
-    } catch (err) {
-      await giveUp();
-      throw fail(err);
-    }
+    await atStart(
+      Promise.all([
+        answer(0, presence.heartbeat()),
+        ...clients.slice(1).map((c, i) => answer(i + 1, c.ping())),
+      ]),
+    );
+    const twice = clients.length > 1 ? await atStart(sameServer(clients)) : undefined;
     if (twice !== undefined) {
       await giveUp();
       const [i, j] = twice;
@@ -335,26 +319,20 @@ class ClusterNode implements Cluster, ClusterView {
         `${optionOf(j)} ${shownUrl(urls[j]!)} is the Redis server of ${optionOf(i)} ${shownUrl(urls[i]!)} again: each instance is listed once (its databases share one pub/sub)`,
       );
     }
-    let theirs: string | undefined;
     const ours = shardListHash(urls.slice(1));
-    try {
-      theirs = await withTimeout(
-        agreeOnShards(
-          redis,
-          {
-            key: SHARDS_KEY,
-            nodes: `${DEFAULT_PRESENCE_PREFIX}{presence}:nodes`,
-            node,
-            timeoutMs: config.clusterTimeout * 1000,
-          },
-          ours,
-        ),
-        REDIS_START_TIMEOUT_MS,
-      );
-    } catch (err) {
-      await giveUp();
-      throw fail(err);
-    }
+    const theirs = await atStart(
+      agreeOnShards(
+        redis,
+        {
+          // The hash of the nodes' --redis-shards list (see agreeOnShards).
+          key: presence.keyOf('shards'),
+          nodes: presence.nodesKey,
+          node,
+          timeoutMs: presence.timeoutMs,
+        },
+        ours,
+      ),
+    );
     if (theirs !== undefined) {
       await giveUp();
       throw new StartError(
@@ -367,9 +345,7 @@ class ClusterNode implements Cluster, ClusterView {
     );
     // One instance: its store and broker as they are, with nothing in between.
     const one = stores.length === 1;
-    const history: HistoryStore = one
-      ? stores[0]!
-      : new ShardedHistoryStore(stores as ShardHistory[]);
+    const history: HistoryStore = one ? stores[0]! : new ShardedHistoryStore(stores);
     const broker: Broker = one ? brokers[0]! : new ShardedBroker(brokers);
     const cluster = new ClusterNode(clients, history, presence, broker);
     try {

@@ -526,7 +526,8 @@ export class RedisPresence implements Presence {
   private readonly scripts: Scripts;
   private readonly owned: boolean;
   private readonly prefix: string;
-  private readonly nodesKey: string;
+  /** The zset of nodes by the time of their last heartbeat. */
+  readonly nodesKey: string;
   private readonly local = new Map<MemberId, Local>();
   /** Releases that failed (Redis unreachable): retried after the next heartbeat. */
   private readonly unreleased = new Set<MemberId>();
@@ -538,6 +539,11 @@ export class RedisPresence implements Presence {
    * tries once more, rather than fail a CONNECT until the next heartbeat.
    */
   onUnregistered: (() => Promise<void>) | undefined;
+
+  /** A key under Presence's prefix and hash tag, for what the cluster keeps beside it. */
+  keyOf(name: string): string {
+    return `${this.prefix}${name}`;
+  }
 
   constructor(options: RedisPresenceOptions) {
     this.node = options.node ?? `n${globalThis.crypto.randomUUID()}`;
