@@ -11,6 +11,7 @@ import type {
   HistoryQuery,
   HistoryStore,
   MessageDraft,
+  Retention,
   StoredMessage,
 } from '../../src/core/history.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
@@ -470,6 +471,30 @@ describe.skipIf(withoutRedis())('Redis', () => {
   /** Every storage is a prefix of its own on the one server: fresh, and kept across store restarts. */
   const newPrefix = () => `t${++storages}-${process.pid}:`;
 
+  /**
+   * A store on a prefix of its own, without its prune timer, and a plain client of the
+   * same Redis to look inside; both closed after `test`.
+   */
+  const withStore = async (
+    retention: Retention,
+    test: (t: { store: RedisHistoryStore; client: Redis; prefix: string }) => Promise<void>,
+  ) => {
+    const prefix = newPrefix();
+    const store = new RedisHistoryStore({
+      retention,
+      pruneIntervalMs: 0,
+      redis: redis.url,
+      prefix,
+    });
+    const client = new Redis(redis.url, { protocol: 2 });
+    try {
+      await test({ store, client, prefix });
+    } finally {
+      client.disconnect();
+      await store.close();
+    }
+  };
+
   historyStoreContract({
     name: 'Redis',
     persistent: true,
@@ -550,15 +575,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
     });
 
     it('keeps its keys under the prefix, and cids and stream bounded by the cap', async () => {
-      const prefix = newPrefix();
-      const store = new RedisHistoryStore({
-        retention: { maxMessages: 3, maxAgeMs: 1_000 },
-        pruneIntervalMs: 0,
-        redis: redis.url,
-        prefix,
-      });
-      const client = new Redis(redis.url, { protocol: 2 });
-      try {
+      await withStore({ maxMessages: 3, maxAgeMs: 1_000 }, async ({ store, client, prefix }) => {
         const before = await client.dbsize();
         for (let i = 0; i < 10; i++) {
           await store.append('caf\u00e9 {x}', { at: i, from: 'ann', msg: `m${i}`, cid: `c${i}` });
@@ -586,10 +603,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
         expect(await client.exists(cids[0]!)).toBe(0);
         expect(await client.xlen(msgs[0]!)).toBe(0);
         expect(await store.room('caf\u00e9 {x}')).toMatchObject({ top: 1001, oldest: 1002 });
-      } finally {
-        client.disconnect();
-        await store.close();
-      }
+      });
     });
 
     it('stores and publishes the appends of one turn to a room in one step, in order', async () => {
@@ -712,15 +726,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
     });
 
     it('reads messages stored with separate from and msg fields, as earlier versions did', async () => {
-      const prefix = newPrefix();
-      const store = new RedisHistoryStore({
-        retention,
-        pruneIntervalMs: 0,
-        redis: redis.url,
-        prefix,
-      });
-      const client = new Redis(redis.url, { protocol: 2 });
-      try {
+      await withStore(retention, async ({ store, client, prefix }) => {
         const base = `${prefix}h:{r${roomTag('old')}}:`;
         await client.xadd(`${base}msgs`, '1-0', 'at', '5', 'from', 'ann', 'msg', 'hi', 'cid', 'k');
         await client.set(`${base}top`, '1');
@@ -733,10 +739,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
           { room: 'old', id: 1, at: 5, from: 'ann', msg: 'hi', cid: 'k' },
           { room: 'old', id: 2, at: 6, from: 'bob', msg: 'yo' },
         ]);
-      } finally {
-        client.disconnect();
-        await store.close();
-      }
+      });
     });
 
     it('stores each append call as one stream entry, and reads, caps and prunes inside it', async () => {
@@ -793,15 +796,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
     });
 
     it('stores nothing of a failed append call, and never gives its ids out again', async () => {
-      const prefix = newPrefix();
-      const store = new RedisHistoryStore({
-        retention,
-        pruneIntervalMs: 0,
-        redis: redis.url,
-        prefix,
-      });
-      const client = new Redis(redis.url, { protocol: 2 });
-      try {
+      await withStore(retention, async ({ store, client, prefix }) => {
         const base = `${prefix}h:{r${roomTag('r')}}:`;
         const turn = (...drafts: MessageDraft[]) =>
           Promise.all(drafts.map((d) => store.append('r', d)));
@@ -821,10 +816,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
           [4, 'f'],
         ]);
         expect(await store.room('r')).toMatchObject({ top: 4, oldest: 4 });
-      } finally {
-        client.disconnect();
-        await store.close();
-      }
+      });
     });
 
     it('pages, caps, prunes and deduplicates a stream of earlier entries and new ones alike', async () => {
@@ -1017,15 +1009,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
     });
 
     it('gives long messages of one turn stream entries of their own', async () => {
-      const prefix = newPrefix();
-      const store = new RedisHistoryStore({
-        retention,
-        pruneIntervalMs: 0,
-        redis: redis.url,
-        prefix,
-      });
-      const client = new Redis(redis.url, { protocol: 2 });
-      try {
+      await withStore(retention, async ({ store, client, prefix }) => {
         const long = (c: string) => c.repeat(40_000);
         const sent = [long('a'), long('b'), long('c'), 'd', 'e'];
         const appended = await Promise.all(sent.map((m) => store.append('r', draft(m))));
@@ -1033,22 +1017,11 @@ describe.skipIf(withoutRedis())('Redis', () => {
         // A read of one message, or a repeated cid, fetches its whole entry.
         expect(await client.xlen(`${prefix}h:{r${roomTag('r')}}:msgs`)).toBe(3);
         expect((await store.read('r', { after: 0, limit: 10 })).map((m) => m.msg)).toEqual(sent);
-      } finally {
-        client.disconnect();
-        await store.close();
-      }
+      });
     });
 
     it('prunes every other room when one room cannot be pruned, and reports it after', async () => {
-      const prefix = newPrefix();
-      const store = new RedisHistoryStore({
-        retention: { maxMessages: 100, maxAgeMs: 10 },
-        pruneIntervalMs: 0,
-        redis: redis.url,
-        prefix,
-      });
-      const client = new Redis(redis.url, { protocol: 2 });
-      try {
+      await withStore({ maxMessages: 100, maxAgeMs: 10 }, async ({ store, client, prefix }) => {
         const names = Array.from({ length: 250 }, (_, i) => `room${i}`);
         await Promise.all(names.map((r) => store.append(r, { at: 0, from: 'ann', msg: 'old' })));
         // Broken in the first step of the scan, so that later steps come after its failure.
@@ -1062,10 +1035,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
           const left = (await store.read(r, { limit: 10 })).length;
           expect([r, left]).toEqual([r, r === broken ? 1 : 0]);
         }
-      } finally {
-        client.disconnect();
-        await store.close();
-      }
+      });
     });
 
     it('prunes by age while Redis is out of memory, and refuses appends then without skipping ids', async () => {
