@@ -144,14 +144,23 @@ export function killAfter(
   closing.once('close', () => clearTimeout(timer));
 }
 
+/**
+ * Connections the kernel may hold completed but not yet accepted (it caps this at
+ * net.core.somaxconn, 4096 by default since Linux 5.4). Node's default of 511 overflows
+ * when a burst arrives while the event loop is busy (a restart's clients all
+ * reconnecting, a GC pause): the kernel then drops the handshakes, and each such client
+ * waits a second or more for its retry.
+ */
+export const LISTEN_BACKLOG = 4096;
+
 /** Starts a listener and resolves with the address it bound, or rejects. */
 export function listenOn(
   server: net.Server,
-  options: { host: string; port: number; backlog?: number },
+  options: { host: string; port: number },
 ): Promise<PeerAddress> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options, () => {
+    server.listen({ ...options, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', reject);
       const bound = server.address() as net.AddressInfo;
       resolve({ ip: bound.address, port: bound.port });

@@ -606,11 +606,7 @@ export class StreamListener {
   }
 
   listen(): Promise<PeerAddress> {
-    return listenOn(this.server, {
-      host: this.options.host,
-      port: this.options.port,
-      backlog: 511,
-    });
+    return listenOn(this.server, { host: this.options.host, port: this.options.port });
   }
 
   /** New TLS connections get this certificate and key; open ones keep theirs. */
