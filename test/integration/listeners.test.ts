@@ -395,7 +395,7 @@ describe('WebSocket framing', () => {
 });
 
 describe('connection bursts', () => {
-  /** Opens `count` raw connections at once; resolves with how many completed within `ms`. */
+  /** Opens `count` raw connections at once; resolves with those that completed within `ms`. */
   async function burst(port: number, count: number, ms: number): Promise<net.Socket[]> {
     const done: net.Socket[] = [];
     await Promise.all(
