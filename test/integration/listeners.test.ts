@@ -440,8 +440,8 @@ describe('connection bursts', () => {
     let tcp: net.Socket[];
     let http: net.Socket[];
     try {
-      tcp = await burst(server.port, count, 3000);
-      http = await burst(server.httpPort!, count, 3000);
+      tcp = await burst(server.port, count, 10_000);
+      http = await burst(server.httpPort!, count, 10_000);
     } finally {
       process.kill(pid, 'SIGCONT');
     }
@@ -453,5 +453,5 @@ describe('connection bursts', () => {
     await last.expect('03', 10_000);
     for (const s of open.splice(0)) s.destroy();
     await assertBystanderChats();
-  }, 30_000);
+  }, 60_000);
 });
