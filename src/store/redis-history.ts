@@ -500,7 +500,7 @@ export class RedisHistoryStore implements HistoryStore {
   /** Appends waiting for this turn's script calls, in call order. */
   private batches: Batch[] = [];
   /** Per room, the batch this turn's next append joins. */
-  private readonly open = new Map<string, Batch>();
+  private open = new Map<string, Batch>();
 
   constructor(options: RedisHistoryOptions) {
     checkRetention(options.retention);
@@ -571,7 +571,11 @@ export class RedisHistoryStore implements HistoryStore {
   private flush(): void {
     const batches = this.batches;
     this.batches = [];
-    this.open.clear();
+    // A new map, not clear(): V8's clear() leaves the old table (in the old generation, as
+    // this store is long-lived) holding this turn's batches until the next full collection,
+    // so every scavenge until then promoted the chats, promises and replies they reach
+    // (about 1 MB per scavenge in W-pipe, and 4 ms pauses instead of 1.3).
+    this.open = new Map();
     // Several rooms' calls in one write, as autopipelining would (they are sent directly).
     const stream =
       batches.length > 1 && this.redis.status === 'ready' ? this.redis.stream : undefined;
