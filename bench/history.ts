@@ -10,7 +10,6 @@
  *
  *   npx tsx bench/history.ts
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -19,8 +18,7 @@ import { MemoryHistoryStore } from '../src/store/memory-history.js';
 import { RedisHistoryStore } from '../src/store/redis-history.js';
 import { SqliteHistoryStore } from '../src/store/sqlite-history.js';
 import { cpuMicros } from './lib/proc.js';
-import { redisPing } from './lib/redis.js';
-import { freePort, REDIS_SERVER, redisMissing, stopProcess } from './lib/servers.js';
+import { launchRedis, redisMissing, stopProcess } from './lib/servers.js';
 
 const ROUNDS = 3;
 const ROUND_MS = 1_000;
@@ -46,17 +44,7 @@ if (redis !== undefined) {
 }
 
 async function startRedis() {
-  const port = await freePort();
-  const child = spawn(
-    REDIS_SERVER,
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  );
-  const deadline = Date.now() + 10_000;
-  while (!(await redisPing(port))) {
-    if (Date.now() > deadline) throw new Error('redis-server did not start');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  const { port, child } = await launchRedis(dir);
   return { url: `redis://127.0.0.1:${port}`, pid: child.pid!, stop: () => stopProcess(child) };
 }
 

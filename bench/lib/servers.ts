@@ -408,6 +408,47 @@ PAM = no
   return { name, dialect, port, pid: child.pid!, ports: [port], pids: [child.pid!], stop };
 }
 
+/** redis-server's arguments for a throwaway instance: loopback only, nothing persisted. */
+export function redisServerArgs(port: number, dir: string): string[] {
+  return [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--dir',
+    dir,
+    '--daemonize',
+    'no',
+    '--loglevel',
+    'warning',
+  ];
+}
+
+/**
+ * A throwaway redis-server on a free port (no persistence, files in `dir`), once it
+ * answers PING. `started` gets the process as soon as it exists, so that a caller can
+ * stop it should the wait fail.
+ */
+export async function launchRedis(
+  dir: string,
+  started: (child: ChildProcess) => void = () => {},
+): Promise<{ port: number; child: ChildProcess }> {
+  const port = await freePort();
+  const child = launch(REDIS_SERVER, redisServerArgs(port, dir));
+  started(child);
+  const deadline = Date.now() + 10_000;
+  while (!(await redisPing(port))) {
+    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
+    if (Date.now() > deadline) throw new Error(`redis-server did not answer on ${port}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { port, child };
+}
+
 /**
  * A throwaway redis-server (no persistence, as the demo runs it) and `nodes`
  * confab processes joined to it, each on its own port with its own data
@@ -438,30 +479,7 @@ async function startCluster(
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const redisPort = await freePort();
-    const redis = launch(REDIS_SERVER, [
-      '--port',
-      String(redisPort),
-      '--bind',
-      '127.0.0.1',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--dir',
-      dir,
-      '--daemonize',
-      'no',
-      '--loglevel',
-      'warning',
-    ]);
-    children.push(redis);
-    const deadline = Date.now() + 10_000;
-    while (!(await redisPing(redisPort))) {
-      if (redis.exitCode !== null) throw new Error(`redis-server exited with ${redis.exitCode}`);
-      if (Date.now() > deadline) throw new Error(`redis-server did not answer on ${redisPort}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const { port: redisPort } = await launchRedis(dir, (c) => children.push(c));
     const ports: number[] = [];
     for (let i = 0; i < nodes; i++) {
       const port = await freePort();

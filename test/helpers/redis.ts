@@ -9,7 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
-import { freePort } from '../../bench/lib/servers.js';
+import { freePort, redisServerArgs } from '../../bench/lib/servers.js';
 
 export const REDIS_SERVER = process.env.CONFAB_REDIS_SERVER ?? '/usr/bin/redis-server';
 
@@ -62,27 +62,9 @@ function ping(port: number): Promise<boolean> {
 }
 
 function launch(port: number, dir: string): ChildProcess {
-  const child = spawn(
-    REDIS_SERVER,
-    [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--dir',
-      dir,
-      '--daemonize',
-      'no',
-      '--loglevel',
-      'warning',
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  );
-  return child;
+  return spawn(REDIS_SERVER, redisServerArgs(port, dir), {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
 }
 
 async function waitReady(port: number, child: ChildProcess): Promise<void> {
