@@ -151,7 +151,7 @@ export function killAfter(
  * reconnecting, a GC pause): the kernel then drops the handshakes, and each such client
  * waits a second or more for its retry.
  */
-export const LISTEN_BACKLOG = 4096;
+const LISTEN_BACKLOG = 4096;
 
 /** Starts a listener and resolves with the address it bound, or rejects. */
 export function listenOn(

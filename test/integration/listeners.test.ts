@@ -398,26 +398,19 @@ describe('connection bursts', () => {
   /** Opens `count` raw connections at once; resolves with those that completed within `ms`. */
   async function burst(port: number, count: number, ms: number): Promise<net.Socket[]> {
     const done: net.Socket[] = [];
+    const deadline = sleep(ms);
     await Promise.all(
-      Array.from(
-        { length: count },
-        (_, i) =>
-          new Promise<void>((resolve) => {
-            // Several source addresses: one has only so many ports free after earlier tests.
-            const socket = net.connect({
-              port,
-              host: '127.0.0.1',
-              localAddress: `127.0.9.${1 + (i % 8)}`,
-            });
-            open.push(socket);
-            const timer = setTimeout(resolve, ms);
-            socket.on('error', () => {});
-            socket.once('connect', () => {
+      Array.from({ length: count }, (_, i) =>
+        Promise.race([
+          // Several source addresses: one has only so many ports free after earlier tests.
+          connect(port, `127.0.9.${1 + (i % 8)}`).then(
+            (socket) => {
               done.push(socket);
-              clearTimeout(timer);
-              resolve();
-            });
-          }),
+            },
+            () => {},
+          ),
+          deadline,
+        ]),
       ),
     );
     return done;
