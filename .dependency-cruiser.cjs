@@ -54,6 +54,14 @@ module.exports = {
       to: { path: '^src/(cli/|server)' },
     },
     {
+      name: 'ioredis-through-redis-client',
+      comment:
+        'ioredis is loaded through src/store/redis-client.ts, which undoes what loading it does to String.prototype',
+      severity: 'error',
+      from: { pathNot: '^src/store/redis-client\\.ts$' },
+      to: { path: 'node_modules/ioredis/', dependencyTypesNot: ['type-only'] },
+    },
+    {
       name: 'no-circular',
       severity: 'error',
       from: {},

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import type {
   Broker,
   BrokerHandler,
@@ -10,7 +10,7 @@ import type {
   WhisperEvent,
 } from '../core/broker.js';
 import type { HistoryStore } from '../core/history.js';
-import { commandClient } from '../store/redis-client.js';
+import { commandClient, Redis } from '../store/redis-client.js';
 import {
   DEFAULT_REDIS_PREFIX,
   type PublishedChat,

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { Command, type Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type {
   Appended,
   HistoryQuery,
@@ -20,7 +20,7 @@ import {
   roomEpoch,
   wellFormed,
 } from './common.js';
-import { commandClient } from './redis-client.js';
+import { Command, commandClient } from './redis-client.js';
 
 export interface RedisHistoryOptions extends HistoryStoreOptions {
   /**
