@@ -6,6 +6,8 @@
  *
  *   npx tsx bench/codec.ts
  */
+// The server process loads ioredis, and with it what that does to String.prototype.
+import '../src/store/ioredis.js';
 import { FrameDecoder } from '../src/protocol/frame-decoder.js';
 import { serializeLine } from '../src/protocol/message-codec.js';
 import type { ServerMessage } from '../src/protocol/messages.js';

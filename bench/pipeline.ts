@@ -7,6 +7,8 @@
  *
  *   npx tsx bench/pipeline.ts
  */
+// The server process loads ioredis, and with it what that does to String.prototype.
+import '../src/store/ioredis.js';
 import { Chat } from '../src/core/chat.js';
 import type { Delivery } from '../src/core/events.js';
 import type { DisconnectReason, Peer, PeerAddress } from '../src/core/ports.js';

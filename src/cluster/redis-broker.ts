@@ -10,7 +10,8 @@ import type {
   WhisperEvent,
 } from '../core/broker.js';
 import type { HistoryStore } from '../core/history.js';
-import { commandClient, Redis } from '../store/redis-client.js';
+import { Redis } from '../store/ioredis.js';
+import { commandClient } from '../store/redis-client.js';
 import {
   DEFAULT_REDIS_PREFIX,
   type PublishedChat,

@@ -1,23 +1,4 @@
-import { Command, Redis } from 'ioredis';
-
-/**
- * ioredis is loaded through this module only (a layer rule), so that this runs once it is.
- *
- * ioredis defines `class VerbatimString extends String`, and making a class of String
- * turns String.prototype into a dictionary. V8 then compiles every method call on a
- * string (`charCodeAt`, `indexOf`, `slice`: the frame decoder's and the encoders' loops)
- * as a generic lookup, three to four times slower (docs/performance.md). It makes a
- * prototype fast again when a property is read through it from an object, never from a
- * primitive, and ICs only do so once the reading function has its feedback (V8 allocates
- * it after a few calls): a String object read here, enough times, does it.
- */
-function readThrough(wrapper: object): unknown {
-  return (wrapper as { charCodeAt: unknown }).charCodeAt;
-}
-const wrapper = Object('');
-for (let i = 0; i < 100; i++) readThrough(wrapper);
-
-export { Command, Redis };
+import { Redis } from './ioredis.js';
 
 /** A command ioredis wrote and holds until its reply comes. */
 interface Pending {

@@ -20,7 +20,8 @@ import {
   roomEpoch,
   wellFormed,
 } from './common.js';
-import { Command, commandClient } from './redis-client.js';
+import { Command } from './ioredis.js';
+import { commandClient } from './redis-client.js';
 
 export interface RedisHistoryOptions extends HistoryStoreOptions {
   /**
