@@ -1,4 +1,5 @@
 import net from 'node:net';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { ChatClient } from '../../src/client/chat-client.js';
@@ -111,6 +112,70 @@ describe('framing against a course-style client (no newlines)', () => {
       ws.close();
       await assertAlive(server, 'ws');
     });
+  });
+});
+
+describe('reads that carry many frames', () => {
+  // Generated reads: plain and escaped text, multibyte characters, frames that are no
+  // UTF-8, Python's spacing and confab's, cut into writes at random places.
+  it('delivers every chat of a read, whatever its characters and wherever the writes split', async () => {
+    const server = await spawnServer(['--rate-limit', '0']);
+    try {
+      const sender = await join(server.port, 'sender');
+      const receiver = await join(server.port, 'receiver');
+      const chars = ['a', 'Z', '7', ' ', '!', '~', '"', '\\', '/', '안', '녕', 'é', '😀'];
+      const text = fc
+        .array(fc.constantFrom(...chars), { minLength: 1, maxLength: 40 })
+        .map((cs) => cs.join(''));
+      const chat = fc.record({
+        msg: text,
+        // confab's own spelling takes the request fast path, Python's spacing the full one.
+        python: fc.boolean(),
+        // A frame that is not UTF-8 is refused and reaches nobody.
+        broken: fc.boolean(),
+      });
+      let round = 0;
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(chat, { minLength: 1, maxLength: 30 }),
+          fc.array(fc.nat(), { maxLength: 2 }),
+          async (chats, cuts) => {
+            round++;
+            const frames = chats.map(({ msg, python, broken }) => {
+              if (broken)
+                return Buffer.from([...Buffer.from('{"cmd":"7","msg":"'), 0xff, 0x22, 0x7d]);
+              const body = python
+                ? `{"cmd": "7", "msg": ${JSON.stringify(msg)}}`
+                : JSON.stringify({ cmd: '7', msg });
+              return Buffer.from(body);
+            });
+            const end = `end ${round}`;
+            const all = Buffer.concat([
+              ...frames,
+              Buffer.from(JSON.stringify({ cmd: '7', msg: end })),
+            ]);
+            const at = [...new Set(cuts.map((c) => c % all.length))].sort((x, y) => x - y);
+            let from = 0;
+            for (const cut of [...at, all.length]) {
+              if (cut > from) sender.write(all.subarray(from, cut));
+              from = cut;
+            }
+            await receiver.waitFor((m) => m.cmd === '70' && m.msg === end);
+            const got = receiver
+              .drain()
+              .filter((m) => m.cmd === '70')
+              .map((m) => m.msg);
+            expect(got).toEqual([...chats.filter((c) => !c.broken).map((c) => c.msg), end]);
+          },
+        ),
+        { numRuns: 40 },
+      );
+      expect(server.child.exitCode).toBeNull();
+      sender.close();
+      receiver.close();
+    } finally {
+      await server.stop();
+    }
   });
 });
 
