@@ -4,14 +4,17 @@ import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ErrorCode } from '../../src/protocol/codes.js';
-import { join } from '../helpers/raw-client.js';
+import { join, pyDumps } from '../helpers/raw-client.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 
 /** The RTT request that used to take the server down: 20,000 levels in ~40 KB. */
 const DEEP_RTT = `{"cmd":"6","beginTime":${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
 
-async function withServer(run: (server: SpawnedServer) => Promise<void>): Promise<void> {
-  const server = await spawnServer();
+async function withServer(
+  run: (server: SpawnedServer) => Promise<void>,
+  args: string[] = [],
+): Promise<void> {
+  const server = await spawnServer(args);
   try {
     await run(server);
   } finally {
@@ -117,65 +120,65 @@ describe('framing against a course-style client (no newlines)', () => {
 
 describe('reads that carry many frames', () => {
   // Generated reads: plain and escaped text, multibyte characters, frames that are no
-  // UTF-8, Python's spacing and confab's, cut into writes at random places.
+  // UTF-8, json.dumps's spelling and confab's, cut into writes at random places.
   it('delivers every chat of a read, whatever its characters and wherever the writes split', async () => {
-    const server = await spawnServer(['--rate-limit', '0']);
-    try {
-      const sender = await join(server.port, 'sender');
-      const receiver = await join(server.port, 'receiver');
-      const chars = ['a', 'Z', '7', ' ', '!', '~', '"', '\\', '/', '안', '녕', 'é', '😀'];
-      const text = fc
-        .array(fc.constantFrom(...chars), { minLength: 1, maxLength: 40 })
-        .map((cs) => cs.join(''));
-      const chat = fc.record({
-        msg: text,
-        // confab's own spelling takes the request fast path, Python's spacing the full one.
-        python: fc.boolean(),
-        // A frame that is not UTF-8 is refused and reaches nobody.
-        broken: fc.boolean(),
-      });
-      let round = 0;
-      await fc.assert(
-        fc.asyncProperty(
-          fc.array(chat, { minLength: 1, maxLength: 30 }),
-          fc.array(fc.nat(), { maxLength: 2 }),
-          async (chats, cuts) => {
-            round++;
-            const frames = chats.map(({ msg, python, broken }) => {
-              if (broken)
-                return Buffer.from([...Buffer.from('{"cmd":"7","msg":"'), 0xff, 0x22, 0x7d]);
-              const body = python
-                ? `{"cmd": "7", "msg": ${JSON.stringify(msg)}}`
-                : JSON.stringify({ cmd: '7', msg });
-              return Buffer.from(body);
-            });
-            const end = `end ${round}`;
-            const all = Buffer.concat([
-              ...frames,
-              Buffer.from(JSON.stringify({ cmd: '7', msg: end })),
-            ]);
-            const at = [...new Set(cuts.map((c) => c % all.length))].sort((x, y) => x - y);
-            let from = 0;
-            for (const cut of [...at, all.length]) {
-              if (cut > from) sender.write(all.subarray(from, cut));
-              from = cut;
-            }
-            await receiver.waitFor((m) => m.cmd === '70' && m.msg === end);
-            const got = receiver
-              .drain()
-              .filter((m) => m.cmd === '70')
-              .map((m) => m.msg);
-            expect(got).toEqual([...chats.filter((c) => !c.broken).map((c) => c.msg), end]);
-          },
-        ),
-        { numRuns: 40 },
-      );
-      expect(server.child.exitCode).toBeNull();
-      sender.close();
-      receiver.close();
-    } finally {
-      await server.stop();
-    }
+    await withServer(
+      async (server) => {
+        const sender = await join(server.port, 'sender');
+        const receiver = await join(server.port, 'receiver');
+        const chars = ['a', 'Z', '7', ' ', '!', '~', '"', '\\', '/', '안', '녕', 'é', '😀'];
+        const text = fc
+          .array(fc.constantFrom(...chars), { minLength: 1, maxLength: 40 })
+          .map((cs) => cs.join(''));
+        const chat = fc.record({
+          msg: text,
+          // confab's own spelling takes the request fast path, json.dumps's the full one.
+          python: fc.boolean(),
+          // A frame that is not UTF-8 is refused and reaches nobody.
+          broken: fc.boolean(),
+        });
+        let round = 0;
+        await fc.assert(
+          fc.asyncProperty(
+            fc.array(chat, { minLength: 1, maxLength: 30 }),
+            fc.array(fc.nat(), { maxLength: 2 }),
+            async (chats, cuts) => {
+              round++;
+              const frames = chats.map(({ msg, python, broken }) => {
+                if (broken)
+                  return Buffer.from([...Buffer.from('{"cmd":"7","msg":"'), 0xff, 0x22, 0x7d]);
+                const body = python
+                  ? pyDumps({ cmd: '7', msg })
+                  : JSON.stringify({ cmd: '7', msg });
+                return Buffer.from(body);
+              });
+              const end = `end ${round}`;
+              const all = Buffer.concat([
+                ...frames,
+                Buffer.from(JSON.stringify({ cmd: '7', msg: end })),
+              ]);
+              const at = [...new Set(cuts.map((c) => c % all.length))].sort((x, y) => x - y);
+              let from = 0;
+              for (const cut of [...at, all.length]) {
+                if (cut > from) sender.write(all.subarray(from, cut));
+                from = cut;
+              }
+              await receiver.waitFor((m) => m.cmd === '70' && m.msg === end);
+              const got = receiver
+                .drain()
+                .filter((m) => m.cmd === '70')
+                .map((m) => m.msg);
+              expect(got).toEqual([...chats.filter((c) => !c.broken).map((c) => c.msg), end]);
+            },
+          ),
+          { numRuns: 40 },
+        );
+        expect(server.child.exitCode).toBeNull();
+        sender.close();
+        receiver.close();
+      },
+      ['--rate-limit', '0'],
+    );
   });
 });
 
