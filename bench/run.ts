@@ -35,12 +35,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { rssKiB } from './lib/proc.js';
+import { affinity, cpuList, pinProcess, rssKiB } from './lib/proc.js';
 import { type BenchReport, chart, table } from './lib/report.js';
 import { type RoomsResult, type RoomsWorkload, runRooms, W_ROOMS } from './lib/rooms.js';
 import {
   CLUSTER_NODES,
   confabHasOption,
+  type RunningServer,
   redisMissing,
   type ServerName,
   startServer,
@@ -57,6 +58,12 @@ export interface BenchOptions {
   peerNagle?: boolean;
   /** Another confab checkout (built) to run as server `baseline`. */
   baseline?: string;
+  /**
+   * Pin a single-process server to CPU 0 and this process (the load generator)
+   * to CPU 1, so that they never share a core (default: on where there are two
+   * CPUs and taskset; never for a run with a cluster, whose processes need more).
+   */
+  pin?: boolean;
   /** Rounds of each fan-out workload; the report shows each server's median run. */
   repeat?: number;
   /** W-rooms' shape, over W_ROOMS. */
@@ -115,7 +122,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
     return true;
   });
-  if (servers.some((s) => CLUSTER_NODES[s] !== undefined)) {
+  const cluster = servers.some((s) => CLUSTER_NODES[s] !== undefined);
+  if (cluster) {
     report.notes.push(
       'confab-Nnode(s): N confab nodes with --redis and one redis-server (no persistence), all on this machine; server CPU, µs/delivery and RSS are all the processes’ together, Redis included; history is in Redis (every chat stored), so compare with confab-sqlite/-memory for the hop alone',
     );
@@ -127,6 +135,52 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         : 'ngIRCd and InspIRCd ran with TCP_NODELAY set on accepted sockets (bench/lib/nodelay.c, preloaded), as confab sets it; --peer-nagle runs them as shipped',
     );
   }
+  // The generator and the server each get a CPU of this process's own (a container may allow fewer).
+  const allowed = affinity(process.pid);
+  const cpus = allowed === undefined ? [] : cpuList(allowed);
+  const pin = o.pin !== false && !cluster && cpus.length >= 2;
+  const [serverCpu, generatorCpu] = cpus;
+  if (pin) {
+    report.notes.push(
+      `each server ran pinned to CPU ${serverCpu} and the load generator to CPU ${generatorCpu} (taskset), so the two never shared a core; --no-pin lets the scheduler place them`,
+    );
+  } else if (o.pin !== false && cluster) {
+    report.notes.push('not pinned to CPUs: a cluster’s processes share the machine’s cores');
+  }
+  // All of the server's threads; those it starts later inherit the CPU.
+  const start: StartFn = async (name, members, confabArgs) => {
+    const server = await startServer(name, members, {
+      peerNagle: o.peerNagle,
+      baseline: o.baseline,
+      confabArgs,
+    });
+    if (pin) pinProcess(server.pid, String(serverCpu));
+    return server;
+  };
+  if (pin) pinProcess(process.pid, String(generatorCpu));
+  try {
+    await benchAll(o, servers, report, start, progress);
+  } finally {
+    if (pin && allowed !== undefined) pinProcess(process.pid, allowed);
+  }
+  if (o.out !== undefined) {
+    mkdirSync(o.out, { recursive: true });
+    writeFileSync(path.join(o.out, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
+    writeFileSync(path.join(o.out, 'latest.md'), `${table(report)}\n`);
+    writeFileSync(path.join(o.out, 'latest.svg'), `${chart(report)}\n`);
+  }
+  return report;
+}
+
+type StartFn = (name: ServerName, members: number, confabArgs?: string[]) => Promise<RunningServer>;
+
+async function benchAll(
+  o: BenchOptions,
+  servers: ServerName[],
+  report: BenchReport,
+  start: StartFn,
+  progress: (text: string) => void,
+): Promise<void> {
   const repeat = Math.max(1, o.repeat ?? 1);
   for (const name of o.workloads) {
     if (name === 'W-conns' || name === 'W-rooms') continue;
@@ -142,10 +196,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const runs: FanoutResult[] = [];
     for (let round = 1; round <= repeat; round++) {
       for (const s of runnable) {
-        const server = await startServer(s, w.members, {
-          peerNagle: o.peerNagle,
-          baseline: o.baseline,
-        });
+        const server = await start(s, w.members);
         try {
           const tag = repeat > 1 ? ` (round ${round}/${repeat})` : '';
           runs.push(await runFanout(server, w, o.seconds, o.warmup, (t) => progress(t + tag)));
@@ -177,7 +228,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         report.skipped.push(`${s} × W-conns: a node's idle connections are confab's`);
         continue;
       }
-      const server = await startServer(s, 10, { peerNagle: o.peerNagle, baseline: o.baseline });
+      const server = await start(s, 10);
       try {
         report.conns.push(await runConns(server, o.conns, progress, rssKiB));
       } finally {
@@ -186,21 +237,15 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
   }
   if (o.workloads.includes('W-rooms')) {
-    report.rooms.push(...(await benchRooms(o, servers, report, progress)));
+    report.rooms.push(...(await benchRooms(o, servers, report, start, progress)));
   }
-  if (o.out !== undefined) {
-    mkdirSync(o.out, { recursive: true });
-    writeFileSync(path.join(o.out, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
-    writeFileSync(path.join(o.out, 'latest.md'), `${table(report)}\n`);
-    writeFileSync(path.join(o.out, 'latest.svg'), `${chart(report)}\n`);
-  }
-  return report;
 }
 
 async function benchRooms(
   o: BenchOptions,
   servers: ServerName[],
   report: BenchReport,
+  start: StartFn,
   progress: (text: string) => void,
 ): Promise<RoomsResult[]> {
   const w: RoomsWorkload = { ...W_ROOMS, ...o.rooms };
@@ -242,11 +287,7 @@ async function benchRooms(
       if (dataDir !== undefined) args.push('--data-dir', dataDir);
       // --max-users is the lobby's capacity: room members stay out of it (CONNECT "lobby": false),
       // but a confab without that puts them all in it.
-      const server = await startServer(s, total, {
-        peerNagle: o.peerNagle,
-        baseline: o.baseline,
-        confabArgs: args,
-      });
+      const server = await start(s, total, args);
       try {
         const r = await runRooms(server, w, o.seconds, o.warmup, progress);
         results.push(confab || cluster ? { ...r, history: label } : r);
@@ -286,6 +327,7 @@ if (isMain) {
       rate: { type: 'string', default: String(W_ROOMS.rate) },
       'rooms-history': { type: 'string', default: 'off' },
       'peer-nagle': { type: 'boolean', default: false },
+      'no-pin': { type: 'boolean', default: false },
       baseline: { type: 'string' },
     },
   });
@@ -307,6 +349,7 @@ if (isMain) {
     },
     roomsHistory: values['rooms-history'].split(','),
     peerNagle: values['peer-nagle'],
+    pin: !values['no-pin'],
     baseline: values.baseline === undefined ? undefined : path.resolve(values.baseline),
     out: path.join(root, 'bench/results'),
     progress: (t) => process.stderr.write(`\r\x1b[K${t}`),

@@ -40,3 +40,27 @@ export function selfCpuMicros(): number {
   const u = process.cpuUsage();
   return u.user + u.system;
 }
+
+/** The CPUs a process may run on, as taskset lists them ("0,1", "0-3"), or undefined without taskset. */
+export function affinity(pid: number): string | undefined {
+  try {
+    const out = execFileSync('taskset', ['-c', '-p', String(pid)], { encoding: 'utf8' });
+    return out.slice(out.lastIndexOf(':') + 1).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** The CPU numbers in a taskset list. */
+export function cpuList(list: string): number[] {
+  return list.split(',').flatMap((part) => {
+    const [from, to = from] = part.split('-').map(Number);
+    if (from === undefined || to === undefined) return [];
+    return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+  });
+}
+
+/** Moves every thread of a running process onto the given CPUs (a taskset list: "0", "0-1"). */
+export function pinProcess(pid: number, cpus: string): void {
+  execFileSync('taskset', ['-a', '-c', '-p', cpus, String(pid)], { stdio: 'ignore' });
+}

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { affinity, cpuList } from '../../bench/lib/proc.js';
 import { chart, table } from '../../bench/lib/report.js';
 import { startServer } from '../../bench/lib/servers.js';
 import { runBench } from '../../bench/run.js';
@@ -10,6 +11,8 @@ import { withoutSeed } from '../helpers/servers.js';
 // correctness (zero loss, every row present), never speed.
 describe.skipIf(withoutSeed())('benchmark harness', () => {
   it('runs each kind of workload against confab and the course server with zero loss', async () => {
+    const before = affinity(process.pid);
+    let during: string | undefined;
     const report = await runBench({
       servers: ['confab', 'seed'],
       workloads: ['W-seed', 'W-pipe', 'W-conns'],
@@ -17,7 +20,17 @@ describe.skipIf(withoutSeed())('benchmark harness', () => {
       warmup: 0.2,
       conns: 300,
       repeat: 2,
+      progress: () => {
+        during ??= affinity(process.pid);
+      },
     });
+    // With two CPUs or more the generator runs on one CPU of its own while it measures, and
+    // gets all of them back after.
+    if (before !== undefined && cpuList(before).length >= 2) {
+      expect(during).toBe(String(cpuList(before)[1]));
+      expect(report.notes.some((n) => n.startsWith('each server ran pinned to CPU'))).toBe(true);
+    }
+    expect(affinity(process.pid)).toBe(before);
     // Two rounds, servers interleaved; the table row is each server's median run.
     expect(report.runs.map((r) => `${r.workload}/${r.server}`)).toEqual([
       'W-seed/confab',
@@ -47,6 +60,13 @@ describe.skipIf(withoutSeed())('benchmark harness', () => {
     expect(table(report)).toContain('| W-pipe | confab |');
     expect(chart(report)).toMatch(/^<svg[\s\S]*<\/svg>$/);
   }, 60_000);
+});
+
+describe('cpuList', () => {
+  it('reads the lists taskset prints', () => {
+    expect(cpuList('0')).toEqual([0]);
+    expect(cpuList('0-2,5,7-8')).toEqual([0, 1, 2, 5, 7, 8]);
+  });
 });
 
 // W-rooms: every member in a room of its own group, one sender per room.
