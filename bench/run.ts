@@ -24,6 +24,8 @@
  *   npm run bench -- --servers confab,ngircd,inspircd --workloads W-rooms
  *   npm run bench -- --servers confab --workloads W-rooms --rooms 100 --seconds 5 --rooms-history off,default
  *
+ * Each single-process server runs pinned to one CPU and the generator to
+ * another, so they never share a core (--no-pin lets the scheduler place them).
  * Each fan-out workload runs --repeat times, the servers interleaved in each
  * round, and the table shows each server's median run: one unlucky run (a
  * neighbour's load, a peer's Nagle stall) moves no ratio.
