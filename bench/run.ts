@@ -25,7 +25,7 @@
  *   npm run bench -- --servers confab --workloads W-rooms --rooms 100 --seconds 5 --rooms-history off,default
  *
  * Each single-process server runs pinned to one CPU and the generator to
- * another, so they never share a core (--no-pin lets the scheduler place them).
+ * another, so they never share one (--no-pin lets the scheduler place them).
  * Each fan-out workload runs --repeat times, the servers interleaved in each
  * round, and the table shows each server's median run: one unlucky run (a
  * neighbour's load, a peer's Nagle stall) moves no ratio.
@@ -61,11 +61,14 @@ export interface BenchOptions {
   /** Another confab checkout (built) to run as server `baseline`. */
   baseline?: string;
   /**
-   * Pin a single-process server to CPU 0 and this process (the load generator)
-   * to CPU 1, so that they never share a core (default: on where there are two
-   * CPUs and taskset; never for a run with a cluster, whose processes need more).
+   * Pin a single-process server to the first CPU this process may use and this
+   * process (the load generator) to the second, so that they never share one
+   * (default: on where there are two CPUs and taskset; never for a run with a
+   * cluster, whose processes need more). Every run's notes say which it was.
    */
   pin?: boolean;
+  /** Called with each server once it is started (and pinned). */
+  onServer?: (server: RunningServer) => void;
   /** Rounds of each fan-out workload; the report shows each server's median run. */
   repeat?: number;
   /** W-rooms' shape, over W_ROOMS. */
@@ -139,16 +142,25 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   }
   // The generator and the server each get a CPU of this process's own (a container may allow fewer).
   const allowed = affinity(process.pid);
-  const cpus = allowed === undefined ? [] : cpuList(allowed);
-  const pin = o.pin !== false && !cluster && cpus.length >= 2;
-  const [serverCpu, generatorCpu] = cpus;
-  if (pin) {
-    report.notes.push(
-      `each server ran pinned to CPU ${serverCpu} and the load generator to CPU ${generatorCpu} (taskset), so the two never shared a core; --no-pin lets the scheduler place them`,
-    );
-  } else if (o.pin !== false && cluster) {
-    report.notes.push('not pinned to CPUs: a cluster’s processes share the machine’s cores');
+  const [serverCpu, generatorCpu] = allowed === undefined ? [] : cpuList(allowed);
+  let unpinned: string | undefined;
+  if (o.pin === false) unpinned = '--no-pin';
+  else if (cluster) unpinned = 'a cluster’s processes share the machine’s CPUs';
+  else if (serverCpu === undefined || generatorCpu === undefined)
+    unpinned = `this process may use CPUs ${allowed ?? '(unknown)'} only`;
+  else {
+    try {
+      pinProcess(process.pid, String(generatorCpu));
+    } catch (err) {
+      unpinned = `taskset failed: ${(err as Error).message.trim()}`;
+    }
   }
+  const pin = unpinned === undefined;
+  report.notes.push(
+    pin
+      ? `each server ran pinned to CPU ${serverCpu} and the load generator to CPU ${generatorCpu} (taskset), so the two never shared a CPU; --no-pin lets the scheduler place them`
+      : `not pinned to CPUs: ${unpinned}`,
+  );
   // All of the server's threads; those it starts later inherit the CPU.
   const start: StartFn = async (name, members, confabArgs) => {
     const server = await startServer(name, members, {
@@ -156,10 +168,17 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       baseline: o.baseline,
       confabArgs,
     });
-    if (pin) pinProcess(server.pid, String(serverCpu));
+    if (pin) {
+      try {
+        pinProcess(server.pid, String(serverCpu));
+      } catch (err) {
+        await server.stop();
+        throw err;
+      }
+    }
+    o.onServer?.(server);
     return server;
   };
-  if (pin) pinProcess(process.pid, String(generatorCpu));
   try {
     await benchAll(o, servers, report, start, progress);
   } finally {

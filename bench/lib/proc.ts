@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 const TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
@@ -41,26 +41,45 @@ export function selfCpuMicros(): number {
   return u.user + u.system;
 }
 
-/** The CPUs a process may run on, as taskset lists them ("0,1", "0-3"), or undefined without taskset. */
-export function affinity(pid: number): string | undefined {
+/** The CPUs a thread may run on, as Linux lists them ("0-1", "0,2-3"), or undefined. */
+function allowedCpus(statusFile: string): string | undefined {
   try {
-    const out = execFileSync('taskset', ['-c', '-p', String(pid)], { encoding: 'utf8' });
-    return out.slice(out.lastIndexOf(':') + 1).trim();
+    return /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync(statusFile, 'utf8'))?.[1];
   } catch {
     return undefined;
   }
 }
 
-/** The CPU numbers in a taskset list. */
-export function cpuList(list: string): number[] {
-  return list.split(',').flatMap((part) => {
-    const [from, to = from] = part.split('-').map(Number);
-    if (from === undefined || to === undefined) return [];
-    return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+/** The CPUs a process (its main thread) may run on, or undefined where /proc does not say. */
+export function affinity(pid: number): string | undefined {
+  return allowedCpus(`/proc/${pid}/status`);
+}
+
+/** The CPUs each thread of a process may run on. */
+export function threadAffinities(pid: number): string[] {
+  return readdirSync(`/proc/${pid}/task`).flatMap((tid) => {
+    const cpus = allowedCpus(`/proc/${pid}/task/${tid}/status`);
+    return cpus === undefined ? [] : [cpus];
   });
 }
 
-/** Moves every thread of a running process onto the given CPUs (a taskset list: "0", "0-1"). */
+const CPU_LIST = /^\d+(-\d+)?(,\d+(-\d+)?)*$/;
+
+/** The CPU numbers in a list like "0-2,5" (empty for anything else). */
+export function cpuList(list: string): number[] {
+  if (!CPU_LIST.test(list)) return [];
+  return list.split(',').flatMap((part) => {
+    const [from = 0, to = from] = part.split('-').map(Number);
+    return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
+  });
+}
+
+/**
+ * Moves every thread of a running process onto the given CPUs (a list: "0", "0-1") with
+ * taskset; threads it starts later inherit them. Throws with taskset's complaint.
+ */
 export function pinProcess(pid: number, cpus: string): void {
-  execFileSync('taskset', ['-a', '-c', '-p', cpus, String(pid)], { stdio: 'ignore' });
+  execFileSync('taskset', ['-a', '-c', '-p', cpus, String(pid)], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
 }

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { affinity, cpuList } from '../../bench/lib/proc.js';
+import { affinity, cpuList, threadAffinities } from '../../bench/lib/proc.js';
 import { chart, table } from '../../bench/lib/report.js';
 import { startServer } from '../../bench/lib/servers.js';
 import { runBench } from '../../bench/run.js';
@@ -12,7 +12,9 @@ import { withoutSeed } from '../helpers/servers.js';
 describe.skipIf(withoutSeed())('benchmark harness', () => {
   it('runs each kind of workload against confab and the course server with zero loss', async () => {
     const before = affinity(process.pid);
-    let during: string | undefined;
+    const cpus = cpuList(before ?? '');
+    const generator: string[] = [];
+    const servers: string[][] = [];
     const report = await runBench({
       servers: ['confab', 'seed'],
       workloads: ['W-seed', 'W-pipe', 'W-conns'],
@@ -21,14 +23,19 @@ describe.skipIf(withoutSeed())('benchmark harness', () => {
       conns: 300,
       repeat: 2,
       progress: () => {
-        during ??= affinity(process.pid);
+        if (generator.length === 0) generator.push(...threadAffinities(process.pid));
       },
+      onServer: (server) => servers.push(threadAffinities(server.pid)),
     });
-    // With two CPUs or more the generator runs on one CPU of its own while it measures, and
-    // gets all of them back after.
-    if (before !== undefined && cpuList(before).length >= 2) {
-      expect(during).toBe(String(cpuList(before)[1]));
+    // With two CPUs or more, every thread of each server runs on the first and every
+    // thread of the generator on the second while it measures; after, it gets all back.
+    expect(servers).toHaveLength(7);
+    if (cpus.length >= 2) {
+      expect(new Set(servers.flat())).toEqual(new Set([String(cpus[0])]));
+      expect(new Set(generator)).toEqual(new Set([String(cpus[1])]));
       expect(report.notes.some((n) => n.startsWith('each server ran pinned to CPU'))).toBe(true);
+    } else {
+      expect(report.notes.some((n) => n.startsWith('not pinned to CPUs'))).toBe(true);
     }
     expect(affinity(process.pid)).toBe(before);
     // Two rounds, servers interleaved; the table row is each server's median run.
@@ -66,6 +73,8 @@ describe('cpuList', () => {
   it('reads the lists taskset prints', () => {
     expect(cpuList('0')).toEqual([0]);
     expect(cpuList('0-2,5,7-8')).toEqual([0, 1, 2, 5, 7, 8]);
+    expect(cpuList('4-7')).toEqual([4, 5, 6, 7]);
+    for (const bad of ['', 'x', '0-', '1,,2']) expect(cpuList(bad)).toEqual([]);
   });
 });
 
@@ -126,6 +135,10 @@ describe.skipIf(withoutRedis())('cluster bench servers', () => {
       repeat: 1,
       rooms: { rooms: 6, members: 4, rate: 20 },
     });
+    // A cluster's processes are never pinned, and the report says so.
+    expect(report.notes).toContain(
+      'not pinned to CPUs: a cluster’s processes share the machine’s CPUs',
+    );
     const [pipe] = report.fanout;
     expect(pipe).toMatchObject({ workload: 'W-pipe', server: 'confab-2nodes', lost: 0 });
     expect(pipe!.membersPerNode).toEqual([5, 5]);
