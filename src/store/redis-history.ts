@@ -154,9 +154,10 @@ end
 
 /**
  * KEYS: top, epoch, msgs, cidz, rooms, floor, base. ARGV: epoch candidate, maxMessages,
- * room tag, channel ('' for none), seen epoch, seen top, then per message its
- * [at, from, msg] as JSON; a message with a cid has two arguments before it: 'c' and the
- * cid's key in cidz, then the cid as JSON. Returns epoch, the top before, then for each
+ * room tag, channel ('' for none), seen epoch, seen top, then either 'B' and the count of
+ * messages, then all their [at, from, msg] as JSON joined by commas (a call without cids),
+ * or per message its [at, from, msg] as JSON; a message with a cid has two arguments
+ * before it: 'c' and the cid's key in cidz, then the cid as JSON. Returns epoch, the top before, then for each
  * duplicate (if any) its position in ARGV's messages (from 1), the id it repeats, and the
  * stream entry holding that id (its id and fields; '' and none when the id is this
  * call's): the other messages got the ids after the top before, in order.
@@ -175,8 +176,13 @@ local before = tonumber(redis.call('GET', top_key) or '0')
 local floor = tonumber(redis.call('GET', floor_key) or '1')
 local out = {epoch, before}
 local chats, cids, added = {}, {}, {}
+local count, body
+-- 'B' (66) and a count: the call's messages, none with a cid, already joined in ARGV[8].
+if string.byte(ARGV[7], 1) == 66 then
+  count, body = tonumber(string.sub(ARGV[7], 2)), ARGV[8]
+end
 local b, n = 7, 0
-while b <= #ARGV do
+while not count and b <= #ARGV do
   n = n + 1
   local json, field, cid = ARGV[b], nil, nil
   -- 'c' (99) first: the cid's key and the cid follow, then the message.
@@ -211,9 +217,11 @@ while b <= #ARGV do
     end
   end
 end
-if #chats > 0 then
-  local top = before + #chats
-  local body = table.concat(chats, ',')
+if not count then
+  count, body = #chats, table.concat(chats, ',')
+end
+if count > 0 then
+  local top = before + count
   -- Before the top: once raised, a later failure of this call would leave the room out of
   -- age retention for good, with an epoch that expires. SADD first, as out of memory Redis
   -- refuses it as a script's first write (but not PERSIST, nor anything after either).
@@ -352,6 +360,19 @@ const APPEND_SHA = createHash('sha1').update(APPEND_LUA).digest('hex');
 
 /** Connections the append script went over in full (EVAL): later calls name it by its SHA. */
 const appendLoaded = new WeakSet<object>();
+
+/**
+ * A message as its history entry holds it, `[at, from, msg]`; `plain` when the JSON is
+ * printable ASCII, so its length is its byte count.
+ */
+function chatJson(item: Pick<Pending, 'at' | 'from' | 'msg'>): { json: string; plain: boolean } {
+  const plain = Number.isFinite(item.at) && !NOT_PLAIN.test(item.from) && !NOT_PLAIN.test(item.msg);
+  // JSON.stringify's own output for such text, a few times cheaper (this runs per chat).
+  const json = plain
+    ? `[${item.at},"${item.from}","${item.msg}"]`
+    : JSON.stringify([item.at, item.from, item.msg]);
+  return { json, plain };
+}
 
 /** One RESP bulk string; `bytes` when the caller knows the text is ASCII. */
 function bulk(text: string, bytes = Buffer.byteLength(text)): string {
@@ -611,20 +632,29 @@ export class RedisHistoryStore implements HistoryStore {
     const keyPrefix = this.redis.options.keyPrefix ?? '';
     for (let i = 0; i < head.length; i++) body += bulk(i < 7 ? keyPrefix + head[i]! : head[i]!);
     let count = head.length;
-    for (const item of items) {
-      const plain =
-        Number.isFinite(item.at) && !NOT_PLAIN.test(item.from) && !NOT_PLAIN.test(item.msg);
-      // JSON.stringify's own output for such text, a few times cheaper (this runs per chat).
-      const json = plain
-        ? `[${item.at},"${item.from}","${item.msg}"]`
-        : JSON.stringify([item.at, item.from, item.msg]);
-      if (item.cid === undefined) {
-        body += bulk(json, plain ? json.length : undefined);
-        count += 1;
-      } else {
-        body += bulk(`c${cidKey(item.from, item.cid)}`) + bulk(JSON.stringify(item.cid));
-        body += bulk(json, plain ? json.length : undefined);
-        count += 3;
+    if (items.every((item) => item.cid === undefined)) {
+      // The common call: no cids to dedupe, so the messages go joined, as one argument
+      // the script stores and publishes as it is, instead of one per message to parse.
+      let joined = '';
+      let plainAll = true;
+      for (let i = 0; i < items.length; i++) {
+        const { json, plain } = chatJson(items[i]!);
+        joined += i === 0 ? json : `,${json}`;
+        plainAll &&= plain;
+      }
+      body += bulk(`B${items.length}`) + bulk(joined, plainAll ? joined.length : undefined);
+      count += 2;
+    } else {
+      for (const item of items) {
+        const { json, plain } = chatJson(item);
+        if (item.cid === undefined) {
+          body += bulk(json, plain ? json.length : undefined);
+          count += 1;
+        } else {
+          body += bulk(`c${cidKey(item.from, item.cid)}`) + bulk(JSON.stringify(item.cid));
+          body += bulk(json, plain ? json.length : undefined);
+          count += 3;
+        }
       }
     }
     this.track(this.sendAppend(body, count)).then(
