@@ -703,6 +703,106 @@ describe.skipIf(withoutRedis())('Redis', () => {
       );
     });
 
+    it('writes the same entries, payloads and floor from a call without cids (one joined argument) as from one with', async () => {
+      // Two rooms get the same turns. Room 'j' sends each as it is: no cid, so the script
+      // gets the messages joined in one argument after 'B' and their count. Room 'p' sends
+      // the same messages after a repeat of the cid just stored in both rooms: the call
+      // then goes one argument per message, the repeat is not stored, and what the script
+      // writes for the rest must be byte for byte what it wrote for room 'j', as an older
+      // node's script would (nodes before and after that change share a Redis). The cap is
+      // small, so the floor and XTRIM run after the joined form too.
+      const text = fc.oneof(
+        fc.string({ maxLength: 6, unit: 'binary' }),
+        fc.constantFrom(
+          'caf\u00e9',
+          '\u{1F600}',
+          '\uD800',
+          '\uDC00x',
+          'a"b\\c',
+          '\n\t\u0001',
+          '\u007f',
+          '"],[',
+          '\u2028',
+          '',
+        ),
+      );
+      const chat = fc.record({
+        from: fc.constantFrom('ann', 'b\u00f6b', '\u{1F600}'),
+        msg: text,
+        at: fc.oneof(
+          fc.integer({ min: -5, max: 5 }),
+          fc.constant(1_764_558_000_123),
+          fc.constant(0.5),
+        ),
+      });
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 1, max: 4 }),
+          fc.array(fc.array(chat, { minLength: 1, maxLength: 8 }), { minLength: 1, maxLength: 5 }),
+          async (max, turns) => {
+            const prefix = newPrefix();
+            const store = new RedisHistoryStore({
+              retention: { maxMessages: max, maxAgeMs: 0 },
+              pruneIntervalMs: 0,
+              redis: redis.url,
+              prefix,
+              publish: true,
+            });
+            const client = new Redis(redis.url, { protocol: 2 });
+            const sub = new Redis(redis.url, { protocol: 2 });
+            const payloads = new Map<string, unknown[][]>([
+              ['j', []],
+              ['p', []],
+            ]);
+            const rooms = ['j', 'p'] as const;
+            const channels = new Map(rooms.map((r) => [roomChannel(prefix, r), r]));
+            // The epoch differs per room: compared without it.
+            sub.on('message', (channel: string, message: string) =>
+              payloads
+                .get(channels.get(channel)!)!
+                .push((JSON.parse(message) as unknown[]).slice(2)),
+            );
+            const key = (room: string, k: string) => `${prefix}h:{r${roomTag(room)}}:${k}`;
+            try {
+              await sub.subscribe(...channels.keys());
+              for (const [t, turn] of turns.entries()) {
+                const seed = { at: 0, from: 'ann', msg: `seed${t}`, cid: `k${t}` };
+                for (const room of rooms)
+                  expect((await store.append(room, seed)).duplicate).toBe(false);
+                const [joined, perMessage] = await Promise.all([
+                  Promise.all(turn.map((d) => store.append('j', d))),
+                  Promise.all([seed, ...turn].map((d) => store.append('p', d))),
+                ]);
+                expect(perMessage[0]!.duplicate).toBe(true);
+                expect(perMessage.slice(1).map((a) => a.message)).toEqual(
+                  joined.map((a) => ({ ...a.message, room: 'p' })),
+                );
+              }
+              const [j, p] = await Promise.all(
+                rooms.map(async (room) => ({
+                  entries: await client.xrange(key(room, 'msgs'), '-', '+'),
+                  top: await client.get(key(room, 'top')),
+                  floor: await client.get(key(room, 'floor')),
+                  cids: await client.zrange(key(room, 'cidz'), '0', '-1', 'WITHSCORES'),
+                  read: (await store.read(room, { after: 0, limit: 100 })).map(
+                    ({ room: _, ...m }) => m,
+                  ),
+                })),
+              );
+              expect(j).toEqual(p);
+              await eventually(() => expect(payloads.get('j')!.length).toBe(2 * turns.length));
+              await eventually(() => expect(payloads.get('p')).toEqual(payloads.get('j')));
+            } finally {
+              sub.disconnect();
+              client.disconnect();
+              await store.close();
+            }
+          },
+        ),
+        { numRuns: 40 },
+      );
+    });
+
     it('appends again after Redis forgot its scripts, and with a client that has a key prefix', async () => {
       const prefix = newPrefix();
       const client = new Redis(redis.url, { protocol: 2, keyPrefix: 'kp:' });
