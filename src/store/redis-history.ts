@@ -162,11 +162,21 @@ end
  * stream entry holding that id (its id and fields; '' and none when the id is this
  * call's): the other messages got the ids after the top before, in order.
  */
-const APPEND_LUA = `${ROTATE_LUA}
+export const APPEND_LUA = `${ROTATE_LUA}
 local top_key, epoch_key, msgs, cidz, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local floor_key = KEYS[6]
 local max = tonumber(ARGV[2])
 local channel = ARGV[4]
+-- 'B' (66) and a count: the call's messages, none with a cid, already joined in ARGV[8].
+-- The count cannot be checked against the text (a message may hold '],['): it is taken as
+-- given, once it is a whole number, and that is checked before anything is written.
+local count, body
+if ARGV[7] and string.byte(ARGV[7], 1) == 66 then
+  count, body = tonumber(string.sub(ARGV[7], 2)), ARGV[8]
+  if not count or count < 1 or count % 1 ~= 0 or not body then
+    return redis.error_reply('ERR confab append: bad message count')
+  end
+end
 local epoch = current_epoch(top_key, epoch_key, KEYS[7], ARGV[5], tonumber(ARGV[6]))
 if not epoch then
   epoch = ARGV[1]
@@ -176,11 +186,6 @@ local before = tonumber(redis.call('GET', top_key) or '0')
 local floor = tonumber(redis.call('GET', floor_key) or '1')
 local out = {epoch, before}
 local chats, cids, added = {}, {}, {}
-local count, body
--- 'B' (66) and a count: the call's messages, none with a cid, already joined in ARGV[8].
-if string.byte(ARGV[7], 1) == 66 then
-  count, body = tonumber(string.sub(ARGV[7], 2)), ARGV[8]
-end
 local b, n = 7, 0
 while not count and b <= #ARGV do
   n = n + 1

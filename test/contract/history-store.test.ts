@@ -15,7 +15,12 @@ import type {
   StoredMessage,
 } from '../../src/core/history.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
-import { RedisHistoryStore, roomChannel, roomTag } from '../../src/store/redis-history.js';
+import {
+  APPEND_LUA,
+  RedisHistoryStore,
+  roomChannel,
+  roomTag,
+} from '../../src/store/redis-history.js';
 import { SqliteHistoryStore } from '../../src/store/sqlite-history.js';
 import { useRedis, withoutRedis } from '../helpers/redis.js';
 import { eventually } from './broker.js';
@@ -701,6 +706,30 @@ describe.skipIf(withoutRedis())('Redis', () => {
         ),
         { numRuns: 40 },
       );
+    });
+
+    it('refuses a joined call whose count is not a whole number, before writing anything', async () => {
+      const admin = new Redis(redis.url, { protocol: 2 });
+      const keys = ['top', 'epoch', 'msgs', 'cidz', 'rooms', 'floor', 'base'].map(
+        (k) => `${newPrefix()}${k}`,
+      );
+      try {
+        for (const count of ['B', 'B0', 'B-1', 'B1.5', 'Bx']) {
+          await expect(
+            admin.eval(APPEND_LUA, 7, ...keys, 'e1', '10', 't', '', '', '0', count, '[1,"a","b"]'),
+          ).rejects.toThrow(/bad message count/);
+        }
+        // Nor without the joined text after the count.
+        await expect(
+          admin.eval(APPEND_LUA, 7, ...keys, 'e1', '10', 't', '', '', '0', 'B1'),
+        ).rejects.toThrow(/bad message count/);
+        expect(await admin.exists(...keys)).toBe(0);
+        // The same call with a good count stores the message.
+        await admin.eval(APPEND_LUA, 7, ...keys, 'e1', '10', 't', '', '', '0', 'B1', '[1,"a","b"]');
+        expect(await admin.get(keys[0]!)).toBe('1');
+      } finally {
+        admin.disconnect();
+      }
     });
 
     it('writes the same entries, payloads and floor from a call without cids (one joined argument) as from one with', async () => {
