@@ -157,10 +157,11 @@ end
  * room tag, channel ('' for none), seen epoch, seen top, then either 'B' and the count of
  * messages, then all their [at, from, msg] as JSON joined by commas (a call without cids),
  * or per message its [at, from, msg] as JSON; a message with a cid has two arguments
- * before it: 'c' and the cid's key in cidz, then the cid as JSON. Returns epoch, the top before, then for each
- * duplicate (if any) its position in ARGV's messages (from 1), the id it repeats, and the
- * stream entry holding that id (its id and fields; '' and none when the id is this
- * call's): the other messages got the ids after the top before, in order.
+ * before it: 'c' and the cid's key in cidz, then the cid as JSON. Returns epoch, the top
+ * before, then for each duplicate (if any) its position in ARGV's messages (from 1), the
+ * id it repeats, and the stream entry holding that id (its id and fields; '' and none when
+ * the id is this call's): the other messages got the ids after the top before, in order.
+ * Exported for the tests, which call it with arguments the store never sends.
  */
 export const APPEND_LUA = `${ROTATE_LUA}
 local top_key, epoch_key, msgs, cidz, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
