@@ -26,8 +26,8 @@
  *
  * Each single-process server runs pinned to one CPU and the generator to
  * another, so they never share one (--no-pin lets the scheduler place them).
- * Each fan-out workload runs --repeat times, the servers interleaved in each
- * round, and the table shows each server's median run: one unlucky run (a
+ * Each workload but W-rooms runs --repeat times, the servers interleaved in
+ * each round, and the table shows each server's median run: one unlucky run (a
  * neighbour's load, a peer's Nagle stall) moves no ratio.
  * Prints a table and writes bench/results/latest.{json,md,svg}.
  */
@@ -48,7 +48,13 @@ import {
   type ServerName,
   startServer,
 } from './lib/servers.js';
-import { type FanoutResult, runConns, runFanout, WORKLOADS } from './lib/workload.js';
+import {
+  type ConnsResult,
+  type FanoutResult,
+  runConns,
+  runFanout,
+  WORKLOADS,
+} from './lib/workload.js';
 
 export interface BenchOptions {
   servers: ServerName[];
@@ -98,6 +104,19 @@ function median(runs: FanoutResult[]): FanoutResult {
     minPerSec: sorted[0]!.deliveriesPerSec,
     maxPerSec: sorted[sorted.length - 1]!.deliveriesPerSec,
     lost: runs.reduce((n, r) => n + r.lost, 0),
+  };
+}
+
+/** The round with the median connect rate, its memory figures with it, and the range of rates. */
+function medianConns(runs: ConnsResult[]): ConnsResult {
+  const sorted = [...runs].sort((a, b) => a.connectPerSec - b.connectPerSec);
+  const mid = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  if (runs.length === 1) return mid;
+  return {
+    ...mid,
+    runs: runs.length,
+    minPerSec: sorted[0]!.connectPerSec,
+    maxPerSec: sorted[sorted.length - 1]!.connectPerSec,
   };
 }
 
@@ -230,12 +249,12 @@ async function benchAll(
     for (const s of runnable) report.fanout.push(median(runs.filter((r) => r.server === s)));
   }
   if (o.workloads.includes('W-conns')) {
-    for (const s of servers) {
+    const runnable = servers.filter((s) => {
       if (s === 'seed') {
         report.skipped.push(
           'seed × W-conns: a thread per connection and a listen backlog of 1; not comparable',
         );
-        continue;
+        return false;
       }
       // The same server as confab before CONNECT.
       if (
@@ -244,18 +263,26 @@ async function benchAll(
         s === 'confab-sqlite' ||
         s === 'baseline-sqlite'
       )
-        continue;
+        return false;
       if (CLUSTER_NODES[s] !== undefined) {
         report.skipped.push(`${s} × W-conns: a node's idle connections are confab's`);
-        continue;
+        return false;
       }
-      const server = await start(s, 10);
-      try {
-        report.conns.push(await runConns(server, o.conns, progress, rssKiB));
-      } finally {
-        await server.stop();
+      return true;
+    });
+    const runs: ConnsResult[] = [];
+    for (let round = 1; round <= repeat; round++) {
+      for (const s of runnable) {
+        const server = await start(s, 10);
+        try {
+          const tag = repeat > 1 ? ` (round ${round}/${repeat})` : '';
+          runs.push(await runConns(server, o.conns, (t) => progress(t + tag), rssKiB));
+        } finally {
+          await server.stop();
+        }
       }
     }
+    for (const s of runnable) report.conns.push(medianConns(runs.filter((r) => r.server === s)));
   }
   if (o.workloads.includes('W-rooms')) {
     report.rooms.push(...(await benchRooms(o, servers, report, start, progress)));

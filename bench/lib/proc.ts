@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 
 const TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
@@ -34,6 +34,51 @@ export const rssKiBOf = (pids: readonly number[]) => pids.reduce((n, p) => n + r
 /** The sum of each process's own peak RSS (their peaks need not coincide), in KiB. */
 export const peakRssKiBOf = (pids: readonly number[]) =>
   pids.reduce((n, p) => n + peakRssKiB(p), 0);
+
+/**
+ * Connections the kernel has completed but the server has not yet accepted, on the socket
+ * listening on `port` (IPv4 or IPv6), or undefined if there is none. Linux lists listening
+ * sockets first in /proc/net/tcp{,6}, so only the head of each file is read, however many
+ * connections follow.
+ */
+export function acceptQueue(port: number): number | undefined {
+  const local = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let fd: number;
+    try {
+      fd = openSync(file, 'r');
+    } catch {
+      continue;
+    }
+    try {
+      const chunk = Buffer.alloc(64 * 1024);
+      let rest = '';
+      let header = true;
+      for (let reads = 0; reads < 64; reads++) {
+        const n = readSync(fd, chunk, 0, chunk.length, null);
+        if (n === 0) break;
+        const lines = (rest + chunk.toString('latin1', 0, n)).split('\n');
+        rest = lines.pop()!;
+        for (const line of lines) {
+          if (header) {
+            header = false;
+            continue;
+          }
+          // sl local_address rem_address st tx_queue:rx_queue ...
+          const [, address, , state, queues] = line.trim().split(/\s+/);
+          if (state !== '0A') {
+            reads = 64;
+            break;
+          }
+          if (address?.endsWith(local)) return Number.parseInt(queues!.split(':')[1]!, 16);
+        }
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return undefined;
+}
 
 /** This process's CPU time in microseconds. */
 export function selfCpuMicros(): number {

@@ -56,12 +56,18 @@ export function table(report: BenchReport): string {
   if (report.conns.length > 0) {
     lines.push(
       '',
-      '| W-conns | connections | connects/s | server KiB per idle connection | server peak RSS MiB |',
-      '|---|---:|---:|---:|---:|',
+      '| W-conns | connections | connects/s | range over runs | server CPU % | generator CPU % | server µs per connection | server KiB per idle connection | server peak RSS MiB | confab/peer connects/s | confab/peer µs per connection |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     );
+    const confab = report.conns.find((c) => c.server === 'confab');
     for (const c of report.conns) {
+      const range =
+        c.runs !== undefined && c.runs > 1 ? `${short(c.minPerSec!)}–${short(c.maxPerSec!)}` : '';
+      const peer = confab !== undefined && c.server !== 'confab';
+      const ratio = peer ? `${f(confab.connectPerSec / c.connectPerSec, 2)}×` : '';
+      const cost = peer ? `${f(confab.serverUsPerConnection / c.serverUsPerConnection, 2)}×` : '';
       lines.push(
-        `| ${c.server} | ${f(c.connections)} | ${f(c.connectPerSec)} | ${f(c.kibPerConnection, 2)} | ${f(c.serverPeakRssMiB, 1)} |`,
+        `| ${c.server} | ${f(c.connections)} | ${f(c.connectPerSec)} | ${range} | ${f(c.serverCpuPct)} | ${f(c.generatorCpuPct)} | ${f(c.serverUsPerConnection, 1)} | ${f(c.kibPerConnection, 2)} | ${f(c.serverPeakRssMiB, 1)} | ${ratio} | ${cost} |`,
       );
     }
   }

@@ -1,6 +1,6 @@
 import { Histogram } from './histogram.js';
 import { Flusher, Member } from './loadgen.js';
-import { cpuMicrosOf, peakRssKiB, peakRssKiBOf, selfCpuMicros } from './proc.js';
+import { acceptQueue, cpuMicrosOf, peakRssKiB, peakRssKiBOf, selfCpuMicros } from './proc.js';
 import { openRedisWindow, type RedisShare } from './redis.js';
 import type { RunningServer } from './servers.js';
 
@@ -220,6 +220,15 @@ export interface ConnsResult {
   connectPerSec: number;
   kibPerConnection: number;
   serverPeakRssMiB: number;
+  /** CPU while the connections were being opened: the generator's near 100% makes it the ceiling. */
+  serverCpuPct: number;
+  generatorCpuPct: number;
+  /** Server CPU per connection accepted (all its threads), while they were being opened. */
+  serverUsPerConnection: number;
+  /** Set on a median of several rounds: how many, and the range of their rates. */
+  runs?: number;
+  minPerSec?: number;
+  maxPerSec?: number;
 }
 
 /** Opens `count` idle connections from several 127.x source addresses. */
@@ -240,6 +249,8 @@ export async function runConns(
   const sources = Math.ceil(count / perSource);
   const firstSource = Math.floor(Math.random() * (250 * 250 - sources));
   const t0 = performance.now();
+  const cpu0 = cpuMicrosOf(server.pids);
+  const self0 = selfCpuMicros();
   const inFlight = 256;
   let opened = 0;
   let failed = 0;
@@ -268,7 +279,14 @@ export async function runConns(
     }
   };
   await Promise.all(Array.from({ length: inFlight }, worker));
+  // A connect completes in the kernel; the connection counts once the server has accepted it.
+  const drainBy = performance.now() + 5000;
+  while ((acceptQueue(server.port) ?? 0) > 0 && performance.now() < drainBy) {
+    await new Promise((r) => setTimeout(r, 1));
+  }
   const seconds = (performance.now() - t0) / 1000;
+  const serverCpu = cpuMicrosOf(server.pids) - cpu0;
+  const generatorCpu = selfCpuMicros() - self0;
   // Let the server finish accepting and settle before reading its memory.
   await new Promise((r) => setTimeout(r, 1500));
   const after = rss(server.pid);
@@ -281,5 +299,8 @@ export async function runConns(
     connectPerSec: opened / seconds,
     kibPerConnection: (after - before) / Math.max(1, opened),
     serverPeakRssMiB: peak / 1024,
+    serverCpuPct: (serverCpu / (seconds * 1e6)) * 100,
+    generatorCpuPct: (generatorCpu / (seconds * 1e6)) * 100,
+    serverUsPerConnection: serverCpu / Math.max(1, opened),
   };
 }

@@ -1,6 +1,8 @@
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { affinity, cpuList, threadAffinities } from '../../bench/lib/proc.js';
+import { acceptQueue, affinity, cpuList, threadAffinities } from '../../bench/lib/proc.js';
 import { chart, table } from '../../bench/lib/report.js';
 import { startServer } from '../../bench/lib/servers.js';
 import { runBench } from '../../bench/run.js';
@@ -29,7 +31,7 @@ describe.skipIf(withoutSeed())('benchmark harness', () => {
     });
     // With two CPUs or more, every thread of each server runs on the first and every
     // thread of the generator on the second while it measures; after, it gets all back.
-    expect(servers).toHaveLength(7);
+    expect(servers).toHaveLength(8);
     if (cpus.length >= 2) {
       expect(new Set(servers.flat())).toEqual(new Set([String(cpus[0])]));
       expect(new Set(generator)).toEqual(new Set([String(cpus[1])]));
@@ -62,11 +64,62 @@ describe.skipIf(withoutSeed())('benchmark harness', () => {
       expect(r.deliveries).toBeGreaterThan(0);
       expect(r.p99Ms).toBeGreaterThanOrEqual(r.p50Ms);
     }
-    expect(report.conns).toMatchObject([{ server: 'confab', connections: 300 }]);
+    // W-conns too runs each round and keeps the median round.
+    expect(report.conns).toMatchObject([{ server: 'confab', connections: 300, runs: 2 }]);
+    const conns = report.conns[0]!;
+    expect(conns.minPerSec).toBeLessThanOrEqual(conns.connectPerSec);
+    expect(conns.maxPerSec).toBeGreaterThanOrEqual(conns.connectPerSec);
+    expect(conns.generatorCpuPct).toBeGreaterThan(0);
+    expect(conns.serverCpuPct).toBeGreaterThan(0);
+    expect(conns.serverUsPerConnection).toBeGreaterThan(0);
     expect(report.skipped.some((s) => s.startsWith('seed × W-pipe'))).toBe(true);
     expect(table(report)).toContain('| W-pipe | confab |');
     expect(chart(report)).toMatch(/^<svg[\s\S]*<\/svg>$/);
   }, 60_000);
+});
+
+describe('acceptQueue', () => {
+  it('counts connections a listener has not accepted yet, and only its own', async () => {
+    // A listener that never accepts: its connections stay in the kernel's queue.
+    const python = spawn('python3', [
+      '-c',
+      'import socket,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(16)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(20)',
+    ]);
+    const sockets: net.Socket[] = [];
+    const open = (port: number) => {
+      const s = net.connect(port, '127.0.0.1');
+      // Python's end resets them.
+      s.on('error', () => {});
+      sockets.push(s);
+      return s;
+    };
+    const other = net.createServer((c) => c.on('error', () => {})).listen(0, '127.0.0.1');
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        python.once('error', reject);
+        python.stdout.once('data', (d: Buffer) => resolve(Number(String(d).trim())));
+      });
+      if (!other.listening) await new Promise((r) => other.once('listening', r));
+      expect(acceptQueue(port)).toBe(0);
+      for (let i = 0; i < 3; i++) {
+        const s = open(port);
+        await new Promise((r) => s.once('connect', r));
+      }
+      expect(acceptQueue(port)).toBe(3);
+      // A listener that accepts (Node's) drains its queue.
+      const otherPort = (other.address() as net.AddressInfo).port;
+      open(otherPort);
+      await new Promise((r) => other.once('connection', r));
+      expect(acceptQueue(otherPort)).toBe(0);
+      python.kill();
+      await new Promise((r) => python.once('exit', r));
+      expect(acceptQueue(port)).toBeUndefined();
+    } finally {
+      for (const s of sockets) s.destroy();
+      other.close();
+      python.kill();
+    }
+  });
 });
 
 describe('cpuList', () => {
