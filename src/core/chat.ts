@@ -202,6 +202,11 @@ const PASSWORD_FIELD = /("password"\s*:\s*)"(?:[^"\\]|\\.)*("|$)/g;
 const OPER_BURST = 5;
 const OPER_RATE = 0.1;
 const OPER_BUCKETS = 4096;
+/**
+ * This node's chats remembered while they wait for their place (Chat.waiting); past it the
+ * oldest are known by their sender's name again. An entry goes when its chat comes back.
+ */
+const WAITING_CHATS = 4096;
 /** Senders' look-alike keys remembered for the cluster's `subject`; cleared when full. */
 const SENDER_KEYS = 4096;
 
@@ -264,6 +269,15 @@ export class Chat implements ChatContext, SessionHost {
    * lookup.
    */
   private readonly senderKeys = new Map<string, string>();
+  /** The chat being handed to the broker now, and its sender (see `origin`). */
+  private sendingKey: string | undefined;
+  private sendingId = 0;
+  private sendingFrom: Session | undefined;
+  /**
+   * The senders of this node's chats the broker did not hand back at once (an earlier id
+   * had not reached this node), by `${id} ${room key}`, oldest first.
+   */
+  private readonly waiting = new Map<string, Session>();
 
   constructor(options: ChatOptions = {}) {
     this.lobby = new Room(LOBBY, options.maxUsers ?? 10);
@@ -396,7 +410,7 @@ export class Chat implements ChatContext, SessionHost {
    */
   publish(event: ChatEvent, origin?: Session): void {
     if (this.cluster !== undefined) {
-      this.publishToCluster(this.cluster.broker, event);
+      this.publishToCluster(this.cluster.broker, event, origin);
       return;
     }
     const delivery = new Delivery(event);
@@ -414,28 +428,61 @@ export class Chat implements ChatContext, SessionHost {
    * members too (at once, for events published here); whispers to members of
    * other nodes go through WHISPER's own path (`whisperTo`).
    */
-  private publishToCluster(broker: Broker, event: ChatEvent): void {
+  private publishToCluster(broker: Broker, event: ChatEvent, origin: Session | undefined): void {
     if (event.type === 'whisper') {
       this.whispered(event);
       return;
     }
     const room = event.room === this.lobby.name ? this.lobby : this.rooms.named(event.room);
-    broker.publish(room?.key ?? roomKey(event.room), event);
+    const key = room?.key ?? roomKey(event.room);
+    if (event.type !== 'chat' || origin === undefined) {
+      broker.publish(key, event);
+      return;
+    }
+    this.sendingKey = key;
+    this.sendingId = event.id;
+    this.sendingFrom = origin;
+    broker.publish(key, event);
+    if (this.sendingFrom !== undefined) {
+      // It waits for its place; by the time it comes its sender may have another name.
+      if (this.waiting.size >= WAITING_CHATS)
+        this.waiting.delete(this.waiting.keys().next().value!);
+      this.waiting.set(`${event.id} ${key}`, origin);
+    }
+    this.sendingKey = undefined;
+    this.sendingFrom = undefined;
   }
 
   /** A room event from the broker: to this node's members of the room, but the one it is about. */
   private arrived(key: string, event: RoomEvent): void {
+    const from = event.type === 'chat' ? this.origin(key, event.id) : undefined;
     if (this.rosters.get(key)?.apply(event) === false) return;
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
-    room.deliver(new Delivery(event), this.subject(event));
+    room.deliver(new Delivery(event), from ?? this.subject(event));
+  }
+
+  /** The session that sent this node's chat `id` in the room, if this node published it. */
+  private origin(key: string, id: number): Session | undefined {
+    let from: Session | undefined;
+    if (this.sendingFrom !== undefined && id === this.sendingId && key === this.sendingKey) {
+      from = this.sendingFrom;
+      this.sendingFrom = undefined;
+    } else if (this.waiting.size > 0) {
+      const waiting = `${id} ${key}`;
+      from = this.waiting.get(waiting);
+      if (from !== undefined) this.waiting.delete(waiting);
+    }
+    // Taken over meanwhile: the sender is now the connection that took the session.
+    while (from?.successor !== undefined) from = from.successor;
+    return from;
   }
 
   /**
    * The local member an event comes from, who is not shown it: the sender
-   * of a chat, the joiner, the renamer, the member being removed. The origin
-   * cannot travel with the event (another node published it, or the broker
-   * handed it back later), but nicknames are unique across the cluster.
+   * of a chat, the joiner, the renamer, the member being removed. Its own
+   * chats this node knows by sender (`origin`); for the rest the origin
+   * cannot travel with the event, but nicknames are unique across the cluster.
    */
   private subject(event: RoomEvent): Session | undefined {
     switch (event.type) {

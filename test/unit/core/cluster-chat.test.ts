@@ -50,6 +50,22 @@ async function settle(): Promise<void> {
 
 const EXT = ['errors', 'rooms', 'renames', 'whispers'];
 
+/** Two nodes whose brokers a test can interrupt and reconnect (a lost subscription). */
+function interruptibleNodes(): { brokers: MemoryBroker[]; a: Chat; b: Chat } {
+  const hub = new MemoryBrokerHub();
+  const presenceHub = new PresenceHub();
+  const history = new MemoryHistoryStore({ retention: { maxMessages: 10, maxAgeMs: 0 } });
+  const brokers = ['n0', 'n1'].map((node) => new MemoryBroker({ hub, node }));
+  const [a, b] = brokers.map(
+    (broker, i) =>
+      new Chat({
+        history,
+        cluster: { presence: new MemoryPresence({ hub: presenceHub, node: `n${i}` }), broker },
+      }),
+  );
+  return { brokers, a: a!, b: b! };
+}
+
 describe('a chat of several nodes', () => {
   it('shows a course client on one node what one process would', async () => {
     const [a, b] = nodes(2);
@@ -258,17 +274,7 @@ describe('a chat of several nodes', () => {
   });
 
   it('shows the joins, leaves and renames a node missed while its subscription was down', async () => {
-    const hub = new MemoryBrokerHub();
-    const presenceHub = new PresenceHub();
-    const history = new MemoryHistoryStore({ retention: { maxMessages: 10, maxAgeMs: 0 } });
-    const brokers = ['n0', 'n1'].map((node) => new MemoryBroker({ hub, node }));
-    const [a, b] = brokers.map(
-      (broker, i) =>
-        new Chat({
-          history,
-          cluster: { presence: new MemoryPresence({ hub: presenceHub, node: `n${i}` }), broker },
-        }),
-    );
+    const { brokers, a, b } = interruptibleNodes();
     const cora = connect(a!, 'cora');
     const rex = connect(a!, 'rex', EXT);
     await settle();
@@ -306,6 +312,30 @@ describe('a chat of several nodes', () => {
     send(stay, { cmd: '3' });
     await settle();
     expect(cora.take()).toEqual([{ cmd: '30', nickname: 'stay', userCount: 4 }]);
+  });
+
+  it('knows its own chat by who sent it, not by name, when it comes back after a rename', async () => {
+    const { brokers, a, b } = interruptibleNodes();
+    const sam = connect(a!, 'sam');
+    const wit = connect(a!, 'wit');
+    await settle();
+    const far = connect(b!, 'far');
+    await settle();
+    // The node's own chat does not come back at once (as when an earlier id from another
+    // node has not arrived yet), and its sender renames meanwhile.
+    brokers[0]!.interrupt();
+    send(sam, { cmd: '7', msg: 'hello' });
+    await settle();
+    send(sam, { cmd: '5', newNickname: 'samuel' });
+    await settle();
+    const hello = { cmd: '70', from: 'sam', msg: 'hello' };
+    expect(far.take()).toContainEqual(hello);
+    for (const peer of [sam, wit]) peer.take();
+    brokers[0]!.reconnect();
+    await settle();
+    expect(sam.take()).not.toContainEqual(hello);
+    expect(wit.take()).toContainEqual(hello);
+    expect(far.take()).toEqual([]);
   });
 
   it('follows a removal to the member a resume moved, never to whoever took its nickname', async () => {
