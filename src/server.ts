@@ -156,6 +156,12 @@ const CENSUS_TIMEOUT_MS = 1_000;
 const REDIS_START_TIMEOUT_MS = 5_000;
 /** Heartbeats this often, and at least five times per --cluster-timeout. */
 const HEARTBEAT_MS = 1_000;
+const heartbeatMs = (timeoutMs: number) => Math.min(HEARTBEAT_MS, Math.floor(timeoutMs / 5));
+/**
+ * Heartbeats a resync waits for before it reads a room's members again (Cluster.resyncDelayMs):
+ * after a Redis restart each live node registers its members again at its next one.
+ */
+const RESYNC_HEARTBEATS = 3;
 
 /** How often a node reads the cluster's ban list again, in case it missed a change. */
 const BAN_REFRESH_MS = 5_000;
@@ -189,6 +195,7 @@ async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
  * --redis one shared with presence), each instance's broker with its own subscriber.
  */
 class ClusterNode implements Cluster, ClusterView {
+  readonly resyncDelayMs: number;
   private keeper: PresenceKeeper | undefined;
   private banTimer: ReturnType<typeof setInterval> | undefined;
   private counted: { until: number; result: Promise<Census | undefined> } | undefined;
@@ -203,6 +210,7 @@ class ClusterNode implements Cluster, ClusterView {
     presence.onUnregistered = async () => {
       await this.keeper?.tick();
     };
+    this.resyncDelayMs = RESYNC_HEARTBEATS * heartbeatMs(presence.timeoutMs);
   }
 
   /**
@@ -389,7 +397,7 @@ class ClusterNode implements Cluster, ClusterView {
         onDisplaced: (members) => chat.displaced(members),
         onError: (err) => log.debug({ err }, 'heartbeat failed'),
       },
-      { intervalMs: Math.min(HEARTBEAT_MS, Math.floor(timeoutMs / 5)) },
+      { intervalMs: heartbeatMs(timeoutMs) },
     );
     void this.keeper.start();
     // Notices of ban changes travel at most once: a node that missed one catches up here.

@@ -78,6 +78,12 @@ export interface ChatOptions {
 export interface Cluster {
   readonly presence: Presence;
   readonly broker: Broker;
+  /**
+   * How long after a resync a room's members are read again (ms; 0 or none: at once). Long
+   * enough for every live node to heartbeat: after a Redis restart each registers its
+   * members again then, and a read before that would show them leaving.
+   */
+  readonly resyncDelayMs?: number;
 }
 
 /** The most messages one recovery replays; a larger gap is "too-many" (HISTORY pages through it). */
@@ -278,6 +284,8 @@ export class Chat implements ChatContext, SessionHost {
    * had not reached this node), by `${id} ${room key}`, oldest first.
    */
   private readonly waiting = new Map<string, Session>();
+  /** Rooms whose members are read again once their resync has waited (see `resynced`). */
+  private readonly resyncs = new Map<string, ReturnType<typeof setTimeout>>();
 
   constructor(options: ChatOptions = {}) {
     this.lobby = new Room(LOBBY, options.maxUsers ?? 10);
@@ -300,7 +308,7 @@ export class Chat implements ChatContext, SessionHost {
       whisper: (event) => this.whispered(event),
       notice: (notice) => this.noticed(notice),
       lost: (key, reason, epoch) => this.gap(key, reason, epoch),
-      resync: (key) => this.reread(key, true),
+      resync: (key) => this.resynced(key),
     });
     this.historyOnJoin = options.historyOnJoin ?? 50;
     this.admission = new Admission(
@@ -498,6 +506,22 @@ export class Chat implements ChatContext, SessionHost {
     }
   }
 
+  /** The broker is back in step with a room: show its members what changed meanwhile. */
+  private resynced(key: string): void {
+    const delay = this.cluster?.resyncDelayMs ?? 0;
+    if (delay <= 0) {
+      this.reread(key, true);
+      return;
+    }
+    if (this.resyncs.has(key)) return;
+    const timer = setTimeout(() => {
+      this.resyncs.delete(key);
+      this.reread(key, true);
+    }, delay);
+    timer.unref();
+    this.resyncs.set(key, timer);
+  }
+
   /** The lobby or a room this node knows, by its key. */
   private roomAt(key: string): Room | undefined {
     return key === this.lobby.key ? this.lobby : this.rooms.keyed(key);
@@ -528,11 +552,17 @@ export class Chat implements ChatContext, SessionHost {
         if (this.rosters.get(key) !== roster) return;
         const room = this.roomAt(key);
         const name = room?.name ?? key;
-        const changes = roster.settle(
-          token,
-          members.map((m) => m.nickname),
-          name,
-        );
+        const listed = members.map((m) => m.nickname);
+        // This node's own members are in the room whatever Presence says (after a Redis
+        // restart it may not have them again yet): one that lost its place there is closed,
+        // and its leave told, like any other.
+        if (room !== undefined) {
+          const keys = new Set(listed.map(nicknameKey));
+          for (const member of room.list()) {
+            if (!keys.has(nicknameKey(member.nickname))) listed.push(member.nickname);
+          }
+        }
+        const changes = roster.settle(token, listed, name);
         if (!show || changes.length === 0) return;
         this.log.info({ room: name, changes: changes.length }, 'members of a room read again');
         if (room === undefined || room.size === 0) return;
@@ -1386,6 +1416,8 @@ export class Chat implements ChatContext, SessionHost {
   /** Disconnects everyone, without leave notices: the room is going away. */
   shutdown(): void {
     this.stopping = true;
+    for (const timer of this.resyncs.values()) clearTimeout(timer);
+    this.resyncs.clear();
     for (const session of [...this.sessions]) this.disconnect(session, 'shutdown');
   }
 

@@ -70,6 +70,31 @@ async function users(node: number): Promise<string[]> {
   return list.map((u) => u[0]).filter((n) => !n.startsWith('probe'));
 }
 
+/** Connects `nickname` to `node`, again until Presence is back and lets it in (bounded). */
+async function waitForMember(node: number, nickname: string): Promise<RawClient> {
+  let joined: RawClient | undefined;
+  await waitUntil(`"${nickname}" to join node ${node}`, async () => {
+    const c = await open(node);
+    c.sendPy({ cmd: '0', nickname, caps: CAPS });
+    await c.waitFor((m) => ['03', '01', '02', '90'].includes(m.cmd), 1, 10_000).catch(() => {});
+    if (c.received.some((m) => m.cmd === '03')) joined = c;
+    else c.close();
+    return joined !== undefined;
+  });
+  return joined!;
+}
+
+/** How many of `nickname` the lobby's "101" and the "8"s and "30"s after it leave in a client's view. */
+function shown(c: RawClient, nickname: string): number {
+  let count = 0;
+  for (const m of c.received) {
+    if (m.cmd === '101') count = (m.members as string[]).filter((n) => n === nickname).length;
+    if (m.cmd === '8' && m.nickname === nickname) count++;
+    if (m.cmd === '30' && m.nickname === nickname) count--;
+  }
+  return count;
+}
+
 /** Waits (bounded) for the server to close `c`; says which and what it got if not. */
 async function closes(c: RawClient, what: string): Promise<void> {
   await c.expectClose(10_000).catch(() => {
@@ -280,6 +305,47 @@ describe.skipIf(skip)('a cluster acting on members that move or go', () => {
     expect(second).toMatchObject({ cmd: '03', resumed: true, nickname: 'keeper' });
     await back.expectClose(10_000);
     again.close();
+  }, 120_000);
+
+  it('a nickname taken while Redis was empty stays with its new holder; the earlier one is closed and its rooms told', async () => {
+    const { c: earlier } = await member(0, 'twin');
+    const { c: watcher } = await member(2, 'twinwatch');
+    // Answered in order: once USERS is, nothing of the CONNECTs waits for Redis (a reply
+    // lost in the restart would fail its request, which is another test).
+    for (const c of [earlier, watcher]) {
+      c.sendPy({ cmd: '1' });
+      await c.expect('10', 10_000);
+    }
+    // Node 0 cannot register its members again until it is continued: meanwhile Redis holds
+    // no claim on "twin", and a client of node 1 takes the name.
+    pause(0);
+    let later: RawClient;
+    try {
+      await cluster.redis.restart();
+      later = await waitForMember(1, 'twin');
+    } finally {
+      resume(0);
+    }
+    await closes(earlier, 'the earlier "twin"');
+    expect(earlier.received).toContainEqual(expect.objectContaining({ cmd: '90', code: 3006 }));
+    for (const node of [0, 1, 2]) {
+      await waitUntil(`node ${node} to list one "twin"`, async () => {
+        const listed = await users(node).catch(() => []);
+        return listed.filter((n) => n === 'twin').length === 1;
+      });
+    }
+    // Past the read of the lobby's members its node makes after the resync (three heartbeats).
+    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    // The watcher's view of the lobby ends with one "twin" in it, as USERS says, and with
+    // itself: a member is never told that it left.
+    await waitUntil('the watcher to be told', () => shown(watcher, 'twin') === 1);
+    expect(shown(watcher, 'twinwatch')).toBe(1);
+    expect(watcher.received).not.toContainEqual(
+      expect.objectContaining({ cmd: '30', nickname: 'twinwatch' }),
+    );
+    later.sendPy({ cmd: '7', msg: 'the twin that stayed' });
+    await watcher.waitFor((m) => m.cmd === '70' && m.msg === 'the twin that stayed', 1, 10_000);
+    later.close();
   }, 120_000);
 
   it('a request whose reply a Redis restart lost fails instead of wedging its node', async () => {
