@@ -21,7 +21,7 @@ import {
 import { type ChatEvent, Delivery, type HistoryHeader } from './events.js';
 import type { HistoryStore, RoomHistory, StoredMessage } from './history.js';
 import type { Operator } from './moderation.js';
-import { nicknameKey } from './nickname.js';
+import { lookupKey, nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import type { DeadNode, MemberRef, Presence, RoomLeft } from './presence.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
@@ -363,7 +363,9 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   find(nickname: string): Session | undefined {
-    return this.nicknames.get(nicknameKey(nickname));
+    // A client's WHISPER or KICK names anyone, as long as a frame: too long is nobody, unfolded.
+    const key = lookupKey(nickname);
+    return key === undefined ? undefined : this.nicknames.get(key);
   }
 
   now(): number {
