@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Ban } from '../core/bans.js';
 import type { PeerAddress } from '../core/events.js';
-import { nicknameKey } from '../core/nickname.js';
+import { lookupKey, nicknameKey } from '../core/nickname.js';
 import {
   type Census,
   checkId,
@@ -659,10 +659,13 @@ export class RedisPresence implements Presence {
 
   async find(nickname: string): Promise<PresenceMember | undefined> {
     checkText('nickname', nickname);
+    // Too long to be anyone's: not folded, nor sent to Redis (a folded 63 KB name was 630 KB).
+    const key = lookupKey(nickname);
+    if (key === undefined) return undefined;
     const found = (await this.scripts.confabPresenceFind(
       this.nodesKey,
       this.prefix,
-      nicknameKey(nickname),
+      key,
     )) as string[];
     return found.length === 4 ? member(found[0]!, found[1]!, found[2]!, found[3]!) : undefined;
   }

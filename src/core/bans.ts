@@ -105,6 +105,19 @@ export function parseIp(text: string): bigint | undefined {
   return text.includes(':') ? parseV6(text) : undefined;
 }
 
+/**
+ * Who an address is, for a budget kept per client: an IPv4 address (mapped or
+ * not) is itself, an IPv6 address its /64, which one host or LAN is given
+ * whole, so that it cannot take a fresh budget from each of its 2^64 addresses.
+ * Text that is no address is itself.
+ */
+export function addressGroup(ip: string): string {
+  const n = parseIp(ip);
+  if (n === undefined) return ip;
+  if (n >> 32n === 0xffffn) return `v4:${n & 0xffffffffn}`;
+  return `v6:${n >> 64n}/64`;
+}
+
 function prefix(bits: number): bigint {
   return bits === 0 ? 0n : ((1n << BigInt(bits)) - 1n) << BigInt(128 - bits);
 }

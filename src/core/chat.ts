@@ -5,7 +5,7 @@ import type { ParseResult } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
-import { BanList, type BanStore, MemoryBanStore } from './bans.js';
+import { addressGroup, BanList, type BanStore, MemoryBanStore } from './bans.js';
 import type { Broker, LostReason, NodeNotice, RoomEvent, WhisperEvent } from './broker.js';
 import {
   type ChatContext,
@@ -21,7 +21,7 @@ import {
 import { type ChatEvent, Delivery, type HistoryHeader } from './events.js';
 import type { HistoryStore, RoomHistory, StoredMessage } from './history.js';
 import type { Operator } from './moderation.js';
-import { nicknameKey } from './nickname.js';
+import { lookupKey, nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import type { DeadNode, MemberRef, Presence, RoomLeft } from './presence.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
@@ -385,7 +385,9 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   find(nickname: string): Session | undefined {
-    return this.nicknames.get(nicknameKey(nickname));
+    // A client's WHISPER or KICK names anyone, as long as a frame: too long is nobody, unfolded.
+    const key = lookupKey(nickname);
+    return key === undefined ? undefined : this.nicknames.get(key);
   }
 
   now(): number {
@@ -394,14 +396,16 @@ export class Chat implements ChatContext, SessionHost {
 
   operAttempt(ip: string): boolean {
     const now = this.clock();
-    let bucket = this.operBuckets.get(ip);
+    // Per /64 for IPv6: per address, a host's 2^64 addresses each had five checks to spend.
+    const key = addressGroup(ip);
+    let bucket = this.operBuckets.get(key);
     if (bucket === undefined) {
       // Bounded: the oldest address is forgotten first (its bucket was likely full again anyway).
       if (this.operBuckets.size >= OPER_BUCKETS) {
         this.operBuckets.delete(this.operBuckets.keys().next().value!);
       }
       bucket = new TokenBucket(OPER_RATE, OPER_BURST, now);
-      this.operBuckets.set(ip, bucket);
+      this.operBuckets.set(key, bucket);
     }
     return bucket.take(now);
   }

@@ -5,7 +5,7 @@
  */
 import type { Ban } from './bans.js';
 import type { PeerAddress } from './events.js';
-import { nicknameKey } from './nickname.js';
+import { lookupKey, nicknameKey } from './nickname.js';
 import {
   type Census,
   checkId,
@@ -161,7 +161,9 @@ export class MemoryPresence implements Presence {
   find(nickname: string): Promise<PresenceMember | undefined> {
     return settle(() => {
       checkText('nickname', nickname);
-      const entry = this.hub.nicknames.get(nicknameKey(nickname));
+      // Too long to be anyone's: not folded (see MAX_LOOKUP_LENGTH).
+      const key = lookupKey(nickname);
+      const entry = key === undefined ? undefined : this.hub.nicknames.get(key);
       return entry === undefined ? undefined : view(entry);
     });
   }

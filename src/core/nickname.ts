@@ -9,6 +9,15 @@ import { lookalikeKey } from './lookalike.js';
 
 export const MAX_NICKNAME_LENGTH = 32;
 
+/**
+ * The longest name a lookup folds (UTF-16 units). Folding costs time by a
+ * string's length times its expansion (U+FDFA folds to 18 characters), and a
+ * frame allows 64 KiB of name; a nickname (32 characters) or a room name (64),
+ * even in decomposed, mathematical or mark-laden spelling, stays far below
+ * this, so a longer name is nobody and is not folded.
+ */
+export const MAX_LOOKUP_LENGTH = 1024;
+
 // Whitespace, control and format characters (including zero-width joiners) are
 // refused: they make names that print identically or break line-based clients.
 const FORBIDDEN = /[\s\p{Cc}\p{Cf}\p{Zs}\p{Zl}\p{Zp}]/u;
@@ -60,6 +69,14 @@ export function checkName(raw: string, maxLength: number, noun: string): Nicknam
     };
   }
   return { ok: true, nickname };
+}
+
+/**
+ * The key to look a name up by, or undefined for a name too long to be
+ * anyone's (see MAX_LOOKUP_LENGTH): for names a client sends to be found.
+ */
+export function lookupKey(name: string): string | undefined {
+  return name.length > MAX_LOOKUP_LENGTH ? undefined : lookalikeKey(name);
 }
 
 /** The key under which a nickname is unique: look-alike names share it. */

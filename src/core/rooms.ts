@@ -7,7 +7,7 @@
  */
 import { ErrorCode, type ErrorCodeValue } from '../protocol/codes.js';
 import { lookalikeKey } from './lookalike.js';
-import { checkName, type NicknameCheck } from './nickname.js';
+import { checkName, MAX_LOOKUP_LENGTH, type NicknameCheck } from './nickname.js';
 import { Room } from './room.js';
 import type { Session } from './session.js';
 
@@ -107,7 +107,10 @@ export class Rooms {
 
   /** The room a client names, in any look-alike spelling. */
   find(name: string): Room | undefined {
-    return this.byName.get(name) ?? this.byKey.get(roomKey(name));
+    const room = this.byName.get(name);
+    if (room !== undefined) return room;
+    // Names come from clients (CHAT, USERS, PART, since), as long as a frame: too long is none.
+    return name.length > MAX_LOOKUP_LENGTH ? undefined : this.byKey.get(roomKey(name));
   }
 
   /** The room an event names (always the name as shown). */

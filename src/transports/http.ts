@@ -5,6 +5,7 @@ import path from 'node:path';
 import { WebSocketServer } from 'ws';
 import type { Chat } from '../core/chat.js';
 import type { Logger, PeerAddress } from '../core/ports.js';
+import { clip } from '../protocol/text.js';
 import { Deadline, killAfter, listenOn, RawSockets } from './lifecycle.js';
 import { TransportStats } from './stats.js';
 import type { StreamLimits } from './stream.js';
@@ -262,7 +263,13 @@ export class HttpListener {
       return;
     }
     if (!this.originAllowed(req)) {
-      this.log.warn({ origin: req.headers.origin }, 'websocket from a foreign origin refused');
+      // The header is the client's (up to Node's 16 KiB header limit): clipped like every
+      // client string in the log, so a refused upgrade makes one short line.
+      const origin = req.headers.origin;
+      this.log.warn(
+        { origin: origin === undefined ? undefined : clip(origin) },
+        'websocket from a foreign origin refused',
+      );
       refuse(403, 'Forbidden');
       return;
     }

@@ -12,22 +12,31 @@ export interface Piece {
 const CANDIDATE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
 const TRAILING = /[.,;:!?'"»›)\]}]$/;
 const PAIRS: Record<string, string> = { ')': '(', ']': '[', '}': '{' };
+const BRACKETS = '()[]{}';
 
 /**
  * Sentence punctuation right after a link is not part of it ("see
  * https://a.example/x." or "(https://a.example)"), but a balanced closing
  * bracket is ("https://en.wikipedia.org/wiki/Foo_(bar)").
+ *
+ * The brackets are counted once and the counts kept as the end moves back:
+ * counting the whole link again for each character trimmed made a chat of
+ * "https://a" and 4,000 ")" cost every member's page 75 ms to show, so a
+ * member sending those at the flood limit froze everyone's web app.
  */
 function trimTrailing(url: string): string {
+  const counts = new Map<string, number>();
+  for (let i = 0; i < url.length; i++) {
+    const ch = url[i]!;
+    if (BRACKETS.includes(ch)) counts.set(ch, (counts.get(ch) ?? 0) + 1);
+  }
   let end = url.length;
   while (end > 0) {
     const last = url[end - 1]!;
     if (!TRAILING.test(last)) break;
     const open = PAIRS[last];
-    if (open !== undefined) {
-      const body = url.slice(0, end);
-      if (body.split(open).length >= body.split(last).length) break;
-    }
+    if (open !== undefined && (counts.get(open) ?? 0) >= (counts.get(last) ?? 0)) break;
+    if (open !== undefined) counts.set(last, counts.get(last)! - 1);
     end--;
   }
   return url.slice(0, end);

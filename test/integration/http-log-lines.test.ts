@@ -1,0 +1,109 @@
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { CLI, freePort, stopProcess } from '../helpers/servers.js';
+
+/**
+ * docs/security.md, "Terminal and log injection": client strings in log
+ * fields are escaped and cut after 100 characters, so one request makes one
+ * short line. The HTTP listener's headers are client strings too: a refused
+ * WebSocket upgrade logs its Origin, which a client may make as long as
+ * Node's header limit (16 KiB), and of bytes each escaped to six or eight.
+ */
+
+/** Sends an upgrade from a foreign origin and waits for the 403. */
+function refusedUpgrade(port: number, origin: Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let reply = '';
+    socket.on('data', (d: Buffer) => {
+      reply += d.toString('latin1');
+    });
+    socket.on('error', reject);
+    socket.on('close', () => resolve(reply.split('\r\n')[0]!));
+    socket.write(
+      Buffer.concat([
+        Buffer.from('GET /ws HTTP/1.1\r\nHost: confab.test\r\nOrigin: '),
+        origin,
+        Buffer.from(
+          '\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+            'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+        ),
+      ]),
+    );
+  });
+}
+
+interface Server {
+  httpPort: number;
+  output: () => string;
+  stop: () => Promise<void>;
+}
+
+/** `confab serve` logging in `format`, on free ports given to it (the pretty format is not parsed for them). */
+async function serve(format: 'json' | 'pretty'): Promise<Server> {
+  const port = await freePort();
+  const httpPort = await freePort();
+  const child = spawn(
+    process.execPath,
+    [
+      CLI,
+      'serve',
+      '--port',
+      String(port),
+      '--http-port',
+      String(httpPort),
+      '--history',
+      'memory',
+      '--log-format',
+      format,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } },
+  );
+  let output = '';
+  const collect = (d: Buffer) => {
+    output += d.toString();
+  };
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
+  const server = { httpPort, output: () => output, stop: () => stopProcess(child) };
+  await waitFor(server, 'Web app on', 0);
+  return server;
+}
+
+async function waitFor(
+  server: Pick<Server, 'output'>,
+  text: string,
+  from: number,
+): Promise<string> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const added = server.output().slice(from);
+    if (added.includes(text)) return added;
+    if (Date.now() > deadline) throw new Error(`timed out; output:\n${added.slice(0, 2000)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('a refused WebSocket origin in the log', () => {
+  for (const format of ['json', 'pretty'] as const) {
+    it(`is one short line in the ${format} format, however long the Origin header`, async () => {
+      const server = await serve(format);
+      try {
+        const before = server.output().length;
+        // 15,000 bytes of 0x9b: read as latin1, each is U+009B (the one-character CSI),
+        // which the JSON format writes as \u009b and the pretty one as <U+009B>.
+        const origin = Buffer.concat([Buffer.from('http://'), Buffer.alloc(15_000, 0x9b)]);
+        expect(await refusedUpgrade(server.httpPort, origin)).toBe('HTTP/1.1 403 Forbidden');
+        const added = await waitFor(server, 'foreign origin refused', before);
+        const line = added.split('\n').find((l) => l.includes('foreign origin refused'))!;
+        expect(line.length).toBeLessThan(2_000);
+        expect(line).toContain('...(+');
+        // Still escaped, not raw.
+        expect(line).not.toContain('\u009b');
+      } finally {
+        await server.stop();
+      }
+    });
+  }
+});
