@@ -209,6 +209,13 @@ const OPER_BURST = 5;
 const OPER_RATE = 0.1;
 const OPER_BUCKETS = 4096;
 /**
+ * OPER checks for the whole server: ten at once, then one every two seconds, so guesses
+ * from many addresses hold the event loop (about 50 ms a check) half a second at most,
+ * then a few percent of it. The price: while they last, real operators wait too.
+ */
+const OPER_SERVER_BURST = 10;
+const OPER_SERVER_RATE = 0.5;
+/**
  * This node's chats remembered while they wait for their place (Chat.waiting); past it the
  * oldest are known by their sender's name again. An entry goes when its chat comes back.
  */
@@ -249,6 +256,7 @@ export class Chat implements ChatContext, SessionHost {
   private readonly nicknames = new Map<string, Session>();
   /** OPER checks per address: each costs a deliberately slow hash, so they are few. */
   private readonly operBuckets = new Map<string, TokenBucket>();
+  private operServer: TokenBucket | undefined;
   private readonly sessions = new Set<Session>();
   /** Resume tokens of open sessions with "history". */
   private readonly tokens = new Map<string, Session>();
@@ -394,7 +402,7 @@ export class Chat implements ChatContext, SessionHost {
     return this.clock();
   }
 
-  operAttempt(ip: string): boolean {
+  operAttempt(ip: string): 'ok' | 'address' | 'server' {
     const now = this.clock();
     // Per /64 for IPv6: per address, a host's 2^64 addresses each had five checks to spend.
     const key = addressGroup(ip);
@@ -407,7 +415,10 @@ export class Chat implements ChatContext, SessionHost {
       bucket = new TokenBucket(OPER_RATE, OPER_BURST, now);
       this.operBuckets.set(key, bucket);
     }
-    return bucket.take(now);
+    // The address's budget first: one already spent must not drain the server's.
+    if (!bucket.take(now)) return 'address';
+    this.operServer ??= new TokenBucket(OPER_SERVER_RATE, OPER_SERVER_BURST, now);
+    return this.operServer.take(now) ? 'ok' : 'server';
   }
 
   members(): Session[] {

@@ -37,8 +37,11 @@ export interface ChatContext {
   /** As configured now; a reload replaces the list for OPERs from then on. */
   readonly operators: readonly Operator[];
   now(): number;
-  /** Whether an OPER from this address may be checked now (each check costs a hash). */
-  operAttempt(ip: string): boolean;
+  /**
+   * Whether an OPER from this address may be checked now (each check costs a hash), or
+   * whose budget, the address's or the server's, is spent.
+   */
+  operAttempt(ip: string): 'ok' | 'address' | 'server';
   /** Every joined session, in no promised order. */
   members(): Session[];
   find(nickname: string): Session | undefined;
@@ -605,15 +608,19 @@ function banList(ctx: ChatContext, session: Session): void {
  * Failures are logged with the address; the password never is.
  */
 const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
-  if (!ctx.operAttempt(session.address.ip)) {
+  const attempt = ctx.operAttempt(session.address.ip);
+  if (attempt !== 'ok') {
+    const where = attempt === 'address' ? 'from this address' : 'on this server';
     ctx.log.warn(
       { nickname: session.nickname, ip: session.address.ip, name: clip(req.name) },
-      'OPER refused unchecked: too many attempts from this address',
+      `OPER refused unchecked: too many attempts ${where}`,
     );
     refuse(
       session,
       ErrorCode.NOT_AUTHORIZED,
-      'too many OPER attempts from this address; try again in ten seconds',
+      attempt === 'address'
+        ? 'too many OPER attempts from this address; try again in ten seconds'
+        : 'too many OPER attempts on this server; try again in a few seconds',
       req.cmd,
     );
     return;
