@@ -1,6 +1,7 @@
 import { Cmd } from './codes.js';
 import { serializeLine } from './message-codec.js';
 import type { ServerMessage } from './messages.js';
+import { hasUnsafe, visible } from './text.js';
 
 /**
  * The course client reads every reply with one `recv(1024)` and hands exactly
@@ -79,6 +80,12 @@ function splitText(message: ChatMessage): string[] {
  * goes out as it is, as the course server would have sent it.
  */
 export function encodeCourseFrames(message: ServerMessage): Uint8Array {
+  // A course client prints a chat's text as it gets it: control and bidi characters in a
+  // member's text would drive its terminal (retitle it, forge lines, type into its input).
+  // It is shown them as `confab chat` shows them. Names cannot hold them (nickname rules).
+  if (message.cmd === Cmd.CHAT_RESPONSE && hasUnsafe(message.msg)) {
+    message = { ...message, msg: visible(message.msg) };
+  }
   const line = serializeLine(message);
   const one = new Uint8Array(COURSE_FRAME_BYTES);
   if (putPadded(line, one, 0)) return one;

@@ -77,6 +77,35 @@ describe('confab chat shows what peers send, and obeys none of it', () => {
     }
   });
 
+  it('sends a course client, which prints what it gets, the text made visible', async () => {
+    const port = server.address.port;
+    // A course client negotiates nothing; eve's client does, and gets text as sent.
+    const kim = await join(port, 'kim');
+    const eve = await join(port, 'eve3', { caps: ['errors'] });
+    const long = `${ATTACKS.title.repeat(60)}end`;
+    const sent = [...Object.values(ATTACKS), long, 'plain text, 여러분'];
+    try {
+      for (const msg of sent) eve.sendPy({ cmd: '7', msg });
+      eve.sendPy({ cmd: '2', to: 'kim', msg: 'psst\x1b[6n\r\u009b' });
+      kim.sendPy({ cmd: '7', msg: `back${ATTACKS.dsr}` });
+      await eve.waitFor((m) => m.cmd === '70' && String(m.msg).startsWith('back'), 1);
+      await kim.waitFor((m) => m.cmd === '70' && String(m.msg).startsWith('psst'), 1);
+      const chats = kim.received.filter((m) => m.cmd === '70').map((m) => String(m.msg));
+      // A long text comes in several "70"s (each a 1024-byte frame) whose texts join.
+      expect(chats.join('')).toBe([...sent, 'psst\x1b[6n\r\u009b'].map(visible).join(''));
+      for (const msg of chats) expect(rawControlsIn(msg)).toEqual([]);
+      expect(chats).toContain('x^[]0;owned^Gy');
+      expect(chats).toContain('plain text, 여러분');
+      // Negotiated clients get it as it was sent.
+      expect(eve.received).toContainEqual(
+        expect.objectContaining({ cmd: '70', from: 'kim', msg: `back${ATTACKS.dsr}` }),
+      );
+    } finally {
+      kim.close();
+      eve.close();
+    }
+  });
+
   it('for generated hostile messages', async () => {
     const port = server.address.port;
     const ann = ChatProcess.start(['ann2', '--port', String(port)], { NO_COLOR: '1' });

@@ -4,6 +4,7 @@ import { type Deliverable, Delivery, type Encoder } from '../../../src/core/even
 import { COURSE_FRAME_BYTES, encodeCourseFrames } from '../../../src/protocol/course-frame.js';
 import { serializeLine } from '../../../src/protocol/message-codec.js';
 import type { ServerMessage } from '../../../src/protocol/messages.js';
+import { hasUnsafe, visible } from '../../../src/protocol/text.js';
 
 const utf8 = new TextDecoder();
 
@@ -71,9 +72,14 @@ describe('frames for course clients', () => {
           msg: string;
         }[];
         for (const p of parsed) expect(p).toMatchObject({ cmd: '70', from });
-        expect(parsed.map((p) => p.msg).join('')).toBe(msg);
+        // Control and bidi characters made visible, since a course client prints the text.
+        const shown = visible(msg);
+        expect(parsed.map((p) => p.msg).join('')).toBe(shown);
+        for (const p of parsed) expect(hasUnsafe(p.msg)).toBe(false);
         // No frame is wasted: a message that fits takes exactly one.
-        const whole = new TextEncoder().encode(serializeLine({ cmd: '70', from, msg })).length;
+        const whole = new TextEncoder().encode(
+          serializeLine({ cmd: '70', from, msg: shown }),
+        ).length;
         if (whole <= COURSE_FRAME_BYTES) expect(parsed.length).toBe(1);
       }),
       { numRuns: 300 },
