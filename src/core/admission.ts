@@ -1,3 +1,5 @@
+import { addressGroup } from './bans.js';
+
 /**
  * The connection caps (--max-conns, --max-conns-per-ip), counted per raw
  * socket at accept time by every listener: a TLS handshake, an HTTP request
@@ -6,6 +8,7 @@
  */
 export class Admission {
   private total = 0;
+  /** Open connections per address: an IPv4 address, or an IPv6 /64 (see addressGroup). */
   private readonly perIp = new Map<string, number>();
 
   /**
@@ -29,13 +32,15 @@ export class Admission {
 
   /** Counts a new connection from `ip` if the caps allow it; pair each `true` with one release(ip). */
   tryOpen(ip: string): boolean {
-    const fromIp = (this.perIp.get(ip) ?? 0) + 1;
+    // One host has a whole IPv6 /64: per address, it could open the cap 2^64 times over.
+    const key = addressGroup(ip);
+    const fromIp = (this.perIp.get(key) ?? 0) + 1;
     if (this.total + 1 > this.maxTotal || (this.maxPerIp > 0 && fromIp > this.maxPerIp)) {
       this.refused(ip, fromIp, this.total + 1);
       return false;
     }
     this.total++;
-    this.perIp.set(ip, fromIp);
+    this.perIp.set(key, fromIp);
     return true;
   }
 
@@ -46,11 +51,12 @@ export class Admission {
   }
 
   release(ip: string): void {
-    const fromIp = this.perIp.get(ip);
+    const key = addressGroup(ip);
+    const fromIp = this.perIp.get(key);
     // A release without its tryOpen would let the next caller past the cap.
     if (fromIp === undefined) return;
     this.total--;
-    if (fromIp <= 1) this.perIp.delete(ip);
-    else this.perIp.set(ip, fromIp - 1);
+    if (fromIp <= 1) this.perIp.delete(key);
+    else this.perIp.set(key, fromIp - 1);
   }
 }

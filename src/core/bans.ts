@@ -107,14 +107,19 @@ export function parseIp(text: string): bigint | undefined {
 
 /**
  * Who an address is, for a budget kept per client: an IPv4 address (mapped or
- * not) is itself, an IPv6 address its /64, which one host or LAN is given
- * whole, so that it cannot take a fresh budget from each of its 2^64 addresses.
- * Text that is no address is itself.
+ * not) is itself, dotted, an IPv6 address its /64, which one host or LAN is
+ * given whole, so that it cannot take a fresh budget from each of its 2^64
+ * addresses. Text that is no address is itself.
  */
 export function addressGroup(ip: string): string {
+  // Node writes IPv4 peers dotted: themselves already, without parsing on every accept.
+  if (!ip.includes(':')) return ip;
   const n = parseIp(ip);
   if (n === undefined) return ip;
-  if (n >> 32n === 0xffffn) return `v4:${n & 0xffffffffn}`;
+  if (n >> 32n === 0xffffn) {
+    const v4 = Number(n & 0xffffffffn);
+    return `${v4 >>> 24}.${(v4 >>> 16) & 255}.${(v4 >>> 8) & 255}.${v4 & 255}`;
+  }
   return `v6:${n >> 64n}/64`;
 }
 

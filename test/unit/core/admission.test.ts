@@ -58,3 +58,23 @@ describe('Admission', () => {
     );
   });
 });
+
+describe('Admission per address', () => {
+  it('counts an IPv6 /64 as one address, and an IPv4-mapped address as its IPv4 address', () => {
+    const admission = new Admission(100, 2);
+    // One host has its whole /64: a fresh address each time gets no fresh cap.
+    expect(admission.tryOpen('2001:db8:0:1::1')).toBe(true);
+    expect(admission.tryOpen('2001:db8:0:1::2')).toBe(true);
+    expect(admission.tryOpen('2001:db8:0:1:ffff::3')).toBe(false);
+    // Another /64 is another address.
+    expect(admission.tryOpen('2001:db8:0:2::1')).toBe(true);
+    admission.release('2001:db8:0:1::1');
+    expect(admission.tryOpen('2001:db8:0:1::9')).toBe(true);
+    expect(admission.tryOpen('203.0.113.7')).toBe(true);
+    expect(admission.tryOpen('::ffff:203.0.113.7')).toBe(true);
+    expect(admission.tryOpen('203.0.113.7')).toBe(false);
+    admission.release('::ffff:203.0.113.7');
+    expect(admission.tryOpen('203.0.113.7')).toBe(true);
+    expect(admission.open).toBe(5);
+  });
+});
