@@ -157,7 +157,7 @@ export const SERVE_OPTIONS = {
     default: 128,
     min: 0,
     max: 1_000_000,
-    description: 'open connections from one IP address (0 = no limit)',
+    description: 'open connections from one IP address, an IPv6 /64 counting as one (0 = no limit)',
     arg: 'N',
     live: true,
   },

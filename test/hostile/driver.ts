@@ -6,6 +6,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import WebSocket from 'ws';
 import { type ParsedServerMessage, parseServerText } from '../../src/protocol/message-codec.js';
+import { visible } from '../../src/protocol/text.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 import { makeCertificate } from '../helpers/tls-cert.js';
@@ -454,9 +455,11 @@ class Room {
           if (!ALLOWED[kind]!.has(m.cmd))
             fail(`the ${kind} bystander got ${JSON.stringify(m).slice(0, 200)}`);
           if (m.cmd !== '70' || m.from !== SENDER) continue;
-          if (m.msg !== this.sent[next])
+          // A course client is sent the text with control characters made visible.
+          const due = kind === 'course' ? visible(this.sent[next] ?? '') : this.sent[next];
+          if (m.msg !== due)
             fail(
-              `the ${kind} bystander got ${JSON.stringify(m.msg)} where ${JSON.stringify(this.sent[next])} was due`,
+              `the ${kind} bystander got ${JSON.stringify(m.msg)} where ${JSON.stringify(due)} was due`,
             );
           next++;
         }
