@@ -216,8 +216,8 @@ const OPER_BUCKETS = 4096;
 const OPER_SERVER_BURST = 10;
 const OPER_SERVER_RATE = 0.5;
 /**
- * This node's chats remembered while they wait for their place (Chat.waiting); past it the
- * oldest are known by their sender's name again. An entry goes when its chat comes back.
+ * This node's chats remembered per room while they wait for their place (Chat.echoes); past
+ * it the oldest are known by their sender's name again.
  */
 const WAITING_CHATS = 4096;
 /** Senders' look-alike keys remembered for the cluster's `subject`; cleared when full. */
@@ -288,10 +288,10 @@ export class Chat implements ChatContext, SessionHost {
   private sendingId = 0;
   private sendingFrom: Session | undefined;
   /**
-   * The senders of this node's chats the broker did not hand back at once (an earlier id
-   * had not reached this node), by `${id} ${room key}`, oldest first.
+   * Per subscribed room: the last chat id handed to this node, and the senders of this
+   * node's chats the broker has not handed back yet (an earlier id had not arrived), by id.
    */
-  private readonly waiting = new Map<string, Session>();
+  private readonly echoes = new Map<string, { last: number; senders: Map<number, Session> }>();
   /** Rooms whose members are read again once their resync has waited (see `resynced`). */
   private readonly resyncs = new Map<string, ReturnType<typeof setTimeout>>();
 
@@ -415,10 +415,13 @@ export class Chat implements ChatContext, SessionHost {
       bucket = new TokenBucket(OPER_RATE, OPER_BURST, now);
       this.operBuckets.set(key, bucket);
     }
-    // The address's budget first: one already spent must not drain the server's.
-    if (!bucket.take(now)) return 'address';
+    // The address's budget first, so one already spent does not drain the server's; and
+    // taken only when the server's allows the check, so refusals do not spend it.
+    if (!bucket.has(now)) return 'address';
     this.operServer ??= new TokenBucket(OPER_SERVER_RATE, OPER_SERVER_BURST, now);
-    return this.operServer.take(now) ? 'ok' : 'server';
+    if (!this.operServer.take(now)) return 'server';
+    bucket.take(now);
+    return 'ok';
   }
 
   members(): Session[] {
@@ -467,13 +470,26 @@ export class Chat implements ChatContext, SessionHost {
     this.sendingFrom = origin;
     broker.publish(key, event);
     if (this.sendingFrom !== undefined) {
-      // It waits for its place; by the time it comes its sender may have another name.
-      if (this.waiting.size >= WAITING_CHATS)
-        this.waiting.delete(this.waiting.keys().next().value!);
-      this.waiting.set(`${event.id} ${key}`, origin);
+      this.sendingFrom = undefined;
+      // Not handed back, and not come already (its copy may beat the append's reply): it
+      // waits for its place, and by the time it comes its sender may have another name.
+      const echoes = this.echoesOf(key);
+      if (event.id > echoes.last) {
+        const senders = echoes.senders;
+        if (senders.size >= WAITING_CHATS) senders.delete(senders.keys().next().value!);
+        senders.set(event.id, origin);
+      }
     }
     this.sendingKey = undefined;
-    this.sendingFrom = undefined;
+  }
+
+  private echoesOf(key: string): { last: number; senders: Map<number, Session> } {
+    let echoes = this.echoes.get(key);
+    if (echoes === undefined) {
+      echoes = { last: 0, senders: new Map() };
+      this.echoes.set(key, echoes);
+    }
+    return echoes;
   }
 
   /** A room event from the broker: to this node's members of the room, but the one it is about. */
@@ -491,10 +507,17 @@ export class Chat implements ChatContext, SessionHost {
     if (this.sendingFrom !== undefined && id === this.sendingId && key === this.sendingKey) {
       from = this.sendingFrom;
       this.sendingFrom = undefined;
-    } else if (this.waiting.size > 0) {
-      const waiting = `${id} ${key}`;
-      from = this.waiting.get(waiting);
-      if (from !== undefined) this.waiting.delete(waiting);
+    }
+    // Kept for rooms this node has published to (a chat that did not come back at once).
+    const echoes = this.echoes.get(key);
+    if (echoes !== undefined) {
+      echoes.last = id;
+      // Chats come in id order: none waiting at or below this one comes any more.
+      for (const [waiting, sender] of echoes.senders) {
+        if (waiting > id) break;
+        echoes.senders.delete(waiting);
+        if (waiting === id) from ??= sender;
+      }
     }
     // Taken over meanwhile: the sender is now the connection that took the session.
     while (from?.successor !== undefined) from = from.successor;
@@ -592,6 +615,8 @@ export class Chat implements ChatContext, SessionHost {
    * "history" are told, in line with the chats, as a resume would tell them.
    */
   private gap(key: string, reason: LostReason, epoch: string): void {
+    // Ids may start over (a new epoch): what waited for the old ones will not come.
+    this.echoes.delete(key);
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
     this.log.warn({ room: room.name, reason, epoch }, 'chats of a room were lost');
@@ -758,6 +783,7 @@ export class Chat implements ChatContext, SessionHost {
     }
     this.interest.delete(key);
     this.rosters.delete(key);
+    this.echoes.delete(key);
     broker.unsubscribe(key).catch((err: unknown) => {
       this.log.warn({ err, room: key }, 'could not unsubscribe from a room');
     });

@@ -42,20 +42,14 @@ export class Roster {
   apply(event: RoomEvent): boolean {
     switch (event.type) {
       case 'joined': {
-        // Already shown (its leave was lost, or after a Redis restart a member of another
-        // node took the name of one here): the members' view holds it as it is.
         const key = this.touch(event.nickname);
-        this.expected.delete(key);
-        if (this.names.has(key)) return false;
-        this.add(key, event.nickname);
+        if (this.expected.delete(key) && this.names.has(key)) return false;
+        if (!this.names.has(key)) this.add(key, event.nickname);
         return true;
       }
       case 'left': {
-        // Never shown (its join was lost): nothing to take from the view. Before the first
-        // read the roster knows only events, and a member's first list came from Presence.
         const key = this.touch(event.nickname);
-        const repeated = this.expected.delete(key);
-        if (!this.names.has(key) && (repeated || this.seeded)) return false;
+        if (this.expected.delete(key) && !this.names.has(key)) return false;
         this.names.delete(key);
         return true;
       }

@@ -5,8 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseMask } from '../../../src/core/bans.js';
-import type { NodeNotice } from '../../../src/core/broker.js';
+import type { Broker, BrokerHandler, NodeNotice } from '../../../src/core/broker.js';
 import { Chat, type ChatOptions } from '../../../src/core/chat.js';
+import type { HistoryStore, MessageDraft } from '../../../src/core/history.js';
 import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
 import { type Heartbeat, PresenceKeeper } from '../../../src/core/presence.js';
 import type { Request } from '../../../src/protocol/messages.js';
@@ -336,6 +337,75 @@ describe('a chat of several nodes', () => {
     expect(sam.take()).not.toContainEqual(hello);
     expect(wit.take()).toContainEqual(hello);
     expect(far.take()).toEqual([]);
+  });
+
+  it('forgets its own chats whose copy came before the append did, so ids that start over reach everyone', async () => {
+    // On Redis the subscriber connection can beat the command connection: a chat's copy
+    // arrives before its append's reply, and publish then finds it handed over already.
+    // Not something a test can time on a real Redis, so this broker does it every time.
+    let handler: BrokerHandler | undefined;
+    const broker: Broker = {
+      node: 'n0',
+      onEvent: (h) => {
+        handler = h;
+      },
+      start: () => Promise.resolve(),
+      publish: (key, event) => {
+        if (event.type !== 'chat') handler?.room(key, event);
+      },
+      whisper: (_node, event) => handler?.whisper(event),
+      notify: () => {},
+      subscribe: () => Promise.resolve(),
+      unsubscribe: () => Promise.resolve(),
+      close: () => Promise.resolve(),
+    };
+    const store = new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
+    const history: HistoryStore = {
+      append: async (key: string, draft: MessageDraft) => {
+        const appended = await store.append(key, draft);
+        const m = appended.message;
+        handler?.room(key, {
+          type: 'chat',
+          room: 'lobby',
+          id: m.id,
+          at: m.at,
+          from: m.from,
+          msg: m.msg,
+        });
+        return appended;
+      },
+      room: (key) => store.room(key),
+      read: (key, query) => store.read(key, query),
+      prune: (now) => store.prune(now),
+      close: () => store.close(),
+    };
+    const chat = new Chat({
+      history,
+      cluster: { presence: new MemoryPresence({ hub: new PresenceHub(), node: 'n0' }), broker },
+    });
+    const alice = connect(chat, 'alice');
+    const bob = connect(chat, 'bob');
+    await settle();
+    for (const peer of [alice, bob]) peer.take();
+    send(alice, { cmd: '7', msg: 'one' });
+    send(alice, { cmd: '7', msg: 'two' });
+    await settle();
+    expect(alice.take()).toEqual([]);
+    expect(bob.take()).toEqual([
+      { cmd: '70', from: 'alice', msg: 'one' },
+      { cmd: '70', from: 'alice', msg: 'two' },
+    ]);
+    // Redis restarted empty: the lobby's ids start over in a new epoch, and id 1 is carol's.
+    const key = chat.lobby.key;
+    handler!.lost?.(key, 'epoch', 'e2');
+    handler!.room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'carol', msg: 'new' });
+    handler!.room(key, { type: 'chat', room: 'lobby', id: 2, at: 0, from: 'carol', msg: 'newer' });
+    for (const peer of [alice, bob]) {
+      expect(peer.take()).toEqual([
+        { cmd: '70', from: 'carol', msg: 'new' },
+        { cmd: '70', from: 'carol', msg: 'newer' },
+      ]);
+    }
   });
 
   it('follows a removal to the member a resume moved, never to whoever took its nickname', async () => {
