@@ -105,18 +105,23 @@ export function parseIp(text: string): bigint | undefined {
   return text.includes(':') ? parseV6(text) : undefined;
 }
 
+/** The well-known NAT64 prefix 64:ff9b::/96, shifted down past its IPv4 part. */
+const NAT64_PREFIX = 0x64ff9bn << 64n;
+
 /**
- * Who an address is, for a budget kept per client: an IPv4 address (mapped or
- * not) is itself, dotted, an IPv6 address its /64, which one host or LAN is
+ * Who an address is, for a budget kept per client: an IPv4 address (mapped,
+ * translated by NAT64, or neither) is itself, dotted, an IPv6 address its /64, which one host or LAN is
  * given whole, so that it cannot take a fresh budget from each of its 2^64
  * addresses. Text that is no address is itself.
  */
 export function addressGroup(ip: string): string {
-  // Node writes IPv4 peers dotted: themselves already, without parsing on every accept.
-  if (!ip.includes(':')) return ip;
+  // Node writes IPv4 peers dotted: themselves already, without parsing on every accept. A
+  // link-local peer with its zone (fe80::1%eth0) is one neighbour on one link: itself too.
+  if (!ip.includes(':') || ip.includes('%')) return ip;
   const n = parseIp(ip);
   if (n === undefined) return ip;
-  if (n >> 32n === 0xffffn) {
+  // Mapped (::ffff:0:0/96), or translated by NAT64 (64:ff9b::/96): an IPv4 client.
+  if (n >> 32n === 0xffffn || n >> 32n === NAT64_PREFIX) {
     const v4 = Number(n & 0xffffffffn);
     return `${v4 >>> 24}.${(v4 >>> 16) & 255}.${(v4 >>> 8) & 255}.${v4 & 255}`;
   }

@@ -19,11 +19,16 @@ export class TokenBucket {
   }
 
   take(now: number): boolean {
+    if (!this.has(now)) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  /** Whether a token is there now, without taking it. */
+  has(now: number): boolean {
     const elapsed = Math.max(0, now - this.last);
     this.last = now;
     this.tokens = Math.min(this.burst, this.tokens + (elapsed * this.rate) / 1000);
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
+    return this.tokens >= 1;
   }
 }

@@ -77,4 +77,15 @@ describe('Admission per address', () => {
     expect(admission.tryOpen('203.0.113.7')).toBe(true);
     expect(admission.open).toBe(5);
   });
+
+  it('counts NAT64-translated IPv4 clients apart, and a link-local neighbour by its own address', () => {
+    const admission = new Admission(100, 1);
+    // 64:ff9b::/96 carries each IPv4 client in its last 32 bits: one /64 for all of them.
+    expect(admission.tryOpen('64:ff9b::c633:6401')).toBe(true);
+    expect(admission.tryOpen('64:ff9b::c633:6402')).toBe(true);
+    expect(admission.tryOpen('198.51.100.1')).toBe(false);
+    expect(admission.tryOpen('fe80::1%eth0')).toBe(true);
+    expect(admission.tryOpen('fe80::2%eth0')).toBe(true);
+    expect(admission.tryOpen('fe80::1%eth0')).toBe(false);
+  });
 });

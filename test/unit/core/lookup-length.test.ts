@@ -51,6 +51,16 @@ describe('names too long to be anyone', () => {
     expect(eve.take()).toEqual([{ cmd: '22' }]);
   });
 
+  it('are no room: a chat to one is refused, even if it folds to the lobby', () => {
+    const eve = connect('eve', ['errors', 'rooms']);
+    eve.take();
+    send(eve, { cmd: '7', msg: 'hi', room: `lobby${'\u200b'.repeat(MAX_LOOKUP_LENGTH)}` });
+    expect(eve.take()).toMatchObject([{ cmd: '90', code: ErrorCode.NOT_IN_ROOM }]);
+    // A long spelling within the bound is still the lobby.
+    send(eve, { cmd: '7', msg: 'hi', room: `lobby${'\u200b'.repeat(100)}` });
+    expect(eve.take()).toEqual([]);
+  });
+
   it('are not folded: a hundred whispers and room requests naming them are answered as for nobody', () => {
     // Folding is what cost the time (some 600 ms for these); the key is never made.
     expect(lookupKey(EXPANDING)).toBeUndefined();

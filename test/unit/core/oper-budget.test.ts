@@ -55,6 +55,38 @@ describe('OPER guesses', () => {
     expect(guessFrom(['203.0.113.7', '::ffff:203.0.113.7'], 5)).toBe(5);
   });
 
+  it('refused by the server budget cost an address none of its own', () => {
+    let checks = 0;
+    let now = 0;
+    const chat = new Chat({
+      maxUsers: 1000,
+      clock: () => now,
+      operators: [
+        {
+          name: 'teacher',
+          verify: () => {
+            checks++;
+            return false;
+          },
+        },
+      ],
+    });
+    const guess = (ip: string, i: number) => {
+      const peer = new FakePeer(ip);
+      peer.session = chat.open(peer);
+      peer.session.receive({ ok: true, request: { cmd: '0', nickname: `o${i}`, caps: [] } });
+      peer.session.receive({ ok: true, request: { cmd: '92', name: 'teacher', password: 'x' } });
+    };
+    // Ten addresses spend the server's ten checks; the operator's address then tries five times.
+    for (let i = 0; i < 10; i++) guess(`198.51.100.${i + 1}`, i);
+    for (let i = 0; i < 5; i++) guess('203.0.113.9', 10 + i);
+    expect(checks).toBe(10);
+    // Two seconds on, the server has one check again, and the address still all five.
+    now = 2_000;
+    guess('203.0.113.9', 20);
+    expect(checks).toBe(11);
+  });
+
   it('from many IPv4 addresses are bounded server-wide, and the others are told why', () => {
     // Per address alone, forty addresses (a small botnet, a cloud tenant's range) had 200
     // checks at once: some 9 s of the event loop (a bystander's RTT went from 1 ms to 1.5 s).
