@@ -3,7 +3,7 @@ import { Cmd, ErrorCode, type ErrorCodeValue, type RequestCode } from '../protoc
 import type { ChatRequest, Position, Request, RoomPosition } from '../protocol/messages.js';
 import type { Limits } from '../protocol/pacing.js';
 import { formatDuration } from '../protocol/slash-commands.js';
-import { clip } from '../protocol/text.js';
+import { atMostChars, clip } from '../protocol/text.js';
 import type { BannedWords } from './banned-words.js';
 import { type Ban, type BanList, banMatches, parseMask } from './bans.js';
 import type { Broker, NodeNotice, WhisperEvent } from './broker.js';
@@ -106,7 +106,7 @@ const MAX_MASK_LENGTH = 64;
 
 /** Refuses a message over --max-message. */
 function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): boolean {
-  if (msg.length <= ctx.maxMessage) return false;
+  if (atMostChars(msg, ctx.maxMessage)) return false;
   ctx.log.info({ nickname: session.nickname, length: msg.length }, 'message too long, refused');
   refuse(
     session,
@@ -546,7 +546,7 @@ export function chatTarget(
     room = req.room === null ? undefined : ctx.rooms.find(req.room);
   }
   if (room === undefined || !session.rooms.has(room)) return undefined;
-  if (req.msg.length > ctx.maxMessage || ctx.bannedWords.matches(req.msg)) return undefined;
+  if (!atMostChars(req.msg, ctx.maxMessage) || ctx.bannedWords.matches(req.msg)) return undefined;
   if (!session.has('history')) return { room, cid: undefined };
   if (req.cid === null) return undefined;
   return { room, cid: req.cid };

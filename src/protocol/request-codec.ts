@@ -1,6 +1,7 @@
 import { Cmd, ErrorCode, type ErrorCodeValue, REQUEST_CODES, type RequestCode } from './codes.js';
 import { type FrameRefusal, MAX_DEPTH, nestsDeeperThan } from './frame-decoder.js';
 import type { Position, Request, RoomPosition } from './messages.js';
+import { atMostChars } from './text.js';
 
 /** Why a frame is not a usable request; `ref` is the command it claimed to be, if any. */
 export interface RequestError {
@@ -336,7 +337,7 @@ function isId(value: unknown): value is number {
 }
 
 function validCid(cid: string): boolean {
-  return cid.length >= 1 && cid.length <= MAX_CID_LENGTH;
+  return cid.length >= 1 && atMostChars(cid, MAX_CID_LENGTH);
 }
 
 /** {epoch, id}, or undefined when either is missing or malformed. */

@@ -60,3 +60,24 @@ export function clip(text: string, max = CLIP_LENGTH): string {
   }
   return i < text.length ? `${out}...(+${text.length - i})` : out;
 }
+
+/**
+ * Whether `text` is at most `max` characters (code points: an emoji outside the Basic
+ * Multilingual Plane is one, though a JavaScript string holds it as two units). Costs
+ * nothing more than `length` for text within `max` units, where nearly all of it is.
+ */
+export function atMostChars(text: string, max: number): boolean {
+  if (text.length <= max) return true;
+  if (text.length > 2 * max) return false;
+  let chars = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    // A high surrogate followed by a low one is one character.
+    if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) i++;
+    }
+    if (++chars > max) return false;
+  }
+  return true;
+}

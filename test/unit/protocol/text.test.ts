@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { inertJsonLine, inertRecord } from '../../../src/logger.js';
-import { clip, visible } from '../../../src/protocol/text.js';
+import { atMostChars, clip, visible } from '../../../src/protocol/text.js';
 
 /** Every code point a terminal may obey rather than print. */
 const CONTROLS = [
@@ -138,5 +138,24 @@ describe('log records', () => {
         expect(strings.some(hasControl)).toBe(false);
       }),
     );
+  });
+});
+
+describe('atMostChars', () => {
+  it('counts characters (code points), whatever units they take', () => {
+    // Astral characters, lone surrogates of either half, and plain ones.
+    const unit = fc.constantFrom('a', 'é', '한', '😀', '\ud800', '\udc00');
+    fc.assert(
+      fc.property(fc.string({ unit, maxLength: 40 }), fc.nat(45), (text, max) => {
+        expect(atMostChars(text, max)).toBe([...text].length <= max);
+      }),
+      { numRuns: 3000 },
+    );
+    const emoji = '😀'.repeat(64);
+    expect(emoji.length).toBe(128);
+    expect(atMostChars(emoji, 64)).toBe(true);
+    expect(atMostChars(`${emoji}a`, 64)).toBe(false);
+    // A lone surrogate is one character too.
+    expect(atMostChars('\ud800'.repeat(3), 3)).toBe(true);
   });
 });
