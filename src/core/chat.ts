@@ -220,6 +220,11 @@ const OPER_SERVER_RATE = 0.5;
  * it the oldest are known by their sender's name again.
  */
 const WAITING_CHATS = 4096;
+/** A room's last chat id handed to this node, and this node's chats waiting to come back. */
+interface Echoes {
+  last: number;
+  readonly senders: Map<number, Session>;
+}
 /** Senders' look-alike keys remembered for the cluster's `subject`; cleared when full. */
 const SENDER_KEYS = 4096;
 
@@ -256,7 +261,7 @@ export class Chat implements ChatContext, SessionHost {
   private readonly nicknames = new Map<string, Session>();
   /** OPER checks per address: each costs a deliberately slow hash, so they are few. */
   private readonly operBuckets = new Map<string, TokenBucket>();
-  private operServer: TokenBucket | undefined;
+  private readonly operServer: TokenBucket;
   private readonly sessions = new Set<Session>();
   /** Resume tokens of open sessions with "history". */
   private readonly tokens = new Map<string, Session>();
@@ -291,7 +296,7 @@ export class Chat implements ChatContext, SessionHost {
    * Per subscribed room: the last chat id handed to this node, and the senders of this
    * node's chats the broker has not handed back yet (an earlier id had not arrived), by id.
    */
-  private readonly echoes = new Map<string, { last: number; senders: Map<number, Session> }>();
+  private readonly echoes = new Map<string, Echoes>();
   /** Rooms whose members are read again once their resync has waited (see `resynced`). */
   private readonly resyncs = new Map<string, ReturnType<typeof setTimeout>>();
 
@@ -328,6 +333,7 @@ export class Chat implements ChatContext, SessionHost {
       },
     );
     this.clock = options.clock ?? Date.now;
+    this.operServer = new TokenBucket(OPER_SERVER_RATE, OPER_SERVER_BURST, this.clock());
     this.operators = options.operators ?? [];
     this.bans = new BanList(
       this.cluster === undefined
@@ -418,7 +424,6 @@ export class Chat implements ChatContext, SessionHost {
     // The address's budget first, so one already spent does not drain the server's; and
     // taken only when the server's allows the check, so refusals do not spend it.
     if (!bucket.has(now)) return 'address';
-    this.operServer ??= new TokenBucket(OPER_SERVER_RATE, OPER_SERVER_BURST, now);
     if (!this.operServer.take(now)) return 'server';
     bucket.take(now);
     return 'ok';
@@ -483,7 +488,7 @@ export class Chat implements ChatContext, SessionHost {
     this.sendingKey = undefined;
   }
 
-  private echoesOf(key: string): { last: number; senders: Map<number, Session> } {
+  private echoesOf(key: string): Echoes {
     let echoes = this.echoes.get(key);
     if (echoes === undefined) {
       echoes = { last: 0, senders: new Map() };

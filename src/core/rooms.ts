@@ -7,7 +7,7 @@
  */
 import { ErrorCode, type ErrorCodeValue } from '../protocol/codes.js';
 import { lookalikeKey } from './lookalike.js';
-import { checkName, MAX_LOOKUP_LENGTH, type NicknameCheck } from './nickname.js';
+import { checkName, lookupKey, type NicknameCheck } from './nickname.js';
 import { Room } from './room.js';
 import type { Session } from './session.js';
 
@@ -110,7 +110,8 @@ export class Rooms {
     const room = this.byName.get(name);
     if (room !== undefined) return room;
     // Names come from clients (CHAT, USERS, PART, since), as long as a frame: too long is none.
-    return name.length > MAX_LOOKUP_LENGTH ? undefined : this.byKey.get(roomKey(name));
+    const key = lookupKey(name);
+    return key === undefined ? undefined : this.byKey.get(key);
   }
 
   /** The room an event names (always the name as shown). */
