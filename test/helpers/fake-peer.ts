@@ -1,7 +1,8 @@
+import type { Chat } from '../../src/core/chat.js';
 import type { Delivery } from '../../src/core/events.js';
 import type { DisconnectReason, Peer, PeerAddress } from '../../src/core/ports.js';
 import { NO_CAPS, type Session } from '../../src/core/session.js';
-import type { ServerMessage } from '../../src/protocol/messages.js';
+import type { Request, ServerMessage } from '../../src/protocol/messages.js';
 import { toServerMessage } from '../../src/transports/dialects/json.js';
 
 /**
@@ -39,4 +40,17 @@ export class FakePeer implements Peer {
   take(): ServerMessage[] {
     return this.outbox.splice(0);
   }
+}
+
+/** Hands `request` to the peer's session, as its connection would once it parsed it. */
+export function sendRequest(peer: FakePeer, request: Request): void {
+  peer.session.receive({ ok: true, request });
+}
+
+/** A new connection to `chat` from `ip` that has sent CONNECT as `nickname` (with `caps`, if any). */
+export function joinChat(chat: Chat, nickname: string, caps?: string[], ip?: string): FakePeer {
+  const peer = new FakePeer(ip);
+  peer.session = chat.open(peer);
+  sendRequest(peer, caps === undefined ? { cmd: '0', nickname } : { cmd: '0', nickname, caps });
+  return peer;
 }

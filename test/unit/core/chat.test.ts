@@ -3,22 +3,11 @@ import { BannedWords } from '../../../src/core/banned-words.js';
 import { Chat } from '../../../src/core/chat.js';
 import { checkNickname } from '../../../src/core/nickname.js';
 import { ErrorCode } from '../../../src/protocol/codes.js';
-import type { Request } from '../../../src/protocol/messages.js';
 import { parseRequestText } from '../../../src/protocol/request-codec.js';
-import { FakePeer } from '../../helpers/fake-peer.js';
+import { FakePeer, joinChat, sendRequest as send } from '../../helpers/fake-peer.js';
 
 let chat: Chat;
-
-function connect(nickname: string, caps?: string[]): FakePeer {
-  const peer = new FakePeer();
-  peer.session = chat.open(peer);
-  send(peer, caps === undefined ? { cmd: '0', nickname } : { cmd: '0', nickname, caps });
-  return peer;
-}
-
-function send(peer: FakePeer, request: Request): void {
-  peer.session.receive({ ok: true, request });
-}
+const connect = (nickname: string, caps?: string[]) => joinChat(chat, nickname, caps);
 
 function sendText(peer: FakePeer, text: string): void {
   peer.session.receive(parseRequestText(text));

@@ -10,10 +10,9 @@ import { Chat, type ChatOptions } from '../../../src/core/chat.js';
 import type { HistoryStore, MessageDraft } from '../../../src/core/history.js';
 import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
 import { type Heartbeat, PresenceKeeper } from '../../../src/core/presence.js';
-import type { Request } from '../../../src/protocol/messages.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
-import { FakePeer } from '../../helpers/fake-peer.js';
+import { joinChat as connect, FakePeer, sendRequest as send } from '../../helpers/fake-peer.js';
 
 function nodes(n: number, options: ChatOptions = {}): Chat[] {
   const presenceHub = new PresenceHub();
@@ -31,17 +30,6 @@ function nodes(n: number, options: ChatOptions = {}): Chat[] {
       },
     });
   });
-}
-
-function send(peer: FakePeer, request: Request): void {
-  peer.session.receive({ ok: true, request });
-}
-
-function connect(chat: Chat, nickname: string, caps?: string[]): FakePeer {
-  const peer = new FakePeer();
-  peer.session = chat.open(peer);
-  send(peer, caps === undefined ? { cmd: '0', nickname } : { cmd: '0', nickname, caps });
-  return peer;
 }
 
 /** Lets every pending claim, append and delivery finish. */

@@ -3,8 +3,7 @@ import { Chat } from '../../../src/core/chat.js';
 import { MemoryPresence } from '../../../src/core/memory-presence.js';
 import { lookupKey, MAX_LOOKUP_LENGTH } from '../../../src/core/nickname.js';
 import { ErrorCode } from '../../../src/protocol/codes.js';
-import type { Request } from '../../../src/protocol/messages.js';
-import { FakePeer } from '../../helpers/fake-peer.js';
+import { joinChat, sendRequest as send } from '../../helpers/fake-peer.js';
 
 /**
  * WHISPER's `to`, KICK's `nickname` and the `room` of CHAT, USERS, PART and a
@@ -19,17 +18,7 @@ import { FakePeer } from '../../helpers/fake-peer.js';
  */
 
 let chat: Chat;
-
-function connect(nickname: string, caps?: string[]): FakePeer {
-  const peer = new FakePeer();
-  peer.session = chat.open(peer);
-  send(peer, caps === undefined ? { cmd: '0', nickname } : { cmd: '0', nickname, caps });
-  return peer;
-}
-
-function send(peer: FakePeer, request: Request): void {
-  peer.session.receive({ ok: true, request });
-}
+const connect = (nickname: string, caps?: string[]) => joinChat(chat, nickname, caps);
 
 /** 21,000 U+FDFA: 63,000 bytes of UTF-8, a frame under --max-frame. */
 const EXPANDING = '\ufdfa'.repeat(21_000);

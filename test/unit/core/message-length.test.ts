@@ -1,24 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { Chat } from '../../../src/core/chat.js';
 import { ErrorCode } from '../../../src/protocol/codes.js';
-import type { Request } from '../../../src/protocol/messages.js';
-import { FakePeer } from '../../helpers/fake-peer.js';
+import { joinChat as connect, sendRequest as send } from '../../helpers/fake-peer.js';
 
 /**
  * --max-message and the 64 of a cid count characters, as the docs say: an emoji is one,
  * though a JavaScript string (and JSON's \u escapes) hold it as two units.
  */
-function connect(chat: Chat, nickname: string, caps: string[]): FakePeer {
-  const peer = new FakePeer();
-  peer.session = chat.open(peer);
-  send(peer, { cmd: '0', nickname, caps });
-  return peer;
-}
-
-function send(peer: FakePeer, request: Request): void {
-  peer.session.receive({ ok: true, request });
-}
-
 describe('lengths in characters', () => {
   it('take a chat or whisper of --max-message emoji, and refuse one more', () => {
     const chat = new Chat({ maxUsers: 10, maxMessage: 100 });

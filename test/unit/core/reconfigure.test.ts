@@ -2,19 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { BannedWords } from '../../../src/core/banned-words.js';
 import { Chat } from '../../../src/core/chat.js';
 import { ErrorCode } from '../../../src/protocol/codes.js';
-import type { Request } from '../../../src/protocol/messages.js';
-import { FakePeer } from '../../helpers/fake-peer.js';
+import { joinChat, sendRequest as send } from '../../helpers/fake-peer.js';
 
-function connect(chat: Chat, nickname: string, ip?: string): FakePeer {
-  const peer = new FakePeer(ip);
-  peer.session = chat.open(peer);
-  send(peer, { cmd: '0', nickname, caps: ['errors'] });
-  return peer;
-}
-
-function send(peer: FakePeer, request: Request): void {
-  peer.session.receive({ ok: true, request });
-}
+const connect = (chat: Chat, nickname: string, ip?: string) =>
+  joinChat(chat, nickname, ['errors'], ip);
 
 describe('Chat.reconfigure', () => {
   it('applies new rules to the next request and disconnects nobody', () => {
