@@ -95,12 +95,49 @@ function plainChat(text: string): Request | undefined {
   return q === text.length - 2 && text.charCodeAt(q + 1) === 0x7d ? request : undefined;
 }
 
+/**
+ * Most object fields a request may hold, nested ones included. The largest request
+ * (CONNECT with 32 `since` entries) has about a hundred. JSON.parse of one object with
+ * thousands of distinct keys costs milliseconds (V8 builds a new shape per key), so a
+ * frame of them, sent as fast as the flood limit allows, would hold the event loop.
+ */
+export const MAX_FIELDS = 256;
+
+/**
+ * Whether the JSON text holds more than `max` object fields: it counts the colons
+ * outside strings. Shorter text cannot hold that many (each field needs at least
+ * `"":0,`), so only long frames are read, once, before JSON.parse reads them again.
+ */
+export function hasMoreFieldsThan(text: string, max: number): boolean {
+  if (text.length <= max * 4) return false;
+  let fields = 0;
+  let i = 0;
+  const end = text.length;
+  while (i < end) {
+    const c = text.charCodeAt(i++);
+    if (c === 0x22) {
+      // A string: skip to its closing quote, stepping over escapes.
+      while (i < end) {
+        const s = text.charCodeAt(i++);
+        if (s === 0x22) break;
+        if (s === 0x5c) i++;
+      }
+    } else if (c === 0x3a && ++fields > max) {
+      return true;
+    }
+  }
+  return false;
+}
+
 export function parseRequestText(text: string): ParseResult {
   // Fast path for the commonest request as confab's clients write it; anything
   // else takes JSON.parse.
   if (text.startsWith(CHAT_PREFIX)) {
     const request = plainChat(text);
     if (request !== undefined) return { ok: true, request };
+  }
+  if (hasMoreFieldsThan(text, MAX_FIELDS)) {
+    return fail(ErrorCode.TOO_MANY_FIELDS, `request has more than ${MAX_FIELDS} fields`);
   }
   let value: unknown;
   try {

@@ -82,6 +82,27 @@ describe('framing against a course-style client (no newlines)', () => {
     });
   });
 
+  it('refuses a frame of thousands of fields and goes on serving that client', async () => {
+    await withServer(async (server) => {
+      let fields = '{"cmd": "6", "beginTime": 1.5';
+      for (let i = 0; fields.length < 60_000; i++) fields += `, "k${i}": ${i}`;
+      const py = await join(server.port, 'py');
+      py.write(`${fields}}`);
+      py.sendPy({ cmd: '6', beginTime: 2.5 });
+      // Refused, not answered: the next answer is the next request's.
+      expect(await py.expect('60')).toEqual({ cmd: '60', beginTime: 2.5 });
+      expect(py.drain()).toEqual([]);
+      const informed = await join(server.port, 'informed', { caps: ['errors'] });
+      informed.write(`${fields}}`);
+      expect(await informed.expect('90')).toMatchObject({ code: ErrorCode.TOO_MANY_FIELDS });
+      informed.sendPy({ cmd: '4' });
+      await informed.expect('40');
+      await assertAlive(server, 'tcp');
+      py.close();
+      informed.close();
+    });
+  });
+
   it('refuses a deeply nested WebSocket message before parsing it', async () => {
     await withServer(async (server) => {
       const ws = new WebSocket(`ws://127.0.0.1:${server.httpPort}/ws`);

@@ -4,6 +4,8 @@ import { ErrorCode } from '../../../src/protocol/codes.js';
 import { MAX_DEPTH } from '../../../src/protocol/frame-decoder.js';
 import { encodePlainChatLine, serializeLine } from '../../../src/protocol/message-codec.js';
 import {
+  hasMoreFieldsThan,
+  MAX_FIELDS,
   parseRequestFrame,
   parseRequestMessage,
   parseRequestText,
@@ -368,11 +370,15 @@ describe('strict request shapes', () => {
     }
   });
 
-  it('ignores thousands of unknown keys', () => {
-    const fields = Array.from({ length: 5000 }, (_, i) => `"k${i}": ${i}`).join(', ');
-    expect(parseRequestText(`{${fields}, "cmd": "4"}`)).toEqual({
+  it('ignores unknown keys up to the field cap, and refuses a frame of more', () => {
+    const fields = (n: number) => Array.from({ length: n }, (_, i) => `"k${i}": ${i}`).join(', ');
+    expect(parseRequestText(`{${fields(MAX_FIELDS - 1)}, "cmd": "4"}`)).toEqual({
       ok: true,
       request: { cmd: '4' },
+    });
+    expect(parseRequestText(`{${fields(MAX_FIELDS)}, "cmd": "4"}`)).toMatchObject({
+      ok: false,
+      error: { code: ErrorCode.TOO_MANY_FIELDS },
     });
   });
 });
@@ -418,5 +424,52 @@ describe('nesting depth', () => {
     expect(refusedFrame('garbage')).toMatchObject({ error: { code: ErrorCode.MALFORMED_JSON } });
     expect(refusedFrame('too-deep')).toMatchObject({ error: { code: ErrorCode.NESTED_TOO_DEEP } });
     expect(refusedFrame('too-large')).toMatchObject({ error: { code: ErrorCode.FRAME_TOO_LARGE } });
+  });
+});
+
+/** Object fields in a JSON value, nested ones included. */
+function fieldsIn(value: unknown): number {
+  if (Array.isArray(value)) return value.reduce((n: number, v) => n + fieldsIn(v), 0);
+  if (typeof value !== 'object' || value === null) return 0;
+  return Object.values(value).reduce((n: number, v) => n + 1 + fieldsIn(v), 0);
+}
+
+describe('field count', () => {
+  it('counts exactly the fields of any JSON text, whatever its strings hold', () => {
+    fc.assert(
+      fc.property(
+        fc.jsonValue({ maxDepth: 4 }),
+        fc.integer({ min: 0, max: 12 }),
+        fc.constantFrom(undefined, 1, '\t'),
+        (value, max, space) => {
+          const text = JSON.stringify(value, null, space);
+          expect(hasMoreFieldsThan(text, max)).toBe(fieldsIn(value) > max);
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('refuses a frame of many fields before JSON.parse, and keeps the largest real request', () => {
+    let many = '{"cmd":"7","msg":"hi"';
+    for (let i = 0; many.length < 65_000; i++) many += `,"k${i}":0`;
+    expect(parseRequestText(`${many}}`)).toMatchObject({
+      ok: false,
+      error: { code: ErrorCode.TOO_MANY_FIELDS },
+    });
+    const since = Array.from({ length: 32 }, (_, i) => ({ room: `r${i}`, epoch: 'e', id: i }));
+    const connect = {
+      cmd: '0',
+      nickname: 'ann',
+      caps: Array.from({ length: 32 }, (_, i) => `cap${i}`),
+      resume: 'x'.repeat(40),
+      since,
+      lobby: true,
+    };
+    expect(fieldsIn(connect)).toBeLessThan(MAX_FIELDS);
+    expect(parseRequestText(JSON.stringify(connect)).ok).toBe(true);
+    // Colons and quotes inside strings are text, not fields.
+    const text = JSON.stringify({ cmd: '7', msg: '":'.repeat(2000), room: 'a:b' });
+    expect(parseRequestText(text)).toMatchObject({ ok: true, request: { cmd: '7' } });
   });
 });
