@@ -32,6 +32,7 @@ interface PageElement {
   scrollHeight: number;
   clientHeight: number;
   hidden: boolean;
+  childElementCount: number;
   querySelector(selector: string): PageElement | null;
   parentElement: PageElement | null;
   getBoundingClientRect(): { top: number };
@@ -403,6 +404,57 @@ describe('web client history and resume in Chromium', () => {
       await say(page, '\\rtt');
       await seeLine(page, 'lobby', /RTT: /);
       expect(await chatLines(page, 'lobby')).toEqual(all);
+    } finally {
+      talker.close();
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+
+  it('keeps the newest 1500 lines of a busy room, and brings dropped ones back from history', async () => {
+    const server = await startConfab({
+      'http-port': '0',
+      history: 'memory',
+      'rate-limit': '0',
+      'history-max-messages': '5000',
+    });
+    const page = await openPage(server.httpAddress!.port);
+    const talker = await join(server.address.port, 'talker');
+    const tag = (i: number) => `n${String(i).padStart(4, '0')}`;
+    const count = () => page.$eval('#messages', (el) => el.childElementCount);
+    // The chat lines shown are consecutive, up to the newest: what was their first?
+    const consecutiveFrom = async (newest: number) => {
+      const lines = await chatLines(page, 'lobby');
+      const first = Number(lines[0]!.slice(-4));
+      expect(lines).toEqual(
+        Array.from({ length: newest - first + 1 }, (_, k) => `talker: ${tag(first + k)}`),
+      );
+      return first;
+    };
+    try {
+      await joinAs(page, 'reader');
+      const N = 1700;
+      for (let i = 0; i < N; i++) talker.sendPy({ cmd: '7', msg: tag(i) });
+      await seeLine(page, 'lobby', tag(N - 1));
+      expect(await count()).toBe(1500);
+      const first = await consecutiveFrom(N - 1);
+      expect(first).toBeGreaterThanOrEqual(N - 1500);
+
+      // Scrolled to the top, the reader gets the dropped lines back from history.
+      await page.$eval('#messages', (el) => {
+        el.scrollTop = 0;
+      });
+      await seeLine(page, 'lobby', tag(first - 1));
+      const older = await consecutiveFrom(N - 1);
+      expect(older).toBeLessThan(first);
+      const shown = await count();
+      expect(shown).toBeGreaterThan(1500);
+
+      // While the reader is up there, new lines do not take away what it reads.
+      for (let i = N; i < N + 100; i++) talker.sendPy({ cmd: '7', msg: tag(i) });
+      await seeLine(page, 'lobby', tag(N + 99));
+      expect(await count()).toBe(shown + 100);
+      expect(await consecutiveFrom(N + 99)).toBe(older);
     } finally {
       talker.close();
       await page.close();

@@ -251,10 +251,46 @@ function follow(view: RoomView, pinned: boolean): void {
   if (pinned && !view.list.hidden) view.list.scrollTop = view.list.scrollHeight;
 }
 
+/**
+ * Lines a room keeps on the page. A busy room left open for days would otherwise grow the
+ * page, and the ids remembered in `shown`, without end; older lines come back from history
+ * when the reader scrolls up to them.
+ */
+const MAX_LINES = 1500;
+
+/**
+ * Drops the oldest lines past MAX_LINES. A reader scrolled up may be reading them: then the
+ * page keeps up to twice as many, and what the reader sees stays where it is.
+ */
+function trim(view: RoomView, pinned: boolean): void {
+  const list = view.list;
+  const excess = list.childElementCount - (pinned ? MAX_LINES : 2 * MAX_LINES);
+  if (excess <= 0) return;
+  const height = list.scrollHeight;
+  for (let i = 0; i < excess; i++) {
+    const first = list.firstElementChild as HTMLElement;
+    const { epoch, id } = first.dataset;
+    if (epoch !== undefined && id !== undefined) view.shown.delete(`${epoch} ${id}`);
+    first.remove();
+  }
+  // History continues from the oldest line left of the current epoch.
+  const epoch = view.epoch;
+  const oldest =
+    epoch === undefined
+      ? null
+      : list.querySelector<HTMLElement>(`li[data-epoch="${CSS.escape(epoch)}"]`);
+  if (oldest !== null) {
+    view.oldest = Number(oldest.dataset.id);
+    view.more = true;
+  }
+  if (!pinned && !list.hidden) list.scrollTop -= height - list.scrollHeight;
+}
+
 /** Appends a line; keeps the view pinned to the bottom unless the reader scrolled up. */
 function append(view: RoomView, li: HTMLLIElement): HTMLLIElement {
   const pinned = following(view);
   view.list.append(li);
+  trim(view, pinned);
   follow(view, pinned);
   return li;
 }
@@ -276,6 +312,7 @@ function placeStored(view: RoomView, li: HTMLLIElement, epoch: string, id: numbe
   li.dataset.epoch = epoch;
   li.dataset.id = String(id);
   view.list.insertBefore(li, before);
+  trim(view, pinned);
   follow(view, pinned);
 }
 
