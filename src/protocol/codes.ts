@@ -123,8 +123,8 @@ export const ErrorCode = {
   NOT_IN_ROOM: 1018,
   /** JOIN_ROOM would make a room past --max-rooms. */
   TOO_MANY_ROOMS_ON_SERVER: 1019,
-  /** The frame holds more object fields than any request has (MAX_FIELDS). */
-  TOO_MANY_FIELDS: 1020,
+  /** The frame holds more object fields and array elements than any request has (MAX_VALUES). */
+  TOO_MANY_VALUES: 1020,
 
   BANNED_WORDS: 2001,
   FRAME_TOO_LARGE: 2002,

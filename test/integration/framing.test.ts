@@ -94,7 +94,7 @@ describe('framing against a course-style client (no newlines)', () => {
       expect(py.drain()).toEqual([]);
       const informed = await join(server.port, 'informed', { caps: ['errors'] });
       informed.write(`${fields}}`);
-      expect(await informed.expect('90')).toMatchObject({ code: ErrorCode.TOO_MANY_FIELDS });
+      expect(await informed.expect('90')).toMatchObject({ code: ErrorCode.TOO_MANY_VALUES });
       informed.sendPy({ cmd: '4' });
       await informed.expect('40');
       await assertAlive(server, 'tcp');

@@ -4,8 +4,8 @@ import { ErrorCode } from '../../../src/protocol/codes.js';
 import { MAX_DEPTH } from '../../../src/protocol/frame-decoder.js';
 import { encodePlainChatLine, serializeLine } from '../../../src/protocol/message-codec.js';
 import {
-  hasMoreFieldsThan,
-  MAX_FIELDS,
+  hasMoreValuesThan,
+  MAX_VALUES,
   parseRequestFrame,
   parseRequestMessage,
   parseRequestText,
@@ -370,15 +370,15 @@ describe('strict request shapes', () => {
     }
   });
 
-  it('ignores unknown keys up to the field cap, and refuses a frame of more', () => {
+  it('ignores unknown keys up to the value cap, and refuses a frame of more', () => {
     const fields = (n: number) => Array.from({ length: n }, (_, i) => `"k${i}": ${i}`).join(', ');
-    expect(parseRequestText(`{${fields(MAX_FIELDS - 1)}, "cmd": "4"}`)).toEqual({
+    expect(parseRequestText(`{${fields(MAX_VALUES - 1)}, "cmd": "4"}`)).toEqual({
       ok: true,
       request: { cmd: '4' },
     });
-    expect(parseRequestText(`{${fields(MAX_FIELDS)}, "cmd": "4"}`)).toMatchObject({
+    expect(parseRequestText(`{${fields(MAX_VALUES)}, "cmd": "4"}`)).toMatchObject({
       ok: false,
-      error: { code: ErrorCode.TOO_MANY_FIELDS },
+      error: { code: ErrorCode.TOO_MANY_VALUES },
     });
   });
 });
@@ -416,8 +416,11 @@ describe('nesting depth', () => {
   });
 
   it('never throws on deep input that reaches the text parser', () => {
+    // Every level is an element: the count refuses it before JSON.parse could recurse.
     const text = new TextDecoder().decode(deep(100_000, '[', ']'));
-    expect(codeOf(text)).toBe(ErrorCode.INVALID_FIELD);
+    expect(codeOf(text)).toBe(ErrorCode.TOO_MANY_VALUES);
+    const below = new TextDecoder().decode(deep(MAX_VALUES - 2, '[', ']'));
+    expect(codeOf(below)).toBe(ErrorCode.INVALID_FIELD);
   });
 
   it('maps decoder refusals to error codes', () => {
@@ -427,15 +430,15 @@ describe('nesting depth', () => {
   });
 });
 
-/** Object fields in a JSON value, nested ones included. */
-function fieldsIn(value: unknown): number {
-  if (Array.isArray(value)) return value.reduce((n: number, v) => n + fieldsIn(v), 0);
+/** Object fields and array elements in a JSON value, nested ones included. */
+function valuesIn(value: unknown): number {
+  if (Array.isArray(value)) return value.reduce((n: number, v) => n + 1 + valuesIn(v), 0);
   if (typeof value !== 'object' || value === null) return 0;
-  return Object.values(value).reduce((n: number, v) => n + 1 + fieldsIn(v), 0);
+  return Object.values(value).reduce((n: number, v) => n + 1 + valuesIn(v), 0);
 }
 
-describe('field count', () => {
-  it('counts exactly the fields of any JSON text, whatever its strings hold', () => {
+describe('value count', () => {
+  it('counts exactly the fields and elements of any JSON text, whatever its strings hold', () => {
     fc.assert(
       fc.property(
         fc.jsonValue({ maxDepth: 4 }),
@@ -443,19 +446,24 @@ describe('field count', () => {
         fc.constantFrom(undefined, 1, '\t'),
         (value, max, space) => {
           const text = JSON.stringify(value, null, space);
-          expect(hasMoreFieldsThan(text, max)).toBe(fieldsIn(value) > max);
+          expect(hasMoreValuesThan(text, max)).toBe(valuesIn(value) > max);
         },
       ),
       { numRuns: 2000 },
     );
   });
 
-  it('refuses a frame of many fields before JSON.parse, and keeps the largest real request', () => {
+  it('refuses a frame of many fields or elements before JSON.parse, and keeps the largest real request', () => {
     let many = '{"cmd":"7","msg":"hi"';
     for (let i = 0; many.length < 65_000; i++) many += `,"k${i}":0`;
     expect(parseRequestText(`${many}}`)).toMatchObject({
       ok: false,
-      error: { code: ErrorCode.TOO_MANY_FIELDS },
+      error: { code: ErrorCode.TOO_MANY_VALUES },
+    });
+    const numbers = `{"cmd":"6","beginTime":1,"a":[${'0,'.repeat(30_000)}0]}`;
+    expect(parseRequestText(numbers)).toMatchObject({
+      ok: false,
+      error: { code: ErrorCode.TOO_MANY_VALUES },
     });
     const since = Array.from({ length: 32 }, (_, i) => ({ room: `r${i}`, epoch: 'e', id: i }));
     const connect = {
@@ -466,7 +474,7 @@ describe('field count', () => {
       since,
       lobby: true,
     };
-    expect(fieldsIn(connect)).toBeLessThan(MAX_FIELDS);
+    expect(valuesIn(connect)).toBeLessThan(MAX_VALUES);
     expect(parseRequestText(JSON.stringify(connect)).ok).toBe(true);
     // Colons and quotes inside strings are text, not fields.
     const text = JSON.stringify({ cmd: '7', msg: '":'.repeat(2000), room: 'a:b' });
