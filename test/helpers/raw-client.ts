@@ -125,14 +125,18 @@ export class RawClient {
     n = 1,
     timeoutMs = 20_000,
   ): Promise<ParsedServerMessage> {
-    const deadline = Date.now() + timeoutMs;
+    const started = Date.now();
+    const deadline = started + timeoutMs;
     for (let i = 0; i < 2_000 && Date.now() < deadline; i++) {
       const found = this.received.filter(what);
       if (found.length >= n) return found[0]!;
       if (this.isClosed) break;
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
-    throw new Error(`waiting for ${n} message(s); got ${this.describe()}`);
+    const state = this.isClosed ? 'closed by then' : 'still open';
+    throw new Error(
+      `waited ${Date.now() - started} ms for ${n} message(s), ${state}; got ${this.describe()}`,
+    );
   }
 
   async expectClose(timeoutMs = 5000): Promise<void> {

@@ -49,7 +49,13 @@ describe.skipIf(skip)('lost history, told to clients', () => {
     for (const c of [h0, h1]) await c.waitFor(chat('before'));
 
     await cluster.redis.restart();
-    const gaps = await Promise.all([h0, h1].map((c) => c.waitFor((m) => m.cmd === '108')));
+    const gaps = await Promise.all([h0, h1].map((c) => c.waitFor((m) => m.cmd === '108'))).catch(
+      (err: unknown) => {
+        // Seen once under heavy load: what the nodes logged says where the notice stopped.
+        const logs = cluster.nodes.map((n, i) => `node ${i}:\n${n.output().slice(-4000)}`);
+        throw new Error(`${String(err)}\n${logs.join('\n')}`);
+      },
+    );
     for (const gap of gaps) {
       expect(gap).toEqual({
         cmd: '108',
