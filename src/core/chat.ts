@@ -224,6 +224,8 @@ const WAITING_CHATS = 4096;
 interface Echoes {
   last: number;
   readonly senders: Map<number, Session>;
+  /** The highest id whose sender was let go to keep `senders` within WAITING_CHATS. */
+  forgotten: number;
 }
 /** Senders' look-alike keys remembered for the cluster's `subject`; cleared when full. */
 const SENDER_KEYS = 4096;
@@ -481,7 +483,11 @@ export class Chat implements ChatContext, SessionHost {
       const echoes = this.echoesOf(key);
       if (event.id > echoes.last) {
         const senders = echoes.senders;
-        if (senders.size >= WAITING_CHATS) senders.delete(senders.keys().next().value!);
+        if (senders.size >= WAITING_CHATS) {
+          const oldest = senders.keys().next().value!;
+          senders.delete(oldest);
+          echoes.forgotten = Math.max(echoes.forgotten, oldest);
+        }
         senders.set(event.id, origin);
       }
     }
@@ -491,7 +497,7 @@ export class Chat implements ChatContext, SessionHost {
   private echoesOf(key: string): Echoes {
     let echoes = this.echoes.get(key);
     if (echoes === undefined) {
-      echoes = { last: 0, senders: new Map() };
+      echoes = { last: 0, senders: new Map(), forgotten: 0 };
       this.echoes.set(key, echoes);
     }
     return echoes;
@@ -499,11 +505,34 @@ export class Chat implements ChatContext, SessionHost {
 
   /** A room event from the broker: to this node's members of the room, but the one it is about. */
   private arrived(key: string, event: RoomEvent): void {
-    const from = event.type === 'chat' ? this.origin(key, event.id) : undefined;
+    const from =
+      event.type === 'chat'
+        ? (this.origin(key, event.id) ?? this.chatSender(key, event))
+        : undefined;
     if (this.rosters.get(key)?.apply(event) === false) return;
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
-    room.deliver(new Delivery(event), from ?? this.subject(event));
+    room.deliver(new Delivery(event), event.type === 'chat' ? from : this.subject(event));
+  }
+
+  /**
+   * The local member a chat whose sending session this node does not know comes from,
+   * found by the chat's nickname, but only where the holder of that name may have sent it:
+   * a member that took its session over by a resume (from another node, or from a
+   * connection here) and kept the name; one with a request of its own in flight (its
+   * append's reply may come after the copy of the chat); or the sender of one of this
+   * node's chats it let go of (past WAITING_CHATS). Anyone else holding the name took it
+   * after the chat was sent, freed by a rename, and is shown the chat as one process
+   * would show it.
+   */
+  private chatSender(
+    key: string,
+    chat: { readonly id: number; readonly from: string },
+  ): Session | undefined {
+    const session = this.sender(chat.from);
+    if (session === undefined) return undefined;
+    if (session.resumed || session.pending > 0) return session;
+    return chat.id <= (this.echoes.get(key)?.forgotten ?? 0) ? session : undefined;
   }
 
   /** The session that sent this node's chat `id` in the room, if this node published it. */
@@ -530,15 +559,12 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /**
-   * The local member an event comes from, who is not shown it: the sender
-   * of a chat, the joiner, the renamer, the member being removed. Its own
-   * chats this node knows by sender (`origin`); for the rest the origin
-   * cannot travel with the event, but nicknames are unique across the cluster.
+   * The local member an event comes from, who is not shown it: the joiner, the renamer,
+   * the member being removed. The origin cannot travel with the event, but nicknames are
+   * unique across the cluster. (Chats: `origin` and `chatSender`.)
    */
   private subject(event: RoomEvent): Session | undefined {
     switch (event.type) {
-      case 'chat':
-        return this.sender(event.from);
       case 'joined':
       case 'moderated':
         return this.find(event.nickname);
@@ -1105,6 +1131,7 @@ export class Chat implements ChatContext, SessionHost {
     refuse(ghost, ErrorCode.REPLACED, DISCONNECT_NOTICES.replaced![1]);
     session.nickname = ghost.nickname;
     session.key = ghost.key;
+    session.resumed = true;
     // On a cluster Presence has moved the member to the new session's id (takeOver).
     if (this.cluster === undefined) session.presenceId = ghost.presenceId;
     session.operator = ghost.operator;
@@ -1176,6 +1203,7 @@ export class Chat implements ChatContext, SessionHost {
     }
     session.nickname = taken.nickname;
     session.key = nicknameKey(taken.nickname);
+    session.resumed = true;
     session.state = 'joined';
     this.nicknames.set(session.key, session);
     for (const made of rooms) {
@@ -1394,6 +1422,7 @@ export class Chat implements ChatContext, SessionHost {
 
   rename(session: Session, nickname: string): void {
     const old = session.nickname;
+    session.resumed = false;
     this.nicknames.delete(session.key);
     session.nickname = nickname;
     session.key = nicknameKey(nickname);

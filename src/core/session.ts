@@ -62,6 +62,12 @@ export class Session implements Member {
   resumeToken: string | undefined;
   /** The session that took this one over with its token; its chats still being stored are its. */
   successor: Session | undefined;
+  /**
+   * Took its member over with a resume token and has kept that nickname since: a chat
+   * under the name that reaches this node from elsewhere may have been sent by the
+   * connection it replaced (Chat.chatSender).
+   */
+  resumed = false;
   private granted: ReadonlySet<Capability> = NO_CAPS;
   /** Rooms whose history is being replayed: their live events wait here, in order. */
   private held: Map<string, Delivery[]> | undefined;
