@@ -3,6 +3,8 @@ import type { RedisOptions } from 'ioredis';
 import type {
   Broker,
   BrokerHandler,
+  ChatPlace,
+  JoinedEvent,
   LostReason,
   NodeNotice,
   RoomEvent,
@@ -72,7 +74,9 @@ type ChatMessage = Extract<RoomEvent, { readonly type: 'chat' }>;
 
 type Held =
   | { readonly chat: ChatMessage; readonly epoch: string }
-  | { readonly chat: undefined; readonly event: RoomEvent };
+  | { readonly chat: undefined; readonly event: RoomEvent; readonly placed?: undefined }
+  /** This node's own join come back: handed to `placed` in its turn. */
+  | { readonly chat: undefined; readonly event: JoinedEvent; readonly placed: ChatPlace };
 
 interface RoomState {
   readonly key: string;
@@ -82,6 +86,13 @@ interface RoomState {
   epoch: string | undefined;
   /** The id of the last chat handed over (or the top when subscribing). */
   last: number;
+  /**
+   * The last chat id, and its epoch, that arrived on the room's channel (or was the top
+   * when the room was first subscribed), in the channel's order: this node's joins that
+   * come back are placed after it.
+   */
+  seenEpoch: string;
+  seenId: number;
   /** In step: live events go straight to the handler; otherwise they wait in `held`. */
   inStep: boolean;
   held: Held[];
@@ -328,6 +339,8 @@ export class RedisBroker implements Broker {
       name: room.name,
       epoch: undefined,
       last: 0,
+      seenEpoch: '',
+      seenId: 0,
       inStep: false,
       held: [],
       overflowed: false,
@@ -400,9 +413,14 @@ export class RedisBroker implements Broker {
     if (state === undefined) return;
     if (bytes[0] !== OPEN_BRACKET) {
       const envelope = this.parseEnvelope(bytes.toString());
-      if (envelope === undefined || envelope.o === this.node) return;
+      if (envelope === undefined) return;
       const event = envelope.e;
       if (event.type === 'whisper' || isNotice(event)) return;
+      if (envelope.o === this.node) {
+        // Handed over already when published; a join is placed among the chats now.
+        if (event.type === 'joined') this.placeJoin(state, event);
+        return;
+      }
       if (state.inStep) this.hand(state, event);
       else this.hold(state, { chat: undefined, event });
       return;
@@ -417,6 +435,7 @@ export class RedisBroker implements Broker {
     }
     const epoch = chats[1];
     const first = chats[2];
+    this.seen(state, epoch, chats[3]);
     for (let i = 4; i < chats.length; i++) {
       // The handler may have unsubscribed the room meanwhile.
       if (!this.alive(state)) return;
@@ -435,12 +454,40 @@ export class RedisBroker implements Broker {
   private handedAlready(state: RoomState, bytes: Buffer): boolean {
     if (!state.inStep || state.epoch === undefined) return false;
     const head = CHATS_HEAD.exec(bytes.toString('latin1', 0, HEAD_BYTES));
-    return (
+    if (
       head !== null &&
       head[1] === state.epoch &&
       Number(head[3]) <= state.last &&
       Number(head[2]) <= Number(head[3])
-    );
+    ) {
+      this.seen(state, state.epoch, Number(head[3]));
+      return true;
+    }
+    return false;
+  }
+
+  /** Chats up to `id` of `epoch` came on the room's channel (see RoomState.seenId). */
+  private seen(state: RoomState, epoch: string, id: number): void {
+    if (epoch === state.seenEpoch) {
+      if (id > state.seenId) state.seenId = id;
+    } else if (!state.retired.has(epoch)) {
+      state.seenEpoch = epoch;
+      state.seenId = id;
+    }
+  }
+
+  /** This node's own join came back on the room's channel: after the chats seen so far. */
+  private placeJoin(state: RoomState, event: JoinedEvent): void {
+    const placed: ChatPlace = { epoch: state.seenEpoch, id: state.seenId };
+    if (state.inStep) this.handPlaced(state, event, placed);
+    else this.hold(state, { chat: undefined, event, placed });
+  }
+
+  private handPlaced(state: RoomState, event: JoinedEvent, after: ChatPlace): void {
+    const handler = this.handler;
+    if (handler?.placed === undefined) return;
+    const named = event.room === state.name ? event : { ...event, room: state.name };
+    this.tell(() => handler.placed!(state.key, named, after));
   }
 
   private receiveChat(state: RoomState, chat: ChatMessage, epoch: string): void {
@@ -657,6 +704,8 @@ export class RedisBroker implements Broker {
     if (state.epoch === undefined) {
       state.epoch = info.epoch;
       state.last = info.top;
+      // Joins wait for the first subscription: what it reads came before any of them.
+      this.seen(state, info.epoch, info.top);
       return;
     }
     if (info.epoch !== state.epoch) {
@@ -709,7 +758,8 @@ export class RedisBroker implements Broker {
         if (!this.alive(state)) return true;
         const item = held[i]!;
         if (item.chat === undefined) {
-          this.hand(state, item.event);
+          if (item.placed === undefined) this.hand(state, item.event);
+          else this.handPlaced(state, item.event, item.placed);
           continue;
         }
         if (item.epoch !== state.epoch) {

@@ -4,6 +4,13 @@ import type { ChatEvent } from './events.js';
 /** Every event a room's members are shown: joins, leaves, renames, moderation and chats. */
 export type RoomEvent = Exclude<ChatEvent, { readonly type: 'whisper' }>;
 export type WhisperEvent = Extract<ChatEvent, { readonly type: 'whisper' }>;
+export type JoinedEvent = Extract<ChatEvent, { readonly type: 'joined' }>;
+
+/** A chat's place in a room's history: its epoch and id (0: before the first). */
+export interface ChatPlace {
+  readonly epoch: string;
+  readonly id: number;
+}
 
 /**
  * What one node tells another (or all the others): the member to remove or
@@ -82,6 +89,12 @@ export interface BrokerHandler {
    * successor of the last. For 'epoch', the ids that follow belong to `epoch`.
    */
   lost?(key: string, reason: LostReason, epoch: string): void;
+  /**
+   * This node's own "joined" event came back in its place among the room's chats: every
+   * chat published before it is at or below `after`, every later one above it. One
+   * published while the subscription was down never comes back; `resync` follows then.
+   */
+  placed?(key: string, event: JoinedEvent, after: ChatPlace): void;
   /**
    * The subscription was re-established: events other than chats published meanwhile
    * (joins, leaves, renames) are gone, so membership shown for the room should be read

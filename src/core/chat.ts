@@ -6,7 +6,15 @@ import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { addressGroup, BanList, type BanStore, MemoryBanStore } from './bans.js';
-import type { Broker, LostReason, NodeNotice, RoomEvent, WhisperEvent } from './broker.js';
+import type {
+  Broker,
+  ChatPlace,
+  JoinedEvent,
+  LostReason,
+  NodeNotice,
+  RoomEvent,
+  WhisperEvent,
+} from './broker.js';
 import {
   type ChatContext,
   chatTarget,
@@ -227,6 +235,22 @@ interface Echoes {
   /** The highest id whose sender was let go to keep `senders` within WAITING_CHATS. */
   forgotten: number;
 }
+/** A member waiting for its join's place: the name it joined as, and its name for the room. */
+interface Placing {
+  readonly session: Session;
+  readonly nickname: string;
+  readonly room: Room;
+}
+/** A room's members waiting for their joins' places, and when the wait ends regardless. */
+interface Placings {
+  readonly entries: Placing[];
+  readonly timer: ReturnType<typeof setTimeout>;
+}
+/**
+ * How long members wait for their joins to come back before they get what was held: far
+ * longer than a round trip to Redis, short of what MAX_HELD events take to pile up.
+ */
+const PLACE_TIMEOUT_MS = 3_000;
 /** Senders' look-alike keys remembered for the cluster's `subject`; cleared when full. */
 const SENDER_KEYS = 4096;
 
@@ -301,6 +325,11 @@ export class Chat implements ChatContext, SessionHost {
   private readonly echoes = new Map<string, Echoes>();
   /** Rooms whose members are read again once their resync has waited (see `resynced`). */
   private readonly resyncs = new Map<string, ReturnType<typeof setTimeout>>();
+  /**
+   * Per room key, this node's members without history that joined it and wait, held, for
+   * their "joined" to come back in its place among the room's chats (see `awaitPlace`).
+   */
+  private readonly placing = new Map<string, Placings>();
 
   constructor(options: ChatOptions = {}) {
     this.lobby = new Room(LOBBY, options.maxUsers ?? 10);
@@ -324,6 +353,7 @@ export class Chat implements ChatContext, SessionHost {
       notice: (notice) => this.noticed(notice),
       lost: (key, reason, epoch) => this.gap(key, reason, epoch),
       resync: (key) => this.resynced(key),
+      placed: (key, event, after) => this.placed(key, event, after),
     });
     this.historyOnJoin = options.historyOnJoin ?? 50;
     this.admission = new Admission(
@@ -577,6 +607,8 @@ export class Chat implements ChatContext, SessionHost {
 
   /** The broker is back in step with a room: show its members what changed meanwhile. */
   private resynced(key: string): void {
+    // A join published while the subscription was down does not come back.
+    this.placeAll(key);
     const delay = this.cluster?.resyncDelayMs ?? 0;
     if (delay <= 0) {
       this.reread(key, true);
@@ -589,6 +621,68 @@ export class Chat implements ChatContext, SessionHost {
     }, delay);
     timer.unref();
     this.resyncs.set(key, timer);
+  }
+
+  /**
+   * A member without history just joined `room` on a node of a cluster: chats published
+   * before its join may still be on their way here, and one process would not show them.
+   * The room's events are held for it until its "joined" comes back in its place among
+   * the chats (`placed`); a member with history gets the same from its replay.
+   */
+  awaitPlace(session: Session, room: Room, nickname: string): void {
+    if (this.cluster === undefined || session.has('history')) return;
+    session.holdRoom(room.name);
+    const entry: Placing = { session, nickname, room };
+    const waiting = this.placing.get(room.key);
+    if (waiting !== undefined) {
+      waiting.entries.push(entry);
+      return;
+    }
+    const key = room.key;
+    const timer = setTimeout(() => this.placeAll(key), PLACE_TIMEOUT_MS);
+    timer.unref();
+    this.placing.set(key, { entries: [entry], timer });
+  }
+
+  /**
+   * A join of this node came back: its member gets what was held but the chats published
+   * before it. Joins come back in the order they were published, so any still waiting
+   * before it were lost with a subscription: they get all that was held.
+   */
+  private placed(key: string, event: JoinedEvent, after: ChatPlace): void {
+    const waiting = this.placing.get(key);
+    const at = waiting?.entries.findIndex((w) => w.nickname === event.nickname) ?? -1;
+    if (at < 0) return;
+    const done = waiting!.entries.splice(0, at + 1);
+    if (waiting!.entries.length === 0) {
+      clearTimeout(waiting!.timer);
+      this.placing.delete(key);
+    }
+    for (let i = 0; i < done.length; i++) this.place(done[i]!, i === at ? after : undefined);
+  }
+
+  /**
+   * Lets every member still waiting in the room have what was held for it (its joins may
+   * not come back: a resync, the room left, or too long a wait).
+   */
+  private placeAll(key: string): void {
+    const waiting = this.placing.get(key);
+    if (waiting === undefined) return;
+    clearTimeout(waiting.timer);
+    this.placing.delete(key);
+    for (const entry of waiting.entries) this.place(entry, undefined);
+  }
+
+  private place(entry: Placing, after: ChatPlace | undefined): void {
+    const { session, room } = entry;
+    if (session.state === 'closed') return;
+    // Not in it (left meanwhile, or not added yet when a broker hands the join back at
+    // once, with nothing on its way): nothing held is of a room it is in.
+    if (!session.rooms.has(room)) {
+      session.dropHeld(room.name);
+      return;
+    }
+    this.background(session, session.release(room.name, after?.id ?? 0, after?.epoch ?? ''));
   }
 
   /** The lobby or a room this node knows, by its key. */
@@ -815,6 +909,7 @@ export class Chat implements ChatContext, SessionHost {
     this.interest.delete(key);
     this.rosters.delete(key);
     this.echoes.delete(key);
+    this.placeAll(key);
     broker.unsubscribe(key).catch((err: unknown) => {
       this.log.warn({ err, room: key }, 'could not unsubscribe from a room');
     });

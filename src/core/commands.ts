@@ -79,6 +79,8 @@ export interface ChatContext {
   /** See Chat.interested / Chat.uninterested: a local member joining or leaving a room. */
   interested(room: Room): Promise<void>;
   uninterested(key: string): void;
+  /** See Chat.awaitPlace: a member without history just joined `room` on a cluster node. */
+  awaitPlace(session: Session, room: Room, nickname: string): void;
   /** Frees in Presence what a session claimed but never used (refused, or gone meanwhile). */
   forget(session: Session): void;
   whisperTo(node: string, event: WhisperEvent): void;
@@ -298,6 +300,8 @@ async function connectInCluster(
     const [members] = await Promise.all([presence.members(room.key), entered, granted]);
     if (gone()) return;
     settled = true;
+    // Waits from before its "joined" goes out: a broker may hand it back at once.
+    ctx.awaitPlace(session, room, nickname);
     ctx.publish({ type: 'joined', room: room.name, nickname, count: joined.count });
     ctx.join(session, nickname, room);
     welcome(session, nickname, joined.count, caps, limits);
@@ -971,6 +975,7 @@ async function joinInCluster(
     // Another local member may have made the same new room meanwhile: join that one.
     const room = ctx.rooms.find(admitted.name) ?? admitted;
     inside = true;
+    ctx.awaitPlace(session, room, session.nickname);
     ctx.publish({
       type: 'joined',
       room: room.name,

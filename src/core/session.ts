@@ -228,6 +228,11 @@ export class Session implements Member {
     }
   }
 
+  /** Forgets what was held for `room`: the member left it before it was released. */
+  dropHeld(room: string): void {
+    if (this.held?.delete(room) === true && this.held.size === 0) this.held = undefined;
+  }
+
   private belowFloor(delivery: Delivery): boolean {
     const item = delivery.item;
     if (item.type !== 'chat') return false;

@@ -52,6 +52,8 @@ export class MemoryBroker implements Broker {
   private closed = false;
   /** While interrupted: per room key, what to hand over when it reconnects. */
   private missed: Map<string, RoomEvent[]> | undefined;
+  /** Per subscribed room key, the id of the last chat handed over (for `placed`). */
+  private readonly lastChat = new Map<string, number>();
 
   constructor(options: MemoryBrokerOptions = {}) {
     this.hub = options.hub ?? new MemoryBrokerHub();
@@ -113,6 +115,7 @@ export class MemoryBroker implements Broker {
     const subscription = this.subscriptions.get(key);
     if (subscription !== undefined) {
       this.subscriptions.delete(key);
+      this.lastChat.delete(key);
       subscription.active = false;
       const rest = this.hub.subscribers.get(key)!.filter((s) => s !== subscription);
       if (rest.length === 0) this.hub.subscribers.delete(key);
@@ -159,6 +162,13 @@ export class MemoryBroker implements Broker {
       }
       return;
     }
-    this.handler?.room(key, event.room === name ? event : { ...event, room: name });
+    const handler = this.handler;
+    handler?.room(key, event.room === name ? event : { ...event, room: name });
+    if (event.type === 'chat') {
+      this.lastChat.set(key, event.id);
+    } else if (own && event.type === 'joined' && handler?.placed !== undefined) {
+      // Its own join, in its place: after every chat handed over before it.
+      handler.placed(key, { ...event, room: name }, { epoch: '', id: this.lastChat.get(key) ?? 0 });
+    }
   }
 }

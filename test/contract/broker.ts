@@ -6,6 +6,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import type {
   Broker,
   BrokerHandler,
+  ChatPlace,
+  JoinedEvent,
   LostReason,
   NodeNotice,
   RoomEvent,
@@ -38,6 +40,7 @@ export class Recorder implements BrokerHandler {
   readonly lostRooms: { key: string; reason: LostReason; epoch: string }[] = [];
   readonly resyncs: string[] = [];
   readonly notices: NodeNotice[] = [];
+  readonly placements: { key: string; nickname: string; after: ChatPlace }[] = [];
 
   room(key: string, event: RoomEvent): void {
     this.events.push({ key, event });
@@ -53,6 +56,9 @@ export class Recorder implements BrokerHandler {
   }
   notice(notice: NodeNotice): void {
     this.notices.push(notice);
+  }
+  placed(key: string, event: JoinedEvent, after: ChatPlace): void {
+    this.placements.push({ key, nickname: event.nickname, after });
   }
 
   of(key: string): RoomEvent[] {
@@ -154,6 +160,39 @@ export function brokerContract(target: BrokerTarget): void {
       expect(far.got.events).toEqual([{ key: 'other', event: joined(other, 'sentinel') }]);
       expect(a.got.of('other')).toEqual([joined(other, 'sentinel')]);
       expect(b.got.of('other')).toEqual([]);
+    });
+
+    it("hands a node's own joins back in their place among the room's chats", async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const room = { key: 'lounge', name: 'Lounge' };
+      await a.broker.subscribe(room);
+      await b.broker.subscribe({ key: 'lounge', name: 'lounge' });
+      a.broker.publish(room.key, joined(room, 'first'));
+      await eventually(() => expect(a.got.placements).toHaveLength(1));
+      expect(a.got.placements[0]).toMatchObject({
+        key: 'lounge',
+        nickname: 'first',
+        after: { id: 0 },
+      });
+      await say(b, room, 'bob', 'one');
+      await say(b, room, 'bob', 'two');
+      // Published after those two were stored, before the third: placed between them,
+      // whether or not this node has received the two yet.
+      a.broker.publish(room.key, joined(room, 'second'));
+      await say(b, room, 'bob', 'three');
+      b.broker.publish(room.key, joined(room, 'elsewhere'));
+      await eventually(() => expect(a.got.chatIds('lounge')).toEqual([1, 2, 3]));
+      await eventually(() => expect(a.got.placements).toHaveLength(2));
+      expect(a.got.placements[1]).toMatchObject({
+        key: 'lounge',
+        nickname: 'second',
+        after: { id: 2 },
+      });
+      // Other nodes' joins are theirs to place.
+      await eventually(() => expect(a.got.of('lounge')).toContainEqual(joined(room, 'elsewhere')));
+      expect(a.got.placements).toHaveLength(2);
+      expect(b.got.placements.map((p) => p.nickname)).toEqual(['elsewhere']);
     });
 
     it('hands over chats in id order, each once, while two nodes publish at once', async () => {

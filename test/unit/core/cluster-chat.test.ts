@@ -397,6 +397,39 @@ describe('a chat of several nodes', () => {
     expect(back.take()).not.toContainEqual(hello);
   });
 
+  it('does not show a joiner the chats sent before its join that were still on their way', async () => {
+    const { brokers, a, b } = interruptibleNodes();
+    const wit = connect(a, 'wit');
+    const sam = connect(b, 'sam', EXT);
+    await settle();
+    // Node a's subscription is down: b's chats reach it only later, in their place.
+    brokers[0]!.interrupt();
+    send(sam, { cmd: '7', msg: 'before' });
+    await settle();
+    const newcomer = connect(a, 'newcomer');
+    const roomie = connect(a, 'roomie', EXT);
+    await settle();
+    send(roomie, { cmd: '100', room: 'physics' });
+    send(sam, { cmd: '100', room: 'physics' });
+    await settle();
+    send(sam, { cmd: '7', msg: 'physics before', room: 'physics' });
+    await settle();
+    send(sam, { cmd: '7', msg: 'after' });
+    await settle();
+    for (const peer of [wit, newcomer, roomie]) peer.take();
+    brokers[0]!.reconnect();
+    await settle();
+    const chats = (peer: FakePeer) =>
+      peer
+        .take()
+        .filter((m) => m.cmd === '70')
+        .map((m) => m.msg);
+    expect(chats(wit)).toEqual(['before', 'after']);
+    // It joined the lobby after "before" was sent; physics before "physics before" was.
+    expect(chats(newcomer)).toEqual(['after']);
+    expect(chats(roomie)).toEqual(['physics before', 'after']);
+  });
+
   it('forgets its own chats whose copy came before the append did, so ids that start over reach everyone', async () => {
     // On Redis the subscriber connection can beat the command connection: a chat's copy
     // arrives before its append's reply, and publish then finds it handed over already.
@@ -409,7 +442,9 @@ describe('a chat of several nodes', () => {
       },
       start: () => Promise.resolve(),
       publish: (key, event) => {
-        if (event.type !== 'chat') handler?.room(key, event);
+        if (event.type === 'chat') return;
+        handler?.room(key, event);
+        if (event.type === 'joined') handler?.placed?.(key, event, { epoch: '', id: 0 });
       },
       whisper: (_node, event) => handler?.whisper(event),
       notify: () => {},
