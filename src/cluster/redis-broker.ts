@@ -714,6 +714,9 @@ export class RedisBroker implements Broker {
       state.epoch = info.epoch;
       // After a roll-back the ids up to the base are older chats: not handed over again.
       state.last = info.base ?? 0;
+      // Joins are placed from the new epoch's base until its chats come on the channel (not
+      // from its top: a join published before the read may precede chats at or below it).
+      this.seen(state, info.epoch, state.last);
       this.lost(state, 'epoch');
       if (!this.alive(state)) return;
     }

@@ -232,8 +232,6 @@ const WAITING_CHATS = 4096;
 interface Echoes {
   last: number;
   readonly senders: Map<number, Session>;
-  /** The highest id whose sender was let go to keep `senders` within WAITING_CHATS. */
-  forgotten: number;
 }
 /** A member waiting for its join's place: the name it joined as, and its name for the room. */
 interface Placing {
@@ -513,11 +511,7 @@ export class Chat implements ChatContext, SessionHost {
       const echoes = this.echoesOf(key);
       if (event.id > echoes.last) {
         const senders = echoes.senders;
-        if (senders.size >= WAITING_CHATS) {
-          const oldest = senders.keys().next().value!;
-          senders.delete(oldest);
-          echoes.forgotten = Math.max(echoes.forgotten, oldest);
-        }
+        if (senders.size >= WAITING_CHATS) senders.delete(senders.keys().next().value!);
         senders.set(event.id, origin);
       }
     }
@@ -527,7 +521,7 @@ export class Chat implements ChatContext, SessionHost {
   private echoesOf(key: string): Echoes {
     let echoes = this.echoes.get(key);
     if (echoes === undefined) {
-      echoes = { last: 0, senders: new Map(), forgotten: 0 };
+      echoes = { last: 0, senders: new Map() };
       this.echoes.set(key, echoes);
     }
     return echoes;
@@ -537,7 +531,7 @@ export class Chat implements ChatContext, SessionHost {
   private arrived(key: string, event: RoomEvent): void {
     const from =
       event.type === 'chat'
-        ? (this.origin(key, event.id) ?? this.chatSender(key, event))
+        ? (this.origin(key, event.id) ?? this.chatSender(event.from))
         : undefined;
     if (this.rosters.get(key)?.apply(event) === false) return;
     const room = this.roomAt(key);
@@ -548,21 +542,15 @@ export class Chat implements ChatContext, SessionHost {
   /**
    * The local member a chat whose sending session this node does not know comes from,
    * found by the chat's nickname, but only where the holder of that name may have sent it:
-   * a member that took its session over by a resume (from another node, or from a
-   * connection here) and kept the name; one with a request of its own in flight (its
-   * append's reply may come after the copy of the chat); or the sender of one of this
-   * node's chats it let go of (past WAITING_CHATS). Anyone else holding the name took it
-   * after the chat was sent, freed by a rename, and is shown the chat as one process
-   * would show it.
+   * it has chatted under the name (its own chat may come back unrecognised: before its
+   * append's reply, after a Redis restart, past WAITING_CHATS), or took its session over by
+   * a resume and kept the name (its replaced connection may have sent it). Anyone else
+   * holding the name took it after the chat was sent, freed by a rename, and is shown the
+   * chat as one process would show it.
    */
-  private chatSender(
-    key: string,
-    chat: { readonly id: number; readonly from: string },
-  ): Session | undefined {
-    const session = this.sender(chat.from);
-    if (session === undefined) return undefined;
-    if (session.resumed || session.pending > 0) return session;
-    return chat.id <= (this.echoes.get(key)?.forgotten ?? 0) ? session : undefined;
+  private chatSender(nickname: string): Session | undefined {
+    const session = this.sender(nickname);
+    return session !== undefined && (session.spoke || session.resumed) ? session : undefined;
   }
 
   /** The session that sent this node's chat `id` in the room, if this node published it. */
@@ -1339,6 +1327,7 @@ export class Chat implements ChatContext, SessionHost {
   say(session: Session, room: Room, msg: string, cid: string | undefined): void {
     const at = this.clock();
     const from = session.nickname;
+    session.spoke = true;
     const history = this.history;
     if (history === undefined) {
       const id = room.nextId();
@@ -1518,6 +1507,7 @@ export class Chat implements ChatContext, SessionHost {
   rename(session: Session, nickname: string): void {
     const old = session.nickname;
     session.resumed = false;
+    session.spoke = false;
     this.nicknames.delete(session.key);
     session.nickname = nickname;
     session.key = nicknameKey(nickname);

@@ -68,6 +68,8 @@ export class Session implements Member {
    * connection it replaced (Chat.chatSender).
    */
   resumed = false;
+  /** Has sent a chat under its current nickname (Chat.chatSender). */
+  spoke = false;
   private granted: ReadonlySet<Capability> = NO_CAPS;
   /** Rooms whose history is being replayed: their live events wait here, in order. */
   private held: Map<string, Delivery[]> | undefined;
