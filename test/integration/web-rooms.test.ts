@@ -34,6 +34,7 @@ interface PageElement {
   hidden: boolean;
   childElementCount: number;
   querySelector(selector: string): PageElement | null;
+  querySelectorAll(selector: string): Iterable<PageElement>;
   parentElement: PageElement | null;
   getBoundingClientRect(): { top: number };
 }
@@ -450,17 +451,34 @@ describe('web client history and resume in Chromium', () => {
       const shown = await count();
       expect(shown).toBeGreaterThan(1500);
 
-      // While the reader is up there, new lines do not take away what it reads.
+      // While the reader is up there, new lines do not take away what it reads: up to twice
+      // the lines stay, then only those a screenful above its view go.
+      const firstSeen = () =>
+        page.$eval('#messages', (list) => {
+          const top = list.getBoundingClientRect().top;
+          for (const li of list.querySelectorAll('li.msg')) {
+            if (li.getBoundingClientRect().top >= top) return li.textContent?.slice(-5);
+          }
+          return undefined;
+        });
+      const reading = await firstSeen();
       for (let i = N; i < N + 100; i++) talker.sendPy({ cmd: '7', msg: tag(i) });
       await seeLine(page, 'lobby', tag(N + 99));
       expect(await count()).toBe(shown + 100);
       expect(await consecutiveFrom(N + 99)).toBe(older);
+      const M = N + 100 + 1500;
+      for (let i = N + 100; i < M; i++) talker.sendPy({ cmd: '7', msg: tag(i) });
+      await seeLine(page, 'lobby', tag(M - 1));
+      expect(await count()).toBeGreaterThan(3000);
+      expect(await firstSeen()).toBe(reading);
+      const kept = await consecutiveFrom(M - 1);
+      expect(kept).toBeGreaterThan(older);
     } finally {
       talker.close();
       await page.close();
       await server.stop();
     }
-  }, 60_000);
+  }, 180_000);
 
   it('keeps the nickname and rooms across a page reload', async () => {
     const server = await startConfab({ 'http-port': '0', history: 'memory' });

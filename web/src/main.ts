@@ -260,19 +260,28 @@ const MAX_LINES = 1500;
 
 /**
  * Drops the oldest lines past MAX_LINES. A reader scrolled up may be reading them: then the
- * page keeps up to twice as many, and what the reader sees stays where it is.
+ * page keeps up to twice as many, and only lines a screenful above what the reader sees go
+ * (past four times as many, the oldest go regardless), so what it reads stays where it is.
  */
 function trim(view: RoomView, pinned: boolean): void {
   const list = view.list;
-  const excess = list.childElementCount - (pinned ? MAX_LINES : 2 * MAX_LINES);
+  const count = list.childElementCount;
+  const excess = count - (pinned ? MAX_LINES : 2 * MAX_LINES);
   if (excess <= 0) return;
   const height = list.scrollHeight;
-  for (let i = 0; i < excess; i++) {
+  const reading = !pinned && !list.hidden && count <= 4 * MAX_LINES;
+  // Content coordinates: how far down the list a line ends, against a screenful above the view.
+  const origin = reading ? list.getBoundingClientRect().top - list.scrollTop : 0;
+  const above = list.scrollTop - list.clientHeight;
+  let removed = 0;
+  for (; removed < excess; removed++) {
     const first = list.firstElementChild as HTMLElement;
+    if (reading && first.getBoundingClientRect().bottom - origin > above) break;
     const { epoch, id } = first.dataset;
     if (epoch !== undefined && id !== undefined) view.shown.delete(`${epoch} ${id}`);
     first.remove();
   }
+  if (removed === 0) return;
   // History continues from the oldest line left of the current epoch.
   const epoch = view.epoch;
   const oldest =
