@@ -235,9 +235,10 @@ interface Echoes {
 }
 /** A member waiting for its join's place: the name it joined as, and its name for the room. */
 interface Placing {
-  readonly session: Session;
+  /** The name it joined as: what its "joined" carries. */
   readonly nickname: string;
-  readonly room: Room;
+  /** Its join's place, or undefined when it will not come (see `placeAll`). */
+  readonly settle: (after: ChatPlace | undefined) => void;
 }
 /** A room's members waiting for their joins' places, and when the wait ends regardless. */
 interface Placings {
@@ -612,30 +613,50 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /**
-   * A member without history just joined `room` on a node of a cluster: chats published
+   * A member without history is joining `room` on a node of a cluster: chats published
    * before its join may still be on their way here, and one process would not show them.
-   * The room's events are held for it until its "joined" comes back in its place among
-   * the chats (`placed`); a member with history gets the same from its replay.
+   * From now the room's events are held for it, until its "joined" comes back in its place
+   * among the chats (`placed`). The join's reply waits for that place, so that whatever
+   * the client does after it comes after the join; then `enterPlaced` lets the member
+   * have what was held. Undefined when nothing need wait: one process, or a member with
+   * history (its replay does the same).
    */
-  awaitPlace(session: Session, room: Room, nickname: string): void {
-    if (this.cluster === undefined || session.has('history')) return;
+  awaitPlace(
+    session: Session,
+    room: Room,
+    nickname: string,
+  ): Promise<ChatPlace | undefined> | undefined {
+    if (this.cluster === undefined || session.has('history')) return undefined;
     session.holdRoom(room.name);
-    const entry: Placing = { session, nickname, room };
-    const waiting = this.placing.get(room.key);
-    if (waiting !== undefined) {
-      waiting.entries.push(entry);
+    return new Promise((settle) => {
+      const entry: Placing = { nickname, settle };
+      const waiting = this.placing.get(room.key);
+      if (waiting !== undefined) {
+        waiting.entries.push(entry);
+        return;
+      }
+      const key = room.key;
+      const timer = setTimeout(() => this.placeAll(key), PLACE_TIMEOUT_MS);
+      timer.unref();
+      this.placing.set(key, { entries: [entry], timer });
+    });
+  }
+
+  /** After its join's reply: the member gets what was held for it but chats before `after`. */
+  enterPlaced(session: Session, room: Room, after: ChatPlace | undefined): void {
+    if (session.state === 'closed') return;
+    // Left meanwhile: nothing held is of a room it is in.
+    if (!session.rooms.has(room)) {
+      session.dropHeld(room.name);
       return;
     }
-    const key = room.key;
-    const timer = setTimeout(() => this.placeAll(key), PLACE_TIMEOUT_MS);
-    timer.unref();
-    this.placing.set(key, { entries: [entry], timer });
+    this.background(session, session.release(room.name, after?.id ?? 0, after?.epoch ?? ''));
   }
 
   /**
-   * A join of this node came back: its member gets what was held but the chats published
-   * before it. Joins come back in the order they were published, so any still waiting
-   * before it were lost with a subscription: they get all that was held.
+   * A join of this node came back, in its place. Joins come back in the order they were
+   * published, so any still waiting before it were lost with a subscription: they get all
+   * that was held.
    */
   private placed(key: string, event: JoinedEvent, after: ChatPlace): void {
     const waiting = this.placing.get(key);
@@ -646,31 +667,19 @@ export class Chat implements ChatContext, SessionHost {
       clearTimeout(waiting!.timer);
       this.placing.delete(key);
     }
-    for (let i = 0; i < done.length; i++) this.place(done[i]!, i === at ? after : undefined);
+    for (let i = 0; i < done.length; i++) done[i]!.settle(i === at ? after : undefined);
   }
 
   /**
-   * Lets every member still waiting in the room have what was held for it (its joins may
-   * not come back: a resync, the room left, or too long a wait).
+   * Every member still waiting in the room stops waiting and gets all that was held (its
+   * join may not come back: a resync, the room left, or too long a wait).
    */
   private placeAll(key: string): void {
     const waiting = this.placing.get(key);
     if (waiting === undefined) return;
     clearTimeout(waiting.timer);
     this.placing.delete(key);
-    for (const entry of waiting.entries) this.place(entry, undefined);
-  }
-
-  private place(entry: Placing, after: ChatPlace | undefined): void {
-    const { session, room } = entry;
-    if (session.state === 'closed') return;
-    // Not in it (left meanwhile, or not added yet when a broker hands the join back at
-    // once, with nothing on its way): nothing held is of a room it is in.
-    if (!session.rooms.has(room)) {
-      session.dropHeld(room.name);
-      return;
-    }
-    this.background(session, session.release(room.name, after?.id ?? 0, after?.epoch ?? ''));
+    for (const entry of waiting.entries) entry.settle(undefined);
   }
 
   /** The lobby or a room this node knows, by its key. */

@@ -6,7 +6,7 @@ import { formatDuration } from '../protocol/slash-commands.js';
 import { atMostChars, clip } from '../protocol/text.js';
 import type { BannedWords } from './banned-words.js';
 import { type Ban, type BanList, banMatches, parseMask } from './bans.js';
-import type { Broker, NodeNotice, WhisperEvent } from './broker.js';
+import type { Broker, ChatPlace, NodeNotice, WhisperEvent } from './broker.js';
 import type { ChatEvent, MemberInfo, PeerAddress, RoomInfo } from './events.js';
 import { type Operator, removalDetail } from './moderation.js';
 import { checkNickname } from './nickname.js';
@@ -79,8 +79,13 @@ export interface ChatContext {
   /** See Chat.interested / Chat.uninterested: a local member joining or leaving a room. */
   interested(room: Room): Promise<void>;
   uninterested(key: string): void;
-  /** See Chat.awaitPlace: a member without history just joined `room` on a cluster node. */
-  awaitPlace(session: Session, room: Room, nickname: string): void;
+  /** See Chat.awaitPlace and Chat.enterPlaced: a member without history joining on a cluster node. */
+  awaitPlace(
+    session: Session,
+    room: Room,
+    nickname: string,
+  ): Promise<ChatPlace | undefined> | undefined;
+  enterPlaced(session: Session, room: Room, after: ChatPlace | undefined): void;
   /** Frees in Presence what a session claimed but never used (refused, or gone meanwhile). */
   forget(session: Session): void;
   whisperTo(node: string, event: WhisperEvent): void;
@@ -301,10 +306,17 @@ async function connectInCluster(
     if (gone()) return;
     settled = true;
     // Waits from before its "joined" goes out: a broker may hand it back at once.
-    ctx.awaitPlace(session, room, nickname);
+    const placing = ctx.awaitPlace(session, room, nickname);
     ctx.publish({ type: 'joined', room: room.name, nickname, count: joined.count });
     ctx.join(session, nickname, room);
-    welcome(session, nickname, joined.count, caps, limits);
+    if (placing !== undefined) {
+      const after = await placing;
+      if (gone()) return;
+      welcome(session, nickname, joined.count, caps, limits);
+      ctx.enterPlaced(session, room, after);
+    } else {
+      welcome(session, nickname, joined.count, caps, limits);
+    }
     if (session.has('history')) {
       ctx.enterRoom(session, room, names(members), joined.count, since);
     }
@@ -975,7 +987,7 @@ async function joinInCluster(
     // Another local member may have made the same new room meanwhile: join that one.
     const room = ctx.rooms.find(admitted.name) ?? admitted;
     inside = true;
-    ctx.awaitPlace(session, room, session.nickname);
+    const placing = ctx.awaitPlace(session, room, session.nickname);
     ctx.publish({
       type: 'joined',
       room: room.name,
@@ -983,7 +995,11 @@ async function joinInCluster(
       count: joined.count,
     });
     ctx.rooms.add(session, room);
+    const after = placing === undefined ? undefined : await placing;
+    // Closed meanwhile: its leave took it out of the room again.
+    if (session.state !== 'joined') return;
     ctx.enterRoom(session, room, names(members), joined.count, since);
+    if (placing !== undefined) ctx.enterPlaced(session, room, after);
   } finally {
     if (!inside) {
       ctx.rooms.abandon(admitted);

@@ -177,13 +177,13 @@ export function brokerContract(target: BrokerTarget): void {
       });
       await say(b, room, 'bob', 'one');
       await say(b, room, 'bob', 'two');
-      // Published after those two were stored, before the third: placed between them,
-      // whether or not this node has received the two yet.
+      // Published after those two were stored, whether or not this node has received them
+      // yet: placed after them (a chat stored once it is placed comes after it).
       a.broker.publish(room.key, joined(room, 'second'));
+      await eventually(() => expect(a.got.placements).toHaveLength(2));
       await say(b, room, 'bob', 'three');
       b.broker.publish(room.key, joined(room, 'elsewhere'));
       await eventually(() => expect(a.got.chatIds('lounge')).toEqual([1, 2, 3]));
-      await eventually(() => expect(a.got.placements).toHaveLength(2));
       expect(a.got.placements[1]).toMatchObject({
         key: 'lounge',
         nickname: 'second',

@@ -27,6 +27,14 @@ async function member(node: number, nickname: string, extra: object = {}): Promi
 
 const chat = (msg: string) => (m: Message) => m.cmd === '70' && m.msg === msg;
 
+/** `wait`, or its error with the end of what every node logged. */
+function withLogs<T>(wait: Promise<T>): Promise<T> {
+  return wait.catch((err: unknown) => {
+    const logs = cluster.nodes.map((n, i) => `node ${i}:\n${n.output().slice(-4000)}`);
+    throw new Error(`${String(err)}\n${logs.join('\n')}`);
+  });
+}
+
 beforeAll(async () => {
   if (skip) return;
   // Redis restarts here take a while on a busy machine: a node must not take
@@ -49,12 +57,9 @@ describe.skipIf(skip)('lost history, told to clients', () => {
     for (const c of [h0, h1]) await c.waitFor(chat('before'));
 
     await cluster.redis.restart();
-    const gaps = await Promise.all([h0, h1].map((c) => c.waitFor((m) => m.cmd === '108'))).catch(
-      (err: unknown) => {
-        // Seen once under heavy load: what the nodes logged says where the notice stopped.
-        const logs = cluster.nodes.map((n, i) => `node ${i}:\n${n.output().slice(-4000)}`);
-        throw new Error(`${String(err)}\n${logs.join('\n')}`);
-      },
+    // Seen once under heavy load: what the nodes logged says where the notice stopped.
+    const gaps = await withLogs(
+      Promise.all([h0, h1].map((c) => c.waitFor((m) => m.cmd === '108'))),
     );
     for (const gap of gaps) {
       expect(gap).toEqual({
@@ -88,7 +93,8 @@ describe.skipIf(skip)('lost history, told to clients', () => {
     const course = await member(1, 'latecomer');
     const sent = Array.from({ length: 10 }, (_, i) => `new${i + 1}`);
     for (const msg of sent) e0.sendPy({ cmd: '7', msg, room: 'lobby' });
-    await course.waitFor(chat('new10'));
+    await withLogs(e1.waitFor(chat('new10')));
+    await withLogs(course.waitFor(chat('new10')));
     expect((course.received as Message[]).filter((m) => m.cmd === '70').map((m) => m.msg)).toEqual(
       sent,
     );
