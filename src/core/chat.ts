@@ -117,6 +117,18 @@ function newestPage(messages: readonly StoredMessage[]): readonly StoredMessage[
 /** Requests waiting behind an unfinished one: reading pauses at the first, the session ends past the second. */
 const BACKLOG_PAUSE = 64;
 const BACKLOG_MAX = 10_000;
+/**
+ * Reading also pauses once the waiting requests hold this much text: counted
+ * only in requests, a backlog of 64 frames of --max-frame held 4 MiB per
+ * connection for as long as its client trickle-read the history it asked for.
+ * Pausing costs an honest client nothing (TCP holds the rest).
+ */
+const BACKLOG_PAUSE_BYTES = 256 * 1024;
+
+/** About what a waiting request holds: its strings, as JSON (a refusal quotes what was sent). */
+function backlogWeight(result: ParseResult): number {
+  return JSON.stringify(result).length;
+}
 
 /** Resolves on the next turn of the event loop, after every callback already due. */
 function nextTurn(): Promise<void> {
@@ -920,7 +932,11 @@ export class Chat implements ChatContext, SessionHost {
     session.backlog ??= [];
     const backlog = session.backlog;
     backlog.push(result);
-    if (backlog.length === BACKLOG_PAUSE) {
+    session.backlogBytes += backlogWeight(result);
+    if (
+      !session.paused &&
+      (backlog.length >= BACKLOG_PAUSE || session.backlogBytes >= BACKLOG_PAUSE_BYTES)
+    ) {
       session.paused = true;
       session.peer.pause?.(true);
     } else if (backlog.length > BACKLOG_MAX) {
@@ -946,13 +962,18 @@ export class Chat implements ChatContext, SessionHost {
     const backlog = session.backlog;
     if (backlog === undefined) return;
     session.backlog = undefined;
+    session.backlogBytes = 0;
     for (const result of backlog) {
       if (session.state === 'closed') return;
       this.route(session, result);
     }
     // route() may have started a new backlog; TypeScript cannot see that.
     const waiting = session.backlog as ParseResult[] | undefined;
-    if (session.paused && (waiting?.length ?? 0) < BACKLOG_PAUSE) {
+    if (
+      session.paused &&
+      (waiting?.length ?? 0) < BACKLOG_PAUSE &&
+      session.backlogBytes < BACKLOG_PAUSE_BYTES
+    ) {
       session.paused = false;
       session.peer.pause?.(false);
     }

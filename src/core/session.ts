@@ -48,6 +48,8 @@ export class Session implements Member {
    * undefined when nothing waits.
    */
   backlog: ParseResult[] | undefined;
+  /** About how much text the backlog holds (Chat.route): reading pauses past a bound. */
+  backlogBytes = 0;
   /** Requests started and not finished (a chat being stored, a history read). */
   pending = 0;
   /** An unfinished request that no later request may overtake, not even a chat. */
