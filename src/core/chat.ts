@@ -156,6 +156,13 @@ function chatDelivery(room: string, m: StoredMessage): Delivery {
  * would hold 20,000 messages (80 MB) for as long as it keeps reading.
  */
 const REPLAY_PAGE = 100;
+/**
+ * The first page of a recovery, before the size of its messages is known. Later
+ * pages hold about MAX_PAGE_BYTES as sent (at most REPLAY_PAGE messages): 100
+ * messages of 4,096 emoji are 1.6 MB, held per room while the client reads
+ * the page before, and a resume replays up to 20 rooms at once.
+ */
+const FIRST_REPLAY_PAGE = 16;
 
 /** What Chat.reconfigure can change while sessions are open. */
 export type ChatSettings = Pick<
@@ -1357,10 +1364,15 @@ export class Chat implements ChatContext, SessionHost {
     epoch: string,
   ): Promise<void> {
     let from = after;
-    for (let page = 0; page < MAX_REPLAY / REPLAY_PAGE + 2 && from < top; page++) {
-      const read = await history.read(room.key, { after: from, limit: REPLAY_PAGE });
+    let limit = FIRST_REPLAY_PAGE;
+    // Every page holds at least one message, so MAX_REPLAY pages end any replay.
+    for (let page = 0; page <= MAX_REPLAY + 1 && from < top; page++) {
+      const read = await history.read(room.key, { after: from, limit });
       const batch = read.filter((m) => m.id <= top);
       if (batch.length === 0 || session.state === 'closed') return;
+      let bytes = 0;
+      for (const m of batch) bytes += wireSize(m);
+      limit = Math.max(1, Math.min(REPLAY_PAGE, Math.floor((limit * MAX_PAGE_BYTES) / bytes)));
       const out = batch.map((m) => chatDelivery(room.name, m));
       if (batch[0]!.id > from + 1) {
         // Retention may have deleted what the client has not read yet: it is told, as live.
