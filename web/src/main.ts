@@ -73,6 +73,8 @@ interface RoomView {
   /** Whether the reader follows new lines; kept while the view is hidden (it cannot scroll then). */
   pinned: boolean;
   scrollTop: number;
+  /** Characters of text in `list`, which `trim` keeps under MAX_CHARS. */
+  chars: number;
 }
 
 const views = new Map<string, RoomView>();
@@ -127,6 +129,7 @@ function makeView(name: string, list?: HTMLOListElement): RoomView {
     loading: false,
     pinned: true,
     scrollTop: 0,
+    chars: 0,
   };
   ol.addEventListener('scroll', () => {
     if (ol.hidden) return;
@@ -212,10 +215,27 @@ function nickSpan(nickname: string): HTMLSpanElement {
   return span;
 }
 
-/** Message text with http(s) links made clickable; everything else stays text. */
+/**
+ * Links made clickable in one message; the rest stay text. A chat of 4,096
+ * characters can hold some 290 links, and a page holding thousands of such
+ * lines spent seconds on every frame.
+ */
+const MAX_LINKS = 16;
+
+/**
+ * Lines a room keeps while the reader follows the newest: older ones go, and
+ * scrolling to the top loads them again (HISTORY). Members at the flood limit
+ * otherwise grew the page until each new line cost seconds of layout.
+ */
+const MAX_LINES = 1000;
+/** And the characters of text those lines may hold: a thousand chats of 4,096 are 4 MB to lay out. */
+const MAX_CHARS = 200_000;
+
+/** Message text with http(s) links made clickable (at most MAX_LINKS); everything else stays text. */
 function richText(text: string): (Node | string)[] {
+  let links = 0;
   return findLinks(text).map(({ text, href }) => {
-    if (href === undefined) return text;
+    if (href === undefined || ++links > MAX_LINKS) return text;
     const a = document.createElement('a');
     a.href = href;
     a.target = '_blank';
@@ -255,8 +275,38 @@ function follow(view: RoomView, pinned: boolean): void {
 function append(view: RoomView, li: HTMLLIElement): HTMLLIElement {
   const pinned = following(view);
   view.list.append(li);
+  view.chars += li.textContent?.length ?? 0;
+  if (pinned) trim(view);
   follow(view, pinned);
   return li;
+}
+
+/**
+ * Drops the oldest lines past MAX_LINES (only while the reader follows the newest, so
+ * nothing moves under one reading back). Stored ones are forgotten as shown, and HISTORY
+ * continues from the oldest stored line left, so scrolling up brings them back.
+ */
+function trim(view: RoomView): void {
+  const list = view.list;
+  // A slice at a time: a removal at the top reflows the whole list.
+  if (list.childElementCount <= MAX_LINES + 50 && view.chars <= MAX_CHARS * 1.25) return;
+  for (;;) {
+    const first = list.firstElementChild as HTMLElement | null;
+    if (first === null || (list.childElementCount <= MAX_LINES && view.chars <= MAX_CHARS)) break;
+    const { epoch, id } = first.dataset;
+    if (epoch !== undefined && id !== undefined) view.shown.delete(`${epoch} ${id}`);
+    view.chars -= first.textContent?.length ?? 0;
+    first.remove();
+  }
+  view.oldest = undefined;
+  for (const el of list.children) {
+    const { epoch, id } = (el as HTMLElement).dataset;
+    if (epoch === view.epoch && id !== undefined) {
+      view.oldest = Number(id);
+      break;
+    }
+  }
+  view.more = true;
 }
 
 /**
@@ -276,6 +326,8 @@ function placeStored(view: RoomView, li: HTMLLIElement, epoch: string, id: numbe
   li.dataset.epoch = epoch;
   li.dataset.id = String(id);
   view.list.insertBefore(li, before);
+  view.chars += li.textContent?.length ?? 0;
+  if (pinned) trim(view);
   follow(view, pinned);
 }
 
@@ -727,6 +779,7 @@ function onHistory(m: ParsedServerMessage): void {
     li.dataset.epoch = epoch;
     li.dataset.id = String(entry.id);
     list.insertBefore(li, anchor);
+    view.chars += li.textContent?.length ?? 0;
     if (view.oldest === undefined || entry.id < view.oldest) view.oldest = entry.id;
   }
   list.scrollTop = list.scrollHeight - fromBottom;
