@@ -654,6 +654,8 @@ function onMessage(m: ParsedServerMessage): void {
       li.removeAttribute('data-pending');
       const key = `${view.epoch} ${m.id}`;
       // Stored before the connection dropped and replayed since: that copy stands.
+      // Its text is counted again where it goes (placeStored), or goes.
+      view.chars -= li.textContent?.length ?? 0;
       if (view.shown.has(key)) {
         li.remove();
         return;
