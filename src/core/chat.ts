@@ -125,6 +125,18 @@ function newestPage(messages: readonly StoredMessage[]): readonly StoredMessage[
 /** Requests waiting behind an unfinished one: reading pauses at the first, the session ends past the second. */
 const BACKLOG_PAUSE = 64;
 const BACKLOG_MAX = 10_000;
+/**
+ * Reading also pauses once the waiting requests hold this much text: counted
+ * only in requests, a backlog of 64 frames of --max-frame held 4 MiB per
+ * connection for as long as its client trickle-read the history it asked for.
+ * Pausing costs an honest client nothing (TCP holds the rest).
+ */
+const BACKLOG_PAUSE_BYTES = 256 * 1024;
+
+/** About what a waiting request holds: its strings, as JSON (a refusal quotes what was sent). */
+function backlogWeight(result: ParseResult): number {
+  return JSON.stringify(result).length;
+}
 
 /** Resolves on the next turn of the event loop, after every callback already due. */
 function nextTurn(): Promise<void> {
@@ -152,6 +164,13 @@ function chatDelivery(room: string, m: StoredMessage): Delivery {
  * would hold 20,000 messages (80 MB) for as long as it keeps reading.
  */
 const REPLAY_PAGE = 100;
+/**
+ * The first page of a recovery, before the size of its messages is known. Later
+ * pages hold about MAX_PAGE_BYTES as sent (at most REPLAY_PAGE messages): 100
+ * messages of 4,096 emoji are 1.6 MB, held per room while the client reads
+ * the page before, and a resume replays up to 20 rooms at once.
+ */
+const FIRST_REPLAY_PAGE = 16;
 
 /** What Chat.reconfigure can change while sessions are open. */
 export type ChatSettings = Pick<
@@ -1038,7 +1057,11 @@ export class Chat implements ChatContext, SessionHost {
     session.backlog ??= [];
     const backlog = session.backlog;
     backlog.push(result);
-    if (backlog.length === BACKLOG_PAUSE) {
+    session.backlogBytes += backlogWeight(result);
+    if (
+      !session.paused &&
+      (backlog.length >= BACKLOG_PAUSE || session.backlogBytes >= BACKLOG_PAUSE_BYTES)
+    ) {
       session.paused = true;
       session.peer.pause?.(true);
     } else if (backlog.length > BACKLOG_MAX) {
@@ -1064,13 +1087,18 @@ export class Chat implements ChatContext, SessionHost {
     const backlog = session.backlog;
     if (backlog === undefined) return;
     session.backlog = undefined;
+    session.backlogBytes = 0;
     for (const result of backlog) {
       if (session.state === 'closed') return;
       this.route(session, result);
     }
     // route() may have started a new backlog; TypeScript cannot see that.
     const waiting = session.backlog as ParseResult[] | undefined;
-    if (session.paused && (waiting?.length ?? 0) < BACKLOG_PAUSE) {
+    if (
+      session.paused &&
+      (waiting?.length ?? 0) < BACKLOG_PAUSE &&
+      session.backlogBytes < BACKLOG_PAUSE_BYTES
+    ) {
       session.paused = false;
       session.peer.pause?.(false);
     }
@@ -1457,10 +1485,15 @@ export class Chat implements ChatContext, SessionHost {
     epoch: string,
   ): Promise<void> {
     let from = after;
-    for (let page = 0; page < MAX_REPLAY / REPLAY_PAGE + 2 && from < top; page++) {
-      const read = await history.read(room.key, { after: from, limit: REPLAY_PAGE });
+    let limit = FIRST_REPLAY_PAGE;
+    // Every page holds at least one message, so MAX_REPLAY pages end any replay.
+    for (let page = 0; page <= MAX_REPLAY + 1 && from < top; page++) {
+      const read = await history.read(room.key, { after: from, limit });
       const batch = read.filter((m) => m.id <= top);
       if (batch.length === 0 || session.state === 'closed') return;
+      let bytes = 0;
+      for (const m of batch) bytes += wireSize(m);
+      limit = Math.max(1, Math.min(REPLAY_PAGE, Math.floor((limit * MAX_PAGE_BYTES) / bytes)));
       const out = batch.map((m) => chatDelivery(room.name, m));
       if (batch[0]!.id > from + 1) {
         // Retention may have deleted what the client has not read yet: it is told, as live.

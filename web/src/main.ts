@@ -73,6 +73,8 @@ interface RoomView {
   /** Whether the reader follows new lines; kept while the view is hidden (it cannot scroll then). */
   pinned: boolean;
   scrollTop: number;
+  /** Characters of text in `list`, which `trim` keeps under MAX_CHARS. */
+  chars: number;
 }
 
 const views = new Map<string, RoomView>();
@@ -127,6 +129,7 @@ function makeView(name: string, list?: HTMLOListElement): RoomView {
     loading: false,
     pinned: true,
     scrollTop: 0,
+    chars: 0,
   };
   ol.addEventListener('scroll', () => {
     if (ol.hidden) return;
@@ -212,10 +215,18 @@ function nickSpan(nickname: string): HTMLSpanElement {
   return span;
 }
 
-/** Message text with http(s) links made clickable; everything else stays text. */
+/**
+ * Links made clickable in one message; the rest stay text. A chat of 4,096
+ * characters can hold some 290 links, and a page holding thousands of such
+ * lines spent seconds on every frame.
+ */
+const MAX_LINKS = 16;
+
+/** Message text with http(s) links made clickable (at most MAX_LINKS); everything else stays text. */
 function richText(text: string): (Node | string)[] {
+  let links = 0;
   return findLinks(text).map(({ text, href }) => {
-    if (href === undefined) return text;
+    if (href === undefined || ++links > MAX_LINKS) return text;
     const a = document.createElement('a');
     a.href = href;
     a.target = '_blank';
@@ -252,34 +263,46 @@ function follow(view: RoomView, pinned: boolean): void {
 }
 
 /**
- * Lines a room keeps on the page. A busy room left open for days would otherwise grow the
- * page, and the ids remembered in `shown`, without end; older lines come back from history
- * when the reader scrolls up to them.
+ * Lines a room keeps on the page, and the characters of text they may hold (a thousand
+ * chats of 4,096 are 4 MB to lay out). A room left open for days, or members chatting at
+ * the flood limit, would otherwise grow the page, and the ids remembered in `shown`, until
+ * each new line cost seconds of layout; older lines come back from history when the
+ * reader scrolls up to them.
  */
-const MAX_LINES = 1500;
+const MAX_LINES = 1000;
+const MAX_CHARS = 200_000;
+/** How far past the limits a room goes before it is trimmed: each removal at the top reflows the list. */
+const TRIM_SLACK = 50;
 
 /**
- * Drops the oldest lines past MAX_LINES. A reader scrolled up may be reading them: then the
- * page keeps up to twice as many, and only lines a screenful above what the reader sees go
- * (past four times as many, the oldest go regardless), so what it reads stays where it is.
+ * Drops the oldest lines past the limits. A reader scrolled up may be reading them: then the
+ * page keeps up to twice as much, and only lines a screenful above what the reader sees go
+ * (past four times as much, the oldest go regardless), so what it reads stays where it is.
  */
 function trim(view: RoomView, pinned: boolean): void {
   const list = view.list;
-  const count = list.childElementCount;
-  const excess = count - (pinned ? MAX_LINES : 2 * MAX_LINES);
-  if (excess <= 0) return;
+  const lines = pinned ? MAX_LINES : 2 * MAX_LINES;
+  const chars = pinned ? MAX_CHARS : 2 * MAX_CHARS;
+  if (list.childElementCount <= lines + TRIM_SLACK && view.chars <= chars * 1.25) return;
+  const reading =
+    !pinned &&
+    !list.hidden &&
+    list.childElementCount <= 4 * MAX_LINES &&
+    view.chars <= 4 * MAX_CHARS;
   const height = list.scrollHeight;
-  const reading = !pinned && !list.hidden && count <= 4 * MAX_LINES;
   // Content coordinates: how far down the list a line ends, against a screenful above the view.
   const origin = reading ? list.getBoundingClientRect().top - list.scrollTop : 0;
   const above = list.scrollTop - list.clientHeight;
   let removed = 0;
-  for (; removed < excess; removed++) {
-    const first = list.firstElementChild as HTMLElement;
+  for (;;) {
+    const first = list.firstElementChild as HTMLElement | null;
+    if (first === null || (list.childElementCount <= lines && view.chars <= chars)) break;
     if (reading && first.getBoundingClientRect().bottom - origin > above) break;
     const { epoch, id } = first.dataset;
     if (epoch !== undefined && id !== undefined) view.shown.delete(`${epoch} ${id}`);
+    view.chars -= first.textContent?.length ?? 0;
     first.remove();
+    removed++;
   }
   if (removed === 0) return;
   // History continues from the oldest line left of the current epoch.
@@ -299,6 +322,7 @@ function trim(view: RoomView, pinned: boolean): void {
 function append(view: RoomView, li: HTMLLIElement): HTMLLIElement {
   const pinned = following(view);
   view.list.append(li);
+  view.chars += li.textContent?.length ?? 0;
   trim(view, pinned);
   follow(view, pinned);
   return li;
@@ -321,6 +345,7 @@ function placeStored(view: RoomView, li: HTMLLIElement, epoch: string, id: numbe
   li.dataset.epoch = epoch;
   li.dataset.id = String(id);
   view.list.insertBefore(li, before);
+  view.chars += li.textContent?.length ?? 0;
   trim(view, pinned);
   follow(view, pinned);
 }
@@ -648,6 +673,8 @@ function onMessage(m: ParsedServerMessage): void {
       li.removeAttribute('data-pending');
       const key = `${view.epoch} ${m.id}`;
       // Stored before the connection dropped and replayed since: that copy stands.
+      // Its text is counted again where it goes (placeStored), or goes.
+      view.chars -= li.textContent?.length ?? 0;
       if (view.shown.has(key)) {
         li.remove();
         return;
@@ -773,6 +800,7 @@ function onHistory(m: ParsedServerMessage): void {
     li.dataset.epoch = epoch;
     li.dataset.id = String(entry.id);
     list.insertBefore(li, anchor);
+    view.chars += li.textContent?.length ?? 0;
     if (view.oldest === undefined || entry.id < view.oldest) view.oldest = entry.id;
   }
   list.scrollTop = list.scrollHeight - fromBottom;

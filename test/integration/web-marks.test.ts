@@ -1,0 +1,61 @@
+/**
+ * A chat of stacked combining marks ("Zalgo": a letter with hundreds of marks
+ * above and below it, which chat text may hold) must not draw over the other
+ * lines of a member's page. Unclipped, each stack paints a column hundreds of
+ * pixels tall through the messages above and below it, so one member can make
+ * everyone else's lines unreadable.
+ *
+ * The check: the pixels of the lines around such a message are the same before
+ * and after it arrives.
+ */
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { ConfabServer } from '../../src/server.js';
+import { launchChromium } from '../helpers/browser.js';
+import { join, type RawClient } from '../helpers/raw-client.js';
+import { startConfab } from '../helpers/servers.js';
+import { joinAs } from '../helpers/web-page.js';
+
+let browser: Browser;
+let server: ConfabServer;
+
+beforeAll(async () => {
+  browser = await launchChromium();
+  server = await startConfab({ 'http-port': '0' });
+}, 30_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+const lineOf = (page: Page, text: string) => page.locator('#messages li', { hasText: text }).last();
+
+async function shown(page: Page, text: string): Promise<void> {
+  await lineOf(page, text).waitFor();
+}
+
+it('keeps a message of stacked combining marks inside its own line', async () => {
+  const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
+  await page.goto(`http://127.0.0.1:${server.httpAddress!.port}/`);
+  await joinAs(page, 'reader');
+  const eve: RawClient = await join(server.address.port, 'eve');
+  for (const n of [1, 2, 3]) {
+    eve.sendPy({ cmd: '7', msg: `plain line ${n}` });
+    await shown(page, `plain line ${n}`);
+  }
+  // The marks will arrive right below line 3.
+  const before = await Promise.all([2, 3].map((n) => lineOf(page, `plain line ${n}`).screenshot()));
+
+  // 60 marks above and 60 below each of 30 letters: 3,630 characters, under --max-message.
+  const zalgo = `a${'\u0301'.repeat(60)}${'\u0316'.repeat(60)}`.repeat(30);
+  eve.sendPy({ cmd: '7', msg: zalgo });
+  eve.sendPy({ cmd: '7', msg: 'plain line 4' });
+  await shown(page, 'plain line 4');
+  await page.waitForTimeout(200);
+
+  const after = await Promise.all([2, 3].map((n) => lineOf(page, `plain line ${n}`).screenshot()));
+  expect(after.map((png, i) => png.equals(before[i]!))).toEqual([true, true]);
+  await page.close();
+  eve.close();
+}, 30_000);
