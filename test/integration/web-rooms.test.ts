@@ -36,7 +36,7 @@ interface PageElement {
   querySelector(selector: string): PageElement | null;
   querySelectorAll(selector: string): Iterable<PageElement>;
   parentElement: PageElement | null;
-  getBoundingClientRect(): { top: number };
+  getBoundingClientRect(): { top: number; bottom: number };
 }
 declare const document: {
   querySelector(selector: string): PageElement | null;
@@ -455,11 +455,14 @@ describe('web client history and resume in Chromium', () => {
 
       // While the reader is up there, new lines do not take away what it reads: up to twice
       // the lines stay, then only those a screenful above its view go.
+      // The line in the middle of the view: what the reader is reading.
       const firstSeen = () =>
         page.$eval('#messages', (list) => {
-          const top = list.getBoundingClientRect().top;
+          const box = list.getBoundingClientRect();
+          const middle = (box.top + box.bottom) / 2;
           for (const li of list.querySelectorAll('li.msg')) {
-            if (li.getBoundingClientRect().top >= top) return li.textContent?.slice(-5);
+            const r = li.getBoundingClientRect();
+            if (r.top <= middle && middle < r.bottom) return li.textContent?.slice(-5);
           }
           return undefined;
         });
