@@ -252,7 +252,14 @@ export class Session implements Member {
 
   /** Forgets what was held for `room`: the member left it before it was released. */
   dropHeld(room: string): void {
-    if (this.held?.delete(room) === true && this.held.size === 0) this.held = undefined;
+    const waiting = this.held?.get(room);
+    if (waiting === undefined) return;
+    for (const delivery of waiting) this.heldBytes -= heldWeight(delivery);
+    this.held!.delete(room);
+    if (this.held!.size === 0) {
+      this.held = undefined;
+      this.heldBytes = 0;
+    }
   }
 
   private belowFloor(delivery: Delivery): boolean {
