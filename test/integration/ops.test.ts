@@ -112,6 +112,8 @@ describe('start failures', () => {
     const port = await freePort();
     const tlsPort = await freePort();
     const result = await serveUntilExit([
+      '--history',
+      'memory',
       '--port',
       String(port),
       '--http-port',
@@ -135,7 +137,14 @@ describe('start failures', () => {
     const taken = await hold();
     const busy = (taken.address() as net.AddressInfo).port;
     try {
-      const tcp = await serveUntilExit(['--port', String(busy), '--http-port', 'off']);
+      const tcp = await serveUntilExit([
+        '--history',
+        'memory',
+        '--port',
+        String(busy),
+        '--http-port',
+        'off',
+      ]);
       expect(tcp.code).toBe(1);
       expect(tcp.stderr).toBe(
         `confab: port ${busy} is in use (change it with --port or CONFAB_PORT)\n`,
@@ -145,6 +154,8 @@ describe('start failures', () => {
       // The plain port binds first; it must be closed again when HTTP fails.
       const port = await freePort();
       const http = await serveUntilExit([
+        '--history',
+        'memory',
         '--port',
         String(port),
         '--http-port',

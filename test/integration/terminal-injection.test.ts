@@ -279,7 +279,19 @@ async function serveWithLogs(format: 'pretty' | 'json'): Promise<{
   const port = await freePort();
   const child = spawn(
     process.execPath,
-    [CLI, 'serve', '--port', String(port), '--http-port', 'off', '--log-format', format],
+    // Memory history: the repository's default data directory is not this test's to lock.
+    [
+      CLI,
+      'serve',
+      '--port',
+      String(port),
+      '--http-port',
+      'off',
+      '--history',
+      'memory',
+      '--log-format',
+      format,
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } },
   );
   let output = '';
