@@ -252,7 +252,7 @@ interface Echoes {
   last: number;
   readonly senders: Map<number, Session>;
 }
-/** A member waiting for its join's place: the name it joined as, and its name for the room. */
+/** A member waiting for its join's place. */
 interface Placing {
   /** The name it joined as: what its "joined" carries. */
   readonly nickname: string;

@@ -49,8 +49,17 @@ export function sendRequest(peer: FakePeer, request: Request): void {
 
 /** A new connection to `chat` from `ip` that has sent CONNECT as `nickname` (with `caps`, if any). */
 export function joinChat(chat: Chat, nickname: string, caps?: string[], ip?: string): FakePeer {
+  return connectWith(
+    chat,
+    caps === undefined ? { cmd: '0', nickname } : { cmd: '0', nickname, caps },
+    ip,
+  );
+}
+
+/** A new client of `chat` that sends `connect`: a CONNECT with whatever fields the test needs. */
+export function connectWith(chat: Chat, connect: Request, ip?: string): FakePeer {
   const peer = new FakePeer(ip);
   peer.session = chat.open(peer);
-  sendRequest(peer, caps === undefined ? { cmd: '0', nickname } : { cmd: '0', nickname, caps });
+  sendRequest(peer, connect);
   return peer;
 }

@@ -12,7 +12,7 @@ import { afterEach, expect, it } from 'vitest';
 import { Chat } from '../../../src/core/chat.js';
 import type { Request, ServerMessage } from '../../../src/protocol/messages.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
-import { FakePeer, joinChat, sendRequest } from '../../helpers/fake-peer.js';
+import { connectWith, type FakePeer, joinChat, sendRequest } from '../../helpers/fake-peer.js';
 
 let chat: Chat | undefined;
 afterEach(() => chat?.shutdown());
@@ -38,9 +38,7 @@ it.fails('stores a chat re-sent with its cid once, also when its sender renamed 
   sendRequest(ann, { cmd: '5', newNickname: 'anna' } as Request);
   await until(() => ann.outbox.some((m) => m.cmd === '51'));
   // The client comes back with its token and sends again what was never acknowledged.
-  const back = new FakePeer();
-  back.session = chat.open(back);
-  sendRequest(back, {
+  const back = connectWith(chat, {
     cmd: '0',
     nickname: 'ann',
     caps: ['rooms', 'history'],

@@ -12,7 +12,12 @@ import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.j
 import { type Heartbeat, PresenceKeeper } from '../../../src/core/presence.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
-import { joinChat as connect, FakePeer, sendRequest as send } from '../../helpers/fake-peer.js';
+import {
+  joinChat as connect,
+  connectWith,
+  type FakePeer,
+  sendRequest as send,
+} from '../../helpers/fake-peer.js';
 
 function nodes(n: number, options: ChatOptions = {}): Chat[] {
   const presenceHub = new PresenceHub();
@@ -379,9 +384,7 @@ describe('a chat of several nodes', () => {
     // is lost on the way (pub/sub delivers at most once): that connection goes on a while.
     const notify = brokers[0]!.notify;
     brokers[0]!.notify = () => {};
-    const back = new FakePeer();
-    back.session = a.open(back);
-    send(back, { cmd: '0', nickname: 'sam', caps, resume: token });
+    const back = connectWith(a, { cmd: '0', nickname: 'sam', caps, resume: token });
     await settle();
     brokers[0]!.notify = notify;
     expect(back.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
@@ -521,9 +524,7 @@ describe('a chat of several nodes', () => {
     await settle();
     const oldId = ann.session.presenceId;
     const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
-    const back = new FakePeer();
-    back.session = b!.open(back);
-    send(back, { cmd: '0', nickname: 'whoever', caps, resume: token });
+    const back = connectWith(b!, { cmd: '0', nickname: 'whoever', caps, resume: token });
     await settle();
     expect(back.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
     expect(ann.closedWith).toBe('replaced');
@@ -608,9 +609,7 @@ describe('a chat of several nodes', () => {
     const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
     carl.take();
     // Ann's session moves to a, with room x: a now knows two rooms, over its cap of one.
-    const back = new FakePeer();
-    back.session = a!.open(back);
-    send(back, { cmd: '0', nickname: 'whoever', caps, resume: token });
+    const back = connectWith(a!, { cmd: '0', nickname: 'whoever', caps, resume: token });
     await settle();
     expect(back.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
     expect([...back.session.rooms].map((r) => r.name).sort()).toEqual(['lobby', 'x']);

@@ -14,7 +14,7 @@ import { Chat } from '../../../src/core/chat.js';
 import type { HistoryStore, RoomHistory } from '../../../src/core/history.js';
 import type { Request } from '../../../src/protocol/messages.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
-import { FakePeer, joinChat, sendRequest } from '../../helpers/fake-peer.js';
+import { connectWith, type FakePeer, joinChat, sendRequest } from '../../helpers/fake-peer.js';
 
 let chat: Chat | undefined;
 afterEach(() => chat?.shutdown());
@@ -46,15 +46,9 @@ async function turns(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 }
 
-it('closes a client whose held live events pass some MB long before 10,000 of them', async () => {
-  const { store, gate, open } = gatedStore();
-  chat = new Chat({ history: store, maxMessage: 4096 });
-  const talkers = Array.from({ length: 4 }, (_, i) => joinChat(chat!, `talker${i}`, ['rooms']));
-  for (const t of talkers) sendRequest(t, { cmd: '100', room: 'busy' } as Request);
-  await turns(5);
-  const slow = new FakePeer();
-  slow.session = chat.open(slow);
-  sendRequest(slow, {
+/** A client with history that joins "busy" once the store is gated: its replay waits. */
+async function slowJoiner(chat: Chat, gate: () => void): Promise<FakePeer> {
+  const slow = connectWith(chat, {
     cmd: '0',
     nickname: 'slow',
     caps: ['rooms', 'history'],
@@ -62,9 +56,19 @@ it('closes a client whose held live events pass some MB long before 10,000 of th
   } as Request);
   await turns(2);
   gate();
-  // The replay waits on the store: the room's live chats are held for the slow client.
   sendRequest(slow, { cmd: '100', room: 'busy' } as Request);
   await turns(2);
+  return slow;
+}
+
+it('closes a client whose held live events pass some MB long before 10,000 of them', async () => {
+  const { store, gate, open } = gatedStore();
+  chat = new Chat({ history: store, maxMessage: 4096 });
+  const talkers = Array.from({ length: 4 }, (_, i) => joinChat(chat!, `talker${i}`, ['rooms']));
+  for (const t of talkers) sendRequest(t, { cmd: '100', room: 'busy' } as Request);
+  await turns(5);
+  // The replay waits on the store: the room's live chats are held for the slow client.
+  const slow = await slowJoiner(chat, gate);
   const msg = '\u{1F600}'.repeat(4096);
   for (let round = 0; round < 100 && slow.closedWith === undefined; round++) {
     for (const t of talkers) sendRequest(t, { cmd: '7', room: 'busy', msg } as Request);
@@ -81,18 +85,7 @@ it('still holds the ordinary traffic of a busy room during a replay, and ends wi
   const talker = joinChat(chat, 'talker', ['rooms']);
   sendRequest(talker, { cmd: '100', room: 'busy' } as Request);
   await turns(5);
-  const slow = new FakePeer();
-  slow.session = chat.open(slow);
-  sendRequest(slow, {
-    cmd: '0',
-    nickname: 'slow',
-    caps: ['rooms', 'history'],
-    lobby: false,
-  } as Request);
-  await turns(2);
-  gate();
-  sendRequest(slow, { cmd: '100', room: 'busy' } as Request);
-  await turns(2);
+  const slow = await slowJoiner(chat, gate);
   for (let i = 0; i < 2000; i++) {
     sendRequest(talker, {
       cmd: '7',

@@ -11,7 +11,7 @@ import { Chat } from '../../../src/core/chat.js';
 import type { HistoryQuery, HistoryStore, StoredMessage } from '../../../src/core/history.js';
 import type { Request } from '../../../src/protocol/messages.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
-import { FakePeer, joinChat, sendRequest } from '../../helpers/fake-peer.js';
+import { connectWith, type FakePeer, joinChat, sendRequest } from '../../helpers/fake-peer.js';
 
 let chat: Chat | undefined;
 afterEach(() => chat?.shutdown());
@@ -43,20 +43,18 @@ function recordingStore(): { store: HistoryStore; pages: number[]; counts: numbe
   return { store, pages, counts };
 }
 
-it('reads a recovery of long messages in pages of a few hundred KB, not 100 messages', async () => {
-  const { store, pages, counts } = recordingStore();
-  chat = new Chat({ history: store, maxMessage: 4096 });
+/**
+ * ann stores 300 chats (`request(i)`), then resumes its session asking for every message
+ * after id 0: the connection it resumed on, once all 300 have come back.
+ */
+async function storeThenRecover(chat: Chat, request: (i: number) => Request): Promise<FakePeer> {
   const ann = joinChat(chat, 'ann', ['rooms', 'history']);
   await until(() => ann.outbox.some((m) => m.cmd === '101'));
   const welcome = ann.outbox.find((m) => m.cmd === '03') as { resume: string };
   const lobby = ann.outbox.find((m) => m.cmd === '101') as { epoch: string };
-  const msg = '\u{1F600}'.repeat(4096);
-  for (let i = 0; i < 300; i++) sendRequest(ann, { cmd: '7', msg, cid: `c${i}` } as Request);
+  for (let i = 0; i < 300; i++) sendRequest(ann, request(i));
   await until(() => ann.outbox.filter((m) => m.cmd === '71').length === 300);
-
-  const back = new FakePeer();
-  back.session = chat.open(back);
-  sendRequest(back, {
+  const back = connectWith(chat, {
     cmd: '0',
     nickname: 'ann',
     caps: ['rooms', 'history'],
@@ -64,6 +62,14 @@ it('reads a recovery of long messages in pages of a few hundred KB, not 100 mess
     since: [{ room: 'lobby', epoch: lobby.epoch, id: 0 }],
   } as Request);
   await until(() => back.outbox.filter((m) => m.cmd === '70').length === 300);
+  return back;
+}
+
+it('reads a recovery of long messages in pages of a few hundred KB, not 100 messages', async () => {
+  const { store, pages, counts } = recordingStore();
+  chat = new Chat({ history: store, maxMessage: 4096 });
+  const msg = '\u{1F600}'.repeat(4096);
+  const back = await storeThenRecover(chat, (i) => ({ cmd: '7', msg, cid: `c${i}` }) as Request);
   // Every message came back, in order, once.
   const ids = back.outbox.filter((m) => m.cmd === '70').map((m) => (m as { id: number }).id);
   expect(ids).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
@@ -75,21 +81,6 @@ it('reads a recovery of long messages in pages of a few hundred KB, not 100 mess
 it('still reads short messages 100 at a time', async () => {
   const { store, counts } = recordingStore();
   chat = new Chat({ history: store });
-  const ann = joinChat(chat, 'ann', ['rooms', 'history']);
-  await until(() => ann.outbox.some((m) => m.cmd === '101'));
-  const welcome = ann.outbox.find((m) => m.cmd === '03') as { resume: string };
-  const lobby = ann.outbox.find((m) => m.cmd === '101') as { epoch: string };
-  for (let i = 0; i < 300; i++) sendRequest(ann, { cmd: '7', msg: `short ${i}` } as Request);
-  await until(() => ann.outbox.filter((m) => m.cmd === '71').length === 300);
-  const back = new FakePeer();
-  back.session = chat.open(back);
-  sendRequest(back, {
-    cmd: '0',
-    nickname: 'ann',
-    caps: ['rooms', 'history'],
-    resume: welcome.resume,
-    since: [{ room: 'lobby', epoch: lobby.epoch, id: 0 }],
-  } as Request);
-  await until(() => back.outbox.filter((m) => m.cmd === '70').length === 300);
+  await storeThenRecover(chat, (i) => ({ cmd: '7', msg: `short ${i}` }) as Request);
   expect(Math.max(...counts)).toBe(100);
 });
