@@ -4,16 +4,14 @@
  * hold some 290 links) added some 300 elements, and each new line forced a
  * layout of the whole list: four course clients at the flood limit for 30 s
  * left a page of 500,000 elements taking 5 to 8 s a frame, still after they
- * stopped. A room now keeps its newest lines while the reader follows them
- * (older ones load again from HISTORY), a chat makes at most 16 links, and
- * following the newest line scrolls once a frame.
+ * stopped. A room now keeps its newest lines and characters while the reader
+ * follows them (older ones load again from HISTORY), and a chat makes at most
+ * 16 links.
  */
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { ConfabServer } from '../../src/server.js';
-import { launchChromium } from '../helpers/browser.js';
+
+import { expect, it } from 'vitest';
+import { useWebServer } from '../helpers/browser.js';
 import { join } from '../helpers/raw-client.js';
-import { startConfab } from '../helpers/servers.js';
 import { joinAs } from '../helpers/web-page.js';
 
 /** What the page's functions below use of the DOM (this project's types have no DOM). */
@@ -26,25 +24,14 @@ declare const document: {
   } | null;
 };
 
-let browser: Browser;
-let server: ConfabServer;
-
-beforeAll(async () => {
-  browser = await launchChromium();
-  // No flood control: the flood arrives at once instead of over a minute.
-  server = await startConfab({ 'http-port': '0', 'rate-limit': '0' });
-}, 30_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+// No flood control: the flood arrives at once instead of over a minute.
+const web = useWebServer({ 'rate-limit': '0' });
 
 it('keeps a page small and following while a member floods the room with links', async () => {
-  const page = await browser.newPage({ viewport: { width: 1000, height: 700 } });
-  await page.goto(`http://127.0.0.1:${server.httpAddress!.port}/`);
+  const page = await web.browser.newPage({ viewport: { width: 1000, height: 700 } });
+  await page.goto(`http://127.0.0.1:${web.server.httpAddress!.port}/`);
   await joinAs(page, 'reader');
-  const eve = await join(server.address.port, 'eve');
+  const eve = await join(web.server.address.port, 'eve');
   const links = 'https://a.example/c '.repeat(210).slice(0, 4080);
   for (let i = 0; i < 600; i++) eve.sendPy({ cmd: '7', msg: `${i} ${links}` });
   eve.sendPy({ cmd: '7', msg: 'end of the flood' });

@@ -8,26 +8,13 @@
  * The check: the pixels of the lines around such a message are the same before
  * and after it arrives.
  */
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { ConfabServer } from '../../src/server.js';
-import { launchChromium } from '../helpers/browser.js';
+import type { Page } from 'playwright-core';
+import { expect, it } from 'vitest';
+import { useWebServer } from '../helpers/browser.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
-import { startConfab } from '../helpers/servers.js';
 import { joinAs } from '../helpers/web-page.js';
 
-let browser: Browser;
-let server: ConfabServer;
-
-beforeAll(async () => {
-  browser = await launchChromium();
-  server = await startConfab({ 'http-port': '0' });
-}, 30_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const web = useWebServer();
 
 const lineOf = (page: Page, text: string) => page.locator('#messages li', { hasText: text }).last();
 
@@ -36,10 +23,10 @@ async function shown(page: Page, text: string): Promise<void> {
 }
 
 it('keeps a message of stacked combining marks inside its own line', async () => {
-  const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
-  await page.goto(`http://127.0.0.1:${server.httpAddress!.port}/`);
+  const page = await web.browser.newPage({ viewport: { width: 1000, height: 900 } });
+  await page.goto(`http://127.0.0.1:${web.server.httpAddress!.port}/`);
   await joinAs(page, 'reader');
-  const eve: RawClient = await join(server.address.port, 'eve');
+  const eve: RawClient = await join(web.server.address.port, 'eve');
   for (const n of [1, 2, 3]) {
     eve.sendPy({ cmd: '7', msg: `plain line ${n}` });
     await shown(page, `plain line ${n}`);

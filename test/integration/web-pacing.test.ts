@@ -1,9 +1,6 @@
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ConfabServer } from '../../src/server.js';
-import { launchChromium } from '../helpers/browser.js';
+import { describe, expect, it } from 'vitest';
+import { useWebServer } from '../helpers/browser.js';
 import { join } from '../helpers/raw-client.js';
-import { startConfab } from '../helpers/servers.js';
 import { joinAs } from '../helpers/web-page.js';
 
 // The browser globals the function passed to page.evaluate uses: the test
@@ -20,31 +17,20 @@ interface PageNote {
   textContent: string | null;
 }
 
-let browser: Browser;
-let server: ConfabServer;
-
-beforeAll(async () => {
-  browser = await launchChromium();
-  // The default flood limits: 20 per second after a burst of 40.
-  server = await startConfab({ 'http-port': '0' });
-}, 30_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+// The default flood limits: 20 per second after a burst of 40.
+const web = useWebServer();
 
 describe('web client pacing', () => {
   it('sends 60 lines submitted at once, in order, showing how many wait', async () => {
-    const page = await browser.newPage();
+    const page = await web.browser.newPage();
     const pageErrors: string[] = [];
     page.on('pageerror', (e) => pageErrors.push(String(e)));
     try {
-      await page.goto(`http://127.0.0.1:${server.httpAddress!.port}/`);
+      await page.goto(`http://127.0.0.1:${web.server.httpAddress!.port}/`);
       await joinAs(page, 'web');
       // Let the join's own requests (USERS, VERSION, RTT) settle first.
       await page.locator('#version:not(:empty)').waitFor();
-      const tcp = await join(server.address.port, 'tcp');
+      const tcp = await join(web.server.address.port, 'tcp');
       await page.locator('#messages li', { hasText: 'tcp joined' }).waitFor();
 
       const lines = Array.from({ length: 60 }, (_, i) => `line ${i + 1} from the browser`);

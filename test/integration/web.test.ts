@@ -1,28 +1,20 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { ConfabServer } from '../../src/server.js';
 import { hue, MIN_CONTRAST } from '../../web/src/colors.js';
-import { launchChromium } from '../helpers/browser.js';
+import { useWebServer } from '../helpers/browser.js';
 import { join } from '../helpers/raw-client.js';
 import { ROOT, startConfab } from '../helpers/servers.js';
 import { joinAs, say } from '../helpers/web-page.js';
 
 const ARTIFACTS = path.join(ROOT, 'test-results');
 
-let browser: Browser;
-let server: ConfabServer;
+const web = useWebServer();
 
-beforeAll(async () => {
+beforeAll(() => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  browser = await launchChromium();
-  server = await startConfab({ 'http-port': '0' });
-}, 30_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.stop();
 });
 
 /** Per page: CSP violations and uncaught errors so far (checked again when the page closes). */
@@ -34,7 +26,7 @@ async function openPage(
   height = 700,
   before?: (page: Page) => Promise<void>,
 ): Promise<Page> {
-  const page = await browser.newPage({ viewport: { width, height } });
+  const page = await web.browser.newPage({ viewport: { width, height } });
   const foreign: string[] = [];
   page.on('request', (r) => {
     const url = new URL(r.url());
@@ -61,12 +53,12 @@ const line = (page: Page, text: string | RegExp) =>
 
 describe('web client in Chromium', () => {
   it('two browsers and a course TCP client chat, whisper and rename together', async () => {
-    const port = server.httpAddress!.port;
+    const port = web.server.httpAddress!.port;
     const ann = await openPage(port);
     const bea = await openPage(port, 390, 760);
     await joinAs(ann, 'ann');
     await joinAs(bea, 'bea');
-    const tcp = await join(server.address.port, 'tcp');
+    const tcp = await join(web.server.address.port, 'tcp');
     await line(ann, 'tcp joined (3 users)');
     expect(await ann.locator('#members-count').textContent()).toBe('3');
     expect(await ann.locator('#member-list button').allTextContents()).toEqual([
@@ -122,7 +114,7 @@ describe('web client in Chromium', () => {
   }, 40_000);
 
   it('refuses a taken nickname and lets the user pick another', async () => {
-    const port = server.httpAddress!.port;
+    const port = web.server.httpAddress!.port;
     const first = await openPage(port);
     await joinAs(first, 'dora');
     const second = await openPage(port);
@@ -159,9 +151,9 @@ describe('web client in Chromium', () => {
   }, 30_000);
 
   it('follows new messages at the bottom, but not after the reader scrolls up', async () => {
-    const page = await openPage(server.httpAddress!.port, 800, 400);
+    const page = await openPage(web.server.httpAddress!.port, 800, 400);
     await joinAs(page, 'scroller');
-    const talker = await join(server.address.port, 'talker');
+    const talker = await join(web.server.address.port, 'talker');
     const atBottom = () =>
       page.$eval('#messages', (el) => el.scrollHeight - el.scrollTop - el.clientHeight < 5);
     for (let i = 0; i < 40; i++) talker.sendPy({ cmd: '7', msg: `line ${i}` });
@@ -312,9 +304,9 @@ describe('web client for people', () => {
   }, 60_000);
 
   it('makes http(s) links clickable and leaves other schemes as text', async () => {
-    const page = await openPage(server.httpAddress!.port);
+    const page = await openPage(web.server.httpAddress!.port);
     await joinAs(page, 'reader');
-    const poster = await join(server.address.port, 'poster');
+    const poster = await join(web.server.address.port, 'poster');
     const text =
       'docs at https://example.com/a?b=1&c=2#top, not javascript:alert(document.domain) ' +
       'nor data:text/html,<img src=x onerror=alert(1)> nor JAVASCRIPT://%0aalert(1); ' +
@@ -354,7 +346,7 @@ describe('web client for people', () => {
   }, 30_000);
 
   it('counts unread messages in the title while the tab is hidden', async () => {
-    const page = await openPage(server.httpAddress!.port);
+    const page = await openPage(web.server.httpAddress!.port);
     await joinAs(page, 'away');
     // Headless Chromium keeps every tab "visible" (a second tab in front or a
     // minimised window changes nothing), so the test stands in for the browser:
@@ -370,7 +362,7 @@ describe('web client for people', () => {
       }, state);
     const title = () => page.title();
     expect(await title()).toBe('confab');
-    const talker = await join(server.address.port, 'talker2');
+    const talker = await join(web.server.address.port, 'talker2');
     await line(page, 'talker2 joined');
 
     await setVisibility('hidden');
@@ -380,7 +372,7 @@ describe('web client for people', () => {
     talker.sendPy({ cmd: '7', msg: 'three' });
     await page.waitForFunction(() => document.title === '(3) confab');
     // Notices are not messages: a join does not count.
-    const other = await join(server.address.port, 'other');
+    const other = await join(web.server.address.port, 'other');
     await line(page, 'other joined');
     expect(await title()).toBe('(3) confab');
 
@@ -525,12 +517,12 @@ describe('web client for people', () => {
   }, 40_000);
 
   it('looks right on a desktop and a phone, light and dark (screenshots)', async () => {
-    const port = server.httpAddress!.port;
+    const port = web.server.httpAddress!.port;
     const desk = await openPage(port, 1100, 700);
     const phone = await openPage(port, 390, 760);
     await joinAs(desk, 'maria');
     const others = await Promise.all(
-      ['Priya', 'olu', 'nina'].map((n) => join(server.address.port, n)),
+      ['Priya', 'olu', 'nina'].map((n) => join(web.server.address.port, n)),
     );
     const [priya, olu, nina] = others as [
       (typeof others)[0],
