@@ -122,6 +122,7 @@ const COLORS: Record<string, string> = {
   'confab-3nodes': '#44337a',
   baseline: '#805ad5',
   'baseline-sqlite': '#44337a',
+  'baseline-1node': '#d6bcfa',
   seed: '#a0aec0',
   ngircd: '#dd6b20',
   inspircd: '#38a169',

@@ -9,8 +9,9 @@ import { type BenchRedis, redisPing } from './redis.js';
 /**
  * `confab-course` is confab with members that negotiate nothing, as the
  * course client does; `baseline` is confab built from another checkout
- * (StartOptions.baseline), for before/after comparisons in one run, and
- * `baseline-sqlite` that checkout storing history in SQLite, like `confab-sqlite`.
+ * (StartOptions.baseline), for before/after comparisons in one run,
+ * `baseline-sqlite` that checkout storing history in SQLite, like `confab-sqlite`,
+ * and `baseline-1node` that checkout as one node with Redis, like `confab-1node`.
  */
 export type ServerName =
   | 'confab'
@@ -22,6 +23,7 @@ export type ServerName =
   | 'confab-3nodes'
   | 'baseline'
   | 'baseline-sqlite'
+  | 'baseline-1node'
   | 'seed'
   | 'ngircd'
   | 'inspircd';
@@ -54,6 +56,7 @@ export const CLUSTER_NODES: Partial<Record<ServerName, number>> = {
   'confab-1node': 1,
   'confab-2nodes': 2,
   'confab-3nodes': 3,
+  'baseline-1node': 1,
 };
 
 export const REDIS_SERVER = process.env.CONFAB_REDIS_SERVER ?? '/usr/bin/redis-server';
@@ -332,6 +335,7 @@ async function startOnce(
     case 'confab-1node':
     case 'confab-2nodes':
     case 'confab-3nodes':
+    case 'baseline-1node':
       throw new Error(`${name} is a cluster: startCluster starts it`);
     case 'ngircd': {
       dialect = 'irc';
@@ -462,7 +466,11 @@ async function startCluster(
 ): Promise<RunningServer> {
   const missing = redisMissing();
   if (missing !== undefined) throw new Error(missing);
-  if (!confabHasOption('--redis')) throw new Error(`${name}: this confab has no --redis`);
+  const baseline = name === 'baseline-1node';
+  if (baseline && options.baseline === undefined)
+    throw new Error(`server ${name} needs --baseline DIR`);
+  const root = baseline ? options.baseline! : ROOT;
+  if (!confabHasOption('--redis', root)) throw new Error(`${name}: this confab has no --redis`);
   const dir = mkdtempSync(path.join(tmpdir(), 'bench-cluster-'));
   const children: ChildProcess[] = [];
   // Four processes per cluster should not outlive a harness that crashed.
@@ -485,7 +493,7 @@ async function startCluster(
       const port = await freePort();
       const node = launch(process.execPath, [
         ...(options.nodeFlags ?? []),
-        path.join(ROOT, 'dist/cli/main.js'),
+        path.join(root, 'dist/cli/main.js'),
         'serve',
         '--port',
         String(port),
