@@ -261,7 +261,8 @@ async function benchAll(
         s === 'confab-course' ||
         s === 'confab-memory' ||
         s === 'confab-sqlite' ||
-        s === 'baseline-sqlite'
+        s === 'baseline-sqlite' ||
+        s === 'baseline-memory'
       )
         return false;
       if (CLUSTER_NODES[s] !== undefined) {

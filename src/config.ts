@@ -272,6 +272,15 @@ export const SERVE_OPTIONS = {
     description: 'seconds a message is kept ("off" keeps messages until the count limit)',
     arg: 'S',
   },
+  'history-memory-max': {
+    kind: 'integer',
+    default: 256 * 1024 * 1024,
+    min: 65536,
+    max: 64 * 1024 * 1024 * 1024,
+    description:
+      "with --history memory: bytes all rooms' messages may take together; past it, the rooms written to least recently lose their oldest messages first",
+    arg: 'BYTES',
+  },
   'history-on-join': {
     kind: 'integer',
     default: 50,

@@ -131,7 +131,7 @@ function openHistory(config: Config): HistoryStore | undefined {
     case 'off':
       return undefined;
     case 'memory':
-      return new MemoryHistoryStore({ retention });
+      return new MemoryHistoryStore({ retention, maxBytes: config.historyMemoryMax });
     default:
       try {
         mkdirSync(config.dataDir, { recursive: true });

@@ -10,8 +10,8 @@ import { type BenchRedis, redisPing } from './redis.js';
  * `confab-course` is confab with members that negotiate nothing, as the
  * course client does; `baseline` is confab built from another checkout
  * (StartOptions.baseline), for before/after comparisons in one run,
- * `baseline-sqlite` that checkout storing history in SQLite, like `confab-sqlite`,
- * and `baseline-1node` that checkout as one node with Redis, like `confab-1node`.
+ * `baseline-sqlite` and `baseline-memory` that checkout storing history, like
+ * `confab-sqlite` and `confab-memory`, and `baseline-1node` that checkout as one node with Redis, like `confab-1node`.
  */
 export type ServerName =
   | 'confab'
@@ -23,6 +23,7 @@ export type ServerName =
   | 'confab-3nodes'
   | 'baseline'
   | 'baseline-sqlite'
+  | 'baseline-memory'
   | 'baseline-1node'
   | 'seed'
   | 'ngircd'
@@ -248,16 +249,17 @@ async function startOnce(
     case 'confab-memory':
     case 'confab-sqlite':
     case 'baseline':
-    case 'baseline-sqlite': {
+    case 'baseline-sqlite':
+    case 'baseline-memory': {
       dialect = name === 'confab-course' ? 'course' : 'confab';
-      const baseline = name === 'baseline' || name === 'baseline-sqlite';
+      const baseline = name.startsWith('baseline');
       if (baseline && options.baseline === undefined)
         throw new Error(`server ${name} needs --baseline DIR`);
       const root = baseline ? options.baseline! : ROOT;
       // `confab` and `baseline` keep no history, as the IRC servers here keep none;
       // -memory and -sqlite measure what storing every chat costs.
       const history =
-        name === 'confab-memory'
+        name === 'confab-memory' || name === 'baseline-memory'
           ? 'memory'
           : name === 'confab-sqlite' || name === 'baseline-sqlite'
             ? 'sqlite'

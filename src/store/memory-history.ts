@@ -24,23 +24,38 @@ function cidKey(from: string, cid: string): string {
   return `${from.length}:${from}${cid}`;
 }
 
+/** The default of MemoryHistoryStoreOptions.maxBytes: 256 MiB. */
+export const DEFAULT_MEMORY_HISTORY_BYTES = 256 * 1024 * 1024;
+
+/**
+ * What a stored message is counted as against the budget: its strings at two bytes a
+ * character (V8 keeps text with any character above U+00FF so), and the message object
+ * and its place in the ring.
+ */
+function weigh(message: StoredMessage): number {
+  return 2 * (message.msg.length + message.from.length + (message.cid?.length ?? 0)) + 96;
+}
+
 /**
  * One room's messages: a ring of at most `capacity` messages whose ids are
  * consecutive (retention only ever removes the oldest), so a message is found
  * by arithmetic on its id.
  */
 class RoomRing {
-  top = 0;
   private readonly slots: (StoredMessage | undefined)[] = [];
   /** Index in `slots` of the oldest message. */
   private head = 0;
-  private size = 0;
+  size = 0;
+  /** The weight (weigh) of the messages held. */
+  weight = 0;
   /** cid -> message, only for messages still in the ring, so it is bounded like the ring. */
   private readonly cids = new Map<string, StoredMessage>();
 
+  /** `top`: the room's last id so far (its history may have been dropped before). */
   constructor(
     readonly epoch: string,
     private readonly capacity: number,
+    public top: number,
   ) {}
 
   get oldest(): number {
@@ -60,6 +75,7 @@ class RoomRing {
       this.slots[(this.head + this.size) % this.capacity] = message;
     }
     this.size++;
+    this.weight += weigh(message);
     this.top = message.id;
     if (message.cid !== undefined) this.cids.set(cidKey(message.from, message.cid), message);
   }
@@ -67,6 +83,11 @@ class RoomRing {
   /** Removes the oldest messages while they are older than `cutoff`. */
   dropOlderThan(cutoff: number): void {
     while (this.size > 0 && this.at(this.oldest).at < cutoff) this.dropOldest();
+  }
+
+  /** Removes the oldest messages until it weighs at most `weight` or holds `keep`. */
+  dropTo(weight: number, keep: number): void {
+    while (this.size > keep && this.weight > weight) this.dropOldest();
   }
 
   /** Messages with ids in [from, to], oldest first; the range is clamped to what is stored. */
@@ -94,7 +115,19 @@ class RoomRing {
     }
     this.head = (this.head + 1) % this.capacity;
     this.size--;
+    this.weight -= weigh(gone);
   }
+}
+
+export interface MemoryHistoryStoreOptions extends HistoryStoreOptions {
+  /**
+   * What all rooms' messages together may weigh, about in bytes (default
+   * DEFAULT_MEMORY_HISTORY_BYTES). Past it, the rooms written to least recently lose
+   * their oldest messages first, as if past their count limit.
+   */
+  readonly maxBytes?: number;
+  /** Rooms whose every message is gone remembered by their top (default 100,000). */
+  readonly maxEmptyRooms?: number;
 }
 
 /**
@@ -102,18 +135,43 @@ class RoomRing {
  * gets a new epoch, so clients know their ids mean nothing any more.
  * `append` is durable as soon as it returns (there is nothing more durable to
  * wait for here).
+ *
+ * Everything it holds is bounded: the messages by `maxBytes`, whatever the
+ * count and age limits let each room keep (a client walking through rooms,
+ * leaving a message in each, would otherwise grow it for as long as they
+ * allow), and a room that lost all its messages by its top id alone, so its
+ * ids are not given out again. Past `maxEmptyRooms` of those, they are
+ * forgotten and the seed changes: such rooms then get a new epoch, and clients
+ * holding their ids are told those mean nothing any more.
  */
 export class MemoryHistoryStore implements HistoryStore {
   private readonly retention: Retention;
-  private readonly seed: string;
+  private seed: string;
+  private readonly newId: (() => string) | undefined;
+  /** Rooms with messages, least recently written first. */
   private readonly rooms = new Map<string, RoomRing>();
+  /** The last written, so that a run of appends to one room leaves the order alone. */
+  private newest: RoomRing | undefined;
+  /** The top of each room whose messages are all gone. */
+  private readonly emptied = new Map<string, number>();
+  private readonly maxBytes: number;
+  private readonly maxEmptyRooms: number;
+  private weight = 0;
   private readonly timer: NodeJS.Timeout | undefined;
   private closed = false;
 
-  constructor(options: HistoryStoreOptions) {
+  constructor(options: MemoryHistoryStoreOptions) {
     checkRetention(options.retention);
     this.retention = options.retention;
+    this.newId = options.newId;
     this.seed = newSeed(options.newId);
+    this.maxBytes = options.maxBytes ?? DEFAULT_MEMORY_HISTORY_BYTES;
+    this.maxEmptyRooms = options.maxEmptyRooms ?? 100_000;
+    if (!(this.maxBytes > 0))
+      throw new RangeError(`maxBytes must be positive, not ${this.maxBytes}`);
+    if (!(this.maxEmptyRooms >= 0)) {
+      throw new RangeError(`maxEmptyRooms must be 0 or more, not ${this.maxEmptyRooms}`);
+    }
     const interval = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
     if (interval > 0 && this.retention.maxAgeMs > 0) {
       const now = options.now ?? Date.now;
@@ -133,9 +191,15 @@ export class MemoryHistoryStore implements HistoryStore {
     const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
     let ring = this.rooms.get(room);
     if (ring === undefined) {
-      ring = new RoomRing(roomEpoch(this.seed, room), this.retention.maxMessages);
+      const top = this.emptied.get(room) ?? 0;
+      this.emptied.delete(room);
+      ring = new RoomRing(roomEpoch(this.seed, room), this.retention.maxMessages, top);
+      this.rooms.set(room, ring);
+    } else if (ring !== this.newest) {
+      this.rooms.delete(room);
       this.rooms.set(room, ring);
     }
+    this.newest = ring;
     if (cid !== undefined) {
       const first = ring.findCid(draft.from, cid);
       if (first !== undefined) {
@@ -150,7 +214,10 @@ export class MemoryHistoryStore implements HistoryStore {
       msg: wellFormed(draft.msg),
       ...(cid !== undefined ? { cid } : {}),
     };
+    const before = ring.weight;
     ring.push(message);
+    this.weight += ring.weight - before;
+    if (this.weight > this.maxBytes) this.shed(ring);
     return Promise.resolve({ message, epoch: ring.epoch, duplicate: false });
   }
 
@@ -162,7 +229,8 @@ export class MemoryHistoryStore implements HistoryStore {
     }
     const ring = this.rooms.get(room);
     if (ring === undefined) {
-      return Promise.resolve({ epoch: roomEpoch(this.seed, room), top: 0, oldest: 1 });
+      const top = this.emptied.get(room) ?? 0;
+      return Promise.resolve({ epoch: roomEpoch(this.seed, room), top, oldest: top + 1 });
     }
     return Promise.resolve({ epoch: ring.epoch, top: ring.top, oldest: ring.oldest });
   }
@@ -198,9 +266,45 @@ export class MemoryHistoryStore implements HistoryStore {
     return Promise.resolve();
   }
 
+  /** What all rooms' messages weigh together now (about in bytes). */
+  get bytes(): number {
+    return this.weight;
+  }
+
   private pruneNow(now: number): void {
     const cutoff = ageCutoff(now, this.retention);
     if (cutoff === Number.NEGATIVE_INFINITY) return;
-    for (const ring of this.rooms.values()) ring.dropOlderThan(cutoff);
+    for (const [room, ring] of this.rooms) {
+      const before = ring.weight;
+      ring.dropOlderThan(cutoff);
+      this.weight += ring.weight - before;
+      if (ring.size === 0) this.empty(room, ring);
+    }
+  }
+
+  /**
+   * Drops the oldest messages of the rooms written least recently until all weigh at
+   * most the budget; `current`, just written, keeps its newest message at least.
+   */
+  private shed(current: RoomRing): void {
+    for (const [room, ring] of this.rooms) {
+      const before = ring.weight;
+      const keep = ring === current ? 1 : 0;
+      ring.dropTo(ring.weight - (this.weight - this.maxBytes), keep);
+      this.weight += ring.weight - before;
+      if (ring.size === 0) this.empty(room, ring);
+      if (this.weight <= this.maxBytes) return;
+    }
+  }
+
+  /** Forgets a room that holds no messages, but for its top. */
+  private empty(room: string, ring: RoomRing): void {
+    this.rooms.delete(room);
+    if (this.newest === ring) this.newest = undefined;
+    if (this.emptied.size >= this.maxEmptyRooms) {
+      this.emptied.clear();
+      this.seed = newSeed(this.newId);
+    }
+    this.emptied.set(room, ring.top);
   }
 }
