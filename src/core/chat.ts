@@ -250,7 +250,20 @@ const WAITING_CHATS = 4096;
 /** A room's last chat id handed to this node, and this node's chats waiting to come back. */
 interface Echoes {
   last: number;
-  readonly senders: Map<number, Session>;
+  /** By id: the sender and the epoch its append gave the id in. */
+  readonly senders: Map<number, Waiting>;
+  /** The highest id pushed out of `senders` past WAITING_CHATS (0: none). */
+  forgotten: number;
+}
+interface Waiting {
+  readonly session: Session;
+  readonly epoch: string | undefined;
+}
+/** A chat of this node's whose append has not replied: its copy may come back first. */
+interface Flight {
+  readonly at: number;
+  readonly msg: string;
+  readonly session: Session;
 }
 /** A member waiting for its join's place. */
 interface Placing {
@@ -341,6 +354,12 @@ export class Chat implements ChatContext, SessionHost {
    * node's chats the broker has not handed back yet (an earlier id had not arrived), by id.
    */
   private readonly echoes = new Map<string, Echoes>();
+  /**
+   * On a cluster, per room key and then by sender's nickname, this node's chats being
+   * appended, oldest first: a copy that comes back before its append's reply is known by
+   * its text and time, whatever its sender is called by then (`arrived`).
+   */
+  private readonly flights = new Map<string, Map<string, Flight[]>>();
   /** Rooms whose members are read again once their resync has waited (see `resynced`). */
   private readonly resyncs = new Map<string, ReturnType<typeof setTimeout>>();
   /**
@@ -489,9 +508,9 @@ export class Chat implements ChatContext, SessionHost {
    * it to all of them, so each dialect encodes it once. A cluster broker
    * attaches here: publish to the broker, deliver what it hands back.
    */
-  publish(event: ChatEvent, origin?: Session): void {
+  publish(event: ChatEvent, origin?: Session, epoch?: string): void {
     if (this.cluster !== undefined) {
-      this.publishToCluster(this.cluster.broker, event, origin);
+      this.publishToCluster(this.cluster.broker, event, origin, epoch);
       return;
     }
     const delivery = new Delivery(event);
@@ -509,7 +528,12 @@ export class Chat implements ChatContext, SessionHost {
    * members too (at once, for events published here); whispers to members of
    * other nodes go through WHISPER's own path (`whisperTo`).
    */
-  private publishToCluster(broker: Broker, event: ChatEvent, origin: Session | undefined): void {
+  private publishToCluster(
+    broker: Broker,
+    event: ChatEvent,
+    origin: Session | undefined,
+    epoch: string | undefined,
+  ): void {
     if (event.type === 'whisper') {
       this.whispered(event);
       return;
@@ -531,8 +555,12 @@ export class Chat implements ChatContext, SessionHost {
       const echoes = this.echoesOf(key);
       if (event.id > echoes.last) {
         const senders = echoes.senders;
-        if (senders.size >= WAITING_CHATS) senders.delete(senders.keys().next().value!);
-        senders.set(event.id, origin);
+        if (senders.size >= WAITING_CHATS) {
+          const oldest = senders.keys().next().value!;
+          senders.delete(oldest);
+          echoes.forgotten = Math.max(echoes.forgotten, oldest);
+        }
+        senders.set(event.id, { session: origin, epoch });
       }
     }
     this.sendingKey = undefined;
@@ -541,7 +569,7 @@ export class Chat implements ChatContext, SessionHost {
   private echoesOf(key: string): Echoes {
     let echoes = this.echoes.get(key);
     if (echoes === undefined) {
-      echoes = { last: 0, senders: new Map() };
+      echoes = { last: 0, senders: new Map(), forgotten: 0 };
       this.echoes.set(key, echoes);
     }
     return echoes;
@@ -551,7 +579,9 @@ export class Chat implements ChatContext, SessionHost {
   private arrived(key: string, event: RoomEvent): void {
     const from =
       event.type === 'chat'
-        ? (this.origin(key, event.id) ?? this.chatSender(event.from))
+        ? (this.origin(key, event.id) ??
+          this.landed(key, event) ??
+          this.chatSender(key, event.id, event.from))
         : undefined;
     if (this.rosters.get(key)?.apply(event) === false) return;
     const room = this.roomAt(key);
@@ -560,17 +590,75 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /**
-   * The local member a chat whose sending session this node does not know comes from,
-   * found by the chat's nickname, but only where the holder of that name may have sent it:
-   * it has chatted under the name (its own chat may come back unrecognised: before its
-   * append's reply, after a Redis restart, past WAITING_CHATS), or took its session over by
-   * a resume and kept the name (its replaced connection may have sent it). Anyone else
-   * holding the name took it after the chat was sent, freed by a rename, and is shown the
-   * chat as one process would show it.
+   * The local member a chat neither `origin` nor `landed` places comes from, found by the
+   * chat's nickname, but only where the holder of that name may have sent it: it took its
+   * session over by a resume and kept the name (its replaced connection, on another node,
+   * may have sent it), or the chat is one of this node's whose sender was pushed out of
+   * `echoes` and the holder has chatted under the name. Anyone else holding the name took
+   * it after the chat was sent, freed by a rename, and is shown the chat as one process
+   * would show it.
    */
-  private chatSender(nickname: string): Session | undefined {
+  private chatSender(key: string, id: number, nickname: string): Session | undefined {
     const session = this.sender(nickname);
-    return session !== undefined && (session.spoke || session.resumed) ? session : undefined;
+    if (session === undefined) return undefined;
+    if (session.resumed) return session;
+    const forgotten = this.echoes.get(key)?.forgotten ?? 0;
+    return session.spoke && id <= forgotten ? session : undefined;
+  }
+
+  /**
+   * Remembers a chat of this node's while its append is on its way: on a cluster its
+   * copy can come back first, before this node knows its id (`landed`).
+   */
+  private takeOff(key: string, from: string, flight: Flight): Flight[] | undefined {
+    if (this.cluster === undefined) return undefined;
+    let bySender = this.flights.get(key);
+    if (bySender === undefined) {
+      bySender = new Map();
+      this.flights.set(key, bySender);
+    }
+    let queue = bySender.get(from);
+    if (queue === undefined) {
+      queue = [];
+      bySender.set(from, queue);
+    }
+    queue.push(flight);
+    return queue;
+  }
+
+  /** The append of `flight` replied (or failed): its copy, if still to come, has its id. */
+  private land(key: string, from: string, queue: Flight[], flight: Flight): void {
+    const at = queue.indexOf(flight);
+    if (at >= 0) this.ground(key, from, queue, at);
+  }
+
+  private ground(key: string, from: string, queue: Flight[], at: number): void {
+    if (at === 0) queue.shift();
+    else queue.splice(at, 1);
+    if (queue.length > 0) return;
+    const bySender = this.flights.get(key);
+    if (bySender?.get(from) !== queue) return;
+    bySender.delete(from);
+    if (bySender.size === 0) this.flights.delete(key);
+  }
+
+  /**
+   * The local member whose chat this is, when it is one of this node's that came back
+   * before its append replied: the oldest still on its way with the same name, time and
+   * text (one sender's appends are stored in the order sent).
+   */
+  private landed(key: string, event: ChatEvent & { type: 'chat' }): Session | undefined {
+    const queue = this.flights.get(key)?.get(event.from);
+    if (queue === undefined) return undefined;
+    for (let i = 0; i < queue.length; i++) {
+      const flight = queue[i]!;
+      if (flight.at !== event.at || flight.msg !== event.msg) continue;
+      this.ground(key, event.from, queue, i);
+      let from = flight.session;
+      while (from.successor !== undefined) from = from.successor;
+      return from;
+    }
+    return undefined;
   }
 
   /** The session that sent this node's chat `id` in the room, if this node published it. */
@@ -588,7 +676,7 @@ export class Chat implements ChatContext, SessionHost {
       for (const [waiting, sender] of echoes.senders) {
         if (waiting > id) break;
         echoes.senders.delete(waiting);
-        if (waiting === id) from ??= sender;
+        if (waiting === id) from ??= sender.session;
       }
     }
     // Taken over meanwhile: the sender is now the connection that took the session.
@@ -756,8 +844,17 @@ export class Chat implements ChatContext, SessionHost {
    * "history" are told, in line with the chats, as a resume would tell them.
    */
   private gap(key: string, reason: LostReason, epoch: string): void {
-    // Ids may start over (a new epoch): what waited for the old ones will not come.
-    this.echoes.delete(key);
+    // Ids start over in a new epoch: what waited for the old ones will not come, but this
+    // node's chats already stored in the new one will (after a Redis restart, the appends
+    // that waited for it).
+    const echoes = reason === 'epoch' ? this.echoes.get(key) : undefined;
+    if (echoes !== undefined) {
+      echoes.last = 0;
+      echoes.forgotten = 0;
+      for (const [id, waiting] of echoes.senders) {
+        if (waiting.epoch !== epoch) echoes.senders.delete(id);
+      }
+    }
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
     this.log.warn({ room: room.name, reason, epoch }, 'chats of a room were lost');
@@ -1374,8 +1471,11 @@ export class Chat implements ChatContext, SessionHost {
       return;
     }
     session.pending++;
+    const flight = { at, msg, session };
+    const flights = this.takeOff(room.key, from, flight);
     history.append(room.key, cid === undefined ? { at, from, msg } : { at, from, msg, cid }).then(
       (appended) => {
+        if (flights !== undefined) this.land(room.key, from, flights, flight);
         try {
           const m = appended.message;
           // Taken over meanwhile: the sender is now the connection that took the session.
@@ -1385,6 +1485,7 @@ export class Chat implements ChatContext, SessionHost {
             this.publish(
               { type: 'chat', room: room.name, id: m.id, at: m.at, from: m.from, msg: m.msg },
               sender,
+              appended.epoch,
             );
           }
           if (sender.has('history')) {
@@ -1403,6 +1504,7 @@ export class Chat implements ChatContext, SessionHost {
         this.finished(session);
       },
       (err: unknown) => {
+        if (flights !== undefined) this.land(room.key, from, flights, flight);
         this.log.error({ err, room: room.name }, 'could not store a chat message');
         this.failed(session, err, 'request');
         this.finished(session);

@@ -82,7 +82,10 @@ export class Session implements Member {
    * connection it replaced (Chat.chatSender).
    */
   resumed = false;
-  /** Has sent a chat under its current nickname (Chat.chatSender). */
+  /**
+   * Has sent a chat under its current nickname: its own chats whose senders the node no
+   * longer remembers (Chat.chatSender) are known by that.
+   */
   spoke = false;
   private granted: ReadonlySet<Capability> = NO_CAPS;
   /** Rooms whose history is being replayed: their live events wait here, in order. */

@@ -373,6 +373,24 @@ describe('a chat of several nodes', () => {
     );
   });
 
+  it("shows another node's chat to the member who took its sender's name and chatted under it while it travelled", async () => {
+    const { brokers, a, b } = interruptibleNodes();
+    const wit = connect(a, 'wit', EXT);
+    const sam = connect(b, 'sam', EXT);
+    await settle();
+    await helloThenRename(brokers[0]!, sam);
+    send(wit, { cmd: '5', newNickname: 'sam' });
+    await settle();
+    // Its own chat under the name is stored after the other's: it cannot be the sender of that.
+    send(wit, { cmd: '7', msg: 'mine' });
+    await settle();
+    wit.take();
+    brokers[0]!.reconnect();
+    await settle();
+    const chats = wit.take().filter((m) => m.cmd === '70');
+    expect(chats).toEqual([expect.objectContaining({ from: 'sam', msg: 'hello' })]);
+  });
+
   it('does not show a chat from the connection a resume replaced on another node to the member', async () => {
     const { brokers, a, b } = interruptibleNodes();
     const caps = ['errors', 'rooms', 'history'];
@@ -515,6 +533,49 @@ describe('a chat of several nodes', () => {
         { cmd: '70', from: 'carol', msg: 'newer' },
       ]);
     }
+  });
+
+  it('knows its own chat stored in the epoch a Redis restart began after its sender renamed', async () => {
+    // The append waited out the restart and ran on the new Redis; the node learns of the new
+    // epoch only afterwards, when its subscription catches up, and the sender has renamed.
+    let handler: BrokerHandler | undefined;
+    const broker: Broker = {
+      node: 'n0',
+      onEvent: (h) => {
+        handler = h;
+      },
+      start: () => Promise.resolve(),
+      publish: (key, event) => {
+        if (event.type === 'chat') return;
+        handler?.room(key, event);
+        if (event.type === 'joined') handler?.placed?.(key, event, { epoch: '', id: 0 });
+      },
+      whisper: (_node, event) => handler?.whisper(event),
+      notify: () => {},
+      subscribe: () => Promise.resolve(),
+      unsubscribe: () => Promise.resolve(),
+      close: () => Promise.resolve(),
+    };
+    const history = new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
+    const chat = new Chat({
+      history,
+      cluster: { presence: new MemoryPresence({ hub: new PresenceHub(), node: 'n0' }), broker },
+    });
+    const alice = connect(chat, 'alice', EXT);
+    const bob = connect(chat, 'bob', EXT);
+    await settle();
+    send(alice, { cmd: '7', msg: 'hello' });
+    await settle();
+    send(alice, { cmd: '5', newNickname: 'alicia' });
+    await settle();
+    for (const peer of [alice, bob]) peer.take();
+    const key = chat.lobby.key;
+    const { epoch } = await history.room(key);
+    handler!.lost?.(key, 'epoch', epoch);
+    handler!.room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'hello' });
+    const hello = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
+    expect(bob.take()).toContainEqual(hello);
+    expect(alice.take()).not.toContainEqual(hello);
   });
 
   it('follows a removal to the member a resume moved, never to whoever took its nickname', async () => {
