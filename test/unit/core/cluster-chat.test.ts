@@ -69,6 +69,46 @@ async function helloThenRename(broker: MemoryBroker, sam: FakePeer): Promise<voi
   await settle();
 }
 
+/**
+ * A broker that never hands a chat back at publish (as when its copy overtook the
+ * append's reply, or an earlier id has not arrived): the test hands events over itself.
+ */
+function quietBroker(): { broker: Broker; handler: () => BrokerHandler } {
+  let handler: BrokerHandler | undefined;
+  const broker: Broker = {
+    node: 'n0',
+    onEvent: (h) => {
+      handler = h;
+    },
+    start: () => Promise.resolve(),
+    publish: (key, event) => {
+      if (event.type === 'chat') return;
+      handler?.room(key, event);
+      if (event.type === 'joined') handler?.placed?.(key, event, { epoch: '', id: 0 });
+    },
+    whisper: (_node, event) => handler?.whisper(event),
+    notify: () => {},
+    subscribe: () => Promise.resolve(),
+    unsubscribe: () => Promise.resolve(),
+    close: () => Promise.resolve(),
+  };
+  return {
+    broker,
+    handler: () => {
+      if (handler === undefined) throw new Error('no handler yet');
+      return handler;
+    },
+  };
+}
+
+/** One node on `broker`, with its own Presence. */
+function quietNode(broker: Broker, history: HistoryStore): Chat {
+  return new Chat({
+    history,
+    cluster: { presence: new MemoryPresence({ hub: new PresenceHub(), node: 'n0' }), broker },
+  });
+}
+
 describe('a chat of several nodes', () => {
   it('shows a course client on one node what one process would', async () => {
     const [a, b] = nodes(2);
@@ -468,30 +508,13 @@ describe('a chat of several nodes', () => {
     // On Redis the subscriber connection can beat the command connection: a chat's copy
     // arrives before its append's reply, and publish then finds it handed over already.
     // Not something a test can time on a real Redis, so this broker does it every time.
-    let handler: BrokerHandler | undefined;
-    const broker: Broker = {
-      node: 'n0',
-      onEvent: (h) => {
-        handler = h;
-      },
-      start: () => Promise.resolve(),
-      publish: (key, event) => {
-        if (event.type === 'chat') return;
-        handler?.room(key, event);
-        if (event.type === 'joined') handler?.placed?.(key, event, { epoch: '', id: 0 });
-      },
-      whisper: (_node, event) => handler?.whisper(event),
-      notify: () => {},
-      subscribe: () => Promise.resolve(),
-      unsubscribe: () => Promise.resolve(),
-      close: () => Promise.resolve(),
-    };
+    const { broker, handler } = quietBroker();
     const store = new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
     const history: HistoryStore = {
       append: async (key: string, draft: MessageDraft) => {
         const appended = await store.append(key, draft);
         const m = appended.message;
-        handler?.room(key, {
+        handler().room(key, {
           type: 'chat',
           room: 'lobby',
           id: m.id,
@@ -506,10 +529,7 @@ describe('a chat of several nodes', () => {
       prune: (now) => store.prune(now),
       close: () => store.close(),
     };
-    const chat = new Chat({
-      history,
-      cluster: { presence: new MemoryPresence({ hub: new PresenceHub(), node: 'n0' }), broker },
-    });
+    const chat = quietNode(broker, history);
     const alice = connect(chat, 'alice');
     const bob = connect(chat, 'bob');
     await settle();
@@ -524,9 +544,9 @@ describe('a chat of several nodes', () => {
     ]);
     // Redis restarted empty: the lobby's ids start over in a new epoch, and id 1 is carol's.
     const key = chat.lobby.key;
-    handler!.lost?.(key, 'epoch', 'e2');
-    handler!.room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'carol', msg: 'new' });
-    handler!.room(key, { type: 'chat', room: 'lobby', id: 2, at: 0, from: 'carol', msg: 'newer' });
+    handler().lost?.(key, 'epoch', 'e2');
+    handler().room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'carol', msg: 'new' });
+    handler().room(key, { type: 'chat', room: 'lobby', id: 2, at: 0, from: 'carol', msg: 'newer' });
     for (const peer of [alice, bob]) {
       expect(peer.take()).toEqual([
         { cmd: '70', from: 'carol', msg: 'new' },
@@ -538,29 +558,9 @@ describe('a chat of several nodes', () => {
   it('knows its own chat stored in the epoch a Redis restart began after its sender renamed', async () => {
     // The append waited out the restart and ran on the new Redis; the node learns of the new
     // epoch only afterwards, when its subscription catches up, and the sender has renamed.
-    let handler: BrokerHandler | undefined;
-    const broker: Broker = {
-      node: 'n0',
-      onEvent: (h) => {
-        handler = h;
-      },
-      start: () => Promise.resolve(),
-      publish: (key, event) => {
-        if (event.type === 'chat') return;
-        handler?.room(key, event);
-        if (event.type === 'joined') handler?.placed?.(key, event, { epoch: '', id: 0 });
-      },
-      whisper: (_node, event) => handler?.whisper(event),
-      notify: () => {},
-      subscribe: () => Promise.resolve(),
-      unsubscribe: () => Promise.resolve(),
-      close: () => Promise.resolve(),
-    };
+    const { broker, handler } = quietBroker();
     const history = new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
-    const chat = new Chat({
-      history,
-      cluster: { presence: new MemoryPresence({ hub: new PresenceHub(), node: 'n0' }), broker },
-    });
+    const chat = quietNode(broker, history);
     const alice = connect(chat, 'alice', EXT);
     const bob = connect(chat, 'bob', EXT);
     await settle();
@@ -571,8 +571,8 @@ describe('a chat of several nodes', () => {
     for (const peer of [alice, bob]) peer.take();
     const key = chat.lobby.key;
     const { epoch } = await history.room(key);
-    handler!.lost?.(key, 'epoch', epoch);
-    handler!.room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'hello' });
+    handler().lost?.(key, 'epoch', epoch);
+    handler().room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'hello' });
     const hello = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
     expect(bob.take()).toContainEqual(hello);
     expect(alice.take()).not.toContainEqual(hello);
