@@ -12,7 +12,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Chat } from '../../../src/core/chat.js';
 import type { HistoryStore } from '../../../src/core/history.js';
+import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
 import type { Request, ServerMessage } from '../../../src/protocol/messages.js';
+import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
 import { SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
 import { connectWith, type FakePeer, joinChat, sendRequest } from '../../helpers/fake-peer.js';
@@ -109,4 +111,40 @@ describe.each(STORES)('%s', (_name, open) => {
     expect(again.outbox.find((m) => m.cmd === '71')).toMatchObject({ id: 1, duplicate: true });
     expect(chats(watcher).filter((m) => m.msg === 'hello')).toHaveLength(1);
   });
+});
+
+it('stores it once on a node of a cluster when the resume is on the same node', async () => {
+  store = new MemoryHistoryStore({ retention });
+  const presenceHub = new PresenceHub();
+  const brokerHub = new MemoryBrokerHub();
+  const [a, b] = ['n0', 'n1'].map(
+    (node) =>
+      new Chat({
+        history: store!,
+        cluster: {
+          presence: new MemoryPresence({ hub: presenceHub, node }),
+          broker: new MemoryBroker({ hub: brokerHub, node }),
+        },
+      }),
+  );
+  try {
+    const watcher = joinChat(b!, 'watcher', caps);
+    const ann = joinChat(a!, 'ann', caps);
+    await until(() => ann.outbox.some((m) => m.cmd === '101'));
+    await until(() => watcher.outbox.some((m) => m.cmd === '101'));
+    const token = (ann.outbox.find((m) => m.cmd === '03') as { resume: string }).resume;
+    sendRequest(ann, { cmd: '7', msg: 'pay bob 100', cid: 'a7f3-1' } as Request);
+    sendRequest(ann, { cmd: '5', newNickname: 'anna' } as Request);
+    await until(() => ann.outbox.some((m) => m.cmd === '51'));
+    const back = connectWith(a!, { cmd: '0', nickname: 'ann', caps, resume: token } as Request);
+    await until(() => back.outbox.some((m) => m.cmd === '101'));
+    sendRequest(back, { cmd: '7', msg: 'pay bob 100', cid: 'a7f3-1' } as Request);
+    await until(() => back.outbox.some((m) => m.cmd === '71'));
+    expect(back.outbox.find((m) => m.cmd === '71')).toMatchObject({ id: 1, duplicate: true });
+    await until(() => chats(watcher).length > 0);
+    expect(chats(watcher).filter((m) => m.msg === 'pay bob 100')).toHaveLength(1);
+  } finally {
+    a!.shutdown();
+    b!.shutdown();
+  }
 });
