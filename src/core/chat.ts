@@ -27,7 +27,7 @@ import {
   secondsLeft,
 } from './commands.js';
 import { type ChatEvent, Delivery, type HistoryHeader } from './events.js';
-import type { HistoryStore, RoomHistory, StoredMessage } from './history.js';
+import type { HistoryStore, MessageDraft, RoomHistory, StoredMessage } from './history.js';
 import type { Operator } from './moderation.js';
 import { lookupKey, nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
@@ -36,6 +36,7 @@ import { type Clock, TokenBucket } from './rate-limit.js';
 import { Room } from './room.js';
 import { type DeclaredRoom, Rooms, roomKey } from './rooms.js';
 import { Roster } from './roster.js';
+import { SentCids } from './sent-cids.js';
 import { Session, type SessionHost } from './session.js';
 
 export interface ChatOptions {
@@ -1352,6 +1353,7 @@ export class Chat implements ChatContext, SessionHost {
     // On a cluster Presence has moved the member to the new session's id (takeOver).
     if (this.cluster === undefined) session.presenceId = ghost.presenceId;
     session.operator = ghost.operator;
+    session.sentCids = ghost.sentCids;
     session.state = 'joined';
     session.room = ghost.room;
     for (const room of ghost.rooms) {
@@ -1473,7 +1475,13 @@ export class Chat implements ChatContext, SessionHost {
     session.pending++;
     const flight = { at, msg, session };
     const flights = this.takeOff(room.key, from, flight);
-    history.append(room.key, cid === undefined ? { at, from, msg } : { at, from, msg, cid }).then(
+    let draft: MessageDraft = { at, from, msg };
+    if (cid !== undefined) {
+      session.sentCids ??= new SentCids();
+      const cidFrom = session.sentCids.firstSender(room.key, cid, from);
+      draft = cidFrom === from ? { at, from, msg, cid } : { at, from, msg, cid, cidFrom };
+    }
+    history.append(room.key, draft).then(
       (appended) => {
         if (flights !== undefined) this.land(room.key, from, flights, flight);
         try {

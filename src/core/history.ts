@@ -19,12 +19,14 @@
  *   one transaction.
  * - A message with a `cid` (client message id) that the same sender already
  *   appended to the same room is not stored again: `append` resolves with the
- *   stored message and `duplicate: true`.
+ *   stored message and `duplicate: true`. The sender a cid is found and kept
+ *   under is the draft's `cidFrom`, or its `from` without one.
  * - Reads see every append that has resolved.
  * - Text is stored as well-formed Unicode (SQLite keeps UTF-8): lone
  *   surrogates in `msg` and `cid` become U+FFFD, and the message `append`
- *   resolves with is the stored one, the one to deliver. A `room` or `from`
- *   with a lone surrogate is refused (RangeError), never merged with another.
+ *   resolves with is the stored one, the one to deliver. A `room`, `from` or
+ *   `cidFrom` with a lone surrogate is refused (RangeError), never merged with
+ *   another.
  */
 
 /** A chat message as stored. Whispers are never stored. */
@@ -44,6 +46,11 @@ export interface MessageDraft {
   readonly from: string;
   readonly msg: string;
   readonly cid?: string;
+  /**
+   * The nickname the sender first sent this `cid` under, when it has been renamed
+   * since: the cid is looked up and kept under it. The message is still `from`.
+   */
+  readonly cidFrom?: string;
 }
 
 export interface Appended {

@@ -4,6 +4,7 @@ import { type ChatEvent, Delivery, type Reply } from './events.js';
 import type { DisconnectReason, Peer, PeerAddress } from './ports.js';
 import type { TokenBucket } from './rate-limit.js';
 import type { Member, Room } from './room.js';
+import type { SentCids } from './sent-cids.js';
 
 /** Where a session reports what its transport tells it. Implemented by Chat. */
 export interface SessionHost {
@@ -87,6 +88,11 @@ export class Session implements Member {
    * longer remembers (Chat.chatSender) are known by that.
    */
   spoke = false;
+  /**
+   * The nickname each of its recent cids was first sent under (Chat.say), so that a
+   * re-send after a rename is found; taken over with the session by a resume.
+   */
+  sentCids: SentCids | undefined;
   private granted: ReadonlySet<Capability> = NO_CAPS;
   /** Rooms whose history is being replayed: their live events wait here, in order. */
   private held: Map<string, Delivery[]> | undefined;

@@ -50,6 +50,8 @@ class RoomRing {
   weight = 0;
   /** cid -> message, only for messages still in the ring, so it is bounded like the ring. */
   private readonly cids = new Map<string, StoredMessage>();
+  /** The sender a message's cid is kept under, where it is not the message's `from` (cidFrom). */
+  private cidFroms: Map<StoredMessage, string> | undefined;
 
   /** `top`: the room's last id so far (its history may have been dropped before). */
   constructor(
@@ -66,7 +68,7 @@ class RoomRing {
     return this.cids.get(cidKey(from, cid));
   }
 
-  push(message: StoredMessage): void {
+  push(message: StoredMessage, cidFrom?: string): void {
     if (this.size === this.capacity) this.dropOldest();
     if (this.slots.length < this.capacity) {
       // Grows to capacity instead of allocating it up front: most rooms stay small.
@@ -77,7 +79,13 @@ class RoomRing {
     this.size++;
     this.weight += weigh(message);
     this.top = message.id;
-    if (message.cid !== undefined) this.cids.set(cidKey(message.from, message.cid), message);
+    if (message.cid !== undefined) {
+      this.cids.set(cidKey(cidFrom ?? message.from, message.cid), message);
+      if (cidFrom !== undefined) {
+        this.cidFroms ??= new Map();
+        this.cidFroms.set(message, cidFrom);
+      }
+    }
   }
 
   /** Removes the oldest messages while they are older than `cutoff`. */
@@ -110,7 +118,8 @@ class RoomRing {
     // messages must not stay in memory.
     this.slots[this.head] = undefined;
     if (gone.cid !== undefined) {
-      const key = cidKey(gone.from, gone.cid);
+      const key = cidKey(this.cidFroms?.get(gone) ?? gone.from, gone.cid);
+      this.cidFroms?.delete(gone);
       if (this.cids.get(key) === gone) this.cids.delete(key);
     }
     this.head = (this.head + 1) % this.capacity;
@@ -185,6 +194,7 @@ export class MemoryHistoryStore implements HistoryStore {
     try {
       checkKey('room', room);
       checkKey('from', draft.from);
+      if (draft.cidFrom !== undefined) checkKey('from', draft.cidFrom);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -201,7 +211,7 @@ export class MemoryHistoryStore implements HistoryStore {
     }
     this.newest = ring;
     if (cid !== undefined) {
-      const first = ring.findCid(draft.from, cid);
+      const first = ring.findCid(draft.cidFrom ?? draft.from, cid);
       if (first !== undefined) {
         return Promise.resolve({ message: first, epoch: ring.epoch, duplicate: true });
       }
@@ -215,7 +225,7 @@ export class MemoryHistoryStore implements HistoryStore {
       ...(cid !== undefined ? { cid } : {}),
     };
     const before = ring.weight;
-    ring.push(message);
+    ring.push(message, cid !== undefined ? draft.cidFrom : undefined);
     this.weight += ring.weight - before;
     if (this.weight > this.maxBytes) this.shed(ring);
     return Promise.resolve({ message, epoch: ring.epoch, duplicate: false });

@@ -422,6 +422,8 @@ interface Pending {
   readonly from: string;
   readonly msg: string;
   readonly cid: string | undefined;
+  /** The sender the cid is found and kept under, when not `from` (MessageDraft.cidFrom). */
+  readonly cidFrom: string | undefined;
   resolve(appended: Appended): void;
   reject(error: Error): void;
 }
@@ -570,10 +572,12 @@ export class RedisHistoryStore implements HistoryStore {
     try {
       checkKey('room', room);
       checkKey('from', draft.from);
+      if (draft.cidFrom !== undefined) checkKey('from', draft.cidFrom);
     } catch (error) {
       return Promise.reject(error);
     }
     const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
+    const cidFrom = cid === undefined ? undefined : draft.cidFrom;
     const msg = wellFormed(draft.msg);
     // Tracked by its batch's script call (close() sends what is waiting first).
     return new Promise<Appended>((resolve, reject) => {
@@ -589,7 +593,7 @@ export class RedisHistoryStore implements HistoryStore {
         this.batches.push(batch);
       }
       batch.text += text;
-      batch.items.push({ at: draft.at, from: draft.from, msg, cid, resolve, reject });
+      batch.items.push({ at: draft.at, from: draft.from, msg, cid, cidFrom, resolve, reject });
       if (this.batches.length === 1 && batch.items.length === 1) {
         setImmediate(() => this.flush());
       }
@@ -657,7 +661,9 @@ export class RedisHistoryStore implements HistoryStore {
           body += bulk(json, plain ? json.length : undefined);
           count += 1;
         } else {
-          body += bulk(`c${cidKey(item.from, item.cid)}`) + bulk(JSON.stringify(item.cid));
+          body +=
+            bulk(`c${cidKey(item.cidFrom ?? item.from, item.cid)}`) +
+            bulk(JSON.stringify(item.cid));
           body += bulk(json, plain ? json.length : undefined);
           count += 3;
         }
@@ -682,9 +688,15 @@ export class RedisHistoryStore implements HistoryStore {
                 : messagesOf(room, [entryId, r[dup + 3] as unknown as string[]]).find(
                     (m) => m.id === id,
                   );
+            // The first message, sent under the name the cid is kept under.
             const message: StoredMessage = {
-              ...(stored ?? { room, id, at: item.at, msg: item.msg }),
-              from: item.from,
+              ...(stored ?? {
+                room,
+                id,
+                at: item.at,
+                from: item.cidFrom ?? item.from,
+                msg: item.msg,
+              }),
               ...(item.cid !== undefined ? { cid: item.cid } : {}),
             };
             dup += 4;

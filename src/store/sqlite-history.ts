@@ -83,6 +83,8 @@ interface Pending {
   readonly room: string;
   readonly state: RoomState;
   readonly message: StoredMessage;
+  /** The sender its cid is kept under, when not the message's `from` (MessageDraft.cidFrom). */
+  readonly cidFrom: string | undefined;
   readonly duplicate: boolean;
   readonly resolve: (appended: Appended) => void;
   readonly reject: (error: unknown) => void;
@@ -432,7 +434,7 @@ export class SqliteHistoryStore implements HistoryStore {
         if (m.cid === undefined) b.entries.push([m.at, m.from, m.msg]);
         else {
           b.entries.push([m.at, m.from, m.msg, m.cid]);
-          this.insertCid.run(p.room, m.from, m.cid, m.id);
+          this.insertCid.run(p.room, p.cidFrom ?? m.from, m.cid, m.id);
         }
       }
       for (const b of open.values()) this.writeBatch(b);
@@ -460,15 +462,18 @@ export class SqliteHistoryStore implements HistoryStore {
     return new Promise<Appended>((resolve, reject) => {
       checkKey('room', room);
       checkKey('from', draft.from);
+      if (draft.cidFrom !== undefined) checkKey('from', draft.cidFrom);
       const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
+      const cidFrom = cid === undefined ? undefined : draft.cidFrom;
       const state = this.state(room);
       let duplicateOf: StoredMessage | undefined;
       let key: string | undefined;
       if (cid !== undefined) {
-        key = `${room.length}:${room}${draft.from.length}:${draft.from}${cid}`;
+        const sender = cidFrom ?? draft.from;
+        key = `${room.length}:${room}${sender.length}:${sender}${cid}`;
         duplicateOf = this.pendingCids.get(key);
         if (duplicateOf === undefined) {
-          const row = this.findCid.get(room, draft.from, cid);
+          const row = this.findCid.get(room, sender, cid);
           if (row !== undefined) duplicateOf = this.message(room, row.id);
         }
         // Appends of this turn may already have pushed it out of the room's window, as they
@@ -498,6 +503,7 @@ export class SqliteHistoryStore implements HistoryStore {
         room,
         state,
         message,
+        cidFrom,
         duplicate: duplicateOf !== undefined,
         resolve,
         reject,

@@ -326,6 +326,72 @@ export function historyStoreContract(target: ContractTarget): void {
       }
     });
 
+    it('finds and keeps a cid under cidFrom, the message still from its sender', async () => {
+      // A sender renamed ann -> anna re-sends a chat it first sent as ann (MessageDraft.cidFrom).
+      const h = setup();
+      const store = h.store;
+      const first = await store.append('r', draft('pay bob', { cid: 'c1' }));
+      const resent = await store.append(
+        'r',
+        draft('pay bob', { cid: 'c1', from: 'anna', cidFrom: 'ann', at: 2_000 }),
+      );
+      expect(resent).toEqual({ message: first.message, epoch: first.epoch, duplicate: true });
+      // Under its own name the cid is another sender's.
+      const own = await store.append('r', draft('mine', { cid: 'c1', from: 'anna' }));
+      expect(own).toMatchObject({ duplicate: false, message: { id: 2, from: 'anna', cid: 'c1' } });
+      // A new message kept under cidFrom is from its sender, and found under cidFrom only.
+      const kept = await store.append('r', draft('x', { cid: 'c2', from: 'anna', cidFrom: 'ann' }));
+      expect(kept).toMatchObject({ duplicate: false, message: { id: 3, from: 'anna', cid: 'c2' } });
+      expect(await store.append('r', draft('x', { cid: 'c2' }))).toEqual({
+        message: kept.message,
+        epoch: first.epoch,
+        duplicate: true,
+      });
+      expect(await store.append('r', draft('x', { cid: 'c2', from: 'anna' }))).toMatchObject({
+        duplicate: false,
+        message: { id: 4 },
+      });
+      const inOneTurn = await Promise.all([
+        store.append('r', draft('y', { cid: 'c3' })),
+        store.append('r', draft('y', { cid: 'c3', from: 'anna', cidFrom: 'ann' })),
+        store.append('r', draft('z', { cid: 'c4', from: 'anna', cidFrom: 'ann' })),
+        store.append('r', draft('z', { cid: 'c4', from: 'bob', cidFrom: 'ann' })),
+      ]);
+      expect(inOneTurn.map((a) => [a.message.id, a.message.from, a.duplicate])).toEqual([
+        [5, 'ann', false],
+        [5, 'ann', true],
+        [6, 'anna', false],
+        [6, 'anna', true],
+      ]);
+      await expect(
+        store.append('r', draft('w', { cid: 'c5', cidFrom: 'ann\uD800' })),
+      ).rejects.toThrow(RangeError);
+      expect((await store.read('r', { limit: 10 })).map((m) => [m.from, m.msg])).toEqual([
+        ['ann', 'pay bob'],
+        ['anna', 'mine'],
+        ['anna', 'x'],
+        ['anna', 'x'],
+        ['ann', 'y'],
+        ['anna', 'z'],
+      ]);
+      if (target.persistent) {
+        const restarted = await h.restart();
+        expect(
+          await restarted.append('r', draft('x', { cid: 'c2', from: 'bob', cidFrom: 'ann' })),
+        ).toEqual({ message: kept.message, epoch: first.epoch, duplicate: true });
+      }
+    });
+
+    it('forgets a cid kept under cidFrom once its message has gone', async () => {
+      const { store } = setup({ retention: { maxMessages: 2, maxAgeMs: 0 }, pruneIntervalMs: 0 });
+      await store.append('r', draft('a', { cid: 'c', from: 'anna', cidFrom: 'ann' }));
+      await store.append('r', draft('b'));
+      await store.append('r', draft('c'));
+      const again = await store.append('r', draft('a', { cid: 'c', from: 'anna', cidFrom: 'ann' }));
+      expect(again).toMatchObject({ duplicate: false, message: { id: 4, from: 'anna' } });
+      expect((await store.append('r', draft('a', { cid: 'c' }))).duplicate).toBe(true);
+    });
+
     it('forgets a cid once its message has gone', async () => {
       const { store } = setup({ retention: { maxMessages: 2, maxAgeMs: 0 }, pruneIntervalMs: 0 });
       await store.append('r', draft('a', { cid: 'c' }));
@@ -503,7 +569,14 @@ type Op =
   | {
       t: 'append';
       dt: number;
-      batch: { room: string; from: string; cid: string | undefined; msg: string; dt: number }[];
+      batch: {
+        room: string;
+        from: string;
+        cid: string | undefined;
+        cidFrom: string | undefined;
+        msg: string;
+        dt: number;
+      }[];
     }
   | { t: 'prune'; dt: number }
   | {
@@ -552,6 +625,8 @@ const operation: fc.Arbitrary<Op> = fc.oneof(
               nil: undefined,
             },
           ),
+          // A sender renamed since it first sent the cid: looked up and kept under cidFrom.
+          cidFrom: fc.option(fc.constantFrom('ann', 'a', '1:a'), { freq: 4, nil: undefined }),
           msg: fc.oneof(
             fc.string({ maxLength: 6, unit: 'binary' }),
             fc.string({ maxLength: 3 }).map((t) => `${t}\uD800`),
@@ -608,6 +683,7 @@ const steppingRound: fc.Arbitrary<Op[]> = fc
             room: fc.constant(ROOMS[0]),
             from: fc.constant('ann'),
             cid: fc.option(fc.constantFrom('x', 'y'), { nil: undefined }),
+            cidFrom: fc.constant(undefined),
             msg: fc.constant('m'),
             dt: clockStep,
           }),
@@ -638,6 +714,8 @@ interface ModelRoom {
 
 class Model {
   rooms = new Map<string, ModelRoom>();
+  /** The sender each message's cid is kept under: its cidFrom, or its from. */
+  private readonly keptUnder = new WeakMap<StoredMessage, string>();
 
   private get(room: string): ModelRoom {
     let r = this.rooms.get(room);
@@ -655,8 +733,9 @@ class Model {
       ...(given.cid !== undefined ? { cid: toWellFormed(given.cid) } : {}),
     };
     const r = this.get(room);
+    const sender = d.cidFrom ?? d.from;
     const first = r.messages.find(
-      (m) => d.cid !== undefined && m.cid === d.cid && m.from === d.from,
+      (m) => d.cid !== undefined && m.cid === d.cid && this.keptUnder.get(m) === sender,
     );
     if (first !== undefined) return { message: first, duplicate: true };
     r.top++;
@@ -669,6 +748,7 @@ class Model {
       ...(d.cid !== undefined ? { cid: d.cid } : {}),
     };
     r.messages.push(message);
+    this.keptUnder.set(message, sender);
     if (r.messages.length > MODEL_RETENTION.maxMessages) r.messages.shift();
     return { message, duplicate: false };
   }
@@ -727,6 +807,7 @@ async function runAgainstModel(target: ContractTarget, ops: readonly Op[]): Prom
                 from: b.from,
                 msg: b.msg,
                 ...(b.cid !== undefined ? { cid: b.cid } : {}),
+                ...(b.cidFrom !== undefined ? { cidFrom: b.cidFrom } : {}),
               },
             };
           });

@@ -2,20 +2,36 @@
  * A chat re-sent with its cid after a reconnect is stored once (docs/protocol.md,
  * "History and resume"). The store finds a cid by the sender's nickname, so a
  * RENAME between the first send and the re-send (a client that pipelined CHAT and
- * RENAME and lost the connection before either reply) makes the re-send a new
- * message: the room gets it twice. Reproducer over TCP: /tmp/h50/t7.py (h50 report).
+ * RENAME and lost the connection before either reply) made the re-send a new
+ * message: the room got it twice.
  *
- * Marked `it.fails` until the server remembers a session's cids across its renames
- * (a store change: the cid is looked up under the name it was first sent with).
+ * The session remembers the nickname each of its cids was first sent under (SentCids),
+ * carries that over to the connection that resumes it, and the store looks the cid up
+ * under that name (MessageDraft.cidFrom).
  */
-import { afterEach, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { Chat } from '../../../src/core/chat.js';
+import type { HistoryStore } from '../../../src/core/history.js';
+import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
 import type { Request, ServerMessage } from '../../../src/protocol/messages.js';
+import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
+import { SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
 import { connectWith, type FakePeer, joinChat, sendRequest } from '../../helpers/fake-peer.js';
 
+const retention = { maxMessages: 100, maxAgeMs: 0 };
+const caps = ['rooms', 'history'];
+const STORES: [string, () => HistoryStore][] = [
+  ['memory', () => new MemoryHistoryStore({ retention })],
+  ['SQLite', () => new SqliteHistoryStore(':memory:', { retention, pruneIntervalMs: 0 })],
+];
+
 let chat: Chat | undefined;
-afterEach(() => chat?.shutdown());
+let store: HistoryStore | undefined;
+afterEach(async () => {
+  chat?.shutdown();
+  await store?.close();
+});
 
 async function until(check: () => boolean): Promise<void> {
   for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 2));
@@ -23,31 +39,112 @@ async function until(check: () => boolean): Promise<void> {
 }
 
 const chats = (peer: FakePeer) =>
-  peer.outbox.filter((m): m is ServerMessage & { msg: string } => m.cmd === '70');
+  peer.outbox.filter((m): m is ServerMessage & { from: string; msg: string } => m.cmd === '70');
 
-it.fails('stores a chat re-sent with its cid once, also when its sender renamed in between', async () => {
-  chat = new Chat({
-    history: new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } }),
-  });
-  const watcher = joinChat(chat, 'watcher', ['rooms', 'history']);
-  const ann = joinChat(chat, 'ann', ['rooms', 'history']);
+/** A watcher, then ann, both with history, in a chat on `open`'s store. */
+async function lobby(
+  open: () => HistoryStore,
+): Promise<{ chat: Chat; watcher: FakePeer; ann: FakePeer }> {
+  store = open();
+  chat = new Chat({ history: store });
+  const watcher = joinChat(chat, 'watcher', caps);
+  const ann = joinChat(chat, 'ann', caps);
   await until(() => ann.outbox.some((m) => m.cmd === '101'));
-  const token = (ann.outbox.find((m) => m.cmd === '03') as { resume: string }).resume;
-  // Pipelined; the replies are lost with the connection.
-  sendRequest(ann, { cmd: '7', msg: 'pay bob 100', cid: 'a7f3-1' } as Request);
-  sendRequest(ann, { cmd: '5', newNickname: 'anna' } as Request);
-  await until(() => ann.outbox.some((m) => m.cmd === '51'));
-  // The client comes back with its token and sends again what was never acknowledged.
-  const back = connectWith(chat, {
-    cmd: '0',
-    nickname: 'ann',
-    caps: ['rooms', 'history'],
-    resume: token,
-  } as Request);
-  await until(() => back.outbox.some((m) => m.cmd === '101'));
-  sendRequest(back, { cmd: '7', msg: 'pay bob 100', cid: 'a7f3-1' } as Request);
-  await until(() => back.outbox.some((m) => m.cmd === '71' && m.cid === 'a7f3-1'));
-  const stored = back.outbox.find((m) => m.cmd === '71') as { duplicate?: boolean };
-  expect(stored.duplicate).toBe(true);
-  expect(chats(watcher).filter((m) => m.msg === 'pay bob 100')).toHaveLength(1);
+  return { chat, watcher, ann };
+}
+
+describe.each(STORES)('%s', (_name, open) => {
+  it('stores a chat re-sent with its cid once, also when its sender renamed in between', async () => {
+    const { chat, watcher, ann } = await lobby(open);
+    const token = (ann.outbox.find((m) => m.cmd === '03') as { resume: string }).resume;
+    // Pipelined; the replies are lost with the connection.
+    sendRequest(ann, { cmd: '7', msg: 'pay bob 100', cid: 'a7f3-1' } as Request);
+    sendRequest(ann, { cmd: '5', newNickname: 'anna' } as Request);
+    await until(() => ann.outbox.some((m) => m.cmd === '51'));
+    // The client comes back with its token and sends again what was never acknowledged.
+    const back = connectWith(chat, { cmd: '0', nickname: 'ann', caps, resume: token } as Request);
+    await until(() => back.outbox.some((m) => m.cmd === '101'));
+    sendRequest(back, { cmd: '7', msg: 'pay bob 100', cid: 'a7f3-1' } as Request);
+    await until(() => back.outbox.some((m) => m.cmd === '71' && m.cid === 'a7f3-1'));
+    const stored = back.outbox.find((m) => m.cmd === '71') as { duplicate?: boolean };
+    expect(stored.duplicate).toBe(true);
+    expect(chats(watcher).filter((m) => m.msg === 'pay bob 100')).toHaveLength(1);
+  });
+
+  it('finds a cid under the name it was first sent with on the same connection, per room', async () => {
+    const { watcher, ann } = await lobby(open);
+    sendRequest(watcher, { cmd: '100', room: 'physics' } as Request);
+    sendRequest(ann, { cmd: '100', room: 'physics' } as Request);
+    await until(() => ann.outbox.filter((m) => m.cmd === '101').length === 2);
+    sendRequest(ann, { cmd: '7', msg: 'one', cid: 'c1' } as Request);
+    sendRequest(ann, { cmd: '5', newNickname: 'anna' } as Request);
+    sendRequest(ann, { cmd: '7', msg: 'one', cid: 'c1' } as Request);
+    // The same cid in another room is another message, sent as anna.
+    sendRequest(ann, { cmd: '7', msg: 'two', cid: 'c1', room: 'physics' } as Request);
+    sendRequest(ann, { cmd: '5', newNickname: 'ann' } as Request);
+    sendRequest(ann, { cmd: '7', msg: 'two', cid: 'c1', room: 'physics' } as Request);
+    const acks = () =>
+      ann.outbox.filter((m) => m.cmd === '71') as { id: number; duplicate?: boolean }[];
+    await until(() => acks().length === 4);
+    expect(acks().map((m) => [m.id, m.duplicate === true])).toEqual([
+      [1, false],
+      [1, true],
+      [1, false],
+      [1, true],
+    ]);
+    expect(chats(watcher).map((m) => [m.from, m.msg])).toEqual([
+      ['ann', 'one'],
+      ['anna', 'two'],
+    ]);
+  });
+
+  it('still finds a cid re-sent after a plain reconnect under the same nickname', async () => {
+    const { chat, watcher, ann } = await lobby(open);
+    sendRequest(ann, { cmd: '7', msg: 'hello', cid: 'c1' } as Request);
+    await until(() => ann.outbox.some((m) => m.cmd === '71'));
+    sendRequest(ann, { cmd: '3' } as Request);
+    await until(() => watcher.outbox.some((m) => m.cmd === '30'));
+    const again = joinChat(chat, 'ann', caps);
+    await until(() => again.outbox.some((m) => m.cmd === '101'));
+    sendRequest(again, { cmd: '7', msg: 'hello', cid: 'c1' } as Request);
+    await until(() => again.outbox.some((m) => m.cmd === '71'));
+    expect(again.outbox.find((m) => m.cmd === '71')).toMatchObject({ id: 1, duplicate: true });
+    expect(chats(watcher).filter((m) => m.msg === 'hello')).toHaveLength(1);
+  });
+});
+
+it('stores it once on a node of a cluster when the resume is on the same node', async () => {
+  store = new MemoryHistoryStore({ retention });
+  const presenceHub = new PresenceHub();
+  const brokerHub = new MemoryBrokerHub();
+  const [a, b] = ['n0', 'n1'].map(
+    (node) =>
+      new Chat({
+        history: store!,
+        cluster: {
+          presence: new MemoryPresence({ hub: presenceHub, node }),
+          broker: new MemoryBroker({ hub: brokerHub, node }),
+        },
+      }),
+  );
+  try {
+    const watcher = joinChat(b!, 'watcher', caps);
+    const ann = joinChat(a!, 'ann', caps);
+    await until(() => ann.outbox.some((m) => m.cmd === '101'));
+    await until(() => watcher.outbox.some((m) => m.cmd === '101'));
+    const token = (ann.outbox.find((m) => m.cmd === '03') as { resume: string }).resume;
+    sendRequest(ann, { cmd: '7', msg: 'pay bob 100', cid: 'a7f3-1' } as Request);
+    sendRequest(ann, { cmd: '5', newNickname: 'anna' } as Request);
+    await until(() => ann.outbox.some((m) => m.cmd === '51'));
+    const back = connectWith(a!, { cmd: '0', nickname: 'ann', caps, resume: token } as Request);
+    await until(() => back.outbox.some((m) => m.cmd === '101'));
+    sendRequest(back, { cmd: '7', msg: 'pay bob 100', cid: 'a7f3-1' } as Request);
+    await until(() => back.outbox.some((m) => m.cmd === '71'));
+    expect(back.outbox.find((m) => m.cmd === '71')).toMatchObject({ id: 1, duplicate: true });
+    await until(() => chats(watcher).length > 0);
+    expect(chats(watcher).filter((m) => m.msg === 'pay bob 100')).toHaveLength(1);
+  } finally {
+    a!.shutdown();
+    b!.shutdown();
+  }
 });
