@@ -135,7 +135,11 @@ export interface MemoryHistoryStoreOptions extends HistoryStoreOptions {
    * their oldest messages first, as if past their count limit.
    */
   readonly maxBytes?: number;
-  /** Rooms whose every message is gone remembered by their top (default 100,000). */
+  /**
+   * Rooms whose every message is gone remembered by their top (default 100,000); past
+   * it they are forgotten, and a room the store does not know numbers on from the
+   * highest top forgotten.
+   */
   readonly maxEmptyRooms?: number;
 }
 
@@ -150,19 +154,24 @@ export interface MemoryHistoryStoreOptions extends HistoryStoreOptions {
  * leaving a message in each, would otherwise grow it for as long as they
  * allow), and a room that lost all its messages by its top id alone, so its
  * ids are not given out again. Past `maxEmptyRooms` of those, they are
- * forgotten and the seed changes: such rooms then get a new epoch, and clients
- * holding their ids are told those mean nothing any more.
+ * forgotten, and every room the store does not know (a forgotten one, or one never
+ * written) numbers on from the highest top forgotten: its epoch stays (a member of
+ * one process is never told of a new one while in the room), and no id is given out
+ * twice in it.
  */
 export class MemoryHistoryStore implements HistoryStore {
   private readonly retention: Retention;
-  private seed: string;
-  private readonly newId: (() => string) | undefined;
+  private readonly seed: string;
   /** Rooms with messages, least recently written first. */
   private readonly rooms = new Map<string, RoomRing>();
   /** The last written, so that a run of appends to one room leaves the order alone. */
   private newest: RoomRing | undefined;
   /** The top of each room whose messages are all gone. */
   private readonly emptied = new Map<string, number>();
+  /** The highest top `emptied` has held: what `forgotten` becomes when they are forgotten. */
+  private emptiedTop = 0;
+  /** The highest top of the rooms forgotten: a room the store does not know starts above it. */
+  private forgotten = 0;
   private readonly maxBytes: number;
   private readonly maxEmptyRooms: number;
   private weight = 0;
@@ -172,7 +181,6 @@ export class MemoryHistoryStore implements HistoryStore {
   constructor(options: MemoryHistoryStoreOptions) {
     checkRetention(options.retention);
     this.retention = options.retention;
-    this.newId = options.newId;
     this.seed = newSeed(options.newId);
     this.maxBytes = options.maxBytes ?? DEFAULT_MEMORY_HISTORY_BYTES;
     this.maxEmptyRooms = options.maxEmptyRooms ?? 100_000;
@@ -201,7 +209,7 @@ export class MemoryHistoryStore implements HistoryStore {
     const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
     let ring = this.rooms.get(room);
     if (ring === undefined) {
-      const top = this.emptied.get(room) ?? 0;
+      const top = this.emptied.get(room) ?? this.forgotten;
       this.emptied.delete(room);
       ring = new RoomRing(roomEpoch(this.seed, room), this.retention.maxMessages, top);
       this.rooms.set(room, ring);
@@ -239,7 +247,7 @@ export class MemoryHistoryStore implements HistoryStore {
     }
     const ring = this.rooms.get(room);
     if (ring === undefined) {
-      const top = this.emptied.get(room) ?? 0;
+      const top = this.emptied.get(room) ?? this.forgotten;
       return Promise.resolve({ epoch: roomEpoch(this.seed, room), top, oldest: top + 1 });
     }
     return Promise.resolve({ epoch: ring.epoch, top: ring.top, oldest: ring.oldest });
@@ -313,8 +321,9 @@ export class MemoryHistoryStore implements HistoryStore {
     if (this.newest === ring) this.newest = undefined;
     if (this.emptied.size >= this.maxEmptyRooms) {
       this.emptied.clear();
-      this.seed = newSeed(this.newId);
+      this.forgotten = Math.max(this.forgotten, this.emptiedTop);
     }
     this.emptied.set(room, ring.top);
+    this.emptiedTop = Math.max(this.emptiedTop, ring.top);
   }
 }

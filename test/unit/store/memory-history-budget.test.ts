@@ -5,11 +5,14 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { Chat } from '../../../src/core/chat.js';
 import type { StoredMessage } from '../../../src/core/history.js';
+import type { Request, ServerMessage } from '../../../src/protocol/messages.js';
 import {
   MemoryHistoryStore,
   type MemoryHistoryStoreOptions,
 } from '../../../src/store/memory-history.js';
+import { joinChat, sendRequest } from '../../helpers/fake-peer.js';
 
 const RETENTION = { maxMessages: 20, maxAgeMs: 0 };
 
@@ -56,19 +59,23 @@ describe('MemoryHistoryStore budget', () => {
     expect(store.bytes).toBeLessThanOrEqual(1_000);
   });
 
-  it('forgets the rooms it emptied past maxEmptyRooms, and gives them a new epoch', async () => {
-    let n = 0;
-    const store = open({ maxBytes: 1_000, maxEmptyRooms: 2, newId: () => `seed${n++}` });
+  it('forgets the rooms it emptied past maxEmptyRooms, which then number on from the highest top forgotten', async () => {
+    const store = open({ maxBytes: 1_000, maxEmptyRooms: 2 });
     const first = await store.append('r0', { at: 1, from: 'ann', msg: 'z'.repeat(400) });
+    await store.append('r0', { at: 1, from: 'ann', msg: 'z' });
     // Each next room pushes the one before it out.
     for (let i = 1; i <= 3; i++) {
       await store.append(`r${i}`, { at: 1, from: 'ann', msg: 'z'.repeat(400) });
     }
-    // r0, r1 remembered by their top; r2 was one too many: both forgotten, seed changed.
+    // r0 (top 2), r1 remembered by their top; r2 was one too many: both forgotten.
     expect(await store.room('r2')).toMatchObject({ top: 1, oldest: 2 });
-    const r0 = await store.room('r0');
-    expect(r0.top).toBe(0);
-    expect(r0.epoch).not.toBe(first.epoch);
+    // Forgotten, and rooms never written alike: same epoch, ids on from the highest top.
+    for (const room of ['r0', 'r1', 'never']) {
+      expect(await store.room(room)).toMatchObject({ top: 2, oldest: 3 });
+    }
+    expect((await store.room('r0')).epoch).toBe(first.epoch);
+    const again = await store.append('r0', { at: 1, from: 'ann', msg: 'again' });
+    expect(again).toMatchObject({ epoch: first.epoch, message: { id: 3 } });
   });
 
   it('agrees with a model of the budget over random appends to a few rooms', async () => {
@@ -123,5 +130,56 @@ describe('MemoryHistoryStore budget', () => {
       ),
       { numRuns: 100 },
     );
+  });
+});
+
+describe('MemoryHistoryStore budget, seen by a member who stays in a room', () => {
+  it('never numbers a live room from 1 again without telling its members (its rooms forgotten past maxEmptyRooms)', async () => {
+    // A quiet room loses its messages to the budget while its member stays in it; then more
+    // rooms than maxEmptyRooms are emptied. The next chat there must not reuse an id the
+    // member was shown: nothing tells a member of one process that an epoch changed, and
+    // ChatClient and the web app drop a chat whose id (in the epoch they know) they have seen.
+    const chat = new Chat({
+      history: open({ maxBytes: 65_536, maxEmptyRooms: 2 }),
+    });
+    const stayer = joinChat(chat, 'stayer', ['rooms', 'history']);
+    const walker = joinChat(chat, 'walker', ['rooms', 'history']);
+    const turns = async (n: number) => {
+      for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+    };
+    sendRequest(stayer, { cmd: '100', room: 'quiet' } as Request);
+    await turns(3);
+    sendRequest(stayer, { cmd: '7', room: 'quiet', msg: 'first' } as Request);
+    await turns(3);
+    const shown = () =>
+      stayer.outbox.filter(
+        (m): m is ServerMessage & { id: number; msg: string } =>
+          m.cmd === '70' && m.room === 'quiet',
+      );
+    const ids = () =>
+      stayer.outbox
+        .filter((m) => (m.cmd === '70' || m.cmd === '71') && m.room === 'quiet')
+        .map((m) => (m as { id: number }).id);
+    expect(ids()).toEqual([1]);
+    // Rooms walked through, each a message of 4,096 characters (about 8 KB): quiet's goes
+    // first, then each walked room is emptied in turn, past maxEmptyRooms.
+    for (let i = 0; i < 20; i++) {
+      const room = `walk${i}`;
+      sendRequest(walker, { cmd: '100', room } as Request);
+      await turns(2);
+      sendRequest(walker, { cmd: '7', room, msg: `${i}:`.padEnd(4096, 'x') } as Request);
+      await turns(2);
+      sendRequest(walker, { cmd: '102', room } as Request);
+      await turns(1);
+    }
+    sendRequest(walker, { cmd: '100', room: 'quiet' } as Request);
+    await turns(3);
+    sendRequest(walker, { cmd: '7', room: 'quiet', msg: 'second' } as Request);
+    await turns(3);
+    expect(shown().map((m) => m.msg)).toEqual(['second']);
+    // Without a gap in between, the member's ids in the room only go up.
+    expect(stayer.outbox.some((m) => m.cmd === '108')).toBe(false);
+    expect(ids()[1]).toBeGreaterThan(1);
+    chat.shutdown();
   });
 });
