@@ -11,6 +11,7 @@ import type { Request, ServerMessage } from '../../../src/protocol/messages.js';
 import {
   MemoryHistoryStore,
   type MemoryHistoryStoreOptions,
+  ROOM_WEIGHT,
 } from '../../../src/store/memory-history.js';
 import { joinChat, sendRequest } from '../../helpers/fake-peer.js';
 
@@ -27,14 +28,16 @@ async function held(store: MemoryHistoryStore, room: string): Promise<StoredMess
 
 describe('MemoryHistoryStore budget', () => {
   it('drops the oldest messages of the rooms written least recently first, and keeps their ids', async () => {
-    // Each message 2 × (100 + 3) + 96 = 302: three rooms of three messages are 2,718.
-    const store = open({ maxBytes: 2_000 });
+    // Each message 2 × (100 + 3) + 96 = 302: three rooms of three messages are 2,718 and
+    // three ROOM_WEIGHTs; the budget holds six of the messages and 100 bytes more.
+    const maxBytes = 3 * ROOM_WEIGHT + 6 * 302 + 100;
+    const store = open({ maxBytes });
     const text = 'x'.repeat(100);
     for (const room of ['a', 'b', 'c']) {
       for (let i = 0; i < 3; i++) await store.append(room, { at: 1, from: 'ann', msg: text });
     }
-    expect(store.bytes).toBeLessThanOrEqual(2_000);
-    // 2,718 - 2,000: three messages go, all of them a's, the room written first.
+    expect(store.bytes).toBeLessThanOrEqual(maxBytes);
+    // Three messages go, all of them a's, the room written first (and a's own weight).
     expect(await held(store, 'a')).toEqual([]);
     expect((await held(store, 'b')).map((m) => m.id)).toEqual([1, 2, 3]);
     expect((await held(store, 'c')).map((m) => m.id)).toEqual([1, 2, 3]);
@@ -46,21 +49,21 @@ describe('MemoryHistoryStore budget', () => {
     expect(next.epoch).toBe(a.epoch);
     expect((await held(store, 'b')).map((m) => m.id)).toEqual([2, 3]);
     expect((await held(store, 'a')).map((m) => m.id)).toEqual([4]);
-    expect(store.bytes).toBeLessThanOrEqual(2_000);
+    expect(store.bytes).toBe(3 * ROOM_WEIGHT + 6 * 302);
   });
 
   it('keeps the newest message of a room even when it alone is over the budget', async () => {
-    const store = open({ maxBytes: 1_000 });
+    const store = open({ maxBytes: ROOM_WEIGHT + 1_000 });
     await store.append('a', { at: 1, from: 'ann', msg: 'small' });
     const big = await store.append('a', { at: 1, from: 'ann', msg: 'y'.repeat(2_000) });
     expect((await held(store, 'a')).map((m) => m.id)).toEqual([big.message.id]);
     await store.append('b', { at: 1, from: 'ann', msg: 'small' });
     expect(await held(store, 'a')).toEqual([]);
-    expect(store.bytes).toBeLessThanOrEqual(1_000);
+    expect(store.bytes).toBeLessThanOrEqual(ROOM_WEIGHT + 1_000);
   });
 
   it('forgets the rooms it emptied past maxEmptyRooms, which then number on from the highest top forgotten', async () => {
-    const store = open({ maxBytes: 1_000, maxEmptyRooms: 2 });
+    const store = open({ maxBytes: ROOM_WEIGHT + 1_000, maxEmptyRooms: 2 });
     const first = await store.append('r0', { at: 1, from: 'ann', msg: 'z'.repeat(400) });
     await store.append('r0', { at: 1, from: 'ann', msg: 'z' });
     // Each next room pushes the one before it out.
@@ -88,7 +91,8 @@ describe('MemoryHistoryStore budget', () => {
         }),
         async (maxBytes, appends) => {
           const store = open({ maxBytes });
-          // The model: per room its top and its held [id, weight]s, least recently written first.
+          // The model: per room its top and its held [id, weight]s, least recently written
+          // first; a room holding messages weighs ROOM_WEIGHT more.
           const tops = new Map<string, number>();
           const rooms = new Map<string, [id: number, weight: number][]>();
           let total = 0;
@@ -105,17 +109,20 @@ describe('MemoryHistoryStore budget', () => {
             rooms.delete(room);
             rooms.set(room, kept);
             const weight = 2 * (length + 3) + 96;
+            if (kept.length === 0) total += ROOM_WEIGHT;
             kept.push([id, weight]);
             total += weight;
             if (kept.length > RETENTION.maxMessages) total -= kept.shift()![1];
             for (const held of rooms.values()) {
+              const had = held.length;
               while (total > maxBytes && held.length > (held === kept ? 1 : 0)) {
                 total -= held.shift()![1];
               }
+              if (had > 0 && held.length === 0) total -= ROOM_WEIGHT;
             }
             expect(message.id).toBe(id);
             expect(store.bytes).toBe(total);
-            expect(store.bytes).toBeLessThanOrEqual(Math.max(maxBytes, weight));
+            expect(store.bytes).toBeLessThanOrEqual(Math.max(maxBytes, weight + ROOM_WEIGHT));
           }
           for (const [room, held] of rooms) {
             expect((await store.read(room, { limit: 100 })).map((m) => m.id)).toEqual(
