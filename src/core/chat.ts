@@ -548,6 +548,9 @@ export class Chat implements ChatContext, SessionHost {
     this.sendingId = event.id;
     this.sendingFrom = origin;
     broker.publish(key, event);
+    // Left by every local member meanwhile (its sender closed while the chat was stored):
+    // nobody here is shown its copy, and nothing would clear what waited for it.
+    if (this.sendingFrom !== undefined && !this.interest.has(key)) this.sendingFrom = undefined;
     if (this.sendingFrom !== undefined) {
       this.sendingFrom = undefined;
       // Not handed back (a copy that came before the append's reply was published without

@@ -637,6 +637,27 @@ describe('a chat of several nodes', () => {
     },
   );
 
+  it('keeps nothing for the rooms of members who closed while their chat was being stored', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const watcher = connect(b!, 'watcher', EXT);
+    await settle();
+    for (let i = 0; i < 20; i++) {
+      const room = `walk${i}`;
+      const walker = connect(a!, `walker${i}`, EXT);
+      await settle();
+      send(walker, { cmd: '100', room });
+      await settle();
+      send(walker, { cmd: '7', room, msg: 'hi' });
+      walker.session.ended('lost');
+      await settle();
+    }
+    watcher.take();
+    const maps = a as unknown as { echoes: Map<string, unknown>; flights: Map<string, unknown> };
+    // Only the lobby may be remembered: no local member is in any walked room.
+    expect(maps.flights.size).toBe(0);
+    expect(maps.echoes.size).toBeLessThanOrEqual(1);
+  });
+
   it('follows a removal to the member a resume moved, never to whoever took its nickname', async () => {
     const [a, b, c] = nodes(3, { maxUsers: 10 });
     const caps = ['errors', 'rooms', 'renames', 'history'];
