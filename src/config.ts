@@ -278,7 +278,7 @@ export const SERVE_OPTIONS = {
     min: 65536,
     max: 64 * 1024 * 1024 * 1024,
     description:
-      "with --history memory: bytes all rooms' messages may take together; past it, the rooms written to least recently lose their oldest messages first",
+      "with --history memory: bytes all rooms' messages may take together (each room holding any counted too); past it, the rooms written to least recently lose their oldest messages first",
     arg: 'BYTES',
   },
   'history-on-join': {

@@ -248,9 +248,8 @@ const OPER_SERVER_RATE = 0.5;
  * it the oldest are known by their sender's name again.
  */
 const WAITING_CHATS = 4096;
-/** A room's last chat id handed to this node, and this node's chats waiting to come back. */
+/** This node's chats waiting to come back in a room. */
 interface Echoes {
-  last: number;
   /** By id: the sender and the epoch its append gave the id in. */
   readonly senders: Map<number, Waiting>;
   /** The highest id pushed out of `senders` past WAITING_CHATS (0: none). */
@@ -549,20 +548,23 @@ export class Chat implements ChatContext, SessionHost {
     this.sendingId = event.id;
     this.sendingFrom = origin;
     broker.publish(key, event);
+    // Left by every local member meanwhile (its sender closed while the chat was stored):
+    // nobody here is shown its copy, and nothing would clear what waited for it.
+    if (this.sendingFrom !== undefined && !this.interest.has(key)) this.sendingFrom = undefined;
     if (this.sendingFrom !== undefined) {
       this.sendingFrom = undefined;
-      // Not handed back, and not come already (its copy may beat the append's reply): it
-      // waits for its place, and by the time it comes its sender may have another name.
+      // Not handed back (a copy that came before the append's reply was published without
+      // its origin: see `say`): it waits for its place, and by the time it comes its sender
+      // may have another name. Its id is not compared with the last one handed over: that
+      // may be of an epoch before a Redis restart this append came after.
       const echoes = this.echoesOf(key);
-      if (event.id > echoes.last) {
-        const senders = echoes.senders;
-        if (senders.size >= WAITING_CHATS) {
-          const oldest = senders.keys().next().value!;
-          senders.delete(oldest);
-          echoes.forgotten = Math.max(echoes.forgotten, oldest);
-        }
-        senders.set(event.id, { session: origin, epoch });
+      const senders = echoes.senders;
+      if (senders.size >= WAITING_CHATS) {
+        const oldest = senders.keys().next().value!;
+        senders.delete(oldest);
+        echoes.forgotten = Math.max(echoes.forgotten, oldest);
       }
+      senders.set(event.id, { session: origin, epoch });
     }
     this.sendingKey = undefined;
   }
@@ -570,7 +572,7 @@ export class Chat implements ChatContext, SessionHost {
   private echoesOf(key: string): Echoes {
     let echoes = this.echoes.get(key);
     if (echoes === undefined) {
-      echoes = { last: 0, senders: new Map(), forgotten: 0 };
+      echoes = { senders: new Map(), forgotten: 0 };
       this.echoes.set(key, echoes);
     }
     return echoes;
@@ -627,10 +629,15 @@ export class Chat implements ChatContext, SessionHost {
     return queue;
   }
 
-  /** The append of `flight` replied (or failed): its copy, if still to come, has its id. */
-  private land(key: string, from: string, queue: Flight[], flight: Flight): void {
+  /**
+   * The append of `flight` replied (or failed): its copy, if still to come, has its id.
+   * False when its copy came already (`landed`).
+   */
+  private land(key: string, from: string, queue: Flight[], flight: Flight): boolean {
     const at = queue.indexOf(flight);
-    if (at >= 0) this.ground(key, from, queue, at);
+    if (at < 0) return false;
+    this.ground(key, from, queue, at);
+    return true;
   }
 
   private ground(key: string, from: string, queue: Flight[], at: number): void {
@@ -672,7 +679,6 @@ export class Chat implements ChatContext, SessionHost {
     // Kept for rooms this node has published to (a chat that did not come back at once).
     const echoes = this.echoes.get(key);
     if (echoes !== undefined) {
-      echoes.last = id;
       // Chats come in id order: none waiting at or below this one comes any more.
       for (const [waiting, sender] of echoes.senders) {
         if (waiting > id) break;
@@ -850,7 +856,6 @@ export class Chat implements ChatContext, SessionHost {
     // that waited for it).
     const echoes = reason === 'epoch' ? this.echoes.get(key) : undefined;
     if (echoes !== undefined) {
-      echoes.last = 0;
       echoes.forgotten = 0;
       for (const [id, waiting] of echoes.senders) {
         if (waiting.epoch !== epoch) echoes.senders.delete(id);
@@ -1483,7 +1488,8 @@ export class Chat implements ChatContext, SessionHost {
     }
     history.append(room.key, draft).then(
       (appended) => {
-        if (flights !== undefined) this.land(room.key, from, flights, flight);
+        // Its copy came back before this reply (`landed`): nothing is to wait for it.
+        const came = flights !== undefined && !this.land(room.key, from, flights, flight);
         try {
           const m = appended.message;
           // Taken over meanwhile: the sender is now the connection that took the session.
@@ -1492,7 +1498,7 @@ export class Chat implements ChatContext, SessionHost {
           if (!appended.duplicate) {
             this.publish(
               { type: 'chat', room: room.name, id: m.id, at: m.at, from: m.from, msg: m.msg },
-              sender,
+              came ? undefined : sender,
               appended.epoch,
             );
           }

@@ -578,6 +578,86 @@ describe('a chat of several nodes', () => {
     expect(alice.take()).not.toContainEqual(hello);
   });
 
+  it.each([
+    ['who kept its name', undefined],
+    ['who renamed', 'alicia'],
+  ])(
+    'knows its own chat stored in a new epoch whose ids are below the last of the old one, from a sender %s',
+    async (_, rename) => {
+      // The append waited out a Redis restart and replied before the subscription caught up;
+      // the room had more chats before the restart than after.
+      const { broker, handler } = quietBroker();
+      const make = () => new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
+      let store = make();
+      const history: HistoryStore = {
+        append: (key, draft) => store.append(key, draft),
+        room: (key) => store.room(key),
+        read: (key, query) => store.read(key, query),
+        prune: (now) => store.prune(now),
+        close: () => store.close(),
+      };
+      const chat = quietNode(broker, history);
+      const alice = connect(chat, 'alice', EXT);
+      const bob = connect(chat, 'bob', EXT);
+      await settle();
+      const key = chat.lobby.key;
+      send(alice, { cmd: '7', msg: 'one' });
+      await settle();
+      handler().room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'one' });
+      handler().room(key, { type: 'chat', room: 'lobby', id: 2, at: 0, from: 'carol', msg: 'two' });
+      handler().room(key, {
+        type: 'chat',
+        room: 'lobby',
+        id: 3,
+        at: 0,
+        from: 'carol',
+        msg: 'three',
+      });
+      store = make();
+      send(alice, { cmd: '7', msg: 'hello' });
+      await settle();
+      if (rename !== undefined) {
+        send(alice, { cmd: '5', newNickname: rename });
+        await settle();
+      }
+      for (const peer of [alice, bob]) peer.take();
+      const { epoch } = await history.room(key);
+      handler().lost?.(key, 'epoch', epoch);
+      handler().room(key, {
+        type: 'chat',
+        room: 'lobby',
+        id: 1,
+        at: 0,
+        from: 'alice',
+        msg: 'hello',
+      });
+      const hello = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
+      expect(bob.take()).toContainEqual(hello);
+      expect(alice.take()).not.toContainEqual(hello);
+    },
+  );
+
+  it('keeps nothing for the rooms of members who closed while their chat was being stored', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const watcher = connect(b!, 'watcher', EXT);
+    await settle();
+    for (let i = 0; i < 20; i++) {
+      const room = `walk${i}`;
+      const walker = connect(a!, `walker${i}`, EXT);
+      await settle();
+      send(walker, { cmd: '100', room });
+      await settle();
+      send(walker, { cmd: '7', room, msg: 'hi' });
+      walker.session.ended('lost');
+      await settle();
+    }
+    watcher.take();
+    const maps = a as unknown as { echoes: Map<string, unknown>; flights: Map<string, unknown> };
+    // Only the lobby may be remembered: no local member is in any walked room.
+    expect(maps.flights.size).toBe(0);
+    expect(maps.echoes.size).toBeLessThanOrEqual(1);
+  });
+
   it('follows a removal to the member a resume moved, never to whoever took its nickname', async () => {
     const [a, b, c] = nodes(3, { maxUsers: 10 });
     const caps = ['errors', 'rooms', 'renames', 'history'];

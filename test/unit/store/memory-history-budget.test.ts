@@ -5,11 +5,15 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { Chat } from '../../../src/core/chat.js';
 import type { StoredMessage } from '../../../src/core/history.js';
+import type { Request, ServerMessage } from '../../../src/protocol/messages.js';
 import {
   MemoryHistoryStore,
   type MemoryHistoryStoreOptions,
+  ROOM_WEIGHT,
 } from '../../../src/store/memory-history.js';
+import { joinChat, sendRequest } from '../../helpers/fake-peer.js';
 
 const RETENTION = { maxMessages: 20, maxAgeMs: 0 };
 
@@ -24,14 +28,16 @@ async function held(store: MemoryHistoryStore, room: string): Promise<StoredMess
 
 describe('MemoryHistoryStore budget', () => {
   it('drops the oldest messages of the rooms written least recently first, and keeps their ids', async () => {
-    // Each message 2 × (100 + 3) + 96 = 302: three rooms of three messages are 2,718.
-    const store = open({ maxBytes: 2_000 });
+    // Each message 2 × (100 + 3) + 96 = 302: three rooms of three messages are 2,718 and
+    // three ROOM_WEIGHTs; the budget holds six of the messages and 100 bytes more.
+    const maxBytes = 3 * ROOM_WEIGHT + 6 * 302 + 100;
+    const store = open({ maxBytes });
     const text = 'x'.repeat(100);
     for (const room of ['a', 'b', 'c']) {
       for (let i = 0; i < 3; i++) await store.append(room, { at: 1, from: 'ann', msg: text });
     }
-    expect(store.bytes).toBeLessThanOrEqual(2_000);
-    // 2,718 - 2,000: three messages go, all of them a's, the room written first.
+    expect(store.bytes).toBeLessThanOrEqual(maxBytes);
+    // Three messages go, all of them a's, the room written first (and a's own weight).
     expect(await held(store, 'a')).toEqual([]);
     expect((await held(store, 'b')).map((m) => m.id)).toEqual([1, 2, 3]);
     expect((await held(store, 'c')).map((m) => m.id)).toEqual([1, 2, 3]);
@@ -43,32 +49,36 @@ describe('MemoryHistoryStore budget', () => {
     expect(next.epoch).toBe(a.epoch);
     expect((await held(store, 'b')).map((m) => m.id)).toEqual([2, 3]);
     expect((await held(store, 'a')).map((m) => m.id)).toEqual([4]);
-    expect(store.bytes).toBeLessThanOrEqual(2_000);
+    expect(store.bytes).toBe(3 * ROOM_WEIGHT + 6 * 302);
   });
 
   it('keeps the newest message of a room even when it alone is over the budget', async () => {
-    const store = open({ maxBytes: 1_000 });
+    const store = open({ maxBytes: ROOM_WEIGHT + 1_000 });
     await store.append('a', { at: 1, from: 'ann', msg: 'small' });
     const big = await store.append('a', { at: 1, from: 'ann', msg: 'y'.repeat(2_000) });
     expect((await held(store, 'a')).map((m) => m.id)).toEqual([big.message.id]);
     await store.append('b', { at: 1, from: 'ann', msg: 'small' });
     expect(await held(store, 'a')).toEqual([]);
-    expect(store.bytes).toBeLessThanOrEqual(1_000);
+    expect(store.bytes).toBeLessThanOrEqual(ROOM_WEIGHT + 1_000);
   });
 
-  it('forgets the rooms it emptied past maxEmptyRooms, and gives them a new epoch', async () => {
-    let n = 0;
-    const store = open({ maxBytes: 1_000, maxEmptyRooms: 2, newId: () => `seed${n++}` });
+  it('forgets the rooms it emptied past maxEmptyRooms, which then number on from the highest top forgotten', async () => {
+    const store = open({ maxBytes: ROOM_WEIGHT + 1_000, maxEmptyRooms: 2 });
     const first = await store.append('r0', { at: 1, from: 'ann', msg: 'z'.repeat(400) });
+    await store.append('r0', { at: 1, from: 'ann', msg: 'z' });
     // Each next room pushes the one before it out.
     for (let i = 1; i <= 3; i++) {
       await store.append(`r${i}`, { at: 1, from: 'ann', msg: 'z'.repeat(400) });
     }
-    // r0, r1 remembered by their top; r2 was one too many: both forgotten, seed changed.
+    // r0 (top 2), r1 remembered by their top; r2 was one too many: both forgotten.
     expect(await store.room('r2')).toMatchObject({ top: 1, oldest: 2 });
-    const r0 = await store.room('r0');
-    expect(r0.top).toBe(0);
-    expect(r0.epoch).not.toBe(first.epoch);
+    // Forgotten, and rooms never written alike: same epoch, ids on from the highest top.
+    for (const room of ['r0', 'r1', 'never']) {
+      expect(await store.room(room)).toMatchObject({ top: 2, oldest: 3 });
+    }
+    expect((await store.room('r0')).epoch).toBe(first.epoch);
+    const again = await store.append('r0', { at: 1, from: 'ann', msg: 'again' });
+    expect(again).toMatchObject({ epoch: first.epoch, message: { id: 3 } });
   });
 
   it('agrees with a model of the budget over random appends to a few rooms', async () => {
@@ -81,7 +91,8 @@ describe('MemoryHistoryStore budget', () => {
         }),
         async (maxBytes, appends) => {
           const store = open({ maxBytes });
-          // The model: per room its top and its held [id, weight]s, least recently written first.
+          // The model: per room its top and its held [id, weight]s, least recently written
+          // first; a room holding messages weighs ROOM_WEIGHT more.
           const tops = new Map<string, number>();
           const rooms = new Map<string, [id: number, weight: number][]>();
           let total = 0;
@@ -98,17 +109,20 @@ describe('MemoryHistoryStore budget', () => {
             rooms.delete(room);
             rooms.set(room, kept);
             const weight = 2 * (length + 3) + 96;
+            if (kept.length === 0) total += ROOM_WEIGHT;
             kept.push([id, weight]);
             total += weight;
             if (kept.length > RETENTION.maxMessages) total -= kept.shift()![1];
             for (const held of rooms.values()) {
+              const had = held.length;
               while (total > maxBytes && held.length > (held === kept ? 1 : 0)) {
                 total -= held.shift()![1];
               }
+              if (had > 0 && held.length === 0) total -= ROOM_WEIGHT;
             }
             expect(message.id).toBe(id);
             expect(store.bytes).toBe(total);
-            expect(store.bytes).toBeLessThanOrEqual(Math.max(maxBytes, weight));
+            expect(store.bytes).toBeLessThanOrEqual(Math.max(maxBytes, weight + ROOM_WEIGHT));
           }
           for (const [room, held] of rooms) {
             expect((await store.read(room, { limit: 100 })).map((m) => m.id)).toEqual(
@@ -123,5 +137,56 @@ describe('MemoryHistoryStore budget', () => {
       ),
       { numRuns: 100 },
     );
+  });
+});
+
+describe('MemoryHistoryStore budget, seen by a member who stays in a room', () => {
+  it('never numbers a live room from 1 again without telling its members (its rooms forgotten past maxEmptyRooms)', async () => {
+    // A quiet room loses its messages to the budget while its member stays in it; then more
+    // rooms than maxEmptyRooms are emptied. The next chat there must not reuse an id the
+    // member was shown: nothing tells a member of one process that an epoch changed, and
+    // ChatClient and the web app drop a chat whose id (in the epoch they know) they have seen.
+    const chat = new Chat({
+      history: open({ maxBytes: 65_536, maxEmptyRooms: 2 }),
+    });
+    const stayer = joinChat(chat, 'stayer', ['rooms', 'history']);
+    const walker = joinChat(chat, 'walker', ['rooms', 'history']);
+    const turns = async (n: number) => {
+      for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+    };
+    sendRequest(stayer, { cmd: '100', room: 'quiet' } as Request);
+    await turns(3);
+    sendRequest(stayer, { cmd: '7', room: 'quiet', msg: 'first' } as Request);
+    await turns(3);
+    const shown = () =>
+      stayer.outbox.filter(
+        (m): m is ServerMessage & { id: number; msg: string } =>
+          m.cmd === '70' && m.room === 'quiet',
+      );
+    const ids = () =>
+      stayer.outbox
+        .filter((m) => (m.cmd === '70' || m.cmd === '71') && m.room === 'quiet')
+        .map((m) => (m as { id: number }).id);
+    expect(ids()).toEqual([1]);
+    // Rooms walked through, each a message of 4,096 characters (about 8 KB): quiet's goes
+    // first, then each walked room is emptied in turn, past maxEmptyRooms.
+    for (let i = 0; i < 20; i++) {
+      const room = `walk${i}`;
+      sendRequest(walker, { cmd: '100', room } as Request);
+      await turns(2);
+      sendRequest(walker, { cmd: '7', room, msg: `${i}:`.padEnd(4096, 'x') } as Request);
+      await turns(2);
+      sendRequest(walker, { cmd: '102', room } as Request);
+      await turns(1);
+    }
+    sendRequest(walker, { cmd: '100', room: 'quiet' } as Request);
+    await turns(3);
+    sendRequest(walker, { cmd: '7', room: 'quiet', msg: 'second' } as Request);
+    await turns(3);
+    expect(shown().map((m) => m.msg)).toEqual(['second']);
+    // Without a gap in between, the member's ids in the room only go up.
+    expect(stayer.outbox.some((m) => m.cmd === '108')).toBe(false);
+    expect(ids()[1]).toBeGreaterThan(1);
+    chat.shutdown();
   });
 });
