@@ -1600,19 +1600,26 @@ export class Chat implements ChatContext, SessionHost {
     for (let page = 0; page <= MAX_REPLAY + 1 && from < top; page++) {
       const read = await history.read(room.key, { after: from, limit });
       const batch = read.filter((m) => m.id <= top);
-      if (batch.length === 0 || session.state === 'closed') return;
-      let bytes = 0;
-      for (const m of batch) bytes += wireSize(m);
-      limit = Math.max(1, Math.min(REPLAY_PAGE, Math.floor((limit * MAX_PAGE_BYTES) / bytes)));
+      if (session.state === 'closed') return;
       const out = batch.map((m) => chatDelivery(room.name, m));
-      if (batch[0]!.id > from + 1) {
-        // Retention may have deleted what the client has not read yet: it is told, as live.
+      // An empty page is a gap too: retention, or the memory store's budget, may have
+      // deleted every message up to `top` that the client has not read yet, and the
+      // live ones above `top` must not follow as if nothing were missing.
+      if ((batch[0]?.id ?? top + 1) > from + 1) {
+        // Told as live, in line with the chats.
         const info = await history.room(room.key);
         if (info.epoch !== epoch) return;
         if (info.oldest > from + 1) {
           out.unshift(new Delivery({ type: 'gap', room: room.name, epoch, reason: 'deleted' }));
         }
       }
+      if (batch.length === 0) {
+        if (out.length > 0) await session.sendPaced(out);
+        return;
+      }
+      let bytes = 0;
+      for (const m of batch) bytes += wireSize(m);
+      limit = Math.max(1, Math.min(REPLAY_PAGE, Math.floor((limit * MAX_PAGE_BYTES) / bytes)));
       await session.sendPaced(out);
       from = batch[batch.length - 1]!.id;
     }
