@@ -9,6 +9,7 @@ import type { StoredMessage } from '../../../src/core/history.js';
 import {
   MemoryHistoryStore,
   type MemoryHistoryStoreOptions,
+  ROOM_WEIGHT,
 } from '../../../src/store/memory-history.js';
 
 const RETENTION = { maxMessages: 20, maxAgeMs: 0 };
@@ -24,13 +25,15 @@ async function held(store: MemoryHistoryStore, room: string): Promise<StoredMess
 
 describe('MemoryHistoryStore budget', () => {
   it('drops the oldest messages of the rooms written least recently first, and keeps their ids', async () => {
-    // Each message 2 × (100 + 3) + 96 = 302: three rooms of three messages are 2,718.
-    const store = open({ maxBytes: 2_000 });
+    // Each message 2 × (100 + 3) + 96 = 302: three rooms of three messages are 2,718, and
+    // each room ROOM_WEIGHT; the budget leaves 2,000 for the messages of those three.
+    const maxBytes = 2_000 + 3 * ROOM_WEIGHT;
+    const store = open({ maxBytes });
     const text = 'x'.repeat(100);
     for (const room of ['a', 'b', 'c']) {
       for (let i = 0; i < 3; i++) await store.append(room, { at: 1, from: 'ann', msg: text });
     }
-    expect(store.bytes).toBeLessThanOrEqual(2_000);
+    expect(store.bytes).toBeLessThanOrEqual(maxBytes);
     // 2,718 - 2,000: three messages go, all of them a's, the room written first.
     expect(await held(store, 'a')).toEqual([]);
     expect((await held(store, 'b')).map((m) => m.id)).toEqual([1, 2, 3]);
@@ -43,7 +46,7 @@ describe('MemoryHistoryStore budget', () => {
     expect(next.epoch).toBe(a.epoch);
     expect((await held(store, 'b')).map((m) => m.id)).toEqual([2, 3]);
     expect((await held(store, 'a')).map((m) => m.id)).toEqual([4]);
-    expect(store.bytes).toBeLessThanOrEqual(2_000);
+    expect(store.bytes).toBeLessThanOrEqual(maxBytes);
   });
 
   it('keeps the newest message of a room even when it alone is over the budget', async () => {
@@ -98,17 +101,20 @@ describe('MemoryHistoryStore budget', () => {
             rooms.delete(room);
             rooms.set(room, kept);
             const weight = 2 * (length + 3) + 96;
+            // A room holding messages counts for itself too.
+            if (kept.length === 0) total += ROOM_WEIGHT;
             kept.push([id, weight]);
             total += weight;
             if (kept.length > RETENTION.maxMessages) total -= kept.shift()![1];
             for (const held of rooms.values()) {
               while (total > maxBytes && held.length > (held === kept ? 1 : 0)) {
                 total -= held.shift()![1];
+                if (held.length === 0) total -= ROOM_WEIGHT;
               }
             }
             expect(message.id).toBe(id);
             expect(store.bytes).toBe(total);
-            expect(store.bytes).toBeLessThanOrEqual(Math.max(maxBytes, weight));
+            expect(store.bytes).toBeLessThanOrEqual(Math.max(maxBytes, ROOM_WEIGHT + weight));
           }
           for (const [room, held] of rooms) {
             expect((await store.read(room, { limit: 100 })).map((m) => m.id)).toEqual(
