@@ -251,6 +251,12 @@ const WAITING_CHATS = 4096;
 /** A room's last chat id handed to this node, and this node's chats waiting to come back. */
 interface Echoes {
   last: number;
+  /**
+   * The epoch `last` is an id of, as far as this node knows (an append's, or a "lost"
+   * one's): after a Redis restart an append can give an id of the new epoch before the
+   * node hears of it, and that id says nothing against `last`.
+   */
+  epoch: string | undefined;
   /** By id: the sender and the epoch its append gave the id in. */
   readonly senders: Map<number, Waiting>;
   /** The highest id pushed out of `senders` past WAITING_CHATS (0: none). */
@@ -553,8 +559,8 @@ export class Chat implements ChatContext, SessionHost {
       this.sendingFrom = undefined;
       // Not handed back, and not come already (its copy may beat the append's reply): it
       // waits for its place, and by the time it comes its sender may have another name.
-      const echoes = this.echoesOf(key);
-      if (event.id > echoes.last) {
+      const echoes = this.echoesOf(key, epoch);
+      if (event.id > echoes.last || (epoch !== undefined && epoch !== echoes.epoch)) {
         const senders = echoes.senders;
         if (senders.size >= WAITING_CHATS) {
           const oldest = senders.keys().next().value!;
@@ -567,10 +573,10 @@ export class Chat implements ChatContext, SessionHost {
     this.sendingKey = undefined;
   }
 
-  private echoesOf(key: string): Echoes {
+  private echoesOf(key: string, epoch: string | undefined): Echoes {
     let echoes = this.echoes.get(key);
     if (echoes === undefined) {
-      echoes = { last: 0, senders: new Map(), forgotten: 0 };
+      echoes = { last: 0, epoch, senders: new Map(), forgotten: 0 };
       this.echoes.set(key, echoes);
     }
     return echoes;
@@ -673,8 +679,14 @@ export class Chat implements ChatContext, SessionHost {
     const echoes = this.echoes.get(key);
     if (echoes !== undefined) {
       echoes.last = id;
-      // Chats come in id order: none waiting at or below this one comes any more.
+      // Chats come in id order: none waiting at or below this one comes any more. But a
+      // chat stored in an epoch this node has not heard of yet (Redis restarted, the old
+      // epoch's chats still arriving) waits for that epoch's "lost": against the old ids
+      // its id says nothing, and of another epoch the same id is another chat.
       for (const [waiting, sender] of echoes.senders) {
+        const sameEpoch =
+          sender.epoch === undefined || echoes.epoch === undefined || sender.epoch === echoes.epoch;
+        if (!sameEpoch) continue;
         if (waiting > id) break;
         echoes.senders.delete(waiting);
         if (waiting === id) from ??= sender.session;
@@ -851,6 +863,7 @@ export class Chat implements ChatContext, SessionHost {
     const echoes = reason === 'epoch' ? this.echoes.get(key) : undefined;
     if (echoes !== undefined) {
       echoes.last = 0;
+      echoes.epoch = epoch;
       echoes.forgotten = 0;
       for (const [id, waiting] of echoes.senders) {
         if (waiting.epoch !== epoch) echoes.senders.delete(id);
