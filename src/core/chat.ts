@@ -1615,16 +1615,18 @@ export class Chat implements ChatContext, SessionHost {
       const batch = read.filter((m) => m.id <= top);
       if (session.state === 'closed') return;
       const out = batch.map((m) => chatDelivery(room.name, m));
+      // The epoch after every read: the page is of `epoch` only if it still is (an epoch
+      // never comes back). A Redis restarted empty while the client read would otherwise
+      // give the new epoch's ids 1, 2, … as the rest of the old one's; what follows then
+      // is the new epoch's "108", held with the live chats.
+      const info = await history.room(room.key);
+      if (info.epoch !== epoch) return;
       // An empty page is a gap too: retention, or the memory store's budget, may have
       // deleted every message up to `top` that the client has not read yet, and the
-      // live ones above `top` must not follow as if nothing were missing.
-      if ((batch[0]?.id ?? top + 1) > from + 1) {
-        // Told as live, in line with the chats.
-        const info = await history.room(room.key);
-        if (info.epoch !== epoch) return;
-        if (info.oldest > from + 1) {
-          out.unshift(new Delivery({ type: 'gap', room: room.name, epoch, reason: 'deleted' }));
-        }
+      // live ones above `top` must not follow as if nothing were missing. Told as live,
+      // in line with the chats.
+      if ((batch[0]?.id ?? top + 1) > from + 1 && info.oldest > from + 1) {
+        out.unshift(new Delivery({ type: 'gap', room: room.name, epoch, reason: 'deleted' }));
       }
       if (batch.length === 0) {
         if (out.length > 0) await session.sendPaced(out);
