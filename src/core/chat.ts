@@ -250,6 +250,12 @@ const OPER_SERVER_RATE = 0.5;
 const WAITING_CHATS = 4096;
 /** This node's chats waiting to come back in a room. */
 interface Echoes {
+  /**
+   * The epoch of the chats being handed over, as far as this node knows (its first
+   * append's, then each "lost" one's): after a Redis restart an append can give an id of
+   * the new epoch while chats of the old one still arrive, and ids compare only within one.
+   */
+  epoch: string | undefined;
   /** By id: the sender and the epoch its append gave the id in. */
   readonly senders: Map<number, Waiting>;
   /** The highest id pushed out of `senders` past WAITING_CHATS (0: none). */
@@ -557,7 +563,7 @@ export class Chat implements ChatContext, SessionHost {
       // its origin: see `say`): it waits for its place, and by the time it comes its sender
       // may have another name. Its id is not compared with the last one handed over: that
       // may be of an epoch before a Redis restart this append came after.
-      const echoes = this.echoesOf(key);
+      const echoes = this.echoesOf(key, epoch);
       const senders = echoes.senders;
       if (senders.size >= WAITING_CHATS) {
         const oldest = senders.keys().next().value!;
@@ -569,10 +575,10 @@ export class Chat implements ChatContext, SessionHost {
     this.sendingKey = undefined;
   }
 
-  private echoesOf(key: string): Echoes {
+  private echoesOf(key: string, epoch: string | undefined): Echoes {
     let echoes = this.echoes.get(key);
     if (echoes === undefined) {
-      echoes = { senders: new Map(), forgotten: 0 };
+      echoes = { epoch, senders: new Map(), forgotten: 0 };
       this.echoes.set(key, echoes);
     }
     return echoes;
@@ -679,8 +685,14 @@ export class Chat implements ChatContext, SessionHost {
     // Kept for rooms this node has published to (a chat that did not come back at once).
     const echoes = this.echoes.get(key);
     if (echoes !== undefined) {
-      // Chats come in id order: none waiting at or below this one comes any more.
+      // Chats come in id order: none waiting at or below this one comes any more. But a
+      // chat stored in an epoch this node has not heard of yet (Redis restarted, the old
+      // epoch's chats still arriving) waits for that epoch's "lost": against the old ids
+      // its id says nothing, and of another epoch the same id is another chat.
       for (const [waiting, sender] of echoes.senders) {
+        const sameEpoch =
+          sender.epoch === undefined || echoes.epoch === undefined || sender.epoch === echoes.epoch;
+        if (!sameEpoch) continue;
         if (waiting > id) break;
         echoes.senders.delete(waiting);
         if (waiting === id) from ??= sender.session;
@@ -856,6 +868,7 @@ export class Chat implements ChatContext, SessionHost {
     // that waited for it).
     const echoes = reason === 'epoch' ? this.echoes.get(key) : undefined;
     if (echoes !== undefined) {
+      echoes.epoch = epoch;
       echoes.forgotten = 0;
       for (const [id, waiting] of echoes.senders) {
         if (waiting.epoch !== epoch) echoes.senders.delete(id);
@@ -1606,19 +1619,28 @@ export class Chat implements ChatContext, SessionHost {
     for (let page = 0; page <= MAX_REPLAY + 1 && from < top; page++) {
       const read = await history.read(room.key, { after: from, limit });
       const batch = read.filter((m) => m.id <= top);
-      if (batch.length === 0 || session.state === 'closed') return;
+      if (session.state === 'closed') return;
+      const out = batch.map((m) => chatDelivery(room.name, m));
+      // The epoch after every read: the page is of `epoch` only if it still is (an epoch
+      // never comes back). A Redis restarted empty while the client read would otherwise
+      // give the new epoch's ids 1, 2, … as the rest of the old one's; what follows then
+      // is the new epoch's "108", held with the live chats.
+      const info = await history.room(room.key);
+      if (info.epoch !== epoch) return;
+      // An empty page is a gap too: retention, or the memory store's budget, may have
+      // deleted every message up to `top` that the client has not read yet, and the
+      // live ones above `top` must not follow as if nothing were missing. Told as live,
+      // in line with the chats.
+      if ((batch[0]?.id ?? top + 1) > from + 1 && info.oldest > from + 1) {
+        out.unshift(new Delivery({ type: 'gap', room: room.name, epoch, reason: 'deleted' }));
+      }
+      if (batch.length === 0) {
+        if (out.length > 0) await session.sendPaced(out);
+        return;
+      }
       let bytes = 0;
       for (const m of batch) bytes += wireSize(m);
       limit = Math.max(1, Math.min(REPLAY_PAGE, Math.floor((limit * MAX_PAGE_BYTES) / bytes)));
-      const out = batch.map((m) => chatDelivery(room.name, m));
-      if (batch[0]!.id > from + 1) {
-        // Retention may have deleted what the client has not read yet: it is told, as live.
-        const info = await history.room(room.key);
-        if (info.epoch !== epoch) return;
-        if (info.oldest > from + 1) {
-          out.unshift(new Delivery({ type: 'gap', room: room.name, epoch, reason: 'deleted' }));
-        }
-      }
       await session.sendPaced(out);
       from = batch[batch.length - 1]!.id;
     }

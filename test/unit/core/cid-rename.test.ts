@@ -148,3 +148,28 @@ it('stores it once on a node of a cluster when the resume is on the same node', 
     b!.shutdown();
   }
 });
+
+// Not fixed (h54): the session's SentCids sends the cid under its first nickname, and the
+// store cannot tell that nickname's new holder's chat from the session's own. Needs the
+// sending session's identity next to the cid in every store.
+it.fails("does not take a renamed member's chat for a duplicate of the chat of whoever took its old name", async () => {
+  // The first message with the cid is gone (the count limit), so the cid is free again;
+  // ann, now anna, sends it with a new chat, after the new holder of "ann" used the same cid.
+  store = new MemoryHistoryStore({ retention: { maxMessages: 1, maxAgeMs: 0 } });
+  chat = new Chat({ history: store });
+  const watcher = joinChat(chat, 'watcher', caps);
+  const ann = joinChat(chat, 'ann', caps);
+  await until(() => ann.outbox.some((m) => m.cmd === '101'));
+  sendRequest(ann, { cmd: '7', msg: 'first', cid: 'X' } as Request);
+  sendRequest(ann, { cmd: '7', msg: 'second' } as Request);
+  sendRequest(ann, { cmd: '5', newNickname: 'anna' } as Request);
+  await until(() => ann.outbox.some((m) => m.cmd === '51'));
+  const other = joinChat(chat, 'ann', caps);
+  await until(() => other.outbox.some((m) => m.cmd === '101'));
+  sendRequest(other, { cmd: '7', msg: 'not yours', cid: 'X' } as Request);
+  await until(() => other.outbox.some((m) => m.cmd === '71'));
+  sendRequest(ann, { cmd: '7', msg: 'third', cid: 'X' } as Request);
+  await until(() => ann.outbox.filter((m) => m.cmd === '71').length === 3);
+  expect(ann.outbox.filter((m) => m.cmd === '71').at(-1)).not.toMatchObject({ duplicate: true });
+  expect(chats(watcher).map((m) => m.msg)).toContain('third');
+});
