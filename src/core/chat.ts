@@ -270,6 +270,8 @@ interface Flight {
   readonly at: number;
   readonly msg: string;
   readonly session: Session;
+  /** The queue it waits in: its room's, for its sender's nickname then. */
+  readonly queue: Flight[];
 }
 /** A member waiting for its join's place. */
 interface Placing {
@@ -619,8 +621,7 @@ export class Chat implements ChatContext, SessionHost {
    * Remembers a chat of this node's while its append is on its way: on a cluster its
    * copy can come back first, before this node knows its id (`landed`).
    */
-  private takeOff(key: string, from: string, flight: Flight): Flight[] | undefined {
-    if (this.cluster === undefined) return undefined;
+  private takeOff(key: string, from: string, at: number, msg: string, session: Session): Flight {
     let bySender = this.flights.get(key);
     if (bySender === undefined) {
       bySender = new Map();
@@ -631,18 +632,19 @@ export class Chat implements ChatContext, SessionHost {
       queue = [];
       bySender.set(from, queue);
     }
+    const flight = { at, msg, session, queue };
     queue.push(flight);
-    return queue;
+    return flight;
   }
 
   /**
    * The append of `flight` replied (or failed): its copy, if still to come, has its id.
    * False when its copy came already (`landed`).
    */
-  private land(key: string, from: string, queue: Flight[], flight: Flight): boolean {
-    const at = queue.indexOf(flight);
+  private land(key: string, from: string, flight: Flight): boolean {
+    const at = flight.queue.indexOf(flight);
     if (at < 0) return false;
-    this.ground(key, from, queue, at);
+    this.ground(key, from, flight.queue, at);
     return true;
   }
 
@@ -1491,8 +1493,8 @@ export class Chat implements ChatContext, SessionHost {
       return;
     }
     session.pending++;
-    const flight = { at, msg, session };
-    const flights = this.takeOff(room.key, from, flight);
+    const flight =
+      this.cluster === undefined ? undefined : this.takeOff(room.key, from, at, msg, session);
     let draft: MessageDraft = { at, from, msg };
     if (cid !== undefined) {
       session.sentCids ??= new SentCids();
@@ -1502,7 +1504,7 @@ export class Chat implements ChatContext, SessionHost {
     history.append(room.key, draft).then(
       (appended) => {
         // Its copy came back before this reply (`landed`): nothing is to wait for it.
-        const came = flights !== undefined && !this.land(room.key, from, flights, flight);
+        const came = flight !== undefined && !this.land(room.key, from, flight);
         try {
           const m = appended.message;
           // Taken over meanwhile: the sender is now the connection that took the session.
@@ -1531,7 +1533,7 @@ export class Chat implements ChatContext, SessionHost {
         this.finished(session);
       },
       (err: unknown) => {
-        if (flights !== undefined) this.land(room.key, from, flights, flight);
+        if (flight !== undefined) this.land(room.key, from, flight);
         this.log.error({ err, room: room.name }, 'could not store a chat message');
         this.failed(session, err, 'request');
         this.finished(session);
