@@ -27,7 +27,13 @@ import {
   secondsLeft,
 } from './commands.js';
 import { type ChatEvent, Delivery, type HistoryHeader } from './events.js';
-import type { HistoryStore, MessageDraft, RoomHistory, StoredMessage } from './history.js';
+import type {
+  HistoryQuery,
+  HistoryStore,
+  MessageDraft,
+  RoomHistory,
+  StoredMessage,
+} from './history.js';
 import type { Operator } from './moderation.js';
 import { lookupKey, nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
@@ -110,6 +116,32 @@ const MAX_PAGE_BYTES = 256 * 1024;
 /** About what one message takes on the wire: its text as JSON, in UTF-8, and the fields around it. */
 function wireSize(m: StoredMessage): number {
   return Buffer.byteLength(JSON.stringify(m.msg)) + Buffer.byteLength(JSON.stringify(m.from)) + 100;
+}
+
+/** Attempts of readInEpoch before it gives up on a page. */
+const EPOCH_READS = 3;
+
+/**
+ * A page of a room's history with the epoch it belongs to: the room's epoch before and
+ * after the read (an epoch never comes back, so a page read between two equal ones is
+ * of that epoch). A Redis restarted empty between the two would otherwise label the new
+ * epoch's ids 1, 2, … with the old one. Read again if it changed; an empty page of the
+ * newest epoch if it keeps changing. `known`: the room as just read, if it was.
+ */
+async function readInEpoch(
+  history: HistoryStore,
+  key: string,
+  query: HistoryQuery,
+  known?: RoomHistory,
+): Promise<{ info: RoomHistory; messages: readonly StoredMessage[] }> {
+  let info = known ?? (await history.room(key));
+  for (let attempt = 1; ; attempt++) {
+    const messages = await history.read(key, query);
+    const after = await history.room(key);
+    if (after.epoch === info.epoch) return { info, messages };
+    info = after;
+    if (attempt >= EPOCH_READS) return { info, messages: [] };
+  }
 }
 
 /** The newest of `messages` (oldest first) that fit in one page; at least one. */
@@ -1580,11 +1612,14 @@ export class Chat implements ChatContext, SessionHost {
         reason: since === undefined ? undefined : 'off',
       };
     } else {
-      const info = await history.room(room.key);
+      let info = await history.room(room.key);
       const reason = since === undefined ? undefined : notRecovered(info, since);
       const recovered = since === undefined ? undefined : reason === undefined;
-      if (recovered !== true)
-        messages = newestPage(await history.read(room.key, { limit: this.historyOnJoin }));
+      if (recovered !== true) {
+        const page = await readInEpoch(history, room.key, { limit: this.historyOnJoin }, info);
+        info = page.info;
+        messages = newestPage(page.messages);
+      }
       const last = messages.length > 0 ? messages[messages.length - 1]!.id : 0;
       const top = Math.max(info.top, last, recovered === true ? since!.id : 0);
       header = { epoch: info.epoch, top, recovered, reason };
@@ -1664,8 +1699,8 @@ export class Chat implements ChatContext, SessionHost {
         // not that close, is served until the last one is done.
         await nextTurn();
         if (session.state === 'closed') return;
-        const info = await history.room(room.key);
-        const read = await history.read(
+        const { info, messages: read } = await readInEpoch(
+          history,
           room.key,
           before === undefined ? { limit } : { before, limit },
         );

@@ -291,3 +291,60 @@ describe('a recovery whose history is lost while the client reads it', () => {
     for (const m of chats) expect(m.msg).toBe(`m${m.id}`);
   });
 });
+
+describe('a page read while the history is lost', () => {
+  /** The store restarted empty, with new chats, just as the next read starts. */
+  async function restartOnRead(store: SwitchableStore, key: string): Promise<void> {
+    const fresh = new MemoryHistoryStore({ retention: { maxMessages: 10_000, maxAgeMs: 0 } });
+    for (let i = 1; i <= 5; i++) await fresh.append(key, { at: 1, from: 'bob', msg: `n${i}` });
+    const read = store.read.bind(store);
+    store.read = (room, query) => {
+      store.inner = fresh;
+      store.read = read;
+      return read(room, query);
+    };
+  }
+
+  /** ann has sent m1…m8; the store restarts as the next read starts. */
+  async function eightChatsThenRestart(): Promise<{ ann: PausablePeer; first: string }> {
+    const store = new SwitchableStore();
+    chat = new Chat({ maxUsers: 50, history: store });
+    const ann = connect('ann');
+    for (let i = 1; i <= 8; i++) send(ann, { cmd: '7', msg: `m${i}` });
+    await until(() => ann.outbox.filter((m) => m.cmd === '71').length === 8);
+    const first = (ann.outbox.find((m) => m.cmd === '101') as { epoch: string }).epoch;
+    await restartOnRead(store, chat.lobby.key);
+    return { ann, first };
+  }
+
+  /** Each chat of a page is labelled with its own epoch: m<id> in the first, n<id> in the new one. */
+  function expectOwnEpoch(epoch: string, first: string, messages: { id: number; msg: string }[]) {
+    for (const m of messages) expect(m.msg).toBe(`${epoch === first ? 'm' : 'n'}${m.id}`);
+  }
+
+  it('labels a HISTORY page with the epoch its messages belong to', async () => {
+    const { ann, first } = await eightChatsThenRestart();
+    send(ann, { cmd: '106', room: 'lobby' });
+    await until(() => ann.outbox.some((m) => m.cmd === '107'));
+    const page = ann.outbox.find((m) => m.cmd === '107') as {
+      epoch: string;
+      messages: { id: number; msg: string }[];
+    };
+    expect(page.epoch).not.toBe(first);
+    expectOwnEpoch(page.epoch, first, page.messages);
+  });
+
+  it("labels a joiner's page with the epoch its messages belong to", async () => {
+    const { first } = await eightChatsThenRestart();
+    const bob = connect('bob');
+    await until(() => bob.outbox.some((m) => m.cmd === '101'));
+    await tick(20);
+    const joined = bob.outbox.find((m) => m.cmd === '101') as { epoch: string };
+    const chats = bob.outbox.flatMap((m) =>
+      m.cmd === '70' ? [m as { id: number; msg: string }] : [],
+    );
+    expect(joined.epoch).not.toBe(first);
+    expect(chats.length).toBeGreaterThan(0);
+    expectOwnEpoch(joined.epoch, first, chats);
+  });
+});
