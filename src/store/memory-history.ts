@@ -50,7 +50,7 @@ export const ROOM_WEIGHT = 640;
  * by arithmetic on its id.
  */
 class RoomRing {
-  private readonly slots: (StoredMessage | undefined)[] = [];
+  private slots: (StoredMessage | undefined)[] = [];
   /** Index in `slots` of the oldest message. */
   private head = 0;
   size = 0;
@@ -99,11 +99,24 @@ class RoomRing {
   /** Removes the oldest messages while they are older than `cutoff`. */
   dropOlderThan(cutoff: number): void {
     while (this.size > 0 && this.at(this.oldest).at < cutoff) this.dropOldest();
+    this.compact();
   }
 
   /** Removes the oldest messages until it weighs at most `weight` or holds `keep`. */
   dropTo(weight: number, keep: number): void {
     while (this.size > keep && this.weight > weight) this.dropOldest();
+    this.compact();
+  }
+
+  /**
+   * Gives back the slots of a ring that age or the budget emptied to a quarter or less
+   * (a room that once held its 1,000 messages keeps 8 KB of slots otherwise, whatever it
+   * holds now). The ring grows again from what is left.
+   */
+  private compact(): void {
+    if (this.slots.length <= 32 || this.size * 4 > this.slots.length) return;
+    this.slots = this.range(this.oldest, this.top);
+    this.head = 0;
   }
 
   /** Messages with ids in [from, to], oldest first; the range is clamped to what is stored. */

@@ -190,3 +190,31 @@ describe('MemoryHistoryStore budget, seen by a member who stays in a room', () =
     chat.shutdown();
   });
 });
+
+describe('MemoryHistoryStore rings', () => {
+  it('reads every message kept after a full ring was cut down by age, and grows again', async () => {
+    let now = 0;
+    const store = new MemoryHistoryStore({
+      retention: { maxMessages: 100, maxAgeMs: 1_000 },
+      pruneIntervalMs: 0,
+      now: () => now,
+    });
+    // 150 messages wrap the ring of 100; the newest 10 are young enough to stay.
+    for (let i = 1; i <= 150; i++) {
+      await store.append('a', { at: i <= 140 ? 0 : 5_000, from: 'ann', msg: `m${i}` });
+    }
+    now = 5_500;
+    await store.prune(now);
+    const ids = (messages: StoredMessage[]) => messages.map((m) => m.id);
+    const range = (lo: number, hi: number) => Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
+    expect(ids(await store.read('a', { limit: 100 }))).toEqual(range(141, 150));
+    // Its slots went with the messages.
+    const rings = (store as unknown as { rooms: Map<string, { slots: unknown[] }> }).rooms;
+    expect(rings.get('a')!.slots.length).toBe(10);
+    for (let i = 151; i <= 260; i++)
+      await store.append('a', { at: 5_000, from: 'ann', msg: `m${i}` });
+    expect(ids(await store.read('a', { limit: 100 }))).toEqual(range(161, 260));
+    expect(ids(await store.read('a', { after: 200, limit: 5 }))).toEqual(range(201, 205));
+    for (const m of await store.read('a', { limit: 100 })) expect(m.msg).toBe(`m${m.id}`);
+  });
+});
