@@ -78,8 +78,13 @@ export type LostReason =
 
 /** What a broker hands back. Calls are synchronous and never overlap. */
 export interface BrokerHandler {
-  /** An event of a room this node subscribes to, under this node's name for it. */
-  room(key: string, event: RoomEvent): void;
+  /**
+   * An event of a room this node subscribes to, under this node's name for it; for a
+   * chat, the epoch its id belongs to where the broker knows it (ids compare only within
+   * one epoch, and after a Redis restart this node's appends can be of the new one while
+   * the old one's chats still arrive).
+   */
+  room(key: string, event: RoomEvent, epoch?: string): void;
   /** A whisper addressed to this node. */
   whisper(event: WhisperEvent): void;
   /** A notice sent to this node, or to every node by another one. */

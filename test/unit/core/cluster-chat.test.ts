@@ -109,6 +109,37 @@ function quietNode(broker: Broker, history: HistoryStore): Chat {
   });
 }
 
+/**
+ * alice and bob on one node of a quiet broker, over a store that `restart()` replaces
+ * with an empty one, as Redis restarted without persistence (a new epoch).
+ */
+async function restartableNode() {
+  const { broker, handler } = quietBroker();
+  const make = () => new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
+  let store = make();
+  const history: HistoryStore = {
+    append: (key, draft) => store.append(key, draft),
+    room: (key) => store.room(key),
+    read: (key, query) => store.read(key, query),
+    prune: (now) => store.prune(now),
+    close: () => store.close(),
+  };
+  const chat = quietNode(broker, history);
+  const alice = connect(chat, 'alice', EXT);
+  const bob = connect(chat, 'bob', EXT);
+  await settle();
+  return {
+    handler,
+    history,
+    alice,
+    bob,
+    key: chat.lobby.key,
+    restart: () => {
+      store = make();
+    },
+  };
+}
+
 describe('a chat of several nodes', () => {
   it('shows a course client on one node what one process would', async () => {
     const [a, b] = nodes(2);
@@ -586,21 +617,7 @@ describe('a chat of several nodes', () => {
     async (_, rename) => {
       // The append waited out a Redis restart and replied before the subscription caught up;
       // the room had more chats before the restart than after.
-      const { broker, handler } = quietBroker();
-      const make = () => new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
-      let store = make();
-      const history: HistoryStore = {
-        append: (key, draft) => store.append(key, draft),
-        room: (key) => store.room(key),
-        read: (key, query) => store.read(key, query),
-        prune: (now) => store.prune(now),
-        close: () => store.close(),
-      };
-      const chat = quietNode(broker, history);
-      const alice = connect(chat, 'alice', EXT);
-      const bob = connect(chat, 'bob', EXT);
-      await settle();
-      const key = chat.lobby.key;
+      const { handler, history, alice, bob, key, restart } = await restartableNode();
       send(alice, { cmd: '7', msg: 'one' });
       await settle();
       handler().room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'one' });
@@ -613,7 +630,7 @@ describe('a chat of several nodes', () => {
         from: 'carol',
         msg: 'three',
       });
-      store = make();
+      restart();
       send(alice, { cmd: '7', msg: 'hello' });
       await settle();
       if (rename !== undefined) {
@@ -662,21 +679,7 @@ describe('a chat of several nodes', () => {
     // Found on three nodes and a Redis restarted mid-traffic: the append ran on the new Redis
     // (id 1 of a new epoch) while the node had handed over ids up to 5 of the old one; the
     // node learns of the new epoch only when its subscription catches up.
-    const { broker, handler } = quietBroker();
-    const retention = { maxMessages: 100, maxAgeMs: 0 };
-    let store = new MemoryHistoryStore({ retention });
-    const history: HistoryStore = {
-      append: (key, draft) => store.append(key, draft),
-      room: (key) => store.room(key),
-      read: (key, query) => store.read(key, query),
-      prune: (now) => store.prune(now),
-      close: () => store.close(),
-    };
-    const chat = quietNode(broker, history);
-    const alice = connect(chat, 'alice', EXT);
-    const bob = connect(chat, 'bob', EXT);
-    await settle();
-    const key = chat.lobby.key;
+    const { handler, history, alice, bob, key, restart } = await restartableNode();
     send(alice, { cmd: '7', msg: 'first' });
     await settle();
     handler().room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'first' });
@@ -686,7 +689,7 @@ describe('a chat of several nodes', () => {
     await settle();
     for (const peer of [alice, bob]) peer.take();
     // Redis restarted empty.
-    store = new MemoryHistoryStore({ retention });
+    restart();
     send(alice, { cmd: '7', msg: 'hello' });
     await settle();
     // The old epoch's last chat, published before the restart, still arrives.
@@ -694,6 +697,36 @@ describe('a chat of several nodes', () => {
     const { epoch } = await history.room(key);
     handler().lost?.(key, 'epoch', epoch);
     handler().room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'hello' });
+    const hello = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
+    expect(bob.take()).toContainEqual(hello);
+    expect(alice.take()).not.toContainEqual(hello);
+  });
+
+  it("knows its first chat in a room stored in a new epoch while the old epoch's chats still arrive", async () => {
+    // The broker says which epoch each chat it hands over is of: before its "lost", the
+    // old one's, whatever epoch this node's own append was given.
+    const { handler, history, alice, bob, key, restart } = await restartableNode();
+    const old = (await history.room(key)).epoch;
+    const carol = (id: number) => ({
+      type: 'chat' as const,
+      room: 'lobby',
+      id,
+      at: 0,
+      from: 'carol',
+      msg: `c${id}`,
+    });
+    handler().room(key, carol(1), old);
+    restart();
+    send(alice, { cmd: '7', msg: 'hello' });
+    await settle();
+    handler().room(key, carol(2), old);
+    const { epoch } = await history.room(key);
+    handler().lost?.(key, 'epoch', epoch);
+    handler().room(
+      key,
+      { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'hello' },
+      epoch,
+    );
     const hello = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
     expect(bob.take()).toContainEqual(hello);
     expect(alice.take()).not.toContainEqual(hello);
