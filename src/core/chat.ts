@@ -2,7 +2,7 @@ import { Cmd, ErrorCode, type ErrorCodeValue, LOBBY } from '../protocol/codes.js
 import type { NotRecovered, Position } from '../protocol/messages.js';
 import type { Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
-import { clip } from '../protocol/text.js';
+import { clip, wellFormed } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { addressGroup, BanList, type BanStore, MemoryBanStore } from './bans.js';
@@ -664,7 +664,8 @@ export class Chat implements ChatContext, SessionHost {
       queue = [];
       bySender.set(from, queue);
     }
-    const flight = { at, msg, session, queue };
+    // Its copy carries the stored text: a lone surrogate is U+FFFD there.
+    const flight = { at, msg: wellFormed(msg), session, queue };
     queue.push(flight);
     return flight;
   }

@@ -1,0 +1,131 @@
+/**
+ * A node's own chats coming back from the broker (Chat.origin, Chat.landed): the sender
+ * is never shown its own chat, whatever order the copy, the append's reply and a Redis
+ * restart's "lost" come in. The broker here hands nothing back at publish; the test hands
+ * the room's chats over itself, as a Redis subscriber connection would.
+ */
+import { describe, expect, it } from 'vitest';
+import type { Broker, BrokerHandler } from '../../../src/core/broker.js';
+import { Chat } from '../../../src/core/chat.js';
+import type { HistoryStore, MessageDraft } from '../../../src/core/history.js';
+import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
+import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
+import { joinChat as connect, sendRequest as send } from '../../helpers/fake-peer.js';
+
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+const EXT = ['errors', 'rooms', 'renames', 'whispers'];
+
+function quietBroker(): { broker: Broker; handler: () => BrokerHandler } {
+  let handler: BrokerHandler | undefined;
+  const broker: Broker = {
+    node: 'n0',
+    onEvent: (h) => {
+      handler = h;
+    },
+    start: () => Promise.resolve(),
+    publish: (key, event) => {
+      if (event.type === 'chat') return;
+      handler?.room(key, event);
+      if (event.type === 'joined') handler?.placed?.(key, event, { epoch: '', id: 0 });
+    },
+    whisper: (_node, event) => handler?.whisper(event),
+    notify: () => {},
+    subscribe: () => Promise.resolve(),
+    unsubscribe: () => Promise.resolve(),
+    close: () => Promise.resolve(),
+  };
+  return {
+    broker,
+    handler: () => {
+      if (handler === undefined) throw new Error('no handler yet');
+      return handler;
+    },
+  };
+}
+
+function quietNode(broker: Broker, history: HistoryStore): Chat {
+  return new Chat({
+    history,
+    cluster: { presence: new MemoryPresence({ hub: new PresenceHub(), node: 'n0' }), broker },
+  });
+}
+
+const retention = { maxMessages: 100, maxAgeMs: 0 };
+
+describe("a node's own chats coming back", () => {
+  it.fails('knows its own chat stored in a new epoch when it is the first chat of its node in the room, after chats of the old one', async () => {
+    // As in "knows its own chat stored in a new epoch before the node learnt of it, after
+    // chats of the old one" (cluster-chat), but no member of this node had chatted in the
+    // room before the restart: the room's echoes are made by this append, in its epoch.
+    const { broker, handler } = quietBroker();
+    let store = new MemoryHistoryStore({ retention });
+    const history: HistoryStore = {
+      append: (key, draft) => store.append(key, draft),
+      room: (key) => store.room(key),
+      read: (key, query) => store.read(key, query),
+      prune: (now) => store.prune(now),
+      close: () => store.close(),
+    };
+    const chat = quietNode(broker, history);
+    const alice = connect(chat, 'alice', EXT);
+    const bob = connect(chat, 'bob', EXT);
+    await settle();
+    const key = chat.lobby.key;
+    // Another node's chats, ids 1..5 of the old epoch.
+    for (let id = 1; id <= 5; id++) {
+      handler().room(key, { type: 'chat', room: 'lobby', id, at: 0, from: 'carol', msg: `c${id}` });
+    }
+    await settle();
+    for (const peer of [alice, bob]) peer.take();
+    // Redis restarted empty; alice's first chat in the room is id 1 of the new epoch.
+    store = new MemoryHistoryStore({ retention });
+    send(alice, { cmd: '7', msg: 'hello' });
+    await settle();
+    // The old epoch's last chat, published before the restart, still arrives.
+    handler().room(key, { type: 'chat', room: 'lobby', id: 6, at: 0, from: 'carol', msg: 'c6' });
+    const { epoch } = await history.room(key);
+    handler().lost?.(key, 'epoch', epoch);
+    handler().room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'hello' });
+    const hello = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
+    expect(bob.take()).toContainEqual(hello);
+    expect(alice.take()).not.toContainEqual(hello);
+  });
+
+  it('knows its own chat with a lone surrogate whose copy came before the append replied', async () => {
+    // The store keeps U+FFFD for a lone surrogate (JSON's "\ud800" lets a client send one):
+    // the copy's text is not the text the chat took off with.
+    const { broker, handler } = quietBroker();
+    const store = new MemoryHistoryStore({ retention });
+    const history: HistoryStore = {
+      append: async (key: string, draft: MessageDraft) => {
+        const appended = await store.append(key, draft);
+        const m = appended.message;
+        handler().room(key, {
+          type: 'chat',
+          room: 'lobby',
+          id: m.id,
+          at: m.at,
+          from: m.from,
+          msg: m.msg,
+        });
+        return appended;
+      },
+      room: (key) => store.room(key),
+      read: (key, query) => store.read(key, query),
+      prune: (now) => store.prune(now),
+      close: () => store.close(),
+    };
+    const chat = quietNode(broker, history);
+    const alice = connect(chat, 'alice');
+    const bob = connect(chat, 'bob');
+    await settle();
+    for (const peer of [alice, bob]) peer.take();
+    send(alice, { cmd: '7', msg: 'a\ud800b' });
+    await settle();
+    expect(bob.take()).toEqual([{ cmd: '70', from: 'alice', msg: 'a\ufffdb' }]);
+    expect(alice.take()).toEqual([]);
+  });
+});
