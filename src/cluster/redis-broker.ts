@@ -547,7 +547,11 @@ export class RedisBroker implements Broker {
     const handler = this.handler;
     if (handler === undefined) return;
     try {
-      handler.room(state.key, event.room === state.name ? event : { ...event, room: state.name });
+      handler.room(
+        state.key,
+        event.room === state.name ? event : { ...event, room: state.name },
+        event.type === 'chat' ? state.epoch : undefined,
+      );
     } catch (error) {
       this.onError(asError(error));
     }

@@ -283,9 +283,10 @@ const WAITING_CHATS = 4096;
 /** This node's chats waiting to come back in a room. */
 interface Echoes {
   /**
-   * The epoch of the chats being handed over, as far as this node knows (its first
-   * append's, then each "lost" one's): after a Redis restart an append can give an id of
-   * the new epoch while chats of the old one still arrive, and ids compare only within one.
+   * The epoch of the chats being handed over, as far as this node knows (the broker's,
+   * with each chat it hands over and each "lost"; before the first, this node's first
+   * append's): after a Redis restart an append can give an id of the new epoch while chats
+   * of the old one still arrive, and ids compare only within one.
    */
   epoch: string | undefined;
   /** By id: the sender and the epoch its append gave the id in. */
@@ -425,7 +426,7 @@ export class Chat implements ChatContext, SessionHost {
       throw new Error('a node of a cluster needs the shared history store');
     }
     this.cluster?.broker.onEvent({
-      room: (key, event) => this.arrived(key, event),
+      room: (key, event, epoch) => this.arrived(key, event, epoch),
       whisper: (event) => this.whispered(event),
       notice: (notice) => this.noticed(notice),
       lost: (key, reason, epoch) => this.gap(key, reason, epoch),
@@ -619,10 +620,10 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /** A room event from the broker: to this node's members of the room, but the one it is about. */
-  private arrived(key: string, event: RoomEvent): void {
+  private arrived(key: string, event: RoomEvent, epoch?: string): void {
     const from =
       event.type === 'chat'
-        ? (this.origin(key, event.id) ??
+        ? (this.origin(key, event.id, epoch) ??
           this.landed(key, event) ??
           this.chatSender(key, event.id, event.from))
         : undefined;
@@ -710,8 +711,11 @@ export class Chat implements ChatContext, SessionHost {
     return undefined;
   }
 
-  /** The session that sent this node's chat `id` in the room, if this node published it. */
-  private origin(key: string, id: number): Session | undefined {
+  /**
+   * The session that sent this node's chat `id` in the room, if this node published it;
+   * `epoch`: the chat's, when the broker tells it.
+   */
+  private origin(key: string, id: number, epoch: string | undefined): Session | undefined {
     let from: Session | undefined;
     if (this.sendingFrom !== undefined && id === this.sendingId && key === this.sendingKey) {
       from = this.sendingFrom;
@@ -720,6 +724,9 @@ export class Chat implements ChatContext, SessionHost {
     // Kept for rooms this node has published to (a chat that did not come back at once).
     const echoes = this.echoes.get(key);
     if (echoes !== undefined) {
+      // Made by an append whose epoch may not be the one handed over yet (its room's first
+      // chat of this node after a Redis restart, while the old epoch's chats still arrive).
+      if (epoch !== undefined) echoes.epoch = epoch;
       // Chats come in id order: none waiting at or below this one comes any more. But a
       // chat stored in an epoch this node has not heard of yet (Redis restarted, the old
       // epoch's chats still arriving) waits for that epoch's "lost": against the old ids

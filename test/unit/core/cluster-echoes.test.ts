@@ -56,10 +56,12 @@ function quietNode(broker: Broker, history: HistoryStore): Chat {
 const retention = { maxMessages: 100, maxAgeMs: 0 };
 
 describe("a node's own chats coming back", () => {
-  it.fails('knows its own chat stored in a new epoch when it is the first chat of its node in the room, after chats of the old one', async () => {
+  it('knows its own chat stored in a new epoch when it is the first chat of its node in the room, after chats of the old one', async () => {
     // As in "knows its own chat stored in a new epoch before the node learnt of it, after
     // chats of the old one" (cluster-chat), but no member of this node had chatted in the
-    // room before the restart: the room's echoes are made by this append, in its epoch.
+    // room before the restart: the room's echoes are made by this append, in its epoch. On
+    // Redis that is the usual case: a chat that is the next id comes back at once and leaves
+    // nothing waiting. The chats are handed over with their epoch, as the Redis broker does.
     const { broker, handler } = quietBroker();
     let store = new MemoryHistoryStore({ retention });
     const history: HistoryStore = {
@@ -74,9 +76,11 @@ describe("a node's own chats coming back", () => {
     const bob = connect(chat, 'bob', EXT);
     await settle();
     const key = chat.lobby.key;
+    const old = (await history.room(key)).epoch;
     // Another node's chats, ids 1..5 of the old epoch.
     for (let id = 1; id <= 5; id++) {
-      handler().room(key, { type: 'chat', room: 'lobby', id, at: 0, from: 'carol', msg: `c${id}` });
+      const c = { type: 'chat', room: 'lobby', id, at: 0, from: 'carol', msg: `c${id}` } as const;
+      handler().room(key, c, old);
     }
     await settle();
     for (const peer of [alice, bob]) peer.take();
@@ -85,13 +89,23 @@ describe("a node's own chats coming back", () => {
     send(alice, { cmd: '7', msg: 'hello' });
     await settle();
     // The old epoch's last chat, published before the restart, still arrives.
-    handler().room(key, { type: 'chat', room: 'lobby', id: 6, at: 0, from: 'carol', msg: 'c6' });
+    const c6 = { type: 'chat', room: 'lobby', id: 6, at: 0, from: 'carol', msg: 'c6' } as const;
+    handler().room(key, c6, old);
     const { epoch } = await history.room(key);
+    expect(epoch).not.toBe(old);
     handler().lost?.(key, 'epoch', epoch);
-    handler().room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'hello' });
-    const hello = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
-    expect(bob.take()).toContainEqual(hello);
-    expect(alice.take()).not.toContainEqual(hello);
+    const hello = {
+      type: 'chat',
+      room: 'lobby',
+      id: 1,
+      at: 0,
+      from: 'alice',
+      msg: 'hello',
+    } as const;
+    handler().room(key, hello, epoch);
+    const shown = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
+    expect(bob.take()).toContainEqual(shown);
+    expect(alice.take()).not.toContainEqual(shown);
   });
 
   it('knows its own chat with a lone surrogate whose copy came before the append replied', async () => {
