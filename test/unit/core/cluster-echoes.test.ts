@@ -108,6 +108,49 @@ describe("a node's own chats coming back", () => {
     expect(alice.take()).not.toContainEqual(shown);
   });
 
+  it("does not take another node's chat of the old epoch for its own with the same id of the new one", async () => {
+    // The room was empty before Redis restarted: carol's chat, id 1 of the old epoch, still
+    // arrives after alice's append was given id 1 of the new one.
+    const { broker, handler } = quietBroker();
+    let store = new MemoryHistoryStore({ retention });
+    const history: HistoryStore = {
+      append: (key, draft) => store.append(key, draft),
+      room: (key) => store.room(key),
+      read: (key, query) => store.read(key, query),
+      prune: (now) => store.prune(now),
+      close: () => store.close(),
+    };
+    const chat = quietNode(broker, history);
+    const alice = connect(chat, 'alice', EXT);
+    const bob = connect(chat, 'bob', EXT);
+    await settle();
+    const key = chat.lobby.key;
+    const old = (await history.room(key)).epoch;
+    for (const peer of [alice, bob]) peer.take();
+    store = new MemoryHistoryStore({ retention });
+    send(alice, { cmd: '7', msg: 'hello' });
+    await settle();
+    const carol = { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'carol', msg: 'hi' } as const;
+    handler().room(key, carol, old);
+    const { epoch } = await history.room(key);
+    handler().lost?.(key, 'epoch', epoch);
+    const hello = {
+      type: 'chat',
+      room: 'lobby',
+      id: 1,
+      at: 0,
+      from: 'alice',
+      msg: 'hello',
+    } as const;
+    handler().room(key, hello, epoch);
+    const hi = expect.objectContaining({ cmd: '70', from: 'carol', msg: 'hi' });
+    const shown = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
+    const got = alice.take();
+    expect(got).toContainEqual(hi);
+    expect(got).not.toContainEqual(shown);
+    expect(bob.take()).toEqual(expect.arrayContaining([hi, shown]));
+  });
+
   it('knows its own chat with a lone surrogate whose copy came before the append replied', async () => {
     // The store keeps U+FFFD for a lone surrogate (JSON's "\ud800" lets a client send one):
     // the copy's text is not the text the chat took off with.
