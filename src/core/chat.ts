@@ -1621,10 +1621,14 @@ export class Chat implements ChatContext, SessionHost {
       };
     } else {
       let info = await history.room(room.key);
-      const reason = since === undefined ? undefined : notRecovered(info, since);
+      let reason = since === undefined ? undefined : notRecovered(info, since);
       const recovered = since === undefined ? undefined : reason === undefined;
       if (recovered !== true) {
         const page = await readInEpoch(history, room.key, { limit: this.historyOnJoin }, info);
+        // The page is of another epoch than the one the reason was found in: told against it.
+        if (since !== undefined && page.info.epoch !== info.epoch) {
+          reason = notRecovered(page.info, since) ?? reason;
+        }
         info = page.info;
         messages = newestPage(page.messages);
       }
