@@ -82,8 +82,9 @@ export function atMostChars(text: string, max: number): boolean {
   return true;
 }
 
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-const LONE_SURROGATES = new RegExp(LONE_SURROGATE.source, 'g');
+// With the u flag a pair is one code point: \p{Cs} matches only a lone surrogate.
+const LONE_SURROGATE = /\p{Cs}/u;
+const LONE_SURROGATES = /\p{Cs}/gu;
 
 /** `text` with each lone surrogate replaced by U+FFFD, as every history store keeps it. */
 export function wellFormed(text: string): string {
