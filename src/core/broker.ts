@@ -144,9 +144,9 @@ export interface Broker {
   start(): Promise<void>;
   /**
    * A room event, under the room's key (names may differ between nodes). A chat must
-   * carry the id its history store gave it.
+   * carry the id its history store gave it, and `epoch` the epoch its append gave it in.
    */
-  publish(key: string, event: RoomEvent): void;
+  publish(key: string, event: RoomEvent, epoch?: string): void;
   /** A whisper to a member on `node` (this node included). */
   whisper(node: string, event: WhisperEvent): void;
   /**

@@ -582,13 +582,13 @@ export class Chat implements ChatContext, SessionHost {
     const room = event.room === this.lobby.name ? this.lobby : this.rooms.named(event.room);
     const key = room?.key ?? roomKey(event.room);
     if (event.type !== 'chat' || origin === undefined) {
-      broker.publish(key, event);
+      broker.publish(key, event, epoch);
       return;
     }
     this.sendingKey = key;
     this.sendingId = event.id;
     this.sendingFrom = origin;
-    broker.publish(key, event);
+    broker.publish(key, event, epoch);
     // Left by every local member meanwhile (its sender closed while the chat was stored):
     // nobody here is shown its copy, and nothing would clear what waited for it.
     if (this.sendingFrom !== undefined && !this.interest.has(key)) this.sendingFrom = undefined;
