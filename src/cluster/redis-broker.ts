@@ -272,14 +272,14 @@ export class RedisBroker implements Broker {
     this.handler = handler;
   }
 
-  publish(key: string, event: RoomEvent): void {
+  publish(key: string, event: RoomEvent, epoch?: string): void {
     if (this.closed) return;
     const state = this.rooms.get(key);
     if (event.type === 'chat') {
-      // The append script published it; only the fast path for this node is left. (Were
-      // history lost meanwhile, the subscriber's close would have taken the room out of
-      // step before this node could append again: the restart closes both connections.)
-      if (state?.inStep && event.id === state.last + 1) {
+      // The append script published it; only the fast path for this node is left, within
+      // the epoch being handed over: history emptied without a restart (FLUSHALL, a failover)
+      // leaves the room in step while the append's id 1, 2, … are of a new epoch.
+      if (state?.inStep && event.id === state.last + 1 && (epoch ?? state.epoch) === state.epoch) {
         state.last = event.id;
         this.hand(state, event);
       }

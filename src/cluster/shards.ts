@@ -246,8 +246,8 @@ export class ShardedBroker implements Broker {
     await Promise.all(this.brokers.map((b) => b.start()));
   }
 
-  publish(key: string, event: RoomEvent): void {
-    this.of(key).publish(key, event);
+  publish(key: string, event: RoomEvent, epoch?: string): void {
+    this.of(key).publish(key, event, epoch);
   }
 
   whisper(node: string, event: WhisperEvent): void {

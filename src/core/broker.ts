@@ -79,10 +79,9 @@ export type LostReason =
 /** What a broker hands back. Calls are synchronous and never overlap. */
 export interface BrokerHandler {
   /**
-   * An event of a room this node subscribes to, under this node's name for it; for a
-   * chat, the epoch its id belongs to where the broker knows it (ids compare only within
-   * one epoch, and after a Redis restart this node's appends can be of the new one while
-   * the old one's chats still arrive).
+   * An event of a room this node subscribes to, under this node's name for it. For a chat,
+   * `epoch` is the one the broker hands over chats of now, if it knows it (the Redis broker;
+   * the in-memory one never changes epoch): ids compare only within one.
    */
   room(key: string, event: RoomEvent, epoch?: string): void;
   /** A whisper addressed to this node. */
@@ -145,9 +144,9 @@ export interface Broker {
   start(): Promise<void>;
   /**
    * A room event, under the room's key (names may differ between nodes). A chat must
-   * carry the id its history store gave it.
+   * carry the id its history store gave it, and `epoch` the epoch its append gave it in.
    */
-  publish(key: string, event: RoomEvent): void;
+  publish(key: string, event: RoomEvent, epoch?: string): void;
   /** A whisper to a member on `node` (this node included). */
   whisper(node: string, event: WhisperEvent): void;
   /**

@@ -2,7 +2,7 @@ import { Cmd, ErrorCode, type ErrorCodeValue, LOBBY } from '../protocol/codes.js
 import type { NotRecovered, Position } from '../protocol/messages.js';
 import type { Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
-import { clip } from '../protocol/text.js';
+import { clip, wellFormed } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { addressGroup, BanList, type BanStore, MemoryBanStore } from './bans.js';
@@ -283,10 +283,10 @@ const WAITING_CHATS = 4096;
 /** This node's chats waiting to come back in a room. */
 interface Echoes {
   /**
-   * The epoch of the chats being handed over, as far as this node knows (the broker's
-   * with each chat; else its first append's, then each "lost" one's): after a Redis
-   * restart an append can give an id of the new epoch while chats of the old one still
-   * arrive, and ids compare only within one.
+   * The epoch of the chats being handed over, as far as this node knows (the broker's,
+   * with each chat it hands over and each "lost"; before the first, this node's first
+   * append's): after a Redis restart an append can give an id of the new epoch while chats
+   * of the old one still arrive, and ids compare only within one.
    */
   epoch: string | undefined;
   /** By id: the sender and the epoch its append gave the id in. */
@@ -582,13 +582,13 @@ export class Chat implements ChatContext, SessionHost {
     const room = event.room === this.lobby.name ? this.lobby : this.rooms.named(event.room);
     const key = room?.key ?? roomKey(event.room);
     if (event.type !== 'chat' || origin === undefined) {
-      broker.publish(key, event);
+      broker.publish(key, event, epoch);
       return;
     }
     this.sendingKey = key;
     this.sendingId = event.id;
     this.sendingFrom = origin;
-    broker.publish(key, event);
+    broker.publish(key, event, epoch);
     // Left by every local member meanwhile (its sender closed while the chat was stored):
     // nobody here is shown its copy, and nothing would clear what waited for it.
     if (this.sendingFrom !== undefined && !this.interest.has(key)) this.sendingFrom = undefined;
@@ -665,7 +665,8 @@ export class Chat implements ChatContext, SessionHost {
       queue = [];
       bySender.set(from, queue);
     }
-    const flight = { at, msg, session, queue };
+    // Its copy carries the stored text: a lone surrogate is U+FFFD there.
+    const flight = { at, msg: wellFormed(msg), session, queue };
     queue.push(flight);
     return flight;
   }
@@ -710,7 +711,10 @@ export class Chat implements ChatContext, SessionHost {
     return undefined;
   }
 
-  /** The session that sent this node's chat `id` in the room, if this node published it. */
+  /**
+   * The session that sent this node's chat `id` in the room, if this node published it;
+   * `epoch`: the chat's, when the broker tells it.
+   */
   private origin(key: string, id: number, epoch: string | undefined): Session | undefined {
     let from: Session | undefined;
     if (this.sendingFrom !== undefined && id === this.sendingId && key === this.sendingKey) {
@@ -720,6 +724,8 @@ export class Chat implements ChatContext, SessionHost {
     // Kept for rooms this node has published to (a chat that did not come back at once).
     const echoes = this.echoes.get(key);
     if (echoes !== undefined) {
+      // Made by an append whose epoch may not be the one handed over yet (its room's first
+      // chat of this node after a Redis restart, while the old epoch's chats still arrive).
       if (epoch !== undefined) echoes.epoch = epoch;
       // Chats come in id order: none waiting at or below this one comes any more. But a
       // chat stored in an epoch this node has not heard of yet (Redis restarted, the old
@@ -1615,10 +1621,14 @@ export class Chat implements ChatContext, SessionHost {
       };
     } else {
       let info = await history.room(room.key);
-      const reason = since === undefined ? undefined : notRecovered(info, since);
+      let reason = since === undefined ? undefined : notRecovered(info, since);
       const recovered = since === undefined ? undefined : reason === undefined;
       if (recovered !== true) {
         const page = await readInEpoch(history, room.key, { limit: this.historyOnJoin }, info);
+        // The page is of another epoch than the one the reason was found in: told against it.
+        if (since !== undefined && page.info.epoch !== info.epoch) {
+          reason = notRecovered(page.info, since) ?? reason;
+        }
         info = page.info;
         messages = newestPage(page.messages);
       }

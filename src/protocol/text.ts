@@ -81,3 +81,12 @@ export function atMostChars(text: string, max: number): boolean {
   }
   return true;
 }
+
+// With the u flag a pair is one code point: \p{Cs} matches only a lone surrogate.
+const LONE_SURROGATE = /\p{Cs}/u;
+const LONE_SURROGATES = /\p{Cs}/gu;
+
+/** `text` with each lone surrogate replaced by U+FFFD, as every history store keeps it. */
+export function wellFormed(text: string): string {
+  return LONE_SURROGATE.test(text) ? text.replace(LONE_SURROGATES, '\uFFFD') : text;
+}

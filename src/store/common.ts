@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { HistoryQuery, Retention } from '../core/history.js';
+import { wellFormed } from '../protocol/text.js';
 
 /** What every HistoryStore implementation here is configured with. */
 export interface HistoryStoreOptions {
@@ -58,16 +59,15 @@ export function ageCutoff(now: number, retention: Retention): number {
 }
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-const LONE_SURROGATES = new RegExp(LONE_SURROGATE.source, 'g');
 
 /**
  * SQLite keeps text as UTF-8, where a lone surrogate (which JSON's \ud800 escapes let a
- * client send) becomes U+FFFD. Every store makes that replacement itself, so all of them
- * return the same message, and the message `append` returns is the one a restart reads.
+ * client send) becomes U+FFFD. Every store makes that replacement itself (`wellFormed`,
+ * in protocol/text.ts: Chat.landed compares a chat's copy with the text it sent), so all
+ * of them return the same message, and the message `append` returns is the one a restart
+ * reads.
  */
-export function wellFormed(text: string): string {
-  return LONE_SURROGATE.test(text) ? text.replace(LONE_SURROGATES, '\uFFFD') : text;
-}
+export { wellFormed };
 
 /**
  * Room keys and senders are refused rather than replaced: two different keys must never

@@ -404,6 +404,62 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
+    it('hands its own next chat back at once only within the epoch it hands over', async () => {
+      const c = await cluster();
+      const a = await c.node();
+      const room = { key: 'fast', name: 'fast' };
+      await a.broker.subscribe(room);
+      const m = await say(a, room, 'ann', 'one');
+      // Synchronously in say: its append's epoch is the one the broker hands over.
+      expect(a.got.chatIds('fast')).toEqual([1]);
+      const next = {
+        type: 'chat',
+        room: 'fast',
+        id: m.id + 1,
+        at: 1,
+        from: 'ann',
+        msg: 'x',
+      } as const;
+      a.broker.publish(room.key, next, 'another epoch');
+      expect(a.got.chatIds('fast')).toEqual([1]);
+    });
+
+    it('does not hand over its own chat of a new epoch as the next id of the old one (Redis emptied without closing connections)', async () => {
+      // FLUSHALL, or a failover to an empty replica behind a proxy: the connections stay up,
+      // so the room stays in step while the append makes a new epoch. Its id 1 is the room's
+      // last + 1 in the old epoch: publish's fast path took it for that one, and the catch-up
+      // its copy then started (another epoch) handed it over again after the "lost".
+      const own = await startRedis();
+      try {
+        const c = await redisCluster(() => own);
+        try {
+          const a = await c.node();
+          const got = new (await import('./broker.js')).Recorder();
+          a.broker.onEvent(got);
+          await a.broker.start();
+          const room = { key: 'flushed', name: 'flushed' };
+          await a.broker.subscribe(room);
+          const before = (await a.history.room('flushed')).epoch;
+          const admin = new Redis(own.url, { protocol: 2 });
+          try {
+            await admin.flushall();
+          } finally {
+            admin.disconnect();
+          }
+          const m = await say(a, room, 'ann', 'hi');
+          expect(m.id).toBe(1);
+          await eventually(() => expect(got.lostRooms).toHaveLength(1));
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          expect(got.lostRooms[0]!.epoch).not.toBe(before);
+          expect(got.chatIds('flushed')).toEqual([1]);
+        } finally {
+          await c.dispose();
+        }
+      } finally {
+        await own.stop();
+      }
+    });
+
     it('says a room’s history was lost when Redis restarts empty, then goes on in the new epoch', async () => {
       const own = await startRedis();
       try {

@@ -81,18 +81,12 @@ export function eventually(check: () => void | Promise<void>): Promise<void> {
   return vi.waitFor(check, { timeout: 10_000, interval: 5 });
 }
 
-/** Stores a chat, then hands it to the node's broker, as Chat.say does. */
+/** Stores a chat, then hands it to the node's broker with its epoch, as Chat.say does. */
 export async function say(node: BrokerNode, room: RoomRef, from: string, msg: string) {
   const appended = await node.history.append(room.key, { at: 1_000, from, msg });
   const m = appended.message;
-  node.broker.publish(room.key, {
-    type: 'chat',
-    room: room.name,
-    id: m.id,
-    at: m.at,
-    from: m.from,
-    msg: m.msg,
-  });
+  const chat = { type: 'chat', room: room.name, id: m.id, at: m.at, from: m.from, msg: m.msg };
+  node.broker.publish(room.key, chat as RoomEvent, appended.epoch);
   return m;
 }
 

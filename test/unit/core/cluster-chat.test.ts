@@ -5,9 +5,8 @@
  */
 import { describe, expect, it, vi } from 'vitest';
 import { parseMask } from '../../../src/core/bans.js';
-import type { Broker, BrokerHandler, NodeNotice } from '../../../src/core/broker.js';
+import type { NodeNotice } from '../../../src/core/broker.js';
 import { Chat, type ChatOptions } from '../../../src/core/chat.js';
-import type { HistoryStore, MessageDraft } from '../../../src/core/history.js';
 import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
 import { type Heartbeat, PresenceKeeper } from '../../../src/core/presence.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
@@ -18,6 +17,7 @@ import {
   type FakePeer,
   sendRequest as send,
 } from '../../helpers/fake-peer.js';
+import { EXT, echoingNode, restartableNode, settle } from '../../helpers/quiet-node.js';
 
 function nodes(n: number, options: ChatOptions = {}): Chat[] {
   const presenceHub = new PresenceHub();
@@ -36,13 +36,6 @@ function nodes(n: number, options: ChatOptions = {}): Chat[] {
     });
   });
 }
-
-/** Lets every pending claim, append and delivery finish. */
-async function settle(): Promise<void> {
-  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
-}
-
-const EXT = ['errors', 'rooms', 'renames', 'whispers'];
 
 /** Two nodes whose brokers a test can interrupt and reconnect (a lost subscription). */
 function interruptibleNodes(): { brokers: MemoryBroker[]; a: Chat; b: Chat } {
@@ -67,77 +60,6 @@ async function helloThenRename(broker: MemoryBroker, sam: FakePeer): Promise<voi
   await settle();
   send(sam, { cmd: '5', newNickname: 'samuel' });
   await settle();
-}
-
-/**
- * A broker that never hands a chat back at publish (as when its copy overtook the
- * append's reply, or an earlier id has not arrived): the test hands events over itself.
- */
-function quietBroker(): { broker: Broker; handler: () => BrokerHandler } {
-  let handler: BrokerHandler | undefined;
-  const broker: Broker = {
-    node: 'n0',
-    onEvent: (h) => {
-      handler = h;
-    },
-    start: () => Promise.resolve(),
-    publish: (key, event) => {
-      if (event.type === 'chat') return;
-      handler?.room(key, event);
-      if (event.type === 'joined') handler?.placed?.(key, event, { epoch: '', id: 0 });
-    },
-    whisper: (_node, event) => handler?.whisper(event),
-    notify: () => {},
-    subscribe: () => Promise.resolve(),
-    unsubscribe: () => Promise.resolve(),
-    close: () => Promise.resolve(),
-  };
-  return {
-    broker,
-    handler: () => {
-      if (handler === undefined) throw new Error('no handler yet');
-      return handler;
-    },
-  };
-}
-
-/** One node on `broker`, with its own Presence. */
-function quietNode(broker: Broker, history: HistoryStore): Chat {
-  return new Chat({
-    history,
-    cluster: { presence: new MemoryPresence({ hub: new PresenceHub(), node: 'n0' }), broker },
-  });
-}
-
-/**
- * alice and bob on one node of a quiet broker, over a store that `restart()` replaces
- * with an empty one, as Redis restarted without persistence (a new epoch).
- */
-async function restartableNode() {
-  const { broker, handler } = quietBroker();
-  const make = () => new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
-  let store = make();
-  const history: HistoryStore = {
-    append: (key, draft) => store.append(key, draft),
-    room: (key) => store.room(key),
-    read: (key, query) => store.read(key, query),
-    prune: (now) => store.prune(now),
-    close: () => store.close(),
-  };
-  const chat = quietNode(broker, history);
-  const alice = connect(chat, 'alice', EXT);
-  const bob = connect(chat, 'bob', EXT);
-  await settle();
-  return {
-    handler,
-    history,
-    alice,
-    bob,
-    key: chat.lobby.key,
-    restart: () => {
-      store = make();
-    },
-  };
 }
 
 describe('a chat of several nodes', () => {
@@ -539,28 +461,7 @@ describe('a chat of several nodes', () => {
     // On Redis the subscriber connection can beat the command connection: a chat's copy
     // arrives before its append's reply, and publish then finds it handed over already.
     // Not something a test can time on a real Redis, so this broker does it every time.
-    const { broker, handler } = quietBroker();
-    const store = new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
-    const history: HistoryStore = {
-      append: async (key: string, draft: MessageDraft) => {
-        const appended = await store.append(key, draft);
-        const m = appended.message;
-        handler().room(key, {
-          type: 'chat',
-          room: 'lobby',
-          id: m.id,
-          at: m.at,
-          from: m.from,
-          msg: m.msg,
-        });
-        return appended;
-      },
-      room: (key) => store.room(key),
-      read: (key, query) => store.read(key, query),
-      prune: (now) => store.prune(now),
-      close: () => store.close(),
-    };
-    const chat = quietNode(broker, history);
+    const { chat, handler } = echoingNode();
     const alice = connect(chat, 'alice');
     const bob = connect(chat, 'bob');
     await settle();
@@ -589,21 +490,13 @@ describe('a chat of several nodes', () => {
   it('knows its own chat stored in the epoch a Redis restart began after its sender renamed', async () => {
     // The append waited out the restart and ran on the new Redis; the node learns of the new
     // epoch only afterwards, when its subscription catches up, and the sender has renamed.
-    const { broker, handler } = quietBroker();
-    const history = new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
-    const chat = quietNode(broker, history);
-    const alice = connect(chat, 'alice', EXT);
-    const bob = connect(chat, 'bob', EXT);
-    await settle();
+    const { alice, bob, helloComesBack } = await restartableNode();
     send(alice, { cmd: '7', msg: 'hello' });
     await settle();
     send(alice, { cmd: '5', newNickname: 'alicia' });
     await settle();
     for (const peer of [alice, bob]) peer.take();
-    const key = chat.lobby.key;
-    const { epoch } = await history.room(key);
-    handler().lost?.(key, 'epoch', epoch);
-    handler().room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'hello' });
+    await helloComesBack();
     const hello = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
     expect(bob.take()).toContainEqual(hello);
     expect(alice.take()).not.toContainEqual(hello);
@@ -617,7 +510,7 @@ describe('a chat of several nodes', () => {
     async (_, rename) => {
       // The append waited out a Redis restart and replied before the subscription caught up;
       // the room had more chats before the restart than after.
-      const { handler, history, alice, bob, key, restart } = await restartableNode();
+      const { handler, alice, bob, key, restart, helloComesBack } = await restartableNode();
       send(alice, { cmd: '7', msg: 'one' });
       await settle();
       handler().room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'one' });
@@ -638,16 +531,7 @@ describe('a chat of several nodes', () => {
         await settle();
       }
       for (const peer of [alice, bob]) peer.take();
-      const { epoch } = await history.room(key);
-      handler().lost?.(key, 'epoch', epoch);
-      handler().room(key, {
-        type: 'chat',
-        room: 'lobby',
-        id: 1,
-        at: 0,
-        from: 'alice',
-        msg: 'hello',
-      });
+      await helloComesBack();
       const hello = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
       expect(bob.take()).toContainEqual(hello);
       expect(alice.take()).not.toContainEqual(hello);
@@ -679,7 +563,7 @@ describe('a chat of several nodes', () => {
     // Found on three nodes and a Redis restarted mid-traffic: the append ran on the new Redis
     // (id 1 of a new epoch) while the node had handed over ids up to 5 of the old one; the
     // node learns of the new epoch only when its subscription catches up.
-    const { handler, history, alice, bob, key, restart } = await restartableNode();
+    const { handler, alice, bob, key, restart, helloComesBack } = await restartableNode();
     send(alice, { cmd: '7', msg: 'first' });
     await settle();
     handler().room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'first' });
@@ -694,39 +578,7 @@ describe('a chat of several nodes', () => {
     await settle();
     // The old epoch's last chat, published before the restart, still arrives.
     handler().room(key, { type: 'chat', room: 'lobby', id: 6, at: 0, from: 'carol', msg: 'c6' });
-    const { epoch } = await history.room(key);
-    handler().lost?.(key, 'epoch', epoch);
-    handler().room(key, { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'hello' });
-    const hello = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
-    expect(bob.take()).toContainEqual(hello);
-    expect(alice.take()).not.toContainEqual(hello);
-  });
-
-  it("knows its first chat in a room stored in a new epoch while the old epoch's chats still arrive", async () => {
-    // The broker says which epoch each chat it hands over is of: before its "lost", the
-    // old one's, whatever epoch this node's own append was given.
-    const { handler, history, alice, bob, key, restart } = await restartableNode();
-    const old = (await history.room(key)).epoch;
-    const carol = (id: number) => ({
-      type: 'chat' as const,
-      room: 'lobby',
-      id,
-      at: 0,
-      from: 'carol',
-      msg: `c${id}`,
-    });
-    handler().room(key, carol(1), old);
-    restart();
-    send(alice, { cmd: '7', msg: 'hello' });
-    await settle();
-    handler().room(key, carol(2), old);
-    const { epoch } = await history.room(key);
-    handler().lost?.(key, 'epoch', epoch);
-    handler().room(
-      key,
-      { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'hello' },
-      epoch,
-    );
+    await helloComesBack();
     const hello = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
     expect(bob.take()).toContainEqual(hello);
     expect(alice.take()).not.toContainEqual(hello);

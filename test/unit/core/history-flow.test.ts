@@ -347,4 +347,20 @@ describe('a page read while the history is lost', () => {
     expect(chats.length).toBeGreaterThan(0);
     expectOwnEpoch(joined.epoch, first, chats);
   });
+
+  it("tells a joiner whose since was not recovered the reason of the page's epoch", async () => {
+    // Its since was ahead of the first epoch's top; the page, and "101", are of the new epoch,
+    // and against that one the reason is the epoch.
+    const { first } = await eightChatsThenRestart();
+    const res = connect('res', { since: [{ room: 'lobby', epoch: first, id: 100 }] });
+    await until(() => res.outbox.some((m) => m.cmd === '101'));
+    const joined = res.outbox.find((m) => m.cmd === '101') as {
+      epoch: string;
+      recovered: boolean;
+      reason: string;
+    };
+    expect(joined.epoch).not.toBe(first);
+    expect(joined.recovered).toBe(false);
+    expect(joined.reason).toBe('epoch');
+  });
 });

@@ -11,16 +11,12 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { expect, it } from 'vitest';
 import { Chat } from '../../../src/core/chat.js';
-import type { Request } from '../../../src/protocol/messages.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
-import { joinChat, sendRequest } from '../../helpers/fake-peer.js';
+import { joinChat } from '../../helpers/fake-peer.js';
+import { turns, walkRooms } from '../../helpers/walk.js';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
-
-async function turns(n: number): Promise<void> {
-  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
-}
 
 it('keeps less than 2 KB for each room a client walked through, within the memory budget (--history memory)', async () => {
   const chat = new Chat({
@@ -36,17 +32,7 @@ it('keeps less than 2 KB for each room a client walked through, within the memor
   const ROOMS = 2000;
   gc();
   const before = process.memoryUsage().heapUsed;
-  for (let i = 0; i < ROOMS; i++) {
-    const room = `walk${i}`;
-    sendRequest(walker, { cmd: '100', room } as Request);
-    await turns(2);
-    // Distinct text, as every chat read from the network is.
-    sendRequest(walker, { cmd: '7', room, msg: `${i}:`.padEnd(4096, 'x') } as Request);
-    await turns(2);
-    sendRequest(walker, { cmd: '102', room } as Request);
-    await turns(1);
-    walker.take();
-  }
+  await walkRooms(walker, ROOMS);
   expect([...chat.rooms.all()]).toHaveLength(1);
   gc();
   const perRoom = (process.memoryUsage().heapUsed - before) / ROOMS;

@@ -14,6 +14,7 @@ import {
   ROOM_WEIGHT,
 } from '../../../src/store/memory-history.js';
 import { joinChat, sendRequest } from '../../helpers/fake-peer.js';
+import { turns, walkRooms } from '../../helpers/walk.js';
 
 const RETENTION = { maxMessages: 20, maxAgeMs: 0 };
 
@@ -151,9 +152,6 @@ describe('MemoryHistoryStore budget, seen by a member who stays in a room', () =
     });
     const stayer = joinChat(chat, 'stayer', ['rooms', 'history']);
     const walker = joinChat(chat, 'walker', ['rooms', 'history']);
-    const turns = async (n: number) => {
-      for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
-    };
     sendRequest(stayer, { cmd: '100', room: 'quiet' } as Request);
     await turns(3);
     sendRequest(stayer, { cmd: '7', room: 'quiet', msg: 'first' } as Request);
@@ -170,15 +168,7 @@ describe('MemoryHistoryStore budget, seen by a member who stays in a room', () =
     expect(ids()).toEqual([1]);
     // Rooms walked through, each a message of 4,096 characters (about 8 KB): quiet's goes
     // first, then each walked room is emptied in turn, past maxEmptyRooms.
-    for (let i = 0; i < 20; i++) {
-      const room = `walk${i}`;
-      sendRequest(walker, { cmd: '100', room } as Request);
-      await turns(2);
-      sendRequest(walker, { cmd: '7', room, msg: `${i}:`.padEnd(4096, 'x') } as Request);
-      await turns(2);
-      sendRequest(walker, { cmd: '102', room } as Request);
-      await turns(1);
-    }
+    await walkRooms(walker, 20);
     sendRequest(walker, { cmd: '100', room: 'quiet' } as Request);
     await turns(3);
     sendRequest(walker, { cmd: '7', room: 'quiet', msg: 'second' } as Request);
@@ -187,6 +177,35 @@ describe('MemoryHistoryStore budget, seen by a member who stays in a room', () =
     // Without a gap in between, the member's ids in the room only go up.
     expect(stayer.outbox.some((m) => m.cmd === '108')).toBe(false);
     expect(ids()[1]).toBeGreaterThan(1);
+    chat.shutdown();
+  });
+
+  it.fails('recovers a quiet room for a member who left it at its top, after more rooms than maxEmptyRooms were emptied', async () => {
+    // protocol.md: "A room quiet for longer than the age limit still recovers: nothing is
+    // missing". A room never written (or whose every message is gone) is reported at the top
+    // the store numbers unknown rooms from; that rises when emptied rooms are forgotten, in
+    // the same epoch, so a since at the old top reads as chats deleted that never existed.
+    const chat = new Chat({
+      history: open({ maxBytes: 65_536, maxEmptyRooms: 2 }),
+    });
+    const caps = ['rooms', 'history'];
+    const stayer = joinChat(chat, 'stayer', caps);
+    const walker = joinChat(chat, 'walker', caps);
+    sendRequest(stayer, { cmd: '100', room: 'quiet' } as Request);
+    await turns(3);
+    const first = stayer.outbox.find((m) => m.cmd === '101' && m.room === 'quiet') as {
+      epoch: string;
+      top: number;
+    };
+    sendRequest(stayer, { cmd: '102', room: 'quiet' } as Request);
+    await turns(2);
+    await walkRooms(walker, 20);
+    stayer.outbox.splice(0);
+    const since = { epoch: first.epoch, id: first.top };
+    sendRequest(stayer, { cmd: '100', room: 'quiet', since } as Request);
+    await turns(3);
+    const again = stayer.outbox.find((m) => m.cmd === '101');
+    expect(again).toMatchObject({ epoch: first.epoch, recovered: true });
     chat.shutdown();
   });
 });
