@@ -1,5 +1,13 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -105,6 +113,47 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Whether process `pid` holds a socket listening on `port`, on any address (Linux: the
+ * socket's inode in /proc/net/tcp or tcp6 among the process's descriptors).
+ */
+export function listensOn(pid: number, port: number): boolean {
+  const suffix = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const inodes = new Set<string>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      // sl, local_address, rem_address, st (0A: LISTEN), …, inode (the tenth)
+      const f = line.trim().split(/\s+/);
+      if (f[1]?.endsWith(suffix) && f[3] === '0A' && f[9] !== undefined) inodes.add(f[9]);
+    }
+  }
+  if (inodes.size === 0) return false;
+  const fds = `/proc/${pid}/fd`;
+  try {
+    return readdirSync(fds).some((fd) => {
+      try {
+        const link = readlinkSync(`${fds}/${fd}`);
+        return link.startsWith('socket:[') && inodes.has(link.slice(8, -1));
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Waits until `child` itself listens on the port. A connection alone is not enough:
+ * freePort() leaves a moment in which another process (another test's server) can take
+ * the port, and the child then exits with "in use" while the port answers.
+ */
 export async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
   const deadline = Date.now() + 15_000;
   while (Date.now() < deadline) {
@@ -117,7 +166,7 @@ export async function waitForPort(port: number, child: ChildProcess, what: strin
       });
       s.once('error', () => resolve(false));
     });
-    if (ok) return;
+    if (ok && child.pid !== undefined && listensOn(child.pid, port)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`${what} did not listen on ${port}`);

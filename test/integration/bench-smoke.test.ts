@@ -4,10 +4,10 @@ import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { acceptQueue, affinity, cpuList, threadAffinities } from '../../bench/lib/proc.js';
 import { chart, table } from '../../bench/lib/report.js';
-import { startServer } from '../../bench/lib/servers.js';
+import { freePort, startServer, stopProcess, waitForPort } from '../../bench/lib/servers.js';
 import { runBench } from '../../bench/run.js';
 import { withoutRedis } from '../helpers/redis.js';
-import { withoutSeed } from '../helpers/servers.js';
+import { CLI, withoutSeed } from '../helpers/servers.js';
 
 // Exercises the benchmark harness end to end with tiny settings. It asserts
 // correctness (zero loss, every row present), never speed.
@@ -76,6 +76,27 @@ describe.skipIf(withoutSeed())('benchmark harness', () => {
     expect(table(report)).toContain('| W-pipe | confab |');
     expect(chart(report)).toMatch(/^<svg[\s\S]*<\/svg>$/);
   }, 60_000);
+});
+
+describe('waitForPort', () => {
+  it('waits for the server itself, not another process that took its port', async () => {
+    // freePort() leaves a moment in which another test's server can take the port: the
+    // server started on it then exits with "in use" while the port still answers.
+    const port = await freePort();
+    const other = net.createServer().listen(port, '127.0.0.1');
+    await new Promise((resolve) => other.once('listening', resolve));
+    const child = spawn(
+      process.execPath,
+      [CLI, 'serve', '--port', String(port), '--http-port', 'off', '--history', 'off'],
+      { stdio: 'ignore' },
+    );
+    try {
+      await expect(waitForPort(port, child, 'confab')).rejects.toThrow(/exited/);
+    } finally {
+      await stopProcess(child);
+      other.close();
+    }
+  }, 30_000);
 });
 
 describe('acceptQueue', () => {
