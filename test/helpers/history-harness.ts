@@ -16,6 +16,22 @@ export function line(value: object): string {
 }
 
 /**
+ * `count` chats of `msg` (to `room`, or the lobby), written 50 at a time, each batch
+ * stored (its "71"s) before the next.
+ */
+export async function storeChats(
+  client: RawClient,
+  msg: string,
+  count: number,
+  room?: string,
+): Promise<void> {
+  for (let batch = 0; batch < count / 50; batch++) {
+    client.write(line({ cmd: '7', msg, ...(room ? { room } : {}) }).repeat(50));
+    for (let i = 0; i < 50; i++) await client.expect('71', 20_000);
+  }
+}
+
+/**
  * A connection that reads nothing (until resumed), having sent `requests`: what a client on a
  * stalled link looks like to the server.
  */

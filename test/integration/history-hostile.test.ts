@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import { HistoryHarness, line } from '../helpers/history-harness.js';
+import { HistoryHarness, line, storeChats } from '../helpers/history-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 const harness = HistoryHarness.use();
@@ -70,10 +70,7 @@ describe.each(STORES)('with %s history', (_name, storeArgs) => {
     const lobby = (await filler.expect('101')) as unknown as { epoch: string };
     // Control characters go out as \u0001: 4,000 of them take 24 KB in each "70".
     const msg = '\u0001'.repeat(4000);
-    for (let batch = 0; batch < 3; batch++) {
-      filler.write(line({ cmd: '7', msg }).repeat(50));
-      for (let i = 0; i < 50; i++) await filler.expect('71', 20_000);
-    }
+    await storeChats(filler, msg, 150);
     const { client: pager } = await harness.connect(server.port, 'pager');
     await pager.expect('101');
     pager.write(line({ cmd: '106', room: 'lobby', limit: 100 }));

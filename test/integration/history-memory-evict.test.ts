@@ -5,7 +5,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import { HISTORY_CAPS, HistoryHarness, line, stalledSocket } from '../helpers/history-harness.js';
+import {
+  HISTORY_CAPS,
+  HistoryHarness,
+  line,
+  stalledSocket,
+  storeChats,
+} from '../helpers/history-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 const harness = HistoryHarness.use();
@@ -15,13 +21,6 @@ const REPLAY = 1000;
 const BIG = '\u0001'.repeat(4096);
 /** About 8 KB a message against the budget: the lobby's 1,000 fit, 2,000 more do not. */
 const BUDGET = 10 * 1024 * 1024;
-
-async function send(client: RawClient, room: string | undefined, count: number): Promise<void> {
-  for (let batch = 0; batch < count / 50; batch++) {
-    client.write(line({ cmd: '7', msg: BIG, ...(room ? { room } : {}) }).repeat(50));
-    for (let i = 0; i < 50; i++) await client.expect('71', 20_000);
-  }
-}
 
 describe('a memory-history recovery whose rest is evicted while the client is not reading', () => {
   it('tells the client what it will not get instead of skipping it silently', async () => {
@@ -35,7 +34,7 @@ describe('a memory-history recovery whose rest is evicted while the client is no
     ]);
     const { client: filler } = await harness.connect(server.port, 'filler');
     const lobby = (await filler.expect('101')) as unknown as { epoch: string };
-    await send(filler, undefined, REPLAY);
+    await storeChats(filler, BIG, REPLAY);
 
     const socket = await stalledSocket(
       server.port,
@@ -51,7 +50,7 @@ describe('a memory-history recovery whose rest is evicted while the client is no
     for (const room of ['a', 'b']) {
       filler.write(line({ cmd: '100', room }));
       await filler.waitFor((m) => m.cmd === '101' && m.room === room, 1, 10_000);
-      await send(filler, room, REPLAY);
+      await storeChats(filler, BIG, REPLAY, room);
     }
     // One live chat in the lobby after it: id REPLAY + 1.
     filler.write(line({ cmd: '7', msg: 'live' }));

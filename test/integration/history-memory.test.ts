@@ -7,7 +7,13 @@ import { readFileSync } from 'node:fs';
 import type net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import { HISTORY_CAPS, HistoryHarness, line, stalledSocket } from '../helpers/history-harness.js';
+import {
+  HISTORY_CAPS,
+  HistoryHarness,
+  line,
+  stalledSocket,
+  storeChats,
+} from '../helpers/history-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 const harness = HistoryHarness.use();
@@ -112,10 +118,7 @@ describe('a recovery that retention overtakes while the client reads slowly', ()
     const lobby = (await filler.expect('101')) as unknown as { epoch: string };
     // About 24 KB a message, 24 MB in all: far more than the queue and the kernel hold.
     const big = '\u0001'.repeat(4096);
-    for (let batch = 0; batch < STORED / 50; batch++) {
-      filler.write(line({ cmd: '7', msg: big }).repeat(50));
-      for (let i = 0; i < 50; i++) await filler.expect('71', 20_000);
-    }
+    await storeChats(filler, big, STORED);
     const socket = await stalledSocket(
       server.port,
       line({

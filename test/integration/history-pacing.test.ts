@@ -6,7 +6,13 @@
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import { HISTORY_CAPS, HistoryHarness, line, stalledSocket } from '../helpers/history-harness.js';
+import {
+  HISTORY_CAPS,
+  HistoryHarness,
+  line,
+  stalledSocket,
+  storeChats,
+} from '../helpers/history-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { spawnServer } from '../helpers/spawn-server.js';
 
@@ -21,10 +27,7 @@ const BIG = '\u0001'.repeat(4096);
 async function fill(port: number) {
   const { client: filler } = await harness.connect(port, 'filler');
   const lobby = (await filler.expect('101')) as unknown as { epoch: string };
-  for (let batch = 0; batch < REPLAY / 50; batch++) {
-    filler.write(line({ cmd: '7', msg: BIG }).repeat(50));
-    for (let i = 0; i < 50; i++) await filler.expect('71', 20_000);
-  }
+  await storeChats(filler, BIG, REPLAY);
   return { filler, epoch: lobby.epoch };
 }
 

@@ -62,6 +62,21 @@ async function helloThenRename(broker: MemoryBroker, sam: FakePeer): Promise<voi
   await settle();
 }
 
+/**
+ * wit on node a, sam on node b. Node a's subscription is down: b's chat reaches it only
+ * later. sam says "hello" and becomes "samuel", and wit takes the name it freed.
+ */
+async function nameTakenWhileTravelling(): Promise<{ brokers: MemoryBroker[]; wit: FakePeer }> {
+  const { brokers, a, b } = interruptibleNodes();
+  const wit = connect(a, 'wit', EXT);
+  const sam = connect(b, 'sam', EXT);
+  await settle();
+  await helloThenRename(brokers[0]!, sam);
+  send(wit, { cmd: '5', newNickname: 'sam' });
+  await settle();
+  return { brokers, wit };
+}
+
 describe('a chat of several nodes', () => {
   it('shows a course client on one node what one process would', async () => {
     const [a, b] = nodes(2);
@@ -348,15 +363,7 @@ describe('a chat of several nodes', () => {
   });
 
   it("shows another node's chat to the member who took its sender's name while it travelled", async () => {
-    const { brokers, a, b } = interruptibleNodes();
-    const wit = connect(a, 'wit', EXT);
-    const sam = connect(b, 'sam', EXT);
-    await settle();
-    // Node a's subscription is down: b's chat reaches it only later. The sender renames,
-    // and a member of node a takes the name it freed.
-    await helloThenRename(brokers[0]!, sam);
-    send(wit, { cmd: '5', newNickname: 'sam' });
-    await settle();
+    const { brokers, wit } = await nameTakenWhileTravelling();
     wit.take();
     brokers[0]!.reconnect();
     await settle();
@@ -367,13 +374,7 @@ describe('a chat of several nodes', () => {
   });
 
   it("shows another node's chat to the member who took its sender's name and chatted under it while it travelled", async () => {
-    const { brokers, a, b } = interruptibleNodes();
-    const wit = connect(a, 'wit', EXT);
-    const sam = connect(b, 'sam', EXT);
-    await settle();
-    await helloThenRename(brokers[0]!, sam);
-    send(wit, { cmd: '5', newNickname: 'sam' });
-    await settle();
+    const { brokers, wit } = await nameTakenWhileTravelling();
     // Its own chat under the name is stored after the other's: it cannot be the sender of that.
     send(wit, { cmd: '7', msg: 'mine' });
     await settle();
