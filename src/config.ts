@@ -6,6 +6,7 @@
  */
 import path from 'node:path';
 import type { DeclaredRoom } from './core/rooms.js';
+import { DEFAULT_MEMORY_HISTORY_BYTES } from './store/memory-history.js';
 
 type Kind = 'string' | 'integer' | 'boolean' | 'file';
 
@@ -274,7 +275,7 @@ export const SERVE_OPTIONS = {
   },
   'history-memory-max': {
     kind: 'integer',
-    default: 256 * 1024 * 1024,
+    default: DEFAULT_MEMORY_HISTORY_BYTES,
     min: 65536,
     max: 64 * 1024 * 1024 * 1024,
     description:

@@ -665,8 +665,7 @@ export class Chat implements ChatContext, SessionHost {
       queue = [];
       bySender.set(from, queue);
     }
-    // Its copy carries the stored text: a lone surrogate is U+FFFD there.
-    const flight = { at, msg: wellFormed(msg), session, queue };
+    const flight = { at, msg, session, queue };
     queue.push(flight);
     return flight;
   }
@@ -702,7 +701,10 @@ export class Chat implements ChatContext, SessionHost {
     if (queue === undefined) return undefined;
     for (let i = 0; i < queue.length; i++) {
       const flight = queue[i]!;
-      if (flight.at !== event.at || flight.msg !== event.msg) continue;
+      // The copy carries the stored text, where a lone surrogate is U+FFFD: the sent text
+      // is made well-formed here, when it differs, not for every chat sent.
+      if (flight.at !== event.at) continue;
+      if (flight.msg !== event.msg && wellFormed(flight.msg) !== event.msg) continue;
       this.ground(key, event.from, queue, i);
       let from = flight.session;
       while (from.successor !== undefined) from = from.successor;
