@@ -18,6 +18,7 @@ import {
 } from '../protocol/slash-commands.js';
 import { CONFAB_VERSION } from '../version.js';
 import { type Style, view } from './chat-view.js';
+import { wrapRows } from './wrap.js';
 
 export const CHAT_USAGE = `Usage: confab chat <nickname> [--host H] [--port P] [--tls [--ca FILE] [--servername NAME]] [--no-reconnect]
 
@@ -192,7 +193,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     if (terminal) {
       readline.clearLine(io.stdout, 0);
       readline.cursorTo(io.stdout, 0);
-      io.stdout.write(`${text}\n`);
+      io.stdout.write(`${wrapRows(text, io.stdout.columns)}\n`);
       rl.prompt(true);
     } else {
       io.stdout.write(`${text}\n`);

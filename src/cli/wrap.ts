@@ -1,0 +1,73 @@
+/**
+ * The terminal client breaks its own lines into rows instead of leaving that
+ * to the terminal, and starts every row after a line's first with an indent.
+ * A line always starts at the left edge, so text that a peer pads to reach
+ * the next row (spaces up to the terminal's width, then "12:00 admin: ...")
+ * shows indented, not as a line of its own.
+ *
+ * Widths are counted so that a row is never wider than the client thinks:
+ * printable ASCII is one column, anything else two (a wide character is two,
+ * a combining mark none, and an ambiguous one one or two depending on the
+ * terminal). So the terminal never wraps a row itself; at worst a row with
+ * much non-ASCII text ends short of the edge.
+ */
+
+/** Select Graphic Rendition: the only escape sequences the client writes in its lines. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the escape character starts what is matched
+const SGR = /\x1b\[[0-9;]*m/y;
+
+/** The most columns a row's indent takes; narrower terminals get less. */
+const INDENT = 6;
+
+function cells(code: number): number {
+  return code >= 0x20 && code < 0x7f ? 1 : 2;
+}
+
+/**
+ * `text` (lines made of visible characters and the client's own colours)
+ * broken into rows of at most `columns - 1` columns, each row after a line's
+ * first indented. A terminal narrower than 4 columns gets the text as it is.
+ */
+export function wrapRows(text: string, columns: number): string {
+  if (!Number.isInteger(columns) || columns < 4) return text;
+  const usable = columns - 1;
+  const indent = ' '.repeat(Math.max(1, Math.min(INDENT, Math.floor(usable / 4))));
+  let out = '';
+  for (const [n, line] of text.split('\n').entries()) {
+    if (n > 0) out += '\n';
+    out += wrapLine(line, usable, indent);
+  }
+  return out;
+}
+
+function wrapLine(line: string, usable: number, indent: string): string {
+  let out = '';
+  let width = 0;
+  // Nothing but the indent on this row yet: a character goes on it even if it does not fit.
+  let bare = true;
+  let i = 0;
+  while (i < line.length) {
+    if (line.charCodeAt(i) === 0x1b) {
+      SGR.lastIndex = i;
+      const colour = SGR.exec(line);
+      if (colour !== null) {
+        out += colour[0];
+        i += colour[0].length;
+        continue;
+      }
+    }
+    const code = line.codePointAt(i)!;
+    const units = code > 0xffff ? 2 : 1;
+    const w = cells(code);
+    if (!bare && width + w > usable) {
+      out += `\n${indent}`;
+      width = indent.length;
+      bare = true;
+    }
+    out += line.slice(i, i + units);
+    width += w;
+    bare = false;
+    i += units;
+  }
+  return out;
+}
