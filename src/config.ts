@@ -194,7 +194,7 @@ export const SERVE_OPTIONS = {
     max: 65535,
     off: -1,
     description:
-      'HTTP port for the web app, WebSocket (/ws), /healthz and /metrics ("off" turns it off)',
+      'HTTP port for the web app, WebSocket (/ws), /healthz and /metrics (0 picks a free one, "off" turns it off)',
     arg: 'N',
   },
   'allowed-origins': {
@@ -210,7 +210,7 @@ export const SERVE_OPTIONS = {
     default: undefined,
     min: 0,
     max: 65535,
-    description: 'also listen for TLS on this port (needs --tls-cert and --tls-key)',
+    description: 'also listen for TLS on this port, 0 a free one (needs --tls-cert and --tls-key)',
     arg: 'N',
   },
   'tls-cert': {

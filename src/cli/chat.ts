@@ -81,8 +81,9 @@ function connectFailure(err: unknown, nickname: string, where: string): string {
   }
 }
 
-function banListText(bans: readonly BanEntry[]): string {
-  if (bans.length === 0) return 'No bans.';
+/** The ban list as lines, each shown on its own (a line break inside one is shown as ^J). */
+function banListLines(bans: readonly BanEntry[]): string[] {
+  if (bans.length === 0) return ['No bans.'];
   const lines = bans.map((b) => {
     const until =
       b.expires === null
@@ -90,7 +91,7 @@ function banListText(bans: readonly BanEntry[]): string {
         : `for ${formatDuration(Math.max(1, Math.round((b.expires - Date.now()) / 1000)))} more`;
     return `  ${b.mask} by ${b.by} ${until}${b.reason ? ` (${b.reason})` : ''}`;
   });
-  return `Bans:\n${lines.join('\n')}`;
+  return ['Bans:', ...lines];
 }
 
 export async function chat(args: string[], io: ChatIo): Promise<number> {
@@ -465,7 +466,11 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
               : command.kind === 'unban'
                 ? await client.unban(command.mask)
                 : await client.bans();
-          say(view.info(style, banListText(list)));
+          say(
+            banListLines(list)
+              .map((line) => view.info(style, line))
+              .join('\n'),
+          );
           return;
         }
         case 'exit': // handled before the queue, so it never waits

@@ -113,8 +113,12 @@ export function parseCommand(line: string): Command {
     case 'quit':
       return { kind: 'exit' };
     case 'oper': {
-      const [name = '', password = '', ...extra] = args.split(' ').filter((w) => w !== '');
-      if (name === '' || password === '' || extra.length > 0)
+      // The password is the rest of the line, as confab hash-password reads a whole line.
+      const rest = args.replace(/^ +/, '');
+      const space = rest.indexOf(' ');
+      const name = space < 0 ? rest : rest.slice(0, space);
+      const password = space < 0 ? '' : rest.slice(space + 1).replace(/^ +/, '');
+      if (name === '' || password === '')
         return { kind: 'invalid', message: 'Usage: \\oper <name> <password>' };
       return { kind: 'oper', name, password };
     }

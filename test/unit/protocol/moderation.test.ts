@@ -102,6 +102,20 @@ describe('moderation slash commands', () => {
       expect(parseCommand(bad).kind).toBe('invalid');
   });
 
+  it('takes the rest of the line after the name as the password, spaces included', () => {
+    // confab hash-password hashes the whole line, so "open sesame" is one password.
+    expect(parseCommand('\\oper teacher open sesame')).toEqual({
+      kind: 'oper',
+      name: 'teacher',
+      password: 'open sesame',
+    });
+    expect(parseCommand('\\oper  teacher  s3cret')).toEqual({
+      kind: 'oper',
+      name: 'teacher',
+      password: 's3cret',
+    });
+  });
+
   it('durations round-trip through words', () => {
     expect(parseDuration('10m')).toBe(600);
     expect(parseDuration('7d')).toBe(604800);
