@@ -10,12 +10,7 @@ import {
 } from '../client/chat-client.js';
 import { ErrorCode, LOBBY } from '../protocol/codes.js';
 import type { BanEntry, UserEntry } from '../protocol/messages.js';
-import {
-  describeModeration,
-  formatDuration,
-  HELP,
-  parseCommand,
-} from '../protocol/slash-commands.js';
+import { describeModeration, HELP, parseCommand, timeLeft } from '../protocol/slash-commands.js';
 import { CONFAB_VERSION } from '../version.js';
 import { type Style, view } from './chat-view.js';
 import { wrapRows } from './wrap.js';
@@ -86,9 +81,7 @@ function banListLines(bans: readonly BanEntry[]): string[] {
   if (bans.length === 0) return ['No bans.'];
   const lines = bans.map((b) => {
     const until =
-      b.expires === null
-        ? 'until unbanned'
-        : `for ${formatDuration(Math.max(1, Math.round((b.expires - Date.now()) / 1000)))} more`;
+      b.expires === null ? 'until unbanned' : `for ${timeLeft(b.expires - Date.now())} more`;
     return `  ${b.mask} by ${b.by} ${until}${b.reason ? ` (${b.reason})` : ''}`;
   });
   return ['Bans:', ...lines];

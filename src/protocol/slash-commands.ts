@@ -179,6 +179,32 @@ export function formatDuration(seconds: number): string {
   return `${seconds} second${seconds === 1 ? '' : 's'}`;
 }
 
+/**
+ * How long a ban has left, in words, to the minute: "1 hour 59 minutes", "3 days 4 hours",
+ * "45 seconds". Its two largest units, as a person would say it, where formatDuration
+ * gives a ban's exact length ("7199 seconds").
+ */
+export function timeLeft(ms: number): string {
+  const seconds = Math.max(1, Math.round(ms / 1000));
+  if (seconds < 60) return formatCount(seconds, 'second');
+  const minutes = Math.round(seconds / 60);
+  const parts: [number, string][] = [
+    [Math.floor(minutes / 1440), 'day'],
+    [Math.floor(minutes / 60) % 24, 'hour'],
+    [minutes % 60, 'minute'],
+  ];
+  const first = parts.findIndex(([n]) => n > 0);
+  return parts
+    .slice(first, first + 2)
+    .filter(([n]) => n > 0)
+    .map(([n, name]) => formatCount(n, name))
+    .join(' ');
+}
+
+function formatCount(n: number, name: string): string {
+  return `${n} ${name}${n === 1 ? '' : 's'}`;
+}
+
 /** A "99" notice in words, as both clients show it: "bob was banned by teacher for 1 hour (spam)". */
 export function describeModeration(notice: {
   action: string;

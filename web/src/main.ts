@@ -3,9 +3,9 @@ import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
 import type { BanEntry, HistoryEntry, Request, RoomEntry } from '../../src/protocol/messages.js';
 import {
   describeModeration,
-  formatDuration,
   HELP,
   parseCommand,
+  timeLeft,
 } from '../../src/protocol/slash-commands.js';
 import { nickColor, PAGE_BG } from './colors.js';
 import { Connection, RequestError, type SavedSession, type Status } from './connection.js';
@@ -817,9 +817,7 @@ function showBans(bans: unknown): void {
   pre.textContent = list
     .map((b) => {
       const until =
-        b.expires === null
-          ? 'until unbanned'
-          : `for ${formatDuration(Math.max(1, Math.round((b.expires - Date.now()) / 1000)))} more`;
+        b.expires === null ? 'until unbanned' : `for ${timeLeft(b.expires - Date.now())} more`;
       return `${b.mask} by ${b.by} ${until}${b.reason ? ` (${b.reason})` : ''}`;
     })
     .join('\n');

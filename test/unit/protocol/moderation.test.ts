@@ -7,6 +7,7 @@ import {
   HELP,
   parseCommand,
   parseDuration,
+  timeLeft,
 } from '../../../src/protocol/slash-commands.js';
 
 describe('moderation requests', () => {
@@ -134,6 +135,16 @@ describe('moderation slash commands', () => {
         },
       ),
     );
+  });
+
+  it('says how long a ban has left to the minute, in its two largest units', () => {
+    expect(timeLeft(7_199_400)).toBe('2 hours');
+    expect(timeLeft(7_140_000)).toBe('1 hour 59 minutes');
+    expect(timeLeft(3 * 86_400_000 + 4 * 3_600_000 + 5 * 60_000)).toBe('3 days 4 hours');
+    expect(timeLeft(86_400_000 + 5 * 60_000)).toBe('1 day');
+    expect(timeLeft(45_000)).toBe('45 seconds');
+    expect(timeLeft(-5)).toBe('1 second');
+    expect(timeLeft(59_600)).toBe('1 minute');
   });
 
   it('puts notices in words', () => {
