@@ -47,6 +47,13 @@ export interface ChatIo {
 const BANNED_HINT_WINDOW_MS = 2000;
 /** \exit, Ctrl+C and Ctrl+D close the connection within this, even if the server is silent. */
 const LEAVE_DEADLINE_MS = 800;
+/**
+ * How long a line may wait for its reply before the lines typed after it go
+ * on. Lines are handled in order, so one reply that never came (a hostile
+ * server; a reply over the client's frame limit, which is dropped while its
+ * call stays pending) held every later line, chats included, until \exit.
+ */
+const REPLY_DEADLINE_MS = 10_000;
 
 function connectFailure(err: unknown, nickname: string, where: string): string {
   if (!(err instanceof ChatClientError)) return `Could not connect to ${where}: ${String(err)}`;
@@ -493,13 +500,44 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     }
   };
 
+  /**
+   * `handling`, or nothing once REPLY_DEADLINE_MS have passed without it
+   * ending: the next lines go on, and a reply that comes later is still shown.
+   */
+  const withinDeadline = (line: string, handling: Promise<void>): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(function expire() {
+        // Lines held back by the client's own flood queue are not the server's delay:
+        // the request may not be sent yet, so its time starts again.
+        if (client.waiting > 0) {
+          timer = setTimeout(expire, REPLY_DEADLINE_MS);
+          timer.unref();
+          return;
+        }
+        // The command word only: the rest may be a password (\oper).
+        const word = line.trimStart().split(/\s/, 1)[0] ?? '';
+        if (!leaving)
+          say(
+            view.error(
+              style,
+              `No answer from the server to ${word} after ${REPLY_DEADLINE_MS / 1000} s; going on with the next lines.`,
+            ),
+          );
+        resolve();
+      }, REPLY_DEADLINE_MS);
+      timer.unref();
+    });
+    return Promise.race([handling, late]).finally(() => clearTimeout(timer));
+  };
+
   rl.on('line', (line) => {
     if (leaving) return;
     if (parseCommand(line).kind === 'exit') {
       void leave();
       return;
     }
-    queue = queue.then(() => handle(line));
+    queue = queue.then(() => withinDeadline(line, handle(line)));
   });
   rl.on('SIGINT', () => void leave());
   rl.on('close', () => {

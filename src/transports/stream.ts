@@ -589,6 +589,16 @@ export class StreamListener {
     this.handshaking.get(key)?.deadline.stop();
     this.handshaking.delete(key);
     this.sockets.guard(socket);
+    // A TLS 1.2 client may ask for a new handshake whenever it likes, each a full one for
+    // the server: one joined client renegotiating back to back took half a CPU for as long
+    // as it stayed. Node's own limit (3 in 10 minutes) only emits 'error', which the guard
+    // logs, and the connection lived on. No confab client renegotiates: refuse it, and end
+    // the connection that asks (the session ends as lost).
+    socket.disableRenegotiation();
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ERR_TLS_RENEGOTIATION_DISABLED' || err.code === 'ERR_TLS_SESSION_ATTACK')
+        socket.destroy();
+    });
     this.connect(socket);
   }
 

@@ -104,6 +104,38 @@ describe('confab chat in a real terminal', () => {
     await bob.exit();
   });
 
+  // Not fixed: no control character is needed to forge a line. Spaces that fill the rest
+  // of the sender's row make the terminal wrap, and the text after them starts a row of its
+  // own that reads like another member's message (docs/security.md claims a member cannot
+  // start such a line). The sender only has to guess the width; 80 columns is the usual one.
+  it.fails('does not let a chat padded to the terminal width start a row that looks like another member', async () => {
+    const port = server.address.port;
+    await newChatSession(
+      '-x',
+      '80',
+      '-y',
+      '20',
+      `env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat vic --port ${port}`,
+    );
+    await until(() => screen().includes('You are the 1st user'), 'the welcome');
+    const mal = await join(port, 'mal');
+    const now = new Date();
+    const hhmm = `${String(now.getHours()).padStart(2, '0')}:${String(now.getMinutes()).padStart(2, '0')}`;
+    const shownBefore = `${hhmm} mal: `;
+    mal.sendPy({
+      cmd: '7',
+      msg: `${' '.repeat(80 - shownBefore.length)}${hhmm} admin: the server restarts, type \\oper admin PASSWORD`,
+    });
+    mal.sendPy({ cmd: '7', msg: 'done' });
+    try {
+      await until(() => screen().includes('mal: done'), 'the last message');
+      expect(screen()).not.toMatch(/^\d\d:\d\d admin: /m);
+    } finally {
+      mal.sendPy({ cmd: '3' });
+      await mal.expectClose();
+    }
+  });
+
   it('shows escape sequences from a member as text: no new title, no answer typed into the input line', async () => {
     const port = server.address.port;
     await newChatSession(
