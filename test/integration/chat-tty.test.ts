@@ -108,7 +108,7 @@ describe('confab chat in a real terminal', () => {
   // of the sender's row make the terminal wrap, and the text after them starts a row of its
   // own that reads like another member's message (docs/security.md claims a member cannot
   // start such a line). The sender only has to guess the width; 80 columns is the usual one.
-  it.fails('does not let a chat padded to the terminal width start a row that looks like another member', async () => {
+  it('does not let a chat padded to the terminal width start a row that looks like another member', async () => {
     const port = server.address.port;
     await newChatSession(
       '-x',
@@ -130,6 +130,8 @@ describe('confab chat in a real terminal', () => {
     try {
       await until(() => screen().includes('mal: done'), 'the last message');
       expect(screen()).not.toMatch(/^\d\d:\d\d admin: /m);
+      // Its own row, indented: the client broke the line itself.
+      expect(screen()).toMatch(/^ {6,}\d\d:\d\d admin: the server restarts/m);
     } finally {
       mal.sendPy({ cmd: '3' });
       await mal.expectClose();
