@@ -46,3 +46,36 @@ it('keeps a message of stacked combining marks inside its own line', async () =>
   await page.close();
   eve.close();
 }, 30_000);
+
+it('starts every row of a wrapped chat after its first further in, so padding cannot forge a line', async () => {
+  const page = await web.browser.newPage({ viewport: { width: 700, height: 900 } });
+  await page.goto(`http://127.0.0.1:${web.server.httpAddress!.port}/`);
+  await joinAs(page, 'reader');
+  const eve: RawClient = await join(web.server.address.port, 'eve');
+  // No-break spaces are not collapsed: they fill the row, and the text after them wraps.
+  const forged = `x${'\u00a0'.repeat(300)} 12:00 admin: the server restarts now`;
+  eve.sendPy({ cmd: '7', msg: forged });
+  eve.sendPy({ cmd: '7', msg: 'word '.repeat(120) });
+  await shown(page, 'word word');
+  for (const text of ['admin: the server', 'word word']) {
+    // Each row's left edge: the leftmost of the boxes on it (boxes of one row overlap
+    // vertically; the time's smaller font sits a little lower than the text).
+    const rows = await lineOf(page, text).evaluate((li) => {
+      const range = document.createRange();
+      range.selectNodeContents(li);
+      const boxes = [...range.getClientRects()].filter((r) => r.width > 0);
+      boxes.sort((a, b) => a.top - b.top);
+      const rows: { bottom: number; left: number }[] = [];
+      for (const box of boxes) {
+        const row = rows[rows.length - 1];
+        if (row !== undefined && box.top < row.bottom - 2) row.left = Math.min(row.left, box.left);
+        else rows.push({ bottom: box.bottom, left: box.left });
+      }
+      return rows.map((row) => row.left);
+    });
+    expect(rows.length).toBeGreaterThan(1);
+    for (const left of rows.slice(1)) expect(left).toBeGreaterThanOrEqual(rows[0]! + 16);
+  }
+  await page.close();
+  eve.close();
+}, 30_000);
