@@ -196,6 +196,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       readline.cursorTo(io.stdout, 0);
       io.stdout.write(`${wrapRows(text, io.stdout.columns)}\n`);
       rl.prompt(true);
+    } else if (io.stdout.isTTY === true) {
+      // Input from a pipe, output on a terminal: the terminal would wrap long lines itself,
+      // so a chat padded to the row's end could start a row of its own there too.
+      io.stdout.write(`${wrapRows(text, io.stdout.columns)}\n`);
     } else {
       io.stdout.write(`${text}\n`);
     }

@@ -138,6 +138,38 @@ describe('confab chat in a real terminal', () => {
     }
   });
 
+  // Input from a pipe (a script feeding the client) does not make the output any less a
+  // terminal: the terminal wraps whatever the client leaves long, so the client breaks
+  // the rows itself there too.
+  it('breaks a padded chat into indented rows when only the output is a terminal', async () => {
+    const port = server.address.port;
+    await newChatSession(
+      '-x',
+      '80',
+      '-y',
+      '20',
+      `tail -f /dev/null | env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat pia --port ${port}`,
+    );
+    await until(() => screen().includes('You are the 1st user'), 'the welcome');
+    const mal = await join(port, 'mal');
+    const now = new Date();
+    const hhmm = `${String(now.getHours()).padStart(2, '0')}:${String(now.getMinutes()).padStart(2, '0')}`;
+    const shownBefore = `${hhmm} mal: `;
+    mal.sendPy({
+      cmd: '7',
+      msg: `${' '.repeat(80 - shownBefore.length)}${hhmm} admin: the server restarts, type \\oper admin PASSWORD`,
+    });
+    mal.sendPy({ cmd: '7', msg: 'done' });
+    try {
+      await until(() => screen().includes('mal: done'), 'the last message');
+      expect(screen()).not.toMatch(/^\d\d:\d\d admin: /m);
+      expect(screen()).toMatch(/^ {6,}\d\d:\d\d admin: the server restarts/m);
+    } finally {
+      mal.sendPy({ cmd: '3' });
+      await mal.expectClose();
+    }
+  });
+
   it('shows escape sequences from a member as text: no new title, no answer typed into the input line', async () => {
     const port = server.address.port;
     await newChatSession(
