@@ -61,7 +61,7 @@ it('starts every row of a wrapped chat after its first further in, so padding ca
     // Each row's left edge: the leftmost of the boxes on it (boxes of one row overlap
     // vertically; the time's smaller font sits a little lower than the text).
     const rows = await lineOf(page, text).evaluate((li) => {
-      const range = document.createRange();
+      const range = li.ownerDocument.createRange();
       range.selectNodeContents(li);
       const boxes = [...range.getClientRects()].filter((r) => r.width > 0);
       boxes.sort((a, b) => a.top - b.top);
