@@ -258,6 +258,13 @@ const SEEN_LIMIT = 4096;
  */
 const PACE_GAP_MIN_MS = 50;
 const PACE_GAP_MAX_MS = 500;
+/**
+ * How long a paced request that expects a reply holds the requests after it. A reply that
+ * never comes (a hostile server; a reply over the frame limit, dropped) held them, chats
+ * included, for as long as the connection lasted; `confab chat` gives up on a line after
+ * as long, and what it typed next must then go out. Its call stays pending.
+ */
+const PACE_UNANSWERED_MS = 10_000;
 const utf8 = new TextDecoder();
 /** What the client asks for unless told: every extension but history, which changes what join() and chat() carry. */
 const DEFAULT_CAPS = CAPABILITIES.filter((c) => c !== 'history');
@@ -458,6 +465,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   private readonly outbox: Outgoing[] = [];
   private reportedWaiting = 0;
   private inFlight: string | undefined;
+  /** Requests sent one at a time so far: tells a release timer whether its request is still the last. */
+  private paceSent = 0;
   private sentAt = 0;
   private paceGap = PACE_GAP_MIN_MS;
   /** Frames that arrived before the caller could attach listeners. */
@@ -945,9 +954,12 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     this.write(item);
     this.inFlight = request.cmd;
     this.sentAt = performance.now();
-    if (REPLY_CODES[request.cmd] === undefined) {
-      setTimeout(() => this.release(request.cmd, false), this.paceGap).unref();
-    }
+    const sent = ++this.paceSent;
+    const wait = REPLY_CODES[request.cmd] === undefined ? this.paceGap : PACE_UNANSWERED_MS;
+    setTimeout(() => {
+      // Only for this request: a later one of the same kind may be in flight by now.
+      if (this.paceSent === sent) this.release(request.cmd, false);
+    }, wait).unref();
   }
 
   private release(cmd: string, answered: boolean): void {
