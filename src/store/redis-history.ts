@@ -284,22 +284,41 @@ return {epoch, top, oldest, tonumber(redis.call('GET', KEYS[5]) or '0')}
 `;
 
 /**
- * KEYS: floor, msgs. ARGV: lowest id, highest entry id ('+' for none), limit (in entries),
- * 'after' (the oldest of the range) or 'before' (the newest). The range starts at the
- * floor at the lowest. Returns that lowest id and the entries holding the range's ids,
- * oldest first for 'after', newest first for 'before': the first (or last) entry may hold
- * ids below the range too.
+ * KEYS: floor, msgs, top. ARGV: lowest id, highest id, limit (in messages), 'after' (the
+ * oldest of the range) or 'before' (the newest), and 'ids' or 'entries'. The range starts
+ * at the floor at the lowest and ends at the room's top at the highest. Returns that
+ * lowest id, stream entries oldest first (the first may hold ids below the range), and 1
+ * if they hold all of the range's ids there are, else 0.
+ *
+ * 'ids': the entries holding the page's ids, known before reading: an entry's id is its
+ * first message's, and ids are consecutive unless a failed append skipped some, so this
+ * is a page unless ids were skipped (then fewer; asked again with 'entries').
+ * 'entries': `limit + 1` entries from the page's end, which hold at least `limit` ids; an
+ * entry holds up to a turn's chats, so they may return up to 64 times the page.
  */
 const READ_LUA = `
 local function int(n) return string.format('%d', n) end
 local lo = math.max(tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
-local start = int(lo) .. '-0'
+local hi = math.min(tonumber(ARGV[2]), tonumber(redis.call('GET', KEYS[3]) or '0'))
+local limit = tonumber(ARGV[3])
+if hi < lo or limit < 1 then return {lo, {}, 1} end
+local first, last = math.max(lo, hi - limit + 1), hi
+if ARGV[4] == 'after' then first, last = lo, math.min(hi, lo + limit - 1) end
+local all = (first == lo and last == hi) and 1 or 0
+if ARGV[5] == 'entries' then first, last = lo, hi end
+local start = int(first) .. '-0'
 local holder = redis.call('XREVRANGE', KEYS[2], start, '-', 'COUNT', 1)[1]
 if holder then start = holder[1] end
-if ARGV[4] == 'after' then
-  return {lo, redis.call('XRANGE', KEYS[2], start, ARGV[2], 'COUNT', ARGV[3])}
+if ARGV[5] == 'ids' then
+  return {lo, redis.call('XRANGE', KEYS[2], start, int(last) .. '-0'), all}
 end
-return {lo, redis.call('XREVRANGE', KEYS[2], ARGV[2], start, 'COUNT', ARGV[3])}
+if ARGV[4] == 'after' then
+  return {lo, redis.call('XRANGE', KEYS[2], start, int(last) .. '-0', 'COUNT', limit + 1), all}
+end
+local entries = redis.call('XREVRANGE', KEYS[2], int(last) .. '-0', start, 'COUNT', limit + 1)
+local oldest_first = {}
+for i = #entries, 1, -1 do oldest_first[#oldest_first + 1] = entries[i] end
+return {lo, oldest_first, all}
 `;
 
 /**
@@ -437,10 +456,6 @@ interface Batch {
 
 type StreamEntry = [id: string, fields: string[]];
 
-function streamId(id: number): string {
-  return `${id}-0`;
-}
-
 /** Sender and cid as one key; the byte length keeps ("ab","c") apart from ("a","bc"). */
 function cidKey(from: string, cid: string): string {
   return `${Buffer.byteLength(from)}:${from}${cid}`;
@@ -546,7 +561,7 @@ export class RedisHistoryStore implements HistoryStore {
       this.redis.on('error', (error: Error) => onError?.(error));
     }
     this.redis.defineCommand('confabHistoryRoom', { lua: ROOM_LUA, numberOfKeys: 5 });
-    this.redis.defineCommand('confabHistoryRead', { lua: READ_LUA, numberOfKeys: 2 });
+    this.redis.defineCommand('confabHistoryRead', { lua: READ_LUA, numberOfKeys: 3 });
     this.redis.defineCommand('confabHistoryPrune', { lua: PRUNE_LUA, numberOfKeys: 3 });
     this.scripts = this.redis as unknown as Scripts;
 
@@ -775,27 +790,33 @@ export class RedisHistoryStore implements HistoryStore {
     // Ids below `before` and above `after`; with `after`, the oldest of them (paging
     // forward), otherwise the newest (paging back).
     const hi = query.before !== undefined ? Math.ceil(query.before) - 1 : Number.POSITIVE_INFINITY;
-    const end = hi >= Number.MAX_SAFE_INTEGER ? '+' : streamId(hi);
     const lo = query.after !== undefined ? Math.max(Math.floor(query.after) + 1, 0) : 0;
     if (hi < 1 || hi < lo || lo >= Number.MAX_SAFE_INTEGER) return Promise.resolve([]);
     const keys = this.keys(room);
     const forward = query.after !== undefined;
     return this.track(
       this.afterPrune(async () => {
-        const [lowest, entries] = (await this.scripts.confabHistoryRead(
-          keys.floor,
-          keys.msgs,
-          lo,
-          end,
-          // The entry holding the lowest id may hold none of the range's.
-          limit + 1,
-          forward ? 'after' : 'before',
-        )) as [number, StreamEntry[]];
-        if (!forward) entries.reverse();
-        const found: StoredMessage[] = [];
-        for (const entry of entries) {
-          for (const m of messagesOf(room, entry)) if (m.id >= lowest && m.id <= hi) found.push(m);
-        }
+        const page = async (how: 'ids' | 'entries') => {
+          const [lowest, entries, all] = (await this.scripts.confabHistoryRead(
+            keys.floor,
+            keys.msgs,
+            keys.top,
+            lo,
+            Math.min(hi, Number.MAX_SAFE_INTEGER),
+            limit,
+            forward ? 'after' : 'before',
+            how,
+          )) as [number, StreamEntry[], number];
+          const found: StoredMessage[] = [];
+          for (const entry of entries) {
+            for (const m of messagesOf(room, entry))
+              if (m.id >= lowest && m.id <= hi) found.push(m);
+          }
+          return { found, all: all === 1 };
+        };
+        let { found, all } = await page('ids');
+        // Ids a failed append skipped left the page short: the rest is further on.
+        if (found.length < limit && !all) ({ found } = await page('entries'));
         return forward ? found.slice(0, limit) : found.slice(-limit);
       }),
     );
