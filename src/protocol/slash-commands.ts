@@ -185,6 +185,8 @@ export function formatDuration(seconds: number): string {
  * gives a ban's exact length ("7199 seconds").
  */
 export function timeLeft(ms: number): string {
+  // What a server sends is unchecked: an expiry that is no number has no time left to say.
+  if (!Number.isFinite(ms)) return 'an unknown time';
   const seconds = Math.max(1, Math.round(ms / 1000));
   if (seconds < 60) return formatCount(seconds, 'second');
   const minutes = Math.round(seconds / 60);

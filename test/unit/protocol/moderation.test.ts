@@ -145,6 +145,7 @@ describe('moderation slash commands', () => {
     expect(timeLeft(45_000)).toBe('45 seconds');
     expect(timeLeft(-5)).toBe('1 second');
     expect(timeLeft(59_600)).toBe('1 minute');
+    expect(timeLeft(Number.NaN)).toBe('an unknown time');
   });
 
   it('puts notices in words', () => {
