@@ -6,10 +6,15 @@
  * shows indented, not as a line of its own.
  *
  * Widths are counted so that a row is never wider than the client thinks:
- * printable ASCII is one column, anything else two (a wide character is two,
- * a combining mark none, and an ambiguous one one or two depending on the
- * terminal). So the terminal never wraps a row itself; at worst a row with
- * much non-ASCII text ends short of the edge.
+ * one column for printable ASCII and for the alphabets below U+1100 (Latin,
+ * Greek, Cyrillic, Armenian, Hebrew, Arabic, the Indic scripts, Thai,
+ * Georgian) and U+1E00–U+1FFF (more Latin and Greek), which no terminal
+ * draws wider (a combining mark among them takes none); two for everything
+ * else (CJK, Hangul, emoji, and what a terminal may draw either way). So the
+ * terminal does not wrap a row itself; at worst a row of wide text ends short
+ * of the edge. A terminal set to draw East Asian "ambiguous" characters wide
+ * (some Greek, Cyrillic and accented Latin letters among them) is the
+ * exception: there a row of such letters can pass the edge.
  */
 
 /** Select Graphic Rendition: the only escape sequences the client writes in its lines. */
@@ -20,7 +25,8 @@ const SGR = /\x1b\[[0-9;]*m/y;
 const INDENT = 6;
 
 function cells(code: number): number {
-  return code >= 0x20 && code < 0x7f ? 1 : 2;
+  if (code < 0x7f) return code >= 0x20 ? 1 : 2;
+  return code < 0x1100 || (code >= 0x1e00 && code < 0x2000) ? 1 : 2;
 }
 
 /**

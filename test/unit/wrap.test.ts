@@ -7,12 +7,19 @@ import { wrapRows } from '../../src/cli/wrap.js';
 const SGR = /\x1b\[[0-9;]*m/g;
 const LONE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
-/** Columns a row takes at most: the wrapper's own count (ASCII one, the rest two). */
+/**
+ * Columns a row takes at most: one for printable ASCII and the alphabets no terminal draws
+ * wide (below U+1100, and U+1E00–U+1FFF), two for the rest.
+ */
 function width(row: string): number {
   let w = 0;
   for (const ch of row.replace(SGR, '')) {
     const code = ch.codePointAt(0)!;
-    w += code >= 0x20 && code < 0x7f ? 1 : 2;
+    const narrow =
+      (code >= 0x20 && code < 0x7f) ||
+      (code >= 0xa0 && code < 0x1100) ||
+      (code >= 0x1e00 && code < 0x2000);
+    w += narrow ? 1 : 2;
   }
   return w;
 }
@@ -23,7 +30,20 @@ const text = (arbitrary: fc.Arbitrary<string>) =>
   arbitrary.map((t) => t.replace(/[\x00-\x1f\x7f]/g, '?'));
 const piece = fc.oneof(
   { weight: 6, arbitrary: text(fc.string({ unit: 'grapheme-ascii', maxLength: 12 })) },
-  { weight: 2, arbitrary: fc.constantFrom(' ', '      ', '\u00e9', '\u4e2d\u6587', '\u{1f600}') },
+  {
+    weight: 2,
+    arbitrary: fc.constantFrom(
+      ' ',
+      '      ',
+      '\u00e9',
+      '\u4e2d\u6587',
+      '\u{1f600}',
+      '\u043f\u0440\u0438',
+      '\u05e9\u05dc',
+      '\u1100\u1161',
+      '\u2764\ufe0f',
+    ),
+  },
   { weight: 1, arbitrary: text(fc.string({ unit: 'binary', maxLength: 6 })) },
   { weight: 1, arbitrary: fc.constantFrom('\x1b[0m', '\x1b[1;32m', '\x1b[2m') },
 );
@@ -82,6 +102,16 @@ describe('the terminal client breaks its own rows', () => {
     const forgedRow = rows.find((row) => row.includes('admin:'))!;
     expect(forgedRow).toMatch(/^ {6}/);
     for (const row of rows.slice(1)) expect(row.startsWith(' ')).toBe(true);
+  });
+
+  it('counts the alphabets one column and CJK, Hangul and emoji two', () => {
+    const first = (text: string) => wrapRows(text, 80).split('\n')[0]!;
+    expect([...first('\u0436'.repeat(100))]).toHaveLength(79);
+    expect([...first('\u05e9'.repeat(100))]).toHaveLength(79);
+    expect([...first('e\u0301'.repeat(50))]).toHaveLength(79);
+    expect([...first('\u4e2d'.repeat(100))]).toHaveLength(39);
+    expect([...first('\uac00'.repeat(100))]).toHaveLength(39);
+    expect([...first('\u{1f600}'.repeat(100))]).toHaveLength(39);
   });
 
   it('leaves text alone for a terminal too narrow to indent in, or of unknown width', () => {
