@@ -1082,6 +1082,8 @@ describe.skipIf(withoutRedis())('Redis', () => {
               const forward: StoredMessage[] = [];
               for (let after = 0, n = 0; n < 50; n++) {
                 const page = await store.read('r', { after, limit: pageSize });
+                // The oldest pageSize after `after`: never short while more are kept.
+                expect(page).toEqual(kept.filter((m) => m.id > after).slice(0, pageSize));
                 if (page.length === 0) break;
                 forward.push(...page);
                 after = page[page.length - 1]!.id;
@@ -1093,6 +1095,9 @@ describe.skipIf(withoutRedis())('Redis', () => {
                   limit: pageSize,
                   ...(before !== undefined ? { before } : {}),
                 });
+                expect(page).toEqual(
+                  kept.filter((m) => before === undefined || m.id < before).slice(-pageSize),
+                );
                 if (page.length === 0) break;
                 backward.unshift(...page);
                 before = page[0]!.id;
