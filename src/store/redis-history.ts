@@ -313,9 +313,9 @@ if ARGV[5] == 'ids' then
   return {lo, redis.call('XRANGE', KEYS[2], start, int(last) .. '-0'), all}
 end
 if ARGV[4] == 'after' then
-  return {lo, redis.call('XRANGE', KEYS[2], start, int(last) .. '-0', 'COUNT', limit + 1), all}
+  return {lo, redis.call('XRANGE', KEYS[2], start, int(last) .. '-0', 'COUNT', int(limit + 1)), all}
 end
-local entries = redis.call('XREVRANGE', KEYS[2], int(last) .. '-0', start, 'COUNT', limit + 1)
+local entries = redis.call('XREVRANGE', KEYS[2], int(last) .. '-0', start, 'COUNT', int(limit + 1))
 local oldest_first = {}
 for i = #entries, 1, -1 do oldest_first[#oldest_first + 1] = entries[i] end
 return {lo, oldest_first, all}
