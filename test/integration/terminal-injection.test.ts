@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import net from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { visible } from '../../src/protocol/text.js';
 import type { ConfabServer } from '../../src/server.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
+import { type ScriptedServer, scriptedServer } from '../helpers/scripted-server.js';
 import { CLI, freePort, startConfab, stopProcess } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
 
@@ -142,70 +142,47 @@ describe('confab chat shows what peers send, and obeys none of it', () => {
  */
 const ODD = { toString: '', valueOf: '' };
 
-async function hostileServer(): Promise<{ port: number; close(): Promise<void> }> {
+function hostileServer(): Promise<ScriptedServer> {
   const e = '\x1b]0;owned\x07\x1b[6n\u009b6n\r\u202e';
-  const sockets = new Set<net.Socket>();
-  const srv = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('error', () => {});
-    const send = (value: object) => socket.write(`${JSON.stringify(value)}\n`);
-    let buffered = '';
-    socket.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      const lines = buffered.split('\n');
-      buffered = lines.pop()!;
-      for (const line of lines) {
-        const request = JSON.parse(line) as { cmd: string };
-        switch (request.cmd) {
-          case '0':
-            send({
-              cmd: '03',
-              serverAddress: [`10.0.0.1${e}`, `1${e}`],
-              userCount: `2${e}`,
-              caps: ['errors', 'renames', 'whispers'],
-            });
-            send({ cmd: '8', nickname: `mal${e}`, userCount: 2 });
-            send({ cmd: '70', from: `mal${e}`, msg: `hi${e}` });
-            send({ cmd: '70', from: `mal${e}`, msg: `psst${e}`, whisper: true });
-            send({ cmd: '91', oldNickname: `mal${e}`, newNickname: `bob${e}` });
-            send({ cmd: '90', code: 1001, message: `unknown command "${e}"` });
-            // Objects whose conversion to text throws, which JSON can carry: shown, not fatal.
-            send({ cmd: '70', from: ODD, msg: ODD });
-            send({ cmd: '8', nickname: ODD, userCount: ODD });
-            break;
-          case '1':
-            send({
-              cmd: '10',
-              users: [
-                [`ann`, `127.0.0.1${e}`, 1],
-                [`bob${e}`, '::1', `7${e}`],
-              ],
-            });
-            break;
-          case '4':
-            send({ cmd: '40', serverVersion: `9${e}` });
-            break;
-          case '5':
-            send({ cmd: '51', newNickname: `ann${e}` });
-            break;
-          case '3':
-            send({ cmd: '30', nickname: `bob${e}`, userCount: 1 });
-            socket.end();
-            break;
-        }
-      }
-    });
+  return scriptedServer((request, send, socket) => {
+    switch (request.cmd) {
+      case '0':
+        send({
+          cmd: '03',
+          serverAddress: [`10.0.0.1${e}`, `1${e}`],
+          userCount: `2${e}`,
+          caps: ['errors', 'renames', 'whispers'],
+        });
+        send({ cmd: '8', nickname: `mal${e}`, userCount: 2 });
+        send({ cmd: '70', from: `mal${e}`, msg: `hi${e}` });
+        send({ cmd: '70', from: `mal${e}`, msg: `psst${e}`, whisper: true });
+        send({ cmd: '91', oldNickname: `mal${e}`, newNickname: `bob${e}` });
+        send({ cmd: '90', code: 1001, message: `unknown command "${e}"` });
+        // Objects whose conversion to text throws, which JSON can carry: shown, not fatal.
+        send({ cmd: '70', from: ODD, msg: ODD });
+        send({ cmd: '8', nickname: ODD, userCount: ODD });
+        break;
+      case '1':
+        send({
+          cmd: '10',
+          users: [
+            [`ann`, `127.0.0.1${e}`, 1],
+            [`bob${e}`, '::1', `7${e}`],
+          ],
+        });
+        break;
+      case '4':
+        send({ cmd: '40', serverVersion: `9${e}` });
+        break;
+      case '5':
+        send({ cmd: '51', newNickname: `ann${e}` });
+        break;
+      case '3':
+        send({ cmd: '30', nickname: `bob${e}`, userCount: 1 });
+        socket.end();
+        break;
+    }
   });
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as net.AddressInfo).port;
-  return {
-    port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        srv.close(() => resolve());
-      }),
-  };
 }
 
 describe('confab chat against a hostile server', () => {
