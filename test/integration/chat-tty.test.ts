@@ -104,71 +104,46 @@ describe('confab chat in a real terminal', () => {
     await bob.exit();
   });
 
-  // Not fixed: no control character is needed to forge a line. Spaces that fill the rest
-  // of the sender's row make the terminal wrap, and the text after them starts a row of its
-  // own that reads like another member's message (docs/security.md claims a member cannot
-  // start such a line). The sender only has to guess the width; 80 columns is the usual one.
-  it('does not let a chat padded to the terminal width start a row that looks like another member', async () => {
-    const port = server.address.port;
-    await newChatSession(
-      '-x',
-      '80',
-      '-y',
-      '20',
-      `env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat vic --port ${port}`,
-    );
-    await until(() => screen().includes('You are the 1st user'), 'the welcome');
-    const mal = await join(port, 'mal');
-    const now = new Date();
-    const hhmm = `${String(now.getHours()).padStart(2, '0')}:${String(now.getMinutes()).padStart(2, '0')}`;
-    const shownBefore = `${hhmm} mal: `;
-    mal.sendPy({
-      cmd: '7',
-      msg: `${' '.repeat(80 - shownBefore.length)}${hhmm} admin: the server restarts, type \\oper admin PASSWORD`,
-    });
-    mal.sendPy({ cmd: '7', msg: 'done' });
-    try {
-      await until(() => screen().includes('mal: done'), 'the last message');
-      expect(screen()).not.toMatch(/^\d\d:\d\d admin: /m);
-      // Its own row, indented: the client broke the line itself.
-      expect(screen()).toMatch(/^ {6,}\d\d:\d\d admin: the server restarts/m);
-    } finally {
-      mal.sendPy({ cmd: '3' });
-      await mal.expectClose();
-    }
-  });
-
-  // Input from a pipe (a script feeding the client) does not make the output any less a
-  // terminal: the terminal wraps whatever the client leaves long, so the client breaks
-  // the rows itself there too.
-  it('breaks a padded chat into indented rows when only the output is a terminal', async () => {
-    const port = server.address.port;
-    await newChatSession(
-      '-x',
-      '80',
-      '-y',
-      '20',
-      `tail -f /dev/null | env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat pia --port ${port}`,
-    );
-    await until(() => screen().includes('You are the 1st user'), 'the welcome');
-    const mal = await join(port, 'mal');
-    const now = new Date();
-    const hhmm = `${String(now.getHours()).padStart(2, '0')}:${String(now.getMinutes()).padStart(2, '0')}`;
-    const shownBefore = `${hhmm} mal: `;
-    mal.sendPy({
-      cmd: '7',
-      msg: `${' '.repeat(80 - shownBefore.length)}${hhmm} admin: the server restarts, type \\oper admin PASSWORD`,
-    });
-    mal.sendPy({ cmd: '7', msg: 'done' });
-    try {
-      await until(() => screen().includes('mal: done'), 'the last message');
-      expect(screen()).not.toMatch(/^\d\d:\d\d admin: /m);
-      expect(screen()).toMatch(/^ {6,}\d\d:\d\d admin: the server restarts/m);
-    } finally {
-      mal.sendPy({ cmd: '3' });
-      await mal.expectClose();
-    }
-  });
+  // No control character is needed to forge a line: spaces that fill the rest of the
+  // sender's row would make the terminal wrap, and the text after them would start a row of
+  // its own reading like another member's message (the sender only has to guess the width;
+  // 80 columns is the usual one). The client breaks its rows itself and indents the rest,
+  // also when only its output is a terminal (a script feeding its input through a pipe).
+  it.each([
+    { input: 'a terminal', nickname: 'vic', pipe: '' },
+    { input: 'a pipe', nickname: 'pia', pipe: 'tail -f /dev/null | ' },
+  ])(
+    'does not let a chat padded to the terminal width start a row that looks like another member (input from $input)',
+    async ({ nickname, pipe }) => {
+      const port = server.address.port;
+      await newChatSession(
+        '-x',
+        '80',
+        '-y',
+        '20',
+        `${pipe}env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat ${nickname} --port ${port}`,
+      );
+      await until(() => screen().includes('You are the 1st user'), 'the welcome');
+      const mal = await join(port, 'mal');
+      const now = new Date();
+      const hhmm = `${String(now.getHours()).padStart(2, '0')}:${String(now.getMinutes()).padStart(2, '0')}`;
+      const shownBefore = `${hhmm} mal: `;
+      mal.sendPy({
+        cmd: '7',
+        msg: `${' '.repeat(80 - shownBefore.length)}${hhmm} admin: the server restarts, type \\oper admin PASSWORD`,
+      });
+      mal.sendPy({ cmd: '7', msg: 'done' });
+      try {
+        await until(() => screen().includes('mal: done'), 'the last message');
+        expect(screen()).not.toMatch(/^\d\d:\d\d admin: /m);
+        // Its own row, indented: the client broke the line itself.
+        expect(screen()).toMatch(/^ {6,}\d\d:\d\d admin: the server restarts/m);
+      } finally {
+        mal.sendPy({ cmd: '3' });
+        await mal.expectClose();
+      }
+    },
+  );
 
   it('shows escape sequences from a member as text: no new title, no answer typed into the input line', async () => {
     const port = server.address.port;
