@@ -46,6 +46,18 @@ export async function stalledSocket(port: number, requests: string): Promise<net
   return socket;
 }
 
+/** A client that resumes the lobby from its first message (in `epoch`) and reads nothing. */
+export function stalledLobbyResume(
+  port: number,
+  nickname: string,
+  epoch: string,
+): Promise<net.Socket> {
+  return stalledSocket(
+    port,
+    line({ cmd: '0', nickname, caps: HISTORY_CAPS, since: [{ room: 'lobby', epoch, id: 0 }] }),
+  );
+}
+
 /**
  * The servers, clients and data directories of a test file's history tests:
  * servers and clients end after each test, directories after the file.

@@ -6,10 +6,9 @@
 import { describe, expect, it } from 'vitest';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
 import {
-  HISTORY_CAPS,
   HistoryHarness,
   line,
-  stalledSocket,
+  stalledLobbyResume,
   storeChats,
 } from '../helpers/history-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
@@ -36,15 +35,7 @@ describe('a memory-history recovery whose rest is evicted while the client is no
     const lobby = (await filler.expect('101')) as unknown as { epoch: string };
     await storeChats(filler, BIG, REPLAY);
 
-    const socket = await stalledSocket(
-      server.port,
-      line({
-        cmd: '0',
-        nickname: 'resumer',
-        caps: HISTORY_CAPS,
-        since: [{ room: 'lobby', epoch: lobby.epoch, id: 0 }],
-      }),
-    );
+    const socket = await stalledLobbyResume(server.port, 'resumer', lobby.epoch);
     await filler.waitFor((m) => m.cmd === '8' && m.nickname === 'resumer', 1, 10_000);
     // Other rooms written since: the lobby, written least recently, loses all its messages.
     for (const room of ['a', 'b']) {

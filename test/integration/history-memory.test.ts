@@ -11,6 +11,7 @@ import {
   HISTORY_CAPS,
   HistoryHarness,
   line,
+  stalledLobbyResume,
   stalledSocket,
   storeChats,
 } from '../helpers/history-harness.js';
@@ -119,15 +120,7 @@ describe('a recovery that retention overtakes while the client reads slowly', ()
     // About 24 KB a message, 24 MB in all: far more than the queue and the kernel hold.
     const big = '\u0001'.repeat(4096);
     await storeChats(filler, big, STORED);
-    const socket = await stalledSocket(
-      server.port,
-      line({
-        cmd: '0',
-        nickname: 'slow',
-        caps: HISTORY_CAPS,
-        since: [{ room: 'lobby', epoch: lobby.epoch, id: 0 }],
-      }),
-    );
+    const socket = await stalledLobbyResume(server.port, 'slow', lobby.epoch);
     await filler.waitFor((m) => m.cmd === '8' && m.nickname === 'slow', 1, 10_000);
     // Each stored message deletes the oldest: the replay has not got that far yet.
     for (let i = 0; i < 300; i++) {

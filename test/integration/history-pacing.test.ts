@@ -10,6 +10,7 @@ import {
   HISTORY_CAPS,
   HistoryHarness,
   line,
+  stalledLobbyResume,
   stalledSocket,
   storeChats,
 } from '../helpers/history-harness.js';
@@ -52,15 +53,7 @@ describe('a full replay to a client that does not read', () => {
     const { filler, epoch } = await fill(server.port);
 
     // Connected and asking for everything, but reading nothing until told to.
-    const socket = await stalledSocket(
-      server.port,
-      line({
-        cmd: '0',
-        nickname: 'resumer',
-        caps: HISTORY_CAPS,
-        since: [{ room: 'lobby', epoch, id: 0 }],
-      }),
-    );
+    const socket = await stalledLobbyResume(server.port, 'resumer', epoch);
     // In the lobby (the others are told) before the live messages, which must come after the
     // replay, not into it. The replay cannot fit: 24 MB against a 1 MiB queue and the kernel's
     // buffers.
@@ -157,15 +150,7 @@ describe('a client that reads nothing while its history waits', () => {
     ]);
     const { filler, epoch } = await fill(server.port);
     // Never reads: the replay it asked for would hold its messages for as long as it stays.
-    const socket = await stalledSocket(
-      server.port,
-      line({
-        cmd: '0',
-        nickname: 'sleeper',
-        caps: HISTORY_CAPS,
-        since: [{ room: 'lobby', epoch, id: 0 }],
-      }),
-    );
+    const socket = await stalledLobbyResume(server.port, 'sleeper', epoch);
     await filler.waitFor((m) => m.cmd === '8' && m.nickname === 'sleeper', 1, 10_000);
     await filler.waitFor((m) => m.cmd === '30' && m.nickname === 'sleeper', 1, 30_000);
     filler.write(line({ cmd: '7', msg: 'still here' }));
