@@ -30,6 +30,7 @@
  *   by `release`, `leave` and `rename`; a release never frees a nickname
  *   that has since been claimed by someone else.
  */
+import { hasLoneSurrogate } from '../protocol/text.js';
 import type { Ban } from './bans.js';
 import type { PeerAddress } from './events.js';
 
@@ -43,11 +44,9 @@ export function checkId(what: 'node' | 'member', id: string): void {
   if (!ID.test(id)) throw new RangeError(`${what} id must be 1-100 of A-Z a-z 0-9 . _ -`);
 }
 
-const LONE_SURROGATE = /\p{Cs}/u;
-
 /** Nicknames and room keys are stored as UTF-8: one with a lone surrogate could merge with another. */
 export function checkText(what: 'nickname' | 'room', text: string): void {
-  if (LONE_SURROGATE.test(text)) throw new RangeError(`${what} is not well-formed Unicode`);
+  if (hasLoneSurrogate(text)) throw new RangeError(`${what} is not well-formed Unicode`);
 }
 
 /**

@@ -1,7 +1,7 @@
 import { Cmd, ErrorCode, type ErrorCodeValue, REQUEST_CODES, type RequestCode } from './codes.js';
 import { type FrameRefusal, MAX_DEPTH, nestsDeeperThan } from './frame-decoder.js';
 import type { Position, Request, RoomPosition } from './messages.js';
-import { atMostChars } from './text.js';
+import { atMostChars, hasLoneSurrogate } from './text.js';
 
 /** Why a frame is not a usable request; `ref` is the command it claimed to be, if any. */
 export interface RequestError {
@@ -184,9 +184,6 @@ function own(value: Fields, name: string): unknown {
   return Object.hasOwn(value, name) ? value[name] : undefined;
 }
 
-/** Matches a UTF-16 surrogate not part of a pair (JSON can escape one: "\ud800"). */
-const LONE_SURROGATE = /\p{Cs}/u;
-
 /** Caps beyond these bounds are not a client asking for capabilities. */
 const MAX_CAPS = 32;
 const MAX_CAP_LENGTH = 32;
@@ -364,7 +361,7 @@ export function toRequest(value: unknown): ParseResult {
 /** A string field that is well-formed UTF-16, so it can be re-encoded as UTF-8 unchanged. */
 function text(value: Fields, name: string): string | undefined {
   const field = own(value, name);
-  return typeof field === 'string' && !LONE_SURROGATE.test(field) ? field : undefined;
+  return typeof field === 'string' && !hasLoneSurrogate(field) ? field : undefined;
 }
 
 /** An optional text field: undefined when absent, null when present but not well-formed text. */

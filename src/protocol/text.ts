@@ -86,7 +86,12 @@ export function atMostChars(text: string, max: number): boolean {
 const LONE_SURROGATE = /\p{Cs}/u;
 const LONE_SURROGATES = /\p{Cs}/gu;
 
+/** Whether `text` holds a UTF-16 surrogate not part of a pair (JSON can escape one: "\ud800"). */
+export function hasLoneSurrogate(text: string): boolean {
+  return LONE_SURROGATE.test(text);
+}
+
 /** `text` with each lone surrogate replaced by U+FFFD, as every history store keeps it. */
 export function wellFormed(text: string): string {
-  return LONE_SURROGATE.test(text) ? text.replace(LONE_SURROGATES, '\uFFFD') : text;
+  return hasLoneSurrogate(text) ? text.replace(LONE_SURROGATES, '\uFFFD') : text;
 }

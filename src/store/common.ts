@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { HistoryQuery, Retention } from '../core/history.js';
-import { wellFormed } from '../protocol/text.js';
+import { hasLoneSurrogate, wellFormed } from '../protocol/text.js';
 
 /** What every HistoryStore implementation here is configured with. */
 export interface HistoryStoreOptions {
@@ -58,8 +58,6 @@ export function ageCutoff(now: number, retention: Retention): number {
   return retention.maxAgeMs > 0 ? now - retention.maxAgeMs : Number.NEGATIVE_INFINITY;
 }
 
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
 /**
  * SQLite keeps text as UTF-8, where a lone surrogate (which JSON's \ud800 escapes let a
  * client send) becomes U+FFFD. Every store makes that replacement itself (`wellFormed`,
@@ -74,5 +72,5 @@ export { wellFormed };
  * become one (a room's history would show in another).
  */
 export function checkKey(what: 'room' | 'from', key: string): void {
-  if (LONE_SURROGATE.test(key)) throw new RangeError(`${what} is not well-formed Unicode`);
+  if (hasLoneSurrogate(key)) throw new RangeError(`${what} is not well-formed Unicode`);
 }
