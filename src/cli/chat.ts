@@ -10,7 +10,7 @@ import {
 } from '../client/chat-client.js';
 import { ErrorCode, LOBBY } from '../protocol/codes.js';
 import type { BanEntry, UserEntry } from '../protocol/messages.js';
-import { describeModeration, HELP, parseCommand, timeLeft } from '../protocol/slash-commands.js';
+import { describeBan, describeModeration, HELP, parseCommand } from '../protocol/slash-commands.js';
 import { CONFAB_VERSION } from '../version.js';
 import { type Style, view } from './chat-view.js';
 import { wrapRows } from './wrap.js';
@@ -86,12 +86,7 @@ function connectFailure(err: unknown, nickname: string, where: string): string {
 /** The ban list as lines, each shown on its own (a line break inside one is shown as ^J). */
 function banListLines(bans: readonly BanEntry[]): string[] {
   if (bans.length === 0) return ['No bans.'];
-  const lines = bans.map((b) => {
-    const until =
-      b.expires === null ? 'until unbanned' : `for ${timeLeft(b.expires - Date.now())} more`;
-    return `  ${b.mask} by ${b.by} ${until}${b.reason ? ` (${b.reason})` : ''}`;
-  });
-  return ['Bans:', ...lines];
+  return ['Bans:', ...bans.map((b) => `  ${describeBan(b)}`)];
 }
 
 export async function chat(args: string[], io: ChatIo): Promise<number> {
@@ -191,17 +186,16 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
 
   /** Prints above the input line, then redraws the prompt and whatever was typed. */
   const say = (text: string) => {
+    // On a terminal the client breaks its own rows (src/cli/wrap.ts), also when its input
+    // is a pipe: left long, a chat padded to the row's end could start a row of its own.
+    const shown = io.stdout.isTTY === true ? wrapRows(text, io.stdout.columns) : text;
     if (terminal) {
       readline.clearLine(io.stdout, 0);
       readline.cursorTo(io.stdout, 0);
-      io.stdout.write(`${wrapRows(text, io.stdout.columns)}\n`);
+      io.stdout.write(`${shown}\n`);
       rl.prompt(true);
-    } else if (io.stdout.isTTY === true) {
-      // Input from a pipe, output on a terminal: the terminal would wrap long lines itself,
-      // so a chat padded to the row's end could start a row of its own there too.
-      io.stdout.write(`${wrapRows(text, io.stdout.columns)}\n`);
     } else {
-      io.stdout.write(`${text}\n`);
+      io.stdout.write(`${shown}\n`);
     }
   };
 

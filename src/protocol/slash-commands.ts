@@ -1,3 +1,5 @@
+import type { BanEntry } from './messages.js';
+
 /**
  * The course client's command syntax, shared by the terminal and web clients:
  * a line starting with "\\" is a command, anything else is chat.
@@ -205,6 +207,12 @@ export function timeLeft(ms: number): string {
 
 function formatCount(n: number, name: string): string {
   return `${n} ${name}${n === 1 ? '' : 's'}`;
+}
+
+/** One ban of a "102" list in words, as both clients show it: "203.0.113.0/24 by teacher for 2 hours (spam)". */
+export function describeBan(ban: BanEntry, now = Date.now()): string {
+  const until = ban.expires === null ? 'until unbanned' : `for ${timeLeft(ban.expires - now)} more`;
+  return `${ban.mask} by ${ban.by} ${until}${ban.reason ? ` (${ban.reason})` : ''}`;
 }
 
 /** A "99" notice in words, as both clients show it: "bob was banned by teacher for 1 hour (spam)". */

@@ -2,10 +2,10 @@ import { Cmd, LOBBY } from '../../src/protocol/codes.js';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
 import type { BanEntry, HistoryEntry, Request, RoomEntry } from '../../src/protocol/messages.js';
 import {
+  describeBan,
   describeModeration,
   HELP,
   parseCommand,
-  timeLeft,
 } from '../../src/protocol/slash-commands.js';
 import { nickColor, PAGE_BG } from './colors.js';
 import { Connection, RequestError, type SavedSession, type Status } from './connection.js';
@@ -814,13 +814,7 @@ function showBans(bans: unknown): void {
     return;
   }
   const pre = document.createElement('pre');
-  pre.textContent = list
-    .map((b) => {
-      const until =
-        b.expires === null ? 'until unbanned' : `for ${timeLeft(b.expires - Date.now())} more`;
-      return `${b.mask} by ${b.by} ${until}${b.reason ? ` (${b.reason})` : ''}`;
-    })
-    .join('\n');
+  pre.textContent = list.map((b) => describeBan(b)).join('\n');
   append(selected, line('notice', [pre]));
 }
 

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MAX_BAN_SECONDS, parseRequestText } from '../../../src/protocol/request-codec.js';
 import {
+  describeBan,
   describeModeration,
   formatDuration,
   HELP,
@@ -146,6 +147,19 @@ describe('moderation slash commands', () => {
     expect(timeLeft(-5)).toBe('1 second');
     expect(timeLeft(59_600)).toBe('1 minute');
     expect(timeLeft(Number.NaN)).toBe('an unknown time');
+  });
+
+  it('puts a ban of the list in words', () => {
+    const now = 1_000_000;
+    expect(
+      describeBan(
+        { mask: '203.0.113.0/24', by: 'teacher', reason: 'spam', expires: now + 7_200_000 },
+        now,
+      ),
+    ).toBe('203.0.113.0/24 by teacher for 2 hours more (spam)');
+    expect(describeBan({ mask: 'bob', by: 'teacher', reason: '', expires: null }, now)).toBe(
+      'bob by teacher until unbanned',
+    );
   });
 
   it('puts notices in words', () => {
