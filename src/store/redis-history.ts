@@ -129,11 +129,20 @@ const MAX_BATCH_TEXT = 64 * 1024;
 // first node to notice rotates it once and the others find an epoch they have not seen.
 // Scripts return integers and strings only: booleans differ between RESP2 and RESP3.
 
+/** Helpers of every script that reads the stream. */
+const STREAM_LUA = `
+local function int(n) return string.format('%d', n) end
+-- The stream entry holding id n (entries start at their first id), or nil.
+local function holding(msgs, n)
+  return redis.call('XREVRANGE', msgs, int(n) .. '-0', '-', 'COUNT', 1)[1]
+end
+`;
+
 /**
  * The room's epoch after the roll-back check. Needs top_key, epoch_key, base_key; ARGV[1]
  * is the epoch candidate, seen_epoch and seen_top what this node has seen.
  */
-const ROTATE_LUA = `
+const ROTATE_LUA = `${STREAM_LUA}
 local function current_epoch(top_key, epoch_key, base_key, seen_epoch, seen_top)
   local epoch = redis.call('GET', epoch_key)
   if not epoch then return nil end
@@ -144,11 +153,6 @@ local function current_epoch(top_key, epoch_key, base_key, seen_epoch, seen_top)
     redis.call('SET', base_key, top)
   end
   return epoch
-end
-local function int(n) return string.format('%d', n) end
--- The stream entry holding id n (entries start at their first id), or nil.
-local function holding(msgs, n)
-  return redis.call('XREVRANGE', msgs, int(n) .. '-0', '-', 'COUNT', 1)[1]
 end
 `;
 
@@ -296,8 +300,7 @@ return {epoch, top, oldest, tonumber(redis.call('GET', KEYS[5]) or '0')}
  * 'entries': `limit + 1` entries from the page's end, which hold at least `limit` ids; an
  * entry holds up to a turn's chats, so they may return up to 64 times the page.
  */
-const READ_LUA = `
-local function int(n) return string.format('%d', n) end
+const READ_LUA = `${STREAM_LUA}
 local lo = math.max(tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
 local hi = math.min(tonumber(ARGV[2]), tonumber(redis.call('GET', KEYS[3]) or '0'))
 local limit = tonumber(ARGV[3])
@@ -307,7 +310,7 @@ if ARGV[4] == 'after' then first, last = lo, math.min(hi, lo + limit - 1) end
 local all = (first == lo and last == hi) and 1 or 0
 if ARGV[5] == 'entries' then first, last = lo, hi end
 local start = int(first) .. '-0'
-local holder = redis.call('XREVRANGE', KEYS[2], start, '-', 'COUNT', 1)[1]
+local holder = holding(KEYS[2], first)
 if holder then start = holder[1] end
 if ARGV[5] == 'ids' then
   return {lo, redis.call('XRANGE', KEYS[2], start, int(last) .. '-0'), all}
@@ -328,12 +331,11 @@ return {lo, oldest_first, all}
  * wholly below it and the cids below it. It looks from the floor up: a young message below
  * it must not keep the older ones after it.
  */
-const PRUNE_LUA = `
+const PRUNE_LUA = `${STREAM_LUA}
 local msgs, cidz, cutoff = KEYS[1], KEYS[2], tonumber(ARGV[1])
-local function int(n) return string.format('%d', n) end
 local floor = tonumber(redis.call('GET', KEYS[3]) or '1')
 local start = '-'
-local holder = redis.call('XREVRANGE', msgs, int(floor) .. '-0', '-', 'COUNT', 1)[1]
+local holder = holding(msgs, floor)
 if holder then start = holder[1] end
 local keep, keep_entry
 repeat
