@@ -349,6 +349,40 @@ describe('SqliteHistoryStore', () => {
     }
   });
 
+  it('makes a new file with 4 KiB pages, and stores in a file made with 1 KiB pages as it is', async () => {
+    const dir = tempDir();
+    const fresh = path.join(dir, 'fresh.db');
+    const older = path.join(dir, 'older.db');
+    const made = new Database(older);
+    made.pragma('page_size = 1024');
+    made.exec('CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID');
+    made.close();
+    try {
+      for (const file of [fresh, older]) {
+        const store = new SqliteHistoryStore(file, options);
+        for (let i = 0; i < 300; i++) await store.append('r', { at: i, from: 'a', msg: `m${i}` });
+        await store.close();
+        const reopened = new SqliteHistoryStore(file, options);
+        expect((await reopened.read('r', { limit: 2 })).map((m) => m.msg)).toEqual([
+          'm298',
+          'm299',
+        ]);
+        await reopened.close();
+      }
+      const pageSize = (file: string) => {
+        const db = new Database(file, { readonly: true });
+        try {
+          return db.pragma('page_size', { simple: true });
+        } finally {
+          db.close();
+        }
+      };
+      expect([pageSize(fresh), pageSize(older)]).toEqual([4096, 1024]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('closes in a process that nothing else keeps alive', async () => {
     const dir = tempDir();
     const file = path.join(dir, 'history.db');
