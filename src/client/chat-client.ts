@@ -212,6 +212,8 @@ interface Pending {
   reject: (error: ChatClientError) => void;
   /** Its reply comes after every history sent before it (see fence()). */
   fence?: true;
+  /** When it was written (performance.now()). */
+  sentAt?: number;
 }
 
 /** A request waiting its turn, with the call awaiting its reply if any. */
@@ -262,7 +264,8 @@ const PACE_GAP_MAX_MS = 500;
  * How long a paced request that expects a reply holds the requests after it. A reply that
  * never comes (a hostile server; a reply over the frame limit, dropped) held them, chats
  * included, for as long as the connection lasted; `confab chat` gives up on a line after
- * as long, and what it typed next must then go out. Its call stays pending.
+ * as long, and what it typed next must then go out. Its call stays pending, and from then on
+ * a reply of its kind goes to a later call first (see answering()).
  */
 const PACE_UNANSWERED_MS = 10_000;
 const utf8 = new TextDecoder();
@@ -889,7 +892,10 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       return;
     }
     // Registered as it is written, so replies pair with calls in wire order.
-    if (item.pending !== undefined) this.pending.push(item.pending);
+    if (item.pending !== undefined) {
+      item.pending.sentAt = performance.now();
+      this.pending.push(item.pending);
+    }
     socket.write(encodeRequest(item.request));
   }
 
@@ -1075,7 +1081,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         this.roomReady.delete(room);
         break;
     }
-    const index = this.pending.findIndex((p) => REPLY_CODES[p.cmd]?.includes(cmd));
+    const index = this.answering((p) => REPLY_CODES[p.cmd]?.includes(cmd) === true);
     if (index < 0) return;
     const [answered] = this.pending.splice(index, 1);
     if (this.paced) this.release(answered!.cmd, true);
@@ -1227,11 +1233,29 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     this.emit('stored', stored);
   }
 
+  /**
+   * The pending call a reply of this kind answers: the oldest one written less than
+   * PACE_UNANSWERED_MS ago, else the oldest. Replies carry no request id, and a call the server
+   * never answered (a reply over the frame limit, dropped; a hostile server) would otherwise take
+   * every later reply of its kind, leaving each later call waiting for the one after it.
+   */
+  private answering(kind: (p: Pending) => boolean): number {
+    const stale = performance.now() - PACE_UNANSWERED_MS;
+    let oldest = -1;
+    for (let i = 0; i < this.pending.length; i++) {
+      const p = this.pending[i]!;
+      if (!kind(p)) continue;
+      if (p.sentAt === undefined || p.sentAt > stale) return i;
+      if (oldest < 0) oldest = i;
+    }
+    return oldest;
+  }
+
   private onError(message: ParsedServerMessage): void {
     const code = asNumber(message.code);
     const text = asString(message.message ?? 'error');
     const ref = typeof message.ref === 'string' ? message.ref : undefined;
-    const index = ref === undefined ? -1 : this.pending.findIndex((p) => p.cmd === ref);
+    const index = ref === undefined ? -1 : this.answering((p) => p.cmd === ref);
     if (index >= 0) {
       this.pending.splice(index, 1)[0]!.reject(new ChatClientError('server-error', text, code));
       return;
