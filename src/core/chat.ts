@@ -2,7 +2,7 @@ import { Cmd, ErrorCode, type ErrorCodeValue, LOBBY } from '../protocol/codes.js
 import type { NotRecovered, Position } from '../protocol/messages.js';
 import type { Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
-import { clip, wellFormed } from '../protocol/text.js';
+import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
 import { addressGroup, BanList, type BanStore, MemoryBanStore } from './bans.js';
@@ -36,6 +36,7 @@ import type {
 } from './history.js';
 import type { Operator } from './moderation.js';
 import { lookupKey, nicknameKey } from './nickname.js';
+import { OwnChats } from './own-chats.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import type { DeadNode, MemberRef, Presence, RoomLeft } from './presence.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
@@ -275,37 +276,6 @@ const OPER_BUCKETS = 4096;
  */
 const OPER_SERVER_BURST = 10;
 const OPER_SERVER_RATE = 0.5;
-/**
- * This node's chats remembered per room while they wait for their place (Chat.echoes); past
- * it the oldest are known by their sender's name again.
- */
-const WAITING_CHATS = 4096;
-/** This node's chats waiting to come back in a room. */
-interface Echoes {
-  /**
-   * The epoch of the chats being handed over, as far as this node knows (the broker's,
-   * with each chat it hands over and each "lost"; before the first, this node's first
-   * append's): after a Redis restart an append can give an id of the new epoch while chats
-   * of the old one still arrive, and ids compare only within one.
-   */
-  epoch: string | undefined;
-  /** By id: the sender and the epoch its append gave the id in. */
-  readonly senders: Map<number, Waiting>;
-  /** The highest id pushed out of `senders` past WAITING_CHATS (0: none). */
-  forgotten: number;
-}
-interface Waiting {
-  readonly session: Session;
-  readonly epoch: string | undefined;
-}
-/** A chat of this node's whose append has not replied: its copy may come back first. */
-interface Flight {
-  readonly at: number;
-  readonly msg: string;
-  readonly session: Session;
-  /** The queue it waits in: its room's, for its sender's nickname then. */
-  readonly queue: Flight[];
-}
 /** A member waiting for its join's place. */
 interface Placing {
   /** The name it joined as: what its "joined" carries. */
@@ -323,8 +293,6 @@ interface Placings {
  * longer than a round trip to Redis, short of what MAX_HELD events take to pile up.
  */
 const PLACE_TIMEOUT_MS = 3_000;
-/** Senders' look-alike keys remembered for the cluster's `subject`; cleared when full. */
-const SENDER_KEYS = 4096;
 
 /**
  * The chat service: sessions, the nickname registry and the room, with the
@@ -380,27 +348,8 @@ export class Chat implements ChatContext, SessionHost {
   private readonly releases = new Set<Promise<void>>();
   /** What waits for a session's requests under way to finish (a removal during a resume). */
   private readonly idleWaiters = new Map<Session, (() => void)[]>();
-  /**
-   * Chat senders' look-alike keys: every node looks up the sender of every chat
-   * it delivers, and the key (a pure function of the name) costs more than the
-   * lookup.
-   */
-  private readonly senderKeys = new Map<string, string>();
-  /** The chat being handed to the broker now, and its sender (see `origin`). */
-  private sendingKey: string | undefined;
-  private sendingId = 0;
-  private sendingFrom: Session | undefined;
-  /**
-   * Per subscribed room: the last chat id handed to this node, and the senders of this
-   * node's chats the broker has not handed back yet (an earlier id had not arrived), by id.
-   */
-  private readonly echoes = new Map<string, Echoes>();
-  /**
-   * On a cluster, per room key and then by sender's nickname, this node's chats being
-   * appended, oldest first: a copy that comes back before its append's reply is known by
-   * its text and time, whatever its sender is called by then (`arrived`).
-   */
-  private readonly flights = new Map<string, Map<string, Flight[]>>();
+  /** On a cluster, which local member sent each chat the broker hands back. */
+  private readonly own = new OwnChats<Session>(this.nicknames);
   /** Rooms whose members are read again once their resync has waited (see `resynced`). */
   private readonly resyncs = new Map<string, ReturnType<typeof setTimeout>>();
   /**
@@ -585,48 +534,22 @@ export class Chat implements ChatContext, SessionHost {
       broker.publish(key, event, epoch);
       return;
     }
-    this.sendingKey = key;
-    this.sendingId = event.id;
-    this.sendingFrom = origin;
+    this.own.handing(key, event.id, origin);
     broker.publish(key, event, epoch);
     // Left by every local member meanwhile (its sender closed while the chat was stored):
     // nobody here is shown its copy, and nothing would clear what waited for it.
-    if (this.sendingFrom !== undefined && !this.interest.has(key)) this.sendingFrom = undefined;
-    if (this.sendingFrom !== undefined) {
-      this.sendingFrom = undefined;
+    if (!this.own.handedBack() && this.interest.has(key)) {
       // Not handed back (a copy that came before the append's reply was published without
       // its origin: see `say`): it waits for its place, and by the time it comes its sender
       // may have another name. Its id is not compared with the last one handed over: that
       // may be of an epoch before a Redis restart this append came after.
-      const echoes = this.echoesOf(key, epoch);
-      const senders = echoes.senders;
-      if (senders.size >= WAITING_CHATS) {
-        const oldest = senders.keys().next().value!;
-        senders.delete(oldest);
-        echoes.forgotten = Math.max(echoes.forgotten, oldest);
-      }
-      senders.set(event.id, { session: origin, epoch });
+      this.own.expect(key, event.id, origin, epoch);
     }
-    this.sendingKey = undefined;
-  }
-
-  private echoesOf(key: string, epoch: string | undefined): Echoes {
-    let echoes = this.echoes.get(key);
-    if (echoes === undefined) {
-      echoes = { epoch, senders: new Map(), forgotten: 0 };
-      this.echoes.set(key, echoes);
-    }
-    return echoes;
   }
 
   /** A room event from the broker: to this node's members of the room, but the one it is about. */
   private arrived(key: string, event: RoomEvent, epoch?: string): void {
-    const from =
-      event.type === 'chat'
-        ? (this.origin(key, event.id, epoch) ??
-          this.landed(key, event) ??
-          this.chatSender(key, event.id, event.from))
-        : undefined;
+    const from = event.type === 'chat' ? this.own.senderOf(key, event, epoch) : undefined;
     if (this.rosters.get(key)?.apply(event) === false) return;
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
@@ -634,123 +557,9 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /**
-   * The local member a chat neither `origin` nor `landed` places comes from, found by the
-   * chat's nickname, but only where the holder of that name may have sent it: it took its
-   * session over by a resume and kept the name (its replaced connection, on another node,
-   * may have sent it), or the chat is one of this node's whose sender was pushed out of
-   * `echoes` and the holder has chatted under the name. Anyone else holding the name took
-   * it after the chat was sent, freed by a rename, and is shown the chat as one process
-   * would show it.
-   */
-  private chatSender(key: string, id: number, nickname: string): Session | undefined {
-    const session = this.sender(nickname);
-    if (session === undefined) return undefined;
-    if (session.resumed) return session;
-    const forgotten = this.echoes.get(key)?.forgotten ?? 0;
-    return session.spoke && id <= forgotten ? session : undefined;
-  }
-
-  /**
-   * Remembers a chat of this node's while its append is on its way: on a cluster its
-   * copy can come back first, before this node knows its id (`landed`).
-   */
-  private takeOff(key: string, from: string, at: number, msg: string, session: Session): Flight {
-    let bySender = this.flights.get(key);
-    if (bySender === undefined) {
-      bySender = new Map();
-      this.flights.set(key, bySender);
-    }
-    let queue = bySender.get(from);
-    if (queue === undefined) {
-      queue = [];
-      bySender.set(from, queue);
-    }
-    const flight = { at, msg, session, queue };
-    queue.push(flight);
-    return flight;
-  }
-
-  /**
-   * The append of `flight` replied (or failed): its copy, if still to come, has its id.
-   * False when its copy came already (`landed`).
-   */
-  private land(key: string, from: string, flight: Flight): boolean {
-    const at = flight.queue.indexOf(flight);
-    if (at < 0) return false;
-    this.ground(key, from, flight.queue, at);
-    return true;
-  }
-
-  private ground(key: string, from: string, queue: Flight[], at: number): void {
-    if (at === 0) queue.shift();
-    else queue.splice(at, 1);
-    if (queue.length > 0) return;
-    const bySender = this.flights.get(key);
-    if (bySender?.get(from) !== queue) return;
-    bySender.delete(from);
-    if (bySender.size === 0) this.flights.delete(key);
-  }
-
-  /**
-   * The local member whose chat this is, when it is one of this node's that came back
-   * before its append replied: the oldest still on its way with the same name, time and
-   * text (one sender's appends are stored in the order sent).
-   */
-  private landed(key: string, event: ChatEvent & { type: 'chat' }): Session | undefined {
-    const queue = this.flights.get(key)?.get(event.from);
-    if (queue === undefined) return undefined;
-    for (let i = 0; i < queue.length; i++) {
-      const flight = queue[i]!;
-      // The copy carries the stored text, where a lone surrogate is U+FFFD: the sent text
-      // is made well-formed here, when it differs, not for every chat sent.
-      if (flight.at !== event.at) continue;
-      if (flight.msg !== event.msg && wellFormed(flight.msg) !== event.msg) continue;
-      this.ground(key, event.from, queue, i);
-      let from = flight.session;
-      while (from.successor !== undefined) from = from.successor;
-      return from;
-    }
-    return undefined;
-  }
-
-  /**
-   * The session that sent this node's chat `id` in the room, if this node published it;
-   * `epoch`: the chat's, when the broker tells it.
-   */
-  private origin(key: string, id: number, epoch: string | undefined): Session | undefined {
-    let from: Session | undefined;
-    if (this.sendingFrom !== undefined && id === this.sendingId && key === this.sendingKey) {
-      from = this.sendingFrom;
-      this.sendingFrom = undefined;
-    }
-    // Kept for rooms this node has published to (a chat that did not come back at once).
-    const echoes = this.echoes.get(key);
-    if (echoes !== undefined) {
-      // Made by an append whose epoch may not be the one handed over yet (its room's first
-      // chat of this node after a Redis restart, while the old epoch's chats still arrive).
-      if (epoch !== undefined) echoes.epoch = epoch;
-      // Chats come in id order: none waiting at or below this one comes any more. But a
-      // chat stored in an epoch this node has not heard of yet (Redis restarted, the old
-      // epoch's chats still arriving) waits for that epoch's "lost": against the old ids
-      // its id says nothing, and of another epoch the same id is another chat.
-      for (const [waiting, sender] of echoes.senders) {
-        const sameEpoch =
-          sender.epoch === undefined || echoes.epoch === undefined || sender.epoch === echoes.epoch;
-        if (!sameEpoch) continue;
-        if (waiting > id) break;
-        echoes.senders.delete(waiting);
-        if (waiting === id) from ??= sender.session;
-      }
-    }
-    // Taken over meanwhile: the sender is now the connection that took the session.
-    while (from?.successor !== undefined) from = from.successor;
-    return from;
-  }
-
-  /**
    * The local member an event comes from, who is not shown it: the joiner, the renamer,
    * the member being removed. The origin cannot travel with the event, but nicknames are
-   * unique across the cluster. (Chats: `origin` and `chatSender`.)
+   * unique across the cluster. (Chats: `OwnChats.senderOf`.)
    */
   private subject(event: RoomEvent): Session | undefined {
     switch (event.type) {
@@ -857,16 +666,6 @@ export class Chat implements ChatContext, SessionHost {
     return key === this.lobby.key ? this.lobby : this.rooms.keyed(key);
   }
 
-  private sender(nickname: string): Session | undefined {
-    let key = this.senderKeys.get(nickname);
-    if (key === undefined) {
-      if (this.senderKeys.size >= SENDER_KEYS) this.senderKeys.clear();
-      key = nicknameKey(nickname);
-      this.senderKeys.set(nickname, key);
-    }
-    return this.nicknames.get(key);
-  }
-
   /**
    * Reads the room's members from Presence: at first to know who was shown,
    * and after a resync to show the local members, as "30"s and "8"s, who
@@ -907,17 +706,7 @@ export class Chat implements ChatContext, SessionHost {
    * "history" are told, in line with the chats, as a resume would tell them.
    */
   private gap(key: string, reason: LostReason, epoch: string): void {
-    // Ids start over in a new epoch: what waited for the old ones will not come, but this
-    // node's chats already stored in the new one will (after a Redis restart, the appends
-    // that waited for it).
-    const echoes = reason === 'epoch' ? this.echoes.get(key) : undefined;
-    if (echoes !== undefined) {
-      echoes.epoch = epoch;
-      echoes.forgotten = 0;
-      for (const [id, waiting] of echoes.senders) {
-        if (waiting.epoch !== epoch) echoes.senders.delete(id);
-      }
-    }
+    if (reason === 'epoch') this.own.newEpoch(key, epoch);
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
     this.log.warn({ room: room.name, reason, epoch }, 'chats of a room were lost');
@@ -1084,7 +873,7 @@ export class Chat implements ChatContext, SessionHost {
     }
     this.interest.delete(key);
     this.rosters.delete(key);
-    this.echoes.delete(key);
+    this.own.forget(key);
     this.placeAll(key);
     broker.unsubscribe(key).catch((err: unknown) => {
       this.log.warn({ err, room: key }, 'could not unsubscribe from a room');
@@ -1536,7 +1325,7 @@ export class Chat implements ChatContext, SessionHost {
     }
     session.pending++;
     const flight =
-      this.cluster === undefined ? undefined : this.takeOff(room.key, from, at, msg, session);
+      this.cluster === undefined ? undefined : this.own.takeOff(room.key, from, at, msg, session);
     let draft: MessageDraft = { at, from, msg };
     if (cid !== undefined) {
       session.sentCids ??= new SentCids();
@@ -1546,7 +1335,7 @@ export class Chat implements ChatContext, SessionHost {
     history.append(room.key, draft).then(
       (appended) => {
         // Its copy came back before this reply (`landed`): nothing is to wait for it.
-        const came = flight !== undefined && !this.land(room.key, from, flight);
+        const came = flight !== undefined && !this.own.land(room.key, from, flight);
         try {
           const m = appended.message;
           // Taken over meanwhile: the sender is now the connection that took the session.
@@ -1575,7 +1364,7 @@ export class Chat implements ChatContext, SessionHost {
         this.finished(session);
       },
       (err: unknown) => {
-        if (flight !== undefined) this.land(room.key, from, flight);
+        if (flight !== undefined) this.own.land(room.key, from, flight);
         this.log.error({ err, room: room.name }, 'could not store a chat message');
         this.failed(session, err, 'request');
         this.finished(session);

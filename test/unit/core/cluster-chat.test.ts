@@ -554,7 +554,8 @@ describe('a chat of several nodes', () => {
       await settle();
     }
     watcher.take();
-    const maps = a as unknown as { echoes: Map<string, unknown>; flights: Map<string, unknown> };
+    type Maps = { echoes: Map<string, unknown>; flights: Map<string, unknown> };
+    const maps = (a as unknown as { own: Maps }).own;
     // Only the lobby may be remembered: no local member is in any walked room.
     expect(maps.flights.size).toBe(0);
     expect(maps.echoes.size).toBeLessThanOrEqual(1);
