@@ -80,12 +80,12 @@ export class Session implements Member {
   /**
    * Took its member over with a resume token and has kept that nickname since: a chat
    * under the name that reaches this node from elsewhere may have been sent by the
-   * connection it replaced (Chat.chatSender).
+   * connection it replaced (OwnChats.chatSender).
    */
   resumed = false;
   /**
    * Has sent a chat under its current nickname: its own chats whose senders the node no
-   * longer remembers (Chat.chatSender) are known by that.
+   * longer remembers (OwnChats.chatSender) are known by that.
    */
   spoke = false;
   /**

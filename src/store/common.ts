@@ -61,7 +61,7 @@ export function ageCutoff(now: number, retention: Retention): number {
 /**
  * SQLite keeps text as UTF-8, where a lone surrogate (which JSON's \ud800 escapes let a
  * client send) becomes U+FFFD. Every store makes that replacement itself (`wellFormed`,
- * in protocol/text.ts: Chat.landed compares a chat's copy with the text it sent), so all
+ * in protocol/text.ts: OwnChats.landed compares a chat's copy with the text it sent), so all
  * of them return the same message, and the message `append` returns is the one a restart
  * reads.
  */
