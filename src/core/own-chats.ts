@@ -26,7 +26,7 @@ export interface Sender<S> {
  * This node's chats remembered per room while they wait for their place (`echoes`); past
  * it the oldest are known by their sender's name again.
  */
-const WAITING_CHATS = 4096;
+export const WAITING_CHATS = 4096;
 /** Senders' look-alike keys remembered for `sender`; cleared when full. */
 const SENDER_KEYS = 4096;
 
