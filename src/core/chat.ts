@@ -536,15 +536,15 @@ export class Chat implements ChatContext, SessionHost {
     }
     this.own.handing(key, event.id, origin);
     broker.publish(key, event, epoch);
+    if (this.own.handedBack()) return;
     // Left by every local member meanwhile (its sender closed while the chat was stored):
     // nobody here is shown its copy, and nothing would clear what waited for it.
-    if (!this.own.handedBack() && this.interest.has(key)) {
-      // Not handed back (a copy that came before the append's reply was published without
-      // its origin: see `say`): it waits for its place, and by the time it comes its sender
-      // may have another name. Its id is not compared with the last one handed over: that
-      // may be of an epoch before a Redis restart this append came after.
-      this.own.expect(key, event.id, origin, epoch);
-    }
+    if (!this.interest.has(key)) return;
+    // Not handed back (a copy that came before the append's reply was published without
+    // its origin: see `say`): it waits for its place, and by the time it comes its sender
+    // may have another name. Its id is not compared with the last one handed over: that
+    // may be of an epoch before a Redis restart this append came after.
+    this.own.expect(key, event.id, origin, epoch);
   }
 
   /** A room event from the broker: to this node's members of the room, but the one it is about. */
