@@ -69,7 +69,7 @@ export class OwnChats<S extends Sender<S>> {
   private sendingId = 0;
   private sendingFrom: S | undefined;
   /**
-   * Per subscribed room: the last chat id handed to this node, and the senders of this
+   * Per subscribed room: the epoch of the chats being handed over, and the senders of this
    * node's chats the broker has not handed back yet (an earlier id had not arrived), by id.
    */
   private readonly echoes = new Map<string, Echoes<S>>();
