@@ -38,6 +38,8 @@ export interface SqliteHistoryOptions extends HistoryStoreOptions {
   readonly batchMessages?: number;
   /** Rooms whose state stays cached between commits at most (CACHED_ROOMS); tests make it small. */
   readonly cachedRooms?: number;
+  /** WAL size past which the checkpointer restarts the WAL (WAL_BYTES_LIMIT); tests make it small. */
+  readonly walBytesLimit?: number;
 }
 
 export interface SqliteHistoryStats {
@@ -144,9 +146,11 @@ const CACHED_ROOMS = 10_000;
 const PRUNE_ROOMS_PER_TURN = 256;
 /**
  * WAL size past which the checkpointer stops waiting for a pause in the writes and makes the
- * writer start the WAL over (RESTART, briefly blocking it): under a steady stream of commits a
- * PASSIVE checkpoint never ends with the WAL fully copied, and the file would grow without
- * bound. Counted in frames (one page each) of the database's own page size.
+ * writer start the WAL over (RESTART, briefly blocking it): under a steady stream of commits
+ * every PASSIVE checkpoint overlaps a commit, no write begins with the WAL fully copied, which
+ * is when SQLite starts it over by itself, and the file would grow without bound (100 MiB in
+ * 12 s of small chats from six clients). Counted in frames (one page each) of the database's
+ * own page size.
  */
 const WAL_BYTES_LIMIT = 16 * 1024 * 1024;
 
@@ -167,9 +171,18 @@ let seen = 0;
 function checkpoint() {
   const now = Atomics.load(commits, 0);
   if (now === seen) return;
-  seen = now;
-  const [r] = db.pragma('wal_checkpoint(PASSIVE)');
-  if (r.log > workerData.framesLimit && r.checkpointed < r.log) db.pragma('wal_checkpoint(RESTART)');
+  // A checkpoint that fails (a full disk: the database file cannot grow) is tried again at
+  // the next tick. Thrown out of the timer it would end this thread for good, and with it
+  // the WAL's restarts: on a small disk the WAL would then keep the disk full after space
+  // was freed, every append failing.
+  try {
+    const [r] = db.pragma('wal_checkpoint(PASSIVE)');
+    // Not only when this one fell short: r.log is the WAL's end when the checkpoint began, so
+    // under a steady stream it reports the WAL copied whole while commits went on behind it,
+    // and no write ever finds it copied whole and starts it over. RESTART makes one.
+    if (r.log > workerData.framesLimit) db.pragma('wal_checkpoint(RESTART)');
+    seen = now;
+  } catch {}
 }
 const timer = setInterval(checkpoint, workerData.intervalMs);
 parentPort.once('message', () => {
@@ -334,7 +347,7 @@ export class SqliteHistoryStore implements HistoryStore {
         | undefined;
       this.seed = row!.value;
       if (inFile) {
-        this.checkpointer = this.startCheckpointer(path);
+        this.checkpointer = this.startCheckpointer(path, options.walBytesLimit ?? WAL_BYTES_LIMIT);
         db.pragma('wal_autocheckpoint = 0');
       }
     } catch (error) {
@@ -610,7 +623,7 @@ export class SqliteHistoryStore implements HistoryStore {
     this.lock?.close();
   }
 
-  private startCheckpointer(path: string): Worker {
+  private startCheckpointer(path: string, walBytesLimit: number): Worker {
     const worker = new Worker(CHECKPOINTER, {
       eval: true,
       workerData: {
@@ -619,7 +632,7 @@ export class SqliteHistoryStore implements HistoryStore {
         commits: this.commitCount.buffer,
         intervalMs: CHECKPOINT_INTERVAL_MS,
         framesLimit: Math.ceil(
-          WAL_BYTES_LIMIT / Number(this.db.pragma('page_size', { simple: true })),
+          walBytesLimit / Number(this.db.pragma('page_size', { simple: true })),
         ),
         restartWaitMs: 5_000,
       },

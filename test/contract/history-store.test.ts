@@ -349,6 +349,30 @@ describe('SqliteHistoryStore', () => {
     }
   });
 
+  it('keeps the WAL near its bound under a steady stream of commits', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'history.db');
+    const walBytesLimit = 1024 * 1024;
+    const store = new SqliteHistoryStore(file, { ...options, walBytesLimit });
+    let largest = 0;
+    try {
+      // About a commit a millisecond, for two seconds: a checkpoint (every 100 ms) always
+      // overlaps a commit, so the WAL is never found copied whole when a write begins, and
+      // the reset that follows a complete checkpoint never comes by itself.
+      const end = Date.now() + 2_000;
+      for (let i = 0; Date.now() < end; i++) {
+        await store.append(`r${i % 4}`, { at: 0, from: 'a', msg: `message ${i}` });
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        if (i % 20 === 0) largest = Math.max(largest, statSync(`${file}-wal`).size);
+      }
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    // The bound, plus what commits while a checkpoint waits to run and runs.
+    expect(largest).toBeLessThan(4 * walBytesLimit);
+  });
+
   it('makes a new file with 4 KiB pages, and stores in a file made with 1 KiB pages as it is', async () => {
     const dir = tempDir();
     const fresh = path.join(dir, 'fresh.db');
