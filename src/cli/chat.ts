@@ -343,7 +343,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   // Only now, with every handler in place, does the user (or a script) learn it is in.
   say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
 
-  const handle = async (line: string): Promise<void> => {
+  const handle = async (line: string, unanswered: () => void): Promise<void> => {
     const command = parseCommand(line);
     const now = new Date();
     try {
@@ -480,6 +480,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     } catch (err) {
       if (!(err instanceof ChatClientError)) throw err;
       if (err.kind === 'closed') return; // the close handler explains
+      if (err.kind === 'unanswered') {
+        unanswered();
+        return;
+      }
       if (err.kind === 'reconnecting') {
         say(view.error(style, 'Not connected right now; try again once reconnected.'));
         return;
@@ -499,10 +503,31 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   };
 
   /**
+   * Says, once, that the server did not answer `line`: when its deadline passes, and when the
+   * client learns the reply will never come (whichever is first; the client learns it after
+   * as long).
+   */
+  const noAnswer = (line: string): (() => void) => {
+    let said = false;
+    return () => {
+      if (said || leaving) return;
+      said = true;
+      // The command word only: the rest may be a password (\oper).
+      const word = line.trimStart().split(/\s/, 1)[0] ?? '';
+      say(
+        view.error(
+          style,
+          `No answer from the server to ${word} after ${REPLY_DEADLINE_MS / 1000} s; going on with the next lines.`,
+        ),
+      );
+    };
+  };
+
+  /**
    * `handling`, or nothing once REPLY_DEADLINE_MS have passed without it
    * ending: the next lines go on, and a reply that comes later is still shown.
    */
-  const withinDeadline = (line: string, handling: Promise<void>): Promise<void> => {
+  const withinDeadline = (unanswered: () => void, handling: Promise<void>): Promise<void> => {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<void>((resolve) => {
       timer = setTimeout(function expire() {
@@ -513,15 +538,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           timer.unref();
           return;
         }
-        // The command word only: the rest may be a password (\oper).
-        const word = line.trimStart().split(/\s/, 1)[0] ?? '';
-        if (!leaving)
-          say(
-            view.error(
-              style,
-              `No answer from the server to ${word} after ${REPLY_DEADLINE_MS / 1000} s; going on with the next lines.`,
-            ),
-          );
+        unanswered();
         resolve();
       }, REPLY_DEADLINE_MS);
       timer.unref();
@@ -535,7 +552,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       void leave();
       return;
     }
-    queue = queue.then(() => withinDeadline(line, handle(line)));
+    queue = queue.then(() => {
+      const unanswered = noAnswer(line);
+      return withinDeadline(unanswered, handle(line, unanswered));
+    });
   });
   rl.on('SIGINT', () => void leave());
   rl.on('close', () => {

@@ -32,6 +32,7 @@ export type ChatErrorKind =
   | 'whisper-to-self'
   | 'refused'
   | 'timeout'
+  | 'unanswered'
   | 'closed'
   | 'certificate'
   | 'server-error'
@@ -212,8 +213,10 @@ interface Pending {
   reject: (error: ChatClientError) => void;
   /** Its reply comes after every history sent before it (see fence()). */
   fence?: true;
-  /** When it was written (performance.now()). */
-  sentAt?: number;
+  /** Asks whether the calls written before it were answered (see probe()). */
+  probe?: true;
+  /** An RTT's own beginTime, which its reply carries back. */
+  beginTime?: number;
 }
 
 /** A request waiting its turn, with the call awaiting its reply if any. */
@@ -264,8 +267,8 @@ const PACE_GAP_MAX_MS = 500;
  * How long a paced request that expects a reply holds the requests after it. A reply that
  * never comes (a hostile server; a reply over the frame limit, dropped) held them, chats
  * included, for as long as the connection lasted; `confab chat` gives up on a line after
- * as long, and what it typed next must then go out. Its call stays pending, and from then on
- * a reply of its kind goes to a later call first (see answering()).
+ * as long, and what it typed next must then go out. A call unanswered after as long is
+ * probed (see probe()): it ends once the server is heard answering a later request.
  */
 const PACE_UNANSWERED_MS = 10_000;
 const utf8 = new TextDecoder();
@@ -892,11 +895,35 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       return;
     }
     // Registered as it is written, so replies pair with calls in wire order.
-    if (item.pending !== undefined) {
-      item.pending.sentAt = performance.now();
-      this.pending.push(item.pending);
+    const pending = item.pending;
+    if (pending !== undefined) {
+      this.pending.push(pending);
+      if (pending.probe === undefined) {
+        setTimeout(() => this.probe(pending), PACE_UNANSWERED_MS).unref();
+      }
     }
     socket.write(encodeRequest(item.request));
+  }
+
+  /**
+   * Replies carry no request id, and the server answers a connection's requests in order: a
+   * reply of a kind answers the oldest call of that kind. A call whose reply never comes (a
+   * reply over the frame limit, dropped; a hostile server) would take the next reply of its
+   * kind, and every later call the one after its own. Once `stale` has waited
+   * PACE_UNANSWERED_MS, an RTT goes out behind it; the RTT's reply (matched by its beginTime)
+   * comes after any reply to the calls written before it, so those still waiting then were
+   * never answered and end ('unanswered'). A reply that is only late (a stalled link) still
+   * comes before the RTT's and goes to its own call: giving a reply to a later call once the
+   * oldest had waited 10 s told `confab chat` the answer to one whisper for another.
+   */
+  private probe(stale: Pending): void {
+    const at = this.pending.indexOf(stale);
+    // Answered, or failed with the connection it was written on.
+    if (at < 0 || this.closed || this.socket === undefined) return;
+    // A probe written or waiting to be written after it asks the same.
+    for (let i = at + 1; i < this.pending.length; i++) if (this.pending[i]!.probe) return;
+    if (this.outbox.some((item) => item.pending?.probe)) return;
+    this.request({ cmd: Cmd.RTT, beginTime: now() }, false, true, 'probe').catch(() => {});
   }
 
   private reportQueue(): void {
@@ -988,7 +1015,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     request: Request,
     needsRooms: boolean,
     internal: boolean,
-    fence?: true,
+    mark?: 'fence' | 'probe',
   ): Promise<ParsedServerMessage> {
     return new Promise((resolve, reject) => {
       if (this.closed) {
@@ -1004,7 +1031,9 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         return;
       }
       const pending: Pending = { cmd: request.cmd, resolve, reject };
-      if (fence) pending.fence = fence;
+      if (mark === 'fence') pending.fence = true;
+      if (mark === 'probe') pending.probe = true;
+      if (request.cmd === Cmd.RTT) pending.beginTime = request.beginTime;
       this.enqueue({ request, pending });
     });
   }
@@ -1015,7 +1044,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
    * when the room stored nothing to send.
    */
   private fence(): Promise<ParsedServerMessage> {
-    return this.request({ cmd: Cmd.RTT, beginTime: now() }, false, true, true);
+    return this.request({ cmd: Cmd.RTT, beginTime: now() }, false, true, 'fence');
   }
 
   private onFrame(frame: Uint8Array): void {
@@ -1081,9 +1110,21 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         this.roomReady.delete(room);
         break;
     }
-    const index = this.answering((p) => REPLY_CODES[p.cmd]?.includes(cmd) === true);
+    const exact =
+      cmd === Cmd.RTT_RESPONSE
+        ? this.pending.findIndex(
+            (p) => p.beginTime !== undefined && p.beginTime === message.beginTime,
+          )
+        : -1;
+    const index =
+      exact >= 0 ? exact : this.answering((p) => REPLY_CODES[p.cmd]?.includes(cmd) === true);
     if (index < 0) return;
     const [answered] = this.pending.splice(index, 1);
+    if (answered!.probe) {
+      // Every call written before it that is still waiting was never answered (see probe()).
+      const lost = new ChatClientError('unanswered', 'the server did not answer');
+      for (const p of this.pending.splice(0, index)) p.reject(lost);
+    }
     if (this.paced) this.release(answered!.cmd, true);
     // Now, not in the caller's continuation: a "101" later in this read opens a new replay.
     if (answered!.fence) {
@@ -1234,21 +1275,11 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   }
 
   /**
-   * The pending call a reply of this kind answers: the oldest one written less than
-   * PACE_UNANSWERED_MS ago, else the oldest. Replies carry no request id, and a call the server
-   * never answered (a reply over the frame limit, dropped; a hostile server) would otherwise take
-   * every later reply of its kind, leaving each later call waiting for the one after it.
+   * The pending call a reply of this kind answers: the oldest. The server answers in order;
+   * calls it never answered are ended by probe() before a later reply of their kind comes.
    */
   private answering(kind: (p: Pending) => boolean): number {
-    const stale = performance.now() - PACE_UNANSWERED_MS;
-    let oldest = -1;
-    for (let i = 0; i < this.pending.length; i++) {
-      const p = this.pending[i]!;
-      if (!kind(p)) continue;
-      if (p.sentAt === undefined || p.sentAt > stale) return i;
-      if (oldest < 0) oldest = i;
-    }
-    return oldest;
+    return this.pending.findIndex(kind);
   }
 
   private onError(message: ParsedServerMessage): void {
