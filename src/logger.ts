@@ -41,9 +41,23 @@ export function inertRecord(value: Json, key = ''): Json {
  * Whatever a record holds, neither format writes a raw control character
  * (docs/security.md, "Terminal and log injection").
  */
+/**
+ * Log bytes held for stdout while its reader is not taking them; past it, new lines are
+ * dropped. Written synchronously, a log pipe nobody read (a stalled shipper, a full
+ * journald socket) stopped the event loop once it was full: 143 clients joining and leaving
+ * wedged the server. Written asynchronously without a cap, every client's lines piled up in
+ * memory as long as the reader stalled.
+ */
+export const LOG_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/** stdout, written without blocking the event loop, and never holding more than the cap. */
+function stdout(): ReturnType<typeof pino.destination> {
+  return pino.destination({ dest: 1, sync: false, maxLength: LOG_BUFFER_BYTES });
+}
+
 export function createLogger(level: string, format: LogFormat): Logger & pino.Logger {
   if (format === 'json') {
-    const out = pino.destination(1);
+    const out = stdout();
     const write = out.write.bind(out);
     out.write = (line: string) => write(inertJsonLine(line));
     return pino({ level, base: undefined }, out);
@@ -54,7 +68,7 @@ export function createLogger(level: string, format: LogFormat): Logger & pino.Lo
     translateTime: 'SYS:HH:MM:ss.l',
     singleLine: true,
   });
-  const out = pino.destination({ dest: 1, sync: true });
+  const out = stdout();
   const write = out.write.bind(out);
   // Escaping happens before prettifying, so the printer's own colors stay.
   out.write = (line: string) => write(prettify(inertRecord(JSON.parse(line) as Json)));

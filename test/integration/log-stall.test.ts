@@ -1,0 +1,74 @@
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { CLI, freePort, stopProcess } from '../helpers/servers.js';
+
+/** Connects, sends CONNECT as `nickname`, and resolves with the first reply's cmd; rejects after `ms`. */
+function join(port: number, nickname: string, ms: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    let got = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no reply to ${nickname} in ${ms} ms`));
+    }, ms);
+    socket.on('error', () => {});
+    socket.on('connect', () =>
+      socket.write(`${JSON.stringify({ cmd: '0', nickname, caps: [] })}\n`),
+    );
+    socket.on('data', (d: Buffer) => {
+      got += d.toString();
+      const line = got.split('\n')[0];
+      if (line === undefined || !got.includes('\n')) return;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve((JSON.parse(line) as { cmd: string }).cmd);
+    });
+  });
+}
+
+// A server whose stdout is a pipe nobody reads (a stalled log shipper, a journald that is
+// not keeping up): every join and leave logs a line. Written synchronously (the pretty
+// format, the default), the first line that did not fit in the full pipe stopped the event
+// loop, and from then on nobody was served, about 143 clients in.
+describe.each(['pretty', 'json'])(
+  'confab serve --log-format %s with nobody reading its log',
+  (format) => {
+    it('serves on', { timeout: 60_000 }, async () => {
+      const port = await freePort();
+      const child = spawn(
+        process.execPath,
+        [
+          CLI,
+          'serve',
+          '--port',
+          String(port),
+          '--http-port',
+          'off',
+          '--history',
+          'memory',
+          '--max-users',
+          '1000',
+          '--log-format',
+          format,
+        ],
+        { stdio: ['ignore', 'pipe', 'ignore'] },
+      );
+      // Never read: the pipe fills (64 KiB on Linux) and stays full.
+      child.stdout!.pause();
+      try {
+        for (let i = 0; i < 100; i++) {
+          const up = await join(port, `probe${i}`, 1_000).catch(() => undefined);
+          if (up !== undefined) break;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        const replies: string[] = [];
+        for (let i = 0; i < 400; i++) replies.push(await join(port, `user${i}`, 3_000));
+        expect(replies.every((cmd) => cmd === '03')).toBe(true);
+      } finally {
+        child.stdout!.resume();
+        await stopProcess(child);
+      }
+    });
+  },
+);
