@@ -271,6 +271,13 @@ const PACE_GAP_MAX_MS = 500;
  * probed (see probe()): it ends once the server is heard answering a later request.
  */
 const PACE_UNANSWERED_MS = 10_000;
+/**
+ * Rooms the client keeps state for at most; a "101" for one more is ignored. A hostile server
+ * sending "101"s for rooms without end made the client keep each room's state for good
+ * (200,000 of them: 163 MB of heap). No server lets a client into this many (confab:
+ * --max-rooms-per-client, default 20).
+ */
+const ROOMS_MAX = 1_000;
 const utf8 = new TextDecoder();
 /** What the client asks for unless told: every extension but history, which changes what join() and chat() carry. */
 const DEFAULT_CAPS = CAPABILITIES.filter((c) => c !== 'history');
@@ -1101,6 +1108,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         this.onGap(message, room);
         return;
       case Cmd.JOIN_ROOM_SUCCESS:
+        if (!this.joined.has(room) && this.joined.size >= ROOMS_MAX) return;
         this.onJoined(message, room);
         if (this.welcomeRooms) return;
         break;

@@ -1,0 +1,54 @@
+import net from 'node:net';
+import { expect, it } from 'vitest';
+import { ChatClient } from '../../src/client/chat-client.js';
+
+// A hostile server that tells the client, unasked, it is in room after room ("101"s for
+// 20,000 rooms): every one was kept (its members, position and replay state) for as long as
+// the client lived, 200,000 of them 163 MB of heap.
+it('keeps state for a bounded number of rooms a hostile server makes up', async () => {
+  const rooms = 20_000;
+  const srv = net.createServer((socket) => {
+    socket.on('error', () => {});
+    socket.once('data', () => {
+      const welcome = {
+        cmd: '03',
+        serverAddress: ['127.0.0.1', 1],
+        userCount: 1,
+        caps: ['errors', 'rooms', 'history'],
+        resume: 'token',
+        resumed: false,
+        nickname: 'ann',
+      };
+      let out = `${JSON.stringify(welcome)}\n`;
+      for (let i = 0; i < rooms; i++) {
+        const joined = {
+          cmd: '101',
+          room: `r${i}`,
+          members: ['ann'],
+          userCount: 1,
+          epoch: 'e',
+          top: 0,
+        };
+        out += `${JSON.stringify(joined)}\n`;
+      }
+      out += `${JSON.stringify({ cmd: '10', users: [['ann', '127.0.0.1', 1]] })}\n`;
+      socket.write(out);
+    });
+  });
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = (srv.address() as net.AddressInfo).port;
+  const client = await ChatClient.connect({
+    host: '127.0.0.1',
+    port,
+    nickname: 'ann',
+    history: true,
+  });
+  try {
+    // Every "101" has been read once something sent after them has.
+    await new Promise<void>((resolve) => client.on('message', (m) => m.cmd === '10' && resolve()));
+    expect(client.joinedRooms.length).toBeLessThanOrEqual(1_000);
+  } finally {
+    client.destroy();
+    await new Promise<void>((resolve) => srv.close(() => resolve()));
+  }
+});
