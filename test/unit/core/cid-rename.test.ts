@@ -149,7 +149,7 @@ it('stores it once on a node of a cluster when the resume is on the same node', 
   }
 });
 
-// Not fixed (h54): the session's SentCids sends the cid under its first nickname, and the
+// Not fixed: the session's SentCids sends the cid under its first nickname, and the
 // store cannot tell that nickname's new holder's chat from the session's own. Needs the
 // sending session's identity next to the cid in every store.
 it.fails("does not take a renamed member's chat for a duplicate of the chat of whoever took its old name", async () => {
