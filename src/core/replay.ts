@@ -1,0 +1,280 @@
+/**
+ * A room's stored history sent to one member: after "101" when it joins or resumes
+ * (`join`: the newest messages, or the recovery after the position it asks for, then its
+ * held live events) and on HISTORY (`page`: a "107").
+ *
+ * The store is read a page at a time as the client takes the one before, and what is sent
+ * is paced by the client's reading: a slow reader is waited for, not cut off, and holds
+ * one page per room meanwhile. `Chat` owns one and runs what it returns as the request's
+ * work (`Chat.background`), so later requests wait for it.
+ */
+import type { NotRecovered, Position } from '../protocol/messages.js';
+import { Delivery, type HistoryHeader, type Reply } from './events.js';
+import type { HistoryQuery, HistoryStore, RoomHistory, StoredMessage } from './history.js';
+import type { Room } from './room.js';
+import type { SessionState } from './session.js';
+
+/** What a replay needs of the session it is for. */
+export interface Recipient {
+  readonly state: SessionState;
+  reply(reply: Reply): void;
+  /** Resolves once the client has taken them (or is gone). */
+  sendPaced(deliveries: readonly Delivery[]): Promise<void>;
+  /** Sends the live events held for `room` but the chats the replay covered (see Session). */
+  release(room: string, top: number, epoch: string): Promise<void>;
+}
+
+/** What a replay needs of the room. */
+export type ReplayedRoom = Pick<Room, 'key' | 'name' | 'lastId'>;
+
+/** The most messages one recovery replays; a larger gap is "too-many" (HISTORY pages through it). */
+export const MAX_REPLAY = 1000;
+/**
+ * A "107", or the newest history after a "101" that recovers nothing, takes
+ * about this many bytes at most (the newest messages that fit, and always
+ * one). A "107" is one frame, which pacing cannot split: a larger one could
+ * pass the default --max-queue (1 MiB) and cut off the client that asked. A
+ * message escapes to up to six bytes a character (control characters). A
+ * recovery is not bounded by bytes: it is sent message by message, paced.
+ */
+const MAX_PAGE_BYTES = 256 * 1024;
+
+/** About what one message takes on the wire: its text as JSON, in UTF-8, and the fields around it. */
+function wireSize(m: StoredMessage): number {
+  return Buffer.byteLength(JSON.stringify(m.msg)) + Buffer.byteLength(JSON.stringify(m.from)) + 100;
+}
+
+/** Attempts of readInEpoch before it gives up on a page. */
+const EPOCH_READS = 3;
+
+/**
+ * A page of a room's history with the epoch it belongs to: the room's epoch before and
+ * after the read (an epoch never comes back, so a page read between two equal ones is
+ * of that epoch). A Redis restarted empty between the two would otherwise label the new
+ * epoch's ids 1, 2, … with the old one. Read again if it changed; an empty page of the
+ * newest epoch if it keeps changing. `known`: the room as just read, if it was.
+ */
+async function readInEpoch(
+  history: HistoryStore,
+  key: string,
+  query: HistoryQuery,
+  known?: RoomHistory,
+): Promise<{ info: RoomHistory; messages: readonly StoredMessage[] }> {
+  let info = known ?? (await history.room(key));
+  for (let attempt = 1; ; attempt++) {
+    const messages = await history.read(key, query);
+    const after = await history.room(key);
+    if (after.epoch === info.epoch) return { info, messages };
+    info = after;
+    if (attempt >= EPOCH_READS) return { info, messages: [] };
+  }
+}
+
+/** The newest of `messages` (oldest first) that fit in one page; at least one. */
+function newestPage(messages: readonly StoredMessage[]): readonly StoredMessage[] {
+  let bytes = 0;
+  let first = messages.length;
+  while (first > 0) {
+    bytes += wireSize(messages[first - 1]!);
+    if (bytes > MAX_PAGE_BYTES && first < messages.length) break;
+    first--;
+  }
+  return messages.slice(first);
+}
+
+/** Resolves on the next turn of the event loop, after every callback already due. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Why `since` cannot be recovered from, or undefined when every message after it is stored. */
+function notRecovered(room: RoomHistory, since: Position): NotRecovered | undefined {
+  if (since.epoch !== room.epoch) return 'epoch';
+  if (since.id > room.top) return 'ahead';
+  // A quiet room whose messages all aged out still has nothing missing.
+  if (since.id === room.top) return undefined;
+  if (since.id < room.oldest - 1) return 'deleted';
+  if (room.top - since.id > MAX_REPLAY) return 'too-many';
+  return undefined;
+}
+
+function chatDelivery(room: string, m: StoredMessage): Delivery {
+  return new Delivery({ type: 'chat', room, id: m.id, at: m.at, from: m.from, msg: m.msg });
+}
+
+/**
+ * Messages a recovery reads from the store at once. The replay is read page by
+ * page as the client takes it: read whole, a slow reader's resume of 20 rooms
+ * would hold 20,000 messages (80 MB) for as long as it keeps reading.
+ */
+const REPLAY_PAGE = 100;
+/**
+ * The first page of a recovery, before the size of its messages is known. Later
+ * pages hold about MAX_PAGE_BYTES as sent (at most REPLAY_PAGE messages): 100
+ * messages of 4,096 emoji are 1.6 MB, held per room while the client reads
+ * the page before, and a resume replays up to 20 rooms at once.
+ */
+const FIRST_REPLAY_PAGE = 16;
+
+/** The history replays of one Chat. */
+export class Replays {
+  /**
+   * `history`: where room history is kept; without one nothing is stored and nothing can
+   * be recovered. `onJoin`: messages sent after "101" to a client that does not ask to
+   * recover; Chat.reconfigure changes it, and a join reads it when it reads the store.
+   */
+  constructor(
+    private readonly history: HistoryStore | undefined,
+    public onJoin: number,
+  ) {}
+
+  /**
+   * "101" for a member just added to `room`, with the room's history, recovered from
+   * `since` when it can be, then the live events of the room held meanwhile
+   * (Session.holdRoom), so nothing is missed or repeated between the two.
+   */
+  async join(
+    session: Recipient,
+    room: ReplayedRoom,
+    members: readonly string[],
+    count: number,
+    since: Position | undefined,
+  ): Promise<void> {
+    const history = this.history;
+    let header: HistoryHeader;
+    let messages: readonly StoredMessage[] = [];
+    if (history === undefined) {
+      header = {
+        epoch: '',
+        top: room.lastId,
+        recovered: since === undefined ? undefined : false,
+        reason: since === undefined ? undefined : 'off',
+      };
+    } else {
+      let info = await history.room(room.key);
+      let reason = since === undefined ? undefined : notRecovered(info, since);
+      const recovered = since === undefined ? undefined : reason === undefined;
+      if (recovered !== true) {
+        const page = await readInEpoch(history, room.key, { limit: this.onJoin }, info);
+        // The page is of another epoch than the one the reason was found in: told against it.
+        if (since !== undefined && page.info.epoch !== info.epoch) {
+          reason = notRecovered(page.info, since) ?? reason;
+        }
+        info = page.info;
+        messages = newestPage(page.messages);
+      }
+      const last = messages.length > 0 ? messages[messages.length - 1]!.id : 0;
+      const top = Math.max(info.top, last, recovered === true ? since!.id : 0);
+      header = { epoch: info.epoch, top, recovered, reason };
+    }
+    if (session.state === 'closed') return;
+    session.reply({ type: 'room-joined', room: room.name, members, count, history: header });
+    // At the client's pace: a resume on a slow link gets all it asked for
+    // rather than being cut off as a slow consumer; live events wait, held.
+    await session.sendPaced(messages.map((m) => chatDelivery(room.name, m)));
+    if (header.recovered === true && history !== undefined) {
+      await this.replayAfter(session, history, room, since!.id, header.top, header.epoch);
+    }
+    // A message the read saw may still be on its way to the room's members;
+    // one turn later it has arrived, held, and release() drops it.
+    await nextTurn();
+    await session.release(room.name, header.top, header.epoch);
+  }
+
+  /**
+   * The recovery: the messages after `after` up to `top`, read a page at a time
+   * as the client takes the one before. Later ones come live, held meanwhile.
+   */
+  private async replayAfter(
+    session: Recipient,
+    history: HistoryStore,
+    room: ReplayedRoom,
+    after: number,
+    top: number,
+    epoch: string,
+  ): Promise<void> {
+    let from = after;
+    let limit = FIRST_REPLAY_PAGE;
+    // Every page holds at least one message, so MAX_REPLAY pages end any replay.
+    for (let page = 0; page <= MAX_REPLAY + 1 && from < top; page++) {
+      const read = await history.read(room.key, { after: from, limit });
+      const batch = read.filter((m) => m.id <= top);
+      if (session.state === 'closed') return;
+      const out = batch.map((m) => chatDelivery(room.name, m));
+      // The epoch after every read: the page is of `epoch` only if it still is (an epoch
+      // never comes back). A Redis restarted empty while the client read would otherwise
+      // give the new epoch's ids 1, 2, … as the rest of the old one's; what follows then
+      // is the new epoch's "108", held with the live chats.
+      const info = await history.room(room.key);
+      if (info.epoch !== epoch) return;
+      // An empty page is a gap too: retention, or the memory store's budget, may have
+      // deleted every message up to `top` that the client has not read yet, and the
+      // live ones above `top` must not follow as if nothing were missing. Told as live,
+      // in line with the chats.
+      if ((batch[0]?.id ?? top + 1) > from + 1 && info.oldest > from + 1) {
+        out.unshift(new Delivery({ type: 'gap', room: room.name, epoch, reason: 'deleted' }));
+      }
+      if (batch.length === 0) {
+        if (out.length > 0) await session.sendPaced(out);
+        return;
+      }
+      let bytes = 0;
+      for (const m of batch) bytes += wireSize(m);
+      limit = Math.max(1, Math.min(REPLAY_PAGE, Math.floor((limit * MAX_PAGE_BYTES) / bytes)));
+      await session.sendPaced(out);
+      from = batch[batch.length - 1]!.id;
+    }
+  }
+
+  /**
+   * HISTORY: the newest messages before `before`, at most `limit`, for a member of
+   * `room`. Without a store the empty page is sent at once and there is nothing to wait
+   * for (undefined).
+   */
+  page(
+    session: Recipient,
+    room: ReplayedRoom,
+    before: number | undefined,
+    limit: number,
+  ): Promise<void> | undefined {
+    const history = this.history;
+    if (history === undefined) {
+      session.reply({ type: 'history', room: room.name, epoch: '', messages: [], more: false });
+      return undefined;
+    }
+    return this.readPage(session, history, room, before, limit);
+  }
+
+  private async readPage(
+    session: Recipient,
+    history: HistoryStore,
+    room: ReplayedRoom,
+    before: number | undefined,
+    limit: number,
+  ): Promise<void> {
+    // A turn of the event loop first. Otherwise a client's pipelined HISTORYs, each a
+    // store read and the encoding of a page, run back to back as microtasks while it has
+    // room in its queue, or is gone without its close seen yet: nobody else's I/O, and
+    // not that close, is served until the last one is done.
+    await nextTurn();
+    if (session.state === 'closed') return;
+    const { info, messages: read } = await readInEpoch(
+      history,
+      room.key,
+      before === undefined ? { limit } : { before, limit },
+    );
+    // A page too large to write at once loses its oldest messages.
+    const messages = newestPage(read);
+    const oldest = messages.length > 0 ? messages[0]!.id : (before ?? info.top + 1);
+    // Paced: pages asked for back to back wait for the client to read the ones before.
+    await session.sendPaced([
+      new Delivery({
+        type: 'history',
+        room: room.name,
+        epoch: info.epoch,
+        messages,
+        more: oldest > info.oldest,
+      }),
+    ]);
+  }
+}
