@@ -1,0 +1,165 @@
+/**
+ * Replays alone, against a memory store and a recorded session: what "101" says and what
+ * follows it on a join (the newest messages, or the recovery after a position, then the
+ * held events), and HISTORY's page. history-flow, replay-page-bytes and the history
+ * integration tests run the same through Chat and real connections.
+ */
+import { expect, it } from 'vitest';
+import type { Delivery, Reply } from '../../../src/core/events.js';
+import { MAX_REPLAY, type Recipient, Replays } from '../../../src/core/replay.js';
+import type { SessionState } from '../../../src/core/session.js';
+import type { Position } from '../../../src/protocol/messages.js';
+import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
+
+/** A session that records, in order, what it is sent (chats by id) and what it releases. */
+class Recorded implements Recipient {
+  state: SessionState = 'joined';
+  readonly log: unknown[] = [];
+
+  reply(reply: Reply): void {
+    this.log.push(reply);
+  }
+
+  async sendPaced(deliveries: readonly Delivery[]): Promise<void> {
+    for (const { item } of deliveries) this.log.push(item.type === 'chat' ? item.id : item);
+  }
+
+  async release(room: string, top: number, epoch: string): Promise<void> {
+    this.log.push({ release: room, top, epoch });
+  }
+}
+
+const lobby = { key: 'lobby', name: 'lobby', lastId: 7 };
+
+async function storeWith(count: number, maxMessages = 2 * MAX_REPLAY): Promise<MemoryHistoryStore> {
+  const store = new MemoryHistoryStore({ retention: { maxMessages, maxAgeMs: 0 } });
+  for (let i = 1; i <= count; i++)
+    await store.append('lobby', { at: i, from: 'ann', msg: `m${i}` });
+  return store;
+}
+
+async function join(replays: Replays, since?: Position): Promise<Recorded> {
+  const session = new Recorded();
+  await replays.join(session, lobby, ['ann'], 1, since);
+  return session;
+}
+
+function joined(epoch: string, top: number, recovered?: boolean, reason?: string) {
+  return {
+    type: 'room-joined',
+    room: 'lobby',
+    members: ['ann'],
+    count: 1,
+    history: { epoch, top, recovered, reason },
+  };
+}
+
+it('without a store says so, and releases the room above its own last id', async () => {
+  const replays = new Replays(undefined, 50);
+  expect((await join(replays)).log).toEqual([
+    joined('', 7),
+    { release: 'lobby', top: 7, epoch: '' },
+  ]);
+  expect((await join(replays, { epoch: 'e', id: 3 })).log).toEqual([
+    joined('', 7, false, 'off'),
+    { release: 'lobby', top: 7, epoch: '' },
+  ]);
+});
+
+it('sends the newest messages after "101" to a member that asks for nothing', async () => {
+  const store = await storeWith(10);
+  const { epoch } = await store.room('lobby');
+  const replays = new Replays(store, 3);
+  expect((await join(replays)).log).toEqual([
+    joined(epoch, 10),
+    8,
+    9,
+    10,
+    { release: 'lobby', top: 10, epoch },
+  ]);
+  // A new setting counts from the next join on.
+  replays.onJoin = 1;
+  expect((await join(replays)).log).toEqual([
+    joined(epoch, 10),
+    10,
+    { release: 'lobby', top: 10, epoch },
+  ]);
+});
+
+it('recovers every message after the position, in order, however many pages it takes', async () => {
+  const store = await storeWith(MAX_REPLAY);
+  const { epoch } = await store.room('lobby');
+  const session = await join(new Replays(store, 3), { epoch, id: 0 });
+  expect(session.log[0]).toEqual(joined(epoch, MAX_REPLAY, true));
+  expect(session.log.slice(1, -1)).toEqual(Array.from({ length: MAX_REPLAY }, (_, i) => i + 1));
+  expect(session.log.at(-1)).toEqual({ release: 'lobby', top: MAX_REPLAY, epoch });
+});
+
+it('tells why a position cannot be recovered from, and sends the newest instead', async () => {
+  const store = await storeWith(MAX_REPLAY + 2);
+  const { epoch } = await store.room('lobby');
+  const top = MAX_REPLAY + 2;
+  const replays = new Replays(store, 1);
+  const cases: [Position, string][] = [
+    [{ epoch: 'other', id: 5 }, 'epoch'],
+    [{ epoch, id: top + 1 }, 'ahead'],
+    [{ epoch, id: 1 }, 'too-many'],
+  ];
+  for (const [since, reason] of cases) {
+    expect((await join(replays, since)).log).toEqual([
+      joined(epoch, top, false, reason),
+      top,
+      { release: 'lobby', top, epoch },
+    ]);
+  }
+  // MAX_REPLAY behind is still recovered; nothing missing is recovered too.
+  expect((await join(replays, { epoch, id: 2 })).log[0]).toEqual(joined(epoch, top, true));
+  expect((await join(replays, { epoch, id: top })).log).toEqual([
+    joined(epoch, top, true),
+    { release: 'lobby', top, epoch },
+  ]);
+});
+
+it('says "deleted" when retention removed messages after the position', async () => {
+  const store = await storeWith(10, 5);
+  const { epoch } = await store.room('lobby');
+  expect((await join(new Replays(store, 2), { epoch, id: 3 })).log).toEqual([
+    joined(epoch, 10, false, 'deleted'),
+    9,
+    10,
+    { release: 'lobby', top: 10, epoch },
+  ]);
+});
+
+it('sends nothing to a session closed while the store was read', async () => {
+  const store = await storeWith(3);
+  const session = new Recorded();
+  const work = new Replays(store, 50).join(session, lobby, ['ann'], 1, undefined);
+  session.state = 'closed';
+  await work;
+  expect(session.log).toEqual([]);
+});
+
+it('answers HISTORY without a store at once, with nothing to wait for', () => {
+  const session = new Recorded();
+  expect(new Replays(undefined, 50).page(session, lobby, undefined, 10)).toBeUndefined();
+  expect(session.log).toEqual([
+    { type: 'history', room: 'lobby', epoch: '', messages: [], more: false },
+  ]);
+});
+
+it('pages HISTORY back from the newest, and says whether older ones are stored', async () => {
+  const store = await storeWith(10);
+  const { epoch } = await store.room('lobby');
+  const replays = new Replays(store, 50);
+  const ids = async (before: number | undefined, limit: number) => {
+    const session = new Recorded();
+    await replays.page(session, lobby, before, limit);
+    const [page] = session.log as { epoch: string; messages: { id: number }[]; more: boolean }[];
+    expect(page!.epoch).toBe(epoch);
+    return { ids: page!.messages.map((m) => m.id), more: page!.more };
+  };
+  expect(await ids(undefined, 3)).toEqual({ ids: [8, 9, 10], more: true });
+  expect(await ids(4, 5)).toEqual({ ids: [1, 2, 3], more: false });
+  expect(await ids(1, 5)).toEqual({ ids: [], more: false });
+});
