@@ -1116,6 +1116,12 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         this.joined.delete(room);
         this.tracks.delete(room);
         this.roomReady.delete(room);
+        // Kept otherwise until the next connection (rejoined) or fence (replays): a server
+        // joining and leaving room after room grew them past ROOMS_MAX without end. A join
+        // still waiting for the replay hears it is over.
+        this.rejoined.delete(room);
+        this.replays.get(room)?.done(this.replays.get(room)!.joined);
+        this.replays.delete(room);
         break;
     }
     const exact =

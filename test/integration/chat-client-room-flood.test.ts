@@ -52,3 +52,54 @@ it('keeps state for a bounded number of rooms a hostile server makes up', async 
     await new Promise<void>((resolve) => srv.close(() => resolve()));
   }
 });
+
+// The same flood with each room left as soon as it is joined ("101" then "103"): the rooms
+// were forgotten, but what the client kept for a resume ("rejoined") and each room's replay
+// stayed, so the bound above was never reached while they grew without end.
+it('forgets a room left, with what it kept for a resume and its replay', async () => {
+  const rooms = 5_000;
+  const srv = net.createServer((socket) => {
+    socket.on('error', () => {});
+    socket.once('data', () => {
+      const welcome = {
+        cmd: '03',
+        serverAddress: ['127.0.0.1', 1],
+        userCount: 1,
+        caps: ['errors', 'rooms', 'history'],
+        resume: 'token',
+        resumed: false,
+        nickname: 'ann',
+      };
+      let out = `${JSON.stringify(welcome)}\n`;
+      for (let i = 0; i < rooms; i++) {
+        const room = `r${i}`;
+        out += `${JSON.stringify({ cmd: '101', room, members: ['ann'], userCount: 1, epoch: 'e', top: 5 })}\n`;
+        out += `${JSON.stringify({ cmd: '103', room })}\n`;
+      }
+      out += `${JSON.stringify({ cmd: '10', users: [['ann', '127.0.0.1', 1]] })}\n`;
+      socket.write(out);
+    });
+  });
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = (srv.address() as net.AddressInfo).port;
+  const client = await ChatClient.connect({
+    host: '127.0.0.1',
+    port,
+    nickname: 'ann',
+    history: true,
+  });
+  try {
+    await new Promise<void>((resolve) => client.on('message', (m) => m.cmd === '10' && resolve()));
+    // Private state, read by name: the maps a room left must not stay in.
+    const kept = client as unknown as {
+      rejoined: Map<string, unknown>;
+      replays: Map<string, unknown>;
+    };
+    expect(client.joinedRooms.length).toBe(1);
+    expect(kept.rejoined.size).toBeLessThanOrEqual(1);
+    expect(kept.replays.size).toBe(0);
+  } finally {
+    client.destroy();
+    await new Promise<void>((resolve) => srv.close(() => resolve()));
+  }
+});
