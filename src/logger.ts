@@ -37,11 +37,6 @@ export function inertRecord(value: Json, key = ''): Json {
 }
 
 /**
- * Binds pino for the process; the core only sees the Logger interface.
- * Whatever a record holds, neither format writes a raw control character
- * (docs/security.md, "Terminal and log injection").
- */
-/**
  * Log bytes held for stdout while its reader is not taking them; past it, new lines are
  * dropped. Written synchronously, a log pipe nobody read (a stalled shipper, a full
  * journald socket) stopped the event loop once it was full: 143 clients joining and leaving
@@ -55,6 +50,11 @@ function stdout(): ReturnType<typeof pino.destination> {
   return pino.destination({ dest: 1, sync: false, maxLength: LOG_BUFFER_BYTES });
 }
 
+/**
+ * Binds pino for the process; the core only sees the Logger interface.
+ * Whatever a record holds, neither format writes a raw control character
+ * (docs/security.md, "Terminal and log injection").
+ */
 export function createLogger(level: string, format: LogFormat): Logger & pino.Logger {
   if (format === 'json') {
     const out = stdout();
