@@ -272,10 +272,10 @@ const PACE_GAP_MAX_MS = 500;
  */
 const PACE_UNANSWERED_MS = 10_000;
 /**
- * Rooms the client keeps state for at most; a "101" for one more is ignored. A hostile server
- * sending "101"s for rooms without end made the client keep each room's state for good
- * (200,000 of them: 163 MB of heap). No server lets a client into this many (confab:
- * --max-rooms-per-client, default 20).
+ * Rooms the client keeps state for at most, but those it asked to join; a "101" nobody
+ * asked for past it is ignored. A hostile server sending "101"s for rooms without end made
+ * the client keep each room's state for good (200,000 of them: 163 MB of heap). confab lets
+ * a client into 20 (--max-rooms-per-client), or as many as that is set to.
  */
 const ROOMS_MAX = 1_000;
 const utf8 = new TextDecoder();
@@ -1108,7 +1108,10 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         this.onGap(message, room);
         return;
       case Cmd.JOIN_ROOM_SUCCESS:
-        if (!this.joined.has(room) && this.joined.size >= ROOMS_MAX) return;
+        // Past the bound only the reply to a join asked for: a server may allow more rooms
+        // (confab's --max-rooms-per-client goes to 1,000,000), and a made-up one gets in
+        // only in place of such a reply, one per join.
+        if (!this.joined.has(room) && this.joined.size >= ROOMS_MAX && !this.joinAsked()) return;
         this.onJoined(message, room);
         if (this.welcomeRooms) return;
         break;
@@ -1286,6 +1289,11 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     };
     if (cid !== undefined) stored.cid = cid;
     this.emit('stored', stored);
+  }
+
+  /** Whether a "101" now answers a JOIN this client sent (not one of a resume's rooms). */
+  private joinAsked(): boolean {
+    return !this.welcomeRooms && this.pending.some((p) => p.cmd === Cmd.JOIN_ROOM);
   }
 
   /**

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
+import { startConfab } from '../helpers/servers.js';
 
 // A hostile server that tells the client, unasked, it is in room after room ("101"s for
 // 20,000 rooms): every one was kept (its members, position and replay state) for as long as
@@ -101,5 +102,32 @@ it('forgets a room left, with what it kept for a resume and its replay', async (
   } finally {
     client.destroy();
     await new Promise<void>((resolve) => srv.close(() => resolve()));
+  }
+});
+
+// The bound is on rooms a server makes up, not on rooms the client asks for: confab lets
+// --max-rooms-per-client go to 1,000,000, and there the reply to the join of a 1,000th
+// room was ignored, the join left waiting until the probe called it unanswered, while the
+// server had the client in the room.
+it('keeps a room it asked to join past the bound', { timeout: 60_000 }, async () => {
+  const server = await startConfab({
+    'max-rooms-per-client': '1100',
+    'max-rooms': '2000',
+    'rate-limit': '0',
+  });
+  const client = await ChatClient.connect({ port: server.address.port, nickname: 'ann' });
+  try {
+    const joins: Promise<unknown>[] = [];
+    for (let i = 0; i < 1_000; i++) joins.push(client.join(`r${i}`));
+    await Promise.all(joins);
+    const last = await Promise.race([
+      client.join('one-more').then((joined) => joined.room),
+      new Promise((resolve) => setTimeout(() => resolve('no answer in 5 s'), 5_000)),
+    ]);
+    expect(last).toBe('one-more');
+    expect(client.joinedRooms).toContain('one-more');
+  } finally {
+    client.destroy();
+    await server.stop();
   }
 });
