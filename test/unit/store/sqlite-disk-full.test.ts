@@ -9,28 +9,28 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
 
-const dir = mkdtempSync(path.join(tmpdir(), 'confab-full-'));
+/** Why the disk-full tests cannot run here, if they cannot: they mount a tmpfs. */
+const missing =
+  process.platform !== 'linux' || process.getuid?.() !== 0
+    ? 'the disk-full tests mount a tmpfs, which needs root on Linux'
+    : undefined;
+if (missing !== undefined) console.log(`skipped: ${missing}`);
 
-/** Mounts the small tmpfs on `dir`; what is missing when it cannot. */
-function mountSmallDisk(): string | undefined {
-  if (process.platform !== 'linux' || process.getuid?.() !== 0) {
-    return 'the disk-full tests mount a tmpfs, which needs root on Linux';
-  }
+/**
+ * Mounts the small tmpfs on a new directory; what is missing when it cannot. Done in
+ * beforeAll, not when the file is imported: a run that filters this test out (-t) ran no
+ * afterAll and left the tmpfs mounted.
+ */
+function mountSmallDisk(dir: string): string | undefined {
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir], { stdio: 'ignore' });
     return undefined;
   } catch {
     return 'mount -t tmpfs failed (no mount capability here)';
   }
-}
-
-const missing = mountSmallDisk();
-if (missing !== undefined) {
-  console.log(`skipped: ${missing}`);
-  rmSync(dir, { recursive: true, force: true });
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -49,17 +49,27 @@ function fill(file: string): void {
 }
 
 describe.skipIf(missing !== undefined)('SqliteHistoryStore on a full disk', () => {
+  let dir = '';
+  let unmountable: string | undefined;
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'confab-full-'));
+    unmountable = mountSmallDisk(dir);
+    if (unmountable !== undefined) console.log(`skipped: ${unmountable}`);
+  });
   afterAll(() => {
-    try {
-      execFileSync('umount', [dir]);
-    } catch {
-      // Still busy (a file the test failed to close): detached now, freed once closed.
-      execFileSync('umount', ['-l', dir]);
+    if (unmountable === undefined) {
+      try {
+        execFileSync('umount', [dir]);
+      } catch {
+        // Still busy (a file the test failed to close): detached now, freed once closed.
+        execFileSync('umount', ['-l', dir]);
+      }
     }
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('copies the WAL back on its own thread again once the disk has room', async () => {
+  it('copies the WAL back on its own thread again once the disk has room', async (ctx) => {
+    if (unmountable !== undefined) ctx.skip();
     const file = path.join(dir, 'history.db');
     const store = new SqliteHistoryStore(file, {
       retention: { maxMessages: 100_000, maxAgeMs: 0 },
