@@ -1,3 +1,6 @@
+import { fstatSync } from 'node:fs';
+import net from 'node:net';
+import { isatty } from 'node:tty';
 import pino from 'pino';
 import { prettyFactory } from 'pino-pretty';
 import type { Logger } from './core/ports.js';
@@ -45,9 +48,62 @@ export function inertRecord(value: Json, key = ''): Json {
  */
 export const LOG_BUFFER_BYTES = 4 * 1024 * 1024;
 
-/** stdout, written without blocking the event loop, and never holding more than the cap. */
-function stdout(): ReturnType<typeof pino.destination> {
-  return pino.destination({ dest: 1, sync: false, maxLength: LOG_BUFFER_BYTES });
+/** Where log lines go, and how they stop. */
+interface LogOut {
+  write(line: string): void;
+}
+
+/**
+ * The open stdout, so that a stop can let its held lines go for a while and then drop them
+ * (`closeLogs`).
+ */
+let open: net.Socket | undefined;
+
+/**
+ * stdout, written without blocking the event loop, and never holding more than the cap.
+ * A pipe or socket (a log shipper, journald) is written as a non-blocking stream: written
+ * through pino's asynchronous destination instead, a reader that stopped left a thread of
+ * libuv's pool blocked in write(2), and the process could not exit after a stop until the
+ * reader read again. A file or terminal keeps pino's destination.
+ */
+function stdout(): LogOut {
+  let stream = false;
+  try {
+    const stat = fstatSync(1);
+    stream = stat.isFIFO() || stat.isSocket();
+  } catch {
+    // No stdout to look at: pino's destination reports what goes wrong.
+  }
+  if (!stream) return pino.destination({ dest: 1, sync: false, maxLength: LOG_BUFFER_BYTES });
+  const socket = new net.Socket({ fd: 1, readable: false, writable: true });
+  // A reader that went away (EPIPE) costs the log, never the server.
+  socket.on('error', () => {});
+  open = socket;
+  return {
+    write(line: string): void {
+      if (!socket.destroyed && socket.writableLength < LOG_BUFFER_BYTES) socket.write(line);
+    },
+  };
+}
+
+/**
+ * Lets the log lines still held go out for up to `ms`, then drops them: a pending write to
+ * a pipe nobody reads would otherwise keep the process from exiting.
+ */
+export function closeLogs(ms: number): Promise<void> {
+  const socket = open;
+  if (socket === undefined || socket.destroyed) return Promise.resolve();
+  open = undefined;
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    if (socket.writableLength === 0) done();
+    else socket.once('drain', done);
+  });
 }
 
 /**
@@ -63,7 +119,7 @@ export function createLogger(level: string, format: LogFormat): Logger & pino.Lo
     return pino({ level, base: undefined }, out);
   }
   const prettify = prettyFactory({
-    colorize: process.stdout.isTTY === true && !process.env.NO_COLOR,
+    colorize: isatty(1) && !process.env.NO_COLOR,
     ignore: 'pid,hostname',
     translateTime: 'SYS:HH:MM:ss.l',
     singleLine: true,

@@ -9,11 +9,17 @@ import {
   parseArgsOptions,
 } from '../config.js';
 import { printConfig, readConfigFile } from '../config-file.js';
-import { createLogger, type LogFormat } from '../logger.js';
+import { closeLogs, createLogger, type LogFormat } from '../logger.js';
 import { hashPassword } from '../password.js';
 import { ConfabServer, type ReloadResult, StartError } from '../server.js';
 import { CONFAB_VERSION as VERSION } from '../version.js';
 import { chat } from './chat.js';
+
+/**
+ * How long a stopping server lets its last log lines go out to a reader that is slow to take
+ * them; then they are dropped, and the process exits.
+ */
+const LOG_CLOSE_MS = 1_000;
 
 const USAGE = `confab ${VERSION} — a small, fast, self-hosted chat server
 
@@ -115,6 +121,7 @@ async function serve(args: string[]): Promise<number> {
         ? `confab: ${err.message}\n`
         : `confab: cannot start: ${oneLine(err)}\n`,
     );
+    await closeLogs(LOG_CLOSE_MS);
     return 1;
   }
   const reload = async () => {
@@ -170,6 +177,7 @@ async function serve(args: string[]): Promise<number> {
   if (stopRequested !== undefined) onSignal(stopRequested);
   const code = await stopped;
   release();
+  await closeLogs(LOG_CLOSE_MS);
   return code;
 }
 
