@@ -1,56 +1,61 @@
-import net from 'node:net';
 import { expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
+import { scriptedServer } from '../helpers/scripted-server.js';
 import { startConfab } from '../helpers/servers.js';
+
+/**
+ * A client with history, connected to a hostile server that answers its CONNECT with the
+ * welcome, then `flood` (one JSON line each), then a USERS reply; resolved once the client
+ * has read that reply, and so every line before it.
+ */
+async function flooded(flood: object[]): Promise<{ client: ChatClient; close(): Promise<void> }> {
+  const welcome = {
+    cmd: '03',
+    serverAddress: ['127.0.0.1', 1],
+    userCount: 1,
+    caps: ['errors', 'rooms', 'history'],
+    resume: 'token',
+    resumed: false,
+    nickname: 'ann',
+  };
+  const users = { cmd: '10', users: [['ann', '127.0.0.1', 1]] };
+  const srv = await scriptedServer((request, _send, socket) => {
+    if (request.cmd !== '0') return;
+    socket.write([welcome, ...flood, users].map((m) => `${JSON.stringify(m)}\n`).join(''));
+  });
+  const client = await ChatClient.connect({
+    host: '127.0.0.1',
+    port: srv.port,
+    nickname: 'ann',
+    history: true,
+  });
+  await new Promise<void>((resolve) => client.on('message', (m) => m.cmd === '10' && resolve()));
+  return {
+    client,
+    close: async () => {
+      client.destroy();
+      await srv.close();
+    },
+  };
+}
 
 // A hostile server that tells the client, unasked, it is in room after room ("101"s for
 // 20,000 rooms): every one was kept (its members, position and replay state) for as long as
 // the client lived, 200,000 of them 163 MB of heap.
 it('keeps state for a bounded number of rooms a hostile server makes up', async () => {
-  const rooms = 20_000;
-  const srv = net.createServer((socket) => {
-    socket.on('error', () => {});
-    socket.once('data', () => {
-      const welcome = {
-        cmd: '03',
-        serverAddress: ['127.0.0.1', 1],
-        userCount: 1,
-        caps: ['errors', 'rooms', 'history'],
-        resume: 'token',
-        resumed: false,
-        nickname: 'ann',
-      };
-      let out = `${JSON.stringify(welcome)}\n`;
-      for (let i = 0; i < rooms; i++) {
-        const joined = {
-          cmd: '101',
-          room: `r${i}`,
-          members: ['ann'],
-          userCount: 1,
-          epoch: 'e',
-          top: 0,
-        };
-        out += `${JSON.stringify(joined)}\n`;
-      }
-      out += `${JSON.stringify({ cmd: '10', users: [['ann', '127.0.0.1', 1]] })}\n`;
-      socket.write(out);
-    });
-  });
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as net.AddressInfo).port;
-  const client = await ChatClient.connect({
-    host: '127.0.0.1',
-    port,
-    nickname: 'ann',
-    history: true,
-  });
+  const flood = Array.from({ length: 20_000 }, (_, i) => ({
+    cmd: '101',
+    room: `r${i}`,
+    members: ['ann'],
+    userCount: 1,
+    epoch: 'e',
+    top: 0,
+  }));
+  const { client, close } = await flooded(flood);
   try {
-    // Every "101" has been read once something sent after them has.
-    await new Promise<void>((resolve) => client.on('message', (m) => m.cmd === '10' && resolve()));
     expect(client.joinedRooms.length).toBeLessThanOrEqual(1_000);
   } finally {
-    client.destroy();
-    await new Promise<void>((resolve) => srv.close(() => resolve()));
+    await close();
   }
 });
 
@@ -58,39 +63,12 @@ it('keeps state for a bounded number of rooms a hostile server makes up', async 
 // were forgotten, but what the client kept for a resume ("rejoined") and each room's replay
 // stayed, so the bound above was never reached while they grew without end.
 it('forgets a room left, with what it kept for a resume and its replay', async () => {
-  const rooms = 5_000;
-  const srv = net.createServer((socket) => {
-    socket.on('error', () => {});
-    socket.once('data', () => {
-      const welcome = {
-        cmd: '03',
-        serverAddress: ['127.0.0.1', 1],
-        userCount: 1,
-        caps: ['errors', 'rooms', 'history'],
-        resume: 'token',
-        resumed: false,
-        nickname: 'ann',
-      };
-      let out = `${JSON.stringify(welcome)}\n`;
-      for (let i = 0; i < rooms; i++) {
-        const room = `r${i}`;
-        out += `${JSON.stringify({ cmd: '101', room, members: ['ann'], userCount: 1, epoch: 'e', top: 5 })}\n`;
-        out += `${JSON.stringify({ cmd: '103', room })}\n`;
-      }
-      out += `${JSON.stringify({ cmd: '10', users: [['ann', '127.0.0.1', 1]] })}\n`;
-      socket.write(out);
-    });
-  });
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as net.AddressInfo).port;
-  const client = await ChatClient.connect({
-    host: '127.0.0.1',
-    port,
-    nickname: 'ann',
-    history: true,
-  });
+  const flood = Array.from({ length: 5_000 }, (_, i) => [
+    { cmd: '101', room: `r${i}`, members: ['ann'], userCount: 1, epoch: 'e', top: 5 },
+    { cmd: '103', room: `r${i}` },
+  ]).flat();
+  const { client, close } = await flooded(flood);
   try {
-    await new Promise<void>((resolve) => client.on('message', (m) => m.cmd === '10' && resolve()));
     // Private state, read by name: the maps a room left must not stay in.
     const kept = client as unknown as {
       rejoined: Map<string, unknown>;
@@ -100,8 +78,7 @@ it('forgets a room left, with what it kept for a resume and its replay', async (
     expect(kept.rejoined.size).toBeLessThanOrEqual(1);
     expect(kept.replays.size).toBe(0);
   } finally {
-    client.destroy();
-    await new Promise<void>((resolve) => srv.close(() => resolve()));
+    await close();
   }
 });
 
