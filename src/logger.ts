@@ -48,7 +48,7 @@ export function inertRecord(value: Json, key = ''): Json {
  */
 export const LOG_BUFFER_BYTES = 4 * 1024 * 1024;
 
-/** Where log lines go, and how they stop. */
+/** Where log lines go. */
 interface LogOut {
   write(line: string): void;
 }
@@ -112,21 +112,21 @@ export function closeLogs(ms: number): Promise<void> {
  * (docs/security.md, "Terminal and log injection").
  */
 export function createLogger(level: string, format: LogFormat): Logger & pino.Logger {
-  if (format === 'json') {
-    const out = stdout();
-    const write = out.write.bind(out);
-    out.write = (line: string) => write(inertJsonLine(line));
-    return pino({ level, base: undefined }, out);
-  }
+  if (format === 'json') return logTo(level, inertJsonLine);
   const prettify = prettyFactory({
     colorize: isatty(1) && !process.env.NO_COLOR,
     ignore: 'pid,hostname',
     translateTime: 'SYS:HH:MM:ss.l',
     singleLine: true,
   });
+  // Escaping happens before prettifying, so the printer's own colors stay.
+  return logTo(level, (line) => prettify(inertRecord(JSON.parse(line) as Json)));
+}
+
+/** pino at `level`, each line it makes passed through `render` on its way to stdout. */
+function logTo(level: string, render: (line: string) => string): pino.Logger {
   const out = stdout();
   const write = out.write.bind(out);
-  // Escaping happens before prettifying, so the printer's own colors stay.
-  out.write = (line: string) => write(prettify(inertRecord(JSON.parse(line) as Json)));
+  out.write = (line: string) => write(render(line));
   return pino({ level, base: undefined }, out);
 }
