@@ -1115,7 +1115,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         this.onJoined(message, room);
         if (this.welcomeRooms) return;
         break;
-      case Cmd.PART_ROOM_SUCCESS:
+      case Cmd.PART_ROOM_SUCCESS: {
         this.joined.delete(room);
         this.tracks.delete(room);
         this.roomReady.delete(room);
@@ -1123,9 +1123,11 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         // joining and leaving room after room grew them past ROOMS_MAX without end. A join
         // still waiting for the replay hears it is over.
         this.rejoined.delete(room);
-        this.replays.get(room)?.done(this.replays.get(room)!.joined);
+        const replay = this.replays.get(room);
+        replay?.done(replay.joined);
         this.replays.delete(room);
         break;
+      }
     }
     const exact =
       cmd === Cmd.RTT_RESPONSE
@@ -1133,8 +1135,10 @@ export class ChatClient extends EventEmitter<ChatEvents> {
             (p) => p.beginTime !== undefined && p.beginTime === message.beginTime,
           )
         : -1;
+    // Otherwise the oldest call of its kind: the server answers in order, and calls it never
+    // answered are ended by probe() before a later reply of their kind comes.
     const index =
-      exact >= 0 ? exact : this.answering((p) => REPLY_CODES[p.cmd]?.includes(cmd) === true);
+      exact >= 0 ? exact : this.pending.findIndex((p) => REPLY_CODES[p.cmd]?.includes(cmd));
     if (index < 0) return;
     const [answered] = this.pending.splice(index, 1);
     if (answered!.probe) {
@@ -1296,19 +1300,11 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     return !this.welcomeRooms && this.pending.some((p) => p.cmd === Cmd.JOIN_ROOM);
   }
 
-  /**
-   * The pending call a reply of this kind answers: the oldest. The server answers in order;
-   * calls it never answered are ended by probe() before a later reply of their kind comes.
-   */
-  private answering(kind: (p: Pending) => boolean): number {
-    return this.pending.findIndex(kind);
-  }
-
   private onError(message: ParsedServerMessage): void {
     const code = asNumber(message.code);
     const text = asString(message.message ?? 'error');
     const ref = typeof message.ref === 'string' ? message.ref : undefined;
-    const index = ref === undefined ? -1 : this.answering((p) => p.cmd === ref);
+    const index = ref === undefined ? -1 : this.pending.findIndex((p) => p.cmd === ref);
     if (index >= 0) {
       this.pending.splice(index, 1)[0]!.reject(new ChatClientError('server-error', text, code));
       return;
