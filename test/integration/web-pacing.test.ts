@@ -51,7 +51,15 @@ describe('web client pacing', () => {
 
       const got: string[] = [];
       for (let i = 0; i < lines.length; i++) {
-        const m = await tcp.expect('70', 15_000);
+        const m = await tcp.expect('70', 15_000).catch(async (err: unknown) => {
+          // Where the lines stopped, and what the page said then, not only that they did.
+          const queue = await page.locator('#queue').textContent();
+          const status = await page.getAttribute('#status', 'data-status');
+          const errors = await page.locator('#messages li.error').allTextContents();
+          throw new Error(
+            `${got.length} of ${lines.length} lines arrived; page queue "${queue}", status ${status}, errors ${JSON.stringify(errors)}, page errors ${JSON.stringify(pageErrors)}: ${String(err)}`,
+          );
+        });
         expect(m.from).toBe('web');
         got.push(String(m.msg));
       }
