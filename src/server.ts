@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
@@ -34,6 +33,7 @@ import { type Census, PresenceKeeper } from './core/presence.js';
 import { type ClusterView, createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { FileBanStore } from './store/ban-file.js';
+import { makeDirectory } from './store/data-dir.js';
 import { MemoryHistoryStore } from './store/memory-history.js';
 import { commandClient } from './store/redis-client.js';
 import { RedisHistoryStore } from './store/redis-history.js';
@@ -134,7 +134,7 @@ function openHistory(config: Config): HistoryStore | undefined {
       return new MemoryHistoryStore({ retention, maxBytes: config.historyMemoryMax });
     default:
       try {
-        mkdirSync(config.dataDir, { recursive: true });
+        makeDirectory(config.dataDir);
         return new SqliteHistoryStore(path.join(config.dataDir, 'history.db'), {
           retention,
           afterCommit: flushWrites,

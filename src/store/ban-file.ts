@@ -5,9 +5,10 @@
  * Writes are synchronous: bans change rarely, and the change must be on disk
  * before the operator is told it was made.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Ban, BanStore } from '../core/bans.js';
+import { makeDirectory } from './data-dir.js';
 
 function isBan(value: unknown): value is Ban {
   if (typeof value !== 'object' || value === null) return false;
@@ -56,7 +57,7 @@ export class FileBanStore implements BanStore {
   }
 
   save(bans: readonly Ban[]): void {
-    mkdirSync(this.dir, { recursive: true });
+    makeDirectory(this.dir);
     const temp = `${this.file}.${process.pid}.tmp`;
     writeFileSync(temp, `${JSON.stringify({ bans }, null, 2)}\n`, { mode: 0o600 });
     renameSync(temp, this.file);

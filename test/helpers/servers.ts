@@ -41,9 +41,14 @@ export function withoutSeed(): boolean {
 
 /**
  * Runs `confab serve ARGS` expecting it to stop by itself (a start-up error): its exit
- * code (null if it was still running after 30 s and had to be killed) and its stderr.
+ * code (null if it was still running after `killAfterMs` and had to be killed) and its
+ * stderr. A test calling it needs a longer timeout than `killAfterMs`, or a server that never
+ * stops outlives it.
  */
-export async function serveExit(args: string[]): Promise<{ code: number | null; stderr: string }> {
+export async function serveExit(
+  args: string[],
+  killAfterMs = 30_000,
+): Promise<{ code: number | null; stderr: string }> {
   const child = spawn(process.execPath, [CLI, 'serve', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -56,7 +61,7 @@ export async function serveExit(args: string[]): Promise<{ code: number | null; 
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       resolve(null);
-    }, 30_000);
+    }, killAfterMs);
     child.once('exit', (c) => {
       clearTimeout(timer);
       resolve(c);

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import { envName, optionsMarkdown, SERVE_OPTIONS } from '../../src/config.js';
-import { CLI, ROOT } from '../helpers/servers.js';
+import { CLI, ROOT, serveExit } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
 
 const run = promisify(execFile);
@@ -62,6 +62,17 @@ describe('confab serve', () => {
     const unknown = await run(process.execPath, [CLI, 'serve', '--colour']).catch((e) => e);
     expect(unknown.code).toBe(2);
   });
+
+  it('stops with a clear error for a --data-dir that cannot be made, also inside /proc', async () => {
+    // Inside /proc, mkdir answers ENOENT under a directory that exists: Node's recursive
+    // mkdir retried that for ever, with the event loop held (SIGTERM did nothing).
+    for (const dir of ['/proc/confab-data', '/proc/confab/a/b']) {
+      const args = ['--port', '0', '--http-port', 'off', '--data-dir', dir];
+      const { code, stderr } = await serveExit(args, 10_000);
+      expect(code, dir).toBe(1);
+      expect(stderr).toContain('--data-dir: cannot open the history database');
+    }
+  }, 30_000);
 
   it('serves chat, takes settings from CONFAB_* variables, and stops cleanly on SIGTERM', async () => {
     const server = await spawnServer([], { CONFAB_MAX_USERS: '1' });

@@ -1,0 +1,32 @@
+import { mkdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+
+function codeOf(err: unknown): unknown {
+  return (err as NodeJS.ErrnoException | null)?.code;
+}
+
+/**
+ * Creates `dir` and its missing parents, as `mkdirSync(dir, { recursive: true })` would.
+ * Node's own loops for ever, holding the event loop, where `mkdir` answers ENOENT under a
+ * directory that exists (a `--data-dir` inside /proc or /sys): this tries each directory at
+ * most twice, so such a path fails with that error.
+ */
+export function makeDirectory(dir: string): void {
+  const full = path.resolve(dir);
+  try {
+    mkdirSync(full);
+    return;
+  } catch (err) {
+    if (codeOf(err) === 'EEXIST' && statSync(full).isDirectory()) return;
+    const parent = path.dirname(full);
+    if (codeOf(err) !== 'ENOENT' || parent === full) throw err;
+    makeDirectory(parent);
+  }
+  try {
+    mkdirSync(full);
+  } catch (err) {
+    // Made meanwhile by someone else: as good as made here.
+    if (codeOf(err) === 'EEXIST' && statSync(full).isDirectory()) return;
+    throw err;
+  }
+}
