@@ -3,7 +3,7 @@
  * the `yaml` package because it keeps every node's position, so a bad value
  * is reported with its line. Validation itself is loadConfig's, as for flags.
  */
-import { readFileSync } from 'node:fs';
+
 import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, stringify } from 'yaml';
 import {
@@ -20,6 +20,7 @@ import {
 import { checkRoomName, roomKey } from './core/rooms.js';
 import { checkHash } from './password.js';
 import { LOBBY } from './protocol/codes.js';
+import { readCappedSync, readError } from './read-capped.js';
 
 type Rooms = NonNullable<ConfigFile['rooms']>;
 const MAX_ROOM_CAPACITY = 1_000_000;
@@ -211,13 +212,15 @@ function parseOperators(
   return out;
 }
 
+/** A config file is a page of options and a list of operators, far below this. */
+const CONFIG_FILE_MAX_BYTES = 1024 * 1024;
+
 export function readConfigFile(file: string): ConfigFile {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readCappedSync(file, CONFIG_FILE_MAX_BYTES).toString('utf8');
   } catch (err) {
-    const { code, message } = err as NodeJS.ErrnoException;
-    throw new ConfigError(`${file}: cannot read the config file (${code ?? message})`);
+    throw new ConfigError(`${file}: cannot read the config file (${readError(err)})`);
   }
   return parseConfigFile(text, file, path.dirname(path.resolve(file)));
 }

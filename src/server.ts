@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +31,7 @@ import type { Logger, PeerAddress } from './core/ports.js';
 import { type Census, PresenceKeeper } from './core/presence.js';
 import { type ClusterView, createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
+import { readCappedSync, readError } from './read-capped.js';
 import { FileBanStore } from './store/ban-file.js';
 import { makeDirectory } from './store/data-dir.js';
 import { MemoryHistoryStore } from './store/memory-history.js';
@@ -63,12 +63,14 @@ export interface ReloadResult {
   needRestart: OptionName[];
 }
 
+/** More than any certificate chain, key or list of banned words needs. */
+const OPTION_FILE_MAX_BYTES = 16 * 1024 * 1024;
+
 async function readOption(option: string, file: string): Promise<Buffer> {
   try {
-    return await readFile(file);
+    return readCappedSync(file, OPTION_FILE_MAX_BYTES);
   } catch (err) {
-    const { code, message } = err as NodeJS.ErrnoException;
-    throw new StartError(`cannot read --${option} ${file} (${code ?? message})`);
+    throw new StartError(`cannot read --${option} ${file} (${readError(err)})`);
   }
 }
 

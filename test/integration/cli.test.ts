@@ -74,6 +74,17 @@ describe('confab serve', () => {
     }
   }, 30_000);
 
+  it('refuses an option file that never ends instead of reading it into memory', async () => {
+    const base = ['--port', '0', '--http-port', 'off', '--history', 'memory'];
+    const words = await serveExit([...base, '--banned-words', '/dev/zero'], 10_000);
+    expect(words.code).toBe(1);
+    expect(words.stderr).toContain('cannot read --banned-words /dev/zero (more than 16 MiB)');
+    const config = await serveExit([...base, '--config', '/dev/urandom'], 10_000);
+    expect(config.stderr).toContain('/dev/urandom: cannot read the config file (more than 1 MiB)');
+    expect(config.code).not.toBeNull();
+    expect(config.code).not.toBe(0);
+  }, 30_000);
+
   it('serves chat, takes settings from CONFAB_* variables, and stops cleanly on SIGTERM', async () => {
     const server = await spawnServer([], { CONFAB_MAX_USERS: '1' });
     try {
