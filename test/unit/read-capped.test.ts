@@ -1,14 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { readCappedSync, readError } from '../../src/read-capped.js';
+import { useTempDir } from '../helpers/temp-dir.js';
 
-let dir: string;
-beforeEach(() => {
-  dir = mkdtempSync(path.join(os.tmpdir(), 'confab-read-'));
-});
-afterEach(() => rmSync(dir, { recursive: true, force: true }));
+const temp = useTempDir('confab-read-');
 
 describe('readCappedSync', () => {
   it('reads a file up to the cap whole, across chunks, and refuses one byte more', () => {
@@ -16,7 +12,7 @@ describe('readCappedSync', () => {
     const bytes = Buffer.alloc(cap + 1, 'x');
     bytes.write('start', 0);
     bytes.write('end', cap - 3);
-    const file = path.join(dir, 'f');
+    const file = path.join(temp.path, 'f');
     writeFileSync(file, bytes.subarray(0, cap));
     expect(readCappedSync(file, cap).equals(bytes.subarray(0, cap))).toBe(true);
     writeFileSync(file, bytes);
@@ -35,7 +31,7 @@ describe('readCappedSync', () => {
     expect(readError(err)).toBe('more than 1 MiB');
     let missing: unknown;
     try {
-      readCappedSync(path.join(dir, 'none'), 10);
+      readCappedSync(path.join(temp.path, 'none'), 10);
     } catch (e) {
       missing = e;
     }
