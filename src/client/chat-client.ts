@@ -966,8 +966,11 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         const at = performance.now();
         const wait = pacer.delay(at);
         if (wait > 0) {
+          const due = at + wait;
           this.paceTimer = setTimeout(() => {
             this.paceTimer = undefined;
+            // Woken late (a stalled event loop): no burst of what refilled meanwhile.
+            pacer.wake(due, performance.now());
             this.pump();
             this.reportQueue();
           }, wait);

@@ -415,8 +415,11 @@ export class Connection {
       const now = performance.now();
       const wait = pacer.delay(now);
       if (wait > 0) {
+        const due = now + wait;
         this.paceTimer = setTimeout(() => {
           this.paceTimer = undefined;
+          // Woken late (the page was busy): no burst of what refilled meanwhile.
+          pacer.wake(due, performance.now());
           const before = this.outbox.length;
           this.pump();
           if (this.outbox.length !== before) this.on.queued(this.outbox.length, 0);
