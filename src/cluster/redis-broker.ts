@@ -215,9 +215,14 @@ export class RedisBroker implements Broker {
   /** Counts the subscriber's connections: a SUBSCRIBE confirmed on an older one is gone. */
   private generation = 0;
   private connected = false;
-  /** Settles when the subscriber connection is next ready (renewed each time). */
-  private nextReady!: Promise<void>;
-  private readyNow!: () => void;
+  /**
+   * Told once when the subscriber connection is next ready, each removed as soon as what it
+   * waited for settled. A set rather than one promise renewed per connection: a reaction
+   * added to that promise by every room's SUBSCRIBE stayed until the next reconnect, which
+   * may not come for months, and held the room's whole state (each room ever subscribed,
+   * about a kilobyte apiece).
+   */
+  private readonly readyWaiters = new Set<() => void>();
   private closed = false;
   private readonly started: Promise<void>;
 
@@ -251,7 +256,6 @@ export class RedisBroker implements Broker {
       this.pub = options.redis;
       this.sub = options.redis.duplicate(subOptions);
     }
-    this.renewReady();
     this.sub.on('error', this.onError);
     // Buffers: the echo of this node's own chats is recognised from its head, not decoded.
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) =>
@@ -595,17 +599,32 @@ export class RedisBroker implements Broker {
     for (const state of this.rooms.values()) state.inStep = false;
   }
 
-  private renewReady(): void {
-    this.nextReady = new Promise((resolve) => {
-      this.readyNow = resolve;
+  /**
+   * `work`'s outcome, or `ifReady` once the subscriber connection is next ready, whichever
+   * comes first. Nothing of the wait stays once `work` settles.
+   */
+  private untilReady<T>(work: Promise<T>, ifReady: T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const ready = () => resolve(ifReady);
+      this.readyWaiters.add(ready);
+      work.then(
+        (value) => {
+          this.readyWaiters.delete(ready);
+          resolve(value);
+        },
+        (error: unknown) => {
+          this.readyWaiters.delete(ready);
+          reject(error);
+        },
+      );
     });
   }
 
   private reconnected(): void {
     this.connected = true;
-    const ready = this.readyNow;
-    this.renewReady();
-    ready();
+    const waiting = [...this.readyWaiters];
+    this.readyWaiters.clear();
+    for (const ready of waiting) ready();
     // The first connection sends what was queued for it: the node's and the rooms' SUBSCRIBEs.
     if (this.generation === 0) return;
     this.sub
@@ -668,10 +687,10 @@ export class RedisBroker implements Broker {
         // A SUBSCRIBE still unanswered once the connection is ready again may never be: one
         // written while the last connection was still being set up (ioredis writes it then)
         // is neither resent nor failed when that connection drops. Not waited for past that.
-        const confirmed = await Promise.race([
+        const confirmed = await this.untilReady(
           this.sub.subscribe(state.channel).then(() => true),
-          this.nextReady.then(() => false),
-        ]);
+          false,
+        );
         if (!this.alive(state)) return;
         // Confirmed on a connection that has since closed, or not at all: subscribe again.
         if (!confirmed || this.generation !== generation) continue;
