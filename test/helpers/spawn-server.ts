@@ -12,6 +12,8 @@ export interface SpawnedServer {
   stop(): Promise<void>;
 }
 
+const START_TIMEOUT_MS = 20_000;
+
 /** Runs `confab serve` as a user would, on a free port, and waits until it listens. */
 export async function spawnServer(
   args: string[] = [],
@@ -51,7 +53,12 @@ export async function spawnServer(
   const wantTls = args.includes('--tls-port');
   const ports = new Map<string, number>();
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 10_000);
+    // Patient: on a machine loaded by the rest of the suite a start has taken over 10 s.
+    const timer = setTimeout(() => {
+      // Not left running once the test gives up on it.
+      child.kill('SIGKILL');
+      reject(new Error(`server did not start:\n${output}`));
+    }, START_TIMEOUT_MS);
     const check = () => {
       // Complete lines only: a chunk may end mid-line.
       for (const line of output.split('\n').slice(0, -1)) {
