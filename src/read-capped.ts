@@ -2,10 +2,12 @@
  * Reading the files an operator names (the config file, banned words, TLS material) with a
  * cap: `readFile` reads until the end, so a path such as /dev/zero or /dev/urandom took
  * gigabytes of memory (and, read synchronously on SIGHUP, held the event loop) before
- * failing. Past the cap the read stops and fails with code EFBIG. Synchronous, as the config
- * file always was: these files are small, and read at start and on SIGHUP only.
+ * failing. Past the cap the read stops and fails with code EFBIG. The config file is read
+ * synchronously, as it always was; the others are read by a running server on SIGHUP too, so
+ * they are read asynchronously (see readCapped).
  */
 import { closeSync, openSync, readSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 
 const CHUNK = 64 * 1024;
 
@@ -42,5 +44,28 @@ export function readCappedSync(file: string, maxBytes: number): Buffer {
     }
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * As readCappedSync, without holding the event loop: a FIFO or a terminal named as banned
+ * words or TLS material blocks on open or read until something writes, and read synchronously
+ * on SIGHUP that stopped a running server from serving anyone meanwhile.
+ */
+export async function readCapped(file: string, maxBytes: number): Promise<Buffer> {
+  const handle = await open(file, 'r');
+  try {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const chunk = nextChunk(total, maxBytes);
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) return Buffer.concat(chunks, total);
+      chunks.push(chunk.subarray(0, bytesRead));
+      total += bytesRead;
+      if (total > maxBytes) throw tooLarge(maxBytes);
+    }
+  } finally {
+    await handle.close();
   }
 }

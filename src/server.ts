@@ -31,7 +31,7 @@ import type { Logger, PeerAddress } from './core/ports.js';
 import { type Census, PresenceKeeper } from './core/presence.js';
 import { type ClusterView, createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
-import { readCappedSync, readError } from './read-capped.js';
+import { readCapped, readError } from './read-capped.js';
 import { FileBanStore } from './store/ban-file.js';
 import { makeDirectory } from './store/data-dir.js';
 import { MemoryHistoryStore } from './store/memory-history.js';
@@ -68,7 +68,7 @@ const OPTION_FILE_MAX_BYTES = 16 * 1024 * 1024;
 
 async function readOption(option: string, file: string): Promise<Buffer> {
   try {
-    return readCappedSync(file, OPTION_FILE_MAX_BYTES);
+    return await readCapped(file, OPTION_FILE_MAX_BYTES);
   } catch (err) {
     throw new StartError(`cannot read --${option} ${file} (${readError(err)})`);
   }

@@ -1,7 +1,9 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readCappedSync, readError } from '../../src/read-capped.js';
+import { readCapped, readCappedSync, readError } from '../../src/read-capped.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
 const temp = useTempDir('confab-read-');
@@ -36,5 +38,37 @@ describe('readCappedSync', () => {
       missing = e;
     }
     expect(readError(missing)).toBe('ENOENT');
+  });
+});
+
+describe('readCapped', () => {
+  it('reads as readCappedSync does', async () => {
+    const file = path.join(temp.path, 'f');
+    writeFileSync(file, Buffer.alloc(200_000, 'x'));
+    expect((await readCapped(file, 200_000)).length).toBe(200_000);
+    await expect(readCapped(file, 199_999)).rejects.toMatchObject({ code: 'EFBIG' });
+    await expect(readCapped('/dev/zero', 1024 * 1024)).rejects.toThrow('more than 1 MiB');
+    await expect(readCapped(path.join(temp.path, 'none'), 10)).rejects.toMatchObject({
+      code: 'ENOENT',
+    });
+  });
+
+  it('waits for a FIFO without holding the event loop', async () => {
+    // A running server reads these on SIGHUP: a FIFO nobody writes to yet must not stop it.
+    const fifo = path.join(temp.path, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    // Writes only after a second: a read that held the event loop would have returned by the
+    // time anything else ran, not before.
+    const writer = spawn('sh', ['-c', 'sleep 1; printf "a b" > "$1"', 'sh', fifo], {
+      stdio: 'ignore',
+    });
+    const reading = readCapped(fifo, 100);
+    const first = await Promise.race([
+      reading.then(() => 'read'),
+      new Promise<string>((resolve) => setImmediate(() => resolve('event loop'))),
+    ]);
+    expect(first).toBe('event loop');
+    expect((await reading).toString()).toBe('a b');
+    if (writer.exitCode === null) await once(writer, 'exit');
   });
 });
