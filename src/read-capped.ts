@@ -18,9 +18,22 @@ function tooLarge(maxBytes: number): NodeJS.ErrnoException {
   return err;
 }
 
-/** The next chunk to read into: one byte past the cap at most, enough to see it is passed. */
-function nextChunk(total: number, maxBytes: number): Buffer {
-  return Buffer.allocUnsafe(Math.min(CHUNK, maxBytes + 1 - total));
+/**
+ * The loop both reads share: yields the buffer to read into next (at most one byte past the
+ * cap, enough to see it is passed), is given how many bytes were read, and returns the whole
+ * file once a read gives none.
+ */
+function* capped(maxBytes: number): Generator<Buffer, Buffer, number> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for (;;) {
+    const chunk = Buffer.allocUnsafe(Math.min(CHUNK, maxBytes + 1 - total));
+    const n = yield chunk;
+    if (n === 0) return Buffer.concat(chunks, total);
+    chunks.push(chunk.subarray(0, n));
+    total += n;
+    if (total > maxBytes) throw tooLarge(maxBytes);
+  }
 }
 
 /** What an error from `readCappedSync` says in brackets after the file's name. */
@@ -32,16 +45,10 @@ export function readError(err: unknown): string {
 export function readCappedSync(file: string, maxBytes: number): Buffer {
   const fd = openSync(file, 'r');
   try {
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for (;;) {
-      const chunk = nextChunk(total, maxBytes);
-      const n = readSync(fd, chunk, 0, chunk.length, null);
-      if (n === 0) return Buffer.concat(chunks, total);
-      chunks.push(chunk.subarray(0, n));
-      total += n;
-      if (total > maxBytes) throw tooLarge(maxBytes);
-    }
+    const loop = capped(maxBytes);
+    let step = loop.next();
+    while (!step.done) step = loop.next(readSync(fd, step.value, 0, step.value.length, null));
+    return step.value;
   } finally {
     closeSync(fd);
   }
@@ -55,16 +62,13 @@ export function readCappedSync(file: string, maxBytes: number): Buffer {
 export async function readCapped(file: string, maxBytes: number): Promise<Buffer> {
   const handle = await open(file, 'r');
   try {
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for (;;) {
-      const chunk = nextChunk(total, maxBytes);
-      const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
-      if (bytesRead === 0) return Buffer.concat(chunks, total);
-      chunks.push(chunk.subarray(0, bytesRead));
-      total += bytesRead;
-      if (total > maxBytes) throw tooLarge(maxBytes);
+    const loop = capped(maxBytes);
+    let step = loop.next();
+    while (!step.done) {
+      const { bytesRead } = await handle.read(step.value, 0, step.value.length, null);
+      step = loop.next(bytesRead);
     }
+    return step.value;
   } finally {
     await handle.close();
   }

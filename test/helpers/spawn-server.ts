@@ -12,7 +12,7 @@ export interface SpawnedServer {
   stop(): Promise<void>;
 }
 
-const START_TIMEOUT_MS = 20_000;
+const START_TIMEOUT_MS = 15_000;
 
 /** Runs `confab serve` as a user would, on a free port, and waits until it listens. */
 export async function spawnServer(
@@ -53,7 +53,8 @@ export async function spawnServer(
   const wantTls = args.includes('--tls-port');
   const ports = new Map<string, number>();
   const port = await new Promise<number>((resolve, reject) => {
-    // Patient: on a machine loaded by the rest of the suite a start has taken over 10 s.
+    // Patient (a start on a machine loaded by the rest of the suite has taken over 10 s), yet
+    // inside the hooks' default 20 s, so that a start too slow says so with its output.
     const timer = setTimeout(() => {
       // Not left running once the test gives up on it.
       child.kill('SIGKILL');
