@@ -133,8 +133,11 @@ function makeView(name: string, list?: HTMLOListElement): RoomView {
   };
   ol.addEventListener('scroll', () => {
     if (ol.hidden) return;
-    view.pinned = atBottom(ol);
-    view.scrollTop = ol.scrollTop;
+    // Lines not yet scrolled to are below, whether or not the reader follows: `settle` says.
+    if (!unsettled.has(view)) {
+      view.pinned = atBottom(ol);
+      view.scrollTop = ol.scrollTop;
+    }
     if (ol.scrollTop < 40) loadOlder(view);
   });
   views.set(name, view);
@@ -293,18 +296,26 @@ function trim(view: RoomView, pinned: boolean): void {
   // Content coordinates: how far down the list a line ends, against a screenful above the view.
   const origin = reading ? list.getBoundingClientRect().top - list.scrollTop : 0;
   const above = list.scrollTop - list.clientHeight;
-  let removed = 0;
-  for (;;) {
-    const first = list.firstElementChild as HTMLElement | null;
-    if (first === null || (list.childElementCount <= lines && view.chars <= chars)) break;
-    if (reading && first.getBoundingClientRect().bottom - origin > above) break;
-    const { epoch, id } = first.dataset;
-    if (epoch !== undefined && id !== undefined) view.shown.delete(`${epoch} ${id}`);
-    view.chars -= first.textContent?.length ?? 0;
-    first.remove();
-    removed++;
+  // The lines that go are all measured before any goes: a removal moves the rest up, and
+  // measuring after it would lay out the list again and judge them where they were not.
+  const going: HTMLElement[] = [];
+  let left = list.childElementCount;
+  for (
+    let el = list.firstElementChild as HTMLElement | null;
+    el !== null && (left > lines || view.chars > chars);
+    el = el.nextElementSibling as HTMLElement | null
+  ) {
+    if (reading && el.getBoundingClientRect().bottom - origin > above) break;
+    going.push(el);
+    view.chars -= el.textContent?.length ?? 0;
+    left--;
   }
-  if (removed === 0) return;
+  if (going.length === 0) return;
+  for (const el of going) {
+    const { epoch, id } = el.dataset;
+    if (epoch !== undefined && id !== undefined) view.shown.delete(`${epoch} ${id}`);
+    el.remove();
+  }
   // History continues from the oldest line left of the current epoch.
   const epoch = view.epoch;
   const oldest =
@@ -318,13 +329,44 @@ function trim(view: RoomView, pinned: boolean): void {
   if (!pinned && !list.hidden) list.scrollTop -= height - list.scrollHeight;
 }
 
+/**
+ * Views given lines not yet trimmed and scrolled to, with whether each followed the newest
+ * line before them. Measuring, trimming and scrolling for each line laid out the whole list
+ * per line (with thousands of lines kept, milliseconds each, while a flood queues hundreds);
+ * the lines that arrive back to back now go on the page at once and are laid out once, by
+ * a task queued behind them: a MessageChannel's, which runs in a hidden tab too (unlike
+ * requestAnimationFrame) and without a timer's delay.
+ */
+const unsettled = new Map<RoomView, boolean>();
+const settler = new MessageChannel();
+settler.port1.onmessage = settle;
+
+/** Before a line goes into a view: notes whether the reader follows, if not noted since the last settle. */
+function adding(view: RoomView): void {
+  if (unsettled.has(view)) return;
+  if (unsettled.size === 0) settler.port2.postMessage(null);
+  unsettled.set(view, following(view));
+}
+
+/** Trims the views given lines, and keeps those the reader followed at the bottom. */
+function settle(): void {
+  const batch = [...unsettled];
+  unsettled.clear();
+  for (const [view, pinned] of batch) {
+    if (views.get(view.name) !== view) continue;
+    trim(view, pinned);
+    follow(view, pinned);
+    if (view.list.hidden) continue;
+    view.pinned = atBottom(view.list);
+    view.scrollTop = view.list.scrollTop;
+  }
+}
+
 /** Appends a line; keeps the view pinned to the bottom unless the reader scrolled up. */
 function append(view: RoomView, li: HTMLLIElement): HTMLLIElement {
-  const pinned = following(view);
+  adding(view);
   view.list.append(li);
   view.chars += li.textContent?.length ?? 0;
-  trim(view, pinned);
-  follow(view, pinned);
   return li;
 }
 
@@ -334,7 +376,7 @@ function append(view: RoomView, li: HTMLLIElement): HTMLLIElement {
  * Usually that is the end, so the walk stops at once.
  */
 function placeStored(view: RoomView, li: HTMLLIElement, epoch: string, id: number): void {
-  const pinned = following(view);
+  adding(view);
   let before: Element | null = null;
   for (let el = view.list.lastElementChild; el !== null; el = el.previousElementSibling) {
     const d = (el as HTMLElement).dataset;
@@ -346,8 +388,6 @@ function placeStored(view: RoomView, li: HTMLLIElement, epoch: string, id: numbe
   li.dataset.id = String(id);
   view.list.insertBefore(li, before);
   view.chars += li.textContent?.length ?? 0;
-  trim(view, pinned);
-  follow(view, pinned);
 }
 
 const notice = (text: string, view = selected) => append(view, line('notice', [text]));
