@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type RunningServer, seedMissing, startServer } from '../../bench/lib/servers.js';
@@ -21,6 +21,49 @@ export async function startConfab(
 }
 
 export { freePort, stopProcess } from '../../bench/lib/servers.js';
+
+/**
+ * `confab serve` with memory history, logging in `format`, on ports chosen beforehand: for
+ * tests of the log itself, which do not read the ports from it (a pretty log, or one nobody
+ * reads). `httpPort` 'off' turns the web listener off. NO_COLOR: the log compares as text.
+ */
+export function serveLogging(
+  format: 'pretty' | 'json',
+  port: number,
+  httpPort: number | 'off',
+  stdio: StdioOptions = ['ignore', 'pipe', 'pipe'],
+  args: string[] = [],
+): ChildProcess {
+  return spawn(
+    process.execPath,
+    [
+      CLI,
+      'serve',
+      '--port',
+      String(port),
+      '--http-port',
+      String(httpPort),
+      // Memory history: the repository's default data directory is not a test's to lock.
+      '--history',
+      'memory',
+      '--log-format',
+      format,
+      ...args,
+    ],
+    { stdio, env: { ...process.env, NO_COLOR: '1' } },
+  );
+}
+
+/** Everything `child` writes to stdout and stderr so far, as one text. */
+export function outputOf(child: ChildProcess): () => string {
+  let output = '';
+  const collect = (d: Buffer) => {
+    output += d.toString();
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  return () => output;
+}
 
 export type SeedServer = RunningServer;
 

@@ -1,7 +1,6 @@
-import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { CLI, freePort, stopProcess } from '../helpers/servers.js';
+import { freePort, outputOf, serveLogging, stopProcess } from '../helpers/servers.js';
 
 /**
  * docs/security.md, "Terminal and log injection": client strings in log
@@ -44,29 +43,9 @@ interface Server {
 async function serve(format: 'json' | 'pretty'): Promise<Server> {
   const port = await freePort();
   const httpPort = await freePort();
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      'serve',
-      '--port',
-      String(port),
-      '--http-port',
-      String(httpPort),
-      '--history',
-      'memory',
-      '--log-format',
-      format,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } },
-  );
-  let output = '';
-  const collect = (d: Buffer) => {
-    output += d.toString();
-  };
-  child.stdout!.on('data', collect);
-  child.stderr!.on('data', collect);
-  const server = { httpPort, output: () => output, stop: () => stopProcess(child) };
+  const child = serveLogging(format, port, httpPort);
+  const output = outputOf(child);
+  const server = { httpPort, output, stop: () => stopProcess(child) };
   await waitFor(server, 'Web app on', 0);
   return server;
 }

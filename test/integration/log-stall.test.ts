@@ -1,7 +1,7 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { CLI, freePort, stopProcess } from '../helpers/servers.js';
+import { freePort, serveLogging, stopProcess } from '../helpers/servers.js';
 
 /** Connects, sends CONNECT as `nickname`, and resolves with the first reply's cmd; rejects after `ms`. */
 function join(port: number, nickname: string, ms: number): Promise<string> {
@@ -31,25 +31,16 @@ function join(port: number, nickname: string, ms: number): Promise<string> {
  * `confab serve` logging in `format` to a pipe nobody reads (it fills, 64 KiB on Linux, and
  * stays full), once it answers a join.
  */
-async function stalledServer(format: string): Promise<{ child: ChildProcess; port: number }> {
+async function stalledServer(
+  format: 'pretty' | 'json',
+): Promise<{ child: ChildProcess; port: number }> {
   const port = await freePort();
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      'serve',
-      '--port',
-      String(port),
-      '--http-port',
-      'off',
-      '--history',
-      'memory',
-      '--max-users',
-      '1000',
-      '--log-format',
-      format,
-    ],
-    { stdio: ['ignore', 'pipe', 'ignore'] },
+  const child = serveLogging(
+    format,
+    port,
+    'off',
+    ['ignore', 'pipe', 'ignore'],
+    ['--max-users', '1000'],
   );
   child.stdout!.pause();
   for (let i = 0; i < 100; i++) {
@@ -64,7 +55,7 @@ async function stalledServer(format: string): Promise<{ child: ChildProcess; por
 // not keeping up): every join and leave logs a line. Written synchronously (the pretty
 // format, the default), the first line that did not fit in the full pipe stopped the event
 // loop, and from then on nobody was served, about 143 clients in.
-describe.each(['pretty', 'json'])(
+describe.each(['pretty', 'json'] as const)(
   'confab serve --log-format %s with nobody reading its log',
   (format) => {
     it('serves on', { timeout: 60_000 }, async () => {

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { visible } from '../../src/protocol/text.js';
@@ -6,7 +6,7 @@ import type { ConfabServer } from '../../src/server.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
 import { type ScriptedServer, scriptedServer } from '../helpers/scripted-server.js';
-import { CLI, freePort, startConfab, stopProcess } from '../helpers/servers.js';
+import { freePort, outputOf, serveLogging, startConfab, stopProcess } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
 
 /** Code points a terminal may obey: C0 but LF (the client's own line ends), DEL, C1, bidi. */
@@ -254,35 +254,10 @@ async function serveWithLogs(format: 'pretty' | 'json'): Promise<{
   output: () => string;
 }> {
   const port = await freePort();
-  const child = spawn(
-    process.execPath,
-    // Memory history: the repository's default data directory is not this test's to lock.
-    [
-      CLI,
-      'serve',
-      '--port',
-      String(port),
-      '--http-port',
-      'off',
-      '--history',
-      'memory',
-      '--log-format',
-      format,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } },
-  );
-  let output = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    output += d.toString();
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    output += d.toString();
-  });
-  await waitUntil(
-    () => output.includes('listening'),
-    () => output,
-  );
-  return { child, port, output: () => output };
+  const child = serveLogging(format, port, 'off');
+  const output = outputOf(child);
+  await waitUntil(() => output().includes('listening'), output);
+  return { child, port, output };
 }
 
 async function waitUntil(check: () => boolean, output: () => string): Promise<void> {
