@@ -3,7 +3,6 @@
  * the `yaml` package because it keeps every node's position, so a bad value
  * is reported with its line. Validation itself is loadConfig's, as for flags.
  */
-
 import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, stringify } from 'yaml';
 import {
