@@ -64,7 +64,11 @@ export interface RoomHistory {
   readonly epoch: string;
   /** The highest id ever assigned in the room (0 if none). */
   readonly top: number;
-  /** The lowest id still stored, or top + 1 when nothing is stored. */
+  /**
+   * The lowest id still stored, or top + 1 when nothing is stored. A store that knows the
+   * room was never written while it numbers new rooms from above 0 says 1: nothing in it
+   * was deleted.
+   */
   readonly oldest: number;
   /**
    * Ids up to this one were given out before the epoch began (it was rotated

@@ -265,7 +265,8 @@ export class Replays {
     );
     // A page too large to write at once loses its oldest messages.
     const messages = newestPage(read);
-    const oldest = messages.length > 0 ? messages[0]!.id : (before ?? info.top + 1);
+    // Nothing read, nothing older: a room never written may still have ids below its top.
+    const more = messages.length > 0 && messages[0]!.id > info.oldest;
     // Paced: pages asked for back to back wait for the client to read the ones before.
     await session.sendPaced([
       new Delivery({
@@ -273,7 +274,7 @@ export class Replays {
         room: room.name,
         epoch: info.epoch,
         messages,
-        more: oldest > info.oldest,
+        more,
       }),
     ]);
   }

@@ -18,10 +18,21 @@ import {
   roomEpoch,
   wellFormed,
 } from './common.js';
+import { NameFilter } from './name-filter.js';
 
 /** Sender and cid as one map key; the length prefix keeps ("ab","c") apart from ("a","bc"). */
 function cidKey(from: string, cid: string): string {
   return `${from.length}:${from}${cid}`;
+}
+
+/**
+ * log2 of the bits of the filter of forgotten rooms: 64 to 128 a room for the first
+ * `maxEmptyRooms` forgotten, at most 1 MiB (at the default 100,000). At 8 bits a room
+ * (a million forgotten, at the default) about 2% of rooms never written read as forgotten,
+ * and are treated so: their members are told what they missed cannot be recovered.
+ */
+function filterBits(maxEmptyRooms: number): number {
+  return Math.min(23, Math.max(16, Math.ceil(Math.log2(Math.max(1, maxEmptyRooms) * 64))));
 }
 
 /** The default of MemoryHistoryStoreOptions.maxBytes: 256 MiB. */
@@ -193,6 +204,11 @@ export class MemoryHistoryStore implements HistoryStore {
   private emptiedTop = 0;
   /** The highest top of the rooms forgotten: a room the store does not know starts above it. */
   private forgotten = 0;
+  /**
+   * The names of the rooms forgotten, once any were: a room it has never seen was never
+   * written, so nothing below `forgotten` is missing from it.
+   */
+  private forgottenNames: NameFilter | undefined;
   private readonly maxBytes: number;
   private readonly maxEmptyRooms: number;
   private weight = 0;
@@ -269,8 +285,17 @@ export class MemoryHistoryStore implements HistoryStore {
     }
     const ring = this.rooms.get(room);
     if (ring === undefined) {
-      const top = this.emptied.get(room) ?? this.forgotten;
-      return Promise.resolve({ epoch: roomEpoch(this.seed, room), top, oldest: top + 1 });
+      const epoch = roomEpoch(this.seed, room);
+      const top = this.emptied.get(room);
+      if (top !== undefined) return Promise.resolve({ epoch, top, oldest: top + 1 });
+      // Never written: its ids start above `forgotten`, and none below was deleted, so a
+      // member who saw a lower top missed nothing.
+      const deleted = this.forgottenNames?.has(room) === true;
+      return Promise.resolve({
+        epoch,
+        top: this.forgotten,
+        oldest: deleted ? this.forgotten + 1 : 1,
+      });
     }
     return Promise.resolve({ epoch: ring.epoch, top: ring.top, oldest: ring.oldest });
   }
@@ -343,6 +368,8 @@ export class MemoryHistoryStore implements HistoryStore {
     this.weight -= ring.weight;
     if (this.newest === ring) this.newest = undefined;
     if (this.emptied.size >= this.maxEmptyRooms) {
+      this.forgottenNames ??= new NameFilter(filterBits(this.maxEmptyRooms));
+      for (const name of this.emptied.keys()) this.forgottenNames.add(name);
       this.emptied.clear();
       this.forgotten = Math.max(this.forgotten, this.emptiedTop);
     }
