@@ -214,10 +214,11 @@ function parseOperators(
 /** A config file is a page of options and a list of operators, far below this. */
 const CONFIG_FILE_MAX_BYTES = 1024 * 1024;
 
-export function readConfigFile(file: string): ConfigFile {
+/** `reloading`: a running server reads a regular file only (src/read-capped.ts). */
+export function readConfigFile(file: string, reloading = false): ConfigFile {
   let text: string;
   try {
-    text = readCappedSync(file, CONFIG_FILE_MAX_BYTES).toString('utf8');
+    text = readCappedSync(file, CONFIG_FILE_MAX_BYTES, reloading).toString('utf8');
   } catch (err) {
     throw new ConfigError(`${file}: cannot read the config file (${readError(err)})`);
   }

@@ -5,9 +5,25 @@
  * failing. Past the cap the read stops and fails with code EFBIG. The config file is read
  * synchronously, as it always was; the others are read by a running server on SIGHUP too, so
  * they are read asynchronously (see readCapped).
+ *
+ * A running server re-reads regular files only (`regularOnly`): a FIFO or a terminal blocks
+ * until something writes to it, which for the config file held the event loop and for the
+ * others every later reload. Opened without blocking and checked before any read, such a
+ * path fails at once. At start a pipe is read as it comes (`--tls-key <(…)`).
  */
-import { closeSync, openSync, readSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import {
+  closeSync,
+  constants,
+  open as fsOpen,
+  read as fsRead,
+  fstat,
+  fstatSync,
+  openSync,
+  readSync,
+  type Stats,
+} from 'node:fs';
+import { Socket } from 'node:net';
+import { promisify } from 'node:util';
 
 const CHUNK = 64 * 1024;
 
@@ -36,15 +52,29 @@ function* capped(maxBytes: number): Generator<Buffer, Buffer, number> {
   }
 }
 
+function notRegular(): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(
+    'not a regular file; a pipe or device is read only at start',
+  );
+  err.code = 'EFTYPE';
+  return err;
+}
+
+/** How a file is opened: without blocking when only a regular file will do (see above). */
+function openFlags(regularOnly: boolean): number {
+  return regularOnly ? constants.O_RDONLY | constants.O_NONBLOCK : constants.O_RDONLY;
+}
+
 /** What an error from `readCappedSync` says in brackets after the file's name. */
 export function readError(err: unknown): string {
   const { code, message } = err as NodeJS.ErrnoException;
-  return code === 'EFBIG' ? message : (code ?? message);
+  return code === 'EFBIG' || code === 'EFTYPE' ? message : (code ?? message);
 }
 
-export function readCappedSync(file: string, maxBytes: number): Buffer {
-  const fd = openSync(file, 'r');
+export function readCappedSync(file: string, maxBytes: number, regularOnly = false): Buffer {
+  const fd = openSync(file, openFlags(regularOnly));
   try {
+    if (regularOnly && !fstatSync(fd).isFile()) throw notRegular();
     const loop = capped(maxBytes);
     let step = loop.next();
     while (!step.done) step = loop.next(readSync(fd, step.value, 0, step.value.length, null));
@@ -55,21 +85,80 @@ export function readCappedSync(file: string, maxBytes: number): Buffer {
 }
 
 /**
- * As readCappedSync, without holding the event loop: a FIFO or a terminal named as banned
- * words or TLS material blocks on open or read until something writes, and read synchronously
- * on SIGHUP that stopped a running server from serving anyone meanwhile.
+ * As readCappedSync, without holding the event loop, nor a thread of libuv's pool: a FIFO
+ * or a terminal named as banned words or TLS material blocks until something writes to it,
+ * and a thread blocked in open(2) or read(2) kept the process from exiting, even on SIGTERM
+ * (Node waits for its pool at exit). So the file is opened without blocking, and a pipe is
+ * read as a socket is: its reader waits in the event loop for a writer and its bytes, and
+ * goes with the process.
  */
-export async function readCapped(file: string, maxBytes: number): Promise<Buffer> {
-  const handle = await open(file, 'r');
+export async function readCapped(
+  file: string,
+  maxBytes: number,
+  regularOnly = false,
+): Promise<Buffer> {
+  const fd = await openFile(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  let stats: Stats;
   try {
+    stats = await statFd(fd);
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+  if (stats.isFIFO() || stats.isSocket()) {
+    if (regularOnly) {
+      closeSync(fd);
+      throw notRegular();
+    }
+    return readPipe(fd, maxBytes);
+  }
+  try {
+    if (regularOnly && !stats.isFile()) throw notRegular();
     const loop = capped(maxBytes);
     let step = loop.next();
-    while (!step.done) {
-      const { bytesRead } = await handle.read(step.value, 0, step.value.length, null);
-      step = loop.next(bytesRead);
-    }
+    while (!step.done) step = loop.next(await readFd(fd, step.value));
     return step.value;
   } finally {
-    await handle.close();
+    closeSync(fd);
   }
+}
+
+const openFile = promisify(
+  (path: string, flags: number, done: (err: Error | null, fd: number) => void) =>
+    fsOpen(path, flags, done),
+);
+const statFd = promisify(fstat);
+
+function readFd(fd: number, into: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fsRead(fd, into, 0, into.length, null, (err, bytesRead) =>
+      err ? reject(err) : resolve(bytesRead),
+    );
+  });
+}
+
+/** Reads a FIFO or socket to its end through the event loop; the socket owns `fd`. */
+function readPipe(fd: number, maxBytes: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const pipe = new Socket({ fd, readable: true, writable: false });
+    const chunks: Buffer[] = [];
+    let total = 0;
+    pipe.on('data', (chunk: Buffer) => {
+      total += chunk.length;
+      if (total > maxBytes) {
+        pipe.destroy();
+        reject(tooLarge(maxBytes));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    pipe.once('end', () => {
+      pipe.destroy();
+      resolve(Buffer.concat(chunks, total));
+    });
+    pipe.once('error', (err) => {
+      pipe.destroy();
+      reject(err);
+    });
+  });
 }

@@ -66,21 +66,25 @@ export interface ReloadResult {
 /** More than any certificate chain, key or list of banned words needs. */
 const OPTION_FILE_MAX_BYTES = 16 * 1024 * 1024;
 
-async function readOption(option: string, file: string): Promise<Buffer> {
+/** `reloading`: a running server reads regular files only (src/read-capped.ts). */
+async function readOption(option: string, file: string, reloading: boolean): Promise<Buffer> {
   try {
-    return await readCapped(file, OPTION_FILE_MAX_BYTES);
+    return await readCapped(file, OPTION_FILE_MAX_BYTES, reloading);
   } catch (err) {
     throw new StartError(`cannot read --${option} ${file} (${readError(err)})`);
   }
 }
 
 /** Reads the TLS files and checks that they make a certificate and its key. */
-async function loadTls(config: Config): Promise<{ cert: Buffer; key: Buffer } | undefined> {
+async function loadTls(
+  config: Config,
+  reloading: boolean,
+): Promise<{ cert: Buffer; key: Buffer } | undefined> {
   if (config.tlsPort === undefined || config.tlsCert === undefined || config.tlsKey === undefined)
     return undefined;
   const material = {
-    cert: await readOption('tls-cert', config.tlsCert),
-    key: await readOption('tls-key', config.tlsKey),
+    cert: await readOption('tls-cert', config.tlsCert, reloading),
+    key: await readOption('tls-key', config.tlsKey, reloading),
   };
   try {
     createSecureContext(material);
@@ -92,10 +96,10 @@ async function loadTls(config: Config): Promise<{ cert: Buffer; key: Buffer } | 
   return material;
 }
 
-async function loadBannedWords(config: Config): Promise<BannedWords> {
-  return config.bannedWords === undefined
-    ? new BannedWords(DEFAULT_BANNED_WORDS)
-    : BannedWords.fromText((await readOption('banned-words', config.bannedWords)).toString('utf8'));
+async function loadBannedWords(config: Config, reloading: boolean): Promise<BannedWords> {
+  if (config.bannedWords === undefined) return new BannedWords(DEFAULT_BANNED_WORDS);
+  const text = await readOption('banned-words', config.bannedWords, reloading);
+  return BannedWords.fromText(text.toString('utf8'));
 }
 
 function chatSettings(config: Config, bannedWords: BannedWords): ChatSettings {
@@ -498,8 +502,8 @@ export class ConfabServer {
    * open is closed and a StartError says what to change.
    */
   static async start(config: Config, log: Logger): Promise<ConfabServer> {
-    const bannedWords = await loadBannedWords(config);
-    const tls = await loadTls(config);
+    const bannedWords = await loadBannedWords(config, false);
+    const tls = await loadTls(config, false);
     const banStore = new FileBanStore(config.dataDir);
     let bans: ReturnType<FileBanStore['load']>;
     try {
@@ -664,7 +668,7 @@ export class ConfabServer {
    * does not fit its key. --log-level is the caller's, which owns the logger.
    */
   async reload(next: Config): Promise<ReloadResult> {
-    const bannedWords = await loadBannedWords(next);
+    const bannedWords = await loadBannedWords(next, true);
     const old = this.config;
     const changed = OPTION_NAMES.filter(
       (name) => isFileKey(name) && old[configKey(name)] !== next[configKey(name)],
@@ -676,7 +680,7 @@ export class ConfabServer {
     const needRestart = changed.filter((name) => !live(name));
     const applied: ReloadResult['applied'] = changed.filter(live);
     if (JSON.stringify(old.operators) !== JSON.stringify(next.operators)) applied.push('operators');
-    const tls = tlsLive ? await loadTls(next) : undefined;
+    const tls = tlsLive ? await loadTls(next, true) : undefined;
     if (tls !== undefined) this.tlsListener?.setCertificate(tls);
     this.chat.reconfigure(chatSettings(next, bannedWords));
     this.limits.maxQueue = next.maxQueue;

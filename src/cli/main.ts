@@ -49,9 +49,9 @@ ${optionsHelp()}
 type Flags = Record<string, string | boolean | undefined>;
 
 /** Flags > CONFAB_* variables > the config file > defaults. */
-function resolveConfig(flags: Flags, env: NodeJS.ProcessEnv): Config {
+function resolveConfig(flags: Flags, env: NodeJS.ProcessEnv, reloading = false): Config {
   const file = typeof flags.config === 'string' ? flags.config : env[envName('config')];
-  return loadConfig(flags, env, file ? readConfigFile(file) : undefined);
+  return loadConfig(flags, env, file ? readConfigFile(file, reloading) : undefined);
 }
 
 function oneLine(err: unknown): string {
@@ -101,9 +101,13 @@ async function serve(args: string[]): Promise<number> {
   // is still starting takes effect as soon as it is up.
   let stopRequested: string | undefined;
   let reloadRequested = false;
+  let stopWhileStarting: (signal: string) => void = () => {};
   let onSignal: (signal: string) => void = (signal) => {
     if (signal === 'SIGHUP') reloadRequested = true;
-    else stopRequested = signal;
+    else {
+      stopRequested = signal;
+      stopWhileStarting(signal);
+    }
   };
   const handler = (signal: NodeJS.Signals) => onSignal(signal);
   const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
@@ -111,9 +115,23 @@ async function serve(args: string[]): Promise<number> {
   const release = () => {
     for (const s of signals) process.off(s, handler);
   };
+  // A start can wait for ever: a FIFO named as banned words or TLS material is read until
+  // something writes to it. A stop signal gives it --shutdown-timeout to finish, then ends the
+  // process: nobody is served yet, and the pending read would keep it alive.
+  const startGivenUp = new Promise<string>((resolve) => {
+    stopWhileStarting = (signal) => {
+      setTimeout(() => resolve(signal), config.shutdownTimeout * 1000).unref();
+    };
+  });
   let server: ConfabServer;
   try {
-    server = await ConfabServer.start(config, log);
+    const started = await Promise.race([ConfabServer.start(config, log), startGivenUp]);
+    if (typeof started === 'string') {
+      log.error({ signal: started }, 'stopped: the server had not finished starting');
+      await closeLogs(LOG_CLOSE_MS);
+      process.exit(1);
+    }
+    server = started;
   } catch (err) {
     release();
     process.stderr.write(
@@ -128,7 +146,7 @@ async function serve(args: string[]): Promise<number> {
     let next: Config;
     let result: ReloadResult;
     try {
-      next = resolveConfig(flags, env);
+      next = resolveConfig(flags, env, true);
       result = await server.reload(next);
     } catch (err) {
       log.error({}, `reload failed, keeping the running configuration: ${oneLine(err)}`);

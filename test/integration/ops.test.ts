@@ -1,5 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -280,6 +281,105 @@ describe('SIGHUP', () => {
       await server.stop();
     }
   }, 30_000);
+});
+
+describe('SIGHUP and files that are not regular', () => {
+  it('refuses a FIFO on reload at once, keeps serving, and reloads again once the file is back', async () => {
+    const file = path.join(dir, 'fifo.yaml');
+    const banned = path.join(dir, 'fifo-banned.txt');
+    writeFileSync(banned, 'boo\n');
+    writeFileSync(file, `banned-words: ${banned}\n`);
+    const server = await spawnServer(['--config', file]);
+    try {
+      const ann = await ChatClient.connect({ port: server.port, nickname: 'ann' });
+      // Nothing ever writes to these FIFOs: opened for reading, they block until something does.
+      rmSync(banned);
+      await run('mkfifo', [banned]);
+      server.child.kill('SIGHUP');
+      await waitFor(server.output, 'reload failed');
+      expect(server.output()).toContain(
+        `cannot read --banned-words ${banned} (not a regular file; a pipe or device is read only at start)`,
+      );
+      expect(await ann.version()).toBe('1');
+      rmSync(banned);
+      writeFileSync(banned, 'hiss\n');
+      server.child.kill('SIGHUP');
+      await waitFor(server.output, 'configuration reloaded');
+      // The config file itself, read synchronously: a FIFO held the event loop.
+      rmSync(file);
+      await run('mkfifo', [file]);
+      server.child.kill('SIGHUP');
+      await waitFor(server.output, `${file}: cannot read the config file (not a regular file`);
+      const bob = await ChatClient.connect({ port: server.port, nickname: 'bob' });
+      expect((await bob.users()).map((u) => u[0])).toEqual(['ann', 'bob']);
+      // The reloaded banned words are in force.
+      const left = new Promise((resolve) => ann.once('leave', resolve));
+      bob.chat('HISS');
+      expect(await left).toMatchObject({ nickname: 'bob' });
+      await ann.exit();
+      const exited = new Promise((resolve) => server.child.once('exit', resolve));
+      server.child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      await server.stop();
+    }
+  }, 30_000);
+
+  it('reads banned words from a pipe at start', async () => {
+    const fifo = path.join(dir, 'start-words.fifo');
+    await run('mkfifo', [fifo]);
+    const started = spawnServer(['--banned-words', fifo]);
+    // Opening the write end waits for the server to open the read end.
+    const writer = await open(fifo, 'w');
+    await writer.write('cabbage\n');
+    await writer.close();
+    const server = await started;
+    try {
+      const ann = await ChatClient.connect({ port: server.port, nickname: 'ann' });
+      const bob = await ChatClient.connect({ port: server.port, nickname: 'bob' });
+      const left = new Promise((resolve) => ann.once('leave', resolve));
+      bob.chat('more CABBAGE');
+      expect(await left).toMatchObject({ nickname: 'bob' });
+      await ann.exit();
+    } finally {
+      await server.stop();
+    }
+  }, 20_000);
+
+  it('stops on SIGTERM while its start waits on a FIFO nobody writes to', async () => {
+    const fifo = path.join(dir, 'start-banned.fifo');
+    await run('mkfifo', [fifo]);
+    const child = spawn(
+      process.execPath,
+      [CLI, 'serve', '--port', '0', '--http-port', 'off', '--history', 'memory'].concat([
+        '--banned-words',
+        fifo,
+        '--shutdown-timeout',
+        '1',
+      ]),
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    const collect = (d: Buffer) => {
+      output += d.toString();
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    // Opening the write end waits for the server to open the read end: it is then reading
+    // its banned words, its signal handlers in place, and nothing is ever written.
+    const writer = await open(fifo, 'w');
+    try {
+      child.kill('SIGTERM');
+      const kill = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const code = await exited;
+      clearTimeout(kill);
+      expect(code).toBe(1);
+    } finally {
+      await writer.close();
+    }
+    expect(output).toContain('stopped: the server had not finished starting');
+  }, 20_000);
 });
 
 describe('SIGHUP with TLS', () => {
