@@ -15,20 +15,12 @@ import type {
   RoomEvent,
   WhisperEvent,
 } from './broker.js';
-import {
-  type ChatContext,
-  chatTarget,
-  commandFor,
-  enforceBan,
-  kickMissed,
-  permitted,
-  refuse,
-  removeMember,
-  secondsLeft,
-} from './commands.js';
+import { type ChatContext, refuse } from './command-context.js';
+import { chatTarget, commandFor, permitted } from './commands.js';
 import { type ChatEvent, Delivery } from './events.js';
 import type { HistoryStore, MessageDraft } from './history.js';
 import type { Operator } from './moderation.js';
+import { enforceBan, kickMissed, removeMember, secondsLeft } from './moderation-commands.js';
 import { lookupKey, nicknameKey } from './nickname.js';
 import { OwnChats } from './own-chats.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';

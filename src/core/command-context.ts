@@ -1,0 +1,156 @@
+/**
+ * What every command handler shares: the chat service as handlers see it (ChatContext),
+ * refusals, and the room a request names. The handlers are in commands.ts (joining, chat,
+ * whispers, renames; and the table of all), moderation-commands.ts and room-commands.ts.
+ */
+import { ErrorCode, type ErrorCodeValue, type RequestCode } from '../protocol/codes.js';
+import type { Position, Request } from '../protocol/messages.js';
+import type { Limits } from '../protocol/pacing.js';
+import { atMostChars } from '../protocol/text.js';
+import type { BannedWords } from './banned-words.js';
+import type { BanList } from './bans.js';
+import type { Broker, ChatPlace, WhisperEvent } from './broker.js';
+import type { ChatEvent } from './events.js';
+import type { Operator } from './moderation.js';
+import type { DisconnectReason, Logger } from './ports.js';
+import type { Presence, PresenceMember } from './presence.js';
+import type { Room } from './room.js';
+import type { Rooms } from './rooms.js';
+import type { Session } from './session.js';
+
+/** What command handlers may use of the chat service. */
+export interface ChatContext {
+  readonly lobby: Room;
+  readonly rooms: Rooms;
+  readonly serverVersion: string;
+  readonly bannedWords: BannedWords;
+  readonly hideAddresses: boolean;
+  readonly maxMessage: number;
+  /** Flood control as announced to opted-in clients in "03". */
+  readonly limits: Limits;
+  readonly log: Logger;
+  readonly bans: BanList;
+  /** As configured now; a reload replaces the list for OPERs from then on. */
+  readonly operators: readonly Operator[];
+  now(): number;
+  /**
+   * Whether an OPER from this address may be checked now (each check costs a hash), or
+   * whose budget, the address's or the server's, is spent.
+   */
+  operAttempt(ip: string): 'ok' | 'address' | 'server';
+  /** Every joined session, in no promised order. */
+  members(): Session[];
+  find(nickname: string): Session | undefined;
+  /** Registers the nickname and adds the session to the room. */
+  join(session: Session, nickname: string, room: Room | undefined): void;
+  rename(session: Session, nickname: string): void;
+  disconnect(session: Session, reason: DisconnectReason, detail?: string): void;
+  /** The one fan-out point: every event reaches its room's members (or a whisper's target) here. */
+  publish(event: ChatEvent, origin?: Session): void;
+  /** Stores (when there is history) and publishes a chat message. */
+  say(session: Session, room: Room, msg: string, cid: string | undefined): void;
+  /** "101" for a member just added, with the room's history for clients with "history". */
+  enterRoom(
+    session: Session,
+    room: Room,
+    members: readonly string[],
+    count: number,
+    since: Position | undefined,
+  ): void;
+  readHistory(session: Session, room: Room, before: number | undefined, limit: number): void;
+  /** A new resume token for the session (the old one stops working). */
+  issueToken(session: Session): string;
+  /** Makes `session` the open session that `token` belongs to; false if there is none. */
+  takeBack(session: Session, token: string): boolean;
+  /**
+   * The same on a node of a cluster, for a session on any node: resolves once
+   * `session` holds the member's nickname and rooms (their live events held),
+   * false if the token takes nothing over.
+   */
+  takeOver(session: Session, token: string): Promise<boolean>;
+  /** Set when this node is one of a cluster: claims then go through Presence and wait for it. */
+  readonly cluster: { readonly presence: Presence; readonly broker: Broker } | undefined;
+  /** Runs a request's asynchronous part; the session's later requests wait for it. */
+  run(session: Session, work: Promise<void>): void;
+  /** See Chat.interested / Chat.uninterested: a local member joining or leaving a room. */
+  interested(room: Room): Promise<void>;
+  uninterested(key: string): void;
+  /** See Chat.awaitPlace and Chat.enterPlaced: a member without history joining on a cluster node. */
+  awaitPlace(
+    session: Session,
+    room: Room,
+    nickname: string,
+  ): Promise<ChatPlace | undefined> | undefined;
+  enterPlaced(session: Session, room: Room, after: ChatPlace | undefined): void;
+  /** Frees in Presence what a session claimed but never used (refused, or gone meanwhile). */
+  forget(session: Session): void;
+  whisperTo(node: string, event: WhisperEvent): void;
+}
+
+export type RequestOf<C extends RequestCode> = Extract<Request, { cmd: C }>;
+export type Handler<C extends RequestCode> = (
+  ctx: ChatContext,
+  session: Session,
+  req: RequestOf<C>,
+) => void;
+
+/** Refuses a request; the session's dialect decides whether and how the client is told. */
+export function refuse(
+  session: Session,
+  code: ErrorCodeValue,
+  message: string,
+  ref?: string,
+): void {
+  session.reply({ type: 'error', code, message, ref });
+}
+
+/** Refuses a message over --max-message. */
+export function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): boolean {
+  if (atMostChars(msg, ctx.maxMessage)) return false;
+  ctx.log.info({ nickname: session.nickname, length: msg.length }, 'message too long, refused');
+  refuse(
+    session,
+    ErrorCode.MESSAGE_TOO_LONG,
+    `message is longer than ${ctx.maxMessage} characters`,
+    ref,
+  );
+  return true;
+}
+
+export function names(members: readonly PresenceMember[]): string[] {
+  return members.map((m) => m.nickname);
+}
+
+export function memberNames(room: Room): string[] {
+  const names: string[] = [];
+  for (const member of room.list()) names.push(member.nickname);
+  return names;
+}
+
+/**
+ * The room a CHAT or USERS names: the lobby when it names none or the client
+ * did not ask for rooms (a course client's extra field changes nothing);
+ * otherwise one the session is in, or a refusal and undefined.
+ */
+export function roomOf(
+  ctx: ChatContext,
+  session: Session,
+  name: string | null | undefined,
+  ref: string,
+): Room | undefined {
+  if (name === undefined || !session.has('rooms')) {
+    if (session.room === undefined)
+      refuse(session, ErrorCode.NOT_IN_ROOM, 'you are in no lobby: name a room', ref);
+    return session.room;
+  }
+  if (name === null) {
+    refuse(session, ErrorCode.INVALID_FIELD, '"room" must be a well-formed string', ref);
+    return undefined;
+  }
+  const room = ctx.rooms.find(name);
+  if (room === undefined || !session.rooms.has(room)) {
+    refuse(session, ErrorCode.NOT_IN_ROOM, 'you are not in that room', ref);
+    return undefined;
+  }
+  return room;
+}

@@ -1,0 +1,333 @@
+/** The operators' requests: OPER, KICK, BAN, UNBAN and BANS, and how a ban is enforced. */
+import { Cmd, ErrorCode } from '../protocol/codes.js';
+import { formatDuration } from '../protocol/slash-commands.js';
+import { clip } from '../protocol/text.js';
+import { type Ban, banMatches, parseMask } from './bans.js';
+import type { Broker, NodeNotice } from './broker.js';
+import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
+import { removalDetail } from './moderation.js';
+import type { Presence } from './presence.js';
+import type { Session } from './session.js';
+
+/** Longest BAN mask: longer than any nickname or IPv6 CIDR, so nothing longer could match. */
+const MAX_MASK_LENGTH = 64;
+
+/** The session's operator name, or undefined after refusing it with 1010. */
+function operatorOf(ctx: ChatContext, session: Session, cmd: string): string | undefined {
+  if (session.operator === undefined) {
+    ctx.log.warn(
+      { nickname: session.nickname, ip: session.address.ip, cmd },
+      'moderation request from a non-operator, refused',
+    );
+    refuse(session, ErrorCode.NOT_AUTHORIZED, 'you are not an operator', cmd);
+  }
+  return session.operator;
+}
+
+/** Announces a removal to the room (members with "moderation"), then disconnects the member. */
+export function removeMember(
+  ctx: ChatContext,
+  target: Session,
+  action: 'kick' | 'ban',
+  by: string,
+  reason: string,
+  seconds: number | undefined,
+): void {
+  // Announced where the target is seen: the lobby, or else its first room.
+  const room = target.room ?? target.rooms.values().next().value;
+  const duration = seconds === undefined ? undefined : formatDuration(seconds);
+  const detail = removalDetail(action, by, reason, duration);
+  ctx.log.warn(
+    { nickname: target.nickname, ip: target.address.ip, by, reason, seconds },
+    `${target.nickname} was ${detail}`,
+  );
+  // The target is excluded as the event's origin: it is told by its own "90" instead.
+  if (room !== undefined) {
+    ctx.publish(
+      {
+        type: 'moderated',
+        room: room.name,
+        action,
+        nickname: target.nickname,
+        by,
+        reason,
+        seconds,
+      },
+      target,
+    );
+  }
+  ctx.disconnect(target, action === 'kick' ? 'kicked' : 'banned', detail);
+}
+
+function banList(ctx: ChatContext, session: Session): void {
+  session.reply({ type: 'ban-list', bans: ctx.bans.list(ctx.now()) });
+}
+
+/**
+ * OPER "92" {name, password} -> "93" {name}; wrong name or password -> "90" 1010.
+ * Failures are logged with the address; the password never is.
+ */
+export const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
+  const attempt = ctx.operAttempt(session.address.ip);
+  if (attempt !== 'ok') {
+    const where = attempt === 'address' ? 'from this address' : 'on this server';
+    ctx.log.warn(
+      { nickname: session.nickname, ip: session.address.ip, name: clip(req.name) },
+      `OPER refused unchecked: too many attempts ${where}`,
+    );
+    refuse(
+      session,
+      ErrorCode.NOT_AUTHORIZED,
+      attempt === 'address'
+        ? 'too many OPER attempts from this address; try again in ten seconds'
+        : 'too many OPER attempts on this server; try again in a few seconds',
+      req.cmd,
+    );
+    return;
+  }
+  const operator = ctx.operators.find((o) => o.name === req.name);
+  // Verify even for an unknown name, so the time taken does not tell which names exist.
+  const ok =
+    (operator ?? ctx.operators[0])?.verify(req.password) === true && operator !== undefined;
+  if (!ok) {
+    ctx.log.warn(
+      { nickname: session.nickname, ip: session.address.ip, name: clip(req.name) },
+      'failed OPER',
+    );
+    refuse(session, ErrorCode.NOT_AUTHORIZED, 'wrong operator name or password', req.cmd);
+    return;
+  }
+  session.operator = operator.name;
+  ctx.log.info({ nickname: session.nickname, ip: session.address.ip, name: operator.name }, 'OPER');
+  session.reply({ type: 'oper-ok', name: operator.name });
+};
+
+/**
+ * KICK "94" {nickname, reason?} (operators): the member is disconnected;
+ * "99" to members with "moderation", then "30" to everyone. No such member -> 1011.
+ */
+export const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
+  const by = operatorOf(ctx, session, req.cmd);
+  if (by === undefined) return;
+  if (tooLong(ctx, session, req.reason ?? '', req.cmd)) return;
+  const target = ctx.find(req.nickname);
+  const reason = req.reason ?? '';
+  const cluster = ctx.cluster;
+  if (cluster !== undefined) {
+    // Removed by the node Presence has the member on, only if it still does there (a resume
+    // on another node may be taking it over), else followed to where it went; the whole
+    // cluster sees the "99" and "30".
+    const notice = (member: string, nickname: string): NodeNotice => ({
+      type: 'remove',
+      member,
+      action: 'kick',
+      by,
+      reason,
+      seconds: undefined,
+      nickname,
+      hops: 0,
+      asker: { node: cluster.presence.node, member: session.presenceId, nickname: req.nickname },
+    });
+    if (target !== undefined) {
+      cluster.broker.notify(cluster.presence.node, notice(target.presenceId, target.nickname));
+      return;
+    }
+    ctx.run(
+      session,
+      cluster.presence.find(req.nickname).then((member) => {
+        if (session.state === 'closed') return;
+        if (member === undefined) {
+          refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(req.nickname), req.cmd);
+          return;
+        }
+        cluster.broker.notify(member.node, notice(member.id, member.nickname));
+      }),
+    );
+    return;
+  }
+  if (target === undefined) {
+    refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(req.nickname), req.cmd);
+    return;
+  }
+  removeMember(ctx, target, 'kick', by, reason, undefined);
+};
+
+/**
+ * A KICK whose removal found nobody on the node it was sent to (the member left, or
+ * moved on too often): its operator gets what one process answers at once.
+ */
+export function kickMissed(session: Session, nickname: string): void {
+  refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(nickname), Cmd.KICK);
+}
+
+function noSuchUser(nickname: string): string {
+  return `no member is called "${clip(nickname)}"`;
+}
+
+/**
+ * BAN "95" {mask, seconds?, reason?} (operators) -> "98" the whole list; then
+ * every matching member is removed as by KICK (notice action "ban").
+ */
+export const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
+  const by = operatorOf(ctx, session, req.cmd);
+  if (by === undefined) return;
+  const mask = req.mask.trim();
+  if (mask === '' || mask.length > MAX_MASK_LENGTH) {
+    refuse(
+      session,
+      ErrorCode.INVALID_FIELD,
+      `"mask" must be 1 to ${MAX_MASK_LENGTH} characters`,
+      req.cmd,
+    );
+    return;
+  }
+  if (tooLong(ctx, session, req.reason ?? '', req.cmd)) return;
+  const now = ctx.now();
+  const reason = req.reason ?? '';
+  const entry = {
+    mask,
+    by,
+    reason,
+    expires: req.seconds === undefined ? null : now + req.seconds * 1000,
+  };
+  const cluster = ctx.cluster;
+  if (cluster !== undefined) {
+    ctx.run(session, banInCluster(ctx, cluster, session, entry, req.seconds));
+    return;
+  }
+  save(ctx, () => ctx.bans.add(entry, now));
+  ctx.log.warn({ mask, by, reason, seconds: req.seconds, ip: session.address.ip }, `ban ${mask}`);
+  banList(ctx, session);
+  enforceBan(ctx, entry, req.seconds);
+};
+
+/**
+ * BAN on a node of a cluster: the ban is stored where every node reads it,
+ * enforced here at once and by the others when they hear of it, and each
+ * node removes its own members that match.
+ */
+async function banInCluster(
+  ctx: ChatContext,
+  cluster: { readonly presence: Presence; readonly broker: Broker },
+  session: Session,
+  entry: Ban,
+  seconds: number | undefined,
+): Promise<void> {
+  const now = ctx.now();
+  await cluster.presence.ban(parseMask(entry.mask).key, entry, now);
+  ctx.log.warn(
+    { mask: entry.mask, by: entry.by, reason: entry.reason, seconds, ip: session.address.ip },
+    `ban ${entry.mask}`,
+  );
+  ctx.bans.replace(await cluster.presence.bans());
+  cluster.broker.notify(undefined, { type: 'banned', ban: entry, seconds });
+  if (session.state !== 'closed') banList(ctx, session);
+  enforceBan(ctx, entry, seconds);
+}
+
+/** Removes this node's members that a new ban matches. */
+export function enforceBan(ctx: ChatContext, ban: Ban, seconds: number | undefined): void {
+  const now = ctx.now();
+  for (const member of ctx.members()) {
+    if (member.state === 'joined' && banMatches(ban, member.nickname, member.address.ip, now)) {
+      removeBanned(ctx, member, ban, seconds);
+    }
+  }
+}
+
+/**
+ * On a cluster, a member that has just joined or resumed is checked against the bans
+ * again: a ban that reached this node while its claim or resume was in Redis found no
+ * member here to remove, and the member it took over may have been removed too late.
+ */
+export function recheckBans(ctx: ChatContext, session: Session): void {
+  if (session.state !== 'joined') return;
+  const now = ctx.now();
+  const ban =
+    ctx.bans.bansNickname(session.nickname, now) ?? ctx.bans.bansAddress(session.address.ip, now);
+  if (ban === undefined) return;
+  removeBanned(ctx, session, ban, secondsLeft(ban, now));
+}
+
+/** What is left of a ban, as BAN's `seconds` (undefined: until unbanned). */
+export function secondsLeft(ban: Ban, now: number): number | undefined {
+  return ban.expires === null ? undefined : Math.max(1, Math.ceil((ban.expires - now) / 1000));
+}
+
+function removeBanned(
+  ctx: ChatContext,
+  member: Session,
+  ban: Ban,
+  seconds: number | undefined,
+): void {
+  const cluster = ctx.cluster;
+  if (cluster === undefined) {
+    removeMember(ctx, member, 'ban', ban.by, ban.reason, seconds);
+    return;
+  }
+  // As a KICK: removed here only while Presence still has the member here, else followed
+  // to the node a resume moved it to, so a ban racing a resume misses neither.
+  cluster.broker.notify(cluster.presence.node, {
+    type: 'remove',
+    member: member.presenceId,
+    action: 'ban',
+    by: ban.by,
+    reason: ban.reason,
+    seconds,
+    nickname: member.nickname,
+    hops: 0,
+  });
+}
+
+/** UNBAN "96" {mask} (operators) -> "98" the whole list. */
+export const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
+  const by = operatorOf(ctx, session, req.cmd);
+  if (by === undefined) return;
+  const cluster = ctx.cluster;
+  if (cluster !== undefined) {
+    ctx.run(
+      session,
+      (async () => {
+        const found = await cluster.presence.unban(parseMask(req.mask.trim()).key);
+        ctx.log.warn({ mask: clip(req.mask), by, found }, `unban ${clip(req.mask)}`);
+        ctx.bans.replace(await cluster.presence.bans());
+        cluster.broker.notify(undefined, { type: 'unbanned', mask: req.mask });
+        if (session.state !== 'closed') banList(ctx, session);
+      })(),
+    );
+    return;
+  }
+  const now = ctx.now();
+  let found = false;
+  save(ctx, () => {
+    found = ctx.bans.remove(req.mask, now);
+  });
+  ctx.log.warn({ mask: clip(req.mask), by, found }, `unban ${clip(req.mask)}`);
+  banList(ctx, session);
+};
+
+/** BANS "97" (operators) -> "98" {bans: [{mask, by, reason, expires}]}. */
+export const bans: Handler<typeof Cmd.BANS> = (ctx, session, req) => {
+  if (operatorOf(ctx, session, req.cmd) === undefined) return;
+  const cluster = ctx.cluster;
+  if (cluster !== undefined) {
+    ctx.run(
+      session,
+      cluster.presence.bans().then((list) => {
+        ctx.bans.replace(list);
+        if (session.state !== 'closed') banList(ctx, session);
+      }),
+    );
+    return;
+  }
+  banList(ctx, session);
+};
+
+/** A failed write keeps the change in memory: it applies until a restart. */
+function save(ctx: ChatContext, change: () => void): void {
+  try {
+    change();
+  } catch (err) {
+    ctx.log.error({ err }, 'could not save the ban list; the change applies until a restart');
+  }
+}

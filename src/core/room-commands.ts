@@ -1,0 +1,199 @@
+/** The requests of capability "rooms" (JOIN_ROOM, PART_ROOM, ROOMS; see rooms.ts) and HISTORY. */
+import { Cmd, ErrorCode } from '../protocol/codes.js';
+import type { Position } from '../protocol/messages.js';
+import { type ChatContext, type Handler, memberNames, names, refuse } from './command-context.js';
+import type { RoomInfo } from './events.js';
+import { type JoinResult, MemberGone, type Presence, type RoomCount } from './presence.js';
+import { Room } from './room.js';
+import type { Session } from './session.js';
+
+/**
+ * JOIN_ROOM "100" {room}
+ *   -> "90" 1015 bad name, 1016 already in it, 1014 in too many rooms,
+ *      1013 no such room (creation off), 1019 no new room past --max-rooms,
+ *      1012 full -- checked in this order;
+ *   -> the room's others get "8" {nickname, userCount, room}, then the joiner
+ *      "101" {room, members, userCount}. A room that does not exist is made.
+ */
+export const joinRoom: Handler<typeof Cmd.JOIN_ROOM> = (ctx, session, req) => {
+  const room = ctx.rooms.admit(session, req.room);
+  if (!(room instanceof Room)) {
+    refuse(session, room.code, room.message, req.cmd);
+    return;
+  }
+  if (ctx.cluster !== undefined) {
+    ctx.run(session, joinInCluster(ctx, ctx.cluster.presence, session, room, req.since));
+    return;
+  }
+  const count = room.size + 1;
+  ctx.publish({ type: 'joined', room: room.name, nickname: session.nickname, count });
+  ctx.rooms.add(session, room);
+  ctx.enterRoom(session, room, memberNames(room), count, req.since);
+};
+
+/** JOIN_ROOM's place in the room, claimed across the cluster; then as on one node. */
+async function joinInCluster(
+  ctx: ChatContext,
+  presence: Presence,
+  session: Session,
+  admitted: Room,
+  since: Position | undefined,
+): Promise<void> {
+  const entered = ctx.interested(admitted);
+  let inside = false;
+  try {
+    let joined: JoinResult;
+    try {
+      joined = await presence.join(
+        session.presenceId,
+        admitted.key,
+        admitted.capacity,
+        admitted.name,
+      );
+    } catch (err) {
+      if (!(err instanceof MemberGone)) throw err;
+      // A resume took this member to another connection before the join reached Redis
+      // (or its node was reaped): the node's notice would close this one anyway.
+      if (session.state === 'joined') ctx.disconnect(session, 'replaced');
+      return;
+    }
+    if (!joined.ok) {
+      if (joined.reason === 'full') {
+        refuse(session, ErrorCode.ROOM_FULL, `${admitted.name} is full`, Cmd.JOIN_ROOM);
+      } else {
+        refuse(
+          session,
+          ErrorCode.ALREADY_IN_ROOM,
+          `you are already in ${admitted.name}`,
+          Cmd.JOIN_ROOM,
+        );
+      }
+      return;
+    }
+    const [members] = await Promise.all([presence.members(admitted.key), entered]);
+    // Its leave releases the place; the "30" tells the room.
+    if (session.state !== 'joined') return;
+    // Another local member may have made the same new room meanwhile: join that one.
+    const room = ctx.rooms.find(admitted.name) ?? admitted;
+    inside = true;
+    const placing = ctx.awaitPlace(session, room, session.nickname);
+    ctx.publish({
+      type: 'joined',
+      room: room.name,
+      nickname: session.nickname,
+      count: joined.count,
+    });
+    ctx.rooms.add(session, room);
+    const after = placing === undefined ? undefined : await placing;
+    // Closed meanwhile: its leave took it out of the room again.
+    if (session.state !== 'joined') return;
+    ctx.enterRoom(session, room, names(members), joined.count, since);
+    if (placing !== undefined) ctx.enterPlaced(session, room, after);
+  } finally {
+    if (!inside) {
+      ctx.rooms.abandon(admitted);
+      ctx.uninterested(admitted.key);
+    }
+  }
+}
+
+/** HISTORY "106" {room, before?, limit?} -> "107" {room, epoch, messages, more}; 1018 not in it. */
+export const history: Handler<typeof Cmd.HISTORY> = (ctx, session, req) => {
+  const room = ctx.rooms.find(req.room);
+  if (room === undefined || !session.rooms.has(room)) {
+    refuse(session, ErrorCode.NOT_IN_ROOM, 'you are not in that room', req.cmd);
+    return;
+  }
+  ctx.readHistory(session, room, req.before, req.limit ?? 50);
+};
+
+/**
+ * PART "102" {room} -> "103" {room}; the room's others get "30" {nickname, userCount, room}.
+ *   -> "90" 1017 for the lobby (leaving it is EXIT), 1018 not in that room.
+ */
+export const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
+  const room = ctx.rooms.find(req.room);
+  if (room === ctx.lobby && session.rooms.has(room)) {
+    refuse(session, ErrorCode.CANNOT_LEAVE_LOBBY, 'leaving the lobby means EXIT', req.cmd);
+    return;
+  }
+  if (room === undefined || !session.rooms.has(room)) {
+    refuse(session, ErrorCode.NOT_IN_ROOM, 'you are not in that room', req.cmd);
+    return;
+  }
+  ctx.rooms.remove(session, room);
+  session.reply({ type: 'room-parted', room: room.name });
+  if (ctx.cluster !== undefined) {
+    ctx.uninterested(room.key);
+    const nickname = session.nickname;
+    ctx.run(
+      session,
+      ctx.cluster.presence.leave(session.presenceId, room.key).then((count) => {
+        if (count !== undefined) ctx.publish({ type: 'left', room: room.name, nickname, count });
+      }),
+    );
+    return;
+  }
+  ctx.publish({ type: 'left', room: room.name, nickname: session.nickname, count: room.size });
+};
+
+/**
+ * The most rooms one "105" lists (some 100 KB as sent, well under --max-queue):
+ * however many rooms clients make, the answer stays one bounded write.
+ */
+export const MAX_ROOM_LIST = 1000;
+
+/**
+ * ROOMS "104" -> "105" {rooms: [{room, userCount, joined}]}: every room that exists, the
+ * lobby first, then in order of creation; at most MAX_ROOM_LIST.
+ */
+export const listRooms: Handler<typeof Cmd.ROOMS> = (ctx, session) => {
+  if (ctx.cluster !== undefined) {
+    ctx.run(
+      session,
+      ctx.cluster.presence.rooms(MAX_ROOM_LIST).then((listed) => {
+        session.reply({ type: 'room-list', rooms: clusterRooms(ctx, session, listed) });
+      }),
+    );
+    return;
+  }
+  const rooms: RoomInfo[] = [];
+  for (const room of ctx.rooms.all()) {
+    if (rooms.length >= MAX_ROOM_LIST) break;
+    rooms.push({ name: room.name, count: room.size, joined: session.rooms.has(room) });
+  }
+  session.reply({ type: 'room-list', rooms });
+};
+
+/**
+ * ROOMS on a node of a cluster: the rooms with members on any node (Presence
+ * knows them, made on whichever node), shown under this node's name for those
+ * it knows; then rooms that exist here though empty everywhere (declared ones).
+ */
+function clusterRooms(
+  ctx: ChatContext,
+  session: Session,
+  listed: readonly RoomCount[],
+): RoomInfo[] {
+  const joined = new Set<string>();
+  for (const room of session.rooms) joined.add(room.key);
+  const counted = new Map<string, number>();
+  for (const r of listed) counted.set(r.room, r.count);
+  const lobby = ctx.lobby;
+  const rooms: RoomInfo[] = [
+    { name: lobby.name, count: counted.get(lobby.key) ?? 0, joined: joined.has(lobby.key) },
+  ];
+  for (const r of listed) {
+    if (r.room === lobby.key) continue;
+    const name = ctx.rooms.keyed(r.room)?.name ?? r.name;
+    rooms.push({ name, count: r.count, joined: joined.has(r.room) });
+  }
+  // A list cut at the bound says nothing of the rooms it left out.
+  if (listed.length < MAX_ROOM_LIST) {
+    for (const room of ctx.rooms.all()) {
+      if (room === lobby || counted.has(room.key)) continue;
+      rooms.push({ name: room.name, count: 0, joined: joined.has(room.key) });
+    }
+  }
+  return rooms.slice(0, MAX_ROOM_LIST);
+}
