@@ -231,10 +231,13 @@ class ClusterNode implements Cluster, ClusterView {
     const errors: (Error | undefined)[] = urls.map(() => undefined);
     const answered = urls.map(() => false);
     const reported = urls.map(() => false);
+    // Until the node is open, a failure is told by the StartError alone, in one line: a log
+    // record of it as well would print the error's stack before that line.
+    let opened = false;
     const onErrorOf = (i: number) => (error: Error) => {
       errors[i] = error;
       // A Redis that is down fails every reconnect: said once per outage.
-      if (reported[i]) return;
+      if (!opened || reported[i]) return;
       reported[i] = true;
       log.warn({ err: error }, `Redis (${optionOf(i)} ${shownUrl(urls[i]!)}): ${error.message}`);
     };
@@ -368,6 +371,7 @@ class ClusterNode implements Cluster, ClusterView {
       await withTimeout(cluster.close(), 1_000).catch(() => {});
       throw fail(err);
     }
+    opened = true;
     return cluster;
   }
 

@@ -84,22 +84,25 @@ export function withoutSeed(): boolean {
 
 /**
  * Runs `confab serve ARGS` expecting it to stop by itself (a start-up error): its exit
- * code (null if it was still running after `killAfterMs` and had to be killed) and its
- * stderr. A test calling it needs a longer timeout than `killAfterMs`, or a server that never
- * stops outlives it.
+ * code (null if it was still running after `killAfterMs` and had to be killed), its
+ * stderr and its stdout (the log). A test calling it needs a longer timeout than
+ * `killAfterMs`, or a server that never stops outlives it.
  */
 export async function serveExit(
   args: string[],
   killAfterMs = 30_000,
-): Promise<{ code: number | null; stderr: string }> {
+): Promise<{ code: number | null; stderr: string; stdout: string }> {
   const child = spawn(process.execPath, [CLI, 'serve', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
+  let stdout = '';
   child.stderr!.on('data', (d: Buffer) => {
     stderr += d.toString();
   });
-  child.stdout!.resume();
+  child.stdout!.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
   const code = await new Promise<number | null>((resolve) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -110,5 +113,5 @@ export async function serveExit(
       resolve(c);
     });
   });
-  return { code, stderr };
+  return { code, stderr, stdout };
 }

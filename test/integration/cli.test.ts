@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import { envName, optionsMarkdown, SERVE_OPTIONS } from '../../src/config.js';
-import { CLI, ROOT, serveExit } from '../helpers/servers.js';
+import { CLI, freePort, ROOT, serveExit } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
 
 const run = promisify(execFile);
@@ -72,6 +72,19 @@ describe('confab serve', () => {
       expect(code, dir).toBe(1);
       expect(stderr).toContain('--data-dir: cannot open the history database');
     }
+  }, 30_000);
+
+  it('says that Redis cannot be reached in one line, with no stack trace in its log', async () => {
+    // Nothing listens on this port: the start fails within about 5 s.
+    const port = await freePort();
+    const args = ['--port', '0', '--http-port', 'off', '--redis', `redis://127.0.0.1:${port}`];
+    const { code, stderr, stdout } = await serveExit(args, 20_000);
+    expect(code).toBe(1);
+    expect(stderr).toMatch(
+      /^confab: cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+ \(--redis\): .+\n$/,
+    );
+    expect(stdout).not.toMatch(/^\s+at /m);
+    expect(stdout).not.toContain('ECONNREFUSED');
   }, 30_000);
 
   it('refuses an option file that never ends instead of reading it into memory', async () => {
