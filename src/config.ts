@@ -27,6 +27,32 @@ interface OptionSpec {
   notInFile?: true;
   /** A boolean whose flag takes a value (`--create-rooms false`), since its default is true. */
   valued?: true;
+  /** What is wrong with a string value, or undefined when nothing is. */
+  check?: (value: string) => string | undefined;
+}
+
+/**
+ * Each entry of --allowed-origins is "*" or an origin exactly as a browser sends it in its
+ * Origin header (scheme, host in lower case, port only when not the scheme's own, nothing
+ * after): the server compares the header with each as text, so `https://Chat.example/` or
+ * `https://chat.example:443` would silently never match.
+ */
+function checkOrigins(list: string): string | undefined {
+  for (const entry of list.split(',').map((o) => o.trim())) {
+    if (entry === '' || entry === '*') continue;
+    let origin: string | undefined;
+    try {
+      const url = new URL(entry);
+      if (url.protocol === 'http:' || url.protocol === 'https:') origin = url.origin;
+    } catch {
+      // Not a URL at all: said below.
+    }
+    if (origin === entry) continue;
+    return origin === undefined
+      ? `"${entry}" is not an origin such as https://chat.example.com`
+      : `"${entry}" is not an origin as browsers send it; write "${origin}"`;
+  }
+  return undefined;
 }
 
 export const SERVE_OPTIONS = {
@@ -204,6 +230,7 @@ export const SERVE_OPTIONS = {
       'comma-separated origins allowed to open the WebSocket besides the page\'s own ("*" for any)',
     arg: 'LIST',
     live: true,
+    check: checkOrigins,
   },
   'tls-port': {
     kind: 'integer',
@@ -400,6 +427,10 @@ function convert(
         throw new ConfigError(
           `${source}: expected one of ${spec.choices.join(', ')}, got "${raw}"`,
         );
+      }
+      if (spec.check !== undefined) {
+        const problem = spec.check(raw);
+        if (problem !== undefined) throw new ConfigError(`${source}: ${problem}`);
       }
       if (raw === '') {
         // An empty file option means "not set", so CONFAB_BANNED_WORDS= restores the default.

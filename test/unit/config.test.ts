@@ -67,6 +67,24 @@ describe('loadConfig', () => {
     expect(() => loadConfig({}, { CONFAB_HIDE_ADDRESSES: 'maybe' })).toThrow(/true or false/);
   });
 
+  it('takes --allowed-origins only as origins a browser sends, and says how to write one', () => {
+    const ok = '*, https://chat.example.com,http://127.0.0.1:8080 ,http://[::1]:3000';
+    expect(loadConfig({ 'allowed-origins': ok }, {}).allowedOrigins).toBe(ok);
+    expect(() => loadConfig({}, { CONFAB_ALLOWED_ORIGINS: 'https://a.example/' })).toThrow(
+      'CONFAB_ALLOWED_ORIGINS: "https://a.example/" is not an origin as browsers send it;',
+    );
+    for (const [value, says] of [
+      ['https://chat.example.com/', 'write "https://chat.example.com"'],
+      ['https://Chat.Example.com', 'write "https://chat.example.com"'],
+      ['https://chat.example.com:443', 'write "https://chat.example.com"'],
+      ['https://a.example,chat.example.com', '"chat.example.com" is not an origin'],
+      ['ftp://files.example', '"ftp://files.example" is not an origin'],
+      ['not an origin', '"not an origin" is not an origin such as https://chat.example.com'],
+    ]) {
+      expect(() => loadConfig({ 'allowed-origins': value! }, {}), value).toThrow(says!);
+    }
+  });
+
   it('takes "off" for the HTTP port', () => {
     expect(loadConfig({ 'http-port': 'off' }, {}).httpPort).toBe(-1);
     expect(loadConfig({}, { CONFAB_HTTP_PORT: '8080' }).httpPort).toBe(8080);
@@ -144,7 +162,9 @@ describe('the config file', () => {
         'max-users': integer('max-users'),
         'rate-limit': integer('rate-limit'),
         'http-port': fc.oneof(integer('http-port'), fc.constant('off')),
-        'allowed-origins': fc.string(),
+        'allowed-origins': fc
+          .subarray(['*', 'https://chat.example.com', 'http://127.0.0.1:8080', 'http://[::1]:3000'])
+          .map((origins) => origins.join(',')),
         'banned-words': fc.string({ minLength: 1 }),
         'hide-addresses': fc.boolean(),
         'log-level': fc.constantFrom('debug', 'info', 'warn', 'error', 'silent'),
