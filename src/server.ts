@@ -179,7 +179,8 @@ function shownUrl(url: string): string {
     parsed.password = '***';
     return parsed.toString();
   } catch {
-    return '(an unparsable --redis URL)';
+    // ioredis reads `host` or `host:port` without a scheme; only credentials are hidden.
+    return url.includes('@') ? '(an unparsable --redis URL)' : url;
   }
 }
 

@@ -85,7 +85,11 @@ describe('confab serve', () => {
     );
     expect(stdout).not.toMatch(/^\s+at /m);
     expect(stdout).not.toContain('ECONNREFUSED');
-  }, 30_000);
+    // Without a scheme, as the Redis client also takes it: named as given.
+    const bare = await serveExit([...args.slice(0, -1), `127.0.0.1:${port}`], 20_000);
+    expect(bare.code).toBe(1);
+    expect(bare.stderr).toContain(`confab: cannot reach Redis at 127.0.0.1:${port} (--redis): `);
+  }, 45_000);
 
   it('refuses an option file that never ends instead of reading it into memory', async () => {
     const base = ['--port', '0', '--http-port', 'off', '--history', 'memory'];
