@@ -9,7 +9,7 @@
  * A running server re-reads regular files only (`regularOnly`): a FIFO or a terminal blocks
  * until something writes to it, which for the config file held the event loop and for the
  * others every later reload. Opened without blocking and checked before any read, such a
- * path fails at once. At start a pipe is read as it comes (`--tls-key <(…)`).
+ * path fails at once. At start a pipe (`--tls-key <(…)`) or a terminal is read as it comes.
  */
 import {
   closeSync,
@@ -23,6 +23,7 @@ import {
   type Stats,
 } from 'node:fs';
 import { Socket } from 'node:net';
+import { isatty, ReadStream } from 'node:tty';
 import { promisify } from 'node:util';
 
 const CHUNK = 64 * 1024;
@@ -88,9 +89,9 @@ export function readCappedSync(file: string, maxBytes: number, regularOnly = fal
  * As readCappedSync, without holding the event loop, nor a thread of libuv's pool: a FIFO
  * or a terminal named as banned words or TLS material blocks until something writes to it,
  * and a thread blocked in open(2) or read(2) kept the process from exiting, even on SIGTERM
- * (Node waits for its pool at exit). So the file is opened without blocking, and a pipe is
- * read as a socket is: its reader waits in the event loop for a writer and its bytes, and
- * goes with the process.
+ * (Node waits for its pool at exit). So the file is opened without blocking, and a pipe or
+ * a terminal is read as a socket is: its reader waits in the event loop for a writer and its
+ * bytes, and goes with the process.
  */
 export async function readCapped(
   file: string,
@@ -110,7 +111,12 @@ export async function readCapped(
       closeSync(fd);
       throw notRegular();
     }
-    return readPipe(fd, maxBytes);
+    return readStream(fd, maxBytes, () => new Socket({ fd, readable: true, writable: false }));
+  }
+  // A terminal opened without blocking answers EAGAIN until a line is typed: at start it is
+  // read as a stream too, to its end of file (Ctrl-D), as it was before it was opened so.
+  if (!regularOnly && stats.isCharacterDevice() && isatty(fd)) {
+    return readStream(fd, maxBytes, () => new ReadStream(fd));
   }
   try {
     if (regularOnly && !stats.isFile()) throw notRegular();
@@ -137,10 +143,19 @@ function readFd(fd: number, into: Buffer): Promise<number> {
   });
 }
 
-/** Reads a FIFO or socket to its end through the event loop; the socket owns `fd`. */
-function readPipe(fd: number, maxBytes: number): Promise<Buffer> {
+/**
+ * Reads a FIFO, socket or terminal to its end through the event loop; the stream `open`
+ * makes owns `fd` (closed here if it cannot be made).
+ */
+function readStream(fd: number, maxBytes: number, open: () => Socket): Promise<Buffer> {
+  let pipe: Socket;
+  try {
+    pipe = open();
+  } catch (err) {
+    closeSync(fd);
+    return Promise.reject(err);
+  }
   return new Promise((resolve, reject) => {
-    const pipe = new Socket({ fd, readable: true, writable: false });
     const chunks: Buffer[] = [];
     let total = 0;
     pipe.on('data', (chunk: Buffer) => {

@@ -1,5 +1,13 @@
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { open } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -283,6 +291,28 @@ describe('SIGHUP', () => {
   }, 30_000);
 });
 
+/**
+ * Whether process `pid` has its terminal (its stdin's) open for reading only on another
+ * descriptor too (Node holds it open for writing as well, for its stdout).
+ */
+function readsTerminal(pid: number): boolean {
+  try {
+    const terminal = readlinkSync(`/proc/${pid}/fd/0`);
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        if (Number(fd) <= 2 || readlinkSync(`/proc/${pid}/fd/${fd}`) !== terminal) return false;
+        // fdinfo's flags are octal; O_ACCMODE 0 is O_RDONLY.
+        const flags = /flags:\s*([0-7]+)/.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+        return flags !== null && (Number.parseInt(flags[1]!, 8) & 3) === 0;
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
 describe('SIGHUP and files that are not regular', () => {
   it('refuses a FIFO on reload at once, keeps serving, and reloads again once the file is back', async () => {
     const file = path.join(dir, 'fifo.yaml');
@@ -343,6 +373,55 @@ describe('SIGHUP and files that are not regular', () => {
       await ann.exit();
     } finally {
       await server.stop();
+    }
+  }, 20_000);
+
+  it('reads banned words from a terminal at start, up to Ctrl-D', async () => {
+    // Opened without blocking, a terminal answered EAGAIN and the start failed. `script`
+    // (util-linux) runs the server on a pseudo-terminal and types what it is given; the shell
+    // prints its pid and becomes the server, so it can be killed whatever happens.
+    const port = await freePort();
+    const command = `echo "pid:$$"; exec '${process.execPath}' '${CLI}' serve --port ${port} --http-port off --banned-words /dev/stdin`;
+    const child = spawn('script', ['-qec', command, '/dev/null'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let output = '';
+    const collect = (d: Buffer) => {
+      output += d.toString();
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    try {
+      await waitFor(() => output, 'pid:');
+      const pid = Number(/pid:(\d+)/.exec(output)?.[1]);
+      // Typed only once the server reads: a line typed before would be there to read at once.
+      // Half a second after the open, so that a read failing at once has failed by then; with a
+      // slower one this test could pass without catching it, never fail without cause.
+      for (let i = 0; i < 200 && !output.includes('cannot read') && !readsTerminal(pid); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      // A line, then end of file: what an operator types.
+      child.stdin.write('cabbage\n\x04');
+      await waitFor(() => output, 'listening');
+      const ann = await ChatClient.connect({ port, nickname: 'ann' });
+      const bob = await ChatClient.connect({ port, nickname: 'bob' });
+      const left = new Promise((resolve) => ann.once('leave', resolve));
+      bob.chat('more CABBAGE');
+      expect(await left).toMatchObject({ nickname: 'bob' });
+      await ann.exit();
+      // Ctrl-C at the terminal: a graceful stop.
+      child.stdin.write('\x03');
+      expect(await exited).toBe(0);
+    } finally {
+      const pid = Number(/pid:(\d+)/.exec(output)?.[1]);
+      try {
+        if (pid > 0) process.kill(pid, 'SIGKILL');
+      } catch {
+        // stopped already
+      }
+      child.stdin.end();
     }
   }, 20_000);
 
