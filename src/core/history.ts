@@ -64,16 +64,16 @@ export interface RoomHistory {
   readonly epoch: string;
   /** The highest id ever assigned in the room (0 if none). */
   readonly top: number;
-  /**
-   * The lowest id still stored, or top + 1 when nothing is stored. A store that knows the
-   * room was never written while it numbers new rooms from above 0 says 1: nothing in it
-   * was deleted.
-   */
+  /** The lowest id still stored, or top + 1 when nothing is stored. */
   readonly oldest: number;
   /**
-   * Ids up to this one were given out before the epoch began (it was rotated
-   * after Redis came back with older data, and the epoch's own ids follow
-   * them); undefined or 0 when the epoch's ids start at 1.
+   * No message of the epoch in this room has an id up to this one: they were
+   * given out before the epoch began (it was rotated after Redis came back
+   * with older data, and the epoch's own ids follow them), or, in the memory
+   * store, in other rooms before this one was first written (it numbers a
+   * room it has never seen from above the rooms it forgot). A position at or
+   * below it missed nothing before it. Undefined or 0 when the epoch's ids
+   * start at 1.
    */
   readonly base?: number;
 }

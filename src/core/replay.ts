@@ -91,11 +91,17 @@ function nextTurn(): Promise<void> {
 function notRecovered(room: RoomHistory, since: Position): NotRecovered | undefined {
   if (since.epoch !== room.epoch) return 'epoch';
   if (since.id > room.top) return 'ahead';
+  const from = replayFrom(room, since);
   // A quiet room whose messages all aged out still has nothing missing.
-  if (since.id === room.top) return undefined;
-  if (since.id < room.oldest - 1) return 'deleted';
-  if (room.top - since.id > MAX_REPLAY) return 'too-many';
+  if (from === room.top) return undefined;
+  if (from < room.oldest - 1) return 'deleted';
+  if (room.top - from > MAX_REPLAY) return 'too-many';
   return undefined;
+}
+
+/** Where a recovery from `since` reads on from: ids up to the room's base were never used. */
+function replayFrom(room: RoomHistory, since: Position): number {
+  return Math.max(since.id, room.base ?? 0);
 }
 
 function chatDelivery(room: string, m: StoredMessage): Delivery {
@@ -143,6 +149,8 @@ export class Replays {
     const history = this.history;
     let header: HistoryHeader;
     let messages: readonly StoredMessage[] = [];
+    /** Where a recovery reads on from. */
+    let after = 0;
     if (history === undefined) {
       header = {
         epoch: '',
@@ -154,7 +162,8 @@ export class Replays {
       let info = await history.room(room.key);
       let reason = since === undefined ? undefined : notRecovered(info, since);
       const recovered = since === undefined ? undefined : reason === undefined;
-      if (recovered !== true) {
+      if (recovered === true) after = replayFrom(info, since!);
+      else {
         const page = await readInEpoch(history, room.key, { limit: this.onJoin }, info);
         // The page is of another epoch than the one the reason was found in: told against it.
         if (since !== undefined && page.info.epoch !== info.epoch) {
@@ -173,7 +182,7 @@ export class Replays {
     // rather than being cut off as a slow consumer; live events wait, held.
     await session.sendPaced(messages.map((m) => chatDelivery(room.name, m)));
     if (header.recovered === true && history !== undefined) {
-      await this.replayAfter(session, history, room, since!.id, header.top, header.epoch);
+      await this.replayAfter(session, history, room, after, header.top, header.epoch);
     }
     // A message the read saw may still be on its way to the room's members;
     // one turn later it has arrived, held, and release() drops it.

@@ -25,6 +25,11 @@ function cidKey(from: string, cid: string): string {
   return `${from.length}:${from}${cid}`;
 }
 
+/** `info` with `base` when it says something (RoomHistory.base). */
+function withBase(info: RoomHistory, base: number): RoomHistory {
+  return base > 0 ? { ...info, base } : info;
+}
+
 /**
  * log2 of the bits of the filter of forgotten rooms: 64 to 128 a room for the first
  * `maxEmptyRooms` forgotten, at most 1 MiB (at the default 100,000). At 8 bits a room
@@ -72,11 +77,15 @@ class RoomRing {
   /** The sender a message's cid is kept under, where it is not the message's `from` (cidFrom). */
   private cidFroms: Map<StoredMessage, string> | undefined;
 
-  /** `top`: the room's last id so far (its history may have been dropped before). */
+  /**
+   * `top`: the room's last id so far (its history may have been dropped before). `base`:
+   * ids up to it were never given out in this room (see RoomHistory.base), 0 if unknown.
+   */
   constructor(
     readonly epoch: string,
     private readonly capacity: number,
     public top: number,
+    readonly base: number,
   ) {}
 
   get oldest(): number {
@@ -206,7 +215,7 @@ export class MemoryHistoryStore implements HistoryStore {
   private forgotten = 0;
   /**
    * The names of the rooms forgotten, once any were: a room it has never seen was never
-   * written, so nothing below `forgotten` is missing from it.
+   * written, so no id up to `forgotten` was given out in it (RoomHistory.base).
    */
   private forgottenNames: NameFilter | undefined;
   private readonly maxBytes: number;
@@ -246,9 +255,11 @@ export class MemoryHistoryStore implements HistoryStore {
     const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
     let ring = this.rooms.get(room);
     if (ring === undefined) {
-      const top = this.emptied.get(room) ?? this.forgotten;
+      const known = this.emptied.get(room);
       this.emptied.delete(room);
-      ring = new RoomRing(roomEpoch(this.seed, room), this.retention.maxMessages, top);
+      const top = known ?? this.forgotten;
+      const base = known === undefined ? this.unusedBelow(room) : 0;
+      ring = new RoomRing(roomEpoch(this.seed, room), this.retention.maxMessages, top, base);
       this.rooms.set(room, ring);
       this.weight += ring.weight;
     } else if (ring !== this.newest) {
@@ -286,18 +297,13 @@ export class MemoryHistoryStore implements HistoryStore {
     const ring = this.rooms.get(room);
     if (ring === undefined) {
       const epoch = roomEpoch(this.seed, room);
-      const top = this.emptied.get(room);
-      if (top !== undefined) return Promise.resolve({ epoch, top, oldest: top + 1 });
-      // Never written: its ids start above `forgotten`, and none below was deleted, so a
-      // member who saw a lower top missed nothing.
-      const deleted = this.forgottenNames?.has(room) === true;
-      return Promise.resolve({
-        epoch,
-        top: this.forgotten,
-        oldest: deleted ? this.forgotten + 1 : 1,
-      });
+      const top = this.emptied.get(room) ?? this.forgotten;
+      const base = this.emptied.has(room) ? 0 : this.unusedBelow(room);
+      return Promise.resolve(withBase({ epoch, top, oldest: top + 1 }, base));
     }
-    return Promise.resolve({ epoch: ring.epoch, top: ring.top, oldest: ring.oldest });
+    return Promise.resolve(
+      withBase({ epoch: ring.epoch, top: ring.top, oldest: ring.oldest }, ring.base),
+    );
   }
 
   read(room: string, query: HistoryQuery): Promise<StoredMessage[]> {
@@ -360,6 +366,14 @@ export class MemoryHistoryStore implements HistoryStore {
       if (ring.size === 0) this.empty(room, ring);
       if (this.weight <= this.maxBytes) return;
     }
+  }
+
+  /**
+   * For a room the store holds nothing of: `forgotten` if the room was never written (its
+   * ids start above it, and a member who saw a lower top missed nothing), else 0.
+   */
+  private unusedBelow(room: string): number {
+    return this.forgottenNames?.has(room) === true ? 0 : this.forgotten;
   }
 
   /** Forgets a room that holds no messages, but for its top. */

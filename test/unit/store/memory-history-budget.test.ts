@@ -74,11 +74,11 @@ describe('MemoryHistoryStore budget', () => {
     // r0 (top 2), r1 remembered by their top; r2 was one too many: both forgotten.
     expect(await store.room('r2')).toMatchObject({ top: 1, oldest: 2 });
     // Forgotten, and rooms never written alike: same epoch, ids on from the highest top.
-    // Only the forgotten ones had ids below it deleted.
+    // Only in those never written were the ids up to it never used (their base).
     for (const room of ['r0', 'r1']) {
-      expect(await store.room(room)).toMatchObject({ top: 2, oldest: 3 });
+      expect(await store.room(room)).toEqual({ epoch: expect.any(String), top: 2, oldest: 3 });
     }
-    expect(await store.room('never')).toMatchObject({ top: 2, oldest: 1 });
+    expect(await store.room('never')).toMatchObject({ top: 2, oldest: 3, base: 2 });
     expect((await store.room('r0')).epoch).toBe(first.epoch);
     const again = await store.append('r0', { at: 1, from: 'ann', msg: 'again' });
     expect(again).toMatchObject({ epoch: first.epoch, message: { id: 3 } });
@@ -94,19 +94,28 @@ describe('MemoryHistoryStore budget', () => {
     }
     const { top } = await store.room('never');
     expect(top).toBeGreaterThan(1);
-    // Every room written and then forgotten lost ids: never 1, whatever the filter holds.
+    // Every room written and then forgotten lost ids: no base, whatever the filter holds.
     for (const room of written.slice(0, -3)) {
-      expect(await store.room(room)).toMatchObject({ top, oldest: top + 1 });
+      const info = await store.room(room);
+      expect(info).toMatchObject({ top, oldest: top + 1 });
+      expect(info.base).toBeUndefined();
     }
-    // Rooms never written: nothing deleted, bar the filter's rare false "maybe".
+    // Rooms never written: nothing used below the top, bar the filter's rare false "maybe".
     let clean = 0;
     for (let i = 0; i < 1_000; i++) {
       const info = await store.room(`never${i}`);
-      expect(info.top).toBe(top);
-      if (info.oldest === 1) clean++;
-      else expect(info.oldest).toBe(top + 1);
+      expect(info).toMatchObject({ top, oldest: top + 1 });
+      if (info.base === top) clean++;
+      else expect(info.base).toBeUndefined();
     }
     expect(clean).toBeGreaterThan(990);
+    // Written now, such a room keeps its base: its ids start above it.
+    const fresh = `never${(
+      await Promise.all(Array.from({ length: 1_000 }, (_, i) => store.room(`never${i}`)))
+    ).findIndex((info) => info.base === top)}`;
+    const first = await store.append(fresh, { at: 1, from: 'ann', msg: 'hi' });
+    expect(first.message.id).toBe(top + 1);
+    expect(await store.room(fresh)).toMatchObject({ top: top + 1, oldest: top + 1, base: top });
   });
 
   it('answers HISTORY in a room never written with no more to page, at any top', async () => {
@@ -274,14 +283,13 @@ describe('MemoryHistoryStore budget, seen by a member who stays in a room', () =
     },
   );
 
-  // Marked failing (docs/protocol.md): a room never written whose top rose by more than
-  // MAX_REPLAY is told 'too-many', and one written after its top rose is told 'deleted'; the
-  // store reports oldest 1 only while it holds nothing, and the replay counts from `top`.
+  // A room never written whose top rose by more than MAX_REPLAY (was told 'too-many'), and
+  // one written after its top rose (was told 'deleted'): the replay counts from its base.
   for (const [what, reason] of [
     ['the top rose past 1000 ids', 'too-many'],
     ['a chat was sent there after the top rose', 'deleted'],
   ] as const) {
-    it.fails(`recovers a room never written for a member who left it at its top, after ${what} (now: ${reason})`, async () => {
+    it(`recovers a room never written for a member who left it at its top, after ${what} (was: ${reason})`, async () => {
       const store = open({ maxBytes: 65_536, maxEmptyRooms: 2 });
       const chat = new Chat({ history: store });
       const caps = ['rooms', 'history'];
@@ -312,6 +320,9 @@ describe('MemoryHistoryStore budget, seen by a member who stays in a room', () =
       await turns(4);
       const again = stayer.outbox.find((m) => m.cmd === '101');
       expect(again).toMatchObject({ epoch: joined.epoch, recovered: true });
+      // What was said there since is replayed, and nothing else.
+      const replayed = stayer.outbox.filter((m) => m.cmd === '70').map((m) => m.msg);
+      expect(replayed).toEqual(reason === 'deleted' ? ['hello'] : []);
       chat.shutdown();
     });
   }
