@@ -21,6 +21,7 @@ import {
   openSync,
   readSync,
   type Stats,
+  statSync,
 } from 'node:fs';
 import { Socket } from 'node:net';
 import { isatty, ReadStream } from 'node:tty';
@@ -64,6 +65,18 @@ function notRegular(): NodeJS.ErrnoException {
 /** How a file is opened: without blocking when only a regular file will do (see above). */
 function openFlags(regularOnly: boolean): number {
   return regularOnly ? constants.O_RDONLY | constants.O_NONBLOCK : constants.O_RDONLY;
+}
+
+/**
+ * Whether `file` names a regular file, or cannot be looked at (its read then says why):
+ * what is not one is read at start only, and a reload keeps what was read then.
+ */
+export function isRegularFile(file: string): boolean {
+  try {
+    return statSync(file).isFile();
+  } catch {
+    return true;
+  }
 }
 
 /** What an error from `readCappedSync` says in brackets after the file's name. */

@@ -31,7 +31,7 @@ import type { Logger, PeerAddress } from './core/ports.js';
 import { type Census, PresenceKeeper } from './core/presence.js';
 import { type ClusterView, createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
-import { readCapped, readError } from './read-capped.js';
+import { isRegularFile, readCapped, readError } from './read-capped.js';
 import { FileBanStore } from './store/ban-file.js';
 import { makeDirectory } from './store/data-dir.js';
 import { MemoryHistoryStore } from './store/memory-history.js';
@@ -66,25 +66,47 @@ export interface ReloadResult {
 /** More than any certificate chain, key or list of banned words needs. */
 const OPTION_FILE_MAX_BYTES = 16 * 1024 * 1024;
 
-/** `reloading`: a running server reads regular files only (src/read-capped.ts). */
-async function readOption(option: string, file: string, reloading: boolean): Promise<Buffer> {
-  try {
-    return await readCapped(file, OPTION_FILE_MAX_BYTES, reloading);
-  } catch (err) {
-    throw new StartError(`cannot read --${option} ${file} (${readError(err)})`);
+/**
+ * The option files (banned words, TLS material) as a server reads them: at start any file,
+ * a pipe (`<(…)`) or a terminal as it comes; on reload regular files only (read-capped.ts).
+ * What was read at start from a file that is not regular is kept, and a reload uses it for as
+ * long as the option names that path: such a file cannot be read again, and a reload refused
+ * for it would leave every other option unchangeable until a restart.
+ */
+class OptionFiles {
+  private running = false;
+  /** Option -> the path it named at start, not a regular file, and what was read from it. */
+  private readonly kept = new Map<string, { file: string; bytes: Buffer }>();
+
+  /** Reads from now on as a running server does. */
+  started(): void {
+    this.running = true;
+  }
+
+  async read(option: string, file: string): Promise<Buffer> {
+    const kept = this.kept.get(option);
+    if (this.running && kept?.file === file && !isRegularFile(file)) return kept.bytes;
+    let bytes: Buffer;
+    try {
+      bytes = await readCapped(file, OPTION_FILE_MAX_BYTES, this.running);
+    } catch (err) {
+      throw new StartError(`cannot read --${option} ${file} (${readError(err)})`);
+    }
+    if (!this.running && !isRegularFile(file)) this.kept.set(option, { file, bytes });
+    return bytes;
   }
 }
 
 /** Reads the TLS files and checks that they make a certificate and its key. */
 async function loadTls(
   config: Config,
-  reloading: boolean,
+  files: OptionFiles,
 ): Promise<{ cert: Buffer; key: Buffer } | undefined> {
   if (config.tlsPort === undefined || config.tlsCert === undefined || config.tlsKey === undefined)
     return undefined;
   const material = {
-    cert: await readOption('tls-cert', config.tlsCert, reloading),
-    key: await readOption('tls-key', config.tlsKey, reloading),
+    cert: await files.read('tls-cert', config.tlsCert),
+    key: await files.read('tls-key', config.tlsKey),
   };
   try {
     createSecureContext(material);
@@ -96,9 +118,9 @@ async function loadTls(
   return material;
 }
 
-async function loadBannedWords(config: Config, reloading: boolean): Promise<BannedWords> {
+async function loadBannedWords(config: Config, files: OptionFiles): Promise<BannedWords> {
   if (config.bannedWords === undefined) return new BannedWords(DEFAULT_BANNED_WORDS);
-  const text = await readOption('banned-words', config.bannedWords, reloading);
+  const text = await files.read('banned-words', config.bannedWords);
   return BannedWords.fromText(text.toString('utf8'));
 }
 
@@ -499,6 +521,7 @@ export class ConfabServer {
     private readonly tlsListener: StreamListener | undefined,
     private readonly history: HistoryStore | undefined,
     private readonly cluster: ClusterNode | undefined,
+    private readonly files: OptionFiles,
   ) {}
 
   /**
@@ -507,8 +530,10 @@ export class ConfabServer {
    * open is closed and a StartError says what to change.
    */
   static async start(config: Config, log: Logger): Promise<ConfabServer> {
-    const bannedWords = await loadBannedWords(config, false);
-    const tls = await loadTls(config, false);
+    const files = new OptionFiles();
+    const bannedWords = await loadBannedWords(config, files);
+    const tls = await loadTls(config, files);
+    files.started();
     const banStore = new FileBanStore(config.dataDir);
     let bans: ReturnType<FileBanStore['load']>;
     try {
@@ -660,6 +685,7 @@ export class ConfabServer {
       tlsListener,
       history,
       cluster,
+      files,
     );
   }
 
@@ -673,7 +699,7 @@ export class ConfabServer {
    * does not fit its key. --log-level is the caller's, which owns the logger.
    */
   async reload(next: Config): Promise<ReloadResult> {
-    const bannedWords = await loadBannedWords(next, true);
+    const bannedWords = await loadBannedWords(next, this.files);
     const old = this.config;
     const changed = OPTION_NAMES.filter(
       (name) => isFileKey(name) && old[configKey(name)] !== next[configKey(name)],
@@ -685,7 +711,7 @@ export class ConfabServer {
     const needRestart = changed.filter((name) => !live(name));
     const applied: ReloadResult['applied'] = changed.filter(live);
     if (JSON.stringify(old.operators) !== JSON.stringify(next.operators)) applied.push('operators');
-    const tls = tlsLive ? await loadTls(next, true) : undefined;
+    const tls = tlsLive ? await loadTls(next, this.files) : undefined;
     if (tls !== undefined) this.tlsListener?.setCertificate(tls);
     this.chat.reconfigure(chatSettings(next, bannedWords));
     this.limits.maxQueue = next.maxQueue;

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import {
   type Config,
   ConfigError,
+  type ConfigFile,
   envName,
   loadConfig,
   optionsHelp,
@@ -11,6 +12,7 @@ import {
 import { printConfig, readConfigFile } from '../config-file.js';
 import { closeLogs, createLogger, type LogFormat } from '../logger.js';
 import { hashPassword } from '../password.js';
+import { isRegularFile } from '../read-capped.js';
 import { ConfabServer, type ReloadResult, StartError } from '../server.js';
 import { CONFAB_VERSION as VERSION } from '../version.js';
 import { chat } from './chat.js';
@@ -48,10 +50,40 @@ ${optionsHelp()}
 
 type Flags = Record<string, string | boolean | undefined>;
 
-/** Flags > CONFAB_* variables > the config file > defaults. */
-function resolveConfig(flags: Flags, env: NodeJS.ProcessEnv, reloading = false): Config {
-  const file = typeof flags.config === 'string' ? flags.config : env[envName('config')];
-  return loadConfig(flags, env, file ? readConfigFile(file, reloading) : undefined);
+/**
+ * Flags > CONFAB_* variables > the config file > defaults. The file as read at start, or on
+ * reload as a running server reads it (regular files only): one that is not regular, such
+ * as `--config <(…)`, cannot be read again, and a reload keeps what was read from it then.
+ */
+class ConfigSource {
+  private kept: ConfigFile | undefined;
+
+  constructor(
+    private readonly flags: Flags,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
+
+  atStart(): Config {
+    const file = this.file();
+    if (file === undefined) return loadConfig(this.flags, this.env, undefined);
+    const read = readConfigFile(file);
+    if (!isRegularFile(file)) this.kept = read;
+    return loadConfig(this.flags, this.env, read);
+  }
+
+  reloaded(): Config {
+    const file = this.file();
+    if (file === undefined) return loadConfig(this.flags, this.env, undefined);
+    const read =
+      this.kept !== undefined && !isRegularFile(file) ? this.kept : readConfigFile(file, true);
+    return loadConfig(this.flags, this.env, read);
+  }
+
+  private file(): string | undefined {
+    const file =
+      typeof this.flags.config === 'string' ? this.flags.config : this.env[envName('config')];
+    return file ? file : undefined;
+  }
 }
 
 function oneLine(err: unknown): string {
@@ -82,9 +114,10 @@ async function serve(args: string[]): Promise<number> {
   }
   // A reload sees the environment the server started with, as systemd's ExecReload does.
   const env = { ...process.env };
+  const source = new ConfigSource(flags, env);
   let config: Config;
   try {
-    config = resolveConfig(flags, env);
+    config = source.atStart();
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`confab serve: ${err.message}\n`);
@@ -146,7 +179,7 @@ async function serve(args: string[]): Promise<number> {
     let next: Config;
     let result: ReloadResult;
     try {
-      next = resolveConfig(flags, env, true);
+      next = source.reloaded();
       result = await server.reload(next);
     } catch (err) {
       log.error({}, `reload failed, keeping the running configuration: ${oneLine(err)}`);

@@ -355,18 +355,36 @@ describe('SIGHUP and files that are not regular', () => {
     }
   }, 30_000);
 
-  it('reads banned words from a pipe at start', async () => {
-    const fifo = path.join(dir, 'start-words.fifo');
-    await run('mkfifo', [fifo]);
-    const started = spawnServer(['--banned-words', fifo]);
-    // Opening the write end waits for the server to open the read end.
-    const writer = await open(fifo, 'w');
-    await writer.write('cabbage\n');
-    await writer.close();
+  it('reads the config file and banned words from pipes at start, and keeps them on reload', async () => {
+    const config = path.join(dir, 'start-config.fifo');
+    const words = path.join(dir, 'start-words.fifo');
+    await run('mkfifo', [config]);
+    await run('mkfifo', [words]);
+    const started = spawnServer(['--config', config]);
+    // Opening a write end waits for the server to open the read end.
+    for (const [fifo, text] of [
+      [config, `banned-words: ${words}\nmax-message: 20\n`],
+      [words, 'cabbage\n'],
+    ] as const) {
+      const writer = await open(fifo, 'w');
+      await writer.write(text);
+      await writer.close();
+    }
     const server = await started;
     try {
       const ann = await ChatClient.connect({ port: server.port, nickname: 'ann' });
+      const heard: string[] = [];
+      ann.on('chat', (m) => heard.push(m.msg));
+      // Neither can be read again: a reload keeps what was read from them at start.
+      server.child.kill('SIGHUP');
+      await waitFor(server.output, 'configuration reloaded');
+      expect(server.output()).not.toContain('reload failed');
       const bob = await ChatClient.connect({ port: server.port, nickname: 'bob' });
+      bob.chat('a message longer than twenty characters');
+      bob.chat('short');
+      await bob.version();
+      await ann.version();
+      expect(heard).toEqual(['short']);
       const left = new Promise((resolve) => ann.once('leave', resolve));
       bob.chat('more CABBAGE');
       expect(await left).toMatchObject({ nickname: 'bob' });
