@@ -1,6 +1,6 @@
 /**
  * What every command handler shares: the chat service as handlers see it (ChatContext),
- * refusals, and the room a request names. The handlers are in commands.ts (joining, chat,
+ * refusals, member names. The handlers are in commands.ts (joining, chat,
  * whispers, renames; and the table of all), moderation-commands.ts and room-commands.ts.
  */
 import { ErrorCode, type ErrorCodeValue, type RequestCode } from '../protocol/codes.js';
@@ -125,32 +125,4 @@ export function memberNames(room: Room): string[] {
   const names: string[] = [];
   for (const member of room.list()) names.push(member.nickname);
   return names;
-}
-
-/**
- * The room a CHAT or USERS names: the lobby when it names none or the client
- * did not ask for rooms (a course client's extra field changes nothing);
- * otherwise one the session is in, or a refusal and undefined.
- */
-export function roomOf(
-  ctx: ChatContext,
-  session: Session,
-  name: string | null | undefined,
-  ref: string,
-): Room | undefined {
-  if (name === undefined || !session.has('rooms')) {
-    if (session.room === undefined)
-      refuse(session, ErrorCode.NOT_IN_ROOM, 'you are in no lobby: name a room', ref);
-    return session.room;
-  }
-  if (name === null) {
-    refuse(session, ErrorCode.INVALID_FIELD, '"room" must be a well-formed string', ref);
-    return undefined;
-  }
-  const room = ctx.rooms.find(name);
-  if (room === undefined || !session.rooms.has(room)) {
-    refuse(session, ErrorCode.NOT_IN_ROOM, 'you are not in that room', ref);
-    return undefined;
-  }
-  return room;
 }

@@ -10,7 +10,6 @@ import {
   names,
   type RequestOf,
   refuse,
-  roomOf,
   tooLong,
 } from './command-context.js';
 import type { MemberInfo, PeerAddress } from './events.js';
@@ -257,6 +256,34 @@ function positions(
     if (room !== undefined && !out.has(room)) out.set(room, { epoch: entry.epoch, id: entry.id });
   }
   return out;
+}
+
+/**
+ * The room a CHAT or USERS names: the lobby when it names none or the client
+ * did not ask for rooms (a course client's extra field changes nothing);
+ * otherwise one the session is in, or a refusal and undefined.
+ */
+function roomOf(
+  ctx: ChatContext,
+  session: Session,
+  name: string | null | undefined,
+  ref: string,
+): Room | undefined {
+  if (name === undefined || !session.has('rooms')) {
+    if (session.room === undefined)
+      refuse(session, ErrorCode.NOT_IN_ROOM, 'you are in no lobby: name a room', ref);
+    return session.room;
+  }
+  if (name === null) {
+    refuse(session, ErrorCode.INVALID_FIELD, '"room" must be a well-formed string', ref);
+    return undefined;
+  }
+  const room = ctx.rooms.find(name);
+  if (room === undefined || !session.rooms.has(room)) {
+    refuse(session, ErrorCode.NOT_IN_ROOM, 'you are not in that room', ref);
+    return undefined;
+  }
+  return room;
 }
 
 /**
