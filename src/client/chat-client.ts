@@ -24,6 +24,7 @@ import type {
 } from '../protocol/messages.js';
 import { type Limits, pacerFor, parseLimits, type SendPacer } from '../protocol/pacing.js';
 import { encodeRequest } from '../protocol/request-codec.js';
+import { banList } from '../protocol/slash-commands.js';
 
 export type ChatErrorKind =
   | 'nickname-taken'
@@ -540,8 +541,11 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   /** Takes a connection that has just been welcomed ("03") as the current one. */
   private attach(socket: net.Socket, welcome: ParsedServerMessage): void {
     this.socket = socket;
-    this.serverAddress = welcome.serverAddress as [string, number];
-    this.userCount = welcome.userCount as number;
+    // Unchecked, a hostile server's "03" without serverAddress ended `confab chat` as it
+    // printed its welcome (and left it running); shown as text, as every other value is.
+    const address = Array.isArray(welcome.serverAddress) ? welcome.serverAddress : [];
+    this.serverAddress = [asString(address[0] ?? ''), asNumber(address[1])];
+    this.userCount = asNumber(welcome.userCount);
     this.caps = Array.isArray(welcome.caps) ? (welcome.caps as Capability[]) : [];
     this.paced = !Array.isArray(welcome.caps);
     this.limits = this.paced ? undefined : parseLimits(welcome.limits);
@@ -772,15 +776,15 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     const request: Request = { cmd: Cmd.BAN, mask };
     if (seconds !== undefined) request.seconds = seconds;
     if (reason) request.reason = reason;
-    return (await this.call(request)).bans as BanEntry[];
+    return banList((await this.call(request)).bans);
   }
 
   async unban(mask: string): Promise<BanEntry[]> {
-    return (await this.call({ cmd: Cmd.UNBAN, mask })).bans as BanEntry[];
+    return banList((await this.call({ cmd: Cmd.UNBAN, mask })).bans);
   }
 
   async bans(): Promise<BanEntry[]> {
-    return (await this.call({ cmd: Cmd.BANS })).bans as BanEntry[];
+    return banList((await this.call({ cmd: Cmd.BANS })).bans);
   }
 
   /**
@@ -1161,7 +1165,9 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   private joinedFrom(message: ParsedServerMessage, room: string): JoinedRoom {
     const joined: JoinedRoom = {
       room,
-      members: Array.isArray(message.members) ? message.members.map(String) : [],
+      // asString, not String: String({"toString": ""}) throws, and did so in the socket's
+      // data handler, an uncaught exception that ended the process.
+      members: Array.isArray(message.members) ? message.members.map((m) => asString(m)) : [],
       userCount: asNumber(message.userCount),
       history: [],
     };

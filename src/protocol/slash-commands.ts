@@ -1,3 +1,4 @@
+import { asNumber, asString } from './coerce.js';
 import type { BanEntry } from './messages.js';
 
 /**
@@ -207,6 +208,28 @@ export function timeLeft(ms: number): string {
 
 function formatCount(n: number, name: string): string {
   return `${n} ${name}${n === 1 ? '' : 's'}`;
+}
+
+/**
+ * A "98" ban list as the protocol shapes it, whatever a server sent: no list is an empty
+ * one, an entry that is no object is dropped, and each field is made text or a number. The
+ * clients read `bans.length` and each entry's fields, which threw for a hostile server's
+ * `{"cmd":"98"}` or `[null]` and ended `confab chat` with a stack trace.
+ */
+export function banList(value: unknown): BanEntry[] {
+  if (!Array.isArray(value)) return [];
+  return value.flatMap((entry: unknown): BanEntry[] => {
+    if (typeof entry !== 'object' || entry === null) return [];
+    const e = entry as Record<string, unknown>;
+    return [
+      {
+        mask: asString(e.mask),
+        by: asString(e.by),
+        reason: e.reason === undefined || e.reason === null ? '' : asString(e.reason),
+        expires: e.expires === null ? null : asNumber(e.expires),
+      },
+    ];
+  });
 }
 
 /** One ban of a "102" list in words, as both clients show it: "203.0.113.0/24 by teacher for 2 hours (spam)". */

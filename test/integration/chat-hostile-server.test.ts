@@ -1,0 +1,98 @@
+import { describe, expect, it } from 'vitest';
+import { ChatProcess } from '../helpers/chat-process.js';
+import { type ScriptedRequest, scriptedServer } from '../helpers/scripted-server.js';
+
+// `confab chat` against a server that sends what the protocol does not say: a user may point
+// it at any host, and the course's server relays whatever its users send. Values of the wrong
+// shape or type must be shown as text, never end the client with a stack trace or leave it
+// running after \exit. JSON can send an object whose conversion to text throws
+// ({"toString": ""}): String() of it throws a TypeError.
+const POISON = { toString: '' };
+const ALL_CAPS = ['errors', 'renames', 'whispers', 'moderation', 'rooms', 'history'];
+
+/** A server that sends `welcome` for "03", then `after`, and answers RTT, EXIT and `replies`. */
+function hostile(
+  welcome: object,
+  after: object[] = [],
+  replies: Record<string, (request: ScriptedRequest) => object> = {},
+) {
+  return scriptedServer((request, send, socket) => {
+    if (request.cmd === '0') {
+      send(welcome);
+      for (const value of after) send(value);
+    } else if (replies[request.cmd] !== undefined) send(replies[request.cmd]!(request));
+    else if (request.cmd === '6') send({ cmd: '60', beginTime: request.beginTime });
+    else if (request.cmd === '3') socket.end();
+  });
+}
+
+/** Joins, types `lines`, waits for `expected` after them, then leaves: status 0, no stack. */
+async function survives(
+  srv: Awaited<ReturnType<typeof hostile>>,
+  lines: string[],
+  expected: string,
+): Promise<string> {
+  const ann = ChatProcess.start(['ann', '--port', String(srv.port), '--no-reconnect'], {
+    NO_COLOR: '1',
+  });
+  try {
+    await ann.waitFor('Type \\help for commands.');
+    for (const line of lines) ann.type(line);
+    // A chat the server sends back once the lines were handled: the client still reads.
+    await ann.waitFor(expected);
+    ann.type('\\exit');
+    expect(await ann.exited).toBe(0);
+    expect(ann.output).not.toMatch(/TypeError|\n\s+at /);
+    return ann.output;
+  } finally {
+    await ann.stop();
+    await srv.close();
+  }
+}
+
+describe('confab chat against a hostile server', () => {
+  it('joins when "03" has no serverAddress or userCount', { timeout: 20_000 }, async () => {
+    // The welcome line read serverAddress[0] of undefined: a stack trace, and the process
+    // stayed connected and running, deaf to \exit, until killed.
+    const srv = await hostile({ cmd: '03' }, [{ cmd: '70', from: 'bob', msg: 'still here' }]);
+    const output = await survives(srv, [], 'bob: still here');
+    expect(output).toContain('Connected to ');
+  });
+
+  it('joins when serverAddress is null or an object', { timeout: 20_000 }, async () => {
+    const srv = await hostile({ cmd: '03', serverAddress: null, userCount: POISON }, [
+      { cmd: '70', from: 'bob', msg: 'still here' },
+    ]);
+    await survives(srv, [], 'bob: still here');
+  });
+
+  it('shows a "101" whose member cannot be made text', { timeout: 20_000 }, async () => {
+    // The client library's String() on each member threw inside the socket's data handler:
+    // an uncaught exception that ended the process.
+    const srv = await hostile({ cmd: '03', serverAddress: ['127.0.0.1', 1], caps: ALL_CAPS }, [
+      { cmd: '101', room: 'lobby', members: [POISON, 'bob'], userCount: 2 },
+      { cmd: '70', from: 'bob', msg: 'still here' },
+    ]);
+    await survives(srv, [], 'bob: still here');
+  });
+
+  it.each([
+    ['no list', { cmd: '98' }],
+    ['a list that is text', { cmd: '98', bans: 'all of them' }],
+    [
+      'entries of every wrong kind',
+      {
+        cmd: '98',
+        bans: [null, 7, 'x', { mask: POISON, by: ['x'], reason: POISON, expires: 'soon' }],
+      },
+    ],
+  ])('shows a ban list with %s', { timeout: 20_000 }, async (_, reply) => {
+    // banListLines read .length of undefined, describeBan .expires of null: the rejection
+    // of the line's handler ended the process with a stack trace.
+    const srv = await hostile({ cmd: '03', serverAddress: ['127.0.0.1', 1], caps: ALL_CAPS }, [], {
+      '97': () => reply,
+      '7': () => ({ cmd: '70', from: 'bob', msg: 'after the list' }),
+    });
+    await survives(srv, ['\\bans', 'hello'], 'bob: after the list');
+  });
+});
