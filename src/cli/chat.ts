@@ -54,6 +54,13 @@ const LEAVE_DEADLINE_MS = 800;
  * call stays pending) held every later line, chats included, until \exit.
  */
 const REPLY_DEADLINE_MS = 10_000;
+/**
+ * Output held for a stdout that does not keep up (a pipe read slowly, or not at all) before
+ * the client stops reading from the server until it drains. Writes to a pipe queue in memory:
+ * a server flooding lines made the client hold all of them, without bound (300,000 chats:
+ * 188 MB). A terminal is written synchronously and never holds any.
+ */
+const OUTPUT_BACKLOG_BYTES = 1024 * 1024;
 
 function connectFailure(err: unknown, nickname: string, where: string): string {
   if (!(err instanceof ChatClientError)) return `Could not connect to ${where}: ${String(err)}`;
@@ -184,6 +191,18 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     prompt: promptFor(),
   });
 
+  let outputHeld = false;
+  /** Stops reading from the server while stdout is OUTPUT_BACKLOG_BYTES behind. */
+  const holdIfBehind = () => {
+    if (outputHeld || io.stdout.writableLength < OUTPUT_BACKLOG_BYTES) return;
+    outputHeld = true;
+    client.pauseReading();
+    io.stdout.once('drain', () => {
+      outputHeld = false;
+      client.resumeReading();
+    });
+  };
+
   /** Prints above the input line, then redraws the prompt and whatever was typed. */
   const say = (text: string) => {
     // On a terminal the client breaks its own rows (src/cli/wrap.ts), also when its input
@@ -197,6 +216,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     } else {
       io.stdout.write(`${shown}\n`);
     }
+    holdIfBehind();
   };
 
   client.on('chat', (m) =>

@@ -485,6 +485,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   private paceGap = PACE_GAP_MIN_MS;
   /** Frames that arrived before the caller could attach listeners. */
   private early: Uint8Array[] | undefined = [];
+  /** pauseReading() was called, and resumeReading() not since: holds on a new connection too. */
+  private readingPaused = false;
 
   /** Rooms this client is in, as the server shows their names. */
   private readonly joined = new Set<string>([LOBBY]);
@@ -558,6 +560,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     this.rejoined.clear();
     this.resumeWasTaken = welcome.resumed === true;
     this.welcomeRooms = this.caps.includes('history');
+    if (this.readingPaused) socket.pause();
     socket.on('close', () => {
       if (this.early !== undefined) this.flushEarly();
       this.onSocketClose(socket);
@@ -832,6 +835,10 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         // Nothing to say goodbye on, or a session half taken back: just go.
         if (socket === undefined) this.finish(undefined);
         else socket.destroy();
+      } else if (this.readingPaused) {
+        // The server's close cannot be seen without reading, and what it still sends would
+        // not be read: EXIT goes out, then the connection closes once it is written.
+        socket.end(encodeRequest({ cmd: Cmd.EXIT }), () => socket.destroy());
       } else if (this.paced) {
         this.enqueue({ request: { cmd: Cmd.EXIT } });
       } else {
@@ -860,6 +867,23 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   /** Requests queued and not yet sent. */
   get waiting(): number {
     return this.outbox.length;
+  }
+
+  /**
+   * Stops reading from the server until resumeReading(): for a caller that cannot pass on
+   * what arrives as fast as it comes (`confab chat` writing to a pipe nobody reads). The
+   * server's writes then wait (TCP), and confab cuts such a client off as a slow consumer
+   * if it lasts, instead of the caller holding, without bound, what it has not passed on.
+   * Replies wait too; exit() still leaves at once.
+   */
+  pauseReading(): void {
+    this.readingPaused = true;
+    this.socket?.pause();
+  }
+
+  resumeReading(): void {
+    this.readingPaused = false;
+    this.socket?.resume();
   }
 
   /** Drops the connection without saying goodbye (and without reconnecting). */
