@@ -543,11 +543,13 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   /** Takes a connection that has just been welcomed ("03") as the current one. */
   private attach(socket: net.Socket, welcome: ParsedServerMessage): void {
     this.socket = socket;
-    // Unchecked, a hostile server's "03" without serverAddress ended `confab chat` as it
-    // printed its welcome (and left it running); shown as text, as every other value is.
-    const address = Array.isArray(welcome.serverAddress) ? welcome.serverAddress : [];
-    this.serverAddress = [asString(address[0] ?? ''), asNumber(address[1])];
-    this.userCount = asNumber(welcome.userCount);
+    // Its parts are shown as text, whatever they are; a hostile server's "03" without the
+    // array ended `confab chat` as it printed its welcome (and left it running): the
+    // address dialed stands in for it.
+    this.serverAddress = Array.isArray(welcome.serverAddress)
+      ? (welcome.serverAddress as [string, number])
+      : [this.endpoint.host, this.endpoint.port];
+    this.userCount = welcome.userCount as number;
     this.caps = Array.isArray(welcome.caps) ? (welcome.caps as Capability[]) : [];
     this.paced = !Array.isArray(welcome.caps);
     this.limits = this.paced ? undefined : parseLimits(welcome.limits);
