@@ -252,6 +252,8 @@ interface Replay {
   top: number;
   origin: 'join' | 'connect' | 'resume';
   done: (joined: JoinedRoom) => void;
+  /** Characters of text in `joined.history`, against REPLAY_HELD_CHARS. */
+  heldChars: number;
 }
 
 const DEFAULT_MAX_FRAME = 1024 * 1024;
@@ -279,6 +281,15 @@ const PACE_UNANSWERED_MS = 10_000;
  * a client into 20 (--max-rooms-per-client), or as many as that is set to.
  */
 const ROOMS_MAX = 1_000;
+/**
+ * History held for a "101" until it is complete, at most: past either bound the replay ends
+ * and what follows is live chat. confab sends at most 1,000 messages for one "101"
+ * (--history-on-join's most; a recovery's MAX_REPLAY), 4 MB of text at the default
+ * --max-message. A hostile server claiming a `top` it never reached, and never answering the
+ * RTT that ends a replay, was held without bound: 400,000 chats ran a 48 MB heap out.
+ */
+const REPLAY_HELD_MAX = 4_096;
+const REPLAY_HELD_CHARS = 16 * 1024 * 1024;
 const utf8 = new TextDecoder();
 /** What the client asks for unless told: every extension but history, which changes what join() and chat() carry. */
 const DEFAULT_CAPS = CAPABILITIES.filter((c) => c !== 'history');
@@ -1233,7 +1244,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       // client must not keep asking from beyond the server's top).
       track.id = 0;
     }
-    this.replays.set(room, { joined, top, origin, done });
+    this.replays.set(room, { joined, top, origin, done, heldChars: 0 });
   }
 
   /** The history of a "101" is complete: its position reaches `top`, and waiters hear of it. */
@@ -1290,8 +1301,14 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         if (!this.ownUnacked(event)) this.emit('chat', event);
       } else {
         replay.joined.history.push(event);
+        replay.heldChars += event.msg.length + event.from.length;
       }
-      if (id >= replay.top) this.endReplay(room);
+      if (
+        id >= replay.top ||
+        replay.joined.history.length >= REPLAY_HELD_MAX ||
+        replay.heldChars >= REPLAY_HELD_CHARS
+      )
+        this.endReplay(room);
       return;
     }
     // Live traffic comes after the history: whatever was replayed is complete.

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { ChatClient } from '../../src/client/chat-client.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { type ScriptedRequest, scriptedServer } from '../helpers/scripted-server.js';
 
@@ -94,5 +95,37 @@ describe('confab chat against a hostile server', () => {
       '7': () => ({ cmd: '70', from: 'bob', msg: 'after the list' }),
     });
     await survives(srv, ['\\bans', 'hello'], 'bob: after the list');
+  });
+});
+
+describe('the client library against a hostile server', () => {
+  it('holds a bounded history for a "101" whose top never comes', { timeout: 20_000 }, async () => {
+    // The history after a "101" is held until its `top` or the answer to an RTT sent after the
+    // join. A server claiming a top it never reaches, and not answering RTT, made the client
+    // hold every chat it sent for good: 400,000 ran a 48 MB heap out. confab sends at most
+    // 1,000 for one "101"; past 4,096 the replay ends, and what follows is live chat.
+    const srv = await scriptedServer((request, send) => {
+      if (request.cmd !== '0') return; // RTT unanswered
+      send({ cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1, caps: ALL_CAPS });
+      send({ cmd: '101', room: 'lobby', members: ['ann'], userCount: 1, epoch: 'e', top: 1e300 });
+      for (let id = 1; id <= 5000; id++)
+        send({ cmd: '70', from: 'bob', msg: `old ${id}`, room: 'lobby', id, at: 1 });
+    });
+    const client = await ChatClient.connect({ port: srv.port, nickname: 'ann', history: true });
+    try {
+      const held = new Promise<number>((resolve) =>
+        client.once('room', (r) => resolve(r.history.length)),
+      );
+      const live = new Promise<string>((resolve) =>
+        client.on('chat', (m) => {
+          if (m.msg === 'old 5000') resolve(m.msg);
+        }),
+      );
+      expect(await held).toBe(4096);
+      expect(await live).toBe('old 5000');
+    } finally {
+      client.destroy();
+      await srv.close();
+    }
   });
 });
