@@ -173,7 +173,11 @@ export class Connection {
           this.attempt = 0;
           const rejoined = this.everJoined;
           this.everJoined = true;
-          this.caps = new Set(Array.isArray(message.caps) ? message.caps.map(String) : []);
+          // asString, not String: String({"toString": ""}) throws, which stopped here with
+          // the page left on "Connecting…" for good, and the socket open.
+          this.caps = new Set(
+            Array.isArray(message.caps) ? message.caps.map((c) => asString(c)) : [],
+          );
           const resumed = this.history && message.resumed === true;
           if (this.history) {
             this.resume.token = typeof message.resume === 'string' ? message.resume : undefined;

@@ -1,7 +1,12 @@
 import { Cmd, LOBBY } from '../../src/protocol/codes.js';
+// What a server sends is shown with asString and asNumber, never String() or Number(): those
+// throw for an object whose toString and valueOf are not functions ({"toString": ""}), which
+// ended the handling of that message (and of \users, \bans, \rooms: their entries too).
+import { asNumber, asString } from '../../src/protocol/coerce.js';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import type { BanEntry, HistoryEntry, Request, RoomEntry } from '../../src/protocol/messages.js';
+import type { HistoryEntry, Request, RoomEntry } from '../../src/protocol/messages.js';
 import {
+  banList,
   describeBan,
   describeModeration,
   HELP,
@@ -445,6 +450,16 @@ function renderMembers(): void {
   countSmall.textContent = String(members.length);
 }
 
+/**
+ * The nicknames of a "10" list ([[nickname, ip, port], ...]), whatever a server sent: no list
+ * is none, and each name is shown as text. Read as sent, a list of another shape threw: the
+ * page then kept its old member list marked offline, and \users said nothing.
+ */
+function memberNames(users: unknown): string[] {
+  if (!Array.isArray(users)) return [];
+  return users.map((entry: unknown) => asString(Array.isArray(entry) ? entry[0] : entry));
+}
+
 function setMembers(view: RoomView, names: string[]): void {
   view.members.splice(0, view.members.length, ...names);
   if (view === selected) renderMembers();
@@ -558,19 +573,11 @@ const connection = new Connection(wsUrl, {
     input.focus();
     try {
       if (!resumed) {
-        const users = (await connection.call({ cmd: Cmd.USERS }, true)).users as [
-          string,
-          string,
-          number,
-        ][];
-        setMembers(
-          lobby,
-          users.map(([n]) => n),
-        );
+        setMembers(lobby, memberNames((await connection.call({ cmd: Cmd.USERS }, true)).users));
       }
       setStale(false);
       const version = await connection.call({ cmd: Cmd.VERSION }, true);
-      versionBox.textContent = `server v${String(version.serverVersion)}`;
+      versionBox.textContent = `server v${asString(version.serverVersion)}`;
       await measureRtt(false);
     } catch {
       // The connection dropped while loading; reconnecting will try again.
@@ -659,10 +666,10 @@ function onGap(m: ParsedServerMessage): void {
 
 /** A "101": the room is joined (again); its history follows. */
 function onRoomJoined(m: ParsedServerMessage): void {
-  const room = String(m.room);
+  const room = asString(m.room);
   const existing = views.get(room);
   const view = existing ?? makeView(room);
-  setMembers(view, Array.isArray(m.members) ? m.members.map(String) : []);
+  setMembers(view, Array.isArray(m.members) ? m.members.map((n) => asString(n)) : []);
   const epoch = typeof m.epoch === 'string' ? m.epoch : undefined;
   if (epoch !== view.epoch) {
     view.epoch = epoch;
@@ -673,7 +680,7 @@ function onRoomJoined(m: ParsedServerMessage): void {
   view.replayIsNew = m.recovered === true;
   if (m.recovered === false) gapMarker(view, m.reason);
   if (existing === undefined && view !== lobby) {
-    notice(`You joined #${room} (${Number(m.userCount)} here).`, view);
+    notice(`You joined #${room} (${asNumber(m.userCount)} here).`, view);
   }
   // The history that follows may not fill the view, leaving nothing to scroll:
   // then ask for more once it has arrived.
@@ -683,12 +690,12 @@ function onRoomJoined(m: ParsedServerMessage): void {
 function onMessage(m: ParsedServerMessage): void {
   switch (m.cmd) {
     case Cmd.CHAT_RESPONSE: {
-      const from = String(m.from);
+      const from = asString(m.from);
       if (m.whisper === true) {
         const tag = document.createElement('span');
         tag.className = 'tag';
         tag.textContent = 'whisper';
-        append(selected, line('whisper', [tag, nickSpan(from), ...richText(String(m.msg))]));
+        append(selected, line('whisper', [tag, nickSpan(from), ...richText(asString(m.msg))]));
         countUnread(selected);
         return;
       }
@@ -697,11 +704,11 @@ function onMessage(m: ParsedServerMessage): void {
       if (typeof m.id === 'number' && view.epoch !== undefined) {
         const history = m.id <= view.top;
         const at = typeof m.at === 'number' ? m.at : undefined;
-        const added = showStored(view, view.epoch, { id: m.id, at, from, msg: String(m.msg) });
+        const added = showStored(view, view.epoch, { id: m.id, at, from, msg: asString(m.msg) });
         if (added && (!history || view.replayIsNew)) countUnread(view);
         return;
       }
-      append(view, chatLine(from, String(m.msg)));
+      append(view, chatLine(from, asString(m.msg)));
       countUnread(view);
       return;
     }
@@ -735,26 +742,26 @@ function onMessage(m: ParsedServerMessage): void {
       onRoomJoined(m);
       return;
     case Cmd.PART_ROOM_SUCCESS: {
-      const view = findView(String(m.room));
+      const view = findView(asString(m.room));
       if (view !== undefined) removeView(view);
-      notice(`You left #${String(m.room)}.`);
+      notice(`You left #${asString(m.room)}.`);
       return;
     }
     case Cmd.NEW_USER_ENTERS: {
       const view = viewFor(m.room);
       if (view === undefined) return;
-      const who = String(m.nickname);
+      const who = asString(m.nickname);
       if (!view.members.includes(who)) view.members.push(who);
       if (view === selected) renderMembers();
-      notice(`${who} joined (${Number(m.userCount)} users)`, view);
+      notice(`${who} joined (${asNumber(m.userCount)} users)`, view);
       return;
     }
     case Cmd.EXIT_BROADCAST: {
       const view = viewFor(m.room);
       if (view === undefined) return;
-      removeMember(view, String(m.nickname));
+      removeMember(view, asString(m.nickname));
       notice(
-        `${String(m.nickname)} left (${Number(m.userCount)} ${Number(m.userCount) === 1 ? 'user' : 'users'})`,
+        `${asString(m.nickname)} left (${asNumber(m.userCount)} ${asNumber(m.userCount) === 1 ? 'user' : 'users'})`,
         view,
       );
       return;
@@ -762,23 +769,23 @@ function onMessage(m: ParsedServerMessage): void {
     case Cmd.USER_RENAMED: {
       const view = viewFor(m.room);
       if (view === undefined) return;
-      renameMember(view, String(m.oldNickname), String(m.newNickname));
-      notice(`${String(m.oldNickname)} is now known as ${String(m.newNickname)}`, view);
+      renameMember(view, asString(m.oldNickname), asString(m.newNickname));
+      notice(`${asString(m.oldNickname)} is now known as ${asString(m.newNickname)}`, view);
       return;
     }
     case Cmd.MODERATION_NOTICE:
       notice(
         describeModeration({
-          action: String(m.action),
-          nickname: String(m.nickname),
-          by: String(m.by),
-          reason: String(m.reason ?? ''),
+          action: asString(m.action),
+          nickname: asString(m.nickname),
+          by: asString(m.by),
+          reason: asString(m.reason ?? ''),
           ...(typeof m.seconds === 'number' ? { seconds: m.seconds } : {}),
         }),
       );
       return;
     case Cmd.ERROR:
-      error(String(m.message));
+      error(asString(m.message));
       return;
   }
 }
@@ -818,7 +825,7 @@ function loadOlder(view: RoomView): void {
 
 /** A "107": older messages go on top, and what the reader was looking at stays put. */
 function onHistory(m: ParsedServerMessage): void {
-  const view = findView(String(m.room));
+  const view = findView(asString(m.room));
   if (view === undefined) return;
   view.loading = false;
   const epoch = view.epoch;
@@ -836,7 +843,7 @@ function onHistory(m: ParsedServerMessage): void {
     const key = `${epoch} ${entry.id}`;
     if (view.shown.has(key)) continue;
     view.shown.add(key);
-    const li = chatLine(String(entry.from), String(entry.msg), entry.at);
+    const li = chatLine(asString(entry.from), asString(entry.msg), entry.at);
     li.dataset.epoch = epoch;
     li.dataset.id = String(entry.id);
     list.insertBefore(li, anchor);
@@ -848,7 +855,8 @@ function onHistory(m: ParsedServerMessage): void {
 }
 
 function showBans(bans: unknown): void {
-  const list = Array.isArray(bans) ? (bans as BanEntry[]) : [];
+  // Entries of the wrong kind threw in describeBan, and the command showed nothing.
+  const list = banList(bans);
   if (list.length === 0) {
     notice('No bans.');
     return;
@@ -861,7 +869,7 @@ function showBans(bans: unknown): void {
 async function measureRtt(announce: boolean): Promise<void> {
   const begin = performance.timeOrigin + performance.now();
   const reply = await connection.call({ cmd: Cmd.RTT, beginTime: begin }, !announce);
-  const ms = performance.timeOrigin + performance.now() - Number(reply.beginTime);
+  const ms = performance.timeOrigin + performance.now() - asNumber(reply.beginTime);
   rttBox.textContent = `RTT ${ms.toFixed(1)} ms`;
   if (announce) notice(`RTT: ${ms.toFixed(3)} ms`);
 }
@@ -879,7 +887,7 @@ async function joinRoom(name: string): Promise<void> {
     return;
   }
   const reply = await connection.call({ cmd: Cmd.JOIN_ROOM, room: name });
-  const view = findView(String(reply.room));
+  const view = findView(asString(reply.room));
   if (view !== undefined) select(view);
 }
 
@@ -934,7 +942,7 @@ async function submit(text: string): Promise<void> {
           error(`The nickname “${command.nickname}” is taken.`);
           return;
         }
-        connection.nickname = String(reply.newNickname);
+        connection.nickname = asString(reply.newNickname);
         for (const view of views.values()) renameMember(view, old, connection.nickname);
         connection.saveSession();
         notice(`You are now known as ${connection.nickname}.`);
@@ -943,12 +951,9 @@ async function submit(text: string): Promise<void> {
       case 'users': {
         const request: Request =
           selected === lobby ? { cmd: Cmd.USERS } : { cmd: Cmd.USERS, room: selected.name };
-        const users = (await connection.call(request)).users as [string, string, number][];
-        setMembers(
-          selected,
-          users.map(([n]) => n),
-        );
-        notice(`${users.length} in the room: ${users.map(([n]) => n).join(', ')}`);
+        const names = memberNames((await connection.call(request)).users);
+        setMembers(selected, names);
+        notice(`${names.length} in the room: ${names.join(', ')}`);
         return;
       }
       case 'rtt':
@@ -956,7 +961,7 @@ async function submit(text: string): Promise<void> {
         return;
       case 'version': {
         const reply = await connection.call({ cmd: Cmd.VERSION });
-        notice(`Server version ${String(reply.serverVersion)}, web client confab`);
+        notice(`Server version ${asString(reply.serverVersion)}, web client confab`);
         return;
       }
       case 'help': {
@@ -971,7 +976,7 @@ async function submit(text: string): Promise<void> {
           name: command.name,
           password: command.password,
         });
-        notice(`You are now operator ${String(reply.name)}.`);
+        notice(`You are now operator ${asString(reply.name)}.`);
         return;
       }
       case 'kick':
@@ -1013,10 +1018,17 @@ async function submit(text: string): Promise<void> {
         return;
       }
       case 'rooms': {
-        const rooms = ((await connection.call({ cmd: Cmd.ROOMS })).rooms ?? []) as RoomEntry[];
+        const reply = (await connection.call({ cmd: Cmd.ROOMS })).rooms;
+        // Whatever a server sent: entries of the wrong kind threw, and \\rooms showed nothing.
+        const rooms: unknown[] = Array.isArray(reply) ? reply : [];
         const pre = document.createElement('pre');
         pre.textContent = rooms
-          .map((r) => `${r.joined ? '*' : ' '} #${r.room} (${r.userCount})`)
+          .map((entry) => {
+            const r = (
+              typeof entry === 'object' && entry !== null ? entry : {}
+            ) as Partial<RoomEntry>;
+            return `${r.joined === true ? '*' : ' '} #${asString(r.room)} (${asString(r.userCount)})`;
+          })
           .join('\n');
         append(selected, line('notice', [pre]));
         return;
