@@ -34,6 +34,14 @@ const RATE_SHARE = 0.9;
 const BURST_SHARE = 0.9;
 
 /**
+ * The longest delay setTimeout keeps (2^31 - 1 ms, 24.8 days). A longer one fires at once
+ * (Node: after 1 ms, with a TimeoutOverflowWarning on stderr each time), so a server
+ * announcing a tiny rate (`1e-300`) had the queue's timer fire every millisecond and
+ * `confab chat` print the warning over and over.
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
  * A token bucket that answers "when may the next request go?" rather than
  * "may it go now?", so a queue can sleep exactly that long.
  */
@@ -65,12 +73,15 @@ export class SendPacer {
     this.tokens = Math.min(this.burst, this.tokens + (elapsed * this.rate) / 1000);
   }
 
-  /** Milliseconds until one request may be sent (0: now). */
+  /**
+   * Milliseconds until one request may be sent (0: now), at most MAX_TIMER_MS: a queue
+   * sleeping that long asks again when it wakes.
+   */
   delay(now: number): number {
     this.refill(now);
     if (this.tokens >= 1) return 0;
     // Rounded up, so that waking after this delay always finds a whole token.
-    return Math.ceil(((1 - this.tokens) * 1000) / this.rate);
+    return Math.min(MAX_TIMER_MS, Math.ceil(((1 - this.tokens) * 1000) / this.rate));
   }
 
   /** Records one request sent at `now`; call only when delay(now) is 0. */

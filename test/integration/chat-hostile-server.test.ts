@@ -98,6 +98,35 @@ describe('confab chat against a hostile server', () => {
   });
 });
 
+describe('confab chat against a hostile server that announces limits', () => {
+  it('queues lines under a rate too low for a timer, quietly', { timeout: 20_000 }, async () => {
+    // A wait over 2^31 - 1 ms made Node fire the queue's timer after 1 ms instead, with a
+    // TimeoutOverflowWarning on stderr each time: the terminal filled with warnings.
+    const srv = await hostile({
+      cmd: '03',
+      serverAddress: ['127.0.0.1', 1],
+      caps: ['errors'],
+      limits: { rate: 1e-300, burst: 0, maxMessage: 4096 },
+    });
+    const ann = ChatProcess.start(['ann', '--port', String(srv.port), '--no-reconnect'], {
+      NO_COLOR: '1',
+    });
+    try {
+      await ann.waitFor('Type \\help for commands.');
+      ann.type('one');
+      ann.type('two');
+      await ann.waitFor('line queued');
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+      expect(ann.output).not.toContain('Warning');
+      expect(srv.requests.map((r) => r.msg ?? r.cmd)).toEqual(['0', 'one', '3']);
+    } finally {
+      await ann.stop();
+      await srv.close();
+    }
+  });
+});
+
 describe('the client library against a hostile server', () => {
   it('holds a bounded history for a "101" whose top never comes', { timeout: 20_000 }, async () => {
     // The history after a "101" is held until its `top` or the answer to an RTT sent after the

@@ -188,3 +188,21 @@ describe('parseLimits', () => {
     );
   });
 });
+
+describe('SendPacer against a rate too low for a timer', () => {
+  it('never asks for a wait longer than setTimeout takes', () => {
+    // A server may announce any finite rate. A wait over 2^31 - 1 ms (24.8 days) is one a
+    // timer cannot hold: Node (and browsers) fire such a timer at once, Node with a
+    // TimeoutOverflowWarning on stderr, so the queue's timer fired every millisecond and
+    // `confab chat` printed the warning over and over.
+    fc.assert(
+      fc.property(fc.double({ min: 1e-300, max: 1e-6, noNaN: true }), fc.nat(3), (rate, burst) => {
+        const pacer = new SendPacer({ rate, burst }, 0);
+        for (let i = 0; i < burst + 2; i++) if (pacer.delay(0) === 0) pacer.take(0);
+        const wait = pacer.delay(0);
+        expect(wait).toBeGreaterThan(0);
+        expect(wait).toBeLessThanOrEqual(2 ** 31 - 1);
+      }),
+    );
+  });
+});
