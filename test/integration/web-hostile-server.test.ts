@@ -112,3 +112,55 @@ it('answers commands whose replies are of the wrong kind', async () => {
   expect(errors).toEqual([]);
   await page.close();
 }, 30_000);
+
+/** What the page's function below uses of the DOM (this project's types have no DOM). */
+declare const document: {
+  querySelectorAll(selector: string): Iterable<{ textContent: string | null; firstChild: unknown }>;
+  createTreeWalker(root: unknown, what: number): { nextNode(): { data: string } | null };
+  createRange(): {
+    setStart(node: unknown, at: number): void;
+    setEnd(node: unknown, at: number): void;
+    getBoundingClientRect(): { left: number };
+  };
+};
+
+it("keeps a nickname's bidirectional controls to the nickname", async () => {
+  // A nickname ending in U+202E (right-to-left override) showed the rest of its line reversed:
+  // the chat after it, and "is now known as ..." after a renamed one.
+  const { page, errors } = await hostilePage((request, send) => {
+    if (request.cmd !== '0') return false;
+    send({ cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1, caps: CAPS });
+    send({ cmd: '70', from: 'eve\u202e', msg: 'abcdef' });
+    send({ cmd: '91', oldNickname: 'mal\u202e', newNickname: 'bob' });
+    send({ cmd: '8', nickname: 'zed\u202e', userCount: 2 });
+    send({ cmd: '70', from: 'bob', msg: 'still here' });
+    return true;
+  });
+  await joinAs(page, 'ann');
+  await page.locator('#messages li', { hasText: 'still here' }).waitFor();
+  // Whether each text reads left to right on the page: its first letter left of its last.
+  const order = await page.evaluate(
+    (texts: string[]) => {
+      const leftOf = (node: unknown, at: number) => {
+        const range = document.createRange();
+        range.setStart(node, at);
+        range.setEnd(node, at + 1);
+        return range.getBoundingClientRect().left;
+      };
+      return texts.map((text) => {
+        for (const li of document.querySelectorAll('#messages li')) {
+          const walker = document.createTreeWalker(li, 4); // NodeFilter.SHOW_TEXT
+          for (let node = walker.nextNode(); node !== null; node = walker.nextNode()) {
+            const at = node.data.indexOf(text);
+            if (at >= 0) return leftOf(node, at) < leftOf(node, at + text.length - 1);
+          }
+        }
+        return undefined;
+      });
+    },
+    ['abcdef', ' is now known as', ' joined'],
+  );
+  expect(order).toEqual([true, true, true]);
+  expect(errors).toEqual([]);
+  await page.close();
+}, 30_000);

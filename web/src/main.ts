@@ -395,7 +395,20 @@ function placeStored(view: RoomView, li: HTMLLIElement, epoch: string, id: numbe
   view.chars += li.textContent?.length ?? 0;
 }
 
-const notice = (text: string, view = selected) => append(view, line('notice', [text]));
+const notice = (text: string | (Node | string)[], view = selected) =>
+  append(view, line('notice', typeof text === 'string' ? [text] : text));
+
+/**
+ * A name a server sent, inside a line of the page's own words: in a <bdi>, so bidirectional
+ * controls in it (a course server relays any nickname) end with it. Written into the text,
+ * a nickname ending in U+202E (right-to-left override) showed the rest of the line reversed:
+ * "mal<U+202E> is now known as bob" could be made to read as another rename.
+ */
+function named(name: string): HTMLElement {
+  const bdi = document.createElement('bdi');
+  bdi.textContent = name;
+  return bdi;
+}
 const error = (text: string, view = selected) => append(view, line('error', [text]));
 
 function chatLine(from: string, msg: string, at?: number): HTMLLIElement {
@@ -753,7 +766,7 @@ function onMessage(m: ParsedServerMessage): void {
       const who = asString(m.nickname);
       if (!view.members.includes(who)) view.members.push(who);
       if (view === selected) renderMembers();
-      notice(`${who} joined (${asNumber(m.userCount)} users)`, view);
+      notice([named(who), ` joined (${asNumber(m.userCount)} users)`], view);
       return;
     }
     case Cmd.EXIT_BROADCAST: {
@@ -761,7 +774,10 @@ function onMessage(m: ParsedServerMessage): void {
       if (view === undefined) return;
       removeMember(view, asString(m.nickname));
       notice(
-        `${asString(m.nickname)} left (${asNumber(m.userCount)} ${asNumber(m.userCount) === 1 ? 'user' : 'users'})`,
+        [
+          named(asString(m.nickname)),
+          ` left (${asNumber(m.userCount)} ${asNumber(m.userCount) === 1 ? 'user' : 'users'})`,
+        ],
         view,
       );
       return;
@@ -770,7 +786,10 @@ function onMessage(m: ParsedServerMessage): void {
       const view = viewFor(m.room);
       if (view === undefined) return;
       renameMember(view, asString(m.oldNickname), asString(m.newNickname));
-      notice(`${asString(m.oldNickname)} is now known as ${asString(m.newNickname)}`, view);
+      notice(
+        [named(asString(m.oldNickname)), ' is now known as ', named(asString(m.newNickname))],
+        view,
+      );
       return;
     }
     case Cmd.MODERATION_NOTICE:
