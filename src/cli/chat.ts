@@ -61,6 +61,8 @@ const REPLY_DEADLINE_MS = 10_000;
  * 188 MB). A terminal is written synchronously and never holds any.
  */
 const OUTPUT_BACKLOG_BYTES = 1024 * 1024;
+/** Lines shown before the client lets its input be read again (see holdIfBehind). */
+const LINES_PER_TURN = 200;
 
 function connectFailure(err: unknown, nickname: string, where: string): string {
   if (!(err instanceof ChatClientError)) return `Could not connect to ${where}: ${String(err)}`;
@@ -191,9 +193,24 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     prompt: promptFor(),
   });
 
+  let inputClosed = false;
+  rl.once('close', () => {
+    inputClosed = true;
+  });
   let outputHeld = false;
+  let saidThisTurn = 0;
   /** Stops reading from the server while stdout is OUTPUT_BACKLOG_BYTES behind. */
   const holdIfBehind = () => {
+    if (++saidThisTurn === LINES_PER_TURN) {
+      // Each read of the socket took a whole burst of lines, written to a terminal one by
+      // one: a flood kept the event loop so busy that Ctrl+D was seen seconds late. Reading
+      // waits for the next turn, after the input has been read.
+      client.pauseReading();
+      setImmediate(() => {
+        saidThisTurn = 0;
+        if (!outputHeld) client.resumeReading();
+      });
+    }
     if (outputHeld || io.stdout.writableLength < OUTPUT_BACKLOG_BYTES) return;
     outputHeld = true;
     client.pauseReading();
@@ -212,7 +229,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       readline.clearLine(io.stdout, 0);
       readline.cursorTo(io.stdout, 0);
       io.stdout.write(`${shown}\n`);
-      rl.prompt(true);
+      // Not once closed: prompt() resumes the input, and a line shown after Ctrl+D (a server
+      // flooding lines) left stdin read for good, so the process never ended.
+      if (!inputClosed) rl.prompt(true);
     } else {
       io.stdout.write(`${shown}\n`);
     }
