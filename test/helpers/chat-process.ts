@@ -28,7 +28,7 @@ export class ChatProcess {
   }
 
   /** Waits until the output contains the text (or matches the pattern). */
-  async waitFor(pattern: string | RegExp, timeoutMs = 8000): Promise<void> {
+  async waitFor(pattern: string | RegExp, timeoutMs = 15_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     const found = () =>
       typeof pattern === 'string' ? this.output.includes(pattern) : pattern.test(this.output);

@@ -52,7 +52,7 @@ async function survives(
 }
 
 describe('confab chat against a hostile server', () => {
-  it('joins when "03" has no serverAddress or userCount', { timeout: 20_000 }, async () => {
+  it('joins when "03" has no serverAddress or userCount', { timeout: 40_000 }, async () => {
     // The welcome line read serverAddress[0] of undefined: a stack trace, and the process
     // stayed connected and running, deaf to \exit, until killed.
     const srv = await hostile({ cmd: '03' }, [{ cmd: '70', from: 'bob', msg: 'still here' }]);
@@ -60,14 +60,14 @@ describe('confab chat against a hostile server', () => {
     expect(output).toContain('Connected to ');
   });
 
-  it('joins when serverAddress is null or an object', { timeout: 20_000 }, async () => {
+  it('joins when serverAddress is null or an object', { timeout: 40_000 }, async () => {
     const srv = await hostile({ cmd: '03', serverAddress: null, userCount: POISON }, [
       { cmd: '70', from: 'bob', msg: 'still here' },
     ]);
     await survives(srv, [], 'bob: still here');
   });
 
-  it('shows a "101" whose member cannot be made text', { timeout: 20_000 }, async () => {
+  it('shows a "101" whose member cannot be made text', { timeout: 40_000 }, async () => {
     // The client library's String() on each member threw inside the socket's data handler:
     // an uncaught exception that ended the process.
     const srv = await hostile({ cmd: '03', serverAddress: ['127.0.0.1', 1], caps: ALL_CAPS }, [
@@ -87,7 +87,7 @@ describe('confab chat against a hostile server', () => {
         bans: [null, 7, 'x', { mask: POISON, by: ['x'], reason: POISON, expires: 'soon' }],
       },
     ],
-  ])('shows a ban list with %s', { timeout: 20_000 }, async (_, reply) => {
+  ])('shows a ban list with %s', { timeout: 40_000 }, async (_, reply) => {
     // banListLines read .length of undefined, describeBan .expires of null: the rejection
     // of the line's handler ended the process with a stack trace.
     const srv = await hostile({ cmd: '03', serverAddress: ['127.0.0.1', 1], caps: ALL_CAPS }, [], {
@@ -99,7 +99,7 @@ describe('confab chat against a hostile server', () => {
 });
 
 describe('confab chat against a hostile server that announces limits', () => {
-  it('queues lines under a rate too low for a timer, quietly', { timeout: 20_000 }, async () => {
+  it('queues lines under a rate too low for a timer, quietly', { timeout: 40_000 }, async () => {
     // A wait over 2^31 - 1 ms made Node fire the queue's timer after 1 ms instead, with a
     // TimeoutOverflowWarning on stderr each time: the terminal filled with warnings.
     const srv = await hostile({
@@ -128,7 +128,7 @@ describe('confab chat against a hostile server that announces limits', () => {
 });
 
 describe('the client library against a hostile server', () => {
-  it('holds a bounded history for a "101" whose top never comes', { timeout: 20_000 }, async () => {
+  it('holds a bounded history for a "101" whose top never comes', { timeout: 40_000 }, async () => {
     // The history after a "101" is held until its `top` or the answer to an RTT sent after the
     // join. A server claiming a top it never reaches, and not answering RTT, made the client
     // hold every chat it sent for good: 400,000 ran a 48 MB heap out. confab sends at most
