@@ -76,6 +76,35 @@ it('shows values of the wrong kind as text, and goes on', async () => {
   await page.close();
 }, 30_000);
 
+it('shows stored messages whose time or entry is of the wrong kind', async () => {
+  // A stored message's line shows the server's time: new Date(at).toISOString() threw a
+  // RangeError for a time out of a Date's range (1e300), and a "107" entry that is null or
+  // whose time cannot be made a number threw before it: the message was lost, and with it
+  // the rest of that page of history.
+  const { page, errors } = await hostilePage((request, send) => {
+    if (request.cmd !== '0') return false;
+    send({ cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1, caps: CAPS });
+    send({ cmd: '101', room: 'lobby', members: ['ann'], userCount: 1, epoch: 'e', top: 0 });
+    send({ cmd: '70', room: 'lobby', id: 1, at: 1e300, from: 'bob', msg: 'from far ahead' });
+    send({
+      cmd: '107',
+      room: 'lobby',
+      epoch: 'e',
+      messages: [null, { id: -2, at: POISON, from: 'bob', msg: 'at no time' }],
+      more: false,
+    });
+    send({ cmd: '70', from: 'bob', msg: 'still here' });
+    return true;
+  });
+  await joinAs(page, 'ann');
+  await page.locator('#messages li', { hasText: 'still here' }).waitFor();
+  expect(errors).toEqual([]);
+  for (const text of ['from far ahead', 'at no time']) {
+    await expect(page.locator('#messages li', { hasText: text }).count()).resolves.toBe(1);
+  }
+  await page.close();
+}, 30_000);
+
 it('answers commands whose replies are of the wrong kind', async () => {
   // Each threw inside the command, which the page swallowed: nothing was shown. At join, the
   // member list's USERS threw before the version and RTT were asked for, and the list stayed

@@ -244,10 +244,14 @@ function richText(text: string): (Node | string)[] {
   });
 }
 
-/** The time of a line: the server's for stored messages, else now. */
+/**
+ * The time of a line: the server's for stored messages, else now. Now also for a time no Date
+ * holds (a server's 1e300): toISOString() of it throws, and the message was lost.
+ */
 function stamp(at?: number): HTMLTimeElement {
   const t = document.createElement('time');
-  const when = at === undefined ? new Date() : new Date(at);
+  const given = at === undefined ? undefined : new Date(at);
+  const when = given === undefined || Number.isNaN(given.getTime()) ? new Date() : given;
   t.dateTime = when.toISOString();
   t.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   return t;
@@ -849,7 +853,7 @@ function onHistory(m: ParsedServerMessage): void {
   view.loading = false;
   const epoch = view.epoch;
   if (epoch === undefined || m.epoch !== epoch) return;
-  const entries = (Array.isArray(m.messages) ? m.messages : []) as HistoryEntry[];
+  const entries = (Array.isArray(m.messages) ? m.messages : []) as (Partial<HistoryEntry> | null)[];
   const list = view.list;
   const fromBottom = list.scrollHeight - list.scrollTop;
   // Oldest first in the reply: each goes before the oldest shown of this epoch,
@@ -858,11 +862,14 @@ function onHistory(m: ParsedServerMessage): void {
   while (anchor?.previousElementSibling?.classList.contains('notice') === true)
     anchor = anchor.previousElementSibling;
   for (const entry of entries) {
-    if (typeof entry.id !== 'number') continue;
+    // Whatever a server sent: an entry that is no object (null) threw, and so did a time that
+    // is no number (new Date of {"toString": ""}), losing the rest of the page.
+    if (typeof entry !== 'object' || entry === null || typeof entry.id !== 'number') continue;
     const key = `${epoch} ${entry.id}`;
     if (view.shown.has(key)) continue;
     view.shown.add(key);
-    const li = chatLine(asString(entry.from), asString(entry.msg), entry.at);
+    const at = typeof entry.at === 'number' ? entry.at : undefined;
+    const li = chatLine(asString(entry.from), asString(entry.msg), at);
     li.dataset.epoch = epoch;
     li.dataset.id = String(entry.id);
     list.insertBefore(li, anchor);
