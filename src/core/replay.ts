@@ -274,7 +274,7 @@ export class Replays {
     );
     // A page too large to write at once loses its oldest messages.
     const messages = newestPage(read);
-    // Nothing read, nothing older: a room never written may still have ids below its top.
+    // Nothing read, nothing older: below a room's base no id was used (RoomHistory.base).
     const more = messages.length > 0 && messages[0]!.id > info.oldest;
     // Paced: pages asked for back to back wait for the client to read the ones before.
     await session.sendPaced([
