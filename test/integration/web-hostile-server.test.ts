@@ -162,6 +162,7 @@ it("keeps a nickname's bidirectional controls to the nickname", async () => {
     send({ cmd: '70', from: 'eve\u202e', msg: 'abcdef' });
     send({ cmd: '91', oldNickname: 'mal\u202e', newNickname: 'bob' });
     send({ cmd: '8', nickname: 'zed\u202e', userCount: 2 });
+    send({ cmd: '99', action: 'kick', nickname: 'kim\u202e', by: 'op\u202e', reason: 'spam' });
     send({ cmd: '70', from: 'bob', msg: 'still here' });
     return true;
   });
@@ -187,9 +188,9 @@ it("keeps a nickname's bidirectional controls to the nickname", async () => {
         return undefined;
       });
     },
-    ['abcdef', ' is now known as', ' joined'],
+    ['abcdef', ' is now known as', ' joined', ' was kicked by', ' (spam)'],
   );
-  expect(order).toEqual([true, true, true]);
+  expect(order).toEqual([true, true, true, true, true]);
   expect(errors).toEqual([]);
   await page.close();
 }, 30_000);

@@ -413,6 +413,13 @@ function named(name: string): HTMLElement {
   bdi.textContent = name;
   return bdi;
 }
+/**
+ * A name inside a line of shared words built as text (describeModeration): between U+2068 and
+ * U+2069, the text's own <bdi>, for the same reason as named().
+ */
+function isolated(name: string): string {
+  return `\u2068${name}\u2069`;
+}
 const error = (text: string, view = selected) => append(view, line('error', [text]));
 
 function chatLine(from: string, msg: string, at?: number): HTMLLIElement {
@@ -800,8 +807,8 @@ function onMessage(m: ParsedServerMessage): void {
       notice(
         describeModeration({
           action: asString(m.action),
-          nickname: asString(m.nickname),
-          by: asString(m.by),
+          nickname: isolated(asString(m.nickname)),
+          by: isolated(asString(m.by)),
           reason: asString(m.reason ?? ''),
           ...(typeof m.seconds === 'number' ? { seconds: m.seconds } : {}),
         }),
