@@ -31,10 +31,13 @@ interface OptionSpec {
   check?: (value: string) => string | undefined;
 }
 
+/** The schemes with a meaning of their own in the URL standard, besides http: and https:. */
+const SPECIAL_SCHEMES = new Set(['ws:', 'wss:', 'ftp:', 'file:']);
+
 /**
  * Each entry of --allowed-origins is "*" or an origin exactly as a browser sends it in its
  * Origin header (scheme, host in lower case, port only when not the scheme's own, nothing
- * after): the server compares the header with each as text, so `https://Chat.example/` or
+ * after; another scheme's host as written): the server compares the header with each as text, so `https://Chat.example/` or
  * `https://chat.example:443` would silently never match.
  */
 function checkOrigins(list: string): string | undefined {
@@ -44,6 +47,12 @@ function checkOrigins(list: string): string | undefined {
     try {
       const url = new URL(entry);
       if (url.protocol === 'http:' || url.protocol === 'https:') origin = url.origin;
+      // Schemes the URL standard does not know have no origin by it, yet browsers send one
+      // for an extension's pages (chrome-extension://<id>) and app web views
+      // (capacitor://localhost): scheme and host as written, nothing after. ws:, wss:, ftp:
+      // and file: pages never send theirs.
+      else if (!SPECIAL_SCHEMES.has(url.protocol) && url.host !== '' && url.username === '')
+        origin = `${url.protocol}//${url.host}`;
     } catch {
       // Not a URL at all: said below.
     }

@@ -70,6 +70,10 @@ describe('loadConfig', () => {
   it('takes --allowed-origins only as origins a browser sends, and says how to write one', () => {
     const ok = '*, https://chat.example.com,http://127.0.0.1:8080 ,http://[::1]:3000';
     expect(loadConfig({ 'allowed-origins': ok }, {}).allowedOrigins).toBe(ok);
+    // Origins of other schemes, as browsers send them for an extension's pages or an app's
+    // web view (Capacitor, Tauri): compared as text like any other, and refused since 19c6727.
+    const apps = 'chrome-extension://abcdefgh,moz-extension://1234-ab,capacitor://localhost';
+    expect(loadConfig({ 'allowed-origins': apps }, {}).allowedOrigins).toBe(apps);
     expect(() => loadConfig({}, { CONFAB_ALLOWED_ORIGINS: 'https://a.example/' })).toThrow(
       'CONFAB_ALLOWED_ORIGINS: "https://a.example/" is not an origin as browsers send it;',
     );
@@ -80,6 +84,9 @@ describe('loadConfig', () => {
       ['https://a.example,chat.example.com', '"chat.example.com" is not an origin'],
       ['ftp://files.example', '"ftp://files.example" is not an origin'],
       ['not an origin', '"not an origin" is not an origin such as https://chat.example.com'],
+      ['chrome-extension://abcdefgh/', 'write "chrome-extension://abcdefgh"'],
+      ['file:///home/ann/chat.html', 'is not an origin such as https://chat.example.com'],
+      ['wss://chat.example.com', '"wss://chat.example.com" is not an origin such as'],
     ]) {
       expect(() => loadConfig({ 'allowed-origins': value! }, {}), value).toThrow(says!);
     }
