@@ -157,6 +157,16 @@ it("keeps a nickname's bidirectional controls to the nickname", async () => {
   // A nickname ending in U+202E (right-to-left override) showed the rest of its line reversed:
   // the chat after it, and "is now known as ..." after a renamed one.
   const { page, errors } = await hostilePage((request, send) => {
+    if (request.cmd === '1') {
+      send({
+        cmd: '10',
+        users: [
+          ['eve\u202e', '127.0.0.1', 1],
+          ['carlos', '127.0.0.1', 2],
+        ],
+      });
+      return true;
+    }
     if (request.cmd !== '0') return false;
     send({ cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1, caps: CAPS });
     send({ cmd: '70', from: 'eve\u202e', msg: 'abcdef' });
@@ -168,6 +178,10 @@ it("keeps a nickname's bidirectional controls to the nickname", async () => {
   });
   await joinAs(page, 'ann');
   await page.locator('#messages li', { hasText: 'still here' }).waitFor();
+  // \users lists the names after one another: each is isolated there too.
+  await page.fill('#input', '\\users');
+  await page.press('#input', 'Enter');
+  await page.locator('#messages li', { hasText: '2 in the room' }).waitFor();
   // Whether each text reads left to right on the page: its first letter left of its last.
   const order = await page.evaluate(
     (texts: string[]) => {
@@ -188,9 +202,9 @@ it("keeps a nickname's bidirectional controls to the nickname", async () => {
         return undefined;
       });
     },
-    ['abcdef', ' is now known as', ' joined', ' was kicked by', ' (spam)'],
+    ['abcdef', ' is now known as', ' joined', ' was kicked by', ' (spam)', 'carlos'],
   );
-  expect(order).toEqual([true, true, true, true, true]);
+  expect(order).toEqual([true, true, true, true, true, true]);
   expect(errors).toEqual([]);
   await page.close();
 }, 30_000);

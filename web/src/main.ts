@@ -986,7 +986,11 @@ async function submit(text: string): Promise<void> {
           selected === lobby ? { cmd: Cmd.USERS } : { cmd: Cmd.USERS, room: selected.name };
         const names = memberNames((await connection.call(request)).users);
         setMembers(selected, names);
-        notice(`${names.length} in the room: ${names.join(', ')}`);
+        // Each name isolated: one ending in U+202E showed the names after it reversed.
+        notice([
+          `${names.length} in the room: `,
+          ...names.flatMap((name, i) => (i === 0 ? [named(name)] : [', ', named(name)])),
+        ]);
         return;
       }
       case 'rtt':
