@@ -37,8 +37,9 @@ const SPECIAL_SCHEMES = new Set(['ws:', 'wss:', 'ftp:', 'file:']);
 /**
  * Each entry of --allowed-origins is "*" or an origin exactly as a browser sends it in its
  * Origin header (scheme, host in lower case, port only when not the scheme's own, nothing
- * after; another scheme's host as written): the server compares the header with each as text, so `https://Chat.example/` or
- * `https://chat.example:443` would silently never match.
+ * after; another scheme's host as written): the server compares the header with each as
+ * text, so `https://Chat.example/` or `https://chat.example:443` would silently never match.
+ * "null", which every sandboxed page sends, is refused: it would let in almost anyone.
  */
 function checkOrigins(list: string): string | undefined {
   for (const entry of list.split(',').map((o) => o.trim())) {
@@ -57,6 +58,7 @@ function checkOrigins(list: string): string | undefined {
       // Not a URL at all: said below.
     }
     if (origin === entry) continue;
+    if (entry === 'null') return '"null" is sent by any sandboxed page; write "*" to let any in';
     return origin === undefined
       ? `"${entry}" is not an origin such as https://chat.example.com`
       : `"${entry}" is not an origin as browsers send it; write "${origin}"`;

@@ -84,6 +84,7 @@ describe('loadConfig', () => {
       ['https://a.example,chat.example.com', '"chat.example.com" is not an origin'],
       ['ftp://files.example', '"ftp://files.example" is not an origin'],
       ['not an origin', '"not an origin" is not an origin such as https://chat.example.com'],
+      ['https://a.example,null', '"null" is sent by any sandboxed page; write "*" to let any in'],
       ['chrome-extension://abcdefgh/', 'write "chrome-extension://abcdefgh"'],
       ['file:///home/ann/chat.html', 'is not an origin such as https://chat.example.com'],
       ['wss://chat.example.com', '"wss://chat.example.com" is not an origin such as'],
