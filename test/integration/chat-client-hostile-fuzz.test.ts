@@ -1,7 +1,7 @@
-import net from 'node:net';
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
+import { scriptedServer } from '../helpers/scripted-server.js';
 
 // The client library against generated server messages: every code it knows and some it
 // does not, each field missing or of any JSON type, including objects whose conversion to
@@ -119,36 +119,25 @@ const message = fc
 it('survives any message a server sends', { timeout: 60_000 }, async () => {
   let script: string[] = [];
   let caps = true;
-  const srv = net.createServer((socket) => {
-    socket.on('error', () => {});
-    let buffered = '';
-    socket.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      const lines = buffered.split('\n');
-      buffered = lines.pop()!;
-      for (const line of lines) {
-        const request = JSON.parse(line) as { cmd: string; beginTime?: number };
-        if (request.cmd === '0') {
-          const welcome = { cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1 };
-          const granted = ['errors', 'renames', 'whispers', 'moderation', 'rooms', 'history'];
-          socket.write(`${JSON.stringify(caps ? { ...welcome, caps: granted } : welcome)}\n`);
-          // The script first: every reply below comes after it, and a call it answered
-          // leaves the reply below unclaimed.
-          for (const text of script) socket.write(`${text}\n`);
-        } else {
-          const reply = REPLIES[request.cmd];
-          if (reply !== undefined) socket.write(`${JSON.stringify(reply(request))}\n`);
-        }
-      }
-    });
+  const srv = await scriptedServer((request, send, socket) => {
+    if (request.cmd === '0') {
+      const welcome = { cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1 };
+      const granted = ['errors', 'renames', 'whispers', 'moderation', 'rooms', 'history'];
+      send(caps ? { ...welcome, caps: granted } : welcome);
+      // The script first: every reply below comes after it, and a call it answered
+      // leaves the reply below unclaimed.
+      for (const text of script) socket.write(`${text}\n`);
+    } else {
+      const reply = REPLIES[request.cmd];
+      if (reply !== undefined) send(reply(request));
+    }
   });
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
   // An exception thrown in the client's socket handlers reaches no caller: collected here
   // (it would otherwise end the process) and checked after every run.
   const uncaught: unknown[] = [];
   const collect = (error: unknown) => uncaught.push(error);
   process.on('uncaughtException', collect);
-  const port = (srv.address() as net.AddressInfo).port;
+  const port = srv.port;
   try {
     await fc.assert(
       fc.asyncProperty(
@@ -189,6 +178,6 @@ it('survives any message a server sends', { timeout: 60_000 }, async () => {
     );
   } finally {
     process.off('uncaughtException', collect);
-    await new Promise<void>((resolve) => srv.close(() => resolve()));
+    await srv.close();
   }
 });

@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import { expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { scriptedServer } from '../helpers/scripted-server.js';
@@ -20,41 +19,28 @@ it('stops reading from a flooding server while its output is not read', {
   let sent = 0;
   let lastProgress = Date.now();
   let done = false;
-  const srv = net.createServer((socket) => {
-    socket.on('error', () => {});
-    let buffered = '';
-    socket.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      const lines = buffered.split('\n');
-      buffered = lines.pop()!;
-      for (const line of lines) {
-        const request = JSON.parse(line) as { cmd: string };
-        if (request.cmd === '0') {
-          socket.write(
-            `${JSON.stringify({ cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1, caps: ['errors'] })}\n`,
-          );
-        } else if (request.cmd === '7') {
-          // The flood starts once the test has stopped reading the client's output.
-          const pump = () => {
-            while (sent < CHATS) {
-              const ok = socket.write(`{"cmd":"70","from":"bob","msg":"${sent} ${TEXT}"}\n`);
-              sent++;
-              lastProgress = Date.now();
-              if (!ok) {
-                socket.once('drain', pump);
-                return;
-              }
-            }
-            socket.write('{"cmd":"70","from":"bob","msg":"the end"}\n');
-            done = true;
-          };
-          pump();
-        } else if (request.cmd === '3') socket.end();
-      }
-    });
+  const srv = await scriptedServer((request, send, socket) => {
+    if (request.cmd === '0') {
+      send({ cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1, caps: ['errors'] });
+    } else if (request.cmd === '7') {
+      // The flood starts once the test has stopped reading the client's output.
+      const pump = () => {
+        while (sent < CHATS) {
+          const ok = socket.write(`{"cmd":"70","from":"bob","msg":"${sent} ${TEXT}"}\n`);
+          sent++;
+          lastProgress = Date.now();
+          if (!ok) {
+            socket.once('drain', pump);
+            return;
+          }
+        }
+        socket.write('{"cmd":"70","from":"bob","msg":"the end"}\n');
+        done = true;
+      };
+      pump();
+    } else if (request.cmd === '3') socket.end();
   });
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as net.AddressInfo).port;
+  const port = srv.port;
   // A small heap: a client that holds the flood in memory runs out of it and dies.
   const child = spawn(
     process.execPath,
@@ -113,7 +99,7 @@ it('stops reading from a flooding server while its output is not read', {
     expect(errors).toBe('');
   } finally {
     await stopProcess(child);
-    await new Promise<void>((resolve) => srv.close(() => resolve()));
+    await srv.close();
   }
 });
 
