@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
+import { Cmd, REQUEST_CODES } from '../../src/protocol/codes.js';
 import { scriptedServer } from '../helpers/scripted-server.js';
 
 // The client library against generated server messages: every code it knows and some it
@@ -71,31 +72,14 @@ const FIELDS = [
   'resume',
   'resumed',
 ] as const;
+/**
+ * Every code a server sends but "60" (the RTT that ends each run is answered by REPLIES),
+ * and one nobody knows; a code added to the protocol is generated too.
+ */
 const CODES = [
-  '01',
-  '02',
-  '03',
-  '10',
-  '20',
-  '21',
-  '22',
-  '30',
-  '40',
-  '50',
-  '51',
-  '70',
-  '71',
-  '8',
-  '90',
-  '91',
-  '93',
-  '98',
-  '99',
-  '101',
-  '103',
-  '105',
-  '107',
-  '108',
+  ...Object.values(Cmd).filter(
+    (code) => !(REQUEST_CODES as readonly string[]).includes(code) && code !== Cmd.RTT_RESPONSE,
+  ),
   'zz',
 ];
 /** What an honest server answers each request the test makes with. */
