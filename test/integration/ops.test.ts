@@ -16,7 +16,7 @@ import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
-import { CLI, freePort, ROOT } from '../helpers/servers.js';
+import { CLI, freePort, outputOf, ROOT } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
 import { makeCertificate } from '../helpers/tls-cert.js';
 
@@ -403,26 +403,21 @@ describe('SIGHUP and files that are not regular', () => {
     const child = spawn('script', ['-qec', command, '/dev/null'], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
-    let output = '';
-    const collect = (d: Buffer) => {
-      output += d.toString();
-    };
-    child.stdout.on('data', collect);
-    child.stderr.on('data', collect);
+    const output = outputOf(child);
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
     try {
-      await waitFor(() => output, 'pid:');
-      const pid = Number(/pid:(\d+)/.exec(output)?.[1]);
+      await waitFor(output, 'pid:');
+      const pid = Number(/pid:(\d+)/.exec(output())?.[1]);
       // Typed only once the server reads: a line typed before would be there to read at once.
       // Half a second after the open, so that a read failing at once has failed by then; with a
       // slower one this test could pass without catching it, never fail without cause.
-      for (let i = 0; i < 200 && !output.includes('cannot read') && !readsTerminal(pid); i++) {
+      for (let i = 0; i < 200 && !output().includes('cannot read') && !readsTerminal(pid); i++) {
         await new Promise((r) => setTimeout(r, 50));
       }
       await new Promise((r) => setTimeout(r, 500));
       // A line, then end of file: what an operator types.
       child.stdin.write('cabbage\n\x04');
-      await waitFor(() => output, 'listening');
+      await waitFor(output, 'listening');
       const ann = await ChatClient.connect({ port, nickname: 'ann' });
       const bob = await ChatClient.connect({ port, nickname: 'bob' });
       const left = new Promise((resolve) => ann.once('leave', resolve));
@@ -433,7 +428,7 @@ describe('SIGHUP and files that are not regular', () => {
       child.stdin.write('\x03');
       expect(await exited).toBe(0);
     } finally {
-      const pid = Number(/pid:(\d+)/.exec(output)?.[1]);
+      const pid = Number(/pid:(\d+)/.exec(output())?.[1]);
       try {
         if (pid > 0) process.kill(pid, 'SIGKILL');
       } catch {
@@ -456,12 +451,7 @@ describe('SIGHUP and files that are not regular', () => {
       ]),
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
-    let output = '';
-    const collect = (d: Buffer) => {
-      output += d.toString();
-    };
-    child.stdout.on('data', collect);
-    child.stderr.on('data', collect);
+    const output = outputOf(child);
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
     // Opening the write end waits for the server to open the read end: it is then reading
     // its banned words, its signal handlers in place, and nothing is ever written.
@@ -475,7 +465,7 @@ describe('SIGHUP and files that are not regular', () => {
     } finally {
       await writer.close();
     }
-    expect(output).toContain('stopped: the server had not finished starting');
+    expect(output()).toContain('stopped: the server had not finished starting');
   }, 20_000);
 });
 
