@@ -1,7 +1,7 @@
-import { execFileSync } from 'node:child_process';
 import net from 'node:net';
 import { afterAll, expect, it } from 'vitest';
 import { CLI } from '../helpers/servers.js';
+import { privateTmux } from '../helpers/tmux.js';
 
 // `confab chat` in a real terminal (a private tmux server) while a server floods it with
 // chats, as a hostile one can, or the course server relaying a member's script. Ctrl+D
@@ -10,10 +10,7 @@ import { CLI } from '../helpers/servers.js';
 // got there, each read of the socket was a burst of lines written one by one to the
 // terminal, and the Ctrl+D waited seconds to be read.
 
-const SOCKET = `confab-flood-${process.pid}`;
-const tmux = (...args: string[]) =>
-  execFileSync('tmux', ['-L', SOCKET, ...args], { encoding: 'utf8' });
-const screen = () => tmux('capture-pane', '-p', '-t', 'chat');
+const { tmux, screen, newChat, kill } = privateTmux('confab-flood');
 
 async function until(check: () => boolean, what: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -24,13 +21,7 @@ async function until(check: () => boolean, what: string, timeoutMs: number): Pro
   }
 }
 
-afterAll(() => {
-  try {
-    tmux('kill-server');
-  } catch {
-    // already gone with its last session
-  }
-});
+afterAll(kill);
 
 it('leaves on Ctrl+D while a server floods it', { timeout: 45_000 }, async () => {
   const sockets = new Set<net.Socket>();
@@ -58,11 +49,7 @@ it('leaves on Ctrl+D while a server floods it', { timeout: 45_000 }, async () =>
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
   const port = (srv.address() as net.AddressInfo).port;
   try {
-    tmux(
-      'new-session',
-      '-d',
-      '-s',
-      'chat',
+    await newChat(
       '-x',
       '100',
       '-y',

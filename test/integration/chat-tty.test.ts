@@ -1,39 +1,12 @@
-import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import type { ConfabServer } from '../../src/server.js';
 import { join } from '../helpers/raw-client.js';
 import { CLI, startConfab } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
+import { privateTmux } from '../helpers/tmux.js';
 
-/** A private tmux server (its own socket), so nothing else's sessions are touched. */
-const SOCKET = `confab-test-${process.pid}`;
-const tmux = (...args: string[]) =>
-  execFileSync('tmux', ['-L', SOCKET, ...args], { encoding: 'utf8' });
-const screen = (escapes = false) =>
-  tmux('capture-pane', '-p', ...(escapes ? ['-e'] : []), '-t', 'chat');
-
-/**
- * Starts the session named `chat` once any earlier one has gone: a session
- * whose client has just exited may still be closing when the next test starts.
- */
-async function newChatSession(...args: string[]): Promise<void> {
-  const exists = () => {
-    try {
-      tmux('has-session', '-t', '=chat');
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  try {
-    tmux('kill-session', '-t', '=chat');
-  } catch {
-    // none left, or it went away (with the tmux server) just now
-  }
-  for (let i = 0; i < 100 && exists(); i++) await new Promise((r) => setTimeout(r, 20));
-  tmux('new-session', '-d', '-s', 'chat', ...args);
-}
+const { tmux, screen, newChat, kill } = privateTmux('confab-test');
 
 async function until(check: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -50,17 +23,13 @@ describe('confab chat in a real terminal', () => {
     server = await startConfab();
   });
   afterAll(async () => {
-    try {
-      tmux('kill-server');
-    } catch {
-      // already gone with its last session
-    }
+    kill();
     await server.stop();
   });
 
   it('keeps the typed line intact while messages arrive, colors nicknames, and recalls history', async () => {
     const port = server.address.port;
-    await newChatSession(
+    await newChat(
       '-x',
       '100',
       '-y',
@@ -116,7 +85,7 @@ describe('confab chat in a real terminal', () => {
     'does not let a chat padded to the terminal width start a row that looks like another member (input from $input)',
     async ({ nickname, pipe }) => {
       const port = server.address.port;
-      await newChatSession(
+      await newChat(
         '-x',
         '80',
         '-y',
@@ -147,7 +116,7 @@ describe('confab chat in a real terminal', () => {
 
   it('shows escape sequences from a member as text: no new title, no answer typed into the input line', async () => {
     const port = server.address.port;
-    await newChatSession(
+    await newChat(
       '-x',
       '120',
       '-y',

@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -9,6 +8,7 @@ import { ChatProcess } from '../helpers/chat-process.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
 import { CLI, startConfab } from '../helpers/servers.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+import { privateTmux } from '../helpers/tmux.js';
 
 let server: ConfabServer | undefined;
 let spawned: SpawnedServer | undefined;
@@ -156,11 +156,7 @@ describe('confab chat with piped input', () => {
 });
 
 describe('confab chat in a terminal', () => {
-  /** A private tmux server (its own socket), so nothing else's sessions are touched. */
-  const SOCKET = `confab-pacing-${process.pid}`;
-  const tmux = (...args: string[]) =>
-    execFileSync('tmux', ['-L', SOCKET, ...args], { encoding: 'utf8' });
-  const screen = () => tmux('capture-pane', '-p', '-t', 'chat');
+  const { tmux, screen, newChat, kill } = privateTmux('confab-pacing');
 
   it('shows the queued count in the prompt while a paste goes out, then the plain prompt', {
     timeout: 40_000,
@@ -175,11 +171,7 @@ describe('confab chat in a terminal', () => {
     const lines = Array.from({ length: 80 }, (_, i) => `typed ${i + 1}`);
     writeFileSync(paste, `${lines.join('\n')}\n`);
     try {
-      tmux(
-        'new-session',
-        '-d',
-        '-s',
-        'chat',
+      await newChat(
         '-x',
         '100',
         '-y',
@@ -208,11 +200,7 @@ describe('confab chat in a terminal', () => {
       expect(screen()).not.toContain('Refused');
       expect(spawned.output()).not.toMatch(/rate limit reached|flooding/);
     } finally {
-      try {
-        tmux('kill-server');
-      } catch {
-        // already gone with its last session
-      }
+      kill();
     }
   });
 });
