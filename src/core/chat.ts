@@ -27,10 +27,10 @@ import { type DisconnectReason, type Logger, type Peer, silentLogger } from './p
 import type { DeadNode, MemberRef, Presence, RoomLeft } from './presence.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
 import { Replays } from './replay.js';
+import { newSender, newToken, senderOf } from './resume-token.js';
 import { Room } from './room.js';
 import { type DeclaredRoom, Rooms, roomKey } from './rooms.js';
 import { Roster } from './roster.js';
-import { SentCids } from './sent-cids.js';
 import { Session, type SessionHost } from './session.js';
 
 export interface ChatOptions {
@@ -1077,9 +1077,8 @@ export class Chat implements ChatContext, SessionHost {
 
   issueToken(session: Session): string {
     if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
-    const bytes = new Uint8Array(18);
-    globalThis.crypto.getRandomValues(bytes);
-    const token = Buffer.from(bytes).toString('base64url');
+    session.sender ??= newSender();
+    const token = newToken(session.sender);
     session.resumeToken = token;
     this.tokens.set(token, session);
     return token;
@@ -1104,7 +1103,7 @@ export class Chat implements ChatContext, SessionHost {
     // On a cluster Presence has moved the member to the new session's id (takeOver).
     if (this.cluster === undefined) session.presenceId = ghost.presenceId;
     session.operator = ghost.operator;
-    session.sentCids = ghost.sentCids;
+    session.sender = ghost.sender;
     session.state = 'joined';
     session.room = ghost.room;
     for (const room of ghost.rooms) {
@@ -1138,9 +1137,15 @@ export class Chat implements ChatContext, SessionHost {
     const cluster = this.cluster;
     if (cluster === undefined) return false;
     const ghost = this.tokens.get(token);
+    // The next token carries the same sender, whichever node the member was on.
+    session.sender = senderOf(token) ?? session.sender;
     const next = this.issueToken(session);
     const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
-    if (taken === undefined) return false;
+    if (taken === undefined) {
+      // A spent or unknown token: the CONNECT goes on afresh, as a session of its own.
+      session.sender = undefined;
+      return false;
+    }
     const local = taken.node === cluster.presence.node;
     if (!local) cluster.broker.notify(taken.node, { type: 'evict', member: taken.id });
     if (
@@ -1228,9 +1233,8 @@ export class Chat implements ChatContext, SessionHost {
       this.cluster === undefined ? undefined : this.own.takeOff(room.key, from, at, msg, session);
     let draft: MessageDraft = { at, from, msg };
     if (cid !== undefined) {
-      session.sentCids ??= new SentCids();
-      const cidFrom = session.sentCids.firstSender(room.key, cid, from);
-      draft = cidFrom === from ? { at, from, msg, cid } : { at, from, msg, cid, cidFrom };
+      session.sender ??= newSender();
+      draft = { at, from, msg, cid, sender: session.sender };
     }
     history.append(room.key, draft).then(
       (appended) => {

@@ -19,13 +19,15 @@
  *   one transaction.
  * - A message with a `cid` (client message id) that the same sender already
  *   appended to the same room is not stored again: `append` resolves with the
- *   stored message and `duplicate: true`. The sender a cid is found and kept
- *   under is the draft's `cidFrom`, or its `from` without one.
+ *   stored message and `duplicate: true`. A cid is kept under the draft's
+ *   `from` and, with one, its `sender`; it is looked up under `from` first,
+ *   then under `sender`. A sender is never taken for a nickname, nor a
+ *   nickname for a sender.
  * - Reads see every append that has resolved.
  * - Text is stored as well-formed Unicode (SQLite keeps UTF-8): lone
  *   surrogates in `msg` and `cid` become U+FFFD, and the message `append`
  *   resolves with is the stored one, the one to deliver. A `room`, `from` or
- *   `cidFrom` with a lone surrogate is refused (RangeError), never merged with
+ *   `sender` with a lone surrogate is refused (RangeError), never merged with
  *   another.
  */
 
@@ -47,10 +49,13 @@ export interface MessageDraft {
   readonly msg: string;
   readonly cid?: string;
   /**
-   * The nickname the sender first sent this `cid` under, when it has been renamed
-   * since: the cid is looked up and kept under it. The message is still `from`.
+   * The sending session's lasting identity, the same across its renames and its
+   * resumes (on any node) and never shown to anyone: a session that renamed
+   * between a chat and its re-send is still recognised by it, and a nickname's
+   * next holder is not taken for it. `from` alone recognises a re-send from a new
+   * session under the same nickname (after a restart, say).
    */
-  readonly cidFrom?: string;
+  readonly sender?: string;
 }
 
 export interface Appended {

@@ -4,7 +4,6 @@ import { type ChatEvent, Delivery, type Reply } from './events.js';
 import type { DisconnectReason, Peer, PeerAddress } from './ports.js';
 import type { TokenBucket } from './rate-limit.js';
 import type { Member, Room } from './room.js';
-import type { SentCids } from './sent-cids.js';
 
 /** Where a session reports what its transport tells it. Implemented by Chat. */
 export interface SessionHost {
@@ -89,10 +88,10 @@ export class Session implements Member {
    */
   spoke = false;
   /**
-   * The nickname each of its recent cids was first sent under (Chat.say), so that a
-   * re-send after a rename is found; taken over with the session by a resume.
+   * Its lasting identity for the history store (MessageDraft.sender): made with its
+   * first resume token, which carries it, so a resume on any node keeps it.
    */
-  sentCids: SentCids | undefined;
+  sender: string | undefined;
   private granted: ReadonlySet<Capability> = NO_CAPS;
   /** Rooms whose history is being replayed: their live events wait here, in order. */
   private held: Map<string, Delivery[]> | undefined;

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { HistoryQuery, Retention } from '../core/history.js';
+import type { HistoryQuery, MessageDraft, Retention } from '../core/history.js';
 import { hasLoneSurrogate, wellFormed } from '../protocol/text.js';
 
 /** What every HistoryStore implementation here is configured with. */
@@ -71,6 +71,26 @@ export { wellFormed };
  * Room keys and senders are refused rather than replaced: two different keys must never
  * become one (a room's history would show in another).
  */
-export function checkKey(what: 'room' | 'from', key: string): void {
+export function checkKey(what: 'room' | 'from' | 'sender', key: string): void {
   if (hasLoneSurrogate(key)) throw new RangeError(`${what} is not well-formed Unicode`);
+}
+
+/**
+ * The name a cid is kept under for a session (MessageDraft.sender), beside the one
+ * for its nickname: U+0001 opens no nickname (core/nickname.ts refuses control
+ * characters), so neither is ever taken for the other.
+ */
+export function senderName(sender: string): string {
+  return `\u0001${sender}`;
+}
+
+/** The names a draft's cid is looked up under, in order (MessageDraft.sender). */
+export function cidNames(draft: MessageDraft): readonly string[] {
+  return draft.sender === undefined ? [draft.from] : [draft.from, senderName(draft.sender)];
+}
+
+/** checkKey for a draft's sender names. */
+export function checkSenders(draft: MessageDraft): void {
+  checkKey('from', draft.from);
+  if (draft.sender !== undefined) checkKey('sender', draft.sender);
 }

@@ -11,11 +11,14 @@ import {
   ageCutoff,
   checkKey,
   checkRetention,
+  checkSenders,
+  cidNames,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
   newSeed,
   readLimit,
   roomEpoch,
+  senderName,
   wellFormed,
 } from './common.js';
 import { NameFilter } from './name-filter.js';
@@ -52,6 +55,11 @@ function weigh(message: StoredMessage): number {
   return 2 * (message.msg.length + message.from.length + (message.cid?.length ?? 0)) + 96;
 }
 
+/** What keeping a message's cid under its sender too adds: a key and two map entries. */
+function weighSender(sender: string, cid: string): number {
+  return 2 * (sender.length + cid.length) + 64;
+}
+
 /**
  * What a room holding messages is counted as against the budget besides them: its ring,
  * cid map, epoch and place in the store's map (measured at some 640 bytes on Node 20).
@@ -72,10 +80,10 @@ class RoomRing {
   size = 0;
   /** The weight of the messages held (weigh), and of the room itself (ROOM_WEIGHT). */
   weight = ROOM_WEIGHT;
-  /** cid -> message, only for messages still in the ring, so it is bounded like the ring. */
+  /** (name, cid) -> message, only for messages still in the ring, so it is bounded like the ring. */
   private readonly cids = new Map<string, StoredMessage>();
-  /** The sender a message's cid is kept under, where it is not the message's `from` (cidFrom). */
-  private cidFroms: Map<StoredMessage, string> | undefined;
+  /** The sender name a message's cid is also kept under (MessageDraft.sender). */
+  private senders: Map<StoredMessage, string> | undefined;
 
   /**
    * `top`: the room's last id so far (its history may have been dropped before). `base`:
@@ -92,11 +100,17 @@ class RoomRing {
     return this.top - this.size + 1;
   }
 
-  findCid(from: string, cid: string): StoredMessage | undefined {
-    return this.cids.get(cidKey(from, cid));
+  /** The message holding `cid` under the first of `names` that has it. */
+  findCid(names: readonly string[], cid: string): StoredMessage | undefined {
+    for (const name of names) {
+      const found = this.cids.get(cidKey(name, cid));
+      if (found !== undefined) return found;
+    }
+    return undefined;
   }
 
-  push(message: StoredMessage, cidFrom?: string): void {
+  /** `sender`: the name (senderName) its cid is kept under besides its `from`. */
+  push(message: StoredMessage, sender?: string): void {
     if (this.size === this.capacity) this.dropOldest();
     if (this.slots.length < this.capacity) {
       // Grows to capacity instead of allocating it up front: most rooms stay small.
@@ -108,10 +122,12 @@ class RoomRing {
     this.weight += weigh(message);
     this.top = message.id;
     if (message.cid !== undefined) {
-      this.cids.set(cidKey(cidFrom ?? message.from, message.cid), message);
-      if (cidFrom !== undefined) {
-        this.cidFroms ??= new Map();
-        this.cidFroms.set(message, cidFrom);
+      this.cids.set(cidKey(message.from, message.cid), message);
+      if (sender !== undefined) {
+        this.cids.set(cidKey(sender, message.cid), message);
+        this.senders ??= new Map();
+        this.senders.set(message, sender);
+        this.weight += weighSender(sender, message.cid);
       }
     }
   }
@@ -159,13 +175,22 @@ class RoomRing {
     // messages must not stay in memory.
     this.slots[this.head] = undefined;
     if (gone.cid !== undefined) {
-      const key = cidKey(this.cidFroms?.get(gone) ?? gone.from, gone.cid);
-      this.cidFroms?.delete(gone);
-      if (this.cids.get(key) === gone) this.cids.delete(key);
+      this.forgetCid(cidKey(gone.from, gone.cid), gone);
+      const sender = this.senders?.get(gone);
+      if (sender !== undefined) {
+        this.senders!.delete(gone);
+        this.forgetCid(cidKey(sender, gone.cid), gone);
+        this.weight -= weighSender(sender, gone.cid);
+      }
     }
     this.head = (this.head + 1) % this.capacity;
     this.size--;
     this.weight -= weigh(gone);
+  }
+
+  /** A later message may have taken the name over since (its first was past the window). */
+  private forgetCid(key: string, gone: StoredMessage): void {
+    if (this.cids.get(key) === gone) this.cids.delete(key);
   }
 }
 
@@ -247,8 +272,7 @@ export class MemoryHistoryStore implements HistoryStore {
     if (this.closed) return Promise.reject(new Error('history store is closed'));
     try {
       checkKey('room', room);
-      checkKey('from', draft.from);
-      if (draft.cidFrom !== undefined) checkKey('from', draft.cidFrom);
+      checkSenders(draft);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -268,7 +292,7 @@ export class MemoryHistoryStore implements HistoryStore {
     }
     this.newest = ring;
     if (cid !== undefined) {
-      const first = ring.findCid(draft.cidFrom ?? draft.from, cid);
+      const first = ring.findCid(cidNames(draft), cid);
       if (first !== undefined) {
         return Promise.resolve({ message: first, epoch: ring.epoch, duplicate: true });
       }
@@ -282,7 +306,10 @@ export class MemoryHistoryStore implements HistoryStore {
       ...(cid !== undefined ? { cid } : {}),
     };
     const before = ring.weight;
-    ring.push(message, cid !== undefined ? draft.cidFrom : undefined);
+    ring.push(
+      message,
+      cid !== undefined && draft.sender !== undefined ? senderName(draft.sender) : undefined,
+    );
     this.weight += ring.weight - before;
     if (this.weight > this.maxBytes) this.shed(ring);
     return Promise.resolve({ message, epoch: ring.epoch, duplicate: false });

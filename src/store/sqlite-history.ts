@@ -14,11 +14,14 @@ import {
   ageCutoff,
   checkKey,
   checkRetention,
+  checkSenders,
+  cidNames,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
   newSeed,
   readLimit,
   roomEpoch,
+  senderName,
   wellFormed,
 } from './common.js';
 
@@ -85,8 +88,8 @@ interface Pending {
   readonly room: string;
   readonly state: RoomState;
   readonly message: StoredMessage;
-  /** The sender its cid is kept under, when not the message's `from` (MessageDraft.cidFrom). */
-  readonly cidFrom: string | undefined;
+  /** The name its cid is kept under besides its `from` (senderName of MessageDraft.sender). */
+  readonly sender: string | undefined;
   readonly duplicate: boolean;
   readonly resolve: (appended: Appended) => void;
   readonly reject: (error: unknown) => void;
@@ -448,7 +451,8 @@ export class SqliteHistoryStore implements HistoryStore {
         if (m.cid === undefined) b.entries.push([m.at, m.from, m.msg]);
         else {
           b.entries.push([m.at, m.from, m.msg, m.cid]);
-          this.insertCid.run(p.room, p.cidFrom ?? m.from, m.cid, m.id);
+          this.insertCid.run(p.room, m.from, m.cid, m.id);
+          if (p.sender !== undefined) this.insertCid.run(p.room, p.sender, m.cid, m.id);
         }
       }
       for (const b of open.values()) this.writeBatch(b);
@@ -475,25 +479,31 @@ export class SqliteHistoryStore implements HistoryStore {
     if (this.closed) return Promise.reject(new Error('history store is closed'));
     return new Promise<Appended>((resolve, reject) => {
       checkKey('room', room);
-      checkKey('from', draft.from);
-      if (draft.cidFrom !== undefined) checkKey('from', draft.cidFrom);
+      checkSenders(draft);
       const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
-      const cidFrom = cid === undefined ? undefined : draft.cidFrom;
+      const sender =
+        cid === undefined || draft.sender === undefined ? undefined : senderName(draft.sender);
       const state = this.state(room);
       let duplicateOf: StoredMessage | undefined;
-      let key: string | undefined;
+      const keys: string[] = [];
       if (cid !== undefined) {
-        const sender = cidFrom ?? draft.from;
-        key = `${room.length}:${room}${sender.length}:${sender}${cid}`;
-        duplicateOf = this.pendingCids.get(key);
-        if (duplicateOf === undefined) {
-          const row = this.findCid.get(room, sender, cid);
-          if (row !== undefined) duplicateOf = this.message(room, row.id);
-        }
-        // Appends of this turn may already have pushed it out of the room's window, as they
-        // would have one turn later: then the cid is free again.
-        if (duplicateOf !== undefined && duplicateOf.id <= state.top - this.retention.maxMessages) {
-          duplicateOf = undefined;
+        for (const name of cidNames(draft)) {
+          const key = `${room.length}:${room}${name.length}:${name}${cid}`;
+          keys.push(key);
+          if (duplicateOf !== undefined) continue;
+          duplicateOf = this.pendingCids.get(key);
+          if (duplicateOf === undefined) {
+            const row = this.findCid.get(room, name, cid);
+            if (row !== undefined) duplicateOf = this.message(room, row.id);
+          }
+          // Appends of this turn may already have pushed it out of the room's window, as they
+          // would have one turn later: then the cid is free again.
+          if (
+            duplicateOf !== undefined &&
+            duplicateOf.id <= state.top - this.retention.maxMessages
+          ) {
+            duplicateOf = undefined;
+          }
         }
       }
       let message: StoredMessage;
@@ -509,7 +519,7 @@ export class SqliteHistoryStore implements HistoryStore {
           msg: wellFormed(draft.msg),
           ...(cid !== undefined ? { cid } : {}),
         };
-        if (key !== undefined) this.pendingCids.set(key, message);
+        for (const key of keys) this.pendingCids.set(key, message);
       }
       // A duplicate waits for the batch too, so promises resolve in append order and a
       // repeat of a message still in this batch is not acknowledged before it is durable.
@@ -517,7 +527,7 @@ export class SqliteHistoryStore implements HistoryStore {
         room,
         state,
         message,
-        cidFrom,
+        sender,
         duplicate: duplicateOf !== undefined,
         resolve,
         reject,

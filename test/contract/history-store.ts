@@ -326,70 +326,101 @@ export function historyStoreContract(target: ContractTarget): void {
       }
     });
 
-    it('finds and keeps a cid under cidFrom, the message still from its sender', async () => {
-      // A sender renamed ann -> anna re-sends a chat it first sent as ann (MessageDraft.cidFrom).
+    it('finds and keeps a cid under its sender too, never taking a sender for a nickname', async () => {
+      // Session S1 as ann sends a chat, renames to anna and re-sends it (MessageDraft.sender).
       const h = setup();
       const store = h.store;
-      const first = await store.append('r', draft('pay bob', { cid: 'c1' }));
-      const resent = await store.append(
-        'r',
-        draft('pay bob', { cid: 'c1', from: 'anna', cidFrom: 'ann', at: 2_000 }),
+      const first = await store.append('r', draft('pay bob', { cid: 'c1', sender: 'S1' }));
+      const dupOfFirst = { message: first.message, epoch: first.epoch, duplicate: true };
+      expect(
+        await store.append('r', draft('pay bob', { cid: 'c1', from: 'anna', sender: 'S1', at: 2 })),
+      ).toEqual(dupOfFirst);
+      // A new session under the first name is found by the name.
+      expect(await store.append('r', draft('pay bob', { cid: 'c1', sender: 'S2' }))).toEqual(
+        dupOfFirst,
       );
-      expect(resent).toEqual({ message: first.message, epoch: first.epoch, duplicate: true });
-      // Under its own name the cid is another sender's.
-      const own = await store.append('r', draft('mine', { cid: 'c1', from: 'anna' }));
-      expect(own).toMatchObject({ duplicate: false, message: { id: 2, from: 'anna', cid: 'c1' } });
-      // A new message kept under cidFrom is from its sender, and found under cidFrom only.
-      const kept = await store.append('r', draft('x', { cid: 'c2', from: 'anna', cidFrom: 'ann' }));
-      expect(kept).toMatchObject({ duplicate: false, message: { id: 3, from: 'anna', cid: 'c2' } });
-      expect(await store.append('r', draft('x', { cid: 'c2' }))).toEqual({
-        message: kept.message,
-        epoch: first.epoch,
-        duplicate: true,
-      });
-      expect(await store.append('r', draft('x', { cid: 'c2', from: 'anna' }))).toMatchObject({
+      // Another session under another name: another message.
+      const own = await store.append('r', draft('mine', { cid: 'c1', from: 'bob', sender: 'S2' }));
+      expect(own).toMatchObject({ duplicate: false, message: { id: 2, from: 'bob', cid: 'c1' } });
+      // A sender spelled as a nickname is not that nickname, either way round.
+      const named = await store.append(
+        'r',
+        draft('x', { cid: 'c2', from: 'carol', sender: 'ann' }),
+      );
+      expect(named).toMatchObject({ duplicate: false, message: { id: 3, from: 'carol' } });
+      expect(await store.append('r', draft('x', { cid: 'c2' }))).toMatchObject({
         duplicate: false,
-        message: { id: 4 },
+        message: { id: 4, from: 'ann' },
       });
+      expect(
+        await store.append('r', draft('x', { cid: 'c2', from: 'dave', sender: 'ann' })),
+      ).toEqual({ message: named.message, epoch: first.epoch, duplicate: true });
       const inOneTurn = await Promise.all([
-        store.append('r', draft('y', { cid: 'c3' })),
-        store.append('r', draft('y', { cid: 'c3', from: 'anna', cidFrom: 'ann' })),
-        store.append('r', draft('z', { cid: 'c4', from: 'anna', cidFrom: 'ann' })),
-        store.append('r', draft('z', { cid: 'c4', from: 'bob', cidFrom: 'ann' })),
+        store.append('r', draft('y', { cid: 'c3', sender: 'S3' })),
+        store.append('r', draft('y', { cid: 'c3', from: 'anna', sender: 'S3' })),
+        store.append('r', draft('z', { cid: 'c4', from: 'anna', sender: 'S4' })),
+        store.append('r', draft('z', { cid: 'c4', from: 'bob', sender: 'S4' })),
+        store.append('r', draft('z', { cid: 'c4', from: 'anna', sender: 'S5' })),
+        store.append('r', draft('w', { cid: 'c4', from: 'eve', sender: 'S5' })),
       ]);
       expect(inOneTurn.map((a) => [a.message.id, a.message.from, a.duplicate])).toEqual([
         [5, 'ann', false],
         [5, 'ann', true],
         [6, 'anna', false],
         [6, 'anna', true],
+        [6, 'anna', true],
+        [7, 'eve', false],
       ]);
-      await expect(
-        store.append('r', draft('w', { cid: 'c5', cidFrom: 'ann\uD800' })),
-      ).rejects.toThrow(RangeError);
+      await expect(store.append('r', draft('w', { cid: 'c5', sender: 'S\uD800' }))).rejects.toThrow(
+        RangeError,
+      );
       expect((await store.read('r', { limit: 10 })).map((m) => [m.from, m.msg])).toEqual([
         ['ann', 'pay bob'],
-        ['anna', 'mine'],
-        ['anna', 'x'],
-        ['anna', 'x'],
+        ['bob', 'mine'],
+        ['carol', 'x'],
+        ['ann', 'x'],
         ['ann', 'y'],
         ['anna', 'z'],
+        ['eve', 'w'],
       ]);
       if (target.persistent) {
         const restarted = await h.restart();
-        expect(
-          await restarted.append('r', draft('x', { cid: 'c2', from: 'bob', cidFrom: 'ann' })),
-        ).toEqual({ message: kept.message, epoch: first.epoch, duplicate: true });
+        const again = await restarted.append(
+          'r',
+          draft('z', { cid: 'c4', from: 'fay', sender: 'S4' }),
+        );
+        expect(again).toMatchObject({ duplicate: true, message: { id: 6, from: 'anna' } });
       }
     });
 
-    it('forgets a cid kept under cidFrom once its message has gone', async () => {
+    it("does not take a nickname's next holder for the session that renamed away from it", async () => {
+      // ann (S1) sent X, then renamed; X's message is gone, so X is free again. The next ann
+      // (S2) uses X; then S1, now anna, uses X for a new chat.
+      const { store } = setup({ retention: { maxMessages: 1, maxAgeMs: 0 }, pruneIntervalMs: 0 });
+      await store.append('r', draft('first', { cid: 'X', sender: 'S1' }));
+      await store.append('r', draft('second', { sender: 'S1' }));
+      const other = await store.append('r', draft('not yours', { cid: 'X', sender: 'S2' }));
+      expect(other).toMatchObject({ duplicate: false, message: { id: 3 } });
+      const third = await store.append(
+        'r',
+        draft('third', { cid: 'X', from: 'anna', sender: 'S1' }),
+      );
+      expect(third).toMatchObject({ duplicate: false, message: { id: 4, msg: 'third' } });
+    });
+
+    it('forgets a cid kept under its sender once its message has gone', async () => {
       const { store } = setup({ retention: { maxMessages: 2, maxAgeMs: 0 }, pruneIntervalMs: 0 });
-      await store.append('r', draft('a', { cid: 'c', from: 'anna', cidFrom: 'ann' }));
+      await store.append('r', draft('a', { cid: 'c', from: 'anna', sender: 'S' }));
+      expect(
+        (await store.append('r', draft('a', { cid: 'c', from: 'bob', sender: 'S' }))).duplicate,
+      ).toBe(true);
       await store.append('r', draft('b'));
       await store.append('r', draft('c'));
-      const again = await store.append('r', draft('a', { cid: 'c', from: 'anna', cidFrom: 'ann' }));
-      expect(again).toMatchObject({ duplicate: false, message: { id: 4, from: 'anna' } });
-      expect((await store.append('r', draft('a', { cid: 'c' }))).duplicate).toBe(true);
+      const again = await store.append('r', draft('a', { cid: 'c', from: 'bob', sender: 'S' }));
+      expect(again).toMatchObject({ duplicate: false, message: { id: 4, from: 'bob' } });
+      expect(
+        (await store.append('r', draft('a', { cid: 'c', from: 'carol', sender: 'S' }))).duplicate,
+      ).toBe(true);
     });
 
     it('forgets a cid once its message has gone', async () => {
@@ -573,7 +604,7 @@ type Op =
         room: string;
         from: string;
         cid: string | undefined;
-        cidFrom: string | undefined;
+        sender: string | undefined;
         msg: string;
         dt: number;
       }[];
@@ -625,8 +656,11 @@ const operation: fc.Arbitrary<Op> = fc.oneof(
               nil: undefined,
             },
           ),
-          // A sender renamed since it first sent the cid: looked up and kept under cidFrom.
-          cidFrom: fc.option(fc.constantFrom('ann', 'a', '1:a'), { freq: 4, nil: undefined }),
+          // The sending session (MessageDraft.sender), sometimes spelled as a nickname.
+          sender: fc.option(fc.constantFrom('S1', 'S2', 'ann', '1:a'), {
+            freq: 4,
+            nil: undefined,
+          }),
           msg: fc.oneof(
             fc.string({ maxLength: 6, unit: 'binary' }),
             fc.string({ maxLength: 3 }).map((t) => `${t}\uD800`),
@@ -683,7 +717,7 @@ const steppingRound: fc.Arbitrary<Op[]> = fc
             room: fc.constant(ROOMS[0]),
             from: fc.constant('ann'),
             cid: fc.option(fc.constantFrom('x', 'y'), { nil: undefined }),
-            cidFrom: fc.constant(undefined),
+            sender: fc.constant(undefined),
             msg: fc.constant('m'),
             dt: clockStep,
           }),
@@ -714,8 +748,8 @@ interface ModelRoom {
 
 class Model {
   rooms = new Map<string, ModelRoom>();
-  /** The sender each message's cid is kept under: its cidFrom, or its from. */
-  private readonly keptUnder = new WeakMap<StoredMessage, string>();
+  /** The names each message's cid is kept under: its from, and its sender's (as a sender). */
+  private readonly keptUnder = new WeakMap<StoredMessage, string[]>();
 
   private get(room: string): ModelRoom {
     let r = this.rooms.get(room);
@@ -733,10 +767,11 @@ class Model {
       ...(given.cid !== undefined ? { cid: toWellFormed(given.cid) } : {}),
     };
     const r = this.get(room);
-    const sender = d.cidFrom ?? d.from;
-    const first = r.messages.find(
-      (m) => d.cid !== undefined && m.cid === d.cid && this.keptUnder.get(m) === sender,
-    );
+    const names = d.sender === undefined ? [d.from] : [d.from, `sender ${d.sender}`];
+    let first: StoredMessage | undefined;
+    for (const name of d.cid === undefined ? [] : names) {
+      first ??= r.messages.find((m) => m.cid === d.cid && this.keptUnder.get(m)!.includes(name));
+    }
     if (first !== undefined) return { message: first, duplicate: true };
     r.top++;
     const message: StoredMessage = {
@@ -748,7 +783,7 @@ class Model {
       ...(d.cid !== undefined ? { cid: d.cid } : {}),
     };
     r.messages.push(message);
-    this.keptUnder.set(message, sender);
+    this.keptUnder.set(message, names);
     if (r.messages.length > MODEL_RETENTION.maxMessages) r.messages.shift();
     return { message, duplicate: false };
   }
@@ -807,7 +842,7 @@ async function runAgainstModel(target: ContractTarget, ops: readonly Op[]): Prom
                 from: b.from,
                 msg: b.msg,
                 ...(b.cid !== undefined ? { cid: b.cid } : {}),
-                ...(b.cidFrom !== undefined ? { cidFrom: b.cidFrom } : {}),
+                ...(b.sender !== undefined ? { sender: b.sender } : {}),
               },
             };
           });

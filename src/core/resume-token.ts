@@ -1,0 +1,36 @@
+/**
+ * Resume tokens (docs/protocol.md, "Taking a session back") and the session's
+ * lasting identity they carry (MessageDraft.sender).
+ *
+ * A token is the session's sender followed by a secret, both base64url: a
+ * resume on any node of a cluster reads the sender from the token it was
+ * given, so a session that moves keeps its identity without Presence storing
+ * it. Only the whole token takes a session back; the sender alone grants
+ * nothing, and no other client ever sees it.
+ */
+
+/** 72 random bits: senders are never compared across more than a room's stored cids. */
+const SENDER_BYTES = 9;
+/** 144 random bits, as tokens had before they carried a sender. */
+const SECRET_BYTES = 18;
+const SENDER_LENGTH = (SENDER_BYTES * 4) / 3;
+const TOKEN = new RegExp(`^[A-Za-z0-9_-]{${SENDER_LENGTH + (SECRET_BYTES * 4) / 3}}$`);
+
+function randomText(bytes: number): string {
+  const buffer = new Uint8Array(bytes);
+  globalThis.crypto.getRandomValues(buffer);
+  return Buffer.from(buffer).toString('base64url');
+}
+
+export function newSender(): string {
+  return randomText(SENDER_BYTES);
+}
+
+export function newToken(sender: string): string {
+  return sender + randomText(SECRET_BYTES);
+}
+
+/** The sender a token of this form carries; undefined for any other string. */
+export function senderOf(token: string): string | undefined {
+  return TOKEN.test(token) ? token.slice(0, SENDER_LENGTH) : undefined;
+}
