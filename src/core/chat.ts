@@ -1092,7 +1092,12 @@ export class Chat implements ChatContext, SessionHost {
    */
   takeBack(session: Session, token: string): boolean {
     const ghost = this.tokens.get(token);
-    if (ghost === undefined || ghost === session || ghost.state !== 'joined') return false;
+    if (ghost === undefined || ghost === session || ghost.state !== 'joined') {
+      // A spent or unknown token (the server restarted, say) takes nothing back but still
+      // names its session: what the client re-sends is recognised as that session's.
+      session.sender ??= senderOf(token);
+      return false;
+    }
     this.tokens.delete(token);
     ghost.resumeToken = undefined;
     // Said while the ghost is still open; it is only read if that connection still lives.
@@ -1141,11 +1146,8 @@ export class Chat implements ChatContext, SessionHost {
     session.sender = senderOf(token) ?? session.sender;
     const next = this.issueToken(session);
     const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
-    if (taken === undefined) {
-      // A spent or unknown token: the CONNECT goes on afresh, as a session of its own.
-      session.sender = undefined;
-      return false;
-    }
+    // Else a spent or unknown token: still its session's, as in takeBack.
+    if (taken === undefined) return false;
     const local = taken.node === cluster.presence.node;
     if (!local) cluster.broker.notify(taken.node, { type: 'evict', member: taken.id });
     if (

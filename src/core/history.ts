@@ -19,10 +19,9 @@
  *   one transaction.
  * - A message with a `cid` (client message id) that the same sender already
  *   appended to the same room is not stored again: `append` resolves with the
- *   stored message and `duplicate: true`. A cid is kept under the draft's
- *   `from` and, with one, its `sender`; it is looked up under `from` first,
- *   then under `sender`. A sender is never taken for a nickname, nor a
- *   nickname for a sender.
+ *   stored message and `duplicate: true`. A cid is kept and found under the
+ *   draft's `sender`, or its `from` without one; a sender is never taken for
+ *   a nickname.
  * - Reads see every append that has resolved.
  * - Text is stored as well-formed Unicode (SQLite keeps UTF-8): lone
  *   surrogates in `msg` and `cid` become U+FFFD, and the message `append`
@@ -50,10 +49,9 @@ export interface MessageDraft {
   readonly cid?: string;
   /**
    * The sending session's lasting identity, the same across its renames and its
-   * resumes (on any node) and never shown to anyone: a session that renamed
-   * between a chat and its re-send is still recognised by it, and a nickname's
-   * next holder is not taken for it. `from` alone recognises a re-send from a new
-   * session under the same nickname (after a restart, say).
+   * resumes (on any node), never shown to anyone: the cid is the sender's, so a
+   * session that renamed between a chat and its re-send is still recognised, and
+   * a nickname's next holder is not taken for it. The message is still `from`.
    */
   readonly sender?: string;
 }

@@ -5,8 +5,10 @@
  * A token is the session's sender followed by a secret, both base64url: a
  * resume on any node of a cluster reads the sender from the token it was
  * given, so a session that moves keeps its identity without Presence storing
- * it. Only the whole token takes a session back; the sender alone grants
- * nothing, and no other client ever sees it.
+ * it, and a token that takes nothing back any more (spent, or from before a
+ * restart) still names the session its client re-sends chats for. Only the
+ * whole token takes a session back; the sender alone grants nothing, and no
+ * other client ever sees it.
  */
 
 /** 72 random bits: senders are never compared across more than a room's stored cids. */

@@ -76,20 +76,15 @@ export function checkKey(what: 'room' | 'from' | 'sender', key: string): void {
 }
 
 /**
- * The name a cid is kept under for a session (MessageDraft.sender), beside the one
- * for its nickname: U+0001 opens no nickname (core/nickname.ts refuses control
- * characters), so neither is ever taken for the other.
+ * The name a draft's cid is kept and found under: its sender's (MessageDraft.sender),
+ * or its `from` without one. U+0001 opens no nickname (core/nickname.ts refuses control
+ * characters), so a sender is never taken for a nickname.
  */
-export function senderName(sender: string): string {
-  return `\u0001${sender}`;
+export function cidName(draft: MessageDraft): string {
+  return draft.sender === undefined ? draft.from : `\u0001${draft.sender}`;
 }
 
-/** The names a draft's cid is looked up under, in order (MessageDraft.sender). */
-export function cidNames(draft: MessageDraft): readonly string[] {
-  return draft.sender === undefined ? [draft.from] : [draft.from, senderName(draft.sender)];
-}
-
-/** checkKey for a draft's sender names. */
+/** checkKey for the names a draft is stored and its cid kept under. */
 export function checkSenders(draft: MessageDraft): void {
   checkKey('from', draft.from);
   if (draft.sender !== undefined) checkKey('sender', draft.sender);

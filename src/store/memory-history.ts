@@ -12,13 +12,12 @@ import {
   checkKey,
   checkRetention,
   checkSenders,
-  cidNames,
+  cidName,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
   newSeed,
   readLimit,
   roomEpoch,
-  senderName,
   wellFormed,
 } from './common.js';
 import { NameFilter } from './name-filter.js';
@@ -55,9 +54,9 @@ function weigh(message: StoredMessage): number {
   return 2 * (message.msg.length + message.from.length + (message.cid?.length ?? 0)) + 96;
 }
 
-/** What keeping a message's cid under its sender too adds: a key and two map entries. */
-function weighSender(sender: string, cid: string): number {
-  return 2 * (sender.length + cid.length) + 64;
+/** What keeping a message's cid under a name other than its `from` adds: the name's entry. */
+function weighName(name: string): number {
+  return 2 * name.length + 48;
 }
 
 /**
@@ -82,8 +81,8 @@ class RoomRing {
   weight = ROOM_WEIGHT;
   /** (name, cid) -> message, only for messages still in the ring, so it is bounded like the ring. */
   private readonly cids = new Map<string, StoredMessage>();
-  /** The sender name a message's cid is also kept under (MessageDraft.sender). */
-  private senders: Map<StoredMessage, string> | undefined;
+  /** The name a message's cid is kept under, where it is not its `from` (cidName). */
+  private names: Map<StoredMessage, string> | undefined;
 
   /**
    * `top`: the room's last id so far (its history may have been dropped before). `base`:
@@ -100,17 +99,12 @@ class RoomRing {
     return this.top - this.size + 1;
   }
 
-  /** The message holding `cid` under the first of `names` that has it. */
-  findCid(names: readonly string[], cid: string): StoredMessage | undefined {
-    for (const name of names) {
-      const found = this.cids.get(cidKey(name, cid));
-      if (found !== undefined) return found;
-    }
-    return undefined;
+  findCid(name: string, cid: string): StoredMessage | undefined {
+    return this.cids.get(cidKey(name, cid));
   }
 
-  /** `sender`: the name (senderName) its cid is kept under besides its `from`. */
-  push(message: StoredMessage, sender?: string): void {
+  /** `name`: what its cid is kept under (cidName). */
+  push(message: StoredMessage, name?: string): void {
     if (this.size === this.capacity) this.dropOldest();
     if (this.slots.length < this.capacity) {
       // Grows to capacity instead of allocating it up front: most rooms stay small.
@@ -122,12 +116,11 @@ class RoomRing {
     this.weight += weigh(message);
     this.top = message.id;
     if (message.cid !== undefined) {
-      this.cids.set(cidKey(message.from, message.cid), message);
-      if (sender !== undefined) {
-        this.cids.set(cidKey(sender, message.cid), message);
-        this.senders ??= new Map();
-        this.senders.set(message, sender);
-        this.weight += weighSender(sender, message.cid);
+      this.cids.set(cidKey(name ?? message.from, message.cid), message);
+      if (name !== undefined && name !== message.from) {
+        this.names ??= new Map();
+        this.names.set(message, name);
+        this.weight += weighName(name);
       }
     }
   }
@@ -175,22 +168,18 @@ class RoomRing {
     // messages must not stay in memory.
     this.slots[this.head] = undefined;
     if (gone.cid !== undefined) {
-      this.forgetCid(cidKey(gone.from, gone.cid), gone);
-      const sender = this.senders?.get(gone);
-      if (sender !== undefined) {
-        this.senders!.delete(gone);
-        this.forgetCid(cidKey(sender, gone.cid), gone);
-        this.weight -= weighSender(sender, gone.cid);
+      const name = this.names?.get(gone);
+      if (name !== undefined) {
+        this.names!.delete(gone);
+        this.weight -= weighName(name);
       }
+      const key = cidKey(name ?? gone.from, gone.cid);
+      // A later message may have taken the key over (this one was past the window).
+      if (this.cids.get(key) === gone) this.cids.delete(key);
     }
     this.head = (this.head + 1) % this.capacity;
     this.size--;
     this.weight -= weigh(gone);
-  }
-
-  /** A later message may have taken the name over since (its first was past the window). */
-  private forgetCid(key: string, gone: StoredMessage): void {
-    if (this.cids.get(key) === gone) this.cids.delete(key);
   }
 }
 
@@ -292,7 +281,7 @@ export class MemoryHistoryStore implements HistoryStore {
     }
     this.newest = ring;
     if (cid !== undefined) {
-      const first = ring.findCid(cidNames(draft), cid);
+      const first = ring.findCid(cidName(draft), cid);
       if (first !== undefined) {
         return Promise.resolve({ message: first, epoch: ring.epoch, duplicate: true });
       }
@@ -306,10 +295,7 @@ export class MemoryHistoryStore implements HistoryStore {
       ...(cid !== undefined ? { cid } : {}),
     };
     const before = ring.weight;
-    ring.push(
-      message,
-      cid !== undefined && draft.sender !== undefined ? senderName(draft.sender) : undefined,
-    );
+    ring.push(message, cid !== undefined ? cidName(draft) : undefined);
     this.weight += ring.weight - before;
     if (this.weight > this.maxBytes) this.shed(ring);
     return Promise.resolve({ message, epoch: ring.epoch, duplicate: false });

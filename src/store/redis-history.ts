@@ -14,12 +14,12 @@ import {
   checkKey,
   checkRetention,
   checkSenders,
+  cidName,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
   newSeed,
   readLimit,
   roomEpoch,
-  senderName,
   wellFormed,
 } from './common.js';
 import { Command } from './ioredis.js';
@@ -163,9 +163,7 @@ end
  * room tag, channel ('' for none), seen epoch, seen top, then either 'B' and the count of
  * messages, then all their [at, from, msg] as JSON joined by commas (a call without cids),
  * or per message its [at, from, msg] as JSON; a message with a cid has two arguments
- * before it: 'c' and the cid's key in cidz, then the cid as JSON, or three: 'd' and the
- * cid's key, its key under the sender (MessageDraft.sender), then the cid as JSON; it is
- * looked up under the first key, then the second. Returns epoch, the top
+ * before it: 'c' and the cid's key in cidz, then the cid as JSON. Returns epoch, the top
  * before, then for each duplicate (if any) its position in ARGV's messages (from 1), the
  * id it repeats, and the stream entry holding that id (its id and fields; '' and none when
  * the id is this call's): the other messages got the ids after the top before, in order.
@@ -199,48 +197,37 @@ local chats, cids, added, scored = {}, {}, {}, {}
 local b, n = 7, 0
 while not count and b <= #ARGV do
   n = n + 1
-  local json, fields, cid = ARGV[b], nil, nil
-  -- 'c' (99) first: the cid's key and the cid follow, then the message; 'd' (100): two keys.
-  local kind = string.byte(json, 1)
-  if kind == 99 then
-    fields, cid, json = {string.sub(json, 2)}, ARGV[b + 1], ARGV[b + 2]
+  local json, field, cid = ARGV[b], nil, nil
+  -- 'c' (99) first: the cid's key and the cid follow, then the message.
+  if string.byte(json, 1) == 99 then
+    field, cid, json = string.sub(json, 2), ARGV[b + 1], ARGV[b + 2]
     b = b + 3
-  elseif kind == 100 then
-    fields, cid, json = {string.sub(json, 2), ARGV[b + 1]}, ARGV[b + 2], ARGV[b + 3]
-    b = b + 4
   else
     b = b + 1
   end
   local dup
-  if fields then
+  if field then
     -- Only while the first is within the cap (age retention raises the floor past it).
     local lowest = math.max(floor, before + #chats - max + 1)
-    local scores
-    for i, field in ipairs(fields) do
-      local prior = added[field]
-      if prior then
-        if prior >= lowest then dup = {n, prior, '', {}} end
-      else
-        scores = scores or redis.call('ZMSCORE', cidz, unpack(fields))
-        prior = tonumber(scores[i])
-        if prior and prior >= lowest then
-          local entry = holding(msgs, prior)
-          if entry then dup = {n, prior, entry[1], entry[2]} end
-        end
+    local prior = added[field]
+    if prior then
+      if prior >= lowest then dup = {n, prior, '', {}} end
+    else
+      prior = tonumber(redis.call('ZSCORE', cidz, field))
+      if prior and prior >= lowest then
+        local entry = holding(msgs, prior)
+        if entry then dup = {n, prior, entry[1], entry[2]} end
       end
-      if dup then break end
     end
   end
   if dup then
     for _, v in ipairs(dup) do out[#out + 1] = v end
   else
     chats[#chats + 1] = json
-    if fields then
-      for _, field in ipairs(fields) do
-        added[field] = before + #chats
-        scored[#scored + 1] = before + #chats
-        scored[#scored + 1] = field
-      end
+    if field then
+      added[field] = before + #chats
+      scored[#scored + 1] = before + #chats
+      scored[#scored + 1] = field
       cids[#cids + 1] = '"' .. int(#chats - 1) .. '":' .. cid
     end
   end
@@ -461,8 +448,8 @@ interface Pending {
   readonly from: string;
   readonly msg: string;
   readonly cid: string | undefined;
-  /** The name the cid is also found and kept under (senderName of MessageDraft.sender). */
-  readonly sender: string | undefined;
+  /** The name the cid is found and kept under (cidName). */
+  readonly cidName: string | undefined;
   resolve(appended: Appended): void;
   reject(error: Error): void;
 }
@@ -611,8 +598,7 @@ export class RedisHistoryStore implements HistoryStore {
       return Promise.reject(error);
     }
     const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
-    const sender =
-      cid === undefined || draft.sender === undefined ? undefined : senderName(draft.sender);
+    const name = cid === undefined ? undefined : cidName(draft);
     const msg = wellFormed(draft.msg);
     // Tracked by its batch's script call (close() sends what is waiting first).
     return new Promise<Appended>((resolve, reject) => {
@@ -628,7 +614,15 @@ export class RedisHistoryStore implements HistoryStore {
         this.batches.push(batch);
       }
       batch.text += text;
-      batch.items.push({ at: draft.at, from: draft.from, msg, cid, sender, resolve, reject });
+      batch.items.push({
+        at: draft.at,
+        from: draft.from,
+        msg,
+        cid,
+        cidName: name,
+        resolve,
+        reject,
+      });
       if (this.batches.length === 1 && batch.items.length === 1) {
         setImmediate(() => this.flush());
       }
@@ -696,13 +690,10 @@ export class RedisHistoryStore implements HistoryStore {
           body += bulk(json, plain ? json.length : undefined);
           count += 1;
         } else {
-          if (item.sender === undefined) {
-            body += bulk(`c${cidKey(item.from, item.cid)}`);
-          } else {
-            body += bulk(`d${cidKey(item.from, item.cid)}`) + bulk(cidKey(item.sender, item.cid));
-            count += 1;
-          }
-          body += bulk(JSON.stringify(item.cid)) + bulk(json, plain ? json.length : undefined);
+          body +=
+            bulk(`c${cidKey(item.cidName ?? item.from, item.cid)}`) +
+            bulk(JSON.stringify(item.cid)) +
+            bulk(json, plain ? json.length : undefined);
           count += 3;
         }
       }

@@ -15,13 +15,12 @@ import {
   checkKey,
   checkRetention,
   checkSenders,
-  cidNames,
+  cidName,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
   newSeed,
   readLimit,
   roomEpoch,
-  senderName,
   wellFormed,
 } from './common.js';
 
@@ -88,8 +87,8 @@ interface Pending {
   readonly room: string;
   readonly state: RoomState;
   readonly message: StoredMessage;
-  /** The name its cid is kept under besides its `from` (senderName of MessageDraft.sender). */
-  readonly sender: string | undefined;
+  /** The name its cid is kept under (cidName), when it has one. */
+  readonly cidName: string | undefined;
   readonly duplicate: boolean;
   readonly resolve: (appended: Appended) => void;
   readonly reject: (error: unknown) => void;
@@ -451,8 +450,7 @@ export class SqliteHistoryStore implements HistoryStore {
         if (m.cid === undefined) b.entries.push([m.at, m.from, m.msg]);
         else {
           b.entries.push([m.at, m.from, m.msg, m.cid]);
-          this.insertCid.run(p.room, m.from, m.cid, m.id);
-          if (p.sender !== undefined) this.insertCid.run(p.room, p.sender, m.cid, m.id);
+          this.insertCid.run(p.room, p.cidName ?? m.from, m.cid, m.id);
         }
       }
       for (const b of open.values()) this.writeBatch(b);
@@ -481,29 +479,21 @@ export class SqliteHistoryStore implements HistoryStore {
       checkKey('room', room);
       checkSenders(draft);
       const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
-      const sender =
-        cid === undefined || draft.sender === undefined ? undefined : senderName(draft.sender);
+      const name = cid === undefined ? undefined : cidName(draft);
       const state = this.state(room);
       let duplicateOf: StoredMessage | undefined;
-      const keys: string[] = [];
-      if (cid !== undefined) {
-        for (const name of cidNames(draft)) {
-          const key = `${room.length}:${room}${name.length}:${name}${cid}`;
-          keys.push(key);
-          if (duplicateOf !== undefined) continue;
-          duplicateOf = this.pendingCids.get(key);
-          if (duplicateOf === undefined) {
-            const row = this.findCid.get(room, name, cid);
-            if (row !== undefined) duplicateOf = this.message(room, row.id);
-          }
-          // Appends of this turn may already have pushed it out of the room's window, as they
-          // would have one turn later: then the cid is free again.
-          if (
-            duplicateOf !== undefined &&
-            duplicateOf.id <= state.top - this.retention.maxMessages
-          ) {
-            duplicateOf = undefined;
-          }
+      let key: string | undefined;
+      if (name !== undefined && cid !== undefined) {
+        key = `${room.length}:${room}${name.length}:${name}${cid}`;
+        duplicateOf = this.pendingCids.get(key);
+        if (duplicateOf === undefined) {
+          const row = this.findCid.get(room, name, cid);
+          if (row !== undefined) duplicateOf = this.message(room, row.id);
+        }
+        // Appends of this turn may already have pushed it out of the room's window, as they
+        // would have one turn later: then the cid is free again.
+        if (duplicateOf !== undefined && duplicateOf.id <= state.top - this.retention.maxMessages) {
+          duplicateOf = undefined;
         }
       }
       let message: StoredMessage;
@@ -519,7 +509,7 @@ export class SqliteHistoryStore implements HistoryStore {
           msg: wellFormed(draft.msg),
           ...(cid !== undefined ? { cid } : {}),
         };
-        for (const key of keys) this.pendingCids.set(key, message);
+        if (key !== undefined) this.pendingCids.set(key, message);
       }
       // A duplicate waits for the batch too, so promises resolve in append order and a
       // repeat of a message still in this batch is not acknowledged before it is durable.
@@ -527,7 +517,7 @@ export class SqliteHistoryStore implements HistoryStore {
         room,
         state,
         message,
-        sender,
+        cidName: name,
         duplicate: duplicateOf !== undefined,
         resolve,
         reject,

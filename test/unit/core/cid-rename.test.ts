@@ -5,10 +5,13 @@
  * RENAME and lost the connection before either reply) made the re-send a new
  * message: the room got it twice.
  *
- * The store also keeps each cid under the sending session's lasting identity
- * (MessageDraft.sender), which its resume token carries to the connection that
- * takes it back, on any node; a nickname's next holder is never taken for it.
+ * The store keeps each cid under the sending session's lasting identity instead
+ * (MessageDraft.sender), which its resume token carries: to the connection that
+ * takes the session back, on any node, and to a new session that presents a
+ * token that takes nothing back any more (after a restart). A nickname's next
+ * holder is never taken for the session that gave it up.
  */
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Chat } from '../../../src/core/chat.js';
 import type { HistoryStore } from '../../../src/core/history.js';
@@ -18,6 +21,7 @@ import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
 import { SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
 import { connectWith, type FakePeer, joinChat, sendRequest } from '../../helpers/fake-peer.js';
+import { useTempDir } from '../../helpers/temp-dir.js';
 
 const retention = { maxMessages: 100, maxAgeMs: 0 };
 const caps = ['rooms', 'history'];
@@ -108,18 +112,57 @@ describe.each(STORES)('%s', (_name, open) => {
     ]);
   });
 
-  it('still finds a cid re-sent after a plain reconnect under the same nickname', async () => {
+  it("finds a cid re-sent by a new session that presents the old one's spent token, under any nickname", async () => {
     const { chat, watcher, ann } = await lobby(open);
+    const token = (ann.outbox.find((m) => m.cmd === '03') as { resume: string }).resume;
     sendRequest(ann, { cmd: '7', msg: 'hello', cid: 'c1' } as Request);
     await until(() => ann.outbox.some((m) => m.cmd === '71'));
     sendRequest(ann, { cmd: '3' } as Request);
     await until(() => watcher.outbox.some((m) => m.cmd === '30'));
-    const again = joinChat(chat, 'ann', caps);
+    const again = connectWith(chat, { cmd: '0', nickname: 'anna', caps, resume: token } as Request);
     await until(() => again.outbox.some((m) => m.cmd === '101'));
+    expect(again.outbox.find((m) => m.cmd === '03')).toMatchObject({ resumed: false });
     sendRequest(again, { cmd: '7', msg: 'hello', cid: 'c1' } as Request);
     await until(() => again.outbox.some((m) => m.cmd === '71'));
     expect(again.outbox.find((m) => m.cmd === '71')).toMatchObject({ id: 1, duplicate: true });
-    expect(chats(watcher).filter((m) => m.msg === 'hello')).toHaveLength(1);
+    // A session without the token is another sender, under the first nickname too.
+    const stranger = joinChat(chat, 'ann', caps);
+    await until(() => stranger.outbox.some((m) => m.cmd === '101'));
+    sendRequest(stranger, { cmd: '7', msg: 'hello', cid: 'c1' } as Request);
+    await until(() => stranger.outbox.some((m) => m.cmd === '71'));
+    const stored = stranger.outbox.find((m) => m.cmd === '71');
+    expect(stored).toMatchObject({ id: 2 });
+    expect(stored).not.toMatchObject({ duplicate: true });
+    expect(chats(watcher).filter((m) => m.msg === 'hello')).toHaveLength(2);
+  });
+});
+
+describe('after a restart on the same SQLite file', () => {
+  const dir = useTempDir('confab-cid-restart-');
+
+  it('stores once a chat re-sent, after a rename, by a client presenting the token from before', async () => {
+    const file = path.join(dir.path, 'history.db');
+    const open = () => new SqliteHistoryStore(file, { retention, pruneIntervalMs: 0 });
+    store = open();
+    chat = new Chat({ history: store });
+    const ann = joinChat(chat, 'ann', caps);
+    await until(() => ann.outbox.some((m) => m.cmd === '101'));
+    const token = (ann.outbox.find((m) => m.cmd === '03') as { resume: string }).resume;
+    sendRequest(ann, { cmd: '7', msg: 'pay bob 100', cid: 'a7f3-1' } as Request);
+    sendRequest(ann, { cmd: '5', newNickname: 'anna' } as Request);
+    await until(() => ann.outbox.some((m) => m.cmd === '51'));
+    chat.shutdown();
+    await store.close();
+    store = open();
+    chat = new Chat({ history: store });
+    const watcher = joinChat(chat, 'watcher', caps);
+    const back = connectWith(chat, { cmd: '0', nickname: 'anna', caps, resume: token } as Request);
+    await until(() => back.outbox.some((m) => m.cmd === '101'));
+    sendRequest(back, { cmd: '7', msg: 'pay bob 100', cid: 'a7f3-1' } as Request);
+    await until(() => back.outbox.some((m) => m.cmd === '71'));
+    expect(back.outbox.find((m) => m.cmd === '71')).toMatchObject({ id: 1, duplicate: true });
+    // The watcher was shown it once, from history as it joined (a chat is delivered before its "71").
+    expect(chats(watcher).filter((m) => m.msg === 'pay bob 100')).toHaveLength(1);
   });
 });
 
