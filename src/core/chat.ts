@@ -161,8 +161,11 @@ const MAX_REMOVE_HOPS = 3;
 
 const RATE_LIMITED_MESSAGE = 'too many requests; slow down';
 
-/** A "password" field's value in a logged excerpt, escapes and a cut-off end included. */
-const PASSWORD_FIELD = /("password"\s*:\s*)"(?:[^"\\]|\\.)*("|$)/g;
+/**
+ * A "password" or "resume" field's value in a logged excerpt, escapes and a cut-off end
+ * included: a resume token in a log would let its reader take the session.
+ */
+const SECRET_FIELD = /("(?:password|resume)"\s*:\s*)"(?:[^"\\]|\\.)*("|$)/g;
 
 /** OPER checks per address: five at once, then one every ten seconds. */
 const OPER_BURST = 5;
@@ -1346,8 +1349,8 @@ export class Chat implements ChatContext, SessionHost {
         nickname: session.nickname,
         remote: session.address,
         where,
-        // An OPER that failed mid-way must not leave its password in the log.
-        input: input?.replace(PASSWORD_FIELD, '$1"[redacted]"'),
+        // A request that failed mid-way must not leave its password or token in the log.
+        input: input?.replace(SECRET_FIELD, '$1"[redacted]"'),
         err,
       },
       'internal error while serving a connection; closing it',

@@ -81,7 +81,12 @@ export function checkKey(what: 'room' | 'from' | 'sender', key: string): void {
  * characters), so a sender is never taken for a nickname.
  */
 export function cidName(draft: MessageDraft): string {
-  return draft.sender === undefined ? draft.from : `\u0001${draft.sender}`;
+  return draft.sender === undefined ? draft.from : senderName(draft.sender);
+}
+
+/** The name a cid of `sender` is kept under (cidName). */
+export function senderName(sender: string): string {
+  return `\u0001${sender}`;
 }
 
 /** checkKey for the names a draft is stored and its cid kept under. */

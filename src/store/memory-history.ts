@@ -18,6 +18,7 @@ import {
   newSeed,
   readLimit,
   roomEpoch,
+  senderName,
   wellFormed,
 } from './common.js';
 import { NameFilter } from './name-filter.js';
@@ -54,11 +55,6 @@ function weigh(message: StoredMessage): number {
   return 2 * (message.msg.length + message.from.length + (message.cid?.length ?? 0)) + 96;
 }
 
-/** What keeping a message's cid under a name other than its `from` adds: the name's entry. */
-function weighName(name: string): number {
-  return 2 * name.length + 48;
-}
-
 /**
  * What a room holding messages is counted as against the budget besides them: its ring,
  * cid map, epoch and place in the store's map (measured at some 640 bytes on Node 20).
@@ -81,8 +77,11 @@ class RoomRing {
   weight = ROOM_WEIGHT;
   /** (name, cid) -> message, only for messages still in the ring, so it is bounded like the ring. */
   private readonly cids = new Map<string, StoredMessage>();
-  /** The name a message's cid is kept under, where it is not its `from` (cidName). */
-  private names: Map<StoredMessage, string> | undefined;
+  /**
+   * By slot, the sender a message's cid is kept under (MessageDraft.sender), made with the
+   * first such message: a Map from message to sender cost each chat 1.5 µs more.
+   */
+  private senders: (string | undefined)[] | undefined;
 
   /**
    * `top`: the room's last id so far (its history may have been dropped before). `base`:
@@ -103,25 +102,28 @@ class RoomRing {
     return this.cids.get(cidKey(name, cid));
   }
 
-  /** `name`: what its cid is kept under (cidName). */
-  push(message: StoredMessage, name?: string): void {
+  /** `sender`: the draft's (MessageDraft.sender), for a message with a cid. */
+  push(message: StoredMessage, sender?: string): void {
     if (this.size === this.capacity) this.dropOldest();
+    let slot: number;
     if (this.slots.length < this.capacity) {
       // Grows to capacity instead of allocating it up front: most rooms stay small.
+      slot = this.slots.length;
       this.slots.push(message);
     } else {
-      this.slots[(this.head + this.size) % this.capacity] = message;
+      slot = (this.head + this.size) % this.capacity;
+      this.slots[slot] = message;
     }
+    if (sender !== undefined && this.senders === undefined) {
+      this.senders = new Array<string | undefined>(this.slots.length).fill(undefined);
+    }
+    if (this.senders !== undefined) this.senders[slot] = sender;
     this.size++;
     this.weight += weigh(message);
     this.top = message.id;
     if (message.cid !== undefined) {
-      this.cids.set(cidKey(name ?? message.from, message.cid), message);
-      if (name !== undefined && name !== message.from) {
-        this.names ??= new Map();
-        this.names.set(message, name);
-        this.weight += weighName(name);
-      }
+      const name = sender === undefined ? message.from : senderName(sender);
+      this.cids.set(cidKey(name, message.cid), message);
     }
   }
 
@@ -144,6 +146,12 @@ class RoomRing {
    */
   private compact(): void {
     if (this.slots.length <= 32 || this.size * 4 > this.slots.length) return;
+    const senders = this.senders;
+    if (senders !== undefined) {
+      const kept: (string | undefined)[] = [];
+      for (let id = this.oldest; id <= this.top; id++) kept.push(senders[this.slotOf(id)]);
+      this.senders = kept;
+    }
     this.slots = this.range(this.oldest, this.top);
     this.head = 0;
   }
@@ -158,8 +166,11 @@ class RoomRing {
   }
 
   private at(id: number): StoredMessage {
-    const index = (this.head + (id - this.oldest)) % this.slots.length;
-    return this.slots[index]!;
+    return this.slots[this.slotOf(id)]!;
+  }
+
+  private slotOf(id: number): number {
+    return (this.head + (id - this.oldest)) % this.slots.length;
   }
 
   private dropOldest(): void {
@@ -167,13 +178,10 @@ class RoomRing {
     // Frees the message now, not when its slot is next written: an idle room's expired
     // messages must not stay in memory.
     this.slots[this.head] = undefined;
+    const sender = this.senders?.[this.head];
+    if (sender !== undefined) this.senders![this.head] = undefined;
     if (gone.cid !== undefined) {
-      const name = this.names?.get(gone);
-      if (name !== undefined) {
-        this.names!.delete(gone);
-        this.weight -= weighName(name);
-      }
-      const key = cidKey(name ?? gone.from, gone.cid);
+      const key = cidKey(sender === undefined ? gone.from : senderName(sender), gone.cid);
       // A later message may have taken the key over (this one was past the window).
       if (this.cids.get(key) === gone) this.cids.delete(key);
     }
@@ -295,7 +303,7 @@ export class MemoryHistoryStore implements HistoryStore {
       ...(cid !== undefined ? { cid } : {}),
     };
     const before = ring.weight;
-    ring.push(message, cid !== undefined ? cidName(draft) : undefined);
+    ring.push(message, cid !== undefined ? draft.sender : undefined);
     this.weight += ring.weight - before;
     if (this.weight > this.maxBytes) this.shed(ring);
     return Promise.resolve({ message, epoch: ring.epoch, duplicate: false });

@@ -361,7 +361,7 @@ describe('BAN and KICK bounds', () => {
 });
 
 describe('the fault boundary', () => {
-  it('does not log the password of an OPER whose handling failed', () => {
+  it('does not log the password of an OPER, nor the token of a CONNECT, whose handling failed', () => {
     const logged: object[] = [];
     const log = { debug() {}, info() {}, warn() {}, error: (f: object) => logged.push(f) };
     chat = new Chat({ operators: [teacher], logger: log });
@@ -370,8 +370,10 @@ describe('the fault boundary', () => {
       new Error('boom'),
       '{"cmd":"92","name":"teacher","password":"open \\"sesame\\""}{"cmd":"92","password": "x',
     );
+    ann.session.failed(new Error('boom'), '{"cmd":"0","nickname":"x","resume":"tokenOfAnn"}');
     const text = JSON.stringify(logged);
     expect(text).not.toContain('sesame');
+    expect(text).not.toContain('tokenOfAnn');
     expect(text).toContain('[redacted]');
     expect(text).not.toMatch(/"password\\": \\"x/);
   });
