@@ -40,11 +40,15 @@ async function stop(server: SpawnedServer): Promise<void> {
   await server.stop();
 }
 
+/** The resume token each client's "03" gave it. */
+const tokens = new WeakMap<RawClient, string>();
+
 async function tcp(port: number, nickname: string, extra: object = {}): Promise<RawClient> {
   const client = await RawClient.open(port);
   sockets.push(client);
   client.write(line({ cmd: '0', nickname, caps: HISTORY_CAPS, ...extra }));
-  await client.expect('03');
+  const welcome = await client.expect('03');
+  if (typeof welcome.resume === 'string') tokens.set(client, welcome.resume);
   return client;
 }
 
@@ -185,8 +189,9 @@ describe('hostile text through batched SQLite history', () => {
     expect(await replayed(() => dora.expect('70', 10_000))).toEqual(want);
     expect(await paged(carl)).toEqual(want);
 
-    // The same cids again from the same sender, after the restart: each a duplicate of its first.
-    const ann2 = await tcp(server.port, 'ann');
+    // The same cids again from the same client, after the restart (its last token takes
+    // nothing back, but still names its session): each a duplicate of its first.
+    const ann2 = await tcp(server.port, 'ann', { resume: tokens.get(ann) });
     ann2.write(accepted.map((i) => line({ cmd: '7', msg: msgs[i], cid: cids[i] })).join(''));
     for (let n = 0; n < accepted.length; n++) {
       expect(await ann2.expect('71', 10_000)).toMatchObject({ id: n + 1, duplicate: true });
