@@ -248,7 +248,10 @@ if count > 0 then
   redis.call('SET', top_key, int(top))
   if #cids > 0 then
     redis.call('XADD', msgs, int(before + 1) .. '-0', 'b', body, 'c', '{' .. table.concat(cids, ',') .. '}')
-    redis.call('ZADD', cidz, unpack(scored))
+    -- unpack() stops near 8000 values (Lua's C stack): a call's pairs go 1000 to a ZADD.
+    for i = 1, #scored, 2000 do
+      redis.call('ZADD', cidz, unpack(scored, i, math.min(i + 1999, #scored)))
+    end
   else
     redis.call('XADD', msgs, int(before + 1) .. '-0', 'b', body)
   end
