@@ -64,6 +64,13 @@ function weigh(message: StoredMessage): number {
 export const ROOM_WEIGHT = 640;
 
 /**
+ * What a message whose cid is kept under a sender (MessageDraft.sender) is counted as
+ * besides `weigh`: the sender (each session's own, often outliving it), its slot in the
+ * ring and the longer key of the cid (measured at some 120 bytes on Node 20).
+ */
+export const SENDER_WEIGHT = 120;
+
+/**
  * One room's messages: a ring of at most `capacity` messages whose ids are
  * consecutive (retention only ever removes the oldest), so a message is found
  * by arithmetic on its id.
@@ -73,7 +80,10 @@ class RoomRing {
   /** Index in `slots` of the oldest message. */
   private head = 0;
   size = 0;
-  /** The weight of the messages held (weigh), and of the room itself (ROOM_WEIGHT). */
+  /**
+   * The weight of the messages held (weigh, SENDER_WEIGHT), and of the room itself
+   * (ROOM_WEIGHT).
+   */
   weight = ROOM_WEIGHT;
   /** (name, cid) -> message, only for messages still in the ring, so it is bounded like the ring. */
   private readonly cids = new Map<string, StoredMessage>();
@@ -119,7 +129,7 @@ class RoomRing {
     }
     if (this.senders !== undefined) this.senders[slot] = sender;
     this.size++;
-    this.weight += weigh(message);
+    this.weight += weigh(message) + (sender === undefined ? 0 : SENDER_WEIGHT);
     this.top = message.id;
     if (message.cid !== undefined) {
       const name = sender === undefined ? message.from : senderName(sender);
@@ -187,7 +197,7 @@ class RoomRing {
     }
     this.head = (this.head + 1) % this.capacity;
     this.size--;
-    this.weight -= weigh(gone);
+    this.weight -= weigh(gone) + (sender === undefined ? 0 : SENDER_WEIGHT);
   }
 }
 

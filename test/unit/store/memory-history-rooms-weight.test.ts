@@ -65,8 +65,7 @@ it.fails('holds about its budget when every short chat has a cid', async () => {
   expect(await cidsPerCountedByte(false)).toBeLessThan(1.5);
 }, 60_000);
 
-// The budget does not count what keeping a cid under a sender costs more (the sender, its slot, a longer key).
-it.fails('counts a cid kept under a sender as it costs, as one kept under the nickname', async () => {
+it('counts a cid kept under a sender as it costs, as one kept under the nickname', async () => {
   const nickname = await cidsPerCountedByte(false);
   expect(await cidsPerCountedByte(true)).toBeLessThan(1.1 * nickname);
 }, 60_000);
