@@ -49,11 +49,19 @@ export const DEFAULT_MEMORY_HISTORY_BYTES = 256 * 1024 * 1024;
 /**
  * What a stored message is counted as against the budget: its strings at two bytes a
  * character (V8 keeps text with any character above U+00FF so), and the message object
- * and its place in the ring.
+ * and its place in the ring; with a cid, also the cid's key (the name and the cid again)
+ * and its entry in the room's cid map, with the map's spare room (CID_WEIGHT besides the
+ * key's text).
  */
 function weigh(message: StoredMessage): number {
-  return 2 * (message.msg.length + message.from.length + (message.cid?.length ?? 0)) + 96;
+  const text = message.msg.length + message.from.length;
+  const cid = message.cid;
+  if (cid === undefined) return 2 * text + 96;
+  return 2 * (text + 2 * cid.length + message.from.length) + 96 + CID_WEIGHT;
 }
+
+/** A cid's key and map entry besides the key's text (measured at about 100 bytes on Node 20). */
+const CID_WEIGHT = 100;
 
 /**
  * What a room holding messages is counted as against the budget besides them: its ring,
