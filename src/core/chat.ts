@@ -233,6 +233,8 @@ export class Chat implements ChatContext, SessionHost {
   private readonly sessions = new Set<Session>();
   /** Resume tokens of open sessions with "history". */
   private readonly tokens = new Map<string, Session>();
+  /** The session holding each sender its tokens carry (issueToken), for `namedBy`. */
+  private readonly senders = new Map<string, Session>();
   private readonly history: HistoryStore | undefined;
   /** "101"'s history and HISTORY's pages, read from `history`. */
   private readonly replays: Replays;
@@ -1084,7 +1086,17 @@ export class Chat implements ChatContext, SessionHost {
     const token = newToken(session.sender);
     session.resumeToken = token;
     this.tokens.set(token, session);
+    this.senders.set(session.sender, session);
     return token;
+  }
+
+  /**
+   * The sender a token that takes nothing back names (resume-token.ts), unless a session
+   * here holds it: a spent token of a session that goes on names nobody.
+   */
+  private namedBy(token: string): string | undefined {
+    const sender = senderOf(token);
+    return sender === undefined || this.senders.has(sender) ? undefined : sender;
   }
 
   /**
@@ -1098,7 +1110,7 @@ export class Chat implements ChatContext, SessionHost {
     if (ghost === undefined || ghost === session || ghost.state !== 'joined') {
       // A spent or unknown token (the server restarted, say) takes nothing back but still
       // names its session: what the client re-sends is recognised as that session's.
-      session.sender ??= senderOf(token);
+      session.sender ??= this.namedBy(token);
       return false;
     }
     this.tokens.delete(token);
@@ -1146,7 +1158,8 @@ export class Chat implements ChatContext, SessionHost {
     if (cluster === undefined) return false;
     const ghost = this.tokens.get(token);
     // The next token carries the same sender, whichever node the member was on.
-    session.sender = senderOf(token) ?? session.sender;
+    session.sender =
+      (ghost !== undefined ? senderOf(token) : this.namedBy(token)) ?? session.sender;
     const next = this.issueToken(session);
     const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
     // Else a spent or unknown token: still its session's, as in takeBack.
@@ -1399,6 +1412,9 @@ export class Chat implements ChatContext, SessionHost {
     this.sessions.delete(session);
     this.count(reason);
     if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
+    if (session.sender !== undefined && this.senders.get(session.sender) === session) {
+      this.senders.delete(session.sender);
+    }
     if (!wasJoined) return;
     this.nicknames.delete(session.key);
     session.room = undefined;

@@ -6,9 +6,10 @@
  * resume on any node of a cluster reads the sender from the token it was
  * given, so a session that moves keeps its identity without Presence storing
  * it, and a token that takes nothing back any more (spent, or from before a
- * restart) still names the session its client re-sends chats for. Only the
- * whole token takes a session back; the sender alone grants nothing, and no
- * other client ever sees it.
+ * restart) still names the session its client re-sends chats for, unless a
+ * session of this process holds that sender (a spent token of a live session
+ * names nobody). Only the whole token takes a session back; no other client
+ * ever sees it, and the history stores keep only a hash of it (store/common.ts).
  */
 
 /** 72 random bits: senders are never compared across more than a room's stored cids. */

@@ -84,9 +84,22 @@ export function cidName(draft: MessageDraft): string {
   return draft.sender === undefined ? draft.from : senderName(draft.sender);
 }
 
-/** The name a cid of `sender` is kept under (cidName). */
+/** Senders' names (senderName) by sender; cleared when full. */
+const senderNames = new Map<string, string>();
+const SENDER_NAMES = 4096;
+
+/**
+ * The name a cid of `sender` is kept under (cidName): 96 bits of the sender's SHA-256, so
+ * nothing stored (a database backup, a Redis key) makes a resume token that names it.
+ */
 export function senderName(sender: string): string {
-  return `\u0001${sender}`;
+  let name = senderNames.get(sender);
+  if (name === undefined) {
+    if (senderNames.size >= SENDER_NAMES) senderNames.clear();
+    name = `\u0001${createHash('sha256').update(sender).digest('base64url').slice(0, 16)}`;
+    senderNames.set(sender, name);
+  }
+  return name;
 }
 
 /** checkKey for the names a draft is stored and its cid kept under. */
