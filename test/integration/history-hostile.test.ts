@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import { HistoryHarness, line, storeChats } from '../helpers/history-harness.js';
+import { HISTORY_CAPS, HistoryHarness, line, storeChats } from '../helpers/history-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 const harness = HistoryHarness.use();
@@ -62,6 +62,37 @@ describe.each(STORES)('with %s history', (_name, storeArgs) => {
     await new Promise((r) => setTimeout(r, 200));
     // As the course server (and confab without history) tells it: the chat, then the leave.
     expect(watcher.received.map((m) => m.cmd)).toEqual(['70', '30']);
+  });
+
+  // A token spent by the race's winner still lends its sender to the losers, which share its cids.
+  it.fails('stores a new chat of the loser of a race for one resume token, however its cid', async () => {
+    const server = await harness.serve([...storeArgs(), '--rate-limit', '0']);
+    const { client: watcher } = await harness.connect(server.port, 'watcher');
+    await watcher.expect('101');
+    const { client: ann, welcome } = await harness.connect(server.port, 'ann');
+    await ann.expect('101');
+    // Two connections present ann's token at once: one takes the session back.
+    const racers = [
+      harness.track(await RawClient.open(server.port)),
+      harness.track(await RawClient.open(server.port)),
+    ];
+    racers.forEach((c, i) => {
+      c.write(
+        line({ cmd: '0', nickname: `racer${i}`, caps: HISTORY_CAPS, resume: welcome.resume }),
+      );
+    });
+    const welcomes = await Promise.all(racers.map((c) => c.expect('03')));
+    expect(welcomes.map((w) => w.resumed).sort()).toEqual([false, true]);
+    const winner = racers[welcomes.findIndex((w) => w.resumed === true)]!;
+    const loser = racers[welcomes.findIndex((w) => w.resumed !== true)]!;
+    // Each sends a chat of its own, never sent before, under a cid of its own counter.
+    winner.write(line({ cmd: '7', msg: 'from the winner', cid: '1' }));
+    expect(await winner.expect('71')).not.toHaveProperty('duplicate');
+    loser.write(line({ cmd: '7', msg: 'from the loser', cid: '1' }));
+    expect(await loser.expect('71')).not.toHaveProperty('duplicate');
+    await until(watcher, (r) => r.filter((m) => m.cmd === '70').length >= 2);
+    const chats = watcher.received.filter((m) => m.cmd === '70').map((m) => m.msg);
+    expect(chats).toEqual(['from the winner', 'from the loser']);
   });
 
   it('sends history that escapes large in pages the client can take, never cutting it off', async () => {
