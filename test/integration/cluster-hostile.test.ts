@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/password.js';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
@@ -432,6 +433,39 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
     await watcher.expect('10', 10_000);
     await allAlive();
   }, 120_000);
+
+  // Each re-send fetches the whole stream entry its first copy was stored in (up to 64K chars).
+  it.fails('a chat re-sent with the cid of a long one costs Redis about its own bytes', async () => {
+    const { c } = await member(0, 'resender', { lobby: false });
+    c.sendPy({ cmd: '100', room: 'long' });
+    await c.expect('101');
+    // Sixteen chats of 4,000 characters in one write: one call, one stream entry.
+    const long = '\u0001'.repeat(4000);
+    let frames = `${JSON.stringify({ cmd: '7', room: 'long', msg: long, cid: 'k' })}\n`;
+    for (let i = 0; i < 15; i++)
+      frames += `${JSON.stringify({ cmd: '7', room: 'long', msg: long })}\n`;
+    c.write(frames);
+    for (let i = 0; i < 16; i++) await c.expect('71', 10_000);
+    const admin = new Redis(cluster.redis.url, { maxRetriesPerRequest: 1 });
+    try {
+      const sent = async () =>
+        Number((await admin.info('stats')).match(/total_net_output_bytes:(\d+)/)![1]);
+      const before = await sent();
+      // Forty re-sends of a few bytes each, within the default burst.
+      const resend = `${JSON.stringify({ cmd: '7', room: 'long', msg: 'x', cid: 'k' })}\n`;
+      c.write(resend.repeat(40));
+      for (let i = 0; i < 40; i++) {
+        expect(await c.expect('71', 20_000)).toMatchObject({ duplicate: true });
+      }
+      // Not 40 times the entry (some 16 MB as JSON): a node, its Redis link and Redis's
+      // memory swamped by a few connections re-sending at the allowed rate.
+      expect((await sent()) - before).toBeLessThan(1_000_000);
+    } finally {
+      admin.disconnect();
+    }
+    c.close();
+    await allAlive();
+  }, 60_000);
 
   it('HISTORY with odd before and limit over trimmed history answers and goes on', async () => {
     const { c: writer } = await member(0, 'histw', { lobby: false });
