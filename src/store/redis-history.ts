@@ -96,8 +96,9 @@ const MAX_BATCH = 64;
 /**
  * Text (UTF-16 units of senders and messages) past which a room's next append of the turn
  * starts another call. A call's messages become one stream entry, and reading one of them
- * (a page's first, a repeated cid's) fetches the whole entry: long messages get entries of
- * their own instead of 64 to one entry, hundreds of MB at the largest max-message.
+ * (a page's first) fetches the whole entry: long messages get entries of their own instead
+ * of 64 to one entry, hundreds of MB at the largest max-message. (A repeated cid's message
+ * is cut out of its entry in Redis: only it comes back.)
  */
 const MAX_BATCH_TEXT = 64 * 1024;
 
@@ -107,7 +108,10 @@ const MAX_BATCH_TEXT = 64 * 1024;
 //   msgs   the stream: one entry per append script call, entry id `<first id>-0`, fields
 //          b: the call's new messages as `[at,from,msg],[at,from,msg],...` (what the script
 //          publishes), ids first, first + 1, ...; then, if any of them had a cid, c: a JSON
-//          object from position in b (from 0) to cid. Entries written by earlier versions
+//          object from position in b (from 0) to cid, and o: where each such message lies
+//          in b, `,<position>:<first byte, from 1>:<bytes>` each, then `,`, so that a repeated
+//          cid is answered with its message alone (older entries have no o: with all of
+//          theirs). Entries written by earlier versions
 //          hold one message each, fields at, j[, cid] or at, from, msg[, cid]: they are
 //          read as well.
 //   floor  the lowest id readers may see: raised by the count cap and by age retention,
@@ -165,8 +169,9 @@ end
  * or per message its [at, from, msg] as JSON; a message with a cid has two arguments
  * before it: 'c' and the cid's key in cidz, then the cid as JSON. Returns epoch, the top
  * before, then for each duplicate (if any) its position in ARGV's messages (from 1), the
- * id it repeats, and the stream entry holding that id (its id and fields; '' and none when
- * the id is this call's): the other messages got the ids after the top before, in order.
+ * id it repeats, and that message as a stream entry of its own (its id and fields; '' and
+ * none when the id is this call's; an entry of an earlier version's as it is): the other
+ * messages got the ids after the top before, in order.
  * Exported for the tests, which call it with arguments the store never sends.
  */
 export const APPEND_LUA = `${ROTATE_LUA}
@@ -192,8 +197,23 @@ end
 local before = tonumber(redis.call('GET', top_key) or '0')
 local floor = tonumber(redis.call('GET', floor_key) or '1')
 local out = {epoch, before}
--- added: cid key -> id, for this call's repeats; scored: the same as ZADD's arguments.
-local chats, cids, added, scored = {}, {}, {}, {}
+-- The entry id and fields a repeated cid is answered with: of a batch entry, only its
+-- message, as an entry of its own, cut out by the place its o field gives (the whole
+-- entry, up to MAX_BATCH_TEXT of text, for each re-send of a few bytes would swamp the
+-- node's link and Redis's output buffers). Entries without o, as they are.
+local function repeated(entry, id, cid)
+  local fields = entry[2]
+  if fields[1] ~= 'b' or fields[5] ~= 'o' then return entry[1], fields end
+  local k = id - tonumber(string.match(entry[1], '^%d+'))
+  local from, length = string.match(fields[6], ',' .. int(k) .. ':(%d+):(%d+),')
+  if not from then return entry[1], fields end
+  from, length = tonumber(from), tonumber(length)
+  local chat = string.sub(fields[2], from, from + length - 1)
+  return int(id) .. '-0', {'b', chat, 'c', '{"0":' .. cid .. '}'}
+end
+-- added: cid key -> id, for this call's repeats; scored: the same as ZADD's arguments;
+-- places: per message with a cid, its position, first byte in b and length; size: b's so far.
+local chats, cids, added, scored, places, size = {}, {}, {}, {}, {}, 0
 local b, n = 7, 0
 while not count and b <= #ARGV do
   n = n + 1
@@ -216,7 +236,7 @@ while not count and b <= #ARGV do
       prior = tonumber(redis.call('ZSCORE', cidz, field))
       if prior and prior >= lowest then
         local entry = holding(msgs, prior)
-        if entry then dup = {n, prior, entry[1], entry[2]} end
+        if entry then dup = {n, prior, repeated(entry, prior, cid)} end
       end
     end
   end
@@ -229,7 +249,9 @@ while not count and b <= #ARGV do
       scored[#scored + 1] = before + #chats
       scored[#scored + 1] = field
       cids[#cids + 1] = '"' .. int(#chats - 1) .. '":' .. cid
+      places[#places + 1] = int(#chats - 1) .. ':' .. int(size + 1) .. ':' .. int(#json)
     end
+    size = size + #json + 1
   end
 end
 if not count then
@@ -247,7 +269,8 @@ if count > 0 then
   -- The top first: should a later write fail, its ids are skipped, never given out twice.
   redis.call('SET', top_key, int(top))
   if #cids > 0 then
-    redis.call('XADD', msgs, int(before + 1) .. '-0', 'b', body, 'c', '{' .. table.concat(cids, ',') .. '}')
+    redis.call('XADD', msgs, int(before + 1) .. '-0', 'b', body, 'c', '{' .. table.concat(cids, ',') .. '}',
+      'o', ',' .. table.concat(places, ',') .. ',')
     -- unpack() stops near 8000 values (Lua's C stack): a call's pairs go 1000 to a ZADD.
     for i = 1, #scored, 2000 do
       redis.call('ZADD', cidz, unpack(scored, i, math.min(i + 1999, #scored)))

@@ -1026,8 +1026,8 @@ describe.skipIf(withoutRedis())('Redis', () => {
     it('pages, caps, prunes and deduplicates a stream of earlier entries and new ones alike', async () => {
       const chat = fc.record({
         from: fc.constantFrom('ann', 'bob'),
-        msg: fc.constantFrom('m', '', 'caf\u00e9', '"],['),
-        cid: fc.option(fc.constantFrom('x', 'y', 'z'), { nil: undefined }),
+        msg: fc.constantFrom('m', '', 'caf\u00e9', '"],[', '\\"],[0,"\\\\', '\u0001\\'),
+        cid: fc.option(fc.constantFrom('x', 'y', 'z', '"\\'), { nil: undefined }),
         dt: fc.integer({ min: -30, max: 20 }),
       });
       const step = fc.oneof(
