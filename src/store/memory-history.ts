@@ -12,7 +12,6 @@ import {
   checkKey,
   checkRetention,
   checkSenders,
-  cidName,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
   newSeed,
@@ -116,12 +115,16 @@ class RoomRing {
     return this.top - this.size + 1;
   }
 
-  findCid(name: string, cid: string): StoredMessage | undefined {
-    return this.cids.get(cidKey(name, cid));
+  /** `key`: cidKey of the name the cid is kept under (common.ts cidName) and the cid. */
+  findCid(key: string): StoredMessage | undefined {
+    return this.cids.get(key);
   }
 
-  /** `sender`: the name its cid is kept under (senderName), if not its `from`. */
-  push(message: StoredMessage, sender?: string): void {
+  /**
+   * `key`: for a message with a cid, cidKey of the name it is kept under; `sender`: that
+   * name (senderName), if not its `from`.
+   */
+  push(message: StoredMessage, key?: string, sender?: string): void {
     if (this.size === this.capacity) this.dropOldest();
     let slot: number;
     if (this.slots.length < this.capacity) {
@@ -139,9 +142,7 @@ class RoomRing {
     this.size++;
     this.weight += weigh(message) + (sender === undefined ? 0 : SENDER_WEIGHT);
     this.top = message.id;
-    if (message.cid !== undefined) {
-      this.cids.set(cidKey(sender ?? message.from, message.cid), message);
-    }
+    if (key !== undefined) this.cids.set(key, message);
   }
 
   /** Removes the oldest messages while they are older than `cutoff`. */
@@ -305,25 +306,24 @@ export class MemoryHistoryStore implements HistoryStore {
       this.rooms.set(room, ring);
     }
     this.newest = ring;
-    if (cid !== undefined) {
-      const first = ring.findCid(cidName(draft), cid);
+    const id = ring.top + 1;
+    const msg = wellFormed(draft.msg);
+    let message: StoredMessage;
+    let key: string | undefined;
+    let sender: string | undefined;
+    if (cid === undefined) {
+      message = { room, id, at: draft.at, from: draft.from, msg };
+    } else {
+      sender = draft.sender === undefined ? undefined : senderName(draft.sender);
+      key = cidKey(sender ?? draft.from, cid);
+      const first = ring.findCid(key);
       if (first !== undefined) {
         return Promise.resolve({ message: first, epoch: ring.epoch, duplicate: true });
       }
+      message = { room, id, at: draft.at, from: draft.from, msg, cid };
     }
-    const message: StoredMessage = {
-      room,
-      id: ring.top + 1,
-      at: draft.at,
-      from: draft.from,
-      msg: wellFormed(draft.msg),
-      ...(cid !== undefined ? { cid } : {}),
-    };
     const before = ring.weight;
-    ring.push(
-      message,
-      cid !== undefined && draft.sender !== undefined ? senderName(draft.sender) : undefined,
-    );
+    ring.push(message, key, sender);
     this.weight += ring.weight - before;
     if (this.weight > this.maxBytes) this.shed(ring);
     return Promise.resolve({ message, epoch: ring.epoch, duplicate: false });
