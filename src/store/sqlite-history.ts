@@ -64,6 +64,8 @@ interface OpenBatch {
   /** The latest time in it, which age retention looks at. */
   newest: number;
   readonly entries: Entry[];
+  /** Characters of its senders, texts and cids (BATCH_TEXT). */
+  text: number;
 }
 
 interface BatchRow {
@@ -199,6 +201,13 @@ const betterSqlite3 = createRequire(import.meta.url).resolve('better-sqlite3');
  * takes 100 at a time) parses little it does not return.
  */
 const BATCH_MESSAGES = 128;
+/**
+ * Characters (of senders, texts and cids) past which a row of a turn's messages ends: a
+ * chat re-sent with a cid is answered with its first message, read by parsing its row,
+ * so a row of 128 chats of thousands of escaped characters each (megabytes of JSON) made
+ * each re-send of a few bytes cost the event loop most of a millisecond.
+ */
+const BATCH_TEXT = 16 * 1024;
 
 /**
  * Room history in one SQLite file.
@@ -431,20 +440,28 @@ export class SqliteHistoryStore implements HistoryStore {
         }
       }
       // Each room's messages of the turn, in id order (consecutive: duplicates take no id,
-      // and those past the floor are the oldest), go into rows of up to BATCH_MESSAGES.
+      // and those past the floor are the oldest), go into rows of up to BATCH_MESSAGES and
+      // BATCH_TEXT characters.
       const open = new Map<RoomState, OpenBatch>();
       for (const p of batch) {
         const m = p.message;
         if (p.duplicate || m.id <= floors.get(p.state)!) continue;
         let b = open.get(p.state);
-        if (b !== undefined && (b.last + 1 !== m.id || b.entries.length === this.batchMessages)) {
+        const text = m.from.length + m.msg.length + (m.cid?.length ?? 0);
+        if (
+          b !== undefined &&
+          (b.last + 1 !== m.id ||
+            b.entries.length === this.batchMessages ||
+            b.text + text > BATCH_TEXT)
+        ) {
           this.writeBatch(b);
           b = undefined;
         }
         if (b === undefined) {
-          b = { room: p.room, first: m.id, last: m.id, newest: m.at, entries: [] };
+          b = { room: p.room, first: m.id, last: m.id, newest: m.at, entries: [], text: 0 };
           open.set(p.state, b);
         }
+        b.text += text;
         b.last = m.id;
         if (m.at > b.newest) b.newest = m.at;
         if (m.cid === undefined) b.entries.push([m.at, m.from, m.msg]);
