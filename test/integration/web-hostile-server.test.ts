@@ -9,7 +9,7 @@
 import type { Page, WebSocketRoute } from 'playwright-core';
 import { expect, it } from 'vitest';
 import { useWebServer } from '../helpers/browser.js';
-import { joinAs } from '../helpers/web-page.js';
+import { joinAs, say } from '../helpers/web-page.js';
 
 const POISON = { toString: '' };
 const CAPS = ['errors', 'renames', 'whispers', 'moderation', 'rooms', 'history'];
@@ -129,14 +129,11 @@ it('answers commands whose replies are of the wrong kind', async () => {
   });
   await joinAs(page, 'ann');
   await page.locator('#version', { hasText: 'server v1' }).waitFor();
-  await page.fill('#input', '\\users');
-  await page.press('#input', 'Enter');
+  await say(page, '\\users');
   await page.locator('#messages li', { hasText: '4 in the room' }).waitFor();
-  await page.fill('#input', '\\bans');
-  await page.press('#input', 'Enter');
+  await say(page, '\\bans');
   await page.locator('#messages li', { hasText: 'by op' }).waitFor();
-  await page.fill('#input', '\\rooms');
-  await page.press('#input', 'Enter');
+  await say(page, '\\rooms');
   await page.locator('#messages li', { hasText: '#[object Object]' }).first().waitFor();
   expect(errors).toEqual([]);
   await page.close();
@@ -179,8 +176,7 @@ it("keeps a nickname's bidirectional controls to the nickname", async () => {
   await joinAs(page, 'ann');
   await page.locator('#messages li', { hasText: 'still here' }).waitFor();
   // \users lists the names after one another: each is isolated there too.
-  await page.fill('#input', '\\users');
-  await page.press('#input', 'Enter');
+  await say(page, '\\users');
   await page.locator('#messages li', { hasText: '2 in the room' }).waitFor();
   // Whether each text reads left to right on the page: its first letter left of its last.
   const order = await page.evaluate(
