@@ -306,22 +306,23 @@ export class MemoryHistoryStore implements HistoryStore {
       this.rooms.set(room, ring);
     }
     this.newest = ring;
-    const id = ring.top + 1;
-    const msg = wellFormed(draft.msg);
-    let message: StoredMessage;
     let key: string | undefined;
     let sender: string | undefined;
-    if (cid === undefined) {
-      message = { room, id, at: draft.at, from: draft.from, msg };
-    } else {
+    if (cid !== undefined) {
       sender = draft.sender === undefined ? undefined : senderName(draft.sender);
       key = cidKey(sender ?? draft.from, cid);
       const first = ring.findCid(key);
       if (first !== undefined) {
         return Promise.resolve({ message: first, epoch: ring.epoch, duplicate: true });
       }
-      message = { room, id, at: draft.at, from: draft.from, msg, cid };
     }
+    const id = ring.top + 1;
+    const msg = wellFormed(draft.msg);
+    // Without a spread: this runs for every chat.
+    const message: StoredMessage =
+      cid === undefined
+        ? { room, id, at: draft.at, from: draft.from, msg }
+        : { room, id, at: draft.at, from: draft.from, msg, cid };
     const before = ring.weight;
     ring.push(message, key, sender);
     this.weight += ring.weight - before;

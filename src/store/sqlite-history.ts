@@ -205,7 +205,7 @@ const BATCH_MESSAGES = 128;
  * Characters (of senders, texts and cids) past which a row of a turn's messages ends: a
  * chat re-sent with a cid is answered with its first message, read by parsing its row,
  * so a row of 128 chats of thousands of escaped characters each (megabytes of JSON) made
- * each re-send of a few bytes cost the event loop most of a millisecond.
+ * each re-send of a few bytes cost the event loop several milliseconds.
  */
 const BATCH_TEXT = 16 * 1024;
 
