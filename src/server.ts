@@ -33,6 +33,7 @@ import { type ClusterView, createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { isRegularFile, readCapped, readError } from './read-capped.js';
 import { FileBanStore } from './store/ban-file.js';
+import { senderOrigin } from './store/common.js';
 import { makeDirectory } from './store/data-dir.js';
 import { MemoryHistoryStore } from './store/memory-history.js';
 import { commandClient } from './store/redis-client.js';
@@ -225,6 +226,7 @@ async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
  */
 class ClusterNode implements Cluster, ClusterView {
   readonly resyncDelayMs: number;
+  readonly originOf = senderOrigin;
   private keeper: PresenceKeeper | undefined;
   private banTimer: ReturnType<typeof setInterval> | undefined;
   private counted: { until: number; result: Promise<Census | undefined> } | undefined;

@@ -149,7 +149,8 @@ const OPEN_BRACKET = 0x5b;
 
 /**
  * Checks the shape of one append script call's payload,
- * `["C", epoch, first id, last id, [at, from, msg], ...]`; its chats stay where they are.
+ * `["C", epoch, first id, last id, [at, from, msg, origin], ...]` (PublishedChats); its
+ * chats stay where they are.
  */
 function parseChats(payload: string): PublishedChats {
   const parsed: unknown = JSON.parse(payload);
@@ -171,7 +172,8 @@ function parseChats(payload: string): PublishedChats {
       !Array.isArray(c) ||
       typeof c[0] !== 'number' ||
       typeof c[1] !== 'string' ||
-      typeof c[2] !== 'string'
+      typeof c[2] !== 'string' ||
+      (c[3] !== undefined && typeof c[3] !== 'string')
     ) {
       throw new Error('malformed chat payload');
     }
@@ -446,8 +448,8 @@ export class RedisBroker implements Broker {
       const id = first + i - 4;
       // Handed over already (this node's own, through publish): no event made for it.
       if (state.inStep && id <= state.last && epoch === state.epoch) continue;
-      const [at, from, msg] = chats[i] as PublishedChat;
-      this.receiveChat(state, { type: 'chat', room: state.name, id, at, from, msg }, epoch);
+      const [at, from, msg, origin] = chats[i] as PublishedChat;
+      this.receiveChat(state, { type: 'chat', room: state.name, id, at, from, msg, origin }, epoch);
     }
   }
 
@@ -551,11 +553,7 @@ export class RedisBroker implements Broker {
     const handler = this.handler;
     if (handler === undefined) return;
     try {
-      handler.room(
-        state.key,
-        event.room === state.name ? event : { ...event, room: state.name },
-        event.type === 'chat' ? state.epoch : undefined,
-      );
+      handler.room(state.key, event.room === state.name ? event : { ...event, room: state.name });
     } catch (error) {
       this.onError(asError(error));
     }
@@ -763,6 +761,7 @@ export class RedisBroker implements Broker {
           at: m.at,
           from: m.from,
           msg: m.msg,
+          origin: m.origin,
         });
         if (!this.alive(state)) return;
       }

@@ -78,12 +78,8 @@ export type LostReason =
 
 /** What a broker hands back. Calls are synchronous and never overlap. */
 export interface BrokerHandler {
-  /**
-   * An event of a room this node subscribes to, under this node's name for it. For a chat,
-   * `epoch` is the one the broker hands over chats of now, if it knows it (the Redis broker;
-   * the in-memory one never changes epoch): ids compare only within one.
-   */
-  room(key: string, event: RoomEvent, epoch?: string): void;
+  /** An event of a room this node subscribes to, under this node's name for it. */
+  room(key: string, event: RoomEvent): void;
   /** A whisper addressed to this node. */
   whisper(event: WhisperEvent): void;
   /** A notice sent to this node, or to every node by another one. */

@@ -22,7 +22,6 @@ import type { HistoryStore, MessageDraft } from './history.js';
 import type { Operator } from './moderation.js';
 import { enforceBan, kickMissed, removeMember, secondsLeft } from './moderation-commands.js';
 import { lookupKey, nicknameKey } from './nickname.js';
-import { OwnChats } from './own-chats.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import type { DeadNode, MemberRef, Presence, RoomLeft } from './presence.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
@@ -81,6 +80,11 @@ export interface ChatOptions {
 export interface Cluster {
   readonly presence: Presence;
   readonly broker: Broker;
+  /**
+   * What the shared history store's chats carry of a sender (MessageDraft.sender) as
+   * their origin (StoredMessage.origin: RedisHistoryStore's is a hash, `senderOrigin`).
+   */
+  originOf(sender: string): string;
   /**
    * How long after a resync a room's members are read again (ms; 0 or none: at once). Long
    * enough for every live node to heartbeat: after a Redis restart each registers its
@@ -253,8 +257,12 @@ export class Chat implements ChatContext, SessionHost {
   private readonly releases = new Set<Promise<void>>();
   /** What waits for a session's requests under way to finish (a removal during a resume). */
   private readonly idleWaiters = new Map<Session, (() => void)[]>();
-  /** On a cluster, which local member sent each chat the broker hands back. */
-  private readonly own = new OwnChats<Session>(this.nicknames);
+  /**
+   * On a cluster, this node's sessions by origin (ChatEvent.origin): a chat the broker hands
+   * back is not shown to the session that sent it, nor to the one that took it over since,
+   * here or (with its resume token) on another node.
+   */
+  private readonly origins = new Map<string, Session>();
   /** Rooms whose members are read again once their resync has waited (see `resynced`). */
   private readonly resyncs = new Map<string, ReturnType<typeof setTimeout>>();
   /**
@@ -280,7 +288,7 @@ export class Chat implements ChatContext, SessionHost {
       throw new Error('a node of a cluster needs the shared history store');
     }
     this.cluster?.broker.onEvent({
-      room: (key, event, epoch) => this.arrived(key, event, epoch),
+      room: (key, event) => this.arrived(key, event),
       whisper: (event) => this.whispered(event),
       notice: (notice) => this.noticed(notice),
       lost: (key, reason, epoch) => this.gap(key, reason, epoch),
@@ -405,7 +413,7 @@ export class Chat implements ChatContext, SessionHost {
    */
   publish(event: ChatEvent, origin?: Session, epoch?: string): void {
     if (this.cluster !== undefined) {
-      this.publishToCluster(this.cluster.broker, event, origin, epoch);
+      this.publishToCluster(this.cluster.broker, event, epoch);
       return;
     }
     const delivery = new Delivery(event);
@@ -423,48 +431,37 @@ export class Chat implements ChatContext, SessionHost {
    * members too (at once, for events published here); whispers to members of
    * other nodes go through WHISPER's own path (`whisperTo`).
    */
-  private publishToCluster(
-    broker: Broker,
-    event: ChatEvent,
-    origin: Session | undefined,
-    epoch: string | undefined,
-  ): void {
+  private publishToCluster(broker: Broker, event: ChatEvent, epoch: string | undefined): void {
     if (event.type === 'whisper') {
       this.whispered(event);
       return;
     }
     const room = event.room === this.lobby.name ? this.lobby : this.rooms.named(event.room);
     const key = room?.key ?? roomKey(event.room);
-    if (event.type !== 'chat' || origin === undefined) {
-      broker.publish(key, event, epoch);
-      return;
-    }
-    this.own.handing(key, event.id, origin);
     broker.publish(key, event, epoch);
-    if (this.own.handedBack()) return;
-    // Left by every local member meanwhile (its sender closed while the chat was stored):
-    // nobody here is shown its copy, and nothing would clear what waited for it.
-    if (!this.interest.has(key)) return;
-    // Not handed back (a copy that came before the append's reply was published without
-    // its origin: see `say`): it waits for its place, and by the time it comes its sender
-    // may have another name. Its id is not compared with the last one handed over: that
-    // may be of an epoch before a Redis restart this append came after.
-    this.own.expect(key, event.id, origin, epoch);
   }
 
   /** A room event from the broker: to this node's members of the room, but the one it is about. */
-  private arrived(key: string, event: RoomEvent, epoch?: string): void {
-    const from = event.type === 'chat' ? this.own.senderOf(key, event, epoch) : undefined;
+  private arrived(key: string, event: RoomEvent): void {
+    const from = event.type === 'chat' ? this.originOf(event.origin) : undefined;
     if (this.rosters.get(key)?.apply(event) === false) return;
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
     room.deliver(new Delivery(event), event.type === 'chat' ? from : this.subject(event));
   }
 
+  /** The local session whose chat carries `origin`, if any (see `origins`). */
+  private originOf(origin: string | undefined): Session | undefined {
+    if (origin === undefined) return undefined;
+    let from = this.origins.get(origin);
+    // Taken over meanwhile: the sender is now the connection that took the session.
+    while (from?.successor !== undefined) from = from.successor;
+    return from;
+  }
+
   /**
    * The local member an event comes from, who is not shown it: the joiner, the renamer,
-   * the member being removed. The origin cannot travel with the event, but nicknames are
-   * unique across the cluster. (Chats: `OwnChats.senderOf`.)
+   * the member being removed. Nicknames are unique across the cluster. (Chats: `origins`.)
    */
   private subject(event: RoomEvent): Session | undefined {
     switch (event.type) {
@@ -611,7 +608,6 @@ export class Chat implements ChatContext, SessionHost {
    * "history" are told, in line with the chats, as a resume would tell them.
    */
   private gap(key: string, reason: LostReason, epoch: string): void {
-    if (reason === 'epoch') this.own.newEpoch(key, epoch);
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
     this.log.warn({ room: room.name, reason, epoch }, 'chats of a room were lost');
@@ -778,7 +774,6 @@ export class Chat implements ChatContext, SessionHost {
     }
     this.interest.delete(key);
     this.rosters.delete(key);
-    this.own.forget(key);
     this.placeAll(key);
     broker.unsubscribe(key).catch((err: unknown) => {
       this.log.warn({ err, room: key }, 'could not unsubscribe from a room');
@@ -1082,12 +1077,27 @@ export class Chat implements ChatContext, SessionHost {
 
   issueToken(session: Session): string {
     if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
-    session.sender ??= newSender();
-    const token = newToken(session.sender);
+    const sender = session.sender ?? this.identify(session, newSender());
+    const token = newToken(sender);
     session.resumeToken = token;
     this.tokens.set(token, session);
-    this.senders.set(session.sender, session);
+    this.senders.set(sender, session);
     return token;
+  }
+
+  /**
+   * Gives `session` its lasting identity (MessageDraft.sender); on a cluster, the chats
+   * whose origin it makes are this session's from now on.
+   */
+  private identify(session: Session, sender: string): string {
+    session.sender = sender;
+    const cluster = this.cluster;
+    if (cluster !== undefined) {
+      const origin = cluster.originOf(sender);
+      session.origin = origin;
+      this.origins.set(origin, session);
+    }
+    return sender;
   }
 
   /**
@@ -1110,7 +1120,8 @@ export class Chat implements ChatContext, SessionHost {
     if (ghost === undefined || ghost === session || ghost.state !== 'joined') {
       // A spent or unknown token (the server restarted, say) takes nothing back but still
       // names its session: what the client re-sends is recognised as that session's.
-      session.sender ??= this.namedBy(token);
+      const named = session.sender === undefined ? this.namedBy(token) : undefined;
+      if (named !== undefined) this.identify(session, named);
       return false;
     }
     this.tokens.delete(token);
@@ -1119,11 +1130,10 @@ export class Chat implements ChatContext, SessionHost {
     refuse(ghost, ErrorCode.REPLACED, DISCONNECT_NOTICES.replaced![1]);
     session.nickname = ghost.nickname;
     session.key = ghost.key;
-    session.resumed = true;
     // On a cluster Presence has moved the member to the new session's id (takeOver).
     if (this.cluster === undefined) session.presenceId = ghost.presenceId;
     session.operator = ghost.operator;
-    session.sender = ghost.sender;
+    if (ghost.sender !== undefined) this.identify(session, ghost.sender);
     session.state = 'joined';
     session.room = ghost.room;
     for (const room of ghost.rooms) {
@@ -1158,8 +1168,8 @@ export class Chat implements ChatContext, SessionHost {
     if (cluster === undefined) return false;
     const ghost = this.tokens.get(token);
     // The next token carries the same sender, whichever node the member was on.
-    session.sender =
-      (ghost !== undefined ? senderOf(token) : this.namedBy(token)) ?? session.sender;
+    const sender = ghost !== undefined ? senderOf(token) : this.namedBy(token);
+    if (sender !== undefined) this.identify(session, sender);
     const next = this.issueToken(session);
     const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
     // Else a spent or unknown token: still its session's, as in takeBack.
@@ -1196,7 +1206,6 @@ export class Chat implements ChatContext, SessionHost {
     }
     session.nickname = taken.nickname;
     session.key = nicknameKey(taken.nickname);
-    session.resumed = true;
     session.state = 'joined';
     this.nicknames.set(session.key, session);
     for (const made of rooms) {
@@ -1237,7 +1246,6 @@ export class Chat implements ChatContext, SessionHost {
   say(session: Session, room: Room, msg: string, cid: string | undefined): void {
     const at = this.clock();
     const from = session.nickname;
-    session.spoke = true;
     const history = this.history;
     if (history === undefined) {
       const id = room.nextId();
@@ -1247,17 +1255,22 @@ export class Chat implements ChatContext, SessionHost {
       return;
     }
     session.pending++;
-    const flight =
-      this.cluster === undefined ? undefined : this.own.takeOff(room.key, from, at, msg, session);
+    // On a cluster every chat carries its sender's origin: its copy may come back before
+    // this append's reply, or to the node its session has moved to meanwhile.
+    if (this.cluster !== undefined && session.sender === undefined) {
+      this.identify(session, newSender());
+    }
+    const origin = session.origin;
     let draft: MessageDraft = { at, from, msg };
-    if (cid !== undefined) {
+    if (cid !== undefined || origin !== undefined) {
       session.sender ??= newSender();
-      draft = { at, from, msg, cid, sender: session.sender };
+      draft =
+        cid === undefined
+          ? { at, from, msg, sender: session.sender }
+          : { at, from, msg, cid, sender: session.sender };
     }
     history.append(room.key, draft).then(
       (appended) => {
-        // Its copy came back before this reply (`landed`): nothing is to wait for it.
-        const came = flight !== undefined && !this.own.land(room.key, from, flight);
         try {
           const m = appended.message;
           // Taken over meanwhile: the sender is now the connection that took the session.
@@ -1265,8 +1278,18 @@ export class Chat implements ChatContext, SessionHost {
           while (sender.successor !== undefined) sender = sender.successor;
           if (!appended.duplicate) {
             this.publish(
-              { type: 'chat', room: room.name, id: m.id, at: m.at, from: m.from, msg: m.msg },
-              came ? undefined : sender,
+              origin === undefined
+                ? { type: 'chat', room: room.name, id: m.id, at: m.at, from: m.from, msg: m.msg }
+                : {
+                    type: 'chat',
+                    room: room.name,
+                    id: m.id,
+                    at: m.at,
+                    from: m.from,
+                    msg: m.msg,
+                    origin,
+                  },
+              sender,
               appended.epoch,
             );
           }
@@ -1286,7 +1309,6 @@ export class Chat implements ChatContext, SessionHost {
         this.finished(session);
       },
       (err: unknown) => {
-        if (flight !== undefined) this.own.land(room.key, from, flight);
         this.log.error({ err, room: room.name }, 'could not store a chat message');
         this.failed(session, err, 'request');
         this.finished(session);
@@ -1326,8 +1348,6 @@ export class Chat implements ChatContext, SessionHost {
 
   rename(session: Session, nickname: string): void {
     const old = session.nickname;
-    session.resumed = false;
-    session.spoke = false;
     this.nicknames.delete(session.key);
     session.nickname = nickname;
     session.key = nicknameKey(nickname);
@@ -1414,6 +1434,9 @@ export class Chat implements ChatContext, SessionHost {
     if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
     if (session.sender !== undefined && this.senders.get(session.sender) === session) {
       this.senders.delete(session.sender);
+    }
+    if (session.origin !== undefined && this.origins.get(session.origin) === session) {
+      this.origins.delete(session.origin);
     }
     if (!wasJoined) return;
     this.nicknames.delete(session.key);

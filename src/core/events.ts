@@ -36,6 +36,12 @@ export type ChatEvent =
       readonly at: number;
       readonly from: string;
       readonly msg: string;
+      /**
+       * On a cluster: its sender's identity as the shared history store names it
+       * (Cluster.originOf of MessageDraft.sender), by which the node its session is on
+       * now, after any rename or resume, knows the chat for its own. Shown to nobody.
+       */
+      readonly origin?: string | undefined;
     }
   | {
       /** A member is being removed by an operator; published just before its "30". */

@@ -40,6 +40,11 @@ export interface StoredMessage {
   readonly from: string;
   readonly msg: string;
   readonly cid?: string;
+  /**
+   * Its draft's `sender` as the store names it, where the store keeps it (Redis, whose
+   * chats carry it to every node of a cluster: ChatEvent's `origin`). Shown to nobody.
+   */
+  readonly origin?: string;
 }
 
 export interface MessageDraft {

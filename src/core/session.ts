@@ -77,21 +77,12 @@ export class Session implements Member {
   /** The session that took this one over with its token; its chats still being stored are its. */
   successor: Session | undefined;
   /**
-   * Took its member over with a resume token and has kept that nickname since: a chat
-   * under the name that reaches this node from elsewhere may have been sent by the
-   * connection it replaced (OwnChats.chatSender).
-   */
-  resumed = false;
-  /**
-   * Has sent a chat under its current nickname: its own chats whose senders the node no
-   * longer remembers (OwnChats.chatSender) are known by that.
-   */
-  spoke = false;
-  /**
    * Its lasting identity for the history store (MessageDraft.sender): made with its
    * first resume token, which carries it, so a resume on any node keeps it.
    */
   sender: string | undefined;
+  /** On a cluster: what its chats carry of `sender` (ChatEvent.origin). */
+  origin: string | undefined;
   private granted: ReadonlySet<Capability> = NO_CAPS;
   /** Rooms whose history is being replayed: their live events wait here, in order. */
   private held: Map<string, Delivery[]> | undefined;

@@ -61,9 +61,8 @@ export function ageCutoff(now: number, retention: Retention): number {
 /**
  * SQLite keeps text as UTF-8, where a lone surrogate (which JSON's \ud800 escapes let a
  * client send) becomes U+FFFD. Every store makes that replacement itself (`wellFormed`,
- * in protocol/text.ts: OwnChats.landed compares a chat's copy with the text it sent), so all
- * of them return the same message, and the message `append` returns is the one a restart
- * reads.
+ * in protocol/text.ts), so all of them return the same message, and the message `append`
+ * returns is the one a restart reads.
  */
 export { wellFormed };
 
@@ -84,19 +83,36 @@ export function cidName(draft: MessageDraft): string {
   return draft.sender === undefined ? draft.from : senderName(draft.sender);
 }
 
+/** Senders' hashes (senderOrigin) by sender; cleared when full. */
+const senderOrigins = new Map<string, string>();
 /** Senders' names (senderName) by sender; cleared when full. */
 const senderNames = new Map<string, string>();
 const SENDER_NAMES = 4096;
 
 /**
- * The name a cid of `sender` is kept under (cidName): 96 bits of the sender's SHA-256, so
- * nothing stored (a database backup, a Redis key) makes a resume token that names it.
+ * 96 bits of the sender's SHA-256, base64url: what a chat stored in Redis carries of its
+ * sender (StoredMessage.origin), so that a node of a cluster knows its own members' chats,
+ * and nothing stored (a database backup, a Redis key) makes a resume token that names it.
+ */
+export function senderOrigin(sender: string): string {
+  let origin = senderOrigins.get(sender);
+  if (origin === undefined) {
+    if (senderOrigins.size >= SENDER_NAMES) senderOrigins.clear();
+    origin = createHash('sha256').update(sender).digest('base64url').slice(0, 16);
+    senderOrigins.set(sender, origin);
+  }
+  return origin;
+}
+
+/**
+ * The name a cid of `sender` is kept under (cidName): its origin behind U+0001, which no
+ * nickname contains.
  */
 export function senderName(sender: string): string {
   let name = senderNames.get(sender);
   if (name === undefined) {
     if (senderNames.size >= SENDER_NAMES) senderNames.clear();
-    name = `\u0001${createHash('sha256').update(sender).digest('base64url').slice(0, 16)}`;
+    name = `\u0001${senderOrigin(sender)}`;
     senderNames.set(sender, name);
   }
   return name;

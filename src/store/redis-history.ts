@@ -20,6 +20,7 @@ import {
   newSeed,
   readLimit,
   roomEpoch,
+  senderOrigin,
   wellFormed,
 } from './common.js';
 import { Command } from './ioredis.js';
@@ -59,11 +60,12 @@ export function roomChannel(prefix: string, room: string): string {
 
 /**
  * The payload the append script publishes for one call, a JSON array:
- * ["C", epoch, first id, last id, [at, from, msg], [at, from, msg], ...], the new messages
- * of the call in id order (duplicates are not published), so their ids are first,
- * first + 1, ... last. Each [at, from, msg] is encoded by the appending node, not by
- * Redis's single thread; the ids come first so that a node that has handed them over
- * already (its own chats) can skip the rest unparsed.
+ * ["C", epoch, first id, last id, [at, from, msg, origin], ...], the new messages of the
+ * call in id order (duplicates are not published), so their ids are first, first + 1, ...
+ * last. Each chat is encoded by the appending node, not by Redis's single thread; the ids
+ * come first so that a node that has handed them over already (its own chats) can skip
+ * the rest unparsed. `origin` (senderOrigin of the draft's sender) is left out for a draft
+ * without a sender, and by versions before it.
  */
 export type PublishedChats = [
   tag: 'C',
@@ -72,7 +74,7 @@ export type PublishedChats = [
   last: number,
   ...chats: PublishedChat[],
 ];
-export type PublishedChat = [at: number, from: string, msg: string];
+export type PublishedChat = [at: number, from: string, msg: string, origin?: string];
 
 /**
  * How long the epoch of a room nobody has written to is kept. Asking about a room
@@ -106,7 +108,7 @@ const MAX_BATCH_TEXT = 64 * 1024;
 //   top    the highest id ever assigned; never decremented, never expires
 //   epoch  the room's epoch, created with SET NX when first needed
 //   msgs   the stream: one entry per append script call, entry id `<first id>-0`, fields
-//          b: the call's new messages as `[at,from,msg],[at,from,msg],...` (what the script
+//          b: the call's new messages as `[at,from,msg,origin],...` (what the script
 //          publishes), ids first, first + 1, ...; then, if any of them had a cid, c: a JSON
 //          object from position in b (from 0) to cid, and o: where each such message lies
 //          in b, `,<position>:<first byte, from 1>:<bytes>` each, then `,`, so that a repeated
@@ -420,15 +422,27 @@ const APPEND_SHA = createHash('sha1').update(APPEND_LUA).digest('hex');
 const appendLoaded = new WeakSet<object>();
 
 /**
- * A message as its history entry holds it, `[at, from, msg]`; `plain` when the JSON is
- * printable ASCII, so its length is its byte count.
+ * A message as its history entry holds it, `[at, from, msg, origin]` (PublishedChat);
+ * `plain` when the JSON is printable ASCII, so its length is its byte count.
  */
-function chatJson(item: Pick<Pending, 'at' | 'from' | 'msg'>): { json: string; plain: boolean } {
+function chatJson(item: Pick<Pending, 'at' | 'from' | 'msg' | 'origin'>): {
+  json: string;
+  plain: boolean;
+} {
   const plain = Number.isFinite(item.at) && !NOT_PLAIN.test(item.from) && !NOT_PLAIN.test(item.msg);
+  const origin = item.origin;
   // JSON.stringify's own output for such text, a few times cheaper (this runs per chat).
-  const json = plain
-    ? `[${item.at},"${item.from}","${item.msg}"]`
-    : JSON.stringify([item.at, item.from, item.msg]);
+  // An origin is base64url, which needs no escaping.
+  let json: string;
+  if (origin === undefined) {
+    json = plain
+      ? `[${item.at},"${item.from}","${item.msg}"]`
+      : JSON.stringify([item.at, item.from, item.msg]);
+  } else {
+    json = plain
+      ? `[${item.at},"${item.from}","${item.msg}","${origin}"]`
+      : JSON.stringify([item.at, item.from, item.msg, origin]);
+  }
   return { json, plain };
 }
 
@@ -476,6 +490,8 @@ interface Pending {
   readonly cid: string | undefined;
   /** The name the cid is found and kept under (cidName). */
   readonly cidName: string | undefined;
+  /** What the chat carries of its sender (PublishedChat). */
+  readonly origin: string | undefined;
   resolve(appended: Appended): void;
   reject(error: Error): void;
 }
@@ -537,11 +553,13 @@ function messagesOf(room: string, entry: StreamEntry): StoredMessage[] {
   const first = idOf(entryId);
   const chats = JSON.parse(`[${fields[1]}]`) as PublishedChat[];
   const cids = fields[2] === 'c' ? (JSON.parse(fields[3]!) as Record<string, string>) : undefined;
-  return chats.map(([at, from, msg], i) => {
+  return chats.map(([at, from, msg, origin], i) => {
     const cid = cids?.[i];
-    return cid === undefined
-      ? { room, id: first + i, at, from, msg }
-      : { room, id: first + i, at, from, msg, cid };
+    const message: StoredMessage =
+      cid === undefined
+        ? { room, id: first + i, at, from, msg }
+        : { room, id: first + i, at, from, msg, cid };
+    return typeof origin === 'string' ? { ...message, origin } : message;
   });
 }
 
@@ -646,6 +664,7 @@ export class RedisHistoryStore implements HistoryStore {
         msg,
         cid,
         cidName: name,
+        origin: draft.sender === undefined ? undefined : senderOrigin(draft.sender),
         resolve,
         reject,
       });
@@ -743,15 +762,15 @@ export class RedisHistoryStore implements HistoryStore {
                 : messagesOf(room, [entryId, r[dup + 3] as unknown as string[]]).find(
                     (m) => m.id === id,
                   );
-            // The first message with the cid, as stored (its entry is in the reply).
+            // The first message with the cid, as stored (its entry is in the reply); its
+            // origin is the sender's, known to the caller.
+            const first = stored ?? { at: item.at, from: item.from, msg: item.msg };
             const message: StoredMessage = {
-              ...(stored ?? {
-                room,
-                id,
-                at: item.at,
-                from: item.from,
-                msg: item.msg,
-              }),
+              room,
+              id,
+              at: first.at,
+              from: first.from,
+              msg: first.msg,
               ...(item.cid !== undefined ? { cid: item.cid } : {}),
             };
             dup += 4;

@@ -15,6 +15,7 @@ import type {
   WhisperEvent,
 } from '../../src/core/broker.js';
 import type { HistoryStore } from '../../src/core/history.js';
+import { senderOrigin } from '../../src/store/common.js';
 
 /** One node: its broker, and the history store it appends chats to (shared storage). */
 export interface BrokerNode {
@@ -81,12 +82,23 @@ export function eventually(check: () => void | Promise<void>): Promise<void> {
   return vi.waitFor(check, { timeout: 10_000, interval: 5 });
 }
 
-/** Stores a chat, then hands it to the node's broker with its epoch, as Chat.say does. */
-export async function say(node: BrokerNode, room: RoomRef, from: string, msg: string) {
-  const appended = await node.history.append(room.key, { at: 1_000, from, msg });
+/**
+ * Stores a chat, then hands it to the node's broker with its epoch, as Chat.say does; with
+ * `sender`, as on a cluster, the chat carries its origin (senderOrigin, as the server's).
+ */
+export async function say(
+  node: BrokerNode,
+  room: RoomRef,
+  from: string,
+  msg: string,
+  sender?: string,
+) {
+  const draft = sender === undefined ? { at: 1_000, from, msg } : { at: 1_000, from, msg, sender };
+  const appended = await node.history.append(room.key, draft);
   const m = appended.message;
   const chat = { type: 'chat', room: room.name, id: m.id, at: m.at, from: m.from, msg: m.msg };
-  node.broker.publish(room.key, chat as RoomEvent, appended.epoch);
+  const event = sender === undefined ? chat : { ...chat, origin: senderOrigin(sender) };
+  node.broker.publish(room.key, event as RoomEvent, appended.epoch);
   return m;
 }
 
@@ -225,6 +237,22 @@ export function brokerContract(target: BrokerTarget): void {
           expect(n.got.of('busy').filter((e) => e.type === 'joined')).toHaveLength(total / 10),
         );
         expect(n.got.lostRooms).toEqual([]);
+      }
+    });
+
+    it('hands a chat over with its origin to every node, its own included', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const room = { key: 'origins', name: 'origins' };
+      for (const n of [a, b]) await n.broker.subscribe(room);
+      await say(a, room, 'ann', 'one', 'S1');
+      await say(b, room, 'bob', 'two', 'S2');
+      await say(a, room, 'ann', 'three');
+      const origins = [senderOrigin('S1'), senderOrigin('S2'), undefined];
+      for (const n of [a, b]) {
+        await eventually(() => expect(n.got.chatIds('origins')).toEqual([1, 2, 3]));
+        const chats = n.got.of('origins').filter((e) => e.type === 'chat');
+        expect(chats.map((e) => e.origin)).toEqual(origins);
       }
     });
 

@@ -561,6 +561,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
   historyStoreContract({
     name: 'Redis',
     persistent: true,
+    origins: true,
     propertyRuns: 40,
     storage() {
       const prefix = newPrefix();
@@ -576,6 +577,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
     historyStoreContract({
       name: 'Redis, 2 shards',
       persistent: true,
+      origins: true,
       propertyRuns: 20,
       storage() {
         const prefix = newPrefix();

@@ -13,7 +13,7 @@ import type {
   RoomHistory,
   StoredMessage,
 } from '../../src/core/history.js';
-import type { HistoryStoreOptions } from '../../src/store/common.js';
+import { type HistoryStoreOptions, senderOrigin } from '../../src/store/common.js';
 
 /** One place a store keeps its history (a file, or nothing for memory). */
 export interface HistoryStorage {
@@ -30,6 +30,11 @@ export interface ContractTarget {
   storage(): HistoryStorage;
   /** Transactions committed so far, for stores that batch appends. */
   commits?(store: HistoryStore): number;
+  /**
+   * Whether a message read back carries its sender's origin (StoredMessage.origin, the
+   * store's name for MessageDraft.sender: senderOrigin), as a cluster's store must.
+   */
+  readonly origins?: boolean;
   /** Property-test runs (each opens fresh storage). */
   readonly propertyRuns?: number;
 }
@@ -324,6 +329,30 @@ export function historyStoreContract(target: ContractTarget): void {
           duplicate: true,
         });
       }
+    });
+
+    it(`reads a message back ${target.origins ? 'with' : 'without'} its sender's origin`, async () => {
+      const h = setup();
+      const store = h.store;
+      // One turn's appends, with a cid or without, and one without a sender.
+      await Promise.all([
+        store.append('r', draft('a', { sender: 'S1' })),
+        store.append('r', draft('b', { sender: 'S2', cid: 'c' })),
+        store.append('r', draft('c')),
+      ]);
+      await store.append('r', draft('d', { sender: 'S1' }));
+      const origin = (sender: string) => (target.origins ? senderOrigin(sender) : undefined);
+      const read = await store.read('r', { limit: 10 });
+      expect(read.map((m) => m.origin)).toEqual([
+        origin('S1'),
+        origin('S2'),
+        undefined,
+        origin('S1'),
+      ]);
+      // A re-sent cid is answered with the stored message, as the sender knows it.
+      const again = await store.append('r', draft('b', { sender: 'S2', cid: 'c' }));
+      expect(again).toMatchObject({ duplicate: true, message: { id: 2, msg: 'b' } });
+      expect(again.message.origin).toBeUndefined();
     });
 
     it('finds and keeps a cid under its sender, never taking a sender for a nickname', async () => {
@@ -826,6 +855,9 @@ async function runAgainstModel(target: ContractTarget, ops: readonly Op[]): Prom
   // Epochs seen for written rooms; a restart that loses history must not reuse any of them.
   let epochs = new Map<string, string>();
   const lost = new Set<string>();
+  // Each stored message's origin (`origins` targets): the sender's, checked on every read.
+  const origins = new Map<string, string | undefined>();
+  const originKey = (roomKey: string, id: number) => `${roomKey}\n${id}`;
   const checkEpoch = (roomKey: string, epoch: string) => {
     expect(lost.has(epoch)).toBe(false);
     const known = epochs.get(roomKey);
@@ -858,6 +890,12 @@ async function runAgainstModel(target: ContractTarget, ops: readonly Op[]): Prom
             const want = model.append(d.room, d.draft);
             expect(got[i]!.message).toEqual(want.message);
             expect(got[i]!.duplicate).toBe(want.duplicate);
+            const sender = d.draft.sender;
+            if (!want.duplicate) {
+              const origin =
+                target.origins && sender !== undefined ? senderOrigin(sender) : undefined;
+              origins.set(originKey(d.room, want.message.id), origin);
+            }
             checkEpoch(d.room, got[i]!.epoch);
           });
           break;
@@ -873,7 +911,11 @@ async function runAgainstModel(target: ContractTarget, ops: readonly Op[]): Prom
             ...(op.after !== undefined ? { after: op.after } : {}),
             ...(op.before !== undefined ? { before: op.before } : {}),
           };
-          expect(await store.read(op.room, q)).toEqual(model.read(op.room, q));
+          const read = await store.read(op.room, q);
+          expect(read.map((m) => m.origin)).toEqual(
+            read.map((m) => origins.get(originKey(op.room, m.id))),
+          );
+          expect(read.map(({ origin: _, ...m }) => m)).toEqual(model.read(op.room, q));
           break;
         }
         case 'room': {
@@ -887,6 +929,7 @@ async function runAgainstModel(target: ContractTarget, ops: readonly Op[]): Prom
           store = storage.open(options);
           if (!target.persistent) {
             model = new Model();
+            origins.clear();
             for (const e of epochs.values()) lost.add(e);
             epochs = new Map();
           }

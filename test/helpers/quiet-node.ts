@@ -6,6 +6,7 @@ import type { Broker, BrokerHandler, RoomEvent } from '../../src/core/broker.js'
 import { Chat } from '../../src/core/chat.js';
 import type { HistoryStore, MessageDraft } from '../../src/core/history.js';
 import { MemoryPresence, PresenceHub } from '../../src/core/memory-presence.js';
+import { senderOrigin } from '../../src/store/common.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { joinChat } from './fake-peer.js';
 
@@ -52,7 +53,11 @@ export function quietBroker(): { broker: Broker; handler: () => BrokerHandler } 
 export function quietNode(broker: Broker, history: HistoryStore): Chat {
   return new Chat({
     history,
-    cluster: { presence: new MemoryPresence({ hub: new PresenceHub(), node: 'n0' }), broker },
+    cluster: {
+      presence: new MemoryPresence({ hub: new PresenceHub(), node: 'n0' }),
+      broker,
+      originOf: senderOrigin,
+    },
   });
 }
 
@@ -75,6 +80,11 @@ export async function restartableNode() {
   const alice = joinChat(chat, 'alice', EXT);
   const bob = joinChat(chat, 'bob', EXT);
   await settle();
+  const aliceChat = (id: number, msg: string): void => {
+    const origin = alice.session.origin;
+    const event: RoomEvent = { type: 'chat', room: 'lobby', id, at: 0, from: 'alice', msg, origin };
+    handler().room(chat.lobby.key, event);
+  };
   return {
     handler,
     history,
@@ -84,16 +94,17 @@ export async function restartableNode() {
     restart: () => {
       store = make();
     },
+    /** Hands alice's chat `msg` over as `id`, with her origin, as her chats carry it. */
+    aliceChat,
     /**
      * The subscription catches up after the restart: "lost" with the store's new epoch,
-     * then alice's "hello", id 1 of it (with the epoch, as the Redis broker hands it over).
+     * then alice's "hello", id 1 of it.
      */
     helloComesBack: async (): Promise<void> => {
       const key = chat.lobby.key;
       const { epoch } = await history.room(key);
       handler().lost?.(key, 'epoch', epoch);
-      const hello = { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'alice', msg: 'hello' };
-      handler().room(key, hello as RoomEvent, epoch);
+      aliceChat(1, 'hello');
     },
   };
 }
@@ -110,7 +121,8 @@ export function echoingNode(): { chat: Chat; handler: () => BrokerHandler } {
     append: async (key: string, draft: MessageDraft) => {
       const appended = await store.append(key, draft);
       const { id, at, from, msg } = appended.message;
-      handler().room(key, { type: 'chat', room: 'lobby', id, at, from, msg });
+      const origin = draft.sender === undefined ? undefined : senderOrigin(draft.sender);
+      handler().room(key, { type: 'chat', room: 'lobby', id, at, from, msg, origin });
       return appended;
     },
     room: (key) => store.room(key),

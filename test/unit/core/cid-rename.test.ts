@@ -19,6 +19,7 @@ import { Chat } from '../../../src/core/chat.js';
 import type { HistoryStore } from '../../../src/core/history.js';
 import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
 import type { Request, ServerMessage } from '../../../src/protocol/messages.js';
+import { senderOrigin } from '../../../src/store/common.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
 import { SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
@@ -213,6 +214,7 @@ function twoNodes(): { a: Chat; b: Chat; watcher: FakePeer } {
         cluster: {
           presence: new MemoryPresence({ hub: presenceHub, node }),
           broker: new MemoryBroker({ hub: brokerHub, node }),
+          originOf: senderOrigin,
         },
       }),
   );

@@ -1,7 +1,7 @@
 /**
- * A node's own chats coming back from the broker (OwnChats.senderOf): the sender
- * is never shown its own chat, whatever order the copy, the append's reply and a Redis
- * restart's "lost" come in. The broker here hands nothing back at publish; the test hands
+ * A node's own chats coming back from the broker (Chat.originOf): the sender is never
+ * shown its own chat, whatever order the copy, the append's reply and a Redis restart's
+ * "lost" come in. The broker here hands nothing back at publish; the test hands
  * the room's chats over itself, as a Redis subscriber connection would.
  */
 import { describe, expect, it } from 'vitest';
@@ -16,13 +16,13 @@ describe("a node's own chats coming back", () => {
     // chats of the old one" (cluster-chat), but no member of this node had chatted in the
     // room before the restart: the room's echoes are made by this append, in its epoch. On
     // Redis that is the usual case: a chat that is the next id comes back at once and leaves
-    // nothing waiting. The chats are handed over with their epoch, as the Redis broker does.
+    // nothing waiting.
     const { handler, history, alice, bob, key, restart, helloComesBack } = await restartableNode();
     const old = (await history.room(key)).epoch;
     // Another node's chats, ids 1..5 of the old epoch.
     for (let id = 1; id <= 5; id++) {
       const c = { type: 'chat', room: 'lobby', id, at: 0, from: 'carol', msg: `c${id}` } as const;
-      handler().room(key, c, old);
+      handler().room(key, c);
     }
     await settle();
     for (const peer of [alice, bob]) peer.take();
@@ -32,7 +32,7 @@ describe("a node's own chats coming back", () => {
     await settle();
     // The old epoch's last chat, published before the restart, still arrives.
     const c6 = { type: 'chat', room: 'lobby', id: 6, at: 0, from: 'carol', msg: 'c6' } as const;
-    handler().room(key, c6, old);
+    handler().room(key, c6);
     expect((await history.room(key)).epoch).not.toBe(old);
     await helloComesBack();
     const shown = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
@@ -43,14 +43,13 @@ describe("a node's own chats coming back", () => {
   it("does not take another node's chat of the old epoch for its own with the same id of the new one", async () => {
     // The room was empty before Redis restarted: carol's chat, id 1 of the old epoch, still
     // arrives after alice's append was given id 1 of the new one.
-    const { handler, history, alice, bob, key, restart, helloComesBack } = await restartableNode();
-    const old = (await history.room(key)).epoch;
+    const { handler, alice, bob, key, restart, helloComesBack } = await restartableNode();
     for (const peer of [alice, bob]) peer.take();
     restart();
     send(alice, { cmd: '7', msg: 'hello' });
     await settle();
     const carol = { type: 'chat', room: 'lobby', id: 1, at: 0, from: 'carol', msg: 'hi' } as const;
-    handler().room(key, carol, old);
+    handler().room(key, carol);
     await helloComesBack();
     const hi = expect.objectContaining({ cmd: '70', from: 'carol', msg: 'hi' });
     const shown = expect.objectContaining({ cmd: '70', from: 'alice', msg: 'hello' });
