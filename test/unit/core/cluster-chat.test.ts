@@ -605,6 +605,34 @@ describe('a chat of several nodes', () => {
     expect(alice.take()).not.toContainEqual(hello);
   });
 
+  it("shows the loser of two resumes racing for one token the winner's chats, and the winner the loser's", async () => {
+    const [a] = nodes(1, { maxUsers: 10 });
+    const caps = ['errors', 'rooms', 'renames', 'history'];
+    const ann = connect(a!, 'ann', caps);
+    await settle();
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    // Both present the token of the open session at once: one takes it, the other is an
+    // ordinary CONNECT, which must not pass for the session that goes on.
+    const first = connectWith(a!, { cmd: '0', nickname: 'first', caps, resume: token });
+    const second = connectWith(a!, { cmd: '0', nickname: 'second', caps, resume: token });
+    await settle();
+    const resumed = (peer: typeof first) =>
+      peer.take().some((m) => m.cmd === '03' && (m as { resumed?: boolean }).resumed === true);
+    const [won, lost] = resumed(first) ? [first, second] : [second, first];
+    expect(won.session.nickname).toBe('ann');
+    expect(lost.session.state).toBe('joined');
+    won.take();
+    lost.take();
+    send(won, { cmd: '7', msg: 'from the winner' });
+    await settle();
+    send(lost, { cmd: '7', msg: 'from the loser' });
+    await settle();
+    const fromWinner = expect.objectContaining({ cmd: '70', msg: 'from the winner' });
+    const fromLoser = expect.objectContaining({ cmd: '70', msg: 'from the loser' });
+    expect(lost.take()).toContainEqual(fromWinner);
+    expect(won.take()).toContainEqual(fromLoser);
+  });
+
   it('follows a removal to the member a resume moved, never to whoever took its nickname', async () => {
     const [a, b, c] = nodes(3, { maxUsers: 10 });
     const caps = ['errors', 'rooms', 'renames', 'history'];
