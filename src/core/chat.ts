@@ -1094,10 +1094,38 @@ export class Chat implements ChatContext, SessionHost {
     const cluster = this.cluster;
     if (cluster !== undefined) {
       const origin = cluster.originOf(sender);
+      // An identity it had before is no longer its: the map would keep the session for good.
+      const before = session.origin;
+      if (before !== undefined && before !== origin && this.origins.get(before) === session) {
+        this.origins.delete(before);
+      }
       session.origin = origin;
       this.origins.set(origin, session);
     }
     return sender;
+  }
+
+  /**
+   * `session` presented the token of a session here that goes on (`ghost`, or the one that
+   * took it over since) and did not take it: the loser of two resumes racing for it. As a
+   * spent token of a session that goes on does on one node (`namedBy`), the token names
+   * nobody: the identity stays its holder's, and `session` gets one of its own with its
+   * next token. Two sessions of one identity would share an origin, and neither would be
+   * shown the other's chats.
+   */
+  private disown(session: Session, ghost: Session): void {
+    let holder = ghost;
+    while (holder.successor !== undefined) holder = holder.successor;
+    const sender = holder.sender;
+    if (holder === session || holder.state === 'closed' || sender !== session.sender) return;
+    if (sender === undefined) return;
+    // The token made for it carries the holder's identity; nobody was told it.
+    if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
+    session.resumeToken = undefined;
+    this.senders.set(sender, holder);
+    if (holder.origin !== undefined) this.origins.set(holder.origin, holder);
+    session.sender = undefined;
+    session.origin = undefined;
   }
 
   /**
@@ -1133,7 +1161,12 @@ export class Chat implements ChatContext, SessionHost {
     // On a cluster Presence has moved the member to the new session's id (takeOver).
     if (this.cluster === undefined) session.presenceId = ghost.presenceId;
     session.operator = ghost.operator;
-    if (ghost.sender !== undefined) this.identify(session, ghost.sender);
+    if (ghost.sender !== undefined) {
+      this.identify(session, ghost.sender);
+      // On a cluster its next token was issued before (takeOver), perhaps before a racing
+      // resume's; the ghost never leaves (`leave`) to let go of it.
+      this.senders.set(ghost.sender, session);
+    }
     session.state = 'joined';
     session.room = ghost.room;
     for (const room of ghost.rooms) {
@@ -1172,8 +1205,12 @@ export class Chat implements ChatContext, SessionHost {
     if (sender !== undefined) this.identify(session, sender);
     const next = this.issueToken(session);
     const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
-    // Else a spent or unknown token: still its session's, as in takeBack.
-    if (taken === undefined) return false;
+    // Else a spent or unknown token: still its session's, as in takeBack, unless that
+    // session goes on here.
+    if (taken === undefined) {
+      if (ghost !== undefined) this.disown(session, ghost);
+      return false;
+    }
     const local = taken.node === cluster.presence.node;
     if (!local) cluster.broker.notify(taken.node, { type: 'evict', member: taken.id });
     if (
