@@ -631,6 +631,18 @@ describe('a chat of several nodes', () => {
     const fromLoser = expect.objectContaining({ cmd: '70', msg: 'from the loser' });
     expect(lost.take()).toContainEqual(fromWinner);
     expect(won.take()).toContainEqual(fromLoser);
+    // Once the loser has gone, the spent token still names nobody while the winner goes on.
+    lost.session.ended('lost');
+    await settle();
+    const third = connectWith(a!, { cmd: '0', nickname: 'third', caps, resume: token });
+    await settle();
+    expect(resumed(third)).toBe(false);
+    won.take();
+    send(third, { cmd: '7', msg: 'from the third' });
+    await settle();
+    expect(won.take()).toContainEqual(
+      expect.objectContaining({ cmd: '70', msg: 'from the third' }),
+    );
   });
 
   it('follows a removal to the member a resume moved, never to whoever took its nickname', async () => {
