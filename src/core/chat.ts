@@ -1101,6 +1101,30 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /**
+   * Takes back the identity `session` was given for a takeover it lost (takeOver): it gets
+   * one of its own with its next token. Whoever holds the identity here now (`ghost`, or the
+   * session that took it over) is its holder again.
+   */
+  private unidentify(session: Session, ghost: Session): void {
+    const sender = session.sender;
+    if (sender === undefined) return;
+    if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
+    session.resumeToken = undefined;
+    if (this.senders.get(sender) === session) this.senders.delete(sender);
+    if (session.origin !== undefined && this.origins.get(session.origin) === session) {
+      this.origins.delete(session.origin);
+    }
+    session.sender = undefined;
+    session.origin = undefined;
+    let holder = ghost;
+    while (holder.successor !== undefined) holder = holder.successor;
+    if (holder !== session && holder.state !== 'closed' && holder.sender === sender) {
+      this.identify(holder, sender);
+      this.senders.set(sender, holder);
+    }
+  }
+
+  /**
    * The sender a token that takes nothing back names (resume-token.ts), unless a session
    * here holds it: a spent token of a session that goes on names nobody.
    */
@@ -1172,8 +1196,14 @@ export class Chat implements ChatContext, SessionHost {
     if (sender !== undefined) this.identify(session, sender);
     const next = this.issueToken(session);
     const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
-    // Else a spent or unknown token: still its session's, as in takeBack.
-    if (taken === undefined) return false;
+    if (taken === undefined) {
+      // A token of a session here that another connection took over first, or that went on:
+      // as a spent token of a live session, it names nobody (else the loser's chats would
+      // pass for that session's, left out for it and shown to the loser).
+      if (ghost !== undefined) this.unidentify(session, ghost);
+      // Else a spent or unknown token: still its session's, as in takeBack.
+      return false;
+    }
     const local = taken.node === cluster.presence.node;
     if (!local) cluster.broker.notify(taken.node, { type: 'evict', member: taken.id });
     if (
