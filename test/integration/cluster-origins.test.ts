@@ -191,6 +191,20 @@ describe.skipIf(skip)("a cluster's chats carry their sender's origin", () => {
       await c.expect('107', 10_000);
     }
     const late = await member(1, 'late');
+    // A resume that recovers from a position (the replay after "101"), on the other node.
+    const epoch = late.c.received.find((m) => m.cmd === '101')!.epoch as string;
+    const ann4 = await member(1, 'y', {
+      resume: ann3.token,
+      since: [{ room: 'lobby', epoch, id: 1 }],
+    });
+    const recovered = ann4.c.received.find((m) => m.cmd === '101')!;
+    expect(recovered.recovered).toBe(true);
+    await ann4.c.waitFor((m) => m.cmd === '70' && m.msg === 'w1');
+    web.send({ cmd: '106', room: 'lobby', limit: 100 });
+    const page = await web.expect('107', 10_000);
+    expect((page.messages as unknown[]).length).toBeGreaterThan(5);
+    noOrigin([JSON.stringify(page)]);
+    noOrigin(ann4.c.rawFrames);
     await new Promise((resolve) => setTimeout(resolve, 500));
     for (const c of [ann.c, ann2.c, ann3.c, bea.c, obs0.c, obs1.c, course, spent.c, forged.c]) {
       noOrigin(c.rawFrames);
