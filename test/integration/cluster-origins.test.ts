@@ -125,6 +125,25 @@ describe.skipIf(skip)("a cluster's chats carry their sender's origin", () => {
     expect(problems).toEqual([]);
   }, 60_000);
 
+  it.fails('a chat sent as its session is taken over on the same node is not shown to its sender', async () => {
+    const problems: object[] = [];
+    for (let round = 0; round < 6; round++) {
+      const old = await member(0, `moving${round}`);
+      const next = await open(0);
+      // The chat and the resume leave in the same turn: the chat's copy comes back while
+      // the takeover waits for Presence, its sender still open.
+      old.c.sendPy({ cmd: '7', msg: `in flight ${round}` });
+      next.sendPy({ cmd: '0', nickname: `mover${round}`, caps: CAPS, resume: old.token });
+      await next.expect('03', 10_000);
+      await old.c.expectClose(10_000);
+      const own =
+        shown(old.c, `in flight ${round}`).length + shown(next, `in flight ${round}`).length;
+      if (own !== 0) problems.push({ round, own });
+      next.close();
+    }
+    expect(problems).toEqual([]);
+  }, 60_000);
+
   it('own chats stay out and others come in across renames, resumes and a freed nickname', async () => {
     const ann = await member(0, 'ann');
     const obs0 = await member(0, 'obs0');
