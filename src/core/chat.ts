@@ -1193,7 +1193,10 @@ export class Chat implements ChatContext, SessionHost {
     const ghost = this.tokens.get(token);
     // The next token carries the same sender, whichever node the member was on.
     const sender = ghost !== undefined ? senderOf(token) : this.namedBy(token);
-    if (sender !== undefined) this.identify(session, sender);
+    // A session here keeps its identity's chats until it is taken over (its copies come back
+    // meanwhile, to it): the new one carries it in its token, and gets its chats after.
+    if (ghost !== undefined) session.sender = sender;
+    else if (sender !== undefined) this.identify(session, sender);
     const next = this.issueToken(session);
     const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
     if (taken === undefined) {
@@ -1215,6 +1218,7 @@ export class Chat implements ChatContext, SessionHost {
       for (const room of session.rooms) session.holdRoom(room.name);
       return true;
     }
+    if (ghost !== undefined && session.sender !== undefined) this.identify(session, session.sender);
     // A ghost on this node not taken back above is closed like one on another node.
     if (local) this.evicted(taken.id);
     const rooms = taken.rooms.map((r) =>
