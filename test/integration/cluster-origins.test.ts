@@ -144,6 +144,31 @@ describe.skipIf(skip)("a cluster's chats carry their sender's origin", () => {
     expect(problems).toEqual([]);
   }, 60_000);
 
+  it('the winner of a race on another node for one token keeps the session its identity', async () => {
+    const problems: object[] = [];
+    for (let round = 0; round < 6; round++) {
+      const owner = await member(0, `far${round}`);
+      owner.c.sendPy({ cmd: '7', msg: `kept ${round}`, cid: `k${round}` });
+      await owner.c.expect('71', 10_000);
+      const racers = [await open(1), await open(1)];
+      racers.forEach((c, i) => {
+        c.sendPy({ cmd: '0', nickname: `near${round}x${i}`, caps: CAPS, resume: owner.token });
+      });
+      const welcomes = await Promise.all(racers.map((c) => c.expect('03', 10_000)));
+      const w = welcomes.findIndex((m) => m.resumed === true);
+      expect(w).toBeGreaterThanOrEqual(0);
+      const winner = racers[w]!;
+      await winner.waitFor((m) => m.cmd === '101' && m.room === 'lobby');
+      // The winner re-sends the chat its session sent: a duplicate, as after any resume.
+      winner.sendPy({ cmd: '7', msg: `kept ${round}`, cid: `k${round}` });
+      const stored = await winner.expect('71', 10_000);
+      if (stored.duplicate !== true) problems.push({ round, winner: w, stored });
+      for (const c of racers) c.close();
+      owner.c.close();
+    }
+    expect(problems).toEqual([]);
+  }, 60_000);
+
   it('own chats stay out and others come in across renames, resumes and a freed nickname', async () => {
     const ann = await member(0, 'ann');
     const obs0 = await member(0, 'obs0');

@@ -730,3 +730,41 @@ describe('a chat of several nodes', () => {
     expect(ann.closedWith).toBe('cluster-unavailable');
   });
 });
+
+describe('a takeover on the node of the session it takes', () => {
+  it.fails('leaves the identity with that session when Presence fails the takeover', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const caps = ['errors', 'rooms', 'renames', 'history'];
+    const ann = connect(a!, 'ann', caps);
+    const bob = connect(b!, 'bob', caps);
+    await settle();
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    send(ann, { cmd: '7', msg: 'first', cid: 'c1' });
+    await settle();
+    // Presence fails the resume (Redis lost, say): the new connection goes.
+    const presence = a!.cluster!.presence;
+    vi.spyOn(presence, 'takeOver').mockRejectedValueOnce(new Error('redis down'));
+    const back = connectWith(a!, { cmd: '0', nickname: 'x', caps, resume: token });
+    await settle();
+    expect(back.take()).not.toContainEqual(expect.objectContaining({ cmd: '03' }));
+    ann.take();
+    bob.take();
+    // ann still holds her identity: her chats stay hers, and a token of its form presented
+    // here while she goes on names nobody, so its cid is no duplicate of hers.
+    send(ann, { cmd: '7', msg: 'second' });
+    const forged = connectWith(a!, {
+      cmd: '0',
+      nickname: 'mal',
+      caps,
+      resume: `${token.slice(0, 12)}${'A'.repeat(24)}`,
+    });
+    await settle();
+    send(forged, { cmd: '7', msg: 'first', cid: 'c1' });
+    await settle();
+    expect(ann.take()).not.toContainEqual(expect.objectContaining({ cmd: '70', msg: 'second' }));
+    expect(forged.take()).toContainEqual(expect.objectContaining({ cmd: '71', cid: 'c1' }));
+    expect(bob.take()).toContainEqual(
+      expect.objectContaining({ cmd: '70', from: 'mal', msg: 'first' }),
+    );
+  });
+});
