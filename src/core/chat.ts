@@ -1198,7 +1198,14 @@ export class Chat implements ChatContext, SessionHost {
     if (ghost !== undefined) session.sender = sender;
     else if (sender !== undefined) this.identify(session, sender);
     const next = this.issueToken(session);
-    const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
+    let taken: Awaited<ReturnType<Presence['takeOver']>>;
+    try {
+      taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
+    } catch (err) {
+      // Its removal must not take the identity from the session here that holds it.
+      if (ghost !== undefined) this.unidentify(session, ghost);
+      throw err;
+    }
     if (taken === undefined) {
       // A token of a session here that another connection took over first, or that went on:
       // as a spent token of a live session, it names nobody (else the loser's chats would

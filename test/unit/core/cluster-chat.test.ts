@@ -732,7 +732,7 @@ describe('a chat of several nodes', () => {
 });
 
 describe('a takeover on the node of the session it takes', () => {
-  it.fails('leaves the identity with that session when Presence fails the takeover', async () => {
+  it('leaves the identity with that session when Presence fails the takeover', async () => {
     const [a, b] = nodes(2, { maxUsers: 10 });
     const caps = ['errors', 'rooms', 'renames', 'history'];
     const ann = connect(a!, 'ann', caps);
