@@ -1225,7 +1225,10 @@ export class Chat implements ChatContext, SessionHost {
       for (const room of session.rooms) session.holdRoom(room.name);
       return true;
     }
-    if (ghost !== undefined && session.sender !== undefined) this.identify(session, session.sender);
+    // (Not a connection closed meanwhile: its removal, done already, would not forget it.)
+    if (ghost !== undefined && session.sender !== undefined && session.state !== 'closed') {
+      this.identify(session, session.sender);
+    }
     // A ghost on this node not taken back above is closed like one on another node.
     if (local) this.evicted(taken.id);
     const rooms = taken.rooms.map((r) =>
