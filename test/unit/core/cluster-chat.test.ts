@@ -767,4 +767,27 @@ describe('a takeover on the node of the session it takes', () => {
       expect.objectContaining({ cmd: '70', from: 'mal', msg: 'first' }),
     );
   });
+
+  it('forgets a connection that closed while it took the session over', async () => {
+    const [a] = nodes(1, { maxUsers: 10 });
+    const caps = ['errors', 'rooms', 'renames', 'history'];
+    const ann = connect(a!, 'ann', caps);
+    await settle();
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const presence = a!.cluster!.presence;
+    const real = presence.takeOver.bind(presence);
+    let back: ReturnType<typeof connectWith> | undefined;
+    // The new connection goes while Presence answers; the takeover still succeeds.
+    vi.spyOn(presence, 'takeOver').mockImplementationOnce(async (...args) => {
+      const taken = await real(...args);
+      back?.session.ended('lost');
+      return taken;
+    });
+    back = connectWith(a!, { cmd: '0', nickname: 'x', caps, resume: token });
+    await settle();
+    expect(ann.closedWith).toBe('replaced');
+    expect(back.session.state).toBe('closed');
+    const origins = (a as unknown as { origins: Map<string, unknown> }).origins;
+    expect(origins.size).toBe(0);
+  });
 });
