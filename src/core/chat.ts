@@ -1106,26 +1106,27 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /**
-   * `session` presented the token of a session here that goes on (`ghost`, or the one that
-   * took it over since) and did not take it: the loser of two resumes racing for it. As a
-   * spent token of a session that goes on does on one node (`namedBy`), the token names
-   * nobody: the identity stays its holder's, and `session` gets one of its own with its
-   * next token. Two sessions of one identity would share an origin, and neither would be
-   * shown the other's chats.
+   * Takes back the identity `session` was given for a takeover it lost (takeOver): it gets
+   * one of its own with its next token. Whoever holds the identity here now (`ghost`, or the
+   * session that took it over) is its holder again.
    */
-  private disown(session: Session, ghost: Session): void {
-    let holder = ghost;
-    while (holder.successor !== undefined) holder = holder.successor;
-    const sender = holder.sender;
-    if (holder === session || holder.state === 'closed' || sender !== session.sender) return;
+  private unidentify(session: Session, ghost: Session): void {
+    const sender = session.sender;
     if (sender === undefined) return;
-    // The token made for it carries the holder's identity; nobody was told it.
     if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
     session.resumeToken = undefined;
-    this.senders.set(sender, holder);
-    if (holder.origin !== undefined) this.origins.set(holder.origin, holder);
+    if (this.senders.get(sender) === session) this.senders.delete(sender);
+    if (session.origin !== undefined && this.origins.get(session.origin) === session) {
+      this.origins.delete(session.origin);
+    }
     session.sender = undefined;
     session.origin = undefined;
+    let holder = ghost;
+    while (holder.successor !== undefined) holder = holder.successor;
+    if (holder !== session && holder.state !== 'closed' && holder.sender === sender) {
+      this.identify(holder, sender);
+      this.senders.set(sender, holder);
+    }
   }
 
   /**
@@ -1202,13 +1203,25 @@ export class Chat implements ChatContext, SessionHost {
     const ghost = this.tokens.get(token);
     // The next token carries the same sender, whichever node the member was on.
     const sender = ghost !== undefined ? senderOf(token) : this.namedBy(token);
-    if (sender !== undefined) this.identify(session, sender);
+    // A session here keeps its identity's chats until it is taken over (its copies come back
+    // meanwhile, to it): the new one carries it in its token, and gets its chats after.
+    if (ghost !== undefined) session.sender = sender;
+    else if (sender !== undefined) this.identify(session, sender);
     const next = this.issueToken(session);
-    const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
-    // Else a spent or unknown token: still its session's, as in takeBack, unless that
-    // session goes on here.
+    let taken: Awaited<ReturnType<Presence['takeOver']>>;
+    try {
+      taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
+    } catch (err) {
+      // Its removal must not take the identity from the session here that holds it.
+      if (ghost !== undefined) this.unidentify(session, ghost);
+      throw err;
+    }
     if (taken === undefined) {
-      if (ghost !== undefined) this.disown(session, ghost);
+      // A token of a session here that another connection took over first, or that went on:
+      // as a spent token of a live session, it names nobody (else the loser's chats would
+      // pass for that session's, left out for it and shown to the loser).
+      if (ghost !== undefined) this.unidentify(session, ghost);
+      // Else a spent or unknown token: still its session's, as in takeBack.
       return false;
     }
     const local = taken.node === cluster.presence.node;
@@ -1221,6 +1234,10 @@ export class Chat implements ChatContext, SessionHost {
     ) {
       for (const room of session.rooms) session.holdRoom(room.name);
       return true;
+    }
+    // (Not a connection closed meanwhile: its removal, done already, would not forget it.)
+    if (ghost !== undefined && session.sender !== undefined && session.state !== 'closed') {
+      this.identify(session, session.sender);
     }
     // A ghost on this node not taken back above is closed like one on another node.
     if (local) this.evicted(taken.id);

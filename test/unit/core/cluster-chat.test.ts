@@ -770,3 +770,64 @@ describe('a chat of several nodes', () => {
     expect(ann.closedWith).toBe('cluster-unavailable');
   });
 });
+
+describe('a takeover on the node of the session it takes', () => {
+  it('leaves the identity with that session when Presence fails the takeover', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const caps = ['errors', 'rooms', 'renames', 'history'];
+    const ann = connect(a!, 'ann', caps);
+    const bob = connect(b!, 'bob', caps);
+    await settle();
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    send(ann, { cmd: '7', msg: 'first', cid: 'c1' });
+    await settle();
+    // Presence fails the resume (Redis lost, say): the new connection goes.
+    const presence = a!.cluster!.presence;
+    vi.spyOn(presence, 'takeOver').mockRejectedValueOnce(new Error('redis down'));
+    const back = connectWith(a!, { cmd: '0', nickname: 'x', caps, resume: token });
+    await settle();
+    expect(back.take()).not.toContainEqual(expect.objectContaining({ cmd: '03' }));
+    ann.take();
+    bob.take();
+    // ann still holds her identity: her chats stay hers, and a token of its form presented
+    // here while she goes on names nobody, so its cid is no duplicate of hers.
+    send(ann, { cmd: '7', msg: 'second' });
+    const forged = connectWith(a!, {
+      cmd: '0',
+      nickname: 'mal',
+      caps,
+      resume: `${token.slice(0, 12)}${'A'.repeat(24)}`,
+    });
+    await settle();
+    send(forged, { cmd: '7', msg: 'first', cid: 'c1' });
+    await settle();
+    expect(ann.take()).not.toContainEqual(expect.objectContaining({ cmd: '70', msg: 'second' }));
+    expect(forged.take()).toContainEqual(expect.objectContaining({ cmd: '71', cid: 'c1' }));
+    expect(bob.take()).toContainEqual(
+      expect.objectContaining({ cmd: '70', from: 'mal', msg: 'first' }),
+    );
+  });
+
+  it('forgets a connection that closed while it took the session over', async () => {
+    const [a] = nodes(1, { maxUsers: 10 });
+    const caps = ['errors', 'rooms', 'renames', 'history'];
+    const ann = connect(a!, 'ann', caps);
+    await settle();
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const presence = a!.cluster!.presence;
+    const real = presence.takeOver.bind(presence);
+    let back: ReturnType<typeof connectWith> | undefined;
+    // The new connection goes while Presence answers; the takeover still succeeds.
+    vi.spyOn(presence, 'takeOver').mockImplementationOnce(async (...args) => {
+      const taken = await real(...args);
+      back?.session.ended('lost');
+      return taken;
+    });
+    back = connectWith(a!, { cmd: '0', nickname: 'x', caps, resume: token });
+    await settle();
+    expect(ann.closedWith).toBe('replaced');
+    expect(back.session.state).toBe('closed');
+    const origins = (a as unknown as { origins: Map<string, unknown> }).origins;
+    expect(origins.size).toBe(0);
+  });
+});
