@@ -2,7 +2,12 @@
  * Confab nodes sharing one real redis-server (`--redis`), each its own
  * process on free loopback ports, for the cluster integration tests.
  */
-import { type RedisServer, startRedis } from './redis.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
+import { RawClient } from './raw-client.js';
+import { type RedisServer, startRedis, withoutRedis } from './redis.js';
 import { type SpawnedServer, spawnServer } from './spawn-server.js';
 
 export interface TestCluster {
@@ -48,6 +53,59 @@ export async function startCluster(
     throw err;
   }
   return { redis, nodes, stop };
+}
+
+/** A test file's cluster (useCluster) and the clients it opens. */
+export interface FileCluster {
+  /** The running cluster; only inside the file's tests. */
+  readonly cluster: TestCluster;
+  port(node: number): number;
+  /** A connection to `node` from `localAddress` (any 127.0.0.0/8 address), closed after the file. */
+  open(node: number, localAddress?: string): Promise<RawClient>;
+}
+
+/**
+ * One cluster for a test file's tests: `count` nodes with `args`, each with a data directory
+ * of its own under a temporary one (`prepare` may write files there first and give more
+ * arguments), started before the tests and stopped after them, with every client `open`
+ * made. Nothing starts where redis-server is missing (`withoutRedis`).
+ */
+export function useCluster(
+  name: string,
+  count: number,
+  args: readonly string[],
+  prepare: (dir: string) => readonly string[] = () => [],
+): FileCluster {
+  let dir: string | undefined;
+  let running: TestCluster | undefined;
+  const clients: RawClient[] = [];
+  beforeAll(async () => {
+    if (withoutRedis()) return;
+    const root = mkdtempSync(path.join(os.tmpdir(), `confab-${name}-`));
+    dir = root;
+    running = await startCluster(count, [...args, ...prepare(root)], (i) => [
+      '--data-dir',
+      path.join(root, `data${i}`),
+    ]);
+  }, 60_000);
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await running?.stop();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+  const file: FileCluster = {
+    get cluster(): TestCluster {
+      if (running === undefined) throw new Error('the cluster runs only inside the tests');
+      return running;
+    },
+    port: (node) => file.cluster.nodes[node]!.port,
+    async open(node, localAddress = '127.0.0.1') {
+      const client = await RawClient.open(file.port(node), '127.0.0.1', localAddress);
+      clients.push(client);
+      return client;
+    },
+  };
+  return file;
 }
 
 /** Waits until `done` holds, polling every 50 ms for at most `timeoutMs`. */

@@ -6,16 +6,15 @@
  * from every node into one room, and odd HISTORY pages over trimmed
  * history. After each: every node still answers, nothing leaks.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/password.js';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
-import { startCluster, type TestCluster, until } from '../helpers/cluster.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { until, useCluster } from '../helpers/cluster.js';
+import type { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 import { wsClient } from '../helpers/ws-client.js';
 
@@ -23,19 +22,20 @@ const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'history', 'moderation'];
 const TRIM = 30;
 
-let dir: string;
-let cluster: TestCluster;
-const clients: RawClient[] = [];
-
-function port(node: number): number {
-  return cluster.nodes[node]!.port;
-}
-
-async function open(node: number): Promise<RawClient> {
-  const c = await RawClient.open(port(node));
-  clients.push(c);
-  return c;
-}
+const file = useCluster(
+  'cluster-hostile',
+  3,
+  ['--history-max-messages', String(TRIM), '--max-conns-per-ip', '0'],
+  (dir) => {
+    const config = path.join(dir, 'confab.yaml');
+    writeFileSync(
+      config,
+      `max-users: 200\noperators:\n  - name: teacher\n    password: "${hashPassword('pw')}"\n`,
+    );
+    return ['--config', config];
+  },
+);
+const open = (node: number) => file.open(node);
 
 async function member(
   node: number,
@@ -72,23 +72,8 @@ async function census(node: number): Promise<{ users: string[]; rooms: Map<strin
 
 /** Every node answers a fresh client's VERSION: no process ended or wedged. */
 async function allAlive(): Promise<void> {
-  for (let i = 0; i < cluster.nodes.length; i++) await census(i);
+  for (let i = 0; i < file.cluster.nodes.length; i++) await census(i);
 }
-
-beforeAll(async () => {
-  if (skip) return;
-  dir = mkdtempSync(path.join(os.tmpdir(), 'confab-cluster-hostile-'));
-  const config = path.join(dir, 'confab.yaml');
-  writeFileSync(
-    config,
-    `max-users: 200\noperators:\n  - name: teacher\n    password: "${hashPassword('pw')}"\n`,
-  );
-  cluster = await startCluster(
-    3,
-    ['--config', config, '--history-max-messages', String(TRIM), '--max-conns-per-ip', '0'],
-    (i) => ['--data-dir', path.join(dir, `data${i}`)],
-  );
-}, 60_000);
 
 /**
  * A race a client can start is no internal error: a node that logs one (level 50 and up)
@@ -98,7 +83,7 @@ const seenOutput: number[] = [];
 afterEach(() => {
   if (skip) return;
   const bad: string[] = [];
-  cluster.nodes.forEach((node, i) => {
+  file.cluster.nodes.forEach((node, i) => {
     const output = node.output();
     for (const line of output.slice(seenOutput[i] ?? 0).split('\n')) {
       if (/"level":[56]\d/.test(line)) bad.push(line);
@@ -107,12 +92,6 @@ afterEach(() => {
   });
   expect(bad).toEqual([]);
 });
-
-afterAll(async () => {
-  for (const c of clients) c.close();
-  await cluster?.stop();
-  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
-}, 60_000);
 
 describe.skipIf(skip)('a hostile client against a cluster', () => {
   it('one resume token raced on two nodes takes the session back once', async () => {
@@ -178,7 +157,7 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
       const nick = `wsr${round}`;
       const { c: owner, welcome } = await member(round % 3, nick);
       const token = String(welcome.resume);
-      const web = await wsClient(cluster.nodes[(round + 1) % 3]!.httpPort!);
+      const web = await wsClient(file.cluster.nodes[(round + 1) % 3]!.httpPort!);
       const tcp = await open((round + 2) % 3);
       const squatters: RawClient[] = [];
       for (let i = 0; i < 3; i++) squatters.push(await open(i));
@@ -445,7 +424,7 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
       frames += `${JSON.stringify({ cmd: '7', room: 'long', msg: long })}\n`;
     c.write(frames);
     for (let i = 0; i < 16; i++) await c.expect('71', 10_000);
-    const admin = new Redis(cluster.redis.url, { maxRetriesPerRequest: 1 });
+    const admin = new Redis(file.cluster.redis.url, { maxRetriesPerRequest: 1 });
     try {
       const sent = async () =>
         Number((await admin.info('stats')).match(/total_net_output_bytes:(\d+)/)![1]);

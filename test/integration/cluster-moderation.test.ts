@@ -3,32 +3,35 @@
  * redis-server: an operator on one node removes members of the others, and a
  * ban is kept in Redis and enforced by every node.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/password.js';
-import { startCluster, type TestCluster } from '../helpers/cluster.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { useCluster } from '../helpers/cluster.js';
+import type { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 
 const skip = withoutRedis();
 const MOD = { caps: ['errors', 'moderation'] };
 
-let dir: string;
-let cluster: TestCluster;
-const clients: RawClient[] = [];
-
-function port(node: number): number {
-  return cluster.nodes[node]!.port;
-}
+const file = useCluster('cluster-mod', 3, [], (dir) => {
+  const config = path.join(dir, 'confab.yaml');
+  writeFileSync(
+    config,
+    `max-users: 20\noperators:\n  - name: teacher\n    password: "${hashPassword('open sesame')}"\n`,
+  );
+  // The third node's bans.json bans "oldban": with --redis it is not used.
+  const third = path.join(dir, 'data2');
+  mkdirSync(third);
+  writeFileSync(
+    path.join(third, 'bans.json'),
+    JSON.stringify({ bans: [{ mask: 'oldban', by: 'x', reason: '', expires: null }] }),
+  );
+  return ['--config', config];
+});
 
 /** A connection from `localAddress` (any 127.0.0.0/8 address; default 127.0.0.1). */
-async function open(node: number, localAddress = '127.0.0.1'): Promise<RawClient> {
-  const client = await RawClient.open(port(node), '127.0.0.1', localAddress);
-  clients.push(client);
-  return client;
-}
+const open = (node: number, localAddress?: string) => file.open(node, localAddress);
 
 async function member(
   node: number,
@@ -66,33 +69,6 @@ async function tryConnect(node: number, nickname: string, extra: object = {}): P
   client.close();
   return 'nothing';
 }
-
-beforeAll(async () => {
-  if (skip) return;
-  dir = mkdtempSync(path.join(os.tmpdir(), 'confab-cluster-mod-'));
-  const config = path.join(dir, 'confab.yaml');
-  writeFileSync(
-    config,
-    `max-users: 20\noperators:\n  - name: teacher\n    password: "${hashPassword('open sesame')}"\n`,
-  );
-  // The third node's bans.json bans "oldban": with --redis it is not used.
-  const third = path.join(dir, 'data2');
-  mkdirSync(third);
-  writeFileSync(
-    path.join(third, 'bans.json'),
-    JSON.stringify({ bans: [{ mask: 'oldban', by: 'x', reason: '', expires: null }] }),
-  );
-  cluster = await startCluster(3, ['--config', config], (i) => [
-    '--data-dir',
-    path.join(dir, `data${i}`),
-  ]);
-}, 60_000);
-
-afterAll(async () => {
-  for (const c of clients) c.close();
-  await cluster?.stop();
-  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
-}, 60_000);
 
 describe.skipIf(skip)('moderation across nodes', () => {
   it('KICK removes a member of another node: "99" and "30" everywhere, as on one node', async () => {
@@ -194,6 +170,8 @@ describe.skipIf(skip)('moderation across nodes', () => {
 
   it("ignores a node's bans.json with --redis, and says so", async () => {
     expect(await tryConnect(2, 'oldban')).toBe('03');
-    expect(cluster.nodes[2]!.output()).toMatch(/bans\.json in --data-dir is not used with --redis/);
+    expect(file.cluster.nodes[2]!.output()).toMatch(
+      /bans\.json in --data-dir is not used with --redis/,
+    );
   });
 });

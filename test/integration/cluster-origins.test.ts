@@ -1,35 +1,14 @@
-/**
- * Hostile checks of chats' origins on a two-node cluster (real redis-server, real
- * processes): a member is never shown its own chat live (after renames, after resumes on
- * the same node or the other one), always shown everyone else's (also a member who took a
- * freed nickname, and clients presenting a spent token, a forged one, or losing a race for
- * one token), and no origin reaches any client on any listener.
- */
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startCluster, type TestCluster } from '../helpers/cluster.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { describe, expect, it } from 'vitest';
+import { useCluster } from '../helpers/cluster.js';
+import type { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 import { wsClient } from '../helpers/ws-client.js';
 
 const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'history', 'renames'];
 
-let dir: string;
-let cluster: TestCluster;
-const clients: RawClient[] = [];
-
-function port(node: number): number {
-  return cluster.nodes[node]!.port;
-}
-
-async function open(node: number): Promise<RawClient> {
-  const c = await RawClient.open(port(node));
-  clients.push(c);
-  return c;
-}
+const file = useCluster('cluster-origins', 2, ['--max-conns-per-ip', '0', '--max-users', '200']);
+const open = (node: number) => file.open(node);
 
 async function member(
   node: number,
@@ -70,21 +49,6 @@ async function settle(observer: RawClient, msgs: readonly string[]): Promise<voi
 function noOrigin(frames: readonly string[]): void {
   for (const frame of frames) expect(frame).not.toContain('origin');
 }
-
-beforeAll(async () => {
-  if (skip) return;
-  dir = mkdtempSync(path.join(os.tmpdir(), 'confab-cluster-origins-'));
-  cluster = await startCluster(2, ['--max-conns-per-ip', '0', '--max-users', '200'], (i) => [
-    '--data-dir',
-    path.join(dir, `data${i}`),
-  ]);
-}, 60_000);
-
-afterAll(async () => {
-  for (const c of clients) c.close();
-  await cluster?.stop();
-  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
-}, 60_000);
 
 describe.skipIf(skip)("a cluster's chats carry their sender's origin", () => {
   it('the loser of a race for one token on the node holding it is not taken for its session', async () => {
@@ -176,7 +140,7 @@ describe.skipIf(skip)("a cluster's chats carry their sender's origin", () => {
     const course = await open(1);
     course.sendPy({ cmd: '0', nickname: 'course' });
     await course.expect('03');
-    const web = await wsClient(cluster.nodes[1]!.httpPort!);
+    const web = await wsClient(file.cluster.nodes[1]!.httpPort!);
     web.send({ cmd: '0', nickname: 'webby', caps: CAPS });
     await web.expect('03');
 
