@@ -1311,8 +1311,8 @@ export class Chat implements ChatContext, SessionHost {
     session.pending++;
     // On a cluster every chat carries its sender's origin: its copy may come back before
     // this append's reply, or to the node its session has moved to meanwhile.
-    if (this.cluster !== undefined && session.sender === undefined) {
-      this.identify(session, newSender());
+    if (this.cluster !== undefined && session.origin === undefined) {
+      this.identify(session, session.sender ?? newSender());
     }
     const origin = session.origin;
     let draft: MessageDraft = { at, from, msg };
