@@ -123,6 +123,7 @@ const COLORS: Record<string, string> = {
   baseline: '#805ad5',
   'baseline-sqlite': '#44337a',
   'baseline-1node': '#d6bcfa',
+  'baseline-2nodes': '#e9d8fd',
   'baseline-memory': '#b794f4',
   seed: '#a0aec0',
   ngircd: '#dd6b20',

@@ -19,7 +19,8 @@ import { type BenchRedis, redisPing } from './redis.js';
  * course client does; `baseline` is confab built from another checkout
  * (StartOptions.baseline), for before/after comparisons in one run,
  * `baseline-sqlite` and `baseline-memory` that checkout storing history, like
- * `confab-sqlite` and `confab-memory`, and `baseline-1node` that checkout as one node with Redis, like `confab-1node`.
+ * `confab-sqlite` and `confab-memory`, and `baseline-1node` and `baseline-2nodes`
+ * that checkout as one and two nodes with Redis, like `confab-1node` and `confab-2nodes`.
  */
 export type ServerName =
   | 'confab'
@@ -33,6 +34,7 @@ export type ServerName =
   | 'baseline-sqlite'
   | 'baseline-memory'
   | 'baseline-1node'
+  | 'baseline-2nodes'
   | 'seed'
   | 'ngircd'
   | 'inspircd';
@@ -66,6 +68,7 @@ export const CLUSTER_NODES: Partial<Record<ServerName, number>> = {
   'confab-2nodes': 2,
   'confab-3nodes': 3,
   'baseline-1node': 1,
+  'baseline-2nodes': 2,
 };
 
 export const REDIS_SERVER = process.env.CONFAB_REDIS_SERVER ?? '/usr/bin/redis-server';
@@ -387,6 +390,7 @@ async function startOnce(
     case 'confab-2nodes':
     case 'confab-3nodes':
     case 'baseline-1node':
+    case 'baseline-2nodes':
       throw new Error(`${name} is a cluster: startCluster starts it`);
     case 'ngircd': {
       dialect = 'irc';
@@ -517,7 +521,7 @@ async function startCluster(
 ): Promise<RunningServer> {
   const missing = redisMissing();
   if (missing !== undefined) throw new Error(missing);
-  const baseline = name === 'baseline-1node';
+  const baseline = name === 'baseline-1node' || name === 'baseline-2nodes';
   if (baseline && options.baseline === undefined)
     throw new Error(`server ${name} needs --baseline DIR`);
   const root = baseline ? options.baseline! : ROOT;
