@@ -249,6 +249,15 @@ describe('a chat of several nodes', () => {
     expect(again.take()).toMatchObject([{ cmd: '03', userCount: 1 }]);
   });
 
+  it('keeps no token, identity or origin of a client that went while its CONNECT waited for Presence', async () => {
+    const [a] = nodes(1);
+    const gone = connect(a!, 'ann', ['errors', 'rooms', 'renames', 'history']);
+    gone.session.ended('lost');
+    await settle();
+    const kept = a as unknown as Record<'tokens' | 'senders' | 'origins', Map<string, unknown>>;
+    expect([kept.tokens.size, kept.senders.size, kept.origins.size]).toEqual([0, 0, 0]);
+  });
+
   it('subscribes a node to a room while it has members there, and counts across nodes', async () => {
     const hub = new MemoryBrokerHub();
     const presenceHub = new PresenceHub();
