@@ -177,6 +177,9 @@ async function connectInCluster(
       ctx.disconnect(session, 'nickname-taken');
       return;
     }
+    // Gone meanwhile: its removal is done, and nothing would forget a token issued now (the
+    // claim is freed below, as it is unsettled).
+    if (gone()) return;
     // Granted before "03" tells the client its token, so that any node accepts it.
     const token = session.has('history') ? ctx.issueToken(session) : undefined;
     const granted = token === undefined ? undefined : presence.grant(session.presenceId, token);
