@@ -817,6 +817,48 @@ describe('a takeover on the node of the session it takes', () => {
     );
   });
 
+  it('keeps the identity with the winner of a race for the token whose ghost went meanwhile', async () => {
+    const [a] = nodes(1, { maxUsers: 10 });
+    const caps = ['errors', 'rooms', 'renames', 'history'];
+    const ann = connect(a!, 'ann', caps);
+    await settle();
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const presence = a!.cluster!.presence;
+    const real = presence.takeOver.bind(presence);
+    let open: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    // The first takes the member over in Presence, but hears so only later.
+    vi.spyOn(presence, 'takeOver').mockImplementationOnce(async (...args) => {
+      const taken = await real(...args);
+      await gate;
+      return taken;
+    });
+    const first = connectWith(a!, { cmd: '0', nickname: 'first', caps, resume: token });
+    // The second loses at once (ann holds the identity again), then ann's connection goes.
+    const second = connectWith(a!, { cmd: '0', nickname: 'second', caps, resume: token });
+    await settle();
+    ann.session.ended('lost');
+    await settle();
+    open();
+    await settle();
+    expect(first.take()).toContainEqual(
+      expect.objectContaining({ cmd: '03', resumed: true, nickname: 'ann' }),
+    );
+    // The spent token names nobody while the first goes on with the identity.
+    const third = connectWith(a!, { cmd: '0', nickname: 'third', caps, resume: token });
+    await settle();
+    third.take();
+    second.take();
+    send(first, { cmd: '7', msg: 'mine' });
+    await settle();
+    const mine = expect.objectContaining({ cmd: '70', msg: 'mine' });
+    expect(first.take()).not.toContainEqual(mine);
+    expect(third.take()).toContainEqual(mine);
+    expect(second.take()).toContainEqual(mine);
+  });
+
   it('forgets a connection that closed while it took the session over', async () => {
     const [a] = nodes(1, { maxUsers: 10 });
     const caps = ['errors', 'rooms', 'renames', 'history'];
