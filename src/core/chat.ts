@@ -1238,6 +1238,9 @@ export class Chat implements ChatContext, SessionHost {
     // (Not a connection closed meanwhile: its removal, done already, would not forget it.)
     if (ghost !== undefined && session.sender !== undefined && session.state !== 'closed') {
       this.identify(session, session.sender);
+      // Also its holder for `namedBy`: a racing loser may have handed the identity back to
+      // the ghost, whose removal since forgot it, and a spent token would then name it.
+      this.senders.set(session.sender, session);
     }
     // A ghost on this node not taken back above is closed like one on another node.
     if (local) this.evicted(taken.id);
