@@ -859,6 +859,38 @@ describe('a takeover on the node of the session it takes', () => {
     expect(second.take()).toContainEqual(mine);
   });
 
+  it('keeps the identity with the session while a connection taking it over goes before Presence fails it', async () => {
+    const [a] = nodes(1, { maxUsers: 10 });
+    const caps = ['errors', 'rooms', 'renames', 'history'];
+    const first = connect(a!, 'ann', caps);
+    await settle();
+    const spent = (first.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    // ann resumes once: `spent` is spent while her session goes on.
+    const ann = connectWith(a!, { cmd: '0', nickname: 'ann', caps, resume: spent });
+    await settle();
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const presence = a!.cluster!.presence;
+    let fail: (err: Error) => void = () => {};
+    const answer = new Promise<never>((_, reject) => {
+      fail = reject;
+    });
+    vi.spyOn(presence, 'takeOver').mockImplementationOnce(() => answer);
+    const back = connectWith(a!, { cmd: '0', nickname: 'x', caps, resume: token });
+    await settle();
+    // It goes while Presence answers; meanwhile the spent token is presented.
+    back.session.ended('lost');
+    const mal = connectWith(a!, { cmd: '0', nickname: 'mal', caps, resume: spent });
+    await settle();
+    fail(new Error('redis down'));
+    await settle();
+    expect([ann.session.state, mal.session.nickname]).toEqual(['joined', 'mal']);
+    mal.take();
+    ann.take();
+    send(mal, { cmd: '7', msg: 'not hers' });
+    await settle();
+    expect(ann.take()).toContainEqual(expect.objectContaining({ cmd: '70', msg: 'not hers' }));
+  });
+
   it('forgets a connection that closed while it took the session over', async () => {
     const [a] = nodes(1, { maxUsers: 10 });
     const caps = ['errors', 'rooms', 'renames', 'history'];
