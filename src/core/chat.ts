@@ -1208,6 +1208,9 @@ export class Chat implements ChatContext, SessionHost {
     if (ghost !== undefined) session.sender = sender;
     else if (sender !== undefined) this.identify(session, sender);
     const next = this.issueToken(session);
+    // Until Presence grants it, the identity's holder (for `namedBy`) is still the ghost: were
+    // this connection to go meanwhile, its removal would forget it while the ghost goes on.
+    if (ghost !== undefined && sender !== undefined) this.senders.set(sender, ghost);
     let taken: Awaited<ReturnType<Presence['takeOver']>>;
     try {
       taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
