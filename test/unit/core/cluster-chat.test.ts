@@ -39,6 +39,21 @@ function nodes(n: number, options: ChatOptions = {}): Chat[] {
   });
 }
 
+const RESUMING = ['errors', 'rooms', 'renames', 'history'];
+
+/** The resume token in the "03" among what `peer` was sent. */
+function tokenOf(peer: FakePeer): string {
+  return (peer.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+}
+
+/** ann, with history, on a node of its own cluster, and her resume token. */
+async function annOnOneNode(): Promise<{ a: Chat; caps: string[]; ann: FakePeer; token: string }> {
+  const [a] = nodes(1, { maxUsers: 10 });
+  const ann = connect(a!, 'ann', RESUMING);
+  await settle();
+  return { a: a!, caps: RESUMING, ann, token: tokenOf(ann) };
+}
+
 /** Two nodes whose brokers a test can interrupt and reconnect (a lost subscription). */
 function interruptibleNodes(): { brokers: MemoryBroker[]; a: Chat; b: Chat } {
   const hub = new MemoryBrokerHub();
@@ -412,7 +427,7 @@ describe('a chat of several nodes', () => {
       const wit = connect(a, 'wit', caps);
       const sam = connect(b, 'sam', caps);
       await settle();
-      const token = (sam.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+      const token = tokenOf(sam);
       // It resumes on node a, and the notice that would close its old connection on node b
       // is lost on the way (pub/sub delivers at most once): that connection goes on a while.
       const notify = brokers[0]!.notify;
@@ -615,11 +630,7 @@ describe('a chat of several nodes', () => {
   });
 
   it("shows the loser of two resumes racing for one token the winner's chats, and the winner the loser's", async () => {
-    const [a] = nodes(1, { maxUsers: 10 });
-    const caps = ['errors', 'rooms', 'renames', 'history'];
-    const ann = connect(a!, 'ann', caps);
-    await settle();
-    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const { a, caps, token } = await annOnOneNode();
     // Both present the token of the open session at once: one takes it, the other is an
     // ordinary CONNECT, which must not pass for the session that goes on.
     const first = connectWith(a!, { cmd: '0', nickname: 'first', caps, resume: token });
@@ -660,7 +671,7 @@ describe('a chat of several nodes', () => {
     const ann = connect(a!, 'ann', caps);
     await settle();
     const oldId = ann.session.presenceId;
-    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const token = tokenOf(ann);
     const back = connectWith(b!, { cmd: '0', nickname: 'whoever', caps, resume: token });
     await settle();
     expect(back.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
@@ -743,7 +754,7 @@ describe('a chat of several nodes', () => {
     send(ann, { cmd: '100', room: 'x' });
     await settle();
     expect(a!.rooms.count).toBe(1);
-    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const token = tokenOf(ann);
     carl.take();
     // Ann's session moves to a, with room x: a now knows two rooms, over its cap of one.
     const back = connectWith(a!, { cmd: '0', nickname: 'whoever', caps, resume: token });
@@ -787,7 +798,7 @@ describe('a takeover on the node of the session it takes', () => {
     const ann = connect(a!, 'ann', caps);
     const bob = connect(b!, 'bob', caps);
     await settle();
-    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const token = tokenOf(ann);
     send(ann, { cmd: '7', msg: 'first', cid: 'c1' });
     await settle();
     // Presence fails the resume (Redis lost, say): the new connection goes.
@@ -818,11 +829,7 @@ describe('a takeover on the node of the session it takes', () => {
   });
 
   it('keeps the identity with the winner of a race for the token whose ghost went meanwhile', async () => {
-    const [a] = nodes(1, { maxUsers: 10 });
-    const caps = ['errors', 'rooms', 'renames', 'history'];
-    const ann = connect(a!, 'ann', caps);
-    await settle();
-    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const { a, caps, ann, token } = await annOnOneNode();
     const presence = a!.cluster!.presence;
     const real = presence.takeOver.bind(presence);
     let open: () => void = () => {};
@@ -864,11 +871,11 @@ describe('a takeover on the node of the session it takes', () => {
     const caps = ['errors', 'rooms', 'renames', 'history'];
     const first = connect(a!, 'ann', caps);
     await settle();
-    const spent = (first.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const spent = tokenOf(first);
     // ann resumes once: `spent` is spent while her session goes on.
     const ann = connectWith(a!, { cmd: '0', nickname: 'ann', caps, resume: spent });
     await settle();
-    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const token = tokenOf(ann);
     const presence = a!.cluster!.presence;
     let fail: (err: Error) => void = () => {};
     const answer = new Promise<never>((_, reject) => {
@@ -892,11 +899,7 @@ describe('a takeover on the node of the session it takes', () => {
   });
 
   it('forgets a connection that closed while it took the session over', async () => {
-    const [a] = nodes(1, { maxUsers: 10 });
-    const caps = ['errors', 'rooms', 'renames', 'history'];
-    const ann = connect(a!, 'ann', caps);
-    await settle();
-    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const { a, caps, ann, token } = await annOnOneNode();
     const presence = a!.cluster!.presence;
     const real = presence.takeOver.bind(presence);
     let back: ReturnType<typeof connectWith> | undefined;
