@@ -429,20 +429,13 @@ function chatJson(item: Pick<Pending, 'at' | 'from' | 'msg' | 'origin'>): {
   json: string;
   plain: boolean;
 } {
-  const plain = Number.isFinite(item.at) && !NOT_PLAIN.test(item.from) && !NOT_PLAIN.test(item.msg);
-  const origin = item.origin;
-  // JSON.stringify's own output for such text, a few times cheaper (this runs per chat).
-  // An origin is base64url, which needs no escaping.
+  const { at, from, msg, origin } = item;
+  const plain = Number.isFinite(at) && !NOT_PLAIN.test(from) && !NOT_PLAIN.test(msg);
+  // JSON.stringify's own output for such text, a few times cheaper (this runs per chat). An
+  // origin is base64url, which needs no escaping.
   let json: string;
-  if (origin === undefined) {
-    json = plain
-      ? `[${item.at},"${item.from}","${item.msg}"]`
-      : JSON.stringify([item.at, item.from, item.msg]);
-  } else {
-    json = plain
-      ? `[${item.at},"${item.from}","${item.msg}","${origin}"]`
-      : JSON.stringify([item.at, item.from, item.msg, origin]);
-  }
+  if (plain) json = `[${at},"${from}","${msg}"${origin === undefined ? '' : `,"${origin}"`}]`;
+  else json = JSON.stringify(origin === undefined ? [at, from, msg] : [at, from, msg, origin]);
   return { json, plain };
 }
 
