@@ -46,6 +46,19 @@ async function settle(observer: RawClient, msgs: readonly string[]): Promise<voi
   await new Promise((resolve) => setTimeout(resolve, 300));
 }
 
+/**
+ * Two connections of `node` present `token` at once, as `<prefix>x0` and `<prefix>x1`:
+ * both, their "03"s, and the index of the one that says it resumed (-1: none).
+ */
+async function race(node: number, token: string, prefix: string) {
+  const racers = [await open(node), await open(node)];
+  racers.forEach((c, i) => {
+    c.sendPy({ cmd: '0', nickname: `${prefix}x${i}`, caps: CAPS, resume: token });
+  });
+  const welcomes = await Promise.all(racers.map((c) => c.expect('03', 10_000)));
+  return { racers, welcomes, w: welcomes.findIndex((m) => m.resumed === true) };
+}
+
 function noOrigin(frames: readonly string[]): void {
   for (const frame of frames) expect(frame).not.toContain('origin');
 }
@@ -58,12 +71,7 @@ describe.skipIf(skip)("a cluster's chats carry their sender's origin", () => {
       const watch = await member(1, `watch${round}`);
       // Two connections of node 0 present the owner's token at once: one takes the
       // session over, the other is an ordinary CONNECT under its own name.
-      const racers = [await open(0), await open(0)];
-      racers.forEach((c, i) => {
-        c.sendPy({ cmd: '0', nickname: `racer${round}x${i}`, caps: CAPS, resume: owner.token });
-      });
-      const welcomes = await Promise.all(racers.map((c) => c.expect('03', 10_000)));
-      const w = welcomes.findIndex((m) => m.resumed === true);
+      const { racers, welcomes, w } = await race(0, owner.token, `racer${round}`);
       expect(w).toBeGreaterThanOrEqual(0);
       expect(welcomes.filter((m) => m.resumed === true)).toHaveLength(1);
       const winner = racers[w]!;
@@ -114,12 +122,7 @@ describe.skipIf(skip)("a cluster's chats carry their sender's origin", () => {
       const owner = await member(0, `far${round}`);
       owner.c.sendPy({ cmd: '7', msg: `kept ${round}`, cid: `k${round}` });
       await owner.c.expect('71', 10_000);
-      const racers = [await open(1), await open(1)];
-      racers.forEach((c, i) => {
-        c.sendPy({ cmd: '0', nickname: `near${round}x${i}`, caps: CAPS, resume: owner.token });
-      });
-      const welcomes = await Promise.all(racers.map((c) => c.expect('03', 10_000)));
-      const w = welcomes.findIndex((m) => m.resumed === true);
+      const { racers, w } = await race(1, owner.token, `near${round}`);
       expect(w).toBeGreaterThanOrEqual(0);
       const winner = racers[w]!;
       await winner.waitFor((m) => m.cmd === '101' && m.room === 'lobby');
