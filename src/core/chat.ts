@@ -1076,13 +1076,18 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   issueToken(session: Session): string {
-    if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
     const sender = session.sender ?? this.identify(session, newSender());
     const token = newToken(sender);
+    this.keepToken(session, token, sender);
+    return token;
+  }
+
+  /** `token`, which carries `sender`, is `session`'s from now on (its last one no longer). */
+  private keepToken(session: Session, token: string, sender: string): void {
+    if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
     session.resumeToken = token;
     this.tokens.set(token, session);
     this.senders.set(sender, session);
-    return token;
   }
 
   /**
@@ -1103,30 +1108,6 @@ export class Chat implements ChatContext, SessionHost {
       this.origins.set(origin, session);
     }
     return sender;
-  }
-
-  /**
-   * Takes back the identity `session` was given for a takeover it lost (takeOver): it gets
-   * one of its own with its next token. Whoever holds the identity here now (`ghost`, or the
-   * session that took it over) is its holder again.
-   */
-  private unidentify(session: Session, ghost: Session): void {
-    const sender = session.sender;
-    if (sender === undefined) return;
-    if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
-    session.resumeToken = undefined;
-    if (this.senders.get(sender) === session) this.senders.delete(sender);
-    if (session.origin !== undefined && this.origins.get(session.origin) === session) {
-      this.origins.delete(session.origin);
-    }
-    session.sender = undefined;
-    session.origin = undefined;
-    let holder = ghost;
-    while (holder.successor !== undefined) holder = holder.successor;
-    if (holder !== session && holder.state !== 'closed' && holder.sender === sender) {
-      this.identify(holder, sender);
-      this.senders.set(sender, holder);
-    }
   }
 
   /**
@@ -1162,12 +1143,7 @@ export class Chat implements ChatContext, SessionHost {
     // On a cluster Presence has moved the member to the new session's id (takeOver).
     if (this.cluster === undefined) session.presenceId = ghost.presenceId;
     session.operator = ghost.operator;
-    if (ghost.sender !== undefined) {
-      this.identify(session, ghost.sender);
-      // On a cluster its next token was issued before (takeOver), perhaps before a racing
-      // resume's; the ghost never leaves (`leave`) to let go of it.
-      this.senders.set(ghost.sender, session);
-    }
+    if (ghost.sender !== undefined) this.identify(session, ghost.sender);
     session.state = 'joined';
     session.room = ghost.room;
     for (const room of ghost.rooms) {
@@ -1201,49 +1177,42 @@ export class Chat implements ChatContext, SessionHost {
     const cluster = this.cluster;
     if (cluster === undefined) return false;
     const ghost = this.tokens.get(token);
-    // The next token carries the same sender, whichever node the member was on.
-    const sender = ghost !== undefined ? senderOf(token) : this.namedBy(token);
-    // A session here keeps its identity's chats until it is taken over (its copies come back
-    // meanwhile, to it): the new one carries it in its token, and gets its chats after.
-    if (ghost !== undefined) session.sender = sender;
-    else if (sender !== undefined) this.identify(session, sender);
-    const next = this.issueToken(session);
-    // Until Presence grants it, the identity's holder (for `namedBy`) is still the ghost: were
-    // this connection to go meanwhile, its removal would forget it while the ghost goes on.
-    if (ghost !== undefined && sender !== undefined) this.senders.set(sender, ghost);
-    let taken: Awaited<ReturnType<Presence['takeOver']>>;
-    try {
-      taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
-    } catch (err) {
-      // Its removal must not take the identity from the session here that holds it.
-      if (ghost !== undefined) this.unidentify(session, ghost);
-      throw err;
+    // The next token carries the same sender, whichever node the member was on. A session
+    // here keeps its identity (its chats, its tokens, `namedBy`'s record) until Presence
+    // grants the takeover: a connection that loses a race for the token, or whose takeover
+    // fails, or that goes meanwhile takes nothing of it, and chats coming back meanwhile are
+    // still the old connection's.
+    let next: string;
+    let sender: string | undefined;
+    if (ghost === undefined) {
+      // A token of a session on another node, or a spent or unknown one (still its
+      // session's, as in takeBack).
+      const named = this.namedBy(token);
+      if (named !== undefined) this.identify(session, named);
+      next = this.issueToken(session);
+    } else {
+      sender = senderOf(token) ?? newSender();
+      next = newToken(sender);
     }
-    if (taken === undefined) {
-      // A token of a session here that another connection took over first, or that went on:
-      // as a spent token of a live session, it names nobody (else the loser's chats would
-      // pass for that session's, left out for it and shown to the loser).
-      if (ghost !== undefined) this.unidentify(session, ghost);
-      // Else a spent or unknown token: still its session's, as in takeBack.
-      return false;
-    }
+    const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
+    if (taken === undefined) return false;
     const local = taken.node === cluster.presence.node;
     if (!local) cluster.broker.notify(taken.node, { type: 'evict', member: taken.id });
     if (
+      sender !== undefined &&
       local &&
       ghost?.presenceId === taken.id &&
       session.state !== 'closed' &&
       this.takeBack(session, token)
     ) {
+      this.keepToken(session, next, sender);
       for (const room of session.rooms) session.holdRoom(room.name);
       return true;
     }
-    // (Not a connection closed meanwhile: its removal, done already, would not forget it.)
-    if (ghost !== undefined && session.sender !== undefined && session.state !== 'closed') {
-      this.identify(session, session.sender);
-      // Also its holder for `namedBy`: a racing loser may have handed the identity back to
-      // the ghost, whose removal since forgot it, and a spent token would then name it.
-      this.senders.set(session.sender, session);
+    // A connection closed meanwhile gets nothing: its removal is done.
+    if (sender !== undefined && session.state !== 'closed') {
+      this.identify(session, sender);
+      this.keepToken(session, next, sender);
     }
     // A ghost on this node not taken back above is closed like one on another node.
     if (local) this.evicted(taken.id);
