@@ -458,7 +458,7 @@ interface Local {
 }
 
 /** Redis keeps a resume token's hash only: whoever reads it cannot resume with it. */
-function tokenHash(token: string): string {
+export function tokenHash(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('base64url');
 }
 
