@@ -232,12 +232,25 @@ return 1
  * ARGV: P, node, id, token hash, ip, port, next token hash, moved ttl ms, most moves kept,
  * lineage ttl ms. {old node, old id, nick, lin, gen, tag, name, ...} with the rooms in join
  * order; {} when the token takes nothing over; -1 node not registered, -2 member exists.
+ * Run again after it took a member over (its reply was lost), it answers the same: the
+ * member it moved holds the next token's hash, and its last move names where it came from.
  */
 const TAKE_OVER_LUA = `${PRELUDE}
 local node, id = ARGV[2], ARGV[3]
 if not redis.call('ZSCORE', NODES, node) then return -1 end
 local ref = node .. ':' .. id
-if redis.call('EXISTS', mkey(ref)) == 1 then return -2 end
+if redis.call('EXISTS', mkey(ref)) == 1 then
+  local m = redis.call('HMGET', mkey(ref), 'nick', 'tok', 'lin', 'gen')
+  local from = m[3] and redis.call('LINDEX', P .. 'mh:' .. m[3], -1)
+  if m[2] ~= ARGV[7] or not from then return -2 end
+  local colon = string.find(from, ':', 1, true)
+  local out = {string.sub(from, 1, colon - 1), string.sub(from, colon + 1), m[1], m[3], m[4]}
+  for _, tag in ipairs(redis.call('ZRANGE', mrooms(ref), 0, -1)) do
+    out[#out + 1] = tag
+    out[#out + 1] = redis.call('HGET', P .. 'rn', tag) or ''
+  end
+  return out
+end
 local tkey = P .. 't:' .. ARGV[4]
 local old = redis.call('GET', tkey)
 if not old then return {} end
@@ -696,7 +709,16 @@ export class RedisPresence implements Presence {
       MAX_MOVES_FOLLOWED,
       2 * this.timeoutMs,
     );
-    let reply = await this.scripts.confabPresenceTakeOver(...args);
+    let reply: unknown;
+    try {
+      reply = await this.scripts.confabPresenceTakeOver(...args);
+    } catch (error) {
+      // Never sent (Redis unreachable all along): nothing was applied, and no second wait.
+      if ((error as Error).name === 'MaxRetriesPerRequestError') throw error;
+      // The reply may be all that was lost (the connection dropped after Redis ran the
+      // script): asked again, the script answers as it did, or takes the member over now.
+      reply = await this.scripts.confabPresenceTakeOver(...args);
+    }
     if (reply === -1 && this.onUnregistered !== undefined) {
       // As for a claim: Redis restarted empty and the heartbeat that registers us is due.
       await this.onUnregistered();

@@ -23,7 +23,7 @@ import type { Operator } from './moderation.js';
 import { enforceBan, kickMissed, removeMember, secondsLeft } from './moderation-commands.js';
 import { lookupKey, nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
-import type { DeadNode, MemberRef, Presence, RoomLeft } from './presence.js';
+import type { DeadNode, MemberRef, Presence, RoomLeft, TakenOver } from './presence.js';
 import { type Clock, TokenBucket } from './rate-limit.js';
 import { Replays } from './replay.js';
 import { newSender, newToken, senderOf } from './resume-token.js';
@@ -1194,7 +1194,15 @@ export class Chat implements ChatContext, SessionHost {
       sender = senderOf(token) ?? newSender();
       next = newToken(sender);
     }
-    const taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
+    let taken: TakenOver | undefined;
+    try {
+      taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
+    } catch (err) {
+      // Redis may have moved the member to this connection all the same (a lost reply):
+      // freed, or it would stay registered for nobody, its nickname and places kept.
+      this.forget(session);
+      throw err;
+    }
     if (taken === undefined) return false;
     const local = taken.node === cluster.presence.node;
     if (!local) cluster.broker.notify(taken.node, { type: 'evict', member: taken.id });
