@@ -19,6 +19,7 @@ import { type ChatContext, refuse } from './command-context.js';
 import { chatTarget, commandFor, permitted } from './commands.js';
 import { type ChatEvent, Delivery } from './events.js';
 import type { HistoryStore, MessageDraft } from './history.js';
+import { Identities } from './identities.js';
 import type { Operator } from './moderation.js';
 import { enforceBan, kickMissed, removeMember, secondsLeft } from './moderation-commands.js';
 import { lookupKey, nicknameKey } from './nickname.js';
@@ -235,10 +236,8 @@ export class Chat implements ChatContext, SessionHost {
   private readonly operBuckets = new Map<string, TokenBucket>();
   private readonly operServer: TokenBucket;
   private readonly sessions = new Set<Session>();
-  /** Resume tokens of open sessions with "history". */
-  private readonly tokens = new Map<string, Session>();
-  /** The session holding each sender its tokens carry (issueToken), for `namedBy`. */
-  private readonly senders = new Map<string, Session>();
+  /** Who holds each resume token and lasting identity, and on a cluster each origin. */
+  private readonly identities: Identities;
   private readonly history: HistoryStore | undefined;
   /** "101"'s history and HISTORY's pages, read from `history`. */
   private readonly replays: Replays;
@@ -257,12 +256,6 @@ export class Chat implements ChatContext, SessionHost {
   private readonly releases = new Set<Promise<void>>();
   /** What waits for a session's requests under way to finish (a removal during a resume). */
   private readonly idleWaiters = new Map<Session, (() => void)[]>();
-  /**
-   * On a cluster, this node's sessions by origin (ChatEvent.origin): a chat the broker hands
-   * back is not shown to the session that sent it, nor to the one that took it over since,
-   * here or (with its resume token) on another node.
-   */
-  private readonly origins = new Map<string, Session>();
   /** Rooms whose members are read again once their resync has waited (see `resynced`). */
   private readonly resyncs = new Map<string, ReturnType<typeof setTimeout>>();
   /**
@@ -283,6 +276,10 @@ export class Chat implements ChatContext, SessionHost {
     this.log = options.logger ?? silentLogger;
     this.history = options.history;
     this.cluster = options.cluster;
+    const cluster = this.cluster;
+    this.identities = new Identities(
+      cluster === undefined ? undefined : (sender) => cluster.originOf(sender),
+    );
     // Chat ids must come from one place for the whole cluster: the shared store.
     if (this.cluster !== undefined && this.history === undefined) {
       throw new Error('a node of a cluster needs the shared history store');
@@ -443,25 +440,16 @@ export class Chat implements ChatContext, SessionHost {
 
   /** A room event from the broker: to this node's members of the room, but the one it is about. */
   private arrived(key: string, event: RoomEvent): void {
-    const from = event.type === 'chat' ? this.originOf(event.origin) : undefined;
+    const from = event.type === 'chat' ? this.identities.sentBy(event.origin) : undefined;
     if (this.rosters.get(key)?.apply(event) === false) return;
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
     room.deliver(new Delivery(event), event.type === 'chat' ? from : this.subject(event));
   }
 
-  /** The local session whose chat carries `origin`, if any (see `origins`). */
-  private originOf(origin: string | undefined): Session | undefined {
-    if (origin === undefined) return undefined;
-    let from = this.origins.get(origin);
-    // Taken over meanwhile: the sender is now the connection that took the session.
-    while (from?.successor !== undefined) from = from.successor;
-    return from;
-  }
-
   /**
    * The local member an event comes from, who is not shown it: the joiner, the renamer,
-   * the member being removed. Nicknames are unique across the cluster. (Chats: `origins`.)
+   * the member being removed. Nicknames are unique across the cluster. (Chats: `sentBy`.)
    */
   private subject(event: RoomEvent): Session | undefined {
     switch (event.type) {
@@ -1076,47 +1064,7 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   issueToken(session: Session): string {
-    const sender = session.sender ?? this.identify(session, newSender());
-    const token = newToken(sender);
-    this.keepToken(session, token, sender);
-    return token;
-  }
-
-  /** `token`, which carries `sender`, is `session`'s from now on (its last one no longer). */
-  private keepToken(session: Session, token: string, sender: string): void {
-    if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
-    session.resumeToken = token;
-    this.tokens.set(token, session);
-    this.senders.set(sender, session);
-  }
-
-  /**
-   * Gives `session` its lasting identity (MessageDraft.sender); on a cluster, the chats
-   * whose origin it makes are this session's from now on.
-   */
-  private identify(session: Session, sender: string): string {
-    session.sender = sender;
-    const cluster = this.cluster;
-    if (cluster !== undefined) {
-      const origin = cluster.originOf(sender);
-      // An identity it had before is no longer its: the map would keep the session for good.
-      const before = session.origin;
-      if (before !== undefined && before !== origin && this.origins.get(before) === session) {
-        this.origins.delete(before);
-      }
-      session.origin = origin;
-      this.origins.set(origin, session);
-    }
-    return sender;
-  }
-
-  /**
-   * The sender a token that takes nothing back names (resume-token.ts), unless a session
-   * here holds it: a spent token of a session that goes on names nobody.
-   */
-  private namedBy(token: string): string | undefined {
-    const sender = senderOf(token);
-    return sender === undefined || this.senders.has(sender) ? undefined : sender;
+    return this.identities.issue(session);
   }
 
   /**
@@ -1126,16 +1074,15 @@ export class Chat implements ChatContext, SessionHost {
    * connection is closed without a word to anyone.
    */
   takeBack(session: Session, token: string): boolean {
-    const ghost = this.tokens.get(token);
+    const ghost = this.identities.holder(token);
     if (ghost === undefined || ghost === session || ghost.state !== 'joined') {
       // A spent or unknown token (the server restarted, say) takes nothing back but still
       // names its session: what the client re-sends is recognised as that session's.
-      const named = session.sender === undefined ? this.namedBy(token) : undefined;
-      if (named !== undefined) this.identify(session, named);
+      const named = session.sender === undefined ? this.identities.namedBy(token) : undefined;
+      if (named !== undefined) this.identities.identify(session, named);
       return false;
     }
-    this.tokens.delete(token);
-    ghost.resumeToken = undefined;
+    this.identities.spend(ghost);
     // Said while the ghost is still open; it is only read if that connection still lives.
     refuse(ghost, ErrorCode.REPLACED, DISCONNECT_NOTICES.replaced![1]);
     session.nickname = ghost.nickname;
@@ -1143,7 +1090,7 @@ export class Chat implements ChatContext, SessionHost {
     // On a cluster Presence has moved the member to the new session's id (takeOver).
     if (this.cluster === undefined) session.presenceId = ghost.presenceId;
     session.operator = ghost.operator;
-    if (ghost.sender !== undefined) this.identify(session, ghost.sender);
+    if (ghost.sender !== undefined) this.identities.identify(session, ghost.sender);
     session.state = 'joined';
     session.room = ghost.room;
     for (const room of ghost.rooms) {
@@ -1176,7 +1123,7 @@ export class Chat implements ChatContext, SessionHost {
   async takeOver(session: Session, token: string): Promise<boolean> {
     const cluster = this.cluster;
     if (cluster === undefined) return false;
-    const ghost = this.tokens.get(token);
+    const ghost = this.identities.holder(token);
     // The next token carries the same sender, whichever node the member was on. A session
     // here keeps its identity (its chats, its tokens, `namedBy`'s record) until Presence
     // grants the takeover: a connection that loses a race for the token, or whose takeover
@@ -1187,8 +1134,8 @@ export class Chat implements ChatContext, SessionHost {
     if (ghost === undefined) {
       // A token of a session on another node, or a spent or unknown one (still its
       // session's, as in takeBack).
-      const named = this.namedBy(token);
-      if (named !== undefined) this.identify(session, named);
+      const named = this.identities.namedBy(token);
+      if (named !== undefined) this.identities.identify(session, named);
       next = this.issueToken(session);
     } else {
       sender = senderOf(token) ?? newSender();
@@ -1213,14 +1160,14 @@ export class Chat implements ChatContext, SessionHost {
       session.state !== 'closed' &&
       this.takeBack(session, token)
     ) {
-      this.keepToken(session, next, sender);
+      this.identities.keep(session, next, sender);
       for (const room of session.rooms) session.holdRoom(room.name);
       return true;
     }
     // A connection closed meanwhile gets nothing: its removal is done.
     if (sender !== undefined && session.state !== 'closed') {
-      this.identify(session, sender);
-      this.keepToken(session, next, sender);
+      this.identities.identify(session, sender);
+      this.identities.keep(session, next, sender);
     }
     // A ghost on this node not taken back above is closed like one on another node.
     if (local) this.evicted(taken.id);
@@ -1294,9 +1241,7 @@ export class Chat implements ChatContext, SessionHost {
     session.pending++;
     // On a cluster every chat carries its sender's origin: its copy may come back before
     // this append's reply, or to the node its session has moved to meanwhile.
-    if (this.cluster !== undefined && session.origin === undefined) {
-      this.identify(session, session.sender ?? newSender());
-    }
+    this.identities.originate(session);
     const origin = session.origin;
     let draft: MessageDraft = { at, from, msg };
     if (cid !== undefined || origin !== undefined) {
@@ -1468,13 +1413,7 @@ export class Chat implements ChatContext, SessionHost {
     session.state = 'closed';
     this.sessions.delete(session);
     this.count(reason);
-    if (session.resumeToken !== undefined) this.tokens.delete(session.resumeToken);
-    if (session.sender !== undefined && this.senders.get(session.sender) === session) {
-      this.senders.delete(session.sender);
-    }
-    if (session.origin !== undefined && this.origins.get(session.origin) === session) {
-      this.origins.delete(session.origin);
-    }
+    this.identities.forget(session);
     if (!wasJoined) return;
     this.nicknames.delete(session.key);
     session.room = undefined;

@@ -1,5 +1,5 @@
 /**
- * A node's own chats coming back from the broker (Chat.originOf): the sender is never
+ * A node's own chats coming back from the broker (Identities.sentBy): the sender is never
  * shown its own chat, whatever order the copy, the append's reply and a Redis restart's
  * "lost" come in. The broker here hands nothing back at publish; the test hands
  * the room's chats over itself, as a Redis subscriber connection would.
