@@ -9,7 +9,6 @@ import { addressGroup, BanList, type BanStore, MemoryBanStore } from './bans.js'
 import type {
   Broker,
   ChatPlace,
-  JoinedEvent,
   LostReason,
   NodeNotice,
   RoomEvent,
@@ -20,6 +19,7 @@ import { chatTarget, commandFor, permitted } from './commands.js';
 import { type ChatEvent, Delivery } from './events.js';
 import type { HistoryStore, MessageDraft } from './history.js';
 import { Identities } from './identities.js';
+import { JoinPlaces } from './join-places.js';
 import type { Operator } from './moderation.js';
 import { enforceBan, kickMissed, removeMember, secondsLeft } from './moderation-commands.js';
 import { lookupKey, nicknameKey } from './nickname.js';
@@ -183,23 +183,6 @@ const OPER_BUCKETS = 4096;
  */
 const OPER_SERVER_BURST = 10;
 const OPER_SERVER_RATE = 0.5;
-/** A member waiting for its join's place. */
-interface Placing {
-  /** The name it joined as: what its "joined" carries. */
-  readonly nickname: string;
-  /** Its join's place, or undefined when it will not come (see `placeAll`). */
-  readonly settle: (after: ChatPlace | undefined) => void;
-}
-/** A room's members waiting for their joins' places, and when the wait ends regardless. */
-interface Placings {
-  readonly entries: Placing[];
-  readonly timer: ReturnType<typeof setTimeout>;
-}
-/**
- * How long members wait for their joins to come back before they get what was held: far
- * longer than a round trip to Redis, short of what MAX_HELD events take to pile up.
- */
-const PLACE_TIMEOUT_MS = 3_000;
 
 /**
  * The chat service: sessions, the nickname registry and the room, with the
@@ -262,7 +245,7 @@ export class Chat implements ChatContext, SessionHost {
    * Per room key, this node's members without history that joined it and wait, held, for
    * their "joined" to come back in its place among the room's chats (see `awaitPlace`).
    */
-  private readonly placing = new Map<string, Placings>();
+  private readonly placing = new JoinPlaces();
 
   constructor(options: ChatOptions = {}) {
     this.lobby = new Room(LOBBY, options.maxUsers ?? 10);
@@ -290,7 +273,7 @@ export class Chat implements ChatContext, SessionHost {
       notice: (notice) => this.noticed(notice),
       lost: (key, reason, epoch) => this.gap(key, reason, epoch),
       resync: (key) => this.resynced(key),
-      placed: (key, event, after) => this.placed(key, event, after),
+      placed: (key, event, after) => this.placing.placed(key, event, after),
     });
     this.replays = new Replays(this.history, options.historyOnJoin ?? 50);
     this.admission = new Admission(
@@ -466,7 +449,7 @@ export class Chat implements ChatContext, SessionHost {
   /** The broker is back in step with a room: show its members what changed meanwhile. */
   private resynced(key: string): void {
     // A join published while the subscription was down does not come back.
-    this.placeAll(key);
+    this.placing.giveUp(key);
     const delay = this.cluster?.resyncDelayMs ?? 0;
     if (delay <= 0) {
       this.reread(key, true);
@@ -485,7 +468,7 @@ export class Chat implements ChatContext, SessionHost {
    * A member without history is joining `room` on a node of a cluster: chats published
    * before its join may still be on their way here, and one process would not show them.
    * From now the room's events are held for it, until its "joined" comes back in its place
-   * among the chats (`placed`). The join's reply waits for that place, so that whatever
+   * among the chats (`JoinPlaces.placed`). The join's reply waits for that place, so that whatever
    * the client does after it comes after the join; then `enterPlaced` lets the member
    * have what was held. Undefined when nothing need wait: one process, or a member with
    * history (its replay does the same).
@@ -497,18 +480,7 @@ export class Chat implements ChatContext, SessionHost {
   ): Promise<ChatPlace | undefined> | undefined {
     if (this.cluster === undefined || session.has('history')) return undefined;
     session.holdRoom(room.name);
-    return new Promise((settle) => {
-      const entry: Placing = { nickname, settle };
-      const waiting = this.placing.get(room.key);
-      if (waiting !== undefined) {
-        waiting.entries.push(entry);
-        return;
-      }
-      const key = room.key;
-      const timer = setTimeout(() => this.placeAll(key), PLACE_TIMEOUT_MS);
-      timer.unref();
-      this.placing.set(key, { entries: [entry], timer });
-    });
+    return this.placing.wait(room.key, nickname);
   }
 
   /** After its join's reply: the member gets what was held for it but chats before `after`. */
@@ -520,35 +492,6 @@ export class Chat implements ChatContext, SessionHost {
       return;
     }
     this.background(session, session.release(room.name, after?.id ?? 0, after?.epoch ?? ''));
-  }
-
-  /**
-   * A join of this node came back, in its place. Joins come back in the order they were
-   * published, so any still waiting before it were lost with a subscription: they get all
-   * that was held.
-   */
-  private placed(key: string, event: JoinedEvent, after: ChatPlace): void {
-    const waiting = this.placing.get(key);
-    const at = waiting?.entries.findIndex((w) => w.nickname === event.nickname) ?? -1;
-    if (at < 0) return;
-    const done = waiting!.entries.splice(0, at + 1);
-    if (waiting!.entries.length === 0) {
-      clearTimeout(waiting!.timer);
-      this.placing.delete(key);
-    }
-    for (let i = 0; i < done.length; i++) done[i]!.settle(i === at ? after : undefined);
-  }
-
-  /**
-   * Every member still waiting in the room stops waiting and gets all that was held (its
-   * join may not come back: a resync, the room left, or too long a wait).
-   */
-  private placeAll(key: string): void {
-    const waiting = this.placing.get(key);
-    if (waiting === undefined) return;
-    clearTimeout(waiting.timer);
-    this.placing.delete(key);
-    for (const entry of waiting.entries) entry.settle(undefined);
   }
 
   /** The lobby or a room this node knows, by its key. */
@@ -762,7 +705,7 @@ export class Chat implements ChatContext, SessionHost {
     }
     this.interest.delete(key);
     this.rosters.delete(key);
-    this.placeAll(key);
+    this.placing.giveUp(key);
     broker.unsubscribe(key).catch((err: unknown) => {
       this.log.warn({ err, room: key }, 'could not unsubscribe from a room');
     });

@@ -1,0 +1,74 @@
+import type { ChatPlace, JoinedEvent } from './broker.js';
+
+/** A member waiting for its join's place. */
+interface Waiting {
+  /** The name it joined as: what its "joined" carries. */
+  readonly nickname: string;
+  /** Its join's place, or undefined when it will not come (see `giveUp`). */
+  readonly settle: (after: ChatPlace | undefined) => void;
+}
+
+/** A room's members waiting for their joins' places, and when the wait ends regardless. */
+interface Room {
+  readonly entries: Waiting[];
+  readonly timer: ReturnType<typeof setTimeout>;
+}
+
+/**
+ * How long members wait for their joins to come back before they get what was held: far
+ * longer than a round trip to Redis, short of what MAX_HELD events take to pile up.
+ */
+const PLACE_TIMEOUT_MS = 3_000;
+
+/**
+ * On a node of a cluster, this node's members without history whose join is on its way
+ * through the broker, per room key: each waits for its "joined" to come back in its place
+ * among the room's chats (Chat.awaitPlace).
+ */
+export class JoinPlaces {
+  private readonly rooms = new Map<string, Room>();
+
+  /** Resolves with the place of `nickname`'s join in the room `key`, or undefined if it will not come. */
+  wait(key: string, nickname: string): Promise<ChatPlace | undefined> {
+    return new Promise((settle) => {
+      const entry: Waiting = { nickname, settle };
+      const waiting = this.rooms.get(key);
+      if (waiting !== undefined) {
+        waiting.entries.push(entry);
+        return;
+      }
+      const timer = setTimeout(() => this.giveUp(key), PLACE_TIMEOUT_MS);
+      timer.unref();
+      this.rooms.set(key, { entries: [entry], timer });
+    });
+  }
+
+  /**
+   * A join of this node came back, in its place. Joins come back in the order they were
+   * published, so any still waiting before it were lost with a subscription: they get all
+   * that was held.
+   */
+  placed(key: string, event: JoinedEvent, after: ChatPlace): void {
+    const waiting = this.rooms.get(key);
+    const at = waiting?.entries.findIndex((w) => w.nickname === event.nickname) ?? -1;
+    if (at < 0) return;
+    const done = waiting!.entries.splice(0, at + 1);
+    if (waiting!.entries.length === 0) {
+      clearTimeout(waiting!.timer);
+      this.rooms.delete(key);
+    }
+    for (let i = 0; i < done.length; i++) done[i]!.settle(i === at ? after : undefined);
+  }
+
+  /**
+   * Every member still waiting in the room stops waiting and gets all that was held (its
+   * join may not come back: a resync, the room left, or too long a wait).
+   */
+  giveUp(key: string): void {
+    const waiting = this.rooms.get(key);
+    if (waiting === undefined) return;
+    clearTimeout(waiting.timer);
+    this.rooms.delete(key);
+    for (const entry of waiting.entries) entry.settle(undefined);
+  }
+}

@@ -1,0 +1,42 @@
+/** JoinPlaces: members waiting for their joins to come back through the broker, per room. */
+import { describe, expect, it } from 'vitest';
+import type { ChatPlace, JoinedEvent } from '../../../src/core/broker.js';
+import { JoinPlaces } from '../../../src/core/join-places.js';
+
+const joined = (nickname: string): JoinedEvent => ({
+  type: 'joined',
+  room: 'physics',
+  nickname,
+  count: 2,
+});
+const place: ChatPlace = { id: 7, epoch: 'e1' };
+
+describe('JoinPlaces', () => {
+  it('gives a join its place; those still waiting before it (lost with a subscription) get none', async () => {
+    const places = new JoinPlaces();
+    const ann = places.wait('r', 'ann');
+    const bob = places.wait('r', 'bob');
+    const cy = places.wait('r', 'cy');
+    const other = places.wait('s', 'ann');
+    places.placed('r', joined('bob'), place);
+    await expect(ann).resolves.toBeUndefined();
+    await expect(bob).resolves.toEqual(place);
+    places.placed('r', joined('nobody'), place);
+    places.placed('r', joined('cy'), { id: 9, epoch: 'e1' });
+    await expect(cy).resolves.toEqual({ id: 9, epoch: 'e1' });
+    places.giveUp('s');
+    await expect(other).resolves.toBeUndefined();
+  });
+
+  it('ends every wait of a room it gives up on, and then knows the room no more', async () => {
+    const places = new JoinPlaces();
+    const waits = [places.wait('r', 'ann'), places.wait('r', 'bob')];
+    places.giveUp('r');
+    await expect(Promise.all(waits)).resolves.toEqual([undefined, undefined]);
+    places.giveUp('r');
+    places.placed('r', joined('ann'), place);
+    const again = places.wait('r', 'ann');
+    places.placed('r', joined('ann'), place);
+    await expect(again).resolves.toEqual(place);
+  });
+});
