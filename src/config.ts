@@ -566,7 +566,8 @@ export function parseArgsOptions(): Record<string, { type: 'string' | 'boolean' 
 export function optionsHelp(): string {
   const rows = (Object.entries(SERVE_OPTIONS) as [string, OptionSpec][]).map(([name, spec]) => {
     const left = `  --${name}${spec.arg ? ` ${spec.arg}` : ''}`;
-    const def = spec.default === undefined ? '' : ` (default: ${spec.default})`;
+    const def =
+      spec.default === undefined || spec.default === '' ? '' : ` (default: ${spec.default})`;
     return `${left.padEnd(30)} ${spec.description}${def}\n${''.padEnd(31)}env ${envName(name)}`;
   });
   return rows.join('\n');

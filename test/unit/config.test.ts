@@ -5,6 +5,7 @@ import {
   ConfigError,
   envName,
   loadConfig,
+  optionsHelp,
   optionsMarkdown,
   SERVE_OPTIONS,
   shardUrls,
@@ -113,6 +114,13 @@ describe("the README's options table", () => {
       // An empty default must not become an empty code span, which Markdown prints as two backticks.
       expect(cells[2], row).toMatch(/^(—|`[^`]+`)$/);
     }
+  });
+});
+
+describe('serve --help', () => {
+  it('prints no empty default', () => {
+    expect(optionsHelp()).not.toContain('(default: )');
+    expect(optionsHelp()).toMatch(/--allowed-origins LIST +[^\n]*\("\*" for any\)\n/);
   });
 });
 
