@@ -10,6 +10,7 @@ import {
   ConfigError,
   type ConfigFile,
   configKey,
+  describeOption,
   isFileKey,
   isLive,
   OPTION_NAMES,
@@ -239,7 +240,7 @@ export function printConfig(config: Config): string {
     const spec = SERVE_OPTIONS[name];
     let value: unknown = config[configKey(name)];
     if ('off' in spec && value === spec.off) value = 'off';
-    out.push('', `# ${spec.description}${isLive(name) ? '' : ' [restart to change]'}`);
+    out.push('', `# ${describeOption(spec)}${isLive(name) ? '' : ' [restart to change]'}`);
     out.push(
       value === undefined
         ? `# ${name}:`

@@ -563,12 +563,19 @@ export function parseArgsOptions(): Record<string, { type: 'string' | 'boolean' 
   return options;
 }
 
+/** An option's description, naming its values when it takes only some. */
+export function describeOption(spec: { description: string; choices?: readonly string[] }): string {
+  return spec.choices === undefined
+    ? spec.description
+    : `${spec.description} (${spec.choices.join(', ')})`;
+}
+
 export function optionsHelp(): string {
   const rows = (Object.entries(SERVE_OPTIONS) as [string, OptionSpec][]).map(([name, spec]) => {
     const left = `  --${name}${spec.arg ? ` ${spec.arg}` : ''}`;
     const def =
       spec.default === undefined || spec.default === '' ? '' : ` (default: ${spec.default})`;
-    return `${left.padEnd(30)} ${spec.description}${def}\n${''.padEnd(31)}env ${envName(name)}`;
+    return `${left.padEnd(30)} ${describeOption(spec)}${def}\n${''.padEnd(31)}env ${envName(name)}`;
   });
   return rows.join('\n');
 }
@@ -581,7 +588,7 @@ export function optionsMarkdown(): string {
     const def = spec.default === undefined || spec.default === '' ? '—' : `\`${spec.default}\``;
     const reload = spec.notInFile ? '—' : spec.live ? 'applied' : 'restart';
     lines.push(
-      `| \`--${name}\` | \`${envName(name)}\` | ${def} | ${reload} | ${spec.description.replaceAll('|', '\\|')} |`,
+      `| \`--${name}\` | \`${envName(name)}\` | ${def} | ${reload} | ${describeOption(spec).replaceAll('|', '\\|')} |`,
     );
   }
   return lines.join('\n');

@@ -122,6 +122,21 @@ describe('serve --help', () => {
     expect(optionsHelp()).not.toContain('(default: )');
     expect(optionsHelp()).toMatch(/--allowed-origins LIST +[^\n]*\("\*" for any\)\n/);
   });
+
+  it('names the values of an option that takes only some, as the README table does', () => {
+    for (const [name, spec] of Object.entries(SERVE_OPTIONS)) {
+      if (!('choices' in spec)) continue;
+      const values = `(${spec.choices.join(', ')})`;
+      const line = optionsHelp()
+        .split('\n')
+        .find((l) => l.startsWith(`  --${name} `));
+      expect(line, name).toContain(values);
+      const row = optionsMarkdown()
+        .split('\n')
+        .find((r) => r.startsWith(`| \`--${name}\``));
+      expect(row, name).toContain(values);
+    }
+  });
 });
 
 describe('the config file', () => {
