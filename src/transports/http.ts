@@ -252,8 +252,17 @@ export class HttpListener {
   }
 
   private upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    // Pipelined behind a request still being answered: that answer would be written
+    // after the 101, into the WebSocket stream, and its end would start the wait for
+    // the next HTTP request on what is a session by then. No browser sends that.
+    if ((this.inFlight.get(socket) ?? 0) > 0) {
+      this.log.info({ ip: socket.remoteAddress }, 'upgrade pipelined behind a request, closing');
+      socket.destroy();
+      return;
+    }
     // From here the WebSocket session's own deadline (CONNECT) applies.
     this.idle.get(socket)?.stop();
+    this.idle.delete(socket);
     const refuse = (status: number, text: string) => {
       socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       killAfter(this.options.limits.closeTimeoutMs, socket, () => socket.destroy());
