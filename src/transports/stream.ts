@@ -253,6 +253,10 @@ function onSocketData(this: net.Socket, chunk: Buffer): void {
   (this as OwnedSocket)[OWNER].received(chunk);
 }
 
+function onSocketEnd(this: net.Socket): void {
+  (this as OwnedSocket)[OWNER].ended();
+}
+
 function onSocketClose(this: net.Socket): void {
   (this as OwnedSocket)[OWNER].closed();
 }
@@ -301,7 +305,18 @@ export class StreamConnection implements Peer, FrameSink {
     this.decoder = new FrameDecoder(limits.maxFrame, this);
     (socket as OwnedSocket)[OWNER] = this;
     socket.on('data', onSocketData);
+    // Before Node's own 'end' listener, which makes every later write fail.
+    socket.prependListener('end', onSocketEnd);
     socket.on('close', onSocketClose);
+  }
+
+  /**
+   * The client ended its side (FIN, or TLS close_notify), and Node ends ours: the replies
+   * batched this turn go out first. A TLS close_notify is read in the turn of the requests
+   * before it, whose replies, written at the turn's end, came after the end and were lost.
+   */
+  ended(): void {
+    if (!this.socket.destroyed) this.flush();
   }
 
   /** The socket closed, whoever closed it: the session ends. */
