@@ -78,4 +78,29 @@ describe('many clients that never read', () => {
     // 64 clients at 1 MiB each could hold 64 MiB; half of it is the bound asked for here.
     expect(grew).toBeLessThan(32);
   }, 60_000);
+
+  // Fails: a turn's batch is held in its whole pooled buffer, counted at its used bytes.
+  it.fails('hold no more than --max-queue each when every chat comes in a turn of its own', async () => {
+    const victims = 20;
+    server = await spawnServer(['--rate-limit', '0', '--max-users', '100'], {}, 100_000);
+    const pid = server.child.pid!;
+    const sender = await RawClient.open(server.port);
+    sender.write(`${JSON.stringify({ cmd: '0', nickname: 'sender', caps: ['rooms'] })}\n`);
+    sender.write(`${JSON.stringify({ cmd: '100', room: 'sink' })}\n`);
+    await sender.expect('101');
+    stalled = await startStalled(server.port, victims, 'sink');
+    await sender.waitFor((m) => m.cmd === '8' && m.room === 'sink', victims);
+    const before = peakOf(pid);
+    // Some 560 bytes framed, each turn's batch in a small (4 KiB) buffer.
+    const chat = `${JSON.stringify({ cmd: '7', room: 'sink', msg: 'x'.repeat(500) })}\n`;
+    const left = () => sender.received.filter((m) => m.cmd === '30' && m.room === 'sink').length;
+    for (let i = 0; i < 20_000 && left() < victims; i++) {
+      sender.write(chat);
+      // The next one in a later read of the server's, so in a batch of its own.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    await sender.waitFor((m) => m.cmd === '30' && m.room === 'sink', victims);
+    // What they could hold at 1 MiB each, three times over for what Node and the allocator add.
+    expect(peakOf(pid) - before).toBeLessThan(3 * victims);
+  }, 60_000);
 });
