@@ -153,6 +153,16 @@ export const SERVE_OPTIONS = {
     arg: 'BYTES',
     live: true,
   },
+  'max-queue-total': {
+    kind: 'integer',
+    default: 256 * 1024 * 1024,
+    min: 65536,
+    max: 1024 * 1024 * 1024 * 1024,
+    description:
+      'bytes queued for all clients together; past it the clients with the most queued are disconnected as too slow',
+    arg: 'BYTES',
+    live: true,
+  },
   'max-message': {
     kind: 'integer',
     default: 4096,

@@ -39,6 +39,7 @@ import { MemoryHistoryStore } from './store/memory-history.js';
 import { commandClient } from './store/redis-client.js';
 import { RedisHistoryStore } from './store/redis-history.js';
 import { SqliteHistoryStore } from './store/sqlite-history.js';
+import { Backlogs } from './transports/backlogs.js';
 import { HttpListener } from './transports/http.js';
 import type { TransportStats } from './transports/stats.js';
 import { flushWrites, type StreamLimits, StreamListener } from './transports/stream.js';
@@ -471,6 +472,7 @@ function streamLimits(config: Config): StreamLimits {
   return {
     maxFrame: config.maxFrame,
     maxQueue: config.maxQueue,
+    maxQueueTotal: config.maxQueueTotal,
     closeTimeoutMs: config.shutdownTimeout * 1000,
     keepAliveMs: config.keepalive * 1000,
     handshakeTimeoutMs: config.handshakeTimeout * 1000,
@@ -570,6 +572,8 @@ export class ConfabServer {
       log.info({ node: cluster.presence.node }, `joined the cluster at ${shownUrl(config.redis!)}`);
     }
     const limits = streamLimits(config);
+    // One cap on what clients of every listener have queued together.
+    const backlogs = new Backlogs(limits, log);
     const allowedOrigins = origins(config);
     const listeners: Listener[] = [];
     const stats: TransportStats[] = [];
@@ -612,7 +616,8 @@ export class ConfabServer {
     };
 
     const address = await start(
-      () => new StreamListener(chat, { host: config.host, port: config.port, limits }, log),
+      () =>
+        new StreamListener(chat, { host: config.host, port: config.port, limits, backlogs }, log),
       'port',
       config.port,
       'tcp',
@@ -628,7 +633,7 @@ export class ConfabServer {
             () => {
               tlsListener = new StreamListener(
                 chat,
-                { host: config.host, port: tlsPort, limits, tls },
+                { host: config.host, port: tlsPort, limits, backlogs, tls },
                 log,
               );
               return tlsListener;
@@ -649,6 +654,7 @@ export class ConfabServer {
                   host: config.host,
                   port: config.httpPort,
                   limits,
+                  backlogs,
                   webRoot: WEB_ROOT,
                   // The listener reads this array per request, so a reload edits it in place.
                   allowedOrigins,
@@ -717,6 +723,7 @@ export class ConfabServer {
     if (tls !== undefined) this.tlsListener?.setCertificate(tls);
     this.chat.reconfigure(chatSettings(next, bannedWords));
     this.limits.maxQueue = next.maxQueue;
+    this.limits.maxQueueTotal = next.maxQueueTotal;
     this.limits.closeTimeoutMs = next.shutdownTimeout * 1000;
     this.allowedOrigins.splice(0, this.allowedOrigins.length, ...origins(next));
     // Restart-only options keep the values in force, so the next reload compares against those.

@@ -6,6 +6,7 @@ import { WebSocketServer } from 'ws';
 import type { Chat } from '../core/chat.js';
 import type { Logger, PeerAddress } from '../core/ports.js';
 import { clip } from '../protocol/text.js';
+import { Backlogs } from './backlogs.js';
 import { Deadline, killAfter, listenOn, RawSockets } from './lifecycle.js';
 import { TransportStats } from './stats.js';
 import type { StreamLimits } from './stream.js';
@@ -15,6 +16,8 @@ export interface HttpOptions {
   host: string;
   port: number;
   limits: StreamLimits;
+  /** What clients queue together, shared by a server's listeners (one of its own by default). */
+  backlogs?: Backlogs;
   /** The built web app; served from memory, so nothing outside it can be reached. */
   webRoot: string;
   /** Origins allowed to open /ws besides the page's own; "*" allows any. */
@@ -100,6 +103,7 @@ export class HttpListener {
   private readonly wss: WebSocketServer;
   private readonly files: Map<string, StaticFile>;
   private readonly connections = new Set<WsConnection>();
+  private readonly backlogs: Backlogs;
   private keepalive: NodeJS.Timeout | undefined;
   private address: PeerAddress = { ip: '', port: 0 };
   private readonly sockets: RawSockets;
@@ -115,6 +119,7 @@ export class HttpListener {
     private readonly options: HttpOptions,
     private readonly log: Logger,
   ) {
+    this.backlogs = options.backlogs ?? new Backlogs(options.limits, log);
     this.sockets = new RawSockets(chat.admission, log);
     this.files = loadStatic(options.webRoot);
     if (this.files.size === 0)
@@ -291,6 +296,7 @@ export class HttpListener {
         this.options.limits,
         this.log,
         this.stats,
+        this.backlogs,
       );
       this.connections.add(connection);
       ws.once('close', () => this.connections.delete(connection));

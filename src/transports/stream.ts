@@ -14,6 +14,7 @@ import {
 } from '../protocol/frame-decoder.js';
 import { parseRequestFrame, refusedFrame } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
+import { type Backlogged, Backlogs, OVER_TOTAL } from './backlogs.js';
 import { courseFrames, JsonDialect, jsonLines } from './dialects/json.js';
 import {
   addressOf,
@@ -32,6 +33,8 @@ export interface StreamLimits {
   maxFrame: number;
   /** Most bytes queued for one client before it is cut off as too slow. */
   maxQueue: number;
+  /** Most bytes queued for all clients together, on every listener (see Backlogs). */
+  maxQueueTotal: number;
   /** How long a closing connection may take to flush before it is destroyed (ms). */
   closeTimeoutMs: number;
   /** TCP keepalive probe delay (ms); 0 turns keepalive off. */
@@ -270,7 +273,7 @@ function onSocketClose(this: net.Socket): void {
  * it through the socket (a closure per handler per socket cost about a
  * kilobyte per connection, docs/performance.md).
  */
-export class StreamConnection implements Peer, FrameSink {
+export class StreamConnection implements Peer, FrameSink, Backlogged {
   readonly remote: PeerAddress;
   readonly session: Session;
   private readonly decoder: FrameDecoder;
@@ -299,6 +302,7 @@ export class StreamConnection implements Peer, FrameSink {
     private readonly log: Logger,
     private readonly stats: TransportStats,
     private readonly deadlines: HandshakeDeadlines,
+    private readonly backlogs: Backlogs,
   ) {
     this.remote = addressOf(socket.remoteAddress, socket.remotePort);
     this.session = startSession(chat, this, stats, deadlines);
@@ -321,6 +325,7 @@ export class StreamConnection implements Peer, FrameSink {
 
   /** The socket closed, whoever closed it: the session ends. */
   closed(): void {
+    this.backlogs.delete(this);
     try {
       endSession(this.session, this.stats, this.deadlines, this.endReason);
     } catch (err) {
@@ -459,6 +464,20 @@ export class StreamConnection implements Peer, FrameSink {
   /** Closes a client that does not read what it is sent. */
   private cutOff(queued: number): void {
     this.log.warn({ remote: this.remote, queued }, SLOW_CONSUMER);
+    this.drop();
+  }
+
+  queuedBytes(): number {
+    return this.socket.destroyed ? 0 : this.socket.writableLength;
+  }
+
+  shed(queued: number): void {
+    // Backlogs logs one line for all it closes at once.
+    this.log.debug({ remote: this.remote, queued }, OVER_TOTAL);
+    this.drop();
+  }
+
+  private drop(): void {
     this.endReason = 'slow-consumer';
     this.closing = true;
     this.batch = undefined;
@@ -479,6 +498,7 @@ export class StreamConnection implements Peer, FrameSink {
   private write(bytes: Uint8Array): void {
     this.socket.write(bytes);
     this.backlog = this.socket.writableLength;
+    if (this.backlog > 0) this.backlogs.add(this);
   }
 
   /** Writes what this turn queued, as one buffer. */
@@ -517,6 +537,8 @@ export interface ListenerOptions {
   host: string;
   port: number;
   limits: StreamLimits;
+  /** What clients queue together, shared by a server's listeners (one of its own by default). */
+  backlogs?: Backlogs;
   /** PEM certificate chain and key: serve TLS instead of plain TCP. */
   tls?: { cert: string | Buffer; key: string | Buffer };
 }
@@ -533,12 +555,14 @@ export class StreamListener {
   private readonly deadlines: HandshakeDeadlines;
   /** TLS sockets still in their handshake, by remote address and port. */
   private readonly handshaking = new Map<string, { socket: net.Socket; deadline: Deadline }>();
+  private readonly backlogs: Backlogs;
 
   constructor(
     private readonly chat: Chat,
     private readonly options: ListenerOptions,
     private readonly log: Logger,
   ) {
+    this.backlogs = options.backlogs ?? new Backlogs(options.limits, log);
     this.sockets = new RawSockets(chat.admission, log);
     this.deadlines = new HandshakeDeadlines(options.limits.handshakeTimeoutMs, log);
     // Set on each accepted socket's handle before any JavaScript sees it.
@@ -634,6 +658,7 @@ export class StreamListener {
       this.log,
       this.stats,
       this.deadlines,
+      this.backlogs,
     );
   }
 

@@ -6,6 +6,7 @@ import type { Delivery } from '../core/events.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import { NO_CAPS, type Session } from '../core/session.js';
 import { parseRequestMessage } from '../protocol/request-codec.js';
+import { type Backlogged, type Backlogs, OVER_TOTAL } from './backlogs.js';
 import { EncoderCache, JsonDialect, wsJson } from './dialects/json.js';
 import { killAfter, openSession } from './lifecycle.js';
 import type { TransportStats } from './stats.js';
@@ -50,7 +51,7 @@ export function maxFragments(maxFrame: number): number {
 }
 
 /** A browser (or any WebSocket client) session: same core, same limits as TCP. */
-export class WsConnection implements Peer {
+export class WsConnection implements Peer, Backlogged {
   readonly remote: PeerAddress;
   readonly session: Session;
   private closing = false;
@@ -69,6 +70,7 @@ export class WsConnection implements Peer {
     private readonly limits: StreamLimits,
     private readonly log: Logger,
     private readonly stats: TransportStats,
+    private readonly backlogs: Backlogs,
   ) {
     this.remote = addressOf(request.socket.remoteAddress, request.socket.remotePort);
     this.socket = request.socket as Socket;
@@ -100,6 +102,7 @@ export class WsConnection implements Peer {
       log.debug({ err, remote: this.remote }, 'websocket error');
     });
     ws.on('close', () => {
+      backlogs.delete(this);
       try {
         opened.closed(this.endReason);
       } catch (err) {
@@ -120,11 +123,26 @@ export class WsConnection implements Peer {
       return;
     }
     this.ws.send(bytes, { binary: false });
+    if (this.ws.bufferedAmount > 0) this.backlogs.add(this);
   }
 
   /** Closes a client that does not read what it is sent. */
   private cutOff(queued: number): void {
     this.log.warn({ remote: this.remote, queued }, SLOW_CONSUMER);
+    this.drop();
+  }
+
+  queuedBytes(): number {
+    return this.ws.readyState === this.ws.OPEN ? this.ws.bufferedAmount : 0;
+  }
+
+  shed(queued: number): void {
+    // Backlogs logs one line for all it closes at once.
+    this.log.debug({ remote: this.remote, queued }, OVER_TOTAL);
+    this.drop();
+  }
+
+  private drop(): void {
     this.endReason = 'slow-consumer';
     this.closing = true;
     this.ws.terminate();
