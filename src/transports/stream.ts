@@ -320,7 +320,13 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
    * before it, whose replies, written at the turn's end, came after the end and were lost.
    */
   ended(): void {
-    if (!this.socket.destroyed) this.flush();
+    if (this.socket.destroyed) return;
+    // A throw out of an 'end' listener would end the process.
+    try {
+      this.flush();
+    } catch (err) {
+      this.session.failed(err);
+    }
   }
 
   /** The socket closed, whoever closed it: the session ends. */
