@@ -1,6 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Chat } from './core/chat.js';
 import type { Census } from './core/presence.js';
+import type { Backlogs } from './transports/backlogs.js';
 import type { TransportStats } from './transports/stats.js';
 
 /** What /metrics shows of a cluster (with --redis). */
@@ -18,6 +19,7 @@ export function createMetrics(
   chat: Chat,
   transports: readonly TransportStats[],
   cluster?: ClusterView,
+  backlogs?: Backlogs,
 ) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'confab_process_' });
@@ -65,6 +67,16 @@ export function createMetrics(
     registers,
     collect: perTransport((t) => t.queueHighWater),
   });
+  if (backlogs !== undefined) {
+    new Gauge({
+      name: 'confab_queued_bytes',
+      help: 'Bytes queued for clients now, on every listener (capped by --max-queue-total)',
+      registers,
+      collect() {
+        this.set(backlogs.queued());
+      },
+    });
+  }
   new Counter({
     name: 'confab_joins_total',
     help: 'Successful joins',

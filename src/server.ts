@@ -659,7 +659,7 @@ export class ConfabServer {
                   // The listener reads this array per request, so a reload edits it in place.
                   allowedOrigins,
                   // Reads `stats` when scraped, by which time every listener is in it.
-                  metrics: createMetrics(chat, stats, cluster),
+                  metrics: createMetrics(chat, stats, cluster, backlogs),
                   health: async () => {
                     const local = { users: chat.lobby.size, connections: chat.connectionCount };
                     if (cluster === undefined) return local;

@@ -60,20 +60,30 @@ export class Backlogs {
     return this.waiting.size;
   }
 
-  private check(): void {
-    this.scheduled = false;
-    const cap = this.limits.maxQueueTotal;
+  /** Bytes queued for all clients now (what /metrics shows). */
+  queued(): number {
     let total = 0;
+    for (const { queued } of this.held()) total += queued;
+    return total;
+  }
+
+  /** The connections still behind, with what each holds; forgets those that caught up. */
+  private held(): { connection: Backlogged; queued: number }[] {
     const held: { connection: Backlogged; queued: number }[] = [];
     for (const connection of this.waiting) {
       const queued = connection.queuedBytes();
-      if (queued === 0) {
-        this.waiting.delete(connection);
-        continue;
-      }
-      total += queued;
-      held.push({ connection, queued });
+      if (queued === 0) this.waiting.delete(connection);
+      else held.push({ connection, queued });
     }
+    return held;
+  }
+
+  private check(): void {
+    this.scheduled = false;
+    const cap = this.limits.maxQueueTotal;
+    const held = this.held();
+    let total = 0;
+    for (const { queued } of held) total += queued;
     if (total <= cap) return;
     const before = total;
     held.sort((a, b) => b.queued - a.queued);

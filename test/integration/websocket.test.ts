@@ -189,6 +189,7 @@ describe('HTTP endpoints', () => {
     expect(text).toMatch(/confab_messages_out_total\{transport="ws"\} [1-9]/);
     expect(text).toMatch(/confab_disconnects_total\{reason="banned-words"\} 1/);
     expect(text).toMatch(/confab_queue_high_water_bytes\{transport="ws"\} \d+/);
+    expect(text).toMatch(/confab_queued_bytes 0/);
     w.ws.close();
   });
 });

@@ -38,8 +38,12 @@ describe('Backlogs', () => {
     await turn();
     expect(clients.every((c) => c.shedAt === undefined)).toBe(true);
     expect(backlogs.size).toBe(3);
-    backlogs.delete(clients[0]!);
+    expect(backlogs.queued()).toBe(250);
+    clients[2]!.queued = 0;
+    expect(backlogs.queued()).toBe(200);
     expect(backlogs.size).toBe(2);
+    backlogs.delete(clients[0]!);
+    expect(backlogs.size).toBe(1);
   });
 
   it('goes on closing the others when closing one fails, and applies a cap changed meanwhile', async () => {
