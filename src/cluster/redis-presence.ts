@@ -470,6 +470,12 @@ interface Local {
   readonly gen: number;
 }
 
+/**
+ * Times a takeover is asked of Redis while its replies are lost: the script answers a
+ * repeat as it did the first time, so only an answer ends the doubt.
+ */
+const TAKE_OVER_ATTEMPTS = 5;
+
 /** Redis keeps a resume token's hash only: whoever reads it cannot resume with it. */
 export function tokenHash(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('base64url');
@@ -710,14 +716,18 @@ export class RedisPresence implements Presence {
       2 * this.timeoutMs,
     );
     let reply: unknown;
-    try {
-      reply = await this.scripts.confabPresenceTakeOver(...args);
-    } catch (error) {
-      // Never sent (Redis unreachable all along): nothing was applied, and no second wait.
-      if ((error as Error).name === 'MaxRetriesPerRequestError') throw error;
-      // The reply may be all that was lost (the connection dropped after Redis ran the
-      // script): asked again, the script answers as it did, or takes the member over now.
-      reply = await this.scripts.confabPresenceTakeOver(...args);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        reply = await this.scripts.confabPresenceTakeOver(...args);
+        break;
+      } catch (error) {
+        // Never sent (Redis unreachable all along): nothing was applied, and no more waits.
+        if ((error as Error).name === 'MaxRetriesPerRequestError') throw error;
+        // The reply may be all that was lost (the connection dropped after Redis ran the
+        // script): asked again, the script answers as it did, or takes the member over now.
+        // Given up, the member may stay moved to a connection that is not told so.
+        if (attempt === TAKE_OVER_ATTEMPTS) throw error;
+      }
     }
     if (reply === -1 && this.onUnregistered !== undefined) {
       // As for a claim: Redis restarted empty and the heartbeat that registers us is due.

@@ -201,7 +201,14 @@ afterAll(async () => {
  * has not seen die) while the relay loses the takeover's reply; the ghost dies afterwards.
  * Then the nickname must come free and the room must not keep a member nobody holds.
  */
-async function lostTakeover(nickname: string, room: string, fault: Fault, stallMs = 0, times = 1) {
+async function lostTakeover(
+  nickname: string,
+  room: string,
+  fault: Fault,
+  stallMs = 0,
+  times = 1,
+  keepGhost = false,
+) {
   const watcher = (await member(0, `${nickname}-watch`)).c;
   watcher.sendPy({ cmd: '100', room });
   await watcher.expect('101', 10_000);
@@ -225,8 +232,8 @@ async function lostTakeover(nickname: string, room: string, fault: Fault, stallM
   );
   const seen = await outcome(resuming);
   const ghostTold = ghost.c.received.find((m) => m.cmd === '90')?.code;
-  ghost.c.close();
-  return { watcher, seen, token, resuming, ghostTold };
+  if (!keepGhost) ghost.c.close();
+  return { watcher, seen, token, resuming, ghostTold, ghost: ghost.c };
 }
 
 describe.skipIf(skip)('a takeover whose reply from Redis is lost', () => {
@@ -240,8 +247,17 @@ describe.skipIf(skip)('a takeover whose reply from Redis is lost', () => {
     expect(await tryConnect(0, 'ann')).toBe(false);
   }, 60_000);
 
-  it("the retry's reply lost too: the member is freed, and the client told 3005 comes back", async () => {
-    const { watcher, seen, token } = await lostTakeover('bea', 'attic', 'reset', 0, 2);
+  it('a second reply lost too: asked until answered, as the first time', async () => {
+    const lost = await lostTakeover('eve', 'cellar', 'reset', 0, 2, true);
+    expect(lost.seen.welcome).toMatchObject({ resumed: true, nickname: 'eve' });
+    expect(lost.ghostTold).toBe(2007);
+    await lost.ghost.expectClose(10_000);
+    expect(await users(lost.watcher, 'cellar')).toEqual(['eve-watch', 'eve']);
+    expect(await tryConnect(1, 'eve')).toBe(false);
+  }, 60_000);
+
+  it("every attempt's reply lost: the member is freed, and the client told 3005 comes back", async () => {
+    const { watcher, seen, token } = await lostTakeover('bea', 'attic', 'reset', 0, 5);
     expect(seen).toEqual({ code: 3005 });
     // Its client comes back as it would after any 3005, with its token (spent now) and its
     // nickname: within the heartbeat timeout and a margin, it has the name again.
