@@ -4,6 +4,8 @@ import type { Logger } from '../core/ports.js';
 export interface Backlogged {
   /** Bytes queued for the client now: 0 once the kernel has taken them all. */
   queuedBytes(): number;
+  /** Bytes the client has taken so far (only ever grows, give or take framing). */
+  takenBytes(): number;
   /** Closes it as too slow, because all clients together hold too much. */
   shed(queued: number): void;
 }
@@ -25,6 +27,12 @@ export const OVER_TOTAL =
  * read nothing could each hold that much; past `maxQueueTotal` the clients
  * holding most are closed as too slow until the rest fits.
  *
+ * The slowest go first: those whose clients have taken nothing for the
+ * most checks (counted since they fell behind at most), then, of those
+ * alike, the ones holding most. So many stalled clients holding a
+ * little each cannot get a client that reads steadily but momentarily holds
+ * more (a history page on a slow link) closed in their place.
+ *
  * Connections report themselves when a write leaves bytes behind. Summing
  * their queues costs a pass over them, made at most once per event-loop
  * turn and only when so many are backlogged that their caps together could
@@ -32,7 +40,10 @@ export const OVER_TOTAL =
  * common case (a few clients momentarily behind) costs a set insertion.
  */
 export class Backlogs {
-  private readonly waiting = new Set<Backlogged>();
+  /** Each connection behind: what its client had taken when last seen taking more, at which check. */
+  private readonly waiting = new Map<Backlogged, { taken: number; since: number }>();
+  /** Checks made so far. */
+  private checks = 0;
   private scheduled = false;
   private readonly run = () => this.check();
 
@@ -43,7 +54,9 @@ export class Backlogs {
 
   /** `connection` has bytes its client has not taken. */
   add(connection: Backlogged): void {
-    this.waiting.add(connection);
+    if (!this.waiting.has(connection)) {
+      this.waiting.set(connection, { taken: connection.takenBytes(), since: this.checks });
+    }
     if (this.scheduled) return;
     if (this.waiting.size * this.limits.maxQueue <= this.limits.maxQueueTotal) return;
     this.scheduled = true;
@@ -67,13 +80,26 @@ export class Backlogs {
     return total;
   }
 
-  /** The connections still behind, with what each holds; forgets those that caught up. */
-  private held(): { connection: Backlogged; queued: number }[] {
-    const held: { connection: Backlogged; queued: number }[] = [];
-    for (const connection of this.waiting) {
+  /**
+   * The connections still behind, with what each holds and since which check its client
+   * has taken nothing; forgets those that caught up. A check (`now`) notes who took more.
+   */
+  private held(now?: number): { connection: Backlogged; queued: number; since: number }[] {
+    const held: { connection: Backlogged; queued: number; since: number }[] = [];
+    for (const [connection, seen] of this.waiting) {
       const queued = connection.queuedBytes();
-      if (queued === 0) this.waiting.delete(connection);
-      else held.push({ connection, queued });
+      if (queued === 0) {
+        this.waiting.delete(connection);
+        continue;
+      }
+      if (now !== undefined) {
+        const taken = connection.takenBytes();
+        if (taken > seen.taken) {
+          seen.taken = taken;
+          seen.since = now;
+        }
+      }
+      held.push({ connection, queued, since: seen.since });
     }
     return held;
   }
@@ -81,12 +107,12 @@ export class Backlogs {
   private check(): void {
     this.scheduled = false;
     const cap = this.limits.maxQueueTotal;
-    const held = this.held();
+    const held = this.held(++this.checks);
     let total = 0;
     for (const { queued } of held) total += queued;
     if (total <= cap) return;
     const before = total;
-    held.sort((a, b) => b.queued - a.queued);
+    held.sort((a, b) => a.since - b.since || b.queued - a.queued);
     let shed = 0;
     for (const { connection, queued } of held) {
       if (total <= cap) break;

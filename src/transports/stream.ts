@@ -288,6 +288,8 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
    * socket once per message of a broadcast burst.
    */
   private backlog = 0;
+  /** Bytes written to the socket so far: less its unsent ones, what the client has taken. */
+  private written = 0;
   /** The frame being handled, for the fault log. */
   private inFrame: Uint8Array | undefined;
   /** The encoder for `encodedCaps`, picked again only when the session's capabilities change. */
@@ -477,6 +479,10 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
     return this.socket.destroyed ? 0 : this.socket.writableLength;
   }
 
+  takenBytes(): number {
+    return this.written - this.socket.writableLength;
+  }
+
   shed(queued: number): void {
     // Backlogs logs one line for all it closes at once.
     this.log.debug({ remote: this.remote, queued }, OVER_TOTAL);
@@ -503,6 +509,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
   /** Writes straight to the socket, keeping the backlog count true for the queue cap. */
   private write(bytes: Uint8Array): void {
     this.socket.write(bytes);
+    this.written += bytes.length;
     this.backlog = this.socket.writableLength;
     if (this.backlog > 0) this.backlogs.add(this);
   }

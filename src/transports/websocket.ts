@@ -61,6 +61,11 @@ export class WsConnection implements Peer, Backlogged {
   private readonly encoder = new EncoderCache((caps) => wsDialect.encoderFor(caps));
   /** The upgraded socket under `ws`, whose writes pacing waits for. */
   private readonly socket: Socket;
+  /**
+   * Payload bytes sent so far: less what is still buffered, what the client has taken
+   * (framing makes it a little less, which only makes it look slower).
+   */
+  private sent = 0;
 
   constructor(
     private readonly ws: WebSocket,
@@ -123,6 +128,7 @@ export class WsConnection implements Peer, Backlogged {
       return;
     }
     this.ws.send(bytes, { binary: false });
+    this.sent += bytes.length;
     if (this.ws.bufferedAmount > 0) this.backlogs.add(this);
   }
 
@@ -134,6 +140,10 @@ export class WsConnection implements Peer, Backlogged {
 
   queuedBytes(): number {
     return this.ws.readyState === this.ws.OPEN ? this.ws.bufferedAmount : 0;
+  }
+
+  takenBytes(): number {
+    return this.sent - this.ws.bufferedAmount;
   }
 
   shed(queued: number): void {

@@ -5,12 +5,16 @@ import { type Backlogged, Backlogs } from '../../../src/transports/backlogs.js';
 
 class Client implements Backlogged {
   shedAt: number | undefined;
+  taken = 0;
   constructor(
     public queued: number,
     private readonly fails = false,
   ) {}
   queuedBytes(): number {
     return this.queued;
+  }
+  takenBytes(): number {
+    return this.taken;
   }
   shed(queued: number): void {
     this.shedAt = queued;
@@ -29,6 +33,29 @@ describe('Backlogs', () => {
     // 300 held: closing the one with 90 leaves 210.
     expect(clients.map((c) => c.shedAt)).toEqual([undefined, 90, undefined, undefined]);
     expect(backlogs.size).toBe(3);
+  });
+
+  it('closes the clients that took nothing for the most checks first, whatever they hold', async () => {
+    const backlogs = new Backlogs({ maxQueue: 100, maxQueueTotal: 150 }, silentLogger);
+    const reader = new Client(90);
+    const stalled = [40, 50, 30].map((q) => new Client(q));
+    backlogs.add(stalled[0]!);
+    backlogs.add(stalled[1]!);
+    await turn();
+    // The reader, holding most, falls behind later: of the 210 held, the older two go.
+    backlogs.add(reader);
+    backlogs.add(stalled[2]!);
+    await turn();
+    expect(reader.shedAt).toBeUndefined();
+    expect(stalled.map((c) => c.shedAt)).toEqual([40, 50, undefined]);
+    // Both left fell behind at the same check; the reader has taken some since.
+    reader.taken = 30;
+    stalled[2]!.queued = 70;
+    backlogs.add(reader);
+    await turn();
+    expect(reader.shedAt).toBeUndefined();
+    expect(stalled[2]!.shedAt).toBe(70);
+    expect(backlogs.size).toBe(1);
   });
 
   it('closes nobody while the total fits, and forgets clients that caught up', async () => {
