@@ -232,3 +232,90 @@ describe('the total cap and clients that read', () => {
     expect(outcome).toBe('done');
   }, 60_000);
 });
+
+/**
+ * WebSocket clients with a 2 KB receive buffer, named `prefix`0, 1, ..., that read nothing;
+ * each sends EXIT when a line comes on stdin, and they hold on until stdin closes.
+ */
+const EXITING_CLIENTS = `
+import json, os, socket, struct, sys
+port, n, prefix = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def frame(text):
+    data, mask = text.encode(), os.urandom(4)
+    head = bytes([0x81, 0x80 | len(data)]) if len(data) < 126 else bytes([0x81, 0xFE]) + struct.pack(">H", len(data))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+held = []
+for i in range(n):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    s.connect(("127.0.0.1", port))
+    s.sendall(("GET /ws HTTP/1.1\\r\\nHost: 127.0.0.1:%d\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n" % port).encode())
+    reply = b""
+    while b"\\r\\n\\r\\n" not in reply:
+        reply += s.recv(1)
+    s.sendall(frame(json.dumps({"cmd": "0", "nickname": "%s%d" % (prefix, i)})))
+    held.append(s)
+print("ready", flush=True)
+sys.stdin.readline()
+for s in held:
+    s.sendall(frame(json.dumps({"cmd": "3"})))
+print("exited", flush=True)
+sys.stdin.read()
+`;
+
+describe('the total cap and clients that leave', () => {
+  // Fails: a closing WebSocket connection counts as holding nothing while its queue waits for
+  // up to --shutdown-timeout.
+  it.fails('counts what WebSocket clients that left still hold, until their connections close', async () => {
+    const batches = 3;
+    const n = 48;
+    const total = 32 * 1024 * 1024;
+    server = await spawnServer(
+      [
+        ...['--rate-limit', '0', '--max-users', '300', '--max-conns-per-ip', '0'],
+        ...['--max-queue-total', String(total), '--shutdown-timeout', '60'],
+      ],
+      {},
+      100_000,
+    );
+    const pid = server.child.pid!;
+    const sender = await RawClient.open(server.port);
+    sender.write(`${JSON.stringify({ cmd: '0', nickname: 'sender', caps: ['rooms'] })}\n`);
+    await sender.expect('03');
+    const before = peakOf(pid);
+    const checks = () => server!.output().split(OVER_TOTAL).length - 1;
+    const children: ChildProcess[] = [];
+    try {
+      for (let b = 0; b < batches; b++) {
+        const child = spawn(
+          'python3',
+          ['-c', EXITING_CLIENTS, String(server.httpPort!), String(n), `b${b}_`],
+          {
+            stdio: ['pipe', 'pipe', 'inherit'],
+          },
+        );
+        children.push(child);
+        await new Promise((resolve) => child.stdout!.once('data', resolve));
+        // A whisper of some 4 KB to each, a round at a time, until the total is passed again.
+        const seen = checks();
+        for (let round = 0; round < 2_000 && checks() === seen; round++) {
+          for (let i = 0; i < n; i++) {
+            sender.write(
+              `${JSON.stringify({ cmd: '2', to: `b${b}_${i}`, msg: 'x'.repeat(4000) })}\n`,
+            );
+          }
+          await new Promise((resolve) => setTimeout(resolve, 4));
+        }
+        expect(checks()).toBeGreaterThan(seen);
+        child.stdin!.write('exit\n');
+        await new Promise((resolve) => child.stdout!.once('data', resolve));
+      }
+      // What they could hold at the total each time, uncounted once they left: some 140 MiB
+      // more measured; counted till closed, about 70.
+      expect(peakOf(pid) - before).toBeLessThan(100);
+    } finally {
+      for (const child of children) child.kill('SIGKILL');
+    }
+  }, 60_000);
+});
