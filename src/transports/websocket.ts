@@ -139,7 +139,9 @@ export class WsConnection implements Peer, Backlogged {
   }
 
   queuedBytes(): number {
-    return this.ws.readyState === this.ws.OPEN ? this.ws.bufferedAmount : 0;
+    // A closing connection still holds what it had queued, until its client takes it or
+    // the close times out: it counts until the socket is gone.
+    return this.ws.readyState === this.ws.CLOSED ? 0 : this.ws.bufferedAmount;
   }
 
   takenBytes(): number {
