@@ -28,30 +28,41 @@ function peakOf(pid: number): number {
 }
 
 /**
- * Clients with a 2 KB receive buffer that join `room` and then read nothing until stdin
- * closes: over TCP (JSON lines), or over WebSocket when `ws` is given (masked text frames
- * after the upgrade, whose 101 is the last thing read).
+ * Python for clients that read nothing: a socket with a 2 KB receive buffer connected to
+ * `port`, upgraded to a WebSocket (the 101 is the last thing it reads), and a masked text frame.
  */
-const STALLED_CLIENTS = `
+const PY_CLIENTS = `
 import json, os, socket, struct, sys
-port, n, room, ws = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "ws"
+def connect(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    s.connect(("127.0.0.1", port))
+    return s
+def upgrade(s, port):
+    s.sendall(("GET /ws HTTP/1.1\\r\\nHost: 127.0.0.1:%d\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n" % port).encode())
+    reply = b""
+    while b"\\r\\n\\r\\n" not in reply:
+        reply += s.recv(1)
 def frame(text):
     data, mask = text.encode(), os.urandom(4)
     head = bytes([0x81, 0x80 | len(data)]) if len(data) < 126 else bytes([0x81, 0xFE]) + struct.pack(">H", len(data))
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+`;
+
+/**
+ * Clients that join `room` and then read nothing until stdin closes: over TCP (JSON lines),
+ * or over WebSocket when `ws` is given.
+ */
+const STALLED_CLIENTS = `${PY_CLIENTS}
+port, n, room, ws = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "ws"
 held = []
 for i in range(n):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    s.connect(("127.0.0.1", port))
+    s = connect(port)
     hello = json.dumps({"cmd": "0", "nickname": "stalled%d" % i, "caps": ["rooms"]})
     join = json.dumps({"cmd": "100", "room": room})
     if ws:
-        s.sendall(("GET /ws HTTP/1.1\\r\\nHost: 127.0.0.1:%d\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
-                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n" % port).encode())
-        reply = b""
-        while b"\\r\\n\\r\\n" not in reply:
-            reply += s.recv(1)
+        upgrade(s, port)
         s.sendall(frame(hello) + frame(join))
     else:
         s.sendall((hello + "\\n" + join + "\\n").encode())
@@ -75,6 +86,28 @@ function startStalled(
   });
 }
 
+/** A client that joins `rooms`, to send into them. */
+async function senderIn(port: number, rooms: string[], caps = ['rooms']): Promise<RawClient> {
+  const sender = await RawClient.open(port);
+  sender.write(`${JSON.stringify({ cmd: '0', nickname: 'sender', caps })}\n`);
+  for (const room of rooms) sender.write(`${JSON.stringify({ cmd: '100', room })}\n`);
+  await sender.waitFor((m) => m.cmd === '101', rooms.length);
+  return sender;
+}
+
+/**
+ * Sends `chat` to "sink", each in a later read of the server's (so in a turn of its own),
+ * until `victims` have left it, at most `most` times.
+ */
+async function sendUntilGone(sender: RawClient, chat: string, victims: number, most: number) {
+  const left = () => sender.received.filter((m) => m.cmd === '30' && m.room === 'sink').length;
+  for (let sent = 0; sent < most && left() < victims; sent++) {
+    sender.write(chat);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  await sender.waitFor((m) => m.cmd === '30' && m.room === 'sink', victims);
+}
+
 describe('many clients that never read', () => {
   it.each(['tcp', 'ws'] as const)(
     'hold no more than --max-queue-total together (%s)',
@@ -91,23 +124,14 @@ describe('many clients that never read', () => {
         100_000,
       );
       const pid = server.child.pid!;
-      const sender = await RawClient.open(server.port);
-      sender.write(`${JSON.stringify({ cmd: '0', nickname: 'sender', caps: ['rooms'] })}\n`);
-      sender.write(`${JSON.stringify({ cmd: '100', room: 'sink' })}\n`);
-      await sender.expect('101');
+      const sender = await senderIn(server.port, ['sink']);
       const port = over === 'tcp' ? server.port : server.httpPort!;
       stalled = await startStalled(port, victims, 'sink', over);
       await sender.waitFor((m) => m.cmd === '8' && m.room === 'sink', victims);
       const before = peakOf(pid);
       const chat = `${JSON.stringify({ cmd: '7', room: 'sink', msg: 'x'.repeat(4096) })}\n`;
-      const left = () => sender.received.filter((m) => m.cmd === '30' && m.room === 'sink').length;
       // Until every stalled client is cut off as a slow consumer (each chat reaches all of them).
-      for (let sent = 0; sent < 3_000 && left() < victims; sent++) {
-        sender.write(chat);
-        // The next one in a later read of the server's, so in a turn of its own.
-        await new Promise((resolve) => setTimeout(resolve, 0));
-      }
-      await sender.waitFor((m) => m.cmd === '30' && m.room === 'sink', victims);
+      await sendUntilGone(sender, chat, victims, 3_000);
       // Most are cut off by the total; the last few (8 MiB / 1 MiB) fill their own queues first.
       // The server's log may reach us after the "30"s it sent.
       const byTotal = () =>
@@ -131,22 +155,13 @@ describe('many clients that never read', () => {
     const victims = 20;
     server = await spawnServer(['--rate-limit', '0', '--max-users', '100'], {}, 100_000);
     const pid = server.child.pid!;
-    const sender = await RawClient.open(server.port);
-    sender.write(`${JSON.stringify({ cmd: '0', nickname: 'sender', caps: ['rooms'] })}\n`);
-    sender.write(`${JSON.stringify({ cmd: '100', room: 'sink' })}\n`);
-    await sender.expect('101');
+    const sender = await senderIn(server.port, ['sink']);
     stalled = await startStalled(server.port, victims, 'sink');
     await sender.waitFor((m) => m.cmd === '8' && m.room === 'sink', victims);
     const before = peakOf(pid);
     // Some 560 bytes framed, each turn's batch in a small (4 KiB) buffer.
     const chat = `${JSON.stringify({ cmd: '7', room: 'sink', msg: 'x'.repeat(500) })}\n`;
-    const left = () => sender.received.filter((m) => m.cmd === '30' && m.room === 'sink').length;
-    for (let i = 0; i < 20_000 && left() < victims; i++) {
-      sender.write(chat);
-      // The next one in a later read of the server's, so in a batch of its own.
-      await new Promise((resolve) => setTimeout(resolve, 0));
-    }
-    await sender.waitFor((m) => m.cmd === '30' && m.room === 'sink', victims);
+    await sendUntilGone(sender, chat, victims, 20_000);
     // What they could hold at 1 MiB each, three times over for what Node and the allocator add.
     expect(peakOf(pid) - before).toBeLessThan(3 * victims);
   }, 60_000);
@@ -157,12 +172,10 @@ describe('many clients that never read', () => {
  * `room`'s history back to back, then prints "done" once it has every "107" whole, or "closed" if the
  * server closed it first.
  */
-const SLOW_READER = `
-import json, socket, sys, time
+const SLOW_READER = `${PY_CLIENTS}
+import time
 port, room, pages = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-s.connect(("127.0.0.1", port))
+s = connect(port)
 s.sendall((json.dumps({"cmd": "0", "nickname": "reader", "caps": ["rooms", "history"]}) + "\\n"
            + json.dumps({"cmd": "100", "room": room}) + "\\n").encode())
 data = b""
@@ -196,13 +209,7 @@ describe('the total cap and clients that read', () => {
       {},
       100_000,
     );
-    const sender = await RawClient.open(server.port);
-    sender.write(
-      `${JSON.stringify({ cmd: '0', nickname: 'sender', caps: ['rooms', 'history'] })}\n`,
-    );
-    sender.write(`${JSON.stringify({ cmd: '100', room: 'sink' })}\n`);
-    sender.write(`${JSON.stringify({ cmd: '100', room: 'big' })}\n`);
-    await sender.waitFor((m) => m.cmd === '101', 2);
+    const sender = await senderIn(server.port, ['sink', 'big'], ['rooms', 'history']);
     // Some 400 KB of history, in pages of about 256 KB.
     for (let i = 0; i < 100; i++) {
       sender.write(`${JSON.stringify({ cmd: '7', room: 'big', msg: 'y'.repeat(4000) })}\n`);
@@ -234,26 +241,15 @@ describe('the total cap and clients that read', () => {
 });
 
 /**
- * WebSocket clients with a 2 KB receive buffer, named `prefix`0, 1, ..., that read nothing;
- * each sends EXIT when a line comes on stdin, and they hold on until stdin closes.
+ * WebSocket clients named `prefix`0, 1, ..., that read nothing; each sends EXIT when a line
+ * comes on stdin, and they hold on until stdin closes.
  */
-const EXITING_CLIENTS = `
-import json, os, socket, struct, sys
+const EXITING_CLIENTS = `${PY_CLIENTS}
 port, n, prefix = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-def frame(text):
-    data, mask = text.encode(), os.urandom(4)
-    head = bytes([0x81, 0x80 | len(data)]) if len(data) < 126 else bytes([0x81, 0xFE]) + struct.pack(">H", len(data))
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 held = []
 for i in range(n):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    s.connect(("127.0.0.1", port))
-    s.sendall(("GET /ws HTTP/1.1\\r\\nHost: 127.0.0.1:%d\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
-               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n" % port).encode())
-    reply = b""
-    while b"\\r\\n\\r\\n" not in reply:
-        reply += s.recv(1)
+    s = connect(port)
+    upgrade(s, port)
     s.sendall(frame(json.dumps({"cmd": "0", "nickname": "%s%d" % (prefix, i)})))
     held.append(s)
 print("ready", flush=True)
