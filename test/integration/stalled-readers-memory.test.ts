@@ -87,23 +87,39 @@ function startStalled(
 }
 
 /** A client that joins `rooms`, to send into them. */
-async function senderIn(port: number, rooms: string[], caps = ['rooms']): Promise<RawClient> {
+async function senderIn(
+  port: number,
+  rooms: string[],
+  caps = ['rooms', 'history'],
+): Promise<RawClient> {
   const sender = await RawClient.open(port);
   sender.write(`${JSON.stringify({ cmd: '0', nickname: 'sender', caps })}\n`);
   for (const room of rooms) sender.write(`${JSON.stringify({ cmd: '100', room })}\n`);
-  await sender.waitFor((m) => m.cmd === '101', rooms.length);
+  await sender.waitFor((m) => m.cmd === '101' && rooms.includes(String(m.room)), rooms.length);
   return sender;
 }
 
 /**
- * Sends `chat` to "sink", each in a later read of the server's (so in a turn of its own),
- * until `victims` have left it, at most `most` times.
+ * Sends `chat` to "sink", each once the last is stored ("71"), so in a turn of the server's
+ * of its own however loaded the machine, until `victims` have left it, at most `most` times.
  */
 async function sendUntilGone(sender: RawClient, chat: string, victims: number, most: number) {
-  const left = () => sender.received.filter((m) => m.cmd === '30' && m.room === 'sink').length;
-  for (let sent = 0; sent < most && left() < victims; sent++) {
+  let seen = 0;
+  let stored = 0;
+  let left = 0;
+  const count = () => {
+    for (; seen < sender.received.length; seen++) {
+      const m = sender.received[seen]!;
+      if (m.cmd === '71') stored++;
+      else if (m.cmd === '30' && m.room === 'sink') left++;
+    }
+  };
+  for (let sent = 1; sent <= most && left < victims && !sender.isClosed; sent++) {
     sender.write(chat);
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    for (let i = 0; i < 100_000 && stored < sent && !sender.isClosed; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      count();
+    }
   }
   await sender.waitFor((m) => m.cmd === '30' && m.room === 'sink', victims);
 }
@@ -209,7 +225,7 @@ describe('the total cap and clients that read', () => {
       {},
       100_000,
     );
-    const sender = await senderIn(server.port, ['sink', 'big'], ['rooms', 'history']);
+    const sender = await senderIn(server.port, ['sink', 'big']);
     // Some 400 KB of history, in pages of about 256 KB.
     for (let i = 0; i < 100; i++) {
       sender.write(`${JSON.stringify({ cmd: '7', room: 'big', msg: 'y'.repeat(4000) })}\n`);
