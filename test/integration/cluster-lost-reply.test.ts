@@ -6,6 +6,7 @@
  * must not stay registered for nobody: its nickname and its places come free.
  */
 import net from 'node:net';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../src/cluster/redis-presence.js';
 import { until } from '../helpers/cluster.js';
@@ -112,32 +113,9 @@ class LossyRelay {
   }
 }
 
-/** One command on a connection of its own, straight to Redis: its reply's first line. */
-function redisCommand(port: number, ...args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    let reply = '';
-    socket.setTimeout(2_000, () => {
-      socket.destroy();
-      reject(new Error('Redis did not answer'));
-    });
-    socket.once('error', reject);
-    socket.once('connect', () => {
-      socket.write(
-        `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`,
-      );
-    });
-    socket.on('data', (chunk: Buffer) => {
-      reply += chunk.toString('latin1');
-      const end = reply.indexOf('\r\n');
-      if (end < 0) return;
-      socket.destroy();
-      resolve(reply.slice(0, end));
-    });
-  });
-}
-
 let redis: RedisServer;
+/** Straight to Redis, not through the relay. */
+let admin: Redis;
 let relay: LossyRelay;
 const nodes: SpawnedServer[] = [];
 const clients: RawClient[] = [];
@@ -183,6 +161,7 @@ async function outcome(c: RawClient): Promise<{ welcome?: unknown; code?: unknow
 beforeAll(async () => {
   if (skip) return;
   redis = await startRedis();
+  admin = new Redis(redis.url, { maxRetriesPerRequest: 1 });
   relay = await LossyRelay.start(redis.port);
   const common = ['--cluster-timeout', String(TIMEOUT_S), '--rate-limit', '0'];
   nodes.push(await spawnServer(['--redis', redis.url, ...common]));
@@ -193,6 +172,7 @@ afterAll(async () => {
   for (const c of clients) c.close();
   await Promise.all(nodes.map((n) => n.stop()));
   await relay?.close();
+  admin?.disconnect();
   await redis?.stop();
 }, 60_000);
 
@@ -225,9 +205,7 @@ async function lostTakeover(
   // Redis ran the takeover: the token is spent.
   await until(
     'the takeover to reach Redis',
-    async () =>
-      (await redisCommand(redis.port, 'EXISTS', `confab:{presence}:t:${tokenHash(token)}`)) ===
-      ':0',
+    async () => (await admin.exists(`confab:{presence}:t:${tokenHash(token)}`)) === 0,
     5_000,
   );
   const seen = await outcome(resuming);
