@@ -725,7 +725,7 @@ export class RedisPresence implements Presence {
         if ((error as Error).name === 'MaxRetriesPerRequestError') throw error;
         // The reply may be all that was lost (the connection dropped after Redis ran the
         // script): asked again, the script answers as it did, or takes the member over now.
-        // Given up, the member may stay moved to a connection that is not told so.
+        // Given up, the caller frees the member it may have moved (Chat.takeOver).
         if (attempt === TAKE_OVER_ATTEMPTS) throw error;
       }
     }

@@ -37,7 +37,7 @@ export const OVER_TOTAL =
  * their queues costs a pass over them, made at most once per event-loop
  * turn and only when so many are backlogged that their caps together could
  * pass the total: until then no check can find the total passed, so the
- * common case (a few clients momentarily behind) costs a set insertion.
+ * common case (a few clients momentarily behind) costs a map lookup.
  */
 export class Backlogs {
   /** Each connection behind: what its client had taken when last seen taking more, at which check. */
