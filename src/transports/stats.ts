@@ -17,11 +17,15 @@ export class TransportStats {
 
   /**
    * Counts one message for a client with `queued` bytes already waiting, and
-   * says whether adding `size` more would pass `cap` (a slow consumer).
+   * says whether adding `size` more would pass `cap` (a slow consumer). A queue holds at
+   * most `cap`, or one message larger than it.
    */
   overflows(queued: number, size: number, cap: number): boolean {
     this.messagesOut++;
     if (queued > this.queueHighWater) this.queueHighWater = queued;
-    return queued + size > cap;
+    // With nothing queued, one message fits whatever its size: a chat within --max-message
+    // can encode past a small cap (24 KB of escaped controls), and cutting off every reader
+    // for it would let one sender empty the room.
+    return queued > 0 && queued + size > cap;
   }
 }
