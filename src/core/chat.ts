@@ -25,7 +25,7 @@ import { enforceBan, kickMissed, removeMember, secondsLeft } from './moderation-
 import { lookupKey, nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import type { DeadNode, MemberRef, Presence, RoomLeft, TakenOver } from './presence.js';
-import { type Clock, TokenBucket } from './rate-limit.js';
+import { bucketAfterReload, type Clock, TokenBucket } from './rate-limit.js';
 import { Replays } from './replay.js';
 import { newSender, newToken, senderOf } from './resume-token.js';
 import { Room } from './room.js';
@@ -305,7 +305,8 @@ export class Chat implements ChatContext, SessionHost {
    * Applies new settings to requests from now on; nobody is disconnected.
    * A smaller room keeps its members and only refuses new joins; a new rate
    * gives every session a fresh bucket, since a half-spent one was measured
-   * against the old rate.
+   * against the old rate, but never one below the limits its "03" told it:
+   * a client pacing itself to them must not be refused, nor cut off, for it.
    */
   reconfigure(options: ChatSettings): void {
     if (options.maxUsers !== undefined) this.lobby.capacity = options.maxUsers;
@@ -323,7 +324,7 @@ export class Chat implements ChatContext, SessionHost {
     this.rateBurst = rateBurst;
     const now = this.clock();
     for (const session of this.sessions) {
-      session.bucket = rateLimit > 0 ? new TokenBucket(rateLimit, rateBurst, now) : undefined;
+      session.bucket = bucketAfterReload(session.told, rateLimit, rateBurst, now);
       session.strikes = 0;
     }
   }
@@ -971,7 +972,7 @@ export class Chat implements ChatContext, SessionHost {
       return true;
     }
     session.strikes++;
-    if (session.strikes > this.rateBurst) {
+    if (session.strikes > session.bucket!.burst) {
       this.log.warn(
         { nickname: session.nickname, ip: session.address.ip },
         'flooding, disconnecting',

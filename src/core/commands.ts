@@ -33,6 +33,7 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
   if (caps !== undefined) session.grant(caps);
   // Flood limits are told to clients that can pace themselves: those that negotiated.
   const limits = caps === undefined ? undefined : ctx.limits;
+  session.told = limits;
   if (session.has('history') && req.resume !== undefined) {
     if (ctx.cluster !== undefined) {
       const presence = ctx.cluster.presence;

@@ -1,3 +1,5 @@
+import type { Limits } from '../protocol/pacing.js';
+
 /** A clock in milliseconds; injected so tests can move time by hand. */
 export type Clock = () => number;
 
@@ -10,8 +12,8 @@ export class TokenBucket {
   private last: number;
 
   constructor(
-    private readonly rate: number,
-    private readonly burst: number,
+    readonly rate: number,
+    readonly burst: number,
     now: number,
   ) {
     this.tokens = burst;
@@ -31,4 +33,21 @@ export class TokenBucket {
     this.tokens = Math.min(this.burst, this.tokens + (elapsed * this.rate) / 1000);
     return this.tokens >= 1;
   }
+}
+
+/**
+ * A session's bucket after the flood limits changed to `rate` and `burst` (rate 0: off):
+ * the new limits, but never below those it was told, which a client that paces itself
+ * keeps to until it reconnects. Flood control turned on applies to all: a client told
+ * there was none (rate 0) has no pace to keep, and gets a full burst to start.
+ */
+export function bucketAfterReload(
+  told: Limits | undefined,
+  rate: number,
+  burst: number,
+  now: number,
+): TokenBucket | undefined {
+  if (rate <= 0) return undefined;
+  if (told === undefined || told.rate <= 0) return new TokenBucket(rate, burst, now);
+  return new TokenBucket(Math.max(rate, told.rate), Math.max(burst, told.burst), now);
 }

@@ -1,4 +1,5 @@
 import type { Capability } from '../protocol/capabilities.js';
+import type { Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import { type ChatEvent, Delivery, type Reply } from './events.js';
 import type { DisconnectReason, Peer, PeerAddress } from './ports.js';
@@ -51,6 +52,8 @@ export class Session implements Member {
   /** Flood control, when enabled: the bucket and the run of refused requests. */
   bucket: TokenBucket | undefined;
   strikes = 0;
+  /** The flood limits its CONNECT's "03" told it (clients that negotiated), which it paces to. */
+  told: Limits | undefined;
   /** The operator name this session proved with OPER, if any; kept until it leaves. */
   operator: string | undefined;
   /** Set once a fault has been reported, so it is logged once. */

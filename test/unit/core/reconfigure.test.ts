@@ -54,6 +54,33 @@ describe('Chat.reconfigure', () => {
     expect(ann.take().map((m) => m.cmd)).toEqual(['40', '40', '40', '40', '40']);
   });
 
+  it('never lowers a session below the flood limits its "03" told it', () => {
+    let now = 0;
+    const chat = new Chat({ rateLimit: 2, rateBurst: 3, clock: () => now });
+    const ann = connect(chat, 'ann');
+    expect(ann.take()[0]).toMatchObject({ cmd: '03', limits: { rate: 2, burst: 3 } });
+    // A course client is told nothing: the new limits are its limits.
+    const bob = joinChat(chat, 'bob');
+    bob.take();
+    ann.take();
+    chat.reconfigure({ rateLimit: 1, rateBurst: 1 });
+    for (let i = 0; i < 4; i++) send(ann, { cmd: '4' });
+    expect(ann.take().map((m) => m.cmd)).toEqual(['40', '40', '40', '90']);
+    for (let i = 0; i < 2; i++) send(bob, { cmd: '4' });
+    expect(bob.take().map((m) => m.cmd)).toEqual(['40']);
+    // Raised limits apply to it at once; a newcomer is told (and held to) the new ones.
+    now += 10_000;
+    chat.reconfigure({ rateLimit: 4, rateBurst: 5 });
+    for (let i = 0; i < 6; i++) send(ann, { cmd: '4' });
+    expect(ann.take().map((m) => m.cmd)).toEqual(['40', '40', '40', '40', '40', '90']);
+    chat.reconfigure({ rateLimit: 1, rateBurst: 1 });
+    const cat = connect(chat, 'cat');
+    ann.take();
+    expect(cat.take()[0]).toMatchObject({ cmd: '03', limits: { rate: 1, burst: 1 } });
+    for (let i = 0; i < 2; i++) send(cat, { cmd: '4' });
+    expect(cat.take().map((m) => m.cmd)).toEqual(['40', '90']);
+  });
+
   it('applies new connection caps to new connections only', () => {
     const chat = new Chat({ maxConnectionsPerIp: 0 });
     const a = connect(chat, 'a', '10.0.0.1');
