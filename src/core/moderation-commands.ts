@@ -1,7 +1,7 @@
 /** The operators' requests: OPER, KICK, BAN, UNBAN and BANS, and how a ban is enforced. */
 import { Cmd, ErrorCode } from '../protocol/codes.js';
 import { formatDuration } from '../protocol/slash-commands.js';
-import { clip } from '../protocol/text.js';
+import { atMostChars, clip } from '../protocol/text.js';
 import { type Ban, banMatches, parseMask } from './bans.js';
 import type { Broker, NodeNotice } from './broker.js';
 import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
@@ -11,6 +11,16 @@ import type { Session } from './session.js';
 
 /** Longest BAN mask: longer than any nickname or IPv6 CIDR, so nothing longer could match. */
 const MAX_MASK_LENGTH = 64;
+
+/**
+ * The ban list is kept in memory, checked at every accept, rewritten whole on each change
+ * and sent whole in each "98": bounded so that its largest "98" (every ban's text escaped
+ * to six bytes a character: about 1.8 KB each) stays under a megabyte, what a client
+ * reads as one line (the client library's cap) and --max-queue's default.
+ */
+export const MAX_BANS = 500;
+/** A ban's reason is kept and sent with the list: shorter than a chat's. */
+export const MAX_BAN_REASON = 200;
 
 /** The session's operator name, or undefined after refusing it with 1010. */
 function operatorOf(ctx: ChatContext, session: Session, cmd: string): string | undefined {
@@ -181,9 +191,27 @@ export const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
     );
     return;
   }
-  if (tooLong(ctx, session, req.reason ?? '', req.cmd)) return;
-  const now = ctx.now();
   const reason = req.reason ?? '';
+  if (tooLong(ctx, session, reason, req.cmd)) return;
+  if (!atMostChars(reason, MAX_BAN_REASON)) {
+    refuse(
+      session,
+      ErrorCode.MESSAGE_TOO_LONG,
+      `a ban's reason is at most ${MAX_BAN_REASON} characters`,
+      req.cmd,
+    );
+    return;
+  }
+  const now = ctx.now();
+  if (listFull(ctx, mask, now)) {
+    refuse(
+      session,
+      ErrorCode.TOO_MANY_BANS,
+      `the ban list is full (${MAX_BANS} bans); UNBAN one first`,
+      req.cmd,
+    );
+    return;
+  }
   const entry = {
     mask,
     by,
@@ -200,6 +228,18 @@ export const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
   banList(ctx, session);
   enforceBan(ctx, entry, req.seconds);
 };
+
+/**
+ * Whether a ban on `mask` would add one past MAX_BANS (a ban on a mask already banned
+ * replaces that one). On a cluster this node's copy of the list is what is counted, so
+ * bans racing on several nodes may pass the cap by as many.
+ */
+function listFull(ctx: ChatContext, mask: string, now: number): boolean {
+  const bans = ctx.bans.list(now);
+  if (bans.length < MAX_BANS) return false;
+  const key = parseMask(mask).key;
+  return !bans.some((b) => parseMask(b.mask).key === key);
+}
 
 /**
  * BAN on a node of a cluster: the ban is stored where every node reads it,

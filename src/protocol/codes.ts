@@ -125,6 +125,8 @@ export const ErrorCode = {
   TOO_MANY_ROOMS_ON_SERVER: 1019,
   /** The frame holds more object fields and array elements than any request has (MAX_VALUES). */
   TOO_MANY_VALUES: 1020,
+  /** BAN of a new mask while the ban list holds MAX_BANS bans in force. */
+  TOO_MANY_BANS: 1021,
 
   BANNED_WORDS: 2001,
   FRAME_TOO_LARGE: 2002,

@@ -1,39 +1,16 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashPassword, verifyPassword } from '../../src/password.js';
-import type { ConfabServer } from '../../src/server.js';
 import { ChatProcess } from '../helpers/chat-process.js';
-import { join, type RawClient } from '../helpers/raw-client.js';
-import { startConfab } from '../helpers/servers.js';
+import { useOperatorServer } from '../helpers/operator-server.js';
+import { join } from '../helpers/raw-client.js';
 
 const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'];
 
-let server: ConfabServer;
-let dataDir: string;
-const clients: RawClient[] = [];
-
-beforeAll(async () => {
-  dataDir = mkdtempSync(path.join(os.tmpdir(), 'confab-modc-'));
-  server = await startConfab({ 'http-port': '0', 'data-dir': dataDir, 'rate-limit': '0' });
-  // Operators come only from a config file; give this in-process server one directly.
-  const stored = hashPassword('sesame');
-  server.chat.reconfigure({
-    operators: [{ name: 'teacher', verify: (p) => verifyPassword(p, stored) }],
-  });
-});
-
-afterAll(async () => {
-  for (const c of clients.splice(0)) c.close();
-  await server.stop();
-  rmSync(dataDir, { recursive: true, force: true });
-});
+const operated = useOperatorServer({ 'http-port': '0' });
 
 describe('confab chat', () => {
   it('\\oper and \\kick from one terminal; another terminal and the kicked one see it in words', async () => {
-    const port = String(server.address.port);
+    const port = String(operated.server.address.port);
     const op = ChatProcess.start(['teach', '--port', port]);
     const ann = ChatProcess.start(['ann', '--port', port]);
     const bob = ChatProcess.start(['bob', '--port', port]);
@@ -77,7 +54,7 @@ describe('the web app', () => {
 
   async function joinAs(nickname: string): Promise<Page> {
     const page = await browser.newPage();
-    await page.goto(`http://127.0.0.1:${server.httpAddress!.port}/`);
+    await page.goto(`http://127.0.0.1:${operated.server.httpAddress!.port}/`);
     await page.fill('#nickname', nickname);
     await page.press('#nickname', 'Enter');
     await page.locator('#status[data-status="online"]').waitFor();
@@ -87,8 +64,10 @@ describe('the web app', () => {
   it('shows a kick in words to the room and tells the kicked user why', async () => {
     const watcher = await joinAs('watcher');
     const victim = await joinAs('victim');
-    const op = await join(server.address.port, 'webop', { caps: ['errors', 'moderation'] });
-    clients.push(op);
+    const op = await join(operated.server.address.port, 'webop', {
+      caps: ['errors', 'moderation'],
+    });
+    operated.clients.push(op);
     op.sendPy({ cmd: '92', name: 'teacher', password: 'sesame' });
     await op.expect('93');
     op.sendPy({ cmd: '94', nickname: 'victim', reason: 'spam' });

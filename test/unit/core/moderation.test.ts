@@ -3,6 +3,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { BanList, MemoryBanStore, parseIp } from '../../../src/core/bans.js';
 import { Chat } from '../../../src/core/chat.js';
 import type { Operator } from '../../../src/core/moderation.js';
+import { MAX_BAN_REASON, MAX_BANS } from '../../../src/core/moderation-commands.js';
 import { ErrorCode } from '../../../src/protocol/codes.js';
 import type { Request } from '../../../src/protocol/messages.js';
 import { FakePeer } from '../../helpers/fake-peer.js';
@@ -220,6 +221,40 @@ describe('BAN', () => {
     expect(store.bans.map((b) => b.mask)).toEqual(['10.0.0.0/8', 'eve']);
     now += 10_000;
     expect(chat.admission.banned('10.1.2.3')).toBe(false);
+  });
+
+  it('holds at most MAX_BANS bans in force, each reason at most MAX_BAN_REASON characters', () => {
+    const op = oper();
+    send(op, { cmd: '95', mask: 'eve', reason: 'x'.repeat(MAX_BAN_REASON + 1) });
+    expect(op.take()).toMatchObject([{ cmd: '90', code: ErrorCode.MESSAGE_TOO_LONG, ref: '95' }]);
+    // Characters, not UTF-16 units: the longest reason of emoji is allowed.
+    send(op, { cmd: '95', mask: 'eve', reason: '😀'.repeat(MAX_BAN_REASON) });
+    expect(op.take()).toMatchObject([{ cmd: '98' }]);
+    // The longest bans there can be, each character six bytes once escaped in JSON.
+    const worst = '\u0001'.repeat(MAX_BAN_REASON);
+    for (let i = 1; i < MAX_BANS; i++) {
+      const mask = `${i}`.padEnd(64, '\u0001');
+      send(op, { cmd: '95', mask, seconds: 10, reason: worst });
+      if (i < MAX_BANS - 1) drain(op);
+    }
+    expect(store.bans).toHaveLength(MAX_BANS);
+    // Its whole list in one "98" stays under what a client reads as one line (1 MiB).
+    const [full] = op.take();
+    expect(full).toMatchObject({ cmd: '98' });
+    expect(Buffer.byteLength(JSON.stringify(full))).toBeLessThan(1024 * 1024);
+    send(op, { cmd: '95', mask: 'one-more' });
+    expect(op.take()).toMatchObject([{ cmd: '90', code: ErrorCode.TOO_MANY_BANS, ref: '95' }]);
+    // A ban on a mask already banned replaces it, any spelling of it.
+    send(op, { cmd: '95', mask: 'EVE', reason: 'again' });
+    expect(op.take()[0]).toMatchObject({ cmd: '98' });
+    expect(store.bans).toHaveLength(MAX_BANS);
+    // Expired bans leave room; so does an UNBAN.
+    now += 10_000;
+    send(op, { cmd: '95', mask: 'one-more' });
+    expect(op.take()[0]).toMatchObject({
+      cmd: '98',
+      bans: [{ mask: 'EVE' }, { mask: 'one-more' }],
+    });
   });
 
   it('UNBAN lifts a ban by any spelling of its mask; BANS lists; non-operators are refused', () => {
