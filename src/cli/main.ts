@@ -173,7 +173,9 @@ async function serve(args: string[]): Promise<number> {
         : `confab: cannot start: ${oneLine(err)}\n`,
     );
     await closeLogs(LOG_CLOSE_MS);
-    return 1;
+    // Nothing is served, but what the start opened may still hold timers: a Redis client
+    // that never connected keeps one for 2 s after it is told to disconnect.
+    process.exit(1);
   }
   const reload = async () => {
     let next: Config;
