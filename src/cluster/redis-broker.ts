@@ -16,6 +16,7 @@ import { Redis } from '../store/ioredis.js';
 import { commandClient } from '../store/redis-client.js';
 import {
   DEFAULT_REDIS_PREFIX,
+  KEEP_INTERVAL_MS,
   type PublishedChat,
   type PublishedChats,
   roomChannel,
@@ -43,14 +44,18 @@ export interface RedisBrokerOptions {
    * dropped, and the chats among them fetched again.
    */
   readonly maxHeld?: number;
+  /** How often the rooms with members here are kept in history (`BrokerHistory.keep`). */
+  readonly keepIntervalMs?: number;
 }
 
 /**
  * What the broker reads gaps from; `seen` (RedisHistoryStore's) learns of every chat
- * handed over, so a roll-back of Redis below it is noticed.
+ * handed over, so a roll-back of Redis below it is noticed, and `keep` (also
+ * RedisHistoryStore's) is told, now and then, the rooms this node has members in.
  */
 export type BrokerHistory = Pick<HistoryStore, 'room' | 'read'> & {
   seen?(room: string, epoch: string, id: number): void;
+  keep?(rooms: readonly string[]): Promise<void>;
 };
 
 /** What other nodes publish with PUBLISH (chats come from the append script instead). */
@@ -227,6 +232,8 @@ export class RedisBroker implements Broker {
   private readonly readyWaiters = new Set<() => void>();
   private closed = false;
   private readonly started: Promise<void>;
+  private readonly keeper: NodeJS.Timeout | undefined;
+  private keeping = false;
 
   constructor(options: RedisBrokerOptions) {
     this.node = options.node ?? randomUUID();
@@ -268,6 +275,21 @@ export class RedisBroker implements Broker {
     // Queued until the first connection is ready; later connections subscribe again.
     this.started = this.sub.subscribe(this.myChannel, this.everyChannel).then(() => {});
     this.started.catch(() => {});
+    if (this.history.keep !== undefined) {
+      this.keeper = setInterval(() => this.keepRooms(), options.keepIntervalMs ?? KEEP_INTERVAL_MS);
+      this.keeper.unref();
+    }
+  }
+
+  /** Keeps the rooms this node has members in (their epochs, while nobody writes there). */
+  private keepRooms(): void {
+    if (this.keeping || this.rooms.size === 0) return;
+    this.keeping = true;
+    this.history.keep!([...this.rooms.keys()])
+      .catch((error: unknown) => this.onError(asError(error)))
+      .finally(() => {
+        this.keeping = false;
+      });
   }
 
   start(): Promise<void> {
@@ -385,6 +407,7 @@ export class RedisBroker implements Broker {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.keeper);
     for (const state of [...this.rooms.values()]) {
       this.forget(state);
       state.rejectReady(new Error('broker is closed'));

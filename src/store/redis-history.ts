@@ -79,9 +79,29 @@ export type PublishedChat = [at: number, from: string, msg: string, origin?: str
 /**
  * How long the epoch of a room nobody has written to is kept. Asking about a room
  * creates its epoch (its first message must get the same one), and clients can name
- * any room, so those keys expire; the first append makes the epoch permanent.
+ * any room: a client walking through new rooms made one key each, and at a week each
+ * one address's connections filled Redis by gigabytes a day. So the key lives this long
+ * past the last time a node asked about the room or kept it (`keep`: every node with
+ * members in the room does, every KEEP_INTERVAL_MS), and the first append makes it
+ * permanent. A room whose key expired while it stayed occupied (a node of an older
+ * version, or one that could not reach Redis meanwhile) gets a new epoch at its first
+ * message, which its members are told as a gap although nothing was lost.
  */
-const EMPTY_EPOCH_TTL_S = 7 * 24 * 3600;
+export const EMPTY_EPOCH_TTL_S = 120;
+
+/** How often a node keeps the epochs of the rooms it has members in: a quarter of their life. */
+export const KEEP_INTERVAL_MS = (EMPTY_EPOCH_TTL_S * 1000) / 4;
+
+/** Epoch keys kept by one script call. */
+const KEEP_BATCH = 500;
+
+/** KEYS: epoch keys. ARGV: seconds. Lengthens the life of those that expire (never written). */
+const KEEP_LUA = `
+for _, key in ipairs(KEYS) do
+  if redis.call('TTL', key) > 0 then redis.call('EXPIRE', key, ARGV[1]) end
+end
+return 0
+`;
 
 /** Rooms whose highest id a node remembers; beyond it the least recently new are forgotten. */
 const MAX_REMEMBERED_ROOMS = 100_000;
@@ -311,6 +331,8 @@ if not epoch then
   else
     redis.call('SET', KEYS[2], epoch)
   end
+elseif redis.call('TTL', KEYS[2]) > 0 then
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
 end
 local oldest = top + 1
 local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
@@ -411,6 +433,7 @@ interface Scripts {
   confabHistoryRoom(...args: (string | number)[]): Promise<unknown>;
   confabHistoryRead(...args: (string | number)[]): Promise<unknown>;
   confabHistoryPrune(...args: (string | number)[]): Promise<unknown>;
+  confabHistoryKeep(...args: (string | number)[]): Promise<unknown>;
 }
 
 /** Text JSON.stringify would escape, or not ASCII: all but printable ASCII other than `"`, `\`. */
@@ -607,6 +630,7 @@ export class RedisHistoryStore implements HistoryStore {
     this.redis.defineCommand('confabHistoryRoom', { lua: ROOM_LUA, numberOfKeys: 5 });
     this.redis.defineCommand('confabHistoryRead', { lua: READ_LUA, numberOfKeys: 3 });
     this.redis.defineCommand('confabHistoryPrune', { lua: PRUNE_LUA, numberOfKeys: 3 });
+    this.redis.defineCommand('confabHistoryKeep', { lua: KEEP_LUA });
     this.scripts = this.redis as unknown as Scripts;
 
     const interval = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
@@ -827,6 +851,17 @@ export class RedisHistoryStore implements HistoryStore {
         return base > 0 ? { epoch, top, oldest, base } : { epoch, top, oldest };
       }),
     );
+  }
+
+  /**
+   * Keeps the epochs of these rooms, which this node has members in, from expiring while
+   * nobody writes to them (EMPTY_EPOCH_TTL_S); rooms written to are left as they are.
+   */
+  async keep(rooms: readonly string[]): Promise<void> {
+    for (let i = 0; i < rooms.length && !this.closed; i += KEEP_BATCH) {
+      const keys = rooms.slice(i, i + KEEP_BATCH).map((room) => this.keys(room).epoch);
+      await this.track(this.scripts.confabHistoryKeep(keys.length, ...keys, EMPTY_EPOCH_TTL_S));
+    }
   }
 
   read(room: string, query: HistoryQuery): Promise<StoredMessage[]> {

@@ -7,7 +7,12 @@ import { ShardedBroker, ShardedHistoryStore, shardOf } from '../../src/cluster/s
 import { MemoryBroker, MemoryBrokerHub } from '../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { commandClient } from '../../src/store/redis-client.js';
-import { RedisHistoryStore, roomChannel } from '../../src/store/redis-history.js';
+import {
+  EMPTY_EPOCH_TTL_S,
+  RedisHistoryStore,
+  roomChannel,
+  roomTag,
+} from '../../src/store/redis-history.js';
 import { type RedisServer, startRedis, useRedis, withoutRedis } from '../helpers/redis.js';
 import {
   type BrokerCluster,
@@ -67,7 +72,10 @@ describe.skipIf(withoutRedis())('Redis', () => {
   const errors: Error[] = [];
 
   /** A cluster is a prefix of its own on one Redis; each node its own store and broker. */
-  function redisCluster(server: () => RedisServer): Promise<BrokerCluster & { prefix: string }> {
+  function redisCluster(
+    server: () => RedisServer,
+    keepIntervalMs?: number,
+  ): Promise<BrokerCluster & { prefix: string }> {
     const prefix = `b${++clusters}-${process.pid}:`;
     const opened: BrokerNode[] = [];
     return Promise.resolve({
@@ -86,6 +94,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
           prefix,
           history,
           onError: (error) => errors.push(error),
+          ...(keepIntervalMs === undefined ? {} : { keepIntervalMs }),
         });
         const node = { broker, history };
         opened.push(node);
@@ -101,6 +110,55 @@ describe.skipIf(withoutRedis())('Redis', () => {
   }
 
   brokerContract({ name: 'Redis', cluster: () => redisCluster(() => redis) });
+
+  describe('RedisBroker keeping rooms', () => {
+    let prefix = '';
+    const cluster = useCluster({
+      name: 'Redis',
+      cluster: async () => {
+        const c = await redisCluster(() => redis, 20);
+        prefix = c.prefix;
+        return c;
+      },
+    });
+
+    it('keeps the epoch of a room with members here while nobody writes there, and only then', async () => {
+      const c = await cluster();
+      const a = await c.node();
+      const quiet = { key: 'quiet', name: 'quiet' };
+      const busy = { key: 'busy', name: 'busy' };
+      await a.broker.subscribe(quiet);
+      await a.broker.subscribe(busy);
+      await say(a, busy, 'bob', 'one');
+      const epochOf = (room: string) => `${prefix}h:{r${roomTag(room)}}:epoch`;
+      const admin = new Redis(redis.url, { protocol: 2 });
+      try {
+        // Asked about on subscribing, the quiet room's epoch expires unless kept.
+        const ttl = await admin.ttl(epochOf('quiet'));
+        expect(ttl).toBeGreaterThan(0);
+        expect(ttl).toBeLessThanOrEqual(EMPTY_EPOCH_TTL_S);
+        await admin.expire(epochOf('quiet'), 5);
+        await eventually(async () => {
+          expect(await admin.ttl(epochOf('quiet'))).toBeGreaterThan(5);
+        });
+        // A room written to keeps its epoch for good: keeping it gives it no expiry.
+        expect(await admin.ttl(epochOf('busy'))).toBe(-1);
+        // Once this node has nobody in it, the quiet room is left to expire.
+        await a.broker.unsubscribe('quiet');
+        await admin.expire(epochOf('quiet'), 5);
+        await new Promise((r) => setTimeout(r, 200));
+        const left = await admin.ttl(epochOf('quiet'));
+        expect(left).toBeGreaterThan(0);
+        expect(left).toBeLessThanOrEqual(5);
+        expect(await admin.ttl(epochOf('busy'))).toBe(-1);
+        // Asking about the room (a join, anywhere) gives it its whole life again.
+        await a.history.room('quiet');
+        expect(await admin.ttl(epochOf('quiet'))).toBeGreaterThan(5);
+      } finally {
+        admin.disconnect();
+      }
+    });
+  });
 
   describe('RedisBroker', () => {
     let prefix = '';

@@ -1,13 +1,18 @@
 /**
- * A cluster node's memory under rooms made and abandoned: every room a node's
- * members join is subscribed on Redis and dropped when they leave, and a node
- * that runs for months sees a great many. Each SUBSCRIBE used to race a
- * promise renewed only when the subscriber connection reconnects, adding a
- * reaction to it that held the room's whole broker state (about a kilobyte)
- * until a reconnect that may never come. The node runs as its own process and
- * its heap is read after garbage collection through the inspector.
+ * A cluster node's memory, and Redis's, under rooms made and abandoned: every
+ * room a node's members join is subscribed on Redis and dropped when they
+ * leave, and a node that runs for months sees a great many. Each SUBSCRIBE
+ * used to race a promise renewed only when the subscriber connection
+ * reconnects, adding a reaction to it that held the room's whole broker state
+ * (about a kilobyte) until a reconnect that may never come. The node runs as
+ * its own process and its heap is read after garbage collection through the
+ * inspector. In Redis, each room a join made kept its history epoch for a
+ * week: a join and a part are two requests, so one address's connections
+ * could leave some 20 GB a day at the default flood limits.
  */
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EMPTY_EPOCH_TTL_S } from '../../src/store/redis-history.js';
 import { Inspector, inspectorUrl } from '../helpers/inspector.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
@@ -32,6 +37,7 @@ const BYTES_PER_ROOM = 700;
 let redis: RedisServer;
 let node: SpawnedServer;
 let inspector: Inspector;
+let admin: Redis;
 const clients: RawClient[] = [];
 
 beforeAll(async () => {
@@ -45,6 +51,7 @@ beforeAll(async () => {
   const url = inspectorUrl(node.output());
   if (url === undefined) throw new Error(`no inspector address in:\n${node.output()}`);
   inspector = await Inspector.connect(url);
+  admin = new Redis(redis.url, { maxRetriesPerRequest: 1 });
   for (let i = 0; i < CLIENTS; i++) {
     const client = await RawClient.open(node.port);
     clients.push(client);
@@ -57,6 +64,7 @@ afterAll(async () => {
   for (const client of clients) client.close();
   // First: a process with a debugger attached waits for it to go before it exits.
   inspector?.close();
+  admin?.disconnect();
   await node?.stop();
   await redis?.stop();
 });
@@ -78,15 +86,33 @@ async function walk(from: number, to: number): Promise<void> {
   );
 }
 
+/** Keys in Redis that never expire. */
+async function lasting(): Promise<number> {
+  let n = 0;
+  for (const key of await admin.keys('*')) if ((await admin.pttl(key)) === -1) n++;
+  return n;
+}
+
 describe.skipIf(skip)('a cluster node whose members make and leave rooms', () => {
-  it('keeps no broker state of the rooms that are gone', async () => {
+  it('keeps no broker state of the rooms that are gone, nor anything for good in Redis', async () => {
     await walk(0, WARM_ROOMS);
     const before = await inspector.heapAfterGc();
+    const keysBefore = await lasting();
     await walk(WARM_ROOMS, WARM_ROOMS + ROOMS);
     const after = await inspector.heapAfterGc();
     const perRoom = (after - before) / ROOMS;
     expect(perRoom, `${after - before} bytes more after ${ROOMS} rooms`).toBeLessThan(
       BYTES_PER_ROOM,
     );
+    // Nobody wrote in these rooms: all they left in Redis (their epochs) expires soon.
+    const keysAfter = await lasting();
+    expect(keysAfter - keysBefore, 'more keys in Redis without expiry').toBeLessThan(ROOMS / 100);
+    const ttls: number[] = [];
+    for (const key of await admin.keys('*:epoch')) {
+      const ttl = await admin.pttl(key);
+      if (ttl !== -1) ttls.push(ttl);
+    }
+    expect(ttls.length).toBeGreaterThan(ROOMS / 2);
+    expect(Math.max(...ttls)).toBeLessThanOrEqual(EMPTY_EPOCH_TTL_S * 1000);
   }, 50_000);
 });
