@@ -16,16 +16,18 @@ export class TransportStats {
   constructor(readonly transport: string) {}
 
   /**
-   * Counts one message for a client with `queued` bytes already waiting, and
-   * says whether adding `size` more would pass `cap` (a slow consumer). A queue holds at
-   * most `cap`, or one message larger than it.
+   * Counts one message for a client with `queued` bytes waiting, `backlog` of them left
+   * unsent by the socket (the rest is this turn's batch), and says whether adding `size`
+   * more would pass `cap` (a slow consumer).
    */
-  overflows(queued: number, size: number, cap: number): boolean {
+  overflows(backlog: number, queued: number, size: number, cap: number): boolean {
     this.messagesOut++;
     if (queued > this.queueHighWater) this.queueHighWater = queued;
-    // With nothing queued, one message fits whatever its size: a chat within --max-message
-    // can encode past a small cap (24 KB of escaped controls), and cutting off every reader
-    // for it would let one sender empty the room.
-    return queued > 0 && queued + size > cap;
+    // A client whose system took everything so far is keeping up, whatever this turn
+    // brings: a chat within --max-message can encode past a small cap (24 KB of escaped
+    // controls), and cutting off every reader for it, or for it and a chat before it in
+    // the same turn, would let one sender empty the room. What one turn adds is bounded by
+    // the batch, which is written once full.
+    return backlog > 0 && queued + size > cap;
   }
 }

@@ -425,7 +425,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
     const bytes = this.encode(delivery);
     if (bytes === undefined) return;
     const queued = this.queued;
-    if (this.stats.overflows(queued, bytes.length, this.limits.maxQueue)) {
+    if (this.stats.overflows(this.backlog, queued, bytes.length, this.limits.maxQueue)) {
       this.cutOff(queued);
       return;
     }

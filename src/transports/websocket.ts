@@ -123,7 +123,7 @@ export class WsConnection implements Peer, Backlogged {
     const bytes = this.encoder.bytes(delivery, session?.caps ?? NO_CAPS);
     if (bytes === undefined) return;
     const queued = this.ws.bufferedAmount;
-    if (this.stats.overflows(queued, bytes.length, this.limits.maxQueue)) {
+    if (this.stats.overflows(queued, queued, bytes.length, this.limits.maxQueue)) {
       this.cutOff(queued);
       return;
     }

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfabServer } from '../../src/server.js';
-import { join, type RawClient } from '../helpers/raw-client.js';
+import { join, pyDumps, type RawClient } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
 
 let server: ConfabServer;
@@ -45,5 +45,21 @@ describe('one message larger than --max-queue', () => {
     await carl.expect('40');
     expect(ann.isClosed).toBe(false);
     expect(carl.isClosed).toBe(false);
+  }, 20_000);
+
+  it('does not cut off the members who read it when a short chat comes just before it', async () => {
+    const dan = await member('dan', { caps: ['errors'] });
+    const fay = await member('fay', { caps: ['errors'] });
+    dan.drain();
+    // One write, so both chats are read in one turn: the short one is in dan's batch
+    // (something queued) when the long one reaches him.
+    fay.write(pyDumps({ cmd: '7', msg: 'hi' }) + pyDumps({ cmd: '7', msg: '\u0001'.repeat(4096) }));
+    fay.sendPy({ cmd: '4' });
+    await fay.expect('40');
+    expect(await dan.expect('70')).toMatchObject({ msg: 'hi' });
+    expect(await dan.expect('70')).toMatchObject({ msg: '\u0001'.repeat(4096) });
+    dan.sendPy({ cmd: '4' });
+    await dan.expect('40');
+    expect(dan.isClosed).toBe(false);
   }, 20_000);
 });
