@@ -89,7 +89,11 @@ function nextTurn(): Promise<void> {
 
 /** Why `since` cannot be recovered from, or undefined when every message after it is stored. */
 function notRecovered(room: RoomHistory, since: Position): NotRecovered | undefined {
-  if (since.epoch !== room.epoch) return 'epoch';
+  // A client that had seen nothing of the room, which holds nothing now, misses nothing it
+  // could be given: on a cluster a room nobody wrote to gets a new epoch once it has been
+  // empty for a while, and a member coming back to it is not told of a
+  // loss. The one loss this hides is of chats it never saw, in a Redis restarted empty.
+  if (since.epoch !== room.epoch) return since.id === 0 && room.top === 0 ? undefined : 'epoch';
   if (since.id > room.top) return 'ahead';
   const from = replayFrom(room, since);
   // A quiet room whose messages all aged out still has nothing missing.
