@@ -14,6 +14,15 @@ export interface SpawnedServer {
 
 const START_TIMEOUT_MS = 15_000;
 
+/** Waits (at most 10 s) until `read()` (a server's `output`, say) contains `text`. */
+export async function waitFor(read: () => string, text: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (read().includes(text)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`never saw "${text}" in:\n${read()}`);
+}
+
 /** Runs `confab serve` as a user would, on a free port, and waits until it listens. */
 export async function spawnServer(
   args: string[] = [],

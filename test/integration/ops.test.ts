@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import { CLI, freePort, outputOf, ROOT } from '../helpers/servers.js';
-import { spawnServer } from '../helpers/spawn-server.js';
+import { spawnServer, waitFor } from '../helpers/spawn-server.js';
 import { makeCertificate } from '../helpers/tls-cert.js';
 
 const run = promisify(execFile);
@@ -60,15 +60,6 @@ function canConnect(port: number): Promise<boolean> {
     });
     s.once('error', () => resolve(false));
   });
-}
-
-/** Waits (at most 10 s) until `read()` contains `text`. */
-async function waitFor(read: () => string, text: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (read().includes(text)) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`never saw "${text}" in:\n${read()}`);
 }
 
 function hold(port = 0): Promise<net.Server> {

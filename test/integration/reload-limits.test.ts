@@ -3,22 +3,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
-import { spawnServer } from '../helpers/spawn-server.js';
+import { spawnServer, waitFor } from '../helpers/spawn-server.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'confab-reload-limits-'));
 
 afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** Waits (at most 10 s) until `read()` contains `text`. */
-async function waitFor(read: () => string, text: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (read().includes(text)) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`never saw "${text}" in:\n${read()}`);
-}
 
 describe('SIGHUP lowering the flood limit', () => {
   it('does not disconnect a connected client that paces itself to the limits it was told', async () => {
