@@ -226,6 +226,12 @@ export class BanList {
     this.bans = bans.map((ban) => ({ ban, matcher: parseMask(ban.mask) }));
   }
 
+  /** Whether a ban on `mask` would be one more in force, not replace one (any spelling of it). */
+  adds(mask: string, now: number): boolean {
+    const key = parseMask(mask).key;
+    return !this.bans.some((b) => b.matcher.key === key && live(b.ban, now));
+  }
+
   /** Adds (or replaces the ban on the same mask) and saves. */
   add(ban: Ban, now: number): void {
     const matcher = parseMask(ban.mask);

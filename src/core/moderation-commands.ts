@@ -235,10 +235,7 @@ export const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
  * bans racing on several nodes may pass the cap by as many.
  */
 function listFull(ctx: ChatContext, mask: string, now: number): boolean {
-  const bans = ctx.bans.list(now);
-  if (bans.length < MAX_BANS) return false;
-  const key = parseMask(mask).key;
-  return !bans.some((b) => parseMask(b.mask).key === key);
+  return ctx.bans.list(now).length >= MAX_BANS && ctx.bans.adds(mask, now);
 }
 
 /**
