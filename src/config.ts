@@ -7,6 +7,7 @@
 import path from 'node:path';
 import type { DeclaredRoom } from './core/rooms.js';
 import { DEFAULT_MEMORY_HISTORY_BYTES } from './store/memory-history.js';
+import { DEFAULT_MAX_REDIS_ROOMS } from './store/redis-history.js';
 
 type Kind = 'string' | 'integer' | 'boolean' | 'file';
 
@@ -329,6 +330,16 @@ export const SERVE_OPTIONS = {
     description:
       "with --history memory: bytes all rooms' messages may take together (each room holding any counted too); past it, the rooms written to least recently lose their oldest messages first",
     arg: 'BYTES',
+  },
+  'history-max-rooms': {
+    kind: 'integer',
+    default: DEFAULT_MAX_REDIS_ROOMS,
+    min: 0,
+    max: 100_000_000,
+    off: 0,
+    description:
+      'with --redis: rooms whose messages each Redis instance keeps ("off" for no limit); past it, the rooms written to least recently lose all their messages',
+    arg: 'N',
   },
   'history-on-join': {
     kind: 'integer',

@@ -298,6 +298,7 @@ class ClusterNode implements Cluster, ClusterView {
             maxMessages: config.historyMaxMessages,
             maxAgeMs: config.historyMaxAge * 1000,
           },
+          maxRooms: config.historyMaxRooms,
           onError: onErrorOf(i),
         }),
     );

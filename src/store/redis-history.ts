@@ -44,6 +44,13 @@ export interface RedisHistoryOptions extends HistoryStoreOptions {
    * order on every node. Off by default.
    */
   readonly publish?: boolean;
+  /**
+   * Rooms whose messages are kept (0: no limit). Past it, the prune (each interval, by
+   * one node of those sharing the Redis) takes every message of the rooms written to
+   * least recently, which then are forgotten as rooms that lost their messages by age
+   * are. Default DEFAULT_MAX_REDIS_ROOMS.
+   */
+  readonly maxRooms?: number;
 }
 
 export const DEFAULT_REDIS_PREFIX = 'confab:';
@@ -92,14 +99,35 @@ export const EMPTY_EPOCH_TTL_S = 120;
 /** How often a node keeps the epochs of the rooms it has members in: a quarter of their life. */
 export const KEEP_INTERVAL_MS = (EMPTY_EPOCH_TTL_S * 1000) / 4;
 
-/** Epoch keys kept by one script call. */
+/** Rooms kept by one script call. */
 const KEEP_BATCH = 500;
 
-/** KEYS: epoch keys. ARGV: seconds. Lengthens the life of those that expire (never written). */
-const KEEP_LUA = `
-for _, key in ipairs(KEYS) do
-  if redis.call('TTL', key) > 0 then redis.call('EXPIRE', key, ARGV[1]) end
+/**
+ * The default of RedisHistoryOptions.maxRooms: as many rooms of one short chat each take
+ * some 47 MB of Redis, a stream taking 4 KB from its first entry (Redis preallocates
+ * `stream-node-max-bytes`). What busy rooms hold beyond that is bounded by the count cap.
+ */
+export const DEFAULT_MAX_REDIS_ROOMS = 10_000;
+
+/**
+ * Renews the life of those of a room's keys that expire (a room never written to, or one
+ * that lost all its messages and is being forgotten): its top, epoch, floor and base,
+ * which get one expiry together and must keep it, since a top gone with its epoch left
+ * would give the room's ids out again under that epoch.
+ */
+const RENEW_LUA = `
+local function renew(ttl, top, epoch, floor, base)
+  if redis.call('PTTL', epoch) > 0 or redis.call('PTTL', top) > 0 then
+    for _, key in ipairs({top, epoch, floor, base}) do
+      if redis.call('PTTL', key) > 0 then redis.call('EXPIRE', key, ttl) end
+    end
+  end
 end
+`;
+
+/** KEYS: per room its top, epoch, floor and base. ARGV: seconds. Rooms written to are left alone. */
+const KEEP_LUA = `${RENEW_LUA}
+for i = 1, #KEYS, 4 do renew(ARGV[1], KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3]) end
 return 0
 `;
 
@@ -125,7 +153,8 @@ const MAX_BATCH = 64;
 const MAX_BATCH_TEXT = 64 * 1024;
 
 // Per room, under one hash tag (so a Cluster would keep them in one slot, as scripts need):
-//   top    the highest id ever assigned; never decremented, never expires
+//   top    the highest id ever assigned; never decremented; expires only with the epoch,
+//          floor and base, once the room has no messages left (PRUNE_LUA: forgotten)
 //   epoch  the room's epoch, created with SET NX when first needed
 //   msgs   the stream: one entry per append script call, entry id `<first id>-0`, fields
 //          b: the call's new messages as `[at,from,msg,origin],...` (what the script
@@ -140,6 +169,9 @@ const MAX_BATCH_TEXT = 64 * 1024;
 //          never lowered
 //   cidz   sorted set: `<byte length of from>:<from><cid>`, scored by its message's id
 //   base   the top when the epoch was rotated after a roll-back (absent: 0)
+// And for all rooms, `h:written`: a sorted set of the tags of the rooms holding messages,
+// scored by Redis's time (ms) of each one's last append call; age retention goes through
+// it, and maxRooms takes the messages of its lowest.
 //
 // One entry per call, not per message: Redis's work per chat is then a few string
 // operations in Lua, not an INCR and an XADD (about 7 µs per chat in W-pipe before).
@@ -282,11 +314,12 @@ end
 if count > 0 then
   local top = before + count
   -- Before the top: once raised, a later failure of this call would leave the room out of
-  -- age retention for good, with an epoch that expires. SADD first, as out of memory Redis
+  -- retention for good, with keys that may expire. ZADD first, as out of memory Redis
   -- refuses it as a script's first write (but not PERSIST, nor anything after either).
-  if before == 0 then
-    redis.call('SADD', rooms, ARGV[3])
-    redis.call('PERSIST', epoch_key)
+  local now = redis.call('TIME')
+  if redis.call('ZADD', rooms, int(now[1] * 1000 + math.floor(now[2] / 1000)), ARGV[3]) == 1 then
+    -- New to the rooms written, or being forgotten: kept for good from now on.
+    for _, key in ipairs({epoch_key, top_key, floor_key, KEYS[7]}) do redis.call('PERSIST', key) end
   end
   -- The top first: should a later write fail, its ids are skipped, never given out twice.
   redis.call('SET', top_key, int(top))
@@ -321,19 +354,22 @@ return out
  * KEYS: top, epoch, msgs, floor, base. ARGV: epoch candidate, TTL for the epoch of a room
  * never written, seen epoch, seen top. Returns {epoch, top, oldest, base}.
  */
-const ROOM_LUA = `${ROTATE_LUA}
+const ROOM_LUA = `${ROTATE_LUA}${RENEW_LUA}
 local top = tonumber(redis.call('GET', KEYS[1]) or '0')
 local epoch = current_epoch(KEYS[1], KEYS[2], KEYS[5], ARGV[3], tonumber(ARGV[4]))
 if not epoch then
   epoch = ARGV[1]
+  -- A new epoch lives no longer than the top it numbers on from, should that expire.
+  local left = redis.call('PTTL', KEYS[1])
   if top == 0 then
     redis.call('SET', KEYS[2], epoch, 'EX', ARGV[2])
+  elseif left > 0 then
+    redis.call('SET', KEYS[2], epoch, 'PX', left)
   else
     redis.call('SET', KEYS[2], epoch)
   end
-elseif redis.call('TTL', KEYS[2]) > 0 then
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
 end
+renew(ARGV[2], KEYS[1], KEYS[2], KEYS[4], KEYS[5])
 local oldest = top + 1
 local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
 if first then
@@ -380,54 +416,66 @@ return {lo, oldest_first, all}
 `;
 
 /**
- * KEYS: msgs, cidz, floor. ARGV: cutoff. Hides the oldest messages while they are older
- * than the cutoff (stopping at the first young enough, so stored ids stay consecutive even
- * if the clock once stepped back) by raising the floor to that one, drops the entries
- * wholly below it and the cids below it. It looks from the floor up: a young message below
- * it must not keep the older ones after it.
+ * KEYS: msgs, cidz, floor, top, epoch, base, rooms. ARGV: cutoff ('' for none: every
+ * message goes), seconds, room tag, and the room's score in rooms ('' for any). Hides the
+ * oldest messages while they are older than the cutoff (stopping at the first young
+ * enough, so stored ids stay consecutive even if the clock once stepped back) by raising
+ * the floor to that one, drops the entries wholly below it and the cids below it. It looks
+ * from the floor up: a young message below it must not keep the older ones after it.
+ * A room left with no message is forgotten: out of rooms, its stream and cids gone, and its
+ * top and epoch expiring unless it is written to, asked about or kept before (a member
+ * coming back later finds a new epoch). With a score, only if the room was not written to
+ * since it had that score. Exported for the tests.
  */
-const PRUNE_LUA = `${STREAM_LUA}
-local msgs, cidz, cutoff = KEYS[1], KEYS[2], tonumber(ARGV[1])
-local floor = tonumber(redis.call('GET', KEYS[3]) or '1')
-local start = '-'
-local holder = holding(msgs, floor)
-if holder then start = holder[1] end
+export const PRUNE_LUA = `${STREAM_LUA}
+local msgs, cidz = KEYS[1], KEYS[2]
+if ARGV[4] ~= '' and redis.call('ZSCORE', KEYS[7], ARGV[3]) ~= ARGV[4] then return 0 end
 local keep, keep_entry
-repeat
-  local batch = redis.call('XRANGE', msgs, start, '+', 'COUNT', 100)
-  for _, e in ipairs(batch) do
-    local id, f = tonumber(string.match(e[1], '^%d+')), e[2]
-    if f[1] == 'b' then
-      for i, chat in ipairs(cjson.decode('[' .. f[2] .. ']')) do
-        local at = chat[1]
-        if id + i - 1 >= floor and type(at) == 'number' and at >= cutoff then
-          keep = id + i - 1
-          break
+if ARGV[1] ~= '' then
+  local cutoff = tonumber(ARGV[1])
+  local floor = tonumber(redis.call('GET', KEYS[3]) or '1')
+  local start = '-'
+  local holder = holding(msgs, floor)
+  if holder then start = holder[1] end
+  repeat
+    local batch = redis.call('XRANGE', msgs, start, '+', 'COUNT', 100)
+    for _, e in ipairs(batch) do
+      local id, f = tonumber(string.match(e[1], '^%d+')), e[2]
+      if f[1] == 'b' then
+        for i, chat in ipairs(cjson.decode('[' .. f[2] .. ']')) do
+          local at = chat[1]
+          if id + i - 1 >= floor and type(at) == 'number' and at >= cutoff then
+            keep = id + i - 1
+            break
+          end
         end
+      elseif id >= floor and (tonumber(f[2]) or cutoff - 1) >= cutoff then
+        keep = id
       end
-    elseif id >= floor and (tonumber(f[2]) or cutoff - 1) >= cutoff then
-      keep = id
+      if keep then
+        keep_entry = e[1]
+        break
+      end
     end
-    if keep then
-      keep_entry = e[1]
-      break
-    end
+    if keep or #batch < 100 then break end
+    start = '(' .. batch[#batch][1]
+  until false
+  if keep then
+    -- XTRIM first: out of memory, Redis refuses a script's first write that may grow memory
+    -- (SET may, XTRIM may not) but none after it, and pruning is what frees memory then.
+    redis.call('XTRIM', msgs, 'MINID', keep_entry)
+    if keep > floor then redis.call('SET', KEYS[3], int(keep)) end
+    redis.call('ZREMRANGEBYSCORE', cidz, '-inf', '(' .. int(keep))
+    return 0
   end
-  if keep or #batch < 100 then break end
-  start = '(' .. batch[#batch][1]
-until false
-if keep then
-  -- XTRIM first: out of memory, Redis refuses a script's first write that may grow memory
-  -- (SET may, XTRIM may not) but none after it, and pruning is what frees memory then.
-  redis.call('XTRIM', msgs, 'MINID', keep_entry)
-  if keep > floor then redis.call('SET', KEYS[3], int(keep)) end
-  redis.call('ZREMRANGEBYSCORE', cidz, '-inf', '(' .. int(keep))
-else
-  redis.call('XTRIM', msgs, 'MAXLEN', 0)
-  redis.call('DEL', cidz)
 end
+redis.call('DEL', msgs, cidz)
+redis.call('ZREM', KEYS[7], ARGV[3])
+for _, key in ipairs({KEYS[4], KEYS[5], KEYS[3], KEYS[6]}) do redis.call('EXPIRE', key, ARGV[2]) end
 return 0
 `;
+
+type PruneRooms = (rooms: { tag: string; score: string }[], age: string) => Promise<void>;
 
 interface Scripts {
   confabHistoryRoom(...args: (string | number)[]): Promise<unknown>;
@@ -597,11 +645,16 @@ export class RedisHistoryStore implements HistoryStore {
   private readonly prefix: string;
   private readonly publish: boolean;
   private readonly retention: Retention;
+  private readonly maxRooms: number;
   private readonly newId: (() => string) | undefined;
   /** The random part of this store's epoch candidates (see epochCandidate). */
   private readonly candidates = randomBytes(12).toString('base64url');
   private candidateCount = 0;
   private readonly timer: NodeJS.Timeout | undefined;
+  private readonly onError: ((error: Error) => void) | undefined;
+  /** A check of maxRooms is running (`checkRooms`), and another was asked for meanwhile. */
+  private checking = false;
+  private checkAgain = false;
   /** Operations not yet settled, so close() sends its QUIT after them. */
   private readonly inflight = new Set<Promise<unknown>>();
   /** Per room, the highest id this node has seen and its epoch (see `seen`). */
@@ -617,7 +670,12 @@ export class RedisHistoryStore implements HistoryStore {
   constructor(options: RedisHistoryOptions) {
     checkRetention(options.retention);
     this.retention = options.retention;
+    this.maxRooms = options.maxRooms ?? DEFAULT_MAX_REDIS_ROOMS;
+    if (!(Number.isInteger(this.maxRooms) && this.maxRooms >= 0)) {
+      throw new RangeError(`maxRooms must be a whole number, 0 or more, not ${this.maxRooms}`);
+    }
     this.newId = options.newId;
+    this.onError = options.onError;
     this.prefix = options.prefix ?? DEFAULT_REDIS_PREFIX;
     this.publish = options.publish ?? false;
     this.owned = typeof options.redis === 'string';
@@ -629,12 +687,12 @@ export class RedisHistoryStore implements HistoryStore {
     }
     this.redis.defineCommand('confabHistoryRoom', { lua: ROOM_LUA, numberOfKeys: 5 });
     this.redis.defineCommand('confabHistoryRead', { lua: READ_LUA, numberOfKeys: 3 });
-    this.redis.defineCommand('confabHistoryPrune', { lua: PRUNE_LUA, numberOfKeys: 3 });
+    this.redis.defineCommand('confabHistoryPrune', { lua: PRUNE_LUA, numberOfKeys: 7 });
     this.redis.defineCommand('confabHistoryKeep', { lua: KEEP_LUA });
     this.scripts = this.redis as unknown as Scripts;
 
     const interval = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
-    if (interval > 0 && this.retention.maxAgeMs > 0) {
+    if (interval > 0 && (this.retention.maxAgeMs > 0 || this.maxRooms > 0)) {
       const now = options.now ?? Date.now;
       const onError = options.onError;
       this.timer = setInterval(() => {
@@ -718,7 +776,7 @@ export class RedisHistoryStore implements HistoryStore {
       keys.epoch,
       keys.msgs,
       keys.cidz,
-      this.roomsKey(),
+      this.writtenKey(),
       keys.floor,
       keys.base,
       this.epochCandidate(room),
@@ -804,6 +862,8 @@ export class RedisHistoryStore implements HistoryStore {
           }
         }
         if (next > 1) this.seen(room, epoch, next - 1);
+        // A room new to Redis: one more holding messages.
+        if (r[1] === 0 && next > 1 && this.maxRooms > 0) this.checkRooms();
       },
       (error: unknown) => {
         const e = error instanceof Error ? error : new Error(String(error));
@@ -854,12 +914,16 @@ export class RedisHistoryStore implements HistoryStore {
   }
 
   /**
-   * Keeps the epochs of these rooms, which this node has members in, from expiring while
-   * nobody writes to them (EMPTY_EPOCH_TTL_S); rooms written to are left as they are.
+   * Keeps these rooms, which this node has members in, from expiring while nobody writes to
+   * them (EMPTY_EPOCH_TTL_S): rooms never written to, and rooms being forgotten; rooms
+   * written to are left as they are.
    */
   async keep(rooms: readonly string[]): Promise<void> {
     for (let i = 0; i < rooms.length && !this.closed; i += KEEP_BATCH) {
-      const keys = rooms.slice(i, i + KEEP_BATCH).map((room) => this.keys(room).epoch);
+      const keys = rooms.slice(i, i + KEEP_BATCH).flatMap((room) => {
+        const k = this.keys(room);
+        return [k.top, k.epoch, k.floor, k.base];
+      });
       await this.track(this.scripts.confabHistoryKeep(keys.length, ...keys, EMPTY_EPOCH_TTL_S));
     }
   }
@@ -961,8 +1025,9 @@ export class RedisHistoryStore implements HistoryStore {
     this.highest.set(room, { epoch, top: id });
   }
 
-  private roomsKey(): string {
-    return `${this.prefix}h:rooms`;
+  /** Sorted set: the tag of every room holding messages, scored by Redis's time (ms) of its last append. */
+  private writtenKey(): string {
+    return `${this.prefix}h:written`;
   }
 
   /**
@@ -991,8 +1056,7 @@ export class RedisHistoryStore implements HistoryStore {
 
   private pruneAll(now: number): Promise<void> {
     const cutoff = ageCutoff(now, this.retention);
-    if (cutoff === Number.NEGATIVE_INFINITY) return Promise.resolve();
-    return this.exclusive(() => this.pruneRooms(cutoff));
+    return this.exclusive(() => this.pruneRooms(cutoff, now));
   }
 
   /** Runs a prune after any in progress, and makes reads wait for it from this moment on. */
@@ -1008,30 +1072,121 @@ export class RedisHistoryStore implements HistoryStore {
     return run;
   }
 
-  private async pruneRooms(cutoff: number): Promise<void> {
-    const rooms = this.roomsKey();
-    let cursor = '0';
-    // A room that cannot be pruned holds back no other room; the first such error is
-    // reported once all were tried.
-    let failed: { error: unknown } | undefined;
-    // SSCAN returns every member present throughout the scan; each step is bounded.
-    do {
-      const [next, tags] = await this.redis.sscan(rooms, cursor, 'COUNT', PRUNE_SCAN_COUNT);
-      cursor = next;
+  /**
+   * Prunes rooms (tags, and with a score only if not written to since): by age with a
+   * cutoff, or of every message with ''. Each room's failure goes to `failed`.
+   */
+  private pruner(failed: (error: unknown) => void): PruneRooms {
+    return async (rooms, age) => {
       const results = await Promise.allSettled(
-        tags.map((tag) => {
+        rooms.map(({ tag, score }) => {
           const base = `${this.prefix}h:{r${tag}}:`;
           return this.scripts.confabHistoryPrune(
             `${base}msgs`,
             `${base}cidz`,
             `${base}floor`,
-            String(cutoff),
+            `${base}top`,
+            `${base}epoch`,
+            `${base}base`,
+            this.writtenKey(),
+            age,
+            EMPTY_EPOCH_TTL_S,
+            tag,
+            score,
           );
         }),
       );
-      for (const r of results) if (r.status === 'rejected') failed ??= { error: r.reason };
-    } while (cursor !== '0');
+      for (const r of results) if (r.status === 'rejected') failed(r.reason);
+    };
+  }
+
+  private async pruneRooms(cutoff: number, now: number): Promise<void> {
+    // A room that cannot be pruned holds back no other room; the first such error is
+    // reported once all were tried.
+    let failed: { error: unknown } | undefined;
+    const prune = this.pruner((error) => {
+      failed ??= { error };
+    });
+    await this.adoptEarlierRooms(now);
+    if (cutoff !== Number.NEGATIVE_INFINITY) {
+      let cursor = '0';
+      // ZSCAN returns every member present throughout the scan; each step is bounded.
+      do {
+        const [next, pairs] = await this.redis.zscan(
+          this.writtenKey(),
+          cursor,
+          'COUNT',
+          PRUNE_SCAN_COUNT,
+        );
+        cursor = next;
+        const rooms = [];
+        for (let i = 0; i < pairs.length; i += 2) rooms.push({ tag: pairs[i]!, score: '' });
+        await prune(rooms, String(cutoff));
+      } while (cursor !== '0');
+    }
+    await this.capRooms(prune);
     if (failed !== undefined) throw failed.error;
+  }
+
+  /** Rooms past maxRooms, those written to least recently first, lose their messages. */
+  private async capRooms(prune: PruneRooms): Promise<void> {
+    if (this.maxRooms === 0) return;
+    let over = (await this.redis.zcard(this.writtenKey())) - this.maxRooms;
+    // A step at a time; a room written to meanwhile is left for a later check.
+    while (over > 0 && !this.closed) {
+      const step = Math.min(over, PRUNE_SCAN_COUNT);
+      const pairs = await this.redis.zrange(this.writtenKey(), 0, String(step - 1), 'WITHSCORES');
+      const rooms = [];
+      for (let i = 0; i < pairs.length; i += 2) {
+        rooms.push({ tag: pairs[i]!, score: pairs[i + 1]! });
+      }
+      await prune(rooms, '');
+      if (rooms.length < step) break;
+      over -= step;
+    }
+  }
+
+  /**
+   * Checks maxRooms now rather than at the next prune: a client walking through new rooms
+   * adds hundreds a second. One check at a time; appends meanwhile ask for one more after.
+   */
+  private checkRooms(): void {
+    if (this.checking) {
+      this.checkAgain = true;
+      return;
+    }
+    this.checking = true;
+    const run = async () => {
+      do {
+        this.checkAgain = false;
+        await this.exclusive(async () => {
+          let failed: unknown;
+          await this.capRooms(this.pruner((error) => (failed ??= error)));
+          if (failed !== undefined) throw failed;
+        });
+      } while (this.checkAgain && !this.closed);
+    };
+    this.track(run())
+      .catch((error: Error) => this.onError?.(error))
+      .finally(() => {
+        this.checking = false;
+      });
+  }
+
+  /**
+   * Rooms an earlier version recorded as written to (a set, without times) are moved into
+   * the sorted set, as written to now, so that retention goes on reaching them.
+   */
+  private async adoptEarlierRooms(now: number): Promise<void> {
+    const earlier = `${this.prefix}h:rooms`;
+    let cursor = '0';
+    do {
+      const [next, tags] = await this.redis.sscan(earlier, cursor, 'COUNT', PRUNE_SCAN_COUNT);
+      cursor = next;
+      if (tags.length === 0) continue;
+      await this.redis.zadd(this.writtenKey(), 'NX', ...tags.flatMap((tag) => [String(now), tag]));
+      await this.redis.srem(earlier, ...tags);
+    } while (cursor !== '0');
   }
 
   /** The timer's prune: one node per interval does it, the others find the lock taken. */
@@ -1043,7 +1198,7 @@ export class RedisHistoryStore implements HistoryStore {
     return this.track(
       this.exclusive(async () => {
         const taken = await this.redis.set(lock, '1', 'PX', lockMs, 'NX');
-        if (taken !== null) await this.pruneRooms(cutoff);
+        if (taken !== null) await this.pruneRooms(cutoff, now);
       }),
     );
   }

@@ -8,8 +8,10 @@
  * its own process and its heap is read after garbage collection through the
  * inspector. In Redis, each room a join made kept its history epoch for a
  * week: a join and a part are two requests, so one address's connections
- * could leave some 20 GB a day at the default flood limits.
+ * could leave some 20 GB a day at the default flood limits. And each room
+ * written to kept its history for good, 4.7 KB for one short chat.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EMPTY_EPOCH_TTL_S } from '../../src/store/redis-history.js';
@@ -33,18 +35,22 @@ const ROOMS = 2000;
  * 1,500 bytes a room.
  */
 const BYTES_PER_ROOM = 700;
+/** --history-max-rooms of the node. */
+const MAX_ROOMS = 100;
 
 let redis: RedisServer;
 let node: SpawnedServer;
 let inspector: Inspector;
 let admin: Redis;
 const clients: RawClient[] = [];
+/** Walkers that chat in each room: with `history`, so that each chat is acknowledged. */
+const chatters: RawClient[] = [];
 
 beforeAll(async () => {
   if (skip) return;
   redis = await startRedis();
   node = await spawnServer(
-    ['--redis', redis.url, '--rate-limit', '0'],
+    ['--redis', redis.url, '--rate-limit', '0', '--history-max-rooms', String(MAX_ROOMS)],
     { NODE_OPTIONS: '--inspect=127.0.0.1:0' },
     100_000,
   );
@@ -57,11 +63,17 @@ beforeAll(async () => {
     clients.push(client);
     client.sendPy({ cmd: '0', nickname: `walker${i}`, caps: ['errors', 'rooms'] });
     await client.expect('03', 10_000);
+    const chatter = await RawClient.open(node.port);
+    chatters.push(chatter);
+    chatter.sendPy({ cmd: '0', nickname: `chatter${i}`, caps: ['errors', 'rooms', 'history'] });
+    await chatter.expect('03', 10_000);
+    // With `history`, the lobby's join is answered on its own.
+    expect((await chatter.expect('101', 10_000)).room).toBe('lobby');
   }
 }, 30_000);
 
 afterAll(async () => {
-  for (const client of clients) client.close();
+  for (const client of [...clients, ...chatters]) client.close();
   // First: a process with a debugger attached waits for it to go before it exits.
   inspector?.close();
   admin?.disconnect();
@@ -69,15 +81,23 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-/** Each client makes rooms `from`, `from + CLIENTS`, … below `to` one at a time and leaves each. */
-async function walk(from: number, to: number): Promise<void> {
+/**
+ * Each client makes rooms `from`, `from + CLIENTS`, … below `to` one at a time and leaves
+ * each, with a chat in each if `chat`.
+ */
+async function walk(from: number, to: number, chat = false): Promise<void> {
+  const walkers = chat ? chatters : clients;
   await Promise.all(
-    clients.map(async (client, c) => {
+    walkers.map(async (client, c) => {
       for (let i = from + c; i < to; i += CLIENTS) {
         const room = `walk${i}`;
         client.sendPy({ cmd: '100', room });
         const joined = await client.expect('101', 10_000);
         expect(joined.room).toBe(room);
+        if (chat) {
+          client.sendPy({ cmd: '7', room, msg: 'passing through' });
+          await client.expect('71', 10_000);
+        }
         client.sendPy({ cmd: '102', room });
         await client.expect('103', 10_000);
         client.drain();
@@ -114,5 +134,21 @@ describe.skipIf(skip)('a cluster node whose members make and leave rooms', () =>
     }
     expect(ttls.length).toBeGreaterThan(ROOMS / 2);
     expect(Math.max(...ttls)).toBeLessThanOrEqual(EMPTY_EPOCH_TTL_S * 1000);
+  }, 50_000);
+
+  it('keeps the messages of no more than --history-max-rooms rooms in Redis', async () => {
+    const rooms = 1000;
+    await walk(100_000, 100_000 + rooms, true);
+    // Checked as each new room is written, right after its chat: let the last checks end.
+    const holding = async () => (await admin.keys('*:msgs')).length;
+    for (let i = 0; i < 400 && (await holding()) > MAX_ROOMS; i++) await sleep(5);
+    const written = await holding();
+    expect(written).toBe(MAX_ROOMS);
+    // Those that lost theirs are forgotten unless someone comes back within minutes.
+    const tops = await admin.keys('*:top');
+    let lastingTops = 0;
+    for (const key of tops) if ((await admin.pttl(key)) === -1) lastingTops++;
+    expect(lastingTops).toBe(MAX_ROOMS);
+    expect(tops.length).toBeGreaterThan(rooms - 2 * CLIENTS);
   }, 50_000);
 });

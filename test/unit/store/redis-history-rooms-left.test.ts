@@ -1,18 +1,21 @@
 /**
- * What the Redis history store keeps of rooms written to once and then
- * emptied by age retention. A client walks through rooms (JOIN_ROOM, one
- * CHAT, PART, the next name): three requests, so at the default flood limit
- * one address's 128 connections leave a message in some 850 new rooms a
- * second. Age retention removes the messages, but each room's `top` and
- * `epoch` keys, its emptied stream and its place in the set of rooms written
- * to stay in Redis with no expiry: Redis's memory, which the whole cluster
- * shares, grows with every room ever written to and never shrinks. (The
- * memory store forgets such rooms past 100,000 and keeps their names in a
- * bounded filter; SQLite keeps them on disk.)
+ * What the Redis history store keeps of rooms that lost their messages. A client walks
+ * through rooms (JOIN_ROOM, one CHAT, PART, the next name): three requests, so at the
+ * default flood limit one address's 128 connections leave a message in some 850 new
+ * rooms a second. Redis's memory, which the whole cluster shares, must not grow with every
+ * room ever written to: a room whose messages are gone (by age, or taken because more
+ * rooms than `maxRooms` hold messages) is forgotten once no node asks about it or keeps it.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { describe, expect, it } from 'vitest';
-import { RedisHistoryStore } from '../../../src/store/redis-history.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  EMPTY_EPOCH_TTL_S,
+  PRUNE_LUA,
+  type RedisHistoryOptions,
+  RedisHistoryStore,
+  roomTag,
+} from '../../../src/store/redis-history.js';
 import { useRedis, withoutRedis } from '../../helpers/redis.js';
 
 const skip = withoutRedis();
@@ -22,36 +25,193 @@ const ROOMS = 300;
 /** Keys the store may keep in all once retention emptied them (a cache of some rooms). */
 const KEYS_LEFT = ROOMS / 10;
 
-describe.skipIf(skip)('the Redis history store, rooms written once and aged out', () => {
-  const redis = useRedis();
+const draft = (msg: string, at = 0) => ({ at, from: 'eve', msg });
 
-  // Not yet so (docs/cluster.md, "Not done yet"): Redis history has no memory budget.
-  it.fails('keeps nothing without expiry per room once its messages are gone', async () => {
-    const prefix = 'walk:';
+describe.skipIf(skip)('the Redis history store, rooms that lost their messages', () => {
+  const redis = useRedis();
+  let prefixes = 0;
+  const open: { store: RedisHistoryStore; client: Redis }[] = [];
+
+  const setup = (options: Partial<RedisHistoryOptions> = {}) => {
+    const prefix = `left${prefixes++}:`;
     const store = new RedisHistoryStore({
       retention: { maxMessages: 100, maxAgeMs: 1_000 },
       pruneIntervalMs: 0,
       redis: redis.url,
       prefix,
+      ...options,
     });
     const client = new Redis(redis.url);
-    try {
-      const rooms = Array.from({ length: ROOMS }, (_, i) => `walk-${i}`);
-      for (const room of rooms) await store.append(room, { at: 0, from: 'eve', msg: 'x' });
-      await store.prune(10_000);
-      for (const room of rooms.slice(0, 5)) {
-        expect(await store.read(room, { limit: 10 })).toEqual([]);
+    open.push({ store, client });
+    const keysOf = (room: string) => {
+      const base = `${prefix}h:{r${roomTag(room)}}:`;
+      return ['top', 'epoch', 'floor', 'base'].map((k) => base + k);
+    };
+    /** Each of the room's keys that exist: its milliseconds left, -1 for none. */
+    const lives = async (room: string) => {
+      const left: number[] = [];
+      for (const key of keysOf(room)) {
+        const ms = await client.pttl(key);
+        if (ms !== -2) left.push(ms);
       }
-      const keys = await client.keys(`${prefix}*`);
-      let lasting = 0;
-      for (const key of keys) if ((await client.pttl(key)) === -1) lasting++;
-      expect(
-        lasting,
-        `${lasting} keys without expiry (of ${keys.length}) for ${ROOMS} rooms with nothing stored`,
-      ).toBeLessThan(KEYS_LEFT);
-    } finally {
+      return left;
+    };
+    return { store, client, prefix, keysOf, lives };
+  };
+
+  afterEach(async () => {
+    for (const { store, client } of open.splice(0)) {
       client.disconnect();
       await store.close();
     }
+  });
+
+  it('keeps nothing without expiry per room once its messages are gone', async () => {
+    const { store, client, prefix } = setup();
+    const rooms = Array.from({ length: ROOMS }, (_, i) => `walk-${i}`);
+    for (const room of rooms) await store.append(room, draft('x'));
+    await store.prune(10_000);
+    for (const room of rooms.slice(0, 5)) {
+      expect(await store.read(room, { limit: 10 })).toEqual([]);
+    }
+    const keys = await client.keys(`${prefix}*`);
+    let lasting = 0;
+    for (const key of keys) if ((await client.pttl(key)) === -1) lasting++;
+    expect(
+      lasting,
+      `${lasting} keys without expiry (of ${keys.length}) for ${ROOMS} rooms with nothing stored`,
+    ).toBeLessThan(KEYS_LEFT);
+  });
+
+  it('numbers on under its epoch if written to before it is forgotten, and keeps it for good', async () => {
+    const { store, client, prefix, lives } = setup();
+    const first = await store.append('r', draft('one'));
+    await store.append('r', draft('two'));
+    await store.prune(10_000);
+    const left = await lives('r');
+    expect(left.length).toBeGreaterThanOrEqual(2);
+    for (const ms of left) expect(ms).toBeGreaterThan(0);
+    for (const ms of left) expect(ms).toBeLessThanOrEqual(EMPTY_EPOCH_TTL_S * 1000);
+    expect(await client.zcard(`${prefix}h:written`)).toBe(0);
+    expect(await store.room('r')).toMatchObject({ epoch: first.epoch, top: 2, oldest: 3 });
+
+    const next = await store.append('r', draft('three', 10_000));
+    expect(next).toMatchObject({ epoch: first.epoch, message: { id: 3 } });
+    expect(await lives('r')).toEqual(left.map(() => -1));
+    expect(await client.zcard(`${prefix}h:written`)).toBe(1);
+    expect((await store.read('r', { after: 0, limit: 10 })).map((m) => m.msg)).toEqual(['three']);
+  });
+
+  it('starts a forgotten room over with a new epoch', async () => {
+    const { store, client, keysOf, lives } = setup();
+    const first = await store.append('r', draft('one'));
+    await store.prune(10_000);
+    // What Redis does once the keys' time is up, without waiting for it.
+    for (const key of keysOf('r')) await client.pexpire(key, 1);
+    for (let i = 0; i < 200 && (await lives('r')).length > 0; i++) await sleep(5);
+    expect(await lives('r')).toEqual([]);
+    const room = await store.room('r');
+    expect(room).toMatchObject({ top: 0, oldest: 1 });
+    expect(room.epoch).not.toBe(first.epoch);
+    expect(await store.append('r', draft('again', 10_000))).toMatchObject({
+      epoch: room.epoch,
+      message: { id: 1 },
+    });
+  });
+
+  it('lengthens the life of all the keys of a room being forgotten when a node keeps it', async () => {
+    const { store, client, keysOf, lives } = setup();
+    await store.append('gone', draft('one'));
+    await store.append('stays', draft('one', 5_000));
+    await store.prune(5_500);
+    for (const key of keysOf('gone')) await client.pexpire(key, 5_000);
+    await store.keep(['gone', 'stays', 'never']);
+    const left = await lives('gone');
+    expect(left.length).toBeGreaterThanOrEqual(2);
+    for (const ms of left) expect(ms).toBeGreaterThan(5_000);
+    expect(await lives('stays')).toEqual((await lives('stays')).map(() => -1));
+    expect(await lives('never')).toEqual([]);
+    // Asking about it does the same.
+    for (const key of keysOf('gone')) await client.pexpire(key, 5_000);
+    await store.room('gone');
+    for (const ms of await lives('gone')) expect(ms).toBeGreaterThan(5_000);
+  });
+
+  it('takes every message of the rooms written to least recently past maxRooms', async () => {
+    const { store, client, prefix, lives } = setup({
+      retention: { maxMessages: 100, maxAgeMs: 0 },
+      maxRooms: 5,
+    });
+    const written = `${prefix}h:written`;
+    const rooms = Array.from({ length: 8 }, (_, i) => `room${i}`);
+    const epochs = new Map<string, string>();
+    for (const room of rooms) {
+      epochs.set(room, (await store.append(room, draft(`in ${room}`))).epoch);
+      // Redis's clock orders them: a few milliseconds apart.
+      await sleep(3);
+    }
+    const check = async (emptied: string[]) => {
+      for (const room of rooms) {
+        const msgs = (await store.read(room, { after: 0, limit: 10 })).map((m) => m.msg);
+        if (emptied.includes(room)) {
+          expect([room, msgs]).toEqual([room, []]);
+          expect(await store.room(room)).toMatchObject({
+            epoch: epochs.get(room),
+            top: 1,
+            oldest: 2,
+          });
+          for (const ms of await lives(room)) expect(ms).toBeGreaterThan(0);
+        } else {
+          expect(msgs.length, room).toBeGreaterThan(0);
+          for (const ms of await lives(room)) expect(ms).toBe(-1);
+        }
+      }
+    };
+    // Checked as each new room is written, not at the next prune.
+    for (let i = 0; i < 400 && (await client.zcard(written)) > 5; i++) await sleep(5);
+    await check(['room0', 'room1', 'room2']);
+    expect(await client.zcard(written)).toBe(5);
+    // Written to again (kept for good again), and so one room too many until the prune.
+    expect(await store.append('room0', draft('again'))).toMatchObject({
+      epoch: epochs.get('room0'),
+      message: { id: 2 },
+    });
+    expect(await client.zcard(written)).toBe(6);
+    await store.prune(1);
+    await check(['room1', 'room2', 'room3']);
+    expect(await client.zcard(written)).toBe(5);
+  });
+
+  it('leaves a room written to since it was chosen to lose its messages', async () => {
+    const { store, client, prefix } = setup({ maxRooms: 1 });
+    await store.append('r', draft('one'));
+    const base = `${prefix}h:{r${roomTag('r')}}:`;
+    const keys = ['msgs', 'cidz', 'floor', 'top', 'epoch', 'base'].map((k) => base + k);
+    const written = `${prefix}h:written`;
+    const score = await client.zscore(written, roomTag('r'));
+    const evalPrune = (seen: string) =>
+      client.eval(PRUNE_LUA, 7, ...keys, written, '', EMPTY_EPOCH_TTL_S, roomTag('r'), seen);
+    await evalPrune(`${Number(score) - 1}`);
+    expect(await store.read('r', { after: 0, limit: 10 })).toHaveLength(1);
+    await evalPrune(score!);
+    expect(await store.read('r', { after: 0, limit: 10 })).toEqual([]);
+    expect(await client.zscore(written, roomTag('r'))).toBeNull();
+  });
+
+  it('prunes the rooms an earlier version recorded in a set', async () => {
+    const { store, client, prefix, lives } = setup();
+    await store.append('old', draft('one'));
+    await store.append('young', draft('one', 9_500));
+    // As an earlier version left them: a set of tags, without times.
+    for (const room of ['old', 'young']) {
+      await client.zrem(`${prefix}h:written`, roomTag(room));
+      await client.sadd(`${prefix}h:rooms`, roomTag(room));
+    }
+    await store.prune(10_000);
+    expect(await store.read('old', { after: 0, limit: 10 })).toEqual([]);
+    for (const ms of await lives('old')) expect(ms).toBeGreaterThan(0);
+    expect(await store.read('young', { after: 0, limit: 10 })).toHaveLength(1);
+    expect(await client.exists(`${prefix}h:rooms`)).toBe(0);
+    expect(await client.zrange(`${prefix}h:written`, '0', '-1')).toEqual([roomTag('young')]);
   });
 });
