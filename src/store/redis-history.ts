@@ -1149,6 +1149,9 @@ export class RedisHistoryStore implements HistoryStore {
   /**
    * Checks maxRooms now rather than at the next prune: a client walking through new rooms
    * adds hundreds a second. One check at a time; appends meanwhile ask for one more after.
+   * Reads do not wait for it, as they do for a prune (a walk would hold every join up):
+   * it takes whole rooms, written to least recently, and a recovery that finds messages
+   * gone between its pages tells the client of the gap.
    */
   private checkRooms(): void {
     if (this.checking) {
@@ -1159,11 +1162,9 @@ export class RedisHistoryStore implements HistoryStore {
     const run = async () => {
       do {
         this.checkAgain = false;
-        await this.exclusive(async () => {
-          let failed: unknown;
-          await this.capRooms(this.pruner((error) => (failed ??= error)));
-          if (failed !== undefined) throw failed;
-        });
+        let failed: unknown;
+        await this.capRooms(this.pruner((error) => (failed ??= error)));
+        if (failed !== undefined) throw failed;
       } while (this.checkAgain && !this.closed);
     };
     this.track(run())
