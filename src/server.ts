@@ -168,7 +168,6 @@ function openHistory(config: Config): HistoryStore | undefined {
         return new SqliteHistoryStore(path.join(config.dataDir, 'history.db'), {
           retention,
           afterCommit: flushWrites,
-          maxRooms: config.historyMaxRooms,
         });
       } catch (err) {
         throw new StartError(

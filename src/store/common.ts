@@ -15,14 +15,6 @@ export interface HistoryStoreOptions {
 
 export const DEFAULT_PRUNE_INTERVAL_MS = 60_000;
 
-/**
- * Rooms whose messages the SQLite and Redis stores keep, by default: past it, the rooms
- * written to least recently lose theirs. A store bounds its messages by rooms times
- * `maxMessages`, whatever the age limit: a client spreading its chats over ever new rooms
- * would otherwise have all of them kept for that long.
- */
-export const DEFAULT_MAX_ROOMS = 10_000;
-
 export function checkRetention(retention: Retention): void {
   if (!Number.isInteger(retention.maxMessages) || retention.maxMessages < 1) {
     throw new RangeError(

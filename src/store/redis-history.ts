@@ -15,7 +15,6 @@ import {
   checkRetention,
   checkSenders,
   cidName,
-  DEFAULT_MAX_ROOMS,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
   newSeed,
@@ -49,7 +48,7 @@ export interface RedisHistoryOptions extends HistoryStoreOptions {
    * Rooms whose messages are kept (0: no limit). Past it, the prune (each interval, by
    * one node of those sharing the Redis) takes every message of the rooms written to
    * least recently, which then are forgotten as rooms that lost their messages by age
-   * are. Default DEFAULT_MAX_ROOMS.
+   * are. Default DEFAULT_MAX_REDIS_ROOMS.
    */
   readonly maxRooms?: number;
 }
@@ -102,6 +101,13 @@ export const KEEP_INTERVAL_MS = (EMPTY_EPOCH_TTL_S * 1000) / 4;
 
 /** Rooms kept by one script call. */
 const KEEP_BATCH = 500;
+
+/**
+ * The default of RedisHistoryOptions.maxRooms: as many rooms of one short chat each take
+ * some 47 MB of Redis, a stream taking 4 KB from its first entry (Redis preallocates
+ * `stream-node-max-bytes`). What busy rooms hold beyond that is bounded by the count cap.
+ */
+export const DEFAULT_MAX_REDIS_ROOMS = 10_000;
 
 /**
  * Renews the life of those of a room's keys that expire (a room never written to, or one
@@ -664,7 +670,7 @@ export class RedisHistoryStore implements HistoryStore {
   constructor(options: RedisHistoryOptions) {
     checkRetention(options.retention);
     this.retention = options.retention;
-    this.maxRooms = options.maxRooms ?? DEFAULT_MAX_ROOMS;
+    this.maxRooms = options.maxRooms ?? DEFAULT_MAX_REDIS_ROOMS;
     if (!(Number.isInteger(this.maxRooms) && this.maxRooms >= 0)) {
       throw new RangeError(`maxRooms must be a whole number, 0 or more, not ${this.maxRooms}`);
     }

@@ -16,7 +16,6 @@ import {
   checkRetention,
   checkSenders,
   cidName,
-  DEFAULT_MAX_ROOMS,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
   newSeed,
@@ -43,16 +42,6 @@ export interface SqliteHistoryOptions extends HistoryStoreOptions {
   readonly cachedRooms?: number;
   /** WAL size past which the checkpointer restarts the WAL (WAL_BYTES_LIMIT); tests make it small. */
   readonly walBytesLimit?: number;
-  /**
-   * Rooms whose messages are kept (0: no limit). Past it, each prune takes every message of
-   * the rooms written to least recently. Default DEFAULT_MAX_ROOMS.
-   */
-  readonly maxRooms?: number;
-  /**
-   * Rooms kept without messages (their top and epoch) beyond those holding messages, at
-   * most (MAX_EMPTY_ROOMS); past it a prune forgets them all. Tests make it small.
-   */
-  readonly maxEmptyRooms?: number;
 }
 
 export interface SqliteHistoryStats {
@@ -156,17 +145,6 @@ const CHECKPOINT_INTERVAL_MS = 100;
  * life keeps no state for each.
  */
 const CACHED_ROOMS = 10_000;
-
-/**
- * Rooms without messages whose rows are kept (about 50 bytes of the file each) before they
- * are forgotten: every room that ever held a message would otherwise keep one for good.
- */
-const MAX_EMPTY_ROOMS = 100_000;
-
-/** Lets the event loop turn between the transactions of a long prune. */
-function nextTurn(): Promise<void> {
-  return new Promise<void>((resolve) => setImmediate(resolve));
-}
 
 /** Rooms age retention goes through in one transaction before it lets the event loop turn. */
 const PRUNE_ROOMS_PER_TURN = 256;
@@ -280,16 +258,6 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly retention: Retention;
   private readonly seed: string;
   private readonly rooms = new Map<string, RoomState>();
-  /** The rooms holding messages, least recently written first (for maxRooms). */
-  private readonly written = new Map<string, true>();
-  private readonly maxRooms: number;
-  private readonly maxEmptyRooms: number;
-  /**
-   * How many times rooms without messages were forgotten: a room without a row gets the
-   * epoch of this generation, so a forgotten room written to again starts a new one and
-   * its ids are never given out twice under one epoch.
-   */
-  private generation = 0;
   private pending: Pending[] = [];
   /** Cids appended this turn, not yet committed, so a repeat within the turn is caught. */
   private pendingCids = new Map<string, StoredMessage>();
@@ -339,16 +307,6 @@ export class SqliteHistoryStore implements HistoryStore {
     this.afterCommit = options.afterCommit;
     this.batchMessages = options.batchMessages ?? BATCH_MESSAGES;
     this.cachedRooms = options.cachedRooms ?? CACHED_ROOMS;
-    this.maxRooms = options.maxRooms ?? DEFAULT_MAX_ROOMS;
-    this.maxEmptyRooms = options.maxEmptyRooms ?? MAX_EMPTY_ROOMS;
-    for (const [name, n] of [
-      ['maxRooms', this.maxRooms],
-      ['maxEmptyRooms', this.maxEmptyRooms],
-    ] as const) {
-      if (!(Number.isInteger(n) && n >= 0)) {
-        throw new RangeError(`${name} must be a whole number, 0 or more, not ${n}`);
-      }
-    }
     // Large runs delete whole pages at a time; the margin is also what a room may hold
     // beyond its limit until then.
     this.deleteMargin = Math.max(1, Math.floor(this.retention.maxMessages / 2));
@@ -399,16 +357,6 @@ export class SqliteHistoryStore implements HistoryStore {
         | { value: string }
         | undefined;
       this.seed = row!.value;
-      const generation = db.prepare('SELECT value FROM meta WHERE key = ?').get('generation') as
-        | { value: string }
-        | undefined;
-      this.generation = generation === undefined ? 0 : Number(generation.value);
-      // Least recently written first, as the newest message of each room says.
-      const rooms = db
-        .prepare('SELECT room FROM batches GROUP BY room ORDER BY max(newest)')
-        .pluck()
-        .all() as string[];
-      for (const room of rooms) this.written.set(room, true);
       if (inFile) {
         this.checkpointer = this.startCheckpointer(path, options.walBytesLimit ?? WAL_BYTES_LIMIT);
         db.pragma('wal_autocheckpoint = 0');
@@ -482,9 +430,6 @@ export class SqliteHistoryStore implements HistoryStore {
         if (p.duplicate || floors.has(state)) continue;
         const floor = state.top - this.retention.maxMessages;
         floors.set(state, floor);
-        // Once per room and commit: now the most recently written.
-        this.written.delete(p.room);
-        this.written.set(p.room, true);
         if (!state.saved) {
           this.saveRoom.run(p.room, state.epoch, state.top);
           state.saved = true;
@@ -529,7 +474,7 @@ export class SqliteHistoryStore implements HistoryStore {
     });
 
     const interval = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
-    if (interval > 0 && (this.retention.maxAgeMs > 0 || this.maxRooms > 0)) {
+    if (interval > 0 && this.retention.maxAgeMs > 0) {
       const now = options.now ?? Date.now;
       this.timer = setInterval(() => {
         // A prune still under way (many rooms) is not queued behind: the next tick catches up.
@@ -606,7 +551,7 @@ export class SqliteHistoryStore implements HistoryStore {
       checkKey('room', room);
       const state = this.rooms.get(room) ?? this.stored(room);
       if (state === undefined) {
-        return Promise.resolve({ epoch: this.epochOf(room), top: 0, oldest: 1 });
+        return Promise.resolve({ epoch: roomEpoch(this.seed, room), top: 0, oldest: 1 });
       }
       const top = state.committedTop;
       const oldest = Math.max(this.oldestId.get(room)?.oldest ?? top + 1, this.floor(state) + 1);
@@ -730,17 +675,12 @@ export class SqliteHistoryStore implements HistoryStore {
     return Math.max(0, state.committedTop - this.retention.maxMessages);
   }
 
-  /** The epoch of a room that has no row: never written to, or forgotten. */
-  private epochOf(room: string): string {
-    return roomEpoch(this.generation === 0 ? this.seed : `${this.seed}/${this.generation}`, room);
-  }
-
   /** The room's cached state, loaded on its first append. */
   private state(room: string): RoomState {
     let state = this.rooms.get(room);
     if (state === undefined) {
       state = this.stored(room) ?? {
-        epoch: this.epochOf(room),
+        epoch: roomEpoch(this.seed, room),
         top: 0,
         committedTop: 0,
         saved: false,
@@ -807,80 +747,18 @@ export class SqliteHistoryStore implements HistoryStore {
    */
   private async pruneRooms(now: number): Promise<void> {
     const cutoff = ageCutoff(now, this.retention);
+    if (cutoff === Number.NEGATIVE_INFINITY) return;
     let after: string | undefined;
     const failed: { error?: unknown } = {};
-    while (!this.closed && cutoff !== Number.NEGATIVE_INFINITY) {
+    while (!this.closed) {
       const last = this.pruneSome(after, cutoff, failed);
       if (last === null) break;
       after = last;
-      await nextTurn();
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    // The rooms written to least recently past maxRooms lose their messages.
-    while (!this.closed && this.maxRooms > 0 && this.written.size > this.maxRooms) {
-      const rooms: string[] = [];
-      for (const room of this.written.keys()) {
-        if (
-          rooms.length === PRUNE_ROOMS_PER_TURN ||
-          this.written.size - rooms.length <= this.maxRooms
-        )
-          break;
-        rooms.push(room);
-      }
-      this.db.transaction(() => {
-        for (const room of rooms) {
-          try {
-            this.db.transaction(() => this.empty(room))();
-          } catch (error) {
-            if (!('error' in failed)) failed.error = error;
-            // Not tried again in this loop: left to age retention.
-            this.written.delete(room);
-          }
-        }
-      })();
-      await nextTurn();
-    }
-    await this.forgetEmptyRooms();
+    // One room that cannot be pruned (an unreadable row) holds back no other; the caller
+    // hears of it once all are done.
     if ('error' in failed) throw failed.error;
-  }
-
-  /**
-   * Forgets the rooms without messages once more than maxEmptyRooms of them have rows. The
-   * generation goes up first, in its own commit, so that a room whose row is gone gets a new
-   * epoch and numbers from 1 under it; then their rows go, PRUNE_ROOMS_PER_TURN to a
-   * transaction. Rooms with a cached state (written to lately) keep theirs.
-   */
-  private async forgetEmptyRooms(): Promise<void> {
-    const rows = this.db.prepare('SELECT count(*) FROM rooms').pluck().get() as number;
-    if (this.closed || rows - this.written.size <= this.maxEmptyRooms) return;
-    this.generation++;
-    this.db
-      .prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)')
-      .run('generation', String(this.generation));
-    const first = this.db.prepare('SELECT key FROM rooms ORDER BY key LIMIT ?').pluck();
-    const page = this.db
-      .prepare('SELECT key FROM rooms WHERE key > ? ORDER BY key LIMIT ?')
-      .pluck();
-    const holds = this.db.prepare('SELECT 1 FROM batches WHERE room = ? LIMIT 1');
-    const forget = this.db.prepare('DELETE FROM rooms WHERE key = ?');
-    let after: string | undefined;
-    while (!this.closed) {
-      const keys = this.db.transaction(() => {
-        const keys = (
-          after === undefined
-            ? first.all(PRUNE_ROOMS_PER_TURN)
-            : page.all(after, PRUNE_ROOMS_PER_TURN)
-        ) as string[];
-        for (const key of keys) {
-          if (this.rooms.has(key) || this.written.has(key) || holds.get(key) !== undefined)
-            continue;
-          forget.run(key);
-        }
-        return keys;
-      })();
-      if (keys.length < PRUNE_ROOMS_PER_TURN) break;
-      after = keys[keys.length - 1]!;
-      await nextTurn();
-    }
   }
 
   /** Prunes the rooms with stored messages after `after` (all, if undefined); the last one, or null. */
@@ -929,7 +807,8 @@ export class SqliteHistoryStore implements HistoryStore {
     }
     if (young === undefined) {
       // The room's top is its highest stored id: keep it before there is none.
-      this.empty(key);
+      this.saveTop.run(key, key);
+      this.deleteThrough(key, Number.MAX_SAFE_INTEGER);
       return;
     }
     // The batch holding the first young message above the floor is cut there.
@@ -937,14 +816,6 @@ export class SqliteHistoryStore implements HistoryStore {
     const kept = row.first + skip;
     this.deleteThrough(key, Math.max(kept - 1, floor));
     if (skip > 0) this.cutBatch.run(kept, JSON.stringify(entries.slice(skip)), key, row.first);
-  }
-
-  /** Deletes every message of a room, keeping its top in its row. */
-  private empty(room: string): void {
-    // The room's top is its highest stored id: kept before there is none.
-    this.saveTop.run(room, room);
-    this.deleteThrough(room, Number.MAX_SAFE_INTEGER);
-    this.written.delete(room);
   }
 
   /**
