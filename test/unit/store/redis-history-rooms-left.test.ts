@@ -56,7 +56,19 @@ describe.skipIf(skip)('the Redis history store, rooms that lost their messages',
       }
       return left;
     };
-    return { store, client, prefix, keysOf, lives };
+    /** Another node's store on the same keys, which has seen nothing of any room. */
+    const another = () => {
+      const other = new RedisHistoryStore({
+        retention: { maxMessages: 100, maxAgeMs: 1_000 },
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+        ...options,
+      });
+      open.push({ store: other, client: new Redis(redis.url) });
+      return other;
+    };
+    return { store, client, prefix, keysOf, lives, another };
   };
 
   afterEach(async () => {
@@ -135,6 +147,31 @@ describe.skipIf(skip)('the Redis history store, rooms that lost their messages',
     for (const key of keysOf('gone')) await client.pexpire(key, 5_000);
     await store.room('gone');
     for (const ms of await lives('gone')) expect(ms).toBeGreaterThan(5_000);
+  });
+
+  it('keeps the epoch a roll-back check rotates in a room being forgotten no longer than its top', async () => {
+    const { store, client, keysOf, lives, another } = setup();
+    const first = await store.append('r', draft('one'));
+    await store.append('r', draft('two'));
+    await store.prune(10_000);
+    // Redis came back with a lower top than this node saw (a roll-back): the join's script
+    // rotates the epoch, numbering on from the top (the base).
+    store.seen('r', first.epoch, 5);
+    const rotated = await store.room('r');
+    expect(rotated.epoch).not.toBe(first.epoch);
+    expect(rotated).toMatchObject({ top: 2, oldest: 3, base: 2 });
+    // Still a room without messages: every key it has goes at one time.
+    for (const ms of await lives('r')) expect(ms).toBeGreaterThan(0);
+    // What Redis does once the keys' time is up, without waiting for it.
+    for (const key of keysOf('r')) if ((await client.pttl(key)) > 0) await client.pexpire(key, 1);
+    for (let i = 0; i < 200 && (await lives('r')).some((ms) => ms > 0); i++) await sleep(5);
+    // A node that has seen nothing of the room (restarted meanwhile) must not number it
+    // from 1 under the rotated epoch: its members take ids up to the base for never used,
+    // and would skip those messages without being told.
+    const fresh = another();
+    const room = await fresh.room('r');
+    expect(room.epoch).not.toBe(rotated.epoch);
+    expect(room).toEqual({ epoch: room.epoch, top: 0, oldest: 1 });
   });
 
   it('takes every message of the rooms written to least recently past maxRooms', async () => {
