@@ -219,6 +219,30 @@ describe.skipIf(skip)('the Redis history store, rooms that lost their messages',
     expect(await client.zcard(written)).toBe(5);
   });
 
+  it('checks maxRooms when a room being forgotten is written to again', async () => {
+    const { store, client, prefix } = setup({
+      retention: { maxMessages: 100, maxAgeMs: 0 },
+      maxRooms: 2,
+    });
+    const written = `${prefix}h:written`;
+    const settled = async () => {
+      for (let i = 0; i < 400 && (await client.zcard(written)) > 2; i++) await sleep(5);
+      return client.zcard(written);
+    };
+    for (const room of ['a', 'b', 'c']) {
+      await store.append(room, draft(room));
+      await sleep(3);
+    }
+    expect(await settled()).toBe(2);
+    // A walk through a few more rooms than the limit comes back to each within two
+    // minutes: every room it writes is one being forgotten, none new to Redis.
+    for (const room of ['a', 'b', 'c', 'a', 'b', 'c']) {
+      await store.append(room, draft(room));
+      await sleep(3);
+    }
+    expect(await settled()).toBe(2);
+  });
+
   it('leaves a room written to since it was chosen to lose its messages', async () => {
     const { store, client, prefix } = setup({ maxRooms: 1 });
     await store.append('r', draft('one'));
