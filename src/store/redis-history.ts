@@ -209,8 +209,16 @@ local function current_epoch(top_key, epoch_key, base_key, seen_epoch, seen_top)
   local top = tonumber(redis.call('GET', top_key) or '0')
   if epoch == seen_epoch and top < seen_top then
     epoch = ARGV[1]
-    redis.call('SET', epoch_key, epoch)
-    redis.call('SET', base_key, top)
+    -- The new epoch and its base live as long as the epoch they replace: in a room being
+    -- forgotten, a top gone with them left would number from 1 under the new epoch.
+    local left = redis.call('PTTL', epoch_key)
+    if left > 0 then
+      redis.call('SET', epoch_key, epoch, 'PX', left)
+      redis.call('SET', base_key, top, 'PX', left)
+    else
+      redis.call('SET', epoch_key, epoch)
+      redis.call('SET', base_key, top)
+    end
   end
   return epoch
 end
