@@ -174,6 +174,37 @@ describe.skipIf(skip)('the Redis history store, rooms that lost their messages',
     expect(room).toEqual({ epoch: room.epoch, top: 0, oldest: 1 });
   });
 
+  it('gives every key of a room being forgotten one and the same time of expiry', async () => {
+    const { store, client, keysOf } = setup();
+    const rooms = Array.from({ length: 300 }, (_, i) => `walk-${i}`);
+    for (const room of rooms) {
+      await store.append(room, draft('x'));
+      // All four keys there (values that change nothing: the lowest floor, no base).
+      await client.mset(keysOf(room)[2]!, '1', keysOf(room)[3]!, '0');
+    }
+    /** Rooms whose keys do not all expire at the same millisecond. */
+    const apart = async () => {
+      const pipeline = client.pipeline();
+      for (const room of rooms) for (const key of keysOf(room)) pipeline.pexpiretime(key);
+      const times = (await pipeline.exec())!.map(([, t]) => t as number);
+      const found: string[] = [];
+      rooms.forEach((room, i) => {
+        if (new Set(times.slice(i * 4, i * 4 + 4)).size > 1) found.push(room);
+      });
+      return found;
+    };
+    await store.prune(10_000);
+    const found = await apart();
+    // Renewed again and again, by the keepers of every node and by joins: each time, a top
+    // that expires a millisecond before its epoch leaves a moment in which a join renews
+    // that epoch alone, and its ids are given out again.
+    for (let i = 0; i < 20; i++) {
+      await store.keep(rooms);
+      found.push(...(await apart()));
+    }
+    expect(found).toEqual([]);
+  });
+
   it('takes every message of the rooms written to least recently past maxRooms', async () => {
     const { store, client, prefix, lives } = setup({
       retention: { maxMessages: 100, maxAgeMs: 0 },
