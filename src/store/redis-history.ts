@@ -116,10 +116,17 @@ export const DEFAULT_MAX_REDIS_ROOMS = 10_000;
  * would give the room's ids out again under that epoch.
  */
 const RENEW_LUA = `
+-- One moment for all the keys (PEXPIREAT): EXPIRE takes the clock at each call, and a top
+-- expiring a millisecond before its epoch leaves a moment in which a join renews the epoch.
+local function expire_at(ttl)
+  local now = redis.call('TIME')
+  return string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(ttl) * 1000)
+end
 local function renew(ttl, top, epoch, floor, base)
   if redis.call('PTTL', epoch) > 0 or redis.call('PTTL', top) > 0 then
+    local at = expire_at(ttl)
     for _, key in ipairs({top, epoch, floor, base}) do
-      if redis.call('PTTL', key) > 0 then redis.call('EXPIRE', key, ttl) end
+      if redis.call('PTTL', key) > 0 then redis.call('PEXPIREAT', key, at) end
     end
   end
 end
@@ -435,7 +442,7 @@ return {lo, oldest_first, all}
  * coming back later finds a new epoch). With a score, only if the room was not written to
  * since it had that score. Exported for the tests.
  */
-export const PRUNE_LUA = `${STREAM_LUA}
+export const PRUNE_LUA = `${STREAM_LUA}${RENEW_LUA}
 local msgs, cidz = KEYS[1], KEYS[2]
 if ARGV[4] ~= '' and redis.call('ZSCORE', KEYS[7], ARGV[3]) ~= ARGV[4] then return 0 end
 local keep, keep_entry
@@ -479,7 +486,8 @@ if ARGV[1] ~= '' then
 end
 redis.call('DEL', msgs, cidz)
 redis.call('ZREM', KEYS[7], ARGV[3])
-for _, key in ipairs({KEYS[4], KEYS[5], KEYS[3], KEYS[6]}) do redis.call('EXPIRE', key, ARGV[2]) end
+local at = expire_at(ARGV[2])
+for _, key in ipairs({KEYS[4], KEYS[5], KEYS[3], KEYS[6]}) do redis.call('PEXPIREAT', key, at) end
 return 0
 `;
 
