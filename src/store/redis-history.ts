@@ -491,6 +491,21 @@ for _, key in ipairs({KEYS[4], KEYS[5], KEYS[3], KEYS[6]}) do redis.call('PEXPIR
 return 0
 `;
 
+/**
+ * KEYS: an earlier version's set of rooms written to, and h:written. ARGV: the score, then
+ * tags. Moves each tag still in the set. SREM first: out of memory, Redis refuses a
+ * script's first write that may grow memory (ZADD) but none after it, and the prune after
+ * this is what frees memory then.
+ */
+const ADOPT_LUA = `
+for i = 2, #ARGV do
+  if redis.call('SREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[i])
+  end
+end
+return 0
+`;
+
 type PruneRooms = (rooms: { tag: string; score: string }[], age: string) => Promise<void>;
 
 interface Scripts {
@@ -498,6 +513,7 @@ interface Scripts {
   confabHistoryRead(...args: (string | number)[]): Promise<unknown>;
   confabHistoryPrune(...args: (string | number)[]): Promise<unknown>;
   confabHistoryKeep(...args: (string | number)[]): Promise<unknown>;
+  confabHistoryAdopt(...args: (string | number)[]): Promise<unknown>;
 }
 
 /** Text JSON.stringify would escape, or not ASCII: all but printable ASCII other than `"`, `\`. */
@@ -705,6 +721,7 @@ export class RedisHistoryStore implements HistoryStore {
     this.redis.defineCommand('confabHistoryRead', { lua: READ_LUA, numberOfKeys: 3 });
     this.redis.defineCommand('confabHistoryPrune', { lua: PRUNE_LUA, numberOfKeys: 7 });
     this.redis.defineCommand('confabHistoryKeep', { lua: KEEP_LUA });
+    this.redis.defineCommand('confabHistoryAdopt', { lua: ADOPT_LUA, numberOfKeys: 2 });
     this.scripts = this.redis as unknown as Scripts;
 
     const interval = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
@@ -1200,8 +1217,7 @@ export class RedisHistoryStore implements HistoryStore {
       const [next, tags] = await this.redis.sscan(earlier, cursor, 'COUNT', PRUNE_SCAN_COUNT);
       cursor = next;
       if (tags.length === 0) continue;
-      await this.redis.zadd(this.writtenKey(), 'NX', ...tags.flatMap((tag) => [String(now), tag]));
-      await this.redis.srem(earlier, ...tags);
+      await this.scripts.confabHistoryAdopt(earlier, this.writtenKey(), String(now), ...tags);
     } while (cursor !== '0');
   }
 
