@@ -237,10 +237,11 @@ end
  * messages, then all their [at, from, msg] as JSON joined by commas (a call without cids),
  * or per message its [at, from, msg] as JSON; a message with a cid has two arguments
  * before it: 'c' and the cid's key in cidz, then the cid as JSON. Returns epoch, the top
- * before, then for each duplicate (if any) its position in ARGV's messages (from 1), the
- * id it repeats, and that message as a stream entry of its own (its id and fields; '' and
- * none when the id is this call's; an entry of an earlier version's as it is): the other
- * messages got the ids after the top before, in order.
+ * before, 1 if the room now holds messages and did not before (else 0), then for each
+ * duplicate (if any) its position in ARGV's messages (from 1), the id it repeats, and that
+ * message as a stream entry of its own (its id and fields; '' and none when the id is this
+ * call's; an entry of an earlier version's as it is): the other messages got the ids
+ * after the top before, in order.
  * Exported for the tests, which call it with arguments the store never sends.
  */
 export const APPEND_LUA = `${ROTATE_LUA}
@@ -265,7 +266,7 @@ if not epoch then
 end
 local before = tonumber(redis.call('GET', top_key) or '0')
 local floor = tonumber(redis.call('GET', floor_key) or '1')
-local out = {epoch, before}
+local out = {epoch, before, 0}
 -- The entry id and fields a repeated cid is answered with: of a batch entry, only its
 -- message, as an entry of its own, cut out by the place its o field gives (the whole
 -- entry, up to MAX_BATCH_TEXT of text, for each re-send of a few bytes would swamp the
@@ -333,7 +334,9 @@ if count > 0 then
   -- refuses it as a script's first write (but not PERSIST, nor anything after either).
   local now = redis.call('TIME')
   if redis.call('ZADD', rooms, int(now[1] * 1000 + math.floor(now[2] / 1000)), ARGV[3]) == 1 then
-    -- New to the rooms written, or being forgotten: kept for good from now on.
+    -- New to the rooms written, or being forgotten: kept for good from now on, and one
+    -- more room holding messages (out[3]: the node checks maxRooms).
+    out[3] = 1
     for _, key in ipairs({epoch_key, top_key, floor_key, KEYS[7]}) do redis.call('PERSIST', key) end
   end
   -- The top first: should a later write fail, its ids are skipped, never given out twice.
@@ -856,7 +859,7 @@ export class RedisHistoryStore implements HistoryStore {
         const r = reply as (string | number)[];
         const epoch = r[0] as string;
         let next = (r[1] as number) + 1;
-        let dup = 2;
+        let dup = 3;
         // This call's new messages, should a later one repeat the cid of one of them.
         const made: StoredMessage[] = [];
         for (let i = 0; i < items.length; i++) {
@@ -890,13 +893,13 @@ export class RedisHistoryStore implements HistoryStore {
               item.cid === undefined
                 ? { room, id, at: item.at, from: item.from, msg: item.msg }
                 : { room, id, at: item.at, from: item.from, msg: item.msg, cid: item.cid };
-            if (r.length > 2) made.push(message);
+            if (r.length > 3) made.push(message);
             item.resolve({ message, epoch, duplicate: false });
           }
         }
         if (next > 1) this.seen(room, epoch, next - 1);
-        // A room new to Redis: one more holding messages.
-        if (r[1] === 0 && next > 1 && this.maxRooms > 0) this.checkRooms();
+        // One more room holding messages: new to Redis, or one being forgotten.
+        if (r[2] === 1 && this.maxRooms > 0) this.checkRooms();
       },
       (error: unknown) => {
         const e = error instanceof Error ? error : new Error(String(error));
