@@ -312,6 +312,32 @@ describe.skipIf(skip)('the Redis history store, rooms that lost their messages',
     }
   });
 
+  it('leaves a room chosen to lose its messages when another node brought the rooms down to the limit meanwhile', async () => {
+    const { store, client, prefix } = setup({ maxRooms: 2 });
+    await store.append('a', draft('one'));
+    await sleep(3);
+    await store.append('b', draft('one'));
+    const written = `${prefix}h:written`;
+    // A node read 3 rooms and chose 'b' as the lowest after another node's prune of 'a':
+    // its choice is stale, as 'b' is within the limit now.
+    const base = `${prefix}h:{r${roomTag('b')}}:`;
+    const keys = ['msgs', 'cidz', 'floor', 'top', 'epoch', 'base'].map((k) => base + k);
+    const score = await client.zscore(written, roomTag('b'));
+    await client.eval(
+      PRUNE_LUA,
+      7,
+      ...keys,
+      written,
+      '',
+      EMPTY_EPOCH_TTL_S,
+      roomTag('b'),
+      score!,
+      2,
+    );
+    expect(await store.read('b', { after: 0, limit: 10 })).toHaveLength(1);
+    expect(await client.zcard(written)).toBe(2);
+  });
+
   it('prunes the rooms an earlier version recorded in a set', async () => {
     const { store, client, prefix, lives } = setup();
     await store.append('old', draft('one'));
