@@ -435,7 +435,8 @@ return {lo, oldest_first, all}
 
 /**
  * KEYS: msgs, cidz, floor, top, epoch, base, rooms. ARGV: cutoff ('' for none: every
- * message goes), seconds, room tag, and the room's score in rooms ('' for any). Hides the
+ * message goes), seconds, room tag, the room's score in rooms ('' for any), and with a
+ * score, the rooms allowed (maxRooms). Hides the
  * oldest messages while they are older than the cutoff (stopping at the first young
  * enough, so stored ids stay consecutive even if the clock once stepped back) by raising
  * the floor to that one, drops the entries wholly below it and the cids below it. It looks
@@ -443,11 +444,17 @@ return {lo, oldest_first, all}
  * A room left with no message is forgotten: out of rooms, its stream and cids gone, and its
  * top and epoch expiring unless it is written to, asked about or kept before (a member
  * coming back later finds a new epoch). With a score, only if the room was not written to
- * since it had that score. Exported for the tests.
+ * since it had that score, and while more rooms than allowed hold messages. Exported for
+ * the tests.
  */
 export const PRUNE_LUA = `${STREAM_LUA}${RENEW_LUA}
 local msgs, cidz = KEYS[1], KEYS[2]
-if ARGV[4] ~= '' and redis.call('ZSCORE', KEYS[7], ARGV[3]) ~= ARGV[4] then return 0 end
+-- A choice from the rooms past the limit: stale if the room was written to since, or if
+-- the rooms are within the limit by now (other nodes emptied some meanwhile).
+if ARGV[4] ~= '' and (redis.call('ZSCORE', KEYS[7], ARGV[3]) ~= ARGV[4] or
+    redis.call('ZCARD', KEYS[7]) <= tonumber(ARGV[5])) then
+  return 0
+end
 local keep, keep_entry
 if ARGV[1] ~= '' then
   local cutoff = tonumber(ARGV[1])
@@ -1129,6 +1136,7 @@ export class RedisHistoryStore implements HistoryStore {
             EMPTY_EPOCH_TTL_S,
             tag,
             score,
+            this.maxRooms,
           );
         }),
       );
@@ -1168,8 +1176,11 @@ export class RedisHistoryStore implements HistoryStore {
   private async capRooms(prune: PruneRooms): Promise<void> {
     if (this.maxRooms === 0) return;
     let over = (await this.redis.zcard(this.writtenKey())) - this.maxRooms;
-    // A step at a time; a room written to meanwhile is left for a later check.
-    while (over > 0 && !this.closed) {
+    // A step at a time, counting again after each: a room written to since it was chosen is
+    // left (the score guard), and the least recently written is the next a walk through
+    // rooms writes to. Bounded, should writes keep winning.
+    let steps = 2 * Math.ceil(over / PRUNE_SCAN_COUNT) + 1;
+    while (over > 0 && steps-- > 0 && !this.closed) {
       const step = Math.min(over, PRUNE_SCAN_COUNT);
       const pairs = await this.redis.zrange(this.writtenKey(), 0, String(step - 1), 'WITHSCORES');
       const rooms = [];
@@ -1177,8 +1188,7 @@ export class RedisHistoryStore implements HistoryStore {
         rooms.push({ tag: pairs[i]!, score: pairs[i + 1]! });
       }
       await prune(rooms, '');
-      if (rooms.length < step) break;
-      over -= step;
+      over = (await this.redis.zcard(this.writtenKey())) - this.maxRooms;
     }
   }
 
@@ -1187,6 +1197,7 @@ export class RedisHistoryStore implements HistoryStore {
    * adds hundreds a second. One check at a time; appends meanwhile ask for one more after.
    */
   private checkRooms(): void {
+    if (this.closed) return;
     if (this.checking) {
       this.checkAgain = true;
       return;
