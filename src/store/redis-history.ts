@@ -45,9 +45,10 @@ export interface RedisHistoryOptions extends HistoryStoreOptions {
    */
   readonly publish?: boolean;
   /**
-   * Rooms whose messages are kept (0: no limit). Past it, the prune (each interval, by
-   * one node of those sharing the Redis) takes every message of the rooms written to
-   * least recently, which then are forgotten as rooms that lost their messages by age
+   * Rooms whose messages are kept (0: no limit). Past it, checked by the node whose
+   * append made a room hold messages again and by the prune (each interval, by one node
+   * of those sharing the Redis), every message of the rooms written to least recently
+   * goes, and those rooms are then forgotten as rooms that lost their messages by age
    * are. Default DEFAULT_MAX_REDIS_ROOMS.
    */
   readonly maxRooms?: number;
@@ -141,7 +142,7 @@ return 0
 /** Rooms whose highest id a node remembers; beyond it the least recently new are forgotten. */
 const MAX_REMEMBERED_ROOMS = 100_000;
 
-/** Rooms whose age retention one SSCAN step hands over. */
+/** Rooms one ZSCAN or SSCAN step, or one step of the maxRooms check, hands over. */
 const PRUNE_SCAN_COUNT = 100;
 
 /**
