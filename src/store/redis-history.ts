@@ -45,9 +45,10 @@ export interface RedisHistoryOptions extends HistoryStoreOptions {
    */
   readonly publish?: boolean;
   /**
-   * Rooms whose messages are kept (0: no limit). Past it, the prune (each interval, by
-   * one node of those sharing the Redis) takes every message of the rooms written to
-   * least recently, which then are forgotten as rooms that lost their messages by age
+   * Rooms whose messages are kept (0: no limit). Past it, checked by the node whose
+   * append made a room hold messages again and by the prune (each interval, by one node
+   * of those sharing the Redis), every message of the rooms written to least recently
+   * goes, and those rooms are then forgotten as rooms that lost their messages by age
    * are. Default DEFAULT_MAX_REDIS_ROOMS.
    */
   readonly maxRooms?: number;
@@ -116,10 +117,17 @@ export const DEFAULT_MAX_REDIS_ROOMS = 10_000;
  * would give the room's ids out again under that epoch.
  */
 const RENEW_LUA = `
+-- One moment for all the keys (PEXPIREAT): EXPIRE takes the clock at each call, and a top
+-- expiring a millisecond before its epoch leaves a moment in which a join renews the epoch.
+local function expire_at(ttl)
+  local now = redis.call('TIME')
+  return string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(ttl) * 1000)
+end
 local function renew(ttl, top, epoch, floor, base)
   if redis.call('PTTL', epoch) > 0 or redis.call('PTTL', top) > 0 then
+    local at = expire_at(ttl)
     for _, key in ipairs({top, epoch, floor, base}) do
-      if redis.call('PTTL', key) > 0 then redis.call('EXPIRE', key, ttl) end
+      if redis.call('PTTL', key) > 0 then redis.call('PEXPIREAT', key, at) end
     end
   end
 end
@@ -134,7 +142,7 @@ return 0
 /** Rooms whose highest id a node remembers; beyond it the least recently new are forgotten. */
 const MAX_REMEMBERED_ROOMS = 100_000;
 
-/** Rooms whose age retention one SSCAN step hands over. */
+/** Rooms one ZSCAN or SSCAN step, or one step of the maxRooms check, hands over. */
 const PRUNE_SCAN_COUNT = 100;
 
 /**
@@ -209,8 +217,16 @@ local function current_epoch(top_key, epoch_key, base_key, seen_epoch, seen_top)
   local top = tonumber(redis.call('GET', top_key) or '0')
   if epoch == seen_epoch and top < seen_top then
     epoch = ARGV[1]
-    redis.call('SET', epoch_key, epoch)
-    redis.call('SET', base_key, top)
+    -- The new epoch and its base live as long as the epoch they replace: in a room being
+    -- forgotten, a top gone with them left would number from 1 under the new epoch.
+    local left = redis.call('PTTL', epoch_key)
+    if left > 0 then
+      redis.call('SET', epoch_key, epoch, 'PX', left)
+      redis.call('SET', base_key, top, 'PX', left)
+    else
+      redis.call('SET', epoch_key, epoch)
+      redis.call('SET', base_key, top)
+    end
   end
   return epoch
 end
@@ -222,10 +238,11 @@ end
  * messages, then all their [at, from, msg] as JSON joined by commas (a call without cids),
  * or per message its [at, from, msg] as JSON; a message with a cid has two arguments
  * before it: 'c' and the cid's key in cidz, then the cid as JSON. Returns epoch, the top
- * before, then for each duplicate (if any) its position in ARGV's messages (from 1), the
- * id it repeats, and that message as a stream entry of its own (its id and fields; '' and
- * none when the id is this call's; an entry of an earlier version's as it is): the other
- * messages got the ids after the top before, in order.
+ * before, 1 if the room now holds messages and did not before (else 0), then for each
+ * duplicate (if any) its position in ARGV's messages (from 1), the id it repeats, and that
+ * message as a stream entry of its own (its id and fields; '' and none when the id is this
+ * call's; an entry of an earlier version's as it is): the other messages got the ids
+ * after the top before, in order.
  * Exported for the tests, which call it with arguments the store never sends.
  */
 export const APPEND_LUA = `${ROTATE_LUA}
@@ -250,7 +267,7 @@ if not epoch then
 end
 local before = tonumber(redis.call('GET', top_key) or '0')
 local floor = tonumber(redis.call('GET', floor_key) or '1')
-local out = {epoch, before}
+local out = {epoch, before, 0}
 -- The entry id and fields a repeated cid is answered with: of a batch entry, only its
 -- message, as an entry of its own, cut out by the place its o field gives (the whole
 -- entry, up to MAX_BATCH_TEXT of text, for each re-send of a few bytes would swamp the
@@ -318,7 +335,9 @@ if count > 0 then
   -- refuses it as a script's first write (but not PERSIST, nor anything after either).
   local now = redis.call('TIME')
   if redis.call('ZADD', rooms, int(now[1] * 1000 + math.floor(now[2] / 1000)), ARGV[3]) == 1 then
-    -- New to the rooms written, or being forgotten: kept for good from now on.
+    -- New to the rooms written, or being forgotten: kept for good from now on, and one
+    -- more room holding messages (out[3]: the node checks maxRooms).
+    out[3] = 1
     for _, key in ipairs({epoch_key, top_key, floor_key, KEYS[7]}) do redis.call('PERSIST', key) end
   end
   -- The top first: should a later write fail, its ids are skipped, never given out twice.
@@ -417,7 +436,8 @@ return {lo, oldest_first, all}
 
 /**
  * KEYS: msgs, cidz, floor, top, epoch, base, rooms. ARGV: cutoff ('' for none: every
- * message goes), seconds, room tag, and the room's score in rooms ('' for any). Hides the
+ * message goes), seconds, room tag, the room's score in rooms ('' for any), and with a
+ * score, the rooms allowed (maxRooms). Hides the
  * oldest messages while they are older than the cutoff (stopping at the first young
  * enough, so stored ids stay consecutive even if the clock once stepped back) by raising
  * the floor to that one, drops the entries wholly below it and the cids below it. It looks
@@ -425,11 +445,17 @@ return {lo, oldest_first, all}
  * A room left with no message is forgotten: out of rooms, its stream and cids gone, and its
  * top and epoch expiring unless it is written to, asked about or kept before (a member
  * coming back later finds a new epoch). With a score, only if the room was not written to
- * since it had that score. Exported for the tests.
+ * since it had that score, and while more rooms than allowed hold messages. Exported for
+ * the tests.
  */
-export const PRUNE_LUA = `${STREAM_LUA}
+export const PRUNE_LUA = `${STREAM_LUA}${RENEW_LUA}
 local msgs, cidz = KEYS[1], KEYS[2]
-if ARGV[4] ~= '' and redis.call('ZSCORE', KEYS[7], ARGV[3]) ~= ARGV[4] then return 0 end
+-- A choice from the rooms past the limit: stale if the room was written to since, or if
+-- the rooms are within the limit by now (other nodes emptied some meanwhile).
+if ARGV[4] ~= '' and (redis.call('ZSCORE', KEYS[7], ARGV[3]) ~= ARGV[4] or
+    redis.call('ZCARD', KEYS[7]) <= tonumber(ARGV[5])) then
+  return 0
+end
 local keep, keep_entry
 if ARGV[1] ~= '' then
   local cutoff = tonumber(ARGV[1])
@@ -471,7 +497,23 @@ if ARGV[1] ~= '' then
 end
 redis.call('DEL', msgs, cidz)
 redis.call('ZREM', KEYS[7], ARGV[3])
-for _, key in ipairs({KEYS[4], KEYS[5], KEYS[3], KEYS[6]}) do redis.call('EXPIRE', key, ARGV[2]) end
+local at = expire_at(ARGV[2])
+for _, key in ipairs({KEYS[4], KEYS[5], KEYS[3], KEYS[6]}) do redis.call('PEXPIREAT', key, at) end
+return 0
+`;
+
+/**
+ * KEYS: an earlier version's set of rooms written to, and h:written. ARGV: the score, then
+ * tags. Moves each tag still in the set. SREM first: out of memory, Redis refuses a
+ * script's first write that may grow memory (ZADD) but none after it, and the prune after
+ * this is what frees memory then.
+ */
+const ADOPT_LUA = `
+for i = 2, #ARGV do
+  if redis.call('SREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[i])
+  end
+end
 return 0
 `;
 
@@ -482,6 +524,7 @@ interface Scripts {
   confabHistoryRead(...args: (string | number)[]): Promise<unknown>;
   confabHistoryPrune(...args: (string | number)[]): Promise<unknown>;
   confabHistoryKeep(...args: (string | number)[]): Promise<unknown>;
+  confabHistoryAdopt(...args: (string | number)[]): Promise<unknown>;
 }
 
 /** Text JSON.stringify would escape, or not ASCII: all but printable ASCII other than `"`, `\`. */
@@ -689,6 +732,7 @@ export class RedisHistoryStore implements HistoryStore {
     this.redis.defineCommand('confabHistoryRead', { lua: READ_LUA, numberOfKeys: 3 });
     this.redis.defineCommand('confabHistoryPrune', { lua: PRUNE_LUA, numberOfKeys: 7 });
     this.redis.defineCommand('confabHistoryKeep', { lua: KEEP_LUA });
+    this.redis.defineCommand('confabHistoryAdopt', { lua: ADOPT_LUA, numberOfKeys: 2 });
     this.scripts = this.redis as unknown as Scripts;
 
     const interval = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
@@ -823,7 +867,7 @@ export class RedisHistoryStore implements HistoryStore {
         const r = reply as (string | number)[];
         const epoch = r[0] as string;
         let next = (r[1] as number) + 1;
-        let dup = 2;
+        let dup = 3;
         // This call's new messages, should a later one repeat the cid of one of them.
         const made: StoredMessage[] = [];
         for (let i = 0; i < items.length; i++) {
@@ -857,13 +901,13 @@ export class RedisHistoryStore implements HistoryStore {
               item.cid === undefined
                 ? { room, id, at: item.at, from: item.from, msg: item.msg }
                 : { room, id, at: item.at, from: item.from, msg: item.msg, cid: item.cid };
-            if (r.length > 2) made.push(message);
+            if (r.length > 3) made.push(message);
             item.resolve({ message, epoch, duplicate: false });
           }
         }
         if (next > 1) this.seen(room, epoch, next - 1);
-        // A room new to Redis: one more holding messages.
-        if (r[1] === 0 && next > 1 && this.maxRooms > 0) this.checkRooms();
+        // One more room holding messages: new to Redis, or one being forgotten.
+        if (r[2] === 1 && this.maxRooms > 0) this.checkRooms();
       },
       (error: unknown) => {
         const e = error instanceof Error ? error : new Error(String(error));
@@ -1093,6 +1137,7 @@ export class RedisHistoryStore implements HistoryStore {
             EMPTY_EPOCH_TTL_S,
             tag,
             score,
+            this.maxRooms,
           );
         }),
       );
@@ -1132,8 +1177,11 @@ export class RedisHistoryStore implements HistoryStore {
   private async capRooms(prune: PruneRooms): Promise<void> {
     if (this.maxRooms === 0) return;
     let over = (await this.redis.zcard(this.writtenKey())) - this.maxRooms;
-    // A step at a time; a room written to meanwhile is left for a later check.
-    while (over > 0 && !this.closed) {
+    // A step at a time, counting again after each: a room written to since it was chosen is
+    // left (the score guard), and the least recently written is the next a walk through
+    // rooms writes to. Bounded, should writes keep winning.
+    let steps = 2 * Math.ceil(over / PRUNE_SCAN_COUNT) + 1;
+    while (over > 0 && steps-- > 0 && !this.closed) {
       const step = Math.min(over, PRUNE_SCAN_COUNT);
       const pairs = await this.redis.zrange(this.writtenKey(), 0, String(step - 1), 'WITHSCORES');
       const rooms = [];
@@ -1141,8 +1189,7 @@ export class RedisHistoryStore implements HistoryStore {
         rooms.push({ tag: pairs[i]!, score: pairs[i + 1]! });
       }
       await prune(rooms, '');
-      if (rooms.length < step) break;
-      over -= step;
+      over = (await this.redis.zcard(this.writtenKey())) - this.maxRooms;
     }
   }
 
@@ -1154,6 +1201,7 @@ export class RedisHistoryStore implements HistoryStore {
    * gone between its pages tells the client of the gap.
    */
   private checkRooms(): void {
+    if (this.closed) return;
     if (this.checking) {
       this.checkAgain = true;
       return;
@@ -1185,8 +1233,7 @@ export class RedisHistoryStore implements HistoryStore {
       const [next, tags] = await this.redis.sscan(earlier, cursor, 'COUNT', PRUNE_SCAN_COUNT);
       cursor = next;
       if (tags.length === 0) continue;
-      await this.redis.zadd(this.writtenKey(), 'NX', ...tags.flatMap((tag) => [String(now), tag]));
-      await this.redis.srem(earlier, ...tags);
+      await this.scripts.confabHistoryAdopt(earlier, this.writtenKey(), String(now), ...tags);
     } while (cursor !== '0');
   }
 
