@@ -213,7 +213,7 @@ describe.skipIf(skip)('Redis that stalls', () => {
     }
   }, 60_000);
 
-  it('SIGTERM while it stalls: the node stops within --shutdown-timeout', async () => {
+  it('SIGTERM while it stalls: the node exits without waiting for Redis to answer', async () => {
     const node = await spawnServer([
       '--redis',
       redis.url,
@@ -234,7 +234,7 @@ describe.skipIf(skip)('Redis that stalls', () => {
       expect((await c.waitFor((m) => m.cmd === '90', 1, 5_000)).code).toBe(3001);
       stoppedInStall = await Promise.race([
         exited.then(() => true),
-        sleep(10_000).then(() => false),
+        sleep(15_000).then(() => false),
       ]);
     } finally {
       unstall();
