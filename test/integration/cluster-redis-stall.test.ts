@@ -242,4 +242,50 @@ describe.skipIf(skip)('Redis that stalls', () => {
     }
     expect(stoppedInStall).toBe(true);
   }, 60_000);
+
+  it('a node paused past the timeout: what its clients sent meanwhile is not shown under names given away', async () => {
+    // A paused VM or container, a stopped process: the node's clock stops, Redis's does not.
+    const paused = await spawnServer([
+      '--redis',
+      redis.url,
+      '--cluster-timeout',
+      String(TIMEOUT_S),
+    ]);
+    try {
+      const bob = await member(0, 'bob');
+      const old = await open(paused.port);
+      old.sendPy({ cmd: '0', nickname: 'ann', caps: CAPS });
+      await old.expect('03', 10_000);
+      await bob.c.waitFor((m) => m.cmd === '8' && m.nickname === 'ann', 1, 5_000);
+      let ann: RawClient;
+      paused.child.kill('SIGSTOP');
+      try {
+        // Waits in the paused node's socket.
+        old.sendPy({ cmd: '7', msg: 'sent while paused', room: 'lobby' });
+        // The others reap the node and free its nicknames; someone else takes "ann".
+        await bob.c.waitFor((m) => m.cmd === '30' && m.nickname === 'ann', 1, 15_000);
+        ann = (await member(1, 'ann')).c;
+      } finally {
+        paused.child.kill('SIGCONT');
+      }
+      // Back, the node learns it was reaped and closes its clients.
+      await old.expectClose(10_000);
+      expect(old.received.find((m) => m.cmd === '90')?.code).toBe(3006);
+      // Whatever it did meanwhile is in Redis by now: ask the room's history.
+      bob.c.sendPy({ cmd: '106', room: 'lobby' });
+      const page = (await bob.c.expect('107', 10_000)).messages as { msg: string }[];
+      expect(page.map((m) => m.msg)).not.toContain('sent while paused');
+      // The new "ann" never said it, and nobody was shown it as hers.
+      for (const c of [bob.c, ann]) {
+        expect(c.received.filter((m) => m.cmd === '70' && m.msg === 'sent while paused')).toEqual(
+          [],
+        );
+      }
+      ann.sendPy({ cmd: '3' });
+      bob.c.sendPy({ cmd: '3' });
+      await until('the lobby to empty', async () => (await nicknames()).length === 0, 10_000);
+    } finally {
+      await paused.stop();
+    }
+  }, 60_000);
 });
