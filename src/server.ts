@@ -428,6 +428,10 @@ class ClusterNode implements Cluster, ClusterView {
     return this.counted.result;
   }
 
+  stale(): boolean {
+    return this.keeper?.stale() ?? false;
+  }
+
   /** Heartbeats from now on; the chat hears of dead nodes and of this one being cut off. */
   keep(chat: Chat, timeoutMs: number, log: Logger): void {
     this.keeper = new PresenceKeeper(

@@ -290,6 +290,8 @@ export interface KeeperOptions {
 export class PresenceKeeper {
   private timer: ReturnType<typeof setInterval> | undefined;
   private lastAcked: number;
+  /** When a tick last ran: long ago means the process was paused (or its loop blocked). */
+  private lastTick: number;
   private expired = false;
   private running = false;
   private readonly now: () => number;
@@ -301,11 +303,13 @@ export class PresenceKeeper {
   ) {
     this.now = options.now ?? Date.now;
     this.lastAcked = this.now();
+    this.lastTick = this.lastAcked;
   }
 
   /** Heartbeats once (registering the node), then on every interval. */
   async start(): Promise<void> {
     this.lastAcked = this.now();
+    this.lastTick = this.lastAcked;
     await this.tick();
     if (this.timer !== undefined) return;
     this.timer = setInterval(() => {
@@ -321,6 +325,10 @@ export class PresenceKeeper {
 
   /** One round: heartbeat, then reap. Overlapping rounds are skipped. */
   async tick(): Promise<void> {
+    const now = this.now();
+    // Back from a pause: its clients are closed before the heartbeat goes out, not after.
+    if (this.pausedTooLong(now)) this.expire();
+    this.lastTick = now;
     if (this.running) {
       this.checkCutOff();
       return;
@@ -345,6 +353,26 @@ export class PresenceKeeper {
     } finally {
       this.running = false;
     }
+  }
+
+  /**
+   * True when this process was paused (no tick ran lately: a paused VM or container, a
+   * stopped process) for so long that the others may have reaped it; the first time, the
+   * node is told (onExpired). A process running again reads its sockets before its timers
+   * run: asked first, this keeps it from serving its clients as members meanwhile. A stall
+   * of Redis is not this: the ticks go on, and notice it themselves.
+   */
+  stale(): boolean {
+    if (!this.pausedTooLong(this.now())) return false;
+    this.expire();
+    return true;
+  }
+
+  private pausedTooLong(now: number): boolean {
+    return (
+      now - this.lastTick > 2 * this.options.intervalMs &&
+      now - this.lastAcked > this.presence.timeoutMs
+    );
   }
 
   private checkCutOff(): void {
