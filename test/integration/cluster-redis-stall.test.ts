@@ -23,19 +23,28 @@ let admin: Redis;
 const nodes: SpawnedServer[] = [];
 const clients: RawClient[] = [];
 let stopped = false;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
-/** Stops the redis-server this file started (its TCP connections stay up). */
-function stall(): void {
-  process.kill(redis.pid, 'SIGSTOP');
+/**
+ * Stops the redis-server this file started (its TCP connections stay up) for at most `ms`.
+ * STALL_BY=pause does it with CLIENT PAUSE ALL instead, which Redis 7.0 lets nobody lift
+ * early (CLIENT UNPAUSE waits too): that stall lasts `ms`.
+ */
+const BY_PAUSE = process.env.STALL_BY === 'pause';
+let pausedUntil = 0;
+function stall(ms: number): void {
+  if (BY_PAUSE) {
+    pausedUntil = Date.now() + ms;
+    void admin.call('CLIENT', 'PAUSE', String(ms), 'ALL');
+  } else process.kill(redis.pid, 'SIGSTOP');
   stopped = true;
 }
-function unstall(): void {
+async function unstall(): Promise<void> {
   if (!stopped) return;
   stopped = false;
-  process.kill(redis.pid, 'SIGCONT');
+  if (BY_PAUSE) await sleep(pausedUntil - Date.now());
+  else process.kill(redis.pid, 'SIGCONT');
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function open(port: number): Promise<RawClient> {
   const client = await RawClient.open(port);
@@ -68,7 +77,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  unstall();
+  await unstall();
   for (const c of clients) c.close();
   await Promise.all(nodes.map((n) => n.stop()));
   admin?.disconnect();
@@ -88,7 +97,7 @@ describe.skipIf(skip)('Redis that stalls', () => {
       () => bob.c.received.some((m) => m.nickname === 'dan'),
       5_000,
     );
-    stall();
+    stall(1_000);
     try {
       for (let i = 0; i < 5; i++) {
         ann.c.sendPy({ cmd: '7', msg: `a${i}`, room: 'lobby', cid: `a${i}` });
@@ -96,7 +105,7 @@ describe.skipIf(skip)('Redis that stalls', () => {
       }
       await sleep(1_000);
     } finally {
-      unstall();
+      await unstall();
     }
     const expected = [0, 1, 2, 3, 4].flatMap((i) => [`ann:a${i}`, `bob:b${i}`]);
     for (const c of [cat.c, dan]) {
@@ -132,7 +141,7 @@ describe.skipIf(skip)('Redis that stalls', () => {
     const lobby = (await ann.c.expect('101')) as unknown as { epoch: string; top: number };
     const since = [{ room: 'lobby', epoch: lobby.epoch, id: lobby.top }];
     let back: RawClient[] = [];
-    stall();
+    stall((TIMEOUT_S + 2) * 1000);
     try {
       ann.c.sendPy({ cmd: '7', msg: 'hello?', room: 'lobby', cid: 'x1' });
       // Cut off for longer than the timeout, every node closes its clients.
@@ -157,7 +166,7 @@ describe.skipIf(skip)('Redis that stalls', () => {
       back[3]!.sendPy({ cmd: '0', nickname: 'dan' });
       await sleep(1_000);
     } finally {
-      unstall();
+      await unstall();
     }
     // Every CONNECT that waited is answered, and every one gets its nickname back.
     for (const c of back) await c.expect('03', 15_000);
@@ -195,7 +204,7 @@ describe.skipIf(skip)('Redis that stalls', () => {
       '1',
     ]);
     try {
-      stall();
+      stall(3_000);
       try {
         const waiting = await open(node.port);
         waiting.sendPy({ cmd: '0', nickname: 'eve', caps: CAPS });
@@ -205,7 +214,7 @@ describe.skipIf(skip)('Redis that stalls', () => {
         expect(await res.json()).toMatchObject({ status: 'degraded', redis: 'unreachable' });
         await waiting.expectClose(5_000);
       } finally {
-        unstall();
+        await unstall();
       }
       await until('eve to be freed', async () => (await nicknames()).length === 0, 10_000);
     } finally {
@@ -228,7 +237,7 @@ describe.skipIf(skip)('Redis that stalls', () => {
       const c = await open(node.port);
       c.sendPy({ cmd: '0', nickname: 'fay', caps: CAPS });
       await c.expect('03', 10_000);
-      stall();
+      stall(12_000);
       node.child.kill('SIGTERM');
       // Its client is told at once; the process must not wait on Redis for good.
       expect((await c.waitFor((m) => m.cmd === '90', 1, 5_000)).code).toBe(3001);
@@ -237,7 +246,7 @@ describe.skipIf(skip)('Redis that stalls', () => {
         sleep(15_000).then(() => false),
       ]);
     } finally {
-      unstall();
+      await unstall();
       await node.stop();
     }
     expect(stoppedInStall).toBe(true);
