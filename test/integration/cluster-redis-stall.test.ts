@@ -12,6 +12,7 @@ import { until } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+import { wsClient } from '../helpers/ws-client.js';
 
 const skip = withoutRedis();
 const TIMEOUT_S = 3;
@@ -137,7 +138,10 @@ describe.skipIf(skip)('Redis that stalls', () => {
     const dan = await open(nodes[0]!.port);
     dan.sendPy({ cmd: '0', nickname: 'dan' });
     await dan.expect('03', 10_000);
-    await until('cat to see dan', () => cat.c.received.some((m) => m.nickname === 'dan'), 5_000);
+    const web = await wsClient(nodes[1]!.httpPort!);
+    web.send({ cmd: '0', nickname: 'wes', caps: CAPS });
+    await web.expect('03', 10_000);
+    await until('cat to see wes', () => cat.c.received.some((m) => m.nickname === 'wes'), 5_000);
     const lobby = (await ann.c.expect('101')) as unknown as { epoch: string; top: number };
     const since = [{ room: 'lobby', epoch: lobby.epoch, id: lobby.top }];
     let back: RawClient[] = [];
@@ -151,6 +155,8 @@ describe.skipIf(skip)('Redis that stalls', () => {
       for (const c of [ann.c, bob.c, cat.c]) {
         expect(c.received.find((m) => m.cmd === '90')?.code).toBe(3006);
       }
+      // 3006 on a WebSocket: close code 1013.
+      expect(await web.closed).toBe(1013);
       // Each comes back at once, while Redis still stalls, to another node.
       const again = async (node: number, nickname: string, token: unknown) => {
         const c = await open(nodes[node]!.port);
