@@ -104,15 +104,22 @@ describe.skipIf(skip)('Redis that stalls', () => {
         ann.c.sendPy({ cmd: '7', msg: `a${i}`, room: 'lobby', cid: `a${i}` });
         bob.c.sendPy({ cmd: '7', msg: `b${i}`, room: 'lobby', cid: `b${i}` });
       }
+      // Requests that wait on Presence are answered once it answers.
+      cat.c.sendPy({ cmd: '100', room: 'den' });
+      dan.sendPy({ cmd: '1' });
       await sleep(1_000);
     } finally {
       await unstall();
     }
+    const den = await cat.c.waitFor((m) => m.cmd === '101' && m.room === 'den', 1, 10_000);
+    expect(den.members).toEqual(['cat']);
+    expect((await dan.expect('10', 10_000)).users).toHaveLength(4);
+    ann.c.sendPy({ cmd: '7', msg: 'end', room: 'lobby' });
+    bob.c.sendPy({ cmd: '7', msg: 'end', room: 'lobby' });
     const expected = [0, 1, 2, 3, 4].flatMap((i) => [`ann:a${i}`, `bob:b${i}`]);
     for (const c of [cat.c, dan]) {
-      await c.waitFor((m) => m.cmd === '70', 10, 10_000);
-      await sleep(200);
-      const got = chats(c);
+      await c.waitFor((m) => m.cmd === '70' && m.msg === 'end', 2, 10_000);
+      const got = chats(c).filter((t) => !t.endsWith(':end'));
       expect([...got].sort()).toEqual([...expected].sort());
       expect(got.filter((t) => t.startsWith('ann:'))).toEqual(
         expected.filter((t) => t.startsWith('ann:')),
