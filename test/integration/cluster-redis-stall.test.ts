@@ -207,7 +207,7 @@ describe.skipIf(skip)('Redis that stalls', () => {
     await until('the lobby to empty', async () => (await nicknames()).length === 0, 10_000);
   }, 60_000);
 
-  it('/healthz says degraded and a CONNECT waiting on it still meets the handshake deadline', async () => {
+  it('/healthz says degraded; a CONNECT waiting on it meets the handshake deadline, with 3006', async () => {
     const node = await spawnServer([
       '--redis',
       redis.url,
@@ -226,6 +226,9 @@ describe.skipIf(skip)('Redis that stalls', () => {
         });
         expect(await res.json()).toMatchObject({ status: 'degraded', redis: 'unreachable' });
         await waiting.expectClose(5_000);
+        // It did send CONNECT in time: it is told why it gets no answer, as a client of a
+        // node cut off is, and comes back (to another node if it knows one).
+        expect(waiting.received.find((m) => m.cmd === '90')?.code).toBe(3006);
       } finally {
         await unstall();
       }
