@@ -70,4 +70,33 @@ describe('PresenceKeeper after a pause of its process', () => {
     // The ticks themselves noticed the cut-off, once.
     expect(expired).toHaveLength(1);
   });
+
+  it('the heartbeat that waited out a stall of Redis counts from its answer: no second cut-off', async () => {
+    const { k, presence, expired, advance } = keeper();
+    await k.start();
+    k.stop();
+    const real = presence.heartbeat.bind(presence);
+    let answer: (() => void) | undefined;
+    presence.heartbeat = () =>
+      new Promise((resolve, reject) => {
+        answer = () => real().then(resolve, reject);
+      });
+    // Redis stalls for 1.5 timeouts; the ticks go on and notice the cut-off once.
+    const first = k.tick();
+    for (let i = 0; i < 15; i++) {
+      advance(INTERVAL_MS);
+      void k.tick();
+    }
+    expect(expired).toHaveLength(1);
+    // It answers; the next heartbeat is then slow for a while (a loaded machine).
+    answer!();
+    await first;
+    advance(INTERVAL_MS);
+    void k.tick();
+    for (let i = 0; i < 3; i++) {
+      advance(INTERVAL_MS);
+      void k.tick();
+    }
+    expect(expired).toHaveLength(1);
+  });
 });
