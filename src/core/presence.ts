@@ -285,7 +285,8 @@ export interface KeeperOptions {
  * Runs a node's liveness: heartbeats, reaps dead nodes, and notices when
  * this node itself has been cut off for longer than the timeout. The cut-off
  * clock starts when a heartbeat is sent, not when it is answered, so the node
- * learns it no later than the others can reap it.
+ * learns it no later than the others can reap it (but for a heartbeat answered
+ * late while the loop turned, which Redis counted late: see ackedAt).
  */
 export class PresenceKeeper {
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -337,10 +338,11 @@ export class PresenceKeeper {
     const sent = this.now();
     try {
       const beat = await this.presence.heartbeat();
+      const answered = this.now();
       // Reported once per outage: a cut-off noticed here first, then confirmed by `expired`.
       if (beat.status === 'expired') this.expire();
       this.expired = false;
-      this.lastAcked = sent;
+      this.lastAcked = this.ackedAt(sent, answered);
       if (beat.status === 'reset' && beat.lost.length > 0) this.handlers.onLost?.(beat.lost);
       if (beat.status === 'reset' && beat.displaced !== undefined) {
         this.handlers.onDisplaced?.(beat.displaced);
@@ -373,6 +375,20 @@ export class PresenceKeeper {
       now - this.lastTick > 2 * this.options.intervalMs &&
       now - this.lastAcked > this.presence.timeoutMs
     );
+  }
+
+  /**
+   * From when an answered heartbeat keeps the node registered: when it was sent, the latest
+   * Redis can have counted it. A heartbeat that waited out a stall of Redis was counted at
+   * the stall's end, though, and counting it from its send would have the node cut off again
+   * until the next one is answered. So while the loop turns (a tick ran within two intervals
+   * before the answer, so that the answer cannot have waited long unread), it counts from
+   * two intervals before its answer, if that is later.
+   */
+  private ackedAt(sent: number, answered: number): number {
+    const margin = 2 * this.options.intervalMs;
+    if (answered - this.lastTick > margin) return sent;
+    return Math.max(sent, answered - margin);
   }
 
   private checkCutOff(): void {
