@@ -195,6 +195,12 @@ const RESYNC_HEARTBEATS = 3;
 
 /** How often a node reads the cluster's ban list again, in case it missed a change. */
 const BAN_REFRESH_MS = 5_000;
+/**
+ * How long a stopping node waits for Redis, for its members' leaves and then for leaving the
+ * cluster: a Redis that stalls (its connections up, nothing answered) must not keep the
+ * process from exiting. Whatever is not done by then the others do when they reap the node.
+ */
+const LEAVE_MS = 2_000;
 /** A Redis URL as logs and errors show it: without its password. */
 function shownUrl(url: string): string {
   try {
@@ -423,6 +429,10 @@ class ClusterNode implements Cluster, ClusterView {
     return this.counted.result;
   }
 
+  stale(): boolean {
+    return this.keeper?.stale() ?? false;
+  }
+
   /** Heartbeats from now on; the chat hears of dead nodes and of this one being cut off. */
   keep(chat: Chat, timeoutMs: number, log: Logger): void {
     this.keeper = new PresenceKeeper(
@@ -444,20 +454,26 @@ class ClusterNode implements Cluster, ClusterView {
     this.banTimer.unref();
   }
 
-  /** Leaves the cluster: deregisters (members already released), unsubscribes, disconnects. */
-  async close(): Promise<void> {
+  /**
+   * Leaves the cluster: deregisters (members already released), unsubscribes, disconnects;
+   * waits for Redis until `until` (Date.now() ms) at most.
+   */
+  async close(until = Date.now() + LEAVE_MS): Promise<void> {
     this.keeper?.stop();
     if (this.banTimer !== undefined) clearInterval(this.banTimer);
-    await this.presence.close().catch(() => {});
-    await withTimeout(this.broker.close(), 2_000).catch(() => {});
+    // One budget for every step: each waits on Redis, which may be stalled rather than gone
+    // (a 'ready' connection that answers nothing), and is then disconnected below.
+    const left = () => Math.max(0, until - Date.now());
+    await withTimeout(this.presence.close(), left()).catch(() => {});
+    await withTimeout(this.broker.close(), left()).catch(() => {});
     // Its last appends may be waiting for an instance that is down: the client is then
     // disconnected below, which fails them, rather than waited on for its reconnects.
-    await withTimeout(this.history.close(), 2_000).catch(() => {});
+    await withTimeout(this.history.close(), left()).catch(() => {});
     await Promise.all(
       this.clients.map(async (redis) => {
         if (redis.status === 'ready') {
           try {
-            await redis.quit();
+            await withTimeout(redis.quit(), left());
             return;
           } catch {
             // Fall through: nothing is waiting for a reply any more.
@@ -742,10 +758,17 @@ export class ConfabServer {
     const closed = Promise.all(this.listeners.map((l) => l.close()));
     this.chat.shutdown();
     await closed;
-    // The rooms live on in the cluster: they hear of these leaves before this node goes.
-    await this.chat.settled();
-    // Last: what was being stored as clients left is committed first.
-    if (this.cluster !== undefined) await this.cluster.close();
-    else await this.history?.close();
+    // The rooms live on in the cluster: they hear of these leaves before this node goes
+    // (from the others reaping it, should Redis not answer in time).
+    const settled = this.chat.settled();
+    if (this.cluster !== undefined) {
+      const until = Date.now() + LEAVE_MS;
+      await withTimeout(settled, LEAVE_MS).catch(() => {});
+      // Last: what was being stored as clients left is committed first.
+      await this.cluster.close(until);
+      return;
+    }
+    await settled;
+    await this.history?.close();
   }
 }

@@ -124,6 +124,8 @@ const DEFAULT_MAX_HELD = 10_000;
 /** Catch-up rounds one sync makes before it waits (a room whose epoch keeps changing). */
 const MAX_ROUNDS = 5;
 const RETRY_MS = [50, 100, 250, 500, 1_000, 2_000, 5_000];
+/** How long close() waits for Redis to answer QUIT before it just disconnects. */
+const QUIT_MS = 1_000;
 
 export function nodeChannel(prefix: string, node: string): string {
   return `${prefix}b:n:${roomTag(node)}`;
@@ -418,11 +420,21 @@ export class RedisBroker implements Broker {
         redis.disconnect();
         return;
       }
-      try {
-        await redis.quit();
-      } catch {
-        redis.disconnect();
-      }
+      // A Redis that stalls (connected, answering nothing) would hold QUIT, and with it the
+      // connection and the process, until it answers.
+      let timer: NodeJS.Timeout | undefined;
+      const stalled = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), QUIT_MS);
+      });
+      const quitted = await Promise.race([
+        redis.quit().then(
+          () => true,
+          () => false,
+        ),
+        stalled,
+      ]);
+      clearTimeout(timer);
+      if (!quitted) redis.disconnect();
     };
     await Promise.all([quit(this.sub), this.ownsPub ? quit(this.pub) : Promise.resolve()]);
   }

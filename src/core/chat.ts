@@ -92,6 +92,14 @@ export interface Cluster {
    * members again then, and a read before that would show them leaving.
    */
   readonly resyncDelayMs?: number;
+  /**
+   * True while this node may have been reaped (no heartbeat answered for the cluster timeout:
+   * its process was paused, or Redis stalled); the first time, its clients are closed
+   * (Chat.expired). Asked before a request or an event from the others is served: a node that
+   * runs again after a pause reads its sockets before its timers run, and must not act for
+   * members whose nicknames the others may have given away.
+   */
+  stale?(): boolean;
 }
 
 /** Requests waiting behind an unfinished one: reading pauses at the first, the session ends past the second. */
@@ -426,6 +434,7 @@ export class Chat implements ChatContext, SessionHost {
   private arrived(key: string, event: RoomEvent): void {
     const from = event.type === 'chat' ? this.identities.sentBy(event.origin) : undefined;
     if (this.rosters.get(key)?.apply(event) === false) return;
+    if (this.cluster?.stale?.() === true) return;
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
     room.deliver(new Delivery(event), event.type === 'chat' ? from : this.subject(event));
@@ -666,6 +675,7 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   private whispered(event: WhisperEvent): void {
+    if (this.cluster?.stale?.() === true) return;
     this.find(event.to)?.deliver(new Delivery(event));
   }
 
@@ -801,6 +811,11 @@ export class Chat implements ChatContext, SessionHost {
 
   receive(session: Session, result: ParseResult): void {
     if (session.state === 'closed') return;
+    if (session.state === 'joined' && this.cluster?.stale?.() === true) {
+      // Closed with the node's other clients already, unless it was the first to ask.
+      this.disconnect(session, 'cluster-unavailable');
+      return;
+    }
     // Flood control counts every frame after joining, garbage included, so
     // junk cannot be sprayed (and logged) faster than chat; EXIT always passes.
     if (

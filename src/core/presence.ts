@@ -285,11 +285,14 @@ export interface KeeperOptions {
  * Runs a node's liveness: heartbeats, reaps dead nodes, and notices when
  * this node itself has been cut off for longer than the timeout. The cut-off
  * clock starts when a heartbeat is sent, not when it is answered, so the node
- * learns it no later than the others can reap it.
+ * learns it no later than the others can reap it (but for a heartbeat answered
+ * late while the loop turned, which Redis counted late: see ackedAt).
  */
 export class PresenceKeeper {
   private timer: ReturnType<typeof setInterval> | undefined;
   private lastAcked: number;
+  /** When a tick last ran: long ago means the process was paused (or its loop blocked). */
+  private lastTick: number;
   private expired = false;
   private running = false;
   private readonly now: () => number;
@@ -301,11 +304,13 @@ export class PresenceKeeper {
   ) {
     this.now = options.now ?? Date.now;
     this.lastAcked = this.now();
+    this.lastTick = this.lastAcked;
   }
 
   /** Heartbeats once (registering the node), then on every interval. */
   async start(): Promise<void> {
     this.lastAcked = this.now();
+    this.lastTick = this.lastAcked;
     await this.tick();
     if (this.timer !== undefined) return;
     this.timer = setInterval(() => {
@@ -321,6 +326,10 @@ export class PresenceKeeper {
 
   /** One round: heartbeat, then reap. Overlapping rounds are skipped. */
   async tick(): Promise<void> {
+    const now = this.now();
+    // Back from a pause: its clients are closed before the heartbeat goes out, not after.
+    if (this.pausedTooLong(now)) this.expire();
+    this.lastTick = now;
     if (this.running) {
       this.checkCutOff();
       return;
@@ -329,10 +338,11 @@ export class PresenceKeeper {
     const sent = this.now();
     try {
       const beat = await this.presence.heartbeat();
+      const answered = this.now();
       // Reported once per outage: a cut-off noticed here first, then confirmed by `expired`.
       if (beat.status === 'expired') this.expire();
       this.expired = false;
-      this.lastAcked = sent;
+      this.lastAcked = this.ackedAt(sent, answered);
       if (beat.status === 'reset' && beat.lost.length > 0) this.handlers.onLost?.(beat.lost);
       if (beat.status === 'reset' && beat.displaced !== undefined) {
         this.handlers.onDisplaced?.(beat.displaced);
@@ -345,6 +355,40 @@ export class PresenceKeeper {
     } finally {
       this.running = false;
     }
+  }
+
+  /**
+   * True when this process was paused (no tick ran lately: a paused VM or container, a
+   * stopped process) for so long that the others may have reaped it; the first time, the
+   * node is told (onExpired). A process running again reads its sockets before its timers
+   * run: asked first, this keeps it from serving its clients as members meanwhile. A stall
+   * of Redis is not this: the ticks go on, and notice it themselves.
+   */
+  stale(): boolean {
+    if (!this.pausedTooLong(this.now())) return false;
+    this.expire();
+    return true;
+  }
+
+  private pausedTooLong(now: number): boolean {
+    return (
+      now - this.lastTick > 2 * this.options.intervalMs &&
+      now - this.lastAcked > this.presence.timeoutMs
+    );
+  }
+
+  /**
+   * From when an answered heartbeat keeps the node registered: when it was sent, the latest
+   * Redis can have counted it. A heartbeat that waited out a stall of Redis was counted at
+   * the stall's end, though, and counting it from its send would have the node cut off again
+   * until the next one is answered. So while the loop turns (a tick ran within two intervals
+   * before the answer, so that the answer cannot have waited long unread), it counts from
+   * two intervals before its answer, if that is later.
+   */
+  private ackedAt(sent: number, answered: number): number {
+    const margin = 2 * this.options.intervalMs;
+    if (answered - this.lastTick > margin) return sent;
+    return Math.max(sent, answered - margin);
   }
 
   private checkCutOff(): void {

@@ -49,9 +49,15 @@ export class HandshakeDeadlines {
       }
       this.due.delete(session);
       if (session.state !== 'greeting') continue;
-      this.log.info({ remote: session.peer.remote }, 'no CONNECT in time, closing');
+      // A CONNECT still being handled waits for the cluster (Redis stalled): the client did
+      // its part in time, and is told what a node cut off tells its clients.
+      const waiting = session.pending > 0;
+      this.log.info(
+        { remote: session.peer.remote },
+        waiting ? 'CONNECT still waiting for the cluster, closing' : 'no CONNECT in time, closing',
+      );
       try {
-        session.disconnect('timeout');
+        session.disconnect(waiting ? 'cluster-unavailable' : 'timeout');
       } catch (err) {
         session.failed(err);
       }
