@@ -338,7 +338,7 @@ export const SERVE_OPTIONS = {
     max: 100_000_000,
     off: 0,
     description:
-      'with --redis: rooms whose messages each Redis instance keeps ("off" for no limit); past it, the rooms written to least recently lose all their messages',
+      'rooms whose messages are kept, with --history sqlite and in each Redis instance with --redis ("off" for no limit); past it, the rooms written to least recently lose all their messages',
     arg: 'N',
   },
   'history-on-join': {
