@@ -257,3 +257,29 @@ it('moves no room to the front for a commit that failed', async () => {
   expect(store.stats.writtenRooms).toBe(2);
   expect(await store.append('charlie', draft('two', 5))).toMatchObject({ message: { id: 2 } });
 });
+
+it('keeps the cids of the messages a room still holds when a step empties it only in part', async () => {
+  const store = open({ maxRooms: 2 });
+  // alpha, written to least recently, takes all but 8 of the first step's 2,048 messages.
+  await Promise.all(
+    Array.from({ length: 2040 }, (_, i) => store.append('alpha', draft(`m${i}`, 1))),
+  );
+  // bravo's 100 messages are one row: too many for what is left, it loses no row this step.
+  await Promise.all(
+    Array.from({ length: 100 }, (_, i) =>
+      store.append('bravo', { at: 2, from: 'eve', msg: `b${i}`, cid: `c${i + 1}` }),
+    ),
+  );
+  // Two rooms more in one commit: the first step is to empty alpha and bravo.
+  await Promise.all([
+    store.append('charlie', draft('one', 3)),
+    store.append('delta', draft('one', 3)),
+  ]);
+  // The first step has emptied alpha; bravo is whole until the next.
+  while (store.stats.writtenRooms > 3) await nextTurn();
+  expect(store.stats.writtenRooms).toBe(3);
+  expect((await ids(store, 'bravo')).length).toBe(100);
+  // Message 3 is still there to read: its cid sent again is that message, not a new one.
+  const again = await store.append('bravo', { at: 4, from: 'eve', msg: 'b2', cid: 'c3' });
+  expect(again).toMatchObject({ duplicate: true, message: { id: 3 } });
+});
