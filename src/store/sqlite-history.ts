@@ -363,6 +363,7 @@ export class SqliteHistoryStore implements HistoryStore {
     [string, string],
     { oldest: number | null; last: number | null }
   >;
+  private readonly batchAt: Database.Statement<[string, number], { first: number; last: number }>;
   private readonly commitBatch: (batch: readonly Pending[]) => void;
   /** pruneRoom in a transaction of its own (a savepoint within pruneSome's). */
   private readonly pruneRoomAlone: (room: string, cutoff: number) => boolean;
@@ -487,6 +488,10 @@ export class SqliteHistoryStore implements HistoryStore {
     this.span = db.prepare(
       `SELECT (SELECT first FROM batches WHERE room = ? ORDER BY first LIMIT 1) AS oldest,
          (SELECT last FROM batches WHERE room = ? ORDER BY first DESC LIMIT 1) AS last`,
+    );
+    // The batch holding an id, or the last one before it.
+    this.batchAt = db.prepare(
+      'SELECT first, last FROM batches WHERE room = ? AND first <= ? ORDER BY first DESC LIMIT 1',
     );
 
     this.pruneRoomAlone = db.transaction((room: string, cutoff: number) =>
@@ -996,8 +1001,15 @@ export class SqliteHistoryStore implements HistoryStore {
         }
         const { oldest, last } = this.span.get(room, room) ?? { oldest: null, last: null };
         if (oldest !== null && last !== null && last - oldest + 1 > budget) {
-          // Batches ending at or before it: at least the oldest one, at most `budget` ids.
-          if (this.deleteThrough(room, oldest - 1 + budget) > 0) progress = true;
+          // Whole batches, at most `budget` ids: through the end of the last one that fits,
+          // not the id the budget ends at. The cids of a batch left are of messages still
+          // readable, and a repeat of one must be found.
+          const at = this.batchAt.get(room, oldest - 1 + budget);
+          const through =
+            at === undefined || at.last <= oldest - 1 + budget ? at?.last : at.first - 1;
+          if (through !== undefined && through >= oldest && this.deleteThrough(room, through) > 0) {
+            progress = true;
+          }
           break;
         }
         if (last !== null) {
