@@ -283,3 +283,13 @@ it('keeps the cids of the messages a room still holds when a step empties it onl
   const again = await store.append('bravo', { at: 4, from: 'eve', msg: 'b2', cid: 'c3' });
   expect(again).toMatchObject({ duplicate: true, message: { id: 3 } });
 });
+
+it('checks maxRooms when it opens, with no prune and no append', async () => {
+  const first = open({ maxRooms: 0 });
+  const rooms = ['echo', 'alpha', 'delta', 'bravo', 'charlie'];
+  for (const [i, room] of rooms.entries()) await first.append(room, draft('one', i));
+  await first.close();
+  const store = open({ maxRooms: 2 });
+  await vi.waitFor(() => expect(store.stats.writtenRooms).toBe(2));
+  expect(await holding(store, rooms)).toEqual(['bravo', 'charlie']);
+});
