@@ -293,3 +293,16 @@ it('checks maxRooms when it opens, with no prune and no append', async () => {
   await vi.waitFor(() => expect(store.stats.writtenRooms).toBe(2));
   expect(await holding(store, rooms)).toEqual(['bravo', 'charlie']);
 });
+
+it('no longer counts the rooms age retention emptied', async () => {
+  const store = open({ maxRooms: 2, retention: { maxMessages: 100, maxAgeMs: 1000 } });
+  await store.append('bravo', draft('old', 0));
+  await store.append('alpha', draft('new', 5000));
+  await store.prune(5500);
+  expect(store.stats.writtenRooms).toBe(1);
+  // Two rooms hold messages again: none is over the limit, alpha keeps its message.
+  await store.append('charlie', draft('new', 5100));
+  await store.prune(5600);
+  expect(await holding(store, ['alpha', 'bravo', 'charlie'])).toEqual(['alpha', 'charlie']);
+  expect(store.stats.writtenRooms).toBe(2);
+});
