@@ -46,8 +46,9 @@ export interface SqliteHistoryOptions extends HistoryStoreOptions {
   readonly walBytesLimit?: number;
   /**
    * Rooms holding messages at most (0: no limit); past it the rooms written to least
-   * recently lose all their messages, checked when a room starts holding messages and at
-   * each prune. Their rows (top and epoch) stay. Default DEFAULT_MAX_HISTORY_ROOMS.
+   * recently lose all their messages, checked when the store opens, when a room starts
+   * holding messages and at each prune. Their rows (top and epoch) stay. Default
+   * DEFAULT_MAX_HISTORY_ROOMS.
    */
   readonly maxRooms?: number;
 }
