@@ -6,8 +6,8 @@
  */
 import path from 'node:path';
 import type { DeclaredRoom } from './core/rooms.js';
+import { DEFAULT_MAX_HISTORY_ROOMS } from './store/common.js';
 import { DEFAULT_MEMORY_HISTORY_BYTES } from './store/memory-history.js';
-import { DEFAULT_MAX_REDIS_ROOMS } from './store/redis-history.js';
 
 type Kind = 'string' | 'integer' | 'boolean' | 'file';
 
@@ -333,12 +333,12 @@ export const SERVE_OPTIONS = {
   },
   'history-max-rooms': {
     kind: 'integer',
-    default: DEFAULT_MAX_REDIS_ROOMS,
+    default: DEFAULT_MAX_HISTORY_ROOMS,
     min: 0,
     max: 100_000_000,
     off: 0,
     description:
-      'with --redis: rooms whose messages each Redis instance keeps ("off" for no limit); past it, the rooms written to least recently lose all their messages',
+      'rooms whose messages are kept, with --history sqlite and in each Redis instance with --redis ("off" for no limit); past it, the rooms written to least recently lose all their messages',
     arg: 'N',
   },
   'history-on-join': {

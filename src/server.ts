@@ -168,6 +168,7 @@ function openHistory(config: Config): HistoryStore | undefined {
         return new SqliteHistoryStore(path.join(config.dataDir, 'history.db'), {
           retention,
           afterCommit: flushWrites,
+          maxRooms: config.historyMaxRooms,
         });
       } catch (err) {
         throw new StartError(

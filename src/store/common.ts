@@ -15,6 +15,22 @@ export interface HistoryStoreOptions {
 
 export const DEFAULT_PRUNE_INTERVAL_MS = 60_000;
 
+/**
+ * The default of `maxRooms` in the SQLite and Redis stores: past it, the rooms written to
+ * least recently lose all their messages. Each room keeps its newest `maxMessages` for the
+ * age limit, so without it a client spreading its chats over ever new rooms would have all
+ * of them kept that long. In Redis as many rooms of one short chat each take some 47 MB, a
+ * stream taking 4 KB from its first entry (Redis preallocates `stream-node-max-bytes`).
+ */
+export const DEFAULT_MAX_HISTORY_ROOMS = 10_000;
+
+/** Throws unless `maxRooms` is a whole number, 0 (no limit) or more. */
+export function checkMaxRooms(maxRooms: number): void {
+  if (!(Number.isInteger(maxRooms) && maxRooms >= 0)) {
+    throw new RangeError(`maxRooms must be a whole number, 0 or more, not ${maxRooms}`);
+  }
+}
+
 export function checkRetention(retention: Retention): void {
   if (!Number.isInteger(retention.maxMessages) || retention.maxMessages < 1) {
     throw new RangeError(

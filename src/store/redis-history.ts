@@ -12,9 +12,11 @@ import type {
 import {
   ageCutoff,
   checkKey,
+  checkMaxRooms,
   checkRetention,
   checkSenders,
   cidName,
+  DEFAULT_MAX_HISTORY_ROOMS,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
   newSeed,
@@ -49,7 +51,7 @@ export interface RedisHistoryOptions extends HistoryStoreOptions {
    * append made a room hold messages again and by the prune (each interval, by one node
    * of those sharing the Redis), every message of the rooms written to least recently
    * goes, and those rooms are then forgotten as rooms that lost their messages by age
-   * are. Default DEFAULT_MAX_REDIS_ROOMS.
+   * are. Default DEFAULT_MAX_HISTORY_ROOMS.
    */
   readonly maxRooms?: number;
 }
@@ -102,13 +104,6 @@ export const KEEP_INTERVAL_MS = (EMPTY_EPOCH_TTL_S * 1000) / 4;
 
 /** Rooms kept by one script call. */
 const KEEP_BATCH = 500;
-
-/**
- * The default of RedisHistoryOptions.maxRooms: as many rooms of one short chat each take
- * some 47 MB of Redis, a stream taking 4 KB from its first entry (Redis preallocates
- * `stream-node-max-bytes`). What busy rooms hold beyond that is bounded by the count cap.
- */
-export const DEFAULT_MAX_REDIS_ROOMS = 10_000;
 
 /**
  * Renews the life of those of a room's keys that expire (a room never written to, or one
@@ -713,10 +708,8 @@ export class RedisHistoryStore implements HistoryStore {
   constructor(options: RedisHistoryOptions) {
     checkRetention(options.retention);
     this.retention = options.retention;
-    this.maxRooms = options.maxRooms ?? DEFAULT_MAX_REDIS_ROOMS;
-    if (!(Number.isInteger(this.maxRooms) && this.maxRooms >= 0)) {
-      throw new RangeError(`maxRooms must be a whole number, 0 or more, not ${this.maxRooms}`);
-    }
+    this.maxRooms = options.maxRooms ?? DEFAULT_MAX_HISTORY_ROOMS;
+    checkMaxRooms(this.maxRooms);
     this.newId = options.newId;
     this.onError = options.onError;
     this.prefix = options.prefix ?? DEFAULT_REDIS_PREFIX;

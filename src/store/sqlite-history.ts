@@ -13,9 +13,11 @@ import type {
 import {
   ageCutoff,
   checkKey,
+  checkMaxRooms,
   checkRetention,
   checkSenders,
   cidName,
+  DEFAULT_MAX_HISTORY_ROOMS,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
   newSeed,
@@ -42,6 +44,13 @@ export interface SqliteHistoryOptions extends HistoryStoreOptions {
   readonly cachedRooms?: number;
   /** WAL size past which the checkpointer restarts the WAL (WAL_BYTES_LIMIT); tests make it small. */
   readonly walBytesLimit?: number;
+  /**
+   * Rooms holding messages at most (0: no limit); past it the rooms written to least
+   * recently lose all their messages, checked when the store opens, when a room starts
+   * holding messages and at each prune. Their rows (top and epoch) stay. Default
+   * DEFAULT_MAX_HISTORY_ROOMS.
+   */
+  readonly maxRooms?: number;
 }
 
 export interface SqliteHistoryStats {
@@ -51,6 +60,8 @@ export interface SqliteHistoryStats {
   readonly appended: number;
   /** Rooms whose state is cached. */
   readonly cachedRooms: number;
+  /** Rooms in the order maxRooms is kept by: those holding messages (none without a limit). */
+  readonly writtenRooms: number;
 }
 
 /** One message in a batch's `data`: its time, sender, text and, if it has one, its cid. */
@@ -149,6 +160,42 @@ const CACHED_ROOMS = 10_000;
 /** Rooms age retention goes through in one transaction before it lets the event loop turn. */
 const PRUNE_ROOMS_PER_TURN = 256;
 /**
+ * Messages (ids) one step of the maxRooms check deletes at most, and so at most as many
+ * batch rows and cids, before the event loop turns: a full room can be a thousand rows or
+ * more, and a step bounded by rooms alone held the loop for seconds.
+ */
+const CAP_MESSAGES_PER_TURN = 2048;
+/** Rooms one step of the maxRooms check empties at most (each costs a few lookups however small). */
+const CAP_ROOMS_PER_TURN = 256;
+
+/** Lets the event loop turn between the transactions of a long prune. */
+function nextTurn(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+/**
+ * The rooms holding messages, least recently written first, as their newest messages' times
+ * say: read when the store opens, with a limit. A skip scan over the batches' key (the next
+ * room after each) and one seek to each room's last batch, in one statement: a room costs the
+ * same whatever it holds (some 8 µs), and with the limit kept there are about maxRooms of them.
+ */
+function writtenOrder(db: Database.Database): Map<string, true> {
+  const rooms = db
+    .prepare<[], { room: string }>(
+      `WITH RECURSIVE stored(room) AS (
+         SELECT min(room) FROM batches
+         UNION ALL
+         SELECT (SELECT min(room) FROM batches WHERE room > stored.room) FROM stored
+           WHERE stored.room IS NOT NULL)
+       SELECT room FROM stored WHERE room IS NOT NULL ORDER BY
+         (SELECT newest FROM batches WHERE batches.room = stored.room ORDER BY first DESC LIMIT 1),
+         room`,
+    )
+    .all();
+  return new Map(rooms.map(({ room }) => [room, true]));
+}
+
+/**
  * WAL size past which the checkpointer stops waiting for a pause in the writes and makes the
  * writer start the WAL over (RESTART, briefly blocking it): under a steady stream of commits
  * every PASSIVE checkpoint overlaps a commit, no write begins with the WAL fully copied, which
@@ -238,7 +285,14 @@ const BATCH_TEXT = 16 * 1024;
  * passed the limit by a margin), whole batches at a time, not on every
  * commit; reads never return them.
  * A room's top is the highest id it stores, so its row in `rooms` is written
- * once (and again only when age retention empties the room).
+ * once (and again only when age retention or maxRooms empties the room).
+ *
+ * At most `maxRooms` rooms hold messages: each room keeps its newest ones for the
+ * age limit, and a client spreading its chats over ever new rooms would otherwise
+ * have the disk hold all of them that long. The order they were written in is kept in
+ * memory (read back at start from each room's newest batch); past the limit the
+ * rooms written to least recently lose all their messages, in bounded steps with
+ * a turn of the event loop between them, and keep their rows, so their ids go on.
  *
  * Ids come from a cache of each room's top, so a second process writing the
  * same file would hand out the same ids: a lock file beside it
@@ -269,6 +323,15 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly afterCommit: (() => void) | undefined;
   private readonly batchMessages: number;
   private readonly cachedRooms: number;
+  private readonly maxRooms: number;
+  /**
+   * With a limit, the rooms holding messages, least recently written first: a commit moves
+   * its rooms to the end once it has succeeded, emptying a room takes it out. None without
+   * a limit, where nothing reads it.
+   */
+  private readonly written: Map<string, true> | undefined;
+  /** The maxRooms check running (checkRooms), if one is: never two at once. */
+  private capping: Promise<void> | undefined;
 
   private readonly insertBatch: Database.Statement<[string, number, number, number, string]>;
   private readonly insertCid: Database.Statement<[string, string, string, number]>;
@@ -297,9 +360,14 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly deleteCidsUpTo: Database.Statement<[string, number]>;
   private readonly youngRows: Database.Statement<[string, number, number], BatchRow>;
   private readonly cutBatch: Database.Statement<[number, string, string, number]>;
+  private readonly span: Database.Statement<
+    [string, string],
+    { oldest: number | null; last: number | null }
+  >;
+  private readonly batchAt: Database.Statement<[string, number], { first: number; last: number }>;
   private readonly commitBatch: (batch: readonly Pending[]) => void;
   /** pruneRoom in a transaction of its own (a savepoint within pruneSome's). */
-  private readonly pruneRoomAlone: (room: string, cutoff: number) => void;
+  private readonly pruneRoomAlone: (room: string, cutoff: number) => boolean;
 
   constructor(path: string, options: SqliteHistoryOptions) {
     checkRetention(options.retention);
@@ -307,6 +375,8 @@ export class SqliteHistoryStore implements HistoryStore {
     this.afterCommit = options.afterCommit;
     this.batchMessages = options.batchMessages ?? BATCH_MESSAGES;
     this.cachedRooms = options.cachedRooms ?? CACHED_ROOMS;
+    this.maxRooms = options.maxRooms ?? DEFAULT_MAX_HISTORY_ROOMS;
+    checkMaxRooms(this.maxRooms);
     // Large runs delete whole pages at a time; the margin is also what a room may hold
     // beyond its limit until then.
     this.deleteMargin = Math.max(1, Math.floor(this.retention.maxMessages / 2));
@@ -357,6 +427,7 @@ export class SqliteHistoryStore implements HistoryStore {
         | { value: string }
         | undefined;
       this.seed = row!.value;
+      this.written = this.maxRooms > 0 ? writtenOrder(db) : undefined;
       if (inFile) {
         this.checkpointer = this.startCheckpointer(path, options.walBytesLimit ?? WAL_BYTES_LIMIT);
         db.pragma('wal_autocheckpoint = 0');
@@ -413,6 +484,15 @@ export class SqliteHistoryStore implements HistoryStore {
     );
     this.cutBatch = db.prepare(
       'UPDATE batches SET first = ?, data = ? WHERE room = ? AND first = ?',
+    );
+    // A room's oldest and highest stored ids, one seek each.
+    this.span = db.prepare(
+      `SELECT (SELECT first FROM batches WHERE room = ? ORDER BY first LIMIT 1) AS oldest,
+         (SELECT last FROM batches WHERE room = ? ORDER BY first DESC LIMIT 1) AS last`,
+    );
+    // The batch holding an id, or the last one before it.
+    this.batchAt = db.prepare(
+      'SELECT first, last FROM batches WHERE room = ? AND first <= ? ORDER BY first DESC LIMIT 1',
     );
 
     this.pruneRoomAlone = db.transaction((room: string, cutoff: number) =>
@@ -474,7 +554,7 @@ export class SqliteHistoryStore implements HistoryStore {
     });
 
     const interval = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
-    if (interval > 0 && this.retention.maxAgeMs > 0) {
+    if (interval > 0 && (this.retention.maxAgeMs > 0 || this.maxRooms > 0)) {
       const now = options.now ?? Date.now;
       this.timer = setInterval(() => {
         // A prune still under way (many rooms) is not queued behind: the next tick catches up.
@@ -483,11 +563,18 @@ export class SqliteHistoryStore implements HistoryStore {
       }, interval);
       this.timer.unref();
     }
+    // Opened with more rooms holding messages than the limit (it was lowered, or off).
+    this.checkRooms().catch(() => {});
   }
 
   /** Counters for tests and metrics. */
   get stats(): SqliteHistoryStats {
-    return { commits: this.commits, appended: this.appended, cachedRooms: this.rooms.size };
+    return {
+      commits: this.commits,
+      appended: this.appended,
+      cachedRooms: this.rooms.size,
+      writtenRooms: this.written?.size ?? 0,
+    };
   }
 
   append(room: string, draft: MessageDraft): Promise<Appended> {
@@ -625,6 +712,9 @@ export class SqliteHistoryStore implements HistoryStore {
     this.closed = true;
     if (this.timer !== undefined) clearInterval(this.timer);
     this.flush();
+    // A maxRooms check stops at its next turn, before any query: settled before the
+    // database closes.
+    await this.capping?.catch(() => {});
     const checkpointer = this.checkpointer;
     this.checkpointer = undefined;
     if (checkpointer !== undefined) {
@@ -730,6 +820,7 @@ export class SqliteHistoryStore implements HistoryStore {
     for (const p of batch) {
       p.resolve({ message: p.message, epoch: p.state.epoch, duplicate: p.duplicate });
     }
+    this.wrote(batch);
     // Nothing is pending now, and every cached state is stored: any can go, the oldest first.
     if (this.rooms.size > this.cachedRooms) {
       for (const room of this.rooms.keys()) {
@@ -743,19 +834,24 @@ export class SqliteHistoryStore implements HistoryStore {
 
   /**
    * Age retention, PRUNE_ROOMS_PER_TURN rooms to a transaction with a turn of the event loop
-   * between them: with a great many rooms one transaction over all would hold the loop.
+   * between them: with a great many rooms one transaction over all would hold the loop. Then
+   * the maxRooms check (checkRooms), joining one under way.
    */
   private async pruneRooms(now: number): Promise<void> {
     const cutoff = ageCutoff(now, this.retention);
-    if (cutoff === Number.NEGATIVE_INFINITY) return;
     let after: string | undefined;
     const failed: { error?: unknown } = {};
-    while (!this.closed) {
+    while (!this.closed && cutoff !== Number.NEGATIVE_INFINITY) {
       const last = this.pruneSome(after, cutoff, failed);
       if (last === null) break;
       after = last;
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      await nextTurn();
     }
+    // Also here, not only as rooms start holding messages: a check that failed (a full
+    // disk) is made again.
+    await this.checkRooms().catch((error: unknown) => {
+      if (!('error' in failed)) failed.error = error;
+    });
     // One room that cannot be pruned (an unreadable row) holds back no other; the caller
     // hears of it once all are done.
     if ('error' in failed) throw failed.error;
@@ -767,7 +863,8 @@ export class SqliteHistoryStore implements HistoryStore {
     cutoff: number,
     failed: { error?: unknown },
   ): string | null {
-    return this.db.transaction(() => {
+    const emptied: string[] = [];
+    const last = this.db.transaction(() => {
       let room = after;
       for (let n = 0; n < PRUNE_ROOMS_PER_TURN; n++) {
         const next = (
@@ -777,20 +874,24 @@ export class SqliteHistoryStore implements HistoryStore {
         room = next;
         try {
           // Its own savepoint: a room that fails leaves nothing half done, and the rest go on.
-          this.pruneRoomAlone(next, cutoff);
+          if (this.pruneRoomAlone(next, cutoff)) emptied.push(next);
         } catch (error) {
           if (!('error' in failed)) failed.error = error;
         }
       }
       return room ?? null;
     })();
+    // Once committed: rooms without messages no longer count for maxRooms.
+    for (const room of emptied) this.written?.delete(room);
+    return last;
   }
 
   /**
    * Age retention for one room removes its oldest messages up to the first one still young
-   * enough, so stored ids stay consecutive even if the clock once stepped back.
+   * enough, so stored ids stay consecutive even if the clock once stepped back. True if it
+   * removed them all.
    */
-  private pruneRoom(key: string, cutoff: number): void {
+  private pruneRoom(key: string, cutoff: number): boolean {
     // Only messages above the count floor count: those at or below it are gone for
     // readers, and a young one among them must not keep the older ones after it.
     const state = this.rooms.get(key) ?? this.stored(key);
@@ -809,22 +910,134 @@ export class SqliteHistoryStore implements HistoryStore {
       // The room's top is its highest stored id: keep it before there is none.
       this.saveTop.run(key, key);
       this.deleteThrough(key, Number.MAX_SAFE_INTEGER);
-      return;
+      return true;
     }
     // The batch holding the first young message above the floor is cut there.
     const { row, entries, skip } = young;
     const kept = row.first + skip;
     this.deleteThrough(key, Math.max(kept - 1, floor));
     if (skip > 0) this.cutBatch.run(kept, JSON.stringify(entries.slice(skip)), key, row.first);
+    return false;
+  }
+
+  /**
+   * After a commit that succeeded (a failed one wrote nothing): its rooms are the ones
+   * written to most recently, in the order of their last append. A room that starts holding
+   * messages starts a check of maxRooms now, not at the next prune: a client walking through
+   * rooms adds hundreds a second.
+   */
+  private wrote(batch: readonly Pending[]): void {
+    const written = this.written;
+    if (written === undefined) return;
+    let added = false;
+    let previous: string | undefined;
+    for (const p of batch) {
+      if (p.duplicate || p.room === previous) continue;
+      previous = p.room;
+      if (!written.delete(p.room)) added = true;
+      written.set(p.room, true);
+    }
+    if (added && written.size > this.maxRooms) this.checkRooms().catch(() => {});
+  }
+
+  /**
+   * The maxRooms check: the running one if there is one (it counts again after each step, so
+   * it also takes rooms that started holding messages since it began), else a new one if
+   * more rooms hold messages than the limit.
+   */
+  private checkRooms(): Promise<void> {
+    if (this.capping === undefined && !this.closed && this.overRooms() > 0) {
+      this.capping = this.capRooms();
+    }
+    return this.capping ?? Promise.resolve();
+  }
+
+  /** Rooms holding messages past maxRooms. */
+  private overRooms(): number {
+    return this.written === undefined ? 0 : this.written.size - this.maxRooms;
+  }
+
+  /**
+   * Steps of capStep, each in a turn of its own (the first too: a commit that starts the
+   * check has its promises to resolve first), until at most maxRooms rooms hold messages.
+   * It stops when closed, before it queries again, and when a step could take nothing.
+   */
+  private async capRooms(): Promise<void> {
+    try {
+      for (;;) {
+        await nextTurn();
+        if (this.closed || this.overRooms() <= 0 || !this.capStep()) return;
+      }
+    } finally {
+      // Within the turn of the last count: a room that starts holding messages after it
+      // starts a new check.
+      this.capping = undefined;
+    }
+  }
+
+  /**
+   * One transaction of the maxRooms check: the rooms written to least recently lose all
+   * their messages, their rows keeping top and epoch (ids are never given out again), until
+   * at most maxRooms rooms hold messages, CAP_ROOMS_PER_TURN rooms or CAP_MESSAGES_PER_TURN
+   * messages. A room too full for what is left of a step loses its oldest messages now and the
+   * rest at the next, unless it is written to in between (then it is no longer among the least
+   * recently written). A room with appends waiting for this turn's commit is left: it is being
+   * written to now. False if it took nothing and left no such room (a later step would do
+   * no better).
+   */
+  private capStep(): boolean {
+    const written = this.written!;
+    const busy = this.pending.length === 0 ? undefined : new Set(this.pending.map((p) => p.room));
+    const emptied: string[] = [];
+    const progress = this.db.transaction(() => {
+      let over = this.overRooms();
+      let budget = CAP_MESSAGES_PER_TURN;
+      let progress = false;
+      for (const room of written.keys()) {
+        if (over <= 0 || emptied.length === CAP_ROOMS_PER_TURN) break;
+        if (busy?.has(room)) {
+          // Committed by the time of the next step, which may take it.
+          progress = true;
+          continue;
+        }
+        const { oldest, last } = this.span.get(room, room) ?? { oldest: null, last: null };
+        if (oldest !== null && last !== null && last - oldest + 1 > budget) {
+          // Whole batches, at most `budget` ids: through the end of the last one that fits,
+          // not the id the budget ends at. The cids of a batch left are of messages still
+          // readable, and a repeat of one must be found.
+          const at = this.batchAt.get(room, oldest - 1 + budget);
+          const through =
+            at === undefined || at.last <= oldest - 1 + budget ? at?.last : at.first - 1;
+          if (through !== undefined && through >= oldest && this.deleteThrough(room, through) > 0) {
+            progress = true;
+          }
+          break;
+        }
+        if (last !== null) {
+          // The room's top is its highest stored id: keep it before there is none.
+          this.saveTop.run(room, room);
+          this.deleteThrough(room, Number.MAX_SAFE_INTEGER);
+          budget -= last - (oldest ?? last) + 1;
+        }
+        emptied.push(room);
+        over--;
+        progress = true;
+      }
+      return progress;
+    })();
+    // Once committed.
+    for (const room of emptied) written.delete(room);
+    return progress;
   }
 
   /**
    * Deletes a room's batches that end at or before this id, and the cids of its messages up to
-   * it: a cid names a message still readable, or is free again.
+   * it: a cid names a message still readable, or is free again. The batches deleted.
    */
-  private deleteThrough(room: string, id: number): void {
-    this.deleteUpTo.run(room, id, id);
+  private deleteThrough(room: string, id: number): number {
+    const batches = this.deleteUpTo.run(room, id, id).changes;
     this.deleteCidsUpTo.run(room, id);
+    return batches;
   }
 
   /** The stored message with this id, or undefined if it is gone. */
