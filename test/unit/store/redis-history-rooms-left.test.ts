@@ -34,13 +34,15 @@ describe.skipIf(skip)('the Redis history store, rooms that lost their messages',
 
   const setup = (options: Partial<RedisHistoryOptions> = {}) => {
     const prefix = `left${prefixes++}:`;
-    const store = new RedisHistoryStore({
-      retention: { maxMessages: 100, maxAgeMs: 1_000 },
-      pruneIntervalMs: 0,
-      redis: redis.url,
-      prefix,
-      ...options,
-    });
+    const newStore = () =>
+      new RedisHistoryStore({
+        retention: { maxMessages: 100, maxAgeMs: 1_000 },
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+        ...options,
+      });
+    const store = newStore();
     const client = new Redis(redis.url);
     open.push({ store, client });
     const keysOf = (room: string) => {
@@ -58,13 +60,7 @@ describe.skipIf(skip)('the Redis history store, rooms that lost their messages',
     };
     /** Another node's store on the same keys, which has seen nothing of any room. */
     const another = () => {
-      const other = new RedisHistoryStore({
-        retention: { maxMessages: 100, maxAgeMs: 1_000 },
-        pruneIntervalMs: 0,
-        redis: redis.url,
-        prefix,
-        ...options,
-      });
+      const other = newStore();
       open.push({ store: other, client: new Redis(redis.url) });
       return other;
     };
