@@ -142,7 +142,9 @@ const PRUNE_SCAN_COUNT = 100;
 
 /**
  * Appends of one room and one event-loop turn that go in one script call. Bounded so
- * that one call keeps Redis's single thread only briefly.
+ * that one call keeps Redis's single thread only briefly; the append script refuses more,
+ * and its count cap finds the entry holding the floor by this bound. Lowering it is safe;
+ * raising it needs a cluster upgraded at once (older nodes would trim the larger entries).
  */
 const MAX_BATCH = 64;
 
@@ -178,8 +180,10 @@ const MAX_BATCH_TEXT = 64 * 1024;
 //
 // One entry per call, not per message: Redis's work per chat is then a few string
 // operations in Lua, not an INCR and an XADD (about 7 µs per chat in W-pipe before).
-// The entry holding an id is the one with the highest entry id at or below it, so reads,
-// the cap and age retention start from that entry and hide what lies below the floor.
+// The entry holding an id is the one with the highest entry id at or below it, so reads
+// and age retention start from that entry and hide what lies below the floor; the cap,
+// which runs in every call once a room is full, trims below the lowest id that entry can
+// start at (MAX_BATCH - 1 below the floor) instead of reading it.
 // The stream is trimmed approximately (`MINID ~`: Redis drops whole stream nodes only,
 // instead of marking entries deleted one by one and stepping over them on every later
 // trim), so it can hold up to one stream node of entries below `floor`. Cids of messages
@@ -232,7 +236,9 @@ end
  * room tag, channel ('' for none), seen epoch, seen top, then either 'B' and the count of
  * messages, then all their [at, from, msg] as JSON joined by commas (a call without cids),
  * or per message its [at, from, msg] as JSON; a message with a cid has two arguments
- * before it: 'c' and the cid's key in cidz, then the cid as JSON. Returns epoch, the top
+ * before it: 'c' and the cid's key in cidz, then the cid as JSON. At most MAX_BATCH
+ * messages: a call with more is refused before anything is written (the count cap trims
+ * relying on no stream entry holding more). Returns epoch, the top
  * before, 1 if the room now holds messages and did not before (else 0), then for each
  * duplicate (if any) its position in ARGV's messages (from 1), the id it repeats, and that
  * message as a stream entry of its own (its id and fields; '' and none when the id is this
@@ -241,6 +247,8 @@ end
  * Exported for the tests, which call it with arguments the store never sends.
  */
 export const APPEND_LUA = `${ROTATE_LUA}
+-- No entry holds more (the count cap trims by it).
+local MAX_ENTRY = ${MAX_BATCH}
 local top_key, epoch_key, msgs, cidz, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local floor_key = KEYS[6]
 local max = tonumber(ARGV[2])
@@ -254,6 +262,19 @@ if ARGV[7] and string.byte(ARGV[7], 1) == 66 then
   if not count or count < 1 or count % 1 ~= 0 or not body then
     return redis.error_reply('ERR confab append: bad message count')
   end
+end
+-- The messages of a call one argument each (those with a cid take three).
+local given = count
+if not given then
+  given = 0
+  local b = 7
+  while b <= #ARGV do
+    given = given + 1
+    b = b + (string.byte(ARGV[b], 1) == 99 and 3 or 1)
+  end
+end
+if given > MAX_ENTRY then
+  return redis.error_reply('ERR confab append: more than ' .. int(MAX_ENTRY) .. ' messages')
 end
 local epoch = current_epoch(top_key, epoch_key, KEYS[7], ARGV[5], tonumber(ARGV[6]))
 if not epoch then
@@ -340,18 +361,17 @@ if count > 0 then
   if #cids > 0 then
     redis.call('XADD', msgs, int(before + 1) .. '-0', 'b', body, 'c', '{' .. table.concat(cids, ',') .. '}',
       'o', ',' .. table.concat(places, ',') .. ',')
-    -- unpack() stops near 8000 values (Lua's C stack): a call's pairs go 1000 to a ZADD.
-    for i = 1, #scored, 2000 do
-      redis.call('ZADD', cidz, unpack(scored, i, math.min(i + 1999, #scored)))
-    end
+    redis.call('ZADD', cidz, unpack(scored))
   else
     redis.call('XADD', msgs, int(before + 1) .. '-0', 'b', body)
   end
   if top - max + 1 > floor then
     floor = top - max + 1
     redis.call('SET', floor_key, int(floor))
-    local holder = holding(msgs, floor)
-    if holder then redis.call('XTRIM', msgs, 'MINID', '~', holder[1]) end
+    -- The entry holding the floor starts at most MAX_ENTRY - 1 below it: trimming below
+    -- that keeps it without reading it (XREVRANGE would copy its text into Lua, a fifth
+    -- of a busy room's call).
+    redis.call('XTRIM', msgs, 'MINID', '~', int(math.max(floor - MAX_ENTRY + 1, 0)) .. '-0')
     redis.call('ZREMRANGEBYSCORE', cidz, '-inf', '(' .. int(floor))
   end
   -- Published in the step that numbers them, so every subscriber receives a room's

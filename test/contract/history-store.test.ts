@@ -792,19 +792,68 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
-    it('keeps the cids of a call of 4,000 chats with cids, every one', async () => {
+    it('refuses a call of more than 64 messages in either form, before writing anything', async () => {
       const admin = new Redis(redis.url, { protocol: 2 });
       const keys = ['top', 'epoch', 'msgs', 'cidz', 'rooms', 'floor', 'base'].map(
         (k) => `${newPrefix()}${k}`,
       );
+      const call = (maxMessages: string, ...args: string[]) =>
+        admin.eval(APPEND_LUA, 7, ...keys, 'e1', maxMessages, 't', '', '', '0', ...args);
+      const chat = '[1,"a","b"]';
+      const joined = (n: number) => [`B${n}`, Array(n).fill(chat).join(',')];
+      // Each message with a cid, or some: three arguments for those, one for the others.
+      const each = (n: number) =>
+        Array.from({ length: n }, (_, i) =>
+          i % 2 === 0 ? [`c1:a${i}`, `"${i}"`, chat] : [chat],
+        ).flat();
       try {
-        const args: string[] = [];
-        for (let i = 0; i < 4_000; i++) args.push(`c1:a${i}`, `"${i}"`, '[1,"a","b"]');
-        await admin.eval(APPEND_LUA, 7, ...keys, 'e1', '10000', 't', '', '', '0', ...args);
-        expect(await admin.get(keys[0]!)).toBe('4000');
-        expect(await admin.zcard(keys[3]!)).toBe(4_000);
-        expect(await admin.zscore(keys[3]!, '1:a3999')).toBe('4000');
+        for (const args of [joined(65), each(65), joined(4_000), each(4_000)]) {
+          await expect(call('10000', ...args)).rejects.toThrow(/more than 64 messages/);
+        }
+        expect(await admin.exists(...keys)).toBe(0);
+        await call('10000', ...joined(64));
+        await call('10000', ...each(64));
+        expect(await admin.get(keys[0]!)).toBe('128');
+        expect(await admin.zcard(keys[3]!)).toBe(32);
+        expect(await admin.zscore(keys[3]!, '1:a62')).toBe('127');
       } finally {
+        admin.disconnect();
+      }
+    });
+
+    it('trims below the entry holding the floor, never through it', async () => {
+      // One entry a stream node, so that `MINID ~` trims entry by entry: trimming through
+      // the entry holding the floor would lose readable messages.
+      const admin = new Redis(redis.url, { protocol: 2 });
+      const [, nodeEntries] = (await admin.config('GET', 'stream-node-max-entries')) as string[];
+      await admin.config('SET', 'stream-node-max-entries', '1');
+      try {
+        await withStore({ maxMessages: 10, maxAgeMs: 0 }, async ({ store, client, prefix }) => {
+          let sent = 0;
+          // Calls of 1 to 64 messages (one per room and turn), so the floor lands inside
+          // entries of every size.
+          for (const size of [64, 1, 7, 64, 3, 64, 64, 2, 33, 64, 64, 5]) {
+            const turn: Promise<unknown>[] = [];
+            for (let i = 0; i < size; i++) {
+              turn.push(store.append('r', { at: sent, from: 'ann', msg: `m${++sent}` }));
+            }
+            await Promise.all(turn);
+            const read = await store.read('r', { after: 0, limit: 20 });
+            expect(read.map((m) => m.msg)).toEqual(
+              Array.from(
+                { length: Math.min(10, sent) },
+                (_, i) => `m${sent - Math.min(10, sent) + i + 1}`,
+              ),
+            );
+          }
+          // Entries wholly below the floor are gone: at most the one holding it and those
+          // after it, and as many as 63 messages below it, remain.
+          const entries = await client.xrange(`${prefix}h:{r${roomTag('r')}}:msgs`, '-', '+');
+          expect(entries.length).toBeLessThanOrEqual(4);
+          expect(Number.parseInt(entries[0]![0], 10)).toBeGreaterThan(sent - 10 - 64);
+        });
+      } finally {
+        await admin.config('SET', 'stream-node-max-entries', nodeEntries!);
         admin.disconnect();
       }
     });
