@@ -10,13 +10,17 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { expect, it, vi } from 'vitest';
+import { Chat } from '../../../src/core/chat.js';
 import type { MessageDraft } from '../../../src/core/history.js';
+import type { Request, ServerMessage } from '../../../src/protocol/messages.js';
 import {
   type SqliteHistoryOptions,
   SqliteHistoryStore,
 } from '../../../src/store/sqlite-history.js';
+import { joinChat, sendRequest } from '../../helpers/fake-peer.js';
 import { resume } from '../../helpers/resume.js';
 import { useSqliteStores } from '../../helpers/sqlite-stores.js';
+import { turns, walkRooms } from '../../helpers/walk.js';
 
 const { dir, file, open } = useSqliteStores('confab-sqlite-forget-');
 
@@ -110,6 +114,42 @@ it('gives a member who stayed in a forgotten room ids above all it saw, in the s
   const after = await store.append('quiet', draft('four'));
   note('quiet', after.epoch, after.message.id);
   expect(after.message.id).toBe(again.message.id + 1);
+});
+
+it('never shows a member who stays in a room an id twice once the room was forgotten', async () => {
+  // Nothing tells a member of one process that ids went back: ChatClient and the web app
+  // drop a chat whose id (in the epoch they know) they have seen.
+  const store = open({ maxRooms: 2, maxEmptyRooms: 2 });
+  const chat = new Chat({ history: store });
+  const stayer = joinChat(chat, 'stayer', ['rooms', 'history']);
+  const walker = joinChat(chat, 'walker', ['rooms', 'history']);
+  sendRequest(stayer, { cmd: '100', room: 'quiet' } as Request);
+  await turns(3);
+  for (const msg of ['first', 'second']) {
+    sendRequest(stayer, { cmd: '7', room: 'quiet', msg } as Request);
+    await turns(3);
+  }
+  // The room's key, as the core names it to the store.
+  const keys = query<{ key: string }>('SELECT key FROM rooms');
+  expect(keys.length).toBe(1);
+  await walkRooms(walker, 20);
+  await settle(store);
+  expect(hasRow(keys[0]!.key)).toBe(false);
+  sendRequest(walker, { cmd: '100', room: 'quiet' } as Request);
+  await turns(3);
+  sendRequest(walker, { cmd: '7', room: 'quiet', msg: 'third' } as Request);
+  await turns(4);
+  const shown = stayer.outbox.filter(
+    (m): m is ServerMessage & { id: number; msg: string } =>
+      (m.cmd === '70' || m.cmd === '71') && m.room === 'quiet',
+  );
+  // Its own two chats acknowledged ("71"), then the walker's shown ("70").
+  expect(shown.map((m) => m.cmd)).toEqual(['71', '71', '70']);
+  expect(shown.map((m) => m.id).slice(0, 2)).toEqual([1, 2]);
+  expect(shown[2]).toMatchObject({ msg: 'third' });
+  expect(shown[2]!.id).toBeGreaterThan(2);
+  expect(stayer.outbox.some((m) => m.cmd === '108')).toBe(false);
+  chat.shutdown();
 });
 
 it('resumes a room never written as recovered, and a forgotten one as deleted', async () => {
