@@ -403,7 +403,7 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly saveRoom: Database.Statement<[string, string, number, number]>;
   private readonly loadRoom: Database.Statement<
     [string, string],
-    { epoch: string; top: number; base: number; empty: number }
+    { epoch: string; top: number; base: number; last: number | null }
   >;
   private readonly saveTop: Database.Statement<[string, string]>;
   private readonly firstStoredRoom: Database.Statement<[], { room: string | null }>;
@@ -563,10 +563,8 @@ export class SqliteHistoryStore implements HistoryStore {
       'INSERT INTO rooms (key, epoch, top, base) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET top = excluded.top',
     );
     const lastStored = '(SELECT last FROM batches WHERE room = ? ORDER BY first DESC LIMIT 1)';
-    // The last stored id once, for both the top and whether there is one.
     this.loadRoom = db.prepare(
-      `SELECT epoch, max(top, coalesce(last, 0)) AS top, base, last IS NULL AS empty
-         FROM (SELECT epoch, top, base, ${lastStored} AS last FROM rooms WHERE key = ?)`,
+      `SELECT epoch, top, base, ${lastStored} AS last FROM rooms WHERE key = ?`,
     );
     this.saveTop = db.prepare(
       `UPDATE rooms SET top = max(top, coalesce(${lastStored}, 0)) WHERE key = ?`,
@@ -923,17 +921,18 @@ export class SqliteHistoryStore implements HistoryStore {
 
   private stored(room: string): RoomState | undefined {
     const row = this.loadRoom.get(room, room);
-    return row === undefined
-      ? undefined
-      : {
-          epoch: row.epoch,
-          top: row.top,
-          committedTop: row.top,
-          saved: true,
-          deletedTo: 0,
-          base: row.base,
-          empty: row.empty === 1,
-        };
+    if (row === undefined) return undefined;
+    // Its top is also the highest id stored, kept in the row before the room is emptied.
+    const top = Math.max(row.top, row.last ?? 0);
+    return {
+      epoch: row.epoch,
+      top,
+      committedTop: top,
+      saved: true,
+      deletedTo: 0,
+      base: row.base,
+      empty: row.last === null,
+    };
   }
 
   private flush(): void {
