@@ -980,7 +980,7 @@ export class SqliteHistoryStore implements HistoryStore {
   /**
    * Age retention, PRUNE_ROOMS_PER_TURN rooms to a transaction with a turn of the event loop
    * between them: with a great many rooms one transaction over all would hold the loop. Then
-   * the maxRooms check (checkRooms), joining one under way.
+   * the maxRooms check (checkRooms) and forgetting (checkEmptyRooms), joining those under way.
    */
   private async pruneRooms(now: number): Promise<void> {
     const cutoff = ageCutoff(now, this.retention);
@@ -1204,8 +1204,7 @@ export class SqliteHistoryStore implements HistoryStore {
   }
 
   /**
-   * Forgetting: the one running if there is one (each pass goes through every row, so it
-   * also takes rooms emptied since it began), else a new one if more rows than
+   * Forgetting: the pass running if there is one, else a new one if more rows than
    * maxEmptyRooms hold no messages.
    */
   private checkEmptyRooms(): Promise<void> {
@@ -1216,29 +1215,21 @@ export class SqliteHistoryStore implements HistoryStore {
   }
 
   /**
-   * Passes through the rooms table in key order, a step (forgetStep) a turn, deleting the
-   * rows of rooms without messages, until at most maxEmptyRooms are left. Like the memory
-   * store, it forgets all of them, not only the excess: a pass costs a walk of the whole
-   * table, made once in maxEmptyRooms emptied rooms. It stops when closed, before it queries
-   * again, and after a pass that could delete nothing (every such room was being written to).
+   * One pass through the rooms table in key order, a step (forgetStep) a turn, deleting the
+   * rows of rooms without messages. Like the memory store, it forgets all of them, not only
+   * the excess: a pass costs a walk of the whole table, made once in maxEmptyRooms emptied
+   * rooms. Rooms emptied behind it wait for the next pass, which the next room emptied (or
+   * prune) starts if they are too many: passes one after another would hold a prune waiting
+   * for them as long as a walk goes on. It stops when closed, before it queries again.
    */
   private async forgetRooms(): Promise<void> {
     try {
       let after: string | undefined;
-      let deleted = 0;
-      for (;;) {
+      do {
         await nextTurn();
         if (this.closed) return;
-        const step = this.forgetStep(after);
-        deleted += step.deleted;
-        if (step.last !== undefined) {
-          after = step.last;
-          continue;
-        }
-        if (this.emptyRooms <= this.maxEmptyRooms || deleted === 0) return;
-        after = undefined;
-        deleted = 0;
-      }
+        after = this.forgetStep(after).last;
+      } while (after !== undefined);
     } finally {
       this.forgetting = undefined;
     }
