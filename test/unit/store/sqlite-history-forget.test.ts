@@ -36,9 +36,9 @@ const draft = (msg: string, at = 0): MessageDraft => ({ at, from: 'eve', msg });
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/** What the file holds, read on a connection of its own. */
-function query<T>(sql: string): T[] {
-  const db = new Database(file(), { readonly: true });
+/** What the file (the one at `at`) holds, read on a connection of its own. */
+function query<T>(sql: string, at = file()): T[] {
+  const db = new Database(at, { readonly: true });
   try {
     return db.prepare(sql).all() as T[];
   } finally {
@@ -46,17 +46,10 @@ function query<T>(sql: string): T[] {
   }
 }
 
-/** The `n` a query of the file at `at` counts. */
-function count(at: string, sql: string): number {
-  const db = new Database(at, { readonly: true });
-  try {
-    return (db.prepare(sql).get() as { n: number }).n;
-  } finally {
-    db.close();
-  }
-}
+/** The `n` a query counts. */
+const count = (at: string, sql: string): number => query<{ n: number }>(sql, at)[0]!.n;
 
-const rows = (): number => query<{ n: number }>('SELECT count(*) AS n FROM rooms')[0]!.n;
+const rows = (): number => count(file(), 'SELECT count(*) AS n FROM rooms');
 const hasRow = (room: string): boolean =>
   query<{ key: string }>('SELECT key FROM rooms').some((r) => r.key === room);
 
