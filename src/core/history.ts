@@ -78,8 +78,8 @@ export interface RoomHistory {
    * No message of the epoch in this room has an id up to this one: they were
    * given out before the epoch began (it was rotated after Redis came back
    * with older data, and the epoch's own ids follow them), or, in the memory
-   * store, in other rooms before this one was first written (it numbers a
-   * room it has never seen from above the rooms it forgot). A position at or
+   * and SQLite stores, in other rooms before this one was first written (they
+   * number a room they do not know from above the rooms they forgot). A position at or
    * below it missed nothing before it. Undefined or 0 when the epoch's ids
    * start at 1.
    */

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { HistoryQuery, MessageDraft, Retention } from '../core/history.js';
+import type { HistoryQuery, MessageDraft, Retention, RoomHistory } from '../core/history.js';
 import { hasLoneSurrogate, wellFormed } from '../protocol/text.js';
 
 /** What every HistoryStore implementation here is configured with. */
@@ -138,4 +138,9 @@ export function senderName(sender: string): string {
 export function checkSenders(draft: MessageDraft): void {
   checkKey('from', draft.from);
   if (draft.sender !== undefined) checkKey('sender', draft.sender);
+}
+
+/** `info` with `base` when it says something (RoomHistory.base). */
+export function withBase(info: RoomHistory, base: number): RoomHistory {
+  return base > 0 ? { ...info, base } : info;
 }

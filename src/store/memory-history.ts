@@ -19,27 +19,13 @@ import {
   roomEpoch,
   senderName,
   wellFormed,
+  withBase,
 } from './common.js';
-import { NameFilter } from './name-filter.js';
+import { filterBits, NameFilter } from './name-filter.js';
 
 /** Sender and cid as one map key; the length prefix keeps ("ab","c") apart from ("a","bc"). */
 function cidKey(from: string, cid: string): string {
   return `${from.length}:${from}${cid}`;
-}
-
-/** `info` with `base` when it says something (RoomHistory.base). */
-function withBase(info: RoomHistory, base: number): RoomHistory {
-  return base > 0 ? { ...info, base } : info;
-}
-
-/**
- * log2 of the bits of the filter of forgotten rooms: 64 to 128 a room for the first
- * `maxEmptyRooms` forgotten, at most 1 MiB (at the default 100,000). At 8 bits a room
- * (a million forgotten, at the default) about 2% of rooms never written read as forgotten,
- * and are treated so: their members are told what they missed cannot be recovered.
- */
-function filterBits(maxEmptyRooms: number): number {
-  return Math.min(23, Math.max(16, Math.ceil(Math.log2(Math.max(1, maxEmptyRooms) * 64))));
 }
 
 /** The default of MemoryHistoryStoreOptions.maxBytes: 256 MiB. */

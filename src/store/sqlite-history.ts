@@ -24,7 +24,9 @@ import {
   readLimit,
   roomEpoch,
   wellFormed,
+  withBase,
 } from './common.js';
+import { filterBits, NameFilter } from './name-filter.js';
 
 export interface SqliteHistoryOptions extends HistoryStoreOptions {
   /**
@@ -47,10 +49,17 @@ export interface SqliteHistoryOptions extends HistoryStoreOptions {
   /**
    * Rooms holding messages at most (0: no limit); past it the rooms written to least
    * recently lose all their messages, checked when the store opens, when a room starts
-   * holding messages and at each prune. Their rows (top and epoch) stay. Default
+   * holding messages and at each prune. Their rows (top and epoch) stay, up to
+   * maxEmptyRooms. Default
    * DEFAULT_MAX_HISTORY_ROOMS.
    */
   readonly maxRooms?: number;
+  /**
+   * Rows of rooms holding no messages kept at most (default 100,000, as the memory store's
+   * option); past it they are forgotten, and a room without a row numbers on from the
+   * highest top forgotten.
+   */
+  readonly maxEmptyRooms?: number;
 }
 
 export interface SqliteHistoryStats {
@@ -62,6 +71,10 @@ export interface SqliteHistoryStats {
   readonly cachedRooms: number;
   /** Rooms in the order maxRooms is kept by: those holding messages (none without a limit). */
   readonly writtenRooms: number;
+  /** Rooms with a row and no messages (maxEmptyRooms). */
+  readonly emptyRooms: number;
+  /** The highest top of the rooms whose rows were deleted: a room without a row numbers on from it. */
+  readonly forgotten: number;
 }
 
 /** One message in a batch's `data`: its time, sender, text and, if it has one, its cid. */
@@ -94,6 +107,17 @@ interface RoomState {
   saved: boolean;
   /** Rows up to this id are known to be deleted. */
   deletedTo: number;
+  /** Ids up to this one were never given out in the room (RoomHistory.base). */
+  readonly base: number;
+  /** Its row is stored and it holds no committed message: one of the emptyRooms. */
+  empty: boolean;
+}
+
+/** A room's row as forgetting sees it: `held` is 1 if it holds messages. */
+interface RoomRow {
+  key: string;
+  top: number;
+  held: number;
 }
 
 interface Pending {
@@ -112,8 +136,14 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITH
 CREATE TABLE IF NOT EXISTS rooms (
   key TEXT PRIMARY KEY,
   epoch TEXT NOT NULL,
-  top INTEGER NOT NULL
+  top INTEGER NOT NULL,
+  base INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS forgotten_filter (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  bits BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forgotten_rooms (key TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batches (
   room TEXT NOT NULL,
   first INTEGER NOT NULL,
@@ -167,6 +197,18 @@ const PRUNE_ROOMS_PER_TURN = 256;
 const CAP_MESSAGES_PER_TURN = 2048;
 /** Rooms one step of the maxRooms check empties at most (each costs a few lookups however small). */
 const CAP_ROOMS_PER_TURN = 256;
+
+/** Rooms whose rows one step of forgetting looks at, and so deletes at most, before the event loop turns. */
+const FORGET_ROOMS_PER_TURN = 512;
+/**
+ * Names of rooms forgotten kept in `forgotten_rooms` at most before the filter is stored
+ * (also at the end of each pass): storing it writes it whole (up to 1 MiB, some 5 ms), which
+ * every step would make most of a pass's cost.
+ */
+const FORGOTTEN_ROOMS_PER_SAVE = 4096;
+
+/** The default of SqliteHistoryOptions.maxEmptyRooms. */
+const MAX_EMPTY_ROOMS = 100_000;
 
 /** Lets the event loop turn between the transactions of a long prune. */
 function nextTurn(): Promise<void> {
@@ -294,6 +336,15 @@ const BATCH_TEXT = 16 * 1024;
  * rooms written to least recently lose all their messages, in bounded steps with
  * a turn of the event loop between them, and keep their rows, so their ids go on.
  *
+ * At most `maxEmptyRooms` rooms keep a row without messages (a walk through new
+ * rooms would otherwise add one a room for good). Past it they are forgotten, as
+ * the memory store forgets its emptied rooms: their rows are deleted, in bounded
+ * steps, and every room without a row numbers on from the highest top deleted
+ * (`forgotten`), in the epoch the seed gives it, so no id is given out twice in a
+ * room. The names deleted go into a Bloom filter (NameFilter, at most 1 MiB), so
+ * that a room it has never seen, never written, tells a member who saw a lower
+ * top that nothing was missed (RoomHistory.base).
+ *
  * Ids come from a cache of each room's top, so a second process writing the
  * same file would hand out the same ids: a lock file beside it
  * (`<file>-lock`, held in exclusive locking mode) makes a second store fail to
@@ -332,11 +383,28 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly written: Map<string, true> | undefined;
   /** The maxRooms check running (checkRooms), if one is: never two at once. */
   private capping: Promise<void> | undefined;
+  private readonly maxEmptyRooms: number;
+  /** Rooms with a row and no messages, counted when the store opens and kept since. */
+  private emptyRooms = 0;
+  /** The highest top of the rooms whose rows were deleted: a room without a row starts above it. */
+  private forgotten = 0;
+  /**
+   * The names of the rooms whose rows were deleted, once any were: a room it has never seen
+   * and without a row was never written, so no id up to `forgotten` was given out in it.
+   */
+  private forgottenNames: NameFilter | undefined;
+  /** Rows of `forgotten_rooms`: names forgotten since the filter was last stored. */
+  private unsavedNames = 0;
+  /** Forgetting running (forgetRooms), if it is: never two at once. */
+  private forgetting: Promise<void> | undefined;
 
   private readonly insertBatch: Database.Statement<[string, number, number, number, string]>;
   private readonly insertCid: Database.Statement<[string, string, string, number]>;
-  private readonly saveRoom: Database.Statement<[string, string, number]>;
-  private readonly loadRoom: Database.Statement<[string, string], { epoch: string; top: number }>;
+  private readonly saveRoom: Database.Statement<[string, string, number, number]>;
+  private readonly loadRoom: Database.Statement<
+    [string, string],
+    { epoch: string; top: number; base: number; last: number | null }
+  >;
   private readonly saveTop: Database.Statement<[string, string]>;
   private readonly firstStoredRoom: Database.Statement<[], { room: string | null }>;
   private readonly nextStoredRoom: Database.Statement<[string], { room: string | null }>;
@@ -365,6 +433,14 @@ export class SqliteHistoryStore implements HistoryStore {
     { oldest: number | null; last: number | null }
   >;
   private readonly batchAt: Database.Statement<[string, number], { first: number; last: number }>;
+  private readonly firstRooms: Database.Statement<[number], RoomRow>;
+  private readonly nextRooms: Database.Statement<[string, number], RoomRow>;
+  private readonly deleteRoom: Database.Statement<[string]>;
+  private readonly deleteCids: Database.Statement<[string]>;
+  private readonly saveForgotten: Database.Statement<[string]>;
+  private readonly addForgottenRoom: Database.Statement<[string]>;
+  private readonly saveFilter: Database.Statement<[Uint8Array]>;
+  private readonly clearForgottenRooms: Database.Statement<[]>;
   private readonly commitBatch: (batch: readonly Pending[]) => void;
   /** pruneRoom in a transaction of its own (a savepoint within pruneSome's). */
   private readonly pruneRoomAlone: (room: string, cutoff: number) => boolean;
@@ -377,6 +453,12 @@ export class SqliteHistoryStore implements HistoryStore {
     this.cachedRooms = options.cachedRooms ?? CACHED_ROOMS;
     this.maxRooms = options.maxRooms ?? DEFAULT_MAX_HISTORY_ROOMS;
     checkMaxRooms(this.maxRooms);
+    this.maxEmptyRooms = options.maxEmptyRooms ?? MAX_EMPTY_ROOMS;
+    if (!(Number.isInteger(this.maxEmptyRooms) && this.maxEmptyRooms >= 0)) {
+      throw new RangeError(
+        `maxEmptyRooms must be an integer, 0 or more, not ${this.maxEmptyRooms}`,
+      );
+    }
     // Large runs delete whole pages at a time; the margin is also what a room may hold
     // beyond its limit until then.
     this.deleteMargin = Math.max(1, Math.floor(this.retention.maxMessages / 2));
@@ -427,6 +509,37 @@ export class SqliteHistoryStore implements HistoryStore {
         | { value: string }
         | undefined;
       this.seed = row!.value;
+      if (
+        db.prepare("SELECT 1 FROM pragma_table_info('rooms') WHERE name = 'base'").get() ===
+        undefined
+      ) {
+        db.exec('ALTER TABLE rooms ADD COLUMN base INTEGER NOT NULL DEFAULT 0');
+      }
+      const forgotten = db.prepare("SELECT value FROM meta WHERE key = 'forgotten'").get() as
+        | { value: string }
+        | undefined;
+      this.forgotten = forgotten === undefined ? 0 : Number(forgotten.value);
+      const filter = db.prepare('SELECT bits FROM forgotten_filter WHERE id = 1').get() as
+        | { bits: Uint8Array }
+        | undefined;
+      if (filter !== undefined) this.forgottenNames = NameFilter.restore(filter.bits);
+      // Rooms forgotten after the filter was last stored (the store closed, or the process
+      // ended, during a pass).
+      const unsaved = db.prepare('SELECT key FROM forgotten_rooms').pluck().all() as string[];
+      if (unsaved.length > 0) {
+        this.forgottenNames ??= new NameFilter(filterBits(this.maxEmptyRooms));
+        for (const name of unsaved) this.forgottenNames.add(name);
+      }
+      this.unsavedNames = unsaved.length;
+      // One seek a row: bounded by maxEmptyRooms and the rooms holding messages, but for the
+      // first open of a database written before rows were forgotten.
+      this.emptyRooms = (
+        db
+          .prepare(
+            'SELECT count(*) AS n FROM rooms WHERE NOT EXISTS (SELECT 1 FROM batches WHERE room = rooms.key)',
+          )
+          .get() as { n: number }
+      ).n;
       this.written = this.maxRooms > 0 ? writtenOrder(db) : undefined;
       if (inFile) {
         this.checkpointer = this.startCheckpointer(path, options.walBytesLimit ?? WAL_BYTES_LIMIT);
@@ -447,17 +560,17 @@ export class SqliteHistoryStore implements HistoryStore {
       'INSERT OR REPLACE INTO cids (room, "from", cid, id) VALUES (?, ?, ?, ?)',
     );
     this.saveRoom = db.prepare(
-      'INSERT INTO rooms (key, epoch, top) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET top = excluded.top',
+      'INSERT INTO rooms (key, epoch, top, base) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET top = excluded.top',
     );
     const lastStored = '(SELECT last FROM batches WHERE room = ? ORDER BY first DESC LIMIT 1)';
     this.loadRoom = db.prepare(
-      `SELECT epoch, max(top, coalesce(${lastStored}, 0)) AS top FROM rooms WHERE key = ?`,
+      `SELECT epoch, top, base, ${lastStored} AS last FROM rooms WHERE key = ?`,
     );
     this.saveTop = db.prepare(
       `UPDATE rooms SET top = max(top, coalesce(${lastStored}, 0)) WHERE key = ?`,
     );
-    // Only rooms with stored messages: the rooms table keeps every room's top and epoch for
-    // good, however many rooms were made and emptied. Each is one seek in the primary key.
+    // Only rooms with stored messages: the rooms table also keeps the top and epoch of up to
+    // maxEmptyRooms rooms emptied. Each is one seek in the primary key.
     this.firstStoredRoom = db.prepare('SELECT min(room) AS room FROM batches');
     this.nextStoredRoom = db.prepare('SELECT min(room) AS room FROM batches WHERE room > ?');
     this.findCid = db.prepare('SELECT id FROM cids WHERE room = ? AND "from" = ? AND cid = ?');
@@ -495,6 +608,22 @@ export class SqliteHistoryStore implements HistoryStore {
       'SELECT first, last FROM batches WHERE room = ? AND first <= ? ORDER BY first DESC LIMIT 1',
     );
 
+    const held = 'EXISTS (SELECT 1 FROM batches WHERE room = rooms.key) AS held';
+    this.firstRooms = db.prepare(`SELECT key, top, ${held} FROM rooms ORDER BY key LIMIT ?`);
+    this.nextRooms = db.prepare(
+      `SELECT key, top, ${held} FROM rooms WHERE key > ? ORDER BY key LIMIT ?`,
+    );
+    this.deleteRoom = db.prepare('DELETE FROM rooms WHERE key = ?');
+    this.deleteCids = db.prepare('DELETE FROM cids WHERE room = ?');
+    this.saveForgotten = db.prepare(
+      "INSERT OR REPLACE INTO meta (key, value) VALUES ('forgotten', ?)",
+    );
+    this.addForgottenRoom = db.prepare('INSERT OR IGNORE INTO forgotten_rooms (key) VALUES (?)');
+    this.saveFilter = db.prepare(
+      'INSERT OR REPLACE INTO forgotten_filter (id, bits) VALUES (1, ?)',
+    );
+    this.clearForgottenRooms = db.prepare('DELETE FROM forgotten_rooms');
+
     this.pruneRoomAlone = db.transaction((room: string, cutoff: number) =>
       this.pruneRoom(room, cutoff),
     );
@@ -511,7 +640,7 @@ export class SqliteHistoryStore implements HistoryStore {
         const floor = state.top - this.retention.maxMessages;
         floors.set(state, floor);
         if (!state.saved) {
-          this.saveRoom.run(p.room, state.epoch, state.top);
+          this.saveRoom.run(p.room, state.epoch, state.top, state.base);
           state.saved = true;
         }
         if (floor - state.deletedTo >= this.deleteMargin) {
@@ -563,8 +692,10 @@ export class SqliteHistoryStore implements HistoryStore {
       }, interval);
       this.timer.unref();
     }
-    // Opened with more rooms holding messages than the limit (it was lowered, or off).
+    // Opened with more rooms holding messages than the limit (it was lowered, or off), or
+    // more rows without messages (a database written before they were forgotten).
     this.checkRooms().catch(() => {});
+    this.checkEmptyRooms().catch(() => {});
   }
 
   /** Counters for tests and metrics. */
@@ -574,6 +705,8 @@ export class SqliteHistoryStore implements HistoryStore {
       appended: this.appended,
       cachedRooms: this.rooms.size,
       writtenRooms: this.written?.size ?? 0,
+      emptyRooms: this.emptyRooms,
+      forgotten: this.forgotten,
     };
   }
 
@@ -638,11 +771,13 @@ export class SqliteHistoryStore implements HistoryStore {
       checkKey('room', room);
       const state = this.rooms.get(room) ?? this.stored(room);
       if (state === undefined) {
-        return Promise.resolve({ epoch: roomEpoch(this.seed, room), top: 0, oldest: 1 });
+        const top = this.forgotten;
+        const info = { epoch: roomEpoch(this.seed, room), top, oldest: top + 1 };
+        return Promise.resolve(withBase(info, this.unusedBelow(room)));
       }
       const top = state.committedTop;
       const oldest = Math.max(this.oldestId.get(room)?.oldest ?? top + 1, this.floor(state) + 1);
-      return Promise.resolve({ epoch: state.epoch, top, oldest });
+      return Promise.resolve(withBase({ epoch: state.epoch, top, oldest }, state.base));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -712,9 +847,10 @@ export class SqliteHistoryStore implements HistoryStore {
     this.closed = true;
     if (this.timer !== undefined) clearInterval(this.timer);
     this.flush();
-    // A maxRooms check stops at its next turn, before any query: settled before the
-    // database closes.
+    // A maxRooms check and forgetting stop at their next turn, before any query: settled
+    // before the database closes.
     await this.capping?.catch(() => {});
+    await this.forgetting?.catch(() => {});
     const checkpointer = this.checkpointer;
     this.checkpointer = undefined;
     if (checkpointer !== undefined) {
@@ -771,10 +907,12 @@ export class SqliteHistoryStore implements HistoryStore {
     if (state === undefined) {
       state = this.stored(room) ?? {
         epoch: roomEpoch(this.seed, room),
-        top: 0,
-        committedTop: 0,
+        top: this.forgotten,
+        committedTop: this.forgotten,
         saved: false,
         deletedTo: 0,
+        base: this.unusedBelow(room),
+        empty: false,
       };
       this.rooms.set(room, state);
     }
@@ -783,15 +921,18 @@ export class SqliteHistoryStore implements HistoryStore {
 
   private stored(room: string): RoomState | undefined {
     const row = this.loadRoom.get(room, room);
-    return row === undefined
-      ? undefined
-      : {
-          epoch: row.epoch,
-          top: row.top,
-          committedTop: row.top,
-          saved: true,
-          deletedTo: 0,
-        };
+    if (row === undefined) return undefined;
+    // Its top is also the highest id stored, kept in the row before the room is emptied.
+    const top = Math.max(row.top, row.last ?? 0);
+    return {
+      epoch: row.epoch,
+      top,
+      committedTop: top,
+      saved: true,
+      deletedTo: 0,
+      base: row.base,
+      empty: row.last === null,
+    };
   }
 
   private flush(): void {
@@ -815,6 +956,10 @@ export class SqliteHistoryStore implements HistoryStore {
       if (!p.duplicate) {
         this.appended++;
         p.state.committedTop = p.message.id;
+        if (p.state.empty) {
+          p.state.empty = false;
+          this.emptyRooms--;
+        }
       }
     }
     for (const p of batch) {
@@ -835,7 +980,7 @@ export class SqliteHistoryStore implements HistoryStore {
   /**
    * Age retention, PRUNE_ROOMS_PER_TURN rooms to a transaction with a turn of the event loop
    * between them: with a great many rooms one transaction over all would hold the loop. Then
-   * the maxRooms check (checkRooms), joining one under way.
+   * the maxRooms check (checkRooms) and forgetting (checkEmptyRooms), joining those under way.
    */
   private async pruneRooms(now: number): Promise<void> {
     const cutoff = ageCutoff(now, this.retention);
@@ -850,6 +995,9 @@ export class SqliteHistoryStore implements HistoryStore {
     // Also here, not only as rooms start holding messages: a check that failed (a full
     // disk) is made again.
     await this.checkRooms().catch((error: unknown) => {
+      if (!('error' in failed)) failed.error = error;
+    });
+    await this.checkEmptyRooms().catch((error: unknown) => {
       if (!('error' in failed)) failed.error = error;
     });
     // One room that cannot be pruned (an unreadable row) holds back no other; the caller
@@ -883,6 +1031,7 @@ export class SqliteHistoryStore implements HistoryStore {
     })();
     // Once committed: rooms without messages no longer count for maxRooms.
     for (const room of emptied) this.written?.delete(room);
+    this.emptied(emptied);
     return last;
   }
 
@@ -989,6 +1138,7 @@ export class SqliteHistoryStore implements HistoryStore {
     const written = this.written!;
     const busy = this.pending.length === 0 ? undefined : new Set(this.pending.map((p) => p.room));
     const emptied: string[] = [];
+    const emptiedNow: string[] = [];
     const progress = this.db.transaction(() => {
       let over = this.overRooms();
       let budget = CAP_MESSAGES_PER_TURN;
@@ -1018,6 +1168,7 @@ export class SqliteHistoryStore implements HistoryStore {
           this.saveTop.run(room, room);
           this.deleteThrough(room, Number.MAX_SAFE_INTEGER);
           budget -= last - (oldest ?? last) + 1;
+          emptiedNow.push(room);
         }
         emptied.push(room);
         over--;
@@ -1027,7 +1178,108 @@ export class SqliteHistoryStore implements HistoryStore {
     })();
     // Once committed.
     for (const room of emptied) written.delete(room);
+    this.emptied(emptiedNow);
     return progress;
+  }
+
+  /**
+   * Rooms whose last messages a committed transaction deleted: one more each of the
+   * emptyRooms, which past maxEmptyRooms starts forgetting them.
+   */
+  private emptied(rooms: readonly string[]): void {
+    for (const room of rooms) {
+      this.emptyRooms++;
+      const state = this.rooms.get(room);
+      if (state !== undefined) state.empty = true;
+    }
+    if (rooms.length > 0) this.checkEmptyRooms().catch(() => {});
+  }
+
+  /**
+   * For a room without a row: `forgotten` if the room was never written (its ids start
+   * above it, and a member who saw a lower top missed nothing), else 0.
+   */
+  private unusedBelow(room: string): number {
+    return this.forgottenNames?.has(room) === true ? 0 : this.forgotten;
+  }
+
+  /**
+   * Forgetting: the pass running if there is one, else a new one if more rows than
+   * maxEmptyRooms hold no messages.
+   */
+  private checkEmptyRooms(): Promise<void> {
+    if (this.forgetting === undefined && !this.closed && this.emptyRooms > this.maxEmptyRooms) {
+      this.forgetting = this.forgetRooms();
+    }
+    return this.forgetting ?? Promise.resolve();
+  }
+
+  /**
+   * One pass through the rooms table in key order, a step (forgetStep) a turn, deleting the
+   * rows of rooms without messages. Like the memory store, it forgets all of them, not only
+   * the excess: a pass costs a walk of the whole table, made once in maxEmptyRooms emptied
+   * rooms. Rooms emptied behind it wait for the next pass, which the next room emptied (or
+   * prune) starts if they are too many: passes one after another would hold a prune waiting
+   * for them as long as a walk goes on. It stops when closed, before it queries again.
+   */
+  private async forgetRooms(): Promise<void> {
+    try {
+      let after: string | undefined;
+      do {
+        await nextTurn();
+        if (this.closed) return;
+        after = this.forgetStep(after).last;
+      } while (after !== undefined);
+    } finally {
+      this.forgetting = undefined;
+    }
+  }
+
+  /**
+   * One transaction of forgetting: of the FORGET_ROOMS_PER_TURN rows after `after`, deletes
+   * those of rooms holding no messages (and their cids, and their cached state), but for
+   * rooms with appends waiting for this turn's commit; raises `forgotten` to their highest
+   * top and keeps their names in `forgotten_rooms` in the same transaction, so no row is gone
+   * without its name, until the filter is stored. `last`: the last row looked at, undefined
+   * at the table's end.
+   */
+  private forgetStep(after: string | undefined): { last: string | undefined; deleted: number } {
+    const busy = this.pending.length === 0 ? undefined : new Set(this.pending.map((p) => p.room));
+    const rows =
+      after === undefined
+        ? this.firstRooms.all(FORGET_ROOMS_PER_TURN)
+        : this.nextRooms.all(after, FORGET_ROOMS_PER_TURN);
+    const last = rows.length < FORGET_ROOMS_PER_TURN ? undefined : rows.at(-1)?.key;
+    const gone = rows.filter((row) => row.held === 0 && busy?.has(row.key) !== true);
+    const unsaved = this.unsavedNames + gone.length;
+    const save = unsaved > 0 && (last === undefined || unsaved >= FORGOTTEN_ROOMS_PER_SAVE);
+    if (gone.length === 0 && !save) return { last, deleted: 0 };
+    let top = this.forgotten;
+    const names = this.forgottenNames ?? new NameFilter(filterBits(this.maxEmptyRooms));
+    // Added before the commit: if it fails, the names stay as rooms that may have been
+    // forgotten, which costs their members a recovery at worst.
+    for (const row of gone) {
+      names.add(row.key);
+      top = Math.max(top, row.top);
+    }
+    this.forgottenNames = names;
+    this.db.transaction(() => {
+      for (const row of gone) {
+        this.deleteRoom.run(row.key);
+        this.deleteCids.run(row.key);
+        this.addForgottenRoom.run(row.key);
+      }
+      if (top > this.forgotten) this.saveForgotten.run(String(top));
+      if (save) {
+        this.saveFilter.run(names.bytes());
+        this.clearForgottenRooms.run();
+      }
+    })();
+    this.forgotten = top;
+    this.unsavedNames = save ? 0 : unsaved;
+    this.emptyRooms -= gone.length;
+    for (const row of gone) this.rooms.delete(row.key);
+    return { last, deleted: gone.length };
   }
 
   /**

@@ -28,6 +28,34 @@ describe('NameFilter', () => {
     expect(new NameFilter(16).has('room-1')).toBe(false);
   });
 
+  it('is restored from its bytes with every name added, and no other bits', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 5, max: 12 }),
+        fc.array(fc.string({ maxLength: 20 }), { maxLength: 100 }),
+        fc.array(fc.string({ maxLength: 20 }), { maxLength: 100 }),
+        (log2Bits, names, others) => {
+          const filter = new NameFilter(log2Bits);
+          for (const name of names) filter.add(name);
+          const bytes = filter.bytes();
+          expect(bytes.length).toBe(2 ** log2Bits / 8);
+          const restored = NameFilter.restore(bytes);
+          for (const name of [...names, ...others]) {
+            expect(restored.has(name)).toBe(filter.has(name));
+          }
+          expect(restored.bytes()).toEqual(bytes);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('refuses bytes no filter gave', () => {
+    for (const length of [0, 2, 12, 100]) {
+      expect(() => NameFilter.restore(new Uint8Array(length))).toThrow(RangeError);
+    }
+  });
+
   it('refuses a size it cannot hold', () => {
     for (const bits of [4, 31, 7.5, Number.NaN]) {
       expect(() => new NameFilter(bits)).toThrow(RangeError);

@@ -5,41 +5,14 @@
  * written to least recently now lose all their messages, their rows (top and epoch) staying.
  * Room names are chosen so that their order by name is not the order they were written in.
  */
-import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterEach, expect, it, vi } from 'vitest';
-import type { Delivery, Reply } from '../../../src/core/events.js';
+import { expect, it, vi } from 'vitest';
 import type { MessageDraft } from '../../../src/core/history.js';
-import { type Recipient, Replays } from '../../../src/core/replay.js';
-import type { SessionState } from '../../../src/core/session.js';
-import type { Position } from '../../../src/protocol/messages.js';
-import {
-  type SqliteHistoryOptions,
-  SqliteHistoryStore,
-} from '../../../src/store/sqlite-history.js';
-import { useTempDir } from '../../helpers/temp-dir.js';
+import type { SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
+import { resume } from '../../helpers/resume.js';
+import { useSqliteStores } from '../../helpers/sqlite-stores.js';
 
-const dir = useTempDir('confab-sqlite-rooms-');
-const stores: SqliteHistoryStore[] = [];
-
-// Registered after useTempDir's, so it runs before the directory is removed.
-afterEach(async () => {
-  for (const store of stores.splice(0)) await store.close();
-});
-
-function file(): string {
-  return path.join(dir.path, 'history.db');
-}
-
-function open(options: Partial<SqliteHistoryOptions> = {}): SqliteHistoryStore {
-  const store = new SqliteHistoryStore(file(), {
-    retention: { maxMessages: 10_000, maxAgeMs: 0 },
-    pruneIntervalMs: 0,
-    ...options,
-  });
-  stores.push(store);
-  return store;
-}
+const { file, open } = useSqliteStores('confab-sqlite-rooms-');
 
 const draft = (msg: string, at: number): MessageDraft => ({ at, from: 'eve', msg });
 
@@ -56,25 +29,6 @@ async function holding(store: SqliteHistoryStore, rooms: readonly string[]): Pro
 }
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-/** A member that records what "101" says. */
-class Member implements Recipient {
-  state: SessionState = 'joined';
-  readonly replies: Reply[] = [];
-  reply(reply: Reply): void {
-    this.replies.push(reply);
-  }
-  async sendPaced(_deliveries: readonly Delivery[]): Promise<void> {}
-  async release(): Promise<void> {}
-}
-
-/** What a member resuming in `room` from `since` is told in its "101". */
-async function resume(store: SqliteHistoryStore, room: string, since: Position) {
-  const member = new Member();
-  await new Replays(store, 10).join(member, { key: room, name: room, lastId: 0 }, [], 1, since);
-  const joined = member.replies[0];
-  return joined?.type === 'room-joined' ? joined.history : undefined;
-}
 
 it('empties the rooms written to least recently past maxRooms, and tells a member resuming there', async () => {
   const store = open({ maxRooms: 3 });
