@@ -209,6 +209,10 @@ async function lostTakeover(
     5_000,
   );
   const seen = await outcome(resuming);
+  // The ghost's node hears of the takeover through Redis, possibly after the "03" went out.
+  if (seen.welcome !== undefined) {
+    await ghost.c.waitFor((m) => m.cmd === '90', 1, 10_000).catch(() => undefined);
+  }
   const ghostTold = ghost.c.received.find((m) => m.cmd === '90')?.code;
   if (!keepGhost) ghost.c.close();
   return { watcher, seen, token, resuming, ghostTold, ghost: ghost.c };
