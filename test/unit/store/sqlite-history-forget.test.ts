@@ -34,8 +34,6 @@ async function reopen(
 
 const draft = (msg: string, at = 0): MessageDraft => ({ at, from: 'eve', msg });
 
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-
 /** What the file (the one at `at`) holds, read on a connection of its own. */
 function query<T>(sql: string, at = file()): T[] {
   const db = new Database(at, { readonly: true });
@@ -263,7 +261,7 @@ it('keeps the names of the rooms forgotten by a pass the store closed during', a
   db.close();
   const store = open({ maxRooms: 1, maxEmptyRooms: 10 });
   // The pass's first step, then closed before its next.
-  await nextTurn();
+  await turns(1);
   await store.close();
   const left = rows();
   expect(left).toBeLessThan(3001);
