@@ -11,7 +11,7 @@ import {
 } from '../config.js';
 import { printConfig, readConfigFile } from '../config-file.js';
 import { closeLogs, createLogger, type LogFormat } from '../logger.js';
-import { hashPassword } from '../password.js';
+import { hashPassword, MAX_PASSWORD_LENGTH } from '../password.js';
 import { isRegularFile } from '../read-capped.js';
 import { ConfabServer, type ReloadResult, StartError } from '../server.js';
 import { CONFAB_VERSION as VERSION } from '../version.js';
@@ -287,6 +287,12 @@ async function hashPasswordCommand(args: string[]): Promise<number> {
   }
   if (password === '') {
     process.stderr.write('confab hash-password: the password is empty\n');
+    return 2;
+  }
+  if (password.length > MAX_PASSWORD_LENGTH) {
+    process.stderr.write(
+      `confab hash-password: the password is longer than ${MAX_PASSWORD_LENGTH} characters\n`,
+    );
     return 2;
   }
   process.stdout.write(`${hashPassword(password)}\n`);

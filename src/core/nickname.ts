@@ -48,8 +48,20 @@ export function checkNickname(raw: string): NicknameCheck {
   return checkName(raw, MAX_NICKNAME_LENGTH, 'nickname');
 }
 
+/**
+ * NFC makes at most four code points one (a letter and three marks), each at
+ * most two UTF-16 units: a name longer than this many units per permitted
+ * character is too long in any spelling.
+ */
+const MAX_UNITS_PER_CHARACTER = 8;
+
 /** The nickname rules for any name people see and type (room names too), with its own length. */
 export function checkName(raw: string, maxLength: number, noun: string): NicknameCheck {
+  // Checked before normalising: NFC reorders a run of combining marks in time by the square
+  // of its length, some 600 ms for a frame of them.
+  if (raw.length > maxLength * MAX_UNITS_PER_CHARACTER) {
+    return { ok: false, reason: `${noun} is longer than ${maxLength} characters` };
+  }
   const nickname = raw.normalize('NFC');
   if (nickname.length === 0) return { ok: false, reason: `${noun} must not be empty` };
   const length = [...nickname].length;
