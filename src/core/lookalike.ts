@@ -32,13 +32,47 @@ function decode(encoded: string): Map<number, string> {
 
 const TABLE = decode(LOOKALIKE_TABLE);
 
+/**
+ * Every character canonical ordering moves is a mark (\p{M}), and NFD sorts a run of them in
+ * time by the square of its length: some 1 ms for a run of 1,000, where a whole name of
+ * U+FDFA (folding to 18 characters each) takes a fifth of that.
+ */
+const MARK_RUN = /\p{M}+/gu;
+
+/** Whether `text` holds more than `most` marks in a row (code points), in one pass. */
+export function marksInRow(text: string, most: number): boolean {
+  if (most === Number.POSITIVE_INFINITY) return false;
+  MARK_RUN.lastIndex = 0;
+  for (let m = MARK_RUN.exec(text); m !== null; m = MARK_RUN.exec(text)) {
+    if (m[0].length > most && [...m[0]].length > most) return true;
+  }
+  return false;
+}
+
 /** The key under which look-alike strings are equal (idempotent, case-insensitive). */
 export function lookalikeKey(text: string): string {
+  return fold(text, Number.POSITIVE_INFINITY)!;
+}
+
+/**
+ * lookalikeKey, or undefined when `text`, or what folding makes of it before its last
+ * normalisation, holds more than `most` marks in a row: no run of a name people may take
+ * is that long (nickname.ts), and the check costs one pass where NFD of the run would cost
+ * its square. Dropping ignorables (and folding a few symbols to marks) can join short runs
+ * into a long one, so the folded text is checked too.
+ */
+export function lookalikeKeyWithin(text: string, most: number): string | undefined {
+  return fold(text, most);
+}
+
+function fold(text: string, most: number): string | undefined {
+  if (marksInRow(text, most)) return undefined;
   const decomposed = text.normalize('NFD').replace(IGNORABLE, '');
   let key = '';
   for (const ch of decomposed) {
     // Every code point is a scalar value here; lone surrogates pass unchanged.
     key += TABLE.get(ch.codePointAt(0)!) ?? ch;
   }
+  if (marksInRow(key, most)) return undefined;
   return key.normalize('NFD');
 }

@@ -5,7 +5,7 @@
  * characters that look alike ("pаypal" with a Cyrillic "а") are one name.
  * Names that hide or fake characters are refused outright.
  */
-import { lookalikeKey } from './lookalike.js';
+import { lookalikeKey, lookalikeKeyWithin, marksInRow } from './lookalike.js';
 
 export const MAX_NICKNAME_LENGTH = 32;
 
@@ -17,6 +17,20 @@ export const MAX_NICKNAME_LENGTH = 32;
  * this, so a longer name is nobody and is not folded.
  */
 export const MAX_LOOKUP_LENGTH = 1024;
+
+/**
+ * The most marks in a row a name may hold, as sent and as folded: NFC and NFD sort a run
+ * in time by the square of its length (1,000 marks of two classes, alternating, took some
+ * 1 ms to fold). A name people may take holds at most MAX_MARKS_IN_A_ROW marks in a row
+ * (NFC), which any canonical spelling makes at most 27 (a letter decomposes into itself and
+ * up to three marks, a mark into up to three), and no more than this many once folded
+ * (checkName): every such name is found in any spelling, and a longer run is nobody.
+ */
+const MAX_LOOKUP_MARKS = 32;
+
+/** The most combining marks in a row in a name people may take (see MAX_LOOKUP_MARKS). */
+export const MAX_MARKS_IN_A_ROW = 8;
+const MARKS_IN_A_ROW = new RegExp(`\\p{M}{${MAX_MARKS_IN_A_ROW + 1}}`, 'u');
 
 // Whitespace, control and format characters (including zero-width joiners) are
 // refused: they make names that print identically or break line-based clients.
@@ -62,6 +76,7 @@ export function checkName(raw: string, maxLength: number, noun: string): Nicknam
   if (raw.length > maxLength * MAX_UNITS_PER_CHARACTER) {
     return { ok: false, reason: `${noun} is longer than ${maxLength} characters` };
   }
+  if (marksInRow(raw, MAX_LOOKUP_MARKS)) return tooManyMarks(noun);
   const nickname = raw.normalize('NFC');
   if (nickname.length === 0) return { ok: false, reason: `${noun} must not be empty` };
   const length = [...nickname].length;
@@ -80,15 +95,30 @@ export function checkName(raw: string, maxLength: number, noun: string): Nicknam
       reason: `${noun} must not contain combining marks that hide or imitate other characters`,
     };
   }
+  // A few symbols fold to marks (U+309B to U+3099), so the folded name is checked too.
+  if (
+    MARKS_IN_A_ROW.test(nickname) ||
+    lookalikeKeyWithin(nickname, MAX_LOOKUP_MARKS) === undefined
+  ) {
+    return tooManyMarks(noun);
+  }
   return { ok: true, nickname };
 }
 
+function tooManyMarks(noun: string): NicknameCheck {
+  return {
+    ok: false,
+    reason: `${noun} must not contain more than ${MAX_MARKS_IN_A_ROW} combining marks in a row`,
+  };
+}
+
 /**
- * The key to look a name up by, or undefined for a name too long to be
- * anyone's (see MAX_LOOKUP_LENGTH): for names a client sends to be found.
+ * The key to look a name up by, or undefined for a name no one's can be: too
+ * long (MAX_LOOKUP_LENGTH) or with too many marks in a row (MAX_LOOKUP_MARKS).
+ * For names a client sends to be found.
  */
 export function lookupKey(name: string): string | undefined {
-  return name.length > MAX_LOOKUP_LENGTH ? undefined : lookalikeKey(name);
+  return name.length > MAX_LOOKUP_LENGTH ? undefined : lookalikeKeyWithin(name, MAX_LOOKUP_MARKS);
 }
 
 /** The key under which a nickname is unique: look-alike names share it. */

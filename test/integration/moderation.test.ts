@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { verifyPassword } from '../../src/password.js';
+import { MAX_PASSWORD_LENGTH, verifyPassword } from '../../src/password.js';
 import { join, RawClient } from '../helpers/raw-client.js';
 import { CLI } from '../helpers/servers.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
@@ -16,21 +16,32 @@ let dataDir: string;
 let hash: string;
 const clients: RawClient[] = [];
 
-function hashPassword(password: string): Promise<string> {
+/** `confab hash-password` given `password` on stdin: its exit code and output. */
+function runHashPassword(
+  password: string,
+): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, 'hash-password'], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let out = '';
+    let err = '';
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
     });
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
     child.once('error', reject);
-    child.once('exit', (code) =>
-      code === 0 ? resolve(out.trim()) : reject(new Error(`hash-password exited ${code}`)),
-    );
+    child.once('exit', (code) => resolve({ code, out, err }));
     child.stdin.end(`${password}\n`);
   });
+}
+
+async function hashPassword(password: string): Promise<string> {
+  const { code, out } = await runHashPassword(password);
+  if (code !== 0) throw new Error(`hash-password exited ${code}`);
+  return out.trim();
 }
 
 async function member(port: number, nickname: string, extra: object = {}): Promise<RawClient> {
@@ -87,6 +98,15 @@ describe('confab hash-password', () => {
     expect(hash).toMatch(/^scrypt\$16384\$8\$1\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/);
     expect(verifyPassword('open sesame', hash)).toBe(true);
     expect(verifyPassword('open sesam', hash)).toBe(false);
+  });
+
+  it('refuses a password longer than the server checks', async () => {
+    const { code, out, err } = await runHashPassword('x'.repeat(MAX_PASSWORD_LENGTH + 1));
+    expect(code).toBe(2);
+    expect(out).toBe('');
+    expect(err).toBe(
+      `confab hash-password: the password is longer than ${MAX_PASSWORD_LENGTH} characters\n`,
+    );
   });
 });
 
