@@ -20,11 +20,19 @@ import { type ChatEvent, Delivery } from './events.js';
 import type { HistoryStore, MessageDraft } from './history.js';
 import { Identities } from './identities.js';
 import { JoinPlaces } from './join-places.js';
+import { MemberLists } from './member-lists.js';
 import type { Operator } from './moderation.js';
 import { enforceBan, kickMissed, removeMember, secondsLeft } from './moderation-commands.js';
 import { lookupKey, nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
-import type { DeadNode, MemberRef, Presence, RoomLeft, TakenOver } from './presence.js';
+import type {
+  DeadNode,
+  MemberRef,
+  Presence,
+  PresenceMember,
+  RoomLeft,
+  TakenOver,
+} from './presence.js';
 import { bucketAfterReload, type Clock, TokenBucket } from './rate-limit.js';
 import { Replays } from './replay.js';
 import { newSender, newToken, senderOf } from './resume-token.js';
@@ -243,6 +251,8 @@ export class Chat implements ChatContext, SessionHost {
   private readonly interest = new Map<string, number>();
   /** Per subscribed room key, who its local members were shown in it (see `reread`). */
   private readonly rosters = new Map<string, Roster>();
+  /** On a cluster: each room's members as Presence gave them, for USERS (member-lists.ts). */
+  private readonly memberLists: MemberLists | undefined;
   /** Presence releases in flight, so a stop can wait for their "30"s to go out. */
   private readonly releases = new Set<Promise<void>>();
   /** What waits for a session's requests under way to finish (a removal during a resume). */
@@ -293,6 +303,11 @@ export class Chat implements ChatContext, SessionHost {
       },
     );
     this.clock = options.clock ?? Date.now;
+    const presence = this.cluster?.presence;
+    this.memberLists =
+      presence === undefined
+        ? undefined
+        : new MemberLists((key) => presence.members(key), this.clock);
     this.operServer = new TokenBucket(OPER_SERVER_RATE, OPER_SERVER_BURST, this.clock());
     this.operators = options.operators ?? [];
     this.bans = new BanList(
@@ -369,6 +384,14 @@ export class Chat implements ChatContext, SessionHost {
     return this.clock();
   }
 
+  membersOf(room: Room): Promise<readonly PresenceMember[]> {
+    return this.memberLists?.of(room.key) ?? Promise.resolve([]);
+  }
+
+  membersChanged(key: string): void {
+    this.memberLists?.changed(key);
+  }
+
   operAttempt(ip: string): 'ok' | 'address' | 'server' {
     const now = this.clock();
     // Per /64 for IPv6: per address, a host's 2^64 addresses each had five checks to spend.
@@ -432,6 +455,7 @@ export class Chat implements ChatContext, SessionHost {
 
   /** A room event from the broker: to this node's members of the room, but the one it is about. */
   private arrived(key: string, event: RoomEvent): void {
+    if (event.type !== 'chat') this.memberLists?.changed(key);
     const from = event.type === 'chat' ? this.identities.sentBy(event.origin) : undefined;
     if (this.rosters.get(key)?.apply(event) === false) return;
     if (this.cluster?.stale?.() === true) return;
@@ -518,6 +542,7 @@ export class Chat implements ChatContext, SessionHost {
     const presence = this.cluster?.presence;
     const roster = this.rosters.get(key);
     if (presence === undefined || roster === undefined) return;
+    this.memberLists?.changed(key);
     const token = roster.begin();
     presence.members(key).then(
       (members) => {
@@ -716,6 +741,7 @@ export class Chat implements ChatContext, SessionHost {
     }
     this.interest.delete(key);
     this.rosters.delete(key);
+    this.memberLists?.changed(key);
     this.placing.giveUp(key);
     broker.unsubscribe(key).catch((err: unknown) => {
       this.log.warn({ err, room: key }, 'could not unsubscribe from a room');
@@ -1110,6 +1136,8 @@ export class Chat implements ChatContext, SessionHost {
       throw err;
     }
     if (taken === undefined) return false;
+    // The member's address is this connection's now: not a room event.
+    for (const place of taken.rooms) this.memberLists?.changed(place.room);
     const local = taken.node === cluster.presence.node;
     if (!local) cluster.broker.notify(taken.node, { type: 'evict', member: taken.id });
     if (

@@ -40,6 +40,13 @@ export interface ChatContext {
   operAttempt(ip: string): 'ok' | 'address' | 'server';
   /** Every joined session, in no promised order. */
   members(): Session[];
+  /**
+   * On a cluster, the room's members for USERS: read from Presence again only once they
+   * changed, or at most once a second (member-lists.ts).
+   */
+  membersOf(room: Room): Promise<readonly PresenceMember[]>;
+  /** On a cluster, a local member's claim changed the room's members (a join, a rename). */
+  membersChanged(key: string): void;
   find(nickname: string): Session | undefined;
   /** Registers the nickname and adds the session to the room. */
   join(session: Session, nickname: string, room: Room | undefined): void;

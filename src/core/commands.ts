@@ -202,6 +202,7 @@ async function connectInCluster(
       ctx.disconnect(session, 'room-full');
       return;
     }
+    ctx.membersChanged(room.key);
     const [members] = await Promise.all([presence.members(room.key), entered, granted]);
     if (gone()) return;
     settled = true;
@@ -300,7 +301,7 @@ const users: Handler<typeof Cmd.USERS> = (ctx, session, req) => {
   if (ctx.cluster !== undefined) {
     ctx.run(
       session,
-      ctx.cluster.presence.members(room.key).then((list) => {
+      ctx.membersOf(room).then((list) => {
         const members = list.map((m) => memberInfo(ctx, m.nickname, m.address));
         session.reply({ type: 'members', members });
       }),
@@ -414,8 +415,10 @@ const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
       session,
       presence.rename(session.presenceId, to).then((renamed) => {
         if (session.state === 'closed') return;
-        if (renamed) renameTo(ctx, session, to);
-        else
+        if (renamed) {
+          for (const room of session.rooms) ctx.membersChanged(room.key);
+          renameTo(ctx, session, to);
+        } else
           session.reply({ type: 'rename-refused', reason: 'taken', detail: 'nickname is taken' });
       }),
     );

@@ -70,6 +70,7 @@ async function joinInCluster(
       }
       return;
     }
+    ctx.membersChanged(admitted.key);
     const [members] = await Promise.all([presence.members(admitted.key), entered]);
     // Its leave releases the place; the "30" tells the room.
     if (session.state !== 'joined') return;
