@@ -205,6 +205,24 @@ describe('names with long runs of combining marks', () => {
   });
 });
 
+describe('ban masks with long runs of combining marks', () => {
+  it('are not normalised when an operator UNBANs one: no ban has a mask that long', () => {
+    const chat = new Chat({
+      maxUsers: 10,
+      operators: [{ name: 'teacher', verify: (p) => p === 'sesame' }],
+    });
+    const op = joinChat(chat, 'op', ['errors', 'moderation']);
+    send(op, { cmd: '92', name: 'teacher', password: 'sesame' });
+    send(op, { cmd: '95', mask: 'bob' });
+    op.take();
+    const seen = normalised(() => {
+      send(op, { cmd: '96', mask: FRAME });
+      expect(op.take()).toMatchObject([{ cmd: '98', bans: [{ mask: 'bob' }] }]);
+    });
+    expect(seen.longest).toBeLessThanOrEqual(MOST);
+  });
+});
+
 describe('the check for long runs of marks', () => {
   /** The least time, in ms, `run` took over several rounds (the least is the least disturbed). */
   function least(run: () => void): number {
