@@ -316,10 +316,22 @@ function removeBanned(
   });
 }
 
+/**
+ * The longest mask UNBAN folds: eight UTF-16 units for each a BAN's mask may hold, as for
+ * names (nickname.ts). Folding normalises, which sorts a run of combining marks in time by
+ * the square of its length; a longer mask is no spelling of a banned one, and lifts nothing.
+ */
+const MAX_UNBAN_MASK_LENGTH = MAX_MASK_LENGTH * 8;
+
 /** UNBAN "96" {mask} (operators) -> "98" the whole list. */
 export const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
   const by = operatorOf(ctx, session, req.cmd);
   if (by === undefined) return;
+  if (req.mask.trim().length > MAX_UNBAN_MASK_LENGTH) {
+    ctx.log.warn({ mask: clip(req.mask), by, found: false }, `unban ${clip(req.mask)}`);
+    banList(ctx, session);
+    return;
+  }
   const cluster = ctx.cluster;
   if (cluster !== undefined) {
     ctx.run(
