@@ -95,12 +95,13 @@ export function checkName(raw: string, maxLength: number, noun: string): Nicknam
       reason: `${noun} must not contain combining marks that hide or imitate other characters`,
     };
   }
+  if (MARKS_IN_A_ROW.test(nickname)) return tooManyMarks(noun);
   // A few symbols fold to marks (U+309B to U+3099), so the folded name is checked too.
-  if (
-    MARKS_IN_A_ROW.test(nickname) ||
-    lookalikeKeyWithin(nickname, MAX_LOOKUP_MARKS) === undefined
-  ) {
-    return tooManyMarks(noun);
+  if (lookalikeKeyWithin(nickname, MAX_LOOKUP_MARKS) === undefined) {
+    return {
+      ok: false,
+      reason: `${noun} must not contain so many combining marks in a row, or symbols that stand for them`,
+    };
   }
   return { ok: true, nickname };
 }
