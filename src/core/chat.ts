@@ -392,6 +392,11 @@ export class Chat implements ChatContext, SessionHost {
     this.memberLists?.changed(key);
   }
 
+  originOf(session: Session): string | undefined {
+    this.identities.originate(session);
+    return session.origin;
+  }
+
   operAttempt(ip: string): 'ok' | 'address' | 'server' {
     const now = this.clock();
     // Per /64 for IPv6: per address, a host's 2^64 addresses each had five checks to spend.
@@ -457,10 +462,13 @@ export class Chat implements ChatContext, SessionHost {
   private arrived(key: string, event: RoomEvent): void {
     if (event.type !== 'chat') this.memberLists?.changed(key);
     const from = event.type === 'chat' ? this.identities.sentBy(event.origin) : undefined;
-    if (this.rosters.get(key)?.apply(event) === false) return;
+    const roster = this.rosters.get(key);
+    const replaced = roster?.replacing(event);
+    if (roster?.apply(event) === false) return;
     if (this.cluster?.stale?.() === true) return;
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
+    if (replaced !== undefined) room.deliver(new Delivery(replaced), this.subject(replaced));
     room.deliver(new Delivery(event), event.type === 'chat' ? from : this.subject(event));
   }
 
@@ -1442,7 +1450,7 @@ export class Chat implements ChatContext, SessionHost {
       this.rooms.remove(session, room);
       this.uninterested(room.key);
     }
-    this.release(session.presenceId, session.nickname, names, reason);
+    this.release(session.presenceId, session.nickname, names, reason, session.origin);
   }
 
   /** Frees a member in Presence; the rooms it was in hear it left. */
@@ -1451,12 +1459,13 @@ export class Chat implements ChatContext, SessionHost {
     nickname: string,
     names: ReadonlyMap<string, string>,
     reason: DisconnectReason,
+    origin?: string,
   ): void {
     const cluster = this.cluster;
     if (cluster === undefined) return;
     this.track(
       cluster.presence.release(id).then(
-        (left) => this.announceLeft(left, nickname, names, reason),
+        (left) => this.announceLeft(left, nickname, names, reason, origin),
         (err: unknown) => this.log.warn({ err, nickname }, 'could not release a member'),
       ),
     );
@@ -1468,6 +1477,7 @@ export class Chat implements ChatContext, SessionHost {
     nickname: string,
     names: ReadonlyMap<string, string>,
     reason: DisconnectReason,
+    origin?: string,
   ): void {
     const cluster = this.cluster;
     if (cluster === undefined) return;
@@ -1477,7 +1487,7 @@ export class Chat implements ChatContext, SessionHost {
         `${nickname} left. There are ${count} users connected.`,
       );
       const name = this.rooms.keyed(room)?.name ?? names.get(room) ?? room;
-      cluster.broker.publish(room, { type: 'left', room: name, nickname, count });
+      cluster.broker.publish(room, { type: 'left', room: name, nickname, count, origin });
     }
   }
 }

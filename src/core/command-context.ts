@@ -47,6 +47,8 @@ export interface ChatContext {
   membersOf(room: Room): Promise<readonly PresenceMember[]>;
   /** On a cluster, a local member's claim changed the room's members (a join, a rename). */
   membersChanged(key: string): void;
+  /** On a cluster, what the session's joins and leaves carry of it (ChatEvent 'joined'.origin). */
+  originOf(session: Session): string | undefined;
   find(nickname: string): Session | undefined;
   /** Registers the nickname and adds the session to the room. */
   join(session: Session, nickname: string, room: Room | undefined): void;

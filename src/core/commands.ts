@@ -208,7 +208,13 @@ async function connectInCluster(
     settled = true;
     // Waits from before its "joined" goes out: a broker may hand it back at once.
     const placing = ctx.awaitPlace(session, room, nickname);
-    ctx.publish({ type: 'joined', room: room.name, nickname, count: joined.count });
+    ctx.publish({
+      type: 'joined',
+      room: room.name,
+      nickname,
+      count: joined.count,
+      origin: ctx.originOf(session),
+    });
     ctx.join(session, nickname, room);
     if (placing !== undefined) {
       const after = await placing;

@@ -19,12 +19,20 @@ export type ChatEvent =
       readonly room: string;
       readonly nickname: string;
       readonly count: number;
+      /**
+       * On a cluster: the member's origin (as a chat's), which stays with it across resumes,
+       * so that a node can tell a leave of the nickname's previous holder, arriving late,
+       * from one of its present holder. Shown to nobody.
+       */
+      readonly origin?: string | undefined;
     }
   | {
       readonly type: 'left';
       readonly room: string;
       readonly nickname: string;
       readonly count: number;
+      /** As for 'joined'. */
+      readonly origin?: string | undefined;
     }
   | { readonly type: 'renamed'; readonly room: string; readonly from: string; readonly to: string }
   | {

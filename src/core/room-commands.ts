@@ -83,6 +83,7 @@ async function joinInCluster(
       room: room.name,
       nickname: session.nickname,
       count: joined.count,
+      origin: ctx.originOf(session),
     });
     ctx.rooms.add(session, room);
     const after = placing === undefined ? undefined : await placing;
@@ -127,10 +128,13 @@ export const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
   if (ctx.cluster !== undefined) {
     ctx.uninterested(room.key);
     const nickname = session.nickname;
+    const origin = ctx.originOf(session);
     ctx.run(
       session,
       ctx.cluster.presence.leave(session.presenceId, room.key).then((count) => {
-        if (count !== undefined) ctx.publish({ type: 'left', room: room.name, nickname, count });
+        if (count !== undefined) {
+          ctx.publish({ type: 'left', room: room.name, nickname, count, origin });
+        }
       }),
     );
     return;

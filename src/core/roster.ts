@@ -12,6 +12,11 @@ type Change = Extract<RoomEvent, { readonly type: 'joined' | 'left' }>;
 export class Roster {
   /** Nickname key -> nickname, in the order the members were shown joining. */
   private readonly names = new Map<string, string>();
+  /**
+   * Nickname key -> the origin its holder's join carried (ChatEvent 'joined'.origin), when
+   * known: a leave carrying another origin is of an earlier holder of the name, late.
+   */
+  private readonly origins = new Map<string, string>();
   /** Keys events changed while a read of Presence was out: the events are newer than it may be. */
   private touched: Set<string> | undefined;
   /**
@@ -43,19 +48,32 @@ export class Roster {
     switch (event.type) {
       case 'joined': {
         const key = this.touch(event.nickname);
+        if (event.origin !== undefined) this.origins.set(key, event.origin);
         if (this.expected.delete(key) && this.names.has(key)) return false;
         if (!this.names.has(key)) this.add(key, event.nickname);
         return true;
       }
       case 'left': {
-        const key = this.touch(event.nickname);
+        const key = nicknameKey(event.nickname);
+        const holder = this.origins.get(key);
+        // The leave of whoever held the name before its present holder joined: their join
+        // was shown, and the leave with it (replacing).
+        if (event.origin !== undefined && holder !== undefined && holder !== event.origin) {
+          return false;
+        }
+        this.touch(event.nickname);
         if (this.expected.delete(key) && !this.names.has(key)) return false;
         this.names.delete(key);
+        this.origins.delete(key);
         return true;
       }
       case 'renamed': {
         const from = this.touch(event.from);
         const to = this.touch(event.to);
+        const origin = this.origins.get(from);
+        this.origins.delete(from);
+        this.origins.delete(to);
+        if (origin !== undefined) this.origins.set(to, origin);
         const repeated = this.expected.delete(from) && this.expected.delete(to);
         if (repeated && !this.names.has(from) && this.names.has(to)) return false;
         this.expected.delete(to);
@@ -67,6 +85,29 @@ export class Roster {
       default:
         return true;
     }
+  }
+
+  /**
+   * A join of a nickname the roster holds for another member (another origin): its holder
+   * left and someone took the name, on another node, before that leave arrived (Presence
+   * freed the name first). Returns that leave, to be shown before the join; the leave
+   * itself, when it comes, is not shown (apply). Undefined for anything else.
+   */
+  replacing(event: RoomEvent): Change | undefined {
+    if (event.type !== 'joined' || event.origin === undefined) return undefined;
+    const key = nicknameKey(event.nickname);
+    const holder = this.origins.get(key);
+    const shown = this.names.get(key);
+    if (holder === undefined || holder === event.origin || shown === undefined) return undefined;
+    this.names.delete(key);
+    this.origins.delete(key);
+    return {
+      type: 'left',
+      room: event.room,
+      nickname: shown,
+      count: Math.max(0, event.count - 1),
+      origin: holder,
+    };
   }
 
   /** A read of the room's members from Presence starts; pass what it returns to `settle`. */
@@ -97,6 +138,7 @@ export class Roster {
     for (const [key, nickname] of [...this.names]) {
       if (touched.has(key) || target.has(key)) continue;
       this.names.delete(key);
+      this.origins.delete(key);
       changed.add(key);
       changes.push({ type: 'left', room, nickname, count: this.names.size });
     }
@@ -123,7 +165,9 @@ export class Roster {
   private add(key: string, nickname: string): void {
     // Only events out of line with Presence could pass the capacity; the next read corrects it.
     if (this.names.size >= Math.max(1, this.limit()) * 2) {
-      this.names.delete(this.names.keys().next().value!);
+      const oldest = this.names.keys().next().value!;
+      this.names.delete(oldest);
+      this.origins.delete(oldest);
     }
     this.names.set(key, nickname);
   }

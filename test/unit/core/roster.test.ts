@@ -138,4 +138,79 @@ describe('Roster', () => {
     }
     expect(roster.size).toBe(4);
   });
+
+  describe('a nickname left on one node and taken on another, its leave arriving late', () => {
+    const joined = (nickname: string, count: number, origin?: string): RoomEvent => ({
+      type: 'joined',
+      room: 'r',
+      nickname,
+      count,
+      origin,
+    });
+    const left = (nickname: string, count: number, origin?: string): RoomEvent => ({
+      type: 'left',
+      room: 'r',
+      nickname,
+      count,
+      origin,
+    });
+
+    /** What the members are shown of `events`, as Chat shows them. */
+    function shown(roster: Roster, events: RoomEvent[]): RoomEvent[] {
+      const out: RoomEvent[] = [];
+      for (const event of events) {
+        const replaced = roster.replacing(event);
+        if (!roster.apply(event)) continue;
+        if (replaced !== undefined) out.push(replaced);
+        out.push(event);
+      }
+      return out;
+    }
+
+    it('shows the earlier holder leaving before the new one joins, and not the late leave', () => {
+      const roster = new Roster(() => 10);
+      const events = shown(roster, [
+        joined('ann', 1, 'A'),
+        joined('eve', 2, 'E1'),
+        joined('eve', 2, 'E2'),
+        left('eve', 1, 'E1'),
+      ]);
+      expect(events).toEqual([
+        joined('ann', 1, 'A'),
+        joined('eve', 2, 'E1'),
+        left('eve', 1, 'E1'),
+        joined('eve', 2, 'E2'),
+      ]);
+      expect(roster.list()).toEqual(['ann', 'eve']);
+      // The present holder's own leave is shown.
+      expect(shown(roster, [left('eve', 1, 'E2')])).toEqual([left('eve', 1, 'E2')]);
+      expect(roster.list()).toEqual(['ann']);
+    });
+
+    it('drops the late leave also when the earlier holder was known by name only', () => {
+      const roster = new Roster(() => 10);
+      // As after a read of Presence, or a join from a node that sends no origin.
+      shown(roster, [joined('eve', 1)]);
+      expect(shown(roster, [joined('eve', 1, 'E2'), left('eve', 0, 'E1')])).toEqual([
+        joined('eve', 1, 'E2'),
+      ]);
+      expect(roster.list()).toEqual(['eve']);
+    });
+
+    it('follows a member through renames and leaves in order, whatever the origins', () => {
+      const roster = new Roster(() => 10);
+      const renamed: RoomEvent = { type: 'renamed', room: 'r', from: 'eve', to: 'eva' };
+      expect(
+        shown(roster, [
+          joined('eve', 1, 'E1'),
+          renamed,
+          left('eva', 0, 'E1'),
+          joined('eve', 1, 'E2'),
+        ]),
+      ).toEqual([joined('eve', 1, 'E1'), renamed, left('eva', 0, 'E1'), joined('eve', 1, 'E2')]);
+      // A leave without an origin (a node reaped, an older node) is shown as before.
+      expect(shown(roster, [left('eve', 0)])).toEqual([left('eve', 0)]);
+      expect(roster.list()).toEqual([]);
+    });
+  });
 });

@@ -1,0 +1,89 @@
+/**
+ * On a cluster a member that leaves is announced ("30") before anyone who takes its
+ * nickname next is announced joining ("8"): the newcomer is never told that it left,
+ * and the others' lists keep it.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { withoutRedis } from '../helpers/redis.js';
+
+const skip = withoutRedis();
+const CAPS = ['errors', 'rooms', 'renames', 'history'];
+type Message = Record<string, unknown> & { cmd: string };
+
+let cluster: TestCluster;
+const clients: RawClient[] = [];
+
+async function open(node: number): Promise<RawClient> {
+  const c = await RawClient.open(cluster.nodes[node]!.port);
+  clients.push(c);
+  return c;
+}
+
+/** The lobby's members as `c` was shown them: its "101", then every "8", "30" and "91". */
+function shown(c: RawClient): string[] {
+  const names = new Set<string>();
+  for (const m of c.rawFrames.map((f) => JSON.parse(f) as Message)) {
+    if (m.room !== 'lobby') continue;
+    if (m.cmd === '101') for (const n of m.members as string[]) names.add(n);
+    if (m.cmd === '8') names.add(m.nickname as string);
+    if (m.cmd === '30') names.delete(m.nickname as string);
+    if (m.cmd === '91') {
+      names.delete(m.oldNickname as string);
+      names.add(m.newNickname as string);
+    }
+  }
+  return [...names].sort();
+}
+
+describe.skipIf(skip)('a nickname left on one node and taken on another', () => {
+  beforeAll(async () => {
+    cluster = await startCluster(2, ['--max-users', '50']);
+  }, 60_000);
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await cluster?.stop();
+  }, 60_000);
+
+  it('is shown leaving before it is shown joining again', async () => {
+    const carol = await open(1);
+    carol.sendPy({ cmd: '0', nickname: 'carol', caps: CAPS });
+    await carol.expect('03', 10_000);
+    const wrong: string[] = [];
+    for (let round = 0; round < 30 && wrong.length === 0; round++) {
+      const first = await open(0);
+      first.sendPy({ cmd: '0', nickname: 'eve', caps: CAPS });
+      await first.expect('03', 10_000);
+      // eve's connection drops, and eve connects again at once, to the other node, as
+      // often as it takes for the nickname to be free.
+      first.close();
+      let again: RawClient | undefined;
+      for (let attempt = 0; attempt < 200 && again === undefined; attempt++) {
+        const c = await open(1);
+        c.sendPy({ cmd: '0', nickname: 'eve', caps: CAPS });
+        const answer = await c.waitFor((m) => m.cmd === '03' || m.cmd === '01' || m.cmd === '90');
+        if (answer.cmd === '03') again = c;
+        else c.close();
+      }
+      if (again === undefined) throw new Error('eve never got her nickname back');
+      await new Promise((r) => setTimeout(r, 500));
+      const toEve = (again.received as Message[]).filter(
+        (m) => m.cmd === '30' && m.nickname === 'eve',
+      );
+      if (toEve.length > 0)
+        wrong.push(`round ${round}: eve was told that she left: ${JSON.stringify(toEve)}`);
+      if (!shown(carol).includes('eve'))
+        wrong.push(
+          `round ${round}: carol was shown ${shown(carol).join(',')}, without eve: ${carol.rawFrames
+            .filter((f) => f.includes('"eve"'))
+            .slice(-4)
+            .join(' ')}`,
+        );
+      again.sendPy({ cmd: '3' });
+      await again.closed;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(wrong).toEqual([]);
+  }, 180_000);
+});
