@@ -11,6 +11,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { startRedis } from '../helpers/redis.js';
 
 const seed = Number(process.argv[2] ?? 1);
 const ROUNDS = Number(process.argv[3] ?? 6);
@@ -58,16 +59,6 @@ function killGroup(child: ChildProcess, sig: NodeJS.Signals): void {
     process.kill(-child.pid, sig);
   } catch {}
 }
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
 interface Node {
   index: number;
   child: ChildProcess;
@@ -747,23 +738,8 @@ async function quietCheck(round: number): Promise<void> {
 
 // ---------------------------------------------------------------- main
 async function main(): Promise<void> {
-  redisPort = await freePort();
-  const redis = start('redis-server', [
-    '--port',
-    String(redisPort),
-    '--bind',
-    '127.0.0.1',
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-  ]);
-  for (let i = 0; i < 100; i++) {
-    try {
-      if (redisCli('PING').includes('PONG')) break;
-    } catch {}
-    await sleep(100);
-  }
+  const redis = await startRedis();
+  redisPort = redis.port;
   for (let i = 0; i < N_NODES; i++) nodes.push(await startNode(i));
   log(`seed ${seed}, redis ${redisPort}, nodes ${nodes.map((n) => n.port).join(',')}`);
   for (let i = 0; i < N_EXT; i++) exts.push(new Ext(i, NAMES[i]!));
@@ -809,7 +785,7 @@ async function main(): Promise<void> {
     }
     await sleep(1500);
     for (const n of nodes) killGroup(n.child, 'SIGKILL');
-    killGroup(redis, 'SIGKILL');
+    await redis.stop();
   }
   const dir = `/tmp/confab-chaos-clients-${seed}`;
   mkdirSync(dir, { recursive: true });
