@@ -1206,6 +1206,7 @@ export class Chat implements ChatContext, SessionHost {
     for (const session of this.sessions) {
       if (session.presenceId !== member || session.state !== 'joined') continue;
       // Its release finds nothing left to free in Presence, so the rooms hear nothing.
+      session.movedAway = true;
       this.disconnect(session, 'replaced');
       return;
     }

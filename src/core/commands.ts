@@ -203,7 +203,9 @@ async function connectInCluster(
       return;
     }
     ctx.membersChanged(room.key);
-    const [members] = await Promise.all([presence.members(room.key), entered, granted]);
+    // Read once the room's events reach this node (see joinInCluster).
+    await Promise.all([entered, granted]);
+    const members = await presence.members(room.key);
     if (gone()) return;
     settled = true;
     // Waits from before its "joined" goes out: a broker may hand it back at once.

@@ -71,11 +71,26 @@ async function joinInCluster(
       return;
     }
     ctx.membersChanged(admitted.key);
-    const [members] = await Promise.all([presence.members(admitted.key), entered]);
-    // Its leave releases the place; the "30" tells the room.
-    if (session.state !== 'joined') return;
+    // Read once the room's events reach this node (its subscription may be coming back):
+    // a change landing before the read is in it, one after comes as an event.
+    await entered;
+    const members = await presence.members(admitted.key);
     // Another local member may have made the same new room meanwhile: join that one.
     const room = ctx.rooms.find(admitted.name) ?? admitted;
+    if (session.state !== 'joined') {
+      // Its leave releases the place, and the "30" tells the room. But a resume on another
+      // node took the place with the member: the room is told of the join this made.
+      if (session.movedAway) {
+        ctx.publish({
+          type: 'joined',
+          room: room.name,
+          nickname: session.nickname,
+          count: joined.count,
+          origin: session.origin,
+        });
+      }
+      return;
+    }
     inside = true;
     const placing = ctx.awaitPlace(session, room, session.nickname);
     ctx.publish({

@@ -80,6 +80,11 @@ export class Session implements Member {
   /** The session that took this one over with its token; its chats still being stored are its. */
   successor: Session | undefined;
   /**
+   * On a cluster: a resume on another node took its member over, places and all; it is
+   * closed as replaced, and has nothing left to release.
+   */
+  movedAway = false;
+  /**
    * Its lasting identity for the history store (MessageDraft.sender): made with its
    * first resume token, which carries it, so a resume on any node keeps it.
    */

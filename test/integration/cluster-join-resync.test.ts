@@ -1,0 +1,91 @@
+/**
+ * A member that joins a room while its node's subscriber connection is coming back
+ * (`CLIENT KILL TYPE pubsub`, a network blip) is shown the room's members in its "101",
+ * and, once the node is subscribed again, every change to them since (docs/cluster.md,
+ * "When things fail"): a rename that landed meanwhile reaches it, as a "91" or as the
+ * old name leaving and the new one joining.
+ */
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { withoutRedis } from '../helpers/redis.js';
+
+const skip = withoutRedis();
+const CAPS = ['errors', 'rooms', 'renames', 'history'];
+type Message = Record<string, unknown> & { cmd: string };
+
+let cluster: TestCluster;
+let admin: Redis;
+const clients: RawClient[] = [];
+
+async function member(node: number, nickname: string): Promise<RawClient> {
+  const c = await RawClient.open(cluster.nodes[node]!.port);
+  clients.push(c);
+  c.sendPy({ cmd: '0', nickname, caps: CAPS });
+  await c.expect('03', 10_000);
+  return c;
+}
+
+/** The members of `room` as `c` was shown them: its last "101", then every "8", "30" and "91". */
+function shown(c: RawClient, room: string): string[] {
+  const names = new Set<string>();
+  for (const m of c.rawFrames.map((f) => JSON.parse(f) as Message)) {
+    if (m.room !== room) continue;
+    if (m.cmd === '101') {
+      names.clear();
+      for (const n of m.members as string[]) names.add(n);
+    }
+    if (m.cmd === '8') names.add(m.nickname as string);
+    if (m.cmd === '30') names.delete(m.nickname as string);
+    if (m.cmd === '91') {
+      names.delete(m.oldNickname as string);
+      names.add(m.newNickname as string);
+    }
+  }
+  return [...names].sort();
+}
+
+describe.skipIf(skip)('a join while the subscriber connection comes back', () => {
+  beforeAll(async () => {
+    cluster = await startCluster(2, ['--max-users', '50']);
+    admin = new Redis(cluster.redis.url, { maxRetriesPerRequest: 1 });
+  }, 60_000);
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    admin?.disconnect();
+    await cluster?.stop();
+  }, 60_000);
+
+  it('shows the joiner a rename that landed meanwhile', async () => {
+    const ann = await member(1, 'ann');
+    ann.sendPy({ cmd: '100', room: 'physics' });
+    await ann.waitFor((m) => m.cmd === '101' && m.room === 'physics');
+    const bob = await member(0, 'bob');
+    let name = 'ann';
+    const wrong: string[] = [];
+    for (let round = 0; round < 6 && wrong.length === 0; round++) {
+      await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+      // bob joins a room new to its node; ann, on the other node, renames a moment later.
+      bob.sendPy({ cmd: '100', room: 'physics' });
+      await new Promise((r) => setTimeout(r, 5 + round * 5));
+      name = name === 'ann' ? 'anna' : 'ann';
+      ann.sendPy({ cmd: '5', newNickname: name });
+      await ann.expect('51', 10_000);
+      await bob.waitFor((m) => m.cmd === '101' && m.room === 'physics');
+      // Past three heartbeats (--cluster-timeout 2 s here) after the node subscribed again.
+      await new Promise((r) => setTimeout(r, 4000));
+      const got = shown(bob, 'physics');
+      if (got.join() !== [name, 'bob'].sort().join())
+        wrong.push(
+          `round ${round}: physics holds ${name} and bob; bob was shown ${got.join(',')}: ${bob.rawFrames
+            .filter((f) => f.includes('"physics"'))
+            .join(' ')}`,
+        );
+      bob.received.splice(0);
+      bob.sendPy({ cmd: '102', room: 'physics' });
+      await bob.expect('103', 10_000);
+    }
+    expect(wrong).toEqual([]);
+  }, 120_000);
+});
