@@ -121,3 +121,26 @@ export async function until(
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+/**
+ * The members of `room` as a client follows them from what it was shown in `frames`: a
+ * "101" sets the list, "8", "30" and "91" change it. `names` is where it stood before.
+ */
+export function followMembers(
+  names: ReadonlySet<string>,
+  frames: readonly string[],
+  room: string,
+): Set<string> {
+  let out = new Set(names);
+  for (const m of frames.map((f) => JSON.parse(f) as Record<string, unknown>)) {
+    if (m.room !== room) continue;
+    if (m.cmd === '101') out = new Set(m.members as string[]);
+    if (m.cmd === '8') out.add(m.nickname as string);
+    if (m.cmd === '30') out.delete(m.nickname as string);
+    if (m.cmd === '91') {
+      out.delete(m.oldNickname as string);
+      out.add(m.newNickname as string);
+    }
+  }
+  return out;
+}

@@ -7,13 +7,12 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { followMembers, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 
 const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'renames', 'history'];
-type Message = Record<string, unknown> & { cmd: string };
 
 let cluster: TestCluster;
 let admin: Redis;
@@ -27,23 +26,9 @@ async function member(node: number, nickname: string): Promise<RawClient> {
   return c;
 }
 
-/** The members of `room` as `c` was shown them: its last "101", then every "8", "30" and "91". */
+/** The members of `room` as `c` was shown them. */
 function shown(c: RawClient, room: string): string[] {
-  const names = new Set<string>();
-  for (const m of c.rawFrames.map((f) => JSON.parse(f) as Message)) {
-    if (m.room !== room) continue;
-    if (m.cmd === '101') {
-      names.clear();
-      for (const n of m.members as string[]) names.add(n);
-    }
-    if (m.cmd === '8') names.add(m.nickname as string);
-    if (m.cmd === '30') names.delete(m.nickname as string);
-    if (m.cmd === '91') {
-      names.delete(m.oldNickname as string);
-      names.add(m.newNickname as string);
-    }
-  }
-  return [...names].sort();
+  return [...followMembers(new Set(), c.rawFrames, room)].sort();
 }
 
 describe.skipIf(skip)('a join while the subscriber connection comes back', () => {

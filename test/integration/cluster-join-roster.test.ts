@@ -4,13 +4,12 @@
  * node while its JOIN_ROOM is still on its way.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { followMembers, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 
 const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'renames', 'history'];
-type Message = Record<string, unknown> & { cmd: string };
 
 let cluster: TestCluster;
 const clients: RawClient[] = [];
@@ -31,16 +30,7 @@ function shownSoFar(c: RawClient, room: string): string[] {
     v = { names: new Set(), seen: 0 };
     views.set(c, v);
   }
-  for (const m of c.rawFrames.slice(v.seen).map((f) => JSON.parse(f) as Message)) {
-    if (m.room !== room) continue;
-    if (m.cmd === '101') v.names = new Set(m.members as string[]);
-    if (m.cmd === '8') v.names.add(m.nickname as string);
-    if (m.cmd === '30') v.names.delete(m.nickname as string);
-    if (m.cmd === '91') {
-      v.names.delete(m.oldNickname as string);
-      v.names.add(m.newNickname as string);
-    }
-  }
+  v.names = followMembers(v.names, c.rawFrames.slice(v.seen), room);
   v.seen = c.rawFrames.length;
   return [...v.names].sort();
 }

@@ -4,7 +4,7 @@
  * and the others' lists keep it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startCluster, type TestCluster } from '../helpers/cluster.js';
+import { followMembers, startCluster, type TestCluster } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 
@@ -21,20 +21,9 @@ async function open(node: number): Promise<RawClient> {
   return c;
 }
 
-/** The lobby's members as `c` was shown them: its "101", then every "8", "30" and "91". */
+/** The lobby's members as `c` was shown them. */
 function shown(c: RawClient): string[] {
-  const names = new Set<string>();
-  for (const m of c.rawFrames.map((f) => JSON.parse(f) as Message)) {
-    if (m.room !== 'lobby') continue;
-    if (m.cmd === '101') for (const n of m.members as string[]) names.add(n);
-    if (m.cmd === '8') names.add(m.nickname as string);
-    if (m.cmd === '30') names.delete(m.nickname as string);
-    if (m.cmd === '91') {
-      names.delete(m.oldNickname as string);
-      names.add(m.newNickname as string);
-    }
-  }
-  return [...names].sort();
+  return [...followMembers(new Set(), c.rawFrames, 'lobby')].sort();
 }
 
 describe.skipIf(skip)('a nickname left on one node and taken on another', () => {
