@@ -212,5 +212,18 @@ describe('Roster', () => {
       expect(shown(roster, [left('eve', 0)])).toEqual([left('eve', 0)]);
       expect(roster.list()).toEqual([]);
     });
+
+    it('lets the earlier holder, renamed after the name was taken again, leave under its new name', () => {
+      // eve (E1) renames to eva; E2 takes "eve" at once on another node, and its join reaches
+      // this node before the rename does (as a late leave would).
+      const roster = new Roster(() => 10);
+      const renamed: RoomEvent = { type: 'renamed', room: 'r', from: 'eve', to: 'eva' };
+      shown(roster, [joined('eve', 1, 'E1'), joined('eve', 2, 'E2'), renamed]);
+      // eva (E1) leaves: its leave is not that of an earlier holder of "eva".
+      expect(shown(roster, [left('eva', 1, 'E1')])).toEqual([left('eva', 1, 'E1')]);
+      shown(roster, [left('eve', 0, 'E2')]);
+      // Presence holds nobody now; the members must not be left shown someone.
+      expect(roster.list()).toEqual([]);
+    });
   });
 });
