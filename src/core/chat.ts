@@ -468,7 +468,9 @@ export class Chat implements ChatContext, SessionHost {
     if (this.cluster?.stale?.() === true) return;
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
-    if (replaced !== undefined) room.deliver(new Delivery(replaced), this.subject(replaced));
+    // Not to the newcomer, who holds the name now: its own join may come back only once it
+    // is in the room (held while the room caught up).
+    if (replaced !== undefined) room.deliver(new Delivery(replaced), this.subject(event));
     room.deliver(new Delivery(event), event.type === 'chat' ? from : this.subject(event));
   }
 

@@ -70,10 +70,11 @@ export class Roster {
       case 'renamed': {
         const from = this.touch(event.from);
         const to = this.touch(event.to);
-        const origin = this.origins.get(from);
+        // A rename carries no origin: it may be of an earlier holder of `from`, shown leaving
+        // already (replacing), whose origin is not the one held now. Its new name is known by
+        // name only, as after a read, so that its own leave is shown whatever it carries.
         this.origins.delete(from);
         this.origins.delete(to);
-        if (origin !== undefined) this.origins.set(to, origin);
         const repeated = this.expected.delete(from) && this.expected.delete(to);
         if (repeated && !this.names.has(from) && this.names.has(to)) return false;
         this.expected.delete(to);
