@@ -206,6 +206,7 @@ async function connectInCluster(
     // Read once the room's events reach this node (see joinInCluster).
     await Promise.all([entered, granted]);
     const members = await presence.members(room.key);
+    ctx.membersChanged(room.key);
     if (gone()) return;
     settled = true;
     // Waits from before its "joined" goes out: a broker may hand it back at once.

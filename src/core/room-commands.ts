@@ -75,6 +75,8 @@ async function joinInCluster(
     // a change landing before the read is in it, one after comes as an event.
     await entered;
     const members = await presence.members(admitted.key);
+    // A USERS read meanwhile may be older than this one: not kept.
+    ctx.membersChanged(admitted.key);
     // Another local member may have made the same new room meanwhile: join that one.
     const room = ctx.rooms.find(admitted.name) ?? admitted;
     if (session.state !== 'joined') {
