@@ -62,6 +62,8 @@ export interface FileCluster {
   port(node: number): number;
   /** A connection to `node` from `localAddress` (any 127.0.0.0/8 address), closed after the file. */
   open(node: number, localAddress?: string): Promise<RawClient>;
+  /** A connection to `node` that sent CONNECT as `nickname` (with `extra`) and got its "03". */
+  join(node: number, nickname: string, extra?: object): Promise<RawClient>;
 }
 
 /**
@@ -102,6 +104,12 @@ export function useCluster(
     async open(node, localAddress = '127.0.0.1') {
       const client = await RawClient.open(file.port(node), '127.0.0.1', localAddress);
       clients.push(client);
+      return client;
+    },
+    async join(node, nickname, extra = {}) {
+      const client = await file.open(node);
+      client.sendPy({ cmd: '0', nickname, ...extra });
+      await client.expect('03', 10_000);
       return client;
     },
   };

@@ -3,10 +3,11 @@
  * events over itself, as a Redis subscriber connection would, in whatever order it needs.
  */
 import type { Broker, BrokerHandler, RoomEvent } from '../../src/core/broker.js';
-import { Chat } from '../../src/core/chat.js';
+import { Chat, type ChatOptions } from '../../src/core/chat.js';
 import type { HistoryStore, MessageDraft } from '../../src/core/history.js';
 import { MemoryPresence, PresenceHub } from '../../src/core/memory-presence.js';
 import { senderOrigin } from '../../src/store/common.js';
+import { MemoryBroker, MemoryBrokerHub } from '../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { joinChat } from './fake-peer.js';
 
@@ -131,4 +132,30 @@ export function echoingNode(): { chat: Chat; handler: () => BrokerHandler } {
     close: () => store.close(),
   };
   return { chat: quietNode(broker, history), handler };
+}
+
+/** A node of an in-process cluster: its Chat, and the Presence and Broker it shares hubs by. */
+export interface MemoryNode {
+  chat: Chat;
+  presence: MemoryPresence;
+  broker: MemoryBroker;
+}
+
+/** Two nodes, `a` and `b`, on shared in-process hubs and one history store, each with `options`. */
+export function memoryNodes(options: ChatOptions = {}): { a: MemoryNode; b: MemoryNode } {
+  const presenceHub = new PresenceHub();
+  const brokerHub = new MemoryBrokerHub();
+  const history = new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
+  const make = (node: string): MemoryNode => {
+    const presence = new MemoryPresence({ hub: presenceHub, node });
+    const broker = new MemoryBroker({ hub: brokerHub, node });
+    const chat = new Chat({
+      maxUsers: 10,
+      ...options,
+      history,
+      cluster: { presence, broker, originOf: senderOrigin },
+    });
+    return { chat, presence, broker };
+  };
+  return { a: make('a'), b: make('b') };
 }

@@ -7,24 +7,17 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { followMembers, startCluster, type TestCluster } from '../helpers/cluster.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { followMembers, useCluster } from '../helpers/cluster.js';
+import type { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 
 const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'renames', 'history'];
 
-let cluster: TestCluster;
 let admin: Redis;
-const clients: RawClient[] = [];
+const file = useCluster('cluster-join-resync', 2, ['--max-users', '50']);
 
-async function member(node: number, nickname: string): Promise<RawClient> {
-  const c = await RawClient.open(cluster.nodes[node]!.port);
-  clients.push(c);
-  c.sendPy({ cmd: '0', nickname, caps: CAPS });
-  await c.expect('03', 10_000);
-  return c;
-}
+const member = (node: number, nickname: string) => file.join(node, nickname, { caps: CAPS });
 
 /** The members of `room` as `c` was shown them. */
 function shown(c: RawClient, room: string): string[] {
@@ -32,15 +25,12 @@ function shown(c: RawClient, room: string): string[] {
 }
 
 describe.skipIf(skip)('a join while the subscriber connection comes back', () => {
-  beforeAll(async () => {
-    cluster = await startCluster(2, ['--max-users', '50']);
-    admin = new Redis(cluster.redis.url, { maxRetriesPerRequest: 1 });
-  }, 60_000);
-  afterAll(async () => {
-    for (const c of clients) c.close();
+  beforeAll(() => {
+    admin = new Redis(file.cluster.redis.url, { maxRetriesPerRequest: 1 });
+  });
+  afterAll(() => {
     admin?.disconnect();
-    await cluster?.stop();
-  }, 60_000);
+  });
 
   it('shows the joiner a rename that landed meanwhile', async () => {
     const ann = await member(1, 'ann');

@@ -3,24 +3,17 @@
  * "30", "91") stays what Presence holds, also when a member's session moves to another
  * node while its JOIN_ROOM is still on its way.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { followMembers, startCluster, type TestCluster } from '../helpers/cluster.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { describe, expect, it } from 'vitest';
+import { followMembers, useCluster } from '../helpers/cluster.js';
+import type { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 
 const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'renames', 'history'];
 
-let cluster: TestCluster;
-const clients: RawClient[] = [];
+const file = useCluster('cluster-join-roster', 2, ['--max-users', '50']);
 
-async function member(node: number, nickname: string): Promise<RawClient> {
-  const c = await RawClient.open(cluster.nodes[node]!.port);
-  clients.push(c);
-  c.sendPy({ cmd: '0', nickname, caps: CAPS });
-  await c.expect('03', 10_000);
-  return c;
-}
+const member = (node: number, nickname: string) => file.join(node, nickname, { caps: CAPS });
 
 /** Every "8", "30" and "91" of `room` that `c` was shown, kept across calls. */
 const views = new Map<RawClient, { names: Set<string>; seen: number }>();
@@ -36,14 +29,6 @@ function shownSoFar(c: RawClient, room: string): string[] {
 }
 
 describe.skipIf(skip)('the members of a room on a cluster', () => {
-  beforeAll(async () => {
-    cluster = await startCluster(2, ['--max-users', '50']);
-  }, 60_000);
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await cluster?.stop();
-  }, 60_000);
-
   it('a member whose session is taken over on another node mid-JOIN is shown joining the room', async () => {
     const carol = await member(1, 'carol');
     carol.sendPy({ cmd: '100', room: 'chem' });
@@ -51,14 +36,12 @@ describe.skipIf(skip)('the members of a room on a cluster', () => {
     const wrong: string[] = [];
     for (let round = 0; round < 80 && wrong.length === 0; round++) {
       const nickname = `dan${round}`;
-      const old = await RawClient.open(cluster.nodes[0]!.port);
-      clients.push(old);
+      const old = await file.open(0);
       old.sendPy({ cmd: '0', nickname, caps: CAPS });
       const welcome = await old.expect('03', 10_000);
       // dan joins a room new to its node, and at once takes its session over on the other node
       // (its first connection is still open: a half-open one, say).
-      const now = await RawClient.open(cluster.nodes[1]!.port);
-      clients.push(now);
+      const now = await file.open(1);
       old.sendPy({ cmd: '100', room: 'chem' });
       // A little later each round, from at once to about 2 ms, so that some round lands
       // the takeover between the join's claim in Presence and its "joined".

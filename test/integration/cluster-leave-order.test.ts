@@ -3,23 +3,18 @@
  * nickname next is announced joining ("8"): the newcomer is never told that it left,
  * and the others' lists keep it.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { followMembers, startCluster, type TestCluster } from '../helpers/cluster.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { describe, expect, it } from 'vitest';
+import { followMembers, useCluster } from '../helpers/cluster.js';
+import type { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 
 const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'renames', 'history'];
 type Message = Record<string, unknown> & { cmd: string };
 
-let cluster: TestCluster;
-const clients: RawClient[] = [];
+const file = useCluster('cluster-leave-order', 2, ['--max-users', '50']);
 
-async function open(node: number): Promise<RawClient> {
-  const c = await RawClient.open(cluster.nodes[node]!.port);
-  clients.push(c);
-  return c;
-}
+const open = (node: number) => file.open(node);
 
 /** The lobby's members as `c` was shown them. */
 function shown(c: RawClient): string[] {
@@ -27,14 +22,6 @@ function shown(c: RawClient): string[] {
 }
 
 describe.skipIf(skip)('a nickname left on one node and taken on another', () => {
-  beforeAll(async () => {
-    cluster = await startCluster(2, ['--max-users', '50']);
-  }, 60_000);
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await cluster?.stop();
-  }, 60_000);
-
   it('is shown leaving before it is shown joining again', async () => {
     const carol = await open(1);
     carol.sendPy({ cmd: '0', nickname: 'carol', caps: CAPS });

@@ -6,39 +6,12 @@
  * node's subscriber connection was down, and the join was held meanwhile).
  */
 import { describe, expect, it } from 'vitest';
-import { Chat } from '../../../src/core/chat.js';
-import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
-import { senderOrigin } from '../../../src/store/common.js';
-import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
-import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
 import { joinChat as connect, sendRequest as send } from '../../helpers/fake-peer.js';
-import { settle } from '../../helpers/quiet-node.js';
-
-interface Node {
-  chat: Chat;
-  broker: MemoryBroker;
-}
-
-function cluster(): { a: Node; b: Node } {
-  const presenceHub = new PresenceHub();
-  const brokerHub = new MemoryBrokerHub();
-  const history = new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
-  const make = (node: string): Node => {
-    const presence = new MemoryPresence({ hub: presenceHub, node });
-    const broker = new MemoryBroker({ hub: brokerHub, node });
-    const chat = new Chat({
-      maxUsers: 10,
-      history,
-      cluster: { presence, broker, originOf: senderOrigin },
-    });
-    return { chat, broker };
-  };
-  return { a: make('a'), b: make('b') };
-}
+import { memoryNodes, settle } from '../../helpers/quiet-node.js';
 
 describe('a nickname taken again on another node before its leave arrived', () => {
   it('does not tell the newcomer that it left when its own join comes back late', async () => {
-    const { a, b } = cluster();
+    const { a, b } = memoryNodes();
     const caps = ['errors', 'rooms', 'renames', 'history'];
     const ann = connect(a.chat, 'ann', caps);
     await settle();

@@ -7,47 +7,18 @@
  * passed, and what its members are shown stays what Presence says.
  */
 import { describe, expect, it, vi } from 'vitest';
-import { Chat } from '../../../src/core/chat.js';
-import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
-import { senderOrigin } from '../../../src/store/common.js';
-import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
-import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
 import {
   joinChat as connect,
   connectWith,
   type FakePeer,
   sendRequest as send,
 } from '../../helpers/fake-peer.js';
-import { settle } from '../../helpers/quiet-node.js';
+import { type MemoryNode, memoryNodes, settle } from '../../helpers/quiet-node.js';
 
-interface Node {
-  chat: Chat;
-  presence: MemoryPresence;
-  broker: MemoryBroker;
-}
-
-/** Two nodes sharing in-process hubs, with a clock the test moves. */
-function cluster(): { a: Node; b: Node; clock: { now: number } } {
-  const presenceHub = new PresenceHub();
-  const brokerHub = new MemoryBrokerHub();
+/** Two nodes of an in-process cluster, with a clock the test moves. */
+function cluster(): { a: MemoryNode; b: MemoryNode; clock: { now: number } } {
   const clock = { now: 1_000_000 };
-  const history = new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } });
-  const make = (node: string): Node => {
-    const presence = new MemoryPresence({ hub: presenceHub, node });
-    const broker = new MemoryBroker({ hub: brokerHub, node });
-    const chat = new Chat({
-      maxUsers: 10,
-      history,
-      clock: () => clock.now,
-      cluster: {
-        presence,
-        broker,
-        originOf: senderOrigin,
-      },
-    });
-    return { chat, presence, broker };
-  };
-  return { a: make('a'), b: make('b'), clock };
+  return { ...memoryNodes({ clock: () => clock.now }), clock };
 }
 
 /** The nicknames in `peer`'s last "10". */
