@@ -202,7 +202,6 @@ async function connectInCluster(
       ctx.disconnect(session, 'room-full');
       return;
     }
-    ctx.membersChanged(room.key);
     // Read once the room's events reach this node (see joinInCluster).
     await Promise.all([entered, granted]);
     const members = await presence.members(room.key);

@@ -87,7 +87,7 @@ export function marksInRow(text: string, most: number): boolean {
 
 /** The key under which look-alike strings are equal (idempotent, case-insensitive). */
 export function lookalikeKey(text: string): string {
-  return fold(text, Number.POSITIVE_INFINITY)!;
+  return lookalikeKeyWithin(text, Number.POSITIVE_INFINITY)!;
 }
 
 /**
@@ -98,10 +98,6 @@ export function lookalikeKey(text: string): string {
  * into a long one, so the folded text is checked too, counted as it is made (Folded).
  */
 export function lookalikeKeyWithin(text: string, most: number): string | undefined {
-  return fold(text, most);
-}
-
-function fold(text: string, most: number): string | undefined {
   if (marksInRow(text, most)) return undefined;
   const counting = most !== Number.POSITIVE_INFINITY;
   const decomposed = text.normalize('NFD').replace(IGNORABLE, '');

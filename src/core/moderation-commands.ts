@@ -6,6 +6,7 @@ import { type Ban, banMatches, parseMask } from './bans.js';
 import type { Broker, NodeNotice } from './broker.js';
 import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
 import { removalDetail } from './moderation.js';
+import { MAX_UNITS_PER_CHARACTER } from './nickname.js';
 import type { Presence } from './presence.js';
 import type { Session } from './session.js';
 
@@ -317,11 +318,11 @@ function removeBanned(
 }
 
 /**
- * The longest mask UNBAN folds: eight UTF-16 units for each a BAN's mask may hold, as for
+ * The longest mask UNBAN folds: as many UTF-16 units for each a BAN's mask may hold as for
  * names (nickname.ts). Folding normalises, which sorts a run of combining marks in time by
  * the square of its length; a longer mask is no spelling of a banned one, and lifts nothing.
  */
-const MAX_UNBAN_MASK_LENGTH = MAX_MASK_LENGTH * 8;
+const MAX_UNBAN_MASK_LENGTH = MAX_MASK_LENGTH * MAX_UNITS_PER_CHARACTER;
 
 /** UNBAN "96" {mask} (operators) -> "98" the whole list. */
 export const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {

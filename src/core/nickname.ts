@@ -67,7 +67,7 @@ export function checkNickname(raw: string): NicknameCheck {
  * most two UTF-16 units: a name longer than this many units per permitted
  * character is too long in any spelling.
  */
-const MAX_UNITS_PER_CHARACTER = 8;
+export const MAX_UNITS_PER_CHARACTER = 8;
 
 /** The nickname rules for any name people see and type (room names too), with its own length. */
 export function checkName(raw: string, maxLength: number, noun: string): NicknameCheck {
