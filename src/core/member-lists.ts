@@ -49,9 +49,4 @@ export class MemberLists {
   changed(key: string): void {
     this.lists.delete(key);
   }
-
-  /** How many rooms' lists are kept: at most the rooms this node has members in. */
-  get size(): number {
-    return this.lists.size;
-  }
 }
