@@ -126,6 +126,13 @@ function backlogWeight(result: ParseResult): number {
   return JSON.stringify(result).length;
 }
 
+/** Whether `session` is in every room of `places` (by key): all of them entered here. */
+function holdsEvery(session: Session, places: TakenOver['rooms']): boolean {
+  const held = new Set<string>();
+  for (const room of session.rooms) held.add(room.key);
+  return places.every((place) => held.has(place.room));
+}
+
 /** What Chat.reconfigure can change while sessions are open. */
 export type ChatSettings = Pick<
   ChatOptions,
@@ -1150,11 +1157,15 @@ export class Chat implements ChatContext, SessionHost {
     for (const place of taken.rooms) this.memberLists?.changed(place.room);
     const local = taken.node === cluster.presence.node;
     if (!local) cluster.broker.notify(taken.node, { type: 'evict', member: taken.id });
+    // A ghost whose JOIN_ROOM is on its way may have its place in Presence without having
+    // entered the room here: it is closed like one on another node, and the room is told of
+    // that join (`movedAway`) while this session takes every place Presence moved.
     if (
       sender !== undefined &&
       local &&
       ghost?.presenceId === taken.id &&
       session.state !== 'closed' &&
+      holdsEvery(ghost, taken.rooms) &&
       this.takeBack(session, token)
     ) {
       this.identities.keep(session, next, sender);

@@ -29,20 +29,24 @@ function shownSoFar(c: RawClient, room: string): string[] {
 }
 
 describe.skipIf(skip)('the members of a room on a cluster', () => {
-  it('a member whose session is taken over on another node mid-JOIN is shown joining the room', async () => {
-    const carol = await member(1, 'carol');
-    carol.sendPy({ cmd: '100', room: 'chem' });
-    await carol.waitFor((m) => m.cmd === '101' && m.room === 'chem');
+  /**
+   * Rounds of: a member on node 0 joins `room`, where carol (node 1) is, and at once resumes
+   * its session on node `to`; what carol was shown of `room`, against Presence's list.
+   */
+  async function takenOverMidJoin(room: string, to: number, rounds: number): Promise<string[]> {
+    const carol = await member(1, `carol${room}`);
+    carol.sendPy({ cmd: '100', room });
+    await carol.waitFor((m) => m.cmd === '101' && m.room === room);
     const wrong: string[] = [];
-    for (let round = 0; round < 80 && wrong.length === 0; round++) {
-      const nickname = `dan${round}`;
+    for (let round = 0; round < rounds && wrong.length === 0; round++) {
+      const nickname = `dan${round}${room}`;
       const old = await file.open(0);
       old.sendPy({ cmd: '0', nickname, caps: CAPS });
       const welcome = await old.expect('03', 10_000);
-      // dan joins a room new to its node, and at once takes its session over on the other node
+      // dan joins a room new to its node, and at once takes its session over on node `to`
       // (its first connection is still open: a half-open one, say).
-      const now = await file.open(1);
-      old.sendPy({ cmd: '100', room: 'chem' });
+      const now = await file.open(to);
+      old.sendPy({ cmd: '100', room });
       // A little later each round, from at once to about 2 ms, so that some round lands
       // the takeover between the join's claim in Presence and its "joined".
       const until = process.hrtime.bigint() + BigInt((round % 10) * 200_000);
@@ -53,20 +57,28 @@ describe.skipIf(skip)('the members of a room on a cluster', () => {
       await old.closed;
       await new Promise((r) => setTimeout(r, 500));
       carol.received.splice(0);
-      carol.sendPy({ cmd: '1', room: 'chem' });
+      carol.sendPy({ cmd: '1', room });
       const users = await carol.expect('10', 10_000);
       const inRoom = (users.users as [string][]).map((u) => u[0]).sort();
-      const told = shownSoFar(carol, 'chem');
-      // Presence has dan in chem (the resume took its place there along), so chem must have
-      // been told: a "8" for dan, or a "30" had its place been let go.
+      const told = shownSoFar(carol, room);
+      // Presence has dan in the room when the resume took its place there along: the room
+      // must have been told, with a "8" for dan (or a "30" had its place been let go).
       if (inRoom.join() !== told.join())
         wrong.push(
-          `round ${round}: chem holds ${inRoom.join(',')}, carol was shown ${told.join(',')}`,
+          `round ${round}: ${room} holds ${inRoom.join(',')}, carol was shown ${told.join(',')}`,
         );
       now.sendPy({ cmd: '3' });
       await now.closed;
       await new Promise((r) => setTimeout(r, 200));
     }
-    expect(wrong).toEqual([]);
+    return wrong;
+  }
+
+  it('a member whose session is taken over on another node mid-JOIN is shown joining the room', async () => {
+    expect(await takenOverMidJoin('chem', 1, 80)).toEqual([]);
+  }, 240_000);
+
+  it('a member whose session is taken back on its own node mid-JOIN is shown joining the room', async () => {
+    expect(await takenOverMidJoin('phys', 0, 40)).toEqual([]);
   }, 240_000);
 });
