@@ -67,6 +67,12 @@ describe.skipIf(skip)('the members of a room on a cluster', () => {
         wrong.push(
           `round ${round}: ${room} holds ${inRoom.join(',')}, carol was shown ${told.join(',')}`,
         );
+      // And the connection that took the session over holds that place too.
+      const entered = now.received.some((m) => m.cmd === '101' && m.room === room);
+      if (inRoom.includes(nickname) !== entered)
+        wrong.push(
+          `round ${round}: ${room} holds ${inRoom.join(',')}, ${nickname} entered: ${entered}`,
+        );
       now.sendPy({ cmd: '3' });
       await now.closed;
       await new Promise((r) => setTimeout(r, 200));
