@@ -399,6 +399,10 @@ export class Chat implements ChatContext, SessionHost {
     this.memberLists?.changed(key);
   }
 
+  freshMembers(key: string): Promise<readonly PresenceMember[]> {
+    return this.memberLists?.fresh(key) ?? Promise.resolve([]);
+  }
+
   originOf(session: Session): string | undefined {
     this.identities.originate(session);
     return session.origin;
@@ -561,7 +565,7 @@ export class Chat implements ChatContext, SessionHost {
     if (presence === undefined || roster === undefined) return;
     this.memberLists?.changed(key);
     const token = roster.begin();
-    presence.members(key).then(
+    this.freshMembers(key).then(
       (members) => {
         if (this.rosters.get(key) !== roster) return;
         const room = this.roomAt(key);

@@ -47,6 +47,11 @@ export interface ChatContext {
   membersOf(room: Room): Promise<readonly PresenceMember[]>;
   /** On a cluster, a local member's claim changed the room's members (a join, a rename). */
   membersChanged(key: string): void;
+  /**
+   * On a cluster, the room's members as Presence holds them from now on (a read that starts
+   * now or later, shared by the joins that ask meanwhile: member-lists.ts).
+   */
+  freshMembers(key: string): Promise<readonly PresenceMember[]>;
   /** On a cluster, what the session's joins and leaves carry of it (ChatEvent 'joined'.origin). */
   originOf(session: Session): string | undefined;
   find(nickname: string): Session | undefined;

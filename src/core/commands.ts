@@ -137,7 +137,7 @@ async function resumeInCluster(
   const rooms = [...session.rooms];
   const [count, lists] = await Promise.all([
     presence.count(ctx.lobby.key),
-    Promise.all(rooms.map((room) => presence.members(room.key))),
+    Promise.all(rooms.map((room) => ctx.freshMembers(room.key))),
   ]);
   if (session.state === 'closed') return;
   const resume = { token: session.resumeToken!, resumed: true, nickname: session.nickname };
@@ -204,7 +204,7 @@ async function connectInCluster(
     }
     // Read once the room's events reach this node (see joinInCluster).
     await Promise.all([entered, granted]);
-    const members = await presence.members(room.key);
+    const members = await ctx.freshMembers(room.key);
     ctx.membersChanged(room.key);
     if (gone()) return;
     settled = true;

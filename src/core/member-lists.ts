@@ -9,6 +9,12 @@
  * the node reads the room again after a resync), and at most once a second
  * otherwise, which bounds how long a change that comes without an event (a
  * member's address after a resume on another node) goes unseen.
+ *
+ * A join needs a read that starts after its own claim (`fresh`). Joins into
+ * one room share such reads: while one is on its way, the joins that ask
+ * wait for the next, one read for all of them. Read per join, 1,500 members
+ * connecting to a lobby of 1,500 cost Redis some 11 s, one read after another,
+ * and took 56 s to let them in.
  */
 import type { PresenceMember } from './presence.js';
 
@@ -19,6 +25,9 @@ interface Entry {
 
 export class MemberLists {
   private readonly lists = new Map<string, Entry>();
+  /** Per room: the fresh read on its way, and the one that starts when it ends. */
+  private readonly reading = new Map<string, Promise<readonly PresenceMember[]>>();
+  private readonly queued = new Map<string, Promise<readonly PresenceMember[]>>();
 
   constructor(
     private readonly read: (key: string) => Promise<readonly PresenceMember[]>,
@@ -40,6 +49,38 @@ export class MemberLists {
       if (this.lists.get(key) === entry) this.lists.delete(key);
     });
     return entry.list;
+  }
+
+  /**
+   * The members of the room `key` as read by a read that starts now or later: it sees every
+   * change Presence made before this call.
+   */
+  fresh(key: string): Promise<readonly PresenceMember[]> {
+    const queued = this.queued.get(key);
+    if (queued !== undefined) return queued;
+    const current = this.reading.get(key);
+    if (current === undefined) return this.start(key);
+    const next = current.then(
+      () => this.startQueued(key),
+      () => this.startQueued(key),
+    );
+    this.queued.set(key, next);
+    return next;
+  }
+
+  private startQueued(key: string): Promise<readonly PresenceMember[]> {
+    this.queued.delete(key);
+    return this.start(key);
+  }
+
+  private start(key: string): Promise<readonly PresenceMember[]> {
+    const list = this.read(key);
+    this.reading.set(key, list);
+    const done = () => {
+      if (this.reading.get(key) === list) this.reading.delete(key);
+    };
+    list.then(done, done);
+    return list;
   }
 
   /**

@@ -73,7 +73,7 @@ async function joinInCluster(
     // Read once the room's events reach this node (its subscription may be coming back):
     // a change landing before the read is in it, one after comes as an event.
     await entered;
-    const members = await presence.members(admitted.key);
+    const members = await ctx.freshMembers(admitted.key);
     // The member's place is in any USERS read from here on; one read before, not kept.
     ctx.membersChanged(admitted.key);
     // Another local member may have made the same new room meanwhile: join that one.
