@@ -49,6 +49,22 @@ module.exports = {
       to: { path: '^src/', pathNot: '^src/(store|core|protocol)/' },
     },
     {
+      name: 'transports-depend-on-core-and-protocol',
+      comment:
+        'src/transports carry sessions over sockets: no store, cluster, cli or server (the composition root wires them)',
+      severity: 'error',
+      from: { path: '^src/transports/' },
+      to: { path: '^src/', pathNot: '^src/(transports|core|protocol)/' },
+    },
+    {
+      name: 'cluster-depends-on-core-protocol-and-store',
+      comment:
+        'src/cluster implements core interfaces (Broker, Presence) over the Redis client in src/store: no transports, cli or server',
+      severity: 'error',
+      from: { path: '^src/cluster/' },
+      to: { path: '^src/', pathNot: '^src/(cluster|store|core|protocol)/' },
+    },
+    {
       name: 'adapters-do-not-import-composition-root',
       severity: 'error',
       from: { path: '^src/(transports|store|cluster)/' },
