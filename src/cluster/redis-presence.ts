@@ -11,6 +11,7 @@ import {
   type DepartedMember,
   type Heartbeat,
   type JoinResult,
+  lineageOf,
   MAX_MOVES_FOLLOWED,
   MemberGone,
   type MemberId,
@@ -600,7 +601,7 @@ export class RedisPresence implements Presence {
       nickname,
       address: { ...address },
       rooms: new Set(),
-      lin: `${this.node}:${id}`,
+      lin: lineageOf(this.node, id),
       gen: 0,
     });
     return true;
@@ -755,7 +756,7 @@ export class RedisPresence implements Presence {
     });
     // Taken from this node's own member: a reset must not register that one again.
     if (flat[0] === this.node) this.local.delete(flat[1]!);
-    return { node: flat[0]!, id: flat[1]!, nickname: flat[2]!, rooms };
+    return { node: flat[0]!, id: flat[1]!, nickname: flat[2]!, lineage: flat[3]!, rooms };
   }
 
   async successor(node: string, id: MemberId): Promise<PresenceMember | undefined> {

@@ -676,7 +676,8 @@ export class Chat implements ChatContext, SessionHost {
           }
         }
         // Its own release in leaving finds nothing left: the "30"s go out from here.
-        this.announceLeft(left, nickname ?? '', names, action === 'kick' ? 'kicked' : 'banned');
+        const why = action === 'kick' ? 'kicked' : 'banned';
+        this.announceLeft(left, nickname ?? '', names, why, session ?? {});
         return;
       }
       // Followed by its identity: by nickname, a member who left or renamed meanwhile would
@@ -1096,6 +1097,7 @@ export class Chat implements ChatContext, SessionHost {
     // On a cluster Presence has moved the member to the new session's id (takeOver).
     if (this.cluster === undefined) session.presenceId = ghost.presenceId;
     session.operator = ghost.operator;
+    session.lineage = ghost.lineage;
     if (ghost.sender !== undefined) this.identities.identify(session, ghost.sender);
     session.state = 'joined';
     session.room = ghost.room;
@@ -1202,6 +1204,7 @@ export class Chat implements ChatContext, SessionHost {
     }
     session.nickname = taken.nickname;
     session.key = nicknameKey(taken.nickname);
+    session.lineage = taken.lineage;
     session.state = 'joined';
     this.nicknames.set(session.key, session);
     for (const made of rooms) {
@@ -1468,7 +1471,7 @@ export class Chat implements ChatContext, SessionHost {
       this.rooms.remove(session, room);
       this.uninterested(room.key);
     }
-    this.release(session.presenceId, session.nickname, names, reason, session.origin);
+    this.release(session.presenceId, session.nickname, names, reason, session);
   }
 
   /** Frees a member in Presence; the rooms it was in hear it left. */
@@ -1477,13 +1480,14 @@ export class Chat implements ChatContext, SessionHost {
     nickname: string,
     names: ReadonlyMap<string, string>,
     reason: DisconnectReason,
-    origin?: string,
+    who?: Partial<Pick<Session, 'origin' | 'lineage'>>,
   ): void {
     const cluster = this.cluster;
     if (cluster === undefined) return;
+    const marks = { origin: who?.origin, lineage: who?.lineage };
     this.track(
       cluster.presence.release(id).then(
-        (left) => this.announceLeft(left, nickname, names, reason, origin),
+        (left) => this.announceLeft(left, nickname, names, reason, marks),
         (err: unknown) => this.log.warn({ err, nickname }, 'could not release a member'),
       ),
     );
@@ -1495,17 +1499,18 @@ export class Chat implements ChatContext, SessionHost {
     nickname: string,
     names: ReadonlyMap<string, string>,
     reason: DisconnectReason,
-    origin?: string,
+    marks: Partial<Pick<Session, 'origin' | 'lineage'>>,
   ): void {
     const cluster = this.cluster;
     if (cluster === undefined) return;
+    const { origin, lineage } = marks;
     for (const { room, count } of left) {
       this.log.info(
         { nickname, room: names.get(room) ?? room, users: count, reason },
         `${nickname} left. There are ${count} users connected.`,
       );
       const name = this.rooms.keyed(room)?.name ?? names.get(room) ?? room;
-      cluster.broker.publish(room, { type: 'left', room: name, nickname, count, origin });
+      cluster.broker.publish(room, { type: 'left', room: name, nickname, count, origin, lineage });
     }
   }
 }

@@ -15,7 +15,7 @@ import {
 import type { MemberInfo, PeerAddress } from './events.js';
 import { ban, bans, kick, oper, recheckBans, unban } from './moderation-commands.js';
 import { checkNickname } from './nickname.js';
-import type { Presence } from './presence.js';
+import { lineageOf, type Presence } from './presence.js';
 import type { Room } from './room.js';
 import { history, joinRoom, listRooms, partRoom } from './room-commands.js';
 import type { Session } from './session.js';
@@ -178,6 +178,7 @@ async function connectInCluster(
       ctx.disconnect(session, 'nickname-taken');
       return;
     }
+    session.lineage = lineageOf(presence.node, session.presenceId);
     // Gone meanwhile: its removal is done, and nothing would forget a token issued now (the
     // claim is freed below, as it is unsettled).
     if (gone()) return;
@@ -216,6 +217,7 @@ async function connectInCluster(
       nickname,
       count: joined.count,
       origin: ctx.originOf(session),
+      lineage: session.lineage,
     });
     ctx.join(session, nickname, room);
     if (placing !== undefined) {

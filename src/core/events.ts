@@ -25,6 +25,13 @@ export type ChatEvent =
        * from one of its present holder. Shown to nobody.
        */
       readonly origin?: string | undefined;
+      /**
+       * On a cluster: the member's lineage in Presence (presence.ts lineageOf), which a resume
+       * keeps and a new claim does not: it tells apart the leave of a client's earlier
+       * session, arriving late, from one of its later session with the same origin. Shown to
+       * nobody; nodes of versions before it send none.
+       */
+      readonly lineage?: string | undefined;
     }
   | {
       readonly type: 'left';
@@ -33,6 +40,7 @@ export type ChatEvent =
       readonly count: number;
       /** As for 'joined'. */
       readonly origin?: string | undefined;
+      readonly lineage?: string | undefined;
     }
   | { readonly type: 'renamed'; readonly room: string; readonly from: string; readonly to: string }
   | {

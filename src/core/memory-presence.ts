@@ -14,6 +14,7 @@ import {
   type DepartedMember,
   type Heartbeat,
   type JoinResult,
+  lineageOf,
   MAX_MOVES_FOLLOWED,
   MemberGone,
   type MemberId,
@@ -220,6 +221,7 @@ export class MemoryPresence implements Presence {
         node: old.node,
         id: old.id,
         nickname: old.nickname,
+        lineage: old.lin,
         rooms: [...old.rooms].map((room) => ({ room, name: this.hub.roomNames.get(room) ?? room })),
       };
     });
@@ -351,7 +353,7 @@ export class MemoryPresence implements Presence {
       node: this.node,
       id,
       ref: `${this.node}:${id}`,
-      lin: `${this.node}:${id}`,
+      lin: lineageOf(this.node, id),
       nickname,
       key,
       address: { ip: address.ip, port: address.port },

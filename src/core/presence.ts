@@ -104,12 +104,23 @@ export interface RoomCount {
   readonly count: number;
 }
 
+/**
+ * A member's lineage: the node and id of the claim it descends from. Every takeover (a
+ * resume) keeps it; a new claim, by the same client too, starts another. Joins and leaves
+ * on a cluster carry it (ChatEvent 'joined'.lineage).
+ */
+export function lineageOf(node: string, id: MemberId): string {
+  return `${node}:${id}`;
+}
+
 /** A member taken over with its resume token: who it was, and what it held. */
 export interface TakenOver {
   /** The node that held it, and its id there. */
   readonly node: string;
   readonly id: MemberId;
   readonly nickname: string;
+  /** Its lineage, which the member keeps (lineageOf). */
+  readonly lineage: string;
   /** Its rooms, in the order it joined them, each at the place it had. */
   readonly rooms: readonly { readonly room: string; readonly name: string }[];
 }

@@ -88,6 +88,7 @@ async function joinInCluster(
           nickname: session.nickname,
           count: joined.count,
           origin: session.origin,
+          lineage: session.lineage,
         });
       }
       return;
@@ -100,6 +101,7 @@ async function joinInCluster(
       nickname: session.nickname,
       count: joined.count,
       origin: ctx.originOf(session),
+      lineage: session.lineage,
     });
     ctx.rooms.add(session, room);
     const after = placing === undefined ? undefined : await placing;
@@ -145,11 +147,12 @@ export const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
     ctx.uninterested(room.key);
     const nickname = session.nickname;
     const origin = ctx.originOf(session);
+    const lineage = session.lineage;
     ctx.run(
       session,
       ctx.cluster.presence.leave(session.presenceId, room.key).then((count) => {
         if (count !== undefined) {
-          ctx.publish({ type: 'left', room: room.name, nickname, count, origin });
+          ctx.publish({ type: 'left', room: room.name, nickname, count, origin, lineage });
         }
       }),
     );

@@ -17,6 +17,12 @@ export class Roster {
    * known: a leave carrying another origin is of an earlier holder of the name, late.
    */
   private readonly origins = new Map<string, string>();
+  /**
+   * Nickname key -> the lineage its holder's join carried (ChatEvent 'joined'.lineage), when
+   * known. Where both sides carry one it decides, not the origin: a client that comes back
+   * after its session was released keeps its origin but not its lineage.
+   */
+  private readonly lineages = new Map<string, string>();
   /** Keys events changed while a read of Presence was out: the events are newer than it may be. */
   private touched: Set<string> | undefined;
   /**
@@ -48,23 +54,20 @@ export class Roster {
     switch (event.type) {
       case 'joined': {
         const key = this.touch(event.nickname);
-        if (event.origin !== undefined) this.origins.set(key, event.origin);
+        this.mark(key, event);
         if (this.expected.delete(key) && this.names.has(key)) return false;
         if (!this.names.has(key)) this.add(key, event.nickname);
         return true;
       }
       case 'left': {
         const key = nicknameKey(event.nickname);
-        const holder = this.origins.get(key);
         // The leave of whoever held the name before its present holder joined: their join
         // was shown, and the leave with it (replacing).
-        if (event.origin !== undefined && holder !== undefined && holder !== event.origin) {
-          return false;
-        }
+        if (this.heldByAnother(key, event)) return false;
         this.touch(event.nickname);
         if (this.expected.delete(key) && !this.names.has(key)) return false;
         this.names.delete(key);
-        this.origins.delete(key);
+        this.unmark(key);
         return true;
       }
       case 'renamed': {
@@ -73,8 +76,8 @@ export class Roster {
         // A rename carries no origin: it may be of an earlier holder of `from`, shown leaving
         // already (replacing), whose origin is not the one held now. Its new name is known by
         // name only, as after a read, so that its own leave is shown whatever it carries.
-        this.origins.delete(from);
-        this.origins.delete(to);
+        this.unmark(from);
+        this.unmark(to);
         const repeated = this.expected.delete(from) && this.expected.delete(to);
         if (repeated && !this.names.has(from) && this.names.has(to)) return false;
         this.expected.delete(to);
@@ -95,20 +98,44 @@ export class Roster {
    * itself, when it comes, is not shown (apply). Undefined for anything else.
    */
   replacing(event: RoomEvent): Change | undefined {
-    if (event.type !== 'joined' || event.origin === undefined) return undefined;
+    if (event.type !== 'joined') return undefined;
     const key = nicknameKey(event.nickname);
-    const holder = this.origins.get(key);
     const shown = this.names.get(key);
-    if (holder === undefined || holder === event.origin || shown === undefined) return undefined;
+    if (shown === undefined || !this.heldByAnother(key, event)) return undefined;
+    const origin = this.origins.get(key);
+    const lineage = this.lineages.get(key);
     this.names.delete(key);
-    this.origins.delete(key);
+    this.unmark(key);
     return {
       type: 'left',
       room: event.room,
       nickname: shown,
       count: Math.max(0, event.count - 1),
-      origin: holder,
+      origin,
+      lineage,
     };
+  }
+
+  /**
+   * Whether the event is of another member than the one that holds its nickname here: by
+   * lineage where both carry one, else by origin where both carry one; unknown is not.
+   */
+  private heldByAnother(key: string, event: Change): boolean {
+    const lineage = this.lineages.get(key);
+    if (lineage !== undefined && event.lineage !== undefined) return lineage !== event.lineage;
+    const origin = this.origins.get(key);
+    return origin !== undefined && event.origin !== undefined && origin !== event.origin;
+  }
+
+  private mark(key: string, event: Change): void {
+    if (event.origin !== undefined) this.origins.set(key, event.origin);
+    if (event.lineage !== undefined) this.lineages.set(key, event.lineage);
+    else this.lineages.delete(key);
+  }
+
+  private unmark(key: string): void {
+    this.origins.delete(key);
+    this.lineages.delete(key);
   }
 
   /** A read of the room's members from Presence starts; pass what it returns to `settle`. */
@@ -139,7 +166,7 @@ export class Roster {
     for (const [key, nickname] of [...this.names]) {
       if (touched.has(key) || target.has(key)) continue;
       this.names.delete(key);
-      this.origins.delete(key);
+      this.unmark(key);
       changed.add(key);
       changes.push({ type: 'left', room, nickname, count: this.names.size });
     }
@@ -168,7 +195,7 @@ export class Roster {
     if (this.names.size >= Math.max(1, this.limit()) * 2) {
       const oldest = this.names.keys().next().value!;
       this.names.delete(oldest);
-      this.origins.delete(oldest);
+      this.unmark(oldest);
     }
     this.names.set(key, nickname);
   }

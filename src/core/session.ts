@@ -91,6 +91,8 @@ export class Session implements Member {
   sender: string | undefined;
   /** On a cluster: what its chats carry of `sender` (ChatEvent.origin). */
   origin: string | undefined;
+  /** On a cluster, once its nickname is claimed: its member's lineage (ChatEvent.lineage). */
+  lineage: string | undefined;
   private granted: ReadonlySet<Capability> = NO_CAPS;
   /** Rooms whose history is being replayed: their live events wait here, in order. */
   private held: Map<string, Delivery[]> | undefined;

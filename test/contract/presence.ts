@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   type DeadNode,
+  lineageOf,
   type Presence,
   PresenceKeeper,
   type PresenceMember,
@@ -265,6 +266,7 @@ export function presenceContract(target: PresenceTarget): void {
         node: a.node,
         id: '1',
         nickname: 'ann',
+        lineage: lineageOf(a.node, '1'),
         rooms: [
           { room: 'lobby', name: 'lobby' },
           { room: 'physics', name: 'Physics' },
@@ -281,13 +283,22 @@ export function presenceContract(target: PresenceTarget): void {
       // Once: the token is used up, the new one works, and the old member is gone.
       expect(await a.takeOver('token-1', '3', addr(4), 'y')).toBeUndefined();
       expect(await a.release('1')).toEqual([]);
-      expect((await a.takeOver('token-2', '3', addr(4), 'token-3'))?.node).toBe(b.node);
+      expect(await a.takeOver('token-2', '3', addr(4), 'token-3')).toMatchObject({
+        node: b.node,
+        lineage: lineageOf(a.node, '1'),
+      });
       // A released member's token is refused.
       expect(await a.release('3')).toEqual([
         { room: 'lobby', count: 1 },
         { room: 'physics', count: 0 },
       ]);
       expect(await b.takeOver('token-3', '4', addr(5), 'z')).toBeUndefined();
+      // Claimed anew (by the same client, say), the member starts another lineage.
+      expect(await b.claim('4', 'ann', addr(5))).toBe(true);
+      await b.grant('4', 'token-4');
+      expect((await a.takeOver('token-4', '5', addr(6), 'token-5'))?.lineage).toBe(
+        lineageOf(b.node, '4'),
+      );
     });
 
     it('follows a moved member by its identity, never by the nickname it had', async () => {

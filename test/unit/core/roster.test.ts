@@ -140,20 +140,18 @@ describe('Roster', () => {
   });
 
   describe('a nickname left on one node and taken on another, its leave arriving late', () => {
-    const joined = (nickname: string, count: number, origin?: string): RoomEvent => ({
-      type: 'joined',
-      room: 'r',
-      nickname,
-      count,
-      origin,
-    });
-    const left = (nickname: string, count: number, origin?: string): RoomEvent => ({
-      type: 'left',
-      room: 'r',
-      nickname,
-      count,
-      origin,
-    });
+    const joined = (
+      nickname: string,
+      count: number,
+      origin?: string,
+      lineage?: string,
+    ): RoomEvent => ({ type: 'joined', room: 'r', nickname, count, origin, lineage });
+    const left = (
+      nickname: string,
+      count: number,
+      origin?: string,
+      lineage?: string,
+    ): RoomEvent => ({ type: 'left', room: 'r', nickname, count, origin, lineage });
 
     /** What the members are shown of `events`, as Chat shows them. */
     function shown(roster: Roster, events: RoomEvent[]): RoomEvent[] {
@@ -185,6 +183,38 @@ describe('Roster', () => {
       // The present holder's own leave is shown.
       expect(shown(roster, [left('eve', 1, 'E2')])).toEqual([left('eve', 1, 'E2')]);
       expect(roster.list()).toEqual(['ann']);
+    });
+
+    it('tells a client back after its session was released from that session, by lineage', () => {
+      // eve's connection died and its node released it; eve came back on another node, with
+      // the same identity (origin E) but a new claim (lineage L2), announced before the leave.
+      const roster = new Roster(() => 10);
+      const events = shown(roster, [
+        joined('eve', 1, 'E', 'L1'),
+        joined('eve', 1, 'E', 'L2'),
+        left('eve', 0, 'E', 'L1'),
+      ]);
+      expect(events).toEqual([
+        joined('eve', 1, 'E', 'L1'),
+        left('eve', 0, 'E', 'L1'),
+        joined('eve', 1, 'E', 'L2'),
+      ]);
+      expect(roster.list()).toEqual(['eve']);
+      expect(shown(roster, [left('eve', 0, 'E', 'L2')])).toEqual([left('eve', 0, 'E', 'L2')]);
+      expect(roster.list()).toEqual([]);
+    });
+
+    it('goes by origin where either side carries no lineage (a node of an older version)', () => {
+      const roster = new Roster(() => 10);
+      shown(roster, [joined('eve', 1, 'E', 'L1')]);
+      // Same origin, no lineage: the holder's own leave.
+      expect(shown(roster, [left('eve', 0, 'E')])).toEqual([left('eve', 0, 'E')]);
+      shown(roster, [joined('eve', 1, 'E1')]);
+      expect(shown(roster, [joined('eve', 1, 'E2', 'L2'), left('eve', 0, 'E1', 'L1')])).toEqual([
+        left('eve', 0, 'E1'),
+        joined('eve', 1, 'E2', 'L2'),
+      ]);
+      expect(roster.list()).toEqual(['eve']);
     });
 
     it('drops the late leave also when the earlier holder was known by name only', () => {
