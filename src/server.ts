@@ -442,6 +442,7 @@ class ClusterNode implements Cluster, ClusterView {
         onReaped: (dead) => chat.reaped(dead),
         onExpired: () => chat.expired(),
         onLost: (members) => chat.lost(members),
+        onGone: (members) => chat.goneAway(members),
         onDisplaced: (members) => chat.displaced(members),
         onError: (err) => log.debug({ err }, 'heartbeat failed'),
       },

@@ -329,12 +329,14 @@ return {redis.call('HLEN', NICKS), redis.call('ZCOUNT', NODES, now_ms() - tonumb
 `;
 
 /**
- * ARGV: P, node, epoch candidate, the epoch this node knows ('' before its first heartbeat).
- * {status, epoch}: 'ok'; 'expired' (the node had been reaped); 'reset' (the epoch changed:
- * Redis lost our state). Registers the node in every case.
+ * ARGV: P, node, epoch candidate, the epoch this node knows ('' before its first heartbeat),
+ * how many members the node holds. {status, epoch}: 'ok'; 'expired' (the node had been
+ * reaped); 'reset' (the epoch changed: Redis lost our state). Registers the node in every
+ * case. 'ok' is followed by 'held' and the ids of the node's members in Presence when they
+ * are not as many as the node holds.
  */
 const HEARTBEAT_LUA = `${PRELUDE}
-local node, known = ARGV[2], ARGV[4]
+local node, known, mine = ARGV[2], ARGV[4], tonumber(ARGV[5])
 local epoch = redis.call('GET', P .. 'epoch')
 if not epoch then
   epoch = ARGV[3]
@@ -345,7 +347,14 @@ redis.call('ZADD', NODES, now_ms(), node)
 if known == '' then return {'ok', epoch} end
 if known ~= epoch then return {'reset', epoch} end
 if not was then return {'expired', epoch} end
-return {'ok', epoch}
+local out = {'ok', epoch}
+-- Members the node counts that Presence has not (a resume took them elsewhere): it is told
+-- which members Presence holds on it, so that it can close the others.
+if mine and mine ~= redis.call('ZCARD', nkey(node)) then
+  out[3] = 'held'
+  for _, id in ipairs(redis.call('ZRANGE', nkey(node), 0, -1)) do out[#out + 1] = id end
+end
+return out
 `;
 
 /**
@@ -829,11 +838,20 @@ export class RedisPresence implements Presence {
 
   async heartbeat(): Promise<Heartbeat> {
     if (this.closed) throw new Error('presence is closed');
-    const [status, epoch] = (await this.scripts.confabPresenceHeartbeat(
-      ...this.args(globalThis.crypto.randomUUID(), this.epoch),
-    )) as [string, string];
+    const reply = (await this.scripts.confabPresenceHeartbeat(
+      ...this.args(globalThis.crypto.randomUUID(), this.epoch, this.local.size),
+    )) as string[];
+    const [status, epoch] = reply as [string, string];
     this.epoch = epoch;
     let beat: Heartbeat = { status: 'ok' };
+    if (status === 'ok' && reply[2] === 'held') {
+      // Presence's list is as of the heartbeat; a member claimed or taken over here since
+      // is answered after it, and so is not in `local` yet either.
+      const held = new Set(reply.slice(3));
+      const gone = [...this.local.keys()].filter((id) => !held.has(id));
+      for (const id of gone) this.local.delete(id);
+      if (gone.length > 0) beat = { status: 'ok', gone };
+    }
     if (status === 'expired') {
       this.local.clear();
       this.unreleased.clear();

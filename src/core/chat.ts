@@ -837,6 +837,11 @@ export class Chat implements ChatContext, SessionHost {
     }
   }
 
+  /** Members a resume took to another node, whose notice was lost: closed as it would have. */
+  goneAway(members: readonly string[]): void {
+    for (const member of members) this.evicted(member);
+  }
+
   /**
    * After Redis came back empty, a member of this node registered again in
    * place of an earlier copy of itself (a resume took it over just before):

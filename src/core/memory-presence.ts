@@ -87,6 +87,8 @@ export class MemoryPresence implements Presence {
   readonly timeoutMs: number;
   private readonly hub: PresenceHub;
   private closed = false;
+  /** The members this node registered and has not let go: what a heartbeat checks (`gone`). */
+  private readonly held = new Set<MemberId>();
 
   constructor(options: MemoryPresenceOptions = {}) {
     this.node = options.node ?? `n${globalThis.crypto.randomUUID()}`;
@@ -106,6 +108,7 @@ export class MemoryPresence implements Presence {
 
   release(id: MemberId): Promise<RoomLeft[]> {
     return settle(() => {
+      this.held.delete(id);
       const entry = this.mine(id);
       return entry === undefined ? [] : this.remove(entry);
     });
@@ -113,6 +116,7 @@ export class MemoryPresence implements Presence {
 
   expel(id: MemberId): Promise<RoomLeft[] | undefined> {
     return settle(() => {
+      this.held.delete(id);
       const entry = this.mine(id);
       return entry === undefined ? undefined : this.remove(entry);
     });
@@ -209,6 +213,9 @@ export class MemoryPresence implements Presence {
       this.hub.nicknames.set(entry.key, entry);
       this.hub.byNode.get(old.node)?.delete(old.id);
       members.set(id, entry);
+      // Taken from this node's own member: not one a resume took elsewhere.
+      if (old.node === this.node) this.held.delete(old.id);
+      this.held.add(id);
       for (const room of old.rooms) {
         // In its old place: the map is rebuilt in the same order.
         const before = this.hub.rooms.get(room)!;
@@ -288,8 +295,12 @@ export class MemoryPresence implements Presence {
     return settle((): Heartbeat => {
       if (this.hub.nodes.has(this.node)) {
         this.hub.nodes.set(this.node, this.hub.now());
-        return { status: 'ok' };
+        const members = this.hub.byNode.get(this.node);
+        const gone = [...this.held].filter((id) => members?.has(id) !== true);
+        for (const id of gone) this.held.delete(id);
+        return gone.length > 0 ? { status: 'ok', gone } : { status: 'ok' };
       }
+      this.held.clear();
       this.register();
       return { status: 'expired' };
     });
@@ -361,6 +372,7 @@ export class MemoryPresence implements Presence {
     };
     this.hub.nicknames.set(key, entry);
     members.set(id, entry);
+    this.held.add(id);
     return true;
   }
 

@@ -141,8 +141,13 @@ export type JoinResult =
   | { readonly ok: false; readonly reason: 'full' | 'already-in' };
 
 export type Heartbeat =
-  /** This node is alive and its members are where it put them. */
-  | { readonly status: 'ok' }
+  /**
+   * This node is alive and its members are where it put them, but for `gone` (only when
+   * there are some): members this node registered that Presence no longer holds on it, as a
+   * resume on another node took them over, and the notice telling this node so was lost
+   * (with a connection to Redis). Close them as that notice would have.
+   */
+  | { readonly status: 'ok'; readonly gone?: readonly MemberId[] }
   /**
    * This node had been reaped (it missed heartbeats for longer than the
    * timeout): its members are gone and others may hold their nicknames. Close
@@ -281,6 +286,8 @@ export interface KeeperHandlers {
   onExpired(): void;
   /** After a reset: members whose nickname someone else took meanwhile. */
   onLost?(members: readonly MemberId[]): void;
+  /** Members a resume took elsewhere whose notice did not arrive (Heartbeat `gone`). */
+  onGone?(members: readonly MemberId[]): void;
   /** After a reset: earlier copies of this node's members, removed; their nodes close them. */
   onDisplaced?(members: readonly MemberRef[]): void;
   onError?(error: unknown): void;
@@ -354,6 +361,7 @@ export class PresenceKeeper {
       if (beat.status === 'expired') this.expire();
       this.expired = false;
       this.lastAcked = this.ackedAt(sent, answered);
+      if (beat.status === 'ok' && beat.gone !== undefined) this.handlers.onGone?.(beat.gone);
       if (beat.status === 'reset' && beat.lost.length > 0) this.handlers.onLost?.(beat.lost);
       if (beat.status === 'reset' && beat.displaced !== undefined) {
         this.handlers.onDisplaced?.(beat.displaced);

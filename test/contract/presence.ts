@@ -301,6 +301,28 @@ export function presenceContract(target: PresenceTarget): void {
       );
     });
 
+    it('names in a heartbeat the members a resume took from the node, once', async () => {
+      const { nodes } = await setup(2);
+      const [a, b] = nodes as [Presence, Presence];
+      await a.claim('1', 'ann', addr(1));
+      await a.claim('2', 'bob', addr(2));
+      await a.claim('3', 'cy', addr(3));
+      await a.grant('1', 'token-1');
+      await a.grant('3', 'token-3');
+      expect(await a.heartbeat()).toEqual({ status: 'ok' });
+      // ann goes to b; cy is taken back on a itself; bob leaves.
+      await b.takeOver('token-1', '4', addr(4), 'token-4');
+      await a.takeOver('token-3', '5', addr(5), 'token-5');
+      await a.release('2');
+      expect(await a.heartbeat()).toEqual({ status: 'ok', gone: ['1'] });
+      expect(await a.heartbeat()).toEqual({ status: 'ok' });
+      expect(await b.heartbeat()).toEqual({ status: 'ok' });
+      // And back again: b names it too.
+      await a.takeOver('token-4', '6', addr(6), 'token-6');
+      expect(await b.heartbeat()).toEqual({ status: 'ok', gone: ['4'] });
+      expect(await a.heartbeat()).toEqual({ status: 'ok' });
+    });
+
     it('follows a moved member by its identity, never by the nickname it had', async () => {
       const { nodes } = await setup(3);
       const [a, b, c] = nodes as [Presence, Presence, Presence];
