@@ -94,11 +94,11 @@ local function leave_room(ref, tag)
   end
   return count
 end
--- {nick, ip, port, {tag, count, ...}} or false when the member is not registered
+-- {nick, ip, port, {tag, count, ...}, lineage} or false when the member is not registered
 local function remove_member(node, id)
   local ref = node .. ':' .. id
   redis.call('ZREM', nkey(node), id)
-  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port', 'tok')
+  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port', 'tok', 'lin')
   if not m[1] then return false end
   if m[5] then redis.call('DEL', P .. 't:' .. m[5]) end
   local left = {}
@@ -108,14 +108,14 @@ local function remove_member(node, id)
   end
   if redis.call('HGET', NICKS, m[2]) == ref then redis.call('HDEL', NICKS, m[2]) end
   redis.call('DEL', mkey(ref), mrooms(ref))
-  return {m[1], m[3], m[4], left}
+  return {m[1], m[3], m[4], left, m[6] or ref}
 end
--- {{id, nick, ip, port, {tag, count, ...}}, ...}
+-- {{id, nick, ip, port, {tag, count, ...}, lineage}, ...}
 local function remove_node(node)
   local out = {}
   for _, id in ipairs(redis.call('ZRANGE', nkey(node), 0, -1)) do
     local r = remove_member(node, id)
-    if r then out[#out + 1] = {id, r[1], r[2], r[3], r[4]} end
+    if r then out[#out + 1] = {id, r[1], r[2], r[3], r[4], r[5]} end
   end
   redis.call('DEL', nkey(node))
   redis.call('ZREM', NODES, node)
@@ -510,8 +510,15 @@ function roomsLeft(flat: unknown[]): RoomLeft[] {
 
 function departed(rows: unknown[]): DepartedMember[] {
   return rows.map((row) => {
-    const [id, nickname, ip, port, rooms] = row as [string, string, string, string, unknown[]];
-    return { id, nickname, address: { ip, port: Number(port) }, rooms: roomsLeft(rooms) };
+    const [id, nickname, ip, port, rooms, lineage] = row as [
+      string,
+      string,
+      string,
+      string,
+      unknown[],
+      string,
+    ];
+    return { id, nickname, address: { ip, port: Number(port) }, rooms: roomsLeft(rooms), lineage };
   });
 }
 

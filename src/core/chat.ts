@@ -810,6 +810,7 @@ export class Chat implements ChatContext, SessionHost {
             room: room?.name ?? left.room,
             nickname: member.nickname,
             count: left.count,
+            lineage: member.lineage,
           });
         }
       }

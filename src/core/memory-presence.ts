@@ -424,6 +424,7 @@ export class MemoryPresence implements Presence {
       nickname: entry.nickname,
       address: entry.address,
       rooms: this.remove(entry),
+      lineage: entry.lin,
     }));
   }
 }

@@ -79,6 +79,8 @@ export interface DepartedMember {
   readonly nickname: string;
   readonly address: PeerAddress;
   readonly rooms: readonly RoomLeft[];
+  /** Its lineage (lineageOf), which its leaves carry. */
+  readonly lineage: string;
 }
 
 export interface DeadNode {

@@ -437,7 +437,13 @@ export function presenceContract(target: PresenceTarget): void {
         {
           node: b.node,
           members: [
-            { id: '1', nickname: 'bob', address: addr(2), rooms: [{ room: 'lobby', count: 3 }] },
+            {
+              id: '1',
+              nickname: 'bob',
+              address: addr(2),
+              rooms: [{ room: 'lobby', count: 3 }],
+              lineage: lineageOf(b.node, '1'),
+            },
             {
               id: '2',
               nickname: 'bea',
@@ -446,6 +452,7 @@ export function presenceContract(target: PresenceTarget): void {
                 { room: 'lobby', count: 2 },
                 { room: 'side', count: 0 },
               ],
+              lineage: lineageOf(b.node, '2'),
             },
           ],
         },
@@ -496,7 +503,13 @@ export function presenceContract(target: PresenceTarget): void {
       await b!.claim('1', 'bob', addr(2));
       await b!.join('1', 'lobby', 10);
       expect(await b!.close()).toEqual([
-        { id: '1', nickname: 'bob', address: addr(2), rooms: [{ room: 'lobby', count: 1 }] },
+        {
+          id: '1',
+          nickname: 'bob',
+          address: addr(2),
+          rooms: [{ room: 'lobby', count: 1 }],
+          lineage: lineageOf(b!.node, '1'),
+        },
       ]);
       expect(await a!.find('bob')).toBeUndefined();
       expect(await a!.reap()).toEqual([]);
