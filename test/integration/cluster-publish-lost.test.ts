@@ -1,0 +1,153 @@
+/**
+ * A room event (a join, a leave, a rename) is not stored: a node hands it to its own members
+ * and PUBLISHes it on its command connection for the others. When that connection drops
+ * while the PUBLISH is on its way (`CLIENT KILL TYPE normal`, a network blip), Presence has
+ * the change and the other nodes never hear of it; their subscriber connections stayed up,
+ * so no resync comes to mend their members' lists. What those members were shown must still
+ * come to agree with Presence (USERS).
+ */
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { followMembers, until } from '../helpers/cluster.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
+import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+
+const skip = withoutRedis();
+const CAPS = ['errors', 'rooms', 'history', 'renames'];
+
+/**
+ * Relays a node's connections to Redis. Armed with a needle, it drops the first write from
+ * the node that carries it, unsent, and closes that connection both ways.
+ */
+class DroppingRelay {
+  private needle: string | undefined;
+  private fired: (() => void) | undefined;
+  private readonly sockets = new Set<net.Socket>();
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly port: number,
+  ) {}
+
+  static async start(redisPort: number): Promise<DroppingRelay> {
+    let relay: DroppingRelay | undefined;
+    const server = net.createServer((client) => relay?.relay(client, redisPort));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    relay = new DroppingRelay(server, (server.address() as net.AddressInfo).port);
+    return relay;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** Resolves once a write carrying `needle` was dropped. */
+  arm(needle: string): Promise<void> {
+    return new Promise((fired) => {
+      this.needle = needle;
+      this.fired = fired;
+    });
+  }
+
+  private relay(client: net.Socket, redisPort: number): void {
+    const upstream = net.connect({ host: '127.0.0.1', port: redisPort });
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const socket of [client, upstream]) {
+      this.sockets.add(socket);
+      socket.on('error', drop);
+      socket.on('close', () => {
+        this.sockets.delete(socket);
+        drop();
+      });
+    }
+    client.on('data', (chunk: Buffer) => {
+      const needle = this.needle;
+      if (needle !== undefined && chunk.toString('latin1').includes(needle)) {
+        this.needle = undefined;
+        drop();
+        this.fired?.();
+        return;
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => client.write(chunk));
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+let redis: RedisServer;
+let relay: DroppingRelay;
+const nodes: SpawnedServer[] = [];
+const clients: RawClient[] = [];
+
+beforeAll(async () => {
+  if (skip) return;
+  redis = await startRedis();
+  relay = await DroppingRelay.start(redis.port);
+  // Node 0 reaches Redis through the relay, node 1 directly.
+  for (const url of [relay.url, redis.url]) {
+    nodes.push(await spawnServer(['--redis', url, '--cluster-timeout', '5', '--rate-limit', '0']));
+  }
+}, 60_000);
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await Promise.all(nodes.map((n) => n.stop()));
+  await relay?.close();
+  await redis?.stop();
+}, 60_000);
+
+async function member(node: number, nickname: string): Promise<RawClient> {
+  const c = await RawClient.open(nodes[node]!.port);
+  clients.push(c);
+  c.sendPy({ cmd: '0', nickname, caps: CAPS });
+  await c.expect('03', 10_000);
+  return c;
+}
+
+/** The nicknames USERS lists for the lobby, asked on `client`. */
+async function users(client: RawClient): Promise<string[]> {
+  client.drain();
+  client.sendPy({ cmd: '1' });
+  const reply = (await client.expect('10', 10_000)) as unknown as { users: [string][] };
+  return reply.users.map((u) => u[0]).sort();
+}
+
+describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
+  it('still reaches the other nodes, or their lists are mended', async () => {
+    const watcher = await member(1, 'watcher');
+    const mover = await member(0, 'mover');
+    await watcher.waitFor((m) => m.cmd === '8' && m.nickname === 'mover', 1, 10_000);
+
+    const dropped = relay.arm('"type":"renamed"');
+    mover.sendPy({ cmd: '5', newNickname: 'moved' });
+    await mover.expect('51', 10_000);
+    await dropped;
+    // Presence has the rename.
+    expect(await users(watcher)).toEqual(['moved', 'watcher']);
+
+    // What the watcher was shown, from its first "101": given a few seconds to come right.
+    let shown: string[] = [];
+    await until(
+      'the lobby as shown to agree with Presence',
+      () => {
+        shown = [...followMembers(new Set(), watcher.rawFrames, 'lobby')].sort();
+        return shown.includes('moved') && !shown.includes('mover');
+      },
+      8_000,
+    ).catch(() => {});
+    expect(shown).toEqual(await users(watcher));
+    // The node goes on answering its member.
+    mover.drain();
+    mover.sendPy({ cmd: '4' });
+    await mover.expect('40', 10_000);
+  }, 60_000);
+});
