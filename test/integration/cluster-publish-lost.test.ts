@@ -150,4 +150,23 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
     mover.sendPy({ cmd: '4' });
     await mover.expect('40', 10_000);
   }, 60_000);
+
+  it('does not answer a whisper "22" (delivered) when it went nowhere', async () => {
+    const target = await member(1, 'target');
+    const sender = await member(0, 'sender');
+    const dropped = relay.arm('"type":"whisper"');
+    sender.sendPy({ cmd: '2', to: 'target', msg: 'psst' });
+    const answer = await sender.waitFor(
+      (m) => m.cmd === '22' || m.cmd === '20' || m.cmd === '90',
+      1,
+      10_000,
+    );
+    await dropped;
+    if (answer.cmd !== '22') return;
+    // Told it was delivered: it must arrive (a few seconds allowed).
+    await target
+      .waitFor((m) => m.cmd === '70' && m.msg === 'psst', 1, 5_000)
+      .catch(() => undefined);
+    expect(target.received.filter((m) => m.cmd === '70').map((m) => m.msg)).toEqual(['psst']);
+  }, 60_000);
 });
