@@ -169,4 +169,47 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
       .catch(() => undefined);
     expect(target.received.filter((m) => m.cmd === '70').map((m) => m.msg)).toEqual(['psst']);
   }, 60_000);
+
+  it('closes the connection a resume on another node took the session from', async () => {
+    const old = await member(1, 'ann');
+    const welcome = old.rawFrames.map((f) => JSON.parse(f) as Record<string, unknown>);
+    const token = welcome.find((m) => m.cmd === '03')?.resume as string;
+    const dropped = relay.arm('"type":"evict"');
+    // The same member, from another connection, on node 0: Presence moves it there.
+    const taken = await RawClient.open(nodes[0]!.port);
+    clients.push(taken);
+    taken.sendPy({ cmd: '0', nickname: 'ann', caps: CAPS, resume: token });
+    await dropped;
+    await taken.waitFor((m) => m.cmd === '03' || m.cmd === '90', 1, 10_000);
+    // Node 1 must close the old connection (2007): it is no member any more.
+    await old.expectClose(5_000).catch(() => undefined);
+    if (!old.isClosed) {
+      // Still open, it speaks as "ann" whoever holds that name in Presence now.
+      taken.close();
+      let other: RawClient | undefined;
+      await until(
+        'someone else taking "ann"',
+        async () => {
+          const c = await RawClient.open(nodes[0]!.port);
+          clients.push(c);
+          c.sendPy({ cmd: '0', nickname: 'ann', caps: CAPS });
+          const m = await c.waitFor((x) => ['03', '01', '90'].includes(x.cmd), 1, 5_000);
+          if (m.cmd === '03') other = c;
+          else c.close();
+          return other !== undefined;
+        },
+        10_000,
+      );
+      const listener = await member(0, 'listener');
+      old.sendPy({ cmd: '7', msg: 'not from the new ann' });
+      await listener
+        .waitFor((m) => m.cmd === '70' && m.msg === 'not from the new ann', 1, 3_000)
+        .catch(() => undefined);
+      const heard = listener.received
+        .filter((m) => m.cmd === '70')
+        .map((m) => `${m.from}: ${m.msg}`);
+      expect(heard, 'a chat from a connection that is no member').toEqual([]);
+    }
+    expect(old.isClosed).toBe(true);
+  }, 60_000);
 });
