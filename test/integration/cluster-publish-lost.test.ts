@@ -6,82 +6,15 @@
  * so no resync comes to mend their members' lists. What those members were shown must still
  * come to agree with Presence (USERS).
  */
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { followMembers, until } from '../helpers/cluster.js';
+import { DroppingRelay } from '../helpers/dropping-relay.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 
 const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'history', 'renames'];
-
-/**
- * Relays a node's connections to Redis. Armed with a needle, it drops the first write from
- * the node that carries it, unsent, and closes that connection both ways.
- */
-class DroppingRelay {
-  private needle: string | undefined;
-  private fired: (() => void) | undefined;
-  private readonly sockets = new Set<net.Socket>();
-
-  private constructor(
-    private readonly server: net.Server,
-    readonly port: number,
-  ) {}
-
-  static async start(redisPort: number): Promise<DroppingRelay> {
-    let relay: DroppingRelay | undefined;
-    const server = net.createServer((client) => relay?.relay(client, redisPort));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    relay = new DroppingRelay(server, (server.address() as net.AddressInfo).port);
-    return relay;
-  }
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  /** Resolves once a write carrying `needle` was dropped. */
-  arm(needle: string): Promise<void> {
-    return new Promise((fired) => {
-      this.needle = needle;
-      this.fired = fired;
-    });
-  }
-
-  private relay(client: net.Socket, redisPort: number): void {
-    const upstream = net.connect({ host: '127.0.0.1', port: redisPort });
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    for (const socket of [client, upstream]) {
-      this.sockets.add(socket);
-      socket.on('error', drop);
-      socket.on('close', () => {
-        this.sockets.delete(socket);
-        drop();
-      });
-    }
-    client.on('data', (chunk: Buffer) => {
-      const needle = this.needle;
-      if (needle !== undefined && chunk.toString('latin1').includes(needle)) {
-        this.needle = undefined;
-        drop();
-        this.fired?.();
-        return;
-      }
-      upstream.write(chunk);
-    });
-    upstream.on('data', (chunk: Buffer) => client.write(chunk));
-  }
-
-  async close(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
 
 let redis: RedisServer;
 let relay: DroppingRelay;
