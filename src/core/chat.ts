@@ -25,13 +25,14 @@ import type { Operator } from './moderation.js';
 import { enforceBan, kickMissed, removeMember, secondsLeft } from './moderation-commands.js';
 import { lookupKey, nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
-import type {
-  DeadNode,
-  MemberRef,
-  Presence,
-  PresenceMember,
-  RoomLeft,
-  TakenOver,
+import {
+  type DeadNode,
+  type MemberRef,
+  type Presence,
+  type PresenceMember,
+  ReleaseRetried,
+  type RoomLeft,
+  type TakenOver,
 } from './presence.js';
 import { bucketAfterReload, type Clock, TokenBucket } from './rate-limit.js';
 import { Replays } from './replay.js';
@@ -662,7 +663,13 @@ export class Chat implements ChatContext, SessionHost {
     const names = new Map<string, string>();
     for (const room of session?.rooms ?? []) names.set(room.key, room.name);
     const { action, by, reason, seconds } = notice;
-    const work = cluster.presence.expel(notice.member).then(async (left) => {
+    const expelled = cluster.presence.expel(notice.member).catch((err: unknown) => {
+      if (!(err instanceof ReleaseRetried)) throw err;
+      // Its answer was lost: what the retry frees is told as this answer would have been.
+      this.log.warn({ err, nickname }, `could not ${action} a member yet: retrying`);
+      return err.retried;
+    });
+    const work = expelled.then(async (left) => {
       if (left !== undefined) {
         if (session !== undefined && session.state === 'joined') {
           removeMember(this, session, action, by, reason, seconds);
@@ -1485,11 +1492,18 @@ export class Chat implements ChatContext, SessionHost {
     const cluster = this.cluster;
     if (cluster === undefined) return;
     const marks = { origin: who?.origin, lineage: who?.lineage };
+    const announce = (left: readonly RoomLeft[] | undefined) =>
+      this.announceLeft(left ?? [], nickname, names, reason, marks);
     this.track(
-      cluster.presence.release(id).then(
-        (left) => this.announceLeft(left, nickname, names, reason, marks),
-        (err: unknown) => this.log.warn({ err, nickname }, 'could not release a member'),
-      ),
+      cluster.presence.release(id).then(announce, (err: unknown) => {
+        this.log.warn({ err, nickname }, 'could not release a member');
+        // Its answer was lost: what the retry frees is told as this answer would have been.
+        if (err instanceof ReleaseRetried) {
+          return err.retried.then(announce, (again: unknown) =>
+            this.log.warn({ err: again, nickname }, 'could not release a member'),
+          );
+        }
+      }),
     );
   }
 
