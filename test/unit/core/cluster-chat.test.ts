@@ -9,7 +9,12 @@ import type { NodeNotice } from '../../../src/core/broker.js';
 import { Chat, type ChatOptions } from '../../../src/core/chat.js';
 import type { Identities } from '../../../src/core/identities.js';
 import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
-import { type Heartbeat, PresenceKeeper } from '../../../src/core/presence.js';
+import {
+  type Heartbeat,
+  PresenceKeeper,
+  ReleaseRetried,
+  type RoomLeft,
+} from '../../../src/core/presence.js';
 import { senderOrigin } from '../../../src/store/common.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
@@ -919,5 +924,68 @@ describe('a takeover on the node of the session it takes', () => {
     expect(ann.closedWith).toBe('replaced');
     expect(back.session.state).toBe('closed');
     expect(identities(a).sizes.origins).toBe(0);
+  });
+
+  /**
+   * Presence's `method` of node b fails its first answer (ReleaseRetried, as when the reply
+   * from Redis was lost); the retry frees the member once `retry` is called.
+   */
+  function answerLost(b: Chat, method: 'release' | 'expel'): () => void {
+    const presence = b.cluster!.presence;
+    const real = presence[method].bind(presence);
+    let retry = () => {};
+    vi.spyOn(presence, method).mockImplementationOnce((id) => {
+      const retried = new Promise<RoomLeft[] | undefined>((resolve) => {
+        retry = () => resolve(real(id));
+      });
+      return Promise.reject(new ReleaseRetried(id, retried, new Error('connection lost')));
+    });
+    return () => retry();
+  }
+
+  it('tells the rooms of a member who left once the retry of a release whose answer was lost frees it', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann');
+    const bob = connect(b!, 'bob');
+    await settle();
+    ann.take();
+    const retry = answerLost(b!, 'release');
+    bob.session.ended('lost');
+    await settle();
+    expect(ann.take()).toEqual([]);
+    retry();
+    await settle();
+    expect(ann.take()).toEqual([{ cmd: '30', nickname: 'bob', userCount: 1 }]);
+    const again = connect(a!, 'bob');
+    await settle();
+    expect(again.take()).toMatchObject([{ cmd: '03', userCount: 2 }]);
+  });
+
+  it('removes a member and tells its rooms once the retry of an expel whose answer was lost frees it', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann');
+    const bob = connect(b!, 'bob');
+    await settle();
+    ann.take();
+    const retry = answerLost(b!, 'expel');
+    const kick: NodeNotice = {
+      type: 'remove',
+      member: bob.session.presenceId,
+      action: 'kick',
+      by: 'op',
+      reason: 'enough',
+      seconds: undefined,
+      nickname: 'bob',
+      hops: 0,
+    };
+    a!.cluster!.broker.notify('node1', kick);
+    await settle();
+    expect(bob.session.state).toBe('joined');
+    retry();
+    await settle();
+    expect(bob.closedWith).toBe('kicked');
+    expect(ann.take().filter((m) => m.cmd === '30')).toEqual([
+      { cmd: '30', nickname: 'bob', userCount: 1 },
+    ]);
   });
 });
