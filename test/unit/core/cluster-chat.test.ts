@@ -15,6 +15,7 @@ import {
   ReleaseRetried,
   type RoomLeft,
 } from '../../../src/core/presence.js';
+import type { Request } from '../../../src/protocol/messages.js';
 import { senderOrigin } from '../../../src/store/common.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
@@ -988,4 +989,44 @@ describe('a takeover on the node of the session it takes', () => {
       { cmd: '30', nickname: 'bob', userCount: 1 },
     ]);
   });
+
+  /**
+   * ann on node a and bob on node b, both in the lobby and "side"; bob PARTs "side" and
+   * Presence's leave fails its answer, after applying it when `applied`.
+   */
+  async function partAnswerLost(applied: boolean): Promise<{ ann: FakePeer; bob: FakePeer }> {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const caps = ['errors', 'rooms'];
+    const ann = connect(a!, 'ann', caps);
+    const bob = connect(b!, 'bob', caps);
+    await settle();
+    send(ann, { cmd: '100', room: 'side' } as Request);
+    send(bob, { cmd: '100', room: 'side' } as Request);
+    await settle();
+    ann.take();
+    const presence = b!.cluster!.presence;
+    const real = presence.leave.bind(presence);
+    vi.spyOn(presence, 'leave').mockImplementationOnce(async (id, room) => {
+      if (applied) await real(id, room);
+      throw new Error('the connection to Redis closed before the reply');
+    });
+    send(bob, { cmd: '102', room: 'side' } as Request);
+    await settle();
+    return { ann, bob };
+  }
+
+  for (const applied of [true, false]) {
+    it(`tells a room once that a member left whose PART lost its answer from Presence (${applied ? 'applied' : 'not applied'})`, async () => {
+      const { ann, bob } = await partAnswerLost(applied);
+      expect(bob.closedWith).toBe('internal-error');
+      const left = ann.take().filter((m) => m.cmd === '30');
+      expect(left).toHaveLength(2);
+      expect(left).toContainEqual(
+        expect.objectContaining({ nickname: 'bob', room: 'side', userCount: 1 }),
+      );
+      expect(left).toContainEqual(
+        expect.objectContaining({ nickname: 'bob', room: 'lobby', userCount: 1 }),
+      );
+    });
+  }
 });
