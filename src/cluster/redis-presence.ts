@@ -20,6 +20,7 @@ import {
   type Presence,
   type PresenceMember,
   parseRef,
+  ReleaseRetried,
   type RoomCount,
   type RoomLeft,
   type TakenOver,
@@ -65,6 +66,9 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //                Redis never sees); the member's hash keeps it as 'tok', and goes with it
 //   bans         hash mask key -> JSON [seq, mask, by, reason, expires]; seq orders them
 //   mv:<ref>     ref: where a resume moved the member, for MOVED_TTL_MS (successor)
+//   rl:<ref>     JSON {tag, count, ...}: the rooms a release freed the member from, for twice
+//                the node timeout, so that a release asked again after its answer was lost
+//                answers as the first did (RELEASE_LUA); read once
 //   mh:<lin>     list of refs: the mv records of the member <lin>, oldest first, at most
 //                MAX_MOVES_FOLLOWED; expires with the newest of them
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
@@ -153,17 +157,23 @@ end
 return 1
 `;
 
-/** ARGV: P, node, id. {tag, count, ...} of the rooms left, or {} for a member not registered. */
+/**
+ * ARGV: P, node, id, ms the answer is kept, retry (1 or 0). {tag, count, ...} of the rooms
+ * left, or -1 for a member not registered. A retry (its first answer lost) that finds the
+ * member gone answers what the first freed, if it was the first that freed it, once.
+ */
 const RELEASE_LUA = `${PRELUDE}
-local r = remove_member(ARGV[2], ARGV[3])
-if not r then return {} end
-return r[4]
-`;
-
-/** ARGV: P, node, id. As RELEASE_LUA, but -1 for a member not registered. */
-const EXPEL_LUA = `${PRELUDE}
-local r = remove_member(ARGV[2], ARGV[3])
-if not r then return -1 end
+local node, id = ARGV[2], ARGV[3]
+local done = P .. 'rl:' .. node .. ':' .. id
+local r = remove_member(node, id)
+if not r then
+  if ARGV[5] ~= '1' then return -1 end
+  local kept = redis.call('GET', done)
+  if not kept then return -1 end
+  redis.call('DEL', done)
+  return cjson.decode(kept)
+end
+redis.call('SET', done, cjson.encode(r[4]), 'PX', ARGV[4])
 return r[4]
 `;
 
@@ -431,7 +441,6 @@ interface Scripts {
   confabPresenceClaim: Run;
   confabPresenceRename: Run;
   confabPresenceRelease: Run;
-  confabPresenceExpel: Run;
   confabPresenceJoin: Run;
   confabPresenceLeave: Run;
   confabPresenceMembers: Run;
@@ -451,7 +460,6 @@ const SCRIPTS: Record<keyof Scripts, string> = {
   confabPresenceClaim: CLAIM_LUA,
   confabPresenceRename: RENAME_LUA,
   confabPresenceRelease: RELEASE_LUA,
-  confabPresenceExpel: EXPEL_LUA,
   confabPresenceJoin: JOIN_LUA,
   confabPresenceLeave: LEAVE_LUA,
   confabPresenceMembers: MEMBERS_LUA,
@@ -478,6 +486,15 @@ interface Local {
   /** The ref it was first claimed as, and how many resumes moved it since (Redis's lin, gen). */
   readonly lin: string;
   readonly gen: number;
+}
+
+/** A release or expel waiting to be asked again (RedisPresence.retryReleases). */
+interface Unreleased {
+  /** The first settles with the answer; any later one (asked meanwhile) with nothing left. */
+  readonly waiters: {
+    readonly resolve: (left: RoomLeft[] | undefined) => void;
+    readonly reject: (error: Error) => void;
+  }[];
 }
 
 /**
@@ -565,9 +582,14 @@ export class RedisPresence implements Presence {
   /** The zset of nodes by the time of their last heartbeat. */
   readonly nodesKey: string;
   private readonly local = new Map<MemberId, Local>();
-  /** Releases that failed (Redis unreachable): retried after the next heartbeat. */
-  private readonly unreleased = new Set<MemberId>();
+  /**
+   * Releases and expels whose answer was lost (ReleaseRetried): asked again after the next
+   * heartbeat.
+   */
+  private readonly unreleased = new Map<MemberId, Unreleased>();
   private epoch = '';
+  /** When the last heartbeat answered was sent (Date.now()). */
+  private beatenAt = 0;
   private closed = false;
   /**
    * Set by the node: registers it again now (a heartbeat with its members). A claim
@@ -635,25 +657,47 @@ export class RedisPresence implements Presence {
   }
 
   async release(id: MemberId): Promise<RoomLeft[]> {
+    return (await this.remove(id)) ?? [];
+  }
+
+  expel(id: MemberId): Promise<RoomLeft[] | undefined> {
+    return this.remove(id);
+  }
+
+  /** Release and expel: the rooms left, undefined for a member not registered. */
+  private async remove(id: MemberId): Promise<RoomLeft[] | undefined> {
     // Forgotten first: a failed release must not come back with a reset.
     this.local.delete(id);
+    // Already waiting to be asked again: that retry answers, this one learns nothing is left.
+    if (this.unreleased.has(id)) {
+      const left = await this.retryLater(id);
+      return left === undefined ? undefined : [];
+    }
     try {
-      return roomsLeft((await this.scripts.confabPresenceRelease(...this.args(id))) as unknown[]);
+      const reply = await this.scripts.confabPresenceRelease(
+        ...this.args(id, 2 * this.timeoutMs, 0),
+      );
+      return reply === -1 ? undefined : roomsLeft(reply as unknown[]);
     } catch (error) {
-      this.unreleased.add(id);
-      throw error;
+      if (this.closed) throw error;
+      throw new ReleaseRetried(id, this.retryLater(id), error);
     }
   }
 
-  async expel(id: MemberId): Promise<RoomLeft[] | undefined> {
-    this.local.delete(id);
-    try {
-      const reply = await this.scripts.confabPresenceExpel(...this.args(id));
-      return reply === -1 ? undefined : roomsLeft(reply as unknown[]);
-    } catch (error) {
-      this.unreleased.add(id);
-      throw error;
+  /** Settles once the release of `id` is asked again (after the next heartbeat). */
+  private retryLater(id: MemberId): Promise<RoomLeft[] | undefined> {
+    let entry = this.unreleased.get(id);
+    if (entry === undefined) {
+      entry = { waiters: [] };
+      this.unreleased.set(id, entry);
     }
+    const waiters = entry.waiters;
+    const retried = new Promise<RoomLeft[] | undefined>((resolve, reject) => {
+      waiters.push({ resolve, reject });
+    });
+    // A caller that does not wait for it (a member forgotten) leaves no unhandled rejection.
+    retried.catch(() => {});
+    return retried;
   }
 
   async join(id: MemberId, room: string, capacity: number, name = room): Promise<JoinResult> {
@@ -845,9 +889,19 @@ export class RedisPresence implements Presence {
 
   async heartbeat(): Promise<Heartbeat> {
     if (this.closed) throw new Error('presence is closed');
-    const reply = (await this.scripts.confabPresenceHeartbeat(
-      ...this.args(globalThis.crypto.randomUUID(), this.epoch, this.local.size),
-    )) as string[];
+    let reply: string[];
+    const sent = Date.now();
+    try {
+      reply = (await this.scripts.confabPresenceHeartbeat(
+        ...this.args(globalThis.crypto.randomUUID(), this.epoch, this.local.size),
+      )) as string[];
+    } catch (error) {
+      // Cut off that long, this node is reaped (or closes) with the members it could not
+      // release: their retries wait no longer.
+      if (Date.now() - this.beatenAt > this.timeoutMs) this.giveUpReleases();
+      throw error;
+    }
+    this.beatenAt = sent;
     const [status, epoch] = reply as [string, string];
     this.epoch = epoch;
     let beat: Heartbeat = { status: 'ok' };
@@ -861,7 +915,8 @@ export class RedisPresence implements Presence {
     }
     if (status === 'expired') {
       this.local.clear();
-      this.unreleased.clear();
+      // Reaped: the node that reaped this one told their rooms.
+      this.giveUpReleases();
       beat = { status: 'expired' };
     } else if (status === 'reset') {
       const { lost, displaced } = await this.reregister();
@@ -894,6 +949,8 @@ export class RedisPresence implements Presence {
       );
     } finally {
       this.local.clear();
+      // Removed with the node (in `gone`), or reaped by the others.
+      this.giveUpReleases();
       if (this.owned) {
         // QUIT would wait in the offline queue for a reconnect that may never come.
         if (this.redis.status !== 'ready') this.redis.disconnect();
@@ -954,9 +1011,37 @@ export class RedisPresence implements Presence {
     return { lost, displaced };
   }
 
+  /**
+   * Asks again each release whose answer was lost; one lost again waits for the next
+   * heartbeat. Redis answers a retry as it did the first attempt if that was applied.
+   */
   private async retryReleases(): Promise<void> {
-    const ids = [...this.unreleased];
+    const entries = [...this.unreleased];
+    await Promise.all(
+      entries.map(async ([id, entry]) => {
+        let reply: unknown;
+        try {
+          reply = await this.scripts.confabPresenceRelease(...this.args(id, 2 * this.timeoutMs, 1));
+        } catch {
+          return;
+        }
+        // Waiters that came meanwhile are in `entry` too: settled together.
+        if (this.unreleased.get(id) !== entry) return;
+        this.unreleased.delete(id);
+        const left = reply === -1 ? undefined : roomsLeft(reply as unknown[]);
+        entry.waiters.forEach(({ resolve }, i) => {
+          resolve(i === 0 || left === undefined ? left : []);
+        });
+      }),
+    );
+  }
+
+  /** Rejects every retry waiting: their members are gone otherwise. */
+  private giveUpReleases(): void {
+    const entries = [...this.unreleased];
     this.unreleased.clear();
-    await Promise.all(ids.map((id) => this.release(id).catch(() => {})));
+    for (const [id, entry] of entries) {
+      for (const { reject } of entry.waiters) reject(new MemberGone(id));
+    }
   }
 }

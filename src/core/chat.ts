@@ -25,13 +25,14 @@ import type { Operator } from './moderation.js';
 import { enforceBan, kickMissed, removeMember, secondsLeft } from './moderation-commands.js';
 import { lookupKey, nicknameKey } from './nickname.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
-import type {
-  DeadNode,
-  MemberRef,
-  Presence,
-  PresenceMember,
-  RoomLeft,
-  TakenOver,
+import {
+  type DeadNode,
+  type MemberRef,
+  type Presence,
+  type PresenceMember,
+  ReleaseRetried,
+  type RoomLeft,
+  type TakenOver,
 } from './presence.js';
 import { bucketAfterReload, type Clock, TokenBucket } from './rate-limit.js';
 import { Replays } from './replay.js';
@@ -260,6 +261,8 @@ export class Chat implements ChatContext, SessionHost {
   private readonly rosters = new Map<string, Roster>();
   /** On a cluster: each room's members as Presence gave them, for USERS (member-lists.ts). */
   private readonly memberLists: MemberLists | undefined;
+  /** Rooms (key -> name) of PARTs whose leave in Presence failed: see partInDoubt. */
+  private readonly partsInDoubt = new WeakMap<Session, Map<string, string>>();
   /** Presence releases in flight, so a stop can wait for their "30"s to go out. */
   private readonly releases = new Set<Promise<void>>();
   /** What waits for a session's requests under way to finish (a removal during a resume). */
@@ -662,7 +665,13 @@ export class Chat implements ChatContext, SessionHost {
     const names = new Map<string, string>();
     for (const room of session?.rooms ?? []) names.set(room.key, room.name);
     const { action, by, reason, seconds } = notice;
-    const work = cluster.presence.expel(notice.member).then(async (left) => {
+    const expelled = cluster.presence.expel(notice.member).catch((err: unknown) => {
+      if (!(err instanceof ReleaseRetried)) throw err;
+      // Its answer was lost: what the retry frees is told as this answer would have been.
+      this.log.warn({ err, nickname }, `could not ${action} a member yet: retrying`);
+      return err.retried;
+    });
+    const work = expelled.then(async (left) => {
       if (left !== undefined) {
         if (session !== undefined && session.state === 'joined') {
           removeMember(this, session, action, by, reason, seconds);
@@ -768,6 +777,18 @@ export class Chat implements ChatContext, SessionHost {
     broker.unsubscribe(key).catch((err: unknown) => {
       this.log.warn({ err, room: key }, 'could not unsubscribe from a room');
     });
+  }
+
+  /**
+   * A PART whose leave in Presence failed, its answer lost: Presence may or may not have
+   * applied it. The failure closes the session (3005); its release then tells this room it
+   * left, from the rooms Presence frees if it still had the member there, else with the
+   * count Presence gives after, once, as the PART would have.
+   */
+  partInDoubt(session: Session, room: Room): void {
+    const rooms = this.partsInDoubt.get(session) ?? new Map<string, string>();
+    rooms.set(room.key, room.name);
+    this.partsInDoubt.set(session, rooms);
   }
 
   /**
@@ -1477,7 +1498,10 @@ export class Chat implements ChatContext, SessionHost {
       this.rooms.remove(session, room);
       this.uninterested(room.key);
     }
-    this.release(session.presenceId, session.nickname, names, reason, session);
+    const parted = this.partsInDoubt.get(session);
+    this.partsInDoubt.delete(session);
+    for (const [key, name] of parted ?? []) names.set(key, name);
+    this.release(session.presenceId, session.nickname, names, reason, session, parted);
   }
 
   /** Frees a member in Presence; the rooms it was in hear it left. */
@@ -1487,15 +1511,39 @@ export class Chat implements ChatContext, SessionHost {
     names: ReadonlyMap<string, string>,
     reason: DisconnectReason,
     who?: Partial<Pick<Session, 'origin' | 'lineage'>>,
+    parted?: ReadonlyMap<string, string>,
   ): void {
     const cluster = this.cluster;
     if (cluster === undefined) return;
+    const { presence } = cluster;
     const marks = { origin: who?.origin, lineage: who?.lineage };
+    const announce = async (left: readonly RoomLeft[] | undefined) => {
+      this.announceLeft(left ?? [], nickname, names, reason, marks);
+      // PARTs in doubt whose leave Presence had applied: told with the count it gives now.
+      // Not for a member Presence no longer had (moved away by a resume, or reaped).
+      if (parted === undefined || left === undefined) return;
+      const freed = new Set(left.map((l) => l.room));
+      const rest = [...parted.keys()].filter((key) => !freed.has(key));
+      try {
+        const counts = await Promise.all(rest.map((key) => presence.count(key)));
+        const more = rest.map((room, i) => ({ room, count: counts[i]! }));
+        this.announceLeft(more, nickname, parted, reason, marks);
+      } catch (err) {
+        this.log.warn({ err, nickname }, 'could not tell a room a member left');
+      }
+    };
+    // With PARTs in doubt, an expel: it tells a member Presence had from one it had not.
+    const removed = parted === undefined ? presence.release(id) : presence.expel(id);
     this.track(
-      cluster.presence.release(id).then(
-        (left) => this.announceLeft(left, nickname, names, reason, marks),
-        (err: unknown) => this.log.warn({ err, nickname }, 'could not release a member'),
-      ),
+      removed.then(announce, (err: unknown) => {
+        this.log.warn({ err, nickname }, 'could not release a member');
+        // Its answer was lost: what the retry frees is told as this answer would have been.
+        if (err instanceof ReleaseRetried) {
+          return err.retried.then(announce, (again: unknown) =>
+            this.log.warn({ err: again, nickname }, 'could not release a member'),
+          );
+        }
+      }),
     );
   }
 

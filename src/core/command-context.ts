@@ -89,6 +89,8 @@ export interface ChatContext {
   /** See Chat.interested / Chat.uninterested: a local member joining or leaving a room. */
   interested(room: Room): Promise<void>;
   uninterested(key: string): void;
+  /** See Chat.partInDoubt: a PART whose leave in Presence failed. */
+  partInDoubt(session: Session, room: Room): void;
   /** See Chat.awaitPlace and Chat.enterPlaced: a member without history joining on a cluster node. */
   awaitPlace(
     session: Session,

@@ -138,6 +138,26 @@ export class MemberGone extends Error {
   }
 }
 
+/**
+ * A `release` or `expel` whose answer did not come (on a cluster: the connection to Redis
+ * dropped, before or after Redis made the change). The implementation asks again after its
+ * next heartbeat, and `retried` settles with what that step freed, as the first answer would
+ * have: the rooms the member left (handed to one caller only, however many asked meanwhile),
+ * or undefined when the member was not registered any more. It rejects only when the member
+ * is gone otherwise: this node was reaped with it (the reaping node tells its rooms), or
+ * Presence closed (`close` returns it).
+ */
+export class ReleaseRetried extends Error {
+  constructor(
+    id: MemberId,
+    readonly retried: Promise<RoomLeft[] | undefined>,
+    cause: unknown,
+  ) {
+    super(`member ${id} could not be released now: retried after the next heartbeat`, { cause });
+    this.name = 'ReleaseRetried';
+  }
+}
+
 export type JoinResult =
   | { readonly ok: true; readonly count: number }
   | { readonly ok: false; readonly reason: 'full' | 'already-in' };
@@ -201,7 +221,11 @@ export interface Presence {
    * of the member's own key succeeds.
    */
   rename(id: MemberId, nickname: string): Promise<boolean>;
-  /** Frees the nickname and leaves every room; [] for a member not registered. */
+  /**
+   * Frees the nickname and leaves every room; [] for a member not registered. Each
+   * member's rooms are answered once: a later release or expel of it finds nothing. Rejects
+   * with `ReleaseRetried` when the answer was lost (then retried), as `expel` does.
+   */
   release(id: MemberId): Promise<RoomLeft[]>;
   /**
    * `release`, telling a member still registered (its rooms, maybe none) from

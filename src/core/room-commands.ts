@@ -150,11 +150,19 @@ export const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
     const lineage = session.lineage;
     ctx.run(
       session,
-      ctx.cluster.presence.leave(session.presenceId, room.key).then((count) => {
-        if (count !== undefined) {
-          ctx.publish({ type: 'left', room: room.name, nickname, count, origin, lineage });
-        }
-      }),
+      ctx.cluster.presence.leave(session.presenceId, room.key).then(
+        (count) => {
+          if (count !== undefined) {
+            ctx.publish({ type: 'left', room: room.name, nickname, count, origin, lineage });
+          }
+        },
+        (err: unknown) => {
+          // Its answer lost (maybe applied): the session goes (3005), and its release tells
+          // the room, whether or not Presence still had it there.
+          ctx.partInDoubt(session, room);
+          throw err;
+        },
+      ),
     );
     return;
   }

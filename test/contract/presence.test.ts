@@ -4,9 +4,11 @@ import { RedisPresence } from '../../src/cluster/redis-presence.js';
 import { MemoryPresence, PresenceHub } from '../../src/core/memory-presence.js';
 import {
   MAX_MOVES_FOLLOWED,
+  MemberGone,
   MOVED_TTL_MS,
   type Presence,
   PresenceKeeper,
+  ReleaseRetried,
 } from '../../src/core/presence.js';
 import { useRedis, withoutRedis } from '../helpers/redis.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
@@ -134,7 +136,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       return nodes as { -readonly [K in keyof N]: RedisPresence };
     }
 
-    it('keeps its keys under the prefix, and none once its members are gone', async () => {
+    it('keeps its keys under the prefix, and none without an expiry once its members are gone', async () => {
       const prefix = newPrefix();
       const client = new Redis(redis.url, { protocol: 2 });
       cleanup.push(() => client.disconnect());
@@ -148,10 +150,13 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect(await client.dbsize()).toBe(before + keys.length);
       expect(keys.every((k) => k.startsWith(`${prefix}{presence}:`))).toBe(true);
       await a.release('1');
-      // What stays: the node's liveness, the epoch and the join counter.
+      // What stays: the node's liveness, the epoch and the join counter; and the release's
+      // answer, should it be asked again, until it expires.
+      const p = `${prefix}{presence}:`;
       expect((await client.keys(`${prefix}*`)).sort()).toEqual(
-        ['epoch', 'nodes', 'seq'].map((k) => `${prefix}{presence}:${k}`),
+        ['epoch', 'nodes', 'rl:a:1', 'seq'].map((k) => `${p}${k}`),
       );
+      expect(await client.pttl(`${p}rl:a:1`)).toBeGreaterThan(0);
     });
 
     it('keeps at most MAX_MOVES_FOLLOWED move records for a member resumed in a loop, each expiring', async () => {
@@ -177,7 +182,8 @@ describe.skipIf(withoutRedis())('Redis', () => {
       const left = (await client.keys(`${prefix}*`)).filter(
         (k) => !['epoch', 'nodes', 'seq'].some((s) => k === `${prefix}{presence}:${s}`),
       );
-      expect(left.length).toBeLessThanOrEqual(MAX_MOVES_FOLLOWED + 1);
+      // The move records, the member's list of them, and the release's answer.
+      expect(left.length).toBeLessThanOrEqual(MAX_MOVES_FOLLOWED + 2);
       for (const key of left) expect(await client.pttl(key)).toBeGreaterThan(0);
     });
 
@@ -334,6 +340,69 @@ describe.skipIf(withoutRedis())('Redis', () => {
         if (['epoch', 'nodes', 'seq'].some((k) => key === `${p}${k}`)) continue;
         expect(await client.pttl(key), key).toBeGreaterThan(0);
       }
+    });
+
+    /**
+     * Node b through a relay, with bob in two rooms; ann on a. Then `remove` on b, whose
+     * answer is held back once Redis applied it, and the connection dropped: the error.
+     */
+    async function answerLost<T>(
+      remove: (b: RedisPresence) => Promise<T>,
+    ): Promise<{ a: RedisPresence; b: RedisPresence; error: unknown }> {
+      const prefix = newPrefix();
+      const relay = await TcpRelay.start(redis.port);
+      cleanup.push(() => relay.stop());
+      const a = node(prefix, 'a');
+      const b = node(prefix, 'b', `redis://127.0.0.1:${relay.port}`);
+      await a.heartbeat();
+      await b.heartbeat();
+      await b.claim('1', 'bob', addr(1));
+      await b.join('1', 'lobby', 10);
+      await b.join('1', 'side', 10);
+      await a.claim('2', 'ann', addr(2));
+      await a.join('2', 'lobby', 10);
+      relay.holdReplies();
+      const removed = remove(b);
+      await eventually(async () => (await a.find('bob')) === undefined);
+      relay.cut();
+      const error = await removed.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      return { a, b, error };
+    }
+
+    const BOB_LEFT = [
+      { room: 'lobby', count: 1 },
+      { room: 'side', count: 0 },
+    ];
+
+    it('answers a release whose reply was lost after its next heartbeat, as Redis applied it, once', async () => {
+      const { b, error } = await answerLost((b) => b.release('1'));
+      expect(error).toBeInstanceOf(ReleaseRetried);
+      const retried = (error as ReleaseRetried).retried;
+      await once(() => b.heartbeat());
+      expect(await retried).toEqual(BOB_LEFT);
+      expect(await b.release('1')).toEqual([]);
+      expect(await b.expel('1')).toBeUndefined();
+    });
+
+    it('answers an expel whose reply was lost with the rooms, not as a member already gone', async () => {
+      const { b, error } = await answerLost((b) => b.expel('1'));
+      expect(error).toBeInstanceOf(ReleaseRetried);
+      const retried = (error as ReleaseRetried).retried;
+      // The member's own release, asked meanwhile, waits for the retry and finds nothing.
+      const own = b.release('1');
+      await once(() => b.heartbeat());
+      expect(await retried).toEqual(BOB_LEFT);
+      expect(await own).toEqual([]);
+    });
+
+    it('gives up a lost release when the node closes: the close removes what is left', async () => {
+      const { b, error } = await answerLost((b) => b.release('1'));
+      const retried = (error as ReleaseRetried).retried;
+      await b.close();
+      await expect(retried).rejects.toBeInstanceOf(MemberGone);
     });
 
     it('a node cut off from Redis learns it expired, and the others reap it', async () => {

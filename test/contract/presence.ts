@@ -376,6 +376,25 @@ export function presenceContract(target: PresenceTarget): void {
       expect(await b!.find('bob')).toBeDefined();
     });
 
+    it("answers a member's rooms once, whichever of release and expel asks, heartbeats between", async () => {
+      const {
+        nodes: [a],
+      } = await setup(1);
+      await a!.claim('1', 'ann', addr(1));
+      await a!.join('1', 'lobby', 10);
+      expect(await a!.expel('1')).toEqual([{ room: 'lobby', count: 0 }]);
+      expect(await a!.heartbeat()).toEqual({ status: 'ok' });
+      // Its leave after the removal finds nothing: the rooms hear of it once.
+      expect(await a!.release('1')).toEqual([]);
+      expect(await a!.expel('1')).toBeUndefined();
+      await a!.claim('2', 'bob', addr(2));
+      await a!.join('2', 'lobby', 10);
+      expect(await a!.release('2')).toEqual([{ room: 'lobby', count: 0 }]);
+      expect(await a!.heartbeat()).toEqual({ status: 'ok' });
+      expect(await a!.expel('2')).toBeUndefined();
+      expect(await a!.release('2')).toEqual([]);
+    });
+
     it('expels a member only while it is registered, telling so, and its token with it', async () => {
       const { nodes } = await setup(3);
       const [a, b, c] = nodes as [Presence, Presence, Presence];

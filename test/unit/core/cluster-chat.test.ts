@@ -9,7 +9,13 @@ import type { NodeNotice } from '../../../src/core/broker.js';
 import { Chat, type ChatOptions } from '../../../src/core/chat.js';
 import type { Identities } from '../../../src/core/identities.js';
 import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
-import { type Heartbeat, PresenceKeeper } from '../../../src/core/presence.js';
+import {
+  type Heartbeat,
+  PresenceKeeper,
+  ReleaseRetried,
+  type RoomLeft,
+} from '../../../src/core/presence.js';
+import type { Request } from '../../../src/protocol/messages.js';
 import { senderOrigin } from '../../../src/store/common.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
@@ -920,4 +926,107 @@ describe('a takeover on the node of the session it takes', () => {
     expect(back.session.state).toBe('closed');
     expect(identities(a).sizes.origins).toBe(0);
   });
+
+  /**
+   * Presence's `method` of node b fails its first answer (ReleaseRetried, as when the reply
+   * from Redis was lost); the retry frees the member once `retry` is called.
+   */
+  function answerLost(b: Chat, method: 'release' | 'expel'): () => void {
+    const presence = b.cluster!.presence;
+    const real = presence[method].bind(presence);
+    let retry = () => {};
+    vi.spyOn(presence, method).mockImplementationOnce((id) => {
+      const retried = new Promise<RoomLeft[] | undefined>((resolve) => {
+        retry = () => resolve(real(id));
+      });
+      return Promise.reject(new ReleaseRetried(id, retried, new Error('connection lost')));
+    });
+    return () => retry();
+  }
+
+  it('tells the rooms of a member who left once the retry of a release whose answer was lost frees it', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann');
+    const bob = connect(b!, 'bob');
+    await settle();
+    ann.take();
+    const retry = answerLost(b!, 'release');
+    bob.session.ended('lost');
+    await settle();
+    expect(ann.take()).toEqual([]);
+    retry();
+    await settle();
+    expect(ann.take()).toEqual([{ cmd: '30', nickname: 'bob', userCount: 1 }]);
+    const again = connect(a!, 'bob');
+    await settle();
+    expect(again.take()).toMatchObject([{ cmd: '03', userCount: 2 }]);
+  });
+
+  it('removes a member and tells its rooms once the retry of an expel whose answer was lost frees it', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann');
+    const bob = connect(b!, 'bob');
+    await settle();
+    ann.take();
+    const retry = answerLost(b!, 'expel');
+    const kick: NodeNotice = {
+      type: 'remove',
+      member: bob.session.presenceId,
+      action: 'kick',
+      by: 'op',
+      reason: 'enough',
+      seconds: undefined,
+      nickname: 'bob',
+      hops: 0,
+    };
+    a!.cluster!.broker.notify('node1', kick);
+    await settle();
+    expect(bob.session.state).toBe('joined');
+    retry();
+    await settle();
+    expect(bob.closedWith).toBe('kicked');
+    expect(ann.take().filter((m) => m.cmd === '30')).toEqual([
+      { cmd: '30', nickname: 'bob', userCount: 1 },
+    ]);
+  });
+
+  /**
+   * ann on node a and bob on node b, both in the lobby and "side"; bob PARTs "side" and
+   * Presence's leave fails its answer, after applying it when `applied`.
+   */
+  async function partAnswerLost(applied: boolean): Promise<{ ann: FakePeer; bob: FakePeer }> {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const caps = ['errors', 'rooms'];
+    const ann = connect(a!, 'ann', caps);
+    const bob = connect(b!, 'bob', caps);
+    await settle();
+    send(ann, { cmd: '100', room: 'side' } as Request);
+    send(bob, { cmd: '100', room: 'side' } as Request);
+    await settle();
+    ann.take();
+    const presence = b!.cluster!.presence;
+    const real = presence.leave.bind(presence);
+    vi.spyOn(presence, 'leave').mockImplementationOnce(async (id, room) => {
+      if (applied) await real(id, room);
+      throw new Error('the connection to Redis closed before the reply');
+    });
+    send(bob, { cmd: '102', room: 'side' } as Request);
+    await settle();
+    return { ann, bob };
+  }
+
+  for (const applied of [true, false]) {
+    it(`tells a room once that a member left whose PART lost its answer from Presence (${applied ? 'applied' : 'not applied'})`, async () => {
+      const { ann, bob } = await partAnswerLost(applied);
+      expect(bob.closedWith).toBe('internal-error');
+      const left = ann.take().filter((m) => m.cmd === '30');
+      expect(left).toHaveLength(2);
+      expect(left).toContainEqual(
+        expect.objectContaining({ nickname: 'bob', room: 'side', userCount: 1 }),
+      );
+      expect(left).toContainEqual(
+        expect.objectContaining({ nickname: 'bob', room: 'lobby', userCount: 1 }),
+      );
+    });
+  }
 });
