@@ -1,0 +1,148 @@
+/**
+ * A room event (a join, a leave, a rename) is not stored: a node hands it to its own members
+ * and PUBLISHes it on its command connection for the others. When that connection drops
+ * while the PUBLISH is on its way (`CLIENT KILL TYPE normal`, a network blip), Presence has
+ * the change and the other nodes never hear of it; their subscriber connections stayed up,
+ * so no resync comes to mend their members' lists. What those members were shown must still
+ * come to agree with Presence (USERS).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { followMembers, until } from '../helpers/cluster.js';
+import { DroppingRelay } from '../helpers/dropping-relay.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
+import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+
+const skip = withoutRedis();
+const CAPS = ['errors', 'rooms', 'history', 'renames'];
+
+let redis: RedisServer;
+let relay: DroppingRelay;
+const nodes: SpawnedServer[] = [];
+const clients: RawClient[] = [];
+
+beforeAll(async () => {
+  if (skip) return;
+  redis = await startRedis();
+  relay = await DroppingRelay.start(redis.port);
+  // Node 0 reaches Redis through the relay, node 1 directly.
+  for (const url of [relay.url, redis.url]) {
+    nodes.push(await spawnServer(['--redis', url, '--cluster-timeout', '5', '--rate-limit', '0']));
+  }
+}, 60_000);
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await Promise.all(nodes.map((n) => n.stop()));
+  await relay?.close();
+  await redis?.stop();
+}, 60_000);
+
+async function member(node: number, nickname: string): Promise<RawClient> {
+  const c = await RawClient.open(nodes[node]!.port);
+  clients.push(c);
+  c.sendPy({ cmd: '0', nickname, caps: CAPS });
+  await c.expect('03', 10_000);
+  return c;
+}
+
+/** The nicknames USERS lists for the lobby, asked on `client`. */
+async function users(client: RawClient): Promise<string[]> {
+  client.drain();
+  client.sendPy({ cmd: '1' });
+  const reply = (await client.expect('10', 10_000)) as unknown as { users: [string][] };
+  return reply.users.map((u) => u[0]).sort();
+}
+
+describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
+  it('still reaches the other nodes, or their lists are mended', async () => {
+    const watcher = await member(1, 'watcher');
+    const mover = await member(0, 'mover');
+    await watcher.waitFor((m) => m.cmd === '8' && m.nickname === 'mover', 1, 10_000);
+
+    const dropped = relay.arm('"type":"renamed"');
+    mover.sendPy({ cmd: '5', newNickname: 'moved' });
+    await mover.expect('51', 10_000);
+    await dropped;
+    // Presence has the rename.
+    expect(await users(watcher)).toEqual(['moved', 'watcher']);
+
+    // What the watcher was shown, from its first "101": given a few seconds to come right.
+    let shown: string[] = [];
+    await until(
+      'the lobby as shown to agree with Presence',
+      () => {
+        shown = [...followMembers(new Set(), watcher.rawFrames, 'lobby')].sort();
+        return shown.includes('moved') && !shown.includes('mover');
+      },
+      8_000,
+    ).catch(() => {});
+    expect(shown).toEqual(await users(watcher));
+    // The node goes on answering its member.
+    mover.drain();
+    mover.sendPy({ cmd: '4' });
+    await mover.expect('40', 10_000);
+  }, 60_000);
+
+  it('does not answer a whisper "22" (delivered) when it went nowhere', async () => {
+    const target = await member(1, 'target');
+    const sender = await member(0, 'sender');
+    const dropped = relay.arm('"type":"whisper"');
+    sender.sendPy({ cmd: '2', to: 'target', msg: 'psst' });
+    const answer = await sender.waitFor(
+      (m) => m.cmd === '22' || m.cmd === '20' || m.cmd === '90',
+      1,
+      10_000,
+    );
+    await dropped;
+    if (answer.cmd !== '22') return;
+    // Told it was delivered: it must arrive (a few seconds allowed).
+    await target
+      .waitFor((m) => m.cmd === '70' && m.msg === 'psst', 1, 5_000)
+      .catch(() => undefined);
+    expect(target.received.filter((m) => m.cmd === '70').map((m) => m.msg)).toEqual(['psst']);
+  }, 60_000);
+
+  it('closes the connection a resume on another node took the session from', async () => {
+    const old = await member(1, 'ann');
+    const welcome = old.rawFrames.map((f) => JSON.parse(f) as Record<string, unknown>);
+    const token = welcome.find((m) => m.cmd === '03')?.resume as string;
+    const dropped = relay.arm('"type":"evict"');
+    // The same member, from another connection, on node 0: Presence moves it there.
+    const taken = await RawClient.open(nodes[0]!.port);
+    clients.push(taken);
+    taken.sendPy({ cmd: '0', nickname: 'ann', caps: CAPS, resume: token });
+    await dropped;
+    await taken.waitFor((m) => m.cmd === '03' || m.cmd === '90', 1, 10_000);
+    // Node 1 must close the old connection (2007): it is no member any more.
+    await old.expectClose(5_000).catch(() => undefined);
+    if (!old.isClosed) {
+      // Still open, it speaks as "ann" whoever holds that name in Presence now.
+      taken.close();
+      let other: RawClient | undefined;
+      await until(
+        'someone else taking "ann"',
+        async () => {
+          const c = await RawClient.open(nodes[0]!.port);
+          clients.push(c);
+          c.sendPy({ cmd: '0', nickname: 'ann', caps: CAPS });
+          const m = await c.waitFor((x) => ['03', '01', '90'].includes(x.cmd), 1, 5_000);
+          if (m.cmd === '03') other = c;
+          else c.close();
+          return other !== undefined;
+        },
+        10_000,
+      );
+      const listener = await member(0, 'listener');
+      old.sendPy({ cmd: '7', msg: 'not from the new ann' });
+      await listener
+        .waitFor((m) => m.cmd === '70' && m.msg === 'not from the new ann', 1, 3_000)
+        .catch(() => undefined);
+      const heard = listener.received
+        .filter((m) => m.cmd === '70')
+        .map((m) => `${m.from}: ${m.msg}`);
+      expect(heard, 'a chat from a connection that is no member').toEqual([]);
+    }
+    expect(old.isClosed).toBe(true);
+  }, 60_000);
+});
