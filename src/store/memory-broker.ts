@@ -82,7 +82,8 @@ export class MemoryBroker implements Broker {
   }
 
   whisper(node: string, event: WhisperEvent): Promise<void> {
-    if (!this.closed) this.hub.nodes.get(node)?.handler?.whisper(event);
+    if (this.closed) return Promise.reject(new Error('broker is closed'));
+    this.hub.nodes.get(node)?.handler?.whisper(event);
     return Promise.resolve();
   }
 
