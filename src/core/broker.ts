@@ -131,7 +131,8 @@ export interface BrokerHandler {
  *   room's chats, on every node subscribed when they were published. Those published
  *   while a node's subscription was down are not recovered; `resync` says when that may
  *   have happened. A node whose PUBLISH of one failed (its reply lost: it may or may not
- *   have been delivered) tells the room's other nodes to `resync` once it can. The publishing node gets its own events back at once, synchronously.
+ *   have been delivered) tells the room's other nodes to `resync` once it can. The
+ *   publishing node gets its own events back at once, synchronously.
  * - A chat the publishing node hands to `publish` is handed back at once when it is the
  *   room's next id on this node, so the sender's own node adds no Redis hop; otherwise it
  *   waits for its place.
