@@ -7,6 +7,7 @@ import type {
   JoinedEvent,
   LostReason,
   NodeNotice,
+  ResyncCause,
   RoomEvent,
   RoomRef,
   WhisperEvent,
@@ -58,11 +59,37 @@ export type BrokerHistory = Pick<HistoryStore, 'room' | 'read'> & {
   keep?(rooms: readonly string[]): Promise<void>;
 };
 
+/**
+ * On a room's channel: read the room's members again (BrokerHandler.resync, 'publish'). Sent
+ * by a node whose PUBLISH of one of the room's events failed, once its command connection
+ * takes commands again. A node of an older version hands it to its core as an event of a
+ * type it does not know, which shows nobody anything.
+ */
+interface ResyncControl {
+  readonly type: 'resync';
+}
+
 /** What other nodes publish with PUBLISH (chats come from the append script instead). */
 interface Envelope {
   /** The publishing node: a node ignores its own events, which it delivered at once. */
   readonly o: string;
-  readonly e: RoomEvent | WhisperEvent | NodeNotice;
+  readonly e: RoomEvent | WhisperEvent | NodeNotice | ResyncControl;
+}
+
+/**
+ * The events other than chats a room's channel carries, handed over as they come; any other
+ * type (a newer node's) is dropped. Chats come only from the append script, in id order.
+ */
+const ROOM_EVENT_TYPES: Readonly<Record<Exclude<RoomEvent['type'], 'chat'>, true>> = {
+  joined: true,
+  left: true,
+  renamed: true,
+  moderated: true,
+  gap: true,
+};
+
+function isRoomEvent(e: Envelope['e']): e is Exclude<RoomEvent, ChatMessage> {
+  return Object.hasOwn(ROOM_EVENT_TYPES, e.type);
 }
 
 function isNotice(e: Envelope['e']): e is NodeNotice {
@@ -105,6 +132,8 @@ interface RoomState {
   overflowed: boolean;
   /** Events other than chats may have been missed: `resync` is due once back in step. */
   resync: boolean;
+  /** Another node asked for a read of the members (ResyncControl), due once back in step. */
+  reread: boolean;
   /** The subscriber connection generation the room's SUBSCRIBE was confirmed on. */
   subscribedOn: number;
   syncing: boolean;
@@ -124,6 +153,11 @@ const DEFAULT_MAX_HELD = 10_000;
 /** Catch-up rounds one sync makes before it waits (a room whose epoch keeps changing). */
 const MAX_ROUNDS = 5;
 const RETRY_MS = [50, 100, 250, 500, 1_000, 2_000, 5_000];
+/**
+ * Rooms remembered whose event's PUBLISH failed until each is told to resync: past it the
+ * longest waiting are given up (logged). A room, not an event: one resync mends them all.
+ */
+const MAX_UNSENT_ROOMS = 10_000;
 /** How long close() waits for Redis to answer QUIT before it just disconnects. */
 const QUIT_MS = 1_000;
 
@@ -236,6 +270,15 @@ export class RedisBroker implements Broker {
   private readonly started: Promise<void>;
   private readonly keeper: NodeJS.Timeout | undefined;
   private keeping = false;
+  /**
+   * Rooms whose event's PUBLISH failed (it may or may not have reached Redis), oldest first,
+   * each with the number of the last such failure: their channels are told to resync.
+   */
+  private readonly unsent = new Map<string, number>();
+  private unsentCount = 0;
+  private mending = false;
+  private mendRetry: NodeJS.Timeout | undefined;
+  private mendFailures = 0;
 
   constructor(options: RedisBrokerOptions) {
     this.node = options.node ?? randomUUID();
@@ -322,19 +365,75 @@ export class RedisBroker implements Broker {
     const envelope: Envelope = { o: this.node, e: event };
     this.pub
       .publish(roomChannel(this.prefix, key), JSON.stringify(envelope))
-      .catch((error: unknown) => this.onError(asError(error)));
+      .catch((error: unknown) => this.unsentTo(key, error));
   }
 
-  whisper(node: string, event: WhisperEvent): void {
-    if (this.closed) return;
+  whisper(node: string, event: WhisperEvent): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('broker is closed'));
     if (node === this.node) {
       this.handWhisper(event);
-      return;
+      return Promise.resolve();
     }
     const envelope: Envelope = { o: this.node, e: event };
-    this.pub
+    return this.pub
       .publish(nodeChannel(this.prefix, node), JSON.stringify(envelope))
-      .catch((error: unknown) => this.onError(asError(error)));
+      .then(() => {});
+  }
+
+  // ---- events whose PUBLISH failed ----
+
+  /**
+   * A PUBLISH of the room's event failed: its reply was lost, so the other nodes may or may
+   * not have it. Sending it again could show it twice; instead the room's nodes are told to
+   * read its members again (ResyncControl), which shows what they missed, once.
+   */
+  private unsentTo(key: string, error: unknown): void {
+    this.onError(asError(error));
+    if (this.closed) return;
+    this.unsent.delete(key);
+    this.unsent.set(key, ++this.unsentCount);
+    if (this.unsent.size > MAX_UNSENT_ROOMS) {
+      const oldest = this.unsent.keys().next().value!;
+      this.unsent.delete(oldest);
+      this.onError(new Error(`room ${oldest}: too many rooms to resync; not told to`));
+    }
+    this.mend();
+  }
+
+  /**
+   * Tells the channel of each room in `unsent` to resync. Sent on the command connection,
+   * so these wait for it to be back (ioredis queues them meanwhile); retried while they fail.
+   */
+  private mend(): void {
+    if (this.mending || this.mendRetry !== undefined || this.closed || this.unsent.size === 0) {
+      return;
+    }
+    this.mending = true;
+    const control: Envelope = { o: this.node, e: { type: 'resync' } };
+    const payload = JSON.stringify(control);
+    const sent = [...this.unsent].map(([key, count]) =>
+      this.pub.publish(roomChannel(this.prefix, key), payload).then(() => {
+        // Not if it failed again meanwhile: that failure may be after this control.
+        if (this.unsent.get(key) === count) this.unsent.delete(key);
+      }),
+    );
+    void Promise.allSettled(sent).then((results) => {
+      this.mending = false;
+      if (this.closed) return;
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed === undefined) {
+        this.mendFailures = 0;
+        this.mend();
+        return;
+      }
+      this.onError(asError(failed.reason));
+      const delay = RETRY_MS[Math.min(this.mendFailures++, RETRY_MS.length - 1)]!;
+      this.mendRetry = setTimeout(() => {
+        this.mendRetry = undefined;
+        this.mend();
+      }, delay);
+      this.mendRetry.unref();
+    });
   }
 
   notify(node: string | undefined, notice: NodeNotice): void {
@@ -375,6 +474,7 @@ export class RedisBroker implements Broker {
       held: [],
       overflowed: false,
       resync: false,
+      reread: false,
       subscribedOn: -1,
       syncing: false,
       again: false,
@@ -410,6 +510,8 @@ export class RedisBroker implements Broker {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.keeper);
+    clearTimeout(this.mendRetry);
+    this.unsent.clear();
     for (const state of [...this.rooms.values()]) {
       this.forget(state);
       state.rejectReady(new Error('broker is closed'));
@@ -456,7 +558,12 @@ export class RedisBroker implements Broker {
       const envelope = this.parseEnvelope(bytes.toString());
       if (envelope === undefined) return;
       const event = envelope.e;
-      if (event.type === 'whisper' || isNotice(event)) return;
+      if (event.type === 'resync') {
+        if (envelope.o !== this.node) this.rereadAsked(state);
+        return;
+      }
+      // Whispers and notices have channels of their own; an unknown type is a newer node's.
+      if (!isRoomEvent(event)) return;
       if (envelope.o === this.node) {
         // Handed over already when published; a join is placed among the chats now.
         if (event.type === 'joined') this.placeJoin(state, event);
@@ -505,6 +612,21 @@ export class RedisBroker implements Broker {
       return true;
     }
     return false;
+  }
+
+  /**
+   * Another node could not tell whether an event of the room reached this one: the members
+   * are read again once the room is in step. Not before its first catch-up: the first read
+   * of the members comes after it.
+   */
+  private rereadAsked(state: RoomState): void {
+    if (!state.everInStep) return;
+    if (!state.inStep) {
+      state.reread = true;
+      return;
+    }
+    const handler = this.handler;
+    if (handler?.resync !== undefined) this.tell(() => handler.resync!(state.key, 'publish'));
   }
 
   /** Chats up to `id` of `epoch` came on the room's channel (see RoomState.seenId). */
@@ -739,9 +861,15 @@ export class RedisBroker implements Broker {
         state.resolveReady();
         // Only now: whatever is published after the handler reads the membership arrives.
         const handler = this.handler;
-        if (state.resync && handler?.resync !== undefined) {
-          state.resync = false;
-          this.tell(() => handler.resync!(state.key));
+        const cause: ResyncCause | undefined = state.resync
+          ? 'subscription'
+          : state.reread
+            ? 'publish'
+            : undefined;
+        state.resync = false;
+        state.reread = false;
+        if (cause !== undefined && handler?.resync !== undefined) {
+          this.tell(() => handler.resync!(state.key, cause));
         }
         return;
       }

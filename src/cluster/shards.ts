@@ -250,8 +250,8 @@ export class ShardedBroker implements Broker {
     this.of(key).publish(key, event, epoch);
   }
 
-  whisper(node: string, event: WhisperEvent): void {
-    this.brokers[0]!.whisper(node, event);
+  whisper(node: string, event: WhisperEvent): Promise<void> {
+    return this.brokers[0]!.whisper(node, event);
   }
 
   notify(node: string | undefined, notice: NodeNotice): void {

@@ -76,6 +76,9 @@ export type LostReason =
   /** Retention deleted messages before this node could fetch them. */
   | 'trimmed';
 
+/** Why a room's membership is to be read again (BrokerHandler.resync). */
+export type ResyncCause = 'subscription' | 'publish';
+
 /** What a broker hands back. Calls are synchronous and never overlap. */
 export interface BrokerHandler {
   /** An event of a room this node subscribes to, under this node's name for it. */
@@ -96,12 +99,15 @@ export interface BrokerHandler {
    */
   placed?(key: string, event: JoinedEvent, after: ChatPlace): void;
   /**
-   * The subscription was re-established: events other than chats published meanwhile
-   * (joins, leaves, renames) are gone, so membership shown for the room should be read
-   * again from where it is kept (Presence). Called once the room is back in step, so
-   * every event published after a read started here is handed over.
+   * Events other than chats (joins, leaves, renames) may have been missed, so membership
+   * shown for the room should be read again from where it is kept (Presence). Called once
+   * the room is back in step, so every event published after a read started here is
+   * handed over. `missed` says why: 'subscription', this node's subscription was
+   * re-established (its own joins published meanwhile never come back either); 'publish',
+   * a node could not tell whether one of its PUBLISHes reached Redis (this node's
+   * subscription stayed up).
    */
-  resync?(key: string): void;
+  resync?(key: string, missed: ResyncCause): void;
 }
 
 /**
@@ -124,7 +130,9 @@ export interface BrokerHandler {
  *   they are handed over at most once, in the order they were published relative to the
  *   room's chats, on every node subscribed when they were published. Those published
  *   while a node's subscription was down are not recovered; `resync` says when that may
- *   have happened. The publishing node gets its own events back at once, synchronously.
+ *   have happened. A node whose PUBLISH of one failed (its reply lost: it may or may not
+ *   have been delivered) tells the room's other nodes to `resync` once it can. The
+ *   publishing node gets its own events back at once, synchronously.
  * - A chat the publishing node hands to `publish` is handed back at once when it is the
  *   room's next id on this node, so the sender's own node adds no Redis hop; otherwise it
  *   waits for its place.
@@ -143,8 +151,13 @@ export interface Broker {
    * carry the id its history store gave it, and `epoch` the epoch its append gave it in.
    */
   publish(key: string, event: RoomEvent, epoch?: string): void;
-  /** A whisper to a member on `node` (this node included). */
-  whisper(node: string, event: WhisperEvent): void;
+  /**
+   * A whisper to a member on `node` (this node included: handed over at once). Resolves
+   * once it is sent (for another node: Redis took it, which does not say that node is
+   * still there); rejects when that is not known (the connection dropped first), and then
+   * it may or may not arrive.
+   */
+  whisper(node: string, event: WhisperEvent): Promise<void>;
   /**
    * A notice to `node` (this node included: handed over at once), or with
    * `undefined` to every other node. At most once, like whispers.

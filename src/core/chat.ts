@@ -11,6 +11,7 @@ import type {
   ChatPlace,
   LostReason,
   NodeNotice,
+  ResyncCause,
   RoomEvent,
   WhisperEvent,
 } from './broker.js';
@@ -300,7 +301,7 @@ export class Chat implements ChatContext, SessionHost {
       whisper: (event) => this.whispered(event),
       notice: (notice) => this.noticed(notice),
       lost: (key, reason, epoch) => this.gap(key, reason, epoch),
-      resync: (key) => this.resynced(key),
+      resync: (key, missed) => this.resynced(key, missed),
       placed: (key, event, after) => this.placing.placed(key, event, after),
     });
     this.replays = new Replays(this.history, options.historyOnJoin ?? 50);
@@ -504,10 +505,13 @@ export class Chat implements ChatContext, SessionHost {
     }
   }
 
-  /** The broker is back in step with a room: show its members what changed meanwhile. */
-  private resynced(key: string): void {
+  /**
+   * Events of a room may have been missed (the subscription was down, or another node's
+   * PUBLISH failed): show its members what changed meanwhile.
+   */
+  private resynced(key: string, missed: ResyncCause): void {
     // A join published while the subscription was down does not come back.
-    this.placing.giveUp(key);
+    if (missed === 'subscription') this.placing.giveUp(key);
     const delay = this.cluster?.resyncDelayMs ?? 0;
     if (delay <= 0) {
       this.reread(key, true);
@@ -735,9 +739,12 @@ export class Chat implements ChatContext, SessionHost {
     this.find(event.to)?.deliver(new Delivery(event));
   }
 
-  /** A whisper to a member of another node (Presence said which). */
-  whisperTo(node: string, event: WhisperEvent): void {
-    this.cluster?.broker.whisper(node, event);
+  /**
+   * A whisper to a member of another node (Presence said which): resolves once sent, rejects
+   * when it is not known to have been.
+   */
+  whisperTo(node: string, event: WhisperEvent): Promise<void> {
+    return this.cluster?.broker.whisper(node, event) ?? Promise.resolve();
   }
 
   /**

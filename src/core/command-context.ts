@@ -100,7 +100,7 @@ export interface ChatContext {
   enterPlaced(session: Session, room: Room, after: ChatPlace | undefined): void;
   /** Frees in Presence what a session claimed but never used (refused, or gone meanwhile). */
   forget(session: Session): void;
-  whisperTo(node: string, event: WhisperEvent): void;
+  whisperTo(node: string, event: WhisperEvent): Promise<void>;
 }
 
 export type RequestOf<C extends RequestCode> = Extract<Request, { cmd: C }>;

@@ -364,8 +364,9 @@ async function whisperInCluster(
   to: string,
   msg: string,
 ): Promise<void> {
+  const gone = () => session.state === 'closed';
   const target = await presence.find(to);
-  if (session.state === 'closed') return;
+  if (gone()) return;
   if (target === undefined || target.node === ctx.cluster?.presence.node) {
     session.reply({ type: 'whisper-refused', reason: 'no-such-user' });
     return;
@@ -375,13 +376,16 @@ async function whisperInCluster(
     ctx.disconnect(session, 'banned-words');
     return;
   }
-  ctx.whisperTo(target.node, {
+  // "22" only once Redis took it; if that is not known, the request fails (3005, as any
+  // request Redis fails): the whisper may or may not arrive.
+  await ctx.whisperTo(target.node, {
     type: 'whisper',
     at: ctx.now(),
     from: session.nickname,
     to: target.nickname,
     msg,
   });
+  if (gone()) return;
   session.reply({ type: 'whispered' });
 }
 

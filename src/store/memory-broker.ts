@@ -81,9 +81,10 @@ export class MemoryBroker implements Broker {
     }
   }
 
-  whisper(node: string, event: WhisperEvent): void {
-    if (this.closed) return;
+  whisper(node: string, event: WhisperEvent): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('broker is closed'));
     this.hub.nodes.get(node)?.handler?.whisper(event);
+    return Promise.resolve();
   }
 
   notify(node: string | undefined, notice: NodeNotice): void {
@@ -149,7 +150,7 @@ export class MemoryBroker implements Broker {
     this.missed = undefined;
     for (const [key, subscription] of [...this.subscriptions]) {
       for (const event of missed.get(key) ?? []) this.deliver(key, subscription.name, event, true);
-      this.handler?.resync?.(key);
+      this.handler?.resync?.(key, 'subscription');
     }
   }
 

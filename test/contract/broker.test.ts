@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { RedisBroker } from '../../src/cluster/redis-broker.js';
 import { ShardedBroker, ShardedHistoryStore, shardOf } from '../../src/cluster/shards.js';
+import type { RoomEvent } from '../../src/core/broker.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { commandClient } from '../../src/store/redis-client.js';
@@ -13,6 +14,7 @@ import {
   roomChannel,
   roomTag,
 } from '../../src/store/redis-history.js';
+import { DroppingRelay } from '../helpers/dropping-relay.js';
 import { type RedisServer, startRedis, useRedis, withoutRedis } from '../helpers/redis.js';
 import {
   type BrokerCluster,
@@ -23,6 +25,7 @@ import {
   Recorder,
   say,
   useCluster,
+  whisperTo,
 } from './broker.js';
 
 const retention = { maxMessages: 10_000, maxAgeMs: 0 };
@@ -219,8 +222,8 @@ describe.skipIf(withoutRedis())('Redis', () => {
       try {
         // What a handler does on resync, reading membership again, must not miss what follows.
         const resync = a.got.resync.bind(a.got);
-        a.got.resync = (key) => {
-          resync(key);
+        a.got.resync = (key, missed) => {
+          resync(key, missed);
           void admin.publish(
             roomChannel(prefix, room.key),
             JSON.stringify({ o: b.broker.node, e: joined(room, 'late') }),
@@ -228,6 +231,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
         };
         expect(Number(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'))).toBe(2);
         await eventually(() => expect(a.got.resyncs).toEqual(['again']));
+        expect(a.got.resyncCauses).toEqual(['subscription']);
         await eventually(() => expect(a.got.of('again')).toEqual([joined(room, 'late')]));
       } finally {
         admin.disconnect();
@@ -443,6 +447,105 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await broker.close();
         await history.close();
         shared.disconnect();
+      }
+    });
+
+    /** A node whose connections to Redis go through `relay`, which can lose one write. */
+    async function relayedNode(relay: DroppingRelay) {
+      const history = new RedisHistoryStore({
+        retention,
+        pruneIntervalMs: 0,
+        redis: relay.url,
+        prefix,
+        publish: true,
+      });
+      const broker = new RedisBroker({ redis: relay.url, prefix, history, onError: () => {} });
+      const got = new Recorder();
+      broker.onEvent(got);
+      await broker.start();
+      return {
+        broker,
+        got,
+        async close() {
+          await broker.close();
+          await history.close();
+        },
+      };
+    }
+
+    it('has the room’s other nodes resync when the PUBLISH of an event was lost, and goes on', async () => {
+      const c = await cluster();
+      const b = await c.node();
+      const room = { key: 'unsent', name: 'unsent' };
+      await b.broker.subscribe(room);
+      const relay = await DroppingRelay.start(redis.port);
+      const a = await relayedNode(relay);
+      try {
+        await a.broker.subscribe(room);
+        const renamed: RoomEvent = { type: 'renamed', room: 'unsent', from: 'ann', to: 'anna' };
+        const dropped = relay.arm('"type":"renamed"');
+        a.broker.publish(room.key, renamed);
+        await dropped;
+        // Its own node had it at once; the other never will, and reads the members instead.
+        expect(a.got.of('unsent')).toEqual([renamed]);
+        await eventually(() => expect(b.got.resyncCauses).toEqual(['publish']));
+        expect(b.got.resyncs).toEqual(['unsent']);
+        expect(b.got.of('unsent')).toEqual([]);
+        // The publishing node is not told (it had the event), and events flow on.
+        a.broker.publish(room.key, joined(room, 'carl'));
+        await eventually(() => expect(b.got.of('unsent')).toEqual([joined(room, 'carl')]));
+        expect(a.got.resyncs).toEqual([]);
+        expect(b.got.resyncs).toEqual(['unsent']);
+      } finally {
+        await a.close();
+        await relay.close();
+      }
+    });
+
+    it('rejects a whisper whose PUBLISH was lost, and sends the next', async () => {
+      const c = await cluster();
+      const b = await c.node();
+      const relay = await DroppingRelay.start(redis.port);
+      const a = await relayedNode(relay);
+      try {
+        const dropped = relay.arm('"type":"whisper"');
+        const lost = a.broker.whisper(b.broker.node, whisperTo('bob', 'lost'));
+        await dropped;
+        await expect(lost).rejects.toThrow();
+        await a.broker.whisper(b.broker.node, whisperTo('bob', 'next'));
+        await eventually(() => expect(b.got.whispers).toEqual([whisperTo('bob', 'next')]));
+      } finally {
+        await a.close();
+        await relay.close();
+      }
+    });
+
+    it('hands over no event of a type it does not know, and resyncs on another node’s request', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const room = { key: 'types', name: 'types' };
+      await a.broker.subscribe(room);
+      const admin = new Redis(redis.url, { protocol: 2 });
+      const channel = roomChannel(prefix, room.key);
+      const from = (e: unknown) => JSON.stringify({ o: b.broker.node, e });
+      try {
+        // A newer node's event, and events that travel on other channels.
+        await admin.publish(channel, from({ type: 'future', room: 'types', nickname: 'x' }));
+        await admin.publish(channel, from({ type: 'chat', room: 'types', id: 1, from: 'x' }));
+        await admin.publish(channel, from(whisperTo('ann', 'wrong channel')));
+        await admin.publish(channel, from({ type: 'resync' }));
+        await admin.publish(channel, from(joined(room, 'end')));
+        await eventually(() => expect(a.got.of('types')).toEqual([joined(room, 'end')]));
+        expect(a.got.resyncs).toEqual(['types']);
+        expect(a.got.resyncCauses).toEqual(['publish']);
+        expect(a.got.whispers).toEqual([]);
+        // Its own request is not for itself: it had its events.
+        await admin.publish(channel, JSON.stringify({ o: a.broker.node, e: { type: 'resync' } }));
+        await admin.publish(channel, from(joined(room, 'last')));
+        await eventually(() => expect(a.got.of('types')).toHaveLength(2));
+        expect(a.got.resyncs).toEqual(['types']);
+      } finally {
+        admin.disconnect();
       }
     });
 

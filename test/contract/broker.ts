@@ -10,6 +10,7 @@ import type {
   JoinedEvent,
   LostReason,
   NodeNotice,
+  ResyncCause,
   RoomEvent,
   RoomRef,
   WhisperEvent,
@@ -40,6 +41,8 @@ export class Recorder implements BrokerHandler {
   readonly whispers: WhisperEvent[] = [];
   readonly lostRooms: { key: string; reason: LostReason; epoch: string }[] = [];
   readonly resyncs: string[] = [];
+  /** Why each of `resyncs` came. */
+  readonly resyncCauses: ResyncCause[] = [];
   readonly notices: NodeNotice[] = [];
   readonly placements: { key: string; nickname: string; after: ChatPlace }[] = [];
 
@@ -52,8 +55,9 @@ export class Recorder implements BrokerHandler {
   lost(key: string, reason: LostReason, epoch: string): void {
     this.lostRooms.push({ key, reason, epoch });
   }
-  resync(key: string): void {
+  resync(key: string, missed: ResyncCause): void {
     this.resyncs.push(key);
+    this.resyncCauses.push(missed);
   }
   notice(notice: NodeNotice): void {
     this.notices.push(notice);
@@ -308,6 +312,20 @@ export function brokerContract(target: BrokerTarget): void {
       expect(a.got.whispers).toHaveLength(1);
       expect([a, b, other].flatMap((n) => n.got.events)).toEqual([]);
       expect(new Set([a, b, other].map((n) => n.broker.node)).size).toBe(3);
+    });
+
+    it('resolves a whisper once it is sent, and rejects one a closed broker cannot send', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      await expect(a.broker.whisper(b.broker.node, whisperTo('bob', 'sent'))).resolves.toBe(
+        undefined,
+      );
+      await expect(a.broker.whisper(a.broker.node, whisperTo('ann', 'own'))).resolves.toBe(
+        undefined,
+      );
+      await eventually(() => expect(b.got.whispers).toEqual([whisperTo('bob', 'sent')]));
+      await a.broker.close();
+      await expect(a.broker.whisper(b.broker.node, whisperTo('bob', 'late'))).rejects.toThrow();
     });
 
     it('takes a notice to the node it names, or to every other node', async () => {

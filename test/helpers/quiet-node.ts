@@ -35,7 +35,10 @@ export function quietBroker(): { broker: Broker; handler: () => BrokerHandler } 
       handler?.room(key, event);
       if (event.type === 'joined') handler?.placed?.(key, event, { epoch: '', id: 0 });
     },
-    whisper: (_node, event) => handler?.whisper(event),
+    whisper: (_node, event) => {
+      handler?.whisper(event);
+      return Promise.resolve();
+    },
     notify: () => {},
     subscribe: () => Promise.resolve(),
     unsubscribe: () => Promise.resolve(),

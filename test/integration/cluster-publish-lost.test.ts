@@ -38,10 +38,10 @@ afterAll(async () => {
   await redis?.stop();
 }, 60_000);
 
-async function member(node: number, nickname: string): Promise<RawClient> {
+async function member(node: number, nickname: string, caps = CAPS): Promise<RawClient> {
   const c = await RawClient.open(nodes[node]!.port);
   clients.push(c);
-  c.sendPy({ cmd: '0', nickname, caps: CAPS });
+  c.sendPy({ cmd: '0', nickname, caps });
   await c.expect('03', 10_000);
   return c;
 }
@@ -52,6 +52,23 @@ async function users(client: RawClient): Promise<string[]> {
   client.sendPy({ cmd: '1' });
   const reply = (await client.expect('10', 10_000)) as unknown as { users: [string][] };
   return reply.users.map((u) => u[0]).sort();
+}
+
+/**
+ * What `watcher` was shown of the lobby's members, from its first "101", once it agrees with
+ * Presence or a few seconds have passed; and what Presence has (USERS).
+ */
+async function shownAndListed(watcher: RawClient, agrees: (shown: string[]) => boolean) {
+  let shown: string[] = [];
+  await until(
+    'the lobby as shown to agree with Presence',
+    () => {
+      shown = [...followMembers(new Set(), watcher.rawFrames, 'lobby')].sort();
+      return agrees(shown);
+    },
+    8_000,
+  ).catch(() => {});
+  return { shown, listed: await users(watcher) };
 }
 
 describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
@@ -101,6 +118,47 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
       .waitFor((m) => m.cmd === '70' && m.msg === 'psst', 1, 5_000)
       .catch(() => undefined);
     expect(target.received.filter((m) => m.cmd === '70').map((m) => m.msg)).toEqual(['psst']);
+  }, 60_000);
+
+  it('a whisper whose PUBLISH was lost ends the sender’s connection (3005), its next request unanswered', async () => {
+    await member(1, 'hearer');
+    const sender = await member(0, 'teller');
+    const dropped = relay.arm('"type":"whisper"');
+    sender.drain();
+    sender.sendPy({ cmd: '2', to: 'hearer', msg: 'lost' });
+    sender.sendPy({ cmd: '4' });
+    await dropped;
+    await sender.expectClose(15_000);
+    // Answered as a request Redis failed: transient, the client reconnects (and resumes).
+    const answers = sender.received.filter((m) => ['22', '40', '90'].includes(m.cmd));
+    expect(answers).toHaveLength(1);
+    expect(answers[0]).toMatchObject({ cmd: '90', code: 3005 });
+  }, 60_000);
+
+  it('a join: the other nodes show the member', async () => {
+    const watcher = await member(1, 'seer');
+    const dropped = relay.arm('"type":"joined"');
+    // Without "history": no read of it goes out with the PUBLISH, to fail with it (3005).
+    const joiner = await member(0, 'joiner', ['errors', 'rooms', 'renames']);
+    await dropped;
+    const { shown, listed } = await shownAndListed(watcher, (s) => s.includes('joiner'));
+    expect(listed).toContain('joiner');
+    expect(shown).toEqual(listed);
+    joiner.drain();
+    joiner.sendPy({ cmd: '4' });
+    await joiner.expect('40', 10_000);
+  }, 60_000);
+
+  it('a leave: the other nodes show the member gone', async () => {
+    const watcher = await member(1, 'viewer');
+    const leaver = await member(0, 'leaver');
+    await watcher.waitFor((m) => m.cmd === '8' && m.nickname === 'leaver', 1, 10_000);
+    const dropped = relay.arm('"type":"left"');
+    leaver.sendPy({ cmd: '3' });
+    await dropped;
+    const { shown, listed } = await shownAndListed(watcher, (s) => !s.includes('leaver'));
+    expect(listed).not.toContain('leaver');
+    expect(shown).toEqual(listed);
   }, 60_000);
 
   it('closes the connection a resume on another node took the session from', async () => {

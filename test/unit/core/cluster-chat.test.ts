@@ -5,7 +5,7 @@
  */
 import { describe, expect, it, vi } from 'vitest';
 import { parseMask } from '../../../src/core/bans.js';
-import type { NodeNotice } from '../../../src/core/broker.js';
+import type { BrokerHandler, NodeNotice } from '../../../src/core/broker.js';
 import { Chat, type ChatOptions } from '../../../src/core/chat.js';
 import type { Identities } from '../../../src/core/identities.js';
 import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
@@ -67,11 +67,25 @@ async function annOnOneNode(): Promise<{ a: Chat; caps: string[]; ann: FakePeer;
 }
 
 /** Two nodes whose brokers a test can interrupt and reconnect (a lost subscription). */
-function interruptibleNodes(): { brokers: MemoryBroker[]; a: Chat; b: Chat } {
+function interruptibleNodes(): {
+  brokers: MemoryBroker[];
+  a: Chat;
+  b: Chat;
+  /** What each node's Chat handed its broker to be told events by. */
+  handlers: BrokerHandler[];
+} {
   const hub = new MemoryBrokerHub();
   const presenceHub = new PresenceHub();
   const history = new MemoryHistoryStore({ retention: { maxMessages: 10, maxAgeMs: 0 } });
   const brokers = ['n0', 'n1'].map((node) => new MemoryBroker({ hub, node }));
+  const handlers: BrokerHandler[] = [];
+  for (const [i, broker] of brokers.entries()) {
+    const onEvent = broker.onEvent.bind(broker);
+    broker.onEvent = (handler) => {
+      handlers[i] = handler;
+      onEvent(handler);
+    };
+  }
   const [a, b] = brokers.map(
     (broker, i) =>
       new Chat({
@@ -83,7 +97,7 @@ function interruptibleNodes(): { brokers: MemoryBroker[]; a: Chat; b: Chat } {
         },
       }),
   );
-  return { brokers, a: a!, b: b! };
+  return { brokers, a: a!, b: b!, handlers };
 }
 
 /** With node a's subscription down (`broker`), `sam` says "hello", then becomes "samuel". */
@@ -492,6 +506,24 @@ describe('a chat of several nodes', () => {
         .map((m) => m.msg);
     expect(chats(wit)).toEqual(['before', 'after']);
     expect(chats(newcomer)).toEqual(['after']);
+  });
+
+  it('keeps a joiner waiting for its place through a resync another node’s lost PUBLISH asked for', async () => {
+    const { brokers, a, b, handlers } = interruptibleNodes();
+    const sam = connect(b, 'sam', EXT);
+    await settle();
+    brokers[0]!.interrupt();
+    send(sam, { cmd: '7', msg: 'before' });
+    await settle();
+    const newcomer = connect(a, 'newcomer');
+    await settle();
+    // Node a's subscription did not drop for this: its own join still comes back in its place.
+    handlers[0]!.resync?.(a.lobby.key, 'publish');
+    await settle();
+    expect(newcomer.take()).toEqual([]);
+    brokers[0]!.reconnect();
+    await settle();
+    expect(newcomer.take()).toEqual([expect.objectContaining({ cmd: '03', userCount: 2 })]);
   });
 
   it('answers a join at the latest after a few seconds when its place does not come back', async () => {
