@@ -405,6 +405,42 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await expect(retried).rejects.toBeInstanceOf(MemberGone);
     });
 
+    it('answers a lost release as nothing left when an earlier expel, answered, freed the member', async () => {
+      const prefix = newPrefix();
+      const relay = await TcpRelay.start(redis.port);
+      cleanup.push(() => relay.stop());
+      const a = node(prefix, 'a');
+      const b = node(prefix, 'b', `redis://127.0.0.1:${relay.port}`);
+      await a.heartbeat();
+      await b.heartbeat();
+      await b.claim('1', 'bob', addr(1));
+      await b.join('1', 'lobby', 10);
+      await b.join('1', 'side', 10);
+      // A KICK's removal, answered: its rooms hear of it from there.
+      const kicked = [
+        { room: 'lobby', count: 0 },
+        { room: 'side', count: 0 },
+      ];
+      expect(await b.expel('1')).toEqual(kicked);
+      // Then the member's own release (its connection closing) loses its reply. A claim sent
+      // after it on the same connection shows when Redis has run it.
+      relay.holdReplies();
+      const released = b.release('1');
+      const after = b.claim('2', 'cy', addr(2)).catch(() => false);
+      await eventually(async () => (await a.find('cy')) !== undefined);
+      relay.cut();
+      const error = await released.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      await after;
+      expect(error).toBeInstanceOf(ReleaseRetried);
+      const retried = (error as ReleaseRetried).retried;
+      await once(() => b.heartbeat());
+      // The expel's rooms were told once already: told again, every room sees bob leave twice.
+      expect((await retried) ?? []).toEqual([]);
+    });
+
     it('a node cut off from Redis learns it expired, and the others reap it', async () => {
       const prefix = newPrefix();
       const relay = await TcpRelay.start(redis.port);
