@@ -66,9 +66,9 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //                Redis never sees); the member's hash keeps it as 'tok', and goes with it
 //   bans         hash mask key -> JSON [seq, mask, by, reason, expires]; seq orders them
 //   mv:<ref>     ref: where a resume moved the member, for MOVED_TTL_MS (successor)
-//   rl:<ref>     JSON {tag, count, ...}: the rooms a release freed the member from, for twice
-//                the node timeout, so that a release asked again after its answer was lost
-//                answers as the first did (RELEASE_LUA); read once
+//   rl:<ref>     '<attempt> ' .. JSON {tag, count, ...}: the rooms a release freed the member
+//                from, for twice the node timeout, so that that release asked again after its
+//                answer was lost answers as it did (RELEASE_LUA); read once, by it only
 //   mh:<lin>     list of refs: the mv records of the member <lin>, oldest first, at most
 //                MAX_MOVES_FOLLOWED; expires with the newest of them
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
@@ -158,22 +158,24 @@ return 1
 `;
 
 /**
- * ARGV: P, node, id, ms the answer is kept, retry (1 or 0). {tag, count, ...} of the rooms
- * left, or -1 for a member not registered. A retry (its first answer lost) that finds the
- * member gone answers what the first freed, if it was the first that freed it, once.
+ * ARGV: P, node, id, ms the answer is kept, the attempt (a token its retries repeat).
+ * {tag, count, ...} of the rooms left, or -1 for a member not registered. A retry (its first
+ * answer lost) that finds the member gone answers what its first attempt freed, if that was
+ * the one that freed it, once: not what another release or expel freed, answered already.
  */
 const RELEASE_LUA = `${PRELUDE}
-local node, id = ARGV[2], ARGV[3]
+local node, id, attempt = ARGV[2], ARGV[3], ARGV[5]
 local done = P .. 'rl:' .. node .. ':' .. id
 local r = remove_member(node, id)
 if not r then
-  if ARGV[5] ~= '1' then return -1 end
   local kept = redis.call('GET', done)
   if not kept then return -1 end
+  local sep = string.find(kept, ' ', 1, true)
+  if not sep or string.sub(kept, 1, sep - 1) ~= attempt then return -1 end
   redis.call('DEL', done)
-  return cjson.decode(kept)
+  return cjson.decode(string.sub(kept, sep + 1))
 end
-redis.call('SET', done, cjson.encode(r[4]), 'PX', ARGV[4])
+redis.call('SET', done, attempt .. ' ' .. cjson.encode(r[4]), 'PX', ARGV[4])
 return r[4]
 `;
 
@@ -490,6 +492,8 @@ interface Local {
 
 /** A release or expel waiting to be asked again (RedisPresence.retryReleases). */
 interface Unreleased {
+  /** The attempt whose answer was lost: its retries ask as it (RELEASE_LUA). */
+  readonly attempt: string;
   /** The first settles with the answer; any later one (asked meanwhile) with nothing left. */
   readonly waiters: {
     readonly resolve: (left: RoomLeft[] | undefined) => void;
@@ -673,22 +677,23 @@ export class RedisPresence implements Presence {
       const left = await this.retryLater(id);
       return left === undefined ? undefined : [];
     }
+    const attempt = globalThis.crypto.randomUUID();
     try {
       const reply = await this.scripts.confabPresenceRelease(
-        ...this.args(id, 2 * this.timeoutMs, 0),
+        ...this.args(id, 2 * this.timeoutMs, attempt),
       );
       return reply === -1 ? undefined : roomsLeft(reply as unknown[]);
     } catch (error) {
       if (this.closed) throw error;
-      throw new ReleaseRetried(id, this.retryLater(id), error);
+      throw new ReleaseRetried(id, this.retryLater(id, attempt), error);
     }
   }
 
   /** Settles once the release of `id` is asked again (after the next heartbeat). */
-  private retryLater(id: MemberId): Promise<RoomLeft[] | undefined> {
+  private retryLater(id: MemberId, attempt = ''): Promise<RoomLeft[] | undefined> {
     let entry = this.unreleased.get(id);
     if (entry === undefined) {
-      entry = { waiters: [] };
+      entry = { attempt, waiters: [] };
       this.unreleased.set(id, entry);
     }
     const waiters = entry.waiters;
@@ -1021,7 +1026,9 @@ export class RedisPresence implements Presence {
       entries.map(async ([id, entry]) => {
         let reply: unknown;
         try {
-          reply = await this.scripts.confabPresenceRelease(...this.args(id, 2 * this.timeoutMs, 1));
+          reply = await this.scripts.confabPresenceRelease(
+            ...this.args(id, 2 * this.timeoutMs, entry.attempt),
+          );
         } catch {
           return;
         }
