@@ -441,6 +441,44 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect((await retried) ?? []).toEqual([]);
     });
 
+    it('still retries a lost release after a cut-off longer than the timeout when no node reaped it', async () => {
+      const prefix = newPrefix();
+      const relay = await TcpRelay.start(redis.port);
+      cleanup.push(() => relay.stop());
+      const a = node(prefix, 'a');
+      const b = node(prefix, 'b', `redis://127.0.0.1:${relay.port}`);
+      await a.heartbeat();
+      await b.heartbeat();
+      await b.claim('1', 'bob', addr(1));
+      await b.join('1', 'lobby', 10);
+      // The release loses its reply (whether or not Redis applied it: here, before it could).
+      relay.holdReplies();
+      const released = b.release('1').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      relay.cut();
+      const error = await released;
+      expect(error).toBeInstanceOf(ReleaseRetried);
+      (error as ReleaseRetried).retried.catch(() => {});
+      // Longer than the timeout without an answered heartbeat: the next one loses its reply too.
+      await new Promise((resolve) => setTimeout(resolve, TIMEOUT_MS + 100));
+      await once(() => b.count('lobby'));
+      relay.holdReplies();
+      const beat = b.heartbeat().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      relay.cut();
+      expect(await beat).toBeInstanceOf(Error);
+      // Back: nobody reaped b (its heartbeat came first, or it is alone), so it is not expired.
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'ok' });
+      // The retry must have freed bob: else his nickname and place stay taken for good.
+      await b.heartbeat();
+      expect(await a.find('bob')).toBeUndefined();
+      expect(await a.count('lobby')).toBe(0);
+    });
+
     it('a node cut off from Redis learns it expired, and the others reap it', async () => {
       const prefix = newPrefix();
       const relay = await TcpRelay.start(redis.port);
