@@ -592,8 +592,6 @@ export class RedisPresence implements Presence {
    */
   private readonly unreleased = new Map<MemberId, Unreleased>();
   private epoch = '';
-  /** When the last heartbeat answered was sent (Date.now()). */
-  private beatenAt = 0;
   private closed = false;
   /**
    * Set by the node: registers it again now (a heartbeat with its members). A claim
@@ -894,19 +892,12 @@ export class RedisPresence implements Presence {
 
   async heartbeat(): Promise<Heartbeat> {
     if (this.closed) throw new Error('presence is closed');
-    let reply: string[];
-    const sent = Date.now();
-    try {
-      reply = (await this.scripts.confabPresenceHeartbeat(
-        ...this.args(globalThis.crypto.randomUUID(), this.epoch, this.local.size),
-      )) as string[];
-    } catch (error) {
-      // Cut off that long, this node is reaped (or closes) with the members it could not
-      // release: their retries wait no longer.
-      if (Date.now() - this.beatenAt > this.timeoutMs) this.giveUpReleases();
-      throw error;
-    }
-    this.beatenAt = sent;
+    // However long this node is cut off, its retries wait: not reaped meanwhile (its heartbeat
+    // came first after Redis did, or it is alone), it answers 'ok', and only the retries free
+    // the members it could not release. Reaped, it answers 'expired', which gives them up.
+    const reply = (await this.scripts.confabPresenceHeartbeat(
+      ...this.args(globalThis.crypto.randomUUID(), this.epoch, this.local.size),
+    )) as string[];
     const [status, epoch] = reply as [string, string];
     this.epoch = epoch;
     let beat: Heartbeat = { status: 'ok' };
