@@ -601,7 +601,9 @@ export class ConfabServer {
     const abandon = async () => {
       chat.shutdown();
       await Promise.all(listeners.map((l) => l.close()));
-      await chat.settled();
+      // As in stop: a release waiting for a Redis that does not answer holds no start's exit.
+      if (cluster !== undefined) await withTimeout(chat.settled(), LEAVE_MS).catch(() => {});
+      else await chat.settled();
       if (cluster !== undefined) await cluster.close();
       else await history?.close();
     };
