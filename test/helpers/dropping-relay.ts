@@ -4,6 +4,10 @@
  * does when a command or a message it sent or was sent never arrives.
  */
 import net from 'node:net';
+import { afterAll, beforeAll } from 'vitest';
+import { RawClient } from './raw-client.js';
+import { type RedisServer, startRedis, withoutRedis } from './redis.js';
+import { type SpawnedServer, spawnServer } from './spawn-server.js';
 
 /**
  * Relays a node's connections to Redis. Armed with a needle, it drops the first write that
@@ -78,4 +82,55 @@ export class DroppingRelay {
     for (const socket of this.sockets) socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/**
+ * For a test file: a Redis and two confab nodes, node `via` reaching Redis through a
+ * DroppingRelay, the other directly; clients opened here are closed after the file.
+ */
+export function useDroppingCluster(via: 0 | 1, caps: readonly string[]) {
+  let redis: RedisServer | undefined;
+  let relay: DroppingRelay | undefined;
+  const nodes: SpawnedServer[] = [];
+  const clients: RawClient[] = [];
+
+  beforeAll(async () => {
+    if (withoutRedis()) return;
+    redis = await startRedis();
+    relay = await DroppingRelay.start(redis.port);
+    const urls = via === 0 ? [relay.url, redis.url] : [redis.url, relay.url];
+    for (const url of urls) {
+      nodes.push(
+        await spawnServer(['--redis', url, '--cluster-timeout', '5', '--rate-limit', '0']),
+      );
+    }
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await relay?.close();
+    await redis?.stop();
+  }, 60_000);
+
+  const open = async (node: number): Promise<RawClient> => {
+    const c = await RawClient.open(nodes[node]!.port);
+    clients.push(c);
+    return c;
+  };
+
+  return {
+    get relay(): DroppingRelay {
+      if (relay === undefined) throw new Error('the cluster is not started');
+      return relay;
+    },
+    open,
+    /** A client on `node` that has CONNECTed as `nickname` (with `caps`, by default the file's). */
+    async member(node: number, nickname: string, asked = caps): Promise<RawClient> {
+      const c = await open(node);
+      c.sendPy({ cmd: '0', nickname, caps: asked });
+      await c.expect('03', 10_000);
+      return c;
+    },
+  };
 }

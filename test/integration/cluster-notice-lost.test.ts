@@ -6,50 +6,18 @@
  * with the connection. The old connection must not stay: Presence has given its member to
  * the new one, and the name may go to anyone after that.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { until } from '../helpers/cluster.js';
-import { DroppingRelay } from '../helpers/dropping-relay.js';
-import { RawClient } from '../helpers/raw-client.js';
-import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
-import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+import { useDroppingCluster } from '../helpers/dropping-relay.js';
+import type { RawClient } from '../helpers/raw-client.js';
+import { withoutRedis } from '../helpers/redis.js';
 
 const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'history'];
 
-let redis: RedisServer;
-let relay: DroppingRelay;
-const nodes: SpawnedServer[] = [];
-const clients: RawClient[] = [];
-
-beforeAll(async () => {
-  if (skip) return;
-  redis = await startRedis();
-  relay = await DroppingRelay.start(redis.port);
-  // Node 0 reaches Redis directly, node 1 through the relay.
-  for (const url of [redis.url, relay.url]) {
-    nodes.push(await spawnServer(['--redis', url, '--cluster-timeout', '5', '--rate-limit', '0']));
-  }
-}, 60_000);
-
-afterAll(async () => {
-  for (const c of clients) c.close();
-  await Promise.all(nodes.map((n) => n.stop()));
-  await relay?.close();
-  await redis?.stop();
-}, 60_000);
-
-async function open(node: number): Promise<RawClient> {
-  const c = await RawClient.open(nodes[node]!.port);
-  clients.push(c);
-  return c;
-}
-
-async function member(node: number, nickname: string): Promise<RawClient> {
-  const c = await open(node);
-  c.sendPy({ cmd: '0', nickname, caps: CAPS });
-  await c.expect('03', 10_000);
-  return c;
-}
+// Node 0 reaches Redis directly, node 1 through the relay.
+const cluster = useDroppingCluster(1, CAPS);
+const { member, open } = cluster;
 
 describe.skipIf(skip)('an eviction notice lost with a subscriber connection', () => {
   it('does not leave the old connection speaking as the member', async () => {
@@ -58,7 +26,7 @@ describe.skipIf(skip)('an eviction notice lost with a subscriber connection', ()
     const token = welcome.find((m) => m.cmd === '03')?.resume as string;
     expect(typeof token).toBe('string');
 
-    const lost = relay.arm('"type":"evict"', 'down');
+    const lost = cluster.relay.arm('"type":"evict"', 'down');
     const taken = await open(0);
     taken.sendPy({ cmd: '0', nickname: 'ann', caps: CAPS, resume: token });
     const back = (await taken.expect('03', 10_000)) as unknown as { resumed: boolean };

@@ -6,45 +6,18 @@
  * so no resync comes to mend their members' lists. What those members were shown must still
  * come to agree with Presence (USERS).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { followMembers, until } from '../helpers/cluster.js';
-import { DroppingRelay } from '../helpers/dropping-relay.js';
-import { RawClient } from '../helpers/raw-client.js';
-import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
-import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+import { useDroppingCluster } from '../helpers/dropping-relay.js';
+import type { RawClient } from '../helpers/raw-client.js';
+import { withoutRedis } from '../helpers/redis.js';
 
 const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'history', 'renames'];
 
-let redis: RedisServer;
-let relay: DroppingRelay;
-const nodes: SpawnedServer[] = [];
-const clients: RawClient[] = [];
-
-beforeAll(async () => {
-  if (skip) return;
-  redis = await startRedis();
-  relay = await DroppingRelay.start(redis.port);
-  // Node 0 reaches Redis through the relay, node 1 directly.
-  for (const url of [relay.url, redis.url]) {
-    nodes.push(await spawnServer(['--redis', url, '--cluster-timeout', '5', '--rate-limit', '0']));
-  }
-}, 60_000);
-
-afterAll(async () => {
-  for (const c of clients) c.close();
-  await Promise.all(nodes.map((n) => n.stop()));
-  await relay?.close();
-  await redis?.stop();
-}, 60_000);
-
-async function member(node: number, nickname: string, caps = CAPS): Promise<RawClient> {
-  const c = await RawClient.open(nodes[node]!.port);
-  clients.push(c);
-  c.sendPy({ cmd: '0', nickname, caps });
-  await c.expect('03', 10_000);
-  return c;
-}
+// Node 0 reaches Redis through the relay, node 1 directly.
+const cluster = useDroppingCluster(0, CAPS);
+const { member, open } = cluster;
 
 /** The nicknames USERS lists for the lobby, asked on `client`. */
 async function users(client: RawClient): Promise<string[]> {
@@ -77,7 +50,7 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
     const mover = await member(0, 'mover');
     await watcher.waitFor((m) => m.cmd === '8' && m.nickname === 'mover', 1, 10_000);
 
-    const dropped = relay.arm('"type":"renamed"');
+    const dropped = cluster.relay.arm('"type":"renamed"');
     mover.sendPy({ cmd: '5', newNickname: 'moved' });
     await mover.expect('51', 10_000);
     await dropped;
@@ -104,7 +77,7 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
   it('does not answer a whisper "22" (delivered) when it went nowhere', async () => {
     const target = await member(1, 'target');
     const sender = await member(0, 'sender');
-    const dropped = relay.arm('"type":"whisper"');
+    const dropped = cluster.relay.arm('"type":"whisper"');
     sender.sendPy({ cmd: '2', to: 'target', msg: 'psst' });
     const answer = await sender.waitFor(
       (m) => m.cmd === '22' || m.cmd === '20' || m.cmd === '90',
@@ -123,7 +96,7 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
   it('a whisper whose PUBLISH was lost ends the sender’s connection (3005), its next request unanswered', async () => {
     await member(1, 'hearer');
     const sender = await member(0, 'teller');
-    const dropped = relay.arm('"type":"whisper"');
+    const dropped = cluster.relay.arm('"type":"whisper"');
     sender.drain();
     sender.sendPy({ cmd: '2', to: 'hearer', msg: 'lost' });
     sender.sendPy({ cmd: '4' });
@@ -137,7 +110,7 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
 
   it('a join: the other nodes show the member', async () => {
     const watcher = await member(1, 'seer');
-    const dropped = relay.arm('"type":"joined"');
+    const dropped = cluster.relay.arm('"type":"joined"');
     // Without "history": no read of it goes out with the PUBLISH, to fail with it (3005).
     const joiner = await member(0, 'joiner', ['errors', 'rooms', 'renames']);
     await dropped;
@@ -153,7 +126,7 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
     const watcher = await member(1, 'viewer');
     const leaver = await member(0, 'leaver');
     await watcher.waitFor((m) => m.cmd === '8' && m.nickname === 'leaver', 1, 10_000);
-    const dropped = relay.arm('"type":"left"');
+    const dropped = cluster.relay.arm('"type":"left"');
     leaver.sendPy({ cmd: '3' });
     await dropped;
     const { shown, listed } = await shownAndListed(watcher, (s) => !s.includes('leaver'));
@@ -165,10 +138,9 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
     const old = await member(1, 'ann');
     const welcome = old.rawFrames.map((f) => JSON.parse(f) as Record<string, unknown>);
     const token = welcome.find((m) => m.cmd === '03')?.resume as string;
-    const dropped = relay.arm('"type":"evict"');
+    const dropped = cluster.relay.arm('"type":"evict"');
     // The same member, from another connection, on node 0: Presence moves it there.
-    const taken = await RawClient.open(nodes[0]!.port);
-    clients.push(taken);
+    const taken = await open(0);
     taken.sendPy({ cmd: '0', nickname: 'ann', caps: CAPS, resume: token });
     await dropped;
     await taken.waitFor((m) => m.cmd === '03' || m.cmd === '90', 1, 10_000);
@@ -181,8 +153,7 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
       await until(
         'someone else taking "ann"',
         async () => {
-          const c = await RawClient.open(nodes[0]!.port);
-          clients.push(c);
+          const c = await open(0);
           c.sendPy({ cmd: '0', nickname: 'ann', caps: CAPS });
           const m = await c.waitFor((x) => ['03', '01', '90'].includes(x.cmd), 1, 5_000);
           if (m.cmd === '03') other = c;
