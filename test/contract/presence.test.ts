@@ -342,13 +342,8 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
-    /**
-     * Node b through a relay, with bob in two rooms; ann on a. Then `remove` on b, whose
-     * answer is held back once Redis applied it, and the connection dropped: the error.
-     */
-    async function answerLost<T>(
-      remove: (b: RedisPresence) => Promise<T>,
-    ): Promise<{ a: RedisPresence; b: RedisPresence; error: unknown }> {
+    /** Nodes a and b, b through a relay (so its replies can be held back or cut), beaten once. */
+    async function relayedPair(): Promise<{ relay: TcpRelay; a: RedisPresence; b: RedisPresence }> {
       const prefix = newPrefix();
       const relay = await TcpRelay.start(redis.port);
       cleanup.push(() => relay.stop());
@@ -356,6 +351,24 @@ describe.skipIf(withoutRedis())('Redis', () => {
       const b = node(prefix, 'b', `redis://127.0.0.1:${relay.port}`);
       await a.heartbeat();
       await b.heartbeat();
+      return { relay, a, b };
+    }
+
+    /** What `work` rejected with, or undefined once it resolved. */
+    const failure = (work: Promise<unknown>): Promise<unknown> =>
+      work.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+
+    /**
+     * Node b through a relay, with bob in two rooms; ann on a. Then `remove` on b, whose
+     * answer is held back once Redis applied it, and the connection dropped: the error.
+     */
+    async function answerLost<T>(
+      remove: (b: RedisPresence) => Promise<T>,
+    ): Promise<{ a: RedisPresence; b: RedisPresence; error: unknown }> {
+      const { relay, a, b } = await relayedPair();
       await b.claim('1', 'bob', addr(1));
       await b.join('1', 'lobby', 10);
       await b.join('1', 'side', 10);
@@ -365,10 +378,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       const removed = remove(b);
       await eventually(async () => (await a.find('bob')) === undefined);
       relay.cut();
-      const error = await removed.then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      const error = await failure(removed);
       return { a, b, error };
     }
 
@@ -406,13 +416,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
     });
 
     it('answers a lost release as nothing left when an earlier expel, answered, freed the member', async () => {
-      const prefix = newPrefix();
-      const relay = await TcpRelay.start(redis.port);
-      cleanup.push(() => relay.stop());
-      const a = node(prefix, 'a');
-      const b = node(prefix, 'b', `redis://127.0.0.1:${relay.port}`);
-      await a.heartbeat();
-      await b.heartbeat();
+      const { relay, a, b } = await relayedPair();
       await b.claim('1', 'bob', addr(1));
       await b.join('1', 'lobby', 10);
       await b.join('1', 'side', 10);
@@ -429,10 +433,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       const after = b.claim('2', 'cy', addr(2)).catch(() => false);
       await eventually(async () => (await a.find('cy')) !== undefined);
       relay.cut();
-      const error = await released.then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      const error = await failure(released);
       await after;
       expect(error).toBeInstanceOf(ReleaseRetried);
       const retried = (error as ReleaseRetried).retried;
@@ -442,21 +443,12 @@ describe.skipIf(withoutRedis())('Redis', () => {
     });
 
     it('still retries a lost release after a cut-off longer than the timeout when no node reaped it', async () => {
-      const prefix = newPrefix();
-      const relay = await TcpRelay.start(redis.port);
-      cleanup.push(() => relay.stop());
-      const a = node(prefix, 'a');
-      const b = node(prefix, 'b', `redis://127.0.0.1:${relay.port}`);
-      await a.heartbeat();
-      await b.heartbeat();
+      const { relay, a, b } = await relayedPair();
       await b.claim('1', 'bob', addr(1));
       await b.join('1', 'lobby', 10);
       // The release loses its reply (whether or not Redis applied it: here, before it could).
       relay.holdReplies();
-      const released = b.release('1').then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      const released = failure(b.release('1'));
       relay.cut();
       const error = await released;
       expect(error).toBeInstanceOf(ReleaseRetried);
@@ -465,10 +457,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await new Promise((resolve) => setTimeout(resolve, TIMEOUT_MS + 100));
       await once(() => b.count('lobby'));
       relay.holdReplies();
-      const beat = b.heartbeat().then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      const beat = failure(b.heartbeat());
       relay.cut();
       expect(await beat).toBeInstanceOf(Error);
       // Back: nobody reaped b (its heartbeat came first, or it is alone), so it is not expired.
