@@ -567,12 +567,12 @@ export class Chat implements ChatContext, SessionHost {
    * left and joined while the events did not reach this node.
    */
   private reread(key: string, show: boolean): void {
-    const presence = this.cluster?.presence;
+    const lists = this.memberLists;
     const roster = this.rosters.get(key);
-    if (presence === undefined || roster === undefined) return;
-    this.memberLists?.changed(key);
+    if (lists === undefined || roster === undefined) return;
+    lists.changed(key);
     const token = roster.begin();
-    this.freshMembers(key).then(
+    lists.fresh(key).then(
       (members) => {
         if (this.rosters.get(key) !== roster) return;
         const room = this.roomAt(key);
