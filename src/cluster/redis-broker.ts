@@ -368,16 +368,18 @@ export class RedisBroker implements Broker {
       .catch((error: unknown) => this.unsentTo(key, error));
   }
 
-  whisper(node: string, event: WhisperEvent): Promise<void> {
+  whisper(node: string, event: WhisperEvent): Promise<boolean> {
     if (this.closed) return Promise.reject(new Error('broker is closed'));
     if (node === this.node) {
       this.handWhisper(event);
-      return Promise.resolve();
+      return Promise.resolve(true);
     }
     const envelope: Envelope = { o: this.node, e: event };
+    // PUBLISH counts the subscribers it reached: none means the node's subscriber
+    // connection is gone (the node died), though Presence still lists its members.
     return this.pub
       .publish(nodeChannel(this.prefix, node), JSON.stringify(envelope))
-      .then(() => {});
+      .then((receivers) => receivers > 0);
   }
 
   // ---- events whose PUBLISH failed ----

@@ -250,7 +250,7 @@ export class ShardedBroker implements Broker {
     this.of(key).publish(key, event, epoch);
   }
 
-  whisper(node: string, event: WhisperEvent): Promise<void> {
+  whisper(node: string, event: WhisperEvent): Promise<boolean> {
     return this.brokers[0]!.whisper(node, event);
   }
 

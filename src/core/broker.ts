@@ -153,11 +153,11 @@ export interface Broker {
   publish(key: string, event: RoomEvent, epoch?: string): void;
   /**
    * A whisper to a member on `node` (this node included: handed over at once). Resolves
-   * once it is sent (for another node: Redis took it, which does not say that node is
-   * still there); rejects when that is not known (the connection dropped first), and then
-   * it may or may not arrive.
+   * once it is sent: `true` when a node listening on that address took it, `false` when
+   * none did (that node is gone, and its members with it). Rejects when that is not known
+   * (the connection dropped first), and then it may or may not arrive.
    */
-  whisper(node: string, event: WhisperEvent): Promise<void>;
+  whisper(node: string, event: WhisperEvent): Promise<boolean>;
   /**
    * A notice to `node` (this node included: handed over at once), or with
    * `undefined` to every other node. At most once, like whispers.

@@ -740,11 +740,11 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /**
-   * A whisper to a member of another node (Presence said which): resolves once sent, rejects
-   * when it is not known to have been.
+   * A whisper to a member of another node (Presence said which): resolves once sent (to
+   * `false` when no node took it), rejects when it is not known to have been.
    */
-  whisperTo(node: string, event: WhisperEvent): Promise<void> {
-    return this.cluster?.broker.whisper(node, event) ?? Promise.resolve();
+  whisperTo(node: string, event: WhisperEvent): Promise<boolean> {
+    return this.cluster?.broker.whisper(node, event) ?? Promise.resolve(false);
   }
 
   /**

@@ -100,7 +100,8 @@ export interface ChatContext {
   enterPlaced(session: Session, room: Room, after: ChatPlace | undefined): void;
   /** Frees in Presence what a session claimed but never used (refused, or gone meanwhile). */
   forget(session: Session): void;
-  whisperTo(node: string, event: WhisperEvent): Promise<void>;
+  /** Resolves `false` when no node took the whisper (the target's node is gone). */
+  whisperTo(node: string, event: WhisperEvent): Promise<boolean>;
 }
 
 export type RequestOf<C extends RequestCode> = Extract<Request, { cmd: C }>;

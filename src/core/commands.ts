@@ -377,8 +377,9 @@ async function whisperInCluster(
     return;
   }
   // "22" only once Redis took it; if that is not known, the request fails (3005, as any
-  // request Redis fails): the whisper may or may not arrive.
-  await ctx.whisperTo(target.node, {
+  // request Redis fails): the whisper may or may not arrive. A target whose node took
+  // nothing (it died; Presence frees its members within the timeout) is no such user.
+  const taken = await ctx.whisperTo(target.node, {
     type: 'whisper',
     at: ctx.now(),
     from: session.nickname,
@@ -386,7 +387,9 @@ async function whisperInCluster(
     msg,
   });
   if (gone()) return;
-  session.reply({ type: 'whispered' });
+  session.reply(
+    taken ? { type: 'whispered' } : { type: 'whisper-refused', reason: 'no-such-user' },
+  );
 }
 
 /** EXIT "3": the server closes the connection; the others get "30". */

@@ -81,10 +81,11 @@ export class MemoryBroker implements Broker {
     }
   }
 
-  whisper(node: string, event: WhisperEvent): Promise<void> {
+  whisper(node: string, event: WhisperEvent): Promise<boolean> {
     if (this.closed) return Promise.reject(new Error('broker is closed'));
-    this.hub.nodes.get(node)?.handler?.whisper(event);
-    return Promise.resolve();
+    const to = this.hub.nodes.get(node);
+    to?.handler?.whisper(event);
+    return Promise.resolve(to !== undefined);
   }
 
   notify(node: string | undefined, notice: NodeNotice): void {

@@ -317,15 +317,23 @@ export function brokerContract(target: BrokerTarget): void {
     it('resolves a whisper once it is sent, and rejects one a closed broker cannot send', async () => {
       const c = await cluster();
       const [a, b] = [await c.node(), await c.node()];
-      await expect(a.broker.whisper(b.broker.node, whisperTo('bob', 'sent'))).resolves.toBe(
-        undefined,
-      );
-      await expect(a.broker.whisper(a.broker.node, whisperTo('ann', 'own'))).resolves.toBe(
-        undefined,
-      );
+      await expect(a.broker.whisper(b.broker.node, whisperTo('bob', 'sent'))).resolves.toBe(true);
+      await expect(a.broker.whisper(a.broker.node, whisperTo('ann', 'own'))).resolves.toBe(true);
       await eventually(() => expect(b.got.whispers).toEqual([whisperTo('bob', 'sent')]));
       await a.broker.close();
       await expect(a.broker.whisper(b.broker.node, whisperTo('bob', 'late'))).rejects.toThrow();
+    });
+
+    it('says a whisper was taken by nobody when no node has the address it names', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      await expect(a.broker.whisper('no-such-node', whisperTo('zed', 'nobody'))).resolves.toBe(
+        false,
+      );
+      const gone = b.broker.node;
+      await b.broker.close();
+      await expect(a.broker.whisper(gone, whisperTo('bob', 'too late'))).resolves.toBe(false);
+      expect(b.got.whispers).toEqual([]);
     });
 
     it('takes a notice to the node it names, or to every other node', async () => {

@@ -37,7 +37,7 @@ export function quietBroker(): { broker: Broker; handler: () => BrokerHandler } 
     },
     whisper: (_node, event) => {
       handler?.whisper(event);
-      return Promise.resolve();
+      return Promise.resolve(true);
     },
     notify: () => {},
     subscribe: () => Promise.resolve(),
