@@ -365,7 +365,13 @@ export class RedisBroker implements Broker {
     const envelope: Envelope = { o: this.node, e: event };
     this.pub
       .publish(roomChannel(this.prefix, key), JSON.stringify(envelope))
-      .catch((error: unknown) => this.unsentTo(key, error));
+      .catch((error: unknown) => {
+        this.unsentTo(key, error);
+        const handler = this.handler;
+        if (event.type === 'joined' && handler?.unplaced !== undefined) {
+          this.tell(() => handler.unplaced!(key, event));
+        }
+      });
   }
 
   whisper(node: string, event: WhisperEvent): Promise<boolean> {

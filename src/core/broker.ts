@@ -99,6 +99,11 @@ export interface BrokerHandler {
    */
   placed?(key: string, event: JoinedEvent, after: ChatPlace): void;
   /**
+   * This node's own "joined" may never come back to `placed`: its PUBLISH failed, so Redis
+   * may not have taken it (if it did, `placed` may still follow).
+   */
+  unplaced?(key: string, event: JoinedEvent): void;
+  /**
    * Events other than chats (joins, leaves, renames) may have been missed, so membership
    * shown for the room should be read again from where it is kept (Presence). Called once
    * the room is back in step, so every event published after a read started here is

@@ -303,6 +303,7 @@ export class Chat implements ChatContext, SessionHost {
       lost: (key, reason, epoch) => this.gap(key, reason, epoch),
       resync: (key, missed) => this.resynced(key, missed),
       placed: (key, event, after) => this.placing.placed(key, event, after),
+      unplaced: (key, event) => this.placing.unplaced(key, event.nickname),
     });
     this.replays = new Replays(this.history, options.historyOnJoin ?? 50);
     this.admission = new Admission(

@@ -61,6 +61,22 @@ export class JoinPlaces {
   }
 
   /**
+   * The join of the member waiting as `nickname` may not come back (its PUBLISH failed): it
+   * stops waiting and gets all that was held, as at the timeout, but without waiting for it.
+   */
+  unplaced(key: string, nickname: string): void {
+    const waiting = this.rooms.get(key);
+    const at = waiting?.entries.findIndex((w) => w.nickname === nickname) ?? -1;
+    if (at < 0) return;
+    const [entry] = waiting!.entries.splice(at, 1);
+    if (waiting!.entries.length === 0) {
+      clearTimeout(waiting!.timer);
+      this.rooms.delete(key);
+    }
+    entry!.settle(undefined);
+  }
+
+  /**
    * Every member still waiting in the room stops waiting and gets all that was held (its
    * join may not come back: a resync, the room left, or too long a wait).
    */

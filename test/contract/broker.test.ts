@@ -496,6 +496,28 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await eventually(() => expect(b.got.of('unsent')).toEqual([joined(room, 'carl')]));
         expect(a.got.resyncs).toEqual([]);
         expect(b.got.resyncs).toEqual(['unsent']);
+        await eventually(() => expect(a.got.placements.map((p) => p.nickname)).toEqual(['carl']));
+        expect(a.got.unplacedJoins).toEqual([]);
+      } finally {
+        await a.close();
+        await relay.close();
+      }
+    });
+
+    it('says so when the PUBLISH of its own join was lost, which may never come back in its place', async () => {
+      const c = await cluster();
+      const b = await c.node();
+      const room = { key: 'unplaced', name: 'unplaced' };
+      await b.broker.subscribe(room);
+      const relay = await DroppingRelay.start(redis.port);
+      const a = await relayedNode(relay);
+      try {
+        await a.broker.subscribe(room);
+        const dropped = relay.arm('"type":"joined"');
+        a.broker.publish(room.key, joined(room, 'dora'));
+        await dropped;
+        await eventually(() => expect(a.got.unplacedJoins).toEqual(['unplaced dora']));
+        expect(a.got.placements).toEqual([]);
       } finally {
         await a.close();
         await relay.close();

@@ -45,6 +45,8 @@ export class Recorder implements BrokerHandler {
   readonly resyncCauses: ResyncCause[] = [];
   readonly notices: NodeNotice[] = [];
   readonly placements: { key: string; nickname: string; after: ChatPlace }[] = [];
+  /** Own joins whose PUBLISH failed: `key nickname`. */
+  readonly unplacedJoins: string[] = [];
 
   room(key: string, event: RoomEvent): void {
     this.events.push({ key, event });
@@ -64,6 +66,9 @@ export class Recorder implements BrokerHandler {
   }
   placed(key: string, event: JoinedEvent, after: ChatPlace): void {
     this.placements.push({ key, nickname: event.nickname, after });
+  }
+  unplaced(key: string, event: JoinedEvent): void {
+    this.unplacedJoins.push(`${key} ${event.nickname}`);
   }
 
   of(key: string): RoomEvent[] {

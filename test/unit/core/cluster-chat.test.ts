@@ -526,6 +526,33 @@ describe('a chat of several nodes', () => {
     expect(newcomer.take()).toEqual([expect.objectContaining({ cmd: '03', userCount: 2 })]);
   });
 
+  it('answers a join at once when its own PUBLISH failed, and keeps the others waiting', async () => {
+    const { brokers, a, b, handlers } = interruptibleNodes();
+    const sam = connect(b, 'sam', EXT);
+    await settle();
+    brokers[0]!.interrupt();
+    send(sam, { cmd: '7', msg: 'before' });
+    await settle();
+    const newcomer = connect(a, 'newcomer');
+    const other = connect(a, 'other');
+    await settle();
+    expect(newcomer.take()).toEqual([]);
+    handlers[0]!.unplaced?.(a.lobby.key, {
+      type: 'joined',
+      room: a.lobby.name,
+      nickname: 'newcomer',
+      count: 3,
+    });
+    await settle();
+    // No reconnect and no timer: the join that may never come back is not waited for.
+    expect(newcomer.take()).toEqual([expect.objectContaining({ cmd: '03', userCount: 2 })]);
+    expect(other.take()).toEqual([]);
+    brokers[0]!.reconnect();
+    await settle();
+    expect(other.take()[0]).toEqual(expect.objectContaining({ cmd: '03' }));
+    expect(newcomer.take()).toEqual([{ cmd: '8', nickname: 'other', userCount: 3 }]);
+  });
+
   it('answers a join at the latest after a few seconds when its place does not come back', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     try {

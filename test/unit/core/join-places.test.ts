@@ -39,4 +39,24 @@ describe('JoinPlaces', () => {
     places.placed('r', joined('ann'), place);
     await expect(again).resolves.toEqual(place);
   });
+
+  it('stops the wait of a join whose PUBLISH failed only, and leaves the others waiting', async () => {
+    const places = new JoinPlaces();
+    const ann = places.wait('r', 'ann');
+    const bob = places.wait('r', 'bob');
+    places.unplaced('r', 'bob');
+    places.unplaced('r', 'nobody');
+    places.unplaced('s', 'ann');
+    await expect(bob).resolves.toBeUndefined();
+    let annSettled = false;
+    void ann.then(() => {
+      annSettled = true;
+    });
+    await Promise.resolve();
+    expect(annSettled).toBe(false);
+    places.placed('r', joined('ann'), place);
+    await expect(ann).resolves.toEqual(place);
+    // Its join, should Redis have taken it after all, finds nobody waiting.
+    places.placed('r', joined('bob'), place);
+  });
 });
