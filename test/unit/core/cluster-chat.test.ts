@@ -481,6 +481,17 @@ describe('a chat of several nodes', () => {
     },
   );
 
+  /** Nodes a and b, sam a member of b, and a's subscription down while sam says "before". */
+  async function cutOffWhileSamSays() {
+    const nodes = interruptibleNodes();
+    const sam = connect(nodes.b, 'sam', EXT);
+    await settle();
+    nodes.brokers[0]!.interrupt();
+    send(sam, { cmd: '7', msg: 'before' });
+    await settle();
+    return nodes;
+  }
+
   it('does not show a joiner the chats sent before its join that were still on their way', async () => {
     const { brokers, a, b } = interruptibleNodes();
     const wit = connect(a, 'wit');
@@ -509,12 +520,7 @@ describe('a chat of several nodes', () => {
   });
 
   it('keeps a joiner waiting for its place through a resync another node’s lost PUBLISH asked for', async () => {
-    const { brokers, a, b, handlers } = interruptibleNodes();
-    const sam = connect(b, 'sam', EXT);
-    await settle();
-    brokers[0]!.interrupt();
-    send(sam, { cmd: '7', msg: 'before' });
-    await settle();
+    const { brokers, a, handlers } = await cutOffWhileSamSays();
     const newcomer = connect(a, 'newcomer');
     await settle();
     // Node a's subscription did not drop for this: its own join still comes back in its place.
@@ -527,12 +533,7 @@ describe('a chat of several nodes', () => {
   });
 
   it('answers a join at once when its own PUBLISH failed, and keeps the others waiting', async () => {
-    const { brokers, a, b, handlers } = interruptibleNodes();
-    const sam = connect(b, 'sam', EXT);
-    await settle();
-    brokers[0]!.interrupt();
-    send(sam, { cmd: '7', msg: 'before' });
-    await settle();
+    const { brokers, a, handlers } = await cutOffWhileSamSays();
     const newcomer = connect(a, 'newcomer');
     const other = connect(a, 'other');
     await settle();
@@ -556,11 +557,7 @@ describe('a chat of several nodes', () => {
   it('answers a join at the latest after a few seconds when its place does not come back', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     try {
-      const { brokers, a, b } = interruptibleNodes();
-      const sam = connect(b, 'sam', EXT);
-      await settle();
-      brokers[0]!.interrupt();
-      send(sam, { cmd: '7', msg: 'before' });
+      const { a } = await cutOffWhileSamSays();
       const newcomer = connect(a, 'newcomer');
       await settle();
       expect(newcomer.take()).toEqual([]);
