@@ -480,14 +480,15 @@ export class Chat implements ChatContext, SessionHost {
     const from = event.type === 'chat' ? this.identities.sentBy(event.origin) : undefined;
     const roster = this.rosters.get(key);
     const replaced = roster?.replacing(event);
-    if (roster?.apply(event) === false) return;
+    const shown = roster === undefined ? event : roster.apply(event);
+    if (shown === undefined) return;
     if (this.cluster?.stale?.() === true) return;
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
     // Not to the newcomer, who holds the name now: its own join may come back only once it
     // is in the room (held while the room caught up).
     if (replaced !== undefined) room.deliver(new Delivery(replaced), this.subject(event));
-    room.deliver(new Delivery(event), event.type === 'chat' ? from : this.subject(event));
+    room.deliver(new Delivery(shown), shown.type === 'chat' ? from : this.subject(event));
   }
 
   /**

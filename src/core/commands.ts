@@ -449,8 +449,12 @@ function renameTo(ctx: ChatContext, session: Session, to: string): void {
   ctx.rename(session, to);
   session.reply({ type: 'renamed-you', nickname: to });
   // Once per room: a member sharing several rooms with the renamer hears it in each.
+  const origin = ctx.originOf(session);
   for (const room of session.rooms) {
-    ctx.publish({ type: 'renamed', room: room.name, from, to }, session);
+    ctx.publish(
+      { type: 'renamed', room: room.name, from, to, origin, lineage: session.lineage },
+      session,
+    );
   }
 }
 

@@ -8,41 +8,45 @@ export interface PeerAddress {
 }
 
 /**
+ * Who a join, leave or rename is of, on a cluster, so that a node can tell an event of a
+ * nickname's previous holder, arriving late (after another took the name on another node),
+ * from one of its present holder. Shown to nobody; nodes of older versions send none.
+ */
+export interface MemberMarks {
+  /** The member's origin (as a chat's), which stays with it across resumes. */
+  readonly origin?: string | undefined;
+  /**
+   * The member's lineage in Presence (presence.ts lineageOf), which a resume keeps and a new
+   * claim does not: it tells a client's earlier session from its later one, same origin.
+   */
+  readonly lineage?: string | undefined;
+}
+
+/**
  * What happens in the chat, as the core sees it: no wire format, no codes.
  * Every event goes out through one fan-out point (Chat.publish); each
  * connection's dialect turns it into its own bytes (transports/dialects/),
  * or into nothing when that dialect does not show it.
  */
 export type ChatEvent =
-  | {
+  | ({
       readonly type: 'joined';
       readonly room: string;
       readonly nickname: string;
       readonly count: number;
-      /**
-       * On a cluster: the member's origin (as a chat's), which stays with it across resumes,
-       * so that a node can tell a leave of the nickname's previous holder, arriving late,
-       * from one of its present holder. Shown to nobody.
-       */
-      readonly origin?: string | undefined;
-      /**
-       * On a cluster: the member's lineage in Presence (presence.ts lineageOf), which a resume
-       * keeps and a new claim does not: it tells apart the leave of a client's earlier
-       * session, arriving late, from one of its later session with the same origin. Shown to
-       * nobody; nodes of versions before it send none.
-       */
-      readonly lineage?: string | undefined;
-    }
-  | {
+    } & MemberMarks)
+  | ({
       readonly type: 'left';
       readonly room: string;
       readonly nickname: string;
       readonly count: number;
-      /** As for 'joined'. */
-      readonly origin?: string | undefined;
-      readonly lineage?: string | undefined;
-    }
-  | { readonly type: 'renamed'; readonly room: string; readonly from: string; readonly to: string }
+    } & MemberMarks)
+  | ({
+      readonly type: 'renamed';
+      readonly room: string;
+      readonly from: string;
+      readonly to: string;
+    } & MemberMarks)
   | {
       readonly type: 'chat';
       readonly room: string;

@@ -5,6 +5,7 @@
  * ordinary "left"/"joined" events. No I/O: Chat reads Presence and delivers.
  */
 import type { RoomEvent } from './broker.js';
+import type { MemberMarks } from './events.js';
 import { nicknameKey } from './nickname.js';
 
 type Change = Extract<RoomEvent, { readonly type: 'joined' | 'left' }>;
@@ -47,48 +48,64 @@ export class Roster {
   }
 
   /**
-   * Follows an event of the room as it is handed to the members. False when
-   * it only repeats a change the last read already showed: not to be shown.
+   * Follows an event of the room as it is handed to the members. Returns what the members
+   * are to be shown for it: the event itself; nothing when it only repeats a change the
+   * last read already showed, or a leave shown already (replacing); or, for the rename of
+   * a name's earlier holder, that member joining under its new name.
    */
-  apply(event: RoomEvent): boolean {
+  apply(event: RoomEvent): RoomEvent | undefined {
     switch (event.type) {
       case 'joined': {
         const key = this.touch(event.nickname);
         this.mark(key, event);
-        if (this.expected.delete(key) && this.names.has(key)) return false;
+        if (this.expected.delete(key) && this.names.has(key)) return undefined;
         if (!this.names.has(key)) this.add(key, event.nickname);
-        return true;
+        return event;
       }
       case 'left': {
         const key = nicknameKey(event.nickname);
         // The leave of whoever held the name before its present holder joined: their join
         // was shown, and the leave with it (replacing).
-        if (this.heldByAnother(key, event)) return false;
+        if (this.heldByAnother(key, event)) return undefined;
         this.touch(event.nickname);
-        if (this.expected.delete(key) && !this.names.has(key)) return false;
+        if (this.expected.delete(key) && !this.names.has(key)) return undefined;
         this.names.delete(key);
         this.unmark(key);
-        return true;
+        return event;
       }
-      case 'renamed': {
-        const from = this.touch(event.from);
-        const to = this.touch(event.to);
-        // A rename carries no origin: it may be of an earlier holder of `from`, shown leaving
-        // already (replacing), whose origin is not the one held now. Its new name is known by
-        // name only, as after a read, so that its own leave is shown whatever it carries.
-        this.unmark(from);
-        this.unmark(to);
-        const repeated = this.expected.delete(from) && this.expected.delete(to);
-        if (repeated && !this.names.has(from) && this.names.has(to)) return false;
-        this.expected.delete(to);
-        this.names.delete(from);
-        this.names.delete(to);
-        this.add(to, event.to);
-        return true;
-      }
+      case 'renamed':
+        return this.renamed(event);
       default:
-        return true;
+        return event;
     }
+  }
+
+  private renamed(event: Extract<RoomEvent, { readonly type: 'renamed' }>): RoomEvent | undefined {
+    const from = this.touch(event.from);
+    const to = this.touch(event.to);
+    if (this.heldByAnother(from, event)) {
+      // The rename of whoever held `from` before its present holder joined, shown leaving
+      // then (replacing): the present holder stays, and the renamer is back under `to`.
+      this.expected.delete(to);
+      if (this.names.has(to)) return undefined;
+      this.add(to, event.to);
+      this.mark(to, event);
+      const { room, origin, lineage } = event;
+      return { type: 'joined', room, nickname: event.to, count: this.names.size, origin, lineage };
+    }
+    // Without marks (a node of an older version) a rename may still be of an earlier holder
+    // of `from`: its new name is then known by name only, as after a read, so that its own
+    // leave is shown whatever it carries.
+    this.unmark(from);
+    this.unmark(to);
+    const repeated = this.expected.delete(from) && this.expected.delete(to);
+    if (repeated && !this.names.has(from) && this.names.has(to)) return undefined;
+    this.expected.delete(to);
+    this.names.delete(from);
+    this.names.delete(to);
+    this.add(to, event.to);
+    if (event.origin !== undefined) this.mark(to, event);
+    return event;
   }
 
   /**
@@ -120,14 +137,14 @@ export class Roster {
    * Whether the event is of another member than the one that holds its nickname here: by
    * lineage where both carry one, else by origin where both carry one; unknown is not.
    */
-  private heldByAnother(key: string, event: Change): boolean {
+  private heldByAnother(key: string, event: MemberMarks): boolean {
     const lineage = this.lineages.get(key);
     if (lineage !== undefined && event.lineage !== undefined) return lineage !== event.lineage;
     const origin = this.origins.get(key);
     return origin !== undefined && event.origin !== undefined && origin !== event.origin;
   }
 
-  private mark(key: string, event: Change): void {
+  private mark(key: string, event: MemberMarks): void {
     if (event.origin !== undefined) this.origins.set(key, event.origin);
     if (event.lineage !== undefined) this.lineages.set(key, event.lineage);
     else this.lineages.delete(key);

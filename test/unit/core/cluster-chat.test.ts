@@ -5,7 +5,7 @@
  */
 import { describe, expect, it, vi } from 'vitest';
 import { parseMask } from '../../../src/core/bans.js';
-import type { BrokerHandler, NodeNotice } from '../../../src/core/broker.js';
+import type { BrokerHandler, NodeNotice, RoomEvent } from '../../../src/core/broker.js';
 import { Chat, type ChatOptions } from '../../../src/core/chat.js';
 import type { Identities } from '../../../src/core/identities.js';
 import { MemoryPresence, PresenceHub } from '../../../src/core/memory-presence.js';
@@ -379,6 +379,39 @@ describe('a chat of several nodes', () => {
     send(stay, { cmd: '3' });
     await settle();
     expect(cora.take()).toEqual([{ cmd: '30', nickname: 'stay', userCount: 4 }]);
+  });
+
+  it('shows the rename of a name’s earlier holder, arriving after the name was taken, as a join', async () => {
+    const { a, b, handlers } = interruptibleNodes();
+    const wit = connect(a, 'wit', ['renames']);
+    const eve = connect(b, 'eve');
+    await settle();
+    expect(wit.take()).toContainEqual({ cmd: '8', nickname: 'eve', userCount: 2 });
+    // Node a gets eve's rename only after the join of the next "eve" (from another node, as
+    // a PUBLISH may arrive later than one sent after it).
+    const held: [string, RoomEvent][] = [];
+    const handler = handlers[0]!;
+    const room = handler.room.bind(handler);
+    handler.room = (key, event) => {
+      if (event.type === 'renamed') held.push([key, event]);
+      else room(key, event);
+    };
+    send(eve, { cmd: '5', newNickname: 'eva' });
+    await settle();
+    connect(b, 'eve');
+    await settle();
+    expect(held).toHaveLength(1);
+    for (const [key, event] of held) room(key, event);
+    await settle();
+    expect(wit.take()).toEqual([
+      { cmd: '30', nickname: 'eve', userCount: 2 },
+      { cmd: '8', nickname: 'eve', userCount: 3 },
+      { cmd: '8', nickname: 'eva', userCount: 3 },
+    ]);
+    // The next "eve" is still shown there: its own leave is shown, once.
+    send(eve, { cmd: '3' });
+    await settle();
+    expect(wit.take()).toEqual([{ cmd: '30', nickname: 'eva', userCount: 2 }]);
   });
 
   it('knows its own chat by who sent it, not by name, when it comes back after a rename', async () => {

@@ -75,7 +75,8 @@ describe('Roster', () => {
           expect(roster.settle(seed, [...presence], 'r')).toEqual([]);
           for (const o of before) {
             const event = step(presence, o);
-            if (event !== undefined && roster.apply(event)) show(view, event);
+            const seen = event === undefined ? undefined : roster.apply(event);
+            if (seen !== undefined) show(view, seen);
           }
           expect([...view].sort()).toEqual([...presence].sort());
           // The subscription is down: these events are lost.
@@ -91,7 +92,10 @@ describe('Roster', () => {
           });
           snapshot ??= [...presence];
           const early = pending.splice(0, Math.min(deliveredDuring, pending.length));
-          for (const event of early) if (roster.apply(event)) show(view, event);
+          for (const event of early) {
+            const seen = roster.apply(event);
+            if (seen !== undefined) show(view, seen);
+          }
           for (const event of roster.settle(token, snapshot, 'r')) {
             show(view, event);
             // The count each change carries is the members shown after it.
@@ -100,7 +104,10 @@ describe('Roster', () => {
               expect(event.count).toBe(view.size);
             }
           }
-          for (const event of pending) if (roster.apply(event)) show(view, event);
+          for (const event of pending) {
+            const seen = roster.apply(event);
+            if (seen !== undefined) show(view, seen);
+          }
           expect([...view].sort()).toEqual([...presence].sort());
           expect(roster.list().sort()).toEqual([...presence].sort());
         },
@@ -121,9 +128,10 @@ describe('Roster', () => {
       { type: 'joined', room: 'r', nickname: 'dee', count: 3 },
     ]);
     // The join the read already showed, arriving late, is not shown twice.
-    expect(roster.apply({ type: 'joined', room: 'r', nickname: 'cy', count: 2 })).toBe(false);
+    expect(roster.apply({ type: 'joined', room: 'r', nickname: 'cy', count: 2 })).toBeUndefined();
     // A later change of the same member is.
-    expect(roster.apply({ type: 'left', room: 'r', nickname: 'cy', count: 2 })).toBe(true);
+    const cyLeft: RoomEvent = { type: 'left', room: 'r', nickname: 'cy', count: 2 };
+    expect(roster.apply(cyLeft)).toBe(cyLeft);
     // A read overtaken by a later one settles nothing.
     const old = roster.begin();
     const current = roster.begin();
@@ -158,9 +166,10 @@ describe('Roster', () => {
       const out: RoomEvent[] = [];
       for (const event of events) {
         const replaced = roster.replacing(event);
-        if (!roster.apply(event)) continue;
+        const seen = roster.apply(event);
+        if (seen === undefined) continue;
         if (replaced !== undefined) out.push(replaced);
-        out.push(event);
+        out.push(seen);
       }
       return out;
     }
@@ -254,6 +263,55 @@ describe('Roster', () => {
       shown(roster, [left('eve', 0, 'E2')]);
       // Presence holds nobody now; the members must not be left shown someone.
       expect(roster.list()).toEqual([]);
+    });
+
+    const renamed = (from: string, to: string, origin?: string, lineage?: string): RoomEvent => ({
+      type: 'renamed',
+      room: 'r',
+      from,
+      to,
+      origin,
+      lineage,
+    });
+
+    it('shows the rename of an earlier holder, arriving after the name was taken, as its join', () => {
+      // eve (E1) renames to eva; E2 takes "eve" on another node, and its join arrives first.
+      const roster = new Roster(() => 10);
+      const events = shown(roster, [
+        joined('eve', 1, 'E1', 'L1'),
+        joined('eve', 1, 'E2', 'L2'),
+        renamed('eve', 'eva', 'E1', 'L1'),
+      ]);
+      expect(events).toEqual([
+        joined('eve', 1, 'E1', 'L1'),
+        left('eve', 0, 'E1', 'L1'),
+        joined('eve', 1, 'E2', 'L2'),
+        joined('eva', 2, 'E1', 'L1'),
+      ]);
+      expect(roster.list()).toEqual(['eve', 'eva']);
+      expect(shown(roster, [left('eva', 1, 'E1', 'L1'), left('eve', 0, 'E2', 'L2')])).toEqual([
+        left('eva', 1, 'E1', 'L1'),
+        left('eve', 0, 'E2', 'L2'),
+      ]);
+      expect(roster.list()).toEqual([]);
+    });
+
+    it('knows a renamed member by its marks, so its late leave does not remove the next holder', () => {
+      // eve (E1) renames to eva and leaves; E2 takes "eva" on another node, its join first.
+      const roster = new Roster(() => 10);
+      const events = shown(roster, [
+        joined('eve', 1, 'E1', 'L1'),
+        renamed('eve', 'eva', 'E1', 'L1'),
+        joined('eva', 1, 'E2', 'L2'),
+        left('eva', 0, 'E1', 'L1'),
+      ]);
+      expect(events).toEqual([
+        joined('eve', 1, 'E1', 'L1'),
+        renamed('eve', 'eva', 'E1', 'L1'),
+        left('eva', 0, 'E1', 'L1'),
+        joined('eva', 1, 'E2', 'L2'),
+      ]);
+      expect(roster.list()).toEqual(['eva']);
     });
   });
 });
