@@ -789,7 +789,7 @@ export class RedisPresence implements Presence {
         if ((error as Error).name === 'MaxRetriesPerRequestError') throw error;
         // The reply may be all that was lost (the connection dropped after Redis ran the
         // script): asked again, the script answers as it did, or takes the member over now.
-        // Given up, the caller frees the member it may have moved (Chat.takeOver).
+        // Given up, the caller frees the member it may have moved (ClusterNode.takeOver).
         if (attempt === TAKE_OVER_ATTEMPTS) throw error;
       }
     }

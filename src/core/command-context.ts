@@ -86,12 +86,12 @@ export interface ChatContext {
   readonly cluster: { readonly presence: Presence; readonly broker: Broker } | undefined;
   /** Runs a request's asynchronous part; the session's later requests wait for it. */
   run(session: Session, work: Promise<void>): void;
-  /** See Chat.interested / Chat.uninterested: a local member joining or leaving a room. */
+  /** See ClusterNode.interested / uninterested: a local member joining or leaving a room. */
   interested(room: Room): Promise<void>;
   uninterested(key: string): void;
-  /** See Chat.partInDoubt: a PART whose leave in Presence failed. */
+  /** See ClusterNode.partInDoubt: a PART whose leave in Presence failed. */
   partInDoubt(session: Session, room: Room): void;
-  /** See Chat.awaitPlace and Chat.enterPlaced: a member without history joining on a cluster node. */
+  /** See ClusterNode.awaitPlace and Chat.enterPlaced: a member without history joining on a cluster node. */
   awaitPlace(
     session: Session,
     room: Room,

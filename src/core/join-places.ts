@@ -23,7 +23,7 @@ const PLACE_TIMEOUT_MS = 3_000;
 /**
  * On a node of a cluster, this node's members without history whose join is on its way
  * through the broker, per room key: each waits for its "joined" to come back in its place
- * among the room's chats (Chat.awaitPlace).
+ * among the room's chats (ClusterNode.awaitPlace).
  */
 export class JoinPlaces {
   private readonly rooms = new Map<string, Room>();

@@ -1,0 +1,765 @@
+import type {
+  Broker,
+  ChatPlace,
+  LostReason,
+  NodeNotice,
+  ResyncCause,
+  RoomEvent,
+  WhisperEvent,
+} from './broker.js';
+import type { ChatContext } from './command-context.js';
+import { type ChatEvent, Delivery } from './events.js';
+import type { Identities } from './identities.js';
+import { JoinPlaces } from './join-places.js';
+import { MemberLists } from './member-lists.js';
+import { enforceBan, kickMissed, removeMember, secondsLeft } from './moderation-commands.js';
+import { nicknameKey } from './nickname.js';
+import type { DisconnectReason } from './ports.js';
+import {
+  type DeadNode,
+  type MemberRef,
+  type Presence,
+  ReleaseRetried,
+  type RoomLeft,
+  type TakenOver,
+} from './presence.js';
+import type { Clock } from './rate-limit.js';
+import { newSender, newToken, senderOf } from './resume-token.js';
+import type { Room } from './room.js';
+import { roomKey } from './rooms.js';
+import { Roster } from './roster.js';
+import type { Session } from './session.js';
+
+/** What a node of a cluster shares with the others. */
+export interface Cluster {
+  readonly presence: Presence;
+  readonly broker: Broker;
+  /**
+   * What the shared history store's chats carry of a sender (MessageDraft.sender) as
+   * their origin (StoredMessage.origin: RedisHistoryStore's is a hash, `senderOrigin`).
+   */
+  originOf(sender: string): string;
+  /**
+   * How long after a resync a room's members are read again (ms; 0 or none: at once). Long
+   * enough for every live node to heartbeat: after a Redis restart each registers its
+   * members again then, and a read before that would show them leaving.
+   */
+  readonly resyncDelayMs?: number;
+  /**
+   * True while this node may have been reaped (no heartbeat answered for the cluster timeout:
+   * its process was paused, or Redis stalled); the first time, its clients are closed
+   * (ClusterNode.expired). Asked before a request or an event from the others is served: a node that
+   * runs again after a pause reads its sockets before its timers run, and must not act for
+   * members whose nicknames the others may have given away.
+   */
+  stale?(): boolean;
+}
+
+/** What a node uses of the Chat that owns it: the chat as handlers see it, and its registries. */
+export interface NodeHost {
+  readonly chat: ChatContext;
+  /** Every open session, joined or not. */
+  readonly sessions: ReadonlySet<Session>;
+  /** Joined sessions by nickname key. */
+  readonly nicknames: Map<string, Session>;
+  /** Who holds each resume token and lasting identity, and each origin. */
+  readonly identities: Identities;
+  /** Runs `then` once the session's requests under way have finished. */
+  whenIdle(session: Session, then: () => void): void;
+}
+
+/** A removal chasing a member that keeps resuming elsewhere gives up after this many nodes. */
+const MAX_REMOVE_HOPS = 3;
+
+/** Whether `session` is in every room of `places` (by key): all of them entered here. */
+function holdsEvery(session: Session, places: TakenOver['rooms']): boolean {
+  const held = new Set<string>();
+  for (const room of session.rooms) held.add(room.key);
+  return places.every((place) => held.has(place.room));
+}
+
+/**
+ * What a node of a cluster (`ChatOptions.cluster`) does on top of the single-process chat:
+ * it hands room events to the broker and delivers what the broker hands back, keeps its
+ * rooms subscribed while they have local members, shows them who joined and left
+ * elsewhere, takes sessions over from any node, and frees its members in Presence when
+ * they leave. The Chat that owns it calls in where the two paths part.
+ */
+export class ClusterNode {
+  /**
+   * Per room key, local members in it or on their way in: the broker
+   * subscription lives while this is above zero, so a join in flight is not
+   * left unsubscribed by a leave that empties the room meanwhile.
+   */
+  private readonly interest = new Map<string, number>();
+  /** Per subscribed room key, who its local members were shown in it (see `reread`). */
+  private readonly rosters = new Map<string, Roster>();
+  /** On a cluster: each room's members as Presence gave them, for USERS (member-lists.ts). */
+  readonly memberLists: MemberLists;
+  /** Rooms (key -> name) of PARTs whose leave in Presence failed: see partInDoubt. */
+  private readonly partsInDoubt = new WeakMap<Session, Map<string, string>>();
+  /** Presence releases in flight, so a stop can wait for their "30"s to go out. */
+  private readonly releases = new Set<Promise<void>>();
+  /** Rooms whose members are read again once their resync has waited (see `resynced`). */
+  private readonly resyncs = new Map<string, ReturnType<typeof setTimeout>>();
+  /**
+   * Per room key, this node's members without history that joined it and wait, held, for
+   * their "joined" to come back in its place among the room's chats (see `awaitPlace`).
+   */
+  private readonly placing = new JoinPlaces();
+
+  private readonly chat: ChatContext;
+  private readonly sessions: ReadonlySet<Session>;
+  private readonly nicknames: Map<string, Session>;
+  private readonly identities: Identities;
+  private readonly host: NodeHost;
+
+  constructor(
+    readonly cluster: Cluster,
+    host: NodeHost,
+    clock: Clock,
+  ) {
+    this.host = host;
+    this.chat = host.chat;
+    this.sessions = host.sessions;
+    this.nicknames = host.nicknames;
+    this.identities = host.identities;
+    const presence = cluster.presence;
+    this.memberLists = new MemberLists((key) => presence.members(key), clock);
+    cluster.broker.onEvent({
+      room: (key, event) => this.arrived(key, event),
+      whisper: (event) => this.whispered(event),
+      notice: (notice) => this.noticed(notice),
+      lost: (key, reason, epoch) => this.gap(key, reason, epoch),
+      resync: (key, missed) => this.resynced(key, missed),
+      placed: (key, event, after) => this.placing.placed(key, event, after),
+      unplaced: (key, event) => this.placing.unplaced(key, event.nickname),
+    });
+  }
+
+  /**
+   * In a cluster the broker hands every room event back, to this node's own
+   * members too (at once, for events published here); whispers to members of
+   * other nodes go through WHISPER's own path (`whisperTo`).
+   */
+  publish(event: ChatEvent, epoch: string | undefined): void {
+    if (event.type === 'whisper') {
+      this.whispered(event);
+      return;
+    }
+    const room =
+      event.room === this.chat.lobby.name ? this.chat.lobby : this.chat.rooms.named(event.room);
+    const key = room?.key ?? roomKey(event.room);
+    this.cluster.broker.publish(key, event, epoch);
+  }
+
+  /** A room event from the broker: to this node's members of the room, but the one it is about. */
+  private arrived(key: string, event: RoomEvent): void {
+    if (event.type !== 'chat') this.memberLists.changed(key);
+    const from = event.type === 'chat' ? this.identities.sentBy(event.origin) : undefined;
+    const roster = this.rosters.get(key);
+    const replaced = roster?.replacing(event);
+    const shown = roster === undefined ? event : roster.apply(event);
+    if (shown === undefined) return;
+    if (this.cluster.stale?.() === true) return;
+    const room = this.roomAt(key);
+    if (room === undefined || room.size === 0) return;
+    // Not to the newcomer, who holds the name now: its own join may come back only once it
+    // is in the room (held while the room caught up).
+    if (replaced !== undefined) room.deliver(new Delivery(replaced), this.subject(event));
+    room.deliver(new Delivery(shown), shown.type === 'chat' ? from : this.subject(event));
+  }
+
+  /**
+   * The local member an event comes from, who is not shown it: the joiner, the renamer,
+   * the member being removed. Nicknames are unique across the cluster. (Chats: `sentBy`.)
+   */
+  private subject(event: RoomEvent): Session | undefined {
+    switch (event.type) {
+      case 'joined':
+      case 'moderated':
+        return this.chat.find(event.nickname);
+      case 'renamed':
+        return this.chat.find(event.to);
+      default:
+        return undefined;
+    }
+  }
+
+  /**
+   * Events of a room may have been missed (the subscription was down, or another node's
+   * PUBLISH failed): show its members what changed meanwhile.
+   */
+  private resynced(key: string, missed: ResyncCause): void {
+    // A join published while the subscription was down does not come back.
+    if (missed === 'subscription') this.placing.giveUp(key);
+    const delay = this.cluster.resyncDelayMs ?? 0;
+    if (delay <= 0) {
+      this.reread(key, true);
+      return;
+    }
+    if (this.resyncs.has(key)) return;
+    const timer = setTimeout(() => {
+      this.resyncs.delete(key);
+      this.reread(key, true);
+    }, delay);
+    timer.unref();
+    this.resyncs.set(key, timer);
+  }
+
+  /**
+   * A member without history is joining `room` on a node of a cluster: chats published
+   * before its join may still be on their way here, and one process would not show them.
+   * From now the room's events are held for it, until its "joined" comes back in its place
+   * among the chats (`JoinPlaces.placed`). The join's reply waits for that place, so that whatever
+   * the client does after it comes after the join; then `Chat.enterPlaced` lets the member
+   * have what was held. Undefined when nothing need wait: one process, or a member with
+   * history (its replay does the same).
+   */
+  awaitPlace(
+    session: Session,
+    room: Room,
+    nickname: string,
+  ): Promise<ChatPlace | undefined> | undefined {
+    if (session.has('history')) return undefined;
+    session.holdRoom(room.name);
+    return this.placing.wait(room.key, nickname);
+  }
+
+  /** The lobby or a room this node knows, by its key. */
+  private roomAt(key: string): Room | undefined {
+    return key === this.chat.lobby.key ? this.chat.lobby : this.chat.rooms.keyed(key);
+  }
+
+  /**
+   * Reads the room's members from Presence: at first to know who was shown,
+   * and after a resync to show the local members, as "30"s and "8"s, who
+   * left and joined while the events did not reach this node.
+   */
+  private reread(key: string, show: boolean): void {
+    const lists = this.memberLists;
+    const roster = this.rosters.get(key);
+    if (roster === undefined) return;
+    lists.changed(key);
+    const token = roster.begin();
+    lists.fresh(key).then(
+      (members) => {
+        if (this.rosters.get(key) !== roster) return;
+        const room = this.roomAt(key);
+        const name = room?.name ?? key;
+        const listed = members.map((m) => m.nickname);
+        // This node's own members are in the room whatever Presence says (after a Redis
+        // restart it may not have them again yet): one that lost its place there is closed,
+        // and its leave told, like any other.
+        if (room !== undefined) {
+          const keys = new Set(listed.map(nicknameKey));
+          for (const member of room.list()) {
+            if (!keys.has(nicknameKey(member.nickname))) listed.push(member.nickname);
+          }
+        }
+        const changes = roster.settle(token, listed, name);
+        if (!show || changes.length === 0) return;
+        this.chat.log.info({ room: name, changes: changes.length }, 'members of a room read again');
+        if (room === undefined || room.size === 0) return;
+        for (const event of changes) room.deliver(new Delivery(event), this.subject(event));
+      },
+      (err: unknown) =>
+        this.chat.log.warn({ err, room: key }, 'could not read the members of a room'),
+    );
+  }
+
+  /**
+   * The broker could not hand over some of a room's chats: its members with
+   * "history" are told, in line with the chats, as a resume would tell them.
+   */
+  private gap(key: string, reason: LostReason, epoch: string): void {
+    const room = this.roomAt(key);
+    if (room === undefined || room.size === 0) return;
+    this.chat.log.warn({ room: room.name, reason, epoch }, 'chats of a room were lost');
+    room.deliver(
+      new Delivery({
+        type: 'gap',
+        room: room.name,
+        epoch,
+        reason: reason === 'epoch' ? 'epoch' : 'deleted',
+      }),
+    );
+  }
+
+  /** From another node: a member of this one to remove or close, or the ban list changed. */
+  private noticed(notice: NodeNotice): void {
+    const now = this.chat.now();
+    switch (notice.type) {
+      case 'remove':
+        this.removeNoticed(notice);
+        return;
+      case 'banned':
+        this.chat.bans.add(notice.ban, now);
+        enforceBan(this.chat, notice.ban, notice.seconds);
+        return;
+      case 'unbanned':
+        this.chat.bans.remove(notice.mask, now);
+        return;
+      case 'evict':
+        this.evicted(notice.member);
+        return;
+      case 'missed':
+        for (const session of this.sessions) {
+          if (session.presenceId === notice.asker.member && session.state === 'joined') {
+            kickMissed(session, notice.asker.nickname);
+          }
+        }
+        return;
+    }
+  }
+
+  /**
+   * A removal a KICK on any node asked for. The member may have been taken over by
+   * a resume on a third node meanwhile, before or after its eviction notice
+   * reaches this one: so it is removed here only if Presence still has it on
+   * this node, in the same step that frees it (a resume after that finds
+   * nothing to take); else the notice goes on to the member a resume moved it
+   * to, if any, a few hops at most. Never a kick announced while the member
+   * stays, nor a removal of someone else who took its nickname.
+   */
+  private removeNoticed(notice: Extract<NodeNotice, { type: 'remove' }>, waited = false): void {
+    const cluster = this.cluster;
+    let session: Session | undefined;
+    for (const s of this.sessions) {
+      if (s.state !== 'closed' && s.presenceId === notice.member) session = s;
+    }
+    if (session !== undefined && session.pending > 0 && !waited) {
+      // Most often a resume under way (its "03" not sent yet): removed once it is done.
+      this.host.whenIdle(session, () => this.removeNoticed(notice, true));
+      return;
+    }
+    const nickname = session?.nickname ?? notice.nickname;
+    const names = new Map<string, string>();
+    for (const room of session?.rooms ?? []) names.set(room.key, room.name);
+    const { action, by, reason, seconds } = notice;
+    const expelled = cluster.presence.expel(notice.member).catch((err: unknown) => {
+      if (!(err instanceof ReleaseRetried)) throw err;
+      // Its answer was lost: what the retry frees is told as this answer would have been.
+      this.chat.log.warn({ err, nickname }, `could not ${action} a member yet: retrying`);
+      return err.retried;
+    });
+    const work = expelled.then(async (left) => {
+      if (left !== undefined) {
+        if (session !== undefined && session.state === 'joined') {
+          removeMember(this.chat, session, action, by, reason, seconds);
+        } else if (nickname !== undefined) {
+          // Its connection closed a moment before, but the removal freed it: the rooms are
+          // told of the removal all the same, where they would have been.
+          const seen = left.find((l) => l.room === this.chat.lobby.key) ?? left[0];
+          if (seen !== undefined) {
+            const room = this.roomAt(seen.room)?.name ?? names.get(seen.room) ?? seen.room;
+            this.chat.publish({ type: 'moderated', room, action, nickname, by, reason, seconds });
+          }
+        }
+        // Its own release in leaving finds nothing left: the "30"s go out from here.
+        const why = action === 'kick' ? 'kicked' : 'banned';
+        this.announceLeft(left, nickname ?? '', names, why, session ?? {});
+        return;
+      }
+      // Followed by its identity: by nickname, a member who left or renamed meanwhile would
+      // hand the removal to whoever took that nickname since.
+      const hops = (notice.hops ?? 0) + 1;
+      const now =
+        hops > MAX_REMOVE_HOPS
+          ? undefined
+          : await cluster.presence.successor(cluster.presence.node, notice.member);
+      if (now === undefined) {
+        this.chat.log.warn(
+          { nickname, by, action, hops },
+          `${nickname} was gone before the ${action}`,
+        );
+        // Its operator is told as on one process; a ban stays stored, whoever it found.
+        if (notice.asker !== undefined) {
+          cluster.broker.notify(notice.asker.node, { type: 'missed', asker: notice.asker });
+        }
+        return;
+      }
+      cluster.broker.notify(now.node, { ...notice, member: now.id, nickname: now.nickname, hops });
+    });
+    this.track(
+      work.catch((err: unknown) =>
+        this.chat.log.warn({ err, nickname }, `could not ${action} a member`),
+      ),
+    );
+  }
+
+  /**
+   * Reads the cluster's ban list again: at start, and now and then in case a
+   * notice of a change was missed (the subscriber connection was down).
+   */
+  async refreshBans(): Promise<void> {
+    const presence = this.cluster.presence;
+    const bans = await presence.bans();
+    const now = this.chat.now();
+    const known = new Set(this.chat.bans.list(now).map((ban) => JSON.stringify(ban)));
+    this.chat.bans.replace(bans);
+    // A ban whose notice this node missed removes its members now, as the notice would have.
+    for (const ban of bans) {
+      if (!known.has(JSON.stringify(ban))) enforceBan(this.chat, ban, secondsLeft(ban, now));
+    }
+  }
+
+  private whispered(event: WhisperEvent): void {
+    if (this.cluster.stale?.() === true) return;
+    this.chat.find(event.to)?.deliver(new Delivery(event));
+  }
+
+  /**
+   * A whisper to a member of another node (Presence said which): resolves once sent (to
+   * `false` when no node took it), rejects when it is not known to have been.
+   */
+  whisperTo(node: string, event: WhisperEvent): Promise<boolean> {
+    return this.cluster.broker.whisper(node, event);
+  }
+
+  /**
+   * A local member is joining `room`: resolves once the room's events reach
+   * this node. Every call is paired with one `uninterested`.
+   */
+  interested(room: Room): Promise<void> {
+    const broker = this.cluster.broker;
+    const interest = (this.interest.get(room.key) ?? 0) + 1;
+    this.interest.set(room.key, interest);
+    const subscribed = broker.subscribe(room);
+    if (interest === 1) {
+      this.rosters.set(room.key, new Roster(() => room.capacity));
+      // Read once the room's events arrive, so that none falls between the read and them.
+      subscribed.then(
+        () => this.reread(room.key, false),
+        () => {},
+      );
+    }
+    return subscribed;
+  }
+
+  /** A local member left `room`, or did not get in: the last one unsubscribes. */
+  uninterested(key: string): void {
+    const broker = this.cluster.broker;
+    const left = (this.interest.get(key) ?? 0) - 1;
+    if (left > 0) {
+      this.interest.set(key, left);
+      return;
+    }
+    this.interest.delete(key);
+    this.rosters.delete(key);
+    this.memberLists.changed(key);
+    this.placing.giveUp(key);
+    broker.unsubscribe(key).catch((err: unknown) => {
+      this.chat.log.warn({ err, room: key }, 'could not unsubscribe from a room');
+    });
+  }
+
+  /**
+   * A PART whose leave in Presence failed, its answer lost: Presence may or may not have
+   * applied it. The failure closes the session (3005); its release then tells this room it
+   * left, from the rooms Presence frees if it still had the member there, else with the
+   * count Presence gives after, once, as the PART would have.
+   */
+  partInDoubt(session: Session, room: Room): void {
+    const rooms = this.partsInDoubt.get(session) ?? new Map<string, string>();
+    rooms.set(room.key, room.name);
+    this.partsInDoubt.set(session, rooms);
+  }
+
+  /**
+   * Presence forgets a member that never got in (its CONNECT was refused,
+   * or it left while the claim was on its way).
+   */
+  forget(session: Session): void {
+    const presence = this.cluster.presence;
+    this.track(
+      presence.release(session.presenceId).then(
+        () => {},
+        (err: unknown) =>
+          this.chat.log.warn({ err, session: session.id }, 'could not release a member'),
+      ),
+    );
+  }
+
+  private track(work: Promise<void>): void {
+    this.releases.add(work);
+    void work.finally(() => this.releases.delete(work));
+  }
+
+  /**
+   * Members of nodes that stopped heartbeating, already removed from
+   * Presence by this node: the rooms they were in hear they left.
+   */
+  reaped(dead: readonly DeadNode[]): void {
+    const broker = this.cluster.broker;
+    for (const node of dead) {
+      for (const member of node.members) {
+        this.chat.log.info(
+          { node: node.node, nickname: member.nickname },
+          `${member.nickname} left: their server stopped answering.`,
+        );
+        for (const left of member.rooms) {
+          const room = this.chat.rooms.keyed(left.room);
+          broker.publish(left.room, {
+            type: 'left',
+            room: room?.name ?? left.room,
+            nickname: member.nickname,
+            count: left.count,
+            lineage: member.lineage,
+          });
+        }
+      }
+    }
+  }
+
+  /**
+   * This node may have been reaped by the others (its heartbeats went
+   * unanswered for the timeout): they may have given its members' nicknames
+   * away, so every local client is closed with a transient code.
+   */
+  expired(): void {
+    this.chat.log.error(
+      {},
+      'cut off from the cluster for longer than the timeout; closing clients',
+    );
+    for (const session of [...this.sessions]) this.chat.disconnect(session, 'cluster-unavailable');
+  }
+
+  /**
+   * After Redis came back empty, Presence registered this node's members
+   * again; these found their nickname taken meanwhile, and are closed.
+   */
+  lost(members: readonly string[]): void {
+    const ids = new Set(members);
+    for (const session of [...this.sessions]) {
+      if (ids.has(session.presenceId)) this.chat.disconnect(session, 'cluster-unavailable');
+    }
+  }
+
+  /** Members a resume took to another node, whose notice was lost: closed as it would have. */
+  goneAway(members: readonly string[]): void {
+    for (const member of members) this.evicted(member);
+  }
+
+  /**
+   * After Redis came back empty, a member of this node registered again in
+   * place of an earlier copy of itself (a resume took it over just before):
+   * that copy's node closes it as a takeover does, in case the first notice
+   * was lost with Redis.
+   */
+  displaced(members: readonly MemberRef[]): void {
+    const cluster = this.cluster;
+    for (const member of members) {
+      if (member.node === cluster.presence.node) this.evicted(member.id);
+      else cluster.broker.notify(member.node, { type: 'evict', member: member.id });
+    }
+  }
+
+  /** The chat is shutting down: no room is read again. */
+  stop(): void {
+    for (const timer of this.resyncs.values()) clearTimeout(timer);
+    this.resyncs.clear();
+  }
+
+  /** Resolves once the leaves of sessions already ended are told to the cluster. */
+  async settled(): Promise<void> {
+    while (this.releases.size > 0) await Promise.allSettled([...this.releases]);
+  }
+
+  /**
+   * takeBack on a node of a cluster: Presence moves the member the token was
+   * granted to, from whichever node, to `session` in one step (so a token
+   * works once, on one node), with a new token granted in the same step. A
+   * ghost on this node is taken back as on one node; one on another node is
+   * closed there (`evicted`), or has gone with its node. The rooms' live
+   * events are held until the caller has replayed each (enterRoom).
+   */
+  async takeOver(session: Session, token: string): Promise<boolean> {
+    const cluster = this.cluster;
+    const ghost = this.identities.holder(token);
+    // The next token carries the same sender, whichever node the member was on. A session
+    // here keeps its identity (its chats, its tokens, `namedBy`'s record) until Presence
+    // grants the takeover: a connection that loses a race for the token, or whose takeover
+    // fails, or that goes meanwhile takes nothing of it, and chats coming back meanwhile are
+    // still the old connection's.
+    let next: string;
+    let sender: string | undefined;
+    if (ghost === undefined) {
+      // A token of a session on another node, or a spent or unknown one (still its
+      // session's, as in takeBack).
+      const named = this.identities.namedBy(token);
+      if (named !== undefined) this.identities.identify(session, named);
+      next = this.chat.issueToken(session);
+    } else {
+      sender = senderOf(token) ?? newSender();
+      next = newToken(sender);
+    }
+    let taken: TakenOver | undefined;
+    try {
+      taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
+    } catch (err) {
+      // Redis may have moved the member to this connection all the same (a lost reply):
+      // freed, or it would stay registered for nobody, its nickname and places kept.
+      this.forget(session);
+      throw err;
+    }
+    if (taken === undefined) return false;
+    // The member's address is this connection's now: not a room event.
+    for (const place of taken.rooms) this.memberLists.changed(place.room);
+    const local = taken.node === cluster.presence.node;
+    if (!local) cluster.broker.notify(taken.node, { type: 'evict', member: taken.id });
+    // A ghost whose JOIN_ROOM is on its way may have its place in Presence without having
+    // entered the room here: it is closed like one on another node, and the room is told of
+    // that join (`movedAway`) while this session takes every place Presence moved.
+    if (
+      sender !== undefined &&
+      local &&
+      ghost?.presenceId === taken.id &&
+      session.state !== 'closed' &&
+      holdsEvery(ghost, taken.rooms) &&
+      this.chat.takeBack(session, token)
+    ) {
+      this.identities.keep(session, next, sender);
+      for (const room of session.rooms) session.holdRoom(room.name);
+      return true;
+    }
+    // A connection closed meanwhile gets nothing: its removal is done.
+    if (sender !== undefined && session.state !== 'closed') {
+      this.identities.identify(session, sender);
+      this.identities.keep(session, next, sender);
+    }
+    // A ghost on this node not taken back above is closed like one on another node.
+    if (local) this.evicted(taken.id);
+    const rooms = taken.rooms.map((r) =>
+      r.room === this.chat.lobby.key
+        ? this.chat.lobby
+        : (this.chat.rooms.keyed(r.room) ?? this.chat.rooms.room(r.name)),
+    );
+    try {
+      await Promise.all(rooms.map((room) => this.interested(room)));
+    } catch (err) {
+      for (const room of rooms) this.uninterested(room.key);
+      this.abandon(session.presenceId, taken.nickname, rooms);
+      throw err;
+    }
+    if (session.state === 'closed') {
+      for (const room of rooms) this.uninterested(room.key);
+      this.abandon(session.presenceId, taken.nickname, rooms);
+      return false;
+    }
+    session.nickname = taken.nickname;
+    session.key = nicknameKey(taken.nickname);
+    session.lineage = taken.lineage;
+    session.state = 'joined';
+    this.nicknames.set(session.key, session);
+    for (const made of rooms) {
+      // Another local member may have made the same room meanwhile: that one.
+      const room = made === this.chat.lobby ? made : (this.chat.rooms.find(made.name) ?? made);
+      session.holdRoom(room.name);
+      this.chat.rooms.add(session, room);
+      if (room === this.chat.lobby) session.room = room;
+    }
+    this.chat.log.info(
+      { nickname: session.nickname, session: session.id, from: taken.node },
+      `${session.nickname} took their session back from another node.`,
+    );
+    return true;
+  }
+
+  /** Another node took over a member of this node: its connection is closed, no "30" sent. */
+  private evicted(member: string): void {
+    for (const session of this.sessions) {
+      if (session.presenceId !== member || session.state !== 'joined') continue;
+      // Its release finds nothing left to free in Presence, so the rooms hear nothing.
+      session.movedAway = true;
+      this.chat.disconnect(session, 'replaced');
+      return;
+    }
+  }
+
+  /** A member taken over for a session that closed meanwhile: released, and its rooms told. */
+  private abandon(id: string, nickname: string, rooms: readonly Room[]): void {
+    const names = new Map(rooms.map((room) => [room.key, room.name]));
+    this.release(id, nickname, names, 'lost');
+  }
+
+  /**
+   * Leaving a cluster: Presence frees the nickname and the places, and says
+   * what each room counts after; the "30"s go out then, also when this node
+   * is stopping (the rooms live on elsewhere).
+   */
+  leave(session: Session, reason: DisconnectReason): void {
+    const names = new Map<string, string>();
+    for (const room of [...session.rooms]) {
+      names.set(room.key, room.name);
+      this.chat.rooms.remove(session, room);
+      this.uninterested(room.key);
+    }
+    const parted = this.partsInDoubt.get(session);
+    this.partsInDoubt.delete(session);
+    for (const [key, name] of parted ?? []) names.set(key, name);
+    this.release(session.presenceId, session.nickname, names, reason, session, parted);
+  }
+
+  /** Frees a member in Presence; the rooms it was in hear it left. */
+  private release(
+    id: string,
+    nickname: string,
+    names: ReadonlyMap<string, string>,
+    reason: DisconnectReason,
+    who?: Partial<Pick<Session, 'origin' | 'lineage'>>,
+    parted?: ReadonlyMap<string, string>,
+  ): void {
+    const cluster = this.cluster;
+    const { presence } = cluster;
+    const marks = { origin: who?.origin, lineage: who?.lineage };
+    const announce = async (left: readonly RoomLeft[] | undefined) => {
+      this.announceLeft(left ?? [], nickname, names, reason, marks);
+      // PARTs in doubt whose leave Presence had applied: told with the count it gives now.
+      // Not for a member Presence no longer had (moved away by a resume, or reaped).
+      if (parted === undefined || left === undefined) return;
+      const freed = new Set(left.map((l) => l.room));
+      const rest = [...parted.keys()].filter((key) => !freed.has(key));
+      try {
+        const counts = await Promise.all(rest.map((key) => presence.count(key)));
+        const more = rest.map((room, i) => ({ room, count: counts[i]! }));
+        this.announceLeft(more, nickname, parted, reason, marks);
+      } catch (err) {
+        this.chat.log.warn({ err, nickname }, 'could not tell a room a member left');
+      }
+    };
+    // With PARTs in doubt, an expel: it tells a member Presence had from one it had not.
+    const removed = parted === undefined ? presence.release(id) : presence.expel(id);
+    this.track(
+      removed.then(announce, (err: unknown) => {
+        this.chat.log.warn({ err, nickname }, 'could not release a member');
+        // Its answer was lost: what the retry frees is told as this answer would have been.
+        if (err instanceof ReleaseRetried) {
+          return err.retried.then(announce, (again: unknown) =>
+            this.chat.log.warn({ err: again, nickname }, 'could not release a member'),
+          );
+        }
+      }),
+    );
+  }
+
+  /** The rooms a member was freed from in Presence hear it left. */
+  private announceLeft(
+    left: readonly RoomLeft[],
+    nickname: string,
+    names: ReadonlyMap<string, string>,
+    reason: DisconnectReason,
+    marks: Partial<Pick<Session, 'origin' | 'lineage'>>,
+  ): void {
+    const cluster = this.cluster;
+    const { origin, lineage } = marks;
+    for (const { room, count } of left) {
+      this.chat.log.info(
+        { nickname, room: names.get(room) ?? room, users: count, reason },
+        `${nickname} left. There are ${count} users connected.`,
+      );
+      const name = this.chat.rooms.keyed(room)?.name ?? names.get(room) ?? room;
+      cluster.broker.publish(room, { type: 'left', room: name, nickname, count, origin, lineage });
+    }
+  }
+}
