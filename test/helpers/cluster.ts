@@ -9,6 +9,7 @@ import { afterAll, beforeAll } from 'vitest';
 import { RawClient } from './raw-client.js';
 import { type RedisServer, startRedis, withoutRedis } from './redis.js';
 import { type SpawnedServer, spawnServer } from './spawn-server.js';
+import { TcpRelay } from './tcp-relay.js';
 
 export interface TestCluster {
   readonly redis: RedisServer;
@@ -114,6 +115,68 @@ export function useCluster(
     },
   };
   return file;
+}
+
+/**
+ * For a test file: Redis and two nodes (`--cluster-timeout` `timeoutS`), node `via` reaching
+ * Redis through a TcpRelay that the tests make lose what goes between them, the other
+ * directly; clients opened here are closed after the file.
+ */
+export function useRelayedCluster(via: 0 | 1, caps: readonly string[], timeoutS = 5) {
+  let redis: RedisServer | undefined;
+  let relay: TcpRelay | undefined;
+  const nodes: SpawnedServer[] = [];
+  const clients: RawClient[] = [];
+
+  beforeAll(async () => {
+    if (withoutRedis()) return;
+    redis = await startRedis();
+    relay = await TcpRelay.start(redis.port);
+    const urls = via === 0 ? [relay.redisUrl, redis.url] : [redis.url, relay.redisUrl];
+    const args = ['--cluster-timeout', String(timeoutS), '--rate-limit', '0'];
+    for (const url of urls) nodes.push(await spawnServer(['--redis', url, ...args]));
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await relay?.close();
+    await redis?.stop();
+  }, 60_000);
+
+  const running = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('the cluster runs only inside the tests');
+    return value;
+  };
+  const open = async (node: number): Promise<RawClient> => {
+    const c = await RawClient.open(nodes[node]!.port);
+    clients.push(c);
+    return c;
+  };
+  /** A client on `node` that has CONNECTed as `nickname` (with `asked`, by default `caps`). */
+  const member = async (node: number, nickname: string, asked = caps): Promise<RawClient> => {
+    const c = await open(node);
+    c.sendPy({ cmd: '0', nickname, caps: asked });
+    await c.expect('03', 10_000);
+    return c;
+  };
+
+  return {
+    get relay(): TcpRelay {
+      return running(relay);
+    },
+    get redis(): RedisServer {
+      return running(redis);
+    },
+    open,
+    member,
+  };
+}
+
+/** The resume token in the welcome ("03") `client` was sent. */
+export function resumeToken(client: RawClient): string {
+  const welcome = client.rawFrames.map((f) => JSON.parse(f) as Record<string, unknown>);
+  return welcome.find((m) => m.cmd === '03')?.resume as string;
 }
 
 /** Waits until `done` holds, polling every 50 ms for at most `timeoutMs`. */

@@ -7,8 +7,7 @@
  * the new one, and the name may go to anyone after that.
  */
 import { describe, expect, it } from 'vitest';
-import { until } from '../helpers/cluster.js';
-import { useDroppingCluster } from '../helpers/dropping-relay.js';
+import { resumeToken, until, useRelayedCluster } from '../helpers/cluster.js';
 import type { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 
@@ -16,17 +15,16 @@ const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'history'];
 
 // Node 0 reaches Redis directly, node 1 through the relay.
-const cluster = useDroppingCluster(1, CAPS);
+const cluster = useRelayedCluster(1, CAPS);
 const { member, open } = cluster;
 
 describe.skipIf(skip)('an eviction notice lost with a subscriber connection', () => {
   it('does not leave the old connection speaking as the member', async () => {
     const old = await member(1, 'ann');
-    const welcome = old.rawFrames.map((f) => JSON.parse(f) as Record<string, unknown>);
-    const token = welcome.find((m) => m.cmd === '03')?.resume as string;
+    const token = resumeToken(old);
     expect(typeof token).toBe('string');
 
-    const lost = cluster.relay.arm('"type":"evict"', 'down');
+    const lost = cluster.relay.arm('"type":"evict"', 'drop', { direction: 'down' });
     const taken = await open(0);
     taken.sendPy({ cmd: '0', nickname: 'ann', caps: CAPS, resume: token });
     const back = (await taken.expect('03', 10_000)) as unknown as { resumed: boolean };

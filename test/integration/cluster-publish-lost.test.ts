@@ -7,8 +7,7 @@
  * come to agree with Presence (USERS).
  */
 import { describe, expect, it } from 'vitest';
-import { followMembers, until } from '../helpers/cluster.js';
-import { useDroppingCluster } from '../helpers/dropping-relay.js';
+import { followMembers, resumeToken, until, useRelayedCluster } from '../helpers/cluster.js';
 import type { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 
@@ -16,7 +15,7 @@ const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'history', 'renames'];
 
 // Node 0 reaches Redis through the relay, node 1 directly.
-const cluster = useDroppingCluster(0, CAPS);
+const cluster = useRelayedCluster(0, CAPS);
 const { member, open } = cluster;
 
 /** The nicknames USERS lists for the lobby, asked on `client`. */
@@ -136,8 +135,7 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
 
   it('closes the connection a resume on another node took the session from', async () => {
     const old = await member(1, 'ann');
-    const welcome = old.rawFrames.map((f) => JSON.parse(f) as Record<string, unknown>);
-    const token = welcome.find((m) => m.cmd === '03')?.resume as string;
+    const token = resumeToken(old);
     const dropped = cluster.relay.arm('"type":"evict"');
     // The same member, from another connection, on node 0: Presence moves it there.
     const taken = await open(0);
