@@ -170,6 +170,31 @@ export function useRelayedCluster(via: 0 | 1, caps: readonly string[], timeoutS 
     },
     open,
     member,
+    /**
+     * Once someone else has taken `nickname` on node 0, `old` (a connection that held it)
+     * chats: what a member on node 0 hears of that ("from: msg").
+     */
+    async heardFrom(old: RawClient, nickname: string): Promise<string[]> {
+      let other: RawClient | undefined;
+      await until(
+        `someone else taking "${nickname}"`,
+        async () => {
+          const c = await open(0);
+          c.sendPy({ cmd: '0', nickname, caps });
+          const m = await c.waitFor((x) => ['03', '01', '90'].includes(x.cmd), 1, 5_000);
+          if (m.cmd === '03') other = c;
+          else c.close();
+          return other !== undefined;
+        },
+        10_000,
+      );
+      const listener = await member(0, 'listener');
+      old.sendPy({ cmd: '7', msg: `not from the new ${nickname}` });
+      await listener
+        .waitFor((m) => m.cmd === '70' && m.msg === `not from the new ${nickname}`, 1, 3_000)
+        .catch(() => undefined);
+      return listener.received.filter((m) => m.cmd === '70').map((m) => `${m.from}: ${m.msg}`);
+    },
   };
 }
 
