@@ -196,7 +196,7 @@ describe('a chat of several nodes', () => {
   });
 
   it('renames across nodes; the name taken elsewhere is refused', async () => {
-    const { a, b, ann, bob } = await annAndBob(EXT);
+    const { b, ann, bob } = await annAndBob(EXT);
     ann.take();
     bob.take();
     send(ann, { cmd: '5', newNickname: 'Bob' });
@@ -843,7 +843,7 @@ describe('a chat of several nodes', () => {
 describe('a takeover on the node of the session it takes', () => {
   it('leaves the identity with that session when Presence fails the takeover', async () => {
     const caps = ['errors', 'rooms', 'renames', 'history'];
-    const { a, b, ann, bob } = await annAndBob(caps, { maxUsers: 10 });
+    const { a, ann, bob } = await annAndBob(caps, { maxUsers: 10 });
     const token = tokenOf(ann);
     send(ann, { cmd: '7', msg: 'first', cid: 'c1' });
     await settle();
@@ -1025,7 +1025,7 @@ describe('a takeover on the node of the session it takes', () => {
    */
   async function partAnswerLost(applied: boolean): Promise<{ ann: FakePeer; bob: FakePeer }> {
     const caps = ['errors', 'rooms'];
-    const { a, b, ann, bob } = await annAndBob(caps, { maxUsers: 10 });
+    const { b, ann, bob } = await annAndBob(caps, { maxUsers: 10 });
     send(ann, { cmd: '100', room: 'side' } as Request);
     send(bob, { cmd: '100', room: 'side' } as Request);
     await settle();
