@@ -240,3 +240,32 @@ export function followMembers(
   }
   return out;
 }
+
+/** The nicknames USERS lists for the lobby, asked on `client`, sorted. */
+export async function lobbyUsers(client: RawClient): Promise<string[]> {
+  client.drain();
+  client.sendPy({ cmd: '1' });
+  const reply = (await client.expect('10', 10_000)) as unknown as { users: [string][] };
+  return reply.users.map((u) => u[0]).sort();
+}
+
+/**
+ * What `watcher` was shown of the lobby's members (sorted), from its first "101", once
+ * `agrees` with it or `ms` have passed; and what Presence has then (USERS).
+ */
+export async function shownAndListed(
+  watcher: RawClient,
+  agrees: (shown: string[]) => boolean,
+  ms = 8_000,
+): Promise<{ shown: string[]; listed: string[] }> {
+  let shown: string[] = [];
+  await until(
+    'the lobby as shown to agree with Presence',
+    () => {
+      shown = [...followMembers(new Set(), watcher.rawFrames, 'lobby')].sort();
+      return agrees(shown);
+    },
+    ms,
+  ).catch(() => {});
+  return { shown, listed: await lobbyUsers(watcher) };
+}

@@ -7,8 +7,7 @@
  * come to agree with Presence (USERS).
  */
 import { describe, expect, it } from 'vitest';
-import { followMembers, resumeToken, until, useRelayedCluster } from '../helpers/cluster.js';
-import type { RawClient } from '../helpers/raw-client.js';
+import { lobbyUsers, resumeToken, shownAndListed, useRelayedCluster } from '../helpers/cluster.js';
 import { withoutRedis } from '../helpers/redis.js';
 
 const skip = withoutRedis();
@@ -17,31 +16,6 @@ const CAPS = ['errors', 'rooms', 'history', 'renames'];
 // Node 0 reaches Redis through the relay, node 1 directly.
 const cluster = useRelayedCluster(0, CAPS);
 const { member, open } = cluster;
-
-/** The nicknames USERS lists for the lobby, asked on `client`. */
-async function users(client: RawClient): Promise<string[]> {
-  client.drain();
-  client.sendPy({ cmd: '1' });
-  const reply = (await client.expect('10', 10_000)) as unknown as { users: [string][] };
-  return reply.users.map((u) => u[0]).sort();
-}
-
-/**
- * What `watcher` was shown of the lobby's members, from its first "101", once it agrees with
- * Presence or a few seconds have passed; and what Presence has (USERS).
- */
-async function shownAndListed(watcher: RawClient, agrees: (shown: string[]) => boolean) {
-  let shown: string[] = [];
-  await until(
-    'the lobby as shown to agree with Presence',
-    () => {
-      shown = [...followMembers(new Set(), watcher.rawFrames, 'lobby')].sort();
-      return agrees(shown);
-    },
-    8_000,
-  ).catch(() => {});
-  return { shown, listed: await users(watcher) };
-}
 
 describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
   it('still reaches the other nodes, or their lists are mended', async () => {
@@ -54,19 +28,14 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
     await mover.expect('51', 10_000);
     await dropped;
     // Presence has the rename.
-    expect(await users(watcher)).toEqual(['moved', 'watcher']);
+    expect(await lobbyUsers(watcher)).toEqual(['moved', 'watcher']);
 
     // What the watcher was shown, from its first "101": given a few seconds to come right.
-    let shown: string[] = [];
-    await until(
-      'the lobby as shown to agree with Presence',
-      () => {
-        shown = [...followMembers(new Set(), watcher.rawFrames, 'lobby')].sort();
-        return shown.includes('moved') && !shown.includes('mover');
-      },
-      8_000,
-    ).catch(() => {});
-    expect(shown).toEqual(await users(watcher));
+    const { shown, listed } = await shownAndListed(
+      watcher,
+      (s) => s.includes('moved') && !s.includes('mover'),
+    );
+    expect(shown).toEqual(listed);
     // The node goes on answering its member.
     mover.drain();
     mover.sendPy({ cmd: '4' });

@@ -9,8 +9,7 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { followMembers, until, useRelayedCluster } from '../helpers/cluster.js';
-import type { RawClient } from '../helpers/raw-client.js';
+import { lobbyUsers, shownAndListed, until, useRelayedCluster } from '../helpers/cluster.js';
 import { withoutRedis } from '../helpers/redis.js';
 
 const skip = withoutRedis();
@@ -28,14 +27,6 @@ beforeAll(() => {
 });
 
 afterAll(() => admin?.disconnect());
-
-/** The nicknames USERS lists for the lobby, asked on `client`. */
-async function users(client: RawClient): Promise<Set<string>> {
-  client.drain();
-  client.sendPy({ cmd: '1' });
-  const reply = (await client.expect('10', 10_000)) as unknown as { users: [string][] };
-  return new Set(reply.users.map((u) => u[0]));
-}
 
 /**
  * What a node sends Redis to release (or expel) `nickname`, as the command's arguments go
@@ -64,20 +55,11 @@ describe.skipIf(skip)('a release whose reply was lost', () => {
     // Presence frees the member at the node's retry after its next heartbeat.
     await until(
       'Presence freeing the member',
-      async () => !(await users(watcher)).has('ghost'),
+      async () => !(await lobbyUsers(watcher)).includes('ghost'),
       10_000,
     );
-    const inPresence = await users(watcher);
     // The rooms hear it: the "30" comes as soon as the retry's answer does.
-    let shown = new Set<string>();
-    await until(
-      'the lobby as shown to agree with Presence',
-      () => {
-        shown = followMembers(new Set(), watcher.rawFrames, 'lobby');
-        return !shown.has('ghost');
-      },
-      5_000,
-    ).catch(() => {});
-    expect([...shown].sort()).toEqual([...inPresence].sort());
+    const { shown, listed } = await shownAndListed(watcher, (s) => !s.includes('ghost'), 5_000);
+    expect(shown).toEqual(listed);
   }, 60_000);
 });
