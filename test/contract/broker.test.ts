@@ -14,8 +14,8 @@ import {
   roomChannel,
   roomTag,
 } from '../../src/store/redis-history.js';
-import { DroppingRelay } from '../helpers/dropping-relay.js';
 import { type RedisServer, startRedis, useRedis, withoutRedis } from '../helpers/redis.js';
+import { TcpRelay } from '../helpers/tcp-relay.js';
 import {
   type BrokerCluster,
   type BrokerNode,
@@ -450,25 +450,28 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
-    /** A node whose connections to Redis go through `relay`, which can lose one write. */
-    async function relayedNode(relay: DroppingRelay) {
+    /** A node whose connections to Redis go through a relay of its own, to lose a write. */
+    async function relayedNode() {
+      const relay = await TcpRelay.start(redis.port);
       const history = new RedisHistoryStore({
         retention,
         pruneIntervalMs: 0,
-        redis: relay.url,
+        redis: relay.redisUrl,
         prefix,
         publish: true,
       });
-      const broker = new RedisBroker({ redis: relay.url, prefix, history, onError: () => {} });
+      const broker = new RedisBroker({ redis: relay.redisUrl, prefix, history, onError: () => {} });
       const got = new Recorder();
       broker.onEvent(got);
       await broker.start();
       return {
         broker,
         got,
+        relay,
         async close() {
           await broker.close();
           await history.close();
+          await relay.close();
         },
       };
     }
@@ -478,12 +481,11 @@ describe.skipIf(withoutRedis())('Redis', () => {
       const b = await c.node();
       const room = { key: 'unsent', name: 'unsent' };
       await b.broker.subscribe(room);
-      const relay = await DroppingRelay.start(redis.port);
-      const a = await relayedNode(relay);
+      const a = await relayedNode();
       try {
         await a.broker.subscribe(room);
         const renamed: RoomEvent = { type: 'renamed', room: 'unsent', from: 'ann', to: 'anna' };
-        const dropped = relay.arm('"type":"renamed"');
+        const dropped = a.relay.arm('"type":"renamed"');
         a.broker.publish(room.key, renamed);
         await dropped;
         // Its own node had it at once; the other never will, and reads the members instead.
@@ -520,17 +522,15 @@ describe.skipIf(withoutRedis())('Redis', () => {
         expect(a.got.placements).toEqual([]);
       } finally {
         await a.close();
-        await relay.close();
       }
     });
 
     it('rejects a whisper whose PUBLISH was lost, and sends the next', async () => {
       const c = await cluster();
       const b = await c.node();
-      const relay = await DroppingRelay.start(redis.port);
-      const a = await relayedNode(relay);
+      const a = await relayedNode();
       try {
-        const dropped = relay.arm('"type":"whisper"');
+        const dropped = a.relay.arm('"type":"whisper"');
         const lost = a.broker.whisper(b.broker.node, whisperTo('bob', 'lost'));
         await dropped;
         await expect(lost).rejects.toThrow();
@@ -538,7 +538,6 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await eventually(() => expect(b.got.whispers).toEqual([whisperTo('bob', 'next')]));
       } finally {
         await a.close();
-        await relay.close();
       }
     });
 

@@ -346,9 +346,9 @@ describe.skipIf(withoutRedis())('Redis', () => {
     async function relayedPair(): Promise<{ relay: TcpRelay; a: RedisPresence; b: RedisPresence }> {
       const prefix = newPrefix();
       const relay = await TcpRelay.start(redis.port);
-      cleanup.push(() => relay.stop());
+      cleanup.push(() => relay.close());
       const a = node(prefix, 'a');
-      const b = node(prefix, 'b', `redis://127.0.0.1:${relay.port}`);
+      const b = node(prefix, 'b', relay.redisUrl);
       await a.heartbeat();
       await b.heartbeat();
       return { relay, a, b };
@@ -471,10 +471,9 @@ describe.skipIf(withoutRedis())('Redis', () => {
     it('a node cut off from Redis learns it expired, and the others reap it', async () => {
       const prefix = newPrefix();
       const relay = await TcpRelay.start(redis.port);
-      let relayStopped = false;
-      cleanup.push(() => (relayStopped ? undefined : relay.stop()));
+      cleanup.push(() => relay.close());
       const a = node(prefix, 'a');
-      const b = node(prefix, 'b', `redis://127.0.0.1:${relay.port}`);
+      const b = node(prefix, 'b', relay.redisUrl);
       const reaped: string[] = [];
       const expired: string[] = [];
       const keepers = [a, b].map(
@@ -494,8 +493,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await b.claim('1', 'bob', addr(1));
       await b.join('1', 'lobby', 10);
 
-      relayStopped = true;
-      await relay.stop();
+      await relay.close();
 
       await eventually(() => expired.length > 0 && reaped.length > 0);
       expect(expired).toEqual(['b']);

@@ -9,6 +9,7 @@ import { afterAll, beforeAll } from 'vitest';
 import { RawClient } from './raw-client.js';
 import { type RedisServer, startRedis, withoutRedis } from './redis.js';
 import { type SpawnedServer, spawnServer } from './spawn-server.js';
+import { TcpRelay } from './tcp-relay.js';
 
 export interface TestCluster {
   readonly redis: RedisServer;
@@ -116,6 +117,93 @@ export function useCluster(
   return file;
 }
 
+/**
+ * For a test file: Redis and two nodes (`--cluster-timeout` `timeoutS`), node `via` reaching
+ * Redis through a TcpRelay that the tests make lose what goes between them, the other
+ * directly; clients opened here are closed after the file.
+ */
+export function useRelayedCluster(via: 0 | 1, caps: readonly string[], timeoutS = 5) {
+  let redis: RedisServer | undefined;
+  let relay: TcpRelay | undefined;
+  const nodes: SpawnedServer[] = [];
+  const clients: RawClient[] = [];
+
+  beforeAll(async () => {
+    if (withoutRedis()) return;
+    redis = await startRedis();
+    relay = await TcpRelay.start(redis.port);
+    const urls = via === 0 ? [relay.redisUrl, redis.url] : [redis.url, relay.redisUrl];
+    const args = ['--cluster-timeout', String(timeoutS), '--rate-limit', '0'];
+    for (const url of urls) nodes.push(await spawnServer(['--redis', url, ...args]));
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await relay?.close();
+    await redis?.stop();
+  }, 60_000);
+
+  const running = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('the cluster runs only inside the tests');
+    return value;
+  };
+  const open = async (node: number): Promise<RawClient> => {
+    const c = await RawClient.open(nodes[node]!.port);
+    clients.push(c);
+    return c;
+  };
+  /** A client on `node` that has CONNECTed as `nickname` (with `asked`, by default `caps`). */
+  const member = async (node: number, nickname: string, asked = caps): Promise<RawClient> => {
+    const c = await open(node);
+    c.sendPy({ cmd: '0', nickname, caps: asked });
+    await c.expect('03', 10_000);
+    return c;
+  };
+
+  return {
+    get relay(): TcpRelay {
+      return running(relay);
+    },
+    get redis(): RedisServer {
+      return running(redis);
+    },
+    open,
+    member,
+    /**
+     * Once someone else has taken `nickname` on node 0, `old` (a connection that held it)
+     * chats: what a member on node 0 hears of that ("from: msg").
+     */
+    async heardFrom(old: RawClient, nickname: string): Promise<string[]> {
+      let other: RawClient | undefined;
+      await until(
+        `someone else taking "${nickname}"`,
+        async () => {
+          const c = await open(0);
+          c.sendPy({ cmd: '0', nickname, caps });
+          const m = await c.waitFor((x) => ['03', '01', '90'].includes(x.cmd), 1, 5_000);
+          if (m.cmd === '03') other = c;
+          else c.close();
+          return other !== undefined;
+        },
+        10_000,
+      );
+      const listener = await member(0, 'listener');
+      old.sendPy({ cmd: '7', msg: `not from the new ${nickname}` });
+      await listener
+        .waitFor((m) => m.cmd === '70' && m.msg === `not from the new ${nickname}`, 1, 3_000)
+        .catch(() => undefined);
+      return listener.received.filter((m) => m.cmd === '70').map((m) => `${m.from}: ${m.msg}`);
+    },
+  };
+}
+
+/** The resume token in the welcome ("03") `client` was sent. */
+export function resumeToken(client: RawClient): string {
+  const welcome = client.rawFrames.map((f) => JSON.parse(f) as Record<string, unknown>);
+  return welcome.find((m) => m.cmd === '03')?.resume as string;
+}
+
 /** Waits until `done` holds, polling every 50 ms for at most `timeoutMs`. */
 export async function until(
   what: string,
@@ -151,4 +239,33 @@ export function followMembers(
     }
   }
   return out;
+}
+
+/** The nicknames USERS lists for the lobby, asked on `client`, sorted. */
+export async function lobbyUsers(client: RawClient): Promise<string[]> {
+  client.drain();
+  client.sendPy({ cmd: '1' });
+  const reply = (await client.expect('10', 10_000)) as unknown as { users: [string][] };
+  return reply.users.map((u) => u[0]).sort();
+}
+
+/**
+ * What `watcher` was shown of the lobby's members (sorted), from its first "101", once
+ * `agrees` with it or `ms` have passed; and what Presence has then (USERS).
+ */
+export async function shownAndListed(
+  watcher: RawClient,
+  agrees: (shown: string[]) => boolean,
+  ms = 8_000,
+): Promise<{ shown: string[]; listed: string[] }> {
+  let shown: string[] = [];
+  await until(
+    'the lobby as shown to agree with Presence',
+    () => {
+      shown = [...followMembers(new Set(), watcher.rawFrames, 'lobby')].sort();
+      return agrees(shown);
+    },
+    ms,
+  ).catch(() => {});
+  return { shown, listed: await lobbyUsers(watcher) };
 }

@@ -33,7 +33,7 @@ describe('confab chat reconnects by itself', () => {
     } finally {
       await ann.stop();
       await bob.exit();
-      await relay.stop();
+      await relay.close();
       await server.stop();
     }
   });
@@ -50,7 +50,7 @@ describe('confab chat reconnects by itself', () => {
       expect(ann.output).not.toContain('Reconnecting');
     } finally {
       await ann.stop();
-      await relay.stop();
+      await relay.close();
       await server.stop();
     }
   });
@@ -124,7 +124,7 @@ describe('confab chat with history', () => {
     } finally {
       await ann.stop();
       await bob.exit();
-      await relay.stop();
+      await relay.close();
       await server.stop();
     }
   });

@@ -49,7 +49,7 @@ describe('ChatClient reconnect without history', () => {
       await ann.exit();
       await bob.exit();
     } finally {
-      await relay.stop();
+      await relay.close();
       await server.stop();
     }
   });
@@ -70,7 +70,7 @@ describe('ChatClient reconnect without history', () => {
       expect(bea.isClosed).toBe(true);
       expect(attempts).toBe(0);
     } finally {
-      await relay.stop();
+      await relay.close();
       await server.stop();
     }
   });
@@ -93,7 +93,7 @@ describe('ChatClient reconnect without history', () => {
       ann.on('reconnecting', (r) => seen.push(r.attempt));
       const closed = next(ann, 'close');
       const beaAway = next(bea, 'reconnecting');
-      await relay.stop();
+      await relay.close();
       const { error } = await closed;
       expect(error?.message).toMatch(/could not reconnect after 2 attempts/);
       expect(seen).toEqual([1, 2]);
@@ -247,7 +247,7 @@ describe('ChatClient with history', () => {
         await ann.exit();
         await bob.exit();
       } finally {
-        await relay.stop();
+        await relay.close();
         await server.stop();
       }
     });

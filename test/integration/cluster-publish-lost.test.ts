@@ -7,42 +7,15 @@
  * come to agree with Presence (USERS).
  */
 import { describe, expect, it } from 'vitest';
-import { followMembers, until } from '../helpers/cluster.js';
-import { useDroppingCluster } from '../helpers/dropping-relay.js';
-import type { RawClient } from '../helpers/raw-client.js';
+import { lobbyUsers, resumeToken, shownAndListed, useRelayedCluster } from '../helpers/cluster.js';
 import { withoutRedis } from '../helpers/redis.js';
 
 const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'history', 'renames'];
 
 // Node 0 reaches Redis through the relay, node 1 directly.
-const cluster = useDroppingCluster(0, CAPS);
+const cluster = useRelayedCluster(0, CAPS);
 const { member, open } = cluster;
-
-/** The nicknames USERS lists for the lobby, asked on `client`. */
-async function users(client: RawClient): Promise<string[]> {
-  client.drain();
-  client.sendPy({ cmd: '1' });
-  const reply = (await client.expect('10', 10_000)) as unknown as { users: [string][] };
-  return reply.users.map((u) => u[0]).sort();
-}
-
-/**
- * What `watcher` was shown of the lobby's members, from its first "101", once it agrees with
- * Presence or a few seconds have passed; and what Presence has (USERS).
- */
-async function shownAndListed(watcher: RawClient, agrees: (shown: string[]) => boolean) {
-  let shown: string[] = [];
-  await until(
-    'the lobby as shown to agree with Presence',
-    () => {
-      shown = [...followMembers(new Set(), watcher.rawFrames, 'lobby')].sort();
-      return agrees(shown);
-    },
-    8_000,
-  ).catch(() => {});
-  return { shown, listed: await users(watcher) };
-}
 
 describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
   it('still reaches the other nodes, or their lists are mended', async () => {
@@ -55,19 +28,14 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
     await mover.expect('51', 10_000);
     await dropped;
     // Presence has the rename.
-    expect(await users(watcher)).toEqual(['moved', 'watcher']);
+    expect(await lobbyUsers(watcher)).toEqual(['moved', 'watcher']);
 
     // What the watcher was shown, from its first "101": given a few seconds to come right.
-    let shown: string[] = [];
-    await until(
-      'the lobby as shown to agree with Presence',
-      () => {
-        shown = [...followMembers(new Set(), watcher.rawFrames, 'lobby')].sort();
-        return shown.includes('moved') && !shown.includes('mover');
-      },
-      8_000,
-    ).catch(() => {});
-    expect(shown).toEqual(await users(watcher));
+    const { shown, listed } = await shownAndListed(
+      watcher,
+      (s) => s.includes('moved') && !s.includes('mover'),
+    );
+    expect(shown).toEqual(listed);
     // The node goes on answering its member.
     mover.drain();
     mover.sendPy({ cmd: '4' });
@@ -136,8 +104,7 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
 
   it('closes the connection a resume on another node took the session from', async () => {
     const old = await member(1, 'ann');
-    const welcome = old.rawFrames.map((f) => JSON.parse(f) as Record<string, unknown>);
-    const token = welcome.find((m) => m.cmd === '03')?.resume as string;
+    const token = resumeToken(old);
     const dropped = cluster.relay.arm('"type":"evict"');
     // The same member, from another connection, on node 0: Presence moves it there.
     const taken = await open(0);
@@ -149,27 +116,7 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
     if (!old.isClosed) {
       // Still open, it speaks as "ann" whoever holds that name in Presence now.
       taken.close();
-      let other: RawClient | undefined;
-      await until(
-        'someone else taking "ann"',
-        async () => {
-          const c = await open(0);
-          c.sendPy({ cmd: '0', nickname: 'ann', caps: CAPS });
-          const m = await c.waitFor((x) => ['03', '01', '90'].includes(x.cmd), 1, 5_000);
-          if (m.cmd === '03') other = c;
-          else c.close();
-          return other !== undefined;
-        },
-        10_000,
-      );
-      const listener = await member(0, 'listener');
-      old.sendPy({ cmd: '7', msg: 'not from the new ann' });
-      await listener
-        .waitFor((m) => m.cmd === '70' && m.msg === 'not from the new ann', 1, 3_000)
-        .catch(() => undefined);
-      const heard = listener.received
-        .filter((m) => m.cmd === '70')
-        .map((m) => `${m.from}: ${m.msg}`);
+      const heard = await cluster.heardFrom(old, 'ann');
       expect(heard, 'a chat from a connection that is no member').toEqual([]);
     }
     expect(old.isClosed).toBe(true);

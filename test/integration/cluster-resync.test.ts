@@ -60,7 +60,7 @@ beforeAll(async () => {
   if (skip) return;
   redis = await startRedis();
   relay = await TcpRelay.start(redis.port);
-  nodes.push(await startNode(`redis://127.0.0.1:${relay.port}`));
+  nodes.push(await startNode(relay.redisUrl));
   nodes.push(await startNode(redis.url));
 }, 60_000);
 
@@ -68,7 +68,7 @@ afterAll(async () => {
   for (const c of clients) c.close();
   relay?.release();
   await Promise.all(nodes.map((n) => n.stop()));
-  await relay?.stop();
+  await relay?.close();
   await redis?.stop();
 }, 60_000);
 

@@ -46,6 +46,18 @@ function nodes(n: number, options: ChatOptions = {}): Chat[] {
   });
 }
 
+/** Two nodes of one cluster (with `options`), ann on node a and bob on node b (with `caps`). */
+async function annAndBob(
+  caps?: string[],
+  options: ChatOptions = {},
+): Promise<{ a: Chat; b: Chat; ann: FakePeer; bob: FakePeer }> {
+  const [a, b] = nodes(2, options);
+  const ann = connect(a!, 'ann', caps);
+  const bob = connect(b!, 'bob', caps);
+  await settle();
+  return { a: a!, b: b!, ann, bob };
+}
+
 const RESUMING = ['errors', 'rooms', 'renames', 'history'];
 
 /** What a node holds of its sessions' tokens and identities, which must not leak. */
@@ -184,10 +196,7 @@ describe('a chat of several nodes', () => {
   });
 
   it('renames across nodes; the name taken elsewhere is refused', async () => {
-    const [a, b] = nodes(2);
-    const ann = connect(a!, 'ann', EXT);
-    const bob = connect(b!, 'bob', EXT);
-    await settle();
+    const { b, ann, bob } = await annAndBob(EXT);
     ann.take();
     bob.take();
     send(ann, { cmd: '5', newNickname: 'Bob' });
@@ -197,7 +206,7 @@ describe('a chat of several nodes', () => {
     await settle();
     expect(ann.take()).toEqual([{ cmd: '51', newNickname: 'anna' }]);
     expect(bob.take()).toMatchObject([{ cmd: '91', oldNickname: 'ann', newNickname: 'anna' }]);
-    const late = connect(b!, 'ann');
+    const late = connect(b, 'ann');
     await settle();
     expect(late.take()).toMatchObject([{ cmd: '03', userCount: 3 }]);
   });
@@ -258,23 +267,20 @@ describe('a chat of several nodes', () => {
   });
 
   it('removes the members of a ban whose notice it missed when it reads the bans again', async () => {
-    const [a, b] = nodes(2);
-    const ann = connect(a!, 'ann');
-    const bob = connect(b!, 'bob');
-    await settle();
+    const { a, b, ann, bob } = await annAndBob();
     ann.take();
     bob.take();
     // Stored in Presence with no notice sent: as if node a's subscriber was down when it went.
     const ban = { mask: 'bob', by: 'op', reason: 'spam', expires: null };
-    await a!.cluster!.presence.ban(parseMask('bob').key, ban, Date.now());
+    await a.cluster!.presence.ban(parseMask('bob').key, ban, Date.now());
     await settle();
     expect(bob.session.state).toBe('joined');
-    await b!.refreshBans();
+    await b.refreshBans();
     await settle();
     expect(bob.session.state).toBe('closed');
     expect(ann.take()).toContainEqual({ cmd: '30', nickname: 'bob', userCount: 1 });
     // Read again, the same ban is not news: nobody else is removed.
-    await a!.refreshBans();
+    await a.refreshBans();
     await settle();
     expect(ann.session.state).toBe('joined');
   });
@@ -893,18 +899,15 @@ describe('a chat of several nodes', () => {
 
 describe('a takeover on the node of the session it takes', () => {
   it('leaves the identity with that session when Presence fails the takeover', async () => {
-    const [a, b] = nodes(2, { maxUsers: 10 });
     const caps = ['errors', 'rooms', 'renames', 'history'];
-    const ann = connect(a!, 'ann', caps);
-    const bob = connect(b!, 'bob', caps);
-    await settle();
+    const { a, ann, bob } = await annAndBob(caps, { maxUsers: 10 });
     const token = tokenOf(ann);
     send(ann, { cmd: '7', msg: 'first', cid: 'c1' });
     await settle();
     // Presence fails the resume (Redis lost, say): the new connection goes.
-    const presence = a!.cluster!.presence;
+    const presence = a.cluster!.presence;
     vi.spyOn(presence, 'takeOver').mockRejectedValueOnce(new Error('redis down'));
-    const back = connectWith(a!, { cmd: '0', nickname: 'x', caps, resume: token });
+    const back = connectWith(a, { cmd: '0', nickname: 'x', caps, resume: token });
     await settle();
     expect(back.take()).not.toContainEqual(expect.objectContaining({ cmd: '03' }));
     ann.take();
@@ -912,7 +915,7 @@ describe('a takeover on the node of the session it takes', () => {
     // ann still holds her identity: her chats stay hers, and a token of its form presented
     // here while she goes on names nobody, so its cid is no duplicate of hers.
     send(ann, { cmd: '7', msg: 'second' });
-    const forged = connectWith(a!, {
+    const forged = connectWith(a, {
       cmd: '0',
       nickname: 'mal',
       caps,
@@ -1034,30 +1037,24 @@ describe('a takeover on the node of the session it takes', () => {
   }
 
   it('tells the rooms of a member who left once the retry of a release whose answer was lost frees it', async () => {
-    const [a, b] = nodes(2);
-    const ann = connect(a!, 'ann');
-    const bob = connect(b!, 'bob');
-    await settle();
+    const { a, b, ann, bob } = await annAndBob();
     ann.take();
-    const retry = answerLost(b!, 'release');
+    const retry = answerLost(b, 'release');
     bob.session.ended('lost');
     await settle();
     expect(ann.take()).toEqual([]);
     retry();
     await settle();
     expect(ann.take()).toEqual([{ cmd: '30', nickname: 'bob', userCount: 1 }]);
-    const again = connect(a!, 'bob');
+    const again = connect(a, 'bob');
     await settle();
     expect(again.take()).toMatchObject([{ cmd: '03', userCount: 2 }]);
   });
 
   it('removes a member and tells its rooms once the retry of an expel whose answer was lost frees it', async () => {
-    const [a, b] = nodes(2);
-    const ann = connect(a!, 'ann');
-    const bob = connect(b!, 'bob');
-    await settle();
+    const { a, b, ann, bob } = await annAndBob();
     ann.take();
-    const retry = answerLost(b!, 'expel');
+    const retry = answerLost(b, 'expel');
     const kick: NodeNotice = {
       type: 'remove',
       member: bob.session.presenceId,
@@ -1068,7 +1065,7 @@ describe('a takeover on the node of the session it takes', () => {
       nickname: 'bob',
       hops: 0,
     };
-    a!.cluster!.broker.notify('node1', kick);
+    a.cluster!.broker.notify('node1', kick);
     await settle();
     expect(bob.session.state).toBe('joined');
     retry();
@@ -1084,16 +1081,13 @@ describe('a takeover on the node of the session it takes', () => {
    * Presence's leave fails its answer, after applying it when `applied`.
    */
   async function partAnswerLost(applied: boolean): Promise<{ ann: FakePeer; bob: FakePeer }> {
-    const [a, b] = nodes(2, { maxUsers: 10 });
     const caps = ['errors', 'rooms'];
-    const ann = connect(a!, 'ann', caps);
-    const bob = connect(b!, 'bob', caps);
-    await settle();
+    const { b, ann, bob } = await annAndBob(caps, { maxUsers: 10 });
     send(ann, { cmd: '100', room: 'side' } as Request);
     send(bob, { cmd: '100', room: 'side' } as Request);
     await settle();
     ann.take();
-    const presence = b!.cluster!.presence;
+    const presence = b.cluster!.presence;
     const real = presence.leave.bind(presence);
     vi.spyOn(presence, 'leave').mockImplementationOnce(async (id, room) => {
       if (applied) await real(id, room);
