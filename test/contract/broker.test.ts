@@ -502,7 +502,6 @@ describe.skipIf(withoutRedis())('Redis', () => {
         expect(a.got.unplacedJoins).toEqual([]);
       } finally {
         await a.close();
-        await relay.close();
       }
     });
 
@@ -511,11 +510,10 @@ describe.skipIf(withoutRedis())('Redis', () => {
       const b = await c.node();
       const room = { key: 'unplaced', name: 'unplaced' };
       await b.broker.subscribe(room);
-      const relay = await DroppingRelay.start(redis.port);
-      const a = await relayedNode(relay);
+      const a = await relayedNode();
       try {
         await a.broker.subscribe(room);
-        const dropped = relay.arm('"type":"joined"');
+        const dropped = a.relay.arm('"type":"joined"');
         a.broker.publish(room.key, joined(room, 'dora'));
         await dropped;
         await eventually(() => expect(a.got.unplacedJoins).toEqual(['unplaced dora']));
