@@ -82,6 +82,50 @@ function newestPage(messages: readonly StoredMessage[]): readonly StoredMessage[
   return messages.slice(first);
 }
 
+/**
+ * Messages a page reads first, before their size is known; more only if the page has room
+ * for them. Read whole, a HISTORY of 100 long messages read all 100 (2.4 MB from the store)
+ * to send the ten that fit in a page.
+ */
+const FIRST_PAGE_READ = 16;
+
+/**
+ * The newest messages before `before` (all the newest without it), at most `limit`, that
+ * fit in one page (newestPage), with the epoch they belong to. Read in at most two steps,
+ * so that a page of long messages costs the store about what it sends.
+ */
+async function readNewest(
+  history: HistoryStore,
+  key: string,
+  before: number | undefined,
+  limit: number,
+  known?: RoomHistory,
+): Promise<{ info: RoomHistory; messages: readonly StoredMessage[] }> {
+  const first = Math.min(limit, FIRST_PAGE_READ);
+  const page = await readInEpoch(
+    history,
+    key,
+    before === undefined ? { limit: first } : { before, limit: first },
+    known,
+  );
+  let messages = page.messages;
+  const oldest = messages[0];
+  if (oldest !== undefined && messages.length === first && first < limit) {
+    let bytes = 0;
+    for (const m of messages) bytes += wireSize(m);
+    // As many more as fit by the average size of those read, and at least the one
+    // newestPage may drop.
+    const fit = Math.floor(((MAX_PAGE_BYTES - bytes) * messages.length) / bytes) + 1;
+    const more = Math.min(limit - first, Math.max(0, fit));
+    if (more > 0) {
+      const older = await readInEpoch(history, key, { before: oldest.id, limit: more }, page.info);
+      // Of another epoch (Redis restarted empty between the two): the newer part alone.
+      if (older.info.epoch === page.info.epoch) messages = [...older.messages, ...messages];
+    }
+  }
+  return { info: page.info, messages: newestPage(messages) };
+}
+
 /** Resolves on the next turn of the event loop, after every callback already due. */
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -168,13 +212,13 @@ export class Replays {
       const recovered = since === undefined ? undefined : reason === undefined;
       if (recovered === true) after = replayFrom(info, since!);
       else {
-        const page = await readInEpoch(history, room.key, { limit: this.onJoin }, info);
+        const page = await readNewest(history, room.key, undefined, this.onJoin, info);
         // The page is of another epoch than the one the reason was found in: told against it.
         if (since !== undefined && page.info.epoch !== info.epoch) {
           reason = notRecovered(page.info, since) ?? reason;
         }
         info = page.info;
-        messages = newestPage(page.messages);
+        messages = page.messages;
       }
       const last = messages.length > 0 ? messages[messages.length - 1]!.id : 0;
       const top = Math.max(info.top, last, recovered === true ? since!.id : 0);
@@ -271,13 +315,8 @@ export class Replays {
     // not that close, is served until the last one is done.
     await nextTurn();
     if (session.state === 'closed') return;
-    const { info, messages: read } = await readInEpoch(
-      history,
-      room.key,
-      before === undefined ? { limit } : { before, limit },
-    );
     // A page too large to write at once loses its oldest messages.
-    const messages = newestPage(read);
+    const { info, messages } = await readNewest(history, room.key, before, limit);
     // Nothing read, nothing older: below a room's base no id was used (RoomHistory.base).
     const more = messages.length > 0 && messages[0]!.id > info.oldest;
     // Paced: pages asked for back to back wait for the client to read the ones before.

@@ -149,13 +149,15 @@ const PRUNE_SCAN_COUNT = 100;
 const MAX_BATCH = 64;
 
 /**
- * Text (UTF-16 units of senders and messages) past which a room's next append of the turn
- * starts another call. A call's messages become one stream entry, and reading one of them
- * (a page's first) fetches the whole entry: long messages get entries of their own instead
- * of 64 to one entry, hundreds of MB at the largest max-message. (A repeated cid's message
- * is cut out of its entry in Redis: only it comes back.)
+ * Stored text (UTF-16 units of the chats' JSON, escapes included) past which a room's next
+ * append of the turn starts another call. A call's messages become one stream entry, and
+ * reading one of them (a page's first, or a page of one) fetches the whole entry: one short
+ * message sharing its entry with long ones cost Redis some 200 KB a read, at the flood
+ * rate of every connection of an address. 64 chats of a chat line's length still share
+ * one entry; long messages get entries of their own. (A repeated cid's message is cut out
+ * of its entry in Redis: only it comes back.)
  */
-const MAX_BATCH_TEXT = 64 * 1024;
+const MAX_BATCH_TEXT = 12 * 1024;
 
 // Per room, under one hash tag (so a Cluster would keep them in one slot, as scripts need):
 //   top    the highest id ever assigned; never decremented; expires only with the epoch,
@@ -614,6 +616,9 @@ interface Pending {
   readonly cidName: string | undefined;
   /** What the chat carries of its sender (PublishedChat). */
   readonly origin: string | undefined;
+  /** The chat as its entry holds it (chatJson): made once, measured for the batch's bound. */
+  readonly json: string;
+  readonly plain: boolean;
   resolve(appended: Appended): void;
   reject(error: Error): void;
 }
@@ -776,9 +781,11 @@ export class RedisHistoryStore implements HistoryStore {
     const cid = draft.cid === undefined ? undefined : wellFormed(draft.cid);
     const name = cid === undefined ? undefined : cidName(draft);
     const msg = wellFormed(draft.msg);
+    const origin = draft.sender === undefined ? undefined : senderOrigin(draft.sender);
+    const { json, plain } = chatJson({ at: draft.at, from: draft.from, msg, origin });
     // Tracked by its batch's script call (close() sends what is waiting first).
     return new Promise<Appended>((resolve, reject) => {
-      const text = draft.from.length + msg.length;
+      const text = json.length;
       let batch = this.open.get(room);
       if (
         batch === undefined ||
@@ -796,7 +803,9 @@ export class RedisHistoryStore implements HistoryStore {
         msg,
         cid,
         cidName: name,
-        origin: draft.sender === undefined ? undefined : senderOrigin(draft.sender),
+        origin,
+        json,
+        plain,
         resolve,
         reject,
       });
@@ -854,7 +863,7 @@ export class RedisHistoryStore implements HistoryStore {
       let joined = '';
       let plainAll = true;
       for (let i = 0; i < items.length; i++) {
-        const { json, plain } = chatJson(items[i]!);
+        const { json, plain } = items[i]!;
         joined += i === 0 ? json : `,${json}`;
         plainAll &&= plain;
       }
@@ -862,7 +871,7 @@ export class RedisHistoryStore implements HistoryStore {
       count += 2;
     } else {
       for (const item of items) {
-        const { json, plain } = chatJson(item);
+        const { json, plain } = item;
         if (item.cid === undefined) {
           body += bulk(json, plain ? json.length : undefined);
           count += 1;
