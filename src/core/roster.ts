@@ -109,14 +109,15 @@ export class Roster {
   }
 
   /**
-   * A join of a nickname the roster holds for another member (another origin): its holder
-   * left and someone took the name, on another node, before that leave arrived (Presence
-   * freed the name first). Returns that leave, to be shown before the join; the leave
+   * A join of (or a rename to) a nickname the roster holds for another member (another
+   * origin): its holder left and someone took the name, on another node, before that leave
+   * arrived (Presence freed the name first). Returns that leave, to be shown before the join; the leave
    * itself, when it comes, is not shown (apply). Undefined for anything else.
    */
   replacing(event: RoomEvent): Change | undefined {
-    if (event.type !== 'joined') return undefined;
-    const key = nicknameKey(event.nickname);
+    // A rename to a name is taken like a join of it: its earlier holder's leave may be late.
+    if (event.type !== 'joined' && event.type !== 'renamed') return undefined;
+    const key = nicknameKey(event.type === 'joined' ? event.nickname : event.to);
     const shown = this.names.get(key);
     if (shown === undefined || !this.heldByAnother(key, event)) return undefined;
     const origin = this.origins.get(key);
@@ -127,7 +128,8 @@ export class Roster {
       type: 'left',
       room: event.room,
       nickname: shown,
-      count: Math.max(0, event.count - 1),
+      // A rename carries no count: the members shown, without the earlier holder.
+      count: event.type === 'joined' ? Math.max(0, event.count - 1) : this.names.size,
       origin,
       lineage,
     };

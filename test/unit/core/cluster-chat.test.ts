@@ -520,6 +520,38 @@ describe('a chat of several nodes', () => {
     },
   );
 
+  it('shows the earlier holder of a name leaving when a rename to the name arrives before that leave', async () => {
+    const { a, b, handlers } = interruptibleNodes();
+    const wit = connect(a, 'wit');
+    const rex = connect(a, 'rex', ['renames']);
+    const bob = connect(b, 'bob');
+    const ann = connect(b, 'ann');
+    await settle();
+    for (const peer of [wit, rex]) peer.take();
+    // Node a gets bob's leave only after ann's rename to "bob" (Presence freed the name
+    // before the leave went out, and a PUBLISH may arrive later than one sent after it).
+    const held: [string, RoomEvent][] = [];
+    const handler = handlers[0]!;
+    const room = handler.room.bind(handler);
+    handler.room = (key, event) => {
+      if (event.type === 'left') held.push([key, event]);
+      else room(key, event);
+    };
+    send(bob, { cmd: '3' });
+    await settle();
+    send(ann, { cmd: '5', newNickname: 'bob' });
+    await settle();
+    expect(held).toHaveLength(1);
+    for (const [key, event] of held) room(key, event);
+    await settle();
+    // As one process shows it: bob leaves, then ann is bob (nothing, without "renames").
+    expect(wit.take()).toEqual([{ cmd: '30', nickname: 'bob', userCount: 3 }]);
+    expect(rex.take()).toEqual([
+      { cmd: '30', nickname: 'bob', userCount: 3 },
+      { cmd: '91', oldNickname: 'ann', newNickname: 'bob' },
+    ]);
+  });
+
   /** Nodes a and b, sam a member of b, and a's subscription down while sam says "before". */
   async function cutOffWhileSamSays() {
     const nodes = interruptibleNodes();

@@ -313,5 +313,22 @@ describe('Roster', () => {
       ]);
       expect(roster.list()).toEqual(['eva']);
     });
+
+    it('shows the earlier holder of a name leaving when a rename to it arrives before that leave', () => {
+      // bob (B1) quits; Presence frees "bob" first, and ann (A1) renames to it on another
+      // node: ann's rename arrives before bob's leave. One process shows bob leaving, then
+      // the rename (nothing, to a client without "renames"): the late leave must not vanish.
+      const roster = new Roster(() => 10);
+      const events = shown(roster, [
+        joined('bob', 1, 'B1', 'LB'),
+        joined('ann', 2, 'A1', 'LA'),
+        renamed('ann', 'bob', 'A1', 'LA'),
+        left('bob', 1, 'B1', 'LB'),
+      ]);
+      expect(events.filter((e) => e.type === 'left')).toEqual([
+        expect.objectContaining({ type: 'left', nickname: 'bob', count: 1 }),
+      ]);
+      expect(roster.list()).toEqual(['bob']);
+    });
   });
 });
