@@ -67,6 +67,11 @@ export type BrokerHistory = Pick<HistoryStore, 'room' | 'read'> & {
  */
 interface ResyncControl {
   readonly type: 'resync';
+  /**
+   * The sender's count of its resync rounds: back on its own subscription, every event it
+   * published before the round has come back or never will (BrokerHandler.unplaced).
+   */
+  readonly n?: number;
 }
 
 /** What other nodes publish with PUBLISH (chats come from the append script instead). */
@@ -108,7 +113,12 @@ type Held =
   | { readonly chat: ChatMessage; readonly epoch: string }
   | { readonly chat: undefined; readonly event: RoomEvent; readonly placed?: undefined }
   /** This node's own join come back: handed to `placed` in its turn. */
-  | { readonly chat: undefined; readonly event: JoinedEvent; readonly placed: ChatPlace };
+  | { readonly chat: undefined; readonly event: JoinedEvent; readonly placed: ChatPlace }
+  /** This node's own resync round come back: its doubtful joins before it are told. */
+  | { readonly chat: undefined; readonly event: undefined; readonly round: number };
+
+/** Own joins whose PUBLISH failed kept per room until a resync round tells them; the oldest go past it. */
+const MAX_DOUBTFUL_JOINS = 64;
 
 interface RoomState {
   readonly key: string;
@@ -134,6 +144,11 @@ interface RoomState {
   resync: boolean;
   /** Another node asked for a read of the members (ResyncControl), due once back in step. */
   reread: boolean;
+  /**
+   * This node's joins whose PUBLISH failed, each with the resync round current then: they
+   * may still come back, and are told to `unplaced` once a later round has come back.
+   */
+  doubtful: { readonly event: JoinedEvent; readonly after: number }[];
   /** The subscriber connection generation the room's SUBSCRIBE was confirmed on. */
   subscribedOn: number;
   syncing: boolean;
@@ -277,6 +292,8 @@ export class RedisBroker implements Broker {
   private readonly unsent = new Map<string, number>();
   private unsentCount = 0;
   private mending = false;
+  /** Resync rounds sent (ResyncControl.n). */
+  private rounds = 0;
   private mendRetry: NodeJS.Timeout | undefined;
   private mendFailures = 0;
 
@@ -366,11 +383,12 @@ export class RedisBroker implements Broker {
     this.pub
       .publish(roomChannel(this.prefix, key), JSON.stringify(envelope))
       .catch((error: unknown) => {
-        this.unsentTo(key, error);
-        const handler = this.handler;
-        if (event.type === 'joined' && handler?.unplaced !== undefined) {
-          this.tell(() => handler.unplaced!(key, event));
+        // Redis may have run it: told as not coming back only once a later round has come back.
+        if (event.type === 'joined' && state !== undefined && !this.closed) {
+          if (state.doubtful.length >= MAX_DOUBTFUL_JOINS) state.doubtful.shift();
+          state.doubtful.push({ event, after: this.rounds });
         }
+        this.unsentTo(key, error);
       });
   }
 
@@ -417,7 +435,7 @@ export class RedisBroker implements Broker {
       return;
     }
     this.mending = true;
-    const control: Envelope = { o: this.node, e: { type: 'resync' } };
+    const control: Envelope = { o: this.node, e: { type: 'resync', n: ++this.rounds } };
     const payload = JSON.stringify(control);
     const sent = [...this.unsent].map(([key, count]) =>
       this.pub.publish(roomChannel(this.prefix, key), payload).then(() => {
@@ -483,6 +501,7 @@ export class RedisBroker implements Broker {
       overflowed: false,
       resync: false,
       reread: false,
+      doubtful: [],
       subscribedOn: -1,
       syncing: false,
       again: false,
@@ -568,6 +587,7 @@ export class RedisBroker implements Broker {
       const event = envelope.e;
       if (event.type === 'resync') {
         if (envelope.o !== this.node) this.rereadAsked(state);
+        else if (typeof event.n === 'number') this.roundBack(state, event.n);
         return;
       }
       // Whispers and notices have channels of their own; an unknown type is a newer node's.
@@ -637,6 +657,27 @@ export class RedisBroker implements Broker {
     if (handler?.resync !== undefined) this.tell(() => handler.resync!(state.key, 'publish'));
   }
 
+  /**
+   * This node's resync round `round` came back on the room's channel, after every event it
+   * published before it: its joins that failed before the round and have not come back
+   * never will. In turn with the events held before it.
+   */
+  private roundBack(state: RoomState, round: number): void {
+    if (!state.inStep) {
+      this.hold(state, { chat: undefined, event: undefined, round });
+      return;
+    }
+    const told = state.doubtful.filter((d) => d.after < round);
+    if (told.length === 0) return;
+    state.doubtful = state.doubtful.filter((d) => d.after >= round);
+    const handler = this.handler;
+    if (handler?.unplaced === undefined) return;
+    for (const { event } of told) {
+      const named = event.room === state.name ? event : { ...event, room: state.name };
+      this.tell(() => handler.unplaced!(state.key, named));
+    }
+  }
+
   /** Chats up to `id` of `epoch` came on the room's channel (see RoomState.seenId). */
   private seen(state: RoomState, epoch: string, id: number): void {
     if (epoch === state.seenEpoch) {
@@ -649,6 +690,8 @@ export class RedisBroker implements Broker {
 
   /** This node's own join came back on the room's channel: after the chats seen so far. */
   private placeJoin(state: RoomState, event: JoinedEvent): void {
+    const doubtful = state.doubtful.findIndex((d) => d.event.nickname === event.nickname);
+    if (doubtful >= 0) state.doubtful.splice(doubtful, 1);
     const placed: ChatPlace = { epoch: state.seenEpoch, id: state.seenId };
     if (state.inStep) this.handPlaced(state, event, placed);
     else this.hold(state, { chat: undefined, event, placed });
@@ -954,7 +997,8 @@ export class RedisBroker implements Broker {
         if (!this.alive(state)) return true;
         const item = held[i]!;
         if (item.chat === undefined) {
-          if (item.placed === undefined) this.hand(state, item.event);
+          if (item.event === undefined) this.roundBack(state, item.round);
+          else if (item.placed === undefined) this.hand(state, item.event);
           else this.handPlaced(state, item.event, item.placed);
           continue;
         }

@@ -99,8 +99,9 @@ export interface BrokerHandler {
    */
   placed?(key: string, event: JoinedEvent, after: ChatPlace): void;
   /**
-   * This node's own "joined" may never come back to `placed`: its PUBLISH failed, so Redis
-   * may not have taken it (if it did, `placed` may still follow).
+   * This node's own "joined" will not come back to `placed`: its PUBLISH failed, and what
+   * the node published after that has come back (Redis never ran it). Not as soon as the
+   * PUBLISH fails: Redis may have run it and lost only the reply, and then it comes back.
    */
   unplaced?(key: string, event: JoinedEvent): void;
   /**

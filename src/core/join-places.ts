@@ -61,8 +61,9 @@ export class JoinPlaces {
   }
 
   /**
-   * The join of the member waiting as `nickname` may not come back (its PUBLISH failed): it
-   * stops waiting and gets all that was held, as at the timeout, but without waiting for it.
+   * The join of the member waiting as `nickname` will not come back (its PUBLISH failed,
+   * BrokerHandler.unplaced): it stops waiting and gets all that was held, as at the
+   * timeout, but without waiting for it.
    */
   unplaced(key: string, nickname: string): void {
     const waiting = this.rooms.get(key);

@@ -505,7 +505,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
-    it('says so when the PUBLISH of its own join was lost, which may never come back in its place', async () => {
+    it('says its own join will not come back once Redis is known not to have run its PUBLISH', async () => {
       const c = await cluster();
       const b = await c.node();
       const room = { key: 'unplaced', name: 'unplaced' };
@@ -518,6 +518,30 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await dropped;
         await eventually(() => expect(a.got.unplacedJoins).toEqual(['unplaced dora']));
         expect(a.got.placements).toEqual([]);
+      } finally {
+        await a.close();
+      }
+    });
+
+    it('does not say so before its own join comes back when Redis ran the PUBLISH and lost only its reply', async () => {
+      const c = await cluster();
+      const b = await c.node();
+      const room = { key: 'ranlost', name: 'ranlost' };
+      await b.broker.subscribe(room);
+      const a = await relayedNode();
+      try {
+        await a.broker.subscribe(room);
+        const reset = a.relay.arm('"type":"joined"', 'reset');
+        a.broker.publish(room.key, joined(room, 'eda'));
+        await reset;
+        await eventually(() => expect(b.got.of('ranlost')).toEqual([joined(room, 'eda')]));
+        await eventually(() => expect(a.got.joinsTold).toContain('placed eda'));
+        // Its resync round came back to b, and then to a, after its join: a said nothing
+        // of the join before the join itself came back.
+        await eventually(() => expect(b.got.resyncs).toEqual(['ranlost']));
+        a.broker.publish(room.key, joined(room, 'sentinel'));
+        await eventually(() => expect(a.got.joinsTold).toContain('placed sentinel'));
+        expect(a.got.joinsTold[0]).toBe('placed eda');
       } finally {
         await a.close();
       }

@@ -47,6 +47,8 @@ export class Recorder implements BrokerHandler {
   readonly placements: { key: string; nickname: string; after: ChatPlace }[] = [];
   /** Own joins whose PUBLISH failed: `key nickname`. */
   readonly unplacedJoins: string[] = [];
+  /** Own joins placed and unplaced, in the order told: `placed nickname`, `unplaced nickname`. */
+  readonly joinsTold: string[] = [];
 
   room(key: string, event: RoomEvent): void {
     this.events.push({ key, event });
@@ -66,9 +68,11 @@ export class Recorder implements BrokerHandler {
   }
   placed(key: string, event: JoinedEvent, after: ChatPlace): void {
     this.placements.push({ key, nickname: event.nickname, after });
+    this.joinsTold.push(`placed ${event.nickname}`);
   }
   unplaced(key: string, event: JoinedEvent): void {
     this.unplacedJoins.push(`${key} ${event.nickname}`);
+    this.joinsTold.push(`unplaced ${event.nickname}`);
   }
 
   of(key: string): RoomEvent[] {
