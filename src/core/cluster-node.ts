@@ -538,7 +538,7 @@ export class ClusterNode {
 
   /** Members a resume took to another node, whose notice was lost: closed as it would have. */
   goneAway(members: readonly string[]): void {
-    for (const member of members) this.evicted(member);
+    this.evicted(...members);
   }
 
   /**
@@ -549,10 +549,12 @@ export class ClusterNode {
    */
   displaced(members: readonly MemberRef[]): void {
     const cluster = this.cluster;
+    const here: string[] = [];
     for (const member of members) {
-      if (member.node === cluster.presence.node) this.evicted(member.id);
+      if (member.node === cluster.presence.node) here.push(member.id);
       else cluster.broker.notify(member.node, { type: 'evict', member: member.id });
     }
+    this.evicted(...here);
   }
 
   /** The chat is shutting down: no room is read again. */
@@ -666,14 +668,20 @@ export class ClusterNode {
     return true;
   }
 
-  /** Another node took over a member of this node: its connection is closed, no "30" sent. */
-  private evicted(member: string): void {
-    for (const session of this.sessions) {
-      if (session.presenceId !== member || session.state !== 'joined') continue;
+  /**
+   * Another node took over these members of this node: their connections are closed, no
+   * "30" sent. One walk of the sessions for all of them: after Redis came back empty a
+   * node may be told of thousands at once.
+   */
+  private evicted(...members: string[]): void {
+    if (members.length === 0) return;
+    const ids = new Set(members);
+    for (const session of [...this.sessions]) {
+      if (session.state !== 'joined' || !ids.delete(session.presenceId)) continue;
       // Its release finds nothing left to free in Presence, so the rooms hear nothing.
       session.movedAway = true;
       this.chat.disconnect(session, 'replaced');
-      return;
+      if (ids.size === 0) return;
     }
   }
 

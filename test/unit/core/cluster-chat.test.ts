@@ -918,6 +918,26 @@ describe('a chat of several nodes', () => {
     expect(carl.take()).toMatchObject([{ cmd: '101', room: 'w' }]);
   });
 
+  it('closes, as a takeover does, every member a heartbeat or a displacement names, and no other', async () => {
+    const [a] = nodes(1, { maxUsers: 10 });
+    const peers = ['ann', 'bob', 'cy', 'dee', 'eve'].map((name) => connect(a!, name, EXT));
+    await settle();
+    const [ann, , cy, dee, eve] = peers as [FakePeer, FakePeer, FakePeer, FakePeer, FakePeer];
+    a!.goneAway([ann.session.presenceId, cy.session.presenceId, 'nobody']);
+    a!.displaced([
+      { node: 'node0', id: dee.session.presenceId },
+      { node: 'elsewhere', id: eve.session.presenceId },
+    ]);
+    await settle();
+    expect(peers.map((p) => p.closedWith)).toEqual([
+      'replaced',
+      undefined,
+      'replaced',
+      'replaced',
+      undefined,
+    ]);
+  });
+
   it('closes every local client with 3006 when cut off from the cluster', async () => {
     const [a] = nodes(1);
     const ann = connect(a!, 'ann', EXT);
