@@ -149,6 +149,11 @@ interface RoomState {
    * may still come back, and are told to `unplaced` once a later round has come back.
    */
   doubtful: { readonly event: JoinedEvent; readonly after: number }[];
+  /**
+   * This node's joins whose PUBLISH has not answered yet and which have not come back: one
+   * that comes back before its PUBLISH fails is not doubtful.
+   */
+  unanswered: Set<JoinedEvent>;
   /** The subscriber connection generation the room's SUBSCRIBE was confirmed on. */
   subscribedOn: number;
   syncing: boolean;
@@ -380,16 +385,23 @@ export class RedisBroker implements Broker {
       else this.hold(state, { chat: undefined, event });
     }
     const envelope: Envelope = { o: this.node, e: event };
-    this.pub
-      .publish(roomChannel(this.prefix, key), JSON.stringify(envelope))
-      .catch((error: unknown) => {
-        // Redis may have run it: told as not coming back only once a later round has come back.
-        if (event.type === 'joined' && state !== undefined && !this.closed) {
-          if (state.doubtful.length >= MAX_DOUBTFUL_JOINS) state.doubtful.shift();
-          state.doubtful.push({ event, after: this.rounds });
+    const join = event.type === 'joined' && state !== undefined ? event : undefined;
+    if (join !== undefined) state!.unanswered.add(join);
+    this.pub.publish(roomChannel(this.prefix, key), JSON.stringify(envelope)).then(
+      () => {
+        if (join !== undefined) state!.unanswered.delete(join);
+      },
+      (error: unknown) => {
+        // Redis may have run it: told as not coming back only once a later round has come
+        // back, unless it has come back already.
+        const back = join !== undefined && !state!.unanswered.delete(join);
+        if (join !== undefined && !back && !this.closed) {
+          if (state!.doubtful.length >= MAX_DOUBTFUL_JOINS) state!.doubtful.shift();
+          state!.doubtful.push({ event: join, after: this.rounds });
         }
         this.unsentTo(key, error);
-      });
+      },
+    );
   }
 
   whisper(node: string, event: WhisperEvent): Promise<boolean> {
@@ -502,6 +514,7 @@ export class RedisBroker implements Broker {
       resync: false,
       reread: false,
       doubtful: [],
+      unanswered: new Set(),
       subscribedOn: -1,
       syncing: false,
       again: false,
@@ -692,6 +705,13 @@ export class RedisBroker implements Broker {
   private placeJoin(state: RoomState, event: JoinedEvent): void {
     const doubtful = state.doubtful.findIndex((d) => d.event.nickname === event.nickname);
     if (doubtful >= 0) state.doubtful.splice(doubtful, 1);
+    else {
+      for (const join of state.unanswered) {
+        if (join.nickname !== event.nickname) continue;
+        state.unanswered.delete(join);
+        break;
+      }
+    }
     const placed: ChatPlace = { epoch: state.seenEpoch, id: state.seenId };
     if (state.inStep) this.handPlaced(state, event, placed);
     else this.hold(state, { chat: undefined, event, placed });

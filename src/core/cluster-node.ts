@@ -301,7 +301,7 @@ export class ClusterNode {
         this.chat.bans.remove(notice.mask, now);
         return;
       case 'evict':
-        this.evicted(notice.member);
+        this.evicted([notice.member]);
         return;
       case 'missed':
         for (const session of this.sessions) {
@@ -538,7 +538,7 @@ export class ClusterNode {
 
   /** Members a resume took to another node, whose notice was lost: closed as it would have. */
   goneAway(members: readonly string[]): void {
-    this.evicted(...members);
+    this.evicted(members);
   }
 
   /**
@@ -554,7 +554,7 @@ export class ClusterNode {
       if (member.node === cluster.presence.node) here.push(member.id);
       else cluster.broker.notify(member.node, { type: 'evict', member: member.id });
     }
-    this.evicted(...here);
+    this.evicted(here);
   }
 
   /** The chat is shutting down: no room is read again. */
@@ -631,7 +631,7 @@ export class ClusterNode {
       this.identities.keep(session, next, sender);
     }
     // A ghost on this node not taken back above is closed like one on another node.
-    if (local) this.evicted(taken.id);
+    if (local) this.evicted([taken.id]);
     const rooms = taken.rooms.map((r) =>
       r.room === this.chat.lobby.key
         ? this.chat.lobby
@@ -671,9 +671,10 @@ export class ClusterNode {
   /**
    * Another node took over these members of this node: their connections are closed, no
    * "30" sent. One walk of the sessions for all of them: after Redis came back empty a
-   * node may be told of thousands at once.
+   * node may be told of thousands at once (an array, not arguments: a spread of as many
+   * overflows the stack).
    */
-  private evicted(...members: string[]): void {
+  private evicted(members: readonly string[]): void {
     if (members.length === 0) return;
     const ids = new Set(members);
     for (const session of [...this.sessions]) {

@@ -547,6 +547,32 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
+    it('does not say its own join will not come back once it came back before its PUBLISH failed', async () => {
+      const c = await cluster();
+      const b = await c.node();
+      const room = { key: 'backfirst', name: 'backfirst' };
+      await b.broker.subscribe(room);
+      const a = await relayedNode();
+      try {
+        await a.broker.subscribe(room);
+        // Redis runs it and its echo comes back on the subscription; only then does the
+        // command connection close, losing the reply.
+        const stalled = a.relay.arm('"type":"joined"', 'stall', { stallMs: 500 });
+        a.broker.publish(room.key, joined(room, 'fay'));
+        await stalled;
+        await eventually(() => expect(a.got.joinsTold).toEqual(['placed fay']));
+        // Its resync round, sent once the PUBLISH failed, came back to b (and to a).
+        await eventually(() => expect(b.got.resyncs).toEqual(['backfirst']));
+        a.broker.publish(room.key, joined(room, 'sentinel'));
+        await eventually(() => expect(a.got.joinsTold).toContain('placed sentinel'));
+        // A join that came back is never told as not coming back: on a node, that would let
+        // a later join of the same nickname waiting in the room go unplaced.
+        expect(a.got.joinsTold).toEqual(['placed fay', 'placed sentinel']);
+      } finally {
+        await a.close();
+      }
+    });
+
     it('rejects a whisper whose PUBLISH was lost, and sends the next', async () => {
       const c = await cluster();
       const b = await c.node();

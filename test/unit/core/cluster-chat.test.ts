@@ -938,6 +938,21 @@ describe('a chat of several nodes', () => {
     ]);
   });
 
+  it('closes the members a heartbeat names however many it names (a node of 200,000 members)', async () => {
+    const [a] = nodes(1, { maxUsers: 10 });
+    const ann = connect(a!, 'ann', EXT);
+    const bob = connect(a!, 'bob', EXT);
+    await settle();
+    // As many names as a node with --max-conns 200000 may be told of after Redis came back
+    // empty; all but one are of members gone meanwhile.
+    const named = Array.from({ length: 200_000 }, (_, i) => `gone${i}`);
+    named.push(ann.session.presenceId);
+    a!.goneAway(named);
+    a!.displaced(named.map((id) => ({ node: 'node0', id })));
+    await settle();
+    expect([ann.closedWith, bob.closedWith]).toEqual(['replaced', undefined]);
+  });
+
   it('closes every local client with 3006 when cut off from the cluster', async () => {
     const [a] = nodes(1);
     const ann = connect(a!, 'ann', EXT);
