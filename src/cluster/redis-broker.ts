@@ -939,6 +939,9 @@ export class RedisBroker implements Broker {
             : undefined;
         state.resync = false;
         state.reread = false;
+        // Every member waiting for its join is given up with the subscription: a round lost
+        // with it would otherwise tell these later, to a later join of the same name.
+        if (cause === 'subscription') state.doubtful = [];
         if (cause !== undefined && handler?.resync !== undefined) {
           this.tell(() => handler.resync!(state.key, cause));
         }

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { RedisBroker } from '../../src/cluster/redis-broker.js';
 import { ShardedBroker, ShardedHistoryStore, shardOf } from '../../src/cluster/shards.js';
-import type { RoomEvent } from '../../src/core/broker.js';
+import type { RoomEvent, RoomRef } from '../../src/core/broker.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../src/store/memory-broker.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { commandClient } from '../../src/store/redis-client.js';
@@ -22,6 +22,7 @@ import {
   brokerContract,
   eventually,
   joined,
+  type Node,
   Recorder,
   say,
   useCluster,
@@ -476,14 +477,29 @@ describe.skipIf(withoutRedis())('Redis', () => {
       };
     }
 
-    it('has the room’s other nodes resync when the PUBLISH of an event was lost, and goes on', async () => {
+    /**
+     * Node b and node a (whose connections go through its relay) both subscribed to the room
+     * `key`; then `check`, and node a closed whatever happened.
+     */
+    async function inRelayedRoom(
+      key: string,
+      check: (a: Awaited<ReturnType<typeof relayedNode>>, b: Node, room: RoomRef) => Promise<void>,
+    ): Promise<void> {
       const c = await cluster();
       const b = await c.node();
-      const room = { key: 'unsent', name: 'unsent' };
+      const room = { key, name: key };
       await b.broker.subscribe(room);
       const a = await relayedNode();
       try {
         await a.broker.subscribe(room);
+        await check(a, b, room);
+      } finally {
+        await a.close();
+      }
+    }
+
+    it('has the room’s other nodes resync when the PUBLISH of an event was lost, and goes on', async () => {
+      await inRelayedRoom('unsent', async (a, b, room) => {
         const renamed: RoomEvent = { type: 'renamed', room: 'unsent', from: 'ann', to: 'anna' };
         const dropped = a.relay.arm('"type":"renamed"');
         a.broker.publish(room.key, renamed);
@@ -500,37 +516,21 @@ describe.skipIf(withoutRedis())('Redis', () => {
         expect(b.got.resyncs).toEqual(['unsent']);
         await eventually(() => expect(a.got.placements.map((p) => p.nickname)).toEqual(['carl']));
         expect(a.got.unplacedJoins).toEqual([]);
-      } finally {
-        await a.close();
-      }
+      });
     });
 
     it('says its own join will not come back once Redis is known not to have run its PUBLISH', async () => {
-      const c = await cluster();
-      const b = await c.node();
-      const room = { key: 'unplaced', name: 'unplaced' };
-      await b.broker.subscribe(room);
-      const a = await relayedNode();
-      try {
-        await a.broker.subscribe(room);
+      await inRelayedRoom('unplaced', async (a, _b, room) => {
         const dropped = a.relay.arm('"type":"joined"');
         a.broker.publish(room.key, joined(room, 'dora'));
         await dropped;
         await eventually(() => expect(a.got.unplacedJoins).toEqual(['unplaced dora']));
         expect(a.got.placements).toEqual([]);
-      } finally {
-        await a.close();
-      }
+      });
     });
 
     it('does not say so before its own join comes back when Redis ran the PUBLISH and lost only its reply', async () => {
-      const c = await cluster();
-      const b = await c.node();
-      const room = { key: 'ranlost', name: 'ranlost' };
-      await b.broker.subscribe(room);
-      const a = await relayedNode();
-      try {
-        await a.broker.subscribe(room);
+      await inRelayedRoom('ranlost', async (a, b, room) => {
         const reset = a.relay.arm('"type":"joined"', 'reset');
         a.broker.publish(room.key, joined(room, 'eda'));
         await reset;
@@ -542,19 +542,11 @@ describe.skipIf(withoutRedis())('Redis', () => {
         a.broker.publish(room.key, joined(room, 'sentinel'));
         await eventually(() => expect(a.got.joinsTold).toContain('placed sentinel'));
         expect(a.got.joinsTold[0]).toBe('placed eda');
-      } finally {
-        await a.close();
-      }
+      });
     });
 
     it('does not say its own join will not come back once it came back before its PUBLISH failed', async () => {
-      const c = await cluster();
-      const b = await c.node();
-      const room = { key: 'backfirst', name: 'backfirst' };
-      await b.broker.subscribe(room);
-      const a = await relayedNode();
-      try {
-        await a.broker.subscribe(room);
+      await inRelayedRoom('backfirst', async (a, b, room) => {
         // Redis runs it and its echo comes back on the subscription; only then does the
         // command connection close, losing the reply.
         const stalled = a.relay.arm('"type":"joined"', 'stall', { stallMs: 500 });
@@ -568,9 +560,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
         // A join that came back is never told as not coming back: on a node, that would let
         // a later join of the same nickname waiting in the room go unplaced.
         expect(a.got.joinsTold).toEqual(['placed fay', 'placed sentinel']);
-      } finally {
-        await a.close();
-      }
+      });
     });
 
     it('rejects a whisper whose PUBLISH was lost, and sends the next', async () => {
