@@ -52,11 +52,7 @@ export class JoinPlaces {
     const waiting = this.rooms.get(key);
     const at = waiting?.entries.findIndex((w) => w.nickname === event.nickname) ?? -1;
     if (at < 0) return;
-    const done = waiting!.entries.splice(0, at + 1);
-    if (waiting!.entries.length === 0) {
-      clearTimeout(waiting!.timer);
-      this.rooms.delete(key);
-    }
+    const done = this.take(key, waiting!, 0, at + 1);
     for (let i = 0; i < done.length; i++) done[i]!.settle(i === at ? after : undefined);
   }
 
@@ -69,12 +65,17 @@ export class JoinPlaces {
     const waiting = this.rooms.get(key);
     const at = waiting?.entries.findIndex((w) => w.nickname === nickname) ?? -1;
     if (at < 0) return;
-    const [entry] = waiting!.entries.splice(at, 1);
-    if (waiting!.entries.length === 0) {
-      clearTimeout(waiting!.timer);
+    this.take(key, waiting!, at, 1)[0]!.settle(undefined);
+  }
+
+  /** Takes `count` entries from `at` out of the room's wait, which ends with its last. */
+  private take(key: string, waiting: Room, at: number, count: number): Waiting[] {
+    const taken = waiting.entries.splice(at, count);
+    if (waiting.entries.length === 0) {
+      clearTimeout(waiting.timer);
       this.rooms.delete(key);
     }
-    entry!.settle(undefined);
+    return taken;
   }
 
   /**
@@ -84,8 +85,6 @@ export class JoinPlaces {
   giveUp(key: string): void {
     const waiting = this.rooms.get(key);
     if (waiting === undefined) return;
-    clearTimeout(waiting.timer);
-    this.rooms.delete(key);
-    for (const entry of waiting.entries) entry.settle(undefined);
+    for (const entry of this.take(key, waiting, 0, waiting.entries.length)) entry.settle(undefined);
   }
 }

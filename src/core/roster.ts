@@ -111,8 +111,8 @@ export class Roster {
   /**
    * A join of (or a rename to) a nickname the roster holds for another member (another
    * origin): its holder left and someone took the name, on another node, before that leave
-   * arrived (Presence freed the name first). Returns that leave, to be shown before the join; the leave
-   * itself, when it comes, is not shown (apply). Undefined for anything else.
+   * arrived (Presence freed the name first). Returns that leave, to be shown before the
+   * join; the leave itself, when it comes, is not shown (apply). Undefined for anything else.
    */
   replacing(event: RoomEvent): Change | undefined {
     // A rename to a name is taken like a join of it: its earlier holder's leave may be late.

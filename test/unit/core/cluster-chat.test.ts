@@ -112,6 +112,25 @@ function interruptibleNodes(): {
   return { brokers, a: a!, b: b!, handlers };
 }
 
+/**
+ * Holds back the room events of `type` that `handler` is handed, as a PUBLISH that arrives
+ * after one sent later; `release()` hands them over in order and says how many there were.
+ */
+function holdBack(handler: BrokerHandler, type: RoomEvent['type']): { release(): number } {
+  const held: [string, RoomEvent][] = [];
+  const room = handler.room.bind(handler);
+  handler.room = (key, event) => {
+    if (event.type === type) held.push([key, event]);
+    else room(key, event);
+  };
+  return {
+    release() {
+      for (const [key, event] of held) room(key, event);
+      return held.length;
+    },
+  };
+}
+
 /** With node a's subscription down (`broker`), `sam` says "hello", then becomes "samuel". */
 async function helloThenRename(broker: MemoryBroker, sam: FakePeer): Promise<void> {
   broker.interrupt();
@@ -395,19 +414,12 @@ describe('a chat of several nodes', () => {
     expect(wit.take()).toContainEqual({ cmd: '8', nickname: 'eve', userCount: 2 });
     // Node a gets eve's rename only after the join of the next "eve" (from another node, as
     // a PUBLISH may arrive later than one sent after it).
-    const held: [string, RoomEvent][] = [];
-    const handler = handlers[0]!;
-    const room = handler.room.bind(handler);
-    handler.room = (key, event) => {
-      if (event.type === 'renamed') held.push([key, event]);
-      else room(key, event);
-    };
+    const late = holdBack(handlers[0]!, 'renamed');
     send(eve, { cmd: '5', newNickname: 'eva' });
     await settle();
     connect(b, 'eve');
     await settle();
-    expect(held).toHaveLength(1);
-    for (const [key, event] of held) room(key, event);
+    expect(late.release()).toBe(1);
     await settle();
     expect(wit.take()).toEqual([
       { cmd: '30', nickname: 'eve', userCount: 2 },
@@ -530,19 +542,12 @@ describe('a chat of several nodes', () => {
     for (const peer of [wit, rex]) peer.take();
     // Node a gets bob's leave only after ann's rename to "bob" (Presence freed the name
     // before the leave went out, and a PUBLISH may arrive later than one sent after it).
-    const held: [string, RoomEvent][] = [];
-    const handler = handlers[0]!;
-    const room = handler.room.bind(handler);
-    handler.room = (key, event) => {
-      if (event.type === 'left') held.push([key, event]);
-      else room(key, event);
-    };
+    const late = holdBack(handlers[0]!, 'left');
     send(bob, { cmd: '3' });
     await settle();
     send(ann, { cmd: '5', newNickname: 'bob' });
     await settle();
-    expect(held).toHaveLength(1);
-    for (const [key, event] of held) room(key, event);
+    expect(late.release()).toBe(1);
     await settle();
     // As one process shows it: bob leaves, then ann is bob (nothing, without "renames").
     expect(wit.take()).toEqual([{ cmd: '30', nickname: 'bob', userCount: 3 }]);
