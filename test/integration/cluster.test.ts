@@ -136,6 +136,16 @@ async function courseScript(ports: [number, number, number]): Promise<{
       [c, '91'],
     ],
   );
+  // A course client is not told of renames, and its node may learn of one
+  // after c's: a chat from the new name, on the same room's ordered events,
+  // reaches a only after the rename did.
+  await step(
+    () => b.sendPy({ cmd: '7', msg: 'bea here' }),
+    [
+      [a, '70'],
+      [c, '70'],
+    ],
+  );
   await step(() => a.sendPy({ cmd: '1' }), [[a, '10']]);
   await step(
     () => a.sendPy({ cmd: '7', msg: 'hi all' }),
