@@ -180,8 +180,8 @@ return r[4]
 `;
 
 /**
- * ARGV: P, node, id, tag, capacity, name. The new count, or -1 not registered, -2 already in,
- * -3 full.
+ * ARGV: P, node, id, tag, capacity, name. {the new count, the room's name}, or -1 not
+ * registered, -2 already in, -3 full.
  */
 const JOIN_LUA = `${PRELUDE}
 local ref, tag, capacity = ARGV[2] .. ':' .. ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -196,7 +196,7 @@ if count == 0 then
 end
 redis.call('ZADD', rkey(tag), s, ref)
 redis.call('ZADD', mrooms(ref), s, tag)
-return count + 1
+return {count + 1, redis.call('HGET', P .. 'rn', tag) or ARGV[6]}
 `;
 
 /** ARGV: P, node, id, tag. The count after leaving, or -1 when the member was not in the room. */
@@ -706,14 +706,14 @@ export class RedisPresence implements Presence {
   async join(id: MemberId, room: string, capacity: number, name = room): Promise<JoinResult> {
     const tag = tagOf(room);
     checkText('room', name);
-    const reply = Number(
-      await this.scripts.confabPresenceJoin(...this.args(id, tag, capacity, name)),
-    );
-    if (reply === -1) throw new MemberGone(id);
-    if (reply === -2) return { ok: false, reason: 'already-in' };
-    if (reply === -3) return { ok: false, reason: 'full' };
+    const reply = await this.scripts.confabPresenceJoin(...this.args(id, tag, capacity, name));
+    if (!Array.isArray(reply)) {
+      const code = Number(reply);
+      if (code === -1) throw new MemberGone(id);
+      return { ok: false, reason: code === -2 ? 'already-in' : 'full' };
+    }
     this.local.get(id)?.rooms.add(tag);
-    return { ok: true, count: reply };
+    return { ok: true, count: Number(reply[0]), name: String(reply[1]) || name };
   }
 
   async leave(id: MemberId, room: string): Promise<number | undefined> {

@@ -63,8 +63,9 @@ export interface RoomRef {
   /** The look-alike key: what channels and history are named by, the same on every node. */
   readonly key: string;
   /**
-   * The name this node shows. Nodes that made the room from look-alike names may show it
-   * differently; events from other nodes are handed over under this one.
+   * The name this node shows: the one the room was made with in Presence, but while a
+   * join is making it here (then that joiner's spelling). Events from other nodes are
+   * handed over under this one.
    */
   readonly name: string;
 }

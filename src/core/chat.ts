@@ -425,6 +425,10 @@ export class Chat implements ChatContext, SessionHost {
     this.node?.uninterested(key);
   }
 
+  shownAs(room: Room, name: string): Room {
+    return this.node?.shownAs(room, name) ?? room;
+  }
+
   partInDoubt(session: Session, room: Room): void {
     this.node?.partInDoubt(session, room);
   }

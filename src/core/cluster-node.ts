@@ -427,7 +427,11 @@ export class ClusterNode {
     this.interest.set(room.key, interest);
     const subscribed = broker.subscribe(room);
     if (interest === 1) {
-      this.rosters.set(room.key, new Roster(() => room.capacity));
+      // The room registered under the key, once there is one: its capacity follows reloads.
+      this.rosters.set(
+        room.key,
+        new Roster(() => (this.chat.rooms.keyed(room.key) ?? room).capacity),
+      );
       // Read once the room's events arrive, so that none falls between the read and them.
       subscribed.then(
         () => this.reread(room.key, false),
@@ -435,6 +439,18 @@ export class ClusterNode {
       );
     }
     return subscribed;
+  }
+
+  /**
+   * `room`, new on this node and subscribed (`interested`), as the cluster shows it: under
+   * `name`, the name Presence says it was made with, on whichever node made it first. A
+   * room made here from a look-alike spelling would otherwise be shown differently here.
+   */
+  shownAs(room: Room, name: string): Room {
+    if (name === room.name) return room;
+    const shown = this.chat.rooms.room(name);
+    this.cluster.broker.subscribe(shown).catch(() => {});
+    return shown;
   }
 
   /** A local member left `room`, or did not get in: the last one unsubscribes. */

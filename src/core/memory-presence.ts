@@ -137,7 +137,7 @@ export class MemoryPresence implements Presence {
       }
       members.set(entry.ref, entry);
       entry.rooms.add(room);
-      return { ok: true, count: members.size };
+      return { ok: true, count: members.size, name: this.hub.roomNames.get(room) ?? room };
     });
   }
 

@@ -159,7 +159,8 @@ export class ReleaseRetried extends Error {
 }
 
 export type JoinResult =
-  | { readonly ok: true; readonly count: number }
+  /** `name`: what the room is shown as, the name it was made with (by this join or an earlier one). */
+  | { readonly ok: true; readonly count: number; readonly name: string }
   | { readonly ok: false; readonly reason: 'full' | 'already-in' };
 
 export type Heartbeat =
@@ -237,7 +238,8 @@ export interface Presence {
 
   /**
    * Adds the member to a room if it has fewer than `capacity` members. `name`
-   * is what `rooms` shows for a room this join makes (default: the key).
+   * is what the room is shown as when this join makes it (default: the key);
+   * a room that exists keeps the name it was made with, which the join returns.
    */
   join(id: MemberId, room: string, capacity: number, name?: string): Promise<JoinResult>;
   /** The room's count after the member left, or undefined if it was not in it. */

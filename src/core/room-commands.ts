@@ -76,8 +76,9 @@ async function joinInCluster(
     const members = await ctx.freshMembers(admitted.key);
     // The member's place is in any USERS read from here on; one read before, not kept.
     ctx.membersChanged(admitted.key);
-    // Another local member may have made the same new room meanwhile: join that one.
-    const room = ctx.rooms.find(admitted.name) ?? admitted;
+    // Another local member may have made the same new room meanwhile: join that one. A room
+    // new here has the name it was made with in the cluster.
+    const room = ctx.rooms.find(admitted.name) ?? ctx.shownAs(admitted, joined.name);
     if (session.state !== 'joined') {
       // Its leave releases the place, and the "30" tells the room. But a resume on another
       // node took the place with the member: the room is told of the join this made.

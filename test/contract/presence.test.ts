@@ -30,7 +30,7 @@ describe('MemoryPresence alone', () => {
     const presence = new MemoryPresence();
     expect(presence.timeoutMs).toBe(Number.POSITIVE_INFINITY);
     expect(await presence.claim('1', 'ann', { ip: '127.0.0.1', port: 1 })).toBe(true);
-    expect(await presence.join('1', 'lobby', 10)).toEqual({ ok: true, count: 1 });
+    expect(await presence.join('1', 'lobby', 10)).toEqual({ ok: true, count: 1, name: 'lobby' });
     expect(await presence.reap()).toEqual([]);
     expect(await presence.heartbeat()).toEqual({ status: 'ok' });
   });

@@ -162,8 +162,8 @@ export function presenceContract(target: PresenceTarget): void {
       await a!.claim('1', 'ann', addr(1));
       await b!.claim('1', 'bob', { ip: '::1', port: 2 });
       await a!.claim('2', 'carol', addr(3));
-      expect(await a!.join('1', 'lobby', 2)).toEqual({ ok: true, count: 1 });
-      expect(await b!.join('1', 'lobby', 2)).toEqual({ ok: true, count: 2 });
+      expect(await a!.join('1', 'lobby', 2)).toEqual({ ok: true, count: 1, name: 'lobby' });
+      expect(await b!.join('1', 'lobby', 2)).toEqual({ ok: true, count: 2, name: 'lobby' });
       expect(await a!.join('2', 'lobby', 2)).toEqual({ ok: false, reason: 'full' });
       expect(await a!.join('1', 'lobby', 5)).toEqual({ ok: false, reason: 'already-in' });
       expect(await b!.members('lobby')).toEqual([
@@ -172,8 +172,8 @@ export function presenceContract(target: PresenceTarget): void {
       ]);
       expect(await a!.leave('1', 'lobby')).toBe(1);
       expect(await a!.leave('1', 'lobby')).toBeUndefined();
-      expect(await a!.join('2', 'lobby', 2)).toEqual({ ok: true, count: 2 });
-      expect(await a!.join('1', 'lobby', 3)).toEqual({ ok: true, count: 3 });
+      expect(await a!.join('2', 'lobby', 2)).toEqual({ ok: true, count: 2, name: 'lobby' });
+      expect(await a!.join('1', 'lobby', 3)).toEqual({ ok: true, count: 3, name: 'lobby' });
       expect(names(await a!.members('lobby'))).toEqual(['bob', 'carol', 'ann']);
       // A rename moves the member to the end, in every room it is in.
       await b!.join('1', 'other', 10);
@@ -197,7 +197,7 @@ export function presenceContract(target: PresenceTarget): void {
       await a!.claim('2', 'bob', addr(2));
       const rooms = ['caf\u00e9 {x}', 'cafe\u0301 {x}', 'r:1', 'r', '\u{1F600}'];
       for (const room of rooms) expect(await a!.join('1', room, 10)).toMatchObject({ ok: true });
-      expect(await a!.join('2', rooms[1]!, 10)).toEqual({ ok: true, count: 2 });
+      expect(await a!.join('2', rooms[1]!, 10)).toEqual({ ok: true, count: 2, name: rooms[1]! });
       expect(await a!.count(rooms[0]!)).toBe(1);
       expect(await a!.count(rooms[1]!)).toBe(2);
       await expect(a!.join('2', 'x\uDC00', 10)).rejects.toThrow(RangeError);
@@ -225,7 +225,12 @@ export function presenceContract(target: PresenceTarget): void {
       await b.claim('2', 'bea', addr(3));
       await a.join('1', 'physics', 10, 'Physics');
       await b.join('1', 'lobby', 10);
-      await b.join('1', 'physics', 10, 'PHYSICS');
+      // A room keeps the name it was made with, whatever name a later join gives.
+      expect(await b.join('1', 'physics', 10, 'PHYSICS')).toEqual({
+        ok: true,
+        count: 2,
+        name: 'Physics',
+      });
       await b.join('2', 'maths', 10, 'Maths');
       expect(await c.rooms(10)).toEqual([
         { room: 'physics', name: 'Physics', count: 2 },
@@ -242,7 +247,7 @@ export function presenceContract(target: PresenceTarget): void {
       await a.leave('1', 'physics');
       await b.release('1');
       expect(await c.rooms(10)).toEqual([{ room: 'maths', name: 'Maths', count: 1 }]);
-      await a.join('1', 'physics', 10, 'physiCS');
+      expect(await a.join('1', 'physics', 10, 'physiCS')).toMatchObject({ name: 'physiCS' });
       expect((await c.rooms(10)).map((r) => r.name)).toEqual(['Maths', 'physiCS']);
       expect(await census(a, b, c)).toEqual({ users: 2, nodes: 3 });
       await b.close();
@@ -370,7 +375,7 @@ export function presenceContract(target: PresenceTarget): void {
       expect(await a!.release('1')).toEqual([]);
       expect(await a!.find('ann')).toBeUndefined();
       expect(await b!.claim('2', 'ANN', addr(3))).toBe(true);
-      expect(await b!.join('2', 'zeta', 1)).toEqual({ ok: true, count: 1 });
+      expect(await b!.join('2', 'zeta', 1)).toEqual({ ok: true, count: 1, name: 'zeta' });
       expect(names(await a!.members('lobby'))).toEqual(['bob']);
       // Another node's member of the same id is untouched.
       expect(await b!.find('bob')).toBeDefined();
@@ -479,7 +484,7 @@ export function presenceContract(target: PresenceTarget): void {
       expect(names(await a.members('lobby'))).toEqual(['ann', 'cid']);
       expect(await c.claim('2', 'Bob', addr(5))).toBe(true);
       expect(await a.claim('2', 'bea', addr(6))).toBe(true);
-      expect(await c.join('2', 'lobby', 4)).toEqual({ ok: true, count: 3 });
+      expect(await c.join('2', 'lobby', 4)).toEqual({ ok: true, count: 3, name: 'lobby' });
       expect(expired).toEqual([]);
 
       // b wakes up: told it was reaped, registered again with nothing, usable again.

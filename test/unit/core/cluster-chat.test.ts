@@ -365,6 +365,25 @@ describe('a chat of several nodes', () => {
     expect(hub.subscribers.get(key)).toBeUndefined();
   });
 
+  it('shows a room under the name it was made with on any node, whatever spelling a joiner gives', async () => {
+    const { a, b, ann, bob } = await annAndBob(EXT, { maxUsers: 10 });
+    await settle();
+    for (const peer of [ann, bob]) peer.take();
+    send(ann, { cmd: '100', room: 'Physics' });
+    await settle();
+    send(bob, { cmd: '100', room: 'PHYSICS' });
+    await settle();
+    expect(b.rooms.find('physics')?.name).toBe('Physics');
+    send(ann, { cmd: '7', msg: 'hi', room: 'Physics' });
+    send(bob, { cmd: '7', msg: 'hello', room: 'physICS' });
+    await settle();
+    const rooms = (peer: FakePeer) =>
+      peer.take().flatMap((m) => ('room' in m ? [`${m.cmd} ${m.room}`] : []));
+    expect(rooms(bob)).toEqual(['101 Physics', '70 Physics']);
+    expect(rooms(ann)).toEqual(['101 Physics', '8 Physics', '70 Physics']);
+    expect(a.rooms.find('physics')?.name).toBe('Physics');
+  });
+
   it('shows the joins, leaves and renames a node missed while its subscription was down', async () => {
     const { brokers, a, b } = interruptibleNodes();
     const cora = connect(a!, 'cora');
