@@ -149,11 +149,11 @@ export const view = {
       DIM,
       `${attempt === 1 ? 'Connection lost. ' : ''}Reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${attempt} of ${attempts})...`,
     ),
-  reconnected: (s: Style, nickname: string, resumed: boolean) =>
+  reconnected: (s: Style, nickname: string, resumed: boolean, server?: string) =>
     paint(
       s,
       DIM,
-      `Reconnected as ${text(nickname)}${resumed ? '' : ' (a new session: your rooms were joined again)'}.`,
+      `Reconnected as ${text(nickname)}${server === undefined ? '' : ` to ${text(server)}`}${resumed ? '' : ' (a new session: your rooms were joined again)'}.`,
     ),
   /** `message` may quote the server or the user; it is shown, never obeyed. */
   info: (s: Style, message: string) => paint(s, DIM, text(message)),

@@ -13,12 +13,16 @@ import type { BanEntry, UserEntry } from '../protocol/messages.js';
 import { describeBan, describeModeration, HELP, parseCommand } from '../protocol/slash-commands.js';
 import { CONFAB_VERSION } from '../version.js';
 import { type Style, view } from './chat-view.js';
+import { parseServers, showServers } from './servers.js';
 import { wrapRows } from './wrap.js';
 
 export const CHAT_USAGE = `Usage: confab chat <nickname> [--host H] [--port P] [--tls [--ca FILE] [--servername NAME]] [--no-reconnect]
 
 Joins a confab server (or the course's Python server) as <nickname>.
-  --host H           server address (default 127.0.0.1, env CONFAB_HOST)
+  --host H           server address (default 127.0.0.1, env CONFAB_HOST); several,
+                     the nodes of one cluster, as H1,H2:PORT,[::1]:PORT: the first
+                     that answers is joined, and a lost connection is restored
+                     on the next
   --port P           server port (default 20825, env CONFAB_PORT)
   --tls              connect over TLS (the server's --tls-port); the certificate
                      is verified (env CONFAB_TLS=1)
@@ -124,10 +128,14 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     io.stderr.write(`confab chat: give exactly one nickname\n\n${CHAT_USAGE}\n`);
     return 2;
   }
-  const host = parsed.values.host ?? io.env.CONFAB_HOST ?? '127.0.0.1';
   const port = Number(parsed.values.port ?? io.env.CONFAB_PORT ?? 20825);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     io.stderr.write(`confab chat: --port must be a number from 1 to 65535\n`);
+    return 2;
+  }
+  const servers = parseServers(parsed.values.host ?? io.env.CONFAB_HOST ?? '127.0.0.1', port);
+  if (typeof servers === 'string') {
+    io.stderr.write(`confab chat: --host: ${servers}\n`);
     return 2;
   }
   const caFile = parsed.values.ca ?? (io.env.CONFAB_CA || undefined);
@@ -154,14 +162,14 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   const style: Style = {
     color: io.stdout.isTTY === true && (io.env.NO_COLOR ?? '') === '',
   };
-  const where = `${host}:${port}`;
+  const where = showServers(servers);
   const reconnect =
     parsed.values['no-reconnect'] !== true &&
     !/^(0|false|no|off)$/i.test(io.env.CONFAB_RECONNECT ?? '');
 
   let client: ChatClient;
   try {
-    const options: ConnectOptions = { host, port, nickname, history: true, reconnect };
+    const options: ConnectOptions = { servers, nickname, history: true, reconnect };
     if (tls !== undefined) options.tls = tls;
     client = await ChatClient.connect(options);
   } catch (err) {
@@ -272,7 +280,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     if (!leaving) say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
   });
   client.on('resumed', (r) => {
-    say(view.reconnected(style, r.nickname, r.resumed));
+    const on = servers.length > 1 ? showServers([client.server]) : undefined;
+    say(view.reconnected(style, r.nickname, r.resumed, on));
     for (const room of r.rooms) {
       if (room.lost !== undefined) {
         joined.delete(room.room);

@@ -23,7 +23,15 @@ import type {
 import { type Limits, pacerFor, parseLimits, type SendPacer } from '../protocol/pacing.js';
 import { encodeRequest } from '../protocol/request-codec.js';
 import { banList } from '../protocol/slash-commands.js';
-import { ChatClientError, dial, type Endpoint, retryable, type TlsOptions, utf8 } from './dial.js';
+import {
+  ChatClientError,
+  dial,
+  type Endpoint,
+  retryable,
+  type TlsOptions,
+  unreachable,
+  utf8,
+} from './dial.js';
 
 export { ChatClientError, type ChatErrorKind, type TlsOptions } from './dial.js';
 
@@ -122,10 +130,24 @@ export interface ReconnectOptions {
   maxDelayMs?: number;
 }
 
+/** A server to connect to: one node of a cluster, or a single server. */
+export interface ServerAddress {
+  host: string;
+  port: number;
+}
+
 export interface ConnectOptions {
   nickname: string;
   host?: string;
   port?: number;
+  /**
+   * Several servers, such as the nodes of one cluster, used in turn instead of
+   * `host` and `port`: `connect()` takes the first that welcomes the client (one
+   * that cannot be reached, or refuses for a passing reason, is skipped), and
+   * after a lost connection each attempt dials the next one, starting with the
+   * one after the server lost. A cluster takes the session back on any node.
+   */
+  servers?: readonly ServerAddress[];
   /**
    * Extensions to ask for; the course server ignores the request.
    * Default: all but "history" (see `history`).
@@ -330,8 +352,11 @@ export class ChatClient extends EventEmitter<ChatEvents> {
    */
   private welcomeRooms = false;
 
+  /** Which of `endpoints` the current connection (or the next attempt) is to. */
+  private at = 0;
+
   private constructor(
-    private readonly endpoint: Endpoint,
+    private readonly endpoints: readonly Endpoint[],
     private readonly askCaps: readonly Capability[],
     private readonly pace: boolean,
     nickname: string,
@@ -353,6 +378,15 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         maxDelayMs: r.maxDelayMs ?? 10_000,
       };
     }
+  }
+
+  private get endpoint(): Endpoint {
+    return this.endpoints[this.at]!;
+  }
+
+  /** The server the client is connected to (or, while reconnecting, tries next). */
+  get server(): ServerAddress {
+    return { host: this.endpoint.host, port: this.endpoint.port };
   }
 
   /** Takes a connection that has just been welcomed ("03") as the current one. */
@@ -397,12 +431,13 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   }
 
   static async connect(options: ConnectOptions): Promise<ChatClient> {
-    const endpoint: Endpoint = {
-      host: options.host ?? '127.0.0.1',
-      port: options.port ?? 20825,
-      tls: options.tls === true ? {} : options.tls === false ? undefined : options.tls,
-      timeoutMs: options.timeoutMs ?? 10_000,
-    };
+    const tls = options.tls === true ? {} : options.tls === false ? undefined : options.tls;
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const servers =
+      options.servers !== undefined && options.servers.length > 0
+        ? options.servers
+        : [{ host: options.host ?? '127.0.0.1', port: options.port ?? 20825 }];
+    const endpoints = servers.map(({ host, port }): Endpoint => ({ host, port, tls, timeoutMs }));
     const asked = new Set<Capability>(options.caps ?? DEFAULT_CAPS);
     if (options.history === true) {
       asked.add('rooms');
@@ -410,19 +445,29 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     }
     const caps = CAPABILITIES.filter((c) => asked.has(c));
     const client = new ChatClient(
-      endpoint,
+      endpoints,
       caps,
       options.pace ?? true,
       options.nickname,
       options.reconnect,
     );
-    await dial(endpoint, client.connectRequest(), (socket, welcome) => {
-      client.attach(socket, welcome);
-      // The caller's `await connect()` continues in a microtask, before this runs,
-      // so messages that came with the welcome still reach its listeners.
-      setImmediate(() => client.flushEarly());
-      return (frame) => client.take(frame);
-    });
+    for (;;) {
+      try {
+        await dial(client.endpoint, client.connectRequest(), (socket, welcome) => {
+          client.attach(socket, welcome);
+          // The caller's `await connect()` continues in a microtask, before this runs,
+          // so messages that came with the welcome still reach its listeners.
+          setImmediate(() => client.flushEarly());
+          return (frame) => client.take(frame);
+        });
+        break;
+      } catch (err) {
+        // A nickname taken or a full lobby is the same on every node of a cluster.
+        const last = client.at === endpoints.length - 1;
+        if (last || !(err instanceof ChatClientError) || !unreachable(err)) throw err;
+        client.at++;
+      }
+    }
     // The lobby's "101" and its history follow the welcome.
     if (client.hasHistory) client.fence().catch(() => {});
     return client;
@@ -1237,6 +1282,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       });
       this.wake = undefined;
       if (this.leaving || this.closed) return this.finish(undefined);
+      // The server lost may be down: each attempt tries the next (the same one if alone).
+      this.at = (this.at + 1) % this.endpoints.length;
       try {
         await dial(this.endpoint, this.connectRequest(), (socket, welcome) => {
           this.attach(socket, welcome);

@@ -193,6 +193,20 @@ export function dial(
   });
 }
 
+/** The server could not be reached, or refused for a passing reason (it is shutting down, cut off from its cluster). */
+export function unreachable(error: ChatClientError): boolean {
+  switch (error.kind) {
+    case 'refused':
+    case 'timeout':
+    case 'closed':
+      return true;
+    case 'server-error':
+      return error.code !== undefined && mayReconnect(error.code);
+    default:
+      return false;
+  }
+}
+
 /** Failures worth another attempt: the network, a full room, a nickname still held by our ghost, a transient refusal. */
 export function retryable(error: ChatClientError): boolean {
   switch (error.kind) {
