@@ -90,20 +90,33 @@ function kill(child: ChildProcess): Promise<void> {
   });
 }
 
-/** Starts redis-server on a free 127.0.0.1 port and waits until it answers PING. */
+/**
+ * Starts redis-server on a free 127.0.0.1 port and waits until it answers PING. A port
+ * found free can be taken by another process (another test file's server) before
+ * redis-server binds it, which then exits at once: tried again on another port, twice.
+ */
 export async function startRedis(): Promise<RedisServer> {
   const dir = mkdtempSync(path.join(tmpdir(), 'confab-redis-'));
-  const port = await freePort();
+  let port = await freePort();
   let child = launch(port, dir);
   // Only this child, by its own handle: never a process the test did not start.
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
-  try {
-    await waitReady(port, child);
-  } catch (error) {
-    process.removeListener('exit', killOnExit);
-    rmSync(dir, { recursive: true, force: true });
-    throw error;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await waitReady(port, child);
+      break;
+    } catch (error) {
+      const exited = child.exitCode !== null || child.signalCode !== null;
+      if (exited && attempt < 2) {
+        port = await freePort();
+        child = launch(port, dir);
+        continue;
+      }
+      process.removeListener('exit', killOnExit);
+      rmSync(dir, { recursive: true, force: true });
+      throw error;
+    }
   }
   return {
     url: `redis://127.0.0.1:${port}`,

@@ -7,7 +7,7 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { followMembers, useCluster } from '../helpers/cluster.js';
+import { followMembers, until, useCluster } from '../helpers/cluster.js';
 import type { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 
@@ -48,8 +48,16 @@ describe.skipIf(skip)('a join while the subscriber connection comes back', () =>
       ann.sendPy({ cmd: '5', newNickname: name });
       await ann.expect('51', 10_000);
       await bob.waitFor((m) => m.cmd === '101' && m.room === 'physics');
-      // Past three heartbeats (--cluster-timeout 2 s here) after the node subscribed again.
+      // Past three heartbeats (--cluster-timeout 2 s here) after the node subscribed again,
+      // and then until it comes right (bounded): the resync's read may come later on a
+      // loaded machine.
       await new Promise((r) => setTimeout(r, 4000));
+      const want = [name, 'bob'].sort().join();
+      await until(
+        'bob to be shown the room as it is',
+        () => shown(bob, 'physics').join() === want,
+        10_000,
+      ).catch(() => {});
       const got = shown(bob, 'physics');
       if (got.join() !== [name, 'bob'].sort().join())
         wrong.push(

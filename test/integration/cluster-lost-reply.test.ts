@@ -119,15 +119,16 @@ describe.skipIf(skip)('a takeover whose reply from Redis is lost', () => {
     const { watcher, seen, token } = await lostTakeover('bea', 'attic', 'reset', { times: 5 });
     expect(seen).toEqual({ code: 3005 });
     // Its client comes back as it would after any 3005, with its token (spent now) and its
-    // nickname: within the heartbeat timeout and a margin, it has the name again.
+    // nickname: within the heartbeat timeout and a margin (a wide one: the machine may be
+    // loaded), it has the name again.
     const back = () => tryConnect(1, 'bea', { resume: token });
-    await until('bea to be free', back, (TIMEOUT_S + 3) * 1000);
+    await until('bea to be free', back, (TIMEOUT_S + 8) * 1000);
     // Freed with no "30" (docs/cluster.md, "Not done yet"), it leaves USERS once the
-    // watcher's node reads the room again: at most a second on.
+    // watcher's node reads the room again: at most a second on, more on a loaded machine.
     await until(
       'attic to list bea-watch alone',
       async () => (await users(watcher, 'attic')).join() === 'bea-watch',
-      3_000,
+      10_000,
     );
   }, 60_000);
 

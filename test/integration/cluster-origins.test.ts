@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { useCluster } from '../helpers/cluster.js';
+import { until, useCluster } from '../helpers/cluster.js';
 import type { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 import { wsClient } from '../helpers/ws-client.js';
@@ -83,7 +83,11 @@ describe.skipIf(skip)("a cluster's chats carry their sender's origin", () => {
       winner.sendPy({ cmd: '7', msg: fromWinner });
       loser.sendPy({ cmd: '7', msg: fromLoser });
       await settle(watch.c, [fromWinner, fromLoser]);
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // A chat sent after both were stored reaches each racer after them (a room's chats
+      // come in id order): once it has, each was shown whatever it would be of the two.
+      const after = `after both ${round}`;
+      watch.c.sendPy({ cmd: '7', msg: after });
+      for (const c of racers) await c.waitFor((m) => m.cmd === '70' && m.msg === after);
       const seen = {
         winnerOwn: shown(winner, fromWinner).length,
         winnerOther: shown(winner, fromLoser).length,
@@ -186,6 +190,20 @@ describe.skipIf(skip)("a cluster's chats carry their sender's origin", () => {
     web.send({ cmd: '7', msg: 'w1' });
     await settle(obs1.c, ['a5', 't1', 'f1', 'c1', 'w1']);
     await settle(ann3.c, ['f1', 'c1', 'w1']);
+    // Each of these is shown the others' chats on its own node's time: waited for too.
+    await settle(forged.c, ['a5']);
+    await settle(spent.c, ['f1', 'c1', 'w1']);
+    // A chat sent after all five were stored reaches each sender after them (a room's chats
+    // come in id order): once it has, a sender's own would have come.
+    obs0.c.sendPy({ cmd: '7', msg: 'after all five' });
+    for (const c of [ann3.c, forged.c, course, spent.c]) {
+      await c.waitFor((m) => m.cmd === '70' && m.msg === 'after all five');
+    }
+    await until(
+      'the web client to be shown the chat after all five',
+      () => web.received.some((m) => m.cmd === '70' && m.msg === 'after all five'),
+      20_000,
+    );
     expect(shown(ann3.c, 'a5')).toEqual([]);
     expect(shown(forged.c, 'f1')).toEqual([]);
     expect(shown(forged.c, 'a5')).toHaveLength(1);

@@ -111,8 +111,9 @@ describe.skipIf(skip)('a room event whose PUBLISH was lost', () => {
     taken.sendPy({ cmd: '0', nickname: 'ann', caps: CAPS, resume: token });
     await dropped;
     await taken.waitFor((m) => m.cmd === '03' || m.cmd === '90', 1, 10_000);
-    // Node 1 must close the old connection (2007): it is no member any more.
-    await old.expectClose(5_000).catch(() => undefined);
+    // Node 1 must close the old connection (2007): it is no member any more. Its heartbeat
+    // finds that out, every second here, later on a loaded machine: some seconds allowed.
+    await old.expectClose(15_000).catch(() => undefined);
     if (!old.isClosed) {
       // Still open, it speaks as "ann" whoever holds that name in Presence now.
       taken.close();
