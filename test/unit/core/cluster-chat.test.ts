@@ -384,6 +384,28 @@ describe('a chat of several nodes', () => {
     expect(a.rooms.find('physics')?.name).toBe('Physics');
   });
 
+  it('hands a room made by two racing look-alike joins on one node over under the name it shows', async () => {
+    const { a, b, ann, bob } = await annAndBob(EXT, { maxUsers: 10 });
+    const bea = connect(b, 'bea', EXT);
+    await settle();
+    for (const peer of [ann, bob, bea]) peer.take();
+    // Both joins are admitted before either reaches Presence: bob's makes the room.
+    send(bob, { cmd: '100', room: 'Physics' });
+    send(bea, { cmd: '100', room: 'physics' });
+    await settle();
+    expect(b.rooms.find('physics')?.name).toBe('Physics');
+    send(ann, { cmd: '100', room: 'PHYSICS' });
+    await settle();
+    expect(a.rooms.find('physics')?.name).toBe('Physics');
+    for (const peer of [ann, bob, bea]) peer.take();
+    send(ann, { cmd: '7', msg: 'hi', room: 'Physics' });
+    await settle();
+    const rooms = (peer: FakePeer) =>
+      peer.take().flatMap((m) => ('room' in m ? [`${m.cmd} ${m.room}`] : []));
+    expect(rooms(bob)).toEqual(['70 Physics']);
+    expect(rooms(bea)).toEqual(['70 Physics']);
+  });
+
   it('shows the joins, leaves and renames a node missed while its subscription was down', async () => {
     const { brokers, a, b } = interruptibleNodes();
     const cora = connect(a!, 'cora');
