@@ -40,6 +40,8 @@ function parseServer(entry: string, port: number): ServerAddress | string {
     if (colon >= 0 && entry.indexOf(':', colon + 1) < 0) {
       host = entry.slice(0, colon);
       portText = entry.slice(colon + 1);
+    } else if (colon >= 0 && !net.isIPv6(entry)) {
+      return `"${printable(entry)}" is not an IPv6 address (a host with a port is host:port)`;
     }
   }
   if (host === '') return `"${printable(entry)}" names no host`;

@@ -370,7 +370,8 @@ return out
 `;
 
 /**
- * ARGV: P, node, id, nick, key, ip, port, token hash or '', lin, gen, lineage ttl ms, tag...
+ * ARGV: P, node, id, nick, key, ip, port, token hash or '', lin, gen, lineage ttl ms, then
+ * tag, name ('' none) for each room: a room without a name (Presence restarted empty) gets it.
  * Registers a member again after a reset, in its rooms regardless of capacity (its clients
  * are in them), with the resume token it holds. A resume may have taken the member over just
  * before the reset, its old node not yet told: that copy and the new one are both registered
@@ -412,11 +413,12 @@ if ARGV[8] ~= '' then
   redis.call('HSET', mkey(ref), 'tok', ARGV[8])
   redis.call('SET', P .. 't:' .. ARGV[8], ref)
 end
-for i = 12, #ARGV do
+for i = 12, #ARGV - 1, 2 do
   local s = seq()
   redis.call('ZADD', P .. 'rooms', 'NX', s, ARGV[i])
   redis.call('ZADD', rkey(ARGV[i]), 'NX', s, ref)
   redis.call('ZADD', mrooms(ref), 'NX', s, ARGV[i])
+  if ARGV[i + 1] ~= '' then redis.call('HSETNX', P .. 'rn', ARGV[i], ARGV[i + 1]) end
 end
 if displaced then return displaced end
 return 1
@@ -481,8 +483,11 @@ const SCRIPTS: Record<keyof Scripts, string> = {
 interface Local {
   nickname: string;
   readonly address: PeerAddress;
-  /** Room tags, in join order. */
-  readonly rooms: Set<string>;
+  /**
+   * Room tags, in join order, each with the room's name in Presence ('' when it had none):
+   * registered again with it after a reset, so that the room keeps the name it was made with.
+   */
+  readonly rooms: Map<string, string>;
   /** The hash of the resume token granted last, to grant it again after a reset. */
   token?: string;
   /** The ref it was first claimed as, and how many resumes moved it since (Redis's lin, gen). */
@@ -640,7 +645,7 @@ export class RedisPresence implements Presence {
     this.local.set(id, {
       nickname,
       address: { ...address },
-      rooms: new Set(),
+      rooms: new Map(),
       lin: lineageOf(this.node, id),
       gen: 0,
     });
@@ -712,8 +717,9 @@ export class RedisPresence implements Presence {
       if (code === -1) throw new MemberGone(id);
       return { ok: false, reason: code === -2 ? 'already-in' : 'full' };
     }
-    this.local.get(id)?.rooms.add(tag);
-    return { ok: true, count: Number(reply[0]), name: String(reply[1]) || name };
+    const shown = String(reply[1]) || name;
+    this.local.get(id)?.rooms.set(tag, shown);
+    return { ok: true, count: Number(reply[0]), name: shown };
   }
 
   async leave(id: MemberId, room: string): Promise<number | undefined> {
@@ -803,11 +809,11 @@ export class RedisPresence implements Presence {
     const flat = reply as string[];
     if (flat.length < 5) return undefined;
     const rooms: { room: string; name: string }[] = [];
-    const tags = new Set<string>();
+    const tags = new Map<string, string>();
     for (let i = 5; i + 1 < flat.length; i += 2) {
       const room = roomOf(flat[i]!);
       rooms.push({ room, name: flat[i + 1] === '' ? room : flat[i + 1]! });
-      tags.add(flat[i]!);
+      tags.set(flat[i]!, flat[i + 1]!);
     }
     this.local.set(id, {
       nickname: flat[2]!,
@@ -986,7 +992,7 @@ export class RedisPresence implements Presence {
             m.lin,
             m.gen,
             2 * this.timeoutMs,
-            ...m.rooms,
+            ...[...m.rooms].flat(),
           ),
         ),
       ),

@@ -442,13 +442,15 @@ export class ClusterNode {
   }
 
   /**
-   * `room`, new on this node and subscribed (`interested`), as the cluster shows it: under
-   * `name`, the name Presence says it was made with, on whichever node made it first. A
-   * room made here from a look-alike spelling would otherwise be shown differently here.
+   * `room`, subscribed (`interested`), as the cluster shows it: a room new on this node
+   * under `name`, the name Presence says it was made with, on whichever node made it first
+   * (a room made here from a look-alike spelling would otherwise be shown differently here);
+   * one registered here under the name it has. The subscription is renamed to that name
+   * also when it is `room`'s own: a look-alike join racing this one may have renamed it
+   * since (`interested`).
    */
   shownAs(room: Room, name: string): Room {
-    if (name === room.name) return room;
-    const shown = this.chat.rooms.room(name);
+    const shown = name === room.name ? room : this.chat.rooms.room(name);
     this.cluster.broker.subscribe(shown).catch(() => {});
     return shown;
   }

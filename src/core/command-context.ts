@@ -89,7 +89,7 @@ export interface ChatContext {
   /** See ClusterNode.interested / uninterested: a local member joining or leaving a room. */
   interested(room: Room): Promise<void>;
   uninterested(key: string): void;
-  /** See ClusterNode.shownAs: a room new on this node, shown as the cluster made it. */
+  /** See ClusterNode.shownAs: a room joined on this node, shown as the cluster made it. */
   shownAs(room: Room, name: string): Room;
   /** See ClusterNode.partInDoubt: a PART whose leave in Presence failed. */
   partInDoubt(session: Session, room: Room): void;

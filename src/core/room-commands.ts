@@ -76,9 +76,11 @@ async function joinInCluster(
     const members = await ctx.freshMembers(admitted.key);
     // The member's place is in any USERS read from here on; one read before, not kept.
     ctx.membersChanged(admitted.key);
-    // Another local member may have made the same new room meanwhile: join that one. A room
-    // new here has the name it was made with in the cluster.
-    const room = ctx.rooms.find(admitted.name) ?? ctx.shownAs(admitted, joined.name);
+    // Another local member (or a resume) may have made the same new room meanwhile: join
+    // that one. A room new here has the name it was made with in the cluster. Either way the
+    // room's events come under the name it has here, whatever a look-alike join racing this
+    // one renamed the subscription to.
+    const room = ctx.shownAs(ctx.rooms.find(admitted.name) ?? admitted, joined.name);
     if (session.state !== 'joined') {
       // Its leave releases the place, and the "30" tells the room. But a resume on another
       // node took the place with the member: the room is told of the join this made.

@@ -222,6 +222,28 @@ describe.skipIf(withoutRedis())('Redis', () => {
       ]);
     });
 
+    it('after a restart, a room its members were registered in again keeps the name it was made with', async () => {
+      const prefix = newPrefix();
+      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
+      await a.heartbeat();
+      await b.heartbeat();
+      await a.claim('1', 'ann', addr(1));
+      await b.claim('1', 'bob', addr(2));
+      expect(await a.join('1', 'physics', 10, 'Physics')).toMatchObject({ name: 'Physics' });
+
+      await redis.restart();
+
+      expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      // Node a shows the room as "Physics" still: a node new to it must show it so too.
+      expect(await b.join('1', 'physics', 10, 'PHYSICS')).toEqual({
+        ok: true,
+        count: 2,
+        name: 'Physics',
+      });
+      expect((await b.rooms(10)).map((r) => r.name)).toEqual(['Physics']);
+    });
+
     it('after a restart, a member taken over just before it comes back once: the later copy, with the later token', async () => {
       const prefix = newPrefix();
       const [a, b, c] = [node(prefix, 'a'), node(prefix, 'b'), node(prefix, 'c')];

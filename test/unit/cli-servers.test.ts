@@ -23,6 +23,9 @@ describe('--host with one server or several', () => {
       ['[::1', /no closing \]/],
       ['[::1]x', /not host:port/],
       ['[nope]:1', /not an IPv6 address/],
+      // Two colons without brackets are an IPv6 address or a mistake, not a host name.
+      ['127.0.0.1::20826', /not an IPv6 address/],
+      ['a.example:1:2', /not an IPv6 address/],
       ['a b', /not a host name/],
       ['user@host', /not a host name/],
       ['\u001b]0;x\u0007:1', /not a host name/],

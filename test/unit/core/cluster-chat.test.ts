@@ -384,6 +384,64 @@ describe('a chat of several nodes', () => {
     expect(a.rooms.find('physics')?.name).toBe('Physics');
   });
 
+  it('hands a room made by two racing look-alike joins on one node over under the name it shows', async () => {
+    const { a, b, ann, bob } = await annAndBob(EXT, { maxUsers: 10 });
+    const bea = connect(b, 'bea', EXT);
+    await settle();
+    for (const peer of [ann, bob, bea]) peer.take();
+    // Both joins are admitted before either reaches Presence: bob's makes the room.
+    send(bob, { cmd: '100', room: 'Physics' });
+    send(bea, { cmd: '100', room: 'physics' });
+    await settle();
+    expect(b.rooms.find('physics')?.name).toBe('Physics');
+    send(ann, { cmd: '100', room: 'PHYSICS' });
+    await settle();
+    expect(a.rooms.find('physics')?.name).toBe('Physics');
+    for (const peer of [ann, bob, bea]) peer.take();
+    send(ann, { cmd: '7', msg: 'hi', room: 'Physics' });
+    await settle();
+    const rooms = (peer: FakePeer) =>
+      peer.take().flatMap((m) => ('room' in m ? [`${m.cmd} ${m.room}`] : []));
+    expect(rooms(bob)).toEqual(['70 Physics']);
+    expect(rooms(bea)).toEqual(['70 Physics']);
+  });
+
+  it('hands a room over under the name it shows when a look-alike join comes in while a resume brings it to the node', async () => {
+    const { brokers, a, b } = interruptibleNodes();
+    const sam = connect(b, 'sam', RESUMING);
+    const cora = connect(b, 'cora', RESUMING);
+    const bea = connect(a, 'bea', RESUMING);
+    await settle();
+    const token = tokenOf(sam);
+    send(sam, { cmd: '100', room: 'Physics' });
+    send(cora, { cmd: '100', room: 'physics' });
+    await settle();
+    // bea's join into the same room, spelt otherwise, comes in as sam's resume on node a
+    // subscribes to the room, before it is registered there.
+    const broker = brokers[0]!;
+    const subscribe = broker.subscribe.bind(broker);
+    let joining = false;
+    broker.subscribe = (room) => {
+      const subscribed = subscribe(room);
+      if (room.name === 'Physics' && !joining) {
+        joining = true;
+        send(bea, { cmd: '100', room: 'PHYSICS' });
+      }
+      return subscribed;
+    };
+    const back = connectWith(a, { cmd: '0', nickname: 'sam', caps: RESUMING, resume: token });
+    await settle();
+    expect(joining).toBe(true);
+    expect(a.rooms.find('physics')?.name).toBe('Physics');
+    for (const peer of [back, bea, cora]) peer.take();
+    send(cora, { cmd: '7', msg: 'hi', room: 'physics' });
+    await settle();
+    const rooms = (peer: FakePeer) =>
+      peer.take().flatMap((m) => (m.cmd === '70' && 'room' in m ? [m.room] : []));
+    expect(rooms(back)).toEqual(['Physics']);
+    expect(rooms(bea)).toEqual(['Physics']);
+  });
+
   it('shows the joins, leaves and renames a node missed while its subscription was down', async () => {
     const { brokers, a, b } = interruptibleNodes();
     const cora = connect(a!, 'cora');
