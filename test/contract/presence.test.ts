@@ -118,22 +118,31 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     }
 
-    /**
-     * Nodes by these names, each heartbeating once; ann is claimed on the first with token-1,
-     * taken over on the second (token-2 next) and renamed "anna" there.
-     */
-    async function annMoved<const N extends readonly string[]>(
+    /** Nodes by these names, each heartbeating once. */
+    async function liveNodes<const N extends readonly string[]>(
       prefix: string,
       names: N,
     ): Promise<{ -readonly [K in keyof N]: RedisPresence }> {
       const nodes = names.map((name) => node(prefix, name));
       for (const n of nodes) await n.heartbeat();
+      return nodes as { -readonly [K in keyof N]: RedisPresence };
+    }
+
+    /**
+     * Nodes by these names (liveNodes); ann is claimed on the first with token-1, taken over
+     * on the second (token-2 next) and renamed "anna" there.
+     */
+    async function annMoved<const N extends readonly string[]>(
+      prefix: string,
+      names: N,
+    ): Promise<{ -readonly [K in keyof N]: RedisPresence }> {
+      const nodes = await liveNodes(prefix, names);
       const [a, b] = [nodes[0]!, nodes[1]!];
       await a.claim('1', 'ann', addr(1));
       await a.grant('1', 'token-1');
       await b.takeOver('token-1', '2', addr(2), 'token-2');
       expect(await b.rename('2', 'anna')).toBe(true);
-      return nodes as { -readonly [K in keyof N]: RedisPresence };
+      return nodes;
     }
 
     it('keeps its keys under the prefix, and none without an expiry once its members are gone', async () => {
@@ -163,9 +172,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       const prefix = newPrefix();
       const client = new Redis(redis.url, { protocol: 2 });
       cleanup.push(() => client.disconnect());
-      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
-      await a.heartbeat();
-      await b.heartbeat();
+      const [a, b] = await liveNodes(prefix, ['a', 'b']);
       await a.claim('0', 'ann', addr(1));
       await a.grant('0', 't0');
       for (let i = 1; i <= 40; i++) {
@@ -189,9 +196,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
 
     it('registers every member again when Redis restarts without persistence', async () => {
       const prefix = newPrefix();
-      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
-      await a.heartbeat();
-      await b.heartbeat();
+      const [a, b] = await liveNodes(prefix, ['a', 'b']);
       await a.claim('1', 'ann', addr(1));
       await b.claim('1', 'bob', addr(2));
       await a.claim('2', 'al', addr(3));
@@ -224,9 +229,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
 
     it('after a restart, a room its members were registered in again keeps the name it was made with', async () => {
       const prefix = newPrefix();
-      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
-      await a.heartbeat();
-      await b.heartbeat();
+      const [a, b] = await liveNodes(prefix, ['a', 'b']);
       await a.claim('1', 'ann', addr(1));
       await b.claim('1', 'bob', addr(2));
       expect(await a.join('1', 'physics', 10, 'Physics')).toMatchObject({ name: 'Physics' });
@@ -246,8 +249,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
 
     it('after a restart, a member taken over just before it comes back once: the later copy, with the later token', async () => {
       const prefix = newPrefix();
-      const [a, b, c] = [node(prefix, 'a'), node(prefix, 'b'), node(prefix, 'c')];
-      for (const n of [a, b, c]) await n.heartbeat();
+      const [a, b, c] = await liveNodes(prefix, ['a', 'b', 'c']);
       await a.claim('1', 'ann', addr(1));
       await a.join('1', 'lobby', 10);
       await a.grant('1', 'token-1');
@@ -341,8 +343,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       const prefix = newPrefix();
       const client = new Redis(redis.url, { protocol: 2 });
       cleanup.push(() => client.disconnect());
-      const [a, b] = [node(prefix, 'a'), node(prefix, 'b')];
-      for (const n of [a, b]) await n.heartbeat();
+      const [a, b] = await liveNodes(prefix, ['a', 'b']);
       await a.claim('1', 'ann', addr(1));
       await a.grant('1', 'token-1');
       await b.takeOver('token-1', '2', addr(2), 'token-2');
