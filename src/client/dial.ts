@@ -207,17 +207,18 @@ export function unreachable(error: ChatClientError): boolean {
   }
 }
 
-/** Failures worth another attempt: the network, a full room, a nickname still held by our ghost, a transient refusal. */
+/**
+ * Failures worth another attempt: those of `unreachable`, a full room, a nickname still held
+ * by our ghost, and a refusal that gives no code.
+ */
 export function retryable(error: ChatClientError): boolean {
+  if (unreachable(error)) return true;
   switch (error.kind) {
-    case 'refused':
-    case 'timeout':
-    case 'closed':
     case 'room-full':
     case 'nickname-taken':
       return true;
     case 'server-error':
-      return error.code === undefined || mayReconnect(error.code);
+      return error.code === undefined;
     default:
       return false;
   }
