@@ -1,5 +1,6 @@
 import net from 'node:net';
 import type { ServerAddress } from '../client/index.js';
+import { clip } from '../protocol/text.js';
 
 /** More would be a mistake, not a cluster: each is dialed in turn on every reconnect. */
 export const MAX_SERVERS = 64;
@@ -26,12 +27,12 @@ function parseServer(entry: string, port: number): ServerAddress | string {
   let portText: string | undefined;
   if (entry.startsWith('[')) {
     const close = entry.indexOf(']');
-    if (close < 0) return `"${printable(entry)}" has no closing ]`;
+    if (close < 0) return `"${clip(entry)}" has no closing ]`;
     host = entry.slice(1, close);
     const rest = entry.slice(close + 1);
-    if (net.isIPv6(host) === false) return `"${printable(host)}" is not an IPv6 address`;
+    if (net.isIPv6(host) === false) return `"${clip(host)}" is not an IPv6 address`;
     if (rest !== '') {
-      if (!rest.startsWith(':')) return `"${printable(entry)}" is not host:port`;
+      if (!rest.startsWith(':')) return `"${clip(entry)}" is not host:port`;
       portText = rest.slice(1);
     }
   } else {
@@ -41,25 +42,19 @@ function parseServer(entry: string, port: number): ServerAddress | string {
       host = entry.slice(0, colon);
       portText = entry.slice(colon + 1);
     } else if (colon >= 0 && !net.isIPv6(entry)) {
-      return `"${printable(entry)}" is not an IPv6 address (a host with a port is host:port)`;
+      return `"${clip(entry)}" is not an IPv6 address (a host with a port is host:port)`;
     }
   }
-  if (host === '') return `"${printable(entry)}" names no host`;
-  if (/[\s/\\@?#\p{Cc}]/u.test(host)) return `"${printable(host)}" is not a host name or address`;
+  if (host === '') return `"${clip(entry)}" names no host`;
+  if (/[\s/\\@?#\p{Cc}]/u.test(host)) return `"${clip(host)}" is not a host name or address`;
   let p = port;
   if (portText !== undefined) {
     p = /^\d{1,5}$/.test(portText) ? Number(portText) : 0;
     if (p < 1 || p > 65535) {
-      return `the port in "${printable(entry)}" must be a number from 1 to 65535`;
+      return `the port in "${clip(entry)}" must be a number from 1 to 65535`;
     }
   }
   return { host, port: p };
-}
-
-/** For an error message: what the user typed, without what a terminal would act on. */
-function printable(text: string): string {
-  const shown = text.length > 80 ? `${text.slice(0, 80)}...` : text;
-  return shown.replace(/[\p{Cc}\p{Cf}]/gu, '?');
 }
 
 /** How a list of servers is shown: as `--host` takes it. */
