@@ -208,14 +208,15 @@ end
 `;
 
 /**
- * The room's epoch after the roll-back check. Needs top_key, epoch_key, base_key; ARGV[1]
- * is the epoch candidate, seen_epoch and seen_top what this node has seen.
+ * The room's epoch after the roll-back check, given the epoch and top the caller read
+ * (false and 0 when absent) and base_key; ARGV[1] is the epoch candidate, seen_epoch and
+ * seen_top what this node has seen. The callers read the room's keys with one MGET: a
+ * redis.call costs a script some 0.4 µs beside the command's own 0.1 for a GET
+ * (bench/append-script.ts: 9.2 µs a one-chat call, against 9.6 with a GET each).
  */
 const ROTATE_LUA = `${STREAM_LUA}
-local function current_epoch(top_key, epoch_key, base_key, seen_epoch, seen_top)
-  local epoch = redis.call('GET', epoch_key)
+local function current_epoch(epoch, top, epoch_key, base_key, seen_epoch, seen_top)
   if not epoch then return nil end
-  local top = tonumber(redis.call('GET', top_key) or '0')
   if epoch == seen_epoch and top < seen_top then
     epoch = ARGV[1]
     -- The new epoch and its base live as long as the epoch they replace: in a room being
@@ -278,13 +279,14 @@ end
 if given > MAX_ENTRY then
   return redis.error_reply('ERR confab append: more than ' .. int(MAX_ENTRY) .. ' messages')
 end
-local epoch = current_epoch(top_key, epoch_key, KEYS[7], ARGV[5], tonumber(ARGV[6]))
+local read = redis.call('MGET', epoch_key, top_key, floor_key)
+local before = tonumber(read[2] or '0')
+local floor = tonumber(read[3] or '1')
+local epoch = current_epoch(read[1], before, epoch_key, KEYS[7], ARGV[5], tonumber(ARGV[6]))
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', epoch_key, epoch)
 end
-local before = tonumber(redis.call('GET', top_key) or '0')
-local floor = tonumber(redis.call('GET', floor_key) or '1')
 local out = {epoch, before, 0}
 -- The entry id and fields a repeated cid is answered with: of a batch entry, only its
 -- message, as an entry of its own, cut out by the place its o field gives (the whole
@@ -391,8 +393,9 @@ return out
  * never written, seen epoch, seen top. Returns {epoch, top, oldest, base}.
  */
 const ROOM_LUA = `${ROTATE_LUA}${RENEW_LUA}
-local top = tonumber(redis.call('GET', KEYS[1]) or '0')
-local epoch = current_epoch(KEYS[1], KEYS[2], KEYS[5], ARGV[3], tonumber(ARGV[4]))
+local read = redis.call('MGET', KEYS[2], KEYS[1])
+local top = tonumber(read[2] or '0')
+local epoch = current_epoch(read[1], top, KEYS[2], KEYS[5], ARGV[3], tonumber(ARGV[4]))
 if not epoch then
   epoch = ARGV[1]
   -- A new epoch lives no longer than the top it numbers on from, should that expire.
