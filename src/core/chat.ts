@@ -337,6 +337,17 @@ export class Chat implements ChatContext, SessionHost {
     return this.node?.memberLists.fresh(key) ?? Promise.resolve([]);
   }
 
+  shownMembers(session: Session, room: Room): string[] | undefined {
+    const shown = this.node?.shownMembers(room.key);
+    if (shown === undefined) return undefined;
+    session.dropHeldChanges(room.name);
+    // Its own "joined" may be behind a catch-up of the room, not handed here yet.
+    if (!shown.some((nickname) => nicknameKey(nickname) === session.key)) {
+      shown.push(session.nickname);
+    }
+    return shown;
+  }
+
   originOf(session: Session): string | undefined {
     this.identities.originate(session);
     return session.origin;

@@ -226,6 +226,11 @@ export class ClusterNode {
     return this.placing.wait(room.key, nickname);
   }
 
+  /** See ChatContext.shownMembers: the room's roster, once a read of Presence settled. */
+  shownMembers(key: string): string[] | undefined {
+    return this.rosters.get(key)?.shown();
+  }
+
   /** The lobby or a room this node knows, by its key. */
   private roomAt(key: string): Room | undefined {
     return key === this.chat.lobby.key ? this.chat.lobby : this.chat.rooms.keyed(key);

@@ -52,6 +52,14 @@ export interface ChatContext {
    * now or later, shared by the joins that ask meanwhile: member-lists.ts).
    */
   freshMembers(key: string): Promise<readonly PresenceMember[]>;
+  /**
+   * On a cluster, for a member about to be told who is in `room` ("101", or its welcome's
+   * count): the members as this node has shown them to the room so far, and the joins,
+   * leaves and renames held for it dropped, as they are in the list; then what comes after
+   * follows from it. Undefined where there is no such list (one process, or the room's first
+   * read of Presence has not come back): the caller shows what Presence said.
+   */
+  shownMembers(session: Session, room: Room): string[] | undefined;
   /** On a cluster, what the session's joins and leaves carry of it (ChatEvent 'joined'.origin). */
   originOf(session: Session): string | undefined;
   find(nickname: string): Session | undefined;

@@ -140,12 +140,21 @@ async function resumeInCluster(
     Promise.all(rooms.map((room) => ctx.freshMembers(room.key))),
   ]);
   if (session.state === 'closed') return;
+  const shown = rooms.map((room) => ctx.shownMembers(session, room));
+  const lobby = shown[rooms.indexOf(ctx.lobby)]?.length ?? count;
   const resume = { token: session.resumeToken!, resumed: true, nickname: session.nickname };
-  session.reply({ type: 'welcome', address: session.peer.local, count, caps, limits, resume });
+  session.reply({
+    type: 'welcome',
+    address: session.peer.local,
+    count: lobby,
+    caps,
+    limits,
+    resume,
+  });
   const since = positions(ctx, req.since);
   rooms.forEach((room, i) => {
-    const members = lists[i]!;
-    ctx.enterRoom(session, room, names(members), members.length, since.get(room));
+    const members = shown[i] ?? names(lists[i]!);
+    ctx.enterRoom(session, room, members, members.length, since.get(room));
   });
   recheckBans(ctx, session);
 }
@@ -220,16 +229,14 @@ async function connectInCluster(
       lineage: session.lineage,
     });
     ctx.join(session, nickname, room);
-    if (placing !== undefined) {
-      const after = await placing;
-      if (gone()) return;
-      welcome(session, nickname, joined.count, caps, limits);
-      ctx.enterPlaced(session, room, after);
-    } else {
-      welcome(session, nickname, joined.count, caps, limits);
-    }
+    const after = placing === undefined ? undefined : await placing;
+    if (gone()) return;
+    const shown = ctx.shownMembers(session, room);
+    const count = shown?.length ?? joined.count;
+    welcome(session, nickname, count, caps, limits);
+    if (placing !== undefined) ctx.enterPlaced(session, room, after);
     if (session.has('history')) {
-      ctx.enterRoom(session, room, names(members), joined.count, since);
+      ctx.enterRoom(session, room, shown ?? names(members), count, since);
     }
     recheckBans(ctx, session);
   } finally {

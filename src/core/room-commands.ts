@@ -110,7 +110,8 @@ async function joinInCluster(
     const after = placing === undefined ? undefined : await placing;
     // Closed meanwhile: its leave took it out of the room again.
     if (session.state !== 'joined') return;
-    ctx.enterRoom(session, room, names(members), joined.count, since);
+    const shown = ctx.shownMembers(session, room);
+    ctx.enterRoom(session, room, shown ?? names(members), shown?.length ?? joined.count, since);
     if (placing !== undefined) ctx.enterPlaced(session, room, after);
   } finally {
     if (!inside) {

@@ -48,6 +48,14 @@ export class Roster {
   }
 
   /**
+   * The members as shown, for a member about to be shown them: undefined until a first read
+   * of Presence settled, when the roster knows only the events since it was opened.
+   */
+  shown(): string[] | undefined {
+    return this.seeded ? this.list() : undefined;
+  }
+
+  /**
    * Follows an event of the room as it is handed to the members. Returns what the members
    * are to be shown for it: the event itself; nothing when it only repeats a change the
    * last read already showed, or a leave shown already (replacing); or, for the rename of
@@ -58,9 +66,13 @@ export class Roster {
       case 'joined': {
         const key = this.touch(event.nickname);
         this.mark(key, event);
-        if (this.expected.delete(key) && this.names.has(key)) return undefined;
-        if (!this.names.has(key)) this.add(key, event.nickname);
-        return event;
+        const known = this.names.has(key);
+        if (this.expected.delete(key) && known) return undefined;
+        // Shown already: a read, or a member's list taken from here (`shown`), had it before
+        // its event came.
+        if (known && this.seeded) return undefined;
+        if (!known) this.add(key, event.nickname);
+        return this.counted(event);
       }
       case 'left': {
         const key = nicknameKey(event.nickname);
@@ -68,16 +80,28 @@ export class Roster {
         // was shown, and the leave with it (replacing).
         if (this.heldByAnother(key, event)) return undefined;
         this.touch(event.nickname);
-        if (this.expected.delete(key) && !this.names.has(key)) return undefined;
+        const known = this.names.has(key);
+        if (this.expected.delete(key) && !known) return undefined;
+        // Never shown: it left before the read, or the member's list, that would have had it.
+        if (!known && this.seeded) return undefined;
         this.names.delete(key);
         this.unmark(key);
-        return event;
+        return this.counted(event);
       }
       case 'renamed':
         return this.renamed(event);
       default:
         return event;
     }
+  }
+
+  /**
+   * The event with the number of members as shown after it: Presence counted when the
+   * member's claim was made, and claims racing into a room come back in another order.
+   */
+  private counted<E extends Change>(event: E): E {
+    if (!this.seeded || event.count === this.names.size) return event;
+    return { ...event, count: this.names.size };
   }
 
   private renamed(event: Extract<RoomEvent, { readonly type: 'renamed' }>): RoomEvent | undefined {
@@ -101,6 +125,15 @@ export class Roster {
     const repeated = this.expected.delete(from) && this.expected.delete(to);
     if (repeated && !this.names.has(from) && this.names.has(to)) return undefined;
     this.expected.delete(to);
+    if (this.seeded && !this.names.has(from)) {
+      // Shown already under its new name: a read, or a list taken from here, had it.
+      if (this.names.has(to)) return undefined;
+      // Never shown under its old name (its join was lost with a subscription): it joins.
+      this.add(to, event.to);
+      if (event.origin !== undefined) this.mark(to, event);
+      const { room, origin, lineage } = event;
+      return { type: 'joined', room, nickname: event.to, count: this.names.size, origin, lineage };
+    }
     this.names.delete(from);
     this.names.delete(to);
     this.add(to, event.to);
@@ -129,7 +162,8 @@ export class Roster {
       room: event.room,
       nickname: shown,
       // A rename carries no count: the members shown, without the earlier holder.
-      count: event.type === 'joined' ? Math.max(0, event.count - 1) : this.names.size,
+      count:
+        event.type === 'joined' && !this.seeded ? Math.max(0, event.count - 1) : this.names.size,
       origin,
       lineage,
     };

@@ -259,6 +259,22 @@ export class Session implements Member {
     }
   }
 
+  /**
+   * Forgets the joins, leaves and renames held for `room`: the member list it is about to be
+   * shown was taken after them, so they are in it already (ChatContext.shownMembers).
+   */
+  dropHeldChanges(room: string): void {
+    const waiting = this.held?.get(room);
+    if (waiting === undefined) return;
+    const kept = waiting.filter((delivery) => {
+      const type = delivery.item.type;
+      if (type !== 'joined' && type !== 'left' && type !== 'renamed') return true;
+      this.heldBytes -= heldWeight(delivery);
+      return false;
+    });
+    this.held!.set(room, kept);
+  }
+
   /** Forgets what was held for `room`: the member left it before it was released. */
   dropHeld(room: string): void {
     const waiting = this.held?.get(room);

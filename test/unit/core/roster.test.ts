@@ -116,6 +116,80 @@ describe('Roster', () => {
     );
   });
 
+  /**
+   * Joins and leaves racing into a room: members whose claims Presence made in one order
+   * and whose events come in another. (A rename racing a read is made right by the end
+   * state, as above: the read cannot tell a late join of the old name from a newcomer.)
+   */
+  it('gives a joiner a list that every join and leave shown after it follows from, counted as shown', () => {
+    const comings = op.filter((o) => o.kind !== 'rename');
+    fc.assert(
+      fc.property(
+        fc.array(comings, { maxLength: 6 }),
+        fc.nat(6),
+        fc.array(comings, { maxLength: 10 }),
+        fc.array(fc.nat(3), { maxLength: 10 }),
+        fc.nat(10),
+        (before, deliveredBefore, after, lags, takeAt) => {
+          const presence: string[] = [];
+          const roster = new Roster(() => POOL.length);
+          // Events reach the node later than Presence changes: some are on their way.
+          const pending: RoomEvent[] = [];
+          for (const o of before) {
+            const event = step(presence, o);
+            if (event !== undefined) pending.push(event);
+          }
+          for (const event of pending.splice(0, deliveredBefore)) roster.apply(event);
+          // The room's first read, newer than the events still on their way.
+          roster.settle(roster.begin(), [...presence], 'r');
+          let view: Set<string> | undefined;
+          const wrong: string[] = [];
+          const deliver = (event: RoomEvent) => {
+            const replaced = roster.replacing(event);
+            const seen = roster.apply(event);
+            if (view === undefined || seen === undefined) return;
+            for (const e of replaced === undefined ? [seen] : [replaced, seen]) {
+              if (e.type === 'joined') {
+                if (view.has(e.nickname)) wrong.push(`joined ${e.nickname}, shown already`);
+                view.add(e.nickname);
+              } else if (e.type === 'left') {
+                if (!view.has(e.nickname)) wrong.push(`left ${e.nickname}, never shown`);
+                view.delete(e.nickname);
+              } else if (e.type === 'renamed') {
+                if (!view.has(e.from)) wrong.push(`renamed ${e.from}, never shown`);
+                if (view.has(e.to)) wrong.push(`renamed to ${e.to}, shown already`);
+                view.delete(e.from);
+                view.add(e.to);
+              }
+              if ((e.type === 'joined' || e.type === 'left') && e.count !== view.size) {
+                wrong.push(`${e.type} ${e.nickname} counts ${e.count} of ${view.size}`);
+              }
+            }
+          };
+          after.forEach((o, i) => {
+            if (i === takeAt) view = new Set(roster.shown());
+            const event = step(presence, o);
+            if (event !== undefined) pending.push(event);
+            for (const e of pending.splice(0, lags[i] ?? 1)) deliver(e);
+          });
+          view ??= new Set(roster.shown());
+          for (const event of pending.splice(0)) deliver(event);
+          expect(wrong).toEqual([]);
+          expect([...view].sort()).toEqual([...presence].sort());
+        },
+      ),
+      { numRuns: 3_000 },
+    );
+  });
+
+  it('has no list to give before its first read settled', () => {
+    const roster = new Roster(() => 10);
+    roster.apply({ type: 'joined', room: 'r', nickname: 'ann', count: 1 });
+    expect(roster.shown()).toBeUndefined();
+    roster.settle(roster.begin(), ['bob', 'ann'], 'r');
+    expect(roster.shown()).toEqual(['ann', 'bob']);
+  });
+
   it('tells nothing for the first read, and only the changes after a resync', () => {
     const roster = new Roster(() => 10);
     roster.apply({ type: 'joined', room: 'r', nickname: 'ann', count: 1 });
