@@ -287,6 +287,8 @@ class Ext {
           members: new Set(m.members as string[]),
           top: m.top as number,
         };
+        if (m.userCount !== view.members.size)
+          violation(`${this.tag()} ${room}: "101" lists ${view.members.size} but counts: ${line}`);
         if (m.recovered === true) {
           if (since === undefined) violation(`${this.tag()} recovered without a since: ${line}`);
           view.from = (since ?? 0) + 1;
@@ -351,12 +353,20 @@ class Ext {
       }
       case '8': {
         const v = this.rooms.get((m.room as string) ?? 'lobby');
+        if (v?.members.has(m.nickname as string))
+          violation(`${this.tag()}: "8" of a member it was shown already: ${line}`);
         v?.members.add(m.nickname as string);
+        if (v !== undefined && m.userCount !== v.members.size)
+          violation(`${this.tag()}: "8" counts other than the ${v.members.size} shown: ${line}`);
         break;
       }
       case '30': {
         const v = this.rooms.get((m.room as string) ?? 'lobby');
+        if (v !== undefined && !v.members.has(m.nickname as string))
+          violation(`${this.tag()}: "30" of a member it was never shown: ${line}`);
         v?.members.delete(m.nickname as string);
+        if (v !== undefined && m.userCount !== v.members.size)
+          violation(`${this.tag()}: "30" counts other than the ${v.members.size} shown: ${line}`);
         break;
       }
       case '91': {
