@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import {
   type DeadNode,
   lineageOf,
+  MemberGone,
   type Presence,
   PresenceKeeper,
   type PresenceMember,
@@ -113,7 +114,8 @@ export function presenceContract(target: PresenceTarget): void {
       expect([x, y].filter(Boolean)).toHaveLength(1);
       expect((await a!.find('dave'))?.node).toBe(x ? a!.node : b!.node);
       expect(await a!.find(x ? 'bob' : 'carol')).toBeDefined();
-      expect(await a!.rename('nobody', 'erin')).toBe(false);
+      // A member not registered (a resume took it to another connection): not "taken".
+      await expect(a!.rename('nobody', 'erin')).rejects.toThrow(MemberGone);
       expect(await a!.find('erin')).toBeUndefined();
     });
 

@@ -930,6 +930,25 @@ describe('a chat of several nodes', () => {
     expect(carl.closedWith).toBeUndefined();
   });
 
+  it('closes a connection whose RENAME finds its member gone from Presence, as replaced, not told the name is taken', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann', EXT);
+    const bob = connect(b!, 'bob', EXT);
+    await settle();
+    ann.take();
+    bob.take();
+    // Gone from Presence as when a resume on another node took the member, its notice to
+    // this node still on its way.
+    await a!.cluster!.presence.expel(ann.session.presenceId);
+    send(ann, { cmd: '5', newNickname: 'anna' });
+    await settle();
+    expect(ann.take()).not.toContainEqual(expect.objectContaining({ cmd: '50' }));
+    expect(ann.closedWith).toBe('replaced');
+    // Nobody is shown a rename, and the name stays free.
+    expect(bob.take()).toEqual([]);
+    expect(await b!.cluster!.presence.find('anna')).toBeUndefined();
+  });
+
   it('closes, as a takeover does, the earlier copy of a member another node registered again after a reset', async () => {
     const [a, b] = nodes(2);
     const ann = connect(a!, 'ann', EXT);
