@@ -657,6 +657,7 @@ export class RedisPresence implements Presence {
     const reply = await this.scripts.confabPresenceRename(
       ...this.args(id, nickname, nicknameKey(nickname)),
     );
+    if (reply === -1) throw new MemberGone(id);
     if (reply !== 1) return false;
     const mine = this.local.get(id);
     if (mine !== undefined) mine.nickname = nickname;

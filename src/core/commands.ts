@@ -15,7 +15,7 @@ import {
 import type { MemberInfo, PeerAddress } from './events.js';
 import { ban, bans, kick, oper, recheckBans, unban } from './moderation-commands.js';
 import { checkNickname } from './nickname.js';
-import { lineageOf, type Presence } from './presence.js';
+import { lineageOf, MemberGone, type Presence } from './presence.js';
 import type { Room } from './room.js';
 import { history, joinRoom, listRooms, partRoom } from './room-commands.js';
 import type { Session } from './session.js';
@@ -437,14 +437,23 @@ const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
     const presence = ctx.cluster.presence;
     ctx.run(
       session,
-      presence.rename(session.presenceId, to).then((renamed) => {
-        if (session.state === 'closed') return;
-        if (renamed) {
-          for (const room of session.rooms) ctx.membersChanged(room.key);
-          renameTo(ctx, session, to);
-        } else
-          session.reply({ type: 'rename-refused', reason: 'taken', detail: 'nickname is taken' });
-      }),
+      presence.rename(session.presenceId, to).then(
+        (renamed) => {
+          if (session.state === 'closed') return;
+          if (renamed) {
+            for (const room of session.rooms) ctx.membersChanged(room.key);
+            renameTo(ctx, session, to);
+          } else
+            session.reply({ type: 'rename-refused', reason: 'taken', detail: 'nickname is taken' });
+        },
+        (err: unknown) => {
+          if (!(err instanceof MemberGone)) throw err;
+          // A resume took this member to another connection before the rename reached Redis
+          // (or its node was reaped): the name is not taken, and the node's notice would
+          // close this connection anyway.
+          if (session.state === 'joined') ctx.disconnect(session, 'replaced');
+        },
+      ),
     );
     return;
   }

@@ -379,7 +379,7 @@ export class MemoryPresence implements Presence {
   private renameNow(id: MemberId, nickname: string): boolean {
     checkText('nickname', nickname);
     const entry = this.mine(id);
-    if (entry === undefined) return false;
+    if (entry === undefined) throw new MemberGone(id);
     const key = nicknameKey(nickname);
     const holder = this.hub.nicknames.get(key);
     if (holder !== undefined && holder !== entry) return false;

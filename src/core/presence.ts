@@ -219,7 +219,8 @@ export interface Presence {
   /**
    * Atomically frees the member's nickname and takes `nickname`; false (and
    * the old name kept) when the new key is someone else's. A new spelling
-   * of the member's own key succeeds.
+   * of the member's own key succeeds. Rejects with MemberGone for a member not
+   * registered (a resume took it to another connection, or its node was reaped).
    */
   rename(id: MemberId, nickname: string): Promise<boolean>;
   /**
