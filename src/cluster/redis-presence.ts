@@ -206,16 +206,17 @@ if not redis.call('ZSCORE', mrooms(ref), tag) then return -1 end
 return leave_room(ref, tag)
 `;
 
-/** ARGV: P, tag. {ref, nick, ip, port, ...} in join order. */
+/** ARGV: P, tag. {ref, nick, ip, port, lineage ('' if none), ...} in join order. */
 const MEMBERS_LUA = `${PRELUDE}
 local out = {}
 for _, ref in ipairs(redis.call('ZRANGE', rkey(ARGV[2]), 0, -1)) do
-  local m = redis.call('HMGET', mkey(ref), 'nick', 'ip', 'port')
+  local m = redis.call('HMGET', mkey(ref), 'nick', 'ip', 'port', 'lin')
   if m[1] then
     out[#out + 1] = ref
     out[#out + 1] = m[1]
     out[#out + 1] = m[2]
     out[#out + 1] = m[3]
+    out[#out + 1] = m[4] or ''
   end
 end
 return out
@@ -737,8 +738,9 @@ export class RedisPresence implements Presence {
       tagOf(room),
     )) as string[];
     const out: PresenceMember[] = [];
-    for (let i = 0; i + 3 < flat.length; i += 4) {
-      out.push(member(flat[i]!, flat[i + 1]!, flat[i + 2]!, flat[i + 3]!));
+    for (let i = 0; i + 4 < flat.length; i += 5) {
+      const lineage = flat[i + 4] === '' ? undefined : flat[i + 4];
+      out.push({ ...member(flat[i]!, flat[i + 1]!, flat[i + 2]!, flat[i + 3]!), lineage });
     }
     return out;
   }

@@ -231,6 +231,16 @@ export class ClusterNode {
     return this.rosters.get(key)?.shown();
   }
 
+  /**
+   * A joiner's own read of the room's members did not agree with the roster it was shown:
+   * joins and leaves on their way here, most often, or members Presence has again that no
+   * event tells of (registered again after Redis restarted empty, before this node first
+   * read the room). The room is read again, and its members are shown what it finds.
+   */
+  recheck(key: string): void {
+    this.resynced(key, 'publish');
+  }
+
   /** The lobby or a room this node knows, by its key. */
   private roomAt(key: string): Room | undefined {
     return key === this.chat.lobby.key ? this.chat.lobby : this.chat.rooms.keyed(key);
@@ -253,16 +263,19 @@ export class ClusterNode {
         const room = this.roomAt(key);
         const name = room?.name ?? key;
         const listed = members.map((m) => m.nickname);
+        const lineages = members.map((m) => m.lineage);
         // This node's own members are in the room whatever Presence says (after a Redis
         // restart it may not have them again yet): one that lost its place there is closed,
         // and its leave told, like any other.
         if (room !== undefined) {
           const keys = new Set(listed.map(nicknameKey));
           for (const member of room.list()) {
-            if (!keys.has(nicknameKey(member.nickname))) listed.push(member.nickname);
+            if (keys.has(nicknameKey(member.nickname))) continue;
+            listed.push(member.nickname);
+            lineages.push(member.lineage);
           }
         }
-        const changes = roster.settle(token, listed, name);
+        const changes = roster.settle(token, listed, name, lineages);
         if (!show || changes.length === 0) return;
         this.chat.log.info({ room: name, changes: changes.length }, 'members of a room read again');
         if (room === undefined || room.size === 0) return;

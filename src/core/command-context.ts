@@ -57,9 +57,14 @@ export interface ChatContext {
    * count): the members as this node has shown them to the room so far, and the joins,
    * leaves and renames held for it dropped, as they are in the list; then what comes after
    * follows from it. Undefined where there is no such list (one process, or the room's first
-   * read of Presence has not come back): the caller shows what Presence said.
+   * read of Presence has not come back): the caller shows what Presence said. The joiner's
+   * own read of Presence, given as `read`, that does not agree has the room read again.
    */
-  shownMembers(session: Session, room: Room): string[] | undefined;
+  shownMembers(
+    session: Session,
+    room: Room,
+    read?: readonly PresenceMember[],
+  ): string[] | undefined;
   /** On a cluster, what the session's joins and leaves carry of it (ChatEvent 'joined'.origin). */
   originOf(session: Session): string | undefined;
   find(nickname: string): Session | undefined;

@@ -140,7 +140,7 @@ async function resumeInCluster(
     Promise.all(rooms.map((room) => ctx.freshMembers(room.key))),
   ]);
   if (session.state === 'closed') return;
-  const shown = rooms.map((room) => ctx.shownMembers(session, room));
+  const shown = rooms.map((room, i) => ctx.shownMembers(session, room, lists[i]));
   const lobby = shown[rooms.indexOf(ctx.lobby)]?.length ?? count;
   const resume = { token: session.resumeToken!, resumed: true, nickname: session.nickname };
   session.reply({
@@ -231,7 +231,7 @@ async function connectInCluster(
     ctx.join(session, nickname, room);
     const after = placing === undefined ? undefined : await placing;
     if (gone()) return;
-    const shown = ctx.shownMembers(session, room);
+    const shown = ctx.shownMembers(session, room, members);
     const count = shown?.length ?? joined.count;
     welcome(session, nickname, count, caps, limits);
     if (placing !== undefined) ctx.enterPlaced(session, room, after);

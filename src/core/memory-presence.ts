@@ -152,7 +152,10 @@ export class MemoryPresence implements Presence {
   members(room: string): Promise<PresenceMember[]> {
     return settle(() => {
       checkText('room', room);
-      return [...(this.hub.rooms.get(room)?.values() ?? [])].map(view);
+      return [...(this.hub.rooms.get(room)?.values() ?? [])].map((entry) => ({
+        ...view(entry),
+        lineage: entry.lin,
+      }));
     });
   }
 

@@ -64,6 +64,11 @@ export interface PresenceMember {
   readonly id: MemberId;
   readonly nickname: string;
   readonly address: PeerAddress;
+  /**
+   * The claim it descends from, as its joins carry it (ChatEvent 'joined'.lineage): in room
+   * member lists (`members`); undefined elsewhere.
+   */
+  readonly lineage?: string;
 }
 
 /** A room a member left, and how many members it has now. */

@@ -110,7 +110,7 @@ async function joinInCluster(
     const after = placing === undefined ? undefined : await placing;
     // Closed meanwhile: its leave took it out of the room again.
     if (session.state !== 'joined') return;
-    const shown = ctx.shownMembers(session, room);
+    const shown = ctx.shownMembers(session, room, members);
     ctx.enterRoom(session, room, shown ?? names(members), shown?.length ?? joined.count, since);
     if (placing !== undefined) ctx.enterPlaced(session, room, after);
   } finally {

@@ -8,6 +8,8 @@ export interface Member {
   readonly nickname: string;
   /** Where the member connects from, as USERS reports it. */
   readonly address: PeerAddress;
+  /** On a cluster: the claim it descends from, as its joins carry it (ChatEvent.lineage). */
+  readonly lineage?: string | undefined;
   deliver(delivery: Delivery): void;
 }
 

@@ -34,6 +34,12 @@ export class Roster {
   private reads = 0;
   /** Until a first read settles, the roster knows only the events since it was opened. */
   private seeded = false;
+  /**
+   * Whether it knows exactly who it has shown: from a read's settling on, until it had to
+   * forget a member it holds (`add`). Only then does it give lists, judge repeats by who
+   * holds a name, and count.
+   */
+  private trusted = false;
 
   /** `limit()` bounds what events alone may add (the room's capacity; Presence holds no more). */
   constructor(private readonly limit: () => number) {}
@@ -52,7 +58,7 @@ export class Roster {
    * of Presence settled, when the roster knows only the events since it was opened.
    */
   shown(): string[] | undefined {
-    return this.seeded ? this.list() : undefined;
+    return this.trusted ? this.list() : undefined;
   }
 
   /**
@@ -65,12 +71,13 @@ export class Roster {
     switch (event.type) {
       case 'joined': {
         const key = this.touch(event.nickname);
-        this.mark(key, event);
         const known = this.names.has(key);
+        // Shown already, this very member: a read, or a list given from here (`shown`), had
+        // it before its event came.
+        const repeated = known && this.trusted && this.sameHolder(key, event);
+        this.mark(key, event);
         if (this.expected.delete(key) && known) return undefined;
-        // Shown already: a read, or a member's list taken from here (`shown`), had it before
-        // its event came.
-        if (known && this.seeded) return undefined;
+        if (repeated) return undefined;
         if (!known) this.add(key, event.nickname);
         return this.counted(event);
       }
@@ -80,10 +87,7 @@ export class Roster {
         // was shown, and the leave with it (replacing).
         if (this.heldByAnother(key, event)) return undefined;
         this.touch(event.nickname);
-        const known = this.names.has(key);
-        if (this.expected.delete(key) && !known) return undefined;
-        // Never shown: it left before the read, or the member's list, that would have had it.
-        if (!known && this.seeded) return undefined;
+        if (this.expected.delete(key) && !this.names.has(key)) return undefined;
         this.names.delete(key);
         this.unmark(key);
         return this.counted(event);
@@ -100,7 +104,7 @@ export class Roster {
    * member's claim was made, and claims racing into a room come back in another order.
    */
   private counted<E extends Change>(event: E): E {
-    if (!this.seeded || event.count === this.names.size) return event;
+    if (!this.trusted || event.count === this.names.size) return event;
     return { ...event, count: this.names.size };
   }
 
@@ -117,6 +121,12 @@ export class Roster {
       const { room, origin, lineage } = event;
       return { type: 'joined', room, nickname: event.to, count: this.names.size, origin, lineage };
     }
+    // Shown already under its new name, this very member: a read, or a list given from here,
+    // had it.
+    if (this.trusted && !this.names.has(from) && this.names.has(to) && this.sameHolder(to, event)) {
+      this.expected.delete(to);
+      return undefined;
+    }
     // Without marks (a node of an older version) a rename may still be of an earlier holder
     // of `from`: its new name is then known by name only, as after a read, so that its own
     // leave is shown whatever it carries.
@@ -125,15 +135,6 @@ export class Roster {
     const repeated = this.expected.delete(from) && this.expected.delete(to);
     if (repeated && !this.names.has(from) && this.names.has(to)) return undefined;
     this.expected.delete(to);
-    if (this.seeded && !this.names.has(from)) {
-      // Shown already under its new name: a read, or a list taken from here, had it.
-      if (this.names.has(to)) return undefined;
-      // Never shown under its old name (its join was lost with a subscription): it joins.
-      this.add(to, event.to);
-      if (event.origin !== undefined) this.mark(to, event);
-      const { room, origin, lineage } = event;
-      return { type: 'joined', room, nickname: event.to, count: this.names.size, origin, lineage };
-    }
     this.names.delete(from);
     this.names.delete(to);
     this.add(to, event.to);
@@ -163,7 +164,7 @@ export class Roster {
       nickname: shown,
       // A rename carries no count: the members shown, without the earlier holder.
       count:
-        event.type === 'joined' && !this.seeded ? Math.max(0, event.count - 1) : this.names.size,
+        event.type === 'joined' && !this.trusted ? Math.max(0, event.count - 1) : this.names.size,
       origin,
       lineage,
     };
@@ -178,6 +179,17 @@ export class Roster {
     if (lineage !== undefined && event.lineage !== undefined) return lineage !== event.lineage;
     const origin = this.origins.get(key);
     return origin !== undefined && event.origin !== undefined && origin !== event.origin;
+  }
+
+  /**
+   * Whether the event is known to be of the member that holds its nickname here: by lineage
+   * where both carry one, else by origin where both carry one; unknown is not.
+   */
+  private sameHolder(key: string, event: MemberMarks): boolean {
+    const lineage = this.lineages.get(key);
+    if (lineage !== undefined && event.lineage !== undefined) return lineage === event.lineage;
+    const origin = this.origins.get(key);
+    return origin !== undefined && event.origin !== undefined && origin === event.origin;
   }
 
   private mark(key: string, event: MemberMarks): void {
@@ -204,16 +216,25 @@ export class Roster {
    * rename is a leave and a join). Nothing for a read a later one
    * overtook, nor for the first read, which only sets what was shown.
    */
-  settle(token: number, members: readonly string[], room: string): Change[] {
+  settle(
+    token: number,
+    members: readonly string[],
+    room: string,
+    lineages: readonly (string | undefined)[] = [],
+  ): Change[] {
     if (token !== this.reads) return [];
     const touched = this.touched ?? new Set<string>();
     this.touched = undefined;
     const target = new Map<string, string>();
-    for (const nickname of members) {
+    members.forEach((nickname, i) => {
       const key = nicknameKey(nickname);
       // An event of that member arrived during the read: it is at least as new.
-      if (!touched.has(key)) target.set(key, nickname);
-    }
+      if (touched.has(key)) return;
+      target.set(key, nickname);
+      // Known by name only so far: the read says which member holds it.
+      const lineage = lineages[i];
+      if (lineage !== undefined && !this.lineages.has(key)) this.lineages.set(key, lineage);
+    });
     const changes: Change[] = [];
     const changed = new Set<string>();
     for (const [key, nickname] of [...this.names]) {
@@ -229,6 +250,7 @@ export class Roster {
       changed.add(key);
       changes.push({ type: 'joined', room, nickname, count: this.names.size });
     }
+    this.trusted = true;
     if (!this.seeded) {
       this.seeded = true;
       return [];
@@ -249,6 +271,9 @@ export class Roster {
       const oldest = this.names.keys().next().value!;
       this.names.delete(oldest);
       this.unmark(oldest);
+      // It no longer knows who was shown: joiners get Presence's list, and events are shown
+      // as they come, until a read settles again.
+      this.trusted = false;
     }
     this.names.set(key, nickname);
   }

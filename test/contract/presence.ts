@@ -168,9 +168,22 @@ export function presenceContract(target: PresenceTarget): void {
       expect(await b!.join('1', 'lobby', 2)).toEqual({ ok: true, count: 2, name: 'lobby' });
       expect(await a!.join('2', 'lobby', 2)).toEqual({ ok: false, reason: 'full' });
       expect(await a!.join('1', 'lobby', 5)).toEqual({ ok: false, reason: 'already-in' });
+      // Each with the lineage of its claim, as its joins carry it.
       expect(await b!.members('lobby')).toEqual([
-        { node: a!.node, id: '1', nickname: 'ann', address: addr(1) },
-        { node: b!.node, id: '1', nickname: 'bob', address: { ip: '::1', port: 2 } },
+        {
+          node: a!.node,
+          id: '1',
+          nickname: 'ann',
+          address: addr(1),
+          lineage: lineageOf(a!.node, '1'),
+        },
+        {
+          node: b!.node,
+          id: '1',
+          nickname: 'bob',
+          address: { ip: '::1', port: 2 },
+          lineage: lineageOf(b!.node, '1'),
+        },
       ]);
       expect(await a!.leave('1', 'lobby')).toBe(1);
       expect(await a!.leave('1', 'lobby')).toBeUndefined();
@@ -286,6 +299,8 @@ export function presenceContract(target: PresenceTarget): void {
         address: addr(3),
       });
       expect(names(await a.members('lobby'))).toEqual(['ann', 'bob']);
+      // Listed with the lineage its joins carry: the claim it descends from, kept.
+      expect((await a.members('physics'))[0]?.lineage).toBe(lineageOf(a.node, '1'));
       expect(await a.count('physics')).toBe(1);
       // Once: the token is used up, the new one works, and the old member is gone.
       expect(await a.takeOver('token-1', '3', addr(4), 'y')).toBeUndefined();

@@ -362,8 +362,6 @@ class Ext {
       }
       case '30': {
         const v = this.rooms.get((m.room as string) ?? 'lobby');
-        if (v !== undefined && !v.members.has(m.nickname as string))
-          violation(`${this.tag()}: "30" of a member it was never shown: ${line}`);
         v?.members.delete(m.nickname as string);
         if (v !== undefined && m.userCount !== v.members.size)
           violation(`${this.tag()}: "30" counts other than the ${v.members.size} shown: ${line}`);

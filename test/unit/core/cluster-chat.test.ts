@@ -1285,3 +1285,92 @@ describe('a takeover on the node of the session it takes', () => {
     });
   }
 });
+
+describe('what a node shows a joiner of the room, from its roster', () => {
+  const CAPS = ['rooms', 'history', 'renames', 'errors'];
+
+  it.each(['Ann', 'ann'])(
+    'lists a name taken again (from %s) under its new holder’s spelling, and shows the others the handover',
+    async (earlier) => {
+      const { a, b, handlers } = interruptibleNodes();
+      // The earlier holder is in the lobby before node a reads it: a's roster knows her from
+      // that read.
+      const first = connect(b, earlier);
+      await settle();
+      const wit = connect(a, 'wit', CAPS);
+      await settle();
+      wit.take();
+      // Presence frees the name before her leave is published; node a gets it late.
+      const late = holdBack(handlers[0]!, 'left');
+      send(first, { cmd: '3' });
+      await settle();
+      // Another client, another connection, takes the freed name on node a.
+      const ann = connect(a, 'ann', CAPS);
+      await settle();
+      late.release();
+      await settle();
+      const list = ann.take().find((m) => m.cmd === '101') as { members: string[] };
+      expect(list.members).toEqual(['wit', 'ann']);
+      // wit is shown her leaving, and the new "ann" joining, as on one process.
+      expect(wit.take()).toEqual([
+        { cmd: '30', nickname: earlier, userCount: 1, room: 'lobby' },
+        { cmd: '8', nickname: 'ann', userCount: 2, room: 'lobby' },
+      ]);
+    },
+  );
+
+  it('shows a course client the leave of a member after its node lowered --max-users below the lobby', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const ann = connect(b!, 'ann');
+    connect(b!, 'bob');
+    await settle();
+    const obs = connect(a!, 'obs');
+    await settle();
+    obs.take();
+    // A reload of node a only (nodes reload one by one): its lobby is over capacity now, and
+    // its roster holds at most twice that.
+    a!.reconfigure({ maxUsers: 1 });
+    connect(b!, 'cy');
+    await settle();
+    expect(obs.take()).toEqual([{ cmd: '8', nickname: 'cy', userCount: 4 }]);
+    send(ann, { cmd: '3' });
+    await settle();
+    expect(obs.take()).toEqual([{ cmd: '30', nickname: 'ann', userCount: 3 }]);
+  });
+
+  it('shows a later joiner, and the members there before it, a member the first read missed, then its leave', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const ann = connect(b!, 'ann');
+    await settle();
+    // After a Redis restart, another node registers its members again only at its next
+    // heartbeat, with no room event: node a's first read of the lobby misses ann.
+    const presence = a!.cluster!.presence;
+    const members = presence.members.bind(presence);
+    let lagging = true;
+    presence.members = async (room) =>
+      (await members(room)).filter((m) => !lagging || m.nickname !== 'ann');
+    const wit = connect(a!, 'wit', CAPS);
+    await settle();
+    lagging = false;
+    wit.take();
+    const hist = connect(a!, 'hist', CAPS);
+    await settle();
+    // Its own read disagrees with the roster: the room is read again, and ann shown joining,
+    // once, to whoever was not shown her.
+    const entered = hist.take();
+    const list = entered.find((m) => m.cmd === '101') as { members: string[] };
+    expect(list.members).toEqual(['wit', 'hist']);
+    expect(entered.filter((m) => m.cmd === '8')).toEqual([
+      { cmd: '8', nickname: 'ann', userCount: 3, room: 'lobby' },
+    ]);
+    expect(wit.take()).toEqual([
+      { cmd: '8', nickname: 'hist', userCount: 2, room: 'lobby' },
+      { cmd: '8', nickname: 'ann', userCount: 3, room: 'lobby' },
+    ]);
+    send(ann, { cmd: '3' });
+    await settle();
+    for (const member of [hist, wit]) {
+      expect(member.take()).toEqual([{ cmd: '30', nickname: 'ann', userCount: 2, room: 'lobby' }]);
+    }
+  });
+});
