@@ -342,14 +342,8 @@ export class Chat implements ChatContext, SessionHost {
     room: Room,
     read?: readonly PresenceMember[],
   ): string[] | undefined {
-    const node = this.node;
-    const shown = node?.shownMembers(room.key);
-    if (node === undefined || shown === undefined) return undefined;
-    session.dropHeldChanges(room.name);
-    const keys = new Set(shown.map(nicknameKey));
-    // Its own "joined" may be behind a catch-up of the room, not handed here yet.
-    if (!keys.has(session.key)) shown.push(session.nickname);
-    if (read !== undefined && !sameMembers(keys, read, session.key)) node.recheck(room.key);
+    const shown = this.node?.shownMembers(room.key, session, read);
+    if (shown !== undefined) session.dropHeldChanges(room.name);
     return shown;
   }
 
@@ -974,20 +968,4 @@ export class Chat implements ChatContext, SessionHost {
     if (session.pending > 0) session.departures = departures;
     else for (const event of departures) this.publish(event);
   }
-}
-
-/** Whether `read` (Presence's list) has the members `keys` has, but `own`. */
-function sameMembers(
-  keys: ReadonlySet<string>,
-  read: readonly PresenceMember[],
-  own: string,
-): boolean {
-  let matched = keys.has(own) ? 1 : 0;
-  for (const member of read) {
-    const key = nicknameKey(member.nickname);
-    if (key === own) continue;
-    if (!keys.has(key)) return false;
-    matched++;
-  }
-  return matched === keys.size;
 }

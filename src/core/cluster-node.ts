@@ -19,6 +19,7 @@ import {
   type DeadNode,
   type MemberRef,
   type Presence,
+  type PresenceMember,
   ReleaseRetried,
   type RoomLeft,
   type TakenOver,
@@ -226,9 +227,21 @@ export class ClusterNode {
     return this.placing.wait(room.key, nickname);
   }
 
-  /** See ChatContext.shownMembers: the room's roster, once a read of Presence settled. */
-  shownMembers(key: string): string[] | undefined {
-    return this.rosters.get(key)?.shown();
+  /**
+   * See ChatContext.shownMembers: the room's roster for `session` (in it, though its own join
+   * may not have been handed here yet, behind a catch-up), once a read of Presence settled.
+   */
+  shownMembers(
+    key: string,
+    session: Session,
+    read: readonly PresenceMember[] | undefined,
+  ): string[] | undefined {
+    const roster = this.rosters.get(key);
+    const shown = roster?.shown();
+    if (roster === undefined || shown === undefined) return undefined;
+    if (!roster.holds(session.key)) shown.push(session.nickname);
+    if (read !== undefined && !roster.agrees(read, session.key)) this.recheck(key);
+    return shown;
   }
 
   /**

@@ -61,6 +61,26 @@ export class Roster {
     return this.trusted ? this.list() : undefined;
   }
 
+  /** Whether it shows the member of nickname key `key`. */
+  holds(key: string): boolean {
+    return this.names.has(key);
+  }
+
+  /**
+   * Whether Presence's list `read` has exactly the members shown, but the one of key `own`
+   * (a joiner, whose own join may not have come here yet).
+   */
+  agrees(read: readonly { readonly nickname: string }[], own: string): boolean {
+    let matched = 0;
+    for (const member of read) {
+      const key = nicknameKey(member.nickname);
+      if (key === own) continue;
+      if (!this.names.has(key)) return false;
+      matched++;
+    }
+    return matched === this.names.size - (this.names.has(own) ? 1 : 0);
+  }
+
   /**
    * Follows an event of the room as it is handed to the members. Returns what the members
    * are to be shown for it: the event itself; nothing when it only repeats a change the

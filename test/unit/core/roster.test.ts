@@ -247,6 +247,20 @@ describe('Roster', () => {
     expect(roster.shown()).toEqual(['cy', 'bea']);
   });
 
+  it('agrees with a read of Presence that has the members shown, the joiner aside', () => {
+    const roster = new Roster(() => 10);
+    roster.settle(roster.begin(), ['ann', 'Bob'], 'r');
+    const read = (...names: string[]) => names.map((nickname) => ({ nickname }));
+    // The joiner (key "cy") may or may not be in either yet; spellings fold alike.
+    expect(roster.agrees(read('ann', 'bob', 'cy'), 'cy')).toBe(true);
+    expect(roster.agrees(read('ANN', 'bob'), 'cy')).toBe(true);
+    expect(roster.agrees(read('ann'), 'cy')).toBe(false);
+    expect(roster.agrees(read('ann', 'bob', 'dee'), 'cy')).toBe(false);
+    roster.apply({ type: 'joined', room: 'r', nickname: 'cy', count: 3 });
+    expect(roster.agrees(read('ann', 'bob'), 'cy')).toBe(true);
+    expect(roster.agrees(read('ann', 'bob'), 'dee')).toBe(false);
+  });
+
   it('keeps no more than twice the capacity from events alone', () => {
     const roster = new Roster(() => 2);
     for (let i = 0; i < 20; i++) {
