@@ -238,7 +238,11 @@ export class ClusterNode {
   ): string[] | undefined {
     const roster = this.rosters.get(key);
     const shown = roster?.shown();
-    if (roster === undefined || shown === undefined) return undefined;
+    if (roster === undefined || shown === undefined) {
+      // Read again, so that the next joiners get a list from it.
+      if (read !== undefined && roster?.stale === true) this.recheck(key);
+      return undefined;
+    }
     if (!roster.holds(session.key)) shown.push(session.nickname);
     if (read !== undefined && !roster.agrees(read, session.key)) this.recheck(key);
     return shown;

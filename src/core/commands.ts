@@ -446,12 +446,15 @@ const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
           } else
             session.reply({ type: 'rename-refused', reason: 'taken', detail: 'nickname is taken' });
         },
-        (err: unknown) => {
+        async (err: unknown) => {
           if (!(err instanceof MemberGone)) throw err;
-          // A resume took this member to another connection before the rename reached Redis
-          // (or its node was reaped): the name is not taken, and the node's notice would
-          // close this connection anyway.
-          if (session.state === 'joined') ctx.disconnect(session, 'replaced');
+          // A resume took this member to another connection before the rename reached Redis:
+          // the node's notice would close this one anyway. Not moved, Redis lost it (restarted
+          // empty; the next heartbeat registers it again): refused, the connection kept.
+          const moved = await presence.successor(presence.node, session.presenceId);
+          if (session.state !== 'joined') return;
+          if (moved !== undefined) ctx.disconnect(session, 'replaced');
+          else session.reply({ type: 'rename-refused', reason: 'taken', detail: 'try again' });
         },
       ),
     );

@@ -26,9 +26,10 @@
  *   "left"s. A node that has not had a heartbeat acknowledged for
  *   `timeoutMs` must assume it was reaped and close its own clients
  *   (`PresenceKeeper` says so through `onExpired`).
- * - A member that does not exist any more (its node was reaped) is ignored
- *   by `release`, `leave` and `rename`; a release never frees a nickname
- *   that has since been claimed by someone else.
+ * - A member that does not exist any more (its node was reaped, or a resume
+ *   moved it) is ignored by `release` and `leave`, and `join` and `rename`
+ *   reject with MemberGone; a release never frees a nickname that has since
+ *   been claimed by someone else.
  */
 import { hasLoneSurrogate } from '../protocol/text.js';
 import type { Ban } from './bans.js';

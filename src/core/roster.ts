@@ -10,6 +10,9 @@ import { nicknameKey } from './nickname.js';
 
 type Change = Extract<RoomEvent, { readonly type: 'joined' | 'left' }>;
 
+/** How many times the room's capacity of changes read are remembered as expected (Roster.expected). */
+const MAX_EXPECTED = 2;
+
 export class Roster {
   /** Nickname key -> nickname, in the order the members were shown joining. */
   private readonly names = new Map<string, string>();
@@ -27,10 +30,12 @@ export class Roster {
   /** Keys events changed while a read of Presence was out: the events are newer than it may be. */
   private touched: Set<string> | undefined;
   /**
-   * Keys the last read changed: the event of that change, delayed past the
-   * read, would only repeat it, and is not shown.
+   * Keys the recent reads changed, the oldest first: the event of that change, delayed past
+   * the read, would only repeat it, and is not shown. Kept across reads (a joiner's read
+   * that disagrees has the room read again, and the next may come before a late event),
+   * at most MAX_EXPECTED times the capacity.
    */
-  private expected = new Set<string>();
+  private readonly expected = new Set<string>();
   private reads = 0;
   /** Until a first read settles, the roster knows only the events since it was opened. */
   private seeded = false;
@@ -59,6 +64,11 @@ export class Roster {
    */
   shown(): string[] | undefined {
     return this.trusted ? this.list() : undefined;
+  }
+
+  /** Whether a read of the room would make it trusted again: it had to forget a member. */
+  get stale(): boolean {
+    return this.seeded && !this.trusted;
   }
 
   /** Whether it shows the member of nickname key `key`. */
@@ -275,7 +285,15 @@ export class Roster {
       this.seeded = true;
       return [];
     }
-    this.expected = changed;
+    for (const key of changed) {
+      this.expected.delete(key);
+      this.expected.add(key);
+    }
+    const bound = Math.max(1, this.limit()) * MAX_EXPECTED;
+    for (const key of this.expected) {
+      if (this.expected.size <= bound) break;
+      this.expected.delete(key);
+    }
     return changes;
   }
 

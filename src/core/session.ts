@@ -260,7 +260,7 @@ export class Session implements Member {
   }
 
   /**
-   * Forgets the joins, leaves and renames held for `room`: the member list it is about to be
+   * Forgets the joins, leaves, renames and removals held for `room`: the member list it is about to be
    * shown was taken after them, so they are in it already (ChatContext.shownMembers).
    */
   dropHeldChanges(room: string): void {
@@ -268,7 +268,10 @@ export class Session implements Member {
     if (waiting === undefined) return;
     const kept = waiting.filter((delivery) => {
       const type = delivery.item.type;
-      if (type !== 'joined' && type !== 'left' && type !== 'renamed') return true;
+      // A kick's or ban's notice goes with the leave it tells of.
+      if (type !== 'joined' && type !== 'left' && type !== 'renamed' && type !== 'moderated') {
+        return true;
+      }
       this.heldBytes -= heldWeight(delivery);
       return false;
     });

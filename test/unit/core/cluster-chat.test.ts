@@ -930,16 +930,16 @@ describe('a chat of several nodes', () => {
     expect(carl.closedWith).toBeUndefined();
   });
 
-  it('closes a connection whose RENAME finds its member gone from Presence, as replaced, not told the name is taken', async () => {
+  it('closes a connection whose RENAME finds its member moved by a resume, as replaced, not told the name is taken', async () => {
     const [a, b] = nodes(2);
-    const ann = connect(a!, 'ann', EXT);
+    const ann = connect(a!, 'ann', [...EXT, 'history']);
     const bob = connect(b!, 'bob', EXT);
     await settle();
-    ann.take();
+    const token = tokenOf(ann);
     bob.take();
-    // Gone from Presence as when a resume on another node took the member, its notice to
-    // this node still on its way.
-    await a!.cluster!.presence.expel(ann.session.presenceId);
+    // A resume on node b took the member in Presence; its notice to node a is still on its way.
+    const moved = await b!.cluster!.presence.takeOver(token, 'elsewhere', ann.session.address, 'n');
+    expect(moved).toBeDefined();
     send(ann, { cmd: '5', newNickname: 'anna' });
     await settle();
     expect(ann.take()).not.toContainEqual(expect.objectContaining({ cmd: '50' }));
@@ -947,6 +947,22 @@ describe('a chat of several nodes', () => {
     // Nobody is shown a rename, and the name stays free.
     expect(bob.take()).toEqual([]);
     expect(await b!.cluster!.presence.find('anna')).toBeUndefined();
+  });
+
+  it('refuses, and keeps, a connection whose RENAME finds its member lost by Presence but not moved', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann', EXT);
+    const bob = connect(b!, 'bob', EXT);
+    await settle();
+    ann.take();
+    bob.take();
+    // As after Redis restarted empty, before the node's next heartbeat registers it again.
+    await a!.cluster!.presence.expel(ann.session.presenceId);
+    send(ann, { cmd: '5', newNickname: 'anna' });
+    await settle();
+    expect(ann.take()).toEqual([expect.objectContaining({ cmd: '50' })]);
+    expect(ann.closedWith).toBeUndefined();
+    expect(bob.take()).toEqual([]);
   });
 
   it('closes, as a takeover does, the earlier copy of a member another node registered again after a reset', async () => {
@@ -1318,6 +1334,68 @@ describe('what a node shows a joiner of the room, from its roster', () => {
       ]);
     },
   );
+
+  it('shows a late leave once, though two joiners had the room read again before it came', async () => {
+    const { a, b, handlers } = interruptibleNodes();
+    const ann = connect(b, 'ann');
+    const bob = connect(b, 'bob');
+    await settle();
+    const obs = connect(a, 'obs');
+    await settle();
+    obs.take();
+    // Node b's leaves reach node a late (a slow PUBLISH).
+    const late = holdBack(handlers[0]!, 'left');
+    send(ann, { cmd: '3' });
+    await settle();
+    // A joiner on a whose read lacks ann, whom the roster has: the room is read again.
+    connect(a, 'h1', CAPS);
+    await settle();
+    send(bob, { cmd: '3' });
+    await settle();
+    // Another, whose read lacks bob: read again, before ann's leave has come.
+    connect(a, 'h2', CAPS);
+    await settle();
+    expect(late.release()).toBe(2);
+    await settle();
+    const leaves = obs.take().filter((m) => m.cmd === '30');
+    expect(leaves.map((m) => (m as { nickname: string }).nickname)).toEqual(['ann', 'bob']);
+  });
+
+  it('is trusted again after it had to forget a member, once a joiner read the room', async () => {
+    const { a, b, handlers } = interruptibleNodes();
+    connect(b, 'ann');
+    connect(b, 'bob');
+    await settle();
+    const obs = connect(a, 'obs');
+    await settle();
+    // A reload lowers --max-users on node a for a while: the roster forgets a member.
+    a.reconfigure({ maxUsers: 1 });
+    connect(b, 'cy');
+    await settle();
+    a.reconfigure({ maxUsers: 10 });
+    obs.take();
+    connect(a, 'h1', CAPS);
+    await settle();
+    // A join on b whose event reaches a late, while eve joins on a.
+    const room = handlers[0]!.room.bind(handlers[0]);
+    const late: [string, RoomEvent][] = [];
+    handlers[0]!.room = (key, event) => {
+      if (event.type === 'joined' && event.nickname === 'dan') late.push([key, event]);
+      else room(key, event);
+    };
+    connect(b, 'dan');
+    await settle();
+    const eve = connect(a, 'eve', ['rooms', 'errors']);
+    await settle();
+    for (const [key, event] of late) room(key, event);
+    await settle();
+    const got = eve.take();
+    const welcome = got.find((m) => m.cmd === '03') as { userCount: number };
+    const dan = got.filter((m) => m.cmd === '8');
+    // Counted once: in the welcome's count, or announced after it with one more.
+    expect(welcome.userCount + dan.length).toBe(7);
+    for (const m of dan) expect(m).toMatchObject({ nickname: 'dan', userCount: 7 });
+  });
 
   it('shows a course client the leave of a member after its node lowered --max-users below the lobby', async () => {
     const [a, b] = nodes(2, { maxUsers: 10 });
