@@ -60,7 +60,8 @@ export class Roster {
 
   /**
    * The members as shown, for a member about to be shown them: undefined until a first read
-   * of Presence settled, when the roster knows only the events since it was opened.
+   * of Presence settled (the roster knows only the events since it was opened), and after it
+   * had to forget a member, until a read settles again.
    */
   shown(): string[] | undefined {
     return this.trusted ? this.list() : undefined;
@@ -104,7 +105,7 @@ export class Roster {
         const known = this.names.has(key);
         // Shown already, this very member: a read, or a list given from here (`shown`), had
         // it before its event came.
-        const repeated = known && this.trusted && this.sameHolder(key, event);
+        const repeated = known && this.trusted && this.sameHolder(key, event) === true;
         this.mark(key, event);
         if (this.expected.delete(key) && known) return undefined;
         if (repeated) return undefined;
@@ -153,7 +154,12 @@ export class Roster {
     }
     // Shown already under its new name, this very member: a read, or a list given from here,
     // had it.
-    if (this.trusted && !this.names.has(from) && this.names.has(to) && this.sameHolder(to, event)) {
+    if (
+      this.trusted &&
+      !this.names.has(from) &&
+      this.names.has(to) &&
+      this.sameHolder(to, event) === true
+    ) {
       this.expected.delete(to);
       return undefined;
     }
@@ -200,26 +206,21 @@ export class Roster {
     };
   }
 
-  /**
-   * Whether the event is of another member than the one that holds its nickname here: by
-   * lineage where both carry one, else by origin where both carry one; unknown is not.
-   */
+  /** Whether the event is known to be of another member than the one holding its nickname here. */
   private heldByAnother(key: string, event: MemberMarks): boolean {
-    const lineage = this.lineages.get(key);
-    if (lineage !== undefined && event.lineage !== undefined) return lineage !== event.lineage;
-    const origin = this.origins.get(key);
-    return origin !== undefined && event.origin !== undefined && origin !== event.origin;
+    return this.sameHolder(key, event) === false;
   }
 
   /**
-   * Whether the event is known to be of the member that holds its nickname here: by lineage
-   * where both carry one, else by origin where both carry one; unknown is not.
+   * Whether the event is of the member that holds its nickname here: by lineage where both
+   * carry one, else by origin where both carry one; undefined when that is not known.
    */
-  private sameHolder(key: string, event: MemberMarks): boolean {
+  private sameHolder(key: string, event: MemberMarks): boolean | undefined {
     const lineage = this.lineages.get(key);
     if (lineage !== undefined && event.lineage !== undefined) return lineage === event.lineage;
     const origin = this.origins.get(key);
-    return origin !== undefined && event.origin !== undefined && origin === event.origin;
+    if (origin === undefined || event.origin === undefined) return undefined;
+    return origin === event.origin;
   }
 
   private mark(key: string, event: MemberMarks): void {
