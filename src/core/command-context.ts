@@ -136,6 +136,24 @@ export function refuse(
   session.reply({ type: 'error', code, message, ref });
 }
 
+/**
+ * A cluster request found its member gone from Presence. Moved by a resume to another
+ * connection, this one goes now as replaced (the node's notice would close it anyway).
+ * Not moved, Presence lost it (Redis restarted empty, and the node's next heartbeat
+ * registers it again): `otherwise` answers, and the connection stays.
+ */
+export async function memberGone(
+  ctx: ChatContext,
+  presence: Presence,
+  session: Session,
+  otherwise: () => void,
+): Promise<void> {
+  const moved = await presence.successor(presence.node, session.presenceId);
+  if (session.state !== 'joined') return;
+  if (moved !== undefined) ctx.disconnect(session, 'replaced');
+  else otherwise();
+}
+
 /** Refuses a message over --max-message. */
 export function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): boolean {
   if (atMostChars(msg, ctx.maxMessage)) return false;

@@ -6,6 +6,7 @@ import { atMostChars } from '../protocol/text.js';
 import {
   type ChatContext,
   type Handler,
+  memberGone,
   memberNames,
   names,
   type RequestOf,
@@ -446,15 +447,11 @@ const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
           } else
             session.reply({ type: 'rename-refused', reason: 'taken', detail: 'nickname is taken' });
         },
-        async (err: unknown) => {
+        (err: unknown) => {
           if (!(err instanceof MemberGone)) throw err;
-          // A resume took this member to another connection before the rename reached Redis:
-          // the node's notice would close this one anyway. Not moved, Redis lost it (restarted
-          // empty; the next heartbeat registers it again): refused, the connection kept.
-          const moved = await presence.successor(presence.node, session.presenceId);
-          if (session.state !== 'joined') return;
-          if (moved !== undefined) ctx.disconnect(session, 'replaced');
-          else session.reply({ type: 'rename-refused', reason: 'taken', detail: 'try again' });
+          return memberGone(ctx, presence, session, () =>
+            session.reply({ type: 'rename-refused', reason: 'taken', detail: 'try again' }),
+          );
         },
       ),
     );

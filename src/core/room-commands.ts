@@ -1,7 +1,14 @@
 /** The requests of capability "rooms" (JOIN_ROOM, PART_ROOM, ROOMS; see rooms.ts) and HISTORY. */
 import { Cmd, ErrorCode } from '../protocol/codes.js';
 import type { Position } from '../protocol/messages.js';
-import { type ChatContext, type Handler, memberNames, names, refuse } from './command-context.js';
+import {
+  type ChatContext,
+  type Handler,
+  memberGone,
+  memberNames,
+  names,
+  refuse,
+} from './command-context.js';
 import type { RoomInfo } from './events.js';
 import { type JoinResult, MemberGone, type Presence, type RoomCount } from './presence.js';
 import { Room } from './room.js';
@@ -52,9 +59,9 @@ async function joinInCluster(
       );
     } catch (err) {
       if (!(err instanceof MemberGone)) throw err;
-      // A resume took this member to another connection before the join reached Redis
-      // (or its node was reaped): the node's notice would close this one anyway.
-      if (session.state === 'joined') ctx.disconnect(session, 'replaced');
+      await memberGone(ctx, presence, session, () =>
+        refuse(session, ErrorCode.TRY_AGAIN, TRY_AGAIN, Cmd.JOIN_ROOM),
+      );
       return;
     }
     if (!joined.ok) {
@@ -121,6 +128,8 @@ async function joinInCluster(
   }
 }
 
+const TRY_AGAIN = 'the cluster is registering you again; try again in a few seconds';
+
 /** HISTORY "106" {room, before?, limit?} -> "107" {room, epoch, messages, more}; 1018 not in it. */
 export const history: Handler<typeof Cmd.HISTORY> = (ctx, session, req) => {
   const room = ctx.rooms.find(req.room);
@@ -146,19 +155,23 @@ export const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
     return;
   }
   ctx.rooms.remove(session, room);
-  session.reply({ type: 'room-parted', room: room.name });
   if (ctx.cluster !== undefined) {
     ctx.uninterested(room.key);
+    const presence = ctx.cluster.presence;
     const nickname = session.nickname;
     const origin = ctx.originOf(session);
     const lineage = session.lineage;
+    const parted = () => session.reply({ type: 'room-parted', room: room.name });
+    // Answered once Presence is: a resume may have taken the member, and the room with it, to
+    // another connection first, and this one must not be told it left.
     ctx.run(
       session,
-      ctx.cluster.presence.leave(session.presenceId, room.key).then(
-        (count) => {
+      presence.leave(session.presenceId, room.key).then(
+        async (count) => {
           if (count !== undefined) {
+            if (session.state === 'joined') parted();
             ctx.publish({ type: 'left', room: room.name, nickname, count, origin, lineage });
-          }
+          } else await memberGone(ctx, presence, session, parted);
         },
         (err: unknown) => {
           // Its answer lost (maybe applied): the session goes (3005), and its release tells
@@ -170,6 +183,7 @@ export const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
     );
     return;
   }
+  session.reply({ type: 'room-parted', room: room.name });
   ctx.publish({ type: 'left', room: room.name, nickname: session.nickname, count: room.size });
 };
 

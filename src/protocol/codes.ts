@@ -127,6 +127,11 @@ export const ErrorCode = {
   TOO_MANY_VALUES: 1020,
   /** BAN of a new mask while the ban list holds MAX_BANS bans in force. */
   TOO_MANY_BANS: 1021,
+  /**
+   * The cluster lost this member's registration for a moment (Redis restarted empty) and the
+   * node has not registered it again yet: nothing was done; ask again in a few seconds.
+   */
+  TRY_AGAIN: 1022,
 
   BANNED_WORDS: 2001,
   FRAME_TOO_LARGE: 2002,

@@ -15,6 +15,7 @@ import {
   ReleaseRetried,
   type RoomLeft,
 } from '../../../src/core/presence.js';
+import { ErrorCode } from '../../../src/protocol/codes.js';
 import type { Request } from '../../../src/protocol/messages.js';
 import { senderOrigin } from '../../../src/store/common.js';
 import { MemoryBroker, MemoryBrokerHub } from '../../../src/store/memory-broker.js';
@@ -963,6 +964,82 @@ describe('a chat of several nodes', () => {
     expect(ann.take()).toEqual([expect.objectContaining({ cmd: '50' })]);
     expect(ann.closedWith).toBeUndefined();
     expect(bob.take()).toEqual([]);
+  });
+
+  it('closes a connection whose JOIN_ROOM finds its member moved by a resume, as replaced', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann', [...EXT, 'history']);
+    await settle();
+    const token = tokenOf(ann);
+    const moved = await b!.cluster!.presence.takeOver(token, 'elsewhere', ann.session.address, 'n');
+    expect(moved).toBeDefined();
+    send(ann, { cmd: '100', room: 'physics' });
+    await settle();
+    expect(ann.take()).toEqual([expect.objectContaining({ cmd: '90', code: ErrorCode.REPLACED })]);
+    expect(ann.closedWith).toBe('replaced');
+  });
+
+  it('refuses, and keeps, a connection whose JOIN_ROOM finds its member lost by Presence but not moved', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann', EXT);
+    const bob = connect(b!, 'bob', EXT);
+    await settle();
+    send(bob, { cmd: '100', room: 'physics' });
+    await settle();
+    ann.take();
+    bob.take();
+    // As after Redis restarted empty, before the node's next heartbeat registers it again.
+    await a!.cluster!.presence.expel(ann.session.presenceId);
+    send(ann, { cmd: '100', room: 'physics' });
+    await settle();
+    expect(ann.take()).toEqual([
+      expect.objectContaining({ cmd: '90', code: ErrorCode.TRY_AGAIN, ref: '100' }),
+    ]);
+    expect(ann.closedWith).toBeUndefined();
+    expect(bob.take()).toEqual([]);
+    // Nothing was left behind: the room is not ann's, and she can ask again.
+    send(ann, { cmd: '102', room: 'physics' });
+    await settle();
+    expect(ann.take()).toContainEqual(
+      expect.objectContaining({ cmd: '90', code: ErrorCode.NOT_IN_ROOM, ref: '102' }),
+    );
+  });
+
+  it('closes a connection whose PART finds its member moved by a resume, as replaced, not told it left', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann', [...EXT, 'history']);
+    const bob = connect(b!, 'bob', EXT);
+    await settle();
+    for (const p of [ann, bob]) send(p, { cmd: '100', room: 'physics' });
+    await settle();
+    const key = a!.rooms.find('physics')!.key;
+    const token = tokenOf(ann);
+    ann.take();
+    bob.take();
+    const moved = await b!.cluster!.presence.takeOver(token, 'elsewhere', ann.session.address, 'n');
+    expect(moved).toBeDefined();
+    send(ann, { cmd: '102', room: 'physics' });
+    await settle();
+    expect(ann.take()).toEqual([expect.objectContaining({ cmd: '90', code: ErrorCode.REPLACED })]);
+    expect(ann.closedWith).toBe('replaced');
+    // The resumed session kept the room, and nobody was told she left it.
+    expect(bob.take()).toEqual([]);
+    expect((await b!.cluster!.presence.members(key)).map((m) => m.nickname)).toContain('ann');
+  });
+
+  it('tells a connection whose PART finds its member lost by Presence but not moved that it left', async () => {
+    const [a, b] = nodes(2);
+    const ann = connect(a!, 'ann', EXT);
+    const bob = connect(b!, 'bob', EXT);
+    await settle();
+    for (const p of [ann, bob]) send(p, { cmd: '100', room: 'physics' });
+    await settle();
+    ann.take();
+    await a!.cluster!.presence.expel(ann.session.presenceId);
+    send(ann, { cmd: '102', room: 'physics' });
+    await settle();
+    expect(ann.take()).toEqual([{ cmd: '103', room: 'physics' }]);
+    expect(ann.closedWith).toBeUndefined();
   });
 
   it('closes, as a takeover does, the earlier copy of a member another node registered again after a reset', async () => {
