@@ -140,18 +140,21 @@ export function refuse(
  * A cluster request found its member gone from Presence. Moved by a resume to another
  * connection, this one goes now as replaced (the node's notice would close it anyway).
  * Not moved, Presence lost it (Redis restarted empty, and the node's next heartbeat
- * registers it again): `otherwise` answers, and the connection stays.
+ * registers it again): `otherwise` answers, and the connection stays. Resolves with whether
+ * it was moved.
  */
 export async function memberGone(
   ctx: ChatContext,
   presence: Presence,
   session: Session,
   otherwise: () => void,
-): Promise<void> {
+): Promise<boolean> {
   const moved = await presence.successor(presence.node, session.presenceId);
-  if (session.state !== 'joined') return;
-  if (moved !== undefined) ctx.disconnect(session, 'replaced');
-  else otherwise();
+  if (session.state === 'joined') {
+    if (moved !== undefined) ctx.disconnect(session, 'replaced');
+    else otherwise();
+  }
+  return moved !== undefined;
 }
 
 /** Refuses a message over --max-message. */

@@ -447,9 +447,9 @@ const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
           } else
             session.reply({ type: 'rename-refused', reason: 'taken', detail: 'nickname is taken' });
         },
-        (err: unknown) => {
+        async (err: unknown) => {
           if (!(err instanceof MemberGone)) throw err;
-          return memberGone(ctx, presence, session, () =>
+          await memberGone(ctx, presence, session, () =>
             session.reply({ type: 'rename-refused', reason: 'taken', detail: 'try again' }),
           );
         },

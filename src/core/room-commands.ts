@@ -161,17 +161,24 @@ export const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
     const nickname = session.nickname;
     const origin = ctx.originOf(session);
     const lineage = session.lineage;
-    const parted = () => session.reply({ type: 'room-parted', room: room.name });
+    const left = (count: number) => {
+      if (session.state === 'joined') session.reply({ type: 'room-parted', room: room.name });
+      ctx.publish({ type: 'left', room: room.name, nickname, count, origin, lineage });
+    };
     // Answered once Presence is: a resume may have taken the member, and the room with it, to
     // another connection first, and this one must not be told it left.
     ctx.run(
       session,
       presence.leave(session.presenceId, room.key).then(
         async (count) => {
-          if (count !== undefined) {
-            if (session.state === 'joined') parted();
-            ctx.publish({ type: 'left', room: room.name, nickname, count, origin, lineage });
-          } else await memberGone(ctx, presence, session, parted);
+          if (count !== undefined) left(count);
+          else {
+            // Not moved: Presence lost it (Redis restarted empty), but the room's members
+            // were shown it, and it left (also if its connection went meanwhile: its
+            // release no longer names the room).
+            if (await memberGone(ctx, presence, session, () => undefined)) return;
+            left(await presence.count(room.key));
+          }
         },
         (err: unknown) => {
           // Its answer lost (maybe applied): the session goes (3005), and its release tells

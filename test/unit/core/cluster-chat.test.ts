@@ -1027,19 +1027,24 @@ describe('a chat of several nodes', () => {
     expect((await b!.cluster!.presence.members(key)).map((m) => m.nickname)).toContain('ann');
   });
 
-  it('tells a connection whose PART finds its member lost by Presence but not moved that it left', async () => {
-    const [a, b] = nodes(2);
+  it('tells a connection whose PART finds its member lost by Presence but not moved that it left, and the room', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10 });
     const ann = connect(a!, 'ann', EXT);
+    const cat = connect(a!, 'cat', EXT);
     const bob = connect(b!, 'bob', EXT);
     await settle();
-    for (const p of [ann, bob]) send(p, { cmd: '100', room: 'physics' });
+    for (const p of [ann, cat, bob]) send(p, { cmd: '100', room: 'physics' });
     await settle();
-    ann.take();
+    for (const p of [ann, cat, bob]) p.take();
     await a!.cluster!.presence.expel(ann.session.presenceId);
     send(ann, { cmd: '102', room: 'physics' });
     await settle();
     expect(ann.take()).toEqual([{ cmd: '103', room: 'physics' }]);
     expect(ann.closedWith).toBeUndefined();
+    // As on one process: the others in the room, on either node, see her go, once.
+    const left = { cmd: '30', nickname: 'ann', userCount: 2, room: 'physics' };
+    expect(cat.take()).toEqual([left]);
+    expect(bob.take()).toEqual([left]);
   });
 
   it('closes, as a takeover does, the earlier copy of a member another node registered again after a reset', async () => {
