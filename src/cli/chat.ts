@@ -67,6 +67,13 @@ const REPLY_DEADLINE_MS = 10_000;
 const OUTPUT_BACKLOG_BYTES = 1024 * 1024;
 /** Lines shown before the client lets its input be read again (see holdIfBehind). */
 const LINES_PER_TURN = 200;
+/**
+ * How long, and for how many lines, the events that come while a \join waits are held to be
+ * shown after its answer: its reply waits one round trip after the server's, and a flood
+ * meanwhile is shown as it comes.
+ */
+const JOIN_HOLD_MS = 2000;
+const JOIN_HOLD_LINES = 500;
 
 function connectFailure(err: unknown, nickname: string, where: string): string {
   if (!(err instanceof ChatClientError)) return `Could not connect to ${where}: ${String(err)}`;
@@ -246,8 +253,32 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     holdIfBehind();
   };
 
+  /**
+   * Lines of the server's events that came while a \join waited for its answer: a member
+   * joining the room just after is shown after "You joined", as it happened, not before.
+   * Held at most JOIN_HOLD_MS and JOIN_HOLD_LINES.
+   */
+  let heldLines: string[] | undefined;
+  let heldTimer: NodeJS.Timeout | undefined;
+  const showHeld = () => {
+    clearTimeout(heldTimer);
+    const lines = heldLines ?? [];
+    heldLines = undefined;
+    for (const line of lines) say(line);
+  };
+  const holdEvents = () => {
+    if (heldLines !== undefined) return;
+    heldLines = [];
+    heldTimer = setTimeout(showHeld, JOIN_HOLD_MS);
+    heldTimer.unref();
+  };
+  const tell = (text: string) => {
+    if (heldLines === undefined) say(text);
+    else if (heldLines.push(text) >= JOIN_HOLD_LINES) showHeld();
+  };
+
   client.on('chat', (m) =>
-    say(
+    tell(
       m.whisper
         ? view.whisperIn(style, new Date(), m.from, m.msg)
         : view.chat(
@@ -295,20 +326,22 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     showPrompt();
   });
   client.on('join', (m) =>
-    say(view.join(style, new Date(), m.nickname, m.userCount, from(m.room))),
+    tell(view.join(style, new Date(), m.nickname, m.userCount, from(m.room))),
   );
   client.on('leave', (m) =>
-    say(view.leave(style, new Date(), m.nickname, m.userCount, from(m.room))),
+    tell(view.leave(style, new Date(), m.nickname, m.userCount, from(m.room))),
   );
   client.on('rename', (m) => {
     const key = `${m.oldNickname}\n${m.newNickname}`;
     if (key === lastRename) return;
     lastRename = key;
-    say(view.rename(style, new Date(), m.oldNickname, m.newNickname));
+    tell(view.rename(style, new Date(), m.oldNickname, m.newNickname));
   });
-  client.on('moderation', (m) => say(view.info(style, describeModeration(m))));
+  client.on('moderation', (m) => tell(view.info(style, describeModeration(m))));
   client.on('server-error', (e) => {
     if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
+    // A passing reason (shutting down, cut off from its cluster): the reconnect lines follow.
+    else if (e.code >= 3000) say(view.error(style, `Disconnected: ${e.message}.`));
   });
 
   let leaving = false;
@@ -417,11 +450,16 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           say(view.users(style, (await client.users(current)) as UserEntry[]));
           return;
         case 'join': {
-          const room = await client.join(command.room);
-          joined.add(room.room);
-          // Not through view.info: the line holds the client's own colors, which info would escape.
-          say(view.joinedRoom(style, room.room, room.members));
-          showHistory(room.history);
+          holdEvents();
+          try {
+            const room = await client.join(command.room);
+            joined.add(room.room);
+            // Not through view.info: the line holds the client's own colors, which info would escape.
+            say(view.joinedRoom(style, room.room, room.members));
+            showHistory(room.history);
+          } finally {
+            showHeld();
+          }
           return;
         }
         case 'history': {

@@ -5,6 +5,20 @@ import { startConfab } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 
 describe('confab chat reconnects by itself', () => {
+  it('says why the server closed the connection when it gives a passing reason, then reconnects', async () => {
+    const server = await startConfab({ history: 'off' });
+    const ann = ChatProcess.start(['ann', '--port', String(server.address.port)]);
+    try {
+      await ann.waitFor('You are the 1st user.');
+      await server.stop();
+      await ann.waitFor(
+        /Disconnected: the server is shutting down\.\n.*Connection lost\. Reconnecting in/,
+      );
+    } finally {
+      await ann.stop();
+    }
+  });
+
   it('says when it lost the connection and when it is back, rejoins its rooms, and sends what was typed meanwhile', async () => {
     const server = await startConfab({ history: 'off' });
     const relay = await TcpRelay.start(server.address.port);

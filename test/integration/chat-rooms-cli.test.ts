@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ChatProcess } from '../helpers/chat-process.js';
@@ -51,6 +52,80 @@ describe('confab chat rooms', () => {
     } finally {
       await ann.stop();
       await bob.exit();
+      await server.stop();
+    }
+  });
+
+  it('shows a member who joined just after it below its own join, though its answer waits a round trip', async () => {
+    const server = await startConfab();
+    // Between ann and the server: holds ann's requests from the first RTT after her JOIN_ROOM
+    // (the client's fence, which its join's answer waits for) until `release`.
+    let release = () => {};
+    const proxy = net.createServer((inbound) => {
+      const outbound = net.connect(server.address.port, '127.0.0.1');
+      for (const s of [inbound, outbound]) s.on('error', () => s.destroy());
+      outbound.pipe(inbound);
+      let state: 'before' | 'armed' | 'holding' | 'passed' = 'before';
+      const held: Buffer[] = [];
+      release = () => {
+        state = 'passed';
+        for (const chunk of held.splice(0)) outbound.write(chunk);
+      };
+      inbound.on('data', (chunk: Buffer) => {
+        if (state === 'holding') {
+          held.push(chunk);
+          return;
+        }
+        let from = 0;
+        if (state === 'before') {
+          const join = chunk.indexOf('"cmd":"100"');
+          if (join >= 0) {
+            state = 'armed';
+            from = join;
+          }
+        }
+        const rtt = state === 'armed' ? chunk.indexOf('{"cmd":"6"', from) : -1;
+        if (rtt < 0) {
+          outbound.write(chunk);
+          return;
+        }
+        outbound.write(chunk.subarray(0, rtt));
+        held.push(chunk.subarray(rtt));
+        state = 'holding';
+      });
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const port = String((proxy.address() as net.AddressInfo).port);
+    const bob = await ChatClient.connect({ port: server.address.port, nickname: 'bob' });
+    await bob.join('physics');
+    const ann = ChatProcess.start(['ann', '--port', port]);
+    let carl: ChatClient | undefined;
+    try {
+      await ann.waitFor('You are the 2nd user.');
+      const annIn = new Promise<void>((r) =>
+        bob.on('join', (m) => {
+          if (m.nickname === 'ann' && m.room === 'physics') r();
+        }),
+      );
+      ann.type('\\join physics');
+      await annIn;
+      carl = await ChatClient.connect({ port: server.address.port, nickname: 'carl' });
+      await carl.join('physics');
+      // carl's "8" reaches ann while her join's fence is held.
+      await new Promise((r) => setTimeout(r, 300));
+      release();
+      await ann.waitFor(/\* carl joined \(3 users\)/);
+      await ann.waitFor('You joined physics');
+      const own = ann.output.indexOf('You joined physics (2 users: bob, ann)');
+      expect(own).toBeGreaterThan(0);
+      expect(ann.output.indexOf('carl joined')).toBeGreaterThan(own);
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+    } finally {
+      await ann.stop();
+      await carl?.exit();
+      await bob.exit();
+      proxy.close();
       await server.stop();
     }
   });
