@@ -546,6 +546,12 @@ export class ClusterNode {
   reaped(dead: readonly DeadNode[]): void {
     const broker = this.cluster.broker;
     for (const node of dead) {
+      // Also when it had no members left (a resume took them elsewhere): an operator sees the
+      // cluster shrink.
+      this.chat.log.warn(
+        { node: node.node, members: node.members.length },
+        'a node stopped answering and was removed from the cluster',
+      );
       for (const member of node.members) {
         this.chat.log.info(
           { node: node.node, nickname: member.nickname },

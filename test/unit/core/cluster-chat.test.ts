@@ -286,6 +286,26 @@ describe('a chat of several nodes', () => {
     expect(bob.take()).toMatchObject([{ cmd: '03', userCount: 2 }]);
   });
 
+  it('logs the removal of a dead node, also one whose members all went elsewhere', async () => {
+    const warned: [object, string][] = [];
+    const logger = {
+      debug() {},
+      info() {},
+      error() {},
+      warn: (f: object, m: string) => warned.push([f, m]),
+    };
+    const [a, b] = nodes(2, { logger });
+    const presence = b!.cluster!.presence as MemoryPresence;
+    const dead = await presence.close();
+    a!.reaped([{ node: presence.node, members: dead }]);
+    expect(warned).toEqual([
+      [
+        { node: presence.node, members: 0 },
+        'a node stopped answering and was removed from the cluster',
+      ],
+    ]);
+  });
+
   it('removes the members of a ban whose notice it missed when it reads the bans again', async () => {
     const { a, b, ann, bob } = await annAndBob();
     ann.take();
