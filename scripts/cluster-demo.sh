@@ -45,5 +45,5 @@ for i in 0 1 2; do
 done
 echo "three nodes: TCP $tcp_port-$((tcp_port + 2)), web http://127.0.0.1:$http_port/ to :$((http_port + 2))/ (Ctrl+C stops)"
 echo "a terminal client that moves to the next node when its own goes:"
-echo "  node dist/cli/main.js chat ann --host 127.0.0.1:$tcp_port,127.0.0.1:$((tcp_port + 1)),127.0.0.1:$((tcp_port + 2))"
+echo "  npx confab chat ann --host 127.0.0.1:$tcp_port,127.0.0.1:$((tcp_port + 1)),127.0.0.1:$((tcp_port + 2))"
 wait
