@@ -171,14 +171,15 @@ export const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
       session,
       presence.leave(session.presenceId, room.key).then(
         async (count) => {
-          if (count !== undefined) left(count);
-          else {
-            // Not moved: Presence lost it (Redis restarted empty), but the room's members
-            // were shown it, and it left (also if its connection went meanwhile: its
-            // release no longer names the room).
-            if (await memberGone(ctx, presence, session, () => undefined)) return;
-            left(await presence.count(room.key));
+          if (count !== undefined) {
+            left(count);
+            return;
           }
+          if (await memberGone(ctx, presence, session, () => undefined)) return;
+          // Not moved: Presence lost it (Redis restarted empty), but the room's members were
+          // shown it, and it left (also if its connection went meanwhile: its release no
+          // longer names the room).
+          left(await presence.count(room.key));
         },
         (err: unknown) => {
           // Its answer lost (maybe applied): the session goes (3005), and its release tells
