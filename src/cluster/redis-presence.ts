@@ -25,6 +25,7 @@ import {
   type RoomLeft,
   type TakenOver,
 } from '../core/presence.js';
+import { senderOf } from '../core/resume-token.js';
 import { commandClient } from '../store/redis-client.js';
 
 export interface RedisPresenceOptions {
@@ -51,7 +52,7 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   seq          INCR counter: join order in rooms, claim order on nodes
 //   nicks        hash nickname key -> ref ("<node>:<member>"; ids never contain ':')
 //   n:<node>     zset member id -> seq, the node's members
-//   m:<ref>      hash nick, key, ip, port, tok, lin, gen
+//   m:<ref>      hash nick, key, ip, port, tok, snd, lin, gen
 //   l:<lin>      hash ref, gen: the latest copy registered again after Redis restarted
 //                empty of the member first claimed as <lin> (each resume adds 1 to gen), so
 //                of two copies the nodes register again the later one wins; kept after that
@@ -64,6 +65,11 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   rn           hash tag -> the name the room was made with
 //   t:<hash>     ref: the member a resume token takes over (the hash of the token, which
 //                Redis never sees); the member's hash keeps it as 'tok', and goes with it
+//   ids          hash identity -> ref: the member whose token carries that lasting identity
+//                (the hash of the token's sender part; holdsIdentity); the member's hash
+//                keeps it as 'snd', and the field goes with the member. One a build that
+//                knows none of this left behind names a ref whose 'snd' differs: read as
+//                none, and dropped then
 //   bans         hash mask key -> JSON [seq, mask, by, reason, expires]; seq orders them
 //   mv:<ref>     ref: where a resume moved the member, for MOVED_TTL_MS (successor)
 //   rl:<ref>     '<attempt> ' .. JSON {tag, count, ...}: the rooms a release freed the member
@@ -98,13 +104,29 @@ local function leave_room(ref, tag)
   end
   return count
 end
+-- The identity snd is no longer ref's to hold (holdsIdentity).
+local function drop_sender(ref, snd)
+  if snd and redis.call('HGET', P .. 'ids', snd) == ref then redis.call('HDEL', P .. 'ids', snd) end
+end
+-- The member at ref holds the identity snd ('' none), and no other it held before.
+local function hold_sender(ref, snd)
+  local before = redis.call('HGET', mkey(ref), 'snd')
+  if before and before ~= snd then drop_sender(ref, before) end
+  if snd == '' then
+    redis.call('HDEL', mkey(ref), 'snd')
+  else
+    redis.call('HSET', mkey(ref), 'snd', snd)
+    redis.call('HSET', P .. 'ids', snd, ref)
+  end
+end
 -- {nick, ip, port, {tag, count, ...}, lineage} or false when the member is not registered
 local function remove_member(node, id)
   local ref = node .. ':' .. id
   redis.call('ZREM', nkey(node), id)
-  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port', 'tok', 'lin')
+  local m = redis.call('HMGET', mkey(ref), 'nick', 'key', 'ip', 'port', 'tok', 'lin', 'snd')
   if not m[1] then return false end
   if m[5] then redis.call('DEL', P .. 't:' .. m[5]) end
+  drop_sender(ref, m[7])
   local left = {}
   for _, tag in ipairs(redis.call('ZRANGE', mrooms(ref), 0, -1)) do
     left[#left + 1] = tag
@@ -231,7 +253,7 @@ if not m[1] then return {} end
 return {ref, m[1], m[2], m[3]}
 `;
 
-/** ARGV: P, node, id, token hash. 1, or -1 when the member is not registered. */
+/** ARGV: P, node, id, token hash, sender hash or ''. 1, or -1 when the member is not registered. */
 const GRANT_LUA = `${PRELUDE}
 local ref = ARGV[2] .. ':' .. ARGV[3]
 if redis.call('EXISTS', mkey(ref)) == 0 then return -1 end
@@ -239,12 +261,22 @@ local old = redis.call('HGET', mkey(ref), 'tok')
 if old then redis.call('DEL', P .. 't:' .. old) end
 redis.call('HSET', mkey(ref), 'tok', ARGV[4])
 redis.call('SET', P .. 't:' .. ARGV[4], ref)
+hold_sender(ref, ARGV[5])
 return 1
+`;
+
+/** ARGV: P, sender hash. 1 when a registered member's token carries it, else 0. */
+const HOLDS_IDENTITY_LUA = `${PRELUDE}
+local ref = redis.call('HGET', P .. 'ids', ARGV[2])
+if not ref then return 0 end
+if redis.call('HGET', mkey(ref), 'snd') == ARGV[2] then return 1 end
+redis.call('HDEL', P .. 'ids', ARGV[2])
+return 0
 `;
 
 /**
  * ARGV: P, node, id, token hash, ip, port, next token hash, moved ttl ms, most moves kept,
- * lineage ttl ms. {old node, old id, nick, lin, gen, tag, name, ...} with the rooms in join
+ * lineage ttl ms, next token's sender hash or ''. {old node, old id, nick, lin, gen, tag, name, ...} with the rooms in join
  * order; {} when the token takes nothing over; -1 node not registered, -2 member exists.
  * Run again after it took a member over (its reply was lost), it answers the same: the
  * member it moved holds the next token's hash, and its last move names where it came from.
@@ -269,13 +301,15 @@ local tkey = P .. 't:' .. ARGV[4]
 local old = redis.call('GET', tkey)
 if not old then return {} end
 redis.call('DEL', tkey)
-local m = redis.call('HMGET', mkey(old), 'nick', 'key', 'tok', 'lin', 'gen')
+local m = redis.call('HMGET', mkey(old), 'nick', 'key', 'tok', 'lin', 'gen', 'snd')
 if not m[1] or m[3] ~= ARGV[4] then return {} end
+drop_sender(old, m[6])
 local colon = string.find(old, ':', 1, true)
 local oldnode, oldid = string.sub(old, 1, colon - 1), string.sub(old, colon + 1)
 local lin, gen = m[4] or old, (tonumber(m[5]) or 0) + 1
 redis.call('HSET', mkey(ref), 'nick', m[1], 'key', m[2], 'ip', ARGV[5], 'port', ARGV[6], 'tok', ARGV[7], 'lin', lin, 'gen', gen)
 redis.call('SET', P .. 't:' .. ARGV[7], ref)
+hold_sender(ref, ARGV[11])
 local lkey = P .. 'l:' .. lin
 if redis.call('EXISTS', lkey) == 1 then
   -- Nodes are still registering copies again after a restart: this one is now the latest.
@@ -371,8 +405,8 @@ return out
 `;
 
 /**
- * ARGV: P, node, id, nick, key, ip, port, token hash or '', lin, gen, lineage ttl ms, then
- * tag, name ('' none) for each room: a room without a name (Presence restarted empty) gets it.
+ * ARGV: P, node, id, nick, key, ip, port, token hash or '', lin, gen, lineage ttl ms, sender
+ * hash or '', then tag, name ('' none) for each room: a room without a name (Presence restarted empty) gets it.
  * Registers a member again after a reset, in its rooms regardless of capacity (its clients
  * are in them), with the resume token it holds. A resume may have taken the member over just
  * before the reset, its old node not yet told: that copy and the new one are both registered
@@ -414,7 +448,8 @@ if ARGV[8] ~= '' then
   redis.call('HSET', mkey(ref), 'tok', ARGV[8])
   redis.call('SET', P .. 't:' .. ARGV[8], ref)
 end
-for i = 12, #ARGV - 1, 2 do
+hold_sender(ref, ARGV[12])
+for i = 13, #ARGV - 1, 2 do
   local s = seq()
   redis.call('ZADD', P .. 'rooms', 'NX', s, ARGV[i])
   redis.call('ZADD', rkey(ARGV[i]), 'NX', s, ref)
@@ -453,6 +488,7 @@ interface Scripts {
   confabPresenceRooms: Run;
   confabPresenceSuccessor: Run;
   confabPresenceGrant: Run;
+  confabPresenceHoldsIdentity: Run;
   confabPresenceTakeOver: Run;
   confabPresenceCensus: Run;
   confabPresenceHeartbeat: Run;
@@ -472,6 +508,7 @@ const SCRIPTS: Record<keyof Scripts, string> = {
   confabPresenceRooms: ROOMS_LUA,
   confabPresenceSuccessor: SUCCESSOR_LUA,
   confabPresenceGrant: GRANT_LUA,
+  confabPresenceHoldsIdentity: HOLDS_IDENTITY_LUA,
   confabPresenceTakeOver: TAKE_OVER_LUA,
   confabPresenceCensus: CENSUS_LUA,
   confabPresenceHeartbeat: HEARTBEAT_LUA,
@@ -491,6 +528,8 @@ interface Local {
   readonly rooms: Map<string, string>;
   /** The hash of the resume token granted last, to grant it again after a reset. */
   token?: string;
+  /** senderHash of that token, registered again with it. */
+  sender?: string;
   /** The ref it was first claimed as, and how many resumes moved it since (Redis's lin, gen). */
   readonly lin: string;
   readonly gen: number;
@@ -516,6 +555,12 @@ const TAKE_OVER_ATTEMPTS = 5;
 /** Redis keeps a resume token's hash only: whoever reads it cannot resume with it. */
 export function tokenHash(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('base64url');
+}
+
+/** The hash of the lasting identity a token carries; '' for a token that carries none. */
+function senderHash(token: string): string {
+  const sender = senderOf(token);
+  return sender === undefined ? '' : tokenHash(sender);
 }
 
 function tagOf(room: string): string {
@@ -764,10 +809,25 @@ export class RedisPresence implements Presence {
 
   async grant(id: MemberId, token: string): Promise<void> {
     const hash = tokenHash(token);
-    const reply = await this.scripts.confabPresenceGrant(...this.args(id, hash));
+    const sender = senderHash(token);
+    const reply = await this.scripts.confabPresenceGrant(...this.args(id, hash, sender));
     if (reply === -1) throw new Error(`member ${id} is not registered`);
     const mine = this.local.get(id);
-    if (mine !== undefined) mine.token = hash;
+    if (mine !== undefined) {
+      mine.token = hash;
+      mine.sender = sender;
+    }
+  }
+
+  async holdsIdentity(token: string): Promise<boolean> {
+    const sender = senderHash(token);
+    if (sender === '') return false;
+    const reply = await this.scripts.confabPresenceHoldsIdentity(
+      this.nodesKey,
+      this.prefix,
+      sender,
+    );
+    return reply === 1;
   }
 
   async takeOver(
@@ -778,6 +838,7 @@ export class RedisPresence implements Presence {
   ): Promise<TakenOver | undefined> {
     checkId('member', id);
     const hash = tokenHash(next);
+    const sender = senderHash(next);
     const args = this.args(
       id,
       tokenHash(token),
@@ -787,6 +848,7 @@ export class RedisPresence implements Presence {
       MOVED_TTL_MS,
       MAX_MOVES_FOLLOWED,
       2 * this.timeoutMs,
+      sender,
     );
     let reply: unknown;
     for (let attempt = 1; ; attempt++) {
@@ -823,6 +885,7 @@ export class RedisPresence implements Presence {
       address: { ...address },
       rooms: tags,
       token: hash,
+      sender,
       lin: flat[3]!,
       gen: Number(flat[4]),
     });
@@ -995,6 +1058,7 @@ export class RedisPresence implements Presence {
             m.lin,
             m.gen,
             2 * this.timeoutMs,
+            m.sender ?? '',
             ...[...m.rooms].flat(),
           ),
         ),

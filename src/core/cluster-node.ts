@@ -622,6 +622,20 @@ export class ClusterNode {
     this.resyncs.clear();
   }
 
+  /**
+   * Whether the identity a token that took nothing over carries is held by a member on any
+   * node: its session went on elsewhere with a later token. Unanswered counts as held: a
+   * session wrongly given a new identity can have a chat it re-sends stored twice, one
+   * wrongly sharing another's is never shown that one's chats, nor it this one's.
+   */
+  private async heldElsewhere(token: string): Promise<boolean> {
+    try {
+      return await this.cluster.presence.holdsIdentity(token);
+    } catch {
+      return true;
+    }
+  }
+
   /** Resolves once the leaves of sessions already ended are told to the cluster. */
   async settled(): Promise<void> {
     while (this.releases.size > 0) await Promise.allSettled([...this.releases]);
@@ -645,10 +659,11 @@ export class ClusterNode {
     // still the old connection's.
     let next: string;
     let sender: string | undefined;
+    let named: string | undefined;
     if (ghost === undefined) {
       // A token of a session on another node, or a spent or unknown one (still its
       // session's, as in takeBack).
-      const named = this.identities.namedBy(token);
+      named = this.identities.namedBy(token);
       if (named !== undefined) this.identities.identify(session, named);
       next = this.chat.issueToken(session);
     } else {
@@ -664,7 +679,12 @@ export class ClusterNode {
       this.forget(session);
       throw err;
     }
-    if (taken === undefined) return false;
+    if (taken === undefined) {
+      if (named !== undefined && session.state !== 'closed' && (await this.heldElsewhere(token))) {
+        this.identities.disown(session);
+      }
+      return false;
+    }
     // The member's address is this connection's now: not a room event.
     for (const place of taken.rooms) this.memberLists.changed(place.room);
     const local = taken.node === cluster.presence.node;

@@ -68,6 +68,17 @@ export class Identities {
     return sender;
   }
 
+  /**
+   * `session` gives back the identity a token named for it (`namedBy`), and the token issued
+   * with it: that identity turned out to be held by a session that goes on elsewhere.
+   */
+  disown(session: Session): void {
+    this.forget(session);
+    session.resumeToken = undefined;
+    session.sender = undefined;
+    session.origin = undefined;
+  }
+
   /** On a cluster, gives a session that has no origin yet one, before its first chat. */
   originate(session: Session): void {
     if (this.originOf !== undefined && session.origin === undefined) {
@@ -77,7 +88,8 @@ export class Identities {
 
   /**
    * The sender a token that takes nothing back names (resume-token.ts), unless a session
-   * here holds it: a spent token of a session that goes on names nobody.
+   * here holds it: a spent token of a session that goes on names nobody. On a cluster the
+   * caller asks Presence about the other nodes' (ClusterNode.takeOver).
    */
   namedBy(token: string): string | undefined {
     const sender = senderOf(token);

@@ -26,6 +26,7 @@ import {
   type RoomLeft,
   type TakenOver,
 } from './presence.js';
+import { senderOf } from './resume-token.js';
 
 interface Entry {
   readonly node: string;
@@ -38,6 +39,8 @@ interface Entry {
   readonly address: PeerAddress;
   /** The resume token that takes it over, if any. */
   token?: string;
+  /** The lasting identity that token carries (senderOf). */
+  sender?: string;
   /** Rooms by key, in the order joined. */
   readonly rooms: Set<string>;
 }
@@ -55,6 +58,8 @@ export class PresenceHub {
   readonly byNode = new Map<string, Map<MemberId, Entry>>();
   /** Resume token -> its member. */
   readonly tokens = new Map<string, Entry>();
+  /** Lasting identity -> the member whose token carries it (holdsIdentity). */
+  readonly senders = new Map<string, Entry>();
   /** Ref of a member a resume moved -> where to and until when (oldest first). */
   readonly moved = new Map<
     string,
@@ -183,6 +188,7 @@ export class MemoryPresence implements Presence {
       if (entry.token !== undefined) this.hub.tokens.delete(entry.token);
       entry.token = token;
       this.hub.tokens.set(token, entry);
+      this.holdSender(entry, token);
     });
   }
 
@@ -212,6 +218,8 @@ export class MemoryPresence implements Presence {
       };
       this.hub.tokens.delete(token);
       this.hub.tokens.set(next, entry);
+      this.dropSender(old);
+      this.holdSender(entry, next);
       this.recordMove(old, entry);
       this.hub.nicknames.set(entry.key, entry);
       this.hub.byNode.get(old.node)?.delete(old.id);
@@ -235,6 +243,27 @@ export class MemoryPresence implements Presence {
         rooms: [...old.rooms].map((room) => ({ room, name: this.hub.roomNames.get(room) ?? room })),
       };
     });
+  }
+
+  holdsIdentity(token: string): Promise<boolean> {
+    return settle(() => {
+      const sender = senderOf(token);
+      return sender !== undefined && this.hub.senders.has(sender);
+    });
+  }
+
+  /** `entry`'s token is `token` now: the identity it carries is the entry's, any other not. */
+  private holdSender(entry: Entry, token: string): void {
+    const sender = senderOf(token);
+    if (entry.sender !== sender) this.dropSender(entry);
+    entry.sender = sender;
+    if (sender !== undefined) this.hub.senders.set(sender, entry);
+  }
+
+  private dropSender(entry: Entry): void {
+    if (entry.sender !== undefined && this.hub.senders.get(entry.sender) === entry) {
+      this.hub.senders.delete(entry.sender);
+    }
   }
 
   /**
@@ -414,6 +443,7 @@ export class MemoryPresence implements Presence {
     const left = [...entry.rooms].map((room) => ({ room, count: this.leaveRoom(entry, room) }));
     if (this.hub.nicknames.get(entry.key) === entry) this.hub.nicknames.delete(entry.key);
     if (entry.token !== undefined) this.hub.tokens.delete(entry.token);
+    this.dropSender(entry);
     this.hub.byNode.get(entry.node)?.delete(entry.id);
     return left;
   }

@@ -276,6 +276,13 @@ export interface Presence {
     next: string,
   ): Promise<TakenOver | undefined>;
   /**
+   * Whether a member registered on any node was granted, last, a token carrying the same
+   * lasting identity as `token` (resume-token.ts's sender): a token that takes nothing over
+   * but whose session goes on, with a later token, somewhere. Such a token must not name
+   * that identity for another connection (Identities.namedBy does so for one node).
+   */
+  holdsIdentity(token: string): Promise<boolean>;
+  /**
    * The member a resume moved member `id` of `node` to, following later moves
    * too, while that one is still registered: a removal sent for a member that
    * moved on follows the member, never whoever holds its nickname now.

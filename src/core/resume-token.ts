@@ -4,11 +4,12 @@
  *
  * A token is the session's sender followed by a secret, both base64url: a
  * resume on any node of a cluster reads the sender from the token it was
- * given, so a session that moves keeps its identity without Presence storing
- * it, and a token that takes nothing back any more (spent, or from before a
- * restart) still names the session its client re-sends chats for, unless a
- * session of this process holds that sender (a spent token of a live session
- * names nobody). Only the whole token takes a session back; no other client
+ * given, so a session that moves keeps its identity without Presence handing
+ * it over, and a token that takes nothing back any more (spent, or from before
+ * a restart) still names the session its client re-sends chats for, unless a
+ * session of this process holds that sender, or on a cluster a member of any
+ * node (Presence.holdsIdentity): a spent token of a live session names nobody.
+ * Only the whole token takes a session back; no other client
  * ever sees it, and the history stores keep only a hash of it (store/common.ts).
  */
 

@@ -10,6 +10,7 @@ import {
   PresenceKeeper,
   ReleaseRetried,
 } from '../../src/core/presence.js';
+import { newSender, newToken } from '../../src/core/resume-token.js';
 import { useRedis, withoutRedis } from '../helpers/redis.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 import { eventually, HEARTBEAT_MS, presenceContract, TIMEOUT_MS } from './presence.js';
@@ -155,6 +156,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await a.claim('1', 'ann', addr(1));
       await a.join('1', 'caf\u00e9 {x}', 10);
       await a.join('1', 'lobby', 10);
+      await a.grant('1', newToken(newSender()));
       const keys = await client.keys(`${prefix}*`);
       expect(await client.dbsize()).toBe(before + keys.length);
       expect(keys.every((k) => k.startsWith(`${prefix}{presence}:`))).toBe(true);
@@ -225,6 +227,27 @@ describe.skipIf(withoutRedis())('Redis', () => {
         { room: 'lobby', count: 1 },
         { room: 'side', count: 0 },
       ]);
+    });
+
+    it('after a restart, the identity each member holds is registered again with its token', async () => {
+      const prefix = newPrefix();
+      const [a, b] = await liveNodes(prefix, ['a', 'b']);
+      await a.claim('1', 'ann', addr(1));
+      const ann = newToken(newSender());
+      await a.grant('1', ann);
+      // Taken over: the member registered again holds the identity of its later token.
+      await b.claim('2', 'bob', addr(2));
+      await b.grant('2', 'token-2');
+      const bob = newToken(newSender());
+      expect(await b.takeOver('token-2', '3', addr(3), bob)).toBeDefined();
+
+      await redis.restart();
+
+      expect(await once(() => b.holdsIdentity(ann))).toBe(false);
+      expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      expect(await b.holdsIdentity(ann)).toBe(true);
+      expect(await a.holdsIdentity(bob)).toBe(true);
     });
 
     it('after a restart, a room its members were registered in again keeps the name it was made with', async () => {
@@ -339,14 +362,15 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect((await b.find('ann'))?.node).toBe('c');
     });
 
-    it('leaves no key without an expiry when a build that knows no lineage removes a member', async () => {
+    it('leaves no key without an expiry when a build that knows no lineage or identities removes a member', async () => {
       const prefix = newPrefix();
       const client = new Redis(redis.url, { protocol: 2 });
       cleanup.push(() => client.disconnect());
       const [a, b] = await liveNodes(prefix, ['a', 'b']);
       await a.claim('1', 'ann', addr(1));
       await a.grant('1', 'token-1');
-      await b.takeOver('token-1', '2', addr(2), 'token-2');
+      const ann = newToken(newSender());
+      await b.takeOver('token-1', '2', addr(2), ann);
       await a.claim('3', 'bob', addr(3));
       // What the previous build's release does: the member's keys, and nothing else.
       const p = `${prefix}{presence}:`;
@@ -359,6 +383,8 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await client.zrem(`${p}n:${n}`, id);
         await client.del(`${p}m:${n}:${id}`, `${p}mr:${n}:${id}`, `${p}t:${tok}`);
       }
+      // The identity it left listed is held by nobody, and dropped once asked about.
+      expect(await a.holdsIdentity(ann)).toBe(false);
       for (const key of await client.keys(`${p}*`)) {
         if (['epoch', 'nodes', 'seq'].some((k) => key === `${p}${k}`)) continue;
         expect(await client.pttl(key), key).toBeGreaterThan(0);

@@ -12,6 +12,7 @@ import {
   PresenceKeeper,
   type PresenceMember,
 } from '../../src/core/presence.js';
+import { newSender, newToken } from '../../src/core/resume-token.js';
 
 export interface PresenceCluster {
   /** A new node of this cluster (registered by its first heartbeat). */
@@ -321,6 +322,45 @@ export function presenceContract(target: PresenceTarget): void {
       expect((await a.takeOver('token-4', '5', addr(6), 'token-5'))?.lineage).toBe(
         lineageOf(b.node, '4'),
       );
+    });
+
+    it('knows which identities the members hold, on any node, until they go', async () => {
+      const { nodes } = await setup(3);
+      const [a, b, c] = nodes as [Presence, Presence, Presence];
+      const ann = newSender();
+      await a.claim('1', 'ann', addr(1));
+      // A token not of the resume-token form carries no identity.
+      await a.grant('1', 'token-1');
+      expect(await b.holdsIdentity('token-1')).toBe(false);
+      const t1 = newToken(ann);
+      await a.grant('1', t1);
+      // Any token carrying ann's identity, spent or made up, is answered alike.
+      expect(await b.holdsIdentity(newToken(ann))).toBe(true);
+      expect(await b.holdsIdentity(newToken(newSender()))).toBe(false);
+      // Moved by a resume whose next token carries it too: still held, after the old token
+      // is spent.
+      const t2 = newToken(ann);
+      expect(await b.takeOver(t1, '2', addr(2), t2)).toBeDefined();
+      expect(await c.holdsIdentity(t1)).toBe(true);
+      // Given a token of another identity, by a grant or a takeover, the member holds that
+      // one only.
+      const other = newToken(newSender());
+      await b.grant('2', other);
+      expect(await c.holdsIdentity(t2)).toBe(false);
+      expect(await c.holdsIdentity(other)).toBe(true);
+      const third = newToken(newSender());
+      expect(await c.takeOver(other, '3', addr(3), third)).toBeDefined();
+      expect(await a.holdsIdentity(other)).toBe(false);
+      expect(await a.holdsIdentity(third)).toBe(true);
+      // Released, or gone with its node: held by nobody.
+      await c.release('3');
+      expect(await a.holdsIdentity(third)).toBe(false);
+      await b.claim('4', 'bob', addr(4));
+      const bob = newToken(newSender());
+      await b.grant('4', bob);
+      expect(await a.holdsIdentity(bob)).toBe(true);
+      await b.close();
+      expect(await a.holdsIdentity(bob)).toBe(false);
     });
 
     it('names in a heartbeat the members a resume took from the node, once', async () => {

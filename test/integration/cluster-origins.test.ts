@@ -189,10 +189,10 @@ describe.skipIf(skip)("a cluster's chats carry their sender's origin", () => {
     course.sendPy({ cmd: '7', msg: 'c1' });
     web.send({ cmd: '7', msg: 'w1' });
     await settle(obs1.c, ['a5', 't1', 'f1', 'c1', 'w1']);
-    await settle(ann3.c, ['f1', 'c1', 'w1']);
+    await settle(ann3.c, ['t1', 'f1', 'c1', 'w1']);
     // Each of these is shown the others' chats on its own node's time: waited for too.
     await settle(forged.c, ['a5']);
-    await settle(spent.c, ['f1', 'c1', 'w1']);
+    await settle(spent.c, ['a5', 'f1', 'c1', 'w1']);
     // A chat sent after all five were stored reaches each sender after them (a room's chats
     // come in id order): once it has, a sender's own would have come.
     obs0.c.sendPy({ cmd: '7', msg: 'after all five' });
@@ -209,9 +209,11 @@ describe.skipIf(skip)("a cluster's chats carry their sender's origin", () => {
     expect(shown(forged.c, 'a5')).toHaveLength(1);
     expect(shown(course, 'c1')).toEqual([]);
     expect(shown(web.received, 'w1')).toEqual([]);
-    // The spent token names ann's identity on node 1 (documented as not covered) but
-    // the thief is still shown the chats of everyone else.
-    for (const msg of ['f1', 'c1', 'w1']) expect(shown(spent.c, msg)).toHaveLength(1);
+    // The spent token names nobody while ann goes on on the other node: the thief is
+    // shown her chats and everyone else's, and she its.
+    expect(shown(spent.c, 't1')).toEqual([]);
+    for (const msg of ['a5', 'f1', 'c1', 'w1']) expect(shown(spent.c, msg)).toHaveLength(1);
+    expect(shown(ann3.c, 't1')).toHaveLength(1);
 
     // History: "101" of a room joined, HISTORY pages, a resume's recovery.
     ann3.c.sendPy({ cmd: '100', room: 'lobby' });

@@ -1291,6 +1291,75 @@ describe('a takeover on the node of the session it takes', () => {
     expect(ann.take()).toContainEqual(expect.objectContaining({ cmd: '70', msg: 'not hers' }));
   });
 
+  it('names nobody with a spent token whose session goes on on another node', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const caps = RESUMING;
+    const first = connect(a!, 'ann', caps);
+    await settle();
+    const spent = tokenOf(first);
+    // ann resumes on node b: `spent` is spent, and node a holds her identity no more.
+    const ann = connectWith(b!, { cmd: '0', nickname: 'x', caps, resume: spent });
+    await settle();
+    expect(ann.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
+    expect(identities(a).sizes.senders).toBe(0);
+    // The spent token presented on node a, and a token made up of her identity on node b.
+    const mal = connectWith(a!, { cmd: '0', nickname: 'mal', caps, resume: spent });
+    const forged = connectWith(b!, {
+      cmd: '0',
+      nickname: 'forger',
+      caps,
+      resume: `${spent.slice(0, 12)}${'A'.repeat(24)}`,
+    });
+    await settle();
+    const malToken = tokenOf(mal);
+    expect(malToken.slice(0, 12)).not.toBe(spent.slice(0, 12));
+    expect(tokenOf(forged).slice(0, 12)).not.toBe(spent.slice(0, 12));
+    ann.take();
+    // Each is shown the others' chats: none of them is taken for another.
+    send(ann, { cmd: '7', msg: 'from ann' });
+    send(mal, { cmd: '7', msg: 'from mal' });
+    await settle();
+    expect(mal.take()).toContainEqual(expect.objectContaining({ cmd: '70', msg: 'from ann' }));
+    expect(ann.take()).toContainEqual(expect.objectContaining({ cmd: '70', msg: 'from mal' }));
+    expect(forged.take()).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ cmd: '70', msg: 'from ann' }),
+        expect.objectContaining({ cmd: '70', msg: 'from mal' }),
+      ]),
+    );
+    // mal's own token takes mal back, not ann.
+    const back = connectWith(b!, { cmd: '0', nickname: 'y', caps, resume: malToken });
+    await settle();
+    expect(back.take()).toContainEqual(
+      expect.objectContaining({ cmd: '03', resumed: true, nickname: 'mal' }),
+    );
+  });
+
+  it('names the identity of a token whose session went with its node', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const first = connect(a!, 'ann', RESUMING);
+    await settle();
+    const token = tokenOf(first);
+    // Presence lets her go (her node was reaped, say): the token takes nothing over.
+    await a!.cluster!.presence.release(first.session.presenceId);
+    const back = connectWith(b!, { cmd: '0', nickname: 'ann2', caps: RESUMING, resume: token });
+    await settle();
+    expect(tokenOf(back).slice(0, 12)).toBe(token.slice(0, 12));
+  });
+
+  it('takes a token whose identity Presence cannot tell for one held elsewhere', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const first = connect(a!, 'ann', RESUMING);
+    await settle();
+    const token = tokenOf(first);
+    await a!.cluster!.presence.release(first.session.presenceId);
+    vi.spyOn(b!.cluster!.presence, 'holdsIdentity').mockRejectedValueOnce(new Error('redis down'));
+    const back = connectWith(b!, { cmd: '0', nickname: 'ann2', caps: RESUMING, resume: token });
+    await settle();
+    expect(back.session.state).toBe('joined');
+    expect(tokenOf(back).slice(0, 12)).not.toBe(token.slice(0, 12));
+  });
+
   it('forgets a connection that closed while it took the session over', async () => {
     const { a, caps, ann, token } = await annOnOneNode();
     const presence = a!.cluster!.presence;
