@@ -167,8 +167,36 @@ export class ClusterNode {
     if (room === undefined || room.size === 0) return;
     // Not to the newcomer, who holds the name now: its own join may come back only once it
     // is in the room (held while the room caught up).
-    if (replaced !== undefined) room.deliver(new Delivery(replaced), this.subject(event));
+    if (replaced !== undefined) this.deliverCounted(room, roster!, replaced, this.subject(event));
+    if (roster !== undefined && (shown.type === 'joined' || shown.type === 'left')) {
+      this.deliverCounted(room, roster, shown, this.subject(event));
+      return;
+    }
     room.deliver(new Delivery(shown), shown.type === 'chat' ? from : this.subject(event));
+  }
+
+  /**
+   * A join or leave to the room's members but `except`, each with the count of the members
+   * it was shown: a joiner whose own join has not come back yet counts itself too.
+   */
+  private deliverCounted(
+    room: Room,
+    roster: Roster,
+    event: Extract<RoomEvent, { readonly type: 'joined' | 'left' }>,
+    except: Session | undefined,
+  ): void {
+    const shown = new Delivery(event);
+    let joiner: Delivery | undefined;
+    for (const member of room.list()) {
+      if (member === except) continue;
+      const count = roster.countFor(nicknameKey(member.nickname), event.count);
+      if (count === event.count) {
+        member.deliver(shown);
+        continue;
+      }
+      joiner ??= new Delivery({ ...event, count });
+      member.deliver(joiner);
+    }
   }
 
   /**
@@ -243,7 +271,10 @@ export class ClusterNode {
       if (read !== undefined && roster?.stale === true) this.recheck(key);
       return undefined;
     }
-    if (!roster.holds(session.key)) shown.push(session.nickname);
+    if (!roster.holds(session.key)) {
+      shown.push(session.nickname);
+      roster.showing(session.key);
+    }
     if (read !== undefined && !roster.agrees(read, session.key)) this.recheck(key);
     return shown;
   }

@@ -37,6 +37,8 @@ export class Roster {
    */
   private readonly expected = new Set<string>();
   private reads = 0;
+  /** Keys of local joiners shown themselves before their join came here (`showing`). */
+  private readonly joiners = new Set<string>();
   /** Until a first read settles, the roster knows only the events since it was opened. */
   private seeded = false;
   /**
@@ -72,6 +74,29 @@ export class Roster {
     return this.seeded && !this.trusted;
   }
 
+  /**
+   * A local joiner of key `key` was given the list with itself at the end, its own join not
+   * come here yet: until it comes, the counts it is shown include it (`countFor`).
+   */
+  showing(key: string): void {
+    this.joiners.delete(key);
+    this.joiners.add(key);
+    const bound = Math.max(1, this.limit()) * 2;
+    for (const oldest of this.joiners) {
+      if (this.joiners.size <= bound) break;
+      this.joiners.delete(oldest);
+    }
+  }
+
+  /**
+   * The count of a join or leave (as `apply` gave it) for the member of key `key`: one more
+   * for a joiner shown itself whose own join has not come here, when the count is the
+   * roster's.
+   */
+  countFor(key: string, count: number): number {
+    return this.trusted && this.joiners.has(key) && !this.names.has(key) ? count + 1 : count;
+  }
+
   /** Whether it shows the member of nickname key `key`. */
   holds(key: string): boolean {
     return this.names.has(key);
@@ -102,6 +127,7 @@ export class Roster {
     switch (event.type) {
       case 'joined': {
         const key = this.touch(event.nickname);
+        this.joiners.delete(key);
         const known = this.names.has(key);
         // Shown already, this very member: a read, or a list given from here (`shown`), had
         // it before its event came.
@@ -118,6 +144,7 @@ export class Roster {
         // was shown, and the leave with it (replacing).
         if (this.heldByAnother(key, event)) return undefined;
         this.touch(event.nickname);
+        this.joiners.delete(key);
         if (this.expected.delete(key) && !this.names.has(key)) return undefined;
         this.names.delete(key);
         this.unmark(key);
@@ -142,6 +169,8 @@ export class Roster {
   private renamed(event: Extract<RoomEvent, { readonly type: 'renamed' }>): RoomEvent | undefined {
     const from = this.touch(event.from);
     const to = this.touch(event.to);
+    this.joiners.delete(from);
+    this.joiners.delete(to);
     if (this.heldByAnother(from, event)) {
       // The rename of whoever held `from` before its present holder joined, shown leaving
       // then (replacing): the present holder stays, and the renamer is back under `to`.
@@ -275,6 +304,7 @@ export class Roster {
       changed.add(key);
       changes.push({ type: 'left', room, nickname, count: this.names.size });
     }
+    for (const key of this.joiners) if (target.has(key)) this.joiners.delete(key);
     for (const [key, nickname] of target) {
       if (this.names.has(key)) continue;
       this.names.set(key, nickname);

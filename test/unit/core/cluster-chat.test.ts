@@ -1506,6 +1506,33 @@ describe('what a node shows a joiner of the room, from its roster', () => {
     },
   );
 
+  it('counts a joiner whose own join has not come back yet in the events shown to it meanwhile', async () => {
+    const { a, b, handlers } = interruptibleNodes();
+    const bob = connect(b, 'bob');
+    const cat = connect(b, 'cat');
+    await settle();
+    const ann = connect(a, 'ann', CAPS);
+    await settle();
+    ann.take();
+    // Joins reach node a late (a catch-up holds them): jo's own among them.
+    const late = holdBack(handlers[0]!, 'joined');
+    const jo = connect(a, 'jo', CAPS);
+    await settle();
+    const list = jo.take().find((m) => m.cmd === '101') as { members: string[] };
+    expect(list.members).toEqual(['bob', 'cat', 'ann', 'jo']);
+    send(bob, { cmd: '3' });
+    await settle();
+    // jo was shown itself among four: three are left. ann has not been shown jo yet: two.
+    expect(jo.take()).toContainEqual({ cmd: '30', nickname: 'bob', userCount: 3, room: 'lobby' });
+    expect(ann.take()).toContainEqual({ cmd: '30', nickname: 'bob', userCount: 2, room: 'lobby' });
+    late.release();
+    await settle();
+    expect(ann.take()).toContainEqual({ cmd: '8', nickname: 'jo', userCount: 3, room: 'lobby' });
+    send(cat, { cmd: '3' });
+    await settle();
+    expect(jo.take()).toContainEqual({ cmd: '30', nickname: 'cat', userCount: 2, room: 'lobby' });
+  });
+
   it('shows a late leave once, though two joiners had the room read again before it came', async () => {
     const { a, b, handlers } = interruptibleNodes();
     const ann = connect(b, 'ann');

@@ -200,6 +200,61 @@ describe('Roster', () => {
     );
   });
 
+  it('counts a joiner, shown itself before its own join came, in every count it is shown', () => {
+    const others = op.filter(
+      (o) => POOL[o.who] !== 'fay' && (o.kind !== 'rename' || POOL[o.to] !== 'fay'),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(others, { maxLength: 6 }),
+        fc.array(others, { maxLength: 10 }),
+        fc.array(fc.nat(3), { maxLength: 10 }),
+        fc.nat(10),
+        (before, after, lags, joinAt) => {
+          const presence: string[] = [];
+          const change = (o: Op): RoomEvent | undefined => step(presence, o);
+          for (const o of before) change(o);
+          const roster = new Roster(() => POOL.length);
+          roster.settle(roster.begin(), [...presence], 'r');
+          const pending: RoomEvent[] = [];
+          let view: Set<string> | undefined;
+          const wrong: string[] = [];
+          // fay joins on this node: given the list, with itself at the end.
+          const join = () => {
+            pending.push(change({ kind: 'join', who: POOL.indexOf('fay') })!);
+            view = new Set(roster.shown());
+            if (!roster.holds('fay')) {
+              view.add('fay');
+              roster.showing('fay');
+            }
+          };
+          const deliver = (event: RoomEvent) => {
+            const seen = roster.apply(event);
+            // Its own join is not shown to the joiner.
+            if (view === undefined || seen === undefined || seen.type === 'chat') return;
+            if (seen.type === 'joined' && seen.nickname === 'fay') return;
+            show(view, seen);
+            if (seen.type !== 'joined' && seen.type !== 'left') return;
+            const count = roster.countFor('fay', seen.count);
+            if (count !== view.size)
+              wrong.push(`${seen.type} ${seen.nickname}: ${count} of ${view.size}`);
+          };
+          after.forEach((o, i) => {
+            if (i === joinAt) join();
+            const event = change(o);
+            if (event !== undefined) pending.push(event);
+            for (const e of pending.splice(0, lags[i] ?? 1)) deliver(e);
+          });
+          if (view === undefined) join();
+          for (const event of pending.splice(0)) deliver(event);
+          expect(wrong).toEqual([]);
+          expect([...view!].sort()).toEqual([...presence].sort());
+        },
+      ),
+      { numRuns: 3_000 },
+    );
+  });
+
   it('has no list to give before its first read settled', () => {
     const roster = new Roster(() => 10);
     roster.apply({ type: 'joined', room: 'r', nickname: 'ann', count: 1 });
