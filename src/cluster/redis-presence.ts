@@ -73,8 +73,9 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   bans         hash mask key -> JSON [seq, mask, by, reason, expires]; seq orders them
 //   mv:<ref>     ref: where a resume moved the member, for MOVED_TTL_MS (successor)
 //   rl:<ref>     '<attempt> ' .. JSON {tag, count, ...}: the rooms a release freed the member
-//                from, for twice the node timeout, so that that release asked again after its
-//                answer was lost answers as it did (RELEASE_LUA); read once, by it only
+//                from, for twice the node timeout and at least RELEASE_KEPT_MIN_MS, so that
+//                that release asked again after its answer was lost (after a reap too)
+//                answers as it did (RELEASE_LUA); read once, by it only
 //   mh:<lin>     list of refs: the mv records of the member <lin>, oldest first, at most
 //                MAX_MOVES_FOLLOWED; expires with the newest of them
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
@@ -552,6 +553,13 @@ interface Unreleased {
  */
 const TAKE_OVER_ATTEMPTS = 5;
 
+/**
+ * The least time Redis keeps what a release freed (RELEASE_LUA's `rl:`), for a node whose
+ * answer was lost to ask again: one cut off past the timeout is reaped, and asks once it is
+ * back, which can take longer than twice a short timeout.
+ */
+const RELEASE_KEPT_MIN_MS = 30_000;
+
 /** Redis keeps a resume token's hash only: whoever reads it cannot resume with it. */
 export function tokenHash(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('base64url');
@@ -630,6 +638,8 @@ function member(ref: string, nickname: string, ip: string, port: string): Presen
 export class RedisPresence implements Presence {
   readonly node: string;
   readonly timeoutMs: number;
+  /** How long Redis keeps a release's answer (RELEASE_KEPT_MIN_MS). */
+  private readonly releaseKeptMs: number;
   private readonly redis: Redis;
   private readonly scripts: Scripts;
   private readonly owned: boolean;
@@ -661,6 +671,7 @@ export class RedisPresence implements Presence {
     checkId('node', this.node);
     if (!(options.timeoutMs > 0)) throw new RangeError('timeoutMs must be positive');
     this.timeoutMs = options.timeoutMs;
+    this.releaseKeptMs = Math.max(2 * options.timeoutMs, RELEASE_KEPT_MIN_MS);
     this.prefix = `${options.prefix ?? DEFAULT_PRESENCE_PREFIX}{presence}:`;
     this.nodesKey = `${this.prefix}nodes`;
     this.owned = typeof options.redis === 'string';
@@ -730,7 +741,7 @@ export class RedisPresence implements Presence {
     const attempt = globalThis.crypto.randomUUID();
     try {
       const reply = await this.scripts.confabPresenceRelease(
-        ...this.args(id, 2 * this.timeoutMs, attempt),
+        ...this.args(id, this.releaseKeptMs, attempt),
       );
       return reply === -1 ? undefined : roomsLeft(reply as unknown[]);
     } catch (error) {
@@ -966,7 +977,10 @@ export class RedisPresence implements Presence {
     if (this.closed) throw new Error('presence is closed');
     // However long this node is cut off, its retries wait: not reaped meanwhile (its heartbeat
     // came first after Redis did, or it is alone), it answers 'ok', and only the retries free
-    // the members it could not release. Reaped, it answers 'expired', which gives them up.
+    // the members it could not release. Reaped, it answers 'expired', and the retries still
+    // ask: a release Redis applied answers with the rooms it freed (kept for twice the
+    // timeout), which the reaping node did not see; one it did not finds nothing, the
+    // reaping node having told those rooms.
     const reply = (await this.scripts.confabPresenceHeartbeat(
       ...this.args(globalThis.crypto.randomUUID(), this.epoch, this.local.size),
     )) as string[];
@@ -983,8 +997,6 @@ export class RedisPresence implements Presence {
     }
     if (status === 'expired') {
       this.local.clear();
-      // Reaped: the node that reaped this one told their rooms.
-      this.giveUpReleases();
       beat = { status: 'expired' };
     } else if (status === 'reset') {
       const { lost, displaced } = await this.reregister();
@@ -1012,12 +1024,14 @@ export class RedisPresence implements Presence {
     try {
       // Cut off, the others reap this node anyway; waiting for a reconnect would hang the close.
       if (this.redis.status !== 'ready') return gone;
+      // First, as after a reap: what a release whose answer was lost freed is not in `gone`.
+      await this.retryReleases();
       gone = departed(
         (await this.scripts.confabPresenceDeregister(this.nodesKey, this.prefix, this.node)) as [],
       );
     } finally {
       this.local.clear();
-      // Removed with the node (in `gone`), or reaped by the others.
+      // Not asked again (Redis unreachable): removed with the node, or reaped by the others.
       this.giveUpReleases();
       if (this.owned) {
         // QUIT would wait in the offline queue for a reconnect that may never come.
@@ -1091,7 +1105,7 @@ export class RedisPresence implements Presence {
         let reply: unknown;
         try {
           reply = await this.scripts.confabPresenceRelease(
-            ...this.args(id, 2 * this.timeoutMs, entry.attempt),
+            ...this.args(id, this.releaseKeptMs, entry.attempt),
           );
         } catch {
           return;

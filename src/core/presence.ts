@@ -149,9 +149,9 @@ export class MemberGone extends Error {
  * dropped, before or after Redis made the change). The implementation asks again after its
  * next heartbeat, and `retried` settles with what that step freed, as the first answer would
  * have: the rooms the member left (handed to one caller only, however many asked meanwhile),
- * or undefined when the member was not registered any more. It rejects only when the member
- * is gone otherwise: this node was reaped with it (the reaping node tells its rooms), or
- * Presence closed (`close` returns it).
+ * or undefined when the member was not registered any more (also when this node was reaped
+ * with it: the reaping node tells its rooms). It rejects only when Presence closed without
+ * asking it again (`close` returns the member if it was still registered).
  */
 export class ReleaseRetried extends Error {
   constructor(

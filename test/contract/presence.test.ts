@@ -457,11 +457,59 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect(await own).toEqual([]);
     });
 
-    it('gives up a lost release when the node closes: the close removes what is left', async () => {
+    it('asks a lost release again when the node closes, before the close removes what is left', async () => {
       const { b, error } = await answerLost((b) => b.release('1'));
+      const retried = (error as ReleaseRetried).retried;
+      await once(() => b.count('lobby'));
+      expect(await b.close()).toEqual([]);
+      expect(await retried).toEqual(BOB_LEFT);
+    });
+
+    it('gives up a lost release when the node closes cut off from Redis', async () => {
+      const { relay, b } = await relayedPair();
+      await b.claim('1', 'bob', addr(1));
+      relay.holdReplies();
+      const released = failure(b.release('1'));
+      await relay.close();
+      const error = await released;
+      expect(error).toBeInstanceOf(ReleaseRetried);
       const retried = (error as ReleaseRetried).retried;
       await b.close();
       await expect(retried).rejects.toBeInstanceOf(MemberGone);
+    });
+
+    /** Node b, cut off past the timeout, is reaped by a; returns the members a removed with it. */
+    async function reapB(a: RedisPresence, b: RedisPresence): Promise<string[]> {
+      await new Promise((resolve) => setTimeout(resolve, TIMEOUT_MS + 100));
+      await a.heartbeat();
+      const dead = await a.reap();
+      expect(dead.map((d) => d.node)).toEqual([b.node]);
+      return dead[0]!.members.map((m) => m.nickname);
+    }
+
+    it('answers a release whose reply was lost with its rooms after its node was reaped, as Redis applied it', async () => {
+      const { a, b, error } = await answerLost((b) => b.release('1'));
+      expect(error).toBeInstanceOf(ReleaseRetried);
+      const retried = (error as ReleaseRetried).retried;
+      // Released already, bob is not among what the reaping node finds and tells.
+      expect(await reapB(a, b)).toEqual([]);
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'expired' });
+      expect(await retried).toEqual(BOB_LEFT);
+    });
+
+    it('answers a release whose reply was lost as nothing left after its node was reaped, when Redis had not applied it', async () => {
+      const { relay, a, b } = await relayedPair();
+      await b.claim('1', 'bob', addr(1));
+      await b.join('1', 'lobby', 10);
+      // The release is lost on its way to Redis: bob stays registered until the reap.
+      const dropped = relay.arm('{presence}:nodes');
+      const error = await failure(b.release('1'));
+      await dropped;
+      expect(error).toBeInstanceOf(ReleaseRetried);
+      const retried = (error as ReleaseRetried).retried;
+      expect(await reapB(a, b)).toEqual(['bob']);
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'expired' });
+      expect(await retried).toBeUndefined();
     });
 
     it('answers a lost release as nothing left when an earlier expel, answered, freed the member', async () => {

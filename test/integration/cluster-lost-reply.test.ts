@@ -145,3 +145,37 @@ describe.skipIf(skip)('a takeover whose reply from Redis is lost', () => {
     await until('node 1 to serve again', () => tryConnect(1, 'dot'), 15_000);
   }, 60_000);
 });
+
+describe.skipIf(skip)('a release whose reply from Redis is lost on a node then reaped', () => {
+  it('tells the room the member left once the node is back, though the reaping node did not find it', async () => {
+    const watcher = await member(0, 'ivy');
+    watcher.sendPy({ cmd: '100', room: 'porch' });
+    await watcher.expect('101', 10_000);
+    const leaving = await member(1, 'jay');
+    leaving.sendPy({ cmd: '100', room: 'porch' });
+    await leaving.expect('101', 10_000);
+    await watcher.waitFor((m) => m.cmd === '8' && m.nickname === 'jay', 1, 10_000);
+    // The release reaches Redis, and then node 1 hears nothing from it for longer than the
+    // timeout: the release's argument (how long Redis keeps its answer, in ms) marks it.
+    const stalled = cluster.relay.arm('\r\n30000\r\n', 'stall', {
+      stallMs: (2 * TIMEOUT_S + 1) * 1000,
+    });
+    leaving.close();
+    await stalled;
+    await until(
+      'the release to reach Redis',
+      async () => (await admin.hget('confab:{presence}:nicks', 'jay')) === null,
+      5_000,
+    );
+    // Node 0 reaps node 1 without finding jay; node 1, back, asks its release again and
+    // tells the rooms what Redis freed.
+    for (const room of ['lobby', 'porch']) {
+      await watcher.waitFor(
+        (m) => m.cmd === '30' && m.nickname === 'jay' && (m.room ?? 'lobby') === room,
+        1,
+        (3 * TIMEOUT_S + 10) * 1000,
+      );
+    }
+    expect(await users(watcher, 'porch')).toEqual(['ivy']);
+  }, 60_000);
+});

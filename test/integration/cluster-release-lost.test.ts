@@ -30,14 +30,15 @@ afterAll(() => admin?.disconnect());
 
 /**
  * What a node sends Redis to release (or expel) `nickname`, as the command's arguments go
- * on the wire: its node and member id, then how long the answer is kept (twice the timeout).
+ * on the wire: its node and member id, then how long the answer is kept (twice the timeout,
+ * at least 30 s).
  */
 async function releaseOf(nickname: string): Promise<string> {
   const ref = (await admin.hget('confab:{presence}:nicks', nickname)) ?? '';
   const at = ref.lastIndexOf(':');
   expect(at, `${nickname} registered in Presence`).toBeGreaterThan(0);
   const [node, id] = [ref.slice(0, at), ref.slice(at + 1)];
-  const kept = String(2 * TIMEOUT_S * 1000);
+  const kept = String(Math.max(2 * TIMEOUT_S * 1000, 30_000));
   return `${node}\r\n$${id.length}\r\n${id}\r\n$${kept.length}\r\n${kept}\r\n`;
 }
 
