@@ -254,10 +254,15 @@ if not m[1] then return {} end
 return {ref, m[1], m[2], m[3]}
 `;
 
-/** ARGV: P, node, id, token hash, sender hash or ''. 1, or -1 when the member is not registered. */
+/**
+ * ARGV: P, node, id, token hash, sender hash or ''. 1; 0 when another member holds the
+ * identity; -1 when the member is not registered.
+ */
 const GRANT_LUA = `${PRELUDE}
 local ref = ARGV[2] .. ':' .. ARGV[3]
 if redis.call('EXISTS', mkey(ref)) == 0 then return -1 end
+local holder = ARGV[5] ~= '' and redis.call('HGET', P .. 'ids', ARGV[5])
+if holder and holder ~= ref and redis.call('HGET', mkey(holder), 'snd') == ARGV[5] then return 0 end
 local old = redis.call('HGET', mkey(ref), 'tok')
 if old then redis.call('DEL', P .. 't:' .. old) end
 redis.call('HSET', mkey(ref), 'tok', ARGV[4])
@@ -818,16 +823,18 @@ export class RedisPresence implements Presence {
     return found.length === 4 ? member(found[0]!, found[1]!, found[2]!, found[3]!) : undefined;
   }
 
-  async grant(id: MemberId, token: string): Promise<void> {
+  async grant(id: MemberId, token: string): Promise<boolean> {
     const hash = tokenHash(token);
     const sender = senderHash(token);
     const reply = await this.scripts.confabPresenceGrant(...this.args(id, hash, sender));
     if (reply === -1) throw new Error(`member ${id} is not registered`);
+    if (reply === 0) return false;
     const mine = this.local.get(id);
     if (mine !== undefined) {
       mine.token = hash;
       mine.sender = sender;
     }
+    return true;
   }
 
   async holdsIdentity(token: string): Promise<boolean> {

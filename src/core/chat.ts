@@ -698,6 +698,10 @@ export class Chat implements ChatContext, SessionHost {
     return this.identities.issue(session);
   }
 
+  disownIdentity(session: Session): void {
+    this.identities.disown(session);
+  }
+
   /**
    * A CONNECT presented the resume token of an open session (most often one
    * whose connection died without the server noticing): `session` becomes

@@ -87,6 +87,8 @@ export interface ChatContext {
   readHistory(session: Session, room: Room, before: number | undefined, limit: number): void;
   /** A new resume token for the session (the old one stops working). */
   issueToken(session: Session): string;
+  /** `session` gives back the identity it was named (Identities.disown). */
+  disownIdentity(session: Session): void;
   /** Makes `session` the open session that `token` belongs to; false if there is none. */
   takeBack(session: Session, token: string): boolean;
   /**

@@ -194,7 +194,7 @@ async function connectInCluster(
     if (gone()) return;
     // Granted before "03" tells the client its token, so that any node accepts it.
     const token = session.has('history') ? ctx.issueToken(session) : undefined;
-    const granted = token === undefined ? undefined : presence.grant(session.presenceId, token);
+    const granted = token === undefined ? undefined : grantOwn(ctx, presence, session, token);
     if (room === undefined) {
       const [count] = await Promise.all([presence.count(ctx.lobby.key), granted]);
       if (gone()) return;
@@ -573,4 +573,20 @@ export function permitted(session: Session, code: string): boolean {
   const requires = COMMANDS[code as RequestCode].requires;
   if (requires === undefined) return true;
   return requires === 'caps' ? session.negotiated : session.has(requires);
+}
+
+/**
+ * Grants `token`. Refused (the identity a token named for the session is another member's:
+ * the same token presented on another node at once), the session gets one of its own.
+ */
+async function grantOwn(
+  ctx: ChatContext,
+  presence: Presence,
+  session: Session,
+  token: string,
+): Promise<void> {
+  if (await presence.grant(session.presenceId, token)) return;
+  if (session.state === 'closed') return;
+  ctx.disownIdentity(session);
+  await presence.grant(session.presenceId, ctx.issueToken(session));
 }

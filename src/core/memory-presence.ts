@@ -181,14 +181,19 @@ export class MemoryPresence implements Presence {
     });
   }
 
-  grant(id: MemberId, token: string): Promise<void> {
+  grant(id: MemberId, token: string): Promise<boolean> {
     return settle(() => {
       const entry = this.mine(id);
       if (entry === undefined) throw new Error(`member ${id} is not registered`);
+      // One member at a time holds an identity: a later one is refused it (holdsIdentity).
+      const sender = senderOf(token);
+      const holder = sender === undefined ? undefined : this.hub.senders.get(sender);
+      if (holder !== undefined && holder !== entry) return false;
       if (entry.token !== undefined) this.hub.tokens.delete(entry.token);
       entry.token = token;
       this.hub.tokens.set(token, entry);
       this.holdSender(entry, token);
+      return true;
     });
   }
 

@@ -258,9 +258,12 @@ export interface Presence {
   find(nickname: string): Promise<PresenceMember | undefined>;
   /**
    * `token` (a resume token's secret) takes the member back from now on, and
-   * its earlier one no longer does. A token lives as long as its member.
+   * its earlier one no longer does. A token lives as long as its member. False, and
+   * nothing changed, when another member holds the lasting identity `token` carries
+   * (holdsIdentity): two connections that presented one token that took nothing over,
+   * on two nodes at once, are both named its identity until then.
    */
-  grant(id: MemberId, token: string): Promise<void>;
+  grant(id: MemberId, token: string): Promise<boolean>;
   /**
    * One atomic step: the member `token` was granted to, on any node, becomes
    * member `id` of this node (its nickname, and its place in each of its

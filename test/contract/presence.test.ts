@@ -170,6 +170,25 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect(await client.pttl(`${p}rl:a:1`)).toBeGreaterThan(0);
     });
 
+    it('lists an identity only while a member holds it, whatever token it was granted or moved with', async () => {
+      const prefix = newPrefix();
+      const client = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => client.disconnect());
+      const ids = `${prefix}{presence}:ids`;
+      const [a, b] = await liveNodes(prefix, ['a', 'b']);
+      await a.claim('1', 'ann', addr(1));
+      // Granted one identity, then another; then taken over with a token of a third.
+      await a.grant('1', newToken(newSender()));
+      const token = newToken(newSender());
+      await a.grant('1', token);
+      expect(await client.hlen(ids)).toBe(1);
+      const third = newToken(newSender());
+      await b.takeOver(token, '2', addr(2), third);
+      expect(await client.hvals(ids)).toEqual(['b:2']);
+      await b.release('2');
+      expect(await client.exists(ids)).toBe(0);
+    });
+
     it('keeps at most MAX_MOVES_FOLLOWED move records for a member resumed in a loop, each expiring', async () => {
       const prefix = newPrefix();
       const client = new Redis(redis.url, { protocol: 2 });

@@ -363,6 +363,26 @@ export function presenceContract(target: PresenceTarget): void {
       expect(await a.holdsIdentity(bob)).toBe(false);
     });
 
+    it('grants a token whose identity another member holds to nobody', async () => {
+      const { nodes } = await setup(2);
+      const [a, b] = nodes as [Presence, Presence];
+      const ann = newSender();
+      await a.claim('1', 'one', addr(1));
+      await b.claim('2', 'two', addr(2));
+      expect(await a.grant('1', newToken(ann))).toBe(true);
+      const refused = newToken(ann);
+      expect(await b.grant('2', refused)).toBe(false);
+      // Nothing changed: the token takes nothing over, and the first keeps the identity.
+      expect(await a.takeOver(refused, '3', addr(3), newToken(newSender()))).toBeUndefined();
+      await b.release('2');
+      expect(await a.holdsIdentity(newToken(ann))).toBe(true);
+      // Its holder may be granted another token of it, and, once it has gone, anyone.
+      expect(await a.grant('1', newToken(ann))).toBe(true);
+      await a.release('1');
+      await b.claim('4', 'four', addr(4));
+      expect(await b.grant('4', newToken(ann))).toBe(true);
+    });
+
     it('names in a heartbeat the members a resume took from the node, once', async () => {
       const { nodes } = await setup(2);
       const [a, b] = nodes as [Presence, Presence];

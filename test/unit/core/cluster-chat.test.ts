@@ -1335,6 +1335,34 @@ describe('a takeover on the node of the session it takes', () => {
     );
   });
 
+  it('names the identity of a dead token presented on two nodes at once for one of them only', async () => {
+    const [a, b, c] = nodes(3, { maxUsers: 10 });
+    const first = connect(a!, 'ann', RESUMING);
+    await settle();
+    const token = tokenOf(first);
+    first.session.ended('lost');
+    await settle();
+    // The same token, taking nothing over now, on two nodes at once (a client that dialled
+    // again): neither node holds the identity, nor does Presence yet.
+    const one = connectWith(b!, { cmd: '0', nickname: 'one', caps: RESUMING, resume: token });
+    const two = connectWith(c!, { cmd: '0', nickname: 'two', caps: RESUMING, resume: token });
+    await settle();
+    const carried = [tokenOf(one), tokenOf(two)].filter((t) => t.startsWith(token.slice(0, 12)));
+    expect(carried).toHaveLength(1);
+    // Each is shown the other's chats.
+    send(one, { cmd: '7', msg: 'from one' });
+    send(two, { cmd: '7', msg: 'from two' });
+    await settle();
+    expect(two.take()).toContainEqual(expect.objectContaining({ cmd: '70', msg: 'from one' }));
+    expect(one.take()).toContainEqual(expect.objectContaining({ cmd: '70', msg: 'from two' }));
+    one.session.ended('lost');
+    two.session.ended('lost');
+    await settle();
+    for (const chat of [b, c]) {
+      expect(identities(chat).sizes).toEqual({ tokens: 0, senders: 0, origins: 0 });
+    }
+  });
+
   it('names the identity of a token whose session went with its node', async () => {
     const [a, b] = nodes(2, { maxUsers: 10 });
     const first = connect(a!, 'ann', RESUMING);
