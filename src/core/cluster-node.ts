@@ -791,6 +791,7 @@ export class ClusterNode {
       if (session.state !== 'joined' || !ids.delete(session.presenceId)) continue;
       // Its release finds nothing left to free in Presence, so the rooms hear nothing.
       session.movedAway = true;
+      session.announceJoin?.();
       this.chat.disconnect(session, 'replaced');
       if (ids.size === 0) return;
     }

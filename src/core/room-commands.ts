@@ -10,7 +10,13 @@ import {
   refuse,
 } from './command-context.js';
 import type { RoomInfo } from './events.js';
-import { type JoinResult, MemberGone, type Presence, type RoomCount } from './presence.js';
+import {
+  type JoinResult,
+  MemberGone,
+  type Presence,
+  type PresenceMember,
+  type RoomCount,
+} from './presence.js';
 import { Room } from './room.js';
 import type { Session } from './session.js';
 
@@ -77,10 +83,33 @@ async function joinInCluster(
       }
       return;
     }
+    // A resume on another node may take the place with the member while this waits: the
+    // room is told of the join this made, then, at once (ClusterNode.evicted).
+    let told = false;
+    const announce = () => {
+      if (told) return;
+      told = true;
+      ctx.publish({
+        type: 'joined',
+        room: joined.name,
+        nickname: session.nickname,
+        count: joined.count,
+        origin: session.origin,
+        lineage: session.lineage,
+      });
+    };
+    session.announceJoin = announce;
+    // Moved away while Presence answered the join.
+    if (session.movedAway) announce();
     // Read once the room's events reach this node (its subscription may be coming back):
     // a change landing before the read is in it, one after comes as an event.
-    await entered;
-    const members = await ctx.freshMembers(admitted.key);
+    let members: readonly PresenceMember[];
+    try {
+      await entered;
+      members = await ctx.freshMembers(admitted.key);
+    } finally {
+      if (session.announceJoin === announce) session.announceJoin = undefined;
+    }
     // The member's place is in any USERS read from here on; one read before, not kept.
     ctx.membersChanged(admitted.key);
     // Another local member (or a resume) may have made the same new room meanwhile: join
@@ -91,16 +120,7 @@ async function joinInCluster(
     if (session.state !== 'joined') {
       // Its leave releases the place, and the "30" tells the room. But a resume on another
       // node took the place with the member: the room is told of the join this made.
-      if (session.movedAway) {
-        ctx.publish({
-          type: 'joined',
-          room: room.name,
-          nickname: session.nickname,
-          count: joined.count,
-          origin: session.origin,
-          lineage: session.lineage,
-        });
-      }
+      if (session.movedAway) announce();
       return;
     }
     inside = true;

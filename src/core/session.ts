@@ -85,6 +85,12 @@ export class Session implements Member {
    */
   movedAway = false;
   /**
+   * On a cluster: a JOIN_ROOM whose place Presence granted, its "joined" not published yet.
+   * Moved away meanwhile, the session has it published at once (ClusterNode.evicted), so
+   * that the room hears of the join before anything the member does where it went.
+   */
+  announceJoin: (() => void) | undefined;
+  /**
    * Its lasting identity for the history store (MessageDraft.sender): made with its
    * first resume token, which carries it, so a resume on any node keeps it.
    */

@@ -951,6 +951,44 @@ describe('a chat of several nodes', () => {
     expect(carl.closedWith).toBeUndefined();
   });
 
+  it('tells a room of a join whose member a resume moved away before its PART there', async () => {
+    const [a, b, c] = nodes(3, { maxUsers: 10 });
+    const caps = RESUMING;
+    const watcher = connect(c!, 'wat', caps);
+    await settle();
+    send(watcher, { cmd: '100', room: 'den' });
+    const dan = connect(a!, 'dan', caps);
+    await settle();
+    const token = tokenOf(dan);
+    // dan's JOIN_ROOM has its place in Presence, and waits for the room's member list.
+    const presence = a!.cluster!.presence;
+    const real = presence.members.bind(presence);
+    let open: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    vi.spyOn(presence, 'members').mockImplementation(async (room) => {
+      await gate;
+      return real(room);
+    });
+    send(dan, { cmd: '100', room: 'den' });
+    await settle();
+    watcher.take();
+    // Meanwhile dan resumes on node b, with the place, and leaves the room at once.
+    const back = connectWith(b!, { cmd: '0', nickname: 'x', caps, resume: token });
+    await settle();
+    expect(back.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
+    send(back, { cmd: '102', room: 'den' });
+    await settle();
+    open();
+    await settle();
+    const shown = watcher
+      .take()
+      .filter((m) => m.cmd === '8' || m.cmd === '30')
+      .map((m) => `${m.cmd} ${m.nickname as string}`);
+    expect(shown).toEqual(['8 dan', '30 dan']);
+  });
+
   it('closes a connection whose RENAME finds its member moved by a resume, as replaced, not told the name is taken', async () => {
     const [a, b] = nodes(2);
     const ann = connect(a!, 'ann', [...EXT, 'history']);
