@@ -38,9 +38,12 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
+# Each node's log lines start with its name ($! is still the node's PID); the
+# prefixing outlives Ctrl+C, so that the nodes' last lines are shown.
 for i in 0 1 2; do
   setsid "${confab[@]}" --redis "redis://127.0.0.1:$redis_port" \
-    --port $((tcp_port + i)) --http-port $((http_port + i)) --data-dir "$data/node$i" &
+    --port $((tcp_port + i)) --http-port $((http_port + i)) --data-dir "$data/node$i" \
+    > >(trap '' INT TERM; exec sed -u "s/^/node$i | /") 2>&1 &
   pids+=($!)
 done
 echo "three nodes: TCP $tcp_port-$((tcp_port + 2)), web http://127.0.0.1:$http_port/ to :$((http_port + 2))/ (Ctrl+C stops)"
