@@ -1033,6 +1033,8 @@ export class RedisPresence implements Presence {
       if (this.redis.status !== 'ready') return gone;
       // First, as after a reap: what a release whose answer was lost freed is not in `gone`.
       await this.retryReleases();
+      // The retry may have lost the connection: the deregister would wait for a reconnect.
+      if (this.redis.status !== 'ready') return gone;
       gone = departed(
         (await this.scripts.confabPresenceDeregister(this.nodesKey, this.prefix, this.node)) as [],
       );

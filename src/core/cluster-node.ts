@@ -189,7 +189,7 @@ export class ClusterNode {
     let joiner: Delivery | undefined;
     for (const member of room.list()) {
       if (member === except) continue;
-      const count = roster.countFor(nicknameKey(member.nickname), event.count);
+      const count = roster.countFor(String(member.id), event.count);
       if (count === event.count) {
         member.deliver(shown);
         continue;
@@ -273,7 +273,7 @@ export class ClusterNode {
     }
     if (!roster.holds(session.key)) {
       shown.push(session.nickname);
-      roster.showing(session.key);
+      roster.showing(session.key, String(session.id));
     }
     if (read !== undefined && !roster.agrees(read, session.key)) this.recheck(key);
     return shown;

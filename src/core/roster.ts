@@ -37,8 +37,13 @@ export class Roster {
    */
   private readonly expected = new Set<string>();
   private reads = 0;
-  /** Keys of local joiners shown themselves before their join came here (`showing`). */
-  private readonly joiners = new Set<string>();
+  /**
+   * Local joiners shown themselves before their join came here (`showing`): the nickname key
+   * they were shown under -> their id, and back. By id: a joiner may rename, and another
+   * member take its name, before its join comes.
+   */
+  private readonly joiners = new Map<string, string>();
+  private readonly joinerKeys = new Map<string, string>();
   /** Until a first read settles, the roster knows only the events since it was opened. */
   private seeded = false;
   /**
@@ -78,14 +83,24 @@ export class Roster {
    * A local joiner of key `key` was given the list with itself at the end, its own join not
    * come here yet: until it comes, the counts it is shown include it (`countFor`).
    */
-  showing(key: string): void {
-    this.joiners.delete(key);
-    this.joiners.add(key);
+  showing(key: string, id: string): void {
+    this.unjoin(key);
+    const before = this.joinerKeys.get(id);
+    if (before !== undefined) this.unjoin(before);
+    this.joiners.set(key, id);
+    this.joinerKeys.set(id, key);
     const bound = Math.max(1, this.limit()) * 2;
-    for (const oldest of this.joiners) {
+    for (const oldest of [...this.joiners.keys()]) {
       if (this.joiners.size <= bound) break;
-      this.joiners.delete(oldest);
+      this.unjoin(oldest);
     }
+  }
+
+  private unjoin(key: string): void {
+    const id = this.joiners.get(key);
+    if (id === undefined) return;
+    this.joiners.delete(key);
+    this.joinerKeys.delete(id);
   }
 
   /**
@@ -93,8 +108,9 @@ export class Roster {
    * for a joiner shown itself whose own join has not come here, when the count is the
    * roster's.
    */
-  countFor(key: string, count: number): number {
-    return this.trusted && this.joiners.has(key) && !this.names.has(key) ? count + 1 : count;
+  countFor(id: string, count: number): number {
+    const key = this.joinerKeys.get(id);
+    return this.trusted && key !== undefined && !this.names.has(key) ? count + 1 : count;
   }
 
   /** Whether it shows the member of nickname key `key`. */
@@ -127,7 +143,7 @@ export class Roster {
     switch (event.type) {
       case 'joined': {
         const key = this.touch(event.nickname);
-        this.joiners.delete(key);
+        this.unjoin(key);
         const known = this.names.has(key);
         // Shown already, this very member: a read, or a list given from here (`shown`), had
         // it before its event came.
@@ -144,7 +160,7 @@ export class Roster {
         // was shown, and the leave with it (replacing).
         if (this.heldByAnother(key, event)) return undefined;
         this.touch(event.nickname);
-        this.joiners.delete(key);
+        this.unjoin(key);
         if (this.expected.delete(key) && !this.names.has(key)) return undefined;
         this.names.delete(key);
         this.unmark(key);
@@ -169,8 +185,8 @@ export class Roster {
   private renamed(event: Extract<RoomEvent, { readonly type: 'renamed' }>): RoomEvent | undefined {
     const from = this.touch(event.from);
     const to = this.touch(event.to);
-    this.joiners.delete(from);
-    this.joiners.delete(to);
+    this.unjoin(from);
+    this.unjoin(to);
     if (this.heldByAnother(from, event)) {
       // The rename of whoever held `from` before its present holder joined, shown leaving
       // then (replacing): the present holder stays, and the renamer is back under `to`.
@@ -304,7 +320,7 @@ export class Roster {
       changed.add(key);
       changes.push({ type: 'left', room, nickname, count: this.names.size });
     }
-    for (const key of this.joiners) if (target.has(key)) this.joiners.delete(key);
+    for (const key of [...this.joiners.keys()]) if (target.has(key)) this.unjoin(key);
     for (const [key, nickname] of target) {
       if (this.names.has(key)) continue;
       this.names.set(key, nickname);

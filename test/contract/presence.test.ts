@@ -435,7 +435,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
      */
     async function answerLost<T>(
       remove: (b: RedisPresence) => Promise<T>,
-    ): Promise<{ a: RedisPresence; b: RedisPresence; error: unknown }> {
+    ): Promise<{ relay: TcpRelay; a: RedisPresence; b: RedisPresence; error: unknown }> {
       const { relay, a, b } = await relayedPair();
       await b.claim('1', 'bob', addr(1));
       await b.join('1', 'lobby', 10);
@@ -447,7 +447,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await eventually(async () => (await a.find('bob')) === undefined);
       relay.cut();
       const error = await failure(removed);
-      return { a, b, error };
+      return { relay, a, b, error };
     }
 
     const BOB_LEFT = [
@@ -482,6 +482,21 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await once(() => b.count('lobby'));
       expect(await b.close()).toEqual([]);
       expect(await retried).toEqual(BOB_LEFT);
+    });
+
+    it('closes without waiting for a reconnect when the connection drops while it asks a lost release again', async () => {
+      const { relay, b, error } = await answerLost((b) => b.release('1'));
+      expect(error).toBeInstanceOf(ReleaseRetried);
+      const retried = (error as ReleaseRetried).retried;
+      await once(() => b.count('lobby'));
+      // The retry the close asks is lost too, and new connections wait: the close must not.
+      const dropped = relay.arm('\r\n30000\r\n', 'drop');
+      relay.hold();
+      const closed = b.close();
+      await dropped;
+      expect(await closed).toEqual([]);
+      await expect(retried).rejects.toBeInstanceOf(MemberGone);
+      relay.release();
     });
 
     it('gives up a lost release when the node closes cut off from Redis', async () => {

@@ -80,7 +80,7 @@ async function annOnOneNode(): Promise<{ a: Chat; caps: string[]; ann: FakePeer;
 }
 
 /** Two nodes whose brokers a test can interrupt and reconnect (a lost subscription). */
-function interruptibleNodes(): {
+function interruptibleNodes(resyncDelayMs?: number): {
   brokers: MemoryBroker[];
   a: Chat;
   b: Chat;
@@ -107,6 +107,7 @@ function interruptibleNodes(): {
           presence: new MemoryPresence({ hub: presenceHub, node: `n${i}` }),
           broker,
           originOf: senderOrigin,
+          resyncDelayMs,
         },
       }),
   );
@@ -1597,6 +1598,41 @@ describe('what a node shows a joiner of the room, from its roster', () => {
     send(cat, { cmd: '3' });
     await settle();
     expect(jo.take()).toContainEqual({ cmd: '30', nickname: 'cat', userCount: 2, room: 'lobby' });
+  });
+
+  it('counts a joiner in by who it is, not by a name it had or another member took', async () => {
+    // A read of the room waits, as after a real resync (a few heartbeats).
+    const { a, b, handlers } = interruptibleNodes(60_000);
+    const bob = connect(b, 'bob');
+    connect(b, 'cat');
+    await settle();
+    const ann = connect(a, 'ann', CAPS);
+    const mo = connect(a, 'mo', CAPS);
+    await settle();
+    // Node a catches the lobby up: every event but chats reaches it late, in order.
+    const late = holdBack(handlers[0]!, 'left');
+    const renames = holdBack(handlers[0]!, 'renamed');
+    const joins = holdBack(handlers[0]!, 'joined');
+    send(bob, { cmd: '3' });
+    await settle();
+    const jo = connect(a, 'jo', CAPS);
+    await settle();
+    const list = jo.take().find((m) => m.cmd === '101') as { members: string[] };
+    expect(list.members).toEqual(['bob', 'cat', 'ann', 'mo', 'jo']);
+    // jo becomes jay, and mo takes the name it freed, before any of it comes back.
+    send(jo, { cmd: '5', newNickname: 'jay' });
+    await settle();
+    send(mo, { cmd: '5', newNickname: 'jo' });
+    await settle();
+    for (const p of [ann, mo, jo]) p.take();
+    late.release();
+    await settle();
+    const bobLeft = (p: FakePeer) => p.take().find((m) => m.cmd === '30' && m.nickname === 'bob');
+    // mo was shown bob, cat, ann and mo: three are left. jo (jay now) was shown five: four.
+    expect(bobLeft(mo)).toMatchObject({ userCount: 3 });
+    expect(bobLeft(jo)).toMatchObject({ userCount: 4 });
+    joins.release();
+    renames.release();
   });
 
   it('shows a late leave once, though two joiners had the room read again before it came', async () => {

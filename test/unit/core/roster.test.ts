@@ -225,7 +225,7 @@ describe('Roster', () => {
             view = new Set(roster.shown());
             if (!roster.holds('fay')) {
               view.add('fay');
-              roster.showing('fay');
+              roster.showing('fay', 'fay#1');
             }
           };
           const deliver = (event: RoomEvent) => {
@@ -235,7 +235,7 @@ describe('Roster', () => {
             if (seen.type === 'joined' && seen.nickname === 'fay') return;
             show(view, seen);
             if (seen.type !== 'joined' && seen.type !== 'left') return;
-            const count = roster.countFor('fay', seen.count);
+            const count = roster.countFor('fay#1', seen.count);
             if (count !== view.size)
               wrong.push(`${seen.type} ${seen.nickname}: ${count} of ${view.size}`);
           };
