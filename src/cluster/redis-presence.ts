@@ -66,10 +66,10 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   t:<hash>     ref: the member a resume token takes over (the hash of the token, which
 //                Redis never sees); the member's hash keeps it as 'tok', and goes with it
 //   ids          hash identity -> ref: the member whose token carries that lasting identity
-//                (the hash of the token's sender part; holdsIdentity); the member's hash
-//                keeps it as 'snd', and the field goes with the member. One a build that
-//                knows none of this left behind names a ref whose 'snd' differs: read as
-//                none, and dropped then
+//                (the hash of the token's sender part; GRANT_LUA grants it to no other);
+//                the member's hash keeps it as 'snd', and the field goes with the member.
+//                One a build that knows none of this left behind names a ref whose 'snd'
+//                differs: read as none, and replaced by the next grant of the identity
 //   bans         hash mask key -> JSON [seq, mask, by, reason, expires]; seq orders them
 //   mv:<ref>     ref: where a resume moved the member, for MOVED_TTL_MS (successor)
 //   rl:<ref>     '<attempt> ' .. JSON {tag, count, ...}: the rooms a release freed the member
@@ -105,7 +105,13 @@ local function leave_room(ref, tag)
   end
   return count
 end
--- The identity snd is no longer ref's to hold (holdsIdentity).
+-- The member holding the identity snd, or false (a field left by an older build is none).
+local function sender_holder(snd)
+  local ref = redis.call('HGET', P .. 'ids', snd)
+  if ref and redis.call('HGET', mkey(ref), 'snd') == snd then return ref end
+  return false
+end
+-- The identity snd is no longer ref's to hold.
 local function drop_sender(ref, snd)
   if snd and redis.call('HGET', P .. 'ids', snd) == ref then redis.call('HDEL', P .. 'ids', snd) end
 end
@@ -261,8 +267,8 @@ return {ref, m[1], m[2], m[3]}
 const GRANT_LUA = `${PRELUDE}
 local ref = ARGV[2] .. ':' .. ARGV[3]
 if redis.call('EXISTS', mkey(ref)) == 0 then return -1 end
-local holder = ARGV[5] ~= '' and redis.call('HGET', P .. 'ids', ARGV[5])
-if holder and holder ~= ref and redis.call('HGET', mkey(holder), 'snd') == ARGV[5] then return 0 end
+local holder = ARGV[5] ~= '' and sender_holder(ARGV[5])
+if holder and holder ~= ref then return 0 end
 local old = redis.call('HGET', mkey(ref), 'tok')
 if old then redis.call('DEL', P .. 't:' .. old) end
 redis.call('HSET', mkey(ref), 'tok', ARGV[4])
@@ -271,19 +277,11 @@ hold_sender(ref, ARGV[5])
 return 1
 `;
 
-/** ARGV: P, sender hash. 1 when a registered member's token carries it, else 0. */
-const HOLDS_IDENTITY_LUA = `${PRELUDE}
-local ref = redis.call('HGET', P .. 'ids', ARGV[2])
-if not ref then return 0 end
-if redis.call('HGET', mkey(ref), 'snd') == ARGV[2] then return 1 end
-redis.call('HDEL', P .. 'ids', ARGV[2])
-return 0
-`;
-
 /**
  * ARGV: P, node, id, token hash, ip, port, next token hash, moved ttl ms, most moves kept,
- * lineage ttl ms, next token's sender hash or ''. {old node, old id, nick, lin, gen, tag, name, ...} with the rooms in join
- * order; {} when the token takes nothing over; -1 node not registered, -2 member exists.
+ * lineage ttl ms, next token's sender hash or ''. {old node, old id, nick, lin, gen, tag,
+ * name, ...} with the rooms in join order; {} when the token takes nothing over; -1 node not
+ * registered, -2 member exists.
  * Run again after it took a member over (its reply was lost), it answers the same: the
  * member it moved holds the next token's hash, and its last move names where it came from.
  */
@@ -494,7 +492,6 @@ interface Scripts {
   confabPresenceRooms: Run;
   confabPresenceSuccessor: Run;
   confabPresenceGrant: Run;
-  confabPresenceHoldsIdentity: Run;
   confabPresenceTakeOver: Run;
   confabPresenceCensus: Run;
   confabPresenceHeartbeat: Run;
@@ -514,7 +511,6 @@ const SCRIPTS: Record<keyof Scripts, string> = {
   confabPresenceRooms: ROOMS_LUA,
   confabPresenceSuccessor: SUCCESSOR_LUA,
   confabPresenceGrant: GRANT_LUA,
-  confabPresenceHoldsIdentity: HOLDS_IDENTITY_LUA,
   confabPresenceTakeOver: TAKE_OVER_LUA,
   confabPresenceCensus: CENSUS_LUA,
   confabPresenceHeartbeat: HEARTBEAT_LUA,
@@ -837,17 +833,6 @@ export class RedisPresence implements Presence {
     return true;
   }
 
-  async holdsIdentity(token: string): Promise<boolean> {
-    const sender = senderHash(token);
-    if (sender === '') return false;
-    const reply = await this.scripts.confabPresenceHoldsIdentity(
-      this.nodesKey,
-      this.prefix,
-      sender,
-    );
-    return reply === 1;
-  }
-
   async takeOver(
     token: string,
     id: MemberId,
@@ -985,9 +970,9 @@ export class RedisPresence implements Presence {
     // However long this node is cut off, its retries wait: not reaped meanwhile (its heartbeat
     // came first after Redis did, or it is alone), it answers 'ok', and only the retries free
     // the members it could not release. Reaped, it answers 'expired', and the retries still
-    // ask: a release Redis applied answers with the rooms it freed (kept for twice the
-    // timeout), which the reaping node did not see; one it did not finds nothing, the
-    // reaping node having told those rooms.
+    // ask: a release Redis applied answers with the rooms it freed (kept for releaseKeptMs),
+    // which the reaping node did not see; one it did not finds nothing, the reaping node
+    // having told those rooms.
     const reply = (await this.scripts.confabPresenceHeartbeat(
       ...this.args(globalThis.crypto.randomUUID(), this.epoch, this.local.size),
     )) as string[];

@@ -167,7 +167,9 @@ export class ClusterNode {
     if (room === undefined || room.size === 0) return;
     // Not to the newcomer, who holds the name now: its own join may come back only once it
     // is in the room (held while the room caught up).
-    if (replaced !== undefined) this.deliverCounted(room, roster!, replaced, this.subject(event));
+    if (roster !== undefined && replaced !== undefined) {
+      this.deliverCounted(room, roster, replaced, this.subject(event));
+    }
     if (roster !== undefined && (shown.type === 'joined' || shown.type === 'left')) {
       this.deliverCounted(room, roster, shown, this.subject(event));
       return;
@@ -653,20 +655,6 @@ export class ClusterNode {
     this.resyncs.clear();
   }
 
-  /**
-   * Whether the identity a token that took nothing over carries is held by a member on any
-   * node: its session went on elsewhere with a later token. Unanswered counts as held: a
-   * session wrongly given a new identity can have a chat it re-sends stored twice, one
-   * wrongly sharing another's is never shown that one's chats, nor it this one's.
-   */
-  private async heldElsewhere(token: string): Promise<boolean> {
-    try {
-      return await this.cluster.presence.holdsIdentity(token);
-    } catch {
-      return true;
-    }
-  }
-
   /** Resolves once the leaves of sessions already ended are told to the cluster. */
   async settled(): Promise<void> {
     while (this.releases.size > 0) await Promise.allSettled([...this.releases]);
@@ -690,11 +678,10 @@ export class ClusterNode {
     // still the old connection's.
     let next: string;
     let sender: string | undefined;
-    let named: string | undefined;
     if (ghost === undefined) {
       // A token of a session on another node, or a spent or unknown one (still its
-      // session's, as in takeBack).
-      named = this.identities.namedBy(token);
+      // session's, as in takeBack, unless Presence refuses the grant: connectInCluster).
+      const named = this.identities.namedBy(token);
       if (named !== undefined) this.identities.identify(session, named);
       next = this.chat.issueToken(session);
     } else {
@@ -710,12 +697,7 @@ export class ClusterNode {
       this.forget(session);
       throw err;
     }
-    if (taken === undefined) {
-      if (named !== undefined && session.state !== 'closed' && (await this.heldElsewhere(token))) {
-        this.identities.disown(session);
-      }
-      return false;
-    }
+    if (taken === undefined) return false;
     // The member's address is this connection's now: not a room event.
     for (const place of taken.rooms) this.memberLists.changed(place.room);
     const local = taken.node === cluster.presence.node;

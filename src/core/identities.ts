@@ -70,7 +70,8 @@ export class Identities {
 
   /**
    * `session` gives back the identity a token named for it (`namedBy`), and the token issued
-   * with it: that identity turned out to be held by a session that goes on elsewhere.
+   * with it: Presence holds that identity for another member (a session that goes on on
+   * another node, or one that presented the same token there first).
    */
   disown(session: Session): void {
     this.forget(session);
@@ -88,8 +89,9 @@ export class Identities {
 
   /**
    * The sender a token that takes nothing back names (resume-token.ts), unless a session
-   * here holds it: a spent token of a session that goes on names nobody. On a cluster the
-   * caller asks Presence about the other nodes' (ClusterNode.takeOver).
+   * here holds it: a spent token of a session that goes on names nobody. On a cluster,
+   * Presence refuses the grant of a token of an identity another node's member holds
+   * (`disown` then).
    */
   namedBy(token: string): string | undefined {
     const sender = senderOf(token);

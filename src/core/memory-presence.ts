@@ -58,7 +58,7 @@ export class PresenceHub {
   readonly byNode = new Map<string, Map<MemberId, Entry>>();
   /** Resume token -> its member. */
   readonly tokens = new Map<string, Entry>();
-  /** Lasting identity -> the member whose token carries it (holdsIdentity). */
+  /** Lasting identity -> the member whose token carries it (grant). */
   readonly senders = new Map<string, Entry>();
   /** Ref of a member a resume moved -> where to and until when (oldest first). */
   readonly moved = new Map<
@@ -185,7 +185,7 @@ export class MemoryPresence implements Presence {
     return settle(() => {
       const entry = this.mine(id);
       if (entry === undefined) throw new Error(`member ${id} is not registered`);
-      // One member at a time holds an identity: a later one is refused it (holdsIdentity).
+      // One member at a time holds an identity: a later one is refused it.
       const sender = senderOf(token);
       const holder = sender === undefined ? undefined : this.hub.senders.get(sender);
       if (holder !== undefined && holder !== entry) return false;
@@ -247,13 +247,6 @@ export class MemoryPresence implements Presence {
         lineage: old.lin,
         rooms: [...old.rooms].map((room) => ({ room, name: this.hub.roomNames.get(room) ?? room })),
       };
-    });
-  }
-
-  holdsIdentity(token: string): Promise<boolean> {
-    return settle(() => {
-      const sender = senderOf(token);
-      return sender !== undefined && this.hub.senders.has(sender);
     });
   }
 

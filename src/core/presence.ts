@@ -259,9 +259,11 @@ export interface Presence {
   /**
    * `token` (a resume token's secret) takes the member back from now on, and
    * its earlier one no longer does. A token lives as long as its member. False, and
-   * nothing changed, when another member holds the lasting identity `token` carries
-   * (holdsIdentity): two connections that presented one token that took nothing over,
-   * on two nodes at once, are both named its identity until then.
+   * nothing changed, when another member, on any node, was granted a token carrying the
+   * same lasting identity (resume-token.ts's sender) and is still registered: one member at
+   * a time holds an identity. A connection named an identity by a token that took nothing
+   * over (Identities.namedBy) learns so here that the identity's session goes on, or that
+   * another connection presenting the same token was granted it first.
    */
   grant(id: MemberId, token: string): Promise<boolean>;
   /**
@@ -278,13 +280,6 @@ export interface Presence {
     address: PeerAddress,
     next: string,
   ): Promise<TakenOver | undefined>;
-  /**
-   * Whether a member registered on any node was granted, last, a token carrying the same
-   * lasting identity as `token` (resume-token.ts's sender): a token that takes nothing over
-   * but whose session goes on, with a later token, somewhere. Such a token must not name
-   * that identity for another connection (Identities.namedBy does so for one node).
-   */
-  holdsIdentity(token: string): Promise<boolean>;
   /**
    * The member a resume moved member `id` of `node` to, following later moves
    * too, while that one is still registered: a removal sent for a member that

@@ -8,7 +8,7 @@
  * it over, and a token that takes nothing back any more (spent, or from before
  * a restart) still names the session its client re-sends chats for, unless a
  * session of this process holds that sender, or on a cluster a member of any
- * node (Presence.holdsIdentity): a spent token of a live session names nobody.
+ * node (Presence.grant refuses it): a spent token of a live session names nobody.
  * Only the whole token takes a session back; no other client
  * ever sees it, and the history stores keep only a hash of it (store/common.ts).
  */

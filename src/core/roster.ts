@@ -104,8 +104,8 @@ export class Roster {
   }
 
   /**
-   * The count of a join or leave (as `apply` gave it) for the member of key `key`: one more
-   * for a joiner shown itself whose own join has not come here, when the count is the
+   * The count of a join or leave (as `apply` gave it) for the local member of id `id`: one
+   * more for a joiner shown itself whose own join has not come here, when the count is the
    * roster's.
    */
   countFor(id: string, count: number): number {

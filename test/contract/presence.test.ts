@@ -10,7 +10,7 @@ import {
   PresenceKeeper,
   ReleaseRetried,
 } from '../../src/core/presence.js';
-import { newSender, newToken } from '../../src/core/resume-token.js';
+import { newSender, newToken, senderOf } from '../../src/core/resume-token.js';
 import { useRedis, withoutRedis } from '../helpers/redis.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 import { eventually, HEARTBEAT_MS, presenceContract, TIMEOUT_MS } from './presence.js';
@@ -262,11 +262,17 @@ describe.skipIf(withoutRedis())('Redis', () => {
 
       await redis.restart();
 
-      expect(await once(() => b.holdsIdentity(ann))).toBe(false);
+      const client = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => client.disconnect());
+      const ids = `${prefix}{presence}:ids`;
+      expect(await once(() => client.exists(ids))).toBe(0);
       expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
       expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
-      expect(await b.holdsIdentity(ann)).toBe(true);
-      expect(await a.holdsIdentity(bob)).toBe(true);
+      expect((await client.hvals(ids)).sort()).toEqual(['a:1', 'b:3']);
+      // Held again: refused to another member.
+      await a.claim('4', 'cy', addr(4));
+      expect(await a.grant('4', newToken(senderOf(ann)!))).toBe(false);
+      expect(await a.grant('4', newToken(senderOf(bob)!))).toBe(false);
     });
 
     it('after a restart, a room its members were registered in again keeps the name it was made with', async () => {
@@ -388,8 +394,8 @@ describe.skipIf(withoutRedis())('Redis', () => {
       const [a, b] = await liveNodes(prefix, ['a', 'b']);
       await a.claim('1', 'ann', addr(1));
       await a.grant('1', 'token-1');
-      const ann = newToken(newSender());
-      await b.takeOver('token-1', '2', addr(2), ann);
+      const ann = newSender();
+      await b.takeOver('token-1', '2', addr(2), newToken(ann));
       await a.claim('3', 'bob', addr(3));
       // What the previous build's release does: the member's keys, and nothing else.
       const p = `${prefix}{presence}:`;
@@ -402,8 +408,11 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await client.zrem(`${p}n:${n}`, id);
         await client.del(`${p}m:${n}:${id}`, `${p}mr:${n}:${id}`, `${p}t:${tok}`);
       }
-      // The identity it left listed is held by nobody, and dropped once asked about.
-      expect(await a.holdsIdentity(ann)).toBe(false);
+      // The identity it left listed is held by nobody: granted to the next member asking,
+      // and gone with it.
+      await a.claim('5', 'cy', addr(5));
+      expect(await a.grant('5', newToken(ann))).toBe(true);
+      await a.release('5');
       for (const key of await client.keys(`${p}*`)) {
         if (['epoch', 'nodes', 'seq'].some((k) => key === `${p}${k}`)) continue;
         expect(await client.pttl(key), key).toBeGreaterThan(0);
