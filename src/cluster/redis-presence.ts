@@ -48,7 +48,9 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 // Every key is under one hash tag, `{presence}`: a node's death touches the rooms of all its
 // members in one script, so in a Redis Cluster they must share a slot. Under P:
 //   epoch        random string, made by the first heartbeat; gone = Redis lost our state
-//   nodes        zset node -> Redis time (ms) of its last heartbeat
+//   nodes        zset node -> the presence clock (ms) at its last heartbeat
+//   clock        hash real, now: Redis's TIME and the presence clock when a script last
+//                read it (now_ms)
 //   seq          INCR counter: join order in rooms, claim order on nodes
 //   nicks        hash nickname key -> ref ("<node>:<member>"; ids never contain ':')
 //   n:<node>     zset member id -> seq, the node's members
@@ -80,15 +82,36 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //                MAX_MOVES_FOLLOWED; expires with the newest of them
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
 // Scripts name their keys from P (ARGV[1]); KEYS[1] is the nodes key, for routing.
-// Time is Redis's TIME, so the nodes' clocks need not agree. Scripts return integers,
-// strings and arrays only (booleans differ between RESP2 and RESP3).
+// Time is Redis's TIME, so the nodes' clocks need not agree, with one change (now_ms): a
+// silence of every node longer than STALL_SHARE of the timeout counts as that share only.
+// Live nodes heartbeat several times a timeout, so such a silence is Redis that stalled
+// (a fork, a paused VM) or restarted, or every node cut off. Nobody's heartbeat could arrive
+// meanwhile, and after it a reap that waited it out would otherwise run before the
+// heartbeats that waited with it. Scripts return integers, strings and arrays only
+// (booleans differ between RESP2 and RESP3).
+
+/**
+ * The share of the timeout a silence of every node counts as at most. Nodes heartbeat at
+ * least five times a timeout (server.ts), so a node's last heartbeat before the silence plus
+ * this share stays under the timeout: nobody is reaped for it.
+ */
+const STALL_SHARE = 0.4;
 
 const PRELUDE = `
 local P, NODES = ARGV[1], KEYS[1]
 local NICKS = P .. 'nicks'
-local function now_ms()
+local function now_ms(timeout)
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local real = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local clock = P .. 'clock'
+  local last = redis.call('HMGET', clock, 'real', 'now')
+  local now = real
+  if last[1] then
+    local gap = math.max(0, real - tonumber(last[1]))
+    now = tonumber(last[2]) + math.min(gap, math.floor(tonumber(timeout) * ${STALL_SHARE}))
+  end
+  redis.call('HSET', clock, 'real', real, 'now', now)
+  return now
 end
 local function seq() return redis.call('INCR', P .. 'seq') end
 local function mkey(ref) return P .. 'm:' .. ref end
@@ -376,12 +399,12 @@ return out
 
 /** ARGV: P, timeout ms. {members, nodes heard from within the timeout}. */
 const CENSUS_LUA = `${PRELUDE}
-return {redis.call('HLEN', NICKS), redis.call('ZCOUNT', NODES, now_ms() - tonumber(ARGV[2]), '+inf')}
+return {redis.call('HLEN', NICKS), redis.call('ZCOUNT', NODES, now_ms(ARGV[2]) - tonumber(ARGV[2]), '+inf')}
 `;
 
 /**
  * ARGV: P, node, epoch candidate, the epoch this node knows ('' before its first heartbeat),
- * how many members the node holds. {status, epoch}: 'ok'; 'expired' (the node had been
+ * how many members the node holds, the timeout ms. {status, epoch}: 'ok'; 'expired' (the node had been
  * reaped); 'reset' (the epoch changed: Redis lost our state). Registers the node in every
  * case. 'ok' is followed by 'held' and the ids of the node's members in Presence when they
  * are not as many as the node holds.
@@ -394,7 +417,7 @@ if not epoch then
   redis.call('SET', P .. 'epoch', epoch)
 end
 local was = redis.call('ZSCORE', NODES, node)
-redis.call('ZADD', NODES, now_ms(), node)
+redis.call('ZADD', NODES, now_ms(ARGV[6]), node)
 if known == '' then return {'ok', epoch} end
 if known ~= epoch then return {'reset', epoch} end
 if not was then return {'expired', epoch} end
@@ -466,7 +489,7 @@ return 1
 
 /** ARGV: P, self, timeout ms. {{node, members}, ...}: at most 16 dead nodes per call. */
 const REAP_LUA = `${PRELUDE}
-local cutoff = now_ms() - tonumber(ARGV[3])
+local cutoff = now_ms(ARGV[3]) - tonumber(ARGV[3])
 local out = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', NODES, '-inf', '(' .. cutoff, 'LIMIT', 0, 16)) do
   if node ~= ARGV[2] then out[#out + 1] = {node, remove_node(node)} end
@@ -974,7 +997,7 @@ export class RedisPresence implements Presence {
     // which the reaping node did not see; one it did not finds nothing, the reaping node
     // having told those rooms.
     const reply = (await this.scripts.confabPresenceHeartbeat(
-      ...this.args(globalThis.crypto.randomUUID(), this.epoch, this.local.size),
+      ...this.args(globalThis.crypto.randomUUID(), this.epoch, this.local.size, this.timeoutMs),
     )) as string[];
     const [status, epoch] = reply as [string, string];
     this.epoch = epoch;

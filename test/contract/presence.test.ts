@@ -95,6 +95,8 @@ describe.skipIf(withoutRedis())('Redis', () => {
   });
 
   describe('RedisPresence', () => {
+    /** The keys kept while the cluster lives: its nodes' liveness and clock, epoch, join counter. */
+    const LASTING = ['clock', 'epoch', 'nodes', 'seq'];
     const cleanup: (() => unknown)[] = [];
     afterEach(async () => {
       for (const fn of cleanup.splice(0).reverse()) await fn();
@@ -161,11 +163,11 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect(await client.dbsize()).toBe(before + keys.length);
       expect(keys.every((k) => k.startsWith(`${prefix}{presence}:`))).toBe(true);
       await a.release('1');
-      // What stays: the node's liveness, the epoch and the join counter; and the release's
+      // What stays: the node's liveness and clock, the epoch and the join counter; and the release's
       // answer, should it be asked again, until it expires.
       const p = `${prefix}{presence}:`;
       expect((await client.keys(`${prefix}*`)).sort()).toEqual(
-        ['epoch', 'nodes', 'rl:a:1', 'seq'].map((k) => `${p}${k}`),
+        [...LASTING, 'rl:a:1'].sort().map((k) => `${p}${k}`),
       );
       expect(await client.pttl(`${p}rl:a:1`)).toBeGreaterThan(0);
     });
@@ -208,7 +210,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await a.release('40');
       // What stays once the member has gone expires on its own.
       const left = (await client.keys(`${prefix}*`)).filter(
-        (k) => !['epoch', 'nodes', 'seq'].some((s) => k === `${prefix}{presence}:${s}`),
+        (k) => !LASTING.some((s) => k === `${prefix}{presence}:${s}`),
       );
       // The move records, the member's list of them, and the release's answer.
       expect(left.length).toBeLessThanOrEqual(MAX_MOVES_FOLLOWED + 2);
@@ -414,7 +416,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect(await a.grant('5', newToken(ann))).toBe(true);
       await a.release('5');
       for (const key of await client.keys(`${p}*`)) {
-        if (['epoch', 'nodes', 'seq'].some((k) => key === `${p}${k}`)) continue;
+        if (LASTING.some((k) => key === `${p}${k}`)) continue;
         expect(await client.pttl(key), key).toBeGreaterThan(0);
       }
     });
@@ -521,9 +523,21 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await expect(retried).rejects.toBeInstanceOf(MemberGone);
     });
 
+    /**
+     * The nodes heartbeat as a keeper would, for `ms`: a silence of every node counts as part
+     * of the timeout only (a stall of Redis), so a reap needs some node alive meanwhile.
+     */
+    async function beating(nodes: readonly RedisPresence[], ms: number): Promise<void> {
+      const until = Date.now() + ms;
+      for (let i = 0; i < 1_000 && Date.now() < until; i++) {
+        await Promise.all(nodes.map((n) => n.heartbeat()));
+        await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_MS));
+      }
+    }
+
     /** Node b, cut off past the timeout, is reaped by a; returns the members a removed with it. */
     async function reapB(a: RedisPresence, b: RedisPresence): Promise<string[]> {
-      await new Promise((resolve) => setTimeout(resolve, TIMEOUT_MS + 100));
+      await beating([a], TIMEOUT_MS + 100);
       await a.heartbeat();
       const dead = await a.reap();
       expect(dead.map((d) => d.node)).toEqual([b.node]);
@@ -606,6 +620,45 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await b.heartbeat();
       expect(await a.find('bob')).toBeUndefined();
       expect(await a.count('lobby')).toBe(0);
+    });
+
+    it('does not count a stall of Redis against the nodes: a reap that waited it out reaps nobody', async () => {
+      const prefix = newPrefix();
+      const [a, b, c] = await liveNodes(prefix, ['a', 'b', 'c'] as const);
+      await a.claim('1', 'ann', addr(1));
+      const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      let reap: Promise<unknown>;
+      let beat: Promise<unknown>;
+      process.kill(redis.pid, 'SIGSTOP');
+      try {
+        // b's reap was on its way when Redis stopped; a's heartbeat reaches Redis after it,
+        // c's not before the stall ends. Both were alive all along.
+        reap = b.reap();
+        await sleep(50);
+        beat = a.heartbeat();
+        await sleep(TIMEOUT_MS * 3);
+      } finally {
+        process.kill(redis.pid, 'SIGCONT');
+      }
+      expect(await reap).toEqual([]);
+      expect(await beat).toEqual({ status: 'ok' });
+      expect(await c.heartbeat()).toEqual({ status: 'ok' });
+      expect(await b.find('ann')).toBeDefined();
+      // A node that then stays silent while others beat is reaped after the timeout.
+      await beating([a, b], TIMEOUT_MS + 100);
+      expect((await b.reap()).map((dead) => dead.node)).toEqual(['c']);
+    });
+
+    it('counts a silence of every node as part of the timeout only, and a node that beat before it stays', async () => {
+      const prefix = newPrefix();
+      const [a, b] = await liveNodes(prefix, ['a', 'b'] as const);
+      // Nobody talks to Redis for twice the timeout: Redis stalled, or every node was cut off.
+      await new Promise((resolve) => setTimeout(resolve, 2 * TIMEOUT_MS));
+      await a.heartbeat();
+      expect(await a.reap()).toEqual([]);
+      // From the first heartbeat after it, b's silence counts in full.
+      await beating([a], TIMEOUT_MS + 100);
+      expect((await a.reap()).map((dead) => dead.node)).toEqual([b.node]);
     });
 
     it('a node cut off from Redis learns it expired, and the others reap it', async () => {
