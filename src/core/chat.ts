@@ -15,6 +15,7 @@ import type { HistoryStore, MessageDraft } from './history.js';
 import { Identities } from './identities.js';
 import type { Operator } from './moderation.js';
 import { lookupKey, nicknameKey } from './nickname.js';
+import { OwnChats } from './own-chats.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import type { DeadNode, MemberRef, PresenceMember } from './presence.js';
 import { bucketAfterReload, type Clock, TokenBucket } from './rate-limit.js';
@@ -737,6 +738,7 @@ export class Chat implements ChatContext, SessionHost {
     ghost.rooms.clear();
     ghost.room = undefined;
     ghost.successor = session;
+    session.ownChats = ghost.ownChats;
     ghost.state = 'closed';
     this.sessions.delete(ghost);
     this.count('replaced');
@@ -775,6 +777,10 @@ export class Chat implements ChatContext, SessionHost {
     this.identities.originate(session);
     const origin = session.origin;
     let draft: MessageDraft = { at, from, msg };
+    if (origin !== undefined) {
+      session.ownChats ??= new OwnChats();
+      session.ownChats.begin();
+    }
     if (cid !== undefined || origin !== undefined) {
       session.sender ??= newSender();
       draft =
@@ -816,6 +822,10 @@ export class Chat implements ChatContext, SessionHost {
               duplicate: appended.duplicate,
             });
           }
+          if (origin !== undefined) {
+            const stored = { room: room.name, key: room.key, id: m.id, at: m.at };
+            sender.tellStored(sender.ownChats?.end(appended.duplicate ? undefined : stored));
+          }
         } catch (err) {
           this.failed(session, err, 'request');
         }
@@ -823,6 +833,11 @@ export class Chat implements ChatContext, SessionHost {
       },
       (err: unknown) => {
         this.log.error({ err, room: room.name }, 'could not store a chat message');
+        if (origin !== undefined) {
+          let sender = session;
+          while (sender.successor !== undefined) sender = sender.successor;
+          sender.tellStored(sender.ownChats?.end(undefined));
+        }
         this.failed(session, err, 'request');
         this.finished(session);
       },

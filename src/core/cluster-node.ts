@@ -163,6 +163,11 @@ export class ClusterNode {
     const shown = roster === undefined ? event : roster.apply(event);
     if (shown === undefined) return;
     if (this.cluster.stale?.() === true) return;
+    // Its session's, stored by another connection of it (on another node, before a resume)?
+    if (from !== undefined && event.type === 'chat') {
+      const chat = { room: event.room, key, id: event.id, at: event.at };
+      from.tellStored(from.ownChats === undefined ? [chat] : from.ownChats.arrived(chat));
+    }
     const room = this.roomAt(key);
     if (room === undefined || room.size === 0) return;
     // Not to the newcomer, who holds the name now: its own join may come back only once it

@@ -2,6 +2,7 @@ import type { Capability } from '../protocol/capabilities.js';
 import type { Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import { type ChatEvent, Delivery, type Reply } from './events.js';
+import type { OwnChats, StoredChat } from './own-chats.js';
 import type { DisconnectReason, Peer, PeerAddress } from './ports.js';
 import type { TokenBucket } from './rate-limit.js';
 import type { Member, Room } from './room.js';
@@ -97,6 +98,8 @@ export class Session implements Member {
   sender: string | undefined;
   /** On a cluster: what its chats carry of `sender` (ChatEvent.origin). */
   origin: string | undefined;
+  /** On a cluster, from its first chat: which copies of its chats are this node's (OwnChats). */
+  ownChats: OwnChats | undefined;
   /** On a cluster, once its nickname is claimed: its member's lineage (ChatEvent.lineage). */
   lineage: string | undefined;
   private granted: ReadonlySet<Capability> = NO_CAPS;
@@ -213,6 +216,18 @@ export class Session implements Member {
 
   reply(reply: Reply): void {
     this.send(new Delivery(reply));
+  }
+
+  /**
+   * "71" for chats of this session that another connection of it stored (OwnChats), as one
+   * process tells the connection that took a session over of a chat still being stored.
+   * Their cids are not known here.
+   */
+  tellStored(chats: readonly StoredChat[] | undefined): void {
+    if (chats === undefined || chats.length === 0 || !this.has('history')) return;
+    for (const { room, id, at } of chats) {
+      this.reply({ type: 'stored', room, id, at, cid: undefined, duplicate: false });
+    }
   }
 
   /** Live events of `room` wait until release(), so they follow the history being replayed. */

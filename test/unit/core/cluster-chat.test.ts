@@ -628,10 +628,37 @@ describe('a chat of several nodes', () => {
       brokers[0]!.reconnect();
       await settle();
       const hello = expect.objectContaining({ cmd: '70', from: 'sam', msg: 'hello' });
-      expect(wit.take()).toContainEqual(hello);
-      expect(back.take()).not.toContainEqual(hello);
+      const seen = wit.take();
+      expect(seen).toContainEqual(hello);
+      const got = back.take();
+      expect(got).not.toContainEqual(hello);
+      // It is told the chat's id, as one process tells the connection that took it over.
+      const id = (seen.find((m) => m.cmd === '70' && m.msg === 'hello') as { id: number }).id;
+      expect(got.filter((m) => m.cmd === '71')).toEqual([
+        { cmd: '71', room: 'lobby', id, at: expect.any(Number) },
+      ]);
     },
   );
+
+  it('tells a member each of its chats stored on its node once, its copy early, in step or late', async () => {
+    const { brokers, a } = interruptibleNodes();
+    const caps = ['errors', 'rooms', 'renames', 'history'];
+    const sam = connect(a, 'sam', caps);
+    await settle();
+    sam.take();
+    // Several under way at once: the copies can come before the replies.
+    for (let i = 0; i < 3; i++) send(sam, { cmd: '7', msg: `m${i}`, cid: `c${i}` });
+    await settle();
+    // The room catching up: copies of its chats come after their replies.
+    brokers[0]!.interrupt();
+    for (let i = 3; i < 5; i++) send(sam, { cmd: '7', msg: `m${i}` });
+    await settle();
+    brokers[0]!.reconnect();
+    await settle();
+    const acks = sam.take().filter((m) => m.cmd === '71') as { id: number; cid?: string }[];
+    expect(acks.map((m) => m.id)).toEqual([1, 2, 3, 4, 5]);
+    expect(acks.map((m) => m.cid)).toEqual(['c0', 'c1', 'c2', undefined, undefined]);
+  });
 
   it('shows the earlier holder of a name leaving when a rename to the name arrives before that leave', async () => {
     const { a, b, handlers } = interruptibleNodes();
