@@ -48,9 +48,10 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 // Every key is under one hash tag, `{presence}`: a node's death touches the rooms of all its
 // members in one script, so in a Redis Cluster they must share a slot. Under P:
 //   epoch        random string, made by the first heartbeat; gone = Redis lost our state
-//   nodes        zset node -> the presence clock (ms) at its last heartbeat
-//   clock        hash real, now: Redis's TIME and the presence clock when a script last
-//                read it (now_ms)
+//   nodes        zset node -> Redis time (ms) of its last heartbeat, moved later by any
+//                silence of every node forgiven since (forgive_silence)
+//   timeouts     zset node -> its timeout (ms), removed with the node
+//   clock        hash beat: Redis time (ms) of the last heartbeat of any node
 //   seq          INCR counter: join order in rooms, claim order on nodes
 //   nicks        hash nickname key -> ref ("<node>:<member>"; ids never contain ':')
 //   n:<node>     zset member id -> seq, the node's members
@@ -82,36 +83,46 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //                MAX_MOVES_FOLLOWED; expires with the newest of them
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
 // Scripts name their keys from P (ARGV[1]); KEYS[1] is the nodes key, for routing.
-// Time is Redis's TIME, so the nodes' clocks need not agree, with one change (now_ms): a
-// silence of every node longer than STALL_SHARE of the timeout counts as that share only.
-// Live nodes heartbeat several times a timeout, so such a silence is Redis that stalled
-// (a fork, a paused VM) or restarted, or every node cut off. Nobody's heartbeat could arrive
-// meanwhile, and after it a reap that waited it out would otherwise run before the
-// heartbeats that waited with it. Scripts return integers, strings and arrays only
-// (booleans differ between RESP2 and RESP3).
+// Time is Redis's TIME, so the nodes' clocks need not agree. Live nodes heartbeat several
+// times a timeout, so a time in which no node's heartbeat came is a silence of every node:
+// Redis stalled (a fork, a paused VM), or came back from a snapshot, or every node was cut
+// off. Nobody's heartbeat could arrive meanwhile, and after it a reap that waited it out
+// would run before the heartbeats that waited with it. So of such a silence only
+// STALL_SHARE of the shortest timeout counts against the nodes (forgive_silence). Scripts
+// return integers, strings and arrays only (booleans differ between RESP2 and RESP3).
 
 /**
- * The share of the timeout a silence of every node counts as at most. Nodes heartbeat at
- * least five times a timeout (server.ts), so a node's last heartbeat before the silence plus
- * this share stays under the timeout: nobody is reaped for it.
+ * The share of the shortest node timeout a silence of every node counts as at most. Nodes
+ * heartbeat at least five times a timeout (server.ts), so a node's last heartbeat before
+ * the silence plus this share stays under the timeout: nobody is reaped for it.
  */
 const STALL_SHARE = 0.4;
 
 const PRELUDE = `
 local P, NODES = ARGV[1], KEYS[1]
 local NICKS = P .. 'nicks'
-local function now_ms(timeout)
+local CLOCK, TIMEOUTS = P .. 'clock', P .. 'timeouts'
+local function real_ms()
   local t = redis.call('TIME')
-  local real = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local clock = P .. 'clock'
-  local last = redis.call('HMGET', clock, 'real', 'now')
-  local now = real
-  if last[1] then
-    local gap = math.max(0, real - tonumber(last[1]))
-    now = tonumber(last[2]) + math.min(gap, math.floor(tonumber(timeout) * ${STALL_SHARE}))
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- {now, excess}: Redis time, and how much of the time since the last heartbeat of any node
+-- exceeds what a silence may count (0 if none). With apply, every node's last heartbeat
+-- moves later by the excess, which is then 0 until the next heartbeat.
+local function forgive_silence(timeout, apply)
+  local now = real_ms()
+  local beat = tonumber(redis.call('HGET', CLOCK, 'beat'))
+  if not beat then return {now, 0} end
+  local shortest = redis.call('ZRANGE', TIMEOUTS, 0, 0, 'WITHSCORES')[2]
+  local allowed = math.floor(math.min(tonumber(timeout), tonumber(shortest) or math.huge) * ${STALL_SHARE})
+  local excess = now - beat - allowed
+  if excess <= 0 then return {now, 0} end
+  if not apply then return {now, excess} end
+  for _, node in ipairs(redis.call('ZRANGE', NODES, 0, -1)) do
+    redis.call('ZINCRBY', NODES, excess, node)
   end
-  redis.call('HSET', clock, 'real', real, 'now', now)
-  return now
+  redis.call('HSET', CLOCK, 'beat', now - allowed)
+  return {now, 0}
 end
 local function seq() return redis.call('INCR', P .. 'seq') end
 local function mkey(ref) return P .. 'm:' .. ref end
@@ -175,6 +186,7 @@ local function remove_node(node)
   end
   redis.call('DEL', nkey(node))
   redis.call('ZREM', NODES, node)
+  redis.call('ZREM', TIMEOUTS, node)
   return out
 end
 `;
@@ -399,7 +411,9 @@ return out
 
 /** ARGV: P, timeout ms. {members, nodes heard from within the timeout}. */
 const CENSUS_LUA = `${PRELUDE}
-return {redis.call('HLEN', NICKS), redis.call('ZCOUNT', NODES, now_ms(ARGV[2]) - tonumber(ARGV[2]), '+inf')}
+local clock = forgive_silence(ARGV[2], false)
+local since = clock[1] - clock[2] - tonumber(ARGV[2])
+return {redis.call('HLEN', NICKS), redis.call('ZCOUNT', NODES, since, '+inf')}
 `;
 
 /**
@@ -417,7 +431,10 @@ if not epoch then
   redis.call('SET', P .. 'epoch', epoch)
 end
 local was = redis.call('ZSCORE', NODES, node)
-redis.call('ZADD', NODES, now_ms(ARGV[6]), node)
+local now = forgive_silence(ARGV[6], true)[1]
+redis.call('ZADD', NODES, now, node)
+redis.call('ZADD', TIMEOUTS, ARGV[6], node)
+redis.call('HSET', CLOCK, 'beat', now)
 if known == '' then return {'ok', epoch} end
 if known ~= epoch then return {'reset', epoch} end
 if not was then return {'expired', epoch} end
@@ -489,7 +506,7 @@ return 1
 
 /** ARGV: P, self, timeout ms. {{node, members}, ...}: at most 16 dead nodes per call. */
 const REAP_LUA = `${PRELUDE}
-local cutoff = now_ms(ARGV[3]) - tonumber(ARGV[3])
+local cutoff = forgive_silence(ARGV[3], true)[1] - tonumber(ARGV[3])
 local out = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', NODES, '-inf', '(' .. cutoff, 'LIMIT', 0, 16)) do
   if node ~= ARGV[2] then out[#out + 1] = {node, remove_node(node)} end

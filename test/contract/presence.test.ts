@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RedisPresence } from '../../src/cluster/redis-presence.js';
+import { agreeOnShards } from '../../src/cluster/shards.js';
 import { MemoryPresence, PresenceHub } from '../../src/core/memory-presence.js';
 import {
   MAX_MOVES_FOLLOWED,
@@ -95,8 +96,11 @@ describe.skipIf(withoutRedis())('Redis', () => {
   });
 
   describe('RedisPresence', () => {
-    /** The keys kept while the cluster lives: its nodes' liveness and clock, epoch, join counter. */
-    const LASTING = ['clock', 'epoch', 'nodes', 'seq'];
+    /**
+     * The keys kept while a node is registered: the nodes' liveness, timeouts and last
+     * heartbeat, the epoch and the join counter.
+     */
+    const LASTING = ['clock', 'epoch', 'nodes', 'seq', 'timeouts'];
     const cleanup: (() => unknown)[] = [];
     afterEach(async () => {
       for (const fn of cleanup.splice(0).reverse()) await fn();
@@ -535,6 +539,26 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     }
 
+    /**
+     * Stops the redis-server (SIGSTOP) for three timeouts, with `calls` made in order while
+     * it is stopped (each reaches it after the one before), then continues it: their results.
+     */
+    async function inStall(calls: readonly (() => Promise<unknown>)[]): Promise<unknown[]> {
+      const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      const made: Promise<unknown>[] = [];
+      process.kill(redis.pid, 'SIGSTOP');
+      try {
+        for (const call of calls) {
+          made.push(call());
+          await sleep(30);
+        }
+        await sleep(3 * TIMEOUT_MS);
+      } finally {
+        process.kill(redis.pid, 'SIGCONT');
+      }
+      return Promise.all(made);
+    }
+
     /** Node b, cut off past the timeout, is reaped by a; returns the members a removed with it. */
     async function reapB(a: RedisPresence, b: RedisPresence): Promise<string[]> {
       await beating([a], TIMEOUT_MS + 100);
@@ -626,22 +650,11 @@ describe.skipIf(withoutRedis())('Redis', () => {
       const prefix = newPrefix();
       const [a, b, c] = await liveNodes(prefix, ['a', 'b', 'c'] as const);
       await a.claim('1', 'ann', addr(1));
-      const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-      let reap: Promise<unknown>;
-      let beat: Promise<unknown>;
-      process.kill(redis.pid, 'SIGSTOP');
-      try {
-        // b's reap was on its way when Redis stopped; a's heartbeat reaches Redis after it,
-        // c's not before the stall ends. Both were alive all along.
-        reap = b.reap();
-        await sleep(50);
-        beat = a.heartbeat();
-        await sleep(TIMEOUT_MS * 3);
-      } finally {
-        process.kill(redis.pid, 'SIGCONT');
-      }
-      expect(await reap).toEqual([]);
-      expect(await beat).toEqual({ status: 'ok' });
+      // b's reap was on its way when Redis stopped; a's heartbeat reaches Redis after it,
+      // c's not before the stall ends. Both were alive all along.
+      const [reaped, beat] = await inStall([() => b.reap(), () => a.heartbeat()]);
+      expect(reaped).toEqual([]);
+      expect(beat).toEqual({ status: 'ok' });
       expect(await c.heartbeat()).toEqual({ status: 'ok' });
       expect(await b.find('ann')).toBeDefined();
       // A node that then stays silent while others beat is reaped after the timeout.
@@ -659,6 +672,42 @@ describe.skipIf(withoutRedis())('Redis', () => {
       // From the first heartbeat after it, b's silence counts in full.
       await beating([a], TIMEOUT_MS + 100);
       expect((await a.reap()).map((dead) => dead.node)).toEqual([b.node]);
+    });
+
+    it('does not count a stall against nodes whose timeouts differ, whichever speaks first after it', async () => {
+      const prefix = newPrefix();
+      const long = new RedisPresence({
+        redis: redis.url,
+        prefix,
+        node: 'long',
+        timeoutMs: 10 * TIMEOUT_MS,
+      });
+      cleanup.push(() => long.close().catch(() => {}));
+      await long.heartbeat();
+      const [b, c] = await liveNodes(prefix, ['b', 'c'] as const);
+      // The first to speak after the stall has a long timeout; the reap after it, a short one.
+      const [, reaped] = await inStall([
+        () => long.heartbeat(),
+        () => b.reap(),
+        () => c.heartbeat(),
+      ]);
+      expect(reaped).toEqual([]);
+    });
+
+    it('keeps the nodes listed as live right after a silence, to a census and to the shard agreement', async () => {
+      const prefix = newPrefix();
+      const [a, b] = await liveNodes(prefix, ['a', 'b'] as const);
+      await new Promise((resolve) => setTimeout(resolve, 3 * TIMEOUT_MS));
+      // Before any node speaks again, a census counts both (a stalled Redis just answered).
+      expect(await a.census()).toEqual({ users: 0, nodes: 2 });
+      await a.heartbeat();
+      // Heartbeats are still in Redis's time, which the shard agreement reads: a is live.
+      const client = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => client.disconnect());
+      const where = { key: a.keyOf('shards'), nodes: a.nodesKey, timeoutMs: TIMEOUT_MS };
+      expect(await agreeOnShards(client, { ...where, node: 'a' }, 'list-a')).toBeUndefined();
+      expect(await agreeOnShards(client, { ...where, node: 'b' }, 'list-b')).toBe('list-a');
+      void b;
     });
 
     it('a node cut off from Redis learns it expired, and the others reap it', async () => {
