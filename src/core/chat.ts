@@ -792,9 +792,13 @@ export class Chat implements ChatContext, SessionHost {
       (appended) => {
         try {
           const m = appended.message;
-          // Taken over meanwhile: the sender is now the connection that took the session.
-          let sender = session;
-          while (sender.successor !== undefined) sender = sender.successor;
+          const sender = latest(session);
+          // Counted before the publication, whose copy may come back at once.
+          const stored = { room: room.name, key: room.key, id: m.id, at: m.at };
+          const others =
+            origin === undefined
+              ? undefined
+              : sender.ownChats?.end(appended.duplicate ? undefined : stored);
           if (!appended.duplicate) {
             this.publish(
               origin === undefined
@@ -822,10 +826,7 @@ export class Chat implements ChatContext, SessionHost {
               duplicate: appended.duplicate,
             });
           }
-          if (origin !== undefined) {
-            const stored = { room: room.name, key: room.key, id: m.id, at: m.at };
-            sender.tellStored(sender.ownChats?.end(appended.duplicate ? undefined : stored));
-          }
+          sender.tellStored(others);
         } catch (err) {
           this.failed(session, err, 'request');
         }
@@ -834,8 +835,7 @@ export class Chat implements ChatContext, SessionHost {
       (err: unknown) => {
         this.log.error({ err, room: room.name }, 'could not store a chat message');
         if (origin !== undefined) {
-          let sender = session;
-          while (sender.successor !== undefined) sender = sender.successor;
+          const sender = latest(session);
           sender.tellStored(sender.ownChats?.end(undefined));
         }
         this.failed(session, err, 'request');
@@ -987,4 +987,11 @@ export class Chat implements ChatContext, SessionHost {
     if (session.pending > 0) session.departures = departures;
     else for (const event of departures) this.publish(event);
   }
+}
+
+/** The connection that holds `session` now: the one that took it over, if one did. */
+function latest(session: Session): Session {
+  let holder = session;
+  while (holder.successor !== undefined) holder = holder.successor;
+  return holder;
 }

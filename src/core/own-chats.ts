@@ -8,10 +8,11 @@ export interface StoredChat {
   readonly at: number;
 }
 
-/** Copies kept per session while they cannot be told apart yet: past it, the oldest is told. */
-const MAX_KEPT = 64;
-
-const same = (a: StoredChat, b: StoredChat) => a.id === b.id && a.key === b.key;
+/**
+ * Chats kept per list while they cannot be told apart yet: past it, the oldest goes (told,
+ * if it was a copy waiting). A client limited to 20 chats a second fills it in 50 s.
+ */
+const MAX_KEPT = 1_024;
 
 /**
  * On a node of a cluster, a session's chats the broker hands back: which this node stored
@@ -27,8 +28,13 @@ export class OwnChats {
   private storing = 0;
   /** Copies that came while `storing`: told once no reply claims them. */
   private early: StoredChat[] = [];
-  /** Chats this node stored whose copies have not come yet (a room catching up). */
+  /**
+   * Chats this node stored whose copies have not come yet (a room catching up), in the
+   * order of their replies: for each room, the order of their ids.
+   */
   private expected: StoredChat[] = [];
+  /** Chats to tell once the session is in (a resume's takeover granted). */
+  private untold: StoredChat[] = [];
 
   begin(): void {
     this.storing++;
@@ -36,14 +42,15 @@ export class OwnChats {
 
   /**
    * A chat of the session this node was storing has its reply (`stored` undefined: it
-   * failed). What to acknowledge besides it: copies no reply claims once none is due.
+   * failed, or was a duplicate, which is not published). What to acknowledge besides it:
+   * copies no reply claims once none is due.
    */
   end(stored: StoredChat | undefined): StoredChat[] {
     this.storing = Math.max(0, this.storing - 1);
     if (stored !== undefined) {
-      const at = this.early.findIndex((c) => same(c, stored));
+      const at = lastIndexOf(this.early, stored);
       if (at >= 0) this.early.splice(at, 1);
-      else this.keep(this.expected, stored);
+      else keep(this.expected, stored);
     }
     if (this.storing > 0 || this.early.length === 0) return [];
     const told = this.early;
@@ -55,17 +62,41 @@ export class OwnChats {
   arrived(chat: StoredChat): StoredChat[] {
     const at = this.expected.findIndex((c) => same(c, chat));
     if (at >= 0) {
-      this.expected.splice(at, 1);
+      // A room's chats come in id order: the room's earlier ones waited for will not come
+      // (an epoch began, or the room was left).
+      this.expected = this.expected.filter((c, i) => i > at || c.key !== chat.key);
       return [];
     }
     if (this.storing === 0) return [chat];
-    return this.keep(this.early, chat);
+    const dropped = keep(this.early, chat);
+    return dropped === undefined ? [] : [dropped];
   }
 
-  /** Adds `chat` to `list`, bounded: what falls out (of `early`) is told now. */
-  private keep(list: StoredChat[], chat: StoredChat): StoredChat[] {
-    list.push(chat);
-    const dropped = list.length > MAX_KEPT ? list.shift() : undefined;
-    return dropped !== undefined && list === this.early ? [dropped] : [];
+  /** Keeps `chats` until the session is in (untold()). */
+  hold(chats: readonly StoredChat[]): void {
+    for (const chat of chats) keep(this.untold, chat);
   }
+
+  /** What hold() kept, now to be told (or forgotten, the session not taken over). */
+  takeUntold(): StoredChat[] {
+    const told = this.untold;
+    this.untold = [];
+    return told;
+  }
+}
+
+function same(a: StoredChat, b: StoredChat): boolean {
+  return a.id === b.id && a.key === b.key;
+}
+
+/** Searched from the end: a reply most often follows its own copy at once. */
+function lastIndexOf(list: readonly StoredChat[], chat: StoredChat): number {
+  for (let i = list.length - 1; i >= 0; i--) if (same(list[i]!, chat)) return i;
+  return -1;
+}
+
+/** Adds `chat` to `list`, bounded: what falls out. */
+function keep(list: StoredChat[], chat: StoredChat): StoredChat | undefined {
+  list.push(chat);
+  return list.length > MAX_KEPT ? list.shift() : undefined;
 }

@@ -2,7 +2,7 @@ import type { Capability } from '../protocol/capabilities.js';
 import type { Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import { type ChatEvent, Delivery, type Reply } from './events.js';
-import type { OwnChats, StoredChat } from './own-chats.js';
+import { OwnChats, type StoredChat } from './own-chats.js';
 import type { DisconnectReason, Peer, PeerAddress } from './ports.js';
 import type { TokenBucket } from './rate-limit.js';
 import type { Member, Room } from './room.js';
@@ -221,12 +221,21 @@ export class Session implements Member {
   /**
    * "71" for chats of this session that another connection of it stored (OwnChats), as one
    * process tells the connection that took a session over of a chat still being stored.
-   * Their cids are not known here.
+   * Their cids are not known here. Before the session is in (its resume's takeover not yet
+   * granted) they wait; then they follow its "03", and a room's wait until its history is
+   * out, which leaves out those it showed.
    */
   tellStored(chats: readonly StoredChat[] | undefined): void {
     if (chats === undefined || chats.length === 0 || !this.has('history')) return;
+    if (this.state !== 'joined') {
+      this.ownChats ??= new OwnChats();
+      this.ownChats.hold(chats);
+      return;
+    }
     for (const { room, id, at } of chats) {
-      this.reply({ type: 'stored', room, id, at, cid: undefined, duplicate: false });
+      this.deliver(
+        new Delivery({ type: 'stored', room, id, at, cid: undefined, duplicate: false }),
+      );
     }
   }
 
@@ -259,6 +268,9 @@ export class Session implements Member {
         if (item.type === 'chat') {
           if (item.id <= covered) continue;
           passed = true;
+        } else if (item.type === 'stored') {
+          // The replay showed it as "70".
+          if (item.id <= covered) continue;
         } else if (item.type === 'gap') {
           // The replay already read the new epoch: the client has it, and those chats.
           if (item.epoch === epoch) continue;
@@ -313,6 +325,7 @@ export class Session implements Member {
 
   private belowFloor(delivery: Delivery): boolean {
     const item = delivery.item;
+    if (item.type === 'stored') return item.id <= (this.floors!.get(item.room)?.top ?? 0);
     if (item.type !== 'chat') return false;
     const floor = this.floors!.get(item.room);
     if (floor === undefined) return false;

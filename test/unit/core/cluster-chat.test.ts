@@ -640,6 +640,48 @@ describe('a chat of several nodes', () => {
     },
   );
 
+  it('tells a member none of its chats twice when many of their copies come after their replies', async () => {
+    const [a] = nodes(1, { maxUsers: 10, rateLimit: 0 });
+    const broker = a!.cluster!.broker as MemoryBroker;
+    const sam = connect(a!, 'sam', RESUMING);
+    await settle();
+    sam.take();
+    broker.interrupt();
+    for (let i = 0; i < 300; i++) send(sam, { cmd: '7', msg: `m${i}`, cid: `c${i}` });
+    await settle();
+    broker.reconnect();
+    await settle();
+    const acks = sam.take().filter((m) => m.cmd === '71') as { id: number; cid?: string }[];
+    expect(acks.map((m) => m.cid)).toEqual(Array.from({ length: 300 }, (_, i) => `c${i}`));
+  });
+
+  it('tells a connection resuming from another node of its old connection’s chats only after its "03", and none its replay showed', async () => {
+    const { a, b, handlers } = interruptibleNodes();
+    const sam = connect(a, 'sam', RESUMING);
+    const wit = connect(b, 'wit', RESUMING);
+    await settle();
+    const token = tokenOf(sam);
+    // The copy of sam's chat reaches node b only while the resume's takeover is under way.
+    const late = holdBack(handlers[1]!, 'chat');
+    send(sam, { cmd: '7', msg: 'hello' });
+    await settle();
+    expect(sam.take()).toContainEqual(expect.objectContaining({ cmd: '71', id: 1 }));
+    const presence = b.cluster!.presence;
+    const takeOver = presence.takeOver.bind(presence);
+    presence.takeOver = (...args) => {
+      late.release();
+      return takeOver(...args);
+    };
+    const back = connectWith(b, { cmd: '0', nickname: 'x', caps: RESUMING, resume: token });
+    await settle();
+    const got = back.take();
+    expect(got[0]).toMatchObject({ cmd: '03', resumed: true });
+    // Its "101" replayed the chat: it is not told of it again.
+    expect(got).toContainEqual(expect.objectContaining({ cmd: '70', msg: 'hello', id: 1 }));
+    expect(got.filter((m) => m.cmd === '71')).toEqual([]);
+    void wit;
+  });
+
   it('tells a member each of its chats stored on its node once, its copy early, in step or late', async () => {
     const { brokers, a } = interruptibleNodes();
     const caps = ['errors', 'rooms', 'renames', 'history'];
