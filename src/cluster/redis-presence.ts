@@ -50,7 +50,8 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   epoch        random string, made by the first heartbeat; gone = Redis lost our state
 //   nodes        zset node -> Redis time (ms) of its last heartbeat, moved later by any
 //                silence of every node forgiven since (forgive_silence)
-//   timeouts     zset node -> its timeout (ms), removed with the node
+//   timeouts     zset node -> its timeout (ms), removed with the node (an older version's
+//                reap leaves it; forgive_silence reads only live nodes' entries)
 //   clock        hash beat: Redis time (ms) of the last heartbeat of any node
 //   seq          INCR counter: join order in rooms, claim order on nodes
 //   nicks        hash nickname key -> ref ("<node>:<member>"; ids never contain ':')
@@ -113,8 +114,24 @@ local function forgive_silence(timeout, apply)
   local now = real_ms()
   local beat = tonumber(redis.call('HGET', CLOCK, 'beat'))
   if not beat then return {now, 0} end
-  local shortest = redis.call('ZRANGE', TIMEOUTS, 0, 0, 'WITHSCORES')[2]
-  local allowed = math.floor(math.min(tonumber(timeout), tonumber(shortest) or math.huge) * ${STALL_SHARE})
+  -- A node of an older version beats without writing 'beat': the latest score is a heartbeat
+  -- too, so that no score is moved past the last heartbeat of any node.
+  local top = tonumber(redis.call('ZRANGE', NODES, -1, -1, 'WITHSCORES')[2])
+  if top and top > beat then beat = top end
+  -- The shortest timeout of a node live when the silence began: a dead one's (not reaped
+  -- yet, or left by an older version's reap) would take the gaps between a live node's
+  -- heartbeats for silences.
+  local shortest = tonumber(timeout)
+  local shorter = redis.call('ZRANGEBYSCORE', TIMEOUTS, '-inf', '(' .. shortest, 'WITHSCORES')
+  for i = 1, #shorter, 2 do
+    local t = tonumber(shorter[i + 1])
+    local score = tonumber(redis.call('ZSCORE', NODES, shorter[i]))
+    if score and score >= beat - t then
+      shortest = t
+      break
+    end
+  end
+  local allowed = math.floor(shortest * ${STALL_SHARE})
   local excess = now - beat - allowed
   if excess <= 0 then return {now, 0} end
   if not apply then return {now, excess} end

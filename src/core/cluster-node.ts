@@ -762,8 +762,6 @@ export class ClusterNode {
       { nickname: session.nickname, session: session.id, from: taken.node },
       `${session.nickname} took their session back from another node.`,
     );
-    // Chats its old connection stored that came back before the takeover was granted.
-    session.tellStored(session.ownChats?.takeUntold());
     return true;
   }
 

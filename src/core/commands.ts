@@ -132,8 +132,6 @@ async function resumeInCluster(
   limits: Limits | undefined,
 ): Promise<void> {
   if (!(await ctx.takeOver(session, token))) {
-    // Nothing taken over: the chats of the token's session that came meanwhile are not its.
-    session.ownChats?.takeUntold();
     if (session.state !== 'closed') connectAfresh(ctx, session, req, caps, limits);
     return;
   }

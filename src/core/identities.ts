@@ -78,6 +78,8 @@ export class Identities {
     session.resumeToken = undefined;
     session.sender = undefined;
     session.origin = undefined;
+    // The chats of that identity that came meanwhile are not its either.
+    session.ownChats = undefined;
   }
 
   /** On a cluster, gives a session that has no origin yet one, before its first chat. */

@@ -33,7 +33,7 @@ export class OwnChats {
    * order of their replies: for each room, the order of their ids.
    */
   private expected: StoredChat[] = [];
-  /** Chats to tell once the session is in (a resume's takeover granted). */
+  /** Chats to tell once the session's "03" is out (a resume's takeover granted). */
   private untold: StoredChat[] = [];
 
   begin(): void {
@@ -72,12 +72,12 @@ export class OwnChats {
     return dropped === undefined ? [] : [dropped];
   }
 
-  /** Keeps `chats` until the session is in (untold()). */
+  /** Keeps `chats` until the session's "03" is out (takeUntold()). */
   hold(chats: readonly StoredChat[]): void {
     for (const chat of chats) keep(this.untold, chat);
   }
 
-  /** What hold() kept, now to be told (or forgotten, the session not taken over). */
+  /** What hold() kept, now to be told. */
   takeUntold(): StoredChat[] {
     const told = this.untold;
     this.untold = [];

@@ -100,6 +100,8 @@ export class Session implements Member {
   origin: string | undefined;
   /** On a cluster, from its first chat: which copies of its chats are this node's (OwnChats). */
   ownChats: OwnChats | undefined;
+  /** Its "03" has gone out. */
+  private welcomed = false;
   /** On a cluster, once its nickname is claimed: its member's lineage (ChatEvent.lineage). */
   lineage: string | undefined;
   private granted: ReadonlySet<Capability> = NO_CAPS;
@@ -216,18 +218,21 @@ export class Session implements Member {
 
   reply(reply: Reply): void {
     this.send(new Delivery(reply));
+    if (reply.type === 'welcome') {
+      this.welcomed = true;
+      this.tellStored(this.ownChats?.takeUntold());
+    }
   }
 
   /**
    * "71" for chats of this session that another connection of it stored (OwnChats), as one
    * process tells the connection that took a session over of a chat still being stored.
-   * Their cids are not known here. Before the session is in (its resume's takeover not yet
-   * granted) they wait; then they follow its "03", and a room's wait until its history is
-   * out, which leaves out those it showed.
+   * Their cids are not known here. They wait for its "03" (a resume's takeover is granted
+   * first), and a room's wait until its history is out, which leaves out those it showed.
    */
   tellStored(chats: readonly StoredChat[] | undefined): void {
     if (chats === undefined || chats.length === 0 || !this.has('history')) return;
-    if (this.state !== 'joined') {
+    if (!this.welcomed) {
       this.ownChats ??= new OwnChats();
       this.ownChats.hold(chats);
       return;

@@ -710,6 +710,67 @@ describe.skipIf(withoutRedis())('Redis', () => {
       void b;
     });
 
+    it('moves no heartbeat of a node of an older version past Redis time, nor a dead one’s reap later', async () => {
+      const prefix = newPrefix();
+      const client = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => client.disconnect());
+      const nodes = `${prefix}{presence}:nodes`;
+      // An older version's heartbeat: its Redis time in the node zset, nothing else.
+      const olderBeat = (name: string) =>
+        client.eval(
+          "local t = redis.call('TIME') redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1]) return 1",
+          1,
+          nodes,
+          name,
+        );
+      const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      // A new node ran once and left; older ones beat on for a while, then one dies.
+      const tried = node(prefix, 'tried');
+      await tried.heartbeat();
+      await tried.close();
+      for (let i = 0; i < (4 * TIMEOUT_MS) / HEARTBEAT_MS; i++) {
+        await Promise.all([olderBeat('older'), olderBeat('dead')]);
+        await sleep(HEARTBEAT_MS);
+      }
+      const m = node(prefix, 'm');
+      await m.heartbeat();
+      const [sec, usec] = (await client.time()) as unknown as [string, string];
+      const now = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+      expect(Number(await client.zscore(nodes, 'dead'))).toBeLessThanOrEqual(now);
+      // Reaped about one timeout after its last heartbeat, while the others beat.
+      for (let i = 0; i < (TIMEOUT_MS + 200) / HEARTBEAT_MS; i++) {
+        await Promise.all([m.heartbeat(), olderBeat('older')]);
+        await sleep(HEARTBEAT_MS);
+      }
+      expect((await m.reap()).map((dead) => dead.node)).toEqual(['dead']);
+    });
+
+    it('reaps a dead node of a short timeout on time when the live ones have long ones', async () => {
+      const prefix = newPrefix();
+      const short = node(prefix, 'short');
+      const long = new RedisPresence({
+        redis: redis.url,
+        prefix,
+        node: 'long',
+        timeoutMs: 3 * TIMEOUT_MS,
+      });
+      cleanup.push(() => long.close().catch(() => {}));
+      await long.heartbeat();
+      await short.heartbeat();
+      const died = Date.now();
+      // long beats every fifth of its timeout, then reaps, as its keeper would; its gaps are
+      // longer than the dead node's timeout allows a silence.
+      let reapedAfter: number | undefined;
+      for (let i = 0; reapedAfter === undefined && i < 20; i++) {
+        await new Promise((resolve) => setTimeout(resolve, (3 * TIMEOUT_MS) / 5));
+        await long.heartbeat();
+        if ((await long.reap()).some((dead) => dead.node === 'short')) {
+          reapedAfter = Date.now() - died;
+        }
+      }
+      expect(reapedAfter).toBeLessThan(3 * TIMEOUT_MS + 400);
+    });
+
     it('a node cut off from Redis learns it expired, and the others reap it', async () => {
       const prefix = newPrefix();
       const relay = await TcpRelay.start(redis.port);

@@ -682,6 +682,37 @@ describe('a chat of several nodes', () => {
     void wit;
   });
 
+  it('tells a connection resuming from another node of a chat in a room it left only after its "03"', async () => {
+    const { a, b, handlers } = interruptibleNodes();
+    const sam = connect(a, 'sam', RESUMING);
+    const wit = connect(b, 'wit', RESUMING);
+    await settle();
+    const token = tokenOf(sam);
+    // wit keeps node b subscribed to physics, which sam leaves right after chatting there.
+    send(sam, { cmd: '100', room: 'physics' });
+    send(wit, { cmd: '100', room: 'physics' });
+    await settle();
+    const late = holdBack(handlers[1]!, 'chat');
+    send(sam, { cmd: '7', msg: 'hello', room: 'physics' } as Request);
+    await settle();
+    send(sam, { cmd: '102', room: 'physics' });
+    await settle();
+    const presence = b.cluster!.presence;
+    const takeOver = presence.takeOver.bind(presence);
+    presence.takeOver = (...args) => {
+      late.release();
+      return takeOver(...args);
+    };
+    const back = connectWith(b, { cmd: '0', nickname: 'x', caps: RESUMING, resume: token });
+    await settle();
+    const got = back.take();
+    expect(got[0]).toMatchObject({ cmd: '03', resumed: true });
+    expect(got.filter((m) => m.cmd === '71')).toEqual([
+      { cmd: '71', room: 'physics', id: 1, at: expect.any(Number) },
+    ]);
+    void wit;
+  });
+
   it('tells a member each of its chats stored on its node once, its copy early, in step or late', async () => {
     const { brokers, a } = interruptibleNodes();
     const caps = ['errors', 'rooms', 'renames', 'history'];
