@@ -107,8 +107,13 @@ describe.skipIf(withoutRedis())('Redis', () => {
     });
     const addr = (port: number) => ({ ip: '127.0.0.1', port });
 
-    function node(prefix: string, name: string, url = redis.url): RedisPresence {
-      const presence = new RedisPresence({ redis: url, prefix, node: name, timeoutMs: TIMEOUT_MS });
+    function node(
+      prefix: string,
+      name: string,
+      url = redis.url,
+      timeoutMs = TIMEOUT_MS,
+    ): RedisPresence {
+      const presence = new RedisPresence({ redis: url, prefix, node: name, timeoutMs });
       cleanup.push(() => presence.close().catch(() => {}));
       return presence;
     }
@@ -676,13 +681,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
 
     it('does not count a stall against nodes whose timeouts differ, whichever speaks first after it', async () => {
       const prefix = newPrefix();
-      const long = new RedisPresence({
-        redis: redis.url,
-        prefix,
-        node: 'long',
-        timeoutMs: 10 * TIMEOUT_MS,
-      });
-      cleanup.push(() => long.close().catch(() => {}));
+      const long = node(prefix, 'long', redis.url, 10 * TIMEOUT_MS);
       await long.heartbeat();
       const [b, c] = await liveNodes(prefix, ['b', 'c'] as const);
       // The first to speak after the stall has a long timeout; the reap after it, a short one.
@@ -748,13 +747,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
     it('reaps a dead node of a short timeout on time when the live ones have long ones', async () => {
       const prefix = newPrefix();
       const short = node(prefix, 'short');
-      const long = new RedisPresence({
-        redis: redis.url,
-        prefix,
-        node: 'long',
-        timeoutMs: 3 * TIMEOUT_MS,
-      });
-      cleanup.push(() => long.close().catch(() => {}));
+      const long = node(prefix, 'long', redis.url, 3 * TIMEOUT_MS);
       await long.heartbeat();
       await short.heartbeat();
       const died = Date.now();

@@ -71,6 +71,26 @@ function tokenOf(peer: FakePeer): string {
   return (peer.take().find((m) => m.cmd === '03') as { resume: string }).resume;
 }
 
+/**
+ * Resumes `token` on `node`, `late`'s held events handed over while the takeover is under
+ * way (before Presence grants it): what the new connection was sent.
+ */
+async function resumeReleasing(
+  node: Chat,
+  token: string,
+  late: { release(): number },
+): Promise<ReturnType<FakePeer['take']>> {
+  const presence = node.cluster!.presence;
+  const takeOver = presence.takeOver.bind(presence);
+  presence.takeOver = (...args) => {
+    late.release();
+    return takeOver(...args);
+  };
+  const back = connectWith(node, { cmd: '0', nickname: 'x', caps: RESUMING, resume: token });
+  await settle();
+  return back.take();
+}
+
 /** ann, with history, on a node of its own cluster, and her resume token. */
 async function annOnOneNode(): Promise<{ a: Chat; caps: string[]; ann: FakePeer; token: string }> {
   const [a] = nodes(1, { maxUsers: 10 });
@@ -666,15 +686,7 @@ describe('a chat of several nodes', () => {
     send(sam, { cmd: '7', msg: 'hello' });
     await settle();
     expect(sam.take()).toContainEqual(expect.objectContaining({ cmd: '71', id: 1 }));
-    const presence = b.cluster!.presence;
-    const takeOver = presence.takeOver.bind(presence);
-    presence.takeOver = (...args) => {
-      late.release();
-      return takeOver(...args);
-    };
-    const back = connectWith(b, { cmd: '0', nickname: 'x', caps: RESUMING, resume: token });
-    await settle();
-    const got = back.take();
+    const got = await resumeReleasing(b, token, late);
     expect(got[0]).toMatchObject({ cmd: '03', resumed: true });
     // Its "101" replayed the chat: it is not told of it again.
     expect(got).toContainEqual(expect.objectContaining({ cmd: '70', msg: 'hello', id: 1 }));
@@ -697,15 +709,7 @@ describe('a chat of several nodes', () => {
     await settle();
     send(sam, { cmd: '102', room: 'physics' });
     await settle();
-    const presence = b.cluster!.presence;
-    const takeOver = presence.takeOver.bind(presence);
-    presence.takeOver = (...args) => {
-      late.release();
-      return takeOver(...args);
-    };
-    const back = connectWith(b, { cmd: '0', nickname: 'x', caps: RESUMING, resume: token });
-    await settle();
-    const got = back.take();
+    const got = await resumeReleasing(b, token, late);
     expect(got[0]).toMatchObject({ cmd: '03', resumed: true });
     expect(got.filter((m) => m.cmd === '71')).toEqual([
       { cmd: '71', room: 'physics', id: 1, at: expect.any(Number) },
