@@ -51,7 +51,7 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   nodes        zset node -> Redis time (ms) of its last heartbeat, moved later by any
 //                silence of every node forgiven since (forgive_silence)
 //   timeouts     zset node -> its timeout (ms), removed with the node (an older version's
-//                reap leaves it; forgive_silence reads only live nodes' entries)
+//                reap leaves it, and forgive_silence then)
 //   clock        hash beat: Redis time (ms) of the last heartbeat of any node
 //   seq          INCR counter: join order in rooms, claim order on nodes
 //   nicks        hash nickname key -> ref ("<node>:<member>"; ids never contain ':')
@@ -126,10 +126,12 @@ local function forgive_silence(timeout, apply)
   for i = 1, #shorter, 2 do
     local t = tonumber(shorter[i + 1])
     local score = tonumber(redis.call('ZSCORE', NODES, shorter[i]))
-    if score and score >= beat - t then
+    if score and t < shortest and score >= beat - t then
       shortest = t
       break
     end
+    -- Left by an older version's reap.
+    if not score and apply then redis.call('ZREM', TIMEOUTS, shorter[i]) end
   end
   local allowed = math.floor(shortest * ${STALL_SHARE})
   local excess = now - beat - allowed

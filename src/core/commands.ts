@@ -234,6 +234,9 @@ async function connectInCluster(
     if (gone()) return;
     const shown = ctx.shownMembers(session, room, members);
     const count = shown?.length ?? joined.count;
+    // Its "03" tells the chats of its identity that came meanwhile (Session.tellStored):
+    // behind the room's replay, which leaves out those it shows.
+    if (session.has('history')) session.holdRoom(room.name);
     welcome(session, nickname, count, caps, limits);
     if (placing !== undefined) ctx.enterPlaced(session, room, after);
     if (session.has('history')) {

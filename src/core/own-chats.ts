@@ -72,7 +72,7 @@ export class OwnChats {
     return dropped === undefined ? [] : [dropped];
   }
 
-  /** Keeps `chats` until the session's "03" is out (takeUntold()). */
+  /** Keeps `chats` until the session's "03" is out (takeUntold()); past MAX_KEPT, the oldest go. */
   hold(chats: readonly StoredChat[]): void {
     for (const chat of chats) keep(this.untold, chat);
   }

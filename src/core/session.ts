@@ -102,6 +102,8 @@ export class Session implements Member {
   ownChats: OwnChats | undefined;
   /** Its "03" has gone out. */
   private welcomed = false;
+  /** "71"s that came before it (reply). */
+  private storedEarly: Reply[] | undefined;
   /** On a cluster, once its nickname is claimed: its member's lineage (ChatEvent.lineage). */
   lineage: string | undefined;
   private granted: ReadonlySet<Capability> = NO_CAPS;
@@ -217,11 +219,20 @@ export class Session implements Member {
   }
 
   reply(reply: Reply): void {
-    this.send(new Delivery(reply));
-    if (reply.type === 'welcome') {
-      this.welcomed = true;
-      this.tellStored(this.ownChats?.takeUntold());
+    // A chat of the session it took over, stored before this connection's "03" (on a node of
+    // a cluster, the takeover waits on Presence): acknowledged after it.
+    if (reply.type === 'stored' && !this.welcomed) {
+      this.storedEarly ??= [];
+      this.storedEarly.push(reply);
+      return;
     }
+    this.send(new Delivery(reply));
+    if (reply.type !== 'welcome') return;
+    this.welcomed = true;
+    const early = this.storedEarly;
+    this.storedEarly = undefined;
+    for (const stored of early ?? []) this.send(new Delivery(stored));
+    this.tellStored(this.ownChats?.takeUntold());
   }
 
   /**

@@ -91,6 +91,15 @@ async function resumeReleasing(
   return back.take();
 }
 
+/** Two nodes (interruptibleNodes), sam on node a and wit on node b with history; sam's token. */
+async function samOnAWitOnB() {
+  const nodes = interruptibleNodes();
+  const sam = connect(nodes.a, 'sam', RESUMING);
+  const wit = connect(nodes.b, 'wit', RESUMING);
+  await settle();
+  return { ...nodes, sam, wit, token: tokenOf(sam) };
+}
+
 /** ann, with history, on a node of its own cluster, and her resume token. */
 async function annOnOneNode(): Promise<{ a: Chat; caps: string[]; ann: FakePeer; token: string }> {
   const [a] = nodes(1, { maxUsers: 10 });
@@ -676,11 +685,7 @@ describe('a chat of several nodes', () => {
   });
 
   it('tells a connection resuming from another node of its old connection’s chats only after its "03", and none its replay showed', async () => {
-    const { a, b, handlers } = interruptibleNodes();
-    const sam = connect(a, 'sam', RESUMING);
-    const wit = connect(b, 'wit', RESUMING);
-    await settle();
-    const token = tokenOf(sam);
+    const { b, handlers, sam, wit, token } = await samOnAWitOnB();
     // The copy of sam's chat reaches node b only while the resume's takeover is under way.
     const late = holdBack(handlers[1]!, 'chat');
     send(sam, { cmd: '7', msg: 'hello' });
@@ -695,11 +700,7 @@ describe('a chat of several nodes', () => {
   });
 
   it('tells a connection resuming from another node of a chat in a room it left only after its "03"', async () => {
-    const { a, b, handlers } = interruptibleNodes();
-    const sam = connect(a, 'sam', RESUMING);
-    const wit = connect(b, 'wit', RESUMING);
-    await settle();
-    const token = tokenOf(sam);
+    const { b, handlers, sam, wit, token } = await samOnAWitOnB();
     // wit keeps node b subscribed to physics, which sam leaves right after chatting there.
     send(sam, { cmd: '100', room: 'physics' });
     send(wit, { cmd: '100', room: 'physics' });
@@ -715,6 +716,65 @@ describe('a chat of several nodes', () => {
       { cmd: '71', room: 'physics', id: 1, at: expect.any(Number) },
     ]);
     void wit;
+  });
+
+  it('shows a connection whose resume took nothing, under the token’s identity, its old chat once', async () => {
+    const { b, handlers, sam, wit, token } = await samOnAWitOnB();
+    const late = holdBack(handlers[1]!, 'chat');
+    send(sam, { cmd: '7', msg: 'hello' });
+    await settle();
+    // Its connection ends: the token takes nothing over, but names the session's identity.
+    sam.session.ended('lost');
+    await settle();
+    const presence = b.cluster!.presence;
+    const takeOver = presence.takeOver.bind(presence);
+    presence.takeOver = async (...args) => {
+      const taken = await takeOver(...args);
+      late.release();
+      return taken;
+    };
+    const back = connectWith(b, { cmd: '0', nickname: 'x', caps: RESUMING, resume: token });
+    await settle();
+    const got = back.take();
+    expect(got[0]).toMatchObject({ cmd: '03', resumed: false });
+    // The room's history shows it; it is not told again as "71".
+    expect(got).toContainEqual(expect.objectContaining({ cmd: '70', msg: 'hello', id: 1 }));
+    expect(got.filter((m) => m.cmd === '71')).toEqual([]);
+    void wit;
+  });
+
+  it('acknowledges a chat of the session a resume on its node takes over only after the "03"', async () => {
+    const [a] = nodes(1, { maxUsers: 10 });
+    const history = (a as unknown as { history: MemoryHistoryStore }).history;
+    const ann = connect(a!, 'ann', RESUMING);
+    await settle();
+    const token = tokenOf(ann);
+    // The chat is stored while the resume waits on Presence, before its "03".
+    const append = history.append.bind(history);
+    let store!: () => void;
+    const stored = new Promise<void>((resolve) => {
+      store = resolve;
+    });
+    history.append = async (...args) => {
+      await stored;
+      return append(...args);
+    };
+    send(ann, { cmd: '7', msg: 'hello', cid: 'c1' } as Request);
+    await settle();
+    const presence = a!.cluster!.presence;
+    const count = presence.count.bind(presence);
+    presence.count = async (...args) => {
+      store();
+      await settle();
+      return count(...args);
+    };
+    const back = connectWith(a!, { cmd: '0', nickname: 'x', caps: RESUMING, resume: token });
+    for (let i = 0; i < 50 && !back.outbox.some((m) => m.cmd === '101'); i++) await settle();
+    const got = back.take();
+    expect(got[0]).toMatchObject({ cmd: '03', resumed: true });
+    expect(got.filter((m) => m.cmd === '71')).toEqual([
+      expect.objectContaining({ cmd: '71', id: 1, cid: 'c1' }),
+    ]);
   });
 
   it('tells a member each of its chats stored on its node once, its copy early, in step or late', async () => {
