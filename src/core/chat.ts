@@ -23,7 +23,7 @@ import { Replays } from './replay.js';
 import { newSender } from './resume-token.js';
 import { Room } from './room.js';
 import { type DeclaredRoom, Rooms } from './rooms.js';
-import { Session, type SessionHost } from './session.js';
+import { holderOf, Session, type SessionHost } from './session.js';
 
 export interface ChatOptions {
   /** Room capacity; the course server's is 10. */
@@ -792,13 +792,17 @@ export class Chat implements ChatContext, SessionHost {
       (appended) => {
         try {
           const m = appended.message;
-          const sender = latest(session);
+          // Taken over meanwhile: the sender is now the connection that took the session.
+          const sender = holderOf(session);
           // Counted before the publication, whose copy may come back at once.
-          const stored = { room: room.name, key: room.key, id: m.id, at: m.at };
           const others =
             origin === undefined
               ? undefined
-              : sender.ownChats?.end(appended.duplicate ? undefined : stored);
+              : sender.ownChats?.end(
+                  appended.duplicate
+                    ? undefined
+                    : { room: room.name, key: room.key, id: m.id, at: m.at },
+                );
           if (!appended.duplicate) {
             this.publish(
               origin === undefined
@@ -835,7 +839,7 @@ export class Chat implements ChatContext, SessionHost {
       (err: unknown) => {
         this.log.error({ err, room: room.name }, 'could not store a chat message');
         if (origin !== undefined) {
-          const sender = latest(session);
+          const sender = holderOf(session);
           sender.tellStored(sender.ownChats?.end(undefined));
         }
         this.failed(session, err, 'request');
@@ -987,11 +991,4 @@ export class Chat implements ChatContext, SessionHost {
     if (session.pending > 0) session.departures = departures;
     else for (const event of departures) this.publish(event);
   }
-}
-
-/** The connection that holds `session` now: the one that took it over, if one did. */
-function latest(session: Session): Session {
-  let holder = session;
-  while (holder.successor !== undefined) holder = holder.successor;
-  return holder;
 }

@@ -1,5 +1,5 @@
 import { newSender, newToken, senderOf } from './resume-token.js';
-import type { Session } from './session.js';
+import { holderOf, type Session } from './session.js';
 
 /**
  * Which open session holds each resume token and each lasting identity
@@ -103,10 +103,9 @@ export class Identities {
   /** The local session whose chat carries `origin`, if any. */
   sentBy(origin: string | undefined): Session | undefined {
     if (origin === undefined) return undefined;
-    let from = this.origins.get(origin);
     // Taken over meanwhile: the sender is now the connection that took the session.
-    while (from?.successor !== undefined) from = from.successor;
-    return from;
+    const from = this.origins.get(origin);
+    return from === undefined ? undefined : holderOf(from);
   }
 
   /** How many tokens, identities and origins are held: what a leak would grow. */

@@ -33,6 +33,13 @@ function heldWeight(delivery: Delivery): number {
   return 128 + (item.type === 'chat' ? 4 * (item.msg.length + item.from.length) : 0);
 }
 
+/** The connection that holds `session` now: the last to take it over, or itself. */
+export function holderOf(session: Session): Session {
+  let holder = session;
+  while (holder.successor !== undefined) holder = holder.successor;
+  return holder;
+}
+
 /** The capabilities of a session that negotiated nothing (and of one not yet open). */
 export const NO_CAPS: ReadonlySet<Capability> = new Set();
 
