@@ -38,6 +38,8 @@ export interface RedisPresenceOptions {
    * `replyMapping: 'legacy'`, and should not resend unanswered commands.
    */
   readonly redis: string | Redis;
+  /** How long after Redis restarted empty a free nickname or an unknown token waits (REFILL_MS). */
+  readonly refillMs?: number;
   /** Put before every key, so several clusters or tests can share one Redis. */
   readonly prefix?: string;
   readonly onError?: (error: Error) => void;
@@ -53,6 +55,9 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   timeouts     zset node -> its timeout (ms), removed with the node (an older version's
 //                reap leaves it, and forgive_silence then)
 //   clock        hash beat: Redis time (ms) of the last heartbeat of any node
+//   refill       set by the first heartbeat that finds Redis emptied (a node's 'reset'), for
+//                the time every live node takes to register its members again: meanwhile a
+//                free nickname, or a token that takes nothing over, waits (refilling)
 //   seq          INCR counter: join order in rooms, claim order on nodes
 //   nicks        hash nickname key -> ref ("<node>:<member>"; ids never contain ':')
 //   n:<node>     zset member id -> seq, the node's members
@@ -99,10 +104,24 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
  */
 const STALL_SHARE = 0.4;
 
+/**
+ * After Redis restarted empty, the time from the first node's heartbeat that finds it so (its
+ * 'reset') until every live node has registered its members again: a node reconnects within
+ * 2 s of Redis coming back (redis-client.ts's reconnectDelay) and heartbeats at least once a
+ * second (server.ts). Meanwhile a claim of a nickname nobody holds, and a resume whose token
+ * takes nothing over, wait: the nickname may be a member's whose node is not back yet, and
+ * the token may be that member's, or a spent one naming an identity that member holds.
+ */
+export const REFILL_MS = 3_000;
+/** How often a claim or resume waiting out a refill asks again. */
+const REFILL_POLL_MS = 100;
+
 const PRELUDE = `
 local P, NODES = ARGV[1], KEYS[1]
 local NICKS = P .. 'nicks'
 local CLOCK, TIMEOUTS = P .. 'clock', P .. 'timeouts'
+-- Redis restarted empty a moment ago, and some node may not have registered its members yet.
+local function refilling() return redis.call('EXISTS', P .. 'refill') == 1 end
 local function real_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -210,19 +229,24 @@ local function remove_node(node)
 end
 `;
 
-/** ARGV: P, node, id, nick, key, ip, port. 1 claimed, 0 taken, -1 node not registered, -2 member exists. */
+/**
+ * ARGV: P, node, id, nick, key, ip, port. 1 claimed, 0 taken, -1 node not registered, -2 member
+ * exists, -3 free but refilling (ask again).
+ */
 const CLAIM_LUA = `${PRELUDE}
 local node, id, nick, key = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if not redis.call('ZSCORE', NODES, node) then return -1 end
 local ref = node .. ':' .. id
 if redis.call('EXISTS', mkey(ref)) == 1 then return -2 end
-if redis.call('HSETNX', NICKS, key, ref) == 0 then return 0 end
+if redis.call('HEXISTS', NICKS, key) == 1 then return 0 end
+if refilling() then return -3 end
+redis.call('HSET', NICKS, key, ref)
 redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', ARGV[7], 'lin', ref, 'gen', 0)
 redis.call('ZADD', nkey(node), seq(), id)
 return 1
 `;
 
-/** ARGV: P, node, id, nick, key. 1 renamed, 0 taken, -1 member not registered. */
+/** ARGV: P, node, id, nick, key. 1 renamed, 0 taken, -1 member not registered, -3 refilling. */
 const RENAME_LUA = `${PRELUDE}
 local node, id, nick, key = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local ref = node .. ':' .. id
@@ -230,6 +254,7 @@ local old = redis.call('HGET', mkey(ref), 'key')
 if not old then return -1 end
 local holder = redis.call('HGET', NICKS, key)
 if holder and holder ~= ref then return 0 end
+if not holder and refilling() then return -3 end
 if redis.call('HGET', NICKS, old) == ref then redis.call('HDEL', NICKS, old) end
 redis.call('HSET', NICKS, key, ref)
 redis.call('HSET', mkey(ref), 'nick', nick, 'key', key)
@@ -335,7 +360,7 @@ return 1
  * ARGV: P, node, id, token hash, ip, port, next token hash, moved ttl ms, most moves kept,
  * lineage ttl ms, next token's sender hash or ''. {old node, old id, nick, lin, gen, tag,
  * name, ...} with the rooms in join order; {} when the token takes nothing over; -1 node not
- * registered, -2 member exists.
+ * registered, -2 member exists, -3 nothing yet but refilling (ask again).
  * Run again after it took a member over (its reply was lost), it answers the same: the
  * member it moved holds the next token's hash, and its last move names where it came from.
  */
@@ -357,7 +382,10 @@ if redis.call('EXISTS', mkey(ref)) == 1 then
 end
 local tkey = P .. 't:' .. ARGV[4]
 local old = redis.call('GET', tkey)
-if not old then return {} end
+if not old then
+  if refilling() then return -3 end
+  return {}
+end
 redis.call('DEL', tkey)
 local m = redis.call('HMGET', mkey(old), 'nick', 'key', 'tok', 'lin', 'gen', 'snd')
 if not m[1] or m[3] ~= ARGV[4] then return {} end
@@ -437,8 +465,9 @@ return {redis.call('HLEN', NICKS), redis.call('ZCOUNT', NODES, since, '+inf')}
 
 /**
  * ARGV: P, node, epoch candidate, the epoch this node knows ('' before its first heartbeat),
- * how many members the node holds, the timeout ms. {status, epoch}: 'ok'; 'expired' (the node had been
- * reaped); 'reset' (the epoch changed: Redis lost our state). Registers the node in every
+ * how many members the node holds, the timeout ms, the refill ms. {status, epoch}: 'ok'; 'expired'
+ * (the node had been reaped); 'reset' (the epoch changed: Redis lost our state; the refill
+ * starts, unless another node's reset started it). Registers the node in every
  * case. 'ok' is followed by 'held' and the ids of the node's members in Presence when they
  * are not as many as the node holds.
  */
@@ -455,7 +484,14 @@ redis.call('ZADD', NODES, now, node)
 redis.call('ZADD', TIMEOUTS, ARGV[6], node)
 redis.call('HSET', CLOCK, 'beat', now)
 if known == '' then return {'ok', epoch} end
-if known ~= epoch then return {'reset', epoch} end
+if known ~= epoch then
+  -- The first node to find Redis emptied starts the refill; the others' members come back
+  -- within it (an older version's heartbeat passes no length: none).
+  if ARGV[7] and tonumber(ARGV[7]) > 0 then
+    redis.call('SET', P .. 'refill', '1', 'PX', ARGV[7], 'NX')
+  end
+  return {'reset', epoch}
+end
 if not was then return {'expired', epoch} end
 local out = {'ok', epoch}
 -- Members the node counts that Presence has not (a resume took them elsewhere): it is told
@@ -700,6 +736,7 @@ export class RedisPresence implements Presence {
   readonly timeoutMs: number;
   /** How long Redis keeps a release's answer (RELEASE_KEPT_MIN_MS). */
   private readonly releaseKeptMs: number;
+  private readonly refillMs: number;
   private readonly redis: Redis;
   private readonly scripts: Scripts;
   private readonly owned: boolean;
@@ -732,6 +769,7 @@ export class RedisPresence implements Presence {
     if (!(options.timeoutMs > 0)) throw new RangeError('timeoutMs must be positive');
     this.timeoutMs = options.timeoutMs;
     this.releaseKeptMs = Math.max(2 * options.timeoutMs, RELEASE_KEPT_MIN_MS);
+    this.refillMs = options.refillMs ?? REFILL_MS;
     this.prefix = `${options.prefix ?? DEFAULT_PRESENCE_PREFIX}{presence}:`;
     this.nodesKey = `${this.prefix}nodes`;
     this.owned = typeof options.redis === 'string';
@@ -756,6 +794,7 @@ export class RedisPresence implements Presence {
       await this.onUnregistered();
       reply = await this.scripts.confabPresenceClaim(...args);
     }
+    reply = await this.afterRefill(reply, () => this.scripts.confabPresenceClaim(...args));
     if (reply === -1) throw new Error(`node ${this.node} is not registered`);
     if (reply === -2) throw new Error(`member ${id} is already registered`);
     if (reply !== 1) return false;
@@ -771,8 +810,9 @@ export class RedisPresence implements Presence {
 
   async rename(id: MemberId, nickname: string): Promise<boolean> {
     checkText('nickname', nickname);
-    const reply = await this.scripts.confabPresenceRename(
-      ...this.args(id, nickname, nicknameKey(nickname)),
+    const args = this.args(id, nickname, nicknameKey(nickname));
+    const reply = await this.afterRefill(await this.scripts.confabPresenceRename(...args), () =>
+      this.scripts.confabPresenceRename(...args),
     );
     if (reply === -1) throw new MemberGone(id);
     if (reply !== 1) return false;
@@ -931,6 +971,8 @@ export class RedisPresence implements Presence {
       await this.onUnregistered();
       reply = await this.scripts.confabPresenceTakeOver(...args);
     }
+    // Its member may be on a node not back yet: found once it is, or nothing once all are.
+    reply = await this.afterRefill(reply, () => this.scripts.confabPresenceTakeOver(...args));
     if (reply === -1) throw new Error(`node ${this.node} is not registered`);
     if (reply === -2) throw new Error(`member ${id} is already registered`);
     const flat = reply as string[];
@@ -1033,7 +1075,13 @@ export class RedisPresence implements Presence {
     // which the reaping node did not see; one it did not finds nothing, the reaping node
     // having told those rooms.
     const reply = (await this.scripts.confabPresenceHeartbeat(
-      ...this.args(globalThis.crypto.randomUUID(), this.epoch, this.local.size, this.timeoutMs),
+      ...this.args(
+        globalThis.crypto.randomUUID(),
+        this.epoch,
+        this.local.size,
+        this.timeoutMs,
+        this.refillMs,
+      ),
     )) as string[];
     const [status, epoch] = reply as [string, string];
     this.epoch = epoch;
@@ -1099,6 +1147,21 @@ export class RedisPresence implements Presence {
       }
     }
     return gone;
+  }
+
+  /**
+   * `reply`, or while it says Presence is refilling (-3: Redis restarted empty a moment ago),
+   * the answer of `again` once the refill has ended or what was asked for came back.
+   */
+  private async afterRefill(reply: unknown, again: () => Promise<unknown>): Promise<unknown> {
+    // The refill key's expiry ends the wait; the count only bounds it should that fail.
+    const most = Math.ceil(Math.max(this.refillMs, REFILL_MS) / REFILL_POLL_MS) + 10;
+    for (let polls = 0; reply === -3; polls++) {
+      if (polls >= most || this.closed) throw new Error('Presence is still refilling');
+      await new Promise((resolve) => setTimeout(resolve, REFILL_POLL_MS));
+      reply = await again();
+    }
+    return reply;
   }
 
   /** KEYS[1], then ARGV: prefix, node, and the rest. */

@@ -77,6 +77,12 @@ describe('MemoryPresence move records', () => {
   });
 });
 
+/**
+ * The refill after a restart (REFILL_MS) in the tests below, but those about it: short, so that
+ * a node coming back after another's claim plays one slower than the refill.
+ */
+const SHORT_REFILL_MS = 200;
+
 describe.skipIf(withoutRedis())('Redis', () => {
   const redis = useRedis();
 
@@ -112,8 +118,9 @@ describe.skipIf(withoutRedis())('Redis', () => {
       name: string,
       url = redis.url,
       timeoutMs = TIMEOUT_MS,
+      refillMs = SHORT_REFILL_MS,
     ): RedisPresence {
-      const presence = new RedisPresence({ redis: url, prefix, node: name, timeoutMs });
+      const presence = new RedisPresence({ redis: url, prefix, node: name, timeoutMs, refillMs });
       cleanup.push(() => presence.close().catch(() => {}));
       return presence;
     }
@@ -134,8 +141,9 @@ describe.skipIf(withoutRedis())('Redis', () => {
     async function liveNodes<const N extends readonly string[]>(
       prefix: string,
       names: N,
+      refillMs = SHORT_REFILL_MS,
     ): Promise<{ -readonly [K in keyof N]: RedisPresence }> {
-      const nodes = names.map((name) => node(prefix, name));
+      const nodes = names.map((name) => node(prefix, name, redis.url, TIMEOUT_MS, refillMs));
       for (const n of nodes) await n.heartbeat();
       return nodes as { -readonly [K in keyof N]: RedisPresence };
     }
@@ -284,6 +292,122 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await a.claim('4', 'cy', addr(4));
       expect(await a.grant('4', newToken(senderOf(ann)!))).toBe(false);
       expect(await a.grant('4', newToken(senderOf(bob)!))).toBe(false);
+    });
+
+    describe('while the nodes register their members again after a restart (the refill)', () => {
+      const REFILL = 1_500;
+      /** Runs `fn` once `ms` have passed, while the caller awaits something else. */
+      const later = <T>(ms: number, fn: () => Promise<T>) =>
+        new Promise<T>((resolve, reject) => {
+          setTimeout(() => fn().then(resolve, reject), ms);
+        });
+
+      it('a resume waits for the node of its member, then takes it over', async () => {
+        const prefix = newPrefix();
+        const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
+        await a.claim('1', 'ann', addr(1));
+        await a.join('1', 'lobby', 10);
+        await a.grant('1', 'token-1');
+
+        await redis.restart();
+
+        expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        const [taken, beat] = await Promise.all([
+          b.takeOver('token-1', '2', addr(2), 'token-2'),
+          later(300, () => once(() => a.heartbeat())),
+        ]);
+        expect(beat).toEqual({ status: 'reset', lost: [] });
+        expect(taken).toMatchObject({ node: 'a', id: '1', nickname: 'ann' });
+        expect((await b.members('lobby')).map((m) => `${m.node}:${m.id}`)).toEqual(['b:2']);
+      });
+
+      it("a claim of a nickname waits, and finds it taken once its member's node is back", async () => {
+        const prefix = newPrefix();
+        const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
+        await a.claim('1', 'ann', addr(1));
+
+        await redis.restart();
+
+        expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        const [claimed, beat] = await Promise.all([
+          b.claim('2', 'ANN', addr(2)),
+          later(300, () => once(() => a.heartbeat())),
+        ]);
+        expect(claimed).toBe(false);
+        // ann kept her nickname: not closed for it.
+        expect(beat).toEqual({ status: 'reset', lost: [] });
+        expect(await b.find('ann')).toMatchObject({ node: 'a', id: '1' });
+        // A free nickname is claimed once the refill is over, and so is a rename to one.
+        expect(await b.claim('2', 'bob', addr(2))).toBe(true);
+        expect(await b.rename('2', 'ANN')).toBe(false);
+        expect(await b.rename('2', 'bo')).toBe(true);
+      });
+
+      it('a rename to a nickname waits, and finds it taken once its holder is back', async () => {
+        const prefix = newPrefix();
+        const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
+        await a.claim('1', 'ann', addr(1));
+        await b.claim('1', 'bob', addr(2));
+
+        await redis.restart();
+
+        expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        const [renamed, beat] = await Promise.all([
+          b.rename('1', 'ann'),
+          later(300, () => once(() => a.heartbeat())),
+        ]);
+        expect(renamed).toBe(false);
+        expect(beat).toEqual({ status: 'reset', lost: [] });
+      });
+
+      it('a spent token waits out the refill, and the identity it names is then refused', async () => {
+        const prefix = newPrefix();
+        const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
+        await a.claim('1', 'ann', addr(1));
+        const first = newToken(newSender());
+        const sender = senderOf(first)!;
+        await a.grant('1', first);
+        // Resumed on b: the first token is spent, the member holds the identity with the next.
+        expect(await b.takeOver(first, '2', addr(2), newToken(sender))).toBeDefined();
+        // a has heard of it: it registers only b's copy again.
+        expect(await a.heartbeat()).toEqual({ status: 'ok', gone: ['1'] });
+        await a.claim('3', 'cy', addr(3));
+
+        await redis.restart();
+
+        expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        const back = later(300, () => once(() => b.heartbeat()));
+        const taken = await a.takeOver(first, '4', addr(4), newToken(sender));
+        // What the connection presenting it does next (connectInCluster's grant): refused.
+        const granted = await a.grant('3', newToken(sender));
+        await back;
+        expect(taken).toBeUndefined();
+        expect(granted).toBe(false);
+      });
+
+      it('starts at the first reset only: a new cluster, and nodes already back, wait for nothing', async () => {
+        const prefix = newPrefix();
+        const client = new Redis(redis.url, { protocol: 2 });
+        cleanup.push(() => client.disconnect());
+        const refill = `${prefix}{presence}:refill`;
+        const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
+        expect(await client.exists(refill)).toBe(0);
+        await a.claim('1', 'ann', addr(1));
+
+        await redis.restart();
+
+        expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        const ttl = await client.pttl(refill);
+        expect(ttl).toBeGreaterThan(0);
+        expect(ttl).toBeLessThanOrEqual(REFILL);
+        // Another node's reset does not start it again.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        expect(await client.pttl(refill)).toBeLessThan(ttl);
+        // Held nicknames and registered tokens are answered at once.
+        expect(await b.claim('2', 'ann', addr(2))).toBe(false);
+        expect(await client.exists(refill)).toBe(1);
+      });
     });
 
     it('after a restart, a room its members were registered in again keeps the name it was made with', async () => {

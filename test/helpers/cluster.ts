@@ -118,6 +118,23 @@ export function useCluster(
 }
 
 /**
+ * A connection to `node` that sent CONNECT as `nickname` with `caps` (history among them) and
+ * read its "03" and its lobby's "101"; with the resume token the "03" gave it.
+ */
+export async function memberWithToken(
+  file: FileCluster,
+  node: number,
+  nickname: string,
+  caps: readonly string[],
+): Promise<{ c: RawClient; token: string }> {
+  const c = await file.open(node);
+  c.sendPy({ cmd: '0', nickname, caps });
+  const welcome = await c.expect('03', 10_000);
+  await c.waitFor((m) => m.cmd === '101' && m.room === 'lobby');
+  return { c, token: welcome.resume as string };
+}
+
+/**
  * For a test file: Redis and two nodes (`--cluster-timeout` `timeoutS`), node `via` reaching
  * Redis through a TcpRelay that the tests make lose what goes between them, the other
  * directly; clients opened here are closed after the file.

@@ -3,7 +3,7 @@
  * tells the connection that took the session over of it ("71"), and so must the cluster.
  */
 import { describe, expect, it } from 'vitest';
-import { useCluster } from '../helpers/cluster.js';
+import { memberWithToken, useCluster } from '../helpers/cluster.js';
 import type { RawClient } from '../helpers/raw-client.js';
 import { withoutRedis } from '../helpers/redis.js';
 
@@ -15,13 +15,7 @@ const CAPS = ['errors', 'rooms', 'history', 'renames'];
 const file = useCluster('cluster-resume-in-flight', 2, ['--cluster-timeout', '10']);
 const open = (node: number) => file.open(node);
 
-async function member(node: number, nickname: string): Promise<{ c: RawClient; token: string }> {
-  const c = await open(node);
-  c.sendPy({ cmd: '0', nickname, caps: CAPS });
-  const welcome = await c.expect('03', 10_000);
-  await c.waitFor((m) => m.cmd === '101' && m.room === 'lobby');
-  return { c, token: welcome.resume as string };
-}
+const member = (node: number, nickname: string) => memberWithToken(file, node, nickname, CAPS);
 
 describe.skipIf(skip)('a chat in flight across a resume on another node', () => {
   it('tells a chat that was stored only after its session resumed on another node to the new connection, as "71"', async () => {

@@ -1,0 +1,74 @@
+/**
+ * Right after Redis restarted empty, before every node has registered its members again (the
+ * refill): a client that resumes on another node gets its session back once its node is, and
+ * a newcomer cannot take the nickname of a member whose node is not back yet.
+ */
+import { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
+import { lobbyUsers, memberWithToken, useCluster } from '../helpers/cluster.js';
+import type { RawClient } from '../helpers/raw-client.js';
+import { withoutRedis } from '../helpers/redis.js';
+
+const skip = withoutRedis();
+const CAPS = ['errors', 'rooms', 'history'];
+
+// A timeout long enough that the node paused below is never taken for dead, nor takes itself
+// for cut off, however slow the machine and the restart.
+const file = useCluster('cluster-redis-refill', 2, ['--cluster-timeout', '30']);
+const open = (node: number) => file.open(node);
+
+const member = (node: number, nickname: string) => memberWithToken(file, node, nickname, CAPS);
+
+/** Waits (bounded) until Redis holds `key`. */
+async function untilKey(url: string, key: string): Promise<void> {
+  const client = new Redis(url, { protocol: 2, lazyConnect: true });
+  try {
+    const deadline = Date.now() + 15_000;
+    for (let i = 0; i < 1_500 && Date.now() < deadline; i++) {
+      try {
+        if ((await client.exists(key)) === 1) return;
+      } catch {
+        // Redis is still starting.
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    throw new Error(`timed out waiting for ${key}`);
+  } finally {
+    client.disconnect();
+  }
+}
+
+describe.skipIf(skip)(
+  'a cluster while its nodes register their members again after Redis restarted empty',
+  () => {
+    it("a resume on another node waits for its member's node and takes the session back; a newcomer does not get its nickname", async () => {
+      const wit = await member(1, 'wit');
+      const sam = await member(0, 'sam');
+      const paused = file.cluster.nodes[0]!;
+      let back: RawClient | undefined;
+      let rival: RawClient | undefined;
+      paused.child.kill('SIGSTOP');
+      try {
+        await file.cluster.redis.restart();
+        // Node 1 found Redis empty and registered its members again; node 0 has not.
+        await untilKey(file.cluster.redis.url, 'confab:{presence}:refill');
+        back = await open(1);
+        back.sendPy({ cmd: '0', nickname: 'x', caps: CAPS, resume: sam.token });
+        rival = await open(1);
+        rival.sendPy({ cmd: '0', nickname: 'SAM', caps: CAPS });
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      } finally {
+        paused.child.kill('SIGCONT');
+      }
+      const welcome = await back.expect('03', 10_000);
+      expect(welcome).toMatchObject({ resumed: true, nickname: 'sam' });
+      await rival.expect('01', 10_000);
+      // The old connection is closed as in any takeover, not as a member whose name was taken.
+      expect(await sam.c.expect('90', 10_000)).toMatchObject({ code: 2007 });
+      await sam.c.expectClose(10_000);
+      // Nobody saw sam leave, and sam is listed once.
+      expect(wit.c.received.filter((m) => m.cmd === '30')).toEqual([]);
+      expect(await lobbyUsers(wit.c)).toEqual(['sam', 'wit']);
+    }, 60_000);
+  },
+);
