@@ -57,7 +57,8 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   clock        hash beat: Redis time (ms) of the last heartbeat of any node
 //   refill       set by the first heartbeat that finds Redis emptied (a node's 'reset'), for
 //                the time every live node takes to register its members again: meanwhile a
-//                free nickname, or a token that takes nothing over, waits (refilling)
+//                free nickname, a place in a room not full, or a token that takes nothing
+//                over, waits (refilling)
 //   seq          INCR counter: join order in rooms, claim order on nodes
 //   nicks        hash nickname key -> ref ("<node>:<member>"; ids never contain ':')
 //   n:<node>     zset member id -> seq, the node's members
@@ -108,9 +109,10 @@ const STALL_SHARE = 0.4;
  * After Redis restarted empty, the time from the first node's heartbeat that finds it so (its
  * 'reset') until every live node has registered its members again: a node reconnects within
  * 2 s of Redis coming back (redis-client.ts's reconnectDelay) and heartbeats at least once a
- * second (server.ts). Meanwhile a claim of a nickname nobody holds, and a resume whose token
- * takes nothing over, wait: the nickname may be a member's whose node is not back yet, and
- * the token may be that member's, or a spent one naming an identity that member holds.
+ * second (server.ts). Meanwhile a claim of a nickname nobody holds, a join of a room not full,
+ * and a resume whose token takes nothing over, wait: the nickname may be a member's whose
+ * node is not back yet, the room may be fuller, and the token may be that member's, or a
+ * spent one naming an identity that member holds.
  */
 export const REFILL_MS = 3_000;
 /** How often a claim or resume waiting out a refill asks again. */
@@ -289,7 +291,7 @@ return r[4]
 
 /**
  * ARGV: P, node, id, tag, capacity, name. {the new count, the room's name}, or -1 not
- * registered, -2 already in, -3 full.
+ * registered, -2 already in, -3 full, -4 not full but refilling (ask again).
  */
 const JOIN_LUA = `${PRELUDE}
 local ref, tag, capacity = ARGV[2] .. ':' .. ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -297,6 +299,8 @@ if redis.call('EXISTS', mkey(ref)) == 0 then return -1 end
 if redis.call('ZSCORE', mrooms(ref), tag) then return -2 end
 local count = redis.call('ZCARD', rkey(tag))
 if count >= capacity then return -3 end
+-- Members of nodes not back yet would make it fuller.
+if refilling() then return -4 end
 local s = seq()
 if count == 0 then
   redis.call('ZADD', P .. 'rooms', 'NX', s, tag)
@@ -869,7 +873,12 @@ export class RedisPresence implements Presence {
   async join(id: MemberId, room: string, capacity: number, name = room): Promise<JoinResult> {
     const tag = tagOf(room);
     checkText('room', name);
-    const reply = await this.scripts.confabPresenceJoin(...this.args(id, tag, capacity, name));
+    const args = this.args(id, tag, capacity, name);
+    const reply = await this.afterRefill(
+      await this.scripts.confabPresenceJoin(...args),
+      () => this.scripts.confabPresenceJoin(...args),
+      -4,
+    );
     if (!Array.isArray(reply)) {
       const code = Number(reply);
       if (code === -1) throw new MemberGone(id);
@@ -1150,13 +1159,17 @@ export class RedisPresence implements Presence {
   }
 
   /**
-   * `reply`, or while it says Presence is refilling (-3: Redis restarted empty a moment ago),
+   * `reply`, or while it says Presence is refilling (`refilling`: Redis restarted empty a moment ago),
    * the answer of `again` once the refill has ended or what was asked for came back.
    */
-  private async afterRefill(reply: unknown, again: () => Promise<unknown>): Promise<unknown> {
+  private async afterRefill(
+    reply: unknown,
+    again: () => Promise<unknown>,
+    refilling = -3,
+  ): Promise<unknown> {
     // The refill key's expiry ends the wait; the count only bounds it should that fail.
     const most = Math.ceil(Math.max(this.refillMs, REFILL_MS) / REFILL_POLL_MS) + 10;
-    for (let polls = 0; reply === -3; polls++) {
+    for (let polls = 0; reply === refilling; polls++) {
       if (polls >= most || this.closed) throw new Error('Presence is still refilling');
       await new Promise((resolve) => setTimeout(resolve, REFILL_POLL_MS));
       reply = await again();

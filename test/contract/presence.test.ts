@@ -360,6 +360,26 @@ describe.skipIf(withoutRedis())('Redis', () => {
         expect(beat).toEqual({ status: 'reset', lost: [] });
       });
 
+      it('a join waits, and finds the room full once its members are back', async () => {
+        const prefix = newPrefix();
+        const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
+        await a.claim('1', 'ann', addr(1));
+        await a.join('1', 'side', 2);
+        await b.claim('1', 'bob', addr(2));
+
+        await redis.restart();
+
+        expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        const [joined] = await Promise.all([
+          b.join('1', 'side', 1),
+          later(300, () => once(() => a.heartbeat())),
+        ]);
+        expect(joined).toEqual({ ok: false, reason: 'full' });
+        expect(await b.count('side')).toBe(1);
+        // A room with space is joined once the refill is over.
+        expect(await b.join('1', 'side', 2)).toMatchObject({ ok: true, count: 2 });
+      });
+
       it('a spent token waits out the refill, and the identity it names is then refused', async () => {
         const prefix = newPrefix();
         const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
