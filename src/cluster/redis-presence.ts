@@ -54,9 +54,11 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //                silence of every node forgiven since (forgive_silence)
 //   timeouts     zset node -> its timeout (ms), removed with the node (an older version's
 //                reap leaves it, and forgive_silence then)
-//   clock        hash beat: Redis time (ms) of the last heartbeat of any node
+//   clock        hash beat: Redis time (ms) of the last heartbeat of any node; refilled: the
+//                epoch a refill was started for
 //   refill       set by the first heartbeat that finds Redis emptied (a node's 'reset'), for
-//                the time every live node takes to register its members again: meanwhile a
+//                the time every live node takes to register its members again (each later
+//                reset within it starts that time again): meanwhile a
 //                free nickname, a place in a room not full, or a token that takes nothing
 //                over, waits (refilling)
 //   seq          INCR counter: join order in rooms, claim order on nodes
@@ -106,17 +108,23 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 const STALL_SHARE = 0.4;
 
 /**
- * After Redis restarted empty, the time from the first node's heartbeat that finds it so (its
- * 'reset') until every live node has registered its members again: a node reconnects within
+ * After Redis restarted empty, the time from a node's heartbeat that finds it so (its
+ * 'reset') that the other nodes have to register their members again: a node reconnects within
  * 2 s of Redis coming back (redis-client.ts's reconnectDelay) and heartbeats at least once a
- * second (server.ts). Meanwhile a claim of a nickname nobody holds, a join of a room not full,
+ * second (server.ts); each reset within the refill gives its node's registrations this long
+ * again. Meanwhile a claim of a nickname nobody holds, a join of a room not full,
  * and a resume whose token takes nothing over, wait: the nickname may be a member's whose
  * node is not back yet, the room may be fuller, and the token may be that member's, or a
  * spent one naming an identity that member holds.
  */
 export const REFILL_MS = 3_000;
-/** How often a claim or resume waiting out a refill asks again. */
-const REFILL_POLL_MS = 100;
+/**
+ * A request waiting out a refill asks again after this long, doubling up to REFILL_POLL_MAX_MS
+ * (a resume is answered soon after its member is back; thousands of clients reconnecting at
+ * once ask Redis some ten times each, not thirty).
+ */
+const REFILL_POLL_FIRST_MS = 50;
+const REFILL_POLL_MAX_MS = 500;
 
 const PRELUDE = `
 local P, NODES = ARGV[1], KEYS[1]
@@ -489,10 +497,19 @@ redis.call('ZADD', TIMEOUTS, ARGV[6], node)
 redis.call('HSET', CLOCK, 'beat', now)
 if known == '' then return {'ok', epoch} end
 if known ~= epoch then
-  -- The first node to find Redis emptied starts the refill; the others' members come back
-  -- within it (an older version's heartbeat passes no length: none).
-  if ARGV[7] and tonumber(ARGV[7]) > 0 then
-    redis.call('SET', P .. 'refill', '1', 'PX', ARGV[7], 'NX')
+  -- Redis lost our state. The first node to find so starts the refill, once per epoch; each
+  -- other node that finds so within it gives it the whole length again from then, for its
+  -- members' registration; one that comes after it has ended starts none. (An older
+  -- version's heartbeat passes no length.)
+  local ms = tonumber(ARGV[7] or '')
+  if ms and ms > 0 then
+    if redis.call('HGET', CLOCK, 'refilled') ~= epoch then
+      redis.call('HSET', CLOCK, 'refilled', epoch)
+      redis.call('SET', P .. 'refill', '1', 'PX', ms)
+    else
+      local left = redis.call('PTTL', P .. 'refill')
+      if left > 0 and left < ms then redis.call('PEXPIRE', P .. 'refill', ms) end
+    end
   end
   return {'reset', epoch}
 end
@@ -961,27 +978,28 @@ export class RedisPresence implements Presence {
       2 * this.timeoutMs,
       sender,
     );
-    let reply: unknown;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        reply = await this.scripts.confabPresenceTakeOver(...args);
-        break;
-      } catch (error) {
-        // Never sent (Redis unreachable all along): nothing was applied, and no more waits.
-        if ((error as Error).name === 'MaxRetriesPerRequestError') throw error;
-        // The reply may be all that was lost (the connection dropped after Redis ran the
-        // script): asked again, the script answers as it did, or takes the member over now.
-        // Given up, the caller frees the member it may have moved (ClusterNode.takeOver).
-        if (attempt === TAKE_OVER_ATTEMPTS) throw error;
+    const ask = async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await this.scripts.confabPresenceTakeOver(...args);
+        } catch (error) {
+          // Never sent (Redis unreachable all along): nothing was applied, and no more waits.
+          if ((error as Error).name === 'MaxRetriesPerRequestError') throw error;
+          // The reply may be all that was lost (the connection dropped after Redis ran the
+          // script): asked again, the script answers as it did, or takes the member over now.
+          // Given up, the caller frees the member it may have moved (ClusterNode.takeOver).
+          if (attempt === TAKE_OVER_ATTEMPTS) throw error;
+        }
       }
-    }
+    };
+    let reply = await ask();
     if (reply === -1 && this.onUnregistered !== undefined) {
       // As for a claim: Redis restarted empty and the heartbeat that registers us is due.
       await this.onUnregistered();
-      reply = await this.scripts.confabPresenceTakeOver(...args);
+      reply = await ask();
     }
     // Its member may be on a node not back yet: found once it is, or nothing once all are.
-    reply = await this.afterRefill(reply, () => this.scripts.confabPresenceTakeOver(...args));
+    reply = await this.afterRefill(reply, ask);
     if (reply === -1) throw new Error(`node ${this.node} is not registered`);
     if (reply === -2) throw new Error(`member ${id} is already registered`);
     const flat = reply as string[];
@@ -1167,12 +1185,17 @@ export class RedisPresence implements Presence {
     again: () => Promise<unknown>,
     refilling = -3,
   ): Promise<unknown> {
-    // The refill key's expiry ends the wait; the count only bounds it should that fail.
-    const most = Math.ceil(Math.max(this.refillMs, REFILL_MS) / REFILL_POLL_MS) + 10;
-    for (let polls = 0; reply === refilling; polls++) {
-      if (polls >= most || this.closed) throw new Error('Presence is still refilling');
-      await new Promise((resolve) => setTimeout(resolve, REFILL_POLL_MS));
+    // The refill key's expiry ends the wait (each node's reset may lengthen it); the deadline
+    // only bounds it should that fail.
+    const deadline = Date.now() + 4 * Math.max(this.refillMs, REFILL_MS);
+    let pause = REFILL_POLL_FIRST_MS;
+    while (reply === refilling) {
+      if (Date.now() >= deadline) throw new Error('Presence is still refilling');
+      // Spread, so that clients that came together do not ask together.
+      await new Promise((resolve) => setTimeout(resolve, pause * (0.75 + Math.random() / 2)));
+      if (this.closed) throw new Error('presence is closed');
       reply = await again();
+      pause = Math.min(2 * pause, REFILL_POLL_MAX_MS);
     }
     return reply;
   }

@@ -231,6 +231,7 @@ export interface Presence {
    * the old name kept) when the new key is someone else's. A new spelling
    * of the member's own key succeeds. Rejects with MemberGone for a member not
    * registered (a resume took it to another connection, or its node was reaped).
+   * Renaming to a free nickname may wait as `claim` does.
    */
   rename(id: MemberId, nickname: string): Promise<boolean>;
   /**
@@ -251,6 +252,7 @@ export interface Presence {
    * Adds the member to a room if it has fewer than `capacity` members. `name`
    * is what the room is shown as when this join makes it (default: the key);
    * a room that exists keeps the name it was made with, which the join returns.
+   * Joining a room that is not full may wait as `claim` does.
    */
   join(id: MemberId, room: string, capacity: number, name?: string): Promise<JoinResult>;
   /** The room's count after the member left, or undefined if it was not in it. */
@@ -276,7 +278,8 @@ export interface Presence {
    * rooms, kept), `token` stops working and `next` takes its place. Undefined
    * when the token grants nothing: never granted, used already, or its member
    * gone (released, or reaped with its node). Nobody leaves or joins; the
-   * caller tells the old node to close its connection.
+   * caller tells the old node to close its connection. A token that takes
+   * nothing over may wait as `claim` does, for its member to come back.
    */
   takeOver(
     token: string,
