@@ -111,13 +111,13 @@ const STALL_SHARE = 0.4;
  * After Redis restarted empty, the time from a node's heartbeat that finds it so (its
  * 'reset') that the other nodes have to register their members again: a node reconnects within
  * 2 s of Redis coming back (redis-client.ts's reconnectDelay) and heartbeats at least once a
- * second (server.ts); each reset within the refill gives its node's registrations this long
- * again. Meanwhile a claim of a nickname nobody holds, a join of a room not full,
+ * second (server.ts), and 2 s more for an event loop busy telling its clients of the new
+ * epochs; each reset within the refill gives its node's registrations this long again. Meanwhile a claim of a nickname nobody holds, a join of a room not full,
  * and a resume whose token takes nothing over, wait: the nickname may be a member's whose
  * node is not back yet, the room may be fuller, and the token may be that member's, or a
  * spent one naming an identity that member holds.
  */
-export const REFILL_MS = 3_000;
+export const REFILL_MS = 5_000;
 /**
  * A request waiting out a refill asks again after this long, doubling up to REFILL_POLL_MAX_MS
  * (a resume is answered soon after its member is back; thousands of clients reconnecting at
@@ -499,8 +499,8 @@ if known == '' then return {'ok', epoch} end
 if known ~= epoch then
   -- Redis lost our state. The first node to find so starts the refill, once per epoch; each
   -- other node that finds so within it gives it the whole length again from then, for its
-  -- members' registration; one that comes after it has ended starts none. (An older
-  -- version's heartbeat passes no length.)
+  -- members' registration; one that comes after it has ended starts none. (A length of 0:
+  -- none.)
   local ms = tonumber(ARGV[7] or '')
   if ms and ms > 0 then
     if redis.call('HGET', CLOCK, 'refilled') ~= epoch then
@@ -791,6 +791,9 @@ export class RedisPresence implements Presence {
     this.timeoutMs = options.timeoutMs;
     this.releaseKeptMs = Math.max(2 * options.timeoutMs, RELEASE_KEPT_MIN_MS);
     this.refillMs = options.refillMs ?? REFILL_MS;
+    if (!Number.isInteger(this.refillMs) || this.refillMs < 0) {
+      throw new RangeError('refillMs must be a whole number of ms, 0 or more');
+    }
     this.prefix = `${options.prefix ?? DEFAULT_PRESENCE_PREFIX}{presence}:`;
     this.nodesKey = `${this.prefix}nodes`;
     this.owned = typeof options.redis === 'string';
@@ -963,6 +966,7 @@ export class RedisPresence implements Presence {
     id: MemberId,
     address: PeerAddress,
     next: string,
+    wanted?: () => boolean,
   ): Promise<TakenOver | undefined> {
     checkId('member', id);
     const hash = tokenHash(next);
@@ -999,7 +1003,9 @@ export class RedisPresence implements Presence {
       reply = await ask();
     }
     // Its member may be on a node not back yet: found once it is, or nothing once all are.
-    reply = await this.afterRefill(reply, ask);
+    reply = await this.afterRefill(reply, ask, -3, wanted);
+    // No longer wanted while it waited.
+    if (reply === -3) return undefined;
     if (reply === -1) throw new Error(`node ${this.node} is not registered`);
     if (reply === -2) throw new Error(`member ${id} is already registered`);
     const flat = reply as string[];
@@ -1178,12 +1184,14 @@ export class RedisPresence implements Presence {
 
   /**
    * `reply`, or while it says Presence is refilling (`refilling`: Redis restarted empty a moment ago),
-   * the answer of `again` once the refill has ended or what was asked for came back.
+   * the answer of `again` once the refill has ended or what was asked for came back; still
+   * `refilling` once `wanted` says the caller has gone.
    */
   private async afterRefill(
     reply: unknown,
     again: () => Promise<unknown>,
     refilling = -3,
+    wanted: () => boolean = () => true,
   ): Promise<unknown> {
     // The refill key's expiry ends the wait (each node's reset may lengthen it); the deadline
     // only bounds it should that fail.
@@ -1194,6 +1202,7 @@ export class RedisPresence implements Presence {
       // Spread, so that clients that came together do not ask together.
       await new Promise((resolve) => setTimeout(resolve, pause * (0.75 + Math.random() / 2)));
       if (this.closed) throw new Error('presence is closed');
+      if (!wanted()) return reply;
       reply = await again();
       pause = Math.min(2 * pause, REFILL_POLL_MAX_MS);
     }

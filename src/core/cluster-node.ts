@@ -695,7 +695,15 @@ export class ClusterNode {
     }
     let taken: TakenOver | undefined;
     try {
-      taken = await cluster.presence.takeOver(token, session.presenceId, session.address, next);
+      // A connection gone while its resume waits for a refill must not take the member from
+      // the connection that still has it.
+      taken = await cluster.presence.takeOver(
+        token,
+        session.presenceId,
+        session.address,
+        next,
+        () => session.state !== 'closed',
+      );
     } catch (err) {
       // Redis may have moved the member to this connection all the same (a lost reply):
       // freed, or it would stay registered for nobody, its nickname and places kept.

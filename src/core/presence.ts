@@ -279,13 +279,16 @@ export interface Presence {
    * when the token grants nothing: never granted, used already, or its member
    * gone (released, or reaped with its node). Nobody leaves or joins; the
    * caller tells the old node to close its connection. A token that takes
-   * nothing over may wait as `claim` does, for its member to come back.
+   * nothing over may wait as `claim` does, for its member to come back;
+   * `wanted` is asked before each time it asks again, and once false (the
+   * connection went) nothing is taken over.
    */
   takeOver(
     token: string,
     id: MemberId,
     address: PeerAddress,
     next: string,
+    wanted?: () => boolean,
   ): Promise<TakenOver | undefined>;
   /**
    * The member a resume moved member `id` of `node` to, following later moves

@@ -424,6 +424,26 @@ describe.skipIf(withoutRedis())('Redis', () => {
         expect(await client.exists(refill)).toBe(0);
       });
 
+      it('takes nothing over for a resume no longer wanted while it waits', async () => {
+        const prefix = newPrefix();
+        const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
+        await a.claim('1', 'ann', addr(1));
+        await a.grant('1', 'token-1');
+
+        await redis.restart();
+
+        expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        let wanted = true;
+        const taking = b.takeOver('token-1', '2', addr(2), 'token-2', () => wanted);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        wanted = false;
+        expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        expect(await taking).toBeUndefined();
+        expect(await b.find('ann')).toMatchObject({ node: 'a', id: '1' });
+        // The token still takes the member over for a connection that wants it.
+        expect(await b.takeOver('token-1', '3', addr(3), 'token-3')).toMatchObject({ id: '1' });
+      });
+
       it('asks again for a takeover whose reply was lost while it waited, and resumes', async () => {
         const prefix = newPrefix();
         const relay = await TcpRelay.start(redis.port);
@@ -442,8 +462,9 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await new Promise((resolve) => setTimeout(resolve, 300));
         expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
         // The next time b asks, Redis moves the member, and the reply is lost.
-        void relay.arm(tokenHash('token-1'), 'reset');
+        const lost = relay.arm(tokenHash('token-1'), 'reset');
         expect(await taking).toMatchObject({ node: 'a', id: '1', nickname: 'ann' });
+        await lost;
         expect(await a.find('ann')).toMatchObject({ node: 'b', id: '2' });
       });
 

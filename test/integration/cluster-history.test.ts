@@ -21,7 +21,8 @@ async function member(node: number, nickname: string, extra: object = {}): Promi
   const client = await RawClient.open(cluster.nodes[node]!.port);
   clients.push(client);
   client.sendPy({ cmd: '0', nickname, ...extra });
-  await client.expect('03');
+  // Right after Redis restarted empty, a new nickname waits out the refill (5 s or more).
+  await client.expect('03', 15_000);
   return client;
 }
 

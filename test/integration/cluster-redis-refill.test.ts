@@ -19,14 +19,16 @@ const open = (node: number) => file.open(node);
 
 const member = (node: number, nickname: string) => memberWithToken(file, node, nickname, CAPS);
 
-/** Waits (bounded) until Redis holds `key`. */
-async function untilKey(url: string, key: string): Promise<void> {
+const REFILL_KEY = 'confab:{presence}:refill';
+
+/** Waits (bounded) until Redis holds `key` (or, with `held` false, no longer does). */
+async function untilKey(url: string, key: string, held = true): Promise<void> {
   const client = new Redis(url, { protocol: 2, lazyConnect: true });
   try {
     const deadline = Date.now() + 15_000;
     for (let i = 0; i < 1_500 && Date.now() < deadline; i++) {
       try {
-        if ((await client.exists(key)) === 1) return;
+        if ((await client.exists(key)) === (held ? 1 : 0)) return;
       } catch {
         // Redis is still starting.
       }
@@ -51,7 +53,7 @@ describe.skipIf(skip)(
       try {
         await file.cluster.redis.restart();
         // Node 1 found Redis empty and registered its members again; node 0 has not.
-        await untilKey(file.cluster.redis.url, 'confab:{presence}:refill');
+        await untilKey(file.cluster.redis.url, REFILL_KEY);
         back = await open(1);
         back.sendPy({ cmd: '0', nickname: 'x', caps: CAPS, resume: sam.token });
         rival = await open(1);
@@ -69,6 +71,30 @@ describe.skipIf(skip)(
       // Nobody saw sam leave, and sam is listed once.
       expect(wit.c.received.filter((m) => m.cmd === '30')).toEqual([]);
       expect(await lobbyUsers(wit.c)).toEqual(['sam', 'wit']);
+    }, 60_000);
+
+    it('a resume whose client goes while it waits takes nothing from the connection that has the member', async () => {
+      const wit = await member(1, 'wit2');
+      const pam = await member(0, 'pam');
+      const paused = file.cluster.nodes[0]!;
+      paused.child.kill('SIGSTOP');
+      try {
+        await file.cluster.redis.restart();
+        await untilKey(file.cluster.redis.url, REFILL_KEY);
+        const back = await open(1);
+        back.sendPy({ cmd: '0', nickname: 'x', caps: CAPS, resume: pam.token });
+        await new Promise((resolve) => setTimeout(resolve, 150));
+        back.close();
+        await new Promise((resolve) => setTimeout(resolve, 150));
+      } finally {
+        paused.child.kill('SIGCONT');
+      }
+      await untilKey(file.cluster.redis.url, REFILL_KEY, false);
+      // Still pam's: what she says reaches the room, and nobody saw her leave.
+      pam.c.sendPy({ cmd: '7', msg: 'still here', room: 'lobby' });
+      await wit.c.waitFor((m) => m.cmd === '70' && m.msg === 'still here', 1, 10_000);
+      expect(pam.c.received.filter((m) => m.cmd === '90')).toEqual([]);
+      expect(wit.c.received.filter((m) => m.cmd === '30' && m.nickname === 'pam')).toEqual([]);
     }, 60_000);
   },
 );
