@@ -236,10 +236,17 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   };
 
   /** Prints above the input line, then redraws the prompt and whatever was typed. */
+  /**
+   * Lines written to the terminal, the input's echoes counted: a chat's echo is replaced by
+   * the formatted line only while it is still the last one (a reply to an earlier line, such
+   * as "You joined", may have come after it).
+   */
+  let lines = 0;
   const say = (text: string) => {
     // On a terminal the client breaks its own rows (src/cli/wrap.ts), also when its input
     // is a pipe: left long, a chat padded to the row's end could start a row of its own.
     const shown = io.stdout.isTTY === true ? wrapRows(text, io.stdout.columns) : text;
+    lines++;
     if (terminal) {
       readline.clearLine(io.stdout, 0);
       readline.cursorTo(io.stdout, 0);
@@ -424,7 +431,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   // Only now, with every handler in place, does the user (or a script) learn it is in.
   say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
 
-  const handle = async (line: string, unanswered: () => void): Promise<void> => {
+  const handle = async (line: string, unanswered: () => void, echo: number): Promise<void> => {
     const command = parseCommand(line);
     const now = new Date();
     try {
@@ -432,7 +439,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         case 'empty':
           return;
         case 'chat':
-          if (terminal) {
+          if (terminal && lines === echo) {
             // Replace the echoed input line with the formatted message.
             readline.moveCursor(io.stdout, 0, -1);
             readline.clearLine(io.stdout, 0);
@@ -638,9 +645,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       void leave();
       return;
     }
+    const echo = ++lines;
     queue = queue.then(() => {
       const unanswered = noAnswer(line);
-      return withinDeadline(unanswered, handle(line, unanswered));
+      return withinDeadline(unanswered, handle(line, unanswered, echo));
     });
   });
   rl.on('SIGINT', () => void leave());

@@ -154,6 +154,23 @@ describe('confab chat in a real terminal', () => {
     eve.close();
   });
 
+  it('keeps the "You joined" line when a chat was typed before the join was answered', async () => {
+    const port = server.address.port;
+    await newChat(
+      '-x',
+      '120',
+      '-y',
+      '20',
+      `env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat dot --port ${port}`,
+    );
+    await until(() => screen().includes('You are the'), 'the welcome');
+    // One tmux call: both lines reach the client at once, the chat before the join's answer.
+    tmux('send-keys', '-t', 'chat', '\\join bio', 'Enter', 'right after', 'Enter');
+    await until(() => /\d\d:\d\d dot: right after/.test(screen()), 'the chat, formatted');
+    expect(screen()).toContain('You joined bio');
+    tmux('send-keys', '-t', 'chat', 'C-c');
+  });
+
   it('leaves at Ctrl+C while a request waits on a server that stopped answering', async () => {
     const stopped = await spawnServer(['--http-port', 'off']);
     try {
