@@ -59,8 +59,8 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   refill       set by the first heartbeat that finds Redis emptied (a node's 'reset'), for
 //                the time every live node takes to register its members again (each later
 //                reset within it starts that time again): meanwhile a
-//                free nickname, a place in a room not full, or a token that takes nothing
-//                over, waits (refilling)
+//                free nickname (claimed or looked up), a place in a room not full, or a token
+//                that takes nothing over, waits (refilling)
 //   seq          INCR counter: join order in rooms, claim order on nodes
 //   nicks        hash nickname key -> ref ("<node>:<member>"; ids never contain ':')
 //   n:<node>     zset member id -> seq, the node's members
@@ -345,7 +345,10 @@ return out
 /** ARGV: P, key. {ref, nick, ip, port} or {}. */
 const FIND_LUA = `${PRELUDE}
 local ref = redis.call('HGET', NICKS, ARGV[2])
-if not ref then return {} end
+if not ref then
+  if refilling() then return -3 end
+  return {}
+end
 local m = redis.call('HMGET', mkey(ref), 'nick', 'ip', 'port')
 if not m[1] then return {} end
 return {ref, m[1], m[2], m[3]}
@@ -939,11 +942,9 @@ export class RedisPresence implements Presence {
     // Too long to be anyone's: not folded, nor sent to Redis (a folded 63 KB name was 630 KB).
     const key = lookupKey(nickname);
     if (key === undefined) return undefined;
-    const found = (await this.scripts.confabPresenceFind(
-      this.nodesKey,
-      this.prefix,
-      key,
-    )) as string[];
+    const ask = () => this.scripts.confabPresenceFind(this.nodesKey, this.prefix, key);
+    // Its holder may be on a node not back yet.
+    const found = (await this.afterRefill(await ask(), ask)) as string[];
     return found.length === 4 ? member(found[0]!, found[1]!, found[2]!, found[3]!) : undefined;
   }
 

@@ -260,7 +260,7 @@ export interface Presence {
   /** Members of a room, on every node, in join order. */
   members(room: string): Promise<PresenceMember[]>;
   count(room: string): Promise<number>;
-  /** Who holds `nickname`'s look-alike key, on any node. */
+  /** Who holds `nickname`'s look-alike key, on any node; nobody may wait as `claim` does. */
   find(nickname: string): Promise<PresenceMember | undefined>;
   /**
    * `token` (a resume token's secret) takes the member back from now on, and

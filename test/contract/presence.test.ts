@@ -343,6 +343,23 @@ describe.skipIf(withoutRedis())('Redis', () => {
         expect(await b.rename('2', 'bo')).toBe(true);
       });
 
+      it('a lookup of a nickname (a whisper, a KICK) waits, and finds its holder once back', async () => {
+        const prefix = newPrefix();
+        const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
+        await a.claim('1', 'ann', addr(1));
+
+        await redis.restart();
+
+        expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        const [found] = await Promise.all([
+          b.find('ANN'),
+          later(300, () => once(() => a.heartbeat())),
+        ]);
+        expect(found).toMatchObject({ node: 'a', id: '1', nickname: 'ann' });
+        // Nobody by a name is answered once the refill is over.
+        expect(await b.find('bob')).toBeUndefined();
+      });
+
       it('a rename to a nickname waits, and finds it taken once its holder is back', async () => {
         const prefix = newPrefix();
         const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
