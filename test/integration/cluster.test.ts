@@ -30,7 +30,8 @@ async function open(port: number): Promise<RawClient> {
 async function connect(port: number, nickname: string, extra: object = {}): Promise<RawClient> {
   const client = await open(port);
   client.sendPy({ cmd: '0', nickname, ...extra });
-  await client.expect('03');
+  // Right after Redis restarted empty, a new nickname waits out the refill (5 s or more).
+  await client.expect('03', 15_000);
   return client;
 }
 
@@ -317,7 +318,8 @@ describe.skipIf(skip)('a cluster of three nodes over Redis', () => {
     r1.sendPy({ cmd: '7', room: ROOM, msg: 'before the restart' });
     await r2.waitFor((m) => m.cmd === '70' && m.msg === 'before the restart', 1);
     await redis.restart();
-    // At once, before the nodes' next heartbeats register them again.
+    // At once, before the nodes' next heartbeats register them again: its nickname waits out
+    // the refill, and its JOIN then finds the room in a new epoch.
     const { c: r3, header } = await enter(nodes[1]!.port, 'r3', {
       epoch: before.epoch,
       id: Number(before.top) + 1,
