@@ -348,7 +348,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   client.on('server-error', (e) => {
     if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
     // A passing reason (shutting down, cut off from its cluster): the reconnect lines follow.
-    else if (e.code >= 3000) say(view.error(style, `Disconnected: ${e.message}.`));
+    // Without reconnecting, the line that says the connection closed gives the reason once.
+    else if (e.code >= 3000 && reconnect) say(view.error(style, `Disconnected: ${e.message}.`));
   });
 
   let leaving = false;
