@@ -235,13 +235,13 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     });
   };
 
-  /** Prints above the input line, then redraws the prompt and whatever was typed. */
   /**
    * Lines written to the terminal, the input's echoes counted: a chat's echo is replaced by
    * the formatted line only while it is still the last one (a reply to an earlier line, such
    * as "You joined", may have come after it).
    */
   let lines = 0;
+  /** Prints above the input line, then redraws the prompt and whatever was typed. */
   const say = (text: string) => {
     // On a terminal the client breaks its own rows (src/cli/wrap.ts), also when its input
     // is a pipe: left long, a chat padded to the row's end could start a row of its own.

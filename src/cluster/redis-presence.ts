@@ -38,7 +38,7 @@ export interface RedisPresenceOptions {
    * `replyMapping: 'legacy'`, and should not resend unanswered commands.
    */
   readonly redis: string | Redis;
-  /** How long after Redis restarted empty a free nickname or an unknown token waits (REFILL_MS). */
+  /** How long after Redis restarted empty what may be a returning member's waits (REFILL_MS). */
   readonly refillMs?: number;
   /** Put before every key, so several clusters or tests can share one Redis. */
   readonly prefix?: string;
@@ -109,13 +109,14 @@ const STALL_SHARE = 0.4;
 
 /**
  * After Redis restarted empty, the time from a node's heartbeat that finds it so (its
- * 'reset') that the other nodes have to register their members again: a node reconnects within
- * 2 s of Redis coming back (redis-client.ts's reconnectDelay) and heartbeats at least once a
- * second (server.ts), and 2 s more for an event loop busy telling its clients of the new
- * epochs; each reset within the refill gives its node's registrations this long again. Meanwhile a claim of a nickname nobody holds, a join of a room not full,
- * and a resume whose token takes nothing over, wait: the nickname may be a member's whose
- * node is not back yet, the room may be fuller, and the token may be that member's, or a
- * spent one naming an identity that member holds.
+ * 'reset') that the other nodes have to register their members again: a node reconnects
+ * within 2 s of Redis coming back (redis-client.ts's reconnectDelay) and heartbeats at least
+ * once a second (server.ts), and 2 s more for an event loop busy telling its clients of the
+ * new epochs; each reset within the refill gives its node's registrations this long again.
+ * Meanwhile a claim or lookup of a nickname nobody holds, a join of a room not full, and a
+ * resume whose token takes nothing over, wait: the nickname may be a member's whose node is
+ * not back yet, the room may be fuller, and the token may be that member's, or a spent one
+ * naming an identity that member holds.
  */
 export const REFILL_MS = 5_000;
 /**
@@ -816,12 +817,13 @@ export class RedisPresence implements Presence {
     checkId('member', id);
     checkText('nickname', nickname);
     const args = this.args(id, nickname, nicknameKey(nickname), address.ip, address.port);
-    let reply = await this.scripts.confabPresenceClaim(...args);
+    const ask = () => this.scripts.confabPresenceClaim(...args);
+    let reply = await ask();
     if (reply === -1 && this.onUnregistered !== undefined) {
       await this.onUnregistered();
-      reply = await this.scripts.confabPresenceClaim(...args);
+      reply = await ask();
     }
-    reply = await this.afterRefill(reply, () => this.scripts.confabPresenceClaim(...args));
+    reply = await this.afterRefill(reply, ask);
     if (reply === -1) throw new Error(`node ${this.node} is not registered`);
     if (reply === -2) throw new Error(`member ${id} is already registered`);
     if (reply !== 1) return false;
@@ -838,9 +840,8 @@ export class RedisPresence implements Presence {
   async rename(id: MemberId, nickname: string): Promise<boolean> {
     checkText('nickname', nickname);
     const args = this.args(id, nickname, nicknameKey(nickname));
-    const reply = await this.afterRefill(await this.scripts.confabPresenceRename(...args), () =>
-      this.scripts.confabPresenceRename(...args),
-    );
+    const ask = () => this.scripts.confabPresenceRename(...args);
+    const reply = await this.afterRefill(await ask(), ask);
     if (reply === -1) throw new MemberGone(id);
     if (reply !== 1) return false;
     const mine = this.local.get(id);
@@ -897,11 +898,8 @@ export class RedisPresence implements Presence {
     const tag = tagOf(room);
     checkText('room', name);
     const args = this.args(id, tag, capacity, name);
-    const reply = await this.afterRefill(
-      await this.scripts.confabPresenceJoin(...args),
-      () => this.scripts.confabPresenceJoin(...args),
-      -4,
-    );
+    const ask = () => this.scripts.confabPresenceJoin(...args);
+    const reply = await this.afterRefill(await ask(), ask, -4);
     if (!Array.isArray(reply)) {
       const code = Number(reply);
       if (code === -1) throw new MemberGone(id);
@@ -1184,9 +1182,9 @@ export class RedisPresence implements Presence {
   }
 
   /**
-   * `reply`, or while it says Presence is refilling (`refilling`: Redis restarted empty a moment ago),
-   * the answer of `again` once the refill has ended or what was asked for came back; still
-   * `refilling` once `wanted` says the caller has gone.
+   * `reply`, or while it says Presence is refilling (`refilling`: Redis restarted empty a
+   * moment ago), the answer of `again` once the refill has ended or what was asked for came
+   * back; still `refilling` once `wanted` says the caller has gone.
    */
   private async afterRefill(
     reply: unknown,

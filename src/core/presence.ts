@@ -220,10 +220,11 @@ export interface Presence {
   /**
    * Registers a new member of this node under `nickname`. False when the
    * nickname's look-alike key is taken (by anyone, on any node). A Presence
-   * that lost its state (Redis restarted empty) answers a free nickname, and
-   * `rename` to one, `join` of a room not full, and `takeOver` with a token that takes nothing over, only
-   * once the nodes had time to register their members again: the nickname or
-   * the token may be a member's whose node is not back yet.
+   * that lost its state (Redis restarted empty) answers a free nickname (and
+   * `rename` to one, `find` of one, `join` of a room not full, `takeOver`
+   * with a token that takes nothing over) only once the nodes had time to
+   * register their members again: it may be a member's whose node is not
+   * back yet.
    */
   claim(id: MemberId, nickname: string, address: PeerAddress): Promise<boolean>;
   /**

@@ -4,6 +4,7 @@ import { RedisPresence, tokenHash } from '../../src/cluster/redis-presence.js';
 import { agreeOnShards } from '../../src/cluster/shards.js';
 import { MemoryPresence, PresenceHub } from '../../src/core/memory-presence.js';
 import {
+  type Heartbeat,
   MAX_MOVES_FOLLOWED,
   MemberGone,
   MOVED_TTL_MS,
@@ -301,6 +302,19 @@ describe.skipIf(withoutRedis())('Redis', () => {
         new Promise<T>((resolve, reject) => {
           setTimeout(() => fn().then(resolve, reject), ms);
         });
+      /**
+       * Redis restarts empty and `first` finds so (the refill starts); `asked` runs on it while
+       * `late` comes back 300 ms after. What `asked` answered, and `late`'s heartbeat.
+       */
+      async function askedBeforeBack<T>(
+        first: RedisPresence,
+        late: RedisPresence,
+        asked: () => Promise<T>,
+      ): Promise<[T, Heartbeat]> {
+        await redis.restart();
+        expect(await once(() => first.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        return Promise.all([asked(), later(300, () => once(() => late.heartbeat()))]);
+      }
 
       it('a resume waits for the node of its member, then takes it over', async () => {
         const prefix = newPrefix();
@@ -309,13 +323,9 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await a.join('1', 'lobby', 10);
         await a.grant('1', 'token-1');
 
-        await redis.restart();
-
-        expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
-        const [taken, beat] = await Promise.all([
+        const [taken, beat] = await askedBeforeBack(b, a, () =>
           b.takeOver('token-1', '2', addr(2), 'token-2'),
-          later(300, () => once(() => a.heartbeat())),
-        ]);
+        );
         expect(beat).toEqual({ status: 'reset', lost: [] });
         expect(taken).toMatchObject({ node: 'a', id: '1', nickname: 'ann' });
         expect((await b.members('lobby')).map((m) => `${m.node}:${m.id}`)).toEqual(['b:2']);
@@ -326,13 +336,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
         const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
         await a.claim('1', 'ann', addr(1));
 
-        await redis.restart();
-
-        expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
-        const [claimed, beat] = await Promise.all([
-          b.claim('2', 'ANN', addr(2)),
-          later(300, () => once(() => a.heartbeat())),
-        ]);
+        const [claimed, beat] = await askedBeforeBack(b, a, () => b.claim('2', 'ANN', addr(2)));
         expect(claimed).toBe(false);
         // ann kept her nickname: not closed for it.
         expect(beat).toEqual({ status: 'reset', lost: [] });
@@ -348,13 +352,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
         const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
         await a.claim('1', 'ann', addr(1));
 
-        await redis.restart();
-
-        expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
-        const [found] = await Promise.all([
-          b.find('ANN'),
-          later(300, () => once(() => a.heartbeat())),
-        ]);
+        const [found] = await askedBeforeBack(b, a, () => b.find('ANN'));
         expect(found).toMatchObject({ node: 'a', id: '1', nickname: 'ann' });
         // Nobody by a name is answered once the refill is over.
         expect(await b.find('bob')).toBeUndefined();
@@ -366,13 +364,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await a.claim('1', 'ann', addr(1));
         await b.claim('1', 'bob', addr(2));
 
-        await redis.restart();
-
-        expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
-        const [renamed, beat] = await Promise.all([
-          b.rename('1', 'ann'),
-          later(300, () => once(() => a.heartbeat())),
-        ]);
+        const [renamed, beat] = await askedBeforeBack(b, a, () => b.rename('1', 'ann'));
         expect(renamed).toBe(false);
         expect(beat).toEqual({ status: 'reset', lost: [] });
       });
@@ -384,13 +376,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
         await a.join('1', 'side', 2);
         await b.claim('1', 'bob', addr(2));
 
-        await redis.restart();
-
-        expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
-        const [joined] = await Promise.all([
-          b.join('1', 'side', 1),
-          later(300, () => once(() => a.heartbeat())),
-        ]);
+        const [joined] = await askedBeforeBack(b, a, () => b.join('1', 'side', 1));
         expect(joined).toEqual({ ok: false, reason: 'full' });
         expect(await b.count('side')).toBe(1);
         // A room with space is joined once the refill is over.

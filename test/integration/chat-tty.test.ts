@@ -6,7 +6,7 @@ import { CLI, startConfab } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
 import { privateTmux } from '../helpers/tmux.js';
 
-const { tmux, screen, newChat, kill } = privateTmux('confab-test');
+const { tmux, screen, chatAs, kill } = privateTmux('confab-test');
 
 async function until(check: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -29,13 +29,7 @@ describe('confab chat in a real terminal', () => {
 
   it('keeps the typed line intact while messages arrive, colors nicknames, and recalls history', async () => {
     const port = server.address.port;
-    await newChat(
-      '-x',
-      '100',
-      '-y',
-      '20',
-      `env -u NO_COLOR TERM=xterm-256color ${process.execPath} ${CLI} chat ann --port ${port}`,
-    );
+    await chatAs('ann', port, { color: true });
     await until(() => screen().includes('You are the 1st user'), 'the welcome');
     tmux('send-keys', '-t', 'chat', '-l', 'hello wor');
     await until(() => screen().includes('ann> hello wor'), 'the typed text');
@@ -85,13 +79,7 @@ describe('confab chat in a real terminal', () => {
     'does not let a chat padded to the terminal width start a row that looks like another member (input from $input)',
     async ({ nickname, pipe }) => {
       const port = server.address.port;
-      await newChat(
-        '-x',
-        '80',
-        '-y',
-        '20',
-        `${pipe}env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat ${nickname} --port ${port}`,
-      );
+      await chatAs(nickname, port, { columns: 80, before: pipe });
       await until(() => screen().includes('You are the 1st user'), 'the welcome');
       const mal = await join(port, 'mal');
       const now = new Date();
@@ -116,13 +104,7 @@ describe('confab chat in a real terminal', () => {
 
   it('shows escape sequences from a member as text: no new title, no answer typed into the input line', async () => {
     const port = server.address.port;
-    await newChat(
-      '-x',
-      '120',
-      '-y',
-      '20',
-      `env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat cat --port ${port}`,
-    );
+    await chatAs('cat', port, { columns: 120 });
     const title = () => tmux('display', '-p', '-t', 'chat', '#{pane_title}').trim();
     await until(() => screen().includes('You are the 1st user'), 'the welcome');
     const before = title();
@@ -156,13 +138,7 @@ describe('confab chat in a real terminal', () => {
 
   it('keeps the "You joined" line when a chat was typed before the join was answered', async () => {
     const port = server.address.port;
-    await newChat(
-      '-x',
-      '120',
-      '-y',
-      '20',
-      `env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat dot --port ${port}`,
-    );
+    await chatAs('dot', port, { columns: 120 });
     await until(() => screen().includes('You are the'), 'the welcome');
     // One tmux call: both lines reach the client at once, the chat before the join's answer.
     tmux('send-keys', '-t', 'chat', '\\join bio', 'Enter', 'right after', 'Enter');

@@ -6,7 +6,7 @@ import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import type { ConfabServer } from '../../src/server.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
-import { CLI, startConfab } from '../helpers/servers.js';
+import { startConfab } from '../helpers/servers.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 import { privateTmux } from '../helpers/tmux.js';
 
@@ -156,7 +156,7 @@ describe('confab chat with piped input', () => {
 });
 
 describe('confab chat in a terminal', () => {
-  const { tmux, screen, newChat, kill } = privateTmux('confab-pacing');
+  const { tmux, screen, chatAs, kill } = privateTmux('confab-pacing');
 
   it('shows the queued count in the prompt while a paste goes out, then the plain prompt', {
     timeout: 40_000,
@@ -171,13 +171,7 @@ describe('confab chat in a terminal', () => {
     const lines = Array.from({ length: 80 }, (_, i) => `typed ${i + 1}`);
     writeFileSync(paste, `${lines.join('\n')}\n`);
     try {
-      await newChat(
-        '-x',
-        '100',
-        '-y',
-        '20',
-        `env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat ann --port ${port}`,
-      );
+      await chatAs('ann', port);
       const shown = () => `; bob heard ${heard.length}; screen:\n${screen()}`;
       await until('the welcome', () => screen().includes('You are the 2nd user'), 8000, shown);
       tmux('load-buffer', paste);
