@@ -267,6 +267,52 @@ describe('limits', () => {
     expect(server!.chat.connectionCount).toBe(0);
     await assertHealthy(port);
   });
+
+  it('counts a connection it closed until its client closes it too, or --shutdown-timeout', async () => {
+    const port = await startWith({ 'max-conns-per-ip': '2', 'shutdown-timeout': '3' });
+    // A bad first request: the server ends its side at once; this client keeps its own open.
+    const refused = async () => {
+      // Until it gets a place: a connection over the cap is answered "02" instead.
+      for (let attempt = 0; attempt < 40; attempt++) {
+        const c = await RawClient.open(port);
+        c.socket.allowHalfOpen = true;
+        const ended = new Promise<void>((resolve) => c.socket.once('end', resolve));
+        c.write('not json\n');
+        await ended;
+        if (c.drain().length === 0) return c;
+        c.close();
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error('never got a place');
+    };
+    let knocked = 0;
+    const admits = async () => {
+      const c = await RawClient.open(port);
+      c.sendPy({ cmd: '0', nickname: `k${knocked++}` });
+      await c.waitFor((m) => m.cmd === '02' || m.cmd === '03', 1, 5_000);
+      const answer = c.drain()[0]!.cmd;
+      c.close();
+      return answer === '03';
+    };
+    const eventually = async (what: () => Promise<boolean> | boolean, ms: number) => {
+      for (const deadline = Date.now() + ms; Date.now() < deadline; ) {
+        if (await what()) return true;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return false;
+    };
+    const first = await refused();
+    const second = await refused();
+    expect(await admits()).toBe(false);
+    first.close();
+    expect(await eventually(admits, 2_000)).toBe(true);
+    // Neither of these closes its side: the server gives up on them after --shutdown-timeout.
+    const third = await refused();
+    expect(await admits()).toBe(false);
+    expect(await eventually(admits, 10_000)).toBe(true);
+    second.close();
+    third.close();
+  });
 });
 
 describe('TLS', () => {
