@@ -467,7 +467,7 @@ class ClusterNode implements Cluster, ClusterView {
     // (a 'ready' connection that answers nothing), and is then disconnected below.
     const left = () => Math.max(0, until - Date.now());
     await withTimeout(this.presence.close(), left()).catch(() => {});
-    await withTimeout(this.broker.close(), left()).catch(() => {});
+    await withTimeout(this.broker.close(left()), left()).catch(() => {});
     // Its last appends may be waiting for an instance that is down: the client is then
     // disconnected below, which fails them, rather than waited on for its reconnects.
     await withTimeout(this.history.close(), left()).catch(() => {});

@@ -14,7 +14,7 @@ import type {
 } from '../core/broker.js';
 import type { HistoryStore } from '../core/history.js';
 import { Redis } from '../store/ioredis.js';
-import { commandClient } from '../store/redis-client.js';
+import { commandClient, DISCONNECT_MS } from '../store/redis-client.js';
 import {
   DEFAULT_REDIS_PREFIX,
   KEEP_INTERVAL_MS,
@@ -178,7 +178,7 @@ const RETRY_MS = [50, 100, 250, 500, 1_000, 2_000, 5_000];
  * longest waiting are given up (logged). A room, not an event: one resync mends them all.
  */
 const MAX_UNSENT_ROOMS = 10_000;
-/** How long close() waits for Redis to answer QUIT before it just disconnects. */
+/** How long close() waits for Redis to answer QUIT before it just disconnects, unless told. */
 const QUIT_MS = 1_000;
 
 export function nodeChannel(prefix: string, node: string): string {
@@ -321,6 +321,7 @@ export class RedisBroker implements Broker {
       autoResendUnfulfilledCommands: true,
       // A SUBSCRIBE waits for the connection however long it takes.
       maxRetriesPerRequest: null,
+      disconnectTimeout: DISCONNECT_MS,
     };
     if (typeof options.redis === 'string') {
       this.ownsPub = true;
@@ -546,7 +547,7 @@ export class RedisBroker implements Broker {
     }
   }
 
-  async close(): Promise<void> {
+  async close(waitMs = QUIT_MS): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.keeper);
@@ -566,7 +567,7 @@ export class RedisBroker implements Broker {
       // connection and the process, until it answers.
       let timer: NodeJS.Timeout | undefined;
       const stalled = new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), QUIT_MS);
+        timer = setTimeout(() => resolve(false), waitMs);
       });
       const quitted = await Promise.race([
         redis.quit().then(

@@ -266,7 +266,7 @@ export class ShardedBroker implements Broker {
     return this.of(key).unsubscribe(key);
   }
 
-  async close(): Promise<void> {
-    await Promise.allSettled(this.brokers.map((b) => b.close()));
+  async close(waitMs?: number): Promise<void> {
+    await Promise.allSettled(this.brokers.map((b) => b.close(waitMs)));
   }
 }

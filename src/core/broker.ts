@@ -174,5 +174,9 @@ export interface Broker {
   subscribe(room: RoomRef): Promise<void>;
   /** Resolves once the room's events no longer reach this node. */
   unsubscribe(key: string): Promise<void>;
-  close(): Promise<void>;
+  /**
+   * Stops receiving and closes its connections, waiting at most `waitMs` for the backend to
+   * answer (a stopping process must not wait for a backend that stalls).
+   */
+  close(waitMs?: number): Promise<void>;
 }
