@@ -472,11 +472,17 @@ end
 return out
 `;
 
-/** ARGV: P, timeout ms. {members, nodes heard from within the timeout}. */
+/** ARGV: P, timeout ms. {members, nodes heard from within their own timeouts}. */
 const CENSUS_LUA = `${PRELUDE}
 local clock = forgive_silence(ARGV[2], false)
-local since = clock[1] - clock[2] - tonumber(ARGV[2])
-return {redis.call('HLEN', NICKS), redis.call('ZCOUNT', NODES, since, '+inf')}
+local now, mine = clock[1] - clock[2], tonumber(ARGV[2])
+local live = 0
+local nodes = redis.call('ZRANGE', NODES, 0, -1, 'WITHSCORES')
+for i = 1, #nodes, 2 do
+  local timeout = tonumber(redis.call('ZSCORE', TIMEOUTS, nodes[i])) or mine
+  if tonumber(nodes[i + 1]) >= now - timeout then live = live + 1 end
+end
+return {redis.call('HLEN', NICKS), live}
 `;
 
 /**
@@ -586,10 +592,22 @@ return 1
 
 /** ARGV: P, self, timeout ms. {{node, members}, ...}: at most 16 dead nodes per call. */
 const REAP_LUA = `${PRELUDE}
-local cutoff = forgive_silence(ARGV[3], true)[1] - tonumber(ARGV[3])
+local mine = tonumber(ARGV[3])
+local now = forgive_silence(ARGV[3], true)[1]
+-- Each node is reaped once its own timeout has passed, as it cuts itself off after that
+-- long (one of an older version, which records none, after this node's).
+local shortest = mine
+local least = tonumber(redis.call('ZRANGE', TIMEOUTS, 0, 0, 'WITHSCORES')[2])
+if least and least < shortest then shortest = least end
 local out = {}
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', NODES, '-inf', '(' .. cutoff, 'LIMIT', 0, 16)) do
-  if node ~= ARGV[2] then out[#out + 1] = {node, remove_node(node)} end
+local silent = redis.call('ZRANGEBYSCORE', NODES, '-inf', '(' .. (now - shortest), 'WITHSCORES')
+for i = 1, #silent, 2 do
+  local node = silent[i]
+  local timeout = tonumber(redis.call('ZSCORE', TIMEOUTS, node)) or mine
+  if node ~= ARGV[2] and tonumber(silent[i + 1]) < now - timeout then
+    out[#out + 1] = {node, remove_node(node)}
+    if #out == 16 then break end
+  end
 end
 return out
 `;

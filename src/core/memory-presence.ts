@@ -49,6 +49,8 @@ interface Entry {
 export class PresenceHub {
   /** Node -> time of its last heartbeat. */
   readonly nodes = new Map<string, number>();
+  /** Node -> its timeout: how long it may go without a heartbeat before it is reaped. */
+  readonly timeouts = new Map<string, number>();
   readonly nicknames = new Map<string, Entry>();
   /** Room key -> members by ref, in join order (a Map keeps insertion order). */
   readonly rooms = new Map<string, Map<string, Entry>>();
@@ -314,11 +316,16 @@ export class MemoryPresence implements Presence {
 
   census(): Promise<Census> {
     return settle(() => {
-      const cutoff = this.hub.now() - this.timeoutMs;
+      const now = this.hub.now();
       let nodes = 0;
-      for (const last of this.hub.nodes.values()) if (last >= cutoff) nodes++;
+      for (const [node, last] of this.hub.nodes) if (!this.expired(node, last, now)) nodes++;
       return { users: this.hub.nicknames.size, nodes };
     });
+  }
+
+  /** Whether `node`, last heard of at `last`, has gone past its own timeout. */
+  private expired(node: string, last: number, now: number): boolean {
+    return last < now - (this.hub.timeouts.get(node) ?? this.timeoutMs);
   }
 
   heartbeat(): Promise<Heartbeat> {
@@ -338,10 +345,10 @@ export class MemoryPresence implements Presence {
 
   reap(): Promise<DeadNode[]> {
     return settle(() => {
-      const cutoff = this.hub.now() - this.timeoutMs;
+      const now = this.hub.now();
       const dead: DeadNode[] = [];
       for (const [node, last] of this.hub.nodes) {
-        if (node === this.node || last >= cutoff) continue;
+        if (node === this.node || !this.expired(node, last, now)) continue;
         dead.push({ node, members: this.removeNode(node) });
       }
       return dead;
@@ -373,6 +380,7 @@ export class MemoryPresence implements Presence {
 
   private register(): void {
     this.hub.nodes.set(this.node, this.hub.now());
+    this.hub.timeouts.set(this.node, this.timeoutMs);
     if (!this.hub.byNode.has(this.node)) this.hub.byNode.set(this.node, new Map());
   }
 
@@ -449,6 +457,7 @@ export class MemoryPresence implements Presence {
   private removeNode(node: string): DepartedMember[] {
     const members = [...(this.hub.byNode.get(node)?.values() ?? [])];
     this.hub.nodes.delete(node);
+    this.hub.timeouts.delete(node);
     this.hub.byNode.delete(node);
     return members.map((entry) => ({
       id: entry.id,

@@ -586,6 +586,56 @@ export function presenceContract(target: PresenceTarget): void {
       expect(expired).toEqual([]);
     });
 
+    it('reaps and counts each node by its own timeout, whichever node asks', async () => {
+      const cluster = target.cluster();
+      cleanup.push(() => cluster.dispose());
+      const made = (timeoutMs: number, node: string) => {
+        const presence = cluster.node({ timeoutMs, node });
+        cleanup.push(() => presence.close().catch(() => {}));
+        return presence;
+      };
+      // Timeouts of 0.5, 2 and 4 s.
+      const quick = made(TIMEOUT_MS, 'quick');
+      const reaper = made(4 * TIMEOUT_MS, 'reaper');
+      const slow = made(8 * TIMEOUT_MS, 'slow');
+      const started = Date.now();
+      for (const node of [quick, reaper, slow])
+        expect(await node.heartbeat()).toEqual({ status: 'ok' });
+      await quick.claim('1', 'quin', addr(1));
+      await slow.claim('1', 'sam', addr(2));
+      // Only the reaper beats from here on.
+      const reaped: DeadNode[] = [];
+      const round = async () => {
+        await reaper.heartbeat();
+        reaped.push(...(await reaper.reap()));
+      };
+      // Before the reaper's own timeout has passed since the others' last heartbeat.
+      await eventually(async () => {
+        await round();
+        return reaped.length > 0;
+      }, 3 * TIMEOUT_MS);
+      expect(reaped.map((d) => [d.node, d.members.map((m) => m.nickname)])).toEqual([
+        ['quick', ['quin']],
+      ]);
+      // Past the reaper's timeout, short of slow's: slow is still a live node.
+      while (Date.now() < started + 5 * TIMEOUT_MS) {
+        await round();
+        await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_MS));
+      }
+      await round();
+      expect(reaped.map((d) => d.node)).toEqual(['quick']);
+      expect(await reaper.census()).toEqual({ users: 1, nodes: 2 });
+      expect((await reaper.find('sam'))?.node).toBe('slow');
+      await eventually(async () => {
+        await round();
+        return reaped.length > 1;
+      });
+      expect(reaped.map((d) => d.node)).toEqual(['quick', 'slow']);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(8 * TIMEOUT_MS);
+      expect(await reaper.find('sam')).toBeUndefined();
+      expect(await reaper.census()).toEqual({ users: 0, nodes: 1 });
+    });
+
     it('tells a keeper whose node was reaped that it expired', async () => {
       const {
         nodes: [a, b],
