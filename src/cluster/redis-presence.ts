@@ -150,13 +150,16 @@ local function forgive_silence(timeout, apply)
   if top and top > beat then beat = top end
   -- The shortest timeout of a node live when the silence began: a dead one's (not reaped
   -- yet, or left by an older version's reap) would take the gaps between a live node's
-  -- heartbeats for silences.
+  -- heartbeats for silences, and put off its own reaping. A live node beats at least five
+  -- times a timeout, so its last beat is within that share of the last beat of any node.
+  -- A silence forgiven leaves each node's last beat at least that share before the next
+  -- beat: one that has not beaten since no longer counts.
   local shortest = tonumber(timeout)
   local shorter = redis.call('ZRANGEBYSCORE', TIMEOUTS, '-inf', '(' .. shortest, 'WITHSCORES')
   for i = 1, #shorter, 2 do
     local t = tonumber(shorter[i + 1])
     local score = tonumber(redis.call('ZSCORE', NODES, shorter[i]))
-    if score and t < shortest and score >= beat - t then
+    if score and t < shortest and score > beat - math.floor(t * ${STALL_SHARE}) then
       shortest = t
       break
     end

@@ -625,6 +625,7 @@ export function presenceContract(target: PresenceTarget): void {
       await round();
       expect(reaped.map((d) => d.node)).toEqual(['quick']);
       expect(await reaper.census()).toEqual({ users: 1, nodes: 2 });
+      expect(await slow.census()).toEqual({ users: 1, nodes: 2 });
       expect((await reaper.find('sam'))?.node).toBe('slow');
       await eventually(async () => {
         await round();
@@ -634,6 +635,32 @@ export function presenceContract(target: PresenceTarget): void {
       expect(Date.now() - started).toBeGreaterThanOrEqual(8 * TIMEOUT_MS);
       expect(await reaper.find('sam')).toBeUndefined();
       expect(await reaper.census()).toEqual({ users: 0, nodes: 1 });
+    });
+
+    it('reaps a node of a short timeout on time beside one that beats seldom', async () => {
+      const cluster = target.cluster();
+      cleanup.push(() => cluster.dispose());
+      // Beating every 1.5 s, as a node of a 7.5 s timeout may: gaps three times the quick
+      // node's timeout, which must not be taken for silences of every node once it is dead.
+      const quick = cluster.node({ timeoutMs: TIMEOUT_MS, node: 'quick' });
+      const seldom = cluster.node({ timeoutMs: 15 * TIMEOUT_MS, node: 'seldom' });
+      for (const node of [quick, seldom]) {
+        cleanup.push(() => node.close().catch(() => {}));
+        expect(await node.heartbeat()).toEqual({ status: 'ok' });
+      }
+      await quick.claim('1', 'quin', addr(1));
+      const reaped: DeadNode[] = [];
+      let beats = 0;
+      while (beats < 4 && reaped.length === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 3 * TIMEOUT_MS));
+        beats++;
+        await seldom.heartbeat();
+        reaped.push(...(await seldom.reap()));
+      }
+      // The first beat may take its death for a stall (no node's heartbeat came since); the
+      // second, after a beat of a node that has beaten, may not.
+      expect(reaped.map((d) => d.node)).toEqual(['quick']);
+      expect(beats).toBeLessThanOrEqual(2);
     });
 
     it('tells a keeper whose node was reaped that it expired', async () => {
