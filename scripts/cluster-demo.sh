@@ -50,6 +50,10 @@ echo "three nodes: TCP $tcp_port-$((tcp_port + 2)), web http://127.0.0.1:$http_p
 echo "a terminal client that moves to the next node when its own goes:"
 echo "  npx confab chat ann --host 127.0.0.1:$tcp_port,127.0.0.1:$((tcp_port + 1)),127.0.0.1:$((tcp_port + 2))"
 # For trying the failures of docs/cluster.md by hand (kill -9, kill -STOP).
-echo "PIDs: redis-server $redis_pid, node0 ${pids[0]}, node1 ${pids[1]}, node2 ${pids[2]}; a node started again by hand:"
-echo "  ${confab[*]} --redis redis://127.0.0.1:$redis_port --port $tcp_port --http-port $http_port --data-dir $data/node0"
+echo "PIDs: redis-server $redis_pid, node0 ${pids[0]}, node1 ${pids[1]}, node2 ${pids[2]}; node0 started again by hand"
+echo "(stop it yourself before Ctrl+C, which removes its data directory and stops Redis):"
+printf '  '
+printf '%q ' "${confab[@]}" --redis "redis://127.0.0.1:$redis_port" --port "$tcp_port" \
+  --http-port "$http_port" --data-dir "$data/node0"
+echo
 wait

@@ -567,7 +567,7 @@ export class RedisBroker implements Broker {
       // connection and the process, until it answers.
       let timer: NodeJS.Timeout | undefined;
       const stalled = new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), waitMs);
+        timer = setTimeout(() => resolve(false), Math.min(waitMs, QUIT_MS));
       });
       const quitted = await Promise.race([
         redis.quit().then(

@@ -177,6 +177,7 @@ describe.skipIf(skip)('hostile chats crossing nodes', () => {
     const ids0 = r0.received.filter((m) => m.cmd === '70' && m.from === 'sender').map((m) => m.id);
     const ids1 = r1.received.filter((m) => m.cmd === '70' && m.from === 'sender').map((m) => m.id);
     expect(ids1).toEqual(ids0);
+    expect(ids0).toEqual(ids0.map((_, i) => (ids0[0] as number) + i));
     const ats = (c: RawClient) =>
       c.received.filter((m) => m.cmd === '70' && m.from === 'sender').map((m) => `${m.id}@${m.at}`);
     expect(ats(r1)).toEqual(ats(r0));
