@@ -319,7 +319,8 @@ export const SERVE_OPTIONS = {
     default: 30 * 24 * 3600,
     min: 0,
     off: 0,
-    description: 'seconds a message is kept ("off" keeps messages until the count limit)',
+    description:
+      'seconds a message is kept, removed by a sweep once a minute ("off" keeps messages until the count limit)',
     arg: 'S',
   },
   'history-memory-max': {
