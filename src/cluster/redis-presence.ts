@@ -176,6 +176,11 @@ local function forgive_silence(timeout, apply)
   redis.call('HSET', CLOCK, 'beat', now - allowed)
   return {now, 0}
 end
+-- Whether a node last heard of at score is past its own timeout at now (one of an older
+-- version, which records none, past mine, the asking node's).
+local function expired(node, score, now, mine)
+  return tonumber(score) < now - (tonumber(redis.call('ZSCORE', TIMEOUTS, node)) or mine)
+end
 local function seq() return redis.call('INCR', P .. 'seq') end
 local function mkey(ref) return P .. 'm:' .. ref end
 local function mrooms(ref) return P .. 'mr:' .. ref end
@@ -482,8 +487,7 @@ local now, mine = clock[1] - clock[2], tonumber(ARGV[2])
 local live = 0
 local nodes = redis.call('ZRANGE', NODES, 0, -1, 'WITHSCORES')
 for i = 1, #nodes, 2 do
-  local timeout = tonumber(redis.call('ZSCORE', TIMEOUTS, nodes[i])) or mine
-  if tonumber(nodes[i + 1]) >= now - timeout then live = live + 1 end
+  if not expired(nodes[i], nodes[i + 1], now, mine) then live = live + 1 end
 end
 return {redis.call('HLEN', NICKS), live}
 `;
@@ -598,7 +602,7 @@ const REAP_LUA = `${PRELUDE}
 local mine = tonumber(ARGV[3])
 local now = forgive_silence(ARGV[3], true)[1]
 -- Each node is reaped once its own timeout has passed, as it cuts itself off after that
--- long (one of an older version, which records none, after this node's).
+-- long; only nodes silent for the shortest timeout can have.
 local shortest = mine
 local least = tonumber(redis.call('ZRANGE', TIMEOUTS, 0, 0, 'WITHSCORES')[2])
 if least and least < shortest then shortest = least end
@@ -606,8 +610,7 @@ local out = {}
 local silent = redis.call('ZRANGEBYSCORE', NODES, '-inf', '(' .. (now - shortest), 'WITHSCORES')
 for i = 1, #silent, 2 do
   local node = silent[i]
-  local timeout = tonumber(redis.call('ZSCORE', TIMEOUTS, node)) or mine
-  if node ~= ARGV[2] and tonumber(silent[i + 1]) < now - timeout then
+  if node ~= ARGV[2] and expired(node, silent[i + 1], now, mine) then
     out[#out + 1] = {node, remove_node(node)}
     if #out == 16 then break end
   end
