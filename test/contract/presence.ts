@@ -53,13 +53,17 @@ export function presenceContract(target: PresenceTarget): void {
       for (const fn of cleanup.splice(0).reverse()) await fn();
     });
 
-    /** `count` registered nodes of a new cluster, closed after the test. */
-    async function setup(count: number, timeoutMs = TIMEOUT_MS) {
+    /**
+     * `count` registered nodes of a new cluster, closed after the test; each with `timeoutMs`,
+     * or node i with `timeoutMs(i)`.
+     */
+    async function setup(count: number, timeoutMs: number | ((i: number) => number) = TIMEOUT_MS) {
       const cluster = target.cluster();
       cleanup.push(() => cluster.dispose());
       const nodes: Presence[] = [];
       for (let i = 0; i < count; i++) {
-        const node = cluster.node({ timeoutMs, node: `node${i}` });
+        const timeout = typeof timeoutMs === 'number' ? timeoutMs : timeoutMs(i);
+        const node = cluster.node({ timeoutMs: timeout, node: `node${i}` });
         cleanup.push(() => node.close().catch(() => {}));
         expect(await node.heartbeat()).toEqual({ status: 'ok' });
         nodes.push(node);
@@ -587,20 +591,10 @@ export function presenceContract(target: PresenceTarget): void {
     });
 
     it('reaps and counts each node by its own timeout, whichever node asks', async () => {
-      const cluster = target.cluster();
-      cleanup.push(() => cluster.dispose());
-      const made = (timeoutMs: number, node: string) => {
-        const presence = cluster.node({ timeoutMs, node });
-        cleanup.push(() => presence.close().catch(() => {}));
-        return presence;
-      };
-      // Timeouts of 0.5, 2 and 4 s.
-      const quick = made(TIMEOUT_MS, 'quick');
-      const reaper = made(4 * TIMEOUT_MS, 'reaper');
-      const slow = made(8 * TIMEOUT_MS, 'slow');
       const started = Date.now();
-      for (const node of [quick, reaper, slow])
-        expect(await node.heartbeat()).toEqual({ status: 'ok' });
+      // Timeouts of 0.5, 2 and 4 s.
+      const { nodes } = await setup(3, (i) => [1, 4, 8][i]! * TIMEOUT_MS);
+      const [quick, reaper, slow] = nodes as [Presence, Presence, Presence];
       await quick.claim('1', 'quin', addr(1));
       await slow.claim('1', 'sam', addr(2));
       // Only the reaper beats from here on.
@@ -615,7 +609,7 @@ export function presenceContract(target: PresenceTarget): void {
         return reaped.length > 0;
       }, 3 * TIMEOUT_MS);
       expect(reaped.map((d) => [d.node, d.members.map((m) => m.nickname)])).toEqual([
-        ['quick', ['quin']],
+        [quick.node, ['quin']],
       ]);
       // Past the reaper's timeout, short of slow's: slow is still a live node.
       while (Date.now() < started + 5 * TIMEOUT_MS) {
@@ -623,31 +617,25 @@ export function presenceContract(target: PresenceTarget): void {
         await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_MS));
       }
       await round();
-      expect(reaped.map((d) => d.node)).toEqual(['quick']);
+      expect(reaped.map((d) => d.node)).toEqual([quick.node]);
       expect(await reaper.census()).toEqual({ users: 1, nodes: 2 });
       expect(await slow.census()).toEqual({ users: 1, nodes: 2 });
-      expect((await reaper.find('sam'))?.node).toBe('slow');
+      expect((await reaper.find('sam'))?.node).toBe(slow.node);
       await eventually(async () => {
         await round();
         return reaped.length > 1;
       });
-      expect(reaped.map((d) => d.node)).toEqual(['quick', 'slow']);
+      expect(reaped.map((d) => d.node)).toEqual([quick.node, slow.node]);
       expect(Date.now() - started).toBeGreaterThanOrEqual(8 * TIMEOUT_MS);
       expect(await reaper.find('sam')).toBeUndefined();
       expect(await reaper.census()).toEqual({ users: 0, nodes: 1 });
     });
 
     it('reaps a node of a short timeout on time beside one that beats seldom', async () => {
-      const cluster = target.cluster();
-      cleanup.push(() => cluster.dispose());
-      // Beating every 1.5 s, as a node of a 7.5 s timeout may: gaps three times the quick
-      // node's timeout, which must not be taken for silences of every node once it is dead.
-      const quick = cluster.node({ timeoutMs: TIMEOUT_MS, node: 'quick' });
-      const seldom = cluster.node({ timeoutMs: 15 * TIMEOUT_MS, node: 'seldom' });
-      for (const node of [quick, seldom]) {
-        cleanup.push(() => node.close().catch(() => {}));
-        expect(await node.heartbeat()).toEqual({ status: 'ok' });
-      }
+      // The second beats every 1.5 s, as a node of a 7.5 s timeout may: gaps three times the
+      // first one's timeout, which must not be taken for silences of every node once it is dead.
+      const { nodes } = await setup(2, (i) => [1, 15][i]! * TIMEOUT_MS);
+      const [quick, seldom] = nodes as [Presence, Presence];
       await quick.claim('1', 'quin', addr(1));
       const reaped: DeadNode[] = [];
       let beats = 0;
@@ -659,7 +647,7 @@ export function presenceContract(target: PresenceTarget): void {
       }
       // The first beat may take its death for a stall (no node's heartbeat came since); the
       // second, after a beat of a node that has beaten, may not.
-      expect(reaped.map((d) => d.node)).toEqual(['quick']);
+      expect(reaped.map((d) => d.node)).toEqual([quick.node]);
       expect(beats).toBeLessThanOrEqual(2);
     });
 

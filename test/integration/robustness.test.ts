@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ErrorCode } from '../../src/protocol/codes.js';
 import type { ConfabServer } from '../../src/server.js';
+import { until } from '../helpers/cluster.js';
 import { admitted, join, RawClient } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
@@ -294,22 +295,15 @@ describe('limits', () => {
       c.close();
       return answer === '03';
     };
-    const eventually = async (what: () => Promise<boolean> | boolean, ms: number) => {
-      for (const deadline = Date.now() + ms; Date.now() < deadline; ) {
-        if (await what()) return true;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      return false;
-    };
     const first = await refused();
     const second = await refused();
     expect(await admits()).toBe(false);
     first.close();
-    expect(await eventually(admits, 2_000)).toBe(true);
+    await until("a place freed by its client's close", admits, 2_000);
     // Neither of these closes its side: the server gives up on them after --shutdown-timeout.
     const third = await refused();
     expect(await admits()).toBe(false);
-    expect(await eventually(admits, 10_000)).toBe(true);
+    await until('places freed by --shutdown-timeout', admits, 10_000);
     second.close();
     third.close();
   });
