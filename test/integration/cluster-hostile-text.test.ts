@@ -90,15 +90,19 @@ describe.skipIf(skip)('hostile chats crossing nodes', () => {
   const file = useCluster('cluster-hostile-text', 3, []);
 
   it('every receiver on every node and dialect gets the same text, in order', async () => {
-    const sender = await file.open(0);
-    sender.write(line({ cmd: '0', nickname: 'sender', caps: CAPS }));
-    await sender.expect('03', 10_000);
-    const r0 = await file.open(0);
-    r0.write(line({ cmd: '0', nickname: 'rzero', caps: CAPS }));
-    await r0.expect('03', 10_000);
-    const r1 = await file.open(1);
-    r1.write(line({ cmd: '0', nickname: 'rone', caps: CAPS }));
-    await r1.expect('03', 10_000);
+    /** A client of `node` speaking JSON lines with CAPS, joined as `nickname`. */
+    const ext = async (node: number, nickname: string) => {
+      const c = await file.open(node);
+      c.write(line({ cmd: '0', nickname, caps: CAPS }));
+      await c.expect('03', 10_000);
+      return c;
+    };
+    /** The sender's chats among what a client received. */
+    const fromSender = <T extends { cmd?: unknown; from?: unknown }>(received: readonly T[]) =>
+      received.filter((m) => m.cmd === '70' && m.from === 'sender');
+    const sender = await ext(0, 'sender');
+    const r0 = await ext(0, 'rzero');
+    const r1 = await ext(1, 'rone');
     const courseBytes = new Map<RawClient, Buffer[]>();
     const course = async (node: number, nick: string) => {
       const c = await file.open(node);
@@ -150,9 +154,7 @@ describe.skipIf(skip)('hostile chats crossing nodes', () => {
     expect(errors).toEqual([]);
     expect(chatsOf(r0, 'sender')).toEqual(sent);
     expect(chatsOf(r1, 'sender')).toEqual(sent);
-    expect(
-      ws.received.filter((m) => m.cmd === '70' && m.from === 'sender').map((m) => m.msg),
-    ).toEqual(sent);
+    expect(fromSender(ws.received).map((m) => m.msg)).toEqual(sent);
     // Course clients: the text made visible, maybe cut into several "70"s; never a control.
     const shown = sent.map(visible).join('');
     for (const c of [c0, c1, c2]) {
@@ -174,18 +176,15 @@ describe.skipIf(skip)('hostile chats crossing nodes', () => {
       }
     }
     // Ids strictly increasing by 1 at both ext receivers and same on both.
-    const ids0 = r0.received.filter((m) => m.cmd === '70' && m.from === 'sender').map((m) => m.id);
-    const ids1 = r1.received.filter((m) => m.cmd === '70' && m.from === 'sender').map((m) => m.id);
+    const ids0 = fromSender(r0.received).map((m) => m.id);
+    const ids1 = fromSender(r1.received).map((m) => m.id);
     expect(ids1).toEqual(ids0);
     expect(ids0).toEqual(ids0.map((_, i) => (ids0[0] as number) + i));
-    const ats = (c: RawClient) =>
-      c.received.filter((m) => m.cmd === '70' && m.from === 'sender').map((m) => `${m.id}@${m.at}`);
-    expect(ats(r1)).toEqual(ats(r0));
-    expect(
-      ws.received
-        .filter((m) => m.cmd === '70' && m.from === 'sender')
-        .map((m) => `${m.id}@${m.at}`),
-    ).toEqual(ats(r0));
+    const ats = (
+      received: readonly { cmd?: unknown; from?: unknown; id?: unknown; at?: unknown }[],
+    ) => fromSender(received).map((m) => `${m.id}@${m.at}`);
+    expect(ats(r1.received)).toEqual(ats(r0.received));
+    expect(ats(ws.received)).toEqual(ats(r0.received));
     // Every session still answers.
     for (const c of [sender, r0, r1, c0, c1, c2]) {
       c.write(line({ cmd: '4' }));
@@ -204,9 +203,7 @@ describe.skipIf(skip)('hostile chats crossing nodes', () => {
     const epoch = (
       r1.rawFrames.map((f) => JSON.parse(f)).find((m) => m.cmd === '101') as { epoch: string }
     ).epoch;
-    const pager = await file.open(2);
-    pager.write(line({ cmd: '0', nickname: 'pager', caps: CAPS }));
-    await pager.expect('03', 10_000);
+    const pager = await ext(2, 'pager');
     const all: { id: number; from: string; msg: string }[] = [];
     let before: number | undefined;
     for (let i = 0; i < 100; i++) {
