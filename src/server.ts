@@ -378,6 +378,7 @@ class ClusterNode implements Cluster, ClusterView {
           // The hash of the nodes' --redis-shards list (see agreeOnShards).
           key: presence.keyOf('shards'),
           nodes: presence.nodesKey,
+          timeouts: presence.keyOf('timeouts'),
           node,
           timeoutMs: presence.timeoutMs,
         },

@@ -68,9 +68,9 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   l:<lin>      hash ref, gen: the latest copy registered again after Redis restarted
 //                empty of the member first claimed as <lin> (each resume adds 1 to gen), so
 //                of two copies the nodes register again the later one wins; kept after that
-//                copy goes, and for twice the node timeout only: all nodes have registered
-//                again by then (a node cut off longer closes its clients), and a key an older
-//                build never removes does not stay
+//                copy goes, and for twice the longest node timeout the writing node has heard
+//                of only: all nodes have registered again by then (a node cut off longer
+//                closes its clients), and a key an older build never removes does not stay
 //   mr:<ref>     zset room tag -> seq, the member's rooms in join order
 //   r:<tag>      zset ref -> seq, a room's members in join order
 //   rooms        zset tag -> seq, the rooms with members, in the order they were made
@@ -494,11 +494,11 @@ return {redis.call('HLEN', NICKS), live}
 
 /**
  * ARGV: P, node, epoch candidate, the epoch this node knows ('' before its first heartbeat),
- * how many members the node holds, the timeout ms, the refill ms. {status, epoch}: 'ok'; 'expired'
- * (the node had been reaped); 'reset' (the epoch changed: Redis lost our state; the refill
- * starts, unless another node's reset started it). Registers the node in every
- * case. 'ok' is followed by 'held' and the ids of the node's members in Presence when they
- * are not as many as the node holds.
+ * how many members the node holds, the timeout ms, the refill ms. {status, epoch, the
+ * longest timeout of the nodes registered}: 'ok'; 'expired' (the node had been reaped);
+ * 'reset' (the epoch changed: Redis lost our state; the refill starts, unless another
+ * node's reset started it). Registers the node in every case. 'ok' is followed by 'held'
+ * and the ids of the node's members in Presence when they are not as many as the node holds.
  */
 const HEARTBEAT_LUA = `${PRELUDE}
 local node, known, mine = ARGV[2], ARGV[4], tonumber(ARGV[5])
@@ -512,7 +512,8 @@ local now = forgive_silence(ARGV[6], true)[1]
 redis.call('ZADD', NODES, now, node)
 redis.call('ZADD', TIMEOUTS, ARGV[6], node)
 redis.call('HSET', CLOCK, 'beat', now)
-if known == '' then return {'ok', epoch} end
+local longest = redis.call('ZRANGE', TIMEOUTS, -1, -1, 'WITHSCORES')[2]
+if known == '' then return {'ok', epoch, longest} end
 if known ~= epoch then
   -- Redis lost our state. The first node to find so starts the refill, once per epoch; each
   -- other node that finds so within it gives it the whole length again from then, for its
@@ -528,14 +529,14 @@ if known ~= epoch then
       if left > 0 and left < ms then redis.call('PEXPIRE', P .. 'refill', ms) end
     end
   end
-  return {'reset', epoch}
+  return {'reset', epoch, longest}
 end
-if not was then return {'expired', epoch} end
-local out = {'ok', epoch}
+if not was then return {'expired', epoch, longest} end
+local out = {'ok', epoch, longest}
 -- Members the node counts that Presence has not (a resume took them elsewhere): it is told
 -- which members Presence holds on it, so that it can close the others.
 if mine and mine ~= redis.call('ZCARD', nkey(node)) then
-  out[3] = 'held'
+  out[4] = 'held'
   for _, id in ipairs(redis.call('ZRANGE', nkey(node), 0, -1)) do out[#out + 1] = id end
 end
 return out
@@ -801,6 +802,12 @@ export class RedisPresence implements Presence {
   private epoch = '';
   private closed = false;
   /**
+   * The longest --cluster-timeout of any node this one has heard of in its heartbeats (its
+   * own at least): what Redis keeps of a member's lineage after a restart is kept for twice
+   * it, so that the node slowest to come back still finds it.
+   */
+  private longestTimeoutMs: number;
+  /**
    * Set by the node: registers it again now (a heartbeat with its members). A claim
    * refused because Redis no longer knows this node (it restarted empty) calls it and
    * tries once more, rather than fail a CONNECT until the next heartbeat.
@@ -817,6 +824,7 @@ export class RedisPresence implements Presence {
     checkId('node', this.node);
     if (!(options.timeoutMs > 0)) throw new RangeError('timeoutMs must be positive');
     this.timeoutMs = options.timeoutMs;
+    this.longestTimeoutMs = options.timeoutMs;
     this.releaseKeptMs = Math.max(2 * options.timeoutMs, RELEASE_KEPT_MIN_MS);
     this.refillMs = options.refillMs ?? REFILL_MS;
     if (!Number.isInteger(this.refillMs) || this.refillMs < 0) {
@@ -1002,7 +1010,7 @@ export class RedisPresence implements Presence {
       hash,
       MOVED_TTL_MS,
       MAX_MOVES_FOLLOWED,
-      2 * this.timeoutMs,
+      2 * this.longestTimeoutMs,
       sender,
     );
     const ask = async () => {
@@ -1139,13 +1147,15 @@ export class RedisPresence implements Presence {
         this.refillMs,
       ),
     )) as string[];
-    const [status, epoch] = reply as [string, string];
+    const [status, epoch, longest] = reply as [string, string, string];
     this.epoch = epoch;
+    // Never lowered: after Redis restarted empty, nodes not back yet have no timeout there.
+    this.longestTimeoutMs = Math.max(this.longestTimeoutMs, Number(longest) || 0);
     let beat: Heartbeat = { status: 'ok' };
-    if (status === 'ok' && reply[2] === 'held') {
+    if (status === 'ok' && reply[3] === 'held') {
       // Presence's list is as of the heartbeat; a member claimed or taken over here since
       // is answered after it, and so is not in `local` yet either.
-      const held = new Set(reply.slice(3));
+      const held = new Set(reply.slice(4));
       const gone = [...this.local.keys()].filter((id) => !held.has(id));
       for (const id of gone) this.local.delete(id);
       if (gone.length > 0) beat = { status: 'ok', gone };
@@ -1255,7 +1265,7 @@ export class RedisPresence implements Presence {
             m.token ?? '',
             m.lin,
             m.gen,
-            2 * this.timeoutMs,
+            2 * this.longestTimeoutMs,
             m.sender ?? '',
             ...[...m.rooms].flat(),
           ),

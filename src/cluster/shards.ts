@@ -111,19 +111,24 @@ export async function sameServer(clients: readonly Redis[]): Promise<[number, nu
 }
 
 /**
- * Whether another node heartbeated within the timeout decides, in the same step as the
+ * Whether another node heartbeated within its own timeout decides, in the same step as the
  * write, whether this node's list replaces the stored one: a node that counted itself
  * alone just before another started and recorded its own list would otherwise overwrite
- * it, and both would run with different lists.
- * KEYS: the list hash's key, Presence's node zset. ARGV: hash, this node, timeout ms.
+ * it, and both would run with different lists. A node of an older version records no
+ * timeout: this node's own stands in for it.
+ * KEYS: the list hash's key, Presence's node zset, its timeouts zset. ARGV: hash, this
+ * node, timeout ms.
  */
 const AGREE_LUA = `
 local t = redis.call('TIME')
-local since = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
-local others = redis.call('ZCOUNT', KEYS[2], since, '+inf')
-local mine = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[2]))
-if mine and mine >= since then others = others - 1 end
-if others <= 0 then
+local now, mine = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(ARGV[3])
+local others = 0
+local nodes = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = 1, #nodes, 2 do
+  local timeout = tonumber(redis.call('ZSCORE', KEYS[3], nodes[i])) or mine
+  if nodes[i] ~= ARGV[2] and tonumber(nodes[i + 1]) >= now - timeout then others = others + 1 end
+end
+if others == 0 then
   redis.call('SET', KEYS[1], ARGV[1])
   return false
 end
@@ -139,9 +144,11 @@ export interface ShardAgreement {
   readonly key: string;
   /** Presence's zset of nodes by the time of their last heartbeat. */
   readonly nodes: string;
+  /** Presence's zset of nodes by their own timeouts. */
+  readonly timeouts: string;
   /** This node, as Presence registered it. */
   readonly node: string;
-  /** Presence's node timeout: a node silent longer is not running. */
+  /** This node's Presence timeout, for nodes that record none of their own. */
   readonly timeoutMs: number;
 }
 
@@ -158,9 +165,10 @@ export async function agreeOnShards(
 ): Promise<string | undefined> {
   const stored = (await redis.eval(
     AGREE_LUA,
-    2,
+    3,
     where.key,
     where.nodes,
+    where.timeouts,
     hash,
     where.node,
     String(where.timeoutMs),

@@ -592,6 +592,26 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect(await a.takeOver('token-1', '3', addr(3), 'x')).toBeUndefined();
     });
 
+    it('after a restart, an earlier copy is refused on a node of a longer timeout than the later copy’s, come back after twice the shorter', async () => {
+      const prefix = newPrefix();
+      const a = node(prefix, 'a', redis.url, 10 * TIMEOUT_MS);
+      const b = node(prefix, 'b');
+      await a.heartbeat();
+      await b.heartbeat();
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 'token-1');
+      await b.takeOver('token-1', '2', addr(2), 'token-2');
+
+      await redis.restart();
+
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      await b.release('2');
+      // a is still within its own timeout, past twice b's.
+      await new Promise((resolve) => setTimeout(resolve, 3 * TIMEOUT_MS));
+      expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: ['1'] });
+      expect(await a.find('ann')).toBeUndefined();
+    });
+
     it('after a restart, a copy a resume moved meanwhile still counts as the latest', async () => {
       const prefix = newPrefix();
       const [a, b, c] = await annMoved(prefix, ['a', 'b', 'c']);
@@ -913,7 +933,12 @@ describe.skipIf(withoutRedis())('Redis', () => {
       // Heartbeats are still in Redis's time, which the shard agreement reads: a is live.
       const client = new Redis(redis.url, { protocol: 2 });
       cleanup.push(() => client.disconnect());
-      const where = { key: a.keyOf('shards'), nodes: a.nodesKey, timeoutMs: TIMEOUT_MS };
+      const where = {
+        key: a.keyOf('shards'),
+        nodes: a.nodesKey,
+        timeouts: a.keyOf('timeouts'),
+        timeoutMs: TIMEOUT_MS,
+      };
       expect(await agreeOnShards(client, { ...where, node: 'a' }, 'list-a')).toBeUndefined();
       expect(await agreeOnShards(client, { ...where, node: 'b' }, 'list-b')).toBe('list-a');
       void b;

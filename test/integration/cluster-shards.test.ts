@@ -233,41 +233,77 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
     }
   }, 60_000);
 
-  it('a node that counted itself alone does not overwrite the list of one that started meanwhile', async () => {
+  const NODES = 'confab:{presence}:nodes';
+  const TIMEOUTS = 'confab:{presence}:timeouts';
+  const SHARDS = 'confab:{presence}:shards';
+
+  /**
+   * A Redis of its own, the shard agreement's keys as Presence names them, a starting node
+   * of this timeout asking by name, and Redis's time now.
+   */
+  async function agreement(
+    timeoutMs: number,
+    test: (
+      redis: Redis,
+      agree: (node: string, list: string) => Promise<string | undefined>,
+      now: number,
+    ) => Promise<void>,
+  ): Promise<void> {
     const own = await startRedis();
     const redis = new Redis(own.url, { protocol: 2, maxRetriesPerRequest: 1 });
     try {
-      const nodes = 'confab:{presence}:nodes';
-      const where = (node: string) => ({
-        key: 'confab:{presence}:shards',
-        nodes,
-        node,
-        timeoutMs: 30_000,
-      });
+      const where = { key: SHARDS, nodes: NODES, timeouts: TIMEOUTS, timeoutMs };
       const [secs] = await redis.time();
-      const now = Number(secs) * 1000;
-      // An old cluster's list, and a node dead for longer than the timeout: neither counts.
-      await redis.set('confab:{presence}:shards', 'old-list');
-      await redis.zadd(nodes, now - 60_000, 'nDead');
-      // nA heartbeats, finds no other live node, and is about to record its list ...
-      await redis.zadd(nodes, now, 'nA');
-      // ... when nB heartbeats and records its own.
-      await redis.zadd(nodes, now, 'nB');
-      expect(await agreeOnShards(redis, where('nB'), 'list-b')).toBe('old-list');
-      // nB was not alone, so it took the stored list: it stops. nA's record must not then
-      // replace what a live node (nB, had it agreed) runs with: it is no longer alone.
-      expect(await agreeOnShards(redis, where('nA'), 'list-a')).toBe('old-list');
-      // Once nB is gone, nA is alone and sets its list; a node with the same list agrees.
-      await redis.zrem(nodes, 'nB');
-      expect(await agreeOnShards(redis, where('nA'), 'list-a')).toBeUndefined();
-      await redis.zadd(nodes, now, 'nC');
-      expect(await agreeOnShards(redis, where('nC'), 'list-a')).toBeUndefined();
-      expect(await agreeOnShards(redis, where('nC'), 'list-c')).toBe('list-a');
-      expect(await redis.get('confab:{presence}:shards')).toBe('list-a');
+      await test(
+        redis,
+        (node, list) => agreeOnShards(redis, { ...where, node }, list),
+        Number(secs) * 1000,
+      );
     } finally {
       redis.disconnect();
       await own.stop();
     }
+  }
+
+  it('a node that counted itself alone does not overwrite the list of one that started meanwhile', async () => {
+    await agreement(30_000, async (redis, agree, now) => {
+      // An old cluster's list, and a node dead for longer than the timeout: neither counts.
+      await redis.set(SHARDS, 'old-list');
+      await redis.zadd(NODES, now - 60_000, 'nDead');
+      // nA heartbeats, finds no other live node, and is about to record its list ...
+      await redis.zadd(NODES, now, 'nA');
+      // ... when nB heartbeats and records its own.
+      await redis.zadd(NODES, now, 'nB');
+      expect(await agree('nB', 'list-b')).toBe('old-list');
+      // nB was not alone, so it took the stored list: it stops. nA's record must not then
+      // replace what a live node (nB, had it agreed) runs with: it is no longer alone.
+      expect(await agree('nA', 'list-a')).toBe('old-list');
+      // Once nB is gone, nA is alone and sets its list; a node with the same list agrees.
+      await redis.zrem(NODES, 'nB');
+      expect(await agree('nA', 'list-a')).toBeUndefined();
+      await redis.zadd(NODES, now, 'nC');
+      expect(await agree('nC', 'list-a')).toBeUndefined();
+      expect(await agree('nC', 'list-c')).toBe('list-a');
+      expect(await redis.get(SHARDS)).toBe('list-a');
+    });
+  }, 60_000);
+
+  it('counts each running node by its own timeout, not the starting one’s', async () => {
+    await agreement(10_000, async (redis, agree, now) => {
+      await redis.set(SHARDS, 'list-old');
+      // Silent for 20 s: past the starting node's 10 s, within its own 60 s. It runs.
+      await redis.zadd(NODES, now - 20_000, 'nSlow');
+      await redis.zadd(TIMEOUTS, 60_000, 'nSlow');
+      expect(await agree('nA', 'list-a')).toBe('list-old');
+      // Silent for 5 s, within the starting node's 10 s, past its own 2 s: gone.
+      await redis.zadd(NODES, now - 60_000, 'nSlow');
+      await redis.zadd(NODES, now - 5_000, 'nQuick');
+      await redis.zadd(TIMEOUTS, 2_000, 'nQuick');
+      expect(await agree('nA', 'list-a')).toBeUndefined();
+      // A node of an older version records no timeout: the starting node's stands in.
+      await redis.zadd(NODES, now - 5_000, 'nOld');
+      expect(await agree('nB', 'list-b')).toBe('list-a');
+    });
   }, 60_000);
 
   it('a node refuses a list naming one Redis server twice, under another URL or database', async () => {
