@@ -68,9 +68,10 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   l:<lin>      hash ref, gen: the latest copy registered again after Redis restarted
 //                empty of the member first claimed as <lin> (each resume adds 1 to gen), so
 //                of two copies the nodes register again the later one wins; kept after that
-//                copy goes, and for twice the longest node timeout the writing node has heard
-//                of only: all nodes have registered again by then (a node cut off longer
-//                closes its clients), and a key an older build never removes does not stay
+//                copy goes, and for twice the longest node timeout a node writing it has
+//                heard of (a later write never shortens it) only: all nodes have registered
+//                again by then (a node cut off longer closes its clients), and a key an
+//                older build never removes does not stay
 //   mr:<ref>     zset room tag -> seq, the member's rooms in join order
 //   r:<tag>      zset ref -> seq, a room's members in join order
 //   rooms        zset tag -> seq, the rooms with members, in the order they were made
@@ -133,6 +134,12 @@ local NICKS = P .. 'nicks'
 local CLOCK, TIMEOUTS = P .. 'clock', P .. 'timeouts'
 -- Redis restarted empty a moment ago, and some node may not have registered its members yet.
 local function refilling() return redis.call('EXISTS', P .. 'refill') == 1 end
+-- Keeps key for ms at least, never less than it already had: a node started since may have
+-- heard of shorter timeouts only than the node that set it.
+local function keep_at_least(key, ms)
+  local left = redis.call('PTTL', key)
+  if left < 0 or left < tonumber(ms) then redis.call('PEXPIRE', key, ms) end
+end
 local function real_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -424,7 +431,7 @@ local lkey = P .. 'l:' .. lin
 if redis.call('EXISTS', lkey) == 1 then
   -- Nodes are still registering copies again after a restart: this one is now the latest.
   redis.call('HSET', lkey, 'ref', ref, 'gen', gen)
-  redis.call('PEXPIRE', lkey, ARGV[10])
+  keep_at_least(lkey, ARGV[10])
 end
 if redis.call('HGET', NICKS, m[2]) == old then redis.call('HSET', NICKS, m[2], ref) end
 local out = {oldnode, oldid, m[1], lin, gen}
@@ -564,7 +571,7 @@ if copy == ref then copy = false end
 if copy and (tonumber(last[2]) or -1) >= gen then return -3 end
 -- Recorded even if this copy is lost below or leaves later: an earlier one is refused after it.
 redis.call('HSET', lkey, 'ref', ref, 'gen', gen)
-redis.call('PEXPIRE', lkey, ARGV[11])
+keep_at_least(lkey, ARGV[11])
 local displaced = false
 if copy then
   -- Removed even if this copy then finds its nickname taken: else the earlier copy would

@@ -592,7 +592,15 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect(await a.takeOver('token-1', '3', addr(3), 'x')).toBeUndefined();
     });
 
-    it('after a restart, an earlier copy is refused on a node of a longer timeout than the later copy’s, come back after twice the shorter', async () => {
+    /**
+     * ann claimed on a (a timeout ten times b's) and taken over on b, a not told; Redis
+     * restarts empty and b registers its copy again. `later` makes the later copy leave
+     * (from b or elsewhere); past twice b's timeout, within a's, a comes back: its earlier
+     * copy must be refused.
+     */
+    async function earlierCopyBackLate(
+      later: (b: RedisPresence, prefix: string) => Promise<void>,
+    ): Promise<void> {
       const prefix = newPrefix();
       const a = node(prefix, 'a', redis.url, 10 * TIMEOUT_MS);
       const b = node(prefix, 'b');
@@ -605,11 +613,24 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await redis.restart();
 
       expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
-      await b.release('2');
-      // a is still within its own timeout, past twice b's.
+      await later(b, prefix);
       await new Promise((resolve) => setTimeout(resolve, 3 * TIMEOUT_MS));
       expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: ['1'] });
       expect(await a.find('ann')).toBeUndefined();
+    }
+
+    it('after a restart, an earlier copy is refused on a node of a longer timeout than the later copy’s, come back after twice the shorter', async () => {
+      await earlierCopyBackLate((b) => b.release('2').then(() => {}));
+    });
+
+    it('after a restart, a resume on a node started since keeps the latest copy recorded as long as before', async () => {
+      await earlierCopyBackLate(async (_b, prefix) => {
+        // c has heard of no timeout longer than its own and b's.
+        const c = node(prefix, 'c');
+        await c.heartbeat();
+        expect((await c.takeOver('token-2', '3', addr(3), 'token-3'))?.node).toBe('b');
+        await c.release('3');
+      });
     });
 
     it('after a restart, a copy a resume moved meanwhile still counts as the latest', async () => {
