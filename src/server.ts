@@ -371,20 +371,32 @@ class ClusterNode implements Cluster, ClusterView {
       );
     }
     const ours = shardListHash(urls.slice(1));
-    const theirs = await atStart(
-      agreeOnShards(
-        redis,
-        {
-          // The hash of the nodes' --redis-shards list (see agreeOnShards).
-          key: presence.keyOf('shards'),
-          nodes: presence.nodesKey,
-          timeouts: presence.keyOf('timeouts'),
-          node,
-          timeoutMs: presence.timeoutMs,
-        },
-        ours,
-      ),
-    );
+    // This node's first heartbeat, in Redis's time: a node last heard before it may be one
+    // whose silence that heartbeat took for a stall of Redis (the whole cluster killed).
+    const since = Number(await atStart(redis.zscore(presence.nodesKey, node)));
+    const where = {
+      // The hash of the nodes' --redis-shards list (see agreeOnShards).
+      key: presence.keyOf('shards'),
+      nodes: presence.nodesKey,
+      timeouts: presence.keyOf('timeouts'),
+      node,
+      timeoutMs: presence.timeoutMs,
+      since,
+    };
+    let theirs = await atStart(agreeOnShards(redis, where, ours));
+    // Bounded by those nodes' timeouts, which the answer counts down: each pass is a second.
+    for (let told = false; typeof theirs === 'object'; told = true) {
+      if (!told) {
+        log.warn(
+          {},
+          `the shard list differs from the one stored, and the nodes using it were last heard before this node started: waiting up to ${Math.ceil(theirs.waitMs / 1000)} s for them to be heard from again or time out`,
+        );
+      }
+      const pause = Math.min(1000, theirs.waitMs);
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      await atStart(presence.heartbeat());
+      theirs = await atStart(agreeOnShards(redis, where, ours));
+    }
     if (theirs !== undefined) {
       await giveUp();
       throw new StartError(

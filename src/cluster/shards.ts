@@ -116,25 +116,39 @@ export async function sameServer(clients: readonly Redis[]): Promise<[number, nu
  * alone just before another started and recorded its own list would otherwise overwrite
  * it, and both would run with different lists. A node of an older version records no
  * timeout: this node's own stands in for it.
+ * A node last heard before `since` (this node's first heartbeat) may be dead: after a
+ * silence of every node (the whole cluster killed) the first heartbeat moves their last
+ * beats later, as it would after a stall of Redis. When only such nodes count and the list
+ * differs, the answer is how long (ms) until they have all either beaten again or passed
+ * their timeouts.
  * KEYS: the list hash's key, Presence's node zset, its timeouts zset. ARGV: hash, this
- * node, timeout ms.
+ * node, timeout ms, since ('' none).
  */
 const AGREE_LUA = `
 local t = redis.call('TIME')
 local now, mine = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(ARGV[3])
-local others = 0
+local since = tonumber(ARGV[4])
+local others, unsure = 0, 0
 local nodes = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 for i = 1, #nodes, 2 do
   local timeout = tonumber(redis.call('ZSCORE', KEYS[3], nodes[i])) or mine
-  if nodes[i] ~= ARGV[2] and tonumber(nodes[i + 1]) >= now - timeout then others = others + 1 end
+  local score = tonumber(nodes[i + 1])
+  if nodes[i] ~= ARGV[2] and score >= now - timeout then
+    if since and score < since then
+      unsure = math.max(unsure, score + timeout - now + 1)
+    else
+      others = others + 1
+    end
+  end
 end
-if others == 0 then
+if others == 0 and unsure == 0 then
   redis.call('SET', KEYS[1], ARGV[1])
   return false
 end
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 local stored = redis.call('GET', KEYS[1])
 if stored == ARGV[1] then return false end
+if others == 0 then return unsure end
 return stored
 `;
 
@@ -150,20 +164,26 @@ export interface ShardAgreement {
   readonly node: string;
   /** This node's Presence timeout, for nodes that record none of their own. */
   readonly timeoutMs: number;
+  /**
+   * This node's first heartbeat (Redis time, ms): nodes last heard before it are not
+   * known to run until heard again. Without it, every node heard within its timeout runs.
+   */
+  readonly since?: number;
 }
 
 /**
  * Records this node's shard list hash, or says the one the running nodes use when it
  * differs. A node with no other live node sets its own: a cluster restarted with a new
  * list takes it from its first node. Returns the other hash on a mismatch, undefined
- * when they agree.
+ * when they agree, and `{ waitMs }` when only nodes not heard from since `where.since`
+ * count: ask again, heartbeating meanwhile, once they have beaten or timed out.
  */
 export async function agreeOnShards(
   redis: Redis,
   where: ShardAgreement,
   hash: string,
-): Promise<string | undefined> {
-  const stored = (await redis.eval(
+): Promise<string | undefined | { waitMs: number }> {
+  const reply = (await redis.eval(
     AGREE_LUA,
     3,
     where.key,
@@ -172,8 +192,10 @@ export async function agreeOnShards(
     hash,
     where.node,
     String(where.timeoutMs),
-  )) as string | null;
-  return stored ?? undefined;
+    where.since === undefined ? '' : String(where.since),
+  )) as string | number | null;
+  if (typeof reply === 'number') return { waitMs: reply };
+  return reply ?? undefined;
 }
 
 /** A history store per Redis instance, as the broker of that instance reads gaps from. */

@@ -220,6 +220,31 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
     for (const c of [dan, eve, fay, dup]) c.close();
   }, 120_000);
 
+  it('a node with a new list starts once the nodes of the old one, all killed, have timed out', async () => {
+    const own = await startRedis();
+    const shard = await startRedis();
+    const started: SpawnedServer[] = [];
+    try {
+      const node = (args: string[]) =>
+        spawnServer(['--redis', own.url, '--cluster-timeout', '3', '--http-port', 'off', ...args]);
+      const old = await node([]);
+      started.push(old);
+      const exited = new Promise((resolve) => old.child.once('exit', resolve));
+      old.child.kill('SIGKILL');
+      await exited;
+      // Longer than the share of a timeout a silence may count: the next heartbeat, the new
+      // node's, takes the dead node's silence for a stall of Redis and forgives it.
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const next = await node(['--redis-shards', shard.url]);
+      started.push(next);
+      expect(next.output()).toMatch(/waiting up to \d+ s for them to be heard from again/);
+    } finally {
+      for (const s of started) await s.stop();
+      await own.stop();
+      await shard.stop();
+    }
+  }, 60_000);
+
   it('a node refuses to start with another shard list than the running nodes', async () => {
     const other = await startRedis();
     try {
@@ -245,7 +270,11 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
     timeoutMs: number,
     test: (
       redis: Redis,
-      agree: (node: string, list: string) => Promise<string | undefined>,
+      agree: (
+        node: string,
+        list: string,
+        since?: number,
+      ) => Promise<string | undefined | { waitMs: number }>,
       now: number,
     ) => Promise<void>,
   ): Promise<void> {
@@ -256,7 +285,7 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       const [secs] = await redis.time();
       await test(
         redis,
-        (node, list) => agreeOnShards(redis, { ...where, node }, list),
+        (node, list, since) => agreeOnShards(redis, { ...where, node, since }, list),
         Number(secs) * 1000,
       );
     } finally {
@@ -284,6 +313,34 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       await redis.zadd(NODES, now, 'nC');
       expect(await agree('nC', 'list-a')).toBeUndefined();
       expect(await agree('nC', 'list-c')).toBe('list-a');
+      expect(await redis.get(SHARDS)).toBe('list-a');
+    });
+  }, 60_000);
+
+  it('waits for nodes last heard before the starting node’s first heartbeat to beat again or time out', async () => {
+    await agreement(10_000, async (redis, agree, now) => {
+      await redis.set(SHARDS, 'list-old');
+      // Heard 1 s before nA's first heartbeat (a silence that heartbeat forgave, say), 2 s timeout.
+      await redis.zadd(NODES, now - 1_000, 'nSilent');
+      await redis.zadd(TIMEOUTS, 2_000, 'nSilent');
+      await redis.zadd(NODES, now, 'nA');
+      const wait = await agree('nA', 'list-a', now);
+      expect(wait).toEqual({ waitMs: expect.any(Number) });
+      expect((wait as { waitMs: number }).waitMs).toBeGreaterThan(0);
+      expect((wait as { waitMs: number }).waitMs).toBeLessThanOrEqual(1_001);
+      // The same list agrees at once; without a first heartbeat's time, the node runs.
+      expect(await agree('nA', 'list-old', now)).toBeUndefined();
+      expect(await agree('nA', 'list-a')).toBe('list-old');
+      // Heard again: it runs, with its list.
+      await redis.zadd(NODES, now + 1, 'nSilent');
+      expect(await agree('nA', 'list-a', now)).toBe('list-old');
+      // Not heard again: once its timeout has passed, nA is alone and sets its own.
+      await redis.zadd(NODES, now - 1_000, 'nSilent');
+      await until(
+        'the silent node to time out',
+        async () => (await agree('nA', 'list-a', now)) === undefined,
+        5_000,
+      );
       expect(await redis.get(SHARDS)).toBe('list-a');
     });
   }, 60_000);
