@@ -53,7 +53,7 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   nodes        zset node -> Redis time (ms) of its last heartbeat, moved later by any
 //                silence of every node forgiven since (forgive_silence)
 //   timeouts     zset node -> its timeout (ms), removed with the node (an older version's
-//                reap leaves it, and forgive_silence then)
+//                reap leaves it, and forgive_silence or a heartbeat reading the longest then)
 //   clock        hash beat: Redis time (ms) of the last heartbeat of any node; refilled: the
 //                epoch a refill was started for
 //   refill       set by the first heartbeat that finds Redis emptied (a node's 'reset'), for
@@ -519,7 +519,12 @@ local now = forgive_silence(ARGV[6], true)[1]
 redis.call('ZADD', NODES, now, node)
 redis.call('ZADD', TIMEOUTS, ARGV[6], node)
 redis.call('HSET', CLOCK, 'beat', now)
-local longest = redis.call('ZRANGE', TIMEOUTS, -1, -1, 'WITHSCORES')[2]
+-- The longest timeout of a registered node: one an older version's reap left is dropped.
+local longest
+repeat
+  local top = redis.call('ZRANGE', TIMEOUTS, -1, -1, 'WITHSCORES')
+  if redis.call('ZSCORE', NODES, top[1]) then longest = top[2] else redis.call('ZREM', TIMEOUTS, top[1]) end
+until longest
 if known == '' then return {'ok', epoch, longest} end
 if known ~= epoch then
   -- Redis lost our state. The first node to find so starts the refill, once per epoch; each

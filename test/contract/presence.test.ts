@@ -633,6 +633,26 @@ describe.skipIf(withoutRedis())('Redis', () => {
       });
     });
 
+    it('after a restart, keeps a lineage by the timeouts of registered nodes, not one an older version’s reap left', async () => {
+      const prefix = newPrefix();
+      const p = `${prefix}{presence}:`;
+      const client = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => client.disconnect());
+      await client.zadd(`${p}timeouts`, 3_600_000, 'gone');
+      const [a, b] = await liveNodes(prefix, ['a', 'b']);
+      expect(await client.zscore(`${p}timeouts`, 'gone')).toBeNull();
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 'token-1');
+      await b.takeOver('token-1', '2', addr(2), 'token-2');
+
+      await redis.restart();
+
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      const ttl = await client.pttl(`${p}l:a:1`);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(2 * TIMEOUT_MS);
+    });
+
     it('after a restart, a copy a resume moved meanwhile still counts as the latest', async () => {
       const prefix = newPrefix();
       const [a, b, c] = await annMoved(prefix, ['a', 'b', 'c']);
