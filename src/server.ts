@@ -188,6 +188,19 @@ const REDIS_START_TIMEOUT_MS = 5_000;
 /** Heartbeats this often, and at least five times per --cluster-timeout. */
 const HEARTBEAT_MS = 1_000;
 const heartbeatMs = (timeoutMs: number) => Math.min(HEARTBEAT_MS, Math.floor(timeoutMs / 5));
+
+/** Resolves after `ms`, or as soon as `stop` is aborted. */
+function pause(ms: number, stop: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      stop?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    stop?.addEventListener('abort', done, { once: true });
+  });
+}
 /**
  * Heartbeats a resync waits for before it reads a room's members again (Cluster.resyncDelayMs):
  * after a Redis restart each live node registers its members again at its next one.
@@ -256,7 +269,12 @@ class ClusterNode implements Cluster, ClusterView {
    * Connects, registers this node and subscribes its whisper address, or
    * throws a StartError within a few seconds (ioredis would retry forever).
    */
-  static async open(config: Config, url: string, log: Logger): Promise<ClusterNode> {
+  static async open(
+    config: Config,
+    url: string,
+    log: Logger,
+    stop?: AbortSignal,
+  ): Promise<ClusterNode> {
     const urls = [url, ...shardUrls(config.redisShards)];
     // The option each instance came from, as logs and errors name it.
     const optionOf = (i: number) => (i === 0 ? '--redis' : '--redis-shards');
@@ -373,27 +391,34 @@ class ClusterNode implements Cluster, ClusterView {
     const ours = shardListHash(urls.slice(1));
     // This node's first heartbeat, in Redis's time: a node last heard before it may be one
     // whose silence that heartbeat took for a stall of Redis (the whole cluster killed).
-    const since = Number(await atStart(redis.zscore(presence.nodesKey, node)));
+    const first = await atStart(redis.zscore(presence.nodesKey, node));
     const where = {
       // The hash of the nodes' --redis-shards list (see agreeOnShards).
       key: presence.keyOf('shards'),
       nodes: presence.nodesKey,
       timeouts: presence.keyOf('timeouts'),
+      waiting: presence.keyOf('shards-waiting'),
       node,
       timeoutMs: presence.timeoutMs,
-      since,
+      since: first === null ? undefined : Number(first),
     };
     let theirs = await atStart(agreeOnShards(redis, where, ours));
-    // Bounded by those nodes' timeouts, which the answer counts down: each pass is a second.
-    for (let told = false; typeof theirs === 'object'; told = true) {
-      if (!told) {
+    // Bounded by those nodes' timeouts, which the answer counts down. Each pass is one
+    // heartbeat of this node's: a longer pause would be a silence of every node, which a
+    // heartbeat forgives by moving the dead nodes' last beats later again. The nodes of a
+    // running cluster beat within that too, so the first pass is not worth a warning.
+    for (let pass = 0; typeof theirs === 'object'; pass++) {
+      if (pass === 1) {
         log.warn(
           {},
           `the shard list differs from the one stored, and the nodes using it were last heard before this node started: waiting up to ${Math.ceil(theirs.waitMs / 1000)} s for them to be heard from again or time out`,
         );
       }
-      const pause = Math.min(1000, theirs.waitMs);
-      await new Promise((resolve) => setTimeout(resolve, pause));
+      await pause(Math.min(heartbeatMs(presence.timeoutMs), theirs.waitMs), stop);
+      if (stop?.aborted) {
+        await giveUp();
+        throw new StartError('stopped while waiting for the shard list agreement');
+      }
       await atStart(presence.heartbeat());
       theirs = await atStart(agreeOnShards(redis, where, ours));
     }
@@ -565,7 +590,7 @@ export class ConfabServer {
    * then binds the listeners in order. If any step fails, whatever is already
    * open is closed and a StartError says what to change.
    */
-  static async start(config: Config, log: Logger): Promise<ConfabServer> {
+  static async start(config: Config, log: Logger, stop?: AbortSignal): Promise<ConfabServer> {
     const files = new OptionFiles();
     const bannedWords = await loadBannedWords(config, files);
     const tls = await loadTls(config, files);
@@ -578,7 +603,9 @@ export class ConfabServer {
       throw new StartError(`--data-dir: ${(err as Error).message}`);
     }
     const cluster =
-      config.redis === undefined ? undefined : await ClusterNode.open(config, config.redis, log);
+      config.redis === undefined
+        ? undefined
+        : await ClusterNode.open(config, config.redis, log, stop);
     const history = cluster?.history ?? openHistory(config);
     const chat = new Chat({
       ...chatSettings(config, bannedWords),

@@ -151,14 +151,21 @@ async function serve(args: string[]): Promise<number> {
   // A start can wait for ever: a FIFO named as banned words or TLS material is read until
   // something writes to it. A stop signal gives it --shutdown-timeout to finish, then ends the
   // process: nobody is served yet, and the pending read would keep it alive.
+  // A start that waits by design (a cluster node waiting for the shard agreement) stops
+  // waiting at once.
+  const starting = new AbortController();
   const startGivenUp = new Promise<string>((resolve) => {
     stopWhileStarting = (signal) => {
+      starting.abort();
       setTimeout(() => resolve(signal), config.shutdownTimeout * 1000).unref();
     };
   });
   let server: ConfabServer;
   try {
-    const started = await Promise.race([ConfabServer.start(config, log), startGivenUp]);
+    const started = await Promise.race([
+      ConfabServer.start(config, log, starting.signal),
+      startGivenUp,
+    ]);
     if (typeof started === 'string') {
       log.error({ signal: started }, 'stopped: the server had not finished starting');
       await closeLogs(LOG_CLOSE_MS);

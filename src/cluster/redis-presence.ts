@@ -137,8 +137,8 @@ local function refilling() return redis.call('EXISTS', P .. 'refill') == 1 end
 -- Keeps key for ms at least, never less than it already had: a node started since may have
 -- heard of shorter timeouts only than the node that set it.
 local function keep_at_least(key, ms)
-  local left = redis.call('PTTL', key)
-  if left < 0 or left < tonumber(ms) then redis.call('PEXPIRE', key, ms) end
+  -- PTTL is negative for a key without an expiry.
+  if redis.call('PTTL', key) < tonumber(ms) then redis.call('PEXPIRE', key, ms) end
 end
 local function real_ms()
   local t = redis.call('TIME')

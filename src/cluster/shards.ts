@@ -120,20 +120,25 @@ export async function sameServer(clients: readonly Redis[]): Promise<[number, nu
  * silence of every node (the whole cluster killed) the first heartbeat moves their last
  * beats later, as it would after a stall of Redis. When only such nodes count and the list
  * differs, the answer is how long (ms) until they have all either beaten again or passed
- * their timeouts.
- * KEYS: the list hash's key, Presence's node zset, its timeouts zset. ARGV: hash, this
- * node, timeout ms, since ('' none).
+ * their timeouts, and this node is recorded as waiting meanwhile: a node waiting so runs
+ * with no list yet, and is not counted (nodes started together with a new list after the
+ * cluster was killed would otherwise refuse each other).
+ * KEYS: the list hash's key, Presence's node zset, its timeouts zset, the hash of nodes
+ * waiting. ARGV: hash, this node, timeout ms, since ('' none).
  */
 const AGREE_LUA = `
 local t = redis.call('TIME')
 local now, mine = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(ARGV[3])
 local since = tonumber(ARGV[4])
+for _, node in ipairs(redis.call('HKEYS', KEYS[4])) do
+  if not redis.call('ZSCORE', KEYS[2], node) then redis.call('HDEL', KEYS[4], node) end
+end
 local others, unsure = 0, 0
 local nodes = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 for i = 1, #nodes, 2 do
   local timeout = tonumber(redis.call('ZSCORE', KEYS[3], nodes[i])) or mine
   local score = tonumber(nodes[i + 1])
-  if nodes[i] ~= ARGV[2] and score >= now - timeout then
+  if nodes[i] ~= ARGV[2] and score >= now - timeout and redis.call('HEXISTS', KEYS[4], nodes[i]) == 0 then
     if since and score < since then
       unsure = math.max(unsure, score + timeout - now + 1)
     else
@@ -143,12 +148,17 @@ for i = 1, #nodes, 2 do
 end
 if others == 0 and unsure == 0 then
   redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[4], ARGV[2])
   return false
 end
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 local stored = redis.call('GET', KEYS[1])
+if stored ~= ARGV[1] and others == 0 then
+  redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
+  return unsure
+end
+redis.call('HDEL', KEYS[4], ARGV[2])
 if stored == ARGV[1] then return false end
-if others == 0 then return unsure end
 return stored
 `;
 
@@ -160,6 +170,8 @@ export interface ShardAgreement {
   readonly nodes: string;
   /** Presence's zset of nodes by their own timeouts. */
   readonly timeouts: string;
+  /** The hash of nodes waiting for the agreement (node -> its list's hash). */
+  readonly waiting: string;
   /** This node, as Presence registered it. */
   readonly node: string;
   /** This node's Presence timeout, for nodes that record none of their own. */
@@ -168,7 +180,7 @@ export interface ShardAgreement {
    * This node's first heartbeat (Redis time, ms): nodes last heard before it are not
    * known to run until heard again. Without it, every node heard within its timeout runs.
    */
-  readonly since?: number;
+  readonly since?: number | undefined;
 }
 
 /**
@@ -185,10 +197,11 @@ export async function agreeOnShards(
 ): Promise<string | undefined | { waitMs: number }> {
   const reply = (await redis.eval(
     AGREE_LUA,
-    3,
+    4,
     where.key,
     where.nodes,
     where.timeouts,
+    where.waiting,
     hash,
     where.node,
     String(where.timeoutMs),

@@ -978,6 +978,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
         key: a.keyOf('shards'),
         nodes: a.nodesKey,
         timeouts: a.keyOf('timeouts'),
+        waiting: a.keyOf('shards-waiting'),
         timeoutMs: TIMEOUT_MS,
       };
       expect(await agreeOnShards(client, { ...where, node: 'a' }, 'list-a')).toBeUndefined();

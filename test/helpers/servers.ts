@@ -82,16 +82,13 @@ export function withoutSeed(): boolean {
   return missing !== undefined;
 }
 
-/**
- * Runs `confab serve ARGS` expecting it to stop by itself (a start-up error): its exit
- * code (null if it was still running after `killAfterMs` and had to be killed), its
- * stderr and its stdout (the log). A test calling it needs a longer timeout than
- * `killAfterMs`, or a server that never stops outlives it.
- */
-export async function serveExit(
-  args: string[],
-  killAfterMs = 30_000,
-): Promise<{ code: number | null; stderr: string; stdout: string }> {
+/** `confab serve ARGS` as its own process: its output so far, and its exit code once it exits. */
+export function serveProcess(args: string[]): {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<number | null>;
+} {
   const child = spawn(process.execPath, [CLI, 'serve', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -103,15 +100,27 @@ export async function serveExit(
   child.stdout!.on('data', (d: Buffer) => {
     stdout += d.toString();
   });
-  const code = await new Promise<number | null>((resolve) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      resolve(null);
-    }, killAfterMs);
-    child.once('exit', (c) => {
-      clearTimeout(timer);
-      resolve(c);
-    });
-  });
-  return { code, stderr, stdout };
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+/**
+ * Runs `confab serve ARGS` expecting it to stop by itself (a start-up error): its exit
+ * code (null if it was still running after `killAfterMs` and had to be killed), its
+ * stderr and its stdout (the log). A test calling it needs a longer timeout than
+ * `killAfterMs`, or a server that never stops outlives it.
+ */
+export async function serveExit(
+  args: string[],
+  killAfterMs = 30_000,
+): Promise<{ code: number | null; stderr: string; stdout: string }> {
+  const server = serveProcess(args);
+  const timer = setTimeout(() => server.child.kill('SIGKILL'), killAfterMs);
+  const code = await server.exited;
+  clearTimeout(timer);
+  return {
+    code: server.child.signalCode === 'SIGKILL' ? null : code,
+    stderr: server.stderr(),
+    stdout: server.stdout(),
+  };
 }

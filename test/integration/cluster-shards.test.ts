@@ -12,7 +12,7 @@ import { roomTag } from '../../src/store/redis-history.js';
 import { until } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
-import { freePort, serveExit, stopProcess } from '../helpers/servers.js';
+import { freePort, serveExit, serveProcess, stopProcess } from '../helpers/servers.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 
 const skip = withoutRedis();
@@ -220,27 +220,101 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
     for (const c of [dan, eve, fay, dup]) c.close();
   }, 120_000);
 
-  it('a node with a new list starts once the nodes of the old one, all killed, have timed out', async () => {
+  /** Its own Redis, and a node of this timeout on it killed with SIGKILL. */
+  async function killedCluster(
+    timeout: string,
+    test: (node: (args: string[]) => Promise<SpawnedServer>, own: RedisServer) => Promise<void>,
+  ): Promise<void> {
     const own = await startRedis();
-    const shard = await startRedis();
     const started: SpawnedServer[] = [];
     try {
-      const node = (args: string[]) =>
-        spawnServer(['--redis', own.url, '--cluster-timeout', '3', '--http-port', 'off', ...args]);
+      const node = async (args: string[]) => {
+        const server = await spawnServer([
+          '--redis',
+          own.url,
+          '--cluster-timeout',
+          timeout,
+          '--http-port',
+          'off',
+          // A later --cluster-timeout in args wins.
+          ...args,
+        ]);
+        started.push(server);
+        return server;
+      };
       const old = await node([]);
-      started.push(old);
       const exited = new Promise((resolve) => old.child.once('exit', resolve));
       old.child.kill('SIGKILL');
       await exited;
-      // Longer than the share of a timeout a silence may count: the next heartbeat, the new
-      // node's, takes the dead node's silence for a stall of Redis and forgives it.
-      await new Promise((resolve) => setTimeout(resolve, 2_000));
-      const next = await node(['--redis-shards', shard.url]);
-      started.push(next);
-      expect(next.output()).toMatch(/waiting up to \d+ s for them to be heard from again/);
+      await test(node, own);
     } finally {
       for (const s of started) await s.stop();
       await own.stop();
+    }
+  }
+
+  it.each([
+    ['3', '3'],
+    ['8', '2'],
+  ])(
+    'a node with a new list starts once the nodes of the old one, all killed, have timed out (timeouts %s s, then %s s)',
+    async (dead, next) => {
+      const shard = await startRedis();
+      try {
+        await killedCluster(dead, async (node) => {
+          // Longer than the share of a timeout a silence may count: the next heartbeat, the
+          // new node's, takes the dead node's silence for a stall of Redis and forgives it.
+          // So would each later one if the new node, alone, waited longer between them.
+          await new Promise((resolve) => setTimeout(resolve, 2_000));
+          const started = await node(['--redis-shards', shard.url, '--cluster-timeout', next]);
+          expect(started.output()).toMatch(/waiting up to \d+ s for them to be heard from again/);
+        });
+      } finally {
+        await shard.stop();
+      }
+    },
+    60_000,
+  );
+
+  it('a node waiting for the agreement stops at once on SIGTERM, leaving the stored list', async () => {
+    const shard = await startRedis();
+    try {
+      await killedCluster('30', async (_node, own) => {
+        const redis = new Redis(own.url, { protocol: 2, maxRetriesPerRequest: 1 });
+        try {
+          const stored = await redis.get(SHARDS);
+          const server = serveProcess([
+            '--port',
+            '0',
+            '--http-port',
+            'off',
+            '--history',
+            'memory',
+            '--redis',
+            own.url,
+            '--redis-shards',
+            shard.url,
+            '--cluster-timeout',
+            '30',
+          ]);
+          try {
+            await until('the warning', () => server.stdout().includes('waiting up to'), 15_000);
+            const t0 = Date.now();
+            server.child.kill('SIGTERM');
+            expect(await server.exited).toBe(1);
+            expect(Date.now() - t0).toBeLessThan(3_000);
+          } finally {
+            server.child.kill('SIGKILL');
+          }
+          expect(server.stderr()).toMatch(/stopped while waiting for the shard list agreement/);
+          expect(await redis.get(SHARDS)).toBe(stored);
+          // Only the killed node is left registered.
+          expect(await redis.zcard(NODES)).toBe(1);
+        } finally {
+          redis.disconnect();
+        }
+      });
+    } finally {
       await shard.stop();
     }
   }, 60_000);
@@ -261,6 +335,7 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
   const NODES = 'confab:{presence}:nodes';
   const TIMEOUTS = 'confab:{presence}:timeouts';
   const SHARDS = 'confab:{presence}:shards';
+  const WAITING = 'confab:{presence}:shards-waiting';
 
   /**
    * A Redis of its own, the shard agreement's keys as Presence names them, a starting node
@@ -281,12 +356,12 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
     const own = await startRedis();
     const redis = new Redis(own.url, { protocol: 2, maxRetriesPerRequest: 1 });
     try {
-      const where = { key: SHARDS, nodes: NODES, timeouts: TIMEOUTS, timeoutMs };
-      const [secs] = await redis.time();
+      const where = { key: SHARDS, nodes: NODES, timeouts: TIMEOUTS, waiting: WAITING, timeoutMs };
+      const [secs, micros] = await redis.time();
       await test(
         redis,
         (node, list, since) => agreeOnShards(redis, { ...where, node, since }, list),
-        Number(secs) * 1000,
+        Number(secs) * 1000 + Math.floor(Number(micros) / 1000),
       );
     } finally {
       redis.disconnect();
@@ -320,14 +395,14 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
   it('waits for nodes last heard before the starting node’s first heartbeat to beat again or time out', async () => {
     await agreement(10_000, async (redis, agree, now) => {
       await redis.set(SHARDS, 'list-old');
-      // Heard 1 s before nA's first heartbeat (a silence that heartbeat forgave, say), 2 s timeout.
+      // Heard 1 s before nA's first heartbeat (a silence that heartbeat forgave, say), 5 s timeout.
       await redis.zadd(NODES, now - 1_000, 'nSilent');
-      await redis.zadd(TIMEOUTS, 2_000, 'nSilent');
+      await redis.zadd(TIMEOUTS, 5_000, 'nSilent');
       await redis.zadd(NODES, now, 'nA');
       const wait = await agree('nA', 'list-a', now);
       expect(wait).toEqual({ waitMs: expect.any(Number) });
       expect((wait as { waitMs: number }).waitMs).toBeGreaterThan(0);
-      expect((wait as { waitMs: number }).waitMs).toBeLessThanOrEqual(1_001);
+      expect((wait as { waitMs: number }).waitMs).toBeLessThanOrEqual(4_001);
       // The same list agrees at once; without a first heartbeat's time, the node runs.
       expect(await agree('nA', 'list-old', now)).toBeUndefined();
       expect(await agree('nA', 'list-a')).toBe('list-old');
@@ -339,9 +414,37 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       await until(
         'the silent node to time out',
         async () => (await agree('nA', 'list-a', now)) === undefined,
-        5_000,
+        10_000,
       );
       expect(await redis.get(SHARDS)).toBe('list-a');
+    });
+  }, 60_000);
+
+  it('does not count a node that waits too: nodes started together with a new list all start', async () => {
+    await agreement(10_000, async (redis, agree, now) => {
+      await redis.set(SHARDS, 'list-old');
+      await redis.zadd(NODES, now - 1_000, 'nSilent');
+      await redis.zadd(TIMEOUTS, 2_000, 'nSilent');
+      // nA and nB start with the new list; each has beaten after the other's first heartbeat.
+      await redis.zadd(NODES, now, 'nA');
+      expect(await agree('nA', 'list-new', now)).toEqual({ waitMs: expect.any(Number) });
+      await redis.zadd(NODES, now + 1, 'nB');
+      expect(await agree('nB', 'list-new', now + 1)).toEqual({ waitMs: expect.any(Number) });
+      await redis.zadd(NODES, now + 2, 'nA');
+      expect(await agree('nA', 'list-new', now)).toEqual({ waitMs: expect.any(Number) });
+      await until(
+        'the silent node to time out',
+        async () => (await agree('nA', 'list-new', now)) === undefined,
+        10_000,
+      );
+      // nA runs with it now: nB agrees, a node with another list is refused.
+      expect(await agree('nB', 'list-new', now + 1)).toBeUndefined();
+      await redis.zadd(NODES, now + 3, 'nC');
+      // Once nA has beaten since nC's first heartbeat.
+      expect(await agree('nC', 'list-c', now + 3)).toEqual({ waitMs: expect.any(Number) });
+      await redis.zadd(NODES, now + 4, 'nA');
+      expect(await agree('nC', 'list-c', now + 3)).toBe('list-new');
+      expect(await redis.hlen(WAITING)).toBe(0);
     });
   }, 60_000);
 
