@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { join } from '../helpers/raw-client.js';
@@ -58,10 +58,12 @@ async function watcher(port: number, nickname: string): Promise<ChatClient> {
 for (const target of targets) {
   describe.skipIf(target.skip)(`confab chat against ${target.name}`, () => {
     let server: { port: number; stop(): Promise<void> };
-    beforeAll(async () => {
+    // A server per test: the course server can wedge (a thread that fails while it holds
+    // its lock), and one test's leavers would then fail the next test's CONNECT.
+    beforeEach(async () => {
       server = await target.start();
     });
-    afterAll(async () => {
+    afterEach(async () => {
       await server.stop();
     });
 
