@@ -128,21 +128,37 @@ export const REFILL_MS = 5_000;
 const REFILL_POLL_FIRST_MS = 50;
 const REFILL_POLL_MAX_MS = 500;
 
+/**
+ * Lua, for every script that judges nodes by their heartbeats (the shard agreement too):
+ * Redis's time in ms, each node's own timeout, and whether a node is past it. TIMEOUTS,
+ * the key of the zset of nodes' timeouts, is defined before it.
+ */
+export const NODE_TIMES_LUA = `
+local function real_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- A node's own timeout (one of an older version, which records none: mine, the asking node's).
+local function timeout_of(node, mine)
+  return tonumber(redis.call('ZSCORE', TIMEOUTS, node)) or mine
+end
+-- Whether a node last heard of at score is past its own timeout at now.
+local function expired(node, score, now, mine)
+  return tonumber(score) < now - timeout_of(node, mine)
+end
+`;
+
 const PRELUDE = `
 local P, NODES = ARGV[1], KEYS[1]
 local NICKS = P .. 'nicks'
 local CLOCK, TIMEOUTS = P .. 'clock', P .. 'timeouts'
--- Redis restarted empty a moment ago, and some node may not have registered its members yet.
+${NODE_TIMES_LUA}-- Redis restarted empty a moment ago, and some node may not have registered its members yet.
 local function refilling() return redis.call('EXISTS', P .. 'refill') == 1 end
 -- Keeps key for ms at least, never less than it already had: a node started since may have
 -- heard of shorter timeouts only than the node that set it.
 local function keep_at_least(key, ms)
   -- PTTL is negative for a key without an expiry.
   if redis.call('PTTL', key) < tonumber(ms) then redis.call('PEXPIRE', key, ms) end
-end
-local function real_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 -- {now, excess}: Redis time, and how much of the time since the last heartbeat of any node
 -- exceeds what a silence may count (0 if none). With apply, every node's last heartbeat
@@ -182,11 +198,6 @@ local function forgive_silence(timeout, apply)
   end
   redis.call('HSET', CLOCK, 'beat', now - allowed)
   return {now, 0}
-end
--- Whether a node last heard of at score is past its own timeout at now (one of an older
--- version, which records none, past mine, the asking node's).
-local function expired(node, score, now, mine)
-  return tonumber(score) < now - (tonumber(redis.call('ZSCORE', TIMEOUTS, node)) or mine)
 end
 local function seq() return redis.call('INCR', P .. 'seq') end
 local function mkey(ref) return P .. 'm:' .. ref end

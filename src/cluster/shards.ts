@@ -17,6 +17,7 @@ import type {
   StoredMessage,
 } from '../core/history.js';
 import type { BrokerHistory } from './redis-broker.js';
+import { NODE_TIMES_LUA } from './redis-presence.js';
 
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
@@ -127,20 +128,19 @@ export async function sameServer(clients: readonly Redis[]): Promise<[number, nu
  * waiting. ARGV: hash, this node, timeout ms, since ('' none).
  */
 const AGREE_LUA = `
-local t = redis.call('TIME')
-local now, mine = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(ARGV[3])
-local since = tonumber(ARGV[4])
+local TIMEOUTS = KEYS[3]
+${NODE_TIMES_LUA}
+local now, mine, since = real_ms(), tonumber(ARGV[3]), tonumber(ARGV[4])
 for _, node in ipairs(redis.call('HKEYS', KEYS[4])) do
   if not redis.call('ZSCORE', KEYS[2], node) then redis.call('HDEL', KEYS[4], node) end
 end
 local others, unsure = 0, 0
 local nodes = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 for i = 1, #nodes, 2 do
-  local timeout = tonumber(redis.call('ZSCORE', KEYS[3], nodes[i])) or mine
-  local score = tonumber(nodes[i + 1])
-  if nodes[i] ~= ARGV[2] and score >= now - timeout and redis.call('HEXISTS', KEYS[4], nodes[i]) == 0 then
+  local node, score = nodes[i], tonumber(nodes[i + 1])
+  if node ~= ARGV[2] and not expired(node, score, now, mine) and redis.call('HEXISTS', KEYS[4], node) == 0 then
     if since and score < since then
-      unsure = math.max(unsure, score + timeout - now + 1)
+      unsure = math.max(unsure, score + timeout_of(node, mine) - now + 1)
     else
       others = others + 1
     end

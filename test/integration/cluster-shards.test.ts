@@ -369,6 +369,17 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
     }
   }
 
+  /** An old list, run by nSilent alone, last heard 1 s before `now`, of this timeout. */
+  async function silentNode(redis: Redis, now: number, timeoutMs: number): Promise<void> {
+    await redis.set(SHARDS, 'list-old');
+    await redis.zadd(NODES, now - 1_000, 'nSilent');
+    await redis.zadd(TIMEOUTS, timeoutMs, 'nSilent');
+  }
+
+  /** Asks until the answer is agreement: nSilent, not heard again, has passed its timeout. */
+  const untilSilentGone = (agree: () => Promise<unknown>) =>
+    until('the silent node to time out', async () => (await agree()) === undefined, 10_000);
+
   it('a node that counted itself alone does not overwrite the list of one that started meanwhile', async () => {
     await agreement(30_000, async (redis, agree, now) => {
       // An old cluster's list, and a node dead for longer than the timeout: neither counts.
@@ -394,10 +405,8 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
 
   it('waits for nodes last heard before the starting node’s first heartbeat to beat again or time out', async () => {
     await agreement(10_000, async (redis, agree, now) => {
-      await redis.set(SHARDS, 'list-old');
       // Heard 1 s before nA's first heartbeat (a silence that heartbeat forgave, say), 5 s timeout.
-      await redis.zadd(NODES, now - 1_000, 'nSilent');
-      await redis.zadd(TIMEOUTS, 5_000, 'nSilent');
+      await silentNode(redis, now, 5_000);
       await redis.zadd(NODES, now, 'nA');
       const wait = await agree('nA', 'list-a', now);
       expect(wait).toEqual({ waitMs: expect.any(Number) });
@@ -411,20 +420,14 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       expect(await agree('nA', 'list-a', now)).toBe('list-old');
       // Not heard again: once its timeout has passed, nA is alone and sets its own.
       await redis.zadd(NODES, now - 1_000, 'nSilent');
-      await until(
-        'the silent node to time out',
-        async () => (await agree('nA', 'list-a', now)) === undefined,
-        10_000,
-      );
+      await untilSilentGone(() => agree('nA', 'list-a', now));
       expect(await redis.get(SHARDS)).toBe('list-a');
     });
   }, 60_000);
 
   it('does not count a node that waits too: nodes started together with a new list all start', async () => {
     await agreement(10_000, async (redis, agree, now) => {
-      await redis.set(SHARDS, 'list-old');
-      await redis.zadd(NODES, now - 1_000, 'nSilent');
-      await redis.zadd(TIMEOUTS, 2_000, 'nSilent');
+      await silentNode(redis, now, 2_000);
       // nA and nB start with the new list; each has beaten after the other's first heartbeat.
       await redis.zadd(NODES, now, 'nA');
       expect(await agree('nA', 'list-new', now)).toEqual({ waitMs: expect.any(Number) });
@@ -432,11 +435,7 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       expect(await agree('nB', 'list-new', now + 1)).toEqual({ waitMs: expect.any(Number) });
       await redis.zadd(NODES, now + 2, 'nA');
       expect(await agree('nA', 'list-new', now)).toEqual({ waitMs: expect.any(Number) });
-      await until(
-        'the silent node to time out',
-        async () => (await agree('nA', 'list-new', now)) === undefined,
-        10_000,
-      );
+      await untilSilentGone(() => agree('nA', 'list-new', now));
       // nA runs with it now: nB agrees, a node with another list is refused.
       expect(await agree('nB', 'list-new', now + 1)).toBeUndefined();
       await redis.zadd(NODES, now + 3, 'nC');
