@@ -4,7 +4,8 @@
 # openssl (TLS test certificates), Debian's Chromium (browser tests), Debian's
 # redis-server (the Redis store and cluster tests start their own), and make
 # and g++ (with python3, what npm ci needs to compile better-sqlite3 where its
-# prebuilt binary cannot be downloaded).
+# prebuilt binary cannot be downloaded), and iproute2 (ip and ss, for a listener
+# test in a network namespace of its own).
 # Does nothing when all of them are present; installing needs root.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ command -v make >/dev/null || need+=(make)
 command -v g++ >/dev/null || need+=(g++)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/redis-server ] || need+=(redis-server)
+command -v ss >/dev/null || need+=(iproute2)
 
 if ((${#need[@]} == 0)); then
   exit 0

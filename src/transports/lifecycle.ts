@@ -151,13 +151,15 @@ export function killAfter(
 }
 
 /**
- * Connections the kernel may hold completed but not yet accepted (it caps this at
- * net.core.somaxconn, 4096 by default since Linux 5.4). Node's default of 511 overflows
- * when a burst arrives while the event loop is busy (a restart's clients all
+ * Connections the kernel may hold completed but not yet accepted. Node's default of 511
+ * overflows when a burst arrives while the event loop is busy (a restart's clients all
  * reconnecting, a GC pause): the kernel then drops the handshakes, and each such client
- * waits a second or more for its retry.
+ * waits a second or more for its retry. The kernel cuts any larger request down to
+ * net.core.somaxconn (4096 by default since Linux 5.4), so asking for the most it can
+ * take leaves the queue's length to that setting: an operator expecting larger bursts
+ * raises it, and confab follows.
  */
-const LISTEN_BACKLOG = 4096;
+const LISTEN_BACKLOG = 65_535;
 
 /** Starts a listener and resolves with the address it bound, or rejects. */
 export function listenOn(
