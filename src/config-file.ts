@@ -257,12 +257,20 @@ export function printConfig(config: Config): string {
         { lineWidth: 0 },
       ).trimEnd(),
     );
-  out.push('', '# rooms that exist even when empty, each with its capacity');
+  out.push(
+    '',
+    '# rooms that exist even when empty, each with its capacity (room-capacity if none)',
+  );
   out.push(
     config.rooms.length === 0
       ? '# rooms: [{name: physics, capacity: 30}]'
       : `rooms: ${stringify(
-          config.rooms.map((r) => ({ name: r.name, capacity: r.capacity })),
+          // A room declared without a capacity stays so, and keeps following room-capacity.
+          config.rooms.map((r) =>
+            r.declaredCapacity === undefined
+              ? { name: r.name }
+              : { name: r.name, capacity: r.declaredCapacity },
+          ),
           { lineWidth: 0, flow: true },
         ).trimEnd()}`,
   );

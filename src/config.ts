@@ -279,7 +279,8 @@ export const SERVE_OPTIONS = {
   'hide-addresses': {
     kind: 'boolean',
     default: false,
-    description: 'USERS shows "hidden" instead of members\' IP and port',
+    description:
+      'USERS shows "hidden" instead of members\' IP and port (--no-hide-addresses: shown, whatever the file or variable says)',
     live: true,
   },
   'shutdown-timeout': {
@@ -418,8 +419,14 @@ export type Config = { readonly [K in OptionName as CamelCase<K>]: ValueOf<Specs
   /** Only from the config file (a list has no flag); SIGHUP applies it to new OPERs. */
   readonly operators: readonly OperatorEntry[];
   /** Rooms declared in the config file's `rooms` key, each with its capacity. */
-  readonly rooms: readonly DeclaredRoom[];
+  readonly rooms: readonly ConfiguredRoom[];
 };
+
+/** A room of the config file; one declared without a capacity takes --room-capacity's. */
+export interface ConfiguredRoom extends DeclaredRoom {
+  /** The capacity the file gave it, if any: what --print-config writes back. */
+  readonly declaredCapacity: number | undefined;
+}
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -440,7 +447,7 @@ function convert(
 ): string | number | boolean | undefined {
   switch (spec.kind) {
     case 'integer': {
-      if (spec.off !== undefined && raw.trim() === 'off') return spec.off;
+      if (spec.off !== undefined && raw.trim().toLowerCase() === 'off') return spec.off;
       if (!/^-?\d+$/.test(raw.trim()))
         throw new ConfigError(`${source}: expected a whole number, got "${raw}"`);
       const n = Number(raw);
@@ -545,9 +552,10 @@ export function loadConfig(
   const operators: unknown = Object.freeze([...(file?.operators ?? [])]);
   (out as Record<string, unknown>).operators = operators;
   const roomCapacity = out.roomCapacity as number;
-  const rooms: DeclaredRoom[] = (file?.rooms ?? []).map((r) => ({
+  const rooms: ConfiguredRoom[] = (file?.rooms ?? []).map((r) => ({
     name: r.name,
     capacity: r.capacity ?? roomCapacity,
+    declaredCapacity: r.capacity,
   }));
   const tls = [out.tlsPort, out.tlsCert, out.tlsKey].filter((v) => v !== undefined).length;
   if (tls !== 0 && tls !== 3) {

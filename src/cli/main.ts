@@ -101,6 +101,8 @@ async function serve(args: string[]): Promise<number> {
         help: { type: 'boolean' },
       },
       allowPositionals: false,
+      // --no-hide-addresses: a switch's flag can undo what the file or variable turned on.
+      allowNegative: true,
       strict: true,
     });
   } catch (err) {

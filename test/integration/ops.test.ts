@@ -30,9 +30,10 @@ interface Exit {
 }
 
 /** Runs `confab serve` expecting it to exit by itself; SIGKILLs it after 10 s so a hang fails. */
-function serveUntilExit(args: string[]): Promise<Exit> {
+function serveUntilExit(args: string[], env: Record<string, string> = {}): Promise<Exit> {
   const child = spawn(process.execPath, [CLI, 'serve', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let stdout = '';
   let stderr = '';
@@ -215,6 +216,19 @@ describe('--print-config', () => {
     const second = await serveUntilExit(['--config', file, '--print-config']);
     expect(second.code).toBe(0);
     expect(second.stdout).toBe(first.stdout);
+  }, 20_000);
+
+  it('lets --no-hide-addresses undo what the file or the variable turned on', async () => {
+    const file = path.join(dir, 'hidden.yaml');
+    writeFileSync(file, 'hide-addresses: true\n');
+    const fromFile = await serveUntilExit(['--config', file, '--print-config']);
+    expect(fromFile.stdout).toContain('hide-addresses: true\n');
+    const undone = await serveUntilExit(
+      ['--config', file, '--no-hide-addresses', '--print-config'],
+      { CONFAB_HIDE_ADDRESSES: 'true' },
+    );
+    expect(undone.code).toBe(0);
+    expect(undone.stdout).toContain('hide-addresses: false\n');
   }, 20_000);
 });
 

@@ -35,8 +35,20 @@ describe('room options', () => {
       'room-capacity: 7\nrooms:\n  - {name: physics, capacity: 30}\n  - name: maths\n',
     );
     expect(c.rooms).toEqual([
-      { name: 'physics', capacity: 30 },
-      { name: 'maths', capacity: 7 },
+      { name: 'physics', capacity: 30, declaredCapacity: 30 },
+      { name: 'maths', capacity: 7, declaredCapacity: undefined },
+    ]);
+  });
+
+  it('prints a room declared without a capacity without one, so it keeps following --room-capacity', () => {
+    const printed = printConfig(
+      load('room-capacity: 7\nrooms:\n  - {name: physics, capacity: 30}\n  - name: maths\n'),
+    );
+    expect(printed).toContain('rooms: [ { name: physics, capacity: 30 }, { name: maths } ]');
+    const later = load(printed.replace('room-capacity: 7', 'room-capacity: 12'));
+    expect(later.rooms).toEqual([
+      { name: 'physics', capacity: 30, declaredCapacity: 30 },
+      { name: 'maths', capacity: 12, declaredCapacity: undefined },
     ]);
   });
 
@@ -67,9 +79,14 @@ describe('room options', () => {
       selector: (n) => n.replaceAll(/[il1]/g, 'l'),
     });
     fc.assert(
-      fc.property(names, fc.integer({ min: 1, max: 1_000_000 }), (list, capacity) => {
+      fc.property(names, fc.option(fc.integer({ min: 1, max: 1_000_000 })), (list, capacity) => {
         fc.pre(!list.some((n) => n.replaceAll(/[il1]/g, 'l') === 'lobby'));
-        const yaml = `rooms:\n${list.map((n) => `  - {name: "${n}", capacity: ${capacity}}`).join('\n')}\n`;
+        // Every other room without a capacity of its own, when there is one.
+        const entry = (n: string, i: number) =>
+          capacity === null || i % 2 === 1
+            ? `  - {name: "${n}"}`
+            : `  - {name: "${n}", capacity: ${capacity}}`;
+        const yaml = `rooms:\n${list.map(entry).join('\n')}\n`;
         const before = load(list.length === 0 ? '' : yaml);
         const printed = printConfig(before);
         const after = load(printed);

@@ -96,6 +96,9 @@ describe('loadConfig', () => {
 
   it('takes "off" for the HTTP port', () => {
     expect(loadConfig({ 'http-port': 'off' }, {}).httpPort).toBe(-1);
+    // Written as a person might: "off" in any case, as true and false are.
+    expect(loadConfig({}, { CONFAB_HTTP_PORT: 'OFF' }).httpPort).toBe(-1);
+    expect(loadConfig({ 'http-port': ' Off ' }, {}).httpPort).toBe(-1);
     expect(loadConfig({}, { CONFAB_HTTP_PORT: '8080' }).httpPort).toBe(8080);
     expect(() => loadConfig({ 'http-port': '-5' }, {})).toThrow(/outside/);
   });
