@@ -14,7 +14,15 @@ import {
   tooLong,
 } from './command-context.js';
 import type { MemberInfo, PeerAddress } from './events.js';
-import { ban, bans, kick, oper, recheckBans, unban } from './moderation-commands.js';
+import {
+  ban,
+  bans,
+  kick,
+  oper,
+  recheckBans,
+  removedIfBanned,
+  unban,
+} from './moderation-commands.js';
 import { checkNickname } from './nickname.js';
 import { lineageOf, MemberGone, type Presence } from './presence.js';
 import type { Room } from './room.js';
@@ -135,6 +143,10 @@ async function resumeInCluster(
     if (session.state !== 'closed') connectAfresh(ctx, session, req, caps, limits);
     return;
   }
+  // Before its "03": no member list, no history, and nothing it sent after the CONNECT is
+  // taken from a member banned while away. The ban's own removal, following the member
+  // here from its old node, then finds nothing left to remove.
+  if (removedIfBanned(ctx, session)) return;
   const rooms = [...session.rooms];
   const [count, lists] = await Promise.all([
     presence.count(ctx.lobby.key),

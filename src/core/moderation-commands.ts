@@ -278,6 +278,20 @@ export function enforceBan(ctx: ChatContext, ban: Ban, seconds: number | undefin
  * again: a ban that reached this node while its claim or resume was in Redis found no
  * member here to remove, and the member it took over may have been removed too late.
  */
+/**
+ * A member taken over by a resume whose nickname or address was banned while it was away
+ * (its node paused, or cut off, missed the removal): removed here and now, as the ban would
+ * have removed it, before it is let back in. True if it was.
+ */
+export function removedIfBanned(ctx: ChatContext, session: Session): boolean {
+  const now = ctx.now();
+  const ban =
+    ctx.bans.bansNickname(session.nickname, now) ?? ctx.bans.bansAddress(session.address.ip, now);
+  if (ban === undefined) return false;
+  removeMember(ctx, session, 'ban', ban.by, ban.reason, secondsLeft(ban, now));
+  return true;
+}
+
 export function recheckBans(ctx: ChatContext, session: Session): void {
   if (session.state !== 'joined') return;
   const now = ctx.now();

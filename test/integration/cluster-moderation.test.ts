@@ -13,6 +13,7 @@ import { withoutRedis } from '../helpers/redis.js';
 
 const skip = withoutRedis();
 const MOD = { caps: ['errors', 'moderation'] };
+const RESUMING = ['errors', 'rooms', 'history'];
 
 const file = useCluster('cluster-mod', 3, [], (dir) => {
   const config = path.join(dir, 'confab.yaml');
@@ -145,6 +146,55 @@ describe.skipIf(skip)('moderation across nodes', () => {
     }
     expect(answer).toBe('03');
     for (const c of [op, watcher, ren, op2]) c.close();
+  });
+
+  it('a member banned while its node is paused, resuming on another node, is removed before "03": nothing it sent after CONNECT is taken', async () => {
+    const op = await operator(0, 'op-away');
+    const away = await open(1);
+    away.sendPy({ cmd: '0', nickname: 'away-ban', caps: RESUMING });
+    const { resume: token } = (await away.expect('03')) as { resume?: string };
+    expect(token).toEqual(expect.any(String));
+    const watcher = await member(2, 'watch-away', { caps: ['moderation'] });
+    const paused = file.cluster.nodes[1]!.child;
+    paused.kill('SIGSTOP');
+    let again: RawClient;
+    try {
+      op.sendPy({ cmd: '95', mask: 'away-ban', reason: 'spam' });
+      expect(await op.expect('98')).toMatchObject({ bans: [{ mask: 'away-ban' }] });
+      // Node 2 has heard of the ban once it refuses the name.
+      expect(await tryConnect(2, 'away-ban', { caps: ['errors'] })).toBe('90 2006');
+      again = await open(2);
+      // In one write, as a client that pipelines does: the resume and three chats after it.
+      again.write(
+        [
+          { cmd: '0', nickname: 'away-ban', caps: RESUMING, resume: token },
+          ...[1, 2, 3].map((i) => ({ cmd: '7', msg: `still here ${i}` })),
+        ]
+          .map((m) => JSON.stringify(m))
+          .join(''),
+      );
+      expect(await again.expect('90', 10_000)).toMatchObject({ code: 2006 });
+      await again.expectClose();
+    } finally {
+      paused.kill('SIGCONT');
+    }
+    // Besides that "90": no "03", no member list or history, no "71" for the chats.
+    expect(again.received.map((m) => m.cmd)).toEqual([]);
+    expect(await watcher.expect('99', 10_000)).toMatchObject({
+      action: 'ban',
+      nickname: 'away-ban',
+      by: 'teacher',
+    });
+    await watcher.expect('30');
+    // The paused node, running again, finds the member gone: no second removal is told, and
+    // none of the chats was delivered.
+    await away.expectClose(10_000);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const told = watcher.received.filter((m) => m.cmd === '99' || m.cmd === '30' || m.cmd === '70');
+    expect(told).toEqual([]);
+    op.sendPy({ cmd: '96', mask: 'away-ban' });
+    await op.expect('98');
+    for (const c of [op, watcher]) c.close();
   });
 
   it('an address BAN removes that address on other nodes and refuses it at accept', async () => {
