@@ -69,7 +69,10 @@ export interface NodeHost {
   whenIdle(session: Session, then: () => void): void;
 }
 
-/** A removal chasing a member that keeps resuming elsewhere gives up after this many nodes. */
+/**
+ * A removal or a whisper chasing a member that keeps resuming elsewhere gives up after this
+ * many nodes.
+ */
 const MAX_REMOVE_HOPS = 3;
 
 /** Whether `session` is in every room of `places` (by key): all of them entered here. */
@@ -477,9 +480,44 @@ export class ClusterNode {
     }
   }
 
-  private whispered(event: WhisperEvent): void {
+  /**
+   * A whisper for a member of this node. "22" went to its sender once this node took it, so
+   * it follows the member it was meant for: by its id, through a rename here, to the session
+   * a resume under way here is making, or on to the node a resume elsewhere moved it to.
+   * (From a node of an older version it names the nickname only.)
+   */
+  private whispered(event: WhisperEvent, waited = false): void {
     if (this.cluster.stale?.() === true) return;
-    this.chat.find(event.to)?.deliver(new Delivery(event));
+    const member = event.member;
+    const named = this.chat.find(event.to);
+    if (member === undefined || named?.presenceId === member) {
+      named?.deliver(new Delivery(event));
+      return;
+    }
+    let session: Session | undefined;
+    for (const s of this.sessions) {
+      if (s.state !== 'closed' && s.presenceId === member) session = s;
+    }
+    if (session !== undefined && session.state !== 'joined' && !waited) {
+      this.host.whenIdle(session, () => this.whispered(event, true));
+      return;
+    }
+    if (session?.state === 'joined') {
+      session.deliver(new Delivery({ ...event, to: session.nickname }));
+      return;
+    }
+    const hops = (event.hops ?? 0) + 1;
+    if (hops > MAX_REMOVE_HOPS) return;
+    const cluster = this.cluster;
+    const followed = cluster.presence.successor(cluster.presence.node, member).then(async (now) => {
+      if (now === undefined) return;
+      await cluster.broker.whisper(now.node, { ...event, to: now.nickname, member: now.id, hops });
+    });
+    this.track(
+      followed.catch((err: unknown) =>
+        this.chat.log.warn({ err, to: event.to }, 'could not pass a whisper on'),
+      ),
+    );
   }
 
   /**

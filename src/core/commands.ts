@@ -408,6 +408,7 @@ async function whisperInCluster(
     from: session.nickname,
     to: target.nickname,
     msg,
+    member: target.id,
   });
   if (gone()) return;
   session.reply(

@@ -91,6 +91,12 @@ export type ChatEvent =
       readonly from: string;
       readonly to: string;
       readonly msg: string;
+      /**
+       * On a cluster, the receiver's member id in Presence: its node finds it by this, so a
+       * rename or a resume elsewhere under way does not lose it (`hops`: nodes passed on by).
+       */
+      readonly member?: string;
+      readonly hops?: number;
     };
 
 export interface MemberInfo {

@@ -223,6 +223,64 @@ describe('a chat of several nodes', () => {
     expect(ann.take()).toEqual([{ cmd: '30', nickname: 'bob', userCount: 1 }]);
   });
 
+  describe('a whisper answered "22" reaches the member it was meant for', () => {
+    /**
+     * Three nodes, ann on a, bob on b (with a resume token), and a's whispers held after
+     * Presence said where bob is, until `release`: the receiver moves or renames meanwhile.
+     */
+    async function heldWhisper() {
+      const [a, b, c] = nodes(3, { maxUsers: 10 });
+      const ann = connect(a!, 'ann', EXT);
+      const bob = connect(b!, 'bob', RESUMING);
+      await settle();
+      const token = tokenOf(bob);
+      ann.take();
+      const broker = a!.cluster!.broker;
+      const whisper = broker.whisper.bind(broker);
+      const held: (() => void)[] = [];
+      broker.whisper = (node, event) =>
+        new Promise((resolve, reject) => {
+          held.push(() => whisper(node, event).then(resolve, reject));
+        });
+      send(ann, { cmd: '2', to: 'bob', msg: 'psst' });
+      await settle();
+      expect(held).toHaveLength(1);
+      const release = async () => {
+        for (const go of held.splice(0)) go();
+        await settle();
+      };
+      return { a: a!, b: b!, c: c!, ann, bob, token, release };
+    }
+
+    it('to the node a resume moved it to', async () => {
+      const { c, ann, bob, token, release } = await heldWhisper();
+      const back = connectWith(c, { cmd: '0', nickname: 'x', caps: RESUMING, resume: token });
+      await settle();
+      expect(back.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
+      expect(bob.closedWith).toBe('replaced');
+      bob.take();
+      await release();
+      expect(ann.take()).toEqual([{ cmd: '22' }]);
+      expect(back.take()).toEqual([{ cmd: '70', from: 'ann', msg: 'psst' }]);
+      expect(bob.take()).toEqual([]);
+    });
+
+    it('through a rename, and not to whoever took the old name since', async () => {
+      const { b, ann, bob, release } = await heldWhisper();
+      send(bob, { cmd: '5', newNickname: 'rob' });
+      await settle();
+      const other = connect(b, 'bob');
+      await settle();
+      expect(other.take()).toMatchObject([{ cmd: '03' }]);
+      bob.take();
+      ann.take();
+      await release();
+      expect(ann.take()).toEqual([{ cmd: '22' }]);
+      expect(bob.take()).toEqual([{ cmd: '70', from: 'ann', msg: 'psst' }]);
+      expect(other.take()).toEqual([]);
+    });
+  });
+
   it('keeps nicknames unique and the lobby at capacity across nodes', async () => {
     const [a, b, c] = nodes(3);
     const first = connect(a!, 'ann');
