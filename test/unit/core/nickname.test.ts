@@ -105,6 +105,47 @@ describe('look-alike nicknames share one key', () => {
     expect(checkNickname('ａｎｎ')).toEqual({ ok: true, nickname: 'ａｎｎ' });
   });
 
+  /** The marks confusables.txt likens to a dot above (U+0307), U+0307 itself first. */
+  const DOTS = [
+    0x307, 0x358, 0x5b9, 0x5ba, 0x5c1, 0x5c2, 0x5c4, 0x6ec, 0x740, 0x741, 0x7ed, 0x8ea, 0x902,
+    0xa02, 0xa82, 0xbcd,
+  ].map((cp) => String.fromCodePoint(cp));
+
+  it('drops a dot above where it hides: on i, j, dotless ı and ȷ, whatever mark draws it', () => {
+    for (const dot of DOTS) {
+      for (const [letter, plain] of [
+        ['i', 'i'],
+        ['\u0131', 'i'],
+        ['I', 'i'],
+        ['l', 'l'],
+        ['j', 'j'],
+        ['\u0237', 'j'],
+      ] as const) {
+        same(`${letter}${dot}vy`, `${plain}vy`);
+        // Past a mark below on the same letter: ı with a dot below and one above reads as ị.
+        same(`${letter}\u0323${dot}vy`, `${plain}\u0323vy`);
+      }
+      // A dot above is seen on other letters, and on an i after the letter it marks.
+      differ(`a${dot}vy`, 'avy');
+      differ(`ȷ${dot}`, 'ȷ');
+    }
+    same('\u0130smail', 'ismail');
+  });
+
+  it('gives a name and its spelling with hidden dots added one key (property)', () => {
+    const name = fc.stringMatching(/^[a-z0-9ijl]{1,16}$/);
+    const dots = fc.array(fc.constantFrom(...DOTS), { minLength: 1, maxLength: 2 });
+    fc.assert(
+      fc.property(name, fc.array(dots, { maxLength: 16 }), (plain, added) => {
+        const dotted = [...plain]
+          .map((ch, i) => (/[ijl1]/.test(ch) && added[i] ? ch + added[i]!.join('') : ch))
+          .join('');
+        expect(lookalikeKey(dotted)).toBe(lookalikeKey(plain));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
   it('is idempotent (property)', () => {
     fc.assert(
       fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (s) => {
