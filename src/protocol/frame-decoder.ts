@@ -11,6 +11,9 @@
  *  - any other bytes are garbage: skipped, never buffered, up to the next
  *    such "{" or the end of the line, and reported as one refusal, so the
  *    next request is cut at once even from a client that sends no newlines;
+ *  - a line feed inside a string (never in JSON, which escapes it) ends the
+ *    frame there as one refusal: a line with an unclosed quote does not
+ *    swallow the lines after it;
  *  - a frame nested deeper than maxDepth is skipped (only counters are kept)
  *    and reported as one refusal, so nothing downstream recurses into it.
  *
@@ -227,19 +230,29 @@ export class FrameDecoder {
       let depth = this.depth;
       let inString = this.inString;
       let escaped = this.escaped;
+      // A raw line feed in a string: no JSON string holds one, so the frame ends there.
+      let cut = false;
       while (i < end) {
         if (inString) {
           if (escaped) {
+            if (data[i] === LF) {
+              cut = true;
+              break;
+            }
             escaped = false;
             i++;
           }
           let b = 0;
           while (i < end) {
             b = data[i]!;
-            if (b === QUOTE || b === BACKSLASH) break;
+            if (b === QUOTE || b === BACKSLASH || b === LF) break;
             i++;
           }
           if (i === end) break;
+          if (b === LF) {
+            cut = true;
+            break;
+          }
           if (b === QUOTE) inString = false;
           else escaped = true;
           i++;
@@ -254,6 +267,19 @@ export class FrameDecoder {
           break;
         }
         i++;
+      }
+      if (cut) {
+        // Reported as a run of garbage up to the line's end, whatever it began as: a line
+        // with an unclosed quote costs one refusal, and the next line is read as new.
+        this.mode = Mode.Between;
+        this.depth = 0;
+        this.inString = false;
+        this.escaped = false;
+        this.deepBytes = 0;
+        start = -1;
+        i++;
+        this.sink.refused('garbage');
+        continue;
       }
       this.depth = depth;
       this.inString = inString;

@@ -225,6 +225,31 @@ describe('FrameDecoder', () => {
     );
   });
 
+  it('ends a frame at a line feed inside a string: an unclosed quote costs its line only', () => {
+    // What a person types into nc: a quote too many, or a newline pasted into a message.
+    const opened = fc
+      .tuple(
+        fc.constantFrom('{"cmd":"7","msg":"', '{"cmd":"7","msg":"a 12" pipe"}', '{"', '{"a":["\\'),
+        fc.string({ maxLength: 30 }).map((t) => t.replace(/["\\\n]/g, '')),
+      )
+      .map(([head, tail]) => head + tail);
+    fc.assert(
+      fc.property(
+        fc.array(opened, { minLength: 1, maxLength: 4 }),
+        requestText,
+        fc.array(fc.nat(), { maxLength: 20 }),
+        (lines, req, cuts) => {
+          const stream = concat(...lines.flatMap((l) => [l, '\n']), req, '\n');
+          const expected = [...lines.map(() => GARBAGE), req];
+          expect(decodeAll([stream])).toEqual(expected);
+          expect(decodeAll(chunk(stream, cuts))).toEqual(expected);
+          expect(decodeAll(bytewise(stream))).toEqual(expected);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
   it('never buffers garbage, and reports a long run once per maxFrame bytes', () => {
     const { decoder, events } = recorder(100);
     for (let i = 0; i < 35; i++) {
