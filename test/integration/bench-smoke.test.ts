@@ -219,7 +219,10 @@ describe.skipIf(withoutRedis())('cluster bench servers', () => {
     expect(pipe).toMatchObject({ workload: 'W-pipe', server: 'confab-2nodes', lost: 0 });
     expect(pipe!.membersPerNode).toEqual([5, 5]);
     expect(pipe!.deliveries).toBeGreaterThan(0);
-    expect(pipe!.redis!.usPerChat).toBeGreaterThan(0);
+    // Redis's CPU comes from /proc in 10 ms ticks, which a short run on a busy machine may
+    // not reach; its command times are in microseconds.
+    expect(pipe!.redis!.usPerChat).toBeGreaterThanOrEqual(0);
+    expect(pipe!.redis!.commands.evalsha!.usPerChat).toBeGreaterThan(0);
     // Redis's CPU is part of the server's, not beside it.
     expect(pipe!.redis!.cpuPct).toBeLessThan(pipe!.serverCpuPct);
     // Every chat is one XADD in an append script per batch, which publishes the
