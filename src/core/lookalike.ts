@@ -120,28 +120,5 @@ export function lookalikeKeyWithin(text: string, most: number): string | undefin
     }
     if (run > most) return undefined;
   }
-  return withoutHiddenDots(key.normalize('NFD'));
-}
-
-/**
- * A dot above (U+0307, which every mark confusables.txt likens to it has become) on a
- * letter that shows a dot already (i, I, l and 1 fold to l; j), or on dotless ı or ȷ,
- * renders as the plain letter: the key drops it, also past other marks on the same letter
- * (ı with a dot below and one above reads as ị), and ȷ with it is j.
- */
-function withoutHiddenDots(key: string): string {
-  if (!key.includes('\u0307')) return key;
-  const out: string[] = [];
-  // Where in `out` the letter the marks since belong to is, when it is one of those.
-  let letter = -1;
-  for (const ch of key) {
-    if (!MARK.test(ch)) {
-      letter = ch === 'l' || ch === 'j' || ch === '\u0237' ? out.length : -1;
-    } else if (ch === '\u0307' && letter >= 0) {
-      if (out[letter] === '\u0237') out[letter] = 'j';
-      continue;
-    }
-    out.push(ch);
-  }
-  return out.join('');
+  return key.normalize('NFD');
 }

@@ -47,10 +47,18 @@ const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\u2800\p{Cn}\p{Co}\p{Cs}]/u;
 const LOOSE_MARK = /(?:^|[^\p{L}\p{N}\p{M}])\p{M}/u;
 
 // Enclosing marks and marks that span two characters reach into the
-// neighbouring text; a dot above a letter that already shows a dot (i, j) or
-// on dotless i renders exactly as the plain letter.
+// neighbouring text.
 // biome-ignore lint/suspicious/noMisleadingCharacterClass: these classes list combining marks on purpose
-const OVERREACHING_MARK = /[\p{Me}\u035C-\u0362\u1DCD\u1DFC]|[\p{Soft_Dotted}\u0131\u0237]\u0307/u;
+const OVERREACHING_MARK = /[\p{Me}\u035C-\u0362\u1DCD\u1DFC]/u;
+
+/** U+0307 (dot above) and the marks confusables.txt likens to it. */
+const DOTS_ABOVE =
+  '\u0307\u0358\u05B9\u05BA\u05C1\u05C2\u05C4\u06EC\u0740\u0741\u07ED\u08EA\u0902\u0A02\u0A82\u0BCD';
+
+// A dot above a letter that already shows one (i, j) or on dotless i or j
+// renders as the plain letter, also past other marks on the letter: "ı͘vy"
+// reads as "ivy", and its look-alike key is not ivy's.
+const HIDDEN_DOT = new RegExp(`[\\p{Soft_Dotted}\\u0131\\u0237]\\p{M}*[${DOTS_ABOVE}]`, 'u');
 
 // More than three stacked non-spacing marks on one letter ("zalgo" text) spill
 // over neighbouring lines and letters. Three covers Hebrew, Thai, Vietnamese.
@@ -89,7 +97,12 @@ export function checkName(raw: string, maxLength: number, noun: string): Nicknam
   if (INVISIBLE.test(nickname)) {
     return { ok: false, reason: `${noun} must not contain invisible or unassigned characters` };
   }
-  if (LOOSE_MARK.test(nickname) || OVERREACHING_MARK.test(nickname) || MARK_STACK.test(nickname)) {
+  if (
+    LOOSE_MARK.test(nickname) ||
+    OVERREACHING_MARK.test(nickname) ||
+    HIDDEN_DOT.test(nickname) ||
+    MARK_STACK.test(nickname)
+  ) {
     return {
       ok: false,
       reason: `${noun} must not contain combining marks that hide or imitate other characters`,
