@@ -73,7 +73,7 @@ export interface NodeHost {
  * A removal or a whisper chasing a member that keeps resuming elsewhere gives up after this
  * many nodes.
  */
-const MAX_REMOVE_HOPS = 3;
+const MAX_FOLLOW_HOPS = 3;
 
 /** Whether `session` is in every room of `places` (by key): all of them entered here. */
 function holdsEvery(session: Session, places: TakenOver['rooms']): boolean {
@@ -441,7 +441,7 @@ export class ClusterNode {
       // hand the removal to whoever took that nickname since.
       const hops = (notice.hops ?? 0) + 1;
       const now =
-        hops > MAX_REMOVE_HOPS
+        hops > MAX_FOLLOW_HOPS
           ? undefined
           : await cluster.presence.successor(cluster.presence.node, notice.member);
       if (now === undefined) {
@@ -483,35 +483,48 @@ export class ClusterNode {
   /**
    * A whisper for a member of this node. "22" went to its sender once this node took it, so
    * it follows the member it was meant for: by its id, through a rename here, to the session
-   * a resume under way here is making, or on to the node a resume elsewhere moved it to.
-   * (From a node of an older version it names the nickname only.)
+   * a resume under way here is making (once its "03" is out), or on to the node a resume
+   * elsewhere moved it to. (From a node of an older version it names the nickname only.)
    */
   private whispered(event: WhisperEvent, waited = false): void {
     if (this.cluster.stale?.() === true) return;
     const member = event.member;
-    const named = this.chat.find(event.to);
-    if (member === undefined || named?.presenceId === member) {
-      named?.deliver(new Delivery(event));
-      return;
+    let session = this.chat.find(event.to);
+    if (member !== undefined && session?.presenceId !== member) {
+      session = undefined;
+      for (const s of this.sessions) {
+        if (s.state !== 'closed' && s.presenceId === member) session = s;
+      }
     }
-    let session: Session | undefined;
-    for (const s of this.sessions) {
-      if (s.state !== 'closed' && s.presenceId === member) session = s;
+    if (session !== undefined) {
+      const ready = session.state === 'joined' && session.welcomeSent;
+      if (!ready && session.pending > 0 && !waited) {
+        this.host.whenIdle(session, () => this.whispered(event, true));
+        return;
+      }
+      if (ready) {
+        session.deliver(
+          new Delivery(member === undefined ? event : { ...event, to: session.nickname }),
+        );
+        return;
+      }
     }
-    if (session !== undefined && session.state !== 'joined' && !waited) {
-      this.host.whenIdle(session, () => this.whispered(event, true));
-      return;
-    }
-    if (session?.state === 'joined') {
-      session.deliver(new Delivery({ ...event, to: session.nickname }));
-      return;
-    }
+    if (member === undefined) return;
     const hops = (event.hops ?? 0) + 1;
-    if (hops > MAX_REMOVE_HOPS) return;
     const cluster = this.cluster;
+    const lost = () =>
+      this.chat.log.info({ from: event.from, to: event.to }, 'a whisper found nobody');
+    if (hops > MAX_FOLLOW_HOPS) {
+      lost();
+      return;
+    }
     const followed = cluster.presence.successor(cluster.presence.node, member).then(async (now) => {
-      if (now === undefined) return;
-      await cluster.broker.whisper(now.node, { ...event, to: now.nickname, member: now.id, hops });
+      if (now === undefined) {
+        lost();
+        return;
+      }
+      const on = { ...event, to: now.nickname, member: now.id, hops };
+      if (!(await cluster.broker.whisper(now.node, on))) lost();
     });
     this.track(
       followed.catch((err: unknown) =>

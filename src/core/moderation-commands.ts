@@ -273,11 +273,25 @@ export function enforceBan(ctx: ChatContext, ban: Ban, seconds: number | undefin
   }
 }
 
+/** The ban, if any, on a member's nickname or address. */
+function banOn(ctx: ChatContext, session: Session, now: number): Ban | undefined {
+  return (
+    ctx.bans.bansNickname(session.nickname, now) ?? ctx.bans.bansAddress(session.address.ip, now)
+  );
+}
+
 /**
  * On a cluster, a member that has just joined or resumed is checked against the bans
  * again: a ban that reached this node while its claim or resume was in Redis found no
  * member here to remove, and the member it took over may have been removed too late.
  */
+export function recheckBans(ctx: ChatContext, session: Session): void {
+  if (session.state !== 'joined') return;
+  const now = ctx.now();
+  const ban = banOn(ctx, session, now);
+  if (ban !== undefined) removeBanned(ctx, session, ban, secondsLeft(ban, now));
+}
+
 /**
  * A member taken over by a resume whose nickname or address was banned while it was away
  * (its node paused, or cut off, missed the removal): removed here and now, as the ban would
@@ -285,20 +299,10 @@ export function enforceBan(ctx: ChatContext, ban: Ban, seconds: number | undefin
  */
 export function removedIfBanned(ctx: ChatContext, session: Session): boolean {
   const now = ctx.now();
-  const ban =
-    ctx.bans.bansNickname(session.nickname, now) ?? ctx.bans.bansAddress(session.address.ip, now);
+  const ban = banOn(ctx, session, now);
   if (ban === undefined) return false;
   removeMember(ctx, session, 'ban', ban.by, ban.reason, secondsLeft(ban, now));
   return true;
-}
-
-export function recheckBans(ctx: ChatContext, session: Session): void {
-  if (session.state !== 'joined') return;
-  const now = ctx.now();
-  const ban =
-    ctx.bans.bansNickname(session.nickname, now) ?? ctx.bans.bansAddress(session.address.ip, now);
-  if (ban === undefined) return;
-  removeBanned(ctx, session, ban, secondsLeft(ban, now));
 }
 
 /** What is left of a ban, as BAN's `seconds` (undefined: until unbanned). */

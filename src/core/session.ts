@@ -109,6 +109,11 @@ export class Session implements Member {
   ownChats: OwnChats | undefined;
   /** Its "03" has gone out. */
   private welcomed = false;
+
+  /** Its "03" has gone out: a client takes nothing before it. */
+  get welcomeSent(): boolean {
+    return this.welcomed;
+  }
   /** "71"s that came before it (reply). */
   private storedEarly: Reply[] | undefined;
   /** On a cluster, once its nickname is claimed: its member's lineage (ChatEvent.lineage). */

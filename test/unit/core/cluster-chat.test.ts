@@ -265,6 +265,29 @@ describe('a chat of several nodes', () => {
       expect(bob.take()).toEqual([]);
     });
 
+    it('not before the "03" of the resume under way that took it over', async () => {
+      const { c, ann, token, release } = await heldWhisper();
+      // The resume on node c waits for the lobby's count after Presence moved the member.
+      const presence = c.cluster!.presence;
+      const count = presence.count.bind(presence);
+      const counts: (() => void)[] = [];
+      presence.count = (...args) =>
+        new Promise((resolve, reject) => {
+          counts.push(() => count(...args).then(resolve, reject));
+        });
+      const back = connectWith(c, { cmd: '0', nickname: 'x', caps: RESUMING, resume: token });
+      await settle();
+      expect(counts.length).toBeGreaterThan(0);
+      await release();
+      expect(ann.take()).toEqual([{ cmd: '22' }]);
+      expect(back.take()).toEqual([]);
+      for (const go of counts.splice(0)) go();
+      await settle();
+      const got = back.take().map((m) => m.cmd);
+      expect(got.filter((cmd) => cmd === '70')).toHaveLength(1);
+      expect(got.indexOf('03')).toBeLessThan(got.indexOf('70'));
+    });
+
     it('through a rename, and not to whoever took the old name since', async () => {
       const { b, ann, bob, release } = await heldWhisper();
       send(bob, { cmd: '5', newNickname: 'rob' });
