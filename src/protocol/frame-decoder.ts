@@ -269,8 +269,10 @@ export class FrameDecoder {
         i++;
       }
       if (cut) {
-        // Reported as a run of garbage up to the line's end, whatever it began as: a line
-        // with an unclosed quote costs one refusal, and the next line is read as new.
+        // Refused up to the line's end: a line with an unclosed quote costs one refusal, and
+        // the next line is read as new. Its size counts as a frame's would, so that where
+        // the chunks end cannot change the outcome.
+        const size = mode === Mode.Bracket ? i - start : this.deepBytes + (i - segment);
         this.mode = Mode.Between;
         this.depth = 0;
         this.inString = false;
@@ -278,7 +280,9 @@ export class FrameDecoder {
         this.deepBytes = 0;
         start = -1;
         i++;
-        this.sink.refused('garbage');
+        if (size <= this.maxFrame) this.sink.refused(mode === Mode.Deep ? 'too-deep' : 'garbage');
+        else if (this.skipOversize) this.sink.refused('too-large');
+        else throw new FrameTooLargeError(this.maxFrame);
         continue;
       }
       this.depth = depth;

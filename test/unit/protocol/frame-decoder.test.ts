@@ -250,6 +250,41 @@ describe('FrameDecoder', () => {
     );
   });
 
+  it('cuts at a line feed in a string the same way however chunked, long lines and deep ones too', () => {
+    const line = fc
+      .tuple(
+        fc.constantFrom('{"a":"', '{"a":[[[["', '{"a":"\\'),
+        fc.nat({ max: 60 }),
+        fc.constantFrom('\n', '\n{"cmd":"4"}\n'),
+      )
+      .map(([head, n, tail]) => head + 'x'.repeat(n) + tail);
+    /** Events up to a FrameTooLargeError, which ends them. */
+    const outcome = (chunks: Uint8Array[], options: FrameDecoderOptions) => {
+      const { decoder, events } = recorder(32, { maxDepth: 3, ...options });
+      try {
+        for (const c of chunks) decoder.push(c);
+      } catch (err) {
+        if (!(err instanceof FrameTooLargeError)) throw err;
+        events.push({ refused: 'thrown' } as never);
+      }
+      return events;
+    };
+    fc.assert(
+      fc.property(
+        fc.array(line, { minLength: 1, maxLength: 4 }),
+        fc.array(fc.nat(), { maxLength: 20 }),
+        fc.constantFrom<FrameDecoderOptions>({}, { oversize: 'skip' }),
+        (lines, cuts, options) => {
+          const bytes = concat(...lines);
+          const whole = outcome([bytes], options);
+          expect(outcome(chunk(bytes, cuts), options)).toEqual(whole);
+          expect(outcome(bytewise(bytes), options)).toEqual(whole);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
   it('never buffers garbage, and reports a long run once per maxFrame bytes', () => {
     const { decoder, events } = recorder(100);
     for (let i = 0; i < 35; i++) {
