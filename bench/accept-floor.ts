@@ -37,7 +37,7 @@ const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveIniti
   s.on('close', closed);
   s.on('data', ignore);
 });
-server.listen({ host: '127.0.0.1', port: Number(process.argv[1]), backlog: 4096 });
+server.listen({ host: '127.0.0.1', port: Number(process.argv[1]), backlog: 65535 });
 process.on('SIGTERM', () => process.exit(0));
 `;
 

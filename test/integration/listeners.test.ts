@@ -6,7 +6,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import fc from 'fast-check';
@@ -516,6 +516,7 @@ describe('connection bursts', () => {
     }
     // somaxconn belongs to the network namespace: raised in a private one, the machine's
     // own is untouched, and fixed ports cannot meet another test's.
+    const tls = makeCertificate();
     const child = spawn(
       'unshare',
       [
@@ -530,6 +531,12 @@ describe('connection bursts', () => {
         '4100',
         '--http-port',
         '4101',
+        '--tls-port',
+        '4102',
+        '--tls-cert',
+        tls.cert,
+        '--tls-key',
+        tls.key,
         '--history',
         'off',
       ],
@@ -542,7 +549,7 @@ describe('connection bursts', () => {
     try {
       // A listening socket's Send-Q is its backlog: what it asked for, cut to somaxconn.
       const backlogs = new Map<string, string>();
-      for (let i = 0; i < 150 && backlogs.size < 2; i++) {
+      for (let i = 0; i < 150 && backlogs.size < 3; i++) {
         await sleep(100);
         if (child.exitCode !== null) break;
         const ss = spawnSync('nsenter', ['-t', String(child.pid), '-n', 'ss', '-Hltn'], {
@@ -556,9 +563,11 @@ describe('connection bursts', () => {
       expect(Object.fromEntries(backlogs), stderr).toEqual({
         '127.0.0.1:4100': '8192',
         '127.0.0.1:4101': '8192',
+        '127.0.0.1:4102': '8192',
       });
     } finally {
       await stopProcess(child);
+      rmSync(tls.dir, { recursive: true, force: true });
     }
   }, 30_000);
 });
