@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createSecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
@@ -189,18 +190,6 @@ const REDIS_START_TIMEOUT_MS = 5_000;
 const HEARTBEAT_MS = 1_000;
 const heartbeatMs = (timeoutMs: number) => Math.min(HEARTBEAT_MS, Math.floor(timeoutMs / 5));
 
-/** Resolves after `ms`, or as soon as `stop` is aborted. */
-function pause(ms: number, stop: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      stop?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    stop?.addEventListener('abort', done, { once: true });
-  });
-}
 /**
  * Heartbeats a resync waits for before it reads a room's members again (Cluster.resyncDelayMs):
  * after a Redis restart each live node registers its members again at its next one.
@@ -414,7 +403,10 @@ class ClusterNode implements Cluster, ClusterView {
           `the shard list differs from the one stored, and the nodes using it were last heard before this node started: waiting up to ${Math.ceil(theirs.waitMs / 1000)} s for them to be heard from again or time out`,
         );
       }
-      await pause(Math.min(heartbeatMs(presence.timeoutMs), theirs.waitMs), stop);
+      // Ends early, rejecting, when `stop` is aborted: checked just below.
+      await sleep(Math.min(heartbeatMs(presence.timeoutMs), theirs.waitMs), undefined, {
+        signal: stop,
+      }).catch(() => {});
       if (stop?.aborted) {
         await giveUp();
         throw new StartError('stopped while waiting for the shard list agreement');

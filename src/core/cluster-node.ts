@@ -400,10 +400,7 @@ export class ClusterNode {
    */
   private removeNoticed(notice: Extract<NodeNotice, { type: 'remove' }>, waited = false): void {
     const cluster = this.cluster;
-    let session: Session | undefined;
-    for (const s of this.sessions) {
-      if (s.state !== 'closed' && s.presenceId === notice.member) session = s;
-    }
+    const session = this.sessionOf(notice.member);
     if (session !== undefined && session.pending > 0 && !waited) {
       // Most often a resume under way (its "03" not sent yet): removed once it is done.
       this.host.whenIdle(session, () => this.removeNoticed(notice, true));
@@ -480,6 +477,15 @@ export class ClusterNode {
     }
   }
 
+  /** The open session that holds Presence's member `id` here (a walk of every session). */
+  private sessionOf(id: string): Session | undefined {
+    let session: Session | undefined;
+    for (const s of this.sessions) {
+      if (s.state !== 'closed' && s.presenceId === id) session = s;
+    }
+    return session;
+  }
+
   /**
    * A whisper for a member of this node. "22" went to its sender once this node took it, so
    * it follows the member it was meant for: by its id, through a rename here, to the session
@@ -490,12 +496,7 @@ export class ClusterNode {
     if (this.cluster.stale?.() === true) return;
     const member = event.member;
     let session = this.chat.find(event.to);
-    if (member !== undefined && session?.presenceId !== member) {
-      session = undefined;
-      for (const s of this.sessions) {
-        if (s.state !== 'closed' && s.presenceId === member) session = s;
-      }
-    }
+    if (member !== undefined && session?.presenceId !== member) session = this.sessionOf(member);
     if (session !== undefined) {
       const ready = session.state === 'joined' && session.welcomeSent;
       if (!ready && session.pending > 0 && !waited) {

@@ -61,6 +61,21 @@ async function annAndBob(
 
 const RESUMING = ['errors', 'rooms', 'renames', 'history'];
 
+/** `call` stands for `real`, each call held until `release()` lets them all go on in order. */
+function holding<A extends unknown[], R>(real: (...args: A) => Promise<R>) {
+  const held: (() => void)[] = [];
+  return {
+    held,
+    call: (...args: A) =>
+      new Promise<R>((resolve, reject) => {
+        held.push(() => real(...args).then(resolve, reject));
+      }),
+    release: () => {
+      for (const go of held.splice(0)) go();
+    },
+  };
+}
+
 /** What a node holds of its sessions' tokens and identities, which must not leak. */
 function identities(chat: Chat | undefined): Identities {
   return (chat as unknown as { identities: Identities }).identities;
@@ -236,17 +251,13 @@ describe('a chat of several nodes', () => {
       const token = tokenOf(bob);
       ann.take();
       const broker = a!.cluster!.broker;
-      const whisper = broker.whisper.bind(broker);
-      const held: (() => void)[] = [];
-      broker.whisper = (node, event) =>
-        new Promise((resolve, reject) => {
-          held.push(() => whisper(node, event).then(resolve, reject));
-        });
+      const whispers = holding(broker.whisper.bind(broker));
+      broker.whisper = whispers.call;
       send(ann, { cmd: '2', to: 'bob', msg: 'psst' });
       await settle();
-      expect(held).toHaveLength(1);
+      expect(whispers.held).toHaveLength(1);
       const release = async () => {
-        for (const go of held.splice(0)) go();
+        whispers.release();
         await settle();
       };
       return { a: a!, b: b!, c: c!, ann, bob, token, release };
@@ -269,19 +280,15 @@ describe('a chat of several nodes', () => {
       const { c, ann, token, release } = await heldWhisper();
       // The resume on node c waits for the lobby's count after Presence moved the member.
       const presence = c.cluster!.presence;
-      const count = presence.count.bind(presence);
-      const counts: (() => void)[] = [];
-      presence.count = (...args) =>
-        new Promise((resolve, reject) => {
-          counts.push(() => count(...args).then(resolve, reject));
-        });
+      const counts = holding(presence.count.bind(presence));
+      presence.count = counts.call;
       const back = connectWith(c, { cmd: '0', nickname: 'x', caps: RESUMING, resume: token });
       await settle();
-      expect(counts.length).toBeGreaterThan(0);
+      expect(counts.held.length).toBeGreaterThan(0);
       await release();
       expect(ann.take()).toEqual([{ cmd: '22' }]);
       expect(back.take()).toEqual([]);
-      for (const go of counts.splice(0)) go();
+      counts.release();
       await settle();
       const got = back.take().map((m) => m.cmd);
       expect(got.filter((cmd) => cmd === '70')).toHaveLength(1);
