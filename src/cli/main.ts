@@ -110,6 +110,12 @@ async function serve(args: string[]): Promise<number> {
     return 2;
   }
   const { help, 'print-config': print, ...flags } = parsed.values as Flags;
+  // Only the server's switches have a "no" form; "--no-help" is as unknown as "--nohelp".
+  if (help === false || print === false) {
+    const name = help === false ? 'help' : 'print-config';
+    process.stderr.write(`confab serve: Unknown option '--no-${name}'\n\n${serveUsage()}\n`);
+    return 2;
+  }
   if (help) {
     process.stdout.write(`${serveUsage()}\n`);
     return 0;

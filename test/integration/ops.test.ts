@@ -230,6 +230,22 @@ describe('--print-config', () => {
     expect(undone.code).toBe(0);
     expect(undone.stdout).toContain('hide-addresses: false\n');
   }, 20_000);
+
+  it('refuses a "no" form of what is not a switch of the server, rather than start it', async () => {
+    for (const flag of ['--no-help', '--no-print-config', '--no-create-rooms', '--no-port']) {
+      const run = await serveUntilExit([
+        flag,
+        '--port',
+        '0',
+        '--http-port',
+        'off',
+        '--history',
+        'off',
+      ]);
+      expect(run.code, flag).toBe(2);
+      expect(run.stderr, flag).toContain(`Unknown option '${flag}'`);
+    }
+  }, 40_000);
 });
 
 describe('SIGHUP', () => {
