@@ -531,10 +531,22 @@ export class Chat implements ChatContext, SessionHost {
     }
   }
 
-  /** An unfinished request finished: what waited behind it goes on. */
+  /**
+   * An unfinished request finished: what waited behind it goes on. It runs in a promise's
+   * callback, outside the transport's fault boundary, so it is its own: a request that throws
+   * here closes its connection (3005) as it would have when it arrived.
+   */
   private finished(session: Session): void {
     session.pending--;
     if (session.pending > 0) return;
+    try {
+      this.resumeBacklog(session);
+    } catch (err) {
+      this.failed(session, err, 'request');
+    }
+  }
+
+  private resumeBacklog(session: Session): void {
     session.barrier = false;
     const idle = this.idleWaiters.get(session);
     if (idle !== undefined) {

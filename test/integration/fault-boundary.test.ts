@@ -61,6 +61,32 @@ describe('the fault boundary', () => {
     course.close();
     await watcher.exit();
   });
+
+  it('holds for a request that waited behind a chat being stored, and the process stays up', async () => {
+    server = await startConfab({ history: 'memory' });
+    const port = server.address.port;
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on('unhandledRejection', onRejection);
+    try {
+      const course = await join(port, 'course');
+      breakVersionFor('victim');
+      const victim = await join(port, 'victim', { caps: ['errors', 'rooms', 'history'] });
+      await victim.expect('101');
+      // One segment: VERSION and RTT wait while the chat is stored, and are handled once it is.
+      victim.write('{"cmd":"7","msg":"hi","cid":"c1"}{"cmd":"4"}{"cmd":"6","beginTime":1}');
+      await victim.expect('71');
+      expect(await victim.expect('90')).toMatchObject({ code: ErrorCode.INTERNAL_ERROR });
+      await victim.expectClose();
+      expect(victim.received.some((m) => m.cmd === '60')).toBe(false);
+      expect(await course.expect('30')).toMatchObject({ nickname: 'victim' });
+      expect(rejections).toEqual([]);
+      expect(server.chat.stats.faults).toBe(1);
+      course.close();
+    } finally {
+      process.off('unhandledRejection', onRejection);
+    }
+  });
 });
 
 describe('replies pair with their requests', () => {
