@@ -50,6 +50,9 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
       return;
     }
     if (ctx.takeBack(session, req.resume)) {
+      // Its connection may come from an address banned since it was accepted: removed as
+      // the ban would have removed the member, before its "03" (as on a cluster).
+      if (removedIfBanned(ctx, session)) return;
       const resume = { token: ctx.issueToken(session), resumed: true, nickname: session.nickname };
       const address = session.peer.local;
       session.reply({ type: 'welcome', address, count: ctx.lobby.size, caps, limits, resume });

@@ -6,6 +6,7 @@ import type { Operator } from '../../../src/core/moderation.js';
 import { MAX_BAN_REASON, MAX_BANS } from '../../../src/core/moderation-commands.js';
 import { ErrorCode } from '../../../src/protocol/codes.js';
 import type { Request } from '../../../src/protocol/messages.js';
+import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
 import { FakePeer } from '../../helpers/fake-peer.js';
 
 const MOD = ['errors', 'moderation'];
@@ -183,6 +184,31 @@ describe('BAN', () => {
     ]);
     expect(chat.find('late')).toBeUndefined();
     expect(chat.find('later')).toBeUndefined();
+  });
+
+  it('removes a member resumed from a connection accepted before its address was banned, before its "03"', () => {
+    chat = new Chat({
+      operators: [teacher],
+      banStore: store,
+      clock: () => now,
+      history: new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } }),
+    });
+    const caps = ['errors', 'rooms', 'history', 'moderation'];
+    const ann = new FakePeer('192.0.2.7');
+    ann.session = chat.open(ann);
+    send(ann, { cmd: '0', nickname: 'ann', caps });
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const watcher = connect('watcher', ['moderation']);
+    const later = new FakePeer('203.0.113.9');
+    later.session = chat.open(later);
+    const op = oper('op', '192.0.2.1');
+    send(op, { cmd: '95', mask: '203.0.113.0/24' });
+    drain(watcher, op);
+    send(later, { cmd: '0', nickname: 'ann', caps, resume: token });
+    expect(later.take()).toMatchObject([{ cmd: '90', code: ErrorCode.BANNED }]);
+    expect(later.closedWith).toBe('banned');
+    expect(watcher.take().map((m) => m.cmd)).toEqual(['99', '30']);
+    expect(chat.find('ann')).toBeUndefined();
   });
 
   it('tells a moderation member how long a ban lasts', () => {
