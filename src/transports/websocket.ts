@@ -55,6 +55,8 @@ export class WsConnection implements Peer, Backlogged {
   readonly remote: PeerAddress;
   readonly session: Session;
   private closing = false;
+  /** The core paused its reading (Peer.pause). */
+  private paused = false;
   private endReason: DisconnectReason = 'lost';
   /** Answered the last keepalive ping. */
   alive = true;
@@ -188,12 +190,22 @@ export class WsConnection implements Peer, Backlogged {
   }
 
   pause(paused: boolean): void {
+    this.paused = paused;
     if (paused) this.ws.pause();
-    else this.ws.resume();
+    else {
+      // Its pongs waited unread with everything else: the next ping starts afresh.
+      this.alive = true;
+      this.ws.resume();
+    }
   }
 
-  /** Keepalive: a peer that missed the previous ping is dead. */
+  /**
+   * Keepalive: a peer that missed the previous ping is dead. Not while the core has paused
+   * its reading (its requests wait behind a slow one): its pong could not be read. A peer
+   * that is gone then is still cut off by the stall timeout of what is written to it.
+   */
   ping(): void {
+    if (this.paused) return;
     if (!this.alive) {
       this.endReason = 'timeout';
       this.ws.terminate();

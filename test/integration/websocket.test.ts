@@ -1,7 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { setTimeout as delay } from 'node:timers/promises';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ErrorCode } from '../../src/protocol/codes.js';
 import type { ConfabServer } from '../../src/server.js';
+import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { join } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
@@ -124,6 +126,34 @@ describe('WebSocket listener', () => {
     raw.close();
     dead.ws.terminate();
   });
+
+  it('waits for a live peer whose requests wait behind a slow one, its reading paused, past the keepalive', async () => {
+    const { http } = await start({ keepalive: '1', 'rate-limit': '0' });
+    const append = MemoryHistoryStore.prototype.append;
+    // A store slow to take one chat (a slow disk): the requests behind it fill the backlog
+    // until reading pauses, and the peer's pongs wait unread with them.
+    const slow = vi.spyOn(MemoryHistoryStore.prototype, 'append').mockImplementation(function (
+      this: MemoryHistoryStore,
+      room,
+      draft,
+    ) {
+      const result = append.call(this, room, draft);
+      return draft.msg !== 'slow' ? result : result.then((a) => delay(3000, a));
+    });
+    try {
+      const web = await wsClient(http);
+      web.send({ cmd: '0', nickname: 'webby', caps: ['errors', 'rooms', 'history'] });
+      await web.expect('101');
+      web.send({ cmd: '7', msg: 'slow' });
+      for (let i = 0; i < 70; i++) web.send({ cmd: '4' });
+      await web.expect('71', 8000);
+      for (let i = 0; i < 70; i++) await web.expect('40');
+      expect(server!.chat.stats.ended.get('timeout')).toBeUndefined();
+      web.ws.close();
+    } finally {
+      slow.mockRestore();
+    }
+  }, 20_000);
 
   it('rate-limits WebSocket sessions with the same core rules', async () => {
     const { http } = await start({ 'rate-limit': '1', 'rate-burst': '2' });
