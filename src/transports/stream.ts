@@ -158,6 +158,17 @@ const NOTHING = new Uint8Array(0);
 
 /** The wait `written` has under way per socket, shared by every paced sender of its connection. */
 const writing = new WeakMap<net.Socket, Promise<void>>();
+/** Ends the wait in `writing` at once (stopWaiting). */
+const wakers = new WeakMap<net.Socket, () => void>();
+
+/**
+ * Ends a wait for `socket`'s queue to drain now: its connection started closing, so a paced
+ * send stops (it checks `stopped()` next) instead of waiting for a slow reader to take what
+ * was queued, or for the close timeout.
+ */
+export function stopWaiting(socket: net.Socket): void {
+  wakers.get(socket)?.();
+}
 
 /**
  * Resolves once everything written to `socket` so far has gone to the kernel
@@ -175,9 +186,11 @@ function written(socket: net.Socket): Promise<void> {
     }
     const done = () => {
       socket.off('close', done);
+      if (wakers.get(socket) === done) wakers.delete(socket);
       resolve();
     };
     socket.once('close', done);
+    wakers.set(socket, done);
     if (socket.writable) socket.write(NOTHING, done);
   }).then(() => {
     writing.delete(socket);
@@ -395,6 +408,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
       this.session.failed(err, input);
       // Whatever state the failure left, this connection reads no more.
       this.closing = true;
+      stopWaiting(this.socket);
     }
   }
 
@@ -542,6 +556,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
     this.endReason = reason;
     this.flush();
     this.socket.end();
+    stopWaiting(this.socket);
     killAfter(this.limits.closeTimeoutMs, this.socket, () => this.socket.destroy());
   }
 }

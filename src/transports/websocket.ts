@@ -10,7 +10,14 @@ import { type Backlogged, type Backlogs, OVER_TOTAL } from './backlogs.js';
 import { EncoderCache, JsonDialect, wsJson } from './dialects/json.js';
 import { killAfter, openSession } from './lifecycle.js';
 import type { TransportStats } from './stats.js';
-import { addressOf, excerpt, SLOW_CONSUMER, type StreamLimits, sendPacedOn } from './stream.js';
+import {
+  addressOf,
+  excerpt,
+  SLOW_CONSUMER,
+  type StreamLimits,
+  sendPacedOn,
+  stopWaiting,
+} from './stream.js';
 
 /** Browsers speak the same JSON as negotiated stream clients, one object per message. */
 const wsDialect = new JsonDialect(wsJson);
@@ -186,6 +193,7 @@ export class WsConnection implements Peer, Backlogged {
     this.closing = true;
     this.endReason = reason;
     this.ws.close(CLOSE_CODES[reason] ?? 1000, reason);
+    stopWaiting(this.socket);
     killAfter(this.limits.closeTimeoutMs, this.ws, () => this.ws.terminate());
   }
 

@@ -14,7 +14,8 @@ import {
   stalledSocket,
   storeChats,
 } from '../helpers/history-harness.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { join, RawClient } from '../helpers/raw-client.js';
+import { startConfab } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
 
 const harness = HistoryHarness.use();
@@ -157,4 +158,56 @@ describe('a client that reads nothing while its history waits', () => {
     expect(await filler.expect('71', 10_000)).toMatchObject({ id: REPLAY + 1 });
     socket.destroy();
   }, 120_000);
+});
+
+describe('a member removed while its history waits for it to read', () => {
+  it('is heard leaving at once, before a newcomer takes its nickname, over TCP and WebSocket', async () => {
+    const server = await startConfab({
+      'rate-limit': '0',
+      'shutdown-timeout': '30',
+      'http-port': '0',
+    });
+    try {
+      server.chat.reconfigure({ operators: [{ name: 'teacher', verify: (p) => p === 'sesame' }] });
+      const port = server.address.port;
+      const { client: filler } = await harness.connect(port, 'filler');
+      await filler.expect('101');
+      await storeChats(filler, BIG, 50);
+      const watcher = await join(port, 'watcher');
+      const op = await join(port, 'op', { caps: ['errors', 'moderation'] });
+      op.write(line({ cmd: '92', name: 'teacher', password: 'sesame' }));
+      await op.expect('93');
+      const pages = Array.from({ length: 40 }, () => ({ cmd: '106', room: 'lobby', limit: 100 }));
+      // Each asks for 40 pages of about 256 KB and reads nothing: its pages wait for it.
+      const tcp = await stalledSocket(
+        port,
+        [{ cmd: '0', nickname: 'sleeper', caps: HISTORY_CAPS }, ...pages].map(line).join(''),
+      );
+      const ws = new WebSocket(`ws://127.0.0.1:${server.httpAddress!.port}/ws`);
+      await new Promise((resolve) => ws.once('open', resolve));
+      ws.send(JSON.stringify({ cmd: '0', nickname: 'dozer', caps: HISTORY_CAPS }));
+      for (const page of pages) ws.send(JSON.stringify(page));
+      (ws as unknown as { _socket: { pause(): void } })._socket.pause();
+      for (const nickname of ['sleeper', 'dozer']) {
+        await watcher.waitFor((m) => m.cmd === '8' && m.nickname === nickname, 1, 10_000);
+        // Time for its pages to fill what the kernel buffers, so the rest wait for it.
+        await new Promise((r) => setTimeout(r, 500));
+        op.write(line({ cmd: '94', nickname }));
+        await op.waitFor((m) => m.cmd === '99' && m.nickname === nickname, 1, 10_000);
+        // The nickname is free now, and someone else takes it.
+        const again = await join(port, nickname);
+        await watcher.waitFor((m) => m.cmd === '8' && m.nickname === nickname, 2, 10_000);
+        const order = watcher.received
+          .filter((m) => (m.cmd === '8' || m.cmd === '30') && m.nickname === nickname)
+          .map((m) => m.cmd);
+        expect(order, nickname).toEqual(['8', '30', '8']);
+        again.close();
+      }
+      tcp.destroy();
+      ws.terminate();
+      for (const c of [filler, watcher, op]) c.close();
+    } finally {
+      await server.stop();
+    }
+  }, 60_000);
 });
