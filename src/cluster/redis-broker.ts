@@ -103,7 +103,8 @@ function isNotice(e: Envelope['e']): e is NodeNotice {
     e.type === 'banned' ||
     e.type === 'unbanned' ||
     e.type === 'evict' ||
-    e.type === 'missed'
+    e.type === 'missed' ||
+    e.type === 'kicked'
   );
 }
 

@@ -48,7 +48,19 @@ export type NodeNotice =
    */
   | { readonly type: 'evict'; readonly member: string }
   /** A KICK of this node's member `asker.member` found nobody: refuse it there. */
-  | { readonly type: 'missed'; readonly asker: KickAsker };
+  | { readonly type: 'missed'; readonly asker: KickAsker }
+  /**
+   * A KICK of this node's member `asker.member` removed `nickname`, announced in `room` (a
+   * key, or none): the operator is told there unless that room's "99" reached it.
+   */
+  | {
+      readonly type: 'kicked';
+      readonly asker: KickAsker;
+      readonly room: string | undefined;
+      readonly nickname: string;
+      readonly by: string;
+      readonly reason: string;
+    };
 
 /** Who sent a KICK, and the nickname it asked for (what its refusal names). */
 export interface KickAsker {

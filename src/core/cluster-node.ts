@@ -12,7 +12,13 @@ import { type ChatEvent, Delivery } from './events.js';
 import type { Identities } from './identities.js';
 import { JoinPlaces } from './join-places.js';
 import { MemberLists } from './member-lists.js';
-import { enforceBan, kickMissed, removeMember, secondsLeft } from './moderation-commands.js';
+import {
+  enforceBan,
+  kickMissed,
+  removeMember,
+  secondsLeft,
+  tellKicker,
+} from './moderation-commands.js';
 import { nicknameKey } from './nickname.js';
 import type { DisconnectReason } from './ports.js';
 import {
@@ -386,6 +392,11 @@ export class ClusterNode {
           }
         }
         return;
+      case 'kicked': {
+        const operator = this.sessionOf(notice.asker.member);
+        if (operator !== undefined) tellKicker(operator, notice.room, notice);
+        return;
+      }
     }
   }
 
@@ -418,8 +429,9 @@ export class ClusterNode {
     });
     const work = expelled.then(async (left) => {
       if (left !== undefined) {
+        let announcedIn: string | undefined;
         if (session !== undefined && session.state === 'joined') {
-          removeMember(this.chat, session, action, by, reason, seconds);
+          announcedIn = removeMember(this.chat, session, action, by, reason, seconds);
         } else if (nickname !== undefined) {
           // Its connection closed a moment before, but the removal freed it: the rooms are
           // told of the removal all the same, where they would have been.
@@ -427,7 +439,12 @@ export class ClusterNode {
           if (seen !== undefined) {
             const room = this.roomAt(seen.room)?.name ?? names.get(seen.room) ?? seen.room;
             this.chat.publish({ type: 'moderated', room, action, nickname, by, reason, seconds });
+            announcedIn = seen.room;
           }
+        }
+        if (notice.asker !== undefined && action === 'kick' && nickname !== undefined) {
+          const kicked = { asker: notice.asker, room: announcedIn, nickname, by, reason };
+          cluster.broker.notify(notice.asker.node, { type: 'kicked', ...kicked });
         }
         // Its own release in leaving finds nothing left: the "30"s go out from here.
         const why = action === 'kick' ? 'kicked' : 'banned';

@@ -5,6 +5,7 @@ import { atMostChars, clip } from '../protocol/text.js';
 import { type Ban, banMatches, parseMask } from './bans.js';
 import type { Broker, NodeNotice } from './broker.js';
 import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
+import { Delivery } from './events.js';
 import { removalDetail } from './moderation.js';
 import { MAX_UNITS_PER_CHARACTER } from './nickname.js';
 import type { Presence } from './presence.js';
@@ -35,7 +36,10 @@ function operatorOf(ctx: ChatContext, session: Session, cmd: string): string | u
   return session.operator;
 }
 
-/** Announces a removal to the room (members with "moderation"), then disconnects the member. */
+/**
+ * Announces a removal to the room (members with "moderation"), then disconnects the member.
+ * Returns the key of the room it was announced in, if any.
+ */
 export function removeMember(
   ctx: ChatContext,
   target: Session,
@@ -43,7 +47,7 @@ export function removeMember(
   by: string,
   reason: string,
   seconds: number | undefined,
-): void {
+): string | undefined {
   // Announced where the target is seen: the lobby, or else its first room.
   const room = target.room ?? target.rooms.values().next().value;
   const duration = seconds === undefined ? undefined : formatDuration(seconds);
@@ -68,6 +72,33 @@ export function removeMember(
     );
   }
   ctx.disconnect(target, action === 'kick' ? 'kicked' : 'banned', detail);
+  return room?.key;
+}
+
+/**
+ * A KICK's "99" is its answer: the operator gets it also when it is not in the room it was
+ * announced in (`announcedIn`, a key), where the other members of that room got it.
+ */
+export function tellKicker(
+  operator: Session,
+  announcedIn: string | undefined,
+  notice: { readonly nickname: string; readonly by: string; readonly reason: string },
+): void {
+  if (operator.state !== 'joined') return;
+  for (const room of operator.rooms) if (room.key === announcedIn) return;
+  const { nickname, by, reason } = notice;
+  const room = operator.room?.name ?? '';
+  operator.send(
+    new Delivery({
+      type: 'moderated',
+      room,
+      action: 'kick',
+      nickname,
+      by,
+      reason,
+      seconds: undefined,
+    }),
+  );
 }
 
 function banList(ctx: ChatContext, session: Session): void {
@@ -160,7 +191,8 @@ export const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
     refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(req.nickname), req.cmd);
     return;
   }
-  removeMember(ctx, target, 'kick', by, reason, undefined);
+  const announcedIn = removeMember(ctx, target, 'kick', by, reason, undefined);
+  tellKicker(session, announcedIn, { nickname: target.nickname, by, reason });
 };
 
 /**

@@ -104,6 +104,28 @@ describe.skipIf(skip)('moderation across nodes', () => {
     for (const c of [op, plain, watcher]) c.close();
   });
 
+  it('the "99" of a KICK answers an operator in none of the target\'s rooms, on another node', async () => {
+    const op = await member(0, 'op-away', {
+      caps: ['errors', 'moderation', 'rooms'],
+      lobby: false,
+    });
+    op.sendPy({ cmd: '92', name: 'teacher', password: 'open sesame' });
+    await op.expect('93');
+    op.sendPy({ cmd: '100', room: 'staff' });
+    await op.expect('101');
+    const target = await member(1, 'kick-away');
+    op.sendPy({ cmd: '94', nickname: 'kick-away', reason: 'spam' });
+    await target.expectClose();
+    expect(await op.expect('99', 10_000)).toEqual({
+      cmd: '99',
+      action: 'kick',
+      nickname: 'kick-away',
+      by: 'teacher',
+      reason: 'spam',
+    });
+    op.close();
+  });
+
   it('BAN is stored in Redis: every node removes its matching members and refuses the name', async () => {
     const op = await operator(0, 'op-ban');
     const eve = await member(1, 'eve', { caps: ['errors'] });

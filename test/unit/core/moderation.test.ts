@@ -97,6 +97,29 @@ describe('KICK', () => {
     expect(course.take()).toEqual([left]);
   });
 
+  it('answers the operator with the "99" also when it is not in the room the kick is told in, and once when it is', () => {
+    const bob = connect('bob');
+    const staff = new FakePeer('192.0.2.2');
+    staff.session = chat.open(staff);
+    send(staff, { cmd: '0', nickname: 'staffer', caps: [...MOD, 'rooms'], lobby: false });
+    send(staff, { cmd: '100', room: 'staff' });
+    send(staff, { cmd: '92', name: 'teacher', password: 'sesame' });
+    drain(staff);
+    send(staff, { cmd: '94', nickname: 'bob', reason: 'spam' });
+    expect(bob.closedWith).toBe('kicked');
+    const notice = { cmd: '99', action: 'kick', nickname: 'bob', by: 'teacher', reason: 'spam' };
+    expect(staff.take()).toEqual([notice]);
+    // In the room it is told in: the room's notice, not a second one.
+    const lobbyOp = oper('lobbyop', '192.0.2.3');
+    const ann = connect('ann');
+    drain(lobbyOp);
+    send(lobbyOp, { cmd: '94', nickname: 'ann', reason: 'spam' });
+    expect(lobbyOp.take()).toEqual([
+      { ...notice, nickname: 'ann' },
+      { cmd: '30', nickname: 'ann', userCount: expect.any(Number) },
+    ]);
+  });
+
   it('refuses non-operators with 1010 and unknown members with 1011', () => {
     const ann = connect('ann', MOD);
     const bob = connect('bob', MOD);
