@@ -18,7 +18,7 @@ import { lookupKey, nicknameKey } from './nickname.js';
 import { OwnChats } from './own-chats.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import type { DeadNode, MemberRef, PresenceMember } from './presence.js';
-import { bucketAfterReload, type Clock, TokenBucket } from './rate-limit.js';
+import { bucketAfterReload, type Clock, SpentAllowances, TokenBucket } from './rate-limit.js';
 import { Replays } from './replay.js';
 import { newSender } from './resume-token.js';
 import { Room } from './room.js';
@@ -150,6 +150,8 @@ const SECRET_FIELD = /("(?:password|resume)"\s*:\s*)"(?:[^"\\]|\\.)*("|$)/g;
 const OPER_BURST = 5;
 const OPER_RATE = 0.1;
 const OPER_BUCKETS = 4096;
+/** Addresses whose connections' spent flood allowance is remembered (SpentAllowances). */
+const SPENT_ADDRESSES = 10_000;
 /**
  * OPER checks for the whole server: ten at once, then one every two seconds, so guesses
  * from many addresses hold the event loop (about 50 ms a check) half a second at most,
@@ -191,6 +193,7 @@ export class Chat implements ChatContext, SessionHost {
   private readonly nicknames = new Map<string, Session>();
   /** OPER checks per address: each costs a deliberately slow hash, so they are few. */
   private readonly operBuckets = new Map<string, TokenBucket>();
+  private readonly spent = new SpentAllowances(SPENT_ADDRESSES);
   private readonly operServer: TokenBucket;
   private readonly sessions = new Set<Session>();
   /** Who holds each resume token and lasting identity, and on a cluster each origin. */
@@ -310,8 +313,16 @@ export class Chat implements ChatContext, SessionHost {
   open(peer: Peer): Session {
     const session = new Session(this.nextId++, peer, this);
     this.sessions.add(session);
-    if (this.rateLimit > 0)
-      session.bucket = new TokenBucket(this.rateLimit, this.rateBurst, this.clock());
+    if (this.rateLimit > 0) {
+      const now = this.clock();
+      const left = this.spent.start(
+        addressGroup(session.address.ip),
+        this.rateLimit,
+        this.rateBurst,
+        now,
+      );
+      session.bucket = new TokenBucket(this.rateLimit, this.rateBurst, now, left);
+    }
     if (this.stopping) this.disconnect(session, 'shutdown');
     return session;
   }
@@ -484,13 +495,23 @@ export class Chat implements ChatContext, SessionHost {
     }
     // Flood control counts every frame after joining, garbage included, so
     // junk cannot be sprayed (and logged) faster than chat; EXIT always passes.
-    if (
-      session.bucket !== undefined &&
-      session.state === 'joined' &&
-      !(result.ok && result.request.cmd === Cmd.EXIT) &&
-      !this.admit(session, result.ok ? result.request.cmd : result.error.ref)
-    ) {
-      return;
+    // A session starts with what its address's connections left (SpentAllowances), so
+    // reconnecting buys no fresh burst, and a CONNECT finding nothing left is refused. A
+    // resume is the member coming back, unseen by others: its allowance goes with it
+    // (takeBack).
+    if (session.bucket !== undefined && !(result.ok && result.request.cmd === Cmd.EXIT)) {
+      if (session.state === 'joined') {
+        if (!this.admit(session, result.ok ? result.request.cmd : result.error.ref)) return;
+      } else if (
+        result.ok &&
+        result.request.cmd === Cmd.CONNECT &&
+        result.request.resume === undefined &&
+        !session.bucket.has(this.clock())
+      ) {
+        this.log.warn({ ip: session.address.ip }, 'reconnecting too fast, disconnecting');
+        this.disconnect(session, 'flooding');
+        return;
+      }
     }
     this.route(session, result);
   }
@@ -739,6 +760,9 @@ export class Chat implements ChatContext, SessionHost {
     if (this.cluster === undefined) session.presenceId = ghost.presenceId;
     session.operator = ghost.operator;
     session.lineage = ghost.lineage;
+    // The allowance goes with the member: a resume is no way to a fresh burst.
+    if (ghost.bucket !== undefined) session.bucket?.lowerTo(ghost.bucket.level(this.clock()));
+    session.strikes = Math.max(session.strikes, ghost.strikes);
     if (ghost.sender !== undefined) this.identities.identify(session, ghost.sender);
     session.state = 'joined';
     session.room = ghost.room;
@@ -972,6 +996,9 @@ export class Chat implements ChatContext, SessionHost {
   private leave(session: Session, reason: DisconnectReason): void {
     const wasJoined = session.state === 'joined';
     session.state = 'closed';
+    if (session.bucket !== undefined) {
+      this.spent.keep(addressGroup(session.address.ip), session.bucket, this.clock());
+    }
     this.sessions.delete(session);
     this.count(reason);
     this.identities.forget(session);

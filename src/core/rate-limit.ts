@@ -15,9 +15,27 @@ export class TokenBucket {
     readonly rate: number,
     readonly burst: number,
     now: number,
+    /** Tokens to start with (a full bucket unless what an earlier connection left is less). */
+    tokens = burst,
   ) {
-    this.tokens = burst;
+    this.tokens = Math.min(burst, tokens);
     this.last = now;
+  }
+
+  /** Tokens as of the last request, not refilled since: at most what there is now. */
+  get available(): number {
+    return this.tokens;
+  }
+
+  /** Tokens now, refilled since the last request. */
+  level(now: number): number {
+    this.has(now);
+    return this.tokens;
+  }
+
+  /** Lowers the tokens to `tokens`: what another connection of the same client left. */
+  lowerTo(tokens: number): void {
+    this.tokens = Math.min(this.tokens, tokens);
   }
 
   take(now: number): boolean {
@@ -50,4 +68,42 @@ export function bucketAfterReload(
   if (rate <= 0) return undefined;
   if (told === undefined || told.rate <= 0) return new TokenBucket(rate, burst, now);
   return new TokenBucket(Math.max(rate, told.rate), Math.max(burst, told.burst), now);
+}
+
+/**
+ * What each address's connections left of their flood allowance, kept after they close: a
+ * client that reconnects (or resumes) after every burst would otherwise get a fresh burst each
+ * time, and flood control would not bound it. A new connection from the address starts with
+ * the least that a connection of it left, refilled since; a full allowance is forgotten. One
+ * entry per address (an IPv4 address or an IPv6 /64); the oldest go first past `max`.
+ */
+export class SpentAllowances {
+  private readonly left = new Map<string, { tokens: number; at: number }>();
+
+  constructor(private readonly max: number) {}
+
+  /** Entries kept now. */
+  get size(): number {
+    return this.left.size;
+  }
+
+  /** Records what a closing connection's bucket holds, if less than a full burst. */
+  keep(address: string, bucket: TokenBucket, now: number): void {
+    const start = this.start(address, bucket.rate, bucket.burst, now);
+    const tokens = Math.min(bucket.level(now), start);
+    this.left.delete(address);
+    if (tokens >= bucket.burst) return;
+    if (this.left.size >= this.max) this.left.delete(this.left.keys().next().value!);
+    this.left.set(address, { tokens, at: now });
+  }
+
+  /** The tokens a new connection from `address` starts with, at most `burst`. */
+  start(address: string, rate: number, burst: number, now: number): number {
+    const entry = this.left.get(address);
+    if (entry === undefined) return burst;
+    const tokens = entry.tokens + (Math.max(0, now - entry.at) * rate) / 1000;
+    if (tokens < burst) return tokens;
+    this.left.delete(address);
+    return burst;
+  }
 }

@@ -230,6 +230,14 @@ export class Session implements Member {
     this.host.failed(this, err, 'request', input);
   }
 
+  /** The "03"'s limits, saying how much of the burst is left when not all of it is. */
+  private withAllowance(welcome: Extract<Reply, { type: 'welcome' }>): Reply {
+    const limits = welcome.limits;
+    if (limits === undefined || this.bucket === undefined) return welcome;
+    const tokens = Math.max(0, Math.floor(this.bucket.available));
+    return tokens >= limits.burst ? welcome : { ...welcome, limits: { ...limits, tokens } };
+  }
+
   reply(reply: Reply): void {
     // A chat of the session it took over, stored before this connection's "03" (on a node of
     // a cluster, the takeover waits on Presence): acknowledged after it.
@@ -238,8 +246,11 @@ export class Session implements Member {
       this.storedEarly.push(reply);
       return;
     }
-    this.send(new Delivery(reply));
-    if (reply.type !== 'welcome') return;
+    if (reply.type !== 'welcome') {
+      this.send(new Delivery(reply));
+      return;
+    }
+    this.send(new Delivery(this.withAllowance(reply)));
     this.welcomed = true;
     const early = this.storedEarly;
     this.storedEarly = undefined;

@@ -12,15 +12,22 @@ export interface Limits {
   burst: number;
   /** Longest CHAT or WHISPER message, in characters. */
   maxMessage: number;
+  /**
+   * Requests the connection may send at once to start with, when fewer than `burst`: what
+   * this client's earlier connection, or another of its address, left of the allowance.
+   */
+  tokens?: number;
 }
 
 /** Reads `limits` from a "03" reply; undefined if absent or malformed (older confab, course server). */
 export function parseLimits(value: unknown): Limits | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
-  const { rate, burst, maxMessage } = value as Record<string, unknown>;
+  const { rate, burst, maxMessage, tokens } = value as Record<string, unknown>;
   const ok = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n) && n >= 0;
   if (!ok(rate) || !ok(burst) || !ok(maxMessage)) return undefined;
-  return { rate, burst, maxMessage };
+  return ok(tokens) && tokens < burst
+    ? { rate, burst, maxMessage, tokens }
+    : { rate, burst, maxMessage };
 }
 
 /**
@@ -58,10 +65,12 @@ export class SendPacer {
   readonly jitterToleranceMs: number;
 
   /** `now` in milliseconds, from a monotonic clock. */
-  constructor(limits: Pick<Limits, 'rate' | 'burst'>, now: number) {
+  constructor(limits: Pick<Limits, 'rate' | 'burst' | 'tokens'>, now: number) {
     this.rate = limits.rate * RATE_SHARE;
     this.burst = Math.max(1, Math.floor(limits.burst * BURST_SHARE));
-    this.tokens = this.burst;
+    // The same headroom below what the server says is left as below the burst.
+    const left = limits.tokens ?? limits.burst;
+    this.tokens = Math.max(0, Math.min(this.burst, left - (limits.burst - this.burst)));
     this.last = now;
     this.jitterToleranceMs =
       (1000 * Math.max(0, limits.burst - this.burst + (1 - RATE_SHARE))) / limits.rate;

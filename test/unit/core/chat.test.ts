@@ -4,6 +4,7 @@ import { Chat } from '../../../src/core/chat.js';
 import { checkNickname } from '../../../src/core/nickname.js';
 import { ErrorCode } from '../../../src/protocol/codes.js';
 import { parseRequestText } from '../../../src/protocol/request-codec.js';
+import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
 import { FakePeer, joinChat, sendRequest as send } from '../../helpers/fake-peer.js';
 
 let chat: Chat;
@@ -257,6 +258,83 @@ describe('flood control', () => {
     expect(ann.closedWith).toBe('flooding');
     expect(ann.take().at(-1)).toMatchObject({ cmd: '90', code: ErrorCode.FLOODING });
     expect(bob.take()).toEqual([{ cmd: '30', nickname: 'ann', userCount: 1 }]);
+  });
+
+  it('gives a reconnection what its address left, not a fresh burst, and tells it in "03"', () => {
+    let now = 0;
+    chat = new Chat({ rateLimit: 2, rateBurst: 4, clock: () => now });
+    const bob = connect('bob');
+    const ann = connect('ann', ['errors']);
+    for (let i = 0; i < 4; i++) send(ann, { cmd: '7', msg: `m${i}` });
+    send(ann, { cmd: '3' });
+    bob.take();
+    // Again at once, from the same address: nothing left, refused.
+    const again = connect('ann2', ['errors']);
+    expect(again.closedWith).toBe('flooding');
+    now += 500; // one token back
+    const later = connect('ann3', ['errors']);
+    expect(later.take()[0]).toMatchObject({ cmd: '03', limits: { rate: 2, burst: 4, tokens: 1 } });
+    send(later, { cmd: '7', msg: 'one' });
+    send(later, { cmd: '7', msg: 'two' });
+    expect(bob.take()).toEqual([
+      { cmd: '8', nickname: 'ann3', userCount: 2 },
+      { cmd: '70', from: 'ann3', msg: 'one' },
+    ]);
+    expect(later.take()).toMatchObject([{ cmd: '90', code: ErrorCode.RATE_LIMITED }]);
+    // Another address is not held to it.
+    const other = joinChat(chat, 'cat', ['errors'], '192.0.2.9');
+    expect(other.take()[0]).toMatchObject({ cmd: '03', limits: { rate: 2, burst: 4 } });
+    expect(other.take()).toEqual([]);
+  });
+
+  it('forgets what an address left once it has refilled, and keeps nothing for a full allowance', () => {
+    let now = 0;
+    chat = new Chat({ rateLimit: 2, rateBurst: 4, clock: () => now });
+    for (let i = 0; i < 10; i++) {
+      const peer = connect(`quiet${i}`, ['errors']);
+      const welcome = peer.take()[0] as { cmd: string; limits: object };
+      expect(welcome.cmd).toBe('03');
+      expect(welcome.limits, `quiet${i}`).not.toHaveProperty('tokens');
+      send(peer, { cmd: '3' });
+    }
+    const loud = connect('loud', ['errors']);
+    for (let i = 0; i < 3; i++) send(loud, { cmd: '7', msg: `m${i}` });
+    send(loud, { cmd: '3' });
+    expect(connect('next', ['errors']).take()[0]).toMatchObject({ limits: { tokens: 1 } });
+    now += 2000;
+    const rested = connect('rested', ['errors']).take()[0] as { limits: object };
+    expect(rested.limits).not.toHaveProperty('tokens');
+  });
+
+  it('hands a resumed session the allowance its old connection had left', async () => {
+    const now = 0;
+    chat = new Chat({
+      rateLimit: 2,
+      rateBurst: 4,
+      clock: () => now,
+      history: new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } }),
+    });
+    const caps = ['errors', 'rooms', 'history'];
+    const bob = connect('bob');
+    const ann = joinChat(chat, 'ann', caps, '192.0.2.1');
+    const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    for (let i = 0; i < 4; i++) send(ann, { cmd: '7', msg: `m${i}` });
+    await new Promise((resolve) => setImmediate(resolve));
+    // From another address, and so with a full allowance of its own until it takes ann back.
+    const back = new FakePeer('192.0.2.2');
+    back.session = chat.open(back);
+    send(back, { cmd: '0', nickname: 'ann', caps, resume: token });
+    expect(back.take().find((m) => m.cmd === '03')).toMatchObject({
+      resumed: true,
+      limits: { tokens: 0 },
+    });
+    bob.take();
+    send(back, { cmd: '7', msg: 'flood' });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(bob.take()).toEqual([]);
+    expect(back.take().filter((m) => m.cmd === '90')).toMatchObject([
+      { cmd: '90', code: ErrorCode.RATE_LIMITED },
+    ]);
   });
 
   it('always lets EXIT through', () => {

@@ -15,10 +15,14 @@ function play(
   serverHeadStart: number,
   wants: number[],
   delays: number[],
+  tokens?: number,
 ): { refused: number; sentAt: number[] } {
   const start = 1_000_000;
-  const server = new TokenBucket(rate, burst, start - serverHeadStart);
-  const pacer = new SendPacer({ rate, burst }, start);
+  const server = new TokenBucket(rate, burst, start - serverHeadStart, tokens);
+  const pacer = new SendPacer(
+    tokens === undefined ? { rate, burst } : { rate, burst, tokens },
+    start,
+  );
   let clock = start;
   let lastArrival = 0;
   let refused = 0;
@@ -64,6 +68,33 @@ describe('SendPacer', () => {
         },
       ),
     );
+  });
+
+  it('starts from what the "03" says is left of the burst, and is never refused for it', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 200 }),
+        fc.integer({ min: 1, max: 100 }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        fc.array(fc.integer({ min: 0, max: 300 }), { minLength: 1, maxLength: 200 }),
+        fc.integer({ min: 0, max: 2000 }),
+        (rate, burst, share, gaps, latency) => {
+          const tokens = Math.floor(share * (burst - 1));
+          let t = 0;
+          const wants = gaps.map((g) => {
+            if (g % 3 !== 0) t += g;
+            return t;
+          });
+          expect(play(rate, burst, 0, wants, [latency], tokens).refused).toBe(0);
+        },
+      ),
+    );
+    // The property can fail: a pacer told nothing of what is left sends at once, and a server
+    // bucket with nothing left refuses it.
+    const blind = new SendPacer({ rate: 20, burst: 40 }, 0);
+    expect(blind.delay(0)).toBe(0);
+    expect(new TokenBucket(20, 40, 0, 0).take(0)).toBe(false);
+    expect(new SendPacer({ rate: 20, burst: 40, tokens: 0 }, 0).delay(0)).toBeGreaterThan(0);
   });
 
   it('absorbs about 200 ms of jitter at the default limits, and the property above can fail', () => {
@@ -167,6 +198,19 @@ describe('parseLimits', () => {
       burst: 40,
       maxMessage: 4096,
     });
+    expect(parseLimits({ rate: 20, burst: 40, maxMessage: 4096, tokens: 3 })).toEqual({
+      rate: 20,
+      burst: 40,
+      maxMessage: 4096,
+      tokens: 3,
+    });
+    // Junk, or not below the burst, means a full burst.
+    expect(parseLimits({ rate: 20, burst: 40, maxMessage: 4096, tokens: -1 })).not.toHaveProperty(
+      'tokens',
+    );
+    expect(parseLimits({ rate: 20, burst: 40, maxMessage: 4096, tokens: 40 })).not.toHaveProperty(
+      'tokens',
+    );
   });
 
   it('never throws on anything a server might send, and returns only finite non-negative numbers', () => {
