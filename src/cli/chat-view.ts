@@ -147,7 +147,7 @@ export const view = {
     paint(
       s,
       DIM,
-      `${attempt === 1 ? 'Connection lost. ' : ''}Reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${attempt} of ${attempts})...`,
+      `${attempt === 1 ? 'Connection lost. ' : ''}Reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${attempt}${Number.isFinite(attempts) ? ` of ${attempts}` : ''})...`,
     ),
   reconnected: (s: Style, nickname: string, resumed: boolean, server?: string) =>
     paint(

@@ -176,7 +176,14 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
 
   let client: ChatClient;
   try {
-    const options: ConnectOptions = { servers, nickname, history: true, reconnect };
+    // A restart or an upgrade of the server may take minutes: a person at a terminal is
+    // waited for until they leave, at most 10 s between attempts, as the web app does.
+    const options: ConnectOptions = {
+      servers,
+      nickname,
+      history: true,
+      reconnect: reconnect && { attempts: Number.POSITIVE_INFINITY },
+    };
     if (tls !== undefined) options.tls = tls;
     client = await ChatClient.connect(options);
   } catch (err) {
@@ -248,9 +255,15 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     const shown = io.stdout.isTTY === true ? wrapRows(text, io.stdout.columns) : text;
     lines++;
     if (terminal) {
-      readline.clearLine(io.stdout, 0);
+      // The typed line may take several rows: cleared from its first, and the cursor left as
+      // many rows below the message as readline's redraw goes up (it thinks it is still on
+      // the row of the input it was on). Cleared from the cursor's row only, the redraw went
+      // up into the message and erased it.
+      const rows = rl.getCursorPos().rows;
+      if (rows > 0) readline.moveCursor(io.stdout, 0, -rows);
       readline.cursorTo(io.stdout, 0);
-      io.stdout.write(`${shown}\n`);
+      readline.clearScreenDown(io.stdout);
+      io.stdout.write(`${shown}\n${'\n'.repeat(rows)}`);
       // Not once closed: prompt() resumes the input, and a line shown after Ctrl+D (a server
       // flooding lines) left stdin read for good, so the process never ended.
       if (!inputClosed) rl.prompt(true);
@@ -315,7 +328,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   });
   client.on('gap', (g) => say(view.gap(style, g.room, g.reason)));
   client.on('reconnecting', (r) => {
-    if (!leaving) say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
+    // A long outage is not a screenful of the same line: the first few, then every tenth.
+    if (!leaving && (r.attempt <= 3 || r.attempt % 10 === 0)) {
+      say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
+    }
   });
   client.on('resumed', (r) => {
     const on = servers.length > 1 ? showServers([client.server]) : undefined;
@@ -396,6 +412,12 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         'The server closed the connection right after your message (it may contain a banned word).';
     }
     say(view.error(style, reason));
+    // Shown as typed, never acknowledged: the user may want to say them again.
+    for (const chat of client.unacknowledgedChats()) {
+      say(
+        view.error(style, `Not sent${chat.room === LOBBY ? '' : ` to ${chat.room}`}: ${chat.msg}`),
+      );
+    }
     rl.close();
     result(1);
   });

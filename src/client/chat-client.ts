@@ -122,7 +122,7 @@ export interface ChatEvents {
 }
 
 export interface ReconnectOptions {
-  /** Attempts after each lost connection before giving up. Default 10. */
+  /** Attempts after each lost connection before giving up (Infinity: never). Default 10. */
   attempts?: number;
   /** Delay before the first attempt; doubles each time. Default 250 ms. */
   minDelayMs?: number;
@@ -592,6 +592,14 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   /** Chats sent and not yet acknowledged by the server. */
   get unacknowledged(): number {
     return this.unacked.size;
+  }
+
+  /**
+   * Those chats, oldest first: after the close, what may never have reached anyone (with
+   * history, the server stored none of them; without, it may have delivered some).
+   */
+  unacknowledgedChats(): { room: string; msg: string }[] {
+    return [...this.unacked.values()].map(({ room, msg }) => ({ room, msg }));
   }
 
   async whisper(to: string, msg: string): Promise<void> {

@@ -32,7 +32,8 @@ describe('confab chat reconnects by itself', () => {
       ann.type('\\room physics');
       await ann.waitFor('You are typing into physics.');
       relay.cut();
-      await ann.waitFor(/Connection lost\. Reconnecting in \d+\.\d s \(attempt 1 of 10\)\.\.\./);
+      // It never gives up while the user waits: no "of N".
+      await ann.waitFor(/Connection lost\. Reconnecting in \d+\.\d s \(attempt 1\)\.\.\./);
       const heard = new Promise((r) => bob.once('chat', r));
       ann.type('sent while away');
       await ann.waitFor('Reconnected as ann');
@@ -47,6 +48,28 @@ describe('confab chat reconnects by itself', () => {
     } finally {
       await ann.stop();
       await bob.exit();
+      await relay.close();
+      await server.stop();
+    }
+  });
+
+  it('when it stops, says which typed lines the server never acknowledged', async () => {
+    const server = await startConfab({ history: 'memory' });
+    const relay = await TcpRelay.start(server.address.port);
+    const ann = ChatProcess.start(['ann', '--port', String(relay.port), '--no-reconnect']);
+    try {
+      await ann.waitFor('You are the 1st user.');
+      ann.type('this one arrives');
+      await ann.waitFor(/\d\d:\d\d ann: this one arrives/);
+      const dropped = relay.arm('lost on the way', 'drop');
+      ann.type('lost on the way');
+      await dropped;
+      relay.cut();
+      expect(await ann.exited).toBe(1);
+      expect(ann.output).toContain('Not sent: lost on the way');
+      expect(ann.output).not.toContain('Not sent: this one arrives');
+    } finally {
+      await ann.stop();
       await relay.close();
       await server.stop();
     }

@@ -67,6 +67,35 @@ describe('confab chat in a real terminal', () => {
     await bob.exit();
   });
 
+  it('shows every message above a typed line longer than the terminal is wide', async () => {
+    const port = server.address.port;
+    await chatAs('wen', port, { columns: 60 });
+    await until(() => screen().includes('You are the 1st user'), 'the welcome');
+    const typed = `long ${'0123456789'.repeat(9)} end`;
+    tmux('send-keys', '-t', 'chat', '-l', typed);
+    await until(() => screen().replaceAll('\n', '').includes(' end'), 'the typed text');
+    const peer = await join(port, 'peer');
+    for (const msg of ['incoming one', 'incoming two', 'incoming three']) {
+      peer.sendPy({ cmd: '7', msg });
+    }
+    peer.sendPy({ cmd: '3' });
+    await peer.expectClose();
+    await until(() => screen().includes('peer left'), 'the leave');
+    const rows = screen().trimEnd().split('\n');
+    for (const msg of ['incoming one', 'incoming two', 'incoming three']) {
+      expect(
+        rows.filter((row) => row.endsWith(`peer: ${msg}`)),
+        msg,
+      ).toHaveLength(1);
+    }
+    // The typed line once, below them, whole.
+    expect(rows.filter((row) => row.startsWith('wen> '))).toHaveLength(1);
+    const from = rows.findIndex((row) => row.startsWith('wen> '));
+    expect(rows.slice(from).join('')).toBe(`wen> ${typed}`);
+    tmux('send-keys', '-t', 'chat', 'C-u');
+    tmux('send-keys', '-t', 'chat', 'C-c');
+  });
+
   // No control character is needed to forge a line: spaces that fill the rest of the
   // sender's row would make the terminal wrap, and the text after them would start a row of
   // its own reading like another member's message (the sender only has to guess the width;
