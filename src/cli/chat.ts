@@ -37,8 +37,9 @@ Joins a confab server (or the course's Python server) as <nickname>.
 Type \\help once connected for the commands. Lines typed or pasted faster than
 the server allows wait in a queue (shown in the prompt) and go out in order.
 A lost connection is restored by itself, with the messages missed meanwhile
-(a line says when some could not be); if that fails, or with --no-reconnect,
-the client says so and exits with status 1.`;
+(a line says when some could not be), trying until you leave; when the server
+refuses it, or with --no-reconnect, the client says so, lists the lines never
+acknowledged, and exits with status 1.`;
 
 export interface ChatIo {
   stdin: NodeJS.ReadStream;
