@@ -562,6 +562,9 @@ export class Chat implements ChatContext, SessionHost {
     if (session.pending > 0) return;
     try {
       this.resumeBacklog(session);
+      // Its connection went meanwhile: it leaves once nothing it sent is left to handle.
+      const gone = session.goneWith;
+      if (gone !== undefined && session.pending === 0) this.ended(session, gone);
     } catch (err) {
       this.failed(session, err, 'request');
     }
@@ -587,6 +590,7 @@ export class Chat implements ChatContext, SessionHost {
       if (session.state === 'closed') return;
       this.route(session, result);
     }
+
     // route() may have started a new backlog; TypeScript cannot see that.
     const waiting = session.backlog as ParseResult[] | undefined;
     if (
@@ -972,6 +976,13 @@ export class Chat implements ChatContext, SessionHost {
   /** The transport lost or closed the connection. */
   ended(session: Session, reason: DisconnectReason): void {
     if (session.state === 'closed') return;
+    if (session.pending > 0) {
+      // What the client sent before it went is handled first, as one process handles it
+      // at once: the requests behind a chat being stored or a claim in Redis (a client
+      // that writes its lines and half-closes, as `nc -N` does) were dropped, EXIT included.
+      session.goneWith ??= reason;
+      return;
+    }
     if (session.state === 'joined' && reason === 'lost') {
       this.log.info(
         { nickname: session.nickname },

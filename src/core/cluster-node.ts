@@ -771,7 +771,8 @@ export class ClusterNode {
         session.presenceId,
         session.address,
         next,
-        () => session.state !== 'closed',
+        // Nor one whose client went while its earlier requests were handled (goneWith).
+        () => session.state !== 'closed' && session.goneWith === undefined,
       );
     } catch (err) {
       // Redis may have moved the member to this connection all the same (a lost reply):

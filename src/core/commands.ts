@@ -143,7 +143,10 @@ async function resumeInCluster(
   limits: Limits | undefined,
 ): Promise<void> {
   if (!(await ctx.takeOver(session, token))) {
-    if (session.state !== 'closed') connectAfresh(ctx, session, req, caps, limits);
+    // A client gone meanwhile took nothing over, and is not made a member of its own.
+    if (session.state !== 'closed' && session.goneWith === undefined) {
+      connectAfresh(ctx, session, req, caps, limits);
+    }
     return;
   }
   // Before its "03": no member list, no history, and nothing it sent after the CONNECT is

@@ -75,6 +75,11 @@ export class Session implements Member {
   backlogBytes = 0;
   /** Requests started and not finished (a chat being stored, a history read). */
   pending = 0;
+  /**
+   * The connection went while requests were under way (Chat.ended): why, for the leave that
+   * waits until they and the requests behind them are handled.
+   */
+  goneWith: DisconnectReason | undefined;
   /** An unfinished request that no later request may overtake, not even a chat. */
   barrier = false;
   /** Reading was paused because the backlog is long. */

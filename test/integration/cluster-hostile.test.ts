@@ -94,6 +94,38 @@ afterEach(() => {
 });
 
 describe.skipIf(skip)('a hostile client against a cluster', () => {
+  it('handles all that a client wrote before it half-closed or closed, behind the claims in Redis', async () => {
+    const watcher = await file.join(1, 'eof-watch', { caps: ['rooms'] });
+    watcher.sendPy({ cmd: '100', room: 'eofroom' });
+    await watcher.expect('101');
+    for (const end of ['half', 'close'] as const) {
+      const writer = await open(0);
+      // One write, as `printf ... | nc -N` sends it: CONNECT, a JOIN_ROOM and chats, EXIT.
+      writer.write(
+        [
+          { cmd: '0', nickname: `eof-${end}`, caps: ['rooms'] },
+          { cmd: '7', msg: `lobby ${end}` },
+          { cmd: '100', room: 'eofroom' },
+          { cmd: '7', msg: `room ${end}`, room: 'eofroom' },
+          { cmd: '3' },
+        ]
+          .map((r) => JSON.stringify(r))
+          .join(''),
+      );
+      if (end === 'half') writer.socket.end();
+      else writer.socket.destroy();
+      await watcher.waitFor(
+        (m) => m.cmd === '30' && m.nickname === `eof-${end}` && m.room === 'eofroom',
+        1,
+        10_000,
+      );
+      const chats = watcher.received
+        .filter((m) => m.cmd === '70' && m.from === `eof-${end}`)
+        .map((m) => m.msg);
+      expect(chats, end).toEqual([`lobby ${end}`, `room ${end}`]);
+    }
+  });
+
   it('one resume token raced on two nodes takes the session back once', async () => {
     for (let round = 0; round < 4; round++) {
       const nick = `res${round}`;

@@ -1,10 +1,12 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
 import tls from 'node:tls';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ErrorCode } from '../../src/protocol/codes.js';
 import type { ConfabServer } from '../../src/server.js';
+import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { until } from '../helpers/cluster.js';
 import { admitted, join, RawClient } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
@@ -90,6 +92,43 @@ describe('bad input leaves the server healthy', () => {
     c.write('{"cmd": "7", "msg": "this never ends');
     c.close();
     await assertHealthy(port);
+  });
+
+  it('handles everything a client wrote before it went, also behind a chat being stored', async () => {
+    server = await startConfab({ history: 'memory' });
+    const port = server.address.port;
+    const watcher = await join(port, 'watcher');
+    const append = MemoryHistoryStore.prototype.append;
+    // A slow store: what follows the first chat waits in the session's backlog.
+    const slow = vi.spyOn(MemoryHistoryStore.prototype, 'append').mockImplementation(function (
+      this: MemoryHistoryStore,
+      room,
+      draft,
+    ) {
+      return append.call(this, room, draft).then((a) => delay(200, a));
+    });
+    try {
+      for (const end of ['half-close', 'close'] as const) {
+        const socket = net.connect({ port, host: '127.0.0.1' });
+        socket.on('error', () => {});
+        await new Promise((resolve) => socket.once('connect', resolve));
+        socket.write(`{"cmd":"0","nickname":"writer-${end}"}`);
+        await watcher.waitFor((m) => m.cmd === '8' && m.nickname === `writer-${end}`, 1);
+        socket.write(
+          '{"cmd":"7","msg":"first"}{"cmd":"6","beginTime":1}{"cmd":"7","msg":"second"}',
+        );
+        if (end === 'half-close') socket.end();
+        else socket.destroy();
+        await watcher.waitFor((m) => m.cmd === '30' && m.nickname === `writer-${end}`, 1, 5000);
+        const heard = watcher.received
+          .filter((m) => (m.cmd === '70' && m.from === `writer-${end}`) || m.cmd === '30')
+          .map((m) => (m.cmd === '30' ? `left ${String(m.nickname)}` : String(m.msg)));
+        expect(heard.slice(-3), end).toEqual(['first', 'second', `left writer-${end}`]);
+      }
+    } finally {
+      slow.mockRestore();
+      watcher.close();
+    }
   });
 
   it('closes a connection that never sends CONNECT (--handshake-timeout)', async () => {

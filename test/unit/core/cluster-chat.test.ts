@@ -448,7 +448,8 @@ describe('a chat of several nodes', () => {
     const gone = connect(a!, 'ann');
     gone.session.ended('lost');
     await settle();
-    expect(gone.take()).toEqual([]);
+    // What it sent is handled, as one process handles it at once; then it leaves.
+    expect(gone.session.state).toBe('closed');
     const again = connect(b!, 'ann');
     await settle();
     expect(again.take()).toMatchObject([{ cmd: '03', userCount: 1 }]);
