@@ -150,6 +150,20 @@ const SECRET_FIELD = /("(?:password|resume)"\s*:\s*)"(?:[^"\\]|\\.)*("|$)/g;
 const OPER_BURST = 5;
 const OPER_RATE = 0.1;
 const OPER_BUCKETS = 4096;
+/** Requests whose only effect is their answer: a client gone has no use for them. */
+const ANSWER_ONLY: ReadonlySet<string> = new Set([
+  Cmd.USERS,
+  Cmd.VERSION,
+  Cmd.RTT,
+  Cmd.BANS,
+  Cmd.ROOMS,
+  Cmd.HISTORY,
+]);
+
+function answerOnly(result: ParseResult): boolean {
+  return !result.ok || ANSWER_ONLY.has(result.request.cmd);
+}
+
 /** Addresses whose connections' spent flood allowance is remembered (SpentAllowances). */
 const SPENT_ADDRESSES = 10_000;
 /**
@@ -588,6 +602,9 @@ export class Chat implements ChatContext, SessionHost {
     session.backlogBytes = 0;
     for (const result of backlog) {
       if (session.state === 'closed') return;
+      // A client that went is handled for what others see of it, not for answers it cannot
+      // read (thousands of HISTORY pages asked for by a client that reset, say).
+      if (session.goneWith !== undefined && answerOnly(result)) continue;
       this.route(session, result);
     }
 
