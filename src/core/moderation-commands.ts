@@ -236,6 +236,12 @@ export const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
     return;
   }
   const now = ctx.now();
+  // An operator's own ban would remove it, and lock it out until bans.json is edited by hand
+  // (a ban on 0.0.0.0/0 locks out everyone): refused, whoever else it would match.
+  if (banMatches({ mask, by, reason, expires: null }, session.nickname, session.address.ip, now)) {
+    refuse(session, ErrorCode.INVALID_FIELD, 'this ban would match you yourself', req.cmd);
+    return;
+  }
   if (listFull(ctx, mask, now)) {
     refuse(
       session,

@@ -5,6 +5,7 @@
  * characters that look alike ("pаypal" with a Cyrillic "а") are one name.
  * Names that hide or fake characters are refused outright.
  */
+import { parseAddressMask } from './addresses.js';
 import { lookalikeKey, lookalikeKeyWithin, marksInRow } from './lookalike.js';
 
 export const MAX_NICKNAME_LENGTH = 32;
@@ -67,7 +68,13 @@ const MARK_STACK = /\p{Mn}{4}/u;
 export type NicknameCheck = { ok: true; nickname: string } | { ok: false; reason: string };
 
 export function checkNickname(raw: string): NicknameCheck {
-  return checkName(raw, MAX_NICKNAME_LENGTH, 'nickname');
+  const checked = checkName(raw, MAX_NICKNAME_LENGTH, 'nickname');
+  // A BAN mask that reads as an address bans that address: a nickname reading as one, in any
+  // width of its digits, could not be banned by name, and its BAN would ban a network.
+  if (checked.ok && parseAddressMask(checked.nickname.normalize('NFKC')) !== undefined) {
+    return { ok: false, reason: 'nickname must not read as an IP address or network' };
+  }
+  return checked;
 }
 
 /**

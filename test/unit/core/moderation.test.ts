@@ -111,7 +111,7 @@ describe('KICK', () => {
     expect(staff.take()).toEqual([notice]);
     // In the room it is told in: the room's notice, not a second one.
     const lobbyOp = oper('lobbyop', '192.0.2.3');
-    const ann = connect('ann');
+    connect('ann');
     drain(lobbyOp);
     send(lobbyOp, { cmd: '94', nickname: 'ann', reason: 'spam' });
     expect(lobbyOp.take()).toEqual([
@@ -232,6 +232,27 @@ describe('BAN', () => {
     expect(later.closedWith).toBe('banned');
     expect(watcher.take().map((m) => m.cmd)).toEqual(['99', '30']);
     expect(chat.find('ann')).toBeUndefined();
+  });
+
+  it('refuses a ban that would match the operator itself, and bans nothing', () => {
+    const op = oper('op', '192.0.2.1');
+    const other = connect('other', undefined, '198.51.100.7');
+    drain(op);
+    for (const mask of ['192.0.2.0/24', '0.0.0.0/0', '::ffff:192.0.2.1', 'OP']) {
+      send(op, { cmd: '95', mask });
+      expect(op.take(), mask).toMatchObject([
+        {
+          cmd: '90',
+          code: ErrorCode.INVALID_FIELD,
+          message: 'this ban would match you yourself',
+          ref: '95',
+        },
+      ]);
+    }
+    expect(chat.bans.list(now)).toEqual([]);
+    expect(other.closedWith).toBeUndefined();
+    send(op, { cmd: '95', mask: '198.51.100.0/24' });
+    expect(other.closedWith).toBe('banned');
   });
 
   it('tells a moderation member how long a ban lasts', () => {

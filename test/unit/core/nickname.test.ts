@@ -271,3 +271,39 @@ describe('invisible and deceptive nicknames are refused', () => {
     );
   });
 });
+
+describe('nicknames that read as an address', () => {
+  it('are refused, in any width of their digits, since a BAN of them would ban a network', () => {
+    for (const name of [
+      '127.0.0.1',
+      '0.0.0.0/0',
+      '10.0.0.0/8',
+      '::1',
+      '2001:db8::1',
+      '１27.0.0.1',
+    ]) {
+      expect(checkNickname(name), name).toMatchObject({
+        ok: false,
+        reason: expect.stringMatching(/address/),
+      });
+    }
+    for (const name of ['1.2.3', 'v1.2.3.4', '127.0.0.1x', 'l27.o.o.l', '300.1.1.1', 'a:b']) {
+      expect(checkNickname(name), name).toMatchObject({ ok: true });
+    }
+  });
+
+  it('refuses every dotted IPv4 address and block', () => {
+    fc.assert(
+      fc.property(
+        fc.ipV4(),
+        fc.option(fc.integer({ min: 0, max: 32 }), { nil: undefined }),
+        (ip, bits) => {
+          const name = bits === undefined ? ip : `${ip}/${bits}`;
+          // fast-check's addresses have no leading zeros only sometimes: those are nicknames.
+          if (/(^|\.)0\d/.test(ip)) return;
+          expect(checkNickname(name).ok).toBe(false);
+        },
+      ),
+    );
+  });
+});
