@@ -518,7 +518,11 @@ return {redis.call('HLEN', NICKS), live}
  * node's reset started it). Registers the node in every case. 'ok' is followed by 'held'
  * and the ids of the node's members in Presence when they are not as many as the node holds.
  */
-const HEARTBEAT_LUA = `${PRELUDE}
+// allow-oom: out of memory (maxmemory, noeviction), Redis refuses a script's first write
+// that may grow memory. A heartbeat writes a few bytes; refused, every node would find itself
+// cut off and close its clients (3006), while chats are only refused and pruning frees memory.
+const HEARTBEAT_LUA = `#!lua flags=allow-oom
+${PRELUDE}
 local node, known, mine = ARGV[2], ARGV[4], tonumber(ARGV[5])
 local epoch = redis.call('GET', P .. 'epoch')
 if not epoch then

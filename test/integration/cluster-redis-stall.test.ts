@@ -207,6 +207,30 @@ describe.skipIf(skip)('Redis that stalls', () => {
     await until('the lobby to empty', async () => (await nicknames()).length === 0, 10_000);
   }, 60_000);
 
+  it('out of memory (noeviction) past the timeout: chats are refused, nobody is cut off', async () => {
+    const ada = await member(0, 'oom-ada');
+    const bea = await member(1, 'oom-bea');
+    const cay = await member(2, 'oom-cay');
+    const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
+    await admin.config('SET', 'maxmemory', String(Math.max(1, used - 1_000_000)));
+    try {
+      // The chat cannot be stored: its sender is told so and closed, as the docs say.
+      ada.c.sendPy({ cmd: '7', msg: 'while full' });
+      expect(await ada.c.expect('90')).toMatchObject({ code: 3005 });
+      await sleep(TIMEOUT_S * 1000 * 2);
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+    for (const quiet of [bea, cay]) {
+      expect(quiet.c.received.filter((m) => m.cmd === '90')).toEqual([]);
+    }
+    bea.c.sendPy({ cmd: '7', msg: 'room again' });
+    await cay.c.waitFor((m) => m.cmd === '70' && m.msg === 'room again', 1, 10_000);
+    expect(cay.c.isClosed).toBe(false);
+    for (const quiet of [bea, cay]) quiet.c.close();
+    await until('the lobby to empty', async () => (await nicknames()).length === 0, 10_000);
+  }, 60_000);
+
   it('/healthz says degraded; a CONNECT waiting on it meets the handshake deadline, with 3006', async () => {
     const node = await spawnServer([
       '--redis',
