@@ -164,6 +164,13 @@ function answerOnly(result: ParseResult): boolean {
   return !result.ok || ANSWER_ONLY.has(result.request.cmd);
 }
 
+/**
+ * A new room costs this many requests' worth of time: at the default 20 requests a second,
+ * one room a second per address after a burst of 40, so that one address needs hours, not
+ * seconds, to make --history-max-rooms rooms.
+ */
+const ROOM_RATE_SHARE = 20;
+
 /** Addresses whose connections' spent flood allowance is remembered (SpentAllowances). */
 const SPENT_ADDRESSES = 10_000;
 /**
@@ -208,6 +215,8 @@ export class Chat implements ChatContext, SessionHost {
   /** OPER checks per address: each costs a deliberately slow hash, so they are few. */
   private readonly operBuckets = new Map<string, TokenBucket>();
   private readonly spent = new SpentAllowances(SPENT_ADDRESSES);
+  /** New rooms per address (roomMade). */
+  private readonly roomBuckets = new Map<string, TokenBucket>();
   private readonly operServer: TokenBucket;
   private readonly sessions = new Set<Session>();
   /** Who holds each resume token and lasting identity, and on a cluster each origin. */
@@ -226,6 +235,7 @@ export class Chat implements ChatContext, SessionHost {
   constructor(options: ChatOptions = {}) {
     this.lobby = new Room(LOBBY, options.maxUsers ?? 10);
     this.rooms = new Rooms(this.lobby, roomSettings(options));
+    this.rooms.mayCreate = (session) => this.roomMade(session);
     this.serverVersion = options.serverVersion ?? '1';
     this.bannedWords = options.bannedWords ?? new BannedWords(DEFAULT_BANNED_WORDS);
     this.hideAddresses = options.hideAddresses ?? false;
@@ -376,6 +386,26 @@ export class Chat implements ChatContext, SessionHost {
   originOf(session: Session): string | undefined {
     this.identities.originate(session);
     return session.origin;
+  }
+
+  /**
+   * A new room from `session`'s address, within its budget: with flood control on, a room
+   * every ROOM_RATE_SHARE requests' worth of time after a burst of --rate-burst rooms.
+   */
+  private roomMade(session: Session): boolean {
+    if (this.rateLimit <= 0) return true;
+    const now = this.clock();
+    const key = addressGroup(session.address.ip);
+    let bucket = this.roomBuckets.get(key);
+    if (bucket === undefined || bucket.rate !== this.rateLimit / ROOM_RATE_SHARE) {
+      // Bounded: the oldest address is forgotten first (its bucket was likely full again anyway).
+      if (this.roomBuckets.size >= OPER_BUCKETS) {
+        this.roomBuckets.delete(this.roomBuckets.keys().next().value!);
+      }
+      bucket = new TokenBucket(this.rateLimit / ROOM_RATE_SHARE, this.rateBurst, now);
+      this.roomBuckets.set(key, bucket);
+    }
+    return bucket.take(now);
   }
 
   operAttempt(ip: string): 'ok' | 'address' | 'server' {

@@ -65,6 +65,12 @@ export class Rooms {
    * place under maxRooms until `add` registers it or `abandon` gives it up.
    */
   private readonly making = new Map<string, number>();
+  /**
+   * Whether `session` may make a room now (Chat: a budget per address, so that one client
+   * cannot make thousands of rooms and, with a chat in each, push every room's history past
+   * --history-max-rooms).
+   */
+  mayCreate: (session: Session) => boolean = () => true;
 
   constructor(
     readonly lobby: Room,
@@ -163,6 +169,12 @@ export class Rooms {
         return {
           code: ErrorCode.TOO_MANY_ROOMS_ON_SERVER,
           message: `the server has ${this.maxRooms} rooms, the most allowed; join one that exists`,
+        };
+      }
+      if (making === undefined && !this.mayCreate(session)) {
+        return {
+          code: ErrorCode.RATE_LIMITED,
+          message: 'too many new rooms from your address; join one that exists, or wait a while',
         };
       }
       this.making.set(key, (making ?? 0) + 1);

@@ -364,3 +364,45 @@ describe('what each kind of client sees', () => {
     expect(ann.take()).toEqual([]);
   });
 });
+
+/** Whether the join was answered "101". */
+function joined(peer: FakePeer, room: string): boolean {
+  return join(peer, room).some((m) => m.cmd === '101');
+}
+
+describe('new rooms from one address', () => {
+  it('are made within a budget (burst, then one every twenty requests of the flood rate), which joins of existing rooms do not spend', () => {
+    setup({ rateLimit: 20, rateBurst: 3 });
+    const ann = connect('ann', ROOMS);
+    const bob = connect('bob', ROOMS);
+    for (const room of ['r1', 'r2', 'r3']) expect(joined(ann, room)).toBe(true);
+    send(ann, { cmd: '102', room: 'r1' });
+    ann.take();
+    expect(join(bob, 'r4').filter((m) => m.cmd === '90')).toEqual(
+      refusal(ErrorCode.RATE_LIMITED, '100'),
+    );
+    // An existing room costs nothing, and the room is still there to join.
+    expect(joined(bob, 'r2')).toBe(true);
+    now += 1000; // one room's worth at 20 / 20 a second
+    expect(joined(bob, 'r4')).toBe(true);
+    expect(join(ann, 'r5').filter((m) => m.cmd === '90')).toEqual(
+      refusal(ErrorCode.RATE_LIMITED, '100'),
+    );
+    // Another address has a budget of its own.
+    const cat = new FakePeer('192.0.2.8');
+    cat.session = chat.open(cat);
+    send(cat, { cmd: '0', nickname: 'cat', caps: ROOMS });
+    cat.take();
+    expect(joined(cat, 'r5')).toBe(true);
+  });
+
+  it('are not limited with flood control off', () => {
+    setup({ rateLimit: 0 });
+    const ann = connect('ann', ROOMS);
+    for (let i = 0; i < 60; i++) {
+      expect(joined(ann, `room${i}`), `room${i}`).toBe(true);
+      send(ann, { cmd: '102', room: `room${i}` });
+      ann.take();
+    }
+  });
+});
