@@ -457,6 +457,34 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
+  it('loads older messages with \\history n, wherever the reader is scrolled', async () => {
+    const server = await startConfab({ 'http-port': '0', history: 'memory', 'rate-limit': '0' });
+    const page = await openPage(server.httpAddress!.port);
+    const talker = await join(server.address.port, 'talker');
+    try {
+      const N = 80;
+      for (let i = 0; i < N; i++) talker.sendPy({ cmd: '7', msg: `early ${i}` });
+      talker.sendPy({ cmd: '1' });
+      await talker.expect('10');
+      await joinAs(page, 'reader');
+      const all = Array.from({ length: N }, (_, i) => `talker: early ${i}`);
+      await seeLine(page, 'lobby', 'early 79');
+      expect(await chatLines(page, 'lobby')).toEqual(all.slice(N - 50));
+      await say(page, '\\history 20');
+      await seeLine(page, 'lobby', /talker\s*early 10$/);
+      expect(await chatLines(page, 'lobby')).toEqual(all.slice(N - 70));
+      await say(page, '\\history 100');
+      await seeLine(page, 'lobby', /talker\s*early 0$/);
+      expect(await chatLines(page, 'lobby')).toEqual(all);
+      await say(page, '\\history');
+      await seeLine(page, 'lobby', 'Nothing older in #lobby.');
+    } finally {
+      talker.close();
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+
   it('keeps the newest 1000 lines of a busy room, and brings dropped ones back from history', async () => {
     const server = await startConfab({
       'http-port': '0',

@@ -143,7 +143,7 @@ function makeView(name: string, list?: HTMLOListElement): RoomView {
       view.pinned = atBottom(ol);
       view.scrollTop = ol.scrollTop;
     }
-    if (ol.scrollTop < 40) loadOlder(view);
+    if (ol.scrollTop < NEAR_TOP_PX) loadOlder(view);
   });
   views.set(name, view);
   return view;
@@ -823,11 +823,16 @@ function onMessage(m: ParsedServerMessage): void {
 // ---- older history ------------------------------------------------------------
 
 const HISTORY_PAGE = 50;
+/** A reader scrolled this close to the top has the next older page loaded. */
+const NEAR_TOP_PX = 40;
 
-/** Asks for the messages before the oldest shown, when the reader is at the top. */
-function loadOlder(view: RoomView): void {
+/**
+ * Asks for the messages before the oldest shown, when the reader is at the top, or when
+ * asked (`\history n`: `limit` of them, wherever the reader is, then shown from the top).
+ */
+function loadOlder(view: RoomView, asked?: number): void {
   if (!connection.history || view.loading || !view.more || view.epoch === undefined) return;
-  if (view !== selected || view.list.scrollTop >= 40) return;
+  if (view !== selected || (asked === undefined && view.list.scrollTop >= NEAR_TOP_PX)) return;
   // Nothing shown yet: the history following the "101" is still on its way.
   if (view.oldest === undefined) return;
   if (view.oldest <= 1) {
@@ -838,12 +843,16 @@ function loadOlder(view: RoomView): void {
     cmd: Cmd.HISTORY,
     room: view.name,
     before: view.oldest,
-    limit: HISTORY_PAGE,
+    limit: asked ?? HISTORY_PAGE,
   };
   view.loading = true;
   connection
     .call(request, true)
-    .then(onHistory)
+    .then((m) => {
+      onHistory(m);
+      // Shown from their first, just short of where the next older page would load.
+      if (asked !== undefined) view.list.scrollTop = NEAR_TOP_PX;
+    })
     .catch((err: unknown) => {
       view.loading = false;
       if (err instanceof RequestError && err.reply !== 'closed') {
@@ -1054,6 +1063,12 @@ async function submit(text: string): Promise<void> {
         else select(view);
         return;
       }
+      case 'history':
+        if (!connection.history) error('This server keeps no history.');
+        else if (!selected.more || (selected.oldest ?? 1) <= 1) {
+          append(selected, line('notice', [`Nothing older in #${selected.name}.`]));
+        } else loadOlder(selected, command.count);
+        return;
       case 'rooms': {
         const reply = (await connection.call({ cmd: Cmd.ROOMS })).rooms;
         // Whatever a server sent: entries of the wrong kind threw, and \\rooms showed nothing.
