@@ -485,6 +485,25 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
+  it('keeps a message longer than the server takes in the input, and says so, rather than cut it', async () => {
+    const server = await startConfab({ 'http-port': '0', 'max-message': '10' });
+    const page = await openPage(server.httpAddress!.port);
+    const listener = await join(server.address.port, 'listener');
+    try {
+      await joinAs(page, 'typist');
+      await say(page, 'twelve chars');
+      await seeLine(page, 'lobby', 'Not sent: the message is 12 characters long; the most is 10.');
+      expect(await page.inputValue('#input')).toBe('twelve chars');
+      await say(page, 'ten chars!');
+      // The first chat it hears: the long one never went.
+      expect(await listener.expect('70')).toMatchObject({ from: 'typist', msg: 'ten chars!' });
+    } finally {
+      listener.close();
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+
   it('keeps the newest 1000 lines of a busy room, and brings dropped ones back from history', async () => {
     const server = await startConfab({
       'http-port': '0',

@@ -83,6 +83,8 @@ export class Connection {
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private fatal: string | undefined;
+  /** The longest message the server takes, in characters, as its "03" said (if it did). */
+  maxMessage: number | undefined;
   /** Set from the limits in "03"; requests then wait their turn in `outbox`. */
   private pacer: SendPacer | undefined;
   private paceTimer: ReturnType<typeof setTimeout> | undefined;
@@ -169,7 +171,9 @@ export class Connection {
       if (!joined) {
         if (message.cmd === Cmd.CONNECT_SUCCESS) {
           joined = true;
-          this.pacer = pacerFor(parseLimits(message.limits), performance.now());
+          const limits = parseLimits(message.limits);
+          this.pacer = pacerFor(limits, performance.now());
+          this.maxMessage = limits?.maxMessage;
           this.attempt = 0;
           const rejoined = this.everJoined;
           this.everJoined = true;

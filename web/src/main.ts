@@ -823,6 +823,8 @@ function onMessage(m: ParsedServerMessage): void {
 // ---- older history ------------------------------------------------------------
 
 const HISTORY_PAGE = 50;
+/** The course server's, and confab's default --max-message, for a server that told none. */
+const DEFAULT_MAX_MESSAGE = 4096;
 /** A reader scrolled this close to the top has the next older page loaded. */
 const NEAR_TOP_PX = 40;
 
@@ -1094,6 +1096,15 @@ async function submit(text: string): Promise<void> {
 composer.addEventListener('submit', (event) => {
   event.preventDefault();
   const text = input.value;
+  // Refused here rather than cut or refused by the server: the text stays to be shortened.
+  const max = connection.maxMessage ?? DEFAULT_MAX_MESSAGE;
+  const command = parseCommand(text);
+  const msg = command.kind === 'chat' || command.kind === 'whisper' ? command.text : '';
+  const length = [...msg].length;
+  if (length > max) {
+    error(`Not sent: the message is ${length} characters long; the most is ${max}.`);
+    return;
+  }
   input.value = '';
   void submit(text);
 });
