@@ -504,6 +504,29 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
+  it('sends a pasted page a message per line, in order, keeping what follows the last line break', async () => {
+    const server = await startConfab({ 'http-port': '0' });
+    const page = await openPage(server.httpAddress!.port);
+    const listener = await join(server.address.port, 'listener');
+    try {
+      await joinAs(page, 'paster');
+      await page.fill('#input', 'start: ');
+      await page.$eval('#input', (el) => {
+        const data = new DataTransfer();
+        data.setData('text/plain', 'line one\r\n\nline two\nline three\nunfinished');
+        el.dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, cancelable: true }));
+      });
+      for (const msg of ['start: line one', 'line two', 'line three']) {
+        expect(await listener.expect('70')).toMatchObject({ from: 'paster', msg });
+      }
+      expect(await page.inputValue('#input')).toBe('unfinished');
+    } finally {
+      listener.close();
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+
   it('keeps the newest 1000 lines of a busy room, and brings dropped ones back from history', async () => {
     const server = await startConfab({
       'http-port': '0',

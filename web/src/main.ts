@@ -1093,20 +1093,47 @@ async function submit(text: string): Promise<void> {
   }
 }
 
-composer.addEventListener('submit', (event) => {
-  event.preventDefault();
-  const text = input.value;
-  // Refused here rather than cut or refused by the server: the text stays to be shortened.
+/**
+ * A message longer than the server takes is refused here rather than cut or refused by the
+ * server (the composer keeps it to be shortened): whether that is so, said if it is.
+ */
+function tooLong(text: string): boolean {
   const max = connection.maxMessage ?? DEFAULT_MAX_MESSAGE;
   const command = parseCommand(text);
   const msg = command.kind === 'chat' || command.kind === 'whisper' ? command.text : '';
   const length = [...msg].length;
-  if (length > max) {
-    error(`Not sent: the message is ${length} characters long; the most is ${max}.`);
-    return;
-  }
+  if (length <= max) return false;
+  error(`Not sent: the message is ${length} characters long; the most is ${max}.`);
+  return true;
+}
+
+composer.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const text = input.value;
+  if (tooLong(text)) return;
   input.value = '';
   void submit(text);
+});
+
+// A pasted page goes out a message per line, in order, as from the terminal client (the
+// input holds one line, and joined the lines with spaces); what follows the last line break
+// stays in the input, as if typed. Blank lines are skipped.
+input.addEventListener('paste', (event) => {
+  const pasted = event.clipboardData?.getData('text/plain') ?? '';
+  if (!/[\r\n]/.test(pasted)) return;
+  event.preventDefault();
+  const start = input.selectionStart ?? input.value.length;
+  const end = input.selectionEnd ?? start;
+  const lines = `${input.value.slice(0, start)}${pasted}${input.value.slice(end)}`.split(
+    /\r\n|\r|\n/,
+  );
+  const rest = lines.pop() ?? '';
+  const whole = lines.filter((l) => l.trim() !== '');
+  // None goes if one is too long: the page is kept whole in order, not sent with a hole.
+  if (whole.some(tooLong)) return;
+  input.value = rest;
+  // In order: a line that waits for an answer (\join) goes before the lines after it.
+  void whole.reduce((before, line) => before.then(() => submit(line)), Promise.resolve());
 });
 
 roomForm.addEventListener('submit', (event) => {
