@@ -6,6 +6,7 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfabServer } from '../../src/server.js';
 import { launchChromium } from '../helpers/browser.js';
+import { until } from '../helpers/cluster.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
 import { ROOT, startConfab } from '../helpers/servers.js';
 import { joinAs, say } from '../helpers/web-page.js';
@@ -512,9 +513,16 @@ describe('web client history and resume in Chromium', () => {
       await joinAs(page, 'paster');
       await page.fill('#input', 'start: ');
       await page.$eval('#input', (el) => {
-        const data = new DataTransfer();
+        // The page's own classes, which Node's types do not know.
+        const page = globalThis as unknown as {
+          DataTransfer: new () => { setData(type: string, data: string): void };
+          ClipboardEvent: new (type: string, init: object) => unknown;
+        };
+        const data = new page.DataTransfer();
         data.setData('text/plain', 'line one\r\n\nline two\nline three\nunfinished');
-        el.dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, cancelable: true }));
+        (el as unknown as { dispatchEvent(event: unknown): boolean }).dispatchEvent(
+          new page.ClipboardEvent('paste', { clipboardData: data, cancelable: true }),
+        );
       });
       for (const msg of ['start: line one', 'line two', 'line three']) {
         expect(await listener.expect('70')).toMatchObject({ from: 'paster', msg });
@@ -524,6 +532,48 @@ describe('web client history and resume in Chromium', () => {
       listener.close();
       await page.close();
       await server.stop();
+    }
+  }, 60_000);
+
+  it('lets its user type while it reconnects, and sends it once back', async () => {
+    const first = await startConfab({ 'http-port': '0', history: 'memory' });
+    const port = first.address.port;
+    const httpPort = first.httpAddress!.port;
+    const page = await openPage(httpPort);
+    let again: ConfabServer | undefined;
+    let reader: RawClient | undefined;
+    try {
+      await joinAs(page, 'typer');
+      await first.stop();
+      await page.locator('#status[data-status="reconnecting"]').waitFor();
+      await say(page, 'typed while away');
+      await say(page, '\\users');
+      await seeLine(page, 'lobby', 'Not connected right now; try again once reconnected.');
+      again = await startConfab({
+        port: String(port),
+        'http-port': String(httpPort),
+        history: 'memory',
+      });
+      await page.locator('#status[data-status="online"]').waitFor({ timeout: 30_000 });
+      // Stored once back: a member joining later reads it in the lobby's history.
+      await until(
+        'the chat to be stored',
+        async () => {
+          reader?.close();
+          reader = await join(port, 'reader', { caps: ['rooms', 'history'] });
+          await reader.expect('101');
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          return reader.received.some((m) => m.cmd === '70' && m.msg === 'typed while away');
+        },
+        10_000,
+      );
+      expect(reader!.received.filter((m) => m.cmd === '70').map((m) => m.msg)).toEqual([
+        'typed while away',
+      ]);
+    } finally {
+      reader?.close();
+      await page.close();
+      await again?.stop();
     }
   }, 60_000);
 

@@ -278,7 +278,11 @@ export class Connection {
    * reconnect; the returned record names it (undefined without history).
    */
   chat(room: string, msg: string): UnackedChat | undefined {
-    if (this.ws?.readyState !== WebSocket.OPEN) return undefined;
+    if (this.ws?.readyState !== WebSocket.OPEN) {
+      // Away (reconnecting), with history: kept with the chats not yet acknowledged, which go
+      // out again once back (restore), under their cids, so none is stored twice.
+      return this.history && this.everJoined ? this.resume.send(room, msg) : undefined;
+    }
     if (!this.caps.has('rooms')) {
       this.enqueue({ request: { cmd: Cmd.CHAT, msg } });
       return undefined;

@@ -560,8 +560,10 @@ const connection = new Connection(wsUrl, {
     statusText.textContent = STATUS_TEXT[status];
     statusBox.title = detail ?? '';
     const online = status === 'online';
-    input.disabled = !online;
-    sendButton.disabled = !online;
+    // Reconnecting to a server that keeps history, chats are kept and sent once back.
+    const canType = online || (status === 'reconnecting' && connection.history);
+    input.disabled = !canType;
+    sendButton.disabled = !canType;
     retryButton.hidden = status !== 'reconnecting';
     retryButton.disabled = !connection.retryPending;
     // Back online, the list stays stale until USERS has refreshed it (joined).
@@ -955,6 +957,14 @@ function sendChat(text: string): void {
 
 async function submit(text: string): Promise<void> {
   const command = parseCommand(text);
+  if (
+    statusBox.dataset.status !== 'online' &&
+    command.kind !== 'chat' &&
+    command.kind !== 'empty'
+  ) {
+    error('Not connected right now; try again once reconnected.');
+    return;
+  }
   try {
     switch (command.kind) {
       case 'empty':
