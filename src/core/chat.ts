@@ -538,24 +538,18 @@ export class Chat implements ChatContext, SessionHost {
       return;
     }
     // Flood control counts every frame after joining, garbage included, so
-    // junk cannot be sprayed (and logged) faster than chat; EXIT always passes.
-    // A session starts with what its address's connections left (SpentAllowances), so
-    // reconnecting buys no fresh burst, and a CONNECT finding nothing left is refused. A
-    // resume is the member coming back, unseen by others: its allowance goes with it
+    // junk cannot be sprayed (and logged) faster than chat; EXIT always passes. Frames behind
+    // a CONNECT still under way (a claim in Redis) count too: handled once it is, they would
+    // all pass. A session starts with what its address's connections left
+    // (SpentAllowances), so reconnecting buys no fresh burst; a resume takes its session's
     // (takeBack).
-    if (session.bucket !== undefined && !(result.ok && result.request.cmd === Cmd.EXIT)) {
-      if (session.state === 'joined') {
-        if (!this.admit(session, result.ok ? result.request.cmd : result.error.ref)) return;
-      } else if (
-        result.ok &&
-        result.request.cmd === Cmd.CONNECT &&
-        result.request.resume === undefined &&
-        !session.bucket.has(this.clock())
-      ) {
-        this.log.warn({ ip: session.address.ip }, 'reconnecting too fast, disconnecting');
-        this.disconnect(session, 'flooding');
-        return;
-      }
+    if (
+      session.bucket !== undefined &&
+      (session.state === 'joined' || session.pending > 0) &&
+      !(result.ok && result.request.cmd === Cmd.EXIT) &&
+      !this.admit(session, result.ok ? result.request.cmd : result.error.ref)
+    ) {
+      return;
     }
     this.route(session, result);
   }
@@ -611,6 +605,9 @@ export class Chat implements ChatContext, SessionHost {
       if (gone !== undefined && session.pending === 0) this.ended(session, gone);
     } catch (err) {
       this.failed(session, err, 'request');
+      // A session that had faulted before is not disconnected again; gone, it must leave.
+      const gone = session.goneWith;
+      if (gone !== undefined && session.state !== 'closed') this.leave(session, gone);
     }
   }
 
@@ -1027,6 +1024,11 @@ export class Chat implements ChatContext, SessionHost {
       // What the client sent before it went is handled first, as one process handles it
       // at once: the requests behind a chat being stored or a claim in Redis (a client
       // that writes its lines and half-closes, as `nc -N` does) were dropped, EXIT included.
+      // Its allowance is spent already (frames count as they arrive): kept for its address
+      // now, not once they are handled, or its next connection would start afresh.
+      if (session.goneWith === undefined && session.bucket !== undefined) {
+        this.spent.keep(addressGroup(session.address.ip), session.bucket, this.clock());
+      }
       session.goneWith ??= reason;
       return;
     }
