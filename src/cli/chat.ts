@@ -249,6 +249,12 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
    * as "You joined", may have come after it).
    */
   let lines = 0;
+  /**
+   * The rows of the typed line above the cursor as the screen shows them, kept when the
+   * prompt changes (showPrompt) until the next redraw: measured with the new prompt, a
+   * longer or shorter one, they would be wrong, and the redraw would erase what was printed.
+   */
+  let drawnRows: number | undefined;
   /** Prints above the input line, then redraws the prompt and whatever was typed. */
   const say = (text: string) => {
     // On a terminal the client breaks its own rows (src/cli/wrap.ts), also when its input
@@ -260,7 +266,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       // many rows below the message as readline's redraw goes up (it thinks it is still on
       // the row of the input it was on). Cleared from the cursor's row only, the redraw went
       // up into the message and erased it.
-      const rows = rl.getCursorPos().rows;
+      // As drawn: a prompt changed since (showPrompt) is not on the screen yet.
+      const rows = drawnRows ?? rl.getCursorPos().rows;
+      drawnRows = undefined;
       if (rows > 0) readline.moveCursor(io.stdout, 0, -rows);
       readline.cursorTo(io.stdout, 0);
       readline.clearScreenDown(io.stdout);
@@ -377,12 +385,18 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   // prompt carries the count; otherwise one line per backlog, once the paste
   // has been read (so it gives the size, not 1).
   let backlogReported = false;
-  const showPrompt = () => rl.setPrompt(promptFor());
+  const showPrompt = () => {
+    drawnRows ??= rl.getCursorPos().rows;
+    rl.setPrompt(promptFor());
+  };
   client.on('queue', (q) => {
     waiting = q.waiting;
     if (terminal) {
       showPrompt();
-      if (!leaving) rl.prompt(true);
+      if (!leaving) {
+        rl.prompt(true);
+        drawnRows = undefined;
+      }
       return;
     }
     if (waiting === 0) backlogReported = false;
