@@ -9,6 +9,7 @@ import { launchChromium } from '../helpers/browser.js';
 import { until } from '../helpers/cluster.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
 import { ROOT, startConfab } from '../helpers/servers.js';
+import { TcpRelay } from '../helpers/tcp-relay.js';
 import { joinAs, say } from '../helpers/web-page.js';
 
 const ARTIFACTS = path.join(ROOT, 'test-results');
@@ -576,6 +577,30 @@ describe('web client history and resume in Chromium', () => {
       await again?.stop();
     }
   }, 60_000);
+
+  it('gives up a connection that answers nothing, though it never closed, and resumes on a new one', async () => {
+    const server = await startConfab({ 'http-port': '0', history: 'memory' });
+    const relay = await TcpRelay.start(server.httpAddress!.port);
+    const page = await openPage(relay.port);
+    const talker = await join(server.address.port, 'talker');
+    try {
+      await joinAs(page, 'sleeper');
+      // The server's replies stop coming, the socket stays open: a laptop's sleep, a Wi-Fi change.
+      relay.holdReplies();
+      talker.sendPy({ cmd: '7', msg: 'said while it hung' });
+      await page.locator('#status[data-status="reconnecting"]').waitFor({ timeout: 40_000 });
+      await page.locator('#status[data-status="online"]').waitFor({ timeout: 20_000 });
+      await seeLine(page, 'lobby', 'said while it hung');
+      expect(
+        (await chatLines(page, 'lobby')).filter((l) => l.endsWith('said while it hung')),
+      ).toHaveLength(1);
+    } finally {
+      talker.close();
+      await page.close();
+      await relay.close();
+      await server.stop();
+    }
+  }, 90_000);
 
   it('keeps the newest 1000 lines of a busy room, and brings dropped ones back from history', async () => {
     const server = await startConfab({

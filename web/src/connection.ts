@@ -207,25 +207,44 @@ export class Connection {
       }
       this.dispatch(message);
     };
-    ws.onclose = () => {
-      if (this.ws !== ws) return;
-      this.ws = undefined;
-      this.dropQueue();
-      this.pacer = undefined;
-      for (const p of this.pending.splice(0)) p.reject(new RequestError('closed', 'disconnected'));
-      if (!this.wanted) return;
-      if (this.fatal !== undefined || !this.everJoined) {
-        // Never joined (server down, name taken) or told not to come back.
-        if (!this.everJoined && this.fatal === undefined) {
-          this.scheduleRetry('Cannot reach the server.');
-          return;
-        }
-        this.wanted = false;
-        this.on.status('offline', this.fatal);
+    ws.onclose = () => this.lost(ws);
+  }
+
+  /**
+   * Gives the open socket up as on a dead network: nothing came back for a long while (a
+   * half-open connection after a Wi-Fi change or a laptop's sleep, where no close ever
+   * comes). It reconnects, and the resume replays what the old socket may still deliver.
+   */
+  abandon(): void {
+    const ws = this.ws;
+    if (ws === undefined) return;
+    ws.onclose = null;
+    try {
+      ws.close();
+    } catch {
+      // Already closing: it is given up all the same.
+    }
+    this.lost(ws);
+  }
+
+  private lost(ws: WebSocket): void {
+    if (this.ws !== ws) return;
+    this.ws = undefined;
+    this.dropQueue();
+    this.pacer = undefined;
+    for (const p of this.pending.splice(0)) p.reject(new RequestError('closed', 'disconnected'));
+    if (!this.wanted) return;
+    if (this.fatal !== undefined || !this.everJoined) {
+      // Never joined (server down, name taken) or told not to come back.
+      if (!this.everJoined && this.fatal === undefined) {
+        this.scheduleRetry('Cannot reach the server.');
         return;
       }
-      this.scheduleRetry('Connection lost.');
-    };
+      this.wanted = false;
+      this.on.status('offline', this.fatal);
+      return;
+    }
+    this.scheduleRetry('Connection lost.');
   }
 
   /** True when the server keeps history for this client (granted with rooms). */

@@ -51,6 +51,12 @@ queueNote.hidden = true;
 composer.insertBefore(queueNote, sendButton);
 
 let rttTimer: ReturnType<typeof setInterval> | undefined;
+/** When the RTT still unanswered was asked (performance.now()). */
+let rttAskedAt: number | undefined;
+/** The RTT is measured this often while connected. */
+const RTT_EVERY_MS = 10_000;
+/** An RTT unanswered this long means a connection that died without closing. */
+const RTT_DEAD_MS = 15_000;
 
 // ---- rooms --------------------------------------------------------------------
 
@@ -597,6 +603,10 @@ const connection = new Connection(wsUrl, {
       lobby,
     );
     input.focus();
+    // Watched from the start: a connection that dies while the lists below load is found too.
+    clearInterval(rttTimer);
+    rttAskedAt = undefined;
+    rttTimer = setInterval(watchRtt, RTT_EVERY_MS);
     try {
       if (!resumed) {
         setMembers(lobby, memberNames((await connection.call({ cmd: Cmd.USERS }, true)).users));
@@ -604,13 +614,10 @@ const connection = new Connection(wsUrl, {
       setStale(false);
       const version = await connection.call({ cmd: Cmd.VERSION }, true);
       versionBox.textContent = `server v${asString(version.serverVersion)}`;
-      await measureRtt(false);
+      await askRtt();
     } catch {
       // The connection dropped while loading; reconnecting will try again.
     }
-    clearInterval(rttTimer);
-    // A drop between two ticks is reported by the status, not as an unhandled rejection.
-    rttTimer = setInterval(() => measureRtt(false).catch(() => {}), 10_000);
   },
   refused(reason) {
     showJoin(reason);
@@ -910,6 +917,30 @@ function showBans(bans: unknown): void {
   const pre = document.createElement('pre');
   pre.textContent = list.map((b) => describeBan(b)).join('\n');
   append(selected, line('notice', [pre]));
+}
+
+/** The page's own RTT, shown in the header; while it is unanswered, rttAskedAt says since when. */
+async function askRtt(): Promise<void> {
+  rttAskedAt = performance.now();
+  try {
+    await measureRtt(false);
+  } finally {
+    rttAskedAt = undefined;
+  }
+}
+
+/** Each tick: an RTT unanswered for RTT_DEAD_MS means a connection dead without having closed. */
+function watchRtt(): void {
+  if (rttAskedAt === undefined) {
+    // A drop between two ticks is reported by the status, not as an unhandled rejection.
+    askRtt().catch(() => {});
+  } else if (connection.waiting > 0) {
+    // Still queued behind a paste the flood limit paces: not sent, so not unanswered yet.
+    rttAskedAt = performance.now();
+  } else if (performance.now() - rttAskedAt > RTT_DEAD_MS) {
+    rttAskedAt = undefined;
+    connection.abandon();
+  }
 }
 
 async function measureRtt(announce: boolean): Promise<void> {
