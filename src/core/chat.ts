@@ -736,12 +736,16 @@ export class Chat implements ChatContext, SessionHost {
    * pairing replies with its calls rejects the right one.
    */
   private admit(session: Session, ref: string | undefined): boolean {
-    if (session.bucket!.take(this.clock())) {
+    const bucket = session.bucket!;
+    if (bucket.take(this.clock())) {
       session.strikes = 0;
+      // Spent: kept for its address now, not only when it closes, since the client's next
+      // connection may be accepted before this one's close is read.
+      if (bucket.available < 1) this.keepSpent(session);
       return true;
     }
     session.strikes++;
-    if (session.strikes > session.bucket!.burst) {
+    if (session.strikes > bucket.burst) {
       this.log.warn(
         { nickname: session.nickname, ip: session.address.ip },
         'flooding, disconnecting',
@@ -1026,9 +1030,7 @@ export class Chat implements ChatContext, SessionHost {
       // that writes its lines and half-closes, as `nc -N` does) were dropped, EXIT included.
       // Its allowance is spent already (frames count as they arrive): kept for its address
       // now, not once they are handled, or its next connection would start afresh.
-      if (session.goneWith === undefined && session.bucket !== undefined) {
-        this.spent.keep(addressGroup(session.address.ip), session.bucket, this.clock());
-      }
+      if (session.goneWith === undefined) this.keepSpent(session);
       session.goneWith ??= reason;
       return;
     }
@@ -1039,6 +1041,12 @@ export class Chat implements ChatContext, SessionHost {
       );
     }
     this.leave(session, reason);
+  }
+
+  /** What is left of `session`'s flood allowance, kept for its address (SpentAllowances). */
+  private keepSpent(session: Session): void {
+    if (session.bucket === undefined) return;
+    this.spent.keep(addressGroup(session.address.ip), session.bucket, this.clock());
   }
 
   /** Disconnects everyone, without leave notices: the room is going away. */
@@ -1056,9 +1064,7 @@ export class Chat implements ChatContext, SessionHost {
   private leave(session: Session, reason: DisconnectReason): void {
     const wasJoined = session.state === 'joined';
     session.state = 'closed';
-    if (session.bucket !== undefined) {
-      this.spent.keep(addressGroup(session.address.ip), session.bucket, this.clock());
-    }
+    this.keepSpent(session);
     this.sessions.delete(session);
     this.count(reason);
     this.identities.forget(session);

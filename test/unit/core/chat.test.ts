@@ -289,6 +289,17 @@ describe('flood control', () => {
     expect(other.take()).toEqual([]);
   });
 
+  it('starts a connection opened while another of its address has spent its allowance with what is left', () => {
+    const now = 0;
+    chat = new Chat({ rateLimit: 2, rateBurst: 4, clock: () => now });
+    const ann = connect('ann', ['errors']);
+    for (let i = 0; i < 4; i++) send(ann, { cmd: '7', msg: `m${i}` });
+    // Still open: its close may be read only after the next connection is accepted.
+    const next = connect('next', ['errors']);
+    expect(next.take()[0]).toMatchObject({ cmd: '03', limits: { tokens: 0 } });
+    expect(ann.closedWith).toBeUndefined();
+  });
+
   it('forgets what an address left once it has refilled, and keeps nothing for a full allowance', () => {
     let now = 0;
     chat = new Chat({ rateLimit: 2, rateBurst: 4, clock: () => now });
