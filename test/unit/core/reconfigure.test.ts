@@ -74,7 +74,8 @@ describe('Chat.reconfigure', () => {
     for (let i = 0; i < 6; i++) send(ann, { cmd: '4' });
     expect(ann.take().map((m) => m.cmd)).toEqual(['40', '40', '40', '40', '40', '90']);
     chat.reconfigure({ rateLimit: 1, rateBurst: 1 });
-    const cat = connect(chat, 'cat');
+    // From another address: ann's has just spent its allowance, which a newcomer there shares.
+    const cat = connect(chat, 'cat', '192.0.2.3');
     ann.take();
     expect(cat.take()[0]).toMatchObject({ cmd: '03', limits: { rate: 1, burst: 1 } });
     for (let i = 0; i < 2; i++) send(cat, { cmd: '4' });
