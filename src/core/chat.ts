@@ -18,7 +18,13 @@ import { lookupKey, nicknameKey } from './nickname.js';
 import { OwnChats } from './own-chats.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import type { DeadNode, MemberRef, PresenceMember } from './presence.js';
-import { bucketAfterReload, type Clock, SpentAllowances, TokenBucket } from './rate-limit.js';
+import {
+  AddressBuckets,
+  bucketAfterReload,
+  type Clock,
+  SpentAllowances,
+  TokenBucket,
+} from './rate-limit.js';
 import { Replays } from './replay.js';
 import { newSender } from './resume-token.js';
 import { Room } from './room.js';
@@ -149,7 +155,8 @@ const SECRET_FIELD = /("(?:password|resume)"\s*:\s*)"(?:[^"\\]|\\.)*("|$)/g;
 /** OPER checks per address: five at once, then one every ten seconds. */
 const OPER_BURST = 5;
 const OPER_RATE = 0.1;
-const OPER_BUCKETS = 4096;
+/** Addresses whose OPER checks, and whose new rooms, are counted (AddressBuckets). */
+const ADDRESS_BUCKETS = 4096;
 /** Requests whose only effect is their answer: a client gone has no use for them. */
 const ANSWER_ONLY: ReadonlySet<string> = new Set([
   Cmd.USERS,
@@ -213,10 +220,10 @@ export class Chat implements ChatContext, SessionHost {
   };
   private readonly nicknames = new Map<string, Session>();
   /** OPER checks per address: each costs a deliberately slow hash, so they are few. */
-  private readonly operBuckets = new Map<string, TokenBucket>();
+  private readonly operBuckets = new AddressBuckets(ADDRESS_BUCKETS);
   private readonly spent = new SpentAllowances(SPENT_ADDRESSES);
   /** New rooms per address (roomMade). */
-  private readonly roomBuckets = new Map<string, TokenBucket>();
+  private readonly roomBuckets = new AddressBuckets(ADDRESS_BUCKETS);
   private readonly operServer: TokenBucket;
   private readonly sessions = new Set<Session>();
   /** Who holds each resume token and lasting identity, and on a cluster each origin. */
@@ -395,32 +402,15 @@ export class Chat implements ChatContext, SessionHost {
   private roomMade(session: Session): boolean {
     if (this.rateLimit <= 0) return true;
     const now = this.clock();
-    const key = addressGroup(session.address.ip);
-    let bucket = this.roomBuckets.get(key);
-    if (bucket === undefined || bucket.rate !== this.rateLimit / ROOM_RATE_SHARE) {
-      // Bounded: the oldest address is forgotten first (its bucket was likely full again anyway).
-      if (this.roomBuckets.size >= OPER_BUCKETS) {
-        this.roomBuckets.delete(this.roomBuckets.keys().next().value!);
-      }
-      bucket = new TokenBucket(this.rateLimit / ROOM_RATE_SHARE, this.rateBurst, now);
-      this.roomBuckets.set(key, bucket);
-    }
-    return bucket.take(now);
+    const rate = this.rateLimit / ROOM_RATE_SHARE;
+    const address = addressGroup(session.address.ip);
+    return this.roomBuckets.of(address, rate, this.rateBurst, now).take(now);
   }
 
   operAttempt(ip: string): 'ok' | 'address' | 'server' {
     const now = this.clock();
     // Per /64 for IPv6: per address, a host's 2^64 addresses each had five checks to spend.
-    const key = addressGroup(ip);
-    let bucket = this.operBuckets.get(key);
-    if (bucket === undefined) {
-      // Bounded: the oldest address is forgotten first (its bucket was likely full again anyway).
-      if (this.operBuckets.size >= OPER_BUCKETS) {
-        this.operBuckets.delete(this.operBuckets.keys().next().value!);
-      }
-      bucket = new TokenBucket(OPER_RATE, OPER_BURST, now);
-      this.operBuckets.set(key, bucket);
-    }
+    const bucket = this.operBuckets.of(addressGroup(ip), OPER_RATE, OPER_BURST, now);
     // The address's budget first, so one already spent does not drain the server's; and
     // taken only when the server's allows the check, so refusals do not spend it.
     if (!bucket.has(now)) return 'address';
@@ -634,7 +624,6 @@ export class Chat implements ChatContext, SessionHost {
       if (session.goneWith !== undefined && answerOnly(result)) continue;
       this.route(session, result);
     }
-
     // route() may have started a new backlog; TypeScript cannot see that.
     const waiting = session.backlog as ParseResult[] | undefined;
     if (

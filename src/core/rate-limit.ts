@@ -82,11 +82,6 @@ export class SpentAllowances {
 
   constructor(private readonly max: number) {}
 
-  /** Entries kept now. */
-  get size(): number {
-    return this.left.size;
-  }
-
   /** Records what a closing connection's bucket holds, if less than a full burst. */
   keep(address: string, bucket: TokenBucket, now: number): void {
     const start = this.start(address, bucket.rate, bucket.burst, now);
@@ -105,5 +100,28 @@ export class SpentAllowances {
     if (tokens < burst) return tokens;
     this.left.delete(address);
     return burst;
+  }
+}
+
+/**
+ * A token bucket per client address, for budgets kept per address rather than per connection
+ * (OPER checks, new rooms). At most `max` addresses: the oldest is forgotten first (its bucket
+ * was likely full again anyway).
+ */
+export class AddressBuckets {
+  private readonly buckets = new Map<string, TokenBucket>();
+
+  constructor(private readonly max: number) {}
+
+  /** The address's bucket, full if new, or made anew if the limits changed since. */
+  of(address: string, rate: number, burst: number, now: number): TokenBucket {
+    let bucket = this.buckets.get(address);
+    if (bucket === undefined || bucket.rate !== rate || bucket.burst !== burst) {
+      this.buckets.delete(address);
+      if (this.buckets.size >= this.max) this.buckets.delete(this.buckets.keys().next().value!);
+      bucket = new TokenBucket(rate, burst, now);
+      this.buckets.set(address, bucket);
+    }
+    return bucket;
   }
 }
