@@ -5,13 +5,14 @@ import { createSecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { RedisBroker } from './cluster/redis-broker.js';
-import { RedisPresence } from './cluster/redis-presence.js';
+import { REFILL_MS, RedisPresence } from './cluster/redis-presence.js';
 import {
   agreeOnShards,
   ShardedBroker,
   ShardedHistoryStore,
   sameServer,
   shardListHash,
+  youngRedis,
 } from './cluster/shards.js';
 import {
   type Config,
@@ -240,6 +241,11 @@ class ClusterNode implements Cluster, ClusterView {
   private keeper: PresenceKeeper | undefined;
   private banTimer: ReturnType<typeof setInterval> | undefined;
   private counted: { until: number; result: Promise<Census | undefined> } | undefined;
+  private refuse: (reason: string) => void = () => {};
+  /** Settles, with the reason, when a heartbeat finds this node may not run any more. */
+  readonly refused = new Promise<string>((resolve) => {
+    this.refuse = resolve;
+  });
 
   private constructor(
     /** The --redis client first, then one per --redis-shards URL. */
@@ -391,6 +397,34 @@ class ClusterNode implements Cluster, ClusterView {
       timeoutMs: presence.timeoutMs,
       since: first === null ? undefined : Number(first),
     };
+    // One heartbeat of this node's after `ms` (at most a heartbeat's interval) of waiting for
+    // the agreement; SIGINT or SIGTERM ends the wait, and the start.
+    const beatAfter = async (ms: number) => {
+      // Ends early, rejecting, when `stop` is aborted: checked just below.
+      await sleep(Math.min(heartbeatMs(presence.timeoutMs), ms), undefined, {
+        signal: stop,
+      }).catch(() => {});
+      if (stop?.aborted) {
+        await giveUp();
+        throw new StartError('stopped while waiting for the shard list agreement');
+      }
+      await atStart(presence.heartbeat());
+    };
+    // After Redis restarted empty, the running nodes record their list again at their next
+    // heartbeats (RedisPresence.shardList): a node that found none recorded and recorded its
+    // own first would have them refused. So while Redis is younger than the time they take
+    // to be back (REFILL_MS), an empty record is waited out.
+    for (let pass = 0; ; pass++) {
+      const young = await atStart(youngRedis(redis, where.key, REFILL_MS));
+      if (young === 0) break;
+      if (pass === 0) {
+        log.info(
+          {},
+          `no --redis-shards list recorded and Redis started moments ago: waiting up to ${Math.ceil(young / 1000)} s for running nodes to record theirs`,
+        );
+      }
+      await beatAfter(young);
+    }
     let theirs = await atStart(agreeOnShards(redis, where, ours));
     // Bounded by those nodes' timeouts, which the answer counts down. Each pass is one
     // heartbeat of this node's: a longer pause would be a silence of every node, which a
@@ -403,15 +437,7 @@ class ClusterNode implements Cluster, ClusterView {
           `the shard list differs from the one stored, and the nodes using it were last heard before this node started: waiting up to ${Math.ceil(theirs.waitMs / 1000)} s for them to be heard from again or time out`,
         );
       }
-      // Ends early, rejecting, when `stop` is aborted: checked just below.
-      await sleep(Math.min(heartbeatMs(presence.timeoutMs), theirs.waitMs), undefined, {
-        signal: stop,
-      }).catch(() => {});
-      if (stop?.aborted) {
-        await giveUp();
-        throw new StartError('stopped while waiting for the shard list agreement');
-      }
-      await atStart(presence.heartbeat());
+      await beatAfter(theirs.waitMs);
       theirs = await atStart(agreeOnShards(redis, where, ours));
     }
     if (theirs !== undefined) {
@@ -420,6 +446,7 @@ class ClusterNode implements Cluster, ClusterView {
         `--redis-shards differs from the list the running nodes of this cluster were given (${theirs}, this node ${ours}): every node needs the same list in the same order`,
       );
     }
+    presence.shardList = ours;
     const brokers = clients.map(
       (client, i) =>
         new RedisBroker({ redis: client, history: stores[i]!, node, onError: onErrorOf(i) }),
@@ -475,6 +502,7 @@ class ClusterNode implements Cluster, ClusterView {
         onGone: (members) => chat.goneAway(members),
         onDisplaced: (members) => chat.displaced(members),
         onError: (err) => log.debug({ err }, 'heartbeat failed'),
+        onRefused: (reason) => this.refuse(reason),
       },
       { intervalMs: heartbeatMs(timeoutMs) },
     );
@@ -784,6 +812,14 @@ export class ConfabServer {
     for (const name of needRestart) kept[configKey(name)] = old[configKey(name)];
     this.config = Object.freeze(kept) as unknown as Config;
     return { applied, needRestart };
+  }
+
+  /**
+   * Settles, with the reason, when the server must stop on its own: a cluster node whose
+   * heartbeat was refused. Never settles otherwise.
+   */
+  get refused(): Promise<string> {
+    return this.cluster?.refused ?? new Promise<string>(() => {});
   }
 
   /**

@@ -221,18 +221,12 @@ async function serve(args: string[]): Promise<number> {
   let reloading = Promise.resolve();
   let stopping = false;
   const stopped = new Promise<number>((resolve) => {
-    onSignal = (signal) => {
-      if (signal === 'SIGHUP') {
-        if (!stopping) reloading = reloading.then(reload);
-        return;
-      }
-      if (stopping) return;
+    const shutDown = (code: number) => {
       stopping = true;
-      log.info({ signal }, 'shutting down');
       server.stop().then(
         () => {
           log.info({}, 'Bye bye~');
-          resolve(0);
+          resolve(code);
         },
         (err: unknown) => {
           log.error({ err }, 'shutdown failed');
@@ -240,6 +234,21 @@ async function serve(args: string[]): Promise<number> {
         },
       );
     };
+    onSignal = (signal) => {
+      if (signal === 'SIGHUP') {
+        if (!stopping) reloading = reloading.then(reload);
+        return;
+      }
+      if (stopping) return;
+      log.info({ signal }, 'shutting down');
+      shutDown(0);
+    };
+    // A supervisor that starts it again gets the refusal at start, in one line.
+    void server.refused.then((reason) => {
+      if (stopping) return;
+      log.error({}, `shutting down: ${reason}`);
+      shutDown(1);
+    });
   });
   if (reloadRequested) onSignal('SIGHUP');
   if (stopRequested !== undefined) onSignal(stopRequested);

@@ -512,11 +512,14 @@ return {redis.call('HLEN', NICKS), live}
 
 /**
  * ARGV: P, node, epoch candidate, the epoch this node knows ('' before its first heartbeat),
- * how many members the node holds, the timeout ms, the refill ms. {status, epoch, the
- * longest timeout of the nodes registered}: 'ok'; 'expired' (the node had been reaped);
- * 'reset' (the epoch changed: Redis lost our state; the refill starts, unless another
- * node's reset started it). Registers the node in every case. 'ok' is followed by 'held'
- * and the ids of the node's members in Presence when they are not as many as the node holds.
+ * how many members the node holds, the timeout ms, the refill ms, the hash of the shard list
+ * the node agreed on ('' before it has). {status, epoch, the longest timeout of the nodes
+ * registered}: 'ok'; 'expired' (the node had been reaped); 'reset' (the epoch changed: Redis
+ * lost our state; the refill starts, unless another node's reset started it). Registers the
+ * node in every case but {'refused', the stored list's hash}: another list was recorded, by a
+ * node that started while this one was reaped or before it had recorded its own again after
+ * Redis lost it. 'ok' is followed by 'held' and the ids of the node's members in Presence
+ * when they are not as many as the node holds.
  */
 // allow-oom: out of memory (maxmemory, noeviction), Redis refuses a script's first write
 // that may grow memory. A heartbeat writes a few bytes; refused, every node would find itself
@@ -524,6 +527,15 @@ return {redis.call('HLEN', NICKS), live}
 const HEARTBEAT_LUA = `#!lua flags=allow-oom
 ${PRELUDE}
 local node, known, mine = ARGV[2], ARGV[4], tonumber(ARGV[5])
+local list = ARGV[8] or ''
+if list ~= '' then
+  local stored = redis.call('GET', P .. 'shards')
+  if not stored then
+    redis.call('SET', P .. 'shards', list)
+  elseif stored ~= list then
+    return {'refused', stored}
+  end
+end
 local epoch = redis.call('GET', P .. 'epoch')
 if not epoch then
   epoch = ARGV[3]
@@ -840,6 +852,15 @@ export class RedisPresence implements Presence {
    * tries once more, rather than fail a CONNECT until the next heartbeat.
    */
   onUnregistered: (() => Promise<void>) | undefined;
+
+  /**
+   * Set by the node once it agreed on it: the hash of its --redis-shards list (shards.ts's
+   * shardListHash). Each heartbeat records it where Redis holds none (Redis restarted empty),
+   * and is refused where Redis holds another: a node that starts with another list while
+   * this one is reaped, or before it recorded its own again, would otherwise number the
+   * rooms of a shard one of the lists lacks in two places.
+   */
+  shardList: string | undefined;
 
   /** A key under Presence's prefix and hash tag, for what the cluster keeps beside it. */
   keyOf(name: string): string {
@@ -1172,8 +1193,15 @@ export class RedisPresence implements Presence {
         this.local.size,
         this.timeoutMs,
         this.refillMs,
+        this.shardList ?? '',
       ),
     )) as string[];
+    if (reply[0] === 'refused') {
+      return {
+        status: 'refused',
+        reason: `the running nodes of this cluster were given another --redis-shards list (${reply[1]}, this node ${this.shardList})`,
+      };
+    }
     const [status, epoch, longest] = reply as [string, string, string];
     this.epoch = epoch;
     // Never lowered: after Redis restarted empty, nodes not back yet have no timeout there.

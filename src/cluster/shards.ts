@@ -211,6 +211,19 @@ export async function agreeOnShards(
   return reply ?? undefined;
 }
 
+/**
+ * How long (ms) a starting node waits before it may record its shard list at `key`: 0 once a
+ * list is recorded or Redis has run for `ms`, else what is left of `ms`. Redis reports its
+ * uptime in whole seconds, so the wait may be up to a second longer than needed.
+ */
+export async function youngRedis(redis: Redis, key: string, ms: number): Promise<number> {
+  if ((await redis.exists(key)) === 1) return 0;
+  const uptime = /^uptime_in_seconds:(\d+)/m.exec(await redis.info('server'))?.[1];
+  // A Redis that does not say (a proxy in front of it, say) is taken as old.
+  if (uptime === undefined) return 0;
+  return Math.max(0, ms - Number(uptime) * 1000);
+}
+
 /** A history store per Redis instance, as the broker of that instance reads gaps from. */
 export type ShardHistory = HistoryStore & BrokerHistory;
 

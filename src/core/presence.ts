@@ -184,6 +184,12 @@ export type Heartbeat =
    */
   | { readonly status: 'expired' }
   /**
+   * This node may not run in this cluster any more (`reason` says why: another node
+   * recorded a setting all nodes must share, with another value, while this one was reaped
+   * or before it had recorded its own again). It is not registered: stop it.
+   */
+  | { readonly status: 'refused'; readonly reason: string }
+  /**
    * The shared state was lost (Redis restarted without persistence) and this
    * node registered its members again. `lost` are those whose nickname was
    * claimed by someone else meanwhile, or that a resume had taken over
@@ -342,6 +348,8 @@ export interface KeeperHandlers {
   /** After a reset: earlier copies of this node's members, removed; their nodes close them. */
   onDisplaced?(members: readonly MemberRef[]): void;
   onError?(error: unknown): void;
+  /** A heartbeat was refused (Heartbeat 'refused'): the heartbeats have stopped; stop the node. */
+  onRefused?(reason: string): void;
 }
 
 export interface KeeperOptions {
@@ -407,6 +415,11 @@ export class PresenceKeeper {
     const sent = this.now();
     try {
       const beat = await this.presence.heartbeat();
+      if (beat.status === 'refused') {
+        this.stop();
+        this.handlers.onRefused?.(beat.reason);
+        return;
+      }
       const answered = this.now();
       // Reported once per outage: a cut-off noticed here first, then confirmed by `expired`.
       if (beat.status === 'expired') this.expire();

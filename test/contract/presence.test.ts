@@ -986,6 +986,34 @@ describe.skipIf(withoutRedis())('Redis', () => {
       void b;
     });
 
+    it('records the shard list a node agreed on where none is stored, and refuses its heartbeat where another is', async () => {
+      const prefix = newPrefix();
+      const [a, b] = await liveNodes(prefix, ['a', 'b'] as const);
+      const client = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => client.disconnect());
+      const key = a.keyOf('shards');
+      // Before it agreed, a node's heartbeat leaves the record alone.
+      expect((await a.heartbeat()).status).toBe('ok');
+      expect(await client.get(key)).toBeNull();
+      a.shardList = 'list-a';
+      b.shardList = 'list-a';
+      expect((await a.heartbeat()).status).toBe('ok');
+      expect(await client.get(key)).toBe('list-a');
+      expect((await b.heartbeat()).status).toBe('ok');
+      await client.set(key, 'list-c');
+      const refused = await a.heartbeat();
+      expect(refused).toEqual({
+        status: 'refused',
+        reason: expect.stringMatching(/list-c.+list-a/),
+      });
+      // Not registered by it: a node refused is not kept alive by its heartbeats.
+      const before = await client.zscore(a.nodesKey, 'a');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      await a.heartbeat();
+      expect(await client.zscore(a.nodesKey, 'a')).toBe(before);
+      expect(await client.get(key)).toBe('list-c');
+    });
+
     it('moves no heartbeat of a node of an older version past Redis time, nor a dead one’s reap later', async () => {
       const prefix = newPrefix();
       const client = new Redis(redis.url, { protocol: 2 });

@@ -6,7 +6,7 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agreeOnShards, shardOf } from '../../src/cluster/shards.js';
+import { agreeOnShards, shardListHash, shardOf } from '../../src/cluster/shards.js';
 import { roomKey } from '../../src/core/rooms.js';
 import { roomTag } from '../../src/store/redis-history.js';
 import { until } from '../helpers/cluster.js';
@@ -275,6 +275,97 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
     },
     60_000,
   );
+
+  it('after Redis restarts empty, a node started with another list is refused once the running node records its own again', async () => {
+    const own = await startRedis();
+    const shard = await startRedis();
+    let running: SpawnedServer | undefined;
+    try {
+      running = await spawnServer([
+        '--redis',
+        own.url,
+        '--cluster-timeout',
+        '3',
+        '--http-port',
+        'off',
+      ]);
+      await own.restart();
+      // Started at once: before the running node has reconnected and heartbeaten.
+      const { code, stderr } = await failedStart([
+        '--redis',
+        own.url,
+        '--redis-shards',
+        shard.url,
+        '--cluster-timeout',
+        '3',
+      ]);
+      expect(stderr).toMatch(
+        /^confab: --redis-shards differs from the list the running nodes.+\n$/,
+      );
+      expect(code).toBe(1);
+      expect(running.child.exitCode).toBeNull();
+      // The running node's list is the one recorded, so it keeps running with it.
+      const redis = new Redis(own.url, { protocol: 2, maxRetriesPerRequest: 1 });
+      try {
+        expect(await redis.get(SHARDS)).toBe(shardListHash([]));
+      } finally {
+        redis.disconnect();
+      }
+    } finally {
+      await running?.stop();
+      await own.stop();
+      await shard.stop();
+    }
+  }, 60_000);
+
+  it('a node paused past its timeout while the cluster took another list stops when it comes back', async () => {
+    const own = await startRedis();
+    const shard = await startRedis();
+    const started: SpawnedServer[] = [];
+    try {
+      const paused = await spawnServer([
+        '--redis',
+        own.url,
+        '--cluster-timeout',
+        '2',
+        '--http-port',
+        'off',
+      ]);
+      started.push(paused);
+      const client = await RawClient.open(paused.port);
+      clients.push(client);
+      client.sendPy({ cmd: '0', nickname: 'sleeper' });
+      await client.expect('03', 10_000);
+      paused.child.kill('SIGSTOP');
+      try {
+        // Waits for the paused node's timeout, then records its own list.
+        started.push(
+          await spawnServer([
+            '--redis',
+            own.url,
+            '--redis-shards',
+            shard.url,
+            '--cluster-timeout',
+            '2',
+            '--http-port',
+            'off',
+          ]),
+        );
+      } finally {
+        paused.child.kill('SIGCONT');
+      }
+      await until('the paused node to exit', () => paused.child.exitCode !== null, 15_000);
+      expect(paused.child.exitCode).toBe(1);
+      expect(paused.output()).toMatch(
+        /shutting down: the running nodes of this cluster were given another --redis-shards list/,
+      );
+      expect(started[1]!.child.exitCode).toBeNull();
+    } finally {
+      for (const s of started) await s.stop();
+      await own.stop();
+      await shard.stop();
+    }
+  }, 60_000);
 
   it('a node waiting for the agreement stops at once on SIGTERM, leaving the stored list', async () => {
     const shard = await startRedis();
