@@ -498,6 +498,26 @@ end
 return out
 `;
 
+/**
+ * ARGV: P, the ban's key, its row after the sequence number ('mask, by, reason, expires]' as
+ * JSON), then key, row of each ban the node found expired or unreadable. Writes the ban
+ * with the next sequence number and removes those rows that are still as the node read
+ * them: one written again meanwhile (another node's BAN of the same mask) stays.
+ */
+const BAN_LUA = `
+local P, key = ARGV[1], ARGV[2]
+local bans = P .. 'bans'
+for i = 4, #ARGV, 2 do
+  if ARGV[i] ~= key and redis.call('HGET', bans, ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', bans, ARGV[i])
+  end
+end
+-- Shares the join counter: only its order matters.
+local seq = redis.call('INCR', P .. 'seq')
+redis.call('HSET', bans, key, '[' .. seq .. ',' .. ARGV[3])
+return 1
+`;
+
 /** ARGV: P, timeout ms. {members, nodes heard from within their own timeouts}. */
 const CENSUS_LUA = `${PRELUDE}
 local clock = forgive_silence(ARGV[2], false)
@@ -678,6 +698,7 @@ interface Scripts {
   confabPresenceGrant: Run;
   confabPresenceTakeOver: Run;
   confabPresenceCensus: Run;
+  confabPresenceBan: Run;
   confabPresenceHeartbeat: Run;
   confabPresenceReregister: Run;
   confabPresenceReap: Run;
@@ -697,6 +718,7 @@ const SCRIPTS: Record<keyof Scripts, string> = {
   confabPresenceGrant: GRANT_LUA,
   confabPresenceTakeOver: TAKE_OVER_LUA,
   confabPresenceCensus: CENSUS_LUA,
+  confabPresenceBan: BAN_LUA,
   confabPresenceHeartbeat: HEARTBEAT_LUA,
   confabPresenceReregister: REREGISTER_LUA,
   confabPresenceReap: REAP_LUA,
@@ -1159,19 +1181,15 @@ export class RedisPresence implements Presence {
   }
 
   async ban(key: string, ban: Ban, now: number): Promise<void> {
-    const bans = `${this.prefix}bans`;
     const expired: string[] = [];
-    for (const [k, row] of Object.entries(await this.redis.hgetall(bans))) {
+    for (const [k, row] of Object.entries(await this.redis.hgetall(`${this.prefix}bans`))) {
       const old = parseBan(row);
-      if (old === undefined || (old[1].expires !== null && old[1].expires <= now)) expired.push(k);
+      if (old === undefined || (old[1].expires !== null && old[1].expires <= now)) {
+        expired.push(k, row);
+      }
     }
-    // Shares the join counter: only its order matters.
-    const seq = await this.redis.incr(`${this.prefix}seq`);
-    const row = JSON.stringify([seq, ban.mask, ban.by, ban.reason, ban.expires]);
-    const write = this.redis.multi();
-    if (expired.length > 0) write.hdel(bans, ...expired);
-    write.hset(bans, key, row);
-    await write.exec();
+    const tail = JSON.stringify([ban.mask, ban.by, ban.reason, ban.expires]).slice(1);
+    await this.scripts.confabPresenceBan(this.nodesKey, this.prefix, key, tail, ...expired);
   }
 
   async unban(key: string): Promise<boolean> {

@@ -986,6 +986,29 @@ describe.skipIf(withoutRedis())('Redis', () => {
       void b;
     });
 
+    it('keeps a ban written again while another node dropped its expired row', async () => {
+      const prefix = newPrefix();
+      // One connection: the nodes' commands reach Redis in the order they are sent, so both
+      // read the bans (mallory's expired) before either writes.
+      const shared = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => shared.disconnect());
+      const [a, b] = ['a', 'b'].map(
+        (name) => new RedisPresence({ redis: shared, prefix, node: name, timeoutMs: TIMEOUT_MS }),
+      ) as [RedisPresence, RedisPresence];
+      const ban = (mask: string, expires: number | null) => ({
+        mask,
+        by: 'op',
+        reason: 'r',
+        expires,
+      });
+      await a.ban('n:mallory', ban('mallory', 2_000), 1_000);
+      await Promise.all([
+        b.ban('n:mallory', ban('mallory', null), 3_000),
+        a.ban('n:eve', ban('eve', null), 3_000),
+      ]);
+      expect((await b.bans()).map((x) => x.mask).sort()).toEqual(['eve', 'mallory']);
+    });
+
     it('records the shard list a node agreed on where none is stored, and refuses its heartbeat where another is', async () => {
       const prefix = newPrefix();
       const [a, b] = await liveNodes(prefix, ['a', 'b'] as const);
