@@ -476,17 +476,22 @@ export class RedisBroker implements Broker {
     });
   }
 
-  notify(node: string | undefined, notice: NodeNotice): void {
-    if (this.closed) return;
+  notify(node: string | undefined, notice: NodeNotice): Promise<boolean | undefined> {
+    if (this.closed) return Promise.resolve(undefined);
     if (node === this.node) {
       this.handNotice(notice);
-      return;
+      return Promise.resolve(true);
     }
     const envelope: Envelope = { o: this.node, e: notice };
     const channel = node === undefined ? this.everyChannel : nodeChannel(this.prefix, node);
-    this.pub
-      .publish(channel, JSON.stringify(envelope))
-      .catch((error: unknown) => this.onError(asError(error)));
+    // As for a whisper: no receiver means that node's subscriber connection is gone.
+    return this.pub.publish(channel, JSON.stringify(envelope)).then(
+      (receivers) => node === undefined || receivers > 0,
+      (error: unknown) => {
+        this.onError(asError(error));
+        return undefined;
+      },
+    );
   }
 
   subscribe(room: RoomRef): Promise<void> {

@@ -310,8 +310,8 @@ export class ShardedBroker implements Broker {
     return this.brokers[0]!.whisper(node, event);
   }
 
-  notify(node: string | undefined, notice: NodeNotice): void {
-    this.brokers[0]!.notify(node, notice);
+  notify(node: string | undefined, notice: NodeNotice): Promise<boolean | undefined> {
+    return this.brokers[0]!.notify(node, notice);
   }
 
   subscribe(room: RoomRef): Promise<void> {

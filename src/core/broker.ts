@@ -179,9 +179,12 @@ export interface Broker {
   whisper(node: string, event: WhisperEvent): Promise<boolean>;
   /**
    * A notice to `node` (this node included: handed over at once), or with
-   * `undefined` to every other node. At most once, like whispers.
+   * `undefined` to every other node. At most once, like whispers. Resolves, never
+   * rejecting, as a whisper's answer does: `true` when a node listening took it (every one
+   * to `undefined`), `false` when no node listens on that address, `undefined` when that is
+   * not known (the connection dropped first; the error went to the broker's handler).
    */
-  notify(node: string | undefined, notice: NodeNotice): void;
+  notify(node: string | undefined, notice: NodeNotice): Promise<boolean | undefined>;
   /** Resolves once events of the room reach this node; calling it again renames only. */
   subscribe(room: RoomRef): Promise<void>;
   /** Resolves once the room's events no longer reach this node. */

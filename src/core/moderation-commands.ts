@@ -170,19 +170,26 @@ export const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
       hops: 0,
       asker: { node: cluster.presence.node, member: session.presenceId, nickname: req.nickname },
     });
+    // A call, not a property read: the session may close while the notice is sent.
+    const closed = () => session.state === 'closed';
     if (target !== undefined) {
-      cluster.broker.notify(cluster.presence.node, notice(target.presenceId, target.nickname));
+      void cluster.broker.notify(cluster.presence.node, notice(target.presenceId, target.nickname));
       return;
     }
     ctx.run(
       session,
-      cluster.presence.find(req.nickname).then((member) => {
-        if (session.state === 'closed') return;
+      cluster.presence.find(req.nickname).then(async (member) => {
+        if (closed()) return;
         if (member === undefined) {
           refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(req.nickname), req.cmd);
           return;
         }
-        cluster.broker.notify(member.node, notice(member.id, member.nickname));
+        const heard = await cluster.broker.notify(member.node, notice(member.id, member.nickname));
+        // Nothing else would answer it: the member's node is gone (its members leave once
+        // the others reap it) or was not listening for a moment.
+        if (heard !== true && !closed()) {
+          refuse(session, ErrorCode.TRY_AGAIN, unheardKick(req.nickname), req.cmd);
+        }
       }),
     );
     return;
@@ -201,6 +208,10 @@ export const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
  */
 export function kickMissed(session: Session, nickname: string): void {
   refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(nickname), Cmd.KICK);
+}
+
+function unheardKick(nickname: string): string {
+  return `the server "${clip(nickname)}" is on did not answer; nothing was done: try again in a few seconds`;
 }
 
 function noSuchUser(nickname: string): string {

@@ -128,8 +128,9 @@ export const ErrorCode = {
   /** BAN of a new mask while the ban list holds MAX_BANS bans in force. */
   TOO_MANY_BANS: 1021,
   /**
-   * The cluster lost this member's registration for a moment (Redis restarted empty) and the
-   * node has not registered it again yet: nothing was done; ask again in a few seconds.
+   * Nothing was done; ask again in a few seconds. The cluster lost this member's
+   * registration for a moment (Redis restarted empty) and the node has not registered it
+   * again yet, or a KICK's target is on a node that did not hear it.
    */
   TRY_AGAIN: 1022,
 

@@ -88,15 +88,17 @@ export class MemoryBroker implements Broker {
     return Promise.resolve(to !== undefined);
   }
 
-  notify(node: string | undefined, notice: NodeNotice): void {
-    if (this.closed) return;
+  notify(node: string | undefined, notice: NodeNotice): Promise<boolean | undefined> {
+    if (this.closed) return Promise.resolve(undefined);
     if (node !== undefined) {
-      this.hub.nodes.get(node)?.handler?.notice?.(notice);
-      return;
+      const to = this.hub.nodes.get(node);
+      to?.handler?.notice?.(notice);
+      return Promise.resolve(to !== undefined);
     }
     for (const other of [...this.hub.nodes.values()]) {
       if (other !== this) other.handler?.notice?.(notice);
     }
+    return Promise.resolve(true);
   }
 
   subscribe(room: RoomRef): Promise<void> {

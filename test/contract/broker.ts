@@ -361,10 +361,12 @@ export function brokerContract(target: BrokerTarget): void {
         ban: { mask: 'eve', by: 'op', reason: '', expires: null },
         seconds: undefined,
       };
-      a.broker.notify(a.broker.node, { type: 'unbanned', mask: 'self' });
+      await expect(
+        a.broker.notify(a.broker.node, { type: 'unbanned', mask: 'self' }),
+      ).resolves.toBe(true);
       expect(a.got.notices).toEqual([{ type: 'unbanned', mask: 'self' }]);
-      a.broker.notify(b.broker.node, remove);
-      a.broker.notify(undefined, banned);
+      await expect(a.broker.notify(b.broker.node, remove)).resolves.toBe(true);
+      await expect(a.broker.notify(undefined, banned)).resolves.toBe(true);
       await eventually(() => expect(other.got.notices).toHaveLength(1));
       await eventually(() => expect(b.got.notices).toHaveLength(2));
       // Over Redis an undefined field is left out: compare as JSON.
@@ -373,6 +375,20 @@ export function brokerContract(target: BrokerTarget): void {
       expect(json(other.got.notices)).toEqual(json([banned]));
       expect(a.got.notices).toHaveLength(1);
       expect([a, b, other].flatMap((n) => [...n.got.events, ...n.got.whispers])).toEqual([]);
+    });
+
+    it('says a notice was taken by nobody when no node has the address it names', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const notice: NodeNotice = { type: 'unbanned', mask: 'zed' };
+      await expect(a.broker.notify('no-such-node', notice)).resolves.toBe(false);
+      const gone = b.broker.node;
+      await b.broker.close();
+      await expect(a.broker.notify(gone, notice)).resolves.toBe(false);
+      expect(b.got.notices).toEqual([]);
+      // A closed broker sends nothing, and says it does not know: it never rejects.
+      await a.broker.close();
+      await expect(a.broker.notify(gone, notice)).resolves.toBeUndefined();
     });
 
     it('lets a handler unsubscribe while it is being handed an event', async () => {

@@ -39,7 +39,7 @@ export function quietBroker(): { broker: Broker; handler: () => BrokerHandler } 
       handler?.whisper(event);
       return Promise.resolve(true);
     },
-    notify: () => {},
+    notify: () => Promise.resolve(true),
     subscribe: () => Promise.resolve(),
     unsubscribe: () => Promise.resolve(),
     close: () => Promise.resolve(),

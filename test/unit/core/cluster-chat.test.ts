@@ -726,7 +726,7 @@ describe('a chat of several nodes', () => {
       // It resumes on node a, and the notice that would close its old connection on node b
       // is lost on the way (pub/sub delivers at most once): that connection goes on a while.
       const notify = brokers[0]!.notify;
-      brokers[0]!.notify = () => {};
+      brokers[0]!.notify = () => Promise.resolve(true);
       const back = connectWith(a, { cmd: '0', nickname: 'sam', caps, resume: token });
       await settle();
       brokers[0]!.notify = notify;
