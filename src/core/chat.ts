@@ -13,6 +13,7 @@ import { chatTarget, commandFor, permitted } from './commands.js';
 import { type ChatEvent, Delivery } from './events.js';
 import type { HistoryStore, MessageDraft } from './history.js';
 import { Identities } from './identities.js';
+import { LogLimiter } from './log-limit.js';
 import type { Operator } from './moderation.js';
 import { lookupKey, nicknameKey } from './nickname.js';
 import { OwnChats } from './own-chats.js';
@@ -178,6 +179,23 @@ function answerOnly(result: ParseResult): boolean {
  */
 const ROOM_RATE_SHARE = 20;
 
+/**
+ * A CONNECT costs this many requests' worth of time, per address, after a burst of
+ * --rate-burst: two a second at the defaults. A CONNECT is the dearest request there is
+ * (a join told to the lobby, a resume replaying up to 20 rooms from the store), and one
+ * client that connects, resumes or exits in a loop made every lobby member read 7 MB/s, or
+ * kept the server busy with replays nobody read.
+ */
+const CONNECT_RATE_SHARE = 10;
+/**
+ * CONNECTs an address has at once, at least, whatever --rate-burst says: a page and a
+ * terminal that reconnect after a cut, with a few others behind the same NAT.
+ */
+const CONNECT_MIN_BURST = 10;
+
+/** Of each kind of refusal at accept or CONNECT, one line per this long (LogLimiter). */
+const REFUSAL_LOG_MS = 10_000;
+
 /** Addresses whose connections' spent flood allowance is remembered (SpentAllowances). */
 const SPENT_ADDRESSES = 10_000;
 /**
@@ -224,6 +242,10 @@ export class Chat implements ChatContext, SessionHost {
   private readonly spent = new SpentAllowances(SPENT_ADDRESSES);
   /** New rooms per address (roomMade). */
   private readonly roomBuckets = new AddressBuckets(ADDRESS_BUCKETS);
+  /** CONNECTs per address (connectAllowed). */
+  private readonly connectBuckets = new AddressBuckets(ADDRESS_BUCKETS);
+  /** Lines of refusals each connection can cause: a few per REFUSAL_LOG_MS whatever comes. */
+  private readonly refusalLog: LogLimiter;
   private readonly operServer: TokenBucket;
   private readonly sessions = new Set<Session>();
   /** Who holds each resume token and lasting identity, and on a cluster each origin. */
@@ -265,11 +287,15 @@ export class Chat implements ChatContext, SessionHost {
       options.maxConnections ?? Number.POSITIVE_INFINITY,
       options.maxConnectionsPerIp ?? 0,
       (ip, fromIp, total) => {
-        this.log.warn({ ip, fromIp, total }, 'connection limit reached');
+        const fields = this.refusalLog.pass('connection-limit');
+        if (fields !== undefined) {
+          this.log.warn({ ip, fromIp, total, ...fields }, 'connection limit reached');
+        }
         this.count('too-many-connections');
       },
     );
     this.clock = options.clock ?? Date.now;
+    this.refusalLog = new LogLimiter(REFUSAL_LOG_MS, this.clock);
     this.node =
       cluster === undefined
         ? undefined
@@ -294,7 +320,13 @@ export class Chat implements ChatContext, SessionHost {
     this.admission.banned = (ip) => {
       const ban = this.bans.bansAddress(ip, this.clock());
       if (ban === undefined) return false;
-      this.log.info({ ip, mask: ban.mask }, 'connection from a banned address refused');
+      const fields = this.refusalLog.pass('banned-address');
+      if (fields !== undefined) {
+        this.log.info(
+          { ip, mask: ban.mask, ...fields },
+          'connection from a banned address refused',
+        );
+      }
       this.count('banned-address');
       return true;
     };
@@ -405,6 +437,16 @@ export class Chat implements ChatContext, SessionHost {
     const rate = this.rateLimit / ROOM_RATE_SHARE;
     const address = addressGroup(session.address.ip);
     return this.roomBuckets.of(address, rate, this.rateBurst, now).take(now);
+  }
+
+  /** A CONNECT from `session`'s address, within its budget (CONNECT_RATE_SHARE). */
+  private connectAllowed(session: Session): boolean {
+    if (this.rateLimit <= 0) return true;
+    const now = this.clock();
+    const rate = this.rateLimit / CONNECT_RATE_SHARE;
+    const burst = Math.max(this.rateBurst, CONNECT_MIN_BURST);
+    const address = addressGroup(session.address.ip);
+    return this.connectBuckets.of(address, rate, burst, now).take(now);
   }
 
   operAttempt(ip: string): 'ok' | 'address' | 'server' {
@@ -533,6 +575,28 @@ export class Chat implements ChatContext, SessionHost {
     // all pass. A session starts with what its address's connections left
     // (SpentAllowances), so reconnecting buys no fresh burst; a resume takes its session's
     // (takeBack).
+    if (
+      session.state === 'greeting' &&
+      result.ok &&
+      result.request.cmd === Cmd.CONNECT &&
+      !this.connectAllowed(session)
+    ) {
+      // As a connection over --max-conns-per-ip is refused: "02", which clients retry later.
+      session.reply({
+        type: 'connect-refused',
+        reason: 'room-full',
+        detail: 'too many connections from your address; try again in a few seconds',
+      });
+      const fields = this.refusalLog.pass('connect-rate');
+      if (fields !== undefined) {
+        this.log.warn(
+          { ip: session.address.ip, ...fields },
+          'CONNECT over its address budget refused',
+        );
+      }
+      this.disconnect(session, 'too-many-connections');
+      return;
+    }
     if (
       session.bucket !== undefined &&
       (session.state === 'joined' || session.pending > 0) &&

@@ -4,6 +4,7 @@ import type net from 'node:net';
 import path from 'node:path';
 import { WebSocketServer } from 'ws';
 import type { Chat } from '../core/chat.js';
+import { LogLimiter } from '../core/log-limit.js';
 import type { Logger, PeerAddress } from '../core/ports.js';
 import { clip } from '../protocol/text.js';
 import { Backlogs } from './backlogs.js';
@@ -113,6 +114,8 @@ export class HttpListener {
   private scrape:
     | { until: number; result: Promise<{ contentType: string; body: string }> }
     | undefined;
+  /** One line per 10 s of refused upgrades: each is a connection anyone can open. */
+  private readonly refusalLog = new LogLimiter(10_000);
 
   constructor(
     private readonly chat: Chat,
@@ -280,10 +283,13 @@ export class HttpListener {
       // The header is the client's (up to Node's 16 KiB header limit): clipped like every
       // client string in the log, so a refused upgrade makes one short line.
       const origin = req.headers.origin;
-      this.log.warn(
-        { origin: origin === undefined ? undefined : clip(origin) },
-        'websocket from a foreign origin refused',
-      );
+      const fields = this.refusalLog.pass('foreign-origin');
+      if (fields !== undefined) {
+        this.log.warn(
+          { origin: origin === undefined ? undefined : clip(origin), ...fields },
+          'websocket from a foreign origin refused',
+        );
+      }
       refuse(403, 'Forbidden');
       return;
     }

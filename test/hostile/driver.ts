@@ -17,6 +17,7 @@ import {
   batchAt,
   concat,
   describeAttack,
+  HONEST_ADDRESS,
   nestingDepth,
 } from './inputs.js';
 
@@ -233,7 +234,7 @@ class WsClient {
     });
   }
 
-  static open(port: number, localAddress = '127.0.0.1'): Promise<WsClient> {
+  static open(port: number, localAddress = HONEST_ADDRESS): Promise<WsClient> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { localAddress });
       const client = new WsClient(ws);
@@ -316,7 +317,7 @@ function wsMember(label: string, client: WsClient): Member {
   };
 }
 
-function openTcp(port: number, localAddress = '127.0.0.1'): Promise<RawClient> {
+function openTcp(port: number, localAddress = HONEST_ADDRESS): Promise<RawClient> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ port, host: '127.0.0.1', localAddress, noDelay: true });
     socket.once('connect', () => {
@@ -327,7 +328,7 @@ function openTcp(port: number, localAddress = '127.0.0.1'): Promise<RawClient> {
   });
 }
 
-function openTls(port: number, localAddress = '127.0.0.1'): Promise<RawClient> {
+function openTls(port: number, localAddress = HONEST_ADDRESS): Promise<RawClient> {
   return new Promise((resolve, reject) => {
     const raw = net.connect({ port, host: '127.0.0.1', localAddress });
     raw.on('error', reject);

@@ -834,11 +834,19 @@ const swarmArb = fc.oneof(
   { weight: 1, arbitrary: fc.integer({ min: 2, max: 40 }) },
 );
 
+/**
+ * Where the well-behaved side (sender, bystanders, probes) connects from: no attack does.
+ * Limits per address (connections, CONNECTs, flood allowance) are shared by everyone behind
+ * one, so an attacker there may rightly crowd them out; attackers elsewhere may not.
+ */
+export const HONEST_ADDRESS = '127.0.0.2';
+
 const fromArb = fc.oneof(
   fc.constant('127.0.0.1'),
   fc
     .tuple(fc.nat(255), fc.nat(255), fc.integer({ min: 1, max: 254 }))
-    .map(([a, b, c]) => `127.${a}.${b}.${c}`),
+    .map(([a, b, c]) => `127.${a}.${b}.${c}`)
+    .filter((address) => address !== HONEST_ADDRESS),
 );
 
 const protocolAttackArb: fc.Arbitrary<Attack> = fc.record({

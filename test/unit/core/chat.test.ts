@@ -260,6 +260,75 @@ describe('flood control', () => {
     expect(bob.take()).toEqual([{ cmd: '30', nickname: 'ann', userCount: 1 }]);
   });
 
+  it('lets an address CONNECT a burst of --rate-burst times (10 at least), then once every ten requests’ worth: "02" past it', () => {
+    let now = 0;
+    chat = new Chat({ rateLimit: 20, rateBurst: 12, clock: () => now });
+    const watcher = joinChat(chat, 'watcher', ['errors'], '192.0.2.7');
+    // Joins, failed CONNECTs and resumes alike: each is a CONNECT.
+    expect(connect('watcher').take()).toEqual([{ cmd: '01' }]);
+    for (let i = 0; i < 11; i++) {
+      const peer = connect(`p${i}`);
+      expect(peer.take()[0], `p${i}`).toMatchObject({ cmd: '03' });
+      send(peer, { cmd: '3' });
+    }
+    watcher.take();
+    const refused = connect('cat');
+    expect(refused.take()).toEqual([{ cmd: '02' }]);
+    expect(refused.closedWith).toBe('too-many-connections');
+    // Nobody heard of it.
+    expect(watcher.take()).toEqual([]);
+    now += 500; // one CONNECT's worth at 20 / 10 a second
+    expect(connect('cat').take()[0]).toMatchObject({ cmd: '03' });
+    expect(connect('dan').take()).toEqual([{ cmd: '02' }]);
+    // Another address has a budget of its own.
+    expect(joinChat(chat, 'eve', undefined, '192.0.2.8').take()[0]).toMatchObject({ cmd: '03' });
+    // A smaller --rate-burst still leaves ten.
+    chat = new Chat({ rateLimit: 20, rateBurst: 2, clock: () => now });
+    for (let i = 0; i < 10; i++) expect(connect(`q${i}`).take()[0]).toMatchObject({ cmd: '03' });
+    expect(connect('q10').take()).toEqual([{ cmd: '02' }]);
+  });
+
+  it('logs refused CONNECTs and connections over the caps once per ten seconds, with how many it held back', () => {
+    let now = 0;
+    const lines: { message: string; fields: object }[] = [];
+    const record = (fields: object, message: string) => lines.push({ message, fields });
+    const logger = { debug() {}, info: record, warn: record, error: record };
+    chat = new Chat({
+      rateLimit: 20,
+      rateBurst: 1,
+      maxConnectionsPerIp: 1,
+      clock: () => now,
+      logger,
+    });
+    connect('ann');
+    for (let i = 0; i < 50; i++) connect(`p${i}`);
+    for (let i = 0; i < 50; i++) chat.admission.tryOpen('192.0.2.1');
+    const counted = () => {
+      const by = new Map<string, object[]>();
+      for (const { message, fields } of lines)
+        by.set(message, [...(by.get(message) ?? []), fields]);
+      return by;
+    };
+    expect(counted().get('CONNECT over its address budget refused')).toHaveLength(1);
+    expect(counted().get('connection limit reached')).toHaveLength(1);
+    now += 10_000;
+    for (let i = 0; i < 10; i++) connect(`late${i}`);
+    connect('later');
+    expect(counted().get('CONNECT over its address budget refused')).toHaveLength(2);
+    expect(counted().get('CONNECT over its address budget refused')?.at(-1)).toMatchObject({
+      held: 40,
+    });
+  });
+
+  it('does not count CONNECTs with flood control off', () => {
+    chat = new Chat({ rateLimit: 0, rateBurst: 3 });
+    for (let i = 0; i < 50; i++) {
+      const peer = connect(`p${i}`);
+      expect(peer.take()[0], `p${i}`).toMatchObject({ cmd: '03' });
+      send(peer, { cmd: '3' });
+    }
+  });
+
   it('gives a reconnection what its address left, not a fresh burst, and tells it in "03"', () => {
     let now = 0;
     chat = new Chat({ rateLimit: 2, rateBurst: 4, clock: () => now });
@@ -309,6 +378,7 @@ describe('flood control', () => {
       expect(welcome.cmd).toBe('03');
       expect(welcome.limits, `quiet${i}`).not.toHaveProperty('tokens');
       send(peer, { cmd: '3' });
+      now += 5000; // within the address's CONNECTs (one every 5 s at 2 / 10 a second)
     }
     const loud = connect('loud', ['errors']);
     for (let i = 0; i < 3; i++) send(loud, { cmd: '7', msg: `m${i}` });
