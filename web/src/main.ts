@@ -96,6 +96,9 @@ function makeView(name: string, list?: HTMLOListElement): RoomView {
   ol.dataset.room = name;
   ol.setAttribute('aria-live', 'polite');
   ol.setAttribute('aria-relevant', 'additions');
+  // Focusable, so arrow keys, PageUp and Home scroll it for readers without a mouse.
+  ol.tabIndex = 0;
+  ol.setAttribute('aria-label', `Messages in #${name}`);
   if (list === undefined) {
     ol.hidden = true;
     lobbyList.parentElement!.insertBefore(ol, composer);
@@ -150,6 +153,10 @@ function makeView(name: string, list?: HTMLOListElement): RoomView {
       view.scrollTop = ol.scrollTop;
     }
     if (ol.scrollTop < NEAR_TOP_PX) loadOlder(view);
+  });
+  // Already at the top, a key that scrolls up moves nothing and fires no scroll event.
+  ol.addEventListener('keydown', (event) => {
+    if (SCROLL_UP_KEYS.has(event.key)) loadOlder(view);
   });
   views.set(name, view);
   return view;
@@ -1155,6 +1162,32 @@ composer.addEventListener('submit', (event) => {
   input.value = '';
   void submit(text);
 });
+
+/** Keys that scroll a focused log up; at its top they load older history, as scrolling does. */
+const SCROLL_UP_KEYS = new Set(['ArrowUp', 'PageUp', 'Home']);
+
+/**
+ * PageUp and PageDown in the composer scroll the log, and Ctrl+Home and Ctrl+End go to its
+ * ends (a one-line input loses nothing: Home and End still move the caret), so a reader on
+ * the keyboard reads back without leaving what they are typing.
+ */
+function scrollFromComposer(event: KeyboardEvent): void {
+  const list = selected.list;
+  // A line of the old page stays in view, as the browser's own PageUp keeps one.
+  const page = Math.max(list.clientHeight - 40, 40);
+  let top: number;
+  if (event.key === 'PageUp' && !event.ctrlKey) top = list.scrollTop - page;
+  else if (event.key === 'PageDown' && !event.ctrlKey) top = list.scrollTop + page;
+  else if (event.key === 'Home' && event.ctrlKey) top = 0;
+  else if (event.key === 'End' && event.ctrlKey) top = list.scrollHeight;
+  else return;
+  event.preventDefault();
+  list.scrollTop = top;
+  // Already at the top nothing scrolled, so no scroll event asks for older lines.
+  if (top <= 0) loadOlder(selected);
+}
+
+input.addEventListener('keydown', scrollFromComposer);
 
 // A pasted page goes out a message per line, in order, as from the terminal client (the
 // input holds one line, and joined the lines with spaces); what follows the last line break

@@ -1,0 +1,101 @@
+// The web client for keyboard and screen-reader users, and what it says when things go wrong
+// (a refused chat, a nickname lost while away, a long outage), in Chromium against a real
+// server.
+import type { Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
+import { useWebServer } from '../helpers/browser.js';
+import { join } from '../helpers/raw-client.js';
+import { startConfab } from '../helpers/servers.js';
+import { joinAs } from '../helpers/web-page.js';
+
+const web = useWebServer();
+
+// The browser globals the functions passed to page.evaluate use: the test
+// project compiles for Node, without the DOM library.
+interface PageElement {
+  id: string;
+  textContent: string | null;
+  scrollTop: number;
+  scrollHeight: number;
+  clientHeight: number;
+}
+declare const document: {
+  activeElement: PageElement | null;
+  querySelector(selector: string): PageElement | null;
+  querySelectorAll(selector: string): Iterable<PageElement> & { length: number };
+};
+
+/** Per page: uncaught errors and CSP violations, which fail the test when it closes. */
+async function openPage(port: number, before?: (page: Page) => Promise<void>): Promise<Page> {
+  const page = await web.browser.newPage({ viewport: { width: 1100, height: 700 } });
+  const problems: string[] = [];
+  page.on('console', (m) => {
+    if (m.text().includes('Content Security Policy')) problems.push(m.text());
+  });
+  page.on('pageerror', (e) => problems.push(String(e)));
+  page.on('close', () => expect(problems).toEqual([]));
+  await before?.(page);
+  await page.goto(`http://127.0.0.1:${port}/`);
+  return page;
+}
+
+const seeLine = (page: Page, text: string | RegExp) =>
+  page.locator('#messages li', { hasText: text }).last().waitFor({ state: 'attached' });
+
+/** The texts of the log's chat lines, in the order shown. */
+const chatTexts = (page: Page) =>
+  page.evaluate(() =>
+    [...document.querySelectorAll('#messages li.msg')].map((li) => li.textContent),
+  );
+
+const focused = (page: Page) => page.evaluate(() => document.activeElement?.id ?? '');
+
+describe('web client from the keyboard', () => {
+  it('scrolls the log with PageUp/PageDown from the composer and loads older history at the top, as in the focusable log', async () => {
+    const server = await startConfab({ 'http-port': '0', history: 'memory', 'rate-limit': '0' });
+    const page = await openPage(server.httpAddress!.port);
+    const talker = await join(server.address.port, 'talker');
+    try {
+      const N = 130;
+      for (let i = 0; i < N; i++) talker.sendPy({ cmd: '7', msg: `old ${i}` });
+      talker.sendPy({ cmd: '1' });
+      await talker.expect('10');
+      await joinAs(page, 'keys');
+      await seeLine(page, 'old 129');
+      // The newest 50 follow the lobby's "101".
+      expect(await page.locator('#messages li.msg').count()).toBe(50);
+      expect(await focused(page)).toBe('input');
+
+      const scrollTop = () => page.$eval('#messages', (el) => el.scrollTop);
+      const bottom = await scrollTop();
+      await page.press('#input', 'PageUp');
+      expect(await scrollTop()).toBeLessThan(bottom);
+      // PageUp until the top: the next older page loads as if scrolled there.
+      for (let i = 0; i < 40 && (await page.locator('#messages li.msg').count()) < 100; i++) {
+        await page.press('#input', 'PageUp');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await seeLine(page, /talker\s*old 30$/);
+      expect(await focused(page)).toBe('input');
+      const up = await scrollTop();
+      await page.press('#input', 'PageDown');
+      expect(await scrollTop()).toBeGreaterThan(up);
+      await page.press('#input', 'Control+End');
+      expect(await scrollTop()).toBeGreaterThan(bottom);
+
+      // The log itself takes the focus, is named, and scrolls with the keys of any scroller;
+      // Home at its top loads the rest.
+      expect(await page.getAttribute('#messages', 'tabindex')).toBe('0');
+      expect(await page.getAttribute('#messages', 'aria-label')).toBe('Messages in #lobby');
+      await page.press('#input', 'Shift+Tab');
+      expect(await focused(page)).toBe('messages');
+      await page.keyboard.press('Home');
+      await seeLine(page, /talker\s*old 0$/);
+      expect((await chatTexts(page)).length).toBe(N);
+    } finally {
+      talker.close();
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+});
