@@ -18,6 +18,8 @@ interface PageElement {
   scrollTop: number;
   scrollHeight: number;
   clientHeight: number;
+  inert: boolean;
+  closest(selector: string): PageElement | null;
 }
 declare const document: {
   activeElement: PageElement | null;
@@ -98,4 +100,31 @@ describe('web client from the keyboard', () => {
       await server.stop();
     }
   }, 60_000);
+
+  it('focuses the nickname on the join card and keeps Tab inside it until joined', async () => {
+    const page = await openPage(web.server.httpAddress!.port);
+    try {
+      expect(await focused(page)).toBe('nickname');
+      const behind = () =>
+        page.evaluate(() => [
+          document.querySelector('header')!.inert,
+          document.querySelector('main')!.inert,
+        ]);
+      expect(await behind()).toEqual([true, true]);
+      // Neither way round does Tab reach a control behind the card.
+      for (const key of ['Tab', 'Shift+Tab', 'Tab', 'Tab']) {
+        await page.keyboard.press(key);
+        const outside = await page.evaluate(() => {
+          const el = document.activeElement;
+          return el !== null && el.closest('header, main') !== null;
+        });
+        expect(outside, key).toBe(false);
+      }
+      await joinAs(page, 'tabber');
+      expect(await behind()).toEqual([false, false]);
+      expect(await focused(page)).toBe('input');
+    } finally {
+      await page.close();
+    }
+  }, 30_000);
 });

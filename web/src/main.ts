@@ -597,7 +597,7 @@ const connection = new Connection(wsUrl, {
     }
   },
   async joined({ nickname, userCount, rejoined, resumed }) {
-    joinBackdrop.hidden = true;
+    setJoinOpen(false);
     if (!rejoined) {
       // A new session (the user joined again after leaving): the rooms of the old one are gone.
       for (const view of [...views.values()])
@@ -1255,8 +1255,19 @@ membersToggle.addEventListener('click', () => {
   membersToggle.setAttribute('aria-expanded', String(open));
 });
 
+/** What is behind the join card: out of reach (Tab, clicks, screen readers) while it is open. */
+const behindJoin = [
+  document.querySelector('header') as HTMLElement,
+  document.querySelector('main') as HTMLElement,
+];
+
+function setJoinOpen(open: boolean): void {
+  joinBackdrop.hidden = !open;
+  for (const el of behindJoin) el.inert = open;
+}
+
 function showJoin(message?: string): void {
-  joinBackdrop.hidden = false;
+  setJoinOpen(true);
   joinError.textContent = message ?? '';
   nicknameInput.value ||= connection.nickname;
   nicknameInput.focus();
@@ -1275,21 +1286,24 @@ joinForm.addEventListener('submit', (event) => {
 });
 
 /** A reload comes back as the same user, in the same rooms (the tab's sessionStorage). */
-function restoreSession(): void {
+function restoreSession(): boolean {
   let saved: SavedSession | undefined;
   try {
     const text = sessionStorage.getItem(SESSION_KEY);
     saved = text === null ? undefined : (JSON.parse(text) as SavedSession);
   } catch {
-    return;
+    return false;
   }
-  if (typeof saved?.nickname !== 'string' || saved.nickname === '') return;
+  if (typeof saved?.nickname !== 'string' || saved.nickname === '') return false;
   nicknameInput.value = saved.nickname;
   const rooms = Array.isArray(saved.rooms) ? saved.rooms.filter((r) => typeof r === 'string') : [];
   connection.join(saved.nickname, {
     ...(typeof saved.resume === 'string' ? { resume: saved.resume } : {}),
     rooms,
   });
+  return true;
 }
 
-restoreSession();
+// A reload rejoins by itself; the card then only covers the page until it has.
+if (restoreSession()) setJoinOpen(true);
+else showJoin();
