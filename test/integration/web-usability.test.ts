@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { useWebServer } from '../helpers/browser.js';
 import { join } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
-import { joinAs } from '../helpers/web-page.js';
+import { joinAs, say } from '../helpers/web-page.js';
 
 const web = useWebServer();
 
@@ -26,6 +26,7 @@ declare const document: {
   querySelector(selector: string): PageElement | null;
   querySelectorAll(selector: string): Iterable<PageElement> & { length: number };
 };
+declare function getComputedStyle(element: unknown): { textDecorationLine: string };
 
 /** Per page: uncaught errors and CSP violations, which fail the test when it closes. */
 async function openPage(port: number, before?: (page: Page) => Promise<void>): Promise<Page> {
@@ -127,4 +128,38 @@ describe('web client from the keyboard', () => {
       await page.close();
     }
   }, 30_000);
+});
+
+describe('web client when things go wrong', () => {
+  for (const history of ['memory', 'off'] as const) {
+    it(`marks a chat refused for a banned word as not sent, and says why (history ${history})`, async () => {
+      const server = await startConfab({ 'http-port': '0', history });
+      const page = await openPage(server.httpAddress!.port);
+      const peer = await join(server.address.port, 'peer');
+      try {
+        await joinAs(page, 'rude');
+        await say(page, 'a fine line');
+        expect(await peer.expect('70')).toMatchObject({ from: 'rude', msg: 'a fine line' });
+        await say(page, 'well, I hate professor X');
+        await page.locator('#status[data-status="offline"]').waitFor();
+        const refused = page.locator('#messages li.msg.mine.refused');
+        await refused.waitFor();
+        expect(await refused.count()).toBe(1);
+        expect(await refused.textContent()).toContain('well, I hate professor X');
+        expect(await refused.locator('.not-sent').textContent()).toBe('not sent');
+        expect(await refused.evaluate((el) => getComputedStyle(el).textDecorationLine)).toContain(
+          'line-through',
+        );
+        // The line before it was delivered, and stays as it was.
+        const fine = page.locator('#messages li.msg.mine', { hasText: 'a fine line' });
+        expect(await fine.getAttribute('class')).toBe('msg mine');
+        await seeLine(page, 'refused for a banned word');
+        await page.locator('#join-error', { hasText: 'refused for a banned word' }).waitFor();
+      } finally {
+        peer.close();
+        await page.close();
+        await server.stop();
+      }
+    }, 30_000);
+  }
 });

@@ -1,5 +1,5 @@
 import { CAPABILITIES } from '../../src/protocol/capabilities.js';
-import { Cmd, LOBBY } from '../../src/protocol/codes.js';
+import { Cmd, ErrorCode, LOBBY } from '../../src/protocol/codes.js';
 import { asNumber, asString } from '../../src/protocol/coerce.js';
 import {
   type ParsedServerMessage,
@@ -23,6 +23,11 @@ export interface Handlers {
   queued(waiting: number, dropped: number): void;
   /** A chat sent with `chat()` was refused ("90"); it will not be sent again. */
   chatRefused(chat: UnackedChat, reason: string): void;
+  /**
+   * A chat held a banned word; the server disconnects for it. `chat` is the one refused
+   * when the server keeps history (cids tell); without, the page knows best what it sent last.
+   */
+  chatBanned(chat: UnackedChat | undefined): void;
   /** A room could not be joined again after reconnecting; the client is no longer in it. */
   roomLost(room: string, reason: string): void;
   /** What a page reload needs to come back as the same user; undefined once the user left. */
@@ -381,6 +386,10 @@ export class Connection {
       }
       // 2xxx: do not come back; 3xxx: transient, reconnecting is fine.
       const code = asNumber(message.code);
+      if (code === ErrorCode.BANNED_WORDS && ref === undefined) {
+        this.bannedWord();
+        return;
+      }
       if (code >= 2000 && code < 3000) this.fatal = `Disconnected: ${asString(message.message)}.`;
       this.on.message(message);
       return;
@@ -396,6 +405,24 @@ export class Connection {
       return;
     }
     if (!membership) this.on.message(message);
+  }
+
+  /**
+   * A "90" 2001: the server names no request, but it handles requests in order and stops at
+   * the refused one, so that is the oldest chat still unacknowledged on this connection, or
+   * else a whisper still waiting for its answer.
+   */
+  private bannedWord(): void {
+    this.fatal = 'Disconnected: a message you sent was refused for a banned word.';
+    const chat = this.history ? this.resume.refused(this.generation) : undefined;
+    const whisper = this.pending.findIndex((p) => p.cmd === Cmd.WHISPER);
+    if (chat === undefined && whisper >= 0) {
+      this.pending
+        .splice(whisper, 1)[0]!
+        .reject(new RequestError('90', 'Not sent: the whisper contains a banned word.'));
+      return;
+    }
+    this.on.chatBanned(chat);
   }
 
   /** Sends a request, in order with calls, paced to the server's limits. */

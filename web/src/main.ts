@@ -593,11 +593,15 @@ const connection = new Connection(wsUrl, {
     if (status === 'connecting' && detail !== undefined && !joinBackdrop.hidden)
       joinError.textContent = detail;
     if (status === 'offline') {
+      // Nothing brings the chats still waiting for their "71" back: say so on each.
+      for (const li of document.querySelectorAll<HTMLLIElement>('.messages li[data-pending]'))
+        markNotSent(li, 'Not sent: disconnected before the server took it');
       showJoin(detail);
     }
   },
   async joined({ nickname, userCount, rejoined, resumed }) {
     setJoinOpen(false);
+    lastSent = undefined;
     if (!rejoined) {
       // A new session (the user joined again after leaving): the rooms of the old one are gone.
       for (const view of [...views.values()])
@@ -640,10 +644,17 @@ const connection = new Connection(wsUrl, {
   },
   chatRefused(chat, reason) {
     const li = pendingLine(chat.cid);
-    li?.removeAttribute('data-pending');
-    li?.classList.add('failed');
+    if (li !== undefined) markNotSent(li, `Not sent: ${reason}`);
     const view = findView(chat.room) ?? selected;
     error(`Not sent: ${reason}`, view);
+  },
+  chatBanned(chat) {
+    const li = chat === undefined ? lastSent : pendingLine(chat.cid);
+    if (li === undefined) return;
+    li.classList.add('refused');
+    markNotSent(li, 'Refused: it contains a banned word');
+    const view = views.get(li.closest('ol')?.dataset.room ?? '') ?? selected;
+    error('Not sent: this message was refused for a banned word.', view);
   },
   roomLost(room, reason) {
     const view = findView(room);
@@ -984,6 +995,9 @@ async function leaveRoom(name: string): Promise<void> {
   await connection.call({ cmd: Cmd.PART_ROOM, room: view?.name ?? name });
 }
 
+/** The chat line typed last: without history it is all that tells which chat a "90" 2001 refused. */
+let lastSent: HTMLLIElement | undefined;
+
 function sendChat(text: string): void {
   const view = selected;
   const chat = connection.chat(view.name, text);
@@ -991,6 +1005,19 @@ function sendChat(text: string): void {
   // Shown at once; its place among stored messages is known when "71" gives its id.
   if (chat !== undefined) li.dataset.pending = chat.cid;
   append(view, li);
+  lastSent = li;
+}
+
+/** Marks one of the reader's own lines as never delivered, to eyes (struck out) and in words. */
+function markNotSent(li: HTMLLIElement, why: string): void {
+  li.removeAttribute('data-pending');
+  li.classList.add('failed');
+  li.title = why;
+  if (li.querySelector('.not-sent') !== null) return;
+  const mark = document.createElement('span');
+  mark.className = 'not-sent';
+  mark.textContent = 'not sent';
+  li.append(mark);
 }
 
 async function submit(text: string): Promise<void> {
