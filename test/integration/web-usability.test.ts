@@ -3,6 +3,7 @@
 // server.
 import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
+import type { ConfabServer } from '../../src/server.js';
 import { useWebServer } from '../helpers/browser.js';
 import { join } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
@@ -162,4 +163,40 @@ describe('web client when things go wrong', () => {
       }
     }, 30_000);
   }
+
+  it('says so when its nickname was taken while it reconnected, and offers a free one', async () => {
+    const own = await startConfab({ 'http-port': '0' });
+    const httpPort = own.httpAddress!.port;
+    // Paused once joined, the backoff never runs out: the thief is in before the page is back.
+    const page = await openPage(httpPort, (p) => p.clock.install());
+    let again: ConfabServer | undefined;
+    try {
+      await joinAs(page, 'nina');
+      await page.clock.pauseAt(Date.now() + 1000);
+      await own.stop();
+      await page.locator('#retry:enabled').waitFor();
+      again = await startConfab({ 'http-port': String(httpPort) });
+      const thief = await join(again.address.port, 'nina');
+      await page.click('#retry');
+      await page
+        .locator('#join-error', {
+          hasText: 'Your nickname nina was taken by someone else while you were disconnected',
+        })
+        .waitFor();
+      await page.locator('#status[data-status="offline"]').waitFor();
+      expect(await page.textContent('#status-text')).toBe('Offline');
+      expect(await page.isHidden('#retry')).toBe(true);
+      expect(await page.inputValue('#nickname')).toBe('nina_');
+      expect(await focused(page)).toBe('nickname');
+      await page.press('#nickname', 'Enter');
+      await page.locator('#join').waitFor({ state: 'hidden' });
+      await page.locator('#status[data-status="online"]').waitFor();
+      await seeLine(page, 'Welcome, nina_!');
+      thief.close();
+    } finally {
+      await page.close();
+      await again?.stop();
+      await own.stop();
+    }
+  }, 40_000);
 });

@@ -16,8 +16,11 @@ export interface Handlers {
   status(status: Status, detail?: string): void;
   /** `resumed`: the server took the old session back (nobody saw a leave or a join). */
   joined(info: { nickname: string; userCount: number; rejoined: boolean; resumed: boolean }): void;
-  /** Joining failed for a reason the user must fix (taken name, full room). */
-  refused(reason: string): void;
+  /**
+   * Joining failed for a reason the user must fix (taken name, full room). `lostNickname`:
+   * the page's own nickname, taken by someone else while it was reconnecting.
+   */
+  refused(reason: string, lostNickname?: string): void;
   message(message: ParsedServerMessage): void;
   /** Requests waiting to be sent, paced to the server's flood limit; called when it changes. */
   queued(waiting: number, dropped: number): void;
@@ -202,7 +205,10 @@ export class Connection {
           this.restore(resumed);
           this.saveSession();
         } else if (message.cmd === Cmd.CONNECT_DUPLICATE_NICKNAME) {
-          this.refuse(`The nickname “${this.nickname}” is taken. Try another one.`);
+          this.refuse(
+            `The nickname “${this.nickname}” is taken. Try another one.`,
+            this.everJoined ? this.nickname : undefined,
+          );
         } else if (message.cmd === Cmd.CONNECT_CHATROOM_FULL) {
           this.refuse('The room is full. Try again in a moment.');
         } else if (message.cmd === Cmd.ERROR) {
@@ -320,9 +326,11 @@ export class Connection {
     return chat;
   }
 
-  private refuse(reason: string): void {
+  private refuse(reason: string, lostNickname?: string): void {
     this.wanted = false;
-    this.on.refused(reason);
+    // No retry follows: the page is offline until the user joins again, not reconnecting.
+    this.on.status('offline');
+    this.on.refused(reason, lostNickname);
     this.ws?.close();
   }
 

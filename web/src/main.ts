@@ -630,8 +630,16 @@ const connection = new Connection(wsUrl, {
       // The connection dropped while loading; reconnecting will try again.
     }
   },
-  refused(reason) {
-    showJoin(reason);
+  refused(reason, lostNickname) {
+    if (lostNickname === undefined) {
+      showJoin(reason);
+      return;
+    }
+    const suggestion = freeNickname(lostNickname);
+    nicknameInput.value = suggestion;
+    showJoin(
+      `Your nickname ${lostNickname} was taken by someone else while you were disconnected. Join as ${suggestion}, or pick another one.`,
+    );
   },
   message: onMessage,
   queued(waiting, dropped) {
@@ -672,6 +680,24 @@ const connection = new Connection(wsUrl, {
     }
   },
 });
+
+/** The longest nickname the server takes, in characters (docs/protocol.md, "Nicknames"). */
+const MAX_NICKNAME = 32;
+
+/**
+ * A nickname like `taken` that nobody in the rooms this page knows has (nina_, nina_2, …).
+ * The server may still know someone by it; then the card says so as for any taken name.
+ */
+function freeNickname(taken: string): string {
+  const known = new Set<string>();
+  for (const view of views.values()) for (const m of view.members) known.add(m.toLowerCase());
+  for (let n = 1; ; n++) {
+    const suffix = n === 1 ? '_' : `_${n}`;
+    const base = [...taken].slice(0, MAX_NICKNAME - suffix.length).join('');
+    const name = `${base}${suffix}`;
+    if (!known.has(name.toLowerCase())) return name;
+  }
+}
 
 function ordinalSuffix(n: number): string {
   if (n % 100 >= 11 && n % 100 <= 13) return 'th';
