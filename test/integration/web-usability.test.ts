@@ -52,6 +52,16 @@ const chatTexts = (page: Page) =>
     [...document.querySelectorAll('#messages li.msg')].map((li) => li.textContent),
   );
 
+/** How many lines of the log match `pattern`. */
+const countLines = (page: Page, pattern: RegExp) =>
+  page.evaluate(
+    (source) =>
+      [...document.querySelectorAll('#messages li')].filter((li) =>
+        new RegExp(source).test(li.textContent ?? ''),
+      ).length,
+    pattern.source,
+  );
+
 const focused = (page: Page) => page.evaluate(() => document.activeElement?.id ?? '');
 
 describe('web client from the keyboard', () => {
@@ -199,4 +209,50 @@ describe('web client when things go wrong', () => {
       await own.stop();
     }
   }, 40_000);
+
+  it('shows the countdown in one status line, and the log only when the connection is lost and back', async () => {
+    const own = await startConfab({ 'http-port': '0' });
+    const httpPort = own.httpAddress!.port;
+    const page = await openPage(httpPort, (p) => p.clock.install());
+    let again: ConfabServer | undefined;
+    try {
+      await joinAs(page, 'steady');
+      await page.clock.pauseAt(Date.now() + 1000);
+      await own.stop();
+      await page.locator('#status[data-status="reconnecting"]').waitFor();
+      // Several attempts, each given real time to fail against the stopped server.
+      let attempts = 0;
+      await page.exposeFunction('noteAttempt', () => attempts++);
+      await page.evaluate(() => {
+        const w = globalThis as unknown as { WebSocket: unknown; noteAttempt: () => void };
+        const Native = w.WebSocket as new (...a: unknown[]) => object;
+        w.WebSocket = class extends Native {
+          constructor(...args: unknown[]) {
+            super(...args);
+            w.noteAttempt();
+          }
+        };
+      });
+      for (let i = 0; i < 8; i++) {
+        await page.clock.runFor(16_000);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(attempts).toBeGreaterThanOrEqual(4);
+      expect(await countLines(page, /Connection lost/)).toBe(1);
+      expect(await countLines(page, /Retrying/)).toBe(0);
+      await page.locator('#status-detail', { hasText: /Retrying in \d+ s/ }).waitFor();
+
+      again = await startConfab({ 'http-port': String(httpPort) });
+      await page.click('#retry');
+      await page.locator('#status[data-status="online"]').waitFor();
+      await seeLine(page, 'Reconnected as steady.');
+      expect(await countLines(page, /Reconnected/)).toBe(1);
+      expect(await countLines(page, /Connection lost/)).toBe(1);
+      expect(await page.textContent('#status-detail')).toBe('');
+    } finally {
+      await page.close();
+      await again?.stop();
+      await own.stop();
+    }
+  }, 60_000);
 });

@@ -26,6 +26,7 @@ const nicknameInput = $<HTMLInputElement>('nickname');
 const joinError = $<HTMLParagraphElement>('join-error');
 const statusBox = $<HTMLSpanElement>('status');
 const statusText = $<HTMLSpanElement>('status-text');
+const statusDetail = $<HTMLSpanElement>('status-detail');
 const rttBox = $<HTMLSpanElement>('rtt');
 const versionBox = $<HTMLSpanElement>('version');
 const memberList = $<HTMLUListElement>('member-list');
@@ -567,8 +568,13 @@ const SESSION_KEY = 'confab.session';
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 
+/** The status last shown, to tell the moment a connection is lost from the retries after it. */
+let shownStatus: Status = 'offline';
+
 const connection = new Connection(wsUrl, {
   status(status, detail) {
+    const was = shownStatus;
+    shownStatus = status;
     statusBox.dataset.status = status;
     statusText.textContent = STATUS_TEXT[status];
     statusBox.title = detail ?? '';
@@ -587,7 +593,12 @@ const connection = new Connection(wsUrl, {
       // An answer to HISTORY will not come on this socket; scrolling up asks again.
       for (const view of views.values()) view.loading = false;
     }
-    if (detail !== undefined && status !== 'online') notice(detail);
+    // Each attempt's countdown replaces the last in the header; the log says once that the
+    // connection was lost (and "Reconnected" once it is back), not once per attempt.
+    statusDetail.textContent =
+      status === 'online' ? '' : (detail ?? (status === 'reconnecting' ? 'Trying now…' : ''));
+    if (was === 'online' && status === 'reconnecting') notice('Connection lost. Reconnecting…');
+    if (detail !== undefined && status === 'offline') notice(detail);
     // Before the first join the card covers the page, so say there why nothing happens yet;
     // pressing Join again skips the wait.
     if (status === 'connecting' && detail !== undefined && !joinBackdrop.hidden)
