@@ -255,4 +255,21 @@ describe('web client when things go wrong', () => {
       await own.stop();
     }
   }, 60_000);
+
+  it('answers \\help with what the web page does, not the terminal', async () => {
+    const page = await openPage(web.server.httpAddress!.port);
+    try {
+      await joinAs(page, 'helpme');
+      await say(page, '\\help');
+      const help = page.locator('#messages li.notice pre').last();
+      await help.waitFor();
+      const text = (await help.textContent()) ?? '';
+      expect(text).toContain('\\exit');
+      expect(text).not.toMatch(/Ctrl\+C|Ctrl\+D/);
+      expect(text).toContain('PageUp');
+      expect(text).toContain('\\wh <nickname> <text>');
+    } finally {
+      await page.close();
+    }
+  }, 30_000);
 });

@@ -9,11 +9,11 @@ import {
   banList,
   describeBan,
   describeModeration,
-  HELP,
   parseCommand,
 } from '../../src/protocol/slash-commands.js';
 import { nickColor, PAGE_BG } from './colors.js';
 import { Connection, RequestError, type SavedSession, type Status } from './connection.js';
+import { WEB_HELP } from './help.js';
 import { findLinks } from './links.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -1126,7 +1126,7 @@ async function submit(text: string): Promise<void> {
       }
       case 'help': {
         const pre = document.createElement('pre');
-        pre.textContent = `${HELP}\nClick a member to whisper to them, a room to type into it.`;
+        pre.textContent = WEB_HELP;
         append(selected, line('notice', [pre]));
         return;
       }
