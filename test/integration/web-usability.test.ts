@@ -20,7 +20,9 @@ interface PageElement {
   scrollHeight: number;
   clientHeight: number;
   inert: boolean;
+  value: string;
   closest(selector: string): PageElement | null;
+  requestSubmit(): void;
 }
 declare const document: {
   activeElement: PageElement | null;
@@ -61,6 +63,16 @@ const countLines = (page: Page, pattern: RegExp) =>
       ).length,
     pattern.source,
   );
+
+/** Leaves "history" out of the page's CONNECT, as if its server had none. */
+const DECLINE_HISTORY = `{
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    const m = JSON.parse(data);
+    if (m.cmd === '0') data = JSON.stringify({ ...m, caps: m.caps.filter((c) => c !== 'history') });
+    return send.call(this, data);
+  };
+}`;
 
 const focused = (page: Page) => page.evaluate(() => document.activeElement?.id ?? '');
 
@@ -142,10 +154,14 @@ describe('web client from the keyboard', () => {
 });
 
 describe('web client when things go wrong', () => {
-  for (const history of ['memory', 'off'] as const) {
-    it(`marks a chat refused for a banned word as not sent, and says why (history ${history})`, async () => {
-      const server = await startConfab({ 'http-port': '0', history });
-      const page = await openPage(server.httpAddress!.port);
+  // Without "history" a chat gets no "71" and no cid: the page has only its own order to go by.
+  for (const caps of ['every capability', 'no history'] as const) {
+    const declineHistory = async (page: Page) => {
+      if (caps === 'no history') await page.addInitScript({ content: DECLINE_HISTORY });
+    };
+    it(`marks a chat refused for a banned word as not sent, and says why (${caps})`, async () => {
+      const server = await startConfab({ 'http-port': '0' });
+      const page = await openPage(server.httpAddress!.port, declineHistory);
       const peer = await join(server.address.port, 'peer');
       try {
         await joinAs(page, 'rude');
@@ -164,8 +180,41 @@ describe('web client when things go wrong', () => {
         // The line before it was delivered, and stays as it was.
         const fine = page.locator('#messages li.msg.mine', { hasText: 'a fine line' });
         expect(await fine.getAttribute('class')).toBe('msg mine');
+        // With history the server's "71" gave it its id; without, nothing did.
+        expect(await fine.getAttribute('data-id')).toBe(caps === 'no history' ? null : '1');
         await seeLine(page, 'refused for a banned word');
         await page.locator('#join-error', { hasText: 'refused for a banned word' }).waitFor();
+      } finally {
+        peer.close();
+        await page.close();
+        await server.stop();
+      }
+    }, 30_000);
+
+    it(`says a whisper refused for a banned word was not sent, and blames no chat (${caps})`, async () => {
+      const server = await startConfab({ 'http-port': '0' });
+      const page = await openPage(server.httpAddress!.port, declineHistory);
+      const peer = await join(server.address.port, 'peer');
+      try {
+        await joinAs(page, 'sly');
+        await say(page, 'hello all');
+        expect(await peer.expect('70')).toMatchObject({ from: 'sly', msg: 'hello all' });
+        // A chat right behind the whisper, written before the refusal can come back: the
+        // refusal is the whisper's, though that chat is the one still unacknowledged.
+        await page.evaluate(() => {
+          const input = document.querySelector('#input')!;
+          const form = document.querySelector('#composer')!;
+          input.value = '\\wh peer I hate professor X';
+          form.requestSubmit();
+          input.value = 'right behind it';
+          form.requestSubmit();
+        });
+        await seeLine(page, 'Not sent: the whisper contains a banned word.');
+        await page.locator('#status[data-status="offline"]').waitFor();
+        expect(await page.locator('#messages li.refused').count()).toBe(0);
+        expect(await page.locator('#messages li.whisper').count()).toBe(0);
+        const hello = page.locator('#messages li.msg.mine', { hasText: 'hello all' });
+        expect(await hello.getAttribute('class')).toBe('msg mine');
       } finally {
         peer.close();
         await page.close();

@@ -56,6 +56,8 @@ interface Pending {
   cmd: string;
   resolve: (m: ParsedServerMessage) => void;
   reject: (e: Error) => void;
+  /** Its place among the requests written on this connection (`writes`). */
+  seq?: number;
 }
 
 /** A request waiting its turn, with the call awaiting its reply if any. */
@@ -97,6 +99,9 @@ export class Connection {
   private pacer: SendPacer | undefined;
   private paceTimer: ReturnType<typeof setTimeout> | undefined;
   private outbox: Outgoing[] = [];
+  /** Requests written so far, numbering each: a refusal that names none is told by order. */
+  private writes = 0;
+  private readonly chatSeq = new WeakMap<UnackedChat, number>();
 
   constructor(
     private readonly url: string,
@@ -417,20 +422,27 @@ export class Connection {
 
   /**
    * A "90" 2001: the server names no request, but it handles requests in order and stops at
-   * the refused one, so that is the oldest chat still unacknowledged on this connection, or
-   * else a whisper still waiting for its answer.
+   * the refused one: the first written of the chats still unacknowledged on this connection
+   * and the whispers still unanswered. Without history chats are never acknowledged, so an
+   * unanswered whisper is taken for it, and otherwise the page's last chat.
    */
   private bannedWord(): void {
     this.fatal = 'Disconnected: a message you sent was refused for a banned word.';
-    const chat = this.history ? this.resume.refused(this.generation) : undefined;
+    const chat = this.history
+      ? this.resume.pending().find((c) => c.sentOn === this.generation)
+      : undefined;
     const whisper = this.pending.findIndex((p) => p.cmd === Cmd.WHISPER);
-    if (chat === undefined && whisper >= 0) {
+    const never = Number.POSITIVE_INFINITY;
+    const whisperSeq = this.pending[whisper]?.seq ?? never;
+    const chatSeq = (chat === undefined ? undefined : this.chatSeq.get(chat)) ?? never;
+    if (whisper >= 0 && whisperSeq < chatSeq) {
       this.pending
         .splice(whisper, 1)[0]!
         .reject(new RequestError('90', 'Not sent: the whisper contains a banned word.'));
       return;
     }
-    this.on.chatBanned(chat);
+    // The same chat, now taken from those sent again after a reconnect.
+    this.on.chatBanned(chat === undefined ? undefined : this.resume.refused(this.generation));
   }
 
   /** Sends a request, in order with calls, paced to the server's limits. */
@@ -468,8 +480,15 @@ export class Connection {
 
   private write(item: Outgoing): void {
     // Registered as it is written, so replies pair with calls in wire order.
-    if (item.pending !== undefined) this.pending.push(item.pending);
-    if (item.chat !== undefined) item.chat.sentOn = this.generation;
+    const seq = ++this.writes;
+    if (item.pending !== undefined) {
+      item.pending.seq = seq;
+      this.pending.push(item.pending);
+    }
+    if (item.chat !== undefined) {
+      item.chat.sentOn = this.generation;
+      this.chatSeq.set(item.chat, seq);
+    }
     this.ws?.send(JSON.stringify(item.request));
   }
 
