@@ -259,6 +259,34 @@ describe('web client when things go wrong', () => {
     }
   }, 40_000);
 
+  it('says so too when the nickname was taken while the page was reloaded during an outage', async () => {
+    const own = await startConfab({ 'http-port': '0' });
+    const httpPort = own.httpAddress!.port;
+    const page = await openPage(httpPort, (p) => p.clock.install());
+    let again: ConfabServer | undefined;
+    try {
+      await joinAs(page, 'omar');
+      await page.clock.pauseAt(Date.now() + 1000);
+      await own.stop();
+      await page.locator('#retry:enabled').waitFor();
+      again = await startConfab({ 'http-port': String(httpPort) });
+      const thief = await join(again.address.port, 'omar');
+      // The reload comes back as omar by itself (sessionStorage), and finds the name taken.
+      await page.reload();
+      await page
+        .locator('#join-error', {
+          hasText: 'Your nickname omar was taken by someone else while you were disconnected',
+        })
+        .waitFor();
+      expect(await page.inputValue('#nickname')).toBe('omar_');
+      thief.close();
+    } finally {
+      await page.close();
+      await again?.stop();
+      await own.stop();
+    }
+  }, 40_000);
+
   it('shows the countdown in one status line, and the log only when the connection is lost and back', async () => {
     const own = await startConfab({ 'http-port': '0' });
     const httpPort = own.httpAddress!.port;

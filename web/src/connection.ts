@@ -18,7 +18,7 @@ export interface Handlers {
   joined(info: { nickname: string; userCount: number; rejoined: boolean; resumed: boolean }): void;
   /**
    * Joining failed for a reason the user must fix (taken name, full room). `lostNickname`:
-   * the page's own nickname, taken by someone else while it was reconnecting.
+   * the page's own nickname, taken by someone else while it was reconnecting (or reloading).
    */
   refused(reason: string, lostNickname?: string): void;
   message(message: ParsedServerMessage): void;
@@ -90,6 +90,8 @@ export class Connection {
   private pending: Pending[] = [];
   private wanted = false;
   private everJoined = false;
+  /** Whether the nickname is one this page had (a reload restoring its session), not one typed. */
+  private ownNickname = false;
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private fatal: string | undefined;
@@ -125,6 +127,7 @@ export class Connection {
     );
     this.wanted = true;
     this.everJoined = false;
+    this.ownNickname = restore !== undefined;
     this.attempt = 0;
     this.open();
   }
@@ -212,7 +215,7 @@ export class Connection {
         } else if (message.cmd === Cmd.CONNECT_DUPLICATE_NICKNAME) {
           this.refuse(
             `The nickname “${this.nickname}” is taken. Try another one.`,
-            this.everJoined ? this.nickname : undefined,
+            this.everJoined || this.ownNickname ? this.nickname : undefined,
           );
         } else if (message.cmd === Cmd.CONNECT_CHATROOM_FULL) {
           this.refuse('The room is full. Try again in a moment.');
