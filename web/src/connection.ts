@@ -1,5 +1,5 @@
 import { CAPABILITIES } from '../../src/protocol/capabilities.js';
-import { Cmd, LOBBY } from '../../src/protocol/codes.js';
+import { Cmd, ErrorCode, LOBBY } from '../../src/protocol/codes.js';
 import { asNumber, asString } from '../../src/protocol/coerce.js';
 import {
   type ParsedServerMessage,
@@ -16,13 +16,21 @@ export interface Handlers {
   status(status: Status, detail?: string): void;
   /** `resumed`: the server took the old session back (nobody saw a leave or a join). */
   joined(info: { nickname: string; userCount: number; rejoined: boolean; resumed: boolean }): void;
-  /** Joining failed for a reason the user must fix (taken name, full room). */
-  refused(reason: string): void;
+  /**
+   * Joining failed for a reason the user must fix (taken name, full room). `lostNickname`:
+   * the page's own nickname, taken by someone else while it was reconnecting (or reloading).
+   */
+  refused(reason: string, lostNickname?: string): void;
   message(message: ParsedServerMessage): void;
   /** Requests waiting to be sent, paced to the server's flood limit; called when it changes. */
   queued(waiting: number, dropped: number): void;
   /** A chat sent with `chat()` was refused ("90"); it will not be sent again. */
   chatRefused(chat: UnackedChat, reason: string): void;
+  /**
+   * A chat held a banned word; the server disconnects for it. `chat` is the one refused
+   * when the server keeps history (cids tell); without, the page knows best what it sent last.
+   */
+  chatBanned(chat: UnackedChat | undefined): void;
   /** A room could not be joined again after reconnecting; the client is no longer in it. */
   roomLost(room: string, reason: string): void;
   /** What a page reload needs to come back as the same user; undefined once the user left. */
@@ -48,6 +56,8 @@ interface Pending {
   cmd: string;
   resolve: (m: ParsedServerMessage) => void;
   reject: (e: Error) => void;
+  /** Its place among the requests written on this connection (`writes`). */
+  seq?: number;
 }
 
 /** A request waiting its turn, with the call awaiting its reply if any. */
@@ -80,6 +90,8 @@ export class Connection {
   private pending: Pending[] = [];
   private wanted = false;
   private everJoined = false;
+  /** Whether the nickname is one this page had (a reload restoring its session), not one typed. */
+  private ownNickname = false;
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private fatal: string | undefined;
@@ -89,6 +101,9 @@ export class Connection {
   private pacer: SendPacer | undefined;
   private paceTimer: ReturnType<typeof setTimeout> | undefined;
   private outbox: Outgoing[] = [];
+  /** Requests written so far, numbering each: a refusal that names none is told by order. */
+  private writes = 0;
+  private readonly chatSeq = new WeakMap<UnackedChat, number>();
 
   constructor(
     private readonly url: string,
@@ -112,6 +127,7 @@ export class Connection {
     );
     this.wanted = true;
     this.everJoined = false;
+    this.ownNickname = restore !== undefined;
     this.attempt = 0;
     this.open();
   }
@@ -197,7 +213,10 @@ export class Connection {
           this.restore(resumed);
           this.saveSession();
         } else if (message.cmd === Cmd.CONNECT_DUPLICATE_NICKNAME) {
-          this.refuse(`The nickname “${this.nickname}” is taken. Try another one.`);
+          this.refuse(
+            `The nickname “${this.nickname}” is taken. Try another one.`,
+            this.everJoined || this.ownNickname ? this.nickname : undefined,
+          );
         } else if (message.cmd === Cmd.CONNECT_CHATROOM_FULL) {
           this.refuse('The room is full. Try again in a moment.');
         } else if (message.cmd === Cmd.ERROR) {
@@ -315,9 +334,11 @@ export class Connection {
     return chat;
   }
 
-  private refuse(reason: string): void {
+  private refuse(reason: string, lostNickname?: string): void {
     this.wanted = false;
-    this.on.refused(reason);
+    // No retry follows: the page is offline until the user joins again, not reconnecting.
+    this.on.status('offline');
+    this.on.refused(reason, lostNickname);
     this.ws?.close();
   }
 
@@ -381,6 +402,10 @@ export class Connection {
       }
       // 2xxx: do not come back; 3xxx: transient, reconnecting is fine.
       const code = asNumber(message.code);
+      if (code === ErrorCode.BANNED_WORDS && ref === undefined) {
+        this.bannedWord();
+        return;
+      }
       if (code >= 2000 && code < 3000) this.fatal = `Disconnected: ${asString(message.message)}.`;
       this.on.message(message);
       return;
@@ -396,6 +421,31 @@ export class Connection {
       return;
     }
     if (!membership) this.on.message(message);
+  }
+
+  /**
+   * A "90" 2001: the server names no request, but it handles requests in order and stops at
+   * the refused one: the first written of the chats still unacknowledged on this connection
+   * and the whispers still unanswered. Without history chats are never acknowledged, so an
+   * unanswered whisper is taken for it, and otherwise the page's last chat.
+   */
+  private bannedWord(): void {
+    this.fatal = 'Disconnected: a message you sent was refused for a banned word.';
+    const chat = this.history
+      ? this.resume.pending().find((c) => c.sentOn === this.generation)
+      : undefined;
+    const whisper = this.pending.findIndex((p) => p.cmd === Cmd.WHISPER);
+    const never = Number.POSITIVE_INFINITY;
+    const whisperSeq = this.pending[whisper]?.seq ?? never;
+    const chatSeq = (chat === undefined ? undefined : this.chatSeq.get(chat)) ?? never;
+    if (whisper >= 0 && whisperSeq < chatSeq) {
+      this.pending
+        .splice(whisper, 1)[0]!
+        .reject(new RequestError('90', 'Not sent: the whisper contains a banned word.'));
+      return;
+    }
+    // The same chat, now taken from those sent again after a reconnect.
+    this.on.chatBanned(chat === undefined ? undefined : this.resume.refused(this.generation));
   }
 
   /** Sends a request, in order with calls, paced to the server's limits. */
@@ -433,8 +483,15 @@ export class Connection {
 
   private write(item: Outgoing): void {
     // Registered as it is written, so replies pair with calls in wire order.
-    if (item.pending !== undefined) this.pending.push(item.pending);
-    if (item.chat !== undefined) item.chat.sentOn = this.generation;
+    const seq = ++this.writes;
+    if (item.pending !== undefined) {
+      item.pending.seq = seq;
+      this.pending.push(item.pending);
+    }
+    if (item.chat !== undefined) {
+      item.chat.sentOn = this.generation;
+      this.chatSeq.set(item.chat, seq);
+    }
     this.ws?.send(JSON.stringify(item.request));
   }
 

@@ -9,11 +9,11 @@ import {
   banList,
   describeBan,
   describeModeration,
-  HELP,
   parseCommand,
 } from '../../src/protocol/slash-commands.js';
 import { nickColor, PAGE_BG } from './colors.js';
 import { Connection, RequestError, type SavedSession, type Status } from './connection.js';
+import { WEB_HELP } from './help.js';
 import { findLinks } from './links.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -26,6 +26,7 @@ const nicknameInput = $<HTMLInputElement>('nickname');
 const joinError = $<HTMLParagraphElement>('join-error');
 const statusBox = $<HTMLSpanElement>('status');
 const statusText = $<HTMLSpanElement>('status-text');
+const statusDetail = $<HTMLSpanElement>('status-detail');
 const rttBox = $<HTMLSpanElement>('rtt');
 const versionBox = $<HTMLSpanElement>('version');
 const memberList = $<HTMLUListElement>('member-list');
@@ -96,6 +97,9 @@ function makeView(name: string, list?: HTMLOListElement): RoomView {
   ol.dataset.room = name;
   ol.setAttribute('aria-live', 'polite');
   ol.setAttribute('aria-relevant', 'additions');
+  // Focusable, so arrow keys, PageUp and Home scroll it for readers without a mouse.
+  ol.tabIndex = 0;
+  ol.setAttribute('aria-label', `Messages in #${name}`);
   if (list === undefined) {
     ol.hidden = true;
     lobbyList.parentElement!.insertBefore(ol, composer);
@@ -150,6 +154,10 @@ function makeView(name: string, list?: HTMLOListElement): RoomView {
       view.scrollTop = ol.scrollTop;
     }
     if (ol.scrollTop < NEAR_TOP_PX) loadOlder(view);
+  });
+  // Already at the top, a key that scrolls up moves nothing and fires no scroll event.
+  ol.addEventListener('keydown', (event) => {
+    if (SCROLL_UP_KEYS.has(event.key)) loadOlder(view);
   });
   views.set(name, view);
   return view;
@@ -560,8 +568,13 @@ const SESSION_KEY = 'confab.session';
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 
+/** The status last shown, to tell the moment a connection is lost from the retries after it. */
+let shownStatus: Status = 'offline';
+
 const connection = new Connection(wsUrl, {
   status(status, detail) {
+    const was = shownStatus;
+    shownStatus = status;
     statusBox.dataset.status = status;
     statusText.textContent = STATUS_TEXT[status];
     statusBox.title = detail ?? '';
@@ -580,17 +593,26 @@ const connection = new Connection(wsUrl, {
       // An answer to HISTORY will not come on this socket; scrolling up asks again.
       for (const view of views.values()) view.loading = false;
     }
-    if (detail !== undefined && status !== 'online') notice(detail);
+    // Each attempt's countdown replaces the last in the header; the log says once that the
+    // connection was lost (and "Reconnected" once it is back), not once per attempt.
+    statusDetail.textContent =
+      status === 'online' ? '' : (detail ?? (status === 'reconnecting' ? 'Trying now…' : ''));
+    if (was === 'online' && status === 'reconnecting') notice('Connection lost. Reconnecting…');
+    if (detail !== undefined && status === 'offline') notice(detail);
     // Before the first join the card covers the page, so say there why nothing happens yet;
     // pressing Join again skips the wait.
     if (status === 'connecting' && detail !== undefined && !joinBackdrop.hidden)
       joinError.textContent = detail;
     if (status === 'offline') {
+      // Nothing brings the chats still waiting for their "71" back: say so on each.
+      for (const li of document.querySelectorAll<HTMLLIElement>('.messages li[data-pending]'))
+        markNotSent(li, 'Not sent: disconnected before the server took it');
       showJoin(detail);
     }
   },
   async joined({ nickname, userCount, rejoined, resumed }) {
-    joinBackdrop.hidden = true;
+    setJoinOpen(false);
+    lastSent = undefined;
     if (!rejoined) {
       // A new session (the user joined again after leaving): the rooms of the old one are gone.
       for (const view of [...views.values()])
@@ -619,8 +641,16 @@ const connection = new Connection(wsUrl, {
       // The connection dropped while loading; reconnecting will try again.
     }
   },
-  refused(reason) {
-    showJoin(reason);
+  refused(reason, lostNickname) {
+    if (lostNickname === undefined) {
+      showJoin(reason);
+      return;
+    }
+    const suggestion = freeNickname(lostNickname);
+    nicknameInput.value = suggestion;
+    showJoin(
+      `Your nickname ${lostNickname} was taken by someone else while you were disconnected. Join as ${suggestion}, or pick another one.`,
+    );
   },
   message: onMessage,
   queued(waiting, dropped) {
@@ -633,10 +663,17 @@ const connection = new Connection(wsUrl, {
   },
   chatRefused(chat, reason) {
     const li = pendingLine(chat.cid);
-    li?.removeAttribute('data-pending');
-    li?.classList.add('failed');
+    if (li !== undefined) markNotSent(li, `Not sent: ${reason}`);
     const view = findView(chat.room) ?? selected;
     error(`Not sent: ${reason}`, view);
+  },
+  chatBanned(chat) {
+    const li = chat === undefined ? lastSent : pendingLine(chat.cid);
+    if (li === undefined) return;
+    li.classList.add('refused');
+    markNotSent(li, 'Refused: it contains a banned word');
+    const view = views.get(li.closest('ol')?.dataset.room ?? '') ?? selected;
+    error('Not sent: this message was refused for a banned word.', view);
   },
   roomLost(room, reason) {
     const view = findView(room);
@@ -654,6 +691,24 @@ const connection = new Connection(wsUrl, {
     }
   },
 });
+
+/** The longest nickname the server takes, in characters (docs/protocol.md, "Nicknames"). */
+const MAX_NICKNAME = 32;
+
+/**
+ * A nickname like `taken` that nobody in the rooms this page knows has (nina_, nina_2, …).
+ * The server may still know someone by it; then the card says so as for any taken name.
+ */
+function freeNickname(taken: string): string {
+  const known = new Set<string>();
+  for (const view of views.values()) for (const m of view.members) known.add(m.toLowerCase());
+  for (let n = 1; ; n++) {
+    const suffix = n === 1 ? '_' : `_${n}`;
+    const base = [...taken].slice(0, MAX_NICKNAME - suffix.length).join('');
+    const name = `${base}${suffix}`;
+    if (!known.has(name.toLowerCase())) return name;
+  }
+}
 
 function ordinalSuffix(n: number): string {
   if (n % 100 >= 11 && n % 100 <= 13) return 'th';
@@ -977,6 +1032,9 @@ async function leaveRoom(name: string): Promise<void> {
   await connection.call({ cmd: Cmd.PART_ROOM, room: view?.name ?? name });
 }
 
+/** The chat line typed last: without history it is all that tells which chat a "90" 2001 refused. */
+let lastSent: HTMLLIElement | undefined;
+
 function sendChat(text: string): void {
   const view = selected;
   const chat = connection.chat(view.name, text);
@@ -984,6 +1042,19 @@ function sendChat(text: string): void {
   // Shown at once; its place among stored messages is known when "71" gives its id.
   if (chat !== undefined) li.dataset.pending = chat.cid;
   append(view, li);
+  lastSent = li;
+}
+
+/** Marks one of the reader's own lines as never delivered, to eyes (struck out) and in words. */
+function markNotSent(li: HTMLLIElement, why: string): void {
+  li.removeAttribute('data-pending');
+  li.classList.add('failed');
+  li.title = why;
+  if (li.querySelector('.not-sent') !== null) return;
+  const mark = document.createElement('span');
+  mark.className = 'not-sent';
+  mark.textContent = 'not sent';
+  li.append(mark);
 }
 
 async function submit(text: string): Promise<void> {
@@ -1055,7 +1126,7 @@ async function submit(text: string): Promise<void> {
       }
       case 'help': {
         const pre = document.createElement('pre');
-        pre.textContent = `${HELP}\nClick a member to whisper to them, a room to type into it.`;
+        pre.textContent = WEB_HELP;
         append(selected, line('notice', [pre]));
         return;
       }
@@ -1156,6 +1227,32 @@ composer.addEventListener('submit', (event) => {
   void submit(text);
 });
 
+/** Keys that scroll a focused log up; at its top they load older history, as scrolling does. */
+const SCROLL_UP_KEYS = new Set(['ArrowUp', 'PageUp', 'Home']);
+
+/**
+ * PageUp and PageDown in the composer scroll the log, and Ctrl+Home and Ctrl+End go to its
+ * ends (a one-line input loses nothing: Home and End still move the caret), so a reader on
+ * the keyboard reads back without leaving what they are typing.
+ */
+function scrollFromComposer(event: KeyboardEvent): void {
+  const list = selected.list;
+  // A line of the old page stays in view, as the browser's own PageUp keeps one.
+  const page = Math.max(list.clientHeight - 40, 40);
+  let top: number;
+  if (event.key === 'PageUp' && !event.ctrlKey) top = list.scrollTop - page;
+  else if (event.key === 'PageDown' && !event.ctrlKey) top = list.scrollTop + page;
+  else if (event.key === 'Home' && event.ctrlKey) top = 0;
+  else if (event.key === 'End' && event.ctrlKey) top = list.scrollHeight;
+  else return;
+  event.preventDefault();
+  list.scrollTop = top;
+  // Already at the top nothing scrolled, so no scroll event asks for older lines.
+  if (top <= 0) loadOlder(selected);
+}
+
+input.addEventListener('keydown', scrollFromComposer);
+
 // A pasted page goes out a message per line, in order, as from the terminal client (the
 // input holds one line, and joined the lines with spaces); what follows the last line break
 // stays in the input, as if typed. Blank lines are skipped.
@@ -1222,8 +1319,19 @@ membersToggle.addEventListener('click', () => {
   membersToggle.setAttribute('aria-expanded', String(open));
 });
 
+/** What is behind the join card: out of reach (Tab, clicks, screen readers) while it is open. */
+const behindJoin = [
+  document.querySelector('header') as HTMLElement,
+  document.querySelector('main') as HTMLElement,
+];
+
+function setJoinOpen(open: boolean): void {
+  joinBackdrop.hidden = !open;
+  for (const el of behindJoin) el.inert = open;
+}
+
 function showJoin(message?: string): void {
-  joinBackdrop.hidden = false;
+  setJoinOpen(true);
   joinError.textContent = message ?? '';
   nicknameInput.value ||= connection.nickname;
   nicknameInput.focus();
@@ -1242,21 +1350,24 @@ joinForm.addEventListener('submit', (event) => {
 });
 
 /** A reload comes back as the same user, in the same rooms (the tab's sessionStorage). */
-function restoreSession(): void {
+function restoreSession(): boolean {
   let saved: SavedSession | undefined;
   try {
     const text = sessionStorage.getItem(SESSION_KEY);
     saved = text === null ? undefined : (JSON.parse(text) as SavedSession);
   } catch {
-    return;
+    return false;
   }
-  if (typeof saved?.nickname !== 'string' || saved.nickname === '') return;
+  if (typeof saved?.nickname !== 'string' || saved.nickname === '') return false;
   nicknameInput.value = saved.nickname;
   const rooms = Array.isArray(saved.rooms) ? saved.rooms.filter((r) => typeof r === 'string') : [];
   connection.join(saved.nickname, {
     ...(typeof saved.resume === 'string' ? { resume: saved.resume } : {}),
     rooms,
   });
+  return true;
 }
 
-restoreSession();
+// A reload rejoins by itself; the card then only covers the page until it has.
+if (restoreSession()) setJoinOpen(true);
+else showJoin();
