@@ -699,6 +699,41 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
+  it('coming back to a full lobby ("02"), keeps trying rather than asking for a nickname', async () => {
+    const server = await startConfab({ 'http-port': '0', 'max-users': '2' });
+    const page = await openPage(server.httpAddress!.port);
+    const listener = await join(server.address.port, 'listener');
+    let intruder: RawClient | undefined;
+    try {
+      await joinAs(page, 'returner');
+      await listener.expect('8');
+      const before = await page.evaluate(() => window.sockets.length);
+      await cut(page, 'closed');
+      await listener.expect('30');
+      // The lobby's last place taken while the page is away: its next attempts meet "02".
+      intruder = await join(server.address.port, 'intruder');
+      await until(
+        'two refused attempts',
+        async () => (await page.evaluate(() => window.sockets.length)) >= before + 2,
+        15_000,
+      );
+      expect(await page.locator('#status').getAttribute('data-status')).toBe('reconnecting');
+      expect(await page.locator('#nickname').isVisible()).toBe(false);
+      intruder.close();
+      await page.locator('#status[data-status="online"]').waitFor({ timeout: 20_000 });
+      listener.sendPy({ cmd: '1' });
+      expect(((await listener.expect('10')).users as string[][]).map((u) => u[0]).sort()).toEqual([
+        'listener',
+        'returner',
+      ]);
+    } finally {
+      intruder?.close();
+      listener.close();
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+
   it('sends the chats still queued behind the flood limit once, in order, after a cut', async () => {
     const server = await startConfab({ 'http-port': '0', 'rate-limit': '4', 'rate-burst': '2' });
     const page = await openPage(server.httpAddress!.port);

@@ -95,6 +95,8 @@ export class Connection {
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private fatal: string | undefined;
+  /** The last attempt was answered "02" (full or busy) on the way back: the retry says so. */
+  private busy = false;
   /** The longest message the server takes, in characters, as its "03" said (if it did). */
   maxMessage: number | undefined;
   /** Set from the limits in "03"; requests then wait their turn in `outbox`. */
@@ -218,6 +220,13 @@ export class Connection {
             this.everJoined || this.ownNickname ? this.nickname : undefined,
           );
         } else if (message.cmd === Cmd.CONNECT_CHATROOM_FULL) {
+          // Coming back, a full lobby or a server that has had too many CONNECTs from this
+          // address lately (after its restart, say) passes: tried again as after a cut.
+          if (this.everJoined) {
+            this.busy = true;
+            ws.close();
+            return;
+          }
           this.refuse('The room is full. Try again in a moment.');
         } else if (message.cmd === Cmd.ERROR) {
           this.refuse(asString(message.message ?? 'The server refused.'));
@@ -263,7 +272,9 @@ export class Connection {
       this.on.status('offline', this.fatal);
       return;
     }
-    this.scheduleRetry('Connection lost.');
+    const why = this.busy ? 'The server is full or busy.' : 'Connection lost.';
+    this.busy = false;
+    this.scheduleRetry(why);
   }
 
   /** True when the server keeps history for this client (granted with rooms). */
