@@ -1221,7 +1221,11 @@ export class RedisPresence implements Presence {
       };
     }
     const [status, epoch, longest] = reply as [string, string, string];
-    this.epoch = epoch;
+    // After a reset, only once every member is registered again: a registration that failed
+    // (the connection dropped mid-way) is then asked again, with the others, at the next
+    // heartbeat, which answers 'reset' again. Taken as done, that member would have been
+    // found missing ('held') and closed as taken over elsewhere.
+    if (status !== 'reset') this.epoch = epoch;
     // Never lowered: after Redis restarted empty, nodes not back yet have no timeout there.
     this.longestTimeoutMs = Math.max(this.longestTimeoutMs, Number(longest) || 0);
     let beat: Heartbeat = { status: 'ok' };
@@ -1238,6 +1242,7 @@ export class RedisPresence implements Presence {
       beat = { status: 'expired' };
     } else if (status === 'reset') {
       const { lost, displaced } = await this.reregister();
+      this.epoch = epoch;
       beat =
         displaced.length > 0 ? { status: 'reset', lost, displaced } : { status: 'reset', lost };
     }

@@ -874,6 +874,9 @@ export class ClusterNode {
    * is stopping (the rooms live on elsewhere).
    */
   leave(session: Session, reason: DisconnectReason): void {
+    // A JOIN_ROOM whose place Presence gave while it reads the room: the release frees that
+    // place too, and its "30" must come after the "8" the room would otherwise never see.
+    session.announceJoin?.();
     const names = new Map<string, string>();
     for (const room of [...session.rooms]) {
       names.set(room.key, room.name);

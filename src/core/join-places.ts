@@ -6,12 +6,13 @@ interface Waiting {
   readonly nickname: string;
   /** Its join's place, or undefined when it will not come (see `giveUp`). */
   readonly settle: (after: ChatPlace | undefined) => void;
+  /** Ends its wait regardless, PLACE_TIMEOUT_MS after it began. */
+  timer?: ReturnType<typeof setTimeout>;
 }
 
-/** A room's members waiting for their joins' places, and when the wait ends regardless. */
+/** A room's members waiting for their joins' places, in the order they joined. */
 interface Room {
   readonly entries: Waiting[];
-  readonly timer: ReturnType<typeof setTimeout>;
 }
 
 /**
@@ -32,15 +33,22 @@ export class JoinPlaces {
   wait(key: string, nickname: string): Promise<ChatPlace | undefined> {
     return new Promise((settle) => {
       const entry: Waiting = { nickname, settle };
+      // Each its own time: a later joiner given up at the first one's would be shown what
+      // came before its join.
+      entry.timer = setTimeout(() => this.expire(key, entry), PLACE_TIMEOUT_MS);
+      entry.timer.unref();
       const waiting = this.rooms.get(key);
-      if (waiting !== undefined) {
-        waiting.entries.push(entry);
-        return;
-      }
-      const timer = setTimeout(() => this.giveUp(key), PLACE_TIMEOUT_MS);
-      timer.unref();
-      this.rooms.set(key, { entries: [entry], timer });
+      if (waiting !== undefined) waiting.entries.push(entry);
+      else this.rooms.set(key, { entries: [entry] });
     });
+  }
+
+  /** `entry` has waited long enough: it and those before it (joined earlier) get what was held. */
+  private expire(key: string, entry: Waiting): void {
+    const waiting = this.rooms.get(key);
+    const at = waiting?.entries.indexOf(entry) ?? -1;
+    if (at < 0) return;
+    for (const done of this.take(key, waiting!, 0, at + 1)) done.settle(undefined);
   }
 
   /**
@@ -71,10 +79,8 @@ export class JoinPlaces {
   /** Takes `count` entries from `at` out of the room's wait, which ends with its last. */
   private take(key: string, waiting: Room, at: number, count: number): Waiting[] {
     const taken = waiting.entries.splice(at, count);
-    if (waiting.entries.length === 0) {
-      clearTimeout(waiting.timer);
-      this.rooms.delete(key);
-    }
+    for (const entry of taken) clearTimeout(entry.timer);
+    if (waiting.entries.length === 0) this.rooms.delete(key);
     return taken;
   }
 

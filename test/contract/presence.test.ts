@@ -268,6 +268,31 @@ describe.skipIf(withoutRedis())('Redis', () => {
       ]);
     });
 
+    it('after a restart, asks again at the next heartbeat for every member whose registration failed', async () => {
+      const prefix = newPrefix();
+      const client = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => client.disconnect());
+      const a = new RedisPresence({ redis: client, prefix, node: 'a', timeoutMs: TIMEOUT_MS });
+      cleanup.push(() => a.close().catch(() => {}));
+      await a.heartbeat();
+      await a.claim('1', 'ann', addr(1));
+      await a.claim('2', 'bob', addr(2));
+      await a.join('2', 'lobby', 10);
+      await redis.restart();
+      // The connection drops as one member is registered again (a reply lost on the way).
+      const scripts = client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+      const register = scripts.confabPresenceReregister!.bind(client);
+      let failures = 1;
+      scripts.confabPresenceReregister = (...args) =>
+        failures-- > 0 ? Promise.reject(new Error('Connection is closed.')) : register(...args);
+      await once(() => client.ping());
+      await expect(a.heartbeat()).rejects.toThrow('Connection is closed.');
+      expect(await a.heartbeat()).toEqual({ status: 'reset', lost: [] });
+      expect(await a.heartbeat()).toEqual({ status: 'ok' });
+      expect((await a.find('ann'))?.id).toBe('1');
+      expect((await a.members('lobby')).map((m) => m.nickname)).toEqual(['bob']);
+    });
+
     it('after a restart, the identity each member holds is registered again with its token', async () => {
       const prefix = newPrefix();
       const [a, b] = await liveNodes(prefix, ['a', 'b']);

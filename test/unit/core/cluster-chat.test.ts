@@ -1956,6 +1956,32 @@ describe('what a node shows a joiner of the room, from its roster', () => {
     expect(obs.take()).toEqual([{ cmd: '30', nickname: 'ann', userCount: 3 }]);
   });
 
+  it('tells a room of a join a member was closed in the middle of before its leave, never the leave alone', async () => {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const wit = connect(a!, 'wit', EXT);
+    const ann = connect(b!, 'ann', EXT);
+    await settle();
+    send(wit, { cmd: '100', room: 'physics' });
+    await settle();
+    wit.take();
+    // Ann's place in physics is claimed, and her node reads the room's members when she is
+    // closed (a KICK, a ban, a stall).
+    const presence = b!.cluster!.presence;
+    const members = holding(presence.members.bind(presence));
+    presence.members = members.call;
+    send(ann, { cmd: '100', room: 'physics' });
+    await settle();
+    expect(members.held).toHaveLength(1);
+    b!.disconnect(ann.session!, 'flooding');
+    await settle();
+    members.release();
+    await settle();
+    expect(wit.take().filter((m) => 'room' in m && m.room === 'physics')).toEqual([
+      { cmd: '8', nickname: 'ann', userCount: 2, room: 'physics' },
+      { cmd: '30', nickname: 'ann', userCount: 1, room: 'physics' },
+    ]);
+  });
+
   it('shows a later joiner, and the members there before it, a member the first read missed, then its leave', async () => {
     const [a, b] = nodes(2, { maxUsers: 10 });
     const ann = connect(b!, 'ann');

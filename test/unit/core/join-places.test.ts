@@ -1,5 +1,5 @@
 /** JoinPlaces: members waiting for their joins to come back through the broker, per room. */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ChatPlace, JoinedEvent } from '../../../src/core/broker.js';
 import { JoinPlaces } from '../../../src/core/join-places.js';
 
@@ -58,5 +58,36 @@ describe('JoinPlaces', () => {
     await expect(ann).resolves.toEqual(place);
     // Its join, should Redis have taken it after all, finds nobody waiting.
     places.placed('r', joined('bob'), place);
+  });
+
+  describe('with a clock', () => {
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    it('gives each member up after its own 3 s of waiting, not the first one’s', async () => {
+      vi.useFakeTimers();
+      const places = new JoinPlaces();
+      const settled: string[] = [];
+      const wait = (nickname: string) =>
+        places.wait('r', nickname).then((after) => {
+          settled.push(`${nickname} ${after === undefined ? 'none' : after.id}`);
+        });
+      const ann = wait('ann');
+      await vi.advanceTimersByTimeAsync(2_000);
+      const bob = wait('bob');
+      await vi.advanceTimersByTimeAsync(1_000);
+      await ann;
+      expect(settled).toEqual(['ann none']);
+      await vi.advanceTimersByTimeAsync(1_000);
+      // Still waiting: its join comes back in its place.
+      places.placed('r', joined('bob'), place);
+      await bob;
+      expect(settled).toEqual(['ann none', 'bob 7']);
+      const cy = wait('cy');
+      await vi.advanceTimersByTimeAsync(3_000);
+      await cy;
+      expect(settled.at(-1)).toBe('cy none');
+    });
   });
 });
