@@ -2,12 +2,13 @@
 import { Cmd, ErrorCode } from '../protocol/codes.js';
 import { formatDuration } from '../protocol/slash-commands.js';
 import { atMostChars, clip } from '../protocol/text.js';
+import { parseAddressMask } from './addresses.js';
 import { type Ban, banMatches, parseMask } from './bans.js';
 import type { Broker, NodeNotice } from './broker.js';
 import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
 import { Delivery } from './events.js';
 import { removalDetail } from './moderation.js';
-import { MAX_UNITS_PER_CHARACTER } from './nickname.js';
+import { MAX_UNITS_PER_CHARACTER, numericMask } from './nickname.js';
 import type { Presence } from './presence.js';
 import type { Session } from './session.js';
 
@@ -242,6 +243,16 @@ export const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
       session,
       ErrorCode.MESSAGE_TOO_LONG,
       `a ban's reason is at most ${MAX_BAN_REASON} characters`,
+      req.cmd,
+    );
+    return;
+  }
+  // "127.0.0.01" or "127.1" is no address, and a nickname ban would leave the address in.
+  if (numericMask(mask) && parseAddressMask(mask) === undefined) {
+    refuse(
+      session,
+      ErrorCode.INVALID_FIELD,
+      `"${clip(mask)}" is not an address or network: write a.b.c.d, a.b.c.d/n or an IPv6 one`,
       req.cmd,
     );
     return;

@@ -69,12 +69,61 @@ export type NicknameCheck = { ok: true; nickname: string } | { ok: false; reason
 
 export function checkNickname(raw: string): NicknameCheck {
   const checked = checkName(raw, MAX_NICKNAME_LENGTH, 'nickname');
-  // A BAN mask that reads as an address bans that address: a nickname reading as one, in any
-  // width of its digits, could not be banned by name, and its BAN would ban a network.
-  if (checked.ok && parseAddressMask(checked.nickname.normalize('NFKC')) !== undefined) {
-    return { ok: false, reason: 'nickname must not read as an IP address or network' };
+  // A BAN mask that reads as an address bans that address: a nickname a reader takes for one
+  // (in any width or script of its digits, "1O.0.0.0/8" with a letter O) could not be banned
+  // by what the operator reads, and that BAN would ban a network. Dotted numbers that are no
+  // address ("127.0.0.01") a BAN refuses, so no nickname may be one either.
+  if (checked.ok) {
+    const digits = digitsRead(checked.nickname);
+    if (parseAddressMask(lettersRead(digits)) !== undefined || numericMask(digits)) {
+      return { ok: false, reason: 'nickname must not read as an IP address or network' };
+    }
   }
   return checked;
+}
+
+/**
+ * Whether `text` is written only as an address is (digits of any script, dots, colons,
+ * slashes, with a dot or colon), whether or not it is a valid one.
+ */
+export function numericMask(text: string): boolean {
+  const digits = digitsRead(text);
+  return /^[0-9./:]+$/.test(digits) && /[.:]/.test(digits);
+}
+
+const DECIMAL_DIGIT = /\p{Nd}/u;
+/** Look-alike keys read as the character an address is written with. */
+const READ_AS = new Map([
+  [lookalikeKey('0'), '0'],
+  [lookalikeKey('1'), '1'],
+  [lookalikeKey('\u3002'), '.'],
+]);
+
+/** `text` in NFKC with every decimal digit of any script as its ASCII digit. */
+function digitsRead(text: string): string {
+  let read = '';
+  for (const ch of text.normalize('NFKC')) {
+    read += DECIMAL_DIGIT.test(ch) ? String(digitValue(ch)) : ch;
+  }
+  return read;
+}
+
+/** Letters that look like 0 and 1 (O, l, I), and an ideographic full stop, read as those. */
+function lettersRead(text: string): string {
+  let read = '';
+  for (const ch of text) read += READ_AS.get(lookalikeKey(ch)) ?? ch;
+  return read;
+}
+
+/**
+ * A decimal digit's value: Unicode gives each script's digits as a run of ten from zero, so
+ * it is the distance from the start of its run, in tens.
+ */
+function digitValue(ch: string): number {
+  const cp = ch.codePointAt(0)!;
+  let first = cp;
+  while (cp - first < 100 && DECIMAL_DIGIT.test(String.fromCodePoint(first - 1))) first--;
+  return (cp - first) % 10;
 }
 
 /**

@@ -255,6 +255,32 @@ describe('BAN', () => {
     expect(other.closedWith).toBe('banned');
   });
 
+  it('refuses a ban of dotted numbers that are no address, which would otherwise ban a nickname nobody may have', () => {
+    const op = oper('op', '192.0.2.1');
+    drain(op);
+    for (const mask of [
+      '127.0.0.01',
+      '127.000.0.1',
+      '127.1',
+      '１27.0.0.1',
+      '١٢٧.0.0.1',
+      '1.2.3.4/33',
+    ]) {
+      send(op, { cmd: '95', mask });
+      expect(op.take(), mask).toMatchObject([
+        {
+          cmd: '90',
+          code: ErrorCode.INVALID_FIELD,
+          message: expect.stringMatching(/is not an address or network/),
+          ref: '95',
+        },
+      ]);
+    }
+    expect(chat.bans.list(now)).toEqual([]);
+    send(op, { cmd: '95', mask: '198.51.100.0/24' });
+    expect(op.take()).toMatchObject([{ cmd: '98' }]);
+  });
+
   it('tells a moderation member how long a ban lasts', () => {
     const op = oper();
     const watcher = connect('watcher', ['moderation']);
