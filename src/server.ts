@@ -8,11 +8,11 @@ import { RedisBroker } from './cluster/redis-broker.js';
 import { REFILL_MS, RedisPresence } from './cluster/redis-presence.js';
 import {
   agreeOnShards,
+  freshState,
   ShardedBroker,
   ShardedHistoryStore,
   sameServer,
   shardListHash,
-  youngRedis,
 } from './cluster/shards.js';
 import {
   type Config,
@@ -185,6 +185,11 @@ const CENSUS_CACHE_MS = 1_000;
 /** A /healthz or scrape does not wait longer than this for them. */
 const CENSUS_TIMEOUT_MS = 1_000;
 
+/**
+ * The longest a starting node waits, on a Redis emptied moments ago, for running nodes to
+ * record their shard list (see ClusterNode.open).
+ */
+const STATE_WAIT_MAX_MS = 10_000;
 /** How long start-up waits for Redis before giving up with a StartError. */
 const REDIS_START_TIMEOUT_MS = 5_000;
 /** Heartbeats this often, and at least five times per --cluster-timeout. */
@@ -412,18 +417,22 @@ class ClusterNode implements Cluster, ClusterView {
     };
     // After Redis restarted empty, the running nodes record their list again at their next
     // heartbeats (RedisPresence.shardList): a node that found none recorded and recorded its
-    // own first would have them refused. So while Redis is younger than the time they take
-    // to be back (REFILL_MS), an empty record is waited out.
+    // own first would have them refused. So while the state Redis holds is younger than the
+    // time they take to be back, an empty record is waited out: their timeout (a node away
+    // longer has cut itself off), this node's standing in for theirs, REFILL_MS at least and
+    // STATE_WAIT_MAX_MS at most.
+    const wait = Math.min(Math.max(presence.timeoutMs, REFILL_MS), STATE_WAIT_MAX_MS);
+    const keys = { list: where.key, clock: presence.keyOf('clock') };
     for (let pass = 0; ; pass++) {
-      const young = await atStart(youngRedis(redis, where.key, REFILL_MS));
-      if (young === 0) break;
+      const left = await atStart(freshState(redis, keys, wait));
+      if (left === 0) break;
       if (pass === 0) {
         log.info(
           {},
-          `no --redis-shards list recorded and Redis started moments ago: waiting up to ${Math.ceil(young / 1000)} s for running nodes to record theirs`,
+          `no --redis-shards list recorded, and Redis was empty moments ago: waiting up to ${Math.ceil(left / 1000)} s for running nodes to record theirs`,
         );
       }
-      await beatAfter(young);
+      await beatAfter(left);
     }
     let theirs = await atStart(agreeOnShards(redis, where, ours));
     // Bounded by those nodes' timeouts, which the answer counts down. Each pass is one

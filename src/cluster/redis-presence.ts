@@ -55,7 +55,7 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //   timeouts     zset node -> its timeout (ms), removed with the node (an older version's
 //                reap leaves it, and forgive_silence or a heartbeat reading the longest then)
 //   clock        hash beat: Redis time (ms) of the last heartbeat of any node; refilled: the
-//                epoch a refill was started for
+//                epoch a refill was started for; since: Redis time (ms) the epoch was made
 //   refill       set by the first heartbeat that finds Redis emptied (a node's 'reset'), for
 //                the time every live node takes to register its members again (each later
 //                reset within it starts that time again): meanwhile a
@@ -560,6 +560,9 @@ local epoch = redis.call('GET', P .. 'epoch')
 if not epoch then
   epoch = ARGV[3]
   redis.call('SET', P .. 'epoch', epoch)
+  -- When Redis's state began (it was empty): a node starting soon after waits for the
+  -- running ones to record their shard list again (shards.ts's freshState).
+  redis.call('HSET', CLOCK, 'since', real_ms())
 end
 local was = redis.call('ZSCORE', NODES, node)
 local now = forgive_silence(ARGV[6], true)[1]
@@ -1217,7 +1220,7 @@ export class RedisPresence implements Presence {
     if (reply[0] === 'refused') {
       return {
         status: 'refused',
-        reason: `the running nodes of this cluster were given another --redis-shards list (${reply[1]}, this node ${this.shardList})`,
+        reason: `another --redis-shards list is recorded for this cluster (${reply[1]}, this node ${this.shardList}): a node started with it while this one was away`,
       };
     }
     const [status, epoch, longest] = reply as [string, string, string];

@@ -212,16 +212,27 @@ export async function agreeOnShards(
 }
 
 /**
- * How long (ms) a starting node waits before it may record its shard list at `key`: 0 once a
- * list is recorded or Redis has run for `ms`, else what is left of `ms`. Redis reports its
- * uptime in whole seconds, so the wait may be up to a second longer than needed.
+ * Until then a starting node finding no shard list recorded waits (ms; 0 once a list is
+ * recorded or the state is old enough): the state Redis holds began `ms` ago at most (its
+ * epoch was made: Redis was empty), and the nodes running before may not have recorded
+ * theirs again yet. A state an older version began (no time recorded) counts as old.
+ * KEYS: the list hash's key, Presence's clock hash. ARGV: ms.
  */
-export async function youngRedis(redis: Redis, key: string, ms: number): Promise<number> {
-  if ((await redis.exists(key)) === 1) return 0;
-  const uptime = /^uptime_in_seconds:(\d+)/m.exec(await redis.info('server'))?.[1];
-  // A Redis that does not say (a proxy in front of it, say) is taken as old.
-  if (uptime === undefined) return 0;
-  return Math.max(0, ms - Number(uptime) * 1000);
+const STATE_AGE_LUA = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local since = tonumber(redis.call('HGET', KEYS[2], 'since') or '')
+if not since then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return math.max(0, since + tonumber(ARGV[1]) - now)
+`;
+
+export async function freshState(
+  redis: Redis,
+  keys: { readonly list: string; readonly clock: string },
+  ms: number,
+): Promise<number> {
+  return Number(await redis.eval(STATE_AGE_LUA, 2, keys.list, keys.clock, String(ms)));
 }
 
 /** A history store per Redis instance, as the broker of that instance reads gaps from. */

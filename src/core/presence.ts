@@ -372,6 +372,8 @@ export class PresenceKeeper {
   private lastTick: number;
   private expired = false;
   private running = false;
+  /** A heartbeat was refused: no more are sent. */
+  private refused = false;
   private readonly now: () => number;
 
   constructor(
@@ -389,7 +391,7 @@ export class PresenceKeeper {
     this.lastAcked = this.now();
     this.lastTick = this.lastAcked;
     await this.tick();
-    if (this.timer !== undefined) return;
+    if (this.timer !== undefined || this.refused) return;
     this.timer = setInterval(() => {
       void this.tick();
     }, this.options.intervalMs);
@@ -417,7 +419,8 @@ export class PresenceKeeper {
       const beat = await this.presence.heartbeat();
       if (beat.status === 'refused') {
         this.stop();
-        this.handlers.onRefused?.(beat.reason);
+        if (!this.refused) this.handlers.onRefused?.(beat.reason);
+        this.refused = true;
         return;
       }
       const answered = this.now();
