@@ -45,6 +45,14 @@ export class Admission {
   }
 
   /** New caps apply to connections accepted from now on; open ones stay. */
+  /**
+   * Whether addresses are told apart at all: with no cap per address (--max-conns-per-ip 0,
+   * as behind a proxy all clients share one), nothing else is counted per address either.
+   */
+  get perAddress(): boolean {
+    return this.maxPerIp > 0;
+  }
+
   setCaps(maxTotal: number | undefined, maxPerIp: number | undefined): void {
     if (maxTotal !== undefined) this.maxTotal = maxTotal;
     if (maxPerIp !== undefined) this.maxPerIp = maxPerIp;

@@ -439,9 +439,12 @@ export class Chat implements ChatContext, SessionHost {
     return this.roomBuckets.of(address, rate, this.rateBurst, now).take(now);
   }
 
-  /** A CONNECT from `session`'s address, within its budget (CONNECT_RATE_SHARE). */
+  /**
+   * A CONNECT from `session`'s address, within its budget (CONNECT_RATE_SHARE). None with
+   * --max-conns-per-ip 0: a site that sets it has every client behind one address.
+   */
   private connectAllowed(session: Session): boolean {
-    if (this.rateLimit <= 0) return true;
+    if (this.rateLimit <= 0 || !this.admission.perAddress) return true;
     const now = this.clock();
     const rate = this.rateLimit / CONNECT_RATE_SHARE;
     const burst = Math.max(this.rateBurst, CONNECT_MIN_BURST);

@@ -187,9 +187,10 @@ export const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
         }
         const heard = await cluster.broker.notify(member.node, notice(member.id, member.nickname));
         // Nothing else would answer it: the member's node is gone (its members leave once
-        // the others reap it) or was not listening for a moment.
+        // the others reap it) or was not listening for a moment; or Redis's answer was lost,
+        // and the kick may have gone out all the same.
         if (heard !== true && !closed()) {
-          refuse(session, ErrorCode.TRY_AGAIN, unheardKick(req.nickname), req.cmd);
+          refuse(session, ErrorCode.TRY_AGAIN, unheardKick(req.nickname, heard), req.cmd);
         }
       }),
     );
@@ -211,8 +212,10 @@ export function kickMissed(session: Session, nickname: string): void {
   refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(nickname), Cmd.KICK);
 }
 
-function unheardKick(nickname: string): string {
-  return `the server "${clip(nickname)}" is on did not answer; nothing was done: try again in a few seconds`;
+function unheardKick(nickname: string, heard: false | undefined): string {
+  return heard === false
+    ? `the server "${clip(nickname)}" is on did not answer; nothing was done: try again in a few seconds`
+    : `the kick of "${clip(nickname)}" may not have reached its server: try again in a few seconds`;
 }
 
 function noSuchUser(nickname: string): string {

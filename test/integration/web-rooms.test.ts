@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfabServer } from '../../src/server.js';
 import { launchChromium } from '../helpers/browser.js';
 import { until } from '../helpers/cluster.js';
-import { join, type RawClient } from '../helpers/raw-client.js';
+import { join, RawClient } from '../helpers/raw-client.js';
 import { ROOT, startConfab } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 import { joinAs, say } from '../helpers/web-page.js';
@@ -729,6 +729,33 @@ describe('web client history and resume in Chromium', () => {
     } finally {
       intruder?.close();
       listener.close();
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+
+  it('a reload answered "02" (its address out of CONNECTs) keeps trying, and gets its rooms back', async () => {
+    // One CONNECT every 5 s after a burst of 10: the reload's first attempt is refused.
+    const server = await startConfab({ 'http-port': '0', 'rate-limit': '2', 'rate-burst': '10' });
+    const page = await openPage(server.httpAddress!.port);
+    try {
+      await joinAs(page, 'reloader');
+      await enterRoom(page, 'den');
+      // The rest of the address's CONNECTs spent, as a restart's reconnecting crowd would.
+      for (let i = 0; i < 12; i++) {
+        const c = await RawClient.open(server.address.port);
+        c.sendPy({ cmd: '0', nickname: `crowd${i}` });
+        await c.waitFor((m) => m.cmd === '02' || m.cmd === '03', 1, 5_000);
+        c.close();
+      }
+      await page.reload();
+      // The card covers the page until it has rejoined, and says why it waits.
+      await page.locator('#join-error', { hasText: 'The server is full or busy.' }).waitFor();
+      expect(await page.locator('#status').getAttribute('data-status')).toBe('connecting');
+      await page.locator('#status[data-status="online"]').waitFor({ timeout: 20_000 });
+      await page.locator('ol.messages[data-room="den"]').waitFor({ state: 'attached' });
+      expect(await page.locator('#nickname').isVisible()).toBe(false);
+    } finally {
       await page.close();
       await server.stop();
     }

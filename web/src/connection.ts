@@ -220,9 +220,10 @@ export class Connection {
             this.everJoined || this.ownNickname ? this.nickname : undefined,
           );
         } else if (message.cmd === Cmd.CONNECT_CHATROOM_FULL) {
-          // Coming back, a full lobby or a server that has had too many CONNECTs from this
-          // address lately (after its restart, say) passes: tried again as after a cut.
-          if (this.everJoined) {
+          // Coming back (or a reload restoring its session), a full lobby or a server that has
+          // had too many CONNECTs from this address lately (after its restart, say) passes:
+          // tried again as after a cut, keeping the session to resume.
+          if (this.everJoined || this.ownNickname) {
             this.busy = true;
             ws.close();
             return;
@@ -262,19 +263,19 @@ export class Connection {
     this.pacer = undefined;
     for (const p of this.pending.splice(0)) p.reject(new RequestError('closed', 'disconnected'));
     if (!this.wanted) return;
+    const busy = this.busy;
+    this.busy = false;
     if (this.fatal !== undefined || !this.everJoined) {
       // Never joined (server down, name taken) or told not to come back.
       if (!this.everJoined && this.fatal === undefined) {
-        this.scheduleRetry('Cannot reach the server.');
+        this.scheduleRetry(busy ? 'The server is full or busy.' : 'Cannot reach the server.');
         return;
       }
       this.wanted = false;
       this.on.status('offline', this.fatal);
       return;
     }
-    const why = this.busy ? 'The server is full or busy.' : 'Connection lost.';
-    this.busy = false;
-    this.scheduleRetry(why);
+    this.scheduleRetry(busy ? 'The server is full or busy.' : 'Connection lost.');
   }
 
   /** True when the server keeps history for this client (granted with rooms). */

@@ -262,7 +262,7 @@ describe('flood control', () => {
 
   it('lets an address CONNECT a burst of --rate-burst times (10 at least), then once every ten requests’ worth: "02" past it', () => {
     let now = 0;
-    chat = new Chat({ rateLimit: 20, rateBurst: 12, clock: () => now });
+    chat = new Chat({ rateLimit: 20, rateBurst: 12, maxConnectionsPerIp: 128, clock: () => now });
     const watcher = joinChat(chat, 'watcher', ['errors'], '192.0.2.7');
     // Joins, failed CONNECTs and resumes alike: each is a CONNECT.
     expect(connect('watcher').take()).toEqual([{ cmd: '01' }]);
@@ -283,7 +283,7 @@ describe('flood control', () => {
     // Another address has a budget of its own.
     expect(joinChat(chat, 'eve', undefined, '192.0.2.8').take()[0]).toMatchObject({ cmd: '03' });
     // A smaller --rate-burst still leaves ten.
-    chat = new Chat({ rateLimit: 20, rateBurst: 2, clock: () => now });
+    chat = new Chat({ rateLimit: 20, rateBurst: 2, maxConnectionsPerIp: 128, clock: () => now });
     for (let i = 0; i < 10; i++) expect(connect(`q${i}`).take()[0]).toMatchObject({ cmd: '03' });
     expect(connect('q10').take()).toEqual([{ cmd: '02' }]);
   });
@@ -320,12 +320,17 @@ describe('flood control', () => {
     });
   });
 
-  it('does not count CONNECTs with flood control off', () => {
-    chat = new Chat({ rateLimit: 0, rateBurst: 3 });
-    for (let i = 0; i < 50; i++) {
-      const peer = connect(`p${i}`);
-      expect(peer.take()[0], `p${i}`).toMatchObject({ cmd: '03' });
-      send(peer, { cmd: '3' });
+  it('does not count CONNECTs with flood control off, nor with no cap per address (all clients behind one proxy)', () => {
+    for (const options of [
+      { rateLimit: 0, rateBurst: 3, maxConnectionsPerIp: 128 },
+      { rateLimit: 20, rateBurst: 3, maxConnectionsPerIp: 0 },
+    ]) {
+      chat = new Chat(options);
+      for (let i = 0; i < 50; i++) {
+        const peer = connect(`p${i}`);
+        expect(peer.take()[0], `p${i}`).toMatchObject({ cmd: '03' });
+        send(peer, { cmd: '3' });
+      }
     }
   });
 
