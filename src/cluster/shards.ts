@@ -211,13 +211,7 @@ export async function agreeOnShards(
   return reply ?? undefined;
 }
 
-/**
- * Until then a starting node finding no shard list recorded waits (ms; 0 once a list is
- * recorded or the state is old enough): the state Redis holds began `ms` ago at most (its
- * epoch was made: Redis was empty), and the nodes running before may not have recorded
- * theirs again yet. A state an older version began (no time recorded) counts as old.
- * KEYS: the list hash's key, Presence's clock hash. ARGV: ms.
- */
+/** KEYS: the list hash's key, Presence's clock hash. ARGV: ms. See freshState. */
 const STATE_AGE_LUA = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local since = tonumber(redis.call('HGET', KEYS[2], 'since') or '')
@@ -227,6 +221,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return math.max(0, since + tonumber(ARGV[1]) - now)
 `;
 
+/**
+ * How long (ms) a starting node that finds no shard list recorded waits before recording its
+ * own: what is left of `ms` since the state Redis holds began (a node found Redis empty and
+ * made the epoch), when the nodes running before may not have recorded theirs again yet; 0
+ * once a list is recorded, or for a state an older version began (no time recorded).
+ */
 export async function freshState(
   redis: Redis,
   keys: { readonly list: string; readonly clock: string },

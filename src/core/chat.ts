@@ -156,7 +156,7 @@ const SECRET_FIELD = /("(?:password|resume)"\s*:\s*)"(?:[^"\\]|\\.)*("|$)/g;
 /** OPER checks per address: five at once, then one every ten seconds. */
 const OPER_BURST = 5;
 const OPER_RATE = 0.1;
-/** Addresses whose OPER checks, and whose new rooms, are counted (AddressBuckets). */
+/** Addresses whose OPER checks, new rooms and CONNECTs are counted (AddressBuckets). */
 const ADDRESS_BUCKETS = 4096;
 /** Requests whose only effect is their answer: a client gone has no use for them. */
 const ANSWER_ONLY: ReadonlySet<string> = new Set([
@@ -433,10 +433,7 @@ export class Chat implements ChatContext, SessionHost {
    */
   private roomMade(session: Session): boolean {
     if (this.rateLimit <= 0) return true;
-    const now = this.clock();
-    const rate = this.rateLimit / ROOM_RATE_SHARE;
-    const address = addressGroup(session.address.ip);
-    return this.roomBuckets.of(address, rate, this.rateBurst, now).take(now);
+    return this.spend(this.roomBuckets, session, ROOM_RATE_SHARE, this.rateBurst);
   }
 
   /**
@@ -445,11 +442,15 @@ export class Chat implements ChatContext, SessionHost {
    */
   private connectAllowed(session: Session): boolean {
     if (this.rateLimit <= 0 || !this.admission.perAddress) return true;
-    const now = this.clock();
-    const rate = this.rateLimit / CONNECT_RATE_SHARE;
     const burst = Math.max(this.rateBurst, CONNECT_MIN_BURST);
+    return this.spend(this.connectBuckets, session, CONNECT_RATE_SHARE, burst);
+  }
+
+  /** Takes one from `session`'s address's bucket: `share` requests' worth of --rate-limit each. */
+  private spend(buckets: AddressBuckets, session: Session, share: number, burst: number): boolean {
+    const now = this.clock();
     const address = addressGroup(session.address.ip);
-    return this.connectBuckets.of(address, rate, burst, now).take(now);
+    return buckets.of(address, this.rateLimit / share, burst, now).take(now);
   }
 
   operAttempt(ip: string): 'ok' | 'address' | 'server' {

@@ -75,7 +75,7 @@ export function checkNickname(raw: string): NicknameCheck {
   // address ("127.0.0.01") a BAN refuses, so no nickname may be one either.
   if (checked.ok) {
     const digits = digitsRead(checked.nickname);
-    if (parseAddressMask(lettersRead(digits)) !== undefined || numericMask(digits)) {
+    if (parseAddressMask(lettersRead(digits)) !== undefined || numericDigits(digits)) {
       return { ok: false, reason: 'nickname must not read as an IP address or network' };
     }
   }
@@ -87,7 +87,11 @@ export function checkNickname(raw: string): NicknameCheck {
  * slashes, with a dot or colon), whether or not it is a valid one.
  */
 export function numericMask(text: string): boolean {
-  const digits = digitsRead(text);
+  return numericDigits(digitsRead(text));
+}
+
+/** numericMask of a text digitsRead has read already. */
+function numericDigits(digits: string): boolean {
   return /^[0-9./:]+$/.test(digits) && /[.:]/.test(digits);
 }
 

@@ -1,6 +1,15 @@
 import { asNumber, asString } from './coerce.js';
 import type { BanEntry } from './messages.js';
 
+/** The operators' commands, as both clients' `\\help` lists them. */
+export const OPERATOR_HELP = `Operators:
+  \\oper <name> <password>              become an operator
+  \\kick <nickname> [reason]            disconnect a member
+  \\ban <nickname|address|cidr> [10m|2h|7d] [reason]
+                                       ban (until unbanned without a duration)
+  \\unban <mask>                        lift a ban
+  \\bans                                list the bans`;
+
 /**
  * The course client's command syntax, shared by the terminal and web clients:
  * a line starting with "\\" is a command, anything else is chat.
@@ -18,13 +27,7 @@ export const HELP = `Commands:
   \\history [n]            the n (default 20, at most 100) messages before the oldest shown
   \\help                   this list
   \\exit                   leave (Ctrl+C or Ctrl+D also work)
-Operators:
-  \\oper <name> <password>              become an operator
-  \\kick <nickname> [reason]            disconnect a member
-  \\ban <nickname|address|cidr> [10m|2h|7d] [reason]
-                                       ban (until unbanned without a duration)
-  \\unban <mask>                        lift a ban
-  \\bans                                list the bans
+${OPERATOR_HELP}
 Anything else is sent to the room you are typing into.`;
 
 /** Messages \\history loads when not told how many. */

@@ -1,3 +1,5 @@
+import { OPERATOR_HELP } from '../../src/protocol/slash-commands.js';
+
 /**
  * `\help` in the web app. The terminal client's list (src/protocol/slash-commands.ts) speaks of
  * Ctrl+C, prompts and a terminal; a browser leaves, switches rooms and scrolls otherwise.
@@ -15,13 +17,7 @@ export const WEB_HELP = `Commands:
   \\history [n]            the n (default 20, at most 100) messages before the oldest shown
   \\help                   this list
   \\exit                   leave the chat; the page then asks for a nickname again
-Operators:
-  \\oper <name> <password>              become an operator
-  \\kick <nickname> [reason]            disconnect a member
-  \\ban <nickname|address|cidr> [10m|2h|7d] [reason]
-                                       ban (until unbanned without a duration)
-  \\unban <mask>                        lift a ban
-  \\bans                                list the bans
+${OPERATOR_HELP}
 Keys:
   PageUp / PageDown        scroll the messages from where you type
   Ctrl+Home / Ctrl+End     go to the oldest loaded / the newest message
