@@ -10,7 +10,7 @@ import { until } from '../helpers/cluster.js';
 import { join, RawClient } from '../helpers/raw-client.js';
 import { ROOT, startConfab } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
-import { joinAs, say } from '../helpers/web-page.js';
+import { joinAs, openPage as openWatchedPage, say } from '../helpers/web-page.js';
 
 const ARTIFACTS = path.join(ROOT, 'test-results');
 
@@ -61,19 +61,9 @@ const RECORD_SOCKETS = `{
   };
 }`;
 
-/** Per page: uncaught errors and CSP violations, which fail the test when it closes. */
-async function openPage(port: number): Promise<Page> {
-  const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
-  const problems: string[] = [];
-  page.on('console', (m) => {
-    if (m.text().includes('Content Security Policy')) problems.push(m.text());
-  });
-  page.on('pageerror', (e) => problems.push(String(e)));
-  page.on('close', () => expect(problems).toEqual([]));
-  await page.addInitScript({ content: RECORD_SOCKETS });
-  await page.goto(`http://127.0.0.1:${port}/`);
-  return page;
-}
+/** A page that records its WebSockets (`window.sockets`); see openWatchedPage. */
+const openPage = (port: number) =>
+  openWatchedPage(browser, port, (page) => page.addInitScript({ content: RECORD_SOCKETS }));
 
 /** Joins (or makes) a room from the room list's form; it becomes the room typed into. */
 async function enterRoom(page: Page, room: string): Promise<void> {

@@ -7,7 +7,7 @@ import type { ConfabServer } from '../../src/server.js';
 import { useWebServer } from '../helpers/browser.js';
 import { join } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
-import { joinAs, say } from '../helpers/web-page.js';
+import { joinAs, openPage as openWatchedPage, say } from '../helpers/web-page.js';
 
 const web = useWebServer();
 
@@ -31,19 +31,8 @@ declare const document: {
 };
 declare function getComputedStyle(element: unknown): { textDecorationLine: string };
 
-/** Per page: uncaught errors and CSP violations, which fail the test when it closes. */
-async function openPage(port: number, before?: (page: Page) => Promise<void>): Promise<Page> {
-  const page = await web.browser.newPage({ viewport: { width: 1100, height: 700 } });
-  const problems: string[] = [];
-  page.on('console', (m) => {
-    if (m.text().includes('Content Security Policy')) problems.push(m.text());
-  });
-  page.on('pageerror', (e) => problems.push(String(e)));
-  page.on('close', () => expect(problems).toEqual([]));
-  await before?.(page);
-  await page.goto(`http://127.0.0.1:${port}/`);
-  return page;
-}
+const openPage = (port: number, before?: (page: Page) => Promise<void>) =>
+  openWatchedPage(web.browser, port, before);
 
 const seeLine = (page: Page, text: string | RegExp) =>
   page.locator('#messages li', { hasText: text }).last().waitFor({ state: 'attached' });
@@ -223,19 +212,40 @@ describe('web client when things go wrong', () => {
     }, 30_000);
   }
 
-  it('says so when its nickname was taken while it reconnected, and offers a free one', async () => {
+  /**
+   * A page joined as `nickname` whose server restarts while someone else takes the name,
+   * its clock paused once joined so that the backoff never runs out: the thief is in before
+   * the page is back. `then` runs with the page once the thief is in.
+   */
+  async function nameTakenWhileAway(
+    nickname: string,
+    then: (page: Page) => Promise<void>,
+  ): Promise<void> {
     const own = await startConfab({ 'http-port': '0' });
     const httpPort = own.httpAddress!.port;
-    // Paused once joined, the backoff never runs out: the thief is in before the page is back.
     const page = await openPage(httpPort, (p) => p.clock.install());
     let again: ConfabServer | undefined;
     try {
-      await joinAs(page, 'nina');
+      await joinAs(page, nickname);
       await page.clock.pauseAt(Date.now() + 1000);
       await own.stop();
       await page.locator('#retry:enabled').waitFor();
       again = await startConfab({ 'http-port': String(httpPort) });
-      const thief = await join(again.address.port, 'nina');
+      const thief = await join(again.address.port, nickname);
+      try {
+        await then(page);
+      } finally {
+        thief.close();
+      }
+    } finally {
+      await page.close();
+      await again?.stop();
+      await own.stop();
+    }
+  }
+
+  it('says so when its nickname was taken while it reconnected, and offers a free one', async () => {
+    await nameTakenWhileAway('nina', async (page) => {
       await page.click('#retry');
       await page
         .locator('#join-error', {
@@ -251,26 +261,11 @@ describe('web client when things go wrong', () => {
       await page.locator('#join').waitFor({ state: 'hidden' });
       await page.locator('#status[data-status="online"]').waitFor();
       await seeLine(page, 'Welcome, nina_!');
-      thief.close();
-    } finally {
-      await page.close();
-      await again?.stop();
-      await own.stop();
-    }
+    });
   }, 40_000);
 
   it('says so too when the nickname was taken while the page was reloaded during an outage', async () => {
-    const own = await startConfab({ 'http-port': '0' });
-    const httpPort = own.httpAddress!.port;
-    const page = await openPage(httpPort, (p) => p.clock.install());
-    let again: ConfabServer | undefined;
-    try {
-      await joinAs(page, 'omar');
-      await page.clock.pauseAt(Date.now() + 1000);
-      await own.stop();
-      await page.locator('#retry:enabled').waitFor();
-      again = await startConfab({ 'http-port': String(httpPort) });
-      const thief = await join(again.address.port, 'omar');
+    await nameTakenWhileAway('omar', async (page) => {
       // The reload comes back as omar by itself (sessionStorage), and finds the name taken.
       await page.reload();
       await page
@@ -279,12 +274,7 @@ describe('web client when things go wrong', () => {
         })
         .waitFor();
       expect(await page.inputValue('#nickname')).toBe('omar_');
-      thief.close();
-    } finally {
-      await page.close();
-      await again?.stop();
-      await own.stop();
-    }
+    });
   }, 40_000);
 
   it('shows the countdown in one status line, and the log only when the connection is lost and back', async () => {
