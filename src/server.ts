@@ -5,6 +5,7 @@ import { createSecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { RedisBroker } from './cluster/redis-broker.js';
+import { CLOCK_SYNC_MS, CLOCK_TOLERANCE_MS, RedisClock } from './cluster/redis-clock.js';
 import { REFILL_MS, RedisPresence } from './cluster/redis-presence.js';
 import {
   agreeOnShards,
@@ -258,6 +259,8 @@ class ClusterNode implements Cluster, ClusterView {
     readonly history: HistoryStore,
     readonly presence: RedisPresence,
     readonly broker: Broker,
+    /** The cluster's wall clock: every node's reading of Redis's time. */
+    readonly clock: RedisClock,
   ) {
     presence.onUnregistered = async () => {
       await this.keeper?.tick();
@@ -314,6 +317,8 @@ class ClusterNode implements Cluster, ClusterView {
     const onError = onErrorOf(0);
     // One id for all: Presence says which node a member is on, the broker delivers there.
     const node = `n${randomUUID()}`;
+    // Read before anything is timed by it: what nodes compare, they time in Redis's time.
+    const clock = new RedisClock(redis);
     const stores = clients.map(
       (client, i) =>
         new RedisHistoryStore({
@@ -324,6 +329,7 @@ class ClusterNode implements Cluster, ClusterView {
             maxAgeMs: config.historyMaxAge * 1000,
           },
           maxRooms: config.historyMaxRooms,
+          now: clock.now,
           onError: onErrorOf(i),
         }),
     );
@@ -380,6 +386,16 @@ class ClusterNode implements Cluster, ClusterView {
         ...clients.slice(1).map((c, i) => answer(i + 1, c.ping())),
       ]),
     );
+    // A slow answer says too little of when TIME ran: a few more tries, then the next ones.
+    for (let tries = 0; tries < 3; tries++) {
+      if (await atStart(clock.sync())) break;
+    }
+    if (Math.abs(clock.skew) > CLOCK_TOLERANCE_MS) {
+      log.warn(
+        { skewMs: clock.skew },
+        `this machine's clock is ${Math.round(Math.abs(clock.skew) / 1000)} s ${clock.skew > 0 ? 'behind' : 'ahead of'} Redis's: the node times chats, bans and history's age by Redis's clock`,
+      );
+    }
     const twice = clients.length > 1 ? await atStart(sameServer(clients)) : undefined;
     if (twice !== undefined) {
       await giveUp();
@@ -464,7 +480,7 @@ class ClusterNode implements Cluster, ClusterView {
     const one = stores.length === 1;
     const history: HistoryStore = one ? stores[0]! : new ShardedHistoryStore(stores);
     const broker: Broker = one ? brokers[0]! : new ShardedBroker(brokers);
-    const cluster = new ClusterNode(clients, history, presence, broker);
+    const cluster = new ClusterNode(clients, history, presence, broker, clock);
     try {
       await withTimeout(broker.start(), REDIS_START_TIMEOUT_MS);
     } catch (err) {
@@ -516,6 +532,7 @@ class ClusterNode implements Cluster, ClusterView {
       { intervalMs: heartbeatMs(timeoutMs) },
     );
     void this.keeper.start();
+    this.clock.start(CLOCK_SYNC_MS, (err) => log.debug({ err }, "could not read Redis's time"));
     // Notices of ban changes travel at most once: a node that missed one catches up here.
     this.banTimer = setInterval(() => {
       chat.refreshBans().catch((err: unknown) => log.debug({ err }, 'could not read the bans'));
@@ -529,6 +546,7 @@ class ClusterNode implements Cluster, ClusterView {
    */
   async close(until = Date.now() + LEAVE_MS): Promise<void> {
     this.keeper?.stop();
+    this.clock.stop();
     if (this.banTimer !== undefined) clearInterval(this.banTimer);
     // One budget for every step: each waits on Redis, which may be stalled rather than gone
     // (a 'ready' connection that answers nothing), and is then disconnected below.
@@ -642,6 +660,7 @@ export class ConfabServer {
       logger: log,
       history,
       cluster,
+      ...(cluster === undefined ? {} : { clock: cluster.clock.now }),
     });
     if (cluster !== undefined) {
       if (bans.length > 0) {

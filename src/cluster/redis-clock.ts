@@ -1,0 +1,68 @@
+import type { Redis } from 'ioredis';
+
+/**
+ * How far this node's reading of Redis's time may drift from a new sample before it takes
+ * the sample. What the clock times (a chat's `at`, a timed ban's end, history's age
+ * retention) is shown in seconds and kept for minutes to days; moving the clock by a few
+ * milliseconds at each sample would only make times jitter.
+ */
+export const CLOCK_TOLERANCE_MS = 1_000;
+/** A sample whose round trip took longer than this says too little of when TIME ran. */
+const MAX_ROUND_TRIP_MS = CLOCK_TOLERANCE_MS;
+/** How often the clock reads TIME again: a node's own clock may be stepped (NTP, by hand). */
+export const CLOCK_SYNC_MS = 30_000;
+
+/**
+ * The cluster's wall clock: this node's clock, moved by how far it is off Redis's (TIME).
+ * Every node times what other nodes compare with it (chats' times, bans' ends, the ages
+ * history is pruned by) by the same clock, so a node whose own clock is off by a month
+ * neither prunes every room's history nor ends other nodes' bans early. A node whose
+ * clock agrees with Redis's within CLOCK_TOLERANCE_MS keeps its own exactly.
+ */
+export class RedisClock {
+  private offset = 0;
+  private timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(
+    private readonly redis: Pick<Redis, 'time'>,
+    private readonly local: () => number = Date.now,
+  ) {}
+
+  /** Milliseconds since the epoch, in Redis's time. */
+  readonly now = (): number => this.local() + this.offset;
+
+  /** How far this node's clock is behind Redis's (ms; negative: ahead), as last taken. */
+  get skew(): number {
+    return this.offset;
+  }
+
+  /**
+   * Reads TIME once and takes the offset if it is off by more than the tolerance. Answers
+   * whether the sample was good enough to judge by; rejects as the command does.
+   */
+  async sync(): Promise<boolean> {
+    const sent = this.local();
+    const [seconds, micros] = await this.redis.time();
+    const back = this.local();
+    if (back - sent > MAX_ROUND_TRIP_MS || back < sent) return false;
+    const redisMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    // TIME ran somewhere in the round trip: the middle is wrong by half of it at most.
+    const offset = redisMs - Math.round((sent + back) / 2);
+    if (Math.abs(offset - this.offset) > CLOCK_TOLERANCE_MS) this.offset = offset;
+    return true;
+  }
+
+  /** Samples every `intervalMs` from now on; a failed sample keeps the last offset. */
+  start(intervalMs = CLOCK_SYNC_MS, onError?: (error: Error) => void): void {
+    this.stop();
+    this.timer = setInterval(() => {
+      this.sync().catch((error: Error) => onError?.(error));
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}

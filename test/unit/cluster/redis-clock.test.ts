@@ -1,0 +1,76 @@
+/**
+ * RedisClock against a real redis-server: a node reads Redis's time through its own clock,
+ * however far off that is, and one whose clock agrees with Redis's keeps its own exactly.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { CLOCK_TOLERANCE_MS, RedisClock } from '../../../src/cluster/redis-clock.js';
+import { commandClient } from '../../../src/store/redis-client.js';
+import { useRedis, withoutRedis } from '../../helpers/redis.js';
+
+const skip = withoutRedis();
+const MONTH_MS = 30 * 24 * 3600 * 1000;
+
+describe.skipIf(skip)('RedisClock', () => {
+  const redis = useRedis();
+  const clients: ReturnType<typeof commandClient>[] = [];
+  afterEach(() => {
+    for (const c of clients.splice(0)) c.disconnect();
+  });
+  const client = () => {
+    const c = commandClient(redis.url);
+    clients.push(c);
+    return c;
+  };
+
+  it.each([
+    ['a month ahead', MONTH_MS],
+    ['a month behind', -MONTH_MS],
+    ['ten seconds ahead', 10_000],
+  ])('reads Redis time on a machine whose clock is %s', async (_, skew) => {
+    const clock = new RedisClock(client(), () => Date.now() + skew);
+    // Before its first sample it is the machine's clock.
+    expect(Math.abs(clock.now() - Date.now() - skew)).toBeLessThan(500);
+    expect(await clock.sync()).toBe(true);
+    // Redis runs on this machine: its time is this clock's, within the round trip.
+    expect(Math.abs(clock.now() - Date.now())).toBeLessThan(500);
+    expect(clock.skew).toBeCloseTo(-skew, -3);
+  });
+
+  it("keeps a clock that agrees with Redis's as it is, to the millisecond", async () => {
+    const clock = new RedisClock(client(), () => Date.now() + CLOCK_TOLERANCE_MS / 2);
+    for (let i = 0; i < 5; i++) expect(await clock.sync()).toBe(true);
+    expect(clock.skew).toBe(0);
+  });
+
+  it('follows a clock stepped while the node runs, and only past the tolerance', async () => {
+    let step = 0;
+    const clock = new RedisClock(client(), () => Date.now() + step);
+    await clock.sync();
+    expect(clock.skew).toBe(0);
+    step = 3 * CLOCK_TOLERANCE_MS;
+    await clock.sync();
+    expect(Math.abs(clock.now() - Date.now())).toBeLessThan(500);
+    const taken = clock.skew;
+    step += CLOCK_TOLERANCE_MS / 4;
+    await clock.sync();
+    expect(clock.skew).toBe(taken);
+  });
+
+  it('judges nothing by a sample whose round trip was too slow', async () => {
+    let calls = 0;
+    // The machine's clock jumps a minute during the round trip: the answer's moment is unknown.
+    const clock = new RedisClock(client(), () => Date.now() + (calls++ % 2 === 1 ? 60_000 : 0));
+    expect(await clock.sync()).toBe(false);
+    expect(clock.skew).toBe(0);
+  });
+
+  it('keeps its last offset when Redis does not answer', async () => {
+    const c = client();
+    const clock = new RedisClock(c, () => Date.now() + MONTH_MS);
+    await clock.sync();
+    const taken = clock.skew;
+    c.disconnect();
+    await expect(clock.sync()).rejects.toThrow();
+    expect(clock.skew).toBe(taken);
+  });
+});
