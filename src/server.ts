@@ -174,9 +174,14 @@ function openHistory(config: Config): HistoryStore | undefined {
           maxRooms: config.historyMaxRooms,
         });
       } catch (err) {
-        throw new StartError(
-          `--data-dir: cannot open the history database: ${(err as Error).message}`,
-        );
+        const { code, message } = err as { code?: string; message: string };
+        // The lock file is held: by another process's store, not a stale lock.
+        if (code === 'SQLITE_BUSY') {
+          throw new StartError(
+            `--data-dir ${config.dataDir}: another confab is using its history (history.db-lock is held): stop it, or give this one another --data-dir`,
+          );
+        }
+        throw new StartError(`--data-dir: cannot open the history database: ${message}`);
       }
   }
 }
@@ -654,6 +659,12 @@ export class ConfabServer {
         ? undefined
         : await ClusterNode.open(config, config.redis, log, stop);
     const history = cluster?.history ?? openHistory(config);
+    if (history instanceof SqliteHistoryStore && history.replaced) {
+      log.warn(
+        {},
+        'history.db is not the file this --data-dir last closed (restored from a backup?): every room starts a new history epoch, so clients that saw later messages are told their gap was not recovered',
+      );
+    }
     const chat = new Chat({
       ...chatSettings(config, bannedWords),
       banStore: { load: () => bans, save: (b) => banStore.save(b) },

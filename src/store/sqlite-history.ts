@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -161,6 +162,56 @@ CREATE TABLE IF NOT EXISTS cids (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS cids_id ON cids (room, id);
 `;
+
+/**
+ * The lock file (see SqliteHistoryStore) also keeps the mark of the database's last close:
+ * a database file restored from a backup does not carry it (see lastClosedHere).
+ */
+const LOCK_SCHEMA = `
+CREATE TABLE IF NOT EXISTS closed (id INTEGER PRIMARY KEY CHECK (id = 1), mark TEXT NOT NULL);
+`;
+
+/**
+ * Whether `db` is the database last closed beside `lock`, or nothing tells otherwise. Each
+ * close writes one new mark into both; a crash writes none, and leaves both as the close
+ * before it did. A file restored from a backup holds an older mark (or none) than the
+ * lock file: it lacks the messages written since, whose ids it would give out again.
+ */
+function lastClosedHere(db: Database.Database, lock: Database.Database): boolean {
+  const here = lock.prepare('SELECT mark FROM closed WHERE id = 1').pluck().get() as
+    | string
+    | undefined;
+  if (here === undefined) return true;
+  const mark = db.prepare("SELECT value FROM meta WHERE key = 'closed'").pluck().get() as
+    | string
+    | undefined;
+  return mark === here;
+}
+
+function markClosed(db: Database.Database, lock: Database.Database): void {
+  const mark = randomUUID();
+  try {
+    // The database first: a close cut off between the two writes reads as a replaced file
+    // at the next open, which costs new epochs, never a hole.
+    db.prepare(
+      "INSERT INTO meta (key, value) VALUES ('closed', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    ).run(mark);
+    lock.prepare('INSERT OR REPLACE INTO closed (id, mark) VALUES (1, ?)').run(mark);
+  } catch {
+    // A disk that refuses the write: the marks stay as the last close left them, or differ.
+  }
+}
+
+/** Gives every room a new epoch (`seed`'s), as a new database would: returns `seed`. */
+function startNewEpochs(db: Database.Database, seed: string): string {
+  db.transaction(() => {
+    db.prepare("UPDATE meta SET value = ? WHERE key = 'seed'").run(seed);
+    const rooms = db.prepare('SELECT key FROM rooms').pluck().all() as string[];
+    const setEpoch = db.prepare('UPDATE rooms SET epoch = ? WHERE key = ?');
+    for (const room of rooms) setEpoch.run(roomEpoch(seed, room), room);
+  })();
+  return seed;
+}
 
 /**
  * Databases written by earlier versions keep one row per message: moved into one batch each,
@@ -364,6 +415,11 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly deleteMargin: number;
   private readonly retention: Retention;
   private readonly seed: string;
+  /**
+   * The file was not the one this store last closed here (it was restored from a backup,
+   * or replaced): every room started a new epoch when it opened.
+   */
+  readonly replaced: boolean;
   private readonly rooms = new Map<string, RoomState>();
   private pending: Pending[] = [];
   /** Cids appended this turn, not yet committed, so a repeat within the turn is caught. */
@@ -474,6 +530,7 @@ export class SqliteHistoryStore implements HistoryStore {
         lock.pragma('journal_mode = MEMORY');
         // In exclusive locking mode the lock of the first write is held until close.
         lock.pragma('user_version = 1');
+        lock.exec(LOCK_SCHEMA);
       } catch (error) {
         lock.close();
         throw error;
@@ -510,7 +567,10 @@ export class SqliteHistoryStore implements HistoryStore {
       const row = db.prepare('SELECT value FROM meta WHERE key = ?').get('seed') as
         | { value: string }
         | undefined;
-      this.seed = row!.value;
+      this.replaced = lock !== undefined && !lastClosedHere(db, lock);
+      // Ids go on from the file's tops, which may have been given out already: in new epochs
+      // a client that saw them is told its gap was not recovered rather than given a hole.
+      this.seed = this.replaced ? startNewEpochs(db, newSeed(options.newId)) : row!.value;
       if (
         db.prepare("SELECT 1 FROM pragma_table_info('rooms') WHERE name = 'base'").get() ===
         undefined
@@ -864,6 +924,7 @@ export class SqliteHistoryStore implements HistoryStore {
       checkpointer.postMessage('close');
       await exited;
     }
+    if (this.lock !== undefined) markClosed(this.db, this.lock);
     this.db.close();
     this.lock?.close();
   }

@@ -1,8 +1,13 @@
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
 import { HistoryHarness, line } from '../helpers/history-harness.js';
 import { join, RawClient } from '../helpers/raw-client.js';
-import type { SpawnedServer } from '../helpers/spawn-server.js';
+import { CLI } from '../helpers/servers.js';
+import { type SpawnedServer, waitFor } from '../helpers/spawn-server.js';
 
 const harness = HistoryHarness.use();
 const dataDir = () => harness.dataDir();
@@ -330,5 +335,44 @@ describe('history and resume', () => {
     expect(await roomer.expect('101')).toMatchObject({ room: 'maths', members: ['roomer'] });
     await new Promise((r) => setTimeout(r, 50));
     expect(course.received.filter((m) => m.cmd === '8')).toEqual([]);
+  });
+  it('says so when history.db was restored from a backup, and tells a client past the backup its gap was not recovered', async () => {
+    const dir = dataDir();
+    const file = path.join(dir, 'history.db');
+    const args = ['--history', 'sqlite', '--data-dir', dir];
+    const server = await serve(args);
+    // A second server on the same directory is refused, saying why.
+    const second = spawnSync(
+      process.execPath,
+      [CLI, 'serve', '--port', '0', '--http-port', 'off', ...args],
+      { encoding: 'utf8', timeout: 15_000 },
+    );
+    expect(second.status).toBe(1);
+    expect(second.stderr).toContain('another confab is using its history');
+
+    const ann = await connect(server.port, 'ann');
+    const bob = await connect(server.port, 'bob');
+    const epoch = bob.lobby.epoch as string;
+    say(ann.client, 1, 3);
+    await until('bob to hear 3', () => chats(bob.client).length === 3);
+    // What `sqlite3 history.db ".backup history.db.backup"` does while the server runs.
+    const reader = new Database(file, { readonly: true });
+    await reader.backup(`${file}.backup`);
+    reader.close();
+    say(ann.client, 4, 5);
+    await until('bob to hear 5', () => chats(bob.client).length === 5);
+    await harness.stop(server);
+    for (const suffix of ['-wal', '-shm']) rmSync(`${file}${suffix}`, { force: true });
+    copyFileSync(`${file}.backup`, file);
+
+    const restored = await serve(args);
+    await waitFor(restored.output, 'restored from a backup?');
+    // Id 4 is given out again; bob saw the first 4 and must not take this one for it.
+    const ann2 = await connect(restored.port, 'ann');
+    say(ann2.client, 4, 4, 'again');
+    expect(await ann2.client.expect('71')).toMatchObject({ id: 4 });
+    const back = await connect(restored.port, 'bob', { since: [{ room: 'lobby', epoch, id: 4 }] });
+    expect(back.lobby).toMatchObject({ recovered: false, reason: 'epoch', top: 4 });
+    expect(back.lobby.epoch).not.toBe(epoch);
   });
 });

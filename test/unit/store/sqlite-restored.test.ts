@@ -1,0 +1,90 @@
+/**
+ * A history.db restored from a backup lacks the messages written after the backup, and its
+ * rooms' tops are lower: the ids after them were given out already. Opened beside the lock
+ * file of the database it replaced, the store starts every room's new epoch, so a client
+ * that saw those ids is told its gap was not recovered instead of missing what reuses them.
+ */
+import { copyFileSync, rmSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { expect, it } from 'vitest';
+import type { MessageDraft } from '../../../src/core/history.js';
+import { useSqliteStores } from '../../helpers/sqlite-stores.js';
+
+const { file, open } = useSqliteStores('confab-sqlite-restored-');
+const draft = (msg: string): MessageDraft => ({ at: 0, from: 'ann', msg });
+
+/** What `sqlite3 history.db ".backup <to>"` does, from another connection, the store open. */
+async function backUp(to: string): Promise<void> {
+  const reader = new Database(file(), { readonly: true });
+  try {
+    await reader.backup(to);
+  } finally {
+    reader.close();
+  }
+}
+
+/** Puts `backup` in place of history.db, as an operator restoring it with the server stopped. */
+function restore(backup: string): void {
+  for (const suffix of ['-wal', '-shm']) rmSync(`${file()}${suffix}`, { force: true });
+  copyFileSync(backup, file());
+}
+
+it('starts new epochs on a file restored from a backup taken while it ran', async () => {
+  const backup = `${file()}.backup`;
+  const before = open();
+  for (const msg of ['a', 'b', 'c']) await before.append('lobby', draft(msg));
+  await backUp(backup);
+  const d = await before.append('lobby', draft('d'));
+  expect(d.message.id).toBe(4);
+  const elsewhere = (await before.room('elsewhere')).epoch;
+  await before.close();
+
+  restore(backup);
+  const after = open();
+  expect(after.replaced).toBe(true);
+  const room = await after.room('lobby');
+  expect(room.top).toBe(3);
+  expect(room.epoch).not.toBe(d.epoch);
+  // Id 4 is given out again, in another epoch: a client at "4" of the old one sees the change.
+  const again = await after.append('lobby', draft('d again'));
+  expect(again.message.id).toBe(4);
+  expect(again.epoch).toBe(room.epoch);
+  // A room never written has a new epoch too (it derives from the seed).
+  expect((await after.room('elsewhere')).epoch).not.toBe(elsewhere);
+});
+
+it('keeps the epochs of a file closed and opened again, restored or not', async () => {
+  const copy = `${file()}.copy`;
+  const first = open();
+  const a = await first.append('lobby', draft('a'));
+  await first.close();
+  // A copy taken with the server stopped and put back before it ran again: nothing lost.
+  copyFileSync(file(), copy);
+  restore(copy);
+  const second = open();
+  expect(second.replaced).toBe(false);
+  expect((await second.room('lobby')).epoch).toBe(a.epoch);
+  const b = await second.append('lobby', draft('b'));
+  expect(b.message.id).toBe(2);
+  await second.close();
+  const third = open();
+  expect(third.replaced).toBe(false);
+  expect((await third.room('lobby')).epoch).toBe(a.epoch);
+});
+
+it('starts new epochs once, not at every open after the restore', async () => {
+  const backup = `${file()}.backup`;
+  const first = open();
+  await first.append('lobby', draft('a'));
+  await backUp(backup);
+  await first.append('lobby', draft('b'));
+  await first.close();
+  restore(backup);
+  const second = open();
+  expect(second.replaced).toBe(true);
+  const epoch = (await second.append('lobby', draft('b again'))).epoch;
+  await second.close();
+  const third = open();
+  expect(third.replaced).toBe(false);
+  expect((await third.room('lobby')).epoch).toBe(epoch);
+});
