@@ -22,7 +22,9 @@ export function createMetrics(
   backlogs?: Backlogs,
 ) {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'confab_process_' });
+  // prom-client's names already start with process_ or nodejs_: confab_process_cpu_seconds_total,
+  // confab_nodejs_heap_size_used_bytes, as dashboards made for other Node services expect them.
+  collectDefaultMetrics({ register: registry, prefix: 'confab_' });
   const registers = [registry];
   const perTransport = (read: (t: TransportStats) => number) =>
     function (this: Gauge<'transport'> | Counter<'transport'>) {

@@ -825,14 +825,16 @@ export class Chat implements ChatContext, SessionHost {
     session.state = 'joined';
     session.room = room;
     this.nicknames.set(session.key, session);
+    // The address an operator bans by: kept in the log whatever members are shown.
+    const ip = session.address.ip;
     this.stats.joins++;
     if (room === undefined) {
-      this.log.info({ nickname }, `${nickname} connected outside the lobby.`);
+      this.log.info({ nickname, ip }, `${nickname} connected outside the lobby.`);
       return;
     }
     this.rooms.add(session, room);
     this.log.info(
-      { nickname, room: room.name, users: room.size },
+      { nickname, ip, room: room.name, users: room.size },
       `${nickname} joined. There are ${room.size} users connected.`,
     );
   }

@@ -164,11 +164,9 @@ export class Target {
   async internals(): Promise<string> {
     const text = await this.get('/metrics').catch(() => '');
     const read = (name: string) =>
-      Number(new RegExp(`^confab_process_${name} (\\S+)$`, 'm').exec(text)?.[1]);
+      Number(new RegExp(`^confab_${name} (\\S+)$`, 'm').exec(text)?.[1]);
     const heap = read('nodejs_heap_size_used_bytes') / 2 ** 20;
-    const kinds = [
-      ...text.matchAll(/^confab_process_nodejs_active_handles\{type="(\w+)"\} (\d+)$/gm),
-    ]
+    const kinds = [...text.matchAll(/^confab_nodejs_active_handles\{type="(\w+)"\} (\d+)$/gm)]
       .map((m) => `${m[1]} ${m[2]}`)
       .join(', ');
     return `heap used ${heap.toFixed(1)} MiB, handles ${read('nodejs_active_handles_total')} (${kinds})`;

@@ -220,6 +220,10 @@ describe('HTTP endpoints', () => {
     expect(text).toMatch(/confab_disconnects_total\{reason="banned-words"\} 1/);
     expect(text).toMatch(/confab_queue_high_water_bytes\{transport="ws"\} \d+/);
     expect(text).toMatch(/confab_queued_bytes 0/);
+    // Node's own, under the names dashboards for other Node services look for.
+    expect(text).toMatch(/^confab_process_cpu_seconds_total \d/m);
+    expect(text).toMatch(/^confab_nodejs_heap_size_used_bytes \d/m);
+    expect(text).not.toContain('process_process');
     w.ws.close();
   });
 });

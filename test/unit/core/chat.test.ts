@@ -320,6 +320,33 @@ describe('flood control', () => {
     });
   });
 
+  it('logs the address of each member who joins, also with addresses hidden from members', () => {
+    const joins: object[] = [];
+    const logger = {
+      debug() {},
+      info: (fields: object, message: string) => {
+        if (message.includes('joined')) joins.push(fields);
+      },
+      warn() {},
+      error() {},
+    };
+    chat = new Chat({ hideAddresses: true, logger });
+    const ann = joinChat(chat, 'ann', undefined, '192.0.2.7');
+    joinChat(chat, 'bob', ['rooms'], '2001:db8::8');
+    send(ann, { cmd: '1' });
+    expect(ann.take().at(-1)).toMatchObject({
+      cmd: '10',
+      users: [
+        ['ann', 'hidden', 0],
+        ['bob', 'hidden', 0],
+      ],
+    });
+    expect(joins).toMatchObject([
+      { nickname: 'ann', ip: '192.0.2.7', room: 'lobby' },
+      { nickname: 'bob', ip: '2001:db8::8', room: 'lobby' },
+    ]);
+  });
+
   it('does not count CONNECTs with flood control off, nor with no cap per address (all clients behind one proxy)', () => {
     for (const options of [
       { rateLimit: 0, rateBurst: 3, maxConnectionsPerIp: 128 },
