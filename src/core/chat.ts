@@ -287,10 +287,9 @@ export class Chat implements ChatContext, SessionHost {
       options.maxConnections ?? Number.POSITIVE_INFINITY,
       options.maxConnectionsPerIp ?? 0,
       (ip, fromIp, total) => {
-        const fields = this.refusalLog.pass('connection-limit');
-        if (fields !== undefined) {
-          this.log.warn({ ip, fromIp, total, ...fields }, 'connection limit reached');
-        }
+        this.refusalLog.log('connection-limit', (held) =>
+          this.log.warn({ ip, fromIp, total, ...held }, 'connection limit reached'),
+        );
         this.count('too-many-connections');
       },
     );
@@ -320,13 +319,9 @@ export class Chat implements ChatContext, SessionHost {
     this.admission.banned = (ip) => {
       const ban = this.bans.bansAddress(ip, this.clock());
       if (ban === undefined) return false;
-      const fields = this.refusalLog.pass('banned-address');
-      if (fields !== undefined) {
-        this.log.info(
-          { ip, mask: ban.mask, ...fields },
-          'connection from a banned address refused',
-        );
-      }
+      this.refusalLog.log('banned-address', (held) =>
+        this.log.info({ ip, mask: ban.mask, ...held }, 'connection from a banned address refused'),
+      );
       this.count('banned-address');
       return true;
     };
@@ -591,13 +586,10 @@ export class Chat implements ChatContext, SessionHost {
         reason: 'room-full',
         detail: 'too many connections from your address; try again in a few seconds',
       });
-      const fields = this.refusalLog.pass('connect-rate');
-      if (fields !== undefined) {
-        this.log.warn(
-          { ip: session.address.ip, ...fields },
-          'CONNECT over its address budget refused',
-        );
-      }
+      const ip = session.address.ip;
+      this.refusalLog.log('connect-rate', (held) =>
+        this.log.warn({ ip, ...held }, 'CONNECT over its address budget refused'),
+      );
       this.disconnect(session, 'too-many-connections');
       return;
     }
@@ -1113,6 +1105,7 @@ export class Chat implements ChatContext, SessionHost {
     this.stopping = true;
     this.node?.stop();
     for (const session of [...this.sessions]) this.disconnect(session, 'shutdown');
+    this.refusalLog.flush();
   }
 
   /** Counts one connection ended for `reason` (for /metrics). */

@@ -283,13 +283,10 @@ export class HttpListener {
       // The header is the client's (up to Node's 16 KiB header limit): clipped like every
       // client string in the log, so a refused upgrade makes one short line.
       const origin = req.headers.origin;
-      const fields = this.refusalLog.pass('foreign-origin');
-      if (fields !== undefined) {
-        this.log.warn(
-          { origin: origin === undefined ? undefined : clip(origin), ...fields },
-          'websocket from a foreign origin refused',
-        );
-      }
+      const shown = origin === undefined ? undefined : clip(origin);
+      this.refusalLog.log('foreign-origin', (held) =>
+        this.log.warn({ origin: shown, ...held }, 'websocket from a foreign origin refused'),
+      );
       refuse(403, 'Forbidden');
       return;
     }
@@ -330,6 +327,7 @@ export class HttpListener {
    */
   close(): Promise<void> {
     clearInterval(this.keepalive);
+    this.refusalLog.flush();
     const closed = this.sockets.close(this.server, this.options.limits.closeTimeoutMs);
     this.server.closeIdleConnections();
     return closed;

@@ -1,20 +1,78 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LogLimiter } from '../../../src/core/log-limit.js';
 
 describe('LogLimiter', () => {
-  it('passes one line of a kind per interval, the next saying how many it held back', () => {
-    let now = 0;
-    const limit = new LogLimiter(10_000, () => now);
-    expect(limit.pass('a')).toEqual({});
-    expect(limit.pass('b')).toEqual({});
-    for (let i = 0; i < 5; i++) expect(limit.pass('a')).toBeUndefined();
-    now += 9_999;
-    expect(limit.pass('a')).toBeUndefined();
-    now += 1;
-    expect(limit.pass('a')).toEqual({ held: 6 });
-    expect(limit.pass('b')).toEqual({});
-    now += 10_000;
-    // Nothing held back since: no count.
-    expect(limit.pass('a')).toEqual({});
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  /** A limiter on the fake clock, and the lines it wrote as [kind, line number, held]. */
+  function limiter() {
+    const limit = new LogLimiter(10_000);
+    const written: [string, number, number | undefined][] = [];
+    const log = (kind: string, n: number) =>
+      limit.log(kind, (extra) => written.push([kind, n, extra.held]));
+    return { limit, written, log };
+  }
+
+  it('writes one line of a kind per interval, and at its end the last held back with their count', () => {
+    const { written, log } = limiter();
+    log('a', 1);
+    log('b', 1);
+    for (let n = 2; n <= 6; n++) log('a', n);
+    expect(written).toEqual([
+      ['a', 1, undefined],
+      ['b', 1, undefined],
+    ]);
+    vi.advanceTimersByTime(9_999);
+    log('a', 7);
+    expect(written).toHaveLength(2);
+    // The flood stopped: its count is told all the same, with the last line's fields.
+    vi.advanceTimersByTime(1);
+    expect(written.at(-1)).toEqual(['a', 7, 6]);
+    // That line began an interval: the next waits for its end.
+    log('a', 8);
+    vi.advanceTimersByTime(9_999);
+    expect(written).toHaveLength(3);
+    vi.advanceTimersByTime(1);
+    expect(written.at(-1)).toEqual(['a', 8, 1]);
+    // Nothing held back since: no line, and the next one is written at once, with no count.
+    vi.advanceTimersByTime(60_000);
+    expect(written).toHaveLength(4);
+    log('a', 9);
+    expect(written.at(-1)).toEqual(['a', 9, undefined]);
+    log('b', 2);
+    expect(written.at(-1)).toEqual(['b', 2, undefined]);
+  });
+
+  it('writes one line per interval while a flood goes on', () => {
+    const { written, log } = limiter();
+    for (let n = 1; n <= 600; n++) {
+      log('a', n);
+      vi.advanceTimersByTime(100);
+    }
+    // 60 s of lines ten a second: the first, then one per 10 s with the count of the others.
+    expect(written.length).toBeGreaterThanOrEqual(6);
+    expect(written.length).toBeLessThanOrEqual(7);
+    // Once the last interval ends, every line is written or counted, once.
+    vi.advanceTimersByTime(10_000);
+    expect(written.reduce((sum, [, , held]) => sum + (held ?? 1), 0)).toBe(600);
+  });
+
+  it('writes what it holds back when flushed, and nothing after', () => {
+    const { limit, written, log } = limiter();
+    log('a', 1);
+    log('a', 2);
+    log('a', 3);
+    limit.flush();
+    expect(written).toEqual([
+      ['a', 1, undefined],
+      ['a', 3, 2],
+    ]);
+    vi.advanceTimersByTime(60_000);
+    expect(written).toHaveLength(2);
   });
 });
