@@ -436,9 +436,45 @@ export class Chat implements ChatContext, SessionHost {
    * --max-conns-per-ip 0: a site that sets it has every client behind one address.
    */
   private connectAllowed(session: Session): boolean {
+    return this.connectBudget(session, (bucket, now) => bucket.take(now));
+  }
+
+  /**
+   * Whether a frame of `session` is worth reading: not when it is the first of a session
+   * whose address has no CONNECT left, which is refused unread (a CONNECT's `since` can
+   * take a millisecond to parse). Frames behind a CONNECT under way are read.
+   */
+  admitsFrame(session: Session): boolean {
+    if (session.state !== 'greeting' || session.pending > 0) return true;
+    if (this.connectBudget(session, (bucket, now) => bucket.has(now))) return true;
+    this.refuseConnect(session);
+    return false;
+  }
+
+  /** `use` of the address's CONNECT budget, or true when there is none. */
+  private connectBudget(
+    session: Session,
+    use: (bucket: TokenBucket, now: number) => boolean,
+  ): boolean {
     if (this.rateLimit <= 0 || !this.admission.perAddress) return true;
+    const now = this.clock();
     const burst = Math.max(this.rateBurst, CONNECT_MIN_BURST);
-    return this.spend(this.connectBuckets, session, CONNECT_RATE_SHARE, burst);
+    const rate = this.rateLimit / CONNECT_RATE_SHARE;
+    return use(this.connectBuckets.of(addressGroup(session.address.ip), rate, burst, now), now);
+  }
+
+  /** As a connection over --max-conns-per-ip is refused: "02", which clients retry later. */
+  private refuseConnect(session: Session): void {
+    session.reply({
+      type: 'connect-refused',
+      reason: 'room-full',
+      detail: 'too many connections from your address; try again in a few seconds',
+    });
+    const ip = session.address.ip;
+    this.refusalLog.log('connect-rate', (held) =>
+      this.log.warn({ ip, ...held }, 'CONNECT over its address budget refused'),
+    );
+    this.disconnect(session, 'too-many-connections');
   }
 
   /** Takes one from `session`'s address's bucket: `share` requests' worth of --rate-limit each. */
@@ -580,17 +616,7 @@ export class Chat implements ChatContext, SessionHost {
       result.request.cmd === Cmd.CONNECT &&
       !this.connectAllowed(session)
     ) {
-      // As a connection over --max-conns-per-ip is refused: "02", which clients retry later.
-      session.reply({
-        type: 'connect-refused',
-        reason: 'room-full',
-        detail: 'too many connections from your address; try again in a few seconds',
-      });
-      const ip = session.address.ip;
-      this.refusalLog.log('connect-rate', (held) =>
-        this.log.warn({ ip, ...held }, 'CONNECT over its address budget refused'),
-      );
-      this.disconnect(session, 'too-many-connections');
+      this.refuseConnect(session);
       return;
     }
     if (

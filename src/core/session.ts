@@ -10,6 +10,8 @@ import type { Member, Room } from './room.js';
 /** Where a session reports what its transport tells it. Implemented by Chat. */
 export interface SessionHost {
   receive(session: Session, result: ParseResult): void;
+  /** Whether the session's next frame is worth parsing; if not, the host has refused it. */
+  admitsFrame?(session: Session): boolean;
   ended(session: Session, reason: DisconnectReason): void;
   disconnect(session: Session, reason: DisconnectReason): void;
   /** Something threw while serving this session; it alone is ended. */
@@ -172,6 +174,14 @@ export class Session implements Member {
 
   grant(capabilities: readonly Capability[]): void {
     this.granted = new Set(capabilities);
+  }
+
+  /**
+   * Asked by the transport before it parses a frame: false when the frame was refused unread
+   * (the session is then being closed).
+   */
+  admitsFrame(): boolean {
+    return this.state !== 'greeting' || this.host.admitsFrame?.(this) !== false;
   }
 
   /** Called by the transport for each frame it decoded. */

@@ -367,6 +367,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
   frame(frame: Uint8Array): void {
     if (this.closing) return;
     this.stats.messagesIn++;
+    if (!this.session.admitsFrame()) return;
     this.inFrame = frame;
     this.session.receive(parseRequestFrame(frame));
     this.inFrame = undefined;

@@ -98,7 +98,7 @@ export class WsConnection implements Peer, Backlogged {
       if (this.closing) return;
       stats.messagesIn++;
       try {
-        this.session.receive(parseRequestMessage(data));
+        if (this.session.admitsFrame()) this.session.receive(parseRequestMessage(data));
       } catch (err) {
         this.session.failed(err, excerpt(data));
         this.closing = true;

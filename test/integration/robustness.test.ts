@@ -45,6 +45,14 @@ async function assertHealthy(port: number): Promise<void> {
   await b.exit();
 }
 
+/** A TCP connection to `port` from `localAddress` (any 127.0.0.0/8 address). */
+function connectFrom(port: number, localAddress: string): Promise<RawClient> {
+  return new Promise<RawClient>((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress });
+    s.once('connect', () => resolve(RawClient.wrap(s)));
+  });
+}
+
 async function startWith(flags: Record<string, string | boolean>): Promise<number> {
   server = await startConfab(flags);
   return server.address.port;
@@ -283,13 +291,33 @@ describe('limits', () => {
     b.close();
   });
 
+  it('refuses unread, with "02", the first frame from an address whose CONNECTs are spent', async () => {
+    const port = await startWith({ 'max-users': '20', 'rate-burst': '10' });
+    const from = (localAddress: string) => connectFrom(port, localAddress);
+    const joined: RawClient[] = [];
+    for (let i = 0; i < 10; i++) {
+      const c = await from('127.0.0.5');
+      c.sendPy({ cmd: '0', nickname: `spent${i}` });
+      await c.expect('03');
+      joined.push(c);
+    }
+    // Not parsed: what would be an invalid request gets the refusal, not its error.
+    const late = await from('127.0.0.5');
+    late.write('{"cmd": "0", "nickname": ["x"], "caps": ["errors"]}');
+    expect(await late.expect('02')).toEqual({ cmd: '02' });
+    await late.expectClose();
+    // Joined sessions of the address, and other addresses, are read as before.
+    joined[0]!.sendPy({ cmd: '1' });
+    expect(await joined[0]!.expect('10')).toMatchObject({ cmd: '10' });
+    const other = await from('127.0.0.6');
+    other.sendPy({ cmd: '0', nickname: 'other' });
+    await other.expect('03');
+    for (const c of [...joined, other]) c.close();
+  });
+
   it('answers connections over --max-conns-per-ip and --max-conns with "02"', async () => {
     const port = await startWith({ 'max-conns-per-ip': '2', 'max-conns': '3' });
-    const open = (localAddress: string) =>
-      new Promise<RawClient>((resolve) => {
-        const s = net.connect({ port, host: '127.0.0.1', localAddress });
-        s.once('connect', () => resolve(RawClient.wrap(s)));
-      });
+    const open = (localAddress: string) => connectFrom(port, localAddress);
     const a1 = await open('127.0.0.1');
     const a2 = await open('127.0.0.1');
     const a3 = await open('127.0.0.1');

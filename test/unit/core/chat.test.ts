@@ -288,6 +288,39 @@ describe('flood control', () => {
     expect(connect('q10').take()).toEqual([{ cmd: '02' }]);
   });
 
+  it('refuses the first frame of a connection whose address has no CONNECT left before it is read', () => {
+    let now = 0;
+    chat = new Chat({
+      rateLimit: 20,
+      rateBurst: 1,
+      maxConnectionsPerIp: 128,
+      maxUsers: 20,
+      clock: () => now,
+    });
+    const joined = Array.from({ length: 10 }, (_, i) => connect(`p${i}`));
+    // Joined sessions are read whatever their address's budget.
+    for (const peer of joined) expect(peer.session.admitsFrame()).toBe(true);
+    const spent = new FakePeer();
+    spent.session = chat.open(spent);
+    expect(spent.session.admitsFrame()).toBe(false);
+    expect(spent.take()).toEqual([{ cmd: '02' }]);
+    expect(spent.closedWith).toBe('too-many-connections');
+    now += 500;
+    const next = new FakePeer();
+    next.session = chat.open(next);
+    // Asking spends nothing: the CONNECT read then takes the one CONNECT there is.
+    expect(next.session.admitsFrame()).toBe(true);
+    expect(next.session.admitsFrame()).toBe(true);
+    send(next, { cmd: '0', nickname: 'late' });
+    expect(next.take()[0]).toMatchObject({ cmd: '03' });
+    // Flood control off: every frame is read.
+    chat = new Chat({ rateLimit: 0, maxConnectionsPerIp: 128, clock: () => now });
+    for (let i = 0; i < 20; i++) connect(`q${i}`);
+    const free = new FakePeer();
+    free.session = chat.open(free);
+    expect(free.session.admitsFrame()).toBe(true);
+  });
+
   it('logs refused CONNECTs and connections over the caps once per ten seconds, with how many it held back', () => {
     let now = 0;
     const lines: { message: string; fields: object }[] = [];
