@@ -89,6 +89,9 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //                from, for twice the node timeout and at least RELEASE_KEPT_MIN_MS, so that
 //                that release asked again after its answer was lost (after a reap too)
 //                answers as it did (RELEASE_LUA); read once, by it only
+//   rp:<node>    '<tag> ' .. JSON {{node, members}, ...}: what the node's reaps since its last
+//                answered one removed, for as long as rl: keys, so that a reap whose answer
+//                was lost is answered by the node's next (REAP_LUA)
 //   mh:<lin>     list of refs: the mv records of the member <lin>, oldest first, at most
 //                MAX_MOVES_FOLLOWED; expires with the newest of them
 // A room tag is the base64url of the room key's UTF-8: brace- and separator-free.
@@ -660,23 +663,42 @@ if displaced then return displaced end
 return 1
 `;
 
-/** ARGV: P, self, timeout ms. {{node, members}, ...}: at most 16 dead nodes per call. */
+/**
+ * ARGV: P, self, timeout ms, kept ms, tag: the number of this node's reaps answered so far.
+ * {{node, members}, ...}: at most 16 dead nodes newly reaped per call, after those that
+ * earlier calls of the same tag reaped, whose answers were lost. What the calls of a tag
+ * reaped is kept (rp:<self>) for `kept` ms, until a call of another tag, so a reap whose
+ * answer was lost is answered again by the next, and its members' rooms are told they left;
+ * once a call is answered, the tag moves on, and nothing is told twice.
+ */
 const REAP_LUA = `${PRELUDE}
 local mine = tonumber(ARGV[3])
 local now = forgive_silence(ARGV[3], true)[1]
+local stash = P .. 'rp:' .. ARGV[2]
+local out = {}
+local kept = redis.call('GET', stash)
+local sep = kept and string.find(kept, ' ', 1, true)
+if sep and string.sub(kept, 1, sep - 1) == ARGV[5] then
+  for _, row in ipairs(cjson.decode(string.sub(kept, sep + 1))) do out[#out + 1] = row end
+end
+local earlier = #out
 -- Each node is reaped once its own timeout has passed, as it cuts itself off after that
 -- long; only nodes silent for the shortest timeout can have.
 local shortest = mine
 local least = tonumber(redis.call('ZRANGE', TIMEOUTS, 0, 0, 'WITHSCORES')[2])
 if least and least < shortest then shortest = least end
-local out = {}
 local silent = redis.call('ZRANGEBYSCORE', NODES, '-inf', '(' .. (now - shortest), 'WITHSCORES')
 for i = 1, #silent, 2 do
   local node = silent[i]
   if node ~= ARGV[2] and expired(node, silent[i + 1], now, mine) then
     out[#out + 1] = {node, remove_node(node)}
-    if #out == 16 then break end
+    if #out - earlier == 16 then break end
   end
+end
+if #out > 0 then
+  redis.call('SET', stash, ARGV[5] .. ' ' .. cjson.encode(out), 'PX', ARGV[4])
+else
+  redis.call('DEL', stash)
 end
 return out
 `;
@@ -848,8 +870,10 @@ function member(ref: string, nickname: string, ip: string, port: string): Presen
 export class RedisPresence implements Presence {
   readonly node: string;
   readonly timeoutMs: number;
-  /** How long Redis keeps a release's answer (RELEASE_KEPT_MIN_MS). */
+  /** How long Redis keeps a release's answer (RELEASE_KEPT_MIN_MS), and a reap's. */
   private readonly releaseKeptMs: number;
+  /** This node's reaps answered so far: the tag of its next (REAP_LUA). */
+  private reapsAnswered = 0;
   private readonly refillMs: number;
   private readonly redis: Redis;
   private readonly scripts: Scripts;
@@ -1254,12 +1278,16 @@ export class RedisPresence implements Presence {
   }
 
   async reap(): Promise<DeadNode[]> {
+    // Calls until one is answered share a tag: each answers what the earlier ones reaped.
     const rows = (await this.scripts.confabPresenceReap(
       this.nodesKey,
       this.prefix,
       this.node,
       this.timeoutMs,
+      this.releaseKeptMs,
+      this.reapsAnswered,
     )) as [string, unknown[]][];
+    this.reapsAnswered++;
     return rows.map(([node, members]) => ({ node, members: departed(members) }));
   }
 

@@ -794,6 +794,67 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect(await own).toEqual([]);
     });
 
+    it('answers a reap whose reply was lost at the next reap, once', async () => {
+      const prefix = newPrefix();
+      const relay = await TcpRelay.start(redis.port);
+      cleanup.push(() => relay.close());
+      const dead = node(prefix, 'dead');
+      const reaper = node(prefix, 'reaper', relay.redisUrl);
+      await dead.heartbeat();
+      await reaper.heartbeat();
+      await dead.claim('1', 'dora', addr(1));
+      await dead.join('1', 'lobby', 10);
+      // The dead node beats no more; the first reply that names dora is the reap's, lost.
+      const lost = relay.arm('dora', 'drop', { direction: 'down' });
+      let failed = false;
+      const deadline = Date.now() + 10 * TIMEOUT_MS;
+      while (!failed && Date.now() < deadline) {
+        await once(() => reaper.heartbeat());
+        try {
+          expect(await reaper.reap()).toEqual([]);
+        } catch {
+          failed = true;
+        }
+        await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_MS));
+      }
+      expect(failed).toBe(true);
+      await lost;
+      // Gone from Redis already: the next reap tells it all the same, and no later one.
+      expect(await once(() => reaper.find('dora'))).toBeUndefined();
+      const again = await once(() => reaper.reap());
+      expect(again).toMatchObject([
+        { node: 'dead', members: [{ id: '1', nickname: 'dora', rooms: [{ count: 0 }] }] },
+      ]);
+      expect(await reaper.reap()).toEqual([]);
+    });
+
+    it('answers no reap twice: one that failed before it reached Redis asks for nothing the last answered reap had', async () => {
+      const prefix = newPrefix();
+      const client = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => client.disconnect());
+      const dead = node(prefix, 'dead');
+      const reaper = new RedisPresence({
+        redis: client,
+        prefix,
+        node: 'reaper',
+        timeoutMs: TIMEOUT_MS,
+      });
+      cleanup.push(() => reaper.close().catch(() => {}));
+      await dead.heartbeat();
+      await reaper.heartbeat();
+      await dead.claim('1', 'dora', addr(1));
+      await eventually(async () => {
+        await reaper.heartbeat();
+        return (await reaper.reap()).length > 0;
+      });
+      const scripts = client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+      const reap = scripts.confabPresenceReap!.bind(client);
+      scripts.confabPresenceReap = () => Promise.reject(new Error('Connection is closed.'));
+      await expect(reaper.reap()).rejects.toThrow('Connection is closed.');
+      scripts.confabPresenceReap = reap;
+      expect(await reaper.reap()).toEqual([]);
+    });
+
     it('asks a lost release again when the node closes, before the close removes what is left', async () => {
       const { b, error } = await answerLost((b) => b.release('1'));
       const retried = (error as ReleaseRetried).retried;
