@@ -67,6 +67,28 @@ function checkOrigins(list: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Each entry of --allowed-hosts is "*" or a host name as a browser sends it in the Host
+ * header, without the port: compared as text, in lower case.
+ */
+function checkHosts(list: string): string | undefined {
+  for (const entry of list.split(',').map((h) => h.trim())) {
+    if (entry === '' || entry === '*') continue;
+    let name: string | undefined;
+    try {
+      const url = new URL(`http://${entry}`);
+      name = url.hostname;
+    } catch {
+      // Said below.
+    }
+    if (name === entry) continue;
+    return name === undefined || name === ''
+      ? `"${entry}" is not a host name such as chat.example.com`
+      : `"${entry}" is not a host name as browsers send it; write "${name}"`;
+  }
+  return undefined;
+}
+
 export const SERVE_OPTIONS = {
   config: {
     kind: 'file',
@@ -253,6 +275,15 @@ export const SERVE_OPTIONS = {
     arg: 'LIST',
     live: true,
     check: checkOrigins,
+  },
+  'allowed-hosts': {
+    kind: 'string',
+    default: '',
+    description:
+      'comma-separated host names the web listener answers to besides IP addresses and localhost ("*" for any): a page of another name gets 403, as a DNS rebinding attack would be',
+    arg: 'LIST',
+    live: true,
+    check: checkHosts,
   },
   'tls-port': {
     kind: 'integer',

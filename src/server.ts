@@ -590,7 +590,15 @@ function streamLimits(config: Config): StreamLimits {
 }
 
 function origins(config: Config): string[] {
-  return config.allowedOrigins
+  return listOf(config.allowedOrigins);
+}
+
+function hosts(config: Config): string[] {
+  return listOf(config.allowedHosts);
+}
+
+function listOf(option: string): string[] {
+  return option
     .split(',')
     .map((o) => o.trim())
     .filter((o) => o !== '');
@@ -631,6 +639,7 @@ export class ConfabServer {
     /** Shared with every listener, which read them when they use them. */
     private readonly limits: StreamLimits,
     private readonly allowedOrigins: string[],
+    private readonly allowedHosts: string[],
     private readonly tlsListener: StreamListener | undefined,
     private readonly history: HistoryStore | undefined,
     private readonly cluster: ClusterNode | undefined,
@@ -693,6 +702,7 @@ export class ConfabServer {
     // One cap on what clients of every listener have queued together.
     const backlogs = new Backlogs(limits, log);
     const allowedOrigins = origins(config);
+    const allowedHosts = hosts(config);
     const listeners: Listener[] = [];
     const stats: TransportStats[] = [];
     // A client may have slipped in before a later listener failed: end it too,
@@ -776,8 +786,9 @@ export class ConfabServer {
                   limits,
                   backlogs,
                   webRoot: WEB_ROOT,
-                  // The listener reads this array per request, so a reload edits it in place.
+                  // The listener reads these arrays per request, so a reload edits them in place.
                   allowedOrigins,
+                  allowedHosts,
                   // Reads `stats` when scraped, by which time every listener is in it.
                   metrics: createMetrics(chat, stats, cluster, backlogs),
                   health: async () => {
@@ -810,6 +821,7 @@ export class ConfabServer {
       config,
       limits,
       allowedOrigins,
+      allowedHosts,
       tlsListener,
       history,
       cluster,
@@ -846,6 +858,7 @@ export class ConfabServer {
     this.limits.maxQueueTotal = next.maxQueueTotal;
     this.limits.closeTimeoutMs = next.shutdownTimeout * 1000;
     this.allowedOrigins.splice(0, this.allowedOrigins.length, ...origins(next));
+    this.allowedHosts.splice(0, this.allowedHosts.length, ...hosts(next));
     // Restart-only options keep the values in force, so the next reload compares against those.
     const kept: Record<string, unknown> = { ...next };
     for (const name of needRestart) kept[configKey(name)] = old[configKey(name)];

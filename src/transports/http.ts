@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import http from 'node:http';
-import type net from 'node:net';
+import net from 'node:net';
 import path from 'node:path';
 import { WebSocketServer } from 'ws';
 import type { Chat } from '../core/chat.js';
@@ -23,6 +23,8 @@ export interface HttpOptions {
   webRoot: string;
   /** Origins allowed to open /ws besides the page's own; "*" allows any. */
   allowedOrigins: readonly string[];
+  /** Host names answered besides IP addresses and localhost (hostAllowed); "*" allows any. */
+  allowedHosts: readonly string[];
   metrics: () => Promise<{ contentType: string; body: string }>;
   /** /healthz's fields besides "status"; may ask a cluster, which it bounds itself. */
   health: () => object | Promise<object>;
@@ -212,6 +214,12 @@ export class HttpListener {
         .end('bad request\n');
       return;
     }
+    if (!this.hostAllowed(req)) {
+      res
+        .writeHead(403, { 'content-type': 'text/plain', ...SECURITY_HEADERS })
+        .end('This server does not answer to this host name: add it to its --allowed-hosts.\n');
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
@@ -246,6 +254,42 @@ export class HttpListener {
     res.end(req.method === 'HEAD' ? undefined : file.body);
   }
 
+  /**
+   * Whether the request names this server as a host it answers to: an IP address, localhost,
+   * or a name of --allowed-hosts. A page of another name whose DNS answer was made to point
+   * here (DNS rebinding) would be the page's own origin, and read /metrics or open /ws in
+   * the visitor's browser, from inside the visitor's network. Requests without Host are not
+   * from a browser (HTTP/1.0 tools): answered.
+   */
+  private hostAllowed(req: http.IncomingMessage): boolean {
+    const host = req.headers.host;
+    if (host === undefined) return true;
+    const allowed = this.options.allowedHosts;
+    if (allowed.includes('*')) return true;
+    let name: string;
+    try {
+      name = new URL(`http://${host}`).hostname;
+    } catch {
+      name = '';
+    }
+    if (name === '') return this.refuseHost(host);
+    // An IP address cannot be rebound; [::1] keeps its brackets in a URL's hostname.
+    const bare = name.startsWith('[') ? name.slice(1, -1) : name;
+    if (net.isIP(bare) !== 0 || name === 'localhost' || name.endsWith('.localhost')) return true;
+    return allowed.includes(name) || this.refuseHost(host);
+  }
+
+  private refuseHost(host: string): false {
+    const shown = clip(host);
+    this.refusalLog.log('foreign-host', (held) =>
+      this.log.warn(
+        { host: shown, ...held },
+        'request for a host name not in --allowed-hosts refused',
+      ),
+    );
+    return false;
+  }
+
   /** Browsers send Origin; only the page's own origin and the allow-list may connect. */
   private originAllowed(req: http.IncomingMessage): boolean {
     const origin = req.headers.origin;
@@ -277,6 +321,10 @@ export class HttpListener {
     };
     if (pathOf(req.url) !== '/ws') {
       refuse(404, 'Not Found');
+      return;
+    }
+    if (!this.hostAllowed(req)) {
+      refuse(403, 'Forbidden');
       return;
     }
     if (!this.originAllowed(req)) {

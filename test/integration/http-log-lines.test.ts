@@ -22,7 +22,7 @@ function refusedUpgrade(port: number, origin: Buffer): Promise<string> {
     socket.on('close', () => resolve(reply.split('\r\n')[0]!));
     socket.write(
       Buffer.concat([
-        Buffer.from('GET /ws HTTP/1.1\r\nHost: confab.test\r\nOrigin: '),
+        Buffer.from('GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: '),
         origin,
         Buffer.from(
           '\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +

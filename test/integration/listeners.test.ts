@@ -154,7 +154,9 @@ describe('HTTP upgrade requests', () => {
         const socket = await connect(port);
         const reply = collect(socket, 5000);
         socket.write(
-          upgrade ? upgradeRequest(t) : `GET ${t} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+          upgrade
+            ? upgradeRequest(t)
+            : `GET ${t} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`,
         );
         const text = (await reply).toString();
         socket.destroy();
@@ -333,7 +335,7 @@ describe('HTTP pipelining', () => {
     // Warm up, so the baseline includes one ordinary scrape.
     const warm = await connect(server.httpPort!);
     const warmed = collect(warm, 5000);
-    warm.write('GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    warm.write('GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
     await warmed;
     const before = memoryOf(pid);
     const attackers = await Promise.all(

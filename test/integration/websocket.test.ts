@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
@@ -58,6 +59,50 @@ describe('WebSocket listener', () => {
     const listed = await wsClient(http, { origin: 'https://chat.example.org' });
     same.ws.close();
     listed.ws.close();
+  });
+
+  it('answers only IP addresses, localhost and --allowed-hosts: a rebound name gets 403, page and /ws alike', async () => {
+    const { http: port } = await start({ 'allowed-hosts': 'chat.example.org' });
+    /** The status a GET of `path` with this Host gets, and for /ws an upgrade's. */
+    const status = (host: string, path = '/', upgrade = false) =>
+      new Promise<number>((resolve, reject) => {
+        const headers: http.OutgoingHttpHeaders = { host };
+        if (upgrade) {
+          Object.assign(headers, {
+            connection: 'Upgrade',
+            upgrade: 'websocket',
+            'sec-websocket-version': '13',
+            'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+            origin: `http://${host}`,
+          });
+        }
+        const req = http.get({ host: '127.0.0.1', port, path, headers, agent: false });
+        req.on('response', (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        });
+        req.on('upgrade', (res, socket) => {
+          socket.destroy();
+          resolve(res.statusCode!);
+        });
+        req.on('error', reject);
+      });
+    for (const host of [
+      `127.0.0.1:${port}`,
+      `localhost:${port}`,
+      `[::1]:${port}`,
+      'app.localhost',
+    ]) {
+      expect(await status(host), host).toBe(200);
+    }
+    expect(await status('chat.example.org')).toBe(200);
+    expect(await status(`chat.example.org:${port}`, '/ws', true)).toBe(101);
+    // A page of evil.example whose name now points here reads nothing and joins nobody.
+    for (const path of ['/', '/metrics', '/healthz']) {
+      expect(await status(`evil.example:${port}`, path), path).toBe(403);
+    }
+    expect(await status(`evil.example:${port}`, '/ws', true)).toBe(403);
+    expect(await status('chat.example.org.evil.example')).toBe(403);
   });
 
   it('closes a message over the payload limit, and only that connection', async () => {

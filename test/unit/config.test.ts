@@ -94,6 +94,19 @@ describe('loadConfig', () => {
     }
   });
 
+  it('takes --allowed-hosts only as host names a browser sends, and says how to write one', () => {
+    const ok = '*, chat.example.com,localhost , 192.0.2.7';
+    expect(loadConfig({ 'allowed-hosts': ok }, {}).allowedHosts).toBe(ok);
+    for (const [value, says] of [
+      ['Chat.Example.com', 'write "chat.example.com"'],
+      ['chat.example.com:443', 'write "chat.example.com"'],
+      ['https://chat.example.com', 'is not a host name'],
+      ['a b', '"a b" is not a host name such as chat.example.com'],
+    ]) {
+      expect(() => loadConfig({ 'allowed-hosts': value! }, {}), value).toThrow(says!);
+    }
+  });
+
   it('takes "off" for the HTTP port', () => {
     expect(loadConfig({ 'http-port': 'off' }, {}).httpPort).toBe(-1);
     // Written as a person might: "off" in any case, as true and false are.
