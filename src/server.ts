@@ -671,7 +671,7 @@ export class ConfabServer {
     if (history instanceof SqliteHistoryStore && history.replaced) {
       log.warn(
         {},
-        'history.db is not the file this --data-dir last closed (restored from a backup?): every room starts a new history epoch, so clients that saw later messages are told their gap was not recovered',
+        'history.db is older than the one this --data-dir last ran on (restored from a backup?): every room starts a new history epoch, so clients that saw later messages are told their gap was not recovered',
       );
     }
     const chat = new Chat({

@@ -908,7 +908,12 @@ export class Chat implements ChatContext, SessionHost {
     this.sessions.delete(ghost);
     this.count('replaced');
     this.log.info(
-      { nickname: session.nickname, session: session.id, replaced: ghost.id },
+      {
+        nickname: session.nickname,
+        ip: session.address.ip,
+        session: session.id,
+        replaced: ghost.id,
+      },
       `${session.nickname} took their session back.`,
     );
     ghost.peer.close('replaced');

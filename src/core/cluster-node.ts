@@ -837,7 +837,7 @@ export class ClusterNode {
       if (room === this.chat.lobby) session.room = room;
     }
     this.chat.log.info(
-      { nickname: session.nickname, session: session.id, from: taken.node },
+      { nickname: session.nickname, ip: session.address.ip, session: session.id, from: taken.node },
       `${session.nickname} took their session back from another node.`,
     );
     return true;

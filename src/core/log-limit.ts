@@ -32,7 +32,8 @@ export class LogLimiter {
   log(kind: string, write: Write): void {
     const now = this.clock();
     const seen = this.kinds.get(kind);
-    if (seen !== undefined && now < seen.until) {
+    // A clock that stepped back (the chat's follows Redis's in a cluster) ends the interval.
+    if (seen !== undefined && now < seen.until && now >= seen.until - this.intervalMs) {
       seen.held++;
       seen.last = write;
       if (seen.timer === undefined) {

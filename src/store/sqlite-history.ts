@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -163,42 +164,65 @@ CREATE TABLE IF NOT EXISTS cids (
 CREATE INDEX IF NOT EXISTS cids_id ON cids (room, id);
 `;
 
-/**
- * The lock file (see SqliteHistoryStore) also keeps the mark of the database's last close:
- * a database file restored from a backup does not carry it (see lastClosedHere).
- */
-const LOCK_SCHEMA = `
-CREATE TABLE IF NOT EXISTS closed (id INTEGER PRIMARY KEY CHECK (id = 1), mark TEXT NOT NULL);
-`;
+/** How often, at most, a store that commits renews its mark (Marks). */
+const MARK_MS = 1_000;
 
 /**
- * Whether `db` is the database last closed beside `lock`, or nothing tells otherwise. Each
- * close writes one new mark into both; a crash writes none, and leaves both as the close
- * before it did. A file restored from a backup holds an older mark (or none) than the
- * lock file: it lacks the messages written since, whose ids it would give out again.
+ * The mark of a database's state: a random name written into the database (meta `mark`) and,
+ * beside it, into `<file>-mark`, renewed when the store opens, at most once a second while it
+ * commits, and when it closes. A file restored from a backup holds a mark older than the
+ * one beside it (or none): it lacks messages written since, whose ids it would give out
+ * again. A crash leaves the two as the last renewal did, a second or less before it.
+ * A renewal writes `next` beside the database first, then the database, then `mark`, so a
+ * renewal cut off anywhere leaves the database with one of the two (never a false alarm).
+ * The file is replaced whole (a rename), so it is never read half written.
  */
-function lastClosedHere(db: Database.Database, lock: Database.Database): boolean {
-  const here = lock.prepare('SELECT mark FROM closed WHERE id = 1').pluck().get() as
-    | string
-    | undefined;
-  if (here === undefined) return true;
-  const mark = db.prepare("SELECT value FROM meta WHERE key = 'closed'").pluck().get() as
-    | string
-    | undefined;
-  return mark === here;
-}
+class Marks {
+  private current: string | undefined;
+  private due = 0;
 
-function markClosed(db: Database.Database, lock: Database.Database): void {
-  const mark = randomUUID();
-  try {
-    // The database first: a close cut off between the two writes reads as a replaced file
-    // at the next open, which costs new epochs, never a hole.
-    db.prepare(
-      "INSERT INTO meta (key, value) VALUES ('closed', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    ).run(mark);
-    lock.prepare('INSERT OR REPLACE INTO closed (id, mark) VALUES (1, ?)').run(mark);
-  } catch {
-    // A disk that refuses the write: the marks stay as the last close left them, or differ.
+  constructor(
+    private readonly db: Database.Database,
+    private readonly file: string,
+  ) {}
+
+  /** Whether the database is the one this file last named, or nothing says otherwise. */
+  matches(): boolean {
+    let beside: { mark?: unknown; next?: unknown };
+    try {
+      beside = JSON.parse(readFileSync(this.file, 'utf8')) as typeof beside;
+    } catch {
+      return true; // none yet (a first run, an earlier version), or unreadable
+    }
+    const mark = this.db.prepare("SELECT value FROM meta WHERE key = 'mark'").pluck().get();
+    this.current = typeof beside.mark === 'string' ? beside.mark : undefined;
+    return mark === beside.mark || (mark !== undefined && mark === beside.next);
+  }
+
+  /** Renews the mark if a second has passed since the last renewal (or `now`). */
+  renew(now = false): void {
+    const at = performance.now();
+    if (!now && at < this.due) return;
+    this.due = at + MARK_MS;
+    const next = randomUUID();
+    try {
+      this.write({ mark: this.current, next });
+      this.db
+        .prepare(
+          "INSERT INTO meta (key, value) VALUES ('mark', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .run(next);
+      this.write({ mark: next });
+      this.current = next;
+    } catch {
+      // A disk that refuses the writes: the next renewal tries again.
+    }
+  }
+
+  private write(marks: { mark?: string; next?: string }): void {
+    const temp = `${this.file}.tmp`;
+    writeFileSync(temp, JSON.stringify(marks));
+    renameSync(temp, this.file);
   }
 }
 
@@ -420,6 +444,8 @@ export class SqliteHistoryStore implements HistoryStore {
    * or replaced): every room started a new epoch when it opened.
    */
   readonly replaced: boolean;
+  /** Undefined for an in-memory database. */
+  private readonly marks: Marks | undefined;
   private readonly rooms = new Map<string, RoomState>();
   private pending: Pending[] = [];
   /** Cids appended this turn, not yet committed, so a repeat within the turn is caught. */
@@ -530,7 +556,6 @@ export class SqliteHistoryStore implements HistoryStore {
         lock.pragma('journal_mode = MEMORY');
         // In exclusive locking mode the lock of the first write is held until close.
         lock.pragma('user_version = 1');
-        lock.exec(LOCK_SCHEMA);
       } catch (error) {
         lock.close();
         throw error;
@@ -567,10 +592,13 @@ export class SqliteHistoryStore implements HistoryStore {
       const row = db.prepare('SELECT value FROM meta WHERE key = ?').get('seed') as
         | { value: string }
         | undefined;
-      this.replaced = lock !== undefined && !lastClosedHere(db, lock);
+      this.marks = inFile ? new Marks(db, `${path}-mark`) : undefined;
+      this.replaced = this.marks?.matches() === false;
       // Ids go on from the file's tops, which may have been given out already: in new epochs
       // a client that saw them is told its gap was not recovered rather than given a hole.
       this.seed = this.replaced ? startNewEpochs(db, newSeed(options.newId)) : row!.value;
+      // From now the file is this store's, the new epochs too (a crash is no new alarm).
+      this.marks?.renew(true);
       if (
         db.prepare("SELECT 1 FROM pragma_table_info('rooms') WHERE name = 'base'").get() ===
         undefined
@@ -924,7 +952,7 @@ export class SqliteHistoryStore implements HistoryStore {
       checkpointer.postMessage('close');
       await exited;
     }
-    if (this.lock !== undefined) markClosed(this.db, this.lock);
+    this.marks?.renew(true);
     this.db.close();
     this.lock?.close();
   }
@@ -1015,6 +1043,7 @@ export class SqliteHistoryStore implements HistoryStore {
     }
     this.commits++;
     Atomics.add(this.commitCount, 0, 1);
+    this.marks?.renew();
     for (const p of batch) {
       if (!p.duplicate) {
         this.appended++;

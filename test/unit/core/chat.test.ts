@@ -5,7 +5,7 @@ import { checkNickname } from '../../../src/core/nickname.js';
 import { ErrorCode } from '../../../src/protocol/codes.js';
 import { parseRequestText } from '../../../src/protocol/request-codec.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
-import { FakePeer, joinChat, sendRequest as send } from '../../helpers/fake-peer.js';
+import { connectWith, FakePeer, joinChat, sendRequest as send } from '../../helpers/fake-peer.js';
 
 let chat: Chat;
 const connect = (nickname: string, caps?: string[]) => joinChat(chat, nickname, caps);
@@ -353,19 +353,23 @@ describe('flood control', () => {
     });
   });
 
-  it('logs the address of each member who joins, also with addresses hidden from members', () => {
+  it('logs the address of each member who joins, also with addresses hidden from members', async () => {
     const joins: object[] = [];
     const logger = {
       debug() {},
       info: (fields: object, message: string) => {
-        if (message.includes('joined')) joins.push(fields);
+        if (message.includes('joined') || message.includes('session back')) joins.push(fields);
       },
       warn() {},
       error() {},
     };
-    chat = new Chat({ hideAddresses: true, logger });
+    chat = new Chat({
+      hideAddresses: true,
+      logger,
+      history: new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } }),
+    });
     const ann = joinChat(chat, 'ann', undefined, '192.0.2.7');
-    joinChat(chat, 'bob', ['rooms'], '2001:db8::8');
+    const bob = joinChat(chat, 'bob', ['rooms', 'history'], '2001:db8::8');
     send(ann, { cmd: '1' });
     expect(ann.take().at(-1)).toMatchObject({
       cmd: '10',
@@ -374,9 +378,15 @@ describe('flood control', () => {
         ['bob', 'hidden', 0],
       ],
     });
+    // A resume, from another address: the address it comes from now.
+    const token = (bob.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const caps = ['rooms', 'history'];
+    connectWith(chat, { cmd: '0', nickname: 'bob', caps, resume: token }, '192.0.2.9');
+    await new Promise((resolve) => setImmediate(resolve));
     expect(joins).toMatchObject([
       { nickname: 'ann', ip: '192.0.2.7', room: 'lobby' },
       { nickname: 'bob', ip: '2001:db8::8', room: 'lobby' },
+      { nickname: 'bob', ip: '192.0.2.9' },
     ]);
   });
 

@@ -62,6 +62,16 @@ describe('LogLimiter', () => {
     expect(written.reduce((sum, [, , held]) => sum + (held ?? 1), 0)).toBe(600);
   });
 
+  it('holds nothing back for longer than an interval when its clock steps back', () => {
+    let offset = 0;
+    const limit = new LogLimiter(10_000, () => Date.now() + offset);
+    const written: number[] = [];
+    limit.log('a', () => written.push(1));
+    offset = -3_600_000;
+    limit.log('a', () => written.push(2));
+    expect(written).toEqual([1, 2]);
+  });
+
   it('writes what it holds back when flushed, and nothing after', () => {
     const { limit, written, log } = limiter();
     log('a', 1);

@@ -4,10 +4,12 @@
  * file of the database it replaced, the store starts every room's new epoch, so a client
  * that saw those ids is told its gap was not recovered instead of missing what reuses them.
  */
-import { copyFileSync, rmSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { expect, it } from 'vitest';
 import type { MessageDraft } from '../../../src/core/history.js';
+import type { SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
 import { useSqliteStores } from '../../helpers/sqlite-stores.js';
 
 const { file, open } = useSqliteStores('confab-sqlite-restored-');
@@ -21,6 +23,22 @@ async function backUp(to: string): Promise<void> {
   } finally {
     reader.close();
   }
+}
+
+/** What kill -9 leaves: the store's connections gone, without its close. */
+async function crash(store: SqliteHistoryStore): Promise<void> {
+  const inside = store as unknown as {
+    closed: boolean;
+    timer?: NodeJS.Timeout;
+    checkpointer?: { terminate(): Promise<number> };
+    db: { close(): void };
+    lock?: { close(): void };
+  };
+  inside.closed = true;
+  clearInterval(inside.timer);
+  await inside.checkpointer?.terminate();
+  inside.db.close();
+  inside.lock?.close();
 }
 
 /** Puts `backup` in place of history.db, as an operator restoring it with the server stopped. */
@@ -72,7 +90,10 @@ it('keeps the epochs of a file closed and opened again, restored or not', async 
   expect((await third.room('lobby')).epoch).toBe(a.epoch);
 });
 
-it('starts new epochs once, not at every open after the restore', async () => {
+it.each([
+  ['stopped', (store: SqliteHistoryStore) => store.close()],
+  ['crashed', crash],
+])('starts new epochs once, not again at the next open once the store %s', async (_, end) => {
   const backup = `${file()}.backup`;
   const first = open();
   await first.append('lobby', draft('a'));
@@ -82,9 +103,45 @@ it('starts new epochs once, not at every open after the restore', async () => {
   restore(backup);
   const second = open();
   expect(second.replaced).toBe(true);
-  const epoch = (await second.append('lobby', draft('b again'))).epoch;
-  await second.close();
+  const again = await second.append('lobby', draft('b again'));
+  await end(second);
   const third = open();
   expect(third.replaced).toBe(false);
-  expect((await third.room('lobby')).epoch).toBe(epoch);
+  expect(await third.room('lobby')).toMatchObject({ epoch: again.epoch, top: again.message.id });
+});
+
+it('starts new epochs on a backup restored after a crash, once a second of commits followed the backup', async () => {
+  const backup = `${file()}.backup`;
+  const first = open();
+  await first.append('lobby', draft('a'));
+  await backUp(backup);
+  // The mark is renewed at most once a second while the store commits.
+  await sleep(1_100);
+  const b = await first.append('lobby', draft('b'));
+  await crash(first);
+  restore(backup);
+  const second = open();
+  expect(second.replaced).toBe(true);
+  expect((await second.room('lobby')).epoch).not.toBe(b.epoch);
+});
+
+it('takes a renewal of the mark cut off at any step for no restore', async () => {
+  const marks = `${file()}-mark`;
+  const first = open();
+  const a = await first.append('lobby', draft('a'));
+  await first.close();
+  const written = () => (JSON.parse(readFileSync(marks, 'utf8')) as { mark: string }).mark;
+  // Cut off after its first write (the database still has the old mark), then after its
+  // second (the file does not name the database's as `mark` yet).
+  for (const cut of [
+    (mark: string) => ({ mark, next: 'never-written' }),
+    (mark: string) => ({ mark: 'the-one-before', next: mark }),
+  ]) {
+    const beside = cut(written());
+    writeFileSync(marks, JSON.stringify(beside));
+    const store = open();
+    expect(store.replaced, JSON.stringify(beside)).toBe(false);
+    expect((await store.room('lobby')).epoch).toBe(a.epoch);
+    await store.close();
+  }
 });
