@@ -50,6 +50,12 @@ export type NodeNotice =
   /** A KICK of this node's member `asker.member` found nobody: refuse it there. */
   | { readonly type: 'missed'; readonly asker: KickAsker }
   /**
+   * A KICK of this node's member `asker.member`, passed on to the node a resume moved its
+   * target to, was taken by no node there (`lost`: Redis's answer was lost, and it may have
+   * been): refuse it there as one that no node heard.
+   */
+  | { readonly type: 'unheard'; readonly asker: KickAsker; readonly lost: boolean }
+  /**
    * A KICK of this node's member `asker.member` removed `nickname`, announced in `room` (a
    * key, or none): the operator is told there unless that room's "99" reached it.
    */

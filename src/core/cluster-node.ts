@@ -15,6 +15,7 @@ import { MemberLists } from './member-lists.js';
 import {
   enforceBan,
   kickMissed,
+  kickUnheard,
   removeMember,
   secondsLeft,
   tellKicker,
@@ -386,12 +387,13 @@ export class ClusterNode {
         this.evicted([notice.member]);
         return;
       case 'missed':
-        for (const session of this.sessions) {
-          if (session.presenceId === notice.asker.member && session.state === 'joined') {
-            kickMissed(session, notice.asker.nickname);
-          }
-        }
+      case 'unheard': {
+        const operator = this.sessionOf(notice.asker.member);
+        if (operator?.state !== 'joined') return;
+        if (notice.type === 'missed') kickMissed(operator, notice.asker.nickname);
+        else kickUnheard(operator, notice.asker.nickname, notice.lost ? undefined : false);
         return;
+      }
       case 'kicked': {
         const operator = this.sessionOf(notice.asker.member);
         if (operator !== undefined) tellKicker(operator, notice.room, notice);
@@ -469,7 +471,17 @@ export class ClusterNode {
         }
         return;
       }
-      cluster.broker.notify(now.node, { ...notice, member: now.id, nickname: now.nickname, hops });
+      const moved = { ...notice, member: now.id, nickname: now.nickname, hops };
+      const heard = await cluster.broker.notify(now.node, moved);
+      // Nothing else would answer its operator: told as when the first node did not hear it.
+      if (heard !== true && notice.asker !== undefined) {
+        const unheard = {
+          type: 'unheard',
+          asker: notice.asker,
+          lost: heard === undefined,
+        } as const;
+        cluster.broker.notify(notice.asker.node, unheard);
+      }
     });
     this.track(
       work.catch((err: unknown) =>

@@ -189,9 +189,7 @@ export const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
         // Nothing else would answer it: the member's node is gone (its members leave once
         // the others reap it) or was not listening for a moment; or Redis's answer was lost,
         // and the kick may have gone out all the same.
-        if (heard !== true && !closed()) {
-          refuse(session, ErrorCode.TRY_AGAIN, unheardKick(req.nickname, heard), req.cmd);
-        }
+        if (heard !== true && !closed()) kickUnheard(session, req.nickname, heard);
       }),
     );
     return;
@@ -212,10 +210,16 @@ export function kickMissed(session: Session, nickname: string): void {
   refuse(session, ErrorCode.NO_SUCH_USER, noSuchUser(nickname), Cmd.KICK);
 }
 
-function unheardKick(nickname: string, heard: false | undefined): string {
-  return heard === false
-    ? `the server "${clip(nickname)}" is on did not answer; nothing was done: try again in a few seconds`
-    : `the kick of "${clip(nickname)}" may not have reached its server: try again in a few seconds`;
+/**
+ * A KICK no node took (`heard` false: nobody listened; undefined: Redis's answer was lost,
+ * and the kick may have gone out): 1022, to try again.
+ */
+export function kickUnheard(session: Session, nickname: string, heard: false | undefined): void {
+  const detail =
+    heard === false
+      ? `the server "${clip(nickname)}" is on did not answer; nothing was done: try again in a few seconds`
+      : `the kick of "${clip(nickname)}" may not have reached its server: try again in a few seconds`;
+  refuse(session, ErrorCode.TRY_AGAIN, detail, Cmd.KICK);
 }
 
 function noSuchUser(nickname: string): string {

@@ -1205,6 +1205,38 @@ describe('a chat of several nodes', () => {
     expect(carl.closedWith).toBeUndefined();
   });
 
+  it('refuses a KICK passed on to the node a resume moved its target to when that node does not hear it (1022)', async () => {
+    const [a, b, c] = nodes(3, { maxUsers: 10 });
+    const caps = ['errors', 'rooms', 'renames', 'history'];
+    const ann = connect(a!, 'ann', caps);
+    const op = connect(c!, 'op', caps);
+    await settle();
+    const oldId = ann.session.presenceId;
+    const back = connectWith(b!, { cmd: '0', nickname: 'ann', caps, resume: tokenOf(ann) });
+    await settle();
+    expect(back.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
+    // Her new node stops listening (it died, not reaped yet) as the KICK reaches her old one.
+    await b!.cluster!.broker.close();
+    op.take();
+    const kick: NodeNotice = {
+      type: 'remove',
+      member: oldId,
+      action: 'kick',
+      by: 'teacher',
+      reason: 'spam',
+      seconds: undefined,
+      nickname: 'ann',
+      hops: 0,
+      asker: { node: 'node2', member: op.session.presenceId, nickname: 'ann' },
+    };
+    a!.cluster!.broker.notify('node0', kick);
+    await settle();
+    expect(op.take()).toEqual([
+      expect.objectContaining({ cmd: '90', code: ErrorCode.TRY_AGAIN, ref: '94' }),
+    ]);
+    expect(back.closedWith).toBeUndefined();
+  });
+
   it('tells a room of a join whose member a resume moved away before its PART there', async () => {
     const [a, b, c] = nodes(3, { maxUsers: 10 });
     const caps = RESUMING;
