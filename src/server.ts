@@ -741,9 +741,14 @@ export class ConfabServer {
       }
       listeners.push(listener);
       stats.push(listener.stats);
-      log.info({ transport, address: bound.ip, port: bound.port, ...fields }, describe(bound));
+      announced.push(() =>
+        log.info({ transport, address: bound.ip, port: bound.port, ...fields }, describe(bound)),
+      );
       return bound;
     };
+    // Said once every listener is up: a later one that cannot bind ends the start, and a log
+    // collector must not read "listening" for a server that never served.
+    const announced: (() => void)[] = [];
 
     const address = await start(
       () =>
@@ -812,6 +817,7 @@ export class ConfabServer {
             'http',
             (a) => `Web app on http://${a.ip}:${a.port}/`,
           );
+    for (const announce of announced) announce();
     return new ConfabServer(
       chat,
       listeners,

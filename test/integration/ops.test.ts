@@ -169,6 +169,8 @@ describe('start failures', () => {
         `confab: port ${busy} is in use (change it with --http-port or CONFAB_HTTP_PORT)\n`,
       );
       expect(http.stdout).not.toContain('EADDRINUSE');
+      // Nothing said it listened: it never served.
+      expect(http.stdout).not.toContain('listening');
       expect(await canConnect(port)).toBe(false);
     } finally {
       taken.close();
