@@ -105,6 +105,23 @@ describe('WebSocket listener', () => {
     expect(await status('chat.example.org.evil.example')).toBe(403);
   });
 
+  it('refuses unread, with "02", the first message of a WebSocket whose address has no CONNECT left', async () => {
+    const { http: port } = await start({ 'max-users': '20', 'rate-burst': '10' });
+    const joined = [];
+    for (let i = 0; i < 10; i++) {
+      const c = await wsClient(port);
+      c.send({ cmd: '0', nickname: `w${i}` });
+      await c.expect('03');
+      joined.push(c);
+    }
+    const late = await wsClient(port);
+    // Not parsed: an invalid request gets the refusal, not its error.
+    late.ws.send('{"cmd": "0", "nickname": ["x"], "caps": ["errors"]}');
+    expect(await late.expect('02')).toEqual({ cmd: '02' });
+    await late.closed;
+    for (const c of joined) c.ws.close();
+  });
+
   it('closes a message over the payload limit, and only that connection', async () => {
     const { tcp, http } = await start({ 'max-frame': '1024' });
     const raw = await join(tcp, 'tcp');
