@@ -30,8 +30,9 @@ Joins a confab server (or the course's Python server) as <nickname>.
                      (env CONFAB_CA)
   --servername NAME  the name the certificate must be for (default: the host)
                      (--ca and --servername imply --tls)
-  --no-reconnect     exit when the connection is lost instead of reconnecting
-                     (env CONFAB_RECONNECT=0)
+  --no-reconnect     exit when the connection is lost instead of reconnecting, and
+                     when the server answers "full" at start instead of trying
+                     again for about half a minute (env CONFAB_RECONNECT=0)
   --help             show this help
 
 Type \\help once connected for the commands. Lines typed or pasted faster than
@@ -75,6 +76,11 @@ const LINES_PER_TURN = 200;
  */
 const JOIN_HOLD_MS = 2000;
 const JOIN_HOLD_LINES = 500;
+/**
+ * The waits before each new attempt when the first CONNECT is answered "02" (a full room, or
+ * the address's CONNECT budget spent): about half a minute in all, then the client gives up.
+ */
+const FULL_RETRY_DELAYS_MS = [1000, 2000, 4000, 8000, 10_000];
 
 function connectFailure(err: unknown, nickname: string, where: string): string {
   if (!(err instanceof ChatClientError)) return `Could not connect to ${where}: ${String(err)}`;
@@ -175,21 +181,39 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     parsed.values['no-reconnect'] !== true &&
     !/^(0|false|no|off)$/i.test(io.env.CONFAB_RECONNECT ?? '');
 
-  let client: ChatClient;
-  try {
-    // A restart or an upgrade of the server may take minutes: a person at a terminal is
-    // waited for until they leave, at most 10 s between attempts, as the web app does.
-    const options: ConnectOptions = {
-      servers,
-      nickname,
-      history: true,
-      reconnect: reconnect && { attempts: Number.POSITIVE_INFINITY },
-    };
-    if (tls !== undefined) options.tls = tls;
-    client = await ChatClient.connect(options);
-  } catch (err) {
-    io.stderr.write(`${view.error(style, connectFailure(err, nickname, where))}\n`);
-    return 1;
+  // A restart or an upgrade of the server may take minutes: a person at a terminal is
+  // waited for until they leave, at most 10 s between attempts, as the web app does.
+  const connectOptions: ConnectOptions = {
+    servers,
+    nickname,
+    history: true,
+    reconnect: reconnect && { attempts: Number.POSITIVE_INFINITY },
+  };
+  if (tls !== undefined) connectOptions.tls = tls;
+  let client: ChatClient | undefined;
+  for (let attempt = 0; client === undefined; attempt++) {
+    try {
+      client = await ChatClient.connect(connectOptions);
+    } catch (err) {
+      // "02" is also the answer to too many CONNECTs from one address just now (flood
+      // control): a moment later the same CONNECT is let in. Exiting at once said "the room
+      // is full" to a user who only had to wait; a lobby that is full may have a place then too.
+      const delayMs = FULL_RETRY_DELAYS_MS[attempt];
+      if (
+        reconnect &&
+        delayMs !== undefined &&
+        err instanceof ChatClientError &&
+        err.kind === 'room-full'
+      ) {
+        io.stderr.write(
+          `${view.info(style, `The server is full or busy (too many connections from this address just now). Trying again in ${delayMs / 1000} s (attempt ${attempt + 1} of ${FULL_RETRY_DELAYS_MS.length}; Ctrl+C gives up)...`)}\n`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        continue;
+      }
+      io.stderr.write(`${view.error(style, connectFailure(err, nickname, where))}\n`);
+      return 1;
+    }
   }
 
   const terminal = io.stdin.isTTY === true && io.stdout.isTTY === true;
