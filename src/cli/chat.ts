@@ -493,7 +493,12 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   // Only now, with every handler in place, does the user (or a script) learn it is in.
   say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
 
-  const handle = async (line: string, unanswered: () => void, echo: number): Promise<void> => {
+  const handle = async (
+    line: string,
+    unanswered: () => void,
+    echo: number,
+    echoRows: number,
+  ): Promise<void> => {
     const command = parseCommand(line);
     const now = new Date();
     try {
@@ -502,9 +507,12 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           return;
         case 'chat':
           if (terminal && lines === echo) {
-            // Replace the echoed input line with the formatted message.
-            readline.moveCursor(io.stdout, 0, -1);
-            readline.clearLine(io.stdout, 0);
+            // Replace the echoed input line, all of its rows, with the formatted message.
+            // Cleared from its last row only, a line wider than the terminal left its first
+            // rows on the screen above the message, cut off.
+            readline.moveCursor(io.stdout, 0, -echoRows);
+            readline.cursorTo(io.stdout, 0);
+            readline.clearScreenDown(io.stdout);
           }
           lastMessageAt = Date.now();
           client.chat(command.text, current);
@@ -701,6 +709,22 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     return Promise.race([handling, late]).finally(() => clearTimeout(timer));
   };
 
+  /**
+   * The rows the input line took on the screen when Enter was pressed: a chat's echo is that
+   * many rows. Measured before readline handles the key, with the cursor moved to the line's
+   * end as readline moves it then. A last row the text fills exactly is not counted (the
+   * terminal may have wrapped it or not): a row too few leaves a blank row, a row too many
+   * would erase the line above.
+   */
+  let enterRows = 1;
+  if (terminal) {
+    io.stdin.prependListener('keypress', (_text: string | undefined, key?: readline.Key) => {
+      if (key?.name !== 'return' && key?.name !== 'enter') return;
+      rl.write(null, { name: 'end' });
+      const at = rl.getCursorPos();
+      enterRows = at.rows + (at.cols > 0 ? 1 : 0);
+    });
+  }
   rl.on('line', (line) => {
     if (leaving) return;
     if (parseCommand(line).kind === 'exit') {
@@ -708,9 +732,11 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       return;
     }
     const echo = ++lines;
+    const rows = enterRows;
+    enterRows = 1;
     queue = queue.then(() => {
       const unanswered = noAnswer(line);
-      return withinDeadline(unanswered, handle(line, unanswered, echo));
+      return withinDeadline(unanswered, handle(line, unanswered, echo, rows));
     });
   });
   rl.on('SIGINT', () => void leave());

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import type { ConfabServer } from '../../src/server.js';
 import { join } from '../helpers/raw-client.js';
@@ -94,6 +94,29 @@ describe('confab chat in a real terminal', () => {
     const from = rows.findIndex((row) => row.startsWith('wen> '));
     expect(rows.slice(from).join('')).toBe(`wen> ${typed}`);
     tmux('send-keys', '-t', 'chat', 'C-u');
+    tmux('send-keys', '-t', 'chat', 'C-c');
+  });
+
+  it('replaces every row of a sent chat wider than the terminal with the message', async () => {
+    // A server of its own: the shared one's history would push the later tests' welcomes off
+    // their screens.
+    const own = await startConfab();
+    onTestFinished(() => own.stop());
+    await chatAs('sam', own.address.port, { columns: 60 });
+    await until(() => screen().includes('You are the 1st user'), 'the welcome');
+    // "sam> " and 130 characters: three rows of 60.
+    const typed = `wide ${'0123456789'.repeat(12)} tail`;
+    tmux('send-keys', '-t', 'chat', '-l', typed);
+    await until(() => screen().replaceAll('\n', '').includes(' tail'), 'the typed text');
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(() => /\d\d:\d\d sam: wide/.test(screen()), 'the sent message, formatted');
+    await until(() => screen().trimEnd().endsWith('sam>'), 'the empty prompt');
+    const rows = screen().trimEnd().split('\n');
+    // Nothing of the echoed input is left: only the formatted message and the prompt.
+    expect(
+      rows.filter((row) => row.includes('sam> wide') || row.startsWith('0123')),
+      screen(),
+    ).toEqual([]);
     tmux('send-keys', '-t', 'chat', 'C-c');
   });
 
