@@ -243,6 +243,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   let inputClosed = false;
   rl.once('close', () => {
     inputClosed = true;
+    // The prompt and what was typed stay on their row, and the shell's prompt starts on the
+    // next: without the line break it was written right after them ("ann> hiuser@host:~$").
+    if (terminal) io.stdout.write('\n');
   });
   let outputHeld = false;
   let saidThisTurn = 0;

@@ -7,7 +7,7 @@ import { CLI, startConfab } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
 import { privateTmux } from '../helpers/tmux.js';
 
-const { tmux, screen, chatAs, kill } = privateTmux('confab-test');
+const { tmux, screen, chatAs, newChat, kill } = privateTmux('confab-test');
 
 async function until(check: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -198,6 +198,27 @@ describe('confab chat in a real terminal', () => {
     await until(() => /\d\d:\d\d dot: right after/.test(screen()), 'the chat, formatted');
     expect(screen()).toContain('You joined bio');
     tmux('send-keys', '-t', 'chat', 'C-c');
+  });
+
+  it.each([
+    { how: 'Ctrl+C', keys: ['-l', 'half typed'], last: 'C-c' },
+    { how: 'Ctrl+D', keys: ['C-u'], last: 'C-d' },
+  ])('leaves the shell its own row after $how', async ({ keys, last }) => {
+    const own = await startConfab();
+    onTestFinished(() => own.stop());
+    await newChat(
+      '-x',
+      '100',
+      '-y',
+      '20',
+      `env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat liv --port ${own.address.port}; echo EXITED:$?; sleep 60`,
+    );
+    await until(() => screen().includes('You are the'), 'the welcome');
+    tmux('send-keys', '-t', 'chat', ...keys);
+    tmux('send-keys', '-t', 'chat', last);
+    await until(() => screen().includes('EXITED:0'), 'the client to exit');
+    // What the shell writes next starts a row of its own, not after the prompt.
+    expect(screen()).toMatch(/^EXITED:0$/m);
   });
 
   it('leaves at Ctrl+C while a request waits on a server that stopped answering', async () => {
