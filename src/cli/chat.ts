@@ -222,8 +222,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   const joined = new Set<string>([LOBBY]);
   /** Lines waiting in the client's queue under the server's flood limit (see 'queue' below). */
   let waiting = 0;
+  /** Between a lost connection and its restoring: the prompt says so all along. */
+  let offline = false;
   const promptFor = () =>
-    view.prompt(style, client.nickname, current === LOBBY ? undefined : current, waiting);
+    view.prompt(style, client.nickname, current === LOBBY ? undefined : current, waiting, offline);
   /** The tag a line from `room` gets: none for the room being typed into. */
   const from = (room: string) => (room === current ? undefined : room);
   /** A room the user names, as the server showed it when joined (letter case aside). */
@@ -364,12 +366,20 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   });
   client.on('gap', (g) => say(view.gap(style, g.room, g.reason)));
   client.on('reconnecting', (r) => {
+    if (leaving) return;
     // A long outage is not a screenful of the same line: the first few, then every tenth.
-    if (!leaving && (r.attempt <= 3 || r.attempt % 10 === 0)) {
+    // Between them the prompt tells that the client is still at it (it said nothing for
+    // most of a minute, as if stuck or back).
+    if (!offline) {
+      offline = true;
+      redrawPrompt();
+    }
+    if (r.attempt <= 3 || r.attempt % 10 === 0) {
       say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
     }
   });
   client.on('resumed', (r) => {
+    offline = false;
     const on = servers.length > 1 ? showServers([client.server]) : undefined;
     say(view.reconnected(style, r.nickname, r.resumed, on));
     for (const room of r.rooms) {
@@ -382,7 +392,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     }
     gapTold.clear();
     if (!joined.has(current)) current = LOBBY;
-    showPrompt();
+    // At once: the lines above were drawn with the old prompt, and nothing may follow them.
+    redrawPrompt();
   });
   client.on('join', (m) =>
     tell(view.join(style, new Date(), m.nickname, m.userCount, from(m.room))),
@@ -416,14 +427,18 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     drawnRows ??= rl.getCursorPos().rows;
     rl.setPrompt(promptFor());
   };
+  /** Shows a changed prompt at once, with what was typed behind it. */
+  function redrawPrompt(): void {
+    showPrompt();
+    if (terminal && !leaving && !inputClosed) {
+      rl.prompt(true);
+      drawnRows = undefined;
+    }
+  }
   client.on('queue', (q) => {
     waiting = q.waiting;
     if (terminal) {
-      showPrompt();
-      if (!leaving) {
-        rl.prompt(true);
-        drawnRows = undefined;
-      }
+      redrawPrompt();
       return;
     }
     if (waiting === 0) backlogReported = false;

@@ -5,6 +5,7 @@ import { join } from '../helpers/raw-client.js';
 import { scriptedServer } from '../helpers/scripted-server.js';
 import { CLI, startConfab } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
+import { TcpRelay } from '../helpers/tcp-relay.js';
 import { privateTmux } from '../helpers/tmux.js';
 
 const { tmux, screen, chatAs, newChat, kill } = privateTmux('confab-test');
@@ -117,6 +118,28 @@ describe('confab chat in a real terminal', () => {
       rows.filter((row) => row.includes('sam> wide') || row.startsWith('0123')),
       screen(),
     ).toEqual([]);
+    tmux('send-keys', '-t', 'chat', 'C-c');
+  });
+
+  // Past its third attempt the client says nothing until the tenth (most of a minute): the
+  // prompt says all along that it is reconnecting, and no more once it is back.
+  it('says in the prompt while the connection is being restored, the typed line kept', async () => {
+    const relay = await TcpRelay.start(server.address.port);
+    onTestFinished(() => relay.close());
+    await chatAs('rex', relay.port, { columns: 100 });
+    await until(() => screen().includes('You are the'), 'the welcome');
+    tmux('send-keys', '-t', 'chat', '-l', 'half typed');
+    await until(() => screen().trimEnd().endsWith('rex> half typed'), 'the typed text');
+    relay.hold();
+    relay.cut();
+    await until(
+      () => screen().trimEnd().endsWith('rex (reconnecting)> half typed'),
+      'the prompt to say it is reconnecting',
+    );
+    relay.release();
+    await until(() => screen().includes('Reconnected as rex'), 'the reconnect');
+    await until(() => screen().trimEnd().endsWith('rex> half typed'), 'the usual prompt');
+    tmux('send-keys', '-t', 'chat', 'C-u');
     tmux('send-keys', '-t', 'chat', 'C-c');
   });
 
