@@ -508,6 +508,12 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     void leave();
   };
   if (!terminal) process.on('SIGINT', onSignal);
+  // The reader of the output went away (`confab chat ann | head`): the client leaves, as
+  // for Ctrl+D, where the next line shown (EPIPE, an unhandled 'error') ended the process
+  // with a stack trace and no EXIT. Kept on: every later write fails the same way.
+  io.stdout.on('error', () => {
+    void leave();
+  });
   // Only now, with every handler in place, does the user (or a script) learn it is in.
   say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
 

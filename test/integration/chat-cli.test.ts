@@ -225,6 +225,26 @@ describe('confab chat failures', () => {
     expect(p.output.match(/disconnected: the server is shutting down/gi)).toHaveLength(1);
   });
 
+  it('leaves quietly when the reader of its output goes away', async () => {
+    const server = await startConfab();
+    try {
+      const port = server.address.port;
+      const bob = await ChatClient.connect({ port, nickname: 'bob' });
+      const p = ChatProcess.start(['ann', '--port', String(port)]);
+      await p.waitFor('You are the 2nd user');
+      const left = new Promise((resolve) => bob.once('leave', resolve));
+      // As `confab chat ann | head -3` once head has read its lines.
+      p.child.stdout!.destroy();
+      for (let i = 0; i < 5; i++) bob.chat(`line ${i}`);
+      expect(await p.exited).toBe(0);
+      expect(await left).toMatchObject({ nickname: 'ann' });
+      expect(p.output).not.toMatch(/EPIPE|Error/);
+      await bob.exit();
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('shows usage for a missing nickname', () => {
     let status = 0;
     let stderr = '';
