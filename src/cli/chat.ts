@@ -749,6 +749,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       enterRows = at.rows + (at.cols > 0 ? 1 : 0);
     });
   }
+  // Documented for this: a listener may take a line (here a password) out of the history.
+  rl.on('history', (history) => {
+    if (history[0] !== undefined && parseCommand(history[0]).kind === 'oper') history.shift();
+  });
   rl.on('line', (line) => {
     if (leaving) return;
     if (parseCommand(line).kind === 'exit') {
@@ -758,6 +762,14 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     const echo = ++lines;
     const rows = enterRows;
     enterRows = 1;
+    const command = parseCommand(line);
+    if (command.kind === 'oper' && terminal) {
+      // The password is not left on the screen (nor, below, in the lines Up recalls).
+      readline.moveCursor(io.stdout, 0, -rows);
+      readline.cursorTo(io.stdout, 0);
+      readline.clearScreenDown(io.stdout);
+      io.stdout.write(`${rl.getPrompt()}\\oper ${command.name} ********\n`);
+    }
     queue = queue.then(() => {
       const unanswered = noAnswer(line);
       return withinDeadline(unanswered, handle(line, unanswered, echo, rows));

@@ -143,6 +143,26 @@ describe('confab chat in a real terminal', () => {
     tmux('send-keys', '-t', 'chat', 'C-c');
   });
 
+  it('leaves no operator password on the screen or among the lines Up recalls', async () => {
+    await chatAs('opal', server.address.port, { columns: 100 });
+    await until(() => screen().includes('You are the'), 'the welcome');
+    tmux('send-keys', '-t', 'chat', '-l', 'said before');
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    tmux('send-keys', '-t', 'chat', '-l', '\\oper teacher open-sesame');
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(() => screen().includes('\\oper teacher ********'), 'the masked command');
+    await until(
+      () => /Refused|operator|oper/i.test(screen().split('********')[1] ?? ''),
+      'the answer',
+    );
+    expect(screen()).not.toContain('open-sesame');
+    tmux('send-keys', '-t', 'chat', 'Up');
+    await until(() => screen().trimEnd().endsWith('opal> said before'), 'the line before it');
+    expect(screen()).not.toContain('open-sesame');
+    tmux('send-keys', '-t', 'chat', 'C-u');
+    tmux('send-keys', '-t', 'chat', 'C-c');
+  });
+
   // No control character is needed to forge a line: spaces that fill the rest of the
   // sender's row would make the terminal wrap, and the text after them would start a row of
   // its own reading like another member's message (the sender only has to guess the width;
