@@ -206,7 +206,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         err.kind === 'room-full'
       ) {
         io.stderr.write(
-          `${view.info(style, `The server is full or busy (too many connections from this address just now). Trying again in ${delayMs / 1000} s (attempt ${attempt + 1} of ${FULL_RETRY_DELAYS_MS.length}; Ctrl+C gives up)...`)}\n`,
+          `${view.info(style, `The chat room is full or busy; trying again in ${delayMs / 1000} s (${attempt + 1} of ${FULL_RETRY_DELAYS_MS.length}, Ctrl+C gives up)...`)}\n`,
         );
         await new Promise((resolve) => setTimeout(resolve, delayMs));
         continue;

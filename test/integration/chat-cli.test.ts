@@ -171,7 +171,7 @@ describe('confab chat failures', () => {
     try {
       const a = await join(server.address.port, 'a');
       const p = ChatProcess.start(['b', '--port', String(server.address.port)]);
-      await p.waitFor('Trying again in 1 s');
+      await p.waitFor('trying again in 1 s (1 of 5');
       a.sendPy({ cmd: '3' });
       await a.expectClose();
       await p.waitFor('You are the 1st user');
@@ -199,7 +199,7 @@ describe('confab chat failures', () => {
       }
       const p = ChatProcess.start(['ann', '--port', String(port)]);
       await p.waitFor('You are the 1st user', 20_000);
-      expect(p.output).toContain('Trying again');
+      expect(p.output).toContain('full or busy; trying again');
       expect(p.output).not.toContain('The chat room is full.');
       p.type('\\exit');
       expect(await p.exited).toBe(0);
