@@ -284,12 +284,17 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
    * longer or shorter one, they would be wrong, and the redraw would erase what was printed.
    */
   let drawnRows: number | undefined;
+  /** A paste being read (see `pasted`), and the rows of its first echo, -1 for none. */
+  let pasteTurn = false;
+  let firstRows = -1;
   /** Prints above the input line, then redraws the prompt and whatever was typed. */
   const say = (text: string) => {
     // On a terminal the client breaks its own rows (src/cli/wrap.ts), also when its input
     // is a pipe: left long, a chat padded to the row's end could start a row of its own.
     const shown = io.stdout.isTTY === true ? wrapRows(text, io.stdout.columns) : text;
     lines++;
+    // Below this, the echoes of a paste are no longer just above the cursor.
+    firstRows = -1;
     if (terminal) {
       // The typed line may take several rows: cleared from its first, and the cursor left as
       // many rows below the message as readline's redraw goes up (it thinks it is still on
@@ -530,7 +535,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         case 'empty':
           return;
         case 'chat':
-          if (terminal && lines === echo) {
+          if (terminal && lines === echo && echoRows > 0) {
             // Replace the echoed input line, all of its rows, with the formatted message.
             // Cleared from its last row only, a line wider than the terminal left its first
             // rows on the screen above the message, cut off.
@@ -753,6 +758,36 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   rl.on('history', (history) => {
     if (history[0] !== undefined && parseCommand(history[0]).kind === 'oper') history.shift();
   });
+  /**
+   * Lines that come in one turn of the event loop were pasted: their echoes are on the rows
+   * just above the cursor, one after the other, and only the last could be replaced by its
+   * formatted message, so a pasted page showed twice, raw and then formatted. From the
+   * second line of a paste on, the echoes of its chats (and empty lines) are erased as they
+   * come, the first one's with them; a line of any other kind ends that for the paste.
+   * `firstRows` (declared with `say`, which sets it to -1): the rows of the paste's first
+   * echo while it is still shown, -1 when nothing more is erased in this paste. Returns the
+   * rows of this line's echo its handling is to replace: none once erased here.
+   */
+  const pasted = (kind: string, rows: number): number => {
+    const plain = kind === 'chat' || kind === 'empty';
+    if (!pasteTurn) {
+      pasteTurn = true;
+      firstRows = plain ? rows : -1;
+      setImmediate(() => {
+        pasteTurn = false;
+      });
+      return rows;
+    }
+    if (!plain || firstRows < 0) {
+      firstRows = -1;
+      return rows;
+    }
+    readline.moveCursor(io.stdout, 0, -(rows + firstRows));
+    readline.cursorTo(io.stdout, 0);
+    readline.clearScreenDown(io.stdout);
+    firstRows = 0;
+    return 0;
+  };
   rl.on('line', (line) => {
     if (leaving) return;
     if (parseCommand(line).kind === 'exit') {
@@ -763,6 +798,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     const rows = enterRows;
     enterRows = 1;
     const command = parseCommand(line);
+    const replaceRows = terminal ? pasted(command.kind, rows) : rows;
     if (command.kind === 'oper' && terminal) {
       // The password is not left on the screen (nor, below, in the lines Up recalls).
       readline.moveCursor(io.stdout, 0, -rows);
@@ -772,7 +808,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     }
     queue = queue.then(() => {
       const unanswered = noAnswer(line);
-      return withinDeadline(unanswered, handle(line, unanswered, echo, rows));
+      return withinDeadline(unanswered, handle(line, unanswered, echo, replaceRows));
     });
   });
   rl.on('SIGINT', () => void leave());

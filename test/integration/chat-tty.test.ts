@@ -163,6 +163,25 @@ describe('confab chat in a real terminal', () => {
     tmux('send-keys', '-t', 'chat', 'C-c');
   });
 
+  it('shows each line of a paste once, formatted, not also as it was echoed', async () => {
+    const own = await startConfab();
+    onTestFinished(() => own.stop());
+    await chatAs('pam', own.address.port, { columns: 100 });
+    await until(() => screen().includes('You are the 1st user'), 'the welcome');
+    tmux('set-buffer', '-b', 'paste', 'pasted 1\npasted 2\n\npasted 3\npasted 4\n');
+    tmux('paste-buffer', '-b', 'paste', '-t', 'chat');
+    await until(() => /\d\d:\d\d pam: pasted 4/.test(screen()), 'the last pasted line');
+    await until(() => screen().trimEnd().endsWith('pam>'), 'the empty prompt');
+    const rows = screen().trimEnd().split('\n');
+    for (const n of [1, 2, 3, 4]) {
+      expect(
+        rows.filter((row) => row.includes(`pasted ${n}`)),
+        screen(),
+      ).toEqual([expect.stringMatching(new RegExp(`^\\d\\d:\\d\\d pam: pasted ${n}$`))]);
+    }
+    tmux('send-keys', '-t', 'chat', 'C-c');
+  });
+
   // No control character is needed to forge a line: spaces that fill the rest of the
   // sender's row would make the terminal wrap, and the text after them would start a row of
   // its own reading like another member's message (the sender only has to guess the width;
