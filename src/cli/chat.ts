@@ -686,6 +686,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         say(view.error(style, `There is no user named "${command.to}".`));
       } else if (err.kind === 'whisper-to-self') {
         say(view.error(style, "You can't whisper to yourself."));
+      } else if (err.code === ErrorCode.NOT_IN_ROOM && command.kind === 'part') {
+        say(view.error(style, `You are not in ${command.room ?? current}.`));
       } else if (err.kind === 'not-supported') {
         say(view.error(style, 'This server does not support rooms.'));
       } else {
