@@ -222,6 +222,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   const joined = new Set<string>([LOBBY]);
   /** Lines waiting in the client's queue under the server's flood limit (see 'queue' below). */
   let waiting = 0;
+  /** What the server said to the last reconnect attempt, when it refused it; told once. */
+  let refusedFor = '';
   /** Between a lost connection and its restoring: the prompt says so all along. */
   let offline = false;
   const promptFor = () =>
@@ -379,12 +381,23 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       offline = true;
       redrawPrompt();
     }
+    // Why the server refused the last attempt, once: a nickname taken meanwhile kept the
+    // client trying for as long as it was, without a word of why.
+    const why =
+      r.error.kind === 'nickname-taken'
+        ? `The nickname "${client.nickname}" is taken (perhaps by the lost connection, not yet gone); still trying.`
+        : r.error.kind === 'room-full'
+          ? 'The chat room is full or busy; still trying.'
+          : '';
+    if (why !== '' && why !== refusedFor) say(view.error(style, why));
+    refusedFor = why;
     if (r.attempt <= 3 || r.attempt % 10 === 0) {
       say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
     }
   });
   client.on('resumed', (r) => {
     offline = false;
+    refusedFor = '';
     const on = servers.length > 1 ? showServers([client.server]) : undefined;
     say(view.reconnected(style, r.nickname, r.resumed, on));
     for (const room of r.rooms) {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ChatProcess } from '../helpers/chat-process.js';
+import { join } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 
@@ -52,6 +53,34 @@ describe('confab chat reconnects by itself', () => {
       await server.stop();
     }
   });
+
+  it('says why the server refuses its reconnects when someone took its nickname meanwhile', async () => {
+    const server = await startConfab({ history: 'off' });
+    const relay = await TcpRelay.start(server.address.port);
+    const ann = ChatProcess.start(['ann', '--port', String(relay.port)]);
+    try {
+      await ann.waitFor('You are the 1st user.');
+      relay.hold();
+      relay.cut();
+      await ann.waitFor('Connection lost.');
+      const thief = await join(server.address.port, 'ann');
+      relay.release();
+      await ann.waitFor(
+        'The nickname "ann" is taken (perhaps by the lost connection, not yet gone); still trying.',
+      );
+      thief.sendPy({ cmd: '3' });
+      await thief.expectClose();
+      await ann.waitFor('Reconnected as ann', 30_000);
+      // Once for the outage, not once per attempt.
+      expect(ann.output.match(/The nickname "ann" is taken/g)).toHaveLength(1);
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+    } finally {
+      await ann.stop();
+      await relay.close();
+      await server.stop();
+    }
+  }, 45_000);
 
   it('when it stops, says which typed lines the server never acknowledged', async () => {
     const server = await startConfab({ history: 'memory' });
