@@ -558,7 +558,13 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           }
           lastMessageAt = Date.now();
           client.chat(command.text, current);
-          say(view.chat(style, now, client.nickname, command.text));
+          // Typed while the connection is down, it waits in the client: shown as said, it
+          // read as if the others had it already.
+          say(
+            offline
+              ? `${view.chat(style, now, client.nickname, command.text)} ${view.info(style, '(sent once reconnected)')}`
+              : view.chat(style, now, client.nickname, command.text),
+          );
           return;
         case 'whisper':
           lastMessageAt = Date.now();

@@ -32,11 +32,16 @@ describe('confab chat reconnects by itself', () => {
       await bob.join('physics');
       ann.type('\\room physics');
       await ann.waitFor('You are typing into physics.');
+      // Held until the line typed meanwhile is shown: it is typed while the client is away.
+      relay.hold();
       relay.cut();
       // It never gives up while the user waits: no "of N".
       await ann.waitFor(/Connection lost\. Reconnecting in \d+\.\d s \(attempt 1\)\.\.\./);
       const heard = new Promise((r) => bob.once('chat', r));
       ann.type('sent while away');
+      // Shown at once, and marked: it waits for the connection.
+      await ann.waitFor(/\d\d:\d\d ann: sent while away \(sent once reconnected\)/);
+      relay.release();
       await ann.waitFor('Reconnected as ann');
       expect(await heard).toMatchObject({ from: 'ann', msg: 'sent while away', room: 'physics' });
       // Only once per room, and only for the rooms it is in.
