@@ -833,6 +833,11 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     });
   });
   rl.on('SIGINT', () => void leave());
+  // Back from Ctrl+Z (fg): readline pauses its input then and leaves it to this event to
+  // go on. Without a listener the client read nothing more, Ctrl+C included, for good.
+  rl.on('SIGCONT', () => {
+    if (!inputClosed) rl.resume();
+  });
   rl.on('close', () => {
     // Piped input (`confab chat ann < notes.txt`) ends as soon as it is read:
     // let its lines go out first. Ctrl+D at a terminal leaves at once.

@@ -182,6 +182,32 @@ describe('confab chat in a real terminal', () => {
     tmux('send-keys', '-t', 'chat', 'C-c');
   });
 
+  it('reads what is typed again after Ctrl+Z and fg', async () => {
+    const own = await startConfab();
+    onTestFinished(() => own.stop());
+    // A shell with job control: Ctrl+Z stops no process of an orphaned process group.
+    await newChat('-x', '100', '-y', '20', 'env PS1=$ bash --norc --noprofile -i');
+    tmux(
+      'send-keys',
+      '-t',
+      'chat',
+      '-l',
+      `NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat zed --port ${own.address.port}`,
+    );
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(() => screen().includes('You are the 1st user'), 'the welcome');
+    tmux('send-keys', '-t', 'chat', 'C-z');
+    await until(() => /Stopped/.test(screen()), 'the client to stop');
+    tmux('send-keys', '-t', 'chat', '-l', 'fg');
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(() => screen().trimEnd().endsWith('zed>'), 'the prompt again');
+    tmux('send-keys', '-t', 'chat', '-l', 'after fg');
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(() => /\d\d:\d\d zed: after fg/.test(screen()), 'the line typed after fg');
+    tmux('send-keys', '-t', 'chat', 'C-c');
+    await until(() => screen().trimEnd().endsWith('$'), 'the shell again');
+  });
+
   // No control character is needed to forge a line: spaces that fill the rest of the
   // sender's row would make the terminal wrap, and the text after them would start a row of
   // its own reading like another member's message (the sender only has to guess the width;
