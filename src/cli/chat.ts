@@ -690,7 +690,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       }
     } catch (err) {
       if (!(err instanceof ChatClientError)) throw err;
-      if (err.kind === 'closed') return; // the close handler explains
+      // The close handler explains, also a refusal that failed this line's call with it (a
+      // banned word in a whisper was told twice, the second time in the server's words).
+      if (err.kind === 'closed' || client.isClosed) return;
       if (err.kind === 'unanswered') {
         unanswered();
         return;

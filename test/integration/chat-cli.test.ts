@@ -153,6 +153,23 @@ for (const target of targets) {
 }
 
 describe('confab chat failures', () => {
+  it('says once why it was disconnected for a banned word in a whisper', async () => {
+    const server = await startConfab();
+    try {
+      const bob = await ChatClient.connect({ port: server.address.port, nickname: 'bob' });
+      const rude = ChatProcess.start(['rude', '--port', String(server.address.port)]);
+      await rude.waitFor('You are the');
+      rude.type('\\wh bob I hate professor X');
+      expect(await rude.exited).toBe(1);
+      expect(rude.output).toContain('You were disconnected: your message contained a banned word.');
+      // Not again as the whisper's own failure, the server's words after the client's.
+      expect(rude.output.match(/banned word/g)).toHaveLength(1);
+      await bob.exit();
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('with --no-reconnect, reports a full room at once', async () => {
     const server = await startConfab({ 'max-users': '1' });
     try {
