@@ -701,7 +701,19 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         say(view.error(style, 'Not connected right now; try again once reconnected.'));
         return;
       }
-      if (err.kind === 'nickname-taken' && command.kind === 'rename') {
+      if (
+        err.kind === 'nickname-taken' &&
+        command.kind === 'rename' &&
+        command.nickname.toLowerCase() === client.nickname.toLowerCase()
+      ) {
+        // Taken by oneself: the server counts names that differ in letter case as one.
+        say(
+          view.error(
+            style,
+            `"${command.nickname}" is your own nickname to the server, which does not tell letter case apart.`,
+          ),
+        );
+      } else if (err.kind === 'nickname-taken' && command.kind === 'rename') {
         say(view.error(style, `The nickname "${command.nickname}" is taken.`));
       } else if (err.kind === 'no-such-user' && command.kind === 'whisper') {
         say(view.error(style, `There is no user named "${command.to}".`));

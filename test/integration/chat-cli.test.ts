@@ -153,6 +153,21 @@ for (const target of targets) {
 }
 
 describe('confab chat failures', () => {
+  it('does not call its own nickname, in other letter case, taken', async () => {
+    const server = await startConfab();
+    try {
+      const ann = ChatProcess.start(['ann', '--port', String(server.address.port)]);
+      await ann.waitFor('You are the 1st user');
+      ann.type('\\rename Ann');
+      await ann.waitFor('"Ann" is your own nickname to the server');
+      expect(ann.output).not.toContain('is taken');
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('says once why it was disconnected for a banned word in a whisper', async () => {
     const server = await startConfab();
     try {
