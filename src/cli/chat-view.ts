@@ -171,11 +171,15 @@ export const view = {
   },
   /**
    * `ann> ` in the lobby, `ann@physics> ` while typing into another room;
-   * `waiting`: lines queued to stay under the server's flood limit, shown while there are any.
+   * `waiting`: lines queued to stay under the server's flood limit, shown while there are any;
+   * `offline`: the connection is lost and being restored (`ann (reconnecting)> `).
    */
-  prompt: (s: Style, nickname: string, room?: string, waiting = 0) => {
+  prompt: (s: Style, nickname: string, room?: string, waiting = 0, offline = false) => {
     const who = paint(s, BOLD, text(room === undefined ? nickname : `${nickname}@${room}`));
-    return waiting > 0 ? `${who} ${paint(s, DIM, `(${waiting} queued)`)}> ` : `${who}> `;
+    const state = [offline ? 'reconnecting' : '', waiting > 0 ? `${waiting} queued` : '']
+      .filter((part) => part !== '')
+      .join(', ');
+    return state === '' ? `${who}> ` : `${who} ${paint(s, DIM, `(${state})`)}> `;
   },
   queued: (s: Style, waiting: number) =>
     paint(s, DIM, `(${plural(waiting, 'line')} queued, sent at the server's pace)`),

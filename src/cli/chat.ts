@@ -30,8 +30,9 @@ Joins a confab server (or the course's Python server) as <nickname>.
                      (env CONFAB_CA)
   --servername NAME  the name the certificate must be for (default: the host)
                      (--ca and --servername imply --tls)
-  --no-reconnect     exit when the connection is lost instead of reconnecting
-                     (env CONFAB_RECONNECT=0)
+  --no-reconnect     exit when the connection is lost instead of reconnecting, and
+                     when the server answers "full" at start instead of trying
+                     again for about half a minute (env CONFAB_RECONNECT=0)
   --help             show this help
 
 Type \\help once connected for the commands. Lines typed or pasted faster than
@@ -75,6 +76,11 @@ const LINES_PER_TURN = 200;
  */
 const JOIN_HOLD_MS = 2000;
 const JOIN_HOLD_LINES = 500;
+/**
+ * The waits before each new attempt when the first CONNECT is answered "02" (a full room, or
+ * the address's CONNECT budget spent): about half a minute in all, then the client gives up.
+ */
+const FULL_RETRY_DELAYS_MS = [1000, 2000, 4000, 8000, 10_000];
 
 function connectFailure(err: unknown, nickname: string, where: string): string {
   if (!(err instanceof ChatClientError)) return `Could not connect to ${where}: ${String(err)}`;
@@ -175,21 +181,39 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     parsed.values['no-reconnect'] !== true &&
     !/^(0|false|no|off)$/i.test(io.env.CONFAB_RECONNECT ?? '');
 
-  let client: ChatClient;
-  try {
-    // A restart or an upgrade of the server may take minutes: a person at a terminal is
-    // waited for until they leave, at most 10 s between attempts, as the web app does.
-    const options: ConnectOptions = {
-      servers,
-      nickname,
-      history: true,
-      reconnect: reconnect && { attempts: Number.POSITIVE_INFINITY },
-    };
-    if (tls !== undefined) options.tls = tls;
-    client = await ChatClient.connect(options);
-  } catch (err) {
-    io.stderr.write(`${view.error(style, connectFailure(err, nickname, where))}\n`);
-    return 1;
+  // A restart or an upgrade of the server may take minutes: a person at a terminal is
+  // waited for until they leave, at most 10 s between attempts, as the web app does.
+  const connectOptions: ConnectOptions = {
+    servers,
+    nickname,
+    history: true,
+    reconnect: reconnect && { attempts: Number.POSITIVE_INFINITY },
+  };
+  if (tls !== undefined) connectOptions.tls = tls;
+  let client: ChatClient | undefined;
+  for (let attempt = 0; client === undefined; attempt++) {
+    try {
+      client = await ChatClient.connect(connectOptions);
+    } catch (err) {
+      // "02" is also the answer to too many CONNECTs from one address just now (flood
+      // control): a moment later the same CONNECT is let in. Exiting at once said "the room
+      // is full" to a user who only had to wait; a lobby that is full may have a place then too.
+      const delayMs = FULL_RETRY_DELAYS_MS[attempt];
+      if (
+        reconnect &&
+        delayMs !== undefined &&
+        err instanceof ChatClientError &&
+        err.kind === 'room-full'
+      ) {
+        io.stderr.write(
+          `${view.info(style, `The chat room is full or busy; trying again in ${delayMs / 1000} s (${attempt + 1} of ${FULL_RETRY_DELAYS_MS.length}, Ctrl+C gives up)...`)}\n`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        continue;
+      }
+      io.stderr.write(`${view.error(style, connectFailure(err, nickname, where))}\n`);
+      return 1;
+    }
   }
 
   const terminal = io.stdin.isTTY === true && io.stdout.isTTY === true;
@@ -198,8 +222,12 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   const joined = new Set<string>([LOBBY]);
   /** Lines waiting in the client's queue under the server's flood limit (see 'queue' below). */
   let waiting = 0;
+  /** What the server said to the last reconnect attempt, when it refused it; told once. */
+  let refusedFor = '';
+  /** Between a lost connection and its restoring: the prompt says so all along. */
+  let offline = false;
   const promptFor = () =>
-    view.prompt(style, client.nickname, current === LOBBY ? undefined : current, waiting);
+    view.prompt(style, client.nickname, current === LOBBY ? undefined : current, waiting, offline);
   /** The tag a line from `room` gets: none for the room being typed into. */
   const from = (room: string) => (room === current ? undefined : room);
   /** A room the user names, as the server showed it when joined (letter case aside). */
@@ -219,6 +247,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   let inputClosed = false;
   rl.once('close', () => {
     inputClosed = true;
+    // The prompt and what was typed stay on their row, and the shell's prompt starts on the
+    // next: without the line break it was written right after them ("ann> hiuser@host:~$").
+    if (terminal) io.stdout.write('\n');
   });
   let outputHeld = false;
   let saidThisTurn = 0;
@@ -255,12 +286,17 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
    * longer or shorter one, they would be wrong, and the redraw would erase what was printed.
    */
   let drawnRows: number | undefined;
+  /** A paste being read (see `pasted`), and the rows of its first echo, -1 for none. */
+  let pasteTurn = false;
+  let firstRows = -1;
   /** Prints above the input line, then redraws the prompt and whatever was typed. */
   const say = (text: string) => {
     // On a terminal the client breaks its own rows (src/cli/wrap.ts), also when its input
     // is a pipe: left long, a chat padded to the row's end could start a row of its own.
     const shown = io.stdout.isTTY === true ? wrapRows(text, io.stdout.columns) : text;
     lines++;
+    // Below this, the echoes of a paste are no longer just above the cursor.
+    firstRows = -1;
     if (terminal) {
       // The typed line may take several rows: cleared from its first, and the cursor left as
       // many rows below the message as readline's redraw goes up (it thinks it is still on
@@ -337,12 +373,31 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   });
   client.on('gap', (g) => say(view.gap(style, g.room, g.reason)));
   client.on('reconnecting', (r) => {
+    if (leaving) return;
     // A long outage is not a screenful of the same line: the first few, then every tenth.
-    if (!leaving && (r.attempt <= 3 || r.attempt % 10 === 0)) {
+    // Between them the prompt tells that the client is still at it (it said nothing for
+    // most of a minute, as if stuck or back).
+    if (!offline) {
+      offline = true;
+      redrawPrompt();
+    }
+    // Why the server refused the last attempt, once: a nickname taken meanwhile kept the
+    // client trying for as long as it was, without a word of why.
+    const why =
+      r.error.kind === 'nickname-taken'
+        ? `The nickname "${client.nickname}" is taken (perhaps by the lost connection, not yet gone); still trying.`
+        : r.error.kind === 'room-full'
+          ? 'The chat room is full or busy; still trying.'
+          : '';
+    if (why !== '' && why !== refusedFor) say(view.error(style, why));
+    refusedFor = why;
+    if (r.attempt <= 3 || r.attempt % 10 === 0) {
       say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
     }
   });
   client.on('resumed', (r) => {
+    offline = false;
+    refusedFor = '';
     const on = servers.length > 1 ? showServers([client.server]) : undefined;
     say(view.reconnected(style, r.nickname, r.resumed, on));
     for (const room of r.rooms) {
@@ -355,7 +410,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     }
     gapTold.clear();
     if (!joined.has(current)) current = LOBBY;
-    showPrompt();
+    // At once: the lines above were drawn with the old prompt, and nothing may follow them.
+    redrawPrompt();
   });
   client.on('join', (m) =>
     tell(view.join(style, new Date(), m.nickname, m.userCount, from(m.room))),
@@ -389,14 +445,18 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     drawnRows ??= rl.getCursorPos().rows;
     rl.setPrompt(promptFor());
   };
+  /** Shows a changed prompt at once, with what was typed behind it. */
+  function redrawPrompt(): void {
+    showPrompt();
+    if (terminal && !leaving && !inputClosed) {
+      rl.prompt(true);
+      drawnRows = undefined;
+    }
+  }
   client.on('queue', (q) => {
     waiting = q.waiting;
     if (terminal) {
-      showPrompt();
-      if (!leaving) {
-        rl.prompt(true);
-        drawnRows = undefined;
-      }
+      redrawPrompt();
       return;
     }
     if (waiting === 0) backlogReported = false;
@@ -466,10 +526,21 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     void leave();
   };
   if (!terminal) process.on('SIGINT', onSignal);
+  // The reader of the output went away (`confab chat ann | head`): the client leaves, as
+  // for Ctrl+D, where the next line shown (EPIPE, an unhandled 'error') ended the process
+  // with a stack trace and no EXIT. Kept on: every later write fails the same way.
+  io.stdout.on('error', () => {
+    void leave();
+  });
   // Only now, with every handler in place, does the user (or a script) learn it is in.
   say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
 
-  const handle = async (line: string, unanswered: () => void, echo: number): Promise<void> => {
+  const handle = async (
+    line: string,
+    unanswered: () => void,
+    echo: number,
+    echoRows: number,
+  ): Promise<void> => {
     const command = parseCommand(line);
     const now = new Date();
     try {
@@ -477,14 +548,23 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         case 'empty':
           return;
         case 'chat':
-          if (terminal && lines === echo) {
-            // Replace the echoed input line with the formatted message.
-            readline.moveCursor(io.stdout, 0, -1);
-            readline.clearLine(io.stdout, 0);
+          if (terminal && lines === echo && echoRows > 0) {
+            // Replace the echoed input line, all of its rows, with the formatted message.
+            // Cleared from its last row only, a line wider than the terminal left its first
+            // rows on the screen above the message, cut off.
+            readline.moveCursor(io.stdout, 0, -echoRows);
+            readline.cursorTo(io.stdout, 0);
+            readline.clearScreenDown(io.stdout);
           }
           lastMessageAt = Date.now();
           client.chat(command.text, current);
-          say(view.chat(style, now, client.nickname, command.text));
+          // Typed while the connection is down, it waits in the client: shown as said, it
+          // read as if the others had it already.
+          say(
+            offline
+              ? `${view.chat(style, now, client.nickname, command.text)} ${view.info(style, '(sent once reconnected)')}`
+              : view.chat(style, now, client.nickname, command.text),
+          );
           return;
         case 'whisper':
           lastMessageAt = Date.now();
@@ -610,7 +690,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       }
     } catch (err) {
       if (!(err instanceof ChatClientError)) throw err;
-      if (err.kind === 'closed') return; // the close handler explains
+      // The close handler explains, also a refusal that failed this line's call with it (a
+      // banned word in a whisper was told twice, the second time in the server's words).
+      if (err.kind === 'closed' || client.isClosed) return;
       if (err.kind === 'unanswered') {
         unanswered();
         return;
@@ -619,12 +701,26 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         say(view.error(style, 'Not connected right now; try again once reconnected.'));
         return;
       }
-      if (err.kind === 'nickname-taken' && command.kind === 'rename') {
+      if (
+        err.kind === 'nickname-taken' &&
+        command.kind === 'rename' &&
+        command.nickname.toLowerCase() === client.nickname.toLowerCase()
+      ) {
+        // Taken by oneself: the server counts names that differ in letter case as one.
+        say(
+          view.error(
+            style,
+            `"${command.nickname}" is your own nickname to the server, which does not tell letter case apart.`,
+          ),
+        );
+      } else if (err.kind === 'nickname-taken' && command.kind === 'rename') {
         say(view.error(style, `The nickname "${command.nickname}" is taken.`));
       } else if (err.kind === 'no-such-user' && command.kind === 'whisper') {
         say(view.error(style, `There is no user named "${command.to}".`));
       } else if (err.kind === 'whisper-to-self') {
         say(view.error(style, "You can't whisper to yourself."));
+      } else if (err.code === ErrorCode.NOT_IN_ROOM && command.kind === 'part') {
+        say(view.error(style, `You are not in ${command.room ?? current}.`));
       } else if (err.kind === 'not-supported') {
         say(view.error(style, 'This server does not support rooms.'));
       } else {
@@ -677,6 +773,56 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     return Promise.race([handling, late]).finally(() => clearTimeout(timer));
   };
 
+  /**
+   * The rows the input line took on the screen when Enter was pressed: a chat's echo is that
+   * many rows. Measured before readline handles the key, with the cursor moved to the line's
+   * end as readline moves it then. A last row the text fills exactly is not counted (the
+   * terminal may have wrapped it or not): a row too few leaves a blank row, a row too many
+   * would erase the line above.
+   */
+  let enterRows = 1;
+  if (terminal) {
+    io.stdin.prependListener('keypress', (_text: string | undefined, key?: readline.Key) => {
+      if (key?.name !== 'return' && key?.name !== 'enter') return;
+      rl.write(null, { name: 'end' });
+      const at = rl.getCursorPos();
+      enterRows = at.rows + (at.cols > 0 ? 1 : 0);
+    });
+  }
+  // Documented for this: a listener may take a line (here a password) out of the history.
+  rl.on('history', (history) => {
+    if (history[0] !== undefined && parseCommand(history[0]).kind === 'oper') history.shift();
+  });
+  /**
+   * Lines that come in one turn of the event loop were pasted: their echoes are on the rows
+   * just above the cursor, one after the other, and only the last could be replaced by its
+   * formatted message, so a pasted page showed twice, raw and then formatted. From the
+   * second line of a paste on, the echoes of its chats (and empty lines) are erased as they
+   * come, the first one's with them; a line of any other kind ends that for the paste.
+   * `firstRows` (declared with `say`, which sets it to -1): the rows of the paste's first
+   * echo while it is still shown, -1 when nothing more is erased in this paste. Returns the
+   * rows of this line's echo its handling is to replace: none once erased here.
+   */
+  const pasted = (kind: string, rows: number): number => {
+    const plain = kind === 'chat' || kind === 'empty';
+    if (!pasteTurn) {
+      pasteTurn = true;
+      firstRows = plain ? rows : -1;
+      setImmediate(() => {
+        pasteTurn = false;
+      });
+      return rows;
+    }
+    if (!plain || firstRows < 0) {
+      firstRows = -1;
+      return rows;
+    }
+    readline.moveCursor(io.stdout, 0, -(rows + firstRows));
+    readline.cursorTo(io.stdout, 0);
+    readline.clearScreenDown(io.stdout);
+    firstRows = 0;
+    return 0;
+  };
   rl.on('line', (line) => {
     if (leaving) return;
     if (parseCommand(line).kind === 'exit') {
@@ -684,12 +830,28 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       return;
     }
     const echo = ++lines;
+    const rows = enterRows;
+    enterRows = 1;
+    const command = parseCommand(line);
+    const replaceRows = terminal ? pasted(command.kind, rows) : rows;
+    if (command.kind === 'oper' && terminal) {
+      // The password is not left on the screen (nor, below, in the lines Up recalls).
+      readline.moveCursor(io.stdout, 0, -rows);
+      readline.cursorTo(io.stdout, 0);
+      readline.clearScreenDown(io.stdout);
+      io.stdout.write(`${rl.getPrompt()}\\oper ${command.name} ********\n`);
+    }
     queue = queue.then(() => {
       const unanswered = noAnswer(line);
-      return withinDeadline(unanswered, handle(line, unanswered, echo));
+      return withinDeadline(unanswered, handle(line, unanswered, echo, replaceRows));
     });
   });
   rl.on('SIGINT', () => void leave());
+  // Back from Ctrl+Z (fg): readline pauses its input then and leaves it to this event to
+  // go on. Without a listener the client read nothing more, Ctrl+C included, for good.
+  rl.on('SIGCONT', () => {
+    if (!inputClosed) rl.resume();
+  });
   rl.on('close', () => {
     // Piped input (`confab chat ann < notes.txt`) ends as soon as it is read:
     // let its lines go out first. Ctrl+D at a terminal leaves at once.

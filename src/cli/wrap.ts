@@ -32,7 +32,9 @@ function cells(code: number): number {
 /**
  * `text` (lines made of visible characters and the client's own colours)
  * broken into rows of at most `columns - 1` columns, each row after a line's
- * first indented. A terminal narrower than 4 columns gets the text as it is.
+ * first indented: between words where a row ends in the middle of one that
+ * fits on the next row, anywhere otherwise. A terminal narrower than 4 columns
+ * gets the text as it is.
  */
 export function wrapRows(text: string, columns: number): string {
   if (!Number.isInteger(columns) || columns < 4) return text;
@@ -51,6 +53,11 @@ function wrapLine(line: string, usable: number, indent: string): string {
   let width = 0;
   // Nothing but the indent on this row yet: a character goes on it even if it does not fit.
   let bare = true;
+  // Where the row may break between words: just after its last space that follows some
+  // text, with the row's width up to there (-1: no such space).
+  let wordBreak = -1;
+  let wordBreakWidth = 0;
+  let rowHasText = false;
   let i = 0;
   while (i < line.length) {
     if (line.charCodeAt(i) === 0x1b) {
@@ -66,13 +73,32 @@ function wrapLine(line: string, usable: number, indent: string): string {
     const units = code > 0xffff ? 2 : 1;
     const w = cells(code);
     if (!bare && width + w > usable) {
-      out += `\n${indent}`;
-      width = indent.length;
-      bare = true;
+      // The word being written goes to the next row whole when it fits there; a word longer
+      // than a row, or text without spaces (Chinese, Japanese), breaks where the row ends.
+      const tail = width - wordBreakWidth;
+      if (wordBreak >= 0 && indent.length + tail + w <= usable) {
+        out = `${out.slice(0, wordBreak)}\n${indent}${out.slice(wordBreak)}`;
+        width = indent.length + tail;
+        rowHasText = tail > 0;
+      } else {
+        out += `\n${indent}`;
+        width = indent.length;
+        bare = true;
+        rowHasText = false;
+      }
+      wordBreak = -1;
     }
     out += line.slice(i, i + units);
     width += w;
     bare = false;
+    if (code === 0x20) {
+      if (rowHasText) {
+        wordBreak = out.length;
+        wordBreakWidth = width;
+      }
+    } else {
+      rowHasText = true;
+    }
     i += units;
   }
   return out;

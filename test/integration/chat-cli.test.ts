@@ -153,11 +153,43 @@ for (const target of targets) {
 }
 
 describe('confab chat failures', () => {
-  it('reports a full room', async () => {
+  it('does not call its own nickname, in other letter case, taken', async () => {
+    const server = await startConfab();
+    try {
+      const ann = ChatProcess.start(['ann', '--port', String(server.address.port)]);
+      await ann.waitFor('You are the 1st user');
+      ann.type('\\rename Ann');
+      await ann.waitFor('"Ann" is your own nickname to the server');
+      expect(ann.output).not.toContain('is taken');
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('says once why it was disconnected for a banned word in a whisper', async () => {
+    const server = await startConfab();
+    try {
+      const bob = await ChatClient.connect({ port: server.address.port, nickname: 'bob' });
+      const rude = ChatProcess.start(['rude', '--port', String(server.address.port)]);
+      await rude.waitFor('You are the');
+      rude.type('\\wh bob I hate professor X');
+      expect(await rude.exited).toBe(1);
+      expect(rude.output).toContain('You were disconnected: your message contained a banned word.');
+      // Not again as the whisper's own failure, the server's words after the client's.
+      expect(rude.output.match(/banned word/g)).toHaveLength(1);
+      await bob.exit();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('with --no-reconnect, reports a full room at once', async () => {
     const server = await startConfab({ 'max-users': '1' });
     try {
       const a = await join(server.address.port, 'a');
-      const p = ChatProcess.start(['b', '--port', String(server.address.port)]);
+      const p = ChatProcess.start(['b', '--port', String(server.address.port), '--no-reconnect']);
       expect(await p.exited).toBe(1);
       expect(p.output).toContain('The chat room is full.');
       a.close();
@@ -165,6 +197,48 @@ describe('confab chat failures', () => {
       await server.stop();
     }
   });
+
+  it('waits for a place in a full room instead of giving up at once', async () => {
+    const server = await startConfab({ 'max-users': '1' });
+    try {
+      const a = await join(server.address.port, 'a');
+      const p = ChatProcess.start(['b', '--port', String(server.address.port)]);
+      await p.waitFor('trying again in 1 s (1 of 5');
+      a.sendPy({ cmd: '3' });
+      await a.expectClose();
+      await p.waitFor('You are the 1st user');
+      p.type('\\exit');
+      expect(await p.exited).toBe(0);
+      expect(p.output).not.toContain('The chat room is full.');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  // Flood control answers a CONNECT past its address's budget with "02" too, the code of a
+  // full room: a user who started the client just after a burst of connections (a script,
+  // a class behind one NAT) was told the room was full and left, where a moment's wait lets
+  // the same CONNECT in.
+  it('joins once its address may CONNECT again, when a fresh start finds the budget spent', async () => {
+    // Ten CONNECTs at once, then one per two seconds (a tenth of --rate-limit).
+    const server = await startConfab({ 'rate-limit': '5', 'rate-burst': '10' });
+    try {
+      const port = server.address.port;
+      for (let i = 0; i < 10; i++) {
+        const c = await join(port, `burst${i}`);
+        c.sendPy({ cmd: '3' });
+        await c.expectClose();
+      }
+      const p = ChatProcess.start(['ann', '--port', String(port)]);
+      await p.waitFor('You are the 1st user', 20_000);
+      expect(p.output).toContain('full or busy; trying again');
+      expect(p.output).not.toContain('The chat room is full.');
+      p.type('\\exit');
+      expect(await p.exited).toBe(0);
+    } finally {
+      await server.stop();
+    }
+  }, 30_000);
 
   it('reports a refused connection', async () => {
     const port = await freePort();
@@ -181,6 +255,26 @@ describe('confab chat failures', () => {
     expect(await p.exited).toBe(1);
     // Said once: not first as a passing reason, then again as the end.
     expect(p.output.match(/disconnected: the server is shutting down/gi)).toHaveLength(1);
+  });
+
+  it('leaves quietly when the reader of its output goes away', async () => {
+    const server = await startConfab();
+    try {
+      const port = server.address.port;
+      const bob = await ChatClient.connect({ port, nickname: 'bob' });
+      const p = ChatProcess.start(['ann', '--port', String(port)]);
+      await p.waitFor('You are the 2nd user');
+      const left = new Promise((resolve) => bob.once('leave', resolve));
+      // As `confab chat ann | head -3` once head has read its lines.
+      p.child.stdout!.destroy();
+      for (let i = 0; i < 5; i++) bob.chat(`line ${i}`);
+      expect(await p.exited).toBe(0);
+      expect(await left).toMatchObject({ nickname: 'ann' });
+      expect(p.output).not.toMatch(/EPIPE|Error/);
+      await bob.exit();
+    } finally {
+      await server.stop();
+    }
   });
 
   it('shows usage for a missing nickname', () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ChatProcess } from '../helpers/chat-process.js';
+import { join } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 
@@ -31,11 +32,16 @@ describe('confab chat reconnects by itself', () => {
       await bob.join('physics');
       ann.type('\\room physics');
       await ann.waitFor('You are typing into physics.');
+      // Held until the line typed meanwhile is shown: it is typed while the client is away.
+      relay.hold();
       relay.cut();
       // It never gives up while the user waits: no "of N".
       await ann.waitFor(/Connection lost\. Reconnecting in \d+\.\d s \(attempt 1\)\.\.\./);
       const heard = new Promise((r) => bob.once('chat', r));
       ann.type('sent while away');
+      // Shown at once, and marked: it waits for the connection.
+      await ann.waitFor(/\d\d:\d\d ann: sent while away \(sent once reconnected\)/);
+      relay.release();
       await ann.waitFor('Reconnected as ann');
       expect(await heard).toMatchObject({ from: 'ann', msg: 'sent while away', room: 'physics' });
       // Only once per room, and only for the rooms it is in.
@@ -52,6 +58,34 @@ describe('confab chat reconnects by itself', () => {
       await server.stop();
     }
   });
+
+  it('says why the server refuses its reconnects when someone took its nickname meanwhile', async () => {
+    const server = await startConfab({ history: 'off' });
+    const relay = await TcpRelay.start(server.address.port);
+    const ann = ChatProcess.start(['ann', '--port', String(relay.port)]);
+    try {
+      await ann.waitFor('You are the 1st user.');
+      relay.hold();
+      relay.cut();
+      await ann.waitFor('Connection lost.');
+      const thief = await join(server.address.port, 'ann');
+      relay.release();
+      await ann.waitFor(
+        'The nickname "ann" is taken (perhaps by the lost connection, not yet gone); still trying.',
+      );
+      thief.sendPy({ cmd: '3' });
+      await thief.expectClose();
+      await ann.waitFor('Reconnected as ann', 30_000);
+      // Once for the outage, not once per attempt.
+      expect(ann.output.match(/The nickname "ann" is taken/g)).toHaveLength(1);
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+    } finally {
+      await ann.stop();
+      await relay.close();
+      await server.stop();
+    }
+  }, 45_000);
 
   it('when it stops, says which typed lines the server never acknowledged', async () => {
     const server = await startConfab({ history: 'memory' });

@@ -38,6 +38,9 @@ describe('confab chat rooms', () => {
       await ann.waitFor('You are not in chemistry; \\join it first.');
       ann.type('\\leave lobby');
       await ann.waitFor('Everyone stays in the lobby; \\exit leaves the server.');
+      // Said as the client says it for \room, not as the server's bare "you are not in that room".
+      ann.type('\\leave chemistry');
+      await ann.waitFor('You are not in chemistry.');
       const left = new Promise((r) => bob.once('leave', r));
       ann.type('\\leave');
       await ann.waitFor('You left physics.');

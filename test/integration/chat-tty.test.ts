@@ -1,13 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import type { ConfabServer } from '../../src/server.js';
 import { join } from '../helpers/raw-client.js';
 import { scriptedServer } from '../helpers/scripted-server.js';
 import { CLI, startConfab } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
+import { TcpRelay } from '../helpers/tcp-relay.js';
 import { privateTmux } from '../helpers/tmux.js';
 
-const { tmux, screen, chatAs, kill } = privateTmux('confab-test');
+const { tmux, screen, chatAs, newChat, kill } = privateTmux('confab-test');
 
 async function until(check: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -97,6 +98,116 @@ describe('confab chat in a real terminal', () => {
     tmux('send-keys', '-t', 'chat', 'C-c');
   });
 
+  it('replaces every row of a sent chat wider than the terminal with the message', async () => {
+    // A server of its own: the shared one's history would push the later tests' welcomes off
+    // their screens.
+    const own = await startConfab();
+    onTestFinished(() => own.stop());
+    await chatAs('sam', own.address.port, { columns: 60 });
+    await until(() => screen().includes('You are the 1st user'), 'the welcome');
+    // "sam> " and 130 characters: three rows of 60.
+    const typed = `wide ${'0123456789'.repeat(12)} tail`;
+    tmux('send-keys', '-t', 'chat', '-l', typed);
+    await until(() => screen().replaceAll('\n', '').includes(' tail'), 'the typed text');
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(() => /\d\d:\d\d sam: wide/.test(screen()), 'the sent message, formatted');
+    await until(() => screen().trimEnd().endsWith('sam>'), 'the empty prompt');
+    const rows = screen().trimEnd().split('\n');
+    // Nothing of the echoed input is left: only the formatted message and the prompt.
+    expect(
+      rows.filter((row) => row.includes('sam> wide') || row.startsWith('0123')),
+      screen(),
+    ).toEqual([]);
+    tmux('send-keys', '-t', 'chat', 'C-c');
+  });
+
+  // Past its third attempt the client says nothing until the tenth (most of a minute): the
+  // prompt says all along that it is reconnecting, and no more once it is back.
+  it('says in the prompt while the connection is being restored, the typed line kept', async () => {
+    const relay = await TcpRelay.start(server.address.port);
+    onTestFinished(() => relay.close());
+    await chatAs('rex', relay.port, { columns: 100 });
+    await until(() => screen().includes('You are the'), 'the welcome');
+    tmux('send-keys', '-t', 'chat', '-l', 'half typed');
+    await until(() => screen().trimEnd().endsWith('rex> half typed'), 'the typed text');
+    relay.hold();
+    relay.cut();
+    await until(
+      () => screen().trimEnd().endsWith('rex (reconnecting)> half typed'),
+      'the prompt to say it is reconnecting',
+    );
+    relay.release();
+    await until(() => screen().includes('Reconnected as rex'), 'the reconnect');
+    await until(() => screen().trimEnd().endsWith('rex> half typed'), 'the usual prompt');
+    tmux('send-keys', '-t', 'chat', 'C-u');
+    tmux('send-keys', '-t', 'chat', 'C-c');
+  });
+
+  it('leaves no operator password on the screen or among the lines Up recalls', async () => {
+    await chatAs('opal', server.address.port, { columns: 100 });
+    await until(() => screen().includes('You are the'), 'the welcome');
+    tmux('send-keys', '-t', 'chat', '-l', 'said before');
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    tmux('send-keys', '-t', 'chat', '-l', '\\oper teacher open-sesame');
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(() => screen().includes('\\oper teacher ********'), 'the masked command');
+    await until(
+      () => /Refused|operator|oper/i.test(screen().split('********')[1] ?? ''),
+      'the answer',
+    );
+    expect(screen()).not.toContain('open-sesame');
+    tmux('send-keys', '-t', 'chat', 'Up');
+    await until(() => screen().trimEnd().endsWith('opal> said before'), 'the line before it');
+    expect(screen()).not.toContain('open-sesame');
+    tmux('send-keys', '-t', 'chat', 'C-u');
+    tmux('send-keys', '-t', 'chat', 'C-c');
+  });
+
+  it('shows each line of a paste once, formatted, not also as it was echoed', async () => {
+    const own = await startConfab();
+    onTestFinished(() => own.stop());
+    await chatAs('pam', own.address.port, { columns: 100 });
+    await until(() => screen().includes('You are the 1st user'), 'the welcome');
+    tmux('set-buffer', '-b', 'paste', 'pasted 1\npasted 2\n\npasted 3\npasted 4\n');
+    tmux('paste-buffer', '-b', 'paste', '-t', 'chat');
+    await until(() => /\d\d:\d\d pam: pasted 4/.test(screen()), 'the last pasted line');
+    await until(() => screen().trimEnd().endsWith('pam>'), 'the empty prompt');
+    const rows = screen().trimEnd().split('\n');
+    for (const n of [1, 2, 3, 4]) {
+      expect(
+        rows.filter((row) => row.includes(`pasted ${n}`)),
+        screen(),
+      ).toEqual([expect.stringMatching(new RegExp(`^\\d\\d:\\d\\d pam: pasted ${n}$`))]);
+    }
+    tmux('send-keys', '-t', 'chat', 'C-c');
+  });
+
+  it('reads what is typed again after Ctrl+Z and fg', async () => {
+    const own = await startConfab();
+    onTestFinished(() => own.stop());
+    // A shell with job control: Ctrl+Z stops no process of an orphaned process group.
+    await newChat('-x', '100', '-y', '20', 'env PS1=$ bash --norc --noprofile -i');
+    tmux(
+      'send-keys',
+      '-t',
+      'chat',
+      '-l',
+      `NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat zed --port ${own.address.port}`,
+    );
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(() => screen().includes('You are the 1st user'), 'the welcome');
+    tmux('send-keys', '-t', 'chat', 'C-z');
+    await until(() => /Stopped/.test(screen()), 'the client to stop');
+    tmux('send-keys', '-t', 'chat', '-l', 'fg');
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(() => screen().trimEnd().endsWith('zed>'), 'the prompt again');
+    tmux('send-keys', '-t', 'chat', '-l', 'after fg');
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(() => /\d\d:\d\d zed: after fg/.test(screen()), 'the line typed after fg');
+    tmux('send-keys', '-t', 'chat', 'C-c');
+    await until(() => screen().trimEnd().endsWith('$'), 'the shell again');
+  });
+
   // No control character is needed to forge a line: spaces that fill the rest of the
   // sender's row would make the terminal wrap, and the text after them would start a row of
   // its own reading like another member's message (the sender only has to guess the width;
@@ -175,6 +286,27 @@ describe('confab chat in a real terminal', () => {
     await until(() => /\d\d:\d\d dot: right after/.test(screen()), 'the chat, formatted');
     expect(screen()).toContain('You joined bio');
     tmux('send-keys', '-t', 'chat', 'C-c');
+  });
+
+  it.each([
+    { how: 'Ctrl+C', keys: ['-l', 'half typed'], last: 'C-c' },
+    { how: 'Ctrl+D', keys: ['C-u'], last: 'C-d' },
+  ])('leaves the shell its own row after $how', async ({ keys, last }) => {
+    const own = await startConfab();
+    onTestFinished(() => own.stop());
+    await newChat(
+      '-x',
+      '100',
+      '-y',
+      '20',
+      `env NO_COLOR=1 TERM=xterm-256color ${process.execPath} ${CLI} chat liv --port ${own.address.port}; echo EXITED:$?; sleep 60`,
+    );
+    await until(() => screen().includes('You are the'), 'the welcome');
+    tmux('send-keys', '-t', 'chat', ...keys);
+    tmux('send-keys', '-t', 'chat', last);
+    await until(() => screen().includes('EXITED:0'), 'the client to exit');
+    // What the shell writes next starts a row of its own, not after the prompt.
+    expect(screen()).toMatch(/^EXITED:0$/m);
   });
 
   it('leaves at Ctrl+C while a request waits on a server that stopped answering', async () => {

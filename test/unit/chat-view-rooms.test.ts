@@ -31,6 +31,10 @@ describe('room commands', () => {
     );
     expect(view.prompt(plain, 'ann', 'physics')).toBe('ann@physics> ');
     expect(view.prompt(plain, 'ann')).toBe('ann> ');
+    expect(view.prompt(plain, 'ann', undefined, 0, true)).toBe('ann (reconnecting)> ');
+    expect(view.prompt(plain, 'ann', 'physics', 3, true)).toBe(
+      'ann@physics (reconnecting, 3 queued)> ',
+    );
     expect(
       view.rooms(
         plain,

@@ -114,6 +114,40 @@ describe('the terminal client breaks its own rows', () => {
     expect([...first('\u{1f600}'.repeat(100))]).toHaveLength(39);
   });
 
+  it('breaks between words, and inside a word only when it is longer than a row', () => {
+    expect(wrapRows('aaaa bbbb cccc dddd eeee', 13)).toBe('aaaa bbbb \n   cccc \n   dddd eeee');
+    expect(wrapRows('12:00 ann: across the terminal', 30)).toBe(
+      '12:00 ann: across the \n      terminal',
+    );
+    // Hangul between spaces as well.
+    expect(wrapRows('\ubbfc\uc218: \uc548\ub155\ud558\uc138\uc694 \uc5ec\ub7ec\ubd84', 22)).toBe(
+      '\ubbfc\uc218: \uc548\ub155\ud558\uc138\uc694 \n     \uc5ec\ub7ec\ubd84',
+    );
+    expect(wrapRows(`x ${'y'.repeat(30)}`, 20)).toBe(`x ${'y'.repeat(17)}\n    ${'y'.repeat(13)}`);
+    const word = fc.stringMatching(/^[a-z]{1,15}$/);
+    fc.assert(
+      fc.property(
+        fc.array(word, { minLength: 1, maxLength: 30 }),
+        fc.integer({ min: 8, max: 120 }),
+        (words, columns) => {
+          const indent = Math.max(1, Math.min(6, Math.floor((columns - 1) / 4)));
+          const rows = wrapRows(words.join(' '), columns).split('\n');
+          for (let r = 0; r + 1 < rows.length; r++) {
+            const before = /[a-z]+$/.exec(rows[r]!)?.[0] ?? '';
+            const after = /^[a-z]+/.exec(rows[r + 1]!.slice(indent))?.[0] ?? '';
+            // Split inside a word: only one that would not fit on a row of its own. A space
+            // that fell just past the end of the row before starts the row (nothing is
+            // dropped), and takes a column of it.
+            if (before !== '' && after !== '') {
+              const pushed = rows[r]!.slice(r === 0 ? 0 : indent).startsWith(' ') ? 1 : 0;
+              expect(indent + pushed + before.length + after.length).toBeGreaterThan(columns - 1);
+            }
+          }
+        },
+      ),
+    );
+  });
+
   it('leaves text alone for a terminal too narrow to indent in, or of unknown width', () => {
     expect(wrapRows('hello there', 3)).toBe('hello there');
     expect(wrapRows('hello there', Number.NaN)).toBe('hello there');
