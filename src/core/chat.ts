@@ -756,9 +756,13 @@ export class Chat implements ChatContext, SessionHost {
         return;
       }
       if (session.state === 'greeting') {
-        this.log.warn(
-          { session: session.id, code, ref: ref && clip(ref) },
-          `Invalid first request: ${clip(message)}`,
+        // One a connection: a client opening them in a loop is not to write the log.
+        const id = session.id;
+        this.refusalLog.log('invalid-first-request', (held) =>
+          this.log.warn(
+            { session: id, code, ref: ref && clip(ref), ...held },
+            `Invalid first request: ${clip(message)}`,
+          ),
         );
         this.disconnect(session, 'protocol');
         return;

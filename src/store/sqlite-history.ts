@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -166,6 +166,8 @@ CREATE INDEX IF NOT EXISTS cids_id ON cids (room, id);
 
 /** How often, at most, a store that commits renews its mark (Marks). */
 const MARK_MS = 1_000;
+/** A mark file is some 90 bytes: anything much larger is not one. */
+const MARK_FILE_MAX = 4096;
 
 /**
  * The mark of a database's state: a random name written into the database (meta `mark`) and,
@@ -186,17 +188,26 @@ class Marks {
     private readonly file: string,
   ) {}
 
-  /** Whether the database is the one this file last named, or nothing says otherwise. */
+  /**
+   * Whether the database is the one this file last named, or nothing says otherwise: no
+   * file (a first run, an earlier version), or one that is not a small regular file of a
+   * mark (a FIFO there would block the start; garbage is read as none, never as an alarm).
+   */
   matches(): boolean {
-    let beside: { mark?: unknown; next?: unknown };
+    let beside: unknown;
     try {
-      beside = JSON.parse(readFileSync(this.file, 'utf8')) as typeof beside;
+      const stat = statSync(this.file);
+      if (!stat.isFile() || stat.size > MARK_FILE_MAX) return true;
+      beside = JSON.parse(readFileSync(this.file, 'utf8'));
     } catch {
-      return true; // none yet (a first run, an earlier version), or unreadable
+      return true;
     }
+    if (typeof beside !== 'object' || beside === null) return true;
+    const { mark: here, next } = beside as { mark?: unknown; next?: unknown };
+    if (typeof here !== 'string') return true;
+    this.current = here;
     const mark = this.db.prepare("SELECT value FROM meta WHERE key = 'mark'").pluck().get();
-    this.current = typeof beside.mark === 'string' ? beside.mark : undefined;
-    return mark === beside.mark || (mark !== undefined && mark === beside.next);
+    return mark === here || (typeof next === 'string' && mark === next);
   }
 
   /** Renews the mark if a second has passed since the last renewal (or `now`). */
@@ -212,8 +223,10 @@ class Marks {
           "INSERT INTO meta (key, value) VALUES ('mark', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .run(next);
-      this.write({ mark: next });
+      // The database's now, whether or not the write below gets through: the next renewal
+      // must name it beside its own next.
       this.current = next;
+      this.write({ mark: next });
     } catch {
       // A disk that refuses the writes: the next renewal tries again.
     }

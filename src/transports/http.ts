@@ -272,6 +272,8 @@ export class HttpListener {
     } catch {
       name = '';
     }
+    // A fully qualified name's trailing dot names the same host.
+    if (name.endsWith('.')) name = name.slice(0, -1);
     if (name === '') return this.refuseHost(host);
     // An IP address cannot be rebound; [::1] keeps its brackets in a URL's hostname.
     const bare = name.startsWith('[') ? name.slice(1, -1) : name;

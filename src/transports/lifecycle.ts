@@ -1,6 +1,7 @@
 import type net from 'node:net';
 import type { Admission } from '../core/admission.js';
 import type { Chat } from '../core/chat.js';
+import { LogLimiter } from '../core/log-limit.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import type { Session } from '../core/session.js';
 import type { TransportStats } from './stats.js';
@@ -16,6 +17,8 @@ export class HandshakeDeadlines {
   private readonly due = new Map<Session, number>();
   private timer: NodeJS.Timeout | undefined;
   private readonly expire = () => this.sweep();
+  /** A client can cause a line per connection: one of each kind per 10 s. */
+  private readonly refusals = new LogLimiter(10_000);
 
   /** @param ms time allowed from open to CONNECT; 0 = unlimited. */
   constructor(
@@ -52,9 +55,14 @@ export class HandshakeDeadlines {
       // A CONNECT still being handled waits for the cluster (Redis stalled): the client did
       // its part in time, and is told what a node cut off tells its clients.
       const waiting = session.pending > 0;
-      this.log.info(
-        { remote: session.peer.remote },
-        waiting ? 'CONNECT still waiting for the cluster, closing' : 'no CONNECT in time, closing',
+      const remote = session.peer.remote;
+      this.refusals.log(waiting ? 'connect-waiting' : 'no-connect', (held) =>
+        this.log.info(
+          { remote, ...held },
+          waiting
+            ? 'CONNECT still waiting for the cluster, closing'
+            : 'no CONNECT in time, closing',
+        ),
       );
       try {
         session.disconnect(waiting ? 'cluster-unavailable' : 'timeout');

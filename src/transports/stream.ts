@@ -2,6 +2,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Chat } from '../core/chat.js';
 import type { Delivery, Encoder } from '../core/events.js';
+import { LogLimiter } from '../core/log-limit.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import { NO_CAPS, type Session } from '../core/session.js';
 import type { Capability } from '../protocol/capabilities.js';
@@ -318,6 +319,8 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
     private readonly stats: TransportStats,
     private readonly deadlines: HandshakeDeadlines,
     private readonly backlogs: Backlogs,
+    /** The listener's: lines any client can cause once per connection, a few per 10 s. */
+    private readonly refusals: LogLimiter,
   ) {
     this.remote = addressOf(socket.remoteAddress, socket.remotePort);
     this.session = startSession(chat, this, stats, deadlines);
@@ -377,6 +380,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
   refused(reason: FrameRefusal): void {
     if (this.closing) return;
     this.stats.messagesIn++;
+    if (!this.session.admitsFrame()) return;
     this.session.receive(refusedFrame(reason));
   }
 
@@ -395,10 +399,15 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
   received(chunk: Buffer): void {
     if (this.closing) return;
     try {
+      // Not even buffered (up to --max-frame) from an address with no CONNECT left.
+      if (!this.session.admitsFrame()) return;
       this.decoder.push(chunk);
     } catch (err) {
       if (err instanceof FrameTooLargeError) {
-        this.log.warn({ remote: this.remote, limit: err.limit }, 'frame too large, closing');
+        const { remote } = this;
+        this.refusals.log('frame-too-large', (held) =>
+          this.log.warn({ remote, limit: err.limit, ...held }, 'frame too large, closing'),
+        );
         this.decoder.reset();
         this.session.disconnect('frame-too-large');
         return;
@@ -585,6 +594,8 @@ export class StreamListener {
   /** TLS sockets still in their handshake, by remote address and port. */
   private readonly handshaking = new Map<string, { socket: net.Socket; deadline: Deadline }>();
   private readonly backlogs: Backlogs;
+  /** Lines any client can cause once per connection: one of each kind per 10 s. */
+  private readonly refusals = new LogLimiter(10_000);
 
   constructor(
     private readonly chat: Chat,
@@ -649,9 +660,12 @@ export class StreamListener {
     const key = `${socket.remoteAddress}|${socket.remotePort}`;
     const entry = {
       socket,
-      deadline: new Deadline(socket, this.tlsHandshakeMs(), () =>
-        this.log.info({ ip: socket.remoteAddress }, 'TLS handshake not finished in time, closing'),
-      ),
+      deadline: new Deadline(socket, this.tlsHandshakeMs(), () => {
+        const ip = socket.remoteAddress;
+        this.refusals.log('tls-handshake-timeout', (held) =>
+          this.log.info({ ip, ...held }, 'TLS handshake not finished in time, closing'),
+        );
+      }),
     };
     this.handshaking.set(key, entry);
     socket.once('close', () => {
@@ -688,6 +702,7 @@ export class StreamListener {
       this.stats,
       this.deadlines,
       this.backlogs,
+      this.refusals,
     );
   }
 
@@ -706,6 +721,7 @@ export class StreamListener {
    */
   close(): Promise<void> {
     for (const { socket } of this.handshaking.values()) socket.destroy();
+    this.refusals.flush();
     return this.sockets.close(this.server, this.options.limits.closeTimeoutMs);
   }
 }

@@ -306,6 +306,13 @@ describe('limits', () => {
     late.write('{"cmd": "0", "nickname": ["x"], "caps": ["errors"]}');
     expect(await late.expect('02')).toEqual({ cmd: '02' });
     await late.expectClose();
+    // Bytes that are no request, or the start of one too large, are not read either.
+    for (const bytes of ['x}\n', `{"cmd":"7","msg":"${'y'.repeat(70_000)}`]) {
+      const c = await from('127.0.0.5');
+      c.write(bytes);
+      expect(await c.expect('02')).toEqual({ cmd: '02' });
+      await c.expectClose();
+    }
     // Joined sessions of the address, and other addresses, are read as before.
     joined[0]!.sendPy({ cmd: '1' });
     expect(await joined[0]!.expect('10')).toMatchObject({ cmd: '10' });

@@ -96,6 +96,9 @@ describe('WebSocket listener', () => {
       expect(await status(host), host).toBe(200);
     }
     expect(await status('chat.example.org')).toBe(200);
+    // A fully qualified name's trailing dot names the same host.
+    expect(await status('chat.example.org.')).toBe(200);
+    expect(await status(`localhost.:${port}`)).toBe(200);
     expect(await status(`chat.example.org:${port}`, '/ws', true)).toBe(101);
     // A page of evil.example whose name now points here reads nothing and joins nobody.
     for (const path of ['/', '/metrics', '/healthz']) {

@@ -390,6 +390,32 @@ describe('flood control', () => {
     ]);
   });
 
+  it('logs invalid first requests once per ten seconds, however many connections send them', () => {
+    let now = 0;
+    const lines: object[] = [];
+    const logger = {
+      debug() {},
+      info() {},
+      warn: (fields: object, message: string) => {
+        if (message.startsWith('Invalid first request')) lines.push(fields);
+      },
+      error() {},
+    };
+    chat = new Chat({ rateLimit: 0, clock: () => now, logger });
+    const garbage = () => {
+      const peer = new FakePeer();
+      peer.session = chat.open(peer);
+      sendText(peer, '{"cmd":"0","nickname":["x"]}');
+      expect(peer.closedWith).toBe('protocol');
+    };
+    for (let i = 0; i < 50; i++) garbage();
+    expect(lines).toHaveLength(1);
+    now += 10_000;
+    garbage();
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toMatchObject({ held: 49 });
+  });
+
   it('does not count CONNECTs with flood control off, nor with no cap per address (all clients behind one proxy)', () => {
     for (const options of [
       { rateLimit: 0, rateBurst: 3, maxConnectionsPerIp: 128 },

@@ -4,7 +4,8 @@
  * file of the database it replaced, the store starts every room's new epoch, so a client
  * that saw those ids is told its gap was not recovered instead of missing what reuses them.
  */
-import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { expect, it } from 'vitest';
@@ -142,6 +143,32 @@ it('takes a renewal of the mark cut off at any step for no restore', async () =>
     const store = open();
     expect(store.replaced, JSON.stringify(beside)).toBe(false);
     expect((await store.room('lobby')).epoch).toBe(a.epoch);
+    await store.close();
+  }
+});
+
+it('reads a mark file that is no mark as none: no alarm, and the store opens', async () => {
+  const marks = `${file()}-mark`;
+  const first = open();
+  const a = await first.append('lobby', draft('a'));
+  await first.close();
+  const cases: [string, () => void][] = [
+    ['null', () => writeFileSync(marks, 'null')],
+    ['an array', () => writeFileSync(marks, '[]')],
+    ['a string', () => writeFileSync(marks, '"mark"')],
+    ['an object mark', () => writeFileSync(marks, '{"mark":{}}')],
+    ['garbage', () => writeFileSync(marks, '\u0000not json')],
+    ['a huge file', () => writeFileSync(marks, `{"mark":"${'x'.repeat(10_000)}"}`)],
+    ['a directory', () => mkdirSync(marks)],
+    // A FIFO would block a read until someone writes to it.
+    ['a FIFO', () => execFileSync('mkfifo', [marks])],
+  ];
+  for (const [what, make] of cases) {
+    rmSync(marks, { recursive: true, force: true });
+    make();
+    const store = open();
+    expect(store.replaced, what).toBe(false);
+    expect((await store.room('lobby')).epoch, what).toBe(a.epoch);
     await store.close();
   }
 });
