@@ -97,15 +97,19 @@ function isRoomEvent(e: Envelope['e']): e is Exclude<RoomEvent, ChatMessage> {
   return Object.hasOwn(ROOM_EVENT_TYPES, e.type);
 }
 
+/** Every notice's type: a new one the compiler makes this list name, or it is never passed on. */
+const NOTICE_TYPES: Readonly<Record<NodeNotice['type'], true>> = {
+  remove: true,
+  banned: true,
+  unbanned: true,
+  evict: true,
+  missed: true,
+  unheard: true,
+  kicked: true,
+};
+
 function isNotice(e: Envelope['e']): e is NodeNotice {
-  return (
-    e.type === 'remove' ||
-    e.type === 'banned' ||
-    e.type === 'unbanned' ||
-    e.type === 'evict' ||
-    e.type === 'missed' ||
-    e.type === 'kicked'
-  );
+  return Object.hasOwn(NOTICE_TYPES, e.type);
 }
 
 type ChatMessage = Extract<RoomEvent, { readonly type: 'chat' }>;

@@ -205,8 +205,10 @@ class Marks {
     if (typeof beside !== 'object' || beside === null) return true;
     const { mark: here, next } = beside as { mark?: unknown; next?: unknown };
     if (typeof here !== 'string') return true;
-    this.current = here;
     const mark = this.db.prepare("SELECT value FROM meta WHERE key = 'mark'").pluck().get();
+    // The next renewal names the database's own as `mark` beside its next: cut off before it
+    // writes the database, the two still agree (also when the database held `next`).
+    this.current = typeof mark === 'string' ? mark : undefined;
     return mark === here || (typeof next === 'string' && mark === next);
   }
 

@@ -278,7 +278,8 @@ export class HttpListener {
     // An IP address cannot be rebound; [::1] keeps its brackets in a URL's hostname.
     const bare = name.startsWith('[') ? name.slice(1, -1) : name;
     if (net.isIP(bare) !== 0 || name === 'localhost' || name.endsWith('.localhost')) return true;
-    return allowed.includes(name) || this.refuseHost(host);
+    // Entries are written as the operator likes: with the trailing dot or without.
+    return allowed.some((h) => h === name || h === `${name}.`) || this.refuseHost(host);
   }
 
   private refuseHost(host: string): false {

@@ -37,6 +37,11 @@ export class HandshakeDeadlines {
     this.due.delete(session);
   }
 
+  /** Writes the lines held back: the listener is closing. */
+  flushLog(): void {
+    this.refusals.flush();
+  }
+
   private arm(ms: number): void {
     this.timer = setTimeout(this.expire, Math.max(1, Math.ceil(ms)));
     this.timer.unref();

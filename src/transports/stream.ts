@@ -722,6 +722,7 @@ export class StreamListener {
   close(): Promise<void> {
     for (const { socket } of this.handshaking.values()) socket.destroy();
     this.refusals.flush();
+    this.deadlines.flushLog();
     return this.sockets.close(this.server, this.options.limits.closeTimeoutMs);
   }
 }

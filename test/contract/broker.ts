@@ -377,6 +377,31 @@ export function brokerContract(target: BrokerTarget): void {
       expect([a, b, other].flatMap((n) => [...n.got.events, ...n.got.whispers])).toEqual([]);
     });
 
+    it('takes every type of notice to another node', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const asker = { node: a.broker.node, member: '3', nickname: 'ann' };
+      // One of each: a type a node does not pass on would be lost while Redis says delivered.
+      const every: { [T in NodeNotice['type']]: Extract<NodeNotice, { type: T }> } = {
+        remove: { type: 'remove', member: '7', action: 'kick', by: 'op', reason: '', seconds: 60 },
+        banned: {
+          type: 'banned',
+          ban: { mask: 'eve', by: 'op', reason: '', expires: null },
+          seconds: 60,
+        },
+        unbanned: { type: 'unbanned', mask: 'eve' },
+        evict: { type: 'evict', member: '7' },
+        missed: { type: 'missed', asker },
+        unheard: { type: 'unheard', asker, lost: true },
+        kicked: { type: 'kicked', asker, room: 'lobby', nickname: 'eve', by: 'op', reason: '' },
+      };
+      for (const notice of Object.values(every)) {
+        await expect(b.broker.notify(a.broker.node, notice)).resolves.toBe(true);
+      }
+      await eventually(() => expect(a.got.notices).toHaveLength(Object.keys(every).length));
+      expect(a.got.notices).toEqual(Object.values(every));
+    });
+
     it('says a notice was taken by nobody when no node has the address it names', async () => {
       const c = await cluster();
       const [a, b] = [await c.node(), await c.node()];

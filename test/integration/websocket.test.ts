@@ -62,7 +62,8 @@ describe('WebSocket listener', () => {
   });
 
   it('answers only IP addresses, localhost and --allowed-hosts: a rebound name gets 403, page and /ws alike', async () => {
-    const { http: port } = await start({ 'allowed-hosts': 'chat.example.org' });
+    // Listed with a trailing dot or without, a name answers in either spelling.
+    const { http: port } = await start({ 'allowed-hosts': 'chat.example.org,other.example.' });
     /** The status a GET of `path` with this Host gets, and for /ws an upgrade's. */
     const status = (host: string, path = '/', upgrade = false) =>
       new Promise<number>((resolve, reject) => {
@@ -99,6 +100,8 @@ describe('WebSocket listener', () => {
     // A fully qualified name's trailing dot names the same host.
     expect(await status('chat.example.org.')).toBe(200);
     expect(await status(`localhost.:${port}`)).toBe(200);
+    expect(await status('other.example')).toBe(200);
+    expect(await status('other.example.')).toBe(200);
     expect(await status(`chat.example.org:${port}`, '/ws', true)).toBe(101);
     // A page of evil.example whose name now points here reads nothing and joins nobody.
     for (const path of ['/', '/metrics', '/healthz']) {

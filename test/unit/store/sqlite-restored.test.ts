@@ -172,3 +172,28 @@ it('reads a mark file that is no mark as none: no alarm, and the store opens', a
     await store.close();
   }
 });
+
+it('starts no new epochs after a renewal at open that stopped before its database write', async () => {
+  const marks = `${file()}-mark`;
+  const first = open();
+  const a = await first.append('lobby', draft('a'));
+  await first.close();
+  const db = new Database(file());
+  const mark = db.prepare("SELECT value FROM meta WHERE key = 'mark'").pluck().get() as string;
+  // What a renewal cut off after its database write leaves: the file names it as `next`.
+  writeFileSync(marks, JSON.stringify({ mark: 'the-one-before', next: mark }));
+  // The next renewal's database write is refused (a full disk), then the process dies.
+  db.exec(
+    "CREATE TRIGGER refuse BEFORE UPDATE ON meta WHEN NEW.key = 'mark' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+  );
+  db.close();
+  const second = open();
+  expect(second.replaced).toBe(false);
+  await crash(second);
+  const again = new Database(file());
+  again.exec('DROP TRIGGER refuse');
+  again.close();
+  const third = open();
+  expect(third.replaced).toBe(false);
+  expect((await third.room('lobby')).epoch).toBe(a.epoch);
+});
