@@ -589,14 +589,7 @@ function streamLimits(config: Config): StreamLimits {
   };
 }
 
-function origins(config: Config): string[] {
-  return listOf(config.allowedOrigins);
-}
-
-function hosts(config: Config): string[] {
-  return listOf(config.allowedHosts);
-}
-
+/** A comma-separated option (--allowed-origins, --allowed-hosts) as its entries. */
 function listOf(option: string): string[] {
   return option
     .split(',')
@@ -701,8 +694,8 @@ export class ConfabServer {
     const limits = streamLimits(config);
     // One cap on what clients of every listener have queued together.
     const backlogs = new Backlogs(limits, log);
-    const allowedOrigins = origins(config);
-    const allowedHosts = hosts(config);
+    const allowedOrigins = listOf(config.allowedOrigins);
+    const allowedHosts = listOf(config.allowedHosts);
     const listeners: Listener[] = [];
     const stats: TransportStats[] = [];
     // A client may have slipped in before a later listener failed: end it too,
@@ -863,8 +856,8 @@ export class ConfabServer {
     this.limits.maxQueue = next.maxQueue;
     this.limits.maxQueueTotal = next.maxQueueTotal;
     this.limits.closeTimeoutMs = next.shutdownTimeout * 1000;
-    this.allowedOrigins.splice(0, this.allowedOrigins.length, ...origins(next));
-    this.allowedHosts.splice(0, this.allowedHosts.length, ...hosts(next));
+    this.allowedOrigins.splice(0, this.allowedOrigins.length, ...listOf(next.allowedOrigins));
+    this.allowedHosts.splice(0, this.allowedHosts.length, ...listOf(next.allowedHosts));
     // Restart-only options keep the values in force, so the next reload compares against those.
     const kept: Record<string, unknown> = { ...next };
     for (const name of needRestart) kept[configKey(name)] = old[configKey(name)];

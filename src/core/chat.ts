@@ -244,8 +244,11 @@ export class Chat implements ChatContext, SessionHost {
   private readonly roomBuckets = new AddressBuckets(ADDRESS_BUCKETS);
   /** CONNECTs per address (connectAllowed). */
   private readonly connectBuckets = new AddressBuckets(ADDRESS_BUCKETS);
-  /** Lines of refusals each connection can cause: a few per REFUSAL_LOG_MS whatever comes. */
-  private readonly refusalLog: LogLimiter;
+  /**
+   * Lines each connection can cause (refusals, invalid first requests), of every listener:
+   * one of each kind per REFUSAL_LOG_MS whatever comes, written out at shutdown.
+   */
+  readonly refusals: LogLimiter;
   private readonly operServer: TokenBucket;
   private readonly sessions = new Set<Session>();
   /** Who holds each resume token and lasting identity, and on a cluster each origin. */
@@ -287,14 +290,14 @@ export class Chat implements ChatContext, SessionHost {
       options.maxConnections ?? Number.POSITIVE_INFINITY,
       options.maxConnectionsPerIp ?? 0,
       (ip, fromIp, total) => {
-        this.refusalLog.log('connection-limit', (held) =>
+        this.refusals.log('connection-limit', (held) =>
           this.log.warn({ ip, fromIp, total, ...held }, 'connection limit reached'),
         );
         this.count('too-many-connections');
       },
     );
     this.clock = options.clock ?? Date.now;
-    this.refusalLog = new LogLimiter(REFUSAL_LOG_MS, this.clock);
+    this.refusals = new LogLimiter(REFUSAL_LOG_MS, this.clock);
     this.node =
       cluster === undefined
         ? undefined
@@ -319,7 +322,7 @@ export class Chat implements ChatContext, SessionHost {
     this.admission.banned = (ip) => {
       const ban = this.bans.bansAddress(ip, this.clock());
       if (ban === undefined) return false;
-      this.refusalLog.log('banned-address', (held) =>
+      this.refusals.log('banned-address', (held) =>
         this.log.info({ ip, mask: ban.mask, ...held }, 'connection from a banned address refused'),
       );
       this.count('banned-address');
@@ -428,7 +431,10 @@ export class Chat implements ChatContext, SessionHost {
    */
   private roomMade(session: Session): boolean {
     if (this.rateLimit <= 0) return true;
-    return this.spend(this.roomBuckets, session, ROOM_RATE_SHARE, this.rateBurst);
+    const now = this.clock();
+    return this.addressBucket(this.roomBuckets, session, ROOM_RATE_SHARE, this.rateBurst, now).take(
+      now,
+    );
   }
 
   /**
@@ -459,8 +465,10 @@ export class Chat implements ChatContext, SessionHost {
     if (this.rateLimit <= 0 || !this.admission.perAddress) return true;
     const now = this.clock();
     const burst = Math.max(this.rateBurst, CONNECT_MIN_BURST);
-    const rate = this.rateLimit / CONNECT_RATE_SHARE;
-    return use(this.connectBuckets.of(addressGroup(session.address.ip), rate, burst, now), now);
+    return use(
+      this.addressBucket(this.connectBuckets, session, CONNECT_RATE_SHARE, burst, now),
+      now,
+    );
   }
 
   /** As a connection over --max-conns-per-ip is refused: "02", which clients retry later. */
@@ -471,17 +479,21 @@ export class Chat implements ChatContext, SessionHost {
       detail: 'too many connections from your address; try again in a few seconds',
     });
     const ip = session.address.ip;
-    this.refusalLog.log('connect-rate', (held) =>
+    this.refusals.log('connect-rate', (held) =>
       this.log.warn({ ip, ...held }, 'CONNECT over its address budget refused'),
     );
     this.disconnect(session, 'too-many-connections');
   }
 
-  /** Takes one from `session`'s address's bucket: `share` requests' worth of --rate-limit each. */
-  private spend(buckets: AddressBuckets, session: Session, share: number, burst: number): boolean {
-    const now = this.clock();
-    const address = addressGroup(session.address.ip);
-    return buckets.of(address, this.rateLimit / share, burst, now).take(now);
+  /** `session`'s address's bucket of `buckets`: one `share` requests' worth of --rate-limit. */
+  private addressBucket(
+    buckets: AddressBuckets,
+    session: Session,
+    share: number,
+    burst: number,
+    now: number,
+  ): TokenBucket {
+    return buckets.of(addressGroup(session.address.ip), this.rateLimit / share, burst, now);
   }
 
   operAttempt(ip: string): 'ok' | 'address' | 'server' {
@@ -758,7 +770,7 @@ export class Chat implements ChatContext, SessionHost {
       if (session.state === 'greeting') {
         // One a connection: a client opening them in a loop is not to write the log.
         const id = session.id;
-        this.refusalLog.log('invalid-first-request', (held) =>
+        this.refusals.log('invalid-first-request', (held) =>
           this.log.warn(
             { session: id, code, ref: ref && clip(ref), ...held },
             `Invalid first request: ${clip(message)}`,
@@ -783,7 +795,13 @@ export class Chat implements ChatContext, SessionHost {
     const command = commandFor(request.cmd);
     if (session.state === 'greeting') {
       if (!command.greeting) {
-        this.log.warn({ session: session.id }, `Invalid request command. Command: ${request.cmd}`);
+        const id = session.id;
+        this.refusals.log('not-connect-first', (held) =>
+          this.log.warn(
+            { session: id, ...held },
+            `Invalid request command. Command: ${request.cmd}`,
+          ),
+        );
         this.disconnect(session, 'protocol');
         return;
       }
@@ -1140,7 +1158,7 @@ export class Chat implements ChatContext, SessionHost {
     this.stopping = true;
     this.node?.stop();
     for (const session of [...this.sessions]) this.disconnect(session, 'shutdown');
-    this.refusalLog.flush();
+    this.refusals.flush();
   }
 
   /** Counts one connection ended for `reason` (for /metrics). */

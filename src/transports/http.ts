@@ -4,7 +4,6 @@ import net from 'node:net';
 import path from 'node:path';
 import { WebSocketServer } from 'ws';
 import type { Chat } from '../core/chat.js';
-import { LogLimiter } from '../core/log-limit.js';
 import type { Logger, PeerAddress } from '../core/ports.js';
 import { clip } from '../protocol/text.js';
 import { Backlogs } from './backlogs.js';
@@ -116,8 +115,6 @@ export class HttpListener {
   private scrape:
     | { until: number; result: Promise<{ contentType: string; body: string }> }
     | undefined;
-  /** One line per 10 s of refused upgrades: each is a connection anyone can open. */
-  private readonly refusalLog = new LogLimiter(10_000);
 
   constructor(
     private readonly chat: Chat,
@@ -284,7 +281,7 @@ export class HttpListener {
 
   private refuseHost(host: string): false {
     const shown = clip(host);
-    this.refusalLog.log('foreign-host', (held) =>
+    this.chat.refusals.log('foreign-host', (held) =>
       this.log.warn(
         { host: shown, ...held },
         'request for a host name not in --allowed-hosts refused',
@@ -335,7 +332,7 @@ export class HttpListener {
       // client string in the log, so a refused upgrade makes one short line.
       const origin = req.headers.origin;
       const shown = origin === undefined ? undefined : clip(origin);
-      this.refusalLog.log('foreign-origin', (held) =>
+      this.chat.refusals.log('foreign-origin', (held) =>
         this.log.warn({ origin: shown, ...held }, 'websocket from a foreign origin refused'),
       );
       refuse(403, 'Forbidden');
@@ -378,7 +375,6 @@ export class HttpListener {
    */
   close(): Promise<void> {
     clearInterval(this.keepalive);
-    this.refusalLog.flush();
     const closed = this.sockets.close(this.server, this.options.limits.closeTimeoutMs);
     this.server.closeIdleConnections();
     return closed;

@@ -2,7 +2,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Chat } from '../core/chat.js';
 import type { Delivery, Encoder } from '../core/events.js';
-import { LogLimiter } from '../core/log-limit.js';
+import type { LogLimiter } from '../core/log-limit.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import { NO_CAPS, type Session } from '../core/session.js';
 import type { Capability } from '../protocol/capabilities.js';
@@ -310,6 +310,8 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
   private encoder: Encoder | undefined;
   private encodedCaps: ReadonlySet<Capability> | undefined;
   private localAddress: PeerAddress | undefined;
+  /** Lines any client can cause once per connection: the chat's, a few per 10 s. */
+  private readonly refusals: LogLimiter;
 
   constructor(
     private readonly socket: net.Socket,
@@ -319,9 +321,8 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
     private readonly stats: TransportStats,
     private readonly deadlines: HandshakeDeadlines,
     private readonly backlogs: Backlogs,
-    /** The listener's: lines any client can cause once per connection, a few per 10 s. */
-    private readonly refusals: LogLimiter,
   ) {
+    this.refusals = chat.refusals;
     this.remote = addressOf(socket.remoteAddress, socket.remotePort);
     this.session = startSession(chat, this, stats, deadlines);
     this.decoder = new FrameDecoder(limits.maxFrame, this);
@@ -370,7 +371,6 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
   frame(frame: Uint8Array): void {
     if (this.closing) return;
     this.stats.messagesIn++;
-    if (!this.session.admitsFrame()) return;
     this.inFrame = frame;
     this.session.receive(parseRequestFrame(frame));
     this.inFrame = undefined;
@@ -380,7 +380,6 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
   refused(reason: FrameRefusal): void {
     if (this.closing) return;
     this.stats.messagesIn++;
-    if (!this.session.admitsFrame()) return;
     this.session.receive(refusedFrame(reason));
   }
 
@@ -399,7 +398,10 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
   received(chunk: Buffer): void {
     if (this.closing) return;
     try {
-      // Not even buffered (up to --max-frame) from an address with no CONNECT left.
+      // Neither buffered (up to --max-frame) nor parsed from an address with no CONNECT left.
+      // Asked once a chunk, not once a frame: a greeting session's later frames in the chunk
+      // follow a CONNECT (anything else before it closes the session), and a CONNECT's
+      // budget is checked again when it is handled.
       if (!this.session.admitsFrame()) return;
       this.decoder.push(chunk);
     } catch (err) {
@@ -594,8 +596,6 @@ export class StreamListener {
   /** TLS sockets still in their handshake, by remote address and port. */
   private readonly handshaking = new Map<string, { socket: net.Socket; deadline: Deadline }>();
   private readonly backlogs: Backlogs;
-  /** Lines any client can cause once per connection: one of each kind per 10 s. */
-  private readonly refusals = new LogLimiter(10_000);
 
   constructor(
     private readonly chat: Chat,
@@ -662,7 +662,7 @@ export class StreamListener {
       socket,
       deadline: new Deadline(socket, this.tlsHandshakeMs(), () => {
         const ip = socket.remoteAddress;
-        this.refusals.log('tls-handshake-timeout', (held) =>
+        this.chat.refusals.log('tls-handshake-timeout', (held) =>
           this.log.info({ ip, ...held }, 'TLS handshake not finished in time, closing'),
         );
       }),
@@ -702,7 +702,6 @@ export class StreamListener {
       this.stats,
       this.deadlines,
       this.backlogs,
-      this.refusals,
     );
   }
 
@@ -721,7 +720,6 @@ export class StreamListener {
    */
   close(): Promise<void> {
     for (const { socket } of this.handshaking.values()) socket.destroy();
-    this.refusals.flush();
     this.deadlines.flushLog();
     return this.sockets.close(this.server, this.options.limits.closeTimeoutMs);
   }

@@ -390,31 +390,37 @@ describe('flood control', () => {
     ]);
   });
 
-  it('logs invalid first requests once per ten seconds, however many connections send them', () => {
-    let now = 0;
-    const lines: object[] = [];
-    const logger = {
-      debug() {},
-      info() {},
-      warn: (fields: object, message: string) => {
-        if (message.startsWith('Invalid first request')) lines.push(fields);
-      },
-      error() {},
-    };
-    chat = new Chat({ rateLimit: 0, clock: () => now, logger });
-    const garbage = () => {
-      const peer = new FakePeer();
-      peer.session = chat.open(peer);
-      sendText(peer, '{"cmd":"0","nickname":["x"]}');
-      expect(peer.closedWith).toBe('protocol');
-    };
-    for (let i = 0; i < 50; i++) garbage();
-    expect(lines).toHaveLength(1);
-    now += 10_000;
-    garbage();
-    expect(lines).toHaveLength(2);
-    expect(lines[1]).toMatchObject({ held: 49 });
-  });
+  it.each([
+    ['an invalid CONNECT', '{"cmd":"0","nickname":["x"]}', 'Invalid first request'],
+    ['a request other than CONNECT', '{"cmd":"7","msg":"hi"}', 'Invalid request command'],
+  ])(
+    'logs %s as a first request once per ten seconds, however many connections send one',
+    (_, text, says) => {
+      let now = 0;
+      const lines: object[] = [];
+      const logger = {
+        debug() {},
+        info() {},
+        warn: (fields: object, message: string) => {
+          if (message.startsWith(says)) lines.push(fields);
+        },
+        error() {},
+      };
+      chat = new Chat({ rateLimit: 0, clock: () => now, logger });
+      const first = () => {
+        const peer = new FakePeer();
+        peer.session = chat.open(peer);
+        sendText(peer, text);
+        expect(peer.closedWith).toBe('protocol');
+      };
+      for (let i = 0; i < 50; i++) first();
+      expect(lines).toHaveLength(1);
+      now += 10_000;
+      first();
+      expect(lines).toHaveLength(2);
+      expect(lines[1]).toMatchObject({ held: 49 });
+    },
+  );
 
   it('does not count CONNECTs with flood control off, nor with no cap per address (all clients behind one proxy)', () => {
     for (const options of [
