@@ -48,6 +48,22 @@ function restore(backup: string): void {
   copyFileSync(backup, file());
 }
 
+/** A store that stored one chat in the lobby and stopped: the lobby's epoch. */
+async function storedAndStopped(): Promise<string> {
+  const first = open();
+  const { epoch } = await first.append('lobby', draft('a'));
+  await first.close();
+  return epoch;
+}
+
+/** Opens the store again: no restore seen, the lobby's epoch kept. */
+async function reopensAsItWas(epoch: string, what: string): Promise<void> {
+  const store = open();
+  expect(store.replaced, what).toBe(false);
+  expect((await store.room('lobby')).epoch, what).toBe(epoch);
+  await store.close();
+}
+
 it('starts new epochs on a file restored from a backup taken while it ran', async () => {
   const backup = `${file()}.backup`;
   const before = open();
@@ -74,21 +90,17 @@ it('starts new epochs on a file restored from a backup taken while it ran', asyn
 
 it('keeps the epochs of a file closed and opened again, restored or not', async () => {
   const copy = `${file()}.copy`;
-  const first = open();
-  const a = await first.append('lobby', draft('a'));
-  await first.close();
+  const epoch = await storedAndStopped();
   // A copy taken with the server stopped and put back before it ran again: nothing lost.
   copyFileSync(file(), copy);
   restore(copy);
   const second = open();
   expect(second.replaced).toBe(false);
-  expect((await second.room('lobby')).epoch).toBe(a.epoch);
+  expect((await second.room('lobby')).epoch).toBe(epoch);
   const b = await second.append('lobby', draft('b'));
   expect(b.message.id).toBe(2);
   await second.close();
-  const third = open();
-  expect(third.replaced).toBe(false);
-  expect((await third.room('lobby')).epoch).toBe(a.epoch);
+  await reopensAsItWas(epoch, 'opened again');
 });
 
 it.each([
@@ -128,9 +140,7 @@ it('starts new epochs on a backup restored after a crash, once a second of commi
 
 it('takes a renewal of the mark cut off at any step for no restore', async () => {
   const marks = `${file()}-mark`;
-  const first = open();
-  const a = await first.append('lobby', draft('a'));
-  await first.close();
+  const epoch = await storedAndStopped();
   const written = () => (JSON.parse(readFileSync(marks, 'utf8')) as { mark: string }).mark;
   // Cut off after its first write (the database still has the old mark), then after its
   // second (the file does not name the database's as `mark` yet).
@@ -140,18 +150,13 @@ it('takes a renewal of the mark cut off at any step for no restore', async () =>
   ]) {
     const beside = cut(written());
     writeFileSync(marks, JSON.stringify(beside));
-    const store = open();
-    expect(store.replaced, JSON.stringify(beside)).toBe(false);
-    expect((await store.room('lobby')).epoch).toBe(a.epoch);
-    await store.close();
+    await reopensAsItWas(epoch, JSON.stringify(beside));
   }
 });
 
 it('reads a mark file that is no mark as none: no alarm, and the store opens', async () => {
   const marks = `${file()}-mark`;
-  const first = open();
-  const a = await first.append('lobby', draft('a'));
-  await first.close();
+  const epoch = await storedAndStopped();
   const cases: [string, () => void][] = [
     ['null', () => writeFileSync(marks, 'null')],
     ['an array', () => writeFileSync(marks, '[]')],
@@ -166,18 +171,13 @@ it('reads a mark file that is no mark as none: no alarm, and the store opens', a
   for (const [what, make] of cases) {
     rmSync(marks, { recursive: true, force: true });
     make();
-    const store = open();
-    expect(store.replaced, what).toBe(false);
-    expect((await store.room('lobby')).epoch, what).toBe(a.epoch);
-    await store.close();
+    await reopensAsItWas(epoch, what);
   }
 });
 
 it('starts no new epochs after a renewal at open that stopped before its database write', async () => {
   const marks = `${file()}-mark`;
-  const first = open();
-  const a = await first.append('lobby', draft('a'));
-  await first.close();
+  const epoch = await storedAndStopped();
   const db = new Database(file());
   const mark = db.prepare("SELECT value FROM meta WHERE key = 'mark'").pluck().get() as string;
   // What a renewal cut off after its database write leaves: the file names it as `next`.
@@ -193,7 +193,5 @@ it('starts no new epochs after a renewal at open that stopped before its databas
   const again = new Database(file());
   again.exec('DROP TRIGGER refuse');
   again.close();
-  const third = open();
-  expect(third.replaced).toBe(false);
-  expect((await third.room('lobby')).epoch).toBe(a.epoch);
+  await reopensAsItWas(epoch, 'after the crash');
 });
