@@ -13,12 +13,13 @@ import type { Identities } from './identities.js';
 import { JoinPlaces } from './join-places.js';
 import { MemberLists } from './member-lists.js';
 import {
+  answerKicker,
   enforceBan,
   kickMissed,
+  kickShownInRoom,
   kickUnheard,
   removeMember,
   secondsLeft,
-  tellKicker,
 } from './moderation-commands.js';
 import { nicknameKey } from './nickname.js';
 import type { DisconnectReason } from './ports.js';
@@ -36,7 +37,7 @@ import { newSender, newToken, senderOf } from './resume-token.js';
 import type { Room } from './room.js';
 import { roomKey } from './rooms.js';
 import { Roster } from './roster.js';
-import type { Session } from './session.js';
+import { Session } from './session.js';
 
 /** What a node of a cluster shares with the others. */
 export interface Cluster {
@@ -187,6 +188,16 @@ export class ClusterNode {
     }
     if (roster !== undefined && (shown.type === 'joined' || shown.type === 'left')) {
       this.deliverCounted(room, roster, shown, this.subject(event));
+      return;
+    }
+    if (shown.type === 'moderated' && shown.action === 'kick') {
+      const subject = this.subject(shown);
+      const delivery = new Delivery(shown);
+      for (const member of room.list()) {
+        if (member === subject) continue;
+        if (member instanceof Session && !kickShownInRoom(member, shown)) continue;
+        member.deliver(delivery);
+      }
       return;
     }
     room.deliver(new Delivery(shown), shown.type === 'chat' ? from : this.subject(event));
@@ -396,7 +407,7 @@ export class ClusterNode {
       }
       case 'kicked': {
         const operator = this.sessionOf(notice.asker.member);
-        if (operator !== undefined) tellKicker(operator, notice.room, notice);
+        if (operator !== undefined) answerKicker(operator, notice.room, notice);
         return;
       }
     }

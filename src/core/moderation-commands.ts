@@ -87,6 +87,10 @@ export function tellKicker(
 ): void {
   if (operator.state !== 'joined') return;
   for (const room of operator.rooms) if (room.key === announcedIn) return;
+  sendKickAnswer(operator, notice);
+}
+
+function sendKickAnswer(operator: Session, notice: KickAnswer): void {
   const { nickname, by, reason } = notice;
   const room = operator.room?.name ?? '';
   operator.send(
@@ -100,6 +104,64 @@ export function tellKicker(
       seconds: undefined,
     }),
   );
+}
+
+/** How many kick answers one operator session remembers (KickAnswers), the oldest dropped. */
+const KICK_ANSWERS_KEPT = 16;
+
+type KickAnswer = { readonly nickname: string; readonly by: string; readonly reason: string };
+
+function kickAnswerKey(kick: KickAnswer): string {
+  return `${kick.nickname}\u0000${kick.by}\u0000${kick.reason}`;
+}
+
+function rememberKickAnswer(session: Session, key: string, how: 'shown' | 'told'): void {
+  session.kickAnswers ??= new Map();
+  const answers = session.kickAnswers;
+  answers.delete(key);
+  answers.set(key, how);
+  if (answers.size > KICK_ANSWERS_KEPT) {
+    const oldest = answers.keys().next();
+    if (oldest.done !== true) answers.delete(oldest.value);
+  }
+}
+
+/**
+ * On a cluster a KICK's "99" reaches its operator two ways that race: the room's copy
+ * (if the operator is in the room when it reaches the operator's node) and the 'kicked'
+ * notice from the target's node. Being in the room when the notice arrives says
+ * nothing of the copy: the operator may have joined just after it passed, or it may
+ * still be held behind a gap. So the operator's node remembers which came first and
+ * lets the other through only if nothing did. Here, the room's copy: false when the
+ * notice told `member` already.
+ */
+export function kickShownInRoom(member: Session, kick: KickAnswer): boolean {
+  if (member.operator !== kick.by) return true;
+  const key = kickAnswerKey(kick);
+  if (member.kickAnswers?.get(key) === 'told') {
+    member.kickAnswers.delete(key);
+    return false;
+  }
+  rememberKickAnswer(member, key, 'shown');
+  return true;
+}
+
+/** The 'kicked' notice on a cluster: see kickShownInRoom. */
+export function answerKicker(
+  operator: Session,
+  announcedIn: string | undefined,
+  kick: KickAnswer,
+): void {
+  if (operator.state !== 'joined') return;
+  const key = kickAnswerKey(kick);
+  if (operator.kickAnswers?.get(key) === 'shown') {
+    operator.kickAnswers.delete(key);
+    return;
+  }
+  sendKickAnswer(operator, kick);
+  for (const room of operator.rooms) {
+    if (room.key === announcedIn) rememberKickAnswer(operator, key, 'told');
+  }
 }
 
 function banList(ctx: ChatContext, session: Session): void {

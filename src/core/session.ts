@@ -114,6 +114,11 @@ export class Session implements Member {
   origin: string | undefined;
   /** On a cluster, from its first chat: which copies of its chats are this node's (OwnChats). */
   ownChats: OwnChats | undefined;
+  /**
+   * On a cluster, an operator's: kicks whose "99" it was shown through a room, or told of by
+   * the 'kicked' notice while the room's copy may still come (KickAnswers).
+   */
+  kickAnswers: Map<string, 'shown' | 'told'> | undefined;
   /** Its "03" has gone out. */
   private welcomed = false;
 

@@ -15,6 +15,7 @@ import {
   ReleaseRetried,
   type RoomLeft,
 } from '../../../src/core/presence.js';
+import { roomKey } from '../../../src/core/rooms.js';
 import { ErrorCode } from '../../../src/protocol/codes.js';
 import type { Request } from '../../../src/protocol/messages.js';
 import { senderOrigin } from '../../../src/store/common.js';
@@ -1235,6 +1236,83 @@ describe('a chat of several nodes', () => {
       expect.objectContaining({ cmd: '90', code: ErrorCode.TRY_AGAIN, ref: '94' }),
     ]);
     expect(back.closedWith).toBeUndefined();
+  });
+
+  /**
+   * An operator "teacher" (op, on node0) and a room "den" on node1's side: the "99" of a KICK
+   * of bob published in den, and the 'kicked' notice that follows it to op's node.
+   */
+  async function kickRace() {
+    const [a, b] = nodes(2, { maxUsers: 10 });
+    const caps = ['errors', 'rooms', 'moderation'];
+    const op = connect(a!, 'op', caps);
+    const amy = connect(b!, 'amy', caps);
+    await settle();
+    op.session.operator = 'teacher';
+    send(amy, { cmd: '100', room: 'den' } as Request);
+    await settle();
+    const kick = { nickname: 'bob', by: 'teacher', reason: 'spam' };
+    return {
+      op,
+      amy,
+      published: () =>
+        b!.cluster!.broker.publish(roomKey('den'), {
+          type: 'moderated',
+          room: 'den',
+          action: 'kick',
+          seconds: undefined,
+          ...kick,
+        }),
+      noticed: () =>
+        b!.cluster!.broker.notify('node0', {
+          type: 'kicked',
+          asker: { node: 'node0', member: op.session.presenceId, nickname: 'bob' },
+          room: roomKey('den'),
+          ...kick,
+        }),
+      answers: () => op.take().filter((m) => m.cmd === '99'),
+    };
+  }
+
+  it('answers a KICK once when its operator joined the kick\'s room just after its "99" passed', async () => {
+    const race = await kickRace();
+    race.published();
+    await settle();
+    send(race.op, { cmd: '100', room: 'den' } as Request);
+    await settle();
+    race.noticed();
+    await settle();
+    expect(race.answers()).toEqual([expect.objectContaining({ nickname: 'bob', by: 'teacher' })]);
+  });
+
+  it('answers a KICK once when its operator left the kick\'s room after its "99" reached it', async () => {
+    const race = await kickRace();
+    send(race.op, { cmd: '100', room: 'den' } as Request);
+    await settle();
+    race.published();
+    await settle();
+    send(race.op, { cmd: '102', room: 'den' } as Request);
+    await settle();
+    race.noticed();
+    await settle();
+    expect(race.answers()).toEqual([expect.objectContaining({ nickname: 'bob', by: 'teacher' })]);
+    expect(race.amy.take().filter((m) => m.cmd === '99')).toHaveLength(1);
+  });
+
+  it('answers a KICK once when the notice comes before the room\'s "99", which the room\'s other members still get', async () => {
+    const race = await kickRace();
+    send(race.op, { cmd: '100', room: 'den' } as Request);
+    await settle();
+    race.noticed();
+    await settle();
+    race.published();
+    await settle();
+    expect(race.answers()).toHaveLength(1);
+    expect(race.amy.take().filter((m) => m.cmd === '99')).toHaveLength(1);
+    // The next kick's "99" goes through the room again.
+    race.published();
+    await settle();
+    expect(race.answers()).toHaveLength(1);
   });
 
   it('tells a room of a join whose member a resume moved away before its PART there', async () => {
