@@ -1,12 +1,14 @@
 /**
  * Two confab nodes over one real redis-server, the second on a machine whose clock runs a
- * month ahead: what the nodes compare (bans' ends, chats' times) they time by Redis's
- * clock, so the skewed node neither lets a banned member in nor dates chats a month late.
+ * month ahead: what the nodes compare (bans' ends, chats' times, history's age) they time by
+ * Redis's clock, so the skewed node neither lets a banned member in, nor dates chats a month
+ * late, nor prunes every room's history as a month old.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/password.js';
 import { RawClient } from '../helpers/raw-client.js';
@@ -114,4 +116,76 @@ describe.skipIf(skip)('a node whose clock is a month ahead', () => {
     expect(chat.msg).toBe('what time is it?');
     expect(Math.abs((chat.at as number) - Date.now())).toBeLessThan(60_000);
   });
+});
+
+describe.skipIf(skip)('history pruned by a node whose clock is a month ahead', () => {
+  let redis: RedisServer;
+  const nodes: SpawnedServer[] = [];
+  const clients: RawClient[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    // The writer keeps history for good and prunes nothing: only the skewed node prunes.
+    nodes.push(await spawnServer(['--redis', redis.url, '--history-max-age', '0']));
+  }, 60_000);
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    for (const n of nodes) await n.stop();
+    await redis?.stop();
+  }, 60_000);
+
+  /** A node a month ahead that prunes history older than `maxAge` seconds every 200 ms. */
+  async function skewedPruner(maxAge: number): Promise<SpawnedServer> {
+    const node = await spawnServer(['--redis', redis.url, '--history-max-age', String(maxAge)], {
+      NODE_OPTIONS: `--import ${SKEWED}`,
+      CONFAB_TEST_CLOCK_SKEW_MS: String(MONTH_MS),
+      CONFAB_TEST_MINUTE_MS: '200',
+    });
+    nodes.push(node);
+    return node;
+  }
+
+  /** Asks `check` every 100 ms, for 10 s at most. */
+  async function until(check: () => Promise<boolean>): Promise<void> {
+    for (let i = 0; i < 100; i++) {
+      if (await check()) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('never came true in 10 s');
+  }
+
+  /** The lobby's stored chats, as `reader` on the writer's node reads them. */
+  async function stored(reader: RawClient): Promise<string[]> {
+    reader.sendPy({ cmd: '106', room: 'lobby', limit: 100 });
+    const page = await reader.expect('107', 10_000);
+    return (page.messages as { msg: string }[]).map((m) => m.msg);
+  }
+
+  it("keeps an hour of history by Redis's clock, and prunes what is older", async () => {
+    const writer = await RawClient.open(nodes[0]!.port);
+    clients.push(writer);
+    writer.sendPy({ cmd: '0', nickname: 'writer', caps: ['rooms', 'history'] });
+    await writer.expect('03', 10_000);
+    writer.sendPy({ cmd: '7', msg: 'written just now' });
+    await until(async () => (await stored(writer)).includes('written just now'));
+
+    // An hour's age: by its own clock the chat is a month old; by Redis's, a moment.
+    const hour = await skewedPruner(3600);
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await stored(writer)).toContain('written just now');
+    await hour.stop();
+    nodes.splice(nodes.indexOf(hour), 1);
+    // Its last prune's lock is taken for half the minute the node was started with.
+    const direct = new Redis(redis.url);
+    try {
+      const locks = await direct.keys('*prune-lock');
+      if (locks.length > 0) await direct.del(...locks);
+    } finally {
+      direct.disconnect();
+    }
+
+    // The same node keeping a second's age prunes it: the prune runs, and by age.
+    await skewedPruner(1);
+    await until(async () => !(await stored(writer)).includes('written just now'));
+  }, 60_000);
 });
