@@ -20,7 +20,13 @@ import type {
   RoomEntry,
   UserEntry,
 } from '../protocol/messages.js';
-import { type Limits, pacerFor, parseLimits, type SendPacer } from '../protocol/pacing.js';
+import {
+  type Limits,
+  pacerFor,
+  parseLimits,
+  requestCost,
+  type SendPacer,
+} from '../protocol/pacing.js';
 import { encodeRequest } from '../protocol/request-codec.js';
 import { banList } from '../protocol/slash-commands.js';
 import {
@@ -862,7 +868,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     try {
       while (this.outbox.length > 0) {
         const at = performance.now();
-        const wait = pacer.delay(at);
+        const cost = requestCost(this.outbox[0]!.request, this.joined.size);
+        const wait = pacer.delay(at, cost);
         if (wait > 0) {
           const due = at + wait;
           this.paceTimer = setTimeout(() => {
@@ -874,7 +881,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
           }, wait);
           return;
         }
-        pacer.take(at);
+        pacer.take(at, cost);
         this.write(this.outbox.shift()!);
       }
     } finally {

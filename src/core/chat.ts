@@ -1,6 +1,6 @@
 import { Cmd, ErrorCode, type ErrorCodeValue, LOBBY } from '../protocol/codes.js';
 import type { Position } from '../protocol/messages.js';
-import type { Limits } from '../protocol/pacing.js';
+import { costCap, type Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
@@ -857,6 +857,17 @@ export class Chat implements ChatContext, SessionHost {
       error: { code: ErrorCode.RATE_LIMITED, message: RATE_LIMITED_MESSAGE, ref },
     });
     return false;
+  }
+
+  affords(session: Session, cost: number): boolean {
+    const bucket = session.bucket;
+    if (bucket === undefined) return true;
+    // Flood control took one when the request was read.
+    const extra = costCap(cost, bucket.burst) - 1;
+    if (extra <= 0) return true;
+    if (!bucket.take(this.clock(), extra)) return false;
+    if (bucket.available < 1) this.keepSpent(session);
+    return true;
   }
 
   join(session: Session, nickname: string, room: Room | undefined): void {

@@ -71,6 +71,12 @@ export interface ChatContext {
   /** Registers the nickname and adds the session to the room. */
   join(session: Session, nickname: string, room: Room | undefined): void;
   rename(session: Session, nickname: string): void;
+  /**
+   * A request that costs `cost` requests' worth of flood allowance (protocol's requestCost
+   * and costCap: a RENAME, announced in every room of its sender): takes what the one taken
+   * when it was read leaves, if it is there now. False when it is not: nothing is taken.
+   */
+  affords(session: Session, cost: number): boolean;
   disconnect(session: Session, reason: DisconnectReason, detail?: string): void;
   /** The one fan-out point: every event reaches its room's members (or a whisper's target) here. */
   publish(event: ChatEvent, origin?: Session): void;

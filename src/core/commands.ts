@@ -1,7 +1,7 @@
 import { type Capability, grant } from '../protocol/capabilities.js';
 import { Cmd, ErrorCode, type RequestCode } from '../protocol/codes.js';
 import type { ChatRequest, Position, RoomPosition } from '../protocol/messages.js';
-import type { Limits } from '../protocol/pacing.js';
+import { type Limits, requestCost } from '../protocol/pacing.js';
 import { atMostChars } from '../protocol/text.js';
 import {
   type ChatContext,
@@ -454,6 +454,18 @@ const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
   }
   if (ctx.find(to) !== undefined) {
     session.reply({ type: 'rename-refused', reason: 'taken', detail: 'nickname is taken' });
+    return;
+  }
+  // Announced in every room of its sender: as many requests' worth as a chat to each, or
+  // one connection renaming at the flood limit fans out 20 times what its chats could.
+  const rooms = session.rooms.size;
+  if (!ctx.affords(session, requestCost(req, rooms))) {
+    refuse(
+      session,
+      ErrorCode.RATE_LIMITED,
+      `a rename is announced in each of your ${rooms} rooms, and counts as a request in each; slow down`,
+      req.cmd,
+    );
     return;
   }
   if (ctx.cluster !== undefined) {

@@ -38,18 +38,19 @@ export class TokenBucket {
     this.tokens = Math.min(this.tokens, tokens);
   }
 
-  take(now: number): boolean {
-    if (!this.has(now)) return false;
-    this.tokens -= 1;
+  /** Takes `count` tokens if they are there now; else takes none. */
+  take(now: number, count = 1): boolean {
+    if (!this.has(now, count)) return false;
+    this.tokens -= count;
     return true;
   }
 
-  /** Whether a token is there now, without taking it. */
-  has(now: number): boolean {
+  /** Whether `count` tokens are there now, without taking them. */
+  has(now: number, count = 1): boolean {
     const elapsed = Math.max(0, now - this.last);
     this.last = now;
     this.tokens = Math.min(this.burst, this.tokens + (elapsed * this.rate) / 1000);
-    return this.tokens >= 1;
+    return this.tokens >= count;
   }
 }
 

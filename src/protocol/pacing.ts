@@ -1,3 +1,5 @@
+import { Cmd } from './codes.js';
+
 /**
  * Client-side flood pacing, shared by the terminal client library and the
  * web app. The server tells an opted-in client its limits in "03"
@@ -55,6 +57,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export class SendPacer {
   private readonly rate: number;
   private readonly burst: number;
+  /** The server's burst, which caps what one request costs (costCap). */
+  private readonly serverBurst: number;
   private tokens: number;
   private last: number;
   /**
@@ -68,6 +72,7 @@ export class SendPacer {
   constructor(limits: Pick<Limits, 'rate' | 'burst' | 'tokens'>, now: number) {
     this.rate = limits.rate * RATE_SHARE;
     this.burst = Math.max(1, Math.floor(limits.burst * BURST_SHARE));
+    this.serverBurst = limits.burst;
     // The same headroom below what the server says is left as below the burst.
     const left = limits.tokens ?? limits.burst;
     this.tokens = Math.max(0, Math.min(this.burst, left - (limits.burst - this.burst)));
@@ -83,20 +88,21 @@ export class SendPacer {
   }
 
   /**
-   * Milliseconds until one request may be sent (0: now), at most MAX_TIMER_MS: a queue
-   * sleeping that long asks again when it wakes.
+   * Milliseconds until a request of `cost` (requestCost) may be sent (0: now), at most
+   * MAX_TIMER_MS: a queue sleeping that long asks again when it wakes.
    */
-  delay(now: number): number {
+  delay(now: number, cost = 1): number {
     this.refill(now);
-    if (this.tokens >= 1) return 0;
-    // Rounded up, so that waking after this delay always finds a whole token.
-    return Math.min(MAX_TIMER_MS, Math.ceil(((1 - this.tokens) * 1000) / this.rate));
+    const need = costCap(cost, this.serverBurst);
+    if (this.tokens >= need) return 0;
+    // Rounded up, so that waking after this delay always finds the tokens whole.
+    return Math.min(MAX_TIMER_MS, Math.ceil(((need - this.tokens) * 1000) / this.rate));
   }
 
-  /** Records one request sent at `now`; call only when delay(now) is 0. */
-  take(now: number): void {
+  /** Records a request of `cost` sent at `now`; call only when delay(now, cost) is 0. */
+  take(now: number, cost = 1): void {
     this.refill(now);
-    this.tokens -= 1;
+    this.tokens -= costCap(cost, this.serverBurst);
   }
 
   /**
@@ -115,6 +121,22 @@ export class SendPacer {
     this.refill(Math.min(due, now));
     this.last = Math.max(this.last, now);
   }
+}
+
+/**
+ * How many requests' worth of the allowance a request takes, before costCap: confab counts a
+ * RENAME once for each room it is announced in, the sender's `rooms` (the lobby included).
+ */
+export function requestCost(request: { readonly cmd: string }, rooms: number): number {
+  return request.cmd === Cmd.RENAME ? Math.max(1, rooms) : 1;
+}
+
+/**
+ * What a request of `cost` takes from a bucket of `burst`: at most half of it, so that a
+ * client pacing with a bucket below the server's (SendPacer) can always send it.
+ */
+export function costCap(cost: number, burst: number): number {
+  return Math.max(1, Math.min(cost, Math.floor(burst / 2)));
 }
 
 /** A pacer for the announced limits, or undefined when there is nothing to pace. */

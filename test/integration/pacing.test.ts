@@ -82,6 +82,24 @@ describe('ChatClient paces itself to the limits in "03"', () => {
     await ann.exit();
   });
 
+  it('paces a RENAME as one request for each of its rooms, and is never refused', async () => {
+    server = await startConfab({ 'rate-limit': '10', 'rate-burst': '12' });
+    const port = server.address.port;
+    const ann = await ChatClient.connect({ port, nickname: 'ann' });
+    clients.push(ann);
+    const refusals: unknown[] = [];
+    ann.on('server-error', (e) => refusals.push(e));
+    for (const room of ['r1', 'r2', 'r3', 'r4']) await ann.join(room);
+    const names: Promise<string>[] = [];
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 8; i++) ann.chat(`m${round}.${i}`);
+      names.push(ann.rename(`ann${round}`));
+    }
+    expect(await Promise.all(names)).toEqual(['ann0', 'ann1', 'ann2']);
+    expect(refusals).toEqual([]);
+    await ann.exit();
+  });
+
   it('drops what is still queued when it leaves, and leaves at once', async () => {
     server = await startConfab({ 'rate-limit': '5', 'rate-burst': '5' });
     const port = server.address.port;

@@ -101,4 +101,37 @@ describe('web client pacing', () => {
     // defaults, where this test already took 9 to 20 s on a loaded machine
     // (joining alone up to 8 s): the file default of 20 s would not do.
   }, 30_000);
+  it('paces a rename as one request for each of its rooms, and is never refused', async () => {
+    const page = await web.browser.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(String(e)));
+    try {
+      await page.goto(`http://127.0.0.1:${web.server.httpAddress!.port}/`);
+      await joinAs(page, 'namer');
+      await page.locator('#version:not(:empty)').waitFor();
+      for (const room of ['r1', 'r2', 'r3', 'r4', 'r5', 'r6', 'r7']) {
+        await page.fill('#room-name', room);
+        await page.press('#room-name', 'Enter');
+        await page.locator(`#messages[data-room="${room}"]`).waitFor();
+      }
+      // In 8 rooms a rename counts 8 (at most half the burst of 20): three with a few
+      // lines between them spend more than the burst, so the page must wait for some.
+      const typed = ['a', 'b', '\\rename namer1', 'c', '\\rename namer2', 'd', '\\rename namer3'];
+      await page.evaluate((typed) => {
+        const input = document.getElementById('input') as PageInput;
+        const form = document.getElementById('composer') as PageForm;
+        for (const line of typed) {
+          input.value = line;
+          form.requestSubmit();
+        }
+      }, typed);
+      await page
+        .locator('ol.messages li', { hasText: 'You are now known as namer3.' })
+        .waitFor({ state: 'attached', timeout: 15_000 });
+      expect(await page.locator('ol.messages li.error').allTextContents()).toEqual([]);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await page.close();
+    }
+  }, 30_000);
 });

@@ -68,6 +68,8 @@ interface Outgoing {
   chat?: UnackedChat;
   /** Asked by the page itself, not typed: not one of the user's lines if dropped. */
   quiet?: boolean;
+  /** Requests' worth of the flood allowance it takes (requestCost), when more than one. */
+  cost?: number;
 }
 
 const MAX_BACKOFF_MS = 15_000;
@@ -466,14 +468,17 @@ export class Connection {
     this.enqueue({ request });
   }
 
-  /** `quiet`: the page asks on its own (member list, RTT, history), the user typed nothing. */
-  call(request: Request, quiet = false): Promise<ParsedServerMessage> {
+  /**
+   * `quiet`: the page asks on its own (member list, RTT, history), the user typed nothing.
+   * `cost`: what it takes of the flood allowance (requestCost), one unless said.
+   */
+  call(request: Request, quiet = false, cost = 1): Promise<ParsedServerMessage> {
     return new Promise((resolve, reject) => {
       if (this.ws?.readyState !== WebSocket.OPEN) {
         reject(new RequestError('closed', 'not connected'));
         return;
       }
-      this.enqueue({ request, pending: { cmd: request.cmd, resolve, reject }, quiet });
+      this.enqueue({ request, pending: { cmd: request.cmd, resolve, reject }, quiet, cost });
     });
   }
 
@@ -513,7 +518,8 @@ export class Connection {
     if (pacer === undefined || this.paceTimer !== undefined) return;
     while (this.outbox.length > 0) {
       const now = performance.now();
-      const wait = pacer.delay(now);
+      const cost = this.outbox[0]!.cost ?? 1;
+      const wait = pacer.delay(now, cost);
       if (wait > 0) {
         const due = now + wait;
         this.paceTimer = setTimeout(() => {
@@ -528,7 +534,7 @@ export class Connection {
         }, wait);
         return;
       }
-      pacer.take(now);
+      pacer.take(now, cost);
       this.write(this.outbox.shift()!);
     }
   }

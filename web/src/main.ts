@@ -5,6 +5,7 @@ import { Cmd, LOBBY } from '../../src/protocol/codes.js';
 import { asNumber, asString } from '../../src/protocol/coerce.js';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
 import type { HistoryEntry, Request, RoomEntry } from '../../src/protocol/messages.js';
+import { requestCost } from '../../src/protocol/pacing.js';
 import {
   banList,
   describeBan,
@@ -1093,7 +1094,8 @@ async function submit(text: string): Promise<void> {
       }
       case 'rename': {
         const old = connection.nickname;
-        const reply = await connection.call({ cmd: Cmd.RENAME, newNickname: command.nickname });
+        const rename = { cmd: Cmd.RENAME, newNickname: command.nickname } as const;
+        const reply = await connection.call(rename, false, requestCost(rename, views.size));
         if (reply.cmd === Cmd.RENAME_DUPLICATE_NICKNAME) {
           error(`The nickname “${command.nickname}” is taken.`);
           return;

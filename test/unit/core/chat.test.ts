@@ -260,6 +260,59 @@ describe('flood control', () => {
     expect(bob.take()).toEqual([{ cmd: '30', nickname: 'ann', userCount: 1 }]);
   });
 
+  it('counts a RENAME as a request in each room it is announced in, at most half a burst', () => {
+    let now = 0;
+    chat = new Chat({ rateLimit: 1, rateBurst: 20, clock: () => now });
+    const ann = connect('ann', ['errors', 'rooms', 'renames']);
+    const bob = connect('bob', ['errors', 'rooms', 'renames']);
+    for (const room of ['r1', 'r2', 'r3', 'r4']) {
+      send(ann, { cmd: '100', room });
+      send(bob, { cmd: '100', room });
+    }
+    ann.take();
+    bob.take();
+    // 16 left of 20: a RENAME in 5 rooms takes 5, and bob hears it in each.
+    send(ann, { cmd: '5', newNickname: 'anna' });
+    expect(ann.take()).toEqual([{ cmd: '51', newNickname: 'anna' }]);
+    expect(bob.take().filter((m) => m.cmd === '91')).toHaveLength(5);
+    send(ann, { cmd: '5', newNickname: 'ann2' });
+    send(ann, { cmd: '5', newNickname: 'ann3' });
+    expect(ann.take().map((m) => m.cmd)).toEqual(['51', '51']);
+    // 1 left: the RENAME is read (0 left) but cannot pay for its other 4 rooms.
+    send(ann, { cmd: '5', newNickname: 'ann4' });
+    expect(ann.take()).toEqual([
+      {
+        cmd: '90',
+        code: ErrorCode.RATE_LIMITED,
+        message:
+          'a rename is announced in each of your 5 rooms, and counts as a request in each; slow down',
+        ref: '5',
+      },
+    ]);
+    expect(bob.take().filter((m) => m.cmd === '91')).toHaveLength(10);
+    expect(chat.find('ann3')).toBeDefined();
+    now += 5_000;
+    send(ann, { cmd: '5', newNickname: 'ann4' });
+    expect(ann.take()).toEqual([{ cmd: '51', newNickname: 'ann4' }]);
+    // Half a burst of 8 at most: 4 of the 4 left after 4 joins, not 5.
+    chat = new Chat({ rateLimit: 1, rateBurst: 8, clock: () => now });
+    const dan = connect('dan', ['errors', 'rooms']);
+    for (const room of ['r1', 'r2', 'r3', 'r4']) send(dan, { cmd: '100', room });
+    dan.take();
+    send(dan, { cmd: '5', newNickname: 'dan2' });
+    expect(dan.take()).toEqual([{ cmd: '51', newNickname: 'dan2' }]);
+    // A member of the lobby alone (a course client) pays one, as before.
+    chat = new Chat({ rateLimit: 1, rateBurst: 2, clock: () => now });
+    const cat = connect('cat');
+    send(cat, { cmd: '5', newNickname: 'cat2' });
+    send(cat, { cmd: '5', newNickname: 'cat3' });
+    expect(cat.take()).toEqual([
+      { cmd: '03', serverAddress: ['127.0.0.1', 20825], userCount: 1 },
+      { cmd: '51', newNickname: 'cat2' },
+      { cmd: '51', newNickname: 'cat3' },
+    ]);
+  });
+
   it('lets an address CONNECT a burst of --rate-burst times (10 at least), then once every ten requests’ worth: "02" past it', () => {
     let now = 0;
     chat = new Chat({ rateLimit: 20, rateBurst: 12, maxConnectionsPerIp: 128, clock: () => now });

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { TokenBucket } from '../../../src/core/rate-limit.js';
-import { parseLimits, SendPacer } from '../../../src/protocol/pacing.js';
+import { costCap, parseLimits, requestCost, SendPacer } from '../../../src/protocol/pacing.js';
 
 /**
  * Plays a client that paces with SendPacer against the server's own bucket:
@@ -16,6 +16,7 @@ function play(
   wants: number[],
   delays: number[],
   tokens?: number,
+  costs: number[] = [1],
 ): { refused: number; sentAt: number[] } {
   const start = 1_000_000;
   const server = new TokenBucket(rate, burst, start - serverHeadStart, tokens);
@@ -30,18 +31,38 @@ function play(
   for (let i = 0; i < wants.length; i++) {
     clock = Math.max(clock, start + wants[i]!);
     // Bounded: each wait is at most one token's worth.
+    const cost = costs[i % costs.length]!;
     for (let spins = 0; spins < 1000; spins++) {
-      const wait = pacer.delay(clock);
+      const wait = pacer.delay(clock, cost);
       if (wait === 0) break;
       clock += wait;
     }
-    pacer.take(clock);
+    pacer.take(clock, cost);
     sentAt.push(clock);
     const arrival = Math.max(lastArrival, clock + delays[i % delays.length]!);
     lastArrival = arrival;
+    // As the server counts: one when the request is read, then what its cost adds (Chat.affords).
     if (!server.take(arrival)) refused++;
+    else if (costCap(cost, burst) > 1 && !server.take(arrival, costCap(cost, burst) - 1)) {
+      refused++;
+    }
   }
   return { refused, sentAt };
+}
+
+/** Any latency, varying by just under what the pacer promises to absorb. */
+function jittered(rate: number, burst: number, latency: number, jitters: number[]): number[] {
+  const tolerance = new SendPacer({ rate, burst }, 0).jitterToleranceMs;
+  return jitters.map((j) => latency + j * tolerance * 0.99);
+}
+
+/** Bursts of demand: many requests wanted at the same moment, then gaps. */
+function bursty(gaps: number[]): number[] {
+  let t = 0;
+  return gaps.map((g) => {
+    if (g % 3 !== 0) t += g;
+    return t;
+  });
 }
 
 describe('SendPacer', () => {
@@ -55,19 +76,39 @@ describe('SendPacer', () => {
         fc.integer({ min: 0, max: 2000 }),
         fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 1, maxLength: 20 }),
         (rate, burst, headStart, gaps, latency, jitters) => {
-          const tolerance = new SendPacer({ rate, burst }, 0).jitterToleranceMs;
-          // Any latency, varying by just under what the pacer promises to absorb.
-          const delays = jitters.map((j) => latency + j * tolerance * 0.99);
-          // Bursts of demand: many requests wanted at the same moment, then gaps.
-          let t = 0;
-          const wants = gaps.map((g) => {
-            if (g % 3 !== 0) t += g;
-            return t;
-          });
-          expect(play(rate, burst, headStart, wants, delays).refused).toBe(0);
+          const delays = jittered(rate, burst, latency, jitters);
+          expect(play(rate, burst, headStart, bursty(gaps), delays).refused).toBe(0);
         },
       ),
     );
+  });
+
+  it('is never refused for requests that cost more than one (RENAMEs in many rooms), whatever the demand and jitter', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 200 }),
+        fc.integer({ min: 1, max: 100 }),
+        fc.integer({ min: 0, max: 5000 }),
+        fc.array(fc.integer({ min: 0, max: 300 }), { minLength: 1, maxLength: 200 }),
+        fc.integer({ min: 0, max: 2000 }),
+        fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 1, maxLength: 20 }),
+        fc.array(fc.integer({ min: 1, max: 300 }), { minLength: 1, maxLength: 20 }),
+        (rate, burst, headStart, gaps, latency, jitters, costs) => {
+          const delays = jittered(rate, burst, latency, jitters);
+          const wants = bursty(gaps);
+          expect(play(rate, burst, headStart, wants, delays, undefined, costs).refused).toBe(0);
+        },
+      ),
+    );
+  });
+
+  it('counts a RENAME once per room of its sender, at most half a burst', () => {
+    expect(requestCost({ cmd: '5' }, 7)).toBe(7);
+    expect(requestCost({ cmd: '5' }, 0)).toBe(1);
+    expect(requestCost({ cmd: '7' }, 7)).toBe(1);
+    expect(costCap(7, 40)).toBe(7);
+    expect(costCap(30, 40)).toBe(20);
+    expect(costCap(30, 1)).toBe(1);
   });
 
   it('starts from what the "03" says is left of the burst, and is never refused for it', () => {
