@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import type { Admission } from '../core/admission.js';
 import type { Chat } from '../core/chat.js';
-import { LogLimiter } from '../core/log-limit.js';
+import type { LogLimiter } from '../core/log-limit.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import type { Session } from '../core/session.js';
 import type { TransportStats } from './stats.js';
@@ -17,13 +17,16 @@ export class HandshakeDeadlines {
   private readonly due = new Map<Session, number>();
   private timer: NodeJS.Timeout | undefined;
   private readonly expire = () => this.sweep();
-  /** A client can cause a line per connection: one of each kind per 10 s. */
-  private readonly refusals = new LogLimiter(10_000);
 
-  /** @param ms time allowed from open to CONNECT; 0 = unlimited. */
+  /**
+   * @param ms time allowed from open to CONNECT; 0 = unlimited.
+   * @param refusals the chat's limiter of lines a client can cause once per connection
+   *   (Chat.refusals), which writes what it held back when the chat stops.
+   */
   constructor(
     private readonly ms: number,
     private readonly log: Logger,
+    private readonly refusals: LogLimiter,
   ) {}
 
   start(session: Session): void {
@@ -35,11 +38,6 @@ export class HandshakeDeadlines {
   /** The session's connection is gone. */
   stop(session: Session): void {
     this.due.delete(session);
-  }
-
-  /** Writes the lines held back: the listener is closing. */
-  flushLog(): void {
-    this.refusals.flush();
   }
 
   private arm(ms: number): void {
@@ -78,18 +76,23 @@ export class HandshakeDeadlines {
   }
 }
 
-/** Shared clocks for callers that do not keep their own, by logger and time. */
-const sharedDeadlines = new WeakMap<Logger, Map<number, HandshakeDeadlines>>();
+/** Shared clocks for callers that do not keep their own, by chat, logger and time. */
+const sharedDeadlines = new WeakMap<Chat, WeakMap<Logger, Map<number, HandshakeDeadlines>>>();
 
-function deadlinesFor(ms: number, log: Logger): HandshakeDeadlines {
-  let byMs = sharedDeadlines.get(log);
+function deadlinesFor(chat: Chat, ms: number, log: Logger): HandshakeDeadlines {
+  let byLog = sharedDeadlines.get(chat);
+  if (byLog === undefined) {
+    byLog = new WeakMap();
+    sharedDeadlines.set(chat, byLog);
+  }
+  let byMs = byLog.get(log);
   if (byMs === undefined) {
     byMs = new Map();
-    sharedDeadlines.set(log, byMs);
+    byLog.set(log, byMs);
   }
   let deadlines = byMs.get(ms);
   if (deadlines === undefined) {
-    deadlines = new HandshakeDeadlines(ms, log);
+    deadlines = new HandshakeDeadlines(ms, log, chat.refusals);
     byMs.set(ms, deadlines);
   }
   return deadlines;
@@ -139,7 +142,7 @@ export function openSession(
   handshakeTimeoutMs: number,
   log: Logger,
 ): OpenedSession {
-  const deadlines = deadlinesFor(handshakeTimeoutMs, log);
+  const deadlines = deadlinesFor(chat, handshakeTimeoutMs, log);
   const session = startSession(chat, peer, stats, deadlines);
   return {
     session,

@@ -604,7 +604,7 @@ export class StreamListener {
   ) {
     this.backlogs = options.backlogs ?? new Backlogs(options.limits, log);
     this.sockets = new RawSockets(chat.admission, log);
-    this.deadlines = new HandshakeDeadlines(options.limits.handshakeTimeoutMs, log);
+    this.deadlines = new HandshakeDeadlines(options.limits.handshakeTimeoutMs, log, chat.refusals);
     // Set on each accepted socket's handle before any JavaScript sees it.
     const socketOptions = {
       noDelay: true,
@@ -720,7 +720,6 @@ export class StreamListener {
    */
   close(): Promise<void> {
     for (const { socket } of this.handshaking.values()) socket.destroy();
-    this.deadlines.flushLog();
     return this.sockets.close(this.server, this.options.limits.closeTimeoutMs);
   }
 }

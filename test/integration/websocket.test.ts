@@ -140,6 +140,25 @@ describe('WebSocket listener', () => {
     raw.close();
   });
 
+  it('logs WebSocket connections with no CONNECT in time once per ten seconds, and what it held back at stop', async () => {
+    const spawned = await spawnServer(['--handshake-timeout', '1']);
+    try {
+      const silent = await Promise.all([0, 1, 2].map(() => wsClient(spawned.httpPort!)));
+      await Promise.all(silent.map((c) => c.closed));
+      const lines = () =>
+        spawned
+          .output()
+          .split('\n')
+          .filter((l) => l.includes('no CONNECT in time'));
+      expect(lines()).toHaveLength(1);
+      await spawned.stop();
+      expect(lines()).toHaveLength(2);
+      expect(JSON.parse(lines()[1]!)).toMatchObject({ held: 2 });
+    } finally {
+      await spawned.stop();
+    }
+  });
+
   it('cuts off a WebSocket member that stops reading, without slowing the others', async () => {
     // A separate server process, so the test's own clients do not compete with it for one event loop.
     const spawned = await spawnServer(['--max-queue', '262144', '--rate-limit', '0']);
