@@ -11,17 +11,28 @@
 import type { NotRecovered, Position } from '../protocol/messages.js';
 import { Delivery, type HistoryHeader, type Reply } from './events.js';
 import type { HistoryQuery, HistoryStore, RoomHistory, StoredMessage } from './history.js';
+import type { DisconnectReason } from './ports.js';
 import type { Room } from './room.js';
 import type { SessionState } from './session.js';
 
 /** What a replay needs of the session it is for. */
 export interface Recipient {
   readonly state: SessionState;
+  /**
+   * Its connection closed while its requests were still being handled (Session.goneWith):
+   * they are handled for what others see, but nothing sent reaches it.
+   */
+  readonly goneWith: DisconnectReason | undefined;
   reply(reply: Reply): void;
   /** Resolves once the client has taken them (or is gone). */
   sendPaced(deliveries: readonly Delivery[]): Promise<void>;
   /** Sends the live events held for `room` but the chats the replay covered (see Session). */
   release(room: string, top: number, epoch: string): Promise<void>;
+}
+
+/** Nothing sent to it reaches its client any more. */
+function unreachable(session: Recipient): boolean {
+  return session.state === 'closed' || session.goneWith !== undefined;
 }
 
 /** What a replay needs of the room. */
@@ -194,12 +205,15 @@ export class Replays {
     count: number,
     since: Position | undefined,
   ): Promise<void> {
+    // A turn first, as for HISTORY (readPage): pipelined JOIN_ROOMs with `since` are each a
+    // replay of up to MAX_REPLAY messages, and a client that closed is seen to be gone.
+    await nextTurn();
     const history = this.history;
     let header: HistoryHeader;
     let messages: readonly StoredMessage[] = [];
     /** Where a recovery reads on from. */
     let after = 0;
-    if (history === undefined) {
+    if (history === undefined || unreachable(session)) {
       header = {
         epoch: '',
         top: room.lastId,
@@ -254,9 +268,13 @@ export class Replays {
     let limit = FIRST_REPLAY_PAGE;
     // Every page holds at least one message, so MAX_REPLAY pages end any replay.
     for (let page = 0; page <= MAX_REPLAY + 1 && from < top; page++) {
+      // A page a turn: a store that answers at once would otherwise run the whole replay
+      // as one chain of microtasks, nobody else's I/O served, this client's close unseen.
+      if (page > 0) await nextTurn();
+      if (unreachable(session)) return;
       const read = await history.read(room.key, { after: from, limit });
       const batch = read.filter((m) => m.id <= top);
-      if (session.state === 'closed') return;
+      if (unreachable(session)) return;
       const out = batch.map((m) => chatDelivery(room.name, m));
       // The epoch after every read: the page is of `epoch` only if it still is (an epoch
       // never comes back). A Redis restarted empty while the client read would otherwise

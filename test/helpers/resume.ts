@@ -1,5 +1,6 @@
 import type { Delivery, Reply } from '../../src/core/events.js';
 import type { HistoryStore } from '../../src/core/history.js';
+import type { DisconnectReason } from '../../src/core/ports.js';
 import { type Recipient, Replays } from '../../src/core/replay.js';
 import type { SessionState } from '../../src/core/session.js';
 import type { Position } from '../../src/protocol/messages.js';
@@ -7,6 +8,7 @@ import type { Position } from '../../src/protocol/messages.js';
 /** A member that records what "101" says. */
 class Member implements Recipient {
   state: SessionState = 'joined';
+  goneWith: DisconnectReason | undefined;
   readonly replies: Reply[] = [];
   reply(reply: Reply): void {
     this.replies.push(reply);

@@ -4,8 +4,9 @@
  * held events), and HISTORY's page. history-flow, replay-page-bytes and the history
  * integration tests run the same through Chat and real connections.
  */
-import { expect, it } from 'vitest';
+import { expect, it, vi } from 'vitest';
 import type { Delivery, Reply } from '../../../src/core/events.js';
+import type { DisconnectReason } from '../../../src/core/ports.js';
 import { MAX_REPLAY, type Recipient, Replays } from '../../../src/core/replay.js';
 import type { SessionState } from '../../../src/core/session.js';
 import type { Position } from '../../../src/protocol/messages.js';
@@ -14,6 +15,7 @@ import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
 /** A session that records, in order, what it is sent (chats by id) and what it releases. */
 class Recorded implements Recipient {
   state: SessionState = 'joined';
+  goneWith: DisconnectReason | undefined;
   readonly log: unknown[] = [];
 
   reply(reply: Reply): void {
@@ -93,6 +95,43 @@ it('recovers every message after the position, in order, however many pages it t
   expect(session.log[0]).toEqual(joined(epoch, MAX_REPLAY, true));
   expect(session.log.slice(1, -1)).toEqual(Array.from({ length: MAX_REPLAY }, (_, i) => i + 1));
   expect(session.log.at(-1)).toEqual({ release: 'lobby', top: MAX_REPLAY, epoch });
+});
+
+it('takes a turn of the event loop for each page of a recovery, so that others are served', async () => {
+  const store = await storeWith(MAX_REPLAY);
+  const { epoch } = await store.room('lobby');
+  // Another connection's I/O, due all along: it waits for a turn.
+  let turns = 0;
+  const other = () => {
+    if (++turns < 1000) setImmediate(other);
+  };
+  setImmediate(other);
+  const session = await join(new Replays(store, 3), { epoch, id: 0 });
+  const pages = turns;
+  turns = 1000;
+  expect(session.log).toHaveLength(MAX_REPLAY + 2);
+  // Pages of 100 after a first of 16: eleven.
+  expect(pages).toBeGreaterThanOrEqual(11);
+});
+
+it('stops a recovery once its client has gone, and reads nothing for a join after that', async () => {
+  const store = await storeWith(MAX_REPLAY);
+  const { epoch } = await store.room('lobby');
+  const replays = new Replays(store, 3);
+  const session = new Recorded();
+  const send = session.sendPaced.bind(session);
+  session.sendPaced = async (deliveries) => {
+    await send(deliveries);
+    // The connection closed while the first page was written.
+    if (deliveries.length > 0) session.goneWith = 'lost';
+  };
+  await replays.join(session, lobby, ['ann'], 1, { epoch, id: 0 });
+  expect(session.log.filter((e) => typeof e === 'number')).toHaveLength(16);
+  expect(session.log.at(-1)).toEqual({ release: 'lobby', top: MAX_REPLAY, epoch });
+  // Its next JOIN_ROOM, read before it went, is handled (others see it) without a replay.
+  const read = vi.spyOn(store, 'read');
+  await replays.join(session, lobby, ['ann'], 1, { epoch, id: 0 });
+  expect(read).not.toHaveBeenCalled();
 });
 
 it('tells why a position cannot be recovered from, and sends the newest instead', async () => {
