@@ -784,9 +784,12 @@ export class Chat implements ChatContext, SessionHost {
         this.unknownCommand(session, ref);
         return;
       }
-      this.log.warn(
-        { nickname: session.nickname, code, ref: ref && clip(ref) },
-        `Invalid request: ${clip(message)}`,
+      const nickname = session.nickname;
+      this.refusals.log('invalid-request', (held) =>
+        this.log.warn(
+          { nickname, code, ref: ref && clip(ref), ...held },
+          `Invalid request: ${clip(message)}`,
+        ),
       );
       refuse(session, code, message, ref);
       return;
@@ -823,8 +826,11 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   private unknownCommand(session: Session, cmd: string): void {
-    this.log.warn({ nickname: session.nickname }, `Invalid request command. Command: ${clip(cmd)}`);
-    refuse(session, ErrorCode.UNKNOWN_COMMAND, `unknown command "${cmd}"`, cmd);
+    const nickname = session.nickname;
+    this.refusals.log('unknown-command', (held) =>
+      this.log.warn({ nickname, ...held }, `Invalid request command. Command: ${clip(cmd)}`),
+    );
+    refuse(session, ErrorCode.UNKNOWN_COMMAND, `unknown command "${clip(cmd)}"`, cmd);
   }
 
   /**

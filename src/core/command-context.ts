@@ -11,6 +11,7 @@ import type { BannedWords } from './banned-words.js';
 import type { BanList } from './bans.js';
 import type { Broker, ChatPlace, WhisperEvent } from './broker.js';
 import type { ChatEvent } from './events.js';
+import type { LogLimiter } from './log-limit.js';
 import type { Operator } from './moderation.js';
 import type { DisconnectReason, Logger } from './ports.js';
 import type { Presence, PresenceMember } from './presence.js';
@@ -29,6 +30,12 @@ export interface ChatContext {
   /** Flood control as announced to opted-in clients in "03". */
   readonly limits: Limits;
   readonly log: Logger;
+  /**
+   * Lines a client can cause once per request (a refusal), of every kind one per 10 s with
+   * how many were held back: written straight, a flood of refused requests is a flood of
+   * lines.
+   */
+  readonly refusals: LogLimiter;
   readonly bans: BanList;
   /** As configured now; a reload replaces the list for OPERs from then on. */
   readonly operators: readonly Operator[];
@@ -168,7 +175,10 @@ export async function memberGone(
 /** Refuses a message over --max-message. */
 export function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): boolean {
   if (atMostChars(msg, ctx.maxMessage)) return false;
-  ctx.log.info({ nickname: session.nickname, length: msg.length }, 'message too long, refused');
+  const { nickname } = session;
+  ctx.refusals.log('message-too-long', (held) =>
+    ctx.log.info({ nickname, length: msg.length, ...held }, 'message too long, refused'),
+  );
   refuse(
     session,
     ErrorCode.MESSAGE_TOO_LONG,

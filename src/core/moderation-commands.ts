@@ -28,9 +28,12 @@ export const MAX_BAN_REASON = 200;
 /** The session's operator name, or undefined after refusing it with 1010. */
 function operatorOf(ctx: ChatContext, session: Session, cmd: string): string | undefined {
   if (session.operator === undefined) {
-    ctx.log.warn(
-      { nickname: session.nickname, ip: session.address.ip, cmd },
-      'moderation request from a non-operator, refused',
+    const { nickname, address } = session;
+    ctx.refusals.log('not-operator', (held) =>
+      ctx.log.warn(
+        { nickname, ip: address.ip, cmd, ...held },
+        'moderation request from a non-operator, refused',
+      ),
     );
     refuse(session, ErrorCode.NOT_AUTHORIZED, 'you are not an operator', cmd);
   }
@@ -176,9 +179,12 @@ export const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
   const attempt = ctx.operAttempt(session.address.ip);
   if (attempt !== 'ok') {
     const where = attempt === 'address' ? 'from this address' : 'on this server';
-    ctx.log.warn(
-      { nickname: session.nickname, ip: session.address.ip, name: clip(req.name) },
-      `OPER refused unchecked: too many attempts ${where}`,
+    const { nickname, address } = session;
+    ctx.refusals.log('oper-unchecked', (held) =>
+      ctx.log.warn(
+        { nickname, ip: address.ip, name: clip(req.name), ...held },
+        `OPER refused unchecked: too many attempts ${where}`,
+      ),
     );
     refuse(
       session,

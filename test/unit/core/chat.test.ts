@@ -475,6 +475,47 @@ describe('flood control', () => {
     },
   );
 
+  it.each([
+    ['an unknown command', '{"cmd":"42"}', 'Invalid request command'],
+    ['an invalid request', '{"cmd":"7","msg":5}', 'Invalid request:'],
+    ['a message over --max-message', `{"cmd":"7","msg":"${'x'.repeat(101)}"}`, 'message too long'],
+    ['a moderation request from a non-operator', '{"cmd":"97"}', 'moderation request'],
+  ])(
+    'logs %s from joined members once per ten seconds, with how many it held back',
+    (_, text, says) => {
+      let now = 0;
+      const lines: object[] = [];
+      const record = (fields: object, message: string) => {
+        if (message.startsWith(says)) lines.push(fields);
+      };
+      const logger = { debug() {}, info: record, warn: record, error() {} };
+      chat = new Chat({ rateLimit: 0, maxMessage: 100, clock: () => now, logger });
+      const members = [connect('ann', ['errors', 'moderation']), connect('bob', ['errors'])];
+      for (let i = 0; i < 30; i++) sendText(members[i % 2]!, text);
+      expect(lines).toHaveLength(1);
+      now += 10_000;
+      sendText(members[0]!, text);
+      expect(lines).toHaveLength(2);
+      expect(lines[1]).toMatchObject({ held: 29 });
+      expect(members[1]!.take().at(-1)).toMatchObject({ cmd: '90' });
+    },
+  );
+
+  it('logs OPERs refused unchecked (over the budget of checks) once per ten seconds', () => {
+    const lines: object[] = [];
+    const record = (fields: object, message: string) => {
+      if (message.startsWith('OPER refused unchecked')) lines.push(fields);
+    };
+    chat = new Chat({
+      rateLimit: 0,
+      logger: { debug() {}, info: record, warn: record, error() {} },
+    });
+    const ann = connect('ann', ['errors', 'moderation']);
+    for (let i = 0; i < 30; i++) sendText(ann, '{"cmd":"92","name":"x","password":"y"}');
+    expect(ann.take().filter((m) => m.cmd === '90')).toHaveLength(30);
+    expect(lines).toHaveLength(1);
+  });
+
   it('does not count CONNECTs with flood control off, nor with no cap per address (all clients behind one proxy)', () => {
     for (const options of [
       { rateLimit: 0, rateBurst: 3, maxConnectionsPerIp: 128 },
