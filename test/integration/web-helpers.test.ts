@@ -90,6 +90,29 @@ describe('findLinks', () => {
     );
   });
 
+  it('shows where a link goes: its spelling only when that is the address', () => {
+    fc.assert(
+      fc.property(hostileText, (text) => {
+        for (const p of findLinks(text)) {
+          if (p.href === undefined) continue;
+          if (p.shown !== p.href) {
+            expect(p.shown).toBe(p.text);
+            expect([p.text, `${p.text}/`]).toContain(p.href);
+          }
+        }
+      }),
+      { numRuns: 2000 },
+    );
+    const shown = (text: string) => findLinks(text).find((p) => p.href !== undefined)?.shown;
+    expect(shown('see https://example.com/a?b=1 now')).toBe('https://example.com/a?b=1');
+    expect(shown('see https://example.com')).toBe('https://example.com');
+    // A Cyrillic о in the host; a right-to-left override reversing a second address.
+    expect(shown('https://g\u043e\u043egle.com/login')).toBe('https://xn--ggle-55da.com/login');
+    expect(shown('https://good.example/\u202emoc.live//:sptth')).toBe(
+      'https://good.example/%E2%80%AEmoc.live//:sptth',
+    );
+  });
+
   it('never links another scheme', () => {
     const other = fc.constantFrom(
       'javascript:alert(1)',

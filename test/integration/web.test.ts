@@ -303,14 +303,14 @@ describe('web client for people', () => {
     }
   }, 60_000);
 
-  it('makes http(s) links clickable and leaves other schemes as text', async () => {
+  it('makes http(s) links clickable, shown as the address they open, and leaves other schemes as text', async () => {
     const page = await openPage(web.server.httpAddress!.port);
     await joinAs(page, 'reader');
     const poster = await join(web.server.address.port, 'poster');
     const text =
       'docs at https://example.com/a?b=1&c=2#top, not javascript:alert(document.domain) ' +
       'nor data:text/html,<img src=x onerror=alert(1)> nor JAVASCRIPT://%0aalert(1); ' +
-      'see (HTTP://Example.org/wiki/Foo_(bar)). <b>bold?</b> end';
+      'see (HTTP://Example.org/wiki/Foo_(bar)). <b>bold?</b> https://g\u043e\u043egle.com/login end';
     poster.sendPy({ cmd: '7', msg: text });
     const li = page.locator('#messages li.msg', { hasText: 'docs at' }).last();
     await li.waitFor();
@@ -331,16 +331,26 @@ describe('web client for people', () => {
         target: '_blank',
         rel: 'noopener noreferrer',
       },
+      // Shown as the address it opens, not as spelt: a spelling can pass for another.
       {
         href: 'http://example.org/wiki/Foo_(bar)',
-        text: 'HTTP://Example.org/wiki/Foo_(bar)',
+        text: 'http://example.org/wiki/Foo_(bar)',
+        target: '_blank',
+        rel: 'noopener noreferrer',
+      },
+      {
+        href: 'https://xn--ggle-55da.com/login',
+        text: 'https://xn--ggle-55da.com/login',
         target: '_blank',
         rel: 'noopener noreferrer',
       },
     ]);
     // Nothing lost, nothing interpreted: the text reads as sent and the markup stays text.
-    expect(seen.text.endsWith(`poster${text}`)).toBe(true);
-    expect(seen.elements).toEqual(['time', 'span', 'a', 'a']);
+    const shown = text
+      .replace('HTTP://Example.org', 'http://example.org')
+      .replace('https://g\u043e\u043egle.com', 'https://xn--ggle-55da.com');
+    expect(seen.text.endsWith(`poster${shown}`)).toBe(true);
+    expect(seen.elements).toEqual(['time', 'span', 'a', 'a', 'a']);
     poster.close();
     await page.close();
   }, 30_000);

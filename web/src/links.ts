@@ -5,6 +5,16 @@ export interface Piece {
   text: string;
   /** Present only for an http(s) link: the parsed, normalised address. */
   href?: string;
+  /**
+   * With `href`: what the link shows. The sender's spelling only when it is the address
+   * itself; otherwise the address, since a spelling can pass for another (a Cyrillic о in
+   * the host goes to xn--…; a right-to-left override shows a second address, reversed).
+   */
+  shown?: string;
+}
+
+function shownAs(text: string, href: string): string {
+  return text === href || `${text}/` === href ? text : href;
 }
 
 // Only http and https are ever matched, so `javascript:`, `data:` and every
@@ -67,7 +77,7 @@ export function findLinks(text: string): Piece[] {
     plain += text.slice(from, start);
     if (plain !== '') pieces.push({ text: plain });
     plain = '';
-    pieces.push({ text: candidate, href });
+    pieces.push({ text: candidate, href, shown: shownAs(candidate, href) });
     from = start + candidate.length;
   }
   plain += text.slice(from);

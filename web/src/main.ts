@@ -248,13 +248,13 @@ const MAX_LINKS = 16;
 /** Message text with http(s) links made clickable (at most MAX_LINKS); everything else stays text. */
 function richText(text: string): (Node | string)[] {
   let links = 0;
-  return findLinks(text).map(({ text, href }) => {
+  return findLinks(text).map(({ text, href, shown }) => {
     if (href === undefined || ++links > MAX_LINKS) return text;
     const a = document.createElement('a');
     a.href = href;
     a.target = '_blank';
     a.rel = 'noopener noreferrer';
-    a.textContent = text;
+    a.textContent = shown ?? href;
     return a;
   });
 }
