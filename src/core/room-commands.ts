@@ -1,6 +1,7 @@
 /** The requests of capability "rooms" (JOIN_ROOM, PART_ROOM, ROOMS; see rooms.ts) and HISTORY. */
 import { Cmd, ErrorCode } from '../protocol/codes.js';
 import type { Position } from '../protocol/messages.js';
+import { jsonUtf8Bytes } from '../protocol/text.js';
 import {
   type ChatContext,
   type Handler,
@@ -216,10 +217,27 @@ export const partRoom: Handler<typeof Cmd.PART_ROOM> = (ctx, session, req) => {
 };
 
 /**
- * The most rooms one "105" lists (some 100 KB as sent, well under --max-queue):
- * however many rooms clients make, the answer stays one bounded write.
+ * The most rooms one "105" lists: however many rooms clients make, the answer stays one
+ * bounded write.
  */
 export const MAX_ROOM_LIST = 1000;
+/**
+ * And about the most bytes it takes as sent: a thousand names of 64 four-byte letters were
+ * some 300 KB for a 14-byte request, pulled at the flood limit by every connection.
+ */
+export const MAX_ROOM_LIST_BYTES = 64 * 1024;
+/** What a "105" entry takes besides its name: `{"room":"","userCount":100,"joined":false},`. */
+const ROOM_ENTRY_BYTES = 48;
+
+/** The first of `rooms` that fit in MAX_ROOM_LIST entries and MAX_ROOM_LIST_BYTES. */
+function bounded(rooms: RoomInfo[]): RoomInfo[] {
+  let bytes = 0;
+  for (let i = 0; i < rooms.length; i++) {
+    bytes += ROOM_ENTRY_BYTES + jsonUtf8Bytes(rooms[i]!.name);
+    if (i >= MAX_ROOM_LIST || bytes > MAX_ROOM_LIST_BYTES) return rooms.slice(0, i);
+  }
+  return rooms;
+}
 
 /**
  * ROOMS "104" -> "105" {rooms: [{room, userCount, joined}]}: every room that exists, the
@@ -230,7 +248,7 @@ export const listRooms: Handler<typeof Cmd.ROOMS> = (ctx, session) => {
     ctx.run(
       session,
       ctx.cluster.presence.rooms(MAX_ROOM_LIST).then((listed) => {
-        session.reply({ type: 'room-list', rooms: clusterRooms(ctx, session, listed) });
+        session.reply({ type: 'room-list', rooms: bounded(clusterRooms(ctx, session, listed)) });
       }),
     );
     return;
@@ -240,7 +258,7 @@ export const listRooms: Handler<typeof Cmd.ROOMS> = (ctx, session) => {
     if (rooms.length >= MAX_ROOM_LIST) break;
     rooms.push({ name: room.name, count: room.size, joined: session.rooms.has(room) });
   }
-  session.reply({ type: 'room-list', rooms });
+  session.reply({ type: 'room-list', rooms: bounded(rooms) });
 };
 
 /**

@@ -95,3 +95,20 @@ export function hasLoneSurrogate(text: string): boolean {
 export function wellFormed(text: string): string {
   return hasLoneSurrogate(text) ? text.replace(LONE_SURROGATES, '\uFFFD') : text;
 }
+
+/** Bytes of `text` in UTF-8 inside a JSON string: quotes and backslashes escaped, no controls. */
+export function jsonUtf8Bytes(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 || c === 0x5c) bytes += 2;
+    else if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      // A surrogate pair is one 4-byte character.
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
+}

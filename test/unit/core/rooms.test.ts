@@ -104,6 +104,20 @@ describe('joining and parting rooms', () => {
       },
     ]);
   });
+  it('lists at most about 64 KB of rooms, the lobby first, however long their names', () => {
+    const rooms = Array.from({ length: 1000 }, (_, i) => ({
+      name: `${'\u{20000}'.repeat(58)}${String(i).padStart(4, '0')}`,
+    }));
+    setup({ rooms });
+    const ann = connect('ann', ROOMS);
+    send(ann, { cmd: '104' });
+    const [reply] = ann.take() as { rooms: { room: string }[] }[];
+    const bytes = Buffer.byteLength(JSON.stringify(reply));
+    expect(bytes).toBeLessThanOrEqual(64 * 1024);
+    expect(bytes).toBeGreaterThan(60 * 1024);
+    expect(reply!.rooms[0]!.room).toBe('lobby');
+    expect(reply!.rooms[1]!.room).toBe(rooms[0]!.name);
+  });
 });
 
 describe('room names', () => {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { inertJsonLine, inertRecord } from '../../../src/logger.js';
-import { atMostChars, clip, visible } from '../../../src/protocol/text.js';
+import { atMostChars, clip, jsonUtf8Bytes, visible } from '../../../src/protocol/text.js';
 
 /** Every code point a terminal may obey rather than print. */
 const CONTROLS = [
@@ -157,5 +157,21 @@ describe('atMostChars', () => {
     expect(atMostChars(`${emoji}a`, 64)).toBe(false);
     // A lone surrogate is one character too.
     expect(atMostChars('\ud800'.repeat(3), 3)).toBe(true);
+  });
+});
+
+describe('jsonUtf8Bytes', () => {
+  it('counts what a string takes in UTF-8 inside a JSON string, for text without controls', () => {
+    fc.assert(
+      fc.property(
+        fc
+          .string({ unit: 'grapheme', maxLength: 80 })
+          .filter((t) => [...t].every((c) => c.codePointAt(0)! >= 0x20)),
+        (text) => {
+          expect(jsonUtf8Bytes(text)).toBe(Buffer.byteLength(JSON.stringify(text)) - 2);
+        },
+      ),
+    );
+    expect(jsonUtf8Bytes('a"\\é€\u{20000}')).toBe(1 + 2 + 2 + 2 + 3 + 4);
   });
 });
