@@ -107,6 +107,7 @@ describe('joining and parting rooms', () => {
   it('lists at most about 64 KB of rooms, the lobby first, however long their names', () => {
     const rooms = Array.from({ length: 1000 }, (_, i) => ({
       name: `${'\u{20000}'.repeat(58)}${String(i).padStart(4, '0')}`,
+      capacity: 5,
     }));
     setup({ rooms });
     const ann = connect('ann', ROOMS);
