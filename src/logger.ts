@@ -4,21 +4,12 @@ import { isatty } from 'node:tty';
 import pino from 'pino';
 import { prettyFactory } from 'pino-pretty';
 import type { Logger } from './core/ports.js';
-import { visible } from './protocol/text.js';
+import { inertJson, visible } from './protocol/text.js';
 
 export type LogFormat = 'pretty' | 'json';
 
-/**
- * Raw characters a JSON line may carry inside strings that a terminal or a
- * log viewer could still obey (JSON.stringify escapes only C0): DEL, C1,
- * bidi controls and the line separators.
- */
-const JSON_UNSAFE = /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
-
-/** The same JSON line with those characters written as \uXXXX escapes: same value, inert bytes. */
-export function inertJsonLine(line: string): string {
-  return line.replace(JSON_UNSAFE, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
+/** The same JSON line with the characters a terminal may obey escaped (inertJson). */
+export const inertJsonLine = inertJson;
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 

@@ -1,16 +1,18 @@
 import { Cmd } from './codes.js';
 import type { ServerMessage } from './messages.js';
+import { inertJson } from './text.js';
 
 /**
- * What JSON.stringify escapes in a string: quote, backslash, control
- * characters, and lone surrogates (any surrogate is checked, for speed).
+ * What JSON.stringify escapes in a string (quote, backslash, control characters, and lone
+ * surrogates: any surrogate is checked, for speed), and what inertJson escapes after it.
  */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: raw control characters are what must be caught
-const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+const NEEDS_ESCAPE =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: raw control characters are what must be caught
+  /["\\\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]/;
 
-/** JSON.stringify for a string, without its cost when nothing needs escaping. */
+/** inertJson(JSON.stringify(s)) for a string, without its cost when nothing needs escaping. */
 function jsonString(s: string): string {
-  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
+  return NEEDS_ESCAPE.test(s) ? inertJson(JSON.stringify(s)) : `"${s}"`;
 }
 
 /** A number as JSON.stringify writes it. */
@@ -19,9 +21,12 @@ function jsonNumber(n: number): string {
 }
 
 /**
- * JSON.stringify of a server message, with fast paths for the messages sent as often
- * as chat: no walk over the object, and plain strings copied as they are. Same text
- * as JSON.stringify (tested), for the fields in the order the dialects build them.
+ * JSON.stringify of a server message, with the characters a terminal may obey escaped
+ * (inertJson: a client relaying text it got sends it back as it came, C1 or bidi
+ * controls and all, and someone may watch the stream raw). Fast paths for the messages
+ * sent as often as chat: no walk over the object, and plain strings copied as they are.
+ * Same text as inertJson(JSON.stringify()) (tested), for the fields in the order the
+ * dialects build them.
  */
 export function serializeJson(message: ServerMessage): string {
   if (message.cmd === Cmd.CHAT_RESPONSE && message.whisper === undefined) {
@@ -37,7 +42,7 @@ export function serializeJson(message: ServerMessage): string {
     const duplicate = message.duplicate === undefined ? '' : `,"duplicate":${message.duplicate}`;
     return `{"cmd":"71","room":${jsonString(message.room)},"id":${jsonNumber(message.id)},"at":${jsonNumber(message.at)}${cid}${duplicate}}`;
   }
-  return JSON.stringify(message);
+  return inertJson(JSON.stringify(message));
 }
 
 /** confab's framing as text: one JSON object, then "\n". */

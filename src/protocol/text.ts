@@ -38,6 +38,24 @@ export function visible(text: string): string {
   return UNSAFE.test(text) ? text.replace(UNSAFE_ALL, show) : text;
 }
 
+// The unsafe characters JSON.stringify leaves raw: C1, DEL, bidi controls, separators.
+const JSON_UNSAFE_CLASS =
+  '[\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069]';
+const JSON_UNSAFE = new RegExp(JSON_UNSAFE_CLASS);
+const JSON_UNSAFE_ALL = new RegExp(JSON_UNSAFE_CLASS, 'g');
+
+/**
+ * JSON text with the characters a terminal may obey that JSON.stringify leaves raw written
+ * as \uXXXX escapes: the same value to any parser, inert bytes to whoever watches the
+ * stream or the log raw (nc, websocat, tail). They can only be inside strings: JSON's own
+ * syntax is ASCII.
+ */
+export function inertJson(json: string): string {
+  return JSON_UNSAFE.test(json)
+    ? json.replace(JSON_UNSAFE_ALL, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`)
+    : json;
+}
+
 /** Default length of a client string in a log line. */
 export const CLIP_LENGTH = 100;
 

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../../src/protocol/codes.js';
 import { MAX_DEPTH } from '../../../src/protocol/frame-decoder.js';
 import { encodePlainChatLine, serializeLine } from '../../../src/protocol/message-codec.js';
+import type { ServerMessage } from '../../../src/protocol/messages.js';
 import {
   hasMoreValuesThan,
   MAX_VALUES,
@@ -12,6 +13,7 @@ import {
   refusedFrame,
   toRequest,
 } from '../../../src/protocol/request-codec.js';
+import { inertJson } from '../../../src/protocol/text.js';
 
 const utf8 = new TextEncoder();
 
@@ -164,6 +166,37 @@ describe('fast paths', () => {
     expect(parseRequestText('{"cmd":"7","msg":"tab\there"}').ok).toBe(false);
   });
 
+  it('serialise any server message with no raw C1, DEL, bidi or separator character, to the same value', () => {
+    const unsafe = /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+    const text = fc.string({
+      unit: fc.oneof(
+        fc.string({ unit: 'grapheme', minLength: 1, maxLength: 1 }),
+        fc.constantFrom('\u009b', '\u0085', '\u007f', '\u202e', '\u2066', '\u2028', '\u061c'),
+      ),
+      maxLength: 20,
+    });
+    const message = fc.oneof(
+      fc.record({ cmd: fc.constant('70'), from: text, msg: text }),
+      fc.record({
+        cmd: fc.constant('70'),
+        from: text,
+        msg: text,
+        room: text,
+        whisper: fc.constant(true),
+      }),
+      fc.record({ cmd: fc.constant('90'), code: fc.nat(), message: text, ref: text }),
+      fc.record({ cmd: fc.constant('101'), room: text, members: fc.array(text, { maxLength: 4 }) }),
+    );
+    fc.assert(
+      fc.property(message, (m) => {
+        const line = serializeLine(m as ServerMessage);
+        expect(unsafe.test(line)).toBe(false);
+        expect(JSON.parse(line)).toEqual(JSON.parse(JSON.stringify(m)));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   it('serialise chat to the same bytes as JSON.stringify', () => {
     // Any code point, plus what JSON must escape or could trip a shortcut:
     // lone surrogates, quotes, backslashes, controls, DEL, line separators.
@@ -171,14 +204,25 @@ describe('fast paths', () => {
       fc.string({
         unit: fc.oneof(
           fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
-          fc.constantFrom('\ud800', '\udfff', '"', '\\', '\u0000', '\u001f', '\u007f', '\u2028'),
+          fc.constantFrom(
+            '\ud800',
+            '\udfff',
+            '"',
+            '\\',
+            '\u0000',
+            '\u001f',
+            '\u007f',
+            '\u2028',
+            '\u009b',
+            '\u202e',
+          ),
         ),
         maxLength,
       });
     fc.assert(
       fc.property(text(20), text(40), (from, msg) => {
         const m = { cmd: '70', from, msg } as const;
-        expect(serializeLine(m)).toBe(`${JSON.stringify(m)}\n`);
+        expect(serializeLine(m)).toBe(`${inertJson(JSON.stringify(m))}\n`);
       }),
       { numRuns: 2000 },
     );
