@@ -1,6 +1,7 @@
 import type {
   Broker,
   ChatPlace,
+  KickAsker,
   LostReason,
   NodeNotice,
   ResyncCause,
@@ -88,6 +89,13 @@ function holdsEvery(session: Session, places: TakenOver['rooms']): boolean {
   const held = new Set<string>();
   for (const room of session.rooms) held.add(room.key);
   return places.every((place) => held.has(place.room));
+}
+
+/** A KICK's operator as its room's "99" names it (kickShownInRoom). */
+function askerOf(
+  asker: KickAsker | undefined,
+): { readonly node: string; readonly member: string } | undefined {
+  return asker === undefined ? undefined : { node: asker.node, member: asker.member };
 }
 
 /**
@@ -195,7 +203,11 @@ export class ClusterNode {
       const delivery = new Delivery(shown);
       for (const member of room.list()) {
         if (member === subject) continue;
-        if (member instanceof Session && !kickShownInRoom(member, shown)) continue;
+        if (
+          member instanceof Session &&
+          !kickShownInRoom(member, this.cluster.presence.node, shown)
+        )
+          continue;
         member.deliver(delivery);
       }
       return;
@@ -407,7 +419,7 @@ export class ClusterNode {
       }
       case 'kicked': {
         const operator = this.sessionOf(notice.asker.member);
-        if (operator !== undefined) answerKicker(operator, notice.room, notice);
+        if (operator !== undefined) answerKicker(operator, notice);
         return;
       }
     }
@@ -444,14 +456,25 @@ export class ClusterNode {
       if (left !== undefined) {
         let announcedIn: string | undefined;
         if (session !== undefined && session.state === 'joined') {
-          announcedIn = removeMember(this.chat, session, action, by, reason, seconds);
+          const asker = action === 'kick' ? askerOf(notice.asker) : undefined;
+          announcedIn = removeMember(this.chat, session, action, by, reason, seconds, asker);
         } else if (nickname !== undefined) {
           // Its connection closed a moment before, but the removal freed it: the rooms are
           // told of the removal all the same, where they would have been.
           const seen = left.find((l) => l.room === this.chat.lobby.key) ?? left[0];
           if (seen !== undefined) {
             const room = this.roomAt(seen.room)?.name ?? names.get(seen.room) ?? seen.room;
-            this.chat.publish({ type: 'moderated', room, action, nickname, by, reason, seconds });
+            const asker = action === 'kick' ? askerOf(notice.asker) : undefined;
+            this.chat.publish({
+              type: 'moderated',
+              room,
+              action,
+              nickname,
+              by,
+              reason,
+              seconds,
+              asker,
+            });
             announcedIn = seen.room;
           }
         }

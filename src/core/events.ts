@@ -73,6 +73,11 @@ export type ChatEvent =
       readonly reason: string;
       /** A ban's length; undefined for kicks and bans until unbanned. */
       readonly seconds: number | undefined;
+      /**
+       * On a cluster, a KICK's: the operator's session (its node, and its Presence id
+       * there), whose node tells it its "99" once (kickShownInRoom). Shown to nobody.
+       */
+      readonly asker?: { readonly node: string; readonly member: string } | undefined;
     }
   | {
       /**

@@ -51,6 +51,7 @@ export function removeMember(
   by: string,
   reason: string,
   seconds: number | undefined,
+  asker?: { readonly node: string; readonly member: string },
 ): string | undefined {
   // Announced where the target is seen: the lobby, or else its first room.
   const room = target.room ?? target.rooms.values().next().value;
@@ -71,6 +72,7 @@ export function removeMember(
         by,
         reason,
         seconds,
+        asker,
       },
       target,
     );
@@ -134,12 +136,20 @@ function rememberKickAnswer(session: Session, key: string, how: 'shown' | 'told'
  * (if the operator is in the room when it reaches the operator's node) and the 'kicked'
  * notice from the target's node. Being in the room when the notice arrives says
  * nothing of the copy: the operator may have joined just after it passed, or it may
- * still be held behind a gap. So the operator's node remembers which came first and
- * lets the other through only if nothing did. Here, the room's copy: false when the
- * notice told `member` already.
+ * still be held behind a gap. So the operator's session remembers which came first
+ * and lets the other through only if nothing did. Here, the room's copy, to `member`:
+ * false when the notice told it already. Only the copy's `asker` (on this `node`)
+ * remembers: another session of the same operator name gets the copy as any member does.
  */
-export function kickShownInRoom(member: Session, kick: KickAnswer): boolean {
-  if (member.operator !== kick.by) return true;
+export function kickShownInRoom(
+  member: Session,
+  node: string,
+  kick: KickAnswer & { readonly asker?: { readonly node: string; readonly member: string } },
+): boolean {
+  const asker = kick.asker;
+  if (asker === undefined || asker.node !== node || asker.member !== member.presenceId) {
+    return true;
+  }
   const key = kickAnswerKey(kick);
   if (member.kickAnswers?.get(key) === 'told') {
     member.kickAnswers.delete(key);
@@ -150,11 +160,7 @@ export function kickShownInRoom(member: Session, kick: KickAnswer): boolean {
 }
 
 /** The 'kicked' notice on a cluster: see kickShownInRoom. */
-export function answerKicker(
-  operator: Session,
-  announcedIn: string | undefined,
-  kick: KickAnswer,
-): void {
+export function answerKicker(operator: Session, kick: KickAnswer): void {
   if (operator.state !== 'joined') return;
   const key = kickAnswerKey(kick);
   if (operator.kickAnswers?.get(key) === 'shown') {
@@ -162,9 +168,8 @@ export function answerKicker(
     return;
   }
   sendKickAnswer(operator, kick);
-  for (const room of operator.rooms) {
-    if (room.key === announcedIn) rememberKickAnswer(operator, key, 'told');
-  }
+  // The room's copy may still come, also to a room the operator joins after this.
+  rememberKickAnswer(operator, key, 'told');
 }
 
 function banList(ctx: ChatContext, session: Session): void {

@@ -1249,10 +1249,13 @@ describe('a chat of several nodes', () => {
     const amy = connect(b!, 'amy', caps);
     await settle();
     op.session.operator = 'teacher';
+    // Another session of the same operator name, in the room: told as any member.
+    amy.session.operator = 'teacher';
     send(amy, { cmd: '100', room: 'den' } as Request);
     await settle();
     const kick = { nickname: 'bob', by: 'teacher', reason: 'spam' };
     return {
+      a: a!,
       op,
       amy,
       published: () =>
@@ -1261,6 +1264,7 @@ describe('a chat of several nodes', () => {
           room: 'den',
           action: 'kick',
           seconds: undefined,
+          asker: { node: 'node0', member: op.session.presenceId },
           ...kick,
         }),
       noticed: () =>
@@ -1296,6 +1300,42 @@ describe('a chat of several nodes', () => {
     race.noticed();
     await settle();
     expect(race.answers()).toEqual([expect.objectContaining({ nickname: 'bob', by: 'teacher' })]);
+    expect(race.amy.take().filter((m) => m.cmd === '99')).toHaveLength(1);
+  });
+
+  it("answers a KICK once when the notice comes before its operator joins the kick's room and the room's copy after", async () => {
+    const race = await kickRace();
+    race.noticed();
+    await settle();
+    send(race.op, { cmd: '100', room: 'den' } as Request);
+    await settle();
+    race.published();
+    await settle();
+    expect(race.answers()).toHaveLength(1);
+  });
+
+  it('answers each KICK of the same member for the same reason, also with another session of the same operator name about', async () => {
+    const race = await kickRace();
+    // amy (operator "teacher" too) sees the first kick's copy in the room; it is not hers.
+    race.published();
+    await settle();
+    race.noticed();
+    await settle();
+    expect(race.answers()).toHaveLength(1);
+    expect(race.amy.take().filter((m) => m.cmd === '99')).toHaveLength(1);
+    // amy now kicks bob again, for the same reason, from outside the room it is told in.
+    send(race.amy, { cmd: '102', room: 'den' } as Request);
+    await settle();
+    race.amy.take();
+    await race.a.cluster!.broker.notify('node1', {
+      type: 'kicked',
+      asker: { node: 'node1', member: race.amy.session.presenceId, nickname: 'bob' },
+      room: roomKey('den'),
+      nickname: 'bob',
+      by: 'teacher',
+      reason: 'spam',
+    });
+    await settle();
     expect(race.amy.take().filter((m) => m.cmd === '99')).toHaveLength(1);
   });
 
