@@ -856,7 +856,14 @@ export class Chat implements ChatContext, SessionHost {
       this.disconnect(session, 'flooding');
       return false;
     }
-    if (session.strikes === 1) this.log.info({ nickname: session.nickname }, 'rate limit reached');
+    if (session.strikes === 1) {
+      // Once per run of refusals, and a client alternating one request in and one refused
+      // starts a run each time: limited as the other lines a client causes.
+      const nickname = session.nickname;
+      this.refusals.log('rate-limit', (held) =>
+        this.log.info({ nickname, ...held }, 'rate limit reached'),
+      );
+    }
     // In its turn: answers to earlier requests may still be waiting in the backlog.
     this.route(session, {
       ok: false,
@@ -868,8 +875,9 @@ export class Chat implements ChatContext, SessionHost {
   affords(session: Session, cost: number): boolean {
     const bucket = session.bucket;
     if (bucket === undefined) return true;
-    // Flood control took one when the request was read.
-    const extra = costCap(cost, bucket.burst) - 1;
+    // Flood control took one when the request was read. Capped by the burst the client was
+    // told, which it paces by, when a reload has raised the bucket's since.
+    const extra = costCap(cost, session.told?.burst ?? bucket.burst) - 1;
     if (extra <= 0) return true;
     if (!bucket.take(this.clock(), extra)) return false;
     if (bucket.available < 1) this.keepSpent(session);

@@ -445,9 +445,9 @@ const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
   }
   const to = checked.nickname;
   if (ctx.bans.bansNickname(to, ctx.now()) !== undefined) {
-    ctx.log.info(
-      { nickname: session.nickname, to, ip: session.address.ip },
-      'banned nickname refused at RENAME',
+    const { nickname, address } = session;
+    ctx.refusals.log('banned-rename', (held) =>
+      ctx.log.info({ nickname, to, ip: address.ip, ...held }, 'banned nickname refused at RENAME'),
     );
     session.reply({ type: 'rename-refused', reason: 'banned', detail: 'this nickname is banned' });
     return;

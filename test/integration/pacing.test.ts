@@ -100,6 +100,22 @@ describe('ChatClient paces itself to the limits in "03"', () => {
     await ann.exit();
   });
 
+  it('counts the rooms of JOIN_ROOMs not yet answered in what a RENAME behind them costs', async () => {
+    server = await startConfab({});
+    const ann = await ChatClient.connect({ port: server.address.port, nickname: 'ann' });
+    clients.push(ann);
+    const refusals: unknown[] = [];
+    ann.on('server-error', (e) => refusals.push(e));
+    const calls: Promise<unknown>[] = [];
+    for (let i = 0; i < 10; i++) {
+      calls.push(ann.join(`r${i}`), ann.rename(`ann${i}`));
+    }
+    await Promise.all(calls);
+    expect(refusals).toEqual([]);
+    expect(ann.nickname).toBe('ann9');
+    await ann.exit();
+  });
+
   it('drops what is still queued when it leaves, and leaves at once', async () => {
     server = await startConfab({ 'rate-limit': '5', 'rate-burst': '5' });
     const port = server.address.port;

@@ -111,6 +111,9 @@ describe('findLinks', () => {
     expect(shown('https://good.example/\u202emoc.live//:sptth')).toBe(
       'https://good.example/%E2%80%AEmoc.live//:sptth',
     );
+    // An address with a user name in it goes to the host after the @: no link.
+    expect(shown('https://bank.example@evil.example/')).toBeUndefined();
+    expect(shown('https://bank.example:x@evil.example/')).toBeUndefined();
   });
 
   it('never links another scheme', () => {

@@ -318,6 +318,7 @@ describe('web client for people', () => {
       text: el.textContent ?? '',
       links: [...el.querySelectorAll('a')].map((a) => ({
         href: a.getAttribute('href'),
+        dir: a.dir,
         text: a.textContent,
         target: a.target,
         rel: a.rel,
@@ -327,6 +328,7 @@ describe('web client for people', () => {
     expect(seen.links).toEqual([
       {
         href: 'https://example.com/a?b=1&c=2#top',
+        dir: 'ltr',
         text: 'https://example.com/a?b=1&c=2#top',
         target: '_blank',
         rel: 'noopener noreferrer',
@@ -334,12 +336,14 @@ describe('web client for people', () => {
       // Shown as the address it opens, not as spelt: a spelling can pass for another.
       {
         href: 'http://example.org/wiki/Foo_(bar)',
+        dir: 'ltr',
         text: 'http://example.org/wiki/Foo_(bar)',
         target: '_blank',
         rel: 'noopener noreferrer',
       },
       {
         href: 'https://xn--ggle-55da.com/login',
+        dir: 'ltr',
         text: 'https://xn--ggle-55da.com/login',
         target: '_blank',
         rel: 'noopener noreferrer',

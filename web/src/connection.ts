@@ -7,7 +7,7 @@ import {
   REPLY_CODES,
 } from '../../src/protocol/message-codec.js';
 import type { ConnectRequest, Request } from '../../src/protocol/messages.js';
-import { pacerFor, parseLimits, type SendPacer } from '../../src/protocol/pacing.js';
+import { pacerFor, parseLimits, requestCost, type SendPacer } from '../../src/protocol/pacing.js';
 import { ResumeState, type UnackedChat } from './resume.js';
 
 export type Status = 'offline' | 'connecting' | 'online' | 'reconnecting';
@@ -35,6 +35,8 @@ export interface Handlers {
   roomLost(room: string, reason: string): void;
   /** What a page reload needs to come back as the same user; undefined once the user left. */
   save(session: SavedSession | undefined): void;
+  /** The rooms the page is in, the lobby included: what a RENAME costs (requestCost). */
+  rooms(): number;
 }
 
 export interface SavedSession {
@@ -68,8 +70,6 @@ interface Outgoing {
   chat?: UnackedChat;
   /** Asked by the page itself, not typed: not one of the user's lines if dropped. */
   quiet?: boolean;
-  /** Requests' worth of the flood allowance it takes (requestCost), when more than one. */
-  cost?: number;
 }
 
 const MAX_BACKOFF_MS = 15_000;
@@ -468,17 +468,14 @@ export class Connection {
     this.enqueue({ request });
   }
 
-  /**
-   * `quiet`: the page asks on its own (member list, RTT, history), the user typed nothing.
-   * `cost`: what it takes of the flood allowance (requestCost), one unless said.
-   */
-  call(request: Request, quiet = false, cost = 1): Promise<ParsedServerMessage> {
+  /** `quiet`: the page asks on its own (member list, RTT, history), the user typed nothing. */
+  call(request: Request, quiet = false): Promise<ParsedServerMessage> {
     return new Promise((resolve, reject) => {
       if (this.ws?.readyState !== WebSocket.OPEN) {
         reject(new RequestError('closed', 'not connected'));
         return;
       }
-      this.enqueue({ request, pending: { cmd: request.cmd, resolve, reject }, quiet, cost });
+      this.enqueue({ request, pending: { cmd: request.cmd, resolve, reject }, quiet });
     });
   }
 
@@ -512,13 +509,23 @@ export class Connection {
     this.ws?.send(JSON.stringify(item.request));
   }
 
+  /**
+   * The rooms the server will count a request written now in: the page's, and those of the
+   * JOIN_ROOMs written and not yet answered (answered, the page shows them).
+   */
+  private roomsByNow(): number {
+    let joining = 0;
+    for (const p of this.pending) if (p.cmd === Cmd.JOIN_ROOM) joining++;
+    return this.on.rooms() + joining;
+  }
+
   /** Sends what the bucket allows now, then sleeps until the next token. */
   private pump(): void {
     const pacer = this.pacer;
     if (pacer === undefined || this.paceTimer !== undefined) return;
     while (this.outbox.length > 0) {
       const now = performance.now();
-      const cost = this.outbox[0]!.cost ?? 1;
+      const cost = requestCost(this.outbox[0]!.request, this.roomsByNow());
       const wait = pacer.delay(now, cost);
       if (wait > 0) {
         const due = now + wait;

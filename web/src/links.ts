@@ -61,6 +61,8 @@ function safeHref(candidate: string): string | undefined {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
   if (url.hostname === '') return undefined;
+  // `https://bank.example@evil.example/` goes to evil.example: no link to pass for another.
+  if (url.username !== '' || url.password !== '') return undefined;
   return url.href;
 }
 

@@ -5,7 +5,6 @@ import { Cmd, LOBBY } from '../../src/protocol/codes.js';
 import { asNumber, asString } from '../../src/protocol/coerce.js';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
 import type { HistoryEntry, Request, RoomEntry } from '../../src/protocol/messages.js';
-import { requestCost } from '../../src/protocol/pacing.js';
 import {
   banList,
   describeBan,
@@ -254,6 +253,10 @@ function richText(text: string): (Node | string)[] {
     a.href = href;
     a.target = '_blank';
     a.rel = 'noopener noreferrer';
+    // Isolated, left to right: a right-to-left override before it in the chat would
+    // otherwise show the address reversed (https://evil.example/moc.elgoog//:sptth as
+    // https://google.com/…).
+    a.dir = 'ltr';
     a.textContent = shown ?? href;
     return a;
   });
@@ -573,6 +576,7 @@ const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.hos
 let shownStatus: Status = 'offline';
 
 const connection = new Connection(wsUrl, {
+  rooms: () => views.size,
   status(status, detail) {
     const was = shownStatus;
     shownStatus = status;
@@ -1094,8 +1098,7 @@ async function submit(text: string): Promise<void> {
       }
       case 'rename': {
         const old = connection.nickname;
-        const rename = { cmd: Cmd.RENAME, newNickname: command.nickname } as const;
-        const reply = await connection.call(rename, false, requestCost(rename, views.size));
+        const reply = await connection.call({ cmd: Cmd.RENAME, newNickname: command.nickname });
         if (reply.cmd === Cmd.RENAME_DUPLICATE_NICKNAME) {
           error(`The nickname “${command.nickname}” is taken.`);
           return;

@@ -313,6 +313,19 @@ describe('flood control', () => {
     ]);
   });
 
+  it("caps a RENAME's cost by the burst its client was told, which it paces by, when a reload raised it", () => {
+    const now = 0;
+    chat = new Chat({ rateLimit: 1, rateBurst: 8, clock: () => now });
+    const dan = connect('dan', ['errors', 'rooms']);
+    chat.reconfigure({ rateLimit: 1, rateBurst: 40 });
+    for (let i = 0; i < 9; i++) send(dan, { cmd: '100', room: `r${i}` });
+    expect(dan.session.bucket!.level(now)).toBe(31);
+    // In 10 rooms; told a burst of 8, so it pays 4 (half of 8), not 10.
+    send(dan, { cmd: '5', newNickname: 'dan2' });
+    expect(dan.take().at(-1)).toEqual({ cmd: '51', newNickname: 'dan2' });
+    expect(dan.session.bucket!.level(now)).toBe(27);
+  });
+
   it('lets an address CONNECT a burst of --rate-burst times (10 at least), then once every ten requests’ worth: "02" past it', () => {
     let now = 0;
     chat = new Chat({ rateLimit: 20, rateBurst: 12, maxConnectionsPerIp: 128, clock: () => now });
@@ -480,6 +493,7 @@ describe('flood control', () => {
     ['an invalid request', '{"cmd":"7","msg":5}', 'Invalid request:'],
     ['a message over --max-message', `{"cmd":"7","msg":"${'x'.repeat(101)}"}`, 'message too long'],
     ['a moderation request from a non-operator', '{"cmd":"97"}', 'moderation request'],
+    ['a RENAME to a banned nickname', '{"cmd":"5","newNickname":"evil"}', 'banned nickname'],
   ])(
     'logs %s from joined members once per ten seconds, with how many it held back',
     (_, text, says) => {
@@ -490,6 +504,7 @@ describe('flood control', () => {
       };
       const logger = { debug() {}, info: record, warn: record, error() {} };
       chat = new Chat({ rateLimit: 0, maxMessage: 100, clock: () => now, logger });
+      chat.bans.add({ mask: 'evil', by: 'op', reason: 'no', expires: null }, now);
       const members = [connect('ann', ['errors', 'moderation']), connect('bob', ['errors'])];
       for (let i = 0; i < 30; i++) sendText(members[i % 2]!, text);
       expect(lines).toHaveLength(1);
@@ -500,6 +515,25 @@ describe('flood control', () => {
       expect(members[1]!.take().at(-1)).toMatchObject({ cmd: '90' });
     },
   );
+
+  it('logs reaching the rate limit once per ten seconds, also for a client that alternates one request in and one refused', () => {
+    let now = 0;
+    const lines: object[] = [];
+    const record = (fields: object, message: string) => {
+      if (message === 'rate limit reached') lines.push(fields);
+    };
+    const logger = { debug() {}, info: record, warn: record, error() {} };
+    chat = new Chat({ rateLimit: 1, rateBurst: 1, clock: () => now, logger });
+    const ann = connect('ann', ['errors']);
+    for (let i = 0; i < 9; i++) {
+      now += 1_000;
+      send(ann, { cmd: '7', msg: 'in' });
+      send(ann, { cmd: '7', msg: 'refused' });
+    }
+    expect(ann.closedWith).toBeUndefined();
+    expect(ann.take().filter((m) => m.cmd === '90')).toHaveLength(9);
+    expect(lines).toHaveLength(1);
+  });
 
   it('logs OPERs refused unchecked (over the budget of checks) once per ten seconds', () => {
     const lines: object[] = [];
