@@ -588,9 +588,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     void leave();
   });
   // Only now, with every handler in place, does the user (or a script) learn it is in.
+  // Saved first: once the user (or a script) reads that it is in, a new start finds it.
+  saveToken();
   say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
   if (client.resumedAtConnect) say(view.tookBack(style, client.nickname));
-  saveToken();
 
   const handle = async (
     line: string,
