@@ -17,7 +17,8 @@ import { useTempDir } from '../helpers/temp-dir.js';
  */
 const state = useTempDir('confab-saved-session-');
 const file = () => path.join(state.path, 'confab', 'sessions.json');
-const env = () => ({ XDG_STATE_HOME: state.path });
+// vitest.config.ts turns saving off for every other test.
+const env = () => ({ XDG_STATE_HOME: state.path, CONFAB_SAVE_SESSION: '' });
 
 interface Entry {
   server: string;
