@@ -155,6 +155,13 @@ export const view = {
       DIM,
       `Reconnected as ${text(nickname)}${server === undefined ? '' : ` to ${text(server)}`}${resumed ? '' : ' (a new session: your rooms were joined again)'}.`,
     ),
+  /** At start, a saved token took back a session a lost connection had left on the server. */
+  tookBack: (s: Style, nickname: string) =>
+    paint(
+      s,
+      DIM,
+      `Took back your session as ${text(nickname)}, which the server still held from before: your rooms are as you left them, and nobody saw you leave.`,
+    ),
   /** `message` may quote the server or the user; it is shown, never obeyed. */
   info: (s: Style, message: string) => paint(s, DIM, text(message)),
   error: (s: Style, message: string) => paint(s, ERROR, text(message)),

@@ -13,10 +13,17 @@ import type { BanEntry, UserEntry } from '../protocol/messages.js';
 import { describeBan, describeModeration, HELP, parseCommand } from '../protocol/slash-commands.js';
 import { CONFAB_VERSION } from '../version.js';
 import { type Style, view } from './chat-view.js';
+import {
+  forgetSession,
+  savedToken,
+  saveSession,
+  serverKey,
+  sessionFile,
+} from './saved-sessions.js';
 import { parseServers, showServers } from './servers.js';
 import { wrapRows } from './wrap.js';
 
-export const CHAT_USAGE = `Usage: confab chat <nickname> [--host H] [--port P] [--tls [--ca FILE] [--servername NAME]] [--no-reconnect]
+export const CHAT_USAGE = `Usage: confab chat <nickname> [--host H] [--port P] [--tls [--ca FILE] [--servername NAME]] [--no-reconnect] [--no-save-session]
 
 Joins a confab server (or the course's Python server) as <nickname>.
   --host H           server address (default 127.0.0.1, env CONFAB_HOST); several,
@@ -33,6 +40,13 @@ Joins a confab server (or the course's Python server) as <nickname>.
   --no-reconnect     exit when the connection is lost instead of reconnecting, and
                      when the server answers "full" at start instead of trying
                      again for about half a minute (env CONFAB_RECONNECT=0)
+  --no-save-session  keep the session's resume token in memory only (env
+                     CONFAB_SAVE_SESSION=0); by default it is saved, private to
+                     you, in $XDG_STATE_HOME/confab/sessions.json (default
+                     ~/.local/state/confab/), so that after a lost connection the
+                     client started again takes its session back (rooms and
+                     all) instead of finding its nickname taken; \\exit, Ctrl+C
+                     and Ctrl+D remove it
   --help             show this help
 
 Type \\help once connected for the commands. Lines typed or pasted faster than
@@ -124,6 +138,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     ca: { type: 'string' },
     servername: { type: 'string' },
     'no-reconnect': { type: 'boolean' },
+    'no-save-session': { type: 'boolean' },
     help: { type: 'boolean' },
   } as const;
   let parsed: ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true }>>;
@@ -190,6 +205,15 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     reconnect: reconnect && { attempts: Number.POSITIVE_INFINITY },
   };
   if (tls !== undefined) connectOptions.tls = tls;
+  const saving =
+    parsed.values['no-save-session'] !== true &&
+    !/^(0|false|no|off)$/i.test(io.env.CONFAB_SAVE_SESSION ?? '');
+  const tokenFile = sessionFile(io.env);
+  const tokenServer = serverKey(servers, useTls);
+  // The session of an earlier run of this client that a lost connection left on the server:
+  // presented, it is taken back instead of the nickname being "taken" by it.
+  const saved = saving ? savedToken(tokenFile, tokenServer, nickname) : undefined;
+  if (saved !== undefined) connectOptions.resume = saved;
   let client: ChatClient | undefined;
   for (let attempt = 0; client === undefined; attempt++) {
     try {
@@ -215,6 +239,25 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       return 1;
     }
   }
+
+  /** Once told: a file that cannot be written is no reason to stop chatting. */
+  let saveFailed = false;
+  /** Keeps the session's newest token on disk (see saved-sessions.ts), unless leaving. */
+  const saveToken = () => {
+    if (!saving || leaving || client.resumeToken === undefined) return;
+    try {
+      saveSession(tokenFile, tokenServer, client.nickname, client.resumeToken);
+    } catch (err) {
+      if (saveFailed) return;
+      saveFailed = true;
+      say(
+        view.error(
+          style,
+          `Could not save the session in ${tokenFile} (${(err as NodeJS.ErrnoException).code ?? String(err)}); after a lost connection, a new start may find your nickname taken for a while.`,
+        ),
+      );
+    }
+  };
 
   const terminal = io.stdin.isTTY === true && io.stdout.isTTY === true;
   // Rooms: the one typed into (as the server shows its name), and the others joined.
@@ -365,6 +408,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   // The lobby's last messages at start, and rooms given back after a reconnect.
   client.on('room', (r) => {
     if (r.origin === 'join') return; // the \join command shows them after its own line
+    // A session taken back at start brings its rooms with it.
+    joined.add(r.room);
     if (r.recovered === false) {
       say(view.gap(style, r.room, r.reason));
       gapTold.add(r.room);
@@ -395,6 +440,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
     }
   });
+  client.on('session', () => saveToken());
   client.on('resumed', (r) => {
     offline = false;
     refusedFor = '';
@@ -509,6 +555,15 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     if (leaving) return;
     leaving = true;
     process.off('SIGINT', onSignal);
+    // A deliberate quit: the session ends, and its token (still a secret, spent or not)
+    // has no more use here.
+    if (saving) {
+      try {
+        forgetSession(tokenFile, tokenServer);
+      } catch {
+        // The file could not be rewritten; nothing better to do on the way out.
+      }
+    }
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, LEAVE_DEADLINE_MS);
@@ -533,7 +588,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     void leave();
   });
   // Only now, with every handler in place, does the user (or a script) learn it is in.
+  // Saved first: once the user (or a script) reads that it is in, a new start finds it.
+  saveToken();
   say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
+  if (client.resumedAtConnect) say(view.tookBack(style, client.nickname));
 
   const handle = async (
     line: string,
@@ -637,6 +695,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         }
         case 'rename': {
           const name = await client.rename(command.nickname);
+          // Saved under the new name: that is the one a new start is given.
+          saveToken();
           showPrompt();
           say(view.info(style, `You are now known as ${name}.`));
           return;

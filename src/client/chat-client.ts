@@ -125,6 +125,11 @@ export interface ChatEvents {
   resumed: [{ resumed: boolean; nickname: string; rooms: RoomRecovery[] }];
   /** The end: after exit(), a refusal, or when reconnecting gave up. */
   close: [{ error?: ChatClientError }];
+  /**
+   * A reconnect was welcomed: `resumeToken` and `nickname` are this connection's. Sent before
+   * the rooms are restored, so a caller keeping the token elsewhere is never a token behind.
+   */
+  session: [{ resumeToken: string | undefined; nickname: string }];
 }
 
 export interface ReconnectOptions {
@@ -174,6 +179,11 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /** Connect over TLS; the server's certificate is verified unless told otherwise. */
   tls?: boolean | TlsOptions;
+  /**
+   * A resume token from an earlier run ("history"): the first CONNECT presents it, and takes
+   * that session back if the server still holds it open (see `resumedAtConnect`).
+   */
+  resume?: string;
   /**
    * Queue requests to stay under the flood limit the server announces.
    * Default true; false sends at once and lets the server refuse (1008).
@@ -352,6 +362,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   private readonly rejoined = new Map<string, JoinedRoom>();
   /** Whether the last "03" said the session was taken back. */
   private resumeWasTaken = false;
+  /** The first CONNECT took back the session of the `resume` token it was given. */
+  resumedAtConnect = false;
   /**
    * Until the fence sent after "03" is answered, a "101" is the server's own
    * (the lobby, rooms taken back), answering no JOIN_ROOM of ours.
@@ -457,6 +469,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       options.nickname,
       options.reconnect,
     );
+    client.resumeToken = options.resume;
     for (;;) {
       try {
         await dial(client.endpoint, client.connectRequest(), (socket, welcome) => {
@@ -474,6 +487,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         client.at++;
       }
     }
+    client.resumedAtConnect = client.resumeWasTaken;
     // The lobby's "101" and its history follow the welcome.
     if (client.hasHistory) client.fence().catch(() => {});
     return client;
@@ -1312,6 +1326,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       try {
         await dial(this.endpoint, this.connectRequest(), (socket, welcome) => {
           this.attach(socket, welcome);
+          this.emit('session', { resumeToken: this.resumeToken, nickname: this.nickname });
           return (frame) => this.onFrame(frame);
         });
       } catch (err) {

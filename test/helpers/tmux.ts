@@ -62,7 +62,7 @@ export function privateTmux(name: string): PrivateTmux {
         String(columns),
         '-y',
         '20',
-        `${before}env ${color ? '-u NO_COLOR' : 'NO_COLOR=1'} TERM=xterm-256color ${process.execPath} ${CLI} chat ${nickname} --port ${port}`,
+        `${before}env ${color ? '-u NO_COLOR' : 'NO_COLOR=1'} TERM=xterm-256color CONFAB_SAVE_SESSION=0 ${process.execPath} ${CLI} chat ${nickname} --port ${port}`,
       ),
     kill: () => {
       try {

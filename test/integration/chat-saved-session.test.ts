@@ -1,0 +1,221 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ChatClient } from '../../src/client/chat-client.js';
+import type { ConfabServer } from '../../src/server.js';
+import { ChatProcess } from '../helpers/chat-process.js';
+import { startConfab } from '../helpers/servers.js';
+import { TcpRelay } from '../helpers/tcp-relay.js';
+import { useTempDir } from '../helpers/temp-dir.js';
+
+/**
+ * `confab chat` keeps its resume token in $XDG_STATE_HOME/confab/sessions.json, so that a
+ * client started again after a connection the server has not seen die takes its session back.
+ * A dead connection is a relay's stranded link: the client's side closed, the server's left
+ * open, as after a laptop's sleep.
+ */
+const state = useTempDir('confab-saved-session-');
+const file = () => path.join(state.path, 'confab', 'sessions.json');
+// vitest.config.ts turns saving off for every other test.
+const env = () => ({ XDG_STATE_HOME: state.path, CONFAB_SAVE_SESSION: '' });
+
+interface Entry {
+  server: string;
+  nickname: string;
+  token: string;
+  pid: number;
+}
+const entries = (): Entry[] => {
+  try {
+    // A FIFO left in its place would block this read, and the test with it.
+    if (!statSync(file()).isFile()) return [];
+    return (JSON.parse(readFileSync(file(), 'utf8')) as { sessions: Entry[] }).sessions;
+  } catch {
+    return [];
+  }
+};
+
+let cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const step of cleanup.reverse()) await step();
+  cleanup = [];
+});
+
+async function serverWithRelay(): Promise<{ server: ConfabServer; relay: TcpRelay }> {
+  const server = await startConfab();
+  const relay = await TcpRelay.start(server.address.port);
+  cleanup.push(
+    () => server.stop(),
+    () => relay.close(),
+  );
+  return { server, relay };
+}
+
+function chatProcess(args: string[]): ChatProcess {
+  const chat = ChatProcess.start(args, env());
+  cleanup.push(async () => {
+    // A stopped process hears SIGTERM only once it runs again.
+    if (chat.child.exitCode === null && chat.child.signalCode === null) chat.child.kill('SIGCONT');
+    await chat.stop();
+  });
+  return chat;
+}
+
+async function bobIn(port: number, room?: string): Promise<ChatClient> {
+  const bob = await ChatClient.connect({ port, nickname: 'bob' });
+  if (room !== undefined) await bob.join(room);
+  cleanup.push(() => bob.exit().catch(() => {}));
+  return bob;
+}
+
+describe('confab chat saves its session token', () => {
+  it('takes its own dead session back when started again, rooms and all, with nobody seeing it leave', async () => {
+    const { server, relay } = await serverWithRelay();
+    const bob = await bobIn(server.address.port, 'physics');
+    const ann = chatProcess(['ann', '--port', String(relay.port)]);
+    await ann.waitFor('You are the 2nd user.');
+    ann.type('\\join physics');
+    await ann.waitFor('You joined physics');
+    const seen: string[] = [];
+    bob.on('leave', (m) => seen.push(`left ${m.nickname} ${m.room}`));
+    bob.on('join', (m) => seen.push(`joined ${m.nickname} ${m.room}`));
+
+    // The network dies and the user, seeing no answer, kills the client: the server still
+    // holds ann's connection open.
+    relay.hold();
+    relay.strand();
+    ann.child.kill('SIGKILL');
+    await ann.exited;
+    relay.release();
+
+    // Another spelling of the same name to the server finds the same saved session.
+    const again = chatProcess(['Ann', '--port', String(relay.port)]);
+    await again.waitFor('Took back your session as ann');
+    expect(again.output).not.toContain('taken');
+    // Its rooms came back with it: physics can be typed into at once.
+    again.type('\\room physics');
+    await again.waitFor('You are typing into physics.');
+    const heard = new Promise((resolve) => bob.once('chat', resolve));
+    again.type('back again');
+    expect(await heard).toMatchObject({ from: 'ann', msg: 'back again', room: 'physics' });
+    expect(seen).toEqual([]);
+    // The new token replaced the spent one, held by the new client.
+    expect(entries()).toEqual([expect.objectContaining({ nickname: 'ann', pid: again.child.pid })]);
+  });
+
+  it('never presents the token of a client that still runs, even a frozen one', async () => {
+    const { server, relay } = await serverWithRelay();
+    const bob = await bobIn(server.address.port);
+    const ann = chatProcess(['ann', '--port', String(relay.port)]);
+    await ann.waitFor('You are the 2nd user.');
+    const saved = entries();
+    expect(saved).toEqual([expect.objectContaining({ nickname: 'ann', pid: ann.child.pid })]);
+
+    // Stopped (Ctrl+Z, or a debugger): alive, and its session is its own.
+    ann.child.kill('SIGSTOP');
+    const second = chatProcess(['ann', '--port', String(relay.port)]);
+    await second.waitFor('The nickname "ann" is taken');
+    expect(await second.exited).toBe(1);
+    expect(entries()).toEqual(saved);
+
+    ann.child.kill('SIGCONT');
+    const heard = new Promise((resolve) => bob.once('chat', resolve));
+    ann.type('still mine');
+    expect(await heard).toMatchObject({ from: 'ann', msg: 'still mine' });
+    expect(ann.output).not.toContain('Connection lost');
+  });
+
+  it.each([
+    ['\\quit', (chat: ChatProcess) => chat.type('\\quit')],
+    ['Ctrl+C', (chat: ChatProcess) => chat.child.kill('SIGINT')],
+    ['the end of its input (Ctrl+D)', (chat: ChatProcess) => chat.child.stdin!.end()],
+  ])('removes the token when the user leaves with %s', async (_how, leave) => {
+    const { relay } = await serverWithRelay();
+    const ann = chatProcess(['ann', '--port', String(relay.port)]);
+    await ann.waitFor('You are the 1st user.');
+    expect(entries()).toHaveLength(1);
+    leave(ann);
+    expect(await ann.exited).toBe(0);
+    expect(entries()).toEqual([]);
+  });
+
+  it('keeps the token when the terminal closes (SIGHUP), and only its own entry goes at a quit', async () => {
+    const { relay } = await serverWithRelay();
+    const ann = chatProcess(['ann', '--port', String(relay.port)]);
+    await ann.waitFor('You are the 1st user.');
+    const cat = chatProcess(['cat', '--port', String(relay.port)]);
+    await cat.waitFor('You are the 2nd user.');
+    expect(
+      entries()
+        .map((e) => e.nickname)
+        .sort(),
+    ).toEqual(['ann', 'cat']);
+    ann.child.kill('SIGHUP');
+    await ann.exited;
+    cat.type('\\exit');
+    expect(await cat.exited).toBe(0);
+    expect(entries()).toEqual([expect.objectContaining({ nickname: 'ann' })]);
+  });
+
+  it('writes the file 0600 in a directory 0700', async () => {
+    const { relay } = await serverWithRelay();
+    const ann = chatProcess(['ann', '--port', String(relay.port)]);
+    await ann.waitFor('You are the 1st user.');
+    expect(statSync(file()).mode & 0o777).toBe(0o600);
+    expect(statSync(path.dirname(file())).mode & 0o777).toBe(0o700);
+    expect(entries()[0]?.token).toMatch(/.{8}/);
+  });
+
+  it.each([
+    ['garbage', () => writeFileSync(file(), '{"sessions":[{"server":1}, nul')],
+    ['a file over the size cap', () => writeFileSync(file(), ' '.repeat(1024 * 1024))],
+    ['a FIFO', () => execFileSync('mkfifo', [file()])],
+  ])('starts as usual over %s in the file’s place, and saves anew', async (_what, make) => {
+    mkdirSync(path.dirname(file()), { recursive: true, mode: 0o700 });
+    make();
+    const { relay } = await serverWithRelay();
+    const ann = chatProcess(['ann', '--port', String(relay.port)]);
+    await ann.waitFor('You are the 1st user.', 10_000);
+    expect(entries()).toEqual([expect.objectContaining({ nickname: 'ann', pid: ann.child.pid })]);
+  });
+
+  it('goes on chatting when the file cannot be written, and says so once', async () => {
+    // A directory in the file's place: the rename onto it fails.
+    mkdirSync(file(), { recursive: true });
+    const { server, relay } = await serverWithRelay();
+    const bob = await bobIn(server.address.port);
+    const ann = chatProcess(['ann', '--port', String(relay.port)]);
+    await ann.waitFor('Could not save the session in');
+    const heard = new Promise((resolve) => bob.once('chat', resolve));
+    ann.type('hello');
+    expect(await heard).toMatchObject({ from: 'ann', msg: 'hello' });
+    // A rename saves again, and fails again, in silence.
+    ann.type('\\rename anna');
+    await ann.waitFor('You are now known as anna.');
+    expect(ann.output.match(/Could not save the session/g)).toHaveLength(1);
+  });
+
+  it('with --no-save-session neither presents a saved token nor touches the file', async () => {
+    const { relay } = await serverWithRelay();
+    const ann = chatProcess(['ann', '--port', String(relay.port)]);
+    await ann.waitFor('You are the 1st user.');
+    relay.hold();
+    relay.strand();
+    ann.child.kill('SIGKILL');
+    await ann.exited;
+    relay.release();
+    const saved = readFileSync(file(), 'utf8');
+    const again = chatProcess(['ann', '--port', String(relay.port), '--no-save-session']);
+    await again.waitFor('The nickname "ann" is taken');
+    expect(await again.exited).toBe(1);
+    expect(readFileSync(file(), 'utf8')).toBe(saved);
+  });
+
+  it('documents the flag and the file in its help', async () => {
+    const help = chatProcess(['--help']);
+    expect(await help.exited).toBe(0);
+    expect(help.output).toContain('--no-save-session');
+    expect(help.output).toContain('$XDG_STATE_HOME/confab/sessions.json');
+  });
+});

@@ -1,0 +1,182 @@
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  forgetSession,
+  formatSessions,
+  MAX_SAVED_SESSIONS,
+  parseSessions,
+  processAlive,
+  type SavedSession,
+  savedToken,
+  saveSession,
+  serverKey,
+  sessionFile,
+} from '../../src/cli/saved-sessions.js';
+import { useTempDir } from '../helpers/temp-dir.js';
+
+const dir = useTempDir('confab-sessions-unit-');
+const file = () => path.join(dir.path, 'confab', 'sessions.json');
+
+const entry: fc.Arbitrary<SavedSession> = fc.record({
+  server: fc.string({ minLength: 1, maxLength: 40 }),
+  nickname: fc.string({ minLength: 1, maxLength: 32 }),
+  token: fc.string({ minLength: 1, maxLength: 64 }),
+  pid: fc.integer({ min: 1, max: 2 ** 31 }),
+  at: fc.integer({ min: 0, max: 2 ** 45 }),
+});
+
+/** A PID no process has: one that has just exited, and the kernel has not given out again. */
+function deadPid(): number {
+  return spawnSync(process.execPath, ['-e', '']).pid!;
+}
+
+describe('the saved sessions file', () => {
+  it('reads back what it wrote: the newest entry of each server and nickname, at most 50', () => {
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 120 }), (entries) => {
+        const read = parseSessions(formatSessions(entries));
+        expect(read.length).toBeLessThanOrEqual(MAX_SAVED_SESSIONS);
+        const keys = read.map((e) => `${e.server}\n${e.nickname}`);
+        expect(new Set(keys).size).toBe(keys.length);
+        for (const e of read) {
+          // None newer was left out for it.
+          const newest = Math.max(
+            ...entries
+              .filter((o) => o.server === e.server && o.nickname === e.nickname)
+              .map((o) => o.at),
+          );
+          expect(e.at).toBe(newest);
+        }
+        // Reading it again changes nothing.
+        expect(parseSessions(formatSessions(read))).toEqual(read);
+      }),
+    );
+  });
+
+  it('reads any text without throwing, and keeps only well-formed entries', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.string(),
+          fc.json(),
+          fc.jsonValue().map((v) => JSON.stringify({ sessions: v })),
+        ),
+        (text) => {
+          const read = parseSessions(text);
+          expect(read.length).toBeLessThanOrEqual(MAX_SAVED_SESSIONS);
+          for (const e of read) {
+            expect(typeof e.token).toBe('string');
+            expect(e.token.length).toBeGreaterThan(0);
+            expect(Number.isSafeInteger(e.pid) && e.pid > 0).toBe(true);
+          }
+        },
+      ),
+    );
+    // A PID of 0 or below would make kill(pid, 0) ask about a process group.
+    for (const pid of [0, -1, 1.5, '7', null])
+      expect(
+        parseSessions(
+          JSON.stringify({ sessions: [{ server: 's', nickname: 'n', token: 't', pid, at: 1 }] }),
+        ),
+      ).toEqual([]);
+    expect(parseSessions('{"sessions": {"length": 1e9}}')).toEqual([]);
+    expect(parseSessions('null')).toEqual([]);
+  });
+
+  it('finds a session under any spelling of the nickname the server takes for the same one', () => {
+    const server = serverKey([{ host: '127.0.0.1', port: 1 }], false);
+    saveSession(file(), server, 'ann', 'tok-1', deadPid());
+    for (const name of ['ann', 'Ann', 'ANN', 'аnn' /* Cyrillic а */])
+      expect(savedToken(file(), server, name)).toBe('tok-1');
+    expect(savedToken(file(), server, 'anne')).toBeUndefined();
+    expect(savedToken(file(), serverKey([{ host: '127.0.0.1', port: 2 }], false), 'ann')).toBe(
+      undefined,
+    );
+    // Not sent in plain text to what was a TLS listener, nor the other way.
+    expect(savedToken(file(), serverKey([{ host: '127.0.0.1', port: 1 }], true), 'ann')).toBe(
+      undefined,
+    );
+  });
+
+  it('keys a server by its address, a cluster by its nodes in any order', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ host: fc.domain(), port: fc.integer({ min: 1, max: 65535 }) }), {
+          minLength: 1,
+          maxLength: 8,
+        }),
+        fc.boolean(),
+        (servers, tls) => {
+          const shuffled = [...servers]
+            .reverse()
+            .map((s) => ({ ...s, host: `${s.host.toUpperCase()}.` }));
+          expect(serverKey(shuffled, tls)).toBe(serverKey(servers, tls));
+          expect(serverKey(servers, !tls)).not.toBe(serverKey(servers, tls));
+        },
+      ),
+    );
+    const many = Array.from({ length: 64 }, (_, i) => ({
+      host: `node-${i}.example.org`,
+      port: 20825,
+    }));
+    expect(serverKey(many, false)).toMatch(/^sha256:[0-9a-f]{64}$/);
+  });
+
+  it('gives the token only once the client that saved it is gone', () => {
+    const server = serverKey([{ host: 'h', port: 1 }], false);
+    // The test's parent runs for sure.
+    saveSession(file(), server, 'ann', 'live', process.ppid);
+    expect(savedToken(file(), server, 'ann')).toBeUndefined();
+    saveSession(file(), server, 'ann', 'dead', deadPid());
+    expect(savedToken(file(), server, 'ann')).toBe('dead');
+    expect(processAlive(process.ppid)).toBe(true);
+    // A PID this process now has is a dead client's: nothing else runs under it.
+    expect(processAlive(process.pid)).toBe(false);
+  });
+
+  it('keeps one entry per client and server, across renames, and a quit removes only its own', () => {
+    const a = serverKey([{ host: 'h', port: 1 }], false);
+    const b = serverKey([{ host: 'h', port: 2 }], false);
+    saveSession(file(), a, 'ann', 't1', 100);
+    saveSession(file(), a, 'anna', 't2', 100);
+    saveSession(file(), b, 'ann', 't3', 100);
+    saveSession(file(), a, 'bob', 't4', 200);
+    const names = () =>
+      parseSessions(readFileSync(file(), 'utf8'))
+        .map((e) => `${e.server === a ? 'a' : 'b'} ${e.nickname} ${e.pid}`)
+        .sort();
+    expect(names()).toEqual(['a anna 100', 'a bob 200', 'b ann 100']);
+    forgetSession(file(), a, 100);
+    expect(names()).toEqual(['a bob 200', 'b ann 100']);
+    // No temporary files are left beside it.
+    expect(readdirSync(path.dirname(file()))).toEqual(['sessions.json']);
+  });
+
+  it('keeps the newest 50 when more are saved', () => {
+    const server = serverKey([{ host: 'h', port: 1 }], false);
+    for (let i = 0; i < 60; i++) saveSession(file(), server, `user${i}`, `t${i}`, 1000 + i);
+    const kept = parseSessions(readFileSync(file(), 'utf8'));
+    expect(kept).toHaveLength(MAX_SAVED_SESSIONS);
+    expect(kept.map((e) => e.token)).toContain('t59');
+  });
+
+  it('reads garbage on disk as no sessions, and writes over it', () => {
+    const server = serverKey([{ host: 'h', port: 1 }], false);
+    saveSession(file(), server, 'ann', 't', 5);
+    writeFileSync(file(), '\u0000{{{');
+    expect(savedToken(file(), server, 'ann')).toBeUndefined();
+    saveSession(file(), server, 'ann', 't2', 5);
+    expect(parseSessions(readFileSync(file(), 'utf8'))).toHaveLength(1);
+  });
+
+  it('lives under $XDG_STATE_HOME, or ~/.local/state when that is unset or relative', () => {
+    expect(sessionFile({ XDG_STATE_HOME: '/s', HOME: '/h' })).toBe('/s/confab/sessions.json');
+    expect(sessionFile({ HOME: '/h' })).toBe('/h/.local/state/confab/sessions.json');
+    expect(sessionFile({ XDG_STATE_HOME: 'rel', HOME: '/h' })).toBe(
+      '/h/.local/state/confab/sessions.json',
+    );
+  });
+});
