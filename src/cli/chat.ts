@@ -209,7 +209,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     parsed.values['no-save-session'] !== true &&
     !/^(0|false|no|off)$/i.test(io.env.CONFAB_SAVE_SESSION ?? '');
   const tokenFile = sessionFile(io.env);
-  const tokenServer = serverKey(servers, useTls);
+  const tokenServer = serverKey(servers, useTls, parsed.values.servername);
   // The session of an earlier run of this client that a lost connection left on the server:
   // presented, it is taken back instead of the nickname being "taken" by it.
   const saved = saving ? savedToken(tokenFile, tokenServer, nickname) : undefined;

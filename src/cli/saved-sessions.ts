@@ -12,7 +12,18 @@
  * is garbage, too large or no regular file (a FIFO would block a plain read) reads as empty.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ServerAddress } from '../client/index.js';
@@ -29,6 +40,19 @@ const MAX_SERVER_KEY = 512;
 const MAX_TOKEN = 512;
 /** A nickname (32 characters) folds to at most 18 characters each (see src/core/nickname.ts). */
 const MAX_NICKNAME_KEY = 32 * 18;
+/** A host name is at most 255 characters, a boot id 36. */
+const MAX_HOST = 255;
+
+/** This machine and this boot of it (see SavedSession). */
+export function thisMachine(): { host: string; boot: string } {
+  let boot = '';
+  try {
+    boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim().slice(0, MAX_HOST);
+  } catch {
+    // Not Linux: the host name alone, and the PID.
+  }
+  return { host: os.hostname().slice(0, MAX_HOST), boot };
+}
 
 export interface SavedSession {
   /** serverKey(): which server (or cluster) the token is for. */
@@ -38,6 +62,13 @@ export interface SavedSession {
   token: string;
   /** The client that holds the session; its token is presented only once it is gone. */
   pid: number;
+  /**
+   * The machine it runs on (its host name), and that machine's boot (Linux's boot id, or
+   * ''): a PID says nothing of a process on another machine sharing this home directory
+   * (NFS, a container's mount), and nothing after a reboot.
+   */
+  host: string;
+  boot: string;
   /** When saved (ms since the epoch): the oldest go first past MAX_SAVED_SESSIONS. */
   at: number;
 }
@@ -59,11 +90,17 @@ export function sessionFile(env: NodeJS.ProcessEnv): string {
  * (letter case and a trailing dot aside). TLS or not is part of it, so a plain-text client
  * never sends a token saved over TLS to what may be another listener.
  */
-export function serverKey(servers: readonly ServerAddress[], tls: boolean): string {
+export function serverKey(
+  servers: readonly ServerAddress[],
+  tls: boolean,
+  servername?: string,
+): string {
   const nodes = servers
     .map(({ host, port }) => `${host.toLowerCase().replace(/\.$/, '')}:${port}`)
     .sort();
-  const key = `${tls ? 'tls' : 'tcp'}://${[...new Set(nodes)].join(',')}`;
+  // Services behind one address told apart by the name TLS asks for are not one server.
+  const name = tls && servername !== undefined ? `#${servername.toLowerCase()}` : '';
+  const key = `${tls ? 'tls' : 'tcp'}://${[...new Set(nodes)].join(',')}${name}`;
   return key.length <= MAX_SERVER_KEY
     ? key
     : `sha256:${createHash('sha256').update(key).digest('hex')}`;
@@ -90,6 +127,10 @@ function isEntry(value: unknown): value is SavedSession {
     // 0 or a negative PID would make kill(pid, 0) ask about a process group.
     Number.isSafeInteger(e.pid) &&
     (e.pid as number) > 0 &&
+    typeof e.host === 'string' &&
+    e.host.length <= MAX_HOST &&
+    typeof e.boot === 'string' &&
+    e.boot.length <= MAX_HOST &&
     typeof e.at === 'number' &&
     Number.isFinite(e.at)
   );
@@ -103,7 +144,8 @@ function newest(entries: readonly SavedSession[]): SavedSession[] {
     const key = `${e.server}\n${e.nickname}`;
     if (seen.has(key)) continue;
     seen.add(key);
-    kept.push({ server: e.server, nickname: e.nickname, token: e.token, pid: e.pid, at: e.at });
+    const { server, nickname, token, pid, host, boot, at } = e;
+    kept.push({ server, nickname, token, pid, host, boot, at });
     if (kept.length === MAX_SAVED_SESSIONS) break;
   }
   return kept;
@@ -131,6 +173,8 @@ export function formatSessions(entries: readonly SavedSession[]): string {
 /** What the file holds; empty when it is missing, unreadable, too large or not a regular file. */
 export function readSessions(file: string): SavedSession[] {
   try {
+    // Entries someone else could have put there are no tokens of ours to present.
+    if (!trusted(path.dirname(file)) || !ours(lstatSync(file).uid)) return [];
     // Opened without blocking and checked to be a regular file before any read (a FIFO
     // put there would otherwise hold the client at start), and read to a cap.
     return parseSessions(readCappedSync(file, MAX_FILE_BYTES, true).toString('utf8'));
@@ -145,7 +189,7 @@ export function readSessions(file: string): SavedSession[] {
  * and the file 0600: the tokens take sessions over. Throws what failed.
  */
 export function writeSessions(file: string, entries: readonly SavedSession[]): void {
-  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  privateDir(path.dirname(file));
   const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
     // 'wx': a name nobody else may have made meanwhile, and never through a symlink put there.
@@ -158,6 +202,75 @@ export function writeSessions(file: string, entries: readonly SavedSession[]): v
       // Never made, or already renamed.
     }
     throw err;
+  }
+}
+
+/** Whether a file of `uid` is this user's (always, where there are no uids). */
+function ours(uid: number): boolean {
+  return process.getuid === undefined || uid === process.getuid();
+}
+
+/** Whether `dir` is this user's and nobody else may write into it. */
+function trusted(dir: string): boolean {
+  const st = statSync(dir);
+  return (
+    st.isDirectory() && ours(st.uid) && (process.getuid === undefined || (st.mode & 0o022) === 0)
+  );
+}
+
+/**
+ * Makes `dir` (0700) if it is not there, and makes an existing one of this user's 0700 too:
+ * made by hand with loose permissions, others could remove the file or plant one. Throws
+ * when it is someone else's.
+ */
+function privateDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = statSync(dir);
+  if (!st.isDirectory() || !ours(st.uid)) throw new Error(`${dir} is not your own directory`);
+  if (process.getuid !== undefined && (st.mode & 0o077) !== 0) chmodSync(dir, 0o700);
+}
+
+/** Waits `ms` without the event loop: only while another client holds the file's lock. */
+function pause(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** A lock older than this was left by a client that died holding it. */
+const STALE_LOCK_MS = 2_000;
+
+/**
+ * Runs `change` (a read, then a write of the file) while holding `<file>.lock`, so that two
+ * clients saving, or one saving while another forgets, never write back what the other just
+ * changed. Waits at most about half a second for the lock; then goes on without it.
+ */
+function locked(file: string, change: () => void): void {
+  privateDir(path.dirname(file));
+  const lock = `${file}.lock`;
+  let fd: number | undefined;
+  for (let attempt = 0; attempt < 50 && fd === undefined; attempt++) {
+    try {
+      fd = openSync(lock, 'wx', 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') break;
+      try {
+        if (Date.now() - lstatSync(lock).mtimeMs > STALE_LOCK_MS) unlinkSync(lock);
+      } catch {
+        // Gone meanwhile: try again.
+      }
+      pause(10);
+    }
+  }
+  try {
+    change();
+  } finally {
+    if (fd !== undefined) {
+      closeSync(fd);
+      try {
+        unlinkSync(lock);
+      } catch {
+        // Removed as stale by another client: nothing to undo.
+      }
+    }
   }
 }
 
@@ -182,10 +295,15 @@ export function savedToken(
   server: string,
   nickname: string,
   alive: (pid: number) => boolean = processAlive,
+  machine = thisMachine(),
 ): string | undefined {
   const key = sessionNickname(nickname);
   const entry = readSessions(file).find((e) => e.server === server && e.nickname === key);
-  return entry === undefined || alive(entry.pid) ? undefined : entry.token;
+  // Saved on another machine: whether its client still runs cannot be told from here.
+  if (entry === undefined || entry.host !== machine.host) return undefined;
+  // Saved before this machine last started: its client is gone, whatever has its PID now.
+  if (entry.boot !== machine.boot && entry.boot !== '' && machine.boot !== '') return entry.token;
+  return alive(entry.pid) ? undefined : entry.token;
 }
 
 /**
@@ -201,15 +319,22 @@ export function saveSession(
   pid = process.pid,
 ): void {
   const key = sessionNickname(nickname);
-  const others = readSessions(file).filter(
-    (e) => e.server !== server || (e.nickname !== key && e.pid !== pid),
-  );
-  writeSessions(file, [{ server, nickname: key, token, pid, at: Date.now() }, ...others]);
+  const entry = { server, nickname: key, token, pid, ...thisMachine(), at: Date.now() };
+  // What reading would drop (a server's 300 KB token) must not push the others out.
+  if (!isEntry(entry)) throw new Error('the server gave a token too long to keep');
+  locked(file, () => {
+    const others = readSessions(file).filter(
+      (e) => e.server !== server || (e.nickname !== key && e.pid !== pid),
+    );
+    writeSessions(file, [entry, ...others]);
+  });
 }
 
 /** Removes this process's entry for `server`, when it has one (a deliberate quit). */
 export function forgetSession(file: string, server: string, pid = process.pid): void {
-  const entries = readSessions(file);
-  const kept = entries.filter((e) => e.server !== server || e.pid !== pid);
-  if (kept.length !== entries.length) writeSessions(file, kept);
+  locked(file, () => {
+    const entries = readSessions(file);
+    const kept = entries.filter((e) => e.server !== server || e.pid !== pid);
+    if (kept.length !== entries.length) writeSessions(file, kept);
+  });
 }

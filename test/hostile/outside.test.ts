@@ -222,7 +222,8 @@ describe('confab chat with colors', () => {
       stdin: stdin as unknown as NodeJS.ReadStream,
       stdout: stdout as unknown as NodeJS.WriteStream,
       stderr: stderr as unknown as NodeJS.WriteStream,
-      env: { CONFAB_RECONNECT: 'off' },
+      // Not saving: this env has no XDG_STATE_HOME, and the real home is not the tests'.
+      env: { CONFAB_RECONNECT: 'off', CONFAB_SAVE_SESSION: '0' },
     };
     const done = chat(['ann', '--port', String(server.port)], io);
     stdin.write('\\join physics\n');

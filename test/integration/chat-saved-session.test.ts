@@ -1,11 +1,12 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import type { ConfabServer } from '../../src/server.js';
 import { ChatProcess } from '../helpers/chat-process.js';
-import { startConfab } from '../helpers/servers.js';
+import { CLI, startConfab } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
@@ -210,6 +211,30 @@ describe('confab chat saves its session token', () => {
     await again.waitFor('The nickname "ann" is taken');
     expect(await again.exited).toBe(1);
     expect(readFileSync(file(), 'utf8')).toBe(saved);
+  });
+
+  it("loses no client's entry when several save at the same moment", async () => {
+    // Each process saves its own nickname 30 times, all starting at one moment.
+    const module = pathToFileURL(path.join(path.dirname(CLI), 'saved-sessions.js')).href;
+    const start = Date.now() + 500;
+    const script = (n: number) => `
+      import { saveSession, serverKey } from ${JSON.stringify(module)};
+      const server = serverKey([{ host: 'h', port: 1 }], false);
+      while (Date.now() < ${start}) {}
+      for (let i = 0; i < 30; i++) saveSession(${JSON.stringify(file())}, server, 'user${n}', 't${n}-' + i);
+    `;
+    const children = Array.from({ length: 6 }, (_, n) =>
+      spawn(process.execPath, ['--input-type=module', '-e', script(n)], { stdio: 'ignore' }),
+    );
+    const codes = await Promise.all(
+      children.map((c) => new Promise<number | null>((resolve) => c.once('exit', resolve))),
+    );
+    expect(codes).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(
+      entries()
+        .map((e) => e.token)
+        .sort(),
+    ).toEqual(Array.from({ length: 6 }, (_, n) => `t${n}-29`));
   });
 
   it('documents the flag and the file in its help', async () => {

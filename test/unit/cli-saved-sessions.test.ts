@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -14,6 +14,7 @@ import {
   saveSession,
   serverKey,
   sessionFile,
+  thisMachine,
 } from '../../src/cli/saved-sessions.js';
 import { useTempDir } from '../helpers/temp-dir.js';
 
@@ -25,6 +26,8 @@ const entry: fc.Arbitrary<SavedSession> = fc.record({
   nickname: fc.string({ minLength: 1, maxLength: 32 }),
   token: fc.string({ minLength: 1, maxLength: 64 }),
   pid: fc.integer({ min: 1, max: 2 ** 31 }),
+  host: fc.string({ maxLength: 20 }),
+  boot: fc.string({ maxLength: 36 }),
   at: fc.integer({ min: 0, max: 2 ** 45 }),
 });
 
@@ -135,6 +138,48 @@ describe('the saved sessions file', () => {
     expect(processAlive(process.ppid)).toBe(true);
     // A PID this process now has is a dead client's: nothing else runs under it.
     expect(processAlive(process.pid)).toBe(false);
+  });
+
+  it('never gives a token saved on another machine, and always one saved before this boot', () => {
+    const server = serverKey([{ host: 'h', port: 1 }], false);
+    saveSession(file(), server, 'ann', 'tok', process.ppid);
+    const here = thisMachine();
+    const running = () => true;
+    const gone = () => false;
+    expect(savedToken(file(), server, 'ann', running, here)).toBeUndefined();
+    expect(savedToken(file(), server, 'ann', gone, here)).toBe('tok');
+    // A home shared with another machine: its client's PID means nothing here.
+    expect(savedToken(file(), server, 'ann', gone, { ...here, host: 'elsewhere' })).toBeUndefined();
+    // This machine started again since: whatever has that PID now is not the client.
+    if (here.boot !== '') {
+      expect(savedToken(file(), server, 'ann', running, { ...here, boot: 'later' })).toBe('tok');
+    }
+  });
+
+  it('keeps a server apart by the name TLS asks for', () => {
+    const at = [{ host: 'h', port: 1 }];
+    expect(serverKey(at, true, 'a.example')).not.toBe(serverKey(at, true, 'b.example'));
+    expect(serverKey(at, true, 'a.example')).not.toBe(serverKey(at, true));
+    expect(serverKey(at, false, 'a.example')).toBe(serverKey(at, false));
+  });
+
+  it('saves no token too long to keep, and loses none of the others for it', () => {
+    const server = serverKey([{ host: 'h', port: 1 }], false);
+    saveSession(file(), server, 'ann', 'tok', 7);
+    expect(() => saveSession(file(), server, 'bob', 'x'.repeat(300_000), 8)).toThrow(/too long/);
+    expect(parseSessions(readFileSync(file(), 'utf8')).map((e) => e.token)).toEqual(['tok']);
+  });
+
+  it('makes a loose state directory private, and trusts none it finds open to others', () => {
+    const server = serverKey([{ host: 'h', port: 1 }], false);
+    mkdirSync(path.dirname(file()), { recursive: true });
+    chmodSync(path.dirname(file()), 0o777);
+    saveSession(file(), server, 'ann', 'tok', deadPid());
+    expect(statSync(path.dirname(file())).mode & 0o777).toBe(0o700);
+    expect(savedToken(file(), server, 'ann')).toBe('tok');
+    // Opened to others since: anyone could have put entries there.
+    chmodSync(path.dirname(file()), 0o777);
+    expect(savedToken(file(), server, 'ann')).toBeUndefined();
   });
 
   it('keeps one entry per client and server, across renames, and a quit removes only its own', () => {
