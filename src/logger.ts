@@ -8,9 +8,6 @@ import { inertJson, visible } from './protocol/text.js';
 
 export type LogFormat = 'pretty' | 'json';
 
-/** The same JSON line with the characters a terminal may obey escaped (inertJson). */
-export const inertJsonLine = inertJson;
-
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
 /**
@@ -103,7 +100,7 @@ export function closeLogs(ms: number): Promise<void> {
  * (docs/security.md, "Terminal and log injection").
  */
 export function createLogger(level: string, format: LogFormat): Logger & pino.Logger {
-  if (format === 'json') return logTo(level, inertJsonLine);
+  if (format === 'json') return logTo(level, inertJson);
   const prettify = prettyFactory({
     colorize: isatty(1) && !process.env.NO_COLOR,
     ignore: 'pid,hostname',

@@ -1,14 +1,12 @@
 import { Cmd } from './codes.js';
 import type { ServerMessage } from './messages.js';
-import { inertJson } from './text.js';
+import { inertJson, TERMINAL_UNSAFE_RANGES } from './text.js';
 
 /**
  * What JSON.stringify escapes in a string (quote, backslash, control characters, and lone
  * surrogates: any surrogate is checked, for speed), and what inertJson escapes after it.
  */
-const NEEDS_ESCAPE =
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: raw control characters are what must be caught
-  /["\\\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]/;
+const NEEDS_ESCAPE = new RegExp(`["\\\\\\u0000-\\u001f${TERMINAL_UNSAFE_RANGES}\\ud800-\\udfff]`);
 
 /** inertJson(JSON.stringify(s)) for a string, without its cost when nothing needs escaping. */
 function jsonString(s: string): string {

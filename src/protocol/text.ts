@@ -15,9 +15,14 @@
  * survives: what follows them is plain text.
  */
 
-// Written as a string: the pattern names control characters on purpose.
-const UNSAFE_CLASS =
-  '[\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069]';
+// Written as strings: the patterns name control characters on purpose.
+/**
+ * DEL, C1, the bidi controls and the separators: what a terminal may obey besides C0, and
+ * what JSON.stringify leaves raw (inertJson; the codec's jsonString looks for them too).
+ */
+export const TERMINAL_UNSAFE_RANGES =
+  '\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069';
+const UNSAFE_CLASS = `[\\u0000-\\u001f${TERMINAL_UNSAFE_RANGES}]`;
 const UNSAFE = new RegExp(UNSAFE_CLASS);
 const UNSAFE_ALL = new RegExp(UNSAFE_CLASS, 'g');
 
@@ -38,9 +43,7 @@ export function visible(text: string): string {
   return UNSAFE.test(text) ? text.replace(UNSAFE_ALL, show) : text;
 }
 
-// The unsafe characters JSON.stringify leaves raw: C1, DEL, bidi controls, separators.
-const JSON_UNSAFE_CLASS =
-  '[\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069]';
+const JSON_UNSAFE_CLASS = `[${TERMINAL_UNSAFE_RANGES}]`;
 const JSON_UNSAFE = new RegExp(JSON_UNSAFE_CLASS);
 const JSON_UNSAFE_ALL = new RegExp(JSON_UNSAFE_CLASS, 'g');
 

@@ -1,7 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { inertJsonLine, inertRecord } from '../../../src/logger.js';
-import { atMostChars, clip, jsonUtf8Bytes, visible } from '../../../src/protocol/text.js';
+import { inertRecord } from '../../../src/logger.js';
+import {
+  atMostChars,
+  clip,
+  inertJson,
+  jsonUtf8Bytes,
+  visible,
+} from '../../../src/protocol/text.js';
 
 /** Every code point a terminal may obey rather than print. */
 const CONTROLS = [
@@ -117,7 +123,7 @@ describe('log records', () => {
     fc.assert(
       fc.property(fc.dictionary(hostile, fc.oneof(hostile, json)), (record) => {
         const line = JSON.stringify(record);
-        const inert = inertJsonLine(line);
+        const inert = inertJson(line);
         expect(JSON.parse(inert)).toEqual(JSON.parse(line));
         expect(hasControl(inert)).toBe(false);
       }),
