@@ -1,5 +1,5 @@
 import type { Ban } from './bans.js';
-import type { ChatEvent } from './events.js';
+import type { ChatEvent, SessionRef } from './events.js';
 
 /** Every event a room's members are shown: joins, leaves, renames, moderation and chats. */
 export type RoomEvent = Exclude<ChatEvent, { readonly type: 'whisper' }>;
@@ -68,11 +68,8 @@ export type NodeNotice =
       readonly reason: string;
     };
 
-/** Who sent a KICK, and the nickname it asked for (what its refusal names). */
-export interface KickAsker {
-  readonly node: string;
-  /** The operator's Presence id. */
-  readonly member: string;
+/** Who sent a KICK (the operator's session), and the nickname it asked for (a refusal names it). */
+export interface KickAsker extends SessionRef {
   readonly nickname: string;
 }
 

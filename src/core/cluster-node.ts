@@ -9,7 +9,7 @@ import type {
   WhisperEvent,
 } from './broker.js';
 import type { ChatContext } from './command-context.js';
-import { type ChatEvent, Delivery } from './events.js';
+import { type ChatEvent, Delivery, type SessionRef } from './events.js';
 import type { Identities } from './identities.js';
 import { JoinPlaces } from './join-places.js';
 import { MemberLists } from './member-lists.js';
@@ -91,10 +91,8 @@ function holdsEvery(session: Session, places: TakenOver['rooms']): boolean {
   return places.every((place) => held.has(place.room));
 }
 
-/** A KICK's operator as its room's "99" names it (kickShownInRoom). */
-function askerOf(
-  asker: KickAsker | undefined,
-): { readonly node: string; readonly member: string } | undefined {
+/** A KICK's operator as its room's "99" names it (kickShownInRoom): not the nickname it asked. */
+function askerOf(asker: KickAsker | undefined): SessionRef | undefined {
   return asker === undefined ? undefined : { node: asker.node, member: asker.member };
 }
 

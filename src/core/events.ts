@@ -22,6 +22,12 @@ export interface MemberMarks {
   readonly lineage?: string | undefined;
 }
 
+/** A session on a cluster: its node, and its Presence id there. */
+export interface SessionRef {
+  readonly node: string;
+  readonly member: string;
+}
+
 /**
  * What happens in the chat, as the core sees it: no wire format, no codes.
  * Every event goes out through one fan-out point (Chat.publish); each
@@ -77,7 +83,7 @@ export type ChatEvent =
        * On a cluster, a KICK's: the operator's session (its node, and its Presence id
        * there), whose node tells it its "99" once (kickShownInRoom). Shown to nobody.
        */
-      readonly asker?: { readonly node: string; readonly member: string } | undefined;
+      readonly asker?: SessionRef | undefined;
     }
   | {
       /**

@@ -6,7 +6,7 @@ import { parseAddressMask } from './addresses.js';
 import { type Ban, banMatches, parseMask } from './bans.js';
 import type { Broker, NodeNotice } from './broker.js';
 import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
-import { Delivery } from './events.js';
+import { Delivery, type SessionRef } from './events.js';
 import { removalDetail } from './moderation.js';
 import { MAX_UNITS_PER_CHARACTER, numericMask } from './nickname.js';
 import type { Presence } from './presence.js';
@@ -51,7 +51,7 @@ export function removeMember(
   by: string,
   reason: string,
   seconds: number | undefined,
-  asker?: { readonly node: string; readonly member: string },
+  asker?: SessionRef,
 ): string | undefined {
   // Announced where the target is seen: the lobby, or else its first room.
   const room = target.room ?? target.rooms.values().next().value;
@@ -144,7 +144,7 @@ function rememberKickAnswer(session: Session, key: string, how: 'shown' | 'told'
 export function kickShownInRoom(
   member: Session,
   node: string,
-  kick: KickAnswer & { readonly asker?: { readonly node: string; readonly member: string } },
+  kick: KickAnswer & { readonly asker?: SessionRef | undefined },
 ): boolean {
   const asker = kick.asker;
   if (asker === undefined || asker.node !== node || asker.member !== member.presenceId) {

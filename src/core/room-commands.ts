@@ -248,6 +248,7 @@ export const listRooms: Handler<typeof Cmd.ROOMS> = (ctx, session) => {
     ctx.run(
       session,
       ctx.cluster.presence.rooms(MAX_ROOM_LIST).then((listed) => {
+        // Cut to MAX_ROOM_LIST and its bytes there.
         session.reply({ type: 'room-list', rooms: bounded(clusterRooms(ctx, session, listed)) });
       }),
     );
@@ -291,5 +292,5 @@ function clusterRooms(
       rooms.push({ name: room.name, count: 0, joined: joined.has(room.key) });
     }
   }
-  return rooms.slice(0, MAX_ROOM_LIST);
+  return rooms;
 }
