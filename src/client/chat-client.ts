@@ -25,6 +25,7 @@ import {
   pacerFor,
   parseLimits,
   requestCost,
+  roomsByNow,
   type SendPacer,
 } from '../protocol/pacing.js';
 import { encodeRequest } from '../protocol/request-codec.js';
@@ -872,16 +873,6 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   }
 
   /**
-   * The rooms the server will count a request written now in: those joined, and those of
-   * the JOIN_ROOMs written and not yet answered.
-   */
-  private roomsByNow(): number {
-    let joining = 0;
-    for (const p of this.pending) if (p.cmd === Cmd.JOIN_ROOM) joining++;
-    return this.joined.size + joining;
-  }
-
-  /**
    * Against confab's flood control: send as many as the client-side bucket
    * allows now, then sleep until the next token. The bucket counts every
    * request, replies-requests too, because the server does.
@@ -892,7 +883,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     try {
       while (this.outbox.length > 0) {
         const at = performance.now();
-        const cost = requestCost(this.outbox[0]!.request, this.roomsByNow());
+        const rooms = roomsByNow(this.joined.size, this.pending);
+        const cost = requestCost(this.outbox[0]!.request, rooms);
         const wait = pacer.delay(at, cost);
         if (wait > 0) {
           const due = at + wait;

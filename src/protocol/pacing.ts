@@ -132,6 +132,16 @@ export function requestCost(request: { readonly cmd: string }, rooms: number): n
 }
 
 /**
+ * The rooms the server will count a request written now in (requestCost): the client's
+ * `joined`, and those of the JOIN_ROOMs it has written and not yet had answered.
+ */
+export function roomsByNow(joined: number, unanswered: Iterable<{ readonly cmd: string }>): number {
+  let joining = 0;
+  for (const request of unanswered) if (request.cmd === Cmd.JOIN_ROOM) joining++;
+  return joined + joining;
+}
+
+/**
  * What a request of `cost` takes from a bucket of `burst`: at most half of it, so that a
  * client pacing with a bucket below the server's (SendPacer) can always send it.
  */

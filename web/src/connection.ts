@@ -7,7 +7,13 @@ import {
   REPLY_CODES,
 } from '../../src/protocol/message-codec.js';
 import type { ConnectRequest, Request } from '../../src/protocol/messages.js';
-import { pacerFor, parseLimits, requestCost, type SendPacer } from '../../src/protocol/pacing.js';
+import {
+  pacerFor,
+  parseLimits,
+  requestCost,
+  roomsByNow,
+  type SendPacer,
+} from '../../src/protocol/pacing.js';
 import { ResumeState, type UnackedChat } from './resume.js';
 
 export type Status = 'offline' | 'connecting' | 'online' | 'reconnecting';
@@ -509,23 +515,15 @@ export class Connection {
     this.ws?.send(JSON.stringify(item.request));
   }
 
-  /**
-   * The rooms the server will count a request written now in: the page's, and those of the
-   * JOIN_ROOMs written and not yet answered (answered, the page shows them).
-   */
-  private roomsByNow(): number {
-    let joining = 0;
-    for (const p of this.pending) if (p.cmd === Cmd.JOIN_ROOM) joining++;
-    return this.on.rooms() + joining;
-  }
-
   /** Sends what the bucket allows now, then sleeps until the next token. */
   private pump(): void {
     const pacer = this.pacer;
     if (pacer === undefined || this.paceTimer !== undefined) return;
     while (this.outbox.length > 0) {
       const now = performance.now();
-      const cost = requestCost(this.outbox[0]!.request, this.roomsByNow());
+      // The page shows a room once its JOIN_ROOM is answered.
+      const rooms = roomsByNow(this.on.rooms(), this.pending);
+      const cost = requestCost(this.outbox[0]!.request, rooms);
       const wait = pacer.delay(now, cost);
       if (wait > 0) {
         const due = now + wait;

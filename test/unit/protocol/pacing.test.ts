@@ -1,7 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { TokenBucket } from '../../../src/core/rate-limit.js';
-import { costCap, parseLimits, requestCost, SendPacer } from '../../../src/protocol/pacing.js';
+import {
+  costCap,
+  parseLimits,
+  requestCost,
+  roomsByNow,
+  SendPacer,
+} from '../../../src/protocol/pacing.js';
 
 /**
  * Plays a client that paces with SendPacer against the server's own bucket:
@@ -109,6 +115,8 @@ describe('SendPacer', () => {
     expect(costCap(7, 40)).toBe(7);
     expect(costCap(30, 40)).toBe(20);
     expect(costCap(30, 1)).toBe(1);
+    // Rooms joined, and those of JOIN_ROOMs not yet answered.
+    expect(roomsByNow(3, [{ cmd: '100' }, { cmd: '7' }, { cmd: '100' }])).toBe(5);
   });
 
   it('starts from what the "03" says is left of the burst, and is never refused for it', () => {
