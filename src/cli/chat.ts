@@ -124,6 +124,11 @@ function connectFailure(err: unknown, nickname: string, where: string): string {
   }
 }
 
+/** A feature its `--no-…` flag, or its environment variable (0, false, no, off), turns off. */
+function turnedOff(flag: boolean | undefined, env: string | undefined): boolean {
+  return flag === true || /^(0|false|no|off)$/i.test(env ?? '');
+}
+
 /** The ban list as lines, each shown on its own (a line break inside one is shown as ^J). */
 function banListLines(bans: readonly BanEntry[]): string[] {
   if (bans.length === 0) return ['No bans.'];
@@ -192,9 +197,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     color: io.stdout.isTTY === true && (io.env.NO_COLOR ?? '') === '',
   };
   const where = showServers(servers);
-  const reconnect =
-    parsed.values['no-reconnect'] !== true &&
-    !/^(0|false|no|off)$/i.test(io.env.CONFAB_RECONNECT ?? '');
+  const reconnect = !turnedOff(parsed.values['no-reconnect'], io.env.CONFAB_RECONNECT);
 
   // A restart or an upgrade of the server may take minutes: a person at a terminal is
   // waited for until they leave, at most 10 s between attempts, as the web app does.
@@ -205,9 +208,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     reconnect: reconnect && { attempts: Number.POSITIVE_INFINITY },
   };
   if (tls !== undefined) connectOptions.tls = tls;
-  const saving =
-    parsed.values['no-save-session'] !== true &&
-    !/^(0|false|no|off)$/i.test(io.env.CONFAB_SAVE_SESSION ?? '');
+  const saving = !turnedOff(parsed.values['no-save-session'], io.env.CONFAB_SAVE_SESSION);
   const tokenFile = sessionFile(io.env);
   const tokenServer = serverKey(servers, useTls, parsed.values.servername);
   // The session of an earlier run of this client that a lost connection left on the server:

@@ -106,11 +106,6 @@ export function serverKey(
     : `sha256:${createHash('sha256').update(key).digest('hex')}`;
 }
 
-/** Names the server takes for one (case, look-alikes) find one saved session. */
-export function sessionNickname(nickname: string): string {
-  return nicknameKey(nickname);
-}
-
 function isEntry(value: unknown): value is SavedSession {
   if (typeof value !== 'object' || value === null) return false;
   const e = value as Record<string, unknown>;
@@ -185,11 +180,10 @@ export function readSessions(file: string): SavedSession[] {
 
 /**
  * Replaces the file with `entries`: a temporary file beside it, then a rename, so a reader
- * (another client) or a crash mid-write never sees half a file. The directory is made 0700
- * and the file 0600: the tokens take sessions over. Throws what failed.
+ * (another client) or a crash mid-write never sees half a file. The file is 0600, in the
+ * directory `locked` made private: the tokens take sessions over. Throws what failed.
  */
-export function writeSessions(file: string, entries: readonly SavedSession[]): void {
-  privateDir(path.dirname(file));
+function writeSessions(file: string, entries: readonly SavedSession[]): void {
   const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
     // 'wx': a name nobody else may have made meanwhile, and never through a symlink put there.
@@ -297,7 +291,7 @@ export function savedToken(
   alive: (pid: number) => boolean = processAlive,
   machine = thisMachine(),
 ): string | undefined {
-  const key = sessionNickname(nickname);
+  const key = nicknameKey(nickname);
   const entry = readSessions(file).find((e) => e.server === server && e.nickname === key);
   // Saved on another machine: whether its client still runs cannot be told from here.
   if (entry === undefined || entry.host !== machine.host) return undefined;
@@ -318,7 +312,7 @@ export function saveSession(
   token: string,
   pid = process.pid,
 ): void {
-  const key = sessionNickname(nickname);
+  const key = nicknameKey(nickname);
   const entry = { server, nickname: key, token, pid, ...thisMachine(), at: Date.now() };
   // What reading would drop (a server's 300 KB token) must not push the others out.
   if (!isEntry(entry)) throw new Error('the server gave a token too long to keep');
