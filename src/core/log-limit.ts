@@ -43,12 +43,7 @@ export class LogLimiter {
       return;
     }
     if (seen?.timer !== undefined) clearTimeout(seen.timer);
-    this.kinds.set(kind, {
-      until: now + this.intervalMs,
-      held: 0,
-      last: undefined,
-      timer: undefined,
-    });
+    this.startInterval(kind, now);
     // Held back before, and not yet told (the timer had not run): told with this one.
     write(seen === undefined || seen.held === 0 ? {} : { held: seen.held });
   }
@@ -64,12 +59,17 @@ export class LogLimiter {
     const seen = this.kinds.get(kind);
     if (seen === undefined || seen.held === 0 || seen.last === undefined) return;
     clearTimeout(seen.timer);
+    this.startInterval(kind, this.clock());
+    seen.last({ held: seen.held });
+  }
+
+  /** Lines of `kind` are held back from `now` on, for an interval. */
+  private startInterval(kind: string, now: number): void {
     this.kinds.set(kind, {
-      until: this.clock() + this.intervalMs,
+      until: now + this.intervalMs,
       held: 0,
       last: undefined,
       timer: undefined,
     });
-    seen.last({ held: seen.held });
   }
 }

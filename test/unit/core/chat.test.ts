@@ -14,6 +14,15 @@ function sendText(peer: FakePeer, text: string): void {
   peer.session.receive(parseRequestText(text));
 }
 
+/** A logger that keeps the fields of every line, at any level, whose message starts with `says`. */
+function recording(says: string) {
+  const lines: object[] = [];
+  const record = (fields: object, message: string) => {
+    if (message.startsWith(says)) lines.push(fields);
+  };
+  return { lines, logger: { debug() {}, info: record, warn: record, error: record } };
+}
+
 beforeEach(() => {
   chat = new Chat({ maxUsers: 3 });
 });
@@ -463,15 +472,7 @@ describe('flood control', () => {
     'logs %s as a first request once per ten seconds, however many connections send one',
     (_, text, says) => {
       let now = 0;
-      const lines: object[] = [];
-      const logger = {
-        debug() {},
-        info() {},
-        warn: (fields: object, message: string) => {
-          if (message.startsWith(says)) lines.push(fields);
-        },
-        error() {},
-      };
+      const { lines, logger } = recording(says);
       chat = new Chat({ rateLimit: 0, clock: () => now, logger });
       const first = () => {
         const peer = new FakePeer();
@@ -498,11 +499,7 @@ describe('flood control', () => {
     'logs %s from joined members once per ten seconds, with how many it held back',
     (_, text, says) => {
       let now = 0;
-      const lines: object[] = [];
-      const record = (fields: object, message: string) => {
-        if (message.startsWith(says)) lines.push(fields);
-      };
-      const logger = { debug() {}, info: record, warn: record, error() {} };
+      const { lines, logger } = recording(says);
       chat = new Chat({ rateLimit: 0, maxMessage: 100, clock: () => now, logger });
       chat.bans.add({ mask: 'evil', by: 'op', reason: 'no', expires: null }, now);
       const members = [connect('ann', ['errors', 'moderation']), connect('bob', ['errors'])];
@@ -518,11 +515,7 @@ describe('flood control', () => {
 
   it('logs reaching the rate limit once per ten seconds, also for a client that alternates one request in and one refused', () => {
     let now = 0;
-    const lines: object[] = [];
-    const record = (fields: object, message: string) => {
-      if (message === 'rate limit reached') lines.push(fields);
-    };
-    const logger = { debug() {}, info: record, warn: record, error() {} };
+    const { lines, logger } = recording('rate limit reached');
     chat = new Chat({ rateLimit: 1, rateBurst: 1, clock: () => now, logger });
     const ann = connect('ann', ['errors']);
     for (let i = 0; i < 9; i++) {
@@ -536,14 +529,8 @@ describe('flood control', () => {
   });
 
   it('logs OPERs refused unchecked (over the budget of checks) once per ten seconds', () => {
-    const lines: object[] = [];
-    const record = (fields: object, message: string) => {
-      if (message.startsWith('OPER refused unchecked')) lines.push(fields);
-    };
-    chat = new Chat({
-      rateLimit: 0,
-      logger: { debug() {}, info: record, warn: record, error() {} },
-    });
+    const { lines, logger } = recording('OPER refused unchecked');
+    chat = new Chat({ rateLimit: 0, logger });
     const ann = connect('ann', ['errors', 'moderation']);
     for (let i = 0; i < 30; i++) sendText(ann, '{"cmd":"92","name":"x","password":"y"}');
     expect(ann.take().filter((m) => m.cmd === '90')).toHaveLength(30);
