@@ -691,6 +691,11 @@ export class RedisBroker implements Broker {
       this.hold(state, { chat: undefined, event: undefined, round });
       return;
     }
+    this.roundCame(state, round);
+  }
+
+  /** The round's turn among the room's events (in step, or drained after a catch-up). */
+  private roundCame(state: RoomState, round: number): void {
     const told = state.doubtful.filter((d) => d.after < round);
     if (told.length === 0) return;
     state.doubtful = state.doubtful.filter((d) => d.after >= round);
@@ -1031,7 +1036,8 @@ export class RedisBroker implements Broker {
         if (!this.alive(state)) return true;
         const item = held[i]!;
         if (item.chat === undefined) {
-          if (item.event === undefined) this.roundBack(state, item.round);
+          // Not roundBack: the room is not in step yet, and it would hold the round again.
+          if (item.event === undefined) this.roundCame(state, item.round);
           else if (item.placed === undefined) this.hand(state, item.event);
           else this.handPlaced(state, item.event, item.placed);
           continue;

@@ -175,6 +175,21 @@ describe.skipIf(withoutRedis())('Redis', () => {
       },
     });
 
+    /** Appends a chat from ghost through a store that does not publish: it reaches nobody live. */
+    async function appendSilently(room: string, msg: string): Promise<void> {
+      const silent = new RedisHistoryStore({
+        retention,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      try {
+        await silent.append(room, { at: 1_000, from: 'ghost', msg });
+      } finally {
+        await silent.close();
+      }
+    }
+
     it('loses and repeats nothing when its subscription is killed during a burst', async () => {
       const c = await cluster();
       const [a, b] = [await c.node(), await c.node()];
@@ -246,18 +261,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await a.broker.subscribe(room);
       await say(b, room, 'bob', 'one');
       await eventually(() => expect(a.got.chatIds('gap')).toEqual([1]));
-      // A store that does not publish: its message reaches nobody live.
-      const silent = new RedisHistoryStore({
-        retention,
-        pruneIntervalMs: 0,
-        redis: redis.url,
-        prefix,
-      });
-      try {
-        await silent.append('gap', { at: 1_000, from: 'ghost', msg: 'two' });
-      } finally {
-        await silent.close();
-      }
+      await appendSilently('gap', 'two');
       await say(b, room, 'bob', 'three');
       await eventually(() => expect(a.got.chatIds('gap')).toEqual([1, 2, 3]));
       expect(a.got.of('gap')[1]).toMatchObject({ id: 2, from: 'ghost', msg: 'two' });
@@ -561,6 +565,59 @@ describe.skipIf(withoutRedis())('Redis', () => {
         // a later join of the same nickname waiting in the room go unplaced.
         expect(a.got.joinsTold).toEqual(['placed fay', 'placed sentinel']);
       });
+    });
+
+    it('takes its own resync round in turn when it comes back while the room catches up', async () => {
+      const c = await cluster();
+      const [a, b] = [await c.node(), await c.node()];
+      const room = { key: 'roundheld', name: 'roundheld' };
+      await a.broker.subscribe(room);
+      await say(b, room, 'bob', 'one');
+      await eventually(() => expect(a.got.chatIds('roundheld')).toEqual([1]));
+      // a's next catch-up waits until the round below is held behind it.
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      const room0 = a.history.room.bind(a.history);
+      a.history.room = async (key) => {
+        await gate;
+        return room0(key);
+      };
+      const admin = new Redis(redis.url, { protocol: 2 });
+      try {
+        // Chat 2 reaches nobody live: chat 3 is a gap for a, which catches up from history.
+        await appendSilently('roundheld', 'two');
+        await say(b, room, 'bob', 'three');
+        // a's own resync round (as a PUBLISH it lost would send) and another node's join,
+        // both while a is out of step: held, to be handed over in turn after the catch-up.
+        const channel = roomChannel(prefix, room.key);
+        await admin.publish(
+          channel,
+          JSON.stringify({ o: a.broker.node, e: { type: 'resync', n: 1 } }),
+        );
+        await admin.publish(channel, JSON.stringify({ o: b.broker.node, e: joined(room, 'zed') }));
+        // Held, behind chat 3 (read from the broker's own state: nothing else shows it).
+        const held = () =>
+          (a.broker as unknown as { rooms: Map<string, { held: unknown[] }> }).rooms.get(room.key)
+            ?.held.length;
+        await eventually(() => expect(held()).toBe(3));
+        open();
+        await eventually(() =>
+          expect(a.got.of('roundheld').map((e) => (e.type === 'chat' ? e.id : e.type))).toEqual([
+            1,
+            2,
+            3,
+            'joined',
+          ]),
+        );
+        // And goes on in step.
+        await say(b, room, 'bob', 'four');
+        await eventually(() => expect(a.got.chatIds('roundheld')).toEqual([1, 2, 3, 4]));
+      } finally {
+        open();
+        admin.disconnect();
+      }
     });
 
     it('rejects a whisper whose PUBLISH was lost, and sends the next', async () => {
