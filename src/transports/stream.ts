@@ -249,7 +249,9 @@ export async function sendPacedOn(
 ): Promise<void> {
   for (const delivery of deliveries) {
     for (;;) {
-      if (out.stopped()) return;
+      // Destroyed as well: a WebSocket says it is open until its socket's 'close', and a
+      // destroyed socket "drains" at once, so this loop would go round without yielding.
+      if (out.stopped() || socket.destroyed) return;
       const queued = out.queued();
       if (queued === 0 || queued + out.size(delivery) <= limits.maxQueue / 2) break;
       out.flush?.();
