@@ -624,7 +624,7 @@ export class ClusterNode {
         () => {},
       );
     }
-    return subscribed;
+    return withinReadyDeadline(subscribed, room.key);
   }
 
   /**
@@ -994,4 +994,27 @@ export class ClusterNode {
       cluster.broker.publish(room, { type: 'left', room: name, nickname, count, origin, lineage });
     }
   }
+}
+
+/**
+ * How long a join waits for its room's events to reach this node. The room's Redis instance
+ * may be down (a `--redis-shards` instance, while Presence's is up): the wait would otherwise
+ * last the whole outage, holding the member's later requests, and its nickname once it goes.
+ * Longer than ioredis's attempts (about ten seconds), so a Redis back within them fails none.
+ */
+export const ROOM_READY_MS = 15_000;
+
+/** `subscribed`, or a failure (handled: the caller may not await it yet) past ROOM_READY_MS. */
+function withinReadyDeadline(subscribed: Promise<void>, key: string): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const bounded = new Promise<void>((resolve, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`room ${key}: its events did not reach this node in time`)),
+      ROOM_READY_MS,
+    );
+    timer.unref();
+    subscribed.then(resolve, reject);
+  }).finally(() => clearTimeout(timer));
+  bounded.catch(() => {});
+  return bounded;
 }

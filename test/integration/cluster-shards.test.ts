@@ -659,6 +659,57 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
     }
   }, 120_000);
 
+  it('with a shard down, a join into its rooms fails (3005) too, and frees a member gone meanwhile', async () => {
+    const own = [await startRedis(), await startRedis()];
+    let node: SpawnedServer | undefined;
+    try {
+      node = await spawnServer(['--redis', own[0]!.url, '--redis-shards', own[1]!.url]);
+      const port = node.port;
+      const onB = ROOMS.find((r) => shardOfRoom(r) === 1)!;
+      const connect = async (nickname: string) => {
+        const c = await RawClient.open(port);
+        clients.push(c);
+        c.sendPy({ cmd: '0', nickname, caps: CAPS, lobby: false });
+        return c;
+      };
+      const kim = await connect('kim');
+      await kim.expect('03');
+      const lee = await connect('lee');
+      await lee.expect('03');
+      await own[1]!.stop();
+      // Presence (on the live instance) takes the join; the room's events never come. The
+      // member's requests after it wait, but not for the whole outage.
+      kim.sendPy({ cmd: '100', room: onB });
+      kim.sendPy({ cmd: '6', ts: 1 });
+      lee.sendPy({ cmd: '100', room: onB });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      lee.close();
+      // ROOM_READY_MS (15 s) after the join.
+      await until(
+        'the join to fail',
+        () => kim.received.some((m) => m.cmd === '90' && m.code === 3005),
+        40_000,
+      );
+      await kim.expectClose(10_000);
+      expect(kim.received.map((m) => m.cmd)).toEqual(['90']);
+      // lee went while its join waited: once the join failed, it left, and its nickname is free.
+      await until(
+        'lee to be free',
+        async () => {
+          const again = await connect('lee');
+          const first = await again.waitFor((m) => m.cmd === '03' || m.cmd === '01', 1, 10_000);
+          again.close();
+          return first.cmd === '03';
+        },
+        30_000,
+      );
+    } finally {
+      await node?.stop();
+      await own[0]!.stop();
+      await own[1]!.stop().catch(() => {});
+    }
+  }, 120_000);
+
   it('reports Redis unreachable on /healthz and /metrics while a shard is down', async () => {
     const own = [await startRedis(), await startRedis()];
     let node: SpawnedServer | undefined;
