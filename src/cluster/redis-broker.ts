@@ -926,9 +926,10 @@ export class RedisBroker implements Broker {
       state.again = false;
       const generation = this.generation;
       if (state.subscribedOn !== generation) {
-        // A SUBSCRIBE still unanswered once the connection is ready again may never be: one
-        // written while the last connection was still being set up (ioredis writes it then)
-        // is neither resent nor failed when that connection drops. Not waited for past that.
+        // A SUBSCRIBE still unanswered once the connection is ready again may never be:
+        // ioredis neither resends nor fails what a connection that drops before it is ready
+        // had written (6.0 writes no SUBSCRIBE then; earlier versions did). Not waited for
+        // past that.
         const confirmed = await this.untilReady(
           this.sub.subscribe(state.channel).then(() => true),
           false,

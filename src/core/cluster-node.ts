@@ -604,10 +604,19 @@ export class ClusterNode {
   }
 
   /**
-   * A local member is joining `room`: resolves once the room's events reach
-   * this node. Every call is paired with one `uninterested`.
+   * A local member is joining `room`: resolves once the room's events reach this node, and
+   * fails past ROOM_READY_MS. Every call is paired with one `uninterested`.
    */
   interested(room: Room): Promise<void> {
+    return withinReadyDeadline(this.interestIn(room), room.key);
+  }
+
+  /**
+   * `interested` without the deadline, for a resume: it has taken the session over (its old
+   * connection closed), and failing it would free the member and all its rooms, those on a
+   * Redis that is up included. It waits for a room whose Redis is down, as before.
+   */
+  private interestIn(room: Room): Promise<void> {
     const broker = this.cluster.broker;
     const interest = (this.interest.get(room.key) ?? 0) + 1;
     this.interest.set(room.key, interest);
@@ -624,7 +633,7 @@ export class ClusterNode {
         () => {},
       );
     }
-    return withinReadyDeadline(subscribed, room.key);
+    return subscribed;
   }
 
   /**
@@ -857,7 +866,7 @@ export class ClusterNode {
         : (this.chat.rooms.keyed(r.room) ?? this.chat.rooms.room(r.name)),
     );
     try {
-      await Promise.all(rooms.map((room) => this.interested(room)));
+      await Promise.all(rooms.map((room) => this.interestIn(room)));
     } catch (err) {
       for (const room of rooms) this.uninterested(room.key);
       this.abandon(session.presenceId, taken.nickname, rooms);
@@ -1000,7 +1009,9 @@ export class ClusterNode {
  * How long a join waits for its room's events to reach this node. The room's Redis instance
  * may be down (a `--redis-shards` instance, while Presence's is up): the wait would otherwise
  * last the whole outage, holding the member's later requests, and its nickname once it goes.
- * Longer than ioredis's attempts (about ten seconds), so a Redis back within them fails none.
+ * Longer than ioredis's attempts (about ten seconds), so that a Redis back within them
+ * rarely fails a join (the wait starts before Presence's answer, and after a restart every
+ * room of the node catches up at once).
  */
 export const ROOM_READY_MS = 15_000;
 
