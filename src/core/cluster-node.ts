@@ -444,6 +444,7 @@ export class ClusterNode {
     const names = new Map<string, string>();
     for (const room of session?.rooms ?? []) names.set(room.key, room.name);
     const { action, by, reason, seconds } = notice;
+    const asker = action === 'kick' ? askerOf(notice.asker) : undefined;
     const expelled = cluster.presence.expel(notice.member).catch((err: unknown) => {
       if (!(err instanceof ReleaseRetried)) throw err;
       // Its answer was lost: what the retry frees is told as this answer would have been.
@@ -454,7 +455,6 @@ export class ClusterNode {
       if (left !== undefined) {
         let announcedIn: string | undefined;
         if (session !== undefined && session.state === 'joined') {
-          const asker = action === 'kick' ? askerOf(notice.asker) : undefined;
           announcedIn = removeMember(this.chat, session, action, by, reason, seconds, asker);
         } else if (nickname !== undefined) {
           // Its connection closed a moment before, but the removal freed it: the rooms are
@@ -462,7 +462,6 @@ export class ClusterNode {
           const seen = left.find((l) => l.room === this.chat.lobby.key) ?? left[0];
           if (seen !== undefined) {
             const room = this.roomAt(seen.room)?.name ?? names.get(seen.room) ?? seen.room;
-            const asker = action === 'kick' ? askerOf(notice.asker) : undefined;
             this.chat.publish({
               type: 'moderated',
               room,
