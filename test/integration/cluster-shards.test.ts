@@ -21,6 +21,26 @@ const ROOMS = ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot'];
 /** The instance (0: --redis, 1: --redis-shards) each room lives on. */
 const shardOfRoom = (room: string) => shardOf(roomKey(room), 2);
 
+/**
+ * A node of its own on two new Redis servers, `--redis` on the first and `--redis-shards` on
+ * `shard`, which `body` may stop; everything is stopped after.
+ */
+async function withShardedNode(
+  extra: readonly string[],
+  body: (node: SpawnedServer, shard: RedisServer) => Promise<void>,
+): Promise<void> {
+  const own = [await startRedis(), await startRedis()];
+  let node: SpawnedServer | undefined;
+  try {
+    node = await spawnServer(['--redis', own[0]!.url, '--redis-shards', own[1]!.url, ...extra]);
+    await body(node, own[1]!);
+  } finally {
+    await node?.stop();
+    await own[0]!.stop();
+    await own[1]!.stop().catch(() => {});
+  }
+}
+
 type Message = Record<string, unknown> & { cmd: string };
 
 let a: RedisServer;
@@ -609,17 +629,7 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
   }, 60_000);
 
   it('with a shard down, its rooms fail their chats (3005) and the node still stops when told', async () => {
-    const own = [await startRedis(), await startRedis()];
-    let node: SpawnedServer | undefined;
-    try {
-      node = await spawnServer([
-        '--redis',
-        own[0]!.url,
-        '--redis-shards',
-        own[1]!.url,
-        '--rate-limit',
-        '0',
-      ]);
+    await withShardedNode(['--rate-limit', '0'], async (node, shard) => {
       const port = node.port;
       const onA = ROOMS.find((r) => shardOfRoom(r) === 0)!;
       const onB = ROOMS.find((r) => shardOfRoom(r) === 1)!;
@@ -634,7 +644,7 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       const gil = await member('gil', onB);
       const hal = await member('hal', onB);
       const ida = await member('ida', onA);
-      await own[1]!.stop();
+      await shard.stop();
       ida.sendPy({ cmd: '7', room: onA, msg: 'on the live instance', cid: 'live' });
       await ida.waitFor((m) => m.cmd === '71' && m.cid === 'live', 1, 10_000);
       // A chat on the instance that is down waits while the client reconnects ("about ten
@@ -652,18 +662,11 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       const stopping = stopProcess(child, 8_000);
       expect(await exited).toEqual([0, null]);
       await stopping;
-    } finally {
-      await node?.stop();
-      await own[0]!.stop();
-      await own[1]!.stop().catch(() => {});
-    }
+    });
   }, 120_000);
 
   it('with a shard down, a join into its rooms fails (3005) too, and frees a member gone meanwhile', async () => {
-    const own = [await startRedis(), await startRedis()];
-    let node: SpawnedServer | undefined;
-    try {
-      node = await spawnServer(['--redis', own[0]!.url, '--redis-shards', own[1]!.url]);
+    await withShardedNode([], async (node, shard) => {
       const port = node.port;
       const onB = ROOMS.find((r) => shardOfRoom(r) === 1)!;
       const connect = async (nickname: string) => {
@@ -676,7 +679,7 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       await kim.expect('03');
       const lee = await connect('lee');
       await lee.expect('03');
-      await own[1]!.stop();
+      await shard.stop();
       // Presence (on the live instance) takes the join; the room's events never come. The
       // member's requests after it wait, but not for the whole outage.
       kim.sendPy({ cmd: '100', room: onB });
@@ -703,24 +706,17 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
         },
         30_000,
       );
-    } finally {
-      await node?.stop();
-      await own[0]!.stop();
-      await own[1]!.stop().catch(() => {});
-    }
+    });
   }, 120_000);
 
   it('reports Redis unreachable on /healthz and /metrics while a shard is down', async () => {
-    const own = [await startRedis(), await startRedis()];
-    let node: SpawnedServer | undefined;
-    try {
-      node = await spawnServer(['--redis', own[0]!.url, '--redis-shards', own[1]!.url]);
+    await withShardedNode([], async (node, shard) => {
       const health = async () =>
-        (await (await fetch(`http://127.0.0.1:${node!.httpPort}/healthz`)).json()) as {
+        (await (await fetch(`http://127.0.0.1:${node.httpPort}/healthz`)).json()) as {
           redis?: string;
         };
       expect((await health()).redis).toBe('reachable');
-      await own[1]!.stop();
+      await shard.stop();
       await until(
         '/healthz to say unreachable',
         async () => (await health()).redis === 'unreachable',
@@ -728,10 +724,6 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       );
       const metrics = await (await fetch(`http://127.0.0.1:${node.httpPort}/metrics`)).text();
       expect(metrics).toMatch(/^confab_redis_up 0$/m);
-    } finally {
-      await node?.stop();
-      await own[0]!.stop();
-      await own[1]!.stop().catch(() => {});
-    }
+    });
   }, 60_000);
 });
