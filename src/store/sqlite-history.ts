@@ -89,13 +89,15 @@ interface OpenBatch {
   last: number;
   /** The latest time in it, which age retention looks at. */
   newest: number;
-  readonly entries: Entry[];
+  /** Its messages as encodeBatch takes them: time, sender, text and cid (or 0) of each. */
+  readonly flat: (number | string)[];
   /** Characters of its senders, texts and cids (BATCH_TEXT). */
   text: number;
 }
 
 interface BatchRow {
   first: number;
+  newest: number;
   data: string;
 }
 
@@ -680,17 +682,17 @@ export class SqliteHistoryStore implements HistoryStore {
     this.nextStoredRoom = db.prepare('SELECT min(room) AS room FROM batches WHERE room > ?');
     this.findCid = db.prepare('SELECT id FROM cids WHERE room = ? AND "from" = ? AND cid = ?');
     this.batchOf = db.prepare(
-      'SELECT first, data FROM batches WHERE room = ? AND first <= ? ORDER BY first DESC LIMIT 1',
+      'SELECT first, newest, data FROM batches WHERE room = ? AND first <= ? ORDER BY first DESC LIMIT 1',
     );
     this.oldestId = db.prepare('SELECT min(first) AS oldest FROM batches WHERE room = ?');
     // Paging back: the batches holding ids below the bound, newest first.
     this.newest = db.prepare(
-      'SELECT first, data FROM batches WHERE room = ? AND first < ? ORDER BY first DESC',
+      'SELECT first, newest, data FROM batches WHERE room = ? AND first < ? ORDER BY first DESC',
     );
     // Paging forward: from the batch holding the id after the bound (the last one starting
     // at or below it), oldest first.
     this.after = db.prepare(
-      `SELECT first, data FROM batches WHERE room = @room AND first < @before AND first >= coalesce(
+      `SELECT first, newest, data FROM batches WHERE room = @room AND first < @before AND first >= coalesce(
          (SELECT max(first) FROM batches WHERE room = @room AND first <= @after), 0) ORDER BY first`,
     );
     this.deleteUpTo = db.prepare('DELETE FROM batches WHERE room = ? AND first <= ? AND last <= ?');
@@ -698,7 +700,7 @@ export class SqliteHistoryStore implements HistoryStore {
     // Rows with a young message and one above the count floor: the young one may be at or
     // below the floor, so the first young message above it can be in a later row.
     this.youngRows = db.prepare(
-      'SELECT first, data FROM batches WHERE room = ? AND newest >= ? AND last > ? ORDER BY first',
+      'SELECT first, newest, data FROM batches WHERE room = ? AND newest >= ? AND last > ? ORDER BY first',
     );
     this.cutBatch = db.prepare(
       'UPDATE batches SET first = ?, data = ? WHERE room = ? AND first = ?',
@@ -765,22 +767,22 @@ export class SqliteHistoryStore implements HistoryStore {
         if (
           b !== undefined &&
           (b.last + 1 !== m.id ||
-            b.entries.length === this.batchMessages ||
+            b.flat.length === this.batchMessages * 4 ||
             b.text + text > BATCH_TEXT)
         ) {
           this.writeBatch(b);
           b = undefined;
         }
         if (b === undefined) {
-          b = { room: p.room, first: m.id, last: m.id, newest: m.at, entries: [], text: 0 };
+          b = { room: p.room, first: m.id, last: m.id, newest: m.at, flat: [], text: 0 };
           open.set(p.state, b);
         }
         b.text += text;
         b.last = m.id;
         if (m.at > b.newest) b.newest = m.at;
-        if (m.cid === undefined) b.entries.push([m.at, m.from, m.msg]);
+        if (m.cid === undefined) b.flat.push(m.at, m.from, m.msg, 0);
         else {
-          b.entries.push([m.at, m.from, m.msg, m.cid]);
+          b.flat.push(m.at, m.from, m.msg, m.cid);
           this.insertCid.run(p.room, p.cidName ?? m.from, m.cid, m.id);
         }
       }
@@ -908,7 +910,7 @@ export class SqliteHistoryStore implements HistoryStore {
       if (query.after !== undefined) {
         const after = Math.max(Math.floor(query.after), floor);
         for (const row of this.after.iterate({ room, after, before })) {
-          const entries = parseEntries(row.data);
+          const entries = parseEntries(row);
           for (let i = Math.max(0, after + 1 - row.first); i < entries.length; i++) {
             const id = row.first + i;
             if (id >= before || found.length === limit) break;
@@ -918,7 +920,7 @@ export class SqliteHistoryStore implements HistoryStore {
         }
       } else {
         for (const row of this.newest.iterate(room, before)) {
-          const entries = parseEntries(row.data);
+          const entries = parseEntries(row);
           let i = Math.min(entries.length, before - row.first) - 1;
           for (; i >= 0 && found.length < limit && row.first + i > floor; i--) {
             found.push(toMessage(room, row.first + i, entries[i]!));
@@ -999,7 +1001,7 @@ export class SqliteHistoryStore implements HistoryStore {
   }
 
   private writeBatch(b: OpenBatch): void {
-    this.insertBatch.run(b.room, b.first, b.last, b.newest, JSON.stringify(b.entries));
+    this.insertBatch.run(b.room, b.first, b.last, b.newest, encodeBatch(b.flat, b.newest));
   }
 
   /** Ids up to this one are past the room's count limit, whether deleted yet or not. */
@@ -1154,7 +1156,7 @@ export class SqliteHistoryStore implements HistoryStore {
     const floor = state === undefined ? 0 : this.floor(state);
     let young: { row: BatchRow; entries: Entry[]; skip: number } | undefined;
     for (const row of this.youngRows.iterate(key, cutoff, floor)) {
-      const entries = parseEntries(row.data);
+      const entries = parseEntries(row);
       let skip = Math.max(0, floor + 1 - row.first);
       while (skip < entries.length && entries[skip]![0] < cutoff) skip++;
       if (skip < entries.length) {
@@ -1402,16 +1404,57 @@ export class SqliteHistoryStore implements HistoryStore {
   /** The stored message with this id, or undefined if it is gone. */
   private message(room: string, id: number): StoredMessage | undefined {
     const row = this.batchOf.get(room, id);
-    const entry = row === undefined ? undefined : parseEntries(row.data)[id - row.first];
+    const entry = row === undefined ? undefined : parseEntries(row)[id - row.first];
     return entry === undefined ? undefined : toMessage(room, id, entry);
   }
 }
 
-/** A batch's messages, as this store wrote them. */
-function parseEntries(data: string): Entry[] {
-  const entries: unknown = JSON.parse(data);
-  if (!Array.isArray(entries)) throw new Error('history batch is not an array');
-  return entries as Entry[];
+/**
+ * A batch row's data: JSON of one flat array, four slots a message (its time, sender, text,
+ * and cid or 0), with no array per message, and each time written as its distance below the
+ * row's newest one, minus one: a small negative integer, which V8 writes out as such, where a
+ * time in milliseconds since 1970 takes the general path of a double. A batch with a time that
+ * is not a whole number from 0 up is written the way earlier versions wrote every batch (an
+ * array per message, times as they are), which is read as ever. `flat` holds the times
+ * themselves and is changed in place.
+ */
+export function encodeBatch(flat: (number | string)[], newest: number): string {
+  let plain = Number.isSafeInteger(newest);
+  for (let i = 0; plain && i < flat.length; i += 4) {
+    const at = flat[i] as number;
+    plain = Number.isSafeInteger(at) && at >= 0;
+  }
+  if (!plain) {
+    const entries: (number | string)[][] = [];
+    for (let i = 0; i < flat.length; i += 4) {
+      const cid = flat[i + 3]!;
+      entries.push(typeof cid === 'string' ? flat.slice(i, i + 4) : flat.slice(i, i + 3));
+    }
+    return JSON.stringify(entries);
+  }
+  for (let i = 0; i < flat.length; i += 4) flat[i] = (flat[i] as number) - newest - 1;
+  return JSON.stringify(flat);
+}
+
+/** A batch row's messages (encodeBatch's either form). */
+export function decodeBatch(data: string, newest: number): Entry[] {
+  const parsed: unknown = JSON.parse(data);
+  if (!Array.isArray(parsed)) throw new Error('history batch is not an array');
+  if (parsed.length === 0 || Array.isArray(parsed[0])) return parsed as Entry[];
+  if (parsed.length % 4 !== 0) throw new Error('history batch has a partial message');
+  const entries: Entry[] = [];
+  for (let i = 0; i < parsed.length; i += 4) {
+    const at = newest + (parsed[i] as number) + 1;
+    const from = parsed[i + 1] as string;
+    const msg = parsed[i + 2] as string;
+    const cid = parsed[i + 3];
+    entries.push(typeof cid === 'string' ? [at, from, msg, cid] : [at, from, msg]);
+  }
+  return entries;
+}
+
+function parseEntries(row: BatchRow): Entry[] {
+  return decodeBatch(row.data, row.newest);
 }
 
 function toMessage(room: string, id: number, [at, from, msg, cid]: Entry): StoredMessage {
