@@ -1436,21 +1436,51 @@ export function encodeBatch(flat: (number | string)[], newest: number): string {
   return JSON.stringify(flat);
 }
 
-/** A batch row's messages (encodeBatch's either form). */
+/**
+ * A batch row's messages (encodeBatch's either form). A row that is neither, a damaged file's,
+ * is refused whole: read on, its slots would reach clients as times and texts of any type.
+ */
 export function decodeBatch(data: string, newest: number): Entry[] {
   const parsed: unknown = JSON.parse(data);
   if (!Array.isArray(parsed)) throw new Error('history batch is not an array');
-  if (parsed.length === 0 || Array.isArray(parsed[0])) return parsed as Entry[];
+  if (parsed.length === 0 || Array.isArray(parsed[0])) {
+    for (const entry of parsed as unknown[]) {
+      if (!Array.isArray(entry) || (entry.length !== 3 && entry.length !== 4)) corrupt();
+      checkMessage(entry[0], entry[1], entry[2], entry[3]);
+    }
+    return parsed as Entry[];
+  }
   if (parsed.length % 4 !== 0) throw new Error('history batch has a partial message');
   const entries: Entry[] = [];
   for (let i = 0; i < parsed.length; i += 4) {
-    const at = newest + (parsed[i] as number) + 1;
-    const from = parsed[i + 1] as string;
-    const msg = parsed[i + 2] as string;
-    const cid = parsed[i + 3];
-    entries.push(typeof cid === 'string' ? [at, from, msg, cid] : [at, from, msg]);
+    const distance: unknown = parsed[i];
+    const from: unknown = parsed[i + 1];
+    const msg: unknown = parsed[i + 2];
+    const cid: unknown = parsed[i + 3];
+    checkMessage(distance, from, msg, cid === 0 ? undefined : cid);
+    const at = newest + (distance as number) + 1;
+    entries.push(
+      typeof cid === 'string'
+        ? [at, from as string, msg as string, cid]
+        : [at, from as string, msg as string],
+    );
   }
   return entries;
+}
+
+function checkMessage(at: unknown, from: unknown, msg: unknown, cid: unknown): void {
+  if (
+    typeof at !== 'number' ||
+    typeof from !== 'string' ||
+    typeof msg !== 'string' ||
+    (cid !== undefined && typeof cid !== 'string')
+  ) {
+    corrupt();
+  }
+}
+
+function corrupt(): never {
+  throw new Error('history batch is corrupt');
 }
 
 function parseEntries(row: BatchRow): Entry[] {

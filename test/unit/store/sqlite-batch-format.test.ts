@@ -78,6 +78,47 @@ describe('encodeBatch and decodeBatch', () => {
   it('refuse a row that is not a whole batch', () => {
     expect(() => decodeBatch('{}', 0)).toThrow(/not an array/);
     expect(() => decodeBatch('[-1,"ann","hi"]', 5)).toThrow(/partial/);
+    for (const row of [
+      '["x","a","b",0]',
+      '[null,"a","b",0]',
+      '[-1,5,"b",0]',
+      '[-1,"a",{"o":1},0]',
+      '[-1,"a","b",true]',
+      '[[1000,"a"]]',
+      '[[1000,"a","b",5]]',
+      '[[1000,"a","b"],7]',
+      '[["1000","a","b"]]',
+    ]) {
+      expect(() => decodeBatch(row, 5), row).toThrow(/corrupt/);
+    }
+  });
+
+  it('give a damaged row’s messages well typed, or refuse the row', () => {
+    const slot = fc.oneof(fc.jsonValue({ maxDepth: 1 }), fc.integer({ min: -5, max: 5 }), text);
+    const row = fc.oneof(
+      fc.array(slot, { maxLength: 12 }),
+      fc.array(fc.array(slot, { maxLength: 5 }), { maxLength: 4 }),
+      fc.jsonValue(),
+    );
+    fc.assert(
+      fc.property(row, fc.integer({ min: 0, max: 2_000_000_000_000 }), (value, newest) => {
+        let entries: Entry[];
+        try {
+          entries = decodeBatch(JSON.stringify(value), newest);
+        } catch (error) {
+          expect(error).toBeInstanceOf(Error);
+          return;
+        }
+        for (const [at, from, msg, cid, ...rest] of entries) {
+          expect(typeof at).toBe('number');
+          expect(typeof from).toBe('string');
+          expect(typeof msg).toBe('string');
+          expect(cid === undefined || typeof cid === 'string').toBe(true);
+          expect(rest).toEqual([]);
+        }
+      }),
+      { numRuns: 1000 },
+    );
   });
 });
 
