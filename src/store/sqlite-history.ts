@@ -1,5 +1,3 @@
-import { randomUUID } from 'node:crypto';
-import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -29,6 +27,8 @@ import {
   withBase,
 } from './common.js';
 import { filterBits, NameFilter } from './name-filter.js';
+import { decodeBatch, type Entry, encodeBatch } from './sqlite-batches.js';
+import { Marks } from './sqlite-marks.js';
 
 export interface SqliteHistoryOptions extends HistoryStoreOptions {
   /**
@@ -78,9 +78,6 @@ export interface SqliteHistoryStats {
   /** The highest top of the rooms whose rows were deleted: a room without a row numbers on from it. */
   readonly forgotten: number;
 }
-
-/** One message in a batch's `data`: its time, sender, text and, if it has one, its cid. */
-type Entry = [at: number, from: string, msg: string, cid?: string];
 
 /** A batch being gathered in a commit. */
 interface OpenBatch {
@@ -165,83 +162,6 @@ CREATE TABLE IF NOT EXISTS cids (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS cids_id ON cids (room, id);
 `;
-
-/** How often, at most, a store that commits renews its mark (Marks). */
-const MARK_MS = 1_000;
-/** A mark file is some 90 bytes: anything much larger is not one. */
-const MARK_FILE_MAX = 4096;
-
-/**
- * The mark of a database's state: a random name written into the database (meta `mark`) and,
- * beside it, into `<file>-mark`, renewed when the store opens, at most once a second while it
- * commits, and when it closes. A file restored from a backup holds a mark older than the
- * one beside it (or none): it lacks messages written since, whose ids it would give out
- * again. A crash leaves the two as the last renewal did, a second or less before it.
- * A renewal writes `next` beside the database first, then the database, then `mark`, so a
- * renewal cut off anywhere leaves the database with one of the two (never a false alarm).
- * The file is replaced whole (a rename), so it is never read half written.
- */
-class Marks {
-  private current: string | undefined;
-  private due = 0;
-
-  constructor(
-    private readonly db: Database.Database,
-    private readonly file: string,
-  ) {}
-
-  /**
-   * Whether the database is the one this file last named, or nothing says otherwise: no
-   * file (a first run, an earlier version), or one that is not a small regular file of a
-   * mark (a FIFO there would block the start; garbage is read as none, never as an alarm).
-   */
-  matches(): boolean {
-    let beside: unknown;
-    try {
-      const stat = statSync(this.file);
-      if (!stat.isFile() || stat.size > MARK_FILE_MAX) return true;
-      beside = JSON.parse(readFileSync(this.file, 'utf8'));
-    } catch {
-      return true;
-    }
-    if (typeof beside !== 'object' || beside === null) return true;
-    const { mark: here, next } = beside as { mark?: unknown; next?: unknown };
-    if (typeof here !== 'string') return true;
-    const mark = this.db.prepare("SELECT value FROM meta WHERE key = 'mark'").pluck().get();
-    // The next renewal names the database's own as `mark` beside its next: cut off before it
-    // writes the database, the two still agree (also when the database held `next`).
-    this.current = typeof mark === 'string' ? mark : undefined;
-    return mark === here || (typeof next === 'string' && mark === next);
-  }
-
-  /** Renews the mark if a second has passed since the last renewal (or `now`). */
-  renew(now = false): void {
-    const at = performance.now();
-    if (!now && at < this.due) return;
-    this.due = at + MARK_MS;
-    const next = randomUUID();
-    try {
-      this.write({ mark: this.current, next });
-      this.db
-        .prepare(
-          "INSERT INTO meta (key, value) VALUES ('mark', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .run(next);
-      // The database's now, whether or not the write below gets through: the next renewal
-      // must name it beside its own next.
-      this.current = next;
-      this.write({ mark: next });
-    } catch {
-      // A disk that refuses the writes: the next renewal tries again.
-    }
-  }
-
-  private write(marks: { mark?: string; next?: string }): void {
-    const temp = `${this.file}.tmp`;
-    writeFileSync(temp, JSON.stringify(marks));
-    renameSync(temp, this.file);
-  }
-}
 
 /** Gives every room a new epoch (`seed`'s), as a new database would: returns `seed`. */
 function startNewEpochs(db: Database.Database, seed: string): string {
@@ -1407,80 +1327,6 @@ export class SqliteHistoryStore implements HistoryStore {
     const entry = row === undefined ? undefined : parseEntries(row)[id - row.first];
     return entry === undefined ? undefined : toMessage(room, id, entry);
   }
-}
-
-/**
- * A batch row's data: JSON of one flat array, four slots a message (its time, sender, text,
- * and cid or 0), with no array per message, and each time written as its distance below the
- * row's newest one, minus one: a small negative integer, which V8 writes out as such, where a
- * time in milliseconds since 1970 takes the general path of a double. A batch with a time that
- * is not a whole number from 0 up is written the way earlier versions wrote every batch (an
- * array per message, times as they are), which is read as ever. `flat` holds the times
- * themselves and is changed in place.
- */
-export function encodeBatch(flat: (number | string)[], newest: number): string {
-  let plain = Number.isSafeInteger(newest);
-  for (let i = 0; plain && i < flat.length; i += 4) {
-    const at = flat[i] as number;
-    plain = Number.isSafeInteger(at) && at >= 0;
-  }
-  if (!plain) {
-    const entries: (number | string)[][] = [];
-    for (let i = 0; i < flat.length; i += 4) {
-      const cid = flat[i + 3]!;
-      entries.push(typeof cid === 'string' ? flat.slice(i, i + 4) : flat.slice(i, i + 3));
-    }
-    return JSON.stringify(entries);
-  }
-  for (let i = 0; i < flat.length; i += 4) flat[i] = (flat[i] as number) - newest - 1;
-  return JSON.stringify(flat);
-}
-
-/**
- * A batch row's messages (encodeBatch's either form). A row that is neither, a damaged file's,
- * is refused whole: read on, its slots would reach clients as times and texts of any type.
- */
-export function decodeBatch(data: string, newest: number): Entry[] {
-  const parsed: unknown = JSON.parse(data);
-  if (!Array.isArray(parsed)) throw new Error('history batch is not an array');
-  if (parsed.length === 0 || Array.isArray(parsed[0])) {
-    for (const entry of parsed as unknown[]) {
-      if (!Array.isArray(entry) || (entry.length !== 3 && entry.length !== 4)) corrupt();
-      checkMessage(entry[0], entry[1], entry[2], entry[3]);
-    }
-    return parsed as Entry[];
-  }
-  if (parsed.length % 4 !== 0) throw new Error('history batch has a partial message');
-  const entries: Entry[] = [];
-  for (let i = 0; i < parsed.length; i += 4) {
-    const distance: unknown = parsed[i];
-    const from: unknown = parsed[i + 1];
-    const msg: unknown = parsed[i + 2];
-    const cid: unknown = parsed[i + 3];
-    checkMessage(distance, from, msg, cid === 0 ? undefined : cid);
-    const at = newest + (distance as number) + 1;
-    entries.push(
-      typeof cid === 'string'
-        ? [at, from as string, msg as string, cid]
-        : [at, from as string, msg as string],
-    );
-  }
-  return entries;
-}
-
-function checkMessage(at: unknown, from: unknown, msg: unknown, cid: unknown): void {
-  if (
-    typeof at !== 'number' ||
-    typeof from !== 'string' ||
-    typeof msg !== 'string' ||
-    (cid !== undefined && typeof cid !== 'string')
-  ) {
-    corrupt();
-  }
-}
-
-function corrupt(): never {
-  throw new Error('history batch is corrupt');
 }
 
 function parseEntries(row: BatchRow): Entry[] {

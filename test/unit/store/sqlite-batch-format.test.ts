@@ -8,12 +8,11 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decodeBatch, encodeBatch, SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
+import { decodeBatch, type Entry, encodeBatch } from '../../../src/store/sqlite-batches.js';
+import { SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
 import { useTempDir } from '../../helpers/temp-dir.js';
 
 const dir = useTempDir('confab-sqlite-batch-format-');
-
-type Entry = [at: number, from: string, msg: string, cid?: string];
 
 const text = fc.string({ unit: 'grapheme', maxLength: 40 });
 /** Times as a clock gives them, and the odd ones a batch may still hold. */
