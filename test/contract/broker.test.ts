@@ -620,6 +620,73 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
+    it('tells its own lost join as unplaced in the round’s turn among events held behind a catch-up', async () => {
+      await inRelayedRoom('roundorder', async (a, b, room) => {
+        // What a's node is told, in the order told: chats, joins, and unplaced joins.
+        const told: string[] = [];
+        const room0 = a.got.room.bind(a.got);
+        a.got.room = (key, event) => {
+          told.push(
+            event.type === 'chat'
+              ? `chat ${event.id}`
+              : `${event.type} ${'nickname' in event ? event.nickname : ''}`,
+          );
+          room0(key, event);
+        };
+        const unplaced0 = a.got.unplaced.bind(a.got);
+        a.got.unplaced = (key, event) => {
+          told.push(`unplaced ${event.nickname}`);
+          unplaced0(key, event);
+        };
+        await say(b, room, 'bob', 'one');
+        await eventually(() => expect(told).toEqual(['chat 1']));
+        let open!: () => void;
+        const gate = new Promise<void>((resolve) => {
+          open = resolve;
+        });
+        const history = a.broker as unknown as {
+          history: { room: (key: string) => Promise<unknown> };
+        };
+        const room1 = history.history.room.bind(history.history);
+        history.history.room = async (key) => {
+          await gate;
+          return room1(key);
+        };
+        const held = () =>
+          (a.broker as unknown as { rooms: Map<string, { held: unknown[] }> }).rooms.get(room.key)
+            ?.held.length;
+        try {
+          // Chat 2 reaches nobody live: chat 3 is a gap for a, which catches up from history.
+          await appendSilently('roundorder', 'two');
+          await say(b, room, 'bob', 'three');
+          await eventually(() => expect(held()).toBe(1));
+          // a's own join, held behind chat 3; its PUBLISH is lost, so a sends a resync
+          // round, which comes back held behind the join.
+          const dropped = a.relay.arm('"type":"joined"');
+          a.broker.publish(room.key, joined(room, 'dora'));
+          await dropped;
+          await eventually(() => expect(held()).toBe(3));
+          // Another node's join after the round.
+          await b.broker.publish(room.key, joined(room, 'zed'));
+          await eventually(() => expect(held()).toBe(4));
+          expect(told).toEqual(['chat 1']);
+          open();
+          await eventually(() =>
+            expect(told).toEqual([
+              'chat 1',
+              'chat 2',
+              'chat 3',
+              'joined dora',
+              'unplaced dora',
+              'joined zed',
+            ]),
+          );
+        } finally {
+          open();
+        }
+      });
+    });
+
     it('rejects a whisper whose PUBLISH was lost, and sends the next', async () => {
       const c = await cluster();
       const b = await c.node();
