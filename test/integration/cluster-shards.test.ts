@@ -709,6 +709,32 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
     });
   }, 120_000);
 
+  it('with a shard down, a CONNECT into a room on it (the lobby here) fails (3005) too, its nickname freed', async () => {
+    await withShardedNode([], async (node, shard) => {
+      expect(shardOfRoom('lobby')).toBe(1);
+      await shard.stop();
+      const open = async (nickname: string, extra: object) => {
+        const c = await RawClient.open(node.port);
+        clients.push(c);
+        c.sendPy({ cmd: '0', nickname, caps: CAPS, ...extra });
+        return c;
+      };
+      const max = await open('max', {});
+      // ROOM_READY_MS (15 s) after Presence took the nickname and the place.
+      await until(
+        'the CONNECT to fail',
+        () => max.received.some((m) => m.cmd === '90' && m.code === 3005),
+        40_000,
+      );
+      await max.expectClose(10_000);
+      expect(max.received.map((m) => m.cmd)).toEqual(['90']);
+      // The nickname is free again: a client without the lobby takes it.
+      const again = await open('max', { lobby: false });
+      const first = await again.waitFor((m) => m.cmd === '03' || m.cmd === '01', 1, 10_000);
+      expect(first.cmd).toBe('03');
+    });
+  }, 120_000);
+
   it('reports Redis unreachable on /healthz and /metrics while a shard is down', async () => {
     await withShardedNode([], async (node, shard) => {
       const health = async () =>
