@@ -665,6 +665,17 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
     });
   }, 120_000);
 
+  /** `client`'s request into a room whose shard is down fails at the join deadline: 3005 alone, then closed. */
+  async function failsAtDeadline(client: RawClient, what: string): Promise<void> {
+    await until(
+      `${what} to fail`,
+      () => client.received.some((m) => m.cmd === '90' && m.code === 3005),
+      40_000,
+    );
+    await client.expectClose(10_000);
+    expect(client.received.map((m) => m.cmd)).toEqual(['90']);
+  }
+
   it('with a shard down, a join into its rooms fails (3005) too, and frees a member gone meanwhile', async () => {
     await withShardedNode([], async (node, shard) => {
       const port = node.port;
@@ -688,13 +699,7 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       await new Promise((resolve) => setTimeout(resolve, 200));
       lee.close();
       // ROOM_READY_MS (15 s) after the join.
-      await until(
-        'the join to fail',
-        () => kim.received.some((m) => m.cmd === '90' && m.code === 3005),
-        40_000,
-      );
-      await kim.expectClose(10_000);
-      expect(kim.received.map((m) => m.cmd)).toEqual(['90']);
+      await failsAtDeadline(kim, 'the join');
       // lee went while its join waited: once the join failed, it left, and its nickname is free.
       await until(
         'lee to be free',
@@ -721,13 +726,7 @@ describe.skipIf(skip)('rooms sharded over two Redis instances', () => {
       };
       const max = await open('max', {});
       // ROOM_READY_MS (15 s) after Presence took the nickname and the place.
-      await until(
-        'the CONNECT to fail',
-        () => max.received.some((m) => m.cmd === '90' && m.code === 3005),
-        40_000,
-      );
-      await max.expectClose(10_000);
-      expect(max.received.map((m) => m.cmd)).toEqual(['90']);
+      await failsAtDeadline(max, 'the CONNECT');
       // The nickname is free again: a client without the lobby takes it.
       const again = await open('max', { lobby: false });
       const first = await again.waitFor((m) => m.cmd === '03' || m.cmd === '01', 1, 10_000);
