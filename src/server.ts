@@ -473,7 +473,7 @@ class ClusterNode implements Cluster, ClusterView {
     if (theirs !== undefined) {
       await giveUp();
       throw new StartError(
-        `--redis-shards differs from the list the running nodes of this cluster were given (${theirs}, this node ${ours}): every node needs the same list in the same order`,
+        `--redis-shards differs from the list the running nodes of this cluster were given (${theirs}, this node ${ours}): every node needs the same list in the same order, and the same version's placement of rooms (nodes of versions that placed the lobby on a shard must all stop first)`,
       );
     }
     presence.shardList = ours;

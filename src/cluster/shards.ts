@@ -16,6 +16,8 @@ import type {
   RoomHistory,
   StoredMessage,
 } from '../core/history.js';
+import { roomKey } from '../core/rooms.js';
+import { LOBBY } from '../protocol/codes.js';
 import type { BrokerHistory } from './redis-broker.js';
 import { NODE_TIMES_LUA } from './redis-presence.js';
 
@@ -62,14 +64,26 @@ export function fnv1a32(text: string): number {
   return hash >>> 0;
 }
 
+const LOBBY_KEY = roomKey(LOBBY);
+
 /**
  * The Redis instance (0 to count - 1) a room lives on, from its key (the look-alike fold
- * channels and history are named by). Every node and every version must agree on it:
- * changing this function moves rooms away from their history.
+ * channels and history are named by). The lobby lives on the first, `--redis`, where
+ * Presence is: every CONNECT of a course client joins it, and an instance of `--redis-shards`
+ * that fails then keeps no one out who could get in without it. Every node must agree on it:
+ * changing this function moves rooms away from their history, and PLACEMENT marks the change
+ * (shardListHash).
  */
 export function shardOf(key: string, count: number): number {
-  return count === 1 ? 0 : fnv1a32(key) % count;
+  return count === 1 || key === LOBBY_KEY ? 0 : fnv1a32(key) % count;
 }
+
+/**
+ * How shardOf places rooms, in the hash the nodes compare their shard lists by: nodes of a
+ * version that placed the lobby by its hash like any room have other hashes, so the first
+ * node of this version waits for them to stop, or refuses to start beside them.
+ */
+const PLACEMENT = 'lobby on --redis';
 
 /**
  * What the cluster's nodes compare their shard lists by: each URL as the instance it
@@ -89,7 +103,8 @@ export function shardListHash(urls: readonly string[]): string {
       return url;
     }
   });
-  return createHash('sha256').update(JSON.stringify(named)).digest('hex').slice(0, 16);
+  const listed = named.length === 0 ? named : [PLACEMENT, ...named];
+  return createHash('sha256').update(JSON.stringify(listed)).digest('hex').slice(0, 16);
 }
 
 /**

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { fnv1a32, shardListHash, shardOf } from '../../src/cluster/shards.js';
@@ -37,8 +38,12 @@ describe('shardOf', () => {
   it('puts rooms on the same instance in every process and version (fixed vectors)', () => {
     const rooms = ['lobby', 'physics', 'général', '日本語', '😀', 'a', 'foobar'];
     expect(rooms.map((r) => shardOf(r, 1))).toEqual([0, 0, 0, 0, 0, 0, 0]);
-    expect(rooms.map((r) => shardOf(r, 2))).toEqual([1, 0, 1, 1, 0, 0, 0]);
-    expect(rooms.map((r) => shardOf(r, 3))).toEqual([1, 0, 1, 0, 2, 1, 1]);
+    expect(rooms.map((r) => shardOf(r, 2))).toEqual([0, 0, 1, 1, 0, 0, 0]);
+    expect(rooms.map((r) => shardOf(r, 3))).toEqual([0, 0, 1, 0, 2, 1, 1]);
+  });
+
+  it('keeps the lobby on the --redis instance, whatever the count', () => {
+    for (let n = 1; n <= 64; n++) expect(shardOf('lobby', n)).toBe(0);
   });
 
   it('agrees with FNV-1a of Buffer.from(key) for any string, lone surrogates included', () => {
@@ -48,7 +53,7 @@ describe('shardOf', () => {
         const shard = shardOf(key, n);
         expect(shard).toBeGreaterThanOrEqual(0);
         expect(shard).toBeLessThan(n);
-        expect(shard).toBe(reference(key) % n);
+        expect(shard).toBe(key === 'lobby' ? 0 : reference(key) % n);
       }),
       { numRuns: 2000 },
     );
@@ -82,5 +87,15 @@ describe('shardListHash', () => {
     expect(shardListHash(['redis://127.0.0.1:7001/1'])).not.toBe(shardListHash([a]));
     expect(shardListHash(['redis://127.0.0.1:7001?db=1'])).toBe(shardListHash([`${a}/1`]));
     expect(shardListHash(['rediss://127.0.0.1:7001'])).not.toBe(shardListHash([a]));
+  });
+
+  it('is another than that of versions placing the lobby by its hash, where there are shards', () => {
+    // Those versions hashed the list of instances alone.
+    const listAlone = (named: string[]) =>
+      createHash('sha256').update(JSON.stringify(named)).digest('hex').slice(0, 16);
+    expect(shardListHash([])).toBe(listAlone([]));
+    const a = 'redis://127.0.0.1:7001';
+    expect(shardListHash([a])).not.toBe(listAlone([`${a}/0`]));
+    expect(shardListHash([a])).toBe(shardListHash([`${a}/0`]));
   });
 });
