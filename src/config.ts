@@ -394,7 +394,7 @@ export const SERVE_OPTIONS = {
     kind: 'string',
     default: undefined,
     description:
-      'with --redis: more Redis instances (redis://a:p,redis://b:p) that rooms are spread over with the --redis one, by a hash of the room; every node needs the same list in the same order',
+      'with --redis: more Redis instances (redis://a:p,redis://b:p) that rooms are spread over with the --redis one, by a hash of the room (the lobby stays on --redis); every node needs the same list in the same order',
     arg: 'URLS',
   },
   'cluster-timeout': {
