@@ -290,8 +290,10 @@ export class Chat implements ChatContext, SessionHost {
       options.maxConnections ?? Number.POSITIVE_INFINITY,
       options.maxConnectionsPerIp ?? 0,
       (ip, fromIp, total) => {
-        this.refusals.log('connection-limit', (held) =>
-          this.log.warn({ ip, fromIp, total, ...held }, 'connection limit reached'),
+        this.refusals.log(
+          'connection-limit',
+          (held) => this.log.warn({ ip, fromIp, total, ...held }, 'connection limit reached'),
+          ip,
         );
         this.count('too-many-connections');
       },
@@ -322,8 +324,14 @@ export class Chat implements ChatContext, SessionHost {
     this.admission.banned = (ip) => {
       const ban = this.bans.bansAddress(ip, this.clock());
       if (ban === undefined) return false;
-      this.refusals.log('banned-address', (held) =>
-        this.log.info({ ip, mask: ban.mask, ...held }, 'connection from a banned address refused'),
+      this.refusals.log(
+        'banned-address',
+        (held) =>
+          this.log.info(
+            { ip, mask: ban.mask, ...held },
+            'connection from a banned address refused',
+          ),
+        ip,
       );
       this.count('banned-address');
       return true;
@@ -479,8 +487,10 @@ export class Chat implements ChatContext, SessionHost {
       detail: 'too many connections from your address; try again in a few seconds',
     });
     const ip = session.address.ip;
-    this.refusals.log('connect-rate', (held) =>
-      this.log.warn({ ip, ...held }, 'CONNECT over its address budget refused'),
+    this.refusals.log(
+      'connect-rate',
+      (held) => this.log.warn({ ip, ...held }, 'CONNECT over its address budget refused'),
+      ip,
     );
     this.disconnect(session, 'too-many-connections');
   }
@@ -770,11 +780,14 @@ export class Chat implements ChatContext, SessionHost {
       if (session.state === 'greeting') {
         // One a connection: a client opening them in a loop is not to write the log.
         const id = session.id;
-        this.refusals.log('invalid-first-request', (held) =>
-          this.log.warn(
-            { session: id, code, ref: ref && clip(ref), ...held },
-            `Invalid first request: ${clip(message)}`,
-          ),
+        this.refusals.log(
+          'invalid-first-request',
+          (held) =>
+            this.log.warn(
+              { session: id, code, ref: ref && clip(ref), ...held },
+              `Invalid first request: ${clip(message)}`,
+            ),
+          session.address.ip,
         );
         this.disconnect(session, 'protocol');
         return;
@@ -785,11 +798,14 @@ export class Chat implements ChatContext, SessionHost {
         return;
       }
       const nickname = session.nickname;
-      this.refusals.log('invalid-request', (held) =>
-        this.log.warn(
-          { nickname, code, ref: ref && clip(ref), ...held },
-          `Invalid request: ${clip(message)}`,
-        ),
+      this.refusals.log(
+        'invalid-request',
+        (held) =>
+          this.log.warn(
+            { nickname, code, ref: ref && clip(ref), ...held },
+            `Invalid request: ${clip(message)}`,
+          ),
+        session.address.ip,
       );
       refuse(session, code, message, ref);
       return;
@@ -799,11 +815,14 @@ export class Chat implements ChatContext, SessionHost {
     if (session.state === 'greeting') {
       if (!command.greeting) {
         const id = session.id;
-        this.refusals.log('not-connect-first', (held) =>
-          this.log.warn(
-            { session: id, ...held },
-            `Invalid request command. Command: ${request.cmd}`,
-          ),
+        this.refusals.log(
+          'not-connect-first',
+          (held) =>
+            this.log.warn(
+              { session: id, ...held },
+              `Invalid request command. Command: ${request.cmd}`,
+            ),
+          session.address.ip,
         );
         this.disconnect(session, 'protocol');
         return;
@@ -827,8 +846,11 @@ export class Chat implements ChatContext, SessionHost {
 
   private unknownCommand(session: Session, cmd: string): void {
     const nickname = session.nickname;
-    this.refusals.log('unknown-command', (held) =>
-      this.log.warn({ nickname, ...held }, `Invalid request command. Command: ${clip(cmd)}`),
+    this.refusals.log(
+      'unknown-command',
+      (held) =>
+        this.log.warn({ nickname, ...held }, `Invalid request command. Command: ${clip(cmd)}`),
+      session.address.ip,
     );
     refuse(session, ErrorCode.UNKNOWN_COMMAND, `unknown command "${clip(cmd)}"`, cmd);
   }
@@ -860,8 +882,10 @@ export class Chat implements ChatContext, SessionHost {
       // Once per run of refusals, and a client alternating one request in and one refused
       // starts a run each time: limited as the other lines a client causes.
       const nickname = session.nickname;
-      this.refusals.log('rate-limit', (held) =>
-        this.log.info({ nickname, ...held }, 'rate limit reached'),
+      this.refusals.log(
+        'rate-limit',
+        (held) => this.log.info({ nickname, ...held }, 'rate limit reached'),
+        session.address.ip,
       );
     }
     // In its turn: answers to earlier requests may still be waiting in the backlog.

@@ -176,8 +176,10 @@ export async function memberGone(
 export function tooLong(ctx: ChatContext, session: Session, msg: string, ref: string): boolean {
   if (atMostChars(msg, ctx.maxMessage)) return false;
   const { nickname } = session;
-  ctx.refusals.log('message-too-long', (held) =>
-    ctx.log.info({ nickname, length: msg.length, ...held }, 'message too long, refused'),
+  ctx.refusals.log(
+    'message-too-long',
+    (held) => ctx.log.info({ nickname, length: msg.length, ...held }, 'message too long, refused'),
+    session.address.ip,
   );
   refuse(
     session,

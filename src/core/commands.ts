@@ -446,8 +446,14 @@ const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
   const to = checked.nickname;
   if (ctx.bans.bansNickname(to, ctx.now()) !== undefined) {
     const { nickname, address } = session;
-    ctx.refusals.log('banned-rename', (held) =>
-      ctx.log.info({ nickname, to, ip: address.ip, ...held }, 'banned nickname refused at RENAME'),
+    ctx.refusals.log(
+      'banned-rename',
+      (held) =>
+        ctx.log.info(
+          { nickname, to, ip: address.ip, ...held },
+          'banned nickname refused at RENAME',
+        ),
+      address.ip,
     );
     session.reply({ type: 'rename-refused', reason: 'banned', detail: 'this nickname is banned' });
     return;

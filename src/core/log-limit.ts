@@ -1,10 +1,26 @@
-/** What one held-back line would have written, given how many lines of its kind were held. */
-type Write = (extra: { held?: number }) => void;
+/** What a line tells of the lines of its kind held back before it. */
+export interface Held {
+  /** How many. */
+  held?: number;
+  /** From which addresses (as the callers gave them), how many each: the first few. */
+  heldFrom?: Record<string, number>;
+  /** How many came from addresses past those. */
+  heldFromOthers?: number;
+}
+
+/** What one held-back line would have written, given what was held back of its kind. */
+type Write = (extra: Held) => void;
+
+/** Addresses counted apart in a kind's held-back lines: a flood from many shows as a count. */
+const HELD_ADDRESSES = 8;
 
 interface Kind {
   /** Until when lines of the kind are held back. */
   until: number;
   held: number;
+  /** Held-back lines by address, the first HELD_ADDRESSES; `others` counts the rest. */
+  from: Map<string, number>;
+  others: number;
   /** The last line held back: written with the count when the interval ends. */
   last: Write | undefined;
   timer: ReturnType<typeof setTimeout> | undefined;
@@ -27,15 +43,22 @@ export class LogLimiter {
 
   /**
    * Writes the line now (`write({})`), or holds it back. Kinds are the caller's fixed names,
-   * so the map stays as small as the code that calls it.
+   * so the map stays as small as the code that calls it. `from`, the client's address, is
+   * counted while lines are held back, so the count says who caused them.
    */
-  log(kind: string, write: Write): void {
+  log(kind: string, write: Write, from: string | undefined): void {
     const now = this.clock();
     const seen = this.kinds.get(kind);
     // A clock that stepped back (the chat's follows Redis's in a cluster) ends the interval.
     if (seen !== undefined && now < seen.until && now >= seen.until - this.intervalMs) {
       seen.held++;
       seen.last = write;
+      if (from !== undefined) {
+        const n = seen.from.get(from);
+        if (n !== undefined) seen.from.set(from, n + 1);
+        else if (seen.from.size < HELD_ADDRESSES) seen.from.set(from, 1);
+        else seen.others++;
+      }
       if (seen.timer === undefined) {
         seen.timer = setTimeout(() => this.endInterval(kind), seen.until - now);
         seen.timer.unref();
@@ -45,7 +68,7 @@ export class LogLimiter {
     if (seen?.timer !== undefined) clearTimeout(seen.timer);
     this.startInterval(kind, now);
     // Held back before, and not yet told (the timer had not run): told with this one.
-    write(seen === undefined || seen.held === 0 ? {} : { held: seen.held });
+    write(seen === undefined || seen.held === 0 ? {} : heldOf(seen));
   }
 
   /** Writes what is held back now, and forgets every kind: when the process stops. */
@@ -60,7 +83,7 @@ export class LogLimiter {
     if (seen === undefined || seen.held === 0 || seen.last === undefined) return;
     clearTimeout(seen.timer);
     this.startInterval(kind, this.clock());
-    seen.last({ held: seen.held });
+    seen.last(heldOf(seen));
   }
 
   /** Lines of `kind` are held back from `now` on, for an interval. */
@@ -68,8 +91,17 @@ export class LogLimiter {
     this.kinds.set(kind, {
       until: now + this.intervalMs,
       held: 0,
+      from: new Map(),
+      others: 0,
       last: undefined,
       timer: undefined,
     });
   }
+}
+
+function heldOf(seen: Kind): Held {
+  const held: Held = { held: seen.held };
+  if (seen.from.size > 0) held.heldFrom = Object.fromEntries(seen.from);
+  if (seen.others > 0) held.heldFromOthers = seen.others;
+  return held;
 }

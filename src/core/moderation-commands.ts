@@ -29,11 +29,14 @@ export const MAX_BAN_REASON = 200;
 function operatorOf(ctx: ChatContext, session: Session, cmd: string): string | undefined {
   if (session.operator === undefined) {
     const { nickname, address } = session;
-    ctx.refusals.log('not-operator', (held) =>
-      ctx.log.warn(
-        { nickname, ip: address.ip, cmd, ...held },
-        'moderation request from a non-operator, refused',
-      ),
+    ctx.refusals.log(
+      'not-operator',
+      (held) =>
+        ctx.log.warn(
+          { nickname, ip: address.ip, cmd, ...held },
+          'moderation request from a non-operator, refused',
+        ),
+      address.ip,
     );
     refuse(session, ErrorCode.NOT_AUTHORIZED, 'you are not an operator', cmd);
   }
@@ -185,11 +188,14 @@ export const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
   if (attempt !== 'ok') {
     const where = attempt === 'address' ? 'from this address' : 'on this server';
     const { nickname, address } = session;
-    ctx.refusals.log('oper-unchecked', (held) =>
-      ctx.log.warn(
-        { nickname, ip: address.ip, name: clip(req.name), ...held },
-        `OPER refused unchecked: too many attempts ${where}`,
-      ),
+    ctx.refusals.log(
+      'oper-unchecked',
+      (held) =>
+        ctx.log.warn(
+          { nickname, ip: address.ip, name: clip(req.name), ...held },
+          `OPER refused unchecked: too many attempts ${where}`,
+        ),
+      address.ip,
     );
     refuse(
       session,

@@ -271,21 +271,24 @@ export class HttpListener {
     }
     // A fully qualified name's trailing dot names the same host.
     if (name.endsWith('.')) name = name.slice(0, -1);
-    if (name === '') return this.refuseHost(host);
+    if (name === '') return this.refuseHost(host, req);
     // An IP address cannot be rebound; [::1] keeps its brackets in a URL's hostname.
     const bare = name.startsWith('[') ? name.slice(1, -1) : name;
     if (net.isIP(bare) !== 0 || name === 'localhost' || name.endsWith('.localhost')) return true;
     // Entries are written as the operator likes: with the trailing dot or without.
-    return allowed.some((h) => h === name || h === `${name}.`) || this.refuseHost(host);
+    return allowed.some((h) => h === name || h === `${name}.`) || this.refuseHost(host, req);
   }
 
-  private refuseHost(host: string): false {
+  private refuseHost(host: string, req: http.IncomingMessage): false {
     const shown = clip(host);
-    this.chat.refusals.log('foreign-host', (held) =>
-      this.log.warn(
-        { host: shown, ...held },
-        'request for a host name not in --allowed-hosts refused',
-      ),
+    this.chat.refusals.log(
+      'foreign-host',
+      (held) =>
+        this.log.warn(
+          { host: shown, ...held },
+          'request for a host name not in --allowed-hosts refused',
+        ),
+      req.socket.remoteAddress,
     );
     return false;
   }
@@ -332,8 +335,11 @@ export class HttpListener {
       // client string in the log, so a refused upgrade makes one short line.
       const origin = req.headers.origin;
       const shown = origin === undefined ? undefined : clip(origin);
-      this.chat.refusals.log('foreign-origin', (held) =>
-        this.log.warn({ origin: shown, ...held }, 'websocket from a foreign origin refused'),
+      this.chat.refusals.log(
+        'foreign-origin',
+        (held) =>
+          this.log.warn({ origin: shown, ...held }, 'websocket from a foreign origin refused'),
+        req.socket.remoteAddress,
       );
       refuse(403, 'Forbidden');
       return;

@@ -59,13 +59,16 @@ export class HandshakeDeadlines {
       // its part in time, and is told what a node cut off tells its clients.
       const waiting = session.pending > 0;
       const remote = session.peer.remote;
-      this.refusals.log(waiting ? 'connect-waiting' : 'no-connect', (held) =>
-        this.log.info(
-          { remote, ...held },
-          waiting
-            ? 'CONNECT still waiting for the cluster, closing'
-            : 'no CONNECT in time, closing',
-        ),
+      this.refusals.log(
+        waiting ? 'connect-waiting' : 'no-connect',
+        (held) =>
+          this.log.info(
+            { remote, ...held },
+            waiting
+              ? 'CONNECT still waiting for the cluster, closing'
+              : 'no CONNECT in time, closing',
+          ),
+        remote.ip,
       );
       try {
         session.disconnect(waiting ? 'cluster-unavailable' : 'timeout');

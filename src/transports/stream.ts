@@ -409,8 +409,11 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
     } catch (err) {
       if (err instanceof FrameTooLargeError) {
         const { remote } = this;
-        this.refusals.log('frame-too-large', (held) =>
-          this.log.warn({ remote, limit: err.limit, ...held }, 'frame too large, closing'),
+        this.refusals.log(
+          'frame-too-large',
+          (held) =>
+            this.log.warn({ remote, limit: err.limit, ...held }, 'frame too large, closing'),
+          remote.ip,
         );
         this.decoder.reset();
         this.session.disconnect('frame-too-large');
@@ -664,8 +667,10 @@ export class StreamListener {
       socket,
       deadline: new Deadline(socket, this.tlsHandshakeMs(), () => {
         const ip = socket.remoteAddress;
-        this.chat.refusals.log('tls-handshake-timeout', (held) =>
-          this.log.info({ ip, ...held }, 'TLS handshake not finished in time, closing'),
+        this.chat.refusals.log(
+          'tls-handshake-timeout',
+          (held) => this.log.info({ ip, ...held }, 'TLS handshake not finished in time, closing'),
+          ip,
         );
       }),
     };

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { LogLimiter } from '../../../src/core/log-limit.js';
+import { type Held, LogLimiter } from '../../../src/core/log-limit.js';
 
 describe('LogLimiter', () => {
   beforeEach(() => {
@@ -14,7 +14,7 @@ describe('LogLimiter', () => {
     const limit = new LogLimiter(10_000);
     const written: [string, number, number | undefined][] = [];
     const log = (kind: string, n: number) =>
-      limit.log(kind, (extra) => written.push([kind, n, extra.held]));
+      limit.log(kind, (extra) => written.push([kind, n, extra.held]), undefined);
     return { limit, written, log };
   }
 
@@ -66,10 +66,36 @@ describe('LogLimiter', () => {
     let offset = 0;
     const limit = new LogLimiter(10_000, () => Date.now() + offset);
     const written: number[] = [];
-    limit.log('a', () => written.push(1));
+    limit.log('a', () => written.push(1), undefined);
     offset = -3_600_000;
-    limit.log('a', () => written.push(2));
+    limit.log('a', () => written.push(2), undefined);
     expect(written).toEqual([1, 2]);
+  });
+
+  it('says which addresses the lines held back came from, the first few by name', () => {
+    const limit = new LogLimiter(10_000);
+    const written: Held[] = [];
+    const log = (from: string | undefined) => limit.log('a', (held) => written.push(held), from);
+    log('10.0.0.1');
+    for (let i = 0; i < 5; i++) log('10.0.0.1');
+    log('10.0.0.2');
+    log(undefined);
+    vi.advanceTimersByTime(10_000);
+    expect(written).toEqual([{}, { held: 7, heldFrom: { '10.0.0.1': 5, '10.0.0.2': 1 } }]);
+    // A flood from many addresses: eight by name, the rest counted together.
+    for (let i = 0; i < 30; i++) log(`10.0.1.${i % 12}`);
+    vi.advanceTimersByTime(10_000);
+    const last = written.at(-1)!;
+    expect(last.held).toBe(30);
+    expect(Object.keys(last.heldFrom!)).toHaveLength(8);
+    expect(last.heldFrom!['10.0.1.0']).toBe(3);
+    expect(Object.values(last.heldFrom!).reduce((a, b) => a + b, 0) + last.heldFromOthers!).toBe(
+      30,
+    );
+    // Each interval counts afresh.
+    log('10.0.0.3');
+    vi.advanceTimersByTime(10_000);
+    expect(written.at(-1)).toEqual({ held: 1, heldFrom: { '10.0.0.3': 1 } });
   });
 
   it('writes what it holds back when flushed, and nothing after', () => {
