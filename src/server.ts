@@ -216,6 +216,11 @@ const BAN_REFRESH_MS = 5_000;
  * process from exiting. Whatever is not done by then the others do when they reap the node.
  */
 const LEAVE_MS = 2_000;
+/**
+ * How long a graceful stop lets the requests under way finish (Chat.quiesce), at most
+ * --shutdown-timeout: a chat being stored is a commit away, or a Redis round trip.
+ */
+const QUIESCE_MS = 1_000;
 /** A Redis URL as logs and errors show it: without its password. */
 function shownUrl(url: string): string {
   try {
@@ -879,6 +884,7 @@ export class ConfabServer {
    */
   async stop(): Promise<void> {
     const closed = Promise.all(this.listeners.map((l) => l.close()));
+    await this.chat.quiesce(Math.min(QUIESCE_MS, this.limits.closeTimeoutMs));
     this.chat.shutdown();
     await closed;
     // The rooms live on in the cluster: they hear of these leaves before this node goes

@@ -258,6 +258,8 @@ export class Chat implements ChatContext, SessionHost {
   private readonly replays: Replays;
   private nextId = 1;
   private stopping = false;
+  /** Stopping: nothing more is read or handled, what is under way finishes (quiesce). */
+  private quiescing = false;
   readonly cluster: Cluster | undefined;
   /** On a node of a cluster, all it does on top of the single-process chat (cluster-node.ts). */
   private readonly node: ClusterNode | undefined;
@@ -620,7 +622,7 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   receive(session: Session, result: ParseResult): void {
-    if (session.state === 'closed') return;
+    if (session.state === 'closed' || this.quiescing) return;
     if (session.state === 'joined' && this.cluster?.stale?.() === true) {
       // Closed with the node's other clients already, unless it was the first to ask.
       this.disconnect(session, 'cluster-unavailable');
@@ -736,6 +738,7 @@ export class Chat implements ChatContext, SessionHost {
     const waiting = session.backlog as ParseResult[] | undefined;
     if (
       session.paused &&
+      !this.quiescing &&
       (waiting?.length ?? 0) < BACKLOG_PAUSE &&
       session.backlogBytes < BACKLOG_PAUSE_BYTES
     ) {
@@ -1203,6 +1206,38 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /** Disconnects everyone, without leave notices: the room is going away. */
+  /**
+   * The first step of a graceful stop: nothing more is read from any connection, nor handled
+   * if it was read already, and the requests under way finish, for at most `ms`. A chat being
+   * stored is then stored, acknowledged and delivered before its sender and its room are told
+   * the server stops (shutdown), not stored and never told of.
+   */
+  async quiesce(ms: number): Promise<void> {
+    this.quiescing = true;
+    for (const session of this.sessions) {
+      session.paused = true;
+      session.peer.pause?.(true);
+    }
+    const until = performance.now() + ms;
+    // Finished requests let those behind them in their backlogs go on: waited for in turn.
+    for (;;) {
+      const busy = [...this.sessions].filter((s) => s.pending > 0);
+      const left = until - performance.now();
+      if (busy.length === 0 || left <= 0) break;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all(busy.map((s) => new Promise<void>((then) => this.whenIdle(s, then)))),
+        new Promise<void>((then) => {
+          timer = setTimeout(then, left);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    // Read again, though nothing read is handled: a paused socket would not see its client
+    // close after the stop's "90", and the stop would wait --shutdown-timeout for it.
+    for (const session of this.sessions) session.peer.pause?.(false);
+  }
+
   shutdown(): void {
     this.stopping = true;
     this.node?.stop();

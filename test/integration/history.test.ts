@@ -227,6 +227,39 @@ describe('history and resume', () => {
     ]);
   });
 
+  it('on SIGTERM, acknowledges and delivers every chat it stores before saying it stops', async () => {
+    // Three stops, each at another moment of a stream of chats written 20 at a time.
+    for (let round = 0; round < 3; round++) {
+      const dir = dataDir();
+      const first = await serve(['--history', 'sqlite', '--data-dir', dir]);
+      const ann = await connect(first.port, 'ann');
+      const bob = await connect(first.port, 'bob');
+      let n = 0;
+      let stopped: Promise<void> | undefined;
+      const start = Date.now();
+      while (Date.now() - start < 2_000 && !ann.client.isClosed) {
+        let burst = '';
+        for (let i = 0; i < 20; i++) burst += line({ cmd: '7', msg: `m${n++}` });
+        ann.client.write(burst);
+        await new Promise((r) => setTimeout(r, 1));
+        if (stopped === undefined && Date.now() - start > 60 + round * 40) {
+          stopped = harness.stop(first);
+        }
+      }
+      await stopped;
+      await until('both told of the stop', () => ann.client.isClosed && bob.client.isClosed);
+      const acked = ann.client.received.filter((m) => m.cmd === '71').length;
+      const delivered = chats(bob.client).length;
+      expect(acked).toBeGreaterThan(0);
+      const second = await serve(['--history', 'sqlite', '--data-dir', dir]);
+      const reader = await connect(second.port, 'cy');
+      // Every chat stored was acknowledged to its sender and delivered to the room.
+      expect([round, reader.lobby.top]).toEqual([round, acked]);
+      expect([round, delivered]).toEqual([round, acked]);
+      await harness.stop(second);
+    }
+  }, 60_000);
+
   it('keeps ids and epoch across SIGTERM and a restart, and never reuses an id retention deleted', async () => {
     const dir = dataDir();
     const first = await serve([
