@@ -217,10 +217,12 @@ const BAN_REFRESH_MS = 5_000;
  */
 const LEAVE_MS = 2_000;
 /**
- * How long a graceful stop lets the requests under way finish (Chat.quiesce), at most
- * --shutdown-timeout: a chat being stored is a commit away, or a Redis round trip.
+ * How long a graceful stop lets the requests under way finish (Chat.quiesce): a chat being
+ * stored is a commit away, or a Redis round trip; a Redis that stalls is not waited for.
+ * At most half of --shutdown-timeout, which the listeners' close counts from before it: the
+ * rest is for the clients' queued messages and the "90" that tells them.
  */
-const QUIESCE_MS = 1_000;
+const QUIESCE_MS = 250;
 /** A Redis URL as logs and errors show it: without its password. */
 function shownUrl(url: string): string {
   try {
@@ -884,7 +886,7 @@ export class ConfabServer {
    */
   async stop(): Promise<void> {
     const closed = Promise.all(this.listeners.map((l) => l.close()));
-    await this.chat.quiesce(Math.min(QUIESCE_MS, this.limits.closeTimeoutMs));
+    await this.chat.quiesce(Math.min(QUIESCE_MS, this.limits.closeTimeoutMs / 2));
     this.chat.shutdown();
     await closed;
     // The rooms live on in the cluster: they hear of these leaves before this node goes
