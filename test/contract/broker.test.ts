@@ -190,6 +190,26 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     }
 
+    /** Holds each catch-up read of `history` (its `room` calls) until the returned call. */
+    function holdCatchUps(history: Pick<RedisHistoryStore, 'room'>): () => void {
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      const room0 = history.room.bind(history);
+      history.room = async (key) => {
+        await gate;
+        return room0(key);
+      };
+      return open;
+    }
+
+    /** What `broker` holds of room `key` behind a catch-up: read from its own state (nothing else shows it). */
+    function heldIn(broker: RedisBroker, key: string): number | undefined {
+      return (broker as unknown as { rooms: Map<string, { held: unknown[] }> }).rooms.get(key)?.held
+        .length;
+    }
+
     it('loses and repeats nothing when its subscription is killed during a burst', async () => {
       const c = await cluster();
       const [a, b] = [await c.node(), await c.node()];
@@ -471,6 +491,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await broker.start();
       return {
         broker,
+        history,
         got,
         relay,
         async close() {
@@ -575,15 +596,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       await say(b, room, 'bob', 'one');
       await eventually(() => expect(a.got.chatIds('roundheld')).toEqual([1]));
       // a's next catch-up waits until the round below is held behind it.
-      let open!: () => void;
-      const gate = new Promise<void>((resolve) => {
-        open = resolve;
-      });
-      const room0 = a.history.room.bind(a.history);
-      a.history.room = async (key) => {
-        await gate;
-        return room0(key);
-      };
+      const open = holdCatchUps(a.history);
       const admin = new Redis(redis.url, { protocol: 2 });
       try {
         // Chat 2 reaches nobody live: chat 3 is a gap for a, which catches up from history.
@@ -597,11 +610,8 @@ describe.skipIf(withoutRedis())('Redis', () => {
           JSON.stringify({ o: a.broker.node, e: { type: 'resync', n: 1 } }),
         );
         await admin.publish(channel, JSON.stringify({ o: b.broker.node, e: joined(room, 'zed') }));
-        // Held, behind chat 3 (read from the broker's own state: nothing else shows it).
-        const held = () =>
-          (a.broker as unknown as { rooms: Map<string, { held: unknown[] }> }).rooms.get(room.key)
-            ?.held.length;
-        await eventually(() => expect(held()).toBe(3));
+        // Held, behind chat 3.
+        await eventually(() => expect(heldIn(a.broker as RedisBroker, room.key)).toBe(3));
         open();
         await eventually(() =>
           expect(a.got.of('roundheld').map((e) => (e.type === 'chat' ? e.id : e.type))).toEqual([
@@ -640,21 +650,8 @@ describe.skipIf(withoutRedis())('Redis', () => {
         };
         await say(b, room, 'bob', 'one');
         await eventually(() => expect(told).toEqual(['chat 1']));
-        let open!: () => void;
-        const gate = new Promise<void>((resolve) => {
-          open = resolve;
-        });
-        const history = a.broker as unknown as {
-          history: { room: (key: string) => Promise<unknown> };
-        };
-        const room1 = history.history.room.bind(history.history);
-        history.history.room = async (key) => {
-          await gate;
-          return room1(key);
-        };
-        const held = () =>
-          (a.broker as unknown as { rooms: Map<string, { held: unknown[] }> }).rooms.get(room.key)
-            ?.held.length;
+        const open = holdCatchUps(a.history);
+        const held = () => heldIn(a.broker, room.key);
         try {
           // Chat 2 reaches nobody live: chat 3 is a gap for a, which catches up from history.
           await appendSilently('roundorder', 'two');
