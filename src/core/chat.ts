@@ -1205,7 +1205,6 @@ export class Chat implements ChatContext, SessionHost {
     this.spent.keep(addressGroup(session.address.ip), session.bucket, this.clock());
   }
 
-  /** Disconnects everyone, without leave notices: the room is going away. */
   /**
    * The first step of a graceful stop: nothing more is read from any connection, nor handled
    * if it was read already, and the requests under way finish, for at most `ms`. A chat being
@@ -1214,10 +1213,8 @@ export class Chat implements ChatContext, SessionHost {
    */
   async quiesce(ms: number): Promise<void> {
     this.quiescing = true;
-    for (const session of this.sessions) {
-      session.paused = true;
-      session.peer.pause?.(true);
-    }
+    // Not marked `paused`: that is the backlog's, which resumes no peer while this lasts.
+    for (const session of this.sessions) session.peer.pause?.(true);
     const until = performance.now() + ms;
     // Finished requests let those behind them in their backlogs go on: waited for in turn.
     for (;;) {
@@ -1238,6 +1235,7 @@ export class Chat implements ChatContext, SessionHost {
     for (const session of this.sessions) session.peer.pause?.(false);
   }
 
+  /** Disconnects everyone, without leave notices: the room is going away. */
   shutdown(): void {
     this.stopping = true;
     this.node?.stop();
