@@ -1,6 +1,9 @@
 /** One message of a batch row: its time, sender, text and, if it has one, its cid. */
 export type Entry = [at: number, from: string, msg: string, cid?: string];
 
+/** Slots a message takes in a batch's flat array: its time, sender, text and cid (or 0). */
+export const SLOTS = 4;
+
 /**
  * A batch row's data: JSON of one flat array, four slots a message (its time, sender, text,
  * and cid or 0), with no array per message, and each time written as its distance below the
@@ -12,19 +15,19 @@ export type Entry = [at: number, from: string, msg: string, cid?: string];
  */
 export function encodeBatch(flat: (number | string)[], newest: number): string {
   let plain = Number.isSafeInteger(newest);
-  for (let i = 0; plain && i < flat.length; i += 4) {
+  for (let i = 0; plain && i < flat.length; i += SLOTS) {
     const at = flat[i] as number;
     plain = Number.isSafeInteger(at) && at >= 0;
   }
   if (!plain) {
     const entries: (number | string)[][] = [];
-    for (let i = 0; i < flat.length; i += 4) {
+    for (let i = 0; i < flat.length; i += SLOTS) {
       const cid = flat[i + 3]!;
-      entries.push(typeof cid === 'string' ? flat.slice(i, i + 4) : flat.slice(i, i + 3));
+      entries.push(typeof cid === 'string' ? flat.slice(i, i + SLOTS) : flat.slice(i, i + 3));
     }
     return JSON.stringify(entries);
   }
-  for (let i = 0; i < flat.length; i += 4) flat[i] = (flat[i] as number) - newest - 1;
+  for (let i = 0; i < flat.length; i += SLOTS) flat[i] = (flat[i] as number) - newest - 1;
   return JSON.stringify(flat);
 }
 
@@ -42,9 +45,9 @@ export function decodeBatch(data: string, newest: number): Entry[] {
     }
     return parsed as Entry[];
   }
-  if (parsed.length % 4 !== 0) throw new Error('history batch has a partial message');
+  if (parsed.length % SLOTS !== 0) throw new Error('history batch has a partial message');
   const entries: Entry[] = [];
-  for (let i = 0; i < parsed.length; i += 4) {
+  for (let i = 0; i < parsed.length; i += SLOTS) {
     const distance: unknown = parsed[i];
     const from: unknown = parsed[i + 1];
     const msg: unknown = parsed[i + 2];

@@ -27,7 +27,7 @@ import {
   withBase,
 } from './common.js';
 import { filterBits, NameFilter } from './name-filter.js';
-import { decodeBatch, type Entry, encodeBatch } from './sqlite-batches.js';
+import { decodeBatch, type Entry, encodeBatch, SLOTS } from './sqlite-batches.js';
 import { Marks } from './sqlite-marks.js';
 
 export interface SqliteHistoryOptions extends HistoryStoreOptions {
@@ -86,7 +86,7 @@ interface OpenBatch {
   last: number;
   /** The latest time in it, which age retention looks at. */
   newest: number;
-  /** Its messages as encodeBatch takes them: time, sender, text and cid (or 0) of each. */
+  /** Its messages as encodeBatch takes them, SLOTS each. */
   readonly flat: (number | string)[];
   /** Characters of its senders, texts and cids (BATCH_TEXT). */
   text: number;
@@ -687,7 +687,7 @@ export class SqliteHistoryStore implements HistoryStore {
         if (
           b !== undefined &&
           (b.last + 1 !== m.id ||
-            b.flat.length === this.batchMessages * 4 ||
+            b.flat.length === this.batchMessages * SLOTS ||
             b.text + text > BATCH_TEXT)
         ) {
           this.writeBatch(b);
@@ -700,11 +700,8 @@ export class SqliteHistoryStore implements HistoryStore {
         b.text += text;
         b.last = m.id;
         if (m.at > b.newest) b.newest = m.at;
-        if (m.cid === undefined) b.flat.push(m.at, m.from, m.msg, 0);
-        else {
-          b.flat.push(m.at, m.from, m.msg, m.cid);
-          this.insertCid.run(p.room, p.cidName ?? m.from, m.cid, m.id);
-        }
+        b.flat.push(m.at, m.from, m.msg, m.cid ?? 0);
+        if (m.cid !== undefined) this.insertCid.run(p.room, p.cidName ?? m.from, m.cid, m.id);
       }
       for (const b of open.values()) this.writeBatch(b);
     });
