@@ -689,6 +689,64 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
+  it('a page opened after the tab was closed comes back as its user, once; \\exit forgets it', async () => {
+    const server = await startConfab({ 'http-port': '0', history: 'memory' });
+    const url = `http://127.0.0.1:${server.httpAddress!.port}/`;
+    // One browser profile: its tabs share localStorage, each has its own sessionStorage.
+    const context = await browser.newContext();
+    const watcher = await join(server.address.port, 'watcher', { caps: ['rooms', 'history'] });
+    const open = async () => {
+      const page = await context.newPage();
+      await page.goto(url);
+      return page;
+    };
+    const users = async () => {
+      watcher.sendPy({ cmd: '1' });
+      return ((await watcher.expect('10')).users as string[][]).map((u) => u[0]).sort();
+    };
+    try {
+      const first = await open();
+      await joinAs(first, 'closer');
+      await enterRoom(first, 'physics');
+      await say(first, 'before closing');
+      await seeLine(first, 'physics', 'before closing');
+      // A second tab while the first is open is somebody else.
+      const other = await open();
+      await other.locator('#nickname').waitFor();
+      expect(await other.locator('#join').isVisible()).toBe(true);
+      await other.close();
+      await first.close();
+      await watcher.expect('30');
+      expect(await users()).toEqual(['watcher']);
+
+      const back = await open();
+      await back.locator('#status[data-status="online"]').waitFor();
+      expect(await back.isHidden('#join')).toBe(true);
+      await back.locator('.room-button[data-room="physics"]').waitFor();
+      await seeLine(back, 'physics', 'before closing');
+      expect(await users()).toEqual(['closer', 'watcher']);
+      // Taken once: the next tab opened beside it asks for a nickname.
+      const beside = await open();
+      await beside.locator('#nickname').waitFor();
+      expect(await beside.locator('#join').isVisible()).toBe(true);
+      await beside.close();
+
+      await say(back, '\\exit');
+      await back.locator('#nickname').waitFor();
+      await watcher.expect('30');
+      await back.close();
+      const after = await open();
+      await after.locator('#nickname').waitFor();
+      expect(await after.locator('#join').isVisible()).toBe(true);
+      expect(await users()).toEqual(['watcher']);
+      await after.close();
+    } finally {
+      watcher.close();
+      await context.close();
+      await server.stop();
+    }
+  }, 60_000);
+
   it('coming back to a full lobby ("02"), keeps trying rather than asking for a nickname', async () => {
     const server = await startConfab({ 'http-port': '0', 'max-users': '2' });
     const page = await openPage(server.httpAddress!.port);

@@ -12,9 +12,10 @@ import {
   parseCommand,
 } from '../../src/protocol/slash-commands.js';
 import { nickColor, PAGE_BG } from './colors.js';
-import { Connection, RequestError, type SavedSession, type Status } from './connection.js';
+import { Connection, RequestError, type Status } from './connection.js';
 import { WEB_HELP } from './help.js';
 import { findLinks } from './links.js';
+import { type KeyValueStore, SavedSessions } from './saved-session.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const input = $<HTMLInputElement>('input');
@@ -568,7 +569,16 @@ const NOT_RECOVERED: Record<string, string> = {
   off: 'the server keeps no history',
 };
 
-const SESSION_KEY = 'confab.session';
+/** Reading `window.sessionStorage` or `localStorage` throws where the browser forbids storage. */
+function storage(which: 'sessionStorage' | 'localStorage'): KeyValueStore | undefined {
+  try {
+    return window[which];
+  } catch {
+    return undefined;
+  }
+}
+
+const saved = new SavedSessions(storage('sessionStorage'), storage('localStorage'));
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 
@@ -688,12 +698,7 @@ const connection = new Connection(wsUrl, {
     notice(`You are no longer in #${room}.`);
   },
   save(session) {
-    try {
-      if (session === undefined) sessionStorage.removeItem(SESSION_KEY);
-      else sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
-    } catch {
-      // Storage disabled or full: reloading then asks for the nickname again.
-    }
+    saved.save(session);
   },
 });
 
@@ -1354,24 +1359,25 @@ joinForm.addEventListener('submit', (event) => {
   connection.join(nickname);
 });
 
-/** A reload comes back as the same user, in the same rooms (the tab's sessionStorage). */
+/**
+ * A reload comes back as the same user, in the same rooms; so does a page opened after
+ * the user closed one without leaving (SavedSessions).
+ */
 function restoreSession(): boolean {
-  let saved: SavedSession | undefined;
-  try {
-    const text = sessionStorage.getItem(SESSION_KEY);
-    saved = text === null ? undefined : (JSON.parse(text) as SavedSession);
-  } catch {
-    return false;
-  }
-  if (typeof saved?.nickname !== 'string' || saved.nickname === '') return false;
-  nicknameInput.value = saved.nickname;
-  const rooms = Array.isArray(saved.rooms) ? saved.rooms.filter((r) => typeof r === 'string') : [];
-  connection.join(saved.nickname, {
-    ...(typeof saved.resume === 'string' ? { resume: saved.resume } : {}),
-    rooms,
+  const session = saved.load();
+  if (session === undefined) return false;
+  nicknameInput.value = session.nickname;
+  connection.join(session.nickname, {
+    ...(session.resume !== undefined ? { resume: session.resume } : {}),
+    rooms: session.rooms,
   });
   return true;
 }
+
+window.addEventListener('pagehide', () => saved.hide());
+window.addEventListener('pageshow', (event) => {
+  if (event.persisted) saved.show();
+});
 
 // A reload rejoins by itself; the card then only covers the page until it has.
 if (restoreSession()) setJoinOpen(true);
