@@ -4,6 +4,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashPassword, verifyPassword } from '../../src/password.js';
 import type { ConfabServer } from '../../src/server.js';
 import { launchChromium } from '../helpers/browser.js';
 import { until } from '../helpers/cluster.js';
@@ -118,6 +119,50 @@ async function chatsUntil(client: RawClient, last: string): Promise<unknown[]> {
     if (m.msg === last) return seen;
   }
   throw new Error(`no "${last}" among ${seen.length} chats`);
+}
+
+/**
+ * One browser profile (its tabs share localStorage, each has its own sessionStorage) at
+ * `server`'s web app, and a client "watcher" in its lobby.
+ */
+async function browserProfile(server: ConfabServer) {
+  const context = await browser.newContext();
+  // Its caps let it become an operator.
+  const watcher = await join(server.address.port, 'watcher', { caps: ['rooms', 'history'] });
+  const url = `http://127.0.0.1:${server.httpAddress!.port}/`;
+  return {
+    context,
+    watcher,
+    /** A new tab at the web app. */
+    async open(): Promise<Page> {
+      const page = await context.newPage();
+      await page.goto(url);
+      return page;
+    },
+    /** The lobby's members, by the watcher's USERS. */
+    async users(): Promise<string[]> {
+      watcher.sendPy({ cmd: '1' });
+      return ((await watcher.expect('10')).users as string[][]).map((u) => u[0]!).sort();
+    },
+    async close(): Promise<void> {
+      watcher.close();
+      await context.close();
+    },
+  };
+}
+
+/** The page asks for a nickname, and still does half a second later (it came back as nobody). */
+async function asksNickname(page: Page): Promise<void> {
+  await page.locator('#nickname').waitFor();
+  await page.waitForTimeout(500);
+  expect(await page.locator('#join').isVisible()).toBe(true);
+}
+
+/** The page came back by itself as `nickname`, a new session in a fresh page. */
+async function cameBackAs(page: Page, nickname: string): Promise<void> {
+  await page.locator('#status[data-status="online"]').waitFor();
+  expect(await page.isHidden('#join')).toBe(true);
+  await page.locator('#messages li', { hasText: `Welcome, ${nickname}!` }).waitFor();
 }
 
 const unread = (page: Page, room: string) =>
@@ -689,21 +734,10 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
-  it('a page opened after the tab was closed comes back as its user, once; \\exit forgets it', async () => {
+  it('a page opened after the tab was closed comes back as its user, once; \\exit and a kick forget it', async () => {
     const server = await startConfab({ 'http-port': '0', history: 'memory' });
-    const url = `http://127.0.0.1:${server.httpAddress!.port}/`;
-    // One browser profile: its tabs share localStorage, each has its own sessionStorage.
-    const context = await browser.newContext();
-    const watcher = await join(server.address.port, 'watcher', { caps: ['rooms', 'history'] });
-    const open = async () => {
-      const page = await context.newPage();
-      await page.goto(url);
-      return page;
-    };
-    const users = async () => {
-      watcher.sendPy({ cmd: '1' });
-      return ((await watcher.expect('10')).users as string[][]).map((u) => u[0]).sort();
-    };
+    const profile = await browserProfile(server);
+    const { open, users, watcher } = profile;
     try {
       const first = await open();
       await joinAs(first, 'closer');
@@ -712,23 +746,20 @@ describe('web client history and resume in Chromium', () => {
       await seeLine(first, 'physics', 'before closing');
       // A second tab while the first is open is somebody else.
       const other = await open();
-      await other.locator('#nickname').waitFor();
-      expect(await other.locator('#join').isVisible()).toBe(true);
+      await asksNickname(other);
       await other.close();
       await first.close();
       await watcher.expect('30');
       expect(await users()).toEqual(['watcher']);
 
       const back = await open();
-      await back.locator('#status[data-status="online"]').waitFor();
-      expect(await back.isHidden('#join')).toBe(true);
+      await cameBackAs(back, 'closer');
       await back.locator('.room-button[data-room="physics"]').waitFor();
       await seeLine(back, 'physics', 'before closing');
       expect(await users()).toEqual(['closer', 'watcher']);
       // Taken once: the next tab opened beside it asks for a nickname.
       const beside = await open();
-      await beside.locator('#nickname').waitFor();
-      expect(await beside.locator('#join').isVisible()).toBe(true);
+      await asksNickname(beside);
       await beside.close();
 
       await say(back, '\\exit');
@@ -736,13 +767,98 @@ describe('web client history and resume in Chromium', () => {
       await watcher.expect('30');
       await back.close();
       const after = await open();
-      await after.locator('#nickname').waitFor();
-      expect(await after.locator('#join').isVisible()).toBe(true);
+      await asksNickname(after);
       expect(await users()).toEqual(['watcher']);
+
+      // A session the server ended (kicked) is not handed on either.
+      await joinAs(after, 'kicked');
+      await watcher.expect('8');
+      const stored = hashPassword('sesame');
+      server.chat.reconfigure({
+        operators: [{ name: 'teacher', verify: (p) => verifyPassword(p, stored) }],
+      });
+      watcher.sendPy({ cmd: '92', name: 'teacher', password: 'sesame' });
+      await watcher.expect('93');
+      watcher.sendPy({ cmd: '94', nickname: 'kicked' });
+      await after.locator('#join-error', { hasText: 'kicked' }).waitFor();
       await after.close();
+      await asksNickname(await open());
+      expect(await users()).toEqual(['watcher']);
     } finally {
-      watcher.close();
-      await context.close();
+      await profile.close();
+      await server.stop();
+    }
+  }, 60_000);
+
+  it('coming back to a nickname taken meanwhile, the name it suggests keeps the rooms', async () => {
+    const server = await startConfab({ 'http-port': '0' });
+    const profile = await browserProfile(server);
+    let taker: RawClient | undefined;
+    try {
+      const first = await profile.open();
+      await joinAs(first, 'returner');
+      await enterRoom(first, 'den');
+      await first.close();
+      await profile.watcher.expect('30');
+      taker = await join(server.address.port, 'returner');
+      const back = await profile.open();
+      await back.locator('#join-error', { hasText: 'was taken' }).waitFor();
+      expect(await back.inputValue('#nickname')).toBe('returner_');
+      await back.press('#nickname', 'Enter');
+      await back.locator('#status[data-status="online"]').waitFor();
+      await back.locator('.room-button[data-room="den"]').waitFor();
+    } finally {
+      taker?.close();
+      await profile.close();
+      await server.stop();
+    }
+  }, 60_000);
+
+  it('a duplicated tab is somebody else; closed tabs come back newest first; a reload is no new tab', async () => {
+    const server = await startConfab({ 'http-port': '0' });
+    const profile = await browserProfile(server);
+    const { open, users, watcher } = profile;
+    try {
+      const first = await open();
+      await joinAs(first, 'original');
+      // A copy of the tab (its sessionStorage with it), as the browser's "Duplicate" makes.
+      const [copy] = await Promise.all([
+        profile.context.waitForEvent('page'),
+        first.evaluate(() => {
+          const page = globalThis as unknown as {
+            open(url: string): unknown;
+            location: { href: string };
+          };
+          page.open(page.location.href);
+        }),
+      ]);
+      await copy.locator('#join-error', { hasText: 'another tab' }).waitFor();
+      await asksNickname(copy);
+      await joinAs(copy, 'duplicate');
+      expect(await first.locator('#status').getAttribute('data-status')).toBe('online');
+      expect(await users()).toEqual(['duplicate', 'original', 'watcher']);
+
+      await first.close();
+      await watcher.expect('30');
+      await copy.close();
+      await watcher.expect('30');
+      const newest = await open();
+      await cameBackAs(newest, 'duplicate');
+      const older = await open();
+      await cameBackAs(older, 'original');
+      expect(await users()).toEqual(['duplicate', 'original', 'watcher']);
+
+      // One closed tab waiting: a tab that left and reloads does not become it.
+      await newest.close();
+      await watcher.expect('30');
+      await say(older, '\\exit');
+      await older.locator('#nickname').waitFor();
+      await older.reload();
+      await asksNickname(older);
+      await cameBackAs(await open(), 'duplicate');
+      expect(await users()).toEqual(['duplicate', 'watcher']);
+    } finally {
+      await profile.close();
       await server.stop();
     }
   }, 60_000);

@@ -120,8 +120,15 @@ export class Connection {
     private readonly on: Handlers,
   ) {}
 
-  /** Joins as a new session; `restore` comes from a page reload (see SavedSession). */
-  join(nickname: string, restore?: { resume?: string; rooms?: string[] }): void {
+  /**
+   * Joins as a new session; `restore` comes from a page reload (see SavedSession), and
+   * `returning` says the nickname was this user's already (its loss is told as such).
+   */
+  join(
+    nickname: string,
+    restore?: { resume?: string; rooms?: string[] },
+    returning = restore !== undefined,
+  ): void {
     // A pending retry or an attempt still in flight would join a second time
     // and then meet its own nickname as taken.
     this.cancelRetry();
@@ -137,7 +144,7 @@ export class Connection {
     );
     this.wanted = true;
     this.everJoined = false;
-    this.ownNickname = restore !== undefined;
+    this.ownNickname = returning;
     this.attempt = 0;
     this.open();
   }
@@ -280,6 +287,11 @@ export class Connection {
         return;
       }
       this.wanted = false;
+      // Ended by the server (taken over, kicked, banned): nothing to come back as.
+      if (this.fatal !== undefined) {
+        this.resume.reset();
+        this.on.save(undefined);
+      }
       this.on.status('offline', this.fatal);
       return;
     }
@@ -558,7 +570,7 @@ export class Connection {
 }
 
 /** A short random id, so cids from different page loads never meet. */
-function randomId(): string {
+export function randomId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(6));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }

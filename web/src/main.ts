@@ -12,7 +12,7 @@ import {
   parseCommand,
 } from '../../src/protocol/slash-commands.js';
 import { nickColor, PAGE_BG } from './colors.js';
-import { Connection, RequestError, type Status } from './connection.js';
+import { Connection, RequestError, randomId, type Status } from './connection.js';
 import { WEB_HELP } from './help.js';
 import { findLinks } from './links.js';
 import { type KeyValueStore, SavedSessions } from './saved-session.js';
@@ -578,7 +578,17 @@ function storage(which: 'sessionStorage' | 'localStorage'): KeyValueStore | unde
   }
 }
 
-const saved = new SavedSessions(storage('sessionStorage'), storage('localStorage'));
+const saved = new SavedSessions(
+  storage('sessionStorage'),
+  storage('localStorage'),
+  typeof BroadcastChannel === 'function' ? new BroadcastChannel('confab.sessions') : undefined,
+  randomId,
+);
+/**
+ * The rooms of the session the page came back as, until it is back in: joining under
+ * another nickname (its own was taken meanwhile) still rejoins them.
+ */
+let restoredRooms: string[] | undefined;
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 
@@ -628,6 +638,7 @@ const connection = new Connection(wsUrl, {
   async joined({ nickname, userCount, rejoined, resumed }) {
     setJoinOpen(false);
     lastSent = undefined;
+    restoredRooms = undefined;
     if (!rejoined) {
       // A new session (the user joined again after leaving): the rooms of the old one are gone.
       for (const view of [...views.values()])
@@ -1170,6 +1181,7 @@ async function submit(text: string): Promise<void> {
         showBans((await connection.call({ cmd: Cmd.BANS })).bans);
         return;
       case 'exit':
+        restoredRooms = undefined;
         connection.leave();
         return;
       case 'invalid':
@@ -1356,29 +1368,44 @@ joinForm.addEventListener('submit', (event) => {
     return;
   }
   joinError.textContent = '';
-  connection.join(nickname);
+  connection.join(nickname, restoredRooms && { rooms: restoredRooms }, false);
 });
 
 /**
  * A reload comes back as the same user, in the same rooms; so does a page opened after
  * the user closed one without leaving (SavedSessions).
  */
-function restoreSession(): boolean {
-  const session = saved.load();
-  if (session === undefined) return false;
+async function restoreSession(): Promise<void> {
+  const navigation = performance.getEntriesByType('navigation')[0] as
+    | PerformanceNavigationTiming
+    | undefined;
+  const { session, elsewhere } = await saved.load(navigation?.type ?? 'navigate');
+  if (session === undefined) {
+    showJoin(elsewhere ? ELSEWHERE : undefined);
+    return;
+  }
+  restoredRooms = session.rooms;
   nicknameInput.value = session.nickname;
+  // It rejoins by itself; the card only covers the page until it has.
+  setJoinOpen(true);
   connection.join(session.nickname, {
     ...(session.resume !== undefined ? { resume: session.resume } : {}),
     rooms: session.rooms,
   });
-  return true;
 }
+
+const ELSEWHERE =
+  'You are chatting in another tab of this browser. Pick a nickname to chat here as someone else.';
 
 window.addEventListener('pagehide', () => saved.hide());
 window.addEventListener('pageshow', (event) => {
-  if (event.persisted) saved.show();
+  if (!event.persisted) return;
+  void saved.show().then((ours) => {
+    if (ours) return;
+    // Another tab took this session while the page was away: it is that tab's now.
+    connection.leave();
+    showJoin(ELSEWHERE);
+  });
 });
 
-// A reload rejoins by itself; the card then only covers the page until it has.
-if (restoreSession()) setJoinOpen(true);
-else showJoin();
+void restoreSession();
