@@ -51,6 +51,9 @@ interface PageSocket {
   onmessage: ((event: unknown) => void) | null;
   close(): void;
 }
+interface PageStorage {
+  setItem(key: string, value: string): void;
+}
 declare const CloseEvent: new (type: string, init: { code: number }) => unknown;
 
 /** Every WebSocket the page opens, kept on window.sockets so a test can cut one. */
@@ -133,6 +136,7 @@ async function browserProfile(server: ConfabServer) {
   return {
     context,
     watcher,
+    url,
     /** A new tab at the web app. */
     async open(): Promise<Page> {
       const page = await context.newPage();
@@ -790,6 +794,40 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
+  it('tabs closed at once, and tabs opened at once, each come back as one of them, once', async () => {
+    const server = await startConfab({ 'http-port': '0' });
+    const profile = await browserProfile(server);
+    const names = ['ana', 'ben', 'cy'];
+    try {
+      const tabs = await Promise.all(names.map(() => profile.open()));
+      for (const [i, tab] of tabs.entries()) await joinAs(tab, names[i]!);
+      await Promise.all(tabs.map((tab) => tab.close()));
+      await until('their leaves', async () => (await profile.users()).length === 1, 10_000);
+      const back = await Promise.all([...names, 'extra'].map(() => profile.open()));
+      await until(
+        'three online',
+        async () => {
+          const statuses = await Promise.all(
+            back.map((tab) => tab.locator('#status').getAttribute('data-status')),
+          );
+          return statuses.filter((s) => s === 'online').length === 3;
+        },
+        15_000,
+      );
+      expect(await profile.users()).toEqual([...names, 'watcher']);
+      // The fourth found none left, and asks.
+      const offline = [];
+      for (const tab of back)
+        if ((await tab.locator('#status').getAttribute('data-status')) !== 'online')
+          offline.push(tab);
+      expect(offline.length).toBe(1);
+      await asksNickname(offline[0]!);
+    } finally {
+      await profile.close();
+      await server.stop();
+    }
+  }, 60_000);
+
   it('coming back to a nickname taken meanwhile, the name it suggests keeps the rooms', async () => {
     const server = await startConfab({ 'http-port': '0' });
     const profile = await browserProfile(server);
@@ -817,7 +855,7 @@ describe('web client history and resume in Chromium', () => {
   it('a duplicated tab is somebody else; closed tabs come back newest first; a reload is no new tab', async () => {
     const server = await startConfab({ 'http-port': '0' });
     const profile = await browserProfile(server);
-    const { open, users, watcher } = profile;
+    const { open, users, watcher, url } = profile;
     try {
       const first = await open();
       await joinAs(first, 'original');
@@ -834,6 +872,24 @@ describe('web client history and resume in Chromium', () => {
       ]);
       await copy.locator('#join-error', { hasText: 'another tab' }).waitFor();
       await asksNickname(copy);
+      // The same copy in a tab of its own, loading while the first is too busy to answer.
+      const storage = await first.evaluate(() => {
+        const { sessionStorage } = globalThis as unknown as { sessionStorage: PageStorage };
+        return Object.fromEntries(Object.entries(sessionStorage));
+      });
+      const twin = await profile.context.newPage();
+      await twin.addInitScript((entries: Record<string, string>) => {
+        const { sessionStorage } = globalThis as unknown as { sessionStorage: PageStorage };
+        for (const [key, value] of Object.entries(entries)) sessionStorage.setItem(key, value);
+      }, storage);
+      const busy = first.evaluate(() => {
+        const until = Date.now() + 1_500;
+        while (Date.now() < until);
+      });
+      await twin.goto(url);
+      await twin.locator('#join-error', { hasText: 'another tab' }).waitFor();
+      await busy;
+      await twin.close();
       await joinAs(copy, 'duplicate');
       expect(await first.locator('#status').getAttribute('data-status')).toBe('online');
       expect(await users()).toEqual(['duplicate', 'original', 'watcher']);

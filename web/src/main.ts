@@ -1382,6 +1382,8 @@ async function restoreSession(): Promise<void> {
   const { session, elsewhere } = await saved.load(navigation?.type ?? 'navigate');
   if (session === undefined) {
     showJoin(elsewhere ? ELSEWHERE : undefined);
+    // Not the other tab's nickname (the browser's form restore may have put it back).
+    if (elsewhere) nicknameInput.value = '';
     return;
   }
   restoredRooms = session.rooms;
@@ -1405,6 +1407,7 @@ window.addEventListener('pageshow', (event) => {
     // Another tab took this session while the page was away: it is that tab's now.
     connection.leave();
     showJoin(ELSEWHERE);
+    nicknameInput.value = '';
   });
 });
 

@@ -2,6 +2,8 @@ import type { SavedSession } from './connection.js';
 
 /** The part of the Web Storage API used here (sessionStorage, localStorage). */
 export interface KeyValueStore {
+  readonly length: number;
+  key(index: number): string | null;
   getItem(key: string): string | null;
   setItem(key: string, value: string): void;
   removeItem(key: string): void;
@@ -24,16 +26,27 @@ export interface Loaded {
 
 /** This tab's session (with its id): a reload comes back as it. */
 const TAB_KEY = 'confab.session';
-/** Sessions of tabs that went away, newest first: a new tab comes back as the newest. */
-const CLOSED_KEY = 'confab.closed';
+/**
+ * Set in sessionStorage while a page of the tab runs, removed as it goes away: a page that
+ * finds it set is a copy of a live tab's storage (a duplicated tab), or follows one that
+ * crashed.
+ */
+const LIVE_KEY = 'confab.live';
+/** A tab that went away, one key each (so that tabs closing at once lose none): its session. */
+const CLOSED_PREFIX = 'confab.closed.';
 /** Closed tabs whose sessions are kept for new tabs; the oldest go first. */
 const MAX_CLOSED = 5;
-/** How long a tab waits for another to say it holds a session. */
+/** How long a tab waits for another to say it holds, or is taking, a session. */
 const ASK_MS = 200;
 
 interface Kept {
   id: string;
   session: SavedSession;
+}
+
+interface Closed extends Kept {
+  /** When its tab went away (Date.now()). */
+  at: number;
 }
 
 /**
@@ -42,17 +55,18 @@ interface Kept {
  * comes back as it, and answers its other tabs (a BroadcastChannel) that it holds it. A tab
  * that goes away (`pagehide`, as it closes, reloads or navigates away) hands its session to
  * localStorage; a tab opened afresh, without a session of its own, takes the newest one that
- * no live tab holds, once: reopening the page comes back under the same nickname, in the same
- * rooms, with the same token (its cids still recognised). A tab whose sessionStorage holds a
- * session that another tab holds (a duplicated tab, or one restored after a new tab took its
- * session) starts without it. Leaving, or a server that ends the session, forgets it.
- * Storage that is disabled or full only means asking for a nickname again.
+ * no live tab holds or is taking, once: reopening the page comes back under the same
+ * nickname, in the same rooms, with the same token (its cids still recognised). A copy of a
+ * live tab's storage (a duplicated tab), or a tab whose session another tab took while it was
+ * away, starts without one. Leaving, or a server that ends the session, forgets it. Storage
+ * that is disabled or full only means asking for a nickname again.
  */
 export class SavedSessions {
   /** The session this page holds, while it holds one. */
   private id: string | undefined;
   private gone = false;
-  private readonly answers = new Set<(id: string) => void>();
+  /** Sessions this page is asking about, with the number it asks under (lower wins). */
+  private readonly asking = new Map<string, { by: number; answered: () => void }>();
 
   constructor(
     private readonly tab: KeyValueStore | undefined,
@@ -62,39 +76,44 @@ export class SavedSessions {
   ) {
     channel?.addEventListener('message', ({ data }) => {
       if (typeof data !== 'object' || data === null) return;
-      const { ask, have } = data as { ask?: unknown; have?: unknown };
-      if (typeof ask === 'string' && ask === this.id && !this.gone)
-        channel.postMessage({ have: ask });
-      if (typeof have === 'string') for (const answer of this.answers) answer(have);
+      const { ask, by, have, to } = data as Record<string, unknown>;
+      if (typeof ask === 'string' && typeof by === 'number') {
+        // Held here, or being taken here under a lower number: an answer to that asker
+        // alone (every tab hears it), so that the lowest of several askers hears none.
+        const mine = this.asking.get(ask);
+        if ((ask === this.id && !this.gone) || (mine !== undefined && mine.by < by))
+          channel.postMessage({ have: ask, to: by });
+      }
+      if (typeof have === 'string') {
+        // Addressed to this page's question, or to everyone (a tab that just took it).
+        const mine = this.asking.get(have);
+        if (mine !== undefined && (to === undefined || to === mine.by)) mine.answered();
+      }
     });
   }
 
   /** The session to come back as on load, if any. */
   async load(arrival: Arrival): Promise<Loaded> {
+    const copied = read(this.tab, LIVE_KEY) !== undefined;
+    write(this.tab, LIVE_KEY, '1');
     const own = readKept(read(this.tab, TAB_KEY), this.newId);
     if (own !== undefined) {
-      const closed = this.closed();
-      // In the list: this tab's own hand-over as it reloaded (or went back and forth).
-      // Not there: a copy of a live tab's, unless no tab answers for it.
-      if (!closed.some((c) => c.id === own.id) && (await this.held(own.id))) {
+      // Not handed over when its page went: a copy, or another tab took it meanwhile.
+      const handed = this.closed().some((c) => c.id === own.id);
+      if (copied || (!handed && !(await this.free(own.id)))) {
         remove(this.tab, TAB_KEY);
         return { elsewhere: true };
       }
       this.take(own);
-      write(this.tab, TAB_KEY, JSON.stringify(flat(own)));
       return { session: own.session };
     }
     // A reload or a step through history is the same tab, which had left: not a new one.
     if (arrival !== 'navigate') return {};
     for (const candidate of this.closed()) {
-      if (await this.held(candidate.id)) {
-        this.drop(candidate.id);
-        continue;
-      }
-      // Another new tab may have taken it while this one asked.
+      if (!(await this.free(candidate.id))) continue;
+      // Taken meanwhile by a tab that asked before this one was listening.
       if (!this.closed().some((c) => c.id === candidate.id)) continue;
       this.take(candidate);
-      write(this.tab, TAB_KEY, JSON.stringify(flat(candidate)));
       return { session: candidate.session };
     }
     return {};
@@ -114,10 +133,11 @@ export class SavedSessions {
   /** The page is going away (`pagehide`): a tab opened later may take its session. */
   hide(): void {
     this.gone = true;
+    remove(this.tab, LIVE_KEY);
     const own = readKept(read(this.tab, TAB_KEY));
     if (own === undefined) return;
-    const rest = this.closed().filter((c) => c.id !== own.id);
-    write(this.shared, CLOSED_KEY, JSON.stringify([own, ...rest].slice(0, MAX_CLOSED).map(flat)));
+    write(this.shared, CLOSED_PREFIX + own.id, JSON.stringify({ ...flat(own), at: Date.now() }));
+    for (const old of this.closed().slice(MAX_CLOSED)) remove(this.shared, CLOSED_PREFIX + old.id);
   }
 
   /**
@@ -126,63 +146,77 @@ export class SavedSessions {
    */
   async show(): Promise<boolean> {
     this.gone = false;
+    write(this.tab, LIVE_KEY, '1');
     const id = this.id;
     if (id === undefined) return true;
     if (this.closed().some((c) => c.id === id)) {
-      this.drop(id);
+      remove(this.shared, CLOSED_PREFIX + id);
       return true;
     }
-    if (!(await this.held(id))) return true;
+    if (await this.free(id)) return true;
     this.save(undefined);
     return false;
   }
 
   private take(kept: Kept): void {
     this.id = kept.id;
-    this.drop(kept.id);
+    // A tab that asked while this one did, and has yet to hear, gives it up.
+    this.channel?.postMessage({ have: kept.id });
+    remove(this.shared, CLOSED_PREFIX + kept.id);
+    write(this.tab, TAB_KEY, JSON.stringify(flat(kept)));
   }
 
-  /** Whether a live tab says it holds session `id`. */
-  private held(id: string): Promise<boolean> {
+  /**
+   * Whether session `id` is free to take: no live tab says it holds it, or is taking it
+   * having asked under a lower number, within ASK_MS.
+   */
+  private free(id: string): Promise<boolean> {
     const channel = this.channel;
-    if (channel === undefined) return Promise.resolve(false);
+    if (channel === undefined) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const answer = (have: string) => {
-        if (have !== id) return;
-        finish(true);
-      };
-      const timer = setTimeout(() => finish(false), ASK_MS);
-      const finish = (yes: boolean) => {
+      const by = Math.random();
+      const finish = (free: boolean) => {
         clearTimeout(timer);
-        this.answers.delete(answer);
-        resolve(yes);
+        this.asking.delete(id);
+        resolve(free);
       };
-      this.answers.add(answer);
-      channel.postMessage({ ask: id });
+      const timer = setTimeout(() => finish(true), ASK_MS);
+      this.asking.set(id, { by, answered: () => finish(false) });
+      channel.postMessage({ ask: id, by });
     });
   }
 
-  /** The handed-over sessions, newest first; what is not one is left out (and rewritten). */
-  private closed(): Kept[] {
-    const text = read(this.shared, CLOSED_KEY);
-    if (text === undefined) return [];
-    let value: unknown;
+  /** The handed-over sessions, newest first; an entry that is not one is removed. */
+  private closed(): Closed[] {
+    const store = this.shared;
+    const found: Closed[] = [];
+    const broken: string[] = [];
     try {
-      value = JSON.parse(text);
+      for (let i = 0; store !== undefined && i < store.length; i++) {
+        const key = store.key(i);
+        if (key === null || !key.startsWith(CLOSED_PREFIX)) continue;
+        const text = read(store, key);
+        const kept = readKept(text);
+        const at = text === undefined ? undefined : atOf(text);
+        if (kept === undefined || at === undefined || key !== CLOSED_PREFIX + kept.id)
+          broken.push(key);
+        else found.push({ ...kept, at });
+      }
     } catch {
-      value = undefined;
+      return [];
     }
-    const list = Array.isArray(value)
-      ? value.map((v) => readKept(v)).filter((k): k is Kept => k !== undefined)
-      : [];
-    if (list.length === 0) remove(this.shared, CLOSED_KEY);
-    return list;
+    for (const key of broken) remove(store, key);
+    return found.sort((a, b) => b.at - a.at);
   }
+}
 
-  private drop(id: string): void {
-    const rest = this.closed().filter((c) => c.id !== id);
-    if (rest.length === 0) remove(this.shared, CLOSED_KEY);
-    else write(this.shared, CLOSED_KEY, JSON.stringify(rest.map(flat)));
+/** The `at` of a stored closed session, if it has a usable one. */
+function atOf(text: string): number | undefined {
+  try {
+    const at = (JSON.parse(text) as { at?: unknown }).at;
+    return typeof at === 'number' && Number.isFinite(at) ? at : undefined;
+  } catch {
+    return undefined;
   }
 }
 
