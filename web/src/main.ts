@@ -15,7 +15,7 @@ import { nickColor, PAGE_BG } from './colors.js';
 import { Connection, RequestError, randomId, type Status } from './connection.js';
 import { WEB_HELP } from './help.js';
 import { findLinks } from './links.js';
-import { type KeyValueStore, SavedSessions } from './saved-session.js';
+import { type KeyValueStore, MAX_NICKNAME, SavedSessions } from './saved-session.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const input = $<HTMLInputElement>('input');
@@ -713,9 +713,6 @@ const connection = new Connection(wsUrl, {
   },
 });
 
-/** The longest nickname the server takes, in characters (docs/protocol.md, "Nicknames"). */
-const MAX_NICKNAME = 32;
-
 /**
  * A nickname like `taken` that nobody in the rooms this page knows has (nina_, nina_2, …).
  * The server may still know someone by it; then the card says so as for any taken name.
@@ -1379,7 +1376,8 @@ async function restoreSession(): Promise<void> {
   const navigation = performance.getEntriesByType('navigation')[0] as
     | PerformanceNavigationTiming
     | undefined;
-  const { session, elsewhere } = await saved.load(navigation?.type ?? 'navigate');
+  const discarded = (document as { wasDiscarded?: boolean }).wasDiscarded === true;
+  const { session, elsewhere } = await saved.load(navigation?.type ?? 'navigate', discarded);
   if (session === undefined) {
     showJoin(elsewhere ? ELSEWHERE : undefined);
     // Not the other tab's nickname (the browser's form restore may have put it back).

@@ -24,12 +24,15 @@ export interface Loaded {
   elsewhere?: true;
 }
 
+/** The longest nickname the server takes, in characters (docs/protocol.md, "Nicknames"). */
+export const MAX_NICKNAME = 32;
+
 /** This tab's session (with its id): a reload comes back as it. */
 const TAB_KEY = 'confab.session';
 /**
- * Set in sessionStorage while a page of the tab runs, removed as it goes away: a page that
- * finds it set is a copy of a live tab's storage (a duplicated tab), or follows one that
- * crashed.
+ * Set in its tab's sessionStorage while a page runs, removed as it goes away: a page that
+ * finds it set is a copy of a live tab's storage (a duplicated tab), or follows a page that
+ * went without `pagehide` (it crashed, or the browser discarded it).
  */
 const LIVE_KEY = 'confab.live';
 /** A tab that went away, one key each (so that tabs closing at once lose none): its session. */
@@ -92,15 +95,22 @@ export class SavedSessions {
     });
   }
 
-  /** The session to come back as on load, if any. */
-  async load(arrival: Arrival): Promise<Loaded> {
-    const copied = read(this.tab, LIVE_KEY) !== undefined;
+  /**
+   * The session to come back as on load, if any; `discarded` when the browser had discarded
+   * the page to save memory (`document.wasDiscarded`), so that it went without `pagehide`.
+   */
+  async load(arrival: Arrival, discarded = false): Promise<Loaded> {
+    const before = read(this.tab, LIVE_KEY);
     write(this.tab, LIVE_KEY, '1');
     const own = readKept(read(this.tab, TAB_KEY), this.newId);
     if (own !== undefined) {
-      // Not handed over when its page went: a copy, or another tab took it meanwhile.
+      // A copy of a running page's storage (or one that crashed: no telling them apart
+      // without asking it, and a busy live page that did not answer in time would have its
+      // session taken over). Else the session is this tab's: handed over as its page went
+      // (a reload, a step back), or not, and then free unless another tab took it meanwhile.
+      const copy = before !== undefined && !discarded;
       const handed = this.closed().some((c) => c.id === own.id);
-      if (copied || (!handed && !(await this.free(own.id)))) {
+      if (copy || (!handed && !(await this.free(own.id)))) {
         remove(this.tab, TAB_KEY);
         return { elsewhere: true };
       }
@@ -241,12 +251,15 @@ function readKept(value: unknown, newId?: () => string): Kept | undefined {
   const saved = value as Record<string, unknown>;
   const id = typeof saved.id === 'string' && saved.id !== '' ? saved.id : newId?.();
   if (id === undefined) return undefined;
-  if (typeof saved.nickname !== 'string' || saved.nickname === '') return undefined;
+  // A nickname no server takes (edited by hand) would come back refused every time.
+  const nickname = saved.nickname;
+  if (typeof nickname !== 'string' || !/^\S+$/u.test(nickname)) return undefined;
+  if ([...nickname].length > MAX_NICKNAME) return undefined;
   const rooms = Array.isArray(saved.rooms)
     ? saved.rooms.filter((r): r is string => typeof r === 'string')
     : [];
   const resume = typeof saved.resume === 'string' ? saved.resume : undefined;
-  return { id, session: { nickname: saved.nickname, resume, rooms } };
+  return { id, session: { nickname, resume, rooms } };
 }
 
 function read(store: KeyValueStore | undefined, key: string): string | undefined {
