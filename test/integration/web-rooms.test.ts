@@ -1,6 +1,7 @@
 // The web client's rooms, history and resume, in Chromium against a real
 // server (docs/protocol.md, "Rooms" and "History and resume").
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -155,11 +156,15 @@ async function browserProfile(server: ConfabServer) {
   };
 }
 
-/** The page asks for a nickname, and still does half a second later (it came back as nobody). */
+/**
+ * The page asks for a nickname, and still does half a second later: it came back as nobody
+ * (a page coming back shows the card too, while it connects).
+ */
 async function asksNickname(page: Page): Promise<void> {
   await page.locator('#nickname').waitFor();
   await page.waitForTimeout(500);
   expect(await page.locator('#join').isVisible()).toBe(true);
+  expect(await page.locator('#status').getAttribute('data-status')).toBe('offline');
 }
 
 /** The page came back by itself as `nickname`, a new session in a fresh page. */
@@ -739,7 +744,9 @@ describe('web client history and resume in Chromium', () => {
   }, 60_000);
 
   it('a page opened after the tab was closed comes back as its user, once; \\exit and a kick forget it', async () => {
-    const server = await startConfab({ 'http-port': '0', history: 'memory' });
+    // Its own data directory: the ban below is kept there.
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'confab-web-'));
+    const server = await startConfab({ 'http-port': '0', history: 'memory', 'data-dir': dataDir });
     const profile = await browserProfile(server);
     const { open, users, watcher } = profile;
     try {
@@ -786,11 +793,28 @@ describe('web client history and resume in Chromium', () => {
       watcher.sendPy({ cmd: '94', nickname: 'kicked' });
       await after.locator('#join-error', { hasText: 'kicked' }).waitFor();
       await after.close();
-      await asksNickname(await open());
+      const next = await open();
+      await asksNickname(next);
       expect(await users()).toEqual(['watcher']);
+
+      // Nor is one the server refuses when it comes back (banned while its tab was closed).
+      await joinAs(next, 'banned');
+      await watcher.expect('8');
+      await next.close();
+      await watcher.expect('30');
+      watcher.sendPy({ cmd: '95', mask: 'banned' });
+      await watcher.expect('98');
+      const refused = await open();
+      await refused.locator('#join-error', { hasText: 'banned' }).waitFor();
+      await refused.close();
+      const last = await open();
+      await asksNickname(last);
+      // It did not try to come back as the banned user.
+      expect(await last.textContent('#join-error')).toBe('');
     } finally {
       await profile.close();
       await server.stop();
+      rmSync(dataDir, { recursive: true, force: true });
     }
   }, 60_000);
 
@@ -822,6 +846,8 @@ describe('web client history and resume in Chromium', () => {
           offline.push(tab);
       expect(offline.length).toBe(1);
       await asksNickname(offline[0]!);
+      // Not a second taker of one of the three, refused as taken.
+      expect(await offline[0]!.textContent('#join-error')).toBe('');
     } finally {
       await profile.close();
       await server.stop();

@@ -245,6 +245,13 @@ export class Connection {
           }
           this.refuse('The room is full. Try again in a moment.');
         } else if (message.cmd === Cmd.ERROR) {
+          // Refused for good (banned meanwhile, a name no server takes), not for a moment
+          // (3xxx): no tab is to come back as this session again.
+          const code = asNumber(message.code);
+          if (!(code >= 3000 && code < 4000)) {
+            this.resume.reset();
+            this.on.save(undefined);
+          }
           this.refuse(asString(message.message ?? 'The server refused.'));
         }
         return;

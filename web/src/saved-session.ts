@@ -86,6 +86,8 @@ export class SavedSessions {
         const mine = this.asking.get(ask);
         if ((ask === this.id && !this.gone) || (mine !== undefined && mine.by < by))
           channel.postMessage({ have: ask, to: by });
+        // Asking under a higher number: that asker's answer may come too late to be heard.
+        else if (mine !== undefined && mine.by > by) mine.answered();
       }
       if (typeof have === 'string') {
         // Addressed to this page's question, or to everyone (a tab that just took it).
