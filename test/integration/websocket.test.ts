@@ -112,7 +112,13 @@ describe('WebSocket listener', () => {
   });
 
   it('refuses unread, with "02", the first message of a WebSocket whose address has no CONNECT left', async () => {
-    const { http: port } = await start({ 'max-users': '20', 'rate-burst': '10' });
+    // One CONNECT every 5 s after the burst (not two a second): ten joins slowed by a busy
+    // machine must not earn the late one a CONNECT.
+    const { http: port } = await start({
+      'max-users': '20',
+      'rate-burst': '10',
+      'rate-limit': '2',
+    });
     const joined = [];
     for (let i = 0; i < 10; i++) {
       const c = await wsClient(port);
