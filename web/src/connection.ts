@@ -156,9 +156,14 @@ export class Connection {
     this.dropQueue();
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ cmd: Cmd.EXIT }));
     else this.ws?.close();
+    this.forget();
+    this.on.status('offline');
+  }
+
+  /** The session is over: nothing is resumed or re-sent, nor kept for a reload or a new tab. */
+  private forget(): void {
     this.resume.reset();
     this.on.save(undefined);
-    this.on.status('offline');
   }
 
   /** True while waiting out the backoff before the next attempt. */
@@ -248,10 +253,7 @@ export class Connection {
           // Refused for good (banned meanwhile, a name no server takes), not for a moment
           // (3xxx): no tab is to come back as this session again.
           const code = asNumber(message.code);
-          if (!(code >= 3000 && code < 4000)) {
-            this.resume.reset();
-            this.on.save(undefined);
-          }
+          if (!(code >= 3000 && code < 4000)) this.forget();
           this.refuse(asString(message.message ?? 'The server refused.'));
         }
         return;
@@ -295,10 +297,7 @@ export class Connection {
       }
       this.wanted = false;
       // Ended by the server (taken over, kicked, banned): nothing to come back as.
-      if (this.fatal !== undefined) {
-        this.resume.reset();
-        this.on.save(undefined);
-      }
+      if (this.fatal !== undefined) this.forget();
       this.on.status('offline', this.fatal);
       return;
     }

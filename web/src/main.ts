@@ -1379,9 +1379,8 @@ async function restoreSession(): Promise<void> {
   const discarded = (document as { wasDiscarded?: boolean }).wasDiscarded === true;
   const { session, elsewhere } = await saved.load(navigation?.type ?? 'navigate', discarded);
   if (session === undefined) {
-    showJoin(elsewhere ? ELSEWHERE : undefined);
-    // Not the other tab's nickname (the browser's form restore may have put it back).
-    if (elsewhere) nicknameInput.value = '';
+    if (elsewhere) showElsewhere();
+    else showJoin();
     return;
   }
   restoredRooms = session.rooms;
@@ -1394,8 +1393,14 @@ async function restoreSession(): Promise<void> {
   });
 }
 
-const ELSEWHERE =
-  'You are chatting in another tab of this browser. Pick a nickname to chat here as someone else.';
+/** This tab's session is another tab's: the card says so, with an empty nickname field. */
+function showElsewhere(): void {
+  showJoin(
+    'You are chatting in another tab of this browser. Pick a nickname to chat here as someone else.',
+  );
+  // Not the other tab's nickname (connection.nickname, or the browser's form restore).
+  nicknameInput.value = '';
+}
 
 window.addEventListener('pagehide', () => saved.hide());
 window.addEventListener('pageshow', (event) => {
@@ -1404,8 +1409,7 @@ window.addEventListener('pageshow', (event) => {
     if (ours) return;
     // Another tab took this session while the page was away: it is that tab's now.
     connection.leave();
-    showJoin(ELSEWHERE);
-    nicknameInput.value = '';
+    showElsewhere();
   });
 });
 

@@ -111,7 +111,7 @@ export class SavedSessions {
       // session taken over). Else the session is this tab's: handed over as its page went
       // (a reload, a step back), or not, and then free unless another tab took it meanwhile.
       const copy = before !== undefined && !discarded;
-      const handed = this.closed().some((c) => c.id === own.id);
+      const handed = this.waiting(own.id);
       if (copy || (!handed && !(await this.free(own.id)))) {
         remove(this.tab, TAB_KEY);
         return { elsewhere: true };
@@ -124,7 +124,7 @@ export class SavedSessions {
     for (const candidate of this.closed()) {
       if (!(await this.free(candidate.id))) continue;
       // Taken meanwhile by a tab that asked before this one was listening.
-      if (!this.closed().some((c) => c.id === candidate.id)) continue;
+      if (!this.waiting(candidate.id)) continue;
       this.take(candidate);
       return { session: candidate.session };
     }
@@ -161,7 +161,7 @@ export class SavedSessions {
     write(this.tab, LIVE_KEY, '1');
     const id = this.id;
     if (id === undefined) return true;
-    if (this.closed().some((c) => c.id === id)) {
+    if (this.waiting(id)) {
       remove(this.shared, CLOSED_PREFIX + id);
       return true;
     }
@@ -198,6 +198,11 @@ export class SavedSessions {
     });
   }
 
+  /** Whether session `id` waits, handed over, for a tab to take it. */
+  private waiting(id: string): boolean {
+    return closedAt(this.shared, CLOSED_PREFIX + id) !== undefined;
+  }
+
   /** The handed-over sessions, newest first; an entry that is not one is removed. */
   private closed(): Closed[] {
     const store = this.shared;
@@ -207,12 +212,9 @@ export class SavedSessions {
       for (let i = 0; store !== undefined && i < store.length; i++) {
         const key = store.key(i);
         if (key === null || !key.startsWith(CLOSED_PREFIX)) continue;
-        const text = read(store, key);
-        const kept = readKept(text);
-        const at = text === undefined ? undefined : atOf(text);
-        if (kept === undefined || at === undefined || key !== CLOSED_PREFIX + kept.id)
-          broken.push(key);
-        else found.push({ ...kept, at });
+        const closed = closedAt(store, key);
+        if (closed === undefined) broken.push(key);
+        else found.push(closed);
       }
     } catch {
       return [];
@@ -222,14 +224,20 @@ export class SavedSessions {
   }
 }
 
-/** The `at` of a stored closed session, if it has a usable one. */
-function atOf(text: string): number | undefined {
+/** The handed-over session stored under `key`, if that is one (and its key is its id's). */
+function closedAt(store: KeyValueStore | undefined, key: string): Closed | undefined {
+  const text = read(store, key);
+  if (text === undefined) return undefined;
+  let value: unknown;
   try {
-    const at = (JSON.parse(text) as { at?: unknown }).at;
-    return typeof at === 'number' && Number.isFinite(at) ? at : undefined;
+    value = JSON.parse(text);
   } catch {
     return undefined;
   }
+  const kept = readKept(value);
+  if (kept === undefined || key !== CLOSED_PREFIX + kept.id) return undefined;
+  const at = (value as { at?: unknown }).at;
+  return typeof at === 'number' && Number.isFinite(at) ? { ...kept, at } : undefined;
 }
 
 /** How a session is stored: its id beside the fields of SavedSession. */
