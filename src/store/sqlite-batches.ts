@@ -22,8 +22,9 @@ export function encodeBatch(flat: (number | string)[], newest: number): string {
   if (!plain) {
     const entries: (number | string)[][] = [];
     for (let i = 0; i < flat.length; i += SLOTS) {
-      const cid = flat[i + 3]!;
-      entries.push(typeof cid === 'string' ? flat.slice(i, i + SLOTS) : flat.slice(i, i + 3));
+      // The cid is the last slot, left out where there is none.
+      const end = i + SLOTS;
+      entries.push(flat.slice(i, typeof flat[end - 1] === 'string' ? end : end - 1));
     }
     return JSON.stringify(entries);
   }
