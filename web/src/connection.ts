@@ -15,6 +15,7 @@ import {
   type SendPacer,
 } from '../../src/protocol/pacing.js';
 import { ResumeState, type UnackedChat } from './resume.js';
+import type { SavedSession } from './saved-session.js';
 
 export type Status = 'offline' | 'connecting' | 'online' | 'reconnecting';
 
@@ -43,12 +44,6 @@ export interface Handlers {
   save(session: SavedSession | undefined): void;
   /** The rooms the page is in, the lobby included: what a RENAME costs (requestCost). */
   rooms(): number;
-}
-
-export interface SavedSession {
-  nickname: string;
-  resume: string | undefined;
-  rooms: string[];
 }
 
 export class RequestError extends Error {

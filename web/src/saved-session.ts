@@ -1,4 +1,9 @@
-import type { SavedSession } from './connection.js';
+/** What a page needs to come back as the same user: who, in which rooms, with which token. */
+export interface SavedSession {
+  nickname: string;
+  resume: string | undefined;
+  rooms: string[];
+}
 
 /** The part of the Web Storage API used here (sessionStorage, localStorage). */
 export interface KeyValueStore {
