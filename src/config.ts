@@ -182,7 +182,7 @@ export const SERVE_OPTIONS = {
     min: 65536,
     max: 1024 * 1024 * 1024 * 1024,
     description:
-      'bytes queued for all clients together; past it the clients that have read nothing for longest, then those with the most queued, are disconnected as too slow',
+      'bytes queued for all clients together, live events held behind history replays included; past it the clients that have read nothing for longest, then those with the most queued, are disconnected as too slow',
     arg: 'BYTES',
     live: true,
   },

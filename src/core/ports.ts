@@ -64,6 +64,11 @@ export interface Peer {
    * queued, or the connection is closing. Without it they are sent at once.
    */
   sendPaced?(deliveries: readonly Delivery[]): Promise<void>;
+  /**
+   * Live events are held for this client behind a replay (Session.heldBytes grew): they are
+   * queued for it as much as what it was sent, and count in what all clients hold together.
+   */
+  holding?(): void;
   /** Flush what is queued, then close. Idempotent. Reports back through Session.ended. */
   close(reason: DisconnectReason): void;
   /**

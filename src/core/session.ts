@@ -27,7 +27,7 @@ const MAX_HELD = 10_000;
  * only in events, 10,000 chats of 4,096 emoji per room (a resume holds up to 20
  * rooms at once) kept hundreds of MB alive for one client that read nothing.
  */
-const MAX_HELD_BYTES = 8 * 1024 * 1024;
+export const MAX_HELD_BYTES = 8 * 1024 * 1024;
 
 /** About what a held delivery keeps alive: its text (two bytes a unit) and that text encoded once. */
 function heldWeight(delivery: Delivery): number {
@@ -122,6 +122,14 @@ export class Session implements Member {
   /** Its "03" has gone out. */
   private welcomed = false;
 
+  /**
+   * About what the live events held behind its replays keep alive, in bytes: its transport
+   * counts them with what it has queued, in the total that all clients may hold together.
+   */
+  get heldBytes(): number {
+    return this.heldSize;
+  }
+
   /** Its "03" has gone out: a client takes nothing before it. */
   get welcomeSent(): boolean {
     return this.welcomed;
@@ -134,7 +142,7 @@ export class Session implements Member {
   /** Rooms whose history is being replayed: their live events wait here, in order. */
   private held: Map<string, Delivery[]> | undefined;
   /** heldWeight of everything in `held`. */
-  private heldBytes = 0;
+  private heldSize = 0;
   /**
    * Rooms replayed up to an id whose live copies may still be on their way (a
    * store across a network answers the replay's read before the broker hands
@@ -322,7 +330,7 @@ export class Session implements Member {
       this.held!.set(room, []);
       const out: Delivery[] = [];
       for (const delivery of waiting) {
-        this.heldBytes -= heldWeight(delivery);
+        this.heldSize -= heldWeight(delivery);
         const item = delivery.item;
         if (item.type === 'chat') {
           if (item.id <= covered) continue;
@@ -343,7 +351,7 @@ export class Session implements Member {
     this.held!.delete(room);
     if (this.held!.size === 0) {
       this.held = undefined;
-      this.heldBytes = 0;
+      this.heldSize = 0;
     }
     if (!passed && top > 0) {
       this.floors ??= new Map();
@@ -364,7 +372,7 @@ export class Session implements Member {
       if (type !== 'joined' && type !== 'left' && type !== 'renamed' && type !== 'moderated') {
         return true;
       }
-      this.heldBytes -= heldWeight(delivery);
+      this.heldSize -= heldWeight(delivery);
       return false;
     });
     this.held!.set(room, kept);
@@ -374,11 +382,11 @@ export class Session implements Member {
   dropHeld(room: string): void {
     const waiting = this.held?.get(room);
     if (waiting === undefined) return;
-    for (const delivery of waiting) this.heldBytes -= heldWeight(delivery);
+    for (const delivery of waiting) this.heldSize -= heldWeight(delivery);
     this.held!.delete(room);
     if (this.held!.size === 0) {
       this.held = undefined;
-      this.heldBytes = 0;
+      this.heldSize = 0;
     }
   }
 
@@ -425,15 +433,16 @@ export class Session implements Member {
     const waiting = this.held!.get(item.room);
     if (waiting === undefined) return false;
     const weight = heldWeight(delivery);
-    if (waiting.length >= MAX_HELD || this.heldBytes + weight > MAX_HELD_BYTES) {
+    if (waiting.length >= MAX_HELD || this.heldSize + weight > MAX_HELD_BYTES) {
       // Closed, not disconnected: this runs inside a broadcast, which must not be re-entered.
       this.held = undefined;
-      this.heldBytes = 0;
+      this.heldSize = 0;
       this.peer.close('slow-consumer');
       return true;
     }
     waiting.push(delivery);
-    this.heldBytes += weight;
+    this.heldSize += weight;
+    this.peer.holding?.();
     return true;
   }
 }

@@ -1,8 +1,12 @@
 import type { Logger } from '../core/ports.js';
+import { MAX_HELD_BYTES } from '../core/session.js';
 
 /** A connection with bytes written that its client has not taken yet. */
 export interface Backlogged {
-  /** Bytes queued for the client now: 0 once the kernel has taken them all. */
+  /**
+   * Bytes queued for the client now, the live events held behind its replays included:
+   * 0 once the kernel has taken them all and nothing is held.
+   */
   queuedBytes(): number;
   /** Bytes the client has taken so far (only ever grows, give or take framing). */
   takenBytes(): number;
@@ -42,6 +46,8 @@ export const OVER_TOTAL =
 export class Backlogs {
   /** Each connection behind: what its client had taken when last seen taking more, at which check. */
   private readonly waiting = new Map<Backlogged, { taken: number; since: number }>();
+  /** Those of them that held live events behind a replay when last seen. */
+  private readonly holding = new Set<Backlogged>();
   /** Checks made so far. */
   private checks = 0;
   private scheduled = false;
@@ -52,13 +58,18 @@ export class Backlogs {
     private readonly log: Logger,
   ) {}
 
-  /** `connection` has bytes its client has not taken. */
-  add(connection: Backlogged): void {
+  /**
+   * `connection` has bytes its client has not taken; `holding` when they are live events held
+   * behind a replay (up to MAX_HELD_BYTES beside its queue's cap).
+   */
+  add(connection: Backlogged, holding = false): void {
     if (!this.waiting.has(connection)) {
       this.waiting.set(connection, { taken: connection.takenBytes(), since: this.checks });
     }
+    if (holding) this.holding.add(connection);
     if (this.scheduled) return;
-    if (this.waiting.size * this.limits.maxQueue <= this.limits.maxQueueTotal) return;
+    const most = this.waiting.size * this.limits.maxQueue + this.holding.size * MAX_HELD_BYTES;
+    if (most <= this.limits.maxQueueTotal) return;
     this.scheduled = true;
     setImmediate(this.run);
   }
@@ -66,6 +77,7 @@ export class Backlogs {
   /** `connection` has closed. */
   delete(connection: Backlogged): void {
     this.waiting.delete(connection);
+    this.holding.delete(connection);
   }
 
   /** Connections reported and not yet found drained. */
@@ -90,6 +102,7 @@ export class Backlogs {
       const queued = connection.queuedBytes();
       if (queued === 0) {
         this.waiting.delete(connection);
+        this.holding.delete(connection);
         continue;
       }
       if (now !== undefined) {
@@ -117,6 +130,7 @@ export class Backlogs {
     for (const { connection, queued } of held) {
       if (total <= cap) break;
       this.waiting.delete(connection);
+      this.holding.delete(connection);
       total -= queued;
       shed++;
       // One connection's failure to close must not keep the others from it.

@@ -507,7 +507,12 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
   }
 
   queuedBytes(): number {
-    return this.socket.destroyed ? 0 : this.socket.writableLength;
+    if (this.socket.destroyed) return 0;
+    return this.socket.writableLength + ((this.session as Session | undefined)?.heldBytes ?? 0);
+  }
+
+  holding(): void {
+    this.backlogs.add(this, true);
   }
 
   takenBytes(): number {

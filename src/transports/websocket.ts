@@ -150,7 +150,12 @@ export class WsConnection implements Peer, Backlogged {
   queuedBytes(): number {
     // A closing connection still holds what it had queued, until its client takes it or
     // the close times out: it counts until the socket is gone.
-    return this.ws.readyState === this.ws.CLOSED ? 0 : this.ws.bufferedAmount;
+    if (this.ws.readyState === this.ws.CLOSED) return 0;
+    return this.ws.bufferedAmount + ((this.session as Session | undefined)?.heldBytes ?? 0);
+  }
+
+  holding(): void {
+    this.backlogs.add(this, true);
   }
 
   takenBytes(): number {

@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
+import { OVER_TOTAL } from '../../src/transports/backlogs.js';
 import {
   HISTORY_CAPS,
   HistoryHarness,
@@ -210,4 +211,43 @@ describe('a member removed while its history waits for it to read', () => {
       await server.stop();
     }
   }, 60_000);
+});
+
+describe('live events held behind replays that nobody reads', () => {
+  it('count in --max-queue-total: the stalled are closed, a reader gets every chat', async () => {
+    // Each sleeper may hold 8 MB of live events behind its replay on its own; the three
+    // together may hold no more than the total, 1 MiB, with the little their queues hold.
+    const server = await harness.serve([
+      '--history',
+      'memory',
+      '--rate-limit',
+      '0',
+      '--max-queue',
+      '131072',
+      '--max-queue-total',
+      '1048576',
+    ]);
+    const { filler, epoch } = await fill(server.port);
+    const { client: reader } = await harness.connect(server.port, 'reader');
+    const sleepers = [];
+    for (const nickname of ['sleeper1', 'sleeper2', 'sleeper3']) {
+      sleepers.push(await stalledLobbyResume(server.port, nickname, epoch));
+      await filler.waitFor((m) => m.cmd === '8' && m.nickname === nickname, 1, 10_000);
+    }
+    // Some 16 KB held for each sleeper a chat, 2 MB each in all: past the total for one alone.
+    const chats = 120;
+    for (let i = 0; i < chats; i++) {
+      filler.write(line({ cmd: '7', msg: `${i} ${BIG.slice(8)}` }));
+      await filler.expect('71', 10_000);
+    }
+    for (const nickname of ['sleeper1', 'sleeper2', 'sleeper3'])
+      await filler.waitFor((m) => m.cmd === '30' && m.nickname === nickname, 1, 10_000);
+    expect(server.output()).toContain(OVER_TOTAL);
+    await reader.waitFor((m) => m.cmd === '70' && m.id === REPLAY + chats, 1, 20_000);
+    const live = reader.received.filter((m) => m.cmd === '70' && Number(m.id) > REPLAY);
+    expect(live.map((m) => m.id)).toEqual(Array.from({ length: chats }, (_, i) => REPLAY + i + 1));
+    reader.write(line({ cmd: '6', beginTime: 1 }));
+    await reader.expect('60', 10_000);
+    for (const socket of sleepers) socket.destroy();
+  }, 120_000);
 });
