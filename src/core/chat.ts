@@ -1065,14 +1065,16 @@ export class Chat implements ChatContext, SessionHost {
             );
           }
           if (sender.has('history')) {
-            sender.reply({
+            const stored = {
               type: 'stored',
               room: room.name,
               id: m.id,
               at: m.at,
               cid: m.cid,
               duplicate: appended.duplicate,
-            });
+            } as const;
+            if (sender === session) sender.reply(stored);
+            else sender.storedForPredecessor(stored);
           }
           sender.tellStored(others);
         } catch (err) {

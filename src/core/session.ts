@@ -282,8 +282,19 @@ export class Session implements Member {
     this.welcomed = true;
     const early = this.storedEarly;
     this.storedEarly = undefined;
-    for (const stored of early ?? []) this.send(new Delivery(stored));
+    for (const stored of early ?? []) this.deliver(new Delivery(stored));
     this.tellStored(this.ownChats?.takeUntold());
+  }
+
+  /**
+   * "71" for a chat that the connection this session took over sent, stored after the
+   * takeover: after the "03", and behind its room's replay, which leaves it out when it shows
+   * the chat. Sent at once, it told a client of an id above those the replay had still to
+   * send, and a client that resumed again from it missed them.
+   */
+  storedForPredecessor(reply: Extract<Reply, { type: 'stored' }>): void {
+    if (this.welcomed) this.deliver(new Delivery(reply));
+    else this.reply(reply);
   }
 
   /**
@@ -336,8 +347,8 @@ export class Session implements Member {
           if (item.id <= covered) continue;
           passed = true;
         } else if (item.type === 'stored') {
-          // The replay showed it as "70".
-          if (item.id <= covered) continue;
+          // The replay showed it as "70"; one with its cid still tells which chat that was.
+          if (item.id <= covered && item.cid === undefined) continue;
         } else if (item.type === 'gap') {
           // The replay already read the new epoch: the client has it, and those chats.
           if (item.epoch === epoch) continue;
@@ -392,7 +403,9 @@ export class Session implements Member {
 
   private belowFloor(delivery: Delivery): boolean {
     const item = delivery.item;
-    if (item.type === 'stored') return item.id <= (this.floors!.get(item.room)?.top ?? 0);
+    if (item.type === 'stored') {
+      return item.cid === undefined && item.id <= (this.floors!.get(item.room)?.top ?? 0);
+    }
     if (item.type !== 'chat') return false;
     const floor = this.floors!.get(item.room);
     if (floor === undefined) return false;
