@@ -186,6 +186,16 @@ export const SERVE_OPTIONS = {
     arg: 'BYTES',
     live: true,
   },
+  'max-partial-total': {
+    kind: 'integer',
+    default: 64 * 1024 * 1024,
+    min: 65536,
+    max: 1024 * 1024 * 1024 * 1024,
+    description:
+      'bytes of requests not yet received whole, held for all TCP and TLS clients together; past it the clients holding most are disconnected',
+    arg: 'BYTES',
+    live: true,
+  },
   'max-message': {
     kind: 'integer',
     default: 4096,

@@ -44,6 +44,7 @@ import { RedisHistoryStore } from './store/redis-history.js';
 import { SqliteHistoryStore } from './store/sqlite-history.js';
 import { Backlogs } from './transports/backlogs.js';
 import { HttpListener } from './transports/http.js';
+import { PartialFrames } from './transports/partial-frames.js';
 import type { TransportStats } from './transports/stats.js';
 import { flushWrites, type StreamLimits, StreamListener } from './transports/stream.js';
 
@@ -589,6 +590,7 @@ function streamLimits(config: Config): StreamLimits {
     maxFrame: config.maxFrame,
     maxQueue: config.maxQueue,
     maxQueueTotal: config.maxQueueTotal,
+    maxPartialTotal: config.maxPartialTotal,
     closeTimeoutMs: config.shutdownTimeout * 1000,
     keepAliveMs: config.keepalive * 1000,
     handshakeTimeoutMs: config.handshakeTimeout * 1000,
@@ -701,6 +703,7 @@ export class ConfabServer {
     const limits = streamLimits(config);
     // One cap on what clients of every listener have queued together.
     const backlogs = new Backlogs(limits, log);
+    const partials = new PartialFrames(limits, log);
     const allowedOrigins = listOf(config.allowedOrigins);
     const allowedHosts = listOf(config.allowedHosts);
     const listeners: Listener[] = [];
@@ -752,7 +755,11 @@ export class ConfabServer {
 
     const address = await start(
       () =>
-        new StreamListener(chat, { host: config.host, port: config.port, limits, backlogs }, log),
+        new StreamListener(
+          chat,
+          { host: config.host, port: config.port, limits, backlogs, partials },
+          log,
+        ),
       'port',
       config.port,
       'tcp',
@@ -768,7 +775,7 @@ export class ConfabServer {
             () => {
               tlsListener = new StreamListener(
                 chat,
-                { host: config.host, port: tlsPort, limits, backlogs, tls },
+                { host: config.host, port: tlsPort, limits, backlogs, partials, tls },
                 log,
               );
               return tlsListener;
@@ -862,6 +869,7 @@ export class ConfabServer {
     this.chat.reconfigure(chatSettings(next, bannedWords));
     this.limits.maxQueue = next.maxQueue;
     this.limits.maxQueueTotal = next.maxQueueTotal;
+    this.limits.maxPartialTotal = next.maxPartialTotal;
     this.limits.closeTimeoutMs = next.shutdownTimeout * 1000;
     this.allowedOrigins.splice(0, this.allowedOrigins.length, ...listOf(next.allowedOrigins));
     this.allowedHosts.splice(0, this.allowedHosts.length, ...listOf(next.allowedHosts));

@@ -27,6 +27,7 @@ import {
   RawSockets,
   startSession,
 } from './lifecycle.js';
+import { OVER_PARTIAL, PartialFrames, type Unfinished } from './partial-frames.js';
 import { TransportStats } from './stats.js';
 
 export interface StreamLimits {
@@ -36,6 +37,8 @@ export interface StreamLimits {
   maxQueue: number;
   /** Most bytes queued for all clients together, on every listener (see Backlogs). */
   maxQueueTotal: number;
+  /** Most bytes of unfinished requests for all clients together (see PartialFrames). */
+  maxPartialTotal: number;
   /** How long a closing connection may take to flush before it is destroyed (ms). */
   closeTimeoutMs: number;
   /** TCP keepalive probe delay (ms); 0 turns keepalive off. */
@@ -289,7 +292,7 @@ function onSocketClose(this: net.Socket): void {
  * it through the socket (a closure per handler per socket cost about a
  * kilobyte per connection, docs/performance.md).
  */
-export class StreamConnection implements Peer, FrameSink, Backlogged {
+export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished {
   readonly remote: PeerAddress;
   readonly session: Session;
   private readonly decoder: FrameDecoder;
@@ -306,6 +309,8 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
   private backlog = 0;
   /** Bytes written to the socket so far: less its unsent ones, what the client has taken. */
   private written = 0;
+  /** Bytes of an unfinished request the decoder held after the last read (PartialFrames). */
+  private unfinished = 0;
   /** The frame being handled, for the fault log. */
   private inFrame: Uint8Array | undefined;
   /** The encoder for `encodedCaps`, picked again only when the session's capabilities change. */
@@ -323,6 +328,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
     private readonly stats: TransportStats,
     private readonly deadlines: HandshakeDeadlines,
     private readonly backlogs: Backlogs,
+    private readonly partials: PartialFrames,
   ) {
     this.refusals = chat.refusals;
     this.remote = addressOf(socket.remoteAddress, socket.remotePort);
@@ -353,6 +359,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
   /** The socket closed, whoever closed it: the session ends. */
   closed(): void {
     this.backlogs.delete(this);
+    this.holdUnfinished(0);
     try {
       endSession(this.session, this.stats, this.deadlines, this.endReason);
     } catch (err) {
@@ -406,6 +413,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
       // budget is checked again when it is handled.
       if (!this.session.admitsFrame()) return;
       this.decoder.push(chunk);
+      if (this.decoder.buffered !== this.unfinished) this.holdUnfinished(this.decoder.buffered);
     } catch (err) {
       if (err instanceof FrameTooLargeError) {
         const { remote } = this;
@@ -427,6 +435,21 @@ export class StreamConnection implements Peer, FrameSink, Backlogged {
       this.closing = true;
       stopWaiting(this.socket);
     }
+  }
+
+  private holdUnfinished(bytes: number): void {
+    this.unfinished = bytes;
+    this.partials.update(this, bytes);
+  }
+
+  shedUnfinished(): void {
+    // PartialFrames logs one line for all it closes at once.
+    this.log.debug({ remote: this.remote, held: this.unfinished }, OVER_PARTIAL);
+    this.unfinished = 0;
+    this.closing = true;
+    this.decoder.reset();
+    this.endReason = 'frame-too-large';
+    this.socket.destroy();
   }
 
   /** The delivery in this session's dialect (undefined: nothing for this client). */
@@ -589,6 +612,8 @@ export interface ListenerOptions {
   limits: StreamLimits;
   /** What clients queue together, shared by a server's listeners (one of its own by default). */
   backlogs?: Backlogs;
+  /** What clients hold of unfinished requests together, shared the same way. */
+  partials?: PartialFrames;
   /** PEM certificate chain and key: serve TLS instead of plain TCP. */
   tls?: { cert: string | Buffer; key: string | Buffer };
 }
@@ -606,6 +631,7 @@ export class StreamListener {
   /** TLS sockets still in their handshake, by remote address and port. */
   private readonly handshaking = new Map<string, { socket: net.Socket; deadline: Deadline }>();
   private readonly backlogs: Backlogs;
+  private readonly partials: PartialFrames;
 
   constructor(
     private readonly chat: Chat,
@@ -613,6 +639,7 @@ export class StreamListener {
     private readonly log: Logger,
   ) {
     this.backlogs = options.backlogs ?? new Backlogs(options.limits, log);
+    this.partials = options.partials ?? new PartialFrames(options.limits, log);
     this.sockets = new RawSockets(chat.admission, log);
     this.deadlines = new HandshakeDeadlines(options.limits.handshakeTimeoutMs, log, chat.refusals);
     // Set on each accepted socket's handle before any JavaScript sees it.
@@ -714,6 +741,7 @@ export class StreamListener {
       this.stats,
       this.deadlines,
       this.backlogs,
+      this.partials,
     );
   }
 
