@@ -8,7 +8,7 @@ import type { Broker, NodeNotice } from './broker.js';
 import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
 import { Delivery, type SessionRef } from './events.js';
 import { removalDetail } from './moderation.js';
-import { MAX_UNITS_PER_CHARACTER, numericMask } from './nickname.js';
+import { addressLike, checkNickname, MAX_UNITS_PER_CHARACTER } from './nickname.js';
 import type { Presence } from './presence.js';
 import type { Session } from './session.js';
 
@@ -333,12 +333,23 @@ export const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
     );
     return;
   }
-  // "127.0.0.01" or "127.1" is no address, and a nickname ban would leave the address in.
-  if (numericMask(mask) && parseAddressMask(mask) === undefined) {
+  // "127.0.0.01", "[::1]" or "10.*" is no address, and a nickname ban would leave the address
+  // in; nor is a ban of a name no nickname may be (spaces, 33 letters) any ban at all.
+  const address = parseAddressMask(mask) !== undefined;
+  if (!address && addressLike(mask)) {
     refuse(
       session,
       ErrorCode.INVALID_FIELD,
       `"${clip(mask)}" is not an address or network: write a.b.c.d, a.b.c.d/n or an IPv6 one`,
+      req.cmd,
+    );
+    return;
+  }
+  if (!address && !checkNickname(mask).ok) {
+    refuse(
+      session,
+      ErrorCode.INVALID_FIELD,
+      `"${clip(mask)}" is neither an address nor a nickname anyone may have`,
       req.cmd,
     );
     return;

@@ -75,7 +75,7 @@ export function checkNickname(raw: string): NicknameCheck {
   // address ("127.0.0.01") a BAN refuses, so no nickname may be one either.
   if (checked.ok) {
     const digits = digitsRead(checked.nickname);
-    if (parseAddressMask(lettersRead(digits)) !== undefined || numericDigits(digits)) {
+    if (parseAddressMask(lettersRead(digits)) !== undefined || addressShaped(digits)) {
       return { ok: false, reason: 'nickname must not read as an IP address or network' };
     }
   }
@@ -83,16 +83,26 @@ export function checkNickname(raw: string): NicknameCheck {
 }
 
 /**
- * Whether `text` is written only as an address is (digits of any script, dots, colons,
- * slashes, with a dot or colon), whether or not it is a valid one.
+ * Whether `text` is written as addresses are, whether or not it is one confab takes: only
+ * digits of any script, dots, colons and slashes, with a dot or colon (`127.0.0.01`); or in
+ * brackets (`[::1]`), with hexadecimal parts (`0x7f.0.0.1`), IPv6's letters and colons, or a
+ * wildcard (`10.*`). A BAN of such a text that is no address had banned a nickname nobody
+ * had, and left the address in.
  */
-export function numericMask(text: string): boolean {
-  return numericDigits(digitsRead(text));
+export function addressLike(text: string): boolean {
+  return addressShaped(digitsRead(text));
 }
 
-/** numericMask of a text digitsRead has read already. */
-function numericDigits(digits: string): boolean {
-  return /^[0-9./:]+$/.test(digits) && /[.:]/.test(digits);
+const IPV4_LIKE = /^(0x[0-9a-f]*|[0-9]+|\*)(\.(0x[0-9a-f]*|[0-9]*|\*)){1,3}(\/.*)?$/i;
+const IPV6_LIKE = /^\[?[0-9a-f:.]*:[0-9a-f:.]*\]?(%.*)?(\/.*)?$/i;
+const BRACKETED = /^\[[0-9a-f:.]*[:.][0-9a-f:.]*\](:[0-9]*)?(\/.*)?$/i;
+
+/** addressLike of a text digitsRead has read already. */
+function addressShaped(text: string): boolean {
+  const digits = text.replaceAll('\u3002', '.');
+  if (/^[0-9./:]+$/.test(digits) && /[.:]/.test(digits)) return true;
+  if (!/[0-9]/.test(digits)) return false;
+  return IPV4_LIKE.test(digits) || IPV6_LIKE.test(digits) || BRACKETED.test(digits);
 }
 
 const DECIMAL_DIGIT = /\p{Nd}/u;

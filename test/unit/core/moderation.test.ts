@@ -255,30 +255,56 @@ describe('BAN', () => {
     expect(other.closedWith).toBe('banned');
   });
 
-  it('refuses a ban of dotted numbers that are no address, which would otherwise ban a nickname nobody may have', () => {
+  /** Each BAN of `masks` from a fresh operator is refused (1002) with `message`; none is kept. */
+  function refusesBans(masks: readonly string[], message: RegExp): FakePeer {
     const op = oper('op', '192.0.2.1');
     drain(op);
-    for (const mask of [
-      '127.0.0.01',
-      '127.000.0.1',
-      '127.1',
-      '１27.0.0.1',
-      '١٢٧.0.0.1',
-      '1.2.3.4/33',
-    ]) {
+    for (const mask of masks) {
       send(op, { cmd: '95', mask });
       expect(op.take(), mask).toMatchObject([
         {
           cmd: '90',
           code: ErrorCode.INVALID_FIELD,
-          message: expect.stringMatching(/is not an address or network/),
+          message: expect.stringMatching(message),
           ref: '95',
         },
       ]);
     }
     expect(chat.bans.list(now)).toEqual([]);
+    return op;
+  }
+
+  it('refuses a ban written as addresses are that is no address, which would otherwise ban a nickname nobody may have', () => {
+    const op = refusesBans(
+      [
+        '127.0.0.01',
+        '127.000.0.1',
+        '127.1',
+        '１27.0.0.1',
+        '١٢٧.0.0.1',
+        '1.2.3.4/33',
+        '[::ffff:127.0.0.21]',
+        '127。0。0。22',
+        '0x7f.0.0.24',
+        '::ffff:127.0.0.26/129',
+        '127.*',
+      ],
+      /is not an address or network/,
+    );
     send(op, { cmd: '95', mask: '198.51.100.0/24' });
     expect(op.take()).toMatchObject([{ cmd: '98' }]);
+  });
+
+  it('refuses a ban of a name no nickname may be, which would match nobody', () => {
+    const op = refusesBans(
+      ['127.0.0.1\u0000', 'two words', 'x'.repeat(40), 'bell\u0007'],
+      /neither an address nor a nickname/,
+    );
+    // Names people may have are banned as nicknames, digits only or a lone star included.
+    for (const mask of ['2130706455', '*', 'bob']) {
+      send(op, { cmd: '95', mask });
+      expect(op.take(), mask).toMatchObject([{ cmd: '98' }]);
+    }
   });
 
   it('tells a moderation member how long a ban lasts', () => {
@@ -326,10 +352,11 @@ describe('BAN', () => {
     // Characters, not UTF-16 units: the longest reason of emoji is allowed.
     send(op, { cmd: '95', mask: 'eve', reason: '😀'.repeat(MAX_BAN_REASON) });
     expect(op.take()).toMatchObject([{ cmd: '98' }]);
-    // The longest bans there can be, each character six bytes once escaped in JSON.
+    // The longest bans there can be: reasons of characters six bytes once escaped in JSON,
+    // masks of nicknames of 32 characters of four bytes each.
     const worst = '\u0001'.repeat(MAX_BAN_REASON);
     for (let i = 1; i < MAX_BANS; i++) {
-      const mask = `${i}`.padEnd(64, '\u0001');
+      const mask = `${i}${'😀'.repeat(32 - `${i}`.length)}`;
       send(op, { cmd: '95', mask, seconds: 10, reason: worst });
       if (i < MAX_BANS - 1) drain(op);
     }

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { lookalikeKey } from '../../../src/core/lookalike.js';
-import { checkNickname, nicknameKey } from '../../../src/core/nickname.js';
+import { addressLike, checkNickname, nicknameKey } from '../../../src/core/nickname.js';
 
 // The data the table was generated from, read independently of the table.
 const confusables = createRequire(import.meta.url)('unhomoglyph/data.json') as Record<
@@ -287,7 +287,18 @@ describe('nicknames that read as an address', () => {
         reason: expect.stringMatching(/address/),
       });
     }
-    for (const name of ['v1.2.3.4', '127.0.0.1x', 'O.O', 'a:b', 'hello.world']) {
+    for (const name of [
+      'v1.2.3.4',
+      '127.0.0.1x',
+      'O.O',
+      'a:b',
+      'hello.world',
+      '[bob]',
+      'team:7',
+      'x1.5',
+      '*',
+      '2130706455',
+    ]) {
       expect(checkNickname(name), name).toMatchObject({ ok: true });
     }
   });
@@ -304,6 +315,13 @@ describe('nicknames that read as an address', () => {
       '127.1',
       '300.1.1.1',
       '1.2.3',
+      '[::ffff:127.0.0.21]',
+      '[127.0.0.1]',
+      '0x7f.0.0.1',
+      '::ffff:127.0.0.26/129',
+      '10.*',
+      '192.168.*.*',
+      'fe80::1%eth0',
     ]) {
       expect(checkNickname(name), name).toMatchObject({
         ok: false,
@@ -333,6 +351,27 @@ describe('nicknames that read as an address', () => {
           expect(checkNickname(name), name).toMatchObject({ ok: false });
         },
       ),
+    );
+  });
+
+  it('refuses IPv4 addresses as people also write them: bracketed, mapped, in hexadecimal, with a wildcard or a prefix out of range', () => {
+    fc.assert(
+      fc.property(fc.ipV4(), fc.integer({ min: 0, max: 3 }), (ip, part) => {
+        const parts = ip.split('.');
+        const hex = parts.map((p, i) => (i === part ? `0x${Number(p).toString(16)}` : p));
+        const starred = parts.map((p, i) => (i > part ? '*' : p));
+        for (const name of [
+          `[${ip}]`,
+          `[::ffff:${ip}]`,
+          `::ffff:${ip}/${129 + part}`,
+          `${ip}/${33 + part}`,
+          hex.join('.'),
+          starred.join('.'),
+        ]) {
+          expect(checkNickname(name), name).toMatchObject({ ok: false });
+          expect(addressLike(name), name).toBe(true);
+        }
+      }),
     );
   });
 
