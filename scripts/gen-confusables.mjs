@@ -48,6 +48,46 @@ for (const [from, to] of Object.entries(confusables)) {
   conf.set(from, to);
 }
 
+// Look-alikes confusables.txt leaves out, as letters for names: small capitals read as the
+// capitals that fold to the name ("ᴀᴅᴍɪɴ" beside "admin"), and kra. Added where the file
+// has no mapping of its own, or one to a character that is no ASCII letter (small capital M
+// to turned m). Not r rotunda: the file has its capital look like "2".
+const EXTRA = {
+  ᴀ: 'a',
+  ʙ: 'b',
+  ᴄ: 'c',
+  ᴅ: 'd',
+  ᴇ: 'e',
+  ꜰ: 'f',
+  ɢ: 'g',
+  ʜ: 'h',
+  ɪ: 'i',
+  ᴊ: 'j',
+  ᴋ: 'k',
+  ʟ: 'l',
+  ᴍ: 'm',
+  ɴ: 'n',
+  ᴏ: 'o',
+  ᴘ: 'p',
+  ꞯ: 'q',
+  ʀ: 'r',
+  ꜱ: 's',
+  ᴛ: 't',
+  ᴜ: 'u',
+  ᴠ: 'v',
+  ᴡ: 'w',
+  ʏ: 'y',
+  ᴢ: 'z',
+  ĸ: 'k',
+};
+const extras = [];
+for (const [from, to] of Object.entries(EXTRA)) {
+  if (/^[a-z0-9]+$/i.test(conf.get(from) ?? '')) continue;
+  conf.set(from, to);
+  extras.push(from);
+}
+console.log(`look-alikes added to confusables.txt's: ${extras.join(' ')}`);
+
 const cps = (s) => [...s];
 const lower = (s) =>
   cps(s)

@@ -73,6 +73,16 @@ describe('look-alike nicknames share one key', () => {
     same('𝔭𝒶ỿ𝕡𝕒ℓ', 'paypal');
   });
 
+  it('folds small capitals, and kra, which confusables.txt leaves out', () => {
+    same('ᴀᴅᴍɪɴ', 'admin');
+    same('ᴛᴇᴀᴄʜᴇʀ', 'teacher');
+    same('ʙᴏʙ', 'bob');
+    same('ɴɪɴᴀ', 'nina');
+    same('ʟᴇᴇ', 'lee');
+    same('ĸim', 'kim');
+    same('ꜰʀᴇᴅ', 'fred');
+  });
+
   it('follows confusables.txt for sequences: rn looks like m', () => {
     same('rnary', 'mary');
     same('Mary', 'rnary');
