@@ -88,3 +88,39 @@ it('does not pause a backlog of small requests before 64 of them', async () => {
   await turns(10);
   expect(peer.paused).toBe(false);
 });
+
+it('stores at most 64 chats of a session at once; the rest wait, and reading pauses', async () => {
+  const inner = new MemoryHistoryStore({ retention: { maxMessages: 1000, maxAgeMs: 0 } });
+  const gates: (() => void)[] = [];
+  // A store that answers only when let: Redis stalled.
+  const store: HistoryStore = {
+    append: async (room, draft) => {
+      await new Promise<void>((resolve) => gates.push(resolve));
+      return inner.append(room, draft);
+    },
+    room: (room) => inner.room(room),
+    read: (room, query) => inner.read(room, query),
+    prune: (now) => inner.prune(now),
+    close: () => inner.close(),
+  };
+  chat = new Chat({ history: store, rateLimit: 0 });
+  const peer = new PausablePeer();
+  peer.session = chat.open(peer);
+  sendRequest(peer, { cmd: '0', nickname: 'fast', caps: ['rooms', 'history'] } as Request);
+  await turns(5);
+  peer.take();
+  for (let i = 0; i < 200; i++) sendRequest(peer, { cmd: '7', msg: `m${i}` } as Request);
+  expect(gates).toHaveLength(64);
+  expect(peer.paused).toBe(true);
+  // The store answers: every chat is stored, in order, and reading resumes.
+  for (let round = 0; round < 10 && gates.length > 0; round++) {
+    for (const open of gates.splice(0)) open();
+    await turns(10);
+  }
+  const ids = peer
+    .take()
+    .filter((m) => m.cmd === '71')
+    .map((m) => (m as { id?: number }).id);
+  expect(ids).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+  expect(peer.paused).toBe(false);
+});
