@@ -75,7 +75,7 @@ export function checkNickname(raw: string): NicknameCheck {
   // address ("127.0.0.01") a BAN refuses, so no nickname may be one either.
   if (checked.ok) {
     const digits = digitsRead(checked.nickname);
-    if (parseAddressMask(lettersRead(digits)) !== undefined || addressShaped(digits)) {
+    if (parseAddressMask(lettersRead(digits)) !== undefined || addressRead(digits)) {
       return { ok: false, reason: 'nickname must not read as an IP address or network' };
     }
   }
@@ -90,14 +90,21 @@ export function checkNickname(raw: string): NicknameCheck {
  * had, and left the address in.
  */
 export function addressLike(text: string): boolean {
-  return addressShaped(digitsRead(text));
+  return addressRead(digitsRead(text));
 }
 
-const IPV4_LIKE = /^(0x[0-9a-f]*|[0-9]+|\*)(\.(0x[0-9a-f]*|[0-9]*|\*)){1,3}(\/.*)?$/i;
-const IPV6_LIKE = /^\[?[0-9a-f:.]*:[0-9a-f:.]*\]?(%.*)?(\/.*)?$/i;
-const BRACKETED = /^\[[0-9a-f:.]*[:.][0-9a-f:.]*\](:[0-9]*)?(\/.*)?$/i;
-
 /** addressLike of a text digitsRead has read already. */
+function addressRead(digits: string): boolean {
+  // IRC's nick!user@host: the host is what a reader takes the ban for.
+  const at = digits.lastIndexOf('@');
+  return addressShaped(digits) || (at >= 0 && addressShaped(digits.slice(at + 1)));
+}
+
+const IPV4_LIKE = /^(0x[0-9a-f]*|[0-9]+|\*)(\.(0x[0-9a-f]*|[0-9]*|\*)){1,3}(\/[0-9]*)?$/i;
+const IPV6_LIKE = /^\[?[0-9a-f:.]*:[0-9a-f.]*:[0-9a-f:.]*\]?(%.*)?(\/[0-9]*)?$/i;
+const BRACKETED = /^\[([0-9a-f:.]*:[0-9a-f:.]*|[0-9.]*\.[0-9.]*\.[0-9.]*)\](:[0-9]*)?(\/[0-9]*)?$/i;
+
+/** Whether a text digitsRead has read is written as an address is (addressLike). */
 function addressShaped(text: string): boolean {
   const digits = text.replaceAll('\u3002', '.');
   if (/^[0-9./:]+$/.test(digits) && /[.:]/.test(digits)) return true;

@@ -308,6 +308,12 @@ describe('nicknames that read as an address', () => {
       'x1.5',
       '*',
       '2130706455',
+      'ace:7',
+      '[1.0]',
+      '1.5/me',
+      'bob@home',
+      'v1.2.3',
+      '24/7',
     ]) {
       expect(checkNickname(name), name).toMatchObject({ ok: true });
     }
@@ -332,6 +338,8 @@ describe('nicknames that read as an address', () => {
       '10.*',
       '192.168.*.*',
       'fe80::1%eth0',
+      '*!*@1.2.3.4',
+      'eve@10.0.0.1',
     ]) {
       expect(checkNickname(name), name).toMatchObject({
         ok: false,
