@@ -31,6 +31,7 @@ import {
   type PresenceMember,
   ReleaseRetried,
   type RoomLeft,
+  RoomNotReady,
   type TakenOver,
 } from './presence.js';
 import type { Clock } from './rate-limit.js';
@@ -1018,10 +1019,7 @@ export const ROOM_READY_MS = 15_000;
 function withinReadyDeadline(subscribed: Promise<void>, key: string): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const bounded = new Promise<void>((resolve, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`room ${key}: its events did not reach this node in time`)),
-      ROOM_READY_MS,
-    );
+    timer = setTimeout(() => reject(new RoomNotReady(key)), ROOM_READY_MS);
     timer.unref();
     subscribed.then(resolve, reject);
   }).finally(() => clearTimeout(timer));

@@ -134,6 +134,17 @@ export interface TakenOver {
 }
 
 /**
+ * A room's events did not reach this node within ROOM_READY_MS of a join: its Redis instance
+ * (a `--redis-shards` one) is down while Presence's is up. Nothing of the join was shown.
+ */
+export class RoomNotReady extends Error {
+  constructor(readonly room: string) {
+    super(`room ${room}: its events did not reach this node in time`);
+    this.name = 'RoomNotReady';
+  }
+}
+
+/**
  * The member is not (any longer) registered: on a cluster, most often taken
  * over by a resume on another node while this node's request was under way.
  */

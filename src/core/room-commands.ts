@@ -17,6 +17,7 @@ import {
   type Presence,
   type PresenceMember,
   type RoomCount,
+  RoomNotReady,
 } from './presence.js';
 import { Room } from './room.js';
 import type { Session } from './session.js';
@@ -108,6 +109,18 @@ async function joinInCluster(
     try {
       await entered;
       members = await ctx.freshMembers(admitted.key);
+    } catch (err) {
+      if (!(err instanceof RoomNotReady) || session.state !== 'joined' || session.movedAway)
+        throw err;
+      // Nobody was told of the join: the place goes back, and the member stays in its other
+      // rooms, told to ask again, rather than lose its connection to a room it cannot reach.
+      await presence.leave(session.presenceId, admitted.key);
+      ctx.membersChanged(admitted.key);
+      if (session.state === 'joined') {
+        const detail = `${admitted.name} cannot be reached for now; try again in a few seconds`;
+        refuse(session, ErrorCode.TRY_AGAIN, detail, Cmd.JOIN_ROOM);
+      }
+      return;
     } finally {
       if (session.announceJoin === announce) session.announceJoin = undefined;
     }
