@@ -988,6 +988,9 @@ export class Chat implements ChatContext, SessionHost {
     ghost.rooms.clear();
     ghost.room = undefined;
     ghost.successor = session;
+    // Its rooms' live events, and the "71"s of the old connection's chats still being
+    // stored, wait behind the replays its CONNECT asks for (a resume needs "history").
+    for (const room of session.rooms) session.holdRoom(room.name);
     session.ownChats = ghost.ownChats;
     ghost.state = 'closed';
     this.sessions.delete(ghost);

@@ -850,7 +850,6 @@ export class ClusterNode {
       this.chat.takeBack(session, token)
     ) {
       this.identities.keep(session, next, sender);
-      for (const room of session.rooms) session.holdRoom(room.name);
       return true;
     }
     // A connection closed meanwhile gets nothing: its removal is done.

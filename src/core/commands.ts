@@ -55,8 +55,6 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
       if (removedIfBanned(ctx, session)) return;
       const resume = { token: ctx.issueToken(session), resumed: true, nickname: session.nickname };
       const address = session.peer.local;
-      // The "71"s of the old connection's chats still being stored wait behind the replays.
-      for (const room of session.rooms) session.holdRoom(room.name);
       session.reply({ type: 'welcome', address, count: ctx.lobby.size, caps, limits, resume });
       const since = positions(ctx, req.since);
       for (const room of session.rooms) {

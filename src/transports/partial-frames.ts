@@ -42,11 +42,6 @@ export class PartialFrames {
     private readonly log: Logger,
   ) {}
 
-  /** Bytes held for unfinished requests now (what /metrics could show). */
-  get held(): number {
-    return this.total;
-  }
-
   /** `connection` holds `bytes` of an unfinished request now (0 once none, or closed). */
   update(connection: Unfinished, bytes: number): void {
     const held = this.holding.get(connection);

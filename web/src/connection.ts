@@ -1,5 +1,5 @@
 import { CAPABILITIES } from '../../src/protocol/capabilities.js';
-import { Cmd, ErrorCode, LOBBY } from '../../src/protocol/codes.js';
+import { Cmd, ErrorCode, LOBBY, mayReconnect } from '../../src/protocol/codes.js';
 import { asNumber, asString } from '../../src/protocol/coerce.js';
 import {
   type ParsedServerMessage,
@@ -247,8 +247,7 @@ export class Connection {
         } else if (message.cmd === Cmd.ERROR) {
           // Refused for good (banned meanwhile, a name no server takes), not for a moment
           // (3xxx): no tab is to come back as this session again.
-          const code = asNumber(message.code);
-          if (!(code >= 3000 && code < 4000)) this.forget();
+          if (!mayReconnect(asNumber(message.code))) this.forget();
           this.refuse(asString(message.message ?? 'The server refused.'));
         }
         return;
