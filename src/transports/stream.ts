@@ -531,11 +531,15 @@ export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished
 
   queuedBytes(): number {
     if (this.socket.destroyed) return 0;
-    return this.socket.writableLength + ((this.session as Session | undefined)?.heldBytes ?? 0);
+    return this.socket.writableLength + this.heldBytes();
   }
 
   holding(): void {
     this.backlogs.add(this, true);
+  }
+
+  heldBytes(): number {
+    return (this.session as Session | undefined)?.heldBytes ?? 0;
   }
 
   takenBytes(): number {

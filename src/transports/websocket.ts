@@ -151,11 +151,15 @@ export class WsConnection implements Peer, Backlogged {
     // A closing connection still holds what it had queued, until its client takes it or
     // the close times out: it counts until the socket is gone.
     if (this.ws.readyState === this.ws.CLOSED) return 0;
-    return this.ws.bufferedAmount + ((this.session as Session | undefined)?.heldBytes ?? 0);
+    return this.ws.bufferedAmount + this.heldBytes();
   }
 
   holding(): void {
     this.backlogs.add(this, true);
+  }
+
+  heldBytes(): number {
+    return (this.session as Session | undefined)?.heldBytes ?? 0;
   }
 
   takenBytes(): number {
