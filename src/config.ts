@@ -192,7 +192,7 @@ export const SERVE_OPTIONS = {
     min: 65536,
     max: 1024 * 1024 * 1024 * 1024,
     description:
-      'bytes of requests not yet received whole, held for all TCP and TLS clients together; past it the clients whose request began longest ago are disconnected',
+      'bytes of requests not yet received whole, held for all TCP, TLS and WebSocket clients together; past it the clients whose request began longest ago are disconnected',
     arg: 'BYTES',
     live: true,
   },

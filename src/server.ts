@@ -797,6 +797,7 @@ export class ConfabServer {
                   port: config.httpPort,
                   limits,
                   backlogs,
+                  partials,
                   webRoot: WEB_ROOT,
                   // The listener reads these arrays per request, so a reload edits them in place.
                   allowedOrigins,

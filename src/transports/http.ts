@@ -8,6 +8,7 @@ import type { Logger, PeerAddress } from '../core/ports.js';
 import { clip } from '../protocol/text.js';
 import { Backlogs } from './backlogs.js';
 import { Deadline, killAfter, listenOn, RawSockets } from './lifecycle.js';
+import { PartialFrames } from './partial-frames.js';
 import { TransportStats } from './stats.js';
 import type { StreamLimits } from './stream.js';
 import { maxFragments, WsConnection } from './websocket.js';
@@ -18,6 +19,8 @@ export interface HttpOptions {
   limits: StreamLimits;
   /** What clients queue together, shared by a server's listeners (one of its own by default). */
   backlogs?: Backlogs;
+  /** What clients hold of unfinished requests together, shared the same way. */
+  partials?: PartialFrames;
   /** The built web app; served from memory, so nothing outside it can be reached. */
   webRoot: string;
   /** Origins allowed to open /ws besides the page's own; "*" allows any. */
@@ -106,6 +109,7 @@ export class HttpListener {
   private readonly files: Map<string, StaticFile>;
   private readonly connections = new Set<WsConnection>();
   private readonly backlogs: Backlogs;
+  private readonly partials: PartialFrames;
   private keepalive: NodeJS.Timeout | undefined;
   private address: PeerAddress = { ip: '', port: 0 };
   private readonly sockets: RawSockets;
@@ -122,6 +126,7 @@ export class HttpListener {
     private readonly log: Logger,
   ) {
     this.backlogs = options.backlogs ?? new Backlogs(options.limits, log);
+    this.partials = options.partials ?? new PartialFrames(options.limits, log);
     this.sockets = new RawSockets(chat.admission, log);
     this.files = loadStatic(options.webRoot);
     if (this.files.size === 0)
@@ -354,6 +359,7 @@ export class HttpListener {
         this.log,
         this.stats,
         this.backlogs,
+        this.partials,
       );
       this.connections.add(connection);
       ws.once('close', () => this.connections.delete(connection));

@@ -18,7 +18,8 @@ export const OVER_PARTIAL =
   'unfinished requests of all clients over the limit, disconnecting those unfinished longest';
 
 /**
- * The unfinished requests of all clients of a server, on every stream listener. Each is
+ * The unfinished requests of all clients of a server, on every listener (a WebSocket's
+ * message counts with its framing, its fragments and the frame under way). Each is
  * capped at --max-frame, but thousands of connections that each send most of a frame and
  * never its end held that much each, and more: 9,750 TCP connections that sent 64 KB of a
  * CONNECT took a server from 92 to 857 MB. Past `maxPartialTotal` the connections whose

@@ -6,9 +6,11 @@ import type { Delivery } from '../core/events.js';
 import type { DisconnectReason, Logger, Peer, PeerAddress } from '../core/ports.js';
 import { NO_CAPS, type Session } from '../core/session.js';
 import { parseRequestMessage } from '../protocol/request-codec.js';
+import { WsUnfinished } from '../protocol/ws-unfinished.js';
 import { type Backlogged, type Backlogs, OVER_TOTAL } from './backlogs.js';
 import { EncoderCache, JsonDialect, wsJson } from './dialects/json.js';
 import { killAfter, openSession } from './lifecycle.js';
+import { OVER_PARTIAL, type PartialFrames, type Unfinished } from './partial-frames.js';
 import type { TransportStats } from './stats.js';
 import {
   addressOf,
@@ -58,7 +60,7 @@ export function maxFragments(maxFrame: number): number {
 }
 
 /** A browser (or any WebSocket client) session: same core, same limits as TCP. */
-export class WsConnection implements Peer, Backlogged {
+export class WsConnection implements Peer, Backlogged, Unfinished {
   readonly remote: PeerAddress;
   readonly session: Session;
   private closing = false;
@@ -75,6 +77,8 @@ export class WsConnection implements Peer, Backlogged {
    * (framing makes it a little less, which only makes it look slower).
    */
   private sent = 0;
+  /** Bytes of a message whose end has not come, framing included (PartialFrames). */
+  private unfinished = 0;
 
   constructor(
     private readonly ws: WebSocket,
@@ -85,10 +89,21 @@ export class WsConnection implements Peer, Backlogged {
     private readonly log: Logger,
     private readonly stats: TransportStats,
     private readonly backlogs: Backlogs,
+    partials: PartialFrames,
   ) {
     this.remote = addressOf(request.socket.remoteAddress, request.socket.remotePort);
     this.socket = request.socket as Socket;
     request.socket.setNoDelay(true);
+    // ws holds a message's fragments, and the frame under way, until the message is whole,
+    // and tells nothing of them: their bytes are followed here, beside it. The bytes that
+    // came with the upgrade request are given back to the socket and read again, after this.
+    const unfinished = new WsUnfinished();
+    this.socket.on('data', (chunk: Buffer) => {
+      const bytes = unfinished.feed(chunk);
+      if (bytes === this.unfinished || this.closing) return;
+      this.unfinished = bytes;
+      partials.update(this, bytes);
+    });
     const opened = openSession(chat, this, stats, limits.handshakeTimeoutMs, log);
     this.session = opened.session;
     // Text or binary frame alike, the payload must be one UTF-8 JSON request.
@@ -117,6 +132,8 @@ export class WsConnection implements Peer, Backlogged {
     });
     ws.on('close', () => {
       backlogs.delete(this);
+      this.unfinished = 0;
+      partials.update(this, 0);
       try {
         opened.closed(this.endReason);
       } catch (err) {
@@ -170,6 +187,15 @@ export class WsConnection implements Peer, Backlogged {
     // Backlogs logs one line for all it closes at once.
     this.log.debug({ remote: this.remote, queued }, OVER_TOTAL);
     this.drop();
+  }
+
+  shedUnfinished(): void {
+    // PartialFrames logs one line for all it closes at once.
+    this.log.debug({ remote: this.remote, held: this.unfinished }, OVER_PARTIAL);
+    this.unfinished = 0;
+    this.endReason = 'frame-too-large';
+    this.closing = true;
+    this.ws.terminate();
   }
 
   private drop(): void {

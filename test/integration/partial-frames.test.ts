@@ -8,11 +8,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { OVER_PARTIAL } from '../../src/transports/partial-frames.js';
 import { join, RawClient } from '../helpers/raw-client.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+import { wsClient } from '../helpers/ws-client.js';
 
 let server: SpawnedServer | undefined;
 const clients: RawClient[] = [];
+const sockets: { terminate(): void }[] = [];
 afterEach(async () => {
   for (const client of clients.splice(0)) client.socket.destroy();
+  for (const ws of sockets.splice(0)) ws.terminate();
   await server?.stop();
   server = undefined;
 });
@@ -29,6 +32,12 @@ async function holding(port: number, bytes: number): Promise<RawClient> {
   client.write(unfinished(bytes));
   return client;
 }
+
+/** A course client's longest chat as Python's json.dumps escapes it: 48 KB. */
+const LONG_CHAT = JSON.stringify({ cmd: '7', msg: '😀'.repeat(4000) }).replace(
+  /😀/g,
+  '\\ud83d\\ude00',
+);
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
 
@@ -47,11 +56,7 @@ describe('unfinished requests of many connections', () => {
     expect(holders.filter((c) => c.isClosed)).toEqual([]);
     // A course client's longest chat as Python's json.dumps escapes it (48 KB), in two pieces:
     // its first half passes the total.
-    const chat = JSON.stringify({ cmd: '7', msg: '😀'.repeat(4000) }).replace(
-      /😀/g,
-      '\\ud83d\\ude00',
-    );
-    member.write(chat.slice(0, 25_000));
+    member.write(LONG_CHAT.slice(0, 25_000));
     await settle();
     expect(member.isClosed).toBe(false);
     const closed = holders.filter((c) => c.isClosed).length;
@@ -59,11 +64,49 @@ describe('unfinished requests of many connections', () => {
     expect(closed).toBeGreaterThanOrEqual(13);
     expect(holders.slice(0, closed).every((c) => c.isClosed)).toBe(true);
     expect(server.output()).toContain(OVER_PARTIAL);
-    member.write(chat.slice(25_000));
+    member.write(LONG_CHAT.slice(25_000));
     // A course client reads it in frames of 1,024 bytes: the first is enough.
     const got = await reader.waitFor((m) => m.cmd === '70' && m.from === 'member', 1, 10_000);
     expect(String(got.msg)).toMatch(/^(😀)+$/u);
     member.sendPy({ cmd: '6', beginTime: 1 });
     await member.expect('60', 10_000);
+  }, 60_000);
+
+  it('count a WebSocket message whose last fragment never comes in the same total', async () => {
+    server = await spawnServer(['--max-partial-total', '1048576', '--rate-limit', '0']);
+    const port = server.port;
+    const member = await join(port, 'member');
+    clients.push(member);
+    // 26 browsers' messages of 20,000 bytes with framing, each in a first fragment alone
+    // (then a ping, which is no part of it), and 26 TCP requests of 20,000 after them.
+    const browsers = [];
+    for (let i = 0; i < 26; i++) {
+      const browser = await wsClient(server.httpPort!);
+      sockets.push(browser.ws);
+      browser.ws.send(Buffer.alloc(19_992, 0x20), { fin: false });
+      browser.ws.ping();
+      browsers.push(browser);
+    }
+    const holders: RawClient[] = [];
+    for (let i = 0; i < 26; i++) holders.push(await holding(port, 20_000));
+    await settle();
+    expect(server.output()).not.toContain(OVER_PARTIAL);
+    // 25,000 more pass the total: the browsers, whose messages began first, are closed first.
+    member.write(LONG_CHAT.slice(0, 25_000));
+    await settle();
+    expect(server.output()).toContain(OVER_PARTIAL);
+    const open = browsers.filter((b) => b.ws.readyState === b.ws.OPEN).length;
+    expect(open).toBeLessThanOrEqual(26 - 13);
+    expect(holders.filter((c) => c.isClosed)).toEqual([]);
+    expect(member.isClosed).toBe(false);
+    // A browser whose message ends is held to nothing more: it joins and chats.
+    const browser = await wsClient(server.httpPort!);
+    sockets.push(browser.ws);
+    browser.ws.send('{"cmd":"0","nick', { fin: false });
+    browser.ws.send('name":"web","caps":["ack"]}', { fin: true });
+    await browser.expect('03', 10_000);
+    member.write(LONG_CHAT.slice(25_000));
+    const chat = await browser.expect('70', 10_000);
+    expect(chat.msg).toBe('😀'.repeat(4000));
   }, 60_000);
 });
