@@ -111,6 +111,14 @@ export class FrameDecoder {
     return this.pendingLength;
   }
 
+  /**
+   * Memory held for a frame not yet complete: the buffer around its bytes, which grows by
+   * doubling, so up to twice `buffered` (a frame in many pieces), and 256 bytes at least.
+   */
+  get held(): number {
+    return this.pendingLength === 0 ? 0 : this.pending.length;
+  }
+
   /** Feeds a chunk. Throws FrameTooLargeError once a frame passes maxFrame. */
   push(chunk: Uint8Array): void {
     if (this.pendingLength === 0) {

@@ -309,7 +309,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished
   private backlog = 0;
   /** Bytes written to the socket so far: less its unsent ones, what the client has taken. */
   private written = 0;
-  /** Bytes of an unfinished request the decoder held after the last read (PartialFrames). */
+  /** Memory the decoder held for an unfinished request after the last read (PartialFrames). */
   private unfinished = 0;
   /** The frame being handled, for the fault log. */
   private inFrame: Uint8Array | undefined;
@@ -413,7 +413,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished
       // budget is checked again when it is handled.
       if (!this.session.admitsFrame()) return;
       this.decoder.push(chunk);
-      if (this.decoder.buffered !== this.unfinished) this.holdUnfinished(this.decoder.buffered);
+      if (this.decoder.held !== this.unfinished) this.holdUnfinished(this.decoder.held);
     } catch (err) {
       if (err instanceof FrameTooLargeError) {
         const { remote } = this;

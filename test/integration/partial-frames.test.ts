@@ -109,4 +109,24 @@ describe('unfinished requests of many connections', () => {
     const chat = await browser.expect('70', 10_000);
     expect(chat.msg).toBe('😀'.repeat(4000));
   }, 60_000);
+
+  it('count the memory held, not the bytes: a request in pieces is held in a buffer that doubles', async () => {
+    server = await spawnServer(['--max-partial-total', '1048576', '--rate-limit', '0']);
+    const holders: RawClient[] = [];
+    for (let i = 0; i < 60; i++) {
+      const client = await RawClient.open(server.port);
+      clients.push(client);
+      holders.push(client);
+    }
+    // 16,001 bytes each, 960,060 in all, under the total; in pieces of 1,000 each is held in
+    // a buffer grown to 32,000, 1.9 MB in all.
+    const request = unfinished(16_001);
+    for (let at = 0; at < request.length; at += 1_000) {
+      for (const client of holders) client.write(request.slice(at, at + 1_000));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await settle();
+    expect(server.output()).toContain(OVER_PARTIAL);
+    expect(holders.filter((c) => c.isClosed).length).toBeGreaterThan(0);
+  }, 60_000);
 });

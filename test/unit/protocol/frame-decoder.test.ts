@@ -384,6 +384,32 @@ describe('FrameDecoder', () => {
     );
   });
 
+  it('holds for an unfinished frame a buffer of at most twice its bytes, or 256', () => {
+    const pieces = fc.array(
+      fc.oneof(
+        fc.constantFrom('{"cmd":"7","msg":"', '"}', '}', '{', '\n'),
+        fc.string({ maxLength: 300 }),
+      ),
+      { maxLength: 40 },
+    );
+    fc.assert(
+      fc.property(pieces, (chunks) => {
+        const { decoder } = recorder(4096);
+        for (const c of chunks) {
+          try {
+            decoder.push(utf8.encode(c));
+          } catch {
+            decoder.reset();
+          }
+          const { buffered, held } = decoder;
+          expect(held === 0).toBe(buffered === 0);
+          expect(held).toBeGreaterThanOrEqual(buffered);
+          expect(held).toBeLessThanOrEqual(Math.max(256, 2 * buffered));
+        }
+      }),
+    );
+  });
+
   it('gives the same frames and refusals for any split of random bytes', () => {
     const noisy = fc.array(
       fc.oneof(
