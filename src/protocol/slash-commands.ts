@@ -86,8 +86,12 @@ export function parseCommand(line: string): Command {
       return { kind: 'version' };
     case 'join': {
       const room = args.trim();
-      if (room === '' || /\s/.test(room))
-        return { kind: 'invalid', message: 'Usage: \\join <room>' };
+      if (room === '') return { kind: 'invalid', message: 'Usage: \\join <room>' };
+      if (/\s/.test(room))
+        return {
+          kind: 'invalid',
+          message: 'Room names cannot contain spaces. Usage: \\join <room>',
+        };
       return { kind: 'join', room };
     }
     case 'leave':

@@ -170,6 +170,7 @@ it("keeps a nickname's bidirectional controls to the nickname", async () => {
     send({ cmd: '91', oldNickname: 'mal\u202e', newNickname: 'bob' });
     send({ cmd: '8', nickname: 'zed\u202e', userCount: 2 });
     send({ cmd: '99', action: 'kick', nickname: 'kim\u202e', by: 'op\u202e', reason: 'spam' });
+    send({ cmd: '99', action: 'kick', nickname: 'lee', by: 'op', reason: 'rude\u202e' });
     send({ cmd: '70', from: 'bob', msg: 'still here' });
     return true;
   });
@@ -198,9 +199,12 @@ it("keeps a nickname's bidirectional controls to the nickname", async () => {
         return undefined;
       });
     },
-    ['abcdef', ' is now known as', ' joined', ' was kicked by', ' (spam)', 'carlos'],
+    ['abcdef', ' is now known as', ' joined', ' was kicked by', 'spam', 'carlos'],
   );
   expect(order).toEqual([true, true, true, true, true, true]);
+  // An operator's reason is isolated too: its override ends with it.
+  const kicked = page.locator('#messages li', { hasText: 'rude' });
+  expect(await kicked.textContent()).toContain('(\u2068rude\u202e\u2069)');
   expect(errors).toEqual([]);
   await page.close();
 }, 30_000);

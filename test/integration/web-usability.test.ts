@@ -220,6 +220,7 @@ describe('web client when things go wrong', () => {
   async function nameTakenWhileAway(
     nickname: string,
     then: (page: Page) => Promise<void>,
+    away: { rooms?: string[]; meanwhile?: (page: Page) => Promise<void> } = {},
   ): Promise<void> {
     const own = await startConfab({ 'http-port': '0' });
     const httpPort = own.httpAddress!.port;
@@ -227,9 +228,14 @@ describe('web client when things go wrong', () => {
     let again: ConfabServer | undefined;
     try {
       await joinAs(page, nickname);
+      for (const room of away.rooms ?? []) {
+        await say(page, `\\join ${room}`);
+        await page.locator(`ol.messages[data-room="${room}"]`).waitFor({ state: 'attached' });
+      }
       await page.clock.pauseAt(Date.now() + 1000);
       await own.stop();
       await page.locator('#retry:enabled').waitFor();
+      await away.meanwhile?.(page);
       again = await startConfab({ 'http-port': String(httpPort) });
       const thief = await join(again.address.port, nickname);
       try {
@@ -262,6 +268,48 @@ describe('web client when things go wrong', () => {
       await page.locator('#status[data-status="online"]').waitFor();
       await seeLine(page, 'Welcome, nina_!');
     });
+  }, 40_000);
+
+  it('joined under another name after its own was taken, is back in its rooms, its unsent lines kept', async () => {
+    const physics = 'ol.messages[data-room="physics"]';
+    await nameTakenWhileAway(
+      'pia',
+      async (page) => {
+        await page.click('#retry');
+        await page.locator('#join-error', { hasText: 'Your nickname pia was taken' }).waitFor();
+        await page.press('#nickname', 'Enter');
+        await page.locator('#status[data-status="online"]').waitFor();
+        await page
+          .locator('ol.messages[data-room="lobby"] li', { hasText: 'Welcome, pia_!' })
+          .waitFor({ state: 'attached' });
+        // Still shown, and still said not to have been sent.
+        const away = page.locator(`${physics} li.msg.mine`, { hasText: 'typed while away' });
+        expect(await away.textContent()).toContain('not sent');
+        // In the room on the server too: a chat there is taken.
+        await page.click('.room-button[data-room="physics"]');
+        await say(page, 'back in physics');
+        const back = page.locator(`${physics} li.msg.mine:not([data-pending])`, {
+          hasText: 'back in physics',
+        });
+        await back.waitFor();
+        expect(await back.textContent()).not.toContain('not sent');
+        // Renaming to the name one has is not renaming to a taken one.
+        await say(page, '\\rename pia_');
+        await page.locator(`${physics} li.error`, { hasText: 'You are already pia_.' }).waitFor();
+      },
+      {
+        rooms: ['physics'],
+        meanwhile: async (page) => {
+          // A restart is nothing the user did wrong: said as a notice, not an error.
+          await page
+            .locator(`${physics} li.notice`, { hasText: 'The server is shutting down.' })
+            .waitFor({ state: 'attached' });
+          expect(await page.locator(`${physics} li.error`).count()).toBe(0);
+          await say(page, 'typed while away');
+          await page.locator(`${physics} li[data-pending]`).waitFor({ state: 'attached' });
+        },
+      },
+    );
   }, 40_000);
 
   it('says so too when the nickname was taken while the page was reloaded during an outage', async () => {

@@ -12,7 +12,10 @@ describe('room commands', () => {
   it('parses \\join, \\leave or \\part, \\rooms and \\room', () => {
     expect(parseCommand('\\join physics')).toEqual({ kind: 'join', room: 'physics' });
     expect(parseCommand('\\join')).toMatchObject({ kind: 'invalid' });
-    expect(parseCommand('\\join two words')).toMatchObject({ kind: 'invalid' });
+    expect(parseCommand('\\join two words')).toEqual({
+      kind: 'invalid',
+      message: 'Room names cannot contain spaces. Usage: \\join <room>',
+    });
     expect(parseCommand('\\leave physics')).toEqual({ kind: 'part', room: 'physics' });
     expect(parseCommand('\\part physics')).toEqual({ kind: 'part', room: 'physics' });
     expect(parseCommand('\\leave')).toEqual({ kind: 'part', room: undefined });

@@ -1,4 +1,4 @@
-import { Cmd, LOBBY } from '../../src/protocol/codes.js';
+import { Cmd, LOBBY, mayReconnect } from '../../src/protocol/codes.js';
 // What a server sends is shown with asString and asNumber, never String() or Number(): those
 // throw for an object whose toString and valueOf are not functions ({"toString": ""}), which
 // ended the handling of that message (and of \users, \bans, \rooms: their entries too).
@@ -672,6 +672,9 @@ const connection = new Connection(wsUrl, {
       showJoin(reason);
       return;
     }
+    // Joining under another name is still this user coming back: to the same rooms, whose
+    // views (and the lines marked not sent in them) stay.
+    restoredRooms = connection.resume.joined();
     const suggestion = freeNickname(lostNickname);
     nicknameInput.value = suggestion;
     showJoin(
@@ -891,14 +894,21 @@ function onMessage(m: ParsedServerMessage): void {
           action: asString(m.action),
           nickname: isolated(asString(m.nickname)),
           by: isolated(asString(m.by)),
-          reason: asString(m.reason ?? ''),
+          // An operator's words, isolated like names: an override in them reorders nothing after.
+          reason: typeof m.reason === 'string' && m.reason !== '' ? isolated(m.reason) : '',
           ...(typeof m.seconds === 'number' ? { seconds: m.seconds } : {}),
         }),
       );
       return;
-    case Cmd.ERROR:
-      error(asString(m.message));
+    case Cmd.ERROR: {
+      const text = asString(m.message);
+      // A passing reason (the server restarting, cut off from its cluster) is nothing the
+      // user did wrong: said as a notice, before the page reconnects by itself.
+      if (mayReconnect(asNumber(m.code)))
+        notice(`${text.charAt(0).toUpperCase()}${text.slice(1)}.`);
+      else error(text);
       return;
+    }
   }
 }
 
@@ -1113,7 +1123,12 @@ async function submit(text: string): Promise<void> {
         const old = connection.nickname;
         const reply = await connection.call({ cmd: Cmd.RENAME, newNickname: command.nickname });
         if (reply.cmd === Cmd.RENAME_DUPLICATE_NICKNAME) {
-          error(`The nickname “${command.nickname}” is taken.`);
+          // The server answers a rename to one's own name as it answers one to a taken name.
+          error(
+            command.nickname === old
+              ? `You are already ${command.nickname}.`
+              : `The nickname “${command.nickname}” is taken.`,
+          );
           return;
         }
         connection.nickname = asString(reply.newNickname);
