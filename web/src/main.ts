@@ -475,7 +475,12 @@ function renderMembers(): void {
       avatar.style.background = nickColor('#ffffff', name);
       avatar.textContent = [...name][0]?.toUpperCase() ?? '?';
       avatar.setAttribute('aria-hidden', 'true');
-      button.append(avatar, name);
+      // A long name is cut with an ellipsis (style.css); the tooltip shows it whole.
+      const shown = document.createElement('span');
+      shown.className = 'name';
+      shown.textContent = name;
+      button.title = name;
+      button.append(avatar, shown);
       if (name === connection.nickname) {
         const you = document.createElement('span');
         you.className = 'you';
