@@ -1,5 +1,6 @@
 import type { Logger } from '../core/ports.js';
 import { MAX_HELD_BYTES } from '../core/session.js';
+import { Looks, Progress } from './progress.js';
 
 /** A connection with bytes written that its client has not taken yet. */
 export interface Backlogged {
@@ -24,65 +25,59 @@ export interface BacklogLimits {
   maxQueueTotal: number;
 }
 
-/** How often the clients behind are looked at for bytes taken, in milliseconds. */
-export const SAMPLE_MS = 200;
-
 export const OVER_TOTAL =
   'outbound queues of all clients over the limit, disconnecting the slowest';
+
+/** A connection still behind, as a look found it. */
+interface Behind {
+  connection: Backlogged;
+  queued: number;
+  /** How slow its client is to take its bytes, lowest first (Progress.rank). */
+  rank: number;
+  progress: Progress;
+  /** Live events held behind its replays. */
+  live: number;
+}
 
 /**
  * What all clients of a server, on every listener, have queued together.
  * Each client's queue is capped (`maxQueue`), but thousands of clients that
- * read nothing could each hold that much; past `maxQueueTotal` the clients
- * holding most are closed as too slow until the rest fits.
+ * read nothing could each hold that much; past `maxQueueTotal` clients are
+ * closed as too slow until the rest fits.
  *
- * The slowest go first: those whose clients have taken nothing for longest
- * (since they fell behind at most), looked at every SAMPLE_MS while any is
- * behind rather than only when the total is passed, since a client that
- * reads nothing still "takes" bytes at first, while its kernel's buffers
- * fill. Of those alike, the ones holding most live events behind a replay
- * go first, then the ones holding most. A slow reader is seen taking bytes
- * only when its kernel frees a third of its send buffer, seconds apart at
- * 100 KB/s, so until then it looks as stalled as a client that reads
- * nothing; but what it holds is its replay, which is sent only as it takes
- * it, while held live events grow with the room's traffic whoever reads.
- * So many stalled clients holding a little each cannot get a client that
- * reads steadily but momentarily holds more (a history page on a slow
- * link) closed in their place.
+ * The slowest go first: how fast each client takes its bytes is looked at
+ * every SAMPLE_MS while any is behind (Progress), and those that take
+ * nothing go before those that read, however long ago either fell behind.
+ * A slow reader is seen taking bytes only when its kernel frees a third of
+ * its send buffer, seconds apart at 100 KB/s, so an order by when each was
+ * last seen taking more let a stream of new clients that read nothing, each
+ * fresher than its last step, get it closed first. Of clients alike (all
+ * that took nothing, say), the ones holding most live events behind a replay
+ * go first: a replay is sent only as its client takes it, while held live
+ * events grow with the room's traffic whoever reads. Then the one that
+ * stopped first, then the one holding most.
  *
  * Connections report themselves when a write leaves bytes behind. Summing
  * their queues costs a pass over them, made at most once per event-loop
  * turn and only when so many are backlogged that their caps together could
  * pass the total: until then no check can find the total passed, so the
- * common case (a few clients momentarily behind) costs a map lookup.
+ * common case (a few clients momentarily behind) costs a map lookup, and a
+ * look every SAMPLE_MS.
  */
-/** A connection still behind, as a look found it. */
-interface Behind {
-  connection: Backlogged;
-  queued: number;
-  /** The tick since which its client has taken nothing. */
-  since: number;
-  /** Live events held behind its replays (when looked at). */
-  live: number;
-}
-
 export class Backlogs {
-  /** Each connection behind: what its client had taken when last seen taking more, at which tick. */
-  private readonly waiting = new Map<Backlogged, { taken: number; since: number }>();
+  /** Each connection behind, and how fast its client takes its bytes. */
+  private readonly waiting = new Map<Backlogged, Progress>();
   /** Those of them that held live events behind a replay when last seen. */
   private readonly holding = new Set<Backlogged>();
   private scheduled = false;
   private readonly run = () => this.check();
-  /** Looks at who took more every SAMPLE_MS while anyone is behind, counting `ticks`. */
-  private sampler: NodeJS.Timeout | undefined;
-  private ticks = 0;
-  private readonly sample = () => {
-    this.ticks++;
-    this.held(true);
-    if (this.waiting.size > 0) return;
-    clearInterval(this.sampler);
-    this.sampler = undefined;
-  };
+  private readonly looks = new Looks((tick) => {
+    for (const [connection, progress] of this.waiting) {
+      if (this.caughtUp(connection)) continue;
+      progress.look(connection.takenBytes(), tick);
+    }
+    return this.waiting.size > 0;
+  });
 
   constructor(
     private readonly limits: BacklogLimits,
@@ -95,12 +90,8 @@ export class Backlogs {
    */
   add(connection: Backlogged, holding = false): void {
     if (!this.waiting.has(connection)) {
-      this.waiting.set(connection, { taken: connection.takenBytes(), since: this.ticks });
-      if (this.sampler === undefined) {
-        this.sampler = setInterval(this.sample, SAMPLE_MS);
-        // It only ever looks; it must not keep a stopping process alive.
-        this.sampler.unref();
-      }
+      this.waiting.set(connection, new Progress(connection.takenBytes()));
+      this.looks.start();
     }
     if (holding) this.holding.add(connection);
     if (this.scheduled) return;
@@ -124,44 +115,51 @@ export class Backlogs {
   /** Bytes queued for all clients now (what /metrics shows). */
   queued(): number {
     let total = 0;
-    for (const { queued } of this.held()) total += queued;
+    for (const connection of [...this.waiting.keys()]) {
+      if (!this.caughtUp(connection)) total += connection.queuedBytes();
+    }
     return total;
   }
 
-  /**
-   * The connections still behind, with what each holds and since which tick its client has
-   * taken nothing; forgets those that caught up. A `look` notes who took more.
-   */
-  private held(look = false): Behind[] {
-    const held: Behind[] = [];
-    for (const [connection, seen] of this.waiting) {
-      const queued = connection.queuedBytes();
-      if (queued === 0) {
-        this.waiting.delete(connection);
-        this.holding.delete(connection);
-        continue;
-      }
-      if (look) {
-        const taken = connection.takenBytes();
-        if (taken > seen.taken) {
-          seen.taken = taken;
-          seen.since = this.ticks;
-        }
-      }
-      held.push({ connection, queued, since: seen.since, live: look ? connection.heldBytes() : 0 });
-    }
-    return held;
+  /** Forgets `connection` if its client has taken everything (nothing is held for it either). */
+  private caughtUp(connection: Backlogged): boolean {
+    if (connection.queuedBytes() > 0) return false;
+    this.waiting.delete(connection);
+    this.holding.delete(connection);
+    return true;
   }
 
   private check(): void {
     this.scheduled = false;
     const cap = this.limits.maxQueueTotal;
-    const held = this.held(true);
+    const tick = this.looks.ticks;
+    const held: Behind[] = [];
     let total = 0;
-    for (const { queued } of held) total += queued;
+    for (const [connection, progress] of this.waiting) {
+      const queued = connection.queuedBytes();
+      if (queued === 0) {
+        this.caughtUp(connection);
+        continue;
+      }
+      total += queued;
+      held.push({
+        connection,
+        queued,
+        rank: progress.rank(connection.takenBytes(), tick),
+        progress,
+        live: 0,
+      });
+    }
     if (total <= cap) return;
     const before = total;
-    held.sort((a, b) => a.since - b.since || b.live - a.live || b.queued - a.queued);
+    for (const behind of held) behind.live = behind.connection.heldBytes();
+    held.sort(
+      (a, b) =>
+        a.rank - b.rank ||
+        b.live - a.live ||
+        a.progress.stalledSince - b.progress.stalledSince ||
+        b.queued - a.queued,
+    );
     let shed = 0;
     for (const { connection, queued } of held) {
       if (total <= cap) break;

@@ -413,7 +413,10 @@ export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished
       // budget is checked again when it is handled.
       if (!this.session.admitsFrame()) return;
       this.decoder.push(chunk);
-      if (this.decoder.held !== this.unfinished) this.holdUnfinished(this.decoder.held);
+      // Told after every read while a request is unfinished: how fast it arrives decides who
+      // is closed first (PartialFrames).
+      const held = this.decoder.held;
+      if (held !== this.unfinished || held > 0) this.holdUnfinished(held);
     } catch (err) {
       if (err instanceof FrameTooLargeError) {
         const { remote } = this;
@@ -439,7 +442,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished
 
   private holdUnfinished(bytes: number): void {
     this.unfinished = bytes;
-    this.partials.update(this, bytes);
+    this.partials.update(this, bytes, this.decoder.buffered);
   }
 
   shedUnfinished(): void {

@@ -100,7 +100,7 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
     const unfinished = new WsUnfinished();
     this.socket.on('data', (chunk: Buffer) => {
       const bytes = unfinished.feed(chunk);
-      if (bytes === this.unfinished || this.closing) return;
+      if ((bytes === 0 && this.unfinished === 0) || this.closing) return;
       this.unfinished = bytes;
       partials.update(this, bytes);
     });

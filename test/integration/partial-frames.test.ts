@@ -41,14 +41,26 @@ const LONG_CHAT = JSON.stringify({ cmd: '7', msg: '😀'.repeat(4000) }).replace
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
 
+/** A server whose unfinished requests may total 1 MiB, with a member who chats and a reader. */
+async function memberAndReader(): Promise<{
+  port: number;
+  member: RawClient;
+  reader: RawClient;
+  output: () => string;
+}> {
+  server = await spawnServer(['--max-partial-total', '1048576', '--rate-limit', '0']);
+  const port = server.port;
+  const member = await join(port, 'member');
+  clients.push(member);
+  const reader = await join(port, 'reader');
+  clients.push(reader);
+  const spawned = server;
+  return { port, member, reader, output: () => spawned.output() };
+}
+
 describe('unfinished requests of many connections', () => {
-  it('are closed past --max-partial-total, oldest first; a long chat in pieces meanwhile goes through', async () => {
-    server = await spawnServer(['--max-partial-total', '1048576', '--rate-limit', '0']);
-    const port = server.port;
-    const member = await join(port, 'member');
-    clients.push(member);
-    const reader = await join(port, 'reader');
-    clients.push(reader);
+  it('are closed past --max-partial-total, those that stopped first; a long chat in pieces meanwhile goes through', async () => {
+    const { port, member, reader, output } = await memberAndReader();
     // 52 of 20,000 bytes: 1,040,000, just under the total, each less than the chat below.
     const holders: RawClient[] = [];
     for (let i = 0; i < 52; i++) holders.push(await holding(port, 20_000));
@@ -60,16 +72,40 @@ describe('unfinished requests of many connections', () => {
     await settle();
     expect(member.isClosed).toBe(false);
     const closed = holders.filter((c) => c.isClosed).length;
-    // Down to three quarters of the total: the 13 or more that began first.
+    // Down to three quarters of the total: the 13 or more that stopped (and began) first.
     expect(closed).toBeGreaterThanOrEqual(13);
     expect(holders.slice(0, closed).every((c) => c.isClosed)).toBe(true);
-    expect(server.output()).toContain(OVER_PARTIAL);
+    expect(output()).toContain(OVER_PARTIAL);
     member.write(LONG_CHAT.slice(25_000));
     // A course client reads it in frames of 1,024 bytes: the first is enough.
     const got = await reader.waitFor((m) => m.cmd === '70' && m.from === 'member', 1, 10_000);
     expect(String(got.msg)).toMatch(/^(😀)+$/u);
     member.sendPy({ cmd: '6', beginTime: 1 });
     await member.expect('60', 10_000);
+  }, 60_000);
+
+  it('close connections that stopped before a chat still arriving on a slow link, though it began first', async () => {
+    const { port, member, reader, output } = await memberAndReader();
+    // 48 KB in pieces of 4 KB, one every 200 ms: 2.4 s in all.
+    const sending = (async () => {
+      for (let at = 0; at < LONG_CHAT.length; at += 4_096) {
+        member.write(LONG_CHAT.slice(at, at + 4_096));
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 450));
+    // Opened after it began, each sends 60,000 bytes of a request and stops: 1.2 MB in all.
+    const holders: RawClient[] = [];
+    for (let i = 0; i < 20; i++) {
+      holders.push(await holding(port, 60_000));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await sending;
+    const got = await reader.waitFor((m) => m.cmd === '70' && m.from === 'member', 1, 10_000);
+    expect(String(got.msg)).toMatch(/^(😀)+$/u);
+    expect(member.isClosed).toBe(false);
+    expect(output()).toContain(OVER_PARTIAL);
+    expect(holders.filter((c) => c.isClosed).length).toBeGreaterThan(0);
   }, 60_000);
 
   it('count a WebSocket message whose last fragment never comes in the same total', async () => {

@@ -1,7 +1,8 @@
 /** Backlogs: one cap on what the clients of every listener have queued together. */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { silentLogger } from '../../../src/core/ports.js';
-import { type Backlogged, Backlogs, SAMPLE_MS } from '../../../src/transports/backlogs.js';
+import { type Backlogged, Backlogs } from '../../../src/transports/backlogs.js';
+import { SAMPLE_MS } from '../../../src/transports/progress.js';
 
 class Client implements Backlogged {
   shedAt: number | undefined;
@@ -51,30 +52,79 @@ describe('Backlogs', () => {
     expect(backlogs.size).toBe(3);
   });
 
-  it('closes the clients that took nothing for longest first, whatever they hold', async () => {
+  it('of clients that took nothing, closes first the one that stopped first, whatever they hold', async () => {
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
-    const backlogs = new Backlogs({ maxQueue: 100, maxQueueTotal: 150 }, silentLogger);
+    const backlogs = new Backlogs({ maxQueue: 100, maxQueueTotal: 100 }, silentLogger);
+    const later = new Client(90);
+    const stalled = [40, 50].map((q) => new Client(q));
+    for (const c of stalled) backlogs.add(c);
+    pass(2 * SAMPLE_MS);
+    // Falls behind later, holding most: of the 180 held, the two that stopped first go.
+    backlogs.add(later);
+    pass(2 * SAMPLE_MS);
+    backlogs.add(later);
+    await turn();
+    expect(later.shedAt).toBeUndefined();
+    expect(stalled.map((c) => c.shedAt)).toEqual([40, 50]);
+  });
+
+  it('closes clients that take nothing before one that reads, however recently they fell behind', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const backlogs = new Backlogs({ maxQueue: 100, maxQueueTotal: 140 }, silentLogger);
+    // Reads in steps three looks apart, as a kernel shows a slow reader's progress.
     const reader = new Client(90);
-    const stalled = [40, 50, 30].map((q) => new Client(q));
-    backlogs.add(stalled[0]!);
-    backlogs.add(stalled[1]!);
-    await turn();
-    pass(SAMPLE_MS);
-    // The reader, holding most, falls behind later: of the 210 held, the older two go.
     backlogs.add(reader);
-    backlogs.add(stalled[2]!);
+    const stalled: Client[] = [];
+    pass(4_000, (at) => {
+      if (at % (3 * SAMPLE_MS) === 0) reader.taken += 10;
+      // A new client that reads nothing each look: its kernel took what it could of the
+      // write that left the rest behind, and takes nothing more.
+      const c = new Client(30);
+      c.taken = 20;
+      stalled.push(c);
+      backlogs.add(c);
+    });
     await turn();
     expect(reader.shedAt).toBeUndefined();
-    expect(stalled.map((c) => c.shedAt)).toEqual([40, 50, undefined]);
-    // Both left fell behind at the same moment; the reader has taken some since.
-    pass(SAMPLE_MS);
-    reader.taken = 30;
-    stalled[2]!.queued = 70;
+    const shed = stalled.filter((c) => c.shedAt !== undefined);
+    expect(shed.length).toBeGreaterThan(0);
+    // The ones that stopped first.
+    expect(stalled.map((c) => c.shedAt !== undefined).lastIndexOf(true)).toBe(shed.length - 1);
+  });
+
+  it('closes clients not looked at yet before one seen reading, when many fall behind at once', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const backlogs = new Backlogs({ maxQueue: 100, maxQueueTotal: 200 }, silentLogger);
+    const reader = new Client(90);
     backlogs.add(reader);
+    pass(6 * SAMPLE_MS, (at) => {
+      if (at % (3 * SAMPLE_MS) === 0) reader.taken += 10;
+    });
+    // Ten at once, within one look: nothing is known of them yet.
+    const burst = Array.from({ length: 10 }, () => new Client(30));
+    for (const c of burst) backlogs.add(c);
     await turn();
     expect(reader.shedAt).toBeUndefined();
-    expect(stalled[2]!.shedAt).toBe(70);
-    expect(backlogs.size).toBe(1);
+    expect(burst.filter((c) => c.shedAt !== undefined)).toHaveLength(7);
+  });
+
+  it('of clients that read, closes the slowest first', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const backlogs = new Backlogs({ maxQueue: 100, maxQueueTotal: 100 }, silentLogger);
+    const fast = new Client(90);
+    const slow = new Client(80);
+    const stalled = new Client(20);
+    for (const c of [fast, slow, stalled]) backlogs.add(c);
+    pass(2_000, (at) => {
+      if (at % (2 * SAMPLE_MS) === 0) {
+        fast.taken += 50;
+        slow.taken += 5;
+      }
+    });
+    backlogs.add(slow);
+    await turn();
+    // 190 held: the one that took nothing goes, then the slower reader, though it holds less.
+    expect([fast.shedAt, slow.shedAt, stalled.shedAt]).toEqual([undefined, 80, 20]);
   });
 
   it('tells a client reading slowly in steps from clients that stopped once their buffers filled', async () => {
