@@ -103,13 +103,26 @@ function addressRead(digits: string): boolean {
 const IPV4_LIKE = /^(0x[0-9a-f]*|[0-9]+|\*)(\.(0x[0-9a-f]*|[0-9]*|\*)){1,3}(\/[0-9]*)?$/i;
 const IPV6_LIKE = /^\[?[0-9a-f:.]*:[0-9a-f.]*:[0-9a-f:.]*\]?(%.*)?(\/[0-9]*)?$/i;
 const BRACKETED = /^\[([0-9a-f:.]*:[0-9a-f:.]*|[0-9.]*\.[0-9.]*\.[0-9.]*)\](:[0-9]*)?(\/[0-9]*)?$/i;
+/**
+ * A network in the short form some tools take: `10/8` for 10.0.0.0/8, `0/0` for all (so
+ * `24/7` and `50/50` are no nicknames: a BAN of them would read as a network).
+ */
+const SHORT_NETWORK = /^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\/([0-2]?[0-9]|3[0-2])$/;
 
 /** Whether a text digitsRead has read is written as an address is (addressLike). */
 function addressShaped(text: string): boolean {
   const digits = text.replaceAll('\u3002', '.');
   if (/^[0-9./:]+$/.test(digits) && /[.:]/.test(digits)) return true;
   if (!/[0-9]/.test(digits)) return false;
-  return IPV4_LIKE.test(digits) || IPV6_LIKE.test(digits) || BRACKETED.test(digits);
+  // A zone (`%eth0`) after an address or network, IPv4 or IPv6, names no other one.
+  const zone = digits.indexOf('%');
+  if (zone > 0 && addressShaped(digits.slice(0, zone))) return true;
+  return (
+    IPV4_LIKE.test(digits) ||
+    IPV6_LIKE.test(digits) ||
+    BRACKETED.test(digits) ||
+    SHORT_NETWORK.test(digits)
+  );
 }
 
 const DECIMAL_DIGIT = /\p{Nd}/u;

@@ -313,7 +313,8 @@ describe('nicknames that read as an address', () => {
       '1.5/me',
       'bob@home',
       'v1.2.3',
-      '24/7',
+      '365/24',
+      '7/365',
     ]) {
       expect(checkNickname(name), name).toMatchObject({ ok: true });
     }
@@ -338,6 +339,13 @@ describe('nicknames that read as an address', () => {
       '10.*',
       '192.168.*.*',
       'fe80::1%eth0',
+      '127.0.88.9%eth0',
+      '127.0.88.9%25eth0',
+      '127.0.88.9/32%x',
+      '10.0.0.0/8%eth0',
+      '127/8',
+      '0/0',
+      '24/7',
       '*!*@1.2.3.4',
       'eve@10.0.0.1',
     ]) {
