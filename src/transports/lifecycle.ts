@@ -224,7 +224,11 @@ export class RawSockets {
   ) {
     const sockets = this.sockets;
     this.onError = function (this: net.Socket, err: Error) {
-      log.debug({ err, remote: addressOf(this.remoteAddress, this.remotePort) }, 'socket error');
+      // Its code and message only: Node's HTTP parse errors carry the client's bytes
+      // (rawPacket), which made some 211 KB of log a request in the pretty format.
+      const { code } = err as NodeJS.ErrnoException;
+      const remote = addressOf(this.remoteAddress, this.remotePort);
+      log.debug({ err: { code, message: err.message }, remote }, 'socket error');
     };
     this.onClose = function (this: net.Socket) {
       const ip = sockets.get(this);

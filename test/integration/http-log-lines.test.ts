@@ -40,10 +40,10 @@ interface Server {
 }
 
 /** `confab serve` logging in `format`, on free ports given to it (the pretty format is not parsed for them). */
-async function serve(format: 'json' | 'pretty'): Promise<Server> {
+async function serve(format: 'json' | 'pretty', args: string[] = []): Promise<Server> {
   const port = await freePort();
   const httpPort = await freePort();
-  const child = serveLogging(format, port, httpPort);
+  const child = serveLogging(format, port, httpPort, undefined, args);
   const output = outputOf(child);
   const server = { httpPort, output, stop: () => stopProcess(child) };
   await waitFor(server, 'Web app on', 0);
@@ -80,6 +80,32 @@ describe('a refused WebSocket origin in the log', () => {
         expect(line).toContain('...(+');
         // Still escaped, not raw.
         expect(line).not.toContain('\u009b');
+      } finally {
+        await server.stop();
+      }
+    });
+  }
+});
+
+describe('a malformed HTTP request in the debug log', () => {
+  for (const format of ['json', 'pretty'] as const) {
+    it(`is one short line in the ${format} format, not the request's bytes`, async () => {
+      const server = await serve(format, ['--log-level', 'debug']);
+      try {
+        const before = server.output().length;
+        // A header of 15,000 bytes with a control character in it: Node refuses it unparsed.
+        await new Promise<void>((resolve) => {
+          const socket = net.connect(server.httpPort, '127.0.0.1');
+          socket.on('error', () => {});
+          socket.on('close', () => resolve());
+          // Read to the end (the 400), or the socket never closes.
+          socket.resume();
+          socket.end(`GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: ${'a'.repeat(15_000)}\u0001\r\n\r\n`);
+        });
+        const added = await waitFor(server, 'socket error', before);
+        // Node's error carries the bytes it could not parse: written one per line, they made
+        // some 211 KB of log per request.
+        expect(added.length).toBeLessThan(2_000);
       } finally {
         await server.stop();
       }
