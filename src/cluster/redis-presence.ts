@@ -401,10 +401,18 @@ hold_sender(ref, ARGV[5])
 return 1
 `;
 
+/** ARGV: P, node, id, operator name. 1; 0 when the member is not registered. */
+const OPERATE_LUA = `${PRELUDE}
+local ref = ARGV[2] .. ':' .. ARGV[3]
+if redis.call('EXISTS', mkey(ref)) == 0 then return 0 end
+redis.call('HSET', mkey(ref), 'op', ARGV[4])
+return 1
+`;
+
 /**
  * ARGV: P, node, id, token hash, ip, port, next token hash, moved ttl ms, most moves kept,
- * lineage ttl ms, next token's sender hash or ''. {old node, old id, nick, lin, gen, tag,
- * name, ...} with the rooms in join order; {} when the token takes nothing over; -1 node not
+ * lineage ttl ms, next token's sender hash or ''. {old node, old id, nick, lin, gen,
+ * operator or '', tag, name, ...} with the rooms in join order; {} when the token takes nothing over; -1 node not
  * registered, -2 member exists, -3 nothing yet but refilling (ask again).
  * Run again after it took a member over (its reply was lost), it answers the same: the
  * member it moved holds the next token's hash, and its last move names where it came from.
@@ -414,11 +422,11 @@ local node, id = ARGV[2], ARGV[3]
 if not redis.call('ZSCORE', NODES, node) then return -1 end
 local ref = node .. ':' .. id
 if redis.call('EXISTS', mkey(ref)) == 1 then
-  local m = redis.call('HMGET', mkey(ref), 'nick', 'tok', 'lin', 'gen')
+  local m = redis.call('HMGET', mkey(ref), 'nick', 'tok', 'lin', 'gen', 'op')
   local from = m[3] and redis.call('LINDEX', P .. 'mh:' .. m[3], -1)
   if m[2] ~= ARGV[7] or not from then return -2 end
   local colon = string.find(from, ':', 1, true)
-  local out = {string.sub(from, 1, colon - 1), string.sub(from, colon + 1), m[1], m[3], m[4]}
+  local out = {string.sub(from, 1, colon - 1), string.sub(from, colon + 1), m[1], m[3], m[4], m[5] or ''}
   for _, tag in ipairs(redis.call('ZRANGE', mrooms(ref), 0, -1)) do
     out[#out + 1] = tag
     out[#out + 1] = redis.call('HGET', P .. 'rn', tag) or ''
@@ -432,13 +440,14 @@ if not old then
   return {}
 end
 redis.call('DEL', tkey)
-local m = redis.call('HMGET', mkey(old), 'nick', 'key', 'tok', 'lin', 'gen', 'snd')
+local m = redis.call('HMGET', mkey(old), 'nick', 'key', 'tok', 'lin', 'gen', 'snd', 'op')
 if not m[1] or m[3] ~= ARGV[4] then return {} end
 drop_sender(old, m[6])
 local colon = string.find(old, ':', 1, true)
 local oldnode, oldid = string.sub(old, 1, colon - 1), string.sub(old, colon + 1)
 local lin, gen = m[4] or old, (tonumber(m[5]) or 0) + 1
 redis.call('HSET', mkey(ref), 'nick', m[1], 'key', m[2], 'ip', ARGV[5], 'port', ARGV[6], 'tok', ARGV[7], 'lin', lin, 'gen', gen)
+if m[7] then redis.call('HSET', mkey(ref), 'op', m[7]) end
 redis.call('SET', P .. 't:' .. ARGV[7], ref)
 hold_sender(ref, ARGV[11])
 local lkey = P .. 'l:' .. lin
@@ -448,7 +457,7 @@ if redis.call('EXISTS', lkey) == 1 then
   keep_at_least(lkey, ARGV[10])
 end
 if redis.call('HGET', NICKS, m[2]) == old then redis.call('HSET', NICKS, m[2], ref) end
-local out = {oldnode, oldid, m[1], lin, gen}
+local out = {oldnode, oldid, m[1], lin, gen, m[7] or ''}
 local rooms = redis.call('ZRANGE', mrooms(old), 0, -1, 'WITHSCORES')
 for i = 1, #rooms, 2 do
   local tag = rooms[i]
@@ -609,7 +618,7 @@ return out
 
 /**
  * ARGV: P, node, id, nick, key, ip, port, token hash or '', lin, gen, lineage ttl ms, sender
- * hash or '', then tag, name ('' none) for each room: a room without a name (Presence restarted empty) gets it.
+ * hash or '', operator or '', then tag, name ('' none) for each room: a room without a name (Presence restarted empty) gets it.
  * Registers a member again after a reset, in its rooms regardless of capacity (its clients
  * are in them), with the resume token it holds. A resume may have taken the member over just
  * before the reset, its old node not yet told: that copy and the new one are both registered
@@ -652,7 +661,8 @@ if ARGV[8] ~= '' then
   redis.call('SET', P .. 't:' .. ARGV[8], ref)
 end
 hold_sender(ref, ARGV[12])
-for i = 13, #ARGV - 1, 2 do
+if ARGV[13] ~= '' then redis.call('HSET', mkey(ref), 'op', ARGV[13]) end
+for i = 14, #ARGV - 1, 2 do
   local s = seq()
   redis.call('ZADD', P .. 'rooms', 'NX', s, ARGV[i])
   redis.call('ZADD', rkey(ARGV[i]), 'NX', s, ref)
@@ -722,6 +732,7 @@ interface Scripts {
   confabPresenceSuccessor: Run;
   confabPresenceGrant: Run;
   confabPresenceTakeOver: Run;
+  confabPresenceOperate: Run;
   confabPresenceCensus: Run;
   confabPresenceBan: Run;
   confabPresenceHeartbeat: Run;
@@ -742,6 +753,7 @@ const SCRIPTS: Record<keyof Scripts, string> = {
   confabPresenceSuccessor: SUCCESSOR_LUA,
   confabPresenceGrant: GRANT_LUA,
   confabPresenceTakeOver: TAKE_OVER_LUA,
+  confabPresenceOperate: OPERATE_LUA,
   confabPresenceCensus: CENSUS_LUA,
   confabPresenceBan: BAN_LUA,
   confabPresenceHeartbeat: HEARTBEAT_LUA,
@@ -766,6 +778,8 @@ interface Local {
   /** The ref it was first claimed as, and how many resumes moved it since (Redis's lin, gen). */
   readonly lin: string;
   readonly gen: number;
+  /** The operator it proved itself (operate), registered again with it. */
+  operator?: string;
 }
 
 /** A release or expel waiting to be asked again (RedisPresence.retryReleases). */
@@ -1089,6 +1103,13 @@ export class RedisPresence implements Presence {
     return true;
   }
 
+  async operate(id: MemberId, operator: string): Promise<void> {
+    checkId('member', id);
+    const mine = this.local.get(id);
+    if (mine !== undefined) mine.operator = operator;
+    await this.scripts.confabPresenceOperate(...this.args(id, operator));
+  }
+
   async takeOver(
     token: string,
     id: MemberId,
@@ -1137,10 +1158,11 @@ export class RedisPresence implements Presence {
     if (reply === -1) throw new Error(`node ${this.node} is not registered`);
     if (reply === -2) throw new Error(`member ${id} is already registered`);
     const flat = reply as string[];
-    if (flat.length < 5) return undefined;
+    if (flat.length < 6) return undefined;
+    const operator = flat[5] === '' ? undefined : flat[5];
     const rooms: { room: string; name: string }[] = [];
     const tags = new Map<string, string>();
-    for (let i = 5; i + 1 < flat.length; i += 2) {
+    for (let i = 6; i + 1 < flat.length; i += 2) {
       const room = roomOf(flat[i]!);
       rooms.push({ room, name: flat[i + 1] === '' ? room : flat[i + 1]! });
       tags.set(flat[i]!, flat[i + 1]!);
@@ -1153,10 +1175,18 @@ export class RedisPresence implements Presence {
       sender,
       lin: flat[3]!,
       gen: Number(flat[4]),
+      ...(operator !== undefined ? { operator } : {}),
     });
     // Taken from this node's own member: a reset must not register that one again.
     if (flat[0] === this.node) this.local.delete(flat[1]!);
-    return { node: flat[0]!, id: flat[1]!, nickname: flat[2]!, lineage: flat[3]!, rooms };
+    return {
+      node: flat[0]!,
+      id: flat[1]!,
+      nickname: flat[2]!,
+      lineage: flat[3]!,
+      rooms,
+      ...(operator !== undefined ? { operator } : {}),
+    };
   }
 
   async successor(node: string, id: MemberId): Promise<PresenceMember | undefined> {
@@ -1376,6 +1406,7 @@ export class RedisPresence implements Presence {
             m.gen,
             2 * this.longestTimeoutMs,
             m.sender ?? '',
+            m.operator ?? '',
             ...[...m.rooms].flat(),
           ),
         ),

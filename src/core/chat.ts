@@ -418,6 +418,10 @@ export class Chat implements ChatContext, SessionHost {
     return this.node?.memberLists.of(room.key) ?? Promise.resolve([]);
   }
 
+  operated(session: Session): void {
+    this.node?.operated(session);
+  }
+
   membersChanged(key: string): void {
     this.node?.memberLists.changed(key);
   }

@@ -694,6 +694,19 @@ export class ClusterNode {
     );
   }
 
+  /** The session proved itself an operator: kept in Presence for a resume on any node. */
+  operated(session: Session): void {
+    const operator = session.operator;
+    if (operator === undefined) return;
+    this.track(
+      this.cluster.presence
+        .operate(session.presenceId, operator)
+        .catch((err: unknown) =>
+          this.chat.log.warn({ err, session: session.id }, 'could not keep an operator'),
+        ),
+    );
+  }
+
   private track(work: Promise<void>): void {
     this.releases.add(work);
     void work.finally(() => this.releases.delete(work));
@@ -879,6 +892,10 @@ export class ClusterNode {
     session.nickname = taken.nickname;
     session.key = nicknameKey(taken.nickname);
     session.lineage = taken.lineage;
+    // An operator stays one, as on one node, while this node's configuration still names it.
+    const operator = taken.operator;
+    if (operator !== undefined && this.chat.operators.some((o) => o.name === operator))
+      session.operator = operator;
     session.state = 'joined';
     this.nicknames.set(session.key, session);
     for (const made of rooms) {

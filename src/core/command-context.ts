@@ -54,6 +54,8 @@ export interface ChatContext {
   membersOf(room: Room): Promise<readonly PresenceMember[]>;
   /** On a cluster, a local member's claim changed the room's members (a join, a rename). */
   membersChanged(key: string): void;
+  /** On a cluster, the session proved itself an operator: a resume on any node keeps it. */
+  operated(session: Session): void;
   /**
    * On a cluster, the room's members as Presence holds them from now on (a read that starts
    * now or later, shared by the joins that ask meanwhile: member-lists.ts).

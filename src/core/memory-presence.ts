@@ -43,6 +43,8 @@ interface Entry {
   sender?: string;
   /** Rooms by key, in the order joined. */
   readonly rooms: Set<string>;
+  /** The operator it proved itself (operate). */
+  operator?: string;
 }
 
 /** The state the nodes of one in-process cluster share. */
@@ -199,6 +201,13 @@ export class MemoryPresence implements Presence {
     });
   }
 
+  operate(id: MemberId, operator: string): Promise<void> {
+    return settle(() => {
+      const entry = this.mine(id);
+      if (entry !== undefined) entry.operator = operator;
+    });
+  }
+
   takeOver(
     token: string,
     id: MemberId,
@@ -222,6 +231,7 @@ export class MemoryPresence implements Presence {
         address: { ip: address.ip, port: address.port },
         rooms: new Set(old.rooms),
         token: next,
+        ...(old.operator !== undefined ? { operator: old.operator } : {}),
       };
       this.hub.tokens.delete(token);
       this.hub.tokens.set(next, entry);
@@ -248,6 +258,7 @@ export class MemoryPresence implements Presence {
         nickname: old.nickname,
         lineage: old.lin,
         rooms: [...old.rooms].map((room) => ({ room, name: this.hub.roomNames.get(room) ?? room })),
+        ...(old.operator !== undefined ? { operator: old.operator } : {}),
       };
     });
   }

@@ -131,6 +131,8 @@ export interface TakenOver {
   readonly lineage: string;
   /** Its rooms, in the order it joined them, each at the place it had. */
   readonly rooms: readonly { readonly room: string; readonly name: string }[];
+  /** The operator name it proved with OPER (`operate`), which the session keeps. */
+  readonly operator?: string;
 }
 
 /**
@@ -290,6 +292,12 @@ export interface Presence {
    * another connection presenting the same token was granted it first.
    */
   grant(id: MemberId, token: string): Promise<boolean>;
+  /**
+   * Member `id` of this node proved itself the operator `operator` (OPER): a resume that
+   * takes it over, on any node, keeps it (TakenOver.operator). Nothing for a member not
+   * registered.
+   */
+  operate(id: MemberId, operator: string): Promise<void>;
   /**
    * One atomic step: the member `token` was granted to, on any node, becomes
    * member `id` of this node (its nickname, and its place in each of its

@@ -397,6 +397,27 @@ export function presenceContract(target: PresenceTarget): void {
       expect(await b.grant('4', newToken(ann))).toBe(true);
     });
 
+    it('keeps through every resume the operator a member proved itself, and only its own', async () => {
+      const { nodes } = await setup(2);
+      const [a, b] = nodes as [Presence, Presence];
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 't1');
+      await a.operate('1', 'teacher');
+      await a.claim('2', 'bob', addr(2));
+      await a.grant('2', 'u1');
+      // Nothing for a member that is not registered.
+      await a.operate('9', 'teacher');
+      expect(await b.takeOver('t1', '1', addr(3), 't2')).toMatchObject({ operator: 'teacher' });
+      expect(await a.takeOver('t2', '3', addr(4), 't3')).toMatchObject({
+        nickname: 'ann',
+        operator: 'teacher',
+      });
+      const bob = await b.takeOver('u1', '2', addr(5), 'u2');
+      expect(bob?.nickname).toBe('bob');
+      expect(bob?.operator).toBeUndefined();
+      expect(await a.takeOver('x', '4', addr(6), 'y')).toBeUndefined();
+    });
+
     it('names in a heartbeat the members a resume took from the node, once', async () => {
       const { nodes } = await setup(2);
       const [a, b] = nodes as [Presence, Presence];

@@ -230,6 +230,32 @@ describe.skipIf(skip)('moderation across nodes', () => {
     for (const c of [op, watcher]) c.close();
   });
 
+  it('an operator that resumes its session on another node is still one there', async () => {
+    const caps = [...RESUMING, 'moderation'];
+    // From an address of its own: OPERs from one address are few a second.
+    const first = await open(0, '127.0.0.7');
+    first.sendPy({ cmd: '0', nickname: 'op-moves', caps });
+    const { resume: token } = (await first.expect('03')) as { resume?: string };
+    first.sendPy({ cmd: '92', name: 'teacher', password: 'open sesame' });
+    await first.expect('93');
+    // A plain member resuming elsewhere is no operator there.
+    const plain = await open(0);
+    plain.sendPy({ cmd: '0', nickname: 'plain-moves', caps });
+    const { resume: plainToken } = (await plain.expect('03')) as { resume?: string };
+    // Taken over from connections the server still holds, as after a link lost unnoticed.
+    const again = await open(1);
+    again.sendPy({ cmd: '0', nickname: 'op-moves', caps, resume: token });
+    expect(await again.expect('03', 10_000)).toMatchObject({ resumed: true });
+    again.sendPy({ cmd: '97' });
+    await again.expect('98');
+    const other = await open(2);
+    other.sendPy({ cmd: '0', nickname: 'plain-moves', caps, resume: plainToken });
+    expect(await other.expect('03', 10_000)).toMatchObject({ resumed: true });
+    other.sendPy({ cmd: '97' });
+    expect(await other.expect('90')).toMatchObject({ code: 1010 });
+    for (const c of [first, plain, again, other]) c.close();
+  });
+
   it('an address BAN removes that address on other nodes and refuses it at accept', async () => {
     const op = await operator(0, 'op-addr');
     const far = await member(2, 'from-three', {}, '127.0.0.3');
