@@ -320,6 +320,23 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect(await a.grant('4', newToken(senderOf(bob)!))).toBe(false);
     });
 
+    it('after a restart, a member registered again keeps the operator it proved', async () => {
+      const prefix = newPrefix();
+      const [a, b] = await liveNodes(prefix, ['a', 'b']);
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 'op-token');
+      await a.operate('1', 'teacher');
+
+      await redis.restart();
+
+      expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      expect(await b.takeOver('op-token', '2', addr(2), 'next')).toMatchObject({
+        nickname: 'ann',
+        operator: 'teacher',
+      });
+    });
+
     describe('while the nodes register their members again after a restart (the refill)', () => {
       const REFILL = 1_500;
       /** Runs `fn` once `ms` have passed, while the caller awaits something else. */
