@@ -71,11 +71,11 @@ describe('the web app', () => {
     op.sendPy({ cmd: '92', name: 'teacher', password: 'sesame' });
     await op.expect('93');
     op.sendPy({ cmd: '94', nickname: 'victim', reason: 'spam' });
-    // Names in the notice are isolated (U+2068 … U+2069), so a relayed bidi control in one
-    // cannot reverse the words around it.
+    // Names and the reason in the notice are isolated (U+2068 … U+2069), so a relayed bidi
+    // control in one cannot reverse the words around it.
     await watcher
       .locator('#messages li', {
-        hasText: '\u2068victim\u2069 was kicked by \u2068teacher\u2069 (spam)',
+        hasText: '\u2068victim\u2069 was kicked by \u2068teacher\u2069 (\u2068spam\u2069)',
       })
       .waitFor();
     await victim.locator('#messages li', { hasText: 'kicked by teacher: spam' }).first().waitFor();
