@@ -107,7 +107,8 @@ const BRACKETED = /^\[([0-9a-f:.]*:[0-9a-f:.]*|[0-9.]*\.[0-9.]*\.[0-9.]*)\](:[0-
  * A network in the short form some tools take: `10/8` for 10.0.0.0/8, `0/0` for all (so
  * `24/7` and `50/50` are no nicknames: a BAN of them would read as a network).
  */
-const SHORT_NETWORK = /^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\/([0-2]?[0-9]|3[0-2])$/;
+const SHORT_NETWORK =
+  /^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9]|0[0-7]{1,3}|0x[0-9a-f]{1,2})\/([0-2]?[0-9]|3[0-2])$/i;
 
 /** Whether a text digitsRead has read is written as an address is (addressLike). */
 function addressShaped(text: string): boolean {

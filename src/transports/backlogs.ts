@@ -46,16 +46,17 @@ interface Behind {
  * closed as too slow until the rest fits.
  *
  * The slowest go first: how fast each client takes its bytes is looked at
- * every SAMPLE_MS while any is behind (Progress), and those that take
- * nothing go before those that read, however long ago either fell behind.
+ * every SAMPLE_MS while any is behind (Progress), and those that took
+ * nothing since the first look go before those that read, however long ago
+ * either fell behind.
  * A slow reader is seen taking bytes only when its kernel frees a third of
  * its send buffer, seconds apart at 100 KB/s, so an order by when each was
  * last seen taking more let a stream of new clients that read nothing, each
  * fresher than its last step, get it closed first. Of clients alike (all
  * that took nothing, say), the ones holding most live events behind a replay
  * go first: a replay is sent only as its client takes it, while held live
- * events grow with the room's traffic whoever reads. Then the one that
- * stopped first, then the one holding most.
+ * events grow with the room's traffic whoever reads. Then the newest, then
+ * the one holding most.
  *
  * Connections report themselves when a write leaves bytes behind. Summing
  * their queues costs a pass over them, made at most once per event-loop
@@ -153,11 +154,13 @@ export class Backlogs {
     if (total <= cap) return;
     const before = total;
     for (const behind of held) behind.live = behind.connection.heldBytes();
+    // Of those alike, the newest first: a wave of new clients that read nothing looks, for the
+    // seconds its kernel hides a slow reader's steps, as still as that reader.
     held.sort(
       (a, b) =>
         a.rank - b.rank ||
         b.live - a.live ||
-        a.progress.stalledSince - b.progress.stalledSince ||
+        b.progress.since - a.progress.since ||
         b.queued - a.queued,
     );
     let shed = 0;

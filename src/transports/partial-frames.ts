@@ -39,8 +39,9 @@ interface Held {
  * not find the total full again at once.
  *
  * The slowest go first: how fast each request arrives is looked at every SAMPLE_MS while any
- * is unfinished (Progress), and those that stopped arriving go before those still arriving,
- * then the ones that stopped first, then the ones begun first. An honest request is
+ * is unfinished (Progress): those that have not grown since the first look go first, then
+ * those not looked at yet, then those still arriving, slowest first; of those alike, the
+ * ones begun first. An honest request is
  * unfinished only while its pieces arrive: closing those holding most let connections each
  * holding a little less than a long chat get the client that sent one closed in their place,
  * and closing those begun first let connections that stopped after their first piece, opened
@@ -69,7 +70,14 @@ export class PartialFrames {
    */
   update(connection: Unfinished, bytes: number, arrived = bytes): void {
     const held = this.holding.get(connection);
-    if (held !== undefined) held.arrived = arrived;
+    if (held !== undefined) {
+      // Fewer bytes than before: a request ended and the next began in the same read.
+      if (arrived < held.arrived) {
+        held.progress = new Progress(arrived);
+        held.began = this.begun++;
+      }
+      held.arrived = arrived;
+    }
     const before = held?.bytes ?? 0;
     if (bytes === before) return;
     this.total += bytes - before;
@@ -94,12 +102,7 @@ export class PartialFrames {
         held,
         rank: held.progress.rank(held.arrived, tick),
       }))
-      .sort(
-        (a, b) =>
-          a.rank - b.rank ||
-          a.held.progress.stalledSince - b.held.progress.stalledSince ||
-          a.held.began - b.held.began,
-      );
+      .sort((a, b) => a.rank - b.rank || a.held.began - b.held.began);
     let shed = 0;
     for (const { connection, held } of slowest) {
       if (this.total <= target) break;

@@ -72,11 +72,6 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
   private readonly encoder = new EncoderCache((caps) => wsDialect.encoderFor(caps));
   /** The upgraded socket under `ws`, whose writes pacing waits for. */
   private readonly socket: Socket;
-  /**
-   * Payload bytes sent so far: less what is still buffered, what the client has taken
-   * (framing makes it a little less, which only makes it look slower).
-   */
-  private sent = 0;
   /** Bytes of a message whose end has not come, framing included (PartialFrames). */
   private unfinished = 0;
 
@@ -99,6 +94,15 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
     // came with the upgrade request are given back to the socket and read again, after this.
     const unfinished = new WsUnfinished();
     this.socket.on('data', (chunk: Buffer) => {
+      // Once ws has a close frame, or has failed the connection, it reads no more: what
+      // follows is thrown away, not held.
+      if (ws.readyState !== ws.OPEN) {
+        if (this.unfinished > 0) {
+          this.unfinished = 0;
+          partials.update(this, 0);
+        }
+        return;
+      }
       const bytes = unfinished.feed(chunk);
       if ((bytes === 0 && this.unfinished === 0) || this.closing) return;
       this.unfinished = bytes;
@@ -154,7 +158,6 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
       return;
     }
     this.ws.send(bytes, { binary: false });
-    this.sent += bytes.length;
     if (this.ws.bufferedAmount > 0) this.backlogs.add(this);
   }
 
@@ -180,7 +183,9 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
   }
 
   takenBytes(): number {
-    return this.sent - this.ws.bufferedAmount;
+    // The socket's own counts, framing included: payload bytes sent less bufferedAmount,
+    // which counts each frame's header too, went down with every message queued.
+    return this.socket.bytesWritten - this.socket.writableLength;
   }
 
   shed(queued: number): void {

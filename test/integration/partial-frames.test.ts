@@ -1,9 +1,10 @@
 /**
  * Unfinished requests are capped for all clients together (--max-partial-total), not only
  * each at --max-frame: connections that send most of a frame and never its end are closed,
- * those unfinished longest first, and the server, and a client whose long chat arrives in
- * pieces meanwhile, go on.
+ * the slowest first, and the server, and a client whose long chat arrives in pieces
+ * meanwhile, go on.
  */
+import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { OVER_PARTIAL } from '../../src/transports/partial-frames.js';
 import { join, RawClient } from '../helpers/raw-client.js';
@@ -164,5 +165,24 @@ describe('unfinished requests of many connections', () => {
     await settle();
     expect(server.output()).toContain(OVER_PARTIAL);
     expect(holders.filter((c) => c.isClosed).length).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('stop counting a WebSocket once it has sent its close frame: ws reads nothing after it', async () => {
+    server = await spawnServer(['--max-partial-total', '1048576', '--rate-limit', '0']);
+    const socket = net.connect(server.httpPort!, '127.0.0.1');
+    sockets.push({ terminate: () => socket.destroy() });
+    socket.on('error', () => {});
+    socket.write(
+      'GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    await new Promise((resolve) => socket.once('data', resolve));
+    // A masked close frame, then the header of a text frame of 2^40 bytes, and 1.2 MB of it.
+    socket.write(Buffer.from([0x88, 0x80, 1, 2, 3, 4]));
+    const head = Buffer.from([0x01, 0xff, 0, 0, 1, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+    socket.write(head);
+    for (let i = 0; i < 20; i++) socket.write(Buffer.alloc(60_000));
+    await settle();
+    expect(server.output()).not.toContain(OVER_PARTIAL);
   }, 60_000);
 });

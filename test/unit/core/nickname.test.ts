@@ -346,6 +346,8 @@ describe('nicknames that read as an address', () => {
       '127/8',
       '0/0',
       '24/7',
+      '010/8',
+      '0x7f/8',
       '*!*@1.2.3.4',
       'eve@10.0.0.1',
     ]) {

@@ -52,20 +52,36 @@ describe('Backlogs', () => {
     expect(backlogs.size).toBe(3);
   });
 
-  it('of clients that took nothing, closes first the one that stopped first, whatever they hold', async () => {
+  it('of clients that took nothing, closes the newest first, whatever they hold', async () => {
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
     const backlogs = new Backlogs({ maxQueue: 100, maxQueueTotal: 100 }, silentLogger);
-    const later = new Client(90);
-    const stalled = [40, 50].map((q) => new Client(q));
-    for (const c of stalled) backlogs.add(c);
+    // A slow reader whose kernel hides its steps for now, and a wave of clients after it.
+    const older = new Client(90);
+    backlogs.add(older);
+    pass(20 * SAMPLE_MS);
+    const wave = [40, 50].map((q) => new Client(q));
+    for (const c of wave) backlogs.add(c);
     pass(2 * SAMPLE_MS);
-    // Falls behind later, holding most: of the 180 held, the two that stopped first go.
-    backlogs.add(later);
-    pass(2 * SAMPLE_MS);
-    backlogs.add(later);
+    backlogs.add(older);
     await turn();
-    expect(later.shedAt).toBeUndefined();
-    expect(stalled.map((c) => c.shedAt)).toEqual([40, 50]);
+    expect(older.shedAt).toBeUndefined();
+    expect(wave.map((c) => c.shedAt)).toEqual([40, 50]);
+  });
+
+  it('takes a count that goes down for no move, not for a client starting afresh', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const backlogs = new Backlogs({ maxQueue: 100, maxQueueTotal: 150 }, silentLogger);
+    const reader = new Client(90);
+    const shrinking = new Client(90);
+    shrinking.taken = 1_000;
+    for (const c of [reader, shrinking]) backlogs.add(c);
+    pass(6 * SAMPLE_MS, (at) => {
+      if (at % (2 * SAMPLE_MS) === 0) reader.taken += 10;
+      shrinking.taken -= 5;
+    });
+    backlogs.add(shrinking);
+    await turn();
+    expect([reader.shedAt, shrinking.shedAt]).toEqual([undefined, 90]);
   });
 
   it('closes clients that take nothing before one that reads, however recently they fell behind', async () => {
@@ -86,10 +102,7 @@ describe('Backlogs', () => {
     });
     await turn();
     expect(reader.shedAt).toBeUndefined();
-    const shed = stalled.filter((c) => c.shedAt !== undefined);
-    expect(shed.length).toBeGreaterThan(0);
-    // The ones that stopped first.
-    expect(stalled.map((c) => c.shedAt !== undefined).lastIndexOf(true)).toBe(shed.length - 1);
+    expect(stalled.filter((c) => c.shedAt !== undefined).length).toBeGreaterThan(0);
   });
 
   it('closes clients not looked at yet before one seen reading, when many fall behind at once', async () => {
