@@ -48,7 +48,8 @@ interface Behind {
  * The slowest go first: how fast each client takes its bytes is looked at
  * every SAMPLE_MS while any is behind (Progress), and those that took
  * nothing since the first look go before those that read, however long ago
- * either fell behind.
+ * either fell behind, and those not looked at yet between them: a client
+ * that just fell behind may be reading a history page on a slow link.
  * A slow reader is seen taking bytes only when its kernel frees a third of
  * its send buffer, seconds apart at 100 KB/s, so an order by when each was
  * last seen taking more let a stream of new clients that read nothing, each
