@@ -182,7 +182,7 @@ export const SERVE_OPTIONS = {
     min: 65536,
     max: 1024 * 1024 * 1024 * 1024,
     description:
-      'bytes queued for all clients together, live events held behind history replays included; past it the slowest readers (those that stopped reading first) are disconnected',
+      'bytes queued for all clients together, live events held behind history replays included; past it the slowest readers are disconnected, those that took nothing since they fell behind first',
     arg: 'BYTES',
     live: true,
   },
@@ -192,7 +192,7 @@ export const SERVE_OPTIONS = {
     min: 65536,
     max: 1024 * 1024 * 1024 * 1024,
     description:
-      'bytes of requests not yet received whole, held for all TCP, TLS and WebSocket clients together; past it the slowest senders (those whose requests stopped arriving first) are disconnected',
+      'bytes of requests not yet received whole, held for all TCP, TLS and WebSocket clients together; past it the slowest senders are disconnected, those whose requests stopped growing first',
     arg: 'BYTES',
     live: true,
   },
