@@ -75,8 +75,8 @@ export class Backlogs {
   private readonly run = () => this.check();
   private readonly looks = new Looks((tick) => {
     for (const [connection, progress] of this.waiting) {
-      if (this.caughtUp(connection)) continue;
-      progress.look(connection.takenBytes(), tick);
+      if (connection.queuedBytes() === 0) this.delete(connection);
+      else progress.look(connection.takenBytes(), tick);
     }
     return this.waiting.size > 0;
   });
@@ -103,7 +103,7 @@ export class Backlogs {
     setImmediate(this.run);
   }
 
-  /** `connection` has closed. */
+  /** `connection` has closed, or its client has taken everything and nothing is held for it. */
   delete(connection: Backlogged): void {
     this.waiting.delete(connection);
     this.holding.delete(connection);
@@ -117,18 +117,12 @@ export class Backlogs {
   /** Bytes queued for all clients now (what /metrics shows). */
   queued(): number {
     let total = 0;
-    for (const connection of [...this.waiting.keys()]) {
-      if (!this.caughtUp(connection)) total += connection.queuedBytes();
+    for (const connection of this.waiting.keys()) {
+      const queued = connection.queuedBytes();
+      if (queued === 0) this.delete(connection);
+      total += queued;
     }
     return total;
-  }
-
-  /** Forgets `connection` if its client has taken everything (nothing is held for it either). */
-  private caughtUp(connection: Backlogged): boolean {
-    if (connection.queuedBytes() > 0) return false;
-    this.waiting.delete(connection);
-    this.holding.delete(connection);
-    return true;
   }
 
   private check(): void {
@@ -140,7 +134,7 @@ export class Backlogs {
     for (const [connection, progress] of this.waiting) {
       const queued = connection.queuedBytes();
       if (queued === 0) {
-        this.caughtUp(connection);
+        this.delete(connection);
         continue;
       }
       total += queued;
@@ -167,8 +161,7 @@ export class Backlogs {
     let shed = 0;
     for (const { connection, queued } of held) {
       if (total <= cap) break;
-      this.waiting.delete(connection);
-      this.holding.delete(connection);
+      this.delete(connection);
       total -= queued;
       shed++;
       // One connection's failure to close must not keep the others from it.

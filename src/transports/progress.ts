@@ -26,11 +26,11 @@ export class Progress {
 
   /**
    * Lowest for the slowest, with `value` where it is now, after look `tick`: 0 for one that
-   * has not moved since the first look, 2 and more for the others, by speed; and `unknown`
-   * (default 1, between them) for one not looked at yet, which may be anything.
+   * has not moved since the first look, 2 and more for the others, by speed; and 1, between
+   * them, for one not looked at yet, which may be anything.
    */
-  rank(value: number, tick: number, unknown = 1): number {
-    if (this.firstLook === undefined) return unknown;
+  rank(value: number, tick: number): number {
+    if (this.firstLook === undefined) return 1;
     const moved = Math.max(value, this.last) - this.atFirstLook;
     return moved <= 0 ? 0 : 2 + moved / Math.max(1, tick - this.firstLook);
   }
