@@ -168,6 +168,8 @@ interface RoomState {
   everInStep: boolean;
   /** Epochs this node has moved past: their late chats are dropped. */
   readonly retired: Set<string>;
+  /** inEpoch's callers waiting for the room to move to another epoch. */
+  awaiting: (() => void)[] | undefined;
   readonly ready: Promise<void>;
   resolveReady(): void;
   rejectReady(error: Error): void;
@@ -175,6 +177,8 @@ interface RoomState {
 
 const PAGE = 500;
 const DEFAULT_MAX_HELD = 10_000;
+/** inEpoch's callers kept per room; later ones are called at once. */
+const MAX_AWAITING = 10_000;
 /** Catch-up rounds one sync makes before it waits (a room whose epoch keeps changing). */
 const MAX_ROUNDS = 5;
 const RETRY_MS = [50, 100, 250, 500, 1_000, 2_000, 5_000];
@@ -410,6 +414,32 @@ export class RedisBroker implements Broker {
     );
   }
 
+  inEpoch(key: string, epoch: string, then: () => void): void {
+    const state = this.rooms.get(key);
+    if (
+      this.closed ||
+      state === undefined ||
+      state.epoch === undefined ||
+      state.epoch === epoch ||
+      state.retired.has(epoch)
+    ) {
+      this.tell(then);
+      return;
+    }
+    // Bounded by the chats in flight of the room's members here; a cap all the same.
+    state.awaiting ??= [];
+    if (state.awaiting.length >= MAX_AWAITING) this.tell(then);
+    else state.awaiting.push(then);
+  }
+
+  /** Whoever waits in inEpoch: the room moved on (an epoch `lost` told of), or is forgotten. */
+  private moved(state: RoomState): void {
+    const awaiting = state.awaiting;
+    if (awaiting === undefined) return;
+    state.awaiting = undefined;
+    for (const then of awaiting) this.tell(then);
+  }
+
   whisper(node: string, event: WhisperEvent): Promise<boolean> {
     if (this.closed) return Promise.reject(new Error('broker is closed'));
     if (node === this.node) {
@@ -533,6 +563,7 @@ export class RedisBroker implements Broker {
       failures: 0,
       everInStep: false,
       retired: new Set(),
+      awaiting: undefined,
       ready,
       resolveReady,
       rejectReady,
@@ -889,6 +920,7 @@ export class RedisBroker implements Broker {
     this.byChannel.delete(state.channel);
     if (state.retry !== undefined) clearTimeout(state.retry);
     state.held = [];
+    this.moved(state);
   }
 
   /** Subscribes the room if needed, catches up from history, then hands over what was held. */
@@ -993,6 +1025,7 @@ export class RedisBroker implements Broker {
       // from its top: a join published before the read may precede chats at or below it).
       this.seen(state, info.epoch, state.last);
       this.lost(state, 'epoch');
+      this.moved(state);
       if (!this.alive(state)) return;
     }
     while (state.last < info.top) {

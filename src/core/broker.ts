@@ -174,6 +174,14 @@ export interface Broker {
    */
   publish(key: string, event: RoomEvent, epoch?: string): void;
   /**
+   * Calls `then` once this node hands over the room's chats of `epoch`: at once when it
+   * does already (or does not hand the room over at all), otherwise after `lost` has told
+   * of the move to it, or of a move past it. What tells a sender of its own chat waits
+   * here, so that a client hears of a new epoch before any id of it. A broker whose epochs
+   * never change need not have it.
+   */
+  inEpoch?(key: string, epoch: string, then: () => void): void;
+  /**
    * A whisper to a member on `node` (this node included: handed over at once). Resolves
    * once it is sent: `true` when a node listening on that address took it, `false` when
    * none did (that node is gone, and its members with it). Rejects when that is not known

@@ -1082,19 +1082,31 @@ export class Chat implements ChatContext, SessionHost {
               appended.epoch,
             );
           }
-          if (sender.has('history')) {
-            const stored = {
-              type: 'stored',
-              room: room.name,
-              id: m.id,
-              at: m.at,
-              cid: m.cid,
-              duplicate: appended.duplicate,
-            } as const;
-            if (sender === session) sender.reply(stored);
-            else sender.storedForPredecessor(stored);
-          }
-          sender.tellStored(others);
+          const tell = () => {
+            try {
+              // Taken over while it waited: told to the connection holding the session now.
+              const holder = holderOf(session);
+              if (holder.has('history')) {
+                const stored = {
+                  type: 'stored',
+                  room: room.name,
+                  id: m.id,
+                  at: m.at,
+                  cid: m.cid,
+                  duplicate: appended.duplicate,
+                } as const;
+                if (holder === session) holder.reply(stored);
+                else holder.storedForPredecessor(stored);
+              }
+              holder.tellStored(others);
+            } catch (err) {
+              this.failed(session, err, 'request');
+            }
+          };
+          // An id of an epoch the room's members have not been told of yet (Redis restarted
+          // empty) waits for their "108": a "71" names no epoch.
+          if (this.node === undefined) tell();
+          else this.node.inEpoch(room, appended.epoch, tell);
         } catch (err) {
           this.failed(session, err, 'request');
         }

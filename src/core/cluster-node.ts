@@ -172,6 +172,16 @@ export class ClusterNode {
     this.cluster.broker.publish(key, event, epoch);
   }
 
+  /**
+   * Calls `then` once this node hands over `room`'s chats of `epoch`, after the "108" of a
+   * move to it (Broker.inEpoch).
+   */
+  inEpoch(room: Room, epoch: string, then: () => void): void {
+    const broker = this.cluster.broker;
+    if (broker.inEpoch === undefined) then();
+    else broker.inEpoch(room.key, epoch, then);
+  }
+
   /** A room event from the broker: to this node's members of the room, but the one it is about. */
   private arrived(key: string, event: RoomEvent): void {
     if (event.type !== 'chat') this.memberLists.changed(key);

@@ -115,6 +115,33 @@ describe.skipIf(withoutRedis())('Redis', () => {
 
   brokerContract({ name: 'Redis', cluster: () => redisCluster(() => redis) });
 
+  /** `run` against a Redis of its own (to empty or restart) and a cluster on it; both stopped after. */
+  async function withOwnRedis(
+    run: (own: RedisServer, c: Awaited<ReturnType<typeof redisCluster>>) => Promise<void>,
+  ): Promise<void> {
+    const own = await startRedis();
+    try {
+      const c = await redisCluster(() => own);
+      try {
+        await run(own, c);
+      } finally {
+        await c.dispose();
+      }
+    } finally {
+      await own.stop();
+    }
+  }
+
+  /** Empties Redis behind the nodes' backs: their connections stay up. */
+  async function flushAll(own: RedisServer): Promise<void> {
+    const admin = new Redis(own.url, { protocol: 2 });
+    try {
+      await admin.flushall();
+    } finally {
+      admin.disconnect();
+    }
+  }
+
   describe('RedisBroker keeping rooms', () => {
     let prefix = '';
     const cluster = useCluster({
@@ -770,74 +797,100 @@ describe.skipIf(withoutRedis())('Redis', () => {
       // so the room stays in step while the append makes a new epoch. Its id 1 is the room's
       // last + 1 in the old epoch: publish's fast path took it for that one, and the catch-up
       // its copy then started (another epoch) handed it over again after the "lost".
-      const own = await startRedis();
-      try {
-        const c = await redisCluster(() => own);
-        try {
-          const a = await c.node();
-          const got = new (await import('./broker.js')).Recorder();
-          a.broker.onEvent(got);
-          await a.broker.start();
-          const room = { key: 'flushed', name: 'flushed' };
-          await a.broker.subscribe(room);
-          const before = (await a.history.room('flushed')).epoch;
-          const admin = new Redis(own.url, { protocol: 2 });
-          try {
-            await admin.flushall();
-          } finally {
-            admin.disconnect();
-          }
-          const m = await say(a, room, 'ann', 'hi');
-          expect(m.id).toBe(1);
-          await eventually(() => expect(got.lostRooms).toHaveLength(1));
-          await new Promise((resolve) => setTimeout(resolve, 100));
-          expect(got.lostRooms[0]!.epoch).not.toBe(before);
-          expect(got.chatIds('flushed')).toEqual([1]);
-        } finally {
-          await c.dispose();
-        }
-      } finally {
-        await own.stop();
-      }
+      await withOwnRedis(async (own, c) => {
+        const a = await c.node();
+        const got = new (await import('./broker.js')).Recorder();
+        a.broker.onEvent(got);
+        await a.broker.start();
+        const room = { key: 'flushed', name: 'flushed' };
+        await a.broker.subscribe(room);
+        const before = (await a.history.room('flushed')).epoch;
+        await flushAll(own);
+        const m = await say(a, room, 'ann', 'hi');
+        expect(m.id).toBe(1);
+        await eventually(() => expect(got.lostRooms).toHaveLength(1));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(got.lostRooms[0]!.epoch).not.toBe(before);
+        expect(got.chatIds('flushed')).toEqual([1]);
+      });
+    });
+
+    it('calls inEpoch back for a new epoch only after telling of the loss, and at once within the epoch handed over', async () => {
+      await withOwnRedis(async (own, c) => {
+        const a = await c.node();
+        const got = new (await import('./broker.js')).Recorder();
+        a.broker.onEvent(got);
+        await a.broker.start();
+        const room = { key: 'waits', name: 'waits' };
+        await a.broker.subscribe(room);
+        const old = (await a.history.room('waits')).epoch;
+        const calls: number[] = [];
+        a.broker.inEpoch!('waits', old, () => calls.push(got.lostRooms.length));
+        expect(calls).toEqual([0]);
+        await flushAll(own);
+        const appended = await a.history.append('waits', { at: 1, from: 'ann', msg: 'hi' });
+        expect(appended.epoch).not.toBe(old);
+        a.broker.inEpoch!('waits', appended.epoch, () => calls.push(got.lostRooms.length));
+        const m = appended.message;
+        a.broker.publish(
+          'waits',
+          { type: 'chat', room: 'waits', id: m.id, at: m.at, from: m.from, msg: m.msg },
+          appended.epoch,
+        );
+        // Not at once: the room still hands over the old epoch.
+        expect(calls).toEqual([0]);
+        await eventually(() => expect(calls).toEqual([0, 1]));
+        expect(got.lostRooms[0]!.epoch).toBe(appended.epoch);
+        // The old epoch, moved past, and a room not handed over here: at once.
+        a.broker.inEpoch!('waits', old, () => calls.push(-1));
+        a.broker.inEpoch!('elsewhere', 'any', () => calls.push(-2));
+        expect(calls).toEqual([0, 1, -1, -2]);
+      });
+    });
+
+    it('calls whoever waits in inEpoch when the room is unsubscribed', async () => {
+      await withOwnRedis(async (_own, c) => {
+        const a = await c.node();
+        a.broker.onEvent(new (await import('./broker.js')).Recorder());
+        await a.broker.start();
+        await a.broker.subscribe({ key: 'gone', name: 'gone' });
+        const calls: string[] = [];
+        a.broker.inEpoch!('gone', 'an epoch not read yet', () => calls.push('called'));
+        expect(calls).toEqual([]);
+        await a.broker.unsubscribe('gone');
+        expect(calls).toEqual(['called']);
+      });
     });
 
     it('says a room’s history was lost when Redis restarts empty, then goes on in the new epoch', async () => {
-      const own = await startRedis();
-      try {
-        const c = await redisCluster(() => own);
-        try {
-          const a = await c.node();
-          const b = await c.node();
-          const got = new (await import('./broker.js')).Recorder();
-          a.broker.onEvent(got);
-          await a.broker.start();
-          const room = { key: 'epoch', name: 'epoch' };
-          await a.broker.subscribe(room);
-          for (const m of ['one', 'two']) await say(b, room, 'bob', m);
-          await eventually(() => expect(got.chatIds('epoch')).toEqual([1, 2]));
-          const before = (await b.history.room('epoch')).epoch;
-          await own.restart();
-          // The stores' connections come back on their own; retry the first append (bounded).
-          let next: Awaited<ReturnType<typeof say>> | undefined;
-          for (let attempt = 0; next === undefined && attempt < 100; attempt++) {
-            next = await say(b, room, 'bob', 'after').catch(async () => {
-              await new Promise((resolve) => setTimeout(resolve, 50));
-              return undefined;
-            });
-          }
-          expect(next?.id).toBe(1);
-          await eventually(() => expect(got.chatIds('epoch')).toEqual([1, 2, 1]));
-          expect(got.lostRooms).toHaveLength(1);
-          expect(got.lostRooms[0]).toMatchObject({ key: 'epoch', reason: 'epoch' });
-          expect(got.lostRooms[0]!.epoch).not.toBe(before);
-          a.broker.publish(room.key, joined(room, 'ann'));
-          expect(got.of('epoch').at(-1)).toEqual(joined(room, 'ann'));
-        } finally {
-          await c.dispose();
+      await withOwnRedis(async (own, c) => {
+        const a = await c.node();
+        const b = await c.node();
+        const got = new (await import('./broker.js')).Recorder();
+        a.broker.onEvent(got);
+        await a.broker.start();
+        const room = { key: 'epoch', name: 'epoch' };
+        await a.broker.subscribe(room);
+        for (const m of ['one', 'two']) await say(b, room, 'bob', m);
+        await eventually(() => expect(got.chatIds('epoch')).toEqual([1, 2]));
+        const before = (await b.history.room('epoch')).epoch;
+        await own.restart();
+        // The stores' connections come back on their own; retry the first append (bounded).
+        let next: Awaited<ReturnType<typeof say>> | undefined;
+        for (let attempt = 0; next === undefined && attempt < 100; attempt++) {
+          next = await say(b, room, 'bob', 'after').catch(async () => {
+            await new Promise((resolve) => setTimeout(resolve, 50));
+            return undefined;
+          });
         }
-      } finally {
-        await own.stop();
-      }
+        expect(next?.id).toBe(1);
+        await eventually(() => expect(got.chatIds('epoch')).toEqual([1, 2, 1]));
+        expect(got.lostRooms).toHaveLength(1);
+        expect(got.lostRooms[0]).toMatchObject({ key: 'epoch', reason: 'epoch' });
+        expect(got.lostRooms[0]!.epoch).not.toBe(before);
+        a.broker.publish(room.key, joined(room, 'ann'));
+        expect(got.of('epoch').at(-1)).toEqual(joined(room, 'ann'));
+      });
     });
   });
 });

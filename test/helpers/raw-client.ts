@@ -115,7 +115,6 @@ export class RawClient {
     }
   }
 
-  /** Waits for the server to close the connection. */
   /**
    * Waits (bounded) until `n` messages that `what` accepts are in `received`
    * (arrived and not taken by `expect`); resolves with the first of them.
@@ -139,6 +138,7 @@ export class RawClient {
     );
   }
 
+  /** Waits for the server to close the connection. */
   async expectClose(timeoutMs = 5000): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {

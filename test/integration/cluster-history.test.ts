@@ -82,6 +82,40 @@ describe.skipIf(skip)('lost history, told to clients', () => {
     expect(course.rawFrames.filter((f) => f.includes('"108"'))).toEqual([]);
     for (const c of [h0, h1, course]) c.close();
   }, 60_000);
+  it('tells a sender of the new epoch before the "71"s of its chats there', async () => {
+    const s0 = await member(0, 's0', HISTORY);
+    const s1 = await member(1, 's1', HISTORY);
+    // Ids of the old epoch run above any the new one reaches here.
+    for (let i = 1; i <= 40; i++) s0.sendPy({ cmd: '7', msg: `old${i}`, room: 'lobby' });
+    await s1.waitFor(chat('old40'));
+    await s0.waitFor((m) => m.cmd === '71', 40);
+    const oldTop = 40;
+    const before = s0.received.length;
+    const restarted = cluster.redis.restart();
+    // Sent as Redis comes back: stored at once in the new epoch, while the node has still
+    // to read that epoch for the room.
+    let sent = 0;
+    const pace = setInterval(() => {
+      if (sent < 20) s0.sendPy({ cmd: '7', msg: `new${++sent}`, room: 'lobby' });
+    }, 25);
+    try {
+      await restarted;
+      await withLogs(s0.waitFor((m) => m.cmd === '71', 60));
+    } finally {
+      clearInterval(pace);
+    }
+    const after = (s0.received as Message[]).slice(before);
+    const gap = after.findIndex((m) => m.cmd === '108');
+    expect(gap).toBeGreaterThanOrEqual(0);
+    // A "71" before the "108" is of the old epoch (an id above its top so far); after it, of the new.
+    const acks = after.map((m, i) => ({ m, i })).filter(({ m }) => m.cmd === '71');
+    for (const { m, i } of acks) {
+      if (i < gap) expect(Number(m.id)).toBeGreaterThan(oldTop);
+      else expect(Number(m.id)).toBeLessThanOrEqual(20);
+    }
+    for (const c of [s0, s1]) c.close();
+  }, 60_000);
+
   it('shows a course client that joins after Redis restarted empty every chat sent after its join', async () => {
     const e0 = await member(0, 'e0', HISTORY);
     const e1 = await member(1, 'e1', HISTORY);
