@@ -542,7 +542,7 @@ class ClusterNode implements Cluster, ClusterView {
         onError: (err) => log.debug({ err }, 'heartbeat failed'),
         onRefused: (reason) => this.refuse(reason),
       },
-      { intervalMs: heartbeatMs(timeoutMs) },
+      { intervalMs: heartbeatMs(timeoutMs), capacityOf: (room) => chat.capacityOf(room) },
     );
     void this.keeper.start();
     this.clock.start(CLOCK_SYNC_MS, (err) => log.debug({ err }, "could not read Redis's time"));

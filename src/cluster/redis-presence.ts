@@ -618,9 +618,12 @@ return out
 
 /**
  * ARGV: P, node, id, nick, key, ip, port, token hash or '', lin, gen, lineage ttl ms, sender
- * hash or '', operator or '', then tag, name ('' none) for each room: a room without a name (Presence restarted empty) gets it.
- * Registers a member again after a reset, in its rooms regardless of capacity (its clients
- * are in them), with the resume token it holds. A resume may have taken the member over just
+ * hash or '', operator or '', then tag, name ('' none), capacity (0: unknown) for each room:
+ * a room without a name (Presence restarted empty) gets it.
+ * Registers a member again after a reset, in its rooms, with the resume token it holds. A
+ * room others filled meanwhile (joins wait during the refill, so only after it: this node
+ * was cut off or paused past it) keeps its capacity: the member is not registered again
+ * (-4), so its node closes it as one whose nickname was taken. A resume may have taken the member over just
  * before the reset, its old node not yet told: that copy and the new one are both registered
  * again, the later (higher gen) wins, so the old token does not outlast the later copy's
  * return. 1; the ref of an earlier copy
@@ -653,6 +656,13 @@ if holder and holder ~= ref then
   if displaced then return {0, displaced} end
   return 0
 end
+for i = 14, #ARGV - 2, 3 do
+  local room, capacity = rkey(ARGV[i]), tonumber(ARGV[i + 2])
+  if capacity > 0 and not redis.call('ZSCORE', room, ref) and redis.call('ZCARD', room) >= capacity then
+    if displaced then return {-4, displaced} end
+    return -4
+  end
+end
 redis.call('HSET', NICKS, key, ref)
 redis.call('HSET', mkey(ref), 'nick', nick, 'key', key, 'ip', ARGV[6], 'port', ARGV[7], 'lin', ARGV[9], 'gen', gen)
 redis.call('ZADD', nkey(node), 'NX', seq(), id)
@@ -662,7 +672,7 @@ if ARGV[8] ~= '' then
 end
 hold_sender(ref, ARGV[12])
 if ARGV[13] ~= '' then redis.call('HSET', mkey(ref), 'op', ARGV[13]) end
-for i = 14, #ARGV - 1, 2 do
+for i = 14, #ARGV - 2, 3 do
   local s = seq()
   redis.call('ZADD', P .. 'rooms', 'NX', s, ARGV[i])
   redis.call('ZADD', rkey(ARGV[i]), 'NX', s, ref)
@@ -1253,7 +1263,7 @@ export class RedisPresence implements Presence {
     return (await this.redis.hdel(`${this.prefix}bans`, key)) > 0;
   }
 
-  async heartbeat(): Promise<Heartbeat> {
+  async heartbeat(capacityOf?: (room: string) => number | undefined): Promise<Heartbeat> {
     if (this.closed) throw new Error('presence is closed');
     // However long this node is cut off, its retries wait: not reaped meanwhile (its heartbeat
     // came first after Redis did, or it is alone), it answers 'ok', and only the retries free
@@ -1298,7 +1308,7 @@ export class RedisPresence implements Presence {
       this.local.clear();
       beat = { status: 'expired' };
     } else if (status === 'reset') {
-      const { lost, displaced } = await this.reregister();
+      const { lost, displaced } = await this.reregister(capacityOf);
       this.epoch = epoch;
       beat =
         displaced.length > 0 ? { status: 'reset', lost, displaced } : { status: 'reset', lost };
@@ -1388,9 +1398,12 @@ export class RedisPresence implements Presence {
 
   /**
    * Registers every local member again, in the order they were claimed; returns those that
-   * lost their nickname (or were taken over meanwhile), and the earlier copies removed.
+   * lost their nickname or a room (or were taken over meanwhile), and the earlier copies
+   * removed.
    */
-  private async reregister(): Promise<{ lost: MemberId[]; displaced: MemberRef[] }> {
+  private async reregister(
+    capacityOf: ((room: string) => number | undefined) | undefined,
+  ): Promise<{ lost: MemberId[]; displaced: MemberRef[] }> {
     const entries = [...this.local];
     const replies = await Promise.all(
       entries.map(([id, m]) =>
@@ -1407,7 +1420,7 @@ export class RedisPresence implements Presence {
             2 * this.longestTimeoutMs,
             m.sender ?? '',
             m.operator ?? '',
-            ...[...m.rooms].flat(),
+            ...[...m.rooms].flatMap(([tag, name]) => [tag, name, capacityOf?.(roomOf(tag)) ?? 0]),
           ),
         ),
       ),

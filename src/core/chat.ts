@@ -610,6 +610,11 @@ export class Chat implements ChatContext, SessionHost {
     this.node?.reaped(dead);
   }
 
+  /** The capacity of the room under `key` (the lobby's too), if it is known here. */
+  capacityOf(key: string): number | undefined {
+    return (key === this.lobby.key ? this.lobby : this.rooms.keyed(key))?.capacity;
+  }
+
   expired(): void {
     this.node?.expired();
   }

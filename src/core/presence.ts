@@ -205,7 +205,8 @@ export type Heartbeat =
   /**
    * The shared state was lost (Redis restarted without persistence) and this
    * node registered its members again. `lost` are those whose nickname was
-   * claimed by someone else meanwhile, or that a resume had taken over
+   * claimed by someone else meanwhile, or one of whose rooms others filled,
+   * or that a resume had taken over
    * before the reset (a later copy of the member is registered): close them;
    * they are no longer registered. `displaced` (only when there are some) are
    * such earlier copies on other nodes that had registered again first: they
@@ -340,8 +341,13 @@ export interface Presence {
   /** Removes the ban under `key`; false if there was none. */
   unban(key: string): Promise<boolean>;
 
-  /** Says this node is alive; first call registers it. */
-  heartbeat(): Promise<Heartbeat>;
+  /**
+   * Says this node is alive; first call registers it. `capacityOf` gives a room's capacity
+   * by key, for registering members again after a reset: a member whose room was filled
+   * meanwhile by others (this node cut off, or paused, past the refill) is not registered
+   * again, but `lost`, and the room keeps its capacity.
+   */
+  heartbeat(capacityOf?: (room: string) => number | undefined): Promise<Heartbeat>;
   /** Removes the nodes that missed heartbeats for longer than the timeout, with their members. */
   reap(): Promise<DeadNode[]>;
   /**
@@ -374,6 +380,8 @@ export interface KeeperHandlers {
 export interface KeeperOptions {
   /** Between heartbeats; well under the presence's timeout. */
   readonly intervalMs: number;
+  /** A room's capacity by key (Presence.heartbeat). */
+  readonly capacityOf?: (room: string) => number | undefined;
   readonly now?: () => number;
 }
 
@@ -435,7 +443,7 @@ export class PresenceKeeper {
     this.running = true;
     const sent = this.now();
     try {
-      const beat = await this.presence.heartbeat();
+      const beat = await this.presence.heartbeat(this.options.capacityOf);
       if (beat.status === 'refused') {
         this.stop();
         if (!this.refused) this.handlers.onRefused?.(beat.reason);

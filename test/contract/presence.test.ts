@@ -469,6 +469,48 @@ describe.skipIf(withoutRedis())('Redis', () => {
         expect(await client.exists(refill)).toBe(0);
       });
 
+      it('does not register a member again into a room others filled after the refill ended', async () => {
+        const prefix = newPrefix();
+        const [a, b] = await liveNodes(prefix, ['a', 'b'], 300);
+        await b.claim('1', 'bob', addr(1));
+        await b.join('1', 'lobby', 2);
+        await b.claim('2', 'bea', addr(2));
+        await b.join('2', 'lobby', 2);
+        await b.join('2', 'side', 2);
+
+        await redis.restart();
+
+        // b is away past the refill; meanwhile a fills the lobby but not "side".
+        expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        await a.claim('1', 'ann', addr(3));
+        expect(await a.join('1', 'lobby', 2)).toMatchObject({ ok: true, count: 1 });
+        await new Promise((resolve) => setTimeout(resolve, 350));
+        await a.claim('2', 'al', addr(4));
+        expect(await a.join('2', 'lobby', 2)).toMatchObject({ ok: true, count: 2 });
+        const capacities = new Map([
+          ['lobby', 2],
+          ['side', 2],
+        ]);
+        expect(await once(() => b.heartbeat((room) => capacities.get(room)))).toEqual({
+          status: 'reset',
+          lost: ['1', '2'],
+        });
+        expect((await a.members('lobby')).map((m) => m.nickname)).toEqual(['ann', 'al']);
+        expect(await a.members('side')).toEqual([]);
+        // Not registered: their nicknames are free.
+        expect(await a.find('bob')).toBeUndefined();
+        // With the room not full, a member comes back as before.
+        expect(await a.leave('2', 'lobby')).toBe(1);
+        await b.claim('3', 'cy', addr(5));
+        await b.join('3', 'lobby', 2);
+        await redis.restart();
+        expect(await once(() => b.heartbeat((room) => capacities.get(room)))).toEqual({
+          status: 'reset',
+          lost: [],
+        });
+        expect((await b.members('lobby')).map((m) => m.nickname)).toEqual(['cy']);
+      });
+
       it('takes nothing over for a resume no longer wanted while it waits', async () => {
         const prefix = newPrefix();
         const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);

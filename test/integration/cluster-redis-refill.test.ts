@@ -14,7 +14,12 @@ const CAPS = ['errors', 'rooms', 'history'];
 
 // A timeout long enough that the node paused below is never taken for dead, nor takes itself
 // for cut off, however slow the machine and the restart.
-const file = useCluster('cluster-redis-refill', 2, ['--cluster-timeout', '30']);
+const file = useCluster('cluster-redis-refill', 2, [
+  '--cluster-timeout',
+  '30',
+  '--room-capacity',
+  '2',
+]);
 const open = (node: number) => file.open(node);
 
 const member = (node: number, nickname: string) => memberWithToken(file, node, nickname, CAPS);
@@ -71,6 +76,42 @@ describe.skipIf(skip)(
       // Nobody saw sam leave, and sam is listed once.
       expect(wit.c.received.filter((m) => m.cmd === '30')).toEqual([]);
       expect(await lobbyUsers(wit.c)).toEqual(['sam', 'wit']);
+    }, 60_000);
+
+    it('closes a member whose room others filled while its node was away past the refill: the room stays within its capacity', async () => {
+      const inRoom = (m: { cmd: string; room?: unknown }) => m.cmd === '101' && m.room === 'crowd';
+      const kim = await member(0, 'kim');
+      kim.c.sendPy({ cmd: '100', room: 'crowd' });
+      await kim.c.waitFor(inRoom);
+      const paused = file.cluster.nodes[0]!;
+      const newcomers: RawClient[] = [];
+      paused.child.kill('SIGSTOP');
+      try {
+        await file.cluster.redis.restart();
+        await untilKey(file.cluster.redis.url, REFILL_KEY);
+        // The refill is over (five seconds) with kim's node still away: joins are let in.
+        await untilKey(file.cluster.redis.url, REFILL_KEY, false);
+        for (const nickname of ['lee', 'liv']) {
+          const { c } = await member(1, nickname);
+          newcomers.push(c);
+          c.sendPy({ cmd: '100', room: 'crowd' });
+          await c.waitFor(inRoom);
+        }
+      } finally {
+        paused.child.kill('SIGCONT');
+      }
+      // Its node registers kim again, finds the room full, and closes it as cut off.
+      expect(await kim.c.expect('90', 15_000)).toMatchObject({ code: 3006 });
+      await kim.c.expectClose(10_000);
+      const rooms = newcomers[0]!;
+      rooms.sendPy({ cmd: '104' });
+      const listed = (await rooms.expect('105', 10_000)) as unknown as {
+        rooms: { room: string; userCount: number }[];
+      };
+      expect(listed.rooms.find((r) => r.room === 'crowd')?.userCount).toBe(2);
+      // kim's nickname is free again.
+      const again = await member(1, 'kim');
+      again.c.close();
     }, 60_000);
 
     it('a resume whose client goes while it waits takes nothing from the connection that has the member', async () => {
