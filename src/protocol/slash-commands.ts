@@ -1,6 +1,10 @@
 import { asNumber, asString } from './coerce.js';
 import type { BanEntry } from './messages.js';
 
+/** How both clients' `\\help` tells of commands written as in IRC. */
+export const SLASH_HELP = `Commands may also start with / as in IRC (also /msg, /nick, /list, /names);
+a line starting with // is sent with one / less.`;
+
 /** The operators' commands, as both clients' `\\help` lists them. */
 export const OPERATOR_HELP = `Operators:
   \\oper <name> <password>              become an operator
@@ -28,6 +32,7 @@ export const HELP = `Commands:
   \\help                   this list
   \\exit                   leave (Ctrl+C or Ctrl+D also work)
 ${OPERATOR_HELP}
+${SLASH_HELP}
 Anything else is sent to the room you are typing into.`;
 
 /** Messages \\history loads when not told how many. */
@@ -56,17 +61,38 @@ export type Command =
   | { kind: 'empty' }
   | { kind: 'invalid'; message: string };
 
-/** Parses one line of input; anything not starting with "\" is chat. */
+/** A line that starts with "/" and a word of letters (or "?"): a command as IRC clients write it. */
+const SLASHED = /^\/([A-Za-z?]+)(?: |$)/;
+
+/**
+ * Parses one line of input. A command starts with "\\", as in the course's client, or with
+ * "/" as in IRC clients ("//" sends the rest, a "/" first, as chat); anything else is chat,
+ * as is a "/" not followed by a word ("/usr/bin", "/ hello").
+ */
 export function parseCommand(line: string): Command {
   if (line.trim() === '') return { kind: 'empty' };
-  if (!line.startsWith('\\')) return { kind: 'chat', text: line };
+  if (line.startsWith('//')) return { kind: 'chat', text: line.slice(1) };
+  const slashed = line.startsWith('/') && SLASHED.test(line);
+  if (!slashed && !line.startsWith('\\')) return { kind: 'chat', text: line };
   const [word = '', ...rest] = line.slice(1).split(' ');
-  const args = rest.join(' ');
+  const command = parseWords(word, rest.join(' '));
+  if (command.kind === 'invalid' && command.message.startsWith('Unknown command') && slashed) {
+    return {
+      kind: 'invalid',
+      message: `Unknown command /${word}. Type /help for the list, or start the line with // to send it as chat.`,
+    };
+  }
+  return command;
+}
+
+function parseWords(word: string, args: string): Command {
   switch (word.toLowerCase()) {
     case 'users':
+    case 'names':
       return { kind: 'users' };
     case 'wh':
-    case 'whisper': {
+    case 'whisper':
+    case 'msg': {
       const space = args.indexOf(' ');
       const to = space < 0 ? args : args.slice(0, space);
       const text = space < 0 ? '' : args.slice(space + 1);
@@ -74,7 +100,8 @@ export function parseCommand(line: string): Command {
         return { kind: 'invalid', message: 'Usage: \\wh <nickname> <message>' };
       return { kind: 'whisper', to, text };
     }
-    case 'rename': {
+    case 'rename':
+    case 'nick': {
       const nickname = args.trim();
       if (nickname === '' || /\s/.test(nickname))
         return { kind: 'invalid', message: 'Usage: \\rename <nickname>' };
@@ -101,6 +128,7 @@ export function parseCommand(line: string): Command {
       return { kind: 'part', room: room === '' ? undefined : room };
     }
     case 'rooms':
+    case 'list':
       return { kind: 'rooms' };
     case 'room': {
       const room = args.trim();

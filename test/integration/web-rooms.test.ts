@@ -203,7 +203,8 @@ describe('web client rooms in Chromium', () => {
 
       await enterRoom(ann, 'physics');
       expect(await ann.textContent('#room-title')).toBe('# physics');
-      await say(bea, '\\join maths');
+      // Typed as IRC users do.
+      await say(bea, '/join maths');
       await bea.locator('#messages[data-room="maths"]').waitFor();
       expect(await bea.getAttribute('.room-button[aria-current="true"]', 'data-room')).toBe(
         'maths',

@@ -1,4 +1,4 @@
-import { OPERATOR_HELP } from '../../src/protocol/slash-commands.js';
+import { OPERATOR_HELP, SLASH_HELP } from '../../src/protocol/slash-commands.js';
 
 /**
  * `\help` in the web app. The terminal client's list (src/protocol/slash-commands.ts) speaks of
@@ -18,6 +18,7 @@ export const WEB_HELP = `Commands:
   \\help                   this list
   \\exit                   leave the chat; the page then asks for a nickname again
 ${OPERATOR_HELP}
+${SLASH_HELP}
 Keys:
   PageUp / PageDown        scroll the messages from where you type
   Ctrl+Home / Ctrl+End     go to the oldest loaded / the newest message
