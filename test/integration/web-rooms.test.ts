@@ -209,6 +209,8 @@ describe('web client rooms in Chromium', () => {
       expect(await bea.getAttribute('.room-button[aria-current="true"]', 'data-room')).toBe(
         'maths',
       );
+      await say(bea, '\\join maths');
+      await seeLine(bea, 'maths', 'You are already in #maths.');
 
       await say(ann, 'gravity is weak');
       await say(bea, 'pi is irrational');

@@ -1044,6 +1044,9 @@ async function measureRtt(announce: boolean): Promise<void> {
 async function joinRoom(name: string): Promise<void> {
   const existing = findView(name);
   if (existing !== undefined) {
+    // Already in it: said, as the form and the room list would show nothing new.
+    if (existing === selected)
+      append(existing, line('notice', [`You are already in #${existing.name}.`]));
     select(existing);
     return;
   }
