@@ -11,12 +11,12 @@ import { type Cluster, ClusterNode } from './cluster-node.js';
 import { type ChatContext, refuse } from './command-context.js';
 import { chatTarget, commandFor, permitted } from './commands.js';
 import { type ChatEvent, Delivery } from './events.js';
-import type { HistoryStore, MessageDraft } from './history.js';
+import type { Appended, HistoryStore, MessageDraft } from './history.js';
 import { Identities } from './identities.js';
 import { LogLimiter } from './log-limit.js';
 import type { Operator } from './moderation.js';
 import { lookupKey, nicknameKey } from './nickname.js';
-import { OwnChats } from './own-chats.js';
+import { OwnChats, type StoredChat } from './own-chats.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import type { DeadNode, MemberRef, PresenceMember } from './presence.js';
 import {
@@ -1087,31 +1087,14 @@ export class Chat implements ChatContext, SessionHost {
               appended.epoch,
             );
           }
-          const tell = () => {
-            try {
-              // Taken over while it waited: told to the connection holding the session now.
-              const holder = holderOf(session);
-              if (holder.has('history')) {
-                const stored = {
-                  type: 'stored',
-                  room: room.name,
-                  id: m.id,
-                  at: m.at,
-                  cid: m.cid,
-                  duplicate: appended.duplicate,
-                } as const;
-                if (holder === session) holder.reply(stored);
-                else holder.storedForPredecessor(stored);
-              }
-              holder.tellStored(others);
-            } catch (err) {
-              this.failed(session, err, 'request');
-            }
-          };
           // An id of an epoch the room's members have not been told of yet (Redis restarted
           // empty) waits for their "108": a "71" names no epoch.
-          if (this.node === undefined) tell();
-          else this.node.inEpoch(room, appended.epoch, tell);
+          if (this.node === undefined) this.acknowledge(session, room, appended, others);
+          else {
+            this.node.inEpoch(room, appended.epoch, () =>
+              this.acknowledge(session, room, appended, others),
+            );
+          }
         } catch (err) {
           this.failed(session, err, 'request');
         }
@@ -1127,6 +1110,38 @@ export class Chat implements ChatContext, SessionHost {
         this.finished(session);
       },
     );
+  }
+
+  /**
+   * "71" for a chat stored (to a client with "history"), and those of its session's other
+   * connections, to the connection that holds the session now: a takeover may have come
+   * while it waited for its room's epoch.
+   */
+  private acknowledge(
+    session: Session,
+    room: Room,
+    appended: Appended,
+    others: readonly StoredChat[] | undefined,
+  ): void {
+    try {
+      const holder = holderOf(session);
+      if (holder.has('history')) {
+        const m = appended.message;
+        const stored = {
+          type: 'stored',
+          room: room.name,
+          id: m.id,
+          at: m.at,
+          cid: m.cid,
+          duplicate: appended.duplicate,
+        } as const;
+        if (holder === session) holder.reply(stored);
+        else holder.storedForPredecessor(stored);
+      }
+      holder.tellStored(others);
+    } catch (err) {
+      this.failed(session, err, 'request');
+    }
   }
 
   /**
