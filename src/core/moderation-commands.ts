@@ -8,7 +8,13 @@ import type { Broker, NodeNotice } from './broker.js';
 import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
 import { Delivery, type SessionRef } from './events.js';
 import { removalDetail } from './moderation.js';
-import { addressLike, checkNickname, MAX_UNITS_PER_CHARACTER } from './nickname.js';
+import {
+  addressLike,
+  checkNickname,
+  lookupKey,
+  MAX_UNITS_PER_CHARACTER,
+  nicknameKey,
+} from './nickname.js';
 import type { Presence } from './presence.js';
 import type { Session } from './session.js';
 
@@ -233,6 +239,12 @@ export const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
   const by = operatorOf(ctx, session, req.cmd);
   if (by === undefined) return;
   if (tooLong(ctx, session, req.reason ?? '', req.cmd)) return;
+  // Most often a slip of the keyboard, which would close the operator's own connection.
+  const own = session.nickname;
+  if (own !== undefined && lookupKey(req.nickname) === nicknameKey(own)) {
+    refuse(session, ErrorCode.INVALID_FIELD, 'you cannot kick yourself (\\exit leaves)', req.cmd);
+    return;
+  }
   const target = ctx.find(req.nickname);
   const reason = req.reason ?? '';
   const cluster = ctx.cluster;

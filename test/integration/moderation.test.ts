@@ -141,6 +141,15 @@ describe('moderation, server as its own process', () => {
     await expect.poll(() => server.output()).toMatch(/course was kicked by teacher: spam/);
   });
 
+  it("refuses an operator's KICK of itself, in any spelling of its nickname, and keeps it connected", async () => {
+    const op = await operator(server.port, 'op9');
+    op.drain();
+    op.sendPy({ cmd: '94', nickname: 'OP9', reason: 'oops' });
+    expect(await op.expect('90')).toMatchObject({ code: 1002, ref: '94' });
+    op.sendPy({ cmd: '1' });
+    expect(await op.expect('10')).toMatchObject({ cmd: '10' });
+  });
+
   it('"99" reaches a moderation member before the "30"', async () => {
     const op = (await operator(server.port, 'op2')) as RawClient;
     const victim = await member(server.port, 'victim');
