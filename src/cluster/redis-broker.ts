@@ -47,6 +47,8 @@ export interface RedisBrokerOptions {
   readonly maxHeld?: number;
   /** How often the rooms with members here are kept in history (`BrokerHistory.keep`). */
   readonly keepIntervalMs?: number;
+  /** The longest an inEpoch caller waits for its room to move (AWAIT_MS). */
+  readonly epochWaitMs?: number;
 }
 
 /**
@@ -168,8 +170,10 @@ interface RoomState {
   everInStep: boolean;
   /** Epochs this node has moved past: their late chats are dropped. */
   readonly retired: Set<string>;
-  /** inEpoch's callers waiting for the room to move to another epoch. */
+  /** inEpoch's callers waiting for the room to move to another epoch, in order. */
   awaiting: (() => void)[] | undefined;
+  /** Calls them past AWAIT_MS however the room's catch-up goes. */
+  awaitTimer: NodeJS.Timeout | undefined;
   readonly ready: Promise<void>;
   resolveReady(): void;
   rejectReady(error: Error): void;
@@ -177,8 +181,10 @@ interface RoomState {
 
 const PAGE = 500;
 const DEFAULT_MAX_HELD = 10_000;
-/** inEpoch's callers kept per room; later ones are called at once. */
+/** inEpoch's callers kept per room; with one more, all are called. */
 const MAX_AWAITING = 10_000;
+/** The longest an inEpoch caller waits (a catch-up retries for longer while Redis is down). */
+const AWAIT_MS = 10_000;
 /** Catch-up rounds one sync makes before it waits (a room whose epoch keeps changing). */
 const MAX_ROUNDS = 5;
 const RETRY_MS = [50, 100, 250, 500, 1_000, 2_000, 5_000];
@@ -279,6 +285,7 @@ export class RedisBroker implements Broker {
   private readonly prefix: string;
   private readonly onError: (error: Error) => void;
   private readonly maxHeld: number;
+  private readonly epochWaitMs: number;
   private readonly myChannel: string;
   private readonly everyChannel: string;
   private handler: BrokerHandler | undefined;
@@ -316,6 +323,7 @@ export class RedisBroker implements Broker {
     this.prefix = options.prefix ?? DEFAULT_REDIS_PREFIX;
     this.history = options.history;
     this.maxHeld = options.maxHeld ?? DEFAULT_MAX_HELD;
+    this.epochWaitMs = options.epochWaitMs ?? AWAIT_MS;
     const onError = options.onError;
     this.onError = (error) => onError?.(error);
     this.myChannel = nodeChannel(this.prefix, this.node);
@@ -426,17 +434,28 @@ export class RedisBroker implements Broker {
       this.tell(then);
       return;
     }
+    if (state.awaiting === undefined) {
+      state.awaiting = [];
+      // Each waiter holds its sender's later requests: a catch-up that keeps failing must
+      // not hold them for the whole outage.
+      state.awaitTimer = setTimeout(() => this.moved(state), this.epochWaitMs);
+      state.awaitTimer.unref();
+    }
+    state.awaiting.push(then);
     // Bounded by the chats in flight of the room's members here; a cap all the same.
-    state.awaiting ??= [];
-    if (state.awaiting.length >= MAX_AWAITING) this.tell(then);
-    else state.awaiting.push(then);
+    if (state.awaiting.length >= MAX_AWAITING) this.moved(state);
   }
 
-  /** Whoever waits in inEpoch: the room moved on (an epoch `lost` told of), or is forgotten. */
+  /**
+   * Calls whoever waits in inEpoch, in order: the room moved to another epoch (`lost` told
+   * it first), is forgotten, or they waited `epochWaitMs`.
+   */
   private moved(state: RoomState): void {
     const awaiting = state.awaiting;
     if (awaiting === undefined) return;
     state.awaiting = undefined;
+    clearTimeout(state.awaitTimer);
+    state.awaitTimer = undefined;
     for (const then of awaiting) this.tell(then);
   }
 
@@ -564,6 +583,7 @@ export class RedisBroker implements Broker {
       everInStep: false,
       retired: new Set(),
       awaiting: undefined,
+      awaitTimer: undefined,
       ready,
       resolveReady,
       rejectReady,

@@ -332,6 +332,10 @@ export class ShardedBroker implements Broker {
     this.of(key).publish(key, event, epoch);
   }
 
+  inEpoch(key: string, epoch: string, then: () => void): void {
+    this.of(key).inEpoch(key, epoch, then);
+  }
+
   whisper(node: string, event: WhisperEvent): Promise<boolean> {
     return this.brokers[0]!.whisper(node, event);
   }

@@ -176,11 +176,12 @@ export interface Broker {
   /**
    * Calls `then` once this node hands over the room's chats of `epoch`: at once when it
    * does already (or does not hand the room over at all), otherwise after `lost` has told
-   * of the move to it, or of a move past it. What tells a sender of its own chat waits
-   * here, so that a client hears of a new epoch before any id of it. A broker whose epochs
-   * never change need not have it.
+   * of the room's move to another epoch, when the room is forgotten, or after a bound on
+   * the wait. What tells a sender of its own chat waits here, so that a client hears of a
+   * new epoch before any id of it. Callers are called in the order they came. A broker
+   * whose epochs never change calls `then` at once.
    */
-  inEpoch?(key: string, epoch: string, then: () => void): void;
+  inEpoch(key: string, epoch: string, then: () => void): void;
   /**
    * A whisper to a member on `node` (this node included: handed over at once). Resolves
    * once it is sent: `true` when a node listening on that address took it, `false` when

@@ -1057,6 +1057,8 @@ export class Chat implements ChatContext, SessionHost {
     }
     history.append(room.key, draft).then(
       (appended) => {
+        // The request ends with its "71": later requests, an EXIT, a stop wait for it.
+        let acknowledging = false;
         try {
           const m = appended.message;
           // Taken over meanwhile: the sender is now the connection that took the session.
@@ -1089,16 +1091,17 @@ export class Chat implements ChatContext, SessionHost {
           }
           // An id of an epoch the room's members have not been told of yet (Redis restarted
           // empty) waits for their "108": a "71" names no epoch.
-          if (this.node === undefined) this.acknowledge(session, room, appended, others);
-          else {
-            this.node.inEpoch(room, appended.epoch, () =>
-              this.acknowledge(session, room, appended, others),
-            );
-          }
+          if (this.node !== undefined) {
+            this.node.inEpoch(room, appended.epoch, () => {
+              this.acknowledge(session, room, appended, others);
+              this.finished(session);
+            });
+            acknowledging = true;
+          } else this.acknowledge(session, room, appended, others);
         } catch (err) {
           this.failed(session, err, 'request');
         }
-        this.finished(session);
+        if (!acknowledging) this.finished(session);
       },
       (err: unknown) => {
         this.log.error({ err, room: room.name }, 'could not store a chat message');

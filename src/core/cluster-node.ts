@@ -177,9 +177,7 @@ export class ClusterNode {
    * move to it (Broker.inEpoch).
    */
   inEpoch(room: Room, epoch: string, then: () => void): void {
-    const broker = this.cluster.broker;
-    if (broker.inEpoch === undefined) then();
-    else broker.inEpoch(room.key, epoch, then);
+    this.cluster.broker.inEpoch(room.key, epoch, then);
   }
 
   /** A room event from the broker: to this node's members of the room, but the one it is about. */

@@ -81,6 +81,11 @@ export class MemoryBroker implements Broker {
     }
   }
 
+  /** One process's history keeps its epoch: nothing to wait for. */
+  inEpoch(_key: string, _epoch: string, then: () => void): void {
+    then();
+  }
+
   whisper(node: string, event: WhisperEvent): Promise<boolean> {
     if (this.closed) return Promise.reject(new Error('broker is closed'));
     const to = this.hub.nodes.get(node);

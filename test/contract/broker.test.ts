@@ -848,6 +848,32 @@ describe.skipIf(withoutRedis())('Redis', () => {
       });
     });
 
+    it('calls whoever waits in inEpoch, in order, once they waited long enough for a room that does not move', async () => {
+      const prefix = `w-${process.pid}:`;
+      const history = new RedisHistoryStore({
+        retention,
+        pruneIntervalMs: 0,
+        redis: redis.url,
+        prefix,
+      });
+      const b = new RedisBroker({ redis: redis.url, prefix, history, epochWaitMs: 200 });
+      try {
+        b.onEvent(new (await import('./broker.js')).Recorder());
+        await b.start();
+        await b.subscribe({ key: 'still', name: 'still' });
+        const calls: number[] = [];
+        // No chat of these epochs ever comes: the room stays where it is.
+        b.inEpoch('still', 'e1', () => calls.push(1));
+        b.inEpoch('still', 'e2', () => calls.push(2));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        expect(calls).toEqual([]);
+        await eventually(() => expect(calls).toEqual([1, 2]));
+      } finally {
+        await b.close();
+        await history.close();
+      }
+    });
+
     it('calls whoever waits in inEpoch when the room is unsubscribed', async () => {
       await withOwnRedis(async (_own, c) => {
         const a = await c.node();
@@ -956,6 +982,39 @@ describe.skipIf(withoutRedis())('Redis, rooms sharded over two instances', () =>
     Array.from({ length: 100 }, (_, i) => `room${i}`)
       .filter((k) => shardOf(k, 2) === shard)
       .slice(0, count);
+
+  it('waits in inEpoch for the room’s own instance to tell of its new epoch', async () => {
+    const c = await shardedCluster(() => servers);
+    try {
+      const a = await c.node();
+      const got = new Recorder();
+      a.broker.onEvent(got);
+      await a.broker.start();
+      const key = onShard(1, 1)[0]!;
+      await a.broker.subscribe({ key, name: key });
+      const old = (await a.history.room(key)).epoch;
+      const admin = new Redis(servers[1]!.url, { protocol: 2 });
+      try {
+        await admin.flushall();
+      } finally {
+        admin.disconnect();
+      }
+      const appended = await a.history.append(key, { at: 1, from: 'ann', msg: 'hi' });
+      expect(appended.epoch).not.toBe(old);
+      const calls: number[] = [];
+      a.broker.inEpoch(key, appended.epoch, () => calls.push(got.lostRooms.length));
+      const m = appended.message;
+      a.broker.publish(
+        key,
+        { type: 'chat', room: key, id: m.id, at: m.at, from: m.from, msg: m.msg },
+        appended.epoch,
+      );
+      expect(calls).toEqual([]);
+      await eventually(() => expect(calls).toEqual([1]));
+    } finally {
+      await c.dispose();
+    }
+  });
 
   it('keeps each room’s history and channel on its own instance', async () => {
     const c = await shardedCluster(() => servers);

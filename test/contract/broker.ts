@@ -148,6 +148,21 @@ export function brokerContract(target: BrokerTarget): void {
   describe(`Broker contract: ${target.name}`, () => {
     const cluster = useCluster(target);
 
+    it('calls inEpoch back at once within the epoch it hands over, and for a room it does not', async () => {
+      const c = await cluster();
+      const a = await c.node();
+      a.broker.onEvent(new Recorder());
+      await a.broker.start();
+      const room = { key: 'acks', name: 'acks' };
+      await a.broker.subscribe(room);
+      const m = await say(a, room, 'ann', 'hi');
+      const { epoch } = await a.history.room(room.key);
+      const calls: string[] = [];
+      a.broker.inEpoch(room.key, epoch, () => calls.push(`acks ${m.id}`));
+      a.broker.inEpoch('elsewhere', 'any epoch', () => calls.push('elsewhere'));
+      expect(calls).toEqual(['acks 1', 'elsewhere']);
+    });
+
     it('hands room events to subscribed nodes only, under each node’s name for the room', async () => {
       const c = await cluster();
       const [a, b, far] = [await c.node(), await c.node(), await c.node()];

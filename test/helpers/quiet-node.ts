@@ -35,6 +35,7 @@ export function quietBroker(): { broker: Broker; handler: () => BrokerHandler } 
       handler?.room(key, event);
       if (event.type === 'joined') handler?.placed?.(key, event, { epoch: '', id: 0 });
     },
+    inEpoch: (_key, _epoch, then) => then(),
     whisper: (_node, event) => {
       handler?.whisper(event);
       return Promise.resolve(true);

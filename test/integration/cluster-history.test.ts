@@ -96,15 +96,26 @@ describe.skipIf(skip)('lost history, told to clients', () => {
     // to read that epoch for the room.
     let sent = 0;
     const pace = setInterval(() => {
-      if (sent < 20) s0.sendPy({ cmd: '7', msg: `new${++sent}`, room: 'lobby' });
+      if (sent >= 20) return;
+      s0.sendPy({ cmd: '7', msg: `new${++sent}`, room: 'lobby' });
+      // Answered after the chat's "71", which a later request must not overtake.
+      s0.sendPy({ cmd: '1' });
     }, 25);
     try {
       await restarted;
       await withLogs(s0.waitFor((m) => m.cmd === '71', 60));
+      await withLogs(s0.waitFor((m) => m.cmd === '10', 20));
     } finally {
       clearInterval(pace);
     }
     const after = (s0.received as Message[]).slice(before);
+    let acked = 0;
+    let answered = 0;
+    for (const m of after) {
+      if (m.cmd === '71') acked++;
+      // The k-th USERS was sent after the k-th chat.
+      if (m.cmd === '10') expect(acked).toBeGreaterThanOrEqual(++answered);
+    }
     const gap = after.findIndex((m) => m.cmd === '108');
     expect(gap).toBeGreaterThanOrEqual(0);
     // A "71" before the "108" is of the old epoch (an id above its top so far); after it, of the new.
