@@ -536,7 +536,7 @@ class ClusterNode implements Cluster, ClusterView {
       {
         onReaped: (dead) => chat.reaped(dead),
         onExpired: () => chat.expired(),
-        onLost: (members) => chat.lost(members),
+        onLost: (members, crowded) => chat.lost(members, crowded),
         onGone: (members) => chat.goneAway(members),
         onDisplaced: (members) => chat.displaced(members),
         onError: (err) => log.debug({ err }, 'heartbeat failed'),

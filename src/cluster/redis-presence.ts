@@ -620,10 +620,10 @@ return out
  * ARGV: P, node, id, nick, key, ip, port, token hash or '', lin, gen, lineage ttl ms, sender
  * hash or '', operator or '', then tag, name ('' none), capacity (0: unknown) for each room:
  * a room without a name (Presence restarted empty) gets it.
- * Registers a member again after a reset, in its rooms, with the resume token it holds. A
- * room others filled meanwhile (joins wait during the refill, so only after it: this node
- * was cut off or paused past it) keeps its capacity: the member is not registered again
- * (-4), so its node closes it as one whose nickname was taken. A resume may have taken the member over just
+ * Registers a member again after a reset, in its rooms, with the resume token it holds.
+ * After the refill (this node was cut off or paused past it), a room others filled
+ * meanwhile keeps its capacity: the member is not registered again (-4), and its node
+ * closes it as one whose nickname was taken. A resume may have taken the member over just
  * before the reset, its old node not yet told: that copy and the new one are both registered
  * again, the later (higher gen) wins, so the old token does not outlast the later copy's
  * return. 1; the ref of an earlier copy
@@ -656,7 +656,9 @@ if holder and holder ~= ref then
   if displaced then return {0, displaced} end
   return 0
 end
-for i = 14, #ARGV - 2, 3 do
+-- During the refill joins wait, so its rooms hold only members registered again: a room
+-- over a capacity lowered since, or another node's, keeps them all.
+for i = 14, refilling() and 0 or #ARGV - 2, 3 do
   local room, capacity = rkey(ARGV[i]), tonumber(ARGV[i + 2])
   if capacity > 0 and not redis.call('ZSCORE', room, ref) and redis.call('ZCARD', room) >= capacity then
     if displaced then return {-4, displaced} end
@@ -1308,10 +1310,14 @@ export class RedisPresence implements Presence {
       this.local.clear();
       beat = { status: 'expired' };
     } else if (status === 'reset') {
-      const { lost, displaced } = await this.reregister(capacityOf);
+      const { lost, displaced, crowded } = await this.reregister(capacityOf);
       this.epoch = epoch;
-      beat =
-        displaced.length > 0 ? { status: 'reset', lost, displaced } : { status: 'reset', lost };
+      beat = {
+        status: 'reset',
+        lost,
+        ...(displaced.length > 0 ? { displaced } : {}),
+        ...(crowded.length > 0 ? { crowded } : {}),
+      };
     }
     await this.retryReleases();
     return beat;
@@ -1403,7 +1409,7 @@ export class RedisPresence implements Presence {
    */
   private async reregister(
     capacityOf: ((room: string) => number | undefined) | undefined,
-  ): Promise<{ lost: MemberId[]; displaced: MemberRef[] }> {
+  ): Promise<{ lost: MemberId[]; displaced: MemberRef[]; crowded: MemberId[] }> {
     const entries = [...this.local];
     const replies = await Promise.all(
       entries.map(([id, m]) =>
@@ -1427,6 +1433,7 @@ export class RedisPresence implements Presence {
     );
     const lost: MemberId[] = [];
     const displaced: MemberRef[] = [];
+    const crowded: MemberId[] = [];
     entries.forEach(([id], i) => {
       const reply = replies[i];
       if (reply === 1) return;
@@ -1436,9 +1443,10 @@ export class RedisPresence implements Presence {
         if (!Array.isArray(reply)) return;
       }
       lost.push(id);
+      if ((Array.isArray(reply) ? reply[0] : reply) === -4) crowded.push(id);
       this.local.delete(id);
     });
-    return { lost, displaced };
+    return { lost, displaced, crowded };
   }
 
   /**

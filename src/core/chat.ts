@@ -619,8 +619,8 @@ export class Chat implements ChatContext, SessionHost {
     this.node?.expired();
   }
 
-  lost(members: readonly string[]): void {
-    this.node?.lost(members);
+  lost(members: readonly string[], crowded: readonly string[] = []): void {
+    this.node?.lost(members, crowded);
   }
 
   goneAway(members: readonly string[]): void {

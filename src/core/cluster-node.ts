@@ -769,10 +769,20 @@ export class ClusterNode {
    * After Redis came back empty, Presence registered this node's members
    * again; these found their nickname taken meanwhile, and are closed.
    */
-  lost(members: readonly string[]): void {
+  lost(members: readonly string[], crowded: readonly string[] = []): void {
     const ids = new Set(members);
+    const told = new Set(crowded);
     for (const session of [...this.sessions]) {
-      if (ids.has(session.presenceId)) this.chat.disconnect(session, 'cluster-unavailable');
+      if (!ids.has(session.presenceId)) continue;
+      // Nobody holds the nickname of a member whose room was filled: where this node kept
+      // showing it (its own members stay whatever Presence says), its rooms hear it left.
+      const nickname = session.nickname;
+      const rooms = told.has(session.presenceId) ? [...session.rooms] : [];
+      this.chat.disconnect(session, 'cluster-unavailable');
+      if (nickname === undefined) continue;
+      for (const room of rooms) {
+        this.arrived(room.key, { type: 'left', room: room.name, nickname, count: room.size });
+      }
     }
   }
 

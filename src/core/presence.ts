@@ -217,6 +217,11 @@ export type Heartbeat =
       readonly status: 'reset';
       readonly lost: readonly MemberId[];
       readonly displaced?: readonly MemberRef[];
+      /**
+       * Those of `lost` one of whose rooms others filled (only when there are some): nobody
+       * else holds their nicknames, so the rooms where this node showed them hear they left.
+       */
+      readonly crowded?: readonly MemberId[];
     };
 
 /** A member of any node. */
@@ -366,8 +371,11 @@ export interface KeeperHandlers {
    * transient code. Called once per outage.
    */
   onExpired(): void;
-  /** After a reset: members whose nickname someone else took meanwhile. */
-  onLost?(members: readonly MemberId[]): void;
+  /**
+   * After a reset: members whose nickname someone else took meanwhile, or (`crowded`, some of
+   * `members`) one of whose rooms others filled. Close them.
+   */
+  onLost?(members: readonly MemberId[], crowded: readonly MemberId[]): void;
   /** Members a resume took elsewhere whose notice did not arrive (Heartbeat `gone`). */
   onGone?(members: readonly MemberId[]): void;
   /** After a reset: earlier copies of this node's members, removed; their nodes close them. */
@@ -456,7 +464,9 @@ export class PresenceKeeper {
       this.expired = false;
       this.lastAcked = this.ackedAt(sent, answered);
       if (beat.status === 'ok' && beat.gone !== undefined) this.handlers.onGone?.(beat.gone);
-      if (beat.status === 'reset' && beat.lost.length > 0) this.handlers.onLost?.(beat.lost);
+      if (beat.status === 'reset' && beat.lost.length > 0) {
+        this.handlers.onLost?.(beat.lost, beat.crowded ?? []);
+      }
       if (beat.status === 'reset' && beat.displaced !== undefined) {
         this.handlers.onDisplaced?.(beat.displaced);
       }

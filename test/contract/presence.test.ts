@@ -483,8 +483,8 @@ describe.skipIf(withoutRedis())('Redis', () => {
         // b is away past the refill; meanwhile a fills the lobby but not "side".
         expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
         await a.claim('1', 'ann', addr(3));
+        // Answered once the refill is over.
         expect(await a.join('1', 'lobby', 2)).toMatchObject({ ok: true, count: 1 });
-        await new Promise((resolve) => setTimeout(resolve, 350));
         await a.claim('2', 'al', addr(4));
         expect(await a.join('2', 'lobby', 2)).toMatchObject({ ok: true, count: 2 });
         const capacities = new Map([
@@ -494,6 +494,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
         expect(await once(() => b.heartbeat((room) => capacities.get(room)))).toEqual({
           status: 'reset',
           lost: ['1', '2'],
+          crowded: ['1', '2'],
         });
         expect((await a.members('lobby')).map((m) => m.nickname)).toEqual(['ann', 'al']);
         expect(await a.members('side')).toEqual([]);
@@ -509,6 +510,55 @@ describe.skipIf(withoutRedis())('Redis', () => {
           lost: [],
         });
         expect((await b.members('lobby')).map((m) => m.nickname)).toEqual(['cy']);
+      });
+
+      it('registers members again over a capacity during the refill, and counts none against itself after it', async () => {
+        const prefix = newPrefix();
+        const client = new Redis(redis.url, { protocol: 2 });
+        cleanup.push(() => client.disconnect());
+        const [a] = await liveNodes(prefix, ['a'], 300);
+        const b = new RedisPresence({
+          redis: client,
+          prefix,
+          node: 'b',
+          timeoutMs: TIMEOUT_MS,
+          refillMs: 300,
+        });
+        cleanup.push(() => b.close().catch(() => {}));
+        await b.heartbeat();
+        await b.claim('1', 'bob', addr(1));
+        await b.join('1', 'lobby', 5);
+        await b.claim('2', 'bea', addr(2));
+        await b.join('2', 'lobby', 5);
+        await redis.restart();
+        // The capacity is lower now (a reload, or another node's setting): within the refill,
+        // both members were in the room before, and come back to it.
+        expect(await once(() => b.heartbeat(() => 1))).toEqual({ status: 'reset', lost: [] });
+        expect((await a.members('lobby')).map((m) => m.nickname)).toEqual(['bob', 'bea']);
+
+        await redis.restart();
+        expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+        await a.claim('9', 'ann', addr(9));
+        // Answered once the refill is over.
+        expect(await a.join('9', 'side', 5)).toMatchObject({ ok: true });
+        // Late: bob is registered again and bea's registration fails on the way, so both are
+        // asked again at the next heartbeat, bob already in the lobby at its capacity.
+        const scripts = client as unknown as Record<
+          string,
+          (...args: unknown[]) => Promise<unknown>
+        >;
+        const register = scripts.confabPresenceReregister!.bind(client);
+        let calls = 0;
+        scripts.confabPresenceReregister = (...args) =>
+          ++calls === 2 ? Promise.reject(new Error('Connection is closed.')) : register(...args);
+        await once(() => client.ping());
+        await expect(b.heartbeat(() => 1)).rejects.toThrow('Connection is closed.');
+        expect(await b.heartbeat(() => 1)).toEqual({
+          status: 'reset',
+          lost: ['2'],
+          crowded: ['2'],
+        });
+        expect((await a.members('lobby')).map((m) => m.nickname)).toEqual(['bob']);
       });
 
       it('takes nothing over for a resume no longer wanted while it waits', async () => {

@@ -83,6 +83,8 @@ describe.skipIf(skip)(
       const kim = await member(0, 'kim');
       kim.c.sendPy({ cmd: '100', room: 'crowd' });
       await kim.c.waitFor(inRoom);
+      // On kim's node, in the lobby only, which nobody fills.
+      const zed = await member(0, 'zed');
       const paused = file.cluster.nodes[0]!;
       const newcomers: RawClient[] = [];
       paused.child.kill('SIGSTOP');
@@ -103,6 +105,14 @@ describe.skipIf(skip)(
       // Its node registers kim again, finds the room full, and closes it as cut off.
       expect(await kim.c.expect('90', 15_000)).toMatchObject({ code: 3006 });
       await kim.c.expectClose(10_000);
+      // Nobody holds kim's nickname: zed, whose node kept showing kim, sees it leave, once
+      // (told by the close, or by the node's read of the room when its subscription is back).
+      const left = (m: { cmd: string; nickname?: unknown }) =>
+        m.cmd === '30' && m.nickname === 'kim';
+      await zed.c.waitFor(left);
+      expect(zed.c.received.filter(left)).toHaveLength(1);
+      expect(await lobbyUsers(zed.c)).not.toContain('kim');
+      expect(zed.c.received.filter(left)).toEqual([]);
       const rooms = newcomers[0]!;
       rooms.sendPy({ cmd: '104' });
       const listed = (await rooms.expect('105', 10_000)) as unknown as {
