@@ -242,7 +242,7 @@ export const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
   // Most often a slip of the keyboard, which would close the operator's own connection.
   const own = session.nickname;
   if (own !== undefined && lookupKey(req.nickname) === nicknameKey(own)) {
-    refuse(session, ErrorCode.INVALID_FIELD, 'you cannot kick yourself (\\exit leaves)', req.cmd);
+    refuse(session, ErrorCode.INVALID_FIELD, 'you cannot kick yourself', req.cmd);
     return;
   }
   const target = ctx.find(req.nickname);

@@ -3,7 +3,7 @@ import type { BanEntry } from './messages.js';
 
 /** How both clients' `\\help` tells of commands written as in IRC. */
 export const SLASH_HELP = `Commands may also start with / as in IRC (also /msg, /nick, /list, /names);
-a line starting with // is sent with one / less.`;
+"//word" at the start of a line sends "/word" as chat, and an unknown /word is not sent.`;
 
 /** The operators' commands, as both clients' `\\help` lists them. */
 export const OPERATOR_HELP = `Operators:
@@ -62,27 +62,40 @@ export type Command =
   | { kind: 'invalid'; message: string };
 
 /** A line that starts with "/" and a word of letters (or "?"): a command as IRC clients write it. */
-const SLASHED = /^\/([A-Za-z?]+)(?: |$)/;
+const SLASHED = /^\/([A-Za-z?]+)(?:\s|$)/;
+
+/** The command word, and what follows the whitespace after it. */
+const WORDS = /^(\S*)\s?([\s\S]*)$/;
 
 /**
  * Parses one line of input. A command starts with "\\", as in the course's client, or with
- * "/" as in IRC clients ("//" sends the rest, a "/" first, as chat); anything else is chat,
- * as is a "/" not followed by a word ("/usr/bin", "/ hello").
+ * "/" and a word, as in IRC clients ("//word …" sends "/word …" as chat); anything else is
+ * chat, unchanged ("/usr/bin", "/ hello", "// a comment").
  */
 export function parseCommand(line: string): Command {
   if (line.trim() === '') return { kind: 'empty' };
-  if (line.startsWith('//')) return { kind: 'chat', text: line.slice(1) };
-  const slashed = line.startsWith('/') && SLASHED.test(line);
+  if (line.startsWith('//') && SLASHED.test(line.slice(1))) {
+    return { kind: 'chat', text: line.slice(1) };
+  }
+  const slashed = SLASHED.test(line);
   if (!slashed && !line.startsWith('\\')) return { kind: 'chat', text: line };
-  const [word = '', ...rest] = line.slice(1).split(' ');
-  const command = parseWords(word, rest.join(' '));
-  if (command.kind === 'invalid' && command.message.startsWith('Unknown command') && slashed) {
+  const [, word = '', args = ''] = WORDS.exec(line.slice(1)) ?? [];
+  const command = parseWords(word, args);
+  if (command.kind !== 'invalid' || !slashed) return command;
+  if (command.message.startsWith('Unknown command')) {
     return {
       kind: 'invalid',
       message: `Unknown command /${word}. Type /help for the list, or start the line with // to send it as chat.`,
     };
   }
-  return command;
+  // Its usage as it was typed: "/join <room>", not "\\join <room>".
+  return { kind: 'invalid', message: command.message.replace(/\\(?=[a-z])/g, '/') };
+}
+
+/** A room as IRC users name channels ("#physics"): the "#" is how clients show every room. */
+function roomArgument(args: string): string {
+  const room = args.trim();
+  return room.length > 1 && room.startsWith('#') ? room.slice(1) : room;
 }
 
 function parseWords(word: string, args: string): Command {
@@ -112,7 +125,7 @@ function parseWords(word: string, args: string): Command {
     case 'version':
       return { kind: 'version' };
     case 'join': {
-      const room = args.trim();
+      const room = roomArgument(args);
       if (room === '') return { kind: 'invalid', message: 'Usage: \\join <room>' };
       if (/\s/.test(room))
         return {
@@ -123,7 +136,7 @@ function parseWords(word: string, args: string): Command {
     }
     case 'leave':
     case 'part': {
-      const room = args.trim();
+      const room = roomArgument(args);
       if (/\s/.test(room)) return { kind: 'invalid', message: 'Usage: \\leave <room>' };
       return { kind: 'part', room: room === '' ? undefined : room };
     }
@@ -131,7 +144,7 @@ function parseWords(word: string, args: string): Command {
     case 'list':
       return { kind: 'rooms' };
     case 'room': {
-      const room = args.trim();
+      const room = roomArgument(args);
       if (room === '' || /\s/.test(room))
         return { kind: 'invalid', message: 'Usage: \\room <room>' };
       return { kind: 'room', room };

@@ -144,8 +144,11 @@ describe('moderation, server as its own process', () => {
   it("refuses an operator's KICK of itself, in any spelling of its nickname, and keeps it connected", async () => {
     const op = await operator(server.port, 'op9');
     op.drain();
-    op.sendPy({ cmd: '94', nickname: 'OP9', reason: 'oops' });
-    expect(await op.expect('90')).toMatchObject({ code: 1002, ref: '94' });
+    // Its case, a zero for its "o", a Cyrillic "о": each is the operator.
+    for (const spelling of ['OP9', '0p9', '\u043Ep9']) {
+      op.sendPy({ cmd: '94', nickname: spelling, reason: 'oops' });
+      expect(await op.expect('90')).toMatchObject({ code: 1002, ref: '94' });
+    }
     op.sendPy({ cmd: '1' });
     expect(await op.expect('10')).toMatchObject({ cmd: '10' });
   });

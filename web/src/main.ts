@@ -1098,7 +1098,8 @@ async function submit(text: string): Promise<void> {
   if (
     statusBox.dataset.status !== 'online' &&
     command.kind !== 'chat' &&
-    command.kind !== 'empty'
+    command.kind !== 'empty' &&
+    command.kind !== 'invalid'
   ) {
     error('Not connected right now; try again once reconnected.');
     return;

@@ -31,14 +31,40 @@ describe('commands written as in IRC', () => {
     });
   });
 
-  it('sends "//" lines with one "/" less, and a "/" before no word as it is', () => {
+  it('sends "//word" lines with one "/" less, and other lines of slashes as they are', () => {
     expect(parseCommand('//join is a command')).toEqual({
       kind: 'chat',
       text: '/join is a command',
     });
-    for (const text of ['/usr/bin is a path', '/ hello', '/', '/5 stars', ':/ sad', '/o\\']) {
+    for (const text of [
+      '/usr/bin is a path',
+      '/ hello',
+      '/',
+      '/5 stars',
+      ':/ sad',
+      '/o\\',
+      '// TODO: fix this',
+      '//example.com/x',
+      '///',
+    ]) {
       expect(parseCommand(text)).toEqual({ kind: 'chat', text });
     }
+  });
+
+  it('takes a room named as IRC names channels, a tab after the word, and gives usage as typed', () => {
+    expect(parseCommand('/join #physics')).toEqual({ kind: 'join', room: 'physics' });
+    expect(parseCommand('\\part #physics')).toEqual({ kind: 'part', room: 'physics' });
+    expect(parseCommand('/room #physics')).toEqual({ kind: 'room', room: 'physics' });
+    expect(parseCommand('/join #')).toEqual({ kind: 'join', room: '#' });
+    expect(parseCommand('/join\tphysics')).toEqual({ kind: 'join', room: 'physics' });
+    expect(parseCommand('/msg bob')).toEqual({
+      kind: 'invalid',
+      message: 'Usage: /wh <nickname> <message>',
+    });
+    expect(parseCommand('\\msg bob')).toEqual({
+      kind: 'invalid',
+      message: 'Usage: \\wh <nickname> <message>',
+    });
   });
 
   it('leaves every line starting with neither "/" nor "\\" as chat, unchanged', () => {
@@ -53,10 +79,14 @@ describe('commands written as in IRC', () => {
     );
   });
 
-  it('sends every "//" line as chat with one "/" less', () => {
+  it('sends every "//" line as chat, with one "/" less only before a word', () => {
     fc.assert(
       fc.property(fc.string({ maxLength: 40 }), (rest) => {
-        expect(parseCommand(`//${rest}`)).toEqual({ kind: 'chat', text: `/${rest}` });
+        const word = /^[A-Za-z?]+(\s|$)/.test(rest);
+        expect(parseCommand(`//${rest}`)).toEqual({
+          kind: 'chat',
+          text: word ? `/${rest}` : `//${rest}`,
+        });
       }),
     );
   });
