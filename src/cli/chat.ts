@@ -634,6 +634,14 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           say(view.users(style, (await client.users(current)) as UserEntry[]));
           return;
         case 'join': {
+          const already = known(command.room);
+          if (already !== undefined) {
+            // As in the web app: said, and typed into from now on.
+            current = already;
+            showPrompt();
+            say(view.info(style, `You are already in ${already}; typing there now.`));
+            return;
+          }
           holdEvents();
           try {
             const room = await client.join(command.room);

@@ -61,35 +61,70 @@ export type Command =
   | { kind: 'empty' }
   | { kind: 'invalid'; message: string };
 
-/** A line that starts with "/" and a word of letters (or "?"): a command as IRC clients write it. */
-const SLASHED = /^\/([A-Za-z?]+)(?:\s|$)/;
+/** Space after a command word, zero-width ones included (they come along with copied text). */
+const SPACE = '[\\s\\u200B-\\u200D\\u2060\\uFEFF]';
 
-/** The command word, and what follows the whitespace after it. */
-const WORDS = /^(\S*)\s?([\s\S]*)$/;
+/**
+ * A line that starts with "/" and a word of letters of any script (or "?"): a command as IRC
+ * clients write it, known or not ("/оper" with a Cyrillic "о" is not sent as chat).
+ */
+const SLASHED = new RegExp(`^/([\\p{L}\\p{M}?]+)(?:${SPACE}|$)`, 'u');
+
+/** Characters that pass for "/" at the start of a line (full-width, division, fraction). */
+const SLASH_LOOKALIKES = /^[\uFF0F\u2215\u2044]/;
+
+/** The command word, and what follows the space after it. */
+const WORDS = new RegExp(`^((?:(?!${SPACE})[\\s\\S])*)${SPACE}?([\\s\\S]*)$`, 'u');
+
+/** The command word of a line after its prefix, and the rest. */
+function words(line: string): [string, string] {
+  const [, word = '', args = ''] = WORDS.exec(line.slice(1)) ?? [];
+  return [word, args];
+}
+
+/** A word parseWords takes for a command (with or without the arguments it needs). */
+function known(word: string): boolean {
+  const command = parseWords(word, '');
+  return command.kind !== 'invalid' || !command.message.startsWith('Unknown command');
+}
+
+/** What an unknown command's line is told: how to send it as chat instead. */
+function unknown(prefix: string, word: string): Command {
+  return {
+    kind: 'invalid',
+    message: `Unknown command ${prefix}${word}. Type ${prefix}help for the list, or start the line with a space to send it as chat.`,
+  };
+}
 
 /**
  * Parses one line of input. A command starts with "\\", as in the course's client, or with
- * "/" and a word, as in IRC clients ("//word …" sends "/word …" as chat); anything else is
- * chat, unchanged ("/usr/bin", "/ hello", "// a comment").
+ * "/" and a word, as in IRC clients; "//" before a command's name sends the line with one
+ * "/" less, as chat. Anything else is chat, unchanged ("/usr/bin", "/5 stars", "//TODO",
+ * " /lol"), but a command's name after a look-alike of "/" ("／oper …"), which is refused.
  */
 export function parseCommand(line: string): Command {
   if (line.trim() === '') return { kind: 'empty' };
-  if (line.startsWith('//') && SLASHED.test(line.slice(1))) {
-    return { kind: 'chat', text: line.slice(1) };
+  if (line.startsWith('//')) {
+    const escaped = SLASHED.exec(line.slice(1));
+    const text = escaped !== null && known(escaped[1]!) ? line.slice(1) : line;
+    return { kind: 'chat', text };
+  }
+  if (SLASH_LOOKALIKES.test(line) && known(words(line)[0])) {
+    return {
+      kind: 'invalid',
+      message: `This line starts with “${line[0]}”, not “/”: not sent, in case it is a command (its password, say). Start it with a space to send it as chat.`,
+    };
   }
   const slashed = SLASHED.test(line);
   if (!slashed && !line.startsWith('\\')) return { kind: 'chat', text: line };
-  const [, word = '', args = ''] = WORDS.exec(line.slice(1)) ?? [];
+  const [word, args] = words(line);
   const command = parseWords(word, args);
-  if (command.kind !== 'invalid' || !slashed) return command;
-  if (command.message.startsWith('Unknown command')) {
-    return {
-      kind: 'invalid',
-      message: `Unknown command /${word}. Type /help for the list, or start the line with // to send it as chat.`,
-    };
-  }
+  if (command.kind !== 'invalid') return command;
+  if (!known(word)) return unknown(slashed ? '/' : '\\', word);
   // Its usage as it was typed: "/join <room>", not "\\join <room>".
-  return { kind: 'invalid', message: command.message.replace(/\\(?=[a-z])/g, '/') };
+  return slashed
+    ? { kind: 'invalid', message: command.message.replace(/\\(?=[a-z])/g, '/') }
+    : command;
 }
 
 /** A room as IRC users name channels ("#physics"): the "#" is how clients show every room. */
@@ -198,7 +233,7 @@ function parseWords(word: string, args: string): Command {
     case 'bans':
       return { kind: 'bans' };
     default:
-      return { kind: 'invalid', message: `Unknown command \\${word}. Type \\help for the list.` };
+      return { kind: 'invalid', message: `Unknown command \\${word}.` };
   }
 }
 

@@ -94,7 +94,9 @@ for (const target of targets) {
         ann.type('\\rename anna');
         await ann.waitFor('You are now known as anna.');
         ann.type('\\dance');
-        await ann.waitFor('Unknown command \\dance. Type \\help for the list.');
+        await ann.waitFor(
+          'Unknown command \\dance. Type \\help for the list, or start the line with a space to send it as chat.',
+        );
         ann.type('\\help');
         await ann.waitFor('\\wh <nickname> <text>');
         bob.chat('hi there');

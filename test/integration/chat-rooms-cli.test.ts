@@ -36,6 +36,11 @@ describe('confab chat rooms', () => {
       );
       ann.type('\\room chemistry');
       await ann.waitFor('You are not in chemistry; \\join it first.');
+      // Typed as IRC users do, for a room it is in: said, and typed into.
+      ann.type('\\room lobby');
+      await ann.waitFor('You are typing into lobby.');
+      ann.type('/join #Physics');
+      await ann.waitFor('You are already in physics; typing there now.');
       ann.type('\\leave lobby');
       await ann.waitFor('Everyone stays in the lobby; \\exit leaves the server.');
       // Said as the client says it for \room, not as the server's bare "you are not in that room".

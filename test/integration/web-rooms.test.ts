@@ -211,6 +211,11 @@ describe('web client rooms in Chromium', () => {
       );
       await say(bea, '\\join maths');
       await seeLine(bea, 'maths', 'You are already in #maths.');
+      // A refused line is said why, and kept to be fixed.
+      await say(bea, '/lol that was funny');
+      await seeLine(bea, 'maths', /Unknown command \/lol\./);
+      expect(await bea.inputValue('#input')).toBe('/lol that was funny');
+      await bea.fill('#input', '');
 
       await say(ann, 'gravity is weak');
       await say(bea, 'pi is irrational');

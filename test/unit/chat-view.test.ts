@@ -24,7 +24,8 @@ describe('terminal client view', () => {
     expect(parseCommand('   ')).toEqual({ kind: 'empty' });
     expect(parseCommand('\\dance')).toEqual({
       kind: 'invalid',
-      message: 'Unknown command \\dance. Type \\help for the list.',
+      message:
+        'Unknown command \\dance. Type \\help for the list, or start the line with a space to send it as chat.',
     });
   });
 

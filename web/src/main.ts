@@ -1095,15 +1095,6 @@ function markNotSent(li: HTMLLIElement, why: string): void {
 
 async function submit(text: string): Promise<void> {
   const command = parseCommand(text);
-  if (
-    statusBox.dataset.status !== 'online' &&
-    command.kind !== 'chat' &&
-    command.kind !== 'empty' &&
-    command.kind !== 'invalid'
-  ) {
-    error('Not connected right now; try again once reconnected.');
-    return;
-  }
   try {
     switch (command.kind) {
       case 'empty':
@@ -1262,10 +1253,30 @@ function tooLong(text: string): boolean {
   return true;
 }
 
+/**
+ * A line that cannot go out now, said why: too long, a command refused here, or one that
+ * needs the server while it is away (chats wait for it; leaving does not need it). The
+ * composer keeps it, to be fixed or sent again.
+ */
+function heldBack(text: string): boolean {
+  if (tooLong(text)) return true;
+  const command = parseCommand(text);
+  if (command.kind === 'invalid') {
+    error(command.message);
+    return true;
+  }
+  const local = command.kind === 'chat' || command.kind === 'empty' || command.kind === 'exit';
+  if (statusBox.dataset.status !== 'online' && !local) {
+    error('Not connected right now; try again once reconnected.');
+    return true;
+  }
+  return false;
+}
+
 composer.addEventListener('submit', (event) => {
   event.preventDefault();
   const text = input.value;
-  if (tooLong(text)) return;
+  if (heldBack(text)) return;
   input.value = '';
   void submit(text);
 });
@@ -1310,8 +1321,8 @@ input.addEventListener('paste', (event) => {
   );
   const rest = lines.pop() ?? '';
   const whole = lines.filter((l) => l.trim() !== '');
-  // None goes if one is too long: the page is kept whole in order, not sent with a hole.
-  if (whole.some(tooLong)) return;
+  // None goes if one is held back: the page is kept whole in order, not sent with a hole.
+  if (whole.some(heldBack)) return;
   input.value = rest;
   // In order: a line that waits for an answer (\join) goes before the lines after it.
   void whole.reduce((before, line) => before.then(() => submit(line)), Promise.resolve());

@@ -23,15 +23,39 @@ describe('commands written as in IRC', () => {
     expect(parseCommand('/me waves')).toEqual({
       kind: 'invalid',
       message:
-        'Unknown command /me. Type /help for the list, or start the line with // to send it as chat.',
+        'Unknown command /me. Type /help for the list, or start the line with a space to send it as chat.',
     });
     expect(parseCommand('\\me waves')).toEqual({
       kind: 'invalid',
-      message: 'Unknown command \\me. Type \\help for the list.',
+      message:
+        'Unknown command \\me. Type \\help for the list, or start the line with a space to send it as chat.',
+    });
+    // Words of any script: "/оper" (a Cyrillic "о") is no chat with a password in it.
+    for (const line of ['/оper admin hunter2', '/opér admin hunter2', '/café au lait']) {
+      expect(parseCommand(line)).toMatchObject({ kind: 'invalid' });
+    }
+    expect(parseCommand(' /me waves')).toEqual({ kind: 'chat', text: ' /me waves' });
+  });
+
+  it('takes a zero-width space after the word for a space', () => {
+    expect(parseCommand('/oper\u200B admin hunter3')).toEqual({
+      kind: 'oper',
+      name: 'admin',
+      password: 'hunter3',
     });
   });
 
-  it('sends "//word" lines with one "/" less, and other lines of slashes as they are', () => {
+  it('refuses the name of a command after a look-alike of "/", and sends other such lines', () => {
+    for (const slash of ['\uFF0F', '\u2215', '\u2044']) {
+      expect(parseCommand(`${slash}oper admin hunter2`)).toMatchObject({ kind: 'invalid' });
+      expect(parseCommand(`${slash}JOIN physics`)).toMatchObject({ kind: 'invalid' });
+    }
+    for (const text of ['\uFF0F笑', '\uFF0F(^o^)\uFF3C', '\u2215 half']) {
+      expect(parseCommand(text)).toEqual({ kind: 'chat', text });
+    }
+  });
+
+  it('sends "//" before the name of a command with one "/" less, and other lines of slashes as they are', () => {
     expect(parseCommand('//join is a command')).toEqual({
       kind: 'chat',
       text: '/join is a command',
@@ -42,8 +66,9 @@ describe('commands written as in IRC', () => {
       '/',
       '/5 stars',
       ':/ sad',
-      '/o\\',
       '// TODO: fix this',
+      '//TODO fix this',
+      '//noinspection JSUnusedGlobalSymbols',
       '//example.com/x',
       '///',
     ]) {
@@ -72,20 +97,25 @@ describe('commands written as in IRC', () => {
       fc.property(
         fc.string({ unit: 'grapheme', maxLength: 40 }).filter((t) => t.trim() !== ''),
         (text) => {
-          fc.pre(!text.startsWith('/') && !text.startsWith('\\'));
+          fc.pre(!/^[/\\\uFF0F\u2215\u2044]/.test(text));
           expect(parseCommand(text)).toEqual({ kind: 'chat', text });
         },
       ),
     );
   });
 
-  it('sends every "//" line as chat, with one "/" less only before a word', () => {
+  it('sends every "//" line as chat, with one "/" less only before the name of a command', () => {
+    const names =
+      'users names wh whisper msg rename nick rtt version join leave part rooms list room history help ? exit quit oper kick ban unban bans'.split(
+        ' ',
+      );
     fc.assert(
-      fc.property(fc.string({ maxLength: 40 }), (rest) => {
-        const word = /^[A-Za-z?]+(\s|$)/.test(rest);
+      fc.property(fc.oneof(fc.string({ maxLength: 40 }), fc.constantFrom(...names)), (rest) => {
+        const word = /^([A-Za-z?]+)(\s|$)/.exec(rest)?.[1]?.toLowerCase();
+        const command = word !== undefined && names.includes(word);
         expect(parseCommand(`//${rest}`)).toEqual({
           kind: 'chat',
-          text: word ? `/${rest}` : `//${rest}`,
+          text: command ? `/${rest}` : `//${rest}`,
         });
       }),
     );
