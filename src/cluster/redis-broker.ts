@@ -171,7 +171,7 @@ interface RoomState {
   /** Epochs this node has moved past: their late chats are dropped. */
   readonly retired: Set<string>;
   /** inEpoch's callers waiting for the room to move to another epoch, in order. */
-  awaiting: (() => void)[] | undefined;
+  awaiting: { readonly epoch: string; readonly then: (movedTo?: string) => void }[] | undefined;
   /** Calls them past AWAIT_MS however the room's catch-up goes. */
   awaitTimer: NodeJS.Timeout | undefined;
   readonly ready: Promise<void>;
@@ -422,7 +422,7 @@ export class RedisBroker implements Broker {
     );
   }
 
-  inEpoch(key: string, epoch: string, then: () => void): void {
+  inEpoch(key: string, epoch: string, then: (movedTo?: string) => void): void {
     const state = this.rooms.get(key);
     if (
       this.closed ||
@@ -441,22 +441,26 @@ export class RedisBroker implements Broker {
       state.awaitTimer = setTimeout(() => this.moved(state), this.epochWaitMs);
       state.awaitTimer.unref();
     }
-    state.awaiting.push(then);
+    state.awaiting.push({ epoch, then });
     // Bounded by the chats in flight of the room's members here; a cap all the same.
     if (state.awaiting.length >= MAX_AWAITING) this.moved(state);
   }
 
   /**
-   * Calls whoever waits in inEpoch, in order: the room moved to another epoch (`lost` told
-   * it first), is forgotten, or they waited `epochWaitMs`.
+   * Calls whoever waits in inEpoch, in order: the room moved to `to` (`lost` told it first),
+   * is forgotten, or they waited `epochWaitMs`. One that waits for another epoch than `to`
+   * is told where the room went: its epoch was lost before any of its chats came here.
    */
-  private moved(state: RoomState): void {
+  private moved(state: RoomState, to?: string): void {
     const awaiting = state.awaiting;
     if (awaiting === undefined) return;
     state.awaiting = undefined;
     clearTimeout(state.awaitTimer);
     state.awaitTimer = undefined;
-    for (const then of awaiting) this.tell(then);
+    for (const { epoch, then } of awaiting) {
+      const elsewhere = to !== undefined && epoch !== to ? to : undefined;
+      this.tell(() => then(elsewhere));
+    }
   }
 
   whisper(node: string, event: WhisperEvent): Promise<boolean> {
@@ -1045,7 +1049,7 @@ export class RedisBroker implements Broker {
       // from its top: a join published before the read may precede chats at or below it).
       this.seen(state, info.epoch, state.last);
       this.lost(state, 'epoch');
-      this.moved(state);
+      this.moved(state, info.epoch);
       if (!this.alive(state)) return;
     }
     while (state.last < info.top) {

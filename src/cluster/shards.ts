@@ -332,7 +332,7 @@ export class ShardedBroker implements Broker {
     this.of(key).publish(key, event, epoch);
   }
 
-  inEpoch(key: string, epoch: string, then: () => void): void {
+  inEpoch(key: string, epoch: string, then: (movedTo?: string) => void): void {
     this.of(key).inEpoch(key, epoch, then);
   }
 

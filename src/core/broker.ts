@@ -179,9 +179,11 @@ export interface Broker {
    * of the room's move to another epoch, when the room is forgotten, or after a bound on
    * the wait. What tells a sender of its own chat waits here, so that a client hears of a
    * new epoch before any id of it. Callers are called in the order they came. A broker
-   * whose epochs never change calls `then` at once.
+   * whose epochs never change calls `then` at once. `then` is given the epoch the room moved
+   * to when that is not `epoch`: the room's history was lost again before this node handed
+   * over any chat of `epoch`, and what `lost` told is another epoch.
    */
-  inEpoch(key: string, epoch: string, then: () => void): void;
+  inEpoch(key: string, epoch: string, then: (movedTo?: string) => void): void;
   /**
    * A whisper to a member on `node` (this node included: handed over at once). Resolves
    * once it is sent: `true` when a node listening on that address took it, `false` when

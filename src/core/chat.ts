@@ -1092,8 +1092,8 @@ export class Chat implements ChatContext, SessionHost {
           // An id of an epoch the room's members have not been told of yet (Redis restarted
           // empty) waits for their "108": a "71" names no epoch.
           if (this.node !== undefined) {
-            this.node.inEpoch(room, appended.epoch, () => {
-              this.acknowledge(session, room, appended, others);
+            this.node.inEpoch(room, appended.epoch, (movedTo) => {
+              this.acknowledge(session, room, appended, others, movedTo);
               this.finished(session);
             });
             acknowledging = true;
@@ -1125,11 +1125,17 @@ export class Chat implements ChatContext, SessionHost {
     room: Room,
     appended: Appended,
     others: readonly StoredChat[] | undefined,
+    movedTo?: string,
   ): void {
     try {
       const holder = holderOf(session);
       if (holder.has('history')) {
         const m = appended.message;
+        // Its epoch was lost again before the room got to it: the sender alone is told of
+        // that epoch, so the id is filed under it, then of the one the room is in.
+        const gap = (epoch: string) =>
+          holder.send(new Delivery({ type: 'gap', room: room.name, epoch, reason: 'epoch' }));
+        if (movedTo !== undefined) gap(appended.epoch);
         const stored = {
           type: 'stored',
           room: room.name,
@@ -1140,6 +1146,7 @@ export class Chat implements ChatContext, SessionHost {
         } as const;
         if (holder === session) holder.reply(stored);
         else holder.storedForPredecessor(stored);
+        if (movedTo !== undefined) gap(movedTo);
       }
       holder.tellStored(others);
     } catch (err) {

@@ -176,7 +176,7 @@ export class ClusterNode {
    * Calls `then` once this node hands over `room`'s chats of `epoch`, after the "108" of a
    * move to it (Broker.inEpoch).
    */
-  inEpoch(room: Room, epoch: string, then: () => void): void {
+  inEpoch(room: Room, epoch: string, then: (movedTo?: string) => void): void {
     this.cluster.broker.inEpoch(room.key, epoch, then);
   }
 

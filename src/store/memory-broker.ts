@@ -82,7 +82,7 @@ export class MemoryBroker implements Broker {
   }
 
   /** One process's history keeps its epoch: nothing to wait for. */
-  inEpoch(_key: string, _epoch: string, then: () => void): void {
+  inEpoch(_key: string, _epoch: string, then: (movedTo?: string) => void): void {
     then();
   }
 

@@ -874,6 +874,39 @@ describe.skipIf(withoutRedis())('Redis', () => {
       }
     });
 
+    it('tells an inEpoch caller where the room went when its epoch was lost before the room got to it', async () => {
+      await withOwnRedis(async (own, c) => {
+        const a = await c.node();
+        a.broker.onEvent(new (await import('./broker.js')).Recorder());
+        await a.broker.start();
+        await a.broker.subscribe({ key: 'twice', name: 'twice' });
+        await flushAll(own);
+        // Stored without its publication reaching this node (as if its subscription was down).
+        const quiet = new RedisHistoryStore({
+          retention,
+          pruneIntervalMs: 0,
+          redis: own.url,
+          prefix: c.prefix,
+        });
+        const lost = await quiet.append('twice', { at: 1, from: 'ann', msg: 'one' });
+        await quiet.close();
+        const calls: (string | undefined)[] = [];
+        a.broker.inEpoch('twice', lost.epoch, (to) => calls.push(to));
+        // Lost again before this node read the room: its next chat is of a third epoch.
+        await flushAll(own);
+        const next = await a.history.append('twice', { at: 2, from: 'ann', msg: 'two' });
+        expect(next.epoch).not.toBe(lost.epoch);
+        a.broker.inEpoch('twice', next.epoch, (to) => calls.push(to ?? 'here'));
+        const m = next.message;
+        a.broker.publish(
+          'twice',
+          { type: 'chat', room: 'twice', id: m.id, at: m.at, from: m.from, msg: m.msg },
+          next.epoch,
+        );
+        await eventually(() => expect(calls).toEqual([next.epoch, 'here']));
+      });
+    });
+
     it('calls whoever waits in inEpoch when the room is unsubscribed', async () => {
       await withOwnRedis(async (_own, c) => {
         const a = await c.node();
