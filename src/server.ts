@@ -537,6 +537,7 @@ class ClusterNode implements Cluster, ClusterView {
         onReaped: (dead) => chat.reaped(dead),
         onExpired: () => chat.expired(),
         onLost: (members, crowded) => chat.lost(members, crowded),
+        onReset: () => chat.registeredAgain(),
         onGone: (members) => chat.goneAway(members),
         onDisplaced: (members) => chat.displaced(members),
         onError: (err) => log.debug({ err }, 'heartbeat failed'),

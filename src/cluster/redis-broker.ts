@@ -486,6 +486,10 @@ export class RedisBroker implements Broker {
    */
   private unsentTo(key: string, error: unknown): void {
     this.onError(asError(error));
+    this.askReread(key);
+  }
+
+  askReread(key: string): void {
     if (this.closed) return;
     this.unsent.delete(key);
     this.unsent.set(key, ++this.unsentCount);

@@ -336,6 +336,10 @@ export class ShardedBroker implements Broker {
     this.of(key).inEpoch(key, epoch, then);
   }
 
+  askReread(key: string): void {
+    this.of(key).askReread(key);
+  }
+
   whisper(node: string, event: WhisperEvent): Promise<boolean> {
     return this.brokers[0]!.whisper(node, event);
   }

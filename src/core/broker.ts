@@ -199,6 +199,12 @@ export interface Broker {
    * not known (the connection dropped first; the error went to the broker's handler).
    */
   notify(node: string | undefined, notice: NodeNotice): Promise<boolean | undefined>;
+  /**
+   * Asks the room's other nodes to read its members again (BrokerHandler.resync, 'publish'),
+   * once this node can reach them: its members there were registered again after Presence
+   * lost them, later than the others' own reads.
+   */
+  askReread(key: string): void;
   /** Resolves once events of the room reach this node; calling it again renames only. */
   subscribe(room: RoomRef): Promise<void>;
   /** Resolves once the room's events no longer reach this node. */

@@ -623,6 +623,10 @@ export class Chat implements ChatContext, SessionHost {
     this.node?.lost(members, crowded);
   }
 
+  registeredAgain(): void {
+    this.node?.registeredAgain();
+  }
+
   goneAway(members: readonly string[]): void {
     this.node?.goneAway(members);
   }

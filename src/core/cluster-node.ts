@@ -786,6 +786,15 @@ export class ClusterNode {
     }
   }
 
+  /**
+   * This node's members are registered again after Redis lost them: the other nodes may have
+   * read their rooms before (this node was paused, or slow to reconnect), and shown them
+   * leaving. Those nodes are asked to read the rooms again, and show them back.
+   */
+  registeredAgain(): void {
+    for (const key of this.interest.keys()) this.cluster.broker.askReread(key);
+  }
+
   /** Members a resume took to another node, whose notice was lost: closed as it would have. */
   goneAway(members: readonly string[]): void {
     this.evicted(members);

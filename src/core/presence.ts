@@ -376,6 +376,11 @@ export interface KeeperHandlers {
    * `members`) one of whose rooms others filled. Close them.
    */
   onLost?(members: readonly MemberId[], crowded: readonly MemberId[]): void;
+  /**
+   * After a reset: this node's members are registered again (but those `onLost` closes), later
+   * than other nodes may have read their rooms.
+   */
+  onReset?(): void;
   /** Members a resume took elsewhere whose notice did not arrive (Heartbeat `gone`). */
   onGone?(members: readonly MemberId[]): void;
   /** After a reset: earlier copies of this node's members, removed; their nodes close them. */
@@ -467,6 +472,7 @@ export class PresenceKeeper {
       if (beat.status === 'reset' && beat.lost.length > 0) {
         this.handlers.onLost?.(beat.lost, beat.crowded ?? []);
       }
+      if (beat.status === 'reset') this.handlers.onReset?.();
       if (beat.status === 'reset' && beat.displaced !== undefined) {
         this.handlers.onDisplaced?.(beat.displaced);
       }

@@ -86,6 +86,9 @@ export class MemoryBroker implements Broker {
     then();
   }
 
+  /** Memory Presence never loses its members: nothing to read again. */
+  askReread(_key: string): void {}
+
   whisper(node: string, event: WhisperEvent): Promise<boolean> {
     if (this.closed) return Promise.reject(new Error('broker is closed'));
     const to = this.hub.nodes.get(node);

@@ -36,6 +36,7 @@ export function quietBroker(): { broker: Broker; handler: () => BrokerHandler } 
       if (event.type === 'joined') handler?.placed?.(key, event, { epoch: '', id: 0 });
     },
     inEpoch: (_key, _epoch, then) => then(),
+    askReread: () => {},
     whisper: (_node, event) => {
       handler?.whisper(event);
       return Promise.resolve(true);
