@@ -167,6 +167,9 @@ function parseWords(word: string, args: string): Command {
           kind: 'invalid',
           message: 'Room names cannot contain spaces. Usage: \\join <room>',
         };
+      // IRC's list of channels ("#a,#b"): one room at a time here.
+      if (room.includes(',#'))
+        return { kind: 'invalid', message: 'Join one room at a time. Usage: \\join <room>' };
       return { kind: 'join', room };
     }
     case 'leave':

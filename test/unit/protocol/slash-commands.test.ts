@@ -81,6 +81,10 @@ describe('commands written as in IRC', () => {
     expect(parseCommand('\\part #physics')).toEqual({ kind: 'part', room: 'physics' });
     expect(parseCommand('/room #physics')).toEqual({ kind: 'room', room: 'physics' });
     expect(parseCommand('/join #')).toEqual({ kind: 'join', room: '#' });
+    expect(parseCommand('/join #a,#b')).toEqual({
+      kind: 'invalid',
+      message: 'Join one room at a time. Usage: /join <room>',
+    });
     expect(parseCommand('/join\tphysics')).toEqual({ kind: 'join', room: 'physics' });
     expect(parseCommand('/msg bob')).toEqual({
       kind: 'invalid',
