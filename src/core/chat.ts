@@ -612,7 +612,7 @@ export class Chat implements ChatContext, SessionHost {
 
   /** The capacity of the room under `key` (the lobby's too), if it is known here. */
   capacityOf(key: string): number | undefined {
-    return (key === this.lobby.key ? this.lobby : this.rooms.keyed(key))?.capacity;
+    return this.node?.capacityOf(key);
   }
 
   expired(): void {

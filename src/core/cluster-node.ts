@@ -337,6 +337,11 @@ export class ClusterNode {
   }
 
   /** The lobby or a room this node knows, by its key. */
+  /** The capacity of the room under `key` (the lobby's too), if this node has it. */
+  capacityOf(key: string): number | undefined {
+    return this.roomAt(key)?.capacity;
+  }
+
   private roomAt(key: string): Room | undefined {
     return key === this.chat.lobby.key ? this.chat.lobby : this.chat.rooms.keyed(key);
   }

@@ -469,12 +469,10 @@ export class PresenceKeeper {
       this.expired = false;
       this.lastAcked = this.ackedAt(sent, answered);
       if (beat.status === 'ok' && beat.gone !== undefined) this.handlers.onGone?.(beat.gone);
-      if (beat.status === 'reset' && beat.lost.length > 0) {
-        this.handlers.onLost?.(beat.lost, beat.crowded ?? []);
-      }
-      if (beat.status === 'reset') this.handlers.onReset?.();
-      if (beat.status === 'reset' && beat.displaced !== undefined) {
-        this.handlers.onDisplaced?.(beat.displaced);
+      if (beat.status === 'reset') {
+        if (beat.lost.length > 0) this.handlers.onLost?.(beat.lost, beat.crowded ?? []);
+        this.handlers.onReset?.();
+        if (beat.displaced !== undefined) this.handlers.onDisplaced?.(beat.displaced);
       }
       const dead = await this.presence.reap();
       if (dead.length > 0) this.handlers.onReaped(dead);

@@ -84,8 +84,7 @@ function words(line: string): [string, string] {
 
 /** A word parseWords takes for a command (with or without the arguments it needs). */
 function known(word: string): boolean {
-  const command = parseWords(word, '');
-  return command.kind !== 'invalid' || !command.message.startsWith('Unknown command');
+  return parseWords(word, '') !== undefined;
 }
 
 /** What an unknown command's line is told: how to send it as chat instead. */
@@ -119,12 +118,10 @@ export function parseCommand(line: string): Command {
   if (!slashed && !line.startsWith('\\')) return { kind: 'chat', text: line };
   const [word, args] = words(line);
   const command = parseWords(word, args);
-  if (command.kind !== 'invalid') return command;
-  if (!known(word)) return unknown(slashed ? '/' : '\\', word);
+  if (command === undefined) return unknown(slashed ? '/' : '\\', word);
+  if (command.kind !== 'invalid' || !slashed) return command;
   // Its usage as it was typed: "/join <room>", not "\\join <room>".
-  return slashed
-    ? { kind: 'invalid', message: command.message.replace(/\\(?=[a-z])/g, '/') }
-    : command;
+  return { kind: 'invalid', message: command.message.replace(/\\(?=[a-z])/g, '/') };
 }
 
 /** A room as IRC users name channels ("#physics"): the "#" is how clients show every room. */
@@ -133,7 +130,8 @@ function roomArgument(args: string): string {
   return room.length > 1 && room.startsWith('#') ? room.slice(1) : room;
 }
 
-function parseWords(word: string, args: string): Command {
+/** The command `word` names, with `args`; undefined when it names none. */
+function parseWords(word: string, args: string): Command | undefined {
   switch (word.toLowerCase()) {
     case 'users':
     case 'names':
@@ -236,7 +234,7 @@ function parseWords(word: string, args: string): Command {
     case 'bans':
       return { kind: 'bans' };
     default:
-      return { kind: 'invalid', message: `Unknown command \\${word}.` };
+      return undefined;
   }
 }
 

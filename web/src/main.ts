@@ -7,6 +7,7 @@ import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
 import type { HistoryEntry, Request, RoomEntry } from '../../src/protocol/messages.js';
 import {
   banList,
+  type Command,
   describeBan,
   describeModeration,
   parseCommand,
@@ -1240,12 +1241,12 @@ async function submit(text: string): Promise<void> {
 }
 
 /**
- * A message longer than the server takes is refused here rather than cut or refused by the
- * server (the composer keeps it to be shortened): whether that is so, said if it is.
+ * A message (a line's parsed command) longer than the server takes is refused here rather than
+ * cut or refused by the server (the composer keeps it to be shortened): whether that is so,
+ * said if it is.
  */
-function tooLong(text: string): boolean {
+function tooLong(command: Command): boolean {
   const max = connection.maxMessage ?? DEFAULT_MAX_MESSAGE;
-  const command = parseCommand(text);
   const msg = command.kind === 'chat' || command.kind === 'whisper' ? command.text : '';
   const length = [...msg].length;
   if (length <= max) return false;
@@ -1259,8 +1260,8 @@ function tooLong(text: string): boolean {
  * composer keeps it, to be fixed or sent again.
  */
 function heldBack(text: string): boolean {
-  if (tooLong(text)) return true;
   const command = parseCommand(text);
+  if (tooLong(command)) return true;
   if (command.kind === 'invalid') {
     error(command.message);
     return true;
