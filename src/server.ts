@@ -331,7 +331,13 @@ class ClusterNode implements Cluster, ClusterView {
     // One id for all: Presence says which node a member is on, the broker delivers there.
     const node = `n${randomUUID()}`;
     // Read before anything is timed by it: what nodes compare, they time in Redis's time.
-    const clock = new RedisClock(redis);
+    const clock = new RedisClock(redis, Date.now, (skew) => {
+      if (Math.abs(skew) <= CLOCK_TOLERANCE_MS) return;
+      log.warn(
+        { skewMs: skew },
+        `this machine's clock is ${Math.round(Math.abs(skew) / 1000)} s ${skew > 0 ? 'behind' : 'ahead of'} Redis's: the node times chats, bans and history's age by Redis's clock`,
+      );
+    });
     const stores = clients.map(
       (client, i) =>
         new RedisHistoryStore({
@@ -343,6 +349,7 @@ class ClusterNode implements Cluster, ClusterView {
           },
           maxRooms: config.historyMaxRooms,
           now: clock.now,
+          timeKnown: () => clock.judged,
           onError: onErrorOf(i),
         }),
     );
@@ -403,10 +410,10 @@ class ClusterNode implements Cluster, ClusterView {
     for (let tries = 0; tries < 3; tries++) {
       if (await atStart(clock.sync())) break;
     }
-    if (Math.abs(clock.skew) > CLOCK_TOLERANCE_MS) {
+    if (!clock.judged) {
       log.warn(
-        { skewMs: clock.skew },
-        `this machine's clock is ${Math.round(Math.abs(clock.skew) / 1000)} s ${clock.skew > 0 ? 'behind' : 'ahead of'} Redis's: the node times chats, bans and history's age by Redis's clock`,
+        {},
+        "Redis answered TIME too slowly to tell its time: the node times by this machine's clock, and prunes no history by age, until it can",
       );
     }
     const twice = clients.length > 1 ? await atStart(sameServer(clients)) : undefined;

@@ -11,6 +11,8 @@ export const CLOCK_TOLERANCE_MS = 1_000;
 const MAX_ROUND_TRIP_MS = CLOCK_TOLERANCE_MS;
 /** How often the clock reads TIME again: a node's own clock may be stepped (NTP, by hand). */
 export const CLOCK_SYNC_MS = 30_000;
+/** How soon it tries again while no sample has been good enough yet. */
+export const CLOCK_RETRY_MS = 1_000;
 
 /**
  * The cluster's wall clock: this node's clock, moved by how far it is off Redis's (TIME).
@@ -21,11 +23,16 @@ export const CLOCK_SYNC_MS = 30_000;
  */
 export class RedisClock {
   private offset = 0;
-  private timer: ReturnType<typeof setInterval> | undefined;
+  private good = false;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  /** Which start() the samples under way belong to: one stopped schedules no more. */
+  private runs = 0;
 
   constructor(
     private readonly redis: Pick<Redis, 'time'>,
     private readonly local: () => number = Date.now,
+    /** Called once, with the offset taken, at the first good sample. */
+    private readonly onJudged?: (skew: number) => void,
   ) {}
 
   /** Milliseconds since the epoch, in Redis's time. */
@@ -34,6 +41,15 @@ export class RedisClock {
   /** How far this node's clock is behind Redis's (ms; negative: ahead), as last taken. */
   get skew(): number {
     return this.offset;
+  }
+
+  /**
+   * Whether a sample has been good enough to judge by. Until then `now` is this node's
+   * own clock, which may be far off: what would act on a wrong time for good (pruning
+   * history by age) waits for this.
+   */
+  get judged(): boolean {
+    return this.good;
   }
 
   /**
@@ -49,20 +65,42 @@ export class RedisClock {
     // TIME ran somewhere in the round trip: the middle is wrong by half of it at most.
     const offset = redisMs - Math.round((sent + back) / 2);
     if (Math.abs(offset - this.offset) > CLOCK_TOLERANCE_MS) this.offset = offset;
+    const first = !this.good;
+    this.good = true;
+    if (first) this.onJudged?.(this.offset);
     return true;
   }
 
-  /** Samples every `intervalMs` from now on; a failed sample keeps the last offset. */
-  start(intervalMs = CLOCK_SYNC_MS, onError?: (error: Error) => void): void {
+  /**
+   * Samples every `intervalMs` from now on, and every `retryMs` until a sample was good; a
+   * failed sample keeps the last offset.
+   */
+  start(
+    intervalMs = CLOCK_SYNC_MS,
+    onError?: (error: Error) => void,
+    retryMs = CLOCK_RETRY_MS,
+  ): void {
     this.stop();
-    this.timer = setInterval(() => {
-      this.sync().catch((error: Error) => onError?.(error));
-    }, intervalMs);
-    this.timer.unref();
+    const run = this.runs;
+    const next = () => {
+      this.timer = setTimeout(
+        () => {
+          this.sync()
+            .catch((error: Error) => onError?.(error))
+            .finally(() => {
+              if (run === this.runs) next();
+            });
+        },
+        this.good ? intervalMs : retryMs,
+      );
+      this.timer.unref();
+    };
+    next();
   }
 
   stop(): void {
-    if (this.timer !== undefined) clearInterval(this.timer);
+    this.runs++;
+    if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
   }
 }

@@ -54,6 +54,12 @@ export interface RedisHistoryOptions extends HistoryStoreOptions {
    * are. Default DEFAULT_MAX_HISTORY_ROOMS.
    */
   readonly maxRooms?: number;
+  /**
+   * Whether `now` can be trusted yet (default: always). Until it can, the timer's prune
+   * waits: a node that has not yet read the cluster's clock would prune by its own, which
+   * may be off by a month.
+   */
+  readonly timeKnown?: () => boolean;
 }
 
 export const DEFAULT_REDIS_PREFIX = 'confab:';
@@ -759,8 +765,10 @@ export class RedisHistoryStore implements HistoryStore {
     const interval = options.pruneIntervalMs ?? DEFAULT_PRUNE_INTERVAL_MS;
     if (interval > 0 && (this.retention.maxAgeMs > 0 || this.maxRooms > 0)) {
       const now = options.now ?? Date.now;
+      const timeKnown = options.timeKnown ?? (() => true);
       const onError = options.onError;
       this.timer = setInterval(() => {
+        if (!timeKnown()) return;
         this.prunePeriodically(now(), interval).catch((error: Error) => onError?.(error));
       }, interval);
       this.timer.unref();

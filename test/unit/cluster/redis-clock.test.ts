@@ -2,6 +2,7 @@
  * RedisClock against a real redis-server: a node reads Redis's time through its own clock,
  * however far off that is, and one whose clock agrees with Redis's keeps its own exactly.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLOCK_TOLERANCE_MS, RedisClock } from '../../../src/cluster/redis-clock.js';
 import { commandClient } from '../../../src/store/redis-client.js';
@@ -62,6 +63,32 @@ describe.skipIf(skip)('RedisClock', () => {
     const clock = new RedisClock(client(), () => Date.now() + (calls++ % 2 === 1 ? 60_000 : 0));
     expect(await clock.sync()).toBe(false);
     expect(clock.skew).toBe(0);
+    expect(clock.judged).toBe(false);
+  });
+
+  it('tries again within a second until a sample is good enough to judge by', async () => {
+    let calls = 0;
+    // sync() reads the machine's clock twice: the first three samples' round trips take a
+    // minute by it.
+    const local = () => {
+      const call = calls++;
+      return Date.now() + MONTH_MS + (call % 2 === 1 && call < 6 ? 60_000 : 0);
+    };
+    const judged: number[] = [];
+    const clock = new RedisClock(client(), local, (skew) => judged.push(skew));
+    expect(await clock.sync()).toBe(false);
+    expect(clock.judged).toBe(false);
+    // Every minute once judged; every 50 ms till then.
+    clock.start(60_000, undefined, 50);
+    try {
+      for (let i = 0; i < 100 && !clock.judged; i++) await sleep(20);
+    } finally {
+      clock.stop();
+    }
+    expect(clock.judged).toBe(true);
+    expect(calls).toBe(8);
+    expect(judged).toHaveLength(1);
+    expect(Math.abs(judged[0]! + MONTH_MS)).toBeLessThan(1_000);
   });
 
   it('keeps its last offset when Redis does not answer', async () => {
