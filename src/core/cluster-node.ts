@@ -274,7 +274,14 @@ export class ClusterNode {
       this.reread(key, true);
       return;
     }
-    if (this.resyncs.has(key)) return;
+    const due = this.resyncs.get(key);
+    if (due !== undefined) {
+      // A read due sooner would come before the other nodes registered their members again
+      // after the outage that took the subscription, and show them leaving: it waits too.
+      // A resync for other causes keeps the read due, so constant joins do not put it off.
+      if (missed !== 'subscription') return;
+      clearTimeout(due);
+    }
     const timer = setTimeout(() => {
       this.resyncs.delete(key);
       this.reread(key, true);

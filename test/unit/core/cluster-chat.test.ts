@@ -131,6 +131,7 @@ function interruptibleNodes(resyncDelayMs?: number): {
   b: Chat;
   /** What each node's Chat handed its broker to be told events by. */
   handlers: BrokerHandler[];
+  presences: MemoryPresence[];
 } {
   const hub = new MemoryBrokerHub();
   const presenceHub = new PresenceHub();
@@ -144,19 +145,20 @@ function interruptibleNodes(resyncDelayMs?: number): {
       onEvent(handler);
     };
   }
+  const presences = brokers.map((_, i) => new MemoryPresence({ hub: presenceHub, node: `n${i}` }));
   const [a, b] = brokers.map(
     (broker, i) =>
       new Chat({
         history,
         cluster: {
-          presence: new MemoryPresence({ hub: presenceHub, node: `n${i}` }),
+          presence: presences[i]!,
           broker,
           originOf: senderOrigin,
           resyncDelayMs,
         },
       }),
   );
-  return { brokers, a: a!, b: b!, handlers };
+  return { brokers, a: a!, b: b!, handlers, presences };
 }
 
 /**
@@ -2023,6 +2025,35 @@ describe('what a node shows a joiner of the room, from its roster', () => {
     expect(bobLeft(jo)).toMatchObject({ userCount: 4 });
     joins.release();
     renames.release();
+  });
+
+  it('reads a room again a whole delay after its subscription came back, though a read was due sooner', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const { a, handlers, presences } = interruptibleNodes(3_000);
+      connect(a, 'obs');
+      await settle();
+      let reads = 0;
+      const members = presences[0]!.members.bind(presences[0]);
+      presences[0]!.members = (room) => {
+        reads++;
+        return members(room);
+      };
+      // A joiner's read disagreed with the roster: the room is to be read in 3 s.
+      handlers[0]!.resync!(a.lobby.key, 'publish');
+      vi.advanceTimersByTime(2_000);
+      // The subscription was down (Redis restarted) and is back: the other nodes register
+      // their members again within the delay, and a read before that shows them leaving.
+      handlers[0]!.resync!(a.lobby.key, 'subscription');
+      vi.advanceTimersByTime(2_000);
+      await settle();
+      expect(reads).toBe(0);
+      vi.advanceTimersByTime(1_000);
+      await settle();
+      expect(reads).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('shows a late leave once, though two joiners had the room read again before it came', async () => {
