@@ -165,11 +165,12 @@ export const view = {
   /** `message` may quote the server or the user; it is shown, never obeyed. */
   info: (s: Style, message: string) => paint(s, DIM, text(message)),
   error: (s: Style, message: string) => paint(s, ERROR, text(message)),
-  users: (s: Style, users: [string, string, number][]) => {
+  /** `room`: named when asked for by name (`\\users physics`), not the one typed into. */
+  users: (s: Style, users: [string, string, number][], room?: string) => {
     // Shaped as the protocol says only if the server is honest; anything else still prints.
     const list: unknown[] = Array.isArray(users) ? users : [];
     return [
-      `${plural(list.length, 'user')} in the room:`,
+      `${plural(list.length, 'user')} in ${room === undefined ? 'the room' : text(room)}:`,
       ...list.map((entry) => {
         const [n, ip, port]: unknown[] = Array.isArray(entry) ? entry : [entry];
         return `  ${nick(s, asString(n))} ${paint(s, DIM, `${text(ip)}:${text(port)}`)}`;

@@ -10,7 +10,14 @@ import {
 } from '../client/chat-client.js';
 import { ErrorCode, LOBBY } from '../protocol/codes.js';
 import type { BanEntry, UserEntry } from '../protocol/messages.js';
-import { describeBan, describeModeration, HELP, parseCommand } from '../protocol/slash-commands.js';
+import {
+  describeBan,
+  describeModeration,
+  HELP,
+  NO_PART_REASON,
+  NO_QUIT_MESSAGE,
+  parseCommand,
+} from '../protocol/slash-commands.js';
 import { CONFAB_VERSION } from '../version.js';
 import { type Style, view } from './chat-view.js';
 import {
@@ -630,9 +637,12 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           await client.whisper(command.to, command.text);
           say(view.whisperOut(style, now, command.to, command.text));
           return;
-        case 'users':
-          say(view.users(style, (await client.users(current)) as UserEntry[]));
+        case 'users': {
+          const room = command.room === undefined ? current : (known(command.room) ?? command.room);
+          const users = (await client.users(room)) as UserEntry[];
+          say(view.users(style, users, command.room === undefined ? undefined : room));
           return;
+        }
         case 'join': {
           const already = known(command.room);
           if (already !== undefined) {
@@ -679,6 +689,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           const room = await client.part(known(name) ?? name);
           joined.delete(room);
           say(view.info(style, `You left ${room}.`));
+          if (command.reason !== undefined) say(view.info(style, NO_PART_REASON));
           if (room === current) {
             current = LOBBY;
             showPrompt();
@@ -788,7 +799,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         say(view.error(style, `There is no user named "${command.to}".`));
       } else if (err.kind === 'whisper-to-self') {
         say(view.error(style, "You can't whisper to yourself."));
-      } else if (err.code === ErrorCode.NOT_IN_ROOM && command.kind === 'part') {
+      } else if (
+        err.code === ErrorCode.NOT_IN_ROOM &&
+        (command.kind === 'part' || command.kind === 'users')
+      ) {
         say(view.error(style, `You are not in ${command.room ?? current}.`));
       } else if (err.kind === 'not-supported') {
         say(view.error(style, 'This server does not support rooms.'));
@@ -894,7 +908,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   };
   rl.on('line', (line) => {
     if (leaving) return;
-    if (parseCommand(line).kind === 'exit') {
+    const exit = parseCommand(line);
+    if (exit.kind === 'exit') {
+      if (exit.message !== undefined) say(view.info(style, NO_QUIT_MESSAGE));
       void leave();
       return;
     }

@@ -19,13 +19,13 @@ export const OPERATOR_HELP = `Operators:
  * a line starting with "\\" is a command, anything else is chat.
  */
 export const HELP = `Commands:
-  \\users                  who is in the room
+  \\users [room]           who is in a room (default: the one typed into)
   \\wh <nickname> <text>   whisper to one user
   \\rename <nickname>      change your nickname
   \\rtt                    round-trip time to the server
   \\version                server and client versions
   \\join <room>            join a room (made if it does not exist)
-  \\leave <room>           leave a room (also \\part; the lobby is left with \\exit)
+  \\leave [room]           leave a room (also \\part; the lobby is left with \\exit)
   \\rooms                  every room, with its count and whether you are in it
   \\room <room>            type into that room from now on (\\room lobby to go back)
   \\history [n]            the n (default 20, at most 100) messages before the oldest shown
@@ -35,12 +35,19 @@ ${OPERATOR_HELP}
 ${SLASH_HELP}
 Anything else is sent to the room you are typing into.`;
 
+/** What the clients say of a \\exit or /quit with a message: it is not sent. */
+export const NO_QUIT_MESSAGE = 'Quit messages are not sent: the others see only that you left.';
+/** What the clients say of a \\leave or /part with a reason: it is not sent. */
+export const NO_PART_REASON =
+  'Reasons for leaving are not sent: the others see only that you left.';
+
 /** Messages \\history loads when not told how many. */
 export const HISTORY_PAGE = 20;
 
 export type Command =
   | { kind: 'chat'; text: string }
-  | { kind: 'users' }
+  /** No room: the one being typed into. */
+  | { kind: 'users'; room?: string }
   | { kind: 'whisper'; to: string; text: string }
   | { kind: 'rename'; nickname: string }
   | { kind: 'rtt' }
@@ -48,11 +55,13 @@ export type Command =
   | { kind: 'help' }
   | { kind: 'join'; room: string }
   /** No room: the one being typed into. */
-  | { kind: 'part'; room: string | undefined }
+  /** A reason, as IRC's PART takes one: confab sends none, and the clients say so. */
+  | { kind: 'part'; room: string | undefined; reason?: string }
   | { kind: 'rooms' }
   | { kind: 'room'; room: string }
   | { kind: 'history'; count: number }
-  | { kind: 'exit' }
+  /** A message, as IRC's QUIT takes one: confab sends none, and the clients say so. */
+  | { kind: 'exit'; message?: string }
   | { kind: 'oper'; name: string; password: string }
   | { kind: 'kick'; nickname: string; reason: string }
   | { kind: 'ban'; mask: string; seconds: number | undefined; reason: string }
@@ -130,12 +139,22 @@ function roomArgument(args: string): string {
   return room.length > 1 && room.startsWith('#') ? room.slice(1) : room;
 }
 
+/** The first word of `args` and the rest, each trimmed. */
+function restAfterWord(args: string): [string, string] {
+  const rest = args.trim();
+  const space = rest.search(/\s/);
+  return space < 0 ? [rest, ''] : [rest.slice(0, space), rest.slice(space + 1).trim()];
+}
+
 /** The command `word` names, with `args`; undefined when it names none. */
 function parseWords(word: string, args: string): Command | undefined {
   switch (word.toLowerCase()) {
     case 'users':
-    case 'names':
-      return { kind: 'users' };
+    case 'names': {
+      const room = roomArgument(args);
+      if (/\s/.test(room)) return { kind: 'invalid', message: 'Usage: \\users [room]' };
+      return room === '' ? { kind: 'users' } : { kind: 'users', room };
+    }
     case 'wh':
     case 'whisper':
     case 'msg': {
@@ -172,9 +191,10 @@ function parseWords(word: string, args: string): Command | undefined {
     }
     case 'leave':
     case 'part': {
-      const room = roomArgument(args);
-      if (/\s/.test(room)) return { kind: 'invalid', message: 'Usage: \\leave <room>' };
-      return { kind: 'part', room: room === '' ? undefined : room };
+      const [first = '', reason] = restAfterWord(args);
+      const room = roomArgument(first);
+      const part: Command = { kind: 'part', room: room === '' ? undefined : room };
+      return reason === '' ? part : { ...part, reason };
     }
     case 'rooms':
     case 'list':
@@ -197,8 +217,10 @@ function parseWords(word: string, args: string): Command | undefined {
     case '?':
       return { kind: 'help' };
     case 'exit':
-    case 'quit':
-      return { kind: 'exit' };
+    case 'quit': {
+      const message = args.trim();
+      return message === '' ? { kind: 'exit' } : { kind: 'exit', message };
+    }
     case 'oper': {
       // The password is the rest of the line, as confab hash-password reads a whole line.
       const rest = args.replace(/^ +/, '');

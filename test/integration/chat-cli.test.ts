@@ -110,9 +110,11 @@ for (const target of targets) {
         await bob.whisper('anna', 'psst');
         await ann.waitFor(/bob: psst/);
         const left = new Promise((r) => bob.once('leave', r));
-        ann.type('\\exit');
+        // As IRC users quit: the message is not sent, and the client says so.
+        ann.type('/quit see you all');
         expect(await ann.exited).toBe(0);
         expect(await left).toEqual({ nickname: 'anna', userCount: 1, room: 'lobby' });
+        expect(ann.output).toContain('Quit messages are not sent');
         expect(heard).toEqual(['ann:hello bob', 'ann:just you']);
         // Output to a pipe carries no color codes.
         expect(ann.output).not.toContain('\u001b[');

@@ -39,6 +39,11 @@ describe('confab chat rooms', () => {
       // Typed as IRC users do, for a room it is in: said, and typed into.
       ann.type('\\room lobby');
       await ann.waitFor('You are typing into lobby.');
+      // Another room's members, asked for as IRC users do, while typing into the lobby.
+      ann.type('/names #Physics');
+      await ann.waitFor('2 users in physics:');
+      ann.type('\\users biology');
+      await ann.waitFor('You are not in biology.');
       ann.type('/join #Physics');
       await ann.waitFor('You are already in physics; typing there now.');
       ann.type('\\leave lobby');

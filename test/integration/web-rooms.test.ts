@@ -211,6 +211,9 @@ describe('web client rooms in Chromium', () => {
       );
       await say(bea, '\\join maths');
       await seeLine(bea, 'maths', 'You are already in #maths.');
+      // Another room's members, asked for as IRC users do.
+      await say(bea, '/names #lobby');
+      await seeLine(bea, 'maths', /3 in #lobby: ann, bea, tcp/);
       // A refused line is said why, and kept to be fixed.
       await say(bea, '/lol that was funny');
       await seeLine(bea, 'maths', /Unknown command \/lol\./);

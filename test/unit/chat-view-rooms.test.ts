@@ -22,7 +22,7 @@ describe('room commands', () => {
     expect(parseCommand('\\rooms')).toEqual({ kind: 'rooms' });
     expect(parseCommand('\\room maths')).toEqual({ kind: 'room', room: 'maths' });
     expect(parseCommand('\\room')).toMatchObject({ kind: 'invalid' });
-    for (const word of ['\\join <room>', '\\leave <room>', '\\rooms', '\\room <room>'])
+    for (const word of ['\\join <room>', '\\leave [room]', '\\rooms', '\\room <room>'])
       expect(HELP).toContain(word);
   });
 

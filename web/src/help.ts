@@ -5,13 +5,13 @@ import { OPERATOR_HELP, SLASH_HELP } from '../../src/protocol/slash-commands.js'
  * Ctrl+C, prompts and a terminal; a browser leaves, switches rooms and scrolls otherwise.
  */
 export const WEB_HELP = `Commands:
-  \\users                  who is in the room
+  \\users [room]           who is in a room (default: the one typed into)
   \\wh <nickname> <text>   whisper to one user (or click a member)
   \\rename <nickname>      change your nickname
   \\rtt                    round-trip time to the server
   \\version                server and client versions
   \\join <room>            join a room, made if it does not exist (or use the Rooms form)
-  \\leave <room>           leave a room (also \\part, or its × in the room list)
+  \\leave [room]           leave a room (also \\part, or its × in the room list)
   \\rooms                  every room, with its count and whether you are in it
   \\room <room>            type into that room (or click it in the room list)
   \\history [n]            the n (default 20, at most 100) messages before the oldest shown

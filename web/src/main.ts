@@ -10,6 +10,8 @@ import {
   type Command,
   describeBan,
   describeModeration,
+  NO_PART_REASON,
+  NO_QUIT_MESSAGE,
   parseCommand,
 } from '../../src/protocol/slash-commands.js';
 import { nickColor, PAGE_BG } from './colors.js';
@@ -1139,13 +1141,16 @@ async function submit(text: string): Promise<void> {
         return;
       }
       case 'users': {
-        const request: Request =
-          selected === lobby ? { cmd: Cmd.USERS } : { cmd: Cmd.USERS, room: selected.name };
+        const view = command.room === undefined ? selected : findView(command.room);
+        const room = view?.name ?? command.room ?? lobby.name;
+        const request: Request = view === lobby ? { cmd: Cmd.USERS } : { cmd: Cmd.USERS, room };
         const names = memberNames((await connection.call(request)).users);
-        setMembers(selected, names);
+        if (view !== undefined) setMembers(view, names);
         // Each name isolated: one ending in U+202E showed the names after it reversed.
         notice([
-          `${names.length} in the room: `,
+          command.room === undefined
+            ? `${names.length} in the room: `
+            : `${names.length} in #${room}: `,
           ...names.flatMap((name, i) => (i === 0 ? [named(name)] : [', ', named(name)])),
         ]);
         return;
@@ -1195,6 +1200,7 @@ async function submit(text: string): Promise<void> {
         return;
       case 'exit':
         restoredRooms = undefined;
+        if (command.message !== undefined) notice(NO_QUIT_MESSAGE);
         connection.leave();
         return;
       case 'invalid':
@@ -1205,6 +1211,7 @@ async function submit(text: string): Promise<void> {
         return;
       case 'part':
         await leaveRoom(command.room ?? selected.name);
+        if (command.reason !== undefined) notice(NO_PART_REASON);
         return;
       case 'room': {
         const view = findView(command.room);

@@ -86,6 +86,19 @@ describe('commands written as in IRC', () => {
       message: 'Join one room at a time. Usage: /join <room>',
     });
     expect(parseCommand('/join\tphysics')).toEqual({ kind: 'join', room: 'physics' });
+    expect(parseCommand('/names #physics')).toEqual({ kind: 'users', room: 'physics' });
+    expect(parseCommand('\\users')).toEqual({ kind: 'users' });
+    expect(parseCommand('/names a b')).toEqual({
+      kind: 'invalid',
+      message: 'Usage: /users [room]',
+    });
+    expect(parseCommand('/part #physics see you all')).toEqual({
+      kind: 'part',
+      room: 'physics',
+      reason: 'see you all',
+    });
+    expect(parseCommand('/quit  gone fishing ')).toEqual({ kind: 'exit', message: 'gone fishing' });
+    expect(parseCommand('/quit')).toEqual({ kind: 'exit' });
     expect(parseCommand('/msg bob')).toEqual({
       kind: 'invalid',
       message: 'Usage: /wh <nickname> <message>',
