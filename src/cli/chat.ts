@@ -17,6 +17,7 @@ import {
   NO_PART_REASON,
   NO_QUIT_MESSAGE,
   parseCommand,
+  tooLongToSend,
 } from '../protocol/slash-commands.js';
 import { CONFAB_VERSION } from '../version.js';
 import { type Style, view } from './chat-view.js';
@@ -609,6 +610,14 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   ): Promise<void> => {
     const command = parseCommand(line);
     const now = new Date();
+    const max = client.limits?.maxMessage;
+    if ((command.kind === 'chat' || command.kind === 'whisper') && max !== undefined) {
+      const refused = tooLongToSend(command.text, max);
+      if (refused !== undefined) {
+        say(view.error(style, refused));
+        return;
+      }
+    }
     try {
       switch (command.kind) {
         case 'empty':

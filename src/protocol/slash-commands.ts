@@ -41,6 +41,17 @@ export const NO_QUIT_MESSAGE = 'Quit messages are not sent: the others see only 
 export const NO_PART_REASON =
   'Reasons for leaving are not sent: the others see only that you left.';
 
+/**
+ * Why a chat or whisper of `text` is not sent, when it is longer than the server's `max`
+ * characters (its "03" limits): the clients say so and keep the line, where the server
+ * would refuse it after the client showed it as said.
+ */
+export function tooLongToSend(text: string, max: number): string | undefined {
+  const length = [...text].length;
+  if (length <= max) return undefined;
+  return `Not sent: the message is ${length} characters long; the most is ${max}.`;
+}
+
 /** Messages \\history loads when not told how many. */
 export const HISTORY_PAGE = 20;
 

@@ -157,6 +157,31 @@ for (const target of targets) {
 }
 
 describe('confab chat failures', () => {
+  it('says a chat or whisper longer than the server takes is not sent, rather than show it as said', async () => {
+    const server = await startConfab({ 'max-message': '10' });
+    const bob = await ChatClient.connect({ port: server.address.port, nickname: 'bob' });
+    const heard: string[] = [];
+    bob.on('chat', (m: { msg: string }) => heard.push(m.msg));
+    try {
+      const ann = ChatProcess.start(['ann', '--port', String(server.address.port)]);
+      await ann.waitFor('You are the 2nd user');
+      ann.type('twelve chars');
+      await ann.waitFor('Not sent: the message is 12 characters long; the most is 10.');
+      ann.type('\\wh bob eleven char');
+      await ann.waitFor('Not sent: the message is 11 characters long; the most is 10.');
+      ann.type('ten chars!');
+      await ann.waitFor(/ann: ten chars!/);
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+      expect(heard).toEqual(['ten chars!']);
+      // Neither was shown as said, nor refused by the server after.
+      expect(ann.output).not.toMatch(/ann: twelve chars|whisper to bob|too long/);
+    } finally {
+      await bob.exit();
+      await server.stop();
+    }
+  });
+
   it('does not call its own nickname, in other letter case, taken', async () => {
     const server = await startConfab();
     try {

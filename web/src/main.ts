@@ -13,6 +13,7 @@ import {
   NO_PART_REASON,
   NO_QUIT_MESSAGE,
   parseCommand,
+  tooLongToSend,
 } from '../../src/protocol/slash-commands.js';
 import { nickColor, PAGE_BG } from './colors.js';
 import { Connection, RequestError, randomId, type Status } from './connection.js';
@@ -1253,11 +1254,10 @@ async function submit(text: string): Promise<void> {
  * said if it is.
  */
 function tooLong(command: Command): boolean {
-  const max = connection.maxMessage ?? DEFAULT_MAX_MESSAGE;
   const msg = command.kind === 'chat' || command.kind === 'whisper' ? command.text : '';
-  const length = [...msg].length;
-  if (length <= max) return false;
-  error(`Not sent: the message is ${length} characters long; the most is ${max}.`);
+  const refused = tooLongToSend(msg, connection.maxMessage ?? DEFAULT_MAX_MESSAGE);
+  if (refused === undefined) return false;
+  error(refused);
   return true;
 }
 
