@@ -97,7 +97,11 @@ export function addressLike(text: string): boolean {
 function addressRead(digits: string): boolean {
   // IRC's nick!user@host: the host is what a reader takes the ban for.
   const at = digits.lastIndexOf('@');
-  return addressShaped(digits) || (at >= 0 && addressShaped(digits.slice(at + 1)));
+  if (addressShaped(digits) || (at >= 0 && addressShaped(digits.slice(at + 1)))) return true;
+  // A range or a list (`10.0.0.1-10.0.0.9`, `10.0.0.1,10.0.0.2`): a reader takes the ban for
+  // those addresses, which a nickname ban of the text would leave in.
+  const parts = digits.split(/[-,;\u2013]/);
+  return parts.length > 1 && parts.some((part) => part !== '' && addressShaped(part));
 }
 
 const IPV4_LIKE = /^(0x[0-9a-f]*|[0-9]+|\*)(\.(0x[0-9a-f]*|[0-9]*|\*)){1,3}(\/[0-9]*)?$/i;

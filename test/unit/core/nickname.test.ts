@@ -403,6 +403,24 @@ describe('nicknames that read as an address', () => {
     );
   });
 
+  it('takes ranges and lists of addresses for addresses, not nicknames', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.ipV4(), fc.ipV6()),
+        fc.oneof(fc.ipV4(), fc.ipV6(), fc.nat({ max: 255 }).map(String)),
+        fc.constantFrom('-', ',', ';', '\u2013'),
+        (first, last, between) => {
+          const name = `${first}${between}${last}`;
+          expect(addressLike(name), name).toBe(true);
+          expect(checkNickname(name), name).toMatchObject({ ok: false });
+        },
+      ),
+    );
+    for (const name of ['2-3', 'x-y', 'ann,bob', 'v1-beta', 'a-1']) {
+      expect(addressLike(name), name).toBe(false);
+    }
+  });
+
   it('refuses every dotted IPv4 address and block', () => {
     fc.assert(
       fc.property(
