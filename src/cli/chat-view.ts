@@ -97,8 +97,11 @@ export interface RoomLine {
 export const view = {
   welcome: (s: Style, address: [string, number], nickname: string, count: number) =>
     `Connected to ${text(address[0])}:${text(address[1])} as ${nick(s, nickname)}. You are the ${ordinal(asNumber(count))} user.\nType \\help for commands.`,
-  chat: (s: Style, at: Date, from: string, msg: string, room?: string) =>
-    `${timestamp(s, at)} ${tag(s, room)}${nick(s, from)}: ${text(msg)}`,
+  /** `action`: IRC's /me, shown as `* ann waves`. */
+  chat: (s: Style, at: Date, from: string, msg: string, room?: string, action = false) =>
+    action
+      ? `${timestamp(s, at)} ${tag(s, room)}* ${nick(s, from)} ${text(msg)}`
+      : `${timestamp(s, at)} ${tag(s, room)}${nick(s, from)}: ${text(msg)}`,
   whisperIn: (s: Style, at: Date, from: string, msg: string) =>
     `${timestamp(s, at)} ${paint(s, WHISPER, '(whisper)')} ${nick(s, from)}: ${paint(s, WHISPER, text(msg))}`,
   whisperOut: (s: Style, at: Date, to: string, msg: string) =>
@@ -130,11 +133,19 @@ export const view = {
    * A stored message shown on join or loaded by \\history: marked and dimmed,
    * with its own time (and date, unless today), so it is not taken for live chat.
    */
-  history: (s: Style, at: Date, from: string, msg: string, room?: string, now = new Date()) =>
+  history: (
+    s: Style,
+    at: Date,
+    from: string,
+    msg: string,
+    room?: string,
+    now = new Date(),
+    action = false,
+  ) =>
     paint(
       s,
       DIM,
-      `${storedAt(at, now)} ${room === undefined ? '' : `[${text(room)}] `}(history) ${text(from)}: ${text(msg)}`,
+      `${storedAt(at, now)} ${room === undefined ? '' : `[${text(room)}] `}(history) ${action ? `* ${text(from)} ` : `${text(from)}: `}${text(msg)}`,
     ),
   /** A room whose missed messages could not all be replayed after a reconnect. */
   gap: (s: Style, room: string, reason: string | undefined) =>

@@ -405,12 +405,15 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
             m.from,
             m.msg,
             from(m.room),
+            m.action === true,
           ),
     ),
   );
   const showHistory = (messages: readonly ChatMessage[]) => {
-    for (const m of messages)
-      say(view.history(style, new Date(m.at ?? Number.NaN), m.from, m.msg, from(m.room)));
+    for (const m of messages) {
+      const at = new Date(m.at ?? Number.NaN);
+      say(view.history(style, at, m.from, m.msg, from(m.room), undefined, m.action === true));
+    }
   };
   /** Rooms whose gap was told with their history, so 'resumed' does not tell it again. */
   const gapTold = new Set<string>();
@@ -611,7 +614,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     const command = parseCommand(line);
     const now = new Date();
     const max = client.limits?.maxMessage;
-    if ((command.kind === 'chat' || command.kind === 'whisper') && max !== undefined) {
+    if (
+      (command.kind === 'chat' || command.kind === 'action' || command.kind === 'whisper') &&
+      max !== undefined
+    ) {
       const refused = tooLongToSend(command.text, max);
       if (refused !== undefined) {
         say(view.error(style, refused));
@@ -623,6 +629,12 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         case 'empty':
           return;
         case 'chat':
+        case 'action': {
+          const action = command.kind === 'action';
+          if (action && !client.hasActions) {
+            say(view.error(style, 'This server does not take \\me.'));
+            return;
+          }
           if (terminal && lines === echo && echoRows > 0) {
             // Replace the echoed input line, all of its rows, with the formatted message.
             // Cleared from its last row only, a line wider than the terminal left its first
@@ -632,15 +644,13 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
             readline.clearScreenDown(io.stdout);
           }
           lastMessageAt = Date.now();
-          client.chat(command.text, current);
+          client.chat(command.text, current, action);
+          const said = view.chat(style, now, client.nickname, command.text, undefined, action);
           // Typed while the connection is down, it waits in the client: shown as said, it
           // read as if the others had it already.
-          say(
-            offline
-              ? `${view.chat(style, now, client.nickname, command.text)} ${view.info(style, '(sent once reconnected)')}`
-              : view.chat(style, now, client.nickname, command.text),
-          );
+          say(offline ? `${said} ${view.info(style, '(sent once reconnected)')}` : said);
           return;
+        }
         case 'whisper':
           lastMessageAt = Date.now();
           await client.whisper(command.to, command.text);
@@ -684,8 +694,11 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
             return;
           }
           say(view.info(style, `Earlier in ${page.room}:`));
-          for (const m of page.messages)
-            say(view.history(style, new Date(m.at), m.from, m.msg, from(page.room)));
+          for (const m of page.messages) {
+            const at = new Date(m.at);
+            const room = from(page.room);
+            say(view.history(style, at, m.from, m.msg, room, undefined, m.action === true));
+          }
           if (!page.more) say(view.info(style, `That is the beginning of ${page.room}.`));
           return;
         }

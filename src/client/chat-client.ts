@@ -55,6 +55,8 @@ export interface ChatMessage {
   at?: number;
   /** Missed while the connection was down, and replayed after it came back ("history"). */
   recovered?: true;
+  /** The text says what `from` does (IRC's /me; capability "actions"). */
+  action?: true;
 }
 
 /** What "101" says, and (capability "history") what the server replayed after it. */
@@ -215,6 +217,7 @@ interface Unacked {
   cid: string | undefined;
   room: string;
   msg: string;
+  action?: true;
   /** A replay already brought it back (its "71" was lost): not shown twice. */
   replayed?: true;
 }
@@ -289,6 +292,7 @@ function toChatMessage(message: ParsedServerMessage, room: string): ChatMessage 
   };
   if (typeof message.id === 'number') event.id = message.id;
   if (typeof message.at === 'number') event.at = message.at;
+  if (message.action === true) event.action = true;
   return event;
 }
 
@@ -588,7 +592,14 @@ export class ChatClient extends EventEmitter<ChatEvents> {
         if (typeof m !== 'object' || m === null) return [];
         const e = m as Record<string, unknown>;
         if (typeof e.id !== 'number') return [];
-        return [{ id: e.id, at: asNumber(e.at), from: asString(e.from), msg: asString(e.msg) }];
+        const entry: HistoryEntry = {
+          id: e.id,
+          at: asNumber(e.at),
+          from: asString(e.from),
+          msg: asString(e.msg),
+        };
+        if (e.action === true) entry.action = true;
+        return [entry];
       },
     );
     const track = this.tracks.get(shown);
@@ -688,15 +699,17 @@ export class ChatClient extends EventEmitter<ChatEvents> {
    * 'stored', and until then a reconnect sends it again, stored once.
    * While reconnecting, the message waits and goes out once connected.
    */
-  chat(msg: string, room?: string): string | undefined {
+  chat(msg: string, room?: string, action = false): string | undefined {
     const target = room ?? LOBBY;
     if (target !== LOBBY) this.needRooms();
+    if (action) this.needActions();
     if (this.closed) throw new ChatClientError('closed', 'the connection is closed');
     const cid = this.hasHistory ? `${this.cidPrefix}-${++this.cidCounter}` : undefined;
+    const chat: Unacked = action ? { cid, room: target, msg, action } : { cid, room: target, msg };
     if (cid !== undefined || this.socket === undefined || this.restoring) {
-      this.unacked.set(cid ?? `-${++this.cidCounter}`, { cid, room: target, msg });
+      this.unacked.set(cid ?? `-${++this.cidCounter}`, chat);
     }
-    if (this.socket !== undefined && !this.restoring) this.sendChat({ cid, room: target, msg });
+    if (this.socket !== undefined && !this.restoring) this.sendChat(chat);
     return cid;
   }
 
@@ -704,7 +717,18 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     const request: Request = { cmd: Cmd.CHAT, msg: chat.msg };
     if (chat.room !== LOBBY) request.room = chat.room;
     if (chat.cid !== undefined) request.cid = chat.cid;
+    if (chat.action === true) request.action = true;
     this.enqueue({ request });
+  }
+
+  /** Whether the server takes actions (IRC's /me; confab does, the course server does not). */
+  get hasActions(): boolean {
+    return this.caps.includes('actions');
+  }
+
+  private needActions(): void {
+    if (!this.hasActions)
+      throw new ChatClientError('not-supported', 'this server does not take actions (/me)');
   }
 
   private needRooms(): void {

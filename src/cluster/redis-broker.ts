@@ -249,7 +249,8 @@ function parseChats(payload: string): PublishedChats {
       typeof c[0] !== 'number' ||
       typeof c[1] !== 'string' ||
       typeof c[2] !== 'string' ||
-      (c[3] !== undefined && typeof c[3] !== 'string')
+      (c[3] !== undefined && c[3] !== 0 && typeof c[3] !== 'string') ||
+      (c[4] !== undefined && c[4] !== 1)
     ) {
       throw new Error('malformed chat payload');
     }
@@ -701,8 +702,10 @@ export class RedisBroker implements Broker {
       const id = first + i - 4;
       // Handed over already (this node's own, through publish): no event made for it.
       if (state.inStep && id <= state.last && epoch === state.epoch) continue;
-      const [at, from, msg, origin] = chats[i] as PublishedChat;
-      this.receiveChat(state, { type: 'chat', room: state.name, id, at, from, msg, origin }, epoch);
+      const [at, from, msg, sent, action] = chats[i] as PublishedChat;
+      const origin = sent === 0 ? undefined : sent;
+      const chat: ChatMessage = { type: 'chat', room: state.name, id, at, from, msg, origin };
+      this.receiveChat(state, action === 1 ? { ...chat, action: true } : chat, epoch);
     }
   }
 
@@ -1069,7 +1072,7 @@ export class RedisBroker implements Broker {
           if (!this.alive(state)) return;
         }
         state.last = last = m.id;
-        this.hand(state, {
+        const chat: ChatMessage = {
           type: 'chat',
           room: state.name,
           id: m.id,
@@ -1077,7 +1080,8 @@ export class RedisBroker implements Broker {
           from: m.from,
           msg: m.msg,
           origin: m.origin,
-        });
+        };
+        this.hand(state, m.action === true ? { ...chat, action: true } : chat);
         if (!this.alive(state)) return;
       }
       if ((page.length < PAGE || state.last === before) && state.last < info.top) {

@@ -32,6 +32,9 @@ import { Room } from './room.js';
 import { type DeclaredRoom, Rooms } from './rooms.js';
 import { holderOf, Session, type SessionHost } from './session.js';
 
+/** A chat as the room is told it. */
+type SaidEvent = Extract<ChatEvent, { readonly type: 'chat' }>;
+
 export interface ChatOptions {
   /** Room capacity; the course server's is 10. */
   maxUsers?: number;
@@ -694,7 +697,7 @@ export class Chat implements ChatContext, SessionHost {
       ) {
         const target = chatTarget(this, session, result.request);
         if (target !== undefined) {
-          this.say(session, target.room, result.request.msg, target.cid);
+          this.say(session, target.room, result.request.msg, target.cid, target.action);
           return;
         }
       }
@@ -1031,13 +1034,14 @@ export class Chat implements ChatContext, SessionHost {
    * client sees survives a crash), then delivered to the room; a sender with
    * "history" learns its id.
    */
-  say(session: Session, room: Room, msg: string, cid: string | undefined): void {
+  say(session: Session, room: Room, msg: string, cid: string | undefined, action = false): void {
     const at = this.clock();
     const from = session.nickname;
     const history = this.history;
     if (history === undefined) {
       const id = room.nextId();
-      this.publish({ type: 'chat', room: room.name, id, at, from, msg }, session);
+      const event: SaidEvent = { type: 'chat', room: room.name, id, at, from, msg };
+      this.publish(action ? { ...event, action } : event, session);
       if (session.has('history'))
         session.reply({ type: 'stored', room: room.name, id, at, cid, duplicate: false });
       return;
@@ -1059,6 +1063,8 @@ export class Chat implements ChatContext, SessionHost {
           ? { at, from, msg, sender: session.sender }
           : { at, from, msg, cid, sender: session.sender };
     }
+    // Spread only here: other chat keeps the shapes the hot path was tuned for.
+    if (action) draft = { ...draft, action };
     history.append(room.key, draft).then(
       (appended) => {
         // The request ends with its "71": later requests, an EXIT, a stop wait for it.
@@ -1077,7 +1083,7 @@ export class Chat implements ChatContext, SessionHost {
                     : { room: room.name, key: room.key, id: m.id, at: m.at },
                 );
           if (!appended.duplicate) {
-            this.publish(
+            const event: SaidEvent =
               origin === undefined
                 ? { type: 'chat', room: room.name, id: m.id, at: m.at, from: m.from, msg: m.msg }
                 : {
@@ -1088,10 +1094,8 @@ export class Chat implements ChatContext, SessionHost {
                     from: m.from,
                     msg: m.msg,
                     origin,
-                  },
-              sender,
-              appended.epoch,
-            );
+                  };
+            this.publish(m.action ? { ...event, action: true } : event, sender, appended.epoch);
           }
           // An id of an epoch the room's members have not been told of yet (Redis restarted
           // empty) waits for their "108": a "71" names no epoch.

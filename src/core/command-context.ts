@@ -90,7 +90,7 @@ export interface ChatContext {
   /** The one fan-out point: every event reaches its room's members (or a whisper's target) here. */
   publish(event: ChatEvent, origin?: Session): void;
   /** Stores (when there is history) and publishes a chat message. */
-  say(session: Session, room: Room, msg: string, cid: string | undefined): void;
+  say(session: Session, room: Room, msg: string, cid: string | undefined, action?: boolean): void;
   /** "101" for a member just added, with the room's history for clients with "history". */
   enterRoom(
     session: Session,

@@ -541,7 +541,18 @@ const chat: Handler<typeof Cmd.CHAT> = (ctx, session, req) => {
     );
     return;
   }
-  ctx.say(session, room, req.msg, session.has('history') ? (req.cid ?? undefined) : undefined);
+  const action = session.has('actions') ? req.action : undefined;
+  if (action === null) {
+    refuse(session, ErrorCode.INVALID_FIELD, '"action" must be true or false', req.cmd);
+    return;
+  }
+  ctx.say(
+    session,
+    room,
+    req.msg,
+    session.has('history') ? (req.cid ?? undefined) : undefined,
+    action === true,
+  );
 };
 
 /**
@@ -553,7 +564,7 @@ export function chatTarget(
   ctx: ChatContext,
   session: Session,
   req: ChatRequest,
-): { room: Room; cid: string | undefined } | undefined {
+): { room: Room; cid: string | undefined; action: boolean } | undefined {
   if (session.state !== 'joined') return undefined;
   let room = session.room;
   if (req.room !== undefined && session.has('rooms')) {
@@ -561,9 +572,14 @@ export function chatTarget(
   }
   if (room === undefined || !session.rooms.has(room)) return undefined;
   if (!atMostChars(req.msg, ctx.maxMessage) || ctx.bannedWords.matches(req.msg)) return undefined;
-  if (!session.has('history')) return { room, cid: undefined };
+  let action = false;
+  if (req.action !== undefined && session.has('actions')) {
+    if (req.action === null) return undefined;
+    action = req.action;
+  }
+  if (!session.has('history')) return { room, cid: undefined, action };
   if (req.cid === null) return undefined;
-  return { room, cid: req.cid };
+  return { room, cid: req.cid, action };
 }
 
 // ---- the table -----------------------------------------------------------------

@@ -68,6 +68,8 @@ export type ChatEvent =
        * now, after any rename or resume, knows the chat for its own. Shown to nobody.
        */
       readonly origin?: string | undefined;
+      /** The text says what `from` does (IRC's /me); absent on other chat. */
+      readonly action?: true;
     }
   | {
       /** A member is being removed by an operator; published just before its "30". */
@@ -144,6 +146,7 @@ export interface HistoryMessage {
   readonly at: number;
   readonly from: string;
   readonly msg: string;
+  readonly action?: true;
 }
 
 /** Why a CONNECT or RENAME could not take a nickname. */

@@ -45,6 +45,8 @@ export interface StoredMessage {
    * chats carry it to every node of a cluster: ChatEvent's `origin`). Shown to nobody.
    */
   readonly origin?: string;
+  /** The text says what `from` does (IRC's /me); absent on other chat. */
+  readonly action?: true;
 }
 
 export interface MessageDraft {
@@ -52,6 +54,8 @@ export interface MessageDraft {
   readonly from: string;
   readonly msg: string;
   readonly cid?: string;
+  /** As StoredMessage.action: kept, and given back with the message. */
+  readonly action?: true;
   /**
    * The sending session's lasting identity, the same across its renames and its
    * resumes (on any node), never shown to anyone: the cid is the sender's, so a

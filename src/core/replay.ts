@@ -164,7 +164,8 @@ function replayFrom(room: RoomHistory, since: Position): number {
 }
 
 function chatDelivery(room: string, m: StoredMessage): Delivery {
-  return new Delivery({ type: 'chat', room, id: m.id, at: m.at, from: m.from, msg: m.msg });
+  const chat = { type: 'chat', room, id: m.id, at: m.at, from: m.from, msg: m.msg } as const;
+  return new Delivery(m.action ? { ...chat, action: true } : chat);
 }
 
 /**

@@ -17,6 +17,11 @@ export const CAPABILITIES = [
   'rooms',
   /** With "rooms": stored history, "71", "106"/"107", resume tokens and recovery. */
   'history',
+  /**
+   * CHAT's "action": true (IRC's /me), and "action": true on such chat. A client without
+   * it gets the text between asterisks ("*waves*").
+   */
+  'actions',
 ] as const;
 
 export type Capability = (typeof CAPABILITIES)[number];

@@ -29,10 +29,12 @@ function jsonNumber(n: number): string {
 export function serializeJson(message: ServerMessage): string {
   if (message.cmd === Cmd.CHAT_RESPONSE && message.whisper === undefined) {
     const head = `{"cmd":"70","from":${jsonString(message.from)},"msg":${jsonString(message.msg)}`;
-    if (message.room === undefined) return `${head}}`;
+    if (message.room === undefined)
+      return message.action === undefined ? `${head}}` : `${head},"action":true}`;
     const id = message.id === undefined ? '' : `,"id":${jsonNumber(message.id)}`;
     const at = message.at === undefined ? '' : `,"at":${jsonNumber(message.at)}`;
-    return `${head},"room":${jsonString(message.room)}${id}${at}}`;
+    const action = message.action === undefined ? '' : ',"action":true';
+    return `${head},"room":${jsonString(message.room)}${id}${at}${action}}`;
   }
   // The sender's "71" for each of its chats (clients with "history").
   if (message.cmd === Cmd.CHAT_STORED) {
@@ -81,7 +83,8 @@ export function encodePlainChatLine(message: ServerMessage): Uint8Array | undefi
   if (
     message.cmd !== Cmd.CHAT_RESPONSE ||
     message.whisper !== undefined ||
-    message.room !== undefined
+    message.room !== undefined ||
+    message.action !== undefined
   )
     return undefined;
   const { from, msg } = message;

@@ -64,6 +64,11 @@ export interface ChatRequest {
    * stored once. null: sent but malformed (ignored unless the client has "history").
    */
   cid?: string | null;
+  /**
+   * Extension ("actions"): the text says what the sender does (IRC's /me). null: sent but
+   * not a boolean (ignored unless the client has "actions").
+   */
+  action?: boolean | null;
 }
 export interface JoinRoomRequest {
   cmd: typeof Cmd.JOIN_ROOM;
@@ -151,6 +156,8 @@ export interface HistoryEntry {
   at: number;
   from: string;
   msg: string;
+  /** Extension ("actions"): as on "70". */
+  action?: true;
 }
 
 /** Why a "101" with since could not replay everything after it. */
@@ -207,6 +214,8 @@ export type ServerMessage =
       room?: string;
       id?: number;
       at?: number;
+      /** Extension (capability "actions"): the text says what `from` does (IRC's /me). */
+      action?: true;
     }
   | { cmd: typeof Cmd.NEW_USER_ENTERS; nickname: string; userCount: number; room?: string }
   | { cmd: typeof Cmd.ERROR; code: number; message: string; ref?: string }

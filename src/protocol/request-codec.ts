@@ -272,6 +272,9 @@ export function toRequest(value: unknown): ParseResult {
       const cid = optionalText(value, 'cid');
       // Like "room": a client without "history" may send anything here.
       if (cid !== undefined) request.cid = cid === null || !validCid(cid) ? null : cid;
+      // And without "actions", here.
+      if (Object.hasOwn(value, 'action'))
+        request.action = typeof value.action === 'boolean' ? value.action : null;
       return { ok: true, request };
     }
     case Cmd.OPER: {

@@ -21,6 +21,7 @@ export const OPERATOR_HELP = `Operators:
 export const HELP = `Commands:
   \\users [room]           who is in a room (default: the one typed into)
   \\wh <nickname> <text>   whisper to one user
+  \\me <text>              say what you do, shown as "* ann waves" (also /me)
   \\rename <nickname>      change your nickname
   \\rtt                    round-trip time to the server
   \\version                server and client versions
@@ -57,6 +58,8 @@ export const HISTORY_PAGE = 20;
 
 export type Command =
   | { kind: 'chat'; text: string }
+  /** IRC's /me: chat that says what the sender does. */
+  | { kind: 'action'; text: string }
   /** No room: the one being typed into. */
   | { kind: 'users'; room?: string }
   | { kind: 'whisper'; to: string; text: string }
@@ -165,6 +168,10 @@ function parseWords(word: string, args: string): Command | undefined {
       const room = roomArgument(args);
       if (/\s/.test(room)) return { kind: 'invalid', message: 'Usage: \\users [room]' };
       return room === '' ? { kind: 'users' } : { kind: 'users', room };
+    }
+    case 'me': {
+      if (args.trim() === '') return { kind: 'invalid', message: 'Usage: \\me <what you do>' };
+      return { kind: 'action', text: args };
     }
     case 'wh':
     case 'whisper':

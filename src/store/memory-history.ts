@@ -305,10 +305,11 @@ export class MemoryHistoryStore implements HistoryStore {
     const id = ring.top + 1;
     const msg = wellFormed(draft.msg);
     // Without a spread: this runs for every chat.
-    const message: StoredMessage =
+    let message: StoredMessage =
       cid === undefined
         ? { room, id, at: draft.at, from: draft.from, msg }
         : { room, id, at: draft.at, from: draft.from, msg, cid };
+    if (draft.action === true) message = { ...message, action: true };
     const before = ring.weight;
     ring.push(message, key, sender);
     this.weight += ring.weight - before;

@@ -90,7 +90,17 @@ export type PublishedChats = [
   last: number,
   ...chats: PublishedChat[],
 ];
-export type PublishedChat = [at: number, from: string, msg: string, origin?: string];
+/**
+ * An action (IRC's /me) has a fifth element, 1, and then its origin, or 0 without one.
+ * Versions before it take it for chat.
+ */
+export type PublishedChat = [
+  at: number,
+  from: string,
+  msg: string,
+  origin?: string | 0,
+  action?: 1,
+];
 
 /**
  * How long the epoch of a room nobody has written to is kept. Asking about a room
@@ -565,12 +575,16 @@ const appendLoaded = new WeakSet<object>();
  * A message as its history entry holds it, `[at, from, msg, origin]` (PublishedChat);
  * `plain` when the JSON is printable ASCII, so its length is its byte count.
  */
-function chatJson(item: Pick<Pending, 'at' | 'from' | 'msg' | 'origin'>): {
+function chatJson(item: Pick<Pending, 'at' | 'from' | 'msg' | 'origin' | 'action'>): {
   json: string;
   plain: boolean;
 } {
-  const { at, from, msg, origin } = item;
+  const { at, from, msg, origin, action } = item;
   const plain = Number.isFinite(at) && !NOT_PLAIN.test(from) && !NOT_PLAIN.test(msg);
+  if (action) {
+    const chat: PublishedChat = [at, from, msg, origin ?? 0, 1];
+    return { json: JSON.stringify(chat), plain };
+  }
   // JSON.stringify's own output for such text, a few times cheaper (this runs per chat). An
   // origin is base64url, which needs no escaping.
   let json: string;
@@ -625,6 +639,7 @@ interface Pending {
   readonly cidName: string | undefined;
   /** What the chat carries of its sender (PublishedChat). */
   readonly origin: string | undefined;
+  readonly action: boolean;
   /** The chat as its entry holds it (chatJson): made once, measured for the batch's bound. */
   readonly json: string;
   readonly plain: boolean;
@@ -689,13 +704,14 @@ function messagesOf(room: string, entry: StreamEntry): StoredMessage[] {
   const first = idOf(entryId);
   const chats = JSON.parse(`[${fields[1]}]`) as PublishedChat[];
   const cids = fields[2] === 'c' ? (JSON.parse(fields[3]!) as Record<string, string>) : undefined;
-  return chats.map(([at, from, msg, origin], i) => {
+  return chats.map(([at, from, msg, origin, action], i) => {
     const cid = cids?.[i];
-    const message: StoredMessage =
+    let message: StoredMessage =
       cid === undefined
         ? { room, id: first + i, at, from, msg }
         : { room, id: first + i, at, from, msg, cid };
-    return typeof origin === 'string' ? { ...message, origin } : message;
+    if (typeof origin === 'string') message = { ...message, origin };
+    return action === 1 ? { ...message, action: true } : message;
   });
 }
 
@@ -793,7 +809,8 @@ export class RedisHistoryStore implements HistoryStore {
     const name = cid === undefined ? undefined : cidName(draft);
     const msg = wellFormed(draft.msg);
     const origin = draft.sender === undefined ? undefined : senderOrigin(draft.sender);
-    const { json, plain } = chatJson({ at: draft.at, from: draft.from, msg, origin });
+    const action = draft.action === true;
+    const { json, plain } = chatJson({ at: draft.at, from: draft.from, msg, origin, action });
     // Tracked by its batch's script call (close() sends what is waiting first).
     return new Promise<Appended>((resolve, reject) => {
       const text = json.length;
@@ -815,6 +832,7 @@ export class RedisHistoryStore implements HistoryStore {
         cid,
         cidName: name,
         origin,
+        action,
         json,
         plain,
         resolve,
@@ -916,7 +934,12 @@ export class RedisHistoryStore implements HistoryStore {
                   );
             // The first message with the cid, as stored (its entry is in the reply); its
             // origin is the sender's, known to the caller.
-            const first = stored ?? { at: item.at, from: item.from, msg: item.msg };
+            const first = stored ?? {
+              at: item.at,
+              from: item.from,
+              msg: item.msg,
+              ...(item.action ? { action: true as const } : {}),
+            };
             const message: StoredMessage = {
               room,
               id,
@@ -924,16 +947,18 @@ export class RedisHistoryStore implements HistoryStore {
               from: first.from,
               msg: first.msg,
               ...(item.cid !== undefined ? { cid: item.cid } : {}),
+              ...(first.action === true ? { action: true as const } : {}),
             };
             dup += 4;
             item.resolve({ message, epoch, duplicate: true });
           } else {
             const id = next++;
             // Without a spread: this runs for every chat.
-            const message: StoredMessage =
+            let message: StoredMessage =
               item.cid === undefined
                 ? { room, id, at: item.at, from: item.from, msg: item.msg }
                 : { room, id, at: item.at, from: item.from, msg: item.msg, cid: item.cid };
+            if (item.action) message = { ...message, action: true };
             if (r.length > 3) made.push(message);
             item.resolve({ message, epoch, duplicate: false });
           }

@@ -27,7 +27,15 @@ import {
   withBase,
 } from './common.js';
 import { filterBits, NameFilter } from './name-filter.js';
-import { decodeBatch, type Entry, encodeBatch, SLOTS } from './sqlite-batches.js';
+import {
+  decodeBatch,
+  type Entry,
+  encodeBatch,
+  type Mark,
+  markOf,
+  readMark,
+  SLOTS,
+} from './sqlite-batches.js';
 import { Marks } from './sqlite-marks.js';
 
 export interface SqliteHistoryOptions extends HistoryStoreOptions {
@@ -87,7 +95,7 @@ interface OpenBatch {
   /** The latest time in it, which age retention looks at. */
   newest: number;
   /** Its messages as encodeBatch takes them, SLOTS each. */
-  readonly flat: (number | string)[];
+  readonly flat: (number | string | Mark)[];
   /** Characters of its senders, texts and cids (BATCH_TEXT). */
   text: number;
 }
@@ -700,7 +708,7 @@ export class SqliteHistoryStore implements HistoryStore {
         b.text += text;
         b.last = m.id;
         if (m.at > b.newest) b.newest = m.at;
-        b.flat.push(m.at, m.from, m.msg, m.cid ?? 0);
+        b.flat.push(m.at, m.from, m.msg, markOf(m.cid, m.action === true));
         if (m.cid !== undefined) this.insertCid.run(p.room, p.cidName ?? m.from, m.cid, m.id);
       }
       for (const b of open.values()) this.writeBatch(b);
@@ -769,6 +777,7 @@ export class SqliteHistoryStore implements HistoryStore {
           from: draft.from,
           msg: wellFormed(draft.msg),
           ...(cid !== undefined ? { cid } : {}),
+          ...(draft.action === true ? { action: true } : {}),
         };
         if (key !== undefined) this.pendingCids.set(key, message);
       }
@@ -1330,6 +1339,11 @@ function parseEntries(row: BatchRow): Entry[] {
   return decodeBatch(row.data, row.newest);
 }
 
-function toMessage(room: string, id: number, [at, from, msg, cid]: Entry): StoredMessage {
-  return { room, id, at, from, msg, ...(cid !== undefined ? { cid } : {}) };
+function toMessage(room: string, id: number, [at, from, msg, mark]: Entry): StoredMessage {
+  if (mark === undefined) return { room, id, at, from, msg };
+  if (typeof mark === 'string') return { room, id, at, from, msg, cid: mark };
+  const { cid } = readMark(mark);
+  return cid === undefined
+    ? { room, id, at, from, msg, action: true }
+    : { room, id, at, from, msg, cid, action: true };
 }

@@ -355,6 +355,40 @@ export function historyStoreContract(target: ContractTarget): void {
       expect(again.message.origin).toBeUndefined();
     });
 
+    it("keeps an action (IRC's /me) as one, with a cid or without, through a prune and a restart", async () => {
+      const h = setup({ retention: { maxMessages: 1000, maxAgeMs: 10_000 }, pruneIntervalMs: 0 });
+      // One turn: a batch whose oldest message goes by age, the rest kept as written.
+      await Promise.all([
+        h.store.append('r', draft('old', { at: 1_000 })),
+        h.store.append('r', draft('waves', { at: 20_000, action: true })),
+        h.store.append('r', draft('plain', { at: 20_000 })),
+        h.store.append('r', draft('nods', { at: 20_000, action: true, cid: 'c1', sender: 'S' })),
+      ]);
+      const bows = await h.store.append('r', draft('bows', { at: 21_000, action: true }));
+      expect(bows.message).toMatchObject({ id: 5, msg: 'bows', action: true });
+      await h.store.prune(25_000);
+      const expected = [
+        ['waves', true],
+        ['plain', false],
+        ['nods', true],
+        ['bows', true],
+      ];
+      const shown = (read: StoredMessage[]) => read.map((m) => [m.msg, m.action === true]);
+      const read = await h.store.read('r', { limit: 10 });
+      expect(shown(read)).toEqual(expected);
+      expect(read[1]).not.toHaveProperty('action');
+      expect(read[2]).toMatchObject({ cid: 'c1' });
+      const again = await h.store.append(
+        'r',
+        draft('nods', { action: true, cid: 'c1', sender: 'S' }),
+      );
+      expect(again).toMatchObject({ duplicate: true, message: { id: 4, action: true } });
+      if (target.persistent) {
+        const store = await h.restart();
+        expect(shown(await store.read('r', { limit: 10 }))).toEqual(expected);
+      }
+    });
+
     it('finds and keeps a cid under its sender, never taking a sender for a nickname', async () => {
       // Session S1 as ann sends a chat, renames to anna and re-sends it (MessageDraft.sender).
       const h = setup();

@@ -240,6 +240,10 @@ describe('web client rooms in Chromium', () => {
       expect(await ann.textContent('#room-title')).toBe('# lobby');
       await say(ann, 'hi tcp');
       expect(await tcp.expect('70')).toEqual({ cmd: '70', from: 'ann', msg: 'hi tcp' });
+      // IRC's /me: a client without "actions", as the course client, gets it between asterisks.
+      await say(ann, '/me waves at tcp');
+      expect(await tcp.expect('70')).toEqual({ cmd: '70', from: 'ann', msg: '*waves at tcp*' });
+      await seeLine(ann, 'lobby', /\* ann\s*waves at tcp$/);
 
       // Nothing of physics reached bea while she was not in it.
       expect(await allText(bea)).not.toContain('gravity is weak');
@@ -255,6 +259,9 @@ describe('web client rooms in Chromium', () => {
       ]);
       await say(bea, 'hello physicists');
       await seeLine(ann, 'physics', /bea\s*hello physicists/);
+      await say(bea, '/me waves at the physicists');
+      await seeLine(ann, 'physics', /\* bea\s*waves at the physicists/);
+      expect(await ann.locator('ol.messages[data-room="physics"] li.action').count()).toBe(1);
 
       // Nothing of maths reached ann, nothing of any room reached the course client.
       expect(await allText(ann)).not.toContain('pi is irrational');

@@ -326,11 +326,11 @@ export class Connection {
       }
     }
     if (!this.history) return;
-    for (const chat of this.resume.pending())
-      this.enqueue({
-        request: { cmd: Cmd.CHAT, msg: chat.msg, room: chat.room, cid: chat.cid },
-        chat,
-      });
+    for (const chat of this.resume.pending()) {
+      const request: Request = { cmd: Cmd.CHAT, msg: chat.msg, room: chat.room, cid: chat.cid };
+      if (chat.action === true) request.action = true;
+      this.enqueue({ request, chat });
+    }
   }
 
   /** Reports what a page reload needs (the nickname changed, a room was joined or left). */
@@ -347,22 +347,26 @@ export class Connection {
    * acknowledges it ("71") and sent again, with the same cid, after a
    * reconnect; the returned record names it (undefined without history).
    */
-  chat(room: string, msg: string): UnackedChat | undefined {
+  chat(room: string, msg: string, action = false): UnackedChat | undefined {
     if (this.ws?.readyState !== WebSocket.OPEN) {
       // Away (reconnecting), with history: kept with the chats not yet acknowledged, which go
       // out again once back (restore), under their cids, so none is stored twice.
-      return this.history && this.everJoined ? this.resume.send(room, msg) : undefined;
+      return this.history && this.everJoined ? this.resume.send(room, msg, action) : undefined;
     }
+    const request: Request = { cmd: Cmd.CHAT, msg };
+    if (action) request.action = true;
     if (!this.caps.has('rooms')) {
-      this.enqueue({ request: { cmd: Cmd.CHAT, msg } });
+      this.enqueue({ request });
       return undefined;
     }
+    request.room = room;
     if (!this.history) {
-      this.enqueue({ request: { cmd: Cmd.CHAT, msg, room } });
+      this.enqueue({ request });
       return undefined;
     }
-    const chat = this.resume.send(room, msg);
-    this.enqueue({ request: { cmd: Cmd.CHAT, msg, room, cid: chat.cid }, chat });
+    const chat = this.resume.send(room, msg, action);
+    request.cid = chat.cid;
+    this.enqueue({ request, chat });
     return chat;
   }
 

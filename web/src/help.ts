@@ -7,6 +7,7 @@ import { OPERATOR_HELP, SLASH_HELP } from '../../src/protocol/slash-commands.js'
 export const WEB_HELP = `Commands:
   \\users [room]           who is in a room (default: the one typed into)
   \\wh <nickname> <text>   whisper to one user (or click a member)
+  \\me <text>              say what you do, shown as "* ann waves" (also /me)
   \\rename <nickname>      change your nickname
   \\rtt                    round-trip time to the server
   \\version                server and client versions

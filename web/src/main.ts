@@ -445,23 +445,26 @@ function isolated(name: string): string {
 }
 const error = (text: string, view = selected) => append(view, line('error', [text]));
 
-function chatLine(from: string, msg: string, at?: number): HTMLLIElement {
+/** `action`: IRC's /me, shown as "* ann waves". */
+function chatLine(from: string, msg: string, at?: number, action = false): HTMLLIElement {
   const mine = from === connection.nickname;
-  return line(mine ? 'msg mine' : 'msg', [nickSpan(from), ...richText(msg)], at);
+  const kind = `${mine ? 'msg mine' : 'msg'}${action ? ' action' : ''}`;
+  return line(kind, [...(action ? ['* '] : []), nickSpan(from), ...richText(msg)], at);
 }
 
 /** Shows a stored message once; false if it was already shown. */
 function showStored(
   view: RoomView,
   epoch: string,
-  entry: { id: number; at?: number; from: string; msg: string },
+  entry: { id: number; at?: number; from: string; msg: string; action?: boolean },
 ): boolean {
   const key = `${epoch} ${entry.id}`;
   if (view.shown.has(key)) return false;
   view.shown.add(key);
   if (epoch === view.epoch && (view.oldest === undefined || entry.id < view.oldest))
     view.oldest = entry.id;
-  placeStored(view, chatLine(entry.from, entry.msg, entry.at), epoch, entry.id);
+  const li = chatLine(entry.from, entry.msg, entry.at, entry.action === true);
+  placeStored(view, li, epoch, entry.id);
   return true;
 }
 
@@ -822,11 +825,13 @@ function onMessage(m: ParsedServerMessage): void {
       if (typeof m.id === 'number' && view.epoch !== undefined) {
         const history = m.id <= view.top;
         const at = typeof m.at === 'number' ? m.at : undefined;
-        const added = showStored(view, view.epoch, { id: m.id, at, from, msg: asString(m.msg) });
+        const msg = asString(m.msg);
+        const action = m.action === true;
+        const added = showStored(view, view.epoch, { id: m.id, at, from, msg, action });
         if (added && (!history || view.replayIsNew)) countUnread(view);
         return;
       }
-      append(view, chatLine(from, asString(m.msg)));
+      append(view, chatLine(from, asString(m.msg), undefined, m.action === true));
       countUnread(view);
       return;
     }
@@ -988,7 +993,7 @@ function onHistory(m: ParsedServerMessage): void {
     if (view.shown.has(key)) continue;
     view.shown.add(key);
     const at = typeof entry.at === 'number' ? entry.at : undefined;
-    const li = chatLine(asString(entry.from), asString(entry.msg), at);
+    const li = chatLine(asString(entry.from), asString(entry.msg), at, entry.action === true);
     li.dataset.epoch = epoch;
     li.dataset.id = String(entry.id);
     list.insertBefore(li, anchor);
@@ -1075,10 +1080,10 @@ async function leaveRoom(name: string): Promise<void> {
 /** The chat line typed last: without history it is all that tells which chat a "90" 2001 refused. */
 let lastSent: HTMLLIElement | undefined;
 
-function sendChat(text: string): void {
+function sendChat(text: string, action = false): void {
   const view = selected;
-  const chat = connection.chat(view.name, text);
-  const li = line('msg mine', [nickSpan(connection.nickname), ...richText(text)]);
+  const chat = connection.chat(view.name, text, action);
+  const li = chatLine(connection.nickname, text, undefined, action);
   // Shown at once; its place among stored messages is known when "71" gives its id.
   if (chat !== undefined) li.dataset.pending = chat.cid;
   append(view, li);
@@ -1105,6 +1110,10 @@ async function submit(text: string): Promise<void> {
         return;
       case 'chat':
         sendChat(command.text);
+        return;
+      case 'action':
+        if (!connection.caps.has('actions')) error('This server does not take \\me.');
+        else sendChat(command.text, true);
         return;
       case 'whisper': {
         const reply = await connection.call({
@@ -1254,7 +1263,10 @@ async function submit(text: string): Promise<void> {
  * said if it is.
  */
 function tooLong(command: Command): boolean {
-  const msg = command.kind === 'chat' || command.kind === 'whisper' ? command.text : '';
+  const msg =
+    command.kind === 'chat' || command.kind === 'action' || command.kind === 'whisper'
+      ? command.text
+      : '';
   const refused = tooLongToSend(msg, connection.maxMessage ?? DEFAULT_MAX_MESSAGE);
   if (refused === undefined) return false;
   error(refused);
@@ -1273,7 +1285,11 @@ function heldBack(text: string): boolean {
     error(command.message);
     return true;
   }
-  const local = command.kind === 'chat' || command.kind === 'empty' || command.kind === 'exit';
+  const local =
+    command.kind === 'chat' ||
+    command.kind === 'action' ||
+    command.kind === 'empty' ||
+    command.kind === 'exit';
   if (statusBox.dataset.status !== 'online' && !local) {
     error('Not connected right now; try again once reconnected.');
     return true;

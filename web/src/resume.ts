@@ -6,6 +6,8 @@ export interface UnackedChat {
   cid: string;
   room: string;
   msg: string;
+  /** IRC's /me (capability "actions"). */
+  action?: true;
   /** The connection it was last written on; 0 while still queued. */
   sentOn: number;
 }
@@ -86,8 +88,9 @@ export class ResumeState {
   }
 
   /** Records a chat about to be sent; its cid makes a re-send count once. */
-  send(room: string, msg: string): UnackedChat {
+  send(room: string, msg: string, action = false): UnackedChat {
     const chat: UnackedChat = { cid: `${this.cidPrefix}-${++this.counter}`, room, msg, sentOn: 0 };
+    if (action) chat.action = true;
     this.unacked.push(chat);
     return chat;
   }

@@ -3,7 +3,7 @@ import type { Capability } from '../../protocol/capabilities.js';
 import { Cmd, ErrorCode, LOBBY } from '../../protocol/codes.js';
 import { encodeCourseFrames } from '../../protocol/course-frame.js';
 import { encodePlainChatLine, serializeJson, serializeLine } from '../../protocol/message-codec.js';
-import type { ServerMessage, UserEntry } from '../../protocol/messages.js';
+import type { HistoryEntry, ServerMessage, UserEntry } from '../../protocol/messages.js';
 
 /** The events that happen in a room (whispers do not). */
 const ROOM_EVENTS: ReadonlySet<Deliverable['type']> = new Set([
@@ -54,17 +54,22 @@ export function toServerMessage(
       return rooms
         ? { cmd: Cmd.USER_RENAMED, oldNickname: item.from, newNickname: item.to, room: item.room }
         : { cmd: Cmd.USER_RENAMED, oldNickname: item.from, newNickname: item.to };
-    case 'chat':
-      return rooms
+    case 'chat': {
+      const acted = item.action === true && caps.has('actions');
+      const msg = item.action === true && !acted ? actedOut(item.msg) : item.msg;
+      const chat: ServerMessage = rooms
         ? {
             cmd: Cmd.CHAT_RESPONSE,
             from: item.from,
-            msg: item.msg,
+            msg,
             room: item.room,
             id: item.id,
             at: item.at,
           }
-        : { cmd: Cmd.CHAT_RESPONSE, from: item.from, msg: item.msg };
+        : { cmd: Cmd.CHAT_RESPONSE, from: item.from, msg };
+      if (acted) chat.action = true;
+      return chat;
+    }
     case 'gap':
       // Ids and epochs mean something only to clients that keep a position.
       if (!caps.has('history')) return undefined;
@@ -183,7 +188,12 @@ export function toServerMessage(
         cmd: Cmd.HISTORY_RESPONSE,
         room: item.room,
         epoch: item.epoch,
-        messages: item.messages.map((m) => ({ id: m.id, at: m.at, from: m.from, msg: m.msg })),
+        messages: item.messages.map((m): HistoryEntry => {
+          if (m.action !== true) return { id: m.id, at: m.at, from: m.from, msg: m.msg };
+          return caps.has('actions')
+            ? { id: m.id, at: m.at, from: m.from, msg: m.msg, action: true }
+            : { id: m.id, at: m.at, from: m.from, msg: actedOut(m.msg) };
+        }),
         more: item.more,
       };
     case 'room-parted':
@@ -197,6 +207,14 @@ export function toServerMessage(
       // Course clients are never sent a code their protocol does not have.
       return caps.has('errors') ? error(item.code, item.message, item.ref) : undefined;
   }
+}
+
+/**
+ * An action (IRC's /me) as a client without "actions" is sent it: its text between asterisks,
+ * which reads as one after the sender's name (`ann: *waves*`).
+ */
+function actedOut(msg: string): string {
+  return `*${msg}*`;
 }
 
 function error(code: number, message: string, ref: string | undefined): ServerMessage {

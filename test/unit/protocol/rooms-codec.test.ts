@@ -165,16 +165,27 @@ describe('the dialect and rooms', () => {
       { nil: undefined },
     );
     fc.assert(
-      fc.property(text, text, text, num, num, (from, msg, room, id, at) => {
+      fc.property(text, text, text, num, num, fc.boolean(), (from, msg, room, id, at, action) => {
         const m: ServerMessage = { cmd: '70', from, msg, room };
         if (id !== undefined) m.id = id;
         if (at !== undefined) m.at = at;
+        if (action) m.action = true;
         const line = serializeLine(m);
         expect(line).toBe(`${inertJson(JSON.stringify(m))}\n`);
         // Measured slower end to end than serialising it (docs/performance.md).
         expect(encodePlainChatLine(m)).toBeUndefined();
       }),
       { numRuns: 3000 },
+    );
+  });
+
+  it("serialises an action (IRC's /me) without a room as JSON.stringify does; no byte fast path", () => {
+    fc.assert(
+      fc.property(fc.string(), fc.string(), (from, msg) => {
+        const m: ServerMessage = { cmd: '70', from, msg, action: true };
+        expect(serializeLine(m)).toBe(`${inertJson(JSON.stringify(m))}\n`);
+        expect(encodePlainChatLine(m)).toBeUndefined();
+      }),
     );
   });
 });

@@ -17,24 +17,32 @@ describe('commands written as in IRC', () => {
     expect(parseCommand('/quit')).toEqual({ kind: 'exit' });
     expect(parseCommand('/?')).toEqual({ kind: 'help' });
     expect(parseCommand('\\nick anna')).toEqual({ kind: 'rename', nickname: 'anna' });
+    expect(parseCommand('/me waves at  everyone ')).toEqual({
+      kind: 'action',
+      text: 'waves at  everyone ',
+    });
+    expect(parseCommand('\\me  ')).toEqual({
+      kind: 'invalid',
+      message: 'Usage: \\me <what you do>',
+    });
   });
 
   it('does not send an unknown "/" command as chat, and says how to', () => {
-    expect(parseCommand('/me waves')).toEqual({
+    expect(parseCommand('/shrug well')).toEqual({
       kind: 'invalid',
       message:
-        'Unknown command /me. Type /help for the list, or start the line with a space to send it as chat.',
+        'Unknown command /shrug. Type /help for the list, or start the line with a space to send it as chat.',
     });
-    expect(parseCommand('\\me waves')).toEqual({
+    expect(parseCommand('\\shrug well')).toEqual({
       kind: 'invalid',
       message:
-        'Unknown command \\me. Type \\help for the list, or start the line with a space to send it as chat.',
+        'Unknown command \\shrug. Type \\help for the list, or start the line with a space to send it as chat.',
     });
     // Words of any script: "/оper" (a Cyrillic "о") is no chat with a password in it.
     for (const line of ['/оper admin hunter2', '/opér admin hunter2', '/café au lait']) {
       expect(parseCommand(line)).toMatchObject({ kind: 'invalid' });
     }
-    expect(parseCommand(' /me waves')).toEqual({ kind: 'chat', text: ' /me waves' });
+    expect(parseCommand(' /shrug well')).toEqual({ kind: 'chat', text: ' /shrug well' });
   });
 
   it('takes a zero-width space after the word for a space', () => {

@@ -8,7 +8,14 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decodeBatch, type Entry, encodeBatch } from '../../../src/store/sqlite-batches.js';
+import {
+  decodeBatch,
+  type Entry,
+  encodeBatch,
+  type Mark,
+  markOf,
+  readMark,
+} from '../../../src/store/sqlite-batches.js';
 import { SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
 import { useTempDir } from '../../helpers/temp-dir.js';
 
@@ -26,14 +33,16 @@ const time = fc.oneof(
       .filter((x) => !Object.is(x, -0)),
   },
 );
+/** A message's cid, or none, and whether it is an action (IRC's /me). */
+const mark = fc
+  .tuple(fc.option(text, { nil: undefined }), fc.boolean())
+  .map(([cid, action]) => markOf(cid, action));
 const entry = fc
-  .tuple(time, text, text, fc.option(text, { nil: undefined }))
-  .map(
-    ([at, from, msg, cid]): Entry => (cid === undefined ? [at, from, msg] : [at, from, msg, cid]),
-  );
+  .tuple(time, text, text, mark)
+  .map(([at, from, msg, m]): Entry => (m === 0 ? [at, from, msg] : [at, from, msg, m]));
 
-function flatOf(entries: readonly Entry[]): (number | string)[] {
-  return entries.flatMap(([at, from, msg, cid]) => [at, from, msg, cid ?? 0]);
+function flatOf(entries: readonly Entry[]): (number | string | Mark)[] {
+  return entries.flatMap(([at, from, msg, m]) => [at, from, msg, m ?? 0]);
 }
 
 describe('encodeBatch and decodeBatch', () => {
@@ -108,11 +117,15 @@ describe('encodeBatch and decodeBatch', () => {
           expect(error).toBeInstanceOf(Error);
           return;
         }
-        for (const [at, from, msg, cid, ...rest] of entries) {
+        for (const [at, from, msg, mark, ...rest] of entries) {
           expect(typeof at).toBe('number');
           expect(typeof from).toBe('string');
           expect(typeof msg).toBe('string');
+          const { cid } = readMark(mark);
           expect(cid === undefined || typeof cid === 'string').toBe(true);
+          expect(
+            mark === undefined || typeof mark === 'string' || mark === 1 || cid !== undefined,
+          ).toBe(true);
           expect(rest).toEqual([]);
         }
       }),
