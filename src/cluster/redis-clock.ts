@@ -24,6 +24,11 @@ export const CLOCK_RETRY_MS = 1_000;
 export class RedisClock {
   private offset = 0;
   private good = false;
+  /** This node's clock, and the monotonic one, in the middle of the last good sample. */
+  private sampledLocal = 0;
+  private sampledMono = 0;
+  /** A sample asked for at once, the machine's clock having stepped. */
+  private resampling = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
   /** Which start() the samples under way belong to: one stopped schedules no more. */
   private runs = 0;
@@ -33,10 +38,30 @@ export class RedisClock {
     private readonly local: () => number = Date.now,
     /** Called once, with the offset taken, at the first good sample. */
     private readonly onJudged?: (skew: number) => void,
+    private readonly mono: () => number = () => performance.now(),
   ) {}
 
-  /** Milliseconds since the epoch, in Redis's time. */
-  readonly now = (): number => this.local() + this.offset;
+  /**
+   * Milliseconds since the epoch, in Redis's time. Should the machine's clock step (NTP, by
+   * hand) between samples, the time goes on from the last sample by the monotonic clock
+   * until the next one, asked for at once: a clock stepped a day ahead would otherwise prune
+   * a day of every room's history, and date chats a day late.
+   */
+  readonly now = (): number => {
+    const local = this.local();
+    if (!this.good) return local + this.offset;
+    const expected = this.sampledLocal + (this.mono() - this.sampledMono);
+    if (Math.abs(local - expected) <= CLOCK_TOLERANCE_MS) return local + this.offset;
+    if (!this.resampling) {
+      this.resampling = true;
+      this.sync()
+        .catch(() => false)
+        .finally(() => {
+          this.resampling = false;
+        });
+    }
+    return expected + this.offset;
+  };
 
   /** How far this node's clock is behind Redis's (ms; negative: ahead), as last taken. */
   get skew(): number {
@@ -58,13 +83,17 @@ export class RedisClock {
    */
   async sync(): Promise<boolean> {
     const sent = this.local();
+    const sentMono = this.mono();
     const [seconds, micros] = await this.redis.time();
     const back = this.local();
+    const backMono = this.mono();
     if (back - sent > MAX_ROUND_TRIP_MS || back < sent) return false;
     const redisMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     // TIME ran somewhere in the round trip: the middle is wrong by half of it at most.
     const offset = redisMs - Math.round((sent + back) / 2);
     if (Math.abs(offset - this.offset) > CLOCK_TOLERANCE_MS) this.offset = offset;
+    this.sampledLocal = Math.round((sent + back) / 2);
+    this.sampledMono = (sentMono + backMono) / 2;
     const first = !this.good;
     this.good = true;
     if (first) this.onJudged?.(this.offset);

@@ -356,8 +356,14 @@ if not redis.call('ZSCORE', mrooms(ref), tag) then return -1 end
 return leave_room(ref, tag)
 `;
 
-/** ARGV: P, tag. {ref, nick, ip, port, lineage ('' if none), ...} in join order. */
+/**
+ * ARGV: P, tag, node. {ref, nick, ip, port, lineage ('' if none), ...} in join order; -3 while
+ * refilling, or while the asking node is not registered (Redis lost it).
+ */
 const MEMBERS_LUA = `${PRELUDE}
+-- Redis restarted empty, and some node may not have registered its members again: a list
+-- read now would show them gone. This node missing says so before any node has.
+if refilling() or not redis.call('ZSCORE', NODES, ARGV[3]) then return -3 end
 local out = {}
 for _, ref in ipairs(redis.call('ZRANGE', rkey(ARGV[2]), 0, -1)) do
   local m = redis.call('HMGET', mkey(ref), 'nick', 'ip', 'port', 'lin')
@@ -1073,11 +1079,9 @@ export class RedisPresence implements Presence {
   }
 
   async members(room: string): Promise<PresenceMember[]> {
-    const flat = (await this.scripts.confabPresenceMembers(
-      this.nodesKey,
-      this.prefix,
-      tagOf(room),
-    )) as string[];
+    const ask = () =>
+      this.scripts.confabPresenceMembers(this.nodesKey, this.prefix, tagOf(room), this.node);
+    const flat = (await this.afterRefill(await ask(), ask)) as string[];
     const out: PresenceMember[] = [];
     for (let i = 0; i + 4 < flat.length; i += 5) {
       const lineage = flat[i + 4] === '' ? undefined : flat[i + 4];

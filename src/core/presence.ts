@@ -283,7 +283,11 @@ export interface Presence {
   join(id: MemberId, room: string, capacity: number, name?: string): Promise<JoinResult>;
   /** The room's count after the member left, or undefined if it was not in it. */
   leave(id: MemberId, room: string): Promise<number | undefined>;
-  /** Members of a room, on every node, in join order. */
+  /**
+   * Members of a room, on every node, in join order. After Redis restarted empty it waits
+   * until every live node has registered its members again (the refill; and before any
+   * node has, until this one did): a list read sooner would show them gone.
+   */
   members(room: string): Promise<PresenceMember[]>;
   count(room: string): Promise<number>;
   /** Who holds `nickname`'s look-alike key, on any node; nobody may wait as `claim` does. */
@@ -421,7 +425,8 @@ export class PresenceKeeper {
     private readonly handlers: KeeperHandlers,
     private readonly options: KeeperOptions,
   ) {
-    this.now = options.now ?? Date.now;
+    // Monotonic: a step of the machine's clock (NTP, by hand) is no time without an answer.
+    this.now = options.now ?? (() => performance.now());
     this.lastAcked = this.now();
     this.lastTick = this.lastAcked;
   }

@@ -91,6 +91,19 @@ describe.skipIf(skip)('RedisClock', () => {
     expect(Math.abs(judged[0]! + MONTH_MS)).toBeLessThan(1_000);
   });
 
+  it("goes on by the monotonic clock when the machine's steps, and reads TIME again at once", async () => {
+    let step = 0;
+    const clock = new RedisClock(client(), () => Date.now() + step);
+    expect(await clock.sync()).toBe(true);
+    expect(clock.skew).toBe(0);
+    // A day ahead between samples (NTP setting a clock that was wrong, say).
+    step = 24 * 3600 * 1000;
+    expect(Math.abs(clock.now() - Date.now())).toBeLessThan(500);
+    for (let i = 0; i < 100 && clock.skew === 0; i++) await sleep(20);
+    expect(clock.skew).toBeCloseTo(-step, -3);
+    expect(Math.abs(clock.now() - Date.now())).toBeLessThan(500);
+  });
+
   it('keeps its last offset when Redis does not answer', async () => {
     const c = client();
     const clock = new RedisClock(c, () => Date.now() + MONTH_MS);
