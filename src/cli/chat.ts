@@ -213,6 +213,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     servers,
     nickname,
     history: true,
+    actions: true,
     reconnect: reconnect && { attempts: Number.POSITIVE_INFINITY },
   };
   if (tls !== undefined) connectOptions.tls = tls;

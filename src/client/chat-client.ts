@@ -164,9 +164,15 @@ export interface ConnectOptions {
   servers?: readonly ServerAddress[];
   /**
    * Extensions to ask for; the course server ignores the request.
-   * Default: all but "history" (see `history`).
+   * Default: all but "history" and "actions" (see those).
    */
   caps?: readonly Capability[];
+  /**
+   * Ask for "actions" (IRC's /me): chat that says what its sender does comes with
+   * `action: true`, to be shown as such, and chat() may send one. Default false: a program
+   * that shows chat as "from: msg" gets an action's text between asterisks instead.
+   */
+  actions?: boolean;
   /**
    * Ask for "history" (with "rooms"): ids and positions, history on join,
    * acknowledged chats, and recovery after a reconnect. Default false.
@@ -277,7 +283,7 @@ const ROOMS_MAX = 1_000;
 const REPLAY_HELD_MAX = 4_096;
 const REPLAY_HELD_CHARS = 16 * 1024 * 1024;
 /** What the client asks for unless told: every extension but history, which changes what join() and chat() carry. */
-const DEFAULT_CAPS = CAPABILITIES.filter((c) => c !== 'history');
+const DEFAULT_CAPS = CAPABILITIES.filter((c) => c !== 'history' && c !== 'actions');
 
 function now(): number {
   return performance.timeOrigin + performance.now();
@@ -466,6 +472,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       asked.add('rooms');
       asked.add('history');
     }
+    if (options.actions === true) asked.add('actions');
     const caps = CAPABILITIES.filter((c) => asked.has(c));
     const client = new ChatClient(
       endpoints,

@@ -546,6 +546,11 @@ const chat: Handler<typeof Cmd.CHAT> = (ctx, session, req) => {
     refuse(session, ErrorCode.INVALID_FIELD, '"action" must be true or false', req.cmd);
     return;
   }
+  // Shown as "* ann " to some and as "**" to others: an action says what its sender does.
+  if (action === true && !/\S/u.test(req.msg)) {
+    refuse(session, ErrorCode.INVALID_FIELD, 'an action says what you do: "msg" is blank', req.cmd);
+    return;
+  }
   ctx.say(
     session,
     room,
@@ -574,7 +579,7 @@ export function chatTarget(
   if (!atMostChars(req.msg, ctx.maxMessage) || ctx.bannedWords.matches(req.msg)) return undefined;
   let action = false;
   if (req.action !== undefined && session.has('actions')) {
-    if (req.action === null) return undefined;
+    if (req.action === null || (req.action && !/\S/u.test(req.msg))) return undefined;
     action = req.action;
   }
   if (!session.has('history')) return { room, cid: undefined, action };

@@ -10,6 +10,7 @@ import { Delivery, type SessionRef } from './events.js';
 import { removalDetail } from './moderation.js';
 import {
   addressLike,
+  addressSeries,
   checkNickname,
   lookupKey,
   MAX_UNITS_PER_CHARACTER,
@@ -349,7 +350,7 @@ export const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
   // "127.0.0.01", "[::1]" or "10.*" is no address, and a nickname ban would leave the address
   // in; nor is a ban of a name no nickname may be (spaces, 33 letters) any ban at all.
   const address = parseAddressMask(mask) !== undefined;
-  if (!address && addressLike(mask)) {
+  if (!address && (addressLike(mask) || addressSeries(mask))) {
     refuse(
       session,
       ErrorCode.INVALID_FIELD,

@@ -97,11 +97,21 @@ export function addressLike(text: string): boolean {
 function addressRead(digits: string): boolean {
   // IRC's nick!user@host: the host is what a reader takes the ban for.
   const at = digits.lastIndexOf('@');
-  if (addressShaped(digits) || (at >= 0 && addressShaped(digits.slice(at + 1)))) return true;
-  // A range or a list (`10.0.0.1-10.0.0.9`, `10.0.0.1,10.0.0.2`): a reader takes the ban for
-  // those addresses, which a nickname ban of the text would leave in.
-  const parts = digits.split(/[-,;\u2013]/);
-  return parts.length > 1 && parts.some((part) => part !== '' && addressShaped(part));
+  return addressShaped(digits) || (at >= 0 && addressShaped(digits.slice(at + 1)));
+}
+
+/** What separates the addresses of a range or a list: anything no address is written with. */
+const SERIES_BREAK = /[^0-9a-f.:/%[\]*]+/iu;
+
+/**
+ * Whether a BAN mask is a range or a list of addresses (`10.0.0.1-10.0.0.9`, `10.0.0.1-9`,
+ * `10.0.0.1, 10.0.0.2`, with any dash or separator): text that starts with an address and
+ * goes on past it. A reader takes such a ban for those addresses, which a nickname ban of the
+ * text would leave in. Only for masks: a nickname may be `1.5-beta`'s like.
+ */
+export function addressSeries(text: string): boolean {
+  const parts = digitsRead(text.trim()).split(SERIES_BREAK);
+  return parts.length > 1 && addressShaped(parts[0]!);
 }
 
 const IPV4_LIKE = /^(0x[0-9a-f]*|[0-9]+|\*)(\.(0x[0-9a-f]*|[0-9]*|\*)){1,3}(\/[0-9]*)?$/i;

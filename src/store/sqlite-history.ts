@@ -777,8 +777,8 @@ export class SqliteHistoryStore implements HistoryStore {
           from: draft.from,
           msg: wellFormed(draft.msg),
           ...(cid !== undefined ? { cid } : {}),
-          ...(draft.action === true ? { action: true } : {}),
         };
+        if (draft.action === true) message = { ...message, action: true };
         if (key !== undefined) this.pendingCids.set(key, message);
       }
       // A duplicate waits for the batch too, so promises resolve in append order and a

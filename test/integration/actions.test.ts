@@ -67,6 +67,9 @@ describe('actions on one process', () => {
       // Not a boolean: refused, from a client with "actions".
       m.actor.sendPy({ cmd: '7', msg: 'waves', action: 'yes' });
       expect(await m.actor.expect('90')).toMatchObject({ code: 1002, ref: '7' });
+      // Nor is an action of nothing ("**" to a course client).
+      m.actor.sendPy({ cmd: '7', msg: ' \t', action: true });
+      expect(await m.actor.expect('90')).toMatchObject({ code: 1002, ref: '7' });
       // From a client without "actions" the field is an extra one, as any unknown field.
       m.ext.sendPy({ cmd: '7', msg: 'not an action', action: true });
       const plain = await m.acts.expect('70');
@@ -84,7 +87,11 @@ describe('actions on one process', () => {
 
   it('the terminal client sends /me and shows actions as "* nickname text"', async () => {
     const port = server.address.port;
-    const bob = await ChatClient.connect({ port, nickname: 'bob' });
+    const bob = await ChatClient.connect({ port, nickname: 'bob', actions: true });
+    // A program that did not ask for actions gets their text between asterisks.
+    const plain = await ChatClient.connect({ port, nickname: 'plain' });
+    const plainHeard: ChatMessage[] = [];
+    plain.on('chat', (m) => plainHeard.push(m));
     const heard: ChatMessage[] = [];
     bob.on('chat', (m) => heard.push(m));
     const ann = ChatProcess.start(['ann', '--port', String(port)]);
@@ -97,9 +104,14 @@ describe('actions on one process', () => {
       ann.type('\\exit');
       expect(await ann.exited).toBe(0);
       expect(heard.find((m) => m.from === 'ann')).toMatchObject({ msg: 'waves', action: true });
+      expect(plainHeard.find((m) => m.from === 'ann')).toEqual(
+        expect.objectContaining({ msg: '*waves*' }),
+      );
+      expect(plainHeard.find((m) => m.from === 'ann')?.action).toBeUndefined();
     } finally {
       await ann.stop();
       await bob.exit();
+      await plain.exit();
     }
   });
 });

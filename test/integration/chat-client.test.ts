@@ -10,7 +10,7 @@ describe('ChatClient against confab', () => {
       const port = server.address.port;
       const ann = await ChatClient.connect({ port, nickname: 'ann' });
       // History changes what join() and chat() carry: it is asked for by name.
-      expect(ann.caps).toEqual(['errors', 'renames', 'whispers', 'moderation', 'rooms', 'actions']);
+      expect(ann.caps).toEqual(['errors', 'renames', 'whispers', 'moderation', 'rooms']);
       const withHistory = await ChatClient.connect({ port, nickname: 'hal', history: true });
       expect(withHistory.caps).toEqual([
         'errors',
@@ -19,7 +19,6 @@ describe('ChatClient against confab', () => {
         'moderation',
         'rooms',
         'history',
-        'actions',
       ]);
       await withHistory.exit();
       expect(ann.serverAddress).toEqual(['127.0.0.1', port]);

@@ -294,6 +294,8 @@ describe('BAN', () => {
         '10.0.0.1-9',
         '10.0.0.1,10.0.0.2',
         '2001:db8::1-2001:db8::9',
+        '10.0.0.1\u201410.0.0.9',
+        '10.0.0.1|10.0.0.2',
       ],
       /is not an address or network/,
     );
@@ -303,7 +305,7 @@ describe('BAN', () => {
 
   it('refuses a ban of a name no nickname may be, which would match nobody', () => {
     const op = refusesBans(
-      ['127.0.0.1\u0000', 'two words', 'x'.repeat(40), 'bell\u0007'],
+      ['bob\u0000', 'two words', 'x'.repeat(40), 'bell\u0007'],
       /neither an address nor a nickname/,
     );
     // Names people may have are banned as nicknames, digits only or a lone star included.
