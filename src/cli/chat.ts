@@ -14,6 +14,7 @@ import {
   describeBan,
   describeModeration,
   HELP,
+  NO_ACTIONS,
   NO_PART_REASON,
   NO_QUIT_MESSAGE,
   parseCommand,
@@ -633,7 +634,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         case 'action': {
           const action = command.kind === 'action';
           if (action && !client.hasActions) {
-            say(view.error(style, 'This server does not take \\me.'));
+            say(view.error(style, NO_ACTIONS));
             return;
           }
           if (terminal && lines === echo && echoRows > 0) {

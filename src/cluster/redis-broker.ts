@@ -12,7 +12,7 @@ import type {
   RoomRef,
   WhisperEvent,
 } from '../core/broker.js';
-import type { HistoryStore } from '../core/history.js';
+import { asAction, type HistoryStore } from '../core/history.js';
 import { Redis } from '../store/ioredis.js';
 import { commandClient, DISCONNECT_MS } from '../store/redis-client.js';
 import {
@@ -705,7 +705,7 @@ export class RedisBroker implements Broker {
       const [at, from, msg, sent, action] = chats[i] as PublishedChat;
       const origin = sent === 0 ? undefined : sent;
       const chat: ChatMessage = { type: 'chat', room: state.name, id, at, from, msg, origin };
-      this.receiveChat(state, action === 1 ? { ...chat, action: true } : chat, epoch);
+      this.receiveChat(state, asAction(chat, action === 1), epoch);
     }
   }
 
@@ -1081,7 +1081,7 @@ export class RedisBroker implements Broker {
           msg: m.msg,
           origin: m.origin,
         };
-        this.hand(state, m.action === true ? { ...chat, action: true } : chat);
+        this.hand(state, asAction(chat, m.action === true));
         if (!this.alive(state)) return;
       }
       if ((page.length < PAGE || state.last === before) && state.last < info.top) {

@@ -10,8 +10,8 @@ import type { ChatPlace, WhisperEvent } from './broker.js';
 import { type Cluster, ClusterNode } from './cluster-node.js';
 import { type ChatContext, refuse } from './command-context.js';
 import { chatTarget, commandFor, permitted } from './commands.js';
-import { type ChatEvent, Delivery } from './events.js';
-import type { Appended, HistoryStore, MessageDraft } from './history.js';
+import { type ChatEvent, Delivery, type SaidEvent } from './events.js';
+import { type Appended, asAction, type HistoryStore, type MessageDraft } from './history.js';
 import { Identities } from './identities.js';
 import { LogLimiter } from './log-limit.js';
 import type { Operator } from './moderation.js';
@@ -31,9 +31,6 @@ import { newSender } from './resume-token.js';
 import { Room } from './room.js';
 import { type DeclaredRoom, Rooms } from './rooms.js';
 import { holderOf, Session, type SessionHost } from './session.js';
-
-/** A chat as the room is told it. */
-type SaidEvent = Extract<ChatEvent, { readonly type: 'chat' }>;
 
 export interface ChatOptions {
   /** Room capacity; the course server's is 10. */
@@ -1041,7 +1038,7 @@ export class Chat implements ChatContext, SessionHost {
     if (history === undefined) {
       const id = room.nextId();
       const event: SaidEvent = { type: 'chat', room: room.name, id, at, from, msg };
-      this.publish(action ? { ...event, action } : event, session);
+      this.publish(asAction(event, action), session);
       if (session.has('history'))
         session.reply({ type: 'stored', room: room.name, id, at, cid, duplicate: false });
       return;
@@ -1064,7 +1061,7 @@ export class Chat implements ChatContext, SessionHost {
           : { at, from, msg, cid, sender: session.sender };
     }
     // Spread only here: other chat keeps the shapes the hot path was tuned for.
-    if (action) draft = { ...draft, action };
+    draft = asAction(draft, action);
     history.append(room.key, draft).then(
       (appended) => {
         // The request ends with its "71": later requests, an EXIT, a stop wait for it.
@@ -1095,7 +1092,7 @@ export class Chat implements ChatContext, SessionHost {
                     msg: m.msg,
                     origin,
                   };
-            this.publish(m.action ? { ...event, action: true } : event, sender, appended.epoch);
+            this.publish(asAction(event, m.action === true), sender, appended.epoch);
           }
           // An id of an epoch the room's members have not been told of yet (Redis restarted
           // empty) waits for their "108": a "71" names no epoch.

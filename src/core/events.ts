@@ -230,6 +230,9 @@ export type Reply =
 
 export type Deliverable = ChatEvent | Reply;
 
+/** A chat as its room is told it. */
+export type SaidEvent = Extract<ChatEvent, { readonly type: 'chat' }>;
+
 /** Turns what the core delivers into one dialect's bytes; undefined when that dialect shows nothing for it. */
 export interface Encoder {
   encode(item: Deliverable): Uint8Array | undefined;

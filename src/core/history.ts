@@ -49,6 +49,14 @@ export interface StoredMessage {
   readonly action?: true;
 }
 
+/**
+ * `value` marked as an action (IRC's /me) when `action` holds; else `value` itself, so that
+ * ordinary chat keeps the object shapes its path was tuned for.
+ */
+export function asAction<T extends { readonly action?: true }>(value: T, action: boolean): T {
+  return action ? { ...value, action: true } : value;
+}
+
 export interface MessageDraft {
   readonly at: number;
   readonly from: string;

@@ -9,8 +9,14 @@
  * work (`Chat.background`), so later requests wait for it.
  */
 import type { NotRecovered, Position } from '../protocol/messages.js';
-import { Delivery, type HistoryHeader, type Reply } from './events.js';
-import type { HistoryQuery, HistoryStore, RoomHistory, StoredMessage } from './history.js';
+import { Delivery, type HistoryHeader, type Reply, type SaidEvent } from './events.js';
+import {
+  asAction,
+  type HistoryQuery,
+  type HistoryStore,
+  type RoomHistory,
+  type StoredMessage,
+} from './history.js';
 import type { DisconnectReason } from './ports.js';
 import type { Room } from './room.js';
 import type { SessionState } from './session.js';
@@ -164,8 +170,8 @@ function replayFrom(room: RoomHistory, since: Position): number {
 }
 
 function chatDelivery(room: string, m: StoredMessage): Delivery {
-  const chat = { type: 'chat', room, id: m.id, at: m.at, from: m.from, msg: m.msg } as const;
-  return new Delivery(m.action ? { ...chat, action: true } : chat);
+  const chat: SaidEvent = { type: 'chat', room, id: m.id, at: m.at, from: m.from, msg: m.msg };
+  return new Delivery(asAction(chat, m.action === true));
 }
 
 /**

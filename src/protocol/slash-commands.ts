@@ -36,6 +36,8 @@ ${OPERATOR_HELP}
 ${SLASH_HELP}
 Anything else is sent to the room you are typing into.`;
 
+/** What the clients say of \\me to a server without "actions" (the course server). */
+export const NO_ACTIONS = 'This server does not take \\me.';
 /** What the clients say of a \\exit or /quit with a message: it is not sent. */
 export const NO_QUIT_MESSAGE = 'Quit messages are not sent: the others see only that you left.';
 /** What the clients say of a \\leave or /part with a reason: it is not sent. */

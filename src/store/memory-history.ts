@@ -7,6 +7,7 @@ import type {
   RoomHistory,
   StoredMessage,
 } from '../core/history.js';
+import { asAction } from '../core/history.js';
 import {
   ageCutoff,
   checkKey,
@@ -309,7 +310,7 @@ export class MemoryHistoryStore implements HistoryStore {
       cid === undefined
         ? { room, id, at: draft.at, from: draft.from, msg }
         : { room, id, at: draft.at, from: draft.from, msg, cid };
-    if (draft.action === true) message = { ...message, action: true };
+    message = asAction(message, draft.action === true);
     const before = ring.weight;
     ring.push(message, key, sender);
     this.weight += ring.weight - before;

@@ -9,6 +9,7 @@ import type {
   RoomHistory,
   StoredMessage,
 } from '../core/history.js';
+import { asAction } from '../core/history.js';
 import {
   ageCutoff,
   checkKey,
@@ -711,7 +712,7 @@ function messagesOf(room: string, entry: StreamEntry): StoredMessage[] {
         ? { room, id: first + i, at, from, msg }
         : { room, id: first + i, at, from, msg, cid };
     if (typeof origin === 'string') message = { ...message, origin };
-    return action === 1 ? { ...message, action: true } : message;
+    return asAction(message, action === 1);
   });
 }
 
@@ -958,7 +959,7 @@ export class RedisHistoryStore implements HistoryStore {
               item.cid === undefined
                 ? { room, id, at: item.at, from: item.from, msg: item.msg }
                 : { room, id, at: item.at, from: item.from, msg: item.msg, cid: item.cid };
-            if (item.action) message = { ...message, action: true };
+            message = asAction(message, item.action);
             if (r.length > 3) made.push(message);
             item.resolve({ message, epoch, duplicate: false });
           }

@@ -10,6 +10,7 @@ import type {
   RoomHistory,
   StoredMessage,
 } from '../core/history.js';
+import { asAction } from '../core/history.js';
 import {
   ageCutoff,
   checkKey,
@@ -778,7 +779,7 @@ export class SqliteHistoryStore implements HistoryStore {
           msg: wellFormed(draft.msg),
           ...(cid !== undefined ? { cid } : {}),
         };
-        if (draft.action === true) message = { ...message, action: true };
+        message = asAction(message, draft.action === true);
         if (key !== undefined) this.pendingCids.set(key, message);
       }
       // A duplicate waits for the batch too, so promises resolve in append order and a

@@ -143,23 +143,29 @@ describe('confab chat rooms', () => {
     }
   });
 
-  it.skipIf(withoutSeed())('says rooms are not supported by the course server', async () => {
-    const seed = await startSeed();
-    const ann = ChatProcess.start(['ann', '--port', String(seed.port)]);
-    try {
-      await ann.waitFor('You are the 1st user.');
-      for (const line of ['\\join physics', '\\rooms', '\\room physics', '\\leave physics']) {
-        ann.type(line);
+  it.skipIf(withoutSeed())(
+    'says rooms and actions are not supported by the course server',
+    async () => {
+      const seed = await startSeed();
+      const ann = ChatProcess.start(['ann', '--port', String(seed.port)]);
+      try {
+        await ann.waitFor('You are the 1st user.');
+        for (const line of ['\\join physics', '\\rooms', '\\room physics', '\\leave physics']) {
+          ann.type(line);
+        }
+        await ann.waitFor(/(This server does not support rooms\.[\s\S]*){4}/);
+        ann.type('still here');
+        ann.type('\\users');
+        await ann.waitFor('1 user in the room:');
+        // Nor actions: said, not sent as chat.
+        ann.type('/me waves');
+        await ann.waitFor('This server does not take \\me.');
+        ann.type('\\exit');
+        expect(await ann.exited).toBe(0);
+      } finally {
+        await ann.stop();
+        await seed.stop();
       }
-      await ann.waitFor(/(This server does not support rooms\.[\s\S]*){4}/);
-      ann.type('still here');
-      ann.type('\\users');
-      await ann.waitFor('1 user in the room:');
-      ann.type('\\exit');
-      expect(await ann.exited).toBe(0);
-    } finally {
-      await ann.stop();
-      await seed.stop();
-    }
-  });
+    },
+  );
 });

@@ -10,6 +10,7 @@ import {
   type Command,
   describeBan,
   describeModeration,
+  NO_ACTIONS,
   NO_PART_REASON,
   NO_QUIT_MESSAGE,
   parseCommand,
@@ -1112,7 +1113,7 @@ async function submit(text: string): Promise<void> {
         sendChat(command.text);
         return;
       case 'action':
-        if (!connection.caps.has('actions')) error('This server does not take \\me.');
+        if (!connection.caps.has('actions')) error(NO_ACTIONS);
         else sendChat(command.text, true);
         return;
       case 'whisper': {
