@@ -111,7 +111,9 @@ const SERIES_BREAK = /[^0-9a-f.:/%[\]*]+/iu;
  */
 export function addressSeries(text: string): boolean {
   const parts = digitsRead(text.trim()).split(SERIES_BREAK);
-  return parts.length > 1 && addressShaped(parts[0]!);
+  if (parts.length < 2) return false;
+  // An IPv6 address may hold no digit (`::a`), which addressShaped asks for.
+  return addressShaped(parts[0]!) || parseAddressMask(parts[0]!) !== undefined;
 }
 
 const IPV4_LIKE = /^(0x[0-9a-f]*|[0-9]+|\*)(\.(0x[0-9a-f]*|[0-9]*|\*)){1,3}(\/[0-9]*)?$/i;
