@@ -116,6 +116,13 @@ function isNotice(e: Envelope['e']): e is NodeNotice {
 
 type ChatMessage = Extract<RoomEvent, { readonly type: 'chat' }>;
 
+/** A caller of inEpoch: for `epoch`, and within it the chats up to `through` if given. */
+interface Awaiting {
+  readonly epoch: string;
+  readonly through: number | undefined;
+  readonly then: (movedTo?: string) => void;
+}
+
 type Held =
   | { readonly chat: ChatMessage; readonly epoch: string }
   | { readonly chat: undefined; readonly event: RoomEvent; readonly placed?: undefined }
@@ -170,8 +177,8 @@ interface RoomState {
   everInStep: boolean;
   /** Epochs this node has moved past: their late chats are dropped. */
   readonly retired: Set<string>;
-  /** inEpoch's callers waiting for the room to move to another epoch, in order. */
-  awaiting: { readonly epoch: string; readonly then: (movedTo?: string) => void }[] | undefined;
+  /** inEpoch's callers waiting for the room's hand-over to get to them, in order. */
+  awaiting: Awaiting[] | undefined;
   /** Calls them past AWAIT_MS however the room's catch-up goes. */
   awaitTimer: NodeJS.Timeout | undefined;
   readonly ready: Promise<void>;
@@ -423,13 +430,13 @@ export class RedisBroker implements Broker {
     );
   }
 
-  inEpoch(key: string, epoch: string, then: (movedTo?: string) => void): void {
+  inEpoch(key: string, epoch: string, then: (movedTo?: string) => void, through?: number): void {
     const state = this.rooms.get(key);
     if (
       this.closed ||
       state === undefined ||
       state.epoch === undefined ||
-      state.epoch === epoch ||
+      (state.epoch === epoch && (through === undefined || through <= state.last)) ||
       state.retired.has(epoch)
     ) {
       this.tell(then);
@@ -442,7 +449,7 @@ export class RedisBroker implements Broker {
       state.awaitTimer = setTimeout(() => this.moved(state), this.epochWaitMs);
       state.awaitTimer.unref();
     }
-    state.awaiting.push({ epoch, then });
+    state.awaiting.push({ epoch, through, then });
     // Bounded by the chats in flight of the room's members here; a cap all the same.
     if (state.awaiting.length >= MAX_AWAITING) this.moved(state);
   }
@@ -455,10 +462,48 @@ export class RedisBroker implements Broker {
   private moved(state: RoomState, to?: string): void {
     const awaiting = state.awaiting;
     if (awaiting === undefined) return;
-    state.awaiting = undefined;
-    clearTimeout(state.awaitTimer);
-    state.awaitTimer = undefined;
-    for (const { epoch, then } of awaiting) {
+    // Those of the epoch moved to still wait for its chats below theirs, the first of them
+    // with those after it, in order (the bound on the wait goes on).
+    let kept = awaiting.length;
+    if (to !== undefined) {
+      kept = awaiting.findIndex(
+        (a) => a.epoch === to && a.through !== undefined && a.through > state.last,
+      );
+      if (kept < 0) kept = awaiting.length;
+    }
+    this.release(state, kept, to);
+  }
+
+  /**
+   * The room's chats through `id` were handed over (or lost): inEpoch's first callers whose
+   * chats are all handed over now go, in order.
+   */
+  private handedThrough(state: RoomState, id: number): void {
+    const awaiting = state.awaiting;
+    if (awaiting === undefined) return;
+    let done = 0;
+    while (done < awaiting.length) {
+      const a = awaiting[done]!;
+      if (a.epoch !== state.epoch || (a.through !== undefined && a.through > id)) break;
+      done++;
+    }
+    if (done > 0) this.release(state, done);
+  }
+
+  /** Calls the first `count` of inEpoch's callers, in order; the rest wait on. */
+  private release(state: RoomState, count: number, to?: string): void {
+    const awaiting = state.awaiting!;
+    const callers = awaiting.slice(0, count);
+    if (count < awaiting.length) {
+      state.awaiting = awaiting.slice(count);
+      // The wait moved on: its bound counts from here, for the callers left.
+      state.awaitTimer?.refresh();
+    } else {
+      state.awaiting = undefined;
+      clearTimeout(state.awaitTimer);
+      state.awaitTimer = undefined;
+    }
+    for (const { epoch, then } of callers) {
       const elsewhere = to !== undefined && epoch !== to ? to : undefined;
       this.tell(() => then(elsewhere));
     }
@@ -857,12 +902,14 @@ export class RedisBroker implements Broker {
       this.history.seen?.(state.key, state.epoch, event.id);
     }
     const handler = this.handler;
-    if (handler === undefined) return;
-    try {
-      handler.room(state.key, event.room === state.name ? event : { ...event, room: state.name });
-    } catch (error) {
-      this.onError(asError(error));
+    if (handler !== undefined) {
+      try {
+        handler.room(state.key, event.room === state.name ? event : { ...event, room: state.name });
+      } catch (error) {
+        this.onError(asError(error));
+      }
     }
+    if (event.type === 'chat' && state.awaiting !== undefined) this.handedThrough(state, event.id);
   }
 
   private handWhisper(event: WhisperEvent): void {
@@ -891,6 +938,8 @@ export class RedisBroker implements Broker {
     if (handler?.lost !== undefined) {
       this.tell(() => handler.lost!(state.key, reason, state.epoch ?? ''));
     }
+    // Chats deleted before they could be read are handed over as far as they ever will be.
+    if (reason === 'trimmed') this.handedThrough(state, state.last);
   }
 
   // ---- subscriber connection ----

@@ -332,8 +332,8 @@ export class ShardedBroker implements Broker {
     this.of(key).publish(key, event, epoch);
   }
 
-  inEpoch(key: string, epoch: string, then: (movedTo?: string) => void): void {
-    this.of(key).inEpoch(key, epoch, then);
+  inEpoch(key: string, epoch: string, then: (movedTo?: string) => void, through?: number): void {
+    this.of(key).inEpoch(key, epoch, then, through);
   }
 
   askReread(key: string): void {

@@ -181,9 +181,12 @@ export interface Broker {
    * new epoch before any id of it. Callers are called in the order they came. A broker
    * whose epochs never change calls `then` at once. `then` is given the epoch the room moved
    * to when that is not `epoch`: the room's history was lost again before this node handed
-   * over any chat of `epoch`, and what `lost` told is another epoch.
+   * over any chat of `epoch`, and what `lost` told is another epoch. Given `through`, it
+   * waits, within `epoch`, until this node has handed over the room's chats up to that id
+   * too: a sender's "71" then never comes before a chat with a lower id another node's
+   * member said (a client that counts its own ids as seen would resume past it).
    */
-  inEpoch(key: string, epoch: string, then: (movedTo?: string) => void): void;
+  inEpoch(key: string, epoch: string, then: (movedTo?: string) => void, through?: number): void;
   /**
    * A whisper to a member on `node` (this node included: handed over at once). Resolves
    * once it is sent: `true` when a node listening on that address took it, `false` when

@@ -1095,12 +1095,14 @@ export class Chat implements ChatContext, SessionHost {
             this.publish(asAction(event, m.action === true), sender, appended.epoch);
           }
           // An id of an epoch the room's members have not been told of yet (Redis restarted
-          // empty) waits for their "108": a "71" names no epoch.
+          // empty) waits for their "108": a "71" names no epoch. And it waits for the room's
+          // chats below it, other nodes' among them: a client counts its own ids as seen.
           if (this.node !== undefined) {
-            this.node.inEpoch(room, appended.epoch, (movedTo) => {
+            const then = (movedTo?: string) => {
               this.acknowledge(session, room, appended, others, movedTo);
               this.finished(session);
-            });
+            };
+            this.node.inEpoch(room, appended.epoch, then, m.id);
             acknowledging = true;
           } else this.acknowledge(session, room, appended, others);
         } catch (err) {

@@ -174,10 +174,10 @@ export class ClusterNode {
 
   /**
    * Calls `then` once this node hands over `room`'s chats of `epoch`, after the "108" of a
-   * move to it (Broker.inEpoch).
+   * move to it, and, given `through`, its chats up to that id (Broker.inEpoch).
    */
-  inEpoch(room: Room, epoch: string, then: (movedTo?: string) => void): void {
-    this.cluster.broker.inEpoch(room.key, epoch, then);
+  inEpoch(room: Room, epoch: string, then: (movedTo?: string) => void, through?: number): void {
+    this.cluster.broker.inEpoch(room.key, epoch, then, through);
   }
 
   /** A room event from the broker: to this node's members of the room, but the one it is about. */

@@ -848,6 +848,36 @@ describe.skipIf(withoutRedis())('Redis', () => {
       });
     });
 
+    it('calls an inEpoch caller through an id once the room’s chats up to it were handed over here', async () => {
+      await withOwnRedis(async (_own, c) => {
+        const [a, b] = [await c.node(), await c.node()];
+        const got = new (await import('./broker.js')).Recorder();
+        a.broker.onEvent(got);
+        await a.broker.start();
+        b.broker.onEvent(new (await import('./broker.js')).Recorder());
+        await b.broker.start();
+        const room = { key: 'order', name: 'order' };
+        await a.broker.subscribe(room);
+        await b.broker.subscribe(room);
+        const { epoch } = await a.history.room('order');
+        const calls: string[] = [];
+        // The "71" of node a's own chat 2 waits for chat 1, another node's, to be handed
+        // over here first: its sender counts its own ids as seen.
+        const handed = () => `after ${got.chatIds('order').join(',')}`;
+        a.broker.inEpoch('order', epoch, () => calls.push(`two ${handed()}`), 2);
+        a.broker.inEpoch('order', epoch, () => calls.push(`three ${handed()}`), 3);
+        expect(calls).toEqual([]);
+        await say(b, room, 'bob', 'one');
+        await say(a, room, 'ann', 'two');
+        await eventually(() => expect(calls).toEqual(['two after 1,2']));
+        await say(b, room, 'bob', 'three');
+        await eventually(() => expect(calls).toEqual(['two after 1,2', 'three after 1,2,3']));
+        // Handed over already: at once.
+        a.broker.inEpoch('order', epoch, () => calls.push('one again'), 1);
+        expect(calls).toHaveLength(3);
+      });
+    });
+
     it('calls whoever waits in inEpoch, in order, once they waited long enough for a room that does not move', async () => {
       const prefix = `w-${process.pid}:`;
       const history = new RedisHistoryStore({
