@@ -12,6 +12,7 @@ import type {
   RoomRef,
   WhisperEvent,
 } from '../core/broker.js';
+import type { SaidEvent } from '../core/events.js';
 import { asAction, type HistoryStore } from '../core/history.js';
 import { Redis } from '../store/ioredis.js';
 import { commandClient, DISCONNECT_MS } from '../store/redis-client.js';
@@ -95,7 +96,7 @@ const ROOM_EVENT_TYPES: Readonly<Record<Exclude<RoomEvent['type'], 'chat'>, true
   gap: true,
 };
 
-function isRoomEvent(e: Envelope['e']): e is Exclude<RoomEvent, ChatMessage> {
+function isRoomEvent(e: Envelope['e']): e is Exclude<RoomEvent, SaidEvent> {
   return Object.hasOwn(ROOM_EVENT_TYPES, e.type);
 }
 
@@ -114,8 +115,6 @@ function isNotice(e: Envelope['e']): e is NodeNotice {
   return Object.hasOwn(NOTICE_TYPES, e.type);
 }
 
-type ChatMessage = Extract<RoomEvent, { readonly type: 'chat' }>;
-
 /** A caller of inEpoch: for `epoch`, and within it the chats up to `through` if given. */
 interface Awaiting {
   readonly epoch: string;
@@ -124,7 +123,7 @@ interface Awaiting {
 }
 
 type Held =
-  | { readonly chat: ChatMessage; readonly epoch: string }
+  | { readonly chat: SaidEvent; readonly epoch: string }
   | { readonly chat: undefined; readonly event: RoomEvent; readonly placed?: undefined }
   /** This node's own join come back: handed to `placed` in its turn. */
   | { readonly chat: undefined; readonly event: JoinedEvent; readonly placed: ChatPlace }
@@ -749,7 +748,7 @@ export class RedisBroker implements Broker {
       if (state.inStep && id <= state.last && epoch === state.epoch) continue;
       const [at, from, msg, sent, action] = chats[i] as PublishedChat;
       const origin = sent === 0 ? undefined : sent;
-      const chat: ChatMessage = { type: 'chat', room: state.name, id, at, from, msg, origin };
+      const chat: SaidEvent = { type: 'chat', room: state.name, id, at, from, msg, origin };
       this.receiveChat(state, asAction(chat, action === 1), epoch);
     }
   }
@@ -847,7 +846,7 @@ export class RedisBroker implements Broker {
     this.tell(() => handler.placed!(state.key, named, after));
   }
 
-  private receiveChat(state: RoomState, chat: ChatMessage, epoch: string): void {
+  private receiveChat(state: RoomState, chat: SaidEvent, epoch: string): void {
     if (!state.inStep) {
       this.hold(state, { chat, epoch });
       return;
@@ -1121,7 +1120,7 @@ export class RedisBroker implements Broker {
           if (!this.alive(state)) return;
         }
         state.last = last = m.id;
-        const chat: ChatMessage = {
+        const chat: SaidEvent = {
           type: 'chat',
           room: state.name,
           id: m.id,

@@ -90,9 +90,10 @@ export class RedisClock {
     if (back - sent > MAX_ROUND_TRIP_MS || back < sent) return false;
     const redisMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     // TIME ran somewhere in the round trip: the middle is wrong by half of it at most.
-    const offset = redisMs - Math.round((sent + back) / 2);
+    const middle = Math.round((sent + back) / 2);
+    const offset = redisMs - middle;
     if (Math.abs(offset - this.offset) > CLOCK_TOLERANCE_MS) this.offset = offset;
-    this.sampledLocal = Math.round((sent + back) / 2);
+    this.sampledLocal = middle;
     this.sampledMono = (sentMono + backMono) / 2;
     const first = !this.good;
     this.good = true;

@@ -343,12 +343,12 @@ export class ClusterNode {
     this.resynced(key, 'publish');
   }
 
-  /** The lobby or a room this node knows, by its key. */
   /** The capacity of the room under `key` (the lobby's too), if this node has it. */
   capacityOf(key: string): number | undefined {
     return this.roomAt(key)?.capacity;
   }
 
+  /** The lobby or a room this node knows, by its key. */
   private roomAt(key: string): Room | undefined {
     return key === this.chat.lobby.key ? this.chat.lobby : this.chat.rooms.keyed(key);
   }

@@ -541,14 +541,9 @@ const chat: Handler<typeof Cmd.CHAT> = (ctx, session, req) => {
     );
     return;
   }
-  const action = session.has('actions') ? req.action : undefined;
-  if (action === null) {
-    refuse(session, ErrorCode.INVALID_FIELD, '"action" must be true or false', req.cmd);
-    return;
-  }
-  // Shown as "* ann " to some and as "**" to others: an action says what its sender does.
-  if (action === true && !/\S/u.test(req.msg)) {
-    refuse(session, ErrorCode.INVALID_FIELD, 'an action says what you do: "msg" is blank', req.cmd);
+  const refused = actionRefused(session, req);
+  if (refused !== undefined) {
+    refuse(session, ErrorCode.INVALID_FIELD, refused, req.cmd);
     return;
   }
   ctx.say(
@@ -556,9 +551,23 @@ const chat: Handler<typeof Cmd.CHAT> = (ctx, session, req) => {
     room,
     req.msg,
     session.has('history') ? (req.cid ?? undefined) : undefined,
-    action === true,
+    isAction(session, req),
   );
 };
+
+/** Whether CHAT is an action (IRC's /me): only from a client with "actions". */
+function isAction(session: Session, req: ChatRequest): boolean {
+  return req.action === true && session.has('actions');
+}
+
+/** Why CHAT's `action` is refused (1002), if it is; a client without "actions" may send anything. */
+function actionRefused(session: Session, req: ChatRequest): string | undefined {
+  if (req.action === undefined || !session.has('actions')) return undefined;
+  if (req.action === null) return '"action" must be true or false';
+  // Shown as "* ann " to some and as "**" to others: an action says what its sender does.
+  if (req.action && !/\S/u.test(req.msg)) return 'an action says what you do: "msg" is blank';
+  return undefined;
+}
 
 /**
  * Where a chat goes when CHAT would accept it without a word (no refusal,
@@ -577,11 +586,8 @@ export function chatTarget(
   }
   if (room === undefined || !session.rooms.has(room)) return undefined;
   if (!atMostChars(req.msg, ctx.maxMessage) || ctx.bannedWords.matches(req.msg)) return undefined;
-  let action = false;
-  if (req.action !== undefined && session.has('actions')) {
-    if (req.action === null || (req.action && !/\S/u.test(req.msg))) return undefined;
-    action = req.action;
-  }
+  if (actionRefused(session, req) !== undefined) return undefined;
+  const action = isAction(session, req);
   if (!session.has('history')) return { room, cid: undefined, action };
   if (req.cid === null) return undefined;
   return { room, cid: req.cid, action };

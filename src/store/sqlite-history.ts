@@ -1341,10 +1341,8 @@ function parseEntries(row: BatchRow): Entry[] {
 }
 
 function toMessage(room: string, id: number, [at, from, msg, mark]: Entry): StoredMessage {
-  if (mark === undefined) return { room, id, at, from, msg };
-  if (typeof mark === 'string') return { room, id, at, from, msg, cid: mark };
-  const { cid } = readMark(mark);
-  return cid === undefined
-    ? { room, id, at, from, msg, action: true }
-    : { room, id, at, from, msg, cid, action: true };
+  const { cid, action } = readMark(mark);
+  const message: StoredMessage =
+    cid === undefined ? { room, id, at, from, msg } : { room, id, at, from, msg, cid };
+  return asAction(message, action);
 }

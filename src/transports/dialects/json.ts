@@ -55,8 +55,7 @@ export function toServerMessage(
         ? { cmd: Cmd.USER_RENAMED, oldNickname: item.from, newNickname: item.to, room: item.room }
         : { cmd: Cmd.USER_RENAMED, oldNickname: item.from, newNickname: item.to };
     case 'chat': {
-      const acted = item.action === true && caps.has('actions');
-      const msg = item.action === true && !acted ? actedOut(item.msg) : item.msg;
+      const [msg, acted] = shownAction(item, caps);
       const chat: ServerMessage = rooms
         ? {
             cmd: Cmd.CHAT_RESPONSE,
@@ -190,9 +189,10 @@ export function toServerMessage(
         epoch: item.epoch,
         messages: item.messages.map((m): HistoryEntry => {
           if (m.action !== true) return { id: m.id, at: m.at, from: m.from, msg: m.msg };
-          return caps.has('actions')
-            ? { id: m.id, at: m.at, from: m.from, msg: m.msg, action: true }
-            : { id: m.id, at: m.at, from: m.from, msg: actedOut(m.msg) };
+          const [msg, acted] = shownAction(m, caps);
+          const entry: HistoryEntry = { id: m.id, at: m.at, from: m.from, msg };
+          if (acted) entry.action = true;
+          return entry;
         }),
         more: item.more,
       };
@@ -210,11 +210,16 @@ export function toServerMessage(
 }
 
 /**
- * An action (IRC's /me) as a client without "actions" is sent it: its text between asterisks,
+ * A chat's text as a client with these capabilities is sent it, and whether it is marked an
+ * action (IRC's /me). A client without "actions" gets an action's text between asterisks,
  * which reads as one after the sender's name (`ann: *waves*`).
  */
-function actedOut(msg: string): string {
-  return `*${msg}*`;
+function shownAction(
+  chat: { readonly msg: string; readonly action?: true },
+  caps: ReadonlySet<Capability>,
+): [msg: string, action: boolean] {
+  if (chat.action !== true) return [chat.msg, false];
+  return caps.has('actions') ? [chat.msg, true] : [`*${chat.msg}*`, false];
 }
 
 function error(code: number, message: string, ref: string | undefined): ServerMessage {
