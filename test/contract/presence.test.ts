@@ -389,13 +389,18 @@ describe.skipIf(withoutRedis())('Redis', () => {
         expect(await b.rename('2', 'bo')).toBe(true);
       });
 
+      /** Nodes a and b, with ann on a and bob on b in the lobby. */
+      async function annAndBobInTheLobby(): Promise<[RedisPresence, RedisPresence]> {
+        const [a, b] = await liveNodes(newPrefix(), ['a', 'b'], REFILL);
+        await a!.claim('1', 'ann', addr(1));
+        await a!.join('1', 'lobby', 10);
+        await b!.claim('1', 'bob', addr(2));
+        await b!.join('1', 'lobby', 10);
+        return [a!, b!];
+      }
+
       it("a read of a room's members waits, and lists those of a node back during it", async () => {
-        const prefix = newPrefix();
-        const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
-        await a.claim('1', 'ann', addr(1));
-        await a.join('1', 'lobby', 10);
-        await b.claim('1', 'bob', addr(2));
-        await b.join('1', 'lobby', 10);
+        const [a, b] = await annAndBobInTheLobby();
 
         const [read, beat] = await askedBeforeBack(b, a, () => b.members('lobby'));
         expect(beat).toEqual({ status: 'reset', lost: [] });
@@ -403,12 +408,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
       });
 
       it("a read of a room's members before any node registered again waits for them", async () => {
-        const prefix = newPrefix();
-        const [a, b] = await liveNodes(prefix, ['a', 'b'], REFILL);
-        await a.claim('1', 'ann', addr(1));
-        await a.join('1', 'lobby', 10);
-        await b.claim('1', 'bob', addr(2));
-        await b.join('1', 'lobby', 10);
+        const [a, b] = await annAndBobInTheLobby();
 
         await redis.restart();
         // Asked of an empty Redis (as a read sent during the outage is, once it is back).
