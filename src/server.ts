@@ -331,7 +331,13 @@ class ClusterNode implements Cluster, ClusterView {
     // One id for all: Presence says which node a member is on, the broker delivers there.
     const node = `n${randomUUID()}`;
     // Read before anything is timed by it: what nodes compare, they time in Redis's time.
-    const clock = new RedisClock(redis, Date.now, (skew) => {
+    const clock = new RedisClock(redis, Date.now, (skew, doubt) => {
+      if (doubt > 0) {
+        log.warn(
+          { roundTripMs: Math.round(2 * doubt) },
+          `Redis answered TIME slowly: the node's reading of Redis's clock may be up to ${Math.ceil(doubt / 1000)} s off until a faster answer`,
+        );
+      }
       if (Math.abs(skew) <= CLOCK_TOLERANCE_MS) return;
       log.warn(
         { skewMs: skew },
@@ -357,6 +363,7 @@ class ClusterNode implements Cluster, ClusterView {
       redis,
       node,
       timeoutMs: config.clusterTimeout * 1000,
+      timeKnown: () => clock.judged,
       onError,
     });
     const fail = (err: unknown) => {
@@ -413,7 +420,7 @@ class ClusterNode implements Cluster, ClusterView {
     if (!clock.judged) {
       log.warn(
         {},
-        "Redis answered TIME too slowly to tell its time: the node times by this machine's clock, and prunes no history by age, until it can",
+        "Redis answered TIME too slowly to tell its time: the node times by this machine's clock, and prunes no history by age nor removes ended bans, until it can",
       );
     }
     const twice = clients.length > 1 ? await atStart(sameServer(clients)) : undefined;

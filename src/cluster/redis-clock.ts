@@ -9,6 +9,13 @@ import type { Redis } from 'ioredis';
 export const CLOCK_TOLERANCE_MS = 1_000;
 /** A sample whose round trip took longer than this says too little of when TIME ran. */
 const MAX_ROUND_TRIP_MS = CLOCK_TOLERANCE_MS;
+/**
+ * A slower sample still places TIME within half its round trip: seconds off, where the
+ * machine's own clock may be a month off. Taken while no faster one has been (a Redis that
+ * slow for good would otherwise leave the node on its own clock for good, dating chats that
+ * another node then prunes by age); slower still, heartbeats time out first.
+ */
+const LOOSE_ROUND_TRIP_MS = 10_000;
 /** How often the clock reads TIME again: a node's own clock may be stepped (NTP, by hand). */
 export const CLOCK_SYNC_MS = 30_000;
 /** How soon it tries again while no sample has been good enough yet. */
@@ -24,6 +31,8 @@ export const CLOCK_RETRY_MS = 1_000;
 export class RedisClock {
   private offset = 0;
   private good = false;
+  /** The offset held came from a sample slower than MAX_ROUND_TRIP_MS. */
+  private loose = false;
   /** This node's clock, and the monotonic one, in the middle of the last good sample. */
   private sampledLocal = 0;
   private sampledMono = 0;
@@ -36,8 +45,11 @@ export class RedisClock {
   constructor(
     private readonly redis: Pick<Redis, 'time'>,
     private readonly local: () => number = Date.now,
-    /** Called once, with the offset taken, at the first good sample. */
-    private readonly onJudged?: (skew: number) => void,
+    /**
+     * Called once, at the first sample good enough to judge by, with the offset taken and
+     * how far it may be wrong when that sample was slow (ms; 0 when not).
+     */
+    private readonly onJudged?: (skew: number, doubt: number) => void,
     private readonly mono: () => number = () => performance.now(),
   ) {}
 
@@ -78,8 +90,9 @@ export class RedisClock {
   }
 
   /**
-   * Reads TIME once and takes the offset if it is off by more than the tolerance. Answers
-   * whether the sample was good enough to judge by; rejects as the command does.
+   * Reads TIME once and takes the offset if it is off by more than the tolerance (a slow
+   * sample: see LOOSE_ROUND_TRIP_MS). Answers whether the sample was good enough to judge
+   * by; rejects as the command does.
    */
   async sync(): Promise<boolean> {
     const sent = this.local();
@@ -87,17 +100,24 @@ export class RedisClock {
     const [seconds, micros] = await this.redis.time();
     const back = this.local();
     const backMono = this.mono();
-    if (back - sent > MAX_ROUND_TRIP_MS || back < sent) return false;
+    const roundTrip = backMono - sentMono;
+    // The machine's clock stepped meanwhile: its readings place TIME nowhere.
+    if (Math.abs(back - sent - roundTrip) > CLOCK_TOLERANCE_MS) return false;
+    const loose = roundTrip > MAX_ROUND_TRIP_MS;
+    if (roundTrip > LOOSE_ROUND_TRIP_MS || (loose && this.good && !this.loose)) return false;
     const redisMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     // TIME ran somewhere in the round trip: the middle is wrong by half of it at most.
     const middle = Math.round((sent + back) / 2);
     const offset = redisMs - middle;
-    if (Math.abs(offset - this.offset) > CLOCK_TOLERANCE_MS) this.offset = offset;
+    if (Math.abs(offset - this.offset) > CLOCK_TOLERANCE_MS || (this.loose && !loose)) {
+      this.offset = offset;
+    }
+    this.loose = loose;
     this.sampledLocal = middle;
     this.sampledMono = (sentMono + backMono) / 2;
     const first = !this.good;
     this.good = true;
-    if (first) this.onJudged?.(this.offset);
+    if (first) this.onJudged?.(this.offset, loose ? roundTrip / 2 : 0);
     return true;
   }
 

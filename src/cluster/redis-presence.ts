@@ -42,6 +42,12 @@ export interface RedisPresenceOptions {
   readonly refillMs?: number;
   /** Put before every key, so several clusters or tests can share one Redis. */
   readonly prefix?: string;
+  /**
+   * Whether `now` passed to `ban` can be trusted (RedisClock.judged; default always): until
+   * then no ended ban is removed, since a clock a month ahead would remove other nodes' bans
+   * for good.
+   */
+  readonly timeKnown?: () => boolean;
   readonly onError?: (error: Error) => void;
 }
 
@@ -943,6 +949,8 @@ export class RedisPresence implements Presence {
    */
   shardList: string | undefined;
 
+  private readonly timeKnown: () => boolean;
+
   /** A key under Presence's prefix and hash tag, for what the cluster keeps beside it. */
   keyOf(name: string): string {
     return `${this.prefix}${name}`;
@@ -956,6 +964,7 @@ export class RedisPresence implements Presence {
     this.longestTimeoutMs = options.timeoutMs;
     this.releaseKeptMs = Math.max(2 * options.timeoutMs, RELEASE_KEPT_MIN_MS);
     this.refillMs = options.refillMs ?? REFILL_MS;
+    this.timeKnown = options.timeKnown ?? (() => true);
     if (!Number.isInteger(this.refillMs) || this.refillMs < 0) {
       throw new RangeError('refillMs must be a whole number of ms, 0 or more');
     }
@@ -1255,7 +1264,8 @@ export class RedisPresence implements Presence {
 
   async ban(key: string, ban: Ban, now: number): Promise<void> {
     const expired: string[] = [];
-    for (const [k, row] of Object.entries(await this.redis.hgetall(`${this.prefix}bans`))) {
+    const rows = this.timeKnown() ? await this.redis.hgetall(`${this.prefix}bans`) : {};
+    for (const [k, row] of Object.entries(rows)) {
       const old = parseBan(row);
       if (old === undefined || (old[1].expires !== null && old[1].expires <= now)) {
         expired.push(k, row);

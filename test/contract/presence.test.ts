@@ -113,6 +113,12 @@ describe.skipIf(withoutRedis())('Redis', () => {
       for (const fn of cleanup.splice(0).reverse()) await fn();
     });
     const addr = (port: number) => ({ ip: '127.0.0.1', port });
+    const ban = (mask: string, expires: number | null) => ({
+      mask,
+      by: 'op',
+      reason: 'r',
+      expires,
+    });
 
     function node(
       prefix: string,
@@ -1224,18 +1230,38 @@ describe.skipIf(withoutRedis())('Redis', () => {
       const [a, b] = ['a', 'b'].map(
         (name) => new RedisPresence({ redis: shared, prefix, node: name, timeoutMs: TIMEOUT_MS }),
       ) as [RedisPresence, RedisPresence];
-      const ban = (mask: string, expires: number | null) => ({
-        mask,
-        by: 'op',
-        reason: 'r',
-        expires,
-      });
       await a.ban('n:mallory', ban('mallory', 2_000), 1_000);
       await Promise.all([
         b.ban('n:mallory', ban('mallory', null), 3_000),
         a.ban('n:eve', ban('eve', null), 3_000),
       ]);
       expect((await b.bans()).map((x) => x.mask).sort()).toEqual(['eve', 'mallory']);
+    });
+
+    it("removes no ended ban while its node's time is not known", async () => {
+      const prefix = newPrefix();
+      let known = false;
+      const [a, b] = ['a', 'b'].map(
+        (name) =>
+          new RedisPresence({
+            redis: redis.url,
+            prefix,
+            node: name,
+            timeoutMs: TIMEOUT_MS,
+            timeKnown: () => known,
+          }),
+      ) as [RedisPresence, RedisPresence];
+      cleanup.push(
+        () => a.close(),
+        () => b.close(),
+      );
+      await a.ban('n:mallory', ban('mallory', 2_000), 1_000);
+      // A clock a month ahead: mallory's ban has ended by it, but it is not known to be right.
+      await b.ban('n:eve', ban('eve', null), 1_000 + 30 * 24 * 3600 * 1000);
+      expect((await a.bans()).map((x) => x.mask).sort()).toEqual(['eve', 'mallory']);
+      known = true;
+      await b.ban('n:kim', ban('kim', null), 3_000);
+      expect((await a.bans()).map((x) => x.mask).sort()).toEqual(['eve', 'kim']);
     });
 
     it('records the shard list a node agreed on where none is stored, and refuses its heartbeat where another is', async () => {

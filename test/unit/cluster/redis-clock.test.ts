@@ -66,6 +66,40 @@ describe.skipIf(skip)('RedisClock', () => {
     expect(clock.judged).toBe(false);
   });
 
+  it('judges by a slow sample, within half its round trip, until a fast one comes', async () => {
+    const c = client();
+    let slowMs = 1_600;
+    // Redis answers at once, and its answer takes slowMs to come back: a worst case, the
+    // middle of the round trip then being slowMs / 2 off when TIME ran.
+    const slow = {
+      time: async () => {
+        const time = await c.time();
+        await sleep(slowMs);
+        return time;
+      },
+    };
+    const doubts: number[] = [];
+    const clock = new RedisClock(
+      slow,
+      () => Date.now() - MONTH_MS,
+      (_, doubt) => doubts.push(doubt),
+    );
+    expect(await clock.sync()).toBe(true);
+    expect(clock.judged).toBe(true);
+    expect(doubts).toHaveLength(1);
+    expect(doubts[0]).toBeGreaterThanOrEqual(slowMs / 2);
+    // A month off before; now behind by the half round trip, and not past it.
+    expect(Math.abs(clock.now() - Date.now() + slowMs / 2)).toBeLessThan(300);
+    slowMs = 0;
+    expect(await clock.sync()).toBe(true);
+    expect(Math.abs(clock.now() - Date.now())).toBeLessThan(300);
+    const fast = clock.skew;
+    // Once a fast one was taken, a slow one is not.
+    slowMs = 1_600;
+    expect(await clock.sync()).toBe(false);
+    expect(clock.skew).toBe(fast);
+  });
+
   it('tries again within a second until a sample is good enough to judge by', async () => {
     let calls = 0;
     // sync() reads the machine's clock twice: the first three samples' round trips take a
