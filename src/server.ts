@@ -204,6 +204,38 @@ const HEARTBEAT_MS = 1_000;
 const heartbeatMs = (timeoutMs: number) => Math.min(HEARTBEAT_MS, Math.floor(timeoutMs / 5));
 
 /**
+ * A starting node's heartbeats, one at a time, every interval until `stop`: against a slow
+ * Redis, start-up takes more round trips than --cluster-timeout holds, and a node silent
+ * meanwhile was reaped by the others before it opened, then told its first client it had
+ * been cut off.
+ */
+class StartBeats {
+  private under: Promise<unknown> | undefined;
+  private readonly timer: ReturnType<typeof setInterval>;
+
+  constructor(private readonly presence: RedisPresence) {
+    this.timer = setInterval(() => {
+      this.beat().catch(() => {});
+    }, heartbeatMs(presence.timeoutMs));
+    this.timer.unref();
+  }
+
+  /** A heartbeat now, or the one under way. */
+  beat(): Promise<unknown> {
+    this.under ??= this.presence.heartbeat().finally(() => {
+      this.under = undefined;
+    });
+    return this.under;
+  }
+
+  /** No more; settles once the one under way has. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.under?.catch(() => {});
+  }
+}
+
+/**
  * Heartbeats a resync waits for before it reads a room's members again (Cluster.resyncDelayMs):
  * after a Redis restart each live node registers its members again at its next one.
  */
@@ -274,6 +306,8 @@ class ClusterNode implements Cluster, ClusterView {
     readonly broker: Broker,
     /** The cluster's wall clock: every node's reading of Redis's time. */
     readonly clock: RedisClock,
+    /** Until `keep`: the heartbeats of the start. */
+    private readonly starting: StartBeats,
   ) {
     presence.onUnregistered = async () => {
       await this.keeper?.tick();
@@ -379,7 +413,9 @@ class ClusterNode implements Cluster, ClusterView {
         `cannot reach Redis at ${shownUrl(urls[i]!)} (${optionOf(i)}): ${errors[i]?.message ?? (err as Error).message}`,
       );
     };
+    let beats: StartBeats | undefined;
     const giveUp = async () => {
+      await beats?.stop();
       for (const store of stores) await store.close().catch(() => {});
       await presence.close().catch(() => {});
       for (const c of clients) c.disconnect();
@@ -413,6 +449,8 @@ class ClusterNode implements Cluster, ClusterView {
         ...clients.slice(1).map((c, i) => answer(i + 1, c.ping())),
       ]),
     );
+    beats = new StartBeats(presence);
+    const starting = beats;
     // A slow answer says too little of when TIME ran: a few more tries, then the next ones.
     for (let tries = 0; tries < 3; tries++) {
       if (await atStart(clock.sync())) break;
@@ -456,7 +494,7 @@ class ClusterNode implements Cluster, ClusterView {
         await giveUp();
         throw new StartError('stopped while waiting for the shard list agreement');
       }
-      await atStart(presence.heartbeat());
+      await atStart(starting.beat());
     };
     // After Redis restarted empty, the running nodes record their list again at their next
     // heartbeats (RedisPresence.shardList): a node that found none recorded and recorded its
@@ -507,7 +545,7 @@ class ClusterNode implements Cluster, ClusterView {
     const one = stores.length === 1;
     const history: HistoryStore = one ? stores[0]! : new ShardedHistoryStore(stores);
     const broker: Broker = one ? brokers[0]! : new ShardedBroker(brokers);
-    const cluster = new ClusterNode(clients, history, presence, broker, clock);
+    const cluster = new ClusterNode(clients, history, presence, broker, clock, starting);
     try {
       await withTimeout(broker.start(), REDIS_START_TIMEOUT_MS);
     } catch (err) {
@@ -543,8 +581,13 @@ class ClusterNode implements Cluster, ClusterView {
     return this.keeper?.stale() ?? false;
   }
 
-  /** Heartbeats from now on; the chat hears of dead nodes and of this one being cut off. */
-  keep(chat: Chat, timeoutMs: number, log: Logger): void {
+  /**
+   * Heartbeats from now on; the chat hears of dead nodes and of this one being cut off.
+   * Settles after the first round (or a start-up's wait for Redis): a node reaped while it
+   * started learns so with no client to close.
+   */
+  async keep(chat: Chat, timeoutMs: number, log: Logger): Promise<void> {
+    await withTimeout(this.starting.stop(), REDIS_START_TIMEOUT_MS).catch(() => {});
     this.keeper = new PresenceKeeper(
       this.presence,
       {
@@ -559,13 +602,14 @@ class ClusterNode implements Cluster, ClusterView {
       },
       { intervalMs: heartbeatMs(timeoutMs), capacityOf: (room) => chat.capacityOf(room) },
     );
-    void this.keeper.start();
+    const first = this.keeper.start();
     this.clock.start(CLOCK_SYNC_MS, (err) => log.debug({ err }, "could not read Redis's time"));
     // Notices of ban changes travel at most once: a node that missed one catches up here.
     this.banTimer = setInterval(() => {
       chat.refreshBans().catch((err: unknown) => log.debug({ err }, 'could not read the bans'));
     }, BAN_REFRESH_MS);
     this.banTimer.unref();
+    await withTimeout(first, REDIS_START_TIMEOUT_MS).catch(() => {});
   }
 
   /**
@@ -573,6 +617,7 @@ class ClusterNode implements Cluster, ClusterView {
    * waits for Redis until `until` (Date.now() ms) at most.
    */
   async close(until = Date.now() + LEAVE_MS): Promise<void> {
+    void this.starting.stop();
     this.keeper?.stop();
     this.clock.stop();
     if (this.banTimer !== undefined) clearInterval(this.banTimer);
@@ -712,7 +757,7 @@ export class ConfabServer {
         await withTimeout(cluster.close(), 1_000).catch(() => {});
         throw new StartError(`cannot read the ban list from Redis: ${(err as Error).message}`);
       }
-      cluster.keep(chat, config.clusterTimeout * 1000, log);
+      await cluster.keep(chat, config.clusterTimeout * 1000, log);
       log.info({ node: cluster.presence.node }, `joined the cluster at ${shownUrl(config.redis!)}`);
     }
     const limits = streamLimits(config);

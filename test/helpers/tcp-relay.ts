@@ -58,6 +58,8 @@ export class TcpRelay {
   /** While held: new connections, accepted but not yet relayed. */
   private waiting: net.Socket[] | undefined;
   private trap: Trap | undefined;
+  /** How long every chunk waits before it is relayed, either way (`slow`). */
+  private delayMs = 0;
   private readonly server: net.Server;
   port = 0;
 
@@ -143,6 +145,14 @@ export class TcpRelay {
     this.waiting ??= [];
   }
 
+  /**
+   * Relays every chunk `ms` late, in order, both ways: a link with that much latency each way
+   * (a round trip of twice it). Not for use with `arm`, whose faults hit chunks on arrival.
+   */
+  slow(ms: number): void {
+    this.delayMs = ms;
+  }
+
   /** Relays the connections that waited, and new ones again. */
   release(): void {
     const waiting = this.waiting ?? [];
@@ -193,6 +203,13 @@ export class TcpRelay {
   private forward(link: Link, direction: Direction, from: net.Socket, to: net.Socket): void {
     from.on('data', (chunk: Buffer) => {
       if (link.faulted) return;
+      if (this.delayMs > 0) {
+        // Equal delays fire in the order they were set: the stream stays in order.
+        this.later(() => {
+          if (!to.destroyed) to.write(chunk);
+        }, this.delayMs);
+        return;
+      }
       const trap = this.caught(link, direction, chunk);
       if (trap?.fault !== 'drop') {
         // Back-pressure as a pipe has it; held replies stay unread.
