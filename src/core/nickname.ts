@@ -78,6 +78,10 @@ export function checkNickname(raw: string): NicknameCheck {
     if (parseAddressMask(lettersRead(digits)) !== undefined || addressRead(digits)) {
       return { ok: false, reason: 'nickname must not read as an IP address or network' };
     }
+    // A BAN refuses such a mask (it reads as those addresses): the nickname could not be banned.
+    if (addressSeries(checked.nickname)) {
+      return { ok: false, reason: 'nickname must not read as a range or list of IP addresses' };
+    }
   }
   return checked;
 }
@@ -104,16 +108,21 @@ function addressRead(digits: string): boolean {
 const SERIES_BREAK = /[^0-9a-f.:/%[\]*]+/iu;
 
 /**
- * Whether a BAN mask is a range or a list of addresses (`10.0.0.1-10.0.0.9`, `10.0.0.1-9`,
- * `10.0.0.1, 10.0.0.2`, with any dash or separator): text that starts with an address and
- * goes on past it. A reader takes such a ban for those addresses, which a nickname ban of the
- * text would leave in. Only for masks: a nickname may be `1.5-beta`'s like.
+ * Whether a text is a range or a list of addresses (`10.0.0.1-10.0.0.9`, `10.0.0.1-9`,
+ * `10.0.0.1, 10.0.0.2`, with any dash or separator): an address, then past a separator
+ * another or a number. A reader takes a BAN of such a mask for those addresses, which a
+ * nickname ban of the text would leave in; so no nickname may be one either, or it could not
+ * be banned by name. `1.5-beta` and `10.0.0.1x` are neither.
  */
 export function addressSeries(text: string): boolean {
   const parts = digitsRead(text.trim()).split(SERIES_BREAK);
-  if (parts.length < 2) return false;
-  // An IPv6 address may hold no digit (`::a`), which addressShaped asks for.
-  return addressShaped(parts[0]!) || parseAddressMask(parts[0]!) !== undefined;
+  if (parts.length < 2 || !anAddress(parts[0]!)) return false;
+  return parts.slice(1).some((part) => anAddress(part) || /^[0-9]+$/.test(part));
+}
+
+/** A part of a series written as an address is (an IPv6 one may hold no digit: `::a`). */
+function anAddress(part: string): boolean {
+  return addressShaped(part) || parseAddressMask(part) !== undefined;
 }
 
 const IPV4_LIKE = /^(0x[0-9a-f]*|[0-9]+|\*)(\.(0x[0-9a-f]*|[0-9]*|\*)){1,3}(\/[0-9]*)?$/i;

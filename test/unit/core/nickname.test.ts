@@ -408,7 +408,7 @@ describe('nicknames that read as an address', () => {
     );
   });
 
-  it('takes ranges and lists of addresses for a BAN of addresses, and leaves such nicknames be', () => {
+  it('takes ranges and lists of addresses for a BAN of addresses, and no nickname may be one', () => {
     fc.assert(
       fc.property(
         fc.oneof(fc.ipV4(), fc.ipV6()),
@@ -430,11 +430,18 @@ describe('nicknames that read as an address', () => {
         (first, last, between) => {
           const mask = `${first}${between}${last}`;
           expect(addressSeries(mask), mask).toBe(true);
+          // Nor may a nickname be one: a BAN of it by name would be refused.
+          if ([...mask].length <= 32) expect(checkNickname(mask).ok, mask).toBe(false);
         },
       ),
     );
-    // Nicknames with a version or a time in them stay nicknames, as before.
+    // Nicknames with a version or a time in them stay nicknames, as before, and so does text
+    // that starts with an address and goes on with no other one (a BAN of it bans that name).
     for (const name of [
+      '1.5-beta',
+      '3.12-rc1',
+      '10.0.0.1x',
+      '10.0.0.1-',
       'python-3.12',
       'bob-1.5',
       'meet-12:30',
@@ -445,6 +452,17 @@ describe('nicknames that read as an address', () => {
       expect(checkNickname(name), name).toMatchObject({ ok: true });
       expect(addressSeries(name), name).toBe(false);
     }
+  });
+
+  it('takes every nickname it allows for a nickname in a BAN mask', () => {
+    // What BAN refuses as "not an address" (moderation-commands.ts) no nickname may be.
+    fc.assert(
+      fc.property(fc.stringMatching(/^[0-9a-fA-Fx.:/\-,;_~ [\]*%–]{1,24}$/), (text) => {
+        if (!checkNickname(text).ok) return;
+        expect(addressLike(text) || addressSeries(text), text).toBe(false);
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('refuses every dotted IPv4 address and block', () => {
