@@ -1,5 +1,6 @@
 import { asNumber, asString } from './coerce.js';
 import type { BanEntry } from './messages.js';
+import { MAX_BAN_SECONDS } from './request-codec.js';
 
 /** How both clients' `\\help` tells of commands written as in IRC. */
 export const SLASH_HELP = `Commands may also start with / as in IRC (also /msg, /nick, /list, /names);
@@ -9,7 +10,7 @@ export const SLASH_HELP = `Commands may also start with / as in IRC (also /msg, 
 export const OPERATOR_HELP = `Operators:
   \\oper <name> <password>              become an operator
   \\kick <nickname> [reason]            disconnect a member
-  \\ban <nickname|address|cidr> [10m|2h|7d] [reason]
+  \\ban <nickname|address|cidr> [10m|2h|7d|2h30m] [reason]
                                        ban (until unbanned without a duration)
   \\unban <mask>                        lift a ban
   \\bans                                list the bans`;
@@ -263,8 +264,17 @@ function parseWords(word: string, args: string): Command | undefined {
           kind: 'invalid',
           message: 'Usage: \\ban <nickname|address|cidr> [duration like 10m, 2h, 7d] [reason]',
         };
-      const seconds = rest[0] === undefined ? undefined : parseDuration(rest[0]);
+      const word = rest[0];
+      const seconds = word === undefined ? undefined : parseDuration(word);
       if (seconds !== undefined) rest.shift();
+      // A duration mistyped ("0m", "90min", "10y") had gone out as the reason's first word,
+      // and the ban for good.
+      else if (word !== undefined && /^\p{Nd}/u.test(word)) {
+        return {
+          kind: 'invalid',
+          message: `Not banned: "${word}" is no duration. Write one like 30s, 10m, 2h, 7d, 1w or 2h30m (at most ${MAX_BAN_SECONDS / 86400} days); a reason may not start with a digit.`,
+        };
+      }
       return { kind: 'ban', mask, seconds, reason: rest.join(' ') };
     }
     case 'unban': {
@@ -288,12 +298,18 @@ const UNITS: Record<string, [number, string]> = {
   w: [604800, 'week'],
 };
 
-/** "10m", "2h", "7d", "1w", "30s" as seconds; undefined if the word is not a duration. */
+/**
+ * "10m", "2h", "7d", "1w", "30s", "2h30m" as seconds; undefined if the word is not a
+ * duration a ban may have (none, or longer than MAX_BAN_SECONDS). Units are lower-case
+ * only: "10M" may have meant months.
+ */
 export function parseDuration(word: string): number | undefined {
-  const m = /^(\d{1,6})([smhdw])$/i.exec(word);
-  if (m === null) return undefined;
-  const n = Number(m[1]) * UNITS[m[2]!.toLowerCase()]![0];
-  return n > 0 ? n : undefined;
+  if (!/^(\d{1,9}[smhdw])+$/.test(word)) return undefined;
+  let seconds = 0;
+  for (const [, n, unit] of word.matchAll(/(\d+)([smhdw])/g)) {
+    seconds += Number(n) * UNITS[unit!]![0];
+  }
+  return seconds > 0 && seconds <= MAX_BAN_SECONDS ? seconds : undefined;
 }
 
 /** A ban's length in words: "1 hour", "90 minutes", "2 days". */
