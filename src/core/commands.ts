@@ -2,7 +2,7 @@ import { type Capability, grant } from '../protocol/capabilities.js';
 import { Cmd, ErrorCode, type RequestCode } from '../protocol/codes.js';
 import type { ChatRequest, Position, RoomPosition } from '../protocol/messages.js';
 import { type Limits, requestCost } from '../protocol/pacing.js';
-import { atMostChars } from '../protocol/text.js';
+import { actionShownAsChat, atMostChars, blank } from '../protocol/text.js';
 import {
   type ChatContext,
   type Handler,
@@ -528,7 +528,7 @@ const chat: Handler<typeof Cmd.CHAT> = (ctx, session, req) => {
   const room = roomOf(ctx, session, req.room, req.cmd);
   if (room === undefined) return;
   if (tooLong(ctx, session, req.msg, req.cmd)) return;
-  if (ctx.bannedWords.matches(req.msg)) {
+  if (saysBannedWords(ctx, session, req)) {
     ctx.disconnect(session, 'banned-words');
     return;
   }
@@ -555,6 +555,12 @@ const chat: Handler<typeof Cmd.CHAT> = (ctx, session, req) => {
   );
 };
 
+/** Whether a chat holds banned words in any form it is delivered in (an action's asterisks too). */
+function saysBannedWords(ctx: ChatContext, session: Session, req: ChatRequest): boolean {
+  if (ctx.bannedWords.matches(req.msg)) return true;
+  return isAction(session, req) && ctx.bannedWords.matches(actionShownAsChat(req.msg));
+}
+
 /** Whether CHAT is an action (IRC's /me): only from a client with "actions". */
 function isAction(session: Session, req: ChatRequest): boolean {
   return req.action === true && session.has('actions');
@@ -565,7 +571,7 @@ function actionRefused(session: Session, req: ChatRequest): string | undefined {
   if (req.action === undefined || !session.has('actions')) return undefined;
   if (req.action === null) return '"action" must be true or false';
   // Shown as "* ann " to some and as "**" to others: an action says what its sender does.
-  if (req.action && !/\S/u.test(req.msg)) return 'an action says what you do: "msg" is blank';
+  if (req.action && blank(req.msg)) return 'an action says what you do: "msg" is blank';
   return undefined;
 }
 
@@ -585,7 +591,7 @@ export function chatTarget(
     room = req.room === null ? undefined : ctx.rooms.find(req.room);
   }
   if (room === undefined || !session.rooms.has(room)) return undefined;
-  if (!atMostChars(req.msg, ctx.maxMessage) || ctx.bannedWords.matches(req.msg)) return undefined;
+  if (!atMostChars(req.msg, ctx.maxMessage) || saysBannedWords(ctx, session, req)) return undefined;
   if (actionRefused(session, req) !== undefined) return undefined;
   const action = isAction(session, req);
   if (!session.has('history')) return { room, cid: undefined, action };

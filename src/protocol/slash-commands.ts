@@ -1,6 +1,7 @@
 import { asNumber, asString } from './coerce.js';
 import type { BanEntry } from './messages.js';
 import { MAX_BAN_SECONDS } from './request-codec.js';
+import { blank } from './text.js';
 
 /** How both clients' `\\help` tells of commands written as in IRC. */
 export const SLASH_HELP = `Commands may also start with / as in IRC (also /msg, /nick, /list, /names);
@@ -173,7 +174,7 @@ function parseWords(word: string, args: string): Command | undefined {
       return room === '' ? { kind: 'users' } : { kind: 'users', room };
     }
     case 'me': {
-      if (args.trim() === '') return { kind: 'invalid', message: 'Usage: \\me <what you do>' };
+      if (blank(args)) return { kind: 'invalid', message: 'Usage: \\me <what you do>' };
       return { kind: 'action', text: args };
     }
     case 'wh':

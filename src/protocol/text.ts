@@ -133,3 +133,23 @@ export function jsonUtf8Bytes(text: string): number {
   }
   return bytes;
 }
+
+/**
+ * Characters that show nothing of their own: spaces, controls, format and default-ignorable
+ * characters (U+200B, U+3164's Hangul filler), the blank braille pattern, and combining marks
+ * with no letter to sit on.
+ */
+const SHOWS_NOTHING = /^[\s\p{Cc}\p{Cf}\p{Z}\p{M}\p{Default_Ignorable_Code_Point}\u2800]*$/u;
+
+/** Whether `text` shows nothing when printed: blank, or only invisible characters. */
+export function blank(text: string): boolean {
+  return SHOWS_NOTHING.test(text);
+}
+
+/**
+ * An action (IRC's /me) as a client without the "actions" capability is sent it: between
+ * asterisks, which reads as one after the sender's name (`ann: *waves*`).
+ */
+export function actionShownAsChat(msg: string): string {
+  return `*${msg}*`;
+}

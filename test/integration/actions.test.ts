@@ -68,8 +68,10 @@ describe('actions on one process', () => {
       m.actor.sendPy({ cmd: '7', msg: 'waves', action: 'yes' });
       expect(await m.actor.expect('90')).toMatchObject({ code: 1002, ref: '7' });
       // Nor is an action of nothing ("**" to a course client).
-      m.actor.sendPy({ cmd: '7', msg: ' \t', action: true });
-      expect(await m.actor.expect('90')).toMatchObject({ code: 1002, ref: '7' });
+      for (const nothing of [' \t', '\u200b', '\u2800', '\u0000', '\u3164\u0301']) {
+        m.actor.sendPy({ cmd: '7', msg: nothing, action: true });
+        expect(await m.actor.expect('90')).toMatchObject({ code: 1002, ref: '7' });
+      }
       // From a client without "actions" the field is an extra one, as any unknown field.
       m.ext.sendPy({ cmd: '7', msg: 'not an action', action: true });
       const plain = await m.acts.expect('70');

@@ -4,6 +4,7 @@ import { Cmd, ErrorCode, LOBBY } from '../../protocol/codes.js';
 import { encodeCourseFrames } from '../../protocol/course-frame.js';
 import { encodePlainChatLine, serializeJson, serializeLine } from '../../protocol/message-codec.js';
 import type { HistoryEntry, ServerMessage, UserEntry } from '../../protocol/messages.js';
+import { actionShownAsChat } from '../../protocol/text.js';
 
 /** The events that happen in a room (whispers do not). */
 const ROOM_EVENTS: ReadonlySet<Deliverable['type']> = new Set([
@@ -211,15 +212,14 @@ export function toServerMessage(
 
 /**
  * A chat's text as a client with these capabilities is sent it, and whether it is marked an
- * action (IRC's /me). A client without "actions" gets an action's text between asterisks,
- * which reads as one after the sender's name (`ann: *waves*`).
+ * action (IRC's /me).
  */
 function shownAction(
   chat: { readonly msg: string; readonly action?: true },
   caps: ReadonlySet<Capability>,
 ): [msg: string, action: boolean] {
   if (chat.action !== true) return [chat.msg, false];
-  return caps.has('actions') ? [chat.msg, true] : [`*${chat.msg}*`, false];
+  return caps.has('actions') ? [chat.msg, true] : [actionShownAsChat(chat.msg), false];
 }
 
 function error(code: number, message: string, ref: string | undefined): ServerMessage {

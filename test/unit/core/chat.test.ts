@@ -201,6 +201,21 @@ describe('in the room', () => {
     expect(b.take().at(-1)).toEqual({ cmd: '30', nickname: 'a', userCount: 1 });
   });
 
+  it('checks an action for banned words in the asterisks others get it in', () => {
+    chat = new Chat({ bannedWords: BannedWords.fromText('*spoiler\n') });
+    const a = connect('a', ['actions']);
+    const course = connect('course');
+    a.take();
+    course.take();
+    send(a, { cmd: '7', msg: 'spoiler: snape', action: true });
+    expect(a.closedWith).toBe('banned-words');
+    expect(course.take()).toEqual([{ cmd: '30', nickname: 'a', userCount: 1 }]);
+    // The same text as chat is no banned phrase.
+    const b = connect('b', ['actions']);
+    send(b, { cmd: '7', msg: 'spoiler: snape' });
+    expect(b.closedWith).toBeUndefined();
+  });
+
   it('tells everyone else when a member exits or is lost', () => {
     send(ann, { cmd: '3' });
     expect(ann.closedWith).toBe('exit');

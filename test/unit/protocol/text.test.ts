@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { inertRecord } from '../../../src/logger.js';
 import {
   atMostChars,
+  blank,
   clip,
   inertJson,
   jsonUtf8Bytes,
@@ -179,5 +180,41 @@ describe('jsonUtf8Bytes', () => {
       ),
     );
     expect(jsonUtf8Bytes('a"\\é€\u{20000}')).toBe(1 + 2 + 2 + 2 + 3 + 4);
+  });
+});
+
+describe('blank', () => {
+  const nothing = fc.constantFrom(
+    ' ',
+    '\t',
+    '\n',
+    '\u0000',
+    '\u001b',
+    '\u00a0',
+    '\u00ad',
+    '\u034f',
+    '\u0301',
+    '\u115f',
+    '\u200b',
+    '\u200d',
+    '\u202e',
+    '\u2800',
+    '\u3000',
+    '\u3164',
+    '\ufeff',
+    '\ufe0f',
+  );
+  it('holds text of only spaces, controls and invisible characters blank, and nothing else', () => {
+    fc.assert(
+      fc.property(
+        fc.array(nothing),
+        fc.array(nothing),
+        fc.constantFrom('a', '*', '가', '😀', '٣', '.'),
+        (before, after, shown) => {
+          expect(blank(before.join('') + after.join(''))).toBe(true);
+          expect(blank(before.join('') + shown + after.join(''))).toBe(false);
+        },
+      ),
+    );
   });
 });
