@@ -299,6 +299,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   });
 
   let inputClosed = false;
+  /** Set once the user quits (\exit, Ctrl+C): no more lines are taken, nor prompted for. */
+  let leaving = false;
   rl.once('close', () => {
     inputClosed = true;
     // The prompt and what was typed stay on their row, and the shell's prompt starts on the
@@ -365,7 +367,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       io.stdout.write(`${shown}\n${'\n'.repeat(rows)}`);
       // Not once closed: prompt() resumes the input, and a line shown after Ctrl+D (a server
       // flooding lines) left stdin read for good, so the process never ended.
-      if (!inputClosed) rl.prompt(true);
+      // Nor once leaving: no more lines are taken.
+      if (!inputClosed && !leaving) rl.prompt(true);
     } else {
       io.stdout.write(`${shown}\n`);
     }
@@ -493,7 +496,6 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     else if (e.code >= 3000 && reconnect) say(view.error(style, `Disconnected: ${e.message}.`));
   });
 
-  let leaving = false;
   let lastMessageAt = 0;
 
   // Lines over the server's flood limit wait in the client's queue; say how
@@ -549,9 +551,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     say(view.error(style, reason));
     // Shown as typed, never acknowledged: the user may want to say them again.
     for (const chat of client.unacknowledgedChats()) {
-      say(
-        view.error(style, `Not sent${chat.room === LOBBY ? '' : ` to ${chat.room}`}: ${chat.msg}`),
-      );
+      // As it would be typed again: an action with its /me.
+      const text = chat.action ? `/me ${chat.msg}` : chat.msg;
+      say(view.error(style, `Not sent${chat.room === LOBBY ? '' : ` to ${chat.room}`}: ${text}`));
     }
     rl.close();
     result(1);
@@ -934,8 +936,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     if (leaving) return;
     const exit = parseCommand(line);
     if (exit.kind === 'exit') {
-      if (exit.message !== undefined) say(view.info(style, NO_QUIT_MESSAGE));
+      // Leaving first: the notice is then drawn with no prompt after it.
       void leave();
+      if (exit.message !== undefined) say(view.info(style, NO_QUIT_MESSAGE));
       return;
     }
     const echo = ++lines;

@@ -637,8 +637,10 @@ export class ChatClient extends EventEmitter<ChatEvents> {
    * Those chats, oldest first: after the close, what may never have reached anyone (with
    * history, the server stored none of them; without, it may have delivered some).
    */
-  unacknowledgedChats(): { room: string; msg: string }[] {
-    return [...this.unacked.values()].map(({ room, msg }) => ({ room, msg }));
+  unacknowledgedChats(): { room: string; msg: string; action?: true }[] {
+    return [...this.unacked.values()].map(({ room, msg, action }) =>
+      action ? { room, msg, action } : { room, msg },
+    );
   }
 
   async whisper(to: string, msg: string): Promise<void> {

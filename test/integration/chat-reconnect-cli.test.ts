@@ -95,11 +95,16 @@ describe('confab chat reconnects by itself', () => {
       await ann.waitFor('You are the 1st user.');
       ann.type('this one arrives');
       await ann.waitFor(/\d\d:\d\d ann: this one arrives/);
+      // Its "71" held back: an action, listed as it would be typed again.
+      relay.holdReplies();
+      ann.type('/me waves');
+      await ann.waitFor(/\d\d:\d\d \* ann waves/);
       const dropped = relay.arm('lost on the way', 'drop');
       ann.type('lost on the way');
       await dropped;
       relay.cut();
       expect(await ann.exited).toBe(1);
+      expect(ann.output).toContain('Not sent: /me waves\n');
       expect(ann.output).toContain('Not sent: lost on the way');
       expect(ann.output).not.toContain('Not sent: this one arrives');
     } finally {

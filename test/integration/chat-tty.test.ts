@@ -291,7 +291,8 @@ describe('confab chat in a real terminal', () => {
   it.each([
     { how: 'Ctrl+C', keys: ['-l', 'half typed'], last: 'C-c' },
     { how: 'Ctrl+D', keys: ['C-u'], last: 'C-d' },
-  ])('leaves the shell its own row after $how', async ({ keys, last }) => {
+    { how: '/quit with a message', keys: ['-l', '/quit bye now'], last: 'Enter' },
+  ])('leaves the shell its own row after $how', async ({ how, keys, last }) => {
     const own = await startConfab();
     onTestFinished(() => own.stop());
     await newChat(
@@ -307,6 +308,12 @@ describe('confab chat in a real terminal', () => {
     await until(() => screen().includes('EXITED:0'), 'the client to exit');
     // What the shell writes next starts a row of its own, not after the prompt.
     expect(screen()).toMatch(/^EXITED:0$/m);
+    if (how.startsWith('/quit')) {
+      // Told the message is not sent, with no prompt drawn again after it.
+      const after = screen().split('Quit messages are not sent')[1] ?? '';
+      expect(after).toContain('EXITED:0');
+      expect(after).not.toContain('liv>');
+    }
   });
 
   it('leaves at Ctrl+C while a request waits on a server that stopped answering', async () => {
