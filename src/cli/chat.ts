@@ -707,7 +707,12 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           return;
         }
         case 'part': {
-          const name = command.room ?? current;
+          // "/part see you" in a room: no room "see" joined, so the words are the reason.
+          const asked = command.room;
+          const name =
+            asked !== undefined && (command.reason === undefined || known(asked) !== undefined)
+              ? asked
+              : current;
           if (name === LOBBY && client.hasRooms) {
             say(view.error(style, 'Everyone stays in the lobby; \\exit leaves the server.'));
             return;

@@ -96,6 +96,11 @@ const SPACE = '[\\s\\u200B-\\u200D\\u2060\\uFEFF]';
  * clients write it, known or not ("/оper" with a Cyrillic "о" is not sent as chat).
  */
 const SLASHED = new RegExp(`^/([\\p{L}\\p{M}?]+)(?:${SPACE}|$)`, 'u');
+/**
+ * The same after "\\", the course's prefix: a line such as "\\o/" or "\\_(ツ)_/" starts with
+ * no command word, and is chat.
+ */
+const BACKSLASHED = new RegExp(`^\\\\[\\p{L}\\p{M}?]+(?:${SPACE}|$)`, 'u');
 
 /** Characters that pass for "/" at the start of a line (full-width, division, fraction). */
 const SLASH_LOOKALIKES = /^[\uFF0F\u2215\u2044]/;
@@ -123,8 +128,8 @@ function unknown(prefix: string, word: string): Command {
 }
 
 /**
- * Parses one line of input. A command starts with "\\", as in the course's client, or with
- * "/" and a word, as in IRC clients; "//" before a command's name sends the line with one
+ * Parses one line of input. A command starts with "\\" and a word, as in the course's client,
+ * or with "/" and a word, as in IRC clients; "//" before a command's name sends the line with one
  * "/" less, as chat. Anything else is chat, unchanged ("/usr/bin", "/5 stars", "//TODO",
  * " /lol"), but a command's name after a look-alike of "/" ("／oper …"), which is refused.
  */
@@ -142,7 +147,7 @@ export function parseCommand(line: string): Command {
     };
   }
   const slashed = SLASHED.test(line);
-  if (!slashed && !line.startsWith('\\')) return { kind: 'chat', text: line };
+  if (!slashed && !BACKSLASHED.test(line)) return { kind: 'chat', text: line };
   const [word, args] = words(line);
   const command = parseWords(word, args);
   if (command === undefined) return unknown(slashed ? '/' : '\\', word);

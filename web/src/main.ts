@@ -1220,10 +1220,15 @@ async function submit(text: string): Promise<void> {
       case 'join':
         await joinRoom(command.room);
         return;
-      case 'part':
-        await leaveRoom(command.room ?? selected.name);
+      case 'part': {
+        // "/part see you" in a room: no room "see" joined, so the words are the reason.
+        const asked = command.room;
+        const named =
+          asked !== undefined && (command.reason === undefined || findView(asked) !== undefined);
+        await leaveRoom(named ? asked : selected.name);
         if (command.reason !== undefined) notice(NO_PART_REASON);
         return;
+      }
       case 'room': {
         const view = findView(command.room);
         if (view === undefined) error(`You are not in #${command.room}; \\join it first.`);

@@ -45,6 +45,14 @@ describe('commands written as in IRC', () => {
     expect(parseCommand(' /shrug well')).toEqual({ kind: 'chat', text: ' /shrug well' });
   });
 
+  it('sends a line of "\\" and no command word as chat', () => {
+    for (const line of ['\\o/', '\\o/ we won', '\\_(ツ)_/', '\\', '\\\\', '\\3 < 4', '\\ hi']) {
+      expect(parseCommand(line), line).toEqual({ kind: 'chat', text: line });
+    }
+    expect(parseCommand('\\o')).toMatchObject({ kind: 'invalid' });
+    expect(parseCommand('\\users')).toEqual({ kind: 'users' });
+  });
+
   it('takes a zero-width space after the word for a space', () => {
     expect(parseCommand('/oper\u200B admin hunter3')).toEqual({
       kind: 'oper',
