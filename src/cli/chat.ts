@@ -667,17 +667,33 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           return;
         }
         case 'join': {
+          // As in the web app: said, and typed into from now on.
+          const typeInto = (room: string) => {
+            current = room;
+            showPrompt();
+            say(view.info(style, `You are already in ${room}; typing there now.`));
+          };
           const already = known(command.room);
           if (already !== undefined) {
-            // As in the web app: said, and typed into from now on.
-            current = already;
-            showPrompt();
-            say(view.info(style, `You are already in ${already}; typing there now.`));
+            typeInto(already);
             return;
           }
           holdEvents();
           try {
-            const room = await client.join(command.room);
+            const room = await client.join(command.room).catch((err: unknown) => {
+              // A look-alike spelling of a room it is in ("Physics", a Cyrillic "а"), which
+              // only the server tells: its 1016 names the room.
+              if (!(err instanceof ChatClientError) || err.code !== ErrorCode.ALREADY_IN_ROOM) {
+                throw err;
+              }
+              const named = known(err.room ?? '');
+              if (named === undefined) throw err;
+              return named;
+            });
+            if (typeof room === 'string') {
+              typeInto(room);
+              return;
+            }
             joined.add(room.room);
             // Not through view.info: the line holds the client's own colors, which info would escape.
             say(view.joinedRoom(style, room.room, room.members));

@@ -1271,7 +1271,10 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     const ref = typeof message.ref === 'string' ? message.ref : undefined;
     const index = ref === undefined ? -1 : this.pending.findIndex((p) => p.cmd === ref);
     if (index >= 0) {
-      this.pending.splice(index, 1)[0]!.reject(new ChatClientError('server-error', text, code));
+      const room = typeof message.room === 'string' ? { room: message.room } : undefined;
+      this.pending
+        .splice(index, 1)[0]!
+        .reject(new ChatClientError('server-error', text, code, room));
       return;
     }
     // A refused chat is not stored: re-sending it after a reconnect would be refused again.

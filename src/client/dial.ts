@@ -35,10 +35,14 @@ export class ChatClientError extends Error {
     message: string,
     /** The "90" error code, for kind "server-error" and server-initiated closes. */
     readonly code?: number,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; room?: string },
   ) {
     super(message, options);
+    this.room = options?.room;
   }
+
+  /** The room a "90" names (1016: the room joined already, by its name as the server has it). */
+  readonly room: string | undefined;
 }
 
 export interface TlsOptions {

@@ -149,8 +149,14 @@ export function refuse(
   code: ErrorCodeValue,
   message: string,
   ref?: string,
+  /** The room the error is about, where a client needs its name (1016). */
+  room?: string,
 ): void {
-  session.reply({ type: 'error', code, message, ref });
+  session.reply(
+    room === undefined
+      ? { type: 'error', code, message, ref }
+      : { type: 'error', code, message, ref, about: room },
+  );
 }
 
 /**

@@ -226,6 +226,11 @@ export type Reply =
       readonly message: string;
       /** The request code the error answers, when it could be read. */
       readonly ref: string | undefined;
+      /**
+       * The room the error is about, sent as `room` (1016). Not `room`: a reply naming a
+       * room is held with the room's events while the client joins it.
+       */
+      readonly about?: string;
     };
 
 export type Deliverable = ChatEvent | Reply;

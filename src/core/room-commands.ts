@@ -33,7 +33,7 @@ import type { Session } from './session.js';
 export const joinRoom: Handler<typeof Cmd.JOIN_ROOM> = (ctx, session, req) => {
   const room = ctx.rooms.admit(session, req.room);
   if (!(room instanceof Room)) {
-    refuse(session, room.code, room.message, req.cmd);
+    refuse(session, room.code, room.message, req.cmd, room.room);
     return;
   }
   if (ctx.cluster !== undefined) {
@@ -81,6 +81,7 @@ async function joinInCluster(
           ErrorCode.ALREADY_IN_ROOM,
           `you are already in ${admitted.name}`,
           Cmd.JOIN_ROOM,
+          admitted.name,
         );
       }
       return;

@@ -34,6 +34,8 @@ export interface RoomSettings {
 export interface RoomRefusal {
   readonly code: ErrorCodeValue;
   readonly message: string;
+  /** The room already joined (1016), by its name: the one asked for may be a look-alike. */
+  readonly room?: string;
 }
 
 /** Room names follow the nickname rules (nickname.ts), up to 64 characters. */
@@ -153,7 +155,11 @@ export class Rooms {
     const name = checked.nickname;
     const room = this.find(name);
     if (room !== undefined && session.rooms.has(room)) {
-      return { code: ErrorCode.ALREADY_IN_ROOM, message: `you are already in ${room.name}` };
+      return {
+        code: ErrorCode.ALREADY_IN_ROOM,
+        message: `you are already in ${room.name}`,
+        room: room.name,
+      };
     }
     if (session.rooms.size >= this.maxRoomsPerClient) {
       return {

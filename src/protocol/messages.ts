@@ -218,7 +218,7 @@ export type ServerMessage =
       action?: true;
     }
   | { cmd: typeof Cmd.NEW_USER_ENTERS; nickname: string; userCount: number; room?: string }
-  | { cmd: typeof Cmd.ERROR; code: number; message: string; ref?: string }
+  | { cmd: typeof Cmd.ERROR; code: number; message: string; ref?: string; room?: string }
   | { cmd: typeof Cmd.USER_RENAMED; oldNickname: string; newNickname: string }
   | { cmd: typeof Cmd.OPER_SUCCESS; name: string }
   | { cmd: typeof Cmd.BAN_LIST; bans: BanEntry[] }

@@ -115,6 +115,7 @@ describe('ChatClient rooms', () => {
       await expect(ann.join('physics')).rejects.toMatchObject({
         kind: 'server-error',
         code: ErrorCode.ALREADY_IN_ROOM,
+        room: 'Physics',
       });
       await expect(ann.part('lobby')).rejects.toMatchObject({
         code: ErrorCode.CANNOT_LEAVE_LOBBY,

@@ -46,6 +46,9 @@ describe('confab chat rooms', () => {
       await ann.waitFor('You are not in biology.');
       ann.type('/join #Physics');
       await ann.waitFor('You are already in physics; typing there now.');
+      // A look-alike spelling (a Cyrillic "у"), which only the server's 1016 tells is physics.
+      ann.type('\\join ph\u0443sics');
+      await ann.waitFor(/(You are already in physics; typing there now\.[\s\S]*){2}/);
       ann.type('\\leave lobby');
       await ann.waitFor('Everyone stays in the lobby; \\exit leaves the server.');
       // Said as the client says it for \room, not as the server's bare "you are not in that room".

@@ -50,6 +50,9 @@ export class RequestError extends Error {
   constructor(
     readonly reply: string,
     message: string,
+    /** A "90"'s code and the room it names (1016: the room joined already, by its name). */
+    readonly code?: number,
+    readonly room?: string,
   ) {
     super(message);
   }
@@ -426,7 +429,10 @@ export class Connection {
       const ref = typeof message.ref === 'string' ? message.ref : undefined;
       const index = ref === undefined ? -1 : this.pending.findIndex((p) => p.cmd === ref);
       if (index >= 0) {
-        this.pending.splice(index, 1)[0]!.reject(new RequestError('90', asString(message.message)));
+        const room = typeof message.room === 'string' ? message.room : undefined;
+        this.pending
+          .splice(index, 1)[0]!
+          .reject(new RequestError('90', asString(message.message), asNumber(message.code), room));
         return;
       }
       if (ref === Cmd.CHAT && this.history) {

@@ -1,4 +1,4 @@
-import { Cmd, LOBBY, mayReconnect } from '../../src/protocol/codes.js';
+import { Cmd, ErrorCode, LOBBY, mayReconnect } from '../../src/protocol/codes.js';
 // What a server sends is shown with asString and asNumber, never String() or Number(): those
 // throw for an object whose toString and valueOf are not functions ({"toString": ""}), which
 // ended the handling of that message (and of \users, \bans, \rooms: their entries too).
@@ -1052,19 +1052,35 @@ async function measureRtt(announce: boolean): Promise<void> {
 // ---- input ------------------------------------------------------------------
 
 async function joinRoom(name: string): Promise<void> {
-  const existing = findView(name);
-  if (existing !== undefined) {
-    // Already in it: said, as the form and the room list would show nothing new.
+  // Already in it: said, as the form and the room list would show nothing new.
+  const typeInto = (existing: RoomView) => {
     if (existing === selected)
       append(existing, line('notice', [`You are already in #${existing.name}.`]));
     select(existing);
+  };
+  const existing = findView(name);
+  if (existing !== undefined) {
+    typeInto(existing);
     return;
   }
   if (!connection.caps.has('rooms')) {
     error('This server has no rooms besides the lobby.');
     return;
   }
-  const reply = await connection.call({ cmd: Cmd.JOIN_ROOM, room: name });
+  let reply: ParsedServerMessage;
+  try {
+    reply = await connection.call({ cmd: Cmd.JOIN_ROOM, room: name });
+  } catch (err) {
+    // A look-alike spelling of a room it is in ("Mаths" with a Cyrillic "а"), which only the
+    // server tells: its 1016 names the room.
+    const joined =
+      err instanceof RequestError && err.code === ErrorCode.ALREADY_IN_ROOM
+        ? findView(err.room ?? '')
+        : undefined;
+    if (joined === undefined) throw err;
+    typeInto(joined);
+    return;
+  }
   const view = findView(asString(reply.room));
   if (view !== undefined) select(view);
 }

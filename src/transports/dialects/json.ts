@@ -206,7 +206,7 @@ export function toServerMessage(
       };
     case 'error':
       // Course clients are never sent a code their protocol does not have.
-      return caps.has('errors') ? error(item.code, item.message, item.ref) : undefined;
+      return caps.has('errors') ? error(item.code, item.message, item.ref, item.about) : undefined;
   }
 }
 
@@ -222,10 +222,15 @@ function shownAction(
   return caps.has('actions') ? [chat.msg, true] : [actionShownAsChat(chat.msg), false];
 }
 
-function error(code: number, message: string, ref: string | undefined): ServerMessage {
-  return ref === undefined
-    ? { cmd: Cmd.ERROR, code, message }
-    : { cmd: Cmd.ERROR, code, message, ref };
+function error(
+  code: number,
+  message: string,
+  ref: string | undefined,
+  room?: string,
+): ServerMessage {
+  const answer: ServerMessage =
+    ref === undefined ? { cmd: Cmd.ERROR, code, message } : { cmd: Cmd.ERROR, code, message, ref };
+  return room === undefined ? answer : { ...answer, room };
 }
 
 /** How one kind of connection frames a server message as bytes. */
