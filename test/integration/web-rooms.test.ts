@@ -647,6 +647,33 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
+  it('sends one CONNECT for Join pressed again while the server answers it', async () => {
+    const server = await startConfab({ 'http-port': '0', history: 'memory' });
+    const relay = await TcpRelay.start(server.httpAddress!.port);
+    const page = await openPage(relay.port);
+    try {
+      const sockets: string[] = [];
+      const sent: string[] = [];
+      page.on('websocket', (ws) => {
+        sockets.push(ws.url());
+        ws.on('framesent', (frame) => sent.push(String(frame.payload)));
+      });
+      // Every answer a third of a second late each way: the second press comes while the
+      // server's answer to the first CONNECT is on its way.
+      relay.slow(300);
+      await page.fill('#nickname', 'ann');
+      await page.press('#nickname', 'Enter');
+      await until('the CONNECT sent', () => sent.some((f) => f.includes('"cmd":"0"')), 10_000);
+      await page.press('#nickname', 'Enter');
+      await page.locator('#status[data-status="online"]').waitFor({ timeout: 15_000 });
+      expect(sockets).toHaveLength(1);
+    } finally {
+      await page.close();
+      await relay.close();
+      await server.stop();
+    }
+  }, 60_000);
+
   it('gives up a connection that answers nothing, though it never closed, and resumes on a new one', async () => {
     const server = await startConfab({ 'http-port': '0', history: 'memory' });
     const relay = await TcpRelay.start(server.httpAddress!.port);

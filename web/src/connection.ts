@@ -77,6 +77,8 @@ interface Outgoing {
 }
 
 const MAX_BACKOFF_MS = 15_000;
+/** How long Join pressed again waits on a CONNECT already sent, rather than send another. */
+const ASK_PATIENCE_MS = 5_000;
 
 /**
  * One chat session over WebSocket, speaking confab's JSON with every
@@ -93,6 +95,9 @@ export class Connection {
   /** Counts sockets, so a chat knows which connection it was written on. */
   private generation = 0;
   private ws: WebSocket | undefined;
+  /** The socket whose CONNECT is sent and not yet answered, and since when. */
+  private asking: WebSocket | undefined;
+  private askedAt = 0;
   private pending: Pending[] = [];
   private wanted = false;
   private everJoined = false;
@@ -127,6 +132,17 @@ export class Connection {
     restore?: { resume?: string; rooms?: string[] },
     returning = restore !== undefined,
   ): void {
+    // Join pressed again while the server answers the same CONNECT: a second one on a new
+    // socket could reach the server before the first's close, and meet the nickname taken.
+    // Not for long: an answer that does not come is given up on by pressing again.
+    if (
+      this.asking !== undefined &&
+      this.asking === this.ws &&
+      nickname === this.nickname &&
+      performance.now() - this.askedAt < ASK_PATIENCE_MS
+    ) {
+      return;
+    }
     // A pending retry or an attempt still in flight would join a second time
     // and then meet its own nickname as taken.
     this.cancelRetry();
@@ -198,6 +214,8 @@ export class Connection {
       const since = this.resume.since();
       if (since.length > 0) connect.since = since;
       ws.send(JSON.stringify(connect));
+      this.asking = ws;
+      this.askedAt = performance.now();
     };
     ws.onmessage = (event: MessageEvent<string>) => {
       // A socket given up on (a half-open one) may still deliver: the new one replays that.
@@ -205,6 +223,7 @@ export class Connection {
       const message = parseServerText(event.data);
       if (message === undefined) return;
       if (!joined) {
+        if (this.asking === ws) this.asking = undefined;
         if (message.cmd === Cmd.CONNECT_SUCCESS) {
           joined = true;
           const limits = parseLimits(message.limits);
@@ -278,6 +297,7 @@ export class Connection {
   }
 
   private lost(ws: WebSocket): void {
+    if (this.asking === ws) this.asking = undefined;
     if (this.ws !== ws) return;
     this.ws = undefined;
     this.dropQueue();
