@@ -109,7 +109,10 @@ export class RedisClock {
     // TIME ran somewhere in the round trip: the middle is wrong by half of it at most.
     const middle = Math.round((sent + back) / 2);
     const offset = redisMs - middle;
-    if (Math.abs(offset - this.offset) > CLOCK_TOLERANCE_MS || (this.loose && !loose)) {
+    if (this.loose && !loose) {
+      // A fast sample after slow ones, judged afresh: a clock that agrees is kept exactly.
+      this.offset = Math.abs(offset) > CLOCK_TOLERANCE_MS ? offset : 0;
+    } else if (Math.abs(offset - this.offset) > CLOCK_TOLERANCE_MS) {
       this.offset = offset;
     }
     this.loose = loose;

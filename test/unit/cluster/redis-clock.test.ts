@@ -22,6 +22,17 @@ describe.skipIf(skip)('RedisClock', () => {
     clients.push(c);
     return c;
   };
+  /** A client whose answers to TIME come back `delay()` ms late. */
+  const answeringLate = (delay: () => number) => {
+    const c = client();
+    return {
+      time: async () => {
+        const time = await c.time();
+        await sleep(delay());
+        return time;
+      },
+    };
+  };
 
   it.each([
     ['a month ahead', MONTH_MS],
@@ -67,17 +78,10 @@ describe.skipIf(skip)('RedisClock', () => {
   });
 
   it('judges by a slow sample, within half its round trip, until a fast one comes', async () => {
-    const c = client();
     let slowMs = 1_600;
     // Redis answers at once, and its answer takes slowMs to come back: a worst case, the
     // middle of the round trip then being slowMs / 2 off when TIME ran.
-    const slow = {
-      time: async () => {
-        const time = await c.time();
-        await sleep(slowMs);
-        return time;
-      },
-    };
+    const slow = answeringLate(() => slowMs);
     const doubts: number[] = [];
     const clock = new RedisClock(
       slow,
@@ -98,6 +102,16 @@ describe.skipIf(skip)('RedisClock', () => {
     slowMs = 1_600;
     expect(await clock.sync()).toBe(false);
     expect(clock.skew).toBe(fast);
+  });
+
+  it('keeps a clock that agrees as it is once a fast sample follows slow ones', async () => {
+    let slowMs = 1_600;
+    const slow = answeringLate(() => slowMs);
+    const clock = new RedisClock(slow, () => Date.now() + CLOCK_TOLERANCE_MS / 2);
+    expect(await clock.sync()).toBe(true);
+    slowMs = 0;
+    expect(await clock.sync()).toBe(true);
+    expect(clock.skew).toBe(0);
   });
 
   it('tries again within a second until a sample is good enough to judge by', async () => {
