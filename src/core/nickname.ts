@@ -125,7 +125,9 @@ function anAddress(part: string): boolean {
   return addressShaped(part) || parseAddressMask(part) !== undefined;
 }
 
-const IPV4_LIKE = /^(0x[0-9a-f]*|[0-9]+|\*)(\.(0x[0-9a-f]*|[0-9]*|\*)){1,3}(\/[0-9]*)?$/i;
+// A part may be a glob's bracket (`10.0.0.[1-9]`), which a reader takes for those addresses.
+const IPV4_LIKE =
+  /^(0x[0-9a-f]*|[0-9]+|\*|\[[0-9,-]*\])(\.(0x[0-9a-f]*|[0-9]*|\*|\[[0-9,-]*\])){1,3}(\/[0-9]*)?$/i;
 const IPV6_LIKE = /^\[?[0-9a-f:.]*:[0-9a-f.]*:[0-9a-f:.]*\]?(%.*)?(\/[0-9]*)?$/i;
 const BRACKETED = /^\[([0-9a-f:.]*:[0-9a-f:.]*|[0-9.]*\.[0-9.]*\.[0-9.]*)\](:[0-9]*)?(\/[0-9]*)?$/i;
 /**
