@@ -199,6 +199,8 @@ const CENSUS_TIMEOUT_MS = 1_000;
 const STATE_WAIT_MAX_MS = 10_000;
 /** How long start-up waits for Redis before giving up with a StartError. */
 const REDIS_START_TIMEOUT_MS = 5_000;
+/** How long a start that gave up waits for its Redis connections to close in order. */
+const GIVE_UP_MS = 1_000;
 /** Heartbeats this often, and at least five times per --cluster-timeout. */
 const HEARTBEAT_MS = 1_000;
 const heartbeatMs = (timeoutMs: number) => Math.min(HEARTBEAT_MS, Math.floor(timeoutMs / 5));
@@ -415,9 +417,14 @@ class ClusterNode implements Cluster, ClusterView {
     };
     let beats: StartBeats | undefined;
     const giveUp = async () => {
-      await beats?.stop();
-      for (const store of stores) await store.close().catch(() => {});
-      await presence.close().catch(() => {});
+      // Not waited for long: what is under way (a start heartbeat, a store's last write) may
+      // wait on the very Redis that failed the start, stalled rather than gone.
+      void beats?.stop();
+      const closed = Promise.all([
+        ...stores.map((store) => store.close().catch(() => {})),
+        presence.close().catch(() => {}),
+      ]);
+      await withTimeout(closed, GIVE_UP_MS).catch(() => {});
       for (const c of clients) c.disconnect();
     };
     // A step of start-up that must finish in time; if it does not, everything opened so far

@@ -1,6 +1,37 @@
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { startRedis, withoutRedis } from '../helpers/redis.js';
 import { CLI, freePort } from '../helpers/servers.js';
+import { TcpRelay } from '../helpers/tcp-relay.js';
+
+/** Runs `confab serve` with `args` until it exits (at most `ms`): its exit code, null if killed. */
+async function exitOf(
+  args: string[],
+  ms: number,
+): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(
+    process.execPath,
+    [CLI, 'serve', '--port', '0', '--http-port', 'off', ...args],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const code = await new Promise<number | null>((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      resolve(null);
+    }, ms);
+    child.once('exit', (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
+  });
+  return { code, stderr };
+}
 
 describe('a start with Redis unreachable', () => {
   it('exits as soon as it has said that Redis cannot be reached', async () => {
@@ -32,4 +63,27 @@ describe('a start with Redis unreachable', () => {
     expect(saidAt).toBeGreaterThan(0);
     expect(exitedAt - saidAt).toBeLessThan(1_500);
   }, 30_000);
+});
+
+describe.skipIf(withoutRedis())('a start whose Redis stalls midway', () => {
+  it('gives up within its start timeout, not when the stall ends', async () => {
+    const redis = await startRedis();
+    const relay = await TcpRelay.start(redis.port);
+    try {
+      // The first heartbeat is answered; from the TIME that follows on, nothing comes back
+      // for a minute: the start's own heartbeats, sent meanwhile, wait in the stall too.
+      void relay.arm('$4\r\ntime\r\n', 'stall', { stallMs: 60_000 });
+      const started = Date.now();
+      const { code, stderr } = await exitOf(
+        ['--redis', `redis://127.0.0.1:${relay.port}`, '--cluster-timeout', '2'],
+        30_000,
+      );
+      expect(code).toBe(1);
+      expect(stderr).toContain('cannot reach Redis');
+      expect(Date.now() - started).toBeLessThan(15_000);
+    } finally {
+      await relay.close();
+      await redis.stop();
+    }
+  }, 40_000);
 });
