@@ -104,25 +104,29 @@ function addressRead(digits: string): boolean {
   return addressShaped(digits) || (at >= 0 && addressShaped(digits.slice(at + 1)));
 }
 
-/** What separates the addresses of a range or a list: anything no address is written with. */
-const SERIES_BREAK = /[^0-9a-f.:/%[\]*]+/iu;
+/**
+ * What separates the addresses of a range or a list: a run of anything but letters, digits
+ * and what addresses are written with (a dash of any kind, commas, spaces), or "to".
+ */
+const SERIES_BREAK = /(?:\s*\bto\b\s*|[^\p{L}\p{N}.:/%[\]*])+/iu;
 
 /**
  * Whether a text is a range or a list of addresses (`10.0.0.1-10.0.0.9`, `10.0.0.1-9`,
- * `10.0.0.1, 10.0.0.2`, with any dash or separator): an address, then past a separator
- * another or a number. A reader takes a BAN of such a mask for those addresses, which a
- * nickname ban of the text would leave in; so no nickname may be one either, or it could not
- * be banned by name. `1.5-beta` and `10.0.0.1x` are neither.
+ * `10.0.0.1, 10.0.0.2`, `10.0.0.1 to 10.0.0.9`, as IRC's host `*!*@10.0.0.1-9` too): an
+ * address, then past a separator another, a part of one or a wildcard. A reader takes a BAN
+ * of such a mask for those addresses, which a nickname ban of the text would leave in; so
+ * no nickname may be one either, or it could not be banned by name. Text that only starts
+ * with numbers (`1.2.3-1`, `12:30-1`, `3.5mm2`, `10.0.0.1x`) is neither.
  */
 export function addressSeries(text: string): boolean {
-  const parts = digitsRead(text.trim()).split(SERIES_BREAK);
-  if (parts.length < 2 || !anAddress(parts[0]!)) return false;
-  return parts.slice(1).some((part) => anAddress(part) || /^[0-9]+$/.test(part));
-}
-
-/** A part of a series written as an address is (an IPv6 one may hold no digit: `::a`). */
-function anAddress(part: string): boolean {
-  return addressShaped(part) || parseAddressMask(part) !== undefined;
+  const digits = digitsRead(text.trim());
+  const host = digits.slice(digits.lastIndexOf('@') + 1);
+  const parts = host.split(SERIES_BREAK).map(lettersRead);
+  if (parts.length < 2 || parseAddressMask(parts[0]!) === undefined) return false;
+  const piece = parts[0]!.includes(':') ? /^[0-9a-f]{1,4}$/i : /^[0-9]{1,3}$/;
+  return parts
+    .slice(1)
+    .some((part) => part === '*' || piece.test(part) || parseAddressMask(part) !== undefined);
 }
 
 // A part may be a glob's bracket (`10.0.0.[1-9]`), which a reader takes for those addresses.

@@ -296,6 +296,11 @@ describe('BAN', () => {
         '2001:db8::1-2001:db8::9',
         '10.0.0.1\u201410.0.0.9',
         '10.0.0.1|10.0.0.2',
+        '10.0.0.1 to 10.0.0.9',
+        '10.0.0.1-*',
+        '1O.0.0.1-1O.0.0.9',
+        '*!*@10.0.0.1-9',
+        '10.0.0.[1-9]',
       ],
       /is not an address or network/,
     );
@@ -313,6 +318,35 @@ describe('BAN', () => {
       send(op, { cmd: '95', mask });
       expect(op.take(), mask).toMatchObject([{ cmd: '98' }]);
     }
+  });
+
+  it('bans by name every nickname a member may have', () => {
+    // Text a BAN refuses as no address would be a member nobody could ban by name.
+    const op = oper();
+    const mayBe = (name: string) => {
+      const peer = connect(name, ['errors']);
+      const member = peer.session.state === 'joined';
+      if (member) chat.disconnect(peer.session, 'exit');
+      return member;
+    };
+    const bans = (name: string) => {
+      drain(op);
+      send(op, { cmd: '95', mask: name });
+      const answer = op.take();
+      send(op, { cmd: '96', mask: name });
+      drain(op);
+      return answer.some((m) => m.cmd === '98') && !answer.some((m) => m.cmd === '90');
+    };
+    for (const name of ['1.2.3-1', '12:30-1', '3.14_15', '3.5mm2', '1.5-beta', '0.9.1+3']) {
+      expect(mayBe(name), name).toBe(true);
+      expect(bans(name), name).toBe(true);
+    }
+    fc.assert(
+      fc.property(fc.stringMatching(/^[0-9a-fA-FxO.:/\-,;_~ [\]*%@!–lo]{1,20}$/), (name) => {
+        if (mayBe(name)) expect(bans(name), name).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it('tells a moderation member how long a ban lasts', () => {
