@@ -18,6 +18,7 @@ import {
   NO_PART_REASON,
   NO_QUIT_MESSAGE,
   parseCommand,
+  partRefused,
   tooLongToSend,
 } from '../protocol/slash-commands.js';
 import { CONFAB_VERSION } from '../version.js';
@@ -723,12 +724,12 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           return;
         }
         case 'part': {
-          // "/part see you" in a room: no room "see" joined, so the words are the reason.
-          const asked = command.room;
-          const name =
-            asked !== undefined && (command.reason === undefined || known(asked) !== undefined)
-              ? asked
-              : current;
+          const refused = partRefused(command, (room) => known(room) !== undefined);
+          if (refused !== undefined) {
+            say(view.error(style, refused));
+            return;
+          }
+          const name = command.room ?? current;
           if (name === LOBBY && client.hasRooms) {
             say(view.error(style, 'Everyone stays in the lobby; \\exit leaves the server.'));
             return;

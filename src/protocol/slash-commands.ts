@@ -57,6 +57,20 @@ export function tooLongToSend(text: string, max: number): string | undefined {
   return `Not sent: the message is ${length} characters long; the most is ${max}.`;
 }
 
+/**
+ * What the clients say of `\\leave <room> <reason>` (IRC's `/part #room reason`) when no
+ * room of that name is joined (`isJoined`), with a reason: "/part see you" meant a reason
+ * for the room typed into, and "/part phsyics bye" a room misspelt; neither is guessed.
+ */
+export function partRefused(
+  command: { readonly room?: string; readonly reason?: string },
+  isJoined: (room: string) => boolean,
+): string | undefined {
+  if (command.room === undefined || command.reason === undefined || isJoined(command.room))
+    return undefined;
+  return `You are not in ${command.room}. To leave the room you are typing into, type \\leave alone; reasons are not sent.`;
+}
+
 /** Messages \\history loads when not told how many. */
 export const HISTORY_PAGE = 20;
 

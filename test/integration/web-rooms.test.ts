@@ -281,8 +281,11 @@ describe('web client rooms in Chromium', () => {
       // A look-alike spelling (a Cyrillic "а"), which only the server's 1016 tells is maths.
       await say(bea, '\\join m\u0430ths');
       await bea.locator('.room-button[data-room="maths"][aria-current="true"]').waitFor();
-      // As IRC users leave the room they are in, saying why: no room "bye" is joined.
+      // A reason with no room ("bye" is none joined): neither guessed, a room nor a typo.
       await say(bea, '/part bye all');
+      await seeLine(bea, 'maths', /You are not in bye\. To leave the room you are typing into/);
+      // As IRC users leave a room, saying why.
+      await say(bea, '/part #maths bye all');
       await bea.locator('.room-button[data-room="maths"]').waitFor({ state: 'detached' });
       await seeLine(bea, 'lobby', 'Reasons for leaving are not sent');
     } finally {

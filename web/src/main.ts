@@ -14,6 +14,7 @@ import {
   NO_PART_REASON,
   NO_QUIT_MESSAGE,
   parseCommand,
+  partRefused,
   tooLongToSend,
 } from '../../src/protocol/slash-commands.js';
 import { nickColor, PAGE_BG } from './colors.js';
@@ -1237,11 +1238,12 @@ async function submit(text: string): Promise<void> {
         await joinRoom(command.room);
         return;
       case 'part': {
-        // "/part see you" in a room: no room "see" joined, so the words are the reason.
-        const asked = command.room;
-        const named =
-          asked !== undefined && (command.reason === undefined || findView(asked) !== undefined);
-        await leaveRoom(named ? asked : selected.name);
+        const refused = partRefused(command, (room) => findView(room) !== undefined);
+        if (refused !== undefined) {
+          error(refused);
+          return;
+        }
+        await leaveRoom(command.room ?? selected.name);
         if (command.reason !== undefined) notice(NO_PART_REASON);
         return;
       }

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { parseCommand } from '../../../src/protocol/slash-commands.js';
+import { parseCommand, partRefused } from '../../../src/protocol/slash-commands.js';
 
 describe('commands written as in IRC', () => {
   it('takes "/" for "\\" before a command word, IRC names included', () => {
@@ -43,6 +43,15 @@ describe('commands written as in IRC', () => {
       expect(parseCommand(line)).toMatchObject({ kind: 'invalid' });
     }
     expect(parseCommand(' /shrug well')).toEqual({ kind: 'chat', text: ' /shrug well' });
+  });
+
+  it('refuses /part of no room joined with a reason, guessing neither a reason nor a typo', () => {
+    const joined = (room: string) => ['lobby', 'physics'].includes(room);
+    const part = (line: string) => parseCommand(line) as { room?: string; reason?: string };
+    expect(partRefused(part('/part see you'), joined)).toMatch(/^You are not in see\. /);
+    expect(partRefused(part('/part phsyics bye'), joined)).toMatch(/^You are not in phsyics\. /);
+    for (const line of ['/part', '/part physics', '/part #physics bye', '/part nowhere'])
+      expect(partRefused(part(line), joined), line).toBeUndefined();
   });
 
   it('sends a line of "\\" and no command word as chat', () => {
