@@ -458,14 +458,15 @@ class ClusterNode implements Cluster, ClusterView {
     );
     beats = new StartBeats(presence);
     const starting = beats;
-    // A slow answer says too little of when TIME ran: a few more tries, then the next ones.
+    // A reading across a step of this machine's clock says nothing of when TIME ran: a few
+    // more tries, then the clock's own retries. (One slower than the start's limit fails it.)
     for (let tries = 0; tries < 3; tries++) {
       if (await atStart(clock.sync())) break;
     }
     if (!clock.judged) {
       log.warn(
         {},
-        "Redis answered TIME too slowly to tell its time: the node times by this machine's clock, and prunes no history by age nor removes ended bans, until it can",
+        "could not tell Redis's time (this machine's clock stepped during each reading): the node times by this machine's clock, and prunes no history by age nor removes ended bans, until it can",
       );
     }
     const twice = clients.length > 1 ? await atStart(sameServer(clients)) : undefined;

@@ -31,8 +31,9 @@ export const CLOCK_RETRY_MS = 1_000;
 export class RedisClock {
   private offset = 0;
   private good = false;
-  /** The offset held came from a sample slower than MAX_ROUND_TRIP_MS. */
+  /** The offset held came from a sample slower than MAX_ROUND_TRIP_MS, wrong by up to `doubt` ms. */
   private loose = false;
+  private doubt = 0;
   /** This node's clock, and the monotonic one, in the middle of the last good sample. */
   private sampledLocal = 0;
   private sampledMono = 0;
@@ -109,18 +110,29 @@ export class RedisClock {
     // TIME ran somewhere in the round trip: the middle is wrong by half of it at most.
     const middle = Math.round((sent + back) / 2);
     const offset = redisMs - middle;
+    const doubt = loose ? roundTrip / 2 : 0;
     if (this.loose && !loose) {
       // A fast sample after slow ones, judged afresh: a clock that agrees is kept exactly.
       this.offset = Math.abs(offset) > CLOCK_TOLERANCE_MS ? offset : 0;
-    } else if (Math.abs(offset - this.offset) > CLOCK_TOLERANCE_MS) {
-      this.offset = offset;
+      this.doubt = 0;
+    } else if (this.loose && loose) {
+      // Of two slow ones the one placed closer, or a later one where both cannot be right (the
+      // machine's clock was set meanwhile): times would otherwise jump back and forth by seconds.
+      const apart = Math.abs(offset - this.offset);
+      if (doubt <= this.doubt || apart > doubt + this.doubt + CLOCK_TOLERANCE_MS) {
+        this.offset = offset;
+        this.doubt = doubt;
+      }
+    } else {
+      if (Math.abs(offset - this.offset) > CLOCK_TOLERANCE_MS) this.offset = offset;
+      this.doubt = doubt;
     }
     this.loose = loose;
     this.sampledLocal = middle;
     this.sampledMono = (sentMono + backMono) / 2;
     const first = !this.good;
     this.good = true;
-    if (first) this.onJudged?.(this.offset, loose ? roundTrip / 2 : 0);
+    if (first) this.onJudged?.(this.offset, doubt);
     return true;
   }
 

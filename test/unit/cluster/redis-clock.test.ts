@@ -68,13 +68,41 @@ describe.skipIf(skip)('RedisClock', () => {
     expect(clock.skew).toBe(taken);
   });
 
-  it('judges nothing by a sample whose round trip was too slow', async () => {
+  it("judges nothing by a sample across a step of the machine's clock", async () => {
     let calls = 0;
     // The machine's clock jumps a minute during the round trip: the answer's moment is unknown.
     const clock = new RedisClock(client(), () => Date.now() + (calls++ % 2 === 1 ? 60_000 : 0));
     expect(await clock.sync()).toBe(false);
     expect(clock.skew).toBe(0);
     expect(clock.judged).toBe(false);
+  });
+
+  it('judges nothing by a sample slower than ten seconds', async () => {
+    // Both of the machine's clocks see eleven seconds pass during the round trip.
+    let local = 0;
+    let mono = 0;
+    const clock = new RedisClock(
+      client(),
+      () => Date.now() + MONTH_MS + (local++ % 2 === 1 ? 11_000 : 0),
+      undefined,
+      () => performance.now() + (mono++ % 2 === 1 ? 11_000 : 0),
+    );
+    expect(await clock.sync()).toBe(false);
+    expect(clock.judged).toBe(false);
+  });
+
+  it('keeps the closer of two slow samples, and a later one that cannot agree with it', async () => {
+    let slowMs = 1_200;
+    const clock = new RedisClock(
+      answeringLate(() => slowMs),
+      Date.now,
+    );
+    expect(await clock.sync()).toBe(true);
+    const close = clock.skew;
+    // Slower: placed less closely, and agreeing within both bounds: not taken.
+    slowMs = 2_400;
+    expect(await clock.sync()).toBe(true);
+    expect(clock.skew).toBe(close);
   });
 
   it('judges by a slow sample, within half its round trip, until a fast one comes', async () => {
