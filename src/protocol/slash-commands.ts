@@ -284,12 +284,18 @@ function parseWords(word: string, args: string): Command | undefined {
           kind: 'invalid',
           message: 'Usage: \\ban <nickname|address|cidr> [duration like 10m, 2h, 7d] [reason]',
         };
+      // A duration may be written in words of its own ("2h 30m").
+      let seconds: number | undefined;
+      for (let next = rest[0]; next !== undefined; next = rest[0]) {
+        const more = parseDuration(next);
+        if (more === undefined || (seconds ?? 0) + more > MAX_BAN_SECONDS) break;
+        seconds = (seconds ?? 0) + more;
+        rest.shift();
+      }
       const word = rest[0];
-      const seconds = word === undefined ? undefined : parseDuration(word);
-      if (seconds !== undefined) rest.shift();
       // A duration mistyped ("0m", "90min", "10y") had gone out as the reason's first word,
       // and the ban for good.
-      else if (word !== undefined && /^\p{Nd}/u.test(word)) {
+      if (seconds === undefined && word !== undefined && /^\p{Nd}/u.test(word)) {
         return {
           kind: 'invalid',
           message: `Not banned: "${word}" is no duration. Write one like 30s, 10m, 2h, 7d, 1w or 2h30m (at most ${MAX_BAN_SECONDS / 86400} days); a reason may not start with a digit.`,
@@ -320,14 +326,14 @@ const UNITS: Record<string, [number, string]> = {
 
 /**
  * "10m", "2h", "7d", "1w", "30s", "2h30m" as seconds; undefined if the word is not a
- * duration a ban may have (none, or longer than MAX_BAN_SECONDS). Units are lower-case
- * only: "10M" may have meant months.
+ * duration a ban may have (none, or longer than MAX_BAN_SECONDS). Units in either case but
+ * for minutes: "10M" may have meant months.
  */
 export function parseDuration(word: string): number | undefined {
-  if (!/^(\d{1,9}[smhdw])+$/.test(word)) return undefined;
+  if (!/^(\d{1,9}[smhdwSHDW])+$/.test(word)) return undefined;
   let seconds = 0;
-  for (const [, n, unit] of word.matchAll(/(\d+)([smhdw])/g)) {
-    seconds += Number(n) * UNITS[unit!]![0];
+  for (const [, n, unit] of word.matchAll(/(\d+)([smhdwSHDW])/g)) {
+    seconds += Number(n) * UNITS[unit!.toLowerCase()]![0];
   }
   return seconds > 0 && seconds <= MAX_BAN_SECONDS ? seconds : undefined;
 }

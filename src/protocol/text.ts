@@ -135,11 +135,12 @@ export function jsonUtf8Bytes(text: string): number {
 }
 
 /**
- * Characters that show nothing of their own: spaces, controls, format and default-ignorable
- * characters (U+200B, U+3164's Hangul filler), the blank braille pattern, and combining marks
- * with no letter to sit on.
+ * Characters that show nothing of their own: spaces, controls, default-ignorable characters
+ * (U+200B, bidi controls, U+3164's Hangul filler), the blank braille pattern, and marks that
+ * take no space with no letter to sit on. Not every format character: U+0600-0605 and U+06DD
+ * show a sign.
  */
-const SHOWS_NOTHING = /^[\s\p{Cc}\p{Cf}\p{Z}\p{M}\p{Default_Ignorable_Code_Point}\u2800]*$/u;
+const SHOWS_NOTHING = /^[\s\p{Cc}\p{Z}\p{Mn}\p{Default_Ignorable_Code_Point}\u2800]*$/u;
 
 /** Whether `text` shows nothing when printed: blank, or only invisible characters. */
 export function blank(text: string): boolean {

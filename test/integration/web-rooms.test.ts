@@ -670,6 +670,7 @@ describe('web client history and resume in Chromium', () => {
       await page.press('#nickname', 'Enter');
       await page.locator('#status[data-status="online"]').waitFor({ timeout: 15_000 });
       expect(sockets).toHaveLength(1);
+      expect(sent.filter((f) => f.includes('"cmd":"0"'))).toHaveLength(1);
     } finally {
       await page.close();
       await relay.close();

@@ -125,6 +125,7 @@ describe('moderation slash commands', () => {
     expect(parseDuration('spam')).toBeUndefined();
     expect(parseDuration('2h30m')).toBe(9000);
     expect(parseDuration('1000000s')).toBe(1_000_000);
+    expect(parseDuration('1H')).toBe(3600);
     for (const no of ['10M', '90min', '10y', '10', '0m0s', '3661d', '1h-5m', 'm'])
       expect(parseDuration(no), no).toBeUndefined();
     expect(parseDuration('3660d')).toBe(MAX_BAN_SECONDS);
@@ -150,12 +151,13 @@ describe('moderation slash commands', () => {
         kind: 'invalid',
         message: expect.stringContaining(`"${word}" is no duration`),
       });
-    expect(parseCommand('\\ban yan 2h30m spamming')).toEqual({
-      kind: 'ban',
-      mask: 'yan',
-      seconds: 9000,
-      reason: 'spamming',
-    });
+    for (const written of ['2h30m', '2h 30m', '2H 30m', '150m'])
+      expect(parseCommand(`\\ban yan ${written} spamming`), written).toEqual({
+        kind: 'ban',
+        mask: 'yan',
+        seconds: 9000,
+        reason: 'spamming',
+      });
     expect(parseCommand('\\ban yan spamming 3 times')).toMatchObject({
       seconds: undefined,
       reason: 'spamming 3 times',

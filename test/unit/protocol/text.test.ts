@@ -209,7 +209,7 @@ describe('blank', () => {
       fc.property(
         fc.array(nothing),
         fc.array(nothing),
-        fc.constantFrom('a', '*', '가', '😀', '٣', '.'),
+        fc.constantFrom('a', '*', '가', '😀', '٣', '.', '\u06dd', '\u0600', '\u093e'),
         (before, after, shown) => {
           expect(blank(before.join('') + after.join(''))).toBe(true);
           expect(blank(before.join('') + shown + after.join(''))).toBe(false);
