@@ -73,7 +73,8 @@ export class RedisClock {
           this.resampling = false;
         });
     }
-    return expected + this.offset;
+    // Whole milliseconds, as Date.now gives: what is timed by it is stored, and shown.
+    return Math.round(expected) + this.offset;
   };
 
   /** How far this node's clock is behind Redis's (ms; negative: ahead), as last taken. */

@@ -175,6 +175,8 @@ describe.skipIf(skip)('RedisClock', () => {
     // A day ahead between samples (NTP setting a clock that was wrong, say).
     step = 24 * 3600 * 1000;
     expect(Math.abs(clock.now() - Date.now())).toBeLessThan(500);
+    // Whole milliseconds still: chats' times are stored.
+    expect(Number.isInteger(clock.now())).toBe(true);
     for (let i = 0; i < 100 && clock.skew === 0; i++) await sleep(20);
     expect(clock.skew).toBeCloseTo(-step, -3);
     expect(Math.abs(clock.now() - Date.now())).toBeLessThan(500);
