@@ -286,8 +286,7 @@ async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
 
 /**
  * A node's connection to the cluster: one client for commands per Redis instance (the
- * --redis one shared with presence, whose heartbeats have one of their own), each
- * instance's broker with its own subscriber.
+ * --redis one shared with presence), each instance's broker with its own subscriber.
  */
 class ClusterNode implements Cluster, ClusterView {
   readonly resyncDelayMs: number;
@@ -401,7 +400,6 @@ class ClusterNode implements Cluster, ClusterView {
       node,
       timeoutMs: config.clusterTimeout * 1000,
       timeKnown: () => clock.judged,
-      beats: url,
       onError,
     });
     const fail = (err: unknown) => {
@@ -610,12 +608,7 @@ class ClusterNode implements Cluster, ClusterView {
         onError: (err) => log.debug({ err }, 'heartbeat failed'),
         onRefused: (reason) => this.refuse(reason),
       },
-      {
-        intervalMs: heartbeatMs(timeoutMs),
-        capacityOf: (room) => chat.capacityOf(room),
-        // The connection claims, joins and chats wait on, where heartbeats do not go.
-        probe: () => this.clients[0]!.ping(),
-      },
+      { intervalMs: heartbeatMs(timeoutMs), capacityOf: (room) => chat.capacityOf(room) },
     );
     const first = this.keeper.start();
     this.clock.start(CLOCK_SYNC_MS, (err) => log.debug({ err }, "could not read Redis's time"));

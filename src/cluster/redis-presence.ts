@@ -38,13 +38,6 @@ export interface RedisPresenceOptions {
    * `replyMapping: 'legacy'`, and should not resend unanswered commands.
    */
   readonly redis: string | Redis;
-  /**
-   * A `redis://` URL for a connection of its own, not pipelined, for heartbeats and reaps
-   * (the presence opens and closes it). On the shared connection they waited behind the
-   * node's other commands, a round trip more each on a slow link: heartbeats reached Redis
-   * every four seconds, and the node took itself for cut off. Without it, `redis` serves.
-   */
-  readonly beats?: string;
   /** How long after Redis restarted empty what may be a returning member's waits (REFILL_MS). */
   readonly refillMs?: number;
   /** Put before every key, so several clusters or tests can share one Redis. */
@@ -922,9 +915,6 @@ export class RedisPresence implements Presence {
   private readonly refillMs: number;
   private readonly redis: Redis;
   private readonly scripts: Scripts;
-  /** Heartbeats' and reaps' connection (`beats`), if one of its own. */
-  private readonly beatRedis: Redis | undefined;
-  private readonly beatScripts: Scripts;
   private readonly owned: boolean;
   private readonly prefix: string;
   /** The zset of nodes by the time of their last heartbeat. */
@@ -991,16 +981,6 @@ export class RedisPresence implements Presence {
       this.redis.defineCommand(name, { lua, numberOfKeys: 1 });
     }
     this.scripts = this.redis as unknown as Scripts;
-    if (options.beats !== undefined) {
-      const beats = commandClient(options.beats, false);
-      const onError = options.onError;
-      beats.on('error', (error: Error) => onError?.(error));
-      for (const name of ['confabPresenceHeartbeat', 'confabPresenceReap'] as const) {
-        beats.defineCommand(name, { lua: SCRIPTS[name], numberOfKeys: 1 });
-      }
-      this.beatRedis = beats;
-    }
-    this.beatScripts = (this.beatRedis ?? this.redis) as unknown as Scripts;
   }
 
   async claim(id: MemberId, nickname: string, address: PeerAddress): Promise<boolean> {
@@ -1307,7 +1287,7 @@ export class RedisPresence implements Presence {
     // ask: a release Redis applied answers with the rooms it freed (kept for releaseKeptMs),
     // which the reaping node did not see; one it did not finds nothing, the reaping node
     // having told those rooms.
-    const reply = (await this.beatScripts.confabPresenceHeartbeat(
+    const reply = (await this.scripts.confabPresenceHeartbeat(
       ...this.args(
         globalThis.crypto.randomUUID(),
         this.epoch,
@@ -1359,7 +1339,7 @@ export class RedisPresence implements Presence {
 
   async reap(): Promise<DeadNode[]> {
     // Calls until one is answered share a tag: each answers what the earlier ones reaped.
-    const rows = (await this.beatScripts.confabPresenceReap(
+    const rows = (await this.scripts.confabPresenceReap(
       this.nodesKey,
       this.prefix,
       this.node,
@@ -1389,8 +1369,6 @@ export class RedisPresence implements Presence {
       this.local.clear();
       // Not asked again (Redis unreachable): removed with the node, or reaped by the others.
       this.giveUpReleases();
-      // Nothing of its own to wait for: its last heartbeat's answer is moot once deregistered.
-      this.beatRedis?.disconnect();
       if (this.owned) {
         // QUIT would wait in the offline queue for a reconnect that may never come.
         if (this.redis.status !== 'ready') this.redis.disconnect();

@@ -400,13 +400,6 @@ export interface KeeperOptions {
   /** A room's capacity by key (Presence.heartbeat). */
   readonly capacityOf?: (room: string) => number | undefined;
   readonly now?: () => number;
-  /**
-   * Asks the node's other connection to Presence's store, where heartbeats have one of their
-   * own, for an answer. While it has answered nothing sent within the timeout, no heartbeat
-   * is sent, so that the others reap the node, and the node is cut off: a node whose requests
-   * all wait is as good as gone, though its heartbeats would go through.
-   */
-  readonly probe?: () => Promise<unknown>;
 }
 
 /**
@@ -419,9 +412,6 @@ export interface KeeperOptions {
 export class PresenceKeeper {
   private timer: ReturnType<typeof setInterval> | undefined;
   private lastAcked: number;
-  /** When the last probe answered was sent; whether one is under way. */
-  private lastProbed: number;
-  private probing = false;
   /** When a tick last ran: long ago means the process was paused (or its loop blocked). */
   private lastTick: number;
   private expired = false;
@@ -439,14 +429,12 @@ export class PresenceKeeper {
     this.now = options.now ?? (() => performance.now());
     this.lastAcked = this.now();
     this.lastTick = this.lastAcked;
-    this.lastProbed = this.lastAcked;
   }
 
   /** Heartbeats once (registering the node), then on every interval. */
   async start(): Promise<void> {
     this.lastAcked = this.now();
     this.lastTick = this.lastAcked;
-    this.lastProbed = this.lastAcked;
     await this.tick();
     if (this.timer !== undefined || this.refused) return;
     this.timer = setInterval(() => {
@@ -466,11 +454,6 @@ export class PresenceKeeper {
     // Back from a pause: its clients are closed before the heartbeat goes out, not after.
     if (this.pausedTooLong(now)) this.expire();
     this.lastTick = now;
-    this.probe(now);
-    if (this.options.probe !== undefined && now - this.lastProbed > this.presence.timeoutMs) {
-      this.expire();
-      return;
-    }
     if (this.running) {
       this.checkCutOff();
       return;
@@ -504,23 +487,6 @@ export class PresenceKeeper {
     } finally {
       this.running = false;
     }
-  }
-
-  private probe(sent: number): void {
-    const probe = this.options.probe;
-    if (probe === undefined || this.probing) return;
-    this.probing = true;
-    probe()
-      .then(
-        () => {
-          // As a heartbeat's: one that waited out a stall of Redis counts from near its answer.
-          this.lastProbed = Math.max(this.lastProbed, this.ackedAt(sent, this.now()));
-        },
-        (error: unknown) => this.handlers.onError?.(error),
-      )
-      .finally(() => {
-        this.probing = false;
-      });
   }
 
   /**

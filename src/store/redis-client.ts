@@ -36,17 +36,16 @@ export function failUnanswered(redis: Redis): Redis {
 /**
  * A client for commands (subscriptions need their own), as every Redis part of confab asks
  * for one: RESP2, whose reply shapes and Lua conversions the scripts are read in (ioredis 6
- * negotiates RESP3 by default); the commands of one event-loop turn in one write (`pipelined`;
- * ioredis then has one such write in flight at a time, each command waiting for the replies
- * to the one before it); and no resending on reconnect, since a command whose reply was lost
- * (a claim, an append, a PUBLISH) may have been applied. Its caller sees the error instead,
- * also for the commands ioredis would otherwise forget (failUnanswered).
+ * negotiates RESP3 by default); the commands of one event-loop turn in one write; and no
+ * resending on reconnect, since a command whose reply was lost (a claim, an append, a
+ * PUBLISH) may have been applied. Its caller sees the error instead, also for the commands
+ * ioredis would otherwise forget (failUnanswered).
  */
-export function commandClient(url: string, pipelined = true): Redis {
+export function commandClient(url: string): Redis {
   return failUnanswered(
     new Redis(url, {
       protocol: 2,
-      enableAutoPipelining: pipelined,
+      enableAutoPipelining: true,
       autoResendUnfulfilledCommands: false,
       retryStrategy: reconnectDelay,
       disconnectTimeout: DISCONNECT_MS,
