@@ -31,8 +31,7 @@ export const CLOCK_RETRY_MS = 1_000;
 export class RedisClock {
   private offset = 0;
   private good = false;
-  /** The offset held came from a sample slower than MAX_ROUND_TRIP_MS, wrong by up to `doubt` ms. */
-  private loose = false;
+  /** How far the offset held may be wrong: half its sample's round trip when that was slow, else 0. */
   private doubt = 0;
   /** This node's clock, and the monotonic one, in the middle of the last good sample. */
   private sampledLocal = 0;
@@ -106,17 +105,18 @@ export class RedisClock {
     // The machine's clock stepped meanwhile: its readings place TIME nowhere.
     if (Math.abs(back - sent - roundTrip) > CLOCK_TOLERANCE_MS) return false;
     const loose = roundTrip > MAX_ROUND_TRIP_MS;
-    if (roundTrip > LOOSE_ROUND_TRIP_MS || (loose && this.good && !this.loose)) return false;
+    const heldLoose = this.doubt > 0;
+    if (roundTrip > LOOSE_ROUND_TRIP_MS || (loose && this.good && !heldLoose)) return false;
     const redisMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     // TIME ran somewhere in the round trip: the middle is wrong by half of it at most.
     const middle = Math.round((sent + back) / 2);
     const offset = redisMs - middle;
     const doubt = loose ? roundTrip / 2 : 0;
-    if (this.loose && !loose) {
+    if (heldLoose && !loose) {
       // A fast sample after slow ones, judged afresh: a clock that agrees is kept exactly.
       this.offset = Math.abs(offset) > CLOCK_TOLERANCE_MS ? offset : 0;
       this.doubt = 0;
-    } else if (this.loose && loose) {
+    } else if (heldLoose && loose) {
       // Of two slow ones the one placed closer, or a later one where both cannot be right (the
       // machine's clock was set meanwhile): times would otherwise jump back and forth by seconds.
       const apart = Math.abs(offset - this.offset);
@@ -128,7 +128,6 @@ export class RedisClock {
       if (Math.abs(offset - this.offset) > CLOCK_TOLERANCE_MS) this.offset = offset;
       this.doubt = doubt;
     }
-    this.loose = loose;
     this.sampledLocal = middle;
     this.sampledMono = (sentMono + backMono) / 2;
     const first = !this.good;
