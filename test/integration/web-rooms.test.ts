@@ -934,6 +934,33 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
+  it('a tab reloaded after its page crashed comes back as itself; a tab opened meanwhile does not take it', async () => {
+    const server = await startConfab({ 'http-port': '0' });
+    const profile = await browserProfile(server);
+    const { open, users, watcher } = profile;
+    try {
+      const tab = await open();
+      await joinAs(tab, 'phoenix');
+      await tab.locator('.room-button[data-room="lobby"]').waitFor();
+      const crashed = tab.waitForEvent('crash');
+      const cdp = await profile.context.newCDPSession(tab);
+      // Answered by no one: the page's renderer is gone.
+      void cdp.send('Page.crash').catch(() => undefined);
+      await crashed;
+      await watcher.expect('30');
+      // Not handed over (no pagehide), and no live page holds it.
+      await asksNickname(await open());
+      // As the browser's reload button does (Playwright's reload refuses a crashed page).
+      // Playwright keeps a crashed page's object dead, so the server is asked.
+      await cdp.send('Page.reload');
+      await until('phoenix back', async () => (await users()).includes('phoenix'), 15_000);
+      expect(await users()).toEqual(['phoenix', 'watcher']);
+    } finally {
+      await profile.close();
+      await server.stop();
+    }
+  }, 60_000);
+
   it('a duplicated tab is somebody else; closed tabs come back newest first; a reload is no new tab', async () => {
     const server = await startConfab({ 'http-port': '0' });
     const profile = await browserProfile(server);

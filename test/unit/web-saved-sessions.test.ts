@@ -1,12 +1,13 @@
 import { BroadcastChannel } from 'node:worker_threads';
 import fc from 'fast-check';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   type KeyValueStore,
   MAX_NICKNAME,
   type SavedSession,
   SavedSessions,
   type TabChannel,
+  type TabLocks,
 } from '../../web/src/saved-session.js';
 
 /** Web Storage as a browser keeps it: string values, keys in insertion order. */
@@ -58,6 +59,90 @@ const broken: KeyValueStore = {
   },
 };
 
+/**
+ * Web Locks as a browser keeps them for one profile: a lock held by one page at a time,
+ * granted in a later task (as the browser's answer comes), and let go with its page.
+ */
+class MemoryLocks {
+  private readonly holders = new Map<string, number>();
+  private readonly waiting = new Map<string, (() => void)[]>();
+
+  /** What page `page` sees as `navigator.locks`. */
+  forPage(page: number): TabLocks {
+    return {
+      take: async (name, waitMs) => {
+        const until = Date.now() + waitMs;
+        for (;;) {
+          await new Promise((resolve) => setTimeout(resolve, 1));
+          if (!this.holders.has(name)) {
+            this.holders.set(name, page);
+            return () => this.release(name, page);
+          }
+          const left = until - Date.now();
+          if (left <= 0) return undefined;
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, left);
+            const wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+            this.waiting.set(name, [...(this.waiting.get(name) ?? []), wake]);
+          });
+        }
+      },
+    };
+  }
+
+  /** Page `page` is gone (closed, crashed): its locks with it. */
+  drop(page: number): void {
+    for (const [name, holder] of [...this.holders]) if (holder === page) this.release(name, page);
+  }
+
+  holder(name: string): number | undefined {
+    return this.holders.get(name);
+  }
+
+  private release(name: string, page: number): void {
+    if (this.holders.get(name) !== page) return;
+    this.holders.delete(name);
+    const woken = this.waiting.get(name) ?? [];
+    this.waiting.delete(name);
+    for (const wake of woken) wake();
+  }
+}
+
+/**
+ * localStorage as a browser with a process per tab keeps it: each page reads a copy of its
+ * own, which another page's writes reach `lagMs` later.
+ */
+class LaggingStorage {
+  readonly master = new MemoryStore();
+  private readonly views = new Set<MemoryStore>();
+
+  constructor(private readonly lagMs: number) {}
+
+  view(): KeyValueStore {
+    const own = this.master.copy();
+    this.views.add(own);
+    const write = (apply: (store: MemoryStore) => void) => {
+      apply(own);
+      setTimeout(() => {
+        apply(this.master);
+        for (const view of this.views) if (view !== own) apply(view);
+      }, this.lagMs);
+    };
+    return {
+      get length() {
+        return own.length;
+      },
+      key: (index) => own.key(index),
+      getItem: (key) => own.getItem(key),
+      setItem: (key, value) => write((store) => store.setItem(key, value)),
+      removeItem: (key) => write((store) => store.removeItem(key)),
+    };
+  }
+}
+
 interface Page {
   /** Its tab's sessionStorage. */
   tab: MemoryStore;
@@ -73,15 +158,23 @@ afterEach(() => {
 });
 
 let browsers = 0;
+/** Whether the browser profiles made below give their pages Web Locks (a secure context). */
+let withLocks = false;
 /**
  * One browser profile: localStorage shared by its pages, which talk over a real
- * BroadcastChannel (Node's, delivered between instances as a browser delivers between tabs).
+ * BroadcastChannel (Node's, delivered between instances as a browser delivers between tabs),
+ * and take locks of one MemoryLocks when `withLocks`; localStorage reaches the other pages
+ * `lagMs` after a write when that is given.
  */
-function browser() {
-  const shared = new MemoryStore();
+function browser(lagMs = 0) {
+  const lagging = lagMs > 0 ? new LaggingStorage(lagMs) : undefined;
+  const shared = lagging?.master ?? new MemoryStore();
   const name = `confab.sessions.test.${++browsers}`;
+  const locks = withLocks ? new MemoryLocks() : undefined;
   let ids = 0;
+  let pages = 0;
   const open = (tab = new MemoryStore()): Page => {
+    const page = ++pages;
     const channel = new BroadcastChannel(name);
     channels.push(channel);
     // Node's channel types its listener's event as a plain Event; the data is there.
@@ -90,11 +183,30 @@ function browser() {
       addEventListener: (type, listener) =>
         channel.addEventListener(type, (event) => listener(event as MessageEvent)),
     };
-    const saved = new SavedSessions(tab, shared, tabChannel, () => `id${++ids}`);
-    return { tab, saved, close: () => channel.close() };
+    const saved = new SavedSessions(
+      tab,
+      lagging?.view() ?? shared,
+      tabChannel,
+      () => `id${++ids}`,
+      locks?.forPage(page),
+    );
+    return {
+      tab,
+      saved,
+      close: () => {
+        channel.close();
+        locks?.drop(page);
+      },
+    };
   };
   const closedKeys = () => shared.keys().filter((k) => k.startsWith('confab.closed.'));
-  return { shared, open, closedKeys };
+  return { shared, open, closedKeys, locks };
+}
+
+/** Waits (bounded) for `done`, checked every few milliseconds. */
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !done(); i++) await new Promise((r) => setTimeout(r, 2));
+  expect(done()).toBe(true);
 }
 
 const session = (nickname: string, rooms = ['lobby']): SavedSession => ({
@@ -117,7 +229,14 @@ function away(page: Page): void {
   page.close();
 }
 
-describe('SavedSessions (the web app: which tab comes back as whom)', () => {
+describe.each([
+  ['tabs asking each other over a BroadcastChannel', false],
+  ['Web Locks', true],
+])('SavedSessions (the web app: which tab comes back as whom), %s', (_, locks) => {
+  beforeEach(() => {
+    withLocks = locks;
+  });
+
   it("gives a closed tab's session to one new tab, once", async () => {
     const { open, closedKeys } = browser();
     const first = await chatting(open, 'ann');
@@ -153,7 +272,7 @@ describe('SavedSessions (the web app: which tab comes back as whom)', () => {
     expect(await open(left.tab).saved.load('back_forward')).toEqual({});
   });
 
-  it('a copy of a live tab starts as nobody; a discarded page comes back; a crashed one does not', async () => {
+  it('a copy of a live tab starts as nobody; a discarded page comes back; a crashed one only with locks', async () => {
     const { open } = browser();
     const a = await chatting(open, 'ann');
     const copy = open(a.tab.copy());
@@ -165,9 +284,29 @@ describe('SavedSessions (the web app: which tab comes back as whom)', () => {
     a.close();
     const discarded = open(a.tab.copy());
     expect(await discarded.saved.load('navigate', true)).toEqual({ session: session('ann') });
-    // Crashed (or a copy: no telling them apart without asking it), it starts as nobody.
+    // Crashed: its lock went with it, so it is nobody's and the tab's again. Without locks
+    // a crash cannot be told from a copy without asking it, and it starts as nobody.
     discarded.close();
-    expect(await open(discarded.tab).saved.load('reload')).toEqual({ elsewhere: true });
+    expect(await open(discarded.tab).saved.load('reload')).toEqual(
+      locks ? { session: session('ann') } : { elsewhere: true },
+    );
+  });
+
+  it.runIf(locks)('a reload waits for the page before it to let its lock go', async () => {
+    const { open, locks: manager } = browser();
+    const a = await chatting(open, 'ann');
+    await until(() => manager?.holder('confab.session.id1') !== undefined);
+    away(a);
+    // The page going still holds the lock a moment (its browser process hears of it later).
+    const release = await manager?.forPage(99).take('confab.session.id1', 0);
+    setTimeout(() => release?.(), 300);
+    expect(await open(a.tab).saved.load('reload')).toEqual({ session: session('ann') });
+    // Not handed over (it crashed), and held: a copy's, and it waits for nothing.
+    const b = await chatting(open, 'bob');
+    await until(() => manager?.holder('confab.session.id2') !== undefined);
+    const started = Date.now();
+    expect(await open(b.tab.copy()).saved.load('reload')).toEqual({ elsewhere: true });
+    expect(Date.now() - started).toBeLessThan(1000);
   });
 
   it('a tab that comes back after a new tab took its session is nobody, by reload or from the back-forward cache', async () => {
@@ -212,17 +351,48 @@ describe('SavedSessions (the web app: which tab comes back as whom)', () => {
     }
   });
 
-  it('a tab that asked under a higher number gives way to a later asker it heard, and no two take one', async () => {
-    const { open } = browser();
-    away(await chatting(open, 'ann'));
-    // The first asks before the second listens, so only the second's question is heard.
-    const random = vi.spyOn(Math, 'random').mockReturnValueOnce(0.9).mockReturnValueOnce(0.1);
-    const first = open().saved.load('navigate');
-    const second = open().saved.load('navigate');
-    expect(random).toHaveBeenCalledTimes(2);
-    random.mockRestore();
-    expect(await Promise.all([first, second])).toEqual([{}, { session: session('ann') }]);
-  });
+  it.runIf(locks)(
+    'tabs opened at once while the browser is too busy to answer in time take each session once',
+    async () => {
+      for (let round = 0; round < 4; round++) {
+        const { open } = browser(50);
+        const names = ['ann', 'bob', 'cat'];
+        const pages = [];
+        for (const name of names) pages.push(await chatting(open, name));
+        for (const page of pages) away(page);
+        // Their handing over has reached every page's storage.
+        await new Promise((resolve) => setTimeout(resolve, 120));
+        const loading = Array.from({ length: 4 }, () => open().saved.load('navigate'));
+        // Every page is busy longer than the tabs' asking waits for an answer (a loaded
+        // machine): each one's timer may then run before the others' questions reach it, and
+        // what one took reaches the others' storage later still.
+        for (let step = 0; step < 3; step++) {
+          await new Promise((resolve) => setTimeout(resolve, 1));
+          const until = Date.now() + 250;
+          while (Date.now() < until) {}
+        }
+        const taken = (await Promise.all(loading)).flatMap((l) =>
+          l.session === undefined ? [] : [l.session.nickname],
+        );
+        expect(taken.sort(), `round ${round}`).toEqual(names);
+      }
+    },
+  );
+
+  it.runIf(!locks)(
+    'a tab that asked under a higher number gives way to a later asker it heard, and no two take one',
+    async () => {
+      const { open } = browser();
+      away(await chatting(open, 'ann'));
+      // The first asks before the second listens, so only the second's question is heard.
+      const random = vi.spyOn(Math, 'random').mockReturnValueOnce(0.9).mockReturnValueOnce(0.1);
+      const first = open().saved.load('navigate');
+      const second = open().saved.load('navigate');
+      expect(random).toHaveBeenCalledTimes(2);
+      random.mockRestore();
+      expect(await Promise.all([first, second])).toEqual([{}, { session: session('ann') }]);
+    },
+  );
 
   it('keeps the five newest closed sessions, and gives them newest first', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });

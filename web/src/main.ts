@@ -21,7 +21,7 @@ import { nickColor, PAGE_BG } from './colors.js';
 import { Connection, RequestError, randomId, type Status } from './connection.js';
 import { WEB_HELP } from './help.js';
 import { findLinks } from './links.js';
-import { type KeyValueStore, MAX_NICKNAME, SavedSessions } from './saved-session.js';
+import { type KeyValueStore, MAX_NICKNAME, SavedSessions, type TabLocks } from './saved-session.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const input = $<HTMLInputElement>('input');
@@ -592,11 +592,35 @@ function storage(which: 'sessionStorage' | 'localStorage'): KeyValueStore | unde
   }
 }
 
+/** The browser's Web Locks, which it gives only a secure context (HTTPS, or loopback). */
+function webLocks(): TabLocks | undefined {
+  const locks = (navigator as { locks?: LockManager }).locks;
+  if (locks === undefined) return undefined;
+  return {
+    take: (name, waitMs) =>
+      new Promise((resolve) => {
+        const options: LockOptions =
+          waitMs > 0 ? { signal: AbortSignal.timeout(waitMs) } : { ifAvailable: true };
+        locks
+          .request(name, options, (lock) => {
+            if (lock === null) {
+              resolve(undefined);
+              return;
+            }
+            // Held until let go, or until the page is gone.
+            return new Promise<void>((release) => resolve(() => release()));
+          })
+          .catch(() => resolve(undefined));
+      }),
+  };
+}
+
 const saved = new SavedSessions(
   storage('sessionStorage'),
   storage('localStorage'),
   typeof BroadcastChannel === 'function' ? new BroadcastChannel('confab.sessions') : undefined,
   randomId,
+  webLocks(),
 );
 /**
  * The rooms of the session the page came back as, until it is back in: joining under

@@ -20,6 +20,19 @@ export interface TabChannel {
   addEventListener(type: 'message', listener: (event: { data: unknown }) => void): void;
 }
 
+/**
+ * The part of the Web Locks API used here, which a browser gives pages of a secure context
+ * (HTTPS, or loopback): a lock that one page of the profile holds at a time, let go when
+ * that page lets it go or is gone (closed, crashed).
+ */
+export interface TabLocks {
+  /**
+   * Takes lock `name`, waiting at most `waitMs` for the page holding it (none: only if it is
+   * free): the function that lets it go, or undefined when it was not had.
+   */
+  take(name: string, waitMs: number): Promise<(() => void) | undefined>;
+}
+
 /** How the page was arrived at (the Navigation Timing entry's `type`). */
 export type Arrival = 'navigate' | 'reload' | 'back_forward' | 'prerender';
 
@@ -46,6 +59,13 @@ const CLOSED_PREFIX = 'confab.closed.';
 const MAX_CLOSED = 5;
 /** How long a tab waits for another to say it holds, or is taking, a session. */
 const ASK_MS = 200;
+/** A session's lock (TabLocks), held by the page that holds the session. */
+const LOCK_PREFIX = 'confab.session.';
+/**
+ * How long a page waits for the lock of a session handed over to be let go: by the page that
+ * handed it over (a reload), whose going may still be under way as this one loads.
+ */
+const HANDED_WAIT_MS = 2000;
 
 interface Kept {
   id: string;
@@ -68,6 +88,12 @@ interface Closed extends Kept {
  * live tab's storage (a duplicated tab), or a tab whose session another tab took while it was
  * away, starts without one. Leaving, or a server that ends the session, forgets it. Storage
  * that is disabled or full only means asking for a nickname again.
+ *
+ * Which tab holds a session is a lock (TabLocks) where the browser has them: one tab takes a
+ * session however many open at once, and a tab reloaded after its page crashed takes its
+ * own back. Where it has none (a page served over plain HTTP to another machine), tabs ask
+ * each other over the channel instead, which holds while they answer within ASK_MS, and a
+ * crashed page's tab cannot be told from a duplicated one.
  */
 export class SavedSessions {
   /** The session this page holds, while it holds one. */
@@ -75,12 +101,17 @@ export class SavedSessions {
   private gone = false;
   /** Sessions this page is asking about, with the number it asks under (lower wins). */
   private readonly asking = new Map<string, { by: number; answered: () => void }>();
+  /** The lock of the session this page holds, with TabLocks. */
+  private held: { id: string; release: () => void } | undefined;
+  /** The last lock asked for, taken in turn after those before it. */
+  private holding: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly tab: KeyValueStore | undefined,
     private readonly shared: KeyValueStore | undefined,
     private readonly channel: TabChannel | undefined,
     private readonly newId: () => string,
+    private readonly locks?: TabLocks,
   ) {
     channel?.addEventListener('message', ({ data }) => {
       if (typeof data !== 'object' || data === null) return;
@@ -111,13 +142,19 @@ export class SavedSessions {
     write(this.tab, LIVE_KEY, '1');
     const own = readKept(read(this.tab, TAB_KEY), this.newId);
     if (own !== undefined) {
-      // A copy of a running page's storage (or one that crashed: no telling them apart
-      // without asking it, and a busy live page that did not answer in time would have its
-      // session taken over). Else the session is this tab's: handed over as its page went
-      // (a reload, a step back), or not, and then free unless another tab took it meanwhile.
-      const copy = before !== undefined && !discarded;
       const handed = this.waiting(own.id);
-      if (copy || (!handed && !(await this.free(own.id)))) {
+      // Held by a live page: the one this tab was copied from, or one that took the session
+      // while this tab was away. Else it is this tab's: handed over as its page went (a
+      // reload, a step back), or not (it crashed, or was discarded to save memory).
+      // Without locks, a copy of a running page's storage (or one that crashed: no telling
+      // them apart without asking it, and a busy live page that did not answer in time
+      // would have its session taken over) is nobody; else the session is free unless
+      // another tab took it meanwhile.
+      const ours =
+        this.locks !== undefined
+          ? await this.hold(own.id, handed ? HANDED_WAIT_MS : 0)
+          : !(before !== undefined && !discarded) && (handed || (await this.free(own.id)));
+      if (!ours) {
         remove(this.tab, TAB_KEY);
         return { elsewhere: true };
       }
@@ -127,9 +164,12 @@ export class SavedSessions {
     // A reload or a step through history is the same tab, which had left: not a new one.
     if (arrival !== 'navigate') return {};
     for (const candidate of this.closed()) {
-      if (!(await this.free(candidate.id))) continue;
-      // Taken meanwhile by a tab that asked before this one was listening.
-      if (!this.waiting(candidate.id)) continue;
+      if (!(await this.claim(candidate.id))) continue;
+      // Taken meanwhile by a tab that asked, or held it, before this one.
+      if (!this.waiting(candidate.id)) {
+        this.letGo();
+        continue;
+      }
       this.take(candidate);
       return { session: candidate.session };
     }
@@ -140,10 +180,19 @@ export class SavedSessions {
   save(session: SavedSession | undefined): void {
     if (session === undefined) {
       this.id = undefined;
+      this.letGo();
       remove(this.tab, TAB_KEY);
       return;
     }
-    this.id ??= this.newId();
+    if (this.id === undefined) {
+      const id = this.newId();
+      this.id = id;
+      // A new id, which no other page holds: held for a copy of this tab to find held.
+      if (this.locks !== undefined)
+        void this.hold(id, 0).then((had) => {
+          if (had && (this.id !== id || this.gone)) this.letGo();
+        });
+    }
     write(this.tab, TAB_KEY, JSON.stringify(flat({ id: this.id, session })));
   }
 
@@ -155,6 +204,8 @@ export class SavedSessions {
     if (own === undefined) return;
     write(this.shared, CLOSED_PREFIX + own.id, JSON.stringify({ ...flat(own), at: Date.now() }));
     for (const old of this.closed().slice(MAX_CLOSED)) remove(this.shared, CLOSED_PREFIX + old.id);
+    // After the handing over: a tab that then takes the lock finds the session waiting.
+    this.letGo();
   }
 
   /**
@@ -166,11 +217,12 @@ export class SavedSessions {
     write(this.tab, LIVE_KEY, '1');
     const id = this.id;
     if (id === undefined) return true;
-    if (this.waiting(id)) {
+    if (
+      this.locks !== undefined ? await this.hold(id, 0) : this.waiting(id) || (await this.free(id))
+    ) {
       remove(this.shared, CLOSED_PREFIX + id);
       return true;
     }
-    if (await this.free(id)) return true;
     this.save(undefined);
     return false;
   }
@@ -181,6 +233,35 @@ export class SavedSessions {
     this.channel?.postMessage({ have: kept.id });
     remove(this.shared, CLOSED_PREFIX + kept.id);
     write(this.tab, TAB_KEY, JSON.stringify(flat(kept)));
+  }
+
+  /** Whether session `id` is this page's to take: its lock had, or (without locks) free. */
+  private claim(id: string): Promise<boolean> {
+    return this.locks !== undefined ? this.hold(id, 0) : this.free(id);
+  }
+
+  /**
+   * Takes session `id`'s lock, letting go of the one held before; false if not had. One at a
+   * time, and true at once for the lock held: a page asking again for a lock it holds would
+   * be told it is held (locks are not re-entrant).
+   */
+  private hold(id: string, waitMs: number): Promise<boolean> {
+    const held = this.holding.then(async () => {
+      if (this.held?.id === id) return true;
+      const release = await this.locks?.take(LOCK_PREFIX + id, waitMs);
+      if (release === undefined) return false;
+      this.letGo();
+      this.held = { id, release };
+      return true;
+    });
+    this.holding = held;
+    return held;
+  }
+
+  private letGo(): void {
+    const held = this.held;
+    this.held = undefined;
+    held?.release();
   }
 
   /**
