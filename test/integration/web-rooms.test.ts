@@ -688,7 +688,8 @@ describe('web client history and resume in Chromium', () => {
       // The server's replies stop coming, the socket stays open: a laptop's sleep, a Wi-Fi change.
       relay.holdReplies();
       talker.sendPy({ cmd: '7', msg: 'said while it hung' });
-      await page.locator('#status[data-status="reconnecting"]').waitFor({ timeout: 40_000 });
+      // The page asks its RTT every 10 s and gives up one unanswered for 15: up to 30 s.
+      await page.locator('#status[data-status="reconnecting"]').waitFor({ timeout: 60_000 });
       await page.locator('#status[data-status="online"]').waitFor({ timeout: 20_000 });
       await seeLine(page, 'lobby', 'said while it hung');
       expect(
@@ -700,7 +701,7 @@ describe('web client history and resume in Chromium', () => {
       await relay.close();
       await server.stop();
     }
-  }, 90_000);
+  }, 120_000);
 
   it('keeps the newest 1000 lines of a busy room, and brings dropped ones back from history', async () => {
     const server = await startConfab({
