@@ -750,7 +750,9 @@ export class ConfabServer {
       logger: log,
       history,
       cluster,
-      ...(cluster === undefined ? {} : { clock: cluster.clock.now }),
+      ...(cluster === undefined
+        ? {}
+        : { clock: cluster.clock.now, timeKnown: () => cluster.clock.judged }),
     });
     if (cluster !== undefined) {
       if (bans.length > 0) {

@@ -523,23 +523,31 @@ return out
 `;
 
 /**
- * ARGV: P, the ban's key, its row after the sequence number ('mask, by, reason, expires]' as
- * JSON), then key, row of each ban the node found expired or unreadable. Writes the ban
- * with the next sequence number and removes those rows that are still as the node read
- * them: one written again meanwhile (another node's BAN of the same mask) stays.
+ * ARGV: P, the ban's key, its mask, by and reason (the JSON array's items, without its
+ * brackets), its end (JSON: ms or null), the seconds it lasts from now by Redis's clock (''
+ * to take the end as given), then key, row of each ban the node found expired or
+ * unreadable. Writes the ban with the next sequence number and removes those rows that are
+ * still as the node read them: one written again meanwhile (another node's BAN of the same
+ * mask) stays. Returns the end stored, as JSON.
  */
 const BAN_LUA = `
 local P, key = ARGV[1], ARGV[2]
 local bans = P .. 'bans'
-for i = 4, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   if ARGV[i] ~= key and redis.call('HGET', bans, ARGV[i]) == ARGV[i + 1] then
     redis.call('HDEL', bans, ARGV[i])
   end
 end
+local expires = ARGV[4]
+if ARGV[5] ~= '' then
+  local t = redis.call('TIME')
+  expires = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    + tonumber(ARGV[5]) * 1000)
+end
 -- Shares the join counter: only its order matters.
 local seq = redis.call('INCR', P .. 'seq')
-redis.call('HSET', bans, key, '[' .. seq .. ',' .. ARGV[3])
-return 1
+redis.call('HSET', bans, key, '[' .. seq .. ',' .. ARGV[3] .. ',' .. expires .. ']')
+return expires
 `;
 
 /** ARGV: P, timeout ms. {members, nodes heard from within their own timeouts}. */
@@ -1262,7 +1270,7 @@ export class RedisPresence implements Presence {
     return parsed.sort((a, b) => a[0] - b[0]).map(([, ban]) => ban);
   }
 
-  async ban(key: string, ban: Ban, now: number): Promise<void> {
+  async ban(key: string, ban: Ban, now: number, seconds?: number): Promise<Ban> {
     const expired: string[] = [];
     const rows = this.timeKnown() ? await this.redis.hgetall(`${this.prefix}bans`) : {};
     for (const [k, row] of Object.entries(rows)) {
@@ -1271,8 +1279,18 @@ export class RedisPresence implements Presence {
         expired.push(k, row);
       }
     }
-    const tail = JSON.stringify([ban.mask, ban.by, ban.reason, ban.expires]).slice(1);
-    await this.scripts.confabPresenceBan(this.nodesKey, this.prefix, key, tail, ...expired);
+    // Timed by Redis's clock, as every node reads it: not by this node's, which may not be
+    // known yet, nor from when the request left a node far from Redis.
+    const expires = (await this.scripts.confabPresenceBan(
+      this.nodesKey,
+      this.prefix,
+      key,
+      JSON.stringify([ban.mask, ban.by, ban.reason]).slice(1, -1),
+      JSON.stringify(ban.expires),
+      seconds === undefined ? '' : String(seconds),
+      ...expired,
+    )) as string;
+    return { ...ban, expires: JSON.parse(expires) as number | null };
   }
 
   async unban(key: string): Promise<boolean> {

@@ -62,6 +62,9 @@ function live(ban: Ban, now: number): boolean {
   return ban.expires === null || ban.expires > now;
 }
 
+/** Whatever the time: while it is not known, timed bans count as in force (BanList). */
+const UNKNOWN = Number.NEGATIVE_INFINITY;
+
 /** Whether `ban`, in force at `now`, matches a member with this nickname or address. */
 export function banMatches(ban: Ban, nickname: string, ip: string, now: number): boolean {
   if (!live(ban, now)) return false;
@@ -73,7 +76,9 @@ export function banMatches(ban: Ban, nickname: string, ip: string, now: number):
 
 /**
  * The ban list. Expired bans stop matching by themselves and are dropped at
- * the next change, which is when the list is written.
+ * the next change, which is when the list is written. While `timeKnown` says the clock
+ * cannot be trusted (a node of a cluster that has not read Redis's time), no timed ban
+ * counts as ended: the clock may be far ahead.
  */
 export class BanList {
   private bans: { ban: Ban; matcher: Matcher }[] = [];
@@ -81,19 +86,27 @@ export class BanList {
   constructor(
     private readonly store: BanStore,
     bans: readonly Ban[] = store.load(),
+    private readonly timeKnown: () => boolean = () => true,
   ) {
     for (const ban of bans) this.bans.push({ ban, matcher: parseMask(ban.mask) });
   }
 
+  /** The time bans are judged by: `now`, or none at all while it is not known. */
+  private at(now: number): number {
+    return this.timeKnown() ? now : UNKNOWN;
+  }
+
   /** The bans in force, oldest first. */
-  list(now: number): Ban[] {
+  list(at: number): Ban[] {
+    const now = this.at(at);
     return this.bans.filter((b) => live(b.ban, now)).map((b) => b.ban);
   }
 
   /** Whether an address is banned (v4, v6 or v4-mapped v6). */
-  bansAddress(ip: string, now: number): Ban | undefined {
+  bansAddress(ip: string, at: number): Ban | undefined {
     // Asked for every accepted connection: with no bans there is no address to parse.
     if (this.bans.length === 0) return undefined;
+    const now = this.at(at);
     const n = parseIp(ip);
     if (n === undefined) return undefined;
     for (const { ban, matcher } of this.bans) {
@@ -103,7 +116,8 @@ export class BanList {
   }
 
   /** Whether a nickname, or any look-alike of it, is banned. */
-  bansNickname(nickname: string, now: number): Ban | undefined {
+  bansNickname(nickname: string, at: number): Ban | undefined {
+    const now = this.at(at);
     const key = nicknameMaskKey(nickname);
     for (const { ban, matcher } of this.bans) {
       if (matcher.kind === 'nickname' && live(ban, now) && matcher.key === key) return ban;
@@ -117,13 +131,15 @@ export class BanList {
   }
 
   /** Whether a ban on `mask` would be one more in force, not replace one (any spelling of it). */
-  adds(mask: string, now: number): boolean {
+  adds(mask: string, at: number): boolean {
+    const now = this.at(at);
     const key = parseMask(mask).key;
     return !this.bans.some((b) => b.matcher.key === key && live(b.ban, now));
   }
 
   /** Adds (or replaces the ban on the same mask) and saves. */
-  add(ban: Ban, now: number): void {
+  add(ban: Ban, at: number): void {
+    const now = this.at(at);
     const matcher = parseMask(ban.mask);
     this.bans = this.bans.filter((b) => live(b.ban, now) && b.matcher.key !== matcher.key);
     this.bans.push({ ban, matcher });
@@ -131,7 +147,8 @@ export class BanList {
   }
 
   /** Removes the ban on this mask (any spelling of it); false if there was none. */
-  remove(mask: string, now: number): boolean {
+  remove(mask: string, at: number): boolean {
+    const now = this.at(at);
     const key = parseMask(mask.trim()).key;
     const before = this.bans.length;
     const kept = this.bans.filter((b) => b.matcher.key !== key);

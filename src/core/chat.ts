@@ -56,6 +56,11 @@ export interface ChatOptions {
   banStore?: BanStore;
   logger?: Logger;
   clock?: Clock;
+  /**
+   * Whether `clock` can be trusted (a node of a cluster: whether it has read Redis's time;
+   * default always). Until it can, no timed ban counts as ended.
+   */
+  timeKnown?: () => boolean;
   /** Rooms besides the lobby (see rooms.ts). */
   roomCapacity?: number;
   createRooms?: boolean;
@@ -324,11 +329,12 @@ export class Chat implements ChatContext, SessionHost {
           );
     this.operServer = new TokenBucket(OPER_SERVER_RATE, OPER_SERVER_BURST, this.clock());
     this.operators = options.operators ?? [];
-    this.bans = new BanList(
-      this.cluster === undefined
-        ? (options.banStore ?? new MemoryBanStore())
-        : new MemoryBanStore(),
-    );
+    const banStore =
+      this.cluster === undefined ? (options.banStore ?? new MemoryBanStore()) : undefined;
+    this.bans =
+      banStore === undefined
+        ? new BanList(new MemoryBanStore(), [], options.timeKnown)
+        : new BanList(banStore, banStore.load(), options.timeKnown);
     this.admission.banned = (ip) => {
       const ban = this.bans.bansAddress(ip, this.clock());
       if (ban === undefined) return false;

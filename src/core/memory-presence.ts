@@ -370,13 +370,14 @@ export class MemoryPresence implements Presence {
     return Promise.resolve([...this.hub.bans.values()]);
   }
 
-  ban(key: string, ban: Ban, now: number): Promise<void> {
+  ban(key: string, ban: Ban, now: number, seconds?: number): Promise<Ban> {
     for (const [k, b] of this.hub.bans) {
       if (b.expires !== null && b.expires <= now) this.hub.bans.delete(k);
     }
+    const stored = seconds === undefined ? ban : { ...ban, expires: now + seconds * 1000 };
     this.hub.bans.delete(key);
-    this.hub.bans.set(key, ban);
-    return Promise.resolve();
+    this.hub.bans.set(key, stored);
+    return Promise.resolve(stored);
   }
 
   unban(key: string): Promise<boolean> {

@@ -423,22 +423,27 @@ async function banInCluster(
   seconds: number | undefined,
 ): Promise<void> {
   const now = ctx.now();
-  await cluster.presence.ban(parseMask(entry.mask).key, entry, now);
+  const ban = await cluster.presence.ban(parseMask(entry.mask).key, entry, now, seconds);
   ctx.log.warn(
     { mask: entry.mask, by: entry.by, reason: entry.reason, seconds, ip: session.address.ip },
     `ban ${entry.mask}`,
   );
   ctx.bans.replace(await cluster.presence.bans());
-  cluster.broker.notify(undefined, { type: 'banned', ban: entry, seconds });
+  cluster.broker.notify(undefined, { type: 'banned', ban, seconds });
   if (session.state !== 'closed') banList(ctx, session);
-  enforceBan(ctx, entry, seconds);
+  enforceBan(ctx, ban, seconds);
 }
 
-/** Removes this node's members that a new ban matches. */
+/**
+ * Removes this node's members that a new ban matches: in force as it is made, whatever this
+ * node's clock says (on a cluster Redis's clock dates its end).
+ */
 export function enforceBan(ctx: ChatContext, ban: Ban, seconds: number | undefined): void {
-  const now = ctx.now();
   for (const member of ctx.members()) {
-    if (member.state === 'joined' && banMatches(ban, member.nickname, member.address.ip, now)) {
+    if (
+      member.state === 'joined' &&
+      banMatches(ban, member.nickname, member.address.ip, Number.NEGATIVE_INFINITY)
+    ) {
       removeBanned(ctx, member, ban, seconds);
     }
   }

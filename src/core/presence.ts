@@ -345,8 +345,13 @@ export interface Presence {
    * so another spelling of a mask names the same ban.
    */
   bans(): Promise<Ban[]>;
-  /** Stores `ban` under `key`, replacing any ban there; drops bans expired before `now`. */
-  ban(key: string, ban: Ban, now: number): Promise<void>;
+  /**
+   * Stores `ban` under `key`, replacing any ban there; drops bans expired before `now`.
+   * Given `seconds`, the ban ends that long after it is stored by Presence's own clock (on a
+   * cluster Redis's, which every node times bans by), whatever `ban.expires` says. Returns the
+   * ban as stored.
+   */
+  ban(key: string, ban: Ban, now: number, seconds?: number): Promise<Ban>;
   /** Removes the ban under `key`; false if there was none. */
   unban(key: string): Promise<boolean>;
 

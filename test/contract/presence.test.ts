@@ -1238,6 +1238,18 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect((await b.bans()).map((x) => x.mask).sort()).toEqual(['eve', 'mallory']);
     });
 
+    it("times a ban given in seconds by Redis's clock, not by its node's", async () => {
+      const [a] = await liveNodes(newPrefix(), ['a'] as const);
+      // A node whose clock is a month behind (not yet judged, or from a node far from Redis):
+      // by its own clock, a ten-minute ban would have ended for every other node.
+      const behind = Date.now() - 30 * 24 * 3600 * 1000;
+      const stored = await a.ban('n:mallory', ban('mallory', behind + 600_000), behind, 600);
+      expect(stored.expires).toBeGreaterThan(Date.now() + 590_000);
+      expect(stored.expires).toBeLessThan(Date.now() + 610_000);
+      expect(Number.isInteger(stored.expires)).toBe(true);
+      expect(await a.bans()).toEqual([stored]);
+    });
+
     it("removes no ended ban while its node's time is not known", async () => {
       const prefix = newPrefix();
       let known = false;

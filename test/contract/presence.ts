@@ -740,5 +740,21 @@ export function presenceContract(target: PresenceTarget): void {
       expect(await b!.unban('n:eve')).toBe(false);
       expect((await a!.bans()).map((x) => x.mask)).toEqual(['::1', 'kim']);
     });
+    it('ends a ban given in seconds that long after it is stored, and says when', async () => {
+      const {
+        nodes: [a, b],
+      } = await setup(2);
+      const now = Date.now();
+      const given = { mask: 'mallory', by: 'op', reason: 'spam', expires: 1 };
+      const stored = await a!.ban('n:mallory', given, now, 600);
+      expect(stored).toEqual({ ...given, expires: stored.expires });
+      expect(stored.expires).toBeGreaterThanOrEqual(now + 600_000 - 2_000);
+      expect(stored.expires).toBeLessThanOrEqual(Date.now() + 600_000 + 2_000);
+      expect(await b!.bans()).toEqual([stored]);
+      // Without seconds, the end is stored as given.
+      const lasting = { ...given, mask: 'eve', expires: null };
+      expect(await b!.ban('n:eve', lasting, now)).toEqual(lasting);
+      expect(await a!.bans()).toEqual([stored, lasting]);
+    });
   });
 }

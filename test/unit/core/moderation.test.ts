@@ -492,6 +492,25 @@ describe('address matching', () => {
     );
   });
 
+  it('counts no timed ban as ended while the time is not known, and drops none', () => {
+    let known = false;
+    const list = new BanList(new MemoryBanStore(), [], () => known);
+    const timed = { mask: '10.0.0.0/8', by: 't', reason: '', expires: 1_000 };
+    list.add(timed, 0);
+    list.add({ mask: 'mallory', by: 't', reason: '', expires: 1_000 }, 0);
+    // A clock far ahead, not known to be right: both still in force, and kept.
+    const later = 30 * 24 * 3600 * 1000;
+    expect(list.bansAddress('10.1.2.3', later)).toEqual(timed);
+    expect(list.bansNickname('mallory', later)).toBeDefined();
+    expect(list.adds('mallory', later)).toBe(false);
+    list.add({ mask: 'eve', by: 't', reason: '', expires: null }, later);
+    expect(list.list(later).map((b) => b.mask)).toEqual(['10.0.0.0/8', 'mallory', 'eve']);
+    known = true;
+    expect(list.bansAddress('10.1.2.3', later)).toBeUndefined();
+    expect(list.bansNickname('mallory', later)).toBeUndefined();
+    expect(list.list(later).map((b) => b.mask)).toEqual(['eve']);
+  });
+
   it('IPv6 text forms of one address parse alike, and junk is a nickname, never a crash', () => {
     expect(parseIp('2001:db8::1')).toBe(parseIp('2001:0db8:0:0:0:0:0:0001'));
     expect(parseIp('::')).toBe(0n);
