@@ -102,6 +102,11 @@ class MemoryLocks {
     return this.holders.get(name);
   }
 
+  /** The locks page `page` holds. */
+  heldBy(page: number): string[] {
+    return [...this.holders].filter(([, holder]) => holder === page).map(([name]) => name);
+  }
+
   private release(name: string, page: number): void {
     if (this.holders.get(name) !== page) return;
     this.holders.delete(name);
@@ -149,6 +154,8 @@ interface Page {
   saved: SavedSessions;
   /** The page is gone: its channel with it. */
   close(): void;
+  /** The locks it holds (none without locks). */
+  held(): string[];
 }
 
 const channels: BroadcastChannel[] = [];
@@ -197,6 +204,7 @@ function browser(lagMs = 0) {
         channel.close();
         locks?.drop(page);
       },
+      held: () => locks?.heldBy(page) ?? [],
     };
   };
   const closedKeys = () => shared.keys().filter((k) => k.startsWith('confab.closed.'));
@@ -220,12 +228,23 @@ async function chatting(open: () => Page, nickname: string): Promise<Page> {
   const page = open();
   expect(await page.saved.load('navigate')).toEqual({});
   page.saved.save(session(nickname));
+  // With locks, it holds its new session's once the browser answers.
+  if (withLocks) await until(() => page.held().length === 1);
   return page;
+}
+
+/** With locks, a page holds one lock if it took a session, else none. */
+function expectHeldAsTaken(pages: Page[], loaded: { session?: SavedSession }[]): void {
+  if (!withLocks) return;
+  for (const [i, page] of pages.entries())
+    expect(page.held()).toHaveLength(loaded[i]!.session === undefined ? 0 : 1);
 }
 
 /** The user closes the page's tab (or it reloads, or navigates away). */
 function away(page: Page): void {
   page.saved.hide();
+  // Let go as it went, not only with the page: a tab opening meanwhile may take it.
+  expect(page.held()).toEqual([]);
   page.close();
 }
 
@@ -267,6 +286,7 @@ describe.each([
     const left = open();
     expect(await left.saved.load('navigate')).toEqual({ session: session('bob') });
     left.saved.save(undefined);
+    expect(left.held()).toEqual([]);
     away(left);
     expect(await open(left.tab).saved.load('reload')).toEqual({});
     expect(await open(left.tab).saved.load('back_forward')).toEqual({});
@@ -293,12 +313,20 @@ describe.each([
   });
 
   it.runIf(locks)('a reload waits for the page before it to let its lock go', async () => {
-    const { open, locks: manager } = browser();
+    const { open, locks: manager, shared } = browser();
     const a = await chatting(open, 'ann');
     await until(() => manager?.holder('confab.session.id1') !== undefined);
     away(a);
     // The page going still holds the lock a moment (its browser process hears of it later).
-    const release = await manager?.forPage(99).take('confab.session.id1', 0);
+    let release = await manager?.forPage(99).take('confab.session.id1', 0);
+    setTimeout(() => release?.(), 300);
+    const again = open(a.tab);
+    expect(await again.saved.load('reload')).toEqual({ session: session('ann') });
+    // The same when its handing over was lost (localStorage full): the tab's own flag says
+    // its page went by pagehide.
+    away(again);
+    shared.removeItem('confab.closed.id1');
+    release = await manager?.forPage(99).take('confab.session.id1', 0);
     setTimeout(() => release?.(), 300);
     expect(await open(a.tab).saved.load('reload')).toEqual({ session: session('ann') });
     // Not handed over (it crashed), and held: a copy's, and it waits for nothing.
@@ -341,13 +369,13 @@ describe.each([
       const pages = [];
       for (const name of names) pages.push(await chatting(open, name));
       for (const page of pages) away(page);
-      const loaded = await Promise.all(
-        Array.from({ length: 5 }, () => open().saved.load('navigate')),
-      );
+      const opened = Array.from({ length: 5 }, () => open());
+      const loaded = await Promise.all(opened.map((page) => page.saved.load('navigate')));
       const taken = loaded.flatMap((l) => (l.session === undefined ? [] : [l.session.nickname]));
       expect(taken.sort(), `round ${round}`).toEqual(names);
       expect(loaded.filter((l) => l.elsewhere)).toEqual([]);
       expect(closedKeys()).toEqual([]);
+      expectHeldAsTaken(opened, loaded);
     }
   });
 
@@ -362,7 +390,8 @@ describe.each([
         for (const page of pages) away(page);
         // Their handing over has reached every page's storage.
         await new Promise((resolve) => setTimeout(resolve, 120));
-        const loading = Array.from({ length: 4 }, () => open().saved.load('navigate'));
+        const opened = Array.from({ length: 4 }, () => open());
+        const loading = opened.map((page) => page.saved.load('navigate'));
         // Every page is busy longer than the tabs' asking waits for an answer (a loaded
         // machine): each one's timer may then run before the others' questions reach it, and
         // what one took reaches the others' storage later still.
@@ -371,10 +400,10 @@ describe.each([
           const until = Date.now() + 250;
           while (Date.now() < until) {}
         }
-        const taken = (await Promise.all(loading)).flatMap((l) =>
-          l.session === undefined ? [] : [l.session.nickname],
-        );
+        const loaded = await Promise.all(loading);
+        const taken = loaded.flatMap((l) => (l.session === undefined ? [] : [l.session.nickname]));
         expect(taken.sort(), `round ${round}`).toEqual(names);
+        expectHeldAsTaken(opened, loaded);
       }
     },
   );

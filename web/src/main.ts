@@ -599,10 +599,13 @@ function webLocks(): TabLocks | undefined {
   return {
     take: (name, waitMs) =>
       new Promise((resolve) => {
-        const options: LockOptions =
-          waitMs > 0 ? { signal: AbortSignal.timeout(waitMs) } : { ifAvailable: true };
+        // Not AbortSignal.timeout, which browsers gave pages after Web Locks.
+        const abort = new AbortController();
+        const timer = waitMs > 0 ? setTimeout(() => abort.abort(), waitMs) : undefined;
+        const options: LockOptions = waitMs > 0 ? { signal: abort.signal } : { ifAvailable: true };
         locks
           .request(name, options, (lock) => {
+            clearTimeout(timer);
             if (lock === null) {
               resolve(undefined);
               return;
@@ -610,7 +613,10 @@ function webLocks(): TabLocks | undefined {
             // Held until let go, or until the page is gone.
             return new Promise<void>((release) => resolve(() => release()));
           })
-          .catch(() => resolve(undefined));
+          .catch(() => {
+            clearTimeout(timer);
+            resolve(undefined);
+          });
       }),
   };
 }

@@ -150,9 +150,11 @@ export class SavedSessions {
       // them apart without asking it, and a busy live page that did not answer in time
       // would have its session taken over) is nobody; else the session is free unless
       // another tab took it meanwhile.
+      // With locks, a page before it that went by `pagehide` (the tab's flag cleared, or the
+      // session handed over) may still hold the lock a moment: waited for.
       const ours =
         this.locks !== undefined
-          ? await this.hold(own.id, handed ? HANDED_WAIT_MS : 0)
+          ? await this.hold(own.id, handed || before === undefined ? HANDED_WAIT_MS : 0)
           : !(before !== undefined && !discarded) && (handed || (await this.free(own.id)));
       if (!ours) {
         remove(this.tab, TAB_KEY);
@@ -201,9 +203,11 @@ export class SavedSessions {
     this.gone = true;
     remove(this.tab, LIVE_KEY);
     const own = readKept(read(this.tab, TAB_KEY));
-    if (own === undefined) return;
-    write(this.shared, CLOSED_PREFIX + own.id, JSON.stringify({ ...flat(own), at: Date.now() }));
-    for (const old of this.closed().slice(MAX_CLOSED)) remove(this.shared, CLOSED_PREFIX + old.id);
+    if (own !== undefined) {
+      write(this.shared, CLOSED_PREFIX + own.id, JSON.stringify({ ...flat(own), at: Date.now() }));
+      for (const old of this.closed().slice(MAX_CLOSED))
+        remove(this.shared, CLOSED_PREFIX + old.id);
+    }
     // After the handing over: a tab that then takes the lock finds the session waiting.
     this.letGo();
   }
@@ -254,8 +258,11 @@ export class SavedSessions {
       this.held = { id, release };
       return true;
     });
-    this.holding = held;
-    return held;
+    // A lock that could not be asked for (the browser refused) is not had, and the next
+    // one is asked for all the same.
+    const settled = held.catch(() => false);
+    this.holding = settled;
+    return settled;
   }
 
   private letGo(): void {
