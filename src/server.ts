@@ -31,7 +31,7 @@ import { Chat, type ChatSettings, type Cluster } from './core/chat.js';
 import type { HistoryStore } from './core/history.js';
 import type { Operator } from './core/moderation.js';
 import type { Logger, PeerAddress } from './core/ports.js';
-import { type Census, PresenceKeeper } from './core/presence.js';
+import { type Census, PresenceKeeper, type SentHeartbeat } from './core/presence.js';
 import { type ClusterView, createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { isRegularFile, readCapped, readError } from './read-capped.js';
@@ -212,7 +212,7 @@ const heartbeatMs = (timeoutMs: number) => Math.min(HEARTBEAT_MS, Math.floor(tim
  * been cut off.
  */
 class StartBeats {
-  private under: Promise<unknown> | undefined;
+  private under: SentHeartbeat | undefined;
   private readonly timer: ReturnType<typeof setInterval>;
 
   constructor(private readonly presence: RedisPresence) {
@@ -224,16 +224,26 @@ class StartBeats {
 
   /** A heartbeat now, or the one under way. */
   beat(): Promise<unknown> {
-    this.under ??= this.presence.heartbeat().finally(() => {
-      this.under = undefined;
-    });
+    if (this.under === undefined) {
+      const beat = this.presence.heartbeat();
+      const under = { beat, sent: performance.now() };
+      this.under = under;
+      void beat.then(
+        () => this.ended(under),
+        () => this.ended(under),
+      );
+    }
+    return this.under.beat;
+  }
+
+  /** No more; the one under way, if any, for the keeper's first round. */
+  stop(): SentHeartbeat | undefined {
+    clearInterval(this.timer);
     return this.under;
   }
 
-  /** No more; settles once the one under way has. */
-  async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.under?.catch(() => {});
+  private ended(under: SentHeartbeat): void {
+    if (this.under === under) this.under = undefined;
   }
 }
 
@@ -595,7 +605,7 @@ class ClusterNode implements Cluster, ClusterView {
    * started learns so with no client to close.
    */
   async keep(chat: Chat, timeoutMs: number, log: Logger): Promise<void> {
-    await withTimeout(this.starting.stop(), REDIS_START_TIMEOUT_MS).catch(() => {});
+    const under = this.starting.stop();
     this.keeper = new PresenceKeeper(
       this.presence,
       {
@@ -610,7 +620,7 @@ class ClusterNode implements Cluster, ClusterView {
       },
       { intervalMs: heartbeatMs(timeoutMs), capacityOf: (room) => chat.capacityOf(room) },
     );
-    const first = this.keeper.start();
+    const first = this.keeper.start(under);
     this.clock.start(CLOCK_SYNC_MS, (err) => log.debug({ err }, "could not read Redis's time"));
     // Notices of ban changes travel at most once: a node that missed one catches up here.
     this.banTimer = setInterval(() => {
@@ -625,7 +635,7 @@ class ClusterNode implements Cluster, ClusterView {
    * waits for Redis until `until` (Date.now() ms) at most.
    */
   async close(until = Date.now() + LEAVE_MS): Promise<void> {
-    void this.starting.stop();
+    this.starting.stop();
     this.keeper?.stop();
     this.clock.stop();
     if (this.banTimer !== undefined) clearInterval(this.banTimer);

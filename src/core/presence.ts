@@ -399,6 +399,12 @@ export interface KeeperHandlers {
   onRefused?(reason: string): void;
 }
 
+/** A heartbeat sent before the keeper started (a starting node's), and when (keeper's clock). */
+export interface SentHeartbeat {
+  readonly beat: Promise<Heartbeat>;
+  readonly sent: number;
+}
+
 export interface KeeperOptions {
   /** Between heartbeats; well under the presence's timeout. */
   readonly intervalMs: number;
@@ -436,11 +442,15 @@ export class PresenceKeeper {
     this.lastTick = this.lastAcked;
   }
 
-  /** Heartbeats once (registering the node), then on every interval. */
-  async start(): Promise<void> {
+  /**
+   * Heartbeats once (registering the node), then on every interval. Given one still under
+   * way (sent while the node started), its answer is the first round's: dropped, a reset or
+   * an expiry it reported after the node opened would reach no handler.
+   */
+  async start(under?: SentHeartbeat): Promise<void> {
     this.lastAcked = this.now();
     this.lastTick = this.lastAcked;
-    await this.tick();
+    await this.tick(under);
     if (this.timer !== undefined || this.refused) return;
     this.timer = setInterval(() => {
       void this.tick();
@@ -453,8 +463,8 @@ export class PresenceKeeper {
     this.timer = undefined;
   }
 
-  /** One round: heartbeat, then reap. Overlapping rounds are skipped. */
-  async tick(): Promise<void> {
+  /** One round: heartbeat (or `under`'s answer), then reap. Overlapping rounds are skipped. */
+  async tick(under?: SentHeartbeat): Promise<void> {
     const now = this.now();
     // Back from a pause: its clients are closed before the heartbeat goes out, not after.
     if (this.pausedTooLong(now)) this.expire();
@@ -464,9 +474,9 @@ export class PresenceKeeper {
       return;
     }
     this.running = true;
-    const sent = this.now();
+    const sent = under?.sent ?? this.now();
     try {
-      const beat = await this.presence.heartbeat(this.options.capacityOf);
+      const beat = await (under?.beat ?? this.presence.heartbeat(this.options.capacityOf));
       if (beat.status === 'refused') {
         this.stop();
         if (!this.refused) this.handlers.onRefused?.(beat.reason);
