@@ -540,10 +540,17 @@ describe('web client history and resume in Chromium', () => {
       for (let i = 0; i < N; i++) talker.sendPy({ cmd: '7', msg: `early ${i}` });
       talker.sendPy({ cmd: '1' });
       await talker.expect('10');
+      // A page on a slow machine (a loaded run once showed all 80 lines: an older page asked
+      // for while the view looked unfilled).
+      const cdp = await page.context().newCDPSession(page);
+      await cdp.send('Emulation.setCPUThrottlingRate', { rate: 20 });
       await joinAs(page, 'reader');
       const all = Array.from({ length: N }, (_, i) => `talker: early ${i}`);
       await seeLine(page, 'lobby', 'early 79');
+      // Past the view's waits for its history: nothing more was asked for.
+      await page.waitForTimeout(1_000);
       expect(await chatLines(page, 'lobby')).toEqual(all.slice(N - 50));
+      await cdp.send('Emulation.setCPUThrottlingRate', { rate: 1 });
       await say(page, '\\history 20');
       await seeLine(page, 'lobby', /talker\s*early 10$/);
       expect(await chatLines(page, 'lobby')).toEqual(all.slice(N - 70));
@@ -552,6 +559,33 @@ describe('web client history and resume in Chromium', () => {
       expect(await chatLines(page, 'lobby')).toEqual(all);
       await say(page, '\\history');
       await seeLine(page, 'lobby', 'Nothing older in #lobby.');
+    } finally {
+      talker.close();
+      await page.close();
+      await server.stop();
+    }
+  }, 60_000);
+
+  it('loads an older page by itself when the history given on joining does not fill the view, and no more', async () => {
+    const server = await startConfab({
+      'http-port': '0',
+      history: 'memory',
+      'rate-limit': '0',
+      'history-on-join': '5',
+    });
+    const page = await openPage(server.httpAddress!.port);
+    const talker = await join(server.address.port, 'talker');
+    try {
+      const N = 80;
+      for (let i = 0; i < N; i++) talker.sendPy({ cmd: '7', msg: `early ${i}` });
+      talker.sendPy({ cmd: '1' });
+      await talker.expect('10');
+      await joinAs(page, 'reader');
+      const all = Array.from({ length: N }, (_, i) => `talker: early ${i}`);
+      // Five lines, then a page of 50 before them, which fills the view: no more.
+      await seeLine(page, 'lobby', /talker\s*early 25$/);
+      await page.waitForTimeout(1_000);
+      expect(await chatLines(page, 'lobby')).toEqual(all.slice(N - 55));
     } finally {
       talker.close();
       await page.close();

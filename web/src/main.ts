@@ -835,9 +835,23 @@ function onRoomJoined(m: ParsedServerMessage): void {
   if (existing === undefined && view !== lobby) {
     notice(`You joined #${room} (${asNumber(m.userCount)} here).`, view);
   }
-  // The history that follows may not fill the view, leaving nothing to scroll:
-  // then ask for more once it has arrived.
-  setTimeout(() => loadOlder(view), 300);
+  fillOnceArrived(view);
+}
+
+/**
+ * The history that follows a "101" may not fill the view, leaving nothing to scroll: then
+ * more is asked for, once it has arrived (its newest line, the room's top when joined, is
+ * shown). A view found part-filled while its lines still came in, on a busy machine, asked
+ * for an older page it did not need.
+ */
+function fillOnceArrived(view: RoomView, tries = 10): void {
+  setTimeout(() => {
+    const arriving =
+      view.top > 0 && view.epoch !== undefined && !view.shown.has(`${view.epoch} ${view.top}`);
+    if (arriving && tries > 1) fillOnceArrived(view, tries - 1);
+    // Filled, it scrolls: the reader scrolling to its top loads more.
+    else if (view.list.scrollHeight <= view.list.clientHeight) loadOlder(view);
+  }, 300);
 }
 
 function onMessage(m: ParsedServerMessage): void {
