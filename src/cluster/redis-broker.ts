@@ -748,7 +748,7 @@ export class RedisBroker implements Broker {
       if (state.inStep && id <= state.last && epoch === state.epoch) continue;
       const [at, from, msg, sent, action] = chats[i] as PublishedChat;
       const origin = sent === 0 ? undefined : sent;
-      const chat: SaidEvent = { type: 'chat', room: state.name, id, at, from, msg, origin };
+      const chat: SaidEvent = { type: 'chat', room: state.name, id, at, from, msg, origin, epoch };
       this.receiveChat(state, asAction(chat, action === 1), epoch);
     }
   }
@@ -1128,6 +1128,7 @@ export class RedisBroker implements Broker {
           from: m.from,
           msg: m.msg,
           origin: m.origin,
+          epoch: state.epoch,
         };
         this.hand(state, asAction(chat, m.action === true));
         if (!this.alive(state)) return;

@@ -1086,9 +1086,18 @@ export class Chat implements ChatContext, SessionHost {
                     : { room: room.name, key: room.key, id: m.id, at: m.at },
                 );
           if (!appended.duplicate) {
+            const epoch = appended.epoch;
             const event: SaidEvent =
               origin === undefined
-                ? { type: 'chat', room: room.name, id: m.id, at: m.at, from: m.from, msg: m.msg }
+                ? {
+                    type: 'chat',
+                    room: room.name,
+                    id: m.id,
+                    at: m.at,
+                    from: m.from,
+                    msg: m.msg,
+                    epoch,
+                  }
                 : {
                     type: 'chat',
                     room: room.name,
@@ -1097,6 +1106,7 @@ export class Chat implements ChatContext, SessionHost {
                     from: m.from,
                     msg: m.msg,
                     origin,
+                    epoch,
                   };
             this.publish(asAction(event, m.action === true), sender, appended.epoch);
           }

@@ -68,6 +68,12 @@ export type ChatEvent =
        * now, after any rename or resume, knows the chat for its own. Shown to nobody.
        */
       readonly origin?: string | undefined;
+      /**
+       * Where there is history: the epoch its id is of, by which a session's replay tells
+       * a held chat of an epoch lost before it (Session.release). Shown to nobody: clients
+       * learn epochs from "101" and "108".
+       */
+      readonly epoch?: string | undefined;
       /** The text says what `from` does (IRC's /me); absent on other chat. */
       readonly action?: true;
     }

@@ -33,7 +33,7 @@ export interface Recipient {
   /** Resolves once the client has taken them (or is gone). */
   sendPaced(deliveries: readonly Delivery[]): Promise<void>;
   /** Sends the live events held for `room` but the chats the replay covered (see Session). */
-  release(room: string, top: number, epoch: string): Promise<void>;
+  release(room: string, top: number, epoch: string, current?: () => Promise<string>): Promise<void>;
 }
 
 /** Nothing sent to it reaches its client any more. */
@@ -256,7 +256,12 @@ export class Replays {
     // A message the read saw may still be on its way to the room's members;
     // one turn later it has arrived, held, and release() drops it.
     await nextTurn();
-    await session.release(room.name, header.top, header.epoch);
+    await session.release(
+      room.name,
+      header.top,
+      header.epoch,
+      history === undefined ? undefined : async () => (await history.room(room.key)).epoch,
+    );
   }
 
   /**

@@ -330,10 +330,30 @@ export class Session implements Member {
    * delivered live too. After a gap into another epoch every chat is new.
    * Paced like the replay: what arrives meanwhile is held behind it, and the
    * room is live once nothing is left (or the session closed, past MAX_HELD).
+   *
+   * Held behind a replay that read an epoch this node had not reached (Redis restarted
+   * empty while the session waited), chats and gaps of epochs lost before it are dropped:
+   * a chat of another epoch than the one in force, and a gap into an epoch the room is not
+   * in now (`current`, asked only then). Sent, they were taken for the new epoch's ids.
    */
-  async release(room: string, top: number, epoch: string): Promise<void> {
+  async release(
+    room: string,
+    top: number,
+    epoch: string,
+    current?: () => Promise<string>,
+  ): Promise<void> {
     let passed = false;
     let covered = top;
+    let inForce = epoch;
+    /**
+     * Whether a gap into `into` is into the epoch the room is in now (read afresh: it may
+     * have moved on while this ran). Into another, it was lost before the replay, or after
+     * it and before the room's epoch now, whose own gap follows (held, or live).
+     */
+    const newer = async (into: string): Promise<boolean> => {
+      if (inForce === '' || current === undefined) return true;
+      return (await current().catch(() => into)) === into;
+    };
     for (;;) {
       const waiting = this.held?.get(room);
       if (waiting === undefined || this.state === 'closed') return;
@@ -344,6 +364,7 @@ export class Session implements Member {
         this.heldSize -= heldWeight(delivery);
         const item = delivery.item;
         if (item.type === 'chat') {
+          if (item.epoch !== undefined && inForce !== '' && item.epoch !== inForce) continue;
           if (item.id <= covered) continue;
           passed = true;
         } else if (item.type === 'stored') {
@@ -351,7 +372,9 @@ export class Session implements Member {
           if (item.id <= covered && item.cid === undefined) continue;
         } else if (item.type === 'gap') {
           // The replay already read the new epoch: the client has it, and those chats.
-          if (item.epoch === epoch) continue;
+          if (item.epoch === inForce) continue;
+          if (!(await newer(item.epoch))) continue;
+          inForce = item.epoch;
           covered = 0;
           passed = true;
         }
@@ -364,7 +387,9 @@ export class Session implements Member {
       this.held = undefined;
       this.heldSize = 0;
     }
-    if (!passed && top > 0) {
+    // Its floor: the replay's chats are not sent again, nor a "108" into the epoch the
+    // "101" named (the node may hear of it only later, when Redis restarted meanwhile).
+    if (!passed && epoch !== '') {
       this.floors ??= new Map();
       this.floors.set(room, { top, epoch });
     }

@@ -364,6 +364,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
             at: m.at,
             from: m.from,
             msg: m.msg,
+            epoch: m.epoch,
           });
         }),
         { numRuns: 60 },

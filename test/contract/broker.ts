@@ -109,10 +109,12 @@ export async function say(
   const draft = sender === undefined ? { at: 1_000, from, msg } : { at: 1_000, from, msg, sender };
   const appended = await node.history.append(room.key, draft);
   const m = appended.message;
+  const epoch = appended.epoch;
+  // As the core makes it: a chat carries the epoch its id is of.
   const chat = { type: 'chat', room: room.name, id: m.id, at: m.at, from: m.from, msg: m.msg };
   const event = sender === undefined ? chat : { ...chat, origin: senderOrigin(sender) };
-  node.broker.publish(room.key, event as RoomEvent, appended.epoch);
-  return m;
+  node.broker.publish(room.key, { ...event, epoch } as RoomEvent, epoch);
+  return { ...m, epoch };
 }
 
 export function joined(room: RoomRef, nickname: string): RoomEvent {
@@ -179,12 +181,12 @@ export function brokerContract(target: BrokerTarget): void {
       expect(a.got.of('cafe')).toEqual([joined(atA, 'ann')]);
       // Events from two nodes have no order between them until one has seen the other's.
       await eventually(() => expect(b.got.of('cafe')).toEqual([joined(atB, 'ann')]));
-      await say(b, atB, 'bob', 'hello');
+      const { epoch } = await say(b, atB, 'bob', 'hello');
       await eventually(() => expect(a.got.chatIds('cafe')).toEqual([1]));
       await eventually(() => expect(b.got.of('cafe')).toHaveLength(2));
       expect(b.got.of('cafe')).toEqual([
         joined(atB, 'ann'),
-        { type: 'chat', room: 'cafe', id: 1, at: 1_000, from: 'bob', msg: 'hello' },
+        { type: 'chat', room: 'cafe', id: 1, at: 1_000, from: 'bob', msg: 'hello', epoch },
       ]);
       expect(a.got.of('cafe')[1]).toMatchObject({ room: 'Café', id: 1, msg: 'hello' });
 
@@ -251,6 +253,7 @@ export function brokerContract(target: BrokerTarget): void {
         expect(n.got.chatIds('busy')).toEqual(range(1, total));
       }
       const stored = await nodes[0]!.history.read('busy', { after: 0, limit: total });
+      const { epoch } = await nodes[0]!.history.room('busy');
       const asEvents = stored.map((m) => ({
         type: 'chat',
         room: 'busy',
@@ -258,6 +261,7 @@ export function brokerContract(target: BrokerTarget): void {
         at: m.at,
         from: m.from,
         msg: m.msg,
+        epoch,
       }));
       for (const n of nodes) {
         expect(n.got.of('busy').filter((e) => e.type === 'chat')).toEqual(asEvents);

@@ -1,0 +1,88 @@
+/**
+ * What a session sends of the live events held behind a replay (Session.release), when the
+ * room's history changed epoch while it waited: Redis restarted empty, once or more, during
+ * a resume (hostile19's F3).
+ */
+import { describe, expect, it } from 'vitest';
+import { type Deliverable, Delivery } from '../../../src/core/events.js';
+import { Session, type SessionHost } from '../../../src/core/session.js';
+import { FakePeer } from '../../helpers/fake-peer.js';
+
+const host: SessionHost = {
+  receive: () => {},
+  ended: () => {},
+  disconnect: () => {},
+  failed: (_s, err) => {
+    throw err;
+  },
+};
+
+const chat = (id: number, epoch: string, msg = `${epoch}:${id}`): Deliverable => ({
+  type: 'chat',
+  room: 'lobby',
+  id,
+  at: 1,
+  from: 'bob',
+  msg,
+  epoch,
+});
+const gap = (epoch: string): Deliverable => ({
+  type: 'gap',
+  room: 'lobby',
+  epoch,
+  reason: 'epoch',
+});
+
+/** A session whose lobby holds `held`, released behind a replay of `epoch` up to `top`. */
+async function released(
+  held: Deliverable[],
+  top: number,
+  epoch: string,
+  now: string | undefined,
+  after: Deliverable[] = [],
+): Promise<string[]> {
+  const peer = new FakePeer();
+  const session = new Session(1, peer, host);
+  peer.session = session;
+  session.holdRoom('lobby');
+  for (const item of held) session.deliver(new Delivery(item));
+  await session.release('lobby', top, epoch, now === undefined ? undefined : async () => now);
+  for (const item of after) session.deliver(new Delivery(item));
+  return peer.deliveries.map(({ item }) =>
+    item.type === 'chat'
+      ? `chat ${item.msg}`
+      : item.type === 'gap'
+        ? `gap ${item.epoch}`
+        : item.type,
+  );
+}
+
+describe('Session.release across epochs', () => {
+  it('drops chats of an epoch lost before the replay, and its later "108" into the same', async () => {
+    // The replay read epoch B (top 0); the node still handed E1's chat, then B's own.
+    expect(await released([chat(1, 'E1')], 0, 'B', 'B', [gap('B'), chat(1, 'B', 'after')])).toEqual(
+      ['chat after'],
+    );
+  });
+
+  it("drops gaps into epochs older than the replay's, and their chats", async () => {
+    const held = [chat(3, 'K4'), gap('K5'), gap('K6'), chat(1, 'K6'), gap('K7')];
+    expect(await released(held, 0, 'K8', 'K8')).toEqual([]);
+  });
+
+  it("drops what came before the gap into the replay's epoch, and sends what is newer", async () => {
+    const held = [chat(7, 'A'), gap('B'), chat(1, 'B'), chat(2, 'B'), gap('C'), chat(1, 'C')];
+    // The replay read B up to 1; C came after it (the room is in C now).
+    expect(await released(held, 1, 'B', 'C')).toEqual(['chat B:2', 'gap C', 'chat C:1']);
+  });
+
+  it('sends a gap into a newer epoch no held chat is of yet, when the room is in it now', async () => {
+    expect(await released([chat(2, 'B'), gap('C')], 1, 'B', 'C')).toEqual(['chat B:2', 'gap C']);
+  });
+
+  it('without epochs to go by (no history, or chats that carry none) sends as before', async () => {
+    const plain: Deliverable = { type: 'chat', room: 'lobby', id: 2, at: 1, from: 'x', msg: 'p' };
+    expect(await released([plain, gap('C')], 1, 'B', undefined)).toEqual(['chat p', 'gap C']);
+    expect(await released([chat(1, 'Z')], 0, '', 'B')).toEqual(['chat Z:1']);
+  });
+});
