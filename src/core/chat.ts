@@ -1086,28 +1086,16 @@ export class Chat implements ChatContext, SessionHost {
                     : { room: room.name, key: room.key, id: m.id, at: m.at },
                 );
           if (!appended.duplicate) {
-            const epoch = appended.epoch;
-            const event: SaidEvent =
-              origin === undefined
-                ? {
-                    type: 'chat',
-                    room: room.name,
-                    id: m.id,
-                    at: m.at,
-                    from: m.from,
-                    msg: m.msg,
-                    epoch,
-                  }
-                : {
-                    type: 'chat',
-                    room: room.name,
-                    id: m.id,
-                    at: m.at,
-                    from: m.from,
-                    msg: m.msg,
-                    origin,
-                    epoch,
-                  };
+            const event: SaidEvent = {
+              type: 'chat',
+              room: room.name,
+              id: m.id,
+              at: m.at,
+              from: m.from,
+              msg: m.msg,
+              origin,
+              epoch: appended.epoch,
+            };
             this.publish(asAction(event, m.action === true), sender, appended.epoch);
           }
           // An id of an epoch the room's members have not been told of yet (Redis restarted
