@@ -20,6 +20,8 @@ export interface SessionHost {
 
 export type SessionState = 'greeting' | 'joined' | 'closed';
 
+/** How long a release waits for the room's epoch (Session.release) before it goes on without. */
+const CURRENT_MS = 2_000;
 /** Live events one room may hold back while its history is replayed (a slow store, a busy room). */
 const MAX_HELD = 10_000;
 /**
@@ -220,7 +222,11 @@ export class Session implements Member {
   deliver(delivery: Delivery): void {
     if (this.held !== undefined && this.hold(delivery)) return;
     if (this.floors !== undefined && this.belowFloor(delivery)) return;
-    if (delivery.item.type === 'gap' && this.gapSeen(delivery.item.room, delivery.item.epoch)) {
+    if (
+      delivery.item.type === 'gap' &&
+      delivery.item.reason === 'epoch' &&
+      this.gapSeen(delivery.item.room, delivery.item.epoch)
+    ) {
       return;
     }
     this.send(delivery);
@@ -346,13 +352,28 @@ export class Session implements Member {
     let covered = top;
     let inForce = epoch;
     /**
-     * Whether a gap into `into` is into the epoch the room is in now (read afresh: it may
-     * have moved on while this ran). Into another, it was lost before the replay, or after
-     * it and before the room's epoch now, whose own gap follows (held, or live).
+     * Whether a gap into `into`, with `later` held after it, is into the epoch the room is
+     * in now. Followed by a gap into the replay's epoch, it is older. Else the room's epoch
+     * is read afresh (it may have moved on while this ran): into another, the gap's epoch
+     * was lost before the replay, or after it and before the room's epoch now, whose own
+     * gap follows (held, or live). A read that fails or takes over CURRENT_MS says nothing:
+     * the gap is sent, as before epochs were compared.
      */
-    const newer = async (into: string): Promise<boolean> => {
+    const newer = async (into: string, later: readonly Delivery[]): Promise<boolean> => {
       if (inForce === '' || current === undefined) return true;
-      return (await current().catch(() => into)) === into;
+      const back = later.some(
+        ({ item }) => item.type === 'gap' && item.reason === 'epoch' && item.epoch === epoch,
+      );
+      if (back) return false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve(into), CURRENT_MS);
+      });
+      try {
+        return (await Promise.race([current().catch(() => into), late])) === into;
+      } finally {
+        clearTimeout(timer);
+      }
     };
     for (;;) {
       const waiting = this.held?.get(room);
@@ -360,7 +381,8 @@ export class Session implements Member {
       if (waiting.length === 0) break;
       this.held!.set(room, []);
       const out: Delivery[] = [];
-      for (const delivery of waiting) {
+      for (let i = 0; i < waiting.length; i++) {
+        const delivery = waiting[i]!;
         this.heldSize -= heldWeight(delivery);
         const item = delivery.item;
         if (item.type === 'chat') {
@@ -370,12 +392,17 @@ export class Session implements Member {
         } else if (item.type === 'stored') {
           // The replay showed it as "70"; one with its cid still tells which chat that was.
           if (item.id <= covered && item.cid === undefined) continue;
+        } else if (item.type === 'gap' && item.epoch === inForce) {
+          // The replay already read the new epoch: the client has it, and those chats. Ids
+          // of it deleted before this node read them are news all the same.
+          if (item.reason === 'epoch') continue;
         } else if (item.type === 'gap') {
-          // The replay already read the new epoch: the client has it, and those chats.
-          if (item.epoch === inForce) continue;
-          if (!(await newer(item.epoch))) continue;
+          // Ids deleted in an epoch not in force: one lost before the replay's.
+          if (item.reason !== 'epoch') continue;
+          if (!(await newer(item.epoch, waiting.slice(i + 1)))) continue;
           inForce = item.epoch;
-          covered = 0;
+          // Back into the replay's epoch (a gap sent on a failed read): what it covered holds.
+          covered = item.epoch === epoch ? top : 0;
           passed = true;
         }
         out.push(delivery);

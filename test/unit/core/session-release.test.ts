@@ -26,11 +26,11 @@ const chat = (id: number, epoch: string, msg = `${epoch}:${id}`): Deliverable =>
   msg,
   epoch,
 });
-const gap = (epoch: string): Deliverable => ({
+const gap = (epoch: string, reason: 'epoch' | 'deleted' = 'epoch'): Deliverable => ({
   type: 'gap',
   room: 'lobby',
   epoch,
-  reason: 'epoch',
+  reason,
 });
 
 /** A session whose lobby holds `held`, released behind a replay of `epoch` up to `top`. */
@@ -38,7 +38,7 @@ async function released(
   held: Deliverable[],
   top: number,
   epoch: string,
-  now: string | undefined,
+  now: string | undefined | (() => Promise<string>),
   after: Deliverable[] = [],
 ): Promise<string[]> {
   const peer = new FakePeer();
@@ -46,13 +46,16 @@ async function released(
   peer.session = session;
   session.holdRoom('lobby');
   for (const item of held) session.deliver(new Delivery(item));
-  await session.release('lobby', top, epoch, now === undefined ? undefined : async () => now);
+  const fixed = now;
+  const current =
+    typeof fixed === 'function' ? fixed : fixed === undefined ? undefined : async () => fixed;
+  await session.release('lobby', top, epoch, current);
   for (const item of after) session.deliver(new Delivery(item));
   return peer.deliveries.map(({ item }) =>
     item.type === 'chat'
       ? `chat ${item.msg}`
       : item.type === 'gap'
-        ? `gap ${item.epoch}`
+        ? `gap ${item.epoch}${item.reason === 'deleted' ? ' deleted' : ''}`
         : item.type,
   );
 }
@@ -78,6 +81,37 @@ describe('Session.release across epochs', () => {
 
   it('sends a gap into a newer epoch no held chat is of yet, when the room is in it now', async () => {
     expect(await released([chat(2, 'B'), gap('C')], 1, 'B', 'C')).toEqual(['chat B:2', 'gap C']);
+  });
+
+  it('sends ids deleted in the epoch in force, held or live after a replay of an empty room', async () => {
+    expect(
+      await released([gap('B', 'deleted'), chat(51, 'B')], 0, 'B', 'B', [
+        gap('B', 'deleted'),
+        chat(52, 'B'),
+      ]),
+    ).toEqual(['gap B deleted', 'chat B:51', 'gap B deleted', 'chat B:52']);
+    // Of an epoch not in force: one lost before the replay's.
+    expect(await released([gap('A', 'deleted'), chat(2, 'B')], 1, 'B', 'B')).toEqual(['chat B:2']);
+  });
+
+  it("takes a gap followed by one into the replay's epoch for older without asking", async () => {
+    const asked = async (): Promise<string> => {
+      throw new Error('not to be asked');
+    };
+    expect(await released([gap('A'), chat(1, 'A'), gap('B'), chat(2, 'B')], 1, 'B', asked)).toEqual(
+      ['chat B:2'],
+    );
+  });
+
+  it('sends a gap it cannot judge (the read of the room failed), as before epochs were compared', async () => {
+    const failing = async (): Promise<string> => {
+      throw new Error('Redis is down');
+    };
+    expect(await released([chat(2, 'B'), gap('C'), chat(1, 'C')], 1, 'B', failing)).toEqual([
+      'chat B:2',
+      'gap C',
+      'chat C:1',
+    ]);
   });
 
   it('without epochs to go by (no history, or chats that carry none) sends as before', async () => {
