@@ -32,6 +32,7 @@ import type { HistoryStore } from './core/history.js';
 import type { Operator } from './core/moderation.js';
 import type { Logger, PeerAddress } from './core/ports.js';
 import { type Census, PresenceKeeper, type SentHeartbeat } from './core/presence.js';
+import { withTimeout } from './core/timeout.js';
 import { type ClusterView, createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { isRegularFile, readCapped, readError } from './read-capped.js';
@@ -278,19 +279,6 @@ function shownUrl(url: string): string {
   } catch {
     // ioredis reads `host` or `host:port` without a scheme; only credentials are hidden.
     return url.includes('@') ? '(an unparsable --redis URL)' : url;
-  }
-}
-
-/** `work`, or a rejection once `ms` have passed. */
-async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([work, timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -62,8 +62,11 @@ function live(ban: Ban, now: number): boolean {
   return ban.expires === null || ban.expires > now;
 }
 
-/** Whatever the time: while it is not known, timed bans count as in force (BanList). */
-const UNKNOWN = Number.NEGATIVE_INFINITY;
+/**
+ * The time at which every ban is in force, timed or not: what bans are judged by while the
+ * time is not known (BanList), and a ban as it is made (enforceBan).
+ */
+export const ANY_TIME = Number.NEGATIVE_INFINITY;
 
 /** Whether `ban`, in force at `now`, matches a member with this nickname or address. */
 export function banMatches(ban: Ban, nickname: string, ip: string, now: number): boolean {
@@ -93,7 +96,7 @@ export class BanList {
 
   /** The time bans are judged by: `now`, or none at all while it is not known. */
   private at(now: number): number {
-    return this.timeKnown() ? now : UNKNOWN;
+    return this.timeKnown() ? now : ANY_TIME;
   }
 
   /** The bans in force, oldest first. */

@@ -330,11 +330,10 @@ export class Chat implements ChatContext, SessionHost {
     this.operServer = new TokenBucket(OPER_SERVER_RATE, OPER_SERVER_BURST, this.clock());
     this.operators = options.operators ?? [];
     const banStore =
-      this.cluster === undefined ? (options.banStore ?? new MemoryBanStore()) : undefined;
-    this.bans =
-      banStore === undefined
-        ? new BanList(new MemoryBanStore(), [], options.timeKnown)
-        : new BanList(banStore, banStore.load(), options.timeKnown);
+      this.cluster === undefined
+        ? (options.banStore ?? new MemoryBanStore())
+        : new MemoryBanStore();
+    this.bans = new BanList(banStore, banStore.load(), options.timeKnown);
     this.admission.banned = (ip) => {
       const ban = this.bans.bansAddress(ip, this.clock());
       if (ban === undefined) return false;

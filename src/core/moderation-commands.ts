@@ -3,7 +3,7 @@ import { Cmd, ErrorCode } from '../protocol/codes.js';
 import { formatDuration } from '../protocol/slash-commands.js';
 import { atMostChars, clip } from '../protocol/text.js';
 import { parseAddressMask } from './addresses.js';
-import { type Ban, banMatches, parseMask } from './bans.js';
+import { ANY_TIME, type Ban, banMatches, parseMask } from './bans.js';
 import type { Broker, NodeNotice } from './broker.js';
 import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
 import { Delivery, type SessionRef } from './events.js';
@@ -442,7 +442,7 @@ export function enforceBan(ctx: ChatContext, ban: Ban, seconds: number | undefin
   for (const member of ctx.members()) {
     if (
       member.state === 'joined' &&
-      banMatches(ban, member.nickname, member.address.ip, Number.NEGATIVE_INFINITY)
+      banMatches(ban, member.nickname, member.address.ip, ANY_TIME)
     ) {
       removeBanned(ctx, member, ban, seconds);
     }

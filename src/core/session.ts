@@ -6,6 +6,7 @@ import { OwnChats, type StoredChat } from './own-chats.js';
 import type { DisconnectReason, Peer, PeerAddress } from './ports.js';
 import type { TokenBucket } from './rate-limit.js';
 import type { Member, Room } from './room.js';
+import { withTimeout } from './timeout.js';
 
 /** Where a session reports what its transport tells it. Implemented by Chat. */
 export interface SessionHost {
@@ -365,15 +366,7 @@ export class Session implements Member {
         ({ item }) => item.type === 'gap' && item.reason === 'epoch' && item.epoch === epoch,
       );
       if (back) return false;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<string>((resolve) => {
-        timer = setTimeout(() => resolve(into), CURRENT_MS);
-      });
-      try {
-        return (await Promise.race([current().catch(() => into), late])) === into;
-      } finally {
-        clearTimeout(timer);
-      }
+      return (await withTimeout(current(), CURRENT_MS).catch(() => into)) === into;
     };
     for (;;) {
       const waiting = this.held?.get(room);
