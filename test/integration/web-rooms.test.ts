@@ -126,6 +126,36 @@ async function chatsUntil(client: RawClient, last: string): Promise<unknown[]> {
 }
 
 /**
+ * A server keeping history in memory whose lobby holds `count` chats from "talker" (`early 0`,
+ * …), as the page shows them (`all`), and a page not joined yet; `close` ends all three.
+ */
+async function earlyChats(count: number, flags: Record<string, string> = {}) {
+  const server = await startConfab({
+    'http-port': '0',
+    history: 'memory',
+    'rate-limit': '0',
+    ...flags,
+  });
+  const page = await openPage(server.httpAddress!.port);
+  const talker = await join(server.address.port, 'talker');
+  const close = async () => {
+    talker.close();
+    await page.close();
+    await server.stop();
+  };
+  try {
+    for (let i = 0; i < count; i++) talker.sendPy({ cmd: '7', msg: `early ${i}` });
+    talker.sendPy({ cmd: '1' });
+    await talker.expect('10');
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  const all = Array.from({ length: count }, (_, i) => `talker: early ${i}`);
+  return { page, all, close };
+}
+
+/**
  * One browser profile (its tabs share localStorage, each has its own sessionStorage) at
  * `server`'s web app, and a client "watcher" in its lobby.
  */
@@ -532,20 +562,14 @@ describe('web client history and resume in Chromium', () => {
   }, 60_000);
 
   it('loads older messages with \\history n, wherever the reader is scrolled', async () => {
-    const server = await startConfab({ 'http-port': '0', history: 'memory', 'rate-limit': '0' });
-    const page = await openPage(server.httpAddress!.port);
-    const talker = await join(server.address.port, 'talker');
+    const N = 80;
+    const { page, all, close } = await earlyChats(N);
     try {
-      const N = 80;
-      for (let i = 0; i < N; i++) talker.sendPy({ cmd: '7', msg: `early ${i}` });
-      talker.sendPy({ cmd: '1' });
-      await talker.expect('10');
       // A page on a slow machine (a loaded run once showed all 80 lines: an older page asked
       // for while the view looked unfilled).
       const cdp = await page.context().newCDPSession(page);
       await cdp.send('Emulation.setCPUThrottlingRate', { rate: 20 });
       await joinAs(page, 'reader');
-      const all = Array.from({ length: N }, (_, i) => `talker: early ${i}`);
       await seeLine(page, 'lobby', 'early 79');
       // Past the view's waits for its history: nothing more was asked for.
       await page.waitForTimeout(1_000);
@@ -560,36 +584,21 @@ describe('web client history and resume in Chromium', () => {
       await say(page, '\\history');
       await seeLine(page, 'lobby', 'Nothing older in #lobby.');
     } finally {
-      talker.close();
-      await page.close();
-      await server.stop();
+      await close();
     }
   }, 60_000);
 
   it('loads an older page by itself when the history given on joining does not fill the view, and no more', async () => {
-    const server = await startConfab({
-      'http-port': '0',
-      history: 'memory',
-      'rate-limit': '0',
-      'history-on-join': '5',
-    });
-    const page = await openPage(server.httpAddress!.port);
-    const talker = await join(server.address.port, 'talker');
+    const N = 80;
+    const { page, all, close } = await earlyChats(N, { 'history-on-join': '5' });
     try {
-      const N = 80;
-      for (let i = 0; i < N; i++) talker.sendPy({ cmd: '7', msg: `early ${i}` });
-      talker.sendPy({ cmd: '1' });
-      await talker.expect('10');
       await joinAs(page, 'reader');
-      const all = Array.from({ length: N }, (_, i) => `talker: early ${i}`);
       // Five lines, then a page of 50 before them, which fills the view: no more.
       await seeLine(page, 'lobby', /talker\s*early 25$/);
       await page.waitForTimeout(1_000);
       expect(await chatLines(page, 'lobby')).toEqual(all.slice(N - 55));
     } finally {
-      talker.close();
-      await page.close();
-      await server.stop();
+      await close();
     }
   }, 60_000);
 
