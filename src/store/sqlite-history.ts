@@ -37,7 +37,7 @@ import {
   readMark,
   SLOTS,
 } from './sqlite-batches.js';
-import { Marks } from './sqlite-marks.js';
+import { type Commit, Marks } from './sqlite-marks.js';
 
 export interface SqliteHistoryOptions extends HistoryStoreOptions {
   /**
@@ -539,7 +539,7 @@ export class SqliteHistoryStore implements HistoryStore {
         | { value: string }
         | undefined;
       this.marks = inFile ? new Marks(db, `${path}-mark`) : undefined;
-      this.replaced = this.marks?.matches() === false;
+      this.replaced = this.marks?.matches((room) => storedTop(db, room)) === false;
       // Ids go on from the file's tops, which may have been given out already: in new epochs
       // a client that saw them is told its gap was not recovered rather than given a hole.
       this.seed = this.replaced ? startNewEpochs(db, newSeed(options.newId)) : row!.value;
@@ -897,6 +897,7 @@ export class SqliteHistoryStore implements HistoryStore {
       await exited;
     }
     this.marks?.renew(true);
+    this.marks?.close();
     this.db.close();
     this.lock?.close();
   }
@@ -987,7 +988,11 @@ export class SqliteHistoryStore implements HistoryStore {
     }
     this.commits++;
     Atomics.add(this.commitCount, 0, 1);
-    this.marks?.renew();
+    if (this.marks !== undefined) {
+      let last: Commit | undefined;
+      for (const p of batch) if (!p.duplicate) last = [p.room, p.message.id];
+      this.marks.committed(last);
+    }
     for (const p of batch) {
       if (!p.duplicate) {
         this.appended++;
@@ -1338,6 +1343,23 @@ export class SqliteHistoryStore implements HistoryStore {
 
 function parseEntries(row: BatchRow): Entry[] {
   return decodeBatch(row.data, row.newest);
+}
+
+/**
+ * The highest id the database says a room gave out: its row's top or its last stored id, or
+ * for a room without a row the one every such room numbers on from (`forgotten`).
+ */
+function storedTop(db: Database.Database, room: string): number {
+  const top = db
+    .prepare(
+      `SELECT max(top, coalesce((SELECT last FROM batches WHERE room = @room ORDER BY first DESC LIMIT 1), 0))
+       FROM rooms WHERE key = @room`,
+    )
+    .pluck()
+    .get({ room });
+  if (typeof top === 'number') return top;
+  const forgotten = db.prepare("SELECT value FROM meta WHERE key = 'forgotten'").pluck().get();
+  return forgotten === undefined ? 0 : Number(forgotten);
 }
 
 function toMessage(room: string, id: number, [at, from, msg, mark]: Entry): StoredMessage {

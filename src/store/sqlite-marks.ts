@@ -1,25 +1,48 @@
 import { randomUUID } from 'node:crypto';
-import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import type Database from 'better-sqlite3';
 
 /** How often, at most, a store that commits renews its mark (Marks). */
 const MARK_MS = 1_000;
-/** A mark file is some 90 bytes: anything much larger is not one. */
-const MARK_FILE_MAX = 4096;
+/** A mark line is some 90 bytes: a first line much longer is not one. */
+const MARK_LINE_MAX = 4096;
+/**
+ * Bytes of commit lines a file takes before they stop (renewals, once a second, start it
+ * again): some 60 bytes a commit, far more than a second of commits. Past it a file whose
+ * renewals keep failing stops growing, and its last line names an older commit.
+ */
+const MARK_FILE_MAX = 4 << 20;
+
+/** The highest id a commit gave out, in one of its rooms. */
+export type Commit = readonly [room: string, id: number];
 
 /**
  * The mark of a database's state: a random name written into the database (meta `mark`) and,
  * beside it, into `<file>-mark`, renewed when the store opens, at most once a second while it
  * commits, and when it closes. A file restored from a backup holds a mark older than the
  * one beside it (or none): it lacks messages written since, whose ids it would give out
- * again. A crash leaves the two as the last renewal did, a second or less before it.
+ * again. Between renewals each commit adds a line to the file naming the highest id it gave
+ * out in one of its rooms, before any of its ids is acknowledged: a database with the
+ * file's mark whose room is below that id is a backup taken within the second before the
+ * last commits (a crash leaves the database with every commit, so its room holds the id).
  * A renewal writes `next` beside the database first, then the database, then `mark`, so a
  * renewal cut off anywhere leaves the database with one of the two (never a false alarm).
- * The file is replaced whole (a rename), so it is never read half written.
+ * The mark line is replaced whole (a rename), so it is never read half written.
  */
 export class Marks {
   private current: string | undefined;
   private due = 0;
+  /** The file opened for commit lines since the last renewal, if one was written. */
+  private fd: number | undefined;
+  private appended = 0;
 
   constructor(
     private readonly db: Database.Database,
@@ -30,13 +53,23 @@ export class Marks {
    * Whether the database is the one this file last named, or nothing says otherwise: no
    * file (a first run, an earlier version), or one that is not a small regular file of a
    * mark (a FIFO there would block the start; garbage is read as none, never as an alarm).
+   * `topOf` reads a room's highest id given out, as the database holds it.
    */
-  matches(): boolean {
-    let beside: unknown;
+  matches(topOf: (room: string) => number): boolean {
+    let text: string;
     try {
       const stat = statSync(this.file);
-      if (!stat.isFile() || stat.size > MARK_FILE_MAX) return true;
-      beside = JSON.parse(readFileSync(this.file, 'utf8'));
+      if (!stat.isFile() || stat.size > MARK_FILE_MAX + MARK_LINE_MAX) return true;
+      text = readFileSync(this.file, 'utf8');
+    } catch {
+      return true;
+    }
+    const end = text.indexOf('\n');
+    const first = end === -1 ? text : text.slice(0, end);
+    if (first.length > MARK_LINE_MAX) return true;
+    let beside: unknown;
+    try {
+      beside = JSON.parse(first);
     } catch {
       return true;
     }
@@ -47,14 +80,33 @@ export class Marks {
     // The next renewal names the database's own as `mark` beside its next: cut off before it
     // writes the database, the two still agree (also when the database held `next`).
     this.current = typeof mark === 'string' ? mark : undefined;
-    return mark === here || (typeof next === 'string' && mark === next);
+    if (typeof next === 'string' && mark === next) return true;
+    if (mark !== here) return false;
+    const last = end === -1 ? undefined : lastCommit(text.slice(end + 1));
+    return last === undefined || topOf(last[0]) >= last[1];
   }
 
-  /** Renews the mark if a second has passed since the last renewal (or `now`). */
-  renew(now = false): void {
+  /**
+   * After a commit, before its ids are acknowledged: renews the mark if a second has passed
+   * since the last renewal, or else adds the commit's line (`last`: none if it gave out no id).
+   */
+  committed(last: Commit | undefined): void {
+    if (this.renew()) return;
+    if (last === undefined || this.appended > MARK_FILE_MAX) return;
+    try {
+      this.fd ??= openSync(this.file, 'a');
+      this.appended += writeSync(this.fd, `${JSON.stringify(last)}\n`);
+    } catch {
+      // Not written: the file names an earlier commit, as it did before commit lines.
+    }
+  }
+
+  /** Renews the mark if a second has passed since the last renewal (or `now`): whether it did. */
+  renew(now = false): boolean {
     const at = performance.now();
-    if (!now && at < this.due) return;
+    if (!now && at < this.due) return false;
     this.due = at + MARK_MS;
+    this.closeLines();
     const next = randomUUID();
     try {
       this.write({ mark: this.current, next });
@@ -70,11 +122,49 @@ export class Marks {
     } catch {
       // A disk that refuses the writes: the next renewal tries again.
     }
+    return true;
+  }
+
+  /** Lets the file go (the store closes after its last renewal). */
+  close(): void {
+    this.closeLines();
+  }
+
+  private closeLines(): void {
+    // The file is about to be replaced: commit lines go to the new one.
+    if (this.fd !== undefined) {
+      try {
+        closeSync(this.fd);
+      } catch {}
+    }
+    this.fd = undefined;
+    this.appended = 0;
   }
 
   private write(marks: { mark?: string; next?: string }): void {
     const temp = `${this.file}.tmp`;
-    writeFileSync(temp, JSON.stringify(marks));
+    writeFileSync(temp, `${JSON.stringify(marks)}\n`);
     renameSync(temp, this.file);
   }
+}
+
+/** The last well-formed commit line (one cut off by a power cut is passed over). */
+function lastCommit(lines: string): Commit | undefined {
+  let end = lines.length;
+  while (end > 0) {
+    const start = lines.lastIndexOf('\n', end - 1) + 1;
+    try {
+      const line: unknown = JSON.parse(lines.slice(start, end));
+      if (
+        Array.isArray(line) &&
+        line.length === 2 &&
+        typeof line[0] === 'string' &&
+        Number.isSafeInteger(line[1])
+      ) {
+        return [line[0], line[1] as number];
+      }
+    } catch {}
+    end = start - 1;
+  }
+  return undefined;
 }

@@ -5,7 +5,14 @@
  * that saw those ids is told its gap was not recovered instead of missing what reuses them.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  copyFileSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { expect, it } from 'vitest';
@@ -136,6 +143,81 @@ it('starts new epochs on a backup restored after a crash, once a second of commi
   const second = open();
   expect(second.replaced).toBe(true);
   expect((await second.room('lobby')).epoch).not.toBe(b.epoch);
+});
+
+it('starts new epochs on a backup restored after a crash within the second of commits after it', async () => {
+  const backup = `${file()}.backup`;
+  const first = open();
+  await first.append('lobby', draft('a'));
+  await backUp(backup);
+  // No renewal of the mark since the backup: the commit's line beside the database says it.
+  const b = await first.append('lobby', draft('b'));
+  await first.append('elsewhere', draft('c'));
+  await crash(first);
+  restore(backup);
+  const second = open();
+  expect(second.replaced).toBe(true);
+  expect((await second.room('lobby')).epoch).not.toBe(b.epoch);
+});
+
+it('takes a crash within the second of commits for no restore, in every room', async () => {
+  const first = open();
+  const epochs = new Map<string, string>();
+  for (const room of ['lobby', 'elsewhere', 'lobby', 'third']) {
+    epochs.set(room, (await first.append(room, draft(room))).epoch);
+  }
+  await crash(first);
+  const second = open();
+  expect(second.replaced).toBe(false);
+  for (const [room, epoch] of epochs) expect((await second.room(room)).epoch).toBe(epoch);
+  await second.close();
+});
+
+it('reads a commit line cut off at its end as not written, and the one before it', async () => {
+  const marks = `${file()}-mark`;
+  const backup = `${file()}.backup`;
+  const first = open();
+  await first.append('lobby', draft('a'));
+  await backUp(backup);
+  await first.append('lobby', draft('b'));
+  await crash(first);
+  appendFileSync(marks, '["lobby",9');
+  // Nothing restored: the database holds the last whole line's id.
+  const second = open();
+  expect(second.replaced).toBe(false);
+  await crash(second);
+  // Restored, and the line cut off again: the last whole line names an id the backup lacks.
+  const lines = readFileSync(marks, 'utf8');
+  writeFileSync(marks, `${lines}["lobby",2]\n["lob`);
+  restore(backup);
+  const third = open();
+  expect(third.replaced).toBe(true);
+});
+
+it('takes a room forgotten after its last commit for no restore, its ids numbering on', async () => {
+  const first = open();
+  await first.append('lobby', draft('a'));
+  const b = await first.append('lobby', draft('b'));
+  await crash(first);
+  // What forgetting the emptied room leaves: no row, and rooms without one number on.
+  const forget = (forgotten: number) => {
+    const db = new Database(file());
+    db.exec("DELETE FROM batches WHERE room = 'lobby'; DELETE FROM rooms WHERE key = 'lobby'");
+    db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('forgotten', ?)").run(
+      String(forgotten),
+    );
+    db.close();
+  };
+  forget(b.message.id);
+  const second = open();
+  expect(second.replaced).toBe(false);
+  await crash(second);
+  // Numbering on from below the line's id would give it out again.
+  const marks = readFileSync(`${file()}-mark`, 'utf8');
+  writeFileSync(`${file()}-mark`, `${marks}${JSON.stringify(['lobby', b.message.id])}\n`);
+  forget(b.message.id - 1);
+  const third = open();
+  expect(third.replaced).toBe(true);
 });
 
 it('takes a renewal of the mark cut off at any step for no restore', async () => {
