@@ -1,7 +1,7 @@
 import type { Capability } from '../protocol/capabilities.js';
 import type { Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
-import { type ChatEvent, Delivery, type Reply } from './events.js';
+import { type ChatEvent, type Deliverable, Delivery, type Reply } from './events.js';
 import { OwnChats, type StoredChat } from './own-chats.js';
 import type { DisconnectReason, Peer, PeerAddress } from './ports.js';
 import type { TokenBucket } from './rate-limit.js';
@@ -223,13 +223,7 @@ export class Session implements Member {
   deliver(delivery: Delivery): void {
     if (this.held !== undefined && this.hold(delivery)) return;
     if (this.floors !== undefined && this.belowFloor(delivery)) return;
-    if (
-      delivery.item.type === 'gap' &&
-      delivery.item.reason === 'epoch' &&
-      this.gapSeen(delivery.item.room, delivery.item.epoch)
-    ) {
-      return;
-    }
+    if (delivery.item.type === 'gap' && this.gapSeen(delivery.item)) return;
     this.send(delivery);
   }
 
@@ -455,20 +449,25 @@ export class Session implements Member {
     const floor = this.floors!.get(item.room);
     if (floor === undefined) return false;
     if (item.id <= floor.top) return true;
+    // Of an epoch lost before the replay's, reaching this node only now (its broker was
+    // still catching up): sent, it would be taken for one of the new epoch's ids.
+    if (item.epoch !== undefined && item.epoch !== floor.epoch) return true;
     this.dropFloor(item.room);
     return false;
   }
 
   /**
-   * A gap in `room`'s live chats: true when it is into the epoch the replay
-   * already showed (nothing new for the client); otherwise the floor, which
-   * counted ids of the old epoch, no longer applies.
+   * A gap in a room's live chats while its floor stands: true when it is into the epoch the
+   * replay already showed (nothing new for the client), or of ids deleted in another epoch
+   * (one lost before the replay's, as a chat of it above); a gap into another epoch is news,
+   * and the floor, which counted ids of the old epoch, no longer applies.
    */
-  private gapSeen(room: string, epoch: string): boolean {
-    const floor = this.floors?.get(room);
+  private gapSeen(item: Extract<Deliverable, { type: 'gap' }>): boolean {
+    const floor = this.floors?.get(item.room);
     if (floor === undefined) return false;
-    if (floor.epoch === epoch) return true;
-    this.dropFloor(room);
+    if (item.reason !== 'epoch') return item.epoch !== floor.epoch;
+    if (floor.epoch === item.epoch) return true;
+    this.dropFloor(item.room);
     return false;
   }
 

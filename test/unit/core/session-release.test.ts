@@ -114,6 +114,21 @@ describe('Session.release across epochs', () => {
     ]);
   });
 
+  it('drops what of an older epoch reaches the node only after the release, while the floor stands', async () => {
+    // Nothing was held: the broker, still catching up, hands over the lost epoch E2 late.
+    const late = [chat(7, 'E2'), gap('E2', 'deleted'), gap('R'), chat(1, 'R'), chat(3, 'R')];
+    expect(await released([], 2, 'R', 'R', late)).toEqual(['chat R:3']);
+    // Once a chat above the replay passed, ids only grow; ids deleted in R are news.
+    const after = [gap('R', 'deleted'), chat(3, 'R'), chat(4, 'R'), gap('N'), chat(1, 'N')];
+    expect(await released([], 2, 'R', 'R', after)).toEqual([
+      'gap R deleted',
+      'chat R:3',
+      'chat R:4',
+      'gap N',
+      'chat N:1',
+    ]);
+  });
+
   it('without epochs to go by (no history, or chats that carry none) sends as before', async () => {
     const plain: Deliverable = { type: 'chat', room: 'lobby', id: 2, at: 1, from: 'x', msg: 'p' };
     expect(await released([plain, gap('C')], 1, 'B', undefined)).toEqual(['chat p', 'gap C']);
