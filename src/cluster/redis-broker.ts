@@ -1110,6 +1110,14 @@ export class RedisBroker implements Broker {
     while (state.last < info.top) {
       const page = await this.history.read(state.key, { after: state.last, limit: PAGE });
       if (!this.alive(state)) return;
+      // Redis restarted empty since the top was read: the page may be of the new epoch, whose
+      // ids 1, 2, … it would hand over as the old one's. The next round reads the new epoch.
+      const now = await this.history.room(state.key);
+      if (!this.alive(state)) return;
+      if (now.epoch !== state.epoch) {
+        state.again = true;
+        return;
+      }
       const before = state.last;
       let last = state.last;
       for (const m of page) {

@@ -982,6 +982,62 @@ describe.skipIf(withoutRedis())('Redis', () => {
         expect(got.of('epoch').at(-1)).toEqual(joined(room, 'ann'));
       });
     });
+
+    it('hands over no chat of a new epoch as the old one’s when Redis empties during a catch-up', async () => {
+      await withOwnRedis(async (own, c) => {
+        const a = await c.node();
+        const b = await c.node();
+        const got = new (await import('./broker.js')).Recorder();
+        a.broker.onEvent(got);
+        await a.broker.start();
+        const room = { key: 'relabel', name: 'relabel' };
+        await a.broker.subscribe(room);
+        await say(b, room, 'bob', 'one');
+        await eventually(() => expect(got.chatIds('relabel')).toEqual([1]));
+        const old = (await b.history.room('relabel')).epoch;
+        const silent = new RedisHistoryStore({
+          retention,
+          pruneIntervalMs: 0,
+          redis: own.url,
+          prefix: c.prefix,
+        });
+        try {
+          await silent.append('relabel', { at: 1_000, from: 'ghost', msg: 'two' });
+          // Between the catch-up's read of the top and its read of the page, Redis empties
+          // and the new epoch gets ids 1 to 3 (unpublished: a node's own connections stay up).
+          const read0 = a.history.read.bind(a.history);
+          let emptied = false;
+          a.history.read = async (key, query) => {
+            if (!emptied) {
+              emptied = true;
+              await flushAll(own);
+              for (const msg of ['new1', 'new2', 'new3']) {
+                await silent.append('relabel', { at: 2_000, from: 'ghost', msg });
+              }
+            }
+            return read0(key, query);
+          };
+          // Id 3 comes live after 1: a gap, and the catch-up.
+          await say(b, room, 'bob', 'three');
+          let now = '';
+          await eventually(async () => {
+            now = (await silent.room('relabel')).epoch;
+            expect(got.lostRooms).toEqual([{ key: 'relabel', reason: 'epoch', epoch: now }]);
+            expect(got.chatIds('relabel')).toEqual([1, 1, 2, 3]);
+          });
+          expect(emptied).toBe(true);
+          const chats = got.of('relabel').filter((e) => e.type === 'chat');
+          expect(chats.map((e) => [e.msg, e.epoch])).toEqual([
+            ['one', old],
+            ['new1', now],
+            ['new2', now],
+            ['new3', now],
+          ]);
+        } finally {
+          await silent.close();
+        }
+      });
+    });
   });
 });
 
