@@ -952,15 +952,21 @@ describe.skipIf(withoutRedis())('Redis', () => {
       });
     });
 
+    /** Node a, started and subscribed to room `key` with a recorder; node b to say things there. */
+    async function listening(c: BrokerCluster, key: string) {
+      const a = await c.node();
+      const b = await c.node();
+      const got = new (await import('./broker.js')).Recorder();
+      a.broker.onEvent(got);
+      await a.broker.start();
+      const room = { key, name: key };
+      await a.broker.subscribe(room);
+      return { a, b, got, room };
+    }
+
     it('says a room’s history was lost when Redis restarts empty, then goes on in the new epoch', async () => {
       await withOwnRedis(async (own, c) => {
-        const a = await c.node();
-        const b = await c.node();
-        const got = new (await import('./broker.js')).Recorder();
-        a.broker.onEvent(got);
-        await a.broker.start();
-        const room = { key: 'epoch', name: 'epoch' };
-        await a.broker.subscribe(room);
+        const { a, b, got, room } = await listening(c, 'epoch');
         for (const m of ['one', 'two']) await say(b, room, 'bob', m);
         await eventually(() => expect(got.chatIds('epoch')).toEqual([1, 2]));
         const before = (await b.history.room('epoch')).epoch;
@@ -985,13 +991,7 @@ describe.skipIf(withoutRedis())('Redis', () => {
 
     it('hands over no chat of a new epoch as the old one’s when Redis empties during a catch-up', async () => {
       await withOwnRedis(async (own, c) => {
-        const a = await c.node();
-        const b = await c.node();
-        const got = new (await import('./broker.js')).Recorder();
-        a.broker.onEvent(got);
-        await a.broker.start();
-        const room = { key: 'relabel', name: 'relabel' };
-        await a.broker.subscribe(room);
+        const { a, b, got, room } = await listening(c, 'relabel');
         await say(b, room, 'bob', 'one');
         await eventually(() => expect(got.chatIds('relabel')).toEqual([1]));
         const old = (await b.history.room('relabel')).epoch;
