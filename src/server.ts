@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { RedisBroker } from './cluster/redis-broker.js';
 import { CLOCK_SYNC_MS, CLOCK_TOLERANCE_MS, RedisClock } from './cluster/redis-clock.js';
-import { REFILL_MS, RedisPresence } from './cluster/redis-presence.js';
+import { REFILL_MS, RedisPresence, UNPIPELINED_SCRIPTS } from './cluster/redis-presence.js';
 import {
   agreeOnShards,
   freshState,
@@ -347,7 +347,7 @@ class ClusterNode implements Cluster, ClusterView {
       let redis: Redis;
       try {
         // Shared by the instance's store and broker (and, for --redis, the presence).
-        redis = commandClient(each);
+        redis = commandClient(each, UNPIPELINED_SCRIPTS);
       } catch (err) {
         for (const c of clients) c.disconnect();
         throw new StartError(`${optionOf(i)} ${shownUrl(each)}: ${(err as Error).message}`);

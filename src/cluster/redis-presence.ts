@@ -794,6 +794,18 @@ const SCRIPTS: Record<keyof Scripts, string> = {
   confabPresenceDeregister: DEREGISTER_LUA,
 };
 
+/**
+ * The scripts written at once rather than in the turn's pipeline (commandClient): ioredis keeps
+ * one pipeline in flight at a time, and behind the commands of clients connecting over a slow
+ * link each waited a round trip more; heartbeats reached Redis every four seconds, and the
+ * node took itself for cut off. On the same connection still: Redis answers them in the order
+ * it runs them, among the claims whose answers the heartbeat's list of members is read against.
+ */
+export const UNPIPELINED_SCRIPTS: readonly (keyof Scripts)[] = [
+  'confabPresenceHeartbeat',
+  'confabPresenceReap',
+];
+
 /** What this node has registered: enough to register it all again after a reset. */
 interface Local {
   nickname: string;
@@ -979,7 +991,10 @@ export class RedisPresence implements Presence {
     this.prefix = `${options.prefix ?? DEFAULT_PRESENCE_PREFIX}{presence}:`;
     this.nodesKey = `${this.prefix}nodes`;
     this.owned = typeof options.redis === 'string';
-    this.redis = typeof options.redis === 'string' ? commandClient(options.redis) : options.redis;
+    this.redis =
+      typeof options.redis === 'string'
+        ? commandClient(options.redis, UNPIPELINED_SCRIPTS)
+        : options.redis;
     if (this.owned) {
       const onError = options.onError;
       // Without a listener ioredis prints every reconnect failure to stderr.

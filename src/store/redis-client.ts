@@ -37,32 +37,24 @@ export function failUnanswered(redis: Redis): Redis {
  * A client for commands (subscriptions need their own), as every Redis part of confab asks
  * for one: RESP2, whose reply shapes and Lua conversions the scripts are read in (ioredis 6
  * negotiates RESP3 by default); the commands of one event-loop turn in one write, but for
- * UNPIPELINED; and no resending on reconnect, since a command whose reply was lost (a claim,
- * an append, a PUBLISH) may have been applied. Its caller sees the error instead, also for
- * the commands ioredis would otherwise forget (failUnanswered).
+ * `unpipelined` (commands by name, scripts by the names they are defined under, written at
+ * once: see redis-presence.ts's UNPIPELINED_SCRIPTS); and no resending on reconnect, since a
+ * command whose reply was lost (a claim, an append, a PUBLISH) may have been applied. Its
+ * caller sees the error instead, also for the commands ioredis would otherwise forget
+ * (failUnanswered).
  */
-export function commandClient(url: string): Redis {
+export function commandClient(url: string, unpipelined: readonly string[] = []): Redis {
   return failUnanswered(
     new Redis(url, {
       protocol: 2,
       enableAutoPipelining: true,
-      autoPipeliningIgnoredCommands: [...UNPIPELINED],
+      autoPipeliningIgnoredCommands: [...unpipelined],
       autoResendUnfulfilledCommands: false,
       retryStrategy: reconnectDelay,
       disconnectTimeout: DISCONNECT_MS,
     }),
   );
 }
-
-/**
- * Commands (Presence's heartbeat and reap scripts, by the names they are defined under)
- * written at once rather than in the turn's pipeline: ioredis keeps one pipeline in flight at
- * a time, and behind the commands of clients connecting over a slow link each waited a round
- * trip more; heartbeats reached Redis every four seconds, and the node took itself for cut
- * off. On the same connection still: Redis answers them in the order it runs them, among the
- * claims whose answers the heartbeat's list of members is read against.
- */
-export const UNPIPELINED = ['confabPresenceHeartbeat', 'confabPresenceReap'] as const;
 
 /**
  * How long a connection being closed waits for Redis to close its side before it is
