@@ -490,7 +490,9 @@ function convert(
     case 'integer': {
       if (spec.off !== undefined && raw.trim().toLowerCase() === 'off') return spec.off;
       if (!/^-?\d+$/.test(raw.trim()))
-        throw new ConfigError(`${source}: expected a whole number, got "${raw}"`);
+        throw new ConfigError(
+          `${source}: expected a whole number${spec.off === undefined ? '' : ' or off'}, got "${raw}"`,
+        );
       const n = Number(raw);
       if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
         throw new ConfigError(`${source}: ${n} is outside ${spec.min}..${spec.max}`);

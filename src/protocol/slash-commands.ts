@@ -5,7 +5,8 @@ import { blank } from './text.js';
 
 /** How both clients' `\\help` tells of commands written as in IRC. */
 export const SLASH_HELP = `Commands may also start with / as in IRC (also /msg, /nick, /list, /names);
-"//word" at the start of a line sends "/word" as chat, and an unknown /word is not sent.`;
+"//" before a command's name sends the line as chat with one "/" less ("//join" sends
+"/join"), other lines as typed ("//TODO"); an unknown /word is not sent.`;
 
 /** The operators' commands, as both clients' `\\help` lists them. */
 export const OPERATOR_HELP = `Operators:

@@ -528,6 +528,8 @@ describe('web client history and resume in Chromium', () => {
       // The newest 50 follow the lobby's "101".
       await seeLine(page, 'lobby', 'old 129');
       expect(await chatLines(page, 'lobby')).toEqual(all.slice(N - 50));
+      // Shown as history, as the terminal shows it (dimmed).
+      expect(await page.locator('#messages li.msg.history').count()).toBe(50);
 
       for (const [shown, first] of [
         [100, 'old 30'],
@@ -554,6 +556,13 @@ describe('web client history and resume in Chromium', () => {
       await say(page, '\\rtt');
       await seeLine(page, 'lobby', /RTT: /);
       expect(await chatLines(page, 'lobby')).toEqual(all);
+      expect(await page.locator('#messages li.msg.history').count()).toBe(N);
+      // What is said from now on is not history.
+      talker.sendPy({ cmd: '7', msg: 'live now' });
+      await seeLine(page, 'lobby', 'live now');
+      expect(await page.locator('#messages li.msg:not(.history)').allTextContents()).toEqual([
+        expect.stringContaining('live now'),
+      ]);
     } finally {
       talker.close();
       await page.close();

@@ -64,6 +64,10 @@ describe('loadConfig', () => {
     expect(() => loadConfig({}, { CONFAB_MAX_USERS: 'ten' })).toThrow(
       /CONFAB_MAX_USERS: expected a whole number/,
     );
+    // An option that also takes "off" says so.
+    expect(() => loadConfig({ 'http-port': 'foo' }, {})).toThrow(
+      /--http-port: expected a whole number or off, got "foo"/,
+    );
     expect(() => loadConfig({ 'log-format': 'xml' }, {})).toThrow(ConfigError);
     expect(() => loadConfig({}, { CONFAB_HIDE_ADDRESSES: 'maybe' })).toThrow(/true or false/);
   });

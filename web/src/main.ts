@@ -454,11 +454,18 @@ function chatLine(from: string, msg: string, at?: number, action = false): HTMLL
   return line(kind, [...(action ? ['* '] : []), nickSpan(from), ...richText(msg)], at);
 }
 
-/** Shows a stored message once; false if it was already shown. */
+/** A line from history, said before the reader came: dimmed, and told so on hover. */
+function markPast(li: HTMLLIElement): void {
+  li.classList.add('history');
+  li.title = 'from history';
+}
+
+/** Shows a stored message once (`past`: as history); false if it was already shown. */
 function showStored(
   view: RoomView,
   epoch: string,
   entry: { id: number; at?: number; from: string; msg: string; action?: boolean },
+  past = false,
 ): boolean {
   const key = `${epoch} ${entry.id}`;
   if (view.shown.has(key)) return false;
@@ -466,6 +473,7 @@ function showStored(
   if (epoch === view.epoch && (view.oldest === undefined || entry.id < view.oldest))
     view.oldest = entry.id;
   const li = chatLine(entry.from, entry.msg, entry.at, entry.action === true);
+  if (past) markPast(li);
   placeStored(view, li, epoch, entry.id);
   return true;
 }
@@ -873,7 +881,9 @@ function onMessage(m: ParsedServerMessage): void {
         const at = typeof m.at === 'number' ? m.at : undefined;
         const msg = asString(m.msg);
         const action = m.action === true;
-        const added = showStored(view, view.epoch, { id: m.id, at, from, msg, action });
+        // Scrollback is dimmed, as the terminal does; what a recovery brings is news.
+        const past = history && !view.replayIsNew;
+        const added = showStored(view, view.epoch, { id: m.id, at, from, msg, action }, past);
         if (added && (!history || view.replayIsNew)) countUnread(view);
         return;
       }
@@ -1040,6 +1050,7 @@ function onHistory(m: ParsedServerMessage): void {
     view.shown.add(key);
     const at = typeof entry.at === 'number' ? entry.at : undefined;
     const li = chatLine(asString(entry.from), asString(entry.msg), at, entry.action === true);
+    markPast(li);
     li.dataset.epoch = epoch;
     li.dataset.id = String(entry.id);
     list.insertBefore(li, anchor);
