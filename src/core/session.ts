@@ -450,7 +450,9 @@ export class Session implements Member {
     if (floor === undefined) return false;
     if (item.id <= floor.top) return true;
     // Of an epoch lost before the replay's, reaching this node only now (its broker was
-    // still catching up): sent, it would be taken for one of the new epoch's ids.
+    // still catching up): sent, it would be taken for one of the new epoch's ids. A newer
+    // epoch's chats come only after its gap, which lifts the floor (the broker hands over a
+    // new epoch's loss before its chats; one process's store keeps its epochs while it runs).
     if (item.epoch !== undefined && item.epoch !== floor.epoch) return true;
     this.dropFloor(item.room);
     return false;

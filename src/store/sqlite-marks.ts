@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import {
   closeSync,
   openSync,
-  readFileSync,
+  readSync,
   renameSync,
   statSync,
   writeFileSync,
@@ -14,9 +14,11 @@ import type Database from 'better-sqlite3';
 const MARK_MS = 1_000;
 /** A mark line is some 90 bytes: a first line much longer is not one. */
 const MARK_LINE_MAX = 4096;
+/** The end of the file read for its last commit line (one is a few hundred bytes at most). */
+const TAIL_BYTES = 16_384;
 /**
- * Bytes of commit lines a file takes before they stop (renewals, once a second, start it
- * again): some 60 bytes a commit, far more than a second of commits. Past it a file whose
+ * Bytes of commit lines a file takes before they stop (a renewal, once a second, starts a
+ * new file): some 60 bytes a commit, far more than a second of commits. Past it a file whose
  * renewals keep failing stops growing, and its last line names an older commit.
  */
 const MARK_FILE_MAX = 4 << 20;
@@ -29,10 +31,11 @@ export type Commit = readonly [room: string, id: number];
  * beside it, into `<file>-mark`, renewed when the store opens, at most once a second while it
  * commits, and when it closes. A file restored from a backup holds a mark older than the
  * one beside it (or none): it lacks messages written since, whose ids it would give out
- * again. Between renewals each commit adds a line to the file naming the highest id it gave
- * out in one of its rooms, before any of its ids is acknowledged: a database with the
- * file's mark whose room is below that id is a backup taken within the second before the
- * last commits (a crash leaves the database with every commit, so its room holds the id).
+ * again. Each commit also adds a line to the file naming the highest id it gave out in one
+ * of its rooms, before any of its ids is acknowledged, and a renewal carries the last line
+ * into the file it writes: a database with the file's mark whose room is below that id is
+ * a backup taken within the second before the last commits (a crash leaves the database
+ * with every commit, so its room holds the id).
  * A renewal writes `next` beside the database first, then the database, then `mark`, so a
  * renewal cut off anywhere leaves the database with one of the two (never a false alarm).
  * The mark line is replaced whole (a rename), so it is never read half written.
@@ -40,9 +43,12 @@ export type Commit = readonly [room: string, id: number];
 export class Marks {
   private current: string | undefined;
   private due = 0;
-  /** The file opened for commit lines since the last renewal, if one was written. */
+  /** The file opened for commit lines, once one was written to it. */
   private fd: number | undefined;
+  /** Bytes of commit lines in the file (MARK_FILE_MAX). */
   private appended = 0;
+  /** The last commit's line, carried into each file a renewal writes. */
+  private lastLine = '';
 
   constructor(
     private readonly db: Database.Database,
@@ -51,21 +57,28 @@ export class Marks {
 
   /**
    * Whether the database is the one this file last named, or nothing says otherwise: no
-   * file (a first run, an earlier version), or one that is not a small regular file of a
-   * mark (a FIFO there would block the start; garbage is read as none, never as an alarm).
+   * file (a first run, an earlier version), or one that is not a regular file of a mark (a
+   * FIFO there would block the start; garbage is read as none, never as an alarm).
    * `topOf` reads a room's highest id given out, as the database holds it.
    */
   matches(topOf: (room: string) => number): boolean {
-    let text: string;
+    let head: string;
+    let tail: string;
     try {
       const stat = statSync(this.file);
-      if (!stat.isFile() || stat.size > MARK_FILE_MAX + MARK_LINE_MAX) return true;
-      text = readFileSync(this.file, 'utf8');
+      if (!stat.isFile()) return true;
+      const fd = openSync(this.file, 'r');
+      try {
+        head = readAt(fd, 0, Math.min(stat.size, MARK_LINE_MAX + 1));
+        tail = readAt(fd, Math.max(0, stat.size - TAIL_BYTES), Math.min(stat.size, TAIL_BYTES));
+      } finally {
+        closeSync(fd);
+      }
     } catch {
       return true;
     }
-    const end = text.indexOf('\n');
-    const first = end === -1 ? text : text.slice(0, end);
+    const end = head.indexOf('\n');
+    const first = end === -1 ? head : head.slice(0, end);
     if (first.length > MARK_LINE_MAX) return true;
     let beside: unknown;
     try {
@@ -80,33 +93,35 @@ export class Marks {
     // The next renewal names the database's own as `mark` beside its next: cut off before it
     // writes the database, the two still agree (also when the database held `next`).
     this.current = typeof mark === 'string' ? mark : undefined;
-    if (typeof next === 'string' && mark === next) return true;
-    if (mark !== here) return false;
-    const last = end === -1 ? undefined : lastCommit(text.slice(end + 1));
+    if (mark !== here && !(typeof next === 'string' && mark === next)) return false;
+    const last = end === -1 ? undefined : lastCommit(tail);
     return last === undefined || topOf(last[0]) >= last[1];
   }
 
   /**
-   * After a commit, before its ids are acknowledged: renews the mark if a second has passed
-   * since the last renewal, or else adds the commit's line (`last`: none if it gave out no id).
+   * After a commit, before its ids are acknowledged: adds its line (`last`: none if it gave
+   * out no id), then renews the mark if a second has passed since the last renewal.
    */
   committed(last: Commit | undefined): void {
-    if (this.renew()) return;
-    if (last === undefined || this.appended > MARK_FILE_MAX) return;
-    try {
-      this.fd ??= openSync(this.file, 'a');
-      this.appended += writeSync(this.fd, `${JSON.stringify(last)}\n`);
-    } catch {
-      // Not written: the file names an earlier commit, as it did before commit lines.
+    if (last !== undefined) {
+      this.lastLine = `${JSON.stringify(last)}\n`;
+      if (this.appended <= MARK_FILE_MAX) {
+        try {
+          this.fd ??= openSync(this.file, 'a');
+          this.appended += writeSync(this.fd, this.lastLine);
+        } catch {
+          // Not written: the file names an earlier commit, as it did before commit lines.
+        }
+      }
     }
+    this.renew();
   }
 
-  /** Renews the mark if a second has passed since the last renewal (or `now`): whether it did. */
-  renew(now = false): boolean {
+  /** Renews the mark if a second has passed since the last renewal (or `now`). */
+  renew(now = false): void {
     const at = performance.now();
-    if (!now && at < this.due) return false;
+    if (!now && at < this.due) return;
     this.due = at + MARK_MS;
-    this.closeLines();
     const next = randomUUID();
     try {
       this.write({ mark: this.current, next });
@@ -122,30 +137,33 @@ export class Marks {
     } catch {
       // A disk that refuses the writes: the next renewal tries again.
     }
-    return true;
   }
 
-  /** Lets the file go (the store closes after its last renewal). */
+  /** Lets the file go: after the store's last renewal, which may have failed to replace it. */
   close(): void {
-    this.closeLines();
-  }
-
-  private closeLines(): void {
-    // The file is about to be replaced: commit lines go to the new one.
     if (this.fd !== undefined) {
       try {
         closeSync(this.fd);
       } catch {}
     }
     this.fd = undefined;
-    this.appended = 0;
   }
 
+  /** Replaces the file: its mark line and the last commit's line, to which the next are added. */
   private write(marks: { mark?: string; next?: string }): void {
     const temp = `${this.file}.tmp`;
-    writeFileSync(temp, `${JSON.stringify(marks)}\n`);
+    writeFileSync(temp, `${JSON.stringify(marks)}\n${this.lastLine}`);
     renameSync(temp, this.file);
+    // Lines go to the new file from now; until it is in place they go on to the old one.
+    this.close();
+    this.appended = this.lastLine.length;
   }
+}
+
+function readAt(fd: number, position: number, length: number): string {
+  const buffer = Buffer.alloc(length);
+  const read = readSync(fd, buffer, 0, length, position);
+  return buffer.toString('utf8', 0, read);
 }
 
 /** The last well-formed commit line (one cut off by a power cut is passed over). */

@@ -160,6 +160,57 @@ it('starts new epochs on a backup restored after a crash within the second of co
   expect((await second.room('lobby')).epoch).not.toBe(b.epoch);
 });
 
+it('starts new epochs on a backup restored after a renewal cut off before its database write', async () => {
+  const backup = `${file()}.backup`;
+  const first = open();
+  await first.append('lobby', draft('a'));
+  await backUp(backup);
+  // The renewal the next commit makes gets no further than replacing the file beside.
+  const other = new Database(file());
+  other.exec(
+    "CREATE TRIGGER refuse BEFORE UPDATE ON meta WHEN NEW.key = 'mark' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+  );
+  other.close();
+  await sleep(1_100);
+  await first.append('lobby', draft('b'));
+  await crash(first);
+  restore(backup);
+  const second = open();
+  expect(second.replaced).toBe(true);
+});
+
+it('writes the lines of commits after a renewal into the file it wrote', async () => {
+  const backup = `${file()}.backup`;
+  const first = open();
+  await first.append('lobby', draft('a'));
+  await sleep(1_100);
+  await first.append('lobby', draft('b'));
+  await backUp(backup);
+  await first.append('lobby', draft('c'));
+  await crash(first);
+  restore(backup);
+  expect(open().replaced).toBe(true);
+});
+
+it('reads the commit lines also when the database holds the mark named next', async () => {
+  const epoch = await storedAndStopped();
+  // What a last renewal whose final write failed leaves beside the database, then a commit.
+  const besideIt = (line: string) => {
+    const db = new Database(file());
+    const mark = db.prepare("SELECT value FROM meta WHERE key = 'mark'").pluck().get();
+    db.close();
+    writeFileSync(
+      `${file()}-mark`,
+      `${JSON.stringify({ mark: 'the-one-before', next: mark })}\n${line}\n`,
+    );
+  };
+  besideIt('["lobby",1]');
+  await reopensAsItWas(epoch, 'its commit held');
+  // One the database lacks.
+  besideIt('["lobby",2]');
+  expect(open().replaced).toBe(true);
+});
+
 it('takes a crash within the second of commits for no restore, in every room', async () => {
   const first = open();
   const epochs = new Map<string, string>();
@@ -223,7 +274,8 @@ it('takes a room forgotten after its last commit for no restore, its ids numberi
 it('takes a renewal of the mark cut off at any step for no restore', async () => {
   const marks = `${file()}-mark`;
   const epoch = await storedAndStopped();
-  const written = () => (JSON.parse(readFileSync(marks, 'utf8')) as { mark: string }).mark;
+  const written = () =>
+    (JSON.parse(readFileSync(marks, 'utf8').split('\n')[0]!) as { mark: string }).mark;
   // Cut off after its first write (the database still has the old mark), then after its
   // second (the file does not name the database's as `mark` yet).
   for (const cut of [
