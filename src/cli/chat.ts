@@ -21,7 +21,7 @@ import {
   partRefused,
   tooLongToSend,
 } from '../protocol/slash-commands.js';
-import { CONFAB_VERSION } from '../version.js';
+import { CONFAB_VERSION } from '../protocol/version.js';
 import { type Style, view } from './chat-view.js';
 import {
   forgetSession,

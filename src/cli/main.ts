@@ -12,9 +12,9 @@ import {
 import { printConfig, readConfigFile } from '../config-file.js';
 import { closeLogs, createLogger, type LogFormat } from '../logger.js';
 import { hashPassword, MAX_PASSWORD_LENGTH } from '../password.js';
+import { CONFAB_VERSION as VERSION } from '../protocol/version.js';
 import { isRegularFile } from '../read-capped.js';
 import { ConfabServer, type ReloadResult, StartError } from '../server.js';
-import { CONFAB_VERSION as VERSION } from '../version.js';
 import { chat } from './chat.js';
 
 /**

@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { CONFAB_VERSION } from '../../src/protocol/version.js';
 import type { ConfabServer } from '../../src/server.js';
 import { hue, MIN_CONTRAST } from '../../web/src/colors.js';
 import { useWebServer } from '../helpers/browser.js';
@@ -104,6 +105,8 @@ describe('web client in Chromium', () => {
     ]);
     await say(bea, '\\rtt');
     await line(bea, /RTT: \d+\.\d+ ms/);
+    await say(bea, '\\version');
+    await line(bea, `Server version 1, web client confab ${CONFAB_VERSION}`);
     await say(bea, '\\dance');
     await line(bea, 'Unknown command \\dance');
 

@@ -17,6 +17,7 @@ import {
   partRefused,
   tooLongToSend,
 } from '../../src/protocol/slash-commands.js';
+import { CONFAB_VERSION } from '../../src/protocol/version.js';
 import { nickColor, PAGE_BG } from './colors.js';
 import { Connection, RequestError, randomId, type Status } from './connection.js';
 import { WEB_HELP } from './help.js';
@@ -1243,7 +1244,9 @@ async function submit(text: string): Promise<void> {
         return;
       case 'version': {
         const reply = await connection.call({ cmd: Cmd.VERSION });
-        notice(`Server version ${asString(reply.serverVersion)}, web client confab`);
+        notice(
+          `Server version ${asString(reply.serverVersion)}, web client confab ${CONFAB_VERSION}`,
+        );
         return;
       }
       case 'help': {
