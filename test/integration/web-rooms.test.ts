@@ -695,6 +695,13 @@ describe('web client history and resume in Chromium', () => {
       expect(reader!.received.filter((m) => m.cmd === '70').map((m) => m.msg)).toEqual([
         'typed while away',
       ]);
+      // Placed where the server stored it, with its time, and said so (as in the terminal).
+      const line = page.locator('#messages li.msg', { hasText: 'typed while away' });
+      await line.locator('.queued', { hasText: '(sent once reconnected)' }).waitFor();
+      const stored = reader!.received.find((m) => m.msg === 'typed while away')!.at as number;
+      expect(await line.locator('time').getAttribute('datetime')).toBe(
+        new Date(stored).toISOString(),
+      );
     } finally {
       reader?.close();
       await page.close();

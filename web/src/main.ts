@@ -909,6 +909,7 @@ function onMessage(m: ParsedServerMessage): void {
       view.shown.add(key);
       if (view.oldest === undefined) view.oldest = m.id;
       li.remove();
+      if (li.dataset.queued !== undefined) sentOnceBack(li, m.at);
       placeStored(view, li, view.epoch, m.id);
       return;
     }
@@ -1160,8 +1161,23 @@ function sendChat(text: string, action = false): void {
   const li = chatLine(connection.nickname, text, undefined, action);
   // Shown at once; its place among stored messages is known when "71" gives its id.
   if (chat !== undefined) li.dataset.pending = chat.cid;
+  // Typed while the connection is down: sent once it is back, and said so then.
+  if (chat !== undefined && shownStatus !== 'online') li.dataset.queued = '';
   append(view, li);
   lastSent = li;
+}
+
+/**
+ * One of the reader's lines typed while the connection was down, now stored: it goes where the
+ * server placed it, so it takes the server's time and says why it is not where it was typed.
+ */
+function sentOnceBack(li: HTMLLIElement, at: unknown): void {
+  li.removeAttribute('data-queued');
+  if (typeof at === 'number') li.querySelector('time')?.replaceWith(stamp(at));
+  const mark = document.createElement('span');
+  mark.className = 'queued';
+  mark.textContent = '(sent once reconnected)';
+  li.append(mark);
 }
 
 /** Marks one of the reader's own lines as never delivered, to eyes (struck out) and in words. */
