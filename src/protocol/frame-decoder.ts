@@ -3,7 +3,8 @@
  * delimiters. The course client writes bare `json.dumps(...)` with nothing
  * between objects; confab's own peers end each object with "\n". Both work:
  *
- *  - whitespace between frames is skipped;
+ *  - whitespace between frames is skipped, but a run of maxFrame bytes of it
+ *    is reported as one refusal (as garbage is), so it is not free;
  *  - only a "{" that can begin an object ("{" then, after optional
  *    whitespace, '"' or "}") starts a frame, which ends at its matching
  *    bracket (strings and escapes are tracked, so brackets inside strings
@@ -90,6 +91,8 @@ export class FrameDecoder {
   private garbage = 0;
   /** Bytes of a too-deep frame scanned in earlier chunks. */
   private deepBytes = 0;
+  /** Whitespace since the last frame or garbage began. */
+  private blank = 0;
   private readonly maxDepth: number;
   private readonly skipOversize: boolean;
 
@@ -146,6 +149,7 @@ export class FrameDecoder {
     this.escaped = false;
     this.garbage = 0;
     this.deepBytes = 0;
+    this.blank = 0;
   }
 
   /**
@@ -164,7 +168,14 @@ export class FrameDecoder {
         const b = data[i]!;
         if (b === SPACE || b === LF || b === CR || b === TAB) {
           i++;
+          // Counted as garbage is: a stream of nothing else would cost the server a scan of
+          // every byte and its sender nothing.
+          if (++this.blank >= this.maxFrame) {
+            this.blank = 0;
+            this.sink.refused('garbage');
+          }
         } else if (b === OPEN_BRACE) {
+          this.blank = 0;
           start = i;
           i++;
           // The usual '{"' goes straight to the bracket scan, which reads the quote.
@@ -175,6 +186,7 @@ export class FrameDecoder {
             this.mode = Mode.Opening;
           }
         } else {
+          this.blank = 0;
           this.mode = Mode.Garbage;
         }
         continue;

@@ -257,6 +257,15 @@ describe('limits', () => {
     await calm.exit();
   });
 
+  it('counts a stream of whitespace against flood control, once per --max-frame bytes', async () => {
+    const port = await startWith({ 'rate-limit': '2', 'rate-burst': '5', 'max-frame': '4096' });
+    const streamer = await join(port, 'streamer', { caps: ['errors'] });
+    // 40 runs of --max-frame spaces: nothing but whitespace, as fast as the socket takes it.
+    streamer.write(Buffer.alloc(40 * 4096, 0x20));
+    await streamer.expectClose();
+    expect(streamer.drain()).toContainEqual(expect.objectContaining({ code: ErrorCode.FLOODING }));
+  });
+
   it('refuses messages over --max-message', async () => {
     const port = await startWith({ 'max-message': '10' });
     const a = await join(port, 'a', { caps: ['errors'] });

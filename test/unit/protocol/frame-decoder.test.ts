@@ -301,6 +301,33 @@ describe('FrameDecoder', () => {
     expect(line.events).toEqual(Array(10).fill(GARBAGE));
   });
 
+  it('counts whitespace between frames as garbage: once per maxFrame bytes of a run, however chunked', () => {
+    const blank = fc.constantFrom(' ', '\n', '\r', '\t');
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc
+            .tuple(fc.integer({ min: 0, max: 350 }), blank, blank)
+            .map(([n, a, b]) => Array.from({ length: n }, (_, i) => (i % 3 === 0 ? a : b))),
+          { minLength: 1, maxLength: 5 },
+        ),
+        fc.array(fc.nat(), { maxLength: 8 }),
+        (runs, cuts) => {
+          // Each run of whitespace, then a request: the run refuses once per 100 bytes.
+          const bytes = utf8.encode(runs.map((r) => `${r.join('')}{"cmd":"1"}`).join(''));
+          const { decoder, events } = recorder(100);
+          for (const piece of chunk(bytes, cuts)) decoder.push(piece);
+          const expected = runs.flatMap((r) => [
+            ...Array<typeof GARBAGE>(Math.floor(r.length / 100)).fill(GARBAGE),
+            '{"cmd":"1"}',
+          ]);
+          expect(events).toEqual(expected);
+          expect(decoder.buffered).toBe(0);
+        },
+      ),
+    );
+  });
+
   it('refuses a frame nested too deep without parsing, buffering or throwing, then goes on', () => {
     fc.assert(
       fc.property(
