@@ -356,6 +356,8 @@ const users: Handler<typeof Cmd.USERS> = (ctx, session, req) => {
  * WHISPER "2" {to, msg}
  *   -> "20" no such user; "21" to yourself;
  *   -> banned words: the sender is disconnected and nobody receives it;
+ *   -> a receiver not keeping up with what it is sent (Peer.busy): "20", or for a client
+ *      with errors "90" 1022 (try again); the receiver is not cut off for it;
  *   -> otherwise the receiver gets "70" {from, msg} and the sender "22".
  * Whispers are not stored.
  */
@@ -376,6 +378,10 @@ const whisper: Handler<typeof Cmd.WHISPER> = (ctx, session, req) => {
   if (tooLong(ctx, session, req.msg, req.cmd)) return;
   if (ctx.bannedWords.matches(req.msg)) {
     ctx.disconnect(session, 'banned-words');
+    return;
+  }
+  if (target.peer.busy?.() === true) {
+    session.reply({ type: 'whisper-refused', reason: 'busy' });
     return;
   }
   ctx.publish(

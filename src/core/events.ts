@@ -186,7 +186,7 @@ export type Reply =
     }
   | { readonly type: 'members'; readonly members: readonly MemberInfo[] }
   | { readonly type: 'whispered' }
-  | { readonly type: 'whisper-refused'; readonly reason: 'no-such-user' | 'to-self' }
+  | { readonly type: 'whisper-refused'; readonly reason: 'no-such-user' | 'to-self' | 'busy' }
   | { readonly type: 'version'; readonly version: string }
   | { readonly type: 'renamed-you'; readonly nickname: string }
   | {

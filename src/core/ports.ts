@@ -69,6 +69,12 @@ export interface Peer {
    * queued for it as much as what it was sent, and count in what all clients hold together.
    */
   holding?(): void;
+  /**
+   * More than half of what the transport lets queue for the client waits for it to read:
+   * it is not keeping up with what it is sent. A whisper to it is refused rather than
+   * queued, so that senders cannot outpace a reader into being cut off as a slow consumer.
+   */
+  busy?(): boolean;
   /** Flush what is queued, then close. Idempotent. Reports back through Session.ended. */
   close(reason: DisconnectReason): void;
   /**

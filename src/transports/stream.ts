@@ -541,6 +541,10 @@ export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished
     this.backlogs.add(this, true);
   }
 
+  busy(): boolean {
+    return !this.socket.destroyed && this.queued > this.limits.maxQueue / 2;
+  }
+
   heldBytes(): number {
     return (this.session as Session | undefined)?.heldBytes ?? 0;
   }

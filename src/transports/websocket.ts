@@ -178,6 +178,10 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
     this.backlogs.add(this, true);
   }
 
+  busy(): boolean {
+    return this.ws.bufferedAmount > this.limits.maxQueue / 2;
+  }
+
   heldBytes(): number {
     return (this.session as Session | undefined)?.heldBytes ?? 0;
   }

@@ -266,6 +266,38 @@ describe('limits', () => {
     expect(streamer.drain()).toContainEqual(expect.objectContaining({ code: ErrorCode.FLOODING }));
   });
 
+  it('refuses whispers to a member who is not keeping up, and does not cut the member off for them', async () => {
+    const port = await startWith({ 'rate-limit': '0', 'max-queue': '262144' });
+    const victim = await join(port, 'victim');
+    // It reads nothing from now: what it is sent fills the kernel's buffers, then the server's.
+    victim.socket.pause();
+    const sender = await join(port, 'sender', { caps: ['errors'] });
+    const course = await join(port, 'course');
+    // 4,000 control characters: some 24 KB as JSON escapes them.
+    const msg = '\u0001'.repeat(4_000);
+    const answered = (m: { cmd: string }) => m.cmd === '22' || m.cmd === '90';
+    let delivered = 0;
+    let refusal: { cmd: string } | undefined;
+    for (let i = 0; i < 2_000 && refusal === undefined; i++) {
+      sender.sendPy({ cmd: '2', to: 'victim', msg });
+      await sender.waitFor(answered);
+      const reply = sender.drain().find(answered)!;
+      if (reply.cmd === '22') delivered++;
+      else refusal = reply;
+    }
+    expect(refusal).toMatchObject({ cmd: '90', code: ErrorCode.TRY_AGAIN, ref: '2' });
+    expect(delivered).toBeGreaterThan(0);
+    // A course client is told "20", as for a whisper nobody took.
+    course.sendPy({ cmd: '2', to: 'victim', msg });
+    await course.expect('20');
+    // Still a member, it gets every whisper it was told of once it reads again.
+    victim.socket.resume();
+    await victim.waitFor((m) => m.cmd === '70', delivered, 30_000);
+    sender.sendPy({ cmd: '1' });
+    const users = (await sender.expect('10')).users as string[][];
+    expect(users.map((u) => u[0])).toContain('victim');
+  }, 60_000);
+
   it('refuses messages over --max-message', async () => {
     const port = await startWith({ 'max-message': '10' });
     const a = await join(port, 'a', { caps: ['errors'] });

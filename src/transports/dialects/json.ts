@@ -130,6 +130,12 @@ export function toServerMessage(
     case 'whispered':
       return { cmd: Cmd.WHISPER_SUCCESS };
     case 'whisper-refused':
+      if (item.reason === 'busy' && caps.has('errors'))
+        return error(
+          ErrorCode.TRY_AGAIN,
+          'the receiver is not keeping up with what they are sent: not delivered, try again in a few seconds',
+          Cmd.WHISPER,
+        );
       return { cmd: item.reason === 'to-self' ? Cmd.WHISPER_MYSELF : Cmd.WHISPER_NO_SUCH_USER };
     case 'version':
       return { cmd: Cmd.VERSION_RESPONSE, serverVersion: item.version };
