@@ -148,6 +148,52 @@ function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
+/** Pages of history read and sent in one turn of the event loop, for all sessions together. */
+export const PAGES_PER_TURN = 4;
+
+/**
+ * The turns pages of history share: each waits for a turn of the event loop, and a turn lets
+ * at most PAGES_PER_TURN go, in the order they asked, the rest waiting for the next. A turn
+ * a page per session let 40 connections of one address, each asking for pages within flood
+ * control, hold every other client's I/O for 0.3–0.7 s a turn (a page is a store read and
+ * the encoding of up to 256 KB).
+ */
+export class PageTurns {
+  private waiting: (() => void)[] = [];
+  /** Where the waiting start in `waiting` (those before it have gone). */
+  private head = 0;
+  private scheduled = false;
+
+  /** Resolves in a later turn of the event loop, once this page's turn comes. */
+  next(): Promise<void> {
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      if (this.scheduled) return;
+      this.scheduled = true;
+      setImmediate(this.turn);
+    });
+  }
+
+  private readonly turn = (): void => {
+    const end = Math.min(this.head + PAGES_PER_TURN, this.waiting.length);
+    const now = this.waiting.slice(this.head, end);
+    this.head = end;
+    if (this.head === this.waiting.length) {
+      this.waiting = [];
+      this.head = 0;
+      this.scheduled = false;
+    } else {
+      // Ten thousand resumes at once wait here: the array is not shifted a page at a time.
+      if (this.head > 1024 && this.head * 2 > this.waiting.length) {
+        this.waiting = this.waiting.slice(this.head);
+        this.head = 0;
+      }
+      setImmediate(this.turn);
+    }
+    for (const go of now) go();
+  };
+}
+
 /** Why `since` cannot be recovered from, or undefined when every message after it is stored. */
 function notRecovered(room: RoomHistory, since: Position): NotRecovered | undefined {
   // A client that had seen nothing of the room, which holds nothing now, misses nothing it
@@ -195,6 +241,9 @@ export class Replays {
    * be recovered. `onJoin`: messages sent after "101" to a client that does not ask to
    * recover; Chat.reconfigure changes it, and a join reads it when it reads the store.
    */
+  /** Shared by every replay and page of this Chat's sessions. */
+  private readonly turns = new PageTurns();
+
   constructor(
     private readonly history: HistoryStore | undefined,
     public onJoin: number,
@@ -214,7 +263,7 @@ export class Replays {
   ): Promise<void> {
     // A turn first, as for HISTORY (readPage): pipelined JOIN_ROOMs with `since` are each a
     // replay of up to MAX_REPLAY messages, and a client that closed is seen to be gone.
-    await nextTurn();
+    await this.turns.next();
     const history = this.history;
     let header: HistoryHeader;
     let messages: readonly StoredMessage[] = [];
@@ -282,7 +331,7 @@ export class Replays {
     for (let page = 0; page <= MAX_REPLAY + 1 && from < top; page++) {
       // A page a turn: a store that answers at once would otherwise run the whole replay
       // as one chain of microtasks, nobody else's I/O served, this client's close unseen.
-      if (page > 0) await nextTurn();
+      if (page > 0) await this.turns.next();
       if (unreachable(session)) return;
       const read = await history.read(room.key, { after: from, limit });
       const batch = read.filter((m) => m.id <= top);
@@ -342,8 +391,8 @@ export class Replays {
     // A turn of the event loop first. Otherwise a client's pipelined HISTORYs, each a
     // store read and the encoding of a page, run back to back as microtasks while it has
     // room in its queue, or is gone without its close seen yet: nobody else's I/O, and
-    // not that close, is served until the last one is done.
-    await nextTurn();
+    // not that close, is served until the last one is done. The turn is shared (PageTurns).
+    await this.turns.next();
     if (session.state === 'closed') return;
     // A page too large to write at once loses its oldest messages.
     const { info, messages } = await readNewest(history, room.key, before, limit);

@@ -7,7 +7,13 @@
 import { expect, it, vi } from 'vitest';
 import type { Delivery, Reply } from '../../../src/core/events.js';
 import type { DisconnectReason } from '../../../src/core/ports.js';
-import { MAX_REPLAY, type Recipient, Replays } from '../../../src/core/replay.js';
+import {
+  MAX_REPLAY,
+  PAGES_PER_TURN,
+  PageTurns,
+  type Recipient,
+  Replays,
+} from '../../../src/core/replay.js';
 import type { SessionState } from '../../../src/core/session.js';
 import type { Position } from '../../../src/protocol/messages.js';
 import { MemoryHistoryStore } from '../../../src/store/memory-history.js';
@@ -201,4 +207,48 @@ it('pages HISTORY back from the newest, and says whether older ones are stored',
   expect(await ids(undefined, 3)).toEqual({ ids: [8, 9, 10], more: true });
   expect(await ids(4, 5)).toEqual({ ids: [1, 2, 3], more: false });
   expect(await ids(1, 5)).toEqual({ ids: [], more: false });
+});
+
+it('lets at most PAGES_PER_TURN pages through a turn of the event loop, for all sessions together', async () => {
+  const store = await storeWith(30);
+  // Which turn of the event loop each read of the store came in.
+  let turn = 0;
+  let ticking = true;
+  const tick = () => {
+    turn++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const turns: number[] = [];
+  const read = store.read.bind(store);
+  store.read = (room, query) => {
+    turns.push(turn);
+    return read(room, query);
+  };
+  const replays = new Replays(store, 50);
+  const sessions = Array.from({ length: 40 }, () => new Recorded());
+  await Promise.all(sessions.map((s) => replays.page(s, lobby, undefined, 10)));
+  ticking = false;
+  expect(turns).toHaveLength(40);
+  const perTurn = new Map<number, number>();
+  for (const t of turns) perTurn.set(t, (perTurn.get(t) ?? 0) + 1);
+  expect(Math.max(...perTurn.values())).toBeLessThanOrEqual(PAGES_PER_TURN);
+  // Every session got its page.
+  for (const s of sessions) expect(s.log).toHaveLength(1);
+});
+
+it('gives pages their turns in the order they asked, PAGES_PER_TURN a turn', async () => {
+  const turns = new PageTurns();
+  const gone: number[] = [];
+  const all = Array.from({ length: 10 }, (_, i) => turns.next().then(() => gone.push(i)));
+  const aTurn = () => new Promise((resolve) => setImmediate(resolve));
+  await aTurn();
+  expect(gone).toEqual([0, 1, 2, 3]);
+  await aTurn();
+  expect(gone).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+  await aTurn();
+  expect(gone).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  await Promise.all(all);
+  // Asked for again later, a page gets the next turn.
+  await turns.next();
 });
