@@ -70,9 +70,11 @@ export interface Peer {
    */
   holding?(): void;
   /**
-   * More than half of what the transport lets queue for the client waits for it to read:
-   * it is not keeping up with what it is sent. A whisper to it is refused rather than
+   * More than three quarters of what the transport lets queue for the client waits for it to
+   * read: it is not keeping up with what it is sent. A whisper to it is refused rather than
    * queued, so that senders cannot outpace a reader into being cut off as a slow consumer.
+   * (History it asked for is paced to fill at most half: a reader paging through it on a
+   * slow link is not busy for that.)
    */
   busy?(): boolean;
   /** Flush what is queued, then close. Idempotent. Reports back through Session.ended. */

@@ -151,23 +151,31 @@ function nextTurn(): Promise<void> {
 /** Pages of history read and sent in one turn of the event loop, for all sessions together. */
 export const PAGES_PER_TURN = 4;
 
+interface PageWaiter {
+  readonly go: () => void;
+  /** Its session is gone: it goes at once, without taking one of the turn's pages. */
+  readonly gone: () => boolean;
+}
+
 /**
- * The turns pages of history share: each waits for a turn of the event loop, and a turn lets
- * at most PAGES_PER_TURN go, in the order they asked, the rest waiting for the next. A turn
- * a page per session let 40 connections of one address, each asking for pages within flood
- * control, hold every other client's I/O for 0.3–0.7 s a turn (a page is a store read and
- * the encoding of up to 256 KB).
+ * The turns the pages of history after the first share (HISTORY, and a recovery's later
+ * pages; a join's one page takes a turn of its own): each waits for a turn of the event
+ * loop, and a turn lets at most PAGES_PER_TURN go, in the order they asked, the rest waiting
+ * for the next. A turn a page per session let 40 connections of one address, each asking for
+ * pages within flood control, hold every other client's I/O for 0.3–0.7 s a turn (a page is
+ * a store read and the encoding of up to 256 KB). With a store across a network it bounds
+ * the reads started a turn; their answers may come back together.
  */
 export class PageTurns {
-  private waiting: (() => void)[] = [];
+  private waiting: PageWaiter[] = [];
   /** Where the waiting start in `waiting` (those before it have gone). */
   private head = 0;
   private scheduled = false;
 
   /** Resolves in a later turn of the event loop, once this page's turn comes. */
-  next(): Promise<void> {
-    return new Promise((resolve) => {
-      this.waiting.push(resolve);
+  next(gone: () => boolean = () => false): Promise<void> {
+    return new Promise((go) => {
+      this.waiting.push({ go, gone });
       if (this.scheduled) return;
       this.scheduled = true;
       setImmediate(this.turn);
@@ -175,15 +183,19 @@ export class PageTurns {
   }
 
   private readonly turn = (): void => {
-    const end = Math.min(this.head + PAGES_PER_TURN, this.waiting.length);
-    const now = this.waiting.slice(this.head, end);
-    this.head = end;
+    const now: (() => void)[] = [];
+    let given = 0;
+    while (this.head < this.waiting.length && given < PAGES_PER_TURN) {
+      const waiter = this.waiting[this.head++]!;
+      if (!waiter.gone()) given++;
+      now.push(waiter.go);
+    }
     if (this.head === this.waiting.length) {
       this.waiting = [];
       this.head = 0;
       this.scheduled = false;
     } else {
-      // Ten thousand resumes at once wait here: the array is not shifted a page at a time.
+      // Thousands of pages may wait here: the array is not shifted a page at a time.
       if (this.head > 1024 && this.head * 2 > this.waiting.length) {
         this.waiting = this.waiting.slice(this.head);
         this.head = 0;
@@ -262,8 +274,11 @@ export class Replays {
     since: Position | undefined,
   ): Promise<void> {
     // A turn first, as for HISTORY (readPage): pipelined JOIN_ROOMs with `since` are each a
-    // replay of up to MAX_REPLAY messages, and a client that closed is seen to be gone.
-    await this.turns.next();
+    // replay of up to MAX_REPLAY messages, and a client that closed is seen to be gone. Its
+    // own turn, not a shared one (PageTurns): every CONNECT joins the lobby, and thousands
+    // of clients coming back after a restart would wait for each other's joins, their
+    // rooms' live events piling up behind them meanwhile. A join reads one page.
+    await nextTurn();
     const history = this.history;
     let header: HistoryHeader;
     let messages: readonly StoredMessage[] = [];
@@ -331,7 +346,7 @@ export class Replays {
     for (let page = 0; page <= MAX_REPLAY + 1 && from < top; page++) {
       // A page a turn: a store that answers at once would otherwise run the whole replay
       // as one chain of microtasks, nobody else's I/O served, this client's close unseen.
-      if (page > 0) await this.turns.next();
+      if (page > 0) await this.turns.next(() => unreachable(session));
       if (unreachable(session)) return;
       const read = await history.read(room.key, { after: from, limit });
       const batch = read.filter((m) => m.id <= top);
@@ -392,8 +407,8 @@ export class Replays {
     // store read and the encoding of a page, run back to back as microtasks while it has
     // room in its queue, or is gone without its close seen yet: nobody else's I/O, and
     // not that close, is served until the last one is done. The turn is shared (PageTurns).
-    await this.turns.next();
-    if (session.state === 'closed') return;
+    await this.turns.next(() => unreachable(session));
+    if (unreachable(session)) return;
     // A page too large to write at once loses its oldest messages.
     const { info, messages } = await readNewest(history, room.key, before, limit);
     // Nothing read, nothing older: below a room's base no id was used (RoomHistory.base).

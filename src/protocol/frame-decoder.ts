@@ -3,8 +3,8 @@
  * delimiters. The course client writes bare `json.dumps(...)` with nothing
  * between objects; confab's own peers end each object with "\n". Both work:
  *
- *  - whitespace between frames is skipped, but a run of maxFrame bytes of it
- *    is reported as one refusal (as garbage is), so it is not free;
+ *  - whitespace between frames is skipped, but each BLANK_RUN bytes of a run
+ *    of it (or maxFrame) are reported as one refusal, so it is not free;
  *  - only a "{" that can begin an object ("{" then, after optional
  *    whitespace, '"' or "}") starts a frame, which ends at its matching
  *    bracket (strings and escapes are tracked, so brackets inside strings
@@ -29,6 +29,13 @@ export class FrameTooLargeError extends Error {
     this.name = 'FrameTooLargeError';
   }
 }
+
+/**
+ * Whitespace between frames reported as one refusal (or maxFrame, if smaller): no client
+ * puts this much between two requests, and at a refusal per maxFrame (64 KiB) one address's
+ * connections could stream some 170 MB/s of blanks within flood control.
+ */
+export const BLANK_RUN = 4096;
 
 /** Nesting (objects and arrays together) deeper than this is refused. */
 export const MAX_DEPTH = 32;
@@ -94,6 +101,7 @@ export class FrameDecoder {
   /** Whitespace since the last frame or garbage began. */
   private blank = 0;
   private readonly maxDepth: number;
+  private readonly blankRun: number;
   private readonly skipOversize: boolean;
 
   /**
@@ -106,6 +114,7 @@ export class FrameDecoder {
     options: FrameDecoderOptions = {},
   ) {
     this.maxDepth = options.maxDepth ?? MAX_DEPTH;
+    this.blankRun = Math.min(maxFrame, BLANK_RUN);
     this.skipOversize = options.oversize === 'skip';
   }
 
@@ -170,7 +179,7 @@ export class FrameDecoder {
           i++;
           // Counted as garbage is: a stream of nothing else would cost the server a scan of
           // every byte and its sender nothing.
-          if (++this.blank >= this.maxFrame) {
+          if (++this.blank >= this.blankRun) {
             this.blank = 0;
             this.sink.refused('garbage');
           }

@@ -542,7 +542,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished
   }
 
   busy(): boolean {
-    return !this.socket.destroyed && this.queued > this.limits.maxQueue / 2;
+    return !this.socket.destroyed && this.queued > (this.limits.maxQueue * 3) / 4;
   }
 
   heldBytes(): number {

@@ -179,7 +179,7 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
   }
 
   busy(): boolean {
-    return this.ws.bufferedAmount > this.limits.maxQueue / 2;
+    return this.ws.bufferedAmount > (this.limits.maxQueue * 3) / 4;
   }
 
   heldBytes(): number {

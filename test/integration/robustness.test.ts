@@ -257,10 +257,10 @@ describe('limits', () => {
     await calm.exit();
   });
 
-  it('counts a stream of whitespace against flood control, once per --max-frame bytes', async () => {
-    const port = await startWith({ 'rate-limit': '2', 'rate-burst': '5', 'max-frame': '4096' });
+  it('counts a stream of whitespace against flood control, once per 4 KB', async () => {
+    const port = await startWith({ 'rate-limit': '2', 'rate-burst': '5' });
     const streamer = await join(port, 'streamer', { caps: ['errors'] });
-    // 40 runs of --max-frame spaces: nothing but whitespace, as fast as the socket takes it.
+    // 160 KB of spaces: nothing but whitespace, as fast as the socket takes it.
     streamer.write(Buffer.alloc(40 * 4096, 0x20));
     await streamer.expectClose();
     expect(streamer.drain()).toContainEqual(expect.objectContaining({ code: ErrorCode.FLOODING }));

@@ -209,9 +209,9 @@ it('pages HISTORY back from the newest, and says whether older ones are stored',
   expect(await ids(1, 5)).toEqual({ ids: [], more: false });
 });
 
-it('lets at most PAGES_PER_TURN pages through a turn of the event loop, for all sessions together', async () => {
+/** A store of 30 messages that records which turn of the event loop each of its reads came in. */
+async function storeCountingTurns() {
   const store = await storeWith(30);
-  // Which turn of the event loop each read of the store came in.
   let turn = 0;
   let ticking = true;
   const tick = () => {
@@ -225,10 +225,15 @@ it('lets at most PAGES_PER_TURN pages through a turn of the event loop, for all 
     turns.push(turn);
     return read(room, query);
   };
+  return { store, turns, stop: () => (ticking = false) };
+}
+
+it('lets at most PAGES_PER_TURN pages through a turn of the event loop, for all sessions together', async () => {
+  const { store, turns, stop } = await storeCountingTurns();
   const replays = new Replays(store, 50);
   const sessions = Array.from({ length: 40 }, () => new Recorded());
   await Promise.all(sessions.map((s) => replays.page(s, lobby, undefined, 10)));
-  ticking = false;
+  stop();
   expect(turns).toHaveLength(40);
   const perTurn = new Map<number, number>();
   for (const t of turns) perTurn.set(t, (perTurn.get(t) ?? 0) + 1);
@@ -251,4 +256,22 @@ it('gives pages their turns in the order they asked, PAGES_PER_TURN a turn', asy
   await Promise.all(all);
   // Asked for again later, a page gets the next turn.
   await turns.next();
+});
+
+it('lets the page of a session gone meanwhile go without taking one of the turn’s places', async () => {
+  const turns = new PageTurns();
+  const gone: number[] = [];
+  for (let i = 0; i < 10; i++) void turns.next(() => i < 6).then(() => gone.push(i));
+  await new Promise((resolve) => setImmediate(resolve));
+  expect(gone).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+});
+
+it('does not make joins wait for each other: each reads its page in a turn of its own', async () => {
+  const { store, turns, stop } = await storeCountingTurns();
+  const replays = new Replays(store, 10);
+  // Thousands of clients coming back after a restart each join the lobby at once.
+  await Promise.all(Array.from({ length: 40 }, () => join(replays)));
+  stop();
+  expect(turns).toHaveLength(40);
+  expect(new Set(turns).size).toBe(1);
 });

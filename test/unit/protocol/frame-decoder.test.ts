@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
+  BLANK_RUN,
   FrameDecoder,
   type FrameDecoderOptions,
   type FrameRefusal,
@@ -326,6 +327,16 @@ describe('FrameDecoder', () => {
         },
       ),
     );
+  });
+
+  it('counts whitespace by BLANK_RUN bytes under a large maxFrame, and afresh after garbage', () => {
+    const big = recorder(1 << 20);
+    big.decoder.push(utf8.encode(`${' '.repeat(3 * BLANK_RUN + 10)}{"cmd":"1"}`));
+    expect(big.events).toEqual([GARBAGE, GARBAGE, GARBAGE, '{"cmd":"1"}']);
+    // The line of garbage is refused on its own; the blanks on either side of it are two runs.
+    const small = recorder(100);
+    small.decoder.push(utf8.encode(`${' '.repeat(60)}x\n${' '.repeat(60)}{"cmd":"1"}`));
+    expect(small.events).toEqual([GARBAGE, '{"cmd":"1"}']);
   });
 
   it('refuses a frame nested too deep without parsing, buffering or throwing, then goes on', () => {
