@@ -22,6 +22,32 @@ async function start(flags: Record<string, string> = {}): Promise<{ tcp: number;
 }
 
 describe('WebSocket listener', () => {
+  it('refuses whispers to a WebSocket member who is not keeping up, and keeps the member', async () => {
+    const { tcp, http } = await start({ 'rate-limit': '0', 'max-queue': '262144' });
+    const web = await wsClient(http);
+    web.send({ cmd: '0', nickname: 'web', caps: ['whispers'] });
+    await web.expect('03');
+    // It reads nothing from now: what it is sent fills the kernel's buffers, then the server's.
+    web.ws.pause();
+    const sender = await join(tcp, 'sender', { caps: ['errors'] });
+    // 4,000 control characters: some 24 KB as JSON escapes them.
+    const msg = '\u0001'.repeat(4_000);
+    const answered = (m: { cmd: string }) => m.cmd === '22' || m.cmd === '90';
+    let refusal: { cmd: string } | undefined;
+    for (let i = 0; i < 2_000 && refusal === undefined; i++) {
+      sender.sendPy({ cmd: '2', to: 'web', msg });
+      await sender.waitFor(answered);
+      const reply = sender.drain().find(answered)!;
+      if (reply.cmd === '90') refusal = reply;
+    }
+    expect(refusal).toMatchObject({ cmd: '90', code: ErrorCode.TRY_AGAIN, ref: '2' });
+    // Still a member once it reads again.
+    web.ws.resume();
+    web.send({ cmd: '1' });
+    const users = (await web.expect('10', 30_000)).users as string[][];
+    expect(users.map((u) => u[0])).toContain('web');
+  }, 60_000);
+
   it('puts WebSocket and TCP users in the same room, one JSON message per frame', async () => {
     const { tcp, http } = await start();
     const raw = await join(tcp, 'tcp');
