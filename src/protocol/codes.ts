@@ -128,9 +128,10 @@ export const ErrorCode = {
   /** BAN of a new mask while the ban list holds MAX_BANS bans in force. */
   TOO_MANY_BANS: 1021,
   /**
-   * Nothing was done; ask again in a few seconds. The cluster lost this member's
-   * registration for a moment (Redis restarted empty) and the node has not registered it
-   * again yet, or a KICK's target is on a node that did not hear it.
+   * Nothing was done; ask again in a few seconds. A WHISPER's receiver is not keeping up with
+   * what it is sent; or the cluster lost this member's registration for a moment (Redis
+   * restarted empty) and the node has not registered it again yet, or a KICK's target is on
+   * a node that did not hear it.
    */
   TRY_AGAIN: 1022,
 
