@@ -584,16 +584,16 @@ export class ClusterNode {
         this.host.whenIdle(session, () => this.whispered(event, true));
         return;
       }
-      if (ready && session.peer.busy?.() === true) {
-        // Its sender was told "22" when this node took it: the receiver is not cut off for
-        // whispers it cannot keep up with, as on one process, where the sender is told.
-        this.chat.log.debug(
-          { from: event.from, to: event.to },
-          'a whisper to a busy reader dropped',
-        );
-        return;
-      }
       if (ready) {
+        if (session.peer.busy?.() === true) {
+          // Its sender was told "22" when this node took it: the receiver is not cut off for
+          // whispers it cannot keep up with, as on one process, where the sender is told.
+          this.chat.log.debug(
+            { from: event.from, to: event.to },
+            'a whisper to a busy reader dropped',
+          );
+          return;
+        }
         session.deliver(
           new Delivery(member === undefined ? event : { ...event, to: session.nickname }),
         );

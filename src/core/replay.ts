@@ -248,14 +248,14 @@ const FIRST_REPLAY_PAGE = 16;
 
 /** The history replays of one Chat. */
 export class Replays {
+  /** Shared by the HISTORY pages and recoveries' later pages of this Chat's sessions. */
+  private readonly turns = new PageTurns();
+
   /**
    * `history`: where room history is kept; without one nothing is stored and nothing can
    * be recovered. `onJoin`: messages sent after "101" to a client that does not ask to
    * recover; Chat.reconfigure changes it, and a join reads it when it reads the store.
    */
-  /** Shared by every replay and page of this Chat's sessions. */
-  private readonly turns = new PageTurns();
-
   constructor(
     private readonly history: HistoryStore | undefined,
     public onJoin: number,

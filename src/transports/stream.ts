@@ -239,6 +239,14 @@ export interface PacedOutput {
 }
 
 /**
+ * Peer.busy for a client with `queued` bytes waiting for it: past three quarters of
+ * --max-queue, clear of the half that paced history fills (sendPacedOn).
+ */
+export function busyWith(queued: number, limits: StreamLimits): boolean {
+  return queued > (limits.maxQueue * 3) / 4;
+}
+
+/**
  * Peer.sendPaced for a connection on `socket`: each delivery goes once the
  * queue is empty or has room for it within half of --max-queue; the other
  * half is left for the live traffic of the client's other rooms, which is not
@@ -542,7 +550,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished
   }
 
   busy(): boolean {
-    return !this.socket.destroyed && this.queued > (this.limits.maxQueue * 3) / 4;
+    return !this.socket.destroyed && busyWith(this.queued, this.limits);
   }
 
   heldBytes(): number {

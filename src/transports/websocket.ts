@@ -14,6 +14,7 @@ import { OVER_PARTIAL, type PartialFrames, type Unfinished } from './partial-fra
 import type { TransportStats } from './stats.js';
 import {
   addressOf,
+  busyWith,
   excerpt,
   SLOW_CONSUMER,
   type StreamLimits,
@@ -179,7 +180,7 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
   }
 
   busy(): boolean {
-    return this.ws.bufferedAmount > (this.limits.maxQueue * 3) / 4;
+    return busyWith(this.ws.bufferedAmount, this.limits);
   }
 
   heldBytes(): number {
