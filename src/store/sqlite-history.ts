@@ -509,6 +509,8 @@ export class SqliteHistoryStore implements HistoryStore {
     }
     this.lock = lock;
     let db: Database.Database;
+    /** The database's seed: its rooms' epochs, unless it was replaced (below). */
+    let seed: string;
     try {
       db = new Database(path);
     } catch (error) {
@@ -535,16 +537,7 @@ export class SqliteHistoryStore implements HistoryStore {
         'seed',
         newSeed(options.newId),
       );
-      const row = db.prepare('SELECT value FROM meta WHERE key = ?').get('seed') as
-        | { value: string }
-        | undefined;
-      this.marks = inFile ? new Marks(db, `${path}-mark`) : undefined;
-      this.replaced = this.marks?.matches((room) => storedTop(db, room)) === false;
-      // Ids go on from the file's tops, which may have been given out already: in new epochs
-      // a client that saw them is told its gap was not recovered rather than given a hole.
-      this.seed = this.replaced ? startNewEpochs(db, newSeed(options.newId)) : row!.value;
-      // From now the file is this store's, the new epochs too (a crash is no new alarm).
-      this.marks?.renew(true);
+      seed = db.prepare('SELECT value FROM meta WHERE key = ?').pluck().get('seed') as string;
       if (
         db.prepare("SELECT 1 FROM pragma_table_info('rooms') WHERE name = 'base'").get() ===
         undefined
@@ -602,6 +595,15 @@ export class SqliteHistoryStore implements HistoryStore {
     this.loadRoom = db.prepare(
       `SELECT epoch, top, base, ${lastStored} AS last FROM rooms WHERE key = ?`,
     );
+    this.marks = inFile ? new Marks(db, `${path}-mark`) : undefined;
+    // A room's top as a write would start from it (state): its stored top, or `forgotten`.
+    this.replaced =
+      this.marks?.matches((room) => this.stored(room)?.top ?? this.forgotten) === false;
+    // Ids go on from the file's tops, which may have been given out already: in new epochs
+    // a client that saw them is told its gap was not recovered rather than given a hole.
+    this.seed = this.replaced ? startNewEpochs(db, newSeed(options.newId)) : seed;
+    // From now the file is this store's, the new epochs too (a crash is no new alarm).
+    this.marks?.renew(true);
     this.saveTop = db.prepare(
       `UPDATE rooms SET top = max(top, coalesce(${lastStored}, 0)) WHERE key = ?`,
     );
@@ -1343,23 +1345,6 @@ export class SqliteHistoryStore implements HistoryStore {
 
 function parseEntries(row: BatchRow): Entry[] {
   return decodeBatch(row.data, row.newest);
-}
-
-/**
- * The highest id the database says a room gave out: its row's top or its last stored id, or
- * for a room without a row the one every such room numbers on from (`forgotten`).
- */
-function storedTop(db: Database.Database, room: string): number {
-  const top = db
-    .prepare(
-      `SELECT max(top, coalesce((SELECT last FROM batches WHERE room = @room ORDER BY first DESC LIMIT 1), 0))
-       FROM rooms WHERE key = @room`,
-    )
-    .pluck()
-    .get({ room });
-  if (typeof top === 'number') return top;
-  const forgotten = db.prepare("SELECT value FROM meta WHERE key = 'forgotten'").pluck().get();
-  return forgotten === undefined ? 0 : Number(forgotten);
 }
 
 function toMessage(room: string, id: number, [at, from, msg, mark]: Entry): StoredMessage {
