@@ -885,7 +885,7 @@ function onMessage(m: ParsedServerMessage): void {
         // Scrollback is dimmed, as the terminal does; what a recovery brings is news.
         const past = history && !view.replayIsNew;
         const added = showStored(view, view.epoch, { id: m.id, at, from, msg, action }, past);
-        if (added && (!history || view.replayIsNew)) countUnread(view);
+        if (added && !past) countUnread(view);
         return;
       }
       append(view, chatLine(from, asString(m.msg), undefined, m.action === true));
