@@ -1,7 +1,7 @@
 import { Cmd, ErrorCode, type ErrorCodeValue, LOBBY } from '../protocol/codes.js';
 import type { Position } from '../protocol/messages.js';
 import { costCap, type Limits } from '../protocol/pacing.js';
-import type { ParseResult } from '../protocol/request-codec.js';
+import { type ParseResult, refusedFrame } from '../protocol/request-codec.js';
 import { clip } from '../protocol/text.js';
 import { Admission } from './admission.js';
 import { BannedWords, DEFAULT_BANNED_WORDS } from './banned-words.js';
@@ -676,6 +676,20 @@ export class Chat implements ChatContext, SessionHost {
       return;
     }
     this.route(session, result);
+  }
+
+  /**
+   * A joined member's whitespace costs flood control a request a run, answered only when
+   * refused: a client's keep-alive newline a second would otherwise earn an error an hour.
+   * Before joining it is garbage, as it has always been to the course server.
+   */
+  blank(session: Session): void {
+    if (session.state !== 'joined') {
+      this.receive(session, refusedFrame('blank'));
+      return;
+    }
+    if (this.quiescing || session.bucket === undefined) return;
+    this.admit(session, undefined);
   }
 
   /**

@@ -11,6 +11,8 @@ import { withTimeout } from './timeout.js';
 /** Where a session reports what its transport tells it. Implemented by Chat. */
 export interface SessionHost {
   receive(session: Session, result: ParseResult): void;
+  /** A run of whitespace between requests worth one request (FrameDecoder's 'blank'). */
+  blank(session: Session): void;
   /** Whether the session's next frame is worth parsing; if not, the host has refused it. */
   admitsFrame?(session: Session): boolean;
   ended(session: Session, reason: DisconnectReason): void;
@@ -203,6 +205,11 @@ export class Session implements Member {
   /** Called by the transport for each frame it decoded. */
   receive(result: ParseResult): void {
     this.host.receive(this, result);
+  }
+
+  /** Called by the transport for each run of whitespace worth a request. */
+  blank(): void {
+    this.host.blank(this);
   }
 
   /** Called by the transport once the connection is closed, whoever closed it. */

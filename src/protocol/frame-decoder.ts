@@ -4,7 +4,7 @@
  * between objects; confab's own peers end each object with "\n". Both work:
  *
  *  - whitespace between frames is skipped, but each BLANK_RUN bytes of a run
- *    of it (or maxFrame) are reported as one refusal, so it is not free;
+ *    of it (or maxFrame) are reported as refused('blank'), so it is not free;
  *  - only a "{" that can begin an object ("{" then, after optional
  *    whitespace, '"' or "}") starts a frame, which ends at its matching
  *    bracket (strings and escapes are tracked, so brackets inside strings
@@ -40,13 +40,17 @@ export const BLANK_RUN = 4096;
 /** Nesting (objects and arrays together) deeper than this is refused. */
 export const MAX_DEPTH = 32;
 
-/** 'too-large' only with `oversize: 'skip'`; otherwise an oversize frame throws. */
-export type FrameRefusal = 'garbage' | 'too-deep' | 'too-large';
+/**
+ * 'too-large' only with `oversize: 'skip'`; otherwise an oversize frame throws. 'blank' is
+ * BLANK_RUN bytes of whitespace: worth a request to flood control, yet no error, since a
+ * client's keep-alive newlines add up to it too, given an hour.
+ */
+export type FrameRefusal = 'garbage' | 'blank' | 'too-deep' | 'too-large';
 
 export interface FrameSink {
   /** A complete frame, without surrounding whitespace; valid only during the call. */
   frame(bytes: Uint8Array): void;
-  /** A run of garbage or a too-deep frame was skipped; each counts as one frame. */
+  /** A run of garbage or blanks, or a too-deep frame, was skipped; each counts as one frame. */
   refused(reason: FrameRefusal): void;
 }
 
@@ -181,7 +185,7 @@ export class FrameDecoder {
           // every byte and its sender nothing.
           if (++this.blank >= this.blankRun) {
             this.blank = 0;
-            this.sink.refused('garbage');
+            this.sink.refused('blank');
           }
         } else if (b === OPEN_BRACE) {
           this.blank = 0;

@@ -43,6 +43,7 @@ export function parseRequestMessage(bytes: Uint8Array, maxDepth = MAX_DEPTH): Pa
 export function refusedFrame(reason: FrameRefusal): ParseResult {
   switch (reason) {
     case 'garbage':
+    case 'blank':
       return fail(ErrorCode.MALFORMED_JSON, 'bytes that cannot start a request were skipped');
     case 'too-deep':
       return tooDeep(MAX_DEPTH);

@@ -397,7 +397,8 @@ export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished
   refused(reason: FrameRefusal): void {
     if (this.closing) return;
     this.stats.messagesIn++;
-    this.session.receive(refusedFrame(reason));
+    if (reason === 'blank') this.session.blank();
+    else this.session.receive(refusedFrame(reason));
   }
 
   /** Stops reading from the client (its writes back up in TCP) or reads again. Idempotent. */

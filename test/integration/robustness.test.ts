@@ -266,6 +266,17 @@ describe('limits', () => {
     expect(streamer.drain()).toContainEqual(expect.objectContaining({ code: ErrorCode.FLOODING }));
   });
 
+  it('answers a member’s keep-alive whitespace with no error, however much of it adds up', async () => {
+    const port = await startWith({});
+    const member = await join(port, 'member', { caps: ['errors'] });
+    member.drain();
+    // What a newline a second comes to in three hours, in one go: three runs' worth of tokens.
+    member.write(Buffer.alloc(3 * 4096 + 100, 0x0a));
+    member.sendPy({ cmd: '1' });
+    await member.expect('10');
+    expect(member.drain()).toEqual([]);
+  });
+
   it('refuses whispers to a member who is not keeping up, and does not cut the member off for them', async () => {
     const port = await startWith({ 'rate-limit': '0', 'max-queue': '262144' });
     const victim = await join(port, 'victim');

@@ -10,6 +10,7 @@ import { FakePeer } from '../../helpers/fake-peer.js';
 
 const host: SessionHost = {
   receive: () => {},
+  blank: () => {},
   ended: () => {},
   disconnect: () => {},
   failed: (_s, err) => {
