@@ -30,7 +30,7 @@ import { Replays } from './replay.js';
 import { newSender } from './resume-token.js';
 import { Room } from './room.js';
 import { type DeclaredRoom, Rooms } from './rooms.js';
-import { holderOf, Session, type SessionHost } from './session.js';
+import { type Blank, holderOf, Session, type SessionHost } from './session.js';
 
 export interface ChatOptions {
   /** Room capacity; the course server's is 10. */
@@ -679,13 +679,14 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /**
-   * A joined member's whitespace costs flood control a request a run, answered only when
-   * refused: a client's keep-alive newline a second would otherwise earn an error an hour.
-   * Before joining it is garbage, as it has always been to the course server.
+   * A joined member's whitespace, or WebSocket ping or pong, costs flood control a request,
+   * answered only when refused: a client's keep-alive newline a second would otherwise earn
+   * an error an hour. Before joining whitespace is garbage, as it has always been to the
+   * course server, and a control frame (a browser's answer to a keepalive ping) nothing.
    */
-  blank(session: Session): void {
+  blank(session: Session, what: Blank): void {
     if (session.state !== 'joined') {
-      this.receive(session, refusedFrame('blank'));
+      if (what === 'whitespace') this.receive(session, refusedFrame('blank'));
       return;
     }
     if (this.quiescing || session.bucket === undefined) return;

@@ -11,8 +11,11 @@ import { withTimeout } from './timeout.js';
 /** Where a session reports what its transport tells it. Implemented by Chat. */
 export interface SessionHost {
   receive(session: Session, result: ParseResult): void;
-  /** A run of whitespace between requests worth one request (FrameDecoder's 'blank'). */
-  blank(session: Session): void;
+  /**
+   * A run of whitespace between requests worth one request (FrameDecoder's 'blank'), or a
+   * WebSocket ping or pong from the client.
+   */
+  blank(session: Session, what: Blank): void;
   /** Whether the session's next frame is worth parsing; if not, the host has refused it. */
   admitsFrame?(session: Session): boolean;
   ended(session: Session, reason: DisconnectReason): void;
@@ -22,6 +25,9 @@ export interface SessionHost {
 }
 
 export type SessionState = 'greeting' | 'joined' | 'closed';
+
+/** What a client sent that is no request, yet costs the server a request's worth of work. */
+export type Blank = 'whitespace' | 'control';
 
 /** How long a release waits for the room's epoch (Session.release) before it goes on without. */
 const CURRENT_MS = 2_000;
@@ -207,9 +213,9 @@ export class Session implements Member {
     this.host.receive(this, result);
   }
 
-  /** Called by the transport for each run of whitespace worth a request. */
-  blank(): void {
-    this.host.blank(this);
+  /** Called by the transport for each run of whitespace worth a request, or control frame. */
+  blank(what: Blank): void {
+    this.host.blank(this, what);
   }
 
   /** Called by the transport once the connection is closed, whoever closed it. */

@@ -397,7 +397,7 @@ export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished
   refused(reason: FrameRefusal): void {
     if (this.closing) return;
     this.stats.messagesIn++;
-    if (reason === 'blank') this.session.blank();
+    if (reason === 'blank') this.session.blank('whitespace');
     else this.session.receive(refusedFrame(reason));
   }
 

@@ -274,6 +274,22 @@ describe('WebSocket listener', () => {
     }
   }, 20_000);
 
+  it('counts a member’s WebSocket pings and pongs against flood control, answering them only when refused', async () => {
+    const { http } = await start({ 'rate-limit': '1', 'rate-burst': '4' });
+    const c = await wsClient(http);
+    c.send({ cmd: '0', nickname: 'ponger', caps: ['errors'] });
+    await c.expect('03');
+    c.ws.pong();
+    c.ws.ping();
+    c.send({ cmd: '4' });
+    await c.expect('40');
+    expect(c.received.filter((m) => m.cmd === '90')).toEqual([]);
+    for (let i = 0; i < 50; i++) c.ws.pong();
+    expect(await c.expect('90')).toMatchObject({ code: ErrorCode.RATE_LIMITED });
+    await c.closed;
+    expect(c.received).toContainEqual(expect.objectContaining({ code: ErrorCode.FLOODING }));
+  });
+
   it('rate-limits WebSocket sessions with the same core rules', async () => {
     const { http } = await start({ 'rate-limit': '1', 'rate-burst': '2' });
     const c = await wsClient(http);
