@@ -211,7 +211,7 @@ export const SERVE_OPTIONS = {
     min: 0,
     max: 1_000_000,
     description:
-      'requests per second allowed per connection after the burst; a new connection starts with what its address left, and CONNECTs from an address (unless --max-conns-per-ip is 0) get a tenth of it after a burst (0 turns flood control off)',
+      'requests per second allowed per connection after the burst; a new connection starts with what its address left, and CONNECTs from an address (unless --max-conns-per-ip is 0) get a tenth of it after a burst of as many as the address may hold (0 turns flood control off)',
     arg: 'N',
     live: true,
   },

@@ -44,7 +44,6 @@ export class Admission {
     return true;
   }
 
-  /** New caps apply to connections accepted from now on; open ones stay. */
   /**
    * Whether addresses are told apart at all: with no cap per address (--max-conns-per-ip 0,
    * as behind a proxy all clients share one), nothing else is counted per address either.
@@ -53,6 +52,12 @@ export class Admission {
     return this.maxPerIp > 0;
   }
 
+  /** Connections one address may hold at once (--max-conns-per-ip; 0 for no cap). */
+  get perAddressCap(): number {
+    return this.maxPerIp;
+  }
+
+  /** New caps apply to connections accepted from now on; open ones stay. */
   setCaps(maxTotal: number | undefined, maxPerIp: number | undefined): void {
     if (maxTotal !== undefined) this.maxTotal = maxTotal;
     if (maxPerIp !== undefined) this.maxPerIp = maxPerIp;

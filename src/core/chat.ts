@@ -200,7 +200,10 @@ const ROOM_RATE_SHARE = 20;
 const CONNECT_RATE_SHARE = 10;
 /**
  * CONNECTs an address has at once, at least, whatever --rate-burst says: a page and a
- * terminal that reconnect after a cut, with a few others behind the same NAT.
+ * terminal that reconnect after a cut, with a few others behind the same NAT. An address
+ * may also CONNECT at once every connection it may hold (--max-conns-per-ip): a class behind
+ * one NAT that comes back after a restart, or arrives together, is let in together, and
+ * only a loop after that is held to the rate.
  */
 const CONNECT_MIN_BURST = 10;
 
@@ -489,7 +492,7 @@ export class Chat implements ChatContext, SessionHost {
   ): boolean {
     if (this.rateLimit <= 0 || !this.admission.perAddress) return true;
     const now = this.clock();
-    const burst = Math.max(this.rateBurst, CONNECT_MIN_BURST);
+    const burst = Math.max(this.rateBurst, CONNECT_MIN_BURST, this.admission.perAddressCap);
     return use(
       this.addressBucket(this.connectBuckets, session, CONNECT_RATE_SHARE, burst, now),
       now,

@@ -249,8 +249,13 @@ describe('confab chat failures', () => {
   // a class behind one NAT) was told the room was full and left, where a moment's wait lets
   // the same CONNECT in.
   it('joins once its address may CONNECT again, when a fresh start finds the budget spent', async () => {
-    // Ten CONNECTs at once, then one per two seconds (a tenth of --rate-limit).
-    const server = await startConfab({ 'rate-limit': '5', 'rate-burst': '10' });
+    // Ten CONNECTs at once, then one per five seconds (a tenth of --rate-limit): ten joins
+    // slowed by a busy machine must not earn the client a CONNECT.
+    const server = await startConfab({
+      'rate-limit': '2',
+      'rate-burst': '10',
+      'max-conns-per-ip': '10',
+    });
     try {
       const port = server.address.port;
       for (let i = 0; i < 10; i++) {

@@ -344,14 +344,24 @@ describe('limits', () => {
   });
 
   it('refuses unread, with "02", the first frame from an address whose CONNECTs are spent', async () => {
-    const port = await startWith({ 'max-users': '20', 'rate-burst': '10' });
+    // A burst of ten CONNECTs (--max-conns-per-ip below it), spent by joins of which two stay.
+    const port = await startWith({
+      'max-users': '20',
+      'rate-burst': '10',
+      'max-conns-per-ip': '4',
+    });
     const from = (localAddress: string) => connectFrom(port, localAddress);
     const joined: RawClient[] = [];
     for (let i = 0; i < 10; i++) {
       const c = await from('127.0.0.5');
       c.sendPy({ cmd: '0', nickname: `spent${i}` });
       await c.expect('03');
-      joined.push(c);
+      if (joined.length < 2) {
+        joined.push(c);
+      } else {
+        c.sendPy({ cmd: '3' });
+        await c.expectClose();
+      }
     }
     // Not parsed: what would be an invalid request gets the refusal, not its error.
     const late = await from('127.0.0.5');

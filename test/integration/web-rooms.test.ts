@@ -1125,7 +1125,12 @@ describe('web client history and resume in Chromium', () => {
 
   it('a reload answered "02" (its address out of CONNECTs) keeps trying, and gets its rooms back', async () => {
     // One CONNECT every 5 s after a burst of 10: the reload's first attempt is refused.
-    const server = await startConfab({ 'http-port': '0', 'rate-limit': '2', 'rate-burst': '10' });
+    const server = await startConfab({
+      'http-port': '0',
+      'rate-limit': '2',
+      'rate-burst': '10',
+      'max-conns-per-ip': '10',
+    });
     const page = await openPage(server.httpAddress!.port);
     try {
       await joinAs(page, 'reloader');

@@ -350,9 +350,9 @@ describe('flood control', () => {
     expect(dan.session.bucket!.level(now)).toBe(27);
   });
 
-  it('lets an address CONNECT a burst of --rate-burst times (10 at least), then once every ten requests’ worth: "02" past it', () => {
+  it('lets an address CONNECT a burst of --rate-burst times (10, or --max-conns-per-ip, at least), then once every ten requests’ worth: "02" past it', () => {
     let now = 0;
-    chat = new Chat({ rateLimit: 20, rateBurst: 12, maxConnectionsPerIp: 128, clock: () => now });
+    chat = new Chat({ rateLimit: 20, rateBurst: 12, maxConnectionsPerIp: 8, clock: () => now });
     const watcher = joinChat(chat, 'watcher', ['errors'], '192.0.2.7');
     // Joins, failed CONNECTs and resumes alike: each is a CONNECT.
     expect(connect('watcher').take()).toEqual([{ cmd: '01' }]);
@@ -373,9 +373,19 @@ describe('flood control', () => {
     // Another address has a budget of its own.
     expect(joinChat(chat, 'eve', undefined, '192.0.2.8').take()[0]).toMatchObject({ cmd: '03' });
     // A smaller --rate-burst still leaves ten.
-    chat = new Chat({ rateLimit: 20, rateBurst: 2, maxConnectionsPerIp: 128, clock: () => now });
+    chat = new Chat({ rateLimit: 20, rateBurst: 2, maxConnectionsPerIp: 8, clock: () => now });
     for (let i = 0; i < 10; i++) expect(connect(`q${i}`).take()[0]).toMatchObject({ cmd: '03' });
     expect(connect('q10').take()).toEqual([{ cmd: '02' }]);
+    // A class behind one NAT arriving together: as many as the address may hold get in.
+    chat = new Chat({
+      rateLimit: 20,
+      rateBurst: 12,
+      maxConnectionsPerIp: 30,
+      maxUsers: 40,
+      clock: () => now,
+    });
+    for (let i = 0; i < 30; i++) expect(connect(`c${i}`).take()[0]).toMatchObject({ cmd: '03' });
+    expect(connect('c30').take()).toEqual([{ cmd: '02' }]);
   });
 
   it('refuses the first frame of a connection whose address has no CONNECT left before it is read', () => {
@@ -383,7 +393,7 @@ describe('flood control', () => {
     chat = new Chat({
       rateLimit: 20,
       rateBurst: 1,
-      maxConnectionsPerIp: 128,
+      maxConnectionsPerIp: 10,
       maxUsers: 20,
       clock: () => now,
     });
