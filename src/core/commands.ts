@@ -111,8 +111,7 @@ function connectAfresh(
     return;
   }
   if (room?.isFull) {
-    session.reply({ type: 'connect-refused', reason: 'room-full', detail: 'the room is full' });
-    ctx.disconnect(session, 'room-full');
+    refuseFull(ctx, session, nickname, room);
     return;
   }
   const count = room === undefined ? ctx.lobby.size : room.size + 1;
@@ -227,8 +226,7 @@ async function connectInCluster(
     const joined = await presence.join(session.presenceId, room.key, room.capacity, room.name);
     if (!joined.ok) {
       if (gone()) return;
-      session.reply({ type: 'connect-refused', reason: 'room-full', detail: 'the room is full' });
-      ctx.disconnect(session, 'room-full');
+      refuseFull(ctx, session, nickname, room);
       return;
     }
     // Read once the room's events reach this node (see joinInCluster).
@@ -668,4 +666,23 @@ async function grantOwn(
   if (session.state === 'closed') return;
   ctx.disownIdentity(session);
   await presence.grant(session.presenceId, ctx.issueToken(session));
+}
+
+/**
+ * "02" to a CONNECT that found its room full, and a line in the log (once per 10 s, with how
+ * many were held back): "we cannot get in" is asked of the log first.
+ */
+function refuseFull(ctx: ChatContext, session: Session, nickname: string, room: Room): void {
+  const ip = session.address.ip;
+  ctx.refusals.log(
+    'room-full',
+    (held) =>
+      ctx.log.info(
+        { nickname, ip, room: room.name, capacity: room.capacity, ...held },
+        'room full, CONNECT refused',
+      ),
+    ip,
+  );
+  session.reply({ type: 'connect-refused', reason: 'room-full', detail: 'the room is full' });
+  ctx.disconnect(session, 'room-full');
 }

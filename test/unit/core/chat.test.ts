@@ -48,6 +48,27 @@ describe('joining', () => {
     expect(late.closedWith).toBe('room-full');
   });
 
+  it('logs a CONNECT refused for a full lobby, once per ten seconds with how many were held back', () => {
+    let now = 0;
+    const lines: { message: string; fields: object }[] = [];
+    const record = (fields: object, message: string) => lines.push({ message, fields });
+    chat = new Chat({
+      maxUsers: 1,
+      clock: () => now,
+      logger: { debug() {}, info: record, warn: record, error: record },
+    });
+    connect('ann');
+    for (const n of ['bob', 'cat', 'dan']) expect(connect(n).take()).toEqual([{ cmd: '02' }]);
+    now += 10_000;
+    connect('eve');
+    const full = lines.filter((l) => l.message === 'room full, CONNECT refused');
+    expect(full.map((l) => l.fields)).toEqual([
+      expect.objectContaining({ nickname: 'bob', room: 'lobby', capacity: 1 }),
+      // The next, ten seconds on, says how many were held back meanwhile.
+      expect.objectContaining({ nickname: 'eve', held: 2 }),
+    ]);
+  });
+
   it('refuses unusable nicknames with "01", or an error for opted-in clients', () => {
     for (const bad of ['', 'a b', 'tab\there', 'x'.repeat(33), 'zero\u200bwidth']) {
       const legacy = connect(bad);
