@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createSecureContext } from 'node:tls';
@@ -64,8 +64,11 @@ export class StartError extends Error {
 
 /** What ConfabServer.reload did. */
 export interface ReloadResult {
-  /** Options whose new values now apply. */
-  applied: (OptionName | 'operators')[];
+  /**
+   * Options whose new values now apply: `operators` and `rooms` from the config file, and an
+   * option naming a file whose contents changed.
+   */
+  applied: (OptionName | 'operators' | 'rooms')[];
   /** Options that changed but keep their old values until a restart. */
   needRestart: OptionName[];
 }
@@ -84,13 +87,37 @@ class OptionFiles {
   private running = false;
   /** Option -> the path it named at start, not a regular file, and what was read from it. */
   private readonly kept = new Map<string, { file: string; bytes: Buffer }>();
+  /** Option -> a digest of what its file held when last applied, and when last read. */
+  private readonly applied = new Map<OptionName, string>();
+  private readonly lastRead = new Map<OptionName, string>();
 
   /** Reads from now on as a running server does. */
   started(): void {
     this.running = true;
+    this.settle();
   }
 
-  async read(option: string, file: string): Promise<Buffer> {
+  /** Forgets what was read since the last settle(): a reload that failed applied none of it. */
+  begin(): void {
+    this.lastRead.clear();
+  }
+
+  /**
+   * What was read since begin() is now in effect: the options whose files' contents changed
+   * (the log says so, as for options: a renewed certificate at the same path is a change).
+   */
+  settle(): OptionName[] {
+    const changed: OptionName[] = [];
+    for (const [option, digest] of this.lastRead) {
+      const before = this.applied.get(option);
+      if (before !== undefined && before !== digest) changed.push(option);
+      this.applied.set(option, digest);
+    }
+    this.lastRead.clear();
+    return changed;
+  }
+
+  async read(option: OptionName, file: string): Promise<Buffer> {
     const kept = this.kept.get(option);
     if (this.running && kept?.file === file && !isRegularFile(file)) return kept.bytes;
     let bytes: Buffer;
@@ -100,6 +127,7 @@ class OptionFiles {
       throw new StartError(`cannot read --${option} ${file} (${readError(err)})`);
     }
     if (!this.running && !isRegularFile(file)) this.kept.set(option, { file, bytes });
+    this.lastRead.set(option, createHash('sha256').update(bytes).digest('base64'));
     return bytes;
   }
 }
@@ -921,6 +949,7 @@ export class ConfabServer {
    * does not fit its key. --log-level is the caller's, which owns the logger.
    */
   async reload(next: Config): Promise<ReloadResult> {
+    this.files.begin();
     const bannedWords = await loadBannedWords(next, this.files);
     const old = this.config;
     const changed = OPTION_NAMES.filter(
@@ -933,8 +962,10 @@ export class ConfabServer {
     const needRestart = changed.filter((name) => !live(name));
     const applied: ReloadResult['applied'] = changed.filter(live);
     if (JSON.stringify(old.operators) !== JSON.stringify(next.operators)) applied.push('operators');
+    if (JSON.stringify(old.rooms) !== JSON.stringify(next.rooms)) applied.push('rooms');
     const tls = tlsLive ? await loadTls(next, this.files) : undefined;
     if (tls !== undefined) this.tlsListener?.setCertificate(tls);
+    for (const option of this.files.settle()) if (!applied.includes(option)) applied.push(option);
     this.chat.reconfigure(chatSettings(next, bannedWords));
     this.limits.maxQueue = next.maxQueue;
     this.limits.maxQueueTotal = next.maxQueueTotal;

@@ -270,13 +270,16 @@ describe('SIGHUP', () => {
       // Restart-only: the frame limit (and the port, but --port 0 on the command line wins).
       writeFileSync(
         file,
-        'max-message: 5\nmax-users: 2\nbanned-words: live-banned.txt\nmax-frame: 1024\nport: 1\n',
+        'max-message: 5\nmax-users: 2\nbanned-words: live-banned.txt\nmax-frame: 1024\nport: 1\nrooms: [{name: chem, capacity: 5}]\n',
       );
       writeFileSync(banned, 'boo\n');
       server.child.kill('SIGHUP');
       await waitFor(server.output, 'restart needed');
       const log = server.output();
-      expect(log).toContain('configuration reloaded; now in effect: max-users, max-message');
+      // The declared rooms and the banned words' new contents are named too.
+      expect(log).toContain(
+        'configuration reloaded; now in effect: max-users, max-message, rooms, banned-words',
+      );
       expect(log).toContain('restart needed to change max-frame (the old values stay in effect)');
 
       bob.chat('twelve chars');
@@ -516,6 +519,7 @@ describe('SIGHUP with TLS', () => {
       writeFileSync(key, readFileSync(second.key));
       server.child.kill('SIGHUP');
       await waitFor(server.output, 'configuration reloaded');
+      expect(server.output()).toContain('now in effect: tls-cert, tls-key');
       const bob = await tlsConnect(tlsPort);
       sockets.push(bob.socket);
       expect(bob.cn).toBe('second');
