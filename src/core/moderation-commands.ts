@@ -396,7 +396,7 @@ export const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
     return;
   }
   save(ctx, () => ctx.bans.add(entry, now));
-  ctx.log.warn({ mask, by, reason, seconds: req.seconds, ip: session.address.ip }, `ban ${mask}`);
+  ctx.log.warn({ mask, by, reason, seconds: req.seconds, byIp: session.address.ip }, `ban ${mask}`);
   banList(ctx, session);
   enforceBan(ctx, entry, req.seconds);
 };
@@ -425,7 +425,7 @@ async function banInCluster(
   const now = ctx.now();
   const ban = await cluster.presence.ban(parseMask(entry.mask).key, entry, now, seconds);
   ctx.log.warn(
-    { mask: entry.mask, by: entry.by, reason: entry.reason, seconds, ip: session.address.ip },
+    { mask: entry.mask, by: entry.by, reason: entry.reason, seconds, byIp: session.address.ip },
     `ban ${entry.mask}`,
   );
   ctx.bans.replace(await cluster.presence.bans());

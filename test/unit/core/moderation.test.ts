@@ -579,6 +579,24 @@ describe('BAN and KICK bounds', () => {
   });
 });
 
+describe('the log', () => {
+  it('keeps `ip` for the member a line is about, and names the operator’s address `byIp`', () => {
+    const lines: { message: string; fields: Record<string, unknown> }[] = [];
+    const record = (fields: Record<string, unknown>, message: string) =>
+      lines.push({ message, fields });
+    const logger = { debug() {}, info: record, warn: record, error: record };
+    chat = new Chat({ maxUsers: 10, operators: [teacher], banStore: store, logger });
+    const op = oper('op', '192.0.2.1');
+    connect('zed', MOD, '192.0.2.9');
+    send(op, { cmd: '95', mask: 'zed', reason: 'spam' });
+    const ban = lines.find((l) => l.message === 'ban zed')!.fields;
+    expect(ban).toMatchObject({ mask: 'zed', by: 'teacher', byIp: '192.0.2.1' });
+    expect(ban.ip).toBeUndefined();
+    const removed = lines.find((l) => l.message.startsWith('zed was banned'))!.fields;
+    expect(removed).toMatchObject({ nickname: 'zed', ip: '192.0.2.9' });
+  });
+});
+
 describe('the fault boundary', () => {
   it('does not log the password of an OPER, nor the token of a CONNECT, whose handling failed', () => {
     const logged: object[] = [];
