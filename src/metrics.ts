@@ -1,6 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Chat } from './core/chat.js';
 import type { Census } from './core/presence.js';
+import { CONFAB_VERSION } from './protocol/version.js';
 import type { Backlogs } from './transports/backlogs.js';
 import type { TransportStats } from './transports/stats.js';
 
@@ -26,6 +27,13 @@ export function createMetrics(
   // confab_nodejs_heap_size_used_bytes, as dashboards made for other Node services expect them.
   collectDefaultMetrics({ register: registry, prefix: 'confab_' });
   const registers = [registry];
+  // Which build answers, as Prometheus's own *_build_info gauges say it.
+  new Gauge({
+    name: 'confab_build_info',
+    help: 'Always 1; its label names the confab version running',
+    labelNames: ['version'],
+    registers,
+  }).set({ version: CONFAB_VERSION }, 1);
   const perTransport = (read: (t: TransportStats) => number) =>
     function (this: Gauge<'transport'> | Counter<'transport'>) {
       this.reset();

@@ -79,7 +79,8 @@ class ConfigSource {
     return loadConfig(this.flags, this.env, read);
   }
 
-  private file(): string | undefined {
+  /** The config file read, if any (--config or CONFAB_CONFIG). */
+  file(): string | undefined {
     const file =
       typeof this.flags.config === 'string' ? this.flags.config : this.env[envName('config')];
     return file ? file : undefined;
@@ -180,6 +181,19 @@ async function serve(args: string[]): Promise<number> {
       process.exit(1);
     }
     server = started;
+    // What an operator checks first after a start or an upgrade: which build, reading what.
+    log.info(
+      {
+        version: VERSION,
+        config: source.file() ?? null,
+        dataDir: config.dataDir,
+        history: config.history,
+        operators: config.operators.length,
+        rooms: config.rooms.length,
+        bans: server.chat.bans.list(Date.now()).length,
+      },
+      `confab ${VERSION} started`,
+    );
   } catch (err) {
     release();
     process.stderr.write(

@@ -6,6 +6,7 @@ import { WebSocketServer } from 'ws';
 import type { Chat } from '../core/chat.js';
 import type { Logger, PeerAddress } from '../core/ports.js';
 import { clip } from '../protocol/text.js';
+import { CONFAB_VERSION } from '../protocol/version.js';
 import { Backlogs } from './backlogs.js';
 import { Deadline, killAfter, listenOn, RawSockets } from './lifecycle.js';
 import { PartialFrames } from './partial-frames.js';
@@ -229,7 +230,7 @@ export class HttpListener {
     if (pathname === '/healthz') {
       const health = await this.options.health();
       res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(JSON.stringify({ status: 'ok', ...health }));
+      res.end(JSON.stringify({ status: 'ok', version: CONFAB_VERSION, ...health }));
       return;
     }
     if (pathname === '/metrics') {

@@ -16,6 +16,7 @@ import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
+import { CONFAB_VERSION } from '../../src/protocol/version.js';
 import { CLI, freePort, outputOf, ROOT } from '../helpers/servers.js';
 import { spawnServer, waitFor } from '../helpers/spawn-server.js';
 import { makeCertificate } from '../helpers/tls-cert.js';
@@ -258,6 +259,13 @@ describe('SIGHUP', () => {
     writeFileSync(file, `max-message: 100\nmax-users: 3\nbanned-words: ${banned}\n`);
     const server = await spawnServer(['--config', file]);
     try {
+      // The start says which build runs, reading which file.
+      await waitFor(server.output, `confab ${CONFAB_VERSION} started`);
+      const started = server
+        .output()
+        .split('\n')
+        .find((l) => l.includes(' started"'));
+      expect(JSON.parse(started!)).toMatchObject({ version: CONFAB_VERSION, config: file });
       const ann = await ChatClient.connect({ port: server.port, nickname: 'ann' });
       const bob = await ChatClient.connect({ port: server.port, nickname: 'bob' });
       const heard: string[] = [];
@@ -347,6 +355,13 @@ describe('SIGHUP and files that are not regular', () => {
     writeFileSync(file, `banned-words: ${banned}\n`);
     const server = await spawnServer(['--config', file]);
     try {
+      // The start says which build runs, reading which file.
+      await waitFor(server.output, `confab ${CONFAB_VERSION} started`);
+      const started = server
+        .output()
+        .split('\n')
+        .find((l) => l.includes(' started"'));
+      expect(JSON.parse(started!)).toMatchObject({ version: CONFAB_VERSION, config: file });
       const ann = await ChatClient.connect({ port: server.port, nickname: 'ann' });
       // Nothing ever writes to these FIFOs: opened for reading, they block until something does.
       rmSync(banned);

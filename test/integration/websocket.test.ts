@@ -3,6 +3,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ErrorCode } from '../../src/protocol/codes.js';
+import { CONFAB_VERSION } from '../../src/protocol/version.js';
 import type { ConfabServer } from '../../src/server.js';
 import { MemoryHistoryStore } from '../../src/store/memory-history.js';
 import { join } from '../helpers/raw-client.js';
@@ -339,6 +340,7 @@ describe('HTTP endpoints', () => {
     await w.expect('70');
     expect(await (await fetch(`http://127.0.0.1:${http}/healthz`)).json()).toEqual({
       status: 'ok',
+      version: CONFAB_VERSION,
       users: 2,
       connections: 2,
     });
@@ -366,6 +368,7 @@ describe('HTTP endpoints', () => {
     expect(text).toMatch(/^confab_process_cpu_seconds_total \d/m);
     expect(text).toMatch(/^confab_nodejs_heap_size_used_bytes \d/m);
     expect(text).not.toContain('process_process');
+    expect(text).toContain(`confab_build_info{version="${CONFAB_VERSION}"} 1`);
     w.ws.close();
   });
 });
