@@ -1,4 +1,4 @@
-import { mkdirSync, statSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 function codeOf(err: unknown): unknown {
@@ -28,5 +28,18 @@ export function makeDirectory(dir: string): void {
     // Made meanwhile by someone else: as good as made here.
     if (codeOf(err) === 'EEXIST' && statSync(full).isDirectory()) return;
     throw err;
+  }
+}
+
+/**
+ * Creates `file`, empty, readable by its owner only, unless it exists (its mode is then left as
+ * an operator set it). Chats and marks are nobody else's to read, as bans.json is not: a
+ * server started by hand, outside the unit's UMask, made them readable by every user.
+ */
+export function createPrivate(file: string): void {
+  try {
+    closeSync(openSync(file, 'wx', 0o600));
+  } catch (err) {
+    if (codeOf(err) !== 'EEXIST') throw err;
   }
 }

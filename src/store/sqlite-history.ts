@@ -27,6 +27,7 @@ import {
   wellFormed,
   withBase,
 } from './common.js';
+import { createPrivate } from './data-dir.js';
 import { filterBits, NameFilter } from './name-filter.js';
 import {
   decodeBatch,
@@ -495,6 +496,9 @@ export class SqliteHistoryStore implements HistoryStore {
     const inFile = path !== '' && path !== ':memory:';
     let lock: Database.Database | undefined;
     if (inFile) {
+      // SQLite gives its -wal and -shm files the database's mode.
+      createPrivate(`${path}-lock`);
+      createPrivate(path);
       lock = new Database(`${path}-lock`, { timeout: 0 });
       try {
         lock.pragma('locking_mode = EXCLUSIVE');

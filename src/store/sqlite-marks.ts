@@ -107,7 +107,7 @@ export class Marks {
       this.lastLine = `${JSON.stringify(last)}\n`;
       if (this.appended <= MARK_FILE_MAX) {
         try {
-          this.fd ??= openSync(this.file, 'a');
+          this.fd ??= openSync(this.file, 'a', 0o600);
           this.appended += writeSync(this.fd, this.lastLine);
         } catch {
           // Not written: the file names an earlier commit, as it did before commit lines.
@@ -152,7 +152,7 @@ export class Marks {
   /** Replaces the file: its mark line and the last commit's line, to which the next are added. */
   private write(marks: { mark?: string; next?: string }): void {
     const temp = `${this.file}.tmp`;
-    writeFileSync(temp, `${JSON.stringify(marks)}\n${this.lastLine}`);
+    writeFileSync(temp, `${JSON.stringify(marks)}\n${this.lastLine}`, { mode: 0o600 });
     renameSync(temp, this.file);
     // Lines go to the new file from now; until it is in place they go on to the old one.
     this.close();

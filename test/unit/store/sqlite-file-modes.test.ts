@@ -1,0 +1,31 @@
+import { chmodSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { expect, it } from 'vitest';
+import { useSqliteStores } from '../../helpers/sqlite-stores.js';
+
+const { dir, file, open } = useSqliteStores('confab-sqlite-modes-');
+
+const modeOf = (name: string) => statSync(path.join(dir.path, name)).mode & 0o777;
+
+it('makes the database and every file beside it readable by its owner only', async () => {
+  const store = open();
+  await store.append('lobby', { at: 1, from: 'ann', msg: 'private' });
+  // SQLite's own files while they exist.
+  const whileOpen = readdirSync(dir.path);
+  expect(whileOpen).toEqual(expect.arrayContaining(['history.db-wal', 'history.db-shm']));
+  for (const name of whileOpen) expect(modeOf(name), name).toBe(0o600);
+  await store.close();
+  const files = readdirSync(dir.path).sort();
+  // The database, its lock and its mark.
+  expect(files).toEqual(
+    expect.arrayContaining(['history.db', 'history.db-lock', 'history.db-mark']),
+  );
+  for (const name of files) expect(modeOf(name), name).toBe(0o600);
+});
+
+it('leaves the mode an operator gave an existing database', async () => {
+  await open().close();
+  chmodSync(file(), 0o640);
+  await open().close();
+  expect(modeOf('history.db')).toBe(0o640);
+});
