@@ -184,7 +184,9 @@ export const view = {
       `${plural(list.length, 'user')} in ${room === undefined ? 'the room' : text(room)}:`,
       ...list.map((entry) => {
         const [n, ip, port]: unknown[] = Array.isArray(entry) ? entry : [entry];
-        return `  ${nick(s, asString(n))} ${paint(s, DIM, `${text(ip)}:${text(port)}`)}`;
+        // A server hiding addresses sends ["ann", "hidden", 0]: no port to show.
+        const where = port === 0 ? text(ip) : `${text(ip)}:${text(port)}`;
+        return `  ${nick(s, asString(n))} ${paint(s, DIM, where)}`;
       }),
     ].join('\n');
   },

@@ -80,6 +80,7 @@ describe('terminal client view', () => {
         ['bob', '::1', '\x9b6n' as unknown as number],
       ]),
     ).toBe('2 users in the room:\n  eve^[[31m 10.0.0.1^[]2;x^G:1\n  bob ::1:<U+009B>6n');
+    expect(view.users(plain, [['eve', 'hidden', 0]])).toBe('1 user in the room:\n  eve hidden');
     // A server that sends something else than a list of entries still cannot break out.
     expect(view.users(plain, [7, null] as unknown as [string, string, number][])).toBe(
       '2 users in the room:\n  7 undefined:undefined\n  null undefined:undefined',
