@@ -459,11 +459,18 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     }
   });
   client.on('session', () => saveToken());
+  /** The operator name granted to this session, if any. */
+  let operator: string | undefined;
   client.on('resumed', (r) => {
     offline = false;
     refusedFor = '';
     const on = servers.length > 1 ? showServers([client.server]) : undefined;
     say(view.reconnected(style, r.nickname, r.resumed, on));
+    // Operator status lasts as long as its session: a new one starts without it.
+    if (!r.resumed && operator !== undefined) {
+      say(view.error(style, `You are no longer operator ${operator}: \\oper again.`));
+      operator = undefined;
+    }
     for (const room of r.rooms) {
       if (room.lost !== undefined) {
         joined.delete(room.room);
@@ -784,12 +791,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           say(HELP);
           return;
         case 'oper':
-          say(
-            view.info(
-              style,
-              `You are now operator ${await client.oper(command.name, command.password)}.`,
-            ),
-          );
+          operator = await client.oper(command.name, command.password);
+          say(view.info(style, `You are now operator ${operator}.`));
           return;
         case 'kick':
           client.kick(command.nickname, command.reason);

@@ -59,6 +59,27 @@ describe('confab chat reconnects by itself', () => {
     }
   });
 
+  it('says that operator status did not come back with a new session', async () => {
+    const server = await startConfab({ history: 'off' });
+    server.chat.reconfigure({ operators: [{ name: 'teacher', verify: (p) => p === 'sesame' }] });
+    const relay = await TcpRelay.start(server.address.port);
+    const ann = ChatProcess.start(['ann', '--port', String(relay.port)]);
+    try {
+      await ann.waitFor('You are the 1st user.');
+      ann.type('\\oper teacher sesame');
+      await ann.waitFor('You are now operator teacher.');
+      relay.cut();
+      await ann.waitFor('Reconnected as ann (a new session');
+      await ann.waitFor('You are no longer operator teacher: \\oper again.');
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+    } finally {
+      await ann.stop();
+      await relay.close();
+      await server.stop();
+    }
+  });
+
   it('says why the server refuses its reconnects when someone took its nickname meanwhile', async () => {
     const server = await startConfab({ history: 'off' });
     const relay = await TcpRelay.start(server.address.port);
