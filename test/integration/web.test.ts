@@ -185,18 +185,21 @@ describe('web client in Chromium', () => {
     await page.close();
   }, 30_000);
 
-  it('reconnects and rejoins after the server restarts', async () => {
+  it('reconnects and rejoins after the server restarts, and says operator status did not come back', async () => {
     const own = await startConfab({ 'http-port': '0' });
+    own.chat.reconfigure({ operators: [{ name: 'teacher', verify: (p) => p === 'sesame' }] });
     const httpPort = own.httpAddress!.port;
     const page = await openPage(httpPort);
     try {
       await joinAs(page, 'phoenix');
+      await say(page, '\\oper teacher sesame');
+      await line(page, 'You are now operator teacher.');
       await own.stop();
       await page.locator('#status[data-status="reconnecting"]').waitFor();
       const again = await startConfab({ 'http-port': String(httpPort) });
       try {
         await page.locator('#status[data-status="online"]').waitFor({ timeout: 20_000 });
-        await line(page, 'Reconnected as phoenix.');
+        await line(page, 'Reconnected as phoenix. You are no longer operator teacher');
         const peer = await join(again.address.port, 'peer');
         peer.sendPy({ cmd: '1' });
         expect(((await peer.expect('10')).users as string[][]).map((u) => u[0])).toEqual([

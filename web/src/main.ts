@@ -645,6 +645,9 @@ let restoredRooms: string[] | undefined;
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 
+/** The operator name OPER granted this session; a new session starts without it. */
+let operatorName: string | undefined;
+
 /** The status last shown, to tell the moment a connection is lost from the retries after it. */
 let shownStatus: Status = 'offline';
 
@@ -697,9 +700,11 @@ const connection = new Connection(wsUrl, {
       for (const view of [...views.values()])
         if (view !== lobby && !connection.resume.has(view.name)) removeView(view);
     }
+    const wasOperator = resumed ? undefined : operatorName;
+    if (!resumed) operatorName = undefined;
     notice(
       rejoined
-        ? `Reconnected as ${nickname}.`
+        ? `Reconnected as ${nickname}.${wasOperator === undefined ? '' : ` You are no longer operator ${wasOperator} (a new session): \\oper again.`}`
         : `Welcome, ${nickname}! You are the ${userCount}${ordinalSuffix(userCount)} user. Type \\help for commands.`,
       lobby,
     );
@@ -1277,7 +1282,8 @@ async function submit(text: string): Promise<void> {
           name: command.name,
           password: command.password,
         });
-        notice(`You are now operator ${asString(reply.name)}.`);
+        operatorName = asString(reply.name);
+        notice(`You are now operator ${operatorName}.`);
         return;
       }
       case 'kick':
