@@ -18,7 +18,7 @@ import type { Operator } from './moderation.js';
 import { lookupKey, nicknameKey } from './nickname.js';
 import { OwnChats, type StoredChat } from './own-chats.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
-import type { DeadNode, MemberRef, PresenceMember } from './presence.js';
+import type { DeadNode, MemberRef, PresenceMember, RoomCount } from './presence.js';
 import {
   AddressBuckets,
   bucketAfterReload,
@@ -432,6 +432,10 @@ export class Chat implements ChatContext, SessionHost {
 
   membersChanged(key: string): void {
     this.node?.memberLists.changed(key);
+  }
+
+  roomCounts(): Promise<readonly RoomCount[]> {
+    return this.node?.roomCounts.get() ?? Promise.resolve([]);
   }
 
   freshMembers(key: string): Promise<readonly PresenceMember[]> {

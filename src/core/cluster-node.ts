@@ -12,7 +12,7 @@ import type { ChatContext } from './command-context.js';
 import { type ChatEvent, Delivery, type SessionRef } from './events.js';
 import type { Identities } from './identities.js';
 import { JoinPlaces } from './join-places.js';
-import { MemberLists } from './member-lists.js';
+import { MemberLists, RecentRead } from './member-lists.js';
 import {
   answerKicker,
   enforceBan,
@@ -30,6 +30,7 @@ import {
   type Presence,
   type PresenceMember,
   ReleaseRetried,
+  type RoomCount,
   type RoomLeft,
   RoomNotReady,
   type TakenOver,
@@ -37,6 +38,7 @@ import {
 import type { Clock } from './rate-limit.js';
 import { newSender, newToken, senderOf } from './resume-token.js';
 import type { Room } from './room.js';
+import { MAX_ROOM_LIST } from './room-commands.js';
 import { roomKey } from './rooms.js';
 import { Roster } from './roster.js';
 import { Session } from './session.js';
@@ -115,6 +117,8 @@ export class ClusterNode {
   private readonly rosters = new Map<string, Roster>();
   /** On a cluster: each room's members as Presence gave them, for USERS (member-lists.ts). */
   readonly memberLists: MemberLists;
+  /** The rooms with members anywhere, and how many, for ROOMS (member-lists.ts). */
+  readonly roomCounts: RecentRead<readonly RoomCount[]>;
   /** Rooms (key -> name) of PARTs whose leave in Presence failed: see partInDoubt. */
   private readonly partsInDoubt = new WeakMap<Session, Map<string, string>>();
   /** Presence releases in flight, so a stop can wait for their "30"s to go out. */
@@ -145,6 +149,7 @@ export class ClusterNode {
     this.identities = host.identities;
     const presence = cluster.presence;
     this.memberLists = new MemberLists((key) => presence.members(key), clock);
+    this.roomCounts = new RecentRead(() => presence.rooms(MAX_ROOM_LIST), clock);
     cluster.broker.onEvent({
       room: (key, event) => this.arrived(key, event),
       whisper: (event) => this.whispered(event),

@@ -14,7 +14,7 @@ import type { ChatEvent } from './events.js';
 import type { LogLimiter } from './log-limit.js';
 import type { Operator } from './moderation.js';
 import type { DisconnectReason, Logger } from './ports.js';
-import type { Presence, PresenceMember } from './presence.js';
+import type { Presence, PresenceMember, RoomCount } from './presence.js';
 import type { Room } from './room.js';
 import type { Rooms } from './rooms.js';
 import type { Session } from './session.js';
@@ -52,6 +52,11 @@ export interface ChatContext {
    * changed, or at most once a second (member-lists.ts).
    */
   membersOf(room: Room): Promise<readonly PresenceMember[]>;
+  /**
+   * On a cluster, the rooms with members on any node for ROOMS: read from Presence at most
+   * once a second (member-lists.ts).
+   */
+  roomCounts(): Promise<readonly RoomCount[]>;
   /** On a cluster, a local member's claim changed the room's members (a join, a rename). */
   membersChanged(key: string): void;
   /** On a cluster, the session proved itself an operator: a resume on any node keeps it. */

@@ -261,7 +261,7 @@ export const listRooms: Handler<typeof Cmd.ROOMS> = (ctx, session) => {
   if (ctx.cluster !== undefined) {
     ctx.run(
       session,
-      ctx.cluster.presence.rooms(MAX_ROOM_LIST).then((listed) => {
+      ctx.roomCounts().then((listed) => {
         // Cut to MAX_ROOM_LIST and its bytes there.
         session.reply({ type: 'room-list', rooms: bounded(clusterRooms(ctx, session, listed)) });
       }),
@@ -299,11 +299,13 @@ function clusterRooms(
     const name = ctx.rooms.keyed(r.room)?.name ?? r.name;
     rooms.push({ name, count: r.count, joined: joined.has(r.room) });
   }
-  // A list cut at the bound says nothing of the rooms it left out.
+  // A list cut at the bound says nothing of the rooms it left out. Counted here as far as
+  // this node knows: empty everywhere (declared), or joined or made here since the list
+  // was read.
   if (listed.length < MAX_ROOM_LIST) {
     for (const room of ctx.rooms.all()) {
       if (room === lobby || counted.has(room.key)) continue;
-      rooms.push({ name: room.name, count: 0, joined: joined.has(room.key) });
+      rooms.push({ name: room.name, count: room.size, joined: joined.has(room.key) });
     }
   }
   return rooms;

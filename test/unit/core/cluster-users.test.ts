@@ -149,3 +149,47 @@ describe('USERS on a node of a cluster', () => {
     expect(reads).toHaveBeenCalledTimes(2);
   });
 });
+
+describe('ROOMS on a node of a cluster', () => {
+  /** The rooms in `peer`'s last "105". */
+  async function rooms(peer: FakePeer): Promise<{ room: string; userCount: number }[]> {
+    peer.take();
+    send(peer, { cmd: '104' });
+    await settle();
+    const reply = peer
+      .take()
+      .filter((m) => m.cmd === '105')
+      .at(-1) as { rooms: { room: string; userCount: number }[] } | undefined;
+    if (reply === undefined) throw new Error('no "105"');
+    return reply.rooms.map(({ room, userCount }) => ({ room, userCount }));
+  }
+
+  it('reads the room list from Presence at most once a second, and lists a room joined here since', async () => {
+    const { a, b, clock } = cluster();
+    const ann = connect(a.chat, 'ann', ['rooms']);
+    const bob = connect(b.chat, 'bob', ['rooms']);
+    send(bob, { cmd: '100', room: 'physics' });
+    await settle();
+    const reads = vi.spyOn(a.presence, 'rooms');
+    for (let i = 0; i < 50; i++) send(ann, { cmd: '104' });
+    await settle();
+    expect(ann.take().filter((m) => m.cmd === '105')).toHaveLength(50);
+    expect(reads).toHaveBeenCalledTimes(1);
+    // Joined on this node since the list was read: listed with its members here.
+    send(ann, { cmd: '100', room: 'chemistry' });
+    await settle();
+    expect(await rooms(ann)).toEqual([
+      { room: 'lobby', userCount: 2 },
+      { room: 'physics', userCount: 1 },
+      { room: 'chemistry', userCount: 1 },
+    ]);
+    expect(reads).toHaveBeenCalledTimes(1);
+    clock.now += 1000;
+    expect(await rooms(ann)).toEqual([
+      { room: 'lobby', userCount: 2 },
+      { room: 'physics', userCount: 1 },
+      { room: 'chemistry', userCount: 1 },
+    ]);
+    expect(reads).toHaveBeenCalledTimes(2);
+  });
+});
