@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { statSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createSecureContext } from 'node:tls';
@@ -182,6 +183,24 @@ function chatSettings(config: Config, bannedWords: BannedWords): ChatSettings {
     rooms: config.rooms,
     historyOnJoin: config.historyOnJoin,
   };
+}
+
+/**
+ * A database made before its files were made private, or by hand, keeps its mode (an operator
+ * may have chosen it): said once at start when other users can read the chats in it.
+ */
+function warnIfShared(file: string, log: Logger): void {
+  let mode: number;
+  try {
+    mode = statSync(file).mode & 0o777;
+  } catch {
+    return;
+  }
+  if ((mode & 0o077) === 0) return;
+  log.warn(
+    { file, mode: mode.toString(8) },
+    `${file} can be read by other users of this machine; chmod 600 it (SQLite gives its -wal and -shm files its mode)`,
+  );
 }
 
 /** The history store --history names; SQLite's file lives in --data-dir. */
@@ -764,6 +783,8 @@ export class ConfabServer {
         ? undefined
         : await ClusterNode.open(config, config.redis, log, stop);
     const history = cluster?.history ?? openHistory(config);
+    if (history instanceof SqliteHistoryStore)
+      warnIfShared(path.join(config.dataDir, 'history.db'), log);
     if (history instanceof SqliteHistoryStore && history.replaced) {
       log.warn(
         {},
@@ -965,7 +986,6 @@ export class ConfabServer {
     if (JSON.stringify(old.rooms) !== JSON.stringify(next.rooms)) applied.push('rooms');
     const tls = tlsLive ? await loadTls(next, this.files) : undefined;
     if (tls !== undefined) this.tlsListener?.setCertificate(tls);
-    for (const option of this.files.settle()) if (!applied.includes(option)) applied.push(option);
     this.chat.reconfigure(chatSettings(next, bannedWords));
     this.limits.maxQueue = next.maxQueue;
     this.limits.maxQueueTotal = next.maxQueueTotal;
@@ -977,6 +997,8 @@ export class ConfabServer {
     const kept: Record<string, unknown> = { ...next };
     for (const name of needRestart) kept[configKey(name)] = old[configKey(name)];
     this.config = Object.freeze(kept) as unknown as Config;
+    // Last: only a reload that got this far applied what it read.
+    for (const option of this.files.settle()) if (!applied.includes(option)) applied.push(option);
     return { applied, needRestart };
   }
 

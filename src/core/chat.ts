@@ -686,18 +686,31 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /**
-   * A joined member's whitespace, or WebSocket ping or pong, costs flood control a request,
-   * answered only when refused: a client's keep-alive newline a second would otherwise earn
-   * an error an hour. Before joining whitespace is garbage, as it has always been to the
-   * course server, and a control frame (a browser's answer to a keepalive ping) nothing.
+   * Whitespace, or a WebSocket ping or pong, costs flood control a request: a stream of
+   * nothing else would cost the server a wake and a scan per frame and its sender nothing
+   * (75,000 pongs a second took 40% of a core). From a member, or behind a CONNECT under way,
+   * it is answered only when refused: a client's keep-alive newline a second would otherwise
+   * earn an error an hour. Before CONNECT, whitespace is an invalid first request, as it has
+   * always been to the course server, while a control frame (a browser's answer to a
+   * keepalive ping) passes until its address's tokens are spent, then closes the connection.
    */
   blank(session: Session, what: Blank): void {
-    if (session.state !== 'joined') {
-      if (what === 'whitespace') this.receive(session, refusedFrame('blank'));
+    if (session.state === 'closed' || this.quiescing) return;
+    const bucket = session.bucket;
+    if (session.state === 'joined' || session.pending > 0) {
+      if (bucket !== undefined) this.admit(session, undefined);
       return;
     }
-    if (this.quiescing || session.bucket === undefined) return;
-    this.admit(session, undefined);
+    if (what === 'whitespace') {
+      this.receive(session, refusedFrame('blank'));
+      return;
+    }
+    if (bucket === undefined) return;
+    if (bucket.take(this.clock())) {
+      if (bucket.available < 1) this.keepSpent(session);
+      return;
+    }
+    this.disconnect(session, 'flooding');
   }
 
   /**

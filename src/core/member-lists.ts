@@ -18,13 +18,8 @@
  */
 import type { PresenceMember } from './presence.js';
 
-interface Entry {
-  readonly at: number;
-  readonly list: Promise<readonly PresenceMember[]>;
-}
-
 export class MemberLists {
-  private readonly lists = new Map<string, Entry>();
+  private readonly lists = new Map<string, RecentRead<readonly PresenceMember[]>>();
   /** Per room: the fresh read on its way, and the one that starts when it ends. */
   private readonly reading = new Map<string, Promise<readonly PresenceMember[]>>();
   private readonly queued = new Map<string, Promise<readonly PresenceMember[]>>();
@@ -37,18 +32,12 @@ export class MemberLists {
 
   /** The members of the room `key`, read now or shared with a read since its last change. */
   of(key: string): Promise<readonly PresenceMember[]> {
-    const now = this.now();
-    const cached = this.lists.get(key);
-    if (cached !== undefined && now - cached.at < this.maxAgeMs && now >= cached.at) {
-      return cached.list;
+    let list = this.lists.get(key);
+    if (list === undefined) {
+      list = new RecentRead(() => this.read(key), this.now, this.maxAgeMs);
+      this.lists.set(key, list);
     }
-    const entry: Entry = { at: now, list: this.read(key) };
-    this.lists.set(key, entry);
-    // A failed read is not kept: the next USERS asks again.
-    entry.list.catch(() => {
-      if (this.lists.get(key) === entry) this.lists.delete(key);
-    });
-    return entry.list;
+    return list.get();
   }
 
   /**
@@ -93,12 +82,11 @@ export class MemberLists {
 }
 
 /**
- * On a node of a cluster, ROOMS answers from the room list Presence gave at most a second
- * ago, read once for every ROOMS that asks meanwhile. Each read is a script that walks up to
- * MAX_ROOM_LIST rooms (about 3 ms of Redis for a thousand), and ROOMS, like USERS, is a
- * request any member may repeat at the flood-control rate from each of its address's
- * connections: fifteen of one address kept the Redis of every node half busy. A room this
- * node's members just joined or made is listed from what the node knows until the next read.
+ * What `read` gave at most `maxAgeMs` ago, read once for everyone who asks meanwhile; a
+ * failed read is not kept, so the next asks again. For USERS (above) and ROOMS on a node
+ * of a cluster: ROOMS reads a script that walks up to MAX_ROOM_LIST rooms (about 3 ms of
+ * Redis for a thousand), and fifteen connections of one address asking at the flood-control
+ * rate kept the Redis of every node half busy.
  */
 export class RecentRead<T> {
   private entry: { at: number; value: Promise<T> } | undefined;
@@ -117,7 +105,6 @@ export class RecentRead<T> {
     }
     const fresh = { at: now, value: this.read() };
     this.entry = fresh;
-    // A failed read is not kept: the next request asks again.
     fresh.value.catch(() => {
       if (this.entry === fresh) this.entry = undefined;
     });

@@ -523,7 +523,7 @@ export const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
   const by = operatorOf(ctx, session, req.cmd);
   if (by === undefined) return;
   if (req.mask.trim().length > MAX_UNBAN_MASK_LENGTH) {
-    ctx.log.warn({ mask: clip(req.mask), by, found: false }, `unban ${clip(req.mask)}`);
+    logUnban(ctx, session, req.mask, by, false);
     banList(ctx, session);
     return;
   }
@@ -533,7 +533,7 @@ export const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
       session,
       (async () => {
         const found = await cluster.presence.unban(parseMask(req.mask.trim()).key);
-        ctx.log.warn({ mask: clip(req.mask), by, found }, `unban ${clip(req.mask)}`);
+        logUnban(ctx, session, req.mask, by, found);
         ctx.bans.replace(await cluster.presence.bans());
         cluster.broker.notify(undefined, { type: 'unbanned', mask: req.mask });
         if (session.state !== 'closed') banList(ctx, session);
@@ -546,9 +546,20 @@ export const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
   save(ctx, () => {
     found = ctx.bans.remove(req.mask, now);
   });
-  ctx.log.warn({ mask: clip(req.mask), by, found }, `unban ${clip(req.mask)}`);
+  logUnban(ctx, session, req.mask, by, found);
   banList(ctx, session);
 };
+
+/** The operator's line for an UNBAN: `byIp` is its address (`ip` is a member's, elsewhere). */
+function logUnban(
+  ctx: ChatContext,
+  session: Session,
+  mask: string,
+  by: string,
+  found: boolean,
+): void {
+  ctx.log.warn({ mask: clip(mask), by, found, byIp: session.address.ip }, `unban ${clip(mask)}`);
+}
 
 /** BANS "97" (operators) -> "98" {bans: [{mask, by, reason, expires}]}. */
 export const bans: Handler<typeof Cmd.BANS> = (ctx, session, req) => {

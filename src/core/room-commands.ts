@@ -292,12 +292,18 @@ function clusterRooms(
   for (const r of listed) counted.set(r.room, r.count);
   const lobby = ctx.lobby;
   const rooms: RoomInfo[] = [
-    { name: lobby.name, count: counted.get(lobby.key) ?? 0, joined: joined.has(lobby.key) },
+    {
+      name: lobby.name,
+      count: Math.max(counted.get(lobby.key) ?? 0, lobby.size),
+      joined: joined.has(lobby.key),
+    },
   ];
   for (const r of listed) {
     if (r.room === lobby.key) continue;
-    const name = ctx.rooms.keyed(r.room)?.name ?? r.name;
-    rooms.push({ name, count: r.count, joined: joined.has(r.room) });
+    const here = ctx.rooms.keyed(r.room);
+    // The list may be a second old: never fewer than this node's own members (the lobby's too).
+    const count = Math.max(r.count, here?.size ?? 0);
+    rooms.push({ name: here?.name ?? r.name, count, joined: joined.has(r.room) });
   }
   // A list cut at the bound says nothing of the rooms it left out. Counted here as far as
   // this node knows: empty everywhere (declared), or joined or made here since the list

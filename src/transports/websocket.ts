@@ -128,6 +128,7 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
     // are (75,000 unsolicited pongs a second took 40% of a core), in the same fault boundary.
     const control = () => {
       if (this.closing) return;
+      stats.messagesIn++;
       try {
         this.session.blank('control');
       } catch (err) {

@@ -1,11 +1,13 @@
 import { execFile, spawn } from 'node:child_process';
 import {
+  chmodSync,
   existsSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
   readlinkSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -504,6 +506,25 @@ describe('SIGHUP and files that are not regular', () => {
 });
 
 describe('SIGHUP with TLS', () => {
+  it('says at start when other users can read the history database, which keeps its mode', async () => {
+    const data = path.join(dir, 'shared-data');
+    const first = await spawnServer(['--data-dir', data, '--history', 'sqlite']);
+    await waitFor(first.output, ' started');
+    await first.stop();
+    // Made private, as it is made; then opened up by hand, as by an earlier version.
+    expect(statSync(path.join(data, 'history.db')).mode & 0o777).toBe(0o600);
+    expect(first.output()).not.toContain('can be read by other users');
+    chmodSync(path.join(data, 'history.db'), 0o644);
+    const second = await spawnServer(['--data-dir', data, '--history', 'sqlite']);
+    try {
+      await waitFor(second.output, ' started');
+      expect(second.output()).toContain('history.db can be read by other users of this machine');
+      expect(statSync(path.join(data, 'history.db')).mode & 0o777).toBe(0o644);
+    } finally {
+      await second.stop();
+    }
+  });
+
   it('serves a renewed certificate to new connections and keeps the open ones', async () => {
     const [first, second] = await Promise.all([certificate('first'), certificate('second')]);
     const cert = path.join(dir, 'tls.crt');

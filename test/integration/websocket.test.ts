@@ -283,19 +283,38 @@ describe('WebSocket listener', () => {
   }, 20_000);
 
   it('counts a member’s WebSocket pings and pongs against flood control, answering them only when refused', async () => {
+    for (const kind of ['ping', 'pong'] as const) {
+      // A server each: a connection starts with what its address's others left.
+      await server?.stop();
+      const { http } = await start({ 'rate-limit': '1', 'rate-burst': '4' });
+      const c = await wsClient(http);
+      c.send({ cmd: '0', nickname: kind, caps: ['errors'] });
+      await c.expect('03');
+      c.ws[kind]();
+      c.send({ cmd: '4' });
+      await c.expect('40');
+      expect(c.received.filter((m) => m.cmd === '90')).toEqual([]);
+      for (let i = 0; i < 50; i++) c.ws[kind]();
+      expect(await c.expect('90')).toMatchObject({ code: ErrorCode.RATE_LIMITED });
+      await c.closed;
+      expect(c.received, kind).toContainEqual(
+        expect.objectContaining({ code: ErrorCode.FLOODING }),
+      );
+    }
+  });
+
+  it('lets a few pongs come before CONNECT, and closes a connection that sends a stream of them instead', async () => {
     const { http } = await start({ 'rate-limit': '1', 'rate-burst': '4' });
-    const c = await wsClient(http);
-    c.send({ cmd: '0', nickname: 'ponger', caps: ['errors'] });
-    await c.expect('03');
-    c.ws.pong();
-    c.ws.ping();
-    c.send({ cmd: '4' });
-    await c.expect('40');
-    expect(c.received.filter((m) => m.cmd === '90')).toEqual([]);
-    for (let i = 0; i < 50; i++) c.ws.pong();
-    expect(await c.expect('90')).toMatchObject({ code: ErrorCode.RATE_LIMITED });
-    await c.closed;
-    expect(c.received).toContainEqual(expect.objectContaining({ code: ErrorCode.FLOODING }));
+    const polite = await wsClient(http);
+    polite.ws.pong();
+    polite.ws.pong();
+    polite.send({ cmd: '0', nickname: 'polite' });
+    await polite.expect('03');
+    const flood = await wsClient(http);
+    for (let i = 0; i < 200; i++) flood.ws.pong();
+    expect(await flood.closed).toBe(1008);
+    expect(flood.received).toEqual([]);
+    polite.ws.close();
   });
 
   it('rate-limits WebSocket sessions with the same core rules', async () => {

@@ -175,21 +175,39 @@ describe('ROOMS on a node of a cluster', () => {
     await settle();
     expect(ann.take().filter((m) => m.cmd === '105')).toHaveLength(50);
     expect(reads).toHaveBeenCalledTimes(1);
-    // Joined on this node since the list was read: listed with its members here.
+    // Joined on this node since the list was read: counted with its members here.
     send(ann, { cmd: '100', room: 'chemistry' });
+    send(ann, { cmd: '100', room: 'physics' });
+    const cat = connect(a.chat, 'cat', ['rooms']);
+    send(cat, { cmd: '100', room: 'physics' });
     await settle();
+    // Never fewer than this node's own (the lobby's third, cat, shows once the list is read).
     expect(await rooms(ann)).toEqual([
       { room: 'lobby', userCount: 2 },
-      { room: 'physics', userCount: 1 },
+      { room: 'physics', userCount: 2 },
       { room: 'chemistry', userCount: 1 },
     ]);
     expect(reads).toHaveBeenCalledTimes(1);
     clock.now += 1000;
     expect(await rooms(ann)).toEqual([
-      { room: 'lobby', userCount: 2 },
-      { room: 'physics', userCount: 1 },
+      { room: 'lobby', userCount: 3 },
+      { room: 'physics', userCount: 3 },
       { room: 'chemistry', userCount: 1 },
     ]);
     expect(reads).toHaveBeenCalledTimes(2);
+  });
+});
+
+describe('whitespace behind a CONNECT under way on a cluster', () => {
+  it('costs flood control, as from a member, and earns no error once joined', async () => {
+    const { a } = memoryNodes({ rateLimit: 1, rateBurst: 10 });
+    const ann = connectWith(a.chat, { cmd: '0', nickname: 'ann', caps: ['errors'] });
+    expect(ann.session.state).toBe('greeting');
+    expect(ann.session.pending).toBeGreaterThan(0);
+    const before = ann.session.bucket!.available;
+    ann.session.blank('whitespace');
+    await settle();
+    expect(ann.take().map((m) => m.cmd)).toEqual(['03']);
+    expect(ann.session.bucket!.available).toBeLessThan(before);
   });
 });

@@ -594,6 +594,9 @@ describe('the log', () => {
     expect(ban.ip).toBeUndefined();
     const removed = lines.find((l) => l.message.startsWith('zed was banned'))!.fields;
     expect(removed).toMatchObject({ nickname: 'zed', ip: '192.0.2.9' });
+    send(op, { cmd: '96', mask: 'zed' });
+    const unban = lines.find((l) => l.message === 'unban zed')!.fields;
+    expect(unban).toMatchObject({ mask: 'zed', found: true, byIp: '192.0.2.1' });
   });
 });
 
