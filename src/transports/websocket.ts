@@ -60,11 +60,16 @@ export function maxFragments(maxFrame: number): number {
   return Math.max(16, Math.ceil((2 * maxFrame) / FRAGMENT_COST));
 }
 
+/** Frames a closing connection reads before it is cut off (WsConnection.lateFrame). */
+const LATE_FRAMES = 64;
+
 /** A browser (or any WebSocket client) session: same core, same limits as TCP. */
 export class WsConnection implements Peer, Backlogged, Unfinished {
   readonly remote: PeerAddress;
   readonly session: Session;
   private closing = false;
+  /** Frames read since the server began to close the connection (lateFrame). */
+  private late = 0;
   /** The core paused its reading (Peer.pause). */
   private paused = false;
   private endReason: DisconnectReason = 'lost';
@@ -115,7 +120,10 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
     // The connection's fault boundary: what handling it throws ends this
     // connection only (an exception out of a 'message' listener would end the process).
     ws.on('message', (data: Buffer) => {
-      if (this.closing) return;
+      if (this.closing) {
+        this.lateFrame();
+        return;
+      }
       stats.messagesIn++;
       try {
         if (this.session.admitsFrame()) this.session.receive(parseRequestMessage(data));
@@ -127,7 +135,10 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
     // Answered or not, each costs the server a wake, and a ping a pong: counted as requests
     // are (75,000 unsolicited pongs a second took 40% of a core), in the same fault boundary.
     const control = () => {
-      if (this.closing) return;
+      if (this.closing) {
+        this.lateFrame();
+        return;
+      }
       stats.messagesIn++;
       try {
         this.session.blank('control');
@@ -254,6 +265,16 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
     this.ws.close(CLOSE_CODES[reason] ?? 1000, reason);
     stopWaiting(this.socket);
     killAfter(this.limits.closeTimeoutMs, this.ws, () => this.ws.terminate());
+  }
+
+  /**
+   * A frame that arrived once the server began to close the connection: ws reads on until the
+   * client's close frame (or --shutdown-timeout), and a client closed for flooding that kept
+   * streaming pongs meanwhile held everyone's event loop for a second or more. A few are in
+   * flight when the close is sent; past that the connection goes at once.
+   */
+  private lateFrame(): void {
+    if (++this.late === LATE_FRAMES) this.ws.terminate();
   }
 
   pause(paused: boolean): void {

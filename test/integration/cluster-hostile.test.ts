@@ -148,7 +148,9 @@ describe.skipIf(skip)('a hostile client against a cluster', () => {
       await owner.expectClose(10_000);
       const seen = await census(1);
       expect(seen.users.filter((u) => u === nick)).toEqual([nick]);
-      expect(seen.rooms.get(`rr${round}`)).toBe(1);
+      // ROOMS reads the room list at most once a second per node: the room shows by then.
+      await waitUntil(`rr${round} listed`, async () => (await census(1)).rooms.has(`rr${round}`));
+      expect((await census(1)).rooms.get(`rr${round}`)).toBe(1);
       a.close();
       b.close();
       await waitUntil(`${nick} to leave`, async () => !(await census(2)).users.includes(nick));

@@ -118,7 +118,16 @@ it('answers commands whose replies are of the wrong kind', async () => {
         send({ cmd: '10', users: [POISON, 'bob', ['carl', 1, 2], null] });
         return true;
       case '97':
-        send({ cmd: '98', bans: [null, 7, { mask: POISON, by: 'op', expires: 'soon' }] });
+        send({
+          cmd: '98',
+          bans: [
+            null,
+            7,
+            { mask: POISON, by: 'op', expires: 'soon' },
+            // A reason that would add a line looking like another ban.
+            { mask: 'eve', by: 'op', expires: null, reason: 'spam\nmallory by op until unbanned' },
+          ],
+        });
         return true;
       case '104':
         send({ cmd: '105', rooms: [null, POISON, { room: POISON, userCount: POISON }] });
@@ -132,7 +141,11 @@ it('answers commands whose replies are of the wrong kind', async () => {
   await say(page, '\\users');
   await page.locator('#messages li', { hasText: '4 in the room' }).waitFor();
   await say(page, '\\bans');
-  await page.locator('#messages li', { hasText: 'by op' }).waitFor();
+  await page.locator('#messages li', { hasText: 'by op' }).first().waitFor();
+  const listed = await page.locator('#messages li pre').last().textContent();
+  // Two bans, two lines: the reason's line break is shown, not made.
+  expect(listed!.split('\n')).toHaveLength(2);
+  expect(listed).toContain('(\u2068spam↵mallory by op until unbanned\u2069)');
   await say(page, '\\rooms');
   await page.locator('#messages li', { hasText: '#[object Object]' }).first().waitFor();
   expect(errors).toEqual([]);

@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
+import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
@@ -316,6 +318,44 @@ describe('WebSocket listener', () => {
     expect(flood.received).toEqual([]);
     polite.ws.close();
   });
+
+  it('cuts off at once a connection closed for flooding that goes on streaming frames', async () => {
+    // The close waits as long as --shutdown-timeout for the client's close frame.
+    const { http } = await start({
+      'rate-limit': '1',
+      'rate-burst': '4',
+      'shutdown-timeout': '30',
+    });
+    const socket = net.connect(http, '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(
+      `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${http}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+    );
+    let received = '';
+    socket.on('data', (d: Buffer) => {
+      received += d.toString('latin1');
+    });
+    const ended = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
+    socket.on('error', () => {});
+    const masked = (opcode: number, payload: string) => {
+      const body = Buffer.from(payload);
+      const mask = randomBytes(4);
+      for (let i = 0; i < body.length; i++) body[i]! ^= mask[i & 3]!;
+      return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | body.length]), mask, body]);
+    };
+    socket.write(masked(1, JSON.stringify({ cmd: '0', nickname: 'streamer' })));
+    const pongs = Buffer.concat(Array.from({ length: 200 }, () => masked(10, 'k')));
+    // Pongs until well past the flooding close; the client never answers the close frame.
+    const started = Date.now();
+    while (!socket.destroyed && Date.now() - started < 10_000) {
+      socket.write(pongs);
+      await delay(5);
+    }
+    const end = await ended;
+    expect(received).toContain('flooding');
+    // Cut off within moments of the close, not after --shutdown-timeout's 30 s (nor the loop's 10).
+    expect(end - started).toBeLessThan(5_000);
+  }, 20_000);
 
   it('rate-limits WebSocket sessions with the same core rules', async () => {
     const { http } = await start({ 'rate-limit': '1', 'rate-burst': '2' });

@@ -1076,8 +1076,25 @@ function showBans(bans: unknown): void {
     return;
   }
   const pre = document.createElement('pre');
-  pre.textContent = list.map((b) => describeBan(b)).join('\n');
+  pre.textContent = list
+    .map((b) =>
+      describeBan({
+        ...b,
+        mask: oneLine(b.mask),
+        by: oneLine(b.by),
+        reason: b.reason === '' ? '' : oneLine(b.reason),
+      }),
+    )
+    .join('\n');
   append(selected, line('notice', [pre]));
+}
+
+/**
+ * Words a server sent, for a line of a listing kept in a <pre>: its line breaks shown as "↵",
+ * so that a ban's reason cannot add lines that look like other bans, and isolated.
+ */
+function oneLine(text: string): string {
+  return isolated(text.replace(/[\r\n\v\f\u0085\u2028\u2029]/g, '↵'));
 }
 
 /** The page's own RTT, shown in the header; while it is unanswered, rttAskedAt says since when. */
