@@ -33,8 +33,8 @@ export function makeDirectory(dir: string): void {
 
 /**
  * Creates `file`, empty, readable by its owner only, unless it exists (its mode is then left as
- * an operator set it). Chats and marks are nobody else's to read, as bans.json is not: a
- * server started by hand, outside the unit's UMask, made them readable by every user.
+ * an operator set it). Chats and marks are nobody else's to read (bans.json is made so too):
+ * a server started by hand, outside the unit's UMask, made them readable by every user.
  */
 export function createPrivate(file: string): void {
   try {

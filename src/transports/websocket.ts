@@ -61,7 +61,7 @@ export function maxFragments(maxFrame: number): number {
 }
 
 /** Frames a closing connection reads before it is cut off (WsConnection.lateFrame). */
-const LATE_FRAMES = 64;
+const LATE_FRAMES = 256;
 
 /** A browser (or any WebSocket client) session: same core, same limits as TCP. */
 export class WsConnection implements Peer, Backlogged, Unfinished {
