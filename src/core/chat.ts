@@ -705,11 +705,7 @@ export class Chat implements ChatContext, SessionHost {
       this.receive(session, refusedFrame('blank'));
       return;
     }
-    if (bucket === undefined) return;
-    if (bucket.take(this.clock())) {
-      if (bucket.available < 1) this.keepSpent(session);
-      return;
-    }
+    if (bucket === undefined || this.spend(session, bucket)) return;
     this.disconnect(session, 'flooding');
   }
 
@@ -929,11 +925,8 @@ export class Chat implements ChatContext, SessionHost {
    */
   private admit(session: Session, ref: string | undefined): boolean {
     const bucket = session.bucket!;
-    if (bucket.take(this.clock())) {
+    if (this.spend(session, bucket)) {
       session.strikes = 0;
-      // Spent: kept for its address now, not only when it closes, since the client's next
-      // connection may be accepted before this one's close is read.
-      if (bucket.available < 1) this.keepSpent(session);
       return true;
     }
     session.strikes++;
@@ -970,9 +963,7 @@ export class Chat implements ChatContext, SessionHost {
     // told, which it paces by, when a reload has raised the bucket's since.
     const extra = costCap(cost, session.told?.burst ?? bucket.burst) - 1;
     if (extra <= 0) return true;
-    if (!bucket.take(this.clock(), extra)) return false;
-    if (bucket.available < 1) this.keepSpent(session);
-    return true;
+    return this.spend(session, bucket, extra);
   }
 
   join(session: Session, nickname: string, room: Room | undefined): void {
@@ -1304,6 +1295,17 @@ export class Chat implements ChatContext, SessionHost {
       );
     }
     this.leave(session, reason);
+  }
+
+  /**
+   * Takes `tokens` of `session`'s `bucket`, if it has them. Once spent, what is left is kept
+   * for its address now, not only when it closes, since the client's next connection may be
+   * accepted before this one's close is read.
+   */
+  private spend(session: Session, bucket: TokenBucket, tokens = 1): boolean {
+    if (!bucket.take(this.clock(), tokens)) return false;
+    if (bucket.available < 1) this.keepSpent(session);
+    return true;
   }
 
   /** What is left of `session`'s flood allowance, kept for its address (SpentAllowances). */
