@@ -256,7 +256,7 @@ export const SERVE_OPTIONS = {
     min: 1,
     max: 3600,
     description:
-      'seconds a client may read nothing while history it asked for waits to be sent; then it is closed as too slow',
+      'seconds a client may read nothing while history it asked for (or, on a cluster, a whisper) waits to be sent; then it is closed as too slow',
     arg: 'S',
   },
   keepalive: {

@@ -87,6 +87,12 @@ export interface NodeHost {
  */
 const MAX_FOLLOW_HOPS = 3;
 
+/**
+ * Whispers that may wait, each, for a member not keeping up with what it is sent; more than
+ * these are dropped. Their senders were told "22" when this node took them.
+ */
+const MAX_WHISPERS_WAITING = 16;
+
 /** Whether `session` is in every room of `places` (by key): all of them entered here. */
 function holdsEvery(session: Session, places: TakenOver['rooms']): boolean {
   const held = new Set<string>();
@@ -121,6 +127,8 @@ export class ClusterNode {
   readonly roomCounts: RecentRead<readonly RoomCount[]>;
   /** Rooms (key -> name) of PARTs whose leave in Presence failed: see partInDoubt. */
   private readonly partsInDoubt = new WeakMap<Session, Map<string, string>>();
+  /** How many whispers wait for each member not keeping up (MAX_WHISPERS_WAITING). */
+  private readonly whispersWaiting = new WeakMap<Session, number>();
   /** Presence releases in flight, so a stop can wait for their "30"s to go out. */
   private readonly releases = new Set<Promise<void>>();
   /** Rooms whose members are read again once their resync has waited (see `resynced`). */
@@ -590,18 +598,12 @@ export class ClusterNode {
         return;
       }
       if (ready) {
-        if (session.peer.busy?.() === true) {
-          // Its sender was told "22" when this node took it: the receiver is not cut off for
-          // whispers it cannot keep up with, as on one process, where the sender is told.
-          this.chat.log.debug(
-            { from: event.from, to: event.to },
-            'a whisper to a busy reader dropped',
-          );
-          return;
-        }
-        session.deliver(
-          new Delivery(member === undefined ? event : { ...event, to: session.nickname }),
+        const delivery = new Delivery(
+          member === undefined ? event : { ...event, to: session.nickname },
         );
+        const waiting = this.whispersWaiting.get(session) ?? 0;
+        if (waiting === 0 && session.peer.busy?.() !== true) session.deliver(delivery);
+        else this.whisperWhenRead(session, delivery, event, waiting);
         return;
       }
     }
@@ -627,6 +629,31 @@ export class ClusterNode {
         this.chat.log.warn({ err, to: event.to }, 'could not pass a whisper on'),
       ),
     );
+  }
+
+  /**
+   * A whisper for a member not keeping up with what it is sent, or behind others that wait:
+   * its sender was told "22" when this node took it, so it goes, as history does, once the
+   * member has read enough (a resume's replay and held events may just have filled its
+   * queue), rather than be lost or cut the member off. Past MAX_WHISPERS_WAITING, dropped.
+   */
+  private whisperWhenRead(
+    session: Session,
+    delivery: Delivery,
+    event: WhisperEvent,
+    waiting: number,
+  ): void {
+    if (waiting >= MAX_WHISPERS_WAITING) {
+      const { from, to } = event;
+      this.chat.log.debug({ from, to }, 'a whisper to a reader not keeping up dropped');
+      return;
+    }
+    this.whispersWaiting.set(session, waiting + 1);
+    void session.sendPaced([delivery]).finally(() => {
+      const left = (this.whispersWaiting.get(session) ?? 1) - 1;
+      if (left > 0) this.whispersWaiting.set(session, left);
+      else this.whispersWaiting.delete(session);
+    });
   }
 
   /**

@@ -2,7 +2,7 @@
  * Whispers to members of another node.
  *
  * Piled up on a member faster than it reads: its node took each (the sender was told "22"),
- * and drops those that come while more than half of --max-queue waits for the member, rather
+ * so a few wait until the member has read enough, and more than those are dropped, rather
  * than cut the member off as a slow consumer (on one process the sender is refused instead:
  * integration/robustness).
  *
@@ -74,6 +74,35 @@ describe.skipIf(skip)('whispers to members of another node', () => {
     expect(users.map((u) => u[0])).toContain('victim');
     victim.sendPy({ cmd: '4' });
     await victim.expect('40', 10_000);
+  }, 120_000);
+
+  it('sent while its reader is behind arrive once it has read enough', async () => {
+    const victim = await join(1, 'reader', ['whispers']);
+    victim.socket.pause();
+    const sender = await join(0, 'far');
+    // A member of the reader's own node is refused once the reader is behind (1022): that
+    // is when a whisper from another node must wait for it rather than be dropped.
+    const near = await join(1, 'near', ['errors']);
+    const msg = '\u0001'.repeat(4_000);
+    const answered = (m: { cmd: string }) => m.cmd === '22' || m.cmd === '90';
+    let behind = false;
+    for (let i = 0; i < 2_000 && !behind; i++) {
+      sender.sendPy({ cmd: '2', to: 'reader', msg });
+      await sender.expect('22', 10_000);
+      near.sendPy({ cmd: '2', to: 'reader', msg: 'probe' });
+      await near.waitFor(answered, 1, 10_000);
+      behind = near.drain().find(answered)?.cmd === '90';
+    }
+    expect(behind).toBe(true);
+    for (const mark of ['mark 1', 'mark 2']) {
+      sender.sendPy({ cmd: '2', to: 'reader', msg: mark });
+      await sender.expect('22', 10_000);
+    }
+    victim.socket.resume();
+    const marked = (m: { cmd: string; msg?: unknown }) =>
+      m.cmd === '70' && typeof m.msg === 'string' && m.msg.startsWith('mark');
+    await victim.waitFor(marked, 2, 30_000);
+    expect(victim.received.filter(marked).map((m) => m.msg)).toEqual(['mark 1', 'mark 2']);
   }, 120_000);
 
   it('to a member of a node that just died is answered "20", not "22", while Presence still lists the member', async () => {
