@@ -325,6 +325,30 @@ describe('web client rooms in Chromium', () => {
     }
   }, 60_000);
 
+  it('lists the rooms it is not in, joins one with a click, and lists it again once left', async () => {
+    const page = await openPage(server.httpAddress!.port);
+    const tcp = await join(server.address.port, 'keeper', { caps: ['rooms'] });
+    try {
+      tcp.sendPy({ cmd: '100', room: 'chess' });
+      await tcp.expect('101');
+      await joinAs(page, 'visitor');
+      const listed = page.locator('#more-rooms button[data-join="chess"]');
+      await listed.waitFor();
+      expect(await listed.textContent()).toBe('# chess1');
+      expect(await page.isVisible('#more-rooms-title')).toBe(true);
+      await listed.click();
+      await page.locator('#messages[data-room="chess"]').waitFor();
+      expect(await page.textContent('#room-title')).toBe('# chess');
+      expect(await listed.count()).toBe(0);
+      await page.click('#room-list button[data-leave="chess"]');
+      await listed.waitFor();
+      expect(await listed.textContent()).toBe('# chess1');
+    } finally {
+      tcp.close();
+      await page.close();
+    }
+  }, 30_000);
+
   it('lays out the lines that arrive back to back once, not once per line', async () => {
     const page = await openPage(server.httpAddress!.port);
     const cdp = await page.context().newCDPSession(page);

@@ -48,6 +48,8 @@ const roomTitle = $<HTMLSpanElement>('room-title');
 const roomList = $<HTMLUListElement>('room-list');
 const roomForm = $<HTMLFormElement>('room-form');
 const roomName = $<HTMLInputElement>('room-name');
+const moreRooms = $<HTMLUListElement>('more-rooms');
+const moreRoomsTitle = $<HTMLHeadingElement>('more-rooms-title');
 const lobbyList = $<HTMLOListElement>('messages');
 
 // Lines typed or pasted faster than the server allows wait their turn; this
@@ -721,6 +723,7 @@ const connection = new Connection(wsUrl, {
       const version = await connection.call({ cmd: Cmd.VERSION }, true);
       versionBox.textContent = `server v${asString(version.serverVersion)}`;
       await askRtt();
+      await listMoreRooms();
     } catch {
       // The connection dropped while loading; reconnecting will try again.
     }
@@ -831,9 +834,80 @@ function onGap(m: ParsedServerMessage): void {
   gapMarker(view, m.reason);
 }
 
+// ---- rooms not joined ---------------------------------------------------------
+
+/** At most this many rooms the page is not in are listed. */
+const MORE_ROOMS_SHOWN = 30;
+/** Focusing the room box asks for the list again at most this often. */
+const MORE_ROOMS_EVERY_MS = 10_000;
+let moreRoomsAskedAt = Number.NEGATIVE_INFINITY;
+
+/**
+ * The rooms the server has that this page is not in (ROOMS), under the joined ones, so
+ * that the rooms an operator declared are found and joined with a click rather than by
+ * guessing their names. Asked once joined, after a part, and when the room box gets focus.
+ */
+async function listMoreRooms(): Promise<void> {
+  if (!connection.caps.has('rooms')) return;
+  moreRoomsAskedAt = performance.now();
+  const reply = (await connection.call({ cmd: Cmd.ROOMS }, true)).rooms;
+  const entries: unknown[] = Array.isArray(reply) ? reply : [];
+  const items: HTMLLIElement[] = [];
+  for (const entry of entries) {
+    if (items.length >= MORE_ROOMS_SHOWN) break;
+    const r = (typeof entry === 'object' && entry !== null ? entry : {}) as Partial<RoomEntry>;
+    const name = asString(r.room);
+    if (name === '' || r.joined === true || findView(name) !== undefined) continue;
+    items.push(moreRoomItem(name, asNumber(r.userCount)));
+  }
+  moreRooms.replaceChildren(...items);
+  showMoreRooms();
+}
+
+function moreRoomItem(name: string, userCount: number): HTMLLIElement {
+  const item = document.createElement('li');
+  const join = document.createElement('button');
+  join.type = 'button';
+  join.className = 'room-button';
+  join.dataset.join = name;
+  join.title = `Join #${name}`;
+  const label = document.createElement('span');
+  label.className = 'room-name';
+  label.textContent = `# ${name}`;
+  const count = document.createElement('span');
+  count.className = 'room-count';
+  count.textContent = String(userCount);
+  count.title = `${userCount} ${userCount === 1 ? 'user' : 'users'}`;
+  join.append(label, count);
+  item.append(join);
+  return item;
+}
+
+function showMoreRooms(): void {
+  const none = moreRooms.childElementCount === 0;
+  moreRooms.hidden = none;
+  moreRoomsTitle.hidden = none;
+}
+
+/** A room just joined leaves the list of the others. */
+function unlistMoreRoom(room: string): void {
+  const folded = room.toLowerCase();
+  for (const join of moreRooms.querySelectorAll<HTMLButtonElement>('button[data-join]')) {
+    if (join.dataset.join?.toLowerCase() === folded) join.parentElement?.remove();
+  }
+  showMoreRooms();
+}
+
+function relistMoreRooms(): void {
+  listMoreRooms().catch(() => {
+    // The connection dropped meanwhile: the list is asked for again once back.
+  });
+}
+
 /** A "101": the room is joined (again); its history follows. */
 function onRoomJoined(m: ParsedServerMessage): void {
   const room = asString(m.room);
+  unlistMoreRoom(room);
   const existing = views.get(room);
   const view = existing ?? makeView(room);
   setMembers(view, Array.isArray(m.members) ? m.members.map((n) => asString(n)) : []);
@@ -931,6 +1005,7 @@ function onMessage(m: ParsedServerMessage): void {
       const view = findView(asString(m.room));
       if (view !== undefined) removeView(view);
       notice(`You left #${asString(m.room)}.`);
+      relistMoreRooms();
       return;
     }
     case Cmd.NEW_USER_ENTERS: {
@@ -1478,6 +1553,21 @@ roomForm.addEventListener('submit', (event) => {
   const name = roomName.value.trim();
   if (name === '' || /\s/.test(name)) return;
   roomName.value = '';
+  joinRoom(name)
+    .then(() => input.focus())
+    .catch((err: unknown) => {
+      if (err instanceof RequestError && err.reply !== 'closed') error(err.message);
+    });
+});
+
+roomName.addEventListener('focus', () => {
+  if (shownStatus !== 'online') return;
+  if (performance.now() - moreRoomsAskedAt >= MORE_ROOMS_EVERY_MS) relistMoreRooms();
+});
+
+moreRooms.addEventListener('click', (event) => {
+  const name = (event.target as HTMLElement).closest('button')?.dataset.join;
+  if (name === undefined) return;
   joinRoom(name)
     .then(() => input.focus())
     .catch((err: unknown) => {
