@@ -66,7 +66,7 @@ function storedAt(at: Date, now: Date): string {
 
 /** Why a room's gap could not be filled, in words (the server's reasons, see docs/protocol.md). */
 const NOT_RECOVERED: Record<string, string> = {
-  epoch: 'the server lost its stored history',
+  epoch: "the server's stored history was reset or restored",
   ahead: 'the server has fewer messages than this client saw',
   deleted: 'they were already deleted from the server',
   'too-many': 'too many were missed (\\history loads older ones)',

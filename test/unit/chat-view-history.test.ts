@@ -42,7 +42,7 @@ describe('history in the terminal client', () => {
 
   it('says why a gap was not recovered, for every reason the server gives', () => {
     expect(view.gap(plain, 'lobby', 'epoch')).toBe(
-      'Messages in lobby may be missing: the server lost its stored history.',
+      "Messages in lobby may be missing: the server's stored history was reset or restored.",
     );
     expect(view.gap(plain, 'physics', 'too-many')).toContain('\\history loads older ones');
     for (const reason of ['ahead', 'deleted', 'off'])

@@ -587,7 +587,7 @@ const STATUS_TEXT: Record<Status, string> = {
 
 /** Why a "101" could not replay everything (docs/protocol.md), in words. */
 const NOT_RECOVERED: Record<string, string> = {
-  epoch: "the server's history was reset",
+  epoch: "the server's stored history was reset or restored",
   ahead: 'the server is behind this page',
   deleted: 'they were already deleted',
   'too-many': 'too many were missed (scroll up to load them)',
