@@ -67,8 +67,16 @@ const MARK_STACK = /\p{Mn}{4}/u;
 
 export type NicknameCheck = { ok: true; nickname: string } | { ok: false; reason: string };
 
+/** A letter (not a modifier letter such as "ˑ"), a digit of any kind, or a symbol such as an emoji. */
+const SOMETHING_TO_READ = /[\p{Lu}\p{Ll}\p{Lt}\p{Lo}\p{N}\p{So}]/u;
+
 export function checkNickname(raw: string): NicknameCheck {
   const checked = checkName(raw, MAX_NICKNAME_LENGTH, 'nickname');
+  // Dots, stars and marks alone ("·", "*", "ˑ"), nearly invisible or read as an action's
+  // star, make a member's chats look like the server's notices or another member's actions.
+  if (checked.ok && !SOMETHING_TO_READ.test(checked.nickname)) {
+    return { ok: false, reason: 'nickname must contain a letter, a digit or an emoji' };
+  }
   // A BAN mask that reads as an address bans that address: a nickname a reader takes for one
   // (in any width or script of its digits, "1O.0.0.0/8" with a letter O) could not be banned
   // by what the operator reads, and that BAN would ban a network. Dotted numbers that are no

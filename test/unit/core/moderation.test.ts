@@ -310,11 +310,11 @@ describe('BAN', () => {
 
   it('refuses a ban of a name no nickname may be, which would match nobody', () => {
     const op = refusesBans(
-      ['bob\u0000', 'two words', 'x'.repeat(40), 'bell\u0007'],
+      ['bob\u0000', 'two words', 'x'.repeat(40), 'bell\u0007', '*', '·'],
       /neither an address nor a nickname/,
     );
-    // Names people may have are banned as nicknames, digits only or a lone star included.
-    for (const mask of ['2130706455', '*', 'bob']) {
+    // Names people may have are banned as nicknames, digits only or stars around a name included.
+    for (const mask of ['2130706455', '*bob*', 'bob']) {
       send(op, { cmd: '95', mask });
       expect(op.take(), mask).toMatchObject([{ cmd: '98' }]);
     }

@@ -242,6 +242,28 @@ describe('invisible and deceptive nicknames are refused', () => {
     refused('ann\ud800');
   });
 
+  it('refuses names with no letter, digit or emoji: dots, stars and modifier letters alone', () => {
+    // Nearly invisible, or read as an action's star: "ˑ mallory left" looks like a notice.
+    for (const name of [
+      '*',
+      '·',
+      'ˑ',
+      '‧',
+      '¸',
+      'ـ',
+      '་',
+      '\u0387',
+      '\u05f3',
+      '˛',
+      '⸱',
+      '-_-',
+      '...',
+    ]) {
+      refused(name);
+    }
+    for (const name of ['x', '7', '٣', 'Ⅻ', '😀', '♞', '*x*', '_-a-_', '李']) accepted(name);
+  });
+
   it('accepts names in scripts that need combining marks', () => {
     accepted('Nguyễn');
     accepted('नमस्ते');
@@ -311,7 +333,7 @@ describe('nicknames that read as an address', () => {
       '[bob]',
       'team:7',
       'x1.5',
-      '*',
+      '*bob*',
       '2130706455',
       'ace:7',
       '[1.0]',
