@@ -110,8 +110,12 @@ export class RedisClock {
     const redisMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     // TIME ran somewhere in the round trip: the middle is wrong by half of it at most.
     const middle = Math.round((sent + back) / 2);
-    const offset = redisMs - middle;
     const doubt = loose ? roundTrip / 2 : 0;
+    // A slow sample that this node's own clock agrees with, within what the sample is known
+    // to, says nothing against that clock: it is kept exactly, rather than moved by up to
+    // half the round trip (an NTP-set clock would otherwise be put off by hundreds of ms).
+    const seen = redisMs - middle;
+    const offset = loose && Math.abs(seen) <= doubt + CLOCK_TOLERANCE_MS ? 0 : seen;
     if (heldLoose && !loose) {
       // A fast sample after slow ones, judged afresh: a clock that agrees is kept exactly.
       this.offset = Math.abs(offset) > CLOCK_TOLERANCE_MS ? offset : 0;

@@ -132,6 +132,18 @@ describe.skipIf(skip)('RedisClock', () => {
     expect(clock.skew).toBe(fast);
   });
 
+  it('keeps a clock that agrees as it is through slow samples that cannot tell it is off', async () => {
+    // Each placed within 1.2 s / 2 of TIME: the 600 ms they seem off by is their doubt.
+    const clock = new RedisClock(
+      answeringLate(() => 1_200),
+      Date.now,
+    );
+    for (let i = 0; i < 3; i++) {
+      expect(await clock.sync()).toBe(true);
+      expect(clock.skew).toBe(0);
+    }
+  });
+
   it('keeps a clock that agrees as it is once a fast sample follows slow ones', async () => {
     let slowMs = 1_600;
     const slow = answeringLate(() => slowMs);
