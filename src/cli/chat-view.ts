@@ -7,7 +7,7 @@
  * obeyed (docs/security.md, "Terminal and log injection").
  */
 import { asNumber, asString } from '../protocol/coerce.js';
-import { visible } from '../protocol/text.js';
+import { mentions, visible } from '../protocol/text.js';
 
 export interface Style {
   color: boolean;
@@ -20,6 +20,8 @@ const BOLD = '\x1b[1m';
 const NICK_COLORS = [32, 33, 34, 35, 36, 92, 93, 94, 95, 96];
 const ERROR = '\x1b[31m';
 const WHISPER = '\x1b[35m';
+// Bold and underlined: a line naming its reader stands out in any nickname's color.
+const MENTION = '\x1b[1;4m';
 
 /** Network values are typed but unchecked (a hostile server may send anything): show them as text. */
 function text(value: unknown): string {
@@ -97,11 +99,27 @@ export interface RoomLine {
 export const view = {
   welcome: (s: Style, address: [string, number], nickname: string, count: number) =>
     `Connected to ${text(address[0])}:${text(address[1])} as ${nick(s, nickname)}. You are the ${ordinal(asNumber(count))} user.\nType \\help for commands.`,
-  /** `action`: IRC's /me, shown as `* ann waves`. */
-  chat: (s: Style, at: Date, from: string, msg: string, room?: string, action = false) =>
-    action
-      ? `${timestamp(s, at)} ${tag(s, room)}* ${nick(s, from)} ${text(msg)}`
-      : `${timestamp(s, at)} ${tag(s, room)}${nick(s, from)}: ${text(msg)}`,
+  /**
+   * `action`: IRC's /me, shown as `* ann waves`. `me`: the reader's nickname; a chat of
+   * someone else's that names it is marked (with color only).
+   */
+  chat: (
+    s: Style,
+    at: Date,
+    from: string,
+    msg: string,
+    room?: string,
+    action = false,
+    me?: string,
+  ) => {
+    const said =
+      me !== undefined && from !== me && mentions(asString(msg), me)
+        ? paint(s, MENTION, text(msg))
+        : text(msg);
+    return action
+      ? `${timestamp(s, at)} ${tag(s, room)}* ${nick(s, from)} ${said}`
+      : `${timestamp(s, at)} ${tag(s, room)}${nick(s, from)}: ${said}`;
+  },
   whisperIn: (s: Style, at: Date, from: string, msg: string) =>
     `${timestamp(s, at)} ${paint(s, WHISPER, '(whisper)')} ${nick(s, from)}: ${paint(s, WHISPER, text(msg))}`,
   whisperOut: (s: Style, at: Date, to: string, msg: string) =>

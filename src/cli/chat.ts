@@ -412,6 +412,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
             m.msg,
             from(m.room),
             m.action === true,
+            client.nickname,
           ),
     ),
   );

@@ -154,3 +154,24 @@ export function blank(text: string): boolean {
 export function actionShownAsChat(msg: string): string {
   return `*${msg}*`;
 }
+
+/** A character that continues a word: a nickname inside one is not named. */
+const WORD = '[\\p{L}\\p{N}\\p{M}_]';
+let mentionOf: { nickname: string; pattern: RegExp } | undefined;
+
+/**
+ * Whether `msg` names `nickname` as a word, in any letter case ("Ann, look", "@ann"): a
+ * line to its reader, which the clients mark as IRC clients highlight their user's nick.
+ * Not inside another word or name ("annual", "ann_2").
+ */
+export function mentions(msg: string, nickname: string): boolean {
+  if (nickname === '') return false;
+  if (mentionOf?.nickname !== nickname) {
+    const literal = nickname.replace(/[\\^$.*+?()[\]{}|/]/g, '\\$&');
+    mentionOf = {
+      nickname,
+      pattern: new RegExp(`(?<!${WORD})${literal}(?!${WORD})`, 'iu'),
+    };
+  }
+  return mentionOf.pattern.test(msg);
+}

@@ -349,6 +349,36 @@ describe('web client rooms in Chromium', () => {
     }
   }, 30_000);
 
+  it('marks a line naming its user, and the badge of the room it came in while another was shown', async () => {
+    const page = await openPage(server.httpAddress!.port);
+    const tcp = await join(server.address.port, 'tom');
+    try {
+      await joinAs(page, 'mia');
+      tcp.sendPy({ cmd: '7', msg: 'a trip to miami' });
+      tcp.sendPy({ cmd: '7', msg: 'hi Mia!' });
+      await seeLine(page, 'lobby', 'hi Mia!');
+      const lobbyLines = 'ol.messages[data-room="lobby"] li.msg';
+      expect(await page.locator(`${lobbyLines}.mention`).allTextContents()).toEqual([
+        expect.stringContaining('hi Mia!'),
+      ]);
+      await enterRoom(page, 'garden');
+      tcp.sendPy({ cmd: '7', msg: 'plain news' });
+      await page.locator('.room-button[data-room="lobby"] .unread:not(.mentioned)').waitFor();
+      tcp.sendPy({ cmd: '7', msg: '@mia look' });
+      const badge = page.locator('.room-button[data-room="lobby"] .unread.mentioned');
+      await badge.waitFor();
+      expect(await badge.getAttribute('aria-label')).toBe('2 unread, you were mentioned');
+      // Seen, it is no longer told.
+      await page.click('.room-button[data-room="lobby"]');
+      await page.locator('.room-button[data-room="lobby"] .unread.mentioned').waitFor({
+        state: 'detached',
+      });
+    } finally {
+      tcp.close();
+      await page.close();
+    }
+  }, 30_000);
+
   it('lays out the lines that arrive back to back once, not once per line', async () => {
     const page = await openPage(server.httpAddress!.port);
     const cdp = await page.context().newCDPSession(page);

@@ -60,6 +60,27 @@ describe('terminal client view', () => {
     expect(view.leave({ color: false }, at, 'bob', 1)).toBe('09:05 * bob left (1 user)');
   });
 
+  it("marks someone else's chat that names the reader, in color only", () => {
+    const at = new Date(2026, 0, 1, 9, 5);
+    const color = { color: true };
+    const marked = '\x1b[1;4mAnn, look\x1b[0m';
+    expect(view.chat(color, at, 'bob', 'Ann, look', undefined, false, 'ann')).toContain(marked);
+    expect(view.chat(color, at, 'bob', 'annual', undefined, false, 'ann')).not.toContain(
+      '\x1b[1;4m',
+    );
+    // Its own lines, and lines without color, are not marked.
+    expect(view.chat(color, at, 'ann', 'ann here', undefined, false, 'ann')).not.toContain(
+      '\x1b[1;4m',
+    );
+    expect(view.chat({ color: false }, at, 'bob', 'hi ann', undefined, false, 'ann')).toBe(
+      '09:05 bob: hi ann',
+    );
+    // Marked, what the peer sent is still shown, not obeyed.
+    expect(view.chat(color, at, 'bob', 'ann\x1b[2J', undefined, true, 'ann')).toContain(
+      '\x1b[1;4mann^[[2J\x1b[0m',
+    );
+  });
+
   it('shows what peers send instead of letting the terminal obey it, and keeps its own colors', () => {
     const at = new Date(2026, 0, 1, 9, 5);
     const plain = { color: false };

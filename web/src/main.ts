@@ -17,6 +17,7 @@ import {
   partRefused,
   tooLongToSend,
 } from '../../src/protocol/slash-commands.js';
+import { mentions } from '../../src/protocol/text.js';
 import { CONFAB_VERSION } from '../../src/protocol/version.js';
 import { nickColor, PAGE_BG } from './colors.js';
 import { Connection, RequestError, randomId, type Status } from './connection.js';
@@ -79,6 +80,8 @@ interface RoomView {
   badge: HTMLSpanElement;
   members: string[];
   unread: number;
+  /** Whether a line among the unread names the reader. */
+  mentioned: boolean;
   /** The epoch of the latest "101"; lines of another epoch are another history. */
   epoch: string | undefined;
   /** Ids of the latest "101": history up to it follows it; above it is live. */
@@ -145,6 +148,7 @@ function makeView(name: string, list?: HTMLOListElement): RoomView {
     badge,
     members: [],
     unread: 0,
+    mentioned: false,
     epoch: undefined,
     top: 0,
     replayIsNew: false,
@@ -213,6 +217,7 @@ function select(view: RoomView): void {
   if (view === selected) return;
   selected = view;
   view.unread = 0;
+  view.mentioned = false;
   renderBadge(view);
   markSelected();
   view.list.scrollTop = view.pinned ? view.list.scrollHeight : view.scrollTop;
@@ -223,7 +228,11 @@ function select(view: RoomView): void {
 function renderBadge(view: RoomView): void {
   view.badge.hidden = view.unread === 0;
   view.badge.textContent = view.unread === 0 ? '' : String(view.unread);
-  view.badge.setAttribute('aria-label', `${view.unread} unread`);
+  view.badge.classList.toggle('mentioned', view.mentioned);
+  view.badge.setAttribute(
+    'aria-label',
+    `${view.unread} unread${view.mentioned ? ', you were mentioned' : ''}`,
+  );
 }
 
 function removeView(view: RoomView): void {
@@ -451,9 +460,14 @@ function isolated(name: string): string {
 const error = (text: string, view = selected) => append(view, line('error', [text]));
 
 /** `action`: IRC's /me, shown as "* ann waves". */
+/** Whether someone else's chat names the page's user (marked, and told on the room's badge). */
+function mentionsMe(from: string, msg: string): boolean {
+  return from !== connection.nickname && mentions(msg, connection.nickname);
+}
+
 function chatLine(from: string, msg: string, at?: number, action = false): HTMLLIElement {
   const mine = from === connection.nickname;
-  const kind = `${mine ? 'msg mine' : 'msg'}${action ? ' action' : ''}`;
+  const kind = `${mine ? 'msg mine' : 'msg'}${action ? ' action' : ''}${mentionsMe(from, msg) ? ' mention' : ''}`;
   return line(kind, [...(action ? ['* '] : []), nickSpan(from), ...richText(msg)], at);
 }
 
@@ -559,10 +573,14 @@ function setStale(stale: boolean): void {
 const baseTitle = document.title;
 let hiddenUnread = 0;
 
-/** A new message in a room: counted on the room if another is selected, in the title if the tab is hidden. */
-function countUnread(view: RoomView): void {
+/**
+ * A new message in a room: counted on the room if another is selected, in the title if the
+ * tab is hidden. `mention`: it names the reader.
+ */
+function countUnread(view: RoomView, mention = false): void {
   if (view !== selected) {
     view.unread++;
+    if (mention) view.mentioned = true;
     renderBadge(view);
   }
   if (document.visibilityState !== 'hidden') return;
@@ -964,11 +982,12 @@ function onMessage(m: ParsedServerMessage): void {
         // Scrollback is dimmed, as the terminal does; what a recovery brings is news.
         const past = history && !view.replayIsNew;
         const added = showStored(view, view.epoch, { id: m.id, at, from, msg, action }, past);
-        if (added && !past) countUnread(view);
+        if (added && !past) countUnread(view, mentionsMe(from, msg));
         return;
       }
-      append(view, chatLine(from, asString(m.msg), undefined, m.action === true));
-      countUnread(view);
+      const msg = asString(m.msg);
+      append(view, chatLine(from, msg, undefined, m.action === true));
+      countUnread(view, mentionsMe(from, msg));
       return;
     }
     case Cmd.CHAT_STORED: {

@@ -7,6 +7,7 @@ import {
   clip,
   inertJson,
   jsonUtf8Bytes,
+  mentions,
   visible,
 } from '../../../src/protocol/text.js';
 
@@ -215,6 +216,44 @@ describe('blank', () => {
           expect(blank(before.join('') + shown + after.join(''))).toBe(false);
         },
       ),
+    );
+  });
+});
+
+describe('mentions', () => {
+  it('finds a nickname as a word, in any letter case, not inside another word or name', () => {
+    expect(mentions('Ann, look', 'ann')).toBe(true);
+    expect(mentions('@ANN: hi', 'ann')).toBe(true);
+    expect(mentions('thanks ann!', 'ann')).toBe(true);
+    expect(mentions('annual report', 'ann')).toBe(false);
+    expect(mentions('hi joann', 'ann')).toBe(false);
+    expect(mentions('ann_2 is here', 'ann')).toBe(false);
+    expect(mentions('héllo Zoë', 'zoë')).toBe(true);
+    expect(mentions('Zoëy', 'zoë')).toBe(false);
+    expect(mentions('hi 李', '李')).toBe(true);
+    expect(mentions('anything', '')).toBe(false);
+  });
+
+  it("takes a nickname's characters literally, never as a pattern", () => {
+    expect(mentions('ask a.b now', 'a.b')).toBe(true);
+    expect(mentions('ask axb now', 'a.b')).toBe(false);
+    expect(mentions('[bob] said', '[bob]')).toBe(true);
+    expect(mentions('b said', '[bob]')).toBe(false);
+    expect(mentions('x+ y', 'x+')).toBe(true);
+    expect(mentions('xx', 'x+')).toBe(false);
+    expect(mentions('a\\b', 'a\\b')).toBe(true);
+  });
+
+  it('finds any nickname between non-word characters, and not with letters on both sides (property)', () => {
+    const name = fc.string({ minLength: 1, maxLength: 12 }).filter((n) => /^\S+$/u.test(n));
+    const edge = fc.constantFrom('', ' ', ', ', '@', '(', '!', '\n');
+    fc.assert(
+      fc.property(name, edge, edge, fc.string({ maxLength: 20 }), (n, before, after, rest) => {
+        expect(mentions(`${rest} ${before}${n}${after}`, n)).toBe(true);
+        // Glued inside a word (letters that do not fold into the name's own).
+        if (!/[qQ]/u.test(n)) expect(mentions(`q${n}q`, n)).toBe(false);
+      }),
+      { numRuns: 2000 },
     );
   });
 });
