@@ -6,6 +6,7 @@
  */
 import path from 'node:path';
 import type { DeclaredRoom } from './core/rooms.js';
+import { hasLoneSurrogate, hasUnsafe } from './protocol/text.js';
 import { DEFAULT_MAX_HISTORY_ROOMS } from './store/common.js';
 import { DEFAULT_MEMORY_HISTORY_BYTES } from './store/memory-history.js';
 
@@ -42,6 +43,17 @@ const SPECIAL_SCHEMES = new Set(['ws:', 'wss:', 'ftp:', 'file:']);
  * text, so `https://Chat.example/` or `https://chat.example:443` would silently never match.
  * "null", which every sandboxed page sends, is refused: it would let in almost anyone.
  */
+/** The longest message of the day, in characters. */
+export const MAX_MOTD = 2000;
+
+function checkMotd(text: string): string | undefined {
+  if ([...text].length > MAX_MOTD) return `at most ${MAX_MOTD} characters`;
+  // Line breaks are the motd's own; every other control a terminal would obey.
+  if (hasUnsafe(text.replaceAll('\n', ''))) return 'no control characters but line breaks';
+  if (hasLoneSurrogate(text)) return 'not valid Unicode';
+  return undefined;
+}
+
 function checkOrigins(list: string): string | undefined {
   for (const entry of list.split(',').map((o) => o.trim())) {
     if (entry === '' || entry === '*') continue;
@@ -316,6 +328,15 @@ export const SERVE_OPTIONS = {
     description: 'PEM private key for TLS',
     arg: 'FILE',
     live: true,
+  },
+  motd: {
+    kind: 'string',
+    default: '',
+    description:
+      'message of the day, told to clients that negotiate extensions as they join (not when they resume): up to 2,000 characters, line breaks kept',
+    arg: 'TEXT',
+    live: true,
+    check: checkMotd,
   },
   'hide-addresses': {
     kind: 'boolean',

@@ -165,6 +165,7 @@ function chatSettings(config: Config, bannedWords: BannedWords): ChatSettings {
     maxUsers: config.maxUsers,
     bannedWords,
     hideAddresses: config.hideAddresses,
+    motd: config.motd,
     maxMessage: config.maxMessage,
     rateLimit: config.rateLimit,
     rateBurst: config.rateBurst,

@@ -99,6 +99,12 @@ export interface RoomLine {
 export const view = {
   welcome: (s: Style, address: [string, number], nickname: string, count: number) =>
     `Connected to ${text(address[0])}:${text(address[1])} as ${nick(s, nickname)}. You are the ${ordinal(asNumber(count))} user.\nType \\help for commands.`,
+  /** The server's message of the day, each of its lines shown (a peer's text, made inert). */
+  motd: (s: Style, motd: string) =>
+    asString(motd)
+      .split('\n')
+      .map((line) => `${paint(s, DIM, '|')} ${text(line)}`)
+      .join('\n'),
   /**
    * `action`: IRC's /me, shown as `* ann waves`. `me`: the reader's nickname; a chat of
    * someone else's that names it is marked (with color only).

@@ -616,6 +616,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   // Saved first: once the user (or a script) reads that it is in, a new start finds it.
   saveToken();
   say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
+  if (client.motd !== undefined) say(view.motd(style, client.motd));
   if (client.resumedAtConnect) say(view.tookBack(style, client.nickname));
 
   const handle = async (

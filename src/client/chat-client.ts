@@ -324,6 +324,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   caps: readonly Capability[];
   /** What the server announced in "03"; undefined from the course server or an older confab. */
   limits: Limits | undefined;
+  /** The server's message of the day, if its "03" had one (not on a resume). */
+  motd: string | undefined;
   /** Capability "history": the token that takes this session back; each is used once. */
   resumeToken: string | undefined;
   private socket: net.Socket | undefined;
@@ -428,6 +430,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       ? (welcome.serverAddress as [string, number])
       : [this.endpoint.host, this.endpoint.port];
     this.userCount = welcome.userCount as number;
+    this.motd = typeof welcome.motd === 'string' && welcome.motd !== '' ? welcome.motd : undefined;
     this.caps = Array.isArray(welcome.caps) ? (welcome.caps as Capability[]) : [];
     this.paced = !Array.isArray(welcome.caps);
     this.limits = this.paced ? undefined : parseLimits(welcome.limits);

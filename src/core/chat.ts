@@ -39,6 +39,8 @@ export interface ChatOptions {
   serverVersion?: string;
   /** USERS shows "hidden" and port 0 instead of members' addresses. */
   hideAddresses?: boolean;
+  /** The message of the day ('' for none). */
+  motd?: string;
   /** Longest CHAT or WHISPER message, in characters. */
   maxMessage?: number;
   /** Requests per second per session after the burst; 0 turns flood control off. */
@@ -111,6 +113,7 @@ export type ChatSettings = Pick<
   | 'maxUsers'
   | 'bannedWords'
   | 'hideAddresses'
+  | 'motd'
   | 'maxMessage'
   | 'rateLimit'
   | 'rateBurst'
@@ -232,6 +235,7 @@ export class Chat implements ChatContext, SessionHost {
   readonly serverVersion: string;
   bannedWords: BannedWords;
   hideAddresses: boolean;
+  motd: string;
   maxMessage: number;
   readonly log: Logger;
   readonly bans: BanList;
@@ -287,6 +291,7 @@ export class Chat implements ChatContext, SessionHost {
     this.serverVersion = options.serverVersion ?? '1';
     this.bannedWords = options.bannedWords ?? new BannedWords(DEFAULT_BANNED_WORDS);
     this.hideAddresses = options.hideAddresses ?? false;
+    this.motd = options.motd ?? '';
     this.maxMessage = options.maxMessage ?? 4096;
     this.rateLimit = options.rateLimit ?? 0;
     this.rateBurst = options.rateBurst ?? 40;
@@ -366,6 +371,7 @@ export class Chat implements ChatContext, SessionHost {
     this.rooms.configure(roomSettings(options));
     if (options.bannedWords !== undefined) this.bannedWords = options.bannedWords;
     if (options.hideAddresses !== undefined) this.hideAddresses = options.hideAddresses;
+    if (options.motd !== undefined) this.motd = options.motd;
     if (options.maxMessage !== undefined) this.maxMessage = options.maxMessage;
     if (options.operators !== undefined) this.operators = options.operators;
     if (options.historyOnJoin !== undefined) this.replays.onJoin = options.historyOnJoin;

@@ -26,6 +26,8 @@ export interface ChatContext {
   readonly serverVersion: string;
   readonly bannedWords: BannedWords;
   readonly hideAddresses: boolean;
+  /** The message of the day ('' for none): told in "03" to clients that negotiate. */
+  readonly motd: string;
   readonly maxMessage: number;
   /** Flood control as announced to opted-in clients in "03". */
   readonly limits: Limits;

@@ -121,7 +121,17 @@ function connectAfresh(
   const resume = session.has('history')
     ? { token: ctx.issueToken(session), resumed: false, nickname }
     : undefined;
-  session.reply({ type: 'welcome', address: session.peer.local, count, caps, limits, resume });
+  // Not on a resume: a client coming back was shown it when it joined.
+  const motd = caps !== undefined && ctx.motd !== '' ? ctx.motd : undefined;
+  session.reply({
+    type: 'welcome',
+    address: session.peer.local,
+    count,
+    caps,
+    limits,
+    resume,
+    motd,
+  });
   if (room !== undefined && session.has('history')) {
     ctx.enterRoom(session, room, memberNames(room), count, positions(ctx, req.since).get(room));
   }

@@ -178,6 +178,8 @@ export type Reply =
       readonly limits: Limits | undefined;
       /** For clients with "history": the token that takes this session back. */
       readonly resume: Resumption | undefined;
+      /** The message of the day, for a client that asked for extensions and joins afresh. */
+      readonly motd?: string;
     }
   | {
       readonly type: 'connect-refused';

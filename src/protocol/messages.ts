@@ -195,6 +195,8 @@ export type ServerMessage =
       resume?: string;
       resumed?: boolean;
       nickname?: string;
+      /** Only to clients that sent caps, joining afresh: the operator's message of the day. */
+      motd?: string;
     }
   | { cmd: typeof Cmd.USERS_RESPONSE; users: UserEntry[] }
   | { cmd: typeof Cmd.WHISPER_NO_SUCH_USER }

@@ -665,6 +665,21 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
+  it("shows the server's message of the day once, as text, under its welcome", async () => {
+    const server = await startConfab({ 'http-port': '0', motd: 'Be kind.\n<b>No</b> spam.' });
+    const page = await openPage(server.httpAddress!.port);
+    try {
+      await joinAs(page, 'reader');
+      const motd = page.locator('ol.messages[data-room="lobby"] pre.motd');
+      await motd.waitFor();
+      expect(await motd.textContent()).toBe('Be kind.\n<b>No</b> spam.');
+      expect(await page.locator('ol.messages b').count()).toBe(0);
+    } finally {
+      await page.close();
+      await server.stop();
+    }
+  }, 30_000);
+
   it('keeps a message longer than the server takes in the input, and says so, rather than cut it', async () => {
     const server = await startConfab({ 'http-port': '0', 'max-message': '10' });
     const page = await openPage(server.httpAddress!.port);

@@ -22,7 +22,14 @@ export type Status = 'offline' | 'connecting' | 'online' | 'reconnecting';
 export interface Handlers {
   status(status: Status, detail?: string): void;
   /** `resumed`: the server took the old session back (nobody saw a leave or a join). */
-  joined(info: { nickname: string; userCount: number; rejoined: boolean; resumed: boolean }): void;
+  joined(info: {
+    nickname: string;
+    userCount: number;
+    rejoined: boolean;
+    resumed: boolean;
+    /** The server's message of the day, if its "03" had one. */
+    motd: string | undefined;
+  }): void;
   /**
    * Joining failed for a reason the user must fix (taken name, full room). `lostNickname`:
    * the page's own nickname, taken by someone else while it was reconnecting (or reloading).
@@ -248,6 +255,8 @@ export class Connection {
             userCount: asNumber(message.userCount),
             rejoined,
             resumed,
+            motd:
+              typeof message.motd === 'string' && message.motd !== '' ? message.motd : undefined,
           });
           this.restore(resumed);
           this.saveSession();

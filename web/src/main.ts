@@ -711,7 +711,7 @@ const connection = new Connection(wsUrl, {
       showJoin(detail);
     }
   },
-  async joined({ nickname, userCount, rejoined, resumed }) {
+  async joined({ nickname, userCount, rejoined, resumed, motd }) {
     setJoinOpen(false);
     lastSent = undefined;
     restoredRooms = undefined;
@@ -728,6 +728,13 @@ const connection = new Connection(wsUrl, {
         : `Welcome, ${nickname}! You are the ${userCount}${ordinalSuffix(userCount)} user. Type \\help for commands.`,
       lobby,
     );
+    // Once a page: a new session after a lost one is told it again, and needs it no more.
+    if (motd !== undefined && !rejoined) {
+      const text = document.createElement('pre');
+      text.className = 'motd';
+      text.textContent = motd;
+      append(lobby, line('notice', [text]));
+    }
     input.focus();
     // Watched from the start: a connection that dies while the lists below load is found too.
     clearInterval(rttTimer);

@@ -102,6 +102,7 @@ export function toServerMessage(
         caps: [...item.caps],
       };
       if (item.limits !== undefined) welcome.limits = item.limits;
+      if (item.motd !== undefined) welcome.motd = item.motd;
       if (item.resume !== undefined) {
         welcome.resume = item.resume.token;
         welcome.resumed = item.resume.resumed;
