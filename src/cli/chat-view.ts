@@ -23,6 +23,19 @@ const WHISPER = '\x1b[35m';
 // Bold and underlined: a line naming its reader stands out in any nickname's color.
 const MENTION = '\x1b[1;4m';
 
+/**
+ * Characters Node's readline takes for another width than terminals draw them (glibc's
+ * wcwidth, which tmux and most terminals follow): regional indicators alone (two columns to
+ * readline, one drawn), trigrams, Tai Xuan Jing signs, Hangul jamo medials and finals, a few
+ * marks and format characters. Readline places the cursor by the prompt's width, and the
+ * client clears the rows above it by that count before it prints a line: a prompt holding
+ * them (a room name, or the nickname a server answers with) made each line shown erase the
+ * one before. In the prompt they are shown as "?". (Listed by comparing the two for every
+ * code point; names may hold only some of them.)
+ */
+const WIDTH_IN_DOUBT =
+  /[\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2\u1160-\u11ff\u2630-\u2637\u268a-\u268f\u302a-\u302d\u3099\u309a\u3248-\u324f\ud7b0-\ud7c6\ud7cb-\ud7fb\u{110bd}\u{110cd}\u{1171e}\u{16fe4}\u{1d15e}-\u{1d164}\u{1d1bb}-\u{1d1c0}\u{1d300}-\u{1d356}\u{1d360}-\u{1d376}\u{1f1e6}-\u{1f1ff}]/gu;
+
 /** Network values are typed but unchecked (a hostile server may send anything): show them as text. */
 function text(value: unknown): string {
   return visible(asString(value));
@@ -220,7 +233,8 @@ export const view = {
    * `offline`: the connection is lost and being restored (`ann (reconnecting)> `).
    */
   prompt: (s: Style, nickname: string, room?: string, waiting = 0, offline = false) => {
-    const who = paint(s, BOLD, text(room === undefined ? nickname : `${nickname}@${room}`));
+    const name = room === undefined ? nickname : `${asString(nickname)}@${asString(room)}`;
+    const who = paint(s, BOLD, text(asString(name).replace(WIDTH_IN_DOUBT, '?')));
     const state = [offline ? 'reconnecting' : '', waiting > 0 ? `${waiting} queued` : '']
       .filter((part) => part !== '')
       .join(', ');

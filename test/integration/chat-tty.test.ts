@@ -277,6 +277,32 @@ describe('confab chat in a real terminal', () => {
     eve.close();
   });
 
+  it('keeps every line shown while typing into a room whose name readline measures wider than drawn', async () => {
+    const port = server.address.port;
+    // Regional indicators alone: two columns to readline, one on the screen. In the prompt,
+    // 58 of them made every line shown erase the one before.
+    const room = '\u{1f1fa}'.repeat(58);
+    const maker = await join(port, 'maker', { caps: ['rooms'] });
+    maker.sendPy({ cmd: '100', room });
+    await maker.expect('101');
+    await chatAs('vic', port, { columns: 100 });
+    await until(() => screen().includes('You are the'), 'the welcome');
+    tmux('send-keys', '-t', 'chat', '-l', `\\join ${room}`);
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(() => screen().includes('You joined'), 'the join');
+    tmux('send-keys', '-t', 'chat', '-l', `\\room ${room}`);
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(() => screen().includes('vic@'), 'the prompt of the room');
+    for (let i = 1; i <= 6; i++) maker.sendPy({ cmd: '7', room, msg: `line number ${i}` });
+    await until(() => screen().includes('line number 6'), 'the last line');
+    const shown = screen();
+    for (let i = 1; i <= 6; i++) expect(shown, shown).toContain(`maker: line number ${i}`);
+    // Shown in the prompt as characters of one width everywhere.
+    expect(shown).toContain(`vic@${'?'.repeat(58)}>`);
+    tmux('send-keys', '-t', 'chat', 'C-c');
+    maker.close();
+  });
+
   it('keeps the "You joined" line when a chat was typed before the join was answered', async () => {
     const port = server.address.port;
     await chatAs('dot', port, { columns: 120 });

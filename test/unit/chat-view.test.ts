@@ -60,6 +60,15 @@ describe('terminal client view', () => {
     expect(view.leave({ color: false }, at, 'bob', 1)).toBe('09:05 * bob left (1 user)');
   });
 
+  it('shows in the prompt characters readline measures otherwise than terminals draw as "?"', () => {
+    // A nickname a hostile server answers with, or a room a member made.
+    const ri = '\u{1f1fa}\u{1f1f8}';
+    expect(view.prompt({ color: false }, `v${ri}`)).toBe('v??> ');
+    expect(view.prompt({ color: false }, 'ann', `\u2630x${ri}`)).toBe('ann@?x??> ');
+    // Names of one width everywhere are left as they are.
+    expect(view.prompt({ color: false }, 'zoë', '李')).toBe('zoë@李> ');
+  });
+
   it("marks someone else's chat that names the reader, in color only", () => {
     const at = new Date(2026, 0, 1, 9, 5);
     const color = { color: true };
