@@ -1,4 +1,4 @@
-import { fstatSync } from 'node:fs';
+import fs, { fstatSync } from 'node:fs';
 import net from 'node:net';
 import { isatty } from 'node:tty';
 import pino from 'pino';
@@ -39,7 +39,101 @@ export const LOG_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Where log lines go. */
 interface LogOut {
   write(line: string): void;
+  /** Told, once lines are written again, how many were lost and why (a full disk). */
+  lost?: (lines: number, code: string) => void;
 }
+
+/**
+ * stdout when it is a file or a terminal: written in the background, one write at a time,
+ * holding at most LOG_BUFFER_BYTES. pino's destination, used before, emitted a failed write
+ * (ENOSPC: the log's disk full) as an error nobody listened for, so the process began to
+ * exit, and then retried the write without end as it exited: the server answered nothing
+ * and only SIGKILL stopped it. Here a failed write costs its lines, never the server; they
+ * are counted and said once a write succeeds again.
+ */
+class FileOut implements LogOut {
+  lost?: (lines: number, code: string) => void;
+  private held: string[] = [];
+  private heldBytes = 0;
+  private writing = false;
+  private failed: { lines: number; code: string } | undefined;
+  private idle: (() => void) | undefined;
+
+  constructor(private readonly fd: number) {
+    // What a process.exit leaves held gets one try, not a retry loop.
+    process.once('exit', () => this.flushOnce());
+  }
+
+  write(line: string): void {
+    const bytes = Buffer.byteLength(line);
+    if (this.heldBytes + bytes > LOG_BUFFER_BYTES) {
+      this.lose(1, 'held');
+      return;
+    }
+    this.held.push(line);
+    this.heldBytes += bytes;
+    if (!this.writing) this.next();
+  }
+
+  /** Resolves once everything held is written (or lost), or after `ms`. */
+  settle(ms: number): Promise<void> {
+    if (!this.writing) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.idle = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  private next(): void {
+    if (this.held.length === 0) {
+      this.writing = false;
+      this.idle?.();
+      this.idle = undefined;
+      return;
+    }
+    this.writing = true;
+    const lines = this.held.length;
+    let chunk = Buffer.from(this.held.join(''));
+    this.held = [];
+    this.heldBytes = 0;
+    const written = (err: NodeJS.ErrnoException | null, n: number) => {
+      if (err !== null) {
+        this.lose(lines, err.code ?? 'error');
+      } else if (n < chunk.length) {
+        chunk = chunk.subarray(n);
+        fs.write(this.fd, chunk, written);
+        return;
+      } else if (this.failed !== undefined) {
+        const { lines: lost, code } = this.failed;
+        this.failed = undefined;
+        this.lost?.(lost, code);
+      }
+      this.next();
+    };
+    fs.write(this.fd, chunk, written);
+  }
+
+  private lose(lines: number, code: string): void {
+    this.failed ??= { lines: 0, code };
+    this.failed.lines += lines;
+  }
+
+  private flushOnce(): void {
+    if (this.held.length === 0) return;
+    try {
+      fs.writeSync(this.fd, this.held.join(''));
+    } catch {
+      // The disk is full or gone: these lines go, the exit does not wait for it.
+    }
+    this.held = [];
+  }
+}
+
+/** stdout as a file or terminal, for `closeLogs`. */
+let file: FileOut | undefined;
 
 /**
  * The open stdout, so that a stop can let its held lines go for a while and then drop them
@@ -62,7 +156,11 @@ function stdout(): LogOut {
   } catch {
     // No stdout to look at: pino's destination reports what goes wrong.
   }
-  if (!stream) return pino.destination({ dest: 1, sync: false, maxLength: LOG_BUFFER_BYTES });
+  if (!stream) {
+    // One for the process: it holds stdout's lines, and its exit hook is registered once.
+    file ??= new FileOut(1);
+    return file;
+  }
   const socket = new net.Socket({ fd: 1, readable: false, writable: true });
   // A reader that went away (EPIPE) costs the log, never the server.
   socket.on('error', () => {});
@@ -79,6 +177,7 @@ function stdout(): LogOut {
  * a pipe nobody reads would otherwise keep the process from exiting.
  */
 export function closeLogs(ms: number): Promise<void> {
+  if (file !== undefined) return file.settle(ms);
   const socket = open;
   if (socket === undefined || socket.destroyed) return Promise.resolve();
   open = undefined;
@@ -114,7 +213,11 @@ export function createLogger(level: string, format: LogFormat): Logger & pino.Lo
 /** pino at `level`, each line it makes passed through `render` on its way to stdout. */
 function logTo(level: string, render: (line: string) => string): pino.Logger {
   const out = stdout();
-  const write = out.write.bind(out);
-  out.write = (line: string) => write(render(line));
-  return pino({ level, base: undefined }, out);
+  const logger = pino(
+    { level, base: undefined },
+    { write: (line: string) => out.write(render(line)) },
+  );
+  out.lost = (lines, code) =>
+    logger.warn({ lines, code }, 'log lines lost: stdout could not take them');
+  return logger;
 }

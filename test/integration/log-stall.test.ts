@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { freePort, serveLogging, stopProcess } from '../helpers/servers.js';
@@ -90,6 +91,55 @@ describe.each(['pretty', 'json'] as const)(
         expect(ended).toBe(true);
       } finally {
         child.stdout!.resume();
+        await stopProcess(child);
+      }
+    });
+  },
+);
+
+// A server whose log's disk is full (/dev/full answers every write with ENOSPC). pino's
+// destination emitted the failed write as an error nobody listened for, so the process began
+// to exit, and its exit hook then retried the write every 100 ms for good: nothing was
+// served any more, SIGTERM did nothing, and the listener stayed open.
+describe.each(['pretty', 'json'] as const)(
+  'confab serve --log-format %s with its log on a full disk',
+  (format) => {
+    it('serves on, and exits on SIGTERM', { timeout: 60_000 }, async () => {
+      const port = await freePort();
+      const full = openSync('/dev/full', 'w');
+      const child = serveLogging(
+        format,
+        port,
+        'off',
+        ['ignore', full, 'pipe'],
+        ['--max-users', '1000', '--rate-limit', '0'],
+      );
+      closeSync(full);
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
+      try {
+        let up: string | undefined;
+        for (let i = 0; i < 30 && up === undefined; i++) {
+          up = await join(port, `probe${i}`, 1_000).catch(() => undefined);
+          if (up === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        expect(up, stderr).toBe('03');
+        // Two lines a client, each refused by the disk.
+        const replies: string[] = [];
+        for (let i = 0; i < 100; i++) replies.push(await join(port, `user${i}`, 3_000));
+        expect(replies.every((cmd) => cmd === '03')).toBe(true);
+        const exited = new Promise<number | null>((resolve) =>
+          child.once('exit', (code) => resolve(code)),
+        );
+        child.kill('SIGTERM');
+        const code = await Promise.race([
+          exited,
+          new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 10_000)),
+        ]);
+        expect(code, stderr).toBe(0);
+      } finally {
         await stopProcess(child);
       }
     });
