@@ -520,6 +520,11 @@ describe('value count', () => {
     };
     expect(valuesIn(connect)).toBeLessThan(MAX_VALUES);
     expect(parseRequestText(JSON.stringify(connect)).ok).toBe(true);
+    // A token longer than any this version issues is unknown (a later version's), not invalid.
+    const later = parseRequestText(JSON.stringify({ ...connect, resume: 'y'.repeat(300) }));
+    expect(later).toMatchObject({ ok: true, request: { cmd: '0', nickname: 'ann' } });
+    expect(later.ok && 'resume' in later.request).toBe(false);
+    expect(parseRequestText(JSON.stringify({ ...connect, resume: 5 })).ok).toBe(false);
     // Colons and quotes inside strings are text, not fields.
     const text = JSON.stringify({ cmd: '7', msg: '":'.repeat(2000), room: 'a:b' });
     expect(parseRequestText(text)).toMatchObject({ ok: true, request: { cmd: '7' } });
