@@ -7,7 +7,7 @@
 import path from 'node:path';
 import type { DeclaredRoom } from './core/rooms.js';
 import { hasLoneSurrogate, hasUnsafe } from './protocol/text.js';
-import { DEFAULT_MAX_HISTORY_ROOMS } from './store/common.js';
+import { DEFAULT_MAX_HISTORY_ROOMS, DEFAULT_SQLITE_HISTORY_BYTES } from './store/common.js';
 import { DEFAULT_MEMORY_HISTORY_BYTES } from './store/memory-history.js';
 
 type Kind = 'string' | 'integer' | 'boolean' | 'file';
@@ -393,6 +393,16 @@ export const SERVE_OPTIONS = {
     max: 64 * 1024 * 1024 * 1024,
     description:
       "with --history memory: bytes all rooms' messages may take together (each room holding any counted too); past it, the rooms written to least recently lose their oldest messages first",
+    arg: 'BYTES',
+  },
+  'history-sqlite-max': {
+    kind: 'integer',
+    default: DEFAULT_SQLITE_HISTORY_BYTES,
+    min: 0,
+    max: 16 * 1024 * 1024 * 1024 * 1024,
+    off: 0,
+    description:
+      'with --history sqlite: bytes the database may use ("off" for no limit), looked at every few commits; past it, the rooms written to least recently lose all their messages',
     arg: 'BYTES',
   },
   'history-max-rooms': {

@@ -222,6 +222,7 @@ function openHistory(config: Config): HistoryStore | undefined {
           retention,
           afterCommit: flushWrites,
           maxRooms: config.historyMaxRooms,
+          maxBytes: config.historySqliteMax,
         });
       } catch (err) {
         const { code, message } = err as { code?: string; message: string };

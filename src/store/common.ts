@@ -144,3 +144,6 @@ export function checkSenders(draft: MessageDraft): void {
 export function withBase(info: RoomHistory, base: number): RoomHistory {
   return base > 0 ? { ...info, base } : info;
 }
+
+/** The default of SqliteHistoryOptions.maxBytes (--history-sqlite-max): 2 GiB. */
+export const DEFAULT_SQLITE_HISTORY_BYTES = 2 * 1024 * 1024 * 1024;

@@ -20,6 +20,7 @@ import {
   cidName,
   DEFAULT_MAX_HISTORY_ROOMS,
   DEFAULT_PRUNE_INTERVAL_MS,
+  DEFAULT_SQLITE_HISTORY_BYTES,
   type HistoryStoreOptions,
   newSeed,
   readLimit,
@@ -66,6 +67,12 @@ export interface SqliteHistoryOptions extends HistoryStoreOptions {
    * DEFAULT_MAX_HISTORY_ROOMS.
    */
   readonly maxRooms?: number;
+  /**
+   * Bytes the database may use at most (its pages in use; 0: no limit): past it, as past
+   * maxRooms, the rooms written to least recently lose their messages, checked every few
+   * commits. Default DEFAULT_SQLITE_HISTORY_BYTES.
+   */
+  readonly maxBytes?: number;
   /**
    * Rows of rooms holding no messages kept at most (default 100,000, as the memory store's
    * option); past it they are forgotten, and a room without a row numbers on from the
@@ -233,6 +240,9 @@ const FORGOTTEN_ROOMS_PER_SAVE = 32_768;
 
 /** The default of SqliteHistoryOptions.maxEmptyRooms. */
 const MAX_EMPTY_ROOMS = 100_000;
+
+/** Commits between two looks at the database's size (maxBytes): two pragmas each. */
+const MEASURE_EVERY_COMMITS = 16;
 
 /** Lets the event loop turn between the transactions of a long prune. */
 function nextTurn(): Promise<void> {
@@ -406,6 +416,10 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly batchMessages: number;
   private readonly cachedRooms: number;
   private readonly maxRooms: number;
+  private readonly maxBytes: number;
+  /** Commits since the database's size was last looked at (maxBytes). */
+  private unmeasured = 0;
+  private pageSize = 4096;
   /**
    * With a limit, the rooms holding messages, least recently written first: a commit moves
    * its rooms to the end once it has succeeded, emptying a room takes it out. None without
@@ -484,6 +498,10 @@ export class SqliteHistoryStore implements HistoryStore {
     this.cachedRooms = options.cachedRooms ?? CACHED_ROOMS;
     this.maxRooms = options.maxRooms ?? DEFAULT_MAX_HISTORY_ROOMS;
     checkMaxRooms(this.maxRooms);
+    this.maxBytes = options.maxBytes ?? DEFAULT_SQLITE_HISTORY_BYTES;
+    if (!(Number.isSafeInteger(this.maxBytes) && this.maxBytes >= 0)) {
+      throw new RangeError(`maxBytes must be an integer, 0 or more, not ${this.maxBytes}`);
+    }
     this.maxEmptyRooms = options.maxEmptyRooms ?? MAX_EMPTY_ROOMS;
     if (!(Number.isInteger(this.maxEmptyRooms) && this.maxEmptyRooms >= 0)) {
       throw new RangeError(
@@ -573,7 +591,8 @@ export class SqliteHistoryStore implements HistoryStore {
           )
           .get() as { n: number }
       ).n;
-      this.written = this.maxRooms > 0 ? writtenOrder(db) : undefined;
+      this.written = this.maxRooms > 0 || this.maxBytes > 0 ? writtenOrder(db) : undefined;
+      this.pageSize = db.pragma('page_size', { simple: true }) as number;
       if (inFile) {
         this.checkpointer = this.startCheckpointer(path, options.walBytesLimit ?? WAL_BYTES_LIMIT);
         db.pragma('wal_autocheckpoint = 0');
@@ -1133,7 +1152,21 @@ export class SqliteHistoryStore implements HistoryStore {
       if (!written.delete(p.room)) added = true;
       written.set(p.room, true);
     }
-    if (added && written.size > this.maxRooms) this.checkRooms().catch(() => {});
+    const measure = this.maxBytes > 0 && ++this.unmeasured >= MEASURE_EVERY_COMMITS;
+    if (measure) this.unmeasured = 0;
+    if (
+      (added && this.maxRooms > 0 && written.size > this.maxRooms) ||
+      (measure && this.overBytes())
+    )
+      this.checkRooms().catch(() => {});
+  }
+
+  /** Whether the database's pages in use take more than maxBytes. */
+  private overBytes(): boolean {
+    if (this.maxBytes === 0) return false;
+    const pages = this.db.pragma('page_count', { simple: true }) as number;
+    const free = this.db.pragma('freelist_count', { simple: true }) as number;
+    return (pages - free) * this.pageSize > this.maxBytes;
   }
 
   /**
@@ -1148,9 +1181,11 @@ export class SqliteHistoryStore implements HistoryStore {
     return this.capping ?? Promise.resolve();
   }
 
-  /** Rooms holding messages past maxRooms. */
+  /** Rooms holding messages past maxRooms, or 1 while the database is past maxBytes. */
   private overRooms(): number {
-    return this.written === undefined ? 0 : this.written.size - this.maxRooms;
+    if (this.written === undefined) return 0;
+    const rooms = this.maxRooms > 0 ? this.written.size - this.maxRooms : 0;
+    return rooms > 0 ? rooms : this.overBytes() ? 1 : 0;
   }
 
   /**
@@ -1189,6 +1224,7 @@ export class SqliteHistoryStore implements HistoryStore {
     const progress = this.db.transaction(() => {
       let over = this.overRooms();
       let budget = CAP_MESSAGES_PER_TURN;
+      const bytesOnly = this.maxRooms === 0 || written.size <= this.maxRooms;
       let progress = false;
       for (const room of written.keys()) {
         if (over <= 0 || emptied.length === CAP_ROOMS_PER_TURN) break;
@@ -1218,7 +1254,8 @@ export class SqliteHistoryStore implements HistoryStore {
           emptiedNow.push(room);
         }
         emptied.push(room);
-        over--;
+        // Past maxBytes, one room at a time until the pages freed bring it under.
+        over = bytesOnly ? (this.overBytes() ? 1 : 0) : over - 1;
         progress = true;
       }
       return progress;

@@ -99,8 +99,8 @@ it('knows the order rooms were written in after a restart, from each room newest
   expect(await ids(store, 'charlie')).toEqual([1, 2]);
 });
 
-it('keeps every room, and no order of them, with maxRooms off', async () => {
-  const store = open({ maxRooms: 0 });
+it('keeps every room, and no order of them, with maxRooms and maxBytes off', async () => {
+  const store = open({ maxRooms: 0, maxBytes: 0 });
   const rooms = Array.from({ length: 50 }, (_, i) => `room-${49 - i}`);
   for (const [i, room] of rooms.entries()) await store.append(room, draft('one', i));
   await store.prune(100);
@@ -259,4 +259,35 @@ it('no longer counts the rooms age retention emptied', async () => {
   await store.prune(5600);
   expect(await holding(store, ['alpha', 'bravo', 'charlie'])).toEqual(['alpha', 'charlie']);
   expect(store.stats.writtenRooms).toBe(2);
+});
+
+it('empties the rooms written to least recently once the database takes more than maxBytes', async () => {
+  // A client within flood control filled 393 MB in 30 s over many rooms, which only
+  // maxRooms × maxMessages bounded (some 250 GB at the defaults).
+  const maxBytes = 2 * 1024 * 1024;
+  const store = open({ maxRooms: 0, maxBytes });
+  const rooms = Array.from({ length: 40 }, (_, i) => `room${(i * 7) % 40}`);
+  for (const [i, room] of rooms.entries()) {
+    for (let j = 0; j < 20; j++)
+      await store.append(room, draft(`${i}.${j} ${'x'.repeat(8000)}`, i));
+  }
+  // The check runs a step a turn: done once a few turns pass with nothing more to take.
+  for (let i = 0; i < 200; i++) await nextTurn();
+  const db = new Database(file(), { readonly: true });
+  try {
+    const pages = db.pragma('page_count', { simple: true }) as number;
+    const free = db.pragma('freelist_count', { simple: true }) as number;
+    const size = db.pragma('page_size', { simple: true }) as number;
+    // Over by at most what the commits between two looks wrote (16 of 8 KB) and a room.
+    expect((pages - free) * size).toBeLessThan(maxBytes + 16 * 8192 + 20 * 8192);
+  } finally {
+    db.close();
+  }
+  const held = await holding(store, rooms);
+  // The newest rooms, whole; the oldest, emptied; 6.4 MB written, about a third kept.
+  expect(held.length).toBeGreaterThan(5);
+  expect(held.length).toBeLessThan(20);
+  expect(held).toEqual(rooms.slice(rooms.length - held.length));
+  expect(await ids(store, rooms.at(-1)!)).toHaveLength(20);
+  expect(await ids(store, rooms[0]!)).toEqual([]);
 });
