@@ -33,16 +33,6 @@ interface OptionSpec {
   check?: (value: string) => string | undefined;
 }
 
-/** The schemes with a meaning of their own in the URL standard, besides http: and https:. */
-const SPECIAL_SCHEMES = new Set(['ws:', 'wss:', 'ftp:', 'file:']);
-
-/**
- * Each entry of --allowed-origins is "*" or an origin exactly as a browser sends it in its
- * Origin header (scheme, host in lower case, port only when not the scheme's own, nothing
- * after; another scheme's host as written): the server compares the header with each as
- * text, so `https://Chat.example/` or `https://chat.example:443` would silently never match.
- * "null", which every sandboxed page sends, is refused: it would let in almost anyone.
- */
 /** The longest message of the day, in characters. */
 export const MAX_MOTD = 2000;
 
@@ -54,6 +44,16 @@ function checkMotd(text: string): string | undefined {
   return undefined;
 }
 
+/** The schemes with a meaning of their own in the URL standard, besides http: and https:. */
+const SPECIAL_SCHEMES = new Set(['ws:', 'wss:', 'ftp:', 'file:']);
+
+/**
+ * Each entry of --allowed-origins is "*" or an origin exactly as a browser sends it in its
+ * Origin header (scheme, host in lower case, port only when not the scheme's own, nothing
+ * after; another scheme's host as written): the server compares the header with each as
+ * text, so `https://Chat.example/` or `https://chat.example:443` would silently never match.
+ * "null", which every sandboxed page sends, is refused: it would let in almost anyone.
+ */
 function checkOrigins(list: string): string | undefined {
   for (const entry of list.split(',').map((o) => o.trim())) {
     if (entry === '' || entry === '*') continue;
@@ -398,11 +398,11 @@ export const SERVE_OPTIONS = {
   'history-sqlite-max': {
     kind: 'integer',
     default: DEFAULT_SQLITE_HISTORY_BYTES,
-    min: 0,
+    min: 1024 * 1024,
     max: 16 * 1024 * 1024 * 1024 * 1024,
     off: 0,
     description:
-      'with --history sqlite: bytes the database may use ("off" for no limit), looked at every few commits; past it, the rooms written to least recently lose all their messages',
+      'with --history sqlite: bytes the stored messages may take ("off" for no limit; the file takes more, with SQLite\'s pages and indexes), looked at every 16 commits; past it, the rooms written to least recently lose all their messages',
     arg: 'BYTES',
   },
   'history-max-rooms': {

@@ -68,9 +68,10 @@ export interface SqliteHistoryOptions extends HistoryStoreOptions {
    */
   readonly maxRooms?: number;
   /**
-   * Bytes the database may use at most (its pages in use; 0: no limit): past it, as past
-   * maxRooms, the rooms written to least recently lose their messages, checked every few
-   * commits. Default DEFAULT_SQLITE_HISTORY_BYTES.
+   * Bytes the stored messages may take at most, as stored (0: no limit; the file, with
+   * SQLite's pages and indexes, takes more): past it, as past maxRooms, the rooms written to
+   * least recently lose their messages, checked every few commits. Default
+   * DEFAULT_SQLITE_HISTORY_BYTES.
    */
   readonly maxBytes?: number;
   /**
@@ -178,6 +179,20 @@ CREATE TABLE IF NOT EXISTS cids (
   PRIMARY KEY (room, "from", cid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS cids_id ON cids (room, id);
+CREATE TABLE IF NOT EXISTS stored_bytes (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  bytes INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS batches_bytes_in AFTER INSERT ON batches BEGIN
+  UPDATE stored_bytes SET bytes = bytes + octet_length(NEW.data) WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS batches_bytes_out AFTER DELETE ON batches BEGIN
+  UPDATE stored_bytes SET bytes = bytes - octet_length(OLD.data) WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS batches_bytes_cut AFTER UPDATE OF data ON batches BEGIN
+  UPDATE stored_bytes SET bytes = bytes + octet_length(NEW.data) - octet_length(OLD.data)
+    WHERE id = 1;
+END;
 `;
 
 /** Gives every room a new epoch (`seed`'s), as a new database would: returns `seed`. */
@@ -241,7 +256,7 @@ const FORGOTTEN_ROOMS_PER_SAVE = 32_768;
 /** The default of SqliteHistoryOptions.maxEmptyRooms. */
 const MAX_EMPTY_ROOMS = 100_000;
 
-/** Commits between two looks at the database's size (maxBytes): two pragmas each. */
+/** Commits between two looks at the bytes stored (maxBytes). */
 const MEASURE_EVERY_COMMITS = 16;
 
 /** Lets the event loop turn between the transactions of a long prune. */
@@ -417,9 +432,10 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly cachedRooms: number;
   private readonly maxRooms: number;
   private readonly maxBytes: number;
-  /** Commits since the database's size was last looked at (maxBytes). */
+  /** Commits since the bytes stored were last looked at (maxBytes). */
   private unmeasured = 0;
-  private pageSize = 4096;
+  /** The bytes of the batches' data, which triggers keep in step with every change to them. */
+  private storedBytes!: Database.Statement<[], number>;
   /**
    * With a limit, the rooms holding messages, least recently written first: a commit moves
    * its rooms to the end once it has succeeded, emptying a room takes it out. None without
@@ -592,7 +608,14 @@ export class SqliteHistoryStore implements HistoryStore {
           .get() as { n: number }
       ).n;
       this.written = this.maxRooms > 0 || this.maxBytes > 0 ? writtenOrder(db) : undefined;
-      this.pageSize = db.pragma('page_size', { simple: true }) as number;
+      // Counted once, for a database an earlier version wrote (its sizes are in the rows'
+      // headers: no message is read); the triggers keep it from then on.
+      db.exec(
+        'INSERT OR IGNORE INTO stored_bytes (id, bytes) SELECT 1, coalesce(sum(octet_length(data)), 0) FROM batches',
+      );
+      this.storedBytes = db
+        .prepare<[], number>('SELECT bytes FROM stored_bytes WHERE id = 1')
+        .pluck();
       if (inFile) {
         this.checkpointer = this.startCheckpointer(path, options.walBytesLimit ?? WAL_BYTES_LIMIT);
         db.pragma('wal_autocheckpoint = 0');
@@ -1161,12 +1184,13 @@ export class SqliteHistoryStore implements HistoryStore {
       this.checkRooms().catch(() => {});
   }
 
-  /** Whether the database's pages in use take more than maxBytes. */
+  /**
+   * Whether the messages stored take more than maxBytes, as their rows' data (not pages in
+   * use: rooms written at the same time share pages, and emptying the least recent of them
+   * freed so few whole pages that half the history went before the count fell).
+   */
   private overBytes(): boolean {
-    if (this.maxBytes === 0) return false;
-    const pages = this.db.pragma('page_count', { simple: true }) as number;
-    const free = this.db.pragma('freelist_count', { simple: true }) as number;
-    return (pages - free) * this.pageSize > this.maxBytes;
+    return this.maxBytes > 0 && (this.storedBytes.get() ?? 0) > this.maxBytes;
   }
 
   /**
