@@ -121,8 +121,6 @@ function connectAfresh(
   const resume = session.has('history')
     ? { token: ctx.issueToken(session), resumed: false, nickname }
     : undefined;
-  // Not on a resume: a client coming back was shown it when it joined.
-  const motd = caps !== undefined && ctx.motd !== '' ? ctx.motd : undefined;
   session.reply({
     type: 'welcome',
     address: session.peer.local,
@@ -130,7 +128,7 @@ function connectAfresh(
     caps,
     limits,
     resume,
-    motd,
+    motd: motdFor(ctx, caps),
   });
   if (room !== undefined && session.has('history')) {
     ctx.enterRoom(session, room, memberNames(room), count, positions(ctx, req.since).get(room));
@@ -227,7 +225,7 @@ async function connectInCluster(
       if (gone()) return;
       settled = true;
       ctx.join(session, nickname, undefined);
-      welcome(session, nickname, count, caps, limits);
+      welcome(ctx, session, nickname, count, caps, limits);
       recheckBans(ctx, session);
       return;
     }
@@ -263,7 +261,7 @@ async function connectInCluster(
     // Its "03" tells the chats of its identity that came meanwhile (Session.tellStored):
     // behind the room's replay, which leaves out those it shows.
     if (session.has('history')) session.holdRoom(room.name);
-    welcome(session, nickname, count, caps, limits);
+    welcome(ctx, session, nickname, count, caps, limits);
     if (placing !== undefined) ctx.enterPlaced(session, room, after);
     if (session.has('history')) {
       ctx.enterRoom(session, room, shown ?? names(members), count, since);
@@ -278,6 +276,7 @@ async function connectInCluster(
 }
 
 function welcome(
+  ctx: ChatContext,
   session: Session,
   nickname: string,
   count: number,
@@ -286,7 +285,24 @@ function welcome(
 ): void {
   const token = session.resumeToken;
   const resume = token === undefined ? undefined : { token, resumed: false, nickname };
-  session.reply({ type: 'welcome', address: session.peer.local, count, caps, limits, resume });
+  const motd = motdFor(ctx, caps);
+  session.reply({
+    type: 'welcome',
+    address: session.peer.local,
+    count,
+    caps,
+    limits,
+    resume,
+    motd,
+  });
+}
+
+/**
+ * The message of the day for a CONNECT that joins afresh: to clients that negotiated (a
+ * course client's "03" stays the course's). Not on a resume: its client was told it.
+ */
+function motdFor(ctx: ChatContext, caps: readonly Capability[] | undefined): string | undefined {
+  return caps !== undefined && ctx.motd !== '' ? ctx.motd : undefined;
 }
 
 function memberInfo(ctx: ChatContext, nickname: string, address: PeerAddress): MemberInfo {

@@ -7,7 +7,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import type { ConfabServer } from '../../src/server.js';
 import { ChatProcess } from '../helpers/chat-process.js';
+import { startCluster } from '../helpers/cluster.js';
 import { RawClient } from '../helpers/raw-client.js';
+import { withoutRedis } from '../helpers/redis.js';
 import { startConfab } from '../helpers/servers.js';
 
 const MOTD = 'Be kind.\nHomework help in #physics.';
@@ -48,6 +50,30 @@ describe('the message of the day', () => {
       course.client.close();
     }
   });
+
+  it.skipIf(withoutRedis())(
+    'is told on a node of a cluster as on one process',
+    async () => {
+      const cluster = await startCluster(1, ['--motd', MOTD]);
+      try {
+        const port = cluster.nodes[0]!.port;
+        const modern = await RawJoin(port, 'modern', { caps: ['rooms', 'history'] });
+        expect(modern.welcome.motd).toBe(MOTD);
+        const course = await RawJoin(port, 'course', {});
+        expect(Object.keys(course.welcome).sort()).toEqual(['cmd', 'serverAddress', 'userCount']);
+        const back = await RawJoin(port, 'modern', {
+          caps: ['rooms', 'history'],
+          resume: modern.welcome.resume,
+        });
+        expect(back.welcome.resumed).toBe(true);
+        expect(back.welcome.motd).toBeUndefined();
+        for (const c of [modern, course, back]) c.client.close();
+      } finally {
+        await cluster.stop();
+      }
+    },
+    60_000,
+  );
 
   it('is refused with control characters other than line breaks, or past 2,000 characters', () => {
     expect(() => loadConfig({ motd: 'hi\u001b[2J' }, {})).toThrow(/motd/);
