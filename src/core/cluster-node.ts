@@ -93,6 +93,24 @@ const MAX_FOLLOW_HOPS = 3;
  */
 const MAX_WHISPERS_WAITING = 16;
 
+/** What the whispers waiting for one member may come to at most (whisperCost). */
+const MAX_WHISPER_BYTES_WAITING = 64 * 1024;
+
+/** A whisper's bytes as sent at most: every character escaped (`\u0001`), and the frame. */
+function whisperCost(event: WhisperEvent): number {
+  return 6 * (event.msg.length + event.from.length) + 64;
+}
+
+/** The whispers waiting for one member not keeping up, in the order they came. */
+interface WaitingWhispers {
+  readonly queue: {
+    readonly delivery: Delivery;
+    readonly event: WhisperEvent;
+    readonly cost: number;
+  }[];
+  bytes: number;
+}
+
 /** Whether `session` is in every room of `places` (by key): all of them entered here. */
 function holdsEvery(session: Session, places: TakenOver['rooms']): boolean {
   const held = new Set<string>();
@@ -127,8 +145,8 @@ export class ClusterNode {
   readonly roomCounts: RecentRead<readonly RoomCount[]>;
   /** Rooms (key -> name) of PARTs whose leave in Presence failed: see partInDoubt. */
   private readonly partsInDoubt = new WeakMap<Session, Map<string, string>>();
-  /** How many whispers wait for each member not keeping up (MAX_WHISPERS_WAITING). */
-  private readonly whispersWaiting = new WeakMap<Session, number>();
+  /** The whispers waiting for each member not keeping up (whisperWhenRead). */
+  private readonly whispersWaiting = new WeakMap<Session, WaitingWhispers>();
   /** Presence releases in flight, so a stop can wait for their "30"s to go out. */
   private readonly releases = new Set<Promise<void>>();
   /** Rooms whose members are read again once their resync has waited (see `resynced`). */
@@ -601,9 +619,11 @@ export class ClusterNode {
         const delivery = new Delivery(
           member === undefined ? event : { ...event, to: session.nickname },
         );
-        const waiting = this.whispersWaiting.get(session) ?? 0;
-        if (waiting === 0 && session.peer.busy?.() !== true) session.deliver(delivery);
-        else this.whisperWhenRead(session, delivery, event, waiting);
+        if (!this.whispersWaiting.has(session) && session.peer.busy?.() !== true) {
+          session.deliver(delivery);
+        } else {
+          this.whisperWhenRead(session, delivery, event);
+        }
         return;
       }
     }
@@ -635,25 +655,47 @@ export class ClusterNode {
    * A whisper for a member not keeping up with what it is sent, or behind others that wait:
    * its sender was told "22" when this node took it, so it goes, as history does, once the
    * member has read enough (a resume's replay and held events may just have filled its
-   * queue), rather than be lost or cut the member off. Past MAX_WHISPERS_WAITING, dropped.
+   * queue), rather than be lost or cut the member off. One after another, in the order they
+   * came; past MAX_WHISPERS_WAITING or MAX_WHISPER_BYTES_WAITING, dropped.
    */
-  private whisperWhenRead(
-    session: Session,
-    delivery: Delivery,
-    event: WhisperEvent,
-    waiting: number,
-  ): void {
-    if (waiting >= MAX_WHISPERS_WAITING) {
+  private whisperWhenRead(session: Session, delivery: Delivery, event: WhisperEvent): void {
+    const cost = whisperCost(event);
+    let waiting = this.whispersWaiting.get(session);
+    if (
+      waiting !== undefined &&
+      (waiting.queue.length >= MAX_WHISPERS_WAITING ||
+        waiting.bytes + cost > MAX_WHISPER_BYTES_WAITING)
+    ) {
       const { from, to } = event;
       this.chat.log.debug({ from, to }, 'a whisper to a reader not keeping up dropped');
       return;
     }
-    this.whispersWaiting.set(session, waiting + 1);
-    void session.sendPaced([delivery]).finally(() => {
-      const left = (this.whispersWaiting.get(session) ?? 1) - 1;
-      if (left > 0) this.whispersWaiting.set(session, left);
-      else this.whispersWaiting.delete(session);
-    });
+    const first = waiting === undefined;
+    waiting ??= { queue: [], bytes: 0 };
+    waiting.queue.push({ delivery, event, cost });
+    waiting.bytes += cost;
+    if (first) {
+      this.whispersWaiting.set(session, waiting);
+      void this.sendWhenRead(session, waiting);
+    }
+  }
+
+  private async sendWhenRead(session: Session, waiting: WaitingWhispers): Promise<void> {
+    // A function: TypeScript takes the state read before an await for the state after it.
+    const closed = () => session.state === 'closed';
+    try {
+      while (waiting.queue.length > 0 && !closed()) {
+        await session.sendPaced([waiting.queue[0]!.delivery]);
+        // Closed while it waited: not sent (a send past the cap closes it instead).
+        if (closed()) break;
+        waiting.bytes -= waiting.queue.shift()!.cost;
+      }
+    } finally {
+      this.whispersWaiting.delete(session);
+    }
+    // Its connection closed meanwhile, most often for a resume that made the member a new
+    // session (here or on another node): the whispers left follow the member there.
+    for (const { event } of waiting.queue) this.whispered(event, true);
   }
 
   /**
