@@ -110,12 +110,16 @@ export class RedisClock {
     const redisMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     // TIME ran somewhere in the round trip: the middle is wrong by half of it at most.
     const middle = Math.round((sent + back) / 2);
-    const doubt = loose ? roundTrip / 2 : 0;
+    const half = loose ? roundTrip / 2 : 0;
     // A slow sample that this node's own clock agrees with, within what the sample is known
     // to, says nothing against that clock: it is kept exactly, rather than moved by up to
     // half the round trip (an NTP-set clock would otherwise be put off by hundreds of ms).
+    // It may then be off by what the sample saw and the sample's own doubt together: that
+    // is the doubt told and compared, not the half round trip alone.
     const seen = redisMs - middle;
-    const offset = loose && Math.abs(seen) <= doubt + CLOCK_TOLERANCE_MS ? 0 : seen;
+    const kept = loose && Math.abs(seen) <= half + CLOCK_TOLERANCE_MS;
+    const offset = kept ? 0 : seen;
+    const doubt = kept ? Math.abs(seen) + half : half;
     if (heldLoose && !loose) {
       // A fast sample after slow ones, judged afresh: a clock that agrees is kept exactly.
       this.offset = Math.abs(offset) > CLOCK_TOLERANCE_MS ? offset : 0;

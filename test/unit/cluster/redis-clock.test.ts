@@ -144,6 +144,20 @@ describe.skipIf(skip)('RedisClock', () => {
     }
   });
 
+  it('tells, for a slow sample it keeps the clock by, how far off the clock may then be', async () => {
+    // 2.4 s behind, answers 2 s late: the sample sees it 1.4 s off, within its doubt of 1 s and
+    // the tolerance, so the clock is kept; the doubt told covers the 2.4 s it really is off.
+    const doubts: number[] = [];
+    const clock = new RedisClock(
+      answeringLate(() => 2_000),
+      () => Date.now() - 2_400,
+      (_, doubt) => doubts.push(doubt),
+    );
+    expect(await clock.sync()).toBe(true);
+    expect(clock.skew).toBe(0);
+    expect(Math.abs(clock.now() - Date.now())).toBeLessThanOrEqual(doubts[0]! + 100);
+  });
+
   it('keeps a clock that agrees as it is once a fast sample follows slow ones', async () => {
     let slowMs = 1_600;
     const slow = answeringLate(() => slowMs);
