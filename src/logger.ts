@@ -146,7 +146,7 @@ let open: net.Socket | undefined;
  * A pipe or socket (a log shipper, journald) is written as a non-blocking stream: written
  * through pino's asynchronous destination instead, a reader that stopped left a thread of
  * libuv's pool blocked in write(2), and the process could not exit after a stop until the
- * reader read again. A file or terminal keeps pino's destination.
+ * reader read again. A file or terminal gets FileOut.
  */
 function stdout(): LogOut {
   let stream = false;
@@ -154,7 +154,7 @@ function stdout(): LogOut {
     const stat = fstatSync(1);
     stream = stat.isFIFO() || stat.isSocket();
   } catch {
-    // No stdout to look at: pino's destination reports what goes wrong.
+    // No stdout to look at: FileOut's writes fail, and cost only their lines.
   }
   if (!stream) {
     // One for the process: it holds stdout's lines, and its exit hook is registered once.

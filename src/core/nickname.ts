@@ -69,12 +69,14 @@ export type NicknameCheck = { ok: true; nickname: string } | { ok: false; reason
 
 /** A letter (not a modifier letter such as "ˑ"), a digit of any kind, or a symbol such as an emoji. */
 const SOMETHING_TO_READ = /[\p{Lu}\p{Ll}\p{Lt}\p{Lo}\p{N}\p{So}]/u;
+/** Symbols drawn as stars and asterisks ("✱", "★"), which read as an action's star. */
+const STARS = /[\u2605\u2606\u2722-\u274b]/gu;
 
 export function checkNickname(raw: string): NicknameCheck {
   const checked = checkName(raw, MAX_NICKNAME_LENGTH, 'nickname');
   // Dots, stars and marks alone ("·", "*", "ˑ"), nearly invisible or read as an action's
   // star, make a member's chats look like the server's notices or another member's actions.
-  if (checked.ok && !SOMETHING_TO_READ.test(checked.nickname)) {
+  if (checked.ok && !SOMETHING_TO_READ.test(checked.nickname.replace(STARS, ''))) {
     return { ok: false, reason: 'nickname must contain a letter, a digit or an emoji' };
   }
   // A BAN mask that reads as an address bans that address: a nickname a reader takes for one

@@ -459,12 +459,12 @@ function isolated(name: string): string {
 }
 const error = (text: string, view = selected) => append(view, line('error', [text]));
 
-/** `action`: IRC's /me, shown as "* ann waves". */
 /** Whether someone else's chat names the page's user (marked, and told on the room's badge). */
 function mentionsMe(from: string, msg: string): boolean {
   return from !== connection.nickname && mentions(msg, connection.nickname);
 }
 
+/** `action`: IRC's /me, shown as "* ann waves". */
 function chatLine(from: string, msg: string, at?: number, action = false): HTMLLIElement {
   const mine = from === connection.nickname;
   const kind = `${mine ? 'msg mine' : 'msg'}${action ? ' action' : ''}${mentionsMe(from, msg) ? ' mention' : ''}`;

@@ -258,10 +258,15 @@ describe('invisible and deceptive nicknames are refused', () => {
       '⸱',
       '-_-',
       '...',
+      // Symbols drawn as stars count as none.
+      '✱',
+      '✳✻',
+      '❋',
+      '★',
     ]) {
       refused(name);
     }
-    for (const name of ['x', '7', '٣', 'Ⅻ', '😀', '♞', '*x*', '_-a-_', '李']) accepted(name);
+    for (const name of ['x', '7', '٣', 'Ⅻ', '😀', '♞', '*x*', '_-a-_', '李', '✱x']) accepted(name);
   });
 
   it('accepts names in scripts that need combining marks', () => {
