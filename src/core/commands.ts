@@ -118,18 +118,9 @@ function connectAfresh(
   // The others hear of the joiner before the joiner hears it is in, as in the course server.
   if (room !== undefined) ctx.publish({ type: 'joined', room: room.name, nickname, count });
   ctx.join(session, nickname, room);
-  const resume = session.has('history')
-    ? { token: ctx.issueToken(session), resumed: false, nickname }
-    : undefined;
-  session.reply({
-    type: 'welcome',
-    address: session.peer.local,
-    count,
-    caps,
-    limits,
-    resume,
-    motd: motdFor(ctx, caps),
-  });
+  // Its token, which "03" carries (welcome).
+  if (session.has('history')) ctx.issueToken(session);
+  welcome(ctx, session, nickname, count, caps, limits);
   if (room !== undefined && session.has('history')) {
     ctx.enterRoom(session, room, memberNames(room), count, positions(ctx, req.since).get(room));
   }
