@@ -23,7 +23,7 @@ import {
   removedIfBanned,
   unban,
 } from './moderation-commands.js';
-import { checkNickname } from './nickname.js';
+import { checkNickname, type NicknameCheck } from './nickname.js';
 import { lineageOf, MemberGone, type Presence } from './presence.js';
 import type { Room } from './room.js';
 import { history, joinRoom, listRooms, partRoom } from './room-commands.js';
@@ -67,6 +67,19 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
 };
 
 /** CONNECT without a session to take back: claims the nickname and the lobby. */
+/**
+ * The nickname rules, and the banned words: a nickname is shown to everyone in member lists
+ * and before every chat, so it is held to the rule chats are (an operator's list of single
+ * words; the course's one phrase, with its spaces, can be in no nickname).
+ */
+function usableNickname(ctx: ChatContext, raw: string): NicknameCheck {
+  const checked = checkNickname(raw);
+  if (checked.ok && ctx.bannedWords.matches(checked.nickname)) {
+    return { ok: false, reason: 'nickname contains a banned word' };
+  }
+  return checked;
+}
+
 function connectAfresh(
   ctx: ChatContext,
   session: Session,
@@ -74,7 +87,7 @@ function connectAfresh(
   caps: readonly Capability[] | undefined,
   limits: Limits | undefined,
 ): void {
-  const checked = checkNickname(req.nickname);
+  const checked = usableNickname(ctx, req.nickname);
   if (!checked.ok) {
     session.reply({ type: 'connect-refused', reason: 'invalid', detail: checked.reason });
     ctx.disconnect(session, 'invalid-nickname');
@@ -459,7 +472,7 @@ const version: Handler<typeof Cmd.VERSION> = (ctx, session) => {
  *   -> "51" {newNickname}; members with "renames" get "91" {oldNickname, newNickname}.
  */
 const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
-  const checked = checkNickname(req.newNickname);
+  const checked = usableNickname(ctx, req.newNickname);
   if (!checked.ok) {
     session.reply({ type: 'rename-refused', reason: 'invalid', detail: checked.reason });
     return;

@@ -73,6 +73,8 @@ export class Rooms {
    * --history-max-rooms).
    */
   mayCreate: (session: Session) => boolean = () => true;
+  /** Whether a new room may not have this name (it holds a banned word). */
+  nameForbidden: (name: string) => boolean = () => false;
 
   constructor(
     readonly lobby: Room,
@@ -169,6 +171,10 @@ export class Rooms {
     }
     if (room === undefined) {
       if (!this.createRooms) return { code: ErrorCode.NO_SUCH_ROOM, message: 'no such room' };
+      // Listed to everyone (ROOMS, the web page's "More rooms"): held to the chat rule.
+      if (this.nameForbidden(name)) {
+        return { code: ErrorCode.INVALID_ROOM_NAME, message: 'room name contains a banned word' };
+      }
       const key = roomKey(name);
       const making = this.making.get(key);
       if (making === undefined && this.count >= this.maxRooms) {

@@ -222,6 +222,25 @@ describe('in the room', () => {
     expect(b.take().at(-1)).toEqual({ cmd: '30', nickname: 'a', userCount: 1 });
   });
 
+  it('holds nicknames and new room names to the banned words, as chats are', () => {
+    // Shown to everyone: in member lists, before each chat, in ROOMS.
+    chat = new Chat({ bannedWords: BannedWords.fromText('spoiler\n') });
+    const course = connect('SpoilerKing');
+    expect(course.take()).toEqual([{ cmd: '01' }]);
+    expect(course.closedWith).toBe('invalid-nickname');
+    const a = connect('a', ['errors', 'rooms']);
+    a.take();
+    send(a, { cmd: '5', newNickname: 'no_spoilers' });
+    expect(a.take()).toMatchObject([{ cmd: '90', code: ErrorCode.INVALID_NICKNAME }]);
+    send(a, { cmd: '100', room: 'spoiler-room' });
+    expect(a.take()).toMatchObject([
+      { cmd: '90', code: ErrorCode.INVALID_ROOM_NAME, message: 'room name contains a banned word' },
+    ]);
+    expect(a.closedWith).toBeUndefined();
+    send(a, { cmd: '100', room: 'films' });
+    expect(a.take()).toMatchObject([{ cmd: '101', room: 'films' }]);
+  });
+
   it('checks an action for banned words in the asterisks others get it in', () => {
     chat = new Chat({ bannedWords: BannedWords.fromText('*spoiler\n') });
     const a = connect('a', ['actions']);
