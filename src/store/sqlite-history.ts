@@ -95,6 +95,8 @@ export interface SqliteHistoryStats {
   readonly emptyRooms: number;
   /** The highest top of the rooms whose rows were deleted: a room without a row numbers on from it. */
   readonly forgotten: number;
+  /** The bytes of the stored messages as maxBytes counts them (undefined: no limit, or to count again). */
+  readonly storedBytes: number | undefined;
 }
 
 /** A batch being gathered in a commit. */
@@ -179,20 +181,10 @@ CREATE TABLE IF NOT EXISTS cids (
   PRIMARY KEY (room, "from", cid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS cids_id ON cids (room, id);
-CREATE TABLE IF NOT EXISTS stored_bytes (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  bytes INTEGER NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS batches_bytes_in AFTER INSERT ON batches BEGIN
-  UPDATE stored_bytes SET bytes = bytes + octet_length(NEW.data) WHERE id = 1;
-END;
-CREATE TRIGGER IF NOT EXISTS batches_bytes_out AFTER DELETE ON batches BEGIN
-  UPDATE stored_bytes SET bytes = bytes - octet_length(OLD.data) WHERE id = 1;
-END;
-CREATE TRIGGER IF NOT EXISTS batches_bytes_cut AFTER UPDATE OF data ON batches BEGIN
-  UPDATE stored_bytes SET bytes = bytes + octet_length(NEW.data) - octet_length(OLD.data)
-    WHERE id = 1;
-END;
+DROP TRIGGER IF EXISTS batches_bytes_in;
+DROP TRIGGER IF EXISTS batches_bytes_out;
+DROP TRIGGER IF EXISTS batches_bytes_cut;
+DROP TABLE IF EXISTS stored_bytes;
 `;
 
 /** Gives every room a new epoch (`seed`'s), as a new database would: returns `seed`. */
@@ -434,8 +426,14 @@ export class SqliteHistoryStore implements HistoryStore {
   private readonly maxBytes: number;
   /** Commits since the bytes stored were last looked at (maxBytes). */
   private unmeasured = 0;
-  /** The bytes of the batches' data, which triggers keep in step with every change to them. */
-  private storedBytes!: Database.Statement<[], number>;
+  /**
+   * The bytes of the batches' data, counted at open and kept in step by each write and
+   * delete; undefined after a transaction failed (what it changed is not known), counted
+   * again at the next look. In memory: a row of its own, written by every commit, cost
+   * W-pipe/each a tenth of its deliveries (one more page in the WAL a commit).
+   */
+  private bytes: number | undefined;
+  private countBytes!: Database.Statement<[], number>;
   /**
    * With a limit, the rooms holding messages, least recently written first: a commit moves
    * its rooms to the end once it has succeeded, emptying a room takes it out. None without
@@ -485,7 +483,7 @@ export class SqliteHistoryStore implements HistoryStore {
     [{ room: string; after: number; before: number }],
     BatchRow
   >;
-  private readonly deleteUpTo: Database.Statement<[string, number, number]>;
+  private readonly deleteUpTo: Database.Statement<[string, number, number], number>;
   private readonly deleteCidsUpTo: Database.Statement<[string, number]>;
   private readonly youngRows: Database.Statement<[string, number, number], BatchRow>;
   private readonly cutBatch: Database.Statement<[number, string, string, number]>;
@@ -608,14 +606,11 @@ export class SqliteHistoryStore implements HistoryStore {
           .get() as { n: number }
       ).n;
       this.written = this.maxRooms > 0 || this.maxBytes > 0 ? writtenOrder(db) : undefined;
-      // Counted once, for a database an earlier version wrote (its sizes are in the rows'
-      // headers: no message is read); the triggers keep it from then on.
-      db.exec(
-        'INSERT OR IGNORE INTO stored_bytes (id, bytes) SELECT 1, coalesce(sum(octet_length(data)), 0) FROM batches',
-      );
-      this.storedBytes = db
-        .prepare<[], number>('SELECT bytes FROM stored_bytes WHERE id = 1')
+      // The rows' sizes are in their headers: counting reads no message.
+      this.countBytes = db
+        .prepare<[], number>('SELECT coalesce(sum(octet_length(data)), 0) FROM batches')
         .pluck();
+      this.bytes = this.maxBytes > 0 ? this.countBytes.get() : undefined;
       if (inFile) {
         this.checkpointer = this.startCheckpointer(path, options.walBytesLimit ?? WAL_BYTES_LIMIT);
         db.pragma('wal_autocheckpoint = 0');
@@ -672,7 +667,14 @@ export class SqliteHistoryStore implements HistoryStore {
       `SELECT first, newest, data FROM batches WHERE room = @room AND first < @before AND first >= coalesce(
          (SELECT max(first) FROM batches WHERE room = @room AND first <= @after), 0) ORDER BY first`,
     );
-    this.deleteUpTo = db.prepare('DELETE FROM batches WHERE room = ? AND first <= ? AND last <= ?');
+    // What it deletes comes back with the delete: a read first would start the transaction
+    // as a reader, and one the checkpointer restarted the WAL under cannot then write
+    // ("database is locked").
+    this.deleteUpTo = db
+      .prepare<[string, number, number], number>(
+        'DELETE FROM batches WHERE room = ? AND first <= ? AND last <= ? RETURNING octet_length(data)',
+      )
+      .pluck();
     this.deleteCidsUpTo = db.prepare('DELETE FROM cids WHERE room = ? AND id <= ?');
     // Rows with a young message and one above the count floor: the young one may be at or
     // below the floor, so the first young message above it can be in a later row.
@@ -788,6 +790,7 @@ export class SqliteHistoryStore implements HistoryStore {
       writtenRooms: this.written?.size ?? 0,
       emptyRooms: this.emptyRooms,
       forgotten: this.forgotten,
+      storedBytes: this.bytes,
     };
   }
 
@@ -977,7 +980,9 @@ export class SqliteHistoryStore implements HistoryStore {
   }
 
   private writeBatch(b: OpenBatch): void {
-    this.insertBatch.run(b.room, b.first, b.last, b.newest, encodeBatch(b.flat, b.newest));
+    const data = encodeBatch(b.flat, b.newest);
+    this.insertBatch.run(b.room, b.first, b.last, b.newest, data);
+    if (this.bytes !== undefined) this.bytes += Buffer.byteLength(data);
   }
 
   /** Ids up to this one are past the room's count limit, whether deleted yet or not. */
@@ -1028,6 +1033,7 @@ export class SqliteHistoryStore implements HistoryStore {
     try {
       this.commitBatch(batch);
     } catch (error) {
+      this.recount();
       // Nothing of the batch was stored and no id of it was acknowledged: forget the cached
       // tops so the next append starts again from what the database holds.
       for (const p of batch) this.rooms.delete(p.room);
@@ -1113,6 +1119,7 @@ export class SqliteHistoryStore implements HistoryStore {
           // Its own savepoint: a room that fails leaves nothing half done, and the rest go on.
           if (this.pruneRoomAlone(next, cutoff)) emptied.push(next);
         } catch (error) {
+          this.recount();
           if (!('error' in failed)) failed.error = error;
         }
       }
@@ -1154,7 +1161,13 @@ export class SqliteHistoryStore implements HistoryStore {
     const { row, entries, skip } = young;
     const kept = row.first + skip;
     this.deleteThrough(key, Math.max(kept - 1, floor));
-    if (skip > 0) this.cutBatch.run(kept, JSON.stringify(entries.slice(skip)), key, row.first);
+    if (skip > 0) {
+      const data = JSON.stringify(entries.slice(skip));
+      this.cutBatch.run(kept, data, key, row.first);
+      if (this.bytes !== undefined) {
+        this.bytes += Buffer.byteLength(data) - Buffer.byteLength(row.data);
+      }
+    }
     return false;
   }
 
@@ -1190,7 +1203,14 @@ export class SqliteHistoryStore implements HistoryStore {
    * freed so few whole pages that half the history went before the count fell).
    */
   private overBytes(): boolean {
-    return this.maxBytes > 0 && (this.storedBytes.get() ?? 0) > this.maxBytes;
+    if (this.maxBytes === 0) return false;
+    this.bytes ??= this.countBytes.get() ?? 0;
+    return this.bytes > this.maxBytes;
+  }
+
+  /** What a transaction that failed changed is not known: the bytes are counted again. */
+  private recount(): void {
+    if (this.maxBytes > 0) this.bytes = undefined;
   }
 
   /**
@@ -1221,7 +1241,15 @@ export class SqliteHistoryStore implements HistoryStore {
     try {
       for (;;) {
         await nextTurn();
-        if (this.closed || this.overRooms() <= 0 || !this.capStep()) return;
+        if (this.closed || this.overRooms() <= 0) return;
+        let progress: boolean;
+        try {
+          progress = this.capStep();
+        } catch (error) {
+          this.recount();
+          throw error;
+        }
+        if (!progress) return;
       }
     } finally {
       // Within the turn of the last count: a room that starts holding messages after it
@@ -1395,7 +1423,9 @@ export class SqliteHistoryStore implements HistoryStore {
    * it: a cid names a message still readable, or is free again. The batches deleted.
    */
   private deleteThrough(room: string, id: number): number {
-    const batches = this.deleteUpTo.run(room, id, id).changes;
+    const sizes = this.deleteUpTo.all(room, id, id);
+    if (this.bytes !== undefined) for (const size of sizes) this.bytes -= size;
+    const batches = sizes.length;
     this.deleteCidsUpTo.run(room, id);
     return batches;
   }
