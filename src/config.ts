@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import type { DeclaredRoom } from './core/rooms.js';
-import { hasLoneSurrogate, hasUnsafe } from './protocol/text.js';
+import { atMostChars, hasLoneSurrogate, hasUnsafe } from './protocol/text.js';
 import { DEFAULT_MAX_HISTORY_ROOMS, DEFAULT_SQLITE_HISTORY_BYTES } from './store/common.js';
 import { DEFAULT_MEMORY_HISTORY_BYTES } from './store/memory-history.js';
 
@@ -37,7 +37,7 @@ interface OptionSpec {
 export const MAX_MOTD = 2000;
 
 function checkMotd(text: string): string | undefined {
-  if ([...text].length > MAX_MOTD) return `at most ${MAX_MOTD} characters`;
+  if (!atMostChars(text, MAX_MOTD)) return `at most ${MAX_MOTD} characters`;
   // Line breaks are the motd's own; every other control a terminal would obey.
   if (hasUnsafe(text.replaceAll('\n', ''))) return 'no control characters but line breaks';
   if (hasLoneSurrogate(text)) return 'not valid Unicode';

@@ -233,8 +233,8 @@ export const view = {
    * `offline`: the connection is lost and being restored (`ann (reconnecting)> `).
    */
   prompt: (s: Style, nickname: string, room?: string, waiting = 0, offline = false) => {
-    const name = room === undefined ? nickname : `${asString(nickname)}@${asString(room)}`;
-    const who = paint(s, BOLD, text(asString(name).replace(WIDTH_IN_DOUBT, '?')));
+    const name = asString(nickname) + (room === undefined ? '' : `@${asString(room)}`);
+    const who = paint(s, BOLD, text(name.replace(WIDTH_IN_DOUBT, '?')));
     const state = [offline ? 'reconnecting' : '', waiting > 0 ? `${waiting} queued` : '']
       .filter((part) => part !== '')
       .join(', ');

@@ -1306,7 +1306,7 @@ export class SqliteHistoryStore implements HistoryStore {
           emptiedNow.push(room);
         }
         emptied.push(room);
-        // Past maxBytes, one room at a time until the pages freed bring it under.
+        // Past maxBytes, one room at a time until what it held brings the count under.
         over = bytesOnly ? (this.overBytes() ? 1 : 0) : over - 1;
         progress = true;
       }

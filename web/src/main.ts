@@ -1574,16 +1574,21 @@ input.addEventListener('paste', (event) => {
   void whole.reduce((before, line) => before.then(() => submit(line)), Promise.resolve());
 });
 
-roomForm.addEventListener('submit', (event) => {
-  event.preventDefault();
-  const name = roomName.value.trim();
-  if (name === '' || /\s/.test(name)) return;
-  roomName.value = '';
+/** Joins from the sidebar (its form or its list): the input is typed into next. */
+function joinFromSidebar(name: string): void {
   joinRoom(name)
     .then(() => input.focus())
     .catch((err: unknown) => {
       if (err instanceof RequestError && err.reply !== 'closed') error(err.message);
     });
+}
+
+roomForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const name = roomName.value.trim();
+  if (name === '' || /\s/.test(name)) return;
+  roomName.value = '';
+  joinFromSidebar(name);
 });
 
 roomName.addEventListener('focus', () => {
@@ -1593,12 +1598,7 @@ roomName.addEventListener('focus', () => {
 
 moreRooms.addEventListener('click', (event) => {
   const name = (event.target as HTMLElement).closest('button')?.dataset.join;
-  if (name === undefined) return;
-  joinRoom(name)
-    .then(() => input.focus())
-    .catch((err: unknown) => {
-      if (err instanceof RequestError && err.reply !== 'closed') error(err.message);
-    });
+  if (name !== undefined) joinFromSidebar(name);
 });
 
 roomList.addEventListener('click', (event) => {
