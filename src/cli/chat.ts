@@ -617,7 +617,11 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   saveToken();
   say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
   if (client.motd !== undefined) say(view.motd(style, client.motd));
-  if (client.resumedAtConnect) say(view.tookBack(style, client.nickname));
+  // Said once the rooms taken back are here, so that what is typed after it finds them;
+  // lines typed before it wait in the queue behind it.
+  if (client.resumedAtConnect) {
+    queue = client.welcomed.then(() => say(view.tookBack(style, client.nickname)));
+  }
 
   const handle = async (
     line: string,

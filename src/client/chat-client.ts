@@ -378,6 +378,12 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   /** The first CONNECT took back the session of the `resume` token it was given. */
   resumedAtConnect = false;
   /**
+   * Resolves once the rooms the server put this connection in with its welcome (the lobby,
+   * rooms taken back) have come, with their history: at once from a server without history.
+   * Never rejects.
+   */
+  welcomed: Promise<void> = Promise.resolve();
+  /**
    * Until the fence sent after "03" is answered, a "101" is the server's own
    * (the lobby, rooms taken back), answering no JOIN_ROOM of ours.
    */
@@ -504,7 +510,12 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     }
     client.resumedAtConnect = client.resumeWasTaken;
     // The lobby's "101" and its history follow the welcome.
-    if (client.hasHistory) client.fence().catch(() => {});
+    if (client.hasHistory) {
+      client.welcomed = client.fence().then(
+        () => {},
+        () => {},
+      );
+    }
     return client;
   }
 

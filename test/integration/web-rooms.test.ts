@@ -816,8 +816,11 @@ describe('web client history and resume in Chromium', () => {
       // The server's replies stop coming, the socket stays open: a laptop's sleep, a Wi-Fi change.
       relay.holdReplies();
       talker.sendPy({ cmd: '7', msg: 'said while it hung' });
-      // The page asks its RTT every 10 s and gives up one unanswered for 15: up to 30 s.
-      await page.locator('#status[data-status="reconnecting"]').waitFor({ timeout: 60_000 });
+      // The page asks its RTT every 10 s and gives up one unanswered for 15: up to 30 s. The
+      // log's line, not the status, which may be "reconnecting" for a moment too short to see.
+      await page
+        .locator('ol.messages[data-room="lobby"] li', { hasText: 'Connection lost. Reconnecting' })
+        .waitFor({ state: 'attached', timeout: 60_000 });
       await page.locator('#status[data-status="online"]').waitFor({ timeout: 20_000 });
       await seeLine(page, 'lobby', 'said while it hung');
       expect(
