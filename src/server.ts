@@ -33,7 +33,7 @@ import type { HistoryStore } from './core/history.js';
 import type { Operator } from './core/moderation.js';
 import type { Logger, PeerAddress } from './core/ports.js';
 import { type Census, PresenceKeeper, type SentHeartbeat } from './core/presence.js';
-import { withTimeout } from './core/timeout.js';
+import { TimeoutError, withTimeout } from './core/timeout.js';
 import { type ClusterView, createMetrics } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { isRegularFile, readCapped, readError } from './read-capped.js';
@@ -458,9 +458,16 @@ class ClusterNode implements Cluster, ClusterView {
           0,
           errors.findIndex((e) => e !== undefined),
         );
-      return new StartError(
-        `cannot reach Redis at ${shownUrl(urls[i]!)} (${optionOf(i)}): ${errors[i]?.message ?? (err as Error).message}`,
-      );
+      const where = `Redis at ${shownUrl(urls[i]!)} (${optionOf(i)})`;
+      const why = errors[i] ?? (err as Error);
+      // It answered before, then not in time: stalled, or too far away (a step takes a few
+      // round trips), not out of reach.
+      if (answered[i] && why instanceof TimeoutError) {
+        return new StartError(
+          `${where} answered, then took more than ${REDIS_START_TIMEOUT_MS / 1000} s over a step of start-up (stalled, or a round trip of about 2 s or more): ${why.message}`,
+        );
+      }
+      return new StartError(`cannot reach ${where}: ${why.message}`);
     };
     let beats: StartBeats | undefined;
     const giveUp = async () => {

@@ -33,10 +33,18 @@ export function serveLogging(
   httpPort: number | 'off',
   stdio: StdioOptions = ['ignore', 'pipe', 'pipe'],
   args: string[] = [],
+  fileSizeLimitKiB?: number,
 ): ChildProcess {
+  // With a limit, through bash's ulimit: every write past it fails (EFBIG; Node ignores
+  // SIGXFSZ), as on a file system that has no more room for this process's files.
+  const [command, prefix] =
+    fileSizeLimitKiB === undefined
+      ? [process.execPath, []]
+      : ['bash', ['-c', `ulimit -f ${fileSizeLimitKiB} && exec "$@"`, 'bash', process.execPath]];
   return spawn(
-    process.execPath,
+    command,
     [
+      ...prefix,
       CLI,
       'serve',
       '--port',

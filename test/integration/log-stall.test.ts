@@ -1,7 +1,18 @@
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+} from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { until } from '../helpers/cluster.js';
 import { freePort, serveLogging, stopProcess } from '../helpers/servers.js';
 
 /** Connects, sends CONNECT as `nickname`, and resolves with the first reply's cmd; rejects after `ms`. */
@@ -101,31 +112,44 @@ describe.each(['pretty', 'json'] as const)(
 // destination emitted the failed write as an error nobody listened for, so the process began
 // to exit, and its exit hook then retried the write every 100 ms for good: nothing was
 // served any more, SIGTERM did nothing, and the listener stayed open.
+/**
+ * `confab serve` in `format` with its stdout on `out` (closed here), its stderr collected, once
+ * it answers a join; `fileSizeLimitKiB` caps the size of the files it writes.
+ */
+async function servingTo(
+  format: 'pretty' | 'json',
+  out: number,
+  fileSizeLimitKiB?: number,
+): Promise<{ child: ChildProcess; port: number; stderr: () => string }> {
+  const port = await freePort();
+  const child = serveLogging(
+    format,
+    port,
+    'off',
+    ['ignore', out, 'pipe'],
+    ['--max-users', '1000', '--rate-limit', '0'],
+    fileSizeLimitKiB,
+  );
+  closeSync(out);
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  let up: string | undefined;
+  for (let i = 0; i < 30 && up === undefined; i++) {
+    up = await join(port, `probe${i}`, 1_000).catch(() => undefined);
+    if (up === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  expect(up, stderr).toBe('03');
+  return { child, port, stderr: () => stderr };
+}
+
 describe.each(['pretty', 'json'] as const)(
   'confab serve --log-format %s with its log on a full disk',
   (format) => {
     it('serves on, and exits on SIGTERM', { timeout: 60_000 }, async () => {
-      const port = await freePort();
-      const full = openSync('/dev/full', 'w');
-      const child = serveLogging(
-        format,
-        port,
-        'off',
-        ['ignore', full, 'pipe'],
-        ['--max-users', '1000', '--rate-limit', '0'],
-      );
-      closeSync(full);
-      let stderr = '';
-      child.stderr!.on('data', (d: Buffer) => {
-        stderr += d.toString();
-      });
+      const { child, port, stderr } = await servingTo(format, openSync('/dev/full', 'w'));
       try {
-        let up: string | undefined;
-        for (let i = 0; i < 30 && up === undefined; i++) {
-          up = await join(port, `probe${i}`, 1_000).catch(() => undefined);
-          if (up === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-        expect(up, stderr).toBe('03');
         // Two lines a client, each refused by the disk.
         const replies: string[] = [];
         for (let i = 0; i < 100; i++) replies.push(await join(port, `user${i}`, 3_000));
@@ -138,9 +162,41 @@ describe.each(['pretty', 'json'] as const)(
           exited,
           new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 10_000)),
         ]);
-        expect(code, stderr).toBe(0);
+        expect(code, stderr()).toBe(0);
       } finally {
         await stopProcess(child);
+      }
+    });
+  },
+);
+
+// A log file that reaches its size limit (here the process's RLIMIT_FSIZE: every write past
+// it fails, EFBIG) and is then emptied, as a log rotation that truncates does: the lines
+// refused meanwhile are gone, and the log says how many once it can write again.
+describe.each(['pretty', 'json'] as const)(
+  'confab serve --log-format %s with its log file full for a while',
+  (format) => {
+    it('says, once its log takes lines again, how many it lost', { timeout: 60_000 }, async () => {
+      const dir = mkdtempSync(path.join(tmpdir(), 'confab-log-'));
+      const log = path.join(dir, 'confab.log');
+      // Appending: after the truncation, the next write lands at the start again.
+      const { child, port } = await servingTo(format, openSync(log, 'a'), 8);
+      try {
+        // 8 KiB hold some forty lines; a join and a leave are two.
+        for (let i = 0; i < 100; i++) expect(await join(port, `before${i}`, 3_000)).toBe('03');
+        expect(statSync(log).size).toBe(8 * 1024);
+        truncateSync(log, 0);
+        for (let i = 0; i < 3; i++) expect(await join(port, `after${i}`, 3_000)).toBe('03');
+        await until('the lines after', () => readFileSync(log, 'utf8').includes('after2'), 10_000);
+        const text = readFileSync(log, 'utf8');
+        const warning = text.split('\n').find((l) => l.includes('log lines lost: stdout'));
+        expect(warning, text).toBeDefined();
+        expect(warning).toContain('EFBIG');
+        // The refused lines were counted: the hundred joins' and leaves' that did not fit.
+        expect(Number(/"lines":(\d+)/.exec(warning!)?.[1])).toBeGreaterThan(100);
+      } finally {
+        await stopProcess(child);
+        rmSync(dir, { recursive: true, force: true });
       }
     });
   },
