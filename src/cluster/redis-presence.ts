@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Ban } from '../core/bans.js';
 import type { PeerAddress } from '../core/events.js';
-import { lookupKey, nicknameKey } from '../core/nickname.js';
+import { nicknameKey, nicknameLookupKey } from '../core/nickname.js';
 import {
   type Census,
   checkId,
@@ -1129,7 +1129,7 @@ export class RedisPresence implements Presence {
   async find(nickname: string): Promise<PresenceMember | undefined> {
     checkText('nickname', nickname);
     // Too long to be anyone's: not folded, nor sent to Redis (a folded 63 KB name was 630 KB).
-    const key = lookupKey(nickname);
+    const key = nicknameLookupKey(nickname);
     if (key === undefined) return undefined;
     const ask = () => this.scripts.confabPresenceFind(this.nodesKey, this.prefix, key);
     // Its holder may be on a node not back yet.

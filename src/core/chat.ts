@@ -15,7 +15,7 @@ import { type Appended, asAction, type HistoryStore, type MessageDraft } from '.
 import { Identities } from './identities.js';
 import { LogLimiter } from './log-limit.js';
 import type { Operator } from './moderation.js';
-import { lookupKey, nicknameKey } from './nickname.js';
+import { nicknameKey, nicknameLookupKey } from './nickname.js';
 import { OwnChats, type StoredChat } from './own-chats.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
 import type { DeadNode, MemberRef, PresenceMember, RoomCount } from './presence.js';
@@ -421,7 +421,7 @@ export class Chat implements ChatContext, SessionHost {
 
   find(nickname: string): Session | undefined {
     // A client's WHISPER or KICK names anyone, as long as a frame: too long is nobody, unfolded.
-    const key = lookupKey(nickname);
+    const key = nicknameLookupKey(nickname);
     return key === undefined ? undefined : this.nicknames.get(key);
   }
 

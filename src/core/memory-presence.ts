@@ -5,7 +5,7 @@
  */
 import type { Ban } from './bans.js';
 import type { PeerAddress } from './events.js';
-import { lookupKey, nicknameKey } from './nickname.js';
+import { nicknameKey, nicknameLookupKey } from './nickname.js';
 import {
   type Census,
   checkId,
@@ -179,7 +179,7 @@ export class MemoryPresence implements Presence {
     return settle(() => {
       checkText('nickname', nickname);
       // Too long to be anyone's: not folded (see MAX_LOOKUP_LENGTH).
-      const key = lookupKey(nickname);
+      const key = nicknameLookupKey(nickname);
       const entry = key === undefined ? undefined : this.hub.nicknames.get(key);
       return entry === undefined ? undefined : view(entry);
     });

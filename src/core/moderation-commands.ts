@@ -12,9 +12,9 @@ import {
   addressLike,
   addressSeries,
   checkNickname,
-  lookupKey,
   MAX_UNITS_PER_CHARACTER,
   nicknameKey,
+  nicknameLookupKey,
 } from './nickname.js';
 import type { Presence } from './presence.js';
 import type { Session } from './session.js';
@@ -242,7 +242,7 @@ export const kick: Handler<typeof Cmd.KICK> = (ctx, session, req) => {
   if (tooLong(ctx, session, req.reason ?? '', req.cmd)) return;
   // Most often a slip of the keyboard, which would close the operator's own connection.
   const own = session.nickname;
-  if (own !== undefined && lookupKey(req.nickname) === nicknameKey(own)) {
+  if (own !== undefined && nicknameLookupKey(req.nickname) === nicknameKey(own)) {
     refuse(session, ErrorCode.INVALID_FIELD, 'you cannot kick yourself', req.cmd);
     return;
   }

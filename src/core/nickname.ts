@@ -267,7 +267,23 @@ export function lookupKey(name: string): string | undefined {
   return name.length > MAX_LOOKUP_LENGTH ? undefined : lookalikeKeyWithin(name, MAX_LOOKUP_MARKS);
 }
 
+/**
+ * Nonspacing marks on a Latin, Greek or Cyrillic letter: a dot below, a line under, a
+ * diacritic a terminal font may not draw at all. Beside a name without them they read as
+ * that name, so a nickname's key leaves them out (José is Jose). Not on other letters: in
+ * Devanagari or kana a mark makes another syllable (か, が), not a look-alike of one.
+ */
+const MARKS_ON_ALPHABETIC = /([\p{Script=Latin}\p{Script=Greek}\p{Script=Cyrillic}])\p{Mn}+/gu;
+
 /** The key under which a nickname is unique: look-alike names share it. */
 export function nicknameKey(nickname: string): string {
-  return lookalikeKey(nickname);
+  return lookalikeKey(nickname).replace(MARKS_ON_ALPHABETIC, '$1');
+}
+
+/**
+ * nicknameKey for a name a client sends to be found (WHISPER, KICK), or undefined for one no
+ * one's can be (lookupKey).
+ */
+export function nicknameLookupKey(name: string): string | undefined {
+  return lookupKey(name)?.replace(MARKS_ON_ALPHABETIC, '$1');
 }

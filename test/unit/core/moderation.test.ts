@@ -170,6 +170,24 @@ describe('BAN', () => {
     expect(eve.closedWith).toBeUndefined();
   });
 
+  it('holds a name with marks added to its letters for the same name: taken, whispered to, banned', () => {
+    const op = oper();
+    const victim = connect('victim', ['errors']);
+    op.take();
+    // A dot below, a line under: "vịctim: I quit" beside victim would read as victim's.
+    const twin = new FakePeer();
+    twin.session = chat.open(twin);
+    send(twin, { cmd: '0', nickname: 'v\u1ecbctim' });
+    expect(twin.take()).toEqual([{ cmd: '01' }]);
+    const eve = connect('eve', ['errors']);
+    send(eve, { cmd: '5', newNickname: 'vi\u0332ctim' });
+    expect(eve.take()).toMatchObject([{ cmd: '50' }]);
+    send(eve, { cmd: '2', to: 'v\u1ecbctim', msg: 'psst' });
+    expect(victim.take()).toContainEqual(expect.objectContaining({ from: 'eve', msg: 'psst' }));
+    send(op, { cmd: '95', mask: 'victim\u0323', reason: 'spam' });
+    expect(victim.closedWith).toBe('banned');
+  });
+
   it('bans by CIDR: IPv4, IPv6 and IPv4-mapped IPv6, at accept and for members', () => {
     const op = oper('op', '192.0.2.1');
     const v4 = connect('v4', MOD, '203.0.113.9');
