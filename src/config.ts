@@ -402,7 +402,7 @@ export const SERVE_OPTIONS = {
     max: 16 * 1024 * 1024 * 1024 * 1024,
     off: 0,
     description:
-      'with --history sqlite: bytes the stored messages may take ("off" for no limit; the file takes more, with SQLite\'s pages and indexes), looked at every 16 commits; past it, the rooms written to least recently lose all their messages',
+      'with --history sqlite: bytes the stored messages may take ("off" for no limit; the file takes more, with SQLite\'s pages and indexes), looked at every 16 commits; past it, the rooms holding the most are cut down to one size, losing their oldest messages',
     arg: 'BYTES',
   },
   'history-max-rooms': {

@@ -251,6 +251,30 @@ const MAX_EMPTY_ROOMS = 100_000;
 /** Commits between two looks at the bytes stored (maxBytes). */
 const MEASURE_EVERY_COMMITS = 16;
 
+/** Rooms a step of the check emptied. */
+interface Emptied {
+  /** Out of the order of rooms written to, once committed (those whose messages it deleted, and those found holding none). */
+  readonly unlisted: string[];
+  /** Whose messages it deleted. */
+  readonly now: string[];
+}
+
+/**
+ * The largest size such that `sizes` (largest first), each cut down to it, add up to at most
+ * `most`: a water level, rooms below it untouched.
+ */
+export function levelUnder(sizes: readonly number[], most: number): number {
+  let rest = 0;
+  for (const size of sizes) rest += size;
+  if (rest <= most) return sizes[0] ?? 0;
+  for (let k = 1; k <= sizes.length; k++) {
+    rest -= sizes[k - 1]!;
+    const level = (most - rest) / k;
+    if (k === sizes.length || level >= sizes[k]!) return Math.max(0, Math.floor(level));
+  }
+  return 0;
+}
+
 /** Lets the event loop turn between the transactions of a long prune. */
 function nextTurn(): Promise<void> {
   return new Promise<void>((resolve) => setImmediate(resolve));
@@ -433,7 +457,9 @@ export class SqliteHistoryStore implements HistoryStore {
    * W-pipe/each a tenth of its deliveries (one more page in the WAL a commit).
    */
   private bytes: number | undefined;
-  private countBytes!: Database.Statement<[], number>;
+  /** `bytes` by room (rooms holding none left out), kept with it. */
+  private roomBytes = new Map<string, number>();
+  private countBytes!: Database.Statement<[], { room: string; bytes: number }>;
   /**
    * With a limit, the rooms holding messages, least recently written first: a commit moves
    * its rooms to the end once it has succeeded, emptying a room takes it out. None without
@@ -607,10 +633,10 @@ export class SqliteHistoryStore implements HistoryStore {
       ).n;
       this.written = this.maxRooms > 0 || this.maxBytes > 0 ? writtenOrder(db) : undefined;
       // The rows' sizes are in their headers: counting reads no message.
-      this.countBytes = db
-        .prepare<[], number>('SELECT coalesce(sum(octet_length(data)), 0) FROM batches')
-        .pluck();
-      this.bytes = this.maxBytes > 0 ? this.countBytes.get() : undefined;
+      this.countBytes = db.prepare<[], { room: string; bytes: number }>(
+        'SELECT room, sum(octet_length(data)) AS bytes FROM batches GROUP BY room',
+      );
+      if (this.maxBytes > 0) this.countAllBytes();
       if (inFile) {
         this.checkpointer = this.startCheckpointer(path, options.walBytesLimit ?? WAL_BYTES_LIMIT);
         db.pragma('wal_autocheckpoint = 0');
@@ -982,7 +1008,7 @@ export class SqliteHistoryStore implements HistoryStore {
   private writeBatch(b: OpenBatch): void {
     const data = encodeBatch(b.flat, b.newest);
     this.insertBatch.run(b.room, b.first, b.last, b.newest, data);
-    if (this.bytes !== undefined) this.bytes += Buffer.byteLength(data);
+    this.addBytes(b.room, Buffer.byteLength(data));
   }
 
   /** Ids up to this one are past the room's count limit, whether deleted yet or not. */
@@ -1164,9 +1190,7 @@ export class SqliteHistoryStore implements HistoryStore {
     if (skip > 0) {
       const data = JSON.stringify(entries.slice(skip));
       this.cutBatch.run(kept, data, key, row.first);
-      if (this.bytes !== undefined) {
-        this.bytes += Buffer.byteLength(data) - Buffer.byteLength(row.data);
-      }
+      this.addBytes(key, Buffer.byteLength(data) - Buffer.byteLength(row.data));
     }
     return false;
   }
@@ -1204,8 +1228,28 @@ export class SqliteHistoryStore implements HistoryStore {
    */
   private overBytes(): boolean {
     if (this.maxBytes === 0) return false;
-    this.bytes ??= this.countBytes.get() ?? 0;
-    return this.bytes > this.maxBytes;
+    return this.countAllBytes() > this.maxBytes;
+  }
+
+  /** The bytes stored, counted from the rows if they are not known. */
+  private countAllBytes(): number {
+    if (this.bytes !== undefined) return this.bytes;
+    let bytes = 0;
+    this.roomBytes.clear();
+    for (const row of this.countBytes.iterate()) {
+      this.roomBytes.set(row.room, row.bytes);
+      bytes += row.bytes;
+    }
+    this.bytes = bytes;
+    return bytes;
+  }
+
+  private addBytes(room: string, bytes: number): void {
+    if (this.bytes === undefined) return;
+    this.bytes += bytes;
+    const left = (this.roomBytes.get(room) ?? 0) + bytes;
+    if (left > 0) this.roomBytes.set(room, left);
+    else this.roomBytes.delete(room);
   }
 
   /** What a transaction that failed changed is not known: the bytes are counted again. */
@@ -1259,63 +1303,129 @@ export class SqliteHistoryStore implements HistoryStore {
   }
 
   /**
-   * One transaction of the maxRooms check: the rooms written to least recently lose all
-   * their messages, their rows keeping top and epoch (ids are never given out again), until
-   * at most maxRooms rooms hold messages, CAP_ROOMS_PER_TURN rooms or CAP_MESSAGES_PER_TURN
-   * messages. A room too full for what is left of a step loses its oldest messages now and the
-   * rest at the next, unless it is written to in between (then it is no longer among the least
-   * recently written). A room with appends waiting for this turn's commit is left: it is being
-   * written to now. False if it took nothing and left no such room (a later step would do
-   * no better).
+   * One transaction of the check: past maxRooms, the rooms written to least recently lose
+   * their messages (emptyLeastRecent); past maxBytes alone, the rooms holding the most lose
+   * their oldest (trimLargest). False if it took nothing and left no room it could take
+   * later (a later step would do no better).
    */
   private capStep(): boolean {
     const written = this.written!;
     const busy = this.pending.length === 0 ? undefined : new Set(this.pending.map((p) => p.room));
-    const emptied: string[] = [];
-    const emptiedNow: string[] = [];
-    const progress = this.db.transaction(() => {
-      let over = this.overRooms();
-      let budget = CAP_MESSAGES_PER_TURN;
-      const bytesOnly = this.maxRooms === 0 || written.size <= this.maxRooms;
-      let progress = false;
-      for (const room of written.keys()) {
-        if (over <= 0 || emptied.length === CAP_ROOMS_PER_TURN) break;
-        if (busy?.has(room)) {
-          // Committed by the time of the next step, which may take it.
-          progress = true;
-          continue;
-        }
-        const { oldest, last } = this.span.get(room, room) ?? { oldest: null, last: null };
-        if (oldest !== null && last !== null && last - oldest + 1 > budget) {
-          // Whole batches, at most `budget` ids: through the end of the last one that fits,
-          // not the id the budget ends at. The cids of a batch left are of messages still
-          // readable, and a repeat of one must be found.
-          const at = this.batchAt.get(room, oldest - 1 + budget);
-          const through =
-            at === undefined || at.last <= oldest - 1 + budget ? at?.last : at.first - 1;
-          if (through !== undefined && through >= oldest && this.deleteThrough(room, through) > 0) {
-            progress = true;
-          }
-          break;
-        }
-        if (last !== null) {
-          // The room's top is its highest stored id: keep it before there is none.
-          this.saveTop.run(room, room);
-          this.deleteThrough(room, Number.MAX_SAFE_INTEGER);
-          budget -= last - (oldest ?? last) + 1;
-          emptiedNow.push(room);
-        }
-        emptied.push(room);
-        // Past maxBytes, one room at a time until what it held brings the count under.
-        over = bytesOnly ? (this.overBytes() ? 1 : 0) : over - 1;
-        progress = true;
-      }
-      return progress;
-    })();
+    const emptied: Emptied = { unlisted: [], now: [] };
+    const progress = this.db.transaction(() =>
+      this.maxRooms > 0 && written.size > this.maxRooms
+        ? this.emptyLeastRecent(busy, emptied)
+        : this.trimLargest(busy, emptied),
+    )();
     // Once committed.
-    for (const room of emptied) written.delete(room);
-    this.emptied(emptiedNow);
+    for (const room of emptied.unlisted) written.delete(room);
+    this.emptied(emptied.now);
     return progress;
+  }
+
+  /**
+   * The rooms written to least recently lose all their messages, their rows keeping top and
+   * epoch (ids are never given out again), until at most maxRooms rooms hold messages,
+   * CAP_ROOMS_PER_TURN rooms or CAP_MESSAGES_PER_TURN messages. A room too full for what is
+   * left of a step loses its oldest messages now and the rest at the next, unless it is
+   * written to in between (then it is no longer among the least recently written). A room
+   * with appends waiting for this turn's commit is left: it is being written to now.
+   */
+  private emptyLeastRecent(busy: ReadonlySet<string> | undefined, emptied: Emptied): boolean {
+    let over = this.written!.size - this.maxRooms;
+    let budget = CAP_MESSAGES_PER_TURN;
+    let progress = false;
+    for (const room of this.written!.keys()) {
+      if (over <= 0 || emptied.unlisted.length === CAP_ROOMS_PER_TURN) break;
+      if (busy?.has(room)) {
+        // Committed by the time of the next step, which may take it.
+        progress = true;
+        continue;
+      }
+      const { oldest, last } = this.span.get(room, room) ?? { oldest: null, last: null };
+      if (oldest !== null && last !== null && last - oldest + 1 > budget) {
+        if (this.deleteOldest(room, oldest, last, budget, emptied, 'down') > 0) progress = true;
+        break;
+      }
+      if (last !== null) {
+        this.empty(room);
+        budget -= last - (oldest ?? last) + 1;
+        emptied.now.push(room);
+      }
+      emptied.unlisted.push(room);
+      over--;
+      progress = true;
+    }
+    return progress;
+  }
+
+  /**
+   * Past maxBytes: the rooms holding the most bytes are cut down to one size, the largest
+   * that brings the count under maxBytes, each losing its oldest messages (as many as hold,
+   * at the room's average size, what it has above that size), CAP_MESSAGES_PER_TURN
+   * messages a step. Not the rooms written to least recently: one member flooding a room of
+   * its own within flood control made every other room, an active one written to two
+   * seconds before included, the least recent, and emptied them all; now its own room is
+   * the largest and pays first, and every room keeps its newest.
+   */
+  private trimLargest(busy: ReadonlySet<string> | undefined, emptied: Emptied): boolean {
+    const sizes = [...this.roomBytes].sort((a, b) => b[1] - a[1]);
+    const level = levelUnder(
+      sizes.map(([, bytes]) => bytes),
+      this.maxBytes,
+    );
+    let budget = CAP_MESSAGES_PER_TURN;
+    let progress = false;
+    for (const [room, held] of sizes) {
+      if (held <= level || budget <= 0 || emptied.unlisted.length === CAP_ROOMS_PER_TURN) break;
+      if (busy?.has(room)) {
+        // Committed by the time of the next step, which may take it.
+        progress = true;
+        continue;
+      }
+      const { oldest, last } = this.span.get(room, room) ?? { oldest: null, last: null };
+      if (oldest === null || last === null) continue;
+      const count = last - oldest + 1;
+      const ids = Math.min(budget, Math.ceil(((held - level) * count) / held));
+      const deleted = this.deleteOldest(room, oldest, last, ids, emptied, 'up');
+      if (deleted > 0) progress = true;
+      budget -= deleted;
+    }
+    return progress;
+  }
+
+  /**
+   * Deletes a room's oldest messages in whole batches, about `ids` of them: through the end of
+   * the last batch that fits (`down`; the cids of a batch left are of messages still
+   * readable, and a repeat of one must be found) or of the batch that holds the last of
+   * them (`up`); all of them, the room emptied, when that reaches its last. The ids deleted.
+   */
+  private deleteOldest(
+    room: string,
+    oldest: number,
+    last: number,
+    ids: number,
+    emptied: Emptied,
+    round: 'down' | 'up',
+  ): number {
+    const at = this.batchAt.get(room, oldest - 1 + ids);
+    const through =
+      at === undefined || round === 'up' || at.last <= oldest - 1 + ids ? at?.last : at.first - 1;
+    if (through === undefined || through < oldest) return 0;
+    if (through >= last) {
+      this.empty(room);
+      emptied.now.push(room);
+      emptied.unlisted.push(room);
+      return last - oldest + 1;
+    }
+    return this.deleteThrough(room, through) > 0 ? through - oldest + 1 : 0;
+  }
+
+  /** Deletes all of a room's messages, its row keeping its top. */
+  private empty(room: string): void {
+    // The room's top is its highest stored id: keep it before there is none.
+    this.saveTop.run(room, room);
+    this.deleteThrough(room, Number.MAX_SAFE_INTEGER);
   }
 
   /**
@@ -1424,7 +1534,9 @@ export class SqliteHistoryStore implements HistoryStore {
    */
   private deleteThrough(room: string, id: number): number {
     const sizes = this.deleteUpTo.all(room, id, id);
-    if (this.bytes !== undefined) for (const size of sizes) this.bytes -= size;
+    let deleted = 0;
+    for (const size of sizes) deleted += size;
+    this.addBytes(room, -deleted);
     const batches = sizes.length;
     this.deleteCidsUpTo.run(room, id);
     return batches;
