@@ -152,91 +152,59 @@ function nextTurn(): Promise<void> {
 export const PAGES_PER_TURN = 4;
 
 interface PageWaiter {
-  readonly go: (done: () => void) => void;
+  readonly go: () => void;
   /** Its session is gone: it goes at once, without taking one of the turn's pages. */
   readonly gone: () => boolean;
 }
 
-const NOTHING_HELD = (): void => {};
-
-/** The longest a page holds its place (PageTurns) while its read is answered. */
-const PAGE_HOLD_MS = 2_000;
-
 /**
  * The turns the pages of history after the first share (HISTORY, and a recovery's later
  * pages; a join's one page takes a turn of its own): each waits for a turn of the event
- * loop, and at most PAGES_PER_TURN pages are between their turn and being handed to the
- * client's queue, in the order they asked, the rest waiting for a later turn. A turn a page
- * per session let 40 connections of one address, each asking for pages within flood
- * control, hold every other client's I/O for 0.3–0.7 s a turn (a page is a store read and
- * the encoding of up to 256 KB). A store in this process answers within the turn, so its
- * pages are PAGES_PER_TURN a turn; with a store across a network a page holds its place
- * until its answer is encoded, so answers that come back together in one read are at most
- * PAGES_PER_TURN pages, not every page started in the turns before.
+ * loop, and a turn lets at most PAGES_PER_TURN go, in the order they asked, the rest waiting
+ * for the next. A turn a page per session let 40 connections of one address, each asking for
+ * pages within flood control, hold every other client's I/O for 0.3–0.7 s a turn (a page is
+ * a store read and the encoding of up to 256 KB). A page waits for two: one to read
+ * (Replays.turns), one to encode once read (Replays.encodes), so that with a store across a
+ * network, whose answers to reads started over many turns may come back in one socket read,
+ * no more than PAGES_PER_TURN are encoded in a turn either.
  */
 export class PageTurns {
   private waiting: PageWaiter[] = [];
   /** Where the waiting start in `waiting` (those before it have gone). */
   private head = 0;
   private scheduled = false;
-  /** Pages let go whose `done` has not been called yet. */
-  private held = 0;
 
-  /**
-   * Resolves in a later turn of the event loop, once this page's turn comes, with what to
-   * call once the page is read and handed to the client's queue (or given up).
-   */
-  next(gone: () => boolean = () => false): Promise<() => void> {
+  /** Resolves in a later turn of the event loop, once this page's turn comes. */
+  next(gone: () => boolean = () => false): Promise<void> {
     return new Promise((go) => {
       this.waiting.push({ go, gone });
-      this.schedule();
+      if (this.scheduled) return;
+      this.scheduled = true;
+      setImmediate(this.turn);
     });
   }
 
-  private schedule(): void {
-    if (this.scheduled || this.head === this.waiting.length || this.held >= PAGES_PER_TURN) {
-      return;
-    }
-    this.scheduled = true;
-    setImmediate(this.turn);
-  }
-
-  private slot(): () => void {
-    this.held++;
-    let done = false;
-    const release = () => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      this.held--;
-      this.schedule();
-    };
-    // A read that hangs (a stalled store) would otherwise hold its place, and with four
-    // such every page of every client, for as long as it hangs.
-    const timer = setTimeout(release, PAGE_HOLD_MS);
-    timer.unref();
-    return release;
-  }
-
   private readonly turn = (): void => {
-    this.scheduled = false;
     const now: (() => void)[] = [];
-    while (this.head < this.waiting.length && this.held < PAGES_PER_TURN) {
+    let given = 0;
+    while (this.head < this.waiting.length && given < PAGES_PER_TURN) {
       const waiter = this.waiting[this.head++]!;
-      const done = waiter.gone() ? NOTHING_HELD : this.slot();
-      now.push(() => waiter.go(done));
+      if (!waiter.gone()) given++;
+      now.push(waiter.go);
     }
     if (this.head === this.waiting.length) {
       this.waiting = [];
       this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.waiting.length) {
+      this.scheduled = false;
+    } else {
       // Thousands of pages may wait here: the array is not shifted a page at a time.
-      this.waiting = this.waiting.slice(this.head);
-      this.head = 0;
+      if (this.head > 1024 && this.head * 2 > this.waiting.length) {
+        this.waiting = this.waiting.slice(this.head);
+        this.head = 0;
+      }
+      setImmediate(this.turn);
     }
     for (const go of now) go();
-    // Before the pages let go run: those done within this turn make room in the next.
-    this.schedule();
   };
 }
 
@@ -280,6 +248,14 @@ const REPLAY_PAGE = 100;
  */
 const FIRST_REPLAY_PAGE = 16;
 
+/** Where a recovery's next page starts, and what it is of. */
+interface ReplayCursor {
+  readonly from: number;
+  readonly top: number;
+  readonly limit: number;
+  readonly epoch: string;
+}
+
 /** A page of a recovery handed to the client's queue, and where the next one starts. */
 interface ReplayPage {
   readonly sent: Promise<void>;
@@ -290,6 +266,8 @@ interface ReplayPage {
 export class Replays {
   /** Shared by the HISTORY pages and recoveries' later pages of this Chat's sessions. */
   private readonly turns = new PageTurns();
+  /** The same pages once read, to be encoded (PageTurns). */
+  private readonly encodes = new PageTurns();
 
   /**
    * `history`: where room history is kept; without one nothing is stored and nothing can
@@ -380,50 +358,45 @@ export class Replays {
     top: number,
     epoch: string,
   ): Promise<void> {
-    let from = after;
-    let limit = FIRST_REPLAY_PAGE;
+    let at: ReplayCursor = { from: after, top, limit: FIRST_REPLAY_PAGE, epoch };
     // Every page holds at least one message, so MAX_REPLAY pages end any replay.
-    for (let page = 0; page <= MAX_REPLAY + 1 && from < top; page++) {
+    for (let page = 0; page <= MAX_REPLAY + 1 && at.from < top; page++) {
       // A page a turn: a store that answers at once would otherwise run the whole replay
       // as one chain of microtasks, nobody else's I/O served, this client's close unseen.
-      const done = page > 0 ? await this.turns.next(() => unreachable(session)) : undefined;
-      let read: ReplayPage | undefined;
-      try {
-        read = await this.replayPage(session, history, room, from, top, limit, epoch);
-      } finally {
-        done?.();
-      }
+      const later = page > 0;
+      if (later) await this.turns.next(() => unreachable(session));
+      const read = await this.replayPage(session, history, room, at, later);
       if (read === undefined) return;
       await read.sent;
       if (read.next === undefined) return;
-      ({ from, limit } = read.next);
+      at = { ...at, ...read.next };
     }
   }
 
   /**
-   * One page of a recovery, after `from`, read and handed to the client's queue (`sent`
-   * resolves once it is taken); undefined when there is nothing more to send.
+   * One page of a recovery, read and handed to the client's queue (`sent` resolves once it
+   * is taken), the later ones (`later`) encoded in their turn (encodes); undefined when
+   * there is nothing more to send.
    */
   private async replayPage(
     session: Recipient,
     history: HistoryStore,
     room: ReplayedRoom,
-    from: number,
-    top: number,
-    limit: number,
-    epoch: string,
+    { from, top, limit, epoch }: ReplayCursor,
+    later: boolean,
   ): Promise<ReplayPage | undefined> {
     if (unreachable(session)) return undefined;
     const read = await history.read(room.key, { after: from, limit });
     const batch = read.filter((m) => m.id <= top);
-    if (unreachable(session)) return undefined;
-    const out = batch.map((m) => chatDelivery(room.name, m));
     // The epoch after every read: the page is of `epoch` only if it still is (an epoch
     // never comes back). A Redis restarted empty while the client read would otherwise
     // give the new epoch's ids 1, 2, … as the rest of the old one's; what follows then
     // is the new epoch's "108", held with the live chats.
     const info = await history.room(room.key);
     if (info.epoch !== epoch) return undefined;
+    if (later) await this.encodes.next(() => unreachable(session));
+    if (unreachable(session)) return undefined;
+    const out = batch.map((m) => chatDelivery(room.name, m));
     // An empty page is a gap too: retention, or the memory store's budget, may have
     // deleted every message up to `top` that the client has not read yet, and the
     // live ones above `top` must not follow as if nothing were missing. Told as live,
@@ -475,28 +448,23 @@ export class Replays {
     // store read and the encoding of a page, run back to back as microtasks while it has
     // room in its queue, or is gone without its close seen yet: nobody else's I/O, and
     // not that close, is served until the last one is done. The turn is shared (PageTurns).
-    const done = await this.turns.next(() => unreachable(session));
-    let sent: Promise<void>;
-    try {
-      if (unreachable(session)) return;
-      // A page too large to write at once loses its oldest messages.
-      const { info, messages } = await readNewest(history, room.key, before, limit);
-      // Nothing read, nothing older: below a room's base no id was used (RoomHistory.base).
-      const more = messages.length > 0 && messages[0]!.id > info.oldest;
-      // Paced: pages asked for back to back wait for the client to read the ones before.
-      // What fits in its queue is encoded now; the rest as it reads, not in this turn.
-      sent = session.sendPaced([
-        new Delivery({
-          type: 'history',
-          room: room.name,
-          epoch: info.epoch,
-          messages,
-          more,
-        }),
-      ]);
-    } finally {
-      done();
-    }
-    await sent;
+    await this.turns.next(() => unreachable(session));
+    if (unreachable(session)) return;
+    // A page too large to write at once loses its oldest messages.
+    const { info, messages } = await readNewest(history, room.key, before, limit);
+    await this.encodes.next(() => unreachable(session));
+    if (unreachable(session)) return;
+    // Nothing read, nothing older: below a room's base no id was used (RoomHistory.base).
+    const more = messages.length > 0 && messages[0]!.id > info.oldest;
+    // Paced: pages asked for back to back wait for the client to read the ones before.
+    await session.sendPaced([
+      new Delivery({
+        type: 'history',
+        room: room.name,
+        epoch: info.epoch,
+        messages,
+        more,
+      }),
+    ]);
   }
 }
