@@ -209,23 +209,28 @@ it('pages HISTORY back from the newest, and says whether older ones are stored',
   expect(await ids(1, 5)).toEqual({ ids: [], more: false });
 });
 
+/** Counts the turns of the event loop until stopped. */
+function turnCounter() {
+  const counter = { turn: 0, ticking: true };
+  const tick = () => {
+    counter.turn++;
+    if (counter.ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  return counter;
+}
+
 /** A store of 30 messages that records which turn of the event loop each of its reads came in. */
 async function storeCountingTurns() {
   const store = await storeWith(30);
-  let turn = 0;
-  let ticking = true;
-  const tick = () => {
-    turn++;
-    if (ticking) setImmediate(tick);
-  };
-  setImmediate(tick);
+  const counter = turnCounter();
   const turns: number[] = [];
   const read = store.read.bind(store);
   store.read = (room, query) => {
-    turns.push(turn);
+    turns.push(counter.turn);
     return read(room, query);
   };
-  return { store, turns, stop: () => (ticking = false) };
+  return { store, turns, stop: () => (counter.ticking = false) };
 }
 
 it('lets at most PAGES_PER_TURN pages through a turn of the event loop, for all sessions together', async () => {
@@ -272,17 +277,11 @@ it('encodes at most PAGES_PER_TURN pages a turn, with a store whose answers come
     await answered;
     return read(room, query);
   };
-  let turn = 0;
-  let ticking = true;
-  const tick = () => {
-    turn++;
-    if (ticking) setImmediate(tick);
-  };
-  setImmediate(tick);
+  const counter = turnCounter();
   const sentIn: number[] = [];
   class Counted extends Recorded {
     override async sendPaced(deliveries: readonly Delivery[]): Promise<void> {
-      sentIn.push(turn);
+      sentIn.push(counter.turn);
       await super.sendPaced(deliveries);
     }
   }
@@ -293,7 +292,7 @@ it('encodes at most PAGES_PER_TURN pages a turn, with a store whose answers come
   while (reads < 40) await new Promise((resolve) => setImmediate(resolve));
   answer!();
   await pages;
-  ticking = false;
+  counter.ticking = false;
   for (const s of sessions) expect(s.log).toHaveLength(1);
   const perTurn = new Map<number, number>();
   for (const t of sentIn) perTurn.set(t, (perTurn.get(t) ?? 0) + 1);
