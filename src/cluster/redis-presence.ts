@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { Ban } from '../core/bans.js';
+import { type Ban, parseMask } from '../core/bans.js';
 import type { PeerAddress } from '../core/events.js';
 import { nicknameKey, nicknameLookupKey } from '../core/nickname.js';
 import {
@@ -893,6 +893,17 @@ function departed(rows: unknown[]): DepartedMember[] {
 }
 
 /** A stored ban and its order, or undefined for a row this version cannot read. */
+/**
+ * Whether a ban row stored under `field` is a ban on `key` though stored under another field:
+ * written by a version whose key for its mask differs (a nickname's key left out marks on
+ * letters from one version on), it is read back as a ban on `key` and must go with it.
+ */
+function storedAsOther(field: string, row: string, key: string): boolean {
+  if (field === key) return false;
+  const ban = parseBan(row);
+  return ban !== undefined && parseMask(ban[1].mask).key === key;
+}
+
 function parseBan(row: string): [number, Ban] | undefined {
   try {
     const [seq, mask, by, reason, expires] = JSON.parse(row) as unknown[];
@@ -1290,7 +1301,11 @@ export class RedisPresence implements Presence {
     const rows = this.timeKnown() ? await this.redis.hgetall(`${this.prefix}bans`) : {};
     for (const [k, row] of Object.entries(rows)) {
       const old = parseBan(row);
-      if (old === undefined || (old[1].expires !== null && old[1].expires <= now)) {
+      if (
+        old === undefined ||
+        (old[1].expires !== null && old[1].expires <= now) ||
+        storedAsOther(k, row, key)
+      ) {
         expired.push(k, row);
       }
     }
@@ -1309,7 +1324,12 @@ export class RedisPresence implements Presence {
   }
 
   async unban(key: string): Promise<boolean> {
-    return (await this.redis.hdel(`${this.prefix}bans`, key)) > 0;
+    const rows = await this.redis.hgetall(`${this.prefix}bans`);
+    const fields = [key];
+    for (const [field, row] of Object.entries(rows)) {
+      if (storedAsOther(field, row, key)) fields.push(field);
+    }
+    return (await this.redis.hdel(`${this.prefix}bans`, ...fields)) > 0;
   }
 
   async heartbeat(capacityOf?: (room: string) => number | undefined): Promise<Heartbeat> {

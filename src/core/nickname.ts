@@ -268,12 +268,14 @@ export function lookupKey(name: string): string | undefined {
 }
 
 /**
- * Nonspacing marks on a Latin, Greek or Cyrillic letter: a dot below, a line under, a
- * diacritic a terminal font may not draw at all. Beside a name without them they read as
- * that name, so a nickname's key leaves them out (José is Jose). Not on other letters: in
- * Devanagari or kana a mark makes another syllable (か, が), not a look-alike of one.
+ * Nonspacing marks on a Latin, Greek or Cyrillic letter, or on a digit or other character
+ * common to all scripts: a dot below, a line under, a diacritic a terminal font may not draw
+ * at all. Beside a name without them they read as that name, so a nickname's key leaves
+ * them out (José is Jose, user2̣ is user2). Not on other letters: in Devanagari or kana a
+ * mark makes another syllable (か, が), not a look-alike of one.
  */
-const MARKS_ON_ALPHABETIC = /([\p{Script=Latin}\p{Script=Greek}\p{Script=Cyrillic}])\p{Mn}+/gu;
+const MARKS_ON_ALPHABETIC =
+  /([\p{Script=Latin}\p{Script=Greek}\p{Script=Cyrillic}\p{Script=Common}])\p{Mn}+/gu;
 
 /** The key under which a nickname is unique: look-alike names share it. */
 export function nicknameKey(nickname: string): string {

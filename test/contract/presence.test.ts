@@ -2,6 +2,7 @@ import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RedisPresence } from '../../src/cluster/redis-presence.js';
 import { agreeOnShards } from '../../src/cluster/shards.js';
+import { parseMask } from '../../src/core/bans.js';
 import { MemoryPresence, PresenceHub } from '../../src/core/memory-presence.js';
 import {
   type Heartbeat,
@@ -1236,6 +1237,19 @@ describe.skipIf(withoutRedis())('Redis', () => {
         a.ban('n:eve', ban('eve', null), 3_000),
       ]);
       expect((await b.bans()).map((x) => x.mask).sort()).toEqual(['eve', 'mallory']);
+    });
+
+    it('lifts and replaces a ban stored under the key an earlier version gave its mask', async () => {
+      const [a, b] = await liveNodes(newPrefix(), ['a', 'b'] as const);
+      // Written before a nickname's key left out marks on letters: under "n:josé".
+      await a.ban('n:jos\u00e9', ban('Jos\u00e9', null), 1_000);
+      await a.ban('n:eve', ban('eve', null), 1_000);
+      expect(await b.unban(parseMask('Jos\u00e9').key)).toBe(true);
+      expect((await a.bans()).map((x) => x.mask)).toEqual(['eve']);
+      // Banned again under the new key: one row, not the old one beside it.
+      await a.ban('n:jos\u00e9', ban('Jos\u00e9', null), 1_000);
+      await b.ban(parseMask('JOSE').key, ban('JOSE', null), 2_000);
+      expect((await a.bans()).map((x) => x.mask)).toEqual(['eve', 'JOSE']);
     });
 
     it("times a ban given in seconds by Redis's clock, not by its node's", async () => {
