@@ -288,7 +288,7 @@ export class Chat implements ChatContext, SessionHost {
     this.lobby = new Room(LOBBY, options.maxUsers ?? 10);
     this.rooms = new Rooms(this.lobby, roomSettings(options));
     this.rooms.mayCreate = (session) => this.roomMade(session);
-    this.rooms.nameForbidden = (name) => this.bannedWords.matches(name);
+    this.rooms.nameForbidden = (name) => this.bannedWords.matchesName(name);
     this.serverVersion = options.serverVersion ?? '1';
     this.bannedWords = options.bannedWords ?? new BannedWords(DEFAULT_BANNED_WORDS);
     this.hideAddresses = options.hideAddresses ?? false;

@@ -74,7 +74,7 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
  */
 function usableNickname(ctx: ChatContext, raw: string): NicknameCheck {
   const checked = checkNickname(raw);
-  if (checked.ok && ctx.bannedWords.matches(checked.nickname)) {
+  if (checked.ok && ctx.bannedWords.matchesName(checked.nickname)) {
     return { ok: false, reason: 'nickname contains a banned word' };
   }
   return checked;

@@ -241,6 +241,26 @@ describe('in the room', () => {
     expect(a.take()).toMatchObject([{ cmd: '101', room: 'films' }]);
   });
 
+  it('holds names to the banned words in every look-alike spelling of them', () => {
+    chat = new Chat({ bannedWords: BannedWords.fromText('badword\n') });
+    const a = connect('a', ['errors', 'rooms']);
+    a.take();
+    // Fullwidth, Cyrillic а, mathematical bold, a mark below: each the same name as badword.
+    for (const name of ['ｂａｄｗｏｒｄ', 'b\u0430dword', '𝐛𝐚𝐝𝐰𝐨𝐫𝐝', 'xbadwo\u0323rdx']) {
+      send(a, { cmd: '5', newNickname: name });
+      expect(a.take(), name).toMatchObject([{ cmd: '90', code: ErrorCode.INVALID_NICKNAME }]);
+      send(a, { cmd: '100', room: name });
+      expect(a.take(), name).toMatchObject([
+        { cmd: '90', message: 'room name contains a banned word' },
+      ]);
+    }
+    // A chat is held to the course's rule only: the text as typed.
+    send(a, { cmd: '7', msg: 'ｂａｄｗｏｒｄ' });
+    expect(a.closedWith).toBeUndefined();
+    send(a, { cmd: '5', newNickname: 'goodword' });
+    expect(a.take()).toMatchObject([{ cmd: '51' }]);
+  });
+
   it('checks an action for banned words in the asterisks others get it in', () => {
     chat = new Chat({ bannedWords: BannedWords.fromText('*spoiler\n') });
     const a = connect('a', ['actions']);
