@@ -218,10 +218,13 @@ const SPENT_ADDRESSES = 10_000;
 /**
  * OPER checks for the whole server: ten at once, then one every two seconds, so guesses
  * from many addresses hold the event loop (about 50 ms a check) half a second at most,
- * then a few percent of it. The price: while they last, real operators wait too.
+ * then a few percent of it. The addresses an OPER succeeded from (OPER_TRUSTED) have a
+ * budget of their own, the same again, so guesses from others do not lock the operators out.
  */
 const OPER_SERVER_BURST = 10;
 const OPER_SERVER_RATE = 0.5;
+/** Address groups an OPER succeeded from, remembered (the newest) while the process runs. */
+const OPER_TRUSTED = 256;
 
 /**
  * The chat service: sessions, the nickname registry and the room, with the
@@ -268,6 +271,9 @@ export class Chat implements ChatContext, SessionHost {
    */
   readonly refusals: LogLimiter;
   private readonly operServer: TokenBucket;
+  /** The server's budget for OPERs from the addresses one succeeded from (operTrusted). */
+  private readonly operTrustedServer: TokenBucket;
+  private readonly operTrusted = new Set<string>();
   private readonly sessions = new Set<Session>();
   /** Who holds each resume token and lasting identity, and on a cluster each origin. */
   private readonly identities: Identities;
@@ -337,6 +343,7 @@ export class Chat implements ChatContext, SessionHost {
             this.clock,
           );
     this.operServer = new TokenBucket(OPER_SERVER_RATE, OPER_SERVER_BURST, this.clock());
+    this.operTrustedServer = new TokenBucket(OPER_SERVER_RATE, OPER_SERVER_BURST, this.clock());
     this.operators = options.operators ?? [];
     const banStore =
       this.cluster === undefined
@@ -540,13 +547,24 @@ export class Chat implements ChatContext, SessionHost {
   operAttempt(ip: string): 'ok' | 'address' | 'server' {
     const now = this.clock();
     // Per /64 for IPv6: per address, a host's 2^64 addresses each had five checks to spend.
-    const bucket = this.operBuckets.of(addressGroup(ip), OPER_RATE, OPER_BURST, now);
+    const group = addressGroup(ip);
+    const bucket = this.operBuckets.of(group, OPER_RATE, OPER_BURST, now);
     // The address's budget first, so one already spent does not drain the server's; and
     // taken only when the server's allows the check, so refusals do not spend it.
     if (!bucket.has(now)) return 'address';
-    if (!this.operServer.take(now)) return 'server';
+    const server = this.operTrusted.has(group) ? this.operTrustedServer : this.operServer;
+    if (!server.take(now)) return 'server';
     bucket.take(now);
     return 'ok';
+  }
+
+  operSucceeded(ip: string): void {
+    const group = addressGroup(ip);
+    this.operTrusted.delete(group);
+    this.operTrusted.add(group);
+    if (this.operTrusted.size > OPER_TRUSTED) {
+      this.operTrusted.delete(this.operTrusted.values().next().value!);
+    }
   }
 
   members(): Session[] {

@@ -47,6 +47,8 @@ export interface ChatContext {
    * whose budget, the address's or the server's, is spent.
    */
   operAttempt(ip: string): 'ok' | 'address' | 'server';
+  /** An OPER from this address succeeded: its later ones have a server budget of their own. */
+  operSucceeded(ip: string): void;
   /** Every joined session, in no promised order. */
   members(): Session[];
   /**

@@ -227,6 +227,7 @@ export const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
     return;
   }
   session.operator = operator.name;
+  ctx.operSucceeded(session.address.ip);
   ctx.operated(session);
   ctx.log.info({ nickname: session.nickname, ip: session.address.ip, name: operator.name }, 'OPER');
   session.reply({ type: 'oper-ok', name: operator.name });

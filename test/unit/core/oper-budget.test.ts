@@ -87,6 +87,47 @@ describe('OPER guesses', () => {
     expect(checks).toBe(11);
   });
 
+  it('from others leave an address an OPER succeeded from a budget of its own', () => {
+    // Six addresses guessing once a second kept the real operator out for as long as they
+    // went on: 10 of 10 of its OPERs refused over 25 s.
+    let checks = 0;
+    const chat = new Chat({
+      maxUsers: 1000,
+      clock: () => 0,
+      operators: [
+        {
+          name: 'teacher',
+          verify: (password) => {
+            checks++;
+            return password === 'sesame';
+          },
+        },
+      ],
+    });
+    let n = 0;
+    const oper = (ip: string, password: string) => {
+      const peer = new FakePeer(ip);
+      peer.session = chat.open(peer);
+      peer.session.receive({
+        ok: true,
+        request: { cmd: '0', nickname: `o${n++}`, caps: ['errors'] },
+      });
+      peer.take();
+      peer.session.receive({ ok: true, request: { cmd: '92', name: 'teacher', password } });
+      return peer.take();
+    };
+    expect(oper('203.0.113.9', 'sesame')).toMatchObject([{ cmd: '93' }]);
+    // Forty guessing addresses spend what is left of the server's budget.
+    for (let i = 0; i < 40; i++) oper(`198.51.100.${i + 1}`, 'guess');
+    expect(checks).toBe(10);
+    // A new address is refused unchecked; the operator's, checked, gets in.
+    expect(oper('192.0.2.50', 'sesame')).toMatchObject([
+      { cmd: '90', code: 1010, message: expect.stringMatching(/on this server/) },
+    ]);
+    expect(oper('203.0.113.9', 'sesame')).toMatchObject([{ cmd: '93' }]);
+    expect(checks).toBe(11);
+  });
+
   it('from many IPv4 addresses are bounded server-wide, and the others are told why', () => {
     // Per address alone, forty addresses (a small botnet, a cloud tenant's range) had 200
     // checks at once: some 9 s of the event loop (a bystander's RTT went from 1 ms to 1.5 s).
