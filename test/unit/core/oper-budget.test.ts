@@ -10,20 +10,16 @@ import { FakePeer } from '../../helpers/fake-peer.js';
  * checks that guesses from many addresses get in the same instant.
  */
 
+/** A Chat whose one operator, teacher, checks passwords with `verify`. */
+function chatWith(verify: (password: string) => boolean, clock: () => number = () => 0): Chat {
+  return new Chat({ maxUsers: 1000, clock, operators: [{ name: 'teacher', verify }] });
+}
+
 function guessFrom(ips: readonly string[], guessesEach: number, told: unknown[] = []): number {
   let checks = 0;
-  const chat = new Chat({
-    maxUsers: 1000,
-    clock: () => 0,
-    operators: [
-      {
-        name: 'teacher',
-        verify: () => {
-          checks++;
-          return false;
-        },
-      },
-    ],
+  const chat = chatWith(() => {
+    checks++;
+    return false;
   });
   ips.forEach((ip, i) => {
     const peer = new FakePeer(ip);
@@ -58,19 +54,13 @@ describe('OPER guesses', () => {
   it('refused by the server budget cost an address none of its own', () => {
     let checks = 0;
     let now = 0;
-    const chat = new Chat({
-      maxUsers: 1000,
-      clock: () => now,
-      operators: [
-        {
-          name: 'teacher',
-          verify: () => {
-            checks++;
-            return false;
-          },
-        },
-      ],
-    });
+    const chat = chatWith(
+      () => {
+        checks++;
+        return false;
+      },
+      () => now,
+    );
     const guess = (ip: string, i: number) => {
       const peer = new FakePeer(ip);
       peer.session = chat.open(peer);
@@ -91,18 +81,9 @@ describe('OPER guesses', () => {
     // Six addresses guessing once a second kept the real operator out for as long as they
     // went on: 10 of 10 of its OPERs refused over 25 s.
     let checks = 0;
-    const chat = new Chat({
-      maxUsers: 1000,
-      clock: () => 0,
-      operators: [
-        {
-          name: 'teacher',
-          verify: (password) => {
-            checks++;
-            return password === 'sesame';
-          },
-        },
-      ],
+    const chat = chatWith((password) => {
+      checks++;
+      return password === 'sesame';
     });
     let n = 0;
     const oper = (ip: string, password: string) => {
