@@ -20,6 +20,7 @@ import {
   RoomNotReady,
 } from './presence.js';
 import { Room } from './room.js';
+import { byMembers } from './rooms.js';
 import type { Session } from './session.js';
 
 /**
@@ -255,7 +256,7 @@ function bounded(rooms: RoomInfo[]): RoomInfo[] {
 
 /**
  * ROOMS "104" -> "105" {rooms: [{room, userCount, joined}]}: every room that exists, the
- * lobby first, then in order of creation; at most MAX_ROOM_LIST.
+ * lobby first, then the most members first (Rooms.mostJoined); at most MAX_ROOM_LIST.
  */
 export const listRooms: Handler<typeof Cmd.ROOMS> = (ctx, session) => {
   if (ctx.cluster !== undefined) {
@@ -263,16 +264,20 @@ export const listRooms: Handler<typeof Cmd.ROOMS> = (ctx, session) => {
       session,
       ctx.roomCounts().then((listed) => {
         // Cut to MAX_ROOM_LIST and its bytes there.
-        session.reply({ type: 'room-list', rooms: bounded(clusterRooms(ctx, session, listed)) });
+        const rooms = clusterRooms(ctx, session, listed);
+        session.reply({
+          type: 'room-list',
+          rooms: bounded(byMembers(rooms, rooms[0]!, (r) => r.count)),
+        });
       }),
     );
     return;
   }
-  const rooms: RoomInfo[] = [];
-  for (const room of ctx.rooms.all()) {
-    if (rooms.length >= MAX_ROOM_LIST) break;
-    rooms.push({ name: room.name, count: room.size, joined: session.rooms.has(room) });
-  }
+  const rooms = ctx.rooms.mostJoined(MAX_ROOM_LIST, ctx.now()).map((room) => ({
+    name: room.name,
+    count: room.size,
+    joined: session.rooms.has(room),
+  }));
   session.reply({ type: 'room-list', rooms: bounded(rooms) });
 };
 

@@ -47,6 +47,19 @@ export function roomKey(name: string): string {
   return lookalikeKey(name);
 }
 
+/**
+ * `rooms` in the order ROOMS lists them: `lobby` first, then by `count`, most first, of
+ * rooms with as many in the order given. A room list cut at its bound keeps the rooms people
+ * are in: one member making rooms as fast as flood control lets it had pushed every room made
+ * after them out of the list, and out of the web page's "More rooms".
+ */
+export function byMembers<T>(rooms: readonly T[], lobby: T, count: (room: T) => number): T[] {
+  const rest = rooms.filter((r) => r !== lobby);
+  // Stable: Array.prototype.sort keeps the order of equal counts.
+  rest.sort((a, b) => count(b) - count(a));
+  return rooms.includes(lobby) ? [lobby, ...rest] : rest;
+}
+
 export class Rooms {
   private readonly byKey = new Map<string, Room>();
   /** By the name as shown, which is what events carry: publishing costs no key. */
@@ -147,6 +160,22 @@ export class Rooms {
     return this.byKey.values();
   }
 
+  private listed: { at: number; rooms: Room[] } | undefined;
+
+  /**
+   * The first `most` rooms as ROOMS lists them: the lobby, then the most members first (of
+   * rooms with as many, the older first). Sorted again once a room is made or removed, else
+   * at most once a second as members come and go: ROOMS may be asked for at the flood limit
+   * by every connection, and rooms can be thousands.
+   */
+  mostJoined(most: number, now: number): readonly Room[] {
+    if (this.listed === undefined || now - this.listed.at >= 1_000 || now < this.listed.at) {
+      const rooms = [...this.byKey.values()];
+      this.listed = { at: now, rooms: byMembers(rooms, this.lobby, (r) => r.size) };
+    }
+    return this.listed.rooms.slice(0, most);
+  }
+
   /**
    * Whether `session` may join the room `raw` names: the room to add it to
    * (not yet registered if new; `add` registers it), or why not.
@@ -240,6 +269,7 @@ export class Rooms {
 
   private insert(room: Room): void {
     this.byKey.set(room.key, room);
+    this.listed = undefined;
     this.byName.set(room.name, room);
   }
 
@@ -248,6 +278,7 @@ export class Rooms {
     const key = room.key;
     if (this.declaredKeys.has(key)) return;
     this.byKey.delete(key);
+    this.listed = undefined;
     this.byName.delete(room.name);
     this.idFloor = Math.max(this.idFloor, room.lastId);
   }

@@ -349,6 +349,51 @@ describe('web client rooms in Chromium', () => {
     }
   }, 30_000);
 
+  it('finds a room the list leaves out by what is typed in the room box, rooms with people first', async () => {
+    const page = await openPage(server.httpAddress!.port);
+    // Two members make 34 rooms and stay in them; two members are in one made last.
+    const makers = [
+      await join(server.address.port, 'maker', { caps: ['rooms'] }),
+      await join(server.address.port, 'maker2', { caps: ['rooms'] }),
+    ];
+    const ann = await join(server.address.port, 'annie', { caps: ['rooms'] });
+    const bob = await join(server.address.port, 'bobby', { caps: ['rooms'] });
+    try {
+      for (let i = 0; i < 34; i++) {
+        const maker = makers[i < 17 ? 0 : 1]!;
+        maker.sendPy({ cmd: '100', room: `help-${String(i).padStart(2, '0')}` });
+        await maker.expect('101');
+      }
+      ann.sendPy({ cmd: '100', room: 'homework' });
+      await ann.expect('101');
+      bob.sendPy({ cmd: '100', room: 'homework' });
+      await bob.expect('101');
+      await joinAs(page, 'visitor');
+      const first = page.locator('#more-rooms button[data-join]').first();
+      await first.waitFor();
+      expect(await first.getAttribute('data-join')).toBe('homework');
+      const shown = page.locator('#more-rooms button[data-join]');
+      const names = () => shown.evaluateAll((b) => b.map((e) => (e as HTMLElement).dataset.join));
+      // Thirty shown: the last rooms made are not among them.
+      expect(await names()).toHaveLength(30);
+      expect(await names()).not.toContain('help-33');
+      await page.fill('#room-name', 'help-3');
+      await page.waitForFunction(
+        () => document.querySelectorAll('#more-rooms button[data-join]').length === 4,
+      );
+      expect(await names()).toEqual(['help-30', 'help-31', 'help-32', 'help-33']);
+      await page.fill('#room-name', '');
+      await page.waitForFunction(
+        () => document.querySelectorAll('#more-rooms button[data-join]').length === 30,
+      );
+    } finally {
+      for (const maker of makers) maker.close();
+      ann.close();
+      bob.close();
+      await page.close();
+    }
+  }, 30_000);
+
   it('marks a line naming its user, and the badge of the room it came in while another was shown', async () => {
     const page = await openPage(server.httpAddress!.port);
     const tcp = await join(server.address.port, 'tom');

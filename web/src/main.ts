@@ -861,8 +861,10 @@ function onGap(m: ParsedServerMessage): void {
 
 // ---- rooms not joined ---------------------------------------------------------
 
-/** At most this many rooms the page is not in are listed. */
+/** At most this many rooms the page is not in are listed (those whose names hold what the room box holds). */
 const MORE_ROOMS_SHOWN = 30;
+/** The rooms of the last ROOMS the page is not in, with their counts, in the server's order. */
+let moreRoomEntries: { name: string; userCount: number }[] = [];
 /** Focusing the room box asks for the list again at most this often. */
 const MORE_ROOMS_EVERY_MS = 10_000;
 let moreRoomsAskedAt = Number.NEGATIVE_INFINITY;
@@ -877,13 +879,28 @@ async function listMoreRooms(): Promise<void> {
   moreRoomsAskedAt = performance.now();
   const reply = (await connection.call({ cmd: Cmd.ROOMS }, true)).rooms;
   const entries: unknown[] = Array.isArray(reply) ? reply : [];
-  const items: HTMLLIElement[] = [];
+  moreRoomEntries = [];
   for (const entry of entries) {
-    if (items.length >= MORE_ROOMS_SHOWN) break;
     const r = (typeof entry === 'object' && entry !== null ? entry : {}) as Partial<RoomEntry>;
     const name = asString(r.room);
     if (name === '' || r.joined === true || findView(name) !== undefined) continue;
-    items.push(moreRoomItem(name, asNumber(r.userCount)));
+    moreRoomEntries.push({ name, userCount: asNumber(r.userCount) });
+  }
+  showMoreRoomEntries();
+}
+
+/**
+ * The rooms not joined whose names hold what is typed in the room box (all of them when it
+ * is empty), MORE_ROOMS_SHOWN at most: with more rooms than that, typing part of a name finds
+ * one the list leaves out.
+ */
+function showMoreRoomEntries(): void {
+  const typed = roomName.value.trim().toLowerCase();
+  const items: HTMLLIElement[] = [];
+  for (const { name, userCount } of moreRoomEntries) {
+    if (items.length >= MORE_ROOMS_SHOWN) break;
+    if (typed !== '' && !name.toLowerCase().includes(typed)) continue;
+    items.push(moreRoomItem(name, userCount));
   }
   moreRooms.replaceChildren(...items);
   showMoreRooms();
@@ -917,6 +934,7 @@ function showMoreRooms(): void {
 /** A room just joined leaves the list of the others. */
 function unlistMoreRoom(room: string): void {
   const folded = room.toLowerCase();
+  moreRoomEntries = moreRoomEntries.filter((r) => r.name.toLowerCase() !== folded);
   for (const join of moreRooms.querySelectorAll<HTMLButtonElement>('button[data-join]')) {
     if (join.dataset.join?.toLowerCase() === folded) join.parentElement?.remove();
   }
@@ -1588,8 +1606,11 @@ roomForm.addEventListener('submit', (event) => {
   const name = roomName.value.trim();
   if (name === '' || /\s/.test(name)) return;
   roomName.value = '';
+  showMoreRoomEntries();
   joinFromSidebar(name);
 });
+
+roomName.addEventListener('input', showMoreRoomEntries);
 
 roomName.addEventListener('focus', () => {
   if (shownStatus !== 'online') return;

@@ -108,11 +108,28 @@ describe('joining and parting rooms', () => {
         cmd: '105',
         rooms: [
           { room: 'lobby', userCount: 2, joined: true },
-          { room: 'maths', userCount: 0, joined: false },
           { room: 'physics', userCount: 1, joined: false },
+          { room: 'maths', userCount: 0, joined: false },
         ],
       },
     ]);
+  });
+  it('lists the rooms people are in first, so that rooms made by the dozen do not push them out', () => {
+    setup({ rooms: [] });
+    // One member makes room after room, and stays in them.
+    const maker = connect('maker', ROOMS);
+    for (let i = 0; i < 19; i++) join(maker, `${'\u{20000}'.repeat(60)}${i}`);
+    const ann = connect('ann', ROOMS);
+    const bob = connect('bob', ROOMS);
+    join(ann, 'homework');
+    join(bob, 'homework');
+    send(bob, { cmd: '104' });
+    const [reply] = bob.take() as { rooms: { room: string; userCount: number }[] }[];
+    expect(reply!.rooms.slice(0, 2)).toEqual([
+      { room: 'lobby', userCount: 3, joined: true },
+      { room: 'homework', userCount: 2, joined: true },
+    ]);
+    expect(reply!.rooms).toHaveLength(21);
   });
   it('lists at most about 64 KB of rooms, the lobby first, however long their names', () => {
     const rooms = Array.from({ length: 1000 }, (_, i) => ({
