@@ -69,8 +69,11 @@ export type NicknameCheck = { ok: true; nickname: string } | { ok: false; reason
 
 /** A letter (not a modifier letter such as "ˑ"), a digit of any kind, or a symbol such as an emoji. */
 const SOMETHING_TO_READ = /[\p{Lu}\p{Ll}\p{Lt}\p{Lo}\p{N}\p{So}]/u;
-/** Symbols drawn as stars and asterisks ("✱", "★"), which read as an action's star. */
-const STARS = /[\u2605\u2606\u2722-\u274b]/gu;
+/**
+ * Symbols drawn as stars and asterisks ("✱", "★", "⚹", "🟀"), which read as an action's star,
+ * and digits and braille drawn as a dot or a few ("٠", "۰", "⠂"), nearly invisible.
+ */
+const STARS = /[\u2605\u2606\u2722-\u274b\u26b9\u{1f7c0}-\u{1f7d8}\u0660\u06f0\u2800-\u28ff]/gu;
 
 export function checkNickname(raw: string): NicknameCheck {
   const checked = checkName(raw, MAX_NICKNAME_LENGTH, 'nickname');

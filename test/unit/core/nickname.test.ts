@@ -287,10 +287,20 @@ describe('invisible and deceptive nicknames are refused', () => {
       '✳✻',
       '❋',
       '★',
+      '⚹',
+      '🟀',
+      '🟗',
+      // A digit or braille drawn as a dot.
+      '٠',
+      '۰۰',
+      '⠂',
+      '⣿',
     ]) {
       refused(name);
     }
-    for (const name of ['x', '7', '٣', 'Ⅻ', '😀', '♞', '*x*', '_-a-_', '李', '✱x']) accepted(name);
+    for (const name of ['x', '7', '٣', 'Ⅻ', '😀', '♞', '*x*', '_-a-_', '李', '✱x', 'علي٠']) {
+      accepted(name);
+    }
   });
 
   it('accepts names in scripts that need combining marks', () => {
