@@ -143,12 +143,14 @@ export const view = {
     `${timestamp(s, at)} ${paint(s, WHISPER, '(whisper)')} ${nick(s, from)}: ${paint(s, WHISPER, text(msg))}`,
   whisperOut: (s: Style, at: Date, to: string, msg: string) =>
     `${timestamp(s, at)} ${paint(s, WHISPER, `(whisper to ${text(to)})`)} ${paint(s, WHISPER, text(msg))}`,
+  // Joins, leaves and renames are marked with arrows, not an action's star: `* bob left (4
+  // users)` could be bob's own action, and looked the server's line but for its dimness.
   join: (s: Style, at: Date, who: string, count: number, room?: string) =>
-    `${timestamp(s, at)} ${tag(s, room)}${paint(s, DIM, '*')} ${nick(s, who)} joined ${paint(s, DIM, `(${plural(asNumber(count), 'user')})`)}`,
+    `${timestamp(s, at)} ${tag(s, room)}${paint(s, DIM, '-->')} ${nick(s, who)} joined ${paint(s, DIM, `(${plural(asNumber(count), 'user')})`)}`,
   leave: (s: Style, at: Date, who: string, count: number, room?: string) =>
-    `${timestamp(s, at)} ${tag(s, room)}${paint(s, DIM, '*')} ${nick(s, who)} left ${paint(s, DIM, `(${plural(asNumber(count), 'user')})`)}`,
+    `${timestamp(s, at)} ${tag(s, room)}${paint(s, DIM, '<--')} ${nick(s, who)} left ${paint(s, DIM, `(${plural(asNumber(count), 'user')})`)}`,
   rename: (s: Style, at: Date, from: string, to: string) =>
-    `${timestamp(s, at)} ${paint(s, DIM, '*')} ${nick(s, from)} is now known as ${nick(s, to)}`,
+    `${timestamp(s, at)} ${paint(s, DIM, '--')} ${nick(s, from)} is now known as ${nick(s, to)}`,
   joinedRoom: (s: Style, room: string, members: unknown) => {
     const list: unknown[] = Array.isArray(members) ? members : [];
     return `You joined ${text(room)} (${plural(list.length, 'user')}: ${list.map((m) => nick(s, asString(m))).join(', ')}). Type \\room ${text(room)} to talk there.`;

@@ -104,7 +104,7 @@ for (const target of targets) {
         if (target.name === 'confab') {
           // Against confab the client negotiated "renames", so others' renames show.
           await bob.rename('bobby');
-          await ann.waitFor(/\* bob is now known as bobby/);
+          await ann.waitFor(/-- bob is now known as bobby/);
           await bob.rename('bob');
         }
         await bob.whisper('anna', 'psst');

@@ -15,7 +15,7 @@ describe('confab chat rooms', () => {
       ann.type('\\join physics');
       await ann.waitFor('You joined physics (1 user: ann). Type \\room physics to talk there.');
       await bob.join('Physics');
-      await ann.waitFor(/\[physics\] \* bob joined \(2 users\)/);
+      await ann.waitFor(/\[physics\] --> bob joined \(2 users\)/);
       ann.type('\\room PHYSICS');
       await ann.waitFor('You are typing into physics.');
       const heard = new Promise((r) => bob.once('chat', r));
@@ -135,7 +135,7 @@ describe('confab chat rooms', () => {
       // carl's "8" reaches ann while her join's fence is held.
       await new Promise((r) => setTimeout(r, 300));
       release();
-      await ann.waitFor(/\* carl joined \(3 users\)/);
+      await ann.waitFor(/--> carl joined \(3 users\)/);
       await ann.waitFor('You joined physics');
       const own = ann.output.indexOf('You joined physics (2 users: bob, ann)');
       expect(own).toBeGreaterThan(0);

@@ -47,7 +47,7 @@ describe('confab chat in a real terminal', () => {
     // The partial input is redrawn below the new messages, not interleaved with them.
     expect(lines.at(-1)).toBe('ann> hello wor');
     expect(lines.some((l) => /^\d\d:\d\d bob: hi ann$/.test(l))).toBe(true);
-    expect(lines.some((l) => /^\d\d:\d\d \* bob joined \(2 users\)$/.test(l))).toBe(true);
+    expect(lines.some((l) => /^\d\d:\d\d --> bob joined \(2 users\)$/.test(l))).toBe(true);
     // Nicknames are colored on a terminal.
     expect(screen(true)).toMatch(new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m(bob|ann)`));
 

@@ -30,7 +30,7 @@ describe('room commands', () => {
     expect(view.chat(plain, at, 'bob', 'hi', 'physics')).toBe('09:05 [physics] bob: hi');
     expect(view.chat(plain, at, 'bob', 'hi')).toBe('09:05 bob: hi');
     expect(view.join(plain, at, 'bob', 2, 'physics')).toBe(
-      '09:05 [physics] * bob joined (2 users)',
+      '09:05 [physics] --> bob joined (2 users)',
     );
     expect(view.prompt(plain, 'ann', 'physics')).toBe('ann@physics> ');
     expect(view.prompt(plain, 'ann')).toBe('ann> ');

@@ -57,7 +57,7 @@ describe('terminal client view', () => {
     expect(view.chat({ color: false }, at, 'ann', 'hi')).toBe('09:05 ann: hi');
     expect(view.chat({ color: true }, at, 'ann', 'hi')).toContain('\x1b[');
     expect(view.whisperIn({ color: false }, at, 'bob', 'psst')).toBe('09:05 (whisper) bob: psst');
-    expect(view.leave({ color: false }, at, 'bob', 1)).toBe('09:05 * bob left (1 user)');
+    expect(view.leave({ color: false }, at, 'bob', 1)).toBe('09:05 <-- bob left (1 user)');
   });
 
   it('shows in the prompt characters readline measures otherwise than terminals draw as "?"', () => {
@@ -97,9 +97,9 @@ describe('terminal client view', () => {
     const shown = 'hi^M^[[2K12:00 bob: give me your password^[]0;owned^G^[[6n<U+009B>6n<U+202E>';
     expect(view.chat(plain, at, 'eve\x1b[8m', evil)).toBe(`09:05 eve^[[8m: ${shown}`);
     expect(view.whisperIn(plain, at, 'eve', 'a\nb')).toBe('09:05 (whisper) eve: a^Jb');
-    expect(view.join(plain, at, 'e\bve', 2)).toBe('09:05 * e^Hve joined (2 users)');
+    expect(view.join(plain, at, 'e\bve', 2)).toBe('09:05 --> e^Hve joined (2 users)');
     expect(view.rename(plain, at, 'eve', 'bob\u202e')).toBe(
-      '09:05 * eve is now known as bob<U+202E>',
+      '09:05 -- eve is now known as bob<U+202E>',
     );
     expect(view.error(plain, 'Refused: unknown command "\x1b[6n".')).toBe(
       'Refused: unknown command "^[[6n".',
