@@ -458,16 +458,20 @@ class ClusterNode implements Cluster, ClusterView {
           0,
           errors.findIndex((e) => e !== undefined),
         );
-      const where = `Redis at ${shownUrl(urls[i]!)} (${optionOf(i)})`;
-      const why = errors[i] ?? (err as Error);
-      // It answered before, then not in time: stalled, or too far away (a step takes a few
-      // round trips), not out of reach.
-      if (answered[i] && why instanceof TimeoutError) {
+      // Every instance answered, then a step was not done in time: stalled, or too far away
+      // (a step takes a few round trips), not out of reach. Which one a step of several
+      // waited on is not known, so none is named but the only one.
+      if (!answered.includes(false) && err instanceof TimeoutError) {
+        const which =
+          urls.length === 1
+            ? `Redis at ${shownUrl(urls[0]!)} (${optionOf(0)})`
+            : 'Redis (--redis, --redis-shards)';
         return new StartError(
-          `${where} answered, then took more than ${REDIS_START_TIMEOUT_MS / 1000} s over a step of start-up (stalled, or a round trip of about 2 s or more): ${why.message}`,
+          `${which} answered, then took more than ${REDIS_START_TIMEOUT_MS / 1000} s over a step of start-up (stalled, or a round trip of about 2 s or more): ${err.message}`,
         );
       }
-      return new StartError(`cannot reach ${where}: ${why.message}`);
+      const where = `Redis at ${shownUrl(urls[i]!)} (${optionOf(i)})`;
+      return new StartError(`cannot reach ${where}: ${(errors[i] ?? (err as Error)).message}`);
     };
     let beats: StartBeats | undefined;
     const giveUp = async () => {

@@ -620,7 +620,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   // Said once the rooms taken back are here, so that what is typed after it finds them;
   // lines typed before it wait in the queue behind it.
   if (client.resumedAtConnect) {
-    queue = client.welcomed.then(() => say(view.tookBack(style, client.nickname)));
+    queue = client.welcomed.then((welcomed) => {
+      // Lost meanwhile: what the reconnect says follows instead.
+      if (welcomed) say(view.tookBack(style, client.nickname));
+    });
   }
 
   const handle = async (

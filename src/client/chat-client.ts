@@ -378,11 +378,11 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   /** The first CONNECT took back the session of the `resume` token it was given. */
   resumedAtConnect = false;
   /**
-   * Resolves once the rooms the server put this connection in with its welcome (the lobby,
-   * rooms taken back) have come, with their history: at once from a server without history.
-   * Never rejects.
+   * Resolves once the rooms the server put the first connection in with its welcome (the
+   * lobby, rooms taken back) have come, with their history (true), or that connection was
+   * lost first (false); true at once from a server without history. Never rejects.
    */
-  welcomed: Promise<void> = Promise.resolve();
+  welcomed: Promise<boolean> = Promise.resolve(true);
   /**
    * Until the fence sent after "03" is answered, a "101" is the server's own
    * (the lobby, rooms taken back), answering no JOIN_ROOM of ours.
@@ -512,8 +512,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     // The lobby's "101" and its history follow the welcome.
     if (client.hasHistory) {
       client.welcomed = client.fence().then(
-        () => {},
-        () => {},
+        () => true,
+        () => false,
       );
     }
     return client;
