@@ -895,7 +895,8 @@ async function listMoreRooms(): Promise<void> {
  * one the list leaves out.
  */
 function showMoreRoomEntries(): void {
-  const typed = roomName.value.trim().toLowerCase();
+  // "#physics", as rooms are written in IRC and in this page's list, looks for "physics".
+  const typed = roomName.value.trim().replace(/^#+/, '').toLowerCase();
   const items: HTMLLIElement[] = [];
   for (const { name, userCount } of moreRoomEntries) {
     if (items.length >= MORE_ROOMS_SHOWN) break;
