@@ -388,6 +388,7 @@ export class Replays {
     if (unreachable(session)) return undefined;
     const read = await history.read(room.key, { after: from, limit });
     const batch = read.filter((m) => m.id <= top);
+    if (unreachable(session)) return undefined;
     // The epoch after every read: the page is of `epoch` only if it still is (an epoch
     // never comes back). A Redis restarted empty while the client read would otherwise
     // give the new epoch's ids 1, 2, … as the rest of the old one's; what follows then

@@ -140,6 +140,8 @@ async function servingTo(
     up = await join(port, `probe${i}`, 1_000).catch(() => undefined);
     if (up === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
   }
+  // Not left running when it never answered.
+  if (up !== '03') await stopProcess(child);
   expect(up, stderr).toBe('03');
   return { child, port, stderr: () => stderr };
 }
