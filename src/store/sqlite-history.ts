@@ -69,8 +69,8 @@ export interface SqliteHistoryOptions extends HistoryStoreOptions {
   readonly maxRooms?: number;
   /**
    * Bytes the stored messages may take at most, as stored (0: no limit; the file, with
-   * SQLite's pages and indexes, takes more): past it, as past maxRooms, the rooms written to
-   * least recently lose their messages, checked every few commits. Default
+   * SQLite's pages and indexes, takes more): past it, the rooms holding the most are cut down
+   * to one size, losing their oldest messages, checked every 16 commits. Default
    * DEFAULT_SQLITE_HISTORY_BYTES.
    */
   readonly maxBytes?: number;
@@ -461,9 +461,9 @@ export class SqliteHistoryStore implements HistoryStore {
   private roomBytes = new Map<string, number>();
   private countBytes!: Database.Statement<[], { room: string; bytes: number }>;
   /**
-   * With a limit, the rooms holding messages, least recently written first: a commit moves
-   * its rooms to the end once it has succeeded, emptying a room takes it out. None without
-   * a limit, where nothing reads it.
+   * With maxRooms, the rooms holding messages, least recently written first: a commit moves
+   * its rooms to the end once it has succeeded, emptying a room takes it out. None without,
+   * where nothing reads it (maxBytes goes by the bytes of each room, roomBytes).
    */
   private readonly written: Map<string, true> | undefined;
   /** The maxRooms check running (checkRooms), if one is: never two at once. */
@@ -631,7 +631,7 @@ export class SqliteHistoryStore implements HistoryStore {
           )
           .get() as { n: number }
       ).n;
-      this.written = this.maxRooms > 0 || this.maxBytes > 0 ? writtenOrder(db) : undefined;
+      this.written = this.maxRooms > 0 ? writtenOrder(db) : undefined;
       // The rows' sizes are in their headers: counting reads no message.
       this.countBytes = db.prepare<[], { room: string; bytes: number }>(
         'SELECT room, sum(octet_length(data)) AS bytes FROM batches GROUP BY room',
@@ -1203,22 +1203,21 @@ export class SqliteHistoryStore implements HistoryStore {
    */
   private wrote(batch: readonly Pending[]): void {
     const written = this.written;
-    if (written === undefined) return;
     let added = false;
-    let previous: string | undefined;
-    for (const p of batch) {
-      if (p.duplicate || p.room === previous) continue;
-      previous = p.room;
-      if (!written.delete(p.room)) added = true;
-      written.set(p.room, true);
+    if (written !== undefined) {
+      let previous: string | undefined;
+      for (const p of batch) {
+        if (p.duplicate || p.room === previous) continue;
+        previous = p.room;
+        if (!written.delete(p.room)) added = true;
+        written.set(p.room, true);
+      }
     }
     const measure = this.maxBytes > 0 && ++this.unmeasured >= MEASURE_EVERY_COMMITS;
     if (measure) this.unmeasured = 0;
-    if (
-      (added && this.maxRooms > 0 && written.size > this.maxRooms) ||
-      (measure && this.overBytes())
-    )
+    if ((added && written!.size > this.maxRooms) || (measure && this.overBytes())) {
       this.checkRooms().catch(() => {});
+    }
   }
 
   /**
@@ -1271,8 +1270,7 @@ export class SqliteHistoryStore implements HistoryStore {
 
   /** Rooms holding messages past maxRooms, or 1 while the database is past maxBytes. */
   private overRooms(): number {
-    if (this.written === undefined) return 0;
-    const rooms = this.maxRooms > 0 ? this.written.size - this.maxRooms : 0;
+    const rooms = this.written === undefined ? 0 : this.written.size - this.maxRooms;
     return rooms > 0 ? rooms : this.overBytes() ? 1 : 0;
   }
 
@@ -1309,16 +1307,16 @@ export class SqliteHistoryStore implements HistoryStore {
    * later (a later step would do no better).
    */
   private capStep(): boolean {
-    const written = this.written!;
+    const written = this.written;
     const busy = this.pending.length === 0 ? undefined : new Set(this.pending.map((p) => p.room));
     const emptied: Emptied = { unlisted: [], now: [] };
     const progress = this.db.transaction(() =>
-      this.maxRooms > 0 && written.size > this.maxRooms
-        ? this.emptyLeastRecent(busy, emptied)
+      written !== undefined && written.size > this.maxRooms
+        ? this.emptyLeastRecent(written, busy, emptied)
         : this.trimLargest(busy, emptied),
     )();
     // Once committed.
-    for (const room of emptied.unlisted) written.delete(room);
+    for (const room of emptied.unlisted) written?.delete(room);
     this.emptied(emptied.now);
     return progress;
   }
@@ -1331,11 +1329,15 @@ export class SqliteHistoryStore implements HistoryStore {
    * written to in between (then it is no longer among the least recently written). A room
    * with appends waiting for this turn's commit is left: it is being written to now.
    */
-  private emptyLeastRecent(busy: ReadonlySet<string> | undefined, emptied: Emptied): boolean {
-    let over = this.written!.size - this.maxRooms;
+  private emptyLeastRecent(
+    written: Map<string, true>,
+    busy: ReadonlySet<string> | undefined,
+    emptied: Emptied,
+  ): boolean {
+    let over = written.size - this.maxRooms;
     let budget = CAP_MESSAGES_PER_TURN;
     let progress = false;
-    for (const room of this.written!.keys()) {
+    for (const room of written.keys()) {
       if (over <= 0 || emptied.unlisted.length === CAP_ROOMS_PER_TURN) break;
       if (busy?.has(room)) {
         // Committed by the time of the next step, which may take it.
