@@ -392,7 +392,7 @@ export const SERVE_OPTIONS = {
     min: 65536,
     max: 64 * 1024 * 1024 * 1024,
     description:
-      "with --history memory: bytes all rooms' messages may take together (each room holding any counted too); past it, the rooms written to least recently lose their oldest messages first",
+      "with --history memory: bytes all rooms' messages may take together (each room holding any counted too); past it, the rooms holding the most are cut down to one size, losing their oldest messages, to 15/16 of it",
     arg: 'BYTES',
   },
   'history-sqlite-max': {
@@ -412,7 +412,7 @@ export const SERVE_OPTIONS = {
     max: 100_000_000,
     off: 0,
     description:
-      'rooms whose messages are kept, with --history sqlite and in each Redis instance with --redis ("off" for no limit); past it, the rooms written to least recently lose all their messages',
+      'rooms whose messages are kept, with --history sqlite or memory and in each Redis instance with --redis ("off" for no limit); past it, the rooms written to least recently lose all their messages',
     arg: 'N',
   },
   'history-on-join': {

@@ -214,7 +214,11 @@ function openHistory(config: Config): HistoryStore | undefined {
     case 'off':
       return undefined;
     case 'memory':
-      return new MemoryHistoryStore({ retention, maxBytes: config.historyMemoryMax });
+      return new MemoryHistoryStore({
+        retention,
+        maxBytes: config.historyMemoryMax,
+        maxRooms: config.historyMaxRooms,
+      });
     default:
       try {
         makeDirectory(config.dataDir);

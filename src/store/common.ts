@@ -147,3 +147,19 @@ export function withBase(info: RoomHistory, base: number): RoomHistory {
 
 /** The default of SqliteHistoryOptions.maxBytes (--history-sqlite-max): 2 GiB. */
 export const DEFAULT_SQLITE_HISTORY_BYTES = 2 * 1024 * 1024 * 1024;
+
+/**
+ * The largest size such that `sizes` (largest first), each cut down to it, add up to at most
+ * `most`: a water level, rooms below it untouched.
+ */
+export function levelUnder(sizes: readonly number[], most: number): number {
+  let rest = 0;
+  for (const size of sizes) rest += size;
+  if (rest <= most) return sizes[0] ?? 0;
+  for (let k = 1; k <= sizes.length; k++) {
+    rest -= sizes[k - 1]!;
+    const level = (most - rest) / k;
+    if (k === sizes.length || level >= sizes[k]!) return Math.max(0, Math.floor(level));
+  }
+  return 0;
+}

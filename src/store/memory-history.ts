@@ -11,10 +11,13 @@ import { asAction } from '../core/history.js';
 import {
   ageCutoff,
   checkKey,
+  checkMaxRooms,
   checkRetention,
   checkSenders,
+  DEFAULT_MAX_HISTORY_ROOMS,
   DEFAULT_PRUNE_INTERVAL_MS,
   type HistoryStoreOptions,
+  levelUnder,
   newSeed,
   readLimit,
   roomEpoch,
@@ -46,6 +49,12 @@ function weigh(message: StoredMessage): number {
   return 2 * (text + 2 * cid.length + message.from.length) + 96 + CID_WEIGHT;
 }
 
+/**
+ * What a cut past the budget leaves of it: less than all, so that the sort of the rooms a
+ * cut needs is made once for many appends (at the default, once for 16 MiB written).
+ */
+const SHED_TO = 15 / 16;
+
 /** A cid's key and map entry besides the key's text (measured at about 100 bytes on Node 20). */
 const CID_WEIGHT = 100;
 
@@ -60,9 +69,10 @@ export const ROOM_WEIGHT = 640;
 /**
  * What a message whose cid is kept under a sender (MessageDraft.sender) is counted as
  * besides `weigh`: the sender (each session's own, often outliving it), its slot in the
- * ring and the longer key of the cid (measured at some 120 bytes on Node 20).
+ * ring and the longer key of the cid (measured at some 200 bytes on Node 20, one room holding
+ * 120,000 such chats against as many kept under the nickname).
  */
-export const SENDER_WEIGHT = 120;
+export const SENDER_WEIGHT = 200;
 
 /**
  * One room's messages: a ring of at most `capacity` messages whose ids are
@@ -199,10 +209,15 @@ class RoomRing {
 export interface MemoryHistoryStoreOptions extends HistoryStoreOptions {
   /**
    * What all rooms' messages together may weigh, about in bytes (default
-   * DEFAULT_MEMORY_HISTORY_BYTES). Past it, the rooms written to least recently lose
-   * their oldest messages first, as if past their count limit.
+   * DEFAULT_MEMORY_HISTORY_BYTES). Past it, the rooms weighing the most are cut down to
+   * one size, each losing its oldest messages, until all weigh at most SHED_TO of it.
    */
   readonly maxBytes?: number;
+  /**
+   * Rooms holding messages (default DEFAULT_MAX_HISTORY_ROOMS, 0 for no limit); past it,
+   * the rooms written to least recently lose all their messages.
+   */
+  readonly maxRooms?: number;
   /**
    * Rooms whose every message is gone remembered by their top (default 100,000); past
    * it they are forgotten, and a room the store does not know numbers on from the
@@ -246,6 +261,7 @@ export class MemoryHistoryStore implements HistoryStore {
    */
   private forgottenNames: NameFilter | undefined;
   private readonly maxBytes: number;
+  private readonly maxRooms: number;
   private readonly maxEmptyRooms: number;
   private weight = 0;
   private readonly timer: NodeJS.Timeout | undefined;
@@ -257,6 +273,8 @@ export class MemoryHistoryStore implements HistoryStore {
     this.seed = newSeed(options.newId);
     this.maxBytes = options.maxBytes ?? DEFAULT_MEMORY_HISTORY_BYTES;
     this.maxEmptyRooms = options.maxEmptyRooms ?? 100_000;
+    this.maxRooms = options.maxRooms ?? DEFAULT_MAX_HISTORY_ROOMS;
+    checkMaxRooms(this.maxRooms);
     if (!(this.maxBytes > 0))
       throw new RangeError(`maxBytes must be positive, not ${this.maxBytes}`);
     if (!(this.maxEmptyRooms >= 0)) {
@@ -288,6 +306,7 @@ export class MemoryHistoryStore implements HistoryStore {
       ring = new RoomRing(roomEpoch(this.seed, room), this.retention.maxMessages, top, base);
       this.rooms.set(room, ring);
       this.weight += ring.weight;
+      if (this.maxRooms > 0 && this.rooms.size > this.maxRooms) this.emptyLeastRecent();
     } else if (ring !== this.newest) {
       this.rooms.delete(room);
       this.rooms.set(room, ring);
@@ -384,17 +403,71 @@ export class MemoryHistoryStore implements HistoryStore {
   }
 
   /**
-   * Drops the oldest messages of the rooms written least recently until all weigh at
-   * most the budget; `current`, just written, keeps its newest message at least.
+   * Past maxRooms: the rooms written to least recently lose all their messages, the one
+   * just made (the newest) never among them.
+   */
+  private emptyLeastRecent(): void {
+    for (const [room, ring] of this.rooms) {
+      if (this.rooms.size <= this.maxRooms) return;
+      const before = ring.weight;
+      ring.dropTo(0, 0);
+      this.weight += ring.weight - before;
+      this.empty(room, ring);
+    }
+  }
+
+  /**
+   * Cuts the rooms weighing the most down to one size (levelUnder), each losing its oldest
+   * messages, until all weigh at most SHED_TO of the budget; `current`, just written, keeps
+   * its newest message at least. A member flooding a room of its own so pays with that
+   * room's history, and quieter rooms keep theirs; rooms of one size (a walk through rooms)
+   * lose theirs least recently written first, only as many as need to. Cutting to less than
+   * the budget spreads the sort over many appends.
    */
   private shed(current: RoomRing): void {
-    for (const [room, ring] of this.rooms) {
+    const target = Math.floor(this.maxBytes * SHED_TO);
+    // Largest first; of one size, least recently written first (the sort is stable).
+    const sizes = [...this.rooms].sort((a, b) => b[1].weight - a[1].weight);
+    this.cutTo(
+      sizes,
+      levelUnder(
+        sizes.map(([, ring]) => ring.weight),
+        target,
+      ),
+      target,
+      current,
+    );
+    if (this.weight <= target || current.size === 0) return;
+    // `current` kept more than the level (its newest message alone): the others make room.
+    const others = sizes.filter(([, ring]) => ring !== current && ring.size > 0);
+    const rest = target - current.weight;
+    this.cutTo(
+      others,
+      rest > 0
+        ? levelUnder(
+            others.map(([, ring]) => ring.weight),
+            rest,
+          )
+        : 0,
+      target,
+      current,
+    );
+  }
+
+  /** Cuts `rooms`, in their order, down to `level` each, until all weigh at most `target`. */
+  private cutTo(
+    rooms: readonly [string, RoomRing][],
+    level: number,
+    target: number,
+    current: RoomRing,
+  ): void {
+    for (const [room, ring] of rooms) {
+      if (this.weight <= target) return;
+      if (ring.weight <= level || ring.size === 0) continue;
       const before = ring.weight;
-      const keep = ring === current ? 1 : 0;
-      ring.dropTo(ring.weight - (this.weight - this.maxBytes), keep);
+      ring.dropTo(level, ring === current ? 1 : 0);
       this.weight += ring.weight - before;
       if (ring.size === 0) this.empty(room, ring);
-      if (this.weight <= this.maxBytes) return;
     }
   }
 

@@ -22,6 +22,7 @@ import {
   DEFAULT_PRUNE_INTERVAL_MS,
   DEFAULT_SQLITE_HISTORY_BYTES,
   type HistoryStoreOptions,
+  levelUnder,
   newSeed,
   readLimit,
   roomEpoch,
@@ -257,22 +258,6 @@ interface Emptied {
   readonly unlisted: string[];
   /** Whose messages it deleted. */
   readonly now: string[];
-}
-
-/**
- * The largest size such that `sizes` (largest first), each cut down to it, add up to at most
- * `most`: a water level, rooms below it untouched.
- */
-export function levelUnder(sizes: readonly number[], most: number): number {
-  let rest = 0;
-  for (const size of sizes) rest += size;
-  if (rest <= most) return sizes[0] ?? 0;
-  for (let k = 1; k <= sizes.length; k++) {
-    rest -= sizes[k - 1]!;
-    const level = (most - rest) / k;
-    if (k === sizes.length || level >= sizes[k]!) return Math.max(0, Math.floor(level));
-  }
-  return 0;
 }
 
 /** Lets the event loop turn between the transactions of a long prune. */

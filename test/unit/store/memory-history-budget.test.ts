@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { Chat } from '../../../src/core/chat.js';
 import type { StoredMessage } from '../../../src/core/history.js';
 import type { Request, ServerMessage } from '../../../src/protocol/messages.js';
+import { levelUnder } from '../../../src/store/common.js';
 import {
   MemoryHistoryStore,
   type MemoryHistoryStoreOptions,
@@ -28,29 +29,69 @@ async function held(store: MemoryHistoryStore, room: string): Promise<StoredMess
 }
 
 describe('MemoryHistoryStore budget', () => {
-  it('drops the oldest messages of the rooms written least recently first, and keeps their ids', async () => {
-    // Each message 2 × (100 + 3) + 96 = 302: three rooms of three messages are 2,718 and
-    // three ROOM_WEIGHTs; the budget holds six of the messages and 100 bytes more.
-    const maxBytes = 3 * ROOM_WEIGHT + 6 * 302 + 100;
-    const store = open({ maxBytes });
+  it('cuts the rooms weighing the most down to one size, each losing its oldest, and keeps their ids', async () => {
+    // Each message 2 × (100 + 3) + 96 = 302: a and b weigh ROOM_WEIGHT + 2 × 302 = 1,244,
+    // big with ten 3,660. Past 6,000, all are cut to 15/16 of it, 5,625: big alone, down to
+    // 3,137 (levelUnder), so it loses its two oldest; a and b are under that size.
+    const store = open({ maxBytes: 6_000 });
     const text = 'x'.repeat(100);
-    for (const room of ['a', 'b', 'c']) {
-      for (let i = 0; i < 3; i++) await store.append(room, { at: 1, from: 'ann', msg: text });
+    for (const room of ['a', 'b']) {
+      for (let i = 0; i < 2; i++) await store.append(room, { at: 1, from: 'ann', msg: text });
     }
-    expect(store.bytes).toBeLessThanOrEqual(maxBytes);
-    // Three messages go, all of them a's, the room written first (and a's own weight).
-    expect(await held(store, 'a')).toEqual([]);
-    expect((await held(store, 'b')).map((m) => m.id)).toEqual([1, 2, 3]);
-    expect((await held(store, 'c')).map((m) => m.id)).toEqual([1, 2, 3]);
-    const a = await store.room('a');
-    expect(a).toMatchObject({ top: 3, oldest: 4 });
-    // Written again, a is now the newest: b loses its oldest; a's ids go on from 3.
-    const next = await store.append('a', { at: 2, from: 'ann', msg: text });
-    expect(next.message.id).toBe(4);
-    expect(next.epoch).toBe(a.epoch);
-    expect((await held(store, 'b')).map((m) => m.id)).toEqual([2, 3]);
-    expect((await held(store, 'a')).map((m) => m.id)).toEqual([4]);
-    expect(store.bytes).toBe(3 * ROOM_WEIGHT + 6 * 302);
+    for (let i = 0; i < 10; i++) await store.append('big', { at: 1, from: 'ann', msg: text });
+    expect(store.bytes).toBe(3 * ROOM_WEIGHT + 12 * 302);
+    expect((await held(store, 'a')).map((m) => m.id)).toEqual([1, 2]);
+    expect((await held(store, 'b')).map((m) => m.id)).toEqual([1, 2]);
+    expect((await held(store, 'big')).map((m) => m.id)).toEqual([3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(await store.room('big')).toMatchObject({ top: 10, oldest: 3 });
+    const next = await store.append('big', { at: 2, from: 'ann', msg: text });
+    expect(next.message.id).toBe(11);
+  });
+
+  it('keeps a quiet room’s history while one member floods a room of its own past maxBytes', async () => {
+    const store = open({ maxBytes: 20_000, retention: { maxMessages: 1_000, maxAgeMs: 0 } });
+    for (let i = 0; i < 5; i++) {
+      await store.append('quiet', { at: 1, from: 'ann', msg: `hello ${i}`.padEnd(100) });
+    }
+    // The flood: written after quiet, and far more of it than the budget holds.
+    for (let i = 0; i < 500; i++) {
+      await store.append('flood', { at: 2, from: 'eve', msg: `${i}`.padEnd(100, 'x') });
+    }
+    expect(store.bytes).toBeLessThanOrEqual(20_000);
+    expect((await store.read('quiet', { limit: 100 })).map((m) => m.id)).toEqual([1, 2, 3, 4, 5]);
+    const flood = await store.read('flood', { limit: 1_000 });
+    expect(flood.at(-1)?.id).toBe(500);
+    expect(flood.length).toBeGreaterThan(40);
+  });
+
+  it('empties rooms of one size least recently written first, as few as it needs to', async () => {
+    // Rooms of one 400-character message each (ROOM_WEIGHT + 902 = 1,542); five of them
+    // pass 7,000, and cutting to 6,562 empties only the first written.
+    const store = open({ maxBytes: 7_000 });
+    for (let i = 0; i < 5; i++) {
+      await store.append(`r${i}`, { at: 1, from: 'ann', msg: 'z'.repeat(400) });
+    }
+    expect(await held(store, 'r0')).toEqual([]);
+    for (let i = 1; i < 5; i++) expect(await held(store, `r${i}`)).toHaveLength(1);
+    expect(store.bytes).toBe(4 * 1_542);
+  });
+
+  it('empties the rooms written to least recently past maxRooms, keeping their tops', async () => {
+    const store = open({ maxRooms: 3 });
+    for (const room of ['r0', 'r1', 'r2', 'r3']) {
+      await store.append(room, { at: 1, from: 'ann', msg: 'hi' });
+      await store.append(room, { at: 1, from: 'ann', msg: 'hi' });
+    }
+    expect(await held(store, 'r0')).toEqual([]);
+    expect(await store.room('r0')).toMatchObject({ top: 2, oldest: 3 });
+    // Written again, r1 is the newest: r2 goes next.
+    await store.append('r1', { at: 1, from: 'ann', msg: 'again' });
+    await store.append('r4', { at: 1, from: 'ann', msg: 'hi' });
+    expect(await held(store, 'r2')).toEqual([]);
+    for (const room of ['r1', 'r3', 'r4'])
+      expect((await held(store, room)).length).toBeGreaterThan(0);
+    expect((await store.append('r0', { at: 1, from: 'ann', msg: 'back' })).message.id).toBe(3);
+    expect(() => open({ maxRooms: -1 })).toThrow(RangeError);
   });
 
   it('keeps the newest message of a room even when it alone is over the budget', async () => {
@@ -149,10 +190,25 @@ describe('MemoryHistoryStore budget', () => {
         async (maxBytes, appends) => {
           const store = open({ maxBytes });
           // The model: per room its top and its held [id, weight]s, least recently written
-          // first; a room holding messages weighs ROOM_WEIGHT more.
+          // first; a room holding messages weighs ROOM_WEIGHT more. Past the budget, the
+          // heaviest rooms (of one weight, the least recently written) are cut to one
+          // size, the written one keeping its newest; if that alone is over, the others
+          // make room.
           const tops = new Map<string, number>();
           const rooms = new Map<string, [id: number, weight: number][]>();
           let total = 0;
+          const weightOf = (held: [number, number][]) =>
+            held.length === 0 ? 0 : ROOM_WEIGHT + held.reduce((sum, [, w]) => sum + w, 0);
+          const target = Math.floor((maxBytes * 15) / 16);
+          const cut = (order: [number, number][][], level: number, kept: [number, number][]) => {
+            for (const held of order) {
+              if (total <= target) return;
+              while (held.length > (held === kept ? 1 : 0) && weightOf(held) > level) {
+                total -= held.shift()![1];
+                if (held.length === 0) total -= ROOM_WEIGHT;
+              }
+            }
+          };
           for (const [r, length] of appends) {
             const room = `room${r}`;
             const { message } = await store.append(room, {
@@ -170,12 +226,16 @@ describe('MemoryHistoryStore budget', () => {
             kept.push([id, weight]);
             total += weight;
             if (kept.length > RETENTION.maxMessages) total -= kept.shift()![1];
-            for (const held of rooms.values()) {
-              const had = held.length;
-              while (total > maxBytes && held.length > (held === kept ? 1 : 0)) {
-                total -= held.shift()![1];
+            if (total > maxBytes) {
+              const order = [...rooms.values()]
+                .filter((held) => held.length > 0)
+                .sort((a, b) => weightOf(b) - weightOf(a));
+              cut(order, levelUnder(order.map(weightOf), target), kept);
+              const others = order.filter((held) => held !== kept && held.length > 0);
+              const rest = target - weightOf(kept);
+              if (total > target) {
+                cut(others, rest > 0 ? levelUnder(others.map(weightOf), rest) : 0, kept);
               }
-              if (had > 0 && held.length === 0) total -= ROOM_WEIGHT;
             }
             expect(message.id).toBe(id);
             expect(store.bytes).toBe(total);
@@ -210,7 +270,9 @@ describe('MemoryHistoryStore budget, seen by a member who stays in a room', () =
     const walker = joinChat(chat, 'walker', ['rooms', 'history']);
     sendRequest(stayer, { cmd: '100', room: 'quiet' } as Request);
     await turns(3);
-    sendRequest(stayer, { cmd: '7', room: 'quiet', msg: 'first' } as Request);
+    // As long as a walked room's chat, so that quiet is cut as they are: least recently
+    // written first (a shorter one would stay, the walked rooms weighing more).
+    sendRequest(stayer, { cmd: '7', room: 'quiet', msg: 'first'.padEnd(4096, '.') } as Request);
     await turns(3);
     const shown = () =>
       stayer.outbox.filter(
@@ -257,7 +319,9 @@ describe('MemoryHistoryStore budget, seen by a member who stays in a room', () =
       sendRequest(stayer, { cmd: '100', room: 'quiet' } as Request);
       await turns(3);
       if (write) {
-        sendRequest(stayer, { cmd: '7', room: 'quiet', msg: 'gone soon' } as Request);
+        // As long as a walked room's chat, so that it goes as theirs do.
+        const msg = 'gone soon'.padEnd(4096, '.');
+        sendRequest(stayer, { cmd: '7', room: 'quiet', msg } as Request);
         await turns(3);
       }
       const joined = stayer.outbox.find((m) => m.cmd === '101' && m.room === 'quiet') as {

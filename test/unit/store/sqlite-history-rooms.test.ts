@@ -9,7 +9,8 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { expect, it, vi } from 'vitest';
 import type { MessageDraft } from '../../../src/core/history.js';
-import { levelUnder, type SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
+import { levelUnder } from '../../../src/store/common.js';
+import type { SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
 import { resume } from '../../helpers/resume.js';
 import { useSqliteStores } from '../../helpers/sqlite-stores.js';
 
