@@ -37,7 +37,8 @@ describe('a memory-history recovery whose rest is evicted while the client is no
 
     const socket = await stalledLobbyResume(server.port, 'resumer', lobby.epoch);
     await filler.waitFor((m) => m.cmd === '8' && m.nickname === 'resumer', 1, 10_000);
-    // Other rooms written since: the lobby, written least recently, loses all its messages.
+    // Other rooms as full written since: all three are cut down to one size, the lobby
+    // losing its oldest messages, the ones the stalled recovery has yet to read.
     for (const room of ['a', 'b']) {
       filler.write(line({ cmd: '100', room }));
       await filler.waitFor((m) => m.cmd === '101' && m.room === room, 1, 10_000);
@@ -66,5 +67,34 @@ describe('a memory-history recovery whose rest is evicted while the client is no
       last = m.id as number;
       told = false;
     }
+    // The budget did take messages the recovery had yet to read, and the client was told.
+    expect(lobbyEvents.some((m) => m.cmd === '108')).toBe(true);
+    expect(lobbyEvents.filter((m) => m.cmd === '70').length).toBeLessThan(REPLAY);
   }, 180_000);
+});
+
+describe('--history-max-rooms with --history memory', () => {
+  it('empties the room written to least recently once more rooms hold messages', async () => {
+    const server = await harness.serve(['--history', 'memory', '--history-max-rooms', '2']);
+    const { client } = await harness.connect(server.port, 'walker');
+    await client.expect('101');
+    for (const room of ['a', 'b', 'c']) {
+      client.write(line({ cmd: '100', room }));
+      await client.waitFor((m) => m.cmd === '101' && m.room === room, 1, 10_000);
+      for (let i = 0; i < 2; i++) {
+        client.write(line({ cmd: '7', room, msg: `in ${room}` }));
+        await client.expect('71', 10_000);
+      }
+    }
+    // The lobby holds none; of a, b and c, a was written to least recently.
+    const kept: Record<string, unknown[]> = {};
+    for (const room of ['a', 'b', 'c']) {
+      client.write(line({ cmd: '106', room }));
+      const page = await client.waitFor((m) => m.cmd === '107' && m.room === room, 1, 10_000);
+      kept[room] = (page as unknown as { messages: unknown[] }).messages;
+    }
+    expect(kept.a).toEqual([]);
+    expect(kept.b).toHaveLength(2);
+    expect(kept.c).toHaveLength(2);
+  }, 60_000);
 });
