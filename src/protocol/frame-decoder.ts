@@ -87,6 +87,8 @@ const OPEN_BRACE = 0x7b;
 const CLOSE_BRACE = 0x7d;
 const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
+const COLON = 0x3a;
+const COMMA = 0x2c;
 
 const EMPTY = new Uint8Array(0);
 
@@ -98,6 +100,11 @@ export class FrameDecoder {
   private depth = 0;
   private inString = false;
   private escaped = false;
+  /**
+   * The frame's last byte outside strings that is not whitespace (a string's opening quote
+   * for the string): a bracket may open only after ':', ',' or '['.
+   */
+  private last = 0;
   /** Garbage seen but not yet reported. */
   private garbage = 0;
   /** Bytes of a too-deep frame scanned in earlier chunks. */
@@ -160,6 +167,7 @@ export class FrameDecoder {
     this.depth = 0;
     this.inString = false;
     this.escaped = false;
+    this.last = 0;
     this.garbage = 0;
     this.deepBytes = 0;
     this.blank = 0;
@@ -195,6 +203,7 @@ export class FrameDecoder {
           if (i < end && data[i] === QUOTE) {
             this.mode = Mode.Bracket;
             this.depth = 1;
+            this.last = OPEN_BRACE;
           } else {
             this.mode = Mode.Opening;
           }
@@ -220,6 +229,7 @@ export class FrameDecoder {
           // The bracket scan re-reads the opening '"' or "}" from here.
           this.mode = Mode.Bracket;
           this.depth = 1;
+          this.last = OPEN_BRACE;
           continue;
         }
         // Not an object after all: the "{" and its whitespace join the garbage,
@@ -263,13 +273,16 @@ export class FrameDecoder {
       let depth = this.depth;
       let inString = this.inString;
       let escaped = this.escaped;
-      // A raw line feed in a string: no JSON string holds one, so the frame ends there.
-      let cut = false;
+      let last = this.last;
+      // Where the frame ends as garbage: at a raw line feed in a string, which no JSON string
+      // holds (skipped), or at a bracket where JSON allows none, such as the next request's
+      // '{' after one left unclosed (kept: it begins the next frame).
+      let cut: 0 | typeof LF | typeof OPEN_BRACE = 0;
       while (i < end) {
         if (inString) {
           if (escaped) {
             if (data[i] === LF) {
-              cut = true;
+              cut = LF;
               break;
             }
             escaped = false;
@@ -283,7 +296,7 @@ export class FrameDecoder {
           }
           if (i === end) break;
           if (b === LF) {
-            cut = true;
+            cut = LF;
             break;
           }
           if (b === QUOTE) inString = false;
@@ -295,24 +308,31 @@ export class FrameDecoder {
         if (b === QUOTE) {
           inString = true;
         } else if (b === OPEN_BRACE || b === OPEN_BRACKET) {
+          if (last !== COLON && last !== COMMA && last !== OPEN_BRACKET) {
+            cut = OPEN_BRACE;
+            break;
+          }
           if (++depth > limit) break;
         } else if ((b === CLOSE_BRACE || b === CLOSE_BRACKET) && --depth === 0) {
           break;
         }
+        if (b > SPACE) last = b;
         i++;
       }
-      if (cut) {
-        // Refused up to the line's end: a line with an unclosed quote costs one refusal, and
-        // the next line is read as new. Its size counts as a frame's would, so that where
-        // the chunks end cannot change the outcome.
+      if (cut !== 0) {
+        // Refused up to the line's end, or up to the bracket: a line with an unclosed quote,
+        // or a request left unclosed before the next, costs one refusal, and what follows is
+        // read as new. Its size counts as a frame's would, so that where the chunks end
+        // cannot change the outcome.
         const size = mode === Mode.Bracket ? i - start : this.deepBytes + (i - segment);
         this.mode = Mode.Between;
         this.depth = 0;
         this.inString = false;
         this.escaped = false;
+        this.last = 0;
         this.deepBytes = 0;
         start = -1;
-        i++;
+        if (cut === LF) i++;
         if (size <= this.maxFrame) this.sink.refused(mode === Mode.Deep ? 'too-deep' : 'garbage');
         else if (this.skipOversize) this.sink.refused('too-large');
         else throw new FrameTooLargeError(this.maxFrame);
@@ -321,6 +341,7 @@ export class FrameDecoder {
       this.depth = depth;
       this.inString = inString;
       this.escaped = escaped;
+      this.last = last;
       if (i === end) {
         if (mode === Mode.Deep) {
           this.deepBytes += end - segment;

@@ -277,6 +277,20 @@ describe('limits', () => {
     expect(member.drain()).toEqual([]);
   });
 
+  it('answers the requests after one left unclosed, with one error for it', async () => {
+    const port = await startWith({});
+    const member = await join(port, 'member', { caps: ['errors'] });
+    member.drain();
+    // A line-based client's typo: the object never closed, then the next request.
+    member.write('{"cmd":"7","msg":"typo"\n');
+    member.sendPy({ cmd: '1' });
+    await member.expect('10');
+    const seen = member.drain();
+    expect(seen.filter((m) => m.cmd === '90')).toEqual([
+      expect.objectContaining({ code: ErrorCode.MALFORMED_JSON }),
+    ]);
+  });
+
   it('refuses whispers to a member who is not keeping up, and does not cut the member off for them', async () => {
     const port = await startWith({ 'rate-limit': '0', 'max-queue': '262144' });
     const victim = await join(port, 'victim');

@@ -185,6 +185,59 @@ describe('FrameDecoder', () => {
     }
   });
 
+  it('ends a request left unclosed where the next one begins, with or without a line feed', () => {
+    for (const sep of ['\n', '', '\r\n  ']) {
+      for (const open of [
+        '{"cmd":"7","msg":"typo"',
+        '{"cmd":"7","n":12',
+        '{"a":{"b":[1,2]}',
+        '{"a":true',
+      ]) {
+        const { decoder, events } = recorder(1 << 20);
+        decoder.push(utf8.encode(`${open}${sep}{"cmd":"4"}\n{"cmd":"4"}`));
+        expect(events, JSON.stringify(open + sep)).toEqual([GARBAGE, '{"cmd":"4"}', '{"cmd":"4"}']);
+        expect(decoder.buffered).toBe(0);
+      }
+    }
+  });
+
+  it('still takes a request written over many lines, objects and arrays nested after line feeds', () => {
+    const pretty = JSON.stringify(
+      { cmd: '0', nickname: 'ann', caps: ['rooms'], x: { y: [{ z: [[1], {}] }] } },
+      null,
+      2,
+    );
+    expect(pretty.split('\n').length).toBeGreaterThan(10);
+    expect(decodeAll([utf8.encode(`${pretty}\n${pretty}`)])).toEqual([pretty, pretty]);
+  });
+
+  it('loses at most one of the requests after one cut off anywhere, and never the last, however chunked', () => {
+    const request = '{"cmd":"4"}';
+    fc.assert(
+      fc.property(
+        fc.dictionary(fc.string({ maxLength: 6 }), fc.jsonValue({ maxDepth: 3 }), {
+          minKeys: 1,
+          maxKeys: 4,
+        }),
+        fc.nat(),
+        fc.constantFrom('\n', '', ' ', '\r\n'),
+        fc.integer({ min: 2, max: 4 }),
+        fc.array(fc.nat(), { maxLength: 4 }),
+        (value, at, sep, count, cuts) => {
+          const whole = JSON.stringify(value);
+          const cut = whole.slice(0, 1 + (at % (whole.length - 1)));
+          const stream = utf8.encode(`${cut}${sep}${`${request}\n`.repeat(count)}`);
+          const events = decodeAll(chunk(stream, cuts));
+          const taken = events.filter((e) => e === request).length;
+          expect(taken).toBeGreaterThanOrEqual(count - 1);
+          expect(events.at(-1)).toBe(request);
+          expect(events.some((e) => typeof e !== 'string')).toBe(true);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
   it('treats arrays as garbage, though objects inside them still start frames', () => {
     expect(decodeAll([utf8.encode('[1,[2,{"a":[3]}]]{"a":{"b":{}}}')])).toEqual([
       GARBAGE,
