@@ -75,6 +75,12 @@ const SOMETHING_TO_READ = /[\p{Lu}\p{Ll}\p{Lt}\p{Lo}\p{N}\p{So}]/u;
  */
 const STARS = /[\u2605\u2606\u2722-\u274b\u26b9\u{1f7c0}-\u{1f7d8}\u0660\u06f0\u2800-\u28ff]/gu;
 
+/**
+ * Names written as the marks clients print around names: `(whisper)` before a whisper,
+ * `[room]` before a line from another room, `nick:` before every chat.
+ */
+const MARK_SHAPED = /^\(.*\)$|^\[.*\]$|:$/su;
+
 export function checkNickname(raw: string): NicknameCheck {
   const checked = checkName(raw, MAX_NICKNAME_LENGTH, 'nickname');
   // Dots, stars and marks alone ("·", "*", "ˑ"), nearly invisible or read as an action's
@@ -95,6 +101,17 @@ export function checkNickname(raw: string): NicknameCheck {
     if (addressSeries(checked.nickname)) {
       return { ok: false, reason: 'nickname must not read as a range or list of IP addresses' };
     }
+  }
+  // A member's chats under such a name read as a whisper, a line from another room or
+  // someone else's chat ("(whisper): teacher: send me your password"), in any spelling.
+  if (
+    checked.ok &&
+    (MARK_SHAPED.test(checked.nickname) || MARK_SHAPED.test(nicknameKey(checked.nickname)))
+  ) {
+    return {
+      ok: false,
+      reason: 'nickname must not be written as a mark: in (…) or […], or ending in ":"',
+    };
   }
   return checked;
 }

@@ -303,6 +303,27 @@ describe('invisible and deceptive nicknames are refused', () => {
     }
   });
 
+  it('refuses names written as the marks clients print: (whisper), [room], and a chat’s "nick:"', () => {
+    for (const name of [
+      '(whisper)',
+      '[physics]',
+      'admin:',
+      '（whisper）',
+      '［lobby］',
+      'admin∶',
+      '(x)',
+      '[1]',
+    ]) {
+      expect(checkNickname(name), name).toMatchObject({
+        ok: false,
+        reason: expect.stringMatching(/mark/),
+      });
+    }
+    for (const name of ['[AFK]bob', 'bob[m]', '(bob', 'bob)', 'a:b', '12:30-1', 'x(y)', 'a]b[']) {
+      accepted(name);
+    }
+  });
+
   it('accepts names in scripts that need combining marks', () => {
     accepted('Nguyễn');
     accepted('नमस्ते');
@@ -369,13 +390,13 @@ describe('nicknames that read as an address', () => {
       'O.O',
       'a:b',
       'hello.world',
-      '[bob]',
+      '[bob]x',
       'team:7',
       'x1.5',
       '*bob*',
       '2130706455',
       'ace:7',
-      '[1.0]',
+      'x[1.0]',
       '1.5/me',
       'bob@home',
       'v1.2.3',
