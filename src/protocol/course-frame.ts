@@ -48,9 +48,14 @@ function escapedBytes(ch: string): number {
 
 type ChatMessage = Extract<ServerMessage, { cmd: typeof Cmd.CHAT_RESPONSE }>;
 
+const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+
 /**
- * Cuts a chat text into pieces whose "70" frames each fit COURSE_FRAME_BYTES.
- * Cuts fall between code points, never inside a surrogate pair.
+ * Cuts a chat text into pieces whose "70" frames each fit COURSE_FRAME_BYTES. Cuts fall
+ * between graphemes (a course client prints each piece on a line of its own, and half a
+ * flag, an emoji sequence or a letter without its accent reads as something else), and
+ * between code points only in a grapheme too long for a frame (marks stacked by the
+ * hundred); never inside a surrogate pair.
  */
 function splitText(message: ChatMessage): string[] {
   const budget = COURSE_FRAME_BYTES - utf8.encode(serializeLine({ ...message, msg: '' })).length;
@@ -58,16 +63,27 @@ function splitText(message: ChatMessage): string[] {
   const text = message.msg;
   let start = 0;
   let used = 0;
-  let i = 0;
-  for (const ch of text) {
-    const cost = escapedBytes(ch);
-    if (used + cost > budget && i > start) {
-      parts.push(text.slice(start, i));
-      start = i;
+  /** Takes `cost` more bytes from `at`, cutting there first if they do not fit. */
+  const take = (at: number, cost: number) => {
+    if (used + cost > budget && at > start) {
+      parts.push(text.slice(start, at));
+      start = at;
       used = 0;
     }
     used += cost;
-    i += ch.length;
+  };
+  for (const { segment, index } of graphemes.segment(text)) {
+    let cost = 0;
+    for (const ch of segment) cost += escapedBytes(ch);
+    if (cost <= budget) {
+      take(index, cost);
+      continue;
+    }
+    let at = index;
+    for (const ch of segment) {
+      take(at, escapedBytes(ch));
+      at += ch.length;
+    }
   }
   parts.push(text.slice(start));
   return parts;

@@ -86,6 +86,43 @@ describe('frames for course clients', () => {
     );
   });
 
+  it('cuts a long chat between graphemes: no flag, accent or emoji sequence split in two', () => {
+    const segmenter = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+    const grapheme = fc.constantFrom(
+      'a',
+      ' ',
+      '한',
+      'e\u0301',
+      '🇰🇷',
+      '👍🏽',
+      '\u1112\u1161\u11ab',
+      'x\u0332',
+    );
+    fc.assert(
+      fc.property(fc.array(grapheme, { minLength: 300, maxLength: 1500 }), (pieces) => {
+        const msg = pieces.join('');
+        const bounds = new Set([...segmenter.segment(msg)].map((g) => g.index));
+        const parts = (
+          blocks(encodeCourseFrames({ cmd: '70', from: 'ann', msg })) as { msg: string }[]
+        ).map((p) => p.msg);
+        expect(parts.join('')).toBe(msg);
+        let at = 0;
+        for (const part of parts.slice(0, -1)) {
+          at += part.length;
+          expect(bounds.has(at), `cut at ${at}`).toBe(true);
+        }
+      }),
+      { numRuns: 100 },
+    );
+    // A grapheme too long for one frame is still cut, between code points.
+    const stacked = `e${'\u0301'.repeat(2_000)}`;
+    const parts = (
+      blocks(encodeCourseFrames({ cmd: '70', from: 'ann', msg: stacked })) as { msg: string }[]
+    ).map((p) => p.msg);
+    expect(parts.length).toBeGreaterThan(1);
+    expect(parts.join('')).toBe(stacked);
+  });
+
   it('sends a message that cannot be split and does not fit as it is', () => {
     const users: [string, string, number][] = Array.from({ length: 10 }, (_, i) => [
       `${'한'.repeat(31)}${i}`,
