@@ -48,6 +48,57 @@ ${optionsHelp()}
   --help                       show this help`;
 }
 
+/**
+ * What a mistyped flag is told: the error on one line, the nearest option if one is close
+ * (`--prot`: `--port`), and where the options are, not the whole help, which pushed the
+ * error out of sight.
+ */
+function serveError(message: string, names: readonly string[]): string {
+  const typed = /Unknown option '--([^'=]*)/.exec(message)?.[1];
+  const near = typed === undefined ? undefined : nearest(typed, names);
+  const hint = near === undefined ? '' : ` Did you mean --${near}?`;
+  return `confab serve: ${message.split('. ')[0]!.replace(/\.$/, '')}.${hint}\nRun "confab serve --help" for the options.\n`;
+}
+
+/** The name within two edits of `typed` (one for names of four letters or less), the closest. */
+function nearest(typed: string, names: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = typed.length <= 4 ? 2 : 3;
+  for (const name of names) {
+    const d = editDistance(typed, name, bestDistance);
+    if (d < bestDistance) {
+      best = name;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+/** Edit distance with transpositions (`prot`, `port`: one), or `cap` once it is sure to reach it. */
+function editDistance(a: string, b: string, cap: number): number {
+  if (Math.abs(a.length - b.length) >= cap) return cap;
+  let before: number[] = [];
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      let d = Math.min(
+        previous[j]! + 1,
+        row[j - 1]! + 1,
+        previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d = Math.min(d, before[j - 2]! + 1);
+      }
+      row[j] = d;
+    }
+    if (Math.min(...row) >= cap && Math.min(...previous) >= cap) return cap;
+    before = previous;
+    previous = row;
+  }
+  return Math.min(previous[b.length]!, cap);
+}
+
 type Flags = Record<string, string | boolean | undefined>;
 
 /**
@@ -93,28 +144,29 @@ function oneLine(err: unknown): string {
 
 async function serve(args: string[]): Promise<number> {
   let parsed: ReturnType<typeof parseArgs>;
+  const options = {
+    ...parseArgsOptions(),
+    'print-config': { type: 'boolean' },
+    help: { type: 'boolean' },
+  } as const;
   try {
     parsed = parseArgs({
       args,
-      options: {
-        ...parseArgsOptions(),
-        'print-config': { type: 'boolean' },
-        help: { type: 'boolean' },
-      },
+      options,
       allowPositionals: false,
       // --no-hide-addresses: a switch's flag can undo what the file or variable turned on.
       allowNegative: true,
       strict: true,
     });
   } catch (err) {
-    process.stderr.write(`confab serve: ${(err as Error).message}\n\n${serveUsage()}\n`);
+    process.stderr.write(serveError((err as Error).message, Object.keys(options)));
     return 2;
   }
   const { help, 'print-config': print, ...flags } = parsed.values as Flags;
   // Only the server's switches have a "no" form; "--no-help" is as unknown as "--nohelp".
   if (help === false || print === false) {
     const name = help === false ? 'help' : 'print-config';
-    process.stderr.write(`confab serve: Unknown option '--no-${name}'\n\n${serveUsage()}\n`);
+    process.stderr.write(serveError(`Unknown option '--no-${name}'`, []));
     return 2;
   }
   if (help) {

@@ -236,6 +236,18 @@ describe('--print-config', () => {
     expect(undone.stdout).toContain('hide-addresses: false\n');
   }, 20_000);
 
+  it('tells a mistyped flag in one line, with the option it is nearest to, not the whole help', async () => {
+    const run = await serveUntilExit(['--prot', '5']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toBe(
+      `confab serve: Unknown option '--prot'. Did you mean --port?\nRun "confab serve --help" for the options.\n`,
+    );
+    const far = await serveUntilExit(['--xyzzy']);
+    expect(far.code).toBe(2);
+    expect(far.stderr.split('\n')[0]).toBe("confab serve: Unknown option '--xyzzy'.");
+    expect(far.stderr.split('\n').length).toBeLessThanOrEqual(3);
+  }, 20_000);
+
   it('refuses a "no" form of what is not a switch of the server, rather than start it', async () => {
     for (const flag of ['--no-help', '--no-print-config', '--no-create-rooms', '--no-port']) {
       const run = await serveUntilExit([
