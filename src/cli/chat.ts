@@ -617,6 +617,16 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   saveToken();
   say(view.welcome(style, client.serverAddress, client.nickname, client.userCount));
   if (client.motd !== undefined) say(view.motd(style, client.motd));
+  if (saved !== undefined && !client.resumedAtConnect) {
+    // A saved session not taken back: its client stopped (even killed, it closed its
+    // connection, and the server let the session go at once), or the server restarted.
+    say(
+      view.info(
+        style,
+        'The session your last run left had already ended on the server, so this is a new one: join your rooms again.',
+      ),
+    );
+  }
   // Said once the rooms taken back are here, so that what is typed after it finds them;
   // lines typed before it wait in the queue behind it.
   if (client.resumedAtConnect) {

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import type { ConfabServer } from '../../src/server.js';
 import { ChatProcess } from '../helpers/chat-process.js';
+import { until } from '../helpers/cluster.js';
 import { CLI, startConfab } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 import { useTempDir } from '../helpers/temp-dir.js';
@@ -103,6 +104,22 @@ describe('confab chat saves its session token', () => {
     expect(seen).toEqual([]);
     // The new token replaced the spent one, held by the new client.
     expect(entries()).toEqual([expect.objectContaining({ nickname: 'ann', pid: again.child.pid })]);
+  });
+
+  it('says so when the session its last run left had ended (the client was killed, its connection closed)', async () => {
+    const { server } = await serverWithRelay();
+    const ann = chatProcess(['ann', '--port', String(server.address.port)]);
+    await ann.waitFor('You are the 1st user.');
+    ann.type('\\join physics');
+    await ann.waitFor('You joined physics');
+    // Killed with its connection alive: the kernel closes it, and the server lets ann go.
+    ann.child.kill('SIGKILL');
+    await ann.exited;
+    expect(entries()).toHaveLength(1);
+    await until('ann to leave', () => server.chat.members().length === 0, 10_000);
+    const again = chatProcess(['ann', '--port', String(server.address.port)]);
+    await again.waitFor('already ended on the server, so this is a new one');
+    expect(again.output).not.toContain('Took back');
   });
 
   it('never presents the token of a client that still runs, even a frozen one', async () => {
