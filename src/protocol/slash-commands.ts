@@ -190,7 +190,8 @@ function parseWords(word: string, args: string): Command | undefined {
     case 'users':
     case 'names': {
       const room = roomArgument(args);
-      if (/\s/.test(room)) return { kind: 'invalid', message: 'Usage: \\users [room]' };
+      if (/\s/.test(room))
+        return { kind: 'invalid', message: `Usage: \\${word.toLowerCase()} [room]` };
       return room === '' ? { kind: 'users' } : { kind: 'users', room };
     }
     case 'me': {
@@ -204,14 +205,17 @@ function parseWords(word: string, args: string): Command | undefined {
       const to = space < 0 ? args : args.slice(0, space);
       const text = space < 0 ? '' : args.slice(space + 1);
       if (to === '' || text.trim() === '')
-        return { kind: 'invalid', message: 'Usage: \\wh <nickname> <message>' };
+        return {
+          kind: 'invalid',
+          message: `Usage: \\${word.toLowerCase()} <nickname> <message>`,
+        };
       return { kind: 'whisper', to, text };
     }
     case 'rename':
     case 'nick': {
       const nickname = args.trim();
       if (nickname === '' || /\s/.test(nickname))
-        return { kind: 'invalid', message: 'Usage: \\rename <nickname>' };
+        return { kind: 'invalid', message: `Usage: \\${word.toLowerCase()} <nickname>` };
       return { kind: 'rename', nickname };
     }
     case 'rtt':

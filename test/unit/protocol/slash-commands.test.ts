@@ -115,7 +115,7 @@ describe('commands written as in IRC', () => {
     expect(parseCommand('\\users')).toEqual({ kind: 'users' });
     expect(parseCommand('/names a b')).toEqual({
       kind: 'invalid',
-      message: 'Usage: /users [room]',
+      message: 'Usage: /names [room]',
     });
     expect(parseCommand('/part #physics see you all')).toEqual({
       kind: 'part',
@@ -126,11 +126,16 @@ describe('commands written as in IRC', () => {
     expect(parseCommand('/quit')).toEqual({ kind: 'exit' });
     expect(parseCommand('/msg bob')).toEqual({
       kind: 'invalid',
-      message: 'Usage: /wh <nickname> <message>',
+      message: 'Usage: /msg <nickname> <message>',
     });
     expect(parseCommand('\\msg bob')).toEqual({
       kind: 'invalid',
-      message: 'Usage: \\wh <nickname> <message>',
+      message: 'Usage: \\msg <nickname> <message>',
+    });
+    expect(parseCommand('/nick')).toEqual({ kind: 'invalid', message: 'Usage: /nick <nickname>' });
+    expect(parseCommand('\\rename')).toEqual({
+      kind: 'invalid',
+      message: 'Usage: \\rename <nickname>',
     });
   });
 
