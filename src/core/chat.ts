@@ -28,7 +28,7 @@ import {
 } from './rate-limit.js';
 import { Replays } from './replay.js';
 import { newSender } from './resume-token.js';
-import { Room } from './room.js';
+import { leftLine, Room } from './room.js';
 import { type DeclaredRoom, Rooms } from './rooms.js';
 import { type Blank, holderOf, Session, type SessionHost } from './session.js';
 
@@ -1403,7 +1403,7 @@ export class Chat implements ChatContext, SessionHost {
       this.rooms.remove(session, room);
       this.log.info(
         { nickname: session.nickname, room: room.name, users: room.size, reason },
-        `${session.nickname} left. There are ${room.size} users connected.`,
+        leftLine(session.nickname, room.name, room.size, room === this.lobby),
       );
       if (this.stopping) continue;
       departures.push({

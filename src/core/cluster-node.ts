@@ -37,7 +37,7 @@ import {
 } from './presence.js';
 import type { Clock } from './rate-limit.js';
 import { newSender, newToken, senderOf } from './resume-token.js';
-import type { Room } from './room.js';
+import { leftLine, type Room } from './room.js';
 import { MAX_ROOM_LIST } from './room-commands.js';
 import { roomKey } from './rooms.js';
 import { Roster } from './roster.js';
@@ -1133,11 +1133,11 @@ export class ClusterNode {
     const cluster = this.cluster;
     const { origin, lineage } = marks;
     for (const { room, count } of left) {
+      const name = this.chat.rooms.keyed(room)?.name ?? names.get(room) ?? room;
       this.chat.log.info(
         { nickname, room: names.get(room) ?? room, users: count, reason },
-        `${nickname} left. There are ${count} users connected.`,
+        leftLine(nickname, name, count, room === this.chat.lobby.key),
       );
-      const name = this.chat.rooms.keyed(room)?.name ?? names.get(room) ?? room;
       cluster.broker.publish(room, { type: 'left', room: name, nickname, count, origin, lineage });
     }
   }

@@ -99,3 +99,13 @@ export class Room {
     return delivered;
   }
 }
+
+/**
+ * The log line of a member leaving a room: the course server's own for the lobby, whose count
+ * is everyone connected there; another room's names the room, whose count is its own.
+ */
+export function leftLine(nickname: string, room: string, count: number, lobby: boolean): string {
+  return lobby
+    ? `${nickname} left. There are ${count} users connected.`
+    : `${nickname} left ${room}. There are ${count} users in ${room}.`;
+}

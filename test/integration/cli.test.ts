@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import { envName, optionsMarkdown, SERVE_OPTIONS } from '../../src/config.js';
+import { until } from '../helpers/cluster.js';
 import { CLI, freePort, ROOT, serveExit } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
 
@@ -119,6 +120,20 @@ describe('confab serve', () => {
       await closed;
       expect(server.output()).toContain('Bye bye~');
       expect(server.output()).toContain('ann joined. There are 1 users connected.');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('logs a leave from the lobby as the course server does, and one from another room naming it', async () => {
+    const server = await spawnServer();
+    try {
+      const ann = await ChatClient.connect({ port: server.port, nickname: 'ann' });
+      await ann.join('physics');
+      await ann.exit();
+      await until('the leave lines', () => server.output().includes('ann left physics.'), 10_000);
+      expect(server.output()).toContain('ann left. There are 0 users connected.');
+      expect(server.output()).toContain('ann left physics. There are 0 users in physics.');
     } finally {
       await server.stop();
     }
