@@ -302,11 +302,13 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   let inputClosed = false;
   /** Set once the user quits (\exit, Ctrl+C): no more lines are taken, nor prompted for. */
   let leaving = false;
+  /** Set once the server ended the session: what is said then is the last, with no prompt. */
+  let ended = false;
   rl.once('close', () => {
     inputClosed = true;
     // The prompt and what was typed stay on their row, and the shell's prompt starts on the
     // next: without the line break it was written right after them ("ann> hiuser@host:~$").
-    if (terminal) io.stdout.write('\n');
+    if (terminal && !ended) io.stdout.write('\n');
   });
   let outputHeld = false;
   let saidThisTurn = 0;
@@ -369,7 +371,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       // Not once closed: prompt() resumes the input, and a line shown after Ctrl+D (a server
       // flooding lines) left stdin read for good, so the process never ended.
       // Nor once leaving: no more lines are taken.
-      if (!inputClosed && !leaving) rl.prompt(true);
+      // Nor once the server ended the session: a prompt left below the last line read as if
+      // the client still took input.
+      if (!inputClosed && !leaving && !ended) rl.prompt(true);
     } else {
       io.stdout.write(`${shown}\n`);
     }
@@ -546,6 +550,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
 
   client.on('close', ({ error }) => {
     if (leaving) return;
+    ended = true;
     let reason = 'The server closed the connection.';
     if (error?.code === ErrorCode.BANNED_WORDS) {
       reason = 'You were disconnected: your message contained a banned word.';

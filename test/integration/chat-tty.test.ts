@@ -69,6 +69,25 @@ describe('confab chat in a real terminal', () => {
     await bob.exit();
   });
 
+  it('leaves no prompt below its last lines when the server ends the session (a banned word)', async () => {
+    await chatAs('rude', server.address.port);
+    await until(() => screen().includes('You are the'), 'the welcome');
+    // The pane stays once the client has exited, to be read.
+    tmux('set-option', '-t', 'chat', 'remain-on-exit', 'on');
+    tmux('send-keys', '-t', 'chat', '-l', 'well, I hate professor X');
+    tmux('send-keys', '-t', 'chat', 'Enter');
+    await until(
+      () => tmux('display-message', '-p', '-t', 'chat', '#{pane_dead}').trim() === '1',
+      'the client to exit',
+    );
+    const lines = screen()
+      .split('\n')
+      .filter((l) => l.trim() !== '' && !l.startsWith('Pane is dead'));
+    expect(lines.at(-2)).toBe('You were disconnected: your message contained a banned word.');
+    expect(lines.at(-1)).toBe('Not sent: well, I hate professor X');
+    expect(lines.filter((l) => l.startsWith('rude>'))).toEqual([]);
+  });
+
   it('shows every message above a typed line longer than the terminal is wide', async () => {
     const port = server.address.port;
     await chatAs('wen', port, { columns: 60 });
