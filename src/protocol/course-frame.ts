@@ -51,39 +51,41 @@ type ChatMessage = Extract<ServerMessage, { cmd: typeof Cmd.CHAT_RESPONSE }>;
 const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 
 /**
- * Cuts a chat text into pieces whose "70" frames each fit COURSE_FRAME_BYTES. Cuts fall
- * between graphemes (a course client prints each piece on a line of its own, and half a
- * flag, an emoji sequence or a letter without its accent reads as something else), and
- * between code points only in a grapheme too long for a frame (marks stacked by the
- * hundred); never inside a surrogate pair.
+ * Cuts a chat text into pieces whose "70" frames each fit COURSE_FRAME_BYTES. A cut is moved
+ * back to the start of the grapheme it falls in (a course client prints each piece on a line
+ * of its own, and half a flag, an emoji sequence or a letter without its accent reads as
+ * something else), unless that grapheme began the piece (marks stacked by the hundred): then
+ * it falls between code points. Never inside a surrogate pair. Graphemes are looked up at the
+ * cuts only: segmenting the whole text cost a long chat of escapes half a second.
  */
 function splitText(message: ChatMessage): string[] {
   const budget = COURSE_FRAME_BYTES - utf8.encode(serializeLine({ ...message, msg: '' })).length;
   const parts: string[] = [];
   const text = message.msg;
+  let segments: Intl.Segments | undefined;
   let start = 0;
   let used = 0;
-  /** Takes `cost` more bytes from `at`, cutting there first if they do not fit. */
-  const take = (at: number, cost: number) => {
-    if (used + cost > budget && at > start) {
-      parts.push(text.slice(start, at));
-      start = at;
-      used = 0;
+  let i = 0;
+  for (const ch of text) {
+    const cost = escapedBytes(ch);
+    if (used + cost > budget && i > start) {
+      segments ??= graphemes.segment(text);
+      const begins = segments.containing(i)?.index ?? i;
+      let cut = begins > start ? begins : i;
+      // What moves to the next piece, from the grapheme's start to here; if that and this
+      // code point do not fit one piece, the grapheme is cut here after all.
+      let carried = 0;
+      for (const moved of text.slice(cut, i)) carried += escapedBytes(moved);
+      if (carried + cost > budget) {
+        cut = i;
+        carried = 0;
+      }
+      parts.push(text.slice(start, cut));
+      start = cut;
+      used = carried;
     }
     used += cost;
-  };
-  for (const { segment, index } of graphemes.segment(text)) {
-    let cost = 0;
-    for (const ch of segment) cost += escapedBytes(ch);
-    if (cost <= budget) {
-      take(index, cost);
-      continue;
-    }
-    let at = index;
-    for (const ch of segment) {
-      take(at, escapedBytes(ch));
-      at += ch.length;
-    }
+    i += ch.length;
   }
   parts.push(text.slice(start));
   return parts;

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { type Deliverable, Delivery, type Encoder } from '../../../src/core/events.js';
 import { COURSE_FRAME_BYTES, encodeCourseFrames } from '../../../src/protocol/course-frame.js';
 import { serializeLine } from '../../../src/protocol/message-codec.js';
@@ -121,6 +121,29 @@ describe('frames for course clients', () => {
     ).map((p) => p.msg);
     expect(parts.length).toBeGreaterThan(1);
     expect(parts.join('')).toBe(stacked);
+  });
+
+  it('looks graphemes up only where it cuts, never walking the whole text through them', () => {
+    // 4,096 RIGHT-TO-LEFT OVERRIDEs, each made visible as <U+202E>: 32,768 characters.
+    // Segmenting them all took half a second of the event loop for one chat.
+    const segments = Object.getPrototypeOf(new Intl.Segmenter().segment('')) as {
+      [Symbol.iterator]: () => Iterator<unknown>;
+      containing: (at: number) => unknown;
+    };
+    const walked = vi.spyOn(segments, Symbol.iterator);
+    const looked = vi.spyOn(segments, 'containing');
+    try {
+      const msg = '\u202e'.repeat(4_096);
+      const parts = (
+        blocks(encodeCourseFrames({ cmd: '70', from: 'ann', msg })) as { msg: string }[]
+      ).map((p) => p.msg);
+      expect(parts.join('')).toBe(visible(msg));
+      expect(walked).not.toHaveBeenCalled();
+      expect(looked.mock.calls.length).toBe(parts.length - 1);
+    } finally {
+      walked.mockRestore();
+      looked.mockRestore();
+    }
   });
 
   it('sends a message that cannot be split and does not fit as it is', () => {
