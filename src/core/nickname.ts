@@ -77,9 +77,11 @@ const STARS = /[\u2605\u2606\u2722-\u274b\u26b9\u{1f7c0}-\u{1f7d8}\u0660\u06f0\u
 
 /**
  * Names written as the marks clients print around names: `(whisper)` before a whisper,
- * `[room]` before a line from another room, `nick:` before every chat.
+ * `[room]` before a line from another room, `nick:` before every chat. Any name opening
+ * with a bracket of any kind: `(whisper)teacher` printed `(whisper)teacher: …`, a space
+ * away from a real whisper.
  */
-const MARK_SHAPED = /^\(.*\)$|^\[.*\]$|:$/su;
+const MARK_SHAPED = /^\p{Ps}|:$/u;
 
 export function checkNickname(raw: string): NicknameCheck {
   const checked = checkName(raw, MAX_NICKNAME_LENGTH, 'nickname');
@@ -110,7 +112,7 @@ export function checkNickname(raw: string): NicknameCheck {
   ) {
     return {
       ok: false,
-      reason: 'nickname must not be written as a mark: in (…) or […], or ending in ":"',
+      reason: 'nickname must not be written as a mark: opening with a bracket, or ending in ":"',
     };
   }
   return checked;

@@ -313,16 +313,22 @@ describe('invisible and deceptive nicknames are refused', () => {
     for (const name of [
       '(whisper)',
       '[physics]',
+      '(whisper)teacher',
+      '[physics]bob',
+      '[AFK]bob',
       'admin:',
       '（whisper）',
       '［lobby］',
+      '⟦physics⟧',
+      '【physics】',
+      '{x}',
       'admin∶',
       '(x)',
       '[1]',
     ]) {
       refusedFor(name, /mark/);
     }
-    for (const name of ['[AFK]bob', 'bob[m]', '(bob', 'bob)', 'a:b', '12:30-1', 'x(y)', 'a]b[']) {
+    for (const name of ['bob[m]', 'bob)', 'a:b', '12:30-1', 'x(y)', 'a]b[', 'b(whisper)']) {
       accepted(name);
     }
   });
@@ -390,7 +396,7 @@ describe('nicknames that read as an address', () => {
       'O.O',
       'a:b',
       'hello.world',
-      '[bob]x',
+      'x[bob]',
       'team:7',
       'x1.5',
       '*bob*',
