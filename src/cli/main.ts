@@ -159,7 +159,10 @@ async function serve(args: string[]): Promise<number> {
       strict: true,
     });
   } catch (err) {
-    process.stderr.write(serveError((err as Error).message, Object.keys(options)));
+    // The server's switches have a "no" form too (--no-hide-addresses).
+    const switches = Object.entries(parseArgsOptions()).filter(([, o]) => o.type === 'boolean');
+    const names = [...Object.keys(options), ...switches.map(([name]) => `no-${name}`)];
+    process.stderr.write(serveError((err as Error).message, names));
     return 2;
   }
   const { help, 'print-config': print, ...flags } = parsed.values as Flags;

@@ -1135,7 +1135,7 @@ export class ClusterNode {
     for (const { room, count } of left) {
       const name = this.chat.rooms.keyed(room)?.name ?? names.get(room) ?? room;
       this.chat.log.info(
-        { nickname, room: names.get(room) ?? room, users: count, reason },
+        { nickname, room: name, users: count, reason },
         leftLine(nickname, name, count, room === this.chat.lobby.key),
       );
       cluster.broker.publish(room, { type: 'left', room: name, nickname, count, origin, lineage });

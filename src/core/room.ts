@@ -107,5 +107,5 @@ export class Room {
 export function leftLine(nickname: string, room: string, count: number, lobby: boolean): string {
   return lobby
     ? `${nickname} left. There are ${count} users connected.`
-    : `${nickname} left ${room}. There are ${count} users in ${room}.`;
+    : `${nickname} left ${room}. There ${count === 1 ? 'is 1 user' : `are ${count} users`} in ${room}.`;
 }

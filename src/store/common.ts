@@ -16,7 +16,7 @@ export interface HistoryStoreOptions {
 export const DEFAULT_PRUNE_INTERVAL_MS = 60_000;
 
 /**
- * The default of `maxRooms` in the SQLite and Redis stores: past it, the rooms written to
+ * The default of `maxRooms` in the SQLite, memory and Redis stores: past it, the rooms written to
  * least recently lose all their messages. Each room keeps its newest `maxMessages` for the
  * age limit, so without it a client spreading its chats over ever new rooms would have all
  * of them kept that long. In Redis as many rooms of one short chat each take some 47 MB, a

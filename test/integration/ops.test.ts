@@ -242,6 +242,8 @@ describe('--print-config', () => {
     expect(run.stderr).toBe(
       `confab serve: Unknown option '--prot'. Did you mean --port?\nRun "confab serve --help" for the options.\n`,
     );
+    const negated = await serveUntilExit(['--no-hide-adresses']);
+    expect(negated.stderr).toContain('Did you mean --no-hide-addresses?');
     const far = await serveUntilExit(['--xyzzy']);
     expect(far.code).toBe(2);
     expect(far.stderr.split('\n')[0]).toBe("confab serve: Unknown option '--xyzzy'.");
