@@ -52,20 +52,20 @@ describe('confab chat shows what peers send, and obeys none of it', () => {
     let eve: RawClient | undefined;
     try {
       await ann.waitFor('You are the 1st user');
-      // A valid nickname that imitates the start of an escape sequence.
-      eve = await join(port, '[6n]0;eve');
+      // A valid nickname that imitates an escape sequence's parameters.
+      eve = await join(port, 'x[6n]0;eve');
       for (const msg of Object.values(ATTACKS)) eve.sendPy({ cmd: '7', msg });
       eve.sendPy({ cmd: '2', to: 'ann', msg: 'psst\x1b[6n\r\u009b' });
       eve.sendPy({ cmd: '7', msg: 'done' });
-      await ann.waitFor('[6n]0;eve: done');
+      await ann.waitFor('x[6n]0;eve: done');
       ann.type('\\users');
       await ann.waitFor('2 users in the room:');
 
       expect(rawControlsIn(ann.output)).toEqual([]);
       for (const msg of Object.values(ATTACKS)) {
-        expect(ann.output).toContain(`[6n]0;eve: ${visible(msg)}\n`);
+        expect(ann.output).toContain(`x[6n]0;eve: ${visible(msg)}\n`);
       }
-      expect(ann.output).toContain('(whisper) [6n]0;eve: psst^[[6n^M<U+009B>\n');
+      expect(ann.output).toContain('(whisper) x[6n]0;eve: psst^[[6n^M<U+009B>\n');
       expect(ann.output).toContain('x^[]0;owned^Gy');
       expect(ann.output).toContain('x<U+009B>6ny');
       expect(ann.output).toContain('user<U+202E>gnp.exe<U+202C>');
