@@ -437,7 +437,7 @@ export class MemoryHistoryStore implements HistoryStore {
       target,
       current,
     );
-    if (this.weight <= target || current.size === 0) return;
+    if (this.weight <= target) return;
     // `current` kept more than the level (its newest message alone): the others make room.
     const others = sizes.filter(([, ring]) => ring !== current && ring.size > 0);
     const rest = target - current.weight;
