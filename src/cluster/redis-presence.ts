@@ -213,10 +213,24 @@ local function mkey(ref) return P .. 'm:' .. ref end
 local function mrooms(ref) return P .. 'mr:' .. ref end
 local function rkey(tag) return P .. 'r:' .. tag end
 local function nkey(node) return P .. 'n:' .. node end
+-- The room's place in the ranking ROOMS reads past its limit (P..'rc'): its member count
+-- times 2^32, less when it was made (P..'rooms', mod 2^32), so that of equal counts the
+-- first made ranks first. Set from the room itself: a change missed is right again at the
+-- room's next one.
+local function count_room(tag)
+  local count = redis.call('ZCARD', rkey(tag))
+  if count == 0 then
+    redis.call('ZREM', P .. 'rc', tag)
+  else
+    local made = tonumber(redis.call('ZSCORE', P .. 'rooms', tag)) or 0
+    redis.call('ZADD', P .. 'rc', count * 4294967296 - made % 4294967296, tag)
+  end
+  return count
+end
 local function leave_room(ref, tag)
   redis.call('ZREM', rkey(tag), ref)
   redis.call('ZREM', mrooms(ref), tag)
-  local count = redis.call('ZCARD', rkey(tag))
+  local count = count_room(tag)
   if count == 0 then
     redis.call('ZREM', P .. 'rooms', tag)
     redis.call('HDEL', P .. 'rn', tag)
@@ -352,6 +366,7 @@ if count == 0 then
 end
 redis.call('ZADD', rkey(tag), s, ref)
 redis.call('ZADD', mrooms(ref), s, tag)
+count_room(tag)
 return {count + 1, redis.call('HGET', P .. 'rn', tag) or ARGV[6]}
 `;
 
@@ -478,6 +493,7 @@ for i = 1, #rooms, 2 do
   redis.call('ZREM', rkey(tag), old)
   redis.call('ZADD', rkey(tag), place, ref)
   redis.call('ZADD', mrooms(ref), rooms[i + 1], tag)
+  count_room(tag)
   out[#out + 1] = tag
   out[#out + 1] = redis.call('HGET', P .. 'rn', tag) or ''
 end
@@ -511,13 +527,38 @@ if not m[1] then return {} end
 return {ref, m[1], m[2], m[3]}
 `;
 
-/** ARGV: P, limit. {tag, name or '', count, ...} in the order the rooms were made. */
+/**
+ * ARGV: P, limit. {tag, name or '', count, ...}: the `limit` rooms with the most members, most
+ * first, and of equal counts the first made first. Past the limit it reads the ranking by count
+ * (P..'rc'), which it rebuilds from the rooms when the two do not hold the same rooms (a build
+ * that kept no ranking wrote meanwhile): one walk, then none while they agree.
+ */
 const ROOMS_LUA = `${PRELUDE}
+local limit = tonumber(ARGV[2])
+local rooms, ranked = P .. 'rooms', P .. 'rc'
+local tags
+if redis.call('ZCARD', rooms) <= limit then
+  tags = redis.call('ZRANGE', rooms, 0, -1)
+else
+  if redis.call('ZCARD', ranked) ~= redis.call('ZCARD', rooms) then
+    redis.call('DEL', ranked)
+    for _, tag in ipairs(redis.call('ZRANGE', rooms, 0, -1)) do count_room(tag) end
+  end
+  tags = redis.call('ZREVRANGE', ranked, 0, limit - 1)
+end
+local rows = {}
+for i, tag in ipairs(tags) do
+  rows[i] = {tag, redis.call('ZCARD', rkey(tag)), tonumber(redis.call('ZSCORE', rooms, tag)) or 0}
+end
+table.sort(rows, function(a, b)
+  if a[2] ~= b[2] then return a[2] > b[2] end
+  return a[3] < b[3]
+end)
 local out = {}
-for _, tag in ipairs(redis.call('ZRANGE', P .. 'rooms', 0, tonumber(ARGV[2]) - 1)) do
-  out[#out + 1] = tag
-  out[#out + 1] = redis.call('HGET', P .. 'rn', tag) or ''
-  out[#out + 1] = redis.call('ZCARD', rkey(tag))
+for _, row in ipairs(rows) do
+  out[#out + 1] = row[1]
+  out[#out + 1] = redis.call('HGET', P .. 'rn', row[1]) or ''
+  out[#out + 1] = row[2]
 end
 return out
 `;
@@ -699,6 +740,7 @@ for i = 14, #ARGV - 2, 3 do
   redis.call('ZADD', P .. 'rooms', 'NX', s, ARGV[i])
   redis.call('ZADD', rkey(ARGV[i]), 'NX', s, ref)
   redis.call('ZADD', mrooms(ref), 'NX', s, ARGV[i])
+  count_room(ARGV[i])
   if ARGV[i + 1] ~= '' then redis.call('HSETNX', P .. 'rn', ARGV[i], ARGV[i + 1]) end
 end
 if displaced then return displaced end

@@ -318,10 +318,10 @@ export class MemoryPresence implements Presence {
     return settle(() => {
       const out: RoomCount[] = [];
       for (const [room, members] of this.hub.rooms) {
-        if (out.length >= limit) break;
         out.push({ room, name: this.hub.roomNames.get(room) ?? room, count: members.size });
       }
-      return out;
+      // Stable: of equal counts, the first made (the map's order) stays first.
+      return out.sort((a, b) => b.count - a.count).slice(0, Math.max(0, limit));
     });
   }
 

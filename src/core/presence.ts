@@ -334,7 +334,10 @@ export interface Presence {
    * or the member it became has gone.
    */
   successor(node: string, id: MemberId): Promise<PresenceMember | undefined>;
-  /** Rooms with at least one member, in the order they were made, at most `limit`. */
+  /**
+   * The `limit` rooms with the most members (rooms with none are not kept), most first, and
+   * of equal counts the first made first.
+   */
   rooms(limit: number): Promise<RoomCount[]>;
   /** Members and live nodes across the cluster: one step, whatever their number. */
   census(): Promise<Census>;

@@ -229,7 +229,41 @@ export function presenceContract(target: PresenceTarget): void {
       );
     });
 
-    it('lists rooms with members on any node, in the order made, and counts the cluster', async () => {
+    it('lists the rooms with the most members first, past its limit too, as members come and go', async () => {
+      const { nodes } = await setup(2);
+      const [a, b] = nodes as [Presence, Presence];
+      for (let i = 1; i <= 6; i++) await (i % 2 === 0 ? a : b).claim(`${i}`, `m${i}`, addr(i));
+      const on = (i: number) => (i % 2 === 0 ? a : b);
+      const join = (i: number, room: string) => on(i).join(`${i}`, room, 10);
+      // Made in this order: r1 (1 member), r2 (3), r3 (1), r4 (2, one of them from r1's).
+      await join(1, 'r1');
+      for (const i of [2, 3, 4]) await join(i, 'r2');
+      await join(5, 'r3');
+      await join(6, 'r4');
+      await join(1, 'r4');
+      const ranked = async (limit: number) =>
+        (await a.rooms(limit)).map((r) => `${r.room}:${r.count}`);
+      // Of equal counts, the first made first.
+      expect(await ranked(10)).toEqual(['r2:3', 'r4:2', 'r1:1', 'r3:1']);
+      // Cut at the limit: the most members, not the first made.
+      expect(await ranked(2)).toEqual(['r2:3', 'r4:2']);
+      expect(await ranked(1)).toEqual(['r2:3']);
+      // r4 grows past r2 as r2 shrinks (a leave, then a member gone with all its rooms).
+      await join(5, 'r4');
+      await on(2).leave('2', 'r2');
+      await on(3).release('3');
+      expect(await ranked(2)).toEqual(['r4:3', 'r1:1']);
+      expect(await ranked(10)).toEqual(['r4:3', 'r1:1', 'r2:1', 'r3:1']);
+      // A member moved to another node by its token counts once, where it was.
+      await b.grant('1', 'token-1');
+      expect(await a.takeOver('token-1', '7', addr(7), 'token-2')).toBeDefined();
+      expect(await ranked(2)).toEqual(['r4:3', 'r1:1']);
+      // Emptied, a room leaves the ranking too.
+      await a.release('7');
+      expect(await ranked(2)).toEqual(['r4:2', 'r2:1']);
+    });
+
+    it('lists rooms with members on any node, most members first, and counts the cluster', async () => {
       const { nodes } = await setup(3);
       const [a, b, c] = nodes as [Presence, Presence, Presence];
       // A node counts while its last heartbeat is younger than TIMEOUT_MS: each census comes
@@ -257,7 +291,7 @@ export function presenceContract(target: PresenceTarget): void {
         { room: 'lobby', name: 'lobby', count: 1 },
         { room: 'maths', name: 'Maths', count: 1 },
       ]);
-      // Bounded: the first made.
+      // Bounded: the most members, then the first made.
       expect(await c.rooms(2)).toEqual([
         { room: 'physics', name: 'Physics', count: 2 },
         { room: 'lobby', name: 'lobby', count: 1 },
