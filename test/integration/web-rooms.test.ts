@@ -56,6 +56,7 @@ interface PageStorage {
   setItem(key: string, value: string): void;
 }
 declare const CloseEvent: new (type: string, init: { code: number }) => unknown;
+declare function getComputedStyle(element: unknown): { opacity: string };
 
 /** Every WebSocket the page opens, kept on window.sockets so a test can cut one. */
 const RECORD_SOCKETS = `{
@@ -94,6 +95,32 @@ function chatLines(page: Page, room: string): Promise<string[]> {
       }),
     room,
   );
+}
+
+/**
+ * Sends a line from the composer and reads the line it shows in the same task, before
+ * anything else can change it: the marks it carries (waiting, sent, not sent) and its opacity.
+ */
+function typeAndRead(page: Page, text: string): Promise<{ marks: string[]; opacity: string }> {
+  return page.evaluate((t) => {
+    const input = document.querySelector('#input') as unknown as { value: string };
+    input.value = t;
+    (document.querySelector('#composer') as unknown as { requestSubmit(): void }).requestSubmit();
+    const mine = [...document.querySelectorAll('#messages li.msg.mine')];
+    const li = mine[mine.length - 1]!;
+    return {
+      marks: [...li.querySelectorAll('.queued, .not-sent')].map((m) => m.textContent ?? ''),
+      opacity: getComputedStyle(li).opacity,
+    };
+  }, text);
+}
+
+/** The marks of the reader's own line that holds `text`, as `typeAndRead` reads them. */
+function marksOf(page: Page, text: string): Promise<string[]> {
+  return page
+    .locator('#messages li.msg.mine', { hasText: text })
+    .locator('.queued, .not-sent')
+    .allTextContents();
 }
 
 /** Every line of every room's view, for checking what a page never saw. */
@@ -825,6 +852,55 @@ describe('web client history and resume in Chromium', () => {
       reader?.close();
       await page.close();
       await again?.stop();
+    }
+  }, 60_000);
+
+  it('marks a line typed while it reconnects as waiting from the moment it is typed, until it is sent or not', async () => {
+    const first = await startConfab({ 'http-port': '0', history: 'memory' });
+    const port = first.address.port;
+    const httpPort = first.httpAddress!.port;
+    const page = await openPage(httpPort);
+    let again: ConfabServer | undefined;
+    try {
+      await joinAs(page, 'typer');
+      await first.stop();
+      await page.locator('#status[data-status="reconnecting"]').waitFor();
+      // Read as it is typed: said to wait at once, not once the connection is back.
+      const typed = await typeAndRead(page, 'typed while away');
+      expect(typed.marks).toEqual(['(waiting for the connection)']);
+      expect(Number(typed.opacity)).toBeLessThan(1);
+      again = await startConfab({
+        port: String(port),
+        'http-port': String(httpPort),
+        history: 'memory',
+      });
+      await page.locator('#status[data-status="online"]').waitFor({ timeout: 30_000 });
+      // Sent: it says so instead, and no longer waits.
+      await page
+        .locator('#messages li.msg.mine', { hasText: 'typed while away' })
+        .locator('.queued', { hasText: '(sent once reconnected)' })
+        .waitFor();
+      expect(await marksOf(page, 'typed while away')).toEqual(['(sent once reconnected)']);
+      const sent = page.locator('#messages li.msg.mine', { hasText: 'typed while away' });
+      expect(await sent.evaluate((li) => getComputedStyle(li).opacity)).toBe('1');
+
+      // Given up on (the user left while it waited): not sent, and no longer waiting either.
+      await again.stop();
+      await page.locator('#status[data-status="reconnecting"]').waitFor();
+      expect((await typeAndRead(page, 'typed before leaving')).marks).toEqual([
+        '(waiting for the connection)',
+      ]);
+      await say(page, '\\exit');
+      await page.locator('#status[data-status="offline"]').waitFor();
+      const left = page.locator('#messages li.msg.mine.failed', {
+        hasText: 'typed before leaving',
+      });
+      await left.waitFor();
+      expect(await marksOf(page, 'typed before leaving')).toEqual(['not sent']);
+    } finally {
+      await page.close();
+      await again?.stop();
+      await first.stop();
     }
   }, 60_000);
 

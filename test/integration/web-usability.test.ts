@@ -282,9 +282,9 @@ describe('web client when things go wrong', () => {
         await page
           .locator('ol.messages[data-room="lobby"] li', { hasText: 'Welcome, pia_!' })
           .waitFor({ state: 'attached' });
-        // Still shown, and still said not to have been sent.
+        // Still shown, and still said not to have been sent (no longer waiting).
         const away = page.locator(`${physics} li.msg.mine`, { hasText: 'typed while away' });
-        expect(await away.textContent()).toContain('not sent');
+        expect(await away.locator('.queued, .not-sent').allTextContents()).toEqual(['not sent']);
         // In the room on the server too: a chat there is taken.
         await page.click('.room-button[data-room="physics"]');
         await say(page, 'back in physics');
@@ -306,7 +306,10 @@ describe('web client when things go wrong', () => {
             .waitFor({ state: 'attached' });
           expect(await page.locator(`${physics} li.error`).count()).toBe(0);
           await say(page, 'typed while away');
-          await page.locator(`${physics} li[data-pending]`).waitFor({ state: 'attached' });
+          const waiting = page.locator(`${physics} li[data-pending]`);
+          await waiting.waitFor({ state: 'attached' });
+          // Said to wait for the connection, not shown as if sent.
+          expect(await waiting.textContent()).toContain('(waiting for the connection)');
         },
       },
     );

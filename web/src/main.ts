@@ -1303,10 +1303,33 @@ function sendChat(text: string, action = false): void {
   const li = chatLine(connection.nickname, text, undefined, action);
   // Shown at once; its place among stored messages is known when "71" gives its id.
   if (chat !== undefined) li.dataset.pending = chat.cid;
-  // Typed while the connection is down: sent once it is back, and said so then.
-  if (chat !== undefined && shownStatus !== 'online') li.dataset.queued = '';
+  // Typed while the connection is down: sent once it is back. Marked before it is counted
+  // into the view, as the mark's words are counted out with the line's when it is stored.
+  if (chat !== undefined && shownStatus !== 'online') markWaiting(li);
   append(view, li);
   lastSent = li;
+}
+
+/**
+ * One of the reader's lines typed while the connection is down: dimmed and said to wait from
+ * the moment it is typed, as the terminal says at once. Shown plain until the connection was
+ * back, it read as if the others had it already.
+ */
+function markWaiting(li: HTMLLIElement): void {
+  li.dataset.queued = '';
+  li.title = 'Waiting for the connection: sent once it is back';
+  const mark = document.createElement('span');
+  mark.className = 'queued waiting';
+  mark.textContent = '(waiting for the connection)';
+  li.append(mark);
+}
+
+/** A line that waited for the connection, now sent or given up: it waits no more. */
+function unmarkWaiting(li: HTMLLIElement): void {
+  if (li.dataset.queued === undefined) return;
+  li.removeAttribute('data-queued');
+  li.removeAttribute('title');
+  li.querySelector('.waiting')?.remove();
 }
 
 /**
@@ -1314,7 +1337,7 @@ function sendChat(text: string, action = false): void {
  * server placed it, so it takes the server's time and says why it is not where it was typed.
  */
 function sentOnceBack(li: HTMLLIElement, at: unknown): void {
-  li.removeAttribute('data-queued');
+  unmarkWaiting(li);
   if (typeof at === 'number') li.querySelector('time')?.replaceWith(stamp(at));
   const mark = document.createElement('span');
   mark.className = 'queued';
@@ -1325,6 +1348,7 @@ function sentOnceBack(li: HTMLLIElement, at: unknown): void {
 /** Marks one of the reader's own lines as never delivered, to eyes (struck out) and in words. */
 function markNotSent(li: HTMLLIElement, why: string): void {
   li.removeAttribute('data-pending');
+  unmarkWaiting(li);
   li.classList.add('failed');
   li.title = why;
   if (li.querySelector('.not-sent') !== null) return;
