@@ -98,6 +98,24 @@ function chatLines(page: Page, room: string): Promise<string[]> {
 }
 
 /**
+ * Every line of a room's view in the order shown, without its time: a chat as "from: text",
+ * any other line as its text.
+ */
+function shownLines(page: Page, room: string): Promise<string[]> {
+  return page.evaluate(
+    (r) =>
+      [...document.querySelectorAll(`ol.messages[data-room="${r}"] li`)].map((li) => {
+        const nick = li.querySelector('.nick')?.textContent ?? '';
+        const whole = li.textContent ?? '';
+        const time = li.querySelector('time')?.textContent ?? '';
+        const text = whole.slice(time.length + nick.length);
+        return nick === '' ? text : `${nick}: ${text}`;
+      }),
+    room,
+  );
+}
+
+/**
  * Sends a line from the composer and reads the line it shows in the same task, before
  * anything else can change it: the marks it carries (waiting, sent, not sent) and its opacity.
  */
@@ -739,6 +757,70 @@ describe('web client history and resume in Chromium', () => {
       expect(await chatLines(page, 'lobby')).toEqual(all.slice(N - 55));
     } finally {
       await close();
+    }
+  }, 60_000);
+
+  it("keeps its welcome, the message of the day and a room's join line below the history they came after", async () => {
+    const server = await startConfab({
+      'http-port': '0',
+      history: 'memory',
+      'rate-limit': '0',
+      'history-on-join': '5',
+      motd: 'Be kind.',
+    });
+    const page = await openPage(server.httpAddress!.port);
+    const talker = await join(server.address.port, 'talker', { caps: ['rooms', 'history'] });
+    try {
+      talker.sendPy({ cmd: '100', room: 'physics' });
+      await talker.expect('101');
+      const N = 80;
+      for (let i = 0; i < N; i++) {
+        talker.sendPy({ cmd: '7', msg: `lobby ${i}` });
+        talker.sendPy({ cmd: '7', room: 'physics', msg: `physics ${i}` });
+      }
+      talker.sendPy({ cmd: '1' });
+      await talker.expect('10');
+      const said = (room: string) => Array.from({ length: N }, (_, i) => `talker: ${room} ${i}`);
+      // Scrolled to the top until the oldest line is in: the five given on joining, the page
+      // loaded by itself to fill the view, and the pages before it.
+      const loadAll = (room: string) =>
+        until(
+          `the oldest line of #${room}`,
+          async () => {
+            const list = page.locator(`ol.messages[data-room="${room}"]`);
+            await list.evaluate((el) => {
+              el.scrollTop = 0;
+            });
+            return (await list.locator('li', { hasText: `${room} 0` }).count()) > 0;
+          },
+          20_000,
+        );
+
+      await joinAs(page, 'reader');
+      await loadAll('lobby');
+      expect(await shownLines(page, 'lobby')).toEqual([
+        ...said('lobby'),
+        'Welcome, reader! You are the 2nd user. Type \\help for commands.',
+        'Be kind.',
+      ]);
+
+      await enterRoom(page, 'physics');
+      await loadAll('physics');
+      expect(await shownLines(page, 'physics')).toEqual([
+        ...said('physics'),
+        'You joined #physics (2 here).',
+      ]);
+      // What is said from now on comes below them.
+      talker.sendPy({ cmd: '7', room: 'physics', msg: 'live now' });
+      await seeLine(page, 'physics', 'live now');
+      expect((await shownLines(page, 'physics')).slice(-2)).toEqual([
+        'You joined #physics (2 here).',
+        'talker: live now',
+      ]);
+    } finally {
+      talker.close();
+      await page.close();
+      await server.stop();
     }
   }, 60_000);
 

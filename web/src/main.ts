@@ -100,6 +100,11 @@ interface RoomView {
   scrollTop: number;
   /** Characters of text in `list`, which `trim` keeps under MAX_CHARS. */
   chars: number;
+  /**
+   * Lines written as the reader arrived (the lobby's welcome and message of the day) before
+   * the "101" that says which stored messages came before them: it marks them (`arrived`).
+   */
+  arriving: HTMLLIElement[];
 }
 
 const views = new Map<string, RoomView>();
@@ -159,6 +164,7 @@ function makeView(name: string, list?: HTMLOListElement): RoomView {
     pinned: true,
     scrollTop: 0,
     chars: 0,
+    arriving: [],
   };
   ol.addEventListener('scroll', () => {
     if (ol.hidden) return;
@@ -417,8 +423,32 @@ function append(view: RoomView, li: HTMLLIElement): HTMLLIElement {
 }
 
 /**
+ * Marks the lines written as the reader arrived in a room (`lines`) with the stored messages
+ * that came before them, as its "101" says: its epoch, up to its top.
+ */
+function arrived(view: RoomView, lines: HTMLLIElement[]): void {
+  if (view.epoch === undefined) return;
+  for (const li of lines) {
+    li.dataset.arrivedEpoch = view.epoch;
+    li.dataset.arrivedTop = String(view.top);
+  }
+}
+
+/**
+ * Whether a line was written as the reader arrived, after the stored message `id` of `epoch`.
+ * Such a message goes above it: the history shown on joining, and the older pages loaded
+ * above that, are one run, which the welcome and the message of the day (or a room's join
+ * line) follow, as they followed it in time; below them comes what was said since.
+ */
+function arrivedAfter(el: Element, epoch: string, id: number): boolean {
+  const d = (el as HTMLElement).dataset;
+  return d.arrivedEpoch === epoch && d.arrivedTop !== undefined && id <= Number(d.arrivedTop);
+}
+
+/**
  * Puts a stored message in id order: before any of the same epoch with a
- * higher id and before the reader's own lines still waiting for their id.
+ * higher id, before the reader's own lines still waiting for their id, and
+ * above the lines written as the reader arrived after it was stored.
  * Usually that is the end, so the walk stops at once.
  */
 function placeStored(view: RoomView, li: HTMLLIElement, epoch: string, id: number): void {
@@ -427,7 +457,7 @@ function placeStored(view: RoomView, li: HTMLLIElement, epoch: string, id: numbe
   for (let el = view.list.lastElementChild; el !== null; el = el.previousElementSibling) {
     const d = (el as HTMLElement).dataset;
     const later = d.id !== undefined && d.epoch === epoch && Number(d.id) > id;
-    if (d.pending === undefined && !later) break;
+    if (d.pending === undefined && !later && !arrivedAfter(el, epoch, id)) break;
     before = el;
   }
   li.dataset.epoch = epoch;
@@ -722,18 +752,21 @@ const connection = new Connection(wsUrl, {
     }
     const wasOperator = resumed ? undefined : operatorName;
     if (!resumed) operatorName = undefined;
-    notice(
+    const said = notice(
       rejoined
         ? `Reconnected as ${nickname}.${wasOperator === undefined ? '' : ` You are no longer operator ${wasOperator} (a new session): \\oper again.`}`
         : `Welcome, ${nickname}! You are the ${userCount}${ordinalSuffix(userCount)} user. Type \\help for commands.`,
       lobby,
     );
+    // The lobby's history, which follows its "101", goes above the welcome and the message of
+    // the day. Coming back, what was missed is news, and follows "Reconnected".
+    lobby.arriving = rejoined ? [] : [said];
     // Once a page: a new session after a lost one is told it again, and needs it no more.
     if (motd !== undefined && !rejoined) {
       const text = document.createElement('pre');
       text.className = 'motd';
       text.textContent = motd;
-      append(lobby, line('notice', [text]));
+      lobby.arriving.push(append(lobby, line('notice', [text])));
     }
     input.focus();
     // Watched from the start: a connection that dies while the lists below load is found too.
@@ -965,8 +998,9 @@ function onRoomJoined(m: ParsedServerMessage): void {
   view.replayIsNew = m.recovered === true;
   if (m.recovered === false) gapMarker(view, m.reason);
   if (existing === undefined && view !== lobby) {
-    notice(`You joined #${room} (${asNumber(m.userCount)} here).`, view);
+    view.arriving.push(notice(`You joined #${room} (${asNumber(m.userCount)} here).`, view));
   }
+  arrived(view, view.arriving.splice(0));
   fillOnceArrived(view);
 }
 
@@ -1163,8 +1197,9 @@ function onHistory(m: ParsedServerMessage): void {
   const entries = (Array.isArray(m.messages) ? m.messages : []) as (Partial<HistoryEntry> | null)[];
   const list = view.list;
   const fromBottom = list.scrollHeight - list.scrollTop;
-  // Oldest first in the reply: each goes before the oldest shown of this epoch,
-  // and before the notices written just above it (a join, a welcome).
+  // Oldest first in the reply: each goes before the oldest shown of this epoch, and before
+  // the notices written just above it, which came after what is older (someone joining, or
+  // the reader's welcome when joining brought no history).
   let anchor = list.querySelector(`li[data-epoch="${CSS.escape(epoch)}"]`);
   while (anchor?.previousElementSibling?.classList.contains('notice') === true)
     anchor = anchor.previousElementSibling;
