@@ -684,7 +684,11 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           const said = view.chat(style, now, client.nickname, command.text, undefined, action);
           // Typed while the connection is down, it waits in the client: shown as said, it
           // read as if the others had it already.
-          say(offline ? `${said} ${view.info(style, '(sent once reconnected)')}` : said);
+          say(
+            offline
+              ? `${said} ${view.info(style, '(waiting for the connection: sent once it is back)')}`
+              : said,
+          );
           return;
         }
         case 'whisper':

@@ -40,7 +40,9 @@ describe('confab chat reconnects by itself', () => {
       const heard = new Promise((r) => bob.once('chat', r));
       ann.type('sent while away');
       // Shown at once, and marked: it waits for the connection.
-      await ann.waitFor(/\d\d:\d\d ann: sent while away \(sent once reconnected\)/);
+      await ann.waitFor(
+        /\d\d:\d\d ann: sent while away \(waiting for the connection: sent once it is back\)/,
+      );
       relay.release();
       await ann.waitFor('Reconnected as ann');
       expect(await heard).toMatchObject({ from: 'ann', msg: 'sent while away', room: 'physics' });
