@@ -1,5 +1,5 @@
 // Finding links in chat text. Pure (no DOM) so the tests can throw generated
-// text at it in Node; main.ts turns the pieces into nodes with DOM APIs.
+// text at it in Node; lines.ts turns the pieces into nodes with DOM APIs.
 
 export interface Piece {
   text: string;
