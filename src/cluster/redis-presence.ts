@@ -529,37 +529,54 @@ return {ref, m[1], m[2], m[3]}
 
 /**
  * ARGV: P, limit. {tag, name or '', count, ...}: the `limit` rooms with the most members, most
- * first, and of equal counts the first made first, read from the ranking (P..'rc', see
- * count_room) while it holds as many rooms as there are. A ranking that does not (a build that
- * kept none wrote meanwhile) is rebuilt, at most once a minute for the cluster (a walk through
- * every room, which held Redis some 5 ms per 1,000 rooms); until then ROOMS ranks the first
- * `limit` rooms made, as such builds did.
+ * first, and of equal counts the first made first. Past the limit the rooms are taken in the
+ * ranking's order (P..'rc', see count_room), each counted from its members and left out if it
+ * has none. A ranking out of step with the rooms (it holds another number of them, or a room
+ * with no members: a build that kept none wrote meanwhile) is rebuilt, at most once a minute for
+ * the cluster (a walk through every room, some 5 ms of Redis per 1,000 rooms); until then ROOMS
+ * ranks the first `limit` rooms made, as such builds did. Within the limit every room is read.
  */
 const ROOMS_LUA = `${PRELUDE}
 local limit = tonumber(ARGV[2])
 local rooms, ranked = P .. 'rooms', P .. 'rc'
 local total = redis.call('ZCARD', rooms)
-if redis.call('ZCARD', ranked) ~= total and total > limit
-  and redis.call('SET', P .. 'rcb', '1', 'NX', 'PX', 60000) then
+local function rebuild()
+  if not redis.call('SET', P .. 'rcb', '1', 'NX', 'PX', 60000) then return false end
   redis.call('DEL', ranked)
   for _, tag in ipairs(redis.call('ZRANGE', rooms, 0, -1)) do count_room(tag) end
+  return true
 end
-local rows = {}
-if redis.call('ZCARD', ranked) == total then
-  local top = redis.call('ZREVRANGE', ranked, 0, limit - 1, 'WITHSCORES')
-  for i = 1, #top, 2 do
-    rows[#rows + 1] = {top[i], math.ceil(tonumber(top[i + 1]) / 4294967296)}
+-- {tag, count, order}: the first limit in the ranking, and whether it held a room with nobody.
+local function by_rank()
+  local rows, stale = {}, false
+  for i, tag in ipairs(redis.call('ZREVRANGE', ranked, 0, limit - 1)) do
+    local count = redis.call('ZCARD', rkey(tag))
+    if count > 0 then rows[#rows + 1] = {tag, count, i} else stale = true end
   end
-else
+  return rows, stale
+end
+local function by_made()
+  local rows = {}
   local made = redis.call('ZRANGE', rooms, 0, limit - 1, 'WITHSCORES')
   for i = 1, #made, 2 do
     rows[#rows + 1] = {made[i], redis.call('ZCARD', rkey(made[i])), tonumber(made[i + 1])}
   end
-  table.sort(rows, function(a, b)
-    if a[2] ~= b[2] then return a[2] > b[2] end
-    return a[3] < b[3]
-  end)
+  return rows
 end
+local rows, stale
+if total > limit and (redis.call('ZCARD', ranked) == total or rebuild()) then
+  rows, stale = by_rank()
+  if stale then
+    if rebuild() then rows = by_rank() else rows = by_made() end
+  end
+else
+  rows = by_made()
+end
+-- By count, then as ranked or made: a count an older build changed may be out of the order.
+table.sort(rows, function(a, b)
+  if a[2] ~= b[2] then return a[2] > b[2] end
+  return a[3] < b[3]
+end)
 local out = {}
 for _, row in ipairs(rows) do
   out[#out + 1] = row[1]

@@ -84,9 +84,10 @@ export class MemberLists {
 /**
  * What `read` gave at most `maxAgeMs` ago, read once for everyone who asks meanwhile; a
  * failed read is not kept, so the next asks again. For USERS (above) and ROOMS on a node
- * of a cluster: ROOMS reads a script that walks up to MAX_ROOM_LIST rooms (about 3 ms of
- * Redis for a thousand), and fifteen connections of one address asking at the flood-control
- * rate kept the Redis of every node half busy.
+ * of a cluster: ROOMS reads a script that reads up to MAX_ROOM_LIST rooms (about 3 ms of
+ * Redis for a thousand; at most once a minute, one that walks every room), and fifteen
+ * connections of one address asking at the flood-control rate kept the Redis of every node
+ * half busy.
  */
 export class RecentRead<T> {
   private entry: { at: number; value: Promise<T> } | undefined;

@@ -222,6 +222,22 @@ describe.skipIf(withoutRedis())('Redis', () => {
       expect(await ranked()).toEqual(['big:3', 'busy:2']);
       expect(await client.zscore(`${p}rc`, 'gone')).toBeNull();
       expect(await client.pttl(`${p}rcb`)).toBeGreaterThan(0);
+      // As many rooms as ranked, but not the same: an older build emptied busy and made new.
+      // Counted from the rooms, busy is left out; ranked again within the minute, by the
+      // first made; after it, by the ranking again.
+      const tag = (room: string) => Buffer.from(room, 'utf8').toString('base64url');
+      await client.del(`${p}r:${tag('busy')}`);
+      await client.zrem(`${p}rooms`, tag('busy'));
+      await client.hdel(`${p}rn`, tag('busy'));
+      await client.zadd(`${p}rooms`, 1e6, tag('new'));
+      for (const m of ['b:1', 'b:2', 'b:3', 'b:4'])
+        await client.zadd(`${p}r:${tag('new')}`, 1e6, m);
+      expect(await ranked()).toEqual(['big:3', 'first:1']);
+      await client.del(`${p}rcb`);
+      expect(await ranked()).toEqual(['new:4', 'big:3']);
+      // An older build's join: counted as the room holds it, ranked where it was.
+      await client.zadd(`${p}r:${tag('last')}`, 1e6, 'b:5');
+      expect((await a.rooms(10)).map((r) => `${r.room}:${r.count}`)).toContain('last:2');
     });
 
     it('lists an identity only while a member holds it, whatever token it was granted or moved with', async () => {
@@ -369,6 +385,24 @@ describe.skipIf(withoutRedis())('Redis', () => {
         nickname: 'ann',
         operator: 'teacher',
       });
+    });
+
+    it('after a restart, ranks the rooms its members are registered into again', async () => {
+      const prefix = newPrefix();
+      const client = new Redis(redis.url, { protocol: 2 });
+      cleanup.push(() => client.disconnect());
+      const [a, b] = await liveNodes(prefix, ['a', 'b']);
+      for (let i = 1; i <= 3; i++) await a.claim(`${i}`, `m${i}`, addr(i));
+      await a.join('1', 'small', 10);
+      for (const i of [2, 3]) await a.join(`${i}`, 'big', 10);
+
+      await redis.restart();
+
+      expect(await once(() => a.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      expect(await once(() => b.heartbeat())).toEqual({ status: 'reset', lost: [] });
+      // Not rebuilt from the rooms: ranked as they were registered.
+      await client.set(`${prefix}{presence}:rcb`, '1', 'PX', 60_000);
+      expect((await b.rooms(1)).map((r) => `${r.room}:${r.count}`)).toEqual(['big:2']);
     });
 
     describe('while the nodes register their members again after a restart (the refill)', () => {

@@ -84,8 +84,7 @@ function sendChat(text: string, action = false): void {
   const li = chatLine(connection.nickname, text, undefined, action);
   // Shown at once; its place among stored messages is known when "71" gives its id.
   if (chat !== undefined) li.dataset.pending = chat.cid;
-  // Typed while the connection is down: sent once it is back. Marked before it is counted
-  // into the view, as the mark's words are counted out with the line's when it is stored.
+  // Typed while the connection is down: sent once it is back.
   if (chat !== undefined && page.shownStatus !== 'online') markWaiting(li);
   append(view, li);
   page.lastSent = li;

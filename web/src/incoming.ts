@@ -39,6 +39,7 @@ import { countUnread } from './unread.js';
 import {
   append,
   arrived,
+  countOut,
   pendingLine,
   placeStored,
   type RoomView,
@@ -162,7 +163,7 @@ export function onMessage(m: ParsedServerMessage): void {
       const key = `${view.epoch} ${m.id}`;
       // Stored before the connection dropped and replayed since: that copy stands.
       // Its text is counted again where it goes (placeStored), or goes.
-      view.chars -= li.textContent?.length ?? 0;
+      countOut(view, li);
       if (view.shown.has(key)) {
         li.remove();
         return;

@@ -10,7 +10,7 @@ import { composer, input, lobbyList, roomList, roomTitle } from './dom.js';
 import { chatLine, line, markPast } from './lines.js';
 import { renderMembers } from './members.js';
 import { connection } from './state.js';
-import { append, atBottom, type RoomView, unsettled, views } from './views.js';
+import { append, atBottom, countIn, type RoomView, unsettled, views } from './views.js';
 
 const HISTORY_PAGE = 50;
 /** A reader scrolled this close to the top has the next older page loaded. */
@@ -247,7 +247,7 @@ export function onHistory(m: ParsedServerMessage): void {
     li.dataset.epoch = epoch;
     li.dataset.id = String(entry.id);
     list.insertBefore(li, anchor);
-    view.chars += li.textContent?.length ?? 0;
+    countIn(view, li);
     if (view.oldest === undefined || entry.id < view.oldest) view.oldest = entry.id;
   }
   list.scrollTop = list.scrollHeight - fromBottom;

@@ -58,6 +58,25 @@ function follow(view: RoomView, pinned: boolean): void {
  * each new line cost seconds of layout; older lines come back from history when the
  * reader scrolls up to them.
  */
+/**
+ * What each line added to its room's `chars` when it was counted in: taken out as such, since
+ * the marks on one's own lines (waiting, not sent) change its text meanwhile.
+ */
+const counted = new WeakMap<Element, number>();
+
+/** Counts a line that goes into `view` into its `chars`. */
+export function countIn(view: RoomView, li: Element): void {
+  const length = li.textContent?.length ?? 0;
+  counted.set(li, length);
+  view.chars += length;
+}
+
+/** Takes a line that leaves `view` (or is placed again) out of its `chars`. */
+export function countOut(view: RoomView, li: Element): void {
+  view.chars -= counted.get(li) ?? 0;
+  counted.delete(li);
+}
+
 const MAX_LINES = 1000;
 const MAX_CHARS = 200_000;
 /** How far past the limits a room goes before it is trimmed: each removal at the top reflows the list. */
@@ -93,7 +112,7 @@ function trim(view: RoomView, pinned: boolean): void {
   ) {
     if (reading && el.getBoundingClientRect().bottom - origin > above) break;
     going.push(el);
-    view.chars -= el.textContent?.length ?? 0;
+    countOut(view, el);
     left--;
   }
   if (going.length === 0) return;
@@ -152,7 +171,7 @@ function settle(): void {
 export function append(view: RoomView, li: HTMLLIElement): HTMLLIElement {
   adding(view);
   view.list.append(li);
-  view.chars += li.textContent?.length ?? 0;
+  countIn(view, li);
   return li;
 }
 
@@ -197,7 +216,7 @@ export function placeStored(view: RoomView, li: HTMLLIElement, epoch: string, id
   li.dataset.epoch = epoch;
   li.dataset.id = String(id);
   view.list.insertBefore(li, before);
-  view.chars += li.textContent?.length ?? 0;
+  countIn(view, li);
 }
 
 /** Shows a stored message once (`past`: as history); false if it was already shown. */
