@@ -29,6 +29,8 @@ export async function spawnServer(
   env: Record<string, string> = {},
   /** Keep only this many characters of the server's output (long hostile runs log a lot). */
   keepOutput = Number.POSITIVE_INFINITY,
+  /** How long it may take to listen (a start that waits by design needs more). */
+  startTimeoutMs = START_TIMEOUT_MS,
 ): Promise<SpawnedServer> {
   const child = spawn(
     process.execPath,
@@ -68,7 +70,7 @@ export async function spawnServer(
       // Not left running once the test gives up on it.
       child.kill('SIGKILL');
       reject(new Error(`server did not start:\n${output}`));
-    }, START_TIMEOUT_MS);
+    }, startTimeoutMs);
     const check = () => {
       // Complete lines only: a chunk may end mid-line.
       for (const line of output.split('\n').slice(0, -1)) {

@@ -13,7 +13,15 @@ import { until } from '../helpers/cluster.js';
 import { join as joinLobby, RawClient } from '../helpers/raw-client.js';
 import { type RedisServer, startRedis, withoutRedis } from '../helpers/redis.js';
 import { freePort, serveExit, serveProcess, stopProcess } from '../helpers/servers.js';
-import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
+import { type SpawnedServer, spawnServer as spawnAny } from '../helpers/spawn-server.js';
+
+/**
+ * A node with --redis-shards may wait up to 10 s before it listens, by design: a Redis emptied
+ * moments ago (each test's Redis is new) is waited out for running nodes to record their shard
+ * list. Twice the helper's usual patience, so that a machine loaded by the rest of the suite
+ * does not fail the start.
+ */
+const spawnServer = (args: string[]) => spawnAny(args, {}, undefined, 30_000);
 
 const skip = withoutRedis();
 const CAPS = ['errors', 'rooms', 'history', 'whispers'];
