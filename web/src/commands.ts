@@ -18,7 +18,7 @@ import {
 import { CONFAB_VERSION } from '../../src/protocol/version.js';
 import { RequestError } from './connection.js';
 import { WEB_HELP } from './help.js';
-import { chatLine, isolated, line, markWaiting, named, richText } from './lines.js';
+import { chatLine, isolated, line, markWaiting, named, richText, textSpan } from './lines.js';
 import { memberNames } from './members.js';
 import {
   error,
@@ -113,9 +113,7 @@ export async function submit(text: string): Promise<void> {
           error(`There is no user named “${command.to}”.`);
         else if (reply.cmd === Cmd.WHISPER_MYSELF) error("You can't whisper to yourself.");
         else {
-          const tag = document.createElement('span');
-          tag.className = 'tag';
-          tag.textContent = `to ${command.to}`;
+          const tag = textSpan('tag', `to ${command.to}`);
           append(selected, line('whisper mine', [tag, ...richText(command.text)]));
         }
         return;

@@ -17,6 +17,7 @@ import {
   nickSpan,
   richText,
   sentOnceBack,
+  textSpan,
 } from './lines.js';
 import { renderMembers } from './members.js';
 import { relistMoreRooms, unlistMoreRoom } from './more-rooms.js';
@@ -129,9 +130,7 @@ export function onMessage(m: ParsedServerMessage): void {
     case Cmd.CHAT_RESPONSE: {
       const from = asString(m.from);
       if (m.whisper === true) {
-        const tag = document.createElement('span');
-        tag.className = 'tag';
-        tag.textContent = 'whisper';
+        const tag = textSpan('tag', 'whisper');
         append(selected, line('whisper', [tag, nickSpan(from), ...richText(asString(m.msg))]));
         countUnread(selected);
         return;

@@ -6,10 +6,16 @@ import { nickColor, PAGE_BG } from './colors.js';
 import { findLinks } from './links.js';
 import { connection } from './state.js';
 
-export function nickSpan(nickname: string): HTMLSpanElement {
+/** A span of text styled by `className`: a tag or a mark on a line. */
+export function textSpan(className: string, text: string): HTMLSpanElement {
   const span = document.createElement('span');
-  span.className = 'nick';
-  span.textContent = nickname;
+  span.className = className;
+  span.textContent = text;
+  return span;
+}
+
+export function nickSpan(nickname: string): HTMLSpanElement {
+  const span = textSpan('nick', nickname);
   // Both schemes' colours ride along, so switching the system theme recolours
   // old lines too; style.css picks one. CSSOM sets pass `style-src 'self'`.
   span.style.setProperty('--nick-light', nickColor(PAGE_BG.light, nickname));
@@ -107,10 +113,7 @@ export function markPast(li: HTMLLIElement): void {
 export function markWaiting(li: HTMLLIElement): void {
   li.dataset.queued = '';
   li.title = 'Waiting for the connection: sent once it is back';
-  const mark = document.createElement('span');
-  mark.className = 'queued waiting';
-  mark.textContent = '(waiting for the connection)';
-  li.append(mark);
+  li.append(textSpan('queued waiting', '(waiting for the connection)'));
 }
 
 /** A line that waited for the connection, now sent or given up: it waits no more. */
@@ -128,10 +131,7 @@ function unmarkWaiting(li: HTMLLIElement): void {
 export function sentOnceBack(li: HTMLLIElement, at: unknown): void {
   unmarkWaiting(li);
   if (typeof at === 'number') li.querySelector('time')?.replaceWith(stamp(at));
-  const mark = document.createElement('span');
-  mark.className = 'queued';
-  mark.textContent = '(sent once reconnected)';
-  li.append(mark);
+  li.append(textSpan('queued', '(sent once reconnected)'));
 }
 
 /** Marks one of the reader's own lines as never delivered, to eyes (struck out) and in words. */
@@ -141,8 +141,5 @@ export function markNotSent(li: HTMLLIElement, why: string): void {
   li.classList.add('failed');
   li.title = why;
   if (li.querySelector('.not-sent') !== null) return;
-  const mark = document.createElement('span');
-  mark.className = 'not-sent';
-  mark.textContent = 'not sent';
-  li.append(mark);
+  li.append(textSpan('not-sent', 'not sent'));
 }
