@@ -118,6 +118,9 @@ describe('confab chat reconnects by itself', () => {
       await ann.waitFor('You are the 1st user.');
       ann.type('this one arrives');
       await ann.waitFor(/\d\d:\d\d ann: this one arrives/);
+      // Printed as typed, before its "71": the answer to a later request tells it came.
+      ann.type('\\rtt');
+      await ann.waitFor(/RTT: \d/);
       // Its "71" held back: an action, listed as it would be typed again.
       relay.holdReplies();
       ann.type('/me waves');
