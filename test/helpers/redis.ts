@@ -19,8 +19,11 @@ export interface RedisServer {
   readonly pid: number;
   /** Kills the server (SIGKILL): what it held is gone. */
   stop(): Promise<void>;
-  /** Stops the server and starts an empty one on the same port. */
-  restart(): Promise<void>;
+  /**
+   * Stops the server and starts an empty one on the same port; `whileDown`, if given, runs
+   * in between, and the new server starts once it resolved.
+   */
+  restart(whileDown?: () => Promise<void>): Promise<void>;
 }
 
 /** Why Redis cannot run here, or undefined if it can. */
@@ -129,8 +132,9 @@ export async function startRedis(): Promise<RedisServer> {
       process.removeListener('exit', killOnExit);
       rmSync(dir, { recursive: true, force: true });
     },
-    async restart() {
+    async restart(whileDown) {
       await kill(child);
+      await whileDown?.();
       child = launch(port, dir);
       await waitReady(port, child);
     },
