@@ -167,16 +167,22 @@ export function setMembers(view: RoomView, names: string[]): void {
   if (view === selected) renderMembers(view);
 }
 
+/** Where `name` is in a room's member list: names are compared as the server compares them, case aside. */
+function memberIndex(view: RoomView, name: string): number {
+  const folded = name.toLowerCase();
+  return view.members.findIndex((m) => m.toLowerCase() === folded);
+}
+
 export function removeMember(view: RoomView, name: string): void {
-  const i = view.members.findIndex((m) => m.toLowerCase() === name.toLowerCase());
+  const i = memberIndex(view, name);
   if (i >= 0) view.members.splice(i, 1);
   if (view === selected) renderMembers(view);
 }
 
 export function renameMember(view: RoomView, from: string, to: string): void {
-  const i = view.members.indexOf(from);
+  const i = memberIndex(view, from);
   if (i >= 0) view.members.splice(i, 1);
-  view.members.push(to);
+  if (memberIndex(view, to) < 0) view.members.push(to);
   if (view === selected) renderMembers(view);
 }
 
