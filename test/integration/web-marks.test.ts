@@ -79,3 +79,34 @@ it('starts every row of a wrapped chat after its first further in, so padding ca
   await page.close();
   eve.close();
 }, 30_000);
+
+it('shows at most 16 combining marks on a letter, so a chat of thousands cannot hold up every reader’s page', async () => {
+  const page = await web.browser.newPage({ viewport: { width: 1000, height: 900 } });
+  await page.goto(`http://127.0.0.1:${web.server.httpAddress!.port}/`);
+  await joinAs(page, 'reader3');
+  const eve: RawClient = await join(web.server.address.port, 'eve3');
+  // As --max-message allows: one letter and 4,095 marks; two such runs of 2,000.
+  eve.sendPy({ cmd: '7', msg: `a${'\u0301'.repeat(4095)}` });
+  eve.sendPy({ cmd: '7', msg: `b${'\u0316'.repeat(2000)}c${'\u0301\u0316'.repeat(1000)}` });
+  // Writing that stacks marks keeps them all: Vietnamese (two on a letter, decomposed), and
+  // a letter with exactly sixteen.
+  const kept = ['Tie\u0302\u0301ng Vie\u0323\u0302t', `d${'\u0300'.repeat(16)} sixteen`];
+  for (const msg of kept) eve.sendPy({ cmd: '7', msg });
+  eve.sendPy({ cmd: '7', msg: 'plain after' });
+  await shown(page, 'plain after');
+  const texts = await page
+    .locator('#messages li.msg')
+    .evaluateAll((lis) => lis.map((li) => li.textContent ?? ''));
+  const runs = (text: string) => (text.match(/\p{M}+/gu) ?? []).map((run) => [...run].length);
+  // This page's lines from eve3 (the lobby's history holds the earlier tests' too).
+  const heavy = texts.filter(
+    (t) => t.includes('eve3') && (t.includes('\u0301\u0301') || t.includes('\u0316\u0316')),
+  );
+  expect(heavy.map(runs)).toEqual([[16], [16, 16]]);
+  expect(heavy.map((t) => t.split('…').length - 1)).toEqual([1, 2]);
+  for (const msg of kept) {
+    expect(texts.some((t) => t.normalize('NFC').includes(msg.normalize('NFC')))).toBe(true);
+  }
+  await page.close();
+  eve.close();
+}, 30_000);
