@@ -394,6 +394,29 @@ describe('web client rooms in Chromium', () => {
     }
   }, 30_000);
 
+  it('on a phone, scrolls only the strip of rooms sideways, however many rooms or how long their names', async () => {
+    const page = await openPage(server.httpAddress!.port);
+    try {
+      await page.setViewportSize({ width: 390, height: 760 });
+      await joinAs(page, 'pocket');
+      for (const room of ['physics', 'maths', 'chem', 'bio', 'art', 'music', 'y'.repeat(64)])
+        await enterRoom(page, room);
+      const widths = await page.evaluate(() => [
+        (document as unknown as { documentElement: { scrollWidth: number } }).documentElement
+          .scrollWidth,
+        (globalThis as unknown as { innerWidth: number }).innerWidth,
+      ]);
+      expect(widths[0]).toBe(widths[1]);
+      const strip = await page.$eval('.rooms', (el) => {
+        const box = el as unknown as { scrollWidth: number; clientWidth: number };
+        return box.scrollWidth > box.clientWidth;
+      });
+      expect(strip).toBe(true);
+    } finally {
+      await page.close();
+    }
+  }, 30_000);
+
   it('finds a room the list leaves out by what is typed in the room box, rooms with people first', async () => {
     const page = await openPage(server.httpAddress!.port);
     // Two members make 34 rooms and stay in them; two members are in one made last.
