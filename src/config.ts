@@ -204,7 +204,7 @@ export const SERVE_OPTIONS = {
     min: 65536,
     max: 1024 * 1024 * 1024 * 1024,
     description:
-      'bytes of requests not yet received whole, held for all TCP, TLS and WebSocket clients together; past it the slowest senders are disconnected, those whose requests stopped growing first',
+      'bytes of requests not yet received whole, held for all TCP, TLS and WebSocket clients together; past it senders are disconnected, those not yet joined first, then those whose requests stopped growing, then the slowest',
     arg: 'BYTES',
     live: true,
   },

@@ -26,6 +26,8 @@ export type DisconnectReason =
   | 'invalid-nickname'
   | 'banned-words'
   | 'frame-too-large'
+  /** Closed while all clients' unfinished requests together were over --max-partial-total. */
+  | 'partial-total'
   | 'protocol'
   | 'flooding'
   | 'slow-consumer'

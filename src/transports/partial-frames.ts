@@ -3,6 +3,8 @@ import { Looks, Progress } from './progress.js';
 
 /** A connection that may hold part of a request whose end has not arrived. */
 export interface Unfinished {
+  /** Whether its client has joined (a member's request, not a greeting's). */
+  readonly joined: boolean;
   /** Closes it: all clients together hold too much of unfinished requests. */
   shedUnfinished(): void;
 }
@@ -38,10 +40,12 @@ interface Held {
  * until the rest fits within three quarters of it, so the next few bytes held anywhere do
  * not find the total full again at once.
  *
- * The slowest go first: how fast each request arrives is looked at every SAMPLE_MS while any
- * is unfinished (Progress): those that have not grown since the first look go first, then
- * those not looked at yet, then those still arriving, slowest first; of those alike, the
- * ones begun first. An honest request is
+ * Connections whose client has not joined go first: an honest CONNECT is a few hundred bytes
+ * that arrive at once, and connections growing one faster than a member's chat came over a
+ * slow link got that member closed in their place. Then the slowest: how fast each request
+ * arrives is looked at every SAMPLE_MS while any is unfinished (Progress): those that have
+ * not grown since the first look go first, then those not looked at yet, then those still
+ * arriving, slowest first; of those alike, the ones begun first. An honest request is
  * unfinished only while its pieces arrive: closing those holding most let connections each
  * holding a little less than a long chat get the client that sent one closed in their place,
  * and closing those begun first let connections that stopped after their first piece, opened
@@ -100,9 +104,10 @@ export class PartialFrames {
       .map(([connection, held]) => ({
         connection,
         held,
+        member: connection.joined ? 1 : 0,
         rank: held.progress.rank(held.arrived, tick),
       }))
-      .sort((a, b) => a.rank - b.rank || a.held.began - b.held.began);
+      .sort((a, b) => a.member - b.member || a.rank - b.rank || a.held.began - b.held.began);
     let shed = 0;
     for (const { connection, held } of slowest) {
       if (this.total <= target) break;

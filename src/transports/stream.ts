@@ -454,13 +454,17 @@ export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished
     this.partials.update(this, bytes, this.decoder.buffered);
   }
 
+  get joined(): boolean {
+    return this.session.state === 'joined';
+  }
+
   shedUnfinished(): void {
     // PartialFrames logs one line for all it closes at once.
     this.log.debug({ remote: this.remote, held: this.unfinished }, OVER_PARTIAL);
     this.unfinished = 0;
     this.closing = true;
     this.decoder.reset();
-    this.endReason = 'frame-too-large';
+    this.endReason = 'partial-total';
     this.socket.destroy();
   }
 

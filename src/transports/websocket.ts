@@ -224,11 +224,15 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
     this.drop();
   }
 
+  get joined(): boolean {
+    return this.session.state === 'joined';
+  }
+
   shedUnfinished(): void {
     // PartialFrames logs one line for all it closes at once.
     this.log.debug({ remote: this.remote, held: this.unfinished }, OVER_PARTIAL);
     this.unfinished = 0;
-    this.endReason = 'frame-too-large';
+    this.endReason = 'partial-total';
     this.closing = true;
     this.ws.terminate();
   }

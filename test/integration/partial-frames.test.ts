@@ -7,6 +7,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { OVER_PARTIAL } from '../../src/transports/partial-frames.js';
+import { until } from '../helpers/cluster.js';
 import { join, RawClient } from '../helpers/raw-client.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 import { wsClient } from '../helpers/ws-client.js';
@@ -59,6 +60,26 @@ async function memberAndReader(): Promise<{
   return { port, member, reader, output: () => spawned.output() };
 }
 
+/** Writes `text` in pieces of `size` characters, one every `everyMs`. */
+async function trickle(client: RawClient, text: string, size: number, everyMs: number) {
+  for (let at = 0; at < text.length; at += size) {
+    client.write(text.slice(at, at + size));
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
+
+/** The member's long chat reached the reader, the member stays, and some holders were closed. */
+async function wentThrough(
+  { member, reader, output }: { member: RawClient; reader: RawClient; output: () => string },
+  holders: RawClient[],
+): Promise<void> {
+  const got = await reader.waitFor((m) => m.cmd === '70' && m.from === 'member', 1, 10_000);
+  expect(String(got.msg)).toMatch(/^(😀)+$/u);
+  expect(member.isClosed).toBe(false);
+  expect(output()).toContain(OVER_PARTIAL);
+  expect(holders.filter((c) => c.isClosed).length).toBeGreaterThan(0);
+}
+
 describe('unfinished requests of many connections', () => {
   it('are closed past --max-partial-total, those that stopped first; a long chat in pieces meanwhile goes through', async () => {
     const { port, member, reader, output } = await memberAndReader();
@@ -86,14 +107,10 @@ describe('unfinished requests of many connections', () => {
   }, 60_000);
 
   it('close connections that stopped before a chat still arriving on a slow link, though it began first', async () => {
-    const { port, member, reader, output } = await memberAndReader();
+    const chatting = await memberAndReader();
+    const { port, member } = chatting;
     // 48 KB in pieces of 4 KB, one every 200 ms: 2.4 s in all.
-    const sending = (async () => {
-      for (let at = 0; at < LONG_CHAT.length; at += 4_096) {
-        member.write(LONG_CHAT.slice(at, at + 4_096));
-        await new Promise((resolve) => setTimeout(resolve, 200));
-      }
-    })();
+    const sending = trickle(member, LONG_CHAT, 4_096, 200);
     await new Promise((resolve) => setTimeout(resolve, 450));
     // Opened after it began, each sends 60,000 bytes of a request and stops: 1.2 MB in all.
     const holders: RawClient[] = [];
@@ -102,11 +119,50 @@ describe('unfinished requests of many connections', () => {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     await sending;
-    const got = await reader.waitFor((m) => m.cmd === '70' && m.from === 'member', 1, 10_000);
-    expect(String(got.msg)).toMatch(/^(😀)+$/u);
-    expect(member.isClosed).toBe(false);
-    expect(output()).toContain(OVER_PARTIAL);
-    expect(holders.filter((c) => c.isClosed).length).toBeGreaterThan(0);
+    await wentThrough(chatting, holders);
+  }, 60_000);
+
+  it('close connections that have not joined before a member whose chat arrives slower than their requests grow', async () => {
+    const chatting = await memberAndReader();
+    const { port, member } = chatting;
+    // 48 KB in pieces of 2 KB, one every 100 ms: 20 KB/s, a slow link.
+    const sending = trickle(member, LONG_CHAT, 2_048, 100);
+    // Twenty CONNECTs that never end, each growing 8 KB every 100 ms (80 KB/s) up to 60,000
+    // bytes: 1.2 MB in all, past the total while the chat still arrives.
+    const holders: RawClient[] = [];
+    for (let i = 0; i < 20; i++) {
+      const client = await RawClient.open(port);
+      clients.push(client);
+      holders.push(client);
+    }
+    const text = unfinished(60_000);
+    for (let at = 0; at < text.length; at += 8_000) {
+      for (const client of holders) if (!client.isClosed) client.write(text.slice(at, at + 8_000));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await sending;
+    await wentThrough(chatting, holders);
+  }, 60_000);
+
+  it('tell why in the line of a member closed for it: its request was not too large', async () => {
+    server = await spawnServer(['--max-partial-total', '262144', '--rate-limit', '0']);
+    const { port } = server;
+    const spawned = server;
+    const output = () => spawned.output();
+    // Members each sending most of a chat and stopping: the total passes with the sixth.
+    for (let i = 0; i < 8; i++) {
+      const client = await join(port, `held${i}`);
+      clients.push(client);
+      client.write(LONG_CHAT.slice(0, 45_000));
+    }
+    await until('the total passed', () => output().includes(OVER_PARTIAL), 10_000);
+    await until('a member closed', () => /held\d+ left\./.test(output()), 10_000);
+    const leaves = output()
+      .split('\n')
+      .filter((l) => /held\d+ left\./.test(l));
+    expect(leaves.length).toBeGreaterThan(0);
+    for (const l of leaves) expect(l).toContain('partial-total');
+    expect(output()).not.toContain('frame-too-large');
   }, 60_000);
 
   it('count a WebSocket message whose last fragment never comes in the same total', async () => {
