@@ -66,6 +66,8 @@ export interface BenchOptions {
   peerNagle?: boolean;
   /** Another confab checkout (built) to run as server `baseline`. */
   baseline?: string;
+  /** Flags for node itself when it runs a `baseline` server (V8's, say), to weigh them side by side. */
+  baselineNodeFlags?: string[];
   /**
    * Pin a single-process server to the first CPU this process may use and this
    * process (the load generator) to the second, so that they never share one
@@ -152,6 +154,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       'confab-Nnode(s): N confab nodes with --redis and one redis-server (no persistence), all on this machine; server CPU, µs/delivery and RSS are all the processes’ together, Redis included; history is in Redis (every chat stored), so compare with confab-sqlite/-memory for the hop alone',
     );
   }
+  if (o.baselineNodeFlags !== undefined && o.baselineNodeFlags.length > 0) {
+    report.notes.push(
+      `baseline ran as node ${o.baselineNodeFlags.join(' ')} (its own checkout's build)`,
+    );
+  }
   if (servers.some((s) => s === 'ngircd' || s === 'inspircd')) {
     report.notes.push(
       o.peerNagle === true
@@ -185,6 +192,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const server = await startServer(name, members, {
       peerNagle: o.peerNagle,
       baseline: o.baseline,
+      baselineNodeFlags: o.baselineNodeFlags,
       confabArgs,
     });
     if (pin) {
@@ -378,6 +386,7 @@ if (isMain) {
       'peer-nagle': { type: 'boolean', default: false },
       'no-pin': { type: 'boolean', default: false },
       baseline: { type: 'string' },
+      'baseline-node-flags': { type: 'string' },
     },
   });
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -400,6 +409,7 @@ if (isMain) {
     peerNagle: values['peer-nagle'],
     pin: !values['no-pin'],
     baseline: values.baseline === undefined ? undefined : path.resolve(values.baseline),
+    baselineNodeFlags: values['baseline-node-flags']?.split(/\s+/).filter((f) => f !== ''),
     out: path.join(root, 'bench/results'),
     progress: (t) => process.stderr.write(`\r\x1b[K${t}`),
   });

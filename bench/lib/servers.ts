@@ -217,6 +217,8 @@ export interface StartOptions {
   confabArgs?: string[];
   /** Flags for node itself in a cluster's nodes (`--cpu-prof`, for bench/profile.ts). */
   nodeFlags?: string[];
+  /** Flags for node itself when it runs `baseline` (and its -sqlite, -memory). */
+  baselineNodeFlags?: string[];
 }
 
 const helpTexts = new Map<string, string>();
@@ -323,6 +325,7 @@ async function startOnce(
         cleanups.set(port, () => rmSync(dataDir, { recursive: true, force: true }));
       }
       child = launch(process.execPath, [
+        ...(baseline ? (options.baselineNodeFlags ?? []) : []),
         path.join(root, 'dist/cli/main.js'),
         'serve',
         '--port',
