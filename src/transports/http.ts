@@ -79,6 +79,20 @@ function loadStatic(root: string): Map<string, StaticFile> {
   return files;
 }
 
+/** What no Host header of a name and a port holds (RFC 9110): user info, a path, a query. */
+const NOT_IN_HOST = /[@/\\?#\s]/;
+
+/** A Host header's name ('' for none): a name and a port, no more. */
+function hostName(host: string): string {
+  // Read as a URL, "evil.example@127.0.0.1" named 127.0.0.1.
+  if (NOT_IN_HOST.test(host)) return '';
+  try {
+    return new URL(`http://${host}`).hostname;
+  } catch {
+    return '';
+  }
+}
+
 /**
  * Requests one socket may have waiting for their responses. Browsers never
  * pipeline; a client that writes thousands of requests without reading
@@ -269,12 +283,7 @@ export class HttpListener {
     if (host === undefined) return true;
     const allowed = this.options.allowedHosts;
     if (allowed.includes('*')) return true;
-    let name: string;
-    try {
-      name = new URL(`http://${host}`).hostname;
-    } catch {
-      name = '';
-    }
+    let name = hostName(host);
     // A fully qualified name's trailing dot names the same host.
     if (name.endsWith('.')) name = name.slice(0, -1);
     if (name === '') return this.refuseHost(host, req);

@@ -138,6 +138,17 @@ describe('WebSocket listener', () => {
     }
     expect(await status(`evil.example:${port}`, '/ws', true)).toBe(403);
     expect(await status('chat.example.org.evil.example')).toBe(403);
+    // A Host is a name and a port: read as a URL, what follows "@" or comes before "/" was
+    // taken as the host.
+    for (const host of [
+      `evil.example:${port}@127.0.0.1`,
+      `127.0.0.1/evil.example`,
+      `127.0.0.1?evil`,
+      `127.0.0.1#evil`,
+      `127.0.0.1\\evil`,
+    ]) {
+      expect(await status(host), host).toBe(403);
+    }
   });
 
   it('refuses unread, with "02", the first message of a WebSocket whose address has no CONNECT left', async () => {
