@@ -35,10 +35,12 @@ const MAX_LINKS = 16;
  * chat of a letter and 4,095 marks (within --max-message) took a page 35–50 ms to lay out
  * against 3 for plain text of that length, so one member at the flood limit held every
  * reader's page for seconds. Writing that stacks marks uses a few on a letter; nicknames
- * may not hold more than 8 in a row.
+ * may not hold more than 8 in a row. Characters that draw nothing (a zero-width non-joiner,
+ * say) count in the run: one after every 16 marks left them all stacked on one letter.
  */
 const MAX_MARKS = 16;
-const MARK_RUN = new RegExp(`(\\p{M}{${MAX_MARKS}})\\p{M}+`, 'gu');
+const STACKED = '[\\p{M}\\p{Default_Ignorable_Code_Point}]';
+const MARK_RUN = new RegExp(`(${STACKED}{${MAX_MARKS}})${STACKED}+`, 'gu');
 
 /**
  * Message text with http(s) links made clickable (at most MAX_LINKS) and runs of combining
