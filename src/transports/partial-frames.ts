@@ -18,7 +18,7 @@ export interface PartialLimits {
 }
 
 export const OVER_PARTIAL =
-  'unfinished requests of all clients over the limit, disconnecting the slowest';
+  'unfinished requests of all clients over the limit, disconnecting those not joined, then the slowest';
 
 /** What one connection holds of an unfinished request. */
 interface Held {

@@ -22,16 +22,27 @@ afterEach(async () => {
   server = undefined;
 });
 
-/** A CONNECT of `bytes` whose end never comes. */
-function unfinished(bytes: number): string {
-  const head = '{"cmd":"0","nickname":"';
+/** A CONNECT (or with `head`, another request) of `bytes` whose end never comes. */
+function unfinished(bytes: number, head = '{"cmd":"0","nickname":"'): string {
   return head + 'x'.repeat(bytes - head.length);
 }
 
-async function holding(port: number, bytes: number): Promise<RawClient> {
+/** A connection that sends `bytes` of a CONNECT and stops: it never joins. */
+async function connecting(port: number, bytes: number): Promise<RawClient> {
   const client = await RawClient.open(port);
   clients.push(client);
   client.write(unfinished(bytes));
+  return client;
+}
+
+/**
+ * A member `name` that sends `bytes` of a chat and stops: members, since connections that have
+ * not joined are closed before any member whatever their speed.
+ */
+async function holding(port: number, name: string, bytes: number): Promise<RawClient> {
+  const client = await join(port, name);
+  clients.push(client);
+  client.write(unfinished(bytes, '{"cmd":"7","msg":"'));
   return client;
 }
 
@@ -50,7 +61,14 @@ async function memberAndReader(): Promise<{
   reader: RawClient;
   output: () => string;
 }> {
-  server = await spawnServer(['--max-partial-total', '1048576', '--rate-limit', '0']);
+  server = await spawnServer([
+    '--max-partial-total',
+    '1048576',
+    '--rate-limit',
+    '0',
+    '--max-users',
+    '80',
+  ]);
   const port = server.port;
   const member = await join(port, 'member');
   clients.push(member);
@@ -85,7 +103,7 @@ describe('unfinished requests of many connections', () => {
     const { port, member, reader, output } = await memberAndReader();
     // 52 of 20,000 bytes: 1,040,000, just under the total, each less than the chat below.
     const holders: RawClient[] = [];
-    for (let i = 0; i < 52; i++) holders.push(await holding(port, 20_000));
+    for (let i = 0; i < 52; i++) holders.push(await holding(port, `h${i}`, 20_000));
     await settle();
     expect(holders.filter((c) => c.isClosed)).toEqual([]);
     // A course client's longest chat as Python's json.dumps escapes it (48 KB), in two pieces:
@@ -115,7 +133,7 @@ describe('unfinished requests of many connections', () => {
     // Opened after it began, each sends 60,000 bytes of a request and stops: 1.2 MB in all.
     const holders: RawClient[] = [];
     for (let i = 0; i < 20; i++) {
-      holders.push(await holding(port, 60_000));
+      holders.push(await holding(port, `h${i}`, 60_000));
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     await sending;
@@ -146,21 +164,39 @@ describe('unfinished requests of many connections', () => {
 
   it('tell why in the line of a member closed for it: its request was not too large', async () => {
     server = await spawnServer(['--max-partial-total', '262144', '--rate-limit', '0']);
-    const { port } = server;
+    const { port, httpPort } = server;
     const spawned = server;
     const output = () => spawned.output();
-    // Members each sending most of a chat and stopping: the total passes with the sixth.
-    for (let i = 0; i < 8; i++) {
-      const client = await join(port, `held${i}`);
-      clients.push(client);
-      client.write(LONG_CHAT.slice(0, 45_000));
+    // Members each sending 45,000 bytes of a chat and stopping, a browser first, then a TCP
+    // client, in turn: the total passes with the sixth, and the first of each kind go.
+    for (let i = 0; i < 6; i++) {
+      if (i % 2 === 0) {
+        const browser = await wsClient(httpPort!);
+        sockets.push(browser.ws);
+        browser.send({ cmd: '0', nickname: `held${i}` });
+        await browser.expect('03');
+        browser.ws.send(Buffer.alloc(45_000, 0x20), { fin: false });
+      } else {
+        await holding(port, `held${i}`, 45_000);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    await until('the total passed', () => output().includes(OVER_PARTIAL), 10_000);
-    await until('a member closed', () => /held\d+ left\./.test(output()), 10_000);
+    const left = /held(\d+) left\./;
+    await until(
+      'a browser and a TCP member closed',
+      () => {
+        const gone = output()
+          .split('\n')
+          .map((l) => left.exec(l)?.[1])
+          .filter((n) => n !== undefined);
+        return gone.includes('0') && gone.includes('1');
+      },
+      10_000,
+    );
+    expect(output()).toContain(OVER_PARTIAL);
     const leaves = output()
       .split('\n')
-      .filter((l) => /held\d+ left\./.test(l));
-    expect(leaves.length).toBeGreaterThan(0);
+      .filter((l) => left.test(l));
     for (const l of leaves) expect(l).toContain('partial-total');
     expect(output()).not.toContain('frame-too-large');
   }, 60_000);
@@ -181,7 +217,7 @@ describe('unfinished requests of many connections', () => {
       browsers.push(browser);
     }
     const holders: RawClient[] = [];
-    for (let i = 0; i < 26; i++) holders.push(await holding(port, 20_000));
+    for (let i = 0; i < 26; i++) holders.push(await connecting(port, 20_000));
     await settle();
     expect(server.output()).not.toContain(OVER_PARTIAL);
     // 25,000 more pass the total: the browsers, whose messages began first, are closed first.
