@@ -134,8 +134,12 @@ export async function startRedis(): Promise<RedisServer> {
     },
     async restart(whileDown) {
       await kill(child);
-      await whileDown?.();
-      child = launch(port, dir);
+      try {
+        await whileDown?.();
+      } finally {
+        // Started again whatever the step did: a failed step must not leave later tests without Redis.
+        child = launch(port, dir);
+      }
       await waitReady(port, child);
     },
   };

@@ -38,7 +38,8 @@ function restartRedis(node: number, then: () => void): Promise<void> {
   const server = cluster.nodes[node]!;
   const from = server.output().length;
   return cluster.redis.restart(async () => {
-    await waitFor(() => server.output().slice(from), 'Redis (--redis ');
+    // The warning of the outage ("Redis (--redis url): read ECONNRESET"), not "… is reachable again".
+    await waitFor(() => server.output().slice(from), `Redis (--redis ${cluster.redis.url}): `);
     then();
   });
 }
