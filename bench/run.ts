@@ -154,7 +154,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       'confab-Nnode(s): N confab nodes with --redis and one redis-server (no persistence), all on this machine; server CPU, µs/delivery and RSS are all the processes’ together, Redis included; history is in Redis (every chat stored), so compare with confab-sqlite/-memory for the hop alone',
     );
   }
-  if (o.baselineNodeFlags !== undefined && o.baselineNodeFlags.length > 0) {
+  if (
+    o.baselineNodeFlags !== undefined &&
+    o.baselineNodeFlags.length > 0 &&
+    servers.some((s) => s.startsWith('baseline'))
+  ) {
     report.notes.push(
       `baseline ran as node ${o.baselineNodeFlags.join(' ')} (its own checkout's build)`,
     );

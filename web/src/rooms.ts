@@ -167,7 +167,10 @@ export function setMembers(view: RoomView, names: string[]): void {
   if (view === selected) renderMembers(view);
 }
 
-/** Where `name` is in a room's member list: names are compared as the server compares them, case aside. */
+/**
+ * Where `name` is in a room's member list, case aside: the server sends names as it holds them,
+ * so this finds them however a line spelt them.
+ */
 function memberIndex(view: RoomView, name: string): number {
   const folded = name.toLowerCase();
   return view.members.findIndex((m) => m.toLowerCase() === folded);
