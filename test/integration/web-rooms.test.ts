@@ -394,6 +394,33 @@ describe('web client rooms in Chromium', () => {
     }
   }, 30_000);
 
+  it('on a phone, scrolls only the strip of rooms sideways, however many rooms or how long their names', async () => {
+    // Its own server: the rooms it joins from this address would spend the request budget of
+    // the tests after it.
+    const own = await startConfab({ 'http-port': '0' });
+    const page = await openPage(own.httpAddress!.port);
+    try {
+      await page.setViewportSize({ width: 390, height: 760 });
+      await joinAs(page, 'pocket');
+      for (const room of ['physics', 'maths', 'chem', 'bio', 'art', 'music', 'y'.repeat(64)])
+        await enterRoom(page, room);
+      const widths = await page.evaluate(() => [
+        (document as unknown as { documentElement: { scrollWidth: number } }).documentElement
+          .scrollWidth,
+        (globalThis as unknown as { innerWidth: number }).innerWidth,
+      ]);
+      expect(widths[0]).toBe(widths[1]);
+      const strip = await page.$eval('.rooms', (el) => {
+        const box = el as unknown as { scrollWidth: number; clientWidth: number };
+        return box.scrollWidth > box.clientWidth;
+      });
+      expect(strip).toBe(true);
+    } finally {
+      await page.close();
+      await own.stop();
+    }
+  }, 30_000);
+
   it('finds a room the list leaves out by what is typed in the room box, rooms with people first', async () => {
     const page = await openPage(server.httpAddress!.port);
     // Two members make 34 rooms and stay in them; two members are in one made last.
@@ -1460,39 +1487,4 @@ describe('web client history and resume in Chromium', () => {
       await server.stop();
     }
   }, 60_000);
-});
-
-// Its own server: the rooms it joins from this address would spend the request budget of the
-// tests after it.
-describe('web client rooms on a phone', () => {
-  let server: ConfabServer;
-  beforeAll(async () => {
-    server = await startConfab({ 'http-port': '0' });
-  });
-  afterAll(async () => {
-    await server?.stop();
-  });
-
-  it('on a phone, scrolls only the strip of rooms sideways, however many rooms or how long their names', async () => {
-    const page = await openPage(server.httpAddress!.port);
-    try {
-      await page.setViewportSize({ width: 390, height: 760 });
-      await joinAs(page, 'pocket');
-      for (const room of ['physics', 'maths', 'chem', 'bio', 'art', 'music', 'y'.repeat(64)])
-        await enterRoom(page, room);
-      const widths = await page.evaluate(() => [
-        (document as unknown as { documentElement: { scrollWidth: number } }).documentElement
-          .scrollWidth,
-        (globalThis as unknown as { innerWidth: number }).innerWidth,
-      ]);
-      expect(widths[0]).toBe(widths[1]);
-      const strip = await page.$eval('.rooms', (el) => {
-        const box = el as unknown as { scrollWidth: number; clientWidth: number };
-        return box.scrollWidth > box.clientWidth;
-      });
-      expect(strip).toBe(true);
-    } finally {
-      await page.close();
-    }
-  }, 30_000);
 });
