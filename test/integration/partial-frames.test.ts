@@ -27,10 +27,16 @@ function unfinished(bytes: number, head = '{"cmd":"0","nickname":"'): string {
   return head + 'x'.repeat(bytes - head.length);
 }
 
-/** A connection that sends `bytes` of a CONNECT and stops: it never joins. */
-async function connecting(port: number, bytes: number): Promise<RawClient> {
+/** A connection, closed after the test. */
+async function opened(port: number): Promise<RawClient> {
   const client = await RawClient.open(port);
   clients.push(client);
+  return client;
+}
+
+/** A connection that sends `bytes` of a CONNECT and stops: it never joins. */
+async function connecting(port: number, bytes: number): Promise<RawClient> {
+  const client = await opened(port);
   client.write(unfinished(bytes));
   return client;
 }
@@ -78,9 +84,9 @@ async function memberAndReader(): Promise<{
   return { port, member, reader, output: () => spawned.output() };
 }
 
-/** Writes `text` in pieces of `size` characters, one every `everyMs`. */
+/** Writes `text` in pieces of `size` characters, one every `everyMs`, until it is closed. */
 async function trickle(client: RawClient, text: string, size: number, everyMs: number) {
-  for (let at = 0; at < text.length; at += size) {
+  for (let at = 0; at < text.length && !client.isClosed; at += size) {
     client.write(text.slice(at, at + size));
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
@@ -148,16 +154,8 @@ describe('unfinished requests of many connections', () => {
     // Twenty CONNECTs that never end, each growing 8 KB every 100 ms (80 KB/s) up to 60,000
     // bytes: 1.2 MB in all, past the total while the chat still arrives.
     const holders: RawClient[] = [];
-    for (let i = 0; i < 20; i++) {
-      const client = await RawClient.open(port);
-      clients.push(client);
-      holders.push(client);
-    }
-    const text = unfinished(60_000);
-    for (let at = 0; at < text.length; at += 8_000) {
-      for (const client of holders) if (!client.isClosed) client.write(text.slice(at, at + 8_000));
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    for (let i = 0; i < 20; i++) holders.push(await opened(port));
+    await Promise.all(holders.map((c) => trickle(c, unfinished(60_000), 8_000, 100)));
     await sending;
     await wentThrough(chatting, holders);
   }, 60_000);
@@ -242,18 +240,10 @@ describe('unfinished requests of many connections', () => {
   it('count the memory held, not the bytes: a request in pieces is held in a buffer that doubles', async () => {
     server = await spawnServer(['--max-partial-total', '1048576', '--rate-limit', '0']);
     const holders: RawClient[] = [];
-    for (let i = 0; i < 60; i++) {
-      const client = await RawClient.open(server.port);
-      clients.push(client);
-      holders.push(client);
-    }
+    for (let i = 0; i < 60; i++) holders.push(await opened(server.port));
     // 16,001 bytes each, 960,060 in all, under the total; in pieces of 1,000 each is held in
     // a buffer grown to 32,000, 1.9 MB in all.
-    const request = unfinished(16_001);
-    for (let at = 0; at < request.length; at += 1_000) {
-      for (const client of holders) client.write(request.slice(at, at + 1_000));
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await Promise.all(holders.map((c) => trickle(c, unfinished(16_001), 1_000, 20)));
     await settle();
     expect(server.output()).toContain(OVER_PARTIAL);
     expect(holders.filter((c) => c.isClosed).length).toBeGreaterThan(0);
