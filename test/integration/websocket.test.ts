@@ -86,8 +86,14 @@ describe('WebSocket listener', () => {
     await expect(wsClient(http, { origin: 'https://evil.example.com' })).rejects.toThrow(/403/);
     const same = await wsClient(http, { origin: `http://127.0.0.1:${http}` });
     const listed = await wsClient(http, { origin: 'https://chat.example.org' });
+    // Behind a proxy that ends TLS the page's own origin is https, the listener plain.
+    const proxied = await wsClient(http, { origin: `https://127.0.0.1:${http}` });
+    await expect(wsClient(http, { origin: `https://127.0.0.1:${http + 1}` })).rejects.toThrow(
+      /403/,
+    );
     same.ws.close();
     listed.ws.close();
+    proxied.ws.close();
   });
 
   it('answers only IP addresses, localhost and --allowed-hosts: a rebound name gets 403, page and /ws alike', async () => {
