@@ -53,6 +53,7 @@ export function table(report: BenchReport): string {
       );
     }
   }
+  lines.push(...roundByRound(report));
   if (report.conns.length > 0) {
     lines.push(
       '',
@@ -110,6 +111,51 @@ export function table(report: BenchReport): string {
   const bullets = [...report.notes, ...report.skipped];
   if (bullets.length > 0) lines.push('', ...bullets.map((s) => `- ${s}`));
   return lines.join('\n');
+}
+
+/** The middle value (the mean of the two middle ones for an even count). */
+function middle(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length / 2;
+  return sorted.length % 2 === 1 ? sorted[Math.floor(mid)]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/**
+ * Ratios to each peer taken within each round, confab's k-th run against the peer's k-th.
+ * The servers of one round run within a minute of each other, so on a machine whose speed
+ * drifts from minute to minute these pairs compare like with like where the ratio of two
+ * medians, taken from different minutes, may not.
+ */
+function roundByRound(report: BenchReport): string[] {
+  const rows: string[] = [];
+  const workloads = [...new Set(report.runs.map((r) => r.workload))];
+  for (const w of workloads) {
+    const runs = report.runs.filter((r) => r.workload === w);
+    const mine = runs.filter((r) => r.server === 'confab');
+    if (mine.length < 2) continue;
+    for (const peer of new Set(runs.map((r) => r.server))) {
+      if (peer === 'confab') continue;
+      const theirs = runs.filter((r) => r.server === peer);
+      const n = Math.min(mine.length, theirs.length);
+      if (n < 2) continue;
+      const pairs = mine.slice(0, n).map((m, k) => [m, theirs[k]!] as const);
+      const speed = pairs.map(([m, t]) => m.deliveriesPerSec / t.deliveriesPerSec);
+      const cost = pairs.map(([m, t]) => m.serverUsPerDelivery / t.serverUsPerDelivery);
+      const list = (xs: number[]) => xs.map((x) => `${f(x, 2)}×`).join(', ');
+      rows.push(
+        `| ${w} | ${peer} | ${list(speed)} | ${f(middle(speed), 2)}× | ${list(cost)} | ${f(middle(cost), 2)}× |`,
+      );
+    }
+  }
+  if (rows.length === 0) return [];
+  return [
+    '',
+    'Round by round: confab against each peer within the same round (its runs a minute apart at most), and the median of those ratios:',
+    '',
+    '| workload | peer | confab/peer throughput by round | median | confab/peer µs/delivery by round | median |',
+    '|---|---|---:|---:|---:|---:|',
+    ...rows,
+  ];
 }
 
 const COLORS: Record<string, string> = {

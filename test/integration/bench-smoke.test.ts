@@ -76,6 +76,8 @@ describe.skipIf(withoutSeed())('benchmark harness', () => {
     expect(conns.serverUsPerConnection).toBeGreaterThan(0);
     expect(report.skipped.some((s) => s.startsWith('seed × W-pipe'))).toBe(true);
     expect(table(report)).toContain('| W-pipe | confab |');
+    // Both rounds of W-seed paired, confab against the course server.
+    expect(table(report)).toMatch(/\| W-seed \| seed \| [\d.,]+×, [\d.,]+× \| [\d.,]+× \|/);
     expect(chart(report)).toMatch(/^<svg[\s\S]*<\/svg>$/);
   }, 60_000);
 });
