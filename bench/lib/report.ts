@@ -141,9 +141,15 @@ function roundByRound(report: BenchReport): string[] {
       const pairs = mine.slice(0, n).map((m, k) => [m, theirs[k]!] as const);
       const speed = pairs.map(([m, t]) => m.deliveriesPerSec / t.deliveriesPerSec);
       const cost = pairs.map(([m, t]) => m.serverUsPerDelivery / t.serverUsPerDelivery);
+      const p99 = pairs.map(([m, t]) => m.p99Ms - t.p99Ms);
       const list = (xs: number[]) => xs.map((x) => `${f(x, 2)}×`).join(', ');
+      // Rounded first, so that -0.004 reads 0.00 rather than -0.00.
+      const ms = (x: number) => {
+        const r = Math.round(x * 100) / 100 || 0;
+        return `${r > 0 ? '+' : ''}${f(r, 2)}`;
+      };
       rows.push(
-        `| ${w} | ${peer} | ${list(speed)} | ${f(middle(speed), 2)}× | ${list(cost)} | ${f(middle(cost), 2)}× |`,
+        `| ${w} | ${peer} | ${list(speed)} | ${f(middle(speed), 2)}× | ${list(cost)} | ${f(middle(cost), 2)}× | ${p99.map(ms).join(', ')} | ${ms(middle(p99))} |`,
       );
     }
   }
@@ -152,8 +158,8 @@ function roundByRound(report: BenchReport): string[] {
     '',
     'Round by round: confab against each peer within the same round (its runs a minute apart at most), and the median of those ratios:',
     '',
-    '| workload | peer | confab/peer throughput by round | median | confab/peer µs/delivery by round | median |',
-    '|---|---|---:|---:|---:|---:|',
+    '| workload | peer | confab/peer throughput by round | median | confab/peer µs/delivery by round | median | confab − peer p99 ms by round | median |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
     ...rows,
   ];
 }
