@@ -25,7 +25,8 @@ import { CONFAB_VERSION } from '../protocol/version.js';
 import { type Style, view } from './chat-view.js';
 import {
   forgetSession,
-  savedToken,
+  type SavedRoom,
+  savedEntry,
   saveSession,
   serverKey,
   sessionFile,
@@ -55,8 +56,9 @@ Joins a confab server (or the course's Python server) as <nickname>.
                      you, in $XDG_STATE_HOME/confab/sessions.json (default
                      ~/.local/state/confab/), so that after a lost connection the
                      client started again takes its session back (rooms and
-                     all) instead of finding its nickname taken; \\exit, Ctrl+C
-                     and Ctrl+D remove it
+                     all) instead of finding its nickname taken, or, when that
+                     session has ended, joins its rooms again with what was said
+                     there meanwhile; \\exit, Ctrl+C and Ctrl+D remove it
   --help             show this help
 
 Type \\help once connected for the commands. Lines typed or pasted faster than
@@ -100,6 +102,8 @@ const LINES_PER_TURN = 200;
  */
 const JOIN_HOLD_MS = 2000;
 const JOIN_HOLD_LINES = 500;
+/** How often at most the last message seen in each room is saved with the session. */
+const POSITIONS_SAVE_MS = 5000;
 /**
  * The waits before each new attempt when the first CONNECT is answered "02" (a full room, or
  * the address's CONNECT budget spent): about half a minute in all, then the client gives up.
@@ -224,8 +228,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   const tokenServer = serverKey(servers, useTls, parsed.values.servername);
   // The session of an earlier run of this client that a lost connection left on the server:
   // presented, it is taken back instead of the nickname being "taken" by it.
-  const saved = saving ? savedToken(tokenFile, tokenServer, nickname) : undefined;
-  if (saved !== undefined) connectOptions.resume = saved;
+  const saved = saving ? savedEntry(tokenFile, tokenServer, nickname) : undefined;
+  if (saved !== undefined) connectOptions.resume = saved.token;
   let client: ChatClient | undefined;
   for (let attempt = 0; client === undefined; attempt++) {
     try {
@@ -254,11 +258,28 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
 
   /** Once told: a file that cannot be written is no reason to stop chatting. */
   let saveFailed = false;
+  /** A save of the rooms' positions due (see savePositions). */
+  let positionsTimer: NodeJS.Timeout | undefined;
+  /**
+   * The last message seen in each room moves with every chat: written at most every
+   * POSITIONS_SAVE_MS, so a new start after a crash is given what it missed, repeating
+   * at most that much as history.
+   */
+  const savePositions = () => {
+    if (!saving || positionsTimer !== undefined) return;
+    positionsTimer = setTimeout(saveToken, POSITIONS_SAVE_MS);
+    positionsTimer.unref();
+  };
   /** Keeps the session's newest token on disk (see saved-sessions.ts), unless leaving. */
   const saveToken = () => {
+    clearTimeout(positionsTimer);
+    positionsTimer = undefined;
     if (!saving || leaving || client.resumeToken === undefined) return;
+    const rooms = client.positions.flatMap(({ room, since }): SavedRoom[] =>
+      room === LOBBY ? [] : since === undefined ? [{ room }] : [{ room, ...since }],
+    );
     try {
-      saveSession(tokenFile, tokenServer, client.nickname, client.resumeToken);
+      saveSession(tokenFile, tokenServer, client.nickname, client.resumeToken, process.pid, rooms);
     } catch (err) {
       if (saveFailed) return;
       saveFailed = true;
@@ -404,7 +425,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     else if (heldLines.push(text) >= JOIN_HOLD_LINES) showHeld();
   };
 
-  client.on('chat', (m) =>
+  client.on('chat', (m) => {
+    if (!m.whisper) savePositions();
     tell(
       m.whisper
         ? view.whisperIn(style, new Date(), m.from, m.msg)
@@ -418,8 +440,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
             m.action === true,
             client.nickname,
           ),
-    ),
-  );
+    );
+  });
   const showHistory = (messages: readonly ChatMessage[]) => {
     for (const m of messages) {
       const at = new Date(m.at ?? Number.NaN);
@@ -464,6 +486,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     }
   });
   client.on('session', () => saveToken());
+  client.on('stored', () => savePositions());
   /** The operator name granted to this session, if any. */
   let operator: string | undefined;
   client.on('resumed', (r) => {
@@ -485,6 +508,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       }
     }
     gapTold.clear();
+    // Rooms lost in the reconnect are no longer the session's to join again.
+    saveToken();
     if (!joined.has(current)) current = LOBBY;
     // At once: the lines above were drawn with the old prompt, and nothing may follow them.
     redrawPrompt();
@@ -573,6 +598,39 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     result(1);
   });
 
+  /**
+   * Joins the rooms of a saved session that had ended, each from the last message seen there:
+   * what was said meanwhile follows "You joined" (or a line says what may be missing).
+   */
+  const rejoin = async (rooms: readonly SavedRoom[]): Promise<void> => {
+    for (const entry of rooms) {
+      if (leaving || client.isClosed) return;
+      if (known(entry.room) !== undefined) continue;
+      const since =
+        entry.epoch === undefined || entry.id === undefined
+          ? undefined
+          : { epoch: entry.epoch, id: entry.id };
+      holdEvents();
+      try {
+        const room = await client.join(entry.room, since);
+        joined.add(room.room);
+        say(view.joinedRoom(style, room.room, room.members));
+        if (since !== undefined && room.recovered === false) {
+          say(view.gap(style, room.room, room.reason));
+        }
+        showHistory(room.history);
+      } catch (err) {
+        if (!(err instanceof ChatClientError)) throw err;
+        // A lost connection is told by its own lines; what follows is the reconnect's.
+        if (err.kind === 'closed' || err.kind === 'reconnecting' || client.isClosed) return;
+        say(view.error(style, `Could not join ${entry.room} again: ${err.message}.`));
+      } finally {
+        showHeld();
+      }
+    }
+    saveToken();
+  };
+
   // Lines are handled strictly in order, even when a reply is awaited.
   let queue = Promise.resolve();
 
@@ -625,12 +683,19 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   if (saved !== undefined && !client.resumedAtConnect) {
     // A saved session not taken back: its client stopped (even killed, it closed its
     // connection, and the server let the session go at once), or the server restarted.
+    // Its rooms are joined again, as a reconnect does, each from the last message seen.
+    const rooms = client.hasRooms ? (saved.rooms ?? []) : [];
+    const ended =
+      'The session your last run left had already ended on the server, so this is a new one';
     say(
       view.info(
         style,
-        'The session your last run left had already ended on the server, so this is a new one: join your rooms again.',
+        rooms.length === 0
+          ? `${ended}.`
+          : `${ended}; joining its rooms again: ${rooms.map((r) => r.room).join(', ')}.`,
       ),
     );
+    if (rooms.length > 0) queue = queue.then(() => rejoin(rooms));
   }
   // Said once the rooms taken back are here, so that what is typed after it finds them;
   // lines typed before it wait in the queue behind it.
@@ -731,6 +796,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
               return;
             }
             joined.add(room.room);
+            saveToken();
             // Not through view.info: the line holds the client's own colors, which info would escape.
             say(view.joinedRoom(style, room.room, room.members));
             showHistory(room.history);
@@ -771,6 +837,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           }
           const room = await client.part(known(name) ?? name);
           joined.delete(room);
+          saveToken();
           say(view.info(style, `You left ${room}.`));
           if (command.reason !== undefined) say(view.info(style, NO_PART_REASON));
           if (room === current) {

@@ -8,6 +8,10 @@
  * presented once the process that saved it is gone, so two clients on one machine never take
  * each other's live session.
  *
+ * With the token go the rooms the session was in and the last message seen in each: when the
+ * session itself has ended by the next start (the connection closed with the client, or the
+ * server restarted), the new one joins them again and is given what it missed.
+ *
  * Everything here fails soft: the file is a convenience, and a file that cannot be read,
  * is garbage, too large or no regular file (a FIFO would block a plain read) reads as empty.
  */
@@ -42,6 +46,12 @@ const MAX_TOKEN = 512;
 const MAX_NICKNAME_KEY = 32 * 18;
 /** A host name is at most 255 characters, a boot id 36. */
 const MAX_HOST = 255;
+/** As many rooms as a CONNECT's `since` takes back; the lobby is never saved. */
+export const MAX_SAVED_ROOMS = 20;
+/** Room names are at most 64 characters; longer than a name can be, it names nobody. */
+const MAX_ROOM = 1024;
+/** Epochs are opaque; today's are far shorter. */
+const MAX_EPOCH = 128;
 
 /** This machine and this boot of it (see SavedSession). */
 export function thisMachine(): { host: string; boot: string } {
@@ -52,6 +62,13 @@ export function thisMachine(): { host: string; boot: string } {
     // Not Linux: the host name alone, and the PID.
   }
   return { host: os.hostname().slice(0, MAX_HOST), boot };
+}
+
+/** A room the session was in, with the last message its client had there, when it had one. */
+export interface SavedRoom {
+  room: string;
+  epoch?: string;
+  id?: number;
 }
 
 export interface SavedSession {
@@ -71,6 +88,11 @@ export interface SavedSession {
   boot: string;
   /** When saved (ms since the epoch): the oldest go first past MAX_SAVED_SESSIONS. */
   at: number;
+  /**
+   * The rooms it was in besides the lobby: when the session itself has ended (its client
+   * killed, its connection closed, the server restarted), a new start joins them again.
+   */
+  rooms?: SavedRoom[];
 }
 
 /** `$XDG_STATE_HOME/confab/sessions.json`, by default under `~/.local/state`. */
@@ -106,6 +128,29 @@ export function serverKey(
     : `sha256:${createHash('sha256').update(key).digest('hex')}`;
 }
 
+function isRoom(value: unknown): value is SavedRoom {
+  if (typeof value !== 'object' || value === null) return false;
+  const r = value as Record<string, unknown>;
+  const positioned =
+    typeof r.epoch === 'string' &&
+    r.epoch.length > 0 &&
+    r.epoch.length <= MAX_EPOCH &&
+    Number.isSafeInteger(r.id) &&
+    (r.id as number) >= 0;
+  const bare = r.epoch === undefined && r.id === undefined;
+  return (
+    typeof r.room === 'string' &&
+    r.room.length > 0 &&
+    r.room.length <= MAX_ROOM &&
+    (positioned || bare)
+  );
+}
+
+/** Only the fields a room keeps, whatever else the object held. */
+function savedRoom({ room, epoch, id }: SavedRoom): SavedRoom {
+  return epoch === undefined || id === undefined ? { room } : { room, epoch, id };
+}
+
 function isEntry(value: unknown): value is SavedSession {
   if (typeof value !== 'object' || value === null) return false;
   const e = value as Record<string, unknown>;
@@ -131,6 +176,16 @@ function isEntry(value: unknown): value is SavedSession {
   );
 }
 
+/** An entry's rooms as read: what is not a well-formed room is dropped, never the entry. */
+function roomsOf(value: unknown): SavedRoom[] {
+  if (!Array.isArray(value)) return [];
+  return value
+    .slice(0, MAX_SAVED_ROOMS * 4)
+    .filter(isRoom)
+    .slice(0, MAX_SAVED_ROOMS)
+    .map(savedRoom);
+}
+
 /** The newest MAX_SAVED_SESSIONS, newest first, one per server and nickname. */
 function newest(entries: readonly SavedSession[]): SavedSession[] {
   const seen = new Set<string>();
@@ -140,7 +195,10 @@ function newest(entries: readonly SavedSession[]): SavedSession[] {
     if (seen.has(key)) continue;
     seen.add(key);
     const { server, nickname, token, pid, host, boot, at } = e;
-    kept.push({ server, nickname, token, pid, host, boot, at });
+    const entry: SavedSession = { server, nickname, token, pid, host, boot, at };
+    const rooms = roomsOf(e.rooms);
+    if (rooms.length > 0) entry.rooms = rooms;
+    kept.push(entry);
     if (kept.length === MAX_SAVED_SESSIONS) break;
   }
   return kept;
@@ -291,13 +349,24 @@ export function savedToken(
   alive: (pid: number) => boolean = processAlive,
   machine = thisMachine(),
 ): string | undefined {
+  return savedEntry(file, server, nickname, alive, machine)?.token;
+}
+
+/** As savedToken, the whole entry: its token and the rooms its session was in. */
+export function savedEntry(
+  file: string,
+  server: string,
+  nickname: string,
+  alive: (pid: number) => boolean = processAlive,
+  machine = thisMachine(),
+): SavedSession | undefined {
   const key = nicknameKey(nickname);
   const entry = readSessions(file).find((e) => e.server === server && e.nickname === key);
   // Saved on another machine: whether its client still runs cannot be told from here.
   if (entry === undefined || entry.host !== machine.host) return undefined;
   // Saved before this machine last started: its client is gone, whatever has its PID now.
-  if (entry.boot !== machine.boot && entry.boot !== '' && machine.boot !== '') return entry.token;
-  return alive(entry.pid) ? undefined : entry.token;
+  if (entry.boot !== machine.boot && entry.boot !== '' && machine.boot !== '') return entry;
+  return alive(entry.pid) ? undefined : entry;
 }
 
 /**
@@ -311,9 +380,20 @@ export function saveSession(
   nickname: string,
   token: string,
   pid = process.pid,
+  rooms: readonly SavedRoom[] = [],
 ): void {
   const key = nicknameKey(nickname);
-  const entry = { server, nickname: key, token, pid, ...thisMachine(), at: Date.now() };
+  const entry: SavedSession = {
+    server,
+    nickname: key,
+    token,
+    pid,
+    ...thisMachine(),
+    at: Date.now(),
+  };
+  // Rooms past what a file entry holds are the least of it: the session's token still counts.
+  const kept = roomsOf(rooms);
+  if (kept.length > 0) entry.rooms = kept;
   // What reading would drop (a server's 300 KB token) must not push the others out.
   if (!isEntry(entry)) throw new Error('the server gave a token too long to keep');
   locked(file, () => {

@@ -558,12 +558,26 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   }
 
   /**
+   * The rooms this client is in, the lobby first, each with the last message it has there
+   * (with "history", once one came): what `join(room, since)` of a later session takes to
+   * give what was missed in between.
+   */
+  get positions(): { room: string; since?: Position }[] {
+    return [...this.joined].map((room) => {
+      const track = this.tracks.get(room);
+      return track === undefined ? { room } : { room, since: { epoch: track.epoch, id: track.id } };
+    });
+  }
+
+  /**
    * Joins (or creates) a room; rejects with the server's error code when
    * refused. With "history" it resolves once the stored messages sent with
-   * the join have arrived, in `history`.
+   * the join have arrived, in `history`: with `since` (a position from
+   * `positions`, perhaps of an earlier session), those after it, and
+   * `recovered` says whether that was all of them.
    */
-  join(room: string): Promise<JoinedRoom> {
-    return this.joinRoom(room, undefined, false);
+  join(room: string, since?: Position): Promise<JoinedRoom> {
+    return this.joinRoom(room, this.hasHistory ? since : undefined, false);
   }
 
   private async joinRoom(

@@ -27,6 +27,7 @@ interface Entry {
   nickname: string;
   token: string;
   pid: number;
+  rooms?: { room: string; epoch?: string; id?: number }[];
 }
 const entries = (): Entry[] => {
   try {
@@ -106,20 +107,60 @@ describe('confab chat saves its session token', () => {
     expect(entries()).toEqual([expect.objectContaining({ nickname: 'ann', pid: again.child.pid })]);
   });
 
-  it('says so when the session its last run left had ended (the client was killed, its connection closed)', async () => {
+  it('joins the rooms of a session that had ended again, with what was said there meanwhile (the client was killed, its connection closed)', async () => {
     const { server } = await serverWithRelay();
+    const bob = await bobIn(server.address.port, 'physics');
     const ann = chatProcess(['ann', '--port', String(server.address.port)]);
-    await ann.waitFor('You are the 1st user.');
+    await ann.waitFor('You are the 2nd user.');
     ann.type('\\join physics');
     await ann.waitFor('You joined physics');
+    ann.type('\\join math');
+    await ann.waitFor('You joined math');
+    bob.chat('seen before', 'physics');
+    await ann.waitFor('bob: seen before');
+    // The last message seen is saved within a few seconds of it.
+    await until(
+      'the position in physics to be saved',
+      () => entries()[0]?.rooms?.some((r) => r.room === 'physics' && (r.id ?? 0) > 0) === true,
+      10_000,
+    );
     // Killed with its connection alive: the kernel closes it, and the server lets ann go.
     ann.child.kill('SIGKILL');
     await ann.exited;
     expect(entries()).toHaveLength(1);
+    await until('ann to leave', () => server.chat.members().length === 1, 10_000);
+    bob.chat('said while ann was away', 'physics');
+
+    const again = chatProcess(['ann', '--port', String(server.address.port)]);
+    await again.waitFor(
+      'already ended on the server, so this is a new one; joining its rooms again: physics, math.',
+    );
+    await again.waitFor('You joined math');
+    expect(again.output).not.toContain('Took back');
+    // What was missed, once, after its "You joined"; what was seen before, not again.
+    const out = again.output;
+    expect(out.indexOf('bob: said while ann was away')).toBeGreaterThan(
+      out.indexOf('You joined physics'),
+    );
+    expect(out.split('said while ann was away')).toHaveLength(2);
+    expect(out).not.toContain('seen before');
+    const heard = new Promise((resolve) => bob.once('chat', resolve));
+    again.type('\\room physics');
+    await again.waitFor('You are typing into physics.');
+    again.type('back');
+    expect(await heard).toMatchObject({ from: 'ann', msg: 'back', room: 'physics' });
+  });
+
+  it('says only that the session had ended when it was in no room but the lobby', async () => {
+    const { server } = await serverWithRelay();
+    const ann = chatProcess(['ann', '--port', String(server.address.port)]);
+    await ann.waitFor('You are the 1st user.');
+    ann.child.kill('SIGKILL');
+    await ann.exited;
     await until('ann to leave', () => server.chat.members().length === 0, 10_000);
     const again = chatProcess(['ann', '--port', String(server.address.port)]);
-    await again.waitFor('already ended on the server, so this is a new one');
-    expect(again.output).not.toContain('Took back');
+    await again.waitFor('already ended on the server, so this is a new one.');
+    expect(again.output).not.toContain('joining');
   });
 
   it('never presents the token of a client that still runs, even a frozen one', async () => {

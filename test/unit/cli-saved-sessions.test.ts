@@ -6,10 +6,13 @@ import { describe, expect, it } from 'vitest';
 import {
   forgetSession,
   formatSessions,
+  MAX_SAVED_ROOMS,
   MAX_SAVED_SESSIONS,
   parseSessions,
   processAlive,
+  type SavedRoom,
   type SavedSession,
+  savedEntry,
   savedToken,
   saveSession,
   serverKey,
@@ -21,15 +24,28 @@ import { useTempDir } from '../helpers/temp-dir.js';
 const dir = useTempDir('confab-sessions-unit-');
 const file = () => path.join(dir.path, 'confab', 'sessions.json');
 
-const entry: fc.Arbitrary<SavedSession> = fc.record({
-  server: fc.string({ minLength: 1, maxLength: 40 }),
-  nickname: fc.string({ minLength: 1, maxLength: 32 }),
-  token: fc.string({ minLength: 1, maxLength: 64 }),
-  pid: fc.integer({ min: 1, max: 2 ** 31 }),
-  host: fc.string({ maxLength: 20 }),
-  boot: fc.string({ maxLength: 36 }),
-  at: fc.integer({ min: 0, max: 2 ** 45 }),
-});
+const room: fc.Arbitrary<SavedRoom> = fc.oneof(
+  fc.record({ room: fc.string({ minLength: 1, maxLength: 64 }) }),
+  fc.record({
+    room: fc.string({ minLength: 1, maxLength: 64 }),
+    epoch: fc.string({ minLength: 1, maxLength: 24 }),
+    id: fc.nat(),
+  }),
+);
+
+const entry: fc.Arbitrary<SavedSession> = fc.record(
+  {
+    server: fc.string({ minLength: 1, maxLength: 40 }),
+    nickname: fc.string({ minLength: 1, maxLength: 32 }),
+    token: fc.string({ minLength: 1, maxLength: 64 }),
+    pid: fc.integer({ min: 1, max: 2 ** 31 }),
+    host: fc.string({ maxLength: 20 }),
+    boot: fc.string({ maxLength: 36 }),
+    at: fc.integer({ min: 0, max: 2 ** 45 }),
+    rooms: fc.array(room, { minLength: 1, maxLength: MAX_SAVED_ROOMS }),
+  },
+  { requiredKeys: ['server', 'nickname', 'token', 'pid', 'host', 'boot', 'at'] },
+);
 
 /** A PID no process has: one that has just exited, and the kernel has not given out again. */
 function deadPid(): number {
@@ -52,6 +68,11 @@ describe('the saved sessions file', () => {
               .map((o) => o.at),
           );
           expect(e.at).toBe(newest);
+          // Its rooms with it, as written.
+          const same = entries.filter(
+            (o) => o.server === e.server && o.nickname === e.nickname && o.at === e.at,
+          );
+          expect(same.map((o) => o.rooms)).toContainEqual(e.rooms);
         }
         // Reading it again changes nothing.
         expect(parseSessions(formatSessions(read))).toEqual(read);
@@ -74,6 +95,10 @@ describe('the saved sessions file', () => {
             expect(typeof e.token).toBe('string');
             expect(e.token.length).toBeGreaterThan(0);
             expect(Number.isSafeInteger(e.pid) && e.pid > 0).toBe(true);
+            for (const r of e.rooms ?? []) {
+              expect(typeof r.room).toBe('string');
+              if (r.epoch !== undefined) expect(Number.isSafeInteger(r.id)).toBe(true);
+            }
           }
         },
       ),
@@ -102,6 +127,39 @@ describe('the saved sessions file', () => {
     expect(savedToken(file(), serverKey([{ host: '127.0.0.1', port: 1 }], true), 'ann')).toBe(
       undefined,
     );
+  });
+
+  it("keeps the session's rooms with its token, at most 20, and drops only what is malformed of them", () => {
+    const server = serverKey([{ host: '127.0.0.1', port: 1 }], false);
+    const rooms: SavedRoom[] = [{ room: 'physics', epoch: 'e1', id: 7 }, { room: 'math' }];
+    saveSession(file(), server, 'ann', 'tok', deadPid(), rooms);
+    expect(savedEntry(file(), server, 'ann')).toMatchObject({ token: 'tok', rooms });
+    const many = Array.from({ length: 30 }, (_, i) => ({ room: `r${i}` }));
+    saveSession(file(), server, 'ann', 'tok', deadPid(), many);
+    expect(savedEntry(file(), server, 'ann')?.rooms).toEqual(many.slice(0, MAX_SAVED_ROOMS));
+    // A file edited by hand: a room without a name, an id without an epoch, a huge name.
+    const text = JSON.stringify({
+      sessions: [
+        {
+          server: 's',
+          nickname: 'n',
+          token: 't',
+          pid: 5,
+          host: '',
+          boot: '',
+          at: 1,
+          rooms: [
+            { epoch: 'e', id: 1 },
+            { room: 'a', id: 1 },
+            { room: 'x'.repeat(5000) },
+            { room: 'b', epoch: 'e', id: 2, extra: 1 },
+          ],
+        },
+      ],
+    });
+    expect(parseSessions(text)).toEqual([
+      expect.objectContaining({ token: 't', rooms: [{ room: 'b', epoch: 'e', id: 2 }] }),
+    ]);
   });
 
   it('keys a server by its address, a cluster by its nodes in any order', () => {
