@@ -113,11 +113,10 @@ export function table(report: BenchReport): string {
   return lines.join('\n');
 }
 
-/** The middle value (the mean of the two middle ones for an even count). */
+/** The middle value (the lower of the two middle ones for an even count, as the table's rows). */
 function middle(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length / 2;
-  return sorted.length % 2 === 1 ? sorted[Math.floor(mid)]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return sorted[Math.floor((sorted.length - 1) / 2)]!;
 }
 
 /**

@@ -122,6 +122,7 @@ export const view = {
    * `action`: IRC's /me, shown as `* ann waves`. `me`: the reader's nickname; a chat of
    * someone else's that names it is marked (with color only).
    */
+  /** `now`, for a message said earlier (missed, then recovered): its date shown unless today's. */
   chat: (
     s: Style,
     at: Date,
@@ -130,14 +131,16 @@ export const view = {
     room?: string,
     action = false,
     me?: string,
+    now?: Date,
   ) => {
     const said =
       me !== undefined && from !== me && mentions(asString(msg), me)
         ? paint(s, MENTION, text(msg))
         : text(msg);
+    const when = now === undefined ? timestamp(s, at) : paint(s, DIM, storedAt(at, now));
     return action
-      ? `${timestamp(s, at)} ${tag(s, room)}* ${nick(s, from)} ${said}`
-      : `${timestamp(s, at)} ${tag(s, room)}${nick(s, from)}: ${said}`;
+      ? `${when} ${tag(s, room)}* ${nick(s, from)} ${said}`
+      : `${when} ${tag(s, room)}${nick(s, from)}: ${said}`;
   },
   whisperIn: (s: Style, at: Date, from: string, msg: string) =>
     `${timestamp(s, at)} ${paint(s, WHISPER, '(whisper)')} ${nick(s, from)}: ${paint(s, WHISPER, text(msg))}`,

@@ -6,10 +6,11 @@ import {
   ChatClientError,
   type ChatMessage,
   type ConnectOptions,
+  type JoinedRoom,
   type TlsOptions,
 } from '../client/chat-client.js';
 import { ErrorCode, LOBBY } from '../protocol/codes.js';
-import type { BanEntry, UserEntry } from '../protocol/messages.js';
+import type { BanEntry, Position, UserEntry } from '../protocol/messages.js';
 import {
   describeBan,
   describeModeration,
@@ -104,6 +105,10 @@ const JOIN_HOLD_MS = 2000;
 const JOIN_HOLD_LINES = 500;
 /** How often at most the last message seen in each room is saved with the session. */
 const POSITIONS_SAVE_MS = 5000;
+/** Connections lost while a saved session's rooms are joined again, before it gives up on them. */
+const REJOIN_RECONNECTS = 3;
+/** Names of rooms listed in the line that says they are joined again; the others are counted. */
+const REJOIN_NAMES_SHOWN = 5;
 /**
  * The waits before each new attempt when the first CONNECT is answered "02" (a full room, or
  * the address's CONNECT budget spent): about half a minute in all, then the client gives up.
@@ -256,6 +261,14 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     }
   }
 
+  /**
+   * Rooms of a saved session whose own had ended, still to be joined again (see rejoin): kept
+   * in the file meanwhile, so a client that dies before joining them leaves them for the next.
+   */
+  let pendingRooms: SavedRoom[] =
+    saved !== undefined && !client.resumedAtConnect && client.hasRooms
+      ? [...(saved.rooms ?? [])]
+      : [];
   /** Once told: a file that cannot be written is no reason to stop chatting. */
   let saveFailed = false;
   /** A save of the rooms' positions due (see savePositions). */
@@ -278,6 +291,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     const rooms = client.positions.flatMap(({ room, since }): SavedRoom[] =>
       room === LOBBY ? [] : since === undefined ? [{ room }] : [{ room, ...since }],
     );
+    rooms.push(...pendingRooms.filter((p) => !client.joinedRooms.includes(p.room)));
     try {
       saveSession(tokenFile, tokenServer, client.nickname, client.resumeToken, process.pid, rooms);
     } catch (err) {
@@ -432,13 +446,14 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         ? view.whisperIn(style, new Date(), m.from, m.msg)
         : view.chat(
             style,
-            // A recovered message keeps the time it was said.
+            // A recovered message keeps the time it was said, and its date if not today's.
             m.recovered && m.at !== undefined ? new Date(m.at) : new Date(),
             m.from,
             m.msg,
             from(m.room),
             m.action === true,
             client.nickname,
+            m.recovered ? new Date() : undefined,
           ),
     );
   });
@@ -447,6 +462,20 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       const at = new Date(m.at ?? Number.NaN);
       say(view.history(style, at, m.from, m.msg, from(m.room), undefined, m.action === true));
     }
+  };
+  /**
+   * A room joined by \join or again at start: listed, saved, and shown with what came with
+   * it (after `since`, the messages missed come as chats, or a line says what may be missing).
+   */
+  const entered = (room: JoinedRoom, since?: Position) => {
+    joined.add(room.room);
+    saveToken();
+    // Not through view.info: the line holds the client's own colors, which info would escape.
+    say(view.joinedRoom(style, room.room, room.members));
+    if (since !== undefined && room.recovered === false) {
+      say(view.gap(style, room.room, room.reason));
+    }
+    showHistory(room.history);
   };
   /** Rooms whose gap was told with their history, so 'resumed' does not tell it again. */
   const gapTold = new Set<string>();
@@ -598,14 +627,38 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     result(1);
   });
 
+  /** Resolves true once the connection is back ('resumed'), false once the client closed. */
+  const backOnline = () =>
+    new Promise<boolean>((resolve) => {
+      const onResumed = () => {
+        client.off('close', onClose);
+        resolve(true);
+      };
+      const onClose = () => {
+        client.off('resumed', onResumed);
+        resolve(false);
+      };
+      client.once('resumed', onResumed);
+      client.once('close', onClose);
+    });
+
   /**
-   * Joins the rooms of a saved session that had ended, each from the last message seen there:
-   * what was said meanwhile follows "You joined" (or a line says what may be missing).
+   * Joins the rooms of a saved session that had ended (pendingRooms), each from the last
+   * message seen there: what was said meanwhile follows "You joined" (or a line says what may
+   * be missing). A connection lost meanwhile is waited out, and the rest joined after it.
    */
-  const rejoin = async (rooms: readonly SavedRoom[]): Promise<void> => {
-    for (const entry of rooms) {
+  const rejoin = async (): Promise<void> => {
+    let lost = 0;
+    for (let entry = pendingRooms[0]; entry !== undefined; entry = pendingRooms[0]) {
       if (leaving || client.isClosed) return;
-      if (known(entry.room) !== undefined) continue;
+      const settled = entry;
+      const drop = () => {
+        pendingRooms = pendingRooms.filter((r) => r !== settled);
+      };
+      if (known(entry.room) !== undefined) {
+        drop();
+        continue;
+      }
       const since =
         entry.epoch === undefined || entry.id === undefined
           ? undefined
@@ -613,16 +666,16 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       holdEvents();
       try {
         const room = await client.join(entry.room, since);
-        joined.add(room.room);
-        say(view.joinedRoom(style, room.room, room.members));
-        if (since !== undefined && room.recovered === false) {
-          say(view.gap(style, room.room, room.reason));
-        }
-        showHistory(room.history);
+        drop();
+        entered(room, since);
       } catch (err) {
         if (!(err instanceof ChatClientError)) throw err;
-        // A lost connection is told by its own lines; what follows is the reconnect's.
-        if (err.kind === 'closed' || err.kind === 'reconnecting' || client.isClosed) return;
+        if (err.kind === 'closed' || client.isClosed) return;
+        if (err.kind === 'reconnecting' && lost++ < REJOIN_RECONNECTS) {
+          if (!(await backOnline())) return;
+          continue;
+        }
+        drop();
         say(view.error(style, `Could not join ${entry.room} again: ${err.message}.`));
       } finally {
         showHeld();
@@ -669,6 +722,22 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     void leave();
   };
   if (!terminal) process.on('SIGINT', onSignal);
+  // Closing the terminal (SIGHUP) or a kill (SIGTERM) ends the client as it always did, with
+  // the rooms' last positions saved first: a new start then repeats nothing already shown.
+  const saveAndEnd = (signal: NodeJS.Signals) => {
+    saveToken();
+    process.off('SIGHUP', saveAndEnd);
+    process.off('SIGTERM', saveAndEnd);
+    process.kill(process.pid, signal);
+  };
+  if (saving) {
+    process.on('SIGHUP', saveAndEnd);
+    process.on('SIGTERM', saveAndEnd);
+    void done.finally(() => {
+      process.off('SIGHUP', saveAndEnd);
+      process.off('SIGTERM', saveAndEnd);
+    });
+  }
   // The reader of the output went away (`confab chat ann | head`): the client leaves, as
   // for Ctrl+D, where the next line shown (EPIPE, an unhandled 'error') ended the process
   // with a stack trace and no EXIT. Kept on: every later write fails the same way.
@@ -684,18 +753,31 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     // A saved session not taken back: its client stopped (even killed, it closed its
     // connection, and the server let the session go at once), or the server restarted.
     // Its rooms are joined again, as a reconnect does, each from the last message seen.
-    const rooms = client.hasRooms ? (saved.rooms ?? []) : [];
     const ended =
       'The session your last run left had already ended on the server, so this is a new one';
+    const names = pendingRooms.slice(0, REJOIN_NAMES_SHOWN).map((r) => r.room);
+    const more = pendingRooms.length - names.length;
     say(
       view.info(
         style,
-        rooms.length === 0
+        pendingRooms.length === 0
           ? `${ended}.`
-          : `${ended}; joining its rooms again: ${rooms.map((r) => r.room).join(', ')}.`,
+          : `${ended}; joining its rooms again: ${names.join(', ')}${more > 0 ? ` and ${more} more` : ''}.`,
       ),
     );
-    if (rooms.length > 0) queue = queue.then(() => rejoin(rooms));
+    if (pendingRooms.length > 0) {
+      const rejoined = rejoin().catch((err: unknown) => {
+        say(view.error(style, `Could not join your rooms again: ${String(err)}.`));
+      });
+      // Lines typed meanwhile wait for the rooms (a \room to one of them then finds it), but
+      // no longer than for any reply: the joins go on, and the lines with them.
+      queue = queue.then(() =>
+        Promise.race([
+          rejoined,
+          new Promise<void>((resolve) => setTimeout(resolve, REPLY_DEADLINE_MS).unref()),
+        ]),
+      );
+    }
   }
   // Said once the rooms taken back are here, so that what is typed after it finds them;
   // lines typed before it wait in the queue behind it.
@@ -795,11 +877,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
               typeInto(room);
               return;
             }
-            joined.add(room.room);
-            saveToken();
-            // Not through view.info: the line holds the client's own colors, which info would escape.
-            say(view.joinedRoom(style, room.room, room.members));
-            showHistory(room.history);
+            entered(room);
           } finally {
             showHeld();
           }

@@ -36,7 +36,7 @@ import { readCappedSync } from '../read-capped.js';
 
 /** Entries kept, the newest by save time: one a server and nickname, so few are ever needed. */
 export const MAX_SAVED_SESSIONS = 50;
-/** Well above what MAX_SAVED_SESSIONS entries within the field limits below take. */
+/** Above what MAX_SAVED_SESSIONS entries of MAX_ENTRY_BYTES take, with the file's indentation. */
 export const MAX_FILE_BYTES = 256 * 1024;
 /** Longer server lists are keyed by their hash, so an entry stays small. */
 const MAX_SERVER_KEY = 512;
@@ -48,10 +48,17 @@ const MAX_NICKNAME_KEY = 32 * 18;
 const MAX_HOST = 255;
 /** As many rooms as a CONNECT's `since` takes back; the lobby is never saved. */
 export const MAX_SAVED_ROOMS = 20;
-/** Room names are at most 64 characters; longer than a name can be, it names nobody. */
-const MAX_ROOM = 1024;
+/** Room names are at most 64 characters (each up to 2 UTF-16 units); a longer one is no room to join. */
+const MAX_ROOM = 256;
 /** Epochs are opaque; today's are far shorter. */
 const MAX_EPOCH = 128;
+/**
+ * An entry's bytes in the file at most (rooms it cannot hold are left out, last first): the
+ * MAX_SAVED_SESSIONS entries then stay under MAX_FILE_BYTES, so no server, whatever its
+ * rooms, tokens or names hold (a control character takes six bytes as JSON), makes the file
+ * too large to read back and every other server's token with it.
+ */
+export const MAX_ENTRY_BYTES = 4 * 1024;
 
 /** This machine and this boot of it (see SavedSession). */
 export function thisMachine(): { host: string; boot: string } {
@@ -146,6 +153,19 @@ function isRoom(value: unknown): value is SavedRoom {
   );
 }
 
+/** The entry's rooms cut, last first, until it fits MAX_ENTRY_BYTES; undefined when it cannot. */
+function fitted(entry: SavedSession): SavedSession | undefined {
+  const rooms = [...(entry.rooms ?? [])];
+  for (;;) {
+    const e: SavedSession = { ...entry };
+    delete e.rooms;
+    if (rooms.length > 0) e.rooms = rooms;
+    if (Buffer.byteLength(JSON.stringify(e, null, 1)) <= MAX_ENTRY_BYTES) return e;
+    if (rooms.length === 0) return undefined;
+    rooms.pop();
+  }
+}
+
 /** Only the fields a room keeps, whatever else the object held. */
 function savedRoom({ room, epoch, id }: SavedRoom): SavedRoom {
   return epoch === undefined || id === undefined ? { room } : { room, epoch, id };
@@ -198,7 +218,9 @@ function newest(entries: readonly SavedSession[]): SavedSession[] {
     const entry: SavedSession = { server, nickname, token, pid, host, boot, at };
     const rooms = roomsOf(e.rooms);
     if (rooms.length > 0) entry.rooms = rooms;
-    kept.push(entry);
+    const fits = fitted(entry);
+    if (fits === undefined) continue;
+    kept.push(fits);
     if (kept.length === MAX_SAVED_SESSIONS) break;
   }
   return kept;
@@ -339,20 +361,10 @@ export function processAlive(pid: number): boolean {
 }
 
 /**
- * The token saved for this server and nickname, if the client that saved it is gone;
- * undefined otherwise (none saved, or its client still runs: its session is its own).
+ * The entry saved for this server and nickname (its token, and the rooms its session was in),
+ * if the client that saved it is gone; undefined otherwise (none saved, or its client still
+ * runs: its session is its own).
  */
-export function savedToken(
-  file: string,
-  server: string,
-  nickname: string,
-  alive: (pid: number) => boolean = processAlive,
-  machine = thisMachine(),
-): string | undefined {
-  return savedEntry(file, server, nickname, alive, machine)?.token;
-}
-
-/** As savedToken, the whole entry: its token and the rooms its session was in. */
 export function savedEntry(
   file: string,
   server: string,
@@ -395,12 +407,13 @@ export function saveSession(
   const kept = roomsOf(rooms);
   if (kept.length > 0) entry.rooms = kept;
   // What reading would drop (a server's 300 KB token) must not push the others out.
-  if (!isEntry(entry)) throw new Error('the server gave a token too long to keep');
+  const fits = isEntry(entry) ? fitted(entry) : undefined;
+  if (fits === undefined) throw new Error('the server gave a token too long to keep');
   locked(file, () => {
     const others = readSessions(file).filter(
       (e) => e.server !== server || (e.nickname !== key && e.pid !== pid),
     );
-    writeSessions(file, [entry, ...others]);
+    writeSessions(file, [fits, ...others]);
   });
 }
 

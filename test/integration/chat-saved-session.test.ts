@@ -3,10 +3,12 @@ import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { saveSession, serverKey } from '../../src/cli/saved-sessions.js';
 import { ChatClient } from '../../src/client/chat-client.js';
 import type { ConfabServer } from '../../src/server.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { until } from '../helpers/cluster.js';
+import { type ScriptedRequest, scriptedServer } from '../helpers/scripted-server.js';
 import { CLI, startConfab } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 import { useTempDir } from '../helpers/temp-dir.js';
@@ -72,6 +74,17 @@ async function bobIn(port: number, room?: string): Promise<ChatClient> {
   return bob;
 }
 
+/** A server with bob (a library client) and ann (`confab chat`) both in physics. */
+async function annAndBobInPhysics() {
+  const { server } = await serverWithRelay();
+  const bob = await bobIn(server.address.port, 'physics');
+  const ann = chatProcess(['ann', '--port', String(server.address.port)]);
+  await ann.waitFor('You are the 2nd user.');
+  ann.type('\\join physics');
+  await ann.waitFor('You joined physics');
+  return { server, bob, ann };
+}
+
 describe('confab chat saves its session token', () => {
   it('takes its own dead session back when started again, rooms and all, with nobody seeing it leave', async () => {
     const { server, relay } = await serverWithRelay();
@@ -108,12 +121,7 @@ describe('confab chat saves its session token', () => {
   });
 
   it('joins the rooms of a session that had ended again, with what was said there meanwhile (the client was killed, its connection closed)', async () => {
-    const { server } = await serverWithRelay();
-    const bob = await bobIn(server.address.port, 'physics');
-    const ann = chatProcess(['ann', '--port', String(server.address.port)]);
-    await ann.waitFor('You are the 2nd user.');
-    ann.type('\\join physics');
-    await ann.waitFor('You joined physics');
+    const { server, bob, ann } = await annAndBobInPhysics();
     ann.type('\\join math');
     await ann.waitFor('You joined math');
     bob.chat('seen before', 'physics');
@@ -150,6 +158,96 @@ describe('confab chat saves its session token', () => {
     again.type('back');
     expect(await heard).toMatchObject({ from: 'ann', msg: 'back', room: 'physics' });
   });
+
+  it('saves the last message seen in each room when the terminal closes (SIGHUP)', async () => {
+    const { bob, ann } = await annAndBobInPhysics();
+    bob.chat('one', 'physics');
+    bob.chat('two', 'physics');
+    await ann.waitFor('bob: two');
+    ann.child.kill('SIGHUP');
+    await ann.exited;
+    // At once, not after the few seconds positions otherwise wait to be saved.
+    expect(entries()[0]?.rooms).toEqual([{ room: 'physics', epoch: expect.any(String), id: 2 }]);
+  });
+
+  /** A server of the test's own that takes any CONNECT and gives out tokens (see `rooms`). */
+  async function roomServer(
+    join: (room: string, connection: number) => 'join' | 'drop' | 'ignore',
+  ) {
+    let connections = 0;
+    const server = await scriptedServer((request, send, socket) => {
+      const r = request as ScriptedRequest & { room?: string };
+      if (r.cmd === '0') {
+        connections++;
+        send({
+          cmd: '03',
+          serverAddress: ['127.0.0.1', 1],
+          userCount: 1,
+          caps: ['errors', 'rooms'],
+          resume: `token-${connections}`,
+        });
+      } else if (r.cmd === '6') send({ cmd: '60', beginTime: r.beginTime });
+      else if (r.cmd === '3') socket.end();
+      else if (r.cmd === '100') {
+        const what = join(String(r.room), connections);
+        if (what === 'join') send({ cmd: '101', room: r.room, members: ['ann'] });
+        if (what === 'drop') socket.destroy();
+      }
+    });
+    cleanup.push(() => server.close());
+    // A session of a client gone (its PID is no process's), that was in three rooms.
+    const gone = execFileSync(process.execPath, ['-e', 'console.log(process.pid)']).toString();
+    saveSession(
+      file(),
+      serverKey([{ host: '127.0.0.1', port: server.port }], false),
+      'ann',
+      'token-0',
+      Number(gone),
+      [{ room: 'a' }, { room: 'b' }, { room: 'c' }],
+    );
+    const joins = () =>
+      server.requests.flatMap((r) => (r.cmd === '100' ? [(r as { room?: string }).room] : []));
+    return { server, joins };
+  }
+
+  it('joins every saved room again when the connection is lost on the way, keeping them in the file until then', async () => {
+    let fileAtB: Entry[] = [];
+    const { server, joins } = await roomServer((room, connection) => {
+      if (room !== 'b' || connection > 1) return 'join';
+      fileAtB = entries();
+      return 'drop';
+    });
+    const ann = chatProcess(['ann', '--port', String(server.port)]);
+    await ann.waitFor('joining its rooms again: a, b, c.');
+    await ann.waitFor('You joined c');
+    // a, then b (lost), then a again with the reconnect, and b and c after it.
+    expect(joins()).toEqual(['a', 'b', 'a', 'b', 'c']);
+    expect(ann.output).toContain('You joined b');
+    // Rooms not yet joined again stayed in the file, as the client dying then would need.
+    expect(fileAtB[0]?.rooms?.map((r) => r.room)).toEqual(['a', 'b', 'c']);
+    await until(
+      'the file to list the three rooms',
+      () =>
+        entries()[0]
+          ?.rooms?.map((r) => r.room)
+          .join() === 'a,b,c',
+      10_000,
+    );
+  });
+
+  it('lets lines typed meanwhile go once a reply would have been given up on, when no room is joined', async () => {
+    const { server, joins } = await roomServer(() => 'ignore');
+    const ann = chatProcess(['ann', '--port', String(server.port)]);
+    await ann.waitFor('joining its rooms again: a, b, c.');
+    ann.type('hello');
+    const said = () => server.requests.some((r) => r.cmd === '7' && r.msg === 'hello');
+    await new Promise((r) => setTimeout(r, 2000));
+    // Held behind the rooms at first, as a \room to one of them must find it...
+    expect(said()).toBe(false);
+    // ...but not for as long as the rooms take (each up to a reply's deadline: 30 s here).
+    await until('hello to be sent', said, 15_000);
+    expect(joins()[0]).toBe('a');
+  }, 30_000);
 
   it('says only that the session had ended when it was in no room but the lobby', async () => {
     const { server } = await serverWithRelay();

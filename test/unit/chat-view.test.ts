@@ -52,6 +52,18 @@ describe('terminal client view', () => {
     ]);
   });
 
+  it("shows a recovered chat's date when it was said on another day than today", () => {
+    const at = new Date(2026, 0, 1, 9, 5);
+    const plain = { color: false };
+    const later = new Date(2026, 0, 3, 8, 0);
+    expect(view.chat(plain, at, 'bob', 'hi', undefined, false, 'ann', later)).toBe(
+      '2026-01-01 09:05 bob: hi',
+    );
+    expect(
+      view.chat(plain, at, 'bob', 'hi', 'physics', true, 'ann', new Date(2026, 0, 1, 23)),
+    ).toBe('09:05 [physics] * bob hi');
+  });
+
   it('uses escape codes only when color is on', () => {
     const at = new Date(2026, 0, 1, 9, 5);
     expect(view.chat({ color: false }, at, 'ann', 'hi')).toBe('09:05 ann: hi');

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import {
   forgetSession,
   formatSessions,
+  MAX_FILE_BYTES,
   MAX_SAVED_ROOMS,
   MAX_SAVED_SESSIONS,
   parseSessions,
@@ -13,7 +14,6 @@ import {
   type SavedRoom,
   type SavedSession,
   savedEntry,
-  savedToken,
   saveSession,
   serverKey,
   sessionFile,
@@ -87,6 +87,14 @@ describe('the saved sessions file', () => {
           fc.string(),
           fc.json(),
           fc.jsonValue().map((v) => JSON.stringify({ sessions: v })),
+          // Well-formed entries whose rooms are anything at all.
+          fc
+            .tuple(fc.array(entry, { maxLength: 5 }), fc.array(fc.jsonValue(), { maxLength: 5 }))
+            .map(([es, junk]) =>
+              JSON.stringify({
+                sessions: es.map((e, i) => (i < junk.length ? { ...e, rooms: junk[i] } : e)),
+              }),
+            ),
         ),
         (text) => {
           const read = parseSessions(text);
@@ -96,7 +104,11 @@ describe('the saved sessions file', () => {
             expect(e.token.length).toBeGreaterThan(0);
             expect(Number.isSafeInteger(e.pid) && e.pid > 0).toBe(true);
             for (const r of e.rooms ?? []) {
+              expect(Object.keys(r).sort()).toEqual(
+                r.epoch === undefined ? ['room'] : ['epoch', 'id', 'room'],
+              );
               expect(typeof r.room).toBe('string');
+              expect(r.room.length).toBeGreaterThan(0);
               if (r.epoch !== undefined) expect(Number.isSafeInteger(r.id)).toBe(true);
             }
           }
@@ -118,15 +130,15 @@ describe('the saved sessions file', () => {
     const server = serverKey([{ host: '127.0.0.1', port: 1 }], false);
     saveSession(file(), server, 'ann', 'tok-1', deadPid());
     for (const name of ['ann', 'Ann', 'ANN', 'аnn' /* Cyrillic а */])
-      expect(savedToken(file(), server, name)).toBe('tok-1');
-    expect(savedToken(file(), server, 'anne')).toBeUndefined();
-    expect(savedToken(file(), serverKey([{ host: '127.0.0.1', port: 2 }], false), 'ann')).toBe(
-      undefined,
-    );
+      expect(savedEntry(file(), server, name)?.token).toBe('tok-1');
+    expect(savedEntry(file(), server, 'anne')?.token).toBeUndefined();
+    expect(
+      savedEntry(file(), serverKey([{ host: '127.0.0.1', port: 2 }], false), 'ann')?.token,
+    ).toBe(undefined);
     // Not sent in plain text to what was a TLS listener, nor the other way.
-    expect(savedToken(file(), serverKey([{ host: '127.0.0.1', port: 1 }], true), 'ann')).toBe(
-      undefined,
-    );
+    expect(
+      savedEntry(file(), serverKey([{ host: '127.0.0.1', port: 1 }], true), 'ann')?.token,
+    ).toBe(undefined);
   });
 
   it("keeps the session's rooms with its token, at most 20, and drops only what is malformed of them", () => {
@@ -162,6 +174,26 @@ describe('the saved sessions file', () => {
     ]);
   });
 
+  it('never lets one server make the file too large to read back, whatever its rooms and names', () => {
+    const mine = serverKey([{ host: '127.0.0.1', port: 1 }], false);
+    const hostile = serverKey([{ host: '127.0.0.1', port: 2 }], false);
+    saveSession(file(), mine, 'ann', 'tok-a', deadPid());
+    // Every room name of control characters (six bytes each in the file), 20 rooms, 49 names.
+    const rooms = Array.from({ length: MAX_SAVED_ROOMS }, (_, i) => ({
+      room: `${i}${'\u0001'.repeat(250)}`,
+      epoch: '\u0002'.repeat(100),
+      id: i,
+    }));
+    for (let i = 0; i < MAX_SAVED_SESSIONS - 1; i++)
+      saveSession(file(), hostile, `n${i}`, `t${i}`, 1_000_000 + i, rooms);
+    expect(statSync(file()).size).toBeLessThanOrEqual(MAX_FILE_BYTES);
+    expect(savedEntry(file(), mine, 'ann')?.token).toBe('tok-a');
+    // What an entry could hold of the rooms it kept, first first.
+    const kept = savedEntry(file(), hostile, 'n0', () => false)?.rooms ?? [];
+    expect(kept.length).toBeGreaterThan(0);
+    expect(kept).toEqual(rooms.slice(0, kept.length));
+  });
+
   it('keys a server by its address, a cluster by its nodes in any order', () => {
     fc.assert(
       fc.property(
@@ -190,9 +222,9 @@ describe('the saved sessions file', () => {
     const server = serverKey([{ host: 'h', port: 1 }], false);
     // The test's parent runs for sure.
     saveSession(file(), server, 'ann', 'live', process.ppid);
-    expect(savedToken(file(), server, 'ann')).toBeUndefined();
+    expect(savedEntry(file(), server, 'ann')?.token).toBeUndefined();
     saveSession(file(), server, 'ann', 'dead', deadPid());
-    expect(savedToken(file(), server, 'ann')).toBe('dead');
+    expect(savedEntry(file(), server, 'ann')?.token).toBe('dead');
     expect(processAlive(process.ppid)).toBe(true);
     // A PID this process now has is a dead client's: nothing else runs under it.
     expect(processAlive(process.pid)).toBe(false);
@@ -204,13 +236,17 @@ describe('the saved sessions file', () => {
     const here = thisMachine();
     const running = () => true;
     const gone = () => false;
-    expect(savedToken(file(), server, 'ann', running, here)).toBeUndefined();
-    expect(savedToken(file(), server, 'ann', gone, here)).toBe('tok');
+    expect(savedEntry(file(), server, 'ann', running, here)?.token).toBeUndefined();
+    expect(savedEntry(file(), server, 'ann', gone, here)?.token).toBe('tok');
     // A home shared with another machine: its client's PID means nothing here.
-    expect(savedToken(file(), server, 'ann', gone, { ...here, host: 'elsewhere' })).toBeUndefined();
+    expect(
+      savedEntry(file(), server, 'ann', gone, { ...here, host: 'elsewhere' })?.token,
+    ).toBeUndefined();
     // This machine started again since: whatever has that PID now is not the client.
     if (here.boot !== '') {
-      expect(savedToken(file(), server, 'ann', running, { ...here, boot: 'later' })).toBe('tok');
+      expect(savedEntry(file(), server, 'ann', running, { ...here, boot: 'later' })?.token).toBe(
+        'tok',
+      );
     }
   });
 
@@ -234,10 +270,10 @@ describe('the saved sessions file', () => {
     chmodSync(path.dirname(file()), 0o777);
     saveSession(file(), server, 'ann', 'tok', deadPid());
     expect(statSync(path.dirname(file())).mode & 0o777).toBe(0o700);
-    expect(savedToken(file(), server, 'ann')).toBe('tok');
+    expect(savedEntry(file(), server, 'ann')?.token).toBe('tok');
     // Opened to others since: anyone could have put entries there.
     chmodSync(path.dirname(file()), 0o777);
-    expect(savedToken(file(), server, 'ann')).toBeUndefined();
+    expect(savedEntry(file(), server, 'ann')?.token).toBeUndefined();
   });
 
   it('keeps one entry per client and server, across renames, and a quit removes only its own', () => {
@@ -270,7 +306,7 @@ describe('the saved sessions file', () => {
     const server = serverKey([{ host: 'h', port: 1 }], false);
     saveSession(file(), server, 'ann', 't', 5);
     writeFileSync(file(), '\u0000{{{');
-    expect(savedToken(file(), server, 'ann')).toBeUndefined();
+    expect(savedEntry(file(), server, 'ann')?.token).toBeUndefined();
     saveSession(file(), server, 'ann', 't2', 5);
     expect(parseSessions(readFileSync(file(), 'utf8'))).toHaveLength(1);
   });
