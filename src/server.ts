@@ -243,6 +243,8 @@ function openHistory(config: Config): HistoryStore | undefined {
 
 /** Cluster-wide numbers are read from Redis at most this often, however many ask. */
 const CENSUS_CACHE_MS = 1_000;
+/** How long after a chat failed to be stored /healthz still says so. */
+const STORE_FAILURE_SHOWN_MS = 60_000;
 /** A /healthz or scrape does not wait longer than this for them. */
 const CENSUS_TIMEOUT_MS = 1_000;
 
@@ -940,11 +942,19 @@ export class ConfabServer {
                   metrics: createMetrics(chat, stats, cluster, backlogs),
                   health: async () => {
                     const local = { users: chat.lobby.size, connections: chat.connectionCount };
-                    if (cluster === undefined) return local;
+                    // Chats that cannot be stored close their senders (3005): a full disk is
+                    // an outage for everyone who chats, whatever else still answers.
+                    const failed = chat.lastStoreFailure;
+                    const storing =
+                      failed !== undefined && Date.now() - failed < STORE_FAILURE_SHOWN_MS
+                        ? { status: 'degraded', history: 'failing' }
+                        : {};
+                    if (cluster === undefined) return { ...storing, ...local };
                     // This node's numbers stay: they are what its own operator needs.
                     const counts = await cluster.census();
                     const reachable = cluster.reachable && counts !== undefined;
                     return {
+                      ...storing,
                       ...(reachable ? {} : { status: 'degraded' }),
                       ...local,
                       redis: reachable ? 'reachable' : 'unreachable',

@@ -252,6 +252,11 @@ interface Replay {
 /** Ids remembered per room for de-duplication; replays never reach further back. */
 const SEEN_LIMIT = 4096;
 /**
+ * How long a restored connection must last before a later loss starts again from the first,
+ * shortest wait: until then the waits go on growing, as for attempts that failed outright.
+ */
+const STABLE_MS = 10_000;
+/**
  * Gap after a paced request that gets no reply (CHAT, EXIT): long enough for
  * the course server's thread to come back to recv(). It adapts to twice the
  * latest round trip, within these bounds.
@@ -370,6 +375,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   private readonly reconnect: Required<ReconnectOptions> | undefined;
   private attemptsUsed = 0;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Forgets the attempts used once a restored connection has lasted STABLE_MS. */
+  private stableTimer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
   /** Rooms that got a "101" since the current connection opened, with what it said. */
   private readonly rejoined = new Map<string, JoinedRoom>();
@@ -1320,6 +1327,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   private onSocketClose(socket: net.Socket): void {
     if (socket !== this.socket) return;
     this.socket = undefined;
+    clearTimeout(this.stableTimer);
     const error =
       this.closeError ?? new ChatClientError('closed', 'the server closed the connection');
     // A server without "errors" (the course server) closes silently for a
@@ -1456,7 +1464,14 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       }
     }
     this.restoring = false;
-    this.attemptsUsed = 0;
+    // Not at once: a server that takes the connection and closes it again at once (its disk
+    // full, every chat then failing) would otherwise be reconnected to five times a second
+    // for ever, each time a join and a leave for the room.
+    clearTimeout(this.stableTimer);
+    this.stableTimer = setTimeout(() => {
+      this.attemptsUsed = 0;
+    }, STABLE_MS);
+    this.stableTimer.unref();
     this.emit('resumed', { resumed, nickname: this.nickname, rooms: report });
     for (const [key, chat] of [...this.unacked]) {
       if (!this.joined.has(chat.room)) {

@@ -244,6 +244,7 @@ export class Chat implements ChatContext, SessionHost {
   readonly bans: BanList;
   operators: readonly Operator[];
   private readonly clock: Clock;
+  private storeFailedAt: number | undefined;
   private rateLimit: number;
   private rateBurst: number;
   /** The connection caps; every listener counts its raw sockets here when it accepts them. */
@@ -403,6 +404,11 @@ export class Chat implements ChatContext, SessionHost {
   /** Number of open sessions, joined or not. */
   get connectionCount(): number {
     return this.sessions.size;
+  }
+
+  /** When a chat last failed to be stored (a full disk, a store gone), if one ever did. */
+  get lastStoreFailure(): number | undefined {
+    return this.storeFailedAt;
   }
 
   /**
@@ -1166,6 +1172,7 @@ export class Chat implements ChatContext, SessionHost {
       },
       (err: unknown) => {
         this.log.error({ err, room: room.name }, 'could not store a chat message');
+        this.storeFailedAt = this.clock();
         if (origin !== undefined) {
           const sender = holderOf(session);
           sender.tellStored(sender.ownChats?.end(undefined));

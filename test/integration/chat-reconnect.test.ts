@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ChatClient, type ChatEvents } from '../../src/client/chat-client.js';
 import { ErrorCode } from '../../src/protocol/codes.js';
+import { scriptedServer } from '../helpers/scripted-server.js';
 import { startConfab } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 
@@ -51,6 +52,34 @@ describe('ChatClient reconnect without history', () => {
     } finally {
       await relay.close();
       await server.stop();
+    }
+  });
+
+  it('waits longer each time a server closes the connection right after taking it back, as for attempts that failed', async () => {
+    // As a server whose disk is full does: each connection is taken, then closed (3005) at
+    // the first chat. Before, every loss started again from the shortest wait.
+    const server = await scriptedServer((request, send, socket) => {
+      if (request.cmd !== '0') return;
+      send({ cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1, caps: ['errors'] });
+      setTimeout(() => {
+        send({ cmd: '90', code: ErrorCode.INTERNAL_ERROR, message: 'could not store' });
+        socket.end();
+      }, 20);
+    });
+    const attempts: number[] = [];
+    const ann = await ChatClient.connect({
+      port: server.port,
+      nickname: 'ann',
+      reconnect: { attempts: 5, minDelayMs: 10, maxDelayMs: 100 },
+    });
+    try {
+      ann.on('reconnecting', (r) => attempts.push(r.attempt));
+      const closed = next(ann, 'close');
+      expect(await closed).toMatchObject({ error: { message: /after 5 attempts/ } });
+      expect(attempts).toEqual([1, 2, 3, 4, 5]);
+    } finally {
+      ann.destroy();
+      await server.close();
     }
   });
 

@@ -5,68 +5,30 @@
  * that was not stored); once there is room the store must work as before, its checkpoints
  * on their own thread.
  */
-import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
+import { fill, mountSmallDisk, noSmallDisk } from '../../helpers/small-disk.js';
 
-/** Why the disk-full tests cannot run here, if they cannot: they mount a tmpfs. */
-const missing =
-  process.platform !== 'linux' || process.getuid?.() !== 0
-    ? 'the disk-full tests mount a tmpfs, which needs root on Linux'
-    : undefined;
-if (missing !== undefined) console.log(`skipped: ${missing}`);
-
-/**
- * Mounts the small tmpfs on a new directory; what is missing when it cannot. Done in
- * beforeAll, not when the file is imported: a run that filters this test out (-t) ran no
- * afterAll and left the tmpfs mounted.
- */
-function mountSmallDisk(dir: string): string | undefined {
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return 'mount -t tmpfs failed (no mount capability here)';
-  }
-}
+if (noSmallDisk !== undefined) console.log(`skipped: ${noSmallDisk}`);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Writes zeros to `file` until the disk has no room left. */
-function fill(file: string): void {
-  const fd = openSync(file, 'w');
-  const chunk = Buffer.alloc(4096);
-  try {
-    for (let i = 0; i < 1024; i++) writeSync(fd, chunk);
-  } catch {
-    // ENOSPC: full.
-  } finally {
-    closeSync(fd);
-  }
-}
-
-describe.skipIf(missing !== undefined)('SqliteHistoryStore on a full disk', () => {
+describe.skipIf(noSmallDisk !== undefined)('SqliteHistoryStore on a full disk', () => {
   let dir = '';
   let unmountable: string | undefined;
+  let unmount = () => {};
   beforeAll(() => {
-    dir = mkdtempSync(path.join(tmpdir(), 'confab-full-'));
-    unmountable = mountSmallDisk(dir);
-    if (unmountable !== undefined) console.log(`skipped: ${unmountable}`);
-  });
-  afterAll(() => {
-    if (unmountable === undefined) {
-      try {
-        execFileSync('umount', [dir]);
-      } catch {
-        // Still busy (a file the test failed to close): detached now, freed once closed.
-        execFileSync('umount', ['-l', dir]);
-      }
+    const disk = mountSmallDisk('2m');
+    if (typeof disk === 'string') {
+      unmountable = disk;
+      console.log(`skipped: ${disk}`);
+    } else {
+      ({ dir, unmount } = disk);
     }
-    rmSync(dir, { recursive: true, force: true });
   });
+  afterAll(() => unmount());
 
   it('copies the WAL back on its own thread again once the disk has room', async (ctx) => {
     if (unmountable !== undefined) ctx.skip();
