@@ -65,6 +65,30 @@ const DECLINE_HISTORY = `{
 
 const focused = (page: Page) => page.evaluate(() => document.activeElement?.id ?? '');
 
+/**
+ * Counts the WebSockets the page opens from now on; with `closeOnWelcome`, each is closed as
+ * soon as the server has taken it ("03").
+ */
+async function countSockets(page: Page, closeOnWelcome = false): Promise<() => number> {
+  let opened = 0;
+  await page.exposeFunction('noteSocket', () => opened++);
+  await page.evaluate((close) => {
+    const w = globalThis as unknown as { WebSocket: unknown; noteSocket: () => void };
+    const Native = w.WebSocket as new (...a: unknown[]) => WebSocket;
+    w.WebSocket = class extends Native {
+      constructor(...args: unknown[]) {
+        super(...args);
+        w.noteSocket();
+        if (!close) return;
+        this.addEventListener('message', (e: MessageEvent) => {
+          if (String(e.data).includes('"03"')) this.close();
+        });
+      }
+    };
+  }, closeOnWelcome);
+  return () => opened;
+}
+
 describe('web client from the keyboard', () => {
   it('scrolls the log with PageUp/PageDown from the composer and loads older history at the top, as in the focusable log', async () => {
     const server = await startConfab({ 'http-port': '0', history: 'memory', 'rate-limit': '0' });
@@ -339,23 +363,12 @@ describe('web client when things go wrong', () => {
       await own.stop();
       await page.locator('#status[data-status="reconnecting"]').waitFor();
       // Several attempts, each given real time to fail against the stopped server.
-      let attempts = 0;
-      await page.exposeFunction('noteAttempt', () => attempts++);
-      await page.evaluate(() => {
-        const w = globalThis as unknown as { WebSocket: unknown; noteAttempt: () => void };
-        const Native = w.WebSocket as new (...a: unknown[]) => object;
-        w.WebSocket = class extends Native {
-          constructor(...args: unknown[]) {
-            super(...args);
-            w.noteAttempt();
-          }
-        };
-      });
+      const attempts = await countSockets(page);
       for (let i = 0; i < 8; i++) {
         await page.clock.runFor(16_000);
         await new Promise((r) => setTimeout(r, 100));
       }
-      expect(attempts).toBeGreaterThanOrEqual(4);
+      expect(attempts()).toBeGreaterThanOrEqual(4);
       expect(await countLines(page, /Connection lost/)).toBe(1);
       expect(await countLines(page, /Retrying/)).toBe(0);
       await page.locator('#status-detail', { hasText: /Retrying in \d+ s/ }).waitFor();
@@ -367,6 +380,35 @@ describe('web client when things go wrong', () => {
       expect(await countLines(page, /Reconnected/)).toBe(1);
       expect(await countLines(page, /Connection lost/)).toBe(1);
       expect(await page.textContent('#status-detail')).toBe('');
+    } finally {
+      await page.close();
+      await again?.stop();
+      await own.stop();
+    }
+  }, 60_000);
+
+  it('waits longer each time the server closes the connection right after taking it back', async () => {
+    const own = await startConfab({ 'http-port': '0' });
+    const httpPort = own.httpAddress!.port;
+    const page = await openPage(httpPort, (p) => p.clock.install());
+    let again: ConfabServer | undefined;
+    try {
+      await joinAs(page, 'unlucky');
+      // From now on each socket closes once the server has taken it ("03"), as one whose
+      // disk is full closes each sender at its first chat.
+      const attempts = await countSockets(page, true);
+      await page.clock.pauseAt(Date.now() + 1000);
+      await own.stop();
+      again = await startConfab({ 'http-port': String(httpPort) });
+      // 30 s of the page's time, each second given real time to connect and be closed.
+      for (let i = 0; i < 30; i++) {
+        await page.clock.runFor(1000);
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      // Waits of about 0.5, 1, 2, 4, 8 and 15 s: six or so. Starting again from 0.5 s after
+      // each return, it was one every second or less.
+      expect(attempts()).toBeGreaterThanOrEqual(3);
+      expect(attempts()).toBeLessThanOrEqual(8);
     } finally {
       await page.close();
       await again?.stop();

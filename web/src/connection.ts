@@ -84,6 +84,12 @@ interface Outgoing {
 }
 
 const MAX_BACKOFF_MS = 15_000;
+/**
+ * How long a connection must have lasted for the retry after its loss to start again from
+ * the shortest wait: a server that takes each connection and closes it at once (its disk
+ * full, every chat closing its sender) is otherwise rejoined twice a second for ever.
+ */
+const STABLE_MS = 10_000;
 /** How long Join pressed again waits on a CONNECT already sent, rather than send another. */
 const ASK_PATIENCE_MS = 5_000;
 
@@ -111,6 +117,8 @@ export class Connection {
   /** Whether the nickname is one this page had (a reload restoring its session), not one typed. */
   private ownNickname = false;
   private attempt = 0;
+  /** When the current connection was joined (performance.now()), until it is lost. */
+  private joinedAt: number | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private fatal: string | undefined;
   /** The last attempt was answered "02" (full or busy) on the way back: the retry says so. */
@@ -236,7 +244,7 @@ export class Connection {
           const limits = parseLimits(message.limits);
           this.pacer = pacerFor(limits, performance.now());
           this.maxMessage = limits?.maxMessage;
-          this.attempt = 0;
+          this.joinedAt = performance.now();
           const rejoined = this.everJoined;
           this.everJoined = true;
           // asString, not String: String({"toString": ""}) throws, which stopped here with
@@ -411,6 +419,10 @@ export class Connection {
   }
 
   private scheduleRetry(why: string): void {
+    if (this.joinedAt !== undefined && performance.now() - this.joinedAt >= STABLE_MS) {
+      this.attempt = 0;
+    }
+    this.joinedAt = undefined;
     const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** this.attempt) * (0.75 + Math.random() * 0.5);
     this.attempt++;
     // Set before reporting the status, so the handler sees the retry pending.
