@@ -272,6 +272,13 @@ const PACE_GAP_MAX_MS = 500;
  */
 const PACE_UNANSWERED_MS = 10_000;
 /**
+ * How long a probe's RTT may go unanswered before the connection is given up as dead (a
+ * server whose loop or storage is stuck, a half-open link): it is then closed and, with a
+ * reconnect policy, made again, as the web page does. Until then chats typed showed as
+ * sent, and nothing said that none was.
+ */
+const PROBE_DEADLINE_MS = 10_000;
+/**
  * Rooms the client keeps state for at most, but those it asked to join; a "101" nobody
  * asked for past it is ignored. A hostile server sending "101"s for rooms without end made
  * the client keep each room's state for good (200,000 of them: 163 MB of heap). confab lets
@@ -894,6 +901,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       this.pending.push(pending);
       if (pending.probe === undefined) {
         setTimeout(() => this.probe(pending), PACE_UNANSWERED_MS).unref();
+      } else {
+        setTimeout(() => this.unheard(pending, socket), PROBE_DEADLINE_MS).unref();
       }
     }
     socket.write(encodeRequest(item.request));
@@ -918,6 +927,16 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     for (let i = at + 1; i < this.pending.length; i++) if (this.pending[i]!.probe) return;
     if (this.outbox.some((item) => item.pending?.probe)) return;
     this.request({ cmd: Cmd.RTT, beginTime: now() }, false, true, 'probe').catch(() => {});
+  }
+
+  /** A probe still unanswered on the connection it was written on: that connection is dead. */
+  private unheard(probe: Pending, socket: net.Socket): void {
+    if (socket !== this.socket || !this.pending.includes(probe)) return;
+    this.closeError = new ChatClientError(
+      'closed',
+      `the server answered nothing for ${(PACE_UNANSWERED_MS + PROBE_DEADLINE_MS) / 1000} s`,
+    );
+    socket.destroy();
   }
 
   private reportQueue(): void {

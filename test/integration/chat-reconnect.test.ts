@@ -83,6 +83,32 @@ describe('ChatClient reconnect without history', () => {
     }
   });
 
+  it('gives a connection up once the server answers nothing, not even a probe, and makes it again', async () => {
+    // A server whose loop is stuck: it took the connection and then went silent.
+    const server = await scriptedServer((request, send) => {
+      if (request.cmd === '0')
+        send({ cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1, caps: ['errors'] });
+    });
+    const ann = await ChatClient.connect({ port: server.port, nickname: 'ann', reconnect: FAST });
+    try {
+      const reconnecting = next(ann, 'reconnecting');
+      const started = Date.now();
+      await expect(ann.users()).rejects.toMatchObject({
+        kind: expect.stringMatching(/unanswered|reconnecting/),
+      });
+      // The call is probed after 10 s; the probe unanswered 10 s more, the connection goes.
+      expect(await reconnecting).toMatchObject({
+        attempt: 1,
+        error: { message: 'the server answered nothing for 20 s' },
+      });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(19_000);
+      expect(server.requests.filter((r) => r.cmd === '6')).toHaveLength(1);
+    } finally {
+      ann.destroy();
+      await server.close();
+    }
+  }, 40_000);
+
   it('does not reconnect after a refusal that says not to (2xxx), nor after exit()', async () => {
     const server = await startConfab();
     const relay = await TcpRelay.start(server.address.port);
