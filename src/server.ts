@@ -967,7 +967,7 @@ export class ConfabServer {
             'http-port',
             config.httpPort,
             'http',
-            (a) => `Web app on http://${a.ip}:${a.port}/`,
+            (a) => `Web app on http://${a.ip.includes(':') ? `[${a.ip}]` : a.ip}:${a.port}/`,
           );
     for (const announce of announced) announce();
     return new ConfabServer(

@@ -220,7 +220,7 @@ export const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
     (operator ?? ctx.operators[0])?.verify(req.password) === true && operator !== undefined;
   if (!ok) {
     ctx.log.warn(
-      { nickname: session.nickname, ip: session.address.ip, name: clip(req.name) },
+      { nickname: session.nickname, ip: session.address.ip, operName: clip(req.name) },
       'failed OPER',
     );
     refuse(session, ErrorCode.NOT_AUTHORIZED, 'wrong operator name or password', req.cmd);
@@ -229,7 +229,10 @@ export const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
   session.operator = operator.name;
   ctx.operSucceeded(session.address.ip);
   ctx.operated(session);
-  ctx.log.info({ nickname: session.nickname, ip: session.address.ip, name: operator.name }, 'OPER');
+  ctx.log.info(
+    { nickname: session.nickname, ip: session.address.ip, operName: operator.name },
+    'OPER',
+  );
   session.reply({ type: 'oper-ok', name: operator.name });
 };
 

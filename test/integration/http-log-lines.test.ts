@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { freePort, outputOf, serveLogging, stopProcess } from '../helpers/servers.js';
 
@@ -63,6 +64,23 @@ async function waitFor(
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Whether this machine has ::1 to listen on (a container may have no IPv6). */
+const ipv6 = Object.values(networkInterfaces()).some((list) =>
+  list?.some((i) => i.internal && i.address === '::1'),
+);
+if (!ipv6) console.log('skipped: no ::1 on this machine');
+
+describe.skipIf(!ipv6)('the web app line at start', () => {
+  it('names an IPv6 address in brackets, so that the URL can be opened', async () => {
+    const server = await serve('json', ['--host', '::1']);
+    try {
+      expect(server.output()).toContain(`Web app on http://[::1]:${server.httpPort}/`);
+    } finally {
+      await server.stop();
+    }
+  });
+});
 
 describe('a refused WebSocket origin in the log', () => {
   for (const format of ['json', 'pretty'] as const) {

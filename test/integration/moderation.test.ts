@@ -185,6 +185,10 @@ describe('moderation, server as its own process', () => {
       .split('\n')
       .find((l) => l.includes('failed OPER'))!;
     expect(line).toContain('127.0.0.1');
+    // Under a key of its own: `name` is the logger's, which pino-pretty shows as the source.
+    const entry = JSON.parse(line) as Record<string, unknown>;
+    expect(entry.operName).toBe('teacher');
+    expect(entry.name).toBeUndefined();
     expect(server.output()).not.toContain('guess-123');
   });
 
