@@ -944,11 +944,9 @@ export class ConfabServer {
                     const local = { users: chat.lobby.size, connections: chat.connectionCount };
                     // Chats that cannot be stored close their senders (3005): a full disk is
                     // an outage for everyone who chats, whatever else still answers.
-                    const failed = chat.lastStoreFailure;
-                    const storing =
-                      failed !== undefined && Date.now() - failed < STORE_FAILURE_SHOWN_MS
-                        ? { status: 'degraded', history: 'failing' }
-                        : {};
+                    const storing = chat.storeFailedWithin(STORE_FAILURE_SHOWN_MS)
+                      ? { status: 'degraded', history: 'failing' }
+                      : {};
                     if (cluster === undefined) return { ...storing, ...local };
                     // This node's numbers stay: they are what its own operator needs.
                     const counts = await cluster.census();

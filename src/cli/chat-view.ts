@@ -120,9 +120,9 @@ export const view = {
       .join('\n'),
   /**
    * `action`: IRC's /me, shown as `* ann waves`. `me`: the reader's nickname; a chat of
-   * someone else's that names it is marked (with color only).
+   * someone else's that names it is marked (with color only). `now`, for a message said
+   * earlier (missed, then recovered): its date is shown unless it is today's.
    */
-  /** `now`, for a message said earlier (missed, then recovered): its date shown unless today's. */
   chat: (
     s: Style,
     at: Date,

@@ -671,9 +671,18 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       } catch (err) {
         if (!(err instanceof ChatClientError)) throw err;
         if (err.kind === 'closed' || client.isClosed) return;
-        if (err.kind === 'reconnecting' && lost++ < REJOIN_RECONNECTS) {
-          if (!(await backOnline())) return;
-          continue;
+        if (err.kind === 'reconnecting') {
+          if (lost++ < REJOIN_RECONNECTS && (await backOnline())) continue;
+          // Left in the file for the next start, and said once.
+          if (!client.isClosed) {
+            say(
+              view.error(
+                style,
+                `Stopped joining your rooms again after ${REJOIN_RECONNECTS} lost connections: ${pendingRooms.map((r) => r.room).join(', ')}.`,
+              ),
+            );
+          }
+          return;
         }
         drop();
         say(view.error(style, `Could not join ${entry.room} again: ${err.message}.`));
@@ -722,21 +731,18 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     void leave();
   };
   if (!terminal) process.on('SIGINT', onSignal);
-  // Closing the terminal (SIGHUP) or a kill (SIGTERM) ends the client as it always did, with
-  // the rooms' last positions saved first: a new start then repeats nothing already shown.
+  // A kill (SIGTERM) ends the client as it always did, with the rooms' last positions saved
+  // first: a new start then repeats nothing already shown. Not SIGHUP: handled, it let the
+  // process live on into its closed terminal, where readline's reset of the tty fails (EIO)
+  // and ends it before the handler runs; its default action ends it at once, as before.
   const saveAndEnd = (signal: NodeJS.Signals) => {
     saveToken();
-    process.off('SIGHUP', saveAndEnd);
     process.off('SIGTERM', saveAndEnd);
     process.kill(process.pid, signal);
   };
   if (saving) {
-    process.on('SIGHUP', saveAndEnd);
     process.on('SIGTERM', saveAndEnd);
-    void done.finally(() => {
-      process.off('SIGHUP', saveAndEnd);
-      process.off('SIGTERM', saveAndEnd);
-    });
+    void done.finally(() => process.off('SIGTERM', saveAndEnd));
   }
   // The reader of the output went away (`confab chat ann | head`): the client leaves, as
   // for Ctrl+D, where the next line shown (EPIPE, an unhandled 'error') ended the process

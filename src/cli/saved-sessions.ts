@@ -37,7 +37,7 @@ import { readCappedSync } from '../read-capped.js';
 /** Entries kept, the newest by save time: one a server and nickname, so few are ever needed. */
 export const MAX_SAVED_SESSIONS = 50;
 /** Above what MAX_SAVED_SESSIONS entries of MAX_ENTRY_BYTES take, with the file's indentation. */
-export const MAX_FILE_BYTES = 256 * 1024;
+export const MAX_FILE_BYTES = 512 * 1024;
 /** Longer server lists are keyed by their hash, so an entry stays small. */
 const MAX_SERVER_KEY = 512;
 /** Tokens are opaque (docs/protocol.md); today's are far shorter, and a longer one is no token we saved. */
@@ -58,7 +58,7 @@ const MAX_EPOCH = 128;
  * rooms, tokens or names hold (a control character takes six bytes as JSON), makes the file
  * too large to read back and every other server's token with it.
  */
-export const MAX_ENTRY_BYTES = 4 * 1024;
+export const MAX_ENTRY_BYTES = 8 * 1024;
 
 /** This machine and this boot of it (see SavedSession). */
 export function thisMachine(): { host: string; boot: string } {

@@ -136,7 +136,10 @@ export interface ChatEvents {
 }
 
 export interface ReconnectOptions {
-  /** Attempts after each lost connection before giving up (Infinity: never). Default 10. */
+  /**
+   * Attempts after each lost connection before giving up (Infinity: never). Default 10. A
+   * connection lost within 10 s of coming back shares the budget of the loss before it.
+   */
   attempts?: number;
   /** Delay before the first attempt; doubles each time. Default 250 ms. */
   minDelayMs?: number;
@@ -382,6 +385,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   private readonly reconnect: Required<ReconnectOptions> | undefined;
   private attemptsUsed = 0;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** When the server was last heard (a frame read), for unheard(). */
+  private heardAt = 0;
   /** Forgets the attempts used once a restored connection has lasted STABLE_MS. */
   private stableTimer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
@@ -478,6 +483,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   }
 
   private take(frame: Uint8Array): void {
+    this.heardAt = performance.now();
     if (this.early !== undefined) this.early.push(frame.slice());
     else this.onFrame(frame);
   }
@@ -902,7 +908,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       if (pending.probe === undefined) {
         setTimeout(() => this.probe(pending), PACE_UNANSWERED_MS).unref();
       } else {
-        setTimeout(() => this.unheard(pending, socket), PROBE_DEADLINE_MS).unref();
+        const at = performance.now();
+        setTimeout(() => this.unheard(pending, socket, at), PROBE_DEADLINE_MS).unref();
       }
     }
     socket.write(encodeRequest(item.request));
@@ -929,9 +936,19 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     this.request({ cmd: Cmd.RTT, beginTime: now() }, false, true, 'probe').catch(() => {});
   }
 
-  /** A probe still unanswered on the connection it was written on: that connection is dead. */
-  private unheard(probe: Pending, socket: net.Socket): void {
+  /**
+   * A probe still unanswered on the connection it was written on, `since` then: that
+   * connection is dead if nothing at all came from the server meanwhile. Anything heard (a
+   * history replay the probe's reply waits behind, on a slow link), or reading paused by
+   * this client (which then hears nothing), keeps it, and the probe is looked at again later.
+   */
+  private unheard(probe: Pending, socket: net.Socket, since: number): void {
     if (socket !== this.socket || !this.pending.includes(probe)) return;
+    if (this.heardAt > since || this.readingPaused) {
+      const at = performance.now();
+      setTimeout(() => this.unheard(probe, socket, at), PROBE_DEADLINE_MS).unref();
+      return;
+    }
     this.closeError = new ChatClientError(
       'closed',
       `the server answered nothing for ${(PACE_UNANSWERED_MS + PROBE_DEADLINE_MS) / 1000} s`,

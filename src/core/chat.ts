@@ -406,9 +406,9 @@ export class Chat implements ChatContext, SessionHost {
     return this.sessions.size;
   }
 
-  /** When a chat last failed to be stored (a full disk, a store gone), if one ever did. */
-  get lastStoreFailure(): number | undefined {
-    return this.storeFailedAt;
+  /** Whether a chat failed to be stored (a full disk, a store gone) within the last `ms`. */
+  storeFailedWithin(ms: number): boolean {
+    return this.storeFailedAt !== undefined && this.clock() - this.storeFailedAt < ms;
   }
 
   /**

@@ -199,7 +199,7 @@ export const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
       'oper-unchecked',
       (held) =>
         ctx.log.warn(
-          { nickname, ip: address.ip, name: clip(req.name), ...held },
+          { nickname, ip: address.ip, operName: clip(req.name), ...held },
           `OPER refused unchecked: too many attempts ${where}`,
         ),
       address.ip,

@@ -109,6 +109,31 @@ describe('ChatClient reconnect without history', () => {
     }
   }, 40_000);
 
+  it('keeps a connection on which the server is heard, however long a reply takes', async () => {
+    // As on a slow link, a reply (and a probe's) waiting behind a long replay: the server
+    // answers nothing asked, but sends all along.
+    const server = await scriptedServer((request, send) => {
+      if (request.cmd !== '0') return;
+      send({ cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 2, caps: ['errors'] });
+      const timer = setInterval(() => send({ cmd: '70', nickname: 'bob', msg: 'still here' }), 500);
+      setTimeout(() => clearInterval(timer), 26_000);
+    });
+    const ann = await ChatClient.connect({ port: server.port, nickname: 'ann', reconnect: FAST });
+    try {
+      let lost = false;
+      ann.on('reconnecting', () => {
+        lost = true;
+      });
+      void ann.users().catch(() => {});
+      await new Promise((r) => setTimeout(r, 25_000));
+      expect(server.requests.some((r) => r.cmd === '6')).toBe(true);
+      expect(lost).toBe(false);
+    } finally {
+      ann.destroy();
+      await server.close();
+    }
+  }, 40_000);
+
   it('does not reconnect after a refusal that says not to (2xxx), nor after exit()', async () => {
     const server = await startConfab();
     const relay = await TcpRelay.start(server.address.port);

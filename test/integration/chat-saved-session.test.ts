@@ -159,13 +159,15 @@ describe('confab chat saves its session token', () => {
     expect(await heard).toMatchObject({ from: 'ann', msg: 'back', room: 'physics' });
   });
 
-  it('saves the last message seen in each room when the terminal closes (SIGHUP)', async () => {
+  it('saves the last message seen in each room when it is ended with SIGTERM', async () => {
     const { bob, ann } = await annAndBobInPhysics();
     bob.chat('one', 'physics');
     bob.chat('two', 'physics');
     await ann.waitFor('bob: two');
-    ann.child.kill('SIGHUP');
-    await ann.exited;
+    ann.child.kill('SIGTERM');
+    // Ended by the signal, as before.
+    expect(await ann.exited).toBe(null);
+    expect(ann.child.signalCode).toBe('SIGTERM');
     // At once, not after the few seconds positions otherwise wait to be saved.
     expect(entries()[0]?.rooms).toEqual([{ room: 'physics', epoch: expect.any(String), id: 2 }]);
   });
@@ -234,6 +236,22 @@ describe('confab chat saves its session token', () => {
       10_000,
     );
   });
+
+  it('stops joining the rooms again after three lost connections on the way, and keeps them for the next start', async () => {
+    const { server, joins } = await roomServer((room) => (room === 'b' ? 'drop' : 'join'));
+    const ann = chatProcess(['ann', '--port', String(server.port)]);
+    await ann.waitFor('Stopped joining your rooms again after 3 lost connections: b, c.', 30_000);
+    expect(joins().filter((r) => r === 'b')).toHaveLength(4);
+    expect(joins()).not.toContain('c');
+    await until(
+      'b and c to be in the file still',
+      () =>
+        entries()[0]
+          ?.rooms?.map((r) => r.room)
+          .join() === 'a,b,c',
+      10_000,
+    );
+  }, 40_000);
 
   it('lets lines typed meanwhile go once a reply would have been given up on, when no room is joined', async () => {
     const { server, joins } = await roomServer(() => 'ignore');
