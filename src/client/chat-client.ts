@@ -387,8 +387,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   private retryTimer: NodeJS.Timeout | undefined;
   /** When the server was last heard (a frame read), for unheard(). */
   private heardAt = 0;
-  /** Forgets the attempts used once a restored connection has lasted STABLE_MS. */
-  private stableTimer: NodeJS.Timeout | undefined;
+  /** When the current connection was restored (performance.now()), until it is lost. */
+  private restoredAt: number | undefined;
   private wake: (() => void) | undefined;
   /** Rooms that got a "101" since the current connection opened, with what it said. */
   private readonly rejoined = new Map<string, JoinedRoom>();
@@ -1363,7 +1363,6 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   private onSocketClose(socket: net.Socket): void {
     if (socket !== this.socket) return;
     this.socket = undefined;
-    clearTimeout(this.stableTimer);
     const error =
       this.closeError ?? new ChatClientError('closed', 'the server closed the connection');
     // A server without "errors" (the course server) closes silently for a
@@ -1407,6 +1406,14 @@ export class ChatClient extends EventEmitter<ChatEvents> {
 
   private async reconnectLoop(cause: ChatClientError): Promise<void> {
     const policy = this.reconnect!;
+    // Only a connection kept STABLE_MS starts the waits again from the shortest: a server that
+    // takes the connection and closes it again at once (its disk full, every chat then
+    // failing) was otherwise reconnected to five times a second for ever, each time a join
+    // and a leave for the room.
+    if (this.restoredAt !== undefined && performance.now() - this.restoredAt >= STABLE_MS) {
+      this.attemptsUsed = 0;
+    }
+    this.restoredAt = undefined;
     const rooms = [...this.joined];
     let last = cause;
     while (this.attemptsUsed < policy.attempts) {
@@ -1500,14 +1507,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       }
     }
     this.restoring = false;
-    // Not at once: a server that takes the connection and closes it again at once (its disk
-    // full, every chat then failing) would otherwise be reconnected to five times a second
-    // for ever, each time a join and a leave for the room.
-    clearTimeout(this.stableTimer);
-    this.stableTimer = setTimeout(() => {
-      this.attemptsUsed = 0;
-    }, STABLE_MS);
-    this.stableTimer.unref();
+    this.restoredAt = performance.now();
     this.emit('resumed', { resumed, nickname: this.nickname, rooms: report });
     for (const [key, chat] of [...this.unacked]) {
       if (!this.joined.has(chat.room)) {
