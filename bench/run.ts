@@ -38,7 +38,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { affinity, cpuList, pinProcess, rssKiB } from './lib/proc.js';
-import { type BenchReport, chart, table } from './lib/report.js';
+import { type BenchReport, byMiddle, chart, table } from './lib/report.js';
 import { type RoomsResult, type RoomsWorkload, runRooms, W_ROOMS } from './lib/rooms.js';
 import {
   CLUSTER_NODES,
@@ -98,8 +98,7 @@ const IRC_BINARIES: Record<string, string> = {
 
 /** The run with the median throughput (the lower middle one for an even count), with the range of all. */
 function median(runs: FanoutResult[]): FanoutResult {
-  const sorted = [...runs].sort((a, b) => a.deliveriesPerSec - b.deliveriesPerSec);
-  const mid = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  const { sorted, middle: mid } = byMiddle(runs, (r) => r.deliveriesPerSec);
   return {
     ...mid,
     runs: runs.length,
@@ -111,8 +110,7 @@ function median(runs: FanoutResult[]): FanoutResult {
 
 /** The round with the median connect rate, its memory figures with it, and the range of rates. */
 function medianConns(runs: ConnsResult[]): ConnsResult {
-  const sorted = [...runs].sort((a, b) => a.connectPerSec - b.connectPerSec);
-  const mid = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  const { sorted, middle: mid } = byMiddle(runs, (r) => r.connectPerSec);
   if (runs.length === 1) return mid;
   return {
     ...mid,

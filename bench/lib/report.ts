@@ -113,11 +113,20 @@ export function table(report: BenchReport): string {
   return lines.join('\n');
 }
 
-/** The middle value (the lower of the two middle ones for an even count, as the table's rows). */
-function middle(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor((sorted.length - 1) / 2)]!;
+/**
+ * `items` sorted by `value`, and the middle one: the lower of the two middle ones for an even
+ * count, so a table's row is always a run that happened.
+ */
+export function byMiddle<T>(
+  items: readonly T[],
+  value: (item: T) => number,
+): { sorted: T[]; middle: T } {
+  const sorted = [...items].sort((a, b) => value(a) - value(b));
+  return { sorted, middle: sorted[Math.floor((sorted.length - 1) / 2)]! };
 }
+
+/** The middle value, taken as the rows take theirs (byMiddle). */
+const middle = (values: readonly number[]) => byMiddle(values, (v) => v).middle;
 
 /**
  * Ratios to each peer taken within each round, confab's k-th run against the peer's k-th.
