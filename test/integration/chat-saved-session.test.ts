@@ -41,6 +41,9 @@ const entries = (): Entry[] => {
   }
 };
 
+/** The rooms the first entry keeps, in order, as one string. */
+const savedRooms = () => (entries()[0]?.rooms ?? []).map((r) => r.room).join();
+
 let cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const step of cleanup.reverse()) await step();
@@ -227,14 +230,7 @@ describe('confab chat saves its session token', () => {
     expect(ann.output).toContain('You joined b');
     // Rooms not yet joined again stayed in the file, as the client dying then would need.
     expect(fileAtB[0]?.rooms?.map((r) => r.room)).toEqual(['a', 'b', 'c']);
-    await until(
-      'the file to list the three rooms',
-      () =>
-        entries()[0]
-          ?.rooms?.map((r) => r.room)
-          .join() === 'a,b,c',
-      10_000,
-    );
+    await until('the file to list the three rooms', () => savedRooms() === 'a,b,c', 10_000);
   });
 
   it('stops joining the rooms again after three lost connections on the way, and keeps them for the next start', async () => {
@@ -243,14 +239,7 @@ describe('confab chat saves its session token', () => {
     await ann.waitFor('Stopped joining your rooms again after 3 lost connections: b, c.', 30_000);
     expect(joins().filter((r) => r === 'b')).toHaveLength(4);
     expect(joins()).not.toContain('c');
-    await until(
-      'b and c to be in the file still',
-      () =>
-        entries()[0]
-          ?.rooms?.map((r) => r.room)
-          .join() === 'a,b,c',
-      10_000,
-    );
+    await until('b and c to be in the file still', () => savedRooms() === 'a,b,c', 10_000);
   }, 40_000);
 
   it('lets lines typed meanwhile go once a reply would have been given up on, when no room is joined', async () => {
