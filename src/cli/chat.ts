@@ -291,7 +291,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     const rooms = client.positions.flatMap(({ room, since }): SavedRoom[] =>
       room === LOBBY ? [] : since === undefined ? [{ room }] : [{ room, ...since }],
     );
-    rooms.push(...pendingRooms.filter((p) => !client.joinedRooms.includes(p.room)));
+    const inRooms = new Set(client.joinedRooms);
+    rooms.push(...pendingRooms.filter((p) => !inRooms.has(p.room)));
     try {
       saveSession(tokenFile, tokenServer, client.nickname, client.resumeToken, process.pid, rooms);
     } catch (err) {
