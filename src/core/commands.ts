@@ -23,7 +23,7 @@ import {
   removedIfBanned,
   unban,
 } from './moderation-commands.js';
-import { checkNickname, type NicknameCheck } from './nickname.js';
+import { checkNickname, type NicknameCheck, nicknameKey } from './nickname.js';
 import { lineageOf, MemberGone, type Presence } from './presence.js';
 import type { Room } from './room.js';
 import { history, joinRoom, listRooms, partRoom } from './room-commands.js';
@@ -72,10 +72,18 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
  * and before every chat, so it is held to the rule chats are (an operator's list of single
  * words; the course's one phrase, with its spaces, can be in no nickname).
  */
-function usableNickname(ctx: ChatContext, raw: string): NicknameCheck {
+function usableNickname(ctx: ChatContext, raw: string, operator?: string): NicknameCheck {
   const checked = checkNickname(raw);
-  if (checked.ok && ctx.bannedWords.matchesName(checked.nickname)) {
+  if (!checked.ok) return checked;
+  if (ctx.bannedWords.matchesName(checked.nickname)) {
     return { ok: false, reason: 'nickname contains a banned word' };
+  }
+  // A KICK's or BAN's notice names its operator by the account name ("kicked by teacher"):
+  // a member holding that nickname, or one like it, would be read as the one who did it.
+  // The operator itself may take it by RENAME once it has proved the name with OPER.
+  const key = nicknameKey(checked.nickname);
+  if (ctx.operators.some((o) => o.name !== operator && nicknameKey(o.name) === key)) {
+    return { ok: false, reason: "nickname is an operator's name" };
   }
   return checked;
 }
@@ -472,7 +480,7 @@ const version: Handler<typeof Cmd.VERSION> = (ctx, session) => {
  *   -> "51" {newNickname}; members with "renames" get "91" {oldNickname, newNickname}.
  */
 const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
-  const checked = usableNickname(ctx, req.newNickname);
+  const checked = usableNickname(ctx, req.newNickname, session.operator);
   if (!checked.ok) {
     session.reply({ type: 'rename-refused', reason: 'invalid', detail: checked.reason });
     return;

@@ -153,6 +153,37 @@ describe('moderation, server as its own process', () => {
     expect(await op.expect('10')).toMatchObject({ cmd: '10' });
   });
 
+  it("keeps the operator's name, in any spelling, for the operator: CONNECT and RENAME are refused to others", async () => {
+    // A course client meets the refusal a taken name gets; a client with "errors" is told why.
+    for (const spelling of ['teacher', 'TEACHER', 't\u0435acher']) {
+      const course = await openFrom(server.port, '127.0.0.1');
+      course.sendPy({ cmd: '0', nickname: spelling });
+      expect(await course.expect('01')).toEqual({ cmd: '01' });
+      await course.expectClose();
+    }
+    const told = await openFrom(server.port, '127.0.0.1');
+    told.sendPy({ cmd: '0', nickname: 'Teacher', caps: ['errors'] });
+    expect(await told.expect('90')).toMatchObject({
+      code: 1006,
+      message: "nickname is an operator's name",
+    });
+    await told.expectClose();
+    const other = await member(server.port, 'notop', MOD);
+    other.sendPy({ cmd: '5', newNickname: 'teacher' });
+    expect(await other.expect('90')).toMatchObject({ code: 1006, ref: '5' });
+    // The operator itself takes it, once OPER has proved the name. From an address of its
+    // own: OPERs from one address are limited, and later tests OPER from 127.0.0.1.
+    const op = await openFrom(server.port, '127.0.0.8');
+    op.sendPy({ cmd: '0', nickname: 'op8', ...MOD });
+    await op.expect('03');
+    op.sendPy({ cmd: '92', name: 'teacher', password: 'open sesame' });
+    await op.expect('93');
+    op.sendPy({ cmd: '5', newNickname: 'teacher' });
+    expect(await op.expect('51')).toMatchObject({ cmd: '51' });
+    op.close();
+    other.close();
+  });
+
   it('"99" reaches a moderation member before the "30"', async () => {
     const op = (await operator(server.port, 'op2')) as RawClient;
     const victim = await member(server.port, 'victim');
