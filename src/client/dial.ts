@@ -193,7 +193,12 @@ export function dial(
           );
       }
     };
-    socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      decoder.push(chunk);
+      // A welcome that never ends would otherwise read as no answer at the deadline.
+      if (sink === undefined && decoder.skippingOversize)
+        fail(new ChatClientError('closed', 'reply too large'));
+    });
   });
 }
 

@@ -142,6 +142,14 @@ export class FrameDecoder {
     return this.pendingLength === 0 ? 0 : this.pending.length;
   }
 
+  /**
+   * Whether a frame already past maxFrame is being skipped (`oversize: 'skip'`), which is
+   * reported only at its end: a reader waiting for one frame need not wait for that end.
+   */
+  get skippingOversize(): boolean {
+    return this.mode === Mode.Deep && this.deepBytes > this.maxFrame;
+  }
+
   /** Feeds a chunk. Throws FrameTooLargeError once a frame passes maxFrame. */
   push(chunk: Uint8Array): void {
     if (this.pendingLength === 0) {

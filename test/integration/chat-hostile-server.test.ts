@@ -128,6 +128,30 @@ describe('confab chat against a hostile server that announces limits', () => {
 });
 
 describe('the client library against a hostile server', () => {
+  it('says a welcome that never ends is too large, before its deadline', {
+    timeout: 40_000,
+  }, async () => {
+    // 2 MiB of one "03" that never closes, then silence: skipped to an end that never comes,
+    // it had read as "no answer" at the deadline.
+    let timer: NodeJS.Timeout | undefined;
+    const srv = await scriptedServer((request, _send, socket) => {
+      if (request.cmd !== '0') return;
+      socket.write('{"cmd":"03","motd":"');
+      let sent = 0;
+      timer = setInterval(() => {
+        if (++sent > 32 || socket.destroyed) clearInterval(timer);
+        else socket.write('a'.repeat(64 * 1024));
+      }, 2);
+    });
+    try {
+      const connect = ChatClient.connect({ port: srv.port, nickname: 'ann', timeoutMs: 20_000 });
+      await expect(connect).rejects.toThrow('reply too large');
+    } finally {
+      clearInterval(timer);
+      await srv.close();
+    }
+  });
+
   it('holds a bounded history for a "101" whose top never comes', { timeout: 40_000 }, async () => {
     // The history after a "101" is held until its `top` or the answer to an RTT sent after the
     // join. A server claiming a top it never reaches, and not answering RTT, made the client

@@ -459,6 +459,24 @@ describe('FrameDecoder', () => {
     ]);
   });
 
+  it('with oversize "skip", says it is skipping from the chunk that passes the limit to the end', () => {
+    // A frame too deep but not too large is skipped too, and is not one.
+    const deep = '{"a":{"b":{"c":{}}}}\n';
+    const big = JSON.stringify({ cmd: '03', motd: 'y'.repeat(300) });
+    fc.assert(
+      fc.property(fc.array(fc.nat(), { maxLength: 20 }), (cuts) => {
+        const { decoder, events } = recorder(100, { oversize: 'skip', maxDepth: 2 });
+        let read = -deep.length;
+        for (const piece of chunk(utf8.encode(`${deep}${big}\n{}`), cuts)) {
+          decoder.push(piece);
+          read += piece.length;
+          expect(decoder.skippingOversize).toBe(read > 100 && read < big.length);
+        }
+        expect(events).toEqual([TOO_DEEP, TOO_LARGE, '{}']);
+      }),
+    );
+  });
+
   it('never buffers more than the limit plus one chunk', () => {
     fc.assert(
       fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 60 }), (chunks) => {
