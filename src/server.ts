@@ -40,6 +40,7 @@ import { isRegularFile, readCapped, readError } from './read-capped.js';
 import { FileBanStore } from './store/ban-file.js';
 import { senderOrigin } from './store/common.js';
 import { makeDirectory } from './store/data-dir.js';
+import { FileLock } from './store/file-lock.js';
 import { MemoryHistoryStore } from './store/memory-history.js';
 import { commandClient } from './store/redis-client.js';
 import { RedisHistoryStore } from './store/redis-history.js';
@@ -202,6 +203,24 @@ function warnIfShared(file: string, log: Logger): void {
     { file, mode: mode.toString(8) },
     `${file} can be read by other users of this machine; chmod 600 it (SQLite gives its -wal and -shm files its mode)`,
   );
+}
+
+/**
+ * Refuses a second server on the same --data-dir, whatever its --history: each rewrites
+ * bans.json whole from its own list, so one would drop the other's bans.
+ */
+function lockDataDir(dir: string): FileLock {
+  try {
+    makeDirectory(dir);
+    return FileLock.take(path.join(dir, 'confab.lock'));
+  } catch (err) {
+    if (FileLock.isHeld(err)) {
+      throw new StartError(
+        `--data-dir ${dir}: another confab is using it (confab.lock is held): stop it, or give this one another --data-dir`,
+      );
+    }
+    throw new StartError(`--data-dir ${dir}: cannot use it (${(err as Error).message})`);
+  }
 }
 
 /** The history store --history names; SQLite's file lives in --data-dir. */
@@ -778,6 +797,8 @@ export class ConfabServer {
     private readonly history: HistoryStore | undefined,
     private readonly cluster: ClusterNode | undefined,
     private readonly files: OptionFiles,
+    /** Held while this server runs alone on its --data-dir (not in a cluster). */
+    private readonly dirLock: FileLock | undefined,
   ) {}
 
   /**
@@ -790,18 +811,27 @@ export class ConfabServer {
     const bannedWords = await loadBannedWords(config, files);
     const tls = await loadTls(config, files);
     files.started();
+    // A cluster keeps its bans and history in Redis; one server alone keeps them here.
+    const dirLock = config.redis === undefined ? lockDataDir(config.dataDir) : undefined;
     const banStore = new FileBanStore(config.dataDir);
     let bans: ReturnType<FileBanStore['load']>;
     try {
       bans = banStore.load();
     } catch (err) {
+      dirLock?.release();
       throw new StartError(`--data-dir: ${(err as Error).message}`);
     }
     const cluster =
       config.redis === undefined
         ? undefined
         : await ClusterNode.open(config, config.redis, log, stop);
-    const history = cluster?.history ?? openHistory(config);
+    let history: HistoryStore | undefined;
+    try {
+      history = cluster?.history ?? openHistory(config);
+    } catch (err) {
+      dirLock?.release();
+      throw err;
+    }
     if (history instanceof SqliteHistoryStore)
       warnIfShared(path.join(config.dataDir, 'history.db'), log);
     if (history instanceof SqliteHistoryStore && history.replaced) {
@@ -854,6 +884,7 @@ export class ConfabServer {
       else await chat.settled();
       if (cluster !== undefined) await cluster.close();
       else await history?.close();
+      dirLock?.release();
     };
     /** Builds and binds one listener; on any failure closes those already open. */
     const start = async (
@@ -982,6 +1013,7 @@ export class ConfabServer {
       history,
       cluster,
       files,
+      dirLock,
     );
   }
 
@@ -1056,5 +1088,6 @@ export class ConfabServer {
     }
     await settled;
     await this.history?.close();
+    this.dirLock?.release();
   }
 }

@@ -319,7 +319,9 @@ async function startOnce(
             ? 'sqlite'
             : 'off';
       const historyArgs = confabHasOption('--history', root) ? ['--history', history] : [];
-      if (history === 'sqlite') {
+      // A data dir of its own, whatever the history: a server locks its --data-dir, and the
+      // default one in the working directory may be another server's.
+      if (history === 'sqlite' || confabHasOption('--data-dir', root)) {
         const dataDir = mkdtempSync(path.join(tmpdir(), 'confab-bench-data-'));
         historyArgs.push('--data-dir', dataDir);
         cleanups.set(port, () => rmSync(dataDir, { recursive: true, force: true }));

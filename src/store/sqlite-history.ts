@@ -30,6 +30,7 @@ import {
   withBase,
 } from './common.js';
 import { createPrivate } from './data-dir.js';
+import { FileLock } from './file-lock.js';
 import { filterBits, NameFilter } from './name-filter.js';
 import {
   decodeBatch,
@@ -404,7 +405,7 @@ const BATCH_TEXT = 16 * 1024;
 export class SqliteHistoryStore implements HistoryStore {
   private readonly db: Database.Database;
   /** Holds the lock file; undefined for an in-memory database. */
-  private readonly lock: Database.Database | undefined;
+  private readonly lock: FileLock | undefined;
   private checkpointer: Worker | undefined;
   /** Commits so far, read by the checkpointer to know when there is something to copy. */
   private readonly commitCount = new Int32Array(new SharedArrayBuffer(4));
@@ -537,20 +538,14 @@ export class SqliteHistoryStore implements HistoryStore {
     // beyond its limit until then.
     this.deleteMargin = Math.max(1, Math.floor(this.retention.maxMessages / 2));
     const inFile = path !== '' && path !== ':memory:';
-    let lock: Database.Database | undefined;
+    let lock: FileLock | undefined;
     if (inFile) {
-      // SQLite gives its -wal and -shm files the database's mode.
-      createPrivate(`${path}-lock`);
-      createPrivate(path);
-      lock = new Database(`${path}-lock`, { timeout: 0 });
+      lock = FileLock.take(`${path}-lock`);
       try {
-        lock.pragma('locking_mode = EXCLUSIVE');
-        // Nothing in it needs a journal file left beside it.
-        lock.pragma('journal_mode = MEMORY');
-        // In exclusive locking mode the lock of the first write is held until close.
-        lock.pragma('user_version = 1');
+        // SQLite gives its -wal and -shm files the database's mode.
+        createPrivate(path);
       } catch (error) {
-        lock.close();
+        lock.release();
         throw error;
       }
     }
@@ -561,7 +556,7 @@ export class SqliteHistoryStore implements HistoryStore {
     try {
       db = new Database(path);
     } catch (error) {
-      lock?.close();
+      lock?.release();
       throw error;
     }
     this.db = db;
@@ -628,7 +623,7 @@ export class SqliteHistoryStore implements HistoryStore {
       }
     } catch (error) {
       db.close();
-      lock?.close();
+      lock?.release();
       throw error;
     }
 
@@ -961,7 +956,7 @@ export class SqliteHistoryStore implements HistoryStore {
     this.marks?.renew(true);
     this.marks?.close();
     this.db.close();
-    this.lock?.close();
+    this.lock?.release();
   }
 
   private startCheckpointer(path: string, walBytesLimit: number): Worker {

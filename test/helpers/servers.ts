@@ -1,4 +1,6 @@
 import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type RunningServer, seedMissing, startServer } from '../../bench/lib/servers.js';
@@ -9,12 +11,47 @@ import { ConfabServer } from '../../src/server.js';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 
+let scratch: string | undefined;
+
+/**
+ * A new, empty directory for one server's --data-dir: a server alone locks its data dir, so
+ * the tests' servers, running side by side, cannot share the default one. They are made in
+ * the run's directory (test/data-dirs.ts), removed when the run ends.
+ */
+export function ownDataDir(): string {
+  scratch ??= process.env.CONFAB_TEST_DATA_DIRS;
+  if (scratch === undefined) {
+    // A test file run on its own, outside the suite's set-up.
+    const root = mkdtempSync(path.join(os.tmpdir(), 'confab-test-data-'));
+    scratch = root;
+    process.once('exit', () => rmSync(root, { recursive: true, force: true }));
+  }
+  return mkdtempSync(path.join(scratch, 'd-'));
+}
+
+/**
+ * `args` with a --data-dir of its own added, unless they name one, a cluster, or print the
+ * configuration (which would show it).
+ */
+export function withOwnDataDir(args: readonly string[]): string[] {
+  if (['--data-dir', '--redis', '--print-config'].some((a) => args.includes(a))) return [...args];
+  return ['--data-dir', ownDataDir(), ...args];
+}
+
 /** Starts confab in this process on a free port; flags as on the command line. */
 export async function startConfab(
   flags: Record<string, string | boolean> = {},
 ): Promise<ConfabServer> {
+  const own = flags['data-dir'] === undefined && flags.redis === undefined;
   const config = loadConfig(
-    { port: '0', 'http-port': 'off', 'shutdown-timeout': '1', history: 'memory', ...flags },
+    {
+      port: '0',
+      'http-port': 'off',
+      'shutdown-timeout': '1',
+      history: 'memory',
+      ...(own ? { 'data-dir': ownDataDir() } : {}),
+      ...flags,
+    },
     {},
   );
   return ConfabServer.start(config, silentLogger);
@@ -51,12 +88,11 @@ export function serveLogging(
       String(port),
       '--http-port',
       String(httpPort),
-      // Memory history: the repository's default data directory is not a test's to lock.
       '--history',
       'memory',
       '--log-format',
       format,
-      ...args,
+      ...withOwnDataDir(args),
     ],
     { stdio, env: { ...process.env, NO_COLOR: '1' } },
   );

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { CLI, stopProcess } from './servers.js';
+import { CLI, stopProcess, withOwnDataDir } from './servers.js';
 
 export interface SpawnedServer {
   child: ChildProcess;
@@ -45,7 +45,7 @@ export async function spawnServer(
       'json',
       '--history',
       'memory',
-      ...args,
+      ...withOwnDataDir(args),
     ],
     {
       env: { ...process.env, ...env },

@@ -7,7 +7,7 @@ import { chart, table } from '../../bench/lib/report.js';
 import { freePort, startServer, stopProcess, waitForPort } from '../../bench/lib/servers.js';
 import { runBench } from '../../bench/run.js';
 import { withoutRedis } from '../helpers/redis.js';
-import { CLI, withoutSeed } from '../helpers/servers.js';
+import { CLI, ownDataDir, withoutSeed } from '../helpers/servers.js';
 
 // Exercises the benchmark harness end to end with tiny settings. It asserts
 // correctness (zero loss, every row present), never speed.
@@ -91,7 +91,18 @@ describe('waitForPort', () => {
     await new Promise((resolve) => other.once('listening', resolve));
     const child = spawn(
       process.execPath,
-      [CLI, 'serve', '--port', String(port), '--http-port', 'off', '--history', 'off'],
+      [
+        CLI,
+        'serve',
+        '--port',
+        String(port),
+        '--http-port',
+        'off',
+        '--history',
+        'off',
+        '--data-dir',
+        ownDataDir(),
+      ],
       { stdio: 'ignore' },
     );
     try {

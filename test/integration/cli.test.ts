@@ -71,7 +71,7 @@ describe('confab serve', () => {
       const args = ['--port', '0', '--http-port', 'off', '--data-dir', dir];
       const { code, stderr } = await serveExit(args, 10_000);
       expect(code, dir).toBe(1);
-      expect(stderr).toContain('--data-dir: cannot open the history database');
+      expect(stderr).toContain(`--data-dir ${dir}: cannot use it (ENOENT`);
     }
   }, 30_000);
 

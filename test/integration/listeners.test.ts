@@ -12,7 +12,7 @@ import tls from 'node:tls';
 import fc from 'fast-check';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../helpers/raw-client.js';
-import { CLI, stopProcess } from '../helpers/servers.js';
+import { CLI, ownDataDir, stopProcess } from '../helpers/servers.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
 import { makeCertificate } from '../helpers/tls-cert.js';
 
@@ -529,6 +529,8 @@ describe('connection bursts', () => {
         process.execPath,
         CLI,
         'serve',
+        '--data-dir',
+        ownDataDir(),
         '--port',
         '4100',
         '--http-port',

@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import { CONFAB_VERSION } from '../../src/protocol/version.js';
-import { CLI, freePort, outputOf, ROOT } from '../helpers/servers.js';
+import { CLI, freePort, outputOf, ROOT, withOwnDataDir } from '../helpers/servers.js';
 import { spawnServer, waitFor } from '../helpers/spawn-server.js';
 import { makeCertificate } from '../helpers/tls-cert.js';
 
@@ -34,7 +34,7 @@ interface Exit {
 
 /** Runs `confab serve` expecting it to exit by itself; SIGKILLs it after 10 s so a hang fails. */
 function serveUntilExit(args: string[], env: Record<string, string> = {}): Promise<Exit> {
-  const child = spawn(process.execPath, [CLI, 'serve', ...args], {
+  const child = spawn(process.execPath, [CLI, 'serve', ...withOwnDataDir(args)], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -493,12 +493,9 @@ describe('SIGHUP and files that are not regular', () => {
     await run('mkfifo', [fifo]);
     const child = spawn(
       process.execPath,
-      [CLI, 'serve', '--port', '0', '--http-port', 'off', '--history', 'memory'].concat([
-        '--banned-words',
-        fifo,
-        '--shutdown-timeout',
-        '1',
-      ]),
+      [CLI, 'serve', '--port', '0', '--http-port', 'off', '--history', 'memory'].concat(
+        withOwnDataDir(['--banned-words', fifo, '--shutdown-timeout', '1']),
+      ),
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const output = outputOf(child);

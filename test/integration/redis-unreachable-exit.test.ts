@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { startRedis, withoutRedis } from '../helpers/redis.js';
-import { CLI, freePort } from '../helpers/servers.js';
+import { CLI, freePort, withOwnDataDir } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 
 /** Runs `confab serve` with `args` until it exits (at most `ms`): its exit code, null if killed. */
@@ -11,7 +11,7 @@ async function exitOf(
 ): Promise<{ code: number | null; stderr: string }> {
   const child = spawn(
     process.execPath,
-    [CLI, 'serve', '--port', '0', '--http-port', 'off', ...args],
+    [CLI, 'serve', '--port', '0', '--http-port', 'off', ...withOwnDataDir(args)],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
     },

@@ -40,13 +40,13 @@ async function crash(store: SqliteHistoryStore): Promise<void> {
     timer?: NodeJS.Timeout;
     checkpointer?: { terminate(): Promise<number> };
     db: { close(): void };
-    lock?: { close(): void };
+    lock?: { release(): void };
   };
   inside.closed = true;
   clearInterval(inside.timer);
   await inside.checkpointer?.terminate();
   inside.db.close();
-  inside.lock?.close();
+  inside.lock?.release();
 }
 
 /** Puts `backup` in place of history.db, as an operator restoring it with the server stopped. */
