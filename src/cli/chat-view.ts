@@ -70,6 +70,9 @@ export function timestamp(style: Style, date: Date): string {
 }
 
 /** A stored message's time: with its date unless it is from today (`now`). */
+/** How old a recovered chat may be and still be shown as chat rather than history. */
+const RECOVERED_IS_HISTORY_MS = 60_000;
+
 function storedAt(at: Date, now: Date): string {
   if (Number.isNaN(at.getTime())) return '--:--';
   if (at.toDateString() === now.toDateString()) return clock(at);
@@ -142,6 +145,24 @@ export const view = {
       ? `${when} ${tag(s, room)}* ${nick(s, from)} ${said}`
       : `${when} ${tag(s, room)}${nick(s, from)}: ${said}`;
   },
+  /**
+   * A chat said while this client was away, recovered on its return. After a short
+   * reconnect it reads as the chat it was, with the time it was said; one said more than a
+   * minute before (a start the next morning) is marked as history, or it would read as said now.
+   */
+  recovered: (
+    s: Style,
+    at: Date,
+    from: string,
+    msg: string,
+    room: string | undefined,
+    action: boolean,
+    me: string,
+    now = new Date(),
+  ): string =>
+    now.getTime() - at.getTime() > RECOVERED_IS_HISTORY_MS
+      ? view.history(s, at, from, msg, room, now, action)
+      : view.chat(s, at, from, msg, room, action, me, now),
   whisperIn: (s: Style, at: Date, from: string, msg: string) =>
     `${timestamp(s, at)} ${paint(s, WHISPER, '(whisper)')} ${nick(s, from)}: ${paint(s, WHISPER, text(msg))}`,
   whisperOut: (s: Style, at: Date, to: string, msg: string) =>

@@ -442,20 +442,21 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
 
   client.on('chat', (m) => {
     if (!m.whisper) savePositions();
+    const action = m.action === true;
     tell(
       m.whisper
         ? view.whisperIn(style, new Date(), m.from, m.msg)
-        : view.chat(
-            style,
-            // A recovered message keeps the time it was said, and its date if not today's.
-            m.recovered && m.at !== undefined ? new Date(m.at) : new Date(),
-            m.from,
-            m.msg,
-            from(m.room),
-            m.action === true,
-            client.nickname,
-            m.recovered ? new Date() : undefined,
-          ),
+        : m.recovered && m.at !== undefined
+          ? view.recovered(
+              style,
+              new Date(m.at),
+              m.from,
+              m.msg,
+              from(m.room),
+              action,
+              client.nickname,
+            )
+          : view.chat(style, new Date(), m.from, m.msg, from(m.room), action, client.nickname),
     );
   });
   const showHistory = (messages: readonly ChatMessage[]) => {

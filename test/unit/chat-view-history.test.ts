@@ -40,6 +40,29 @@ describe('history in the terminal client', () => {
     expect(dim).toBe('\x1b[2m09:05 (history) bob: hi\x1b[0m');
   });
 
+  it('shows a recovered chat as chat after a short absence, and as history past a minute', () => {
+    const said = (msAgo: number, room?: string) =>
+      view.recovered(
+        plain,
+        new Date(today.getTime() - msAgo),
+        'bob',
+        'hi ann',
+        room,
+        false,
+        'ann',
+        today,
+      );
+    expect(said(5_000)).toBe('17:59 bob: hi ann');
+    expect(said(60_000, 'physics')).toBe('17:59 [physics] bob: hi ann');
+    expect(said(60_001)).toBe('17:58 (history) bob: hi ann');
+    expect(said(24 * 3600_000, 'physics')).toBe('2026-01-01 18:00 [physics] (history) bob: hi ann');
+    // As history, dimmed whole: no mention's color inside it.
+    const old = new Date(today.getTime() - 3600_000);
+    expect(view.recovered(color, old, 'bob', 'hi ann', undefined, true, 'ann', today)).toBe(
+      '\x1b[2m17:00 (history) * bob hi ann\x1b[0m',
+    );
+  });
+
   it('says why a gap was not recovered, for every reason the server gives', () => {
     expect(view.gap(plain, 'lobby', 'epoch')).toBe(
       "Messages in lobby may be missing: the server's stored history was reset or restored.",
