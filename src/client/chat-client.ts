@@ -448,6 +448,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   /** Takes a connection that has just been welcomed ("03") as the current one. */
   private attach(socket: net.Socket, welcome: ParsedServerMessage): void {
     this.socket = socket;
+    // The welcome, read by dial, is the first thing heard on it.
+    this.heardAt = performance.now();
     // Its parts are shown as text, whatever they are; a hostile server's "03" without the
     // array ended `confab chat` as it printed its welcome (and left it running): the
     // address dialed stands in for it.
@@ -949,10 +951,9 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       setTimeout(() => this.unheard(probe, socket, at), PROBE_DEADLINE_MS).unref();
       return;
     }
-    this.closeError = new ChatClientError(
-      'closed',
-      `the server answered nothing for ${(PACE_UNANSWERED_MS + PROBE_DEADLINE_MS) / 1000} s`,
-    );
+    // Measured: a paced outbox writes the probe later than PACE_UNANSWERED_MS.
+    const silent = Math.floor((performance.now() - this.heardAt) / 1000);
+    this.closeError = new ChatClientError('closed', `the server sent nothing for ${silent} s`);
     socket.destroy();
   }
 
