@@ -72,7 +72,7 @@ const connect: Handler<typeof Cmd.CONNECT> = (ctx, session, req) => {
  * and before every chat, so it is held to the rule chats are (an operator's list of single
  * words; the course's one phrase, with its spaces, can be in no nickname).
  */
-function usableNickname(ctx: ChatContext, raw: string, operator?: string): NicknameCheck {
+function usableNickname(ctx: ChatContext, raw: string): NicknameCheck {
   const checked = checkNickname(raw);
   if (!checked.ok) return checked;
   if (ctx.bannedWords.matchesName(checked.nickname)) {
@@ -80,9 +80,10 @@ function usableNickname(ctx: ChatContext, raw: string, operator?: string): Nickn
   }
   // A KICK's or BAN's notice names its operator by the account name ("kicked by teacher"):
   // a member holding that nickname, or one like it, would be read as the one who did it.
-  // The operator itself may take it by RENAME once it has proved the name with OPER.
+  // Not the operator either: its session's name would be refused at the CONNECT of every
+  // reconnect that finds the session gone (a server restart), as OPER is not yet proved.
   const key = nicknameKey(checked.nickname);
-  if (ctx.operators.some((o) => o.name !== operator && nicknameKey(o.name) === key)) {
+  if (ctx.operators.some((o) => nicknameKey(o.name) === key)) {
     return { ok: false, reason: "nickname is an operator's name" };
   }
   return checked;
@@ -480,7 +481,7 @@ const version: Handler<typeof Cmd.VERSION> = (ctx, session) => {
  *   -> "51" {newNickname}; members with "renames" get "91" {oldNickname, newNickname}.
  */
 const rename: Handler<typeof Cmd.RENAME> = (ctx, session, req) => {
-  const checked = usableNickname(ctx, req.newNickname, session.operator);
+  const checked = usableNickname(ctx, req.newNickname);
   if (!checked.ok) {
     session.reply({ type: 'rename-refused', reason: 'invalid', detail: checked.reason });
     return;
