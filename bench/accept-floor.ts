@@ -9,7 +9,7 @@
  *   npx tsx bench/accept-floor.ts [rounds=5]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { openSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,6 +62,9 @@ function launch(kind: Kind, port: number, gcLog: string): ChildProcess {
           ...CONFAB_BENCH_FLAGS,
           '--history',
           'off',
+          // A server locks its data dir: not the working directory's, which may be another's.
+          '--data-dir',
+          dataDir,
         ]
       : ['-e', FLOOR, String(port)];
   return spawn(process.execPath, ['--trace-gc', ...args], { stdio: ['ignore', out, 'inherit'] });
@@ -82,6 +85,9 @@ interface Round {
   us: number;
   gcUs: number;
 }
+
+const dataDir = mkdtempSync(path.join(tmpdir(), 'confab-accept-floor-'));
+process.once('exit', () => rmSync(dataDir, { recursive: true, force: true }));
 
 async function round(kind: Kind): Promise<Round> {
   const port = await freePort();

@@ -10,7 +10,8 @@
  * sampled every few seconds; the summary compares the first and last thirds.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -28,11 +29,16 @@ const minutes = Math.min(Number(values.minutes), 24 * 60);
 const rate = Math.min(Number(values.rate), 1000);
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+// SQLite history in a data dir of its own: a server locks its data dir.
+const dataDir = mkdtempSync(path.join(tmpdir(), 'confab-soak-'));
+process.once('exit', () => rmSync(dataDir, { recursive: true, force: true }));
 const server = spawn(
   process.execPath,
   [
     path.join(root, 'dist/cli/main.js'),
     'serve',
+    '--data-dir',
+    dataDir,
     '--port',
     '0',
     '--log-format',

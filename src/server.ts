@@ -240,7 +240,7 @@ function openHistory(config: Config): HistoryStore | undefined {
       });
     default:
       try {
-        makeDirectory(config.dataDir);
+        // The directory is there: lockDataDir made it.
         return new SqliteHistoryStore(path.join(config.dataDir, 'history.db'), {
           retention,
           afterCommit: flushWrites,
@@ -840,16 +840,23 @@ export class ConfabServer {
         'history.db is older than the one this --data-dir last ran on (restored from a backup?): every room starts a new history epoch, so clients that saw later messages are told their gap was not recovered',
       );
     }
-    const chat = new Chat({
-      ...chatSettings(config, bannedWords),
-      banStore: { load: () => bans, save: (b) => banStore.save(b) },
-      logger: log,
-      history,
-      cluster,
-      ...(cluster === undefined
-        ? {}
-        : { clock: cluster.clock.now, timeKnown: () => cluster.clock.judged }),
-    });
+    let chat: Chat;
+    try {
+      chat = new Chat({
+        ...chatSettings(config, bannedWords),
+        banStore: { load: () => bans, save: (b) => banStore.save(b) },
+        logger: log,
+        history,
+        cluster,
+        ...(cluster === undefined
+          ? {}
+          : { clock: cluster.clock.now, timeKnown: () => cluster.clock.judged }),
+      });
+    } catch (err) {
+      if (cluster === undefined) await history?.close();
+      dirLock?.release();
+      throw err;
+    }
     if (cluster !== undefined) {
       if (bans.length > 0) {
         log.warn(
@@ -877,14 +884,17 @@ export class ConfabServer {
     // A client may have slipped in before a later listener failed: end it too,
     // or closing its listener would wait for it.
     const abandon = async () => {
-      chat.shutdown();
-      await Promise.all(listeners.map((l) => l.close()));
-      // As in stop: a release waiting for a Redis that does not answer holds no start's exit.
-      if (cluster !== undefined) await withTimeout(chat.settled(), LEAVE_MS).catch(() => {});
-      else await chat.settled();
-      if (cluster !== undefined) await cluster.close();
-      else await history?.close();
-      dirLock?.release();
+      try {
+        chat.shutdown();
+        await Promise.all(listeners.map((l) => l.close()));
+        // As in stop: a release waiting for a Redis that does not answer holds no start's exit.
+        if (cluster !== undefined) await withTimeout(chat.settled(), LEAVE_MS).catch(() => {});
+        else await chat.settled();
+        if (cluster !== undefined) await cluster.close();
+        else await history?.close();
+      } finally {
+        dirLock?.release();
+      }
     };
     /** Builds and binds one listener; on any failure closes those already open. */
     const start = async (
@@ -1086,8 +1096,11 @@ export class ConfabServer {
       await this.cluster.close(until);
       return;
     }
-    await settled;
-    await this.history?.close();
-    this.dirLock?.release();
+    try {
+      await settled;
+      await this.history?.close();
+    } finally {
+      this.dirLock?.release();
+    }
   }
 }

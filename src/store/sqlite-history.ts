@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -349,6 +350,15 @@ const BATCH_MESSAGES = 128;
  */
 const BATCH_TEXT = 16 * 1024;
 
+/** `file` with every link resolved, or as it is while it does not exist yet. */
+function realPathOf(file: string): string {
+  try {
+    return realpathSync(file);
+  } catch {
+    return file;
+  }
+}
+
 /**
  * Room history in one SQLite file.
  *
@@ -540,7 +550,9 @@ export class SqliteHistoryStore implements HistoryStore {
     const inFile = path !== '' && path !== ':memory:';
     let lock: FileLock | undefined;
     if (inFile) {
-      lock = FileLock.take(`${path}-lock`);
+      // Beside the database itself: a history.db that is a link to another data dir's must
+      // meet the lock of the server that owns that one.
+      lock = FileLock.take(`${realPathOf(path)}-lock`);
       try {
         // SQLite gives its -wal and -shm files the database's mode.
         createPrivate(path);

@@ -133,7 +133,7 @@ export function serveProcess(args: string[]): {
   stderr: () => string;
   exited: Promise<number | null>;
 } {
-  const child = spawn(process.execPath, [CLI, 'serve', ...args], {
+  const child = spawn(process.execPath, [CLI, 'serve', ...withOwnDataDir(args)], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';

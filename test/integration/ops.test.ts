@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import { CONFAB_VERSION } from '../../src/protocol/version.js';
-import { CLI, freePort, outputOf, ROOT, withOwnDataDir } from '../helpers/servers.js';
+import { CLI, freePort, outputOf, ownDataDir, ROOT, withOwnDataDir } from '../helpers/servers.js';
 import { spawnServer, waitFor } from '../helpers/spawn-server.js';
 import { makeCertificate } from '../helpers/tls-cert.js';
 
@@ -449,7 +449,7 @@ describe('SIGHUP and files that are not regular', () => {
     // (util-linux) runs the server on a pseudo-terminal and types what it is given; the shell
     // prints its pid and becomes the server, so it can be killed whatever happens.
     const port = await freePort();
-    const command = `echo "pid:$$"; exec '${process.execPath}' '${CLI}' serve --port ${port} --http-port off --banned-words /dev/stdin`;
+    const command = `echo "pid:$$"; exec '${process.execPath}' '${CLI}' serve --port ${port} --http-port off --data-dir '${ownDataDir()}' --banned-words /dev/stdin`;
     const child = spawn('script', ['-qec', command, '/dev/null'], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });

@@ -1,6 +1,8 @@
-import { chmodSync, readdirSync, statSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { expect, it } from 'vitest';
+import { SqliteHistoryStore } from '../../../src/store/sqlite-history.js';
 import { useSqliteStores } from '../../helpers/sqlite-stores.js';
 
 const { dir, file, open } = useSqliteStores('confab-sqlite-modes-');
@@ -21,6 +23,25 @@ it('makes the database and every file beside it readable by its owner only', asy
     expect.arrayContaining(['history.db', 'history.db-lock', 'history.db-mark']),
   );
   for (const name of files) expect(modeOf(name), name).toBe(0o600);
+});
+
+it('locks the database a link leads to, so two data dirs cannot share one through it', async () => {
+  await open().close();
+  const other = mkdtempSync(path.join(os.tmpdir(), 'confab-sqlite-link-'));
+  try {
+    symlinkSync(file(), path.join(other, 'history.db'));
+    const store = open();
+    try {
+      const retention = { maxMessages: 10, maxAgeMs: 0 };
+      expect(() => new SqliteHistoryStore(path.join(other, 'history.db'), { retention })).toThrow(
+        expect.objectContaining({ code: 'SQLITE_BUSY' }),
+      );
+    } finally {
+      await store.close();
+    }
+  } finally {
+    rmSync(other, { recursive: true, force: true });
+  }
 });
 
 it('leaves the mode an operator gave an existing database', async () => {
