@@ -56,7 +56,9 @@ export function nickColor(nickname: string): number {
 }
 
 export function nick(style: Style, nickname: string): string {
-  return paint(style, `\x1b[1;${nickColor(asString(nickname))}m`, text(nickname));
+  // A hostile server's member without a name still takes a place in the line.
+  const shown = text(nickname) || '?';
+  return paint(style, `\x1b[1;${nickColor(asString(nickname))}m`, shown);
 }
 
 function clock(date: Date): string {
@@ -69,10 +71,14 @@ export function timestamp(style: Style, date: Date): string {
   return paint(style, DIM, clock(date));
 }
 
-/** A stored message's time: with its date unless it is from today (`now`). */
-/** How old a recovered chat may be and still be shown as chat rather than history. */
+/**
+ * How far a recovered chat's time may be from now and the chat still be shown as chat, not
+ * history. Read on this machine's clock against the server's: a skew past it shows them all
+ * as history, which tells the truth that they were missed.
+ */
 const RECOVERED_IS_HISTORY_MS = 60_000;
 
+/** A stored message's time: with its date unless it is from today (`now`). */
 function storedAt(at: Date, now: Date): string {
   if (Number.isNaN(at.getTime())) return '--:--';
   if (at.toDateString() === now.toDateString()) return clock(at);
@@ -160,9 +166,10 @@ export const view = {
     me: string,
     now = new Date(),
   ): string =>
-    now.getTime() - at.getTime() > RECOVERED_IS_HISTORY_MS
-      ? view.history(s, at, from, msg, room, now, action)
-      : view.chat(s, at, from, msg, room, action, me, now),
+    // A time that is no time, or far ahead of this clock, is not taken for now either.
+    Math.abs(now.getTime() - at.getTime()) <= RECOVERED_IS_HISTORY_MS
+      ? view.chat(s, at, from, msg, room, action, me, now)
+      : view.history(s, at, from, msg, room, now, action),
   whisperIn: (s: Style, at: Date, from: string, msg: string) =>
     `${timestamp(s, at)} ${paint(s, WHISPER, '(whisper)')} ${nick(s, from)}: ${paint(s, WHISPER, text(msg))}`,
   whisperOut: (s: Style, at: Date, to: string, msg: string) =>

@@ -952,7 +952,8 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       return;
     }
     // Measured: a paced outbox writes the probe later than PACE_UNANSWERED_MS.
-    const silent = Math.floor((performance.now() - this.heardAt) / 1000);
+    // Rounded: a timer may fire a millisecond early, and 19.999 s is the 20 s it waited.
+    const silent = Math.round((performance.now() - this.heardAt) / 1000);
     this.closeError = new ChatClientError('closed', `the server sent nothing for ${silent} s`);
     socket.destroy();
   }

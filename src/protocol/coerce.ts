@@ -5,6 +5,8 @@
  */
 export function asString(value: unknown): string {
   if (typeof value === 'string') return value;
+  // A field left out is no text, not the word "undefined" in a member's place.
+  if (value === undefined || value === null) return '';
   try {
     return String(value);
   } catch {

@@ -56,6 +56,10 @@ describe('history in the terminal client', () => {
     expect(said(60_000, 'physics')).toBe('17:59 [physics] bob: hi ann');
     expect(said(60_001)).toBe('17:58 (history) bob: hi ann');
     expect(said(24 * 3600_000, 'physics')).toBe('2026-01-01 18:00 [physics] (history) bob: hi ann');
+    // A server's time that is none, or an hour ahead, is not shown as live chat either.
+    expect(said(-3600_000)).toBe('19:00 (history) bob: hi ann');
+    expect(said(Number.NaN)).toBe('--:-- (history) bob: hi ann');
+    expect(said(-60_000)).toBe('18:01 bob: hi ann');
     // As history, dimmed whole: no mention's color inside it.
     const old = new Date(today.getTime() - 3600_000);
     expect(view.recovered(color, old, 'bob', 'hi ann', undefined, true, 'ann', today)).toBe(

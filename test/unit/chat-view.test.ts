@@ -125,7 +125,8 @@ describe('terminal client view', () => {
     expect(view.users(plain, [['eve', 'hidden', 0]])).toBe('1 user in the room:\n  eve hidden');
     // A server that sends something else than a list of entries still cannot break out.
     expect(view.users(plain, [7, null] as unknown as [string, string, number][])).toBe(
-      '2 users in the room:\n  7 undefined:undefined\n  null undefined:undefined',
+      // Fields left out are no text ("undefined" was shown); a member without a name is "?".
+      '2 users in the room:\n  7 :\n  ? :',
     );
     expect(view.prompt(plain, 'x\x1b[6n')).toBe('x^[[6n> ');
     expect(view.welcome(plain, ['1.2.3.4\x1b[6n', 5], 'ann', '3\x1b[6n' as unknown as number)).toBe(
