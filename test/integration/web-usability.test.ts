@@ -237,6 +237,29 @@ describe('web client when things go wrong', () => {
   }
 
   /**
+   * A page, its clock installed, on a server of its own: `run` gets them and `restart`, which
+   * starts a new server on the same HTTP port. Page and servers are closed after.
+   */
+  async function onOwnServer(
+    run: (page: Page, own: ConfabServer, restart: () => Promise<ConfabServer>) => Promise<void>,
+  ): Promise<void> {
+    const own = await startConfab({ 'http-port': '0' });
+    const httpPort = own.httpAddress!.port;
+    const page = await openPage(httpPort, (p) => p.clock.install());
+    let again: ConfabServer | undefined;
+    try {
+      await run(page, own, async () => {
+        again = await startConfab({ 'http-port': String(httpPort) });
+        return again;
+      });
+    } finally {
+      await page.close();
+      await again?.stop();
+      await own.stop();
+    }
+  }
+
+  /**
    * A page joined as `nickname` whose server restarts while someone else takes the name,
    * its clock paused once joined so that the backoff never runs out: the thief is in before
    * the page is back. `then` runs with the page once the thief is in.
@@ -246,11 +269,7 @@ describe('web client when things go wrong', () => {
     then: (page: Page) => Promise<void>,
     away: { rooms?: string[]; meanwhile?: (page: Page) => Promise<void> } = {},
   ): Promise<void> {
-    const own = await startConfab({ 'http-port': '0' });
-    const httpPort = own.httpAddress!.port;
-    const page = await openPage(httpPort, (p) => p.clock.install());
-    let again: ConfabServer | undefined;
-    try {
+    await onOwnServer(async (page, own, restart) => {
       await joinAs(page, nickname);
       for (const room of away.rooms ?? []) {
         await say(page, `\\join ${room}`);
@@ -260,18 +279,14 @@ describe('web client when things go wrong', () => {
       await own.stop();
       await page.locator('#retry:enabled').waitFor();
       await away.meanwhile?.(page);
-      again = await startConfab({ 'http-port': String(httpPort) });
+      const again = await restart();
       const thief = await join(again.address.port, nickname);
       try {
         await then(page);
       } finally {
         thief.close();
       }
-    } finally {
-      await page.close();
-      await again?.stop();
-      await own.stop();
-    }
+    });
   }
 
   it('says so when its nickname was taken while it reconnected, and offers a free one', async () => {
@@ -353,11 +368,7 @@ describe('web client when things go wrong', () => {
   }, 40_000);
 
   it('shows the countdown in one status line, and the log only when the connection is lost and back', async () => {
-    const own = await startConfab({ 'http-port': '0' });
-    const httpPort = own.httpAddress!.port;
-    const page = await openPage(httpPort, (p) => p.clock.install());
-    let again: ConfabServer | undefined;
-    try {
+    await onOwnServer(async (page, own, restart) => {
       await joinAs(page, 'steady');
       await page.clock.pauseAt(Date.now() + 1000);
       await own.stop();
@@ -373,33 +384,25 @@ describe('web client when things go wrong', () => {
       expect(await countLines(page, /Retrying/)).toBe(0);
       await page.locator('#status-detail', { hasText: /Retrying in \d+ s/ }).waitFor();
 
-      again = await startConfab({ 'http-port': String(httpPort) });
+      await restart();
       await page.click('#retry');
       await page.locator('#status[data-status="online"]').waitFor();
       await seeLine(page, 'Reconnected as steady.');
       expect(await countLines(page, /Reconnected/)).toBe(1);
       expect(await countLines(page, /Connection lost/)).toBe(1);
       expect(await page.textContent('#status-detail')).toBe('');
-    } finally {
-      await page.close();
-      await again?.stop();
-      await own.stop();
-    }
+    });
   }, 60_000);
 
   it('waits longer each time the server closes the connection right after taking it back', async () => {
-    const own = await startConfab({ 'http-port': '0' });
-    const httpPort = own.httpAddress!.port;
-    const page = await openPage(httpPort, (p) => p.clock.install());
-    let again: ConfabServer | undefined;
-    try {
+    await onOwnServer(async (page, own, restart) => {
       await joinAs(page, 'unlucky');
       // From now on each socket closes once the server has taken it ("03"), as one whose
       // disk is full closes each sender at its first chat.
       const attempts = await countSockets(page, true);
       await page.clock.pauseAt(Date.now() + 1000);
       await own.stop();
-      again = await startConfab({ 'http-port': String(httpPort) });
+      await restart();
       // 30 s of the page's time, each second given real time to connect and be closed.
       for (let i = 0; i < 30; i++) {
         await page.clock.runFor(1000);
@@ -409,11 +412,7 @@ describe('web client when things go wrong', () => {
       // each return, it was one every second or less.
       expect(attempts()).toBeGreaterThanOrEqual(3);
       expect(attempts()).toBeLessThanOrEqual(8);
-    } finally {
-      await page.close();
-      await again?.stop();
-      await own.stop();
-    }
+    });
   }, 60_000);
 
   it('answers \\help with what the web page does, not the terminal', async () => {
