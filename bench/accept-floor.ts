@@ -9,7 +9,7 @@
  *   npx tsx bench/accept-floor.ts [rounds=5]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +19,7 @@ import {
   freePort,
   type RunningServer,
   stopProcess,
+  tempDirUntilExit,
   waitForPort,
 } from './lib/servers.js';
 import { runConns } from './lib/workload.js';
@@ -86,8 +87,7 @@ interface Round {
   gcUs: number;
 }
 
-const dataDir = mkdtempSync(path.join(tmpdir(), 'confab-accept-floor-'));
-process.once('exit', () => rmSync(dataDir, { recursive: true, force: true }));
+const dataDir = tempDirUntilExit('confab-accept-floor-');
 
 async function round(kind: Kind): Promise<Round> {
   const port = await freePort();

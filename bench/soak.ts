@@ -10,12 +10,12 @@
  * sampled every few seconds; the summary compares the first and last thirds.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ChatClient } from '../src/client/chat-client.js';
+import { tempDirUntilExit } from './lib/servers.js';
 
 const { values } = parseArgs({
   options: {
@@ -30,8 +30,7 @@ const rate = Math.min(Number(values.rate), 1000);
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // SQLite history in a data dir of its own: a server locks its data dir.
-const dataDir = mkdtempSync(path.join(tmpdir(), 'confab-soak-'));
-process.once('exit', () => rmSync(dataDir, { recursive: true, force: true }));
+const dataDir = tempDirUntilExit('confab-soak-');
 const server = spawn(
   process.execPath,
   [

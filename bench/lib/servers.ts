@@ -223,6 +223,13 @@ export interface StartOptions {
 
 const helpTexts = new Map<string, string>();
 
+/** A new directory under the system's temporary one, removed when this process exits. */
+export function tempDirUntilExit(prefix: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
 /**
  * Whether the confab built at `root` (this checkout by default) has a serve
  * option, read from its --help: flags come and go between the checkouts a
@@ -321,7 +328,7 @@ async function startOnce(
       const historyArgs = confabHasOption('--history', root) ? ['--history', history] : [];
       // A data dir of its own, whatever the history: a server locks its --data-dir, and the
       // default one in the working directory may be another server's.
-      if (history === 'sqlite' || confabHasOption('--data-dir', root)) {
+      if (confabHasOption('--data-dir', root)) {
         const dataDir = mkdtempSync(path.join(tmpdir(), 'confab-bench-data-'));
         historyArgs.push('--data-dir', dataDir);
         cleanups.set(port, () => rmSync(dataDir, { recursive: true, force: true }));

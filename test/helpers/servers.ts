@@ -1,9 +1,13 @@
 import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
+import { mkdtempSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type RunningServer, seedMissing, startServer } from '../../bench/lib/servers.js';
+import {
+  type RunningServer,
+  seedMissing,
+  startServer,
+  tempDirUntilExit,
+} from '../../bench/lib/servers.js';
 import { loadConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/core/ports.js';
 import { ConfabServer } from '../../src/server.js';
@@ -20,12 +24,8 @@ let scratch: string | undefined;
  */
 export function ownDataDir(): string {
   scratch ??= process.env.CONFAB_TEST_DATA_DIRS;
-  if (scratch === undefined) {
-    // A test file run on its own, outside the suite's set-up.
-    const root = mkdtempSync(path.join(os.tmpdir(), 'confab-test-data-'));
-    scratch = root;
-    process.once('exit', () => rmSync(root, { recursive: true, force: true }));
-  }
+  // A test file run on its own, outside the suite's set-up, makes one for itself.
+  scratch ??= tempDirUntilExit('confab-test-data-');
   return mkdtempSync(path.join(scratch, 'd-'));
 }
 
@@ -34,15 +34,20 @@ export function ownDataDir(): string {
  * configuration (which would show it).
  */
 export function withOwnDataDir(args: readonly string[]): string[] {
-  if (['--data-dir', '--redis', '--print-config'].some((a) => args.includes(a))) return [...args];
+  if (!needsOwnDataDir((option) => args.includes(`--${option}`))) return [...args];
   return ['--data-dir', ownDataDir(), ...args];
+}
+
+/** Whether a server given the options `given` says it has needs a data dir of its own. */
+function needsOwnDataDir(given: (option: string) => boolean): boolean {
+  return !['data-dir', 'redis', 'print-config'].some(given);
 }
 
 /** Starts confab in this process on a free port; flags as on the command line. */
 export async function startConfab(
   flags: Record<string, string | boolean> = {},
 ): Promise<ConfabServer> {
-  const own = flags['data-dir'] === undefined && flags.redis === undefined;
+  const own = needsOwnDataDir((option) => flags[option] !== undefined);
   const config = loadConfig(
     {
       port: '0',
