@@ -182,14 +182,24 @@ describe.each(['pretty', 'json'] as const)(
       const dir = mkdtempSync(path.join(tmpdir(), 'confab-log-'));
       const log = path.join(dir, 'confab.log');
       // Appending: after the truncation, the next write lands at the start again.
-      const { child, port } = await servingTo(format, openSync(log, 'a'), 8);
+      const { child, port, stderr } = await servingTo(format, openSync(log, 'a'), 8);
       try {
         // 8 KiB hold some forty lines; a join and a leave are two.
         for (let i = 0; i < 100; i++) expect(await join(port, `before${i}`, 3_000)).toBe('03');
         expect(statSync(log).size).toBe(8 * 1024);
         truncateSync(log, 0);
         for (let i = 0; i < 3; i++) expect(await join(port, `after${i}`, 3_000)).toBe('03');
-        await until('the lines after', () => readFileSync(log, 'utf8').includes('after2'), 10_000);
+        // A failure says what the log and stderr held, and whether the server still lives.
+        await until(
+          'the lines after',
+          () => readFileSync(log, 'utf8').includes('after2'),
+          20_000,
+        ).catch((err: Error) => {
+          const alive = child.exitCode === null && child.signalCode === null;
+          throw new Error(
+            `${err.message}; server ${alive ? 'running' : 'gone'}; log ${statSync(log).size} bytes:\n${readFileSync(log, 'utf8')}\nstderr:\n${stderr()}`,
+          );
+        });
         const text = readFileSync(log, 'utf8');
         const warning = text.split('\n').find((l) => l.includes('log lines lost: stdout'));
         expect(warning, text).toBeDefined();
