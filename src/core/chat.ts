@@ -382,7 +382,7 @@ export class Chat implements ChatContext, SessionHost {
     if (options.hideAddresses !== undefined) this.hideAddresses = options.hideAddresses;
     if (options.motd !== undefined) this.motd = options.motd;
     if (options.maxMessage !== undefined) this.maxMessage = options.maxMessage;
-    if (options.operators !== undefined) this.operators = options.operators;
+    if (options.operators !== undefined) this.dropOperators(options.operators);
     if (options.historyOnJoin !== undefined) this.replays.onJoin = options.historyOnJoin;
     this.admission.setCaps(options.maxConnections, options.maxConnectionsPerIp);
     const rateLimit = options.rateLimit ?? this.rateLimit;
@@ -399,6 +399,24 @@ export class Chat implements ChatContext, SessionHost {
 
   get limits(): Limits {
     return { rate: this.rateLimit, burst: this.rateBurst, maxMessage: this.maxMessage };
+  }
+
+  /**
+   * A reload that takes an operator out of the list ends that operator's status in the
+   * sessions that hold it: kept, its later KICKs would name an account that is now anyone's
+   * nickname to take, and its powers would outlive the operator's removal.
+   */
+  private dropOperators(operators: readonly Operator[]): void {
+    this.operators = operators;
+    for (const session of this.sessions) {
+      const name = session.operator;
+      if (name === undefined || operators.some((o) => o.name === name)) continue;
+      session.operator = undefined;
+      this.log.info(
+        { nickname: session.nickname, ip: session.address.ip, operName: name },
+        'operator status ended: no longer in the operators list',
+      );
+    }
   }
 
   /** Number of open sessions, joined or not. */

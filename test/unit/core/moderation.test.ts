@@ -70,6 +70,27 @@ describe('OPER', () => {
     expect(ann.take().map((m) => m.cmd)).toEqual(['90', '93']);
   });
 
+  it('ends the status of an operator a reload takes out of the list, and frees its name', () => {
+    const op = oper();
+    const staying = { name: 'head', verify: (p: string) => p === 'x' };
+    const head = connect('staff', MOD);
+    chat.reconfigure({ operators: [teacher, staying] });
+    send(head, { cmd: '92', name: 'head', password: 'x' });
+    drain(head);
+    chat.reconfigure({ operators: [staying] });
+    expect(op.session.operator).toBeUndefined();
+    expect(head.session.operator).toBe('head');
+    // Its name is no operator's now: a member may take it, and no KICK names it any more.
+    const taker = connect('teacher', MOD);
+    expect(taker.session.nickname).toBe('teacher');
+    drain(op);
+    send(op, { cmd: '94', nickname: 'teacher' });
+    expect(op.take()).toEqual([
+      { cmd: '90', code: ErrorCode.NOT_AUTHORIZED, message: 'you are not an operator', ref: '94' },
+    ]);
+    expect(taker.closedWith).toBeUndefined();
+  });
+
   it('is an unknown command, answered with nothing, for a course client', () => {
     const course = connect('course');
     send(course, { cmd: '92', name: 'teacher', password: 'sesame' });
