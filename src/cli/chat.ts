@@ -313,8 +313,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   const joined = new Set<string>([LOBBY]);
   /** Lines waiting in the client's queue under the server's flood limit (see 'queue' below). */
   let waiting = 0;
-  /** What the server said to the last reconnect attempt, when it refused it; told once. */
-  let refusedFor = '';
+  /** The reasons for failed reconnects told in this outage, each once. */
+  const toldWhy = new Set<string>();
   /** Between a lost connection and its restoring: the prompt says so all along. */
   let offline = false;
   const promptFor = () =>
@@ -502,16 +502,23 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       offline = true;
       redrawPrompt();
     }
-    // Why the server refused the last attempt, once: a nickname taken meanwhile kept the
-    // client trying for as long as it was, without a word of why.
+    // Why the last attempt failed, once for each reason in an outage: a nickname taken
+    // meanwhile, or a welcome too large to read, kept the client trying for as long as it
+    // was, without a word of why. A refused connection is a server down or restarting,
+    // which "Connection lost" says already.
     const why =
       r.error.kind === 'nickname-taken'
         ? `The nickname "${client.nickname}" is taken (perhaps by the lost connection, not yet gone); still trying.`
         : r.error.kind === 'room-full'
           ? 'The chat room is full or busy; still trying.'
-          : '';
-    if (why !== '' && why !== refusedFor) say(view.error(style, why));
-    refusedFor = why;
+          : r.error.kind === 'refused' || !r.attemptFailed
+            ? ''
+            : `The last attempt failed: ${r.error.message}; still trying.`;
+    // At most a few: a server could word every refusal differently.
+    if (why !== '' && !toldWhy.has(why) && toldWhy.size < 8) {
+      toldWhy.add(why);
+      say(view.error(style, why));
+    }
     if (r.attempt <= 3 || r.attempt % 10 === 0) {
       say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
     }
@@ -522,7 +529,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   let operator: string | undefined;
   client.on('resumed', (r) => {
     offline = false;
-    refusedFor = '';
+    toldWhy.clear();
     const on = servers.length > 1 ? showServers([client.server]) : undefined;
     say(view.reconnected(style, r.nickname, r.resumed, on));
     // Operator status lasts as long as its session: a new one starts without it.

@@ -119,8 +119,19 @@ export interface ChatEvents {
   message: [ParsedServerMessage];
   /** How many requests wait to be sent (paced to the server's limits); sent when it changes. */
   queue: [{ waiting: number }];
-  /** The connection was lost (option `reconnect`); the next attempt starts after `delayMs`. */
-  reconnecting: [{ attempt: number; attempts: number; delayMs: number; error: ChatClientError }];
+  /**
+   * The connection was lost (option `reconnect`); the next attempt starts after `delayMs`.
+   * `error` is why the last attempt failed (`attemptFailed`), or else the loss itself.
+   */
+  reconnecting: [
+    {
+      attempt: number;
+      attempts: number;
+      delayMs: number;
+      error: ChatClientError;
+      attemptFailed: boolean;
+    },
+  ];
   /**
    * Connected again, rooms restored and unacknowledged chats re-sent.
    * `resumed`: the server took the old session back (nobody saw a leave).
@@ -1423,7 +1434,13 @@ export class ChatClient extends EventEmitter<ChatEvents> {
       const base = Math.min(policy.maxDelayMs, policy.minDelayMs * 2 ** (attempt - 1));
       // Jitter, so that clients cut off together do not come back together.
       const delayMs = Math.round(base * (0.5 + Math.random() / 2));
-      this.emit('reconnecting', { attempt, attempts: policy.attempts, delayMs, error: last });
+      this.emit('reconnecting', {
+        attempt,
+        attempts: policy.attempts,
+        delayMs,
+        error: last,
+        attemptFailed: last !== cause,
+      });
       await new Promise<void>((resolve) => {
         this.wake = resolve;
         this.retryTimer = setTimeout(resolve, delayMs);

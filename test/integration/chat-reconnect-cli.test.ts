@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ChatProcess } from '../helpers/chat-process.js';
+import { until } from '../helpers/cluster.js';
 import { join } from '../helpers/raw-client.js';
+import { scriptedServer } from '../helpers/scripted-server.js';
 import { startConfab } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 
@@ -107,6 +109,32 @@ describe('confab chat reconnects by itself', () => {
       await ann.stop();
       await relay.close();
       await server.stop();
+    }
+  }, 45_000);
+
+  it('says once why its reconnects fail when the server answers them with a welcome too large', async () => {
+    // The first connection is welcomed and then dropped; every later one gets a "03" past the
+    // client's frame limit. The client tried on with no word of why after its third attempt.
+    let connects = 0;
+    const srv = await scriptedServer((request, send, socket) => {
+      if (request.cmd !== '0') return;
+      if (++connects === 1) {
+        // "errors": a server that explains its closes, which the client reconnects to.
+        send({ cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1, caps: ['errors'] });
+        setTimeout(() => socket.destroy(), 200);
+      } else socket.write(`{"cmd":"03","motd":"${'a'.repeat(1100 * 1024)}`);
+    });
+    const ann = ChatProcess.start(['ann', '--port', String(srv.port)]);
+    try {
+      await ann.waitFor('You are the 1st user.');
+      await ann.waitFor('Connection lost.');
+      await ann.waitFor('The last attempt failed: reply too large; still trying.', 10_000);
+      // Attempts 1 to 4 made, and the failures of the first three told at the next.
+      await until('a fourth reconnect', () => connects >= 5, 20_000);
+      expect(ann.output.match(/The last attempt failed/g)).toHaveLength(1);
+    } finally {
+      await ann.stop();
+      await srv.close();
     }
   }, 45_000);
 
