@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import { CAPABILITIES, type Capability } from '../protocol/capabilities.js';
-import { Cmd, LOBBY, mayReconnect } from '../protocol/codes.js';
+import { Cmd, LOBBY, mayReconnect, RECONNECT_STABLE_MS } from '../protocol/codes.js';
 import { asNumber, asString } from '../protocol/coerce.js';
 import {
   type ParsedServerMessage,
@@ -265,11 +265,6 @@ interface Replay {
 
 /** Ids remembered per room for de-duplication; replays never reach further back. */
 const SEEN_LIMIT = 4096;
-/**
- * How long a restored connection must last before a later loss starts again from the first,
- * shortest wait: until then the waits go on growing, as for attempts that failed outright.
- */
-const STABLE_MS = 10_000;
 /**
  * Gap after a paced request that gets no reply (CHAT, EXIT): long enough for
  * the course server's thread to come back to recv(). It adapts to twice the
@@ -1419,11 +1414,11 @@ export class ChatClient extends EventEmitter<ChatEvents> {
 
   private async reconnectLoop(cause: ChatClientError): Promise<void> {
     const policy = this.reconnect!;
-    // Only a connection kept STABLE_MS starts the waits again from the shortest: a server that
-    // takes the connection and closes it again at once (its disk full, every chat then
-    // failing) was otherwise reconnected to five times a second for ever, each time a join
-    // and a leave for the room.
-    if (this.restoredAt !== undefined && performance.now() - this.restoredAt >= STABLE_MS) {
+    // Only a connection that lasted starts the waits again from the shortest (see there).
+    if (
+      this.restoredAt !== undefined &&
+      performance.now() - this.restoredAt >= RECONNECT_STABLE_MS
+    ) {
       this.attemptsUsed = 0;
     }
     this.restoredAt = undefined;

@@ -159,3 +159,12 @@ export type ErrorCodeValue = (typeof ErrorCode)[ErrorCodeName];
 export function mayReconnect(code: number): boolean {
   return code >= 3000 && code < 4000;
 }
+
+/**
+ * How long a restored connection must last before a client's next loss starts its waits
+ * again from the shortest; until then they go on growing, as for attempts that failed
+ * outright. A server that takes each connection and closes it at once (its disk full, every
+ * chat closing its sender) was otherwise reconnected to several times a second for ever,
+ * each time a join and a leave for the room. The client library and the web page both keep it.
+ */
+export const RECONNECT_STABLE_MS = 10_000;

@@ -1,5 +1,11 @@
 import { CAPABILITIES } from '../../src/protocol/capabilities.js';
-import { Cmd, ErrorCode, LOBBY, mayReconnect } from '../../src/protocol/codes.js';
+import {
+  Cmd,
+  ErrorCode,
+  LOBBY,
+  mayReconnect,
+  RECONNECT_STABLE_MS,
+} from '../../src/protocol/codes.js';
 import { asNumber, asString } from '../../src/protocol/coerce.js';
 import {
   type ParsedServerMessage,
@@ -84,12 +90,6 @@ interface Outgoing {
 }
 
 const MAX_BACKOFF_MS = 15_000;
-/**
- * How long a connection must have lasted for the retry after its loss to start again from
- * the shortest wait: a server that takes each connection and closes it at once (its disk
- * full, every chat closing its sender) is otherwise rejoined twice a second for ever.
- */
-const STABLE_MS = 10_000;
 /** How long Join pressed again waits on a CONNECT already sent, rather than send another. */
 const ASK_PATIENCE_MS = 5_000;
 
@@ -419,7 +419,7 @@ export class Connection {
   }
 
   private scheduleRetry(why: string): void {
-    if (this.joinedAt !== undefined && performance.now() - this.joinedAt >= STABLE_MS) {
+    if (this.joinedAt !== undefined && performance.now() - this.joinedAt >= RECONNECT_STABLE_MS) {
       this.attempt = 0;
     }
     this.joinedAt = undefined;
