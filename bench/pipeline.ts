@@ -28,6 +28,7 @@ class QueuePeer implements Peer {
   static port = 40000;
   readonly remote: PeerAddress = { ip: '127.0.0.1', port: QueuePeer.port++ };
   readonly local: PeerAddress = { ip: '127.0.0.1', port: 20825 };
+  readonly carrier = 'TCP';
   session!: Session;
   private readonly encoder = new EncoderCache((caps) => lines.encoderFor(caps));
   readonly batch = Buffer.allocUnsafeSlow(16 * 1024);

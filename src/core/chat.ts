@@ -1341,7 +1341,7 @@ export class Chat implements ChatContext, SessionHost {
     if (session.state === 'joined' && reason === 'lost') {
       this.log.info(
         { nickname: session.nickname },
-        `The TCP connection to the client (nickname=${session.nickname}) has been lost.`,
+        `The ${session.peer.carrier} connection to the client (nickname=${session.nickname}) has been lost.`,
       );
     }
     this.leave(session, reason);

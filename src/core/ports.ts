@@ -56,6 +56,8 @@ export interface Peer {
   readonly remote: PeerAddress;
   /** The listening address the client reached (sent in "03"). */
   readonly local: PeerAddress;
+  /** What carries the connection, as log lines name it: "TCP" (the course's word), "TLS", "WebSocket". */
+  readonly carrier: string;
   /** Queue an event or reply, in this peer's dialect. Must not call back into the core synchronously. */
   send(delivery: Delivery): void;
   /**

@@ -384,6 +384,11 @@ export class StreamConnection implements Peer, FrameSink, Backlogged, Unfinished
     return this.localAddress;
   }
 
+  /** Peer: a getter, so that idle connections hold no field for it. */
+  get carrier(): string {
+    return this.socket instanceof tls.TLSSocket ? 'TLS' : 'TCP';
+  }
+
   /** FrameSink: a complete request frame. */
   frame(frame: Uint8Array): void {
     if (this.closing) return;

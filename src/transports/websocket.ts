@@ -66,6 +66,7 @@ const LATE_FRAMES = 256;
 /** A browser (or any WebSocket client) session: same core, same limits as TCP. */
 export class WsConnection implements Peer, Backlogged, Unfinished {
   readonly remote: PeerAddress;
+  readonly carrier = 'WebSocket';
   readonly session: Session;
   private closing = false;
   /** Frames read since the server began to close the connection (lateFrame). */

@@ -14,6 +14,7 @@ export class FakePeer implements Peer {
   static nextPort = 40000;
   readonly remote: PeerAddress;
   readonly local: PeerAddress = { ip: '127.0.0.1', port: 20825 };
+  readonly carrier = 'TCP';
   readonly outbox: ServerMessage[] = [];
   /** Every delivery handed over, shown or not: one broadcast is one Delivery for all. */
   readonly deliveries: Delivery[] = [];

@@ -4,11 +4,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import { envName, optionsMarkdown, SERVE_OPTIONS } from '../../src/config.js';
 import { until } from '../helpers/cluster.js';
 import { CLI, freePort, ROOT, serveExit } from '../helpers/servers.js';
-import { spawnServer } from '../helpers/spawn-server.js';
+import { spawnServer, waitFor } from '../helpers/spawn-server.js';
 
 const run = promisify(execFile);
 
@@ -102,6 +103,31 @@ describe('confab serve', () => {
     expect(config.code).not.toBeNull();
     expect(config.code).not.toBe(0);
   }, 30_000);
+
+  it("logs a lost connection in the course's words, naming what carried it", async () => {
+    const server = await spawnServer();
+    try {
+      const ann = await ChatClient.connect({ port: server.port, nickname: 'ann' });
+      const ws = new WebSocket(`ws://127.0.0.1:${server.httpPort}/ws`);
+      ws.on('error', () => {});
+      await new Promise((resolve) => ws.once('open', resolve));
+      ws.send(JSON.stringify({ cmd: '0', nickname: 'web', caps: ['errors'] }));
+      await new Promise((resolve) => ws.once('message', resolve));
+      // Cut, not left with EXIT: the course's line is for a connection lost.
+      ws.terminate();
+      ann.destroy();
+      await waitFor(
+        server.output,
+        'The TCP connection to the client (nickname=ann) has been lost.',
+      );
+      await waitFor(
+        server.output,
+        'The WebSocket connection to the client (nickname=web) has been lost.',
+      );
+    } finally {
+      await server.stop();
+    }
+  });
 
   it('serves chat, takes settings from CONFAB_* variables, and stops cleanly on SIGTERM', async () => {
     const server = await spawnServer([], { CONFAB_MAX_USERS: '1' });
