@@ -182,9 +182,13 @@ export const view = {
     `${timestamp(s, at)} ${tag(s, room)}${paint(s, DIM, '<--')} ${nick(s, who)} left ${paint(s, DIM, `(${plural(asNumber(count), 'user')})`)}`,
   rename: (s: Style, at: Date, from: string, to: string) =>
     `${timestamp(s, at)} ${paint(s, DIM, '--')} ${nick(s, from)} is now known as ${nick(s, to)}`,
-  joinedRoom: (s: Style, room: string, members: unknown) => {
+  /** `typing`: what is typed goes to the room now (a \\join); else how to make it so. */
+  joinedRoom: (s: Style, room: string, members: unknown, typing: boolean) => {
     const list: unknown[] = Array.isArray(members) ? members : [];
-    return `You joined ${text(room)} (${plural(list.length, 'user')}: ${list.map((m) => nick(s, asString(m))).join(', ')}). Type \\room ${text(room)} to talk there.`;
+    const then = typing
+      ? `You are typing into ${text(room)}.`
+      : `Type \\room ${text(room)} to talk there.`;
+    return `You joined ${text(room)} (${plural(list.length, 'user')}: ${list.map((m) => nick(s, asString(m))).join(', ')}). ${then}`;
   },
   rooms: (s: Style, rooms: RoomLine[], current: string) => {
     const list: unknown[] = Array.isArray(rooms) ? rooms : [];

@@ -469,11 +469,16 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
    * A room joined by \join or again at start: listed, saved, and shown with what came with
    * it (after `since`, the messages missed come as chats, or a line says what may be missing).
    */
-  const entered = (room: JoinedRoom, since?: Position) => {
+  /** A room joined; `typing`: by \\join, which makes it the room typed into, as in IRC. */
+  const entered = (room: JoinedRoom, since?: Position, typing = false) => {
     joined.add(room.room);
     saveToken();
+    if (typing) {
+      current = room.room;
+      showPrompt();
+    }
     // Not through view.info: the line holds the client's own colors, which info would escape.
-    say(view.joinedRoom(style, room.room, room.members));
+    say(view.joinedRoom(style, room.room, room.members, typing));
     if (since !== undefined && room.recovered === false) {
       say(view.gap(style, room.room, room.reason));
     }
@@ -892,7 +897,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
               typeInto(room);
               return;
             }
-            entered(room);
+            entered(room, undefined, true);
           } finally {
             showHeld();
           }

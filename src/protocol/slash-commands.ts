@@ -28,7 +28,7 @@ export const HELP = `Commands:
   \\rename <nickname>      change your nickname
   \\rtt                    round-trip time to the server
   \\version                server and client versions
-  \\join <room>            join a room (made if it does not exist)
+  \\join <room>            join a room and type into it (made if it does not exist)
   \\leave [room]           leave a room (also \\part; the lobby is left with \\exit)
   \\rooms                  every room, with its count and whether you are in it
   \\room <room>            type into that room from now on (\\room lobby to go back)

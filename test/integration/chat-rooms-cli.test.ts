@@ -13,11 +13,14 @@ describe('confab chat rooms', () => {
     try {
       await ann.waitFor('You are the 2nd user.');
       ann.type('\\join physics');
-      await ann.waitFor('You joined physics (1 user: ann). Type \\room physics to talk there.');
+      // As in IRC and the web app: the room joined is the one typed into.
+      await ann.waitFor('You joined physics (1 user: ann). You are typing into physics.');
+      ann.type('\\room lobby');
+      await ann.waitFor('You are typing into lobby.');
       await bob.join('Physics');
       await ann.waitFor(/\[physics\] --> bob joined \(2 users\)/);
       ann.type('\\room PHYSICS');
-      await ann.waitFor('You are typing into physics.');
+      await ann.waitFor(/You are typing into lobby\.[\s\S]*You are typing into physics\./);
       const heard = new Promise((r) => bob.once('chat', r));
       ann.type('about atoms');
       expect(await heard).toMatchObject({ from: 'ann', msg: 'about atoms', room: 'physics' });

@@ -52,7 +52,7 @@ describe('room commands', () => {
 
   it('shows values whose conversion to text would throw (JSON can send {"toString": ""})', () => {
     const odd = JSON.parse('{"toString": "", "valueOf": ""}') as never;
-    expect(view.joinedRoom(plain, 'lobby', [odd, 'ann'])).toContain('[object Object], ann');
+    expect(view.joinedRoom(plain, 'lobby', [odd, 'ann'], false)).toContain('[object Object], ann');
     expect(view.join(plain, at, odd, odd, 'lobby')).toContain('(NaN users)');
     expect(
       view.rooms(plain, [{ room: odd, userCount: odd, joined: true }] as never, 'x'),
@@ -67,7 +67,8 @@ describe('room commands', () => {
           view.chat(plain, at, 'bob', msg, room),
           view.leave(plain, at, 'bob', 1, room),
           view.join(plain, at, 'bob', list as never, room),
-          view.joinedRoom(plain, room, list),
+          view.joinedRoom(plain, room, list, false),
+          view.joinedRoom(plain, room, list, true),
           view.rooms(plain, list as never, room),
           view.prompt(plain, 'ann', room),
         ];
