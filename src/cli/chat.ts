@@ -14,6 +14,7 @@ import type { BanEntry, Position, UserEntry } from '../protocol/messages.js';
 import {
   describeBan,
   describeModeration,
+  describeUnban,
   HELP,
   NO_ACTIONS,
   NO_PART_REASON,
@@ -999,11 +1000,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
               : command.kind === 'unban'
                 ? await client.unban(command.mask)
                 : await client.bans();
-          say(
-            banListLines(list)
-              .map((line) => view.info(style, line))
-              .join('\n'),
-          );
+          const lines = banListLines(list);
+          if (command.kind === 'unban') lines.unshift(describeUnban(command.mask, list));
+          say(lines.map((line) => view.info(style, line)).join('\n'));
           return;
         }
         case 'exit': // handled before the queue, so it never waits

@@ -411,6 +411,16 @@ export function describeBan(ban: BanEntry, now = Date.now()): string {
   return `${ban.mask} by ${ban.by} ${until}${ban.reason ? ` (${ban.reason})` : ''}`;
 }
 
+/**
+ * What the answer to an UNBAN (the list of bans left) says of the mask asked for, as both
+ * clients show it before that list: the list alone did not say whether the unban took.
+ */
+export function describeUnban(mask: string, bans: readonly { mask: string }[]): string {
+  const asked = mask.trim();
+  const left = bans.some((b) => b.mask.toLowerCase() === asked.toLowerCase());
+  return left ? `${asked} is still banned.` : `${asked} is not banned now.`;
+}
+
 /** A "99" notice in words, as both clients show it: "bob was banned by teacher for 1 hour (spam)". */
 export function describeModeration(notice: {
   action: string;

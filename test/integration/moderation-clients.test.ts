@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { useOperatorServer } from '../helpers/operator-server.js';
 import { join } from '../helpers/raw-client.js';
+import { say } from '../helpers/web-page.js';
 
 const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'];
 
@@ -36,7 +37,8 @@ describe('confab chat', () => {
       // One ban a line: the list's own line breaks are not shown as "^J".
       await op.waitFor(/Bans:\r?\n {2}127\.0\.0\.9 by teacher/);
       op.type('\\unban 127.0.0.9');
-      await op.waitFor('No bans.');
+      // Said before the list, which alone did not tell whether the unban took.
+      await op.waitFor(/127\.0\.0\.9 is not banned now\.\r?\nNo bans\./);
     } finally {
       await Promise.all([op.stop(), ann.stop(), bob.stop()]);
     }
@@ -81,5 +83,19 @@ describe('the web app', () => {
     await victim.locator('#messages li', { hasText: 'kicked by teacher: spam' }).first().waitFor();
     await victim.close();
     await watcher.close();
+  });
+
+  it('says of an unbanned mask that it is not banned now, then lists the bans left', async () => {
+    const op = await joinAs('pageop');
+    await say(op, '\\oper teacher sesame');
+    await op.locator('#messages li', { hasText: 'You are now operator teacher' }).waitFor();
+    await say(op, '\\ban 127.0.0.8');
+    await say(op, '\\ban 127.0.0.7');
+    await say(op, '\\unban 127.0.0.8');
+    await op.locator('#messages li', { hasText: '127.0.0.8 is not banned now.' }).waitFor();
+    await say(op, '\\unban 127.0.0.7');
+    await op.locator('#messages li', { hasText: '127.0.0.7 is not banned now.' }).waitFor();
+    await op.locator('#messages li', { hasText: 'No bans.' }).waitFor();
+    await op.close();
   });
 });

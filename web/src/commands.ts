@@ -9,6 +9,7 @@ import type { Request, RoomEntry } from '../../src/protocol/messages.js';
 import {
   banList,
   describeBan,
+  describeUnban,
   NO_ACTIONS,
   NO_PART_REASON,
   NO_QUIT_MESSAGE,
@@ -191,9 +192,12 @@ export async function submit(text: string): Promise<void> {
         showBans((await connection.call(request)).bans);
         return;
       }
-      case 'unban':
-        showBans((await connection.call({ cmd: Cmd.UNBAN, mask: command.mask })).bans);
+      case 'unban': {
+        const { bans } = await connection.call({ cmd: Cmd.UNBAN, mask: command.mask });
+        notice(describeUnban(command.mask, banList(bans)));
+        showBans(bans);
         return;
+      }
       case 'bans':
         showBans((await connection.call({ cmd: Cmd.BANS })).bans);
         return;

@@ -4,6 +4,7 @@ import { MAX_BAN_SECONDS, parseRequestText } from '../../../src/protocol/request
 import {
   describeBan,
   describeModeration,
+  describeUnban,
   formatDuration,
   HELP,
   parseCommand,
@@ -194,6 +195,12 @@ describe('moderation slash commands', () => {
     expect(describeBan({ mask: 'bob', by: 'teacher', reason: '', expires: null }, now)).toBe(
       'bob by teacher until unbanned',
     );
+  });
+
+  it('says of an unban whether the list the server answered still holds the mask', () => {
+    expect(describeUnban(' bob ', [])).toBe('bob is not banned now.');
+    expect(describeUnban('Bob', [{ mask: 'bob' }])).toBe('Bob is still banned.');
+    expect(describeUnban('bob', [{ mask: 'bobby' }])).toBe('bob is not banned now.');
   });
 
   it('puts notices in words', () => {
