@@ -57,8 +57,10 @@ export class TokenBucket {
 /**
  * A session's bucket after the flood limits changed to `rate` and `burst` (rate 0: off):
  * the new limits, but never below those it was told, which a client that paces itself
- * keeps to until it reconnects. Flood control turned on applies to all: a client told
- * there was none (rate 0) has no pace to keep, and gets a full burst to start.
+ * keeps to until it reconnects. A client told there was none (rate 0) keeps none until it
+ * reconnects: it had no pace to keep, and a page it pasted after flood control was turned
+ * on was refused past the burst and then cut off (2004). A course client, told nothing,
+ * gets the new limits.
  */
 export function bucketAfterReload(
   told: Limits | undefined,
@@ -66,8 +68,8 @@ export function bucketAfterReload(
   burst: number,
   now: number,
 ): TokenBucket | undefined {
-  if (rate <= 0) return undefined;
-  if (told === undefined || told.rate <= 0) return new TokenBucket(rate, burst, now);
+  if (rate <= 0 || (told !== undefined && told.rate <= 0)) return undefined;
+  if (told === undefined) return new TokenBucket(rate, burst, now);
   return new TokenBucket(Math.max(rate, told.rate), Math.max(burst, told.burst), now);
 }
 

@@ -43,15 +43,38 @@ describe('Chat.reconfigure', () => {
 
   it('gives open sessions a bucket at the new rate, or none', () => {
     const now = 0;
-    const chat = new Chat({ rateLimit: 0, clock: () => now });
+    const chat = new Chat({ rateLimit: 5, rateBurst: 5, clock: () => now });
     const ann = connect(chat, 'ann');
     ann.take();
-    chat.reconfigure({ rateLimit: 1, rateBurst: 2 });
-    for (let i = 0; i < 3; i++) send(ann, { cmd: '4' });
-    expect(ann.take().map((m) => m.cmd)).toEqual(['40', '40', '90']);
     chat.reconfigure({ rateLimit: 0 });
-    for (let i = 0; i < 5; i++) send(ann, { cmd: '4' });
-    expect(ann.take().map((m) => m.cmd)).toEqual(['40', '40', '40', '40', '40']);
+    for (let i = 0; i < 8; i++) send(ann, { cmd: '4' });
+    expect(ann.take().filter((m) => m.cmd === '90')).toEqual([]);
+    chat.reconfigure({ rateLimit: 6, rateBurst: 6 });
+    for (let i = 0; i < 7; i++) send(ann, { cmd: '4' });
+    expect(ann.take().map((m) => m.cmd)).toEqual([...Array(6).fill('40'), '90']);
+  });
+
+  it('keeps flood control off, until it reconnects, for a client told there was none; a course client gets it', () => {
+    const now = 0;
+    const chat = new Chat({ rateLimit: 0, clock: () => now });
+    const ann = connect(chat, 'ann');
+    expect(ann.take()[0]).toMatchObject({ cmd: '03', limits: { rate: 0 } });
+    // Told nothing: the course protocol.
+    const course = joinChat(chat, 'course', undefined);
+    course.take();
+    ann.take();
+    chat.reconfigure({ rateLimit: 1, rateBurst: 2 });
+    // A page pasted at once, which it had no pace to keep to: none refused, nobody cut off.
+    for (let i = 0; i < 60; i++) send(ann, { cmd: '4' });
+    expect(ann.take().map((m) => m.cmd)).toEqual(Array(60).fill('40'));
+    expect(ann.closedWith).toBeUndefined();
+    for (let i = 0; i < 3; i++) send(course, { cmd: '1' });
+    expect(course.take().map((m) => m.cmd)).toEqual(['10', '10']);
+    // Its next connection is told the limits, and held to them.
+    const bea = connect(chat, 'bea', '192.0.2.9');
+    expect(bea.take()[0]).toMatchObject({ cmd: '03', limits: { rate: 1, burst: 2 } });
+    for (let i = 0; i < 3; i++) send(bea, { cmd: '4' });
+    expect(bea.take().map((m) => m.cmd)).toEqual(['40', '40', '90']);
   });
 
   it('never lowers a session below the flood limits its "03" told it', () => {
