@@ -176,6 +176,8 @@ function chatSettings(config: Config, bannedWords: BannedWords): ChatSettings {
       (o): Operator => ({
         name: o.name,
         verify: (password) => verifyPassword(password, o.password),
+        // Of the stored hash, not the hash itself: the key is kept in Redis for resumes.
+        key: createHash('sha256').update(`${o.name}\0${o.password}`).digest('base64url'),
       }),
     ),
     roomCapacity: config.roomCapacity,

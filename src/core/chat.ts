@@ -14,7 +14,7 @@ import { type ChatEvent, Delivery, type SaidEvent } from './events.js';
 import { type Appended, asAction, type HistoryStore, type MessageDraft } from './history.js';
 import { Identities } from './identities.js';
 import { LogLimiter } from './log-limit.js';
-import type { Operator } from './moderation.js';
+import { type Operator, operatorKey } from './moderation.js';
 import { nicknameKey, nicknameLookupKey } from './nickname.js';
 import { OwnChats, type StoredChat } from './own-chats.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
@@ -402,19 +402,22 @@ export class Chat implements ChatContext, SessionHost {
   }
 
   /**
-   * A reload that takes an operator out of the list ends that operator's status in the
-   * sessions that hold it: kept, its later KICKs would name an account that is now anyone's
-   * nickname to take, and its powers would outlive the operator's removal.
+   * A reload that takes an operator out of the list, or changes its password, ends that
+   * operator's status in the sessions that hold it: kept, its later KICKs would name an
+   * account that is now anyone's nickname to take, and a leaked password, replaced, would
+   * still grant what it granted.
    */
   private dropOperators(operators: readonly Operator[]): void {
     this.operators = operators;
     for (const session of this.sessions) {
-      const name = session.operator;
-      if (name === undefined || operators.some((o) => o.name === name)) continue;
-      session.operator = undefined;
+      const held = session.operator;
+      if (held === undefined) continue;
+      const key = operatorKey(held);
+      session.operator = operators.find((o) => operatorKey(o) === key);
+      if (session.operator !== undefined) continue;
       this.log.info(
-        { nickname: session.nickname, ip: session.address.ip, operName: name },
-        'operator status ended: no longer in the operators list',
+        { nickname: session.nickname, ip: session.address.ip, operName: held.name },
+        'operator status ended: no longer in the operators list with that password',
       );
     }
   }

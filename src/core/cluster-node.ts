@@ -13,6 +13,7 @@ import { type ChatEvent, Delivery, type SessionRef } from './events.js';
 import type { Identities } from './identities.js';
 import { JoinPlaces } from './join-places.js';
 import { MemberLists, RecentRead } from './member-lists.js';
+import { operatorKey } from './moderation.js';
 import {
   answerKicker,
   enforceBan,
@@ -803,7 +804,8 @@ export class ClusterNode {
     if (operator === undefined) return;
     this.track(
       this.cluster.presence
-        .operate(session.presenceId, operator)
+        // Its key, not its name: a resume elsewhere after the password changed brings nothing.
+        .operate(session.presenceId, operatorKey(operator))
         .catch((err: unknown) =>
           this.chat.log.warn({ err, session: session.id }, 'could not keep an operator'),
         ),
@@ -1014,10 +1016,11 @@ export class ClusterNode {
     session.nickname = taken.nickname;
     session.key = nicknameKey(taken.nickname);
     session.lineage = taken.lineage;
-    // An operator stays one, as on one node, while this node's configuration still names it.
-    const operator = taken.operator;
-    if (operator !== undefined && this.chat.operators.some((o) => o.name === operator))
-      session.operator = operator;
+    // An operator stays one, as on one node, while this node's configuration still lists it
+    // with the same password.
+    const key = taken.operator;
+    if (key !== undefined)
+      session.operator = this.chat.operators.find((o) => operatorKey(o) === key);
     session.state = 'joined';
     this.nicknames.set(session.key, session);
     for (const made of rooms) {

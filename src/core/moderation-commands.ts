@@ -47,7 +47,7 @@ function operatorOf(ctx: ChatContext, session: Session, cmd: string): string | u
     );
     refuse(session, ErrorCode.NOT_AUTHORIZED, 'you are not an operator', cmd);
   }
-  return session.operator;
+  return session.operator?.name;
 }
 
 /**
@@ -226,7 +226,7 @@ export const oper: Handler<typeof Cmd.OPER> = (ctx, session, req) => {
     refuse(session, ErrorCode.NOT_AUTHORIZED, 'wrong operator name or password', req.cmd);
     return;
   }
-  session.operator = operator.name;
+  session.operator = operator;
   ctx.operSucceeded(session.address.ip);
   ctx.operated(session);
   ctx.log.info(

@@ -7,6 +7,17 @@ export interface Operator {
   readonly name: string;
   /** Compares in constant time; never logs the password. */
   verify(password: string): boolean;
+  /**
+   * Changes when the operator's password does (none: the name alone). A status proved under
+   * one key ends at the reload that changes it, and a resume on any node brings back only a
+   * status whose key the node still lists: a leaked password, replaced, grants nothing more.
+   */
+  readonly key?: string;
+}
+
+/** What an operator's status is proved under: see Operator.key. */
+export function operatorKey(operator: Operator): string {
+  return operator.key ?? operator.name;
 }
 
 /** What the kicked or banned member is told, and the log says. */

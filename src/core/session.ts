@@ -2,6 +2,7 @@ import type { Capability } from '../protocol/capabilities.js';
 import type { Limits } from '../protocol/pacing.js';
 import type { ParseResult } from '../protocol/request-codec.js';
 import { type ChatEvent, type Deliverable, Delivery, type Reply } from './events.js';
+import type { Operator } from './moderation.js';
 import { OwnChats, type StoredChat } from './own-chats.js';
 import type { DisconnectReason, Peer, PeerAddress } from './ports.js';
 import type { TokenBucket } from './rate-limit.js';
@@ -75,8 +76,11 @@ export class Session implements Member {
   strikes = 0;
   /** The flood limits its CONNECT's "03" told it (clients that negotiated), which it paces to. */
   told: Limits | undefined;
-  /** The operator name this session proved with OPER, if any; kept until it leaves. */
-  operator: string | undefined;
+  /**
+   * The operator this session proved itself with OPER, if any; kept until it leaves or a
+   * reload changes that operator's key (its name or password).
+   */
+  operator: Operator | undefined;
   /** Set once a fault has been reported, so it is logged once. */
   faulted = false;
   /**

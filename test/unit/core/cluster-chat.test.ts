@@ -1250,9 +1250,9 @@ describe('a chat of several nodes', () => {
     const op = connect(a!, 'op', caps);
     const amy = connect(b!, 'amy', caps);
     await settle();
-    op.session.operator = 'teacher';
+    op.session.operator = { name: 'teacher', verify: () => true };
     // Another session of the same operator name, in the room: told as any member.
-    amy.session.operator = 'teacher';
+    amy.session.operator = { name: 'teacher', verify: () => true };
     send(amy, { cmd: '100', room: 'den' } as Request);
     await settle();
     const kick = { nickname: 'bob', by: 'teacher', reason: 'spam' };
@@ -1628,6 +1628,37 @@ describe('a chat of several nodes', () => {
     a!.expired();
     expect(ann.take()).toMatchObject([{ cmd: '90', code: 3006 }]);
     expect(ann.closedWith).toBe('cluster-unavailable');
+  });
+});
+
+describe("an operator's status on a resume through another node", () => {
+  const withKey = (key: string) => ({ name: 'teacher', verify: (p: string) => p === 'pw', key });
+
+  /** op proves itself on node a, then its session is taken over on node b: op's status there. */
+  async function resumedStatus(reloadBoth?: string): Promise<string | undefined> {
+    const [a, b] = nodes(2, { operators: [withKey('one')] });
+    const op = connect(a!, 'op', [...RESUMING, 'moderation']);
+    await settle();
+    const token = tokenOf(op);
+    send(op, { cmd: '92', name: 'teacher', password: 'pw' });
+    await settle();
+    expect(op.session.operator?.name).toBe('teacher');
+    if (reloadBoth !== undefined) {
+      for (const node of [a!, b!]) node.reconfigure({ operators: [withKey(reloadBoth)] });
+    }
+    const back = connectWith(b!, { cmd: '0', nickname: 'x', caps: RESUMING, resume: token });
+    await settle();
+    expect(back.take()).toContainEqual(expect.objectContaining({ cmd: '03', resumed: true }));
+    return back.session.operator?.name;
+  }
+
+  it('comes back while the operator keeps its password', async () => {
+    expect(await resumedStatus()).toBe('teacher');
+    expect(await resumedStatus('one')).toBe('teacher');
+  });
+
+  it('does not come back once a reload changed the password', async () => {
+    expect(await resumedStatus('two')).toBeUndefined();
   });
 });
 

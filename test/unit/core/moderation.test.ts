@@ -48,7 +48,7 @@ beforeEach(() => {
 describe('OPER', () => {
   it('grants with the right name and password', () => {
     const op = oper();
-    expect(op.session.operator).toBe('teacher');
+    expect(op.session.operator?.name).toBe('teacher');
   });
 
   it('refuses a wrong password or an unknown name with 1010', () => {
@@ -79,7 +79,7 @@ describe('OPER', () => {
     drain(head);
     chat.reconfigure({ operators: [staying] });
     expect(op.session.operator).toBeUndefined();
-    expect(head.session.operator).toBe('head');
+    expect(head.session.operator?.name).toBe('head');
     // Its name is no operator's now: a member may take it, and no KICK names it any more.
     const taker = connect('teacher', MOD);
     expect(taker.session.nickname).toBe('teacher');
@@ -89,6 +89,27 @@ describe('OPER', () => {
       { cmd: '90', code: ErrorCode.NOT_AUTHORIZED, message: 'you are not an operator', ref: '94' },
     ]);
     expect(taker.closedWith).toBeUndefined();
+  });
+
+  it('ends the status proved with a password a reload replaced, and keeps one whose password stayed', () => {
+    const withKey = (key: string): Operator => ({ ...teacher, key });
+    chat.reconfigure({ operators: [withKey('old')] });
+    const thief = oper('thief');
+    const kept = oper('kept', '192.0.2.8');
+    // The same password again, in a new list: kept.
+    chat.reconfigure({ operators: [withKey('old')] });
+    expect(kept.session.operator?.name).toBe('teacher');
+    // A new password: every status proved with the old one ends.
+    chat.reconfigure({ operators: [withKey('new')] });
+    expect(thief.session.operator).toBeUndefined();
+    expect(kept.session.operator).toBeUndefined();
+    const bob = connect('bob');
+    drain(thief, bob);
+    send(thief, { cmd: '94', nickname: 'bob' });
+    expect(thief.take()).toEqual([
+      { cmd: '90', code: ErrorCode.NOT_AUTHORIZED, message: 'you are not an operator', ref: '94' },
+    ]);
+    expect(bob.closedWith).toBeUndefined();
   });
 
   it('is an unknown command, answered with nothing, for a course client', () => {
