@@ -994,14 +994,17 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         case 'ban':
         case 'unban':
         case 'bans': {
-          const list =
-            command.kind === 'ban'
-              ? await client.ban(command.mask, command.seconds, command.reason)
-              : command.kind === 'unban'
-                ? await client.unban(command.mask)
-                : await client.bans();
+          let said: string | undefined;
+          let list: BanEntry[];
+          if (command.kind === 'unban') {
+            const answer = await client.unban(command.mask);
+            said = describeUnban(command.mask, answer.removed);
+            list = answer.bans;
+          } else if (command.kind === 'ban') {
+            list = await client.ban(command.mask, command.seconds, command.reason);
+          } else list = await client.bans();
           const lines = banListLines(list);
-          if (command.kind === 'unban') lines.unshift(describeUnban(command.mask, list));
+          if (said !== undefined) lines.unshift(said);
           say(lines.map((line) => view.info(style, line)).join('\n'));
           return;
         }

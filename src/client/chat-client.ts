@@ -749,8 +749,11 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     return banList((await this.call(request)).bans);
   }
 
-  async unban(mask: string): Promise<BanEntry[]> {
-    return banList((await this.call({ cmd: Cmd.UNBAN, mask })).bans);
+  /** The bans left, and whether this lifted one (undefined: the server does not say). */
+  async unban(mask: string): Promise<{ bans: BanEntry[]; removed: boolean | undefined }> {
+    const answer = await this.call({ cmd: Cmd.UNBAN, mask });
+    const removed = typeof answer.removed === 'boolean' ? answer.removed : undefined;
+    return { bans: banList(answer.bans), removed };
   }
 
   async bans(): Promise<BanEntry[]> {

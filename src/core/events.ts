@@ -197,7 +197,12 @@ export type Reply =
       readonly detail: string;
     }
   | { readonly type: 'oper-ok'; readonly name: string }
-  | { readonly type: 'ban-list'; readonly bans: readonly BanInfo[] }
+  | {
+      readonly type: 'ban-list';
+      readonly bans: readonly BanInfo[];
+      /** In the answer to an UNBAN: whether it lifted a ban. */
+      readonly removed?: boolean;
+    }
   | { readonly type: 'rtt'; readonly beginTime: number }
   | {
       readonly type: 'room-joined';

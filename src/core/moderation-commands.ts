@@ -182,8 +182,12 @@ export function answerKicker(operator: Session, kick: KickAnswer): void {
   rememberKickAnswer(operator, key, 'told');
 }
 
-function banList(ctx: ChatContext, session: Session): void {
-  session.reply({ type: 'ban-list', bans: ctx.bans.list(ctx.now()) });
+/** The "98": the whole list, and, answering an UNBAN, whether it lifted a ban. */
+function banList(ctx: ChatContext, session: Session, removed?: boolean): void {
+  const bans = ctx.bans.list(ctx.now());
+  session.reply(
+    removed === undefined ? { type: 'ban-list', bans } : { type: 'ban-list', bans, removed },
+  );
 }
 
 /**
@@ -528,7 +532,7 @@ export const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
   if (by === undefined) return;
   if (req.mask.trim().length > MAX_UNBAN_MASK_LENGTH) {
     logUnban(ctx, session, req.mask, by, false);
-    banList(ctx, session);
+    banList(ctx, session, false);
     return;
   }
   const cluster = ctx.cluster;
@@ -540,7 +544,7 @@ export const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
         logUnban(ctx, session, req.mask, by, found);
         ctx.bans.replace(await cluster.presence.bans());
         cluster.broker.notify(undefined, { type: 'unbanned', mask: req.mask });
-        if (session.state !== 'closed') banList(ctx, session);
+        if (session.state !== 'closed') banList(ctx, session, found);
       })(),
     );
     return;
@@ -551,7 +555,7 @@ export const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
     found = ctx.bans.remove(req.mask, now);
   });
   logUnban(ctx, session, req.mask, by, found);
-  banList(ctx, session);
+  banList(ctx, session, found);
 };
 
 /** The operator's line for an UNBAN: `byIp` is its address (`ip` is a member's, elsewhere). */

@@ -412,13 +412,17 @@ export function describeBan(ban: BanEntry, now = Date.now()): string {
 }
 
 /**
- * What the answer to an UNBAN (the list of bans left) says of the mask asked for, as both
- * clients show it before that list: the list alone did not say whether the unban took.
+ * What the answer to an UNBAN says of it, as both clients show it before the list of bans
+ * left: the list alone did not say whether it lifted one (a mask typed wrong, or an address
+ * inside a banned block, lifts nothing). `removed`: the answer's field, which a server
+ * before it does not send (nothing is said then).
  */
-export function describeUnban(mask: string, bans: readonly { mask: string }[]): string {
+export function describeUnban(mask: string, removed: unknown): string | undefined {
+  if (typeof removed !== 'boolean') return undefined;
   const asked = mask.trim();
-  const left = bans.some((b) => b.mask.toLowerCase() === asked.toLowerCase());
-  return left ? `${asked} is still banned.` : `${asked} is not banned now.`;
+  return removed
+    ? `Unbanned ${asked}.`
+    : `No ban on ${asked} to lift: a ban is lifted by its own mask (\\bans lists them).`;
 }
 
 /** A "99" notice in words, as both clients show it: "bob was banned by teacher for 1 hour (spam)". */

@@ -38,7 +38,7 @@ describe('confab chat', () => {
       await op.waitFor(/Bans:\r?\n {2}127\.0\.0\.9 by teacher/);
       op.type('\\unban 127.0.0.9');
       // Said before the list, which alone did not tell whether the unban took.
-      await op.waitFor(/127\.0\.0\.9 is not banned now\.\r?\nNo bans\./);
+      await op.waitFor(/Unbanned 127\.0\.0\.9\.\r?\nNo bans\./);
     } finally {
       await Promise.all([op.stop(), ann.stop(), bob.stop()]);
     }
@@ -85,16 +85,19 @@ describe('the web app', () => {
     await watcher.close();
   });
 
-  it('says of an unbanned mask that it is not banned now, then lists the bans left', async () => {
+  it('says whether an unban lifted a ban, then lists the bans left', async () => {
     const op = await joinAs('pageop');
     await say(op, '\\oper teacher sesame');
     await op.locator('#messages li', { hasText: 'You are now operator teacher' }).waitFor();
-    await say(op, '\\ban 127.0.0.8');
-    await say(op, '\\ban 127.0.0.7');
-    await say(op, '\\unban 127.0.0.8');
-    await op.locator('#messages li', { hasText: '127.0.0.8 is not banned now.' }).waitFor();
-    await say(op, '\\unban 127.0.0.7');
-    await op.locator('#messages li', { hasText: '127.0.0.7 is not banned now.' }).waitFor();
+    await say(op, '\\ban 127.0.8.0/24');
+    await say(op, '\\unban 127.0.8.7');
+    await op
+      .locator('#messages li', {
+        hasText: 'No ban on 127.0.8.7 to lift: a ban is lifted by its own mask',
+      })
+      .waitFor();
+    await say(op, '\\unban 127.0.8.0/24');
+    await op.locator('#messages li', { hasText: 'Unbanned 127.0.8.0/24.' }).waitFor();
     await op.locator('#messages li', { hasText: 'No bans.' }).waitFor();
     await op.close();
   });

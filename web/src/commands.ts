@@ -193,8 +193,9 @@ export async function submit(text: string): Promise<void> {
         return;
       }
       case 'unban': {
-        const { bans } = await connection.call({ cmd: Cmd.UNBAN, mask: command.mask });
-        notice(describeUnban(command.mask, banList(bans)));
+        const { bans, removed } = await connection.call({ cmd: Cmd.UNBAN, mask: command.mask });
+        const said = describeUnban(command.mask, removed);
+        if (said !== undefined) notice(said);
         showBans(bans);
         return;
       }

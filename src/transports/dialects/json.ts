@@ -151,8 +151,8 @@ export function toServerMessage(
       return { cmd: Cmd.RENAME_DUPLICATE_NICKNAME };
     case 'oper-ok':
       return { cmd: Cmd.OPER_SUCCESS, name: item.name };
-    case 'ban-list':
-      return {
+    case 'ban-list': {
+      const list: ServerMessage = {
         cmd: Cmd.BAN_LIST,
         bans: item.bans.map((b) => ({
           mask: b.mask,
@@ -161,6 +161,9 @@ export function toServerMessage(
           expires: b.expires,
         })),
       };
+      if (item.removed !== undefined) list.removed = item.removed;
+      return list;
+    }
     case 'rtt':
       return { cmd: Cmd.RTT_RESPONSE, beginTime: item.beginTime };
     case 'room-joined': {

@@ -489,12 +489,25 @@ describe('BAN', () => {
     op.take();
     send(op, { cmd: '96', mask: '203.0.113.77/24' });
     expect(op.take()).toEqual([
-      { cmd: '98', bans: [{ mask: 'bob', by: 'teacher', reason: '', expires: null }] },
+      {
+        cmd: '98',
+        bans: [{ mask: 'bob', by: 'teacher', reason: '', expires: null }],
+        removed: true,
+      },
     ]);
     expect(chat.admission.banned('203.0.113.1')).toBe(false);
     send(op, { cmd: '96', mask: 'BOB' });
-    expect(op.take()).toEqual([{ cmd: '98', bans: [] }]);
+    expect(op.take()).toEqual([{ cmd: '98', bans: [], removed: true }]);
     expect(store.bans).toEqual([]);
+    // Nothing lifted, and said so: a mask no ban has, and one too long to be any ban's.
+    send(op, { cmd: '95', mask: '198.51.100.0/24' });
+    op.take();
+    send(op, { cmd: '96', mask: '198.51.100.7' });
+    send(op, { cmd: '96', mask: 'x'.repeat(100) });
+    expect(op.take().map((m) => 'removed' in m && m.removed)).toEqual([false, false]);
+    expect(chat.admission.banned('198.51.100.7')).toBe(true);
+    send(op, { cmd: '97' });
+    expect(op.take()[0]).not.toHaveProperty('removed');
     const ann = connect('ann', MOD);
     for (const req of [
       { cmd: '95', mask: 'x' },

@@ -197,10 +197,13 @@ describe('moderation slash commands', () => {
     );
   });
 
-  it('says of an unban whether the list the server answered still holds the mask', () => {
-    expect(describeUnban(' bob ', [])).toBe('bob is not banned now.');
-    expect(describeUnban('Bob', [{ mask: 'bob' }])).toBe('Bob is still banned.');
-    expect(describeUnban('bob', [{ mask: 'bobby' }])).toBe('bob is not banned now.');
+  it('says of an unban what its answer says, and nothing for a server that does not say', () => {
+    expect(describeUnban(' bob ', true)).toBe('Unbanned bob.');
+    expect(describeUnban('10.0.0.9', false)).toBe(
+      'No ban on 10.0.0.9 to lift: a ban is lifted by its own mask (\\bans lists them).',
+    );
+    expect(describeUnban('bob', undefined)).toBeUndefined();
+    expect(describeUnban('bob', 'yes')).toBeUndefined();
   });
 
   it('puts notices in words', () => {
