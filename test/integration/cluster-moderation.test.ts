@@ -174,7 +174,7 @@ describe.skipIf(skip)('moderation across nodes', () => {
     op2.sendPy({ cmd: '97' });
     expect(await op2.expect('98')).toMatchObject({ bans: [{ mask: 'EVE' }] });
     op2.sendPy({ cmd: '96', mask: 'eve' });
-    expect(await op2.expect('98')).toEqual({ cmd: '98', bans: [] });
+    expect(await op2.expect('98')).toEqual({ cmd: '98', bans: [], removed: true });
     // Node 1 hears of it over Redis, a moment after op2 is answered.
     expect(await connectUntil(1, 'eve', '03')).toBe('03');
     for (const c of [op, watcher, ren, op2]) c.close();

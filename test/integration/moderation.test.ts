@@ -253,7 +253,7 @@ describe('moderation, server as its own process', () => {
     op2.sendPy({ cmd: '97' });
     expect(await op2.expect('98')).toMatchObject({ bans: [{ mask: '127.0.0.2/32' }] });
     op2.sendPy({ cmd: '96', mask: '127.0.0.2' });
-    expect(await op2.expect('98')).toEqual({ cmd: '98', bans: [] });
+    expect(await op2.expect('98')).toEqual({ cmd: '98', bans: [], removed: true });
     const back = await openFrom(server.port, '127.0.0.2');
     back.sendPy({ cmd: '0', nickname: 'back' });
     await back.expect('03');
