@@ -23,6 +23,7 @@ import {
   partRefused,
   tooLongToSend,
 } from '../protocol/slash-commands.js';
+import { clip } from '../protocol/text.js';
 import { CONFAB_VERSION } from '../protocol/version.js';
 import { type Style, view } from './chat-view.js';
 import {
@@ -148,6 +149,16 @@ function connectFailure(err: unknown, nickname: string, where: string): string {
 function turnedOff(flag: boolean | undefined, env: string | undefined): boolean {
   return flag === true || /^(0|false|no|off)$/i.test(env ?? '');
 }
+
+/**
+ * A server's own words in a line of the client's (a refusal, a disconnect's reason), cut
+ * after this many characters: a hostile server's megabyte reason is not a screenful.
+ * confab's longest, a kick's reason, is at most --max-message (4,096 by default).
+ */
+const SERVER_TEXT_MAX = 4096;
+
+/** Says, once, that a line's request got no answer in time; `told`: whether it has. */
+type Unanswered = (() => void) & { told(): boolean };
 
 /** The ban list as lines, each shown on its own (a line break inside one is shown as ^J). */
 function banListLines(bans: readonly BanEntry[]): string[] {
@@ -314,7 +325,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   const joined = new Set<string>([LOBBY]);
   /** Lines waiting in the client's queue under the server's flood limit (see 'queue' below). */
   let waiting = 0;
-  /** The reasons for failed reconnects told in this outage, each once. */
+  /** The reasons for failed reconnects told in this outage (see 'reconnecting'), each once. */
   const toldWhy = new Set<string>();
   /** Between a lost connection and its restoring: the prompt says so all along. */
   let offline = false;
@@ -469,8 +480,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   /**
    * A room joined by \join or again at start: listed, saved, and shown with what came with
    * it (after `since`, the messages missed come as chats, or a line says what may be missing).
+   * `typing`: by \join, which makes it the room typed into, as in IRC.
    */
-  /** A room joined; `typing`: by \\join, which makes it the room typed into, as in IRC. */
   const entered = (room: JoinedRoom, since?: Position, typing = false) => {
     joined.add(room.room);
     saveToken();
@@ -510,16 +521,26 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     }
     // Why the last attempt failed, once for each reason in an outage: a nickname taken
     // meanwhile, or a welcome too large to read, kept the client trying for as long as it
-    // was, without a word of why. A refused connection is a server down or restarting,
-    // which "Connection lost" says already.
+    // was, without a word of why. So did a server that welcomed it and then fell silent:
+    // the loss of a connection just restored is said too (past the third attempt, no line
+    // says it was lost). A refused connection is a server down or restarting, which
+    // "Connection lost" says already. A server's own words are cut short.
+    // An outage begins at a first attempt: a connection restored and lost again within
+    // seconds (the waits go on growing) is the same outage, its reasons told once.
+    if (r.attempt === 1) toldWhy.clear();
+    const said = clip(r.error.message, 200);
     const why =
       r.error.kind === 'nickname-taken'
         ? `The nickname "${client.nickname}" is taken (perhaps by the lost connection, not yet gone); still trying.`
         : r.error.kind === 'room-full'
           ? 'The chat room is full or busy; still trying.'
-          : r.error.kind === 'refused' || !r.attemptFailed
+          : r.error.kind === 'refused'
             ? ''
-            : `The last attempt failed: ${r.error.message}; still trying.`;
+            : r.attemptFailed
+              ? `The last attempt failed: ${said}; still trying.`
+              : r.attempt > 1
+                ? `The connection was lost again: ${said}; still trying.`
+                : '';
     // At most a few: a server could word every refusal differently.
     if (why !== '' && !toldWhy.has(why) && toldWhy.size < 8) {
       toldWhy.add(why);
@@ -535,7 +556,6 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   let operator: string | undefined;
   client.on('resumed', (r) => {
     offline = false;
-    toldWhy.clear();
     const on = servers.length > 1 ? showServers([client.server]) : undefined;
     say(view.reconnected(style, r.nickname, r.resumed, on));
     // Operator status lasts as long as its session: a new one starts without it.
@@ -572,10 +592,11 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   });
   client.on('moderation', (m) => tell(view.info(style, describeModeration(m))));
   client.on('server-error', (e) => {
-    if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
+    if (e.code < 2000) say(view.error(style, `Refused: ${clip(e.message, SERVER_TEXT_MAX)}.`));
     // A passing reason (shutting down, cut off from its cluster): the reconnect lines follow.
     // Without reconnecting, the line that says the connection closed gives the reason once.
-    else if (e.code >= 3000 && reconnect) say(view.error(style, `Disconnected: ${e.message}.`));
+    else if (e.code >= 3000 && reconnect)
+      say(view.error(style, `Disconnected: ${clip(e.message, SERVER_TEXT_MAX)}.`));
   });
 
   let lastMessageAt = 0;
@@ -624,9 +645,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     if (error?.code === ErrorCode.BANNED_WORDS) {
       reason = 'You were disconnected: your message contained a banned word.';
     } else if (error?.code === ErrorCode.KICKED || error?.code === ErrorCode.BANNED) {
-      reason = `You were ${error.message}.`;
+      reason = `You were ${clip(error.message, SERVER_TEXT_MAX)}.`;
     } else if (error !== undefined) {
-      reason = `You were disconnected: ${error.message}.`;
+      reason = `You were disconnected: ${clip(error.message, SERVER_TEXT_MAX)}.`;
     } else if (Date.now() - lastMessageAt < BANNED_HINT_WINDOW_MS && client.caps.length === 0) {
       reason =
         'The server closed the connection right after your message (it may contain a banned word).';
@@ -811,7 +832,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
 
   const handle = async (
     line: string,
-    unanswered: () => void,
+    unanswered: Unanswered,
     echo: number,
     echoRows: number,
   ): Promise<void> => {
@@ -898,7 +919,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
               typeInto(room);
               return;
             }
-            entered(room, undefined, true);
+            // Not once the next lines went on without it: they went to the room typed into.
+            entered(room, undefined, !unanswered.told());
           } finally {
             showHeld();
           }
@@ -1063,9 +1085,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
    * client learns the reply will never come (whichever is first; the client learns it after
    * as long).
    */
-  const noAnswer = (line: string): (() => void) => {
+  const noAnswer = (line: string): Unanswered => {
     let said = false;
-    return () => {
+    const tell = () => {
       if (said || leaving) return;
       said = true;
       // The command word only: the rest may be a password (\oper).
@@ -1077,6 +1099,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         ),
       );
     };
+    return Object.assign(tell, { told: () => said });
   };
 
   /**

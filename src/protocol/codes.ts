@@ -165,6 +165,7 @@ export function mayReconnect(code: number): boolean {
  * again from the shortest; until then they go on growing, as for attempts that failed
  * outright. A server that takes each connection and closes it at once (its disk full, every
  * chat closing its sender) was otherwise reconnected to several times a second for ever,
- * each time a join and a leave for the room. The client library and the web page both keep it.
+ * each time a join and a leave for the room. The client library and the web page both keep it:
+ * a policy of confab's clients, not part of the protocol.
  */
 export const RECONNECT_STABLE_MS = 10_000;

@@ -66,7 +66,6 @@ const LATE_FRAMES = 256;
 /** A browser (or any WebSocket client) session: same core, same limits as TCP. */
 export class WsConnection implements Peer, Backlogged, Unfinished {
   readonly remote: PeerAddress;
-  readonly carrier = 'WebSocket';
   readonly session: Session;
   private closing = false;
   /** Frames read since the server began to close the connection (lateFrame). */
@@ -171,6 +170,11 @@ export class WsConnection implements Peer, Backlogged, Unfinished {
         log.error({ err, session: this.session.id }, 'ending a session failed');
       }
     });
+  }
+
+  /** Peer: a getter, as in StreamConnection, so that idle connections hold no field for it. */
+  get carrier(): string {
+    return 'WebSocket';
   }
 
   send(delivery: Delivery): void {

@@ -52,6 +52,16 @@ export async function scriptedServer(
   };
 }
 
+/** The "03" a scripted server welcomes a client with, granting `caps` (none: the course protocol). */
+export function welcome(caps?: string[]): object {
+  return {
+    cmd: '03',
+    serverAddress: ['127.0.0.1', 1],
+    userCount: 1,
+    ...(caps === undefined ? {} : { caps }),
+  };
+}
+
 /**
  * A server that joins the client (granting `caps`; none: the course protocol), answers
  * RTT, and leaves USERS unanswered, all of them or those before the `answerFrom`-th: a
@@ -64,12 +74,7 @@ export function silentOnUsers(
   let users = 0;
   return scriptedServer((request, send, socket) => {
     if (request.cmd === '0') {
-      send({
-        cmd: '03',
-        serverAddress: ['127.0.0.1', 1],
-        userCount: 1,
-        ...(options.caps === undefined ? {} : { caps: options.caps }),
-      });
+      send(welcome(options.caps));
     } else if (request.cmd === '6') send({ cmd: '60', beginTime: request.beginTime });
     else if (request.cmd === '3') socket.end();
     else if (

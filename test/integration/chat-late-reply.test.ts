@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ChatProcess } from '../helpers/chat-process.js';
-import { type ScriptedRequest, scriptedServer } from '../helpers/scripted-server.js';
+import { type ScriptedRequest, scriptedServer, welcome } from '../helpers/scripted-server.js';
 
 // An honest server whose replies come in order but late (a link that stalls for a while,
 // a server that is slow to answer): the reply to a whisper comes 11 s after it, after
@@ -16,7 +16,7 @@ describe('confab chat when replies come in order but late', () => {
     const srv = await scriptedServer((request, send, socket) => {
       const to = (request as ScriptedRequest & { to?: string }).to;
       if (request.cmd === '0') {
-        send({ cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1, caps: ['errors'] });
+        send(welcome(['errors']));
       } else if (request.cmd === '2') {
         const delay = to === 'bob' ? 11_000 : 0;
         inOrder = inOrder
@@ -34,6 +34,43 @@ describe('confab chat when replies come in order but late', () => {
       await ann.waitFor('(whisper to', 5_000);
       expect(ann.output).toContain('There is no user named "bob"');
       expect(ann.output).toContain('(whisper to carl) hello');
+      ann.type('\\exit');
+      expect(await ann.exited).toBe(0);
+    } finally {
+      await ann.stop();
+      await srv.close();
+    }
+  });
+
+  it('does not move the room typed into when a \\join is answered after the client went on', {
+    timeout: 40_000,
+  }, async () => {
+    const srv = await scriptedServer((request, send, socket) => {
+      const room = (request as ScriptedRequest & { room?: string }).room;
+      if (request.cmd === '0') {
+        send(welcome(['errors', 'rooms']));
+      } else if (request.cmd === '100') {
+        setTimeout(() => send({ cmd: '101', room, members: ['ann'], userCount: 1 }), 11_000);
+      } else if (request.cmd === '3') socket.end();
+    });
+    const ann = ChatProcess.start(['ann', '--port', String(srv.port)], { NO_COLOR: '1' });
+    try {
+      await ann.waitFor('You are the 1st user');
+      ann.type('\\join physics');
+      await ann.waitFor('No answer from the server to \\join', 15_000);
+      await ann.waitFor(
+        'You joined physics (1 user: ann). Type \\room physics to talk there.',
+        5_000,
+      );
+      ann.type('still the lobby');
+      const said = () =>
+        srv.requests.find((r) => r.cmd === '7' && r.msg === 'still the lobby') as
+          | (ScriptedRequest & { room?: string })
+          | undefined;
+      for (let i = 0; i < 100 && said() === undefined; i++)
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(said()).toBeDefined();
+      expect(said()!.room ?? 'lobby').toBe('lobby');
       ann.type('\\exit');
       expect(await ann.exited).toBe(0);
     } finally {

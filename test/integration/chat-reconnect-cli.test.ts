@@ -3,7 +3,7 @@ import { ChatClient } from '../../src/client/chat-client.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { until } from '../helpers/cluster.js';
 import { join } from '../helpers/raw-client.js';
-import { scriptedServer } from '../helpers/scripted-server.js';
+import { scriptedServer, welcome } from '../helpers/scripted-server.js';
 import { startConfab } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
 
@@ -120,7 +120,7 @@ describe('confab chat reconnects by itself', () => {
       if (request.cmd !== '0') return;
       if (++connects === 1) {
         // "errors": a server that explains its closes, which the client reconnects to.
-        send({ cmd: '03', serverAddress: ['127.0.0.1', 1], userCount: 1, caps: ['errors'] });
+        send(welcome(['errors']));
         setTimeout(() => socket.destroy(), 200);
       } else socket.write(`{"cmd":"03","motd":"${'a'.repeat(1100 * 1024)}`);
     });
@@ -132,6 +132,37 @@ describe('confab chat reconnects by itself', () => {
       // Attempts 1 to 4 made, and the failures of the first three told at the next.
       await until('a fourth reconnect', () => connects >= 5, 20_000);
       expect(ann.output.match(/The last attempt failed/g)).toHaveLength(1);
+    } finally {
+      await ann.stop();
+      await srv.close();
+    }
+  }, 45_000);
+
+  it('says why a connection just restored was lost again, once, and cuts a long reason short', async () => {
+    // Every connection is welcomed, then closed with a long reason a moment later: each
+    // reconnect "succeeds", so no attempt fails, and past the third no line said anything.
+    const reason = `going away ${'x'.repeat(5000)}`;
+    let connects = 0;
+    const srv = await scriptedServer((request, send, socket) => {
+      if (request.cmd !== '0') return;
+      connects++;
+      send(welcome(['errors']));
+      setTimeout(() => {
+        send({ cmd: '90', code: 3001, message: reason });
+        socket.end();
+      }, 150);
+    });
+    const ann = ChatProcess.start(['ann', '--port', String(srv.port)]);
+    try {
+      await ann.waitFor('You are the 1st user.');
+      await ann.waitFor(
+        /The connection was lost again: going away x+\.\.\.\(\+\d+\); still trying\./,
+        15_000,
+      );
+      await until('a fifth connection', () => connects >= 5, 20_000);
+      expect(ann.output.match(/The connection was lost again/g)).toHaveLength(1);
+      // Cut short wherever the client shows it: 4,096 characters at most.
+      expect(ann.output).not.toContain('x'.repeat(4100));
     } finally {
       await ann.stop();
       await srv.close();

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vites
 import { ChatClient } from '../../src/client/chat-client.js';
 import type { ConfabServer } from '../../src/server.js';
 import { join } from '../helpers/raw-client.js';
-import { scriptedServer } from '../helpers/scripted-server.js';
+import { scriptedServer, welcome } from '../helpers/scripted-server.js';
 import { CLI, startConfab } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
@@ -397,12 +397,7 @@ describe('confab chat in a real terminal, its prompt changing', () => {
     let answerRename: (() => void) | undefined;
     const server = await scriptedServer((request, send, socket) => {
       if (request.cmd === '0') {
-        send({
-          cmd: '03',
-          serverAddress: ['127.0.0.1', 1],
-          userCount: 1,
-          caps: ['errors', 'rooms'],
-        });
+        send(welcome(['errors', 'rooms']));
       } else if (request.cmd === '5') {
         answerRename = () => send({ cmd: '51', newNickname: 'w' });
       } else if (request.cmd === '3') socket.end();
