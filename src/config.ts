@@ -358,7 +358,7 @@ export const SERVE_OPTIONS = {
     kind: 'file',
     default: 'confab-data',
     description:
-      'directory for state that outlives a restart (history.db, bans.json); created at start (and removed if that start fails) and held by one server (confab.lock), unused with --redis',
+      'directory for state that outlives a restart (history.db, bans.json); created at start and held by one server (confab.lock), unused with --redis',
     arg: 'DIR',
   },
   history: {

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { rmSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createSecureContext } from 'node:tls';
@@ -207,41 +207,15 @@ function warnIfShared(file: string, log: Logger): void {
   );
 }
 
-/** The --data-dir as a server alone holds it. */
-interface DataDirHold {
-  /** Lets another server have it (a stop). */
-  release(): void;
-  /** Lets it go after a start that failed, and removes it if this start made it. */
-  giveUp(): void;
-}
-
 /**
  * Refuses a second server on the same --data-dir, whatever its --history: each rewrites
  * bans.json whole from its own list, so one would drop the other's bans.
  */
-function lockDataDir(dir: string): DataDirHold {
-  let made: string | undefined;
-  // A start that gives up leaves no data dir behind that it made (a port taken, a typo in
-  // --data-dir): only what was there before it.
-  const unmake = () => {
-    try {
-      if (made !== undefined) rmSync(made, { recursive: true, force: true });
-    } catch {
-      // Left, as before: the start's own error is what is told.
-    }
-  };
+function lockDataDir(dir: string): FileLock {
   try {
-    made = makeDirectory(dir);
-    const lock = FileLock.take(path.join(dir, 'confab.lock'));
-    return {
-      release: () => lock.release(),
-      giveUp: () => {
-        lock.release();
-        unmake();
-      },
-    };
+    makeDirectory(dir);
+    return FileLock.take(path.join(dir, 'confab.lock'));
   } catch (err) {
-    unmake();
     if (FileLock.isHeld(err)) {
       throw new StartError(
         `--data-dir ${dir}: another confab is using it (confab.lock is held): stop it, or give this one another --data-dir`,
@@ -826,7 +800,7 @@ export class ConfabServer {
     private readonly cluster: ClusterNode | undefined,
     private readonly files: OptionFiles,
     /** Held while this server runs alone on its --data-dir (not in a cluster). */
-    private readonly dirLock: DataDirHold | undefined,
+    private readonly dirLock: FileLock | undefined,
   ) {}
 
   /**
@@ -846,7 +820,7 @@ export class ConfabServer {
     try {
       bans = banStore.load();
     } catch (err) {
-      dirLock?.giveUp();
+      dirLock?.release();
       throw new StartError(`--data-dir: ${(err as Error).message}`);
     }
     const cluster =
@@ -857,7 +831,7 @@ export class ConfabServer {
     try {
       history = cluster?.history ?? openHistory(config);
     } catch (err) {
-      dirLock?.giveUp();
+      dirLock?.release();
       throw err;
     }
     if (history instanceof SqliteHistoryStore)
@@ -882,7 +856,7 @@ export class ConfabServer {
       });
     } catch (err) {
       if (cluster === undefined) await history?.close();
-      dirLock?.giveUp();
+      dirLock?.release();
       throw err;
     }
     if (cluster !== undefined) {
@@ -921,7 +895,7 @@ export class ConfabServer {
         if (cluster !== undefined) await cluster.close();
         else await history?.close();
       } finally {
-        dirLock?.giveUp();
+        dirLock?.release();
       }
     };
     /** Builds and binds one listener; on any failure closes those already open. */

@@ -6,32 +6,29 @@ function codeOf(err: unknown): unknown {
 }
 
 /**
- * Creates `dir` and its missing parents, as `mkdirSync(dir, { recursive: true })` would, and
- * returns the topmost directory it made (none: `dir` was there). Node's own loops for ever,
- * holding the event loop, where `mkdir` answers ENOENT under a directory that exists (a
- * `--data-dir` inside /proc or /sys): this tries each directory at most twice, so such a
- * path fails with that error.
+ * Creates `dir` and its missing parents, as `mkdirSync(dir, { recursive: true })` would.
+ * Node's own loops for ever, holding the event loop, where `mkdir` answers ENOENT under a
+ * directory that exists (a `--data-dir` inside /proc or /sys): this tries each directory at
+ * most twice, so such a path fails with that error.
  */
-export function makeDirectory(dir: string): string | undefined {
+export function makeDirectory(dir: string): void {
   const full = path.resolve(dir);
-  let made: string | undefined;
   try {
     mkdirSync(full);
-    return full;
+    return;
   } catch (err) {
-    if (codeOf(err) === 'EEXIST' && statSync(full).isDirectory()) return undefined;
+    if (codeOf(err) === 'EEXIST' && statSync(full).isDirectory()) return;
     const parent = path.dirname(full);
     if (codeOf(err) !== 'ENOENT' || parent === full) throw err;
-    made = makeDirectory(parent);
+    makeDirectory(parent);
   }
   try {
     mkdirSync(full);
   } catch (err) {
-    // Made meanwhile by someone else: as good as made here, but not this one's to remove.
-    if (codeOf(err) === 'EEXIST' && statSync(full).isDirectory()) return undefined;
+    // Made meanwhile by someone else: as good as made here.
+    if (codeOf(err) === 'EEXIST' && statSync(full).isDirectory()) return;
     throw err;
   }
-  return made ?? full;
 }
 
 /**

@@ -4,9 +4,7 @@
  * goes with the server that held it, when it stops or fails to start. (Servers in other
  * processes: integration/history, "says so when history.db was restored…".)
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ownDataDir, startConfab } from '../helpers/servers.js';
 
@@ -40,28 +38,5 @@ describe('the --data-dir lock', () => {
     }
     const again = await startConfab({ 'data-dir': dir });
     await again.stop();
-  });
-
-  it('leaves no data dir behind that a failed start made, and keeps one that was there', async () => {
-    const busy = net.createServer();
-    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
-    const port = String((busy.address() as net.AddressInfo).port);
-    const there = ownDataDir();
-    writeFileSync(path.join(there, 'notes.txt'), 'mine');
-    // Two levels made for it, with SQLite's files in the inner one.
-    const made = path.join(ownDataDir(), 'new');
-    const nested = path.join(made, 'confab');
-    try {
-      for (const dir of [there, nested])
-        await expect(
-          startConfab({ 'data-dir': dir, host: '127.0.0.1', port, history: 'sqlite' }),
-        ).rejects.toThrow(/port/);
-    } finally {
-      busy.close();
-    }
-    expect(existsSync(made)).toBe(false);
-    expect(existsSync(path.dirname(made))).toBe(true);
-    expect(readFileSync(path.join(there, 'notes.txt'), 'utf8')).toBe('mine');
-    expect(existsSync(path.join(there, 'history.db'))).toBe(true);
   });
 });
