@@ -150,13 +150,6 @@ function turnedOff(flag: boolean | undefined, env: string | undefined): boolean 
   return flag === true || /^(0|false|no|off)$/i.test(env ?? '');
 }
 
-/**
- * A server's own words in a line of the client's (a refusal, a disconnect's reason), cut
- * after this many characters: a hostile server's megabyte reason is not a screenful.
- * confab's longest, a kick's reason, is at most --max-message (4,096 by default).
- */
-const SERVER_TEXT_MAX = 4096;
-
 /** Says, once, that a line's request got no answer in time; `told`: whether it has. */
 type Unanswered = (() => void) & { told(): boolean };
 
@@ -592,11 +585,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   });
   client.on('moderation', (m) => tell(view.info(style, describeModeration(m))));
   client.on('server-error', (e) => {
-    if (e.code < 2000) say(view.error(style, `Refused: ${clip(e.message, SERVER_TEXT_MAX)}.`));
+    if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
     // A passing reason (shutting down, cut off from its cluster): the reconnect lines follow.
     // Without reconnecting, the line that says the connection closed gives the reason once.
-    else if (e.code >= 3000 && reconnect)
-      say(view.error(style, `Disconnected: ${clip(e.message, SERVER_TEXT_MAX)}.`));
+    else if (e.code >= 3000 && reconnect) say(view.error(style, `Disconnected: ${e.message}.`));
   });
 
   let lastMessageAt = 0;
@@ -645,9 +637,9 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     if (error?.code === ErrorCode.BANNED_WORDS) {
       reason = 'You were disconnected: your message contained a banned word.';
     } else if (error?.code === ErrorCode.KICKED || error?.code === ErrorCode.BANNED) {
-      reason = `You were ${clip(error.message, SERVER_TEXT_MAX)}.`;
+      reason = `You were ${error.message}.`;
     } else if (error !== undefined) {
-      reason = `You were disconnected: ${clip(error.message, SERVER_TEXT_MAX)}.`;
+      reason = `You were disconnected: ${error.message}.`;
     } else if (Date.now() - lastMessageAt < BANNED_HINT_WINDOW_MS && client.caps.length === 0) {
       reason =
         'The server closed the connection right after your message (it may contain a banned word).';

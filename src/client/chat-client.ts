@@ -35,6 +35,7 @@ import {
   dial,
   type Endpoint,
   retryable,
+  serverText,
   type TlsOptions,
   unreachable,
   utf8,
@@ -1132,7 +1133,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
           action: message.action === 'ban' ? ('ban' as const) : ('kick' as const),
           nickname: asString(message.nickname),
           by: asString(message.by),
-          reason: asString(message.reason ?? ''),
+          reason: serverText(message.reason ?? ''),
         };
         this.emit(
           'moderation',
@@ -1349,7 +1350,7 @@ export class ChatClient extends EventEmitter<ChatEvents> {
 
   private onError(message: ParsedServerMessage): void {
     const code = asNumber(message.code);
-    const text = asString(message.message ?? 'error');
+    const text = serverText(message.message ?? 'error');
     const ref = typeof message.ref === 'string' ? message.ref : undefined;
     const index = ref === undefined ? -1 : this.pending.findIndex((p) => p.cmd === ref);
     if (index >= 0) {

@@ -82,6 +82,19 @@ export interface Endpoint {
 }
 
 /**
+ * The longest reason of a server's (a "90"'s message, a "99"'s reason) a client passes on;
+ * past it, cut with "…". confab's longest, a kick's reason, is at most --max-message (4,096
+ * by default); a hostile server's megabyte reason, shown at every reconnect, was a screenful.
+ */
+export const SERVER_TEXT_MAX = 4096;
+
+/** A server's reason as text, at most SERVER_TEXT_MAX characters (see there). */
+export function serverText(value: unknown): string {
+  const text = asString(value);
+  return text.length > SERVER_TEXT_MAX ? `${text.slice(0, SERVER_TEXT_MAX)}…` : text;
+}
+
+/**
  * Opens a connection and sends `request` (a CONNECT). On "03", `welcome`
  * runs at once (later frames of the same read go where it says) and the
  * promise resolves; anything else rejects with the reason.
@@ -187,7 +200,7 @@ export function dial(
           return fail(
             new ChatClientError(
               'server-error',
-              asString(message.message ?? 'refused'),
+              serverText(message.message ?? 'refused'),
               asNumber(message.code),
             ),
           );

@@ -428,7 +428,7 @@ hold_sender(ref, ARGV[5])
 return 1
 `;
 
-/** ARGV: P, node, id, operator name. 1; 0 when the member is not registered. */
+/** ARGV: P, node, id, operator key (operatorKey). 1; 0 when the member is not registered. */
 const OPERATE_LUA = `${PRELUDE}
 local ref = ARGV[2] .. ':' .. ARGV[3]
 if redis.call('EXISTS', mkey(ref)) == 0 then return 0 end

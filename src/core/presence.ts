@@ -131,7 +131,7 @@ export interface TakenOver {
   readonly lineage: string;
   /** Its rooms, in the order it joined them, each at the place it had. */
   readonly rooms: readonly { readonly room: string; readonly name: string }[];
-  /** The operator name it proved with OPER (`operate`), which the session keeps. */
+  /** The key of the operator it proved with OPER (`operate`; operatorKey), which the session keeps. */
   readonly operator?: string;
 }
 
@@ -303,9 +303,9 @@ export interface Presence {
    */
   grant(id: MemberId, token: string): Promise<boolean>;
   /**
-   * Member `id` of this node proved itself the operator `operator` (OPER): a resume that
-   * takes it over, on any node, keeps it (TakenOver.operator). Nothing for a member not
-   * registered.
+   * Member `id` of this node proved itself the operator whose key (operatorKey) is
+   * `operator` (OPER): a resume that takes it over, on any node, keeps it (TakenOver.operator)
+   * while that node lists an operator of that key. Nothing for a member not registered.
    */
   operate(id: MemberId, operator: string): Promise<void>;
   /**

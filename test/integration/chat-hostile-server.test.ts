@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ChatProcess } from '../helpers/chat-process.js';
-import { type ScriptedRequest, scriptedServer } from '../helpers/scripted-server.js';
+import { type ScriptedRequest, scriptedServer, welcome } from '../helpers/scripted-server.js';
 
 // `confab chat` against a server that sends what the protocol does not say: a user may point
 // it at any host, and the course's server relays whatever its users send. Values of the wrong
@@ -128,6 +128,27 @@ describe('confab chat against a hostile server that announces limits', () => {
 });
 
 describe('the client library against a hostile server', () => {
+  it("cuts a server's reasons short: a refusal, a disconnect's, a notice's", async () => {
+    const long = 'y'.repeat(100_000);
+    const srv = await scriptedServer((request, send) => {
+      if (request.cmd === '0') send(welcome(['errors', 'rooms', 'moderation']));
+      else if (request.cmd === '100') {
+        send({ cmd: '99', action: 'kick', nickname: 'bob', by: 'op', reason: long });
+        send({ cmd: '90', code: 1002, message: long, ref: '100' });
+      }
+    });
+    try {
+      const ann = await ChatClient.connect({ port: srv.port, nickname: 'ann' });
+      const notice = new Promise<{ reason: string }>((resolve) => ann.once('moderation', resolve));
+      const refused = (await ann.join('physics').catch((e: Error) => e)) as Error;
+      expect(refused.message).toBe(`${'y'.repeat(4096)}…`);
+      expect((await notice).reason).toHaveLength(4097);
+      ann.destroy();
+    } finally {
+      await srv.close();
+    }
+  });
+
   it('says a welcome that never ends is too large, before its deadline', {
     timeout: 40_000,
   }, async () => {

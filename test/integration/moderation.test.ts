@@ -275,6 +275,34 @@ describe('moderation, server as its own process', () => {
     expect(await c.expect('93')).toEqual({ cmd: '93', name: 'head' });
   });
 
+  it("SIGHUP ends the status proved with an operator's old password, not one whose password stayed", async () => {
+    const op = await operator(server.port, 'opkey');
+    const reload = async (teacherHash: string) => {
+      writeFileSync(
+        config,
+        `max-users: 10\noperators:\n  - name: teacher\n    password: "${teacherHash}"\n`,
+      );
+      const mark = server.output().length;
+      server.child.kill('SIGHUP');
+      await expect
+        .poll(() => server.output().slice(mark), { timeout: 5000 })
+        .toMatch(/configuration reloaded/);
+    };
+    // The same stored hash in a rewritten file: still an operator (a kick finds nobody).
+    await reload(hash);
+    op.sendPy({ cmd: '94', nickname: 'nobody' });
+    expect(await op.expect('90')).toMatchObject({ code: 1011 });
+    // A new password: the status proved with the old one ends.
+    try {
+      await reload(await hashPassword('new sesame'));
+      op.sendPy({ cmd: '94', nickname: 'nobody' });
+      expect(await op.expect('90')).toMatchObject({ code: 1010 });
+    } finally {
+      // The tests after this one OPER with the old password.
+      await reload(hash);
+    }
+  });
+
   it('a timed ban expires by itself', async () => {
     const op = await operator(server.port, 'op5');
     op.sendPy({ cmd: '95', mask: '127.0.0.3', seconds: 2 });

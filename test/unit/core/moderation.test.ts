@@ -504,7 +504,7 @@ describe('BAN', () => {
     op.take();
     send(op, { cmd: '96', mask: '198.51.100.7' });
     send(op, { cmd: '96', mask: 'x'.repeat(100) });
-    expect(op.take().map((m) => 'removed' in m && m.removed)).toEqual([false, false]);
+    expect(op.take().map((m) => (m as { removed?: boolean }).removed)).toEqual([false, false]);
     expect(chat.admission.banned('198.51.100.7')).toBe(true);
     send(op, { cmd: '97' });
     expect(op.take()[0]).not.toHaveProperty('removed');
