@@ -911,7 +911,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
               typeInto(room);
               return;
             }
-            // Not once the next lines went on without it: they went to the room typed into.
+            // Not once the line saying there was no answer was shown: the lines typed since went
+            // to the room typed into, and the user was told to expect nothing.
             entered(room, undefined, !unanswered.told());
           } finally {
             showHeld();
