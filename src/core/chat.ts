@@ -242,7 +242,8 @@ export class Chat implements ChatContext, SessionHost {
   maxMessage: number;
   readonly log: Logger;
   readonly bans: BanList;
-  operators: readonly Operator[];
+  operators: readonly Operator[] = [];
+  operatorNames: ReadonlySet<string> = new Set();
   private readonly clock: Clock;
   private storeFailedAt: number | undefined;
   private rateLimit: number;
@@ -345,7 +346,7 @@ export class Chat implements ChatContext, SessionHost {
           );
     this.operServer = new TokenBucket(OPER_SERVER_RATE, OPER_SERVER_BURST, this.clock());
     this.operTrustedServer = new TokenBucket(OPER_SERVER_RATE, OPER_SERVER_BURST, this.clock());
-    this.operators = options.operators ?? [];
+    this.setOperators(options.operators ?? []);
     const banStore =
       this.cluster === undefined
         ? (options.banStore ?? new MemoryBanStore())
@@ -408,7 +409,7 @@ export class Chat implements ChatContext, SessionHost {
    * still grant what it granted.
    */
   private dropOperators(operators: readonly Operator[]): void {
-    this.operators = operators;
+    this.setOperators(operators);
     for (const session of this.sessions) {
       const held = session.operator;
       if (held === undefined) continue;
@@ -420,6 +421,12 @@ export class Chat implements ChatContext, SessionHost {
         'operator status ended: no longer in the operators list with that password',
       );
     }
+  }
+
+  /** The list, and its names' look-alike keys, folded once here rather than at every CONNECT. */
+  private setOperators(operators: readonly Operator[]): void {
+    this.operators = operators;
+    this.operatorNames = new Set(operators.map((o) => nicknameKey(o.name)));
   }
 
   /** Number of open sessions, joined or not. */

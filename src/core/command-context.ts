@@ -41,6 +41,8 @@ export interface ChatContext {
   readonly bans: BanList;
   /** As configured now; a reload replaces the list for OPERs from then on. */
   readonly operators: readonly Operator[];
+  /** The look-alike keys (nicknameKey) of the operators' names, which no nickname may have. */
+  readonly operatorNames: ReadonlySet<string>;
   now(): number;
   /**
    * Whether an OPER from this address may be checked now (each check costs a hash), or

@@ -82,8 +82,7 @@ function usableNickname(ctx: ChatContext, raw: string): NicknameCheck {
   // a member holding that nickname, or one like it, would be read as the one who did it.
   // Not the operator either: its session's name would be refused at the CONNECT of every
   // reconnect that finds the session gone (a server restart), as OPER is not yet proved.
-  const key = nicknameKey(checked.nickname);
-  if (ctx.operators.some((o) => nicknameKey(o.name) === key)) {
+  if (ctx.operatorNames.has(nicknameKey(checked.nickname))) {
     return { ok: false, reason: "nickname is an operator's name" };
   }
   return checked;
