@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import {
   ChatClient,
   ChatClientError,
+  type ChatEvents,
   type ChatMessage,
   type ConnectOptions,
   type JoinedRoom,
@@ -148,6 +149,25 @@ function connectFailure(err: unknown, nickname: string, where: string): string {
 /** A feature its `--no-…` flag, or its environment variable (0, false, no, off), turns off. */
 function turnedOff(flag: boolean | undefined, env: string | undefined): boolean {
   return flag === true || /^(0|false|no|off)$/i.test(env ?? '');
+}
+
+/**
+ * Why a reconnect is under way, for the line that says so, if one should: a nickname taken
+ * meanwhile, or a welcome too large to read, kept the client trying for as long as it was,
+ * without a word of why. So did a server that welcomed it and then fell silent: the loss of
+ * a connection just restored is said too (past the third attempt, no line says it was
+ * lost). A refused connection is a server down or restarting, which "Connection lost" says
+ * already. A server's own words are cut short.
+ */
+function reconnectReason(r: ChatEvents['reconnecting'][0], nickname: string): string | undefined {
+  const { kind, message } = r.error;
+  if (kind === 'nickname-taken')
+    return `The nickname "${nickname}" is taken (perhaps by the lost connection, not yet gone); still trying.`;
+  if (kind === 'room-full') return 'The chat room is full or busy; still trying.';
+  if (kind === 'refused') return undefined;
+  if (r.attemptFailed) return `The last attempt failed: ${clip(message, 200)}; still trying.`;
+  if (r.attempt > 1) return `The connection was lost again: ${clip(message, 200)}; still trying.`;
+  return undefined;
 }
 
 /** Says, once, that a line's request got no answer in time; `told`: whether it has. */
@@ -512,30 +532,13 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       offline = true;
       redrawPrompt();
     }
-    // Why the last attempt failed, once for each reason in an outage: a nickname taken
-    // meanwhile, or a welcome too large to read, kept the client trying for as long as it
-    // was, without a word of why. So did a server that welcomed it and then fell silent:
-    // the loss of a connection just restored is said too (past the third attempt, no line
-    // says it was lost). A refused connection is a server down or restarting, which
-    // "Connection lost" says already. A server's own words are cut short.
-    // An outage begins at a first attempt: a connection restored and lost again within
-    // seconds (the waits go on growing) is the same outage, its reasons told once.
+    // Why, once for each reason in an outage. An outage begins at a first attempt: a
+    // connection restored and lost again within seconds (the waits go on growing) is the
+    // same outage.
     if (r.attempt === 1) toldWhy.clear();
-    const said = clip(r.error.message, 200);
-    const why =
-      r.error.kind === 'nickname-taken'
-        ? `The nickname "${client.nickname}" is taken (perhaps by the lost connection, not yet gone); still trying.`
-        : r.error.kind === 'room-full'
-          ? 'The chat room is full or busy; still trying.'
-          : r.error.kind === 'refused'
-            ? ''
-            : r.attemptFailed
-              ? `The last attempt failed: ${said}; still trying.`
-              : r.attempt > 1
-                ? `The connection was lost again: ${said}; still trying.`
-                : '';
+    const why = reconnectReason(r, client.nickname);
     // At most a few: a server could word every refusal differently.
-    if (why !== '' && !toldWhy.has(why) && toldWhy.size < 8) {
+    if (why !== undefined && !toldWhy.has(why) && toldWhy.size < 8) {
       toldWhy.add(why);
       say(view.error(style, why));
     }
