@@ -817,42 +817,39 @@ export class ConfabServer {
     const dirLock = config.redis === undefined ? lockDataDir(config.dataDir) : undefined;
     const banStore = new FileBanStore(config.dataDir);
     let bans: ReturnType<FileBanStore['load']>;
-    try {
-      bans = banStore.load();
-    } catch (err) {
-      dirLock?.release();
-      throw new StartError(`--data-dir: ${(err as Error).message}`);
-    }
-    const cluster =
-      config.redis === undefined
-        ? undefined
-        : await ClusterNode.open(config, config.redis, log, stop);
+    let cluster: ClusterNode | undefined;
     let history: HistoryStore | undefined;
-    try {
-      history = cluster?.history ?? openHistory(config);
-    } catch (err) {
-      dirLock?.release();
-      throw err;
-    }
-    if (history instanceof SqliteHistoryStore)
-      warnIfShared(path.join(config.dataDir, 'history.db'), log);
-    if (history instanceof SqliteHistoryStore && history.replaced) {
-      log.warn(
-        {},
-        'history.db is older than the one this --data-dir last ran on (restored from a backup?): every room starts a new history epoch, so clients that saw later messages are told their gap was not recovered',
-      );
-    }
     let chat: Chat;
+    // Whatever fails from here on lets the data dir go, and closes the history it opened.
     try {
+      try {
+        bans = banStore.load();
+      } catch (err) {
+        throw new StartError(`--data-dir: ${(err as Error).message}`);
+      }
+      cluster =
+        config.redis === undefined
+          ? undefined
+          : await ClusterNode.open(config, config.redis, log, stop);
+      history = cluster?.history ?? openHistory(config);
+      if (history instanceof SqliteHistoryStore)
+        warnIfShared(path.join(config.dataDir, 'history.db'), log);
+      if (history instanceof SqliteHistoryStore && history.replaced) {
+        log.warn(
+          {},
+          'history.db is older than the one this --data-dir last ran on (restored from a backup?): every room starts a new history epoch, so clients that saw later messages are told their gap was not recovered',
+        );
+      }
+      const node = cluster;
       chat = new Chat({
         ...chatSettings(config, bannedWords),
         banStore: { load: () => bans, save: (b) => banStore.save(b) },
         logger: log,
         history,
-        cluster,
-        ...(cluster === undefined
+        cluster: node,
+        ...(node === undefined
           ? {}
-          : { clock: cluster.clock.now, timeKnown: () => cluster.clock.judged }),
+          : { clock: node.clock.now, timeKnown: () => node.clock.judged }),
       });
     } catch (err) {
       if (cluster === undefined) await history?.close();
