@@ -10,7 +10,7 @@ import {
   type JoinedRoom,
   type TlsOptions,
 } from '../client/chat-client.js';
-import { ErrorCode, LOBBY } from '../protocol/codes.js';
+import { ErrorCode, LOBBY, RECONNECT_STABLE_MS } from '../protocol/codes.js';
 import type { BanEntry, Position, UserEntry } from '../protocol/messages.js';
 import {
   describeBan,
@@ -340,6 +340,12 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   let waiting = 0;
   /** The reasons for failed reconnects told in this outage (see 'reconnecting'), each once. */
   const toldWhy = new Set<string>();
+  /** Whether the reconnect line of the latest attempt was printed. */
+  let attemptShown = true;
+  /** When the connection was last restored. */
+  let restoredAt: number | undefined;
+  const restoredJustNow = () =>
+    restoredAt !== undefined && performance.now() - restoredAt < RECONNECT_STABLE_MS;
   /** Between a lost connection and its restoring: the prompt says so all along. */
   let offline = false;
   const promptFor = () =>
@@ -542,9 +548,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       toldWhy.add(why);
       say(view.error(style, why));
     }
-    if (r.attempt <= 3 || r.attempt % 10 === 0) {
-      say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
-    }
+    attemptShown = r.attempt <= 3 || r.attempt % 10 === 0;
+    if (attemptShown) say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
   });
   client.on('session', () => saveToken());
   client.on('stored', () => savePositions());
@@ -552,8 +557,11 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   let operator: string | undefined;
   client.on('resumed', (r) => {
     offline = false;
+    restoredAt = performance.now();
+    // Said with the attempt's own line: a server that welcomes and drops every connection
+    // gets the same few lines as one that refuses them, and the prompt says the state.
     const on = servers.length > 1 ? showServers([client.server]) : undefined;
-    say(view.reconnected(style, r.nickname, r.resumed, on));
+    if (attemptShown) say(view.reconnected(style, r.nickname, r.resumed, on));
     // Operator status lasts as long as its session: a new one starts without it.
     if (!r.resumed && operator !== undefined) {
       say(view.error(style, `You are no longer operator ${operator}: \\oper again.`));
@@ -591,7 +599,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
     // A passing reason (shutting down, cut off from its cluster): the reconnect lines follow.
     // Without reconnecting, the line that says the connection closed gives the reason once.
-    else if (e.code >= 3000 && reconnect) say(view.error(style, `Disconnected: ${e.message}.`));
+    // A connection restored moments ago is the same outage (the library's waits go on
+    // growing): its loss is said once, with the reconnect lines, not at every cycle.
+    else if (e.code >= 3000 && reconnect && !restoredJustNow())
+      say(view.error(style, `Disconnected: ${e.message}.`));
   });
 
   let lastMessageAt = 0;

@@ -159,8 +159,12 @@ describe('confab chat reconnects by itself', () => {
         /The connection was lost again: going away x+\.\.\.\(\+\d+\); still trying\./,
         15_000,
       );
-      await until('a fifth connection', () => connects >= 5, 20_000);
+      await until('a sixth connection', () => connects >= 6, 25_000);
       expect(ann.output.match(/The connection was lost again/g)).toHaveLength(1);
+      // The first loss is said as it came; the ones after, within the same outage, are that
+      // one line. The restores are said with the attempts' own lines, the first three.
+      expect(ann.output.match(/Disconnected: going away/g)).toHaveLength(1);
+      expect(ann.output.match(/Reconnected as ann/g)).toHaveLength(3);
       // Cut short wherever the client shows it: 4,096 characters at most.
       expect(ann.output).not.toContain('x'.repeat(4100));
     } finally {
