@@ -13,6 +13,23 @@ export interface ClusterView {
 }
 
 /**
+ * How the last reload went, as Prometheus reports its own: a start counts as one that
+ * succeeded. A log quieted below info does not say that a reload was applied; this does.
+ */
+export class ReloadOutcome {
+  successful = true;
+  /** Unix time, in seconds, of the start or the last reload applied. */
+  successAt = Date.now() / 1000;
+  applied(): void {
+    this.successful = true;
+    this.successAt = Date.now() / 1000;
+  }
+  failed(): void {
+    this.successful = false;
+  }
+}
+
+/**
  * Prometheus metrics. Every value is read from plain counters at scrape
  * time, so serving traffic never calls into prom-client. Returns the scrape.
  */
@@ -21,6 +38,7 @@ export function createMetrics(
   transports: readonly TransportStats[],
   cluster?: ClusterView,
   backlogs?: Backlogs,
+  reloads?: ReloadOutcome,
 ) {
   const registry = new Registry();
   // prom-client's names already start with process_ or nodejs_: confab_process_cpu_seconds_total,
@@ -124,6 +142,24 @@ export function createMetrics(
       this.set({ room: chat.lobby.name }, chat.lobby.size);
     },
   });
+  if (reloads !== undefined) {
+    new Gauge({
+      name: 'confab_config_last_reload_successful',
+      help: '1 if the last reload (SIGHUP) was applied, 0 if it failed and the configuration before it runs',
+      registers,
+      collect() {
+        this.set(reloads.successful ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'confab_config_last_reload_success_timestamp_seconds',
+      help: 'When the configuration running was applied: the start or the last reload that succeeded',
+      registers,
+      collect() {
+        this.set(reloads.successAt);
+      },
+    });
+  }
   if (cluster !== undefined) {
     new Gauge({
       name: 'confab_redis_up',

@@ -34,7 +34,7 @@ import type { Operator } from './core/moderation.js';
 import type { Logger, PeerAddress } from './core/ports.js';
 import { type Census, PresenceKeeper, type SentHeartbeat } from './core/presence.js';
 import { TimeoutError, withTimeout } from './core/timeout.js';
-import { type ClusterView, createMetrics } from './metrics.js';
+import { type ClusterView, createMetrics, ReloadOutcome } from './metrics.js';
 import { verifyPassword } from './password.js';
 import { isRegularFile, readCapped, readError } from './read-capped.js';
 import { FileBanStore } from './store/ban-file.js';
@@ -801,6 +801,8 @@ export class ConfabServer {
     private readonly files: OptionFiles,
     /** Held while this server runs alone on its --data-dir (not in a cluster). */
     private readonly dirLock: FileLock | undefined,
+    /** How the last reload went (/metrics). */
+    private readonly reloads: ReloadOutcome,
   ) {}
 
   /**
@@ -880,6 +882,7 @@ export class ConfabServer {
     const allowedHosts = listOf(config.allowedHosts);
     const listeners: Listener[] = [];
     const stats: TransportStats[] = [];
+    const reloads = new ReloadOutcome();
     // A client may have slipped in before a later listener failed: end it too,
     // or closing its listener would wait for it.
     const abandon = async () => {
@@ -979,7 +982,7 @@ export class ConfabServer {
                   allowedOrigins,
                   allowedHosts,
                   // Reads `stats` when scraped, by which time every listener is in it.
-                  metrics: createMetrics(chat, stats, cluster, backlogs),
+                  metrics: createMetrics(chat, stats, cluster, backlogs, reloads),
                   health: async () => {
                     const local = { users: chat.lobby.size, connections: chat.connectionCount };
                     // Chats that cannot be stored close their senders (3005): a full disk is
@@ -1023,7 +1026,16 @@ export class ConfabServer {
       cluster,
       files,
       dirLock,
+      reloads,
     );
+  }
+
+  /**
+   * A reload that failed, here or before it reached the server (a config file that does not
+   * parse), for /metrics: the caller, which reads the file, says so.
+   */
+  reloadFailed(): void {
+    this.reloads.failed();
   }
 
   /**
@@ -1065,6 +1077,7 @@ export class ConfabServer {
     this.config = Object.freeze(kept) as unknown as Config;
     // Last: only a reload that got this far applied what it read.
     for (const option of this.files.settle()) if (!applied.includes(option)) applied.push(option);
+    this.reloads.applied();
     return { applied, needRestart };
   }
 

@@ -268,6 +268,7 @@ async function serve(args: string[]): Promise<number> {
       next = source.reloaded();
       result = await server.reload(next);
     } catch (err) {
+      server.reloadFailed();
       log.error({}, `reload failed, keeping the running configuration: ${oneLine(err)}`);
       return;
     }

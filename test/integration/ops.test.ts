@@ -297,8 +297,14 @@ describe('SIGHUP', () => {
         'max-message: 5\nmax-users: 2\nbanned-words: live-banned.txt\nmax-frame: 1024\nport: 1\nrooms: [{name: chem, capacity: 5}]\n',
       );
       writeFileSync(banned, 'boo\n');
+      const startedAt = await reloadMetrics(server.httpPort!);
+      expect(startedAt.successful).toBe(1);
       server.child.kill('SIGHUP');
       await waitFor(server.output, 'restart needed');
+      // Confirmed where a log quieted below info would not say it.
+      const reloaded = await reloadMetrics(server.httpPort!, (m) => m.at !== startedAt.at);
+      expect(reloaded.successful).toBe(1);
+      expect(reloaded.at).toBeGreaterThan(startedAt.at);
       const log = server.output();
       // The declared rooms and the banned words' new contents are named too.
       expect(log).toContain(
@@ -328,6 +334,10 @@ describe('SIGHUP', () => {
       writeFileSync(file, 'max-message: 5\nmax-users: lots\n');
       server.child.kill('SIGHUP');
       await waitFor(server.output, 'reload failed');
+      expect(await reloadMetrics(server.httpPort!, (m) => m.successful !== 1)).toEqual({
+        successful: 0,
+        at: reloaded.at,
+      });
       expect(server.output()).toContain(
         `reload failed, keeping the running configuration: ${file}:2: max-users: expected a whole number, got \\"lots\\"`,
       );
@@ -340,6 +350,33 @@ describe('SIGHUP', () => {
     }
   }, 30_000);
 });
+
+interface ReloadGauges {
+  successful: number;
+  at: number;
+}
+
+/**
+ * The /metrics gauges of the last reload: whether it succeeded, and when the running
+ * configuration was applied. A scrape is reused for a second: `until` waits (at most 5 s)
+ * for one that shows a change.
+ */
+async function reloadMetrics(
+  httpPort: number,
+  until: (m: ReloadGauges) => boolean = () => true,
+): Promise<ReloadGauges> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+    const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    const m = {
+      successful: gauge('confab_config_last_reload_successful'),
+      at: gauge('confab_config_last_reload_success_timestamp_seconds'),
+    };
+    if (until(m) || Date.now() > deadline) return m;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
 
 /**
  * Whether process `pid` has its terminal (its stdin's) open for reading only on another
@@ -377,6 +414,8 @@ describe('SIGHUP and files that are not regular', () => {
       await run('mkfifo', [banned]);
       server.child.kill('SIGHUP');
       await waitFor(server.output, 'reload failed');
+      // Failed in the server's own steps, past reading the config file.
+      expect((await reloadMetrics(server.httpPort!, (m) => m.successful !== 1)).successful).toBe(0);
       expect(server.output()).toContain(
         `cannot read --banned-words ${banned} (not a regular file; a pipe or device is read only at start)`,
       );
