@@ -596,7 +596,11 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   });
   client.on('moderation', (m) => tell(view.info(style, describeModeration(m))));
   client.on('server-error', (e) => {
-    if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
+    // Unasked: a reload ended this session's operator status.
+    if (e.code === ErrorCode.NOT_AUTHORIZED && e.ref === undefined) {
+      operator = undefined;
+      say(view.error(style, `${e.message.charAt(0).toUpperCase()}${e.message.slice(1)}.`));
+    } else if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
     // A passing reason (shutting down, cut off from its cluster): the reconnect lines follow.
     // Without reconnecting, the line that says the connection closed gives the reason once.
     // A connection restored moments ago is the same outage (the library's waits go on

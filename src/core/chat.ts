@@ -420,6 +420,12 @@ export class Chat implements ChatContext, SessionHost {
         { nickname: session.nickname, ip: session.address.ip, operName: held.name },
         'operator status ended: no longer in the operators list with that password',
       );
+      // Told unasked (no `ref`), or its client would show it as an operator until a KICK failed.
+      refuse(
+        session,
+        ErrorCode.NOT_AUTHORIZED,
+        `you are no longer operator ${held.name}: the server's operators list changed`,
+      );
     }
   }
 

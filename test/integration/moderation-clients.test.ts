@@ -39,6 +39,17 @@ describe('confab chat', () => {
       op.type('\\unban 127.0.0.9');
       // Said before the list, which alone did not tell whether the unban took.
       await op.waitFor(/Unbanned 127\.0\.0\.9\.\r?\nNo bans\./);
+      // A reload that takes the operator out of the list says so to it at once.
+      const operators = operated.server.chat.operators;
+      operated.server.chat.reconfigure({ operators: [] });
+      try {
+        await op.waitFor(
+          "You are no longer operator teacher: the server's operators list changed.",
+        );
+        expect(op.output).not.toContain('Refused: you are no longer');
+      } finally {
+        operated.server.chat.reconfigure({ operators });
+      }
     } finally {
       await Promise.all([op.stop(), ann.stop(), bob.stop()]);
     }

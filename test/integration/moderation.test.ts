@@ -295,8 +295,13 @@ describe('moderation, server as its own process', () => {
     // A new password: the status proved with the old one ends.
     try {
       await reload(await hashPassword('new sesame'));
+      expect(await op.expect('90')).toEqual({
+        cmd: '90',
+        code: 1010,
+        message: "you are no longer operator teacher: the server's operators list changed",
+      });
       op.sendPy({ cmd: '94', nickname: 'nobody' });
-      expect(await op.expect('90')).toMatchObject({ code: 1010 });
+      expect(await op.expect('90')).toMatchObject({ code: 1010, ref: '94' });
     } finally {
       // The tests after this one OPER with the old password.
       await reload(hash);

@@ -1,7 +1,7 @@
 // What the server says, as it arrives: chats and stored messages put in their rooms, rooms
 // joined with their history, gaps in it, members joining, leaving and renamed, moderation and
 // errors.
-import { Cmd, mayReconnect } from '../../src/protocol/codes.js';
+import { Cmd, ErrorCode, mayReconnect } from '../../src/protocol/codes.js';
 // What a server sends is shown with asString and asNumber, never String() or Number(): those
 // throw for an object whose toString and valueOf are not functions ({"toString": ""}), which
 // ended the handling of that message (and of \users, \bans, \rooms: their entries too).
@@ -36,6 +36,7 @@ import {
   setMembers,
   viewFor,
 } from './rooms.js';
+import { page } from './state.js';
 import { countUnread } from './unread.js';
 import {
   append,
@@ -238,9 +239,11 @@ export function onMessage(m: ParsedServerMessage): void {
       const text = asString(m.message);
       // A passing reason (the server restarting, cut off from its cluster) is nothing the
       // user did wrong: said as a notice, before the page reconnects by itself.
-      if (mayReconnect(asNumber(m.code)))
-        notice(`${text.charAt(0).toUpperCase()}${text.slice(1)}.`);
+      const code = asNumber(m.code);
+      if (mayReconnect(code)) notice(`${text.charAt(0).toUpperCase()}${text.slice(1)}.`);
       else error(text);
+      // Unasked: a reload ended this session's operator status.
+      if (code === ErrorCode.NOT_AUTHORIZED && m.ref === undefined) page.operatorName = undefined;
       return;
     }
   }

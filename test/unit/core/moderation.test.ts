@@ -77,9 +77,19 @@ describe('OPER', () => {
     chat.reconfigure({ operators: [teacher, staying] });
     send(head, { cmd: '92', name: 'head', password: 'x' });
     drain(head);
+    drain(op);
     chat.reconfigure({ operators: [staying] });
     expect(op.session.operator).toBeUndefined();
     expect(head.session.operator?.name).toBe('head');
+    // Told at once, unasked; the operator that stays is told nothing.
+    expect(op.take()).toEqual([
+      {
+        cmd: '90',
+        code: ErrorCode.NOT_AUTHORIZED,
+        message: "you are no longer operator teacher: the server's operators list changed",
+      },
+    ]);
+    expect(head.take()).toEqual([]);
     // Its name is no operator's now: a member may take it, and no KICK names it any more.
     const taker = connect('teacher', MOD);
     expect(taker.session.nickname).toBe('teacher');
@@ -96,9 +106,11 @@ describe('OPER', () => {
     chat.reconfigure({ operators: [withKey('old')] });
     const thief = oper('thief');
     const kept = oper('kept', '192.0.2.8');
-    // The same password again, in a new list: kept.
+    // The same password again, in a new list: kept, and nothing said.
+    drain(thief, kept);
     chat.reconfigure({ operators: [withKey('old')] });
     expect(kept.session.operator?.name).toBe('teacher');
+    expect(kept.take()).toEqual([]);
     // A new password: every status proved with the old one ends.
     chat.reconfigure({ operators: [withKey('new')] });
     expect(thief.session.operator).toBeUndefined();
