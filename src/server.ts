@@ -39,7 +39,7 @@ import { verifyPassword } from './password.js';
 import { isRegularFile, readCapped, readError } from './read-capped.js';
 import { FileBanStore } from './store/ban-file.js';
 import { senderOrigin } from './store/common.js';
-import { makeDirectory } from './store/data-dir.js';
+import { makeDirectory, unmakeDataDir } from './store/data-dir.js';
 import { FileLock } from './store/file-lock.js';
 import { MemoryHistoryStore } from './store/memory-history.js';
 import { commandClient } from './store/redis-client.js';
@@ -207,14 +207,25 @@ function warnIfShared(file: string, log: Logger): void {
   );
 }
 
+/** A --data-dir held by this server alone. */
+interface DataDirLock {
+  release(): void;
+  /** Lets it go after a start that failed, removing the data dir if this start made it. */
+  giveUp(): void;
+}
+
 /**
  * Refuses a second server on the same --data-dir, whatever its --history: each rewrites
  * bans.json whole from its own list, so one would drop the other's bans.
  */
-function lockDataDir(dir: string): FileLock {
+function lockDataDir(dir: string): DataDirLock {
   try {
-    makeDirectory(dir);
-    return FileLock.take(path.join(dir, 'confab.lock'));
+    const made = makeDirectory(dir);
+    const lock = FileLock.take(path.join(dir, 'confab.lock'));
+    return {
+      release: () => lock.release(),
+      giveUp: () => unmakeDataDir(dir, made, () => lock.release()),
+    };
   } catch (err) {
     if (FileLock.isHeld(err)) {
       throw new StartError(
@@ -800,7 +811,7 @@ export class ConfabServer {
     private readonly cluster: ClusterNode | undefined,
     private readonly files: OptionFiles,
     /** Held while this server runs alone on its --data-dir (not in a cluster). */
-    private readonly dirLock: FileLock | undefined,
+    private readonly dirLock: DataDirLock | undefined,
     /** How the last reload went (/metrics). */
     private readonly reloads: ReloadOutcome,
   ) {}
@@ -855,7 +866,7 @@ export class ConfabServer {
       });
     } catch (err) {
       if (cluster === undefined) await history?.close();
-      dirLock?.release();
+      dirLock?.giveUp();
       throw err;
     }
     if (cluster !== undefined) {
@@ -895,7 +906,7 @@ export class ConfabServer {
         if (cluster !== undefined) await cluster.close();
         else await history?.close();
       } finally {
-        dirLock?.release();
+        dirLock?.giveUp();
       }
     };
     /** Builds and binds one listener; on any failure closes those already open. */

@@ -180,6 +180,42 @@ describe('start failures', () => {
     }
   }, 30_000);
 
+  it('leaves no data dir it made when it fails, and a data dir that was there as it was', async () => {
+    const taken = await hold();
+    const busy = String((taken.address() as net.AddressInfo).port);
+    try {
+      const made = path.join(dir, 'failed-start', 'a', 'data');
+      const fresh = await serveUntilExit([
+        '--port',
+        busy,
+        '--http-port',
+        'off',
+        '--data-dir',
+        made,
+      ]);
+      expect(fresh.stderr).toContain(`port ${busy} is in use`);
+      expect(existsSync(path.join(dir, 'failed-start'))).toBe(false);
+      // A server ran here before: its history stays.
+      const used = path.join(dir, 'used-data');
+      const first = await spawnServer(['--data-dir', used, '--history', 'sqlite']);
+      await first.stop();
+      const before = readdirSync(used).sort();
+      expect(before).toContain('history.db');
+      const again = await serveUntilExit([
+        '--port',
+        busy,
+        '--http-port',
+        'off',
+        '--data-dir',
+        used,
+      ]);
+      expect(again.code).toBe(1);
+      expect(readdirSync(used).sort()).toEqual(before);
+    } finally {
+      taken.close();
+    }
+  }, 30_000);
+
   it('names the file, line and key of a bad config value, and refuses unknown keys', async () => {
     const file = path.join(dir, 'bad.yaml');
     writeFileSync(file, '# a comment\nport: 0\n\nmax-users: ten\n');
