@@ -342,6 +342,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   const toldWhy = new Set<string>();
   /** Whether the reconnect line of the latest attempt was printed. */
   let attemptShown = true;
+  /** Whether the connection being restored was lost moments after it was restored itself. */
+  let flapping = false;
   /** When the connection was last restored. */
   let restoredAt: number | undefined;
   const restoredJustNow = () =>
@@ -548,6 +550,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       toldWhy.add(why);
       say(view.error(style, why));
     }
+    if (!r.attemptFailed) flapping = restoredJustNow();
     attemptShown = r.attempt <= 3 || r.attempt % 10 === 0;
     if (attemptShown) say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
   });
@@ -558,10 +561,11 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   client.on('resumed', (r) => {
     offline = false;
     restoredAt = performance.now();
-    // Said with the attempt's own line: a server that welcomes and drops every connection
-    // gets the same few lines as one that refuses them, and the prompt says the state.
+    // The end of an outage is said. A server that welcomes and drops every connection gets
+    // it said with the attempt's own line only, the same few lines as one that refuses them:
+    // the prompt says the state.
     const on = servers.length > 1 ? showServers([client.server]) : undefined;
-    if (attemptShown) say(view.reconnected(style, r.nickname, r.resumed, on));
+    if (attemptShown || !flapping) say(view.reconnected(style, r.nickname, r.resumed, on));
     // Operator status lasts as long as its session: a new one starts without it.
     if (!r.resumed && operator !== undefined) {
       say(view.error(style, `You are no longer operator ${operator}: \\oper again.`));

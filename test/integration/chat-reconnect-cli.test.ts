@@ -1,3 +1,4 @@
+import type net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ChatProcess } from '../helpers/chat-process.js';
@@ -172,6 +173,38 @@ describe('confab chat reconnects by itself', () => {
       await srv.close();
     }
   }, 45_000);
+
+  it('says it is back after an outage longer than the attempts it shows', async () => {
+    // Down for 4 s: the attempts past the third are not shown, the reconnect is.
+    let down = false;
+    let connects = 0;
+    let first: net.Socket | undefined;
+    const srv = await scriptedServer((request, send, socket) => {
+      if (request.cmd !== '0') return;
+      connects++;
+      if (down) {
+        socket.destroy();
+        return;
+      }
+      first ??= socket;
+      send(welcome(['errors']));
+    });
+    const ann = ChatProcess.start(['ann', '--port', String(srv.port)]);
+    try {
+      await ann.waitFor('You are the 1st user.');
+      down = true;
+      first!.end(`${JSON.stringify({ cmd: '90', code: 3001, message: 'restarting' })}\n`);
+      await new Promise((r) => setTimeout(r, 4000));
+      down = false;
+      await ann.waitFor('Reconnected as ann', 15_000);
+      // Past the third attempt, whose lines are shown.
+      expect(connects).toBeGreaterThan(4);
+      expect(ann.output).toContain('Disconnected: restarting.');
+    } finally {
+      await ann.stop();
+      await srv.close();
+    }
+  }, 30_000);
 
   it('when it stops, says which typed lines the server never acknowledged', async () => {
     const server = await startConfab({ history: 'memory' });
