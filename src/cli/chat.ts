@@ -10,7 +10,7 @@ import {
   type JoinedRoom,
   type TlsOptions,
 } from '../client/chat-client.js';
-import { ErrorCode, LOBBY, RECONNECT_STABLE_MS } from '../protocol/codes.js';
+import { ErrorCode, LOBBY } from '../protocol/codes.js';
 import type { BanEntry, Position, UserEntry } from '../protocol/messages.js';
 import {
   describeBan,
@@ -344,10 +344,8 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   let attemptShown = true;
   /** Whether the connection being restored was lost moments after it was restored itself. */
   let flapping = false;
-  /** When the connection was last restored. */
-  let restoredAt: number | undefined;
-  const restoredJustNow = () =>
-    restoredAt !== undefined && performance.now() - restoredAt < RECONNECT_STABLE_MS;
+  /** The passing reason the server gave for closing, said with the reconnect lines. */
+  let closedWith: string | undefined;
   /** Between a lost connection and its restoring: the prompt says so all along. */
   let offline = false;
   const promptFor = () =>
@@ -540,9 +538,16 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       offline = true;
       redrawPrompt();
     }
-    // Why, once for each reason in an outage. An outage begins at a first attempt: a
-    // connection restored and lost again within seconds (the waits go on growing) is the
-    // same outage.
+    // The loss itself. The library begins an outage at a first attempt; a connection it
+    // restored moments before and lost again is the same outage (the waits go on growing),
+    // whose loss is said once, as "lost again", not as a new "Disconnected:" at every cycle.
+    if (!r.attemptFailed) {
+      flapping = r.attempt > 1;
+      if (!flapping && closedWith !== undefined)
+        say(view.error(style, `Disconnected: ${closedWith}.`));
+      closedWith = undefined;
+    }
+    // Why, once for each reason in an outage.
     if (r.attempt === 1) toldWhy.clear();
     const why = reconnectReason(r, client.nickname);
     // At most a few: a server could word every refusal differently.
@@ -550,7 +555,6 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       toldWhy.add(why);
       say(view.error(style, why));
     }
-    if (!r.attemptFailed) flapping = restoredJustNow();
     attemptShown = r.attempt <= 3 || r.attempt % 10 === 0;
     if (attemptShown) say(view.reconnecting(style, r.attempt, r.attempts, r.delayMs));
   });
@@ -560,7 +564,6 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   let operator: string | undefined;
   client.on('resumed', (r) => {
     offline = false;
-    restoredAt = performance.now();
     // The end of an outage is said. A server that welcomes and drops every connection gets
     // it said with the attempt's own line only, the same few lines as one that refuses them:
     // the prompt says the state.
@@ -605,12 +608,10 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       operator = undefined;
       say(view.error(style, `${e.message.charAt(0).toUpperCase()}${e.message.slice(1)}.`));
     } else if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
-    // A passing reason (shutting down, cut off from its cluster): the reconnect lines follow.
-    // Without reconnecting, the line that says the connection closed gives the reason once.
-    // A connection restored moments ago is the same outage (the library's waits go on
-    // growing): its loss is said once, with the reconnect lines, not at every cycle.
-    else if (e.code >= 3000 && reconnect && !restoredJustNow())
-      say(view.error(style, `Disconnected: ${e.message}.`));
+    // A passing reason (shutting down, cut off from its cluster): said with the reconnect
+    // lines that follow (see 'reconnecting'). Without reconnecting, the line that says the
+    // connection closed gives the reason once.
+    else if (e.code >= 3000 && reconnect) closedWith = e.message;
   });
 
   let lastMessageAt = 0;
