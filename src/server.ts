@@ -220,11 +220,22 @@ interface DataDirLock {
  */
 function lockDataDir(dir: string): DataDirLock {
   try {
-    const made = makeDirectory(dir);
-    const lock = FileLock.take(path.join(dir, 'confab.lock'));
+    const made: string[] = [];
+    let lock: FileLock | undefined;
+    // A start that failed at the same moment may remove the directory it made under this
+    // one's feet (see unmakeDataDir): then it is made again, a few times at most.
+    for (let attempt = 1; lock === undefined; attempt++) {
+      made.push(...makeDirectory(dir));
+      try {
+        lock = FileLock.take(path.join(dir, 'confab.lock'));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 3) throw err;
+      }
+    }
+    const held = lock;
     return {
-      release: () => lock.release(),
-      giveUp: () => unmakeDataDir(dir, made, () => lock.release()),
+      release: () => held.release(),
+      giveUp: () => unmakeDataDir(dir, made, () => held.release()),
     };
   } catch (err) {
     if (FileLock.isHeld(err)) {
