@@ -76,8 +76,18 @@ describe('confab chat reconnects by itself', () => {
       relay.cut();
       await ann.waitFor('Reconnected as ann (a new session');
       await ann.waitFor('You are no longer operator teacher: \\oper again.');
+      // Ended by a reload instead: said once, and not again at a new session.
+      ann.type('\\oper teacher sesame');
+      await ann.waitFor(/You are now operator teacher\.[\s\S]*You are now operator teacher\./);
+      server.chat.reconfigure({ operators: [] });
+      await ann.waitFor("You are no longer operator teacher: the server's operators list changed.");
+      relay.cut();
+      await ann.waitFor(
+        /Reconnected as ann \(a new session[\s\S]*Reconnected as ann \(a new session/,
+      );
       ann.type('\\exit');
       expect(await ann.exited).toBe(0);
+      expect(ann.output.match(/You are no longer operator teacher/g)).toHaveLength(2);
     } finally {
       await ann.stop();
       await relay.close();
