@@ -110,6 +110,18 @@ describe('the web app', () => {
     await say(op, '\\unban 127.0.8.0/24');
     await op.locator('#messages li', { hasText: 'Unbanned 127.0.8.0/24.' }).waitFor();
     await op.locator('#messages li', { hasText: 'No bans.' }).waitFor();
+    // A reload that ends the status is said at once.
+    const operators = operated.server.chat.operators;
+    operated.server.chat.reconfigure({ operators: [] });
+    try {
+      await op
+        .locator('#messages li', {
+          hasText: "you are no longer operator teacher: the server's operators list changed",
+        })
+        .waitFor();
+    } finally {
+      operated.server.chat.reconfigure({ operators });
+    }
     await op.close();
   });
 });
