@@ -318,7 +318,8 @@ export const SERVE_OPTIONS = {
   'tls-cert': {
     kind: 'file',
     default: undefined,
-    description: 'PEM certificate chain for TLS',
+    description:
+      'PEM certificate chain for TLS (at most 1 MiB; one out of date is served with a warning in the log)',
     arg: 'FILE',
     live: true,
   },

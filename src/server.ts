@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomUUID, X509Certificate } from 'node:crypto';
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -73,10 +73,17 @@ export interface ReloadResult {
   applied: (OptionName | 'operators' | 'rooms')[];
   /** Options that changed but keep their old values until a restart. */
   needRestart: OptionName[];
+  /** What is applied but will not work as the operator meant (an expired certificate). */
+  warnings: string[];
 }
 
-/** More than any certificate chain, key or list of banned words needs. */
+/** More than any list of banned words needs. */
 const OPTION_FILE_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * More than any certificate chain or key needs (a chain is a few kilobytes). Parsing one
+ * holds the event loop: some 0.4 s a mebibyte of certificates.
+ */
+const TLS_FILE_MAX_BYTES = 1024 * 1024;
 
 /**
  * The option files (banned words, TLS material) as a server reads them: at start any file,
@@ -119,12 +126,18 @@ class OptionFiles {
     return changed;
   }
 
-  async read(option: OptionName, file: string): Promise<Buffer> {
+  /** Whether what was read of `option`'s file since begin() is what is in effect. */
+  unchanged(option: OptionName): boolean {
+    const read = this.lastRead.get(option);
+    return read !== undefined && read === this.applied.get(option);
+  }
+
+  async read(option: OptionName, file: string, maxBytes = OPTION_FILE_MAX_BYTES): Promise<Buffer> {
     const kept = this.kept.get(option);
     if (this.running && kept?.file === file && !isRegularFile(file)) return kept.bytes;
     let bytes: Buffer;
     try {
-      bytes = await readCapped(file, OPTION_FILE_MAX_BYTES, this.running);
+      bytes = await readCapped(file, maxBytes, this.running);
     } catch (err) {
       throw new StartError(`cannot read --${option} ${file} (${readError(err)})`);
     }
@@ -135,6 +148,11 @@ class OptionFiles {
 }
 
 /** Reads the TLS files and checks that they make a certificate and its key. */
+/**
+ * The TLS certificate and key, checked to be a pair; undefined without TLS, or when both files
+ * hold what is in effect already (a reload then builds no new context: that is the costly
+ * part, and the certificate's dates were told when it was applied).
+ */
 async function loadTls(
   config: Config,
   files: OptionFiles,
@@ -142,9 +160,10 @@ async function loadTls(
   if (config.tlsPort === undefined || config.tlsCert === undefined || config.tlsKey === undefined)
     return undefined;
   const material = {
-    cert: await files.read('tls-cert', config.tlsCert),
-    key: await files.read('tls-key', config.tlsKey),
+    cert: await files.read('tls-cert', config.tlsCert, TLS_FILE_MAX_BYTES),
+    key: await files.read('tls-key', config.tlsKey, TLS_FILE_MAX_BYTES),
   };
+  if (files.unchanged('tls-cert') && files.unchanged('tls-key')) return undefined;
   try {
     createSecureContext(material);
   } catch (err) {
@@ -153,6 +172,27 @@ async function loadTls(
     );
   }
   return material;
+}
+
+/**
+ * What the certificate's dates say is wrong with it now, if anything: one out of date is
+ * served all the same (the operator may be about to renew it), but every client that checks
+ * certificates refuses it, and without this line the log would not say why.
+ */
+function certificateWarning(cert: Buffer, file: string, now = Date.now()): string | undefined {
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(cert);
+  } catch {
+    return undefined;
+  }
+  const notAfter = Date.parse(leaf.validTo);
+  const notBefore = Date.parse(leaf.validFrom);
+  if (notAfter < now)
+    return `the TLS certificate in ${file} expired on ${new Date(notAfter).toISOString()}: clients that check certificates refuse it; renew it and reload`;
+  if (notBefore > now)
+    return `the TLS certificate in ${file} is not valid before ${new Date(notBefore).toISOString()}: clients that check certificates refuse it until then (is this machine's clock right?)`;
+  return undefined;
 }
 
 async function loadBannedWords(config: Config, files: OptionFiles): Promise<BannedWords> {
@@ -836,6 +876,8 @@ export class ConfabServer {
     const files = new OptionFiles();
     const bannedWords = await loadBannedWords(config, files);
     const tls = await loadTls(config, files);
+    const outOfDate = tls && certificateWarning(tls.cert, config.tlsCert!);
+    if (outOfDate) log.warn({}, outOfDate);
     files.started();
     // A cluster keeps its bans and history in Redis; one server alone keeps them here.
     const dirLock = config.redis === undefined ? lockDataDir(config.dataDir) : undefined;
@@ -1086,6 +1128,7 @@ export class ConfabServer {
     if (JSON.stringify(old.rooms) !== JSON.stringify(next.rooms)) applied.push('rooms');
     const tls = tlsLive ? await loadTls(next, this.files) : undefined;
     if (tls !== undefined) this.tlsListener?.setCertificate(tls);
+    const outOfDate = tls && certificateWarning(tls.cert, next.tlsCert!);
     this.chat.reconfigure(chatSettings(next, bannedWords));
     this.limits.maxQueue = next.maxQueue;
     this.limits.maxQueueTotal = next.maxQueueTotal;
@@ -1100,7 +1143,7 @@ export class ConfabServer {
     // Last: only a reload that got this far applied what it read.
     for (const option of this.files.settle()) if (!applied.includes(option)) applied.push(option);
     this.reloads.applied();
-    return { applied, needRestart };
+    return { applied, needRestart, warnings: outOfDate ? [outOfDate] : [] };
   }
 
   /**

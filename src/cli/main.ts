@@ -280,6 +280,7 @@ async function serve(args: string[]): Promise<number> {
         ? 'configuration reloaded; files re-read, no option changed'
         : `configuration reloaded; now in effect: ${applied.join(', ')}`,
     );
+    for (const warning of result.warnings) log.warn({}, warning);
     if (needRestart.length > 0) {
       log.warn(
         { needRestart },

@@ -21,7 +21,7 @@ import { ChatClient, ChatClientError } from '../../src/client/chat-client.js';
 import { CONFAB_VERSION } from '../../src/protocol/version.js';
 import { CLI, freePort, outputOf, ownDataDir, ROOT, withOwnDataDir } from '../helpers/servers.js';
 import { spawnServer, waitFor } from '../helpers/spawn-server.js';
-import { makeCertificate } from '../helpers/tls-cert.js';
+import { makeCertificate, makeDatedCertificate } from '../helpers/tls-cert.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(path.join(tmpdir(), 'confab-ops-'));
@@ -652,6 +652,49 @@ describe('SIGHUP with TLS', () => {
     } finally {
       for (const s of sockets) s.destroy();
       await server.stop();
+    }
+  }, 30_000);
+
+  it('warns of a certificate out of date, builds no new one from files unchanged, and refuses a chain over 1 MiB', async () => {
+    const expired = makeDatedCertificate('20200101000000Z', '20200102000000Z');
+    const valid = await certificate('valid');
+    const cert = path.join(dir, 'dated.crt');
+    const key = path.join(dir, 'dated.key');
+    const use = (c: { cert: string; key: string }) => {
+      writeFileSync(cert, readFileSync(c.cert));
+      writeFileSync(key, readFileSync(c.key));
+    };
+    const warned = () => server.output().split('expired on 2020-01-02T00:00:00.000Z').length - 1;
+    const reload = async () => {
+      const mark = server.output().length;
+      server.child.kill('SIGHUP');
+      await expect
+        .poll(() => server.output().slice(mark), { timeout: 5000 })
+        .toMatch(/configuration reloaded|reload failed/);
+      return server.output().slice(mark);
+    };
+    use(expired);
+    const server = await spawnServer(['--tls-port', '0', '--tls-cert', cert, '--tls-key', key]);
+    try {
+      expect(warned()).toBe(1);
+      expect(server.output()).toContain(
+        `the TLS certificate in ${cert} expired on 2020-01-02T00:00:00.000Z: clients that check certificates refuse it; renew it and reload`,
+      );
+      // The same files: nothing built again, so nothing told again.
+      expect(await reload()).toContain('files re-read, no option changed');
+      expect(warned()).toBe(1);
+      use(valid);
+      expect(await reload()).toContain('now in effect: tls-cert, tls-key');
+      use(expired);
+      expect(await reload()).toContain('now in effect: tls-cert, tls-key');
+      expect(warned()).toBe(2);
+      // A chain of a few kilobytes is all a server needs; a mebibyte would hold the loop.
+      const one = readFileSync(valid.cert, 'utf8');
+      writeFileSync(cert, one.repeat(Math.ceil((1024 * 1024) / one.length) + 1));
+      expect(await reload()).toContain(`cannot read --tls-cert ${cert} (more than 1 MiB)`);
+    } finally {
+      await server.stop();
+      rmSync(expired.dir, { recursive: true, force: true });
     }
   }, 30_000);
 });
