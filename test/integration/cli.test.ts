@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -53,6 +53,7 @@ describe('confab serve', () => {
     expect(stdout).toContain('\nport: 4001\n');
     expect(stdout).toContain('\nmax-users: 8\n');
     expect(stdout).toContain('\nmax-message: 80\n');
+    rmSync(file);
     const help = await run(process.execPath, [CLI, 'serve', '--help']);
     expect(help.stdout).toContain('--print-config');
   });
@@ -188,6 +189,7 @@ describe('confab serve', () => {
       await ann.exit();
     } finally {
       await server.stop();
+      rmSync(file, { force: true });
     }
   });
 });

@@ -10,7 +10,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import fc from 'fast-check';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../helpers/raw-client.js';
 import { CLI, ownDataDir, stopProcess } from '../helpers/servers.js';
 import { type SpawnedServer, spawnServer } from '../helpers/spawn-server.js';
@@ -193,9 +193,11 @@ describe('HTTP upgrade requests', () => {
 describe('TLS handshakes', () => {
   let cert = '';
   let key = '';
+  let dir = '';
   beforeAll(() => {
-    ({ cert, key } = makeCertificate());
+    ({ dir, cert, key } = makeCertificate());
   });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   async function spawnTls(flags: string[]): Promise<number> {
     server = await spawnServer(['--tls-port', '0', '--tls-cert', cert, '--tls-key', key, ...flags]);

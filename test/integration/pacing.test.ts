@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -229,6 +229,7 @@ describe('confab chat in a terminal', () => {
       expect(spawned.output()).not.toMatch(/rate limit reached|flooding/);
     } finally {
       kill();
+      rmSync(paste, { force: true });
     }
   });
 });

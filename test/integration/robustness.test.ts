@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import tls from 'node:tls';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
 import { ErrorCode } from '../../src/protocol/codes.js';
 import type { ConfabServer } from '../../src/server.js';
@@ -462,8 +462,9 @@ describe('limits', () => {
 
 describe('TLS', () => {
   it('serves TLS beside plain TCP, in the same room', async () => {
-    const { cert, key } = makeCertificate();
+    const { dir, cert, key } = makeCertificate();
     server = await startConfab({ 'tls-port': '0', 'tls-cert': cert, 'tls-key': key });
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const tlsPort = server.tlsAddress!.port;
     const plain = await join(server.address.port, 'plain');
     const socket = tls.connect({
