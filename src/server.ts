@@ -147,7 +147,6 @@ class OptionFiles {
   }
 }
 
-/** Reads the TLS files and checks that they make a certificate and its key. */
 /**
  * The TLS certificate and key, checked to be a pair; undefined without TLS, or when both files
  * hold what is in effect already (a reload then builds no new context: that is the costly
