@@ -35,16 +35,17 @@ export function makeDirectory(dir: string): string[] {
   return made;
 }
 
-/** What a server writes in its --data-dir, the lock file last. */
+/**
+ * What a start writes in its --data-dir, the lock file last. Not bans.json, which only a
+ * BAN writes: one there was put there by someone else.
+ */
 const DATA_FILES = [
   'history.db',
   'history.db-wal',
   'history.db-shm',
-  'history.db-journal',
   'history.db-lock',
   'history.db-mark',
   'history.db-mark.tmp',
-  'bans.json',
   'confab.lock',
 ];
 

@@ -1,4 +1,4 @@
-import { realpathSync } from 'node:fs';
+import { lstatSync, readlinkSync, realpathSync, type Stats, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -351,6 +351,40 @@ const BATCH_MESSAGES = 128;
 const BATCH_TEXT = 16 * 1024;
 
 /** `file` with every link resolved, or as it is while it does not exist yet. */
+/**
+ * Refuses a database that another server could open under a name whose lock is not this
+ * one's: the lock lives beside the file a name resolves to, so a symbolic link to a file not
+ * made yet would be locked beside the link, and a file with a second name (a hard link, as
+ * `cp -al` makes) beside each name. Either way two servers would write one database.
+ */
+function refuseSharedNames(file: string): void {
+  let names: number;
+  try {
+    names = statSync(file).nlink;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (lstatOrUndefined(file)?.isSymbolicLink()) {
+      throw new Error(
+        `${file} is a symbolic link to ${readlinkSync(file)}, which does not exist: create the database there first, or remove the link`,
+      );
+    }
+    return;
+  }
+  if (names > 1) {
+    throw new Error(
+      `${file} has ${names} names (hard links), and a server using another of them would write the same database: copy it (cp without -l) rather than link it`,
+    );
+  }
+}
+
+function lstatOrUndefined(file: string): Stats | undefined {
+  try {
+    return lstatSync(file);
+  } catch {
+    return undefined;
+  }
+}
+
 function realPathOf(file: string): string {
   try {
     return realpathSync(file);
@@ -550,12 +584,15 @@ export class SqliteHistoryStore implements HistoryStore {
     const inFile = path !== '' && path !== ':memory:';
     let lock: FileLock | undefined;
     if (inFile) {
+      refuseSharedNames(path);
       // Beside the database itself: a history.db that is a link to another data dir's must
       // meet the lock of the server that owns that one.
       lock = FileLock.take(`${realPathOf(path)}-lock`);
       try {
         // SQLite gives its -wal and -shm files the database's mode.
         createPrivate(path);
+        // Checked again under the lock: a link made meanwhile.
+        refuseSharedNames(path);
       } catch (error) {
         lock.release();
         throw error;

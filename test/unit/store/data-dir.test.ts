@@ -56,8 +56,9 @@ describe('unmakeDataDir', () => {
     const made3 = makeDirectory(withNotes);
     writeFileSync(path.join(withNotes, 'history.db'), 'x');
     writeFileSync(path.join(withNotes, 'notes.txt'), 'mine');
+    writeFileSync(path.join(withNotes, 'bans.json'), '[]');
     unmakeDataDir(withNotes, made3, () => {});
-    expect(readdirSync(withNotes)).toEqual(['notes.txt']);
+    expect(readdirSync(withNotes).sort()).toEqual(['bans.json', 'notes.txt']);
   });
 
   it('leaves a data dir that was there before the start, files and all', () => {

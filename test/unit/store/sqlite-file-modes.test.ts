@@ -1,4 +1,12 @@
-import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import {
+  chmodSync,
+  linkSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect, it } from 'vitest';
@@ -39,6 +47,31 @@ it('locks the database a link leads to, so two data dirs cannot share one throug
     } finally {
       await store.close();
     }
+  } finally {
+    rmSync(other, { recursive: true, force: true });
+  }
+});
+
+it('refuses a database with a second name, or a link to one not made yet: its lock would be another', async () => {
+  await open().close();
+  const other = mkdtempSync(path.join(os.tmpdir(), 'confab-sqlite-link-'));
+  const retention = { maxMessages: 10, maxAgeMs: 0 };
+  try {
+    const linked = path.join(other, 'history.db');
+    linkSync(file(), linked);
+    expect(() => new SqliteHistoryStore(linked, { retention })).toThrow(
+      /has 2 names \(hard links\)/,
+    );
+    expect(() => open()).toThrow(/has 2 names/);
+    rmSync(linked);
+    await open().close();
+    const later = path.join(other, 'later.db');
+    symlinkSync(later, linked);
+    expect(() => new SqliteHistoryStore(linked, { retention })).toThrow(
+      `${linked} is a symbolic link to ${later}, which does not exist`,
+    );
+    // Nothing made through it, and no lock left held.
+    expect(readdirSync(other).sort()).toEqual(['history.db']);
   } finally {
     rmSync(other, { recursive: true, force: true });
   }
