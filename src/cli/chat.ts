@@ -578,6 +578,11 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       if (room.lost !== undefined) {
         joined.delete(room.room);
         say(view.error(style, `You are no longer in ${room.room}: ${room.lost.message}.`));
+        // Typed into it and never acknowledged: the user may want to say them elsewhere.
+        for (const chat of room.unsent ?? []) {
+          const text = chat.action ? `/me ${chat.msg}` : chat.msg;
+          say(view.error(style, `Not sent to ${room.room}: ${text}`));
+        }
       } else if (!room.recovered && !gapTold.has(room.room)) {
         say(view.gap(style, room.room, room.reason));
       }

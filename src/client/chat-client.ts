@@ -79,6 +79,11 @@ export interface RoomRecovery {
   reason?: NotRecovered;
   /** Set when the room could not be joined again: the client is no longer in it. */
   lost?: ChatClientError;
+  /**
+   * With `lost`: the chats sent to the room and never acknowledged, oldest first. They are
+   * given up (not re-sent), so a caller can say which lines did not go.
+   */
+  unsent?: { msg: string; action?: true }[];
 }
 
 /** What "107" says: older messages of a room, oldest first. */
@@ -1526,12 +1531,17 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     }
     this.restoring = false;
     this.restoredAt = performance.now();
+    // Chats to a room no longer joined cannot be re-sent: given up, and said so with the room.
+    for (const [key, chat] of [...this.unacked]) {
+      if (this.joined.has(chat.room)) continue;
+      this.unacked.delete(key);
+      const entry = report.find((r) => r.room === chat.room && r.lost !== undefined);
+      if (entry === undefined) continue;
+      entry.unsent ??= [];
+      entry.unsent.push(chat.action ? { msg: chat.msg, action: true } : { msg: chat.msg });
+    }
     this.emit('resumed', { resumed, nickname: this.nickname, rooms: report });
     for (const [key, chat] of [...this.unacked]) {
-      if (!this.joined.has(chat.room)) {
-        this.unacked.delete(key);
-        continue;
-      }
       if (chat.cid === undefined) this.unacked.delete(key);
       this.sendChat(chat);
     }

@@ -95,6 +95,46 @@ describe('confab chat reconnects by itself', () => {
     }
   });
 
+  it('says which typed lines were given up with a room it could not join again', async () => {
+    const server = await startConfab({ history: 'memory', 'room-capacity': '1' });
+    const relay = await TcpRelay.start(server.address.port);
+    const ann = ChatProcess.start(['ann', '--port', String(relay.port)]);
+    try {
+      await ann.waitFor('You are the 1st user.');
+      ann.type('\\join r2');
+      await ann.waitFor('You are typing into r2.');
+      // Lost on the way: never stored, never acknowledged.
+      const dropped = relay.arm('lost in r2', 'drop');
+      ann.type('lost in r2');
+      await dropped;
+      relay.hold();
+      relay.cut();
+      await ann.waitFor('Connection lost.');
+      // The room's one place is taken while ann is away.
+      const bob = await ChatClient.connect({ port: server.address.port, nickname: 'bob' });
+      await until(
+        'bob in r2',
+        async () => {
+          try {
+            await bob.join('r2');
+            return true;
+          } catch {
+            return false;
+          }
+        },
+        10_000,
+      );
+      relay.release();
+      await ann.waitFor('You are no longer in r2');
+      await ann.waitFor('Not sent to r2: lost in r2');
+      await bob.exit();
+    } finally {
+      await ann.stop();
+      await relay.close();
+      await server.stop();
+    }
+  });
+
   it('says why the server refuses its reconnects when someone took its nickname meanwhile', async () => {
     const server = await startConfab({ history: 'off' });
     const relay = await TcpRelay.start(server.address.port);
