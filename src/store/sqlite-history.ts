@@ -1,4 +1,4 @@
-import { lstatSync, readlinkSync, realpathSync, type Stats, statSync } from 'node:fs';
+import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -358,30 +358,19 @@ const BATCH_TEXT = 16 * 1024;
  * `cp -al` makes) beside each name. Either way two servers would write one database.
  */
 function refuseSharedNames(file: string): void {
-  let names: number;
-  try {
-    names = statSync(file).nlink;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    if (lstatOrUndefined(file)?.isSymbolicLink()) {
+  const target = statSync(file, { throwIfNoEntry: false });
+  if (target === undefined) {
+    if (lstatSync(file, { throwIfNoEntry: false })?.isSymbolicLink()) {
       throw new Error(
         `${file} is a symbolic link to ${readlinkSync(file)}, which does not exist: create the database there first, or remove the link`,
       );
     }
     return;
   }
-  if (names > 1) {
+  if (target.nlink > 1) {
     throw new Error(
-      `${file} has ${names} names (hard links), and a server using another of them would write the same database: copy it (cp without -l) rather than link it`,
+      `${file} has ${target.nlink} names (hard links), and a server using another of them would write the same database: copy it (cp without -l) rather than link it`,
     );
-  }
-}
-
-function lstatOrUndefined(file: string): Stats | undefined {
-  try {
-    return lstatSync(file);
-  } catch {
-    return undefined;
   }
 }
 
