@@ -14,7 +14,7 @@ import { type ChatEvent, Delivery, type SaidEvent } from './events.js';
 import { type Appended, asAction, type HistoryStore, type MessageDraft } from './history.js';
 import { Identities } from './identities.js';
 import { LogLimiter } from './log-limit.js';
-import { type Operator, operatorKey } from './moderation.js';
+import { type Operator, operatorByKey, operatorKey } from './moderation.js';
 import { nicknameKey, nicknameLookupKey } from './nickname.js';
 import { OwnChats, type StoredChat } from './own-chats.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
@@ -413,8 +413,7 @@ export class Chat implements ChatContext, SessionHost {
     for (const session of this.sessions) {
       const held = session.operator;
       if (held === undefined) continue;
-      const key = operatorKey(held);
-      session.operator = operators.find((o) => operatorKey(o) === key);
+      session.operator = operatorByKey(operators, operatorKey(held));
       if (session.operator !== undefined) continue;
       this.log.info(
         { nickname: session.nickname, ip: session.address.ip, operName: held.name },

@@ -13,7 +13,7 @@ import { type ChatEvent, Delivery, type SessionRef } from './events.js';
 import type { Identities } from './identities.js';
 import { JoinPlaces } from './join-places.js';
 import { MemberLists, RecentRead } from './member-lists.js';
-import { operatorKey } from './moderation.js';
+import { operatorByKey, operatorKey } from './moderation.js';
 import {
   answerKicker,
   enforceBan,
@@ -1018,9 +1018,8 @@ export class ClusterNode {
     session.lineage = taken.lineage;
     // An operator stays one, as on one node, while this node's configuration still lists it
     // with the same password.
-    const key = taken.operator;
-    if (key !== undefined)
-      session.operator = this.chat.operators.find((o) => operatorKey(o) === key);
+    if (taken.operator !== undefined)
+      session.operator = operatorByKey(this.chat.operators, taken.operator);
     session.state = 'joined';
     this.nicknames.set(session.key, session);
     for (const made of rooms) {

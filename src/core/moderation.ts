@@ -20,6 +20,11 @@ export function operatorKey(operator: Operator): string {
   return operator.key ?? operator.name;
 }
 
+/** The operator of `operators` whose status is proved under `key`, if it is still listed. */
+export function operatorByKey(operators: readonly Operator[], key: string): Operator | undefined {
+  return operators.find((o) => operatorKey(o) === key);
+}
+
 /** What the kicked or banned member is told, and the log says. */
 export function removalDetail(
   action: 'kick' | 'ban',
