@@ -24,7 +24,7 @@ import {
   partRefused,
   tooLongToSend,
 } from '../protocol/slash-commands.js';
-import { clip } from '../protocol/text.js';
+import { clip, sentence } from '../protocol/text.js';
 import { CONFAB_VERSION } from '../protocol/version.js';
 import { type Style, view } from './chat-view.js';
 import {
@@ -560,6 +560,11 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   });
   client.on('session', () => saveToken());
   client.on('stored', () => savePositions());
+  /** A line typed and never acknowledged, as it would be typed again (an action with its /me). */
+  const sayNotSent = (room: string, chat: { msg: string; action?: true }) => {
+    const text = chat.action ? `/me ${chat.msg}` : chat.msg;
+    say(view.error(style, `Not sent${room === LOBBY ? '' : ` to ${room}`}: ${text}`));
+  };
   /** The operator name granted to this session, if any. */
   let operator: string | undefined;
   client.on('resumed', (r) => {
@@ -579,10 +584,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         joined.delete(room.room);
         say(view.error(style, `You are no longer in ${room.room}: ${room.lost.message}.`));
         // Typed into it and never acknowledged: the user may want to say them elsewhere.
-        for (const chat of room.unsent ?? []) {
-          const text = chat.action ? `/me ${chat.msg}` : chat.msg;
-          say(view.error(style, `Not sent to ${room.room}: ${text}`));
-        }
+        for (const chat of room.unsent ?? []) sayNotSent(room.room, chat);
       } else if (!room.recovered && !gapTold.has(room.room)) {
         say(view.gap(style, room.room, room.reason));
       }
@@ -611,7 +613,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     // Unasked: a reload ended this session's operator status.
     if (e.code === ErrorCode.NOT_AUTHORIZED && e.ref === undefined) {
       operator = undefined;
-      say(view.error(style, `${e.message.charAt(0).toUpperCase()}${e.message.slice(1)}.`));
+      say(view.error(style, sentence(e.message)));
     } else if (e.code < 2000) say(view.error(style, `Refused: ${e.message}.`));
     // A passing reason (shutting down, cut off from its cluster): said with the reconnect
     // lines that follow (see 'reconnecting'). Without reconnecting, the line that says the
@@ -674,11 +676,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     }
     say(view.error(style, reason));
     // Shown as typed, never acknowledged: the user may want to say them again.
-    for (const chat of client.unacknowledgedChats()) {
-      // As it would be typed again: an action with its /me.
-      const text = chat.action ? `/me ${chat.msg}` : chat.msg;
-      say(view.error(style, `Not sent${chat.room === LOBBY ? '' : ` to ${chat.room}`}: ${text}`));
-    }
+    for (const chat of client.unacknowledgedChats()) sayNotSent(chat.room, chat);
     rl.close();
     result(1);
   });

@@ -147,6 +147,11 @@ export function blank(text: string): boolean {
   return SHOWS_NOTHING.test(text);
 }
 
+/** A server's reason, worded to follow a colon ("server shutting down"), as a line of its own. */
+export function sentence(text: string): string {
+  return `${text.charAt(0).toUpperCase()}${text.slice(1)}.`;
+}
+
 /**
  * An action (IRC's /me) as a client without the "actions" capability is sent it: between
  * asterisks, which reads as one after the sender's name (`ann: *waves*`).

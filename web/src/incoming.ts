@@ -8,6 +8,7 @@ import { Cmd, ErrorCode, mayReconnect } from '../../src/protocol/codes.js';
 import { asNumber, asString } from '../../src/protocol/coerce.js';
 import type { ParsedServerMessage } from '../../src/protocol/message-codec.js';
 import { describeModeration } from '../../src/protocol/slash-commands.js';
+import { sentence } from '../../src/protocol/text.js';
 import {
   chatLine,
   isolated,
@@ -240,7 +241,7 @@ export function onMessage(m: ParsedServerMessage): void {
       // A passing reason (the server restarting, cut off from its cluster) is nothing the
       // user did wrong: said as a notice, before the page reconnects by itself.
       const code = asNumber(m.code);
-      if (mayReconnect(code)) notice(`${text.charAt(0).toUpperCase()}${text.slice(1)}.`);
+      if (mayReconnect(code)) notice(sentence(text));
       else error(text);
       // Unasked: a reload ended this session's operator status.
       if (code === ErrorCode.NOT_AUTHORIZED && m.ref === undefined) page.operatorName = undefined;
