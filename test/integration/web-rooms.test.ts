@@ -1014,6 +1014,46 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
+  it('says which lines typed while away were given up with a room it could not join again', async () => {
+    const first = await startConfab({ 'http-port': '0', history: 'memory', 'room-capacity': '1' });
+    const port = first.address.port;
+    const httpPort = first.httpAddress!.port;
+    const page = await openPage(httpPort);
+    let again: ConfabServer | undefined;
+    let bob: RawClient | undefined;
+    try {
+      await joinAs(page, 'ann');
+      await enterRoom(page, 'r2');
+      await first.stop();
+      await page.locator('#status[data-status="reconnecting"]').waitFor();
+      expect((await typeAndRead(page, 'typed into r2 while away')).marks).toEqual([
+        '(waiting for the connection)',
+      ]);
+      again = await startConfab({
+        port: String(port),
+        'http-port': String(httpPort),
+        history: 'memory',
+        'room-capacity': '1',
+      });
+      // The room's one place is taken before the page is back.
+      bob = await join(port, 'bob', { caps: ['rooms'] });
+      bob.sendPy({ cmd: '100', room: 'r2' });
+      await bob.expect('101');
+      await page.locator('#status[data-status="online"]').waitFor({ timeout: 30_000 });
+      await seeLine(page, 'lobby', 'You are no longer in #r2.');
+      // The line's view is gone with the room: its words are not.
+      await seeLine(page, 'lobby', 'Not sent to #r2: typed into r2 while away');
+      // Nothing left of the room: no view, no button, nothing a reload would join again.
+      expect(await page.locator('ol.messages[data-room="r2"]').count()).toBe(0);
+      expect(await page.locator('.room-button[data-room="r2"]').count()).toBe(0);
+    } finally {
+      bob?.close();
+      await page.close();
+      await again?.stop();
+      await first.stop();
+    }
+  }, 60_000);
+
   it('sends one CONNECT for Join pressed again while the server answers it', async () => {
     const server = await startConfab({ 'http-port': '0', history: 'memory' });
     const relay = await TcpRelay.start(server.httpAddress!.port);

@@ -132,6 +132,12 @@ export class Connection {
   /** Requests written so far, numbering each: a refusal that names none is told by order. */
   private writes = 0;
   private readonly chatSeq = new WeakMap<UnackedChat, number>();
+  /**
+   * Rooms whose "101" follows "03" unasked (the lobby; a resume's rooms): not the answer to a
+   * JOIN written meanwhile, as restore's are after a new session. They all come before the
+   * answer to the first call written after "03", which ends the list.
+   */
+  private welcome = new Set<string>();
 
   constructor(
     private readonly url: string,
@@ -253,6 +259,7 @@ export class Connection {
             Array.isArray(message.caps) ? message.caps.map((c) => asString(c)) : [],
           );
           const resumed = this.history && message.resumed === true;
+          this.welcome = new Set([LOBBY, ...(resumed ? this.resume.joined() : [])]);
           if (this.history) {
             this.resume.token = typeof message.resume === 'string' ? message.resume : undefined;
             if (resumed && typeof message.nickname === 'string') this.nickname = message.nickname;
@@ -470,6 +477,7 @@ export class Connection {
       const ref = typeof message.ref === 'string' ? message.ref : undefined;
       const index = ref === undefined ? -1 : this.pending.findIndex((p) => p.cmd === ref);
       if (index >= 0) {
+        this.welcome.clear();
         const room = typeof message.room === 'string' ? message.room : undefined;
         this.pending
           .splice(index, 1)[0]!
@@ -498,8 +506,15 @@ export class Connection {
     const membership =
       message.cmd === Cmd.JOIN_ROOM_SUCCESS || message.cmd === Cmd.PART_ROOM_SUCCESS;
     if (membership) this.on.message(message);
-    const index = this.pending.findIndex((p) => REPLY_CODES[p.cmd]?.includes(message.cmd));
+    const unasked =
+      message.cmd === Cmd.JOIN_ROOM_SUCCESS &&
+      typeof message.room === 'string' &&
+      this.welcome.delete(message.room);
+    const index = unasked
+      ? -1
+      : this.pending.findIndex((p) => REPLY_CODES[p.cmd]?.includes(message.cmd));
     if (index >= 0) {
+      this.welcome.clear();
       this.pending.splice(index, 1)[0]!.resolve(message);
       return;
     }

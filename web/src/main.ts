@@ -213,9 +213,15 @@ const connection = new Connection(wsUrl, {
       error(`${dropped} queued ${dropped === 1 ? 'line was' : 'lines were'} not sent.`);
   },
   chatRefused(chat, reason) {
+    const view = findView(chat.room);
+    if (view === undefined) {
+      // Its room was lost (not joined again after a reconnect), and its line with the view.
+      const text = chat.action === true ? `/me ${chat.msg}` : chat.msg;
+      error(`Not sent to #${chat.room}: ${text}`, selected);
+      return;
+    }
     const li = pendingLine(chat.cid);
     if (li !== undefined) markNotSent(li, `Not sent: ${reason}`);
-    const view = findView(chat.room) ?? selected;
     error(`Not sent: ${reason}`, view);
   },
   chatBanned(chat) {
