@@ -1036,17 +1036,24 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
         case 'unban':
         case 'bans': {
           let said: string | undefined;
+          let unsaved: string | undefined;
           let list: BanEntry[];
           if (command.kind === 'unban') {
             const answer = await client.unban(command.mask);
             said = describeUnban(command.mask, answer.removed);
-            list = answer.bans;
+            ({ bans: list, unsaved } = answer);
           } else if (command.kind === 'ban') {
-            list = await client.ban(command.mask, command.seconds, command.reason);
+            ({ bans: list, unsaved } = await client.ban(
+              command.mask,
+              command.seconds,
+              command.reason,
+            ));
           } else list = await client.bans();
-          const lines = banListLines(list);
-          if (said !== undefined) lines.unshift(said);
-          say(lines.map((line) => view.info(style, line)).join('\n'));
+          const lines = banListLines(list).map((line) => view.info(style, line));
+          if (said !== undefined) lines.unshift(view.info(style, said));
+          // Last, where it is read: the change shown above does not outlive a restart.
+          if (unsaved !== undefined) lines.push(view.error(style, sentence(unsaved)));
+          say(lines.join('\n'));
           return;
         }
         case 'exit': // handled before the queue, so it never waits

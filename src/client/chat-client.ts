@@ -748,18 +748,29 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   }
 
   /** Bans a nickname, address or CIDR block (for `seconds`, or until unbanned); resolves with the list. */
-  async ban(mask: string, seconds?: number, reason?: string): Promise<BanEntry[]> {
+  /**
+   * The bans in force after this one, and `unsaved` when the server could not keep the
+   * change past its restart (its reason).
+   */
+  async ban(
+    mask: string,
+    seconds?: number,
+    reason?: string,
+  ): Promise<{ bans: BanEntry[]; unsaved: string | undefined }> {
     const request: Request = { cmd: Cmd.BAN, mask };
     if (seconds !== undefined) request.seconds = seconds;
     if (reason) request.reason = reason;
-    return banList((await this.call(request)).bans);
+    const answer = await this.call(request);
+    return { bans: banList(answer.bans), unsaved: unsavedOf(answer) };
   }
 
-  /** The bans left, and whether this lifted one (undefined: the server does not say). */
-  async unban(mask: string): Promise<{ bans: BanEntry[]; removed: boolean | undefined }> {
+  /** The bans left, whether this lifted one (undefined: the server does not say), and `unsaved`. */
+  async unban(
+    mask: string,
+  ): Promise<{ bans: BanEntry[]; removed: boolean | undefined; unsaved: string | undefined }> {
     const answer = await this.call({ cmd: Cmd.UNBAN, mask });
     const removed = typeof answer.removed === 'boolean' ? answer.removed : undefined;
-    return { bans: banList(answer.bans), removed };
+    return { bans: banList(answer.bans), removed, unsaved: unsavedOf(answer) };
   }
 
   async bans(): Promise<BanEntry[]> {
@@ -1557,4 +1568,9 @@ export class ChatClient extends EventEmitter<ChatEvents> {
   get mayReconnect(): boolean {
     return this.closeError?.code === undefined || mayReconnect(this.closeError.code);
   }
+}
+
+/** A "98"'s `unsaved`: why the server could not keep the change past a restart, if it says. */
+function unsavedOf(answer: ParsedServerMessage): string | undefined {
+  return typeof answer.unsaved === 'string' ? serverText(answer.unsaved) : undefined;
 }

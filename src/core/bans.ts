@@ -77,6 +77,11 @@ export function banMatches(ban: Ban, nickname: string, ip: string, now: number):
   return n !== undefined && covers(matcher, n);
 }
 
+/** A change to the list: `failure` is the store's error when it could not write it. */
+export interface Saved {
+  failure?: unknown;
+}
+
 /**
  * The ban list. Expired bans stop matching by themselves and are dropped at
  * the next change, which is when the list is written. While `timeKnown` says the clock
@@ -141,27 +146,32 @@ export class BanList {
   }
 
   /** Adds (or replaces the ban on the same mask) and saves. */
-  add(ban: Ban, at: number): void {
+  /** Adds a ban, in force whether or not the store could write it (see Saved). */
+  add(ban: Ban, at: number): Saved {
     const now = this.at(at);
     const matcher = parseMask(ban.mask);
     this.bans = this.bans.filter((b) => live(b.ban, now) && b.matcher.key !== matcher.key);
     this.bans.push({ ban, matcher });
-    this.save();
+    return this.save();
   }
 
-  /** Removes the ban on this mask (any spelling of it); false if there was none. */
-  remove(mask: string, at: number): boolean {
+  /** Removes the ban on this mask (any spelling of it); `found` false if there was none. */
+  remove(mask: string, at: number): Saved & { found: boolean } {
     const now = this.at(at);
     const key = parseMask(mask.trim()).key;
     const before = this.bans.length;
     const kept = this.bans.filter((b) => b.matcher.key !== key);
     const found = kept.length !== before;
     this.bans = kept.filter((b) => live(b.ban, now));
-    this.save();
-    return found;
+    return { found, ...this.save() };
   }
 
-  private save(): void {
-    this.store.save(this.bans.map((b) => b.ban));
+  private save(): Saved {
+    try {
+      this.store.save(this.bans.map((b) => b.ban));
+      return {};
+    } catch (err) {
+      return { failure: err };
+    }
   }
 }

@@ -202,6 +202,8 @@ export type Reply =
       readonly bans: readonly BanInfo[];
       /** In the answer to an UNBAN: whether it lifted a ban. */
       readonly removed?: boolean;
+      /** The change could not be written to the store: why, and that a restart undoes it. */
+      readonly unsaved?: string;
     }
   | { readonly type: 'rtt'; readonly beginTime: number }
   | {

@@ -3,7 +3,7 @@ import { Cmd, ErrorCode } from '../protocol/codes.js';
 import { formatDuration } from '../protocol/slash-commands.js';
 import { atMostChars, clip } from '../protocol/text.js';
 import { parseAddressMask } from './addresses.js';
-import { ANY_TIME, type Ban, banMatches, parseMask } from './bans.js';
+import { ANY_TIME, type Ban, banMatches, parseMask, type Saved } from './bans.js';
 import type { Broker, NodeNotice } from './broker.js';
 import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
 import { Delivery, type SessionRef } from './events.js';
@@ -183,11 +183,12 @@ export function answerKicker(operator: Session, kick: KickAnswer): void {
 }
 
 /** The "98": the whole list, and, answering an UNBAN, whether it lifted a ban. */
-function banList(ctx: ChatContext, session: Session, removed?: boolean): void {
-  const bans = ctx.bans.list(ctx.now());
-  session.reply(
-    removed === undefined ? { type: 'ban-list', bans } : { type: 'ban-list', bans, removed },
-  );
+function banList(
+  ctx: ChatContext,
+  session: Session,
+  told: { removed?: boolean; unsaved?: string } = {},
+): void {
+  session.reply({ type: 'ban-list', bans: ctx.bans.list(ctx.now()), ...told });
 }
 
 /**
@@ -403,9 +404,9 @@ export const ban: Handler<typeof Cmd.BAN> = (ctx, session, req) => {
     ctx.run(session, banInCluster(ctx, cluster, session, entry, req.seconds));
     return;
   }
-  save(ctx, () => ctx.bans.add(entry, now));
+  const unsaved = unsavedReason(ctx, ctx.bans.add(entry, now));
   ctx.log.warn({ mask, by, reason, seconds: req.seconds, byIp: session.address.ip }, `ban ${mask}`);
-  banList(ctx, session);
+  banList(ctx, session, { unsaved });
   enforceBan(ctx, entry, req.seconds);
 };
 
@@ -532,7 +533,7 @@ export const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
   if (by === undefined) return;
   if (req.mask.trim().length > MAX_UNBAN_MASK_LENGTH) {
     logUnban(ctx, session, req.mask, by, false);
-    banList(ctx, session, false);
+    banList(ctx, session, { removed: false });
     return;
   }
   const cluster = ctx.cluster;
@@ -544,18 +545,16 @@ export const unban: Handler<typeof Cmd.UNBAN> = (ctx, session, req) => {
         logUnban(ctx, session, req.mask, by, found);
         ctx.bans.replace(await cluster.presence.bans());
         cluster.broker.notify(undefined, { type: 'unbanned', mask: req.mask });
-        if (session.state !== 'closed') banList(ctx, session, found);
+        if (session.state !== 'closed') banList(ctx, session, { removed: found });
       })(),
     );
     return;
   }
   const now = ctx.now();
-  let found = false;
-  save(ctx, () => {
-    found = ctx.bans.remove(req.mask, now);
-  });
-  logUnban(ctx, session, req.mask, by, found);
-  banList(ctx, session, found);
+  const removal = ctx.bans.remove(req.mask, now);
+  const unsaved = unsavedReason(ctx, removal);
+  logUnban(ctx, session, req.mask, by, removal.found);
+  banList(ctx, session, { removed: removal.found, unsaved });
 };
 
 /** The operator's line for an UNBAN: `byIp` is its address (`ip` is a member's, elsewhere). */
@@ -586,11 +585,16 @@ export const bans: Handler<typeof Cmd.BANS> = (ctx, session, req) => {
   banList(ctx, session);
 };
 
-/** A failed write keeps the change in memory: it applies until a restart. */
-function save(ctx: ChatContext, change: () => void): void {
-  try {
-    change();
-  } catch (err) {
-    ctx.log.error({ err }, 'could not save the ban list; the change applies until a restart');
-  }
+/**
+ * A failed write keeps the change in memory: it applies until a restart. Returns what the
+ * operator is told then (the "98"'s `unsaved`), so a ban it was told of is not lost unawares.
+ */
+function unsavedReason(ctx: ChatContext, { failure }: Saved): string | undefined {
+  if (failure === undefined) return undefined;
+  ctx.log.error(
+    { err: failure },
+    'could not save the ban list; the change applies until a restart',
+  );
+  const code = failure instanceof Error && 'code' in failure ? failure.code : undefined;
+  return `the ban list could not be saved${typeof code === 'string' ? ` (${code})` : ''}: this change holds only until the server restarts`;
 }

@@ -223,7 +223,7 @@ export type ServerMessage =
   | { cmd: typeof Cmd.ERROR; code: number; message: string; ref?: string; room?: string }
   | { cmd: typeof Cmd.USER_RENAMED; oldNickname: string; newNickname: string }
   | { cmd: typeof Cmd.OPER_SUCCESS; name: string }
-  | { cmd: typeof Cmd.BAN_LIST; bans: BanEntry[]; removed?: boolean }
+  | { cmd: typeof Cmd.BAN_LIST; bans: BanEntry[]; removed?: boolean; unsaved?: string }
   | ModerationNotice
   | { cmd: typeof Cmd.USER_RENAMED; oldNickname: string; newNickname: string; room?: string }
   | {

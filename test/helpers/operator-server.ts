@@ -12,6 +12,8 @@ export interface OperatorServer {
   readonly server: ConfabServer;
   /** Clients the tests opened, closed after them. */
   readonly clients: RawClient[];
+  /** Its --data-dir (bans.json), once the file's tests run. */
+  readonly dataDir: string;
 }
 
 /**
@@ -20,10 +22,15 @@ export interface OperatorServer {
  * file, so this server is given one directly.
  */
 export function useOperatorServer(flags: Record<string, string> = {}): OperatorServer {
-  const state = { clients: [] as RawClient[] } as { server: ConfabServer; clients: RawClient[] };
+  const state = { clients: [] as RawClient[] } as {
+    server: ConfabServer;
+    clients: RawClient[];
+    dataDir: string;
+  };
   let dataDir: string | undefined;
   beforeAll(async () => {
     dataDir = mkdtempSync(path.join(os.tmpdir(), 'confab-oper-'));
+    state.dataDir = dataDir;
     state.server = await startConfab({ 'data-dir': dataDir, 'rate-limit': '0', ...flags });
     const stored = hashPassword('sesame');
     state.server.chat.reconfigure({

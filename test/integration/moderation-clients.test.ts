@@ -1,3 +1,5 @@
+import { mkdirSync, rmdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChatProcess } from '../helpers/chat-process.js';
@@ -39,6 +41,22 @@ describe('confab chat', () => {
       op.type('\\unban 127.0.0.9');
       // Said before the list, which alone did not tell whether the unban took.
       await op.waitFor(/Unbanned 127\.0\.0\.9\.\r?\nNo bans\./);
+      // A ban list that cannot be written (bans.json a directory): the ban holds until a
+      // restart, and the operator is told so under the list, not left to find out.
+      const bansFile = path.join(operated.dataDir, 'bans.json');
+      rmSync(bansFile, { force: true });
+      mkdirSync(bansFile);
+      try {
+        op.type('\\ban 127.0.0.10');
+        await op.waitFor(
+          /Bans:\r?\n {2}127\.0\.0\.10 by teacher until unbanned\r?\nThe ban list could not be saved \(E[A-Z]+\): this change holds only until the server restarts\./,
+        );
+      } finally {
+        rmdirSync(bansFile);
+      }
+      op.type('\\unban 127.0.0.10');
+      await op.waitFor(/Unbanned 127\.0\.0\.10\.\r?\nNo bans\./);
+      expect(op.output.match(/could not be saved/g)).toHaveLength(1);
       // A reload that takes the operator out of the list says so to it at once.
       const operators = operated.server.chat.operators;
       operated.server.chat.reconfigure({ operators: [] });
@@ -110,6 +128,20 @@ describe('the web app', () => {
     await say(op, '\\unban 127.0.8.0/24');
     await op.locator('#messages li', { hasText: 'Unbanned 127.0.8.0/24.' }).waitFor();
     await op.locator('#messages li', { hasText: 'No bans.' }).waitFor();
+    const bansFile = path.join(operated.dataDir, 'bans.json');
+    rmSync(bansFile, { force: true });
+    mkdirSync(bansFile);
+    try {
+      await say(op, '\\ban 127.0.9.0/24');
+      await op
+        .locator('#messages li', {
+          hasText:
+            /The ban list could not be saved \(E[A-Z]+\): this change holds only until the server restarts\./,
+        })
+        .waitFor();
+    } finally {
+      rmdirSync(bansFile);
+    }
     // A reload that ends the status is said at once.
     const operators = operated.server.chat.operators;
     operated.server.chat.reconfigure({ operators: [] });

@@ -16,6 +16,7 @@ import {
   parseCommand,
   partRefused,
 } from '../../src/protocol/slash-commands.js';
+import { sentence } from '../../src/protocol/text.js';
 import { CONFAB_VERSION } from '../../src/protocol/version.js';
 import { RequestError } from './connection.js';
 import { WEB_HELP } from './help.js';
@@ -189,14 +190,17 @@ export async function submit(text: string): Promise<void> {
         const request: Request = { cmd: Cmd.BAN, mask: command.mask };
         if (command.seconds !== undefined) request.seconds = command.seconds;
         if (command.reason !== '') request.reason = command.reason;
-        showBans((await connection.call(request)).bans);
+        const { bans, unsaved } = await connection.call(request);
+        showBans(bans);
+        showUnsaved(unsaved);
         return;
       }
       case 'unban': {
-        const { bans, removed } = await connection.call({ cmd: Cmd.UNBAN, mask: command.mask });
-        const said = describeUnban(command.mask, removed);
+        const answer = await connection.call({ cmd: Cmd.UNBAN, mask: command.mask });
+        const said = describeUnban(command.mask, answer.removed);
         if (said !== undefined) notice(said);
-        showBans(bans);
+        showBans(answer.bans);
+        showUnsaved(answer.unsaved);
         return;
       }
       case 'bans':
@@ -255,6 +259,11 @@ export async function submit(text: string): Promise<void> {
   } catch (err) {
     if (err instanceof RequestError && err.reply !== 'closed') error(err.message);
   }
+}
+
+/** A "98"'s `unsaved`: the change just shown holds only until the server restarts. */
+function showUnsaved(unsaved: unknown): void {
+  if (typeof unsaved === 'string') error(sentence(unsaved));
 }
 
 function showBans(bans: unknown): void {

@@ -162,6 +162,7 @@ export function toServerMessage(
         })),
       };
       if (item.removed !== undefined) list.removed = item.removed;
+      if (item.unsaved !== undefined) list.unsaved = item.unsaved;
       return list;
     }
     case 'rtt':

@@ -543,15 +543,33 @@ describe('BAN', () => {
       banStore: {
         load: () => [],
         save: () => {
-          throw new Error('disk full');
+          throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
         },
       },
     });
     chat = failing;
     const op = oper();
     send(op, { cmd: '95', mask: '127.0.0.3' });
-    expect(op.take()[0]).toMatchObject({ cmd: '98', bans: [{ mask: '127.0.0.3' }] });
+    // In force, and the operator told it is not kept past a restart.
+    const unsaved =
+      'the ban list could not be saved (ENOSPC): this change holds only until the server restarts';
+    expect(op.take()).toEqual([
+      {
+        cmd: '98',
+        bans: [{ mask: '127.0.0.3', by: 'teacher', reason: '', expires: null }],
+        unsaved,
+      },
+    ]);
     expect(failing.admission.banned('127.0.0.3')).toBe(true);
+    send(op, { cmd: '96', mask: '127.0.0.3' });
+    expect(op.take()).toEqual([{ cmd: '98', bans: [], removed: true, unsaved }]);
+    expect(failing.admission.banned('127.0.0.3')).toBe(false);
+    // A list that was written says nothing of it.
+    chat = new Chat({ operators: [teacher], banStore: new MemoryBanStore() });
+    const saved = oper();
+    send(saved, { cmd: '95', mask: '127.0.0.3' });
+    send(saved, { cmd: '96', mask: '127.0.0.3' });
+    expect(saved.take().map((m) => 'unsaved' in m)).toEqual([false, false]);
   });
 });
 
