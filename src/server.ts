@@ -39,7 +39,7 @@ import { verifyPassword } from './password.js';
 import { isRegularFile, readCapped, readError } from './read-capped.js';
 import { FileBanStore } from './store/ban-file.js';
 import { senderOrigin } from './store/common.js';
-import { makeDirectory, unmakeDataDir } from './store/data-dir.js';
+import { DataDirLock } from './store/data-dir-lock.js';
 import { FileLock } from './store/file-lock.js';
 import { MemoryHistoryStore } from './store/memory-history.js';
 import { commandClient } from './store/redis-client.js';
@@ -247,35 +247,13 @@ function warnIfShared(file: string, log: Logger): void {
 }
 
 /** A --data-dir held by this server alone. */
-interface DataDirLock {
-  release(): void;
-  /** Lets it go after a start that failed, removing the data dir if this start made it. */
-  giveUp(): void;
-}
-
 /**
  * Refuses a second server on the same --data-dir, whatever its --history: each rewrites
  * bans.json whole from its own list, so one would drop the other's bans.
  */
 function lockDataDir(dir: string): DataDirLock {
   try {
-    const made: string[] = [];
-    let lock: FileLock | undefined;
-    // A start that failed at the same moment may remove the directory it made under this
-    // one's feet (see unmakeDataDir): then it is made again, a few times at most.
-    for (let attempt = 1; lock === undefined; attempt++) {
-      made.push(...makeDirectory(dir));
-      try {
-        lock = FileLock.take(path.join(dir, 'confab.lock'));
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 3) throw err;
-      }
-    }
-    const held = lock;
-    return {
-      release: () => held.release(),
-      giveUp: () => unmakeDataDir(dir, made, () => held.release()),
-    };
+    return DataDirLock.take(dir);
   } catch (err) {
     if (FileLock.isHeld(err)) {
       throw new StartError(
@@ -287,7 +265,7 @@ function lockDataDir(dir: string): DataDirLock {
 }
 
 /** The history store --history names; SQLite's file lives in --data-dir. */
-function openHistory(config: Config): HistoryStore | undefined {
+function openHistory(config: Config, dataDir: string): HistoryStore | undefined {
   const retention = {
     maxMessages: config.historyMaxMessages,
     maxAgeMs: config.historyMaxAge * 1000,
@@ -304,7 +282,7 @@ function openHistory(config: Config): HistoryStore | undefined {
     default:
       try {
         // The directory is there: lockDataDir made it.
-        return new SqliteHistoryStore(path.join(config.dataDir, 'history.db'), {
+        return new SqliteHistoryStore(path.join(dataDir, 'history.db'), {
           retention,
           afterCommit: flushWrites,
           maxRooms: config.historyMaxRooms,
@@ -880,7 +858,8 @@ export class ConfabServer {
     files.started();
     // A cluster keeps its bans and history in Redis; one server alone keeps them here.
     const dirLock = config.redis === undefined ? lockDataDir(config.dataDir) : undefined;
-    const banStore = new FileBanStore(config.dataDir);
+    const dataDir = dirLock?.dir ?? config.dataDir;
+    const banStore = new FileBanStore(dataDir);
     let bans: ReturnType<FileBanStore['load']>;
     let cluster: ClusterNode | undefined;
     let history: HistoryStore | undefined;
@@ -896,9 +875,9 @@ export class ConfabServer {
         config.redis === undefined
           ? undefined
           : await ClusterNode.open(config, config.redis, log, stop);
-      history = cluster?.history ?? openHistory(config);
+      history = cluster?.history ?? openHistory(config, dataDir);
       if (history instanceof SqliteHistoryStore)
-        warnIfShared(path.join(config.dataDir, 'history.db'), log);
+        warnIfShared(path.join(dataDir, 'history.db'), log);
       if (history instanceof SqliteHistoryStore && history.replaced) {
         log.warn(
           {},
@@ -908,7 +887,13 @@ export class ConfabServer {
       const node = cluster;
       chat = new Chat({
         ...chatSettings(config, bannedWords),
-        banStore: { load: () => bans, save: (b) => banStore.save(b) },
+        banStore: {
+          load: () => bans,
+          save: (b) => {
+            dirLock?.ensure();
+            banStore.save(b);
+          },
+        },
         logger: log,
         history,
         cluster: node,
@@ -1074,6 +1059,20 @@ export class ConfabServer {
             (a) => `Web app on http://${a.ip.includes(':') ? `[${a.ip}]` : a.ip}:${a.port}/`,
           );
     for (const announce of announced) announce();
+    dirLock?.watch((hold) => {
+      const lockFile = path.join(dataDir, 'confab.lock');
+      if (hold === 'taken again') {
+        log.warn(
+          { dataDir },
+          `${lockFile} was removed or replaced while this server ran: locked again`,
+        );
+      } else {
+        log.error(
+          { dataDir },
+          `${lockFile} was removed or replaced while this server ran, and another server holds it now: two servers are running on one data dir; bans changed here are no longer saved`,
+        );
+      }
+    });
     return new ConfabServer(
       chat,
       listeners,

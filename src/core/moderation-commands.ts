@@ -596,5 +596,7 @@ function unsavedReason(ctx: ChatContext, { failure }: Saved): string | undefined
     'could not save the ban list; the change applies until a restart',
   );
   const code = failure instanceof Error && 'code' in failure ? failure.code : undefined;
-  return `the ban list could not be saved${typeof code === 'string' ? ` (${code})` : ''}: this change holds only until the server restarts`;
+  const why =
+    typeof code === 'string' ? code : failure instanceof Error ? clip(failure.message) : undefined;
+  return `the ban list could not be saved${why === undefined ? '' : ` (${why})`}: this change holds only until the server restarts`;
 }

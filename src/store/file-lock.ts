@@ -8,7 +8,12 @@ import { createPrivate } from './data-dir.js';
  * system lets go of it when the process ends, however it ends, so no lock is ever stale.
  */
 export class FileLock {
-  private constructor(private readonly db: Database.Database) {}
+  private constructor(
+    private readonly db: Database.Database,
+    readonly file: string,
+    /** The device and inode locked. */
+    private readonly locked: string,
+  ) {}
 
   /**
    * Takes the lock on `file`, made empty and private first if missing; throws if it is held.
@@ -33,7 +38,7 @@ export class FileLock {
         db.close();
         throw error;
       }
-      if (before !== undefined && identity(file) === before) return new FileLock(db);
+      if (before !== undefined && identity(file) === before) return new FileLock(db, file, before);
       db.close();
       // Replaced between the look and the lock: a new file is tried, a few times at most.
       if (attempt === 3) {
@@ -47,6 +52,14 @@ export class FileLock {
   /** Whether `err`, thrown by take, says another holder has the lock. */
   static isHeld(err: unknown): boolean {
     return (err as { code?: unknown } | null)?.code === 'SQLITE_BUSY';
+  }
+
+  /**
+   * Whether the file's name still gives the file locked: one removed or replaced since (a
+   * stale-lock cleanup, a tmp cleaner, a restore from a backup) holds nothing another would try.
+   */
+  named(): boolean {
+    return identity(this.file) === this.locked;
   }
 
   release(): void {

@@ -4,8 +4,15 @@
  * goes with the server that held it, when it stops or fails to start. (Servers in other
  * processes: integration/history, "says so when history.db was restored…".)
  */
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { hashPassword, verifyPassword } from '../../src/password.js';
+import type { ConfabServer } from '../../src/server.js';
+import { FileLock } from '../../src/store/file-lock.js';
+import { until } from '../helpers/cluster.js';
+import { join, type RawClient } from '../helpers/raw-client.js';
 import { ownDataDir, startConfab } from '../helpers/servers.js';
 
 describe('the --data-dir lock', () => {
@@ -39,4 +46,89 @@ describe('the --data-dir lock', () => {
     const again = await startConfab({ 'data-dir': dir });
     await again.stop();
   });
+
+  it('locks it again when its lock file is removed while it runs, so a later start is still refused', async () => {
+    const dir = ownDataDir();
+    const lockFile = path.join(dir, 'confab.lock');
+    const first = await startConfab({ 'data-dir': dir, history: 'off' });
+    try {
+      // As a stale-lock cleanup or a tmp cleaner would.
+      rmSync(lockFile);
+      await until('the lock file made again', () => existsSync(lockFile), 10_000);
+      await expect(startConfab({ 'data-dir': dir, history: 'off' })).rejects.toThrow(
+        'another confab is using it (confab.lock is held)',
+      );
+    } finally {
+      await first.stop();
+    }
+  });
+
+  it('tells the operator its bans are not saved while another holds the lock, and saves them once it is back', async () => {
+    const dir = ownDataDir();
+    const lockFile = path.join(dir, 'confab.lock');
+    const server = await startConfab({ 'data-dir': dir, history: 'off', 'rate-limit': '0' });
+    const op = await operatorOf(server);
+    let other: FileLock | undefined;
+    try {
+      // Another server took a new lock file the moment this one's was removed.
+      rmSync(lockFile);
+      other = FileLock.take(lockFile);
+      op.sendPy({ cmd: '95', mask: 'mallory' });
+      expect(await op.expect('98')).toMatchObject({
+        bans: [{ mask: 'mallory' }],
+        unsaved:
+          'the ban list could not be saved (another server holds this data dir now): this change holds only until the server restarts',
+      });
+      expect(existsSync(path.join(dir, 'bans.json'))).toBe(false);
+      other.release();
+      other = undefined;
+      op.sendPy({ cmd: '95', mask: 'eve' });
+      expect(await op.expect('98')).not.toHaveProperty('unsaved');
+      expect(JSON.parse(readFileSync(path.join(dir, 'bans.json'), 'utf8'))).toMatchObject({
+        bans: [{ mask: 'mallory' }, { mask: 'eve' }],
+      });
+    } finally {
+      op.close();
+      other?.release();
+      await server.stop();
+    }
+  });
+
+  it('keeps to the directory it locked when the link it was given is repointed', async () => {
+    const base = ownDataDir();
+    const [v1, v2, current] = ['v1', 'v2', 'current'].map((n) => path.join(base, n)) as [
+      string,
+      string,
+      string,
+    ];
+    mkdirSync(v1);
+    mkdirSync(v2);
+    symlinkSync(v1, current);
+    const server = await startConfab({ 'data-dir': current, history: 'off', 'rate-limit': '0' });
+    const op = await operatorOf(server);
+    try {
+      // A blue/green switch: the link now names another directory.
+      symlinkSync(v2, `${current}.new`);
+      renameSync(`${current}.new`, current);
+      op.sendPy({ cmd: '95', mask: 'mallory' });
+      expect(await op.expect('98')).not.toHaveProperty('unsaved');
+      expect(existsSync(path.join(v1, 'bans.json'))).toBe(true);
+      expect(existsSync(path.join(v2, 'bans.json'))).toBe(false);
+    } finally {
+      op.close();
+      await server.stop();
+    }
+  });
 });
+
+/** A client of `server` made operator "teacher". */
+async function operatorOf(server: ConfabServer): Promise<RawClient> {
+  const stored = hashPassword('sesame');
+  server.chat.reconfigure({
+    operators: [{ name: 'teacher', verify: (p) => verifyPassword(p, stored) }],
+  });
+  const op = await join(server.address.port, 'op', { caps: ['errors', 'moderation'] });
+  op.sendPy({ cmd: '92', name: 'teacher', password: 'sesame' });
+  await op.expect('93');
+  return op;
+}
