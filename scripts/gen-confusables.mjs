@@ -49,7 +49,7 @@ for (const [from, to] of Object.entries(confusables)) {
 }
 
 // Look-alikes confusables.txt leaves out, as letters for names: small capitals read as the
-// capitals that fold to the name ("ᴀᴅᴍɪɴ" beside "admin"), and kra. Added where the file
+// capitals that fold to the name ("ᴀᴅᴍɪɴ" beside "admin"), kra, and hooked r and t. Added where the file
 // has no mapping of its own, or one to a character that is no ASCII letter (small capital M
 // to turned m). Not r rotunda: the file has its capital look like "2".
 const EXTRA = {
@@ -79,6 +79,13 @@ const EXTRA = {
   ʏ: 'y',
   ᴢ: 'z',
   ĸ: 'k',
+  // r and t with a hook, a tail or a long leg, which many fonts draw as the plain letter.
+  ɼ: 'r',
+  ɽ: 'r',
+  ɾ: 'r',
+  ƫ: 't',
+  ƭ: 't',
+  ʈ: 't',
 };
 const extras = [];
 for (const [from, to] of Object.entries(EXTRA)) {

@@ -85,6 +85,15 @@ describe('look-alike nicknames share one key', () => {
     same('𝔭𝒶ỿ𝕡𝕒ℓ', 'paypal');
   });
 
+  it('folds hooked r and t, which confusables.txt leaves out', () => {
+    same('teache\u027e', 'teacher');
+    same('\u01abeacher', 'teacher');
+    same('\u0288eache\u027d', 'teacher');
+    same('\u01acEACHER', 'teacher');
+    same('\u027coot', 'root');
+    same('\u01adom', 'tom');
+  });
+
   it('folds small capitals, and kra, which confusables.txt leaves out', () => {
     same('ᴀᴅᴍɪɴ', 'admin');
     same('ᴛᴇᴀᴄʜᴇʀ', 'teacher');
