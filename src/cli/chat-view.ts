@@ -22,6 +22,8 @@ const ERROR = '\x1b[31m';
 const WHISPER = '\x1b[35m';
 // Bold and underlined: a line naming its reader stands out in any nickname's color.
 const MENTION = '\x1b[1;4m';
+// Dimmed as history is, and underlined: a missed message naming its reader is still found.
+const HISTORY_MENTION = '\x1b[2;4m';
 
 /**
  * Characters Node's readline takes for another width than terminals draw them (glibc's
@@ -169,7 +171,7 @@ export const view = {
     // A time that is no time, or far ahead of this clock, is not taken for now either.
     Math.abs(now.getTime() - at.getTime()) <= RECOVERED_IS_HISTORY_MS
       ? view.chat(s, at, from, msg, room, action, me, now)
-      : view.history(s, at, from, msg, room, now, action),
+      : view.history(s, at, from, msg, room, now, action, me),
   whisperIn: (s: Style, at: Date, from: string, msg: string) =>
     `${timestamp(s, at)} ${paint(s, WHISPER, '(whisper)')} ${nick(s, from)}: ${paint(s, WHISPER, text(msg))}`,
   whisperOut: (s: Style, at: Date, to: string, msg: string) =>
@@ -205,7 +207,9 @@ export const view = {
   },
   /**
    * A stored message shown on join or loaded by \\history: marked and dimmed,
-   * with its own time (and date, unless today), so it is not taken for live chat.
+   * with its own time (and date, unless today), so it is not taken for live chat. One
+   * naming `me`, the reader, is underlined too: those said while the reader was away are
+   * where a mention matters most.
    */
   history: (
     s: Style,
@@ -215,12 +219,13 @@ export const view = {
     room?: string,
     now = new Date(),
     action = false,
-  ) =>
-    paint(
-      s,
-      DIM,
-      `${storedAt(at, now)} ${room === undefined ? '' : `[${text(room)}] `}(history) ${action ? `* ${text(from)} ` : `${text(from)}: `}${text(msg)}`,
-    ),
+    me?: string,
+  ) => {
+    const head = `${storedAt(at, now)} ${room === undefined ? '' : `[${text(room)}] `}(history) ${action ? `* ${text(from)} ` : `${text(from)}: `}`;
+    return me !== undefined && from !== me && mentions(asString(msg), me)
+      ? `${paint(s, DIM, head)}${paint(s, HISTORY_MENTION, text(msg))}`
+      : paint(s, DIM, `${head}${text(msg)}`);
+  },
   /** A room whose missed messages could not all be replayed after a reconnect. */
   gap: (s: Style, room: string, reason: string | undefined) =>
     paint(

@@ -493,7 +493,18 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   const showHistory = (messages: readonly ChatMessage[]) => {
     for (const m of messages) {
       const at = new Date(m.at ?? Number.NaN);
-      say(view.history(style, at, m.from, m.msg, from(m.room), undefined, m.action === true));
+      say(
+        view.history(
+          style,
+          at,
+          m.from,
+          m.msg,
+          from(m.room),
+          undefined,
+          m.action === true,
+          client.nickname,
+        ),
+      );
     }
   };
   /**
@@ -959,7 +970,18 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           for (const m of page.messages) {
             const at = new Date(m.at);
             const room = from(page.room);
-            say(view.history(style, at, m.from, m.msg, room, undefined, m.action === true));
+            say(
+              view.history(
+                style,
+                at,
+                m.from,
+                m.msg,
+                room,
+                undefined,
+                m.action === true,
+                client.nickname,
+              ),
+            );
           }
           if (!page.more) say(view.info(style, `That is the beginning of ${page.room}.`));
           return;

@@ -69,6 +69,32 @@ describe('confab chat in a real terminal', () => {
     await bob.exit();
   });
 
+  it('underlines a stored message that names its reader, dimmed as history', async () => {
+    const port = server.address.port;
+    const bob = await ChatClient.connect({ port, nickname: 'bob', history: true });
+    const stored = (n: number) =>
+      new Promise<void>((resolve) => {
+        let left = n;
+        bob.on('stored', () => {
+          if (--left === 0) resolve();
+        });
+      });
+    const both = stored(2);
+    bob.chat('kim, are you there?');
+    bob.chat('hello all');
+    await both;
+    await chatAs('kim', port, { color: true });
+    await until(() => screen().includes('(history) bob: hello all'), 'the history');
+    const rows = screen(true).split('\n');
+    const esc = String.fromCharCode(27);
+    const underlined = new RegExp(`${esc}\\[(?:[0-9;]*;)?4(?:;[0-9;]*)?m`);
+    const named = rows.find((r) => r.includes('kim, are you there?'))!;
+    expect(named.split('kim, are you there?')[0]).toMatch(underlined);
+    expect(rows.find((r) => r.includes('hello all'))).not.toMatch(underlined);
+    tmux('send-keys', '-t', 'chat', 'C-c');
+    await bob.exit();
+  });
+
   it('leaves no prompt below its last lines when the server ends the session (a banned word)', async () => {
     await chatAs('rude', server.address.port);
     await until(() => screen().includes('You are the'), 'the welcome');

@@ -60,10 +60,20 @@ describe('history in the terminal client', () => {
     expect(said(-3600_000)).toBe('19:00 (history) bob: hi ann');
     expect(said(Number.NaN)).toBe('--:-- (history) bob: hi ann');
     expect(said(-60_000)).toBe('18:01 bob: hi ann');
-    // As history, dimmed whole: no mention's color inside it.
+    // As history, dimmed whole; a mention of the reader is underlined too.
     const old = new Date(today.getTime() - 3600_000);
     expect(view.recovered(color, old, 'bob', 'hi ann', undefined, true, 'ann', today)).toBe(
-      '\x1b[2m17:00 (history) * bob hi ann\x1b[0m',
+      '\x1b[2m17:00 (history) * bob \x1b[0m\x1b[2;4mhi ann\x1b[0m',
+    );
+    expect(view.recovered(color, old, 'bob', 'hi all', undefined, false, 'ann', today)).toBe(
+      '\x1b[2m17:00 (history) bob: hi all\x1b[0m',
+    );
+    // Stored on join too; not the reader's own words.
+    expect(view.history(color, old, 'bob', 'ann?', undefined, today, false, 'ann')).toBe(
+      '\x1b[2m17:00 (history) bob: \x1b[0m\x1b[2;4mann?\x1b[0m',
+    );
+    expect(view.history(color, old, 'ann', 'I am ann', undefined, today, false, 'ann')).toBe(
+      '\x1b[2m17:00 (history) ann: I am ann\x1b[0m',
     );
   });
 
