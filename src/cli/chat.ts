@@ -11,7 +11,7 @@ import {
   type TlsOptions,
 } from '../client/chat-client.js';
 import { ErrorCode, LOBBY } from '../protocol/codes.js';
-import type { BanEntry, Position, UserEntry } from '../protocol/messages.js';
+import type { BanEntry, HistoryEntry, Position, UserEntry } from '../protocol/messages.js';
 import {
   describeBan,
   describeModeration,
@@ -490,16 +490,18 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
           : view.chat(style, new Date(), m.from, m.msg, from(m.room), action, client.nickname),
     );
   });
-  const showHistory = (messages: readonly ChatMessage[]) => {
+  /** Stored messages of one room: on joining it, or a page of \\history. */
+  const showHistory = (messages: readonly (ChatMessage | HistoryEntry)[], room: string) => {
     for (const m of messages) {
       const at = new Date(m.at ?? Number.NaN);
+      const shown = from(room);
       say(
         view.history(
           style,
           at,
           m.from,
           m.msg,
-          from(m.room),
+          shown,
           undefined,
           m.action === true,
           client.nickname,
@@ -524,7 +526,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     if (since !== undefined && room.recovered === false) {
       say(view.gap(style, room.room, room.reason));
     }
-    showHistory(room.history);
+    showHistory(room.history, room.room);
   };
   /** Rooms whose gap was told with their history, so 'resumed' does not tell it again. */
   const gapTold = new Set<string>();
@@ -537,7 +539,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
       say(view.gap(style, r.room, r.reason));
       gapTold.add(r.room);
     }
-    showHistory(r.history);
+    showHistory(r.history, r.room);
   });
   client.on('gap', (g) => say(view.gap(style, g.room, g.reason)));
   client.on('reconnecting', (r) => {
@@ -967,22 +969,7 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
             return;
           }
           say(view.info(style, `Earlier in ${page.room}:`));
-          for (const m of page.messages) {
-            const at = new Date(m.at);
-            const room = from(page.room);
-            say(
-              view.history(
-                style,
-                at,
-                m.from,
-                m.msg,
-                room,
-                undefined,
-                m.action === true,
-                client.nickname,
-              ),
-            );
-          }
+          showHistory(page.messages, page.room);
           if (!page.more) say(view.info(style, `That is the beginning of ${page.room}.`));
           return;
         }

@@ -70,7 +70,10 @@ describe('confab chat in a real terminal', () => {
   });
 
   it('underlines a stored message that names its reader, dimmed as history', async () => {
-    const port = server.address.port;
+    // A server of its own: the shared one's lobby history would push other tests' lines away.
+    const own = await startConfab({ history: 'memory' });
+    onTestFinished(() => own.stop());
+    const port = own.address.port;
     const bob = await ChatClient.connect({ port, nickname: 'bob', history: true });
     const stored = (n: number) =>
       new Promise<void>((resolve) => {
