@@ -95,6 +95,12 @@ function connectAfresh(
   caps: readonly Capability[] | undefined,
   limits: Limits | undefined,
 ): void {
+  // The token of a session kicked while its connection was dead: told now, not let back in.
+  const kicked = req.resume === undefined ? undefined : ctx.kicks.take(req.resume, ctx.now());
+  if (kicked !== undefined) {
+    ctx.disconnect(session, 'kicked', kicked);
+    return;
+  }
   const checked = usableNickname(ctx, req.nickname);
   if (!checked.ok) {
     session.reply({ type: 'connect-refused', reason: 'invalid', detail: checked.reason });

@@ -87,6 +87,10 @@ export function removeMember(
       target,
     );
   }
+  // A ban refuses the reconnect by itself; a kick is remembered for it.
+  if (action === 'kick' && target.resumeToken !== undefined) {
+    ctx.kicks.remember(target.resumeToken, detail, ctx.now());
+  }
   ctx.disconnect(target, action === 'kick' ? 'kicked' : 'banned', detail);
   return room?.key;
 }

@@ -1054,6 +1054,48 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
+  it('is told of a kick that came while its connection was dead, and does not come back', async () => {
+    const server = await startConfab({ 'http-port': '0', history: 'memory' });
+    const relay = await TcpRelay.start(server.httpAddress!.port);
+    const page = await openPage(relay.port);
+    const watcher = await join(server.address.port, 'watcher', {
+      caps: ['errors', 'rooms', 'moderation'],
+    });
+    try {
+      await joinAs(page, 'kim');
+      await enterRoom(page, 'physics');
+      watcher.sendPy({ cmd: '100', room: 'physics' });
+      await watcher.expect('101');
+      // The page's link dies: the server still holds a connection that reads nothing, and the
+      // page's reconnect waits.
+      relay.hold();
+      relay.strand();
+      await page.locator('#status[data-status="reconnecting"]').waitFor();
+      const stored = hashPassword('sesame');
+      server.chat.reconfigure({
+        operators: [{ name: 'teacher', verify: (p) => verifyPassword(p, stored) }],
+      });
+      watcher.sendPy({ cmd: '92', name: 'teacher', password: 'sesame' });
+      await watcher.expect('93');
+      watcher.sendPy({ cmd: '94', nickname: 'kim', reason: 'spam' });
+      await watcher.expect('99');
+      // What the watcher heard before: kim's joins and leaves.
+      watcher.received.splice(0);
+      relay.release();
+      await page.locator('#join-error', { hasText: 'kicked by teacher: spam' }).waitFor();
+      expect(await page.getAttribute('#status', 'data-status')).toBe('offline');
+      // Not back in any room: the watcher hears no join of kim's.
+      watcher.sendPy({ cmd: '1' });
+      expect(JSON.stringify(await watcher.expect('10'))).not.toContain('kim');
+      expect(watcher.received.filter((m) => m.cmd === '8')).toEqual([]);
+    } finally {
+      watcher.close();
+      await page.close();
+      await relay.close();
+      await server.stop();
+    }
+  }, 60_000);
+
   it('sends one CONNECT for Join pressed again while the server answers it', async () => {
     const server = await startConfab({ 'http-port': '0', history: 'memory' });
     const relay = await TcpRelay.start(server.httpAddress!.port);

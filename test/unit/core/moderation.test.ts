@@ -35,6 +35,26 @@ function oper(nickname = 'op', ip = '127.0.0.1'): FakePeer {
   return op;
 }
 
+/** A connection from `ip` that has sent nothing yet. */
+function opened(ip: string): FakePeer {
+  const peer = new FakePeer(ip);
+  peer.session = chat.open(peer);
+  return peer;
+}
+
+/** Capabilities of a client that resumes its session with a token. */
+const RESUMING = ['errors', 'rooms', 'history', 'moderation'];
+
+/** A server that keeps history, so that its sessions get resume tokens. */
+function chatWithHistory(): Chat {
+  return new Chat({
+    operators: [teacher],
+    banStore: store,
+    clock: () => now,
+    history: new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } }),
+  });
+}
+
 function drain(...peers: FakePeer[]): void {
   for (const p of peers) p.take();
 }
@@ -153,8 +173,7 @@ describe('KICK', () => {
 
   it('answers the operator with the "99" also when it is not in the room the kick is told in, and once when it is', () => {
     const bob = connect('bob');
-    const staff = new FakePeer('192.0.2.2');
-    staff.session = chat.open(staff);
+    const staff = opened('192.0.2.2');
     send(staff, { cmd: '0', nickname: 'staffer', caps: [...MOD, 'rooms'], lobby: false });
     send(staff, { cmd: '100', room: 'staff' });
     send(staff, { cmd: '92', name: 'teacher', password: 'sesame' });
@@ -265,10 +284,8 @@ describe('BAN', () => {
 
   it('refuses at CONNECT a connection accepted before its address was banned', () => {
     const op = oper('op', '192.0.2.1');
-    const course = new FakePeer('203.0.113.9');
-    course.session = chat.open(course);
-    const modern = new FakePeer('203.0.113.10');
-    modern.session = chat.open(modern);
+    const course = opened('203.0.113.9');
+    const modern = opened('203.0.113.10');
     send(op, { cmd: '95', mask: '203.0.113.0/24' });
     send(course, { cmd: '0', nickname: 'late' });
     expect(course.take()).toEqual([{ cmd: '01' }]);
@@ -282,20 +299,13 @@ describe('BAN', () => {
   });
 
   it('removes a member resumed from a connection accepted before its address was banned, before its "03"', () => {
-    chat = new Chat({
-      operators: [teacher],
-      banStore: store,
-      clock: () => now,
-      history: new MemoryHistoryStore({ retention: { maxMessages: 100, maxAgeMs: 0 } }),
-    });
-    const caps = ['errors', 'rooms', 'history', 'moderation'];
-    const ann = new FakePeer('192.0.2.7');
-    ann.session = chat.open(ann);
+    chat = chatWithHistory();
+    const caps = RESUMING;
+    const ann = opened('192.0.2.7');
     send(ann, { cmd: '0', nickname: 'ann', caps });
     const token = (ann.take().find((m) => m.cmd === '03') as { resume: string }).resume;
     const watcher = connect('watcher', ['moderation']);
-    const later = new FakePeer('203.0.113.9');
-    later.session = chat.open(later);
+    const later = opened('203.0.113.9');
     const op = oper('op', '192.0.2.1');
     send(op, { cmd: '95', mask: '203.0.113.0/24' });
     drain(watcher, op);
@@ -304,6 +314,42 @@ describe('BAN', () => {
     expect(later.closedWith).toBe('banned');
     expect(watcher.take().map((m) => m.cmd)).toEqual(['99', '30']);
     expect(chat.find('ann')).toBeUndefined();
+  });
+
+  it('tells a kicked session that comes back with its token of the kick, once, and keeps it out of its rooms', () => {
+    chat = chatWithHistory();
+    const caps = RESUMING;
+    const ann = connect('ann', undefined);
+    drain(ann);
+    const kicked = opened('192.0.2.7');
+    send(kicked, { cmd: '0', nickname: 'kim', caps });
+    send(kicked, { cmd: '100', room: 'physics' });
+    const token = (kicked.take().find((m) => m.cmd === '03') as { resume: string }).resume;
+    const op = oper('op', '192.0.2.1');
+    // Its connection dead without a close: the "90" 2005 is written, and never read.
+    send(op, { cmd: '94', nickname: 'kim', reason: 'spam' });
+    expect(kicked.closedWith).toBe('kicked');
+    drain(op, ann);
+    const back = opened('192.0.2.7');
+    send(back, { cmd: '0', nickname: 'kim', caps, resume: token });
+    expect(back.take()).toEqual([
+      { cmd: '90', code: ErrorCode.KICKED, message: 'kicked by teacher: spam' },
+    ]);
+    expect(back.closedWith).toBe('kicked');
+    expect(chat.find('kim')).toBeUndefined();
+    expect(ann.take()).toEqual([]);
+    // Told once: joining again after it is no reconnect, and is let in.
+    now += 1_000;
+    const again = opened('192.0.2.7');
+    send(again, { cmd: '0', nickname: 'kim', caps, resume: token });
+    const welcome = again.take().find((m) => m.cmd === '03') as { resume: string } | undefined;
+    expect(welcome).toBeDefined();
+    // Nor is a kick long past: a token presented ten minutes later is an ordinary CONNECT.
+    send(op, { cmd: '94', nickname: 'kim' });
+    now += 10 * 60_000 + 1;
+    const late = opened('192.0.2.7');
+    send(late, { cmd: '0', nickname: 'kim', caps, resume: welcome!.resume });
+    expect(late.take().map((m) => m.cmd)).toContain('03');
   });
 
   it('refuses a ban that would match the operator itself, and bans nothing', () => {
