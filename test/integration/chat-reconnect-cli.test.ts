@@ -1,6 +1,7 @@
 import type net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
+import { hashPassword, verifyPassword } from '../../src/password.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { until } from '../helpers/cluster.js';
 import { join } from '../helpers/raw-client.js';
@@ -129,6 +130,37 @@ describe('confab chat reconnects by itself', () => {
       await ann.waitFor('Not sent to r2: lost in r2');
       await bob.exit();
     } finally {
+      await ann.stop();
+      await relay.close();
+      await server.stop();
+    }
+  });
+
+  it('says it was kicked when the kick came while its connection was dead, and does not come back', async () => {
+    const server = await startConfab({ history: 'memory' });
+    const relay = await TcpRelay.start(server.address.port);
+    const ann = ChatProcess.start(['ann', '--port', String(relay.port)]);
+    const op = await join(server.address.port, 'op', { caps: ['errors', 'moderation'] });
+    try {
+      await ann.waitFor(/You are the \d\w+ user\./);
+      const stored = hashPassword('sesame');
+      server.chat.reconfigure({
+        operators: [{ name: 'teacher', verify: (p) => verifyPassword(p, stored) }],
+      });
+      op.sendPy({ cmd: '92', name: 'teacher', password: 'sesame' });
+      await op.expect('93');
+      // The server keeps a connection that reads nothing; the client's reconnect waits.
+      relay.hold();
+      relay.strand();
+      await ann.waitFor('Connection lost.');
+      op.sendPy({ cmd: '94', nickname: 'ann', reason: 'spam' });
+      await op.expect('99');
+      relay.release();
+      await ann.waitFor('kicked by teacher: spam');
+      expect(await ann.exited).toBe(1);
+      expect(server.chat.find('ann')).toBeUndefined();
+    } finally {
+      op.close();
       await ann.stop();
       await relay.close();
       await server.stop();
