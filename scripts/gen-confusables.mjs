@@ -79,13 +79,21 @@ const EXTRA = {
   ʏ: 'y',
   ᴢ: 'z',
   ĸ: 'k',
-  // r and t with a hook, a tail or a long leg, which many fonts draw as the plain letter.
+  // r and t with a hook, a tail, a leg, a curl or a stroke, which many fonts draw close to
+  // the plain letter.
   ɼ: 'r',
   ɽ: 'r',
   ɾ: 'r',
+  ᶉ: 'r',
+  ꞧ: 'r',
+  ꭉ: 'r',
+  ꭋ: 'r',
+  ꭌ: 'r',
   ƫ: 't',
   ƭ: 't',
   ʈ: 't',
+  ȶ: 't',
+  ⱦ: 't',
 };
 const extras = [];
 for (const [from, to] of Object.entries(EXTRA)) {

@@ -246,7 +246,6 @@ function warnIfShared(file: string, log: Logger): void {
   );
 }
 
-/** A --data-dir held by this server alone. */
 /**
  * Refuses a second server on the same --data-dir, whatever its --history: each rewrites
  * bans.json whole from its own list, so one would drop the other's bans.
@@ -1059,17 +1058,22 @@ export class ConfabServer {
             (a) => `Web app on http://${a.ip.includes(':') ? `[${a.ip}]` : a.ip}:${a.port}/`,
           );
     for (const announce of announced) announce();
-    dirLock?.watch((hold) => {
+    dirLock?.watch((change) => {
       const lockFile = path.join(dataDir, 'confab.lock');
-      if (hold === 'taken again') {
+      if (change.kind === 'taken again') {
         log.warn(
           { dataDir },
           `${lockFile} was removed or replaced while this server ran: locked again`,
         );
-      } else {
+      } else if (change.kind === 'shared') {
         log.error(
           { dataDir },
-          `${lockFile} was removed or replaced while this server ran, and another server holds it now: two servers are running on one data dir; bans changed here are no longer saved`,
+          `${lockFile} was removed or replaced while this server ran, and another server holds it now: two servers are running on one data dir; bans changed here are not saved until this server restarts`,
+        );
+      } else {
+        log.error(
+          { dataDir, err: change.error },
+          `${lockFile} was removed or replaced while this server ran, and cannot be locked again: bans changed here are not saved while it cannot`,
         );
       }
     });

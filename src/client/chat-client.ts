@@ -747,10 +747,10 @@ export class ChatClient extends EventEmitter<ChatEvents> {
     this.send(reason ? { cmd: Cmd.KICK, nickname, reason } : { cmd: Cmd.KICK, nickname });
   }
 
-  /** Bans a nickname, address or CIDR block (for `seconds`, or until unbanned); resolves with the list. */
   /**
-   * The bans in force after this one, and `unsaved` when the server could not keep the
-   * change past its restart (its reason).
+   * Bans a nickname, address or CIDR block (for `seconds`, or until unbanned). Resolves with
+   * the bans in force after it, and `unsaved` when the server could not keep the change past
+   * its restart (its reason).
    */
   async ban(
     mask: string,

@@ -145,8 +145,10 @@ export class BanList {
     return !this.bans.some((b) => b.matcher.key === key && live(b.ban, now));
   }
 
-  /** Adds (or replaces the ban on the same mask) and saves. */
-  /** Adds a ban, in force whether or not the store could write it (see Saved). */
+  /**
+   * Adds a ban (or replaces the one on the same mask) and saves the list; the ban is in
+   * force whether or not the store could write it (see Saved).
+   */
   add(ban: Ban, at: number): Saved {
     const now = this.at(at);
     const matcher = parseMask(ban.mask);

@@ -14,7 +14,7 @@ import { type ChatEvent, Delivery, type SaidEvent } from './events.js';
 import { type Appended, asAction, type HistoryStore, type MessageDraft } from './history.js';
 import { Identities } from './identities.js';
 import { LogLimiter } from './log-limit.js';
-import { type Operator, operatorByKey, operatorKey, RecentKicks } from './moderation.js';
+import { type Operator, operatorByKey, operatorKey, RecentRemovals } from './moderation.js';
 import { nicknameKey, nicknameLookupKey } from './nickname.js';
 import { OwnChats, type StoredChat } from './own-chats.js';
 import { type DisconnectReason, type Logger, type Peer, silentLogger } from './ports.js';
@@ -242,7 +242,7 @@ export class Chat implements ChatContext, SessionHost {
   maxMessage: number;
   readonly log: Logger;
   readonly bans: BanList;
-  readonly kicks = new RecentKicks();
+  readonly removals = new RecentRemovals();
   operators: readonly Operator[] = [];
   operatorNames: ReadonlySet<string> = new Set();
   private readonly clock: Clock;

@@ -12,7 +12,7 @@ import type { BanList } from './bans.js';
 import type { Broker, ChatPlace, WhisperEvent } from './broker.js';
 import type { ChatEvent } from './events.js';
 import type { LogLimiter } from './log-limit.js';
-import type { Operator, RecentKicks } from './moderation.js';
+import type { Operator, RecentRemovals } from './moderation.js';
 import type { DisconnectReason, Logger } from './ports.js';
 import type { Presence, PresenceMember, RoomCount } from './presence.js';
 import type { Room } from './room.js';
@@ -39,8 +39,8 @@ export interface ChatContext {
    */
   readonly refusals: LogLimiter;
   readonly bans: BanList;
-  /** Tokens of sessions kicked lately, for a reconnect that never heard of its kick. */
-  readonly kicks: RecentKicks;
+  /** Tokens of sessions removed lately, for a reconnect that never heard of its removal. */
+  readonly removals: RecentRemovals;
   /** As configured now; a reload replaces the list for OPERs from then on. */
   readonly operators: readonly Operator[];
   /** The look-alike keys (nicknameKey) of the operators' names, which no nickname may have. */

@@ -95,10 +95,11 @@ function connectAfresh(
   caps: readonly Capability[] | undefined,
   limits: Limits | undefined,
 ): void {
-  // The token of a session kicked while its connection was dead: told now, not let back in.
-  const kicked = req.resume === undefined ? undefined : ctx.kicks.take(req.resume, ctx.now());
-  if (kicked !== undefined) {
-    ctx.disconnect(session, 'kicked', kicked);
+  // The token of a session kicked or banned while its connection was dead: told now, not let
+  // back in.
+  const removed = req.resume === undefined ? undefined : ctx.removals.take(req.resume, ctx.now());
+  if (removed !== undefined) {
+    ctx.disconnect(session, removed.action === 'kick' ? 'kicked' : 'banned', removed.detail);
     return;
   }
   const checked = usableNickname(ctx, req.nickname);

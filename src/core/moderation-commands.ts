@@ -8,6 +8,7 @@ import type { Broker, NodeNotice } from './broker.js';
 import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
 import { Delivery, type SessionRef } from './events.js';
 import { removalDetail } from './moderation.js';
+import { setNewest } from './newest.js';
 import {
   addressLike,
   addressSeries,
@@ -87,9 +88,10 @@ export function removeMember(
       target,
     );
   }
-  // A ban refuses the reconnect by itself; a kick is remembered for it.
-  if (action === 'kick' && target.resumeToken !== undefined) {
-    ctx.kicks.remember(target.resumeToken, detail, ctx.now());
+  // For its reconnect, should its connection be dead: a ban would not refuse one from
+  // another address or after it ended, nor say why.
+  if (target.resumeToken !== undefined) {
+    ctx.removals.remember(target.resumeToken, action, detail, ctx.now());
   }
   ctx.disconnect(target, action === 'kick' ? 'kicked' : 'banned', detail);
   return room?.key;
@@ -136,13 +138,7 @@ function kickAnswerKey(kick: KickAnswer): string {
 
 function rememberKickAnswer(session: Session, key: string, how: 'shown' | 'told'): void {
   session.kickAnswers ??= new Map();
-  const answers = session.kickAnswers;
-  answers.delete(key);
-  answers.set(key, how);
-  if (answers.size > KICK_ANSWERS_KEPT) {
-    const oldest = answers.keys().next();
-    if (oldest.done !== true) answers.delete(oldest.value);
-  }
+  setNewest(session.kickAnswers, key, how, KICK_ANSWERS_KEPT);
 }
 
 /**

@@ -3,6 +3,8 @@
  * name and password from the config file. The core never sees a password
  * hash's format: `verify` is the composition root's (scrypt, node:crypto).
  */
+import { setNewest } from './newest.js';
+
 export interface Operator {
   readonly name: string;
   /** Compares in constant time; never logs the password. */
@@ -25,35 +27,37 @@ export function operatorByKey(operators: readonly Operator[], key: string): Oper
   return operators.find((o) => operatorKey(o) === key);
 }
 
-/** How long a kicked session's token is answered with its kick: a reconnect comes in seconds. */
-const KICK_REMEMBERED_MS = 10 * 60_000;
-/** Kicks remembered at most, the oldest forgotten first. */
-const KICKS_REMEMBERED = 1_000;
+/** How long a removed session's token is answered with its removal: a reconnect comes in seconds. */
+const REMOVAL_REMEMBERED_MS = 10 * 60_000;
+/** Removals remembered at most, the oldest forgotten first. */
+const REMOVALS_REMEMBERED = 1_000;
+
+/** A KICK or BAN that removed a session, as its member was told it ("90" 2005 or 2006). */
+export interface Removal {
+  readonly action: 'kick' | 'ban';
+  readonly detail: string;
+}
 
 /**
- * Resume tokens of sessions a KICK removed, with what each was told. A client whose
- * connection was already dead (half-open after a Wi-Fi change) never read its "90" 2005;
- * its reconnect, the token spent, would come back as a new session and rejoin its rooms.
- * Its CONNECT is answered with the kick instead, once.
+ * Resume tokens of sessions a KICK or BAN removed, with what each was told. A client whose
+ * connection was already dead (half-open after a Wi-Fi change) never read its "90"; its
+ * reconnect, the token spent, would come back as a new session and rejoin its rooms (a ban
+ * stops it only from the banned address or name, and while it lasts). Its CONNECT is
+ * answered with the removal instead, once.
  */
-export class RecentKicks {
-  private readonly kicks = new Map<string, { detail: string; at: number }>();
+export class RecentRemovals {
+  private readonly removals = new Map<string, Removal & { at: number }>();
 
-  remember(token: string, detail: string, now: number): void {
-    this.kicks.delete(token);
-    this.kicks.set(token, { detail, at: now });
-    if (this.kicks.size > KICKS_REMEMBERED) {
-      const oldest = this.kicks.keys().next();
-      if (oldest.done !== true) this.kicks.delete(oldest.value);
-    }
+  remember(token: string, action: Removal['action'], detail: string, now: number): void {
+    setNewest(this.removals, token, { action, detail, at: now }, REMOVALS_REMEMBERED);
   }
 
-  /** What the session `token` resumed was kicked with, if lately; only the first time asked. */
-  take(token: string, now: number): string | undefined {
-    const kick = this.kicks.get(token);
-    if (kick === undefined) return undefined;
-    this.kicks.delete(token);
-    return now - kick.at <= KICK_REMEMBERED_MS ? kick.detail : undefined;
+  /** What removed the session `token` resumed, if lately; only the first time asked. */
+  take(token: string, now: number): Removal | undefined {
+    const removal = this.removals.get(token);
+    if (removal === undefined) return undefined;
+    this.removals.delete(token);
+    return now - removal.at <= REMOVAL_REMEMBERED_MS ? removal : undefined;
   }
 }
 

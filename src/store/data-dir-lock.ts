@@ -6,18 +6,32 @@ import { FileLock } from './file-lock.js';
 /** How often a running server checks that confab.lock still names the file it holds. */
 const CHECK_MS = 2_000;
 
-/** What a check found: the lock as it was, made again after its file went, or another's. */
-export type DataDirHold = 'held' | 'taken again' | 'lost';
+/** A change in a server's hold on its data dir, found by a check. */
+export type DataDirChange =
+  /** Its lock file was removed or replaced, and is locked again. */
+  | { kind: 'taken again' }
+  /** Another server holds the lock file there now: two servers run on the dir. */
+  | { kind: 'shared' }
+  /** The lock file there cannot be locked (a directory or a FIFO in its place, say). */
+  | { kind: 'failed'; error: Error };
 
 /**
  * One server's hold on its --data-dir: each server rewrites bans.json whole from its own
  * list, so two on one dir drop each other's bans. The lock is a file (FileLock); a file
  * removed or replaced while the server runs let a second server start, so the hold is
- * checked every few seconds and before each write, and a file gone is locked again.
+ * checked every few seconds and before each write, and a file gone is locked again. Once
+ * another server has held the dir, this one writes no bans.json until it restarts.
  */
 export class DataDirLock {
   private timer: ReturnType<typeof setInterval> | undefined;
-  private lost = false;
+  private changed: ((change: DataDirChange) => void) | undefined;
+  /**
+   * Another server held the dir while this one ran: its bans.json may hold bans this one
+   * never read, which a write from this one's list would drop, until this one restarts.
+   */
+  private shared = false;
+  /** Why the lock file cannot be locked again, while it cannot. */
+  private failure: Error | undefined;
 
   private constructor(
     /** The directory itself, links resolved at start: a link repointed later moves nothing. */
@@ -44,39 +58,45 @@ export class DataDirLock {
   }
 
   /**
-   * Whether this server still holds the dir. Its lock file removed or replaced, it locks
+   * Looks that this server still holds the dir. Its lock file removed or replaced, it locks
    * the file there now (made again if missing), unless another server holds that one.
    */
-  check(): DataDirHold {
-    if (this.lock.named()) return 'held';
+  check(): void {
+    if (this.lock.named()) return;
     try {
       makeDirectory(this.dir);
       const again = FileLock.take(this.lock.file);
       this.lock.release();
       this.lock = again;
-      this.lost = false;
-      return 'taken again';
-    } catch {
-      this.lost = true;
-      return 'lost';
+      this.failure = undefined;
+      this.changed?.({ kind: 'taken again' });
+    } catch (err) {
+      if (FileLock.isHeld(err)) {
+        if (!this.shared) this.changed?.({ kind: 'shared' });
+        this.shared = true;
+        return;
+      }
+      const error = err instanceof Error ? err : new Error(String(err));
+      if (this.failure === undefined) this.changed?.({ kind: 'failed', error });
+      this.failure = error;
     }
   }
 
-  /** Checks every few seconds, telling `changed` when the hold changes. */
-  watch(changed: (hold: Exclude<DataDirHold, 'held'>) => void): void {
-    this.timer = setInterval(() => {
-      const wasLost = this.lost;
-      const hold = this.check();
-      if (hold === 'taken again' || (hold === 'lost' && !wasLost)) changed(hold);
-    }, CHECK_MS);
+  /** Checks every few seconds from now on; `changed` hears of every change a check finds. */
+  watch(changed: (change: DataDirChange) => void): void {
+    this.changed = changed;
+    this.timer = setInterval(() => this.check(), CHECK_MS);
     this.timer.unref();
   }
 
-  /** Throws unless this server holds the dir: before a write another server's would undo. */
+  /**
+   * Throws unless this server may write bans.json: it holds the dir, and no other server
+   * held it meanwhile.
+   */
   ensure(): void {
-    if (this.check() === 'lost') {
-      throw new Error('another server holds this data dir now');
-    }
+    this.check();
+    if (this.shared) throw new Error('another server used this data dir meanwhile');
+    if (this.failure !== undefined) throw this.failure;
   }
 
   release(): void {

@@ -4,7 +4,16 @@
  * goes with the server that held it, when it stops or fails to start. (Servers in other
  * processes: integration/history, "says so when history.db was restored…".)
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -12,6 +21,7 @@ import { hashPassword, verifyPassword } from '../../src/password.js';
 import type { ConfabServer } from '../../src/server.js';
 import { FileLock } from '../../src/store/file-lock.js';
 import { until } from '../helpers/cluster.js';
+import { heldByAnother } from '../helpers/lock-held.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
 import { ownDataDir, startConfab } from '../helpers/servers.js';
 
@@ -63,30 +73,46 @@ describe('the --data-dir lock', () => {
     }
   });
 
-  it('tells the operator its bans are not saved while another holds the lock, and saves them once it is back', async () => {
+  it('saves no bans once another server held its data dir, says so, and keeps the lock once that one goes', async () => {
     const dir = ownDataDir();
     const lockFile = path.join(dir, 'confab.lock');
+    const bansFile = path.join(dir, 'bans.json');
     const server = await startConfab({ 'data-dir': dir, history: 'off', 'rate-limit': '0' });
     const op = await operatorOf(server);
     let other: FileLock | undefined;
+    const unsaved = (why: string) =>
+      `the ban list could not be saved (${why}): this change holds only until the server restarts`;
     try {
-      // Another server took a new lock file the moment this one's was removed.
+      // A lock file that cannot be locked (a directory in its place): the cause is told.
+      rmSync(lockFile);
+      mkdirSync(lockFile);
+      op.sendPy({ cmd: '95', mask: 'trent' });
+      expect(await op.expect('98')).toMatchObject({
+        unsaved: expect.stringMatching(/^the ban list could not be saved \([A-Z_]+\)/),
+      });
+      rmdirSync(lockFile);
+      op.sendPy({ cmd: '95', mask: 'walter' });
+      expect(await op.expect('98')).not.toHaveProperty('unsaved');
+      // Another server took a new lock file the moment this one's was removed: it writes the
+      // list from its own bans.
       rmSync(lockFile);
       other = FileLock.take(lockFile);
+      writeFileSync(bansFile, JSON.stringify({ bans: [] }));
       op.sendPy({ cmd: '95', mask: 'mallory' });
       expect(await op.expect('98')).toMatchObject({
-        bans: [{ mask: 'mallory' }],
-        unsaved:
-          'the ban list could not be saved (another server holds this data dir now): this change holds only until the server restarts',
+        bans: [{ mask: 'trent' }, { mask: 'walter' }, { mask: 'mallory' }],
+        unsaved: unsaved('another server used this data dir meanwhile'),
       });
-      expect(existsSync(path.join(dir, 'bans.json'))).toBe(false);
       other.release();
       other = undefined;
+      // Gone: the lock is this server's again, and a third is refused, but this one's list
+      // still misses what the other wrote, and writes it no more until it restarts.
+      await until('the lock taken again', () => heldByAnother(lockFile), 10_000);
       op.sendPy({ cmd: '95', mask: 'eve' });
-      expect(await op.expect('98')).not.toHaveProperty('unsaved');
-      expect(JSON.parse(readFileSync(path.join(dir, 'bans.json'), 'utf8'))).toMatchObject({
-        bans: [{ mask: 'mallory' }, { mask: 'eve' }],
+      expect(await op.expect('98')).toMatchObject({
+        unsaved: unsaved('another server used this data dir meanwhile'),
       });
+      expect(JSON.parse(readFileSync(bansFile, 'utf8'))).toEqual({ bans: [] });
     } finally {
       op.close();
       other?.release();

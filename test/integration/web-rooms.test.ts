@@ -1018,7 +1018,8 @@ describe('web client history and resume in Chromium', () => {
     const first = await startConfab({ 'http-port': '0', history: 'memory', 'room-capacity': '1' });
     const port = first.address.port;
     const httpPort = first.httpAddress!.port;
-    const page = await openPage(httpPort);
+    const relay = await TcpRelay.start(httpPort);
+    const page = await openPage(relay.port);
     let again: ConfabServer | undefined;
     let bob: RawClient | undefined;
     try {
@@ -1029,6 +1030,8 @@ describe('web client history and resume in Chromium', () => {
       expect((await typeAndRead(page, 'typed into r2 while away')).marks).toEqual([
         '(waiting for the connection)',
       ]);
+      // The page's attempts wait until bob is in.
+      relay.hold();
       again = await startConfab({
         port: String(port),
         'http-port': String(httpPort),
@@ -1039,6 +1042,7 @@ describe('web client history and resume in Chromium', () => {
       bob = await join(port, 'bob', { caps: ['rooms'] });
       bob.sendPy({ cmd: '100', room: 'r2' });
       await bob.expect('101');
+      relay.release();
       await page.locator('#status[data-status="online"]').waitFor({ timeout: 30_000 });
       await seeLine(page, 'lobby', 'You are no longer in #r2.');
       // The line's view is gone with the room: its words are not.
@@ -1049,6 +1053,7 @@ describe('web client history and resume in Chromium', () => {
     } finally {
       bob?.close();
       await page.close();
+      await relay.close();
       await again?.stop();
       await first.stop();
     }

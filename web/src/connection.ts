@@ -135,7 +135,9 @@ export class Connection {
   /**
    * Rooms whose "101" follows "03" unasked (the lobby; a resume's rooms): not the answer to a
    * JOIN written meanwhile, as restore's are after a new session. They all come before the
-   * answer to the first call written after "03", which ends the list.
+   * answer to the first call written after "03", which ends the list: the page asks USERS or
+   * VERSION at once (main.ts, `joined`). A JOIN of a room not in the list is answered
+   * whatever came first.
    */
   private welcome = new Set<string>();
 

@@ -316,7 +316,7 @@ describe('BAN', () => {
     expect(chat.find('ann')).toBeUndefined();
   });
 
-  it('tells a kicked session that comes back with its token of the kick, once, and keeps it out of its rooms', () => {
+  it('tells a kicked or banned session that comes back with its token of it, once, and keeps it out of its rooms', () => {
     chat = chatWithHistory();
     const caps = RESUMING;
     const ann = connect('ann', undefined);
@@ -349,7 +349,17 @@ describe('BAN', () => {
     now += 10 * 60_000 + 1;
     const late = opened('192.0.2.7');
     send(late, { cmd: '0', nickname: 'kim', caps, resume: welcome!.resume });
-    expect(late.take().map((m) => m.cmd)).toContain('03');
+    const lateWelcome = late.take().find((m) => m.cmd === '03') as { resume: string } | undefined;
+    expect(lateWelcome).toBeDefined();
+    // A ban of its address is told too when it comes back from another one.
+    send(op, { cmd: '95', mask: '192.0.2.7' });
+    expect(late.closedWith).toBe('banned');
+    const moved = opened('198.51.100.4');
+    send(moved, { cmd: '0', nickname: 'kim', caps, resume: lateWelcome!.resume });
+    expect(moved.take()).toEqual([
+      { cmd: '90', code: ErrorCode.BANNED, message: 'banned by teacher' },
+    ]);
+    expect(moved.closedWith).toBe('banned');
   });
 
   it('refuses a ban that would match the operator itself, and bans nothing', () => {

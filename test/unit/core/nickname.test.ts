@@ -85,13 +85,18 @@ describe('look-alike nicknames share one key', () => {
     same('𝔭𝒶ỿ𝕡𝕒ℓ', 'paypal');
   });
 
-  it('folds hooked r and t, which confusables.txt leaves out', () => {
+  it('folds r and t with a hook, a tail, a curl or a stroke, which confusables.txt leaves out', () => {
     same('teache\u027e', 'teacher');
     same('\u01abeacher', 'teacher');
     same('\u0288eache\u027d', 'teacher');
     same('\u01acEACHER', 'teacher');
     same('\u027coot', 'root');
     same('\u01adom', 'tom');
+    same('teache\u1d89', 'teacher');
+    same('teache\ua7a7', 'teacher');
+    same('\u0236eacher', 'teacher');
+    same('\u2c66eacher', 'teacher');
+    same('\u023eEACHER', 'teacher');
   });
 
   it('folds small capitals, and kra, which confusables.txt leaves out', () => {

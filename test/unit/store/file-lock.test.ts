@@ -2,19 +2,10 @@ import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FileLock } from '../../../src/store/file-lock.js';
+import { heldByAnother } from '../../helpers/lock-held.js';
 import { useTempDir } from '../../helpers/temp-dir.js';
 
 const temp = useTempDir('confab-lock-');
-
-/** Whether taking the lock on `file` now fails because another holder has it. */
-function heldByAnother(file: string): boolean {
-  try {
-    FileLock.take(file).release();
-    return false;
-  } catch (err) {
-    return FileLock.isHeld(err);
-  }
-}
 
 describe('FileLock', () => {
   it('refuses a second holder until the first lets go', () => {
