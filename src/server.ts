@@ -1061,9 +1061,12 @@ export class ConfabServer {
     dirLock?.watch((change) => {
       const lockFile = path.join(dataDir, 'confab.lock');
       if (change.kind === 'taken again') {
+        const still = change.shared
+          ? ', but bans changed here are still not saved until this server restarts: another server held the data dir meanwhile'
+          : '';
         log.warn(
           { dataDir },
-          `${lockFile} was removed or replaced while this server ran: locked again`,
+          `${lockFile} was removed or replaced while this server ran: locked again${still}`,
         );
       } else if (change.kind === 'shared') {
         log.error(

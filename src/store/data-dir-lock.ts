@@ -8,8 +8,8 @@ const CHECK_MS = 2_000;
 
 /** A change in a server's hold on its data dir, found by a check. */
 export type DataDirChange =
-  /** Its lock file was removed or replaced, and is locked again. */
-  | { kind: 'taken again' }
+  /** Its lock file was removed or replaced, and is locked again; `shared`: see DataDirLock. */
+  | { kind: 'taken again'; shared: boolean }
   /** Another server holds the lock file there now: two servers run on the dir. */
   | { kind: 'shared' }
   /** The lock file there cannot be locked (a directory or a FIFO in its place, say). */
@@ -69,7 +69,7 @@ export class DataDirLock {
       this.lock.release();
       this.lock = again;
       this.failure = undefined;
-      this.changed?.({ kind: 'taken again' });
+      this.changed?.({ kind: 'taken again', shared: this.shared });
     } catch (err) {
       if (FileLock.isHeld(err)) {
         if (!this.shared) this.changed?.({ kind: 'shared' });

@@ -1046,7 +1046,11 @@ describe('web client history and resume in Chromium', () => {
       await page.locator('#status[data-status="online"]').waitFor({ timeout: 30_000 });
       await seeLine(page, 'lobby', 'You are no longer in #r2.');
       // The line's view is gone with the room: its words are not.
-      await seeLine(page, 'lobby', 'Not sent to #r2: typed into r2 while away');
+      await seeLine(
+        page,
+        'lobby',
+        'Not sent to #\u2068r2\u2069: \u2068typed into r2 while away\u2069',
+      );
       // Nothing left of the room: no view, no button, nothing a reload would join again.
       expect(await page.locator('ol.messages[data-room="r2"]').count()).toBe(0);
       expect(await page.locator('.room-button[data-room="r2"]').count()).toBe(0);

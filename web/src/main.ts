@@ -28,7 +28,7 @@ import {
   versionBox,
 } from './dom.js';
 import { onMessage } from './incoming.js';
-import { line, markNotSent } from './lines.js';
+import { isolated, line, markNotSent } from './lines.js';
 import { memberNames, setStale } from './members.js';
 import {
   listMoreRooms,
@@ -217,7 +217,8 @@ const connection = new Connection(wsUrl, {
     if (view === undefined) {
       // Its room was lost (not joined again after a reconnect), and its line with the view.
       const text = chat.action === true ? `/me ${chat.msg}` : chat.msg;
-      error(`Not sent to #${chat.room}: ${text}`, selected);
+      // Isolated: a bidi control in them cannot turn the page's words around them.
+      error(`Not sent to #${isolated(chat.room)}: ${isolated(text)}`, selected);
       return;
     }
     const li = pendingLine(chat.cid);
