@@ -32,10 +32,7 @@ export function useOperatorServer(flags: Record<string, string> = {}): OperatorS
     dataDir = mkdtempSync(path.join(os.tmpdir(), 'confab-oper-'));
     state.dataDir = dataDir;
     state.server = await startConfab({ 'data-dir': dataDir, 'rate-limit': '0', ...flags });
-    const stored = hashPassword('sesame');
-    state.server.chat.reconfigure({
-      operators: [{ name: 'teacher', verify: (p) => verifyPassword(p, stored) }],
-    });
+    addTeacher(state.server);
   });
   afterAll(async () => {
     for (const c of state.clients.splice(0)) c.close();
@@ -43,4 +40,22 @@ export function useOperatorServer(flags: Record<string, string> = {}): OperatorS
     if (dataDir !== undefined) rmSync(dataDir, { recursive: true, force: true });
   });
   return state;
+}
+
+/**
+ * Makes "teacher" (password "sesame") the only operator of `server`, as a config file's
+ * `operators` would; anyone operator before is told the list changed.
+ */
+export function addTeacher(server: ConfabServer): void {
+  const stored = hashPassword('sesame');
+  server.chat.reconfigure({
+    operators: [{ name: 'teacher', verify: (p) => verifyPassword(p, stored) }],
+  });
+}
+
+/** Gives `server` the operator "teacher" and makes `client`, joined there, that operator. */
+export async function makeOperator(server: ConfabServer, client: RawClient): Promise<void> {
+  addTeacher(server);
+  client.sendPy({ cmd: '92', name: 'teacher', password: 'sesame' });
+  await client.expect('93');
 }

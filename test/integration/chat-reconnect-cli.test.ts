@@ -1,9 +1,9 @@
 import type net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ChatClient } from '../../src/client/chat-client.js';
-import { hashPassword, verifyPassword } from '../../src/password.js';
 import { ChatProcess } from '../helpers/chat-process.js';
 import { until } from '../helpers/cluster.js';
+import { addTeacher, makeOperator } from '../helpers/operator-server.js';
 import { join } from '../helpers/raw-client.js';
 import { scriptedServer, welcome } from '../helpers/scripted-server.js';
 import { startConfab } from '../helpers/servers.js';
@@ -67,7 +67,7 @@ describe('confab chat reconnects by itself', () => {
 
   it('says that operator status did not come back with a new session', async () => {
     const server = await startConfab({ history: 'off' });
-    server.chat.reconfigure({ operators: [{ name: 'teacher', verify: (p) => p === 'sesame' }] });
+    addTeacher(server);
     const relay = await TcpRelay.start(server.address.port);
     const ann = ChatProcess.start(['ann', '--port', String(relay.port)]);
     try {
@@ -143,12 +143,7 @@ describe('confab chat reconnects by itself', () => {
     const op = await join(server.address.port, 'op', { caps: ['errors', 'moderation'] });
     try {
       await ann.waitFor(/You are the \d\w+ user\./);
-      const stored = hashPassword('sesame');
-      server.chat.reconfigure({
-        operators: [{ name: 'teacher', verify: (p) => verifyPassword(p, stored) }],
-      });
-      op.sendPy({ cmd: '92', name: 'teacher', password: 'sesame' });
-      await op.expect('93');
+      await makeOperator(server, op);
       // The server keeps a connection that reads nothing; the client's reconnect waits.
       relay.hold();
       relay.strand();

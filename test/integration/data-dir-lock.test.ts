@@ -17,11 +17,11 @@ import {
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { hashPassword, verifyPassword } from '../../src/password.js';
 import type { ConfabServer } from '../../src/server.js';
 import { FileLock } from '../../src/store/file-lock.js';
 import { until } from '../helpers/cluster.js';
 import { heldByAnother } from '../helpers/lock-held.js';
+import { makeOperator } from '../helpers/operator-server.js';
 import { join, type RawClient } from '../helpers/raw-client.js';
 import { ownDataDir, startConfab } from '../helpers/servers.js';
 
@@ -149,12 +149,7 @@ describe('the --data-dir lock', () => {
 
 /** A client of `server` made operator "teacher". */
 async function operatorOf(server: ConfabServer): Promise<RawClient> {
-  const stored = hashPassword('sesame');
-  server.chat.reconfigure({
-    operators: [{ name: 'teacher', verify: (p) => verifyPassword(p, stored) }],
-  });
   const op = await join(server.address.port, 'op', { caps: ['errors', 'moderation'] });
-  op.sendPy({ cmd: '92', name: 'teacher', password: 'sesame' });
-  await op.expect('93');
+  await makeOperator(server, op);
   return op;
 }

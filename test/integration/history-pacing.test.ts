@@ -15,6 +15,7 @@ import {
   stalledSocket,
   storeChats,
 } from '../helpers/history-harness.js';
+import { addTeacher } from '../helpers/operator-server.js';
 import { join, RawClient } from '../helpers/raw-client.js';
 import { startConfab } from '../helpers/servers.js';
 import { spawnServer } from '../helpers/spawn-server.js';
@@ -169,7 +170,7 @@ describe('a member removed while its history waits for it to read', () => {
       'http-port': '0',
     });
     try {
-      server.chat.reconfigure({ operators: [{ name: 'teacher', verify: (p) => p === 'sesame' }] });
+      addTeacher(server);
       const port = server.address.port;
       const { client: filler } = await harness.connect(port, 'filler');
       await filler.expect('101');

@@ -5,10 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashPassword, verifyPassword } from '../../src/password.js';
 import type { ConfabServer } from '../../src/server.js';
 import { launchChromium } from '../helpers/browser.js';
 import { until } from '../helpers/cluster.js';
+import { makeOperator } from '../helpers/operator-server.js';
 import { join, RawClient } from '../helpers/raw-client.js';
 import { ROOT, startConfab } from '../helpers/servers.js';
 import { TcpRelay } from '../helpers/tcp-relay.js';
@@ -1080,12 +1080,7 @@ describe('web client history and resume in Chromium', () => {
       relay.hold();
       relay.strand();
       await page.locator('#status[data-status="reconnecting"]').waitFor();
-      const stored = hashPassword('sesame');
-      server.chat.reconfigure({
-        operators: [{ name: 'teacher', verify: (p) => verifyPassword(p, stored) }],
-      });
-      watcher.sendPy({ cmd: '92', name: 'teacher', password: 'sesame' });
-      await watcher.expect('93');
+      await makeOperator(server, watcher);
       watcher.sendPy({ cmd: '94', nickname: 'kim', reason: 'spam' });
       await watcher.expect('99');
       // What the watcher heard before: kim's joins and leaves.
@@ -1299,12 +1294,7 @@ describe('web client history and resume in Chromium', () => {
       // A session the server ended (kicked) is not handed on either.
       await joinAs(after, 'kicked');
       await watcher.expect('8');
-      const stored = hashPassword('sesame');
-      server.chat.reconfigure({
-        operators: [{ name: 'teacher', verify: (p) => verifyPassword(p, stored) }],
-      });
-      watcher.sendPy({ cmd: '92', name: 'teacher', password: 'sesame' });
-      await watcher.expect('93');
+      await makeOperator(server, watcher);
       watcher.sendPy({ cmd: '94', nickname: 'kicked' });
       await after.locator('#join-error', { hasText: 'kicked' }).waitFor();
       await after.close();

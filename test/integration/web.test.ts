@@ -6,6 +6,7 @@ import { CONFAB_VERSION } from '../../src/protocol/version.js';
 import type { ConfabServer } from '../../src/server.js';
 import { hue, MIN_CONTRAST } from '../../web/src/colors.js';
 import { useWebServer } from '../helpers/browser.js';
+import { addTeacher } from '../helpers/operator-server.js';
 import { join } from '../helpers/raw-client.js';
 import { ROOT, startConfab } from '../helpers/servers.js';
 import { joinAs, say } from '../helpers/web-page.js';
@@ -187,7 +188,7 @@ describe('web client in Chromium', () => {
 
   it('reconnects and rejoins after the server restarts, and says operator status did not come back', async () => {
     const own = await startConfab({ 'http-port': '0' });
-    own.chat.reconfigure({ operators: [{ name: 'teacher', verify: (p) => p === 'sesame' }] });
+    addTeacher(own);
     const httpPort = own.httpAddress!.port;
     const page = await openPage(httpPort);
     try {
