@@ -1,4 +1,5 @@
 import type { Limits } from '../protocol/pacing.js';
+import { setNewest } from './newest.js';
 
 /** A clock in milliseconds; injected so tests can move time by hand. */
 export type Clock = () => number;
@@ -89,10 +90,8 @@ export class SpentAllowances {
   keep(address: string, bucket: TokenBucket, now: number): void {
     const start = this.start(address, bucket.rate, bucket.burst, now);
     const tokens = Math.min(bucket.level(now), start);
-    this.left.delete(address);
-    if (tokens >= bucket.burst) return;
-    if (this.left.size >= this.max) this.left.delete(this.left.keys().next().value!);
-    this.left.set(address, { tokens, at: now });
+    if (tokens >= bucket.burst) this.left.delete(address);
+    else setNewest(this.left, address, { tokens, at: now }, this.max);
   }
 
   /** The tokens a new connection from `address` starts with, at most `burst`. */
@@ -120,10 +119,8 @@ export class AddressBuckets {
   of(address: string, rate: number, burst: number, now: number): TokenBucket {
     let bucket = this.buckets.get(address);
     if (bucket === undefined || bucket.rate !== rate || bucket.burst !== burst) {
-      this.buckets.delete(address);
-      if (this.buckets.size >= this.max) this.buckets.delete(this.buckets.keys().next().value!);
       bucket = new TokenBucket(rate, burst, now);
-      this.buckets.set(address, bucket);
+      setNewest(this.buckets, address, bucket, this.max);
     }
     return bucket;
   }

@@ -10,6 +10,7 @@ import type {
   StoredMessage,
 } from '../core/history.js';
 import { asAction } from '../core/history.js';
+import { setNewest } from '../core/newest.js';
 import {
   ageCutoff,
   checkKey,
@@ -1120,12 +1121,10 @@ export class RedisHistoryStore implements HistoryStore {
       if (id > known.top) known.top = id;
       return;
     }
-    if (known === undefined && this.highest.size >= MAX_REMEMBERED_ROOMS) {
-      // Rooms touched longest ago go first: their members have most likely left.
-      this.highest.delete(this.highest.keys().next().value!);
-    }
-    this.highest.delete(room);
-    this.highest.set(room, { epoch, top: id });
+    // Rooms whose epoch was recorded longest ago go first (their members have most likely
+    // left); a later id under the same epoch does not move a room, which would cost a map
+    // write per message.
+    setNewest(this.highest, room, { epoch, top: id }, MAX_REMEMBERED_ROOMS);
   }
 
   /** Sorted set: the tag of every room holding messages, scored by Redis's time (ms) of its last append. */
