@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { killedAfterFile } from './children.js';
 import { CLI, stopProcess } from './servers.js';
 
 /** `confab chat` as a spawned process, driven through its stdin like a user would. */
@@ -16,10 +17,12 @@ export class ChatProcess {
   }
 
   static start(args: string[], env: Record<string, string> = {}): ChatProcess {
-    const child = spawn(process.execPath, [CLI, 'chat', ...args], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, NO_COLOR: '', ...env },
-    });
+    const child = killedAfterFile(
+      spawn(process.execPath, [CLI, 'chat', ...args], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        env: { ...process.env, NO_COLOR: '', ...env },
+      }),
+    );
     return new ChatProcess(child);
   }
 

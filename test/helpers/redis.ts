@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
 import { freePort, redisServerArgs } from '../../bench/lib/servers.js';
+import { killedAfterFile } from './children.js';
 
 export const REDIS_SERVER = process.env.CONFAB_REDIS_SERVER ?? '/usr/bin/redis-server';
 
@@ -65,9 +66,11 @@ function ping(port: number): Promise<boolean> {
 }
 
 function launch(port: number, dir: string): ChildProcess {
-  return spawn(REDIS_SERVER, redisServerArgs(port, dir), {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  return killedAfterFile(
+    spawn(REDIS_SERVER, redisServerArgs(port, dir), {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    }),
+  );
 }
 
 async function waitReady(port: number, child: ChildProcess): Promise<void> {

@@ -11,6 +11,7 @@ import {
 import { loadConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/core/ports.js';
 import { ConfabServer } from '../../src/server.js';
+import { killedAfterFile } from './children.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
@@ -83,23 +84,25 @@ export function serveLogging(
     fileSizeLimitKiB === undefined
       ? [process.execPath, []]
       : ['bash', ['-c', `ulimit -f ${fileSizeLimitKiB} && exec "$@"`, 'bash', process.execPath]];
-  return spawn(
-    command,
-    [
-      ...prefix,
-      CLI,
-      'serve',
-      '--port',
-      String(port),
-      '--http-port',
-      String(httpPort),
-      '--history',
-      'memory',
-      '--log-format',
-      format,
-      ...withOwnDataDir(args),
-    ],
-    { stdio, env: { ...process.env, NO_COLOR: '1' } },
+  return killedAfterFile(
+    spawn(
+      command,
+      [
+        ...prefix,
+        CLI,
+        'serve',
+        '--port',
+        String(port),
+        '--http-port',
+        String(httpPort),
+        '--history',
+        'memory',
+        '--log-format',
+        format,
+        ...withOwnDataDir(args),
+      ],
+      { stdio, env: { ...process.env, NO_COLOR: '1' } },
+    ),
   );
 }
 
@@ -138,9 +141,11 @@ export function serveProcess(args: string[]): {
   stderr: () => string;
   exited: Promise<number | null>;
 } {
-  const child = spawn(process.execPath, [CLI, 'serve', ...withOwnDataDir(args)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = killedAfterFile(
+    spawn(process.execPath, [CLI, 'serve', ...withOwnDataDir(args)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
   let stderr = '';
   let stdout = '';
   child.stderr!.on('data', (d: Buffer) => {

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { killedAfterFile } from './children.js';
 import { CLI, stopProcess, withOwnDataDir } from './servers.js';
 
 export interface SpawnedServer {
@@ -32,25 +33,27 @@ export async function spawnServer(
   /** How long it may take to listen (a start that waits by design needs more). */
   startTimeoutMs = START_TIMEOUT_MS,
 ): Promise<SpawnedServer> {
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      'serve',
-      '--port',
-      '0',
-      '--http-port',
-      '0',
-      '--log-format',
-      'json',
-      '--history',
-      'memory',
-      ...withOwnDataDir(args),
-    ],
-    {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
+  const child = killedAfterFile(
+    spawn(
+      process.execPath,
+      [
+        CLI,
+        'serve',
+        '--port',
+        '0',
+        '--http-port',
+        '0',
+        '--log-format',
+        'json',
+        '--history',
+        'memory',
+        ...withOwnDataDir(args),
+      ],
+      {
+        env: { ...process.env, ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    ),
   );
   let output = '';
   const collect = (d: Buffer) => {
