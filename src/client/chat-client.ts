@@ -274,9 +274,11 @@ const SEEN_LIMIT = 4096;
 /**
  * Gap after a paced request that gets no reply (CHAT, EXIT): long enough for
  * the course server's thread to come back to recv(). It adapts to twice the
- * latest round trip, within these bounds.
+ * latest round trip, within these bounds. At 50 ms a Python server on a loaded
+ * machine was once slower, read two chats in one recv() and dropped the client:
+ * 10 lines a second is still faster than anyone types.
  */
-const PACE_GAP_MIN_MS = 50;
+const PACE_GAP_MIN_MS = 100;
 const PACE_GAP_MAX_MS = 500;
 /**
  * How long a paced request that expects a reply holds the requests after it. A reply that
