@@ -189,8 +189,8 @@ describe.each(['pretty', 'json'] as const)(
         expect(statSync(log).size).toBe(8 * 1024);
         // Lines still held by the server's writer (on a loaded machine it falls behind by many
         // joins) would fill the emptied file again by themselves, and the lines after would be
-        // refused: it gets a moment to try them against the full file first.
-        await new Promise((resolve) => setTimeout(resolve, 1_000));
+        // refused: it tries them all against the full file first.
+        await writesSettle(child.pid!);
         truncateSync(log, 0);
         for (let i = 0; i < 3; i++) expect(await join(port, `after${i}`, 3_000)).toBe('03');
         // A failure says what the log and stderr held, and whether the server still lives.
@@ -217,3 +217,19 @@ describe.each(['pretty', 'json'] as const)(
     });
   },
 );
+
+/**
+ * Waits until process `pid` has made no write system call for 300 ms, at most 10 s: its log
+ * writer has tried every line it held.
+ */
+async function writesSettle(pid: number): Promise<void> {
+  const writes = () => /syscw:\s*(\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1];
+  let last = writes();
+  let quiet = 0;
+  for (let i = 0; i < 100 && quiet < 3; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const now = writes();
+    quiet = now === last ? quiet + 1 : 0;
+    last = now;
+  }
+}
