@@ -113,3 +113,39 @@ it('shows at most 16 combining marks on a letter, so a chat of thousands cannot 
   await page.close();
   eve.close();
 }, 30_000);
+
+it('wraps a chat whose characters join into one long cluster, so the rest of it stays readable', async () => {
+  const page = await web.browser.newPage({ viewport: { width: 1000, height: 900 } });
+  await page.goto(`http://127.0.0.1:${web.server.httpAddress!.port}/`);
+  await joinAs(page, 'reader4');
+  const eve: RawClient = await join(web.server.address.port, 'eve4');
+  // Each run joins the character after it into one grapheme cluster, which no line may break:
+  // Arabic signs written before a number (Prepend), and Hangul's conjoining letters.
+  const clusters = {
+    prepend: `x${'\u0600'.repeat(800)}y`,
+    mixed: `x${'\u0601\u06dd\u070f\u0890\u08e2'.repeat(160)}y`,
+    leading: '\u1100'.repeat(800),
+    vowels: `\u1100${'\u1161'.repeat(800)}`,
+    trailing: `\u1100\u1161${'\u11a8'.repeat(800)}`,
+    // Devanagari consonants joined by viramas (Unicode 15.1's conjuncts).
+    conjunct: `${'\u0915\u094d'.repeat(400)}\u0915`,
+  };
+  for (const [name, run] of Object.entries(clusters)) {
+    eve.sendPy({ cmd: '7', msg: `${name} ${run} end-of-${name}` });
+  }
+  // Korean as written keeps its jamo: a syllable of three, decomposed.
+  eve.sendPy({ cmd: '7', msg: 'korean \u1112\u1161\u11ab\u1100\u1173\u11af' });
+  eve.sendPy({ cmd: '7', msg: 'plain after' });
+  await shown(page, 'plain after');
+  for (const name of Object.keys(clusters)) {
+    const line = lineOf(page, `end-of-${name}`);
+    const fits = await line.evaluate((li) => li.scrollWidth <= li.clientWidth);
+    expect(fits, name).toBe(true);
+    await expect(line.textContent()).resolves.toContain('…');
+  }
+  await expect(lineOf(page, 'korean').textContent()).resolves.toContain(
+    '\u1112\u1161\u11ab\u1100\u1173\u11af',
+  );
+  await page.close();
+  eve.close();
+}, 30_000);

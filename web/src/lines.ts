@@ -43,12 +43,43 @@ const STACKED = '[\\p{M}\\p{Default_Ignorable_Code_Point}]';
 const MARK_RUN = new RegExp(`(${STACKED}{${MAX_MARKS}})${STACKED}+`, 'gu');
 
 /**
- * Message text with http(s) links made clickable (at most MAX_LINKS) and runs of combining
- * marks cut (MAX_MARKS); everything else stays text.
+ * Code points in one grapheme cluster, which no row may break, at most; the rest of a longer
+ * one is shown as one "…". Besides stacked marks, a run of Arabic signs written before a
+ * number (U+0600–0605: "Prepend"), of Hangul's conjoining letters, or of consonants joined by
+ * viramas makes one cluster of any length: it ran past the pane's edge, and the rest of the
+ * chat could not be read. Writing as people do makes clusters of a few: a family emoji is 7.
+ */
+const MAX_CLUSTER = MAX_MARKS + 1;
+const graphemes =
+  typeof Intl.Segmenter === 'function'
+    ? new Intl.Segmenter(undefined, { granularity: 'grapheme' })
+    : undefined;
+
+function cutClusters(text: string): string {
+  // ASCII alone never clusters past two (a CR LF); most chats are spared the segmenter.
+  if (graphemes === undefined || !/[^\0-\x7f]/.test(text)) return text;
+  let cut: string[] | undefined;
+  let from = 0;
+  for (const { segment, index } of graphemes.segment(text)) {
+    // A cluster's code points are at most its UTF-16 units: most are not counted.
+    if (segment.length <= MAX_CLUSTER) continue;
+    const points = [...segment];
+    if (points.length <= MAX_CLUSTER) continue;
+    cut ??= [];
+    cut.push(text.slice(from, index), points.slice(0, MAX_CLUSTER).join(''), '…');
+    from = index + segment.length;
+  }
+  return cut === undefined ? text : cut.join('') + text.slice(from);
+}
+
+/**
+ * Message text with http(s) links made clickable (at most MAX_LINKS), runs of combining
+ * marks cut (MAX_MARKS) and so are clusters no row can break (MAX_CLUSTER); everything
+ * else stays text.
  */
 export function richText(text: string): (Node | string)[] {
   let links = 0;
-  return findLinks(text.replace(MARK_RUN, '$1…')).map(({ text, href, shown }) => {
+  return findLinks(cutClusters(text.replace(MARK_RUN, '$1…'))).map(({ text, href, shown }) => {
     if (href === undefined || ++links > MAX_LINKS) return text;
     const a = document.createElement('a');
     a.href = href;
