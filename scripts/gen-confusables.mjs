@@ -94,6 +94,19 @@ const EXTRA = {
   ʈ: 't',
   ȶ: 't',
   ⱦ: 't',
+  // A bare vertical stroke reads as l, as "|" does, which the file maps to it; these it maps
+  // to one of two classes of their own (box drawing's "│", the CJK stroke "丨"), or not at all.
+  '│': 'l',
+  丨: 'l',
+  '⏐': 'l',
+  '⎸': 'l',
+  '⎹': 'l',
+  '❘': 'l',
+  '❙': 'l',
+  '▏': 'l',
+  '▕': 'l',
+  '।': 'l',
+  〡: 'l',
 };
 const extras = [];
 for (const [from, to] of Object.entries(EXTRA)) {

@@ -99,6 +99,22 @@ describe('look-alike nicknames share one key', () => {
     same('\u023eEACHER', 'teacher');
   });
 
+  it('folds a bare vertical stroke to l, as confusables.txt does "|"', () => {
+    same('bi|ly', 'billy');
+    // Box drawing, its heavy form, and a bracket piece the file maps to it.
+    same('bi\u2502ly', 'billy');
+    same('bi\u2503ly', 'billy');
+    same('bi\u23a2ly', 'billy');
+    // The CJK stroke, and its Kangxi radical.
+    same('bi\u4e28ly', 'billy');
+    same('bi\u2f01ly', 'billy');
+    for (const stroke of '\u23d0\u23b8\u23b9\u2758\u2759\u258f\u2595\u0964\u3021') {
+      same(`bi${stroke}ly`, 'billy');
+    }
+    // Korean keeps its own key: the vowel's stroke (U+1175) is one only beside a consonant.
+    differ('\uc774', 'ol');
+  });
+
   it('folds small capitals, and kra, which confusables.txt leaves out', () => {
     same('ᴀᴅᴍɪɴ', 'admin');
     same('ᴛᴇᴀᴄʜᴇʀ', 'teacher');
