@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { type Ban, parseMask } from '../core/bans.js';
 import type { PeerAddress } from '../core/events.js';
+import { REMOVAL_REMEMBERED_MS, type Removal } from '../core/moderation.js';
 import { nicknameKey, nicknameLookupKey } from '../core/nickname.js';
 import {
   type Census,
@@ -90,6 +91,8 @@ export const DEFAULT_PRESENCE_PREFIX = 'confab:';
 //                One a build that knows none of this left behind names a ref whose 'snd'
 //                differs: read as none, and replaced by the next grant of the identity
 //   bans         hash mask key -> JSON [seq, mask, by, reason, expires]; seq orders them
+//   rm:<hash>    JSON [action, detail]: why a KICK or BAN removed the member whose resume
+//                token this is the hash of, for REMOVAL_REMEMBERED_MS (recordRemoval)
 //   mv:<ref>     ref: where a resume moved the member, for MOVED_TTL_MS (successor)
 //   rl:<ref>     '<attempt> ' .. JSON {tag, count, ...}: the rooms a release freed the member
 //                from, for twice the node timeout and at least RELEASE_KEPT_MIN_MS, so that
@@ -1225,6 +1228,23 @@ export class RedisPresence implements Presence {
       mine.sender = sender;
     }
     return true;
+  }
+
+  async recordRemoval(token: string, removal: Removal): Promise<void> {
+    const value = JSON.stringify([removal.action, removal.detail]);
+    await this.redis.set(this.removalKey(token), value, 'PX', REMOVAL_REMEMBERED_MS);
+  }
+
+  async takeRemoval(token: string): Promise<Removal | undefined> {
+    const value = await this.redis.getdel(this.removalKey(token));
+    if (value === null) return undefined;
+    const [action, detail] = JSON.parse(value) as [unknown, unknown];
+    if ((action !== 'kick' && action !== 'ban') || typeof detail !== 'string') return undefined;
+    return { action, detail };
+  }
+
+  private removalKey(token: string): string {
+    return `${this.prefix}rm:${tokenHash(token)}`;
   }
 
   async operate(id: MemberId, operator: string): Promise<void> {

@@ -14,6 +14,7 @@ import {
   tooLong,
 } from './command-context.js';
 import type { MemberInfo, PeerAddress } from './events.js';
+import type { Removal } from './moderation.js';
 import {
   ban,
   bans,
@@ -88,6 +89,11 @@ function usableNickname(ctx: ChatContext, raw: string): NicknameCheck {
   return checked;
 }
 
+/** Ends the connection of a session resuming a member a KICK or BAN removed, saying which. */
+function tellRemoved(ctx: ChatContext, session: Session, removed: Removal): void {
+  ctx.disconnect(session, removed.action === 'kick' ? 'kicked' : 'banned', removed.detail);
+}
+
 function connectAfresh(
   ctx: ChatContext,
   session: Session,
@@ -99,7 +105,7 @@ function connectAfresh(
   // back in.
   const removed = req.resume === undefined ? undefined : ctx.removals.take(req.resume, ctx.now());
   if (removed !== undefined) {
-    ctx.disconnect(session, removed.action === 'kick' ? 'kicked' : 'banned', removed.detail);
+    tellRemoved(ctx, session, removed);
     return;
   }
   const checked = usableNickname(ctx, req.nickname);
@@ -169,10 +175,18 @@ async function resumeInCluster(
   limits: Limits | undefined,
 ): Promise<void> {
   if (!(await ctx.takeOver(session, token))) {
+    // Removed by a KICK or BAN, maybe on another node, while its connection was dead.
+    const removed = await presence.takeRemoval(token).catch((err: unknown) => {
+      ctx.log.warn({ err }, 'could not read whether a resumed session was removed');
+      return undefined;
+    });
     // A client gone meanwhile took nothing over, and is not made a member of its own.
-    if (session.state !== 'closed' && session.goneWith === undefined) {
-      connectAfresh(ctx, session, req, caps, limits);
+    if (session.state === 'closed' || session.goneWith !== undefined) return;
+    if (removed !== undefined) {
+      tellRemoved(ctx, session, removed);
+      return;
     }
+    connectAfresh(ctx, session, req, caps, limits);
     return;
   }
   // Before its "03": no member list, no history, and nothing it sent after the CONNECT is

@@ -5,6 +5,7 @@
  */
 import type { Ban } from './bans.js';
 import type { PeerAddress } from './events.js';
+import { RecentRemovals, type Removal } from './moderation.js';
 import { nicknameKey, nicknameLookupKey } from './nickname.js';
 import {
   type Census,
@@ -76,6 +77,8 @@ export class PresenceHub {
   readonly movesOf = new Map<string, string[]>();
   /** Mask key -> ban; a replaced ban moves to the end, as the newest. */
   readonly bans = new Map<string, Ban>();
+  /** Resume tokens of members a KICK or BAN removed (recordRemoval). */
+  readonly removals = new RecentRemovals();
 
   constructor(readonly now: () => number = Date.now) {}
 }
@@ -199,6 +202,14 @@ export class MemoryPresence implements Presence {
       this.holdSender(entry, token);
       return true;
     });
+  }
+
+  recordRemoval(token: string, removal: Removal): Promise<void> {
+    return settle(() => this.hub.removals.remember(token, removal, this.hub.now()));
+  }
+
+  takeRemoval(token: string): Promise<Removal | undefined> {
+    return settle(() => this.hub.removals.take(token, this.hub.now()));
   }
 
   operate(id: MemberId, operator: string): Promise<void> {

@@ -90,8 +90,21 @@ export function removeMember(
   }
   // For its reconnect, should its connection be dead: a ban would not refuse one from
   // another address or after it ended, nor say why.
-  if (target.resumeToken !== undefined) {
-    ctx.removals.remember(target.resumeToken, action, detail, ctx.now());
+  const token = target.resumeToken;
+  if (token !== undefined) {
+    const removal = { action, detail };
+    const presence = ctx.cluster?.presence;
+    // On a cluster its reconnect may come through any node: kept in Presence, or else here.
+    if (presence === undefined) ctx.removals.remember(token, removal, ctx.now());
+    else {
+      presence.recordRemoval(token, removal).catch((err: unknown) => {
+        ctx.log.warn(
+          { err, nickname: target.nickname },
+          'could not record a removal in the cluster',
+        );
+        ctx.removals.remember(token, removal, ctx.now());
+      });
+    }
   }
   ctx.disconnect(target, action === 'kick' ? 'kicked' : 'banned', detail);
   return room?.key;

@@ -28,7 +28,7 @@ export function operatorByKey(operators: readonly Operator[], key: string): Oper
 }
 
 /** How long a removed session's token is answered with its removal: a reconnect comes in seconds. */
-const REMOVAL_REMEMBERED_MS = 10 * 60_000;
+export const REMOVAL_REMEMBERED_MS = 10 * 60_000;
 /** Removals remembered at most, the oldest forgotten first. */
 const REMOVALS_REMEMBERED = 1_000;
 
@@ -48,8 +48,8 @@ export interface Removal {
 export class RecentRemovals {
   private readonly removals = new Map<string, Removal & { at: number }>();
 
-  remember(token: string, action: Removal['action'], detail: string, now: number): void {
-    setNewest(this.removals, token, { action, detail, at: now }, REMOVALS_REMEMBERED);
+  remember(token: string, removal: Removal, now: number): void {
+    setNewest(this.removals, token, { ...removal, at: now }, REMOVALS_REMEMBERED);
   }
 
   /** What removed the session `token` resumed, if lately; only the first time asked. */
@@ -57,7 +57,8 @@ export class RecentRemovals {
     const removal = this.removals.get(token);
     if (removal === undefined) return undefined;
     this.removals.delete(token);
-    return now - removal.at <= REMOVAL_REMEMBERED_MS ? removal : undefined;
+    if (now - removal.at > REMOVAL_REMEMBERED_MS) return undefined;
+    return { action: removal.action, detail: removal.detail };
   }
 }
 

@@ -34,6 +34,7 @@
 import { hasLoneSurrogate } from '../protocol/text.js';
 import type { Ban } from './bans.js';
 import type { PeerAddress } from './events.js';
+import type { Removal } from './moderation.js';
 
 /** A member's id within its node: letters, digits, '.', '_' or '-', at most 100. */
 export type MemberId = string;
@@ -326,6 +327,14 @@ export interface Presence {
     next: string,
     wanted?: () => boolean,
   ): Promise<TakenOver | undefined>;
+  /**
+   * Keeps `removal` for REMOVAL_REMEMBERED_MS under `token`, the resume token of a member a
+   * KICK or BAN removed: its reconnect, through any node, is told so once (takeRemoval)
+   * rather than made a member afresh.
+   */
+  recordRemoval(token: string, removal: Removal): Promise<void>;
+  /** The removal kept for `token`, if any; a second call finds nothing. */
+  takeRemoval(token: string): Promise<Removal | undefined>;
   /**
    * The member a resume moved member `id` of `node` to, following later moves
    * too, while that one is still registered: a removal sent for a member that

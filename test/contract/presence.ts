@@ -569,6 +569,25 @@ export function presenceContract(target: PresenceTarget): void {
       expect(await c.find('bea')).toBeUndefined();
     });
 
+    it('tells the reconnect of a removed member, through any node, why it was removed, once', async () => {
+      const { nodes } = await setup(2);
+      const [a, b] = nodes as [Presence, Presence];
+      await a.claim('1', 'ann', addr(1));
+      await a.grant('1', 'token-1');
+      const kicked = { action: 'kick', detail: 'kicked by teacher: spam' } as const;
+      await a.recordRemoval('token-1', kicked);
+      expect(await a.expel('1')).toEqual([]);
+      expect(await b.takeOver('token-1', '2', addr(2), 'token-2')).toBeUndefined();
+      expect(await b.takeRemoval('token-1')).toEqual(kicked);
+      expect(await a.takeRemoval('token-1')).toBeUndefined();
+      expect(await b.takeRemoval('token-9')).toBeUndefined();
+      // Each token its own: a ban of a second member does not answer for the first.
+      const banned = { action: 'ban', detail: 'banned by teacher for 1 hour' } as const;
+      await b.recordRemoval('token-3', banned);
+      expect(await a.takeRemoval('token-1')).toBeUndefined();
+      expect(await a.takeRemoval('token-3')).toEqual(banned);
+    });
+
     it('reaps a node that stops heartbeating, once, and frees all it held', async () => {
       const { nodes } = await setup(3);
       const [a, b, c] = nodes as [Presence, Presence, Presence];

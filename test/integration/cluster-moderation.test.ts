@@ -46,8 +46,9 @@ async function member(
   return client;
 }
 
-async function operator(node: number, nickname: string): Promise<RawClient> {
-  const op = await member(node, nickname, MOD);
+/** An operator on `node`, connected from `from` (OPER attempts are budgeted per address). */
+async function operator(node: number, nickname: string, from?: string): Promise<RawClient> {
+  const op = await member(node, nickname, MOD, from);
   op.sendPy({ cmd: '92', name: 'teacher', password: 'open sesame' });
   await op.expect('93');
   return op;
@@ -178,6 +179,31 @@ describe.skipIf(skip)('moderation across nodes', () => {
     // Node 1 hears of it over Redis, a moment after op2 is answered.
     expect(await connectUntil(1, 'eve', '03')).toBe('03');
     for (const c of [op, watcher, ren, op2]) c.close();
+  });
+
+  it('a kicked member whose connection was dead, reconnecting through another node, is told of the kick once', async () => {
+    const op = await operator(0, 'op-told', '127.0.0.21');
+    const gone = await open(1);
+    gone.sendPy({ cmd: '0', nickname: 'kick-away', caps: RESUMING });
+    const { resume: token } = (await gone.expect('03')) as { resume?: string };
+    expect(token).toEqual(expect.any(String));
+    const watcher = await member(2, 'watch-told', { caps: ['moderation'] });
+    op.sendPy({ cmd: '94', nickname: 'kick-away', reason: 'spam' });
+    await op.expect('99');
+    await watcher.expect('30', 10_000);
+    const again = await open(2);
+    again.sendPy({ cmd: '0', nickname: 'kick-away', caps: RESUMING, resume: token });
+    expect(await again.expect('90', 10_000)).toMatchObject({
+      code: 2005,
+      message: 'kicked by teacher: spam',
+    });
+    await again.expectClose();
+    expect(again.received.map((m) => m.cmd)).toEqual([]);
+    // Told once: the token's next CONNECT, through the kicking node's, is a new session.
+    const later = await open(1);
+    later.sendPy({ cmd: '0', nickname: 'kick-away', caps: RESUMING, resume: token });
+    expect(await later.expect('03', 10_000)).toMatchObject({ resumed: false });
+    for (const c of [op, gone, watcher, later]) c.close();
   });
 
   it('a member banned while its node is paused, resuming on another node, is removed before "03": nothing it sent after CONNECT is taken', async () => {
