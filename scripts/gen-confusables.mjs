@@ -107,6 +107,8 @@ const EXTRA = {
   '▕': 'l',
   '।': 'l',
   〡: 'l',
+  // An inverted exclamation mark is an i with its dot on top.
+  '¡': 'i',
 };
 const extras = [];
 for (const [from, to] of Object.entries(EXTRA)) {

@@ -111,6 +111,7 @@ describe('look-alike nicknames share one key', () => {
     for (const stroke of '\u23d0\u23b8\u23b9\u2758\u2759\u258f\u2595\u0964\u3021') {
       same(`bi${stroke}ly`, 'billy');
     }
+    same('adm\u00a1n', 'admin');
     // Korean keeps its own key: the vowel's stroke (U+1175) is one only beside a consonant.
     differ('\uc774', 'ol');
   });
