@@ -964,6 +964,32 @@ describe('web client history and resume in Chromium', () => {
     }
   }, 60_000);
 
+  it('says in the room on screen that the connection is back, where it said it was lost', async () => {
+    const first = await startConfab({ 'http-port': '0', history: 'memory' });
+    const port = first.address.port;
+    const httpPort = first.httpAddress!.port;
+    const page = await openPage(httpPort);
+    let again: ConfabServer | undefined;
+    try {
+      await joinAs(page, 'viewer');
+      await enterRoom(page, 'physics');
+      await first.stop();
+      await seeLine(page, 'physics', 'Connection lost. Reconnecting…');
+      again = await startConfab({
+        port: String(port),
+        'http-port': String(httpPort),
+        history: 'memory',
+      });
+      await page.locator('#status[data-status="online"]').waitFor({ timeout: 30_000 });
+      await seeLine(page, 'physics', 'Reconnected as viewer.');
+      // The lobby too, where the missed lines it replays follow it.
+      await seeLine(page, 'lobby', 'Reconnected as viewer.');
+    } finally {
+      await page.close();
+      await again?.stop();
+    }
+  }, 60_000);
+
   it('marks a line typed while it reconnects as waiting from the moment it is typed, until it is sent or not', async () => {
     const first = await startConfab({ 'http-port': '0', history: 'memory' });
     const port = first.address.port;

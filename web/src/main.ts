@@ -157,12 +157,12 @@ const connection = new Connection(wsUrl, {
     }
     const wasOperator = resumed ? undefined : page.operatorName;
     if (!resumed) page.operatorName = undefined;
-    const said = notice(
-      rejoined
-        ? `Reconnected as ${nickname}.${wasOperator === undefined ? '' : ` You are no longer operator ${wasOperator} (a new session): \\oper again.`}`
-        : `Welcome, ${nickname}! You are the ${userCount}${ordinalSuffix(userCount)} user. Type \\help for commands.`,
-      lobby,
-    );
+    const text = rejoined
+      ? `Reconnected as ${nickname}.${wasOperator === undefined ? '' : ` You are no longer operator ${wasOperator} (a new session): \\oper again.`}`
+      : `Welcome, ${nickname}! You are the ${userCount}${ordinalSuffix(userCount)} user. Type \\help for commands.`;
+    const said = notice(text, lobby);
+    // Its loss was told in the room on screen: so is its end, there too.
+    if (rejoined && selected !== lobby) notice(text, selected);
     // The lobby's history, which follows its "101", goes above the welcome and the message of
     // the day. Coming back, what was missed is news, and follows "Reconnected".
     lobby.arriving = rejoined ? [] : [said];
