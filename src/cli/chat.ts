@@ -206,14 +206,24 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
     io.stderr.write(`confab chat: give exactly one nickname\n\n${CHAT_USAGE}\n`);
     return 2;
   }
-  const port = Number(parsed.values.port ?? io.env.CONFAB_PORT ?? 20825);
+  // The server reads the same variables: one exported to start it (CONFAB_PORT=0, any free
+  // port) reaches a client started from that shell, which must say where its value came from.
+  const portText = parsed.values.port ?? io.env.CONFAB_PORT;
+  const port = Number(portText ?? 20825);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    io.stderr.write(`confab chat: --port must be a number from 1 to 65535\n`);
+    const source =
+      parsed.values.port === undefined
+        ? 'CONFAB_PORT (from the environment; --port overrides it)'
+        : '--port';
+    const given = JSON.stringify(clip(portText ?? '', 40));
+    io.stderr.write(`confab chat: ${source} must be a number from 1 to 65535, not ${given}\n`);
     return 2;
   }
   const servers = parseServers(parsed.values.host ?? io.env.CONFAB_HOST ?? '127.0.0.1', port);
   if (typeof servers === 'string') {
-    io.stderr.write(`confab chat: --host: ${servers}\n`);
+    const source =
+      parsed.values.host === undefined ? 'CONFAB_HOST (from the environment)' : '--host';
+    io.stderr.write(`confab chat: ${source}: ${servers}\n`);
     return 2;
   }
   const caFile = parsed.values.ca ?? (io.env.CONFAB_CA || undefined);

@@ -44,7 +44,7 @@ export function refusedFrame(reason: FrameRefusal): ParseResult {
   switch (reason) {
     case 'garbage':
     case 'blank':
-      return fail(ErrorCode.MALFORMED_JSON, 'bytes that cannot start a request were skipped');
+      return fail(ErrorCode.MALFORMED_JSON, 'bytes that were not a whole request were skipped');
     case 'too-deep':
       return tooDeep(MAX_DEPTH);
     case 'too-large':

@@ -311,6 +311,20 @@ describe('confab chat failures', () => {
     }
   });
 
+  it('names the variable a bad port came from, not a flag nobody gave', async () => {
+    // The server's own variable, exported in the shell the client is started from.
+    const fromEnv = ChatProcess.start(['a'], { CONFAB_PORT: '0' });
+    expect(await fromEnv.exited).toBe(2);
+    expect(fromEnv.output).toContain(
+      'confab chat: CONFAB_PORT (from the environment; --port overrides it) must be a number from 1 to 65535, not "0"',
+    );
+    const fromFlag = ChatProcess.start(['a', '--port', '70000'], { CONFAB_PORT: '0' });
+    expect(await fromFlag.exited).toBe(2);
+    expect(fromFlag.output).toContain(
+      'confab chat: --port must be a number from 1 to 65535, not "70000"',
+    );
+  });
+
   it('shows usage for a missing nickname', () => {
     let status = 0;
     let stderr = '';
