@@ -137,8 +137,11 @@ describe('web client in Chromium', () => {
     const second = await openPage(port);
     await second.fill('#nickname', 'DORA');
     await second.press('#nickname', 'Enter');
-    await second.locator('#join-error', { hasText: 'is taken' }).waitFor();
+    await second
+      .locator('#join-error', { hasText: 'The nickname “DORA” is taken. Join as DORA_, or pick' })
+      .waitFor();
     expect(await second.isVisible('#join-form')).toBe(true);
+    expect(await second.inputValue('#nickname')).toBe('DORA_');
     await second.fill('#nickname', 'dora2');
     await second.click('#join-form button');
     await second.locator('#join').waitFor({ state: 'hidden' });

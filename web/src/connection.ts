@@ -40,7 +40,11 @@ export interface Handlers {
    * Joining failed for a reason the user must fix (taken name, full room). `lostNickname`:
    * the page's own nickname, taken by someone else while it was reconnecting (or reloading).
    */
-  refused(reason: string, lostNickname?: string): void;
+  /**
+   * The CONNECT was refused. `lostNickname`: the name this session had, taken while it was
+   * away; `taken`: a name refused as taken at a first join.
+   */
+  refused(reason: string, lostNickname?: string, taken?: string): void;
   message(message: ParsedServerMessage): void;
   /** Requests waiting to be sent, paced to the server's flood limit; called when it changes. */
   queued(waiting: number, dropped: number): void;
@@ -278,9 +282,11 @@ export class Connection {
           this.restore(resumed);
           this.saveSession();
         } else if (message.cmd === Cmd.CONNECT_DUPLICATE_NICKNAME) {
+          const lost = this.everJoined || this.ownNickname;
           this.refuse(
             `The nickname “${this.nickname}” is taken. Try another one.`,
-            this.everJoined || this.ownNickname ? this.nickname : undefined,
+            lost ? this.nickname : undefined,
+            lost ? undefined : this.nickname,
           );
         } else if (message.cmd === Cmd.CONNECT_CHATROOM_FULL) {
           // Coming back (or a reload restoring its session), a full lobby or a server that has
@@ -419,11 +425,11 @@ export class Connection {
     return chat;
   }
 
-  private refuse(reason: string, lostNickname?: string): void {
+  private refuse(reason: string, lostNickname?: string, taken?: string): void {
     this.wanted = false;
     // No retry follows: the page is offline until the user joins again, not reconnecting.
     this.on.status('offline');
-    this.on.refused(reason, lostNickname);
+    this.on.refused(reason, lostNickname, taken);
     this.ws?.close();
   }
 

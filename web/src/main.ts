@@ -189,7 +189,14 @@ const connection = new Connection(wsUrl, {
       // The connection dropped while loading; reconnecting will try again.
     }
   },
-  refused(reason, lostNickname) {
+  refused(reason, lostNickname, taken) {
+    if (taken !== undefined) {
+      // As IRC clients do: the name with a "_", filled in to take or change.
+      const suggestion = freeNickname(taken);
+      nicknameInput.value = suggestion;
+      showJoin(`The nickname “${taken}” is taken. Join as ${suggestion}, or pick another one.`);
+      return;
+    }
     if (lostNickname === undefined) {
       showJoin(reason);
       return;
