@@ -95,9 +95,18 @@ const EXTRA = {
   ȶ: 't',
   ⱦ: 't',
   // A bare vertical stroke reads as l, as "|" does, which the file maps to it; these it maps
-  // to one of two classes of their own (box drawing's "│", the CJK stroke "丨"), or not at all.
+  // to a class of their own (box drawing's "│"), to the CJK stroke "丨", or not at all. Not
+  // "丨" itself: the file maps Hangul's vowel ㅣ to it, and through it most syllables ("개"
+  // would be "가1").
   '│': 'l',
-  丨: 'l',
+  '⎜': 'l',
+  '⎟': 'l',
+  '⎢': 'l',
+  '⎥': 'l',
+  '⎪': 'l',
+  '⎮': 'l',
+  '㇑': 'l',
+  '⼁': 'l',
   '⏐': 'l',
   '⎸': 'l',
   '⎹': 'l',

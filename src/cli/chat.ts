@@ -208,18 +208,19 @@ export async function chat(args: string[], io: ChatIo): Promise<number> {
   }
   // The server reads the same variables: one exported to start it (CONFAB_PORT=0, any free
   // port) reaches a client started from that shell, which must say where its value came from.
-  const portText = parsed.values.port ?? io.env.CONFAB_PORT;
+  // Empty is unset, as for CONFAB_CA.
+  const portText = parsed.values.port ?? (io.env.CONFAB_PORT || undefined);
   const port = Number(portText ?? 20825);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     const source =
       parsed.values.port === undefined
         ? 'CONFAB_PORT (from the environment; --port overrides it)'
         : '--port';
-    const given = JSON.stringify(clip(portText ?? '', 40));
-    io.stderr.write(`confab chat: ${source} must be a number from 1 to 65535, not ${given}\n`);
+    const given = clip(portText ?? '', 40);
+    io.stderr.write(`confab chat: ${source} must be a number from 1 to 65535, not "${given}"\n`);
     return 2;
   }
-  const servers = parseServers(parsed.values.host ?? io.env.CONFAB_HOST ?? '127.0.0.1', port);
+  const servers = parseServers(parsed.values.host ?? (io.env.CONFAB_HOST || '127.0.0.1'), port);
   if (typeof servers === 'string') {
     const source =
       parsed.values.host === undefined ? 'CONFAB_HOST (from the environment)' : '--host';

@@ -17,9 +17,11 @@ import { operatorByKey, operatorKey } from './moderation.js';
 import {
   answerKicker,
   enforceBan,
+  keepRemoval,
   kickMissed,
   kickShownInRoom,
   kickUnheard,
+  removalDetailOf,
   removeMember,
   secondsLeft,
 } from './moderation-commands.js';
@@ -498,12 +500,30 @@ export class ClusterNode {
     for (const room of session?.rooms ?? []) names.set(room.key, room.name);
     const { action, by, reason, seconds } = notice;
     const asker = action === 'kick' ? askerOf(notice.asker) : undefined;
-    const expelled = cluster.presence.expel(notice.member).catch((err: unknown) => {
-      if (!(err instanceof ReleaseRetried)) throw err;
-      // Its answer was lost: what the retry frees is told as this answer would have been.
-      this.chat.log.warn({ err, nickname }, `could not ${action} a member yet: retrying`);
-      return err.retried;
-    });
+    // Why, for its reconnect should its connection be dead, kept before the member is freed:
+    // a resume through another node that finds it freed finds this too.
+    const token = session?.resumeToken;
+    const kept =
+      token === undefined
+        ? Promise.resolve()
+        : keepRemoval(
+            this.chat,
+            cluster.presence,
+            token,
+            {
+              action,
+              detail: removalDetailOf(action, by, reason, seconds),
+            },
+            nickname,
+          );
+    const expelled = kept
+      .then(() => cluster.presence.expel(notice.member))
+      .catch((err: unknown) => {
+        if (!(err instanceof ReleaseRetried)) throw err;
+        // Its answer was lost: what the retry frees is told as this answer would have been.
+        this.chat.log.warn({ err, nickname }, `could not ${action} a member yet: retrying`);
+        return err.retried;
+      });
     const work = expelled.then(async (left) => {
       if (left !== undefined) {
         let announcedIn: string | undefined;

@@ -175,13 +175,16 @@ async function resumeInCluster(
   limits: Limits | undefined,
 ): Promise<void> {
   if (!(await ctx.takeOver(session, token))) {
+    // A client gone meanwhile took nothing over, and is not made a member of its own (nor
+    // spends the one telling of a removal).
+    const gone = () => session.state === 'closed' || session.goneWith !== undefined;
+    if (gone()) return;
     // Removed by a KICK or BAN, maybe on another node, while its connection was dead.
     const removed = await presence.takeRemoval(token).catch((err: unknown) => {
       ctx.log.warn({ err }, 'could not read whether a resumed session was removed');
       return undefined;
     });
-    // A client gone meanwhile took nothing over, and is not made a member of its own.
-    if (session.state === 'closed' || session.goneWith !== undefined) return;
+    if (gone()) return;
     if (removed !== undefined) {
       tellRemoved(ctx, session, removed);
       return;

@@ -7,7 +7,7 @@ import { ANY_TIME, type Ban, banMatches, parseMask, type Saved } from './bans.js
 import type { Broker, NodeNotice } from './broker.js';
 import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
 import { Delivery, type SessionRef } from './events.js';
-import { removalDetail } from './moderation.js';
+import { type Removal, removalDetail } from './moderation.js';
 import { setNewest } from './newest.js';
 import {
   addressLike,
@@ -66,8 +66,7 @@ export function removeMember(
 ): string | undefined {
   // Announced where the target is seen: the lobby, or else its first room.
   const room = target.room ?? target.rooms.values().next().value;
-  const duration = seconds === undefined ? undefined : formatDuration(seconds);
-  const detail = removalDetail(action, by, reason, duration);
+  const detail = removalDetailOf(action, by, reason, seconds);
   ctx.log.warn(
     { nickname: target.nickname, ip: target.address.ip, by, reason, seconds },
     `${target.nickname} was ${detail}`,
@@ -90,24 +89,44 @@ export function removeMember(
   }
   // For its reconnect, should its connection be dead: a ban would not refuse one from
   // another address or after it ended, nor say why.
+  // (On a cluster, its node kept it in Presence before freeing the member: keepRemoval.)
   const token = target.resumeToken;
-  if (token !== undefined) {
-    const removal = { action, detail };
-    const presence = ctx.cluster?.presence;
-    // On a cluster its reconnect may come through any node: kept in Presence, or else here.
-    if (presence === undefined) ctx.removals.remember(token, removal, ctx.now());
-    else {
-      presence.recordRemoval(token, removal).catch((err: unknown) => {
-        ctx.log.warn(
-          { err, nickname: target.nickname },
-          'could not record a removal in the cluster',
-        );
-        ctx.removals.remember(token, removal, ctx.now());
-      });
-    }
+  if (token !== undefined && ctx.cluster === undefined) {
+    ctx.removals.remember(token, { action, detail }, ctx.now());
   }
   ctx.disconnect(target, action === 'kick' ? 'kicked' : 'banned', detail);
   return room?.key;
+}
+
+/** What the member a KICK or BAN removes is told, as removeMember words it. */
+export function removalDetailOf(
+  action: 'kick' | 'ban',
+  by: string,
+  reason: string,
+  seconds: number | undefined,
+): string {
+  const duration = seconds === undefined ? undefined : formatDuration(seconds);
+  return removalDetail(action, by, reason, duration);
+}
+
+/**
+ * On a cluster, keeps why the member holding `token` is being removed where a resume through
+ * any node finds it (Presence), or else on this node; never rejects. Done before the member
+ * is freed: a resume that finds it freed then finds this too.
+ */
+export async function keepRemoval(
+  ctx: ChatContext,
+  presence: Presence,
+  token: string,
+  removal: Removal,
+  nickname: string | undefined,
+): Promise<void> {
+  try {
+    await presence.recordRemoval(token, removal);
+  } catch (err) {
+    ctx.log.warn({ err, nickname }, 'could not record a removal in the cluster');
+    ctx.removals.remember(token, removal, ctx.now());
+  }
 }
 
 /**

@@ -105,15 +105,19 @@ describe('look-alike nicknames share one key', () => {
     same('bi\u2502ly', 'billy');
     same('bi\u2503ly', 'billy');
     same('bi\u23a2ly', 'billy');
-    // The CJK stroke, and its Kangxi radical.
-    same('bi\u4e28ly', 'billy');
+    // Bracket pieces and the Kangxi radical the file maps to the CJK stroke.
+    same('bi\u23a5ly', 'billy');
     same('bi\u2f01ly', 'billy');
     for (const stroke of '\u23d0\u23b8\u23b9\u2758\u2759\u258f\u2595\u0964\u3021') {
       same(`bi${stroke}ly`, 'billy');
     }
     same('adm\u00a1n', 'admin');
-    // Korean keeps its own key: the vowel's stroke (U+1175) is one only beside a consonant.
-    differ('\uc774', 'ol');
+    // Not the CJK stroke itself, to which the file maps Hangul's vowel ㅣ (U+1175) and
+    // through it most syllables: Korean keeps its own keys.
+    differ('bi\u4e28ly', 'billy');
+    differ('\uac1c', '\uac001'); // 개, 가1
+    differ('\uc774', '\u110bl'); // 이, ᄋl
+    differ('\ubbfc\uc26c', '\ubbfc\uc2181'); // 민쉬, 민수1
   });
 
   it('folds small capitals, and kra, which confusables.txt leaves out', () => {
