@@ -83,6 +83,19 @@ const seeLine = (page: Page, room: string, text: string | RegExp) =>
     state: 'attached',
   });
 
+/**
+ * A server with memory history (and `flags`), and `restart`, which starts it anew on the same
+ * TCP and HTTP ports, with the same flags: a restart the page reconnects across.
+ */
+async function restartable(flags: Record<string, string> = {}) {
+  const first = await startConfab({ 'http-port': '0', history: 'memory', ...flags });
+  const port = first.address.port;
+  const httpPort = first.httpAddress!.port;
+  const restart = () =>
+    startConfab({ port: String(port), 'http-port': String(httpPort), history: 'memory', ...flags });
+  return { first, port, httpPort, restart };
+}
+
 /** The chat lines of a room's view, as "from: text", in the order shown. */
 function chatLines(page: Page, room: string): Promise<string[]> {
   return page.evaluate(
@@ -916,9 +929,7 @@ describe('web client history and resume in Chromium', () => {
   }, 60_000);
 
   it('lets its user type while it reconnects, and sends it once back', async () => {
-    const first = await startConfab({ 'http-port': '0', history: 'memory' });
-    const port = first.address.port;
-    const httpPort = first.httpAddress!.port;
+    const { first, port, httpPort, restart } = await restartable();
     const page = await openPage(httpPort);
     let again: ConfabServer | undefined;
     let reader: RawClient | undefined;
@@ -929,11 +940,7 @@ describe('web client history and resume in Chromium', () => {
       await say(page, 'typed while away');
       await say(page, '\\users');
       await seeLine(page, 'lobby', 'Not connected right now; try again once reconnected.');
-      again = await startConfab({
-        port: String(port),
-        'http-port': String(httpPort),
-        history: 'memory',
-      });
+      again = await restart();
       await page.locator('#status[data-status="online"]').waitFor({ timeout: 30_000 });
       // Stored once back: a member joining later reads it in the lobby's history.
       await until(
@@ -965,9 +972,7 @@ describe('web client history and resume in Chromium', () => {
   }, 60_000);
 
   it('says in the room on screen that the connection is back, where it said it was lost', async () => {
-    const first = await startConfab({ 'http-port': '0', history: 'memory' });
-    const port = first.address.port;
-    const httpPort = first.httpAddress!.port;
+    const { first, httpPort, restart } = await restartable();
     const page = await openPage(httpPort);
     let again: ConfabServer | undefined;
     try {
@@ -975,11 +980,7 @@ describe('web client history and resume in Chromium', () => {
       await enterRoom(page, 'physics');
       await first.stop();
       await seeLine(page, 'physics', 'Connection lost. Reconnecting…');
-      again = await startConfab({
-        port: String(port),
-        'http-port': String(httpPort),
-        history: 'memory',
-      });
+      again = await restart();
       await page.locator('#status[data-status="online"]').waitFor({ timeout: 30_000 });
       await seeLine(page, 'physics', 'Reconnected as viewer.');
       // The lobby too, where the missed lines it replays follow it.
@@ -991,9 +992,7 @@ describe('web client history and resume in Chromium', () => {
   }, 60_000);
 
   it('marks a line typed while it reconnects as waiting from the moment it is typed, until it is sent or not', async () => {
-    const first = await startConfab({ 'http-port': '0', history: 'memory' });
-    const port = first.address.port;
-    const httpPort = first.httpAddress!.port;
+    const { first, httpPort, restart } = await restartable();
     const page = await openPage(httpPort);
     let again: ConfabServer | undefined;
     try {
@@ -1005,11 +1004,7 @@ describe('web client history and resume in Chromium', () => {
       expect(typed.marks).toEqual(['(waiting for the connection)']);
       // Fainter than a line only waiting for its id (0.75).
       expect(Number(typed.opacity)).toBeLessThan(0.75);
-      again = await startConfab({
-        port: String(port),
-        'http-port': String(httpPort),
-        history: 'memory',
-      });
+      again = await restart();
       await page.locator('#status[data-status="online"]').waitFor({ timeout: 30_000 });
       // Sent: it says so instead, and no longer waits.
       await page
@@ -1041,9 +1036,7 @@ describe('web client history and resume in Chromium', () => {
   }, 60_000);
 
   it('says which lines typed while away were given up with a room it could not join again', async () => {
-    const first = await startConfab({ 'http-port': '0', history: 'memory', 'room-capacity': '1' });
-    const port = first.address.port;
-    const httpPort = first.httpAddress!.port;
+    const { first, port, httpPort, restart } = await restartable({ 'room-capacity': '1' });
     const relay = await TcpRelay.start(httpPort);
     const page = await openPage(relay.port);
     let again: ConfabServer | undefined;
@@ -1058,12 +1051,7 @@ describe('web client history and resume in Chromium', () => {
       ]);
       // The page's attempts wait until bob is in.
       relay.hold();
-      again = await startConfab({
-        port: String(port),
-        'http-port': String(httpPort),
-        history: 'memory',
-        'room-capacity': '1',
-      });
+      again = await restart();
       // The room's one place is taken before the page is back.
       bob = await join(port, 'bob', { caps: ['rooms'] });
       bob.sendPy({ cmd: '100', room: 'r2' });
