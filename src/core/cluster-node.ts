@@ -13,7 +13,7 @@ import { type ChatEvent, Delivery, type SessionRef } from './events.js';
 import type { Identities } from './identities.js';
 import { JoinPlaces } from './join-places.js';
 import { MemberLists, RecentRead } from './member-lists.js';
-import { operatorByKey, operatorKey } from './moderation.js';
+import { operatorByKey, operatorKey, removalDetail, removedAs } from './moderation.js';
 import {
   answerKicker,
   enforceBan,
@@ -21,7 +21,6 @@ import {
   kickMissed,
   kickShownInRoom,
   kickUnheard,
-  removalDetailOf,
   removeMember,
   secondsLeft,
 } from './moderation-commands.js';
@@ -512,7 +511,7 @@ export class ClusterNode {
             token,
             {
               action,
-              detail: removalDetailOf(action, by, reason, seconds),
+              detail: removalDetail(action, by, reason, seconds),
             },
             nickname,
           );
@@ -553,8 +552,7 @@ export class ClusterNode {
           cluster.broker.notify(notice.asker.node, { type: 'kicked', ...kicked });
         }
         // Its own release in leaving finds nothing left: the "30"s go out from here.
-        const why = action === 'kick' ? 'kicked' : 'banned';
-        this.announceLeft(left, nickname ?? '', names, why, session ?? {});
+        this.announceLeft(left, nickname ?? '', names, removedAs(action), session ?? {});
         return;
       }
       // Followed by its identity: by nickname, a member who left or renamed meanwhile would

@@ -14,7 +14,6 @@ import {
   tooLong,
 } from './command-context.js';
 import type { MemberInfo, PeerAddress } from './events.js';
-import type { Removal } from './moderation.js';
 import {
   ban,
   bans,
@@ -22,6 +21,7 @@ import {
   oper,
   recheckBans,
   removedIfBanned,
+  tellRemoved,
   unban,
 } from './moderation-commands.js';
 import { checkNickname, type NicknameCheck, nicknameKey } from './nickname.js';
@@ -87,11 +87,6 @@ function usableNickname(ctx: ChatContext, raw: string): NicknameCheck {
     return { ok: false, reason: "nickname is an operator's name" };
   }
   return checked;
-}
-
-/** Ends the connection of a session resuming a member a KICK or BAN removed, saying which. */
-function tellRemoved(ctx: ChatContext, session: Session, removed: Removal): void {
-  ctx.disconnect(session, removed.action === 'kick' ? 'kicked' : 'banned', removed.detail);
 }
 
 function connectAfresh(

@@ -1,13 +1,12 @@
 /** The operators' requests: OPER, KICK, BAN, UNBAN and BANS, and how a ban is enforced. */
 import { Cmd, ErrorCode } from '../protocol/codes.js';
-import { formatDuration } from '../protocol/slash-commands.js';
 import { atMostChars, clip } from '../protocol/text.js';
 import { parseAddressMask } from './addresses.js';
 import { ANY_TIME, type Ban, banMatches, parseMask, type Saved } from './bans.js';
 import type { Broker, NodeNotice } from './broker.js';
 import { type ChatContext, type Handler, refuse, tooLong } from './command-context.js';
 import { Delivery, type SessionRef } from './events.js';
-import { type Removal, removalDetail } from './moderation.js';
+import { type Removal, removalDetail, removedAs } from './moderation.js';
 import { setNewest } from './newest.js';
 import {
   addressLike,
@@ -66,7 +65,7 @@ export function removeMember(
 ): string | undefined {
   // Announced where the target is seen: the lobby, or else its first room.
   const room = target.room ?? target.rooms.values().next().value;
-  const detail = removalDetailOf(action, by, reason, seconds);
+  const detail = removalDetail(action, by, reason, seconds);
   ctx.log.warn(
     { nickname: target.nickname, ip: target.address.ip, by, reason, seconds },
     `${target.nickname} was ${detail}`,
@@ -94,19 +93,13 @@ export function removeMember(
   if (token !== undefined && ctx.cluster === undefined) {
     ctx.removals.remember(token, { action, detail }, ctx.now());
   }
-  ctx.disconnect(target, action === 'kick' ? 'kicked' : 'banned', detail);
+  tellRemoved(ctx, target, { action, detail });
   return room?.key;
 }
 
-/** What the member a KICK or BAN removes is told, as removeMember words it. */
-export function removalDetailOf(
-  action: 'kick' | 'ban',
-  by: string,
-  reason: string,
-  seconds: number | undefined,
-): string {
-  const duration = seconds === undefined ? undefined : formatDuration(seconds);
-  return removalDetail(action, by, reason, duration);
+/** Ends the connection of a session a KICK or BAN removed, saying which (2005 or 2006). */
+export function tellRemoved(ctx: ChatContext, session: Session, removal: Removal): void {
+  ctx.disconnect(session, removedAs(removal.action), removal.detail);
 }
 
 /**

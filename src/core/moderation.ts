@@ -3,6 +3,7 @@
  * name and password from the config file. The core never sees a password
  * hash's format: `verify` is the composition root's (scrypt, node:crypto).
  */
+import { formatDuration } from '../protocol/slash-commands.js';
 import { setNewest } from './newest.js';
 
 export interface Operator {
@@ -62,14 +63,18 @@ export class RecentRemovals {
   }
 }
 
-/** What the kicked or banned member is told, and the log says. */
+/** How a session a KICK or BAN removed ends: its close's reason, and its detail's verb. */
+export function removedAs(action: Removal['action']): 'kicked' | 'banned' {
+  return action === 'kick' ? 'kicked' : 'banned';
+}
+
+/** What the kicked or banned member is told, and the log says; `seconds`: a ban's length. */
 export function removalDetail(
-  action: 'kick' | 'ban',
+  action: Removal['action'],
   by: string,
   reason: string,
-  duration: string | undefined,
+  seconds: number | undefined,
 ): string {
-  const what = action === 'kick' ? 'kicked' : 'banned';
-  const span = duration === undefined ? '' : ` for ${duration}`;
-  return `${what} by ${by}${span}${reason === '' ? '' : `: ${reason}`}`;
+  const span = seconds === undefined ? '' : ` for ${formatDuration(seconds)}`;
+  return `${removedAs(action)} by ${by}${span}${reason === '' ? '' : `: ${reason}`}`;
 }
