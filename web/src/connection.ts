@@ -38,11 +38,8 @@ export interface Handlers {
   }): void;
   /**
    * Joining failed for a reason the user must fix (taken name, full room). `lostNickname`:
-   * the page's own nickname, taken by someone else while it was reconnecting (or reloading).
-   */
-  /**
-   * The CONNECT was refused. `lostNickname`: the name this session had, taken while it was
-   * away; `taken`: a name refused as taken at a first join.
+   * the page's own nickname, taken by someone else while it was reconnecting (or reloading);
+   * `taken`: a name refused as taken at a first join.
    */
   refused(reason: string, lostNickname?: string, taken?: string): void;
   message(message: ParsedServerMessage): void;

@@ -190,24 +190,23 @@ const connection = new Connection(wsUrl, {
     }
   },
   refused(reason, lostNickname, taken) {
-    if (taken !== undefined) {
-      // As IRC clients do: the name with a "_", filled in to take or change.
-      const suggestion = freeNickname(taken);
-      nicknameInput.value = suggestion;
-      showJoin(`The nickname “${taken}” is taken. Join as ${suggestion}, or pick another one.`);
+    const name = lostNickname ?? taken;
+    if (name === undefined) {
+      showJoin(reason);
       return;
     }
+    // As IRC clients do: the name with a "_", filled in to take or change.
+    const suggestion = freeNickname(name);
+    nicknameInput.value = suggestion;
     if (lostNickname === undefined) {
-      showJoin(reason);
+      showJoin(`The nickname “${name}” is taken. Join as ${suggestion}, or pick another one.`);
       return;
     }
     // Joining under another name is still this user coming back: to the same rooms, whose
     // views (and the lines marked not sent in them) stay.
     page.restoredRooms = connection.resume.joined();
-    const suggestion = freeNickname(lostNickname);
-    nicknameInput.value = suggestion;
     showJoin(
-      `Your nickname ${lostNickname} was taken by someone else while you were disconnected. Join as ${suggestion}, or pick another one.`,
+      `Your nickname ${name} was taken by someone else while you were disconnected. Join as ${suggestion}, or pick another one.`,
     );
   },
   message: onMessage,
